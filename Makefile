@@ -1,0 +1,47 @@
+# The two commands of README.md:
+#   make run    set everything up and run the local demo on loopback
+#   make test   set everything up (Python and Debian packages) and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client
+TEST_WORKERS ?= 2
+
+.PHONY: run test setup system-deps lint typecheck unit clean bench
+
+run: setup
+	$(PY) -m suite.demo
+
+test: system-deps setup lint typecheck unit
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+lint: setup
+	$(VENV)/bin/ruff check suite tests bench twisted
+	$(VENV)/bin/ruff format --check suite tests bench twisted
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest -n $(TEST_WORKERS) -q tests
+
+clean:
+	rm -rf $(VENV) var _trial_temp* build *.egg-info

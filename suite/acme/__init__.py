@@ -1,0 +1,3 @@
+"""suite.acme."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""suite.ceptra."""
+
+__all__: list[str] = []

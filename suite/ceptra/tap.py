@@ -1,0 +1,15 @@
+"""twistd plugin entry for ceptra (placeholder until its Options land)."""
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+from suite.daemon import DaemonOptions, exitOnConfigError, notImplementedYet
+
+
+class Options(DaemonOptions):
+    """Options for twistd ceptra."""
+
+
+@exitOnConfigError("ceptra")
+def makeService(options: usage.Options) -> MultiService:
+    raise notImplementedYet("ceptra daemon")

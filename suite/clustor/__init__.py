@@ -1,0 +1,3 @@
+"""suite.clustor."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""suite.constellation."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""suite.cred."""
+
+__all__: list[str] = []

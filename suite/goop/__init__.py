@@ -1,0 +1,3 @@
+"""suite.goop."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""suite.gossip."""
+
+__all__: list[str] = []

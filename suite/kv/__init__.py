@@ -1,0 +1,3 @@
+"""suite.kv."""
+
+__all__: list[str] = []

@@ -1,0 +1,225 @@
+"""
+Logging for every daemon: JSON lines on stderr by default, coloured
+human-readable lines with C{--verbose}.  Secrets never reach the output.
+
+Use under twistd with C{--logger=suite.logging.observer} (the console scripts
+do this); daemons log through L{twisted.logger.Logger} with named fields.
+A field whose name says it holds a secret (token, password, ...) or whose
+value is a L{Secret} is written as C{"***"}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from typing import IO, Any, Mapping
+
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+)
+
+__all__ = [
+    "Secret",
+    "setVerbose",
+    "setLevel",
+    "observer",
+    "jsonObserver",
+    "textObserver",
+    "redactEvent",
+    "startLogging",
+    "parseLevel",
+]
+
+REDACTED = "***"
+_SECRET_NAME = re.compile(
+    r"(^|_)(token|secret|password|passwd|pass|auth_pass|authorization|credentials?|"
+    r"private_?key|api_?key|key_?pem|psk)($|_)",
+    re.IGNORECASE,
+)
+
+
+class Secret(str):
+    """
+    A string that renders as C{***} when formatted, logged or repr'd; use
+    C{.reveal()} where the real value is needed.
+    """
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+    def __str__(self) -> str:
+        return REDACTED
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __format__(self, spec: str) -> str:
+        return REDACTED
+
+
+_settings: dict[str, Any] = {"verbose": False, "level": LogLevel.info}
+
+
+def setVerbose(flag: bool) -> None:
+    """
+    Choose human-readable output for the observer twistd builds next.
+    """
+    _settings["verbose"] = bool(flag)
+
+
+def parseLevel(name: str) -> LogLevel:
+    """
+    Map C{debug|info|warn|warning|error|critical} to a L{LogLevel}.
+
+    @raise ValueError: for an unknown name, naming it.
+    """
+    key = name.strip().lower()
+    if key == "warning":
+        key = "warn"
+    if key == "trace":
+        key = "debug"
+    try:
+        return LogLevel.levelWithName(key)
+    except Exception:
+        raise ValueError(
+            f"unknown log level {name!r} (use debug, info, warn, error or critical)"
+        ) from None
+
+
+def setLevel(level: LogLevel | str) -> None:
+    """
+    Set the minimum level written by the observer twistd builds next.
+    """
+    _settings["level"] = parseLevel(level) if isinstance(level, str) else level
+
+
+def _isSecretName(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def redactEvent(event: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    Return a copy of C{event} with secret-looking fields replaced.
+    """
+    out = dict(event)
+    for k, v in event.items():
+        if isinstance(v, Secret) or (not k.startswith("log_") and _isSecretName(k)):
+            out[k] = REDACTED
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): REDACTED if _isSecretName(str(k)) else _jsonable(v) for k, v in value.items()}
+    return repr(value)
+
+
+def formatJSON(event: Mapping[str, Any]) -> str:
+    """
+    One JSON object per line: time, level, logger, msg, then the event's own
+    named fields (redacted) and the error traceback if any.
+    """
+    event = redactEvent(event)
+    level = event.get("log_level")
+    record: dict[str, Any] = {
+        "time": time.strftime(
+            "%Y-%m-%dT%H:%M:%S", time.gmtime(event.get("log_time") or time.time())
+        )
+        + "Z",
+        "level": getattr(level, "name", "info"),
+        "logger": event.get("log_namespace", "-"),
+        "msg": formatEvent(event),
+    }
+    for k, v in event.items():
+        if k.startswith("log_") or k in ("format", "message", "system", "isError", "time"):
+            continue
+        record[k] = _jsonable(v)
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            record["error"] = failure.getErrorMessage()
+            record["traceback"] = failure.getTraceback()
+        except Exception:
+            record["error"] = repr(failure)
+    return json.dumps(record, separators=(",", ":"), default=repr) + "\n"
+
+
+_COLOURS = {
+    "debug": "\x1b[2m",
+    "info": "\x1b[36m",
+    "warn": "\x1b[33m",
+    "error": "\x1b[31m",
+    "critical": "\x1b[1;31m",
+}
+
+
+def _formatText(colour: bool) -> Any:
+    def fmt(event: Mapping[str, Any]) -> str:
+        event = redactEvent(event)
+        level = getattr(event.get("log_level"), "name", "info")
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.get("log_time") or time.time()))
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += "\n" + failure.getTraceback()
+        lvl = f"{level.upper():5}"
+        if colour:
+            lvl = f"{_COLOURS.get(level, '')}{lvl}\x1b[0m"
+        return f"{stamp} {lvl} [{event.get('log_namespace', '-')}] {text}\n"
+
+    return fmt
+
+
+def jsonObserver(stream: IO[str] | None = None) -> ILogObserver:
+    """
+    An observer writing JSON lines to C{stream} (stderr by default).
+    """
+    return FileLogObserver(stream or sys.stderr, formatJSON)
+
+
+def textObserver(stream: IO[str] | None = None) -> ILogObserver:
+    """
+    An observer writing human-readable lines, coloured on a terminal.
+    """
+    s = stream or sys.stderr
+    return FileLogObserver(s, _formatText(bool(getattr(s, "isatty", lambda: False)())))
+
+
+def _filtered(obs: ILogObserver, level: LogLevel) -> ILogObserver:
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    return FilteringLogObserver(obs, [predicate])
+
+
+def observer() -> ILogObserver:
+    """
+    The twistd C{--logger} factory: JSON or text per L{setVerbose}, filtered
+    at the level from L{setLevel}.
+    """
+    base = textObserver() if _settings["verbose"] else jsonObserver()
+    return _filtered(base, _settings["level"])
+
+
+def startLogging(verbose: bool = False, level: LogLevel | str = LogLevel.info, stream: IO[str] | None = None) -> None:
+    """
+    Begin logging outside twistd (client commands, tools).
+    """
+    setVerbose(verbose)
+    setLevel(level)
+    base = textObserver(stream) if verbose else jsonObserver(stream)
+    globalLogBeginner.beginLoggingTo([_filtered(base, _settings["level"])], redirectStandardIO=False)

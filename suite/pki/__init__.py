@@ -1,0 +1,3 @@
+"""suite.pki."""
+
+__all__: list[str] = []

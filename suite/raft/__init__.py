@@ -1,0 +1,3 @@
+"""suite.raft."""
+
+__all__: list[str] = []

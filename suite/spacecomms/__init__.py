@@ -1,0 +1,3 @@
+"""suite.spacecomms."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""suite.specter."""
+
+__all__: list[str] = []

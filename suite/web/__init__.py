@@ -1,0 +1,3 @@
+"""suite.web."""
+
+__all__: list[str] = []

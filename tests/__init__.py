@@ -1,0 +1,1 @@
+"""Tests for the suite; the tree mirrors C{suite/}."""

@@ -1,0 +1,1 @@
+"""Test support: process runner, in-memory network simulator, checkers."""

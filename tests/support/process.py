@@ -1,0 +1,224 @@
+"""
+Run real daemon processes from trial tests and always clean them up.
+
+    proc = DaemonProcess(self, twistdArgs("specter", "server", ...))
+    proc.start()
+    await proc.waitForHTTP("http://127.0.0.1:%d/healthz" % port)
+
+Processes are started with L{subprocess.Popen} (output goes to a file in the
+test's temporary directory, shown when a wait fails) and waited on by polling
+on the reactor, so the reactor is never blocked.  A cleanup registered on the
+test case sends SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+BIN = os.path.dirname(sys.executable)
+
+
+def freePort(kind: int = socket.SOCK_STREAM) -> int:
+    """
+    Ask the OS for a free loopback port (TCP by default, or UDP).
+    """
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+    finally:
+        s.close()
+
+
+def twistdArgs(plugin: str, *args: str) -> list[str]:
+    """
+    The argv that runs C{twistd -n PLUGIN ARGS} from this virtualenv with
+    the suite's JSON logger.
+    """
+    return [
+        os.path.join(BIN, "twistd"),
+        "--nodaemon",
+        "--pidfile=",
+        "--logger=suite.logging.observer",
+        plugin,
+        *args,
+    ]
+
+
+def scriptArgs(script: str, *args: str) -> list[str]:
+    """
+    The argv that runs one of the suite's console scripts from this virtualenv.
+    """
+    return [os.path.join(BIN, script), *args]
+
+
+async def sleep(seconds: float) -> None:
+    """
+    Yield to the reactor for C{seconds} (for polling real processes only).
+    """
+    await deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+class WaitTimeout(AssertionError):
+    pass
+
+
+class DaemonProcess:
+    """
+    One real process owned by a test.
+    """
+
+    def __init__(
+        self,
+        testCase: TestCase,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        name: str = "daemon",
+        stopTimeout: float = 15.0,
+    ) -> None:
+        self.testCase = testCase
+        self.argv = list(argv)
+        self.env = dict(os.environ)
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        if env:
+            self.env.update(env)
+        self.cwd = cwd
+        self.name = name
+        self.stopTimeout = stopTimeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        base = testCase.mktemp()
+        os.makedirs(base, exist_ok=True)
+        self.logPath = os.path.join(base, f"{name}.log")
+
+    def start(self) -> "DaemonProcess":
+        self._log = open(self.logPath, "ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        self.testCase.addCleanup(self._cleanup)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def output(self) -> str:
+        try:
+            with open(self.logPath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _fail(self, what: str) -> None:
+        tail = self.output()[-4000:]
+        raise WaitTimeout(f"{self.name}: {what}\n--- {self.name} output (tail) ---\n{tail}")
+
+    async def waitFor(self, predicate: Any, what: str, timeout: float = 30.0, interval: float = 0.05) -> Any:
+        """
+        Poll C{predicate()} (which may return a Deferred/coroutine) until it
+        returns a true value; fail with the process output on timeout or exit.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                result = predicate()
+                if hasattr(result, "__await__") or hasattr(result, "addCallback"):
+                    result = await result
+            except Exception:
+                result = None
+            if result:
+                return result
+            if self.proc is not None and self.proc.poll() is not None:
+                self._fail(f"exited with code {self.proc.returncode} while waiting for {what}")
+            if time.monotonic() > deadline:
+                self._fail(f"timed out after {timeout}s waiting for {what}")
+            await sleep(interval)
+
+    async def waitForPort(self, port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
+        def check() -> bool:
+            with socket.socket() as s:
+                s.settimeout(0.2)
+                return s.connect_ex((host, port)) == 0
+
+        await self.waitFor(check, f"{host}:{port} to accept connections", timeout)
+
+    async def waitForLog(self, pattern: str, timeout: float = 30.0) -> "re.Match[str]":
+        rx = re.compile(pattern)
+        return await self.waitFor(lambda: rx.search(self.output()), f"log matching {pattern!r}", timeout)
+
+    async def waitForHTTP(self, url: str, timeout: float = 30.0, code: int = 200, **kw: Any) -> Any:
+        import treq
+
+        async def check() -> Any:
+            r = await treq.get(url, timeout=2, persistent=False, **kw)
+            await r.content()
+            return r if r.code == code else None
+
+        return await self.waitFor(check, f"HTTP {code} from {url}", timeout, interval=0.1)
+
+    def signal(self, sig: int) -> None:
+        if self.running():
+            assert self.proc is not None
+            os.kill(self.proc.pid, sig)
+
+    def kill9(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    async def waitExit(self, timeout: float | None = None) -> int:
+        await self.waitForExit(timeout if timeout is not None else self.stopTimeout)
+        assert self.proc is not None and self.proc.returncode is not None
+        return self.proc.returncode
+
+    async def waitForExit(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.proc is not None and self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self._fail(f"did not exit within {timeout}s")
+            await sleep(0.05)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float | None = None) -> int:
+        """
+        Send C{sig} and wait for the exit code.
+        """
+        self.signal(sig)
+        return await self.waitExit(timeout)
+
+    def _cleanup(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(self.stopTimeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self.proc.wait(5)
+        self._log.close()
