@@ -178,13 +178,13 @@ class DaemonProcess:
 
         return await self.waitFor(check, f"HTTP {code} from {url}", timeout, interval=0.1)
 
-    def signal(self, sig: int) -> None:
+    def sendSignal(self, sig: int) -> None:
         if self.running():
             assert self.proc is not None
             os.kill(self.proc.pid, sig)
 
     def kill9(self) -> None:
-        self.signal(signal.SIGKILL)
+        self.sendSignal(signal.SIGKILL)
 
     async def waitExit(self, timeout: float | None = None) -> int:
         await self.waitForExit(timeout if timeout is not None else self.stopTimeout)
@@ -202,7 +202,7 @@ class DaemonProcess:
         """
         Send C{sig} and wait for the exit code.
         """
-        self.signal(sig)
+        self.sendSignal(sig)
         return await self.waitExit(timeout)
 
     def _cleanup(self) -> None:
