@@ -11,10 +11,12 @@ value is a L{Secret} is written as C{"***"}.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
-from typing import IO, Any, Mapping
+from collections.abc import Mapping
+from typing import IO, Any
 
 from twisted.logger import (
     FileLogObserver,
@@ -40,10 +42,16 @@ __all__ = [
 
 REDACTED = "***"
 _SECRET_NAME = re.compile(
-    r"(^|_)(token|secret|password|passwd|pass|auth_pass|authorization|credentials?|"
-    r"private_?key|api_?key|key_?pem|psk)($|_)",
+    r"(^|_)(token|tokens|secret|secrets|password|passwd|pass|passphrase|auth_pass|"
+    r"authorization|credentials?|cookie|private_?key|api_?key|key_?pem|psk|bearer)($|_)",
     re.IGNORECASE,
 )
+# camelCase and acronym boundaries: authToken -> auth_Token, keyPEM -> key_PEM
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# user:password@ in URLs
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@/\s]+@")
+#: Event keys that carry no user data (legacy bridge fields and our own).
+_SKIP_FIELDS = frozenset(("format", "message", "system", "isError", "time", "failure"))
 
 
 class Secret(str):
@@ -89,9 +97,7 @@ def parseLevel(name: str) -> LogLevel:
     try:
         return LogLevel.levelWithName(key)
     except Exception:
-        raise ValueError(
-            f"unknown log level {name!r} (use debug, info, warn, error or critical)"
-        ) from None
+        raise ValueError(f"unknown log level {name!r} (use debug, info, warn, error or critical)") from None
 
 
 def setLevel(level: LogLevel | str) -> None:
@@ -102,23 +108,52 @@ def setLevel(level: LogLevel | str) -> None:
 
 
 def _isSecretName(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
+    normal = _CAMEL.sub("_", name).replace("-", "_")
+    return bool(_SECRET_NAME.search(normal))
+
+
+def _redactValue(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value) if "://" in value else value
+    if depth > 8:
+        return value
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if isinstance(k, str) and _isSecretName(k) else _redactValue(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redactValue(v, depth + 1) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_redactValue(v, depth + 1) for v in value)
+    return value
 
 
 def redactEvent(event: Mapping[str, Any]) -> dict[str, Any]:
     """
-    Return a copy of C{event} with secret-looking fields replaced.
+    Return a copy of C{event} with secret-looking fields replaced: fields
+    whose name says secret (C{token}, C{password}, C{authToken}, ...), any
+    L{Secret} value, the same inside nested dicts and lists, and the
+    password of a C{scheme://user:password@host} URL.
     """
     out = dict(event)
     for k, v in event.items():
-        if isinstance(v, Secret) or (not k.startswith("log_") and _isSecretName(k)):
+        if k.startswith("log_"):
+            continue
+        if isinstance(v, Secret) or _isSecretName(k):
             out[k] = REDACTED
+        else:
+            out[k] = _redactValue(v)
     return out
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Secret):
         return REDACTED
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, bytes):
@@ -137,19 +172,19 @@ def formatJSON(event: Mapping[str, Any]) -> str:
     """
     event = redactEvent(event)
     level = event.get("log_level")
+    when = event.get("log_time") or time.time()
     record: dict[str, Any] = {
-        "time": time.strftime(
-            "%Y-%m-%dT%H:%M:%S", time.gmtime(event.get("log_time") or time.time())
-        )
-        + "Z",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int((when % 1) * 1000):03d}Z",
         "level": getattr(level, "name", "info"),
         "logger": event.get("log_namespace", "-"),
-        "msg": formatEvent(event),
+        "msg": _redactValue(formatEvent(event)),
     }
     for k, v in event.items():
-        if k.startswith("log_") or k in ("format", "message", "system", "isError", "time"):
+        if k.startswith("log_") or k in _SKIP_FIELDS:
             continue
-        record[k] = _jsonable(v)
+        # Never let a field overwrite time/level/logger/msg/error.
+        key = k if k not in record and k not in ("error", "traceback") else f"{k}_"
+        record[key] = _jsonable(v)
     failure = event.get("log_failure")
     if failure is not None:
         try:
@@ -174,7 +209,7 @@ def _formatText(colour: bool) -> Any:
         event = redactEvent(event)
         level = getattr(event.get("log_level"), "name", "info")
         stamp = time.strftime("%H:%M:%S", time.localtime(event.get("log_time") or time.time()))
-        text = formatEvent(event)
+        text = _redactValue(formatEvent(event))
         failure = event.get("log_failure")
         if failure is not None:
             text += "\n" + failure.getTraceback()
@@ -215,7 +250,9 @@ def observer() -> ILogObserver:
     return _filtered(base, _settings["level"])
 
 
-def startLogging(verbose: bool = False, level: LogLevel | str = LogLevel.info, stream: IO[str] | None = None) -> None:
+def startLogging(
+    verbose: bool = False, level: LogLevel | str = LogLevel.info, stream: IO[str] | None = None
+) -> None:
     """
     Begin logging outside twistd (client commands, tools).
     """

@@ -1,15 +1,21 @@
-"""twistd plugin entry for ceptra (placeholder until its Options land)."""
+"""twistd plugin entry for C{ceptra}, a CEPtra node."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.python import usage
 
-from suite.daemon import DaemonOptions, exitOnConfigError, notImplementedYet
+from suite.ceptra import service
+from suite.ceptra.options import Options
+from suite.daemon import exitOnConfigError
 
-
-class Options(DaemonOptions):
-    """Options for twistd ceptra."""
+__all__ = ["Options", "makeService"]
 
 
 @exitOnConfigError("ceptra")
-def makeService(options: usage.Options) -> MultiService:
-    raise notImplementedYet("ceptra daemon")
+def makeService(options: Options, reactor: Any = None) -> MultiService:
+    """
+    Build a CEPtra node from parsed options (one-line error, exit 2, on bad input).
+    """
+    return service.makeService(options, reactor)

@@ -1,15 +1,21 @@
-"""twistd plugin entry for constellation (placeholder until its Options land)."""
+"""twistd plugin entry for C{constellation}, the Constellation agent."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.python import usage
 
-from suite.daemon import DaemonOptions, exitOnConfigError, notImplementedYet
+from suite.constellation import service
+from suite.constellation.options import Options
+from suite.daemon import exitOnConfigError
 
-
-class Options(DaemonOptions):
-    """Options for twistd constellation."""
+__all__ = ["Options", "makeService"]
 
 
 @exitOnConfigError("constellation")
-def makeService(options: usage.Options) -> MultiService:
-    raise notImplementedYet("constellation daemon")
+def makeService(options: Options, reactor: Any = None) -> MultiService:
+    """
+    Build the agent from parsed options (one-line error, exit 2, on bad input).
+    """
+    return service.makeService(options, reactor)

@@ -1,15 +1,134 @@
-"""twistd plugin entry for goop (placeholder until its Options land)."""
+"""
+twistd plugin entry for Goop2: C{twistd goop peer DIR} and
+C{twistd goop rendezvous DIR}.
+
+All configuration is read from C{DIR/goop.json} (created with defaults on
+first start); the few flags here only tune the hub's abuse limits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.logger import Logger, globalLogPublisher
 from twisted.python import usage
 
-from suite.daemon import DaemonOptions, exitOnConfigError, notImplementedYet
+from suite.daemon import ConfigError, DaemonOptions, attachCommon, exitOnConfigError
+
+__all__ = ["Options", "makeService", "PeerOptions", "RendezvousOptions", "ManagerOptions"]
+
+log = Logger()
+
+
+class _DirOptions(usage.Options):
+    def parseArgs(self, directory: str | None = None) -> None:
+        if not directory:
+            raise usage.UsageError("a peer directory is required")
+        self["directory"] = directory
+
+    def getSynopsis(self) -> str:
+        return super().getSynopsis() + " <peer-directory>"
+
+
+def _positive(name: str) -> Any:
+    def coerce(v: str) -> float:
+        try:
+            f = float(v)
+        except ValueError:
+            raise ValueError(f"--{name}: not a number: {v!r}") from None
+        if f < 0:
+            raise ValueError(f"--{name}: must not be negative")
+        return f
+
+    return coerce
+
+
+HUB_PARAMETERS: list[list[Any]] = [
+    ["max-sse-clients", None, 2048, "Cap on concurrent /events clients (429 above it).", int],
+    ["max-sse-per-ip", None, 64, "Cap on /events clients per client address.", int],
+    ["publish-rate", None, 1.0, "Sustained /publish requests per second per client address (0: no limit).", _positive("publish-rate")],
+    ["publish-burst", None, 10.0, "Burst of /publish requests allowed per client address.", _positive("publish-burst")],
+]
+
+
+class PeerOptions(_DirOptions):
+    """goop peer DIR: run a full peer (site, data, viewer, P2P, discovery)."""
+
+    optParameters = HUB_PARAMETERS
+
+
+class RendezvousOptions(_DirOptions):
+    """goop rendezvous DIR: run the rendezvous hub and a minimal settings viewer."""
+
+    optParameters = HUB_PARAMETERS
+
+
+class ManagerOptions(usage.Options):
+    """goop2 (no arguments) / goop2 manager: the local multi-peer manager page."""
+
+    optParameters = [
+        ["peers-dir", None, "peers", "Directory holding one sub-directory per peer."],
+        ["listen", None, "127.0.0.1:0", "Address of the manager page (loopback only)."],
+    ]
 
 
 class Options(DaemonOptions):
     """Options for twistd goop."""
 
+    synopsis = "goop peer <dir> | goop rendezvous <dir>"
+    subCommands = [
+        ["peer", None, PeerOptions, "Run a peer from the peer directory."],
+        ["rendezvous", None, RendezvousOptions, "Run the rendezvous hub of the peer directory."],
+        ["manager", None, ManagerOptions, "Serve the local peer manager page (goop2 with no arguments)."],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self.subCommand is None:
+            raise usage.UsageError("a subcommand is required: peer <dir> or rendezvous <dir>")
+
+
+def hubKwargs(sub: Any) -> dict[str, Any]:
+    return {
+        "maxSSEClients": int(sub["max-sse-clients"]),
+        "maxSSEPerIP": int(sub["max-sse-per-ip"]),
+        "publishRate": float(sub["publish-rate"]),
+        "publishBurst": float(sub["publish-burst"]),
+    }
+
 
 @exitOnConfigError("goop")
 def makeService(options: usage.Options) -> MultiService:
-    raise notImplementedYet("goop daemon")
+    from twisted.internet import reactor
+
+    from suite.goop.config import loadConfig
+    from suite.goop.logbuffer import LogBuffer
+
+    sub = options.subCommand
+    if sub == "manager":
+        raise ConfigError("manager: run it as 'goop2' (no arguments), not under twistd")
+    subOptions = options.subOptions
+    directory = os.path.abspath(subOptions["directory"])
+    config = loadConfig(directory)
+    logs = LogBuffer()
+    globalLogPublisher.addObserver(logs)
+    for w in config.warnings:
+        log.warn("{warning}", warning=w)
+    root = MultiService()
+    namespace: dict[str, object] = {"config": config}
+    if sub == "rendezvous" or config.rendezvousOnly:
+        if not config.rendezvousHost:
+            raise ConfigError(f"{directory}/goop.json: presence.rendezvous_host: must be true for rendezvous mode")
+        from suite.goop.peer.service import makeRendezvousOnly
+
+        svc = makeRendezvousOnly(config, reactor, logs, **hubKwargs(subOptions))
+    else:
+        from suite.goop.peer.service import makePeerService
+
+        svc = makePeerService(config, reactor, logs, **hubKwargs(subOptions))
+    svc.setServiceParent(root)
+    namespace["peer"] = svc
+    attachCommon(root, options, namespace, reactor)
+    return root

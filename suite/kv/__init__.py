@@ -1,3 +1,47 @@
-"""suite.kv."""
+"""
+suite.kv: L{IKeyValueStore} and its backends (memory, aof, sqlite).
+"""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+__all__ = ["openStore", "BACKENDS"]
+
+BACKENDS = ("aof", "sqlite", "memory")
+
+
+def openStore(
+    backend: str,
+    dataDir: str,
+    index: int,
+    clock: IReactorTime,
+    runner: Any,
+    flushInterval: float = 3.0,
+) -> Any:
+    """
+    Open vnode C{index}'s store under C{dataDir/index} with C{backend}.
+    C{runner} runs a blocking callable off the reactor thread (one per store
+    for SQLite, so it has a single writer) and returns a L{Deferred}.
+    """
+    directory = os.path.join(dataDir, str(index))
+    if backend == "memory":
+        from suite.kv.memory import MemoryStore
+
+        return MemoryStore(clock)
+    if backend == "aof":
+        from suite.kv.aof import AOFStore
+
+        return AOFStore(directory, clock, runner, flushInterval=flushInterval)
+    if backend == "sqlite":
+        from suite.kv.sqlite import SQLiteStore
+
+        return SQLiteStore(directory, os.path.join(dataDir, "cache"), clock, runner)
+    raise ValueError(f"unknown KV backend {backend!r}")
+
+
+_ = Deferred

@@ -1,15 +1,31 @@
-"""twistd plugin entry for specter (placeholder until its Options land)."""
+"""
+twistd plugin entry for specter: C{twistd specter server|dns ...}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.python import usage
 
-from suite.daemon import DaemonOptions, exitOnConfigError, notImplementedYet
+from suite.daemon import attachCommon, exitOnConfigError, notImplementedYet
+from suite.specter.options import Options
 
-
-class Options(DaemonOptions):
-    """Options for twistd specter."""
+__all__ = ["Options", "makeService"]
 
 
 @exitOnConfigError("specter")
-def makeService(options: usage.Options) -> MultiService:
-    raise notImplementedYet("specter daemon")
+def makeService(options: Any) -> MultiService:
+    """
+    Build the service for the chosen subcommand.
+    """
+    from twisted.internet import reactor
+
+    sub = options.subOptions
+    if options.subCommand == "dns":
+        raise notImplementedYet("specter dns (ACME DNS-01 solver)")
+    from suite.specter.service import makeServerService
+
+    root = makeServerService(sub, reactor)
+    attachCommon(root, sub, {"node": root.node, "vnodes": root.node.vnodes}, reactor)
+    return root

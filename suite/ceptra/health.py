@@ -1,0 +1,73 @@
+"""
+Readiness of a CEPtra node: the placement feed must be fresh and a Raft
+leader known.  Each check is an L{IHealth} provider for C{/readyz}.
+"""
+
+from __future__ import annotations
+
+from zope.interface import implementer
+
+from suite.ceptra.interfaces import IRaftStatus
+from suite.clustor.interfaces import IFeedClient
+from suite.web.health import HealthReport
+from suite.web.interfaces import IHealth
+
+__all__ = ["PlacementFeedHealth", "RaftLeaderHealth", "RaftNotImplemented"]
+
+
+@implementer(IHealth)
+class PlacementFeedHealth:
+    """
+    Not ready while the placement (routing) feed was never fetched or is
+    older than the client's staleness threshold.
+    """
+
+    name = "placement"
+
+    def __init__(self, feeds: IFeedClient, feed: str = "placement") -> None:
+        self.feeds = IFeedClient(feeds)
+        self.feed = feed
+
+    def check(self) -> HealthReport:
+        staleness = self.feeds.stalenessMs(self.feed)
+        details = {"feed": self.feed, "stalenessMs": round(staleness)}
+        if self.feeds.latest(self.feed) is None:
+            error = getattr(self.feeds, "lastError", lambda f: None)(self.feed)
+            why = f"placement feed never fetched ({error})" if error else "placement feed never fetched"
+            return HealthReport(False, (why,), details)
+        if self.feeds.isStale(self.feed):
+            return HealthReport(False, (f"placement feed stale for {staleness:.0f} ms",), details)
+        doc = self.feeds.latest(self.feed) or {}
+        details["revision"] = doc.get("revision")
+        return HealthReport(True, (), details)
+
+
+@implementer(IRaftStatus)
+class RaftNotImplemented:
+    """
+    The Raft layer until it is built: no leader is ever known, and readiness
+    says why instead of pretending.
+    """
+
+    def leaderKnown(self) -> bool:
+        return False
+
+    def notReadyReasons(self) -> tuple[str, ...]:
+        return ("no raft leader known: raft not implemented yet",)
+
+
+@implementer(IHealth)
+class RaftLeaderHealth:
+    """
+    Not ready while no Raft leader is known.
+    """
+
+    name = "raft"
+
+    def __init__(self, raft: IRaftStatus) -> None:
+        self.raft = IRaftStatus(raft)
+
+    def check(self) -> HealthReport:
+        if self.raft.leaderKnown():
+            return HealthReport(True)
+        return HealthReport(False, tuple(self.raft.notReadyReasons()) or ("no raft leader known",))

@@ -1,0 +1,203 @@
+"""
+Options for C{twistd ceptra} / C{ceptra}: every C{CEPTRA_*} variable of
+the operator guide, each also a flag.  The flag wins over the variable;
+the variables are read here, in L{Options.postOptions}, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.python import usage
+
+from suite.clustor.endpoints import hostPortEndpoint, parseHostPort
+from suite.daemon import ConfigError, DaemonOptions
+
+__all__ = ["Options", "ENV"]
+
+#: flag -> (environment variable, default or None, help)
+ENV: dict[str, tuple[str, str | None, str]] = {
+    "control-plane-url": (
+        "CEPTRA_CONTROL_PLANE_URL",
+        None,
+        "Control-plane base URL (http:// or https://; https uses the node's mTLS identity). Required.",
+    ),
+    "cp-routing-path": ("CEPTRA_CP_ROUTING_PATH", "/routing", "Control-plane path of the routing (placement) feed."),
+    "cp-feature-path": ("CEPTRA_CP_FEATURE_PATH", "/features", "Control-plane path of the feature-flag feed."),
+    "cp-warmup-path": ("CEPTRA_CP_WARMUP_PATH", "/warmup", "Control-plane path of the warmup readiness feed."),
+    "cp-activation-path": (
+        "CEPTRA_CP_ACTIVATION_PATH",
+        "/activation",
+        "Control-plane path of the activation barrier feed.",
+    ),
+    "admin-bind": ("CEPTRA_ADMIN_BIND", "127.0.0.1:26020", "Admin HTTP listener HOST:PORT (/healthz, /readyz, /metrics)."),
+    "raft-bind": ("CEPTRA_RAFT_BIND", "127.0.0.1:26021", "Raft transport listener HOST:PORT."),
+    "advertise-host": (
+        "CEPTRA_ADVERTISE_HOST",
+        None,
+        "Hostname or IP peers use to reach this node; must be in the certificate's SANs. Default: the Raft bind host.",
+    ),
+    "tls-identity-cert": ("CEPTRA_TLS_IDENTITY_CERT", None, "PEM certificate of this node (SPIFFE URI SAN). Required."),
+    "tls-identity-key": ("CEPTRA_TLS_IDENTITY_KEY", None, "PEM private key of the identity certificate. Required."),
+    "tls-trust-bundle": ("CEPTRA_TLS_TRUST_BUNDLE", None, "PEM CA bundle trusted for peers and the control plane. Required."),
+    "node-spiffe": (
+        "CEPTRA_NODE_SPIFFE",
+        None,
+        "This node's SPIFFE ID (spiffe://TRUST-DOMAIN/PATH); must equal the certificate's URI SAN. Required.",
+    ),
+    "raft-client-timeout-ms": ("CEPTRA_RAFT_CLIENT_TIMEOUT_MS", "2000", "Timeout of one outbound Raft RPC, in ms (1-600000)."),
+    "raft-client-retry-attempts": (
+        "CEPTRA_RAFT_CLIENT_RETRY_ATTEMPTS",
+        "3",
+        "Attempts per outbound Raft RPC before giving up (1-100).",
+    ),
+    "raft-client-backoff-ms": ("CEPTRA_RAFT_CLIENT_BACKOFF_MS", "100", "Initial backoff between Raft RPC retries, in ms (0-600000)."),
+    "data-dir": ("CEPTRA_DATA_DIR", "target/ceptra-clustor", "Storage root."),
+    "wal-dir": ("CEPTRA_WAL_DIR", None, "Raft WAL directory. Default: ${CEPTRA_DATA_DIR}/wal."),
+    "snapshot-dir": ("CEPTRA_SNAPSHOT_DIR", None, "Snapshot directory. Default: ${CEPTRA_DATA_DIR}/snapshots."),
+    # Suite additions (not in the upstream guide):
+    "admin-tls": (
+        "CEPTRA_ADMIN_TLS",
+        "mtls",
+        "Admin listener security: mtls (HTTPS with the node identity, client "
+        "certificates from the trust bundle required) or off (plain HTTP, loopback only).",
+    ),
+    "feed-interval-ms": ("CEPTRA_FEED_INTERVAL_MS", "1000", "Control-plane feed poll interval, in ms (50-600000)."),
+    "feed-stale-ms": (
+        "CEPTRA_FEED_STALE_MS",
+        "30000",
+        "Feed age after which it is logged as stale and the placement feed fails /readyz, in ms.",
+    ),
+    "feed-timeout-ms": ("CEPTRA_FEED_TIMEOUT_MS", "5000", "Timeout of one feed fetch, in ms (1-600000)."),
+}
+
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "raft-client-timeout-ms": (1, 600_000),
+    "raft-client-retry-attempts": (1, 100),
+    "raft-client-backoff-ms": (0, 600_000),
+    "feed-interval-ms": (50, 600_000),
+    "feed-stale-ms": (1, 86_400_000),
+    "feed-timeout-ms": (1, 600_000),
+}
+
+_SPIFFE = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def _label(flag: str) -> str:
+    return f"--{flag} ({ENV[flag][0]})"
+
+
+def _isHost(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(value))
+
+
+class Options(DaemonOptions):
+    """
+    C{ceptra [options]}: a CEPtra node on Clustor.  Each flag falls back to
+    the C{CEPTRA_*} variable named in its help.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run a CEPtra node: loads the mTLS identity, creates the data/WAL/"
+        "snapshot directories (with a .write_probe), follows the control-plane "
+        "feeds and serves /healthz, /readyz and /metrics on CEPTRA_ADMIN_BIND. "
+        "Every flag falls back to the environment variable shown."
+    )
+    optParameters: list[list[Any]] = [
+        [flag, None, None, f"{text} [env {env}{', default ' + default if default else ''}]"]
+        for flag, (env, default, text) in ENV.items()
+    ] + DaemonOptions.optParameters
+
+    compData = usage.Completions(
+        optActions={
+            "tls-identity-cert": usage.CompleteFiles("*.crt *.pem"),
+            "tls-identity-key": usage.CompleteFiles("*.key *.pem"),
+            "tls-trust-bundle": usage.CompleteFiles("*.crt *.pem"),
+            "data-dir": usage.CompleteDirs(),
+            "wal-dir": usage.CompleteDirs(),
+            "snapshot-dir": usage.CompleteDirs(),
+            "admin-tls": usage.CompleteList(["mtls", "off"]),
+        }
+    )
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        for flag, (env, default, _) in ENV.items():
+            self.envFallback(flag, env)
+            if self[flag] in (None, "") and default is not None:
+                self[flag] = default
+        for flag in (
+            "control-plane-url",
+            "tls-identity-cert",
+            "tls-identity-key",
+            "tls-trust-bundle",
+            "node-spiffe",
+        ):
+            if not self[flag]:
+                raise ConfigError(f"{_label(flag)}: required (the runtime always needs it)")
+        self._checkURL()
+        for flag in ("cp-routing-path", "cp-feature-path", "cp-warmup-path", "cp-activation-path"):
+            path = self[flag]
+            if not path.startswith("/") or any(c in path for c in "?# \t"):
+                raise ConfigError(f"{_label(flag)}: {path!r} must be an absolute path starting with '/'")
+        for flag, (low, high) in _INT_RANGES.items():
+            raw = self[flag]
+            try:
+                value = int(str(raw).strip())
+            except ValueError:
+                raise ConfigError(f"{_label(flag)}: {raw!r} is not a whole number") from None
+            if not low <= value <= high:
+                raise ConfigError(f"{_label(flag)}: {value} is out of range {low}-{high}")
+            self[flag] = value
+        if self["admin-tls"] not in ("mtls", "off"):
+            raise ConfigError(f"{_label('admin-tls')}: {self['admin-tls']!r} must be mtls or off")
+        adminHost, adminPort = parseHostPort(self["admin-bind"], _label("admin-bind"))
+        raftHost, raftPort = parseHostPort(self["raft-bind"], _label("raft-bind"))
+        self["admin-endpoint"] = hostPortEndpoint(adminHost, adminPort)
+        self["raft-host"], self["raft-port"] = raftHost, raftPort
+        spiffe = self["node-spiffe"]
+        if not _SPIFFE.match(spiffe):
+            raise ConfigError(
+                f"{_label('node-spiffe')}: {spiffe!r} is not a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH)"
+            )
+        advertise = self["advertise-host"]
+        if not advertise:
+            if raftHost in ("0.0.0.0", "::"):
+                raise ConfigError(
+                    f"{_label('advertise-host')}: required when {_label('raft-bind')} binds every interface"
+                )
+            advertise = raftHost
+        advertise = advertise.strip("[]")
+        if not _isHost(advertise):
+            raise ConfigError(f"{_label('advertise-host')}: {advertise!r} is not a hostname or IP address")
+        self["advertise-host"] = advertise
+        if not self["wal-dir"]:
+            self["wal-dir"] = os.path.join(self["data-dir"], "wal")
+        if not self["snapshot-dir"]:
+            self["snapshot-dir"] = os.path.join(self["data-dir"], "snapshots")
+
+    def _checkURL(self) -> None:
+        url = self["control-plane-url"]
+        parts = urlsplit(url)
+        label = _label("control-plane-url")
+        if parts.scheme not in ("http", "https"):
+            raise ConfigError(f"{label}: {url!r} must start with http:// or https://")
+        if not parts.hostname:
+            raise ConfigError(f"{label}: {url!r} has no host")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{label}: {url!r} must not have a query or fragment")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(f"{label}: {url!r} has an invalid port") from None
+        self["control-plane-url"] = url.rstrip("/")

@@ -1,0 +1,211 @@
+"""
+Wiring of C{twistd ceptra}: identity, storage, control-plane feeds, admin
+site.
+
+Start-up order (each step fails fast with one line naming its cause):
+
+ 1. load the mTLS identity (C{CEPTRA_TLS_IDENTITY_CERT}/C{_KEY}/
+    C{CEPTRA_TLS_TRUST_BUNDLE}) and check the certificate carries
+    C{CEPTRA_NODE_SPIFFE} and C{CEPTRA_ADVERTISE_HOST};
+ 2. create the data, WAL and snapshot directories with a C{.write_probe};
+ 3. follow the control-plane feeds (routing/placement, features, warmup,
+    activation) over HTTP(S) with the node's identity;
+ 4. serve C{/healthz}, C{/readyz}, C{/metrics} on C{CEPTRA_ADMIN_BIND}
+    (metrics with a seconds unit are refused).
+
+The Raft transport (C{CEPTRA_RAFT_BIND}) is not built yet: nothing is bound
+there, and C{/readyz} says so as its Raft reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Mapping
+
+from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from suite.ceptra.health import PlacementFeedHealth, RaftLeaderHealth, RaftNotImplemented
+from suite.ceptra.logmetrics import LogCounterService
+from suite.ceptra.storage import prepareStorage
+from suite.clustor.endpoints import listenService
+from suite.clustor.feeds import FeedClient
+from suite.daemon import attachCommon
+from suite.pki.bundle import Bundle, checkNodeIdentity, loadIdentity
+from suite.web.admin import makeAdminResource
+from suite.web.limits import LimitedSite
+from suite.web.metrics import MillisecondsRegistry
+
+__all__ = ["makeService", "MTLSPolicy", "loadNodeIdentity"]
+
+log = Logger(namespace="ceptra")
+
+
+def _isIP(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+@implementer(IPolicyForHTTPS)
+class MTLSPolicy:
+    """
+    HTTPS policy for the feed client: present the node's identity, verify
+    the control plane's certificate against the trust bundle and its host
+    name (or IP address) against the certificate's SANs.
+    """
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        from suite.pki.tls import clientContextFactory
+
+        host = hostname.decode("ascii", "replace").strip("[]")
+        if _isIP(host):
+            return clientContextFactory(self.bundle, ipAddress=host)
+        return clientContextFactory(self.bundle, hostname=host)
+
+
+def loadNodeIdentity(options: Mapping[str, Any]) -> Bundle:
+    """
+    Load the identity and check it names this node.
+
+    @raise suite.pki.bundle.BundleError: naming the variable and file.
+    """
+    bundle = loadIdentity(
+        options["tls-identity-cert"],
+        options["tls-identity-key"],
+        options["tls-trust-bundle"],
+        certLabel="CEPTRA_TLS_IDENTITY_CERT",
+        keyLabel="CEPTRA_TLS_IDENTITY_KEY",
+        trustLabel="CEPTRA_TLS_TRUST_BUNDLE",
+    )
+    host = options["advertise-host"]
+    label = f"CEPTRA_TLS_IDENTITY_CERT ({options['tls-identity-cert']})"
+    checkNodeIdentity(
+        bundle,
+        hostname=None if _isIP(host) else host,
+        ipAddress=host if _isIP(host) else None,
+        spiffeId=options["node-spiffe"],
+        label=label,
+    )
+    return bundle
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """
+    The pool's connection factory without a log line per connection.
+    """
+
+    noisy = False
+
+
+class _PoolCloser(Service):
+    """
+    Close the feed client's persistent connections at shutdown.
+    """
+
+    def __init__(self, pool: HTTPConnectionPool) -> None:
+        self.pool = pool
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.pool.closeCachedConnections()
+
+
+def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService:
+    """
+    Build a CEPtra node's root service from parsed L{suite.ceptra.options.Options}.
+
+    @raise suite.daemon.ConfigError: naming the variable/file at fault.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    bundle = loadNodeIdentity(options)
+    storage = prepareStorage(options["data-dir"], options["wal-dir"], options["snapshot-dir"])
+
+    root = MultiService()
+    registry = MillisecondsRegistry(auto_describe=True)
+    logCounter = LogCounterService(registry)
+    logCounter.setName("log-metrics")
+    logCounter.setServiceParent(root)
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    pool._factory = _QuietClientFactory  # type: ignore[attr-defined]
+    import treq.client
+
+    http = treq.client.HTTPClient(Agent(reactor, contextFactory=MTLSPolicy(bundle), pool=pool))
+    feeds = FeedClient(
+        options["control-plane-url"],
+        {
+            "placement": options["cp-routing-path"],
+            "features": options["cp-feature-path"],
+            "warmup": options["cp-warmup-path"],
+            "activation": options["cp-activation-path"],
+        },
+        http,
+        reactor,
+        registry,
+        intervalMs=options["feed-interval-ms"],
+        staleAfterMs=options["feed-stale-ms"],
+        timeoutMs=options["feed-timeout-ms"],
+    )
+    feeds.setName("feeds")
+    feeds.setServiceParent(root)
+    closer = _PoolCloser(pool)
+    closer.setServiceParent(root)
+
+    raft = RaftNotImplemented()
+    resource = makeAdminResource(
+        [PlacementFeedHealth(feeds), RaftLeaderHealth(raft)],
+        registry=registry,
+        forbidSecondsSuffix=True,
+        clock=reactor,
+    )
+    context = None
+    if options["admin-tls"] == "mtls":
+        from suite.pki.tls import serverContextFactory
+
+        context = serverContextFactory(bundle, requireClientCert=True)
+    admin = listenService(
+        options["admin-endpoint"],
+        LimitedSite(resource, reactor=reactor),
+        reactor,
+        context,
+        flag="--admin-bind (CEPTRA_ADMIN_BIND)",
+    )
+    admin.setName("admin")
+    admin.setServiceParent(root)
+
+    log.info(
+        "ceptra node {spiffe} ({advertise}): data {data}, wal {wal}, snapshots {snapshots}; "
+        "admin on {admin} ({scheme}); control plane {url}",
+        spiffe=options["node-spiffe"],
+        advertise=options["advertise-host"],
+        data=storage.dataDir,
+        wal=storage.walDir,
+        snapshots=storage.snapshotDir,
+        admin=options["admin-bind"],
+        scheme="mTLS" if options["admin-tls"] == "mtls" else "plain HTTP",
+        url=options["control-plane-url"],
+    )
+    log.warn(
+        "raft not implemented yet: nothing bound on {raftBind}; /readyz stays false until it is",
+        raftBind=options["raft-bind"],
+    )
+    attachCommon(
+        root,
+        options,
+        {"feeds": feeds, "raft": raft, "bundle": bundle, "storage": storage, "registry": registry},
+        reactor,
+    )
+    return root

@@ -1,0 +1,280 @@
+"""
+The control-plane feed client: a service that polls the control plane's
+feeds (placement/routing, features, warmup, activation) over HTTP(S) on an
+injected clock, keeps the last good document of each, and exports
+freshness metrics:
+
+- C{clustor_feed_staleness_ms{feed=...}}: milliseconds since the feed was
+  last refreshed (since start when it never was), computed at scrape time;
+- C{clustor_feed_latency_ms{feed=...}}: duration of the last fetch;
+- C{clustor_feed_errors_total{feed=...}}: failed fetches.
+
+A feed older than the staleness threshold (30 s by default) is logged as a
+warning once when it turns stale, and once more when it recovers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
+
+import treq
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from suite.clustor.interfaces import IFeedClient
+
+__all__ = [
+    "DEFAULT_STALE_MS",
+    "MAX_FEED_BYTES",
+    "FeedError",
+    "FeedClient",
+    "HTTPGetter",
+]
+
+log = Logger(namespace="clustor.feeds")
+
+#: Staleness above which a feed is logged and reported stale.
+DEFAULT_STALE_MS = 30_000
+#: Largest feed document accepted.
+MAX_FEED_BYTES = 4 * 1024 * 1024
+
+
+class FeedError(Exception):
+    """
+    A fetch failed: bad status, oversized or non-JSON body.
+    """
+
+
+class HTTPGetter(Protocol):
+    """
+    What the client needs from an HTTP client (a L{treq.client.HTTPClient}
+    or L{treq.testing.StubTreq}).
+    """
+
+    def get(self, url: str, **kwargs: Any) -> "Deferred[Any]": ...
+
+
+@dataclass
+class _FeedState:
+    name: str
+    url: str
+    document: dict[str, Any] | None = None
+    etag: bytes | None = None
+    lastSuccess: float | None = None
+    lastLatencyMs: float | None = None
+    lastError: str | None = None
+    inFlight: bool = False
+    warnedStale: bool = False
+
+
+def _collectLimited(response: Any, limit: int) -> "Deferred[bytes]":
+    chunks: list[bytes] = []
+    total = [0]
+
+    def collector(data: bytes) -> None:
+        total[0] += len(data)
+        if total[0] > limit:
+            raise FeedError(f"response larger than {limit} bytes")
+        chunks.append(data)
+
+    d: Deferred[None] = treq.collect(response, collector)
+    return d.addCallback(lambda _: b"".join(chunks))
+
+
+@implementer(IFeedClient)
+class FeedClient(Service):
+    """
+    Poll each feed every C{intervalMs} milliseconds.
+
+    @param baseURL: the control plane's URL (C{CEPTRA_CONTROL_PLANE_URL}).
+    @param paths: feed name -> path (e.g. C{{"placement": "/routing"}}).
+    @param http: the HTTP client (mTLS agent wired by the caller).
+    @param registry: where the C{clustor_feed_*} metrics are registered.
+    """
+
+    def __init__(
+        self,
+        baseURL: str,
+        paths: Mapping[str, str],
+        http: HTTPGetter,
+        clock: IReactorTime,
+        registry: CollectorRegistry,
+        intervalMs: int = 1000,
+        staleAfterMs: int = DEFAULT_STALE_MS,
+        timeoutMs: int = 5000,
+        maxBytes: int = MAX_FEED_BYTES,
+    ) -> None:
+        base = baseURL.rstrip("/")
+        self._feeds: dict[str, _FeedState] = {
+            name: _FeedState(name, base + path) for name, path in paths.items()
+        }
+        self.feeds = tuple(self._feeds)
+        self.http = http
+        self.clock = clock
+        self.intervalMs = intervalMs
+        self.staleAfterMs = staleAfterMs
+        self.timeoutMs = timeoutMs
+        self.maxBytes = maxBytes
+        self._startedAt = clock.seconds()
+        self._loop: LoopingCall | None = None
+        self._pending: set[Deferred[Any]] = set()
+        self._staleness = Gauge(
+            "clustor_feed_staleness_ms",
+            "Milliseconds since the control-plane feed was last refreshed.",
+            ["feed"],
+            registry=registry,
+        )
+        self._latency = Gauge(
+            "clustor_feed_latency_ms",
+            "Duration of the last control-plane feed fetch in milliseconds.",
+            ["feed"],
+            registry=registry,
+        )
+        self._errors = Counter(
+            "clustor_feed_errors",
+            "Failed control-plane feed fetches.",
+            ["feed"],
+            registry=registry,
+        )
+        for name in self._feeds:
+            self._staleness.labels(name).set_function(lambda n=name: self.stalenessMs(n))
+            self._errors.labels(name)
+
+    # IFeedClient
+
+    def stalenessMs(self, feed: str) -> float:
+        st = self._feeds[feed]
+        since = st.lastSuccess if st.lastSuccess is not None else self._startedAt
+        return max(0.0, (self.clock.seconds() - since) * 1000.0)
+
+    def latest(self, feed: str) -> dict[str, Any] | None:
+        return self._feeds[feed].document
+
+    def isStale(self, feed: str) -> bool:
+        st = self._feeds[feed]
+        return st.lastSuccess is None or self.stalenessMs(feed) > self.staleAfterMs
+
+    def lastError(self, feed: str) -> str | None:
+        """
+        The reason the last fetch of C{feed} failed, or C{None} after a success.
+        """
+        return self._feeds[feed].lastError
+
+    # service
+
+    def startService(self) -> None:
+        super().startService()
+        self._startedAt = self.clock.seconds()
+        self._loop = LoopingCall(self.poll)
+        self._loop.clock = self.clock
+        self._loop.start(self.intervalMs / 1000.0, now=True).addErrback(
+            lambda f: log.failure("feed poll loop failed", f)
+        )
+
+    def stopService(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        for d in list(self._pending):
+            d.cancel()
+        return super().stopService()  # type: ignore[no-any-return]
+
+    # polling
+
+    def poll(self) -> None:
+        """
+        Start a fetch of every feed not already being fetched, and check
+        staleness.
+        """
+        for st in self._feeds.values():
+            if not st.inFlight:
+                self._fetch(st)
+        self.checkStaleness()
+
+    def checkStaleness(self) -> None:
+        """
+        Warn once when a feed turns stale; note when it recovers.
+        """
+        for st in self._feeds.values():
+            staleMs = self.stalenessMs(st.name)
+            if staleMs > self.staleAfterMs:
+                if not st.warnedStale:
+                    st.warnedStale = True
+                    log.warn(
+                        "control-plane feed {feed} is stale: no refresh for {stalenessMs:.0f} ms "
+                        "(threshold {thresholdMs} ms; last error: {error})",
+                        feed=st.name,
+                        stalenessMs=staleMs,
+                        thresholdMs=self.staleAfterMs,
+                        error=st.lastError or "none",
+                    )
+            elif st.warnedStale and st.lastSuccess is not None:
+                st.warnedStale = False
+                log.info("control-plane feed {feed} is fresh again", feed=st.name)
+
+    def _fetch(self, st: _FeedState) -> None:
+        st.inFlight = True
+        started = self.clock.seconds()
+        headers = {b"accept": [b"application/json"]}
+        if st.etag is not None:
+            headers[b"if-none-match"] = [st.etag]
+        d: Deferred[Any] = self.http.get(st.url, headers=headers)
+        d.addTimeout(self.timeoutMs / 1000.0, self.clock)  # type: ignore[arg-type]
+        d.addCallback(self._gotResponse, st)
+        d.addCallbacks(self._succeeded, self._failed, callbackArgs=(st, started), errbackArgs=(st, started))
+        if not d.called:
+            self._pending.add(d)
+            d.addBoth(lambda _: self._pending.discard(d))
+
+    def _gotResponse(self, response: Any, st: _FeedState) -> Any:
+        if response.code == 304 and st.document is not None:
+            return _collectLimited(response, self.maxBytes).addCallback(lambda _: (st.document, st.etag))
+        if response.code != 200:
+            return _collectLimited(response, 64 * 1024).addBoth(
+                lambda _: Failure(FeedError(f"HTTP {response.code} from {st.url}"))
+            )
+        etags = response.headers.getRawHeaders(b"etag") or [None]
+
+        def parse(body: bytes) -> tuple[dict[str, Any], bytes | None]:
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                raise FeedError(f"{st.url} returned a body that is not JSON") from None
+            if not isinstance(doc, dict):
+                raise FeedError(f"{st.url} returned JSON that is not an object")
+            return doc, etags[0]
+
+        return _collectLimited(response, self.maxBytes).addCallback(parse)
+
+    def _succeeded(self, result: tuple[dict[str, Any], bytes | None], st: _FeedState, started: float) -> None:
+        st.inFlight = False
+        now = self.clock.seconds()
+        st.document, st.etag = result
+        st.lastSuccess = now
+        st.lastError = None
+        st.lastLatencyMs = (now - started) * 1000.0
+        self._latency.labels(st.name).set(st.lastLatencyMs)
+        self.checkStaleness()
+
+    def _failed(self, failure: Failure, st: _FeedState, started: float) -> None:
+        st.inFlight = False
+        if not self.running and failure.check(CancelledError):
+            return
+        now = self.clock.seconds()
+        st.lastLatencyMs = (now - started) * 1000.0
+        self._latency.labels(st.name).set(st.lastLatencyMs)
+        self._errors.labels(st.name).inc()
+        reason = failure.getErrorMessage() or failure.type.__name__
+        if failure.check(FeedError) is None and "Timeout" in failure.type.__name__ + reason:
+            reason = f"timed out after {self.timeoutMs} ms"
+        if reason != st.lastError:
+            log.warn("control-plane feed {feed} fetch failed: {reason}", feed=st.name, reason=reason)
+        st.lastError = reason

@@ -1,0 +1,209 @@
+"""
+The control-plane server: a store holding the validated state file, HTTP
+resources publishing C{/routing}, C{/features}, C{/warmup} and
+C{/activation}, and a service reloading the file on SIGHUP or when it
+changes on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from suite.clustor.interfaces import IControlPlaneStore
+from suite.clustor.state import (
+    FEEDS,
+    ControlPlaneState,
+    FeedDocument,
+    StateError,
+    loadStateFile,
+)
+
+__all__ = ["ControlPlaneStore", "FeedResource", "StateReloader", "addFeedResources"]
+
+log = Logger(namespace="clustor.cp")
+
+SignalInstaller = Callable[[Callable[[], None]], Callable[[], None]]
+
+
+@implementer(IControlPlaneStore)
+class ControlPlaneStore:
+    """
+    The current control-plane state and its published documents.
+
+    @param path: the state file (YAML or JSON).
+    @raise StateError: at construction when the file is unreadable or invalid.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.revision = 1
+        self.reloadFailures = 0
+        self.state: ControlPlaneState = loadStateFile(path)
+        self._documents: dict[str, FeedDocument] = self.state.documents(self.revision)
+        self._stamp = self._statStamp()
+
+    def _statStamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def document(self, feed: str) -> FeedDocument:
+        return self._documents[feed]
+
+    def changedOnDisk(self) -> bool:
+        """
+        C{True} when the file's mtime, size or inode differ from the last read.
+        """
+        return self._statStamp() != self._stamp
+
+    def reload(self) -> bool:
+        self._stamp = self._statStamp()
+        try:
+            state = loadStateFile(self.path)
+        except StateError as e:
+            self.reloadFailures += 1
+            log.error("state reload failed, keeping revision {revision}: {reason}", revision=self.revision, reason=str(e))
+            return False
+        if state.content() == self.state.content():
+            log.info("state file re-read, content unchanged (revision {revision})", revision=self.revision)
+            return False
+        self.state = state
+        self.revision += 1
+        self._documents = state.documents(self.revision)
+        log.info(
+            "state reloaded: revision {revision}, {partitions} partitions",
+            revision=self.revision,
+            partitions=len(state.partitions),
+        )
+        return True
+
+
+class FeedResource(Resource):
+    """
+    C{GET /<feed>}: the feed's JSON document with C{ETag} and
+    C{X-Clustor-Revision}; C{304} when C{If-None-Match} matches.
+    """
+
+    isLeaf = True
+    allowedMethods = (b"GET", b"HEAD")
+
+    def __init__(self, store: IControlPlaneStore, feed: str) -> None:
+        super().__init__()
+        self.store = IControlPlaneStore(store)
+        self.feed = feed
+
+    def render_GET(self, request: Request) -> bytes:
+        doc = self.store.document(self.feed)
+        request.setHeader(b"etag", doc.etag.encode())
+        request.setHeader(b"x-clustor-revision", str(self.store.revision).encode())
+        request.setHeader(b"cache-control", b"no-cache")
+        match = request.getHeader(b"if-none-match")
+        if match is not None and doc.etag.encode() in [m.strip() for m in match.split(b",")]:
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(b"content-type", b"application/json")
+        return doc.body
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return self.render_GET(request)
+
+
+def addFeedResources(root: Resource, store: IControlPlaneStore) -> None:
+    """
+    Mount one L{FeedResource} per feed under C{root}.
+    """
+    for feed in FEEDS:
+        root.putChild(feed.encode(), FeedResource(store, feed))
+
+
+def installSighup(handler: Callable[[], None]) -> Callable[[], None]:
+    """
+    Call C{handler} on SIGHUP (main thread only); return the uninstaller.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGHUP)
+
+    def onSignal(signum: int, frame: Any) -> None:
+        handler()
+
+    signal.signal(signal.SIGHUP, onSignal)
+
+    def uninstall() -> None:
+        signal.signal(signal.SIGHUP, previous)
+
+    return uninstall
+
+
+class StateReloader(Service):
+    """
+    Reload the store on SIGHUP and, every C{interval} seconds, when the file
+    changed on disk (C{interval} 0 turns polling off).
+
+    @param callFromSignal: how a signal handler hands work to the reactor
+        thread (C{reactor.callFromThread}).
+    """
+
+    def __init__(
+        self,
+        store: ControlPlaneStore,
+        clock: IReactorTime,
+        interval: float,
+        callFromSignal: Callable[[Callable[[], object]], object],
+        signalInstaller: SignalInstaller | None = installSighup,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.interval = interval
+        self.callFromSignal = callFromSignal
+        self.signalInstaller = signalInstaller
+        self._uninstall: Callable[[], None] | None = None
+        self._poll: LoopingCall | None = None
+
+    def _onSighup(self) -> None:
+        self.callFromSignal(self._reloadFromSignal)
+
+    def _reloadFromSignal(self) -> None:
+        log.info("SIGHUP received, reloading {path}", path=self.store.path)
+        self.store.reload()
+
+    def checkFile(self) -> None:
+        """
+        Reload when the state file changed on disk.
+        """
+        if self.store.changedOnDisk():
+            log.info("state file {path} changed on disk, reloading", path=self.store.path)
+            self.store.reload()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.signalInstaller is not None:
+            self._uninstall = self.signalInstaller(self._onSighup)
+        if self.interval > 0:
+            self._poll = LoopingCall(self.checkFile)
+            self._poll.clock = self.clock
+            self._poll.start(self.interval, now=False).addErrback(
+                lambda f: log.failure("state file watch failed", f)
+            )
+
+    def stopService(self) -> None:
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        self._poll = None
+        if self._uninstall is not None:
+            self._uninstall()
+            self._uninstall = None
+        return super().stopService()  # type: ignore[no-any-return]

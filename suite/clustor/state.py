@@ -1,0 +1,314 @@
+"""
+The control plane's state file: parsing, validation and the four feed
+documents it publishes (routing, features, warmup, activation).
+
+The file is YAML or JSON (JSON is YAML, so one parser reads both)::
+
+    nodes:                       # optional: where each replica lives
+      ceptra-a: {raft: "10.0.0.1:26021", admin: "10.0.0.1:26020",
+                 spiffe: "spiffe://example.org/ceptra/a"}
+    partitions:                  # required (may be empty)
+      - id: p0
+        replicas: [ceptra-a, ceptra-b, ceptra-c]
+        leader: ceptra-a         # optional hint
+    features:                    # optional: flag name -> bool/number/string
+      cep.sliding_windows: true
+    warmup:                      # optional: partition id -> readiness
+      p0: {ready: true, progress: 1.0}
+    activation:                  # optional: activation barriers
+      barriers:
+        - {id: epoch-1, partitions: [p0], ready: false}
+
+Every error names the file and the key path and says why, on one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from suite.daemon import ConfigError
+
+__all__ = [
+    "FEEDS",
+    "MAX_STATE_BYTES",
+    "FeedDocument",
+    "ControlPlaneState",
+    "StateError",
+    "parseState",
+    "loadStateFile",
+]
+
+#: The feeds the control plane publishes, in URL order.
+FEEDS = ("routing", "features", "warmup", "activation")
+
+#: A state file larger than this is refused (it is read on the reactor thread).
+MAX_STATE_BYTES = 8 * 1024 * 1024
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_TOP_KEYS = frozenset({"nodes", "partitions", "features", "warmup", "activation"})
+
+
+class StateError(ConfigError):
+    """
+    The state file is unreadable or invalid; the message names the file and key.
+    """
+
+
+@dataclass(frozen=True)
+class FeedDocument:
+    """
+    One published feed: its JSON body and a strong entity tag.
+
+    @ivar body: the serialised JSON document (UTF-8).
+    @ivar etag: quoted strong ETag, a hash of the feed's content (stable
+        across restarts for the same content).
+    """
+
+    feed: str
+    body: bytes
+    etag: str
+
+
+@dataclass(frozen=True)
+class ControlPlaneState:
+    """
+    A validated state file.
+
+    @ivar content: per-feed content, the JSON-able payloads without revision.
+    """
+
+    nodes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    partitions: tuple[Mapping[str, Any], ...] = ()
+    features: Mapping[str, Any] = field(default_factory=dict)
+    warmup: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    barriers: tuple[Mapping[str, Any], ...] = ()
+
+    def content(self) -> dict[str, dict[str, Any]]:
+        """
+        The payload of each feed (without the revision field).
+        """
+        return {
+            "routing": {"nodes": dict(self.nodes), "partitions": list(self.partitions)},
+            "features": {"features": dict(self.features)},
+            "warmup": {"partitions": dict(self.warmup)},
+            "activation": {"barriers": list(self.barriers)},
+        }
+
+    def documents(self, revision: int) -> dict[str, FeedDocument]:
+        """
+        Render every feed as a L{FeedDocument} carrying C{revision}.
+        """
+        out: dict[str, FeedDocument] = {}
+        for feed, payload in self.content().items():
+            canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+            etag = '"' + hashlib.sha256(canonical).hexdigest()[:32] + '"'
+            body = {"feed": feed, "revision": revision, "etag": etag.strip('"'), **payload}
+            out[feed] = FeedDocument(feed, json.dumps(body, sort_keys=True).encode() + b"\n", etag)
+        return out
+
+
+def _fail(source: str, where: str, why: str) -> StateError:
+    return StateError(f"{source}: {where}: {why}")
+
+
+def _checkId(source: str, where: str, value: Any) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise _fail(
+            source, where, f"{value!r} is not a valid id (letters, digits, . _ : -; at most 128)"
+        )
+    return value
+
+
+def _mapping(source: str, where: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(source, where, "must be a mapping")
+    return value
+
+
+def _list(source: str, where: str, value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail(source, where, "must be a list")
+    return value
+
+
+def _scalar(source: str, where: str, value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    raise _fail(source, where, "must be a boolean, number, string or null")
+
+
+def _parseNodes(source: str, raw: Any) -> dict[str, dict[str, Any]]:
+    nodes: dict[str, dict[str, Any]] = {}
+    for name, spec in _mapping(source, "nodes", raw).items():
+        _checkId(source, "nodes", name)
+        where = f"nodes.{name}"
+        spec = _mapping(source, where, spec)
+        entry: dict[str, Any] = {}
+        for key, value in spec.items():
+            if key not in ("raft", "admin", "spiffe"):
+                raise _fail(source, f"{where}.{key}", "unknown key (use raft, admin, spiffe)")
+            if not isinstance(value, str) or not value:
+                raise _fail(source, f"{where}.{key}", "must be a non-empty string")
+            if key == "spiffe" and not value.startswith("spiffe://"):
+                raise _fail(source, f"{where}.spiffe", "must be a spiffe:// URI")
+            entry[key] = value
+        nodes[name] = entry
+    return nodes
+
+
+def _parsePartitions(source: str, raw: Any, nodes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if raw is None:
+        raise _fail(source, "partitions", "is required (use [] for none)")
+    partitions: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, spec in enumerate(_list(source, "partitions", raw)):
+        where = f"partitions[{i}]"
+        spec = _mapping(source, where, spec)
+        for key in spec:
+            if key not in ("id", "replicas", "leader"):
+                raise _fail(source, f"{where}.{key}", "unknown key (use id, replicas, leader)")
+        pid = _checkId(source, f"{where}.id", spec.get("id"))
+        if pid in seen:
+            raise _fail(source, f"{where}.id", f"duplicate partition {pid!r}")
+        seen.add(pid)
+        replicas = _list(source, f"{where}.replicas", spec.get("replicas"))
+        if not replicas:
+            raise _fail(source, f"{where}.replicas", "must name at least one replica")
+        for r in replicas:
+            _checkId(source, f"{where}.replicas", r)
+            if nodes and r not in nodes:
+                raise _fail(source, f"{where}.replicas", f"unknown node {r!r} (not in nodes)")
+        if len(set(replicas)) != len(replicas):
+            raise _fail(source, f"{where}.replicas", "lists a replica twice")
+        entry: dict[str, Any] = {"id": pid, "replicas": list(replicas)}
+        leader = spec.get("leader")
+        if leader is not None:
+            if leader not in replicas:
+                raise _fail(source, f"{where}.leader", f"{leader!r} is not one of the replicas")
+            entry["leader"] = leader
+        partitions.append(entry)
+    return partitions
+
+
+def _parseFeatures(source: str, raw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in _mapping(source, "features", raw).items():
+        if not isinstance(name, str) or not name:
+            raise _fail(source, "features", f"flag name {name!r} must be a non-empty string")
+        out[name] = _scalar(source, f"features.{name}", value)
+    return out
+
+
+def _parseWarmup(source: str, raw: Any, partitionIds: set[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for pid, spec in _mapping(source, "warmup", raw).items():
+        where = f"warmup.{pid}"
+        if pid not in partitionIds:
+            raise _fail(source, where, f"unknown partition {pid!r}")
+        if isinstance(spec, bool):
+            spec = {"ready": spec}
+        spec = _mapping(source, where, spec)
+        ready = spec.get("ready")
+        if not isinstance(ready, bool):
+            raise _fail(source, f"{where}.ready", "must be true or false")
+        entry: dict[str, Any] = {"ready": ready}
+        for key, value in spec.items():
+            if key == "ready":
+                continue
+            if key == "progress":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                    raise _fail(source, f"{where}.progress", "must be a number from 0 to 1")
+            entry[key] = _scalar(source, f"{where}.{key}", value)
+        out[pid] = entry
+    return out
+
+
+def _parseActivation(source: str, raw: Any, partitionIds: set[str]) -> list[dict[str, Any]]:
+    spec = _mapping(source, "activation", raw)
+    for key in spec:
+        if key != "barriers":
+            raise _fail(source, f"activation.{key}", "unknown key (use barriers)")
+    barriers: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, b in enumerate(_list(source, "activation.barriers", spec.get("barriers"))):
+        where = f"activation.barriers[{i}]"
+        b = _mapping(source, where, b)
+        bid = _checkId(source, f"{where}.id", b.get("id"))
+        if bid in seen:
+            raise _fail(source, f"{where}.id", f"duplicate barrier {bid!r}")
+        seen.add(bid)
+        parts = _list(source, f"{where}.partitions", b.get("partitions"))
+        for p in parts:
+            if p not in partitionIds:
+                raise _fail(source, f"{where}.partitions", f"unknown partition {p!r}")
+        ready = b.get("ready", False)
+        if not isinstance(ready, bool):
+            raise _fail(source, f"{where}.ready", "must be true or false")
+        entry: dict[str, Any] = {"id": bid, "partitions": list(parts), "ready": ready}
+        for key, value in b.items():
+            if key not in ("id", "partitions", "ready"):
+                entry[key] = _scalar(source, f"{where}.{key}", value)
+        barriers.append(entry)
+    return barriers
+
+
+def parseState(text: str | bytes, source: str = "<state>") -> ControlPlaneState:
+    """
+    Parse and validate state file text.
+
+    @param source: the file name used in error messages.
+    @raise StateError: naming C{source}, the key and the reason.
+    """
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "parse"
+        problem = getattr(e, "problem", None) or "invalid YAML/JSON"
+        raise _fail(source, where, str(problem)) from None
+    if not isinstance(raw, dict):
+        raise StateError(f"{source}: must hold a mapping with a 'partitions' key")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise _fail(source, str(key), "unknown key (use " + ", ".join(sorted(_TOP_KEYS)) + ")")
+    nodes = _parseNodes(source, raw.get("nodes"))
+    partitions = _parsePartitions(source, raw.get("partitions"), nodes)
+    ids = {p["id"] for p in partitions}
+    return ControlPlaneState(
+        nodes=nodes,
+        partitions=tuple(partitions),
+        features=_parseFeatures(source, raw.get("features")),
+        warmup=_parseWarmup(source, raw.get("warmup"), ids),
+        barriers=tuple(_parseActivation(source, raw.get("activation"), ids)),
+    )
+
+
+def loadStateFile(path: str) -> ControlPlaneState:
+    """
+    Read and validate the state file at C{path}.
+
+    @raise StateError: unreadable, too large or invalid, naming C{path}.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_STATE_BYTES + 1)
+    except OSError as e:
+        raise StateError(f"{path}: cannot read state file: {e.strerror or e}") from None
+    if len(data) > MAX_STATE_BYTES:
+        raise StateError(f"{path}: state file larger than {MAX_STATE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StateError(f"{path}: state file is not UTF-8") from None
+    return parseState(text, os.fspath(path))

@@ -1,0 +1,167 @@
+"""
+Options for C{twistd constellation} / C{constellation}: the guide's
+environment (C{TS_HOSTNAME}, C{DOMAIN}, C{PUBLIC_IP}, C{CONFIG_PATH},
+C{SECRETS_PATH}, C{DATA_DIR}, C{CLOUDFLARE_ZONE_ID}) and tuning flags
+(C{--bind-addr}, C{--bind-port}, C{--raft-port}), each variable also a flag.
+The variables are read here, in L{Options.postOptions}, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from typing import Any
+
+from twisted.python import usage
+
+from suite.daemon import ConfigError, DaemonOptions
+
+__all__ = ["Options", "ENV", "DEFAULT_HTTP_PROVIDER"]
+
+DEFAULT_HTTP_PROVIDER = "tcp:8081:interface=127.0.0.1"
+
+#: flag -> (environment variable, default, help); default None: unset.
+ENV: dict[str, tuple[str, str | None, str]] = {
+    "ts-hostname": ("TS_HOSTNAME", None, "Tailscale hostname, used as the node name. Default: the system hostname."),
+    "domain": ("DOMAIN", "bolabaden.org", "Domain name for services."),
+    "public-ip": ("PUBLIC_IP", None, "Public IP address of this node (auto-detection is not implemented yet)."),
+    "config-path": ("CONFIG_PATH", "/opt/constellation/volumes", "Path for service volumes."),
+    "secrets-path": ("SECRETS_PATH", "/opt/constellation/secrets", "Path for secrets (cf-api-token.txt)."),
+    "data-dir": ("DATA_DIR", "/opt/constellation/data", "Path for Raft data (raft/logs, raft/stable, raft/snapshots)."),
+    "cloudflare-zone-id": (
+        "CLOUDFLARE_ZONE_ID",
+        None,
+        "Cloudflare zone ID for DNS updates; setting it turns DNS management on (not implemented yet).",
+    ),
+    # Suite additions:
+    "http-provider": (
+        "CONSTELLATION_HTTP_PROVIDER",
+        DEFAULT_HTTP_PROVIDER,
+        "Endpoint of the Traefik HTTP provider (and /healthz, /readyz, /metrics).",
+    ),
+    "join": (
+        "CONSTELLATION_JOIN",
+        None,
+        "Comma-separated HOST[:PORT] gossip peers to join (gossip is not implemented yet).",
+    ),
+}
+
+_HOSTLABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_ZONE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _label(flag: str) -> str:
+    if flag in ENV:
+        return f"--{flag} ({ENV[flag][0]})"
+    return f"--{flag}"
+
+
+def _isDomain(value: str) -> bool:
+    labels = value.rstrip(".").split(".")
+    return len(value) <= 253 and len(labels) >= 2 and all(_HOSTLABEL.match(x) for x in labels)
+
+
+def _port(raw: Any, flag: str) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{_label(flag)}: {raw!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{_label(flag)}: {value} is out of range 1-65535")
+    return value
+
+
+class Options(DaemonOptions):
+    """
+    C{constellation [options]}: the Constellation agent.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run the Constellation agent: serves the Traefik HTTP provider "
+        "(/, /api/http/routers, /api/http/services, /api/http/middlewares, "
+        "/api/state) with /healthz, /readyz and /metrics.  Gossip membership, "
+        "Raft leases, Docker monitoring, Cloudflare DNS and WARP monitoring are "
+        "not implemented yet: asking for them (--join, CLOUDFLARE_ZONE_ID, "
+        "--docker, --warp-container) fails at start-up."
+    )
+    optFlags: list[list[Any]] = [
+        ["allow-remote-provider", None, "Allow --http-provider on a non-loopback interface."],
+    ] + DaemonOptions.optFlags
+    optParameters: list[list[Any]] = (
+        [
+            [flag, None, None, f"{text} [env {env}{', default ' + default if default else ''}]"]
+            for flag, (env, default, text) in ENV.items()
+        ]
+        + [
+            ["bind-addr", None, "0.0.0.0", "Gossip bind address."],
+            ["bind-port", None, "7946", "Gossip port (TCP and UDP)."],
+            ["raft-port", None, "8300", "Raft port."],
+            [
+                "docker",
+                None,
+                None,
+                "Docker Engine API endpoint to monitor (e.g. unix:/var/run/docker.sock); not implemented yet.",
+            ],
+            ["warp-container", None, None, "Name of the WARP gateway container to monitor; not implemented yet."],
+        ]
+        + DaemonOptions.optParameters
+    )
+
+    compData = usage.Completions(
+        optActions={
+            "config-path": usage.CompleteDirs(),
+            "secrets-path": usage.CompleteDirs(),
+            "data-dir": usage.CompleteDirs(),
+        }
+    )
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        for flag, (env, default, _) in ENV.items():
+            self.envFallback(flag, env)
+            if self[flag] in (None, "") and default is not None:
+                self[flag] = default
+        if not self["ts-hostname"]:
+            self["ts-hostname"] = socket.gethostname().split(".")[0]
+        name = self["ts-hostname"]
+        if not _HOSTLABEL.match(name):
+            raise ConfigError(
+                f"{_label('ts-hostname')}: {name!r} is not a host name (letters, digits and '-', at most 63)"
+            )
+        domain = self["domain"].strip().lower()
+        if not _isDomain(domain):
+            raise ConfigError(f"{_label('domain')}: {domain!r} is not a domain name")
+        self["domain"] = domain.rstrip(".")
+        if self["public-ip"]:
+            try:
+                self["public-ip"] = ipaddress.ip_address(self["public-ip"].strip()).compressed
+            except ValueError:
+                raise ConfigError(f"{_label('public-ip')}: {self['public-ip']!r} is not an IP address") from None
+        zone = self["cloudflare-zone-id"]
+        if zone:
+            zone = zone.strip()
+            if not _ZONE_ID.match(zone):
+                raise ConfigError(f"{_label('cloudflare-zone-id')}: {zone!r} is not a zone ID (32 hex digits)")
+            self["cloudflare-zone-id"] = zone
+        try:
+            self["bind-addr"] = ipaddress.ip_address(self["bind-addr"].strip()).compressed
+        except ValueError:
+            raise ConfigError(f"--bind-addr: {self['bind-addr']!r} is not an IP address") from None
+        self["bind-port"] = _port(self["bind-port"], "bind-port")
+        self["raft-port"] = _port(self["raft-port"], "raft-port")
+        if self["bind-port"] == self["raft-port"]:
+            raise ConfigError("--raft-port: must differ from --bind-port")
+        peers: list[str] = []
+        for item in (self["join"] or "").split(","):
+            item = item.strip()
+            if not item:
+                continue
+            host, sep, port = item.rpartition(":") if "]" not in item and item.count(":") == 1 else (item, "", "")
+            if sep:
+                _port(port, "join")
+            if not host:
+                raise ConfigError(f"{_label('join')}: {item!r} has no host")
+            peers.append(item)
+        self["join"] = peers

@@ -1,0 +1,208 @@
+"""
+Wiring of C{twistd constellation}.
+
+What runs today: the Traefik HTTP provider (from this node's catalog) with
+C{/healthz}, C{/readyz} and C{/metrics} on the same listener.  What is not
+built yet fails at start-up, but only when the operator asks for it:
+Cloudflare DNS (C{CLOUDFLARE_ZONE_ID} set), gossip (C{--join}), Docker
+monitoring (C{--docker}), WARP monitoring (C{--warp-container}).  The
+guide's start-up lines are logged only for what really starts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from prometheus_client import CollectorRegistry, Gauge
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from suite.constellation.catalog import LocalCatalog
+from suite.constellation.priority import nodePriority
+from suite.constellation.traefik import ProviderRoot
+from suite.daemon import ConfigError, attachCommon, notImplementedYet
+from suite.logging import Secret
+from suite.web.admin import makeAdminResource
+from suite.web.endpoint import EndpointError, loopbackEndpoint
+from suite.web.health import FunctionHealth, HealthReport
+from suite.web.limits import LimitedSite
+
+__all__ = ["makeService", "readCloudflareToken", "checkRequestedFeatures", "TOKEN_FILE"]
+
+log = Logger(namespace="constellation")
+
+TOKEN_FILE = "cf-api-token.txt"
+_MAX_TOKEN_BYTES = 4096
+
+
+def readCloudflareToken(secretsPath: str) -> Secret:
+    """
+    Read C{SECRETS_PATH/cf-api-token.txt}.
+
+    @raise ConfigError: naming the file when it is missing, unreadable or empty.
+    """
+    path = os.path.join(secretsPath, TOKEN_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_TOKEN_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(
+            f"SECRETS_PATH: cannot read {path} (needed because CLOUDFLARE_ZONE_ID is set): {e.strerror or e}"
+        ) from None
+    if len(data) > _MAX_TOKEN_BYTES:
+        raise ConfigError(f"SECRETS_PATH: {path} is larger than {_MAX_TOKEN_BYTES} bytes")
+    token = data.decode("utf-8", "replace").strip()
+    if not token:
+        raise ConfigError(f"SECRETS_PATH: {path} is empty")
+    return Secret(token)
+
+
+def checkRequestedFeatures(options: Mapping[str, Any]) -> None:
+    """
+    Refuse, with one line, every configured feature that is not built yet.
+    Input that is wrong anyway (a missing token file) is reported first.
+
+    @raise ConfigError: naming the setting.
+    """
+    if options.get("cloudflare-zone-id"):
+        readCloudflareToken(options["secrets-path"])
+        raise notImplementedYet(
+            "Cloudflare DNS management (CLOUDFLARE_ZONE_ID is set; unset it to run without DNS updates)"
+        )
+    if options.get("join"):
+        raise notImplementedYet("gossip membership (--join / CONSTELLATION_JOIN)")
+    if options.get("docker"):
+        raise notImplementedYet("Docker service monitoring (--docker)")
+    if options.get("warp-container"):
+        raise notImplementedYet("WARP health monitoring (--warp-container)")
+
+
+class ProviderListener(Service):
+    """
+    Serve the provider site; log the guide's success line once listening.
+    A listen failure is one critical line and the reactor stops.
+    """
+
+    def __init__(self, description: str, site: LimitedSite, reactor: Any) -> None:
+        self.description = description
+        self.site = site
+        self.reactor = reactor
+        self.port: IListeningPort | None = None
+        self.listening: Deferred[IListeningPort] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = serverFromString(self.reactor, self.description)
+        self.listening = endpoint.listen(self.site)
+        self.listening.addCallbacks(self._listened, self._failed)
+
+    def _listened(self, port: IListeningPort) -> None:
+        self.port = port
+        log.info("HTTP provider listening on {endpoint}", endpoint=self.description)
+        log.info("Constellation Agent started successfully")
+
+    def _failed(self, failure: Failure) -> None:
+        log.critical(
+            "--http-provider: cannot listen on {endpoint}: {reason}",
+            endpoint=self.description,
+            reason=failure.getErrorMessage(),
+        )
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        if self.listening is not None and not self.listening.called:
+            self.listening.cancel()
+        return None
+
+
+def _warpStatus() -> dict[str, Any]:
+    return {"monitored": False, "reason": "WARP monitoring not implemented yet"}
+
+
+def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService:
+    """
+    Build the agent's root service from parsed L{suite.constellation.options.Options}.
+
+    @raise ConfigError: for a refused endpoint or a requested feature not built yet.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    checkRequestedFeatures(options)
+    flag = "--http-provider (CONSTELLATION_HTTP_PROVIDER)"
+    try:
+        description = loopbackEndpoint(
+            options["http-provider"], bool(options.get("allow-remote-provider")), what=flag
+        )
+        serverFromString(reactor, description)
+    except EndpointError as e:
+        raise ConfigError(str(e)) from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"{flag} {options['http-provider']!r}: {e}") from None
+
+    node = options["ts-hostname"]
+    priority = nodePriority(node)
+    catalog = LocalCatalog(node, options.get("public-ip"))
+    registry = CollectorRegistry(auto_describe=True)
+    Gauge("constellation_node_priority", "Leader-election priority of this node (lower wins).", registry=registry).set(
+        priority
+    )
+    Gauge("constellation_services_known", "Services in this agent's catalog.", registry=registry).set_function(
+        lambda: len(catalog.services())
+    )
+    Gauge("constellation_nodes_known", "Nodes in this agent's catalog.", registry=registry).set_function(
+        lambda: len(catalog.nodes())
+    )
+
+    def providerHealth() -> HealthReport:
+        return HealthReport(
+            True,
+            (),
+            {
+                "node": node,
+                "priority": priority,
+                "mode": "single node (gossip not implemented yet)",
+                "services": len(catalog.services()),
+            },
+        )
+
+    admin = makeAdminResource([FunctionHealth("provider", providerHealth)], registry=registry, clock=reactor)
+    site = LimitedSite(ProviderRoot(catalog, options["domain"], admin, _warpStatus), reactor=reactor)
+
+    root = MultiService()
+    listener = ProviderListener(description, site, reactor)
+    listener.setName("http-provider")
+    listener.setServiceParent(root)
+
+    log.info(
+        "starting Constellation Agent on node {node} (priority {priority}), domain {domain}",
+        node=node,
+        priority=priority,
+        domain=options["domain"],
+    )
+    log.warn(
+        "gossip not implemented yet: running as a single node; nothing bound on {bindAddr}:{bindPort}",
+        bindAddr=options["bind-addr"],
+        bindPort=options["bind-port"],
+    )
+    log.warn(
+        "raft not implemented yet: nothing bound on port {raftPort}; {dataDir} is not used",
+        raftPort=options["raft-port"],
+        dataDir=options["data-dir"],
+    )
+    log.info("Docker monitoring, DNS management and WARP monitoring are off (not implemented yet)")
+    attachCommon(root, options, {"catalog": catalog, "site": site}, reactor)
+    return root

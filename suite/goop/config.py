@@ -1,0 +1,249 @@
+"""
+C{goop.json}: the only configuration source of a Goop2 peer directory.
+
+The file holds exactly the keys of the operator guide.  Unknown keys are
+reported as warnings (returned by L{loadConfig}), a wrong value is refused
+with a L{ConfigError} naming the key, and an absent file is written with the
+defaults on first start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from suite.daemon import ConfigError
+
+__all__ = ["GoopConfig", "loadConfig", "defaultDocument", "writeConfig", "CONFIG_NAME", "parseHostPort"]
+
+CONFIG_NAME = "goop.json"
+MAX_CONFIG_BYTES = 256 * 1024
+
+#: section -> key -> (default, validator)
+Validator = Callable[[str, Any], Any]
+
+
+def _str(key: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise ConfigError(f"{CONFIG_NAME}: {key}: must be a string")
+    if len(v) > 1024:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: longer than 1024 characters")
+    return v
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{CONFIG_NAME}: {key}: must be true or false")
+    return v
+
+
+def _int(lo: int, hi: int) -> Validator:
+    def check(key: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{CONFIG_NAME}: {key}: must be an integer")
+        if not lo <= v <= hi:
+            raise ConfigError(f"{CONFIG_NAME}: {key}: must be between {lo} and {hi}, got {v}")
+        return v
+
+    return check
+
+
+def parseHostPort(text: str) -> tuple[str, int]:
+    """
+    Split C{host:port} (C{[v6]:port} accepted); raise C{ValueError}.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("expected HOST:PORT")
+    host = host.strip("[]") or "127.0.0.1"
+    p = int(port)
+    if not 0 <= p <= 65535:
+        raise ValueError("port out of range")
+    return host, p
+
+
+def _hostPort(key: str, v: Any) -> str:
+    v = _str(key, v)
+    if v == "":
+        return v
+    try:
+        host, _ = parseHostPort(v)
+        ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+    except ValueError as e:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: {v!r} is not IP:PORT ({e})") from None
+    return v
+
+
+def _url(key: str, v: Any) -> str:
+    v = _str(key, v)
+    if v and not (v.startswith("http://") or v.startswith("https://")):
+        raise ConfigError(f"{CONFIG_NAME}: {key}: must be an http:// or https:// URL, got {v!r}")
+    return v.rstrip("/")
+
+
+def _mdnsTag(key: str, v: Any) -> str:
+    v = _str(key, v)
+    if v and not all(c.isalnum() or c in "-_" for c in v) or len(v) > 40:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: use letters, digits, '-' or '_' (at most 40)")
+    return v
+
+
+SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
+    "profile": {"label": ("", _str), "email": ("", _str)},
+    "p2p": {"listen_port": (0, _int(0, 65535)), "mdns_tag": ("goop-mdns", _mdnsTag)},
+    "presence": {
+        "ttl_seconds": (120, _int(5, 86400)),
+        "heartbeat_seconds": (30, _int(1, 3600)),
+        "rendezvous_wan": ("", _url),
+        "rendezvous_host": (False, _bool),
+        "rendezvous_port": (8787, _int(0, 65535)),
+        "rendezvous_only": (False, _bool),
+        "templates_dir": ("templates", _str),
+        "peer_db_path": ("", _str),
+    },
+    "viewer": {"http_addr": ("", _hostPort)},
+}
+
+#: Top-level keys of the guide's "client configuration" example, mapped onto
+#: their place in the schema.
+LEGACY = {"site": ("profile", "label"), "peerName": ("profile", "label"), "rendezvous": ("presence", "rendezvous_wan")}
+
+
+@dataclass(frozen=True)
+class GoopConfig:
+    """
+    A validated C{goop.json}, plus the directory it came from.
+    """
+
+    directory: str
+    label: str = ""
+    email: str = ""
+    listenPort: int = 0
+    mdnsTag: str = "goop-mdns"
+    ttlSeconds: int = 120
+    heartbeatSeconds: int = 30
+    rendezvousWan: str = ""
+    rendezvousHost: bool = False
+    rendezvousPort: int = 8787
+    rendezvousOnly: bool = False
+    templatesDir: str = "templates"
+    peerDbPath: str = ""
+    httpAddr: str = ""
+    warnings: tuple[str, ...] = field(default=())
+
+    def path(self, *parts: str) -> str:
+        """A path inside the peer directory."""
+        return os.path.join(self.directory, *parts)
+
+    @property
+    def templatesPath(self) -> str:
+        return self.templatesDir if os.path.isabs(self.templatesDir) else self.path(self.templatesDir)
+
+    @property
+    def peerDbFile(self) -> str:
+        if not self.peerDbPath:
+            return ""
+        return self.peerDbPath if os.path.isabs(self.peerDbPath) else self.path(self.peerDbPath)
+
+    @property
+    def displayLabel(self) -> str:
+        return self.label or os.path.basename(os.path.abspath(self.directory))
+
+
+def defaultDocument() -> dict[str, dict[str, Any]]:
+    """The document written on first start."""
+    return {s: {k: d for k, (d, _) in keys.items()} for s, keys in SCHEMA.items()}
+
+
+def writeConfig(directory: str, document: dict[str, Any]) -> None:
+    """Atomically write C{document} as the directory's C{goop.json}."""
+    path = os.path.join(directory, CONFIG_NAME)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(document, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def readDocument(directory: str) -> dict[str, Any]:
+    """Read the raw JSON document (ConfigError naming the file on failure)."""
+    path = os.path.join(directory, CONFIG_NAME)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object")
+    return doc
+
+
+def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
+    """Validate a raw document; return the config with its warnings."""
+    warnings: list[str] = []
+    values: dict[str, Any] = {}
+    for s, keys in SCHEMA.items():
+        for k, (d, _) in keys.items():
+            values[f"{s}.{k}"] = d
+    for top, value in doc.items():
+        if top in LEGACY:
+            s, k = LEGACY[top]
+            values[f"{s}.{k}"] = SCHEMA[s][k][1](top, value)
+            warnings.append(f"{CONFIG_NAME}: {top}: legacy key, read as {s}.{k}")
+            continue
+        if top not in SCHEMA:
+            warnings.append(f"{CONFIG_NAME}: {top}: unknown key, ignored")
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{CONFIG_NAME}: {top}: must be an object")
+        for k, v in value.items():
+            if k not in SCHEMA[top]:
+                warnings.append(f"{CONFIG_NAME}: {top}.{k}: unknown key, ignored")
+                continue
+            values[f"{top}.{k}"] = SCHEMA[top][k][1](f"{top}.{k}", v)
+    if values["presence.rendezvous_only"] and not values["presence.rendezvous_host"]:
+        warnings.append(f"{CONFIG_NAME}: presence.rendezvous_only: set without rendezvous_host; no hub will run")
+    if values["presence.heartbeat_seconds"] >= values["presence.ttl_seconds"]:
+        raise ConfigError(f"{CONFIG_NAME}: presence.heartbeat_seconds: must be smaller than presence.ttl_seconds")
+    return GoopConfig(
+        directory=directory,
+        label=values["profile.label"],
+        email=values["profile.email"],
+        listenPort=values["p2p.listen_port"],
+        mdnsTag=values["p2p.mdns_tag"],
+        ttlSeconds=values["presence.ttl_seconds"],
+        heartbeatSeconds=values["presence.heartbeat_seconds"],
+        rendezvousWan=values["presence.rendezvous_wan"],
+        rendezvousHost=values["presence.rendezvous_host"],
+        rendezvousPort=values["presence.rendezvous_port"],
+        rendezvousOnly=values["presence.rendezvous_only"],
+        templatesDir=values["presence.templates_dir"],
+        peerDbPath=values["presence.peer_db_path"],
+        httpAddr=values["viewer.http_addr"],
+        warnings=tuple(warnings),
+    )
+
+
+def loadConfig(directory: str, create: bool = True) -> GoopConfig:
+    """
+    Load and validate C{DIR/goop.json}, creating the directory and a default
+    file when absent (and C{create} is true).
+    """
+    if not os.path.isdir(directory):
+        if not create:
+            raise ConfigError(f"{directory}: not a directory")
+        os.makedirs(directory, exist_ok=True)
+    if not os.path.exists(os.path.join(directory, CONFIG_NAME)):
+        if not create:
+            raise ConfigError(f"{os.path.join(directory, CONFIG_NAME)}: does not exist")
+        writeConfig(directory, defaultDocument())
+    return validateDocument(directory, readDocument(directory))

@@ -1,0 +1,369 @@
+"""
+Groups: a host peer relays messages among its members over
+C{/goop/group/1.0.0}.
+
+Member -> host: C{join}, C{msg}, C{state}, C{leave}, C{ping}.
+Host -> member: C{welcome}, C{members}, C{msg}, C{state}, C{leave},
+C{close}, C{pong}, C{error}.  The host stamps C{from} itself (a member
+cannot speak for another), keeps a bounded queue per member that is filled
+only while that member's connection pushes back, and drops a member whose
+queue overflows, so a slow member never delays the others.
+
+Each membership is an automat machine (inputs, outputs, states below).
+Members ping every 3 s; a host silent for 10 s is declared lost (detected
+within 11 s) and the member reconnects with backoff.
+
+  inputs:  start, welcomed, connectFailed, connectionLost, hostSilent,
+           hostClosed, retryDue, leave
+  outputs: connect, sendJoin, startHeartbeat, stopHeartbeat, scheduleRetry,
+           cancelRetry, sendLeave, notify
+  states:  Idle -> Connecting -> Joined -> Waiting -> Connecting ...; Left
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from automat import TypeMachineBuilder
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from suite.goop.interfaces import IGroupTransport
+
+__all__ = ["GroupService", "HostGroup", "HostMember", "MemberCore", "memberMachine", "MemberInputs"]
+
+log = Logger()
+PING_SECONDS = 3.0
+SILENCE_SECONDS = 10.0
+MAX_QUEUE = 1000
+MAX_MEMBERS = 256
+MAX_GROUPS = 64
+
+
+@implementer(IGroupTransport, IPushProducer)
+class HostMember:
+    """The host's handle on one member connection, with a bounded queue."""
+
+    def __init__(self, peerId: str, send: Callable[[dict[str, Any]], None], close: Callable[[], None], transport: Any, clock: Any, maxQueue: int = MAX_QUEUE) -> None:
+        self.peerId = peerId
+        self._send = send
+        self._close = close
+        self.clock = clock
+        self.maxQueue = maxQueue
+        self.queue: collections.deque[dict[str, Any]] = collections.deque()
+        self.writable = True
+        self.dropped = False
+        self.lastHeard = clock.seconds()
+        self.onOverflow: Callable[[HostMember], None] | None = None
+        if transport is not None and hasattr(transport, "registerProducer"):
+            try:
+                transport.registerProducer(self, True)
+            except RuntimeError:
+                pass
+
+    def sendMessage(self, message: dict[str, Any]) -> None:
+        if self.dropped:
+            return
+        if self.writable and not self.queue:
+            self._send(message)
+            return
+        self.queue.append(message)
+        if len(self.queue) > self.maxQueue:
+            log.info("dropping slow group member {peer}", peer=self.peerId[:16])
+            self.close()
+            if self.onOverflow is not None:
+                self.onOverflow(self)
+
+    def close(self) -> None:
+        if not self.dropped:
+            self.dropped = True
+            self.queue.clear()
+            self._close()
+
+    def pauseProducing(self) -> None:
+        self.writable = False
+
+    def resumeProducing(self) -> None:
+        self.writable = True
+        while self.queue and self.writable and not self.dropped:
+            self._send(self.queue.popleft())
+
+    def stopProducing(self) -> None:
+        self.dropped = True
+        self.queue.clear()
+
+
+class HostGroup:
+    """One hosted group: its members and shared state."""
+
+    def __init__(self, name: str, hostId: str) -> None:
+        self.name = name
+        self.hostId = hostId
+        self.members: dict[str, HostMember] = {}
+        self.state: Any = None
+
+    def broadcast(self, message: dict[str, Any], exclude: str | None = None) -> None:
+        for pid, m in list(self.members.items()):
+            if pid != exclude:
+                m.sendMessage(message)
+
+    def memberList(self) -> list[str]:
+        return sorted(self.members)
+
+    def announce(self) -> None:
+        self.broadcast({"type": "members", "group": self.name, "members": self.memberList()})
+
+    def remove(self, peerId: str) -> None:
+        if self.members.pop(peerId, None) is not None:
+            self.broadcast({"type": "leave", "group": self.name, "from": peerId})
+            self.announce()
+
+
+class HostSession:
+    """The host's end of one member stream."""
+
+    def __init__(self, service: GroupService, peerId: str, send: Callable[[dict[str, Any]], None], close: Callable[[], None], transport: Any) -> None:
+        self.service = service
+        self.member = HostMember(peerId, send, close, transport, service.clock)
+        self.member.onOverflow = lambda m: self.lost()
+        self.groups: set[str] = set()
+
+    def received(self, msg: dict[str, Any]) -> None:
+        m = self.member
+        m.lastHeard = self.service.clock.seconds()
+        kind = msg.get("type")
+        if kind == "ping":
+            m.sendMessage({"type": "pong"})
+            return
+        name = msg.get("group")
+        group = self.service.hosted.get(name) if isinstance(name, str) else None
+        if group is None:
+            m.sendMessage({"type": "error", "group": name, "error": "no such group"})
+            return
+        if kind == "join":
+            if len(group.members) >= MAX_MEMBERS:
+                m.sendMessage({"type": "error", "group": name, "error": "group is full"})
+                return
+            group.members[m.peerId] = m
+            self.groups.add(group.name)
+            m.sendMessage({"type": "welcome", "group": group.name, "host": group.hostId, "members": group.memberList(), "state": group.state})
+            group.announce()
+        elif m.peerId not in group.members:
+            m.sendMessage({"type": "error", "group": name, "error": "join first"})
+        elif kind == "msg":
+            group.broadcast({"type": "msg", "group": group.name, "from": m.peerId, "data": msg.get("data")}, exclude=m.peerId)
+        elif kind == "state":
+            group.state = msg.get("data")
+            group.broadcast({"type": "state", "group": group.name, "from": m.peerId, "data": group.state})
+        elif kind == "leave":
+            self.groups.discard(group.name)
+            group.remove(m.peerId)
+        else:
+            m.sendMessage({"type": "error", "error": "unknown message type"})
+
+    def lost(self) -> None:
+        for name in list(self.groups):
+            g = self.service.hosted.get(name)
+            if g is not None and g.members.get(self.member.peerId) is self.member:
+                g.remove(self.member.peerId)
+        self.groups.clear()
+
+
+# -- the member machine ------------------------------------------------------
+
+
+class MemberInputs(Protocol):
+    def start(self) -> None: ...
+    def welcomed(self) -> None: ...
+    def connectFailed(self) -> None: ...
+    def connectionLost(self) -> None: ...
+    def hostSilent(self) -> None: ...
+    def hostClosed(self) -> None: ...
+    def retryDue(self) -> None: ...
+    def leave(self) -> None: ...
+
+
+@dataclass
+class MemberCore:
+    """Collaborators and per-membership resources of one group membership."""
+
+    clock: Any
+    group: str
+    open: Callable[[], Deferred[Any]]
+    onEvent: Callable[[dict[str, Any]], None]
+    machine: Any = None
+    stream: Any = None
+    heartbeat: Any = None
+    retry: Any = None
+    lastHeard: float = 0.0
+    backoff: float = 1.0
+    events: list[str] = field(default_factory=list)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.stream is not None and not self.stream.closed:
+            self.stream.send(message)
+
+    def received(self, msg: dict[str, Any]) -> None:
+        self.lastHeard = self.clock.seconds()
+        kind = msg.get("type")
+        if kind == "pong":
+            return
+        if kind == "welcome":
+            self.machine.welcomed()
+        if kind == "close":
+            self.machine.hostClosed()
+        self.onEvent(msg)
+
+    def tick(self) -> None:
+        if self.clock.seconds() - self.lastHeard > SILENCE_SECONDS:
+            self.machine.hostSilent()
+        else:
+            self.send({"type": "ping"})
+
+    def dropStream(self) -> None:
+        s, self.stream = self.stream, None
+        if s is not None:
+            s.onLost = None
+            s.close()
+
+
+def _build() -> Any:
+    b = TypeMachineBuilder(MemberInputs, MemberCore)
+    idle = b.state("Idle")
+    connecting = b.state("Connecting")
+    joined = b.state("Joined")
+    waiting = b.state("Waiting")
+    left = b.state("Left")
+
+    @idle.upon(MemberInputs.start).to(connecting)
+    @waiting.upon(MemberInputs.retryDue).to(connecting)
+    def connect(inputs: MemberInputs, core: MemberCore) -> None:
+        core.retry = None
+        core.lastHeard = core.clock.seconds()
+
+        def opened(stream: Any) -> None:
+            core.stream = stream
+            stream.onMessage = core.received
+            stream.onLost = inputs.connectionLost
+            stream.send({"type": "join", "group": core.group})
+
+        d = core.open()
+        d.addCallbacks(opened, lambda f: inputs.connectFailed())
+
+    @connecting.upon(MemberInputs.welcomed).to(joined)
+    def startHeartbeat(inputs: MemberInputs, core: MemberCore) -> None:
+        core.backoff = 1.0
+        core.events.append("joined")
+        core.heartbeat = LoopingCall(core.tick)
+        core.heartbeat.clock = core.clock
+        core.heartbeat.start(1.0, now=False)
+
+    def scheduleRetry(inputs: MemberInputs, core: MemberCore) -> None:
+        core.dropStream()
+        if core.heartbeat is not None and core.heartbeat.running:
+            core.heartbeat.stop()
+        core.heartbeat = None
+        core.retry = core.clock.callLater(core.backoff, inputs.retryDue)
+        core.backoff = min(core.backoff * 2, 30.0)
+
+    @joined.upon(MemberInputs.hostSilent).to(waiting)
+    def hostLost(inputs: MemberInputs, core: MemberCore) -> None:
+        core.events.append("host-lost")
+        core.onEvent({"type": "host-lost", "group": core.group})
+        scheduleRetry(inputs, core)
+
+    @joined.upon(MemberInputs.connectionLost).to(waiting)
+    def connectionDropped(inputs: MemberInputs, core: MemberCore) -> None:
+        core.events.append("disconnected")
+        core.onEvent({"type": "host-lost", "group": core.group})
+        scheduleRetry(inputs, core)
+
+    connecting.upon(MemberInputs.connectFailed).to(waiting)(scheduleRetry)
+    connecting.upon(MemberInputs.connectionLost).to(waiting)(scheduleRetry)
+    connecting.upon(MemberInputs.hostSilent).to(waiting)(scheduleRetry)
+
+    def stopAll(inputs: MemberInputs, core: MemberCore) -> None:
+        if core.heartbeat is not None and core.heartbeat.running:
+            core.heartbeat.stop()
+        if core.retry is not None and core.retry.active():
+            core.retry.cancel()
+        core.dropStream()
+
+    @joined.upon(MemberInputs.leave).to(left)
+    @connecting.upon(MemberInputs.leave).to(left)
+    def sendLeave(inputs: MemberInputs, core: MemberCore) -> None:
+        core.send({"type": "leave", "group": core.group})
+        stopAll(inputs, core)
+
+    waiting.upon(MemberInputs.leave).to(left)(stopAll)
+    idle.upon(MemberInputs.leave).to(left).returns(None)
+
+    @joined.upon(MemberInputs.hostClosed).to(left)
+    def closed(inputs: MemberInputs, core: MemberCore) -> None:
+        core.events.append("closed")
+        stopAll(inputs, core)
+
+    # Inputs that change nothing in a state.
+    for st, names in (
+        (idle, ("welcomed", "connectFailed", "connectionLost", "hostSilent", "hostClosed", "retryDue")),
+        (connecting, ("start", "hostClosed", "retryDue")),
+        (joined, ("start", "welcomed", "connectFailed", "retryDue")),
+        (waiting, ("start", "welcomed", "connectFailed", "connectionLost", "hostSilent", "hostClosed")),
+        (left, ("start", "welcomed", "connectFailed", "connectionLost", "hostSilent", "hostClosed", "retryDue", "leave")),
+    ):
+        for n in names:
+            st.upon(getattr(MemberInputs, n)).loop().returns(None)
+    return b.build()
+
+
+memberMachine = _build()
+
+
+class GroupService:
+    """Hosted groups and this peer's memberships."""
+
+    def __init__(self, clock: Any, selfId: str, openStream: Callable[[str], Deferred[Any]]) -> None:
+        self.clock = clock
+        self.selfId = selfId
+        self.openStream = openStream
+        self.hosted: dict[str, HostGroup] = {}
+        self.memberships: dict[str, tuple[MemberInputs, MemberCore]] = {}
+
+    def createGroup(self, name: str) -> HostGroup:
+        if name not in self.hosted:
+            if len(self.hosted) >= MAX_GROUPS:
+                raise ValueError("too many groups")
+            self.hosted[name] = HostGroup(name, self.selfId)
+        return self.hosted[name]
+
+    def closeGroup(self, name: str) -> None:
+        g = self.hosted.pop(name, None)
+        if g is not None:
+            g.broadcast({"type": "close", "group": name})
+
+    def hostSession(self, peerId: str, send: Callable[[dict[str, Any]], None], close: Callable[[], None], transport: Any = None) -> HostSession:
+        return HostSession(self, peerId, send, close, transport)
+
+    def join(self, hostId: str, name: str, onEvent: Callable[[dict[str, Any]], None]) -> MemberInputs:
+        core = MemberCore(self.clock, name, lambda: self.openStream(hostId), onEvent)
+        machine = memberMachine(core)
+        core.machine = machine
+        self.memberships[f"{hostId}/{name}"] = (machine, core)
+        machine.start()
+        return machine
+
+    def send(self, hostId: str, name: str, data: Any, kind: str = "msg") -> None:
+        entry = self.memberships.get(f"{hostId}/{name}")
+        if entry is not None:
+            entry[1].send({"type": kind, "group": name, "data": data})
+
+    def stop(self) -> None:
+        for machine, _ in self.memberships.values():
+            machine.leave()
+        for name in list(self.hosted):
+            self.closeGroup(name)

@@ -1,0 +1,3 @@
+"""The local multi-peer manager page (C{goop2} with no arguments)."""
+
+__all__: list[str] = []

@@ -1,0 +1,274 @@
+"""
+Finding other peers: the rendezvous hub (WAN) and mDNS (LAN).
+
+L{HubClient} publishes a signed record every C{heartbeat_seconds} with the
+configured TTL, reads C{/peers.json}, and follows C{/events} (SSE) for
+joins and leaves; on shutdown it publishes C{offline}.  L{MdnsDiscovery}
+announces and browses C{_<mdns_tag>._tcp.local.} with zeroconf (its blocking
+calls run on threads); an empty C{p2p.mdns_tag} turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from suite.goop.identity import Identity
+from suite.goop.interfaces import IPeerDirectory
+
+__all__ = ["PeerDirectory", "HubClient", "MdnsDiscovery", "signedPublication"]
+
+log = Logger()
+MAX_PEERS_JSON = 32 * 1024 * 1024
+
+
+def signedPublication(identity: Identity, label: str, port: int, ttl: int, kind: str = "online", rendezvous: bool = False, now: float | None = None) -> tuple[bytes, str]:
+    """The body and signature of one C{/publish}."""
+    body = json.dumps(
+        {
+            "peer_id": identity.peerId,
+            "public_key": identity.publicB64,
+            "label": label,
+            "port": port,
+            "ttl": ttl,
+            "ts": time.time() if now is None else now,
+            "kind": kind,
+            "rendezvous": rendezvous,
+        }
+    ).encode()
+    return body, identity.sign(body)
+
+
+@implementer(IPeerDirectory)
+class PeerDirectory:
+    """Known peers from every source, keyed by peer id."""
+
+    def __init__(self, selfId: str) -> None:
+        self.selfId = selfId
+        self.known: dict[str, dict[str, Any]] = {}
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    def update(self, record: dict[str, Any], source: str) -> None:
+        pid = record.get("peer_id")
+        if not isinstance(pid, str) or pid == self.selfId:
+            return
+        old = self.known.get(pid, {})
+        addrs = list(dict.fromkeys([*record.get("addrs", []), *old.get("addrs", [])]))[:8]
+        merged = {**old, **record, "addrs": addrs, "source": source}
+        self.known[pid] = merged
+        for f in list(self.listeners):
+            f("join" if not old else "update", merged)
+
+    def remove(self, peerId: str) -> None:
+        rec = self.known.pop(peerId, None)
+        if rec is not None:
+            for f in list(self.listeners):
+                f("leave", rec)
+
+    def peers(self) -> list[dict[str, Any]]:
+        return sorted(self.known.values(), key=lambda r: (r.get("label", ""), r["peer_id"]))
+
+    def get(self, peerId: str) -> dict[str, Any] | None:
+        return self.known.get(peerId)
+
+
+class HubClient:
+    """Publish to and follow one rendezvous hub."""
+
+    def __init__(self, reactor: Any, identity: Identity, url: str, directory: PeerDirectory, label: Callable[[], str], port: Callable[[], int], ttl: int, heartbeat: float, rendezvous: bool = False) -> None:
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        self.reactor = reactor
+        self.identity = identity
+        self.url = url.rstrip("/")
+        self.directory = directory
+        self.label = label
+        self.port = port
+        self.ttl = ttl
+        self.rendezvous = rendezvous
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 2
+        self.pool = pool
+        self.http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=10))
+        self._loop = LoopingCall(self.heartbeat)
+        self._loop.clock = reactor
+        self.interval = heartbeat
+        self._events: Deferred[Any] | None = None
+        self._retry: Any = None
+        self.running = False
+        self.published = 0
+
+    def start(self) -> None:
+        self.running = True
+        self._loop.start(self.interval, now=True).addErrback(lambda f: log.failure("hub heartbeat", f))
+        self.follow()
+
+    async def _publish(self, kind: str = "online") -> None:
+        body, sig = signedPublication(self.identity, self.label(), self.port(), self.ttl, kind, self.rendezvous, self.reactor.seconds())
+        resp = await self.http.post(
+            self.url + "/publish", data=body, headers={b"content-type": [b"application/json"], b"x-goop-signature": [sig.encode()]}
+        )
+        text = await resp.content()
+        if resp.code != 200:
+            log.warn("rendezvous {url} refused publish: {code} {text}", url=self.url, code=resp.code, text=text[:200])
+        else:
+            self.published += 1
+
+    async def _refresh(self) -> None:
+        resp = await self.http.get(self.url + "/peers.json")
+        data = await resp.content()
+        if resp.code != 200 or len(data) > MAX_PEERS_JSON:
+            return
+        records = json.loads(data)
+        seen = set()
+        for r in records:
+            if isinstance(r, dict) and "peer_id" in r:
+                seen.add(r["peer_id"])
+                self.directory.update(r, "rendezvous")
+        for pid, r in list(self.directory.known.items()):
+            if r.get("source") == "rendezvous" and pid not in seen:
+                self.directory.remove(pid)
+
+    def heartbeat(self) -> Deferred[None]:
+        async def beat() -> None:
+            await self._publish()
+            await self._refresh()
+
+        d = Deferred.fromCoroutine(beat())
+        d.addErrback(lambda f: log.info("rendezvous {url} unreachable: {err}", url=self.url, err=f.getErrorMessage()))
+        return d
+
+    def follow(self) -> None:
+        """Follow C{/events}; reconnect after a pause when it ends."""
+        if not self.running:
+            return
+        buf = bytearray()
+
+        def chunk(data: bytes) -> None:
+            buf.extend(data)
+            if len(buf) > 1024 * 1024:
+                raise ValueError("SSE frame too large")
+            while b"\n\n" in buf:
+                frame, _, rest = bytes(buf).partition(b"\n\n")
+                buf[:] = rest
+                self._frame(frame.decode("utf-8", "replace"))
+
+        async def run() -> None:
+            resp = await self.http.get(self.url + "/events", unbuffered=True)
+            if resp.code != 200:
+                await resp.content()
+                return
+            import treq
+
+            await treq.collect(resp, chunk)
+
+        self._events = Deferred.fromCoroutine(run())
+        self._events.addErrback(lambda f: None)
+        self._events.addBoth(lambda _: self._again())
+
+    def _again(self) -> None:
+        if self.running:
+            self._retry = self.reactor.callLater(2.0, self.follow)
+
+    def _frame(self, frame: str) -> None:
+        event, data = "message", []
+        for line in frame.split("\n"):
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if not data:
+            return
+        try:
+            record = json.loads("\n".join(data))
+        except ValueError:
+            return
+        if not isinstance(record, dict):
+            return
+        if event == "leave":
+            self.directory.remove(str(record.get("peer_id")))
+        elif event in ("join", "update", "heartbeat"):
+            self.directory.update(record, "rendezvous")
+
+    def stop(self) -> Deferred[None]:
+        self.running = False
+        if self._loop.running:
+            self._loop.stop()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self._events is not None:
+            self._events.cancel()
+        d = Deferred.fromCoroutine(self._publish("offline"))
+        d.addTimeout(2, self.reactor)
+        d.addErrback(lambda f: None)
+        d.addBoth(lambda _: self.pool.closeCachedConnections())
+        return d
+
+
+class MdnsDiscovery:
+    """Announce and browse peers on the LAN with zeroconf."""
+
+    def __init__(self, reactor: Any, identity: Identity, tag: str, port: Callable[[], int], label: str, directory: PeerDirectory) -> None:
+        self.reactor = reactor
+        self.identity = identity
+        self.serviceType = f"_{tag}._tcp.local."
+        self.port = port
+        self.label = label
+        self.directory = directory
+        self.zc: Any = None
+        self.info: Any = None
+        self.browser: Any = None
+
+    def start(self) -> Deferred[None]:
+        def work() -> None:
+            import socket
+
+            from zeroconf import ServiceBrowser, ServiceInfo, Zeroconf
+
+            self.zc = Zeroconf()
+            name = f"{self.identity.peerId[:32]}.{self.serviceType}"
+            self.info = ServiceInfo(
+                self.serviceType,
+                name,
+                addresses=[socket.inet_aton("127.0.0.1")],
+                port=self.port(),
+                properties={"peer_id": self.identity.peerId, "label": self.label[:200]},
+            )
+            self.zc.register_service(self.info)
+            self.browser = ServiceBrowser(self.zc, self.serviceType, handlers=[self._changed])
+
+        d = deferToThread(work)
+        d.addErrback(lambda f: log.warn("mDNS unavailable: {err}", err=f.getErrorMessage()))
+        return d
+
+    def _changed(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
+        info = zeroconf.get_service_info(service_type, name, timeout=2000)
+        if info is None:
+            return
+        props = {k.decode(): (v or b"").decode("utf-8", "replace") for k, v in info.properties.items()}
+        record = {
+            "peer_id": props.get("peer_id", ""),
+            "label": props.get("label", ""),
+            "addrs": [f"{a}:{info.port}" for a in info.parsed_addresses()],
+        }
+        if getattr(state_change, "name", "") == "Removed":
+            self.reactor.callFromThread(self.directory.remove, record["peer_id"])
+        else:
+            self.reactor.callFromThread(self.directory.update, record, "mdns")
+
+    def stop(self) -> Deferred[None]:
+        def work() -> None:
+            if self.zc is not None:
+                if self.info is not None:
+                    self.zc.unregister_service(self.info)
+                self.zc.close()
+
+        return deferToThread(work)

@@ -1,0 +1,218 @@
+"""
+Wiring of a peer: identity, data.db, site, Lua, P2P streams, discovery,
+viewer, and (when configured) the rendezvous hub.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from suite.daemon import ConfigError
+from suite.goop.config import GoopConfig, parseHostPort, readDocument, validateDocument, writeConfig
+from suite.goop.groups import GroupService
+from suite.goop.health import DatabaseHealth, LoopLag
+from suite.goop.identity import Identity, loadIdentity
+from suite.goop.logbuffer import LogBuffer
+from suite.goop.lua.engine import LuaEngine
+from suite.goop.p2p.discovery import HubClient, MdnsDiscovery, PeerDirectory
+from suite.goop.p2p.streams import DATA_PROTOCOL, GROUP_PROTOCOL, SITE_PROTOCOL, StreamServerFactory, listenStreams, openStream
+from suite.goop.p2p.tls import PeerTLS
+from suite.goop.peer.site import SiteFiles
+from suite.goop.peer.store import DataStore
+from suite.goop.peer.viewer import makeViewer
+from suite.goop.rendezvous.hub import RendezvousHub
+
+__all__ = ["PeerService", "makePeerService", "makeRendezvousOnly"]
+
+log = Logger()
+
+DEFAULT_INDEX = b"""<!doctype html><html><head><meta charset=utf-8><title>Goop2 site</title></head>
+<body><h1>It works</h1><p>Put your site in this peer's site/ folder.</p></body></html>
+"""
+
+
+class PeerService(MultiService):
+    """One peer (or, with C{minimal}, a rendezvous-only settings viewer)."""
+
+    def __init__(self, config: GoopConfig, reactor: Any, logs: LogBuffer, hubKwargs: dict[str, Any] | None = None, minimal: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.logs = logs
+        self.minimal = minimal
+        self.identity: Identity = loadIdentity(config.directory)
+        self.lag = LoopLag(reactor)
+        self.hub: RendezvousHub | None = None
+        if config.rendezvousHost:
+            self.hub = RendezvousHub(
+                reactor, config.rendezvousPort, config.templatesPath, config.peerDbFile, logs, **(hubKwargs or {})
+            )
+            self.hub.setServiceParent(self)
+        self.hubURL = config.rendezvousWan or (f"http://127.0.0.1:{config.rendezvousPort}" if config.rendezvousHost else "")
+        self.p2pPort = 0
+        self.viewerPort = 0
+        self.directory: PeerDirectory | None = None
+        self.store: DataStore | None = None
+        self.hubClient: HubClient | None = None
+        self.mdns: MdnsDiscovery | None = None
+        self.groups: GroupService | None = None
+        self._listeners: list[Any] = []
+        self._extra: list[Any] = []
+        if not minimal:
+            self._prepareDirectory()
+            self.directory = PeerDirectory(self.identity.peerId)
+            self.lua = LuaEngine(reactor, config.path("lua"), config.path("data.db"))
+            self.store = DataStore(reactor, config.path("data.db"), self.identity.peerId, lua=self.lua)
+            self.site = SiteFiles(reactor, config.path("site"))
+            self.tls = PeerTLS(self.identity)
+            self.groups = GroupService(reactor, self.identity.peerId, self.openGroupStream)
+            self.streams = StreamServerFactory()
+            self.streams.addRequestHandler(SITE_PROTOCOL, self.site.handle)
+            self.streams.addRequestHandler(DATA_PROTOCOL, self.store.execute)
+            self.streams.addSessionFactory(GROUP_PROTOCOL, self.groups.hostSession)
+
+    def _prepareDirectory(self) -> None:
+        site = self.config.path("site")
+        if not os.path.isdir(site):
+            os.makedirs(site)
+            with open(os.path.join(site, "index.html"), "wb") as f:
+                f.write(DEFAULT_INDEX)
+        os.makedirs(self.config.path("lua"), exist_ok=True)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.lag.start()
+        Deferred.fromCoroutine(self._start()).addErrback(self._fatal)
+
+    def _fatal(self, f: Any) -> None:
+        log.critical("peer failed to start: {err}", err=f.getErrorMessage())
+        if getattr(self.reactor, "running", False):
+            self.reactor.stop()
+
+    async def _start(self) -> None:
+        if not self.minimal:
+            assert self.store is not None and self.directory is not None
+            await self.store.start()
+            port = await listenStreams(self.reactor, self.tls, self.config.listenPort, self.streams)
+            self._listeners.append(port)
+            self.p2pPort = port.getHost().port
+            log.info("peer {peer} P2P streams on port {port}", peer=self.identity.peerId[:16], port=self.p2pPort)
+            if self.hubURL:
+                self.hubClient = HubClient(
+                    self.reactor, self.identity, self.hubURL, self.directory, lambda: self.config.displayLabel,
+                    lambda: self.p2pPort, self.config.ttlSeconds, self.config.heartbeatSeconds,
+                )
+                self.hubClient.start()
+            if self.config.mdnsTag:
+                self.mdns = MdnsDiscovery(self.reactor, self.identity, self.config.mdnsTag, lambda: self.p2pPort, self.config.displayLabel, self.directory)
+                await self.mdns.start()
+        if self.config.httpAddr:
+            host, port = parseHostPort(self.config.httpAddr)
+            resource, tail = makeViewer(self, self.reactor, minimal=self.minimal)
+            tail.start()
+            self._extra.append(tail)
+            site = Site(resource)
+            site.displayTracebacks = False
+            site.noisy = False
+            listening = await serverFromString(self.reactor, f"tcp:{port}:interface={host}").listen(site)
+            self._listeners.append(listening)
+            self.viewerPort = listening.getHost().port
+            log.info("viewer on http://{host}:{port}/", host=host, port=self.viewerPort)
+
+    async def _stop(self) -> None:
+        if self.hubClient is not None:
+            await self.hubClient.stop()
+        if self.mdns is not None:
+            await self.mdns.stop()
+        if self.groups is not None:
+            self.groups.stop()
+        for tail in self._extra:
+            tail.stop()
+        for listener in self._listeners:
+            await listener.stopListening()
+        self._listeners = []
+        if self.store is not None:
+            await self.store.stop()
+            self.lua.stop()
+
+    def stopService(self) -> Deferred[None]:
+        self.lag.stop()
+        d = Deferred.fromCoroutine(self._stop())
+        d.addErrback(lambda f: log.failure("peer stop", f))
+        d.addCallback(lambda _: MultiService.stopService(self))
+        return d
+
+    # -- behaviour ---------------------------------------------------------
+
+    def healthProviders(self) -> list[Any]:
+        out: list[Any] = [self.lag]
+        if self.store is not None:
+            out.append(DatabaseHealth("data_db", self.store.ping, self.reactor))
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        return {"peer_id": self.identity.peerId, "label": self.config.label, "email": self.config.email,
+                "config": readDocument(self.config.directory)}
+
+    def updateProfile(self, doc: dict[str, Any]) -> None:
+        """Change profile.label / profile.email in goop.json (validated)."""
+        current = readDocument(self.config.directory)
+        profile = dict(current.get("profile") or {})
+        for key in ("label", "email"):
+            if key in doc:
+                profile[key] = doc[key]
+        current["profile"] = profile
+        try:
+            self.config = validateDocument(self.config.directory, current)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        writeConfig(self.config.directory, current)
+
+    def addressOf(self, peerId: str) -> str | None:
+        rec = self.directory.get(peerId) if self.directory else None
+        if rec is None or not rec.get("addrs"):
+            return None
+        return str(rec["addrs"][0])
+
+    def remoteRequest(self, peerId: str, kind: str, request: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """One request over a fresh stream to C{peerId} (site or data)."""
+        proto = SITE_PROTOCOL if kind == "site" else DATA_PROTOCOL
+
+        async def run() -> dict[str, Any]:
+            addr = self.addressOf(peerId)
+            if addr is None:
+                return {"ok": False, "error": "unknown peer"}
+            stream = await openStream(self.reactor, self.tls, addr, peerId, proto)
+            try:
+                return await stream.request(request)
+            finally:
+                stream.close()
+
+        return Deferred.fromCoroutine(run())
+
+    def openGroupStream(self, peerId: str) -> Deferred[Any]:
+        addr = self.addressOf(peerId)
+        if addr is None:
+            from twisted.internet.defer import fail
+
+            return fail(ConnectionError("unknown peer"))
+        return openStream(self.reactor, self.tls, addr, peerId, GROUP_PROTOCOL)
+
+
+def makePeerService(config: GoopConfig, reactor: Any, logs: LogBuffer, **hubKwargs: Any) -> Service:
+    """A full peer (with its hub when C{rendezvous_host} is true)."""
+    return PeerService(config, reactor, logs, hubKwargs)
+
+
+def makeRendezvousOnly(config: GoopConfig, reactor: Any, logs: LogBuffer, **hubKwargs: Any) -> Service:
+    """The hub plus the minimal settings viewer (no P2P node)."""
+    return PeerService(config, reactor, logs, hubKwargs, minimal=True)

@@ -1,0 +1,296 @@
+"""
+The peer's local viewer (C{viewer.http_addr}, loopback by default).
+
+  - C{/}: this peer and the peers it knows, with links to their sites;
+  - C{/peers} (and C{/api/peers}): the same as JSON;
+  - C{/p/<peer-id>/<path>}: another peer's site file, fetched over
+    C{/goop/site/1.0.0} and served with C{Content-Security-Policy: sandbox}
+    so remote pages cannot act on the viewer's origin;
+  - C{/site/<path>}: this peer's own site (never C{lua/});
+  - C{/self}: settings (GET page, POST JSON {label, email});
+  - C{/logs}: live log tail (SSE at C{/api/logs/stream}), C{/api/logs} JSON;
+  - C{/api/data}: POST JSON {peer?, request} runs a data request locally or
+    on another peer;
+  - C{/healthz}.
+
+State-changing requests must be C{application/json} with no foreign
+C{Origin}, which a cross-site form cannot send.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from suite.goop.health import HealthzResource
+from suite.goop.sse import SSEHub, formatEvent
+from suite.goop.webutil import JSONErrorPage, header, jsonResponse, readBody
+
+__all__ = ["makeViewer"]
+
+MAX_API_BODY = 256 * 1024
+PAGE_CSP = b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+
+
+def _page(title: str, body: str) -> bytes:
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>"
+        + html.escape(title)
+        + "</title><style>body{font-family:system-ui,sans-serif;margin:2em}code{font-size:90%}"
+        "td,th{padding:.2em .6em;text-align:left}</style></head><body>"
+        + '<p><a href="/">Peers</a> · <a href="/self">Settings</a> · <a href="/logs">Logs</a></p>'
+        + body
+        + "</body></html>"
+    ).encode()
+
+
+def _jsonRequestOK(request: Request) -> str | None:
+    ctype = (header(request, "content-type") or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        return "content-type must be application/json"
+    origin = header(request, "origin")
+    host = header(request, "host") or ""
+    if origin and origin.split("://", 1)[-1] != host:
+        return "cross-origin requests are refused"
+    return None
+
+
+def _finish(request: Request, body: bytes) -> None:
+    if not request.finished and not getattr(request, "_disconnected", False):
+        request.write(body)
+        request.finish()
+
+
+class _Home(Resource):
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return JSONErrorPage(404, "no such page")
+
+    def render_GET(self, request: Request) -> bytes:
+        p = self.peer
+        rows = "".join(
+            f'<tr class="peer" data-peer="{html.escape(r["peer_id"])}"><td><a href="/p/{html.escape(r["peer_id"])}/">'
+            f"{html.escape(r.get('label') or '(no label)')}</a></td><td><code>{html.escape(r['peer_id'][:16])}…</code></td>"
+            f"<td>{html.escape(', '.join(r.get('addrs', [])))}</td><td>{html.escape(r.get('source', ''))}</td></tr>"
+            for r in (p.directory.peers() if p.directory else [])
+        )
+        body = (
+            f"<h1>{html.escape(p.config.displayLabel)}</h1><p>Peer ID <code id=self>{html.escape(p.identity.peerId)}</code>"
+            f" · P2P port {p.p2pPort} · <a href='/site/'>own site</a></p>"
+            f"<h2>Peers</h2><table><tr><th>Label</th><th>ID</th><th>Addresses</th><th>Via</th></tr>{rows}</table>"
+        )
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", PAGE_CSP)
+        return _page(p.config.displayLabel, body)
+
+
+class _PeersJSON(Resource):
+    isLeaf = True
+
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def render_GET(self, request: Request) -> bytes:
+        return jsonResponse(request, 200, self.peer.directory.peers() if self.peer.directory else [])
+
+
+class _Remote(Resource):
+    """C{/p/<peer-id>/<path>}."""
+
+    isLeaf = True
+
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def render_GET(self, request: Request) -> bytes | int:
+        parts = request.postpath
+        if not parts or not parts[0]:
+            return jsonResponse(request, 404, {"error": "peer id required"})
+        peerId = parts[0].decode("ascii", "replace")
+        path = b"/".join(parts[1:]).decode("utf-8", "replace")
+        d: Deferred[dict[str, Any]] = self.peer.remoteRequest(peerId, "site", {"path": path})
+
+        def done(resp: dict[str, Any]) -> None:
+            if not resp.get("ok"):
+                _finish(request, jsonResponse(request, 404, {"error": resp.get("error", "not found")}))
+                return
+            data = resp["data"]
+            request.setHeader(b"content-type", str(data.get("content_type", "application/octet-stream")).encode())
+            request.setHeader(b"content-security-policy", b"sandbox")
+            request.setHeader(b"x-content-type-options", b"nosniff")
+            _finish(request, base64.b64decode(data.get("body", "")))
+
+        d.addErrback(lambda f: {"ok": False, "error": f"peer unreachable: {f.getErrorMessage()}"})
+        d.addCallback(done)
+        return NOT_DONE_YET
+
+
+class _OwnSite(Resource):
+    isLeaf = True
+
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def render_GET(self, request: Request) -> int:
+        path = b"/".join(request.postpath).decode("utf-8", "replace")
+
+        def done(found: tuple[str, bytes] | None) -> None:
+            if found is None:
+                _finish(request, jsonResponse(request, 404, {"error": "not found"}))
+                return
+            request.setHeader(b"content-type", found[0].encode())
+            request.setHeader(b"x-content-type-options", b"nosniff")
+            _finish(request, found[1])
+
+        self.peer.site.read(path).addCallback(done)
+        return NOT_DONE_YET
+
+
+class _Self(Resource):
+    isLeaf = True
+
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def render_GET(self, request: Request) -> bytes:
+        c = self.peer.config
+        if (header(request, "accept") or "").startswith("application/json"):
+            return jsonResponse(request, 200, self.peer.settings())
+        body = (
+            f"<h1>Settings</h1><p>Peer ID <code>{html.escape(self.peer.identity.peerId)}</code></p>"
+            f"<form id=f><label>Label <input name=label value='{html.escape(c.label)}'></label> "
+            f"<label>Email <input name=email value='{html.escape(c.email)}'></label> <button>Save</button></form>"
+            f"<p id=msg></p><h2>goop.json</h2><pre id=cfg>{html.escape(json.dumps(self.peer.settings()['config'], indent=2))}</pre>"
+            + ("<p><a id=hub href='" + html.escape(self.peer.hubURL) + "/'>Rendezvous dashboard</a></p>" if self.peer.hubURL else "")
+            + "<script>document.getElementById('f').onsubmit=async(e)=>{e.preventDefault();"
+            "const f=new FormData(e.target);const r=await fetch('/self',{method:'POST',headers:{'content-type':'application/json'},"
+            "body:JSON.stringify({label:f.get('label'),email:f.get('email')})});"
+            "document.getElementById('msg').textContent=r.ok?'saved (restart to apply everywhere)':(await r.text());};</script>"
+        )
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", PAGE_CSP)
+        return _page("Settings", body)
+
+    def render_POST(self, request: Request) -> bytes:
+        bad = _jsonRequestOK(request)
+        if bad:
+            return jsonResponse(request, 403, {"error": bad})
+        raw = readBody(request, 16 * 1024)
+        if raw is None:
+            return jsonResponse(request, 413, {"error": "body too large"})
+        try:
+            doc = json.loads(raw)
+            assert isinstance(doc, dict)
+        except (ValueError, AssertionError):
+            return jsonResponse(request, 400, {"error": "body must be a JSON object"})
+        try:
+            self.peer.updateProfile(doc)
+        except ValueError as e:
+            return jsonResponse(request, 400, {"error": str(e)})
+        return jsonResponse(request, 200, self.peer.settings())
+
+
+class _Logs(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        body = (
+            "<h1>Logs</h1><pre id=log></pre><script>const el=document.getElementById('log');"
+            "const es=new EventSource('/api/logs/stream');es.addEventListener('log',(e)=>{const x=JSON.parse(e.data);"
+            "el.textContent+=(x.level+' '+x.text+'\\n');});</script>"
+        )
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", PAGE_CSP)
+        return _page("Logs", body)
+
+
+class _LogsJSON(Resource):
+    isLeaf = False
+
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def render_GET(self, request: Request) -> bytes:
+        return jsonResponse(request, 200, self.peer.logs.snapshot())
+
+
+class _Data(Resource):
+    isLeaf = True
+
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def render_POST(self, request: Request) -> bytes | int:
+        bad = _jsonRequestOK(request)
+        if bad:
+            return jsonResponse(request, 403, {"error": bad})
+        raw = readBody(request, MAX_API_BODY)
+        if raw is None:
+            return jsonResponse(request, 413, {"error": "body too large"})
+        try:
+            doc = json.loads(raw)
+            req = doc["request"]
+            assert isinstance(req, dict)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return jsonResponse(request, 400, {"error": "body must be {peer?, request: {...}}"})
+        target = doc.get("peer")
+        if target and target != self.peer.identity.peerId:
+            d = self.peer.remoteRequest(str(target), "data", req)
+        else:
+            d = self.peer.store.execute(self.peer.identity.peerId, req)
+        d.addErrback(lambda f: {"ok": False, "error": f"peer unreachable: {f.getErrorMessage()}"})
+        d.addCallback(lambda resp: _finish(request, jsonResponse(request, 200, resp)))
+        return NOT_DONE_YET
+
+
+def makeViewer(peer: Any, clock: Any, minimal: bool = False) -> tuple[Resource, SSEHub]:
+    """The viewer's resource tree and its log-tail SSE hub."""
+    tail = SSEHub(clock, maxClients=32, maxPerIP=32, initial=lambda: [formatEvent("log", e) for e in peer.logs.snapshot(200)])
+    peer.logs.listeners.append(lambda entry: tail.publish("log", entry))
+    root: Resource = _MinimalRoot(peer) if minimal else _Home(peer)
+    api = Resource()
+    api.putChild(b"logs", _LogsJSON(peer))
+    api.children[b"logs"].putChild(b"stream", tail.resource())
+    root.putChild(b"api", api)
+    root.putChild(b"self", _Self(peer))
+    root.putChild(b"logs", _Logs())
+    root.putChild(b"healthz", HealthzResource(peer.healthProviders))
+    if not minimal:
+        root.putChild(b"peers", _PeersJSON(peer))
+        api.putChild(b"peers", _PeersJSON(peer))
+        api.putChild(b"data", _Data(peer))
+        root.putChild(b"p", _Remote(peer))
+        root.putChild(b"site", _OwnSite(peer))
+    return root, tail
+
+
+class _MinimalRoot(Resource):
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return JSONErrorPage(404, "no such page")
+
+    def render_GET(self, request: Request) -> bytes:
+        request.redirect(b"/self")
+        return b""

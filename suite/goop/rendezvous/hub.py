@@ -1,0 +1,331 @@
+"""
+The rendezvous hub service: binds C{127.0.0.1:rendezvous_port} and serves
+the dashboard, the peer list, signed publications, SSE events, health and
+the template store.
+
+Inputs are bounded: publish bodies at 16 KiB, a per-IP token bucket on
+C{/publish}, a cap (429) on SSE clients overall and per IP, eviction of SSE
+clients that stop reading.  Stale peers leave when their TTL runs out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
+
+from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
+from suite.goop.interfaces import IRendezvousHub
+from suite.goop.logbuffer import LogBuffer
+from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
+from suite.goop.rendezvous.registry import MAX_PUBLISH_BYTES, PeerRegistry, PublishError, TokenBucket, verifyPublication
+from suite.goop.rendezvous.templates import TemplateStore
+from suite.goop.sse import SSEHub
+from suite.goop.webutil import JSONErrorPage, clientIP, header, jsonResponse, readBody
+
+__all__ = ["RendezvousHub"]
+
+log = Logger()
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@implementer(IRendezvousHub)
+class RendezvousHub(Service):
+    """Registry + web surface + optional shared peer DB."""
+
+    name = "rendezvous"
+
+    def __init__(
+        self,
+        reactor: Any,
+        port: int = 8787,
+        templatesDir: str = "templates",
+        peerDbFile: str = "",
+        logBuffer: LogBuffer | None = None,
+        maxSSEClients: int = 2048,
+        maxSSEPerIP: int = 64,
+        publishRate: float = 1.0,
+        publishBurst: float = 10.0,
+        syncInterval: float = 3.0,
+        evictInterval: float = 1.0,
+        interface: str = "127.0.0.1",
+    ) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.interface = interface
+        self.registry = PeerRegistry()
+        self.templates = TemplateStore(templatesDir)
+        self.logBuffer = logBuffer or LogBuffer()
+        self.sse = SSEHub(reactor, maxClients=maxSSEClients, maxPerIP=maxSSEPerIP)
+        self.limiter = TokenBucket(publishRate, publishBurst)
+        self.peerDb = SharedPeerDB(reactor, peerDbFile) if peerDbFile else None
+        self.syncInterval = syncInterval
+        self.lag = LoopLag(reactor)
+        self.listening: Any = None
+        self.published = 0
+        self.refused = 0
+        self._evict = LoopingCall(self.evictExpired)
+        self._evict.clock = reactor
+        self._evictInterval = evictInterval
+        self._sync = LoopingCall(self.sync)
+        self._sync.clock = reactor
+        self._syncing = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.sse.start()
+        self.lag.start()
+        self._evict.start(self._evictInterval, now=False)
+        d = self.startDatabase()
+        d.addCallback(lambda _: self.listen())
+        d.addErrback(self._fatal)
+
+    def _fatal(self, f: Any) -> None:
+        log.failure("rendezvous hub failed to start", f)
+        if getattr(self.reactor, "running", False):
+            self.reactor.stop()
+
+    def startDatabase(self) -> Deferred[None]:
+        if self.peerDb is None:
+            return succeed(None)
+        now = self.reactor.seconds()
+
+        def loaded(records: list[dict[str, Any]]) -> None:
+            for r in records:
+                self.registry.merge(r)
+            log.info("shared peer DB {path}: {count} live peers", path=self.peerDb.db.path, count=len(records))
+            self._sync.start(self.syncInterval, now=False)
+
+        d = self.peerDb.start(now)
+        d.addCallback(loaded)
+        return d
+
+    def listen(self) -> Deferred[Any]:
+        site = Site(self.resource())
+        site.displayTracebacks = False
+        site.noisy = False
+        ep = serverFromString(self.reactor, f"tcp:{self.port}:interface={self.interface}")
+        d = ep.listen(site)
+
+        def ok(p: Any) -> Any:
+            self.listening = p
+            log.info("rendezvous hub listening on http://{host}:{port}/", host=self.interface, port=p.getHost().port)
+            return p
+
+        d.addCallback(ok)
+        return d
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        self.sse.stop()
+        self.lag.stop()
+        for call in (self._evict, self._sync):
+            if call.running:
+                call.stop()
+        ds: list[Deferred[Any]] = []
+        if self.listening is not None:
+            ds.append(Deferred.fromCoroutine(_maybe(self.listening.stopListening())))
+            self.listening = None
+        if self.peerDb is not None:
+            ds.append(self.peerDb.stop())
+        if not ds:
+            return None
+        from twisted.internet.defer import gatherResults
+
+        return gatherResults(ds).addCallback(lambda _: None)
+
+    # -- behaviour ---------------------------------------------------------
+
+    def emit(self, kind: str, record: dict[str, Any]) -> None:
+        """Fan out one event locally (SSE) and queue it for the shared DB."""
+        if kind != "heartbeat":
+            log.info("peer {peer} {kind}", peer=record["peer_id"][:16], kind=kind)
+            self.sse.publish(kind, record)
+        if self.peerDb is not None:
+            self.peerDb.record(kind, record)
+
+    def publish(self, body: bytes, signature: str, ip: str) -> dict[str, Any]:
+        """Verify and apply one publication (raises L{PublishError})."""
+        now = self.reactor.seconds()
+        pub = verifyPublication(body, signature, now, ip)
+        change = self.registry.apply(pub, now)
+        self.published += 1
+        if change is not None:
+            self.emit(*change)
+        return pub
+
+    def evictExpired(self) -> None:
+        for record in self.registry.evict(self.reactor.seconds()):
+            log.info("peer {peer} expired", peer=record["peer_id"][:16])
+            self.sse.publish("leave", record)
+
+    def sync(self) -> Deferred[None] | None:
+        if self.peerDb is None or self._syncing:
+            return None
+        self._syncing = True
+
+        def apply(result: SyncResult) -> None:
+            peers, events = result
+            for r in peers:
+                self.registry.merge(r)
+            for kind, r in events:
+                if kind == "leave":
+                    self.registry.remove(r["peer_id"])
+                self.sse.publish(kind, r)
+
+        def done(result: object) -> object:
+            self._syncing = False
+            return result
+
+        d = self.peerDb.sync(self.reactor.seconds())
+        d.addCallback(apply)
+        d.addErrback(lambda f: log.failure("shared peer DB sync failed", f))
+        d.addBoth(done)
+        return d
+
+    def healthProviders(self) -> list[Any]:
+        out: list[Any] = [self.lag]
+        if self.peerDb is not None:
+            out.append(DatabaseHealth("peer_db", self.peerDb.ping, self.reactor))
+        return out
+
+    # -- web ---------------------------------------------------------------
+
+    def resource(self) -> Resource:
+        root = _Root(self)
+        root.putChild(b"peers.json", _PeersJSON(self))
+        root.putChild(b"logs.json", _LogsJSON(self.logBuffer))
+        root.putChild(b"publish", _Publish(self))
+        root.putChild(b"events", self.sse.resource())
+        root.putChild(b"healthz", HealthzResource(self.healthProviders))
+        api = Resource()
+        api.putChild(b"templates", _Templates(self))
+        root.putChild(b"api", api)
+        return root
+
+
+async def _maybe(d: Any) -> None:
+    if d is not None:
+        await d
+
+
+class _Root(Resource):
+    def __init__(self, hub: RendezvousHub) -> None:
+        super().__init__()
+        self.hub = hub
+        with open(os.path.join(HERE, "dashboard.html"), "rb") as f:
+            self.page = f.read()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return JSONErrorPage(404, "no such resource")
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+        return self.page
+
+
+class _PeersJSON(Resource):
+    isLeaf = True
+
+    def __init__(self, hub: RendezvousHub) -> None:
+        super().__init__()
+        self.hub = hub
+
+    def render_GET(self, request: Request) -> bytes:
+        return jsonResponse(request, 200, self.hub.registry.list())
+
+
+class _LogsJSON(Resource):
+    isLeaf = True
+
+    def __init__(self, logs: LogBuffer) -> None:
+        super().__init__()
+        self.logs = logs
+
+    def render_GET(self, request: Request) -> bytes:
+        return jsonResponse(request, 200, self.logs.snapshot())
+
+
+class _Publish(Resource):
+    isLeaf = True
+
+    def __init__(self, hub: RendezvousHub) -> None:
+        super().__init__()
+        self.hub = hub
+
+    def render_POST(self, request: Request) -> bytes:
+        ip = clientIP(request)
+        if not self.hub.limiter.allow(ip, self.hub.reactor.seconds()):
+            self.hub.refused += 1
+            request.setHeader(b"retry-after", b"1")
+            return jsonResponse(request, 429, {"error": "publish rate limit exceeded for this address"})
+        body = readBody(request, MAX_PUBLISH_BYTES)
+        if body is None:
+            return jsonResponse(request, 413, {"error": f"publish body larger than {MAX_PUBLISH_BYTES} bytes"})
+        sig = (header(request, "x-goop-signature") or "").strip()
+        try:
+            pub = self.hub.publish(body, sig, ip)
+        except PublishError as e:
+            self.hub.refused += 1
+            return jsonResponse(request, 400, {"error": str(e)})
+        return jsonResponse(request, 200, {"ok": True, "peer_id": pub["peer_id"], "ttl": pub["ttl"]})
+
+
+_TPL = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class _Templates(Resource):
+    isLeaf = True
+
+    def __init__(self, hub: RendezvousHub) -> None:
+        super().__init__()
+        self.hub = hub
+
+    def render_GET(self, request: Request) -> bytes | int:
+        parts = [p for p in request.postpath]
+        store = self.hub.templates
+        if parts in ([], [b""]):
+            return jsonResponse(request, 200, store.list())
+        if len(parts) != 2 or not _TPL.match(parts[0]):
+            return jsonResponse(request, 404, {"error": "no such template resource"})
+        name = parts[0].decode()
+        if parts[1] == b"manifest.json":
+            m = store.manifest(name)
+            if m is None:
+                return jsonResponse(request, 404, {"error": f"no template named {name}"})
+            return jsonResponse(request, 200, m)
+        if parts[1] != b"bundle":
+            return jsonResponse(request, 404, {"error": "no such template resource"})
+
+        def send(data: bytes | None) -> None:
+            if data is None:
+                request.write(jsonResponse(request, 404, {"error": f"no template named {name}"}))
+            else:
+                request.setHeader(b"content-type", b"application/gzip")
+                request.setHeader(b"content-disposition", f'attachment; filename="{name}.tar.gz"'.encode())
+                request.write(data)
+            request.finish()
+
+        def failed(f: Any) -> None:
+            request.write(jsonResponse(request, 500, {"error": f"cannot build bundle: {f.getErrorMessage()}"}))
+            request.finish()
+
+        deferToThread(store.bundle, name).addCallbacks(send, failed)
+        return NOT_DONE_YET
+
+

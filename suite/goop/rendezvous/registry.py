@@ -1,0 +1,174 @@
+"""
+The hub's view of live peers: verified publications with an expiry.
+
+L{PeerRegistry} is pure (no I/O, time passed in); the hub feeds it verified
+publications and asks it to evict expired peers.  Every change yields an
+event (join, update, leave) that the hub fans out over SSE and, with a shared
+peer DB, to the other instances.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from suite.goop.identity import verifySignature
+
+__all__ = ["PeerRegistry", "PublishError", "verifyPublication", "TokenBucket", "MAX_PUBLISH_BYTES"]
+
+MAX_PUBLISH_BYTES = 16 * 1024
+MAX_SKEW_SECONDS = 300.0
+MIN_TTL, MAX_TTL = 5, 86400
+
+
+class PublishError(ValueError):
+    """A publication was refused; the message is the reason."""
+
+
+def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) -> dict[str, Any]:
+    """
+    Check a signed C{/publish} body and return the public peer record.
+    """
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise PublishError("body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise PublishError("body must be a JSON object")
+    pub = doc.get("public_key")
+    if not isinstance(pub, str) or not signature:
+        raise PublishError("public_key and X-Goop-Signature are required")
+    try:
+        peerId = verifySignature(pub, signature, body)
+    except ValueError as e:
+        raise PublishError(f"signature: {e}") from None
+    if doc.get("peer_id") != peerId:
+        raise PublishError("peer_id is not the hash of public_key")
+    ts = doc.get("ts")
+    if not isinstance(ts, (int, float)) or abs(ts - now) > MAX_SKEW_SECONDS:
+        raise PublishError("ts missing or too far from the hub's clock")
+    ttl = doc.get("ttl", 120)
+    if not isinstance(ttl, int) or isinstance(ttl, bool):
+        raise PublishError("ttl must be an integer")
+    ttl = max(MIN_TTL, min(MAX_TTL, ttl))
+    label = doc.get("label", "")
+    if not isinstance(label, str):
+        raise PublishError("label must be a string")
+    port = doc.get("port", 0)
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise PublishError("port must be 0..65535")
+    addrs: list[str] = []
+    if port:
+        addrs.append(f"{sourceIP}:{port}")
+    claimed = doc.get("addrs", [])
+    if not isinstance(claimed, list):
+        raise PublishError("addrs must be a list")
+    for a in claimed[:8]:
+        if isinstance(a, str) and len(a) <= 100 and a not in addrs:
+            addrs.append(a)
+    kind = doc.get("kind", "online")
+    if kind not in ("online", "offline"):
+        raise PublishError("kind must be online or offline")
+    return {
+        "peer_id": peerId,
+        "public_key": pub,
+        "label": label[:200],
+        "addrs": addrs,
+        "port": port,
+        "rendezvous": bool(doc.get("rendezvous", False)),
+        "ttl": ttl,
+        "ts": float(ts),
+        "kind": kind,
+    }
+
+
+@dataclass
+class _Entry:
+    record: dict[str, Any]
+    expires: float
+
+
+class PeerRegistry:
+    """Live peers keyed by peer id."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self.peers)
+
+    def apply(self, pub: dict[str, Any], now: float) -> tuple[str, dict[str, Any]] | None:
+        """
+        Apply a verified publication.  Return C{(event, record)} or None when
+        it changes nothing visible (a stale or replayed publication).
+        """
+        pid = pub["peer_id"]
+        old = self.peers.get(pid)
+        if old is not None and pub["ts"] <= old.record["ts"]:
+            return None
+        if pub["kind"] == "offline":
+            if old is None:
+                return None
+            del self.peers[pid]
+            return "leave", old.record
+        record = {k: v for k, v in pub.items() if k != "kind"}
+        record["first_seen"] = old.record["first_seen"] if old else now
+        record["last_seen"] = now
+        record["expires"] = now + pub["ttl"]
+        self.peers[pid] = _Entry(record, record["expires"])
+        if old is None:
+            return "join", record
+        if old.record["addrs"] != record["addrs"] or old.record["label"] != record["label"]:
+            return "update", record
+        return "heartbeat", record
+
+    def merge(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """Take a record read from the shared DB (newer wins)."""
+        pid = record["peer_id"]
+        old = self.peers.get(pid)
+        if old is not None and record["ts"] <= old.record["ts"]:
+            return None
+        self.peers[pid] = _Entry(record, record["expires"])
+        return ("join" if old is None else "heartbeat"), record
+
+    def remove(self, peerId: str) -> dict[str, Any] | None:
+        e = self.peers.pop(peerId, None)
+        return e.record if e else None
+
+    def evict(self, now: float) -> list[dict[str, Any]]:
+        """Drop peers whose TTL has run out; return their records."""
+        gone = [pid for pid, e in self.peers.items() if e.expires <= now]
+        return [self.peers.pop(pid).record for pid in gone]
+
+    def list(self) -> list[dict[str, Any]]:
+        return sorted((e.record for e in self.peers.values()), key=lambda r: r["first_seen"])
+
+
+class TokenBucket:
+    """Per-key token buckets (e.g. per client IP): C{rate} per second, C{burst}."""
+
+    def __init__(self, rate: float, burst: float, maxKeys: int = 100000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.maxKeys = maxKeys
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        tokens, last = self.buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self.buckets[key] = (tokens, now)
+            return False
+        if key not in self.buckets and len(self.buckets) >= self.maxKeys:
+            self.prune(now)
+        self.buckets[key] = (tokens - 1.0, now)
+        return True
+
+    def prune(self, now: float) -> None:
+        full = self.burst / self.rate if self.rate > 0 else 0
+        for k, (_, last) in list(self.buckets.items()):
+            if now - last >= full:
+                del self.buckets[k]

@@ -1,0 +1,540 @@
+"""
+Leader-side work: per-peer replication progress (probe / pipelined
+replicate / snapshot), the current-term commit rule, proposals and their
+waiters, ReadIndex (and optional lease) reads, CheckQuorum, leadership
+transfer and single-server membership changes.
+
+A L{LeaderState} exists only while its node leads one term; it is created
+by the role machine's C{startLeading} output and dropped (failing every
+waiter) by C{stopLeading}.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from suite.raft.membership import MembershipError, changed
+from suite.raft.messages import (
+    CONFIG,
+    NOOP,
+    NORMAL,
+    AppendEntries,
+    AppendEntriesResponse,
+    Configuration,
+    Entry,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    SnapshotMeta,
+    TimeoutNow,
+)
+from suite.raft.sessions import StaleRequest
+
+if TYPE_CHECKING:
+    from suite.raft.node import RaftNode
+
+log = Logger()
+
+
+class Overloaded(Exception):
+    """
+    Too many proposals are waiting for commit; retry later.
+    """
+
+
+class TransferFailed(Exception):
+    """
+    Leadership transfer did not complete within an election timeout.
+    """
+
+
+@dataclass
+class Progress:
+    """
+    What the leader knows about one follower's log.
+    """
+
+    next: int
+    match: int = 0
+    state: str = "probe"
+    paused: bool = False
+    inflight: deque[int] = field(default_factory=deque)
+    active: bool = True
+    matchAtHeartbeat: int = -1
+    snapshot: tuple[SnapshotMeta, bytes] | None = None
+    snapshotOffset: int = 0
+    offsetAtHeartbeat: int = -1
+
+    def becomeProbe(self, next: int) -> None:
+        self.state, self.next, self.paused, self.snapshot = "probe", next, False, None
+        self.inflight.clear()
+
+
+class LeaderState:
+    """
+    The leader's bookkeeping for one term.
+    """
+
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+        self.term = node.term
+        self.settings = node.settings
+        self.progress: dict[str, Progress] = {}
+        self.pending: dict[int, Deferred[Any]] = {}
+        self.selfMatch = 0
+        self.noopIndex = 0
+        self.committedInTerm = False
+        self.abandoned = False
+        self._flushCall: IDelayedCall | None = None
+        self._readCall: IDelayedCall | None = None
+        self.ctx = 0
+        self.ctxSentAt: dict[int, float] = {}
+        self.peerCtx: dict[str, int] = {}
+        self.leaseStart = -1e18
+        self.reads: list[tuple[int, int, Deferred[int]]] = []
+        self.confirmed: list[tuple[int, Deferred[int]]] = []
+        self.waitingForNoop: list[Deferred[int]] = []
+        self.transferTarget: str | None = None
+        self.transferDone: Deferred[str] | None = None
+        self.transferTimer: IDelayedCall | None = None
+        self.catchups: dict[str, Deferred[Any]] = {}
+        self._loops: list[LoopingCall] = []
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> LeaderState:
+        node = self.node
+        for peer in sorted(node.configs.latest().members() - {node.id}):
+            self.progress[peer] = Progress(next=node.log.lastIndex() + 1)
+        self.selfMatch = node.log.lastIndex()
+        self.noopIndex = node.log.lastIndex() + 1
+        self.appendLocal([Entry(self.term, self.noopIndex, NOOP)])
+        for interval, fn in (
+            (self.settings.heartbeatInterval, self.broadcastHeartbeat),
+            (self.settings.electionTimeoutMax, self.checkQuorum),
+        ):
+            loop = LoopingCall(fn)
+            loop.clock = node.clock
+            loop.start(interval, now=False)
+            self._loops.append(loop)
+        return self
+
+    def stop(self) -> None:
+        """
+        L{LeaderTimers}: cancel the periodic work.
+        """
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+
+    def abandon(self, error: Exception) -> None:
+        """
+        Leadership is over: fail every waiter.
+        """
+        self.abandoned = True
+        self.stop()
+        for call in (self._flushCall, self._readCall, self.transferTimer):
+            if call is not None and call.active():
+                call.cancel()
+        waiters: list[Deferred[Any]] = list(self.pending.values())
+        waiters += [d for _, _, d in self.reads] + [d for _, d in self.confirmed] + self.waitingForNoop
+        waiters += list(self.catchups.values())
+        self.pending, self.reads, self.confirmed, self.waitingForNoop, self.catchups = {}, [], [], [], {}
+        if self.transferDone is not None:
+            done, self.transferDone = self.transferDone, None
+            if self.transferTarget is not None and self.node.term > self.term:
+                done.callback(self.transferTarget)
+            else:
+                waiters.append(done)
+        for d in waiters:
+            d.errback(error)
+
+    # -- appending ----------------------------------------------------------
+
+    def appendLocal(self, entries: list[Entry]) -> None:
+        node = self.node
+        node.log.append(entries)  # type: ignore[arg-type]
+        last = entries[-1].index
+
+        def durable(_: object) -> None:
+            if not self.abandoned and last > self.selfMatch:
+                self.selfMatch = last
+                self.maybeCommit()
+
+        node.storage.appendEntries(None, entries).addCallback(durable).addErrback(node._storageFailed)
+        if self._flushCall is None:
+            self._flushCall = node.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        self._flushCall = None
+        for peer in list(self.progress):
+            self.sendAppend(peer)
+
+    def sendAppend(self, peer: str, allowEmpty: bool = False) -> None:
+        pr = self.progress.get(peer)
+        if pr is None or pr.state == "snapshot" or (pr.state == "probe" and pr.paused):
+            return
+        node = self.node
+        last = node.log.lastIndex()
+        while True:
+            if pr.state == "replicate" and len(pr.inflight) >= self.settings.maxInflight:
+                return
+            prevTerm = node.log.term(pr.next - 1)
+            if prevTerm is None:
+                self.startSnapshot(peer, pr)
+                return
+            if pr.next > last and not allowEmpty:
+                return
+            entries = node.log.slice(pr.next, last + 1, self.settings.maxAppendBytes) if pr.next <= last else []
+            node.send(
+                AppendEntries(
+                    node.id, peer, self.term, pr.next - 1, prevTerm, tuple(entries), node.commitIndex
+                )
+            )
+            if pr.state == "probe":
+                pr.paused = True
+                return
+            if not entries:
+                return
+            pr.next = entries[-1].index + 1
+            pr.inflight.append(pr.next - 1)
+            allowEmpty = False
+
+    def startSnapshot(self, peer: str, pr: Progress) -> None:
+        snap = self.node.storage.readSnapshot()
+        if snap is None:
+            log.error("leader {node} has no snapshot to send to {peer}", node=self.node.id, peer=peer)
+            return
+        log.info("leader sends snapshot at {index} to {peer}", index=snap[0].index, peer=peer)
+        pr.state, pr.snapshot, pr.snapshotOffset = "snapshot", snap, 0
+        pr.inflight.clear()
+        self.sendChunk(peer, pr)
+
+    def sendChunk(self, peer: str, pr: Progress) -> None:
+        assert pr.snapshot is not None
+        meta, data = pr.snapshot
+        chunk = data[pr.snapshotOffset : pr.snapshotOffset + self.settings.snapshotChunkBytes]
+        done = pr.snapshotOffset + len(chunk) >= len(data)
+        self.node.send(
+            InstallSnapshot(self.node.id, peer, self.term, meta, pr.snapshotOffset, chunk, done, len(data))
+        )
+
+    # -- responses ----------------------------------------------------------
+
+    def receive(self, m: Message) -> None:
+        if isinstance(m, AppendEntriesResponse):
+            self.onAppendResponse(m)
+        elif isinstance(m, HeartbeatResponse):
+            self.onHeartbeatResponse(m)
+        elif isinstance(m, InstallSnapshotResponse):
+            self.onSnapshotResponse(m)
+
+    def onAppendResponse(self, m: AppendEntriesResponse) -> None:
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return
+        pr.active = True
+        if m.success:
+            if m.matchIndex > pr.match:
+                pr.match = m.matchIndex
+            while pr.inflight and pr.inflight[0] <= m.matchIndex:
+                pr.inflight.popleft()
+            if pr.state == "probe":
+                pr.state, pr.paused = "replicate", False
+                pr.next = pr.match + 1
+                pr.inflight.clear()
+            pr.next = max(pr.next, pr.match + 1)
+            self.maybeCommit()
+            self._afterProgress(m.src, pr)
+            self.sendAppend(m.src)
+            return
+        if m.rejectIndex <= pr.match or pr.state == "snapshot":
+            return
+        if pr.state == "probe" and m.rejectIndex != pr.next - 1:
+            return
+        next = m.conflictIndex
+        if m.conflictTerm:
+            i = min(m.rejectIndex, self.node.log.lastIndex())
+            while True:
+                t = self.node.log.term(i)
+                if t is None or t <= m.conflictTerm:
+                    break
+                i -= 1
+            if t == m.conflictTerm:
+                next = i + 1
+        pr.becomeProbe(max(pr.match + 1, min(next, m.rejectIndex)))
+        self.sendAppend(m.src)
+
+    def onHeartbeatResponse(self, m: HeartbeatResponse) -> None:
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return
+        pr.active = True
+        if m.context > self.peerCtx.get(m.src, 0):
+            self.peerCtx[m.src] = m.context
+            self._confirmReads()
+        if pr.state == "snapshot":
+            if pr.snapshotOffset == pr.offsetAtHeartbeat:
+                self.sendChunk(m.src, pr)
+            pr.offsetAtHeartbeat = pr.snapshotOffset
+            return
+        if pr.match < self.node.log.lastIndex():
+            if pr.state == "probe":
+                pr.paused = False
+            elif pr.inflight and pr.match == pr.matchAtHeartbeat:
+                pr.becomeProbe(pr.match + 1)
+            self.sendAppend(m.src)
+        pr.matchAtHeartbeat = pr.match
+
+    def onSnapshotResponse(self, m: InstallSnapshotResponse) -> None:
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return
+        pr.active = True
+        if m.done:
+            if pr.state == "snapshot" or m.index > pr.match:
+                pr.match = max(pr.match, m.index)
+                pr.becomeProbe(pr.match + 1)
+                self.maybeCommit()
+                self._afterProgress(m.src, pr)
+                self.sendAppend(m.src)
+        elif pr.state == "snapshot" and pr.snapshot is not None and pr.snapshot[0].index == m.index:
+            if m.nextOffset != pr.snapshotOffset or m.nextOffset == 0:
+                pr.snapshotOffset = m.nextOffset
+                self.sendChunk(m.src, pr)
+
+    def _afterProgress(self, peer: str, pr: Progress) -> None:
+        if self.transferTarget == peer and pr.match >= self.node.log.lastIndex():
+            self.node.send(TimeoutNow(self.node.id, peer, self.term))
+        if peer in self.catchups:
+            self._checkCatchup(peer)
+
+    # -- commit and apply ---------------------------------------------------
+
+    def maybeCommit(self) -> None:
+        node = self.node
+        config = node.configs.latest()
+        matches = sorted(
+            (self.selfMatch if v == node.id else self.progress[v].match if v in self.progress else 0)
+            for v in config.voters
+        )
+        if not matches:
+            return
+        n = matches[len(matches) - config.quorum()]
+        if n > node.commitIndex and node.log.term(n) == self.term:
+            node._commitTo(n)
+
+    def applied(self, entry: Entry, result: object) -> None:
+        d = self.pending.pop(entry.index, None)
+        if d is not None:
+            if isinstance(result, StaleRequest):
+                d.errback(result)
+            else:
+                d.callback(result)
+        if entry.kind == CONFIG and not self.abandoned:
+            self.node._checkMembership()
+
+    def appliedUpTo(self, index: int) -> None:
+        if not self.committedInTerm and self.node.commitIndex >= self.noopIndex:
+            self.committedInTerm = True
+            waiting, self.waitingForNoop = self.waitingForNoop, []
+            for d in waiting:
+                self._queueRead(d)
+            for peer in list(self.catchups):
+                self._checkCatchup(peer)
+        ready = [(i, d) for i, d in self.confirmed if i <= index]
+        if ready:
+            self.confirmed = [(i, d) for i, d in self.confirmed if i > index]
+            for i, d in ready:
+                d.callback(i)
+
+    # -- proposals ----------------------------------------------------------
+
+    def propose(self, command: bytes, client: str, seq: int) -> Deferred[Any]:
+        from suite.raft.node import NotLeader
+
+        if self.transferTarget is not None:
+            return fail(NotLeader(None, f"leadership is being transferred to {self.transferTarget}"))
+        if len(self.pending) >= self.settings.maxPendingProposals:
+            return fail(Overloaded(f"{len(self.pending)} proposals already waiting"))
+        index = self.node.log.lastIndex() + 1
+        d: Deferred[Any] = Deferred()
+        self.pending[index] = d
+        self.appendLocal([Entry(self.term, index, NORMAL, command, client, seq)])
+        return d
+
+    # -- reads --------------------------------------------------------------
+
+    def readIndex(self) -> Deferred[int]:
+        d: Deferred[int] = Deferred()
+        if not self.committedInTerm:
+            self.waitingForNoop.append(d)
+        else:
+            self._queueRead(d)
+        return d
+
+    def _queueRead(self, d: Deferred[int]) -> None:
+        node = self.node
+        if (
+            self.settings.leaseReads
+            and self.transferTarget is None
+            and node.clock.seconds() < self.leaseStart + 0.9 * self.settings.electionTimeoutMin
+        ):
+            self.confirmed.append((node.commitIndex, d))
+        else:
+            self.reads.append((self.ctx + 1, node.commitIndex, d))
+            if self._readCall is None:
+                self._readCall = node.clock.callLater(0, self.broadcastHeartbeat)
+        self._confirmReads()
+
+    def broadcastHeartbeat(self) -> None:
+        if self._readCall is not None and self._readCall.active():
+            self._readCall.cancel()
+        self._readCall = None
+        node = self.node
+        self.ctx += 1
+        self.ctxSentAt[self.ctx] = node.clock.seconds()
+        for peer, pr in self.progress.items():
+            node.send(Heartbeat(node.id, peer, self.term, min(pr.match, node.commitIndex), self.ctx))
+        self._confirmReads()
+
+    def _confirmReads(self) -> None:
+        node = self.node
+        config = node.configs.latest()
+        acked = sorted(
+            (self.ctx if v == node.id else self.peerCtx.get(v, 0)) for v in config.voters
+        )
+        if not acked:
+            return
+        quorumCtx = acked[len(acked) - config.quorum()]
+        if quorumCtx in self.ctxSentAt:
+            self.leaseStart = max(self.leaseStart, self.ctxSentAt[quorumCtx])
+            for c in [c for c in self.ctxSentAt if c < quorumCtx]:
+                del self.ctxSentAt[c]
+        ready = [(i, d) for c, i, d in self.reads if c <= quorumCtx]
+        if ready:
+            self.reads = [(c, i, d) for c, i, d in self.reads if c > quorumCtx]
+            self.confirmed.extend(ready)
+        if self.confirmed:
+            self.appliedUpTo(node.lastApplied)
+
+    def checkQuorum(self) -> None:
+        config = self.node.configs.latest()
+        active = {p for p, pr in self.progress.items() if pr.active} | {self.node.id}
+        for pr in self.progress.values():
+            pr.active = False
+        if len(active & config.voters) < config.quorum():
+            log.warn(
+                "leader {node} lost contact with a quorum; stepping down in term {term}",
+                node=self.node.id,
+                term=self.term,
+            )
+            self.node.role.quorumLost()
+
+    # -- transfer -----------------------------------------------------------
+
+    def transfer(self, target: str | None) -> Deferred[str]:
+        node = self.node
+        voters = node.configs.latest().voters - {node.id}
+        if self.transferTarget is not None:
+            return fail(TransferFailed(f"a transfer to {self.transferTarget} is in progress"))
+        if target is None:
+            if not voters:
+                return fail(TransferFailed("there is no other voter"))
+            target = max(sorted(voters), key=lambda v: self.progress[v].match if v in self.progress else 0)
+        if target not in voters:
+            return fail(TransferFailed(f"{target} is not a voter"))
+        self.transferTarget = target
+        d: Deferred[str] = Deferred()
+        self.transferDone = d
+
+        def giveUp() -> None:
+            self.transferTimer = None
+            done, self.transferDone, self.transferTarget = self.transferDone, None, None
+            if done is not None:
+                done.errback(TransferFailed(f"{target} did not take over within an election timeout"))
+
+        self.transferTimer = node.clock.callLater(self.settings.electionTimeoutMax, giveUp)
+        pr = self.progress[target]
+        if pr.match >= node.log.lastIndex():
+            node.send(TimeoutNow(node.id, target, self.term))
+        else:
+            self.sendAppend(target)
+        return d
+
+    # -- membership ---------------------------------------------------------
+
+    def changeMembership(self, action: str, nodeId: str, address: str) -> Deferred[Any]:
+        node = self.node
+        if not self.committedInTerm:
+            return fail(MembershipError("the leader has not committed an entry of its term yet"))
+        if node.configs.latestIndex() > node.commitIndex:
+            return fail(MembershipError("another membership change is still uncommitted"))
+        config = node.configs.latest()
+        if action == "addVoter":
+            if nodeId in config.voters:
+                return fail(MembershipError(f"{nodeId} is already a voter"))
+            if nodeId in self.catchups:
+                return fail(MembershipError(f"{nodeId} is already catching up"))
+            d: Deferred[Any] = Deferred()
+            if nodeId not in config.learners:
+                try:
+                    self.proposeConfig(changed(config, "addLearner", nodeId, address)).addErrback(
+                        lambda f: None
+                    )
+                except MembershipError as e:
+                    return fail(e)
+            self.catchups[nodeId] = d
+            self._checkCatchup(nodeId)
+            return d
+        try:
+            return self.proposeConfig(changed(config, action, nodeId, address))
+        except MembershipError as e:
+            return fail(e)
+
+    def _checkCatchup(self, peer: str) -> None:
+        node = self.node
+        pr = self.progress.get(peer)
+        if pr is None or node.configs.latestIndex() > node.commitIndex:
+            return
+        if pr.match + self.settings.catchupMargin < node.commitIndex:
+            return
+        d = self.catchups.pop(peer)
+        log.info("learner {peer} caught up at {match}; promoting", peer=peer, match=pr.match)
+        try:
+            self.proposeConfig(changed(node.configs.latest(), "promote", peer, "")).chainDeferred(d)
+        except MembershipError as e:
+            d.errback(e)
+
+    def proposeConfig(self, config: Configuration) -> Deferred[Any]:
+        node = self.node
+        index = node.log.lastIndex() + 1
+        node.configs.append(index, config)
+        node.transport.updatePeers(config.addressMap())
+        for peer in sorted(config.members() - {node.id} - set(self.progress)):
+            self.progress[peer] = Progress(next=index)
+        log.info(
+            "leader proposes configuration voters={voters} learners={learners}",
+            voters=sorted(config.voters),
+            learners=sorted(config.learners),
+        )
+        d: Deferred[Any] = Deferred()
+        self.pending[index] = d
+        self.appendLocal([Entry(self.term, index, CONFIG, config.encode())])
+        return d
+
+    def matchIndexes(self) -> dict[str, int]:
+        out = {p: pr.match for p, pr in self.progress.items()}
+        out[self.node.id] = self.selfMatch
+        return out
+

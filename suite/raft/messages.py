@@ -1,0 +1,275 @@
+"""
+Raft log entries, configurations and messages, and their msgpack encoding.
+
+Every message is a frozen dataclass; L{encodeMessage} turns one into a
+msgpack array C{[code, field...]} and L{decodeMessage} validates the shape
+of an untrusted array before building the message (L{MalformedMessage}).
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+NORMAL = 0
+NOOP = 1
+CONFIG = 2
+
+
+class MalformedMessage(ValueError):
+    """
+    A frame did not decode to a well-formed Raft message.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """
+    One log entry.  C{client}/C{seq} identify a client session command
+    (empty client: no session).
+    """
+
+    term: int
+    index: int
+    kind: int = NORMAL
+    data: bytes = b""
+    client: str = ""
+    seq: int = 0
+
+    def size(self) -> int:
+        """
+        Approximate encoded size, for batching.
+        """
+        return len(self.data) + len(self.client) + 16
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """
+    Cluster membership: voting members, non-voting learners and the
+    address of each.
+    """
+
+    voters: frozenset[str]
+    learners: frozenset[str] = frozenset()
+    addresses: tuple[tuple[str, str], ...] = ()
+
+    def members(self) -> frozenset[str]:
+        return self.voters | self.learners
+
+    def quorum(self) -> int:
+        return len(self.voters) // 2 + 1
+
+    def addressMap(self) -> dict[str, str]:
+        return dict(self.addresses)
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            [sorted(self.voters), sorted(self.learners), [list(a) for a in self.addresses]]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Configuration:
+        try:
+            voters, learners, addresses = msgpack.unpackb(data)
+            return cls(
+                frozenset(str(v) for v in voters),
+                frozenset(str(v) for v in learners),
+                tuple((str(a), str(b)) for a, b in addresses),
+            )
+        except (ValueError, TypeError) as e:
+            raise MalformedMessage(f"bad configuration: {e}")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """
+    What a snapshot covers: the last included index/term and the
+    configuration in force there.
+    """
+
+    index: int
+    term: int
+    configuration: Configuration
+
+
+@dataclass(frozen=True)
+class Message:
+    """
+    Base of every Raft RPC: sender, receiver and the sender's term.
+    """
+
+    code: ClassVar[int] = -1
+    src: str
+    dst: str
+    term: int
+
+
+@dataclass(frozen=True)
+class RequestVote(Message):
+    code: ClassVar[int] = 1
+    lastLogIndex: int
+    lastLogTerm: int
+    preVote: bool = False
+    transfer: bool = False
+
+
+@dataclass(frozen=True)
+class RequestVoteResponse(Message):
+    code: ClassVar[int] = 2
+    granted: bool
+    preVote: bool = False
+
+
+@dataclass(frozen=True)
+class AppendEntries(Message):
+    code: ClassVar[int] = 3
+    prevLogIndex: int
+    prevLogTerm: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@dataclass(frozen=True)
+class AppendEntriesResponse(Message):
+    code: ClassVar[int] = 4
+    success: bool
+    matchIndex: int
+    rejectIndex: int = 0
+    conflictTerm: int = 0
+    conflictIndex: int = 0
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    code: ClassVar[int] = 5
+    commit: int
+    context: int = 0
+
+
+@dataclass(frozen=True)
+class HeartbeatResponse(Message):
+    code: ClassVar[int] = 6
+    context: int = 0
+    lastIndex: int = 0
+
+
+@dataclass(frozen=True)
+class InstallSnapshot(Message):
+    code: ClassVar[int] = 7
+    meta: SnapshotMeta
+    offset: int
+    chunk: bytes
+    done: bool
+    total: int
+
+
+@dataclass(frozen=True)
+class InstallSnapshotResponse(Message):
+    code: ClassVar[int] = 8
+    index: int
+    nextOffset: int
+    done: bool
+
+
+@dataclass(frozen=True)
+class TimeoutNow(Message):
+    code: ClassVar[int] = 9
+
+
+MESSAGE_TYPES: dict[int, type[Message]] = {
+    t.code: t
+    for t in (
+        RequestVote,
+        RequestVoteResponse,
+        AppendEntries,
+        AppendEntriesResponse,
+        Heartbeat,
+        HeartbeatResponse,
+        InstallSnapshot,
+        InstallSnapshotResponse,
+        TimeoutNow,
+    )
+}
+_FIELDS: dict[int, list[tuple[str, Any]]] = {
+    code: [(f.name, f.type) for f in fields(t)] for code, t in MESSAGE_TYPES.items()
+}
+
+
+def _encodeValue(value: Any) -> Any:
+    if isinstance(value, SnapshotMeta):
+        return [value.index, value.term, value.configuration.encode()]
+    if isinstance(value, tuple) and value and isinstance(value[0], Entry):
+        return [astuple(e) for e in value]
+    return value
+
+
+def encodeMessage(message: Message) -> bytes:
+    """
+    Encode C{message} as a msgpack array.
+    """
+    values = [_encodeValue(getattr(message, name)) for name, _ in _FIELDS[message.code]]
+    return msgpack.packb([message.code, *values], use_bin_type=True)
+
+
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "bool": (bool,),
+    "bytes": (bytes,),
+}
+
+
+def _entry(raw: Any) -> Entry:
+    if not isinstance(raw, (list, tuple)) or len(raw) != 6:
+        raise MalformedMessage("entry is not a 6-element array")
+    term, index, kind, data, client, seq = raw
+    if not (
+        isinstance(term, int)
+        and isinstance(index, int)
+        and kind in (NORMAL, NOOP, CONFIG)
+        and isinstance(data, bytes)
+        and isinstance(client, str)
+        and isinstance(seq, int)
+    ):
+        raise MalformedMessage("entry has a field of the wrong type")
+    return Entry(term, index, kind, data, client, seq)
+
+
+def decodeMessage(frame: bytes) -> Message:
+    """
+    Decode and validate one message; raise L{MalformedMessage} on anything
+    that is not exactly a known message.
+    """
+    try:
+        raw = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=len(frame))
+    except Exception as e:
+        raise MalformedMessage(f"not msgpack: {e.__class__.__name__}")
+    if not isinstance(raw, list) or not raw or raw[0] not in MESSAGE_TYPES:
+        raise MalformedMessage("unknown message type")
+    code = raw[0]
+    spec = _FIELDS[code]
+    if len(raw) != len(spec) + 1:
+        raise MalformedMessage(f"message type {code} has {len(raw) - 1} fields, wanted {len(spec)}")
+    kwargs: dict[str, Any] = {}
+    for (name, typ), value in zip(spec, raw[1:]):
+        typ = str(typ)
+        if typ == "SnapshotMeta":
+            if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], bytes)):
+                raise MalformedMessage("bad snapshot metadata")
+            if not (isinstance(value[0], int) and isinstance(value[1], int)):
+                raise MalformedMessage("bad snapshot metadata")
+            value = SnapshotMeta(value[0], value[1], Configuration.decode(value[2]))
+        elif typ.startswith("tuple"):
+            if not isinstance(value, list):
+                raise MalformedMessage(f"field {name} is not an array")
+            value = tuple(_entry(e) for e in value)
+        else:
+            if typ == "int" and isinstance(value, bool):
+                raise MalformedMessage(f"field {name} has the wrong type")
+            if not isinstance(value, _SCALARS[typ]):
+                raise MalformedMessage(f"field {name} has the wrong type")
+        kwargs[name] = value
+    return MESSAGE_TYPES[code](**kwargs)

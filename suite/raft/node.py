@@ -1,0 +1,587 @@
+"""
+L{RaftNode}: one Raft participant.
+
+The node owns the term, vote, log, commit and apply indexes and the
+configuration; it feeds the role machine (L{suite.raft.roles}) and performs
+its outputs.  Leader-only work (replication, commit, reads, membership,
+transfer) lives in L{suite.raft.leader.LeaderState}, created on election and
+dropped on step-down.  Everything runs on one thread, driven by the injected
+clock; durable writes go through L{IRaftStorage}, whose Deferreds gate every
+reply that promises durability.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from suite.raft.interfaces import IRaftStateMachine, IRaftStorage, IRaftTransport
+from suite.raft.log import RaftLog
+from suite.raft.membership import ConfigurationHistory
+from suite.raft.messages import (
+    CONFIG,
+    AppendEntries,
+    AppendEntriesResponse,
+    Configuration,
+    Entry,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    SnapshotMeta,
+    TimeoutNow,
+)
+from suite.raft.roles import LeaderTimers, newRoleMachine
+from suite.raft.sessions import SessionApplier
+from suite.raft.storage import Recovered
+
+log = Logger()
+
+
+class NotLeader(Exception):
+    """
+    This node cannot serve the request; C{leader} is a hint (or None) and
+    C{reason} says why.
+    """
+
+    def __init__(self, leader: str | None, reason: str) -> None:
+        super().__init__(f"not leader: {reason}" + (f" (leader is {leader})" if leader else ""))
+        self.leader = leader
+        self.reason = reason
+
+
+@dataclass
+class RaftSettings:
+    """
+    Timing and size knobs (seconds and bytes).
+    """
+
+    electionTimeoutMin: float = 0.150
+    electionTimeoutMax: float = 0.300
+    heartbeatInterval: float = 0.050
+    maxAppendBytes: int = 256 * 1024
+    maxInflight: int = 64
+    snapshotThreshold: int = 10000
+    snapshotChunkBytes: int = 64 * 1024
+    maxSessions: int = 10000
+    maxPendingProposals: int = 20000
+    catchupMargin: int = 8
+    leaseReads: bool = False
+
+
+class RaftNode:
+    """
+    One member of a Raft group.
+    """
+
+    def __init__(
+        self,
+        nodeId: str,
+        clock: IReactorTime,
+        storage: IRaftStorage,
+        transport: IRaftTransport,
+        stateMachine: IRaftStateMachine,
+        bootstrap: Configuration | None = None,
+        settings: RaftSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.id = nodeId
+        self.clock = clock
+        self.storage = IRaftStorage(storage)
+        self.transport = IRaftTransport(transport)
+        self.applier = SessionApplier(stateMachine, (settings or RaftSettings()).maxSessions)
+        self.settings = settings or RaftSettings()
+        self.rng = rng or random.Random()
+        self.term = 0
+        self.votedFor: str | None = None
+        self.log = RaftLog()
+        self.configs = ConfigurationHistory(bootstrap or Configuration(frozenset()))
+        self.commitIndex = 0
+        self.lastApplied = 0
+        self.leaderId: str | None = None
+        self.roleName = "idle"
+        self.lastLeaderContact = -1e18
+        self.leader: Any = None  # LeaderState while leading
+        self._electionTimer: IDelayedCall | None = None
+        self._election: tuple[str, int, set[str]] | None = None
+        self._incoming: tuple[SnapshotMeta, bytearray] | None = None
+        self._stopped = False
+        self.role = newRoleMachine(self)
+        self.transport.setReceiver(self.receive)
+        self.appliedHooks: list[Callable[[int], None]] = []
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        """
+        Load durable state and join the group.
+        """
+        recovered: Recovered = await self.storage.load()
+        self.term, self.votedFor = recovered.term, recovered.votedFor
+        if recovered.snapshot is not None:
+            meta, data = recovered.snapshot
+            self.log = RaftLog(meta.index, meta.term, recovered.entries)
+            self.configs.reset(meta.index, meta.configuration)
+            self.applier.restore(data)
+            self.commitIndex = self.lastApplied = meta.index
+        else:
+            self.log = RaftLog(0, 0, recovered.entries)
+        for e in recovered.entries:
+            if e.kind == CONFIG:
+                self.configs.append(e.index, Configuration.decode(e.data))
+        self.transport.updatePeers(self.configs.latest().addressMap())
+        log.info(
+            "raft node {node} starting at term {term}, log {first}..{last}",
+            node=self.id,
+            term=self.term,
+            first=self.log.snapshotIndex,
+            last=self.log.lastIndex(),
+        )
+        self.role.started()
+        self._checkMembership()
+
+    def stop(self) -> None:
+        """
+        Leave: stop timers, fail pending requests.
+        """
+        self._stopped = True
+        self.role.stopped()
+
+    # -- RoleActions ------------------------------------------------------
+
+    def noteRole(self, role: str) -> None:
+        self.roleName = role
+
+    def armElectionTimer(self) -> None:
+        self.disarmElectionTimer()
+        s = self.settings
+        delay = self.rng.uniform(s.electionTimeoutMin, s.electionTimeoutMax)
+        self._electionTimer = self.clock.callLater(delay, self.role.electionTimedOut)
+
+    def disarmElectionTimer(self) -> None:
+        if self._electionTimer is not None and self._electionTimer.active():
+            self._electionTimer.cancel()
+        self._electionTimer = None
+
+    def beginPreVote(self) -> None:
+        self.leaderId = None
+        self._election = ("pre", self.term + 1, {self.id})
+        for peer in sorted(self.configs.latest().voters - {self.id}):
+            self.send(
+                RequestVote(
+                    self.id, peer, self.term + 1, self.log.lastIndex(), self.log.lastTerm(), preVote=True
+                )
+            )
+        self._countVotes()
+
+    def beginElection(self, transfer: bool) -> None:
+        self.term += 1
+        self.votedFor = self.id
+        self.leaderId = None
+        term = self.term
+        self._election = ("real", term, {self.id})
+        log.info("node {node} starts an election for term {term}", node=self.id, term=term)
+
+        def persisted(_: object) -> None:
+            if self._stopped or self._election is None or self._election[1] != term:
+                return
+            for peer in sorted(self.configs.latest().voters - {self.id}):
+                self.send(
+                    RequestVote(
+                        self.id, peer, term, self.log.lastIndex(), self.log.lastTerm(), transfer=transfer
+                    )
+                )
+            self._countVotes()
+
+        self.storage.saveHardState(self.term, self.votedFor).addCallback(persisted).addErrback(
+            self._storageFailed
+        )
+
+    def startLeading(self) -> LeaderTimers:
+        from suite.raft.leader import LeaderState
+
+        self._election = None
+        self.leaderId = self.id
+        log.info("node {node} is leader for term {term}", node=self.id, term=self.term)
+        self.leader = LeaderState(self)
+        return self.leader.start()
+
+    def stopLeading(self) -> None:
+        leader, self.leader = self.leader, None
+        if leader is not None:
+            leader.abandon(NotLeader(None, "this node stepped down as leader"))
+        if self.leaderId == self.id:
+            self.leaderId = None
+
+    # -- helpers ----------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        if not self._stopped:
+            self.transport.send(message)
+
+    def whenDurable(self, action: Callable[[], None]) -> None:
+        """
+        Run C{action} once every write requested so far is durable.
+        """
+
+        def run(_: object) -> None:
+            if not self._stopped:
+                action()
+
+        self.storage.sync().addCallback(run).addErrback(self._storageFailed)  # type: ignore[attr-defined]
+
+    def _storageFailed(self, failure: Any) -> None:
+        log.failure("node {node}: storage write failed; stopping", failure, node=self.id)
+        self.stop()
+
+    def isVoter(self) -> bool:
+        return self.id in self.configs.latest().voters
+
+    def inLease(self) -> bool:
+        """
+        True while we believe a leader is alive (then ignore disruptive
+        vote requests: leader stickiness, part of CheckQuorum).
+        """
+        if self.leader is not None:
+            return True
+        return (
+            self.leaderId is not None
+            and self.clock.seconds() - self.lastLeaderContact < self.settings.electionTimeoutMin
+        )
+
+    def _checkMembership(self) -> None:
+        if self.isVoter():
+            self.role.promoted()
+        else:
+            self.role.demoted()
+
+    def _adoptTerm(self, term: int, leader: str | None) -> None:
+        self.term, self.votedFor, self.leaderId = term, None, leader
+        self._election = None
+        self.storage.saveHardState(term, None).addErrback(self._storageFailed)
+        self.role.higherTermSeen()
+
+    def _logUpToDate(self, lastIndex: int, lastTerm: int) -> bool:
+        mine = self.log.lastTerm()
+        return lastTerm > mine or (lastTerm == mine and lastIndex >= self.log.lastIndex())
+
+    def _countVotes(self) -> None:
+        if self._election is None:
+            return
+        kind, term, votes = self._election
+        config = self.configs.latest()
+        if len(votes & config.voters) >= config.quorum():
+            self._election = None
+            if kind == "pre":
+                self.role.preVoteWon()
+            elif term == self.term:
+                self.role.electionWon()
+
+    # -- inbound ----------------------------------------------------------
+
+    def receive(self, m: Message) -> None:
+        """
+        Handle one inbound message (from the transport).
+        """
+        if self._stopped or m.dst != self.id:
+            return
+        if m.term > self.term:
+            if isinstance(m, RequestVote):
+                if not m.transfer and self.inLease():
+                    return
+                if not m.preVote:
+                    self._adoptTerm(m.term, None)
+            elif isinstance(m, RequestVoteResponse) and m.preVote and m.granted:
+                pass
+            else:
+                leader = m.src if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)) else None
+                self._adoptTerm(m.term, leader)
+        elif m.term < self.term:
+            if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
+                self.send(AppendEntriesResponse(self.id, m.src, self.term, False, 0))
+            elif isinstance(m, RequestVote) and m.preVote:
+                self.send(RequestVoteResponse(self.id, m.src, self.term, False, preVote=True))
+            return
+        handler = self._handlers.get(type(m))
+        if handler is not None:
+            handler(self, m)
+
+    def _onRequestVote(self, m: RequestVote) -> None:
+        upToDate = self._logUpToDate(m.lastLogIndex, m.lastLogTerm)
+        if m.preVote:
+            grant = m.term > self.term and upToDate and (m.transfer or not self.inLease())
+            term = m.term if grant else self.term
+            self.send(RequestVoteResponse(self.id, m.src, term, grant, preVote=True))
+            return
+        grant = upToDate and self.votedFor in (None, m.src) and self.leader is None
+        if grant:
+            self.votedFor = m.src
+            self.storage.saveHardState(self.term, m.src).addErrback(self._storageFailed)
+            self.armElectionTimerIfFollowing()
+        reply = RequestVoteResponse(self.id, m.src, self.term, grant)
+        self.whenDurable(lambda: self.send(reply))
+
+    def armElectionTimerIfFollowing(self) -> None:
+        # Granting a vote restarts the wait, as a heartbeat would.
+        if self._electionTimer is not None:
+            self.armElectionTimer()
+
+    def _onRequestVoteResponse(self, m: RequestVoteResponse) -> None:
+        if self._election is None or not m.granted:
+            return
+        kind, term, votes = self._election
+        if (kind == "pre") != m.preVote or m.term != term:
+            return
+        votes.add(m.src)
+        self._countVotes()
+
+    def _heardFromLeader(self, src: str) -> None:
+        self.leaderId = src
+        self.lastLeaderContact = self.clock.seconds()
+        self.role.leaderDiscovered()
+
+    def _onAppendEntries(self, m: AppendEntries) -> None:
+        if self.leader is not None:
+            log.warn("node {node}: second leader {src} in term {term}", node=self.id, src=m.src, term=m.term)
+            return
+        self._heardFromLeader(m.src)
+        if m.prevLogIndex < self.commitIndex:
+            committed = self.commitIndex
+            self.whenDurable(
+                lambda: self.send(AppendEntriesResponse(self.id, m.src, m.term, True, committed))
+            )
+            return
+        prevTerm = self.log.term(m.prevLogIndex)
+        if prevTerm != m.prevLogTerm:
+            if prevTerm is None:
+                conflictTerm, conflictIndex = 0, self.log.lastIndex() + 1
+            else:
+                conflictTerm, conflictIndex = prevTerm, m.prevLogIndex
+                floor = max(self.commitIndex, self.log.snapshotIndex)
+                while conflictIndex - 1 > floor and self.log.term(conflictIndex - 1) == prevTerm:
+                    conflictIndex -= 1
+            self.send(
+                AppendEntriesResponse(
+                    self.id, m.src, m.term, False, 0, m.prevLogIndex, conflictTerm, conflictIndex
+                )
+            )
+            return
+        truncate: int | None = None
+        fresh: list[Entry] = []
+        for i, e in enumerate(m.entries):
+            t = self.log.term(e.index)
+            if t == e.term:
+                continue
+            if t is not None:
+                if e.index <= self.commitIndex:
+                    log.error("node {node}: leader overwrites committed entry {i}", node=self.id, i=e.index)
+                    return
+                truncate = e.index - 1
+                self.log.truncateAfter(truncate)
+                self.configs.truncateAfter(truncate)
+            fresh = list(m.entries[i:])
+            break
+        if fresh:
+            self.log.append(fresh)  # type: ignore[arg-type]
+            self.storage.appendEntries(truncate, fresh).addErrback(self._storageFailed)
+            if self._noteConfigs(fresh) or truncate is not None:
+                self._checkMembership()
+        elif truncate is not None:
+            self.storage.appendEntries(truncate, []).addErrback(self._storageFailed)
+        lastNew = m.prevLogIndex + len(m.entries)
+        self._commitTo(min(m.commit, lastNew))
+        self.whenDurable(lambda: self.send(AppendEntriesResponse(self.id, m.src, m.term, True, lastNew)))
+
+    def _noteConfigs(self, entries: list[Entry]) -> bool:
+        changed = False
+        for e in entries:
+            if e.kind == CONFIG:
+                config = Configuration.decode(e.data)
+                self.configs.append(e.index, config)
+                self.transport.updatePeers(config.addressMap())
+                changed = True
+        return changed
+
+    def _onHeartbeat(self, m: Heartbeat) -> None:
+        if self.leader is not None:
+            return
+        self._heardFromLeader(m.src)
+        self._commitTo(min(m.commit, self.log.lastIndex()))
+        last = self.log.lastIndex()
+        self.whenDurable(lambda: self.send(HeartbeatResponse(self.id, m.src, m.term, m.context, last)))
+
+    def _onInstallSnapshot(self, m: InstallSnapshot) -> None:
+        if self.leader is not None:
+            return
+        self._heardFromLeader(m.src)
+        meta = m.meta
+        if meta.index <= self.commitIndex:
+            self._incoming = None
+            self.send(InstallSnapshotResponse(self.id, m.src, m.term, meta.index, m.total, True))
+            return
+        if m.offset == 0 or self._incoming is None or self._incoming[0] != meta:
+            self._incoming = (meta, bytearray())
+        buf = self._incoming[1]
+        if m.offset == len(buf):
+            buf.extend(m.chunk)
+        if not (m.done and len(buf) == m.total):
+            self.send(InstallSnapshotResponse(self.id, m.src, m.term, meta.index, len(buf), False))
+            return
+        data = bytes(buf)
+        self._incoming = None
+        log.info("node {node} installs a snapshot at {index}", node=self.id, index=meta.index)
+        self.installSnapshot(meta, data)
+        self.whenDurable(
+            lambda: self.send(InstallSnapshotResponse(self.id, m.src, m.term, meta.index, m.total, True))
+        )
+
+    def installSnapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """
+        Replace log prefix and state with a snapshot received from the leader.
+        """
+        self.storage.saveSnapshot(meta, data).addErrback(self._storageFailed)
+        self.log.compact(meta.index, meta.term)
+        self.configs.compact(meta.index, meta.configuration)
+        self.transport.updatePeers(self.configs.latest().addressMap())
+        self.applier.restore(data)
+        self.commitIndex = max(self.commitIndex, meta.index)
+        self.lastApplied = meta.index
+        self._checkMembership()
+        self._applyCommitted()
+
+    def _onTimeoutNow(self, m: TimeoutNow) -> None:
+        if self.isVoter():
+            log.info("node {node} takes over leadership on request of {src}", node=self.id, src=m.src)
+            self.role.timeoutNowReceived()
+
+    def _onLeaderMessage(self, m: Message) -> None:
+        if self.leader is not None:
+            self.leader.receive(m)
+
+    _handlers: dict[type, Callable[[RaftNode, Any], None]] = {
+        RequestVote: _onRequestVote,
+        RequestVoteResponse: _onRequestVoteResponse,
+        AppendEntries: _onAppendEntries,
+        Heartbeat: _onHeartbeat,
+        InstallSnapshot: _onInstallSnapshot,
+        TimeoutNow: _onTimeoutNow,
+        AppendEntriesResponse: _onLeaderMessage,
+        HeartbeatResponse: _onLeaderMessage,
+        InstallSnapshotResponse: _onLeaderMessage,
+    }
+
+    # -- commit, apply, snapshots -----------------------------------------
+
+    def _commitTo(self, index: int) -> None:
+        if index > self.commitIndex:
+            self.commitIndex = index
+            self._applyCommitted()
+
+    def _applyCommitted(self) -> None:
+        while self.lastApplied < self.commitIndex:
+            entry = self.log.entry(self.lastApplied + 1)
+            result = self.applier.apply(entry)
+            self.lastApplied = entry.index
+            if self.leader is not None:
+                self.leader.applied(entry, result)
+        for hook in self.appliedHooks:
+            hook(self.lastApplied)
+        if self.leader is not None:
+            self.leader.appliedUpTo(self.lastApplied)
+        self._maybeSnapshot()
+
+    def _maybeSnapshot(self) -> None:
+        if self.lastApplied - self.log.snapshotIndex < self.settings.snapshotThreshold:
+            return
+        index = self.lastApplied
+        term = self.log.term(index)
+        assert term is not None
+        meta = SnapshotMeta(index, term, self.configs.at(index))
+        data = self.applier.snapshot()
+        log.info("node {node} snapshots at {index} ({size} bytes)", node=self.id, index=index, size=len(data))
+        self.log.compact(index, term)
+        self.configs.compact(index, meta.configuration)
+        self.storage.saveSnapshot(meta, data).addErrback(self._storageFailed)
+
+    # -- client API -------------------------------------------------------
+
+    def whyNotLeader(self) -> str:
+        """
+        A sentence explaining why this node does not accept writes.
+        """
+        if self._stopped:
+            return "this node is stopped"
+        if self.leader is not None:
+            return "this node is the leader"
+        if self.id not in self.configs.latest().members():
+            return "this node is not a member of the current configuration"
+        if not self.isVoter():
+            return "this node is a non-voting learner"
+        if self.leaderId is not None:
+            return f"this node is a {self.roleName}; {self.leaderId} leads term {self.term}"
+        return f"no leader is known in term {self.term} (this node is a {self.roleName})"
+
+    def _notLeader(self) -> Deferred[Any]:
+        return fail(NotLeader(self.leaderId, self.whyNotLeader()))
+
+    def propose(self, command: bytes, client: str = "", seq: int = 0) -> Deferred[Any]:
+        """
+        Replicate C{command}; fires with the state machine's result once it
+        is committed and applied, or fails with L{NotLeader}.
+        """
+        if self.leader is None:
+            return self._notLeader()
+        return self.leader.propose(command, client, seq)  # type: ignore[no-any-return]
+
+    def readIndex(self) -> Deferred[int]:
+        """
+        Fires (with the read index) once the local state machine reflects
+        every write committed before the call: a linearizable read point.
+        """
+        if self.leader is None:
+            return self._notLeader()
+        return self.leader.readIndex()  # type: ignore[no-any-return]
+
+    def changeMembership(self, action: str, nodeId: str, address: str = "") -> Deferred[Any]:
+        """
+        C{action} is one of C{addLearner}, C{addVoter} (learner first,
+        promoted once caught up), C{remove}.
+        """
+        if self.leader is None:
+            return self._notLeader()
+        return self.leader.changeMembership(action, nodeId, address)  # type: ignore[no-any-return]
+
+    def transferLeadership(self, target: str | None = None) -> Deferred[Any]:
+        """
+        Hand leadership to C{target} (or the most up-to-date voter).
+        """
+        if self.leader is None:
+            return self._notLeader()
+        return self.leader.transfer(target)  # type: ignore[no-any-return]
+
+    def status(self) -> dict[str, Any]:
+        """
+        A snapshot of this node's indexes and role, for health and metrics.
+        """
+        config = self.configs.latest()
+        return {
+            "id": self.id,
+            "role": self.roleName,
+            "term": self.term,
+            "leader": self.leaderId,
+            "commitIndex": self.commitIndex,
+            "appliedIndex": self.lastApplied,
+            "lastIndex": self.log.lastIndex(),
+            "snapshotIndex": self.log.snapshotIndex,
+            "voters": sorted(config.voters),
+            "learners": sorted(config.learners),
+            "matchIndex": self.leader.matchIndexes() if self.leader is not None else {},
+        }

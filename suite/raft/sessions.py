@@ -1,0 +1,69 @@
+"""
+Client sessions: the layer between the log and the application state
+machine that makes a retried command (same client id and sequence number)
+take effect once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import msgpack
+
+from suite.raft.interfaces import IRaftStateMachine
+from suite.raft.messages import NORMAL, Entry
+
+
+class StaleRequest(Exception):
+    """
+    The client already moved past this sequence number; the command was not
+    applied now (it was applied earlier, or superseded).
+    """
+
+
+class SessionApplier:
+    """
+    Apply committed entries to an L{IRaftStateMachine}, deduplicating
+    session commands; keeps at most C{maxSessions} sessions (least recently
+    used evicted, deterministically on every replica).
+    """
+
+    def __init__(self, stateMachine: IRaftStateMachine, maxSessions: int = 10000) -> None:
+        self.stateMachine = IRaftStateMachine(stateMachine)
+        self.maxSessions = maxSessions
+        self.sessions: OrderedDict[str, tuple[int, object]] = OrderedDict()
+
+    def apply(self, entry: Entry) -> object:
+        """
+        Apply one committed entry; return the result (or a L{StaleRequest}
+        instance for an out-of-date session command).
+        """
+        if entry.kind != NORMAL:
+            return None
+        if not entry.client:
+            return self.stateMachine.apply(entry.index, entry.data)
+        known = self.sessions.get(entry.client)
+        if known is not None:
+            seq, result = known
+            if entry.seq == seq:
+                self.sessions.move_to_end(entry.client)
+                return result
+            if entry.seq < seq:
+                return StaleRequest(f"sequence {entry.seq} is older than {seq}")
+        result = self.stateMachine.apply(entry.index, entry.data)
+        self.sessions[entry.client] = (entry.seq, result)
+        self.sessions.move_to_end(entry.client)
+        while len(self.sessions) > self.maxSessions:
+            self.sessions.popitem(last=False)
+        return result
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb(
+            [[[k, s, r] for k, (s, r) in self.sessions.items()], self.stateMachine.snapshot()],
+            use_bin_type=True,
+        )
+
+    def restore(self, data: bytes) -> None:
+        sessions, inner = msgpack.unpackb(data, raw=False)
+        self.sessions = OrderedDict((k, (s, r)) for k, s, r in sessions)
+        self.stateMachine.restore(inner)

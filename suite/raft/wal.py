@@ -1,0 +1,365 @@
+"""
+Durable Raft storage on files: a write-ahead log in segments plus snapshot
+files (L{suite.raft.snapshot}).
+
+Segment C{wal-<seq>.log}: a 5-byte header C{b"RWAL" + version}, then records
+C{[u32 length][u32 crc32][u8 type][payload]} (length counts type+payload,
+the CRC covers them).  Record types: 1 hard state C{[term, vote]}, 2 append
+C{[truncateAfter|-1, [entry...]]}, 3 compaction C{[index, term]}, 4
+checkpoint C{[term, vote, index, term, [entry...]]} (starts a segment after
+rotation; older segments are then deleted).
+
+Writes are queued on the reactor thread and written + fsynced by one
+worker thread in batches (group commit); each Deferred fires after the
+fsync that covers it.  At start-up an incomplete or bad record at the very
+end of the newest segment is a torn write and is cut off; a bad record
+anywhere else stops start-up with the file name and offset.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import astuple
+from typing import Any, Callable
+
+import msgpack
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from suite.daemon import ConfigError
+from suite.raft.interfaces import IRaftStorage
+from suite.raft.messages import Entry, SnapshotMeta
+from suite.raft.snapshot import SnapshotStore
+from suite.raft.storage import Recovered, applyAppend, applyCompaction
+
+log = Logger()
+
+MAGIC = b"RWAL"
+VERSION = 1
+HEADER = MAGIC + bytes([VERSION])
+RECORD = struct.Struct(">II")
+HARDSTATE, APPEND, COMPACT, CHECKPOINT = 1, 2, 3, 4
+MAX_RECORD = 256 * 1024 * 1024
+
+
+class CorruptLog(ConfigError):
+    """
+    A WAL record that is not at the tail is damaged: start-up refuses.
+    """
+
+
+class StorageDirectoryError(ConfigError):
+    """
+    A configured storage directory cannot be created or written.
+    """
+
+
+def prepareDirectory(path: str, what: str) -> str:
+    """
+    Create C{path} and prove it writable with a C{.write_probe} file; raise
+    L{StorageDirectoryError} naming the path otherwise.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write_probe")
+        with open(probe, "wb") as f:
+            f.write(b"ok\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise StorageDirectoryError(f"{what} directory {path} is not writable: {e.strerror or e}")
+    return path
+
+
+def encodeRecord(kind: int, payload: bytes) -> bytes:
+    body = bytes([kind]) + payload
+    return RECORD.pack(len(body), zlib.crc32(body)) + body
+
+
+def _entries(raw: list[Any]) -> list[Entry]:
+    return [Entry(*e) for e in raw]
+
+
+def _fsyncDirectory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Writer:
+    """
+    File work; only ever runs on the storage thread.
+    """
+
+    def __init__(self, walDir: str, segmentBytes: int) -> None:
+        self.walDir = walDir
+        self.segmentBytes = segmentBytes
+        self.file: Any = None
+        self.size = 0
+        self.seq = 0
+
+    def segments(self) -> list[str]:
+        names = sorted(n for n in os.listdir(self.walDir) if n.startswith("wal-") and n.endswith(".log"))
+        return [os.path.join(self.walDir, n) for n in names]
+
+    def recover(self) -> Recovered:
+        state = Recovered()
+        base = 0
+        segments = self.segments()
+        for number, path in enumerate(segments):
+            last = number == len(segments) - 1
+            with open(path, "rb") as f:
+                data = f.read()
+            if data[:4] != MAGIC or len(data) < 5:
+                if last and len(data) < 5:
+                    self._cut(path, 0, "incomplete segment header")
+                    data = b""
+                else:
+                    raise CorruptLog(f"WAL segment {path} has a bad header; refusing to start")
+            elif data[4] != VERSION:
+                raise CorruptLog(f"WAL segment {path} has format version {data[4]}, expected {VERSION}")
+            offset = 5
+            while offset < len(data):
+                problem = None
+                if offset + RECORD.size > len(data):
+                    problem, torn = "incomplete record header", True
+                else:
+                    length, crc = RECORD.unpack_from(data, offset)
+                    end = offset + RECORD.size + length
+                    if length == 0 or length > MAX_RECORD:
+                        problem, torn = f"bad record length {length}", end >= len(data) or length > MAX_RECORD
+                        torn = torn and last and not any(data[offset:])
+                    elif end > len(data):
+                        problem, torn = "incomplete record", True
+                    elif zlib.crc32(data[offset + RECORD.size : end]) != crc:
+                        problem, torn = "CRC mismatch", end == len(data)
+                if problem is not None:
+                    if last and torn:
+                        self._cut(path, offset, problem)
+                        break
+                    raise CorruptLog(
+                        f"corrupt WAL record in {path} at offset {offset}: {problem}; refusing to start"
+                    )
+                body = data[offset + RECORD.size + 1 : end]
+                kind = data[offset + RECORD.size]
+                try:
+                    base = self._replay(state, base, kind, body)
+                except (ValueError, TypeError) as e:
+                    raise CorruptLog(
+                        f"corrupt WAL record in {path} at offset {offset}: {e}; refusing to start"
+                    )
+                offset = end
+            self.seq = int(os.path.basename(path)[4:-4], 16)
+        self._open(self.seq if segments else 1, fresh=not segments)
+        return state
+
+    def _cut(self, path: str, offset: int, problem: str) -> None:
+        log.warn(
+            "repairing torn WAL tail in {path} at offset {offset} ({problem})",
+            path=path,
+            offset=offset,
+            problem=problem,
+        )
+        with open(path, "r+b") as f:
+            f.truncate(max(offset, 0))
+            if offset < 5:
+                f.seek(0)
+                f.write(HEADER)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _replay(self, state: Recovered, base: int, kind: int, body: bytes) -> int:
+        value = msgpack.unpackb(body, raw=False)
+        if kind == HARDSTATE:
+            state.term, state.votedFor = value
+        elif kind == APPEND:
+            truncate, raw = value
+            applyAppend(state.entries, None if truncate < 0 else truncate, _entries(raw), base)
+        elif kind == COMPACT:
+            index, term = value
+            meta = SnapshotMeta(index, term, None)  # type: ignore[arg-type]
+            state.entries = applyCompaction(state.entries, base, meta)
+            base = index
+        elif kind == CHECKPOINT:
+            state.term, state.votedFor, base, _, raw = value
+            state.entries = _entries(raw)
+        else:
+            raise ValueError(f"unknown record type {kind}")
+        return base
+
+    def _open(self, seq: int, fresh: bool) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.seq = seq
+        path = os.path.join(self.walDir, f"wal-{seq:016x}.log")
+        self.file = open(path, "ab")
+        if fresh or self.file.tell() == 0:
+            self.file.write(HEADER)
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            _fsyncDirectory(self.walDir)
+        self.size = self.file.tell()
+
+    def write(self, chunks: list[bytes | Callable[[], None]]) -> None:
+        for c in chunks:
+            if isinstance(c, bytes):
+                self.file.write(c)
+                self.size += len(c)
+            else:
+                self.file.flush()
+                c()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def rotate(self, checkpoint: bytes) -> None:
+        old = self.segments()
+        self._open(self.seq + 1, fresh=True)
+        self.file.write(checkpoint)
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.size = self.file.tell()
+        for path in old:
+            os.unlink(path)
+        _fsyncDirectory(self.walDir)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+@implementer(IRaftStorage)
+class WALStorage:
+    """
+    L{IRaftStorage} on a WAL directory and a snapshot directory.
+    """
+
+    def __init__(self, walDir: str, snapshotDir: str, reactor: Any, segmentBytes: int = 64 * 1024 * 1024):
+        self.reactor = reactor
+        self.walDir = prepareDirectory(walDir, "WAL")
+        self.snapshots = SnapshotStore(prepareDirectory(snapshotDir, "snapshot"))
+        self.writer = _Writer(self.walDir, segmentBytes)
+        self.pool = ThreadPool(1, 1, name="raft-wal")
+        self.pool.start()
+        self.queue: list[bytes | Callable[[], None]] = []
+        self.waiters: list[Deferred[None]] = []
+        self.current: list[Deferred[None]] = []
+        self.flushing = False
+        self.term, self.votedFor = 0, None
+        self.entries: list[Entry] = []
+        self.base, self.baseTerm = 0, 0
+        self.latest: tuple[SnapshotMeta, bytes] | None = None
+        self.batches = 0
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self.reactor, self.pool, fn, *args)
+
+    async def _load(self) -> Recovered:
+        snap = await self._run(self.snapshots.loadLatest)
+        state: Recovered = await self._run(self.writer.recover)
+        if snap is not None:
+            meta = snap[0]
+            state.entries = [e for e in state.entries if e.index > meta.index] if state.entries else []
+            if state.entries and state.entries[0].index != meta.index + 1:
+                state.entries = []
+            state.snapshot = snap
+        elif state.entries and state.entries[0].index != 1:
+            raise CorruptLog(
+                f"WAL in {self.walDir} starts at index {state.entries[0].index} but no snapshot was found "
+                f"in {self.snapshots.directory}; refusing to start"
+            )
+        self.term, self.votedFor = state.term, state.votedFor
+        self.latest = snap
+        self.base = snap[0].index if snap else 0
+        self.baseTerm = snap[0].term if snap else 0
+        self.entries = list(state.entries)
+        return state
+
+    def load(self) -> Deferred[Recovered]:
+        return Deferred.fromCoroutine(self._load())
+
+    def _submit(self, item: bytes | Callable[[], None]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.queue.append(item)
+        self.waiters.append(d)
+        if not self.flushing:
+            self._flush()
+        return d
+
+    def _flush(self) -> None:
+        chunks, self.queue = self.queue, []
+        waiters, self.waiters = self.waiters, []
+        self.current = waiters
+        self.flushing = True
+        self.batches += 1
+
+        def done(result: object) -> object:
+            self.flushing = False
+            for w in waiters:
+                w.callback(None)
+            if self.queue:
+                self._flush()
+            return None
+
+        def failed(f: Any) -> None:
+            self.flushing = False
+            log.failure("WAL write failed in {dir}", f, dir=self.walDir)
+            for w in waiters:
+                w.errback(f)
+
+        self._run(self.writer.write, chunks).addCallbacks(done, failed)
+
+    def saveHardState(self, term: int, votedFor: str | None) -> Deferred[None]:
+        self.term, self.votedFor = term, votedFor
+        return self._submit(encodeRecord(HARDSTATE, msgpack.packb([term, votedFor])))
+
+    def appendEntries(self, truncateAfter: int | None, entries: list[Entry]) -> Deferred[None]:  # type: ignore[override]
+        applyAppend(self.entries, truncateAfter, list(entries), self.base)
+        payload = [-1 if truncateAfter is None else truncateAfter, [astuple(e) for e in entries]]
+        return self._submit(encodeRecord(APPEND, msgpack.packb(payload, use_bin_type=True)))
+
+    def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:  # type: ignore[override]
+        self.latest = (meta, data)
+        self.entries = applyCompaction(self.entries, self.base, meta)
+        self.base, self.baseTerm = meta.index, meta.term
+        self._submit(lambda: self.snapshots.save(meta, data))
+        record = encodeRecord(COMPACT, msgpack.packb([meta.index, meta.term]))
+        d = self._submit(record)
+        if self.writer.size > self.writer.segmentBytes:
+            checkpoint = encodeRecord(
+                CHECKPOINT,
+                msgpack.packb(
+                    [self.term, self.votedFor, self.base, self.baseTerm, [astuple(e) for e in self.entries]],
+                    use_bin_type=True,
+                ),
+            )
+            d = self._submit(lambda: self.writer.rotate(checkpoint))
+        return d
+
+    def readSnapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        return self.latest
+
+    def sync(self) -> Deferred[None]:
+        if not self.flushing and not self.queue:
+            return succeed(None)
+        if not self.queue:
+            d: Deferred[None] = Deferred()
+            self.current.append(d)
+            return d
+        return self._submit(b"")
+
+    def close(self) -> Deferred[None]:
+        async def closing() -> None:
+            while self.flushing or self.queue:
+                await self.sync()
+            await self._run(self.writer.close)
+            self.pool.stop()
+
+        return Deferred.fromCoroutine(closing())

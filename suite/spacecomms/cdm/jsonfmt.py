@@ -1,0 +1,127 @@
+"""
+CDM in JSON.  CCSDS defines no JSON binding for the CDM, so this suite uses
+the KVN keywords directly, grouped like the XML::
+
+    {"CCSDS_CDM_VERS": "1.0",
+     "header": {"COMMENT": [...], "CREATION_DATE": "...", ...},
+     "relative_metadata_data": {"TCA": "...", "MISS_DISTANCE": 715.0, ...},
+     "segments": [{"metadata": {"OBJECT": "OBJECT1", ...},
+                   "data": {"X": 2570.097065, ..., "CR_R": 4.142e1, ...}},
+                  {...}]}
+
+Numbers are JSON numbers in the standard's units (the units of each keyword
+are those of the field tables); times and enumerations are strings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from suite.spacecomms.cdm import fields as F
+from suite.spacecomms.cdm.model import CDM, CDMError, Segment, convert
+
+__all__ = ["parseJSON", "writeJSON", "toDict", "fromDict", "MAX_JSON_BYTES"]
+
+MAX_JSON_BYTES = 512 * 1024
+
+
+def _section(obj: Any, name: str, table: dict[str, F.Field], prefix: str) -> tuple[dict[str, Any], list[str]]:
+    if not isinstance(obj, dict):
+        raise CDMError(name, "must be an object")
+    values: dict[str, Any] = {}
+    comments: list[str] = []
+    for key, raw in obj.items():
+        if key == "COMMENT":
+            if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+                raise CDMError(prefix + "COMMENT", "must be a list of strings")
+            comments.extend(raw)
+            continue
+        f = table.get(key)
+        if f is None:
+            raise CDMError((prefix + str(key))[:60] or name, "unknown keyword")
+        values[key] = convert(f, raw, prefix + key)
+    return values, comments
+
+
+def fromDict(doc: Any) -> CDM:
+    """
+    Build an L{CDM} from the JSON object model.
+    """
+    if not isinstance(doc, dict):
+        raise CDMError("cdm", "a JSON CDM must be an object")
+    unknown = set(doc) - {F.VERSION_KEY, "header", "relative_metadata_data", "segments"}
+    if unknown:
+        raise CDMError(str(sorted(unknown)[0])[:60] or "cdm", "unknown member")
+    version = doc.get(F.VERSION_KEY)
+    if not isinstance(version, str):
+        raise CDMError(F.VERSION_KEY, "missing or not a string")
+    cdm = CDM(version=version)
+    cdm.header, cdm.headerComments = _section(doc.get("header"), "header", F.HEADER_BY_NAME, "")
+    cdm.relative, cdm.relativeComments = _section(
+        doc.get("relative_metadata_data"), "relative_metadata_data", F.RELATIVE_BY_NAME, ""
+    )
+    segs = doc.get("segments")
+    if not isinstance(segs, list):
+        raise CDMError("segments", "missing or not a list")
+    if len(segs) > 2:
+        raise CDMError("OBJECT", "more than two segments")
+    for i, s in enumerate(segs, start=1):
+        prefix = f"OBJECT{i}."
+        if not isinstance(s, dict) or set(s) != {"metadata", "data"}:
+            raise CDMError(prefix + "segment", "each segment is an object with metadata and data")
+        seg = Segment()
+        seg.metadata, seg.metadataComments = _section(
+            s["metadata"], prefix + "metadata", F.METADATA_BY_NAME, prefix
+        )
+        seg.data, seg.dataComments = _section(s["data"], prefix + "data", F.DATA_BY_NAME, prefix)
+        cdm.segments.append(seg)
+    return cdm
+
+
+def parseJSON(text: str) -> CDM:
+    """
+    Parse a JSON CDM document.
+    """
+    if len(text) > MAX_JSON_BYTES:
+        raise CDMError("cdm", f"document larger than {MAX_JSON_BYTES} bytes")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise CDMError("cdm", f"not valid JSON ({str(e)[:80]})")
+    return fromDict(doc)
+
+
+def _out(values: dict[str, Any], comments: list[str], table: tuple[F.Field, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if comments:
+        out["COMMENT"] = list(comments)
+    for f in table:
+        if f.name in values:
+            out[f.name] = values[f.name]
+    return out
+
+
+def toDict(cdm: CDM) -> dict[str, Any]:
+    """
+    The JSON object model of C{cdm}.
+    """
+    return {
+        F.VERSION_KEY: cdm.version,
+        "header": _out(cdm.header, cdm.headerComments, F.HEADER),
+        "relative_metadata_data": _out(cdm.relative, cdm.relativeComments, F.RELATIVE),
+        "segments": [
+            {
+                "metadata": _out(s.metadata, s.metadataComments, F.METADATA),
+                "data": _out(s.data, s.dataComments, F.DATA),
+            }
+            for s in cdm.segments
+        ],
+    }
+
+
+def writeJSON(cdm: CDM) -> str:
+    """
+    Render C{cdm} as JSON text.
+    """
+    return json.dumps(toDict(cdm), separators=(",", ":"))

@@ -1,0 +1,491 @@
+"""
+The SpaceComms YAML configuration: loading, C{${VAR}} expansion, checking
+and the environment overrides.  Every problem is reported as
+C{key.path: reason}; L{loadConfig} collects all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from suite.daemon import ConfigError
+
+__all__ = [
+    "Config",
+    "ConfigInvalid",
+    "PeerConfig",
+    "Policies",
+    "TokenConfig",
+    "loadConfig",
+    "parseConfig",
+    "parseAddress",
+    "PERMISSIONS",
+]
+
+PERMISSIONS = ("read", "write", "admin")
+LEVELS = ("debug", "info", "warn", "warning", "error", "critical", "trace")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class ConfigInvalid(ConfigError):
+    """
+    The configuration has one or more problems; C{reasons} lists each as
+    C{key.path: reason}.
+    """
+
+    def __init__(self, reasons: list[str], source: str = "") -> None:
+        self.reasons = reasons
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(reasons))
+
+
+@dataclass(frozen=True)
+class Policies:
+    """
+    What this node accepts from, and forwards to, one peer.
+    """
+
+    accept_cdm: bool = True
+    accept_object_state: bool = True
+    forward_cdm: bool = True
+    forward_object_state: bool = True
+    rate_limit_per_second: float = 500.0
+    rate_limit_burst: int = 1000
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """
+    One configured peer.
+    """
+
+    id: str
+    address: str
+    host: str
+    port: int
+    auth_token: str = field(repr=False)
+    policies: Policies = Policies()
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """
+    One API bearer token.
+    """
+
+    id: str
+    secret: str = field(repr=False)
+    permissions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The whole checked configuration.
+    """
+
+    node_id: str
+    node_name: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    peer_host: str = "0.0.0.0"
+    peer_port: int = 8443
+    tls_enabled: bool = False
+    cert_path: str | None = None
+    key_path: str | None = None
+    ca_path: str | None = None
+    api_tls: bool = False
+    max_body_bytes: int = 1024 * 1024
+    auth_enabled: bool = True
+    tokens: tuple[TokenConfig, ...] = ()
+    peers: tuple[PeerConfig, ...] = ()
+    storage_type: str = "memory"
+    file_path: str | None = None
+    cleanup_enabled: bool = False
+    cdm_retention_hours: float = 168.0
+    object_retention_hours: float = 720.0
+    log_level: str = "info"
+    log_format: str = "json"
+    log_output: str = "stdout"
+    heartbeat_interval_seconds: float = 30.0
+    session_timeout_seconds: float = 120.0
+    max_hop_count: int = 10
+    message_ttl_seconds: float = 300.0
+    resync_grace_seconds: float = 30.0
+    max_frame_bytes: int = 1024 * 1024
+    reconnect_initial_seconds: float = 1.0
+    reconnect_max_seconds: float = 30.0
+    path: str = ""
+
+
+class _Checker:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.errors: list[str] = []
+
+    def error(self, path: str, reason: str) -> None:
+        self.errors.append(f"{path}: {reason}")
+
+    def expand(self, value: Any, path: str) -> Any:
+        if isinstance(value, str):
+
+            def sub(m: re.Match[str]) -> str:
+                name, default = m.group(1), m.group(2)
+                got = self.environ.get(name)
+                if got in (None, ""):
+                    if default is not None:
+                        return default
+                    self.error(path, f"environment variable {name} is not set")
+                    return ""
+                return got
+
+            return _VAR.sub(sub, value)
+        if isinstance(value, list):
+            return [self.expand(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.expand(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return value
+
+    def section(self, doc: Mapping[str, Any], key: str, path: str, allowed: set[str]) -> dict[str, Any]:
+        value = doc.get(key)
+        full = f"{path}.{key}" if path else key
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(full, "must be a mapping")
+            return {}
+        for k in value:
+            if k not in allowed:
+                self.error(f"{full}.{k}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        return value
+
+    def string(
+        self, d: Mapping[str, Any], key: str, path: str, default: str | None = None, required: bool = False
+    ) -> str | None:
+        value = d.get(key)
+        if value is None:
+            if required:
+                self.error(f"{path}.{key}" if path else key, "is required")
+            return default
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.error(f"{path}.{key}" if path else key, "must be a string")
+            return default
+        return str(value)
+
+    def boolean(self, d: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+        value = d.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        if not isinstance(value, bool):
+            self.error(f"{path}.{key}", "must be true or false")
+            return default
+        return value
+
+    def number(
+        self,
+        d: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: float,
+        lo: float,
+        hi: float,
+        integer: bool = False,
+    ) -> Any:
+        value = d.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            try:
+                value = int(value) if integer else float(value)
+            except ValueError:
+                pass
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (integer and not isinstance(value, int))
+        ):
+            self.error(f"{path}.{key}", f"must be {'an integer' if integer else 'a number'}")
+            return default
+        if not lo <= value <= hi:
+            self.error(f"{path}.{key}", f"must be between {lo:g} and {hi:g}, got {value}")
+            return default
+        return value
+
+
+def parseAddress(address: str) -> tuple[str, int, str]:
+    """
+    Split a peer address (C{https://host:port}, C{tls://host:port},
+    C{tcp://host:port} or C{host:port}) into host, port and scheme.
+
+    @raise ValueError: naming what is wrong.
+    """
+    m = re.match(
+        r"^(?:(https|tls|tcp)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?/?$", address.strip()
+    )
+    if not m:
+        raise ValueError(f"not a peer address (use https://HOST:PORT): {address[:80]!r}")
+    scheme = m.group(1) or "https"
+    host = m.group(2).strip("[]")
+    port = int(m.group(3) or 8443)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range in {address!r}")
+    return host, port, scheme
+
+
+def parsePeer(c: _Checker, raw: Any, path: str) -> PeerConfig | None:
+    """
+    Check one peer entry (from the file or from C{POST /peers}).
+    """
+    if not isinstance(raw, dict):
+        c.error(path, "must be a mapping")
+        return None
+    allowed = {"id", "peer_id", "address", "auth_token", "policies"}
+    for k in raw:
+        if k not in allowed:
+            c.error(f"{path}.{k}", "unknown key (expected id, address, auth_token, policies)")
+    key = "id" if "id" in raw or "peer_id" not in raw else "peer_id"
+    pid = c.string(raw, key, path, required=True)
+    if pid is not None and not _ID.match(pid):
+        c.error(f"{path}.{key}", f"must be 1-64 letters, digits, '.', '_' or '-', got {pid[:80]!r}")
+        pid = None
+    address = c.string(raw, "address", path, required=True)
+    host, port = "", 0
+    if address is not None:
+        try:
+            host, port, _ = parseAddress(address)
+        except ValueError as e:
+            c.error(f"{path}.address", str(e))
+            address = None
+    token = c.string(raw, "auth_token", path, default="")
+    pol = c.section(raw, "policies", path, {f for f in Policies.__dataclass_fields__})
+    pp = f"{path}.policies"
+    policies = Policies(
+        accept_cdm=c.boolean(pol, "accept_cdm", pp, True),
+        accept_object_state=c.boolean(pol, "accept_object_state", pp, True),
+        forward_cdm=c.boolean(pol, "forward_cdm", pp, True),
+        forward_object_state=c.boolean(pol, "forward_object_state", pp, True),
+        rate_limit_per_second=c.number(pol, "rate_limit_per_second", pp, 500.0, 0.001, 1e6),
+        rate_limit_burst=c.number(pol, "rate_limit_burst", pp, 1000, 1, 10**7, integer=True),
+    )
+    if pid is None or address is None:
+        return None
+    return PeerConfig(pid, address, host, port, token or "", policies)
+
+
+def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str = "") -> Config:
+    """
+    Check a parsed YAML document and build a L{Config}, applying
+    C{${VAR}} expansion and the C{SPACECOMMS_*} environment overrides.
+
+    @raise ConfigInvalid: listing every problem.
+    """
+    env = os.environ if environ is None else environ
+    c = _Checker(env)
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigInvalid(["(top level): must be a mapping of sections"], source)
+    top = {"node", "server", "api", "peers", "storage", "logging", "protocol"}
+    for k in doc:
+        if k not in top:
+            c.error(str(k), f"unknown section (expected one of: {', '.join(sorted(top))})")
+    doc = c.expand(doc, "")
+    node = c.section(doc, "node", "", {"id", "name"})
+    nodeId = c.string(node, "id", "node", required=True) or ""
+    if nodeId and not _ID.match(nodeId):
+        c.error("node.id", f"must be 1-64 letters, digits, '.', '_' or '-', got {nodeId[:80]!r}")
+    nodeName = c.string(node, "name", "node", default=nodeId) or nodeId
+
+    server = c.section(doc, "server", "", {"host", "port", "peer_host", "peer_port", "tls", "max_body_bytes"})
+    tls = c.section(server, "tls", "server", {"enabled", "cert_path", "key_path", "ca_path", "api"})
+    tlsEnabled = c.boolean(tls, "enabled", "server.tls", False)
+    paths: dict[str, str | None] = {}
+    for key in ("cert_path", "key_path", "ca_path"):
+        paths[key] = c.string(tls, key, "server.tls", required=tlsEnabled)
+        p = paths[key]
+        if tlsEnabled and p and not os.path.isfile(p):
+            c.error(f"server.tls.{key}", f"no such file: {p}")
+
+    auth = c.section(c.section(doc, "api", "", {"auth"}), "auth", "api", {"enabled", "tokens"})
+    authEnabled = c.boolean(auth, "enabled", "api.auth", True)
+    tokens: list[TokenConfig] = []
+    rawTokens = auth.get("tokens") or []
+    if not isinstance(rawTokens, list):
+        c.error("api.auth.tokens", "must be a list")
+        rawTokens = []
+    for i, t in enumerate(rawTokens):
+        tp = f"api.auth.tokens[{i}]"
+        if not isinstance(t, dict):
+            c.error(tp, "must be a mapping")
+            continue
+        for k in t:
+            if k not in ("id", "secret", "permissions"):
+                c.error(f"{tp}.{k}", "unknown key (expected id, secret, permissions)")
+        tid = c.string(t, "id", tp, required=True)
+        secret = c.string(t, "secret", tp, required=True)
+        if secret is not None and len(secret) < 8 and not any(e.startswith(f"{tp}.secret") for e in c.errors):
+            c.error(f"{tp}.secret", "must be at least 8 characters")
+        perms = t.get("permissions", ["read"])
+        if not isinstance(perms, list) or not perms or any(p not in PERMISSIONS for p in perms):
+            c.error(f"{tp}.permissions", "must be a non-empty list of read, write, admin")
+            perms = []
+        if tid and secret:
+            tokens.append(TokenConfig(tid, secret, tuple(perms)))
+    for envName, tid, perms in (
+        ("SPACECOMMS_ADMIN_TOKEN", "admin", ("read", "write", "admin")),
+        ("SPACECOMMS_READONLY_TOKEN", "readonly", ("read",)),
+    ):
+        value = env.get(envName)
+        if value:
+            tokens = [t for t in tokens if t.id != tid and t.secret != value]
+            tokens.append(TokenConfig(tid, value, perms))
+    ids = [t.id for t in tokens]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        c.error("api.auth.tokens", f"duplicate token id {dup!r}")
+    if authEnabled and not tokens:
+        c.error(
+            "api.auth.tokens", "auth is enabled but no tokens are configured (set SPACECOMMS_ADMIN_TOKEN)"
+        )
+
+    peers: list[PeerConfig] = []
+    rawPeers = doc.get("peers") or []
+    if not isinstance(rawPeers, list):
+        c.error("peers", "must be a list")
+        rawPeers = []
+    for i, p in enumerate(rawPeers):
+        peer = parsePeer(c, p, f"peers[{i}]")
+        if peer is not None:
+            if peer.id == nodeId:
+                c.error(f"peers[{i}].id", "must differ from node.id")
+            if any(q.id == peer.id for q in peers):
+                c.error(f"peers[{i}].id", f"duplicate peer id {peer.id!r}")
+            peers.append(peer)
+
+    storage = c.section(doc, "storage", "", {"type", "file_path", "cleanup"})
+    stype = c.string(storage, "type", "storage", default="memory") or "memory"
+    if stype not in ("memory", "file"):
+        c.error("storage.type", f"must be memory or file, got {stype!r}")
+    filePath = c.string(storage, "file_path", "storage", required=stype == "file")
+    if stype == "file" and filePath:
+        parent = os.path.dirname(os.path.abspath(filePath))
+        if not os.path.isdir(parent):
+            c.error("storage.file_path", f"directory does not exist: {parent}")
+    cleanup = c.section(
+        storage, "cleanup", "storage", {"enabled", "cdm_retention_hours", "object_retention_hours"}
+    )
+
+    logging = c.section(doc, "logging", "", {"level", "format", "output"})
+    level = c.string(logging, "level", "logging", default="info") or "info"
+    envLevel = env.get("SPACECOMMS_LOG_LEVEL")
+    if envLevel:
+        if envLevel.lower() not in LEVELS:
+            c.error("SPACECOMMS_LOG_LEVEL", f"unknown log level {envLevel!r} (use debug, info, warn, error)")
+        else:
+            level = envLevel
+    if level.lower() not in LEVELS:
+        c.error("logging.level", f"unknown log level {level!r} (use debug, info, warn, error)")
+    fmt = c.string(logging, "format", "logging", default="json") or "json"
+    if fmt not in ("json", "pretty"):
+        c.error("logging.format", f"must be json or pretty, got {fmt!r}")
+    output = c.string(logging, "output", "logging", default="stdout") or "stdout"
+    if output not in ("stdout", "stderr"):
+        parent = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(parent):
+            c.error("logging.output", f"directory does not exist: {parent}")
+
+    proto = c.section(
+        doc,
+        "protocol",
+        "",
+        {
+            "heartbeat_interval_seconds",
+            "session_timeout_seconds",
+            "max_hop_count",
+            "message_ttl_seconds",
+            "resync_grace_seconds",
+            "max_frame_bytes",
+            "reconnect_initial_seconds",
+            "reconnect_max_seconds",
+        },
+    )
+    hb = c.number(proto, "heartbeat_interval_seconds", "protocol", 30.0, 0.05, 86400)
+    timeout = c.number(proto, "session_timeout_seconds", "protocol", 120.0, 0.1, 86400 * 7)
+    if timeout <= hb:
+        c.error("protocol.session_timeout_seconds", "must be greater than heartbeat_interval_seconds")
+    cfg = Config(
+        node_id=nodeId,
+        node_name=nodeName,
+        host=c.string(server, "host", "server", default="127.0.0.1") or "127.0.0.1",
+        port=c.number(server, "port", "server", 8080, 0, 65535, integer=True),
+        peer_host=c.string(server, "peer_host", "server", default="0.0.0.0") or "0.0.0.0",
+        peer_port=c.number(server, "peer_port", "server", 8443, 0, 65535, integer=True),
+        tls_enabled=tlsEnabled,
+        cert_path=paths["cert_path"],
+        key_path=paths["key_path"],
+        ca_path=paths["ca_path"],
+        api_tls=c.boolean(tls, "api", "server.tls", False) and tlsEnabled,
+        max_body_bytes=c.number(
+            server, "max_body_bytes", "server", 1024 * 1024, 1024, 64 * 1024 * 1024, integer=True
+        ),
+        auth_enabled=authEnabled,
+        tokens=tuple(tokens),
+        peers=tuple(peers),
+        storage_type=stype,
+        file_path=filePath,
+        cleanup_enabled=c.boolean(cleanup, "enabled", "storage.cleanup", False),
+        cdm_retention_hours=c.number(cleanup, "cdm_retention_hours", "storage.cleanup", 168.0, 0.0001, 1e6),
+        object_retention_hours=c.number(
+            cleanup, "object_retention_hours", "storage.cleanup", 720.0, 0.0001, 1e6
+        ),
+        log_level=level.lower(),
+        log_format=fmt,
+        log_output=output,
+        heartbeat_interval_seconds=hb,
+        session_timeout_seconds=timeout,
+        max_hop_count=c.number(proto, "max_hop_count", "protocol", 10, 1, 255, integer=True),
+        message_ttl_seconds=c.number(proto, "message_ttl_seconds", "protocol", 300.0, 1, 86400 * 30),
+        resync_grace_seconds=c.number(proto, "resync_grace_seconds", "protocol", 30.0, 0, 86400),
+        max_frame_bytes=c.number(
+            proto, "max_frame_bytes", "protocol", 1024 * 1024, 4096, 64 * 1024 * 1024, integer=True
+        ),
+        reconnect_initial_seconds=c.number(proto, "reconnect_initial_seconds", "protocol", 1.0, 0.01, 3600),
+        reconnect_max_seconds=c.number(proto, "reconnect_max_seconds", "protocol", 30.0, 0.01, 86400),
+        path=source,
+    )
+    if c.errors:
+        raise ConfigInvalid(c.errors, source)
+    return cfg
+
+
+def loadConfig(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """
+    Read, expand and check the YAML file at C{path}.
+
+    @raise ConfigInvalid: naming the file and every problem.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigInvalid([f"cannot read the file ({e.strerror or e})"], path)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigInvalid([f"larger than {MAX_CONFIG_BYTES} bytes"], path)
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "YAML"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigInvalid([f"{where}: invalid YAML ({problem})"], path)
+    return parseConfig(doc, environ, path)

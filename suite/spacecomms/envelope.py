@@ -1,0 +1,194 @@
+"""
+The peer-protocol envelope and message payload checks (see
+docs/spacecomms-protocol.md).  Frames are a 4-byte big-endian length and a
+UTF-8 JSON envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Envelope",
+    "EnvelopeError",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "MESSAGE_TYPES",
+    "ROUTED_TYPES",
+    "WITHDRAW_REASONS",
+    "ERROR_CODES",
+    "decodeEnvelope",
+    "newMessageId",
+]
+
+PROTOCOL_VERSION = "1.0"
+SUPPORTED_VERSIONS = ("1.0",)
+ROUTED_TYPES = ("OBJECT_STATE_ANNOUNCE", "OBJECT_STATE_WITHDRAW", "CDM_ANNOUNCE", "CDM_WITHDRAW")
+MESSAGE_TYPES = ("HELLO", "HEARTBEAT", "ERROR", "END_OF_SYNC", *ROUTED_TYPES)
+WITHDRAW_REASONS = ("SUPERSEDED", "TCA_PASSED", "FALSE_POSITIVE", "ERROR")
+OBJECT_WITHDRAW_REASONS = ("DECAYED", "NO_LONGER_TRACKED", "ERROR", "OPERATOR_REQUEST")
+ERROR_CODES = ("INVALID_MESSAGE", "UNSUPPORTED_VERSION", "UNAUTHORIZED", "RATE_LIMITED", "INTERNAL_ERROR")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_PATH = 64
+
+
+class EnvelopeError(ValueError):
+    """
+    A malformed envelope or payload; C{field} names the part at fault and
+    C{messageId} is the envelope's id when it could be read.
+    """
+
+    def __init__(self, field: str, reason: str, messageId: str | None = None) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.messageId = messageId
+
+
+def newMessageId() -> str:
+    """
+    A fresh, globally unique message id.
+    """
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """
+    One peer-protocol message.
+    """
+
+    message_type: str
+    source_node: str
+    payload: dict[str, Any]
+    message_id: str = field(default_factory=newMessageId)
+    timestamp: float = 0.0
+    hop_count: int = 0
+    ttl: float = 300.0
+    path: tuple[str, ...] = ()
+    protocol_version: str = PROTOCOL_VERSION
+
+    def toJSON(self) -> dict[str, Any]:
+        return {
+            "protocol_version": self.protocol_version,
+            "message_id": self.message_id,
+            "timestamp": self.timestamp,
+            "source_node": self.source_node,
+            "message_type": self.message_type,
+            "hop_count": self.hop_count,
+            "ttl": self.ttl,
+            "path": list(self.path),
+            "payload": self.payload,
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.toJSON(), separators=(",", ":")).encode("utf-8")
+
+    def forwarded(self, via: str) -> Envelope:
+        """
+        The copy sent on by node C{via}: one more hop, C{via} on the path.
+        """
+        return Envelope(
+            self.message_type,
+            self.source_node,
+            self.payload,
+            self.message_id,
+            self.timestamp,
+            self.hop_count + 1,
+            self.ttl,
+            (*self.path, via),
+            self.protocol_version,
+        )
+
+
+def _need(d: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, mid: str | None) -> Any:
+    value = d.get(key)
+    if value is None or isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise EnvelopeError(f"{where}{key}", f"missing or not a {name}", mid)
+    return value
+
+
+def _checkId(value: str, where: str, mid: str | None) -> str:
+    if not _ID.match(value):
+        raise EnvelopeError(where, "not a valid identifier", mid)
+    return value
+
+
+def checkPayload(mtype: str, p: dict[str, Any], mid: str | None) -> None:
+    """
+    Check the payload of a message of type C{mtype}.
+    """
+    w = "payload."
+    if mtype == "HELLO":
+        _checkId(_need(p, "node_id", str, w, mid), w + "node_id", mid)
+        versions = _need(p, "versions", list, w, mid)
+        if not versions or not all(isinstance(v, str) for v in versions):
+            raise EnvelopeError(w + "versions", "must be a non-empty list of strings", mid)
+        _need(p, "capabilities", list, w, mid)
+        if not isinstance(p.get("auth_token", ""), str):
+            raise EnvelopeError(w + "auth_token", "must be a string", mid)
+    elif mtype == "HEARTBEAT":
+        _need(p, "sequence", int, w, mid)
+    elif mtype == "ERROR":
+        code = _need(p, "code", str, w, mid)
+        if code not in ERROR_CODES:
+            raise EnvelopeError(w + "code", f"unknown error code {code[:40]!r}", mid)
+    elif mtype in ROUTED_TYPES:
+        key = "cdm_id" if mtype.startswith("CDM") else "object_id"
+        _checkId(_need(p, key, str, w, mid), w + key, mid)
+        seq = _need(p, "sequence", int, w, mid)
+        if seq < 0:
+            raise EnvelopeError(w + "sequence", "must not be negative", mid)
+        if mtype == "CDM_ANNOUNCE":
+            _need(p, "cdm", dict, w, mid)
+        elif mtype == "OBJECT_STATE_ANNOUNCE":
+            _need(p, "state", dict, w, mid)
+        elif mtype == "CDM_WITHDRAW":
+            reason = _need(p, "reason", str, w, mid)
+            if reason not in WITHDRAW_REASONS:
+                raise EnvelopeError(w + "reason", f"must be one of {', '.join(WITHDRAW_REASONS)}", mid)
+        else:
+            reason = p.get("reason", "NO_LONGER_TRACKED")
+            if not isinstance(reason, str) or reason not in OBJECT_WITHDRAW_REASONS:
+                raise EnvelopeError(w + "reason", f"must be one of {', '.join(OBJECT_WITHDRAW_REASONS)}", mid)
+
+
+def decodeEnvelope(data: bytes) -> Envelope:
+    """
+    Parse and check one frame.
+
+    @raise EnvelopeError: naming the field at fault.
+    """
+    try:
+        d = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise EnvelopeError("envelope", f"not valid JSON ({str(e)[:60]})")
+    if not isinstance(d, dict):
+        raise EnvelopeError("envelope", "must be a JSON object")
+    mid = d.get("message_id") if isinstance(d.get("message_id"), str) else None
+    if mid is not None:
+        _checkId(mid, "message_id", None)
+    version = _need(d, "protocol_version", str, "", mid)
+    mid = _need(d, "message_id", str, "", mid)
+    ts = _need(d, "timestamp", (int, float), "", mid)
+    src = _checkId(_need(d, "source_node", str, "", mid), "source_node", mid)
+    mtype = _need(d, "message_type", str, "", mid)
+    if mtype not in MESSAGE_TYPES:
+        raise EnvelopeError("message_type", f"unknown message type {mtype[:40]!r}", mid)
+    hops = _need(d, "hop_count", int, "", mid)
+    ttl = _need(d, "ttl", (int, float), "", mid)
+    path = _need(d, "path", list, "", mid)
+    if hops < 0 or hops > 1000:
+        raise EnvelopeError("hop_count", "out of range", mid)
+    if ttl < 0:
+        raise EnvelopeError("ttl", "must not be negative", mid)
+    if len(path) > MAX_PATH or not all(isinstance(n, str) and _ID.match(n) for n in path):
+        raise EnvelopeError("path", "must be a list of node ids", mid)
+    payload = _need(d, "payload", dict, "", mid)
+    checkPayload(mtype, payload, mid)
+    return Envelope(mtype, src, payload, mid, float(ts), hops, float(ttl), tuple(path), version)

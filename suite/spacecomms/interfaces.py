@@ -1,0 +1,105 @@
+"""
+Interfaces of the SpaceComms node.
+
+The node core (L{suite.spacecomms.node.SpaceNode}) owns an L{IRecordStore};
+peer sessions (L{suite.spacecomms.session}) deliver envelopes to an
+L{IMessageSink} and are reached back through L{IPeerLink}.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["IRecordStore", "IMessageSink", "IPeerLink"]
+
+
+class IRecordStore(Interface):
+    """
+    Where CDMs and object states (and their withdrawal tombstones) live.
+    The node calls it on the reactor thread; implementations must not block.
+    """
+
+    def load() -> None:
+        """
+        Bring earlier state back (replay a log); called once before use.
+        """
+
+    def put(record):
+        """
+        Insert or replace C{record} (a L{suite.spacecomms.store.Record}).
+        """
+
+    def remove(kind: str, key: str) -> None:
+        """
+        Forget a record entirely (retention cleanup, stale re-sync entries).
+        """
+
+    def get(kind, key):
+        """
+        The record of C{kind} (C{cdm} or C{object}) named C{key}, or None.
+        """
+
+    def records(kind):
+        """
+        Every record of C{kind}, active or withdrawn.
+        """
+
+    def count(kind: str, active: bool) -> int:
+        """
+        How many records of C{kind} are (in)active.
+        """
+
+    def close() -> object:
+        """
+        Flush and close; may return a Deferred.
+        """
+
+
+class IPeerLink(Interface):
+    """
+    One established session to a peer, as the node sees it.
+    """
+
+    peerId = Attribute("The configured id of the peer at the other end.")
+
+    def sendEnvelope(envelope):
+        """
+        Queue one L{suite.spacecomms.envelope.Envelope} to the peer.
+        """
+
+    def close(reason: str) -> None:
+        """
+        End the session (the peer manager may reconnect).
+        """
+
+
+class IMessageSink(Interface):
+    """
+    What a session hands authenticated peers and their messages to.
+    """
+
+    def checkHello(hello, expectedPeer):
+        """
+        Return None to accept a HELLO envelope, or an (error code, reason)
+        tuple to refuse it.
+        """
+
+    def sessionEstablished(link):
+        """
+        A session to C{link.peerId} finished its handshake.
+        """
+
+    def sessionLost(link, reason):
+        """
+        An established session ended.
+        """
+
+    def envelopeReceived(link, envelope):
+        """
+        A routed message arrived on an established session.
+        """
+
+    def heartbeatCounts() -> dict[str, int]:
+        """
+        The counts sent in HEARTBEAT payloads.
+        """

@@ -1,0 +1,54 @@
+"""
+Logging as the configuration asks: C{logging.format} json|pretty,
+C{logging.level}, C{logging.output} stdout|stderr|FILE.
+
+C{makeService} records the choice with L{configure}; twistd then builds the
+observer with C{--logger=suite.spacecomms.logsetup.observer} (what
+C{spacecomms start} passes).  Under C{--logger=suite.logging.observer} the
+level and format still apply, on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+from twisted.logger import FilteringLogObserver, ILogObserver, LogLevelFilterPredicate
+
+from suite import logging as suitelogging
+
+__all__ = ["configure", "observer"]
+
+_settings: dict[str, Any] = {"format": "json", "level": "info", "output": "stderr"}
+
+
+def configure(fmt: str, level: str, output: str) -> None:
+    """
+    Remember the configured logging, and pass level and format on to
+    L{suite.logging}.
+    """
+    _settings.update(format=fmt, level=level, output=output)
+    suitelogging.setLevel(level)
+    suitelogging.setVerbose(fmt == "pretty")
+
+
+def _stream(output: str) -> IO[str]:
+    if output == "stdout":
+        return sys.stdout
+    if output == "stderr":
+        return sys.stderr
+    return open(output, "a", buffering=1, encoding="utf-8")
+
+
+def observer() -> ILogObserver:
+    """
+    The twistd C{--logger} factory.
+    """
+    stream = _stream(_settings["output"])
+    base = (
+        suitelogging.textObserver(stream)
+        if _settings["format"] == "pretty"
+        else suitelogging.jsonObserver(stream)
+    )
+    level = suitelogging.parseLevel(_settings["level"])
+    return FilteringLogObserver(base, [LogLevelFilterPredicate(defaultLogLevel=level)])

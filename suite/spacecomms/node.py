@@ -1,0 +1,558 @@
+"""
+The SpaceComms node core: applies local and remote CDM / object-state
+updates to the store (newest version per originator sequence wins),
+supersedes older CDMs of the same conjunction, withdraws CDMs after TCA,
+routes messages to peers, re-syncs on reconnect and enforces retention.
+"""
+
+from __future__ import annotations
+
+import heapq
+import hmac
+import time as _time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from suite.spacecomms.cdm.jsonfmt import fromDict, toDict
+from suite.spacecomms.cdm.model import CDM, CDMError, epochSeconds, validate
+from suite.spacecomms.config import Config, PeerConfig, Policies
+from suite.spacecomms.envelope import SUPPORTED_VERSIONS, Envelope
+from suite.spacecomms.interfaces import IMessageSink, IPeerLink, IRecordStore
+from suite.spacecomms.metrics import NodeMetrics
+from suite.spacecomms.router import Router, TokenBucket
+from suite.spacecomms.store import Record
+
+__all__ = ["SpaceNode", "CONJUNCTION_WINDOW_SECONDS"]
+
+CONJUNCTION_WINDOW_SECONDS = 60.0
+CAPABILITIES = ["cdm", "object_state", "resync"]
+
+
+@implementer(IMessageSink)
+class SpaceNode:
+    """
+    One node's state and routing.  Sessions call the L{IMessageSink}
+    methods; the API calls C{ingestCDM}, C{withdrawCDM}, C{announceObject}
+    and C{withdrawObject}.
+    """
+
+    log = Logger(namespace="spacecomms.node")
+
+    def __init__(self, config: Config, store: IRecordStore, clock: IReactorTime) -> None:
+        self.config = config
+        self.nodeId = config.node_id
+        self.store = IRecordStore(store)
+        self.clock = clock
+        self.started = clock.seconds()
+        self.router = Router(self.nodeId, clock, config.max_hop_count, max(config.message_ttl_seconds, 60.0))
+        self.links: dict[str, IPeerLink] = {}
+        self.peerConfigs: dict[str, PeerConfig] = {p.id: p for p in config.peers}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.syncs: dict[str, tuple[set[tuple[str, str]], IDelayedCall]] = {}
+        self.metrics = NodeMetrics(self)
+        self.onPeersChanged: list[Callable[[], None]] = []
+        self._lastSeq = 0
+        self._tcaHeap: list[tuple[float, str]] = []
+        self._tick = LoopingCall(self.tick)
+        self._tick.clock = clock
+
+    # -- life cycle ------------------------------------------------------
+
+    def start(self) -> None:
+        """
+        Load the store and start the once-a-second lifecycle tick.
+        """
+        self.store.load()
+        for r in self.store.records("cdm"):
+            self._lastSeq = max(self._lastSeq, r.sequence if r.origin == self.nodeId else 0)
+            if r.active and r.tca is not None:
+                heapq.heappush(self._tcaHeap, (r.tca, r.key))
+        self._tick.start(1.0, now=True)
+
+    def stop(self) -> Any:
+        if self._tick.running:
+            self._tick.stop()
+        for _, call in self.syncs.values():
+            if call.active():
+                call.cancel()
+        self.syncs.clear()
+        return self.store.close()
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    def nextSequence(self) -> int:
+        """
+        A per-originator sequence number: strictly increasing, and based on
+        the clock in microseconds so it keeps increasing across restarts.
+        """
+        self._lastSeq = max(self._lastSeq + 1, int(self.now() * 1_000_000))
+        return self._lastSeq
+
+    # -- reconfiguration -------------------------------------------------
+
+    def setPeers(self, peers: list[PeerConfig]) -> None:
+        """
+        Replace the peer table (SIGHUP reload, API); sessions of removed
+        peers are closed.
+        """
+        new = {p.id: p for p in peers}
+        for pid in list(self.links):
+            if pid not in new:
+                self.links[pid].close("peer removed from configuration")
+        self.peerConfigs = new
+        self.buckets = {k: v for k, v in self.buckets.items() if k in new}
+        for cb in self.onPeersChanged:
+            cb()
+
+    def policies(self, peerId: str) -> Policies:
+        p = self.peerConfigs.get(peerId)
+        return p.policies if p is not None else Policies(False, False, False, False)
+
+    # -- local operations --------------------------------------------------
+
+    def ingestCDM(self, cdm: CDM) -> tuple[Record, bool]:
+        """
+        Store a CDM submitted to this node and announce it.  Returns the
+        record and whether it was new (False for an identical resubmission).
+        """
+        started = _time.perf_counter()
+        body = toDict(cdm)
+        key = cdm.messageId
+        old = self.store.get("cdm", key)
+        if old is not None and old.active and old.body == body:
+            return old, False
+        now = self.now()
+        record = Record(
+            "cdm",
+            key,
+            self.nodeId,
+            self.nextSequence(),
+            True,
+            body,
+            None,
+            now,
+            now,
+            None,
+            cdm.tcaSeconds,
+            list(cdm.objectDesignators()),
+        )
+        self._store(record)
+        self._supersede(record)
+        self._originate("CDM_ANNOUNCE", {"cdm_id": key, "sequence": record.sequence, "cdm": body})
+        self.metrics.cdmProcessed(_time.perf_counter() - started)
+        return record, True
+
+    def withdrawCDM(self, key: str, reason: str = "FALSE_POSITIVE") -> Record | None:
+        """
+        Withdraw a CDM everywhere (C{DELETE /cdms/{id}}).
+        """
+        old = self.store.get("cdm", key)
+        if old is None or not old.active:
+            return None
+        record = self._tombstone(old, reason, self.nextSequence(), self.nodeId)
+        self._originate("CDM_WITHDRAW", {"cdm_id": key, "sequence": record.sequence, "reason": reason})
+        return record
+
+    def announceObject(self, objectId: str, state: dict[str, Any]) -> Record:
+        now = self.now()
+        record = Record("object", objectId, self.nodeId, self.nextSequence(), True, state, None, now, now)
+        self._store(record)
+        self._originate(
+            "OBJECT_STATE_ANNOUNCE", {"object_id": objectId, "sequence": record.sequence, "state": state}
+        )
+        return record
+
+    def withdrawObject(self, objectId: str, reason: str = "NO_LONGER_TRACKED") -> Record | None:
+        old = self.store.get("object", objectId)
+        if old is None or not old.active:
+            return None
+        record = self._tombstone(old, reason, self.nextSequence(), self.nodeId)
+        self._originate(
+            "OBJECT_STATE_WITHDRAW", {"object_id": objectId, "sequence": record.sequence, "reason": reason}
+        )
+        return record
+
+    # -- store helpers -----------------------------------------------------
+
+    def _store(self, record: Record) -> None:
+        self.store.put(record)
+        if record.kind == "cdm" and record.active and record.tca is not None:
+            heapq.heappush(self._tcaHeap, (record.tca, record.key))
+
+    def _tombstone(
+        self, old: Record, reason: str, sequence: int, origin: str, learnedFrom: str | None = None
+    ) -> Record:
+        now = self.now()
+        record = Record(
+            old.kind,
+            old.key,
+            origin,
+            sequence,
+            False,
+            None,
+            reason,
+            old.createdAt,
+            now,
+            learnedFrom,
+            old.tca,
+            old.objects,
+        )
+        self.store.put(record)
+        return record
+
+    def _supersede(self, record: Record) -> None:
+        """
+        A newer CDM for the same conjunction (same two objects, TCA within
+        a minute) replaces older ones, which are withdrawn as SUPERSEDED.
+        """
+        if record.tca is None or record.body is None:
+            return
+        mine = _created(record)
+        pair = set(record.objects)
+        for other in self.store.records("cdm"):
+            o: Record = other
+            if o.key == record.key or not o.active or set(o.objects) != pair or o.tca is None:
+                continue
+            if abs(o.tca - record.tca) > CONJUNCTION_WINDOW_SECONDS:
+                continue
+            if (_created(o), o.sequence) < (mine, record.sequence):
+                self._tombstone(o, "SUPERSEDED", o.sequence, o.origin, o.learnedFrom)
+                self.log.info("cdm {cdm_id} superseded by {newer}", cdm_id=o.key, newer=record.key)
+            elif (_created(o), o.sequence) > (mine, record.sequence):
+                self._tombstone(record, "SUPERSEDED", record.sequence, record.origin, record.learnedFrom)
+                self.log.info("cdm {cdm_id} superseded by {newer}", cdm_id=record.key, newer=o.key)
+                return
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def tick(self) -> None:
+        """
+        Withdraw CDMs whose TCA has passed (TCA_PASSED, on every node) and
+        apply the retention limits.
+        """
+        now = self.now()
+        while self._tcaHeap and self._tcaHeap[0][0] < now:
+            _, key = heapq.heappop(self._tcaHeap)
+            r = self.store.get("cdm", key)
+            if r is not None and r.active and r.tca is not None and r.tca < now:
+                self._tombstone(r, "TCA_PASSED", r.sequence, r.origin, r.learnedFrom)
+                self.log.info("cdm {cdm_id} withdrawn: TCA_PASSED", cdm_id=key)
+        if self.config.cleanup_enabled:
+            for kind, hours in (
+                ("cdm", self.config.cdm_retention_hours),
+                ("object", self.config.object_retention_hours),
+            ):
+                limit = now - hours * 3600
+                for r in self.store.records(kind):
+                    if r.updatedAt < limit:
+                        self.store.remove(kind, r.key)
+                        self.log.info("retention: removed {kind} {key}", kind=kind, key=r.key)
+
+    # -- routing -----------------------------------------------------------
+
+    def _originate(self, mtype: str, payload: dict[str, Any]) -> None:
+        env = Envelope(
+            mtype,
+            self.nodeId,
+            payload,
+            timestamp=self.now(),
+            ttl=self.config.message_ttl_seconds,
+            path=(self.nodeId,),
+        )
+        self.router.seen.seen(env.message_id)
+        self._forward(env, None)
+
+    def _forward(self, env: Envelope, fromPeer: str | None) -> None:
+        targets = self.router.targets(
+            env, fromPeer, list(self.links), {k: p.policies for k, p in self.peerConfigs.items()}
+        )
+        if not targets:
+            if fromPeer is not None or self.links:
+                self.log.info(
+                    "routing decision: {message_type} {message_id} not forwarded (no eligible peer)",
+                    message_type=env.message_type,
+                    message_id=env.message_id,
+                )
+            return
+        out = env if fromPeer is None else env.forwarded(self.nodeId)
+        for peer in targets:
+            self.links[peer].sendEnvelope(out)
+        self.log.info(
+            "routing decision: {message_type} {message_id} forwarded to {targets}",
+            message_type=env.message_type,
+            message_id=env.message_id,
+            targets=targets,
+        )
+
+    def _error(self, link: IPeerLink, code: str, reason: str, ref: str | None = None) -> None:
+        self.metrics.error()
+        link.sendEnvelope(
+            Envelope(
+                "ERROR",
+                self.nodeId,
+                {"code": code, "message": reason, "ref_message_id": ref},
+                timestamp=self.now(),
+                path=(self.nodeId,),
+            )
+        )
+
+    # -- IMessageSink ------------------------------------------------------
+
+    def checkHello(self, hello: Envelope, expectedPeer: str | None) -> tuple[str, str] | None:
+        p = hello.payload
+        peerId = p["node_id"]
+        if not set(p["versions"]) & set(SUPPORTED_VERSIONS):
+            return (
+                "UNSUPPORTED_VERSION",
+                f"no common protocol version (this node speaks {', '.join(SUPPORTED_VERSIONS)})",
+            )
+        peer = self.peerConfigs.get(peerId)
+        if peer is None:
+            return ("UNAUTHORIZED", f"node {peerId} is not a configured peer")
+        if expectedPeer is not None and peerId != expectedPeer:
+            return ("UNAUTHORIZED", f"expected node {expectedPeer}, got {peerId}")
+        if not hmac.compare_digest(p.get("auth_token", "").encode(), peer.auth_token.encode()):
+            return ("UNAUTHORIZED", "auth token mismatch")
+        return None
+
+    def helloPayload(self, peerId: str | None) -> dict[str, Any]:
+        token = self.peerConfigs[peerId].auth_token if peerId in self.peerConfigs else ""
+        return {
+            "node_id": self.nodeId,
+            "node_name": self.config.node_name,
+            "versions": list(SUPPORTED_VERSIONS),
+            "capabilities": CAPABILITIES,
+            "auth_token": token,
+        }
+
+    def heartbeatCounts(self) -> dict[str, int]:
+        return {"cdm_count": self.store.count("cdm", True), "object_count": self.store.count("object", True)}
+
+    def sessionEstablished(self, link: IPeerLink) -> None:
+        link = IPeerLink(link)
+        peer = link.peerId
+        old = self.links.get(peer)
+        if old is not None and old is not link:
+            old.close("replaced by a newer session")
+        self.links[peer] = link
+        self.buckets[peer] = TokenBucket(
+            self.clock, self.policies(peer).rate_limit_per_second, self.policies(peer).rate_limit_burst
+        )
+        if peer in self.syncs:
+            self.syncs.pop(peer)[1].cancel()
+        self.syncs[peer] = (
+            set(),
+            self.clock.callLater(self.config.resync_grace_seconds, self._endSync, peer, "grace time"),
+        )
+        self._sendSync(link)
+        for cb in self.onPeersChanged:
+            cb()
+
+    def _sendSync(self, link: IPeerLink) -> None:
+        peer = link.peerId
+        sent = 0
+        for kind in ("cdm", "object"):
+            for rec in self.store.records(kind):
+                r: Record = rec
+                if r.origin == peer or r.learnedFrom == peer:
+                    continue
+                idKey = "cdm_id" if kind == "cdm" else "object_id"
+                if r.active:
+                    mtype = "CDM_ANNOUNCE" if kind == "cdm" else "OBJECT_STATE_ANNOUNCE"
+                    payload = {
+                        idKey: r.key,
+                        "sequence": r.sequence,
+                        ("cdm" if kind == "cdm" else "state"): r.body,
+                        "sync": True,
+                    }
+                else:
+                    if r.reason in ("SUPERSEDED", "TCA_PASSED"):
+                        continue
+                    mtype = "CDM_WITHDRAW" if kind == "cdm" else "OBJECT_STATE_WITHDRAW"
+                    payload = {
+                        idKey: r.key,
+                        "sequence": r.sequence,
+                        "reason": r.reason or "ERROR",
+                        "sync": True,
+                    }
+                env = Envelope(
+                    mtype,
+                    r.origin,
+                    payload,
+                    timestamp=self.now(),
+                    ttl=self.config.message_ttl_seconds,
+                    path=(self.nodeId,),
+                )
+                self.router.seen.seen(env.message_id)
+                link.sendEnvelope(env)
+                sent += 1
+        link.sendEnvelope(
+            Envelope("END_OF_SYNC", self.nodeId, {"count": sent}, timestamp=self.now(), path=(self.nodeId,))
+        )
+        self.log.info("re-sync to {peer}: sent {count} entries and END_OF_SYNC", peer=peer, count=sent)
+
+    def _endSync(self, peer: str, why: str) -> None:
+        entry = self.syncs.pop(peer, None)
+        if entry is None:
+            return
+        refreshed, call = entry
+        if call.active():
+            call.cancel()
+        dropped = 0
+        for kind in ("cdm", "object"):
+            for rec in self.store.records(kind):
+                r: Record = rec
+                if r.learnedFrom == peer and r.active and (kind, r.key) not in refreshed:
+                    self.store.remove(kind, r.key)
+                    dropped += 1
+        self.log.info(
+            "re-sync from {peer} complete ({why}): dropped {dropped} stale entries",
+            peer=peer,
+            why=why,
+            dropped=dropped,
+        )
+
+    def sessionLost(self, link: IPeerLink, reason: str) -> None:
+        peer = link.peerId
+        if self.links.get(peer) is link:
+            del self.links[peer]
+            entry = self.syncs.pop(peer, None)
+            if entry is not None and entry[1].active():
+                entry[1].cancel()
+        for cb in self.onPeersChanged:
+            cb()
+
+    def envelopeReceived(self, link: IPeerLink, env: Envelope) -> None:
+        peer = link.peerId
+        self.metrics.received()
+        bucket = self.buckets.get(peer)
+        if bucket is not None and not bucket.take():
+            self.log.warn(
+                "rate limit exceeded: peer {peer} message {message_id} dropped",
+                peer=peer,
+                message_id=env.message_id,
+            )
+            self._error(link, "RATE_LIMITED", "rate limit exceeded", env.message_id)
+            return
+        if env.protocol_version not in SUPPORTED_VERSIONS:
+            self._error(
+                link,
+                "UNSUPPORTED_VERSION",
+                f"protocol version {env.protocol_version[:20]} not supported",
+                env.message_id,
+            )
+            return
+        mtype = env.message_type
+        if mtype == "HEARTBEAT":
+            self.metrics.heartbeat(peer, max(0.0, self.now() - env.timestamp) * 1000.0)
+            return
+        if mtype == "END_OF_SYNC":
+            self._endSync(peer, "END_OF_SYNC")
+            return
+        if mtype == "ERROR":
+            self.log.warn(
+                "peer {peer} reported error {code}: {reason}",
+                peer=peer,
+                code=env.payload.get("code"),
+                reason=str(env.payload.get("message"))[:200],
+            )
+            return
+        if mtype == "HELLO":
+            self._error(link, "INVALID_MESSAGE", "HELLO on an established session", env.message_id)
+            return
+        self._routed(link, env)
+
+    def _routed(self, link: IPeerLink, env: Envelope) -> None:
+        peer = link.peerId
+        p = env.payload
+        kind = "cdm" if env.message_type.startswith("CDM") else "object"
+        key = p["cdm_id"] if kind == "cdm" else p["object_id"]
+        sync = self.syncs.get(peer)
+        if sync is not None:
+            sync[0].add((kind, key))
+        decision = self.router.inbound(env, peer, self.policies(peer))
+        if not decision.accept:
+            self.log.info(
+                "routing decision: dropped {message_type} {message_id} from {peer}: {reason}",
+                message_type=env.message_type,
+                message_id=env.message_id,
+                peer=peer,
+                reason=decision.reason,
+            )
+            return
+        started = _time.perf_counter()
+        seq = p["sequence"]
+        old: Record | None = self.store.get(kind, key)
+        if old is not None and old.version() >= (seq, env.source_node):
+            self.log.info(
+                "routing decision: ignored {message_type} {message_id} from {peer}: not newer than the stored version",
+                message_type=env.message_type,
+                message_id=env.message_id,
+                peer=peer,
+            )
+            return
+        now = self.now()
+        if env.message_type == "CDM_ANNOUNCE":
+            try:
+                cdm = validate(fromDict(p["cdm"]))
+            except CDMError as e:
+                self.metrics.invalidCDM()
+                self.log.warn(
+                    "cdm validation failed: {field}: {reason} (from peer {peer})",
+                    field=e.field,
+                    reason=e.reason,
+                    peer=peer,
+                )
+                self._error(link, "INVALID_MESSAGE", f"cdm validation failed: {e}", env.message_id)
+                return
+            if cdm.messageId != key:
+                self._error(
+                    link,
+                    "INVALID_MESSAGE",
+                    "payload.cdm_id differs from the CDM's MESSAGE_ID",
+                    env.message_id,
+                )
+                return
+            record = Record(
+                "cdm",
+                key,
+                env.source_node,
+                seq,
+                True,
+                toDict(cdm),
+                None,
+                now,
+                now,
+                peer,
+                cdm.tcaSeconds,
+                list(cdm.objectDesignators()),
+            )
+            self._store(record)
+            self._supersede(record)
+            self.metrics.cdmProcessed(_time.perf_counter() - started)
+        elif env.message_type == "OBJECT_STATE_ANNOUNCE":
+            self._store(Record("object", key, env.source_node, seq, True, p["state"], None, now, now, peer))
+        else:
+            base = old or Record(kind, key, env.source_node, seq, False, createdAt=now)
+            self._tombstone(base, p.get("reason") or "ERROR", seq, env.source_node, peer)
+        self.log.info(
+            "routing decision: applied {message_type} {message_id} from {peer} (origin {origin})",
+            message_type=env.message_type,
+            message_id=env.message_id,
+            peer=peer,
+            origin=env.source_node,
+        )
+        self._forward(env, peer)
+
+
+def _created(r: Record) -> float:
+    try:
+        return epochSeconds(str((r.body or {})["header"]["CREATION_DATE"]))
+    except (KeyError, TypeError, CDMError):
+        return 0.0

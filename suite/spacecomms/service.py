@@ -1,0 +1,241 @@
+"""
+The SpaceComms root service: store, node, peer manager and API site, plus
+SIGHUP reload of peers, policies and tokens (atomic; an invalid file leaves
+the running configuration untouched and says why).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from suite.spacecomms.api import makeAPIResource, makeTokenChecker
+from suite.spacecomms.config import Config, ConfigInvalid, PeerConfig, loadConfig
+from suite.spacecomms.node import SpaceNode
+from suite.spacecomms.peers import PeerManager
+from suite.spacecomms.store import FileStore, MemoryStore
+from suite.web.limits import LimitedSite
+
+__all__ = ["SpaceCommsService", "TLSContexts"]
+
+RESTART_ONLY = (
+    "node_id",
+    "host",
+    "port",
+    "peer_host",
+    "peer_port",
+    "tls_enabled",
+    "cert_path",
+    "key_path",
+    "ca_path",
+    "api_tls",
+    "storage_type",
+    "file_path",
+)
+
+
+class TLSContexts:
+    """
+    The node's mTLS identity (server.tls cert_path, key_path, ca_path) and
+    the context factories built from it.
+    """
+
+    def __init__(self, config: Config) -> None:
+        from suite.pki.bundle import loadIdentity
+
+        assert config.cert_path and config.key_path and config.ca_path
+        self.bundle = loadIdentity(
+            config.cert_path,
+            config.key_path,
+            config.ca_path,
+            certLabel="server.tls.cert_path",
+            keyLabel="server.tls.key_path",
+            trustLabel="server.tls.ca_path",
+        )
+        self._clients: dict[str, Any] = {}
+        self._server: Any = None
+
+    def server(self, requireClientCert: bool = True) -> Any:
+        from suite.pki.tls import serverContextFactory
+
+        if not requireClientCert:
+            return serverContextFactory(self.bundle, requireClientCert=False)
+        if self._server is None:
+            self._server = serverContextFactory(self.bundle)
+        return self._server
+
+    def client(self, host: str) -> Any:
+        from suite.pki.tls import clientContextFactory
+
+        if host not in self._clients:
+            self._clients[host] = clientContextFactory(self.bundle, hostname=host)
+        return self._clients[host]
+
+
+def _endpoint(host: str, port: int) -> str:
+    iface = host.replace(":", "\\:")
+    return f"tcp:{port}:interface={iface}"
+
+
+class SpaceCommsService(MultiService):
+    """
+    Everything one node runs.
+    """
+
+    log = Logger(namespace="spacecomms")
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        environ: Mapping[str, str] | None = None,
+        installSignals: bool = False,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.environ = environ
+        self.installSignals = installSignals
+        store = (
+            FileStore(config.file_path, reactor)
+            if config.storage_type == "file" and config.file_path
+            else MemoryStore()
+        )
+        self.node = SpaceNode(config, store, reactor)
+        self.tls = TLSContexts(config) if config.tls_enabled else None
+        self.peers = PeerManager(self.node, reactor, self.tls)
+        self.peers.setServiceParent(self)
+        self.apiPeers: dict[str, PeerConfig] = {}
+        self.checker = makeTokenChecker(config.tokens) if config.auth_enabled else None
+        resource = makeAPIResource(self.node, self.checker, self.peers.status, self.addPeer, self.removePeer)
+        self.site = LimitedSite(resource, maxBodyBytes=config.max_body_bytes)
+        self.site.displayTracebacks = False
+        factory: Any = self.site
+        if config.api_tls and self.tls is not None:
+            factory = TLSMemoryBIOFactory(self.tls.server(requireClientCert=False), False, self.site)
+        self.apiFactory = factory
+        self.apiPort: Any = None
+
+    def startService(self) -> None:
+        self.node.start()
+        super().startService()
+        desc = _endpoint(self.config.host, self.config.port)
+        d = serverFromString(self.reactor, desc).listen(self.apiFactory)
+
+        def listening(port: Any) -> None:
+            self.apiPort = port
+            addr = port.getHost()
+            self.log.info("API listening on {address}", address=f"{addr.host}:{addr.port}")
+
+        def failed(f: Any) -> None:
+            self.log.error(
+                "cannot listen for the API on {desc}: {error}", desc=desc, error=f.getErrorMessage()
+            )
+            if self.reactor.running:
+                self.reactor.stop()
+
+        d.addCallbacks(listening, failed)
+        self.log.info(
+            "spacecomms node {node_id} up: API on {host}:{port}, peers on {peer_host}:{peer_port}, {count} peers configured",
+            node_id=self.config.node_id,
+            host=self.config.host,
+            port=self.config.port,
+            peer_host=self.config.peer_host,
+            peer_port=self.config.peer_port,
+            count=len(self.config.peers),
+        )
+        if self.installSignals:
+            signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+
+    def stopService(self) -> Any:
+        if self.apiPort is not None:
+            port, self.apiPort = self.apiPort, None
+            port.stopListening()
+        d = super().stopService()
+
+        def closeStore(result: Any) -> Any:
+            self.node.stop()
+            return result
+
+        if d is None:
+            self.node.stop()
+            return None
+        return d.addBoth(closeStore)
+
+    # -- peers through the API -----------------------------------------
+
+    def addPeer(self, peer: PeerConfig) -> None:
+        self.apiPeers[peer.id] = peer
+        self.node.setPeers([*self.node.peerConfigs.values(), peer])
+
+    def removePeer(self, peerId: str) -> bool:
+        if peerId not in self.node.peerConfigs:
+            return False
+        self.apiPeers.pop(peerId, None)
+        self.node.setPeers([p for p in self.node.peerConfigs.values() if p.id != peerId])
+        return True
+
+    # -- SIGHUP ----------------------------------------------------------
+
+    def reload(self) -> bool:
+        """
+        Re-read the configuration file and apply peers, policies, tokens and
+        protocol timings at once, or nothing.  Returns whether it applied.
+        """
+        path = self.config.path
+        try:
+            new = loadConfig(path, self.environ)
+        except ConfigInvalid as e:
+            self.log.error(
+                "config reload failed, keeping the old configuration: {reasons}",
+                reasons="; ".join(e.reasons),
+                path=path,
+            )
+            return False
+        if new.node_id != self.config.node_id:
+            self.log.error(
+                "config reload failed, keeping the old configuration: node.id cannot change without a restart"
+            )
+            return False
+        checker = None
+        if self.checker is not None and new.auth_enabled:
+            try:
+                checker = makeTokenChecker(new.tokens)
+            except ValueError as e:
+                self.log.error(
+                    "config reload failed, keeping the old configuration: api.auth.tokens: {reason}",
+                    reason=str(e),
+                )
+                return False
+        ignored = [k for k in RESTART_ONLY if getattr(new, k) != getattr(self.config, k)]
+        if new.auth_enabled != self.config.auth_enabled:
+            ignored.append("auth_enabled")
+        if ignored:
+            self.log.warn(
+                "config reload: changes to {keys} need a restart and were not applied",
+                keys=", ".join(ignored),
+            )
+            new = dataclasses.replace(new, **{k: getattr(self.config, k) for k in RESTART_ONLY})
+        peers = list(new.peers) + [
+            p for pid, p in self.apiPeers.items() if all(q.id != pid for q in new.peers)
+        ]
+        # Apply: nothing above has changed running state.
+        if checker is not None and self.checker is not None:
+            self.checker.setTokens({t.id: (t.secret, t.permissions) for t in new.tokens})
+        self.config = new
+        self.node.config = new
+        self.node.router.maxHops = new.max_hop_count
+        self.node.setPeers(peers)
+        for pid in list(self.node.buckets):
+            pol = self.node.policies(pid)
+            bucket = self.node.buckets[pid]
+            bucket.rate, bucket.burst = pol.rate_limit_per_second, pol.rate_limit_burst
+        self.log.info("configuration reloaded from {path}: {count} peers", path=path, count=len(peers))
+        return True

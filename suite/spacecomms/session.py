@@ -1,0 +1,357 @@
+"""
+A peer session: one framed connection (4-byte length + JSON envelope)
+driven by a typed state machine.
+
+Inputs: connected, helloReceived, helloAccepted, helloRejected,
+messageReceived, heartbeatDue, timedOut, closeRequested, connectionLost.
+Outputs: sendHello, sendHeartbeat, deliver, sendError, disconnect.
+States: Connecting -> Hello -> Established -> Closing -> Closed.
+
+The dialing side sends HELLO as soon as the connection is up; the accepting
+side answers with its own HELLO once it has accepted the dialer's.  An
+established session sends HEARTBEAT every heartbeat_interval_seconds and is
+closed when nothing arrives for session_timeout_seconds.  Reconnection with
+backoff is the job of the peer manager's ClientService.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from automat import TypeMachineBuilder
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from suite.spacecomms.envelope import Envelope, EnvelopeError, decodeEnvelope
+from suite.spacecomms.interfaces import IMessageSink, IPeerLink
+
+__all__ = ["PeerProtocol", "SessionInputs", "SessionCore", "SessionMachine"]
+
+log = Logger(namespace="spacecomms.session")
+
+
+class SessionInputs(Protocol):
+    def connected(self) -> None:
+        "The transport is up (TLS handshake pending or done)."
+
+    def helloReceived(self, hello: Envelope) -> None:
+        "A HELLO arrived."
+
+    def helloAccepted(self, peerId: str) -> None:
+        "The peer's HELLO checked out."
+
+    def helloRejected(self, code: str, reason: str) -> None:
+        "The peer's HELLO was refused."
+
+    def messageReceived(self, envelope: Envelope) -> None:
+        "Any other well-formed message arrived."
+
+    def heartbeatDue(self) -> None:
+        "Time to send a HEARTBEAT."
+
+    def timedOut(self) -> None:
+        "Nothing arrived for too long (or no HELLO in time)."
+
+    def closeRequested(self, reason: str) -> None:
+        "The node wants the session ended."
+
+    def connectionLost(self, reason: str) -> None:
+        "The transport is gone."
+
+
+@dataclass
+class SessionCore:
+    """
+    Collaborators of one session.
+    """
+
+    protocol: PeerProtocol
+    sink: IMessageSink
+    clock: IReactorTime
+    expectedPeer: str | None
+    heartbeatSeconds: float
+    timeoutSeconds: float
+
+
+@dataclass
+class HelloData:
+    timer: IDelayedCall
+
+
+@dataclass
+class EstablishedData:
+    peerId: str
+    heartbeat: LoopingCall
+    timer: IDelayedCall
+
+
+def _build() -> Any:
+    b = TypeMachineBuilder(SessionInputs, SessionCore)
+    connecting = b.state("Connecting")
+
+    def helloFactory(inputs: SessionInputs, core: SessionCore) -> HelloData:
+        return HelloData(core.clock.callLater(core.timeoutSeconds, inputs.timedOut))
+
+    hello = b.state("Hello", helloFactory)
+
+    def establishedFactory(inputs: SessionInputs, core: SessionCore, peerId: str) -> EstablishedData:
+        hb = LoopingCall(inputs.heartbeatDue)
+        hb.clock = core.clock
+        hb.start(core.heartbeatSeconds, now=False)
+        return EstablishedData(peerId, hb, core.clock.callLater(core.timeoutSeconds, inputs.timedOut))
+
+    established = b.state("Established", establishedFactory)
+    closing = b.state("Closing")
+    closed = b.state("Closed")
+
+    @connecting.upon(SessionInputs.connected).to(hello)
+    def sendHello(inputs: SessionInputs, core: SessionCore) -> None:
+        if core.expectedPeer is not None:
+            core.protocol.sendHello(core.expectedPeer)
+
+    @hello.upon(SessionInputs.helloReceived).loop()
+    def checkHello(inputs: SessionInputs, core: SessionCore, data: HelloData, hello: Envelope) -> None:
+        verdict = core.sink.checkHello(hello, core.expectedPeer)
+        if verdict is None:
+            inputs.helloAccepted(hello.payload["node_id"])
+        else:
+            code, reason = verdict  # type: ignore[misc]
+            inputs.helloRejected(code, reason)
+
+    @hello.upon(SessionInputs.helloAccepted).to(established)
+    def establish(inputs: SessionInputs, core: SessionCore, data: HelloData, peerId: str) -> None:
+        data.timer.cancel()
+        core.protocol.peerId = peerId
+        if core.expectedPeer is None:
+            core.protocol.sendHello(peerId)
+        log.info(
+            "peer session established with {peer}", peer=peerId, peer_address=core.protocol.peerAddress()
+        )
+        core.sink.sessionEstablished(core.protocol)
+
+    @hello.upon(SessionInputs.helloRejected).to(closing)
+    def refuse(inputs: SessionInputs, core: SessionCore, data: HelloData, code: str, reason: str) -> None:
+        data.timer.cancel()
+        log.warn(
+            "peer session refused ({code}): {reason}",
+            code=code,
+            reason=reason,
+            peer_address=core.protocol.peerAddress(),
+        )
+        core.protocol.sendError(code, reason)
+        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+
+    @hello.upon(SessionInputs.messageReceived).to(closing)
+    def earlyMessage(inputs: SessionInputs, core: SessionCore, data: HelloData, envelope: Envelope) -> None:
+        data.timer.cancel()
+        core.protocol.sendError("UNAUTHORIZED", "HELLO must come first", envelope.message_id)
+        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+
+    @hello.upon(SessionInputs.timedOut).to(closing)
+    def helloTimeout(inputs: SessionInputs, core: SessionCore, data: HelloData) -> None:
+        log.warn(
+            "peer session: no HELLO within {seconds}s",
+            seconds=core.timeoutSeconds,
+            peer_address=core.protocol.peerAddress(),
+        )
+        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+
+    hello.upon(SessionInputs.heartbeatDue).loop().returns(None)
+
+    @hello.upon(SessionInputs.closeRequested).to(closing)
+    def closeEarly(inputs: SessionInputs, core: SessionCore, data: HelloData, reason: str) -> None:
+        data.timer.cancel()
+        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+
+    @hello.upon(SessionInputs.connectionLost).to(closed)
+    def lostEarly(inputs: SessionInputs, core: SessionCore, data: HelloData, reason: str) -> None:
+        if data.timer.active():
+            data.timer.cancel()
+
+    @established.upon(SessionInputs.messageReceived).loop()
+    def deliver(inputs: SessionInputs, core: SessionCore, data: EstablishedData, envelope: Envelope) -> None:
+        data.timer.reset(core.timeoutSeconds)
+        core.sink.envelopeReceived(core.protocol, envelope)
+
+    @established.upon(SessionInputs.helloReceived).loop()
+    def duplicateHello(
+        inputs: SessionInputs, core: SessionCore, data: EstablishedData, hello: Envelope
+    ) -> None:
+        data.timer.reset(core.timeoutSeconds)
+        core.protocol.sendError("INVALID_MESSAGE", "HELLO on an established session", hello.message_id)
+
+    @established.upon(SessionInputs.heartbeatDue).loop()
+    def sendHeartbeat(inputs: SessionInputs, core: SessionCore, data: EstablishedData) -> None:
+        core.protocol.sendHeartbeat()
+
+    def _stop(data: EstablishedData) -> None:
+        if data.heartbeat.running:
+            data.heartbeat.stop()
+        if data.timer.active():
+            data.timer.cancel()
+
+    @established.upon(SessionInputs.timedOut).to(closing)
+    def expire(inputs: SessionInputs, core: SessionCore, data: EstablishedData) -> None:
+        _stop(data)
+        log.warn(
+            "peer session lost with {peer}: no message for {seconds}s",
+            peer=data.peerId,
+            seconds=core.timeoutSeconds,
+        )
+        core.sink.sessionLost(core.protocol, "timeout")
+        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+
+    @established.upon(SessionInputs.closeRequested).to(closing)
+    def closeSession(inputs: SessionInputs, core: SessionCore, data: EstablishedData, reason: str) -> None:
+        _stop(data)
+        log.info("peer session lost with {peer}: {reason}", peer=data.peerId, reason=reason)
+        core.sink.sessionLost(core.protocol, reason)
+        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+
+    @established.upon(SessionInputs.connectionLost).to(closed)
+    def lost(inputs: SessionInputs, core: SessionCore, data: EstablishedData, reason: str) -> None:
+        _stop(data)
+        log.warn("peer session lost with {peer}: {reason}", peer=data.peerId, reason=reason)
+        core.sink.sessionLost(core.protocol, reason)
+
+    @connecting.upon(SessionInputs.connectionLost).to(closed)
+    def neverUp(inputs: SessionInputs, core: SessionCore, reason: str) -> None:
+        pass
+
+    connecting.upon(SessionInputs.closeRequested).to(closed).returns(None)
+    closing.upon(SessionInputs.connectionLost).to(closed).returns(None)
+    for final in (closing, closed):
+        final.upon(SessionInputs.messageReceived).loop().returns(None)
+        final.upon(SessionInputs.helloReceived).loop().returns(None)
+        final.upon(SessionInputs.heartbeatDue).loop().returns(None)
+        final.upon(SessionInputs.timedOut).loop().returns(None)
+        final.upon(SessionInputs.closeRequested).loop().returns(None)
+        final.upon(SessionInputs.helloAccepted).loop().returns(None)
+        final.upon(SessionInputs.helloRejected).loop().returns(None)
+    closed.upon(SessionInputs.connectionLost).loop().returns(None)
+    return b.build()
+
+
+SessionMachine = _build()
+
+
+@implementer(IPeerLink)
+class PeerProtocol(Int32StringReceiver):
+    """
+    The framed peer connection; the machine decides what each event means.
+    """
+
+    peerId: str = ""
+
+    def __init__(
+        self,
+        sink: IMessageSink,
+        nodeId: str,
+        clock: IReactorTime,
+        expectedPeer: str | None,
+        heartbeatSeconds: float,
+        timeoutSeconds: float,
+        maxFrameBytes: int,
+        hello: Any,
+    ) -> None:
+        self.sink = sink
+        self.nodeId = nodeId
+        self.clock = clock
+        self.MAX_LENGTH = maxFrameBytes
+        self._hello = hello
+        self._hbSequence = 0
+        self.peerId = expectedPeer or ""
+        self.machine = SessionMachine(
+            SessionCore(self, sink, clock, expectedPeer, heartbeatSeconds, timeoutSeconds)
+        )
+
+    def peerAddress(self) -> str:
+        try:
+            a: Any = self.transport.getPeer()  # type: ignore[union-attr]
+            return f"{a.host}:{a.port}"
+        except Exception:
+            return "?"
+
+    def connectionMade(self) -> None:
+        self.machine.connected()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.machine.connectionLost(reason.getErrorMessage() if reason is not None else "closed")
+
+    def stringReceived(self, data: bytes) -> None:
+        try:
+            env = decodeEnvelope(data)
+        except EnvelopeError as e:
+            log.warn(
+                "invalid message from peer {peer}: {error}",
+                peer=self.peerId or self.peerAddress(),
+                error=str(e),
+            )
+            self.sendError("INVALID_MESSAGE", str(e), e.messageId)
+            return
+        if env.message_type == "HELLO":
+            self.machine.helloReceived(env)
+        else:
+            self.machine.messageReceived(env)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        log.warn(
+            "peer {peer} sent a {length}-byte frame over the {limit}-byte limit; closing",
+            peer=self.peerId or self.peerAddress(),
+            length=length,
+            limit=self.MAX_LENGTH,
+        )
+        self.sendError("INVALID_MESSAGE", f"frame of {length} bytes exceeds the {self.MAX_LENGTH}-byte limit")
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    # -- outputs used by the machine and the node --------------------------
+
+    def sendEnvelope(self, envelope: Envelope) -> None:
+        self.sendString(envelope.encode())
+
+    def sendHello(self, peerId: str) -> None:
+        self.sendEnvelope(
+            Envelope(
+                "HELLO", self.nodeId, self._hello(peerId), timestamp=self.clock.seconds(), path=(self.nodeId,)
+            )
+        )
+
+    def sendHeartbeat(self) -> None:
+        self._hbSequence += 1
+        counts = self.sink.heartbeatCounts()
+        self.sendEnvelope(
+            Envelope(
+                "HEARTBEAT",
+                self.nodeId,
+                {"sequence": self._hbSequence, **counts},
+                timestamp=self.clock.seconds(),
+                path=(self.nodeId,),
+            )
+        )
+
+    def sendError(self, code: str, reason: str, ref: str | None = None) -> None:
+        self.sendEnvelope(
+            Envelope(
+                "ERROR",
+                self.nodeId,
+                {"code": code, "message": reason[:500], "ref_message_id": ref},
+                timestamp=self.clock.seconds(),
+                path=(self.nodeId,),
+            )
+        )
+
+    def close(self, reason: str) -> None:
+        self.machine.closeRequested(reason)
+
+    def queueDepth(self) -> int:
+        t = self.transport
+        for attr in ("_tempDataLen",):
+            v = getattr(t, attr, None)
+            if isinstance(v, int):
+                return v
+        return 0

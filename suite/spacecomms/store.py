@@ -1,0 +1,307 @@
+"""
+Record storage: L{MemoryStore} and L{FileStore}.
+
+The file store is an append-only log.  Each record is framed as::
+
+    u32 length | u32 crc32(body) | u8 version (1) | JSON body
+
+(C{length} counts version and body).  The log is replayed at start-up; a
+torn or corrupt tail is cut off; the log is rewritten (compacted) at start-up
+and whenever it holds more than twice the live records, in a thread, with
+appends made meanwhile carried over before the swap.  Appends are plain
+C{write}s (the page cache survives a killed process); C{fsync} runs in a
+thread every second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from suite.spacecomms.interfaces import IRecordStore
+
+__all__ = ["Record", "MemoryStore", "FileStore", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_HEAD = struct.Struct(">II")
+MAX_RECORD = 16 * 1024 * 1024
+
+
+@dataclass
+class Record:
+    """
+    One CDM or object state as held by a node.
+
+    C{origin}/C{sequence} order updates from the same originator; C{active}
+    is False for a withdrawal tombstone (C{reason} says why).
+    C{learnedFrom} is the peer that delivered it (None when local).
+    """
+
+    kind: str
+    key: str
+    origin: str
+    sequence: int
+    active: bool = True
+    body: dict[str, Any] | None = None
+    reason: str | None = None
+    createdAt: float = 0.0
+    updatedAt: float = 0.0
+    learnedFrom: str | None = None
+    tca: float | None = None
+    objects: list[str] = field(default_factory=list)
+
+    def version(self) -> tuple[int, str]:
+        return (self.sequence, self.origin)
+
+    def toJSON(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def fromJSON(cls, d: dict[str, Any]) -> Record:
+        return cls(**d)
+
+
+@implementer(IRecordStore)
+class MemoryStore:
+    """
+    Records in dictionaries only; lost when the process ends.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, Record]] = {"cdm": {}, "object": {}}
+
+    def load(self) -> None:
+        pass
+
+    def put(self, record: Record) -> None:
+        self._data[record.kind][record.key] = record
+
+    def remove(self, kind: str, key: str) -> None:
+        self._data[kind].pop(key, None)
+
+    def get(self, kind: str, key: str) -> Record | None:
+        return self._data[kind].get(key)
+
+    def records(self, kind: str) -> list[Record]:
+        return list(self._data[kind].values())
+
+    def count(self, kind: str, active: bool) -> int:
+        return sum(1 for r in self._data[kind].values() if r.active == active)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+def encodeEntry(entry: dict[str, Any]) -> bytes:
+    """
+    Frame one log entry.
+    """
+    body = json.dumps(entry, separators=(",", ":")).encode("utf-8")
+    payload = bytes([FORMAT_VERSION]) + body
+    return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def readEntries(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """
+    Decode framed entries from C{data}; return them and the length of the
+    valid prefix (anything after it is a torn or corrupt tail).
+    """
+    out: list[dict[str, Any]] = []
+    pos = 0
+    while pos + _HEAD.size <= len(data):
+        length, crc = _HEAD.unpack_from(data, pos)
+        start = pos + _HEAD.size
+        if length < 2 or length > MAX_RECORD or start + length > len(data):
+            break
+        payload = data[start : start + length]
+        if zlib.crc32(payload) != crc or payload[0] != FORMAT_VERSION:
+            break
+        try:
+            entry = json.loads(payload[1:])
+        except ValueError:
+            break
+        if not isinstance(entry, dict):
+            break
+        out.append(entry)
+        pos = start + length
+    return out, pos
+
+
+@implementer(IRecordStore)
+class FileStore(MemoryStore):
+    """
+    L{MemoryStore} plus an append-only log at C{path}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, path: str, reactor: IReactorTime, threadpool: Any = None, fsyncInterval: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._fd: int | None = None
+        self._entries = 0
+        self._dirty = False
+        self._compacting: list[bytes] | None = None
+        self._fsyncing = False
+        self._fsyncCall = LoopingCall(self._fsync)
+        self._fsyncCall.clock = reactor
+        self._fsyncInterval = fsyncInterval
+
+    def load(self) -> None:
+        """
+        Replay the log (repairing a torn tail), compact it, open it for
+        appends and start the periodic fsync.  Runs before the node serves.
+        """
+        data = b""
+        if os.path.exists(self.path):
+            with open(self.path, "rb") as f:
+                data = f.read()
+        entries, valid = readEntries(data)
+        if valid < len(data):
+            self.log.warn(
+                "store {path}: cut {bytes} bytes of torn or corrupt tail after {entries} records",
+                path=self.path,
+                bytes=len(data) - valid,
+                entries=len(entries),
+            )
+        for e in entries:
+            self._apply(e)
+        self._writeSnapshot(self.path, self._snapshotEntries())
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._entries = sum(len(v) for v in self._data.values())
+        self.log.info("store {path}: replayed {entries} entries", path=self.path, entries=len(entries))
+        self._fsyncCall.start(self._fsyncInterval, now=False)
+
+    def _apply(self, e: dict[str, Any]) -> None:
+        if e.get("op") == "put":
+            try:
+                r = Record.fromJSON(e["r"])
+            except (TypeError, KeyError):
+                return
+            if r.kind in self._data:
+                self._data[r.kind][r.key] = r
+        elif e.get("op") == "del" and e.get("kind") in self._data:
+            self._data[e["kind"]].pop(str(e.get("key")), None)
+
+    def _snapshotEntries(self) -> list[bytes]:
+        return [encodeEntry({"op": "put", "r": r.toJSON()}) for d in self._data.values() for r in d.values()]
+
+    @staticmethod
+    def _writeSnapshot(path: str, frames: list[bytes]) -> None:
+        tmp = path + ".compact"
+        with open(tmp, "wb") as f:
+            for fr in frames:
+                f.write(fr)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        frame = encodeEntry(entry)
+        if self._fd is None:
+            raise RuntimeError("store is not open")
+        os.write(self._fd, frame)
+        self._dirty = True
+        self._entries += 1
+        if self._compacting is not None:
+            self._compacting.append(frame)
+        elif self._entries > 1000 and self._entries > 2 * sum(len(v) for v in self._data.values()):
+            self.compact()
+
+    def put(self, record: Record) -> None:
+        super().put(record)
+        self._append({"op": "put", "r": record.toJSON()})
+
+    def remove(self, kind: str, key: str) -> None:
+        if self.get(kind, key) is None:
+            return
+        super().remove(kind, key)
+        self._append({"op": "del", "kind": kind, "key": key})
+
+    def compact(self) -> Deferred[None]:
+        """
+        Rewrite the log with the live records only, in a thread.
+        """
+        if self._compacting is not None:
+            return succeed(None)
+        frames = self._snapshotEntries()
+        self._compacting = []
+        live = len(frames)
+
+        def work() -> None:
+            self._writeSnapshot(self.path + ".next", frames)
+
+        def swap(_: object) -> None:
+            extra = self._compacting or []
+            self._compacting = None
+            with open(self.path + ".next", "ab") as f:
+                for fr in extra:
+                    f.write(fr)
+            if self._fd is not None:
+                os.close(self._fd)
+            os.replace(self.path + ".next", self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._entries = live + len(extra)
+            self.log.info(
+                "store {path}: compacted to {entries} entries", path=self.path, entries=self._entries
+            )
+
+        def failed(f: Any) -> None:
+            self._compacting = None
+            self.log.failure("store {path}: compaction failed", f, path=self.path)
+
+        d = self._inThread(work)
+        d.addCallbacks(swap, failed)
+        return d
+
+    def _inThread(self, f: Any) -> Deferred[Any]:
+        pool = self._threadpool
+        if pool is None and IReactorThreads.providedBy(self._reactor):
+            pool = self._reactor.getThreadPool()
+        if pool is None:
+            from twisted.internet.defer import maybeDeferred
+
+            return maybeDeferred(f)
+        return deferToThreadPool(self._reactor, pool, f)  # type: ignore[arg-type]
+
+    def _fsync(self) -> Deferred[None] | None:
+        if not self._dirty or self._fsyncing or self._fd is None:
+            return None
+        self._dirty = False
+        self._fsyncing = True
+        fd = self._fd
+
+        def done(_: object) -> None:
+            self._fsyncing = False
+
+        def failed(f: Any) -> None:
+            self._fsyncing = False
+            self.log.failure("store {path}: fsync failed", f, path=self.path)
+
+        d = self._inThread(lambda: os.fsync(fd))
+        d.addCallbacks(done, failed)
+        return d
+
+    def close(self) -> Deferred[None]:
+        if self._fsyncCall.running:
+            self._fsyncCall.stop()
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        return succeed(None)

@@ -1,0 +1,48 @@
+"""
+Errors a vnode call can fail with, carried over the wire as C{[code, message, hint]}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from suite.specter.chord.ids import VnodeRef, ref
+
+__all__ = ["RemoteError", "NOT_OWNER", "BUSY", "GONE", "BAD_REQUEST", "LEASE_HELD", "LEASE_LOST", "INTERNAL", "TIMEOUT"]
+
+NOT_OWNER = "not-owner"
+BUSY = "busy"
+GONE = "gone"
+BAD_REQUEST = "bad-request"
+LEASE_HELD = "lease-held"
+LEASE_LOST = "lease-lost"
+INTERNAL = "internal"
+TIMEOUT = "timeout"
+RETRYABLE = frozenset({NOT_OWNER, BUSY, GONE, TIMEOUT})
+
+
+class RemoteError(Exception):
+    """
+    A call failed with C{code}; C{hint} may name the vnode to try instead.
+    """
+
+    def __init__(self, code: str, message: str = "", hint: VnodeRef | None = None) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE
+
+    def toWire(self) -> list[Any]:
+        return [self.code, self.message, list(self.hint) if self.hint else None]
+
+    @classmethod
+    def fromWire(cls, value: Any) -> "RemoteError":
+        try:
+            code, message, hint = value
+            return cls(str(code), str(message), ref(hint))
+        except (TypeError, ValueError):
+            return cls(INTERNAL, "malformed error from peer")

@@ -1,0 +1,290 @@
+"""
+One process's share of the ring: its vnodes, the dispatcher for calls that
+arrive from other processes, iterative lookups, and the KV entry point that
+routes an operation to the key's owner and retries on stale ownership.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from suite.specter.chord import errors as E
+from suite.specter.chord.errors import RemoteError
+from suite.specter.chord.ids import VnodeRef, ref, ringId, vnodeId
+from suite.specter.chord.vnode import Vnode
+from suite.specter.interfaces import IChordTransport, IRing
+
+__all__ = ["ChordConfig", "ChordNode"]
+
+log = Logger()
+MAX_HOPS = 64
+
+
+@dataclass
+class ChordConfig:
+    """
+    Ring tuning shared by every vnode of a process.
+    """
+
+    virtual: int = 5
+    replicas: int = 3
+    successors: int = 16
+    stabilizeInterval: float = 0.5
+    repairEvery: int = 4
+    rpcTimeout: float = 3.0
+    kvDeadline: float = 30.0
+
+
+@implementer(IRing)
+class ChordNode:
+    """
+    The vnodes of the process advertised at C{addr}.
+
+    @param storeFactory: C{storeFactory(index)} opens vnode C{index}'s store.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        transport: Any,
+        clock: IReactorTime,
+        config: ChordConfig,
+        storeFactory: Callable[[int], Any],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.addr = addr
+        self.transport = IChordTransport(transport)
+        self.clock = clock
+        self.config = config
+        self.rng = rng or random.Random()
+        self.vnodes = [Vnode(self, i, vnodeId(addr, i), storeFactory(i)) for i in range(config.virtual)]
+        self.byId = {v.ref.id: v for v in self.vnodes}
+        self.lookups = 0
+        self.hops = 0
+        self.retries = 0
+        self.suspects: dict[str, float] = {}
+        self.timeouts: dict[str, int] = {}
+        self.seed: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def firstVnode(self) -> Vnode:
+        return self.vnodes[0]
+
+    def start(self, seed: str | None) -> None:
+        """
+        Bring every vnode into the ring (through C{seed}, or founding it).
+        """
+        self.seed = seed
+        for v in self.vnodes:
+            v.start(seed)
+
+    def leave(self) -> "Deferred[Any]":
+        """
+        Every vnode hands its keys on and leaves; fires when all have.
+        """
+        return DeferredList([v.leave() for v in self.vnodes], consumeErrors=True)
+
+    def stop(self) -> None:
+        for v in self.vnodes:
+            v.stop()
+
+    # -- calls ----------------------------------------------------------------------
+    def call(self, target: VnodeRef, method: str, *args: Any) -> "Deferred[Any]":
+        if target.addr == self.addr:
+            return self.dispatch(target.id, method, list(args))
+        d = self.transport.call(target.addr, target.id, method, list(args), self.config.rpcTimeout)
+
+        def answered(result: Any) -> Any:
+            self.timeouts.pop(target.addr, None)
+            return result
+
+        def failed(f: Any) -> Any:
+            if f.check(RemoteError) and f.value.code == E.TIMEOUT:
+                count = self.timeouts[target.addr] = self.timeouts.get(target.addr, 0) + 1
+                if count >= 2:
+                    self.suspects[target.addr] = self.clock.seconds() + 2 * self.config.rpcTimeout
+            else:
+                self.timeouts.pop(target.addr, None)
+            return f
+
+        return d.addCallbacks(answered, failed)
+
+    def suspected(self, addr: str) -> bool:
+        """
+        Whether calls to C{addr} timed out lately (so lookups route around it).
+        """
+        until = self.suspects.get(addr)
+        if until is None:
+            return False
+        if until < self.clock.seconds():
+            del self.suspects[addr]
+            return False
+        return True
+
+    def dispatch(self, vid: int | None, method: str, args: list[Any]) -> "Deferred[Any]":
+        """
+        Run an incoming call; failures are L{RemoteError}s.
+        """
+        if vid is None:
+            if method == "hello":
+                return maybeDeferred(self.hello)
+            return _fail(RemoteError(E.BAD_REQUEST, f"unknown node method {method!r}"))
+        v = self.byId.get(vid) if isinstance(vid, int) else None
+        if v is None or v.gone:
+            return _fail(RemoteError(E.GONE, "no such vnode"))
+        handler = v.handler(method) if isinstance(method, str) else None
+        if handler is None:
+            return _fail(RemoteError(E.BAD_REQUEST, f"unknown method {method!r}"))
+        if not isinstance(args, list):
+            return _fail(RemoteError(E.BAD_REQUEST, "arguments must be a list"))
+
+        def run() -> Any:
+            result = handler(*args)
+            if hasattr(result, "__await__"):
+                return Deferred.fromCoroutine(result)
+            return result
+
+        d = maybeDeferred(run)
+
+        def wrap(f: Any) -> Any:
+            if f.check(RemoteError):
+                return f
+            if f.check(TypeError, ValueError, KeyError, IndexError, AttributeError):
+                raise RemoteError(E.BAD_REQUEST, f"{method}: bad arguments")
+            log.failure("vnode call {method} failed", f, method=method)
+            raise RemoteError(E.INTERNAL, f"{method} failed")
+
+        return d.addErrback(wrap)
+
+    def hello(self) -> list[Any]:
+        return [list(v.ref) for v in self.vnodes if v.membership.servesKeys()]
+
+    # -- lookups ----------------------------------------------------------------------
+    async def entryPoint(self, seed: str | None, exclude: Vnode | None = None) -> VnodeRef:
+        for v in self.vnodes:
+            if v is not exclude and v.membership.servesKeys():
+                return v.ref
+        known = [
+            r
+            for v in self.vnodes
+            for r in (*v.succs, v.pred)
+            if r is not None and r.addr != self.addr and not self.suspected(r.addr)
+        ]
+        if known:
+            return self.rng.choice(known)
+        seed = seed or self.seed
+        if seed is None:
+            raise RemoteError(E.BUSY, "no serving vnode yet")
+        refs = await self.transport.call(seed, None, "hello", [], self.config.rpcTimeout)
+        choices = [r for r in (ref(x) for x in refs) if r is not None]
+        if not choices:
+            raise RemoteError(E.BUSY, "seed has no serving vnode yet")
+        return self.rng.choice(choices)
+
+    async def findSuccessor(self, kid: int, start: VnodeRef | None = None) -> tuple[VnodeRef, int]:
+        """
+        Iterative lookup of the vnode responsible for C{kid}; also returns
+        the number of remote hops it took.
+        """
+        current = start or await self.entryPoint(None)
+        hops = 0
+        for _ in range(MAX_HOPS):
+            local = self.byId.get(current.id) if current.addr == self.addr else None
+            if local is not None and not local.gone:
+                done, nxt = local.step(kid)
+            else:
+                hops += 1
+                try:
+                    answer = await self.call(current, "step", kid)
+                except RemoteError as e:
+                    if e.code not in (E.TIMEOUT, E.GONE) or current == start:
+                        raise
+                    current = start or await self.entryPoint(None)
+                    continue
+                done, nxt = bool(answer[0]), ref(answer[1])
+                if nxt is None:
+                    raise RemoteError(E.INTERNAL, "bad step answer")
+            if done:
+                self.lookups += 1
+                self.hops += hops
+                return nxt, hops
+            current = nxt
+        raise RemoteError(E.BUSY, "lookup did not converge")
+
+    # -- IRing ---------------------------------------------------------------------------
+    async def _kv(self, op: str, key: bytes, args: list[Any]) -> Any:
+        kid = ringId(key)
+        deadline = self.clock.seconds() + self.config.kvDeadline
+        hint: VnodeRef | None = None
+        attempt = 0
+        while True:
+            try:
+                owner = hint
+                if owner is None:
+                    owner, _ = await self.findSuccessor(kid)
+                return await self.call(owner, "kv", op, key, args)
+            except RemoteError as e:
+                if not e.retryable or self.clock.seconds() > deadline:
+                    raise
+                self.retries += 1
+                attempt += 1
+                hint = e.hint if e.code == E.NOT_OWNER and attempt % 4 else None
+                if e.code != E.NOT_OWNER or attempt > 2:
+                    d: Deferred[None] = Deferred()
+                    self.clock.callLater(min(1.0, 0.02 * attempt) * (0.5 + self.rng.random()), d.callback, None)
+                    await d
+
+    def kv(self, op: str, key: bytes, args: list[Any]) -> "Deferred[Any]":
+        return Deferred.fromCoroutine(self._kv(op, key, args))
+
+    async def _lookup(self, key: bytes) -> tuple[VnodeRef, list[VnodeRef], int]:
+        owner, hops = await self.findSuccessor(ringId(key))
+        state = await self.call(owner, "state")
+        succs = [r for r in (ref(s) for s in state[1]) if r is not None]
+        want = self.config.replicas - 1
+        replicas: list[VnodeRef] = []
+        seen = {owner.addr}
+        for s in succs:
+            if len(replicas) >= want:
+                break
+            if s.addr not in seen:
+                seen.add(s.addr)
+                replicas.append(s)
+        return owner, replicas, hops
+
+    def lookup(self, key: bytes) -> "Deferred[tuple[VnodeRef, list[VnodeRef], int]]":
+        return Deferred.fromCoroutine(self._lookup(key))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "addr": self.addr,
+            "lookups": self.lookups,
+            "hops": self.hops,
+            "retries": self.retries,
+            "vnodes": [
+                {
+                    "index": v.ref.index,
+                    "id": f"{v.ref.id:016x}",
+                    "serving": v.membership.servesKeys(),
+                    "predecessor": v.pred.short() if v.pred else None,
+                    "successors": [s.short() for s in v.succs],
+                    "replicas": [s.short() for s in v.replicator.replicas()],
+                    "store": v.store.stats(),
+                    **v.replicator.stats(),
+                }
+                for v in self.vnodes
+            ],
+        }
+
+
+def _fail(e: Exception) -> "Deferred[Any]":
+    d: Deferred[Any] = Deferred()
+    d.errback(e)
+    return d

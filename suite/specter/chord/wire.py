@@ -1,0 +1,241 @@
+"""
+The node-to-node wire: length-prefixed msgpack frames over mTLS.
+
+Each frame is a 4-byte big-endian length and a msgpack array; frames are
+limited to L{MAX_FRAME} bytes (bulk transfers are chunked well below it).
+
+    request   [0, id, vnodeId-or-nil, method, args]
+    response  [1, id, true, result]  or  [1, id, false, [code, message, hint]]
+
+A connection carries many calls at once (pipelined, matched by id); one
+connection per peer process is kept and re-opened on demand.  Every peer
+presents a certificate from the ring's CA (see L{suite.pki.tls}).  The
+listener's ALPN name is L{ALPN}, so a gateway may later share the port.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import msgpack
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from suite.specter.chord import errors as E
+from suite.specter.chord.errors import RemoteError
+from suite.specter.interfaces import IChordTransport
+
+__all__ = ["ALPN", "MAX_FRAME", "FrameProtocol", "ChordServerFactory", "WireTransport", "pack", "unpack"]
+
+log = Logger()
+ALPN = b"specter-chord/1"
+MAX_FRAME = 64 * 1024 * 1024
+REQUEST, RESPONSE = 0, 1
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, max_buffer_size=MAX_FRAME)
+
+
+class FrameProtocol(Int32StringReceiver):
+    """
+    Both ends of a connection: answers requests with C{dispatch} and
+    matches responses to pending calls.
+    """
+
+    MAX_LENGTH = MAX_FRAME
+
+    def __init__(self, dispatch: Callable[[Any, str, list[Any]], "Deferred[Any]"] | None = None) -> None:
+        self.dispatch = dispatch
+        self.pending: dict[int, Deferred[Any]] = {}
+        self.nextId = 1
+        self.closed = False
+        self.onLost: list[Callable[[], None]] = []
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        log.warn("peer sent an oversized frame ({length} bytes); closing", length=length)
+        self.transport.loseConnection()
+
+    def stringReceived(self, data: bytes) -> None:
+        try:
+            msg = unpack(data)
+            kind = msg[0]
+        except Exception:
+            log.warn("peer sent an undecodable frame; closing")
+            self.transport.loseConnection()
+            return
+        if kind == REQUEST and self.dispatch is not None and len(msg) == 5:
+            _, rid, vid, method, args = msg
+            self._serve(rid, vid, method, args)
+        elif kind == RESPONSE and len(msg) == 4:
+            _, rid, ok, result = msg
+            d = self.pending.pop(rid, None)
+            if d is not None:
+                if ok:
+                    d.callback(result)
+                else:
+                    d.errback(RemoteError.fromWire(result))
+        else:
+            log.warn("peer sent a malformed frame; closing")
+            self.transport.loseConnection()
+
+    def _serve(self, rid: Any, vid: Any, method: Any, args: Any) -> None:
+        assert self.dispatch is not None
+        if not isinstance(method, str) or not isinstance(args, list):
+            self._answer(rid, False, RemoteError(E.BAD_REQUEST, "malformed call").toWire())
+            return
+        d = self.dispatch(vid, method, args)
+
+        def ok(result: Any) -> None:
+            self._answer(rid, True, result)
+
+        def bad(f: Failure) -> None:
+            err = f.value if isinstance(f.value, RemoteError) else RemoteError(E.INTERNAL, "call failed")
+            self._answer(rid, False, err.toWire())
+
+        d.addCallbacks(ok, bad)
+
+    def _answer(self, rid: Any, ok: bool, result: Any) -> None:
+        if self.closed:
+            return
+        try:
+            frame = pack([RESPONSE, rid, ok, result])
+        except (TypeError, ValueError):
+            frame = pack([RESPONSE, rid, False, RemoteError(E.INTERNAL, "unencodable result").toWire()])
+        self.sendString(frame)
+
+    def request(self, vid: Any, method: str, args: list[Any]) -> "Deferred[Any]":
+        rid = self.nextId
+        self.nextId += 1
+        d: Deferred[Any] = Deferred(lambda _: self.pending.pop(rid, None))
+        self.pending[rid] = d
+        self.sendString(pack([REQUEST, rid, vid, method, args]))
+        return d
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.closed = True
+        pending, self.pending = self.pending, {}
+        for d in pending.values():
+            d.errback(RemoteError(E.GONE, "connection lost"))
+        for f in self.onLost:
+            f()
+
+
+class ChordServerFactory(Factory):
+    """
+    Accepts connections from other ring processes and dispatches their calls.
+    """
+
+    def __init__(self, dispatch: Callable[[Any, str, list[Any]], "Deferred[Any]"]) -> None:
+        self.dispatch = dispatch
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        p = FrameProtocol(self.dispatch)
+        p.factory = self
+        return p
+
+
+@implementer(IChordTransport)
+class WireTransport:
+    """
+    Calls other processes over one pooled mTLS connection each.
+
+    @param contextFactory: the L{suite.pki.tls.clientContextFactory} result.
+    """
+
+    def __init__(self, reactor: Any, contextFactory: Any, dispatch: Callable[[Any, str, list[Any]], "Deferred[Any]"] | None = None) -> None:
+        self.reactor = reactor
+        self.contextFactory = contextFactory
+        self.dispatch = dispatch
+        self.connections: dict[str, Deferred[FrameProtocol]] = {}
+        self.calls = 0
+
+    def _connect(self, addr: str) -> "Deferred[FrameProtocol]":
+        existing = self.connections.get(addr)
+        if existing is not None:
+            return _share(existing)
+        host, _, port = addr.rpartition(":")
+        host = host.strip("[]")
+        endpoint = wrapClientTLS(self.contextFactory, HostnameEndpoint(self.reactor, host, int(port), timeout=5))
+        factory = Factory.forProtocol(lambda: FrameProtocol(self.dispatch))
+        d = endpoint.connect(factory)
+        self.connections[addr] = d
+
+        def up(proto: FrameProtocol) -> FrameProtocol:
+            def lost() -> None:
+                if self.connections.get(addr) is d:
+                    del self.connections[addr]
+
+            proto.onLost.append(lost)
+            return proto
+
+        def down(f: Failure) -> Failure:
+            if self.connections.get(addr) is d:
+                del self.connections[addr]
+            return f
+
+        d.addCallbacks(up, down)
+        return _share(d)
+
+    def call(self, addr: str, vnodeId: int | None, method: str, args: list[Any], timeout: float) -> "Deferred[Any]":
+        self.calls += 1
+        result: Deferred[Any] = Deferred()
+        timer: IDelayedCall = self.reactor.callLater(
+            timeout, lambda: result.called or result.errback(RemoteError(E.TIMEOUT, f"{method} to {addr}"))
+        )
+
+        def connected(proto: FrameProtocol) -> "Deferred[Any]":
+            return proto.request(vnodeId, method, args)
+
+        def unreachable(f: Failure) -> Failure:
+            if f.check(RemoteError):
+                return f
+            raise RemoteError(E.GONE, f"{addr} unreachable: {f.getErrorMessage()}")
+
+        def finish(outcome: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                if isinstance(outcome, Failure):
+                    result.errback(outcome)
+                else:
+                    result.callback(outcome)
+
+        self._connect(addr).addCallback(connected).addErrback(unreachable).addBoth(finish)
+        return result
+
+    def close(self) -> None:
+        for d in list(self.connections.values()):
+            d.addCallback(lambda p: p.transport.loseConnection()).addErrback(lambda _: None)
+        self.connections.clear()
+
+
+def _share(d: "Deferred[FrameProtocol]") -> "Deferred[FrameProtocol]":
+    out: Deferred[FrameProtocol] = Deferred()
+
+    def fire(value: Any) -> Any:
+        if isinstance(value, Failure):
+            out.errback(value)
+            return None
+        out.callback(value)
+        return value
+
+    if d.called:
+        result = getattr(d, "result", None)
+        if isinstance(result, Failure):
+            out.errback(result)
+        else:
+            out.callback(result)
+        return out
+    d.addBoth(fire)
+    return out

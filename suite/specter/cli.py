@@ -1,0 +1,117 @@
+"""
+The C{specter} console script: C{server} and C{dns} run under twistd in
+the foreground; C{kv}, C{pki} and C{client} are client commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Sequence
+
+from twisted.python import usage
+
+from suite.daemon import errorLine, notImplementedYet, runConsole
+from suite.specter.options import ConsoleOptions
+
+__all__ = ["main", "runKV"]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return "\n".join(_show(v) for v in value)
+    if isinstance(value, (dict,)):
+        return json.dumps(value, indent=2, default=lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b))
+    return json.dumps(value)
+
+
+def runKV(options: usage.Options) -> int:
+    """
+    C{specter kv ACTION ...}: one call through --listen-rpc, result on stdout.
+    """
+    from twisted.internet.task import react
+
+    from suite.specter.chord.errors import RemoteError
+    from suite.specter.rpc import connectRPC
+
+    kvOptions = options.subOptions
+    action, args = kvOptions["action"], kvOptions["args"]
+    code = [0]
+
+    async def run(reactor: Any) -> None:
+        from twisted.internet.defer import Deferred
+
+        try:
+            client = await Deferred.fromCoroutine(_withTimeout(reactor, connectRPC(reactor, kvOptions["rpc-client"]), kvOptions["timeout"]))
+        except Exception as e:
+            sys.stderr.write(errorLine("specter kv", Exception(f"--rpc: cannot connect to {kvOptions['rpc']}: {e}")))
+            code[0] = 1
+            return
+        try:
+            if action == "stats":
+                result = await client.call("stats")
+            elif action == "lookup":
+                result = await client.call("lookup", args[0].encode())
+            else:
+                op = {"list": "list"}.get(action, action)
+                result = await _withTimeout(reactor, client.kv(op, args[0].encode(), *[a.encode() for a in args[1:]]), kvOptions["timeout"])
+            if action == "get" and result is None:
+                sys.stderr.write(f"specter kv: {args[0]}: not found\n")
+                code[0] = 1
+            elif result is not None:
+                sys.stdout.write(_show(result) + "\n")
+        except RemoteError as e:
+            sys.stderr.write(errorLine("specter kv", e))
+            code[0] = 1
+        finally:
+            client.close()
+
+    try:
+        react(lambda reactor: __import__("twisted.internet.defer", fromlist=["Deferred"]).Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code) if isinstance(e.code, int) else 1
+    return code[0]
+
+
+async def _withTimeout(reactor: Any, d: Any, timeout: float) -> Any:
+    from suite.specter.chord import errors as E
+    from suite.specter.chord.errors import RemoteError
+
+    timer = reactor.callLater(timeout, d.cancel)
+    try:
+        return await d
+    except Exception as e:
+        if not timer.active():
+            raise RemoteError(E.TIMEOUT, f"no answer within {timeout}s") from None
+        raise e
+    finally:
+        if timer.active():
+            timer.cancel()
+
+
+def runPKI(options: usage.Options) -> int:
+    from suite.pki.command import runPKI as run
+
+    return run(options.subOptions)
+
+
+def runClient(options: usage.Options) -> int:
+    sys.stderr.write(errorLine("specter", notImplementedYet("specter client (gateway tunnels)")))
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    Entry point of the C{specter} console script.
+    """
+    runConsole(
+        "specter",
+        "specter",
+        ConsoleOptions,
+        argv,
+        clientCommands={"kv": runKV, "pki": runPKI, "client": runClient},
+        daemonSubCommands=("server", "dns"),
+    )

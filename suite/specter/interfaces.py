@@ -1,0 +1,47 @@
+"""
+Interfaces of the Specter ring.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Interface
+
+__all__ = ["IChordTransport", "IRing"]
+
+
+class IChordTransport(Interface):
+    """
+    Carries vnode calls between processes (mTLS frames in production, an
+    in-memory network in simulations).  The local L{ChordNode} calls it.
+    """
+
+    def call(addr, vnodeId, method, args, timeout):  # type: ignore[no-untyped-def]
+        """
+        Call C{method(*args)} on vnode C{vnodeId} (or the node itself when
+        C{None}) of the process advertised at C{addr}; fire with the result
+        or fail with L{suite.specter.chord.errors.RemoteError} (code
+        C{timeout} after C{timeout} seconds).
+        """
+
+
+class IRing(Interface):
+    """
+    The ring as a key-value service (what the RPC listener, /_internal and
+    C{specter dns} use).
+    """
+
+    def kv(op, key, args):  # type: ignore[no-untyped-def]
+        """
+        Route KV operation C{op} on C{key} to its owner (retrying on stale
+        ownership) and fire with the result.
+        """
+
+    def lookup(key):  # type: ignore[no-untyped-def]
+        """
+        Fire with C{(owner, replicas, hops)} for C{key}.
+        """
+
+    def stats():  # type: ignore[no-untyped-def]
+        """
+        A dict describing this process's vnodes.
+        """

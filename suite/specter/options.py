@@ -1,0 +1,496 @@
+"""
+Command-line surface of Specter: C{server} and C{dns} (twistd subcommands)
+plus the console-only C{client}, C{pki} and C{kv} helpers.
+
+Every flag and environment variable named in the operator guide is parsed
+and validated here, in one place; errors are one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Mapping
+
+from twisted.python import usage
+
+from suite.daemon import ConfigError, DaemonOptions
+from suite.logging import Secret
+
+__all__ = [
+    "ServerOptions",
+    "DNSOptions",
+    "Options",
+    "ConsoleOptions",
+    "KVOptions",
+    "ClientOptions",
+    "parseSize",
+    "parseHostPort",
+    "rpcEndpoint",
+    "isLoopbackEndpoint",
+]
+
+KV_BACKENDS = ("aof", "sqlite", "memory")
+DEFAULT_RPC = "tcp://127.0.0.1:11180"
+DEFAULT_INTERNAL = "tcp://127.0.0.1:9999"
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KIB|MB|MIB|GB|GIB|K|M|G)?\s*$", re.IGNORECASE)
+_UNITS = {
+    None: 1,
+    "B": 1,
+    "K": 1024,
+    "KB": 1000,
+    "KIB": 1024,
+    "M": 1024**2,
+    "MB": 1000**2,
+    "MIB": 1024**2,
+    "G": 1024**3,
+    "GB": 1000**3,
+    "GIB": 1024**3,
+}
+
+
+def parseSize(flag: str, text: str) -> int:
+    """
+    Parse a byte size such as C{16KiB}, C{1MB} or C{4096}.
+    """
+    m = _SIZE.match(text)
+    if not m:
+        raise ConfigError(f"{flag}: {text!r} is not a size (examples: 16KiB, 1MiB, 4096)")
+    value = int(m.group(1)) * _UNITS[m.group(2).upper() if m.group(2) else None]
+    if value <= 0:
+        raise ConfigError(f"{flag}: size must be positive")
+    return value
+
+
+def parseHostPort(flag: str, text: str, defaultPort: int | None = None) -> tuple[str, int]:
+    """
+    Parse C{HOST:PORT} or C{[V6]:PORT}; C{defaultPort} fills a bare host.
+    """
+    text = text.strip()
+    host: str
+    port: str | None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(f"{flag}: {text!r} has an unclosed '['")
+        host, rest = text[1:end], text[end + 1 :]
+        port = rest[1:] if rest.startswith(":") else None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None
+    if port is None or port == "":
+        if defaultPort is None:
+            raise ConfigError(f"{flag}: {text!r} needs a port (HOST:PORT)")
+        return host, defaultPort
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{flag}: {text!r} has an invalid port")
+    if not host:
+        host = "0.0.0.0"
+    return host, int(port)
+
+
+def rpcEndpoint(flag: str, uri: str) -> str:
+    """
+    Turn C{tcp://HOST:PORT} or C{unix:///path.sock} into a Twisted endpoint
+    string.  Plain endpoint strings (C{tcp:PORT:interface=...},
+    C{unix:PATH}) pass through.
+    """
+    if uri.startswith("unix://"):
+        path = uri[len("unix://") :]
+        if not path.startswith("/"):
+            raise ConfigError(f"{flag}: {uri!r} must be unix:///absolute/path.sock")
+        return f"unix:{path}"
+    if uri.startswith("tcp://"):
+        host, port = parseHostPort(flag, uri[len("tcp://") :])
+        host = host.replace(":", "\\:")
+        return f"tcp:{port}:interface={host}"
+    if uri.startswith(("tcp:", "unix:")):
+        return uri
+    raise ConfigError(f"{flag}: {uri!r} must be tcp://HOST:PORT or unix:///path.sock")
+
+
+def clientEndpoint(flag: str, uri: str) -> str:
+    """
+    The client endpoint string that reaches the server endpoint C{uri}.
+    """
+    server = rpcEndpoint(flag, uri)
+    if server.startswith("unix:"):
+        return server
+    parts = dict(p.split("=", 1) for p in server.split(":")[2:] if "=" in p)
+    port = server.split(":")[1]
+    host = parts.get("interface", "127.0.0.1").replace("\\:", ":")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"tcp:host={host}:port={port}"
+
+
+def isLoopbackEndpoint(endpoint: str) -> bool:
+    """
+    Whether a server endpoint string binds only loopback or a unix socket.
+    """
+    if endpoint.startswith("unix:"):
+        return True
+    m = re.search(r"interface=([^:]+(?:\\:[^:]*)*)", endpoint)
+    if not m:
+        return False
+    host = m.group(1).replace("\\:", ":")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _splitEnv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+class _ListenMixin:
+    """
+    C{--listen-addr}/C{--listen-tcp}/C{--listen-udp}, repeatable, with the
+    comma-separated environment fallbacks.
+    """
+
+    def _initListen(self: Any) -> None:
+        self["listen-addr"] = []
+        self["listen-tcp"] = []
+        self["listen-udp"] = []
+
+    def opt_listen_addr(self: Any, value: str) -> None:
+        """
+        Shared TCP+UDP bind HOST:PORT (repeatable or comma-separated; env LISTEN_ADDR).
+        """
+        self["listen-addr"].extend(_splitEnv(value))
+
+    def opt_listen_tcp(self: Any, value: str) -> None:
+        """
+        TCP-only bind HOST:PORT, overrides --listen-addr for TCP (repeatable; env LISTEN_TCP).
+        """
+        self["listen-tcp"].extend(_splitEnv(value))
+
+    def opt_listen_udp(self: Any, value: str) -> None:
+        """
+        UDP-only bind HOST:PORT for QUIC (repeatable; env LISTEN_UDP).
+        """
+        self["listen-udp"].extend(_splitEnv(value))
+
+    def _finishListen(self: Any, defaultPort: int) -> None:
+        env = self.environ
+        for key, name in (("listen-addr", "LISTEN_ADDR"), ("listen-tcp", "LISTEN_TCP"), ("listen-udp", "LISTEN_UDP")):
+            if not self[key] and env.get(name):
+                self[key] = _splitEnv(env[name])
+        flagOf = {"listen-addr": "--listen-addr", "listen-tcp": "--listen-tcp", "listen-udp": "--listen-udp"}
+        for key in flagOf:
+            self[key] = [parseHostPort(flagOf[key], v, defaultPort) for v in self[key]]
+        self["tcp-binds"] = list(self["listen-tcp"] or self["listen-addr"])
+        self["udp-binds"] = list(self["listen-udp"] or self["listen-addr"])
+
+
+def _parseAcme(flag: str, value: str) -> tuple[str, str]:
+    m = re.match(r"^acme://(.+)@([^@/]+)$", value)
+    if not m or "@" not in m.group(1):
+        raise ConfigError(f"{flag}: {value!r} must look like acme://EMAIL@ACME_ZONE")
+    return m.group(1), m.group(2)
+
+
+def _parseAcmeNS(value: str) -> tuple[str, list[str]]:
+    name, sep, addrs = value.partition("/")
+    if not sep or not name or not addrs:
+        raise ConfigError(f"--acme-ns: {value!r} must look like ns1.zone/IPv4[,IPv6]")
+    out = []
+    for a in addrs.split(","):
+        try:
+            out.append(str(ipaddress.ip_address(a.strip())))
+        except ValueError:
+            raise ConfigError(f"--acme-ns: {a!r} is not an IP address") from None
+    return name, out
+
+
+class ServerOptions(_ListenMixin, DaemonOptions):
+    """
+    C{specter server}: a ring node (Chord vnodes + replicated KV).
+    """
+
+    optFlags = [
+        ["cert-env", None, "Load the CA bundle from base64 env CERT_CA, CERT_NODE, CERT_NODE_KEY, CERT_CLIENT_CA, CERT_CLIENT_CA_KEY."],
+        ["proxy-protocol", None, "Require a PROXY protocol header on the TCP listeners (gateway)."],
+        ["rpc-allow-remote", None, "Allow --listen-rpc on a non-loopback TCP address (the RPC has no authentication)."],
+    ]
+    optParameters = [
+        ["data-dir", None, None, "Data directory (required; alias --data). Vnode i keeps its KV in DATA/i."],
+        ["cert-dir", None, None, "CA bundle directory: ca.crt client-ca.crt client-ca.key node.crt node.key (alias --cert)."],
+        ["acme", None, None, "Enable ACME: acme://EMAIL@ACME_ZONE."],
+        ["join", None, None, "Advertise address HOST:PORT of a ring member to join (seed starts without)."],
+        ["virtual", None, "5", "Virtual nodes (vnodes) per process."],
+        ["advertise-addr", None, None, "Routable HOST:PORT other nodes and clients dial; hashed into the node identity (default: first TCP bind, or 127.0.0.1:443)."],
+        ["listen-http", None, None, "HTTP listener for CONNECT and HTTPS redirect (gateway; default 80 when advertised port is 443)."],
+        ["listen-rpc", None, DEFAULT_RPC, "KV/vnode RPC endpoint: tcp://HOST:PORT or unix:///path.sock (no authentication)."],
+        ["listen-internal", None, DEFAULT_INTERNAL, "Loopback helper serving /healthz, /readyz, /metrics and (with credentials) /_internal."],
+        ["transport-buffer", None, "16KiB", "Read/write buffer size for client transports (gateway)."],
+        ["proxy-buffer", None, "16KiB", "Buffer size when proxying HTTP to clients (gateway)."],
+        ["auth_user", None, None, "User for /_internal basic auth (env INTERNAL_USER)."],
+        ["auth_pass", None, None, "Password for /_internal basic auth (env INTERNAL_PASS)."],
+        ["sentry", None, None, "Sentry DSN for error reporting (env SENTRY_DSN)."],
+        ["kv", None, "aof", "KV backend: aof (default), sqlite or memory (tests only)."],
+        ["replicas", None, "3", "Copies of each key (owner + R-1 successors on distinct processes)."],
+        ["aof-flush-interval", None, "3", "Seconds between AOF flush+fsync."],
+        ["stabilize-interval", None, "0.5", "Seconds between stabilize / fix-fingers / check-predecessor rounds (jittered)."],
+        ["rpc-timeout", None, "3", "Seconds before a node-to-node call is given up."],
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(environ)
+        self["apex"] = []
+        self["acme-ns"] = []
+        self._explicit: set[str] = set()
+        self._initListen()
+
+    def opt_data(self, value: str) -> None:
+        """
+        Alias for --data-dir.
+        """
+        self["data-dir"] = value
+
+    def opt_cert(self, value: str) -> None:
+        """
+        Alias for --cert-dir.
+        """
+        self["cert-dir"] = value
+
+    def opt_apex(self, value: str) -> None:
+        """
+        Apex hostname served by the gateway (repeatable; the first is the default SNI).
+        """
+        self["apex"].append(value.strip().rstrip(".").lower())
+
+    def opt_acme_ns(self, value: str) -> None:
+        """
+        Authoritative NS and glue for the ACME zone: ns1.zone/IPv4[,IPv6] (repeatable).
+        """
+        self["acme-ns"].append(_parseAcmeNS(value))
+
+    def opt_transport_buffer(self, value: str) -> None:
+        """
+        Read/write buffer size for client transports (gateway; default 16KiB).
+        """
+        self._explicit.add("transport-buffer")
+        self["transport-buffer"] = value
+
+    def opt_proxy_buffer(self, value: str) -> None:
+        """
+        Buffer size when proxying HTTP to clients (gateway; default 16KiB).
+        """
+        self._explicit.add("proxy-buffer")
+        self["proxy-buffer"] = value
+
+    def _number(self, key: str, kind: type, low: float, high: float) -> Any:
+        try:
+            value = kind(self[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"--{key}: {self[key]!r} is not a {kind.__name__}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"--{key}: must be between {low} and {high}")
+        return value
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self.envFallback("auth_user", "INTERNAL_USER")
+        self.envFallback("auth_pass", "INTERNAL_PASS")
+        self.envFallback("sentry", "SENTRY_DSN")
+        if not self["data-dir"]:
+            raise ConfigError("--data-dir: required (alias --data)")
+        if not self["cert-env"] and not self["cert-dir"]:
+            raise ConfigError("--cert-dir: a CA bundle is required (--cert-dir/--cert DIR or --cert-env)")
+        if self["cert-env"] and self["cert-dir"]:
+            raise ConfigError("--cert-env: give either --cert-dir or --cert-env, not both")
+        self["virtual"] = self._number("virtual", int, 1, 64)
+        self["replicas"] = self._number("replicas", int, 1, 7)
+        self["aof-flush-interval"] = self._number("aof-flush-interval", float, 0.01, 300)
+        self["stabilize-interval"] = self._number("stabilize-interval", float, 0.01, 60)
+        self["rpc-timeout"] = self._number("rpc-timeout", float, 0.1, 120)
+        if self["kv"] not in KV_BACKENDS:
+            raise ConfigError(f"--kv: {self['kv']!r} is not one of {', '.join(KV_BACKENDS)}")
+        for key in ("transport-buffer", "proxy-buffer"):
+            self[key] = parseSize(f"--{key}", str(self[key]))
+        if self["acme"]:
+            self["acme"] = _parseAcme("--acme", self["acme"])
+        user, password = self["auth_user"], self["auth_pass"]
+        if bool(user) != bool(password):
+            raise ConfigError("--auth_user: --auth_user and --auth_pass (INTERNAL_USER/INTERNAL_PASS) go together")
+        self["auth_pass"] = Secret(password) if password else None
+        self._finishListen(443)
+        if self["advertise-addr"]:
+            self["advertise-addr"] = parseHostPort("--advertise-addr", self["advertise-addr"], 443)
+            if self["advertise-addr"][0] in ("0.0.0.0", "::"):
+                raise ConfigError("--advertise-addr: must be a routable address, not a wildcard")
+        elif self["tcp-binds"]:
+            host, port = self["tcp-binds"][0]
+            self["advertise-addr"] = ("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)
+        else:
+            self["advertise-addr"] = ("127.0.0.1", 443)
+        if not self["tcp-binds"]:
+            self["tcp-binds"] = [("0.0.0.0", self["advertise-addr"][1])]
+        if self["join"]:
+            self["join"] = [parseHostPort("--join", j, 443) for j in _splitEnv(self["join"])]
+        else:
+            self["join"] = []
+        if self["listen-http"] is not None:
+            self["listen-http"] = parseHostPort("--listen-http", self["listen-http"] if ":" in self["listen-http"] else f":{self['listen-http']}", 80)
+        self["rpc-endpoint"] = rpcEndpoint("--listen-rpc", self["listen-rpc"])
+        if not self["rpc-allow-remote"] and not isLoopbackEndpoint(self["rpc-endpoint"]):
+            raise ConfigError(
+                "--listen-rpc: refusing a non-loopback TCP bind for the unauthenticated RPC (use --rpc-allow-remote to accept the risk)"
+            )
+        self["internal-endpoint"] = rpcEndpoint("--listen-internal", self["listen-internal"])
+        if not isLoopbackEndpoint(self["internal-endpoint"]):
+            raise ConfigError("--listen-internal: must bind loopback or a unix socket")
+
+    def laterFeatures(self) -> list[str]:
+        """
+        Documented features that were asked for but are not built yet.
+        """
+        wanted = []
+        if self["acme"]:
+            wanted.append("ACME certificates (--acme)")
+        if self["acme-ns"]:
+            wanted.append("ACME name servers (--acme-ns)")
+        if self["listen-udp"]:
+            wanted.append("QUIC/UDP listeners (--listen-udp)")
+        if self["listen-http"] is not None:
+            wanted.append("HTTP CONNECT/redirect listener (--listen-http)")
+        if self["proxy-protocol"]:
+            wanted.append("PROXY protocol (--proxy-protocol)")
+        for key in ("transport-buffer", "proxy-buffer"):
+            if key in self._explicit:
+                wanted.append(f"gateway buffer tuning (--{key})")
+        if self["sentry"]:
+            wanted.append("Sentry reporting (--sentry / SENTRY_DSN)")
+        return wanted
+
+
+class DNSOptions(_ListenMixin, DaemonOptions):
+    """
+    C{specter dns}: the ACME DNS-01 solver answering TXT from the ring KV.
+    """
+
+    optParameters = [
+        ["acme", None, None, "ACME URI acme://EMAIL@ACME_ZONE (same as the servers')."],
+        ["rpc", None, DEFAULT_RPC, "A server's --listen-rpc: tcp://HOST:PORT or unix:///path.sock."],
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(environ)
+        self["acme-ns"] = []
+        self._initListen()
+
+    def opt_acme_ns(self, value: str) -> None:
+        """
+        Authoritative NS and glue: ns1.zone/IPv4[,IPv6] (repeatable).
+        """
+        self["acme-ns"].append(_parseAcmeNS(value))
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if not self["acme"]:
+            raise ConfigError("--acme: required (acme://EMAIL@ACME_ZONE)")
+        self["acme"] = _parseAcme("--acme", self["acme"])
+        if not self["acme-ns"]:
+            raise ConfigError("--acme-ns: at least one ns1.zone/IPv4[,IPv6] is required")
+        self["rpc-client"] = clientEndpoint("--rpc", self["rpc"])
+        self._finishListen(53)
+
+
+def _bindEnviron(cls: type[DaemonOptions], environ: Mapping[str, str]) -> Any:
+    def make() -> DaemonOptions:
+        return cls(environ)
+
+    make.__doc__ = cls.__doc__
+    return make
+
+
+class Options(DaemonOptions):
+    """
+    twistd specter: C{server} (ring node) or C{dns} (ACME DNS solver).
+    """
+
+    subCommands = [
+        ["server", None, ServerOptions, "Run a ring node (Chord vnodes, replicated KV, RPC)."],
+        ["dns", None, DNSOptions, "Run the ACME DNS-01 solver."],
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(environ)
+        env = self.environ
+        subs: list[list[Any]] = []
+        for name, short, parser, doc in type(self).subCommands:
+            if isinstance(parser, type) and issubclass(parser, DaemonOptions):
+                parser = _bindEnviron(parser, env)
+            subs.append([name, short, parser, doc])
+        self.subCommands = subs
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self.subCommand is None:
+            raise ConfigError("a subcommand is required: server or dns")
+        sub = self.subOptions
+        if self["verbose"]:
+            sub["verbose"] = True
+        for key in ("manhole", "manhole-keys"):
+            if self.get(key) and not sub.get(key):
+                sub[key] = self[key]
+
+
+class KVOptions(usage.Options):
+    """
+    C{specter kv put|get|delete|list|append|contains|remove|stats} through --listen-rpc.
+    """
+
+    optParameters = [
+        ["rpc", None, DEFAULT_RPC, "The server's --listen-rpc: tcp://HOST:PORT or unix:///path.sock."],
+        ["timeout", None, "10", "Seconds to wait for an answer."],
+    ]
+    ACTIONS = {"put": 2, "get": 1, "delete": 1, "list": 1, "append": 2, "contains": 2, "remove": 2, "stats": 0, "lookup": 1}
+
+    def parseArgs(self, action: str, *args: str) -> None:
+        if action not in self.ACTIONS:
+            raise ConfigError(f"kv: unknown action {action!r} (one of {', '.join(self.ACTIONS)})")
+        if len(args) != self.ACTIONS[action]:
+            raise ConfigError(f"kv {action}: expects {self.ACTIONS[action]} argument(s)")
+        self["action"] = action
+        self["args"] = list(args)
+
+    def postOptions(self) -> None:
+        self["rpc-client"] = clientEndpoint("--rpc", self["rpc"])
+        try:
+            self["timeout"] = float(self["timeout"])
+        except ValueError:
+            raise ConfigError(f"--timeout: {self['timeout']!r} is not a number") from None
+
+
+class ClientOptions(usage.Options):
+    """
+    C{specter client tunnel|ls|connect|release|acme|validate} (gateway client).
+    """
+
+    def parseArgs(self, *args: str) -> None:
+        self["args"] = list(args)
+
+
+def _pkiOptions() -> Any:
+    from suite.pki.command import PKIOptions
+
+    return PKIOptions
+
+
+class ConsoleOptions(Options):
+    """
+    The C{specter} console script: the daemon subcommands plus client helpers.
+    """
+
+    subCommands = Options.subCommands + [
+        ["client", None, ClientOptions, "Gateway client: tunnel, ls, connect, release, acme, validate."],
+        ["pki", None, _pkiOptions(), "Private CA: init DIR --node HOST, node, client."],
+        ["kv", None, KVOptions, "Ring KV through --listen-rpc: put, get, delete, list, append, contains, remove, stats, lookup."],
+    ]

@@ -1,0 +1,153 @@
+"""
+Wiring of C{specter server}: stores, the ring node, the mTLS listener, the
+RPC listener and the loopback helper site, as one L{MultiService}.
+
+On stop (SIGINT/SIGTERM) every vnode first Leaves, handing its keys to its
+successor, before the listeners close and the stores are flushed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.threadpool import ThreadPool
+
+from suite import kv
+from suite.daemon import ConfigError, notImplementedYet
+from suite.specter.chord.node import ChordConfig, ChordNode
+from suite.specter.chord.wire import ALPN, ChordServerFactory, WireTransport
+from suite.specter.rpc import RPCFactory
+from suite.specter.web import RingHealth, makeHelperResource
+
+__all__ = ["SpecterService", "makeServerService", "LEAVE_TIMEOUT"]
+
+log = Logger()
+LEAVE_TIMEOUT = 110.0
+
+
+class SpecterService(MultiService):
+    """
+    The root service of a ring node.
+    """
+
+    def __init__(self, node: ChordNode, seed: str | None, pools: list[ThreadPool], stores: list[Any], transport: WireTransport, reactor: Any) -> None:
+        super().__init__()
+        self.node = node
+        self.seed = seed
+        self.pools = pools
+        self.stores = stores
+        self.transport = transport
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        for pool in self.pools:
+            pool.start()
+        super().startService()
+        log.info("ring node {addr} starting {count} vnodes (seed {seed})", addr=self.node.addr, count=len(self.node.vnodes), seed=self.seed or "none: founding the ring")
+        self.node.start(self.seed)
+
+    async def _stop(self) -> None:
+        log.info("leaving the ring: handing keys on")
+        leave = self.node.leave()
+        timer = self.reactor.callLater(LEAVE_TIMEOUT, leave.cancel)
+        try:
+            await leave
+        except BaseException as e:  # cancelled by the timer
+            log.warn("leave did not finish in {s}s: {e}", s=LEAVE_TIMEOUT, e=e)
+        if timer.active():
+            timer.cancel()
+        log.info("left the ring")
+        self.node.stop()
+        self.transport.close()
+        await super().stopService()  # type: ignore[misc]
+        await DeferredList([s.close() for s in self.stores], consumeErrors=True)
+        for pool in self.pools:
+            pool.stop()
+
+    def stopService(self) -> "Deferred[None]":
+        return Deferred.fromCoroutine(self._stop())
+
+
+def _loadBundle(options: Any) -> Any:
+    from suite.pki.bundle import loadBundle, loadBundleFromEnv
+
+    if options["cert-env"]:
+        return loadBundleFromEnv(options.environ)
+    return loadBundle(options["cert-dir"])
+
+
+def makeServerService(options: Any, reactor: Any) -> SpecterService:
+    """
+    Build the ring node from parsed L{suite.specter.options.ServerOptions}.
+    """
+    later = options.laterFeatures()
+    if later:
+        raise notImplementedYet("; ".join(later))
+    from suite.pki.tls import clientContextFactory, serverContextFactory
+    from suite.web.admin import makeAdminResource, makeAdminService
+
+    bundle = _loadBundle(options)
+    dataDir = options["data-dir"]
+    try:
+        os.makedirs(dataDir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--data-dir: cannot create {dataDir}: {e.strerror}") from None
+    if not os.access(dataDir, os.W_OK):
+        raise ConfigError(f"--data-dir: {dataDir} is not writable")
+    host, port = options["advertise-addr"]
+    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    config = ChordConfig(
+        virtual=options["virtual"],
+        replicas=options["replicas"],
+        successors=max(8, min(32, options["replicas"] * options["virtual"] + 2)),
+        stabilizeInterval=options["stabilize-interval"],
+        rpcTimeout=options["rpc-timeout"],
+    )
+    backend = options["kv"]
+    pools: list[ThreadPool] = []
+    shared = ThreadPool(1, 2, name="specter-aof")
+    pools.append(shared)
+
+    def storeFactory(index: int) -> Any:
+        pool = shared
+        if backend == "sqlite":
+            pool = ThreadPool(1, 1, name=f"specter-sqlite-{index}")
+            pools.append(pool)
+
+        def runner(f: Any) -> Any:
+            return deferToThreadPool(reactor, pool, f)
+
+        return kv.openStore(backend, dataDir, index, reactor, runner, flushInterval=options["aof-flush-interval"])
+
+    transport = WireTransport(reactor, clientContextFactory(bundle, acceptableProtocols=[ALPN]))
+    node = ChordNode(addr, transport, reactor, config, storeFactory)
+    seed = None
+    if options["join"]:
+        h, p = options["join"][0]
+        seed = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+    root = SpecterService(node, seed, pools, [v.store for v in node.vnodes], transport, reactor)
+    tlsFactory = serverContextFactory(bundle, requireClientCert=True, acceptableProtocols=[ALPN])
+    for h, p in options["tcp-binds"]:
+        endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
+        wrapped = TLSMemoryBIOFactory(tlsFactory, False, ChordServerFactory(node.dispatch))
+        svc = StreamServerEndpointService(endpoint, wrapped)
+        svc._raiseSynchronously = True
+        svc.setServiceParent(root)
+    rpc = strports.service(options["rpc-endpoint"], RPCFactory(node), reactor=reactor)
+    rpc._raiseSynchronously = True  # type: ignore[attr-defined]
+    rpc.setServiceParent(root)
+    admin = makeAdminResource([RingHealth(node)], clock=reactor)
+    password = options["auth_pass"]
+    resource = makeHelperResource(node, admin, options["auth_user"], password.reveal() if password else None)
+    helper = makeAdminService(options["internal-endpoint"], resource, reactor, flag="--listen-internal")
+    helper.setServiceParent(root)
+    return root

@@ -1,0 +1,159 @@
+"""
+The loopback helper site: C{/healthz}, C{/readyz}, C{/metrics} always;
+C{/_internal} (chord stats for a key, ring graph, KV stats) only when
+credentials are configured, behind HTTP basic auth.  Without credentials
+the whole C{/_internal} tree answers 404.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from suite.specter.chord.errors import RemoteError
+from suite.specter.chord.ids import RING_SIZE
+from suite.web.health import HealthReport
+from suite.web.interfaces import IHealth
+
+__all__ = ["makeHelperResource", "RingHealth"]
+
+MAX_KEY = 4096
+
+
+def _json(request: Any, code: int, body: Any) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(body, default=str).encode() + b"\n"
+
+
+@implementer(IHealth)
+class RingHealth:
+    """
+    Ready when every vnode of this process serves keys.
+    """
+
+    name = "chord"
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    def check(self) -> HealthReport:
+        waiting = [v.ref.index for v in self.node.vnodes if not v.membership.servesKeys()]
+        if waiting:
+            return HealthReport(False, (f"vnodes not active yet: {waiting}",))
+        return HealthReport(True, (), {"vnodes": len(self.node.vnodes)})
+
+
+class _KeyStats(Resource):
+    isLeaf = True
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self.node = node
+
+    def render_GET(self, request: Any) -> Any:
+        raw = request.args.get(b"key", [None])[0]
+        if raw is None:
+            return _json(request, 200, self.node.stats())
+        if len(raw) > MAX_KEY:
+            return _json(request, 400, {"error": f"key longer than {MAX_KEY} bytes"})
+        d: Deferred[Any] = self.node.lookup(raw)
+
+        def done(r: Any) -> None:
+            owner, replicas, hops = r
+            request.write(
+                _json(
+                    request,
+                    200,
+                    {
+                        "key": raw.decode("utf-8", "replace"),
+                        "owner": owner.short(),
+                        "replicas": [x.short() for x in replicas],
+                        "hops": hops,
+                    },
+                )
+            )
+            request.finish()
+
+        def failed(f: Any) -> None:
+            code = f.value.code if f.check(RemoteError) else "internal"
+            request.write(_json(request, 503, {"error": code}))
+            request.finish()
+
+        d.addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+
+class _KVStats(Resource):
+    isLeaf = True
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self.node = node
+
+    def render_GET(self, request: Any) -> bytes:
+        return _json(request, 200, {f"vnode{v.ref.index}": v.store.stats() for v in self.node.vnodes})
+
+
+class _Graph(Resource):
+    isLeaf = True
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self.node = node
+
+    def render_GET(self, request: Any) -> bytes:
+        known: dict[Any, Any] = {}
+        for v in self.node.vnodes:
+            known[v.ref] = v.succs[0] if v.succs else v.ref
+            for s in v.succs:
+                known.setdefault(s, None)
+        size, r, c = 640, 260, 320
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}">']
+        parts.append(f'<circle cx="{c}" cy="{c}" r="{r}" fill="none" stroke="#999"/>')
+
+        def xy(vid: int) -> tuple[float, float]:
+            a = 2 * math.pi * vid / RING_SIZE - math.pi / 2
+            return c + r * math.cos(a), c + r * math.sin(a)
+
+        for ref, succ in known.items():
+            x, y = xy(ref.id)
+            local = ref.addr == self.node.addr
+            if succ is not None:
+                x2, y2 = xy(succ.id)
+                parts.append(f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#36c"/>')
+            colour = "#c33" if local else "#333"
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"><title>{html.escape(ref.short())}</title></circle>')
+        parts.append("</svg>")
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        body = "<!doctype html><title>Specter ring</title><h1>Ring seen from {}</h1>{}".format(
+            html.escape(self.node.addr), "".join(parts)
+        )
+        return body.encode()
+
+
+def makeHelperResource(node: Any, admin: Resource, user: str | None, password: str | None) -> Resource:
+    """
+    Mount C{/_internal} on the admin resource when credentials are given.
+    """
+    if user and password:
+        from suite.cred.basic import StaticPasswordChecker
+        from suite.cred.web import requireBasicAuth
+
+        internal = Resource()
+        chord = Resource()
+        chord.putChild(b"stats", _KeyStats(node))
+        chord.putChild(b"graph", _Graph(node))
+        kv = Resource()
+        kv.putChild(b"stats", _KVStats(node))
+        internal.putChild(b"chord", chord)
+        internal.putChild(b"kv", kv)
+        admin.putChild(b"_internal", requireBasicAuth(internal, StaticPasswordChecker({user: password}), realm="specter"))  # type: ignore[arg-type]
+    return admin

@@ -1,0 +1,294 @@
+"""
+A L{Site} that enforces request size limits.
+
+Every HTTP surface of the suite serves through L{LimitedSite}:
+
+  - a request line plus headers larger than C{maxHeaderBytes}, or more than
+    C{maxHeaderCount} header lines, is answered C{431} with a JSON reason
+    and the connection is closed;
+  - a body declared (C{Content-Length}) larger than C{maxBodyBytes} is
+    answered C{413} before any of it is read; a chunked body is counted as
+    it arrives and answered C{413} as soon as it passes the limit.  The
+    excess is discarded, never buffered.
+
+HTTP/1.1 connections are checked at the channel; requests arriving over
+HTTP/2 are checked by the request object (the excess body is dropped and
+the request answered C{413}).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+
+__all__ = [
+    "LimitedSite",
+    "LimitedRequest",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_HEADER_COUNT",
+]
+
+log = Logger()
+accessLog = Logger(namespace="suite.web.access")
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_MAX_HEADER_COUNT = 100
+#: How long a rejected connection keeps draining (and discarding) the
+#: client's unread body so the client can read the error before the close.
+DRAIN_SECONDS = 2.0
+#: Idle connection timeout (seconds) unless the caller passes C{timeout}.
+DEFAULT_IDLE_TIMEOUT = 60
+DRAIN_BYTES = 1024 * 1024
+
+_REASONS = {413: b"Content Too Large", 431: b"Request Header Fields Too Large"}
+
+
+def _rawResponse(code: int, reason: str) -> bytes:
+    body = json.dumps({"error": reason}, separators=(",", ":")).encode("utf-8") + b"\n"
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (code, _REASONS.get(code, b"Error")),
+            b"Content-Type: application/json; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n" % (len(body),),
+            b"Connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class LimitedRequest(Request):
+    """
+    A request that counts its body and drops whatever passes the site's
+    C{maxBodyBytes}; it then answers C{413} instead of running the resource.
+    """
+
+    bodyTooLarge = False
+    _bodyBytes = 0
+
+    def _limit(self) -> int | None:
+        site = getattr(self.channel, "site", None)
+        return getattr(site, "maxBodyBytes", None)
+
+    def gotLength(self, length: int | None) -> None:
+        limit = self._limit()
+        if length is not None and limit is not None and length > limit:
+            self.bodyTooLarge = True
+            super().gotLength(0)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.bodyTooLarge:
+            return
+        self._bodyBytes += len(data)
+        limit = self._limit()
+        if limit is not None and self._bodyBytes > limit:
+            self.bodyTooLarge = True
+            channel = self.channel
+            reject = getattr(channel, "rejectBody", None)
+            if reject is not None:
+                reject()
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if self.bodyTooLarge:
+            limit = self._limit()
+            self.setResponseCode(413)
+            self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+            self.setHeader(b"Connection", b"close")
+            self.write(
+                json.dumps({"error": f"request body larger than {limit} bytes"}).encode("utf-8") + b"\n"
+            )
+            self.finish()
+            return
+        super().process()
+
+
+class LimitedChannel(http.HTTPChannel):
+    """
+    An HTTP/1.1 channel enforcing the owning site's header and body limits.
+    """
+
+    site: LimitedSite
+    _rejected = False
+    _drained = 0
+    _headerBytes = 0
+    _headerCount = 0
+    _inHeaders = False
+    _drainCall: Any = None
+
+    def _limits(self) -> LimitedSite:
+        return self.site
+
+    def reject(self, code: int, reason: str) -> None:
+        """
+        Answer C{code} with a JSON C{reason} now and close the connection,
+        discarding (not buffering) whatever the client still sends.
+        """
+        if self._rejected:
+            return
+        self._rejected = True
+        log.info(
+            "rejected request from {peer}: {code} {reason}",
+            peer=str(getattr(self.transport, "getPeer", lambda: "-")()),
+            code=code,
+            reason=reason,
+        )
+        self.setTimeout(None)
+        assert self.transport is not None
+        self.transport.write(_rawResponse(code, reason))
+        self.persistent = False
+        # Half-close: the client sees the end of the response at once while
+        # we keep reading (and discarding) what it is still sending.
+        halfClose = getattr(self.transport, "loseWriteConnection", None)
+        if halfClose is not None:
+            halfClose()
+        self._drainCall = self.callLater(DRAIN_SECONDS, self._closeRejected)
+
+    def _closeRejected(self) -> None:
+        self._drainCall = None
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def rejectBody(self) -> None:
+        """
+        A chunked body passed C{maxBodyBytes}.
+        """
+        self.reject(413, f"request body larger than {self._limits().maxBodyBytes} bytes")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._rejected:
+            self._drained += len(data)
+            if self._drained > DRAIN_BYTES and self.transport is not None:
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        super().dataReceived(data)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._rejected:
+            self._drained += len(data)
+            return
+        super().rawDataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._drainCall is not None and self._drainCall.active():
+            self._drainCall.cancel()
+        self._drainCall = None
+        super().connectionLost(reason)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._rejected:
+            return
+        limits = self._limits()
+        if not self._inHeaders:
+            self._inHeaders = True
+            self._headerBytes = 0
+            self._headerCount = 0
+        self._headerBytes += len(line) + 2
+        if self._headerBytes > limits.maxHeaderBytes:
+            self.reject(431, f"request headers larger than {limits.maxHeaderBytes} bytes")
+            return
+        if line and line[:1] not in (b" ", b"\t"):
+            self._headerCount += 1
+            # The request line is not a header.
+            if self._headerCount - 1 > limits.maxHeaderCount:
+                self.reject(431, f"more than {limits.maxHeaderCount} request headers")
+                return
+        if not line and self._headerCount > 0:
+            self._inHeaders = False
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.reject(431, f"request headers larger than {self._limits().maxHeaderBytes} bytes")
+
+    def allHeadersReceived(self) -> None:
+        limits = self._limits()
+        length = self.length
+        if length is not None and length > limits.maxBodyBytes:
+            self.reject(413, f"request body larger than {limits.maxBodyBytes} bytes")
+            return
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        if self._rejected:
+            return
+        super().allContentReceived()
+
+
+class LimitedSite(Site):
+    """
+    A L{Site} with request size limits (see the module docstring).
+
+    @param maxBodyBytes: largest accepted request body (default 1 MiB).
+    @param maxHeaderBytes: largest request line plus headers (default 16 KiB).
+    @param maxHeaderCount: most header lines (default 100).
+    @param accessLogLevel: level of the one access-log event per request
+        (method, path without the query string, code, bytes, peer); debug by
+        default so health probes and scrapes stay quiet.
+    """
+
+    requestFactory = LimitedRequest
+
+    def __init__(
+        self,
+        resource: IResource,
+        maxBodyBytes: int = DEFAULT_MAX_BODY_BYTES,
+        maxHeaderBytes: int = DEFAULT_MAX_HEADER_BYTES,
+        maxHeaderCount: int = DEFAULT_MAX_HEADER_COUNT,
+        accessLogLevel: LogLevel = LogLevel.debug,
+        **kwargs: Any,
+    ) -> None:
+        for name, value in (
+            ("maxBodyBytes", maxBodyBytes),
+            ("maxHeaderBytes", maxHeaderBytes),
+            ("maxHeaderCount", maxHeaderCount),
+        ):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+        kwargs.setdefault("timeout", DEFAULT_IDLE_TIMEOUT)
+        super().__init__(resource, **kwargs)
+        self.maxBodyBytes = maxBodyBytes
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaderCount = maxHeaderCount
+        self.accessLogLevel = accessLogLevel
+
+    def log(self, request: Any) -> None:
+        """
+        One structured access-log event per request, through
+        L{twisted.logger} (never a log file, never the query string, which
+        may carry tokens).
+        """
+        try:
+            peer = request.getClientAddress()
+            peerText = getattr(peer, "host", None) or str(peer)
+        except Exception:
+            peerText = "-"
+        path = (getattr(request, "path", b"") or b"").decode("utf-8", "replace")
+        method = (getattr(request, "method", b"") or b"").decode("ascii", "replace")
+        accessLog.emit(
+            self.accessLogLevel,
+            "{method} {path} {code} {bytes}",
+            method=method,
+            path=path,
+            code=getattr(request, "code", 0),
+            bytes=getattr(request, "sentLength", 0),
+            peer=peerText,
+        )
+
+    def protocol(self) -> Any:  # type: ignore[override]
+        channel = LimitedChannel()
+        channel.MAX_LENGTH = self.maxHeaderBytes + 2
+        # Let our own checks answer first; these are the stock backstops.
+        channel.totalHeadersSize = self.maxHeaderBytes + 1024
+        channel.maxHeaders = self.maxHeaderCount + 1
+        return http._GenericHTTPChannelProtocol(channel)  # type: ignore[attr-defined]

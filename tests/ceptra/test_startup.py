@@ -1,0 +1,275 @@
+"""
+Start-up of a CEPtra node: identity, storage, the service tree, readiness
+and log metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, LogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from suite.ceptra import service, tap
+from suite.ceptra.health import PlacementFeedHealth, RaftLeaderHealth, RaftNotImplemented
+from suite.ceptra.interfaces import IRaftStatus
+from suite.ceptra.logmetrics import LogCounterService
+from suite.ceptra.storage import PROBE_NAME, prepareStorage
+from suite.clustor.interfaces import IFeedClient
+from suite.daemon import ConfigError
+from suite.web.interfaces import IHealth
+from tests.ceptra.support import SPIFFE, makePKI, nodeOptions
+from tests.clustor.certs import CertAuthority
+
+
+class IdentityTests(SynchronousTestCase):
+    """
+    The mTLS identity is loaded and must name this node.
+    """
+
+    def setUp(self) -> None:
+        self.base = self.mktemp()
+        self.ca, self.identity = makePKI(os.path.join(self.base, "pki"))
+
+    def load(self, **extra: str) -> Any:
+        return service.loadNodeIdentity(nodeOptions(self.base, self.identity, **extra))
+
+    def test_loads(self) -> None:
+        """
+        A matching identity loads.
+        """
+        bundle = self.load()
+        self.assertEqual(bundle.identity.spiffeId, SPIFFE)
+
+    def test_missingFile(self) -> None:
+        """
+        A missing key file is fatal, naming the variable and the file.
+        """
+        missing = os.path.join(self.base, "nope.key")
+        with self.assertRaises(ConfigError) as cm:
+            self.load(CEPTRA_TLS_IDENTITY_KEY=missing)
+        self.assertIn("CEPTRA_TLS_IDENTITY_KEY", str(cm.exception))
+        self.assertIn(missing, str(cm.exception))
+
+    def test_keyMismatch(self) -> None:
+        """
+        A key that does not belong to the certificate is fatal.
+        """
+        other = self.ca.identity("other", SPIFFE)
+        with self.assertRaises(ConfigError) as cm:
+            self.load(CEPTRA_TLS_IDENTITY_KEY=other.key)
+        self.assertIn("CEPTRA_TLS_IDENTITY_KEY", str(cm.exception))
+
+    def test_foreignTrust(self) -> None:
+        """
+        A certificate not issued by the trust bundle is fatal.
+        """
+        foreign = CertAuthority(os.path.join(self.base, "foreign"), "foreign CA")
+        with self.assertRaises(ConfigError) as cm:
+            self.load(CEPTRA_TLS_TRUST_BUNDLE=foreign.trustPath)
+        self.assertIn("CEPTRA_TLS_IDENTITY_CERT", str(cm.exception))
+        self.assertIn(f"not signed by CEPTRA_TLS_TRUST_BUNDLE ({foreign.trustPath})", str(cm.exception))
+
+    def test_spiffeMismatch(self) -> None:
+        """
+        CEPTRA_NODE_SPIFFE must be the certificate's SPIFFE ID.
+        """
+        with self.assertRaises(ConfigError) as cm:
+            self.load(CEPTRA_NODE_SPIFFE="spiffe://example.org/ceptra/node-2")
+        message = str(cm.exception)
+        self.assertIn("CEPTRA_TLS_IDENTITY_CERT", message)
+        self.assertIn("spiffe://example.org/ceptra/node-2", message)
+
+    def test_advertiseHostNotInSANs(self) -> None:
+        """
+        CEPTRA_ADVERTISE_HOST must be covered by the certificate's SANs.
+        """
+        with self.assertRaises(ConfigError) as cm:
+            self.load(CEPTRA_ADVERTISE_HOST="node-9.example.org")
+        self.assertIn("node-9.example.org", str(cm.exception))
+        with self.assertRaises(ConfigError):
+            self.load(CEPTRA_ADVERTISE_HOST="10.9.9.9")
+
+
+class StorageTests(SynchronousTestCase):
+    """
+    The directories are created and proven writable.
+    """
+
+    def test_creates(self) -> None:
+        """
+        Data, WAL and snapshot directories are created with a .write_probe.
+        """
+        base = os.path.abspath(self.mktemp())
+        layout = prepareStorage(base, os.path.join(base, "wal"), os.path.join(self.mktemp(), "snap"))
+        for path in (layout.dataDir, layout.walDir, layout.snapshotDir):
+            self.assertTrue(os.path.isfile(os.path.join(path, PROBE_NAME)))
+
+    def test_notADirectory(self) -> None:
+        """
+        A file where a directory should be is fatal, naming variable and path.
+        """
+        base = self.mktemp()
+        os.makedirs(base)
+        blocker = os.path.join(base, "wal")
+        with open(blocker, "w") as f:
+            f.write("x")
+        with self.assertRaises(ConfigError) as cm:
+            prepareStorage(base, blocker, os.path.join(base, "snap"))
+        self.assertIn("CEPTRA_WAL_DIR", str(cm.exception))
+        self.assertIn(blocker, str(cm.exception))
+
+    def test_probeFails(self) -> None:
+        """
+        A probe that cannot be written is fatal, naming the probe path.
+        """
+        base = os.path.abspath(self.mktemp())
+        snap = os.path.join(base, "snap")
+        os.makedirs(os.path.join(snap, PROBE_NAME))
+        with self.assertRaises(ConfigError) as cm:
+            prepareStorage(base, os.path.join(base, "wal"), snap)
+        self.assertIn("CEPTRA_SNAPSHOT_DIR", str(cm.exception))
+        self.assertIn(os.path.join(snap, PROBE_NAME), str(cm.exception))
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    The node's service tree under a memory reactor.
+    """
+
+    def test_children(self) -> None:
+        """
+        Log metrics, feed client and admin listener are children; starting
+        listens on the admin port and connects to the control plane.
+        """
+        base = self.mktemp()
+        _, identity = makePKI(os.path.join(base, "pki"))
+        options = nodeOptions(
+            base,
+            identity,
+            url="https://127.0.0.1:26555",
+            CEPTRA_ADMIN_BIND="127.0.0.1:26999",
+        )
+        reactor = MemoryReactorClock()
+        root = service.makeService(options, reactor)
+        self.assertTrue({"log-metrics", "feeds", "admin"} <= {s.name for s in root})
+        self.assertTrue(os.path.isfile(os.path.join(base, "data", "wal", PROBE_NAME)))
+        root.startService()
+        self.assertEqual([(p[0], p[3]) for p in reactor.tcpServers], [(26999, "127.0.0.1")])
+        self.assertEqual({(c[0], c[1]) for c in reactor.tcpClients}, {("127.0.0.1", 26555)})
+        root.stopService()
+
+    def test_plainAdminOffLoopbackRefused(self) -> None:
+        """
+        Plain-HTTP admin on a non-loopback address is refused, naming the variable.
+        """
+        base = self.mktemp()
+        _, identity = makePKI(os.path.join(base, "pki"))
+        options = nodeOptions(
+            base, identity, CEPTRA_ADMIN_BIND="0.0.0.0:26999", CEPTRA_ADMIN_TLS="off"
+        )
+        with self.assertRaises(ConfigError) as cm:
+            service.makeService(options, MemoryReactorClock())
+        self.assertIn("CEPTRA_ADMIN_BIND", str(cm.exception))
+
+    def test_tapExitsTwo(self) -> None:
+        """
+        Through the plugin entry a start-up error is exit code 2.
+        """
+        base = self.mktemp()
+        _, identity = makePKI(os.path.join(base, "pki"))
+        options = nodeOptions(base, identity, CEPTRA_NODE_SPIFFE="spiffe://example.org/x")
+        with self.assertRaises(SystemExit) as cm:
+            tap.makeService(options, MemoryReactorClock())
+        self.assertEqual(cm.exception.code, 2)
+
+
+@implementer(IFeedClient)
+class FakeFeeds:
+    feeds = ("placement",)
+
+    def __init__(self) -> None:
+        self.document: dict[str, Any] | None = None
+        self.stale = True
+        self.staleness = 0.0
+
+    def stalenessMs(self, feed: str) -> float:
+        return self.staleness
+
+    def latest(self, feed: str) -> dict[str, Any] | None:
+        return self.document
+
+    def isStale(self, feed: str) -> bool:
+        return self.stale
+
+
+class HealthTests(SynchronousTestCase):
+    """
+    Readiness: placement feed freshness and Raft leader presence.
+    """
+
+    def test_interfaces(self) -> None:
+        """
+        The providers and the Raft placeholder provide their interfaces.
+        """
+        feeds = FakeFeeds()
+        self.assertTrue(verifyObject(IFeedClient, feeds))
+        self.assertTrue(verifyObject(IHealth, PlacementFeedHealth(feeds)))
+        self.assertTrue(verifyObject(IHealth, RaftLeaderHealth(RaftNotImplemented())))
+        self.assertTrue(verifyObject(IRaftStatus, RaftNotImplemented()))
+
+    def test_placement(self) -> None:
+        """
+        Never fetched, stale, then fresh.
+        """
+        feeds = FakeFeeds()
+        health = PlacementFeedHealth(feeds)
+        self.assertEqual(health.check().reasons, ("placement feed never fetched",))
+        feeds.document = {"revision": 3}
+        feeds.staleness = 31000.0
+        report = health.check()
+        self.assertFalse(report.ready)
+        self.assertEqual(report.reasons, ("placement feed stale for 31000 ms",))
+        feeds.stale = False
+        feeds.staleness = 500.0
+        report = health.check()
+        self.assertTrue(report.ready)
+        self.assertEqual(report.details["revision"], 3)
+
+    def test_raftNotImplemented(self) -> None:
+        """
+        Until Raft exists readiness says so instead of pretending.
+        """
+        report = RaftLeaderHealth(RaftNotImplemented()).check()
+        self.assertFalse(report.ready)
+        self.assertIn("raft not implemented yet", report.reasons[0])
+
+
+class LogMetricsTests(SynchronousTestCase):
+    """
+    clustor_system_logs_total counts log events by level while running.
+    """
+
+    def test_counts(self) -> None:
+        """
+        Events are counted only between start and stop.
+        """
+        registry = CollectorRegistry()
+        publisher = LogPublisher()
+        svc = LogCounterService(registry, publisher)
+        log = Logger(observer=publisher)
+        log.warn("before")
+        svc.startService()
+        log.warn("one")
+        log.error("two")
+        log.warn("three")
+        svc.stopService()
+        log.warn("after")
+        self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "warn"}), 2.0)
+        self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "error"}), 1.0)
+        self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "debug"}), 0.0)

@@ -1,0 +1,191 @@
+"""
+The control-plane store, its feed resources and the reloader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from suite.clustor.interfaces import IControlPlaneStore
+from suite.clustor.server import ControlPlaneStore, StateReloader, addFeedResources
+from suite.clustor.state import StateError
+from suite.web.admin import AdminRoot
+from tests.clustor.helpers import STATE_YAML, writeState
+
+
+def _bump(path: str) -> None:
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+class StoreTests(SynchronousTestCase):
+    """
+    L{ControlPlaneStore} loads, reloads and keeps the last good state.
+    """
+
+    def setUp(self) -> None:
+        self.path = writeState(self.mktemp())
+        self.store = ControlPlaneStore(self.path)
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def test_interface(self) -> None:
+        """
+        The store provides L{IControlPlaneStore}.
+        """
+        self.assertTrue(verifyObject(IControlPlaneStore, self.store))
+
+    def test_badFileAtStart(self) -> None:
+        """
+        An invalid file at construction is a L{StateError} naming it.
+        """
+        bad = writeState(self.mktemp(), "partitions: 3\n")
+        with self.assertRaises(StateError) as cm:
+            ControlPlaneStore(bad)
+        self.assertIn(bad, str(cm.exception))
+
+    def test_reloadChanged(self) -> None:
+        """
+        A changed file bumps the revision and the published documents.
+        """
+        writeState(os.path.dirname(self.path), STATE_YAML.replace("cep.sliding_windows: true", "cep.sliding_windows: false"))
+        self.assertTrue(self.store.reload())
+        self.assertEqual(self.store.revision, 2)
+        doc = json.loads(self.store.document("features").body)
+        self.assertEqual(doc["revision"], 2)
+        self.assertIs(doc["features"]["cep.sliding_windows"], False)
+
+    def test_reloadUnchanged(self) -> None:
+        """
+        Re-reading identical content keeps the revision.
+        """
+        self.assertFalse(self.store.reload())
+        self.assertEqual(self.store.revision, 1)
+
+    def test_reloadInvalidKeepsOld(self) -> None:
+        """
+        An invalid file on reload is logged with its reason; the previous
+        state stays published.
+        """
+        before = self.store.document("routing")
+        writeState(os.path.dirname(self.path), "partitions: [{id: p0}]\n")
+        self.assertFalse(self.store.reload())
+        self.assertEqual(self.store.document("routing"), before)
+        self.assertEqual(self.store.reloadFailures, 1)
+        reasons = [e.get("reason", "") for e in self.events if "reload failed" in e.get("log_format", "")]
+        self.assertEqual(len(reasons), 1)
+        self.assertIn("partitions[0].replicas", reasons[0])
+
+
+class FeedResourceTests(SynchronousTestCase):
+    """
+    The feed resources serve JSON with an ETag and honour If-None-Match.
+    """
+
+    def setUp(self) -> None:
+        self.path = writeState(self.mktemp())
+        self.store = ControlPlaneStore(self.path)
+        root = AdminRoot()
+        addFeedResources(root, self.store)
+        self.client = StubTreq(root)
+
+    def get(self, path: str, **kw: Any) -> tuple[Any, bytes]:
+        d = self.client.get("http://cp.test" + path, **kw)
+        self.client.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(response.content())
+        return response, body
+
+    def test_everyFeed(self) -> None:
+        """
+        /routing, /features, /warmup and /activation answer 200 with their document.
+        """
+        for feed in ("routing", "features", "warmup", "activation"):
+            response, body = self.get("/" + feed)
+            self.assertEqual(response.code, 200)
+            self.assertEqual(json.loads(body)["feed"], feed)
+            self.assertEqual(response.headers.getRawHeaders(b"x-clustor-revision"), [b"1"])
+            self.assertEqual(response.headers.getRawHeaders(b"etag"), [self.store.document(feed).etag.encode()])
+
+    def test_notModified(self) -> None:
+        """
+        A matching If-None-Match gets 304 with no body; a stale one gets the document.
+        """
+        etag = self.store.document("routing").etag
+        response, body = self.get("/routing", headers={"If-None-Match": etag})
+        self.assertEqual((response.code, body), (304, b""))
+        response, body = self.get("/routing", headers={"If-None-Match": '"other"'})
+        self.assertEqual(response.code, 200)
+
+    def test_methodNotAllowed(self) -> None:
+        """
+        Feeds are read-only.
+        """
+        d = self.client.post("http://cp.test/routing", data=b"{}")
+        self.client.flush()
+        self.assertEqual(self.successResultOf(d).code, 405)
+
+
+class ReloaderTests(SynchronousTestCase):
+    """
+    L{StateReloader} reloads on file change (polled on the clock) and on SIGHUP.
+    """
+
+    def setUp(self) -> None:
+        self.path = writeState(self.mktemp())
+        self.store = ControlPlaneStore(self.path)
+        self.clock = Clock()
+        self.handlers: list[Callable[[], None]] = []
+        self.uninstalled: list[bool] = []
+
+        def installer(handler: Callable[[], None]) -> Callable[[], None]:
+            self.handlers.append(handler)
+            return lambda: self.uninstalled.append(True)
+
+        self.reloader = StateReloader(self.store, self.clock, 2.0, lambda f: f(), installer)
+
+    def test_pollsForChanges(self) -> None:
+        """
+        A file change is noticed at the next poll; stopping cancels the poll.
+        """
+        self.reloader.startService()
+        with open(self.path, "a") as f:
+            f.write("# comment changes size only\n")
+        self.clock.advance(2)
+        self.assertEqual(self.store.revision, 1)  # content identical
+        writeState(os.path.dirname(self.path), STATE_YAML.replace("60000", "1000"))
+        _bump(self.path)
+        self.clock.advance(2)
+        self.assertEqual(self.store.revision, 2)
+        self.reloader.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.uninstalled, [True])
+
+    def test_sighup(self) -> None:
+        """
+        The SIGHUP handler reloads through the reactor-thread hand-off.
+        """
+        self.reloader.startService()
+        self.addCleanup(self.reloader.stopService)
+        writeState(os.path.dirname(self.path), STATE_YAML.replace("60000", "5"))
+        self.assertEqual(len(self.handlers), 1)
+        self.handlers[0]()
+        self.assertEqual(self.store.revision, 2)
+
+    def test_noPolling(self) -> None:
+        """
+        Interval 0 turns polling off.
+        """
+        reloader = StateReloader(self.store, self.clock, 0, lambda f: f(), None)
+        reloader.startService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        reloader.stopService()

@@ -1,0 +1,128 @@
+"""
+Parsing and validation of the control plane's state file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.clustor.state import FEEDS, MAX_STATE_BYTES, StateError, loadStateFile, parseState
+from tests.clustor.helpers import STATE_YAML, writeState
+
+
+class ParseStateTests(SynchronousTestCase):
+    """
+    L{parseState} accepts the documented shape and names the key of any error.
+    """
+
+    def test_valid(self) -> None:
+        """
+        The example state parses into partitions, features, warmup and barriers.
+        """
+        state = parseState(STATE_YAML, "s.yaml")
+        self.assertEqual([p["id"] for p in state.partitions], ["p0", "p1"])
+        self.assertEqual(state.partitions[0]["leader"], "ceptra-a")
+        self.assertEqual(state.features["cep.max_window_ms"], 60000)
+        self.assertEqual(state.warmup["p1"], {"ready": False})
+        self.assertEqual(state.barriers[0]["note"], "rolling upgrade")
+
+    def test_jsonAccepted(self) -> None:
+        """
+        A JSON state file is accepted too.
+        """
+        state = parseState(json.dumps({"partitions": [{"id": "p", "replicas": ["n"]}]}))
+        self.assertEqual(state.partitions[0]["replicas"], ["n"])
+
+    def test_documents(self) -> None:
+        """
+        Every feed renders as JSON carrying its name, the revision and an etag
+        that depends only on the content.
+        """
+        state = parseState(STATE_YAML)
+        one = state.documents(1)
+        two = state.documents(2)
+        self.assertEqual(sorted(one), sorted(FEEDS))
+        routing = json.loads(one["routing"].body)
+        self.assertEqual(routing["feed"], "routing")
+        self.assertEqual(routing["revision"], 1)
+        self.assertEqual(routing["partitions"][1], {"id": "p1", "replicas": ["ceptra-b"]})
+        self.assertEqual(one["features"].etag, two["features"].etag)
+        self.assertNotEqual(one["features"].etag, one["warmup"].etag)
+
+    def assertRejected(self, text: str, *fragments: str) -> None:
+        with self.assertRaises(StateError) as cm:
+            parseState(text, "cp.yaml")
+        message = str(cm.exception)
+        self.assertTrue(message.startswith("cp.yaml: "), message)
+        self.assertNotIn("\n", message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+
+    def test_errors(self) -> None:
+        """
+        Each kind of mistake is one line naming the file, the key and the reason.
+        """
+        self.assertRejected("partitions: [", "line")
+        self.assertRejected("- a\n- b\n", "mapping")
+        self.assertRejected("features: {}\n", "partitions", "required")
+        self.assertRejected("partitions: []\nbogus: 1\n", "bogus", "unknown key")
+        self.assertRejected("partitions: [{id: p0, replicas: []}]", "partitions[0].replicas", "at least one")
+        self.assertRejected("partitions: [{id: p0, replicas: [a, a]}]", "partitions[0].replicas", "twice")
+        self.assertRejected(
+            "partitions: [{id: p0, replicas: [a]}, {id: p0, replicas: [b]}]", "partitions[1].id", "duplicate"
+        )
+        self.assertRejected("partitions: [{id: 'bad id', replicas: [a]}]", "partitions[0].id", "not a valid id")
+        self.assertRejected("partitions: [{id: p0, replicas: [a], leader: b}]", "partitions[0].leader")
+        self.assertRejected(
+            "nodes: {a: {}}\npartitions: [{id: p0, replicas: [b]}]", "partitions[0].replicas", "unknown node 'b'"
+        )
+        self.assertRejected("nodes: {a: {spiffe: 'http://x'}}\npartitions: []", "nodes.a.spiffe")
+        self.assertRejected("nodes: {a: {port: 'x'}}\npartitions: []", "nodes.a.port")
+        self.assertRejected("partitions: []\nfeatures: {x: [1]}", "features.x")
+        self.assertRejected("partitions: []\nwarmup: {p9: {ready: true}}", "warmup.p9", "unknown partition")
+        self.assertRejected(
+            "partitions: [{id: p0, replicas: [a]}]\nwarmup: {p0: {ready: 'yes'}}", "warmup.p0.ready"
+        )
+        self.assertRejected(
+            "partitions: [{id: p0, replicas: [a]}]\nwarmup: {p0: {ready: true, progress: 2}}", "warmup.p0.progress"
+        )
+        self.assertRejected(
+            "partitions: []\nactivation: {barriers: [{id: b, partitions: [p7]}]}",
+            "activation.barriers[0].partitions",
+        )
+        self.assertRejected("partitions: []\nactivation: {gates: []}", "activation.gates")
+
+
+class LoadStateFileTests(SynchronousTestCase):
+    """
+    L{loadStateFile} names the file when it cannot be used.
+    """
+
+    def test_missing(self) -> None:
+        """
+        A missing file is an error naming it.
+        """
+        path = os.path.join(self.mktemp(), "nope.yaml")
+        with self.assertRaises(StateError) as cm:
+            loadStateFile(path)
+        self.assertIn(path, str(cm.exception))
+        self.assertIn("cannot read", str(cm.exception))
+
+    def test_tooLarge(self) -> None:
+        """
+        A file over the size limit is refused before parsing.
+        """
+        path = writeState(self.mktemp(), "#" * (MAX_STATE_BYTES + 10))
+        with self.assertRaises(StateError) as cm:
+            loadStateFile(path)
+        self.assertIn("larger than", str(cm.exception))
+
+    def test_ok(self) -> None:
+        """
+        A valid file loads.
+        """
+        state = loadStateFile(writeState(self.mktemp()))
+        self.assertEqual(len(state.partitions), 2)

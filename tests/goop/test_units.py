@@ -1,0 +1,203 @@
+"""
+Unit tests for goop.json, the data store, the identity, the site paths and
+the template store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import io
+
+from twisted.internet import reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from suite.daemon import ConfigError
+from suite.goop.config import CONFIG_NAME, defaultDocument, loadConfig
+from suite.goop.identity import loadIdentity, verifySignature
+from suite.goop.interfaces import IDataStore, ILuaEngine, IRendezvousHub, IPeerDirectory
+from suite.goop.peer.site import resolveSitePath
+from suite.goop.peer.store import DataStore
+from suite.goop.rendezvous.templates import TemplateStore
+
+
+def write(path: str, doc: object) -> None:
+    with open(path, "w") as f:
+        json.dump(doc, f)
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_createdWithDefaults(self) -> None:
+        """An absent goop.json is written with exactly the guide's keys and defaults."""
+        d = self.mktemp()
+        c = loadConfig(d)
+        with open(os.path.join(d, CONFIG_NAME)) as f:
+            doc = json.load(f)
+        self.assertEqual(doc, defaultDocument())
+        self.assertEqual(set(doc), {"profile", "p2p", "presence", "viewer"})
+        self.assertEqual(
+            set(doc["presence"]),
+            {"ttl_seconds", "heartbeat_seconds", "rendezvous_wan", "rendezvous_host", "rendezvous_port",
+             "rendezvous_only", "templates_dir", "peer_db_path"},
+        )
+        self.assertEqual(c.rendezvousPort, 8787)
+        self.assertEqual(c.warnings, ())
+
+    def test_unknownKeysWarned(self) -> None:
+        """Unknown keys at any level are reported as warnings, not errors."""
+        d = self.mktemp()
+        os.makedirs(d)
+        write(os.path.join(d, CONFIG_NAME), {"profile": {"label": "x", "colour": "red"}, "extra": 1})
+        c = loadConfig(d)
+        self.assertEqual(c.label, "x")
+        self.assertIn("goop.json: profile.colour: unknown key, ignored", c.warnings)
+        self.assertIn("goop.json: extra: unknown key, ignored", c.warnings)
+
+    def test_badValuesNameTheKey(self) -> None:
+        """A wrong value is refused with a message naming its key."""
+        cases = [
+            ({"presence": {"rendezvous_port": "8787"}}, "presence.rendezvous_port"),
+            ({"presence": {"rendezvous_port": 70000}}, "presence.rendezvous_port"),
+            ({"presence": {"rendezvous_host": "yes"}}, "presence.rendezvous_host"),
+            ({"viewer": {"http_addr": "nowhere"}}, "viewer.http_addr"),
+            ({"presence": {"rendezvous_wan": "ftp://x"}}, "presence.rendezvous_wan"),
+            ({"p2p": []}, "p2p"),
+        ]
+        for doc, key in cases:
+            d = self.mktemp()
+            os.makedirs(d)
+            write(os.path.join(d, CONFIG_NAME), doc)
+            e = self.assertRaises(ConfigError, loadConfig, d)
+            self.assertIn(key, str(e))
+
+    def test_notJSON(self) -> None:
+        """A file that is not JSON is refused naming the file."""
+        d = self.mktemp()
+        os.makedirs(d)
+        with open(os.path.join(d, CONFIG_NAME), "w") as f:
+            f.write("{nope")
+        e = self.assertRaises(ConfigError, loadConfig, d)
+        self.assertIn("goop.json", str(e))
+
+
+class IdentityTests(SynchronousTestCase):
+    def test_persistentAndSigned(self) -> None:
+        """The key is created 0600 once, reloaded, and its signatures verify to its peer id."""
+        d = self.mktemp()
+        os.makedirs(d)
+        a = loadIdentity(d)
+        self.assertEqual(os.stat(os.path.join(d, "identity.key")).st_mode & 0o777, 0o600)
+        b = loadIdentity(d)
+        self.assertEqual(a.peerId, b.peerId)
+        sig = a.sign(b"hello")
+        self.assertEqual(verifySignature(a.publicB64, sig, b"hello"), a.peerId)
+        self.assertRaises(ValueError, verifySignature, a.publicB64, sig, b"hellO")
+
+
+class SitePathTests(SynchronousTestCase):
+    def test_refusesLuaHiddenTraversal(self) -> None:
+        """lua/, dot-files, traversal and symlinks out of the site are not servable."""
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "lua"))
+        os.makedirs(os.path.join(root, "a"))
+        for p in ("index.html", "lua/x.lua", ".secret", "a/b.txt"):
+            with open(os.path.join(root, p), "w") as f:
+                f.write("x")
+        os.symlink("/etc/passwd", os.path.join(root, "a", "pw"))
+        self.assertTrue(resolveSitePath(root, "/"))
+        self.assertTrue(resolveSitePath(root, "a/b.txt"))
+        for bad in ("lua/x.lua", "LUA/x.lua", "a/../lua/x.lua", ".secret", "../../etc/passwd", "a/pw", "a\\..\\x"):
+            self.assertIsNone(resolveSitePath(root, bad), bad)
+
+
+class TemplateTests(SynchronousTestCase):
+    def test_bundleAndTraversal(self) -> None:
+        """Bundles hold the template's files only; traversal names are refused."""
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "blog"))
+        write(os.path.join(root, "blog", "manifest.json"), {"title": "Blog"})
+        with open(os.path.join(root, "blog", "index.html"), "w") as f:
+            f.write("hi")
+        os.symlink("/etc/passwd", os.path.join(root, "blog", "pw"))
+        store = TemplateStore(root)
+        self.assertEqual([t["name"] for t in store.list()], ["blog"])
+        data = store.bundle("blog")
+        assert data is not None
+        names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
+        self.assertEqual(sorted(names), ["blog/index.html", "blog/manifest.json"])
+        for bad in ("..", "../etc", "blog/..", ".hidden", "nope"):
+            self.assertIsNone(store.bundle(bad), bad)
+            self.assertIsNone(store.manifest(bad), bad)
+
+
+class StoreTests(TestCase):
+    def setUp(self) -> None:
+        d = self.mktemp()
+        os.makedirs(d)
+        self.owner = "o" * 64
+        self.other = "p" * 64
+        self.store = DataStore(reactor, os.path.join(d, "data.db"), self.owner)
+        self.addCleanup(self.store.stop)
+        return self.store.start()
+
+    async def test_permissions(self) -> None:
+        """owner-only, peers-read and peers-write are enforced on every op for other peers."""
+        s, o, p = self.store, self.owner, self.other
+        verifyObject(IDataStore, s)
+        for name, perm in (("secret", "owner-only"), ("board", "peers-read"), ("wall", "peers-write")):
+            r = await s.execute(o, {"op": "create-table", "table": name, "columns": [{"name": "text", "type": "TEXT"}], "data": {"permission": perm}})
+            self.assertTrue(r["ok"], r)
+            r = await s.execute(o, {"op": "insert", "table": name, "data": {"text": "by owner"}})
+            self.assertTrue(r["ok"], r)
+        tables = await s.execute(p, {"op": "tables"})
+        self.assertEqual({t["name"] for t in tables["data"]}, {"board", "wall"})
+        self.assertFalse((await s.execute(p, {"op": "query", "table": "secret"}))["ok"])
+        self.assertTrue((await s.execute(p, {"op": "query", "table": "board"}))["ok"])
+        self.assertFalse((await s.execute(p, {"op": "insert", "table": "board", "data": {"text": "x"}}))["ok"])
+        r = await s.execute(p, {"op": "insert", "table": "wall", "data": {"text": "by peer"}})
+        self.assertTrue(r["ok"], r)
+        rows = (await s.execute(p, {"op": "query", "table": "wall"}))["data"]
+        self.assertEqual([(x["text"], x["_owner"]) for x in rows], [("by owner", o), ("by peer", p)])
+        # a peer may change only its own rows
+        r = await s.execute(p, {"op": "update", "table": "wall", "id": 1, "data": {"text": "hijack"}})
+        self.assertEqual(r["data"]["changed"], 0)
+        r = await s.execute(p, {"op": "delete", "table": "wall", "where": {"text": "by peer"}})
+        self.assertEqual(r["data"]["deleted"], 1)
+        for op in ({"op": "create-table", "table": "t", "columns": ["a"]}, {"op": "delete-table", "table": "wall"},
+                   {"op": "add-column", "table": "wall", "columns": ["b"]}, {"op": "drop-column", "table": "wall", "columns": ["text"]},
+                   {"op": "rename-table", "table": "wall", "data": {"name": "w2"}}):
+            r = await s.execute(p, op)
+            self.assertFalse(r["ok"], op)
+            self.assertIn("permission denied", r["error"])
+        r = await s.execute(p, {"op": "insert", "table": "wall", "data": {"_owner": o}})
+        self.assertFalse(r["ok"])
+
+    async def test_identifiersValidated(self) -> None:
+        """Identifiers that are not plain names never reach SQL text."""
+        s, o = self.store, self.owner
+        for bad in ('x"; DROP TABLE y; --', "sqlite_master", "_goop_tables", "1abc", ""):
+            r = await s.execute(o, {"op": "create-table", "table": bad, "columns": ["a"]})
+            self.assertFalse(r["ok"])
+            self.assertIn("invalid identifier", r["error"])
+        await s.execute(o, {"op": "create-table", "table": "t", "columns": ["a"]})
+        r = await s.execute(o, {"op": "query", "table": "t", "where": "1=1; DROP TABLE t"})
+        self.assertFalse(r["ok"])
+        r = await s.execute(o, {"op": "query", "table": "t", "where": {"a": "' OR 1=1 --"}})
+        self.assertEqual(r, {"ok": True, "data": []})
+
+
+class InterfaceTests(SynchronousTestCase):
+    def test_verifyObjects(self) -> None:
+        """The hub, the Lua engine and the peer directory provide their interfaces."""
+        from twisted.internet.task import Clock
+
+        from suite.goop.lua.engine import LuaEngine
+        from suite.goop.p2p.discovery import PeerDirectory
+        from suite.goop.rendezvous.hub import RendezvousHub
+
+        clock = Clock()
+        verifyObject(IRendezvousHub, RendezvousHub(clock, port=0))
+        verifyObject(ILuaEngine, LuaEngine(clock, "/nonexistent", "/nonexistent/data.db"))
+        verifyObject(IPeerDirectory, PeerDirectory("x"))

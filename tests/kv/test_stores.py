@@ -1,0 +1,261 @@
+"""
+Behaviour shared by every IKeyValueStore backend, with real files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from suite.kv import openStore
+from suite.kv.aof import AOFStore
+from suite.kv.interfaces import IKeyValueStore
+from suite.kv.memory import MemoryStore
+from suite.kv.records import RING_SIZE, LeaseHeld, LeaseLost, inRange, ringId
+from suite.kv.sqlite import SQLiteStore
+
+
+class _Backend:
+    backend = "memory"
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.dataDir = self.mktemp()  # type: ignore[attr-defined]
+        os.makedirs(self.dataDir)
+        self.pool = ThreadPool(1, 1, name="kv-test")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)  # type: ignore[attr-defined]
+        self.store = self.open()
+
+    def runner(self, f: Any) -> Any:
+        return deferToThreadPool(reactor, self.pool, f)  # type: ignore[arg-type]
+
+    def open(self) -> Any:
+        store = openStore(self.backend, self.dataDir, 0, self.clock, self.runner, flushInterval=3.0)
+        self.addCleanup(store.close)  # type: ignore[attr-defined]
+        return store
+
+    def test_provides(self) -> None:
+        """
+        The backend provides IKeyValueStore.
+        """
+        self.assertTrue(verifyObject(IKeyValueStore, self.store))  # type: ignore[attr-defined]
+
+    async def test_putGetDelete(self) -> None:
+        """
+        A value put can be read back and deleted once.
+        """
+        s = self.store
+        self.assertIsNone(await s.get(b"k"))
+        await s.put(b"k", b"v1")
+        await s.put(b"k", b"v2")
+        self.assertEqual(await s.get(b"k"), b"v2")  # type: ignore[attr-defined]
+        self.assertTrue(await s.delete(b"k"))
+        self.assertFalse(await s.delete(b"k"))
+        self.assertIsNone(await s.get(b"k"))
+
+    async def test_prefixSet(self) -> None:
+        """
+        Prefix children are a set: append, list (sorted), contains, remove.
+        """
+        s = self.store
+        self.assertTrue(await s.prefixAppend(b"p", b"b"))
+        self.assertTrue(await s.prefixAppend(b"p", b"a"))
+        self.assertFalse(await s.prefixAppend(b"p", b"a"))
+        self.assertEqual(await s.prefixList(b"p"), [b"a", b"b"])  # type: ignore[attr-defined]
+        self.assertTrue(await s.prefixContains(b"p", b"a"))
+        self.assertTrue(await s.prefixRemove(b"p", b"a"))
+        self.assertFalse(await s.prefixContains(b"p", b"a"))
+        self.assertFalse(await s.prefixRemove(b"p", b"zz"))
+        self.assertEqual(await s.prefixList(b"nothing"), [])  # type: ignore[attr-defined]
+
+    async def test_leases(self) -> None:
+        """
+        Leases exclude other holders until expiry; fencing tokens grow with
+        each new grant; renew and release need the current token.
+        """
+        s = self.store
+        a = await s.acquireLease(b"L", b"alice", 10)
+        again = await s.acquireLease(b"L", b"alice", 10)
+        self.assertEqual(a.token, again.token)  # type: ignore[attr-defined]
+        with self.assertRaises(LeaseHeld):  # type: ignore[attr-defined]
+            await s.acquireLease(b"L", b"bob", 10)
+        self.clock.advance(11)
+        b = await s.acquireLease(b"L", b"bob", 10)
+        self.assertGreater(b.token, a.token)  # type: ignore[attr-defined]
+        with self.assertRaises(LeaseLost):  # type: ignore[attr-defined]
+            await s.renewLease(b"L", a.token, 10)
+        renewed = await s.renewLease(b"L", b.token, 30)
+        self.assertEqual(renewed.expiresAt, self.clock.seconds() + 30)  # type: ignore[attr-defined]
+        self.assertTrue(await s.releaseLease(b"L", b.token))
+        c = await s.acquireLease(b"L", b"carol", 5)
+        self.assertGreater(c.token, b.token)  # type: ignore[attr-defined]
+
+    async def test_rangeTransfer(self) -> None:
+        """
+        Records exported from a ring range import elsewhere unchanged;
+        removeRange empties exactly that range and digests agree.
+        """
+        s = self.store
+        keys = [b"key-%d" % i for i in range(200)]
+        for k in keys:
+            await s.put(k, k.upper())
+        await s.prefixAppend(b"key-7", b"child")
+        low, high = RING_SIZE // 3, RING_SIZE // 3 * 2
+        inside = {k for k in keys if inRange(ringId(k), low, high)}
+        recs = await s.exportRange(low, high)
+        self.assertEqual({k for kind, k, _ in recs if kind == "v"}, inside)  # type: ignore[attr-defined]
+        other = MemoryStore(self.clock)
+        await other.importRecords(recs)
+        self.assertEqual(await other.digestRange(low, high), await s.digestRange(low, high))  # type: ignore[attr-defined]
+        removed = await s.removeRange(low, high)
+        self.assertEqual(removed, len(recs))  # type: ignore[attr-defined]
+        self.assertEqual(await s.exportRange(low, high), [])  # type: ignore[attr-defined]
+        wrapped = await s.exportRange(high, low)
+        self.assertEqual(len([1 for kind, _, _ in wrapped if kind == "v"]), len(keys) - len(inside))  # type: ignore[attr-defined]
+
+    async def test_exportKeyTombstones(self) -> None:
+        """
+        exportKey names every kind, with None for the absent ones, so
+        importing it reproduces deletions too.
+        """
+        s = self.store
+        await s.put(b"x", b"1")
+        other = MemoryStore(self.clock)
+        await other.importRecords(await s.exportKey(b"x"))
+        self.assertEqual(await other.get(b"x"), b"1")  # type: ignore[attr-defined]
+        await s.delete(b"x")
+        await other.importRecords(await s.exportKey(b"x"))
+        self.assertIsNone(await other.get(b"x"))
+
+
+class MemoryTests(_Backend, TestCase):
+    backend = "memory"
+
+
+class AOFTests(_Backend, TestCase):
+    backend = "aof"
+
+    async def test_persistsAcrossRestart(self) -> None:
+        """
+        Flushed records are replayed by a new store on the same directory.
+        """
+        s = self.store
+        for i in range(50):
+            await s.put(b"k%d" % i, b"v%d" % i)
+        await s.prefixAppend(b"p", b"c")
+        await s.delete(b"k3")
+        await s.close()
+        again = self.open()
+        self.assertEqual(await again.get(b"k7"), b"v7")
+        self.assertIsNone(await again.get(b"k3"))
+        self.assertEqual(await again.prefixList(b"p"), [b"c"])
+
+    async def test_tornTailRepaired(self) -> None:
+        """
+        A record cut short by a crash mid-write is dropped at start-up, the
+        file truncated to the last good record, and earlier records kept.
+        """
+        s = self.store
+        await s.put(b"a", b"1")
+        await s.put(b"b", b"2")
+        await s.close()
+        path = os.path.join(self.dataDir, "0", "kv.aof")
+        good = os.path.getsize(path)
+        with open(path, "ab") as f:
+            f.write(b"\x01\x00\x00\x00\x40garbage")
+        again = self.open()
+        self.assertEqual(await again.get(b"b"), b"2")
+        self.assertEqual(again.stats()["repairedBytes"], 12)
+        self.assertEqual(os.path.getsize(path), good)
+        await again.put(b"c", b"3")
+        await again.close()
+        third = self.open()
+        self.assertEqual(await third.get(b"c"), b"3")
+
+    async def test_corruptCRC(self) -> None:
+        """
+        A record whose CRC does not match ends the replay there.
+        """
+        s = self.store
+        await s.put(b"a", b"1")
+        await s.flush()
+        path = os.path.join(self.dataDir, "0", "kv.aof")
+        mid = os.path.getsize(path)
+        await s.put(b"b", b"2")
+        await s.close()
+        with open(path, "r+b") as f:
+            f.seek(mid + 12)
+            f.write(b"X")
+        again = self.open()
+        self.assertEqual(await again.get(b"a"), b"1")
+        self.assertIsNone(await again.get(b"b"))
+
+    async def test_flushTimer(self) -> None:
+        """
+        The flush timer writes buffered records to disk on the injected clock.
+        """
+        s = self.store
+        await s.put(b"a", b"1")
+        path = os.path.join(self.dataDir, "0", "kv.aof")
+        before = os.path.getsize(path)
+        self.clock.advance(3.0)
+        await s._flushing if s._flushing is not None else None
+        self.assertGreater(os.path.getsize(path), before)
+
+    async def test_compaction(self) -> None:
+        """
+        Rewriting the same keys grows the log until compaction shrinks it
+        to the live data, which survives a restart.
+        """
+        s = self.store
+        s.compactMinBytes = 10_000
+        for round in range(20):
+            for i in range(20):
+                await s.put(b"k%d" % i, b"x" * 100 + b"%d" % round)
+        await s.flush()
+        await s.flush()
+        self.assertGreaterEqual(s.compactions, 1)
+        await s.close()
+        again = self.open()
+        self.assertEqual(await again.get(b"k5"), b"x" * 100 + b"19")
+
+    def test_notAnAOF(self) -> None:
+        """
+        A foreign file in place of the log is refused, naming it.
+        """
+        d = os.path.join(self.dataDir, "9")
+        os.makedirs(d)
+        with open(os.path.join(d, "kv.aof"), "wb") as f:
+            f.write(b"hello world, not a log")
+        from suite.daemon import ConfigError
+
+        e = self.assertRaises(ConfigError, AOFStore, d, self.clock, self.runner)
+        self.assertIn("kv.aof", str(e))
+
+
+class SQLiteTests(_Backend, TestCase):
+    backend = "sqlite"
+
+    async def test_persistsAcrossRestart(self) -> None:
+        """
+        Records are in the WAL-mode database after a restart; the cache
+        directory exists under the data dir.
+        """
+        s = self.store
+        await s.put(b"a", b"1")
+        await s.prefixAppend(b"p", b"c")
+        await s.close()
+        again = self.open()
+        self.assertEqual(await again.get(b"a"), b"1")
+        self.assertEqual(await again.prefixList(b"p"), [b"c"])
+        self.assertTrue(os.path.isdir(os.path.join(self.dataDir, "cache")))
+        self.assertIsInstance(again, SQLiteStore)

@@ -1,0 +1,175 @@
+"""
+A deterministic in-memory network for Chord simulations: one L{Clock}, a
+seeded RNG, message delay, drops and process crashes.  Every message is
+round-tripped through msgpack, as on the real wire.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgpack
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from suite.kv.memory import MemoryStore
+from suite.specter.chord import errors as E
+from suite.specter.chord.errors import RemoteError
+from suite.specter.chord.ids import RING_SIZE, VnodeRef, inRange
+from suite.specter.chord.node import ChordConfig, ChordNode
+from suite.specter.interfaces import IChordTransport
+
+__all__ = ["SimNetwork", "SimTransport", "Cluster"]
+
+
+def _copy(value: Any) -> Any:
+    return msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False, strict_map_key=False)
+
+
+class SimNetwork:
+    """
+    Delivers calls between L{ChordNode}s after a random delay; may drop
+    requests and replies; crashed processes neither receive nor answer.
+    """
+
+    def __init__(self, clock: Clock, rng: random.Random, drop: float = 0.0, delay: tuple[float, float] = (0.001, 0.02)) -> None:
+        self.clock = clock
+        self.rng = rng
+        self.drop = drop
+        self.delay = delay
+        self.nodes: dict[str, ChordNode] = {}
+        self.crashed: set[str] = set()
+        self.messages = 0
+
+    def _delay(self) -> float:
+        return self.rng.uniform(*self.delay)
+
+    def _lost(self, *addrs: str) -> bool:
+        return any(a in self.crashed or a not in self.nodes for a in addrs) or self.rng.random() < self.drop
+
+    def deliver(self, src: str, dst: str, vid: int | None, method: str, args: list[Any], timeout: float) -> "Deferred[Any]":
+        self.messages += 1
+        d: Deferred[Any] = Deferred()
+        timer = self.clock.callLater(timeout, lambda: d.errback(RemoteError(E.TIMEOUT, f"{method} to {dst}")))
+        payload = _copy([vid, method, args])
+        if self._lost(src, dst):
+            return d
+
+        def reply(result: Any) -> None:
+            if not timer.active() or self._lost(src, dst):
+                return
+            timer.cancel()
+            if isinstance(result, Failure):
+                err = result.value if isinstance(result.value, RemoteError) else RemoteError(E.INTERNAL, str(result.value))
+                d.errback(RemoteError.fromWire(_copy(err.toWire())))
+            else:
+                d.callback(_copy(result))
+
+        def arrive() -> None:
+            if dst in self.crashed:
+                return
+            node = self.nodes[dst]
+            node.dispatch(payload[0], payload[1], payload[2]).addBoth(
+                lambda r: self.clock.callLater(self._delay(), reply, r)
+            )
+
+        self.clock.callLater(self._delay(), arrive)
+        return d
+
+
+@implementer(IChordTransport)
+class SimTransport:
+    """
+    One process's view of the L{SimNetwork}.
+    """
+
+    def __init__(self, net: SimNetwork, addr: str) -> None:
+        self.net = net
+        self.addr = addr
+
+    def call(self, addr: str, vnodeId: int | None, method: str, args: list[Any], timeout: float) -> "Deferred[Any]":
+        return self.net.deliver(self.addr, addr, vnodeId, method, args, timeout)
+
+
+class Cluster:
+    """
+    Processes of a simulated ring, and the invariants checked at the end.
+    """
+
+    def __init__(self, seed: int = 1, drop: float = 0.0, config: ChordConfig | None = None) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        self.rng = random.Random(seed)
+        self.net = SimNetwork(self.clock, self.rng, drop=drop)
+        self.config = config or ChordConfig(virtual=4, replicas=3, successors=12, stabilizeInterval=0.5, rpcTimeout=1.0)
+
+    def add(self, name: str, seed: str | None) -> ChordNode:
+        node = ChordNode(
+            name,
+            SimTransport(self.net, name),
+            self.clock,
+            self.config,
+            lambda i: MemoryStore(self.clock),
+            rng=random.Random(self.rng.random()),
+        )
+        self.net.nodes[name] = node
+        node.start(seed)
+        return node
+
+    def crash(self, name: str) -> None:
+        self.net.crashed.add(name)
+        self.net.nodes[name].stop()
+
+    def run(self, seconds: float, step: float = 0.01) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+
+    def live(self) -> list[ChordNode]:
+        return [n for a, n in self.net.nodes.items() if a not in self.net.crashed]
+
+    def activeVnodes(self) -> list[Any]:
+        out = [v for n in self.live() for v in n.vnodes if v.membership.servesKeys() and not v.gone]
+        return sorted(out, key=lambda v: v.ref.id)
+
+    def expectedOwner(self, kid: int) -> Any:
+        ring = self.activeVnodes()
+        for v in ring:
+            if v.ref.id >= kid:
+                return v
+        return ring[0]
+
+    def expectedReplicas(self, owner: Any) -> list[VnodeRef]:
+        ring = self.activeVnodes()
+        i = ring.index(owner)
+        out: list[VnodeRef] = []
+        seen = {owner.ref.addr}
+        for k in range(1, len(ring)):
+            v = ring[(i + k) % len(ring)]
+            if len(out) >= self.config.replicas - 1:
+                break
+            if v.ref.addr not in seen:
+                seen.add(v.ref.addr)
+                out.append(v.ref)
+        return out
+
+    def ringProblems(self) -> list[str]:
+        """
+        Successor lists that differ from the sorted ring of active vnodes.
+        """
+        ring = self.activeVnodes()
+        problems = []
+        n = len(ring)
+        for i, v in enumerate(ring):
+            want = [ring[(i + k) % n].ref for k in range(1, min(self.config.successors, n - 1) + 1)] or [v.ref]
+            if v.succs[: len(want)] != want:
+                problems.append(f"{v.ref.short()} successors differ")
+            pred = ring[(i - 1) % n].ref
+            if v.pred != pred and not (n == 1 and v.pred == v.ref):
+                problems.append(f"{v.ref.short()} predecessor {v.pred} != {pred}")
+        return problems
+
+
+_ = (RING_SIZE, inRange)

@@ -1,0 +1,462 @@
+"""
+A deterministic Raft cluster simulator.
+
+N L{RaftNode}s share one L{task.Clock} and one seeded L{random.Random};
+messages travel over an in-memory network that can drop, delay, duplicate,
+reorder and partition (symmetric or one-way); disks have a latency and a
+crash loses every write not yet synced.  After every step the simulator
+checks election safety, log matching, leader completeness and state-machine
+safety; clients record a history for the linearizability checker.
+
+Replay a failing scenario with C{RAFT_SEED=<seed> pytest tests/raft/test_simulation.py}.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from suite.raft.interfaces import IRaftStorage, IRaftTransport
+from suite.raft.kv import KeyValueStateMachine, encodeCommand
+from suite.raft.messages import Configuration, Entry, Message, SnapshotMeta, decodeMessage, encodeMessage
+from suite.raft.node import RaftNode, RaftSettings
+from suite.raft.storage import Recovered, applyAppend, applyCompaction
+from tests.support.lincheck import UNKNOWN, Operation
+
+
+class InvariantViolation(AssertionError):
+    pass
+
+
+@dataclass
+class Faults:
+    drop: float = 0.0
+    duplicate: float = 0.0
+    minDelay: float = 0.001
+    maxDelay: float = 0.005
+    diskDelay: tuple[float, float] = (0.0005, 0.003)
+    wire: bool = False
+
+
+class SimNetwork:
+    def __init__(self, clock: Clock, rng: random.Random, faults: Faults) -> None:
+        self.clock, self.rng, self.faults = clock, rng, faults
+        self.endpoints: dict[str, SimTransport] = {}
+        self.blocked: set[tuple[str, str]] = set()
+        self.sent = 0
+
+    def deliver(self, m: Message) -> None:
+        self.sent += 1
+        f = self.faults
+        if (m.src, m.dst) in self.blocked or self.rng.random() < f.drop:
+            return
+        if f.wire:
+            m = decodeMessage(encodeMessage(m))
+        copies = 2 if self.rng.random() < f.duplicate else 1
+        for _ in range(copies):
+            self.clock.callLater(self.rng.uniform(f.minDelay, f.maxDelay), self._arrive, m)
+
+    def _arrive(self, m: Message) -> None:
+        if (m.src, m.dst) in self.blocked:
+            return
+        t = self.endpoints.get(m.dst)
+        if t is not None and t.up and t.receiver is not None:
+            t.receiver(m)
+
+    def partition(self, *groups: set[str]) -> None:
+        self.blocked = set()
+        for g in groups:
+            for h in groups:
+                if g is not h:
+                    self.blocked |= {(a, b) for a in g for b in h}
+
+    def oneWay(self, src: str, dst: str) -> None:
+        self.blocked.add((src, dst))
+
+    def heal(self) -> None:
+        self.blocked = set()
+
+
+@implementer(IRaftTransport)
+class SimTransport:
+    def __init__(self, network: SimNetwork, nodeId: str) -> None:
+        self.network, self.nodeId = network, nodeId
+        self.up = True
+        self.receiver: Callable[[Message], None] | None = None
+        network.endpoints[nodeId] = self
+
+    def send(self, message: Message) -> None:  # type: ignore[override]
+        if self.up:
+            self.network.deliver(message)
+
+    def setReceiver(self, receiver: Callable[[Message], None]) -> None:  # type: ignore[override]
+        self.receiver = receiver
+
+    def updatePeers(self, addresses: object) -> None:
+        pass
+
+
+class Disk:
+    """
+    The durable state of one node; survives crashes.
+    """
+
+    def __init__(self) -> None:
+        self.state = Recovered()
+
+
+@implementer(IRaftStorage)
+class SimStorage:
+    """
+    Ordered writes that become durable (all queued ones at once: group
+    commit) after a disk delay; a crash drops the queue.
+    """
+
+    def __init__(self, disk: Disk, clock: Clock, rng: random.Random, faults: Faults) -> None:
+        self.disk, self.clock, self.rng, self.faults = disk, clock, rng, faults
+        self.queue: list[tuple[Callable[[], None], Deferred[None]]] = []
+        self.flushCall: IDelayedCall | None = None
+        self.latestSnapshot = disk.state.snapshot
+        self.slow = 1.0
+
+    def _base(self) -> int:
+        s = self.disk.state.snapshot
+        return s[0].index if s else 0
+
+    def _enqueue(self, op: Callable[[], None]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.queue.append((op, d))
+        if self.flushCall is None:
+            lo, hi = self.faults.diskDelay
+            self.flushCall = self.clock.callLater(self.rng.uniform(lo, hi) * self.slow, self._flush)
+        return d
+
+    def _flush(self) -> None:
+        self.flushCall = None
+        queue, self.queue = self.queue, []
+        for op, _ in queue:
+            op()
+        for _, d in queue:
+            d.callback(None)
+
+    def crash(self) -> None:
+        if self.flushCall is not None:
+            self.flushCall.cancel()
+        self.flushCall = None
+        self.queue = []
+
+    def load(self) -> Deferred[Recovered]:
+        s = self.disk.state
+        return succeed(Recovered(s.term, s.votedFor, s.snapshot, list(s.entries)))
+
+    def saveHardState(self, term: int, votedFor: str | None) -> Deferred[None]:
+        def op() -> None:
+            self.disk.state.term, self.disk.state.votedFor = term, votedFor
+
+        return self._enqueue(op)
+
+    def appendEntries(self, truncateAfter: int | None, entries: list[Entry]) -> Deferred[None]:  # type: ignore[override]
+        entries = list(entries)
+        return self._enqueue(
+            lambda: applyAppend(self.disk.state.entries, truncateAfter, entries, self._base())
+        )
+
+    def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:  # type: ignore[override]
+        self.latestSnapshot = (meta, data)
+
+        def op() -> None:
+            s = self.disk.state
+            s.entries = applyCompaction(s.entries, self._base(), meta)
+            s.snapshot = (meta, data)
+
+        return self._enqueue(op)
+
+    def readSnapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        return self.latestSnapshot
+
+    def sync(self) -> Deferred[None]:
+        if not self.queue:
+            return succeed(None)
+        return self._enqueue(lambda: None)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class CheckedKV(KeyValueStateMachine):
+    """
+    The reference KV, reporting every application to the checker.
+    """
+
+    def __init__(self, sim: Simulation, nodeId: str) -> None:
+        super().__init__()
+        self.sim, self.nodeId = sim, nodeId
+        self.lastIndex = 0
+
+    def apply(self, index: int, command: bytes) -> object:
+        self.sim.checkApply(self.nodeId, index, command, self.lastIndex)
+        self.lastIndex = index
+        return super().apply(index, command)
+
+    def restore(self, data: bytes) -> None:
+        super().restore(data)
+        self.lastIndex = self.appliedIndex
+
+
+@dataclass
+class SimNode:
+    id: str
+    disk: Disk
+    storage: SimStorage | None = None
+    transport: SimTransport | None = None
+    node: RaftNode | None = None
+    kv: CheckedKV | None = None
+    checkedIndex: int = 0
+    checkedTerm: int = 0
+
+
+@dataclass
+class Simulation:
+    """
+    One seeded scenario.
+    """
+
+    seed: int
+    size: int = 3
+    faults: Faults = field(default_factory=Faults)
+    settings: RaftSettings = field(default_factory=RaftSettings)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.clock = Clock()
+        self.network = SimNetwork(self.clock, self.rng, self.faults)
+        ids = [f"n{i}" for i in range(1, self.size + 1)]
+        self.bootstrap = Configuration(frozenset(ids))
+        self.nodes: dict[str, SimNode] = {}
+        self.leaders: dict[int, str] = {}
+        self.committed: dict[int, Entry] = {}
+        self.appliedCommands: dict[int, bytes] = {}
+        self.seen: dict[tuple[int, int], tuple[Entry, int | None]] = {}
+        self.history: list[Operation] = []
+        self.knownLeaderTerms: set[tuple[str, int]] = set()
+        self.clients: list[SimClient] = []
+        for i in ids:
+            self.nodes[i] = SimNode(i, Disk())
+            self.boot(i)
+
+    # -- lifecycle --------------------------------------------------------
+
+    def boot(self, nodeId: str, bootstrap: Configuration | None = None) -> None:
+        s = self.nodes[nodeId]
+        s.storage = SimStorage(s.disk, self.clock, self.rng, self.faults)
+        s.transport = SimTransport(self.network, nodeId)
+        s.kv = CheckedKV(self, nodeId)
+        s.node = RaftNode(
+            nodeId,
+            self.clock,
+            s.storage,
+            s.transport,
+            s.kv,
+            bootstrap if bootstrap is not None else self.bootstrap,
+            self.settings,
+            random.Random(self.rng.random()),
+        )
+        s.checkedIndex = s.checkedTerm = 0
+        d = Deferred.fromCoroutine(s.node.start())
+        d.addErrback(lambda f: self.fail(f"node {nodeId} failed to start: {f.getTraceback()}"))
+
+    def addNode(self, nodeId: str) -> None:
+        self.nodes[nodeId] = SimNode(nodeId, Disk())
+        self.boot(nodeId, Configuration(frozenset()))
+
+    def crash(self, nodeId: str) -> None:
+        s = self.nodes[nodeId]
+        if s.node is None:
+            return
+        assert s.storage is not None and s.transport is not None
+        s.transport.up = False
+        s.storage.crash()
+        s.node.stop()
+        s.node = None
+
+    def restart(self, nodeId: str) -> None:
+        if self.nodes[nodeId].node is None:
+            self.boot(nodeId)
+
+    def live(self) -> list[RaftNode]:
+        return [s.node for s in self.nodes.values() if s.node is not None]
+
+    def leader(self) -> RaftNode | None:
+        best = None
+        for n in self.live():
+            if n.leader is not None and (best is None or n.term > best.term):
+                best = n
+        return best
+
+    # -- checks -----------------------------------------------------------
+
+    def fail(self, what: str) -> None:
+        raise InvariantViolation(
+            f"seed {self.seed}: {what} at t={self.clock.seconds():.3f}\n"
+            f"replay: RAFT_SEED={self.seed} .venv/bin/python -m pytest tests/raft/test_simulation.py"
+        )
+
+    def checkApply(self, nodeId: str, index: int, command: bytes, last: int) -> None:
+        if index <= last:
+            self.fail(f"{nodeId} applied index {index} after {last}")
+        known = self.appliedCommands.setdefault(index, command)
+        if known != command:
+            self.fail(f"{nodeId} applied a different command at {index}")
+
+    def check(self) -> None:
+        for s in self.nodes.values():
+            n = s.node
+            if n is None:
+                continue
+            if n.leader is not None:
+                other = self.leaders.setdefault(n.term, n.id)
+                if other != n.id:
+                    self.fail(f"two leaders in term {n.term}: {other} and {n.id}")
+                if (n.id, n.term) not in self.knownLeaderTerms:
+                    self.knownLeaderTerms.add((n.id, n.term))
+                    self.checkCompleteness(n)
+            self.checkLog(s, n)
+
+    def checkLog(self, s: SimNode, n: RaftNode) -> None:
+        lg = n.log
+        if lg.term(s.checkedIndex) != s.checkedTerm or s.checkedIndex < lg.snapshotIndex:
+            s.checkedIndex = lg.snapshotIndex
+            s.checkedTerm = lg.snapshotTerm
+        i = s.checkedIndex + 1
+        last = lg.lastIndex()
+        while i <= last:
+            e = lg.entry(i)
+            prev = lg.term(i - 1)
+            known = self.seen.setdefault((e.index, e.term), (e, prev))
+            if known != (e, prev):
+                self.fail(f"log matching violated at {e.index} term {e.term} on {n.id}")
+            i += 1
+        s.checkedIndex, s.checkedTerm = last, lg.lastTerm()
+        for j in range(max(lg.snapshotIndex + 1, 1), n.commitIndex + 1):
+            if j in self.committed:
+                continue
+            e = lg.entry(j)
+            self.committed[j] = e
+        if n.commitIndex > lg.snapshotIndex:
+            j = n.commitIndex
+            if self.committed.get(j) != lg.entry(j):
+                self.fail(f"{n.id} committed a different entry at {j}")
+
+    def checkCompleteness(self, n: RaftNode) -> None:
+        for index, e in self.committed.items():
+            if index <= n.log.snapshotIndex:
+                continue
+            if index > n.log.lastIndex() or n.log.entry(index) != e:
+                self.fail(f"leader {n.id} of term {n.term} lacks committed entry {index}")
+
+    # -- running ----------------------------------------------------------
+
+    def run(self, seconds: float, step: float = 0.002) -> None:
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() < end:
+            self.clock.advance(step)
+            self.check()
+
+    def runUntil(self, predicate: Callable[[], bool], seconds: float, step: float = 0.002) -> bool:
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() < end:
+            if predicate():
+                return True
+            self.clock.advance(step)
+            self.check()
+        return predicate()
+
+
+class SimClient:
+    """
+    A KV client with a session: retries each command with the same
+    sequence number until it succeeds or gives up; records the history.
+    """
+
+    def __init__(self, sim: Simulation, name: str, keys: list[str], timeout: float = 0.5) -> None:
+        self.sim, self.name, self.keys, self.timeout = sim, name, keys, timeout
+        self.seq = 0
+        self.target = sim.rng.choice(sorted(sim.nodes))
+        self.counter = 0
+        self.running = True
+        self.done = 0
+
+    def start(self) -> None:
+        self.sim.clock.callLater(self.sim.rng.uniform(0, 0.05), self.next)
+
+    def next(self) -> None:
+        if not self.running:
+            return
+        rng = self.sim.rng
+        key = rng.choice(self.keys)
+        kind = rng.choice(["put", "append", "get", "get"])
+        self.counter += 1
+        value = f"{self.name}.{self.counter};" if kind != "get" else None
+        op = Operation(self.name, key, kind, value, self.sim.clock.seconds())
+        self.sim.history.append(op)
+        self.seq += 1
+        self.attempt(op, self.seq, 0)
+
+    def attempt(self, op: Operation, seq: int, tries: int) -> None:
+        sim = self.sim
+        if not self.running:
+            if op.op == "get":
+                sim.history.remove(op)
+            return
+        holder = sim.nodes.get(self.target)
+        node = holder.node if holder else None
+        finished = [False]
+
+        def retry(hint: str | None) -> None:
+            if finished[0]:
+                return
+            finished[0] = True
+            if timer.active():
+                timer.cancel()
+            self.target = hint if hint in sim.nodes else sim.rng.choice(sorted(sim.nodes))
+            sim.clock.callLater(min(0.2, 0.01 * 2 ** min(tries, 5)), self.attempt, op, seq, tries + 1)
+
+        def ok(result: Any) -> None:
+            if finished[0]:
+                return
+            finished[0] = True
+            if timer.active():
+                timer.cancel()
+            op.ret = sim.clock.seconds()
+            op.result = result
+            self.done += 1
+            sim.clock.callLater(sim.rng.uniform(0, 0.02), self.next)
+
+        def bad(f: Any) -> None:
+            retry(getattr(f.value, "leader", None))
+
+        timer = sim.clock.callLater(self.timeout, retry, None)
+        if node is None:
+            retry(None)
+            return
+        if op.op == "get":
+            kv = holder.kv if holder else None
+
+            def read(_: int) -> Any:
+                if holder is None or holder.kv is not kv or kv is None:
+                    raise RuntimeError("node restarted")
+                return kv.get(op.key)
+
+            d = node.readIndex().addCallback(read)
+        else:
+            d = node.propose(encodeCommand(op.op, op.key, op.value), client=self.name, seq=seq)
+        d.addCallbacks(ok, bad)
+
+
+__all__ = ["Simulation", "SimClient", "Faults", "InvariantViolation", "UNKNOWN"]

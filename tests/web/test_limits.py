@@ -1,0 +1,226 @@
+"""
+Tests for L{LimitedSite}: 413 for large bodies, 431 for large headers, over
+real loopback connections.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from suite.web.limits import LimitedSite
+
+from .support import Connection, RawClient, parseResponse
+
+
+class Echo(Resource):
+    """
+    Answers with the length of the body it was given.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def render_POST(self, request: Request) -> bytes:
+        self.calls += 1
+        assert request.content is not None
+        return b"%d" % (len(request.content.read()),)
+
+    def render_GET(self, request: Request) -> bytes:
+        self.calls += 1
+        return b"ok"
+
+
+class LoopbackLimitTests(TestCase):
+    """
+    The limits, enforced on real sockets.
+    """
+
+    async def serve(self, **limits: Any) -> int:
+        self.echo = Echo()
+        site = LimitedSite(self.echo, reactor=reactor, **limits)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    async def exchange(self, port: int, payload: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        client = RawClient(payload)
+        protocol = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.addCleanup(lambda: protocol.transport and protocol.transport.loseConnection())
+        raw = await client.done
+        return parseResponse(raw)
+
+    async def test_underLimit(self) -> None:
+        """
+        A body within the limit reaches the resource.
+        """
+        port = await self.serve(maxBodyBytes=100)
+        body = b"x" * 100
+        code, _, answer = await self.exchange(
+            port,
+            b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 100\r\n\r\n" + body,
+        )
+        self.assertEqual((code, answer), (200, b"100"))
+
+    async def test_declaredTooLarge(self) -> None:
+        """
+        A Content-Length over the limit is answered 413 with a JSON reason
+        before the body is sent at all; the resource never runs.
+        """
+        port = await self.serve(maxBodyBytes=1000)
+        code, headers, body = await self.exchange(
+            port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 50000000\r\n\r\n"
+        )
+        self.assertEqual(code, 413)
+        self.assertEqual(headers[b"content-type"], b"application/json; charset=utf-8")
+        self.assertEqual(json.loads(body), {"error": "request body larger than 1000 bytes"})
+        self.assertEqual(self.echo.calls, 0)
+
+    async def test_declaredTooLargeWithBody(self) -> None:
+        """
+        A client that sends the oversized body anyway still reads the 413.
+        """
+        port = await self.serve(maxBodyBytes=1000)
+        code, _, _ = await self.exchange(
+            port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n" + b"y" * 200000
+        )
+        self.assertEqual(code, 413)
+        self.assertEqual(self.echo.calls, 0)
+
+    async def test_chunkedTooLarge(self) -> None:
+        """
+        A chunked body is counted as it arrives: 413 once it passes the limit.
+        """
+        port = await self.serve(maxBodyBytes=1000)
+        chunks = b"".join(b"200\r\n" + b"z" * 0x200 + b"\r\n" for _ in range(4)) + b"0\r\n\r\n"
+        code, _, body = await self.exchange(
+            port, b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+        )
+        self.assertEqual(code, 413)
+        self.assertIn("larger than 1000 bytes", json.loads(body)["error"])
+        self.assertEqual(self.echo.calls, 0)
+
+    async def test_headersTooLarge(self) -> None:
+        """
+        Headers over C{maxHeaderBytes} get 431 with a JSON reason.
+        """
+        port = await self.serve(maxHeaderBytes=2048)
+        code, _, body = await self.exchange(
+            port,
+            b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: "
+            + b"a" * 1500
+            + b"\r\nX-Big2: "
+            + b"b" * 1500
+            + b"\r\n\r\n",
+        )
+        self.assertEqual(code, 431)
+        self.assertEqual(json.loads(body), {"error": "request headers larger than 2048 bytes"})
+        self.assertEqual(self.echo.calls, 0)
+
+    async def test_oneHugeHeaderLine(self) -> None:
+        """
+        A single header line longer than the limit also gets 431.
+        """
+        port = await self.serve(maxHeaderBytes=1024)
+        code, _, _ = await self.exchange(port, b"GET / HTTP/1.1\r\nX-Huge: " + b"h" * 5000 + b"\r\n\r\n")
+        self.assertEqual(code, 431)
+
+    async def test_tooManyHeaders(self) -> None:
+        """
+        More header lines than C{maxHeaderCount} get 431.
+        """
+        port = await self.serve(maxHeaderCount=10)
+        headers = b"".join(b"X-H%d: v\r\n" % (i,) for i in range(11))
+        code, _, body = await self.exchange(port, b"GET / HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n")
+        self.assertEqual(code, 431)
+        self.assertEqual(json.loads(body), {"error": "more than 10 request headers"})
+
+    async def test_headerCountResetsPerRequest(self) -> None:
+        """
+        Limits count per request: many small requests on one persistent
+        connection are all served.
+        """
+        port = await self.serve(maxHeaderCount=3, maxHeaderBytes=200)
+        one = b"GET / HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n\r\n"
+        last = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        client = RawClient(one * 20 + last)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        raw = await client.done
+        self.assertEqual(raw.count(b"HTTP/1.1 200 OK"), 21)
+        self.assertEqual(self.echo.calls, 21)
+
+
+class LimitedSiteUnitTests(SynchronousTestCase):
+    """
+    Configuration and in-memory behaviour.
+    """
+
+    def test_badConfig(self) -> None:
+        """
+        Negative or non-integer limits are refused, naming the parameter.
+        """
+        e = self.assertRaises(ValueError, LimitedSite, Echo(), maxBodyBytes=-1)
+        self.assertIn("maxBodyBytes", str(e))
+        self.assertRaises(ValueError, LimitedSite, Echo(), maxHeaderCount="10")
+
+    def test_notBuffered(self) -> None:
+        """
+        After the 413, further body bytes are discarded, not kept anywhere,
+        and the connection closes after the drain period.
+        """
+        clock = Clock()
+        site = LimitedSite(Echo(), maxBodyBytes=10, reactor=clock)
+        conn = Connection(site)
+        conn.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+        self.assertEqual(parseResponse(conn.take())[0], 413)
+        for _ in range(10):
+            conn.send(b"q" * 10000)
+        channel = conn.protocol._channel
+        self.assertEqual(channel._dataBuffer, [])
+        self.assertEqual(conn.received(), b"")
+        self.assertFalse(conn.transport.disconnecting)
+        clock.advance(5)
+        self.assertTrue(conn.transport.disconnecting)
+
+    def test_defaultTimeout(self) -> None:
+        """
+        Idle connections time out after a minute unless told otherwise.
+        """
+        self.assertEqual(LimitedSite(Echo()).timeOut, 60)
+        self.assertEqual(LimitedSite(Echo(), timeout=5).timeOut, 5)
+
+
+class AccessLogTests(SynchronousTestCase):
+    """
+    Requests are logged through twisted.logger, without query strings.
+    """
+
+    def test_structured(self) -> None:
+        """
+        One event per request with method, path, code and peer; the query
+        string (which may hold a token) is left out.
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        site = LimitedSite(Echo(), reactor=Clock(), accessLogLevel=LogLevel.info)
+        conn = Connection(site)
+        conn.get(b"/thing?token=abc123")
+        [event] = [e for e in events if e.get("log_namespace") == "suite.web.access"]
+        self.assertEqual(
+            (event["method"], event["path"], event["code"], event["peer"], event["log_level"]),
+            ("GET", "/thing", 200, "127.0.0.1", LogLevel.info),
+        )
+        self.assertNotIn("abc123", repr(event))
