@@ -4,8 +4,10 @@ human-readable lines with C{--verbose}.  Secrets never reach the output.
 
 Use under twistd with C{--logger=suite.logging.observer} (the console scripts
 do this); daemons log through L{twisted.logger.Logger} with named fields.
-A field whose name says it holds a secret (token, password, ...) or whose
-value is a L{Secret} is written as C{"***"}.
+A field whose name says it holds a secret (token, password, authToken, ...,
+in snake_case, camelCase or dashed), whose value is a L{Secret}, the same
+inside nested dicts and lists, and the password of a C{user:password@} URL
+are written as C{"***"}, in the fields and in the formatted message.
 """
 
 from __future__ import annotations

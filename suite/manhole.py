@@ -41,9 +41,11 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from suite.daemon import ConfigError
 from suite.web.endpoint import EndpointError, isLoopbackHost, splitEndpoint
 
 __all__ = [
+    "ManholeError",
     "validateManholeEndpoint",
     "makeManholeService",
     "AuthorizedKeysFile",
@@ -51,6 +53,13 @@ __all__ = [
 ]
 
 log = Logger()
+
+
+class ManholeError(ConfigError, ValueError):
+    """
+    A manhole setting is wrong.  Both a L{ValueError} (what option parsers
+    catch) and a L{ConfigError} (one line and exit code 2 at start-up).
+    """
 
 
 def _tcpInterface(args: list[str], kwargs: dict[str, str]) -> str:
@@ -72,57 +81,59 @@ def validateManholeEndpoint(description: str, authorizedKeys: str | None) -> str
     listened on (a TCP endpoint without an interface gets
     C{interface=127.0.0.1}; a unix endpoint gets C{mode=600}).
 
-    @raise ValueError: one line naming what is wrong: an interface that is
+    @raise ManholeError: (a C{ValueError}) one line naming what is wrong: an interface that is
         not loopback, a missing or unreadable or empty authorized_keys file
         for SSH, a unix socket mode other than 600, another endpoint type.
     """
     try:
         kind, args, kwargs = splitEndpoint(description)
     except EndpointError as e:
-        raise ValueError(str(e)) from None
+        raise ManholeError(str(e)) from None
     if kind == "tcp":
         if not args and "port" not in kwargs:
-            raise ValueError(f"{description!r}: a tcp manhole needs a port")
+            raise ManholeError(f"{description!r}: a tcp manhole needs a port")
         port = kwargs.get("port", args[0] if args else "")
         if not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"{description!r}: port {port!r} is not a number from 0 to 65535")
+            raise ManholeError(f"{description!r}: port {port!r} is not a number from 0 to 65535")
         interface = _tcpInterface(args, kwargs)
         if "interface" in kwargs and not interface:
-            raise ValueError(
+            raise ManholeError(
                 f"{description!r} listens on all interfaces, which is not loopback; use interface=127.0.0.1"
             )
         if interface and not isLoopbackHost(interface):
-            raise ValueError(
+            raise ManholeError(
                 f"{description!r} listens on {interface}, which is not loopback; "
                 f"the manhole only listens on loopback or a unix socket"
             )
         if not authorizedKeys:
-            raise ValueError(
+            raise ManholeError(
                 f"{description!r} is an SSH manhole and needs an authorized_keys file (--manhole-keys)"
             )
         try:
             found = _readKeys(authorizedKeys)
         except OSError as e:
-            raise ValueError(f"--manhole-keys {authorizedKeys}: cannot read: {e.strerror or e}") from None
+            raise ManholeError(f"--manhole-keys {authorizedKeys}: cannot read: {e.strerror or e}") from None
         if not found:
-            raise ValueError(f"--manhole-keys {authorizedKeys}: no usable public key in the file")
+            raise ManholeError(f"--manhole-keys {authorizedKeys}: no usable public key in the file")
         if not interface:
             return f"{description}:interface=127.0.0.1"
         return description
     if kind == "unix":
         path = kwargs.get("address", args[0] if args else "")
         if not path:
-            raise ValueError(f"{description!r}: a unix manhole needs a socket path")
+            raise ManholeError(f"{description!r}: a unix manhole needs a socket path")
         mode = kwargs.get("mode")
         if mode is not None and mode.lstrip("0o") not in ("600", "0600"):
-            raise ValueError(f"{description!r}: the manhole socket must be mode 600 (owner only), not {mode}")
+            raise ManholeError(
+                f"{description!r}: the manhole socket must be mode 600 (owner only), not {mode}"
+            )
         parent = os.path.dirname(os.path.abspath(path)) or "."
         if not os.path.isdir(parent):
-            raise ValueError(f"{description!r}: directory {parent} does not exist")
+            raise ManholeError(f"{description!r}: directory {parent} does not exist")
         if os.path.exists(path) and not stat.S_ISSOCK(os.stat(path).st_mode):
-            raise ValueError(f"{description!r}: {path} exists and is not a socket")
+            raise ManholeError(f"{description!r}: {path} exists and is not a socket")
         return description if mode is not None else description + ":mode=600"
-    raise ValueError(
+    raise ManholeError(
         f"{description!r}: the manhole listens on tcp:PORT:interface=127.0.0.1 (SSH) "
         f"or unix:PATH, not {kind!r}"
     )
@@ -150,11 +161,19 @@ def loadOrCreateHostKey(path: str | None = None) -> keys.Key:
     """
     Return the SSH host key: loaded from C{path}, or generated (ECDSA P-256)
     and, when C{path} is given, written there with mode 0600.
+
+    @raise ManholeError: when C{path} holds something that is not a private key.
     """
     if path:
         fp = FilePath(path)
         if fp.exists():
-            return keys.Key.fromString(fp.getContent())
+            try:
+                key = keys.Key.fromString(fp.getContent())
+            except (keys.BadKeyError, keys.EncryptedKeyError, ValueError) as e:
+                raise ManholeError(f"manhole host key {path}: not a usable private key ({e})") from None
+            if key.isPublic():
+                raise ManholeError(f"manhole host key {path}: holds a public key, not a private one")
+            return key
     key = keys.Key(ec.generate_private_key(ec.SECP256R1()))
     if path:
         data = key.toString("OPENSSH")
@@ -307,13 +326,17 @@ def makeManholeService(
     Build the manhole child service for C{description} (see the module
     docstring), with C{namespace} as the prompt's globals.
 
-    @raise ValueError: as L{validateManholeEndpoint}.
+    @raise ManholeError: (a C{ValueError} and a L{ConfigError}) as
+        L{validateManholeEndpoint}, prefixed with C{--manhole:}.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    checked = validateManholeEndpoint(description, authorizedKeys)
+    try:
+        checked = validateManholeEndpoint(description, authorizedKeys)
+    except ManholeError as e:
+        raise ManholeError(f"--manhole: {e}") from None
     kind, _, _ = splitEndpoint(checked)
     endpoint: IStreamServerEndpoint
     if kind == "tcp":

@@ -160,22 +160,23 @@ class _Shell(channel.SSHChannel):
     def __init__(self, factory: Any, **kw: Any) -> None:
         super().__init__(**kw)
         self.clientFactory = factory
-        self.data = b""
+        self.output = b""
         self.sent = False
 
     def channelOpen(self, specificData: bytes) -> None:
         pty = session.packRequest_pty_req(b"xterm", (24, 80, 0, 0), b"")
-        d = self.conn.sendRequest(self, b"pty-req", pty, wantReply=True)
-        d.addCallback(lambda _: self.conn.sendRequest(self, b"shell", b"", wantReply=True))
+        conn: Any = self.conn
+        d = conn.sendRequest(self, b"pty-req", pty, wantReply=True)
+        d.addCallback(lambda _: conn.sendRequest(self, b"shell", b"", wantReply=True))
         d.addErrback(self.clientFactory.answer.errback)
 
     def dataReceived(self, data: bytes) -> None:
-        self.data += data
-        if not self.sent and b">>> " in self.data:
+        self.output += data
+        if not self.sent and b">>> " in self.output:
             self.sent = True
             self.write(EXPRESSION)
-        if ANSWER in self.data and not self.clientFactory.answer.called:
-            self.clientFactory.answer.callback(self.data)
+        if ANSWER in self.output and not self.clientFactory.answer.called:
+            self.clientFactory.answer.callback(self.output)
             self.loseConnection()
 
 
@@ -217,7 +218,7 @@ class SSHManholeTests(TestCase):
     async def connect(self, port: int, key: keys.Key) -> tuple[_ClientFactory, Any]:
         factory = _ClientFactory(key)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        protocol = await endpoint.connect(factory)
+        protocol: Any = await endpoint.connect(factory)
         lost: Deferred[None] = Deferred()
         original = protocol.connectionLost
 
@@ -313,12 +314,12 @@ class OpenSSHClientTests(TestCase):
         port = listeningPort(service).getHost().port
         protocol = _SSHProcess()
         argv = [
-            "ssh", "-tt", "-F", "/dev/null", "-i", identity, "-p", str(port),
+            shutil.which("ssh") or "ssh", "-tt", "-F", "/dev/null", "-i", identity, "-p", str(port),
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
             "operator@127.0.0.1",
         ]  # fmt: skip
-        process = reactor.spawnProcess(protocol, shutil.which("ssh"), argv, env={"HOME": directory})
+        process = reactor.spawnProcess(protocol, argv[0], argv, env={"HOME": directory})
         self.addCleanup(lambda: protocol.ended if protocol.ended.called else _kill(process, protocol))
         output = await protocol.answered
         self.assertIn(b"\n" + ANSWER, output)
@@ -405,6 +406,32 @@ class ValidationTests(SynchronousTestCase):
         e = self.assertRaises(ValueError, validateManholeEndpoint, "tcp:http", self.keysFile)
         self.assertIn("'http'", str(e))
 
+    def test_serviceErrorIsConfigError(self) -> None:
+        """
+        C{makeManholeService} errors are both ValueErrors and one-line
+        ConfigErrors naming C{--manhole}, so start-up exits with code 2.
+        """
+        e = self.assertRaises(
+            ConfigError, makeManholeService, "tcp:2222:interface=10.0.0.1", {}, self.keysFile, reactor
+        )
+        self.assertIsInstance(e, ValueError)
+        self.assertTrue(str(e).startswith("--manhole: 'tcp:2222:interface=10.0.0.1' listens on 10.0.0.1"))
+
+    def test_badHostKeyFile(self) -> None:
+        """
+        A host key path holding garbage or a public key is refused, naming it.
+        """
+        garbage = os.path.join(self.directory, "garbage")
+        with open(garbage, "w") as f:
+            f.write("not a key\n")
+        e = self.assertRaises(ConfigError, loadOrCreateHostKey, garbage)
+        self.assertIn(garbage, str(e))
+        public = os.path.join(self.directory, "public")
+        with open(public, "wb") as f:
+            f.write(newKey().public().toString("OPENSSH"))
+        e = self.assertRaises(ConfigError, loadOrCreateHostKey, public)
+        self.assertIn("public key", str(e))
+
     def test_daemonOptions(self) -> None:
         """
         The shared daemon options turn a bad C{--manhole} into a one-line
@@ -441,3 +468,26 @@ class ValidationTests(SynchronousTestCase):
         first = loadOrCreateHostKey(path)
         self.assertEqual(loadOrCreateHostKey(path), first)
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
+
+class InterfaceTests(SynchronousTestCase):
+    """
+    The manhole's small implementations provide their interfaces.
+    """
+
+    def test_verify(self) -> None:
+        """
+        L{AuthorizedKeysFile} is an C{IAuthorizedKeysDB}; the private unix
+        endpoint is an C{IStreamServerEndpoint}.
+        """
+        from twisted.conch.checkers import IAuthorizedKeysDB
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.interfaces import IStreamServerEndpoint
+        from twisted.internet.testing import MemoryReactor
+        from zope.interface.verify import verifyObject
+
+        from suite.manhole import _PrivateUnixEndpoint
+
+        self.assertTrue(verifyObject(IAuthorizedKeysDB, AuthorizedKeysFile("/nonexistent")))
+        inner = serverFromString(MemoryReactor(), "unix:/tmp/x.sock:mode=600")
+        self.assertTrue(verifyObject(IStreamServerEndpoint, _PrivateUnixEndpoint(inner, "/tmp/x.sock")))

@@ -5,10 +5,13 @@ leader known.  Each check is an L{IHealth} provider for C{/readyz}.
 
 from __future__ import annotations
 
+from typing import Any
+
 from zope.interface import implementer
 
 from suite.ceptra.interfaces import IRaftStatus
 from suite.clustor.interfaces import IFeedClient
+from suite.clustor.placement import placementFor
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
 
@@ -19,13 +22,16 @@ __all__ = ["PlacementFeedHealth", "RaftLeaderHealth", "RaftNotImplemented"]
 class PlacementFeedHealth:
     """
     Not ready while the placement (routing) feed was never fetched or is
-    older than the client's staleness threshold.
+    older than the client's staleness threshold.  When fresh, the details
+    show this node's placement (hosted partitions, their warmup readiness,
+    pending activation barriers), found by its SPIFFE ID.
     """
 
     name = "placement"
 
-    def __init__(self, feeds: IFeedClient, feed: str = "placement") -> None:
+    def __init__(self, feeds: IFeedClient, spiffe: str | None = None, feed: str = "placement") -> None:
         self.feeds = IFeedClient(feeds)
+        self.spiffe = spiffe
         self.feed = feed
 
     def check(self) -> HealthReport:
@@ -39,7 +45,14 @@ class PlacementFeedHealth:
             return HealthReport(False, (f"placement feed stale for {staleness:.0f} ms",), details)
         doc = self.feeds.latest(self.feed) or {}
         details["revision"] = doc.get("revision")
+        if self.spiffe is not None:
+            details["node"] = placementFor(
+                self.spiffe, doc, self._latest("warmup"), self._latest("activation")
+            ).toJSON()
         return HealthReport(True, (), details)
+
+    def _latest(self, feed: str) -> Any:
+        return self.feeds.latest(feed) if feed in self.feeds.feeds else None
 
 
 @implementer(IRaftStatus)

@@ -6,26 +6,42 @@ observer), so dashboards can alert on error bursts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 from twisted.application.service import Service
 from twisted.logger import ILogObserver, LogPublisher, globalLogPublisher
 from zope.interface import implementer
 
-__all__ = ["LogCounterService"]
+__all__ = ["LogCounterService", "LEVELS"]
 
-_LEVELS = ("debug", "info", "warn", "error", "critical")
+LEVELS = ("debug", "info", "warn", "error", "critical")
 
 
 @implementer(ILogObserver)
 class _Counting:
-    def __init__(self, counter: Counter) -> None:
-        self.counter = counter
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
 
     def __call__(self, event: dict[str, Any]) -> None:
         level = getattr(event.get("log_level"), "name", "info")
-        self.counter.labels(level if level in _LEVELS else "info").inc()
+        self.counts[level if level in self.counts else "info"] += 1
+
+
+class _Collector:
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "clustor_system_logs", "Log events emitted by this node, by level.", labels=["level"]
+        )
+        for level in LEVELS:
+            family.add_metric([level], self.counts[level])
+        yield family
 
 
 class LogCounterService(Service):
@@ -36,13 +52,10 @@ class LogCounterService(Service):
     """
 
     def __init__(self, registry: CollectorRegistry, publisher: LogPublisher | None = None) -> None:
-        self.counter = Counter(
-            "clustor_system_logs", "Log events emitted by this node, by level.", ["level"], registry=registry
-        )
-        for level in _LEVELS:
-            self.counter.labels(level)
+        self.counts = {level: 0 for level in LEVELS}
+        registry.register(_Collector(self.counts))  # type: ignore[arg-type]
         self.publisher = publisher if publisher is not None else globalLogPublisher
-        self.observer = _Counting(self.counter)
+        self.observer = _Counting(self.counts)
 
     def startService(self) -> None:
         super().startService()

@@ -26,39 +26,79 @@ ENV: dict[str, tuple[str, str | None, str]] = {
         None,
         "Control-plane base URL (http:// or https://; https uses the node's mTLS identity). Required.",
     ),
-    "cp-routing-path": ("CEPTRA_CP_ROUTING_PATH", "/routing", "Control-plane path of the routing (placement) feed."),
-    "cp-feature-path": ("CEPTRA_CP_FEATURE_PATH", "/features", "Control-plane path of the feature-flag feed."),
-    "cp-warmup-path": ("CEPTRA_CP_WARMUP_PATH", "/warmup", "Control-plane path of the warmup readiness feed."),
+    "cp-routing-path": (
+        "CEPTRA_CP_ROUTING_PATH",
+        "/routing",
+        "Control-plane path of the routing (placement) feed.",
+    ),
+    "cp-feature-path": (
+        "CEPTRA_CP_FEATURE_PATH",
+        "/features",
+        "Control-plane path of the feature-flag feed.",
+    ),
+    "cp-warmup-path": (
+        "CEPTRA_CP_WARMUP_PATH",
+        "/warmup",
+        "Control-plane path of the warmup readiness feed.",
+    ),
     "cp-activation-path": (
         "CEPTRA_CP_ACTIVATION_PATH",
         "/activation",
         "Control-plane path of the activation barrier feed.",
     ),
-    "admin-bind": ("CEPTRA_ADMIN_BIND", "127.0.0.1:26020", "Admin HTTP listener HOST:PORT (/healthz, /readyz, /metrics)."),
+    "admin-bind": (
+        "CEPTRA_ADMIN_BIND",
+        "127.0.0.1:26020",
+        "Admin HTTP listener HOST:PORT (/healthz, /readyz, /metrics).",
+    ),
     "raft-bind": ("CEPTRA_RAFT_BIND", "127.0.0.1:26021", "Raft transport listener HOST:PORT."),
     "advertise-host": (
         "CEPTRA_ADVERTISE_HOST",
         None,
         "Hostname or IP peers use to reach this node; must be in the certificate's SANs. Default: the Raft bind host.",
     ),
-    "tls-identity-cert": ("CEPTRA_TLS_IDENTITY_CERT", None, "PEM certificate of this node (SPIFFE URI SAN). Required."),
-    "tls-identity-key": ("CEPTRA_TLS_IDENTITY_KEY", None, "PEM private key of the identity certificate. Required."),
-    "tls-trust-bundle": ("CEPTRA_TLS_TRUST_BUNDLE", None, "PEM CA bundle trusted for peers and the control plane. Required."),
+    "tls-identity-cert": (
+        "CEPTRA_TLS_IDENTITY_CERT",
+        None,
+        "PEM certificate of this node (SPIFFE URI SAN). Required.",
+    ),
+    "tls-identity-key": (
+        "CEPTRA_TLS_IDENTITY_KEY",
+        None,
+        "PEM private key of the identity certificate. Required.",
+    ),
+    "tls-trust-bundle": (
+        "CEPTRA_TLS_TRUST_BUNDLE",
+        None,
+        "PEM CA bundle trusted for peers and the control plane. Required.",
+    ),
     "node-spiffe": (
         "CEPTRA_NODE_SPIFFE",
         None,
         "This node's SPIFFE ID (spiffe://TRUST-DOMAIN/PATH); must equal the certificate's URI SAN. Required.",
     ),
-    "raft-client-timeout-ms": ("CEPTRA_RAFT_CLIENT_TIMEOUT_MS", "2000", "Timeout of one outbound Raft RPC, in ms (1-600000)."),
+    "raft-client-timeout-ms": (
+        "CEPTRA_RAFT_CLIENT_TIMEOUT_MS",
+        "2000",
+        "Timeout of one outbound Raft RPC, in ms (1-600000).",
+    ),
     "raft-client-retry-attempts": (
         "CEPTRA_RAFT_CLIENT_RETRY_ATTEMPTS",
         "3",
         "Attempts per outbound Raft RPC before giving up (1-100).",
     ),
-    "raft-client-backoff-ms": ("CEPTRA_RAFT_CLIENT_BACKOFF_MS", "100", "Initial backoff between Raft RPC retries, in ms (0-600000)."),
+    "raft-client-backoff-ms": (
+        "CEPTRA_RAFT_CLIENT_BACKOFF_MS",
+        "100",
+        "Initial backoff between Raft RPC retries, in ms (0-600000).",
+    ),
     "data-dir": ("CEPTRA_DATA_DIR", "target/ceptra-clustor", "Storage root."),
     "wal-dir": ("CEPTRA_WAL_DIR", None, "Raft WAL directory. Default: ${CEPTRA_DATA_DIR}/wal."),
-    "snapshot-dir": ("CEPTRA_SNAPSHOT_DIR", None, "Snapshot directory. Default: ${CEPTRA_DATA_DIR}/snapshots."),
+    "snapshot-dir": (
+        "CEPTRA_SNAPSHOT_DIR",
+        None,
+        "Snapshot directory. Default: ${CEPTRA_DATA_DIR}/snapshots.",
+    ),
     # Suite additions (not in the upstream guide):
     "admin-tls": (
         "CEPTRA_ADMIN_TLS",
@@ -66,7 +106,11 @@ ENV: dict[str, tuple[str, str | None, str]] = {
         "Admin listener security: mtls (HTTPS with the node identity, client "
         "certificates from the trust bundle required) or off (plain HTTP, loopback only).",
     ),
-    "feed-interval-ms": ("CEPTRA_FEED_INTERVAL_MS", "1000", "Control-plane feed poll interval, in ms (50-600000)."),
+    "feed-interval-ms": (
+        "CEPTRA_FEED_INTERVAL_MS",
+        "1000",
+        "Control-plane feed poll interval, in ms (50-600000).",
+    ),
     "feed-stale-ms": (
         "CEPTRA_FEED_STALE_MS",
         "30000",
@@ -85,7 +129,9 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }
 
 _SPIFFE = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
 
 
 def _label(flag: str) -> str:
@@ -197,7 +243,7 @@ class Options(DaemonOptions):
         if parts.query or parts.fragment:
             raise ConfigError(f"{label}: {url!r} must not have a query or fragment")
         try:
-            parts.port
+            _ = parts.port
         except ValueError:
             raise ConfigError(f"{label}: {url!r} has an invalid port") from None
         self["control-plane-url"] = url.rstrip("/")

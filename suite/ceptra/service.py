@@ -20,8 +20,10 @@ there, and C{/readyz} says so as its Raft reason.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+import treq.client
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
@@ -35,6 +37,7 @@ from suite.clustor.endpoints import listenService
 from suite.clustor.feeds import FeedClient
 from suite.daemon import attachCommon
 from suite.pki.bundle import Bundle, checkNodeIdentity, loadIdentity
+from suite.pki.tls import clientContextFactory, serverContextFactory
 from suite.web.admin import makeAdminResource
 from suite.web.limits import LimitedSite
 from suite.web.metrics import MillisecondsRegistry
@@ -64,8 +67,6 @@ class MTLSPolicy:
         self.bundle = bundle
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        from suite.pki.tls import clientContextFactory
-
         host = hostname.decode("ascii", "replace").strip("[]")
         if _isIP(host):
             return clientContextFactory(self.bundle, ipAddress=host)
@@ -141,8 +142,6 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
     pool._factory = _QuietClientFactory  # type: ignore[attr-defined]
-    import treq.client
-
     http = treq.client.HTTPClient(Agent(reactor, contextFactory=MTLSPolicy(bundle), pool=pool))
     feeds = FeedClient(
         options["control-plane-url"],
@@ -159,22 +158,21 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         staleAfterMs=options["feed-stale-ms"],
         timeoutMs=options["feed-timeout-ms"],
     )
+    # Children stop in reverse order: the feed client (cancelling fetches
+    # in flight) before the pool closes its cached connections.
+    _PoolCloser(pool).setServiceParent(root)
     feeds.setName("feeds")
     feeds.setServiceParent(root)
-    closer = _PoolCloser(pool)
-    closer.setServiceParent(root)
 
     raft = RaftNotImplemented()
     resource = makeAdminResource(
-        [PlacementFeedHealth(feeds), RaftLeaderHealth(raft)],
+        [PlacementFeedHealth(feeds, options["node-spiffe"]), RaftLeaderHealth(raft)],
         registry=registry,
         forbidSecondsSuffix=True,
         clock=reactor,
     )
     context = None
     if options["admin-tls"] == "mtls":
-        from suite.pki.tls import serverContextFactory
-
         context = serverContextFactory(bundle, requireClientCert=True)
     admin = listenService(
         options["admin-endpoint"],

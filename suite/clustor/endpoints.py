@@ -14,8 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 
 from suite.daemon import ConfigError
 from suite.web.endpoint import EndpointError, loopbackEndpoint
@@ -72,7 +72,7 @@ def listenService(
     reactor: Any,
     tlsContextFactory: Any = None,
     flag: str = "endpoint",
-) -> "ListenerService":
+) -> ListenerService:
     """
     A service listening on endpoint C{description} with C{factory}, wrapped
     in TLS when C{tlsContextFactory} (an OpenSSL server context factory) is
@@ -103,7 +103,9 @@ class ListenerService(Service):
     @ivar port: the listening port once listening (tests read its address).
     """
 
-    def __init__(self, endpoint: Any, factory: IProtocolFactory, reactor: Any, description: str, flag: str) -> None:
+    def __init__(
+        self, endpoint: Any, factory: IProtocolFactory, reactor: Any, description: str, flag: str
+    ) -> None:
         self.endpoint = endpoint
         self.factory = factory
         self.reactor = reactor

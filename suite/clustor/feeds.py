@@ -16,12 +16,16 @@ warning once when it turns stale, and once more when it recovers.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any
 
 import treq
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -29,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.clustor.freshness import FeedFreshness, FreshnessCore, FreshnessMachine
 from suite.clustor.interfaces import IFeedClient
 
 __all__ = [
@@ -36,7 +41,6 @@ __all__ = [
     "MAX_FEED_BYTES",
     "FeedError",
     "FeedClient",
-    "HTTPGetter",
 ]
 
 log = Logger(namespace="clustor.feeds")
@@ -53,15 +57,6 @@ class FeedError(Exception):
     """
 
 
-class HTTPGetter(Protocol):
-    """
-    What the client needs from an HTTP client (a L{treq.client.HTTPClient}
-    or L{treq.testing.StubTreq}).
-    """
-
-    def get(self, url: str, **kwargs: Any) -> "Deferred[Any]": ...
-
-
 @dataclass
 class _FeedState:
     name: str
@@ -72,10 +67,10 @@ class _FeedState:
     lastLatencyMs: float | None = None
     lastError: str | None = None
     inFlight: bool = False
-    warnedStale: bool = False
+    freshness: FeedFreshness | None = None
 
 
-def _collectLimited(response: Any, limit: int) -> "Deferred[bytes]":
+def _collectLimited(response: Any, limit: int) -> Deferred[bytes]:
     chunks: list[bytes] = []
     total = [0]
 
@@ -89,6 +84,56 @@ def _collectLimited(response: Any, limit: int) -> "Deferred[bytes]":
     return d.addCallback(lambda _: b"".join(chunks))
 
 
+def describeFailure(failure: Failure, timeoutMs: int) -> str:
+    """
+    One line saying why a fetch failed.
+    """
+    if failure.check(FeedError):
+        return failure.getErrorMessage()
+    if failure.check(defer.TimeoutError, CancelledError):
+        return f"timed out after {timeoutMs} ms"
+    reasons = getattr(failure.value, "reasons", None)
+    if isinstance(reasons, list) and reasons and isinstance(reasons[0], Failure):
+        # ResponseNeverReceived, RequestTransmissionFailed, ...: the cause is inside.
+        return describeFailure(reasons[0], timeoutMs)
+    name = failure.type.__name__ if failure.type is not None else "error"
+    text = " ".join(failure.getErrorMessage().split())
+    return f"{name}: {text}" if text else name
+
+
+class _FeedCollector:
+    """
+    The C{clustor_feed_*} metrics, read from the client at scrape time.
+    """
+
+    def __init__(self, client: FeedClient) -> None:
+        self.client = client
+
+    def collect(self) -> Iterator[Metric]:
+        staleness = GaugeMetricFamily(
+            "clustor_feed_staleness_ms",
+            "Milliseconds since the control-plane feed was last refreshed.",
+            labels=["feed"],
+        )
+        latency = GaugeMetricFamily(
+            "clustor_feed_latency_ms",
+            "Duration of the last control-plane feed fetch in milliseconds.",
+            labels=["feed"],
+        )
+        errors = CounterMetricFamily(
+            "clustor_feed_errors", "Failed control-plane feed fetches.", labels=["feed"]
+        )
+        for feed in self.client.feeds:
+            staleness.add_metric([feed], self.client.stalenessMs(feed))
+            last = self.client.lastLatencyMs(feed)
+            if last is not None:
+                latency.add_metric([feed], last)
+            errors.add_metric([feed], self.client.errorCounts[feed])
+        yield staleness
+        yield latency
+        yield errors
+
+
 @implementer(IFeedClient)
 class FeedClient(Service):
     """
@@ -96,7 +141,8 @@ class FeedClient(Service):
 
     @param baseURL: the control plane's URL (C{CEPTRA_CONTROL_PLANE_URL}).
     @param paths: feed name -> path (e.g. C{{"placement": "/routing"}}).
-    @param http: the HTTP client (mTLS agent wired by the caller).
+    @param http: the HTTP client: a L{treq.client.HTTPClient} (mTLS agent
+        wired by the caller) or anything with its C{get(url, headers=...)}.
     @param registry: where the C{clustor_feed_*} metrics are registered.
     """
 
@@ -104,7 +150,7 @@ class FeedClient(Service):
         self,
         baseURL: str,
         paths: Mapping[str, str],
-        http: HTTPGetter,
+        http: Any,
         clock: IReactorTime,
         registry: CollectorRegistry,
         intervalMs: int = 1000,
@@ -126,27 +172,8 @@ class FeedClient(Service):
         self._startedAt = clock.seconds()
         self._loop: LoopingCall | None = None
         self._pending: set[Deferred[Any]] = set()
-        self._staleness = Gauge(
-            "clustor_feed_staleness_ms",
-            "Milliseconds since the control-plane feed was last refreshed.",
-            ["feed"],
-            registry=registry,
-        )
-        self._latency = Gauge(
-            "clustor_feed_latency_ms",
-            "Duration of the last control-plane feed fetch in milliseconds.",
-            ["feed"],
-            registry=registry,
-        )
-        self._errors = Counter(
-            "clustor_feed_errors",
-            "Failed control-plane feed fetches.",
-            ["feed"],
-            registry=registry,
-        )
-        for name in self._feeds:
-            self._staleness.labels(name).set_function(lambda n=name: self.stalenessMs(n))
-            self._errors.labels(name)
+        self.errorCounts: dict[str, int] = {name: 0 for name in self._feeds}
+        registry.register(_FeedCollector(self))  # type: ignore[arg-type]
 
     # IFeedClient
 
@@ -161,6 +188,12 @@ class FeedClient(Service):
     def isStale(self, feed: str) -> bool:
         st = self._feeds[feed]
         return st.lastSuccess is None or self.stalenessMs(feed) > self.staleAfterMs
+
+    def lastLatencyMs(self, feed: str) -> float | None:
+        """
+        Duration of the last fetch of C{feed} (successful or not), or C{None}.
+        """
+        return self._feeds[feed].lastLatencyMs
 
     def lastError(self, feed: str) -> str | None:
         """
@@ -201,24 +234,18 @@ class FeedClient(Service):
 
     def checkStaleness(self) -> None:
         """
-        Warn once when a feed turns stale; note when it recovers.
+        Tell each feed's freshness machine when the feed is overdue; it warns
+        once when the feed turns stale.
         """
         for st in self._feeds.values():
             staleMs = self.stalenessMs(st.name)
             if staleMs > self.staleAfterMs:
-                if not st.warnedStale:
-                    st.warnedStale = True
-                    log.warn(
-                        "control-plane feed {feed} is stale: no refresh for {stalenessMs:.0f} ms "
-                        "(threshold {thresholdMs} ms; last error: {error})",
-                        feed=st.name,
-                        stalenessMs=staleMs,
-                        thresholdMs=self.staleAfterMs,
-                        error=st.lastError or "none",
-                    )
-            elif st.warnedStale and st.lastSuccess is not None:
-                st.warnedStale = False
-                log.info("control-plane feed {feed} is fresh again", feed=st.name)
+                self._freshness(st).overdue(staleMs, self.staleAfterMs, st.lastError)
+
+    def _freshness(self, st: _FeedState) -> FeedFreshness:
+        if st.freshness is None:
+            st.freshness = FreshnessMachine(FreshnessCore(st.name, log))
+        return st.freshness
 
     def _fetch(self, st: _FeedState) -> None:
         st.inFlight = True
@@ -227,12 +254,18 @@ class FeedClient(Service):
         if st.etag is not None:
             headers[b"if-none-match"] = [st.etag]
         d: Deferred[Any] = self.http.get(st.url, headers=headers)
-        d.addTimeout(self.timeoutMs / 1000.0, self.clock)  # type: ignore[arg-type]
         d.addCallback(self._gotResponse, st)
+        # The timeout covers the whole fetch, body included: cancelling a
+        # Deferred waiting on the body cancels the body collection too.
+        d.addTimeout(self.timeoutMs / 1000.0, self.clock)  # type: ignore[arg-type]
         d.addCallbacks(self._succeeded, self._failed, callbackArgs=(st, started), errbackArgs=(st, started))
-        if not d.called:
-            self._pending.add(d)
-            d.addBoth(lambda _: self._pending.discard(d))
+        self._pending.add(d)
+        d.addBoth(self._forget, d)
+        d.addErrback(lambda f: log.failure("control-plane feed {feed}: unexpected error", f, feed=st.name))
+
+    def _forget(self, result: object, d: Deferred[Any]) -> object:
+        self._pending.discard(d)
+        return result
 
     def _gotResponse(self, response: Any, st: _FeedState) -> Any:
         if response.code == 304 and st.document is not None:
@@ -261,8 +294,7 @@ class FeedClient(Service):
         st.lastSuccess = now
         st.lastError = None
         st.lastLatencyMs = (now - started) * 1000.0
-        self._latency.labels(st.name).set(st.lastLatencyMs)
-        self.checkStaleness()
+        self._freshness(st).refreshed()
 
     def _failed(self, failure: Failure, st: _FeedState, started: float) -> None:
         st.inFlight = False
@@ -270,11 +302,8 @@ class FeedClient(Service):
             return
         now = self.clock.seconds()
         st.lastLatencyMs = (now - started) * 1000.0
-        self._latency.labels(st.name).set(st.lastLatencyMs)
-        self._errors.labels(st.name).inc()
-        reason = failure.getErrorMessage() or failure.type.__name__
-        if failure.check(FeedError) is None and "Timeout" in failure.type.__name__ + reason:
-            reason = f"timed out after {self.timeoutMs} ms"
+        self.errorCounts[st.name] += 1
+        reason = describeFailure(failure, self.timeoutMs)
         if reason != st.lastError:
             log.warn("control-plane feed {feed} fetch failed: {reason}", feed=st.name, reason=reason)
         st.lastError = reason

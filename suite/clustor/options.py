@@ -9,6 +9,7 @@ from typing import Any
 from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions
+from suite.pki.verify import parseSpiffeId
 
 __all__ = ["Options", "DEFAULT_LISTEN"]
 
@@ -22,6 +23,7 @@ _ENV = {
     "tls-identity-key": "CLUSTOR_CP_TLS_IDENTITY_KEY",
     "tls-trust-bundle": "CLUSTOR_CP_TLS_TRUST_BUNDLE",
     "reload-interval": "CLUSTOR_CP_RELOAD_INTERVAL",
+    "client-spiffe": "CLUSTOR_CP_CLIENT_SPIFFE",
 }
 
 
@@ -43,12 +45,45 @@ class Options(DaemonOptions):
     )
 
     optParameters: list[list[Any]] = [
-        ["state", None, None, "State file (YAML or JSON): partitions, features, warmup, activation. Required. [env CLUSTOR_CP_STATE]"],
+        [
+            "state",
+            None,
+            None,
+            "State file (YAML or JSON): partitions, features, warmup, activation. Required. [env CLUSTOR_CP_STATE]",
+        ],
         ["listen", None, None, f"Listen endpoint (default {DEFAULT_LISTEN}). [env CLUSTOR_CP_LISTEN]"],
-        ["tls-identity-cert", None, None, "PEM certificate of this server (enables mTLS). [env CLUSTOR_CP_TLS_IDENTITY_CERT]"],
-        ["tls-identity-key", None, None, "PEM private key of --tls-identity-cert. [env CLUSTOR_CP_TLS_IDENTITY_KEY]"],
-        ["tls-trust-bundle", None, None, "PEM CA bundle trusted for client certificates. [env CLUSTOR_CP_TLS_TRUST_BUNDLE]"],
-        ["reload-interval", None, None, "Seconds between checks of the state file for changes; 0 turns the check off (SIGHUP still reloads). Default 2. [env CLUSTOR_CP_RELOAD_INTERVAL]"],
+        [
+            "tls-identity-cert",
+            None,
+            None,
+            "PEM certificate of this server (enables mTLS). [env CLUSTOR_CP_TLS_IDENTITY_CERT]",
+        ],
+        [
+            "tls-identity-key",
+            None,
+            None,
+            "PEM private key of --tls-identity-cert. [env CLUSTOR_CP_TLS_IDENTITY_KEY]",
+        ],
+        [
+            "tls-trust-bundle",
+            None,
+            None,
+            "PEM CA bundle trusted for client certificates. [env CLUSTOR_CP_TLS_TRUST_BUNDLE]",
+        ],
+        [
+            "client-spiffe",
+            None,
+            None,
+            "With mTLS, accept only clients whose certificate carries this SPIFFE ID, or a SPIFFE ID "
+            "in this trust domain (spiffe://example.org). Default: any certificate from the trust "
+            "bundle. [env CLUSTOR_CP_CLIENT_SPIFFE]",
+        ],
+        [
+            "reload-interval",
+            None,
+            None,
+            "Seconds between checks of the state file for changes; 0 turns the check off (SIGHUP still reloads). Default 2. [env CLUSTOR_CP_RELOAD_INTERVAL]",
+        ],
     ] + DaemonOptions.optParameters
 
     compData = usage.Completions(
@@ -92,3 +127,13 @@ class Options(DaemonOptions):
             ]
             raise ConfigError(f"{', '.join(missing)}: required when any --tls-* flag is given")
         self["tls"] = all(tls)
+        spiffe = self["client-spiffe"]
+        if spiffe:
+            if not self["tls"]:
+                raise ConfigError(
+                    "--client-spiffe (CLUSTOR_CP_CLIENT_SPIFFE): needs mTLS (the three --tls-* flags)"
+                )
+            try:
+                parseSpiffeId(spiffe)
+            except ValueError as e:
+                raise ConfigError(f"--client-spiffe (CLUSTOR_CP_CLIENT_SPIFFE): {e}") from None

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -29,7 +32,7 @@ from suite.clustor.state import (
     loadStateFile,
 )
 
-__all__ = ["ControlPlaneStore", "FeedResource", "StateReloader", "addFeedResources"]
+__all__ = ["ControlPlaneStore", "FeedResource", "StateReloader", "addFeedResources", "runSynchronously"]
 
 log = Logger(namespace="clustor.cp")
 
@@ -69,14 +72,37 @@ class ControlPlaneStore:
         """
         return self._statStamp() != self._stamp
 
-    def reload(self) -> bool:
+    def markRead(self) -> None:
+        """
+        Remember the file's current stamp (call when starting to read it).
+        """
         self._stamp = self._statStamp()
+
+    def reload(self) -> bool:
+        self.markRead()
         try:
             state = loadStateFile(self.path)
         except StateError as e:
-            self.reloadFailures += 1
-            log.error("state reload failed, keeping revision {revision}: {reason}", revision=self.revision, reason=str(e))
-            return False
+            return self.refuse(e)
+        return self.apply(state)
+
+    def refuse(self, error: StateError) -> bool:
+        """
+        Count and log a reload whose file was invalid; keep the current state.
+        """
+        self.reloadFailures += 1
+        log.error(
+            "state reload failed, keeping revision {revision}: {reason}",
+            revision=self.revision,
+            reason=str(error),
+        )
+        return False
+
+    def apply(self, state: ControlPlaneState) -> bool:
+        """
+        Publish C{state} (read and validated elsewhere, e.g. in a thread) if
+        its content differs; return whether it did.
+        """
         if state.content() == self.state.content():
             log.info("state file re-read, content unchanged (revision {revision})", revision=self.revision)
             return False
@@ -148,13 +174,26 @@ def installSighup(handler: Callable[[], None]) -> Callable[[], None]:
     return uninstall
 
 
+def runSynchronously(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    """
+    Run C{f} now (for reactors without a thread pool, and tests).
+    """
+    return maybeDeferred(f, *args)
+
+
 class StateReloader(Service):
     """
     Reload the store on SIGHUP and, every C{interval} seconds, when the file
     changed on disk (C{interval} 0 turns polling off).
 
+    The file is read and validated through C{runInThread} (a thread pool in
+    the daemon), so a large state file never stalls the reactor; the new
+    state is published on the reactor thread.  A reload asked for while one
+    runs is done once more after it.
+
     @param callFromSignal: how a signal handler hands work to the reactor
         thread (C{reactor.callFromThread}).
+    @param runInThread: C{runInThread(f, *args) -> Deferred}.
     """
 
     def __init__(
@@ -164,29 +203,59 @@ class StateReloader(Service):
         interval: float,
         callFromSignal: Callable[[Callable[[], object]], object],
         signalInstaller: SignalInstaller | None = installSighup,
+        runInThread: Callable[..., Deferred[Any]] = runSynchronously,
     ) -> None:
         self.store = store
         self.clock = clock
         self.interval = interval
         self.callFromSignal = callFromSignal
         self.signalInstaller = signalInstaller
+        self.runInThread = runInThread
         self._uninstall: Callable[[], None] | None = None
         self._poll: LoopingCall | None = None
+        self._reloading = False
+        self._again = False
 
     def _onSighup(self) -> None:
         self.callFromSignal(self._reloadFromSignal)
 
     def _reloadFromSignal(self) -> None:
         log.info("SIGHUP received, reloading {path}", path=self.store.path)
-        self.store.reload()
+        self.reloadNow()
+
+    def reloadNow(self) -> None:
+        """
+        Read the file off the reactor thread and publish it if valid.
+        """
+        if self._reloading:
+            self._again = True
+            return
+        self._reloading = True
+        self.store.markRead()
+        d = self.runInThread(loadStateFile, self.store.path)
+
+        def failed(f: Failure) -> None:
+            if f.check(StateError):
+                self.store.refuse(f.value)  # type: ignore[arg-type]
+            else:
+                log.failure("state reload failed", f)
+
+        def done(_: object) -> None:
+            self._reloading = False
+            if self._again and self.running:
+                self._again = False
+                self.reloadNow()
+
+        d.addCallbacks(self.store.apply, failed)
+        d.addBoth(done)
 
     def checkFile(self) -> None:
         """
         Reload when the state file changed on disk.
         """
-        if self.store.changedOnDisk():
+        if not self._reloading and self.store.changedOnDisk():
             log.info("state file {path} changed on disk, reloading", path=self.store.path)
-            self.store.reload()
+            self.reloadNow()
 
     def startService(self) -> None:
         super().startService()

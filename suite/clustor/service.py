@@ -5,18 +5,23 @@ listener serving the feeds plus C{/healthz}, C{/readyz} and C{/metrics}.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from twisted.application.service import MultiService
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.clustor.endpoints import listenService
-from suite.clustor.server import ControlPlaneStore, StateReloader, addFeedResources
+from suite.clustor.server import ControlPlaneStore, StateReloader, addFeedResources, runSynchronously
 from suite.daemon import attachCommon
+from suite.pki.bundle import loadIdentity
+from suite.pki.tls import serverContextFactory
+from suite.pki.verify import PeerPolicy
 from suite.web.admin import makeAdminResource
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
@@ -85,13 +90,16 @@ def _metrics(store: ControlPlaneStore) -> CollectorRegistry:
 def _tlsContext(options: Mapping[str, Any]) -> Any:
     if not options.get("tls"):
         return None
-    from suite.pki.bundle import loadIdentity
-    from suite.pki.tls import serverContextFactory
-
     bundle = loadIdentity(
-        options["tls-identity-cert"], options["tls-identity-key"], options["tls-trust-bundle"]
+        options["tls-identity-cert"],
+        options["tls-identity-key"],
+        options["tls-trust-bundle"],
+        certLabel="--tls-identity-cert (CLUSTOR_CP_TLS_IDENTITY_CERT)",
+        keyLabel="--tls-identity-key (CLUSTOR_CP_TLS_IDENTITY_KEY)",
+        trustLabel="--tls-trust-bundle (CLUSTOR_CP_TLS_TRUST_BUNDLE)",
     )
-    return serverContextFactory(bundle, requireClientCert=True, trustClientCA=False)
+    verifier = PeerPolicy(spiffeId=options["client-spiffe"]) if options.get("client-spiffe") else None
+    return serverContextFactory(bundle, requireClientCert=True, trustClientCA=False, peerVerifier=verifier)
 
 
 def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService:
@@ -110,7 +118,15 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     # A signal handler hands work to the reactor with callFromThread (the
     # thread-safe hand-off); a reactor without threads gets callLater(0).
     handOff = getattr(reactor, "callFromThread", None) or (lambda f: reactor.callLater(0, f))
-    reloader = StateReloader(store, reactor, float(options["reload-interval"]), handOff)
+    runInThread: Any = runSynchronously
+    if hasattr(reactor, "getThreadPool"):
+
+        def runInThread(f: Any, *args: Any) -> Any:
+            return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    reloader = StateReloader(
+        store, reactor, float(options["reload-interval"]), handOff, runInThread=runInThread
+    )
     reloader.setName("reloader")
     reloader.setServiceParent(root)
 

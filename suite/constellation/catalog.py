@@ -30,7 +30,12 @@ class NodeEntry:
     publicIP: str | None = None
 
     def toJSON(self) -> dict[str, Any]:
-        return {"name": self.name, "priority": self.priority, "status": self.status, "publicIP": self.publicIP}
+        return {
+            "name": self.name,
+            "priority": self.priority,
+            "status": self.status,
+            "publicIP": self.publicIP,
+        }
 
 
 @dataclass(frozen=True)

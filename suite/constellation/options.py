@@ -23,12 +23,24 @@ DEFAULT_HTTP_PROVIDER = "tcp:8081:interface=127.0.0.1"
 
 #: flag -> (environment variable, default, help); default None: unset.
 ENV: dict[str, tuple[str, str | None, str]] = {
-    "ts-hostname": ("TS_HOSTNAME", None, "Tailscale hostname, used as the node name. Default: the system hostname."),
+    "ts-hostname": (
+        "TS_HOSTNAME",
+        None,
+        "Tailscale hostname, used as the node name. Default: the system hostname.",
+    ),
     "domain": ("DOMAIN", "bolabaden.org", "Domain name for services."),
-    "public-ip": ("PUBLIC_IP", None, "Public IP address of this node (auto-detection is not implemented yet)."),
+    "public-ip": (
+        "PUBLIC_IP",
+        None,
+        "Public IP address of this node (auto-detection is not implemented yet).",
+    ),
     "config-path": ("CONFIG_PATH", "/opt/constellation/volumes", "Path for service volumes."),
     "secrets-path": ("SECRETS_PATH", "/opt/constellation/secrets", "Path for secrets (cf-api-token.txt)."),
-    "data-dir": ("DATA_DIR", "/opt/constellation/data", "Path for Raft data (raft/logs, raft/stable, raft/snapshots)."),
+    "data-dir": (
+        "DATA_DIR",
+        "/opt/constellation/data",
+        "Path for Raft data (raft/logs, raft/stable, raft/snapshots).",
+    ),
     "cloudflare-zone-id": (
         "CLOUDFLARE_ZONE_ID",
         None,
@@ -104,7 +116,12 @@ class Options(DaemonOptions):
                 None,
                 "Docker Engine API endpoint to monitor (e.g. unix:/var/run/docker.sock); not implemented yet.",
             ],
-            ["warp-container", None, None, "Name of the WARP gateway container to monitor; not implemented yet."],
+            [
+                "warp-container",
+                None,
+                None,
+                "Name of the WARP gateway container to monitor; not implemented yet.",
+            ],
         ]
         + DaemonOptions.optParameters
     )
@@ -138,12 +155,16 @@ class Options(DaemonOptions):
             try:
                 self["public-ip"] = ipaddress.ip_address(self["public-ip"].strip()).compressed
             except ValueError:
-                raise ConfigError(f"{_label('public-ip')}: {self['public-ip']!r} is not an IP address") from None
+                raise ConfigError(
+                    f"{_label('public-ip')}: {self['public-ip']!r} is not an IP address"
+                ) from None
         zone = self["cloudflare-zone-id"]
         if zone:
             zone = zone.strip()
             if not _ZONE_ID.match(zone):
-                raise ConfigError(f"{_label('cloudflare-zone-id')}: {zone!r} is not a zone ID (32 hex digits)")
+                raise ConfigError(
+                    f"{_label('cloudflare-zone-id')}: {zone!r} is not a zone ID (32 hex digits)"
+                )
             self["cloudflare-zone-id"] = zone
         try:
             self["bind-addr"] = ipaddress.ip_address(self["bind-addr"].strip()).compressed
@@ -158,7 +179,9 @@ class Options(DaemonOptions):
             item = item.strip()
             if not item:
                 continue
-            host, sep, port = item.rpartition(":") if "]" not in item and item.count(":") == 1 else (item, "", "")
+            host, sep, port = (
+                item.rpartition(":") if "]" not in item and item.count(":") == 1 else (item, "", "")
+            )
             if sep:
                 _port(port, "join")
             if not host:

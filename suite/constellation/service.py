@@ -12,7 +12,8 @@ guide's start-up lines are logged only for what really starts.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 from twisted.application.service import MultiService, Service
@@ -157,12 +158,14 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     priority = nodePriority(node)
     catalog = LocalCatalog(node, options.get("public-ip"))
     registry = CollectorRegistry(auto_describe=True)
-    Gauge("constellation_node_priority", "Leader-election priority of this node (lower wins).", registry=registry).set(
-        priority
-    )
-    Gauge("constellation_services_known", "Services in this agent's catalog.", registry=registry).set_function(
-        lambda: len(catalog.services())
-    )
+    Gauge(
+        "constellation_node_priority",
+        "Leader-election priority of this node (lower wins).",
+        registry=registry,
+    ).set(priority)
+    Gauge(
+        "constellation_services_known", "Services in this agent's catalog.", registry=registry
+    ).set_function(lambda: len(catalog.services()))
     Gauge("constellation_nodes_known", "Nodes in this agent's catalog.", registry=registry).set_function(
         lambda: len(catalog.nodes())
     )

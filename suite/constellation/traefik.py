@@ -14,7 +14,8 @@ Endpoints (all C{GET}, JSON):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -107,7 +108,8 @@ class ProviderRoot(Resource):
         httpBranch = _Branch()
         for section in ("routers", "services", "middlewares"):
             httpBranch.putChild(
-                section.encode(), _JSONPage(lambda s=section: self.config()["http"][s])  # type: ignore[misc]
+                section.encode(),
+                _JSONPage(lambda s=section: self.config()["http"][s]),  # type: ignore[misc]
             )
         api.putChild(b"http", httpBranch)
         api.putChild(b"state", _JSONPage(self.state))
@@ -139,4 +141,3 @@ class ProviderRoot(Resource):
         if path == b"":
             return self
         return self.admin.getChildWithDefault(path, request)
-

@@ -9,10 +9,12 @@ twisted.cred checkers shared by every daemon of the suite.
   - L{suite.cred.ldap}: L{LDAPBindChecker <suite.cred.ldap.LDAPBindChecker>},
     a simple bind through ldaptor with an optional group filter;
   - L{suite.cred.web}: C{requireBasicAuth} and C{requireBearer} resource
-    wrappers answering JSON 401/403/503;
+    wrappers answering JSON 401/403/429/503;
+  - L{suite.cred.limits}: L{FailureLimiter
+    <suite.cred.limits.FailureLimiter>}, throttling of failed attempts;
   - L{suite.cred.interfaces}, L{suite.cred.errors}.
 
 Configuration for each checker is described in docs/auth.md.
 """
 
-__all__ = ["basic", "errors", "interfaces", "ldap", "tokens", "web"]
+__all__ = ["basic", "errors", "interfaces", "ldap", "limits", "tokens", "web"]

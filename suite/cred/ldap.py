@@ -45,6 +45,7 @@ from suite.cred.basic import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, asText
 from suite.cred.errors import AuthenticationUnavailable
 from suite.cred.interfaces import IPrincipal, IPrincipalSource
 from suite.cred.tokens import ALL_PERMISSIONS, Permission, Principal, parsePermissions
+from suite.logging import Secret
 
 __all__ = [
     "LDAPBindChecker",
@@ -250,7 +251,7 @@ class LDAPBindChecker:
         self._permissions = parsePermissions(list(permissions))
         if (searchBindDN is None) != (searchBindPassword is None) or searchBindPassword == "":
             raise ValueError("searchBindDN and a non-empty searchBindPassword go together")
-        self._searchBind = None if searchBindDN is None else (searchBindDN, searchBindPassword or "")
+        self._searchBind = None if searchBindDN is None else (searchBindDN, Secret(searchBindPassword or ""))
         self._groupFilter = groupFilter
         if groupFilter is not None:
             _parseFilter(self._fillFilter("probe", "uid=probe,dc=example"))
@@ -398,7 +399,7 @@ class LDAPBindChecker:
                 if self._searchBind is not None:
                     sdn, spw = self._searchBind
                     response = await client.send(
-                        pureldap.LDAPBindRequest(dn=sdn.encode("utf-8"), auth=spw.encode("utf-8"))
+                        pureldap.LDAPBindRequest(dn=sdn.encode("utf-8"), auth=spw.reveal().encode("utf-8"))
                     )
                     if response.resultCode != _SUCCESS:
                         raise AuthenticationUnavailable(
@@ -406,10 +407,8 @@ class LDAPBindChecker:
                         )
                 if not await self._inGroup(client, username, dn):
                     raise UnauthorizedLogin(f"user {username!r} is not in a group matching the group filter")
-            try:
+            if client.connected:
                 client.send_noResponse(pureldap.LDAPUnbindRequest())
-            except Exception:
-                pass
             return username
         finally:
             client.transport.loseConnection()

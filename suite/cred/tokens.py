@@ -11,10 +11,12 @@ granted C{["read"]} may only read.
     })
     portal = Portal(PrincipalRealm(checker), [checker])
 
-Secrets are held as L{suite.logging.Secret} (rendered as C{***} anywhere
-they are formatted) and compared in constant time: every configured token is
-compared on every attempt, through fixed-length SHA-256 digests, so neither
-the position of a match nor a secret's length shows in the timing.
+The checker keeps only SHA-256 digests of the configured secrets; an offered
+token travels as a L{suite.logging.Secret} (rendered as C{***} anywhere it is
+formatted or logged).  Comparison is constant time: every configured token
+is compared on every attempt with L{hmac.compare_digest}, through
+fixed-length digests, so neither the position of a match nor a secret's
+length shows in the timing.
 """
 
 from __future__ import annotations

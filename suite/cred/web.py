@@ -10,7 +10,9 @@ answer JSON C{{"error": reason}}:
   - 401 with C{WWW-Authenticate} for missing, malformed or wrong
     credentials (the reason never says which part was wrong);
   - 403 when the principal lacks the permission the request needs;
-  - 503 when the authentication backend (e.g. LDAP) is unreachable.
+  - 503 when the authentication backend (e.g. LDAP) is unreachable;
+  - 429 with C{Retry-After} when an optional L{FailureLimiter} says the
+    client failed too often recently.
 
 Each failure is logged as C{authentication failed} (or C{permission
 denied}) with the principal's name when one is known, the client address
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
@@ -38,6 +41,7 @@ from zope.interface import implementer
 
 from suite.cred.errors import AuthenticationUnavailable
 from suite.cred.interfaces import IPrincipal, IPrincipalSource
+from suite.cred.limits import FailureLimiter
 from suite.cred.tokens import MAX_TOKEN_LENGTH, BearerToken, Permission, Principal, parsePermission
 from suite.web.errors import jsonError
 
@@ -170,8 +174,10 @@ class _Guard:
         permission: PermissionSpec,
         scheme: str,
         realm: str,
+        limiter: FailureLimiter | None = None,
     ) -> None:
         self._wrapped = IResource(wrapped)
+        self._limiter = limiter
         self._authenticator = authenticator
         self._permission: PermissionSpec = (
             permission if permission is None or callable(permission) else parsePermission(permission)
@@ -210,6 +216,16 @@ class _Guard:
 
     def _guarded(self, request: IRequest) -> IResource:
         credentials, reason, name = self._credentials(request)
+        if self._limiter is not None and request.getHeader(b"authorization") is not None:
+            wait = self._limiter.blockedFor(_client(request))
+            if wait > 0:
+                log.warn(
+                    "authentication failed for {principal}: too many failures from {client}",
+                    principal=name or "-",
+                    client=_client(request),
+                    path=_safeName(getattr(request, "path", b"")),
+                )
+                return _ErrorResource(429, "too many failed attempts", None, retryAfter=wait)
         if credentials is None:
             presented = request.getHeader(b"authorization") is not None
             return self._refuse(request, 401, reason, name, publicReason=reason, presented=presented)
@@ -296,6 +312,8 @@ class _Guard:
             client=_client(request),
             path=_safeName(getattr(request, "path", b"")),
         )
+        if presented and self._limiter is not None:
+            self._limiter.failed(_client(request))
         error = "invalid_token" if self._scheme == "Bearer" and presented else None
         return _ErrorResource(code, publicReason, self._challenge(error))
 
@@ -304,7 +322,11 @@ def _client(request: IRequest) -> str:
     try:
         peer = request.getClientAddress()
         host = getattr(peer, "host", None)
-        return str(host) if host is not None else str(peer)
+        if host is not None:
+            return str(host)
+        # A unix socket (or anything without a host) is one client.
+        name = getattr(peer, "name", None)
+        return f"unix:{_safeName(name)}" if name is not None else type(peer).__name__
     except Exception:
         return "-"
 
@@ -358,15 +380,18 @@ class _BearerGuard(_Guard):
 class _ErrorResource(Resource):
     isLeaf = True
 
-    def __init__(self, code: int, reason: str, challenge: bytes | None) -> None:
+    def __init__(self, code: int, reason: str, challenge: bytes | None, retryAfter: float = 0) -> None:
         super().__init__()
         self._code = code
         self._reason = reason
         self._challenge = challenge
+        self._retryAfter = retryAfter
 
     def render(self, request: IRequest) -> bytes:  # type: ignore[override]
         if self._challenge is not None:
             request.setHeader(b"WWW-Authenticate", self._challenge)
+        if self._retryAfter > 0:
+            request.setHeader(b"Retry-After", str(math.ceil(self._retryAfter)).encode("ascii"))
         return jsonError(request, self._code, self._reason)
 
 
@@ -410,6 +435,7 @@ def requireBasicAuth(
     checkers: Any,
     realm: str = "suite",
     permission: PermissionSpec = None,
+    limiter: FailureLimiter | None = None,
 ) -> IResource:
     """
     Guard C{resource} with HTTP Basic authentication.
@@ -421,8 +447,10 @@ def requireBasicAuth(
     @param realm: the realm named in C{WWW-Authenticate}.
     @param permission: optional L{Permission} (or a rule per request) the
         principal must hold; 403 otherwise.
+    @param limiter: optional L{FailureLimiter}: clients with too many recent
+        failures get 429 without a check.
     """
-    return _BasicGuard(resource, Authenticator(checkers), permission, "Basic", realm)
+    return _BasicGuard(resource, Authenticator(checkers), permission, "Basic", realm, limiter)
 
 
 def requireBearer(
@@ -430,6 +458,7 @@ def requireBearer(
     checker: Any,
     permission: PermissionSpec = Permission.READ,
     realm: str = "api",
+    limiter: FailureLimiter | None = None,
 ) -> IResource:
     """
     Guard C{resource} with C{Authorization: Bearer TOKEN}.
@@ -440,5 +469,6 @@ def requireBearer(
     @param permission: the L{Permission} needed (a name works too), a rule
         per request such as L{methodPermissions}, or C{None} for any valid
         token.
+    @param limiter: optional L{FailureLimiter} (see L{requireBasicAuth}).
     """
-    return _BearerGuard(resource, Authenticator(checker), permission, "Bearer", realm)
+    return _BearerGuard(resource, Authenticator(checker), permission, "Bearer", realm, limiter)

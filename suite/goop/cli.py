@@ -6,7 +6,7 @@ and C{goop2} with no arguments for the multi-peer manager page.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from twisted.python import usage
 
@@ -27,4 +27,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["manager"]
-    runConsole("goop2", "goop", Options, args, clientCommands={"manager": _manager}, daemonSubCommands=["peer", "rendezvous"])
+    runConsole(
+        "goop2",
+        "goop",
+        Options,
+        args,
+        clientCommands={"manager": _manager},
+        daemonSubCommands=["peer", "rendezvous"],
+    )

@@ -12,8 +12,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from suite.daemon import ConfigError
 
@@ -109,7 +110,11 @@ SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
 
 #: Top-level keys of the guide's "client configuration" example, mapped onto
 #: their place in the schema.
-LEGACY = {"site": ("profile", "label"), "peerName": ("profile", "label"), "rendezvous": ("presence", "rendezvous_wan")}
+LEGACY = {
+    "site": ("profile", "label"),
+    "peerName": ("profile", "label"),
+    "rendezvous": ("presence", "rendezvous_wan"),
+}
 
 
 @dataclass(frozen=True)
@@ -211,9 +216,18 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
                 continue
             values[f"{top}.{k}"] = SCHEMA[top][k][1](f"{top}.{k}", v)
     if values["presence.rendezvous_only"] and not values["presence.rendezvous_host"]:
-        warnings.append(f"{CONFIG_NAME}: presence.rendezvous_only: set without rendezvous_host; no hub will run")
+        warnings.append(
+            f"{CONFIG_NAME}: presence.rendezvous_only: set without rendezvous_host; no hub will run"
+        )
+    addr = values["viewer.http_addr"]
+    if addr and parseHostPort(addr)[0] not in ("127.0.0.1", "::1", "localhost"):
+        warnings.append(
+            f"{CONFIG_NAME}: viewer.http_addr: {addr} is not loopback; put an authenticating proxy in front"
+        )
     if values["presence.heartbeat_seconds"] >= values["presence.ttl_seconds"]:
-        raise ConfigError(f"{CONFIG_NAME}: presence.heartbeat_seconds: must be smaller than presence.ttl_seconds")
+        raise ConfigError(
+            f"{CONFIG_NAME}: presence.heartbeat_seconds: must be smaller than presence.ttl_seconds"
+        )
     return GoopConfig(
         directory=directory,
         label=values["profile.label"],

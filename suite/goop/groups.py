@@ -23,8 +23,9 @@ within 11 s) and the member reconnects with backoff.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred
@@ -43,13 +44,22 @@ SILENCE_SECONDS = 10.0
 MAX_QUEUE = 1000
 MAX_MEMBERS = 256
 MAX_GROUPS = 64
+INBOX = 100
 
 
 @implementer(IGroupTransport, IPushProducer)
 class HostMember:
     """The host's handle on one member connection, with a bounded queue."""
 
-    def __init__(self, peerId: str, send: Callable[[dict[str, Any]], None], close: Callable[[], None], transport: Any, clock: Any, maxQueue: int = MAX_QUEUE) -> None:
+    def __init__(
+        self,
+        peerId: str,
+        send: Callable[[dict[str, Any]], None],
+        close: Callable[[], None],
+        transport: Any,
+        clock: Any,
+        maxQueue: int = MAX_QUEUE,
+    ) -> None:
         self.peerId = peerId
         self._send = send
         self._close = close
@@ -127,7 +137,14 @@ class HostGroup:
 class HostSession:
     """The host's end of one member stream."""
 
-    def __init__(self, service: GroupService, peerId: str, send: Callable[[dict[str, Any]], None], close: Callable[[], None], transport: Any) -> None:
+    def __init__(
+        self,
+        service: GroupService,
+        peerId: str,
+        send: Callable[[dict[str, Any]], None],
+        close: Callable[[], None],
+        transport: Any,
+    ) -> None:
         self.service = service
         self.member = HostMember(peerId, send, close, transport, service.clock)
         self.member.onOverflow = lambda m: self.lost()
@@ -151,12 +168,23 @@ class HostSession:
                 return
             group.members[m.peerId] = m
             self.groups.add(group.name)
-            m.sendMessage({"type": "welcome", "group": group.name, "host": group.hostId, "members": group.memberList(), "state": group.state})
+            m.sendMessage(
+                {
+                    "type": "welcome",
+                    "group": group.name,
+                    "host": group.hostId,
+                    "members": group.memberList(),
+                    "state": group.state,
+                }
+            )
             group.announce()
         elif m.peerId not in group.members:
             m.sendMessage({"type": "error", "group": name, "error": "join first"})
         elif kind == "msg":
-            group.broadcast({"type": "msg", "group": group.name, "from": m.peerId, "data": msg.get("data")}, exclude=m.peerId)
+            group.broadcast(
+                {"type": "msg", "group": group.name, "from": m.peerId, "data": msg.get("data")},
+                exclude=m.peerId,
+            )
         elif kind == "state":
             group.state = msg.get("data")
             group.broadcast({"type": "state", "group": group.name, "from": m.peerId, "data": group.state})
@@ -314,7 +342,19 @@ def _build() -> Any:
         (connecting, ("start", "hostClosed", "retryDue")),
         (joined, ("start", "welcomed", "connectFailed", "retryDue")),
         (waiting, ("start", "welcomed", "connectFailed", "connectionLost", "hostSilent", "hostClosed")),
-        (left, ("start", "welcomed", "connectFailed", "connectionLost", "hostSilent", "hostClosed", "retryDue", "leave")),
+        (
+            left,
+            (
+                "start",
+                "welcomed",
+                "connectFailed",
+                "connectionLost",
+                "hostSilent",
+                "hostClosed",
+                "retryDue",
+                "leave",
+            ),
+        ),
     ):
         for n in names:
             st.upon(getattr(MemberInputs, n)).loop().returns(None)
@@ -333,6 +373,7 @@ class GroupService:
         self.openStream = openStream
         self.hosted: dict[str, HostGroup] = {}
         self.memberships: dict[str, tuple[MemberInputs, MemberCore]] = {}
+        self.inbox: dict[str, collections.deque[dict[str, Any]]] = {}
 
     def createGroup(self, name: str) -> HostGroup:
         if name not in self.hosted:
@@ -346,11 +387,30 @@ class GroupService:
         if g is not None:
             g.broadcast({"type": "close", "group": name})
 
-    def hostSession(self, peerId: str, send: Callable[[dict[str, Any]], None], close: Callable[[], None], transport: Any = None) -> HostSession:
+    def hostSession(
+        self,
+        peerId: str,
+        send: Callable[[dict[str, Any]], None],
+        close: Callable[[], None],
+        transport: Any = None,
+    ) -> HostSession:
         return HostSession(self, peerId, send, close, transport)
 
-    def join(self, hostId: str, name: str, onEvent: Callable[[dict[str, Any]], None]) -> MemberInputs:
-        core = MemberCore(self.clock, name, lambda: self.openStream(hostId), onEvent)
+    def join(
+        self, hostId: str, name: str, onEvent: Callable[[dict[str, Any]], None] | None = None
+    ) -> MemberInputs:
+        """Join C{name} hosted by C{hostId}; events go to C{onEvent} and the inbox."""
+        key = f"{hostId}/{name}"
+        if key in self.memberships:
+            return self.memberships[key][0]
+        inbox = self.inbox.setdefault(key, collections.deque(maxlen=INBOX))
+
+        def deliver(event: dict[str, Any]) -> None:
+            inbox.append(event)
+            if onEvent is not None:
+                onEvent(event)
+
+        core = MemberCore(self.clock, name, lambda: self.openStream(hostId), deliver)
         machine = memberMachine(core)
         core.machine = machine
         self.memberships[f"{hostId}/{name}"] = (machine, core)
@@ -361,6 +421,25 @@ class GroupService:
         entry = self.memberships.get(f"{hostId}/{name}")
         if entry is not None:
             entry[1].send({"type": kind, "group": name, "data": data})
+
+    def leave(self, hostId: str, name: str) -> None:
+        entry = self.memberships.pop(f"{hostId}/{name}", None)
+        if entry is not None:
+            entry[0].leave()
+
+    def describe(self) -> dict[str, Any]:
+        """Hosted groups with their members, memberships with their recent events."""
+        return {
+            "hosted": {n: g.memberList() for n, g in self.hosted.items()},
+            "memberships": [
+                {
+                    "host": k.split("/", 1)[0],
+                    "group": k.split("/", 1)[1],
+                    "events": list(self.inbox.get(k, ())),
+                }
+                for k in self.memberships
+            ],
+        }
 
     def stop(self) -> None:
         for machine, _ in self.memberships.values():

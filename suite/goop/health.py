@@ -6,7 +6,8 @@ event loop is not lagging.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
@@ -58,7 +59,9 @@ class LoopLag:
 class DatabaseHealth:
     """Run a trivial query on the database thread, with a deadline."""
 
-    def __init__(self, name: str, ping: Callable[[], Deferred[Any]], clock: Any, timeout: float = 2.0) -> None:
+    def __init__(
+        self, name: str, ping: Callable[[], Deferred[Any]], clock: Any, timeout: float = 2.0
+    ) -> None:
         self.name = name
         self.ping = ping
         self.clock = clock
@@ -91,7 +94,7 @@ class HealthzResource(Resource):
         async def collect() -> None:
             for p in providers:
                 try:
-                    rep = await maybeDeferred(p.check)
+                    rep: Any = await maybeDeferred(p.check)
                 except Exception as e:
                     rep = HealthReport(False, (str(e),))
                 results[p.name] = {"ready": rep.ready, **dict(rep.details)}

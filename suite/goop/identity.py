@@ -59,7 +59,9 @@ class Identity:
 
     @property
     def publicRaw(self) -> bytes:
-        return self.privateKey.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return self.privateKey.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
 
     @property
     def publicB64(self) -> str:
@@ -77,7 +79,7 @@ class Identity:
         """A self-signed certificate for this key; CN is the peer id."""
         if not hasattr(self, "_cert"):
             name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.peerId)])
-            now = datetime.datetime.now(datetime.timezone.utc)
+            now = datetime.datetime.now(datetime.UTC)
             self._cert = (
                 x509.CertificateBuilder()
                 .subject_name(name)
@@ -125,4 +127,3 @@ def loadIdentity(directory: str) -> Identity:
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ConfigError(f"{path}: not an ed25519 private key")
     return Identity(loaded)
-

@@ -6,7 +6,8 @@ live SSE tail.
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.logger import ILogObserver, formatEvent
 from zope.interface import implementer
@@ -24,8 +25,13 @@ class LogBuffer:
         self.entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxEntries)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._seq = 0
+        self._recent: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=256)
 
     def __call__(self, event: dict[str, Any]) -> None:
+        key = (event.get("log_time"), event.get("log_format"), event.get("log_namespace"), id(event))
+        if key in self._recent:
+            return  # the same event replayed by the log beginner's start-up buffer
+        self._recent.append(key)
         clean = redactEvent(event)
         try:
             text = formatEvent(clean)

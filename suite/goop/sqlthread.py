@@ -9,7 +9,8 @@ threads.  Databases are opened in WAL mode.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -42,7 +43,9 @@ class SQLiteThread:
 
     def _open(self) -> sqlite3.Connection:
         if self.conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.busyTimeout, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=self.busyTimeout, isolation_level=None, check_same_thread=False
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -48,8 +48,20 @@ def _positive(name: str) -> Any:
 HUB_PARAMETERS: list[list[Any]] = [
     ["max-sse-clients", None, 2048, "Cap on concurrent /events clients (429 above it).", int],
     ["max-sse-per-ip", None, 64, "Cap on /events clients per client address.", int],
-    ["publish-rate", None, 1.0, "Sustained /publish requests per second per client address (0: no limit).", _positive("publish-rate")],
-    ["publish-burst", None, 10.0, "Burst of /publish requests allowed per client address.", _positive("publish-burst")],
+    [
+        "publish-rate",
+        None,
+        1.0,
+        "Sustained /publish requests per second per client address (0: no limit).",
+        _positive("publish-rate"),
+    ],
+    [
+        "publish-burst",
+        None,
+        10.0,
+        "Burst of /publish requests allowed per client address.",
+        _positive("publish-burst"),
+    ],
 ]
 
 
@@ -100,8 +112,12 @@ def hubKwargs(sub: Any) -> dict[str, Any]:
 
 
 @exitOnConfigError("goop")
-def makeService(options: usage.Options) -> MultiService:
-    from twisted.internet import reactor
+def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
+    """Build the peer or rendezvous service tree (C{reactor} for tests)."""
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
 
     from suite.goop.config import loadConfig
     from suite.goop.logbuffer import LogBuffer
@@ -120,7 +136,9 @@ def makeService(options: usage.Options) -> MultiService:
     namespace: dict[str, object] = {"config": config}
     if sub == "rendezvous" or config.rendezvousOnly:
         if not config.rendezvousHost:
-            raise ConfigError(f"{directory}/goop.json: presence.rendezvous_host: must be true for rendezvous mode")
+            raise ConfigError(
+                f"{directory}/goop.json: presence.rendezvous_host: must be true for rendezvous mode"
+            )
         from suite.goop.peer.service import makeRendezvousOnly
 
         svc = makeRendezvousOnly(config, reactor, logs, **hubKwargs(subOptions))

@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgpack
 from twisted.internet.defer import Deferred, succeed
@@ -163,7 +164,7 @@ class AOFStore(TableStore):
         d.addErrback(lambda f: log.failure("AOF flush of {path} failed", f, path=self.path))
         d.addBoth(lambda _: self._schedule())
 
-    def flush(self) -> "Deferred[None]":
+    def flush(self) -> Deferred[None]:
         """
         Write and fsync what is buffered (or compact); fire when durable.
         """
@@ -198,9 +199,11 @@ class AOFStore(TableStore):
         return d
 
     def _needsCompaction(self) -> bool:
-        return self.fileBytes > self.compactMinBytes and self.fileBytes > 2 * (self.table.bytes + 16 * len(self.table.data))
+        return self.fileBytes > self.compactMinBytes and self.fileBytes > 2 * (
+            self.table.bytes + 16 * len(self.table.data)
+        )
 
-    def _compact(self) -> "Deferred[None]":
+    def _compact(self) -> Deferred[None]:
         items = list(self.table.data.items())
         self.pending = []
         tmp = self.path + ".compact"
@@ -244,13 +247,13 @@ class AOFStore(TableStore):
         )
         return s
 
-    def close(self) -> "Deferred[None]":
+    def close(self) -> Deferred[None]:
         self._closed = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
-        def shut(_: Any) -> "Deferred[None]":
+        def shut(_: Any) -> Deferred[None]:
             fh = self._fh
             return self.runner(fh.close)
 

@@ -4,7 +4,8 @@ The in-memory backend (tests only) and the base shared with the AOF one.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -44,62 +45,62 @@ class TableStore:
     def _persist(self, kind: str, key: bytes, payload: bytes | None) -> None:
         pass
 
-    def _run(self, op: Callable[..., T], *args: Any) -> "Deferred[T]":
+    def _run(self, op: Callable[..., T], *args: Any) -> Deferred[T]:
         try:
             return succeed(op(self, *args))
         except Exception:
             return fail()
 
-    def get(self, key: bytes) -> "Deferred[bytes | None]":
+    def get(self, key: bytes) -> Deferred[bytes | None]:
         self.reads += 1
         return succeed(self.table.read(r.VALUE, key))
 
-    def put(self, key: bytes, value: bytes) -> "Deferred[None]":
+    def put(self, key: bytes, value: bytes) -> Deferred[None]:
         return self._run(r.opPut, key, value)
 
-    def delete(self, key: bytes) -> "Deferred[bool]":
+    def delete(self, key: bytes) -> Deferred[bool]:
         return self._run(r.opDelete, key)
 
-    def prefixAppend(self, prefix: bytes, child: bytes) -> "Deferred[bool]":
+    def prefixAppend(self, prefix: bytes, child: bytes) -> Deferred[bool]:
         return self._run(r.opPrefixAppend, prefix, child)
 
-    def prefixList(self, prefix: bytes) -> "Deferred[list[bytes]]":
+    def prefixList(self, prefix: bytes) -> Deferred[list[bytes]]:
         return self._run(r.opPrefixList, prefix)
 
-    def prefixContains(self, prefix: bytes, child: bytes) -> "Deferred[bool]":
+    def prefixContains(self, prefix: bytes, child: bytes) -> Deferred[bool]:
         return self._run(r.opPrefixContains, prefix, child)
 
-    def prefixRemove(self, prefix: bytes, child: bytes) -> "Deferred[bool]":
+    def prefixRemove(self, prefix: bytes, child: bytes) -> Deferred[bool]:
         return self._run(r.opPrefixRemove, prefix, child)
 
-    def acquireLease(self, name: bytes, holder: bytes, ttl: float) -> "Deferred[r.Lease]":
+    def acquireLease(self, name: bytes, holder: bytes, ttl: float) -> Deferred[r.Lease]:
         return self._run(r.opAcquire, name, holder, ttl, self.clock.seconds())
 
-    def renewLease(self, name: bytes, token: int, ttl: float) -> "Deferred[r.Lease]":
+    def renewLease(self, name: bytes, token: int, ttl: float) -> Deferred[r.Lease]:
         return self._run(r.opRenew, name, token, ttl, self.clock.seconds())
 
-    def releaseLease(self, name: bytes, token: int) -> "Deferred[bool]":
+    def releaseLease(self, name: bytes, token: int) -> Deferred[bool]:
         return self._run(r.opRelease, name, token, self.clock.seconds())
 
-    def exportKey(self, key: bytes) -> "Deferred[list[r.Record]]":
+    def exportKey(self, key: bytes) -> Deferred[list[r.Record]]:
         return succeed(self.table.exportKey(key))
 
-    def exportRange(self, low: int, high: int) -> "Deferred[list[r.Record]]":
+    def exportRange(self, low: int, high: int) -> Deferred[list[r.Record]]:
         return succeed(self.table.inRange(low, high))
 
-    def importRecords(self, records: Iterable[r.Record]) -> "Deferred[None]":
+    def importRecords(self, records: Iterable[r.Record]) -> Deferred[None]:
         for kind, key, payload in records:
             if kind in r.KINDS and (payload is not None or self.table.read(kind, key) is not None):
                 self.write(kind, key, payload)
         return succeed(None)
 
-    def removeRange(self, low: int, high: int) -> "Deferred[int]":
+    def removeRange(self, low: int, high: int) -> Deferred[int]:
         doomed = self.table.inRange(low, high)
         for kind, key, _ in doomed:
             self.write(kind, key, None)
         return succeed(len(doomed))
 
-    def digestRange(self, low: int, high: int) -> "Deferred[tuple[int, int]]":
+    def digestRange(self, low: int, high: int) -> Deferred[tuple[int, int]]:
         return succeed(r.recordDigest(self.table.inRange(low, high)))
 
     def stats(self) -> dict[str, Any]:
@@ -111,7 +112,7 @@ class TableStore:
             "reads": self.reads,
         }
 
-    def close(self) -> "Deferred[None]":
+    def close(self) -> Deferred[None]:
         return succeed(None)
 
 

@@ -9,8 +9,9 @@ runs it on the reactor thread, SQLite runs it on its writer thread.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import msgpack
 

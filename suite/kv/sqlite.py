@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -107,10 +108,10 @@ class SQLiteStore:
         db.executescript(_SCHEMA)
         self._db = db
 
-    def _call(self, fn: Callable[[], Any]) -> "Deferred[Any]":
+    def _call(self, fn: Callable[[], Any]) -> Deferred[Any]:
         return self.runner(fn)
 
-    def _submit(self, op: Callable[[_Tx], Any]) -> "Deferred[Any]":
+    def _submit(self, op: Callable[[_Tx], Any]) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         self._queue.append((op, d))
         self._kick()
@@ -145,7 +146,7 @@ class SQLiteStore:
             self._busy = False
             self.batches += 1
             self.ops += len(batch)
-            for (ok, value), (_, d) in zip(results, batch):
+            for (ok, value), (_, d) in zip(results, batch, strict=False):
                 if ok:
                     d.callback(value)
                 else:
@@ -161,46 +162,46 @@ class SQLiteStore:
 
         self.opened.addCallback(lambda _: self.runner(run)).addCallbacks(done, failed)
 
-    def get(self, key: bytes) -> "Deferred[bytes | None]":
+    def get(self, key: bytes) -> Deferred[bytes | None]:
         return self._submit(lambda tx: tx.read(r.VALUE, key))
 
-    def put(self, key: bytes, value: bytes) -> "Deferred[None]":
+    def put(self, key: bytes, value: bytes) -> Deferred[None]:
         return self._submit(lambda tx: r.opPut(tx, key, value))
 
-    def delete(self, key: bytes) -> "Deferred[bool]":
+    def delete(self, key: bytes) -> Deferred[bool]:
         return self._submit(lambda tx: r.opDelete(tx, key))
 
-    def prefixAppend(self, prefix: bytes, child: bytes) -> "Deferred[bool]":
+    def prefixAppend(self, prefix: bytes, child: bytes) -> Deferred[bool]:
         return self._submit(lambda tx: r.opPrefixAppend(tx, prefix, child))
 
-    def prefixList(self, prefix: bytes) -> "Deferred[list[bytes]]":
+    def prefixList(self, prefix: bytes) -> Deferred[list[bytes]]:
         return self._submit(lambda tx: r.opPrefixList(tx, prefix))
 
-    def prefixContains(self, prefix: bytes, child: bytes) -> "Deferred[bool]":
+    def prefixContains(self, prefix: bytes, child: bytes) -> Deferred[bool]:
         return self._submit(lambda tx: r.opPrefixContains(tx, prefix, child))
 
-    def prefixRemove(self, prefix: bytes, child: bytes) -> "Deferred[bool]":
+    def prefixRemove(self, prefix: bytes, child: bytes) -> Deferred[bool]:
         return self._submit(lambda tx: r.opPrefixRemove(tx, prefix, child))
 
-    def acquireLease(self, name: bytes, holder: bytes, ttl: float) -> "Deferred[r.Lease]":
+    def acquireLease(self, name: bytes, holder: bytes, ttl: float) -> Deferred[r.Lease]:
         now = self.clock.seconds()
         return self._submit(lambda tx: r.opAcquire(tx, name, holder, ttl, now))
 
-    def renewLease(self, name: bytes, token: int, ttl: float) -> "Deferred[r.Lease]":
+    def renewLease(self, name: bytes, token: int, ttl: float) -> Deferred[r.Lease]:
         now = self.clock.seconds()
         return self._submit(lambda tx: r.opRenew(tx, name, token, ttl, now))
 
-    def releaseLease(self, name: bytes, token: int) -> "Deferred[bool]":
+    def releaseLease(self, name: bytes, token: int) -> Deferred[bool]:
         now = self.clock.seconds()
         return self._submit(lambda tx: r.opRelease(tx, name, token, now))
 
-    def exportKey(self, key: bytes) -> "Deferred[list[r.Record]]":
+    def exportKey(self, key: bytes) -> Deferred[list[r.Record]]:
         return self._submit(lambda tx: [(k, key, tx.read(k, key)) for k in r.KINDS])
 
-    def exportRange(self, low: int, high: int) -> "Deferred[list[r.Record]]":
+    def exportRange(self, low: int, high: int) -> Deferred[list[r.Record]]:
         return self._submit(lambda tx: tx.range(low, high))
 
-    def importRecords(self, records: Iterable[r.Record]) -> "Deferred[None]":
+    def importRecords(self, records: Iterable[r.Record]) -> Deferred[None]:
         batch = [rec for rec in records if rec[0] in r.KINDS]
 
         def op(tx: _Tx) -> None:
@@ -209,7 +210,7 @@ class SQLiteStore:
 
         return self._submit(op)
 
-    def removeRange(self, low: int, high: int) -> "Deferred[int]":
+    def removeRange(self, low: int, high: int) -> Deferred[int]:
         def op(tx: _Tx) -> int:
             doomed = tx.range(low, high)
             for kind, key, _ in doomed:
@@ -218,13 +219,19 @@ class SQLiteStore:
 
         return self._submit(op)
 
-    def digestRange(self, low: int, high: int) -> "Deferred[tuple[int, int]]":
+    def digestRange(self, low: int, high: int) -> Deferred[tuple[int, int]]:
         return self._submit(lambda tx: r.recordDigest(tx.range(low, high)))
 
     def stats(self) -> dict[str, Any]:
-        return {"backend": self.name, "path": self.path, "batches": self.batches, "ops": self.ops, "queued": len(self._queue)}
+        return {
+            "backend": self.name,
+            "path": self.path,
+            "batches": self.batches,
+            "ops": self.ops,
+            "queued": len(self._queue),
+        }
 
-    def close(self) -> "Deferred[None]":
+    def close(self) -> Deferred[None]:
         def shut() -> None:
             if self._db is not None:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -305,6 +305,10 @@ def _assemble(
     clientCACert = None
     if clientCA is not None and clientCA.data is not None:
         clientCAs = _parseCertificates(clientCA.label, clientCA.data)
+        if len(clientCAs) > 1:
+            raise BundleError(
+                f"{clientCA.label}: holds {len(clientCAs)} certificates; expected one client CA"
+            )
         clientCACert = clientCAs[0]
         _checkIsCA(clientCA.label, clientCACert)
         _checkValidity(clientCA.label, clientCACert, when)

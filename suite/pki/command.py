@@ -98,10 +98,7 @@ class _NamesMixin(_PositionalFirst):
         self["spiffe"] = []
 
     def opt_node(self, value: str) -> None:
-        """
-        Host name or IP address of the node (a SAN of its certificate).
-        Repeatable, or comma-separated.
-        """
+        """Host name or IP address of the node (a SAN); repeatable or comma-separated."""
         for name in value.split(","):
             name = name.strip()
             if not name:
@@ -113,10 +110,7 @@ class _NamesMixin(_PositionalFirst):
             self["nodes"].append(name)
 
     def opt_spiffe(self, value: str) -> None:
-        """
-        SPIFFE ID of the node (spiffe://trust-domain/path, a URI SAN).
-        Repeatable.
-        """
+        """SPIFFE ID of the node (spiffe://trust-domain/path, a URI SAN); repeatable."""
         try:
             parseSpiffeId(value, allowTrustDomain=False)
         except ValueError as e:
@@ -133,7 +127,7 @@ class InitOptions(_NamesMixin):
     C{pki init DIR [--node HOST]... [--spiffe URI]... [--days N] [--force]}.
     """
 
-    synopsis = "init DIR [--node HOST]... [--spiffe URI]... [--days N] [--force]"
+    synopsis = "[options] DIR"
     longdesc = (
         "Create a private CA bundle in DIR: ca.crt, ca.key, client-ca.crt, client-ca.key, "
         "node.crt, node.key (keys mode 0600). Without --node the node certificate names "
@@ -164,7 +158,7 @@ class NodeOptions(_NamesMixin):
     positionalName = "SRC"
     positionalKey = "source"
 
-    synopsis = "node SRC --out DIR --node HOST... [--spiffe URI]... [--with-ca-key] [--force]"
+    synopsis = "[options] SRC --out DIR --node HOST..."
     longdesc = (
         "Mint a certificate for another node from the CA in bundle directory SRC (which must "
         "hold ca.key) and write a complete bundle for it in DIR."
@@ -198,7 +192,7 @@ class MintClientOptions(_PositionalFirst):
     positionalName = "SRC"
     positionalKey = "source"
 
-    synopsis = "client SRC --name NAME --out DIR [--days N] [--spiffe URI]... [--force]"
+    synopsis = "[options] SRC --name NAME --out DIR"
     longdesc = (
         "Mint a client certificate signed by the client CA of bundle directory SRC (which must "
         "hold client-ca.key) and write client.crt, client.key and ca.crt into DIR."
@@ -216,9 +210,7 @@ class MintClientOptions(_PositionalFirst):
         self["spiffe"] = []
 
     def opt_spiffe(self, value: str) -> None:
-        """
-        SPIFFE ID of the client (a URI SAN). Repeatable.
-        """
+        """SPIFFE ID of the client (spiffe://trust-domain/path, a URI SAN); repeatable."""
         try:
             parseSpiffeId(value, allowTrustDomain=False)
         except ValueError as e:
@@ -240,7 +232,6 @@ class PKIOptions(usage.Options):
     C{pki init|node|client ...}: mount this as a subcommand of a console script.
     """
 
-    synopsis = "pki init|node|client ..."
     subCommands = [
         ["init", None, InitOptions, "Create a new private CA bundle."],
         ["node", None, NodeOptions, "Write a bundle for another node from the same CA."],
@@ -252,8 +243,15 @@ class PKIOptions(usage.Options):
             raise usage.UsageError("pki: a subcommand is required (init, node or client)")
 
 
-def _fail(prog: str, error: BaseException, err: TextIO) -> int:
-    err.write(errorLine(prog, error))
+def _prog(sub: str) -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if not name or name.endswith(".py") or name.startswith("-"):
+        return f"pki {sub}"
+    return f"{name} pki {sub}"
+
+
+def _fail(sub: str, error: BaseException, err: TextIO) -> int:
+    err.write(errorLine(_prog(sub), error))
     err.flush()
     return 2
 
@@ -286,7 +284,7 @@ def runInit(options: InitOptions, out: TextIO | None = None, err: TextIO | None 
             force=options["force"],
         )
     except (BundleError, ValueError) as e:
-        return _fail("pki init", e, err)
+        return _fail("init", e, err)
     names = ("ca.crt", "ca.key", "client-ca.crt", "client-ca.key", "node.crt", "node.key")
     _report(out, [os.path.join(directory, name) for name in names])
     out.write(f"node certificate: {bundle.identity.describe()}\n")
@@ -314,7 +312,7 @@ def runNode(options: NodeOptions, out: TextIO | None = None, err: TextIO | None 
             force=bool(options["force"]),
         )
     except (BundleError, ValueError) as e:
-        return _fail("pki node", e, err)
+        return _fail("node", e, err)
     written = [
         name
         for name in ("ca.crt", "ca.key", "client-ca.crt", "client-ca.key", "node.crt", "node.key")
@@ -344,7 +342,7 @@ def runMintClient(options: MintClientOptions, out: TextIO | None = None, err: Te
             force=bool(options["force"]),
         )
     except (BundleError, ValueError) as e:
-        return _fail("pki client", e, err)
+        return _fail("client", e, err)
     _report(out, list(paths))
     return 0
 

@@ -64,11 +64,9 @@ def publicKeyDER(certificateOrKey: x509.Certificate | PrivateKey) -> bytes:
     """
     The DER SubjectPublicKeyInfo of a certificate's or private key's public key.
     """
-    if isinstance(certificateOrKey, x509.Certificate):
-        public = certificateOrKey.public_key()
-    else:
-        public = certificateOrKey.public_key()
-    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return certificateOrKey.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def keyMatchesCertificate(key: PrivateKey, certificate: x509.Certificate) -> bool:

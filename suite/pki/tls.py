@@ -96,39 +96,68 @@ def _options(
     )
 
 
+# OpenSSL X509_V_ERR_* codes worth a plain-words reason.
+_CHAIN_ERRORS = {
+    2: "is not issued by a trusted CA",
+    9: "is not valid yet",
+    10: "has expired",
+    18: "is not issued by a trusted CA",
+    19: "is not issued by a trusted CA",
+    20: "is not issued by a trusted CA",
+    21: "is not issued by a trusted CA",
+    24: "is issued by a certificate that is not a CA",
+    25: "exceeds the CA's path length",
+    26: "is not meant for this use (extended key usage)",
+}
+
+
+def _chainReason(errno: int, depth: int) -> str:
+    reason = _CHAIN_ERRORS.get(errno, "failed verification")
+    untrusted = reason == _CHAIN_ERRORS[2]
+    what = "peer certificate" if depth == 0 or untrusted else f"peer certificate chain (depth {depth})"
+    return f"{what} {reason} (OpenSSL verify error {errno})"
+
+
 def _verifyCallback(tlsProtocol: TLSMemoryBIOProtocol, verifier: IPeerVerifier | None) -> _VerifyCallback:
     """
-    A per-connection OpenSSL verify callback: OpenSSL checks the chain; on
-    the leaf (depth 0) we ask C{verifier} about the peer's names.
+    A per-connection OpenSSL verify callback.  OpenSSL checks the chain; a
+    chain error is turned into a L{VerificationError} with a plain reason,
+    and on the leaf (depth 0) C{verifier} checks the peer's names.  The
+    protocol learns the reason through C{failVerification}.
     """
     protocolRef: TLSMemoryBIOProtocol | None = tlsProtocol
+
+    def fail(reason: str) -> bool:
+        nonlocal protocolRef
+        log.warn("TLS peer certificate refused: {reason}", reason=reason)
+        if protocolRef is not None:
+            protocolRef.failVerification(Failure(VerificationError(reason)))
+        protocolRef = None
+        return False
 
     def callback(
         connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int
     ) -> bool:
         nonlocal protocolRef
-        if not ok:
-            log.info(
-                "TLS peer certificate chain refused (OpenSSL verify error {errno} at depth {depth})",
-                errno=errno,
-                depth=depth,
-            )
-            return False
-        if depth != 0 or verifier is None:
-            return True
         try:
-            verifier.verifyPeer(certificate.to_cryptography())
-        except VerificationError as e:
-            log.warn("TLS peer certificate refused: {reason}", reason=str(e))
-            if protocolRef is not None:
-                protocolRef.failVerification(Failure())
+            if not ok:
+                return fail(_chainReason(errno, depth))
+            if depth != 0:
+                return True
+            if verifier is not None:
+                try:
+                    verifier.verifyPeer(certificate.to_cryptography())
+                except VerificationError as e:
+                    return fail(str(e))
+            # The leaf is the last certificate checked: drop the protocol so
+            # no reference cycle outlives the handshake.
             protocolRef = None
-            return False
+            return True
         except BaseException:
             # An exception must not escape into OpenSSL; fail closed.
             log.failure("while verifying a TLS peer certificate")
+            protocolRef = None
             return False
-        return True
 
     return callback
 

@@ -9,7 +9,16 @@ L{IRaftStorage} (durable term/vote, log and snapshots), an L{IRaftTransport}
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from suite.raft.messages import Entry, Message, SnapshotMeta
+    from suite.raft.storage import Recovered
 
 
 class IRaftStateMachine(Interface):
@@ -59,17 +68,17 @@ class IRaftLog(Interface):
         Term of the entry at C{index}, or None if compacted away or absent.
         """
 
-    def entry(index: int) -> object:
+    def entry(index: int) -> Entry:
         """
         The L{suite.raft.messages.Entry} at C{index} (must be present).
         """
 
-    def slice(start: int, stop: int, maxBytes: int) -> list[object]:
+    def slice(start: int, stop: int, maxBytes: int) -> list[Entry]:
         """
         Entries C{start <= i < stop}, at least one, at most about C{maxBytes}.
         """
 
-    def append(entries: list[object]) -> None:
+    def append(entries: Sequence[Entry]) -> None:
         """
         Append entries that follow C{lastIndex()} exactly.
         """
@@ -93,34 +102,40 @@ class IRaftStorage(Interface):
     reactor thread.
     """
 
-    def load() -> object:
+    def load() -> Deferred[Recovered]:
         """
         Read everything back at start-up: a L{suite.raft.storage.Recovered}.
         """
 
-    def saveHardState(term: int, votedFor: str | None) -> object:
+    def saveHardState(term: int, votedFor: str | None) -> Deferred[None]:
         """
         Persist the current term and vote; Deferred fires when durable.
         """
 
-    def appendEntries(truncateAfter: int | None, entries: list[object]) -> object:
+    def appendEntries(truncateAfter: int | None, entries: Sequence[Entry]) -> Deferred[None]:
         """
         Optionally drop entries after C{truncateAfter}, then append C{entries};
         Deferred fires when durable.
         """
 
-    def saveSnapshot(meta: object, data: bytes) -> object:
+    def saveSnapshot(meta: SnapshotMeta, data: bytes) -> Deferred[None]:
         """
         Persist a snapshot (L{suite.raft.messages.SnapshotMeta} + bytes) and
         compact the log up to it; Deferred fires when durable.
         """
 
-    def readSnapshot() -> object:
+    def readSnapshot() -> tuple[SnapshotMeta, bytes] | None:
         """
-        The latest (meta, data) or None.
+        The latest (meta, data) or None (the newest requested, even if its
+        write is still in progress).
         """
 
-    def close() -> object:
+    def sync() -> Deferred[None]:
+        """
+        Fires once every write requested before the call is durable.
+        """
+
+    def close() -> Deferred[None]:
         """
         Flush and release files; Deferred.
         """
@@ -132,18 +147,18 @@ class IRaftTransport(Interface):
     lost, duplicated or reordered; Raft tolerates all three.
     """
 
-    def send(message: object) -> None:
+    def send(message: Message) -> None:
         """
         Send C{message} (its C{dst} names the peer); never raises for a
         network failure.
         """
 
-    def setReceiver(receiver: object) -> None:
+    def setReceiver(receiver: Callable[[Message], None]) -> None:
         """
         Register the callable that is given every inbound message.
         """
 
-    def updatePeers(addresses: object) -> None:
+    def updatePeers(addresses: Mapping[str, str]) -> None:
         """
         Learn node id -> address mappings from a configuration change.
         """

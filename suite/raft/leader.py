@@ -37,6 +37,7 @@ from suite.raft.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
+from suite.raft.reads import ReadTracker
 from suite.raft.sessions import StaleRequest
 
 if TYPE_CHECKING:
@@ -95,14 +96,7 @@ class LeaderState:
         self.committedInTerm = False
         self.abandoned = False
         self._flushCall: IDelayedCall | None = None
-        self._readCall: IDelayedCall | None = None
-        self.ctx = 0
-        self.ctxSentAt: dict[int, float] = {}
-        self.peerCtx: dict[str, int] = {}
-        self.leaseStart = -1e18
-        self.reads: list[tuple[int, int, Deferred[int]]] = []
-        self.confirmed: list[tuple[int, Deferred[int]]] = []
-        self.waitingForNoop: list[Deferred[int]] = []
+        self.reads = ReadTracker(self)
         self.transferTarget: str | None = None
         self.transferDone: Deferred[str] | None = None
         self.transferTimer: IDelayedCall | None = None
@@ -143,13 +137,12 @@ class LeaderState:
         """
         self.abandoned = True
         self.stop()
-        for call in (self._flushCall, self._readCall, self.transferTimer):
+        for call in (self._flushCall, self.transferTimer):
             if call is not None and call.active():
                 call.cancel()
         waiters: list[Deferred[Any]] = list(self.pending.values())
-        waiters += [d for _, _, d in self.reads] + [d for _, d in self.confirmed] + self.waitingForNoop
-        waiters += list(self.catchups.values())
-        self.pending, self.reads, self.confirmed, self.waitingForNoop, self.catchups = {}, [], [], [], {}
+        waiters += self.reads.abandon() + list(self.catchups.values())
+        self.pending, self.catchups = {}, {}
         if self.transferDone is not None:
             done, self.transferDone = self.transferDone, None
             if self.transferTarget is not None and self.node.term > self.term:
@@ -195,7 +188,9 @@ class LeaderState:
                 return
             if pr.next > last and not allowEmpty:
                 return
-            entries = node.log.slice(pr.next, last + 1, self.settings.maxAppendBytes) if pr.next <= last else []
+            entries = (
+                node.log.slice(pr.next, last + 1, self.settings.maxAppendBytes) if pr.next <= last else []
+            )
             node.send(
                 AppendEntries(
                     node.id, peer, self.term, pr.next - 1, prevTerm, tuple(entries), node.commitIndex
@@ -280,9 +275,7 @@ class LeaderState:
         if pr is None:
             return
         pr.active = True
-        if m.context > self.peerCtx.get(m.src, 0):
-            self.peerCtx[m.src] = m.context
-            self._confirmReads()
+        self.reads.acknowledged(m.src, m.context)
         if pr.state == "snapshot":
             if pr.snapshotOffset == pr.offsetAtHeartbeat:
                 self.sendChunk(m.src, pr)
@@ -342,21 +335,18 @@ class LeaderState:
             else:
                 d.callback(result)
         if entry.kind == CONFIG and not self.abandoned:
+            members = self.node.configs.latest().members()
+            for peer in [p for p in self.progress if p not in members]:
+                del self.progress[peer]
             self.node._checkMembership()
 
     def appliedUpTo(self, index: int) -> None:
         if not self.committedInTerm and self.node.commitIndex >= self.noopIndex:
             self.committedInTerm = True
-            waiting, self.waitingForNoop = self.waitingForNoop, []
-            for d in waiting:
-                self._queueRead(d)
+            self.reads.termCommitted()
             for peer in list(self.catchups):
                 self._checkCatchup(peer)
-        ready = [(i, d) for i, d in self.confirmed if i <= index]
-        if ready:
-            self.confirmed = [(i, d) for i, d in self.confirmed if i > index]
-            for i, d in ready:
-                d.callback(i)
+        self.reads.applied(index)
 
     # -- proposals ----------------------------------------------------------
 
@@ -373,60 +363,17 @@ class LeaderState:
         self.appendLocal([Entry(self.term, index, NORMAL, command, client, seq)])
         return d
 
-    # -- reads --------------------------------------------------------------
+    # -- reads ------------------------------------------------------------
 
     def readIndex(self) -> Deferred[int]:
-        d: Deferred[int] = Deferred()
-        if not self.committedInTerm:
-            self.waitingForNoop.append(d)
-        else:
-            self._queueRead(d)
-        return d
-
-    def _queueRead(self, d: Deferred[int]) -> None:
-        node = self.node
-        if (
-            self.settings.leaseReads
-            and self.transferTarget is None
-            and node.clock.seconds() < self.leaseStart + 0.9 * self.settings.electionTimeoutMin
-        ):
-            self.confirmed.append((node.commitIndex, d))
-        else:
-            self.reads.append((self.ctx + 1, node.commitIndex, d))
-            if self._readCall is None:
-                self._readCall = node.clock.callLater(0, self.broadcastHeartbeat)
-        self._confirmReads()
+        return self.reads.request()
 
     def broadcastHeartbeat(self) -> None:
-        if self._readCall is not None and self._readCall.active():
-            self._readCall.cancel()
-        self._readCall = None
         node = self.node
-        self.ctx += 1
-        self.ctxSentAt[self.ctx] = node.clock.seconds()
+        ctx = self.reads.heartbeatSent()
         for peer, pr in self.progress.items():
-            node.send(Heartbeat(node.id, peer, self.term, min(pr.match, node.commitIndex), self.ctx))
-        self._confirmReads()
-
-    def _confirmReads(self) -> None:
-        node = self.node
-        config = node.configs.latest()
-        acked = sorted(
-            (self.ctx if v == node.id else self.peerCtx.get(v, 0)) for v in config.voters
-        )
-        if not acked:
-            return
-        quorumCtx = acked[len(acked) - config.quorum()]
-        if quorumCtx in self.ctxSentAt:
-            self.leaseStart = max(self.leaseStart, self.ctxSentAt[quorumCtx])
-            for c in [c for c in self.ctxSentAt if c < quorumCtx]:
-                del self.ctxSentAt[c]
-        ready = [(i, d) for c, i, d in self.reads if c <= quorumCtx]
-        if ready:
-            self.reads = [(c, i, d) for c, i, d in self.reads if c > quorumCtx]
-            self.confirmed.extend(ready)
-        if self.confirmed:
-            self.appliedUpTo(node.lastApplied)
+            node.send(Heartbeat(node.id, peer, self.term, min(pr.match, node.commitIndex), ctx))
+        self.reads.confirm()
 
     def checkQuorum(self) -> None:
         config = self.node.configs.latest()
@@ -537,4 +484,3 @@ class LeaderState:
         out = {p: pr.match for p, pr in self.progress.items()}
         out[self.node.id] = self.selfMatch
         return out
-

@@ -4,6 +4,8 @@ The in-memory Raft log: entries after the last snapshot point.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from zope.interface import implementer
 
 from suite.raft.interfaces import IRaftLog
@@ -58,7 +60,7 @@ class RaftLog:
             out.append(e)
         return out
 
-    def append(self, entries: list[Entry]) -> None:  # type: ignore[override]
+    def append(self, entries: Sequence[Entry]) -> None:
         if entries and entries[0].index != self.lastIndex() + 1:
             raise ValueError(f"append at {entries[0].index} does not follow {self.lastIndex()}")
         self._entries.extend(entries)

@@ -8,7 +8,7 @@ of an untrusted array before building the message (L{MalformedMessage}).
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import msgpack
@@ -38,6 +38,12 @@ class Entry:
     client: str = ""
     seq: int = 0
 
+    def astuple(self) -> tuple[int, int, int, bytes, str, int]:
+        """
+        The fields in order, for encoding.
+        """
+        return (self.term, self.index, self.kind, self.data, self.client, self.seq)
+
     def size(self) -> int:
         """
         Approximate encoded size, for batching.
@@ -66,9 +72,7 @@ class Configuration:
         return dict(self.addresses)
 
     def encode(self) -> bytes:
-        return msgpack.packb(
-            [sorted(self.voters), sorted(self.learners), [list(a) for a in self.addresses]]
-        )
+        return msgpack.packb([sorted(self.voters), sorted(self.learners), [list(a) for a in self.addresses]])
 
     @classmethod
     def decode(cls, data: bytes) -> Configuration:
@@ -202,7 +206,7 @@ def _encodeValue(value: Any) -> Any:
     if isinstance(value, SnapshotMeta):
         return [value.index, value.term, value.configuration.encode()]
     if isinstance(value, tuple) and value and isinstance(value[0], Entry):
-        return [astuple(e) for e in value]
+        return [e.astuple() for e in value]
     return value
 
 
@@ -254,7 +258,7 @@ def decodeMessage(frame: bytes) -> Message:
     if len(raw) != len(spec) + 1:
         raise MalformedMessage(f"message type {code} has {len(raw) - 1} fields, wanted {len(spec)}")
     kwargs: dict[str, Any] = {}
-    for (name, typ), value in zip(spec, raw[1:]):
+    for (name, typ), value in zip(spec, raw[1:], strict=True):
         typ = str(typ)
         if typ == "SnapshotMeta":
             if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], bytes)):

@@ -13,8 +13,8 @@ reply that promises durability.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -41,40 +41,10 @@ from suite.raft.messages import (
 )
 from suite.raft.roles import LeaderTimers, newRoleMachine
 from suite.raft.sessions import SessionApplier
+from suite.raft.settings import NotLeader, RaftSettings
 from suite.raft.storage import Recovered
 
 log = Logger()
-
-
-class NotLeader(Exception):
-    """
-    This node cannot serve the request; C{leader} is a hint (or None) and
-    C{reason} says why.
-    """
-
-    def __init__(self, leader: str | None, reason: str) -> None:
-        super().__init__(f"not leader: {reason}" + (f" (leader is {leader})" if leader else ""))
-        self.leader = leader
-        self.reason = reason
-
-
-@dataclass
-class RaftSettings:
-    """
-    Timing and size knobs (seconds and bytes).
-    """
-
-    electionTimeoutMin: float = 0.150
-    electionTimeoutMax: float = 0.300
-    heartbeatInterval: float = 0.050
-    maxAppendBytes: int = 256 * 1024
-    maxInflight: int = 64
-    snapshotThreshold: int = 10000
-    snapshotChunkBytes: int = 64 * 1024
-    maxSessions: int = 10000
-    maxPendingProposals: int = 20000
-    catchupMargin: int = 8
-    leaseReads: bool = False
 
 
 class RaftNode:
@@ -109,6 +79,7 @@ class RaftNode:
         self.leaderId: str | None = None
         self.roleName = "idle"
         self.lastLeaderContact = -1e18
+        self.startedAt = -1e18
         self.leader: Any = None  # LeaderState while leading
         self._electionTimer: IDelayedCall | None = None
         self._election: tuple[str, int, set[str]] | None = None
@@ -145,6 +116,7 @@ class RaftNode:
             first=self.log.snapshotIndex,
             last=self.log.lastIndex(),
         )
+        self.startedAt = self.clock.seconds()
         self.role.started()
         self._checkMembership()
 
@@ -252,6 +224,9 @@ class RaftNode:
         """
         if self.leader is not None:
             return True
+        if self.clock.seconds() - self.startedAt < self.settings.electionTimeoutMin:
+            # Just (re)started: a leader may hold a lease that counted on us.
+            return True
         return (
             self.leaderId is not None
             and self.clock.seconds() - self.lastLeaderContact < self.settings.electionTimeoutMin
@@ -293,6 +268,11 @@ class RaftNode:
         """
         if self._stopped or m.dst != self.id:
             return
+        if isinstance(m, RequestVote) and m.src not in self.configs.latest().voters:
+            log.info(
+                "node {node}: ignoring vote request from {src}, which is not a voter", node=self.id, src=m.src
+            )
+            return
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 if not m.transfer and self.inLease():
@@ -305,6 +285,14 @@ class RaftNode:
                 leader = m.src if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)) else None
                 self._adoptTerm(m.term, leader)
         elif m.term < self.term:
+            log.info(
+                "node {node}: rejecting {kind} from {src} with stale term {stale} (current {term})",
+                node=self.id,
+                kind=type(m).__name__,
+                src=m.src,
+                stale=m.term,
+                term=self.term,
+            )
             if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
                 self.send(AppendEntriesResponse(self.id, m.src, self.term, False, 0))
             elif isinstance(m, RequestVote) and m.preVote:

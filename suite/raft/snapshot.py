@@ -42,12 +42,12 @@ class SnapshotStore:
         self.keep = keep
 
     def _files(self) -> list[str]:
-        return sorted(n for n in os.listdir(self.directory) if n.startswith("snapshot-") and n.endswith(".snap"))
+        return sorted(
+            n for n in os.listdir(self.directory) if n.startswith("snapshot-") and n.endswith(".snap")
+        )
 
     def save(self, meta: SnapshotMeta, data: bytes) -> None:
-        body = msgpack.packb(
-            [meta.index, meta.term, meta.configuration.encode(), data], use_bin_type=True
-        )
+        body = msgpack.packb([meta.index, meta.term, meta.configuration.encode(), data], use_bin_type=True)
         name = f"snapshot-{meta.index:020d}-{meta.term:020d}.snap"
         tmp = os.path.join(self.directory, name + ".tmp")
         with open(tmp, "wb") as f:

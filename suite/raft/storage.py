@@ -4,6 +4,7 @@ What storage hands back at start-up, and an in-memory L{IRaftStorage}.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, succeed
@@ -25,7 +26,7 @@ class Recovered:
     entries: list[Entry] = field(default_factory=list)
 
 
-def applyAppend(entries: list[Entry], truncateAfter: int | None, new: list[Entry], base: int) -> None:
+def applyAppend(entries: list[Entry], truncateAfter: int | None, new: Sequence[Entry], base: int) -> None:
     """
     Apply one append (with optional truncation) to a list of entries that
     starts after index C{base}.
@@ -72,11 +73,11 @@ class MemoryStorage:
         self.state.term, self.state.votedFor = term, votedFor
         return succeed(None)
 
-    def appendEntries(self, truncateAfter: int | None, entries: list[Entry]) -> Deferred[None]:  # type: ignore[override]
+    def appendEntries(self, truncateAfter: int | None, entries: Sequence[Entry]) -> Deferred[None]:
         applyAppend(self.state.entries, truncateAfter, entries, self._base())
         return succeed(None)
 
-    def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:  # type: ignore[override]
+    def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:
         self.state.entries = applyCompaction(self.state.entries, self._base(), meta)
         self.state.snapshot = (meta, data)
         return succeed(None)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import astuple
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgpack
 from twisted.internet.defer import Deferred, succeed
@@ -76,6 +76,28 @@ def prepareDirectory(path: str, what: str) -> str:
     return path
 
 
+def _zero(data: bytes, offset: int) -> bool:
+    return data.count(0, offset) == len(data) - offset
+
+
+def _check(data: bytes, offset: int) -> tuple[str | None, bool]:
+    """
+    Validate the record at C{offset}: (problem or None, whether the damage
+    is confined to the tail, i.e. nothing but zeros follows it).
+    """
+    if offset + RECORD.size > len(data):
+        return "incomplete record header", True
+    length, crc = RECORD.unpack_from(data, offset)
+    end = offset + RECORD.size + length
+    if length == 0 or length > MAX_RECORD:
+        return f"bad record length {length}", _zero(data, offset + RECORD.size)
+    if end > len(data):
+        return "record runs past the end of the segment", True
+    if zlib.crc32(data[offset + RECORD.size : end]) != crc:
+        return "CRC mismatch", _zero(data, end)
+    return None, False
+
+
 def encodeRecord(kind: int, payload: bytes) -> bytes:
     body = bytes([kind]) + payload
     return RECORD.pack(len(body), zlib.crc32(body)) + body
@@ -113,51 +135,46 @@ class _Writer:
         state = Recovered()
         base = 0
         segments = self.segments()
+        validEnd = 0
         for number, path in enumerate(segments):
             last = number == len(segments) - 1
             with open(path, "rb") as f:
                 data = f.read()
+            if len(data) < 5 and last:
+                self._cut(path, 0, "incomplete segment header")
+                data = HEADER
             if data[:4] != MAGIC or len(data) < 5:
-                if last and len(data) < 5:
-                    self._cut(path, 0, "incomplete segment header")
-                    data = b""
-                else:
-                    raise CorruptLog(f"WAL segment {path} has a bad header; refusing to start")
-            elif data[4] != VERSION:
+                raise CorruptLog(f"WAL segment {path} has a bad header; refusing to start")
+            if data[4] != VERSION:
                 raise CorruptLog(f"WAL segment {path} has format version {data[4]}, expected {VERSION}")
             offset = 5
             while offset < len(data):
-                problem = None
-                if offset + RECORD.size > len(data):
-                    problem, torn = "incomplete record header", True
-                else:
-                    length, crc = RECORD.unpack_from(data, offset)
-                    end = offset + RECORD.size + length
-                    if length == 0 or length > MAX_RECORD:
-                        problem, torn = f"bad record length {length}", end >= len(data) or length > MAX_RECORD
-                        torn = torn and last and not any(data[offset:])
-                    elif end > len(data):
-                        problem, torn = "incomplete record", True
-                    elif zlib.crc32(data[offset + RECORD.size : end]) != crc:
-                        problem, torn = "CRC mismatch", end == len(data)
+                if data[offset : offset + RECORD.size] == bytes(RECORD.size) and _zero(data, offset):
+                    break  # the preallocated, never written tail
+                problem, tail = _check(data, offset)
                 if problem is not None:
-                    if last and torn:
+                    if last and tail:
                         self._cut(path, offset, problem)
                         break
                     raise CorruptLog(
                         f"corrupt WAL record in {path} at offset {offset}: {problem}; refusing to start"
                     )
-                body = data[offset + RECORD.size + 1 : end]
+                length, _ = RECORD.unpack_from(data, offset)
+                end = offset + RECORD.size + length
                 kind = data[offset + RECORD.size]
                 try:
-                    base = self._replay(state, base, kind, body)
+                    base = self._replay(state, base, kind, data[offset + RECORD.size + 1 : end])
                 except (ValueError, TypeError) as e:
                     raise CorruptLog(
                         f"corrupt WAL record in {path} at offset {offset}: {e}; refusing to start"
                     )
                 offset = end
+            validEnd = offset
             self.seq = int(os.path.basename(path)[4:-4], 16)
-        self._open(self.seq if segments else 1, fresh=not segments)
+        if segments:
+            self._open(self.seq, validEnd)
+        else:
+            self._create(1)
         return state
 
     def _cut(self, path: str, offset: int, problem: str) -> None:
@@ -168,7 +185,9 @@ class _Writer:
             problem=problem,
         )
         with open(path, "r+b") as f:
-            f.truncate(max(offset, 0))
+            size = f.seek(0, os.SEEK_END)
+            f.seek(offset)
+            f.write(bytes(size - offset))
             if offset < 5:
                 f.seek(0)
                 f.write(HEADER)
@@ -194,18 +213,31 @@ class _Writer:
             raise ValueError(f"unknown record type {kind}")
         return base
 
-    def _open(self, seq: int, fresh: bool) -> None:
+    def _create(self, seq: int) -> None:
+        """
+        Start segment C{seq}: header, then zeros up to the segment size, so
+        later appends rewrite allocated blocks and fdatasync stays cheap.
+        """
+        path = os.path.join(self.walDir, f"wal-{seq:016x}.log")
+        with open(path, "wb") as f:
+            f.write(HEADER)
+            remaining = self.segmentBytes - len(HEADER)
+            block = bytes(1024 * 1024)
+            while remaining > 0:
+                f.write(block[: min(remaining, len(block))])
+                remaining -= len(block)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsyncDirectory(self.walDir)
+        self._open(seq, len(HEADER))
+
+    def _open(self, seq: int, offset: int) -> None:
         if self.file is not None:
             self.file.close()
         self.seq = seq
-        path = os.path.join(self.walDir, f"wal-{seq:016x}.log")
-        self.file = open(path, "ab")
-        if fresh or self.file.tell() == 0:
-            self.file.write(HEADER)
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            _fsyncDirectory(self.walDir)
-        self.size = self.file.tell()
+        self.file = open(os.path.join(self.walDir, f"wal-{seq:016x}.log"), "r+b")
+        self.file.seek(offset)
+        self.size = offset
 
     def write(self, chunks: list[bytes | Callable[[], None]]) -> None:
         for c in chunks:
@@ -216,14 +248,14 @@ class _Writer:
                 self.file.flush()
                 c()
         self.file.flush()
-        os.fsync(self.file.fileno())
+        os.fdatasync(self.file.fileno())
 
     def rotate(self, checkpoint: bytes) -> None:
         old = self.segments()
-        self._open(self.seq + 1, fresh=True)
+        self._create(self.seq + 1)
         self.file.write(checkpoint)
         self.file.flush()
-        os.fsync(self.file.fileno())
+        os.fdatasync(self.file.fileno())
         self.size = self.file.tell()
         for path in old:
             os.unlink(path)
@@ -241,7 +273,7 @@ class WALStorage:
     L{IRaftStorage} on a WAL directory and a snapshot directory.
     """
 
-    def __init__(self, walDir: str, snapshotDir: str, reactor: Any, segmentBytes: int = 64 * 1024 * 1024):
+    def __init__(self, walDir: str, snapshotDir: str, reactor: Any, segmentBytes: int = 16 * 1024 * 1024):
         self.reactor = reactor
         self.walDir = prepareDirectory(walDir, "WAL")
         self.snapshots = SnapshotStore(prepareDirectory(snapshotDir, "snapshot"))
@@ -252,7 +284,8 @@ class WALStorage:
         self.waiters: list[Deferred[None]] = []
         self.current: list[Deferred[None]] = []
         self.flushing = False
-        self.term, self.votedFor = 0, None
+        self.term = 0
+        self.votedFor: str | None = None
         self.entries: list[Entry] = []
         self.base, self.baseTerm = 0, 0
         self.latest: tuple[SnapshotMeta, bytes] | None = None
@@ -320,12 +353,12 @@ class WALStorage:
         self.term, self.votedFor = term, votedFor
         return self._submit(encodeRecord(HARDSTATE, msgpack.packb([term, votedFor])))
 
-    def appendEntries(self, truncateAfter: int | None, entries: list[Entry]) -> Deferred[None]:  # type: ignore[override]
+    def appendEntries(self, truncateAfter: int | None, entries: Sequence[Entry]) -> Deferred[None]:
         applyAppend(self.entries, truncateAfter, list(entries), self.base)
-        payload = [-1 if truncateAfter is None else truncateAfter, [astuple(e) for e in entries]]
+        payload = [-1 if truncateAfter is None else truncateAfter, [e.astuple() for e in entries]]
         return self._submit(encodeRecord(APPEND, msgpack.packb(payload, use_bin_type=True)))
 
-    def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:  # type: ignore[override]
+    def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:
         self.latest = (meta, data)
         self.entries = applyCompaction(self.entries, self.base, meta)
         self.base, self.baseTerm = meta.index, meta.term
@@ -336,7 +369,7 @@ class WALStorage:
             checkpoint = encodeRecord(
                 CHECKPOINT,
                 msgpack.packb(
-                    [self.term, self.votedFor, self.base, self.baseTerm, [astuple(e) for e in self.entries]],
+                    [self.term, self.votedFor, self.base, self.baseTerm, [e.astuple() for e in self.entries]],
                     use_bin_type=True,
                 ),
             )

@@ -21,7 +21,7 @@ from zope.interface import implementer
 from suite.spacecomms.cdm.jsonfmt import fromDict, toDict
 from suite.spacecomms.cdm.model import CDM, CDMError, epochSeconds, validate
 from suite.spacecomms.config import Config, PeerConfig, Policies
-from suite.spacecomms.envelope import SUPPORTED_VERSIONS, Envelope
+from suite.spacecomms.envelope import ROUTED_TYPES, SUPPORTED_VERSIONS, Envelope
 from suite.spacecomms.interfaces import IMessageSink, IPeerLink, IRecordStore
 from suite.spacecomms.metrics import NodeMetrics
 from suite.spacecomms.router import Router, TokenBucket
@@ -58,6 +58,7 @@ class SpaceNode:
         self.onPeersChanged: list[Callable[[], None]] = []
         self._lastSeq = 0
         self._tcaHeap: list[tuple[float, str]] = []
+        self._pairs: dict[frozenset[str], set[str]] = {}
         self._tick = LoopingCall(self.tick)
         self._tick.clock = clock
 
@@ -72,6 +73,7 @@ class SpaceNode:
             self._lastSeq = max(self._lastSeq, r.sequence if r.origin == self.nodeId else 0)
             if r.active and r.tca is not None:
                 heapq.heappush(self._tcaHeap, (r.tca, r.key))
+                self._pairs.setdefault(frozenset(r.objects), set()).add(r.key)
         self._tick.start(1.0, now=True)
 
     def stop(self) -> Any:
@@ -121,7 +123,6 @@ class SpaceNode:
         Store a CDM submitted to this node and announce it.  Returns the
         record and whether it was new (False for an identical resubmission).
         """
-        started = _time.perf_counter()
         body = toDict(cdm)
         key = cdm.messageId
         old = self.store.get("cdm", key)
@@ -145,7 +146,6 @@ class SpaceNode:
         self._store(record)
         self._supersede(record)
         self._originate("CDM_ANNOUNCE", {"cdm_id": key, "sequence": record.sequence, "cdm": body})
-        self.metrics.cdmProcessed(_time.perf_counter() - started)
         return record, True
 
     def withdrawCDM(self, key: str, reason: str = "FALSE_POSITIVE") -> Record | None:
@@ -184,6 +184,7 @@ class SpaceNode:
         self.store.put(record)
         if record.kind == "cdm" and record.active and record.tca is not None:
             heapq.heappush(self._tcaHeap, (record.tca, record.key))
+            self._pairs.setdefault(frozenset(record.objects), set()).add(record.key)
 
     def _tombstone(
         self, old: Record, reason: str, sequence: int, origin: str, learnedFrom: str | None = None
@@ -214,18 +215,24 @@ class SpaceNode:
         if record.tca is None or record.body is None:
             return
         mine = _created(record)
-        pair = set(record.objects)
-        for other in self.store.records("cdm"):
-            o: Record = other
-            if o.key == record.key or not o.active or set(o.objects) != pair or o.tca is None:
+        pair = frozenset(record.objects)
+        keys = self._pairs.get(pair, set())
+        for key in sorted(keys):
+            o: Record | None = self.store.get("cdm", key)
+            if o is None or not o.active or frozenset(o.objects) != pair:
+                keys.discard(key)
+                continue
+            if o.key == record.key or o.tca is None:
                 continue
             if abs(o.tca - record.tca) > CONJUNCTION_WINDOW_SECONDS:
                 continue
             if (_created(o), o.sequence) < (mine, record.sequence):
                 self._tombstone(o, "SUPERSEDED", o.sequence, o.origin, o.learnedFrom)
+                keys.discard(o.key)
                 self.log.info("cdm {cdm_id} superseded by {newer}", cdm_id=o.key, newer=record.key)
             elif (_created(o), o.sequence) > (mine, record.sequence):
                 self._tombstone(record, "SUPERSEDED", record.sequence, record.origin, record.learnedFrom)
+                keys.discard(record.key)
                 self.log.info("cdm {cdm_id} superseded by {newer}", cdm_id=record.key, newer=o.key)
                 return
 
@@ -278,6 +285,7 @@ class SpaceNode:
                     "routing decision: {message_type} {message_id} not forwarded (no eligible peer)",
                     message_type=env.message_type,
                     message_id=env.message_id,
+                    node=self.nodeId,
                 )
             return
         out = env if fromPeer is None else env.forwarded(self.nodeId)
@@ -287,6 +295,7 @@ class SpaceNode:
             "routing decision: {message_type} {message_id} forwarded to {targets}",
             message_type=env.message_type,
             message_id=env.message_id,
+            node=self.nodeId,
             targets=targets,
         )
 
@@ -432,11 +441,12 @@ class SpaceNode:
         peer = link.peerId
         self.metrics.received()
         bucket = self.buckets.get(peer)
-        if bucket is not None and not bucket.take():
+        if env.message_type in ROUTED_TYPES and bucket is not None and not bucket.take():
             self.log.warn(
                 "rate limit exceeded: peer {peer} message {message_id} dropped",
                 peer=peer,
                 message_id=env.message_id,
+                node=self.nodeId,
             )
             self._error(link, "RATE_LIMITED", "rate limit exceeded", env.message_id)
             return
@@ -482,6 +492,7 @@ class SpaceNode:
                 "routing decision: dropped {message_type} {message_id} from {peer}: {reason}",
                 message_type=env.message_type,
                 message_id=env.message_id,
+                node=self.nodeId,
                 peer=peer,
                 reason=decision.reason,
             )
@@ -494,6 +505,7 @@ class SpaceNode:
                 "routing decision: ignored {message_type} {message_id} from {peer}: not newer than the stored version",
                 message_type=env.message_type,
                 message_id=env.message_id,
+                node=self.nodeId,
                 peer=peer,
             )
             return
@@ -545,6 +557,7 @@ class SpaceNode:
             "routing decision: applied {message_type} {message_id} from {peer} (origin {origin})",
             message_type=env.message_type,
             message_id=env.message_id,
+            node=self.nodeId,
             peer=peer,
             origin=env.source_node,
         )

@@ -34,6 +34,8 @@ def isIPAddress(host: str) -> bool:
 
 
 class _PeerFactory(Factory):
+    noisy = False
+
     def __init__(self, manager: PeerManager, expectedPeer: str | None) -> None:
         self.manager = manager
         self.expectedPeer = expectedPeer

@@ -151,6 +151,10 @@ class SpaceCommsService(MultiService):
             peer_port=self.config.peer_port,
             count=len(self.config.peers),
         )
+        if self.tls is None:
+            self.log.warn(
+                "server.tls.enabled is false: peer sessions run over plain TCP without TLS; use this for development only"
+            )
         if self.installSignals:
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
 

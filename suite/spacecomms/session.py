@@ -278,6 +278,12 @@ class PeerProtocol(Int32StringReceiver):
             return "?"
 
     def connectionMade(self) -> None:
+        noDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if noDelay is not None:
+            try:
+                noDelay(True)
+            except (OSError, AttributeError):
+                pass
         self.machine.connected()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -294,10 +300,14 @@ class PeerProtocol(Int32StringReceiver):
             )
             self.sendError("INVALID_MESSAGE", str(e), e.messageId)
             return
-        if env.message_type == "HELLO":
-            self.machine.helloReceived(env)
-        else:
-            self.machine.messageReceived(env)
+        try:
+            if env.message_type == "HELLO":
+                self.machine.helloReceived(env)
+            else:
+                self.machine.messageReceived(env)
+        except Exception:
+            log.failure("internal error handling {message_type} from {peer}", message_type=env.message_type, peer=self.peerId)
+            self.sendError("INTERNAL_ERROR", "internal error", env.message_id)
 
     def lengthLimitExceeded(self, length: int) -> None:
         log.warn(

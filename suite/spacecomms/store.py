@@ -3,7 +3,7 @@ Record storage: L{MemoryStore} and L{FileStore}.
 
 The file store is an append-only log.  Each record is framed as::
 
-    u32 length | u32 crc32(body) | u8 version (1) | JSON body
+    u32 length | u32 crc32(body) | u8 version (1) | msgpack body
 
 (C{length} counts version and body).  The log is replayed at start-up; a
 torn or corrupt tail is cut off; the log is rewritten (compacted) at start-up
@@ -15,13 +15,13 @@ thread every second.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -65,7 +65,20 @@ class Record:
         return (self.sequence, self.origin)
 
     def toJSON(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "origin": self.origin,
+            "sequence": self.sequence,
+            "active": self.active,
+            "body": self.body,
+            "reason": self.reason,
+            "createdAt": self.createdAt,
+            "updatedAt": self.updatedAt,
+            "learnedFrom": self.learnedFrom,
+            "tca": self.tca,
+            "objects": self.objects,
+        }
 
     @classmethod
     def fromJSON(cls, d: dict[str, Any]) -> Record:
@@ -107,7 +120,7 @@ def encodeEntry(entry: dict[str, Any]) -> bytes:
     """
     Frame one log entry.
     """
-    body = json.dumps(entry, separators=(",", ":")).encode("utf-8")
+    body = msgpack.packb(entry, use_bin_type=True)
     payload = bytes([FORMAT_VERSION]) + body
     return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
@@ -128,8 +141,8 @@ def readEntries(data: bytes) -> tuple[list[dict[str, Any]], int]:
         if zlib.crc32(payload) != crc or payload[0] != FORMAT_VERSION:
             break
         try:
-            entry = json.loads(payload[1:])
-        except ValueError:
+            entry = msgpack.unpackb(payload[1:], raw=False, strict_map_key=False)
+        except (ValueError, msgpack.UnpackException, TypeError):
             break
         if not isinstance(entry, dict):
             break

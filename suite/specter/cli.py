@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.python import usage
 
@@ -23,7 +24,11 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return "\n".join(_show(v) for v in value)
     if isinstance(value, (dict,)):
-        return json.dumps(value, indent=2, default=lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b))
+        return json.dumps(
+            value,
+            indent=2,
+            default=lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b),
+        )
     return json.dumps(value)
 
 
@@ -44,9 +49,13 @@ def runKV(options: usage.Options) -> int:
         from twisted.internet.defer import Deferred
 
         try:
-            client = await Deferred.fromCoroutine(_withTimeout(reactor, connectRPC(reactor, kvOptions["rpc-client"]), kvOptions["timeout"]))
+            client = await Deferred.fromCoroutine(
+                _withTimeout(reactor, connectRPC(reactor, kvOptions["rpc-client"]), kvOptions["timeout"])
+            )
         except Exception as e:
-            sys.stderr.write(errorLine("specter kv", Exception(f"--rpc: cannot connect to {kvOptions['rpc']}: {e}")))
+            sys.stderr.write(
+                errorLine("specter kv", Exception(f"--rpc: cannot connect to {kvOptions['rpc']}: {e}"))
+            )
             code[0] = 1
             return
         try:
@@ -56,7 +65,11 @@ def runKV(options: usage.Options) -> int:
                 result = await client.call("lookup", args[0].encode())
             else:
                 op = {"list": "list"}.get(action, action)
-                result = await _withTimeout(reactor, client.kv(op, args[0].encode(), *[a.encode() for a in args[1:]]), kvOptions["timeout"])
+                result = await _withTimeout(
+                    reactor,
+                    client.kv(op, args[0].encode(), *[a.encode() for a in args[1:]]),
+                    kvOptions["timeout"],
+                )
             if action == "get" and result is None:
                 sys.stderr.write(f"specter kv: {args[0]}: not found\n")
                 code[0] = 1
@@ -69,7 +82,11 @@ def runKV(options: usage.Options) -> int:
             client.close()
 
     try:
-        react(lambda reactor: __import__("twisted.internet.defer", fromlist=["Deferred"]).Deferred.fromCoroutine(run(reactor)))
+        react(
+            lambda reactor: __import__(
+                "twisted.internet.defer", fromlist=["Deferred"]
+            ).Deferred.fromCoroutine(run(reactor))
+        )
     except SystemExit as e:
         if e.code not in (0, None):
             return int(e.code) if isinstance(e.code, int) else 1

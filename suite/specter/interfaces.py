@@ -41,6 +41,11 @@ class IRing(Interface):
         Fire with C{(owner, replicas, hops)} for C{key}.
         """
 
+    def holders(key):  # type: ignore[no-untyped-def]
+        """
+        Fire with the indexes of local vnodes holding a value for C{key}.
+        """
+
     def stats():  # type: ignore[no-untyped-def]
         """
         A dict describing this process's vnodes.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from twisted.python import usage
 
@@ -178,7 +179,11 @@ class _ListenMixin:
 
     def _finishListen(self: Any, defaultPort: int) -> None:
         env = self.environ
-        for key, name in (("listen-addr", "LISTEN_ADDR"), ("listen-tcp", "LISTEN_TCP"), ("listen-udp", "LISTEN_UDP")):
+        for key, name in (
+            ("listen-addr", "LISTEN_ADDR"),
+            ("listen-tcp", "LISTEN_TCP"),
+            ("listen-udp", "LISTEN_UDP"),
+        ):
             if not self[key] and env.get(name):
                 self[key] = _splitEnv(env[name])
         flagOf = {"listen-addr": "--listen-addr", "listen-tcp": "--listen-tcp", "listen-udp": "--listen-udp"}
@@ -214,20 +219,53 @@ class ServerOptions(_ListenMixin, DaemonOptions):
     """
 
     optFlags = [
-        ["cert-env", None, "Load the CA bundle from base64 env CERT_CA, CERT_NODE, CERT_NODE_KEY, CERT_CLIENT_CA, CERT_CLIENT_CA_KEY."],
+        [
+            "cert-env",
+            None,
+            "Load the CA bundle from base64 env CERT_CA, CERT_NODE, CERT_NODE_KEY, CERT_CLIENT_CA, CERT_CLIENT_CA_KEY.",
+        ],
         ["proxy-protocol", None, "Require a PROXY protocol header on the TCP listeners (gateway)."],
-        ["rpc-allow-remote", None, "Allow --listen-rpc on a non-loopback TCP address (the RPC has no authentication)."],
+        [
+            "rpc-allow-remote",
+            None,
+            "Allow --listen-rpc on a non-loopback TCP address (the RPC has no authentication).",
+        ],
     ]
     optParameters = [
         ["data-dir", None, None, "Data directory (required; alias --data). Vnode i keeps its KV in DATA/i."],
-        ["cert-dir", None, None, "CA bundle directory: ca.crt client-ca.crt client-ca.key node.crt node.key (alias --cert)."],
+        [
+            "cert-dir",
+            None,
+            None,
+            "CA bundle directory: ca.crt client-ca.crt client-ca.key node.crt node.key (alias --cert).",
+        ],
         ["acme", None, None, "Enable ACME: acme://EMAIL@ACME_ZONE."],
         ["join", None, None, "Advertise address HOST:PORT of a ring member to join (seed starts without)."],
         ["virtual", None, "5", "Virtual nodes (vnodes) per process."],
-        ["advertise-addr", None, None, "Routable HOST:PORT other nodes and clients dial; hashed into the node identity (default: first TCP bind, or 127.0.0.1:443)."],
-        ["listen-http", None, None, "HTTP listener for CONNECT and HTTPS redirect (gateway; default 80 when advertised port is 443)."],
-        ["listen-rpc", None, DEFAULT_RPC, "KV/vnode RPC endpoint: tcp://HOST:PORT or unix:///path.sock (no authentication)."],
-        ["listen-internal", None, DEFAULT_INTERNAL, "Loopback helper serving /healthz, /readyz, /metrics and (with credentials) /_internal."],
+        [
+            "advertise-addr",
+            None,
+            None,
+            "Routable HOST:PORT other nodes and clients dial; hashed into the node identity (default: first TCP bind, or 127.0.0.1:443).",
+        ],
+        [
+            "listen-http",
+            None,
+            None,
+            "HTTP listener for CONNECT and HTTPS redirect (gateway; default 80 when advertised port is 443).",
+        ],
+        [
+            "listen-rpc",
+            None,
+            DEFAULT_RPC,
+            "KV/vnode RPC endpoint: tcp://HOST:PORT or unix:///path.sock (no authentication).",
+        ],
+        [
+            "listen-internal",
+            None,
+            DEFAULT_INTERNAL,
+            "Loopback helper serving /healthz, /readyz, /metrics and (with credentials) /_internal.",
+        ],
         ["transport-buffer", None, "16KiB", "Read/write buffer size for client transports (gateway)."],
         ["proxy-buffer", None, "16KiB", "Buffer size when proxying HTTP to clients (gateway)."],
         ["auth_user", None, None, "User for /_internal basic auth (env INTERNAL_USER)."],
@@ -236,7 +274,12 @@ class ServerOptions(_ListenMixin, DaemonOptions):
         ["kv", None, "aof", "KV backend: aof (default), sqlite or memory (tests only)."],
         ["replicas", None, "3", "Copies of each key (owner + R-1 successors on distinct processes)."],
         ["aof-flush-interval", None, "3", "Seconds between AOF flush+fsync."],
-        ["stabilize-interval", None, "0.5", "Seconds between stabilize / fix-fingers / check-predecessor rounds (jittered)."],
+        [
+            "stabilize-interval",
+            None,
+            "0.5",
+            "Seconds between stabilize / fix-fingers / check-predecessor rounds (jittered).",
+        ],
         ["rpc-timeout", None, "3", "Seconds before a node-to-node call is given up."],
     ]
 
@@ -318,7 +361,9 @@ class ServerOptions(_ListenMixin, DaemonOptions):
             self["acme"] = _parseAcme("--acme", self["acme"])
         user, password = self["auth_user"], self["auth_pass"]
         if bool(user) != bool(password):
-            raise ConfigError("--auth_user: --auth_user and --auth_pass (INTERNAL_USER/INTERNAL_PASS) go together")
+            raise ConfigError(
+                "--auth_user: --auth_user and --auth_pass (INTERNAL_USER/INTERNAL_PASS) go together"
+            )
         self["auth_pass"] = Secret(password) if password else None
         self._finishListen(443)
         if self["advertise-addr"]:
@@ -337,7 +382,11 @@ class ServerOptions(_ListenMixin, DaemonOptions):
         else:
             self["join"] = []
         if self["listen-http"] is not None:
-            self["listen-http"] = parseHostPort("--listen-http", self["listen-http"] if ":" in self["listen-http"] else f":{self['listen-http']}", 80)
+            self["listen-http"] = parseHostPort(
+                "--listen-http",
+                self["listen-http"] if ":" in self["listen-http"] else f":{self['listen-http']}",
+                80,
+            )
         self["rpc-endpoint"] = rpcEndpoint("--listen-rpc", self["listen-rpc"])
         if not self["rpc-allow-remote"] and not isLoopbackEndpoint(self["rpc-endpoint"]):
             raise ConfigError(
@@ -415,7 +464,7 @@ class Options(DaemonOptions):
     twistd specter: C{server} (ring node) or C{dns} (ACME DNS solver).
     """
 
-    subCommands = [
+    subCommands: list[list[Any]] = [
         ["server", None, ServerOptions, "Run a ring node (Chord vnodes, replicated KV, RPC)."],
         ["dns", None, DNSOptions, "Run the ACME DNS-01 solver."],
     ]
@@ -451,9 +500,19 @@ class KVOptions(usage.Options):
         ["rpc", None, DEFAULT_RPC, "The server's --listen-rpc: tcp://HOST:PORT or unix:///path.sock."],
         ["timeout", None, "10", "Seconds to wait for an answer."],
     ]
-    ACTIONS = {"put": 2, "get": 1, "delete": 1, "list": 1, "append": 2, "contains": 2, "remove": 2, "stats": 0, "lookup": 1}
+    ACTIONS = {
+        "put": 2,
+        "get": 1,
+        "delete": 1,
+        "list": 1,
+        "append": 2,
+        "contains": 2,
+        "remove": 2,
+        "stats": 0,
+        "lookup": 1,
+    }
 
-    def parseArgs(self, action: str, *args: str) -> None:
+    def parseArgs(self, action: str, *args: str) -> None:  # type: ignore[override]
         if action not in self.ACTIONS:
             raise ConfigError(f"kv: unknown action {action!r} (one of {', '.join(self.ACTIONS)})")
         if len(args) != self.ACTIONS[action]:
@@ -492,5 +551,10 @@ class ConsoleOptions(Options):
     subCommands = Options.subCommands + [
         ["client", None, ClientOptions, "Gateway client: tunnel, ls, connect, release, acme, validate."],
         ["pki", None, _pkiOptions(), "Private CA: init DIR --node HOST, node, client."],
-        ["kv", None, KVOptions, "Ring KV through --listen-rpc: put, get, delete, list, append, contains, remove, stats, lookup."],
+        [
+            "kv",
+            None,
+            KVOptions,
+            "Ring KV through --listen-rpc: put, get, delete, list, append, contains, remove, stats, lookup.",
+        ],
     ]

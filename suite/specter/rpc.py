@@ -3,7 +3,7 @@ The local RPC listener (C{--listen-rpc}) for tooling and C{specter dns}:
 the same length-prefixed msgpack frames as the ring wire, without TLS and
 without authentication (so it binds loopback or a unix socket).
 
-    request   [0, id, nil, method, args]      methods: kv, lookup, stats
+    request   [0, id, nil, method, args]      methods: kv, lookup, holders, stats
     kv args   [op, key, [op args...]]         ops: get put delete list append
                                                contains remove acquire renew release
     response  [1, id, true, result] or [1, id, false, [code, message, nil]]
@@ -48,17 +48,18 @@ class RPCFactory(Factory):
     Serves the ring's KV to local tools.
     """
 
-    def __init__(self, ring: Any) -> None:
+    def __init__(self, ring: Any, clock: Any = None) -> None:
         self.ring = IRing(ring)
+        self.clock = clock
         self.requests = 0
         self.errors = 0
 
     def buildProtocol(self, addr: Any) -> FrameProtocol:
-        p = FrameProtocol(self.dispatch)
+        p = FrameProtocol(self.dispatch, self.clock)
         p.MAX_LENGTH = RPC_MAX_FRAME
         return p
 
-    def dispatch(self, _: Any, method: str, args: list[Any]) -> "Deferred[Any]":
+    def dispatch(self, _: Any, method: str, args: list[Any]) -> Deferred[Any]:
         self.requests += 1
         d = maybeDeferred(self._call, method, args)
 
@@ -81,6 +82,10 @@ class RPCFactory(Factory):
             return self.ring.lookup(key).addCallback(
                 lambda r: {"owner": list(r[0]), "replicas": [list(x) for x in r[1]], "hops": r[2]}
             )
+        if method == "holders":
+            if len(args) != 1:
+                raise RemoteError(E.BAD_REQUEST, "holders takes [key]")
+            return self.ring.holders(_bytes(args[0], "key", MAX_KEY))
         if method == "kv":
             if len(args) != 3 or not isinstance(args[2], list):
                 raise RemoteError(E.BAD_REQUEST, "kv takes [op, key, [args]]")
@@ -106,17 +111,18 @@ class RPCClient:
     def __init__(self, proto: FrameProtocol) -> None:
         self.proto = proto
 
-    def call(self, method: str, *args: Any) -> "Deferred[Any]":
+    def call(self, method: str, *args: Any) -> Deferred[Any]:
         return self.proto.request(None, method, list(args))
 
-    def kv(self, op: str, key: bytes, *args: Any) -> "Deferred[Any]":
+    def kv(self, op: str, key: bytes, *args: Any) -> Deferred[Any]:
         return self.call("kv", op, key, list(args))
 
     def close(self) -> None:
-        self.proto.transport.loseConnection()
+        if self.proto.transport is not None:
+            self.proto.transport.loseConnection()
 
 
-def connectRPC(reactor: Any, description: str) -> "Deferred[RPCClient]":
+def connectRPC(reactor: Any, description: str) -> Deferred[RPCClient]:
     """
     Connect to a server's --listen-rpc (client endpoint string).
     """

@@ -39,7 +39,15 @@ class SpecterService(MultiService):
     The root service of a ring node.
     """
 
-    def __init__(self, node: ChordNode, seed: str | None, pools: list[ThreadPool], stores: list[Any], transport: WireTransport, reactor: Any) -> None:
+    def __init__(
+        self,
+        node: ChordNode,
+        seed: str | None,
+        pools: list[ThreadPool],
+        stores: list[Any],
+        transport: WireTransport,
+        reactor: Any,
+    ) -> None:
         super().__init__()
         self.node = node
         self.seed = seed
@@ -52,7 +60,12 @@ class SpecterService(MultiService):
         for pool in self.pools:
             pool.start()
         super().startService()
-        log.info("ring node {addr} starting {count} vnodes (seed {seed})", addr=self.node.addr, count=len(self.node.vnodes), seed=self.seed or "none: founding the ring")
+        log.info(
+            "ring node {addr} starting {count} vnodes (seed {seed})",
+            addr=self.node.addr,
+            count=len(self.node.vnodes),
+            seed=self.seed or "none: founding the ring",
+        )
         self.node.start(self.seed)
 
     async def _stop(self) -> None:
@@ -73,7 +86,7 @@ class SpecterService(MultiService):
         for pool in self.pools:
             pool.stop()
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
 
 
@@ -126,7 +139,9 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         def runner(f: Any) -> Any:
             return deferToThreadPool(reactor, pool, f)
 
-        return kv.openStore(backend, dataDir, index, reactor, runner, flushInterval=options["aof-flush-interval"])
+        return kv.openStore(
+            backend, dataDir, index, reactor, runner, flushInterval=options["aof-flush-interval"]
+        )
 
     transport = WireTransport(reactor, clientContextFactory(bundle, acceptableProtocols=[ALPN]))
     node = ChordNode(addr, transport, reactor, config, storeFactory)
@@ -138,11 +153,11 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
     tlsFactory = serverContextFactory(bundle, requireClientCert=True, acceptableProtocols=[ALPN])
     for h, p in options["tcp-binds"]:
         endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
-        wrapped = TLSMemoryBIOFactory(tlsFactory, False, ChordServerFactory(node.dispatch))
+        wrapped = TLSMemoryBIOFactory(tlsFactory, False, ChordServerFactory(node.dispatch, reactor))
         svc = StreamServerEndpointService(endpoint, wrapped)
         svc._raiseSynchronously = True
         svc.setServiceParent(root)
-    rpc = strports.service(options["rpc-endpoint"], RPCFactory(node), reactor=reactor)
+    rpc = strports.service(options["rpc-endpoint"], RPCFactory(node, reactor), reactor=reactor)
     rpc._raiseSynchronously = True  # type: ignore[attr-defined]
     rpc.setServiceParent(root)
     admin = makeAdminResource([RingHealth(node)], clock=reactor)

@@ -45,7 +45,7 @@ class RingHealth:
         self.node = node
 
     def check(self) -> HealthReport:
-        waiting = [v.ref.index for v in self.node.vnodes if not v.membership.servesKeys()]
+        waiting = [v.ref.index for v in self.node.vnodes if not v.serving]
         if waiting:
             return HealthReport(False, (f"vnodes not active yet: {waiting}",))
         return HealthReport(True, (), {"vnodes": len(self.node.vnodes)})
@@ -130,7 +130,9 @@ class _Graph(Resource):
                 x2, y2 = xy(succ.id)
                 parts.append(f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#36c"/>')
             colour = "#c33" if local else "#333"
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"><title>{html.escape(ref.short())}</title></circle>')
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"><title>{html.escape(ref.short())}</title></circle>'
+            )
         parts.append("</svg>")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         body = "<!doctype html><title>Specter ring</title><h1>Ring seen from {}</h1>{}".format(
@@ -155,5 +157,7 @@ def makeHelperResource(node: Any, admin: Resource, user: str | None, password: s
         kv.putChild(b"stats", _KVStats(node))
         internal.putChild(b"chord", chord)
         internal.putChild(b"kv", kv)
-        admin.putChild(b"_internal", requireBasicAuth(internal, StaticPasswordChecker({user: password}), realm="specter"))  # type: ignore[arg-type]
+        admin.putChild(
+            b"_internal", requireBasicAuth(internal, StaticPasswordChecker({user: password}), realm="specter")
+        )  # type: ignore[arg-type]
     return admin

@@ -19,7 +19,7 @@ from twisted.web.resource import IResource, Resource
 
 from suite.daemon import ConfigError
 from suite.web.endpoint import EndpointError, loopbackEndpoint
-from suite.web.errors import JSONNoResource, jsonResponse
+from suite.web.errors import JSONMethodsMixin, JSONNoResource, jsonResponse
 from suite.web.health import LivenessResource, ReadinessResource
 from suite.web.interfaces import IHealth
 from suite.web.limits import LimitedSite
@@ -30,7 +30,7 @@ __all__ = ["AdminRoot", "makeAdminResource", "makeAdminService"]
 log = Logger()
 
 
-class AdminRoot(Resource):
+class AdminRoot(JSONMethodsMixin, Resource):
     """
     The admin root: an index at C{/}, JSON 404 for unknown paths.  Daemons
     may C{putChild} their own admin pages.
@@ -47,7 +47,7 @@ class AdminRoot(Resource):
 
 
 def makeAdminResource(
-    providers: Sequence[IHealth],
+    providers: Sequence[IHealth | IService],
     registry: CollectorRegistry | None = None,
     forbidSecondsSuffix: bool = False,
     clock: IReactorTime | None = None,
@@ -56,7 +56,8 @@ def makeAdminResource(
     """
     Build the admin resource tree.
 
-    @param providers: L{IHealth} providers aggregated by C{/readyz}.
+    @param providers: L{IHealth} providers aggregated by C{/readyz}; a plain
+        L{IService} is adapted (ready while running).
     @param registry: the daemon's own registry for C{/metrics} (an empty one
         when L{None}; the global default registry is never used).
     @param forbidSecondsSuffix: refuse metrics with a seconds unit.

@@ -10,11 +10,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.web.error import UnsupportedMethod
 from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-__all__ = ["jsonError", "jsonResponse", "JSONNoResource", "JSONErrorResource", "notFound"]
+__all__ = [
+    "jsonError",
+    "jsonResponse",
+    "JSONNoResource",
+    "JSONErrorResource",
+    "JSONMethodsMixin",
+    "notFound",
+]
 
 
 def _dumps(obj: Any) -> bytes:
@@ -56,6 +64,23 @@ def jsonError(request: IRequest, code: int, reason: str, **extra: Any) -> bytes:
         if key != "error":
             body[key] = value
     return jsonResponse(request, body, code)
+
+
+class JSONMethodsMixin:
+    """
+    Mix into a L{Resource} (before it) so an unsupported method gets a JSON
+    C{405} with an C{Allow} header instead of Twisted's HTML page.
+    """
+
+    def render(self, request: IRequest) -> Any:
+        try:
+            return super().render(request)  # type: ignore[misc]
+        except UnsupportedMethod as e:
+            methods: list[bytes] = list(e.allowedMethods or ())
+            allowed = [m.decode("ascii", "replace") for m in methods]
+            request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
+            method = (getattr(request, "method", b"") or b"").decode("ascii", "replace")[:16]
+            return jsonError(request, 405, f"method {method} not allowed", allowed=allowed)
 
 
 class JSONErrorResource(Resource):

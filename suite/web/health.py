@@ -14,21 +14,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.components import registerAdapter
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from suite.web.errors import jsonResponse
+from suite.web.errors import JSONMethodsMixin, jsonResponse
 from suite.web.interfaces import IHealth
 
 __all__ = [
     "HealthReport",
     "FunctionHealth",
+    "ServiceHealth",
     "LivenessResource",
     "ReadinessResource",
     "collectReadiness",
@@ -45,7 +48,7 @@ class HealthReport:
     """
 
     ready: bool
-    reasons: tuple[str, ...] = ()
+    reasons: Sequence[str] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -75,6 +78,25 @@ class FunctionHealth:
 
     def check(self) -> HealthReport | Deferred[HealthReport]:
         return self._check()
+
+
+@implementer(IHealth)
+class ServiceHealth:
+    """
+    The default readiness of a plain L{IService}: ready while running.
+    Registered as the C{IService -> IHealth} adapter, so a daemon may pass
+    its services straight to the admin site; a service with richer health
+    provides L{IHealth} itself.
+    """
+
+    def __init__(self, service: IService) -> None:
+        self.service = service
+        self.name = service.name or type(service).__name__
+
+    def check(self) -> HealthReport:
+        if self.service.running:
+            return HealthReport(True)
+        return HealthReport(False, (f"service {self.name} is not running",))
 
 
 def _providerName(provider: object, index: int) -> str:
@@ -123,7 +145,7 @@ def collectReadiness(
     return gathered
 
 
-class LivenessResource(Resource):
+class LivenessResource(JSONMethodsMixin, Resource):
     """
     C{/healthz}: C{200 ok} for as long as the reactor answers.
     """
@@ -136,7 +158,7 @@ class LivenessResource(Resource):
         return b"ok\n"
 
 
-class ReadinessResource(Resource):
+class ReadinessResource(JSONMethodsMixin, Resource):
     """
     C{/readyz}: JSON C{{"ready": bool, "reasons": ["name: reason", ...],
     "checks": {name: {"ready", "reasons", "details"}}}}; C{200} when every
@@ -180,3 +202,6 @@ class ReadinessResource(Resource):
         d.addCallback(answer)
         d.addErrback(lambda f: log.failure("rendering /readyz failed", f))
         return NOT_DONE_YET
+
+
+registerAdapter(ServiceHealth, IService, IHealth)

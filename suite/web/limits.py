@@ -105,13 +105,30 @@ class LimitedRequest(Request):
             limit = self._limit()
             self.setResponseCode(413)
             self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-            self.setHeader(b"Connection", b"close")
+            if self.clientproto != b"HTTP/2":
+                self.setHeader(b"Connection", b"close")
             self.write(
                 json.dumps({"error": f"request body larger than {limit} bytes"}).encode("utf-8") + b"\n"
             )
             self.finish()
             return
         super().process()
+
+    def processingFailed(self, reason: Failure) -> Failure:
+        """
+        A resource raised: log the traceback, answer a JSON 500 without it.
+        """
+        log.failure("request {method} {path} failed", reason, method=self.method, path=self.path)
+        if self.startedWriting:
+            self.finish()
+            return reason
+        body = json.dumps({"error": "internal error"}).encode("utf-8") + b"\n"
+        self.setResponseCode(500)
+        self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        self.setHeader(b"Content-Length", b"%d" % (len(body),))
+        self.write(body)
+        self.finish()
+        return reason
 
 
 class LimitedChannel(http.HTTPChannel):

@@ -24,7 +24,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from suite.daemon import ConfigError
-from suite.web.errors import jsonError
+from suite.web.errors import JSONMethodsMixin, jsonError
 
 __all__ = [
     "MetricNameError",
@@ -126,7 +126,7 @@ class _FilteredRegistry:
             yield family
 
 
-class MetricsResource(Resource):
+class MetricsResource(JSONMethodsMixin, Resource):
     """
     C{/metrics}: the text exposition of one registry.
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -31,7 +32,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from suite.web.errors import jsonError
+from suite.web.errors import JSONMethodsMixin, jsonError
 
 __all__ = ["SSEHub", "SSEResource", "formatEvent"]
 
@@ -71,6 +72,7 @@ class _Client:
         self.queue: collections.deque[bytes] = collections.deque()
         self.queued = 0
         self.closed = False
+        self.address = "-"
         self.lastEvent = hub.clock.seconds()
 
     # IPushProducer: the transport tells us when its buffer is full/drained.
@@ -126,6 +128,14 @@ class _Client:
             log.failure("closing event-stream client failed")
 
 
+def _host(request: IRequest) -> str:
+    try:
+        address = request.getClientAddress()
+    except Exception:
+        return "-"
+    return str(getattr(address, "host", None) or address)
+
+
 def _peer(request: IRequest) -> str:
     try:
         return str(request.getClientAddress())
@@ -133,7 +143,7 @@ def _peer(request: IRequest) -> str:
         return "-"
 
 
-class SSEResource(Resource):
+class SSEResource(JSONMethodsMixin, Resource):
     """
     The C{GET} endpoint of an L{SSEHub}.
     """
@@ -163,6 +173,10 @@ class SSEHub:
     @param idleTimeout: close a client with no event for this long (seconds).
     @param replaySize: events kept for C{Last-Event-ID} replay.
     @param retryMillis: reconnection delay advertised to clients.
+    @param maxPerIP: connections allowed from one client address (429 past
+        it); L{None} for no per-address cap.
+    @param initial: called for each new client; the frames it returns are
+        sent first (a snapshot, the tail of a log).
     """
 
     def __init__(
@@ -174,6 +188,8 @@ class SSEHub:
         idleTimeout: float | None = None,
         replaySize: int = 64,
         retryMillis: int | None = 3000,
+        maxPerIP: int | None = None,
+        initial: Callable[[], Iterable[bytes]] | None = None,
     ) -> None:
         if maxClients < 0:
             raise ValueError(f"maxClients must be >= 0, not {maxClients}")
@@ -185,6 +201,9 @@ class SSEHub:
         self.maxBufferBytes = maxBufferBytes
         self.idleTimeout = idleTimeout
         self.retryMillis = retryMillis
+        self.maxPerIP = maxPerIP
+        self.initial = initial
+        self._perIP: collections.Counter[str] = collections.Counter()
         self.droppedClients = 0
         self.rejectedClients = 0
         self._clients: list[_Client] = []
@@ -241,18 +260,35 @@ class SSEHub:
             self.rejectedClients += 1
             request.setHeader(b"Retry-After", b"5")
             return jsonError(request, 429, f"too many event-stream clients (limit {self.maxClients})")
+        address = _host(request)
+        if self.maxPerIP is not None and self._perIP[address] >= self.maxPerIP:
+            self.rejectedClients += 1
+            request.setHeader(b"Retry-After", b"5")
+            return jsonError(
+                request,
+                429,
+                f"too many event-stream clients from this address (limit {self.maxPerIP})",
+            )
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"X-Accel-Buffering", b"no")
         client = _Client(self, request)
+        client.address = address
         self._clients.append(client)
+        self._perIP[address] += 1
         request.registerProducer(client, True)
         request.notifyFinish().addBoth(self._finished, client)
         head = b": connected\n"
         if self.retryMillis is not None:
             head += b"retry: %d\n" % (self.retryMillis,)
         client.send(head + b"\n")
+        if self.initial is not None:
+            try:
+                for frame in self.initial():
+                    client.send(frame)
+            except Exception:
+                log.failure("initial event-stream frames failed")
         lastId = request.getHeader(b"Last-Event-ID")
         if lastId is not None:
             self._replay(client, lastId.decode("utf-8", "replace").strip())
@@ -275,6 +311,9 @@ class SSEHub:
     def _forget(self, client: _Client) -> None:
         if client in self._clients:
             self._clients.remove(client)
+            self._perIP[client.address] -= 1
+            if self._perIP[client.address] <= 0:
+                del self._perIP[client.address]
         if not self._clients:
             self._stopTicker()
 

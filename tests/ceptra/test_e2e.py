@@ -12,13 +12,30 @@ from typing import Any
 import treq
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from suite.ceptra.service import MTLSPolicy
 from suite.pki.bundle import loadIdentity
-from tests.ceptra.support import makePKI, nodeEnv
-from tests.clustor.helpers import writeState
+from suite.pki.tls import clientContextFactory
+from tests.ceptra.support import SPIFFE, makePKI, nodeEnv
+from tests.clustor.certs import Identity
+from tests.clustor.helpers import STATE_YAML, writeState
 from tests.support.process import DaemonProcess, freePort, scriptArgs, twistdArgs
+
+
+@implementer(IPolicyForHTTPS)
+class _NoClientCertificate:
+    """
+    Trust the test CA but present no certificate.
+    """
+
+    def __init__(self, identity: Identity) -> None:
+        self.bundle = loadIdentity(identity.cert, identity.key, identity.trust)
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return clientContextFactory(self.bundle, ipAddress=hostname.decode(), useClientCert=False)
 
 
 class NodeProcessTests(TestCase):
@@ -42,7 +59,7 @@ class NodeProcessTests(TestCase):
             twistdArgs(
                 "clustor-cp",
                 "--state",
-                writeState(base),
+                writeState(base, STATE_YAML.replace("spiffe://example.org/ceptra/a", SPIFFE)),
                 "--listen",
                 f"tcp:{cpPort}:interface=127.0.0.1",
                 "--tls-identity-cert",
@@ -51,6 +68,8 @@ class NodeProcessTests(TestCase):
                 cp.key,
                 "--tls-trust-bundle",
                 cp.trust,
+                "--client-spiffe",
+                "spiffe://example.org",
             ),
             name="clustor-cp",
         ).start()
@@ -66,7 +85,9 @@ class NodeProcessTests(TestCase):
         node.start()
 
         pool = HTTPConnectionPool(reactor, persistent=False)
-        agent = Agent(reactor, contextFactory=MTLSPolicy(loadIdentity(probe.cert, probe.key, probe.trust)), pool=pool)
+        agent = Agent(
+            reactor, contextFactory=MTLSPolicy(loadIdentity(probe.cert, probe.key, probe.trust)), pool=pool
+        )
         admin = f"https://127.0.0.1:{adminPort}"
         await node.waitForHTTP(admin + "/healthz", agent=agent)
 
@@ -79,7 +100,17 @@ class NodeProcessTests(TestCase):
         self.assertEqual(code, 503)
         self.assertFalse(body["ready"])
         self.assertEqual(body["reasons"], ["raft: no raft leader known: raft not implemented yet"])
-        self.assertEqual(body["checks"]["placement"]["details"]["revision"], 1)
+        details = body["checks"]["placement"]["details"]
+        self.assertEqual(details["revision"], 1)
+        self.assertEqual(
+            details["node"],
+            {
+                "nodeId": "ceptra-a",
+                "partitions": ["p0"],
+                "warm": {"p0": True},
+                "pendingBarriers": ["epoch-1"],
+            },
+        )
 
         r = await treq.get(admin + "/metrics", agent=agent)
         self.assertEqual(r.code, 200)
@@ -87,9 +118,25 @@ class NodeProcessTests(TestCase):
         self.assertIn('clustor_feed_staleness_ms{feed="placement"}', text)
         self.assertIn('clustor_feed_latency_ms{feed="activation"}', text)
         self.assertIn("clustor_system_logs_total", text)
-        names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+        names = {
+            line.split("{")[0].split(" ")[0]
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
         self.assertFalse([n for n in names if "seconds" in n], names)
+        self.assertFalse([n for n in names if n.endswith("_created")], names)
         self.assertTrue(os.path.isfile(os.path.join(base, "data", "snapshots", ".write_probe")))
+
+        # Without a client certificate, neither the admin surface nor the
+        # control plane completes a handshake.
+        anonymous = Agent(reactor, contextFactory=_NoClientCertificate(probe), pool=pool)
+        for url in (admin + "/healthz", f"https://127.0.0.1:{cpPort}/routing"):
+            with self.assertRaises(ResponseNeverReceived):
+                await treq.get(url, agent=anonymous)
+        # The control plane also wants a SPIFFE ID in its trust domain, which
+        # the probe's certificate lacks.
+        with self.assertRaises(ResponseNeverReceived):
+            await treq.get(f"https://127.0.0.1:{cpPort}/routing", agent=agent)
 
     def test_missingControlPlane(self) -> None:
         """

@@ -170,9 +170,13 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("CEPTRA_ADVERTISE_HOST", "not a hostname", CEPTRA_ADVERTISE_HOST="bad_host!")
         self.assertError("CEPTRA_NODE_SPIFFE", "not a SPIFFE ID", CEPTRA_NODE_SPIFFE="node-1")
         self.assertError("CEPTRA_NODE_SPIFFE", "not a SPIFFE ID", CEPTRA_NODE_SPIFFE="spiffe://example.org")
-        self.assertError("CEPTRA_RAFT_CLIENT_TIMEOUT_MS", "whole number", CEPTRA_RAFT_CLIENT_TIMEOUT_MS="1.5s")
+        self.assertError(
+            "CEPTRA_RAFT_CLIENT_TIMEOUT_MS", "whole number", CEPTRA_RAFT_CLIENT_TIMEOUT_MS="1.5s"
+        )
         self.assertError("CEPTRA_RAFT_CLIENT_TIMEOUT_MS", "out of range", CEPTRA_RAFT_CLIENT_TIMEOUT_MS="0")
-        self.assertError("CEPTRA_RAFT_CLIENT_RETRY_ATTEMPTS", "out of range", CEPTRA_RAFT_CLIENT_RETRY_ATTEMPTS="0")
+        self.assertError(
+            "CEPTRA_RAFT_CLIENT_RETRY_ATTEMPTS", "out of range", CEPTRA_RAFT_CLIENT_RETRY_ATTEMPTS="0"
+        )
         self.assertError("CEPTRA_RAFT_CLIENT_BACKOFF_MS", "out of range", CEPTRA_RAFT_CLIENT_BACKOFF_MS="-5")
         self.assertError("CEPTRA_ADMIN_TLS", "mtls or off", CEPTRA_ADMIN_TLS="yes")
         self.assertError("CEPTRA_FEED_INTERVAL_MS", "out of range", CEPTRA_FEED_INTERVAL_MS="1")

@@ -37,7 +37,7 @@ class IdentityTests(SynchronousTestCase):
         self.ca, self.identity = makePKI(os.path.join(self.base, "pki"))
 
     def load(self, **extra: str) -> Any:
-        return service.loadNodeIdentity(nodeOptions(self.base, self.identity, **extra))
+        return service.loadNodeIdentity(nodeOptions(self.base, self.identity, None, **extra))
 
     def test_loads(self) -> None:
         """
@@ -170,9 +170,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         base = self.mktemp()
         _, identity = makePKI(os.path.join(base, "pki"))
-        options = nodeOptions(
-            base, identity, CEPTRA_ADMIN_BIND="0.0.0.0:26999", CEPTRA_ADMIN_TLS="off"
-        )
+        options = nodeOptions(base, identity, CEPTRA_ADMIN_BIND="0.0.0.0:26999", CEPTRA_ADMIN_TLS="off")
         with self.assertRaises(ConfigError) as cm:
             service.makeService(options, MemoryReactorClock())
         self.assertIn("CEPTRA_ADMIN_BIND", str(cm.exception))

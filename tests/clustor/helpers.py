@@ -5,8 +5,12 @@ Shared test data for the control plane and its clients.
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
-__all__ = ["STATE_YAML", "writeState"]
+from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+__all__ = ["STATE_YAML", "writeState", "captureLogs"]
 
 STATE_YAML = """\
 nodes:
@@ -39,3 +43,14 @@ def writeState(directory: str, text: str = STATE_YAML, name: str = "state.yaml")
     with open(path, "w") as f:
         f.write(text)
     return path
+
+
+def captureLogs(testCase: SynchronousTestCase) -> list[dict[str, Any]]:
+    """
+    Collect every log event emitted during the test.
+    """
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    testCase.addCleanup(globalLogPublisher.removeObserver, observer)
+    return events

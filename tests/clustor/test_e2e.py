@@ -30,7 +30,15 @@ class ControlPlaneProcessTests(TestCase):
         port = freePort()
         proc = DaemonProcess(
             self,
-            scriptArgs("clustor-cp", "--state", path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--reload-interval", "0"),
+            scriptArgs(
+                "clustor-cp",
+                "--state",
+                path,
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--reload-interval",
+                "0",
+            ),
             name="clustor-cp",
         )
         proc.start()

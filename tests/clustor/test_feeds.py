@@ -9,18 +9,23 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface.verify import verifyObject
 
-from suite.clustor.feeds import FeedClient
+from suite.clustor.feeds import FeedClient, FeedError, describeFailure
 from suite.clustor.interfaces import IFeedClient
 from suite.clustor.server import ControlPlaneStore, addFeedResources
-from tests.clustor.helpers import writeState
+from tests.clustor.helpers import captureLogs, writeState
 
 PATHS = {"placement": "/routing", "features": "/features", "warmup": "/warmup", "activation": "/activation"}
 
@@ -76,6 +81,28 @@ class _Hanging:
         return d
 
 
+class _StalledBody:
+    """
+    An HTTP client whose responses send headers and then never finish the body.
+    """
+
+    def __init__(self) -> None:
+        self.protocols: list[Any] = []
+
+    def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
+        client = self
+
+        class Response:
+            code = 200
+            length = UNKNOWN_LENGTH
+            headers = Headers()
+
+            def deliverBody(self, protocol: Any) -> None:
+                client.protocols.append(protocol)
+
+        return succeed(Response())
+
+
 class FeedClientTests(SynchronousTestCase):
     """
     Polling, staleness, warnings and metrics of L{FeedClient}.
@@ -90,16 +117,12 @@ class FeedClientTests(SynchronousTestCase):
         self.server = Switchable(real)
         self.http = StubTreq(self.server)
         self.registry = CollectorRegistry()
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.events = captureLogs(self)
 
     def makeClient(self, http: Any = None, **kw: Any) -> FeedClient:
-        client = FeedClient(
-            "http://cp.test/", PATHS, http or self.http, self.clock, self.registry, **kw
-        )
+        client = FeedClient("http://cp.test/", PATHS, http or self.http, self.clock, self.registry, **kw)
         client.startService()
-        self.addCleanup(lambda: client.running and client.stopService())
+        self.addCleanup(lambda: client.stopService() if client.running else None)
         if http is None:
             self.http.flush()
         return client
@@ -201,6 +224,22 @@ class FeedClientTests(SynchronousTestCase):
         client.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_stalledBodyTimesOut(self) -> None:
+        """
+        The timeout covers the body too: a response whose body never ends
+        fails the fetch, and the next poll tries again.
+        """
+        stalled = _StalledBody()
+        client = self.makeClient(http=stalled, timeoutMs=1500)
+        self.assertEqual(len(stalled.protocols), 4)
+        self.clock.advance(1)
+        self.assertEqual(len(stalled.protocols), 4)
+        self.clock.advance(1)
+        self.assertEqual(client.lastError("features"), "timed out after 1500 ms")
+        self.assertEqual(len(stalled.protocols), 8)
+        client.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_oversizedAndNotJSON(self) -> None:
         """
         Oversized and non-JSON bodies are fetch errors with a reason.
@@ -216,3 +255,20 @@ class FeedClientTests(SynchronousTestCase):
         self.assertIn("not JSON", client.lastError("features") or "")
         self.assertIn("not an object", client.lastError("warmup") or "")
         self.assertEqual(client.latest("activation"), {})
+
+
+class DescribeFailureTests(SynchronousTestCase):
+    """
+    Fetch failures are described in one readable line.
+    """
+
+    def test_kinds(self) -> None:
+        """
+        Feed errors as written, timeouts with the limit, wrapped causes unwrapped.
+        """
+        self.assertEqual(describeFailure(Failure(FeedError("HTTP 503 from x")), 100), "HTTP 503 from x")
+        self.assertEqual(describeFailure(Failure(defer.TimeoutError()), 250), "timed out after 250 ms")
+        refused = Failure(ConnectionRefusedError("127.0.0.1:1"))
+        self.assertTrue(describeFailure(refused, 1).startswith("ConnectionRefusedError: "))
+        wrapped = Failure(ResponseNeverReceived([Failure(ValueError("bad handshake"))]))
+        self.assertEqual(describeFailure(wrapped, 1), "ValueError: bad handshake")

@@ -60,10 +60,24 @@ class OptionsTests(SynchronousTestCase):
         Each error names the flag and its variable.
         """
         self.assertError([], "--state (CLUSTOR_CP_STATE)", "required")
-        self.assertError(["--state", "s", "--reload-interval", "soon"], "CLUSTOR_CP_RELOAD_INTERVAL", "not a number")
+        self.assertError(
+            ["--state", "s", "--reload-interval", "soon"], "CLUSTOR_CP_RELOAD_INTERVAL", "not a number"
+        )
         self.assertError(["--state", "s", "--reload-interval", "-1"], "--reload-interval", "0 to 86400")
         self.assertError(
             ["--state", "s", "--tls-identity-cert", "c.pem"],
             "--tls-identity-key (CLUSTOR_CP_TLS_IDENTITY_KEY)",
             "--tls-trust-bundle",
+        )
+
+    def test_clientSpiffe(self) -> None:
+        """
+        --client-spiffe needs mTLS and a well-formed SPIFFE ID or trust domain.
+        """
+        tls = ["--tls-identity-cert", "c", "--tls-identity-key", "k", "--tls-trust-bundle", "t"]
+        o = parse(["--state", "s", *tls], {"CLUSTOR_CP_CLIENT_SPIFFE": "spiffe://example.org"})
+        self.assertEqual(o["client-spiffe"], "spiffe://example.org")
+        self.assertError(["--state", "s", "--client-spiffe", "spiffe://example.org"], "needs mTLS")
+        self.assertError(
+            ["--state", "s", *tls, "--client-spiffe", "node-1"], "CLUSTOR_CP_CLIENT_SPIFFE", "spiffe://"
         )

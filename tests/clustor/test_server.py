@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -18,7 +19,7 @@ from suite.clustor.interfaces import IControlPlaneStore
 from suite.clustor.server import ControlPlaneStore, StateReloader, addFeedResources
 from suite.clustor.state import StateError
 from suite.web.admin import AdminRoot
-from tests.clustor.helpers import STATE_YAML, writeState
+from tests.clustor.helpers import STATE_YAML, captureLogs, writeState
 
 
 def _bump(path: str) -> None:
@@ -34,9 +35,7 @@ class StoreTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.path = writeState(self.mktemp())
         self.store = ControlPlaneStore(self.path)
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.events = captureLogs(self)
 
     def test_interface(self) -> None:
         """
@@ -57,7 +56,10 @@ class StoreTests(SynchronousTestCase):
         """
         A changed file bumps the revision and the published documents.
         """
-        writeState(os.path.dirname(self.path), STATE_YAML.replace("cep.sliding_windows: true", "cep.sliding_windows: false"))
+        writeState(
+            os.path.dirname(self.path),
+            STATE_YAML.replace("cep.sliding_windows: true", "cep.sliding_windows: false"),
+        )
         self.assertTrue(self.store.reload())
         self.assertEqual(self.store.revision, 2)
         doc = json.loads(self.store.document("features").body)
@@ -96,7 +98,7 @@ class FeedResourceTests(SynchronousTestCase):
         self.store = ControlPlaneStore(self.path)
         root = AdminRoot()
         addFeedResources(root, self.store)
-        self.client = StubTreq(root)
+        self.client: Any = StubTreq(root)
 
     def get(self, path: str, **kw: Any) -> tuple[Any, bytes]:
         d = self.client.get("http://cp.test" + path, **kw)
@@ -114,7 +116,9 @@ class FeedResourceTests(SynchronousTestCase):
             self.assertEqual(response.code, 200)
             self.assertEqual(json.loads(body)["feed"], feed)
             self.assertEqual(response.headers.getRawHeaders(b"x-clustor-revision"), [b"1"])
-            self.assertEqual(response.headers.getRawHeaders(b"etag"), [self.store.document(feed).etag.encode()])
+            self.assertEqual(
+                response.headers.getRawHeaders(b"etag"), [self.store.document(feed).etag.encode()]
+            )
 
     def test_notModified(self) -> None:
         """
@@ -189,3 +193,51 @@ class ReloaderTests(SynchronousTestCase):
         reloader.startService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         reloader.stopService()
+
+
+class ThreadedReloadTests(SynchronousTestCase):
+    """
+    Reloads read the file through C{runInThread} and never overlap.
+    """
+
+    def test_coalesced(self) -> None:
+        """
+        A reload asked for while one runs is done once after it; the new
+        state is published when the read finishes.
+        """
+        path = writeState(self.mktemp())
+        store = ControlPlaneStore(path)
+        calls: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+        def runInThread(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            calls.append((d, f, args))
+            return d
+
+        reloader = StateReloader(store, Clock(), 0, lambda f: f(), None, runInThread)
+        reloader.startService()
+        self.addCleanup(reloader.stopService)
+        writeState(os.path.dirname(path), STATE_YAML.replace("60000", "7"))
+        reloader.reloadNow()
+        reloader.reloadNow()
+        reloader.reloadNow()
+        self.assertEqual(len(calls), 1)
+        d, f, args = calls[0]
+        d.callback(f(*args))
+        self.assertEqual(store.revision, 2)
+        self.assertEqual(len(calls), 2)
+        d, f, args = calls[1]
+        d.callback(f(*args))
+        self.assertEqual(store.revision, 2)  # same content the second time
+        self.assertEqual(len(calls), 2)
+
+    def test_invalidInThread(self) -> None:
+        """
+        A validation error raised in the thread is counted and logged.
+        """
+        path = writeState(self.mktemp())
+        store = ControlPlaneStore(path)
+        reloader = StateReloader(store, Clock(), 0, lambda f: f(), None)
+        writeState(os.path.dirname(path), "partitions: {}\n")
+        reloader.reloadNow()
+        self.assertEqual((store.revision, store.reloadFailures), (1, 1))

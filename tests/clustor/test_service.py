@@ -4,13 +4,17 @@ C{makeService} of the control plane under a memory reactor.
 
 from __future__ import annotations
 
-from twisted.application.service import IServiceCollection
+from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.clustor import tap
 from suite.clustor.options import Options
+from suite.clustor.server import ControlPlaneStore
+from suite.clustor.service import StateHealth
 from suite.daemon import ConfigError
+from suite.web.interfaces import IHealth
 from tests.clustor.certs import CertAuthority
 from tests.clustor.helpers import writeState
 
@@ -20,7 +24,7 @@ class MakeServiceTests(SynchronousTestCase):
     The root service holds the reloader and the listener.
     """
 
-    def build(self, *argv: str) -> tuple[MemoryReactorClock, IServiceCollection]:
+    def build(self, *argv: str) -> tuple[MemoryReactorClock, MultiService]:
         options = Options(environ={})
         options.parseOptions(["--state", writeState(self.mktemp()), *argv])
         reactor = MemoryReactorClock()
@@ -78,3 +82,14 @@ class MakeServiceTests(SynchronousTestCase):
         with self.assertRaises(SystemExit) as cm:
             tap.makeService(options, MemoryReactorClock())
         self.assertEqual(cm.exception.code, 2)
+
+    def test_stateHealth(self) -> None:
+        """
+        The readiness provider reports the revision and reload failures.
+        """
+        store = ControlPlaneStore(writeState(self.mktemp()))
+        health = StateHealth(store)
+        self.assertTrue(verifyObject(IHealth, health))
+        report = health.check()
+        self.assertTrue(report.ready)
+        self.assertEqual((report.details["revision"], report.details["reloadFailures"]), (1, 0))

@@ -74,20 +74,27 @@ class ParseStateTests(SynchronousTestCase):
         self.assertRejected(
             "partitions: [{id: p0, replicas: [a]}, {id: p0, replicas: [b]}]", "partitions[1].id", "duplicate"
         )
-        self.assertRejected("partitions: [{id: 'bad id', replicas: [a]}]", "partitions[0].id", "not a valid id")
+        self.assertRejected(
+            "partitions: [{id: 'bad id', replicas: [a]}]", "partitions[0].id", "not a valid id"
+        )
         self.assertRejected("partitions: [{id: p0, replicas: [a], leader: b}]", "partitions[0].leader")
         self.assertRejected(
-            "nodes: {a: {}}\npartitions: [{id: p0, replicas: [b]}]", "partitions[0].replicas", "unknown node 'b'"
+            "nodes: {a: {}}\npartitions: [{id: p0, replicas: [b]}]",
+            "partitions[0].replicas",
+            "unknown node 'b'",
         )
         self.assertRejected("nodes: {a: {spiffe: 'http://x'}}\npartitions: []", "nodes.a.spiffe")
         self.assertRejected("nodes: {a: {port: 'x'}}\npartitions: []", "nodes.a.port")
         self.assertRejected("partitions: []\nfeatures: {x: [1]}", "features.x")
+        self.assertRejected("partitions: []\nfeatures: {x: .nan}", "features.x", "finite")
+        self.assertRejected("partitions: []\nfeatures: {x: 2024-01-01}", "features.x")
         self.assertRejected("partitions: []\nwarmup: {p9: {ready: true}}", "warmup.p9", "unknown partition")
         self.assertRejected(
             "partitions: [{id: p0, replicas: [a]}]\nwarmup: {p0: {ready: 'yes'}}", "warmup.p0.ready"
         )
         self.assertRejected(
-            "partitions: [{id: p0, replicas: [a]}]\nwarmup: {p0: {ready: true, progress: 2}}", "warmup.p0.progress"
+            "partitions: [{id: p0, replicas: [a]}]\nwarmup: {p0: {ready: true, progress: 2}}",
+            "warmup.p0.progress",
         )
         self.assertRejected(
             "partitions: []\nactivation: {barriers: [{id: b, partitions: [p7]}]}",

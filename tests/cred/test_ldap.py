@@ -331,10 +331,14 @@ class LDAPBindCheckerSlapdTests(TestCase):
         self.assertEqual(await rawSearchCount(server.port, "ou=groups,dc=example,dc=org", "(cn=*)"), 1)
         with self.assertRaises(UnauthorizedLogin):
             await checker.requestAvatarId(UsernamePassword(b"*", b"star-pw"))
-        # The same filter admits a user whose name is a group's name.
-        named = self.checker(server, groupFilter="(&(objectClass=groupOfNames)(cn={username}))")
+        # {username} does match when the value is really there.
+        byMember = self.checker(
+            server,
+            groupFilter="(&(objectClass=groupOfNames)(member=uid={username},ou=people,dc=example,dc=org))",
+        )
+        self.assertEqual(await byMember.requestAvatarId(UsernamePassword(b"alice", b"alice-pw")), "alice")
         with self.assertRaises(UnauthorizedLogin):
-            await named.requestAvatarId(UsernamePassword(b"alice", b"alice-pw"))
+            await byMember.requestAvatarId(UsernamePassword(b"bob", b"bob-pw"))
 
     async def test_missingGroupBase(self) -> None:
         """
@@ -364,7 +368,7 @@ class LDAPBindCheckerSlapdTests(TestCase):
         )
         with self.assertRaises(AuthenticationUnavailable) as cm:
             await bad.requestAvatarId(UsernamePassword(b"alice", b"alice-pw"))
-        self.assertIn("TLS with LDAP server", str(cm.exception))
+        self.assertIn("search account bind failed", str(cm.exception))
 
     async def test_dnInjection(self) -> None:
         """

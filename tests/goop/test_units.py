@@ -5,10 +5,10 @@ the template store.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
-import io
 
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 from suite.daemon import ConfigError
 from suite.goop.config import CONFIG_NAME, defaultDocument, loadConfig
 from suite.goop.identity import loadIdentity, verifySignature
-from suite.goop.interfaces import IDataStore, ILuaEngine, IRendezvousHub, IPeerDirectory
+from suite.goop.interfaces import IDataStore, ILuaEngine, IPeerDirectory, IRendezvousHub
 from suite.goop.peer.site import resolveSitePath
 from suite.goop.peer.store import DataStore
 from suite.goop.rendezvous.templates import TemplateStore
@@ -39,8 +39,16 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(set(doc), {"profile", "p2p", "presence", "viewer"})
         self.assertEqual(
             set(doc["presence"]),
-            {"ttl_seconds", "heartbeat_seconds", "rendezvous_wan", "rendezvous_host", "rendezvous_port",
-             "rendezvous_only", "templates_dir", "peer_db_path"},
+            {
+                "ttl_seconds",
+                "heartbeat_seconds",
+                "rendezvous_wan",
+                "rendezvous_host",
+                "rendezvous_port",
+                "rendezvous_only",
+                "templates_dir",
+                "peer_db_path",
+            },
         )
         self.assertEqual(c.rendezvousPort, 8787)
         self.assertEqual(c.warnings, ())
@@ -108,7 +116,15 @@ class SitePathTests(SynchronousTestCase):
         os.symlink("/etc/passwd", os.path.join(root, "a", "pw"))
         self.assertTrue(resolveSitePath(root, "/"))
         self.assertTrue(resolveSitePath(root, "a/b.txt"))
-        for bad in ("lua/x.lua", "LUA/x.lua", "a/../lua/x.lua", ".secret", "../../etc/passwd", "a/pw", "a\\..\\x"):
+        for bad in (
+            "lua/x.lua",
+            "LUA/x.lua",
+            "a/../lua/x.lua",
+            ".secret",
+            "../../etc/passwd",
+            "a/pw",
+            "a\\..\\x",
+        ):
             self.assertIsNone(resolveSitePath(root, bad), bad)
 
 
@@ -147,7 +163,15 @@ class StoreTests(TestCase):
         s, o, p = self.store, self.owner, self.other
         verifyObject(IDataStore, s)
         for name, perm in (("secret", "owner-only"), ("board", "peers-read"), ("wall", "peers-write")):
-            r = await s.execute(o, {"op": "create-table", "table": name, "columns": [{"name": "text", "type": "TEXT"}], "data": {"permission": perm}})
+            r = await s.execute(
+                o,
+                {
+                    "op": "create-table",
+                    "table": name,
+                    "columns": [{"name": "text", "type": "TEXT"}],
+                    "data": {"permission": perm},
+                },
+            )
             self.assertTrue(r["ok"], r)
             r = await s.execute(o, {"op": "insert", "table": name, "data": {"text": "by owner"}})
             self.assertTrue(r["ok"], r)
@@ -155,7 +179,9 @@ class StoreTests(TestCase):
         self.assertEqual({t["name"] for t in tables["data"]}, {"board", "wall"})
         self.assertFalse((await s.execute(p, {"op": "query", "table": "secret"}))["ok"])
         self.assertTrue((await s.execute(p, {"op": "query", "table": "board"}))["ok"])
-        self.assertFalse((await s.execute(p, {"op": "insert", "table": "board", "data": {"text": "x"}}))["ok"])
+        self.assertFalse(
+            (await s.execute(p, {"op": "insert", "table": "board", "data": {"text": "x"}}))["ok"]
+        )
         r = await s.execute(p, {"op": "insert", "table": "wall", "data": {"text": "by peer"}})
         self.assertTrue(r["ok"], r)
         rows = (await s.execute(p, {"op": "query", "table": "wall"}))["data"]
@@ -165,9 +191,13 @@ class StoreTests(TestCase):
         self.assertEqual(r["data"]["changed"], 0)
         r = await s.execute(p, {"op": "delete", "table": "wall", "where": {"text": "by peer"}})
         self.assertEqual(r["data"]["deleted"], 1)
-        for op in ({"op": "create-table", "table": "t", "columns": ["a"]}, {"op": "delete-table", "table": "wall"},
-                   {"op": "add-column", "table": "wall", "columns": ["b"]}, {"op": "drop-column", "table": "wall", "columns": ["text"]},
-                   {"op": "rename-table", "table": "wall", "data": {"name": "w2"}}):
+        for op in (
+            {"op": "create-table", "table": "t", "columns": ["a"]},
+            {"op": "delete-table", "table": "wall"},
+            {"op": "add-column", "table": "wall", "columns": ["b"]},
+            {"op": "drop-column", "table": "wall", "columns": ["text"]},
+            {"op": "rename-table", "table": "wall", "data": {"name": "w2"}},
+        ):
             r = await s.execute(p, op)
             self.assertFalse(r["ok"], op)
             self.assertIn("permission denied", r["error"])
@@ -201,3 +231,40 @@ class InterfaceTests(SynchronousTestCase):
         verifyObject(IRendezvousHub, RendezvousHub(clock, port=0))
         verifyObject(ILuaEngine, LuaEngine(clock, "/nonexistent", "/nonexistent/data.db"))
         verifyObject(IPeerDirectory, PeerDirectory("x"))
+
+
+class MdnsRecordTests(SynchronousTestCase):
+    def test_browsedServiceUpdatesDirectory(self) -> None:
+        """A browsed mDNS service becomes a peer record; its removal removes it (no sockets used)."""
+        from suite.goop.p2p.discovery import MdnsDiscovery, PeerDirectory, lanAddresses
+
+        class Reactor:
+            def callFromThread(self, f: object, *a: object) -> None:
+                f(*a)  # type: ignore[operator]
+
+        class Info:
+            port = 4555
+            properties = {b"peer_id": b"abc", b"label": b"lan peer"}
+
+            def parsed_addresses(self) -> list[str]:
+                return ["192.0.2.7"]
+
+        class ZC:
+            def get_service_info(self, t: str, n: str, timeout: int) -> Info:
+                return Info()
+
+        class Change:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+        d = self.mktemp()
+        os.makedirs(d)
+        directory = PeerDirectory("self")
+        m = MdnsDiscovery(Reactor(), loadIdentity(d), "goop-test", lambda: 1, "me", directory)
+        self.assertEqual(m.serviceType, "_goop-test._tcp.local.")
+        m._changed(ZC(), m.serviceType, "x", Change("Added"))
+        self.assertEqual(directory.peers()[0]["addrs"], ["192.0.2.7:4555"])
+        self.assertEqual(directory.peers()[0]["source"], "mdns")
+        m._changed(ZC(), m.serviceType, "x", Change("Removed"))
+        self.assertEqual(directory.peers(), [])
+        self.assertTrue(lanAddresses())

@@ -5,7 +5,7 @@ Behaviour shared by every IKeyValueStore backend, with real files.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
@@ -22,17 +22,23 @@ from suite.kv.records import RING_SIZE, LeaseHeld, LeaseLost, inRange, ringId
 from suite.kv.sqlite import SQLiteStore
 
 
-class _Backend:
+if TYPE_CHECKING:
+    _Base = TestCase
+else:
+    _Base = object
+
+
+class _Backend(_Base):
     backend = "memory"
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
-        self.dataDir = self.mktemp()  # type: ignore[attr-defined]
+        self.dataDir = self.mktemp()
         os.makedirs(self.dataDir)
         self.pool = ThreadPool(1, 1, name="kv-test")
         self.pool.start()
-        self.addCleanup(self.pool.stop)  # type: ignore[attr-defined]
+        self.addCleanup(self.pool.stop)
         self.store = self.open()
 
     def runner(self, f: Any) -> Any:
@@ -40,14 +46,14 @@ class _Backend:
 
     def open(self) -> Any:
         store = openStore(self.backend, self.dataDir, 0, self.clock, self.runner, flushInterval=3.0)
-        self.addCleanup(store.close)  # type: ignore[attr-defined]
+        self.addCleanup(store.close)
         return store
 
     def test_provides(self) -> None:
         """
         The backend provides IKeyValueStore.
         """
-        self.assertTrue(verifyObject(IKeyValueStore, self.store))  # type: ignore[attr-defined]
+        self.assertTrue(verifyObject(IKeyValueStore, self.store))
 
     async def test_putGetDelete(self) -> None:
         """
@@ -57,7 +63,7 @@ class _Backend:
         self.assertIsNone(await s.get(b"k"))
         await s.put(b"k", b"v1")
         await s.put(b"k", b"v2")
-        self.assertEqual(await s.get(b"k"), b"v2")  # type: ignore[attr-defined]
+        self.assertEqual(await s.get(b"k"), b"v2")
         self.assertTrue(await s.delete(b"k"))
         self.assertFalse(await s.delete(b"k"))
         self.assertIsNone(await s.get(b"k"))
@@ -70,12 +76,12 @@ class _Backend:
         self.assertTrue(await s.prefixAppend(b"p", b"b"))
         self.assertTrue(await s.prefixAppend(b"p", b"a"))
         self.assertFalse(await s.prefixAppend(b"p", b"a"))
-        self.assertEqual(await s.prefixList(b"p"), [b"a", b"b"])  # type: ignore[attr-defined]
+        self.assertEqual(await s.prefixList(b"p"), [b"a", b"b"])
         self.assertTrue(await s.prefixContains(b"p", b"a"))
         self.assertTrue(await s.prefixRemove(b"p", b"a"))
         self.assertFalse(await s.prefixContains(b"p", b"a"))
         self.assertFalse(await s.prefixRemove(b"p", b"zz"))
-        self.assertEqual(await s.prefixList(b"nothing"), [])  # type: ignore[attr-defined]
+        self.assertEqual(await s.prefixList(b"nothing"), [])
 
     async def test_leases(self) -> None:
         """
@@ -85,19 +91,19 @@ class _Backend:
         s = self.store
         a = await s.acquireLease(b"L", b"alice", 10)
         again = await s.acquireLease(b"L", b"alice", 10)
-        self.assertEqual(a.token, again.token)  # type: ignore[attr-defined]
-        with self.assertRaises(LeaseHeld):  # type: ignore[attr-defined]
+        self.assertEqual(a.token, again.token)
+        with self.assertRaises(LeaseHeld):
             await s.acquireLease(b"L", b"bob", 10)
         self.clock.advance(11)
         b = await s.acquireLease(b"L", b"bob", 10)
-        self.assertGreater(b.token, a.token)  # type: ignore[attr-defined]
-        with self.assertRaises(LeaseLost):  # type: ignore[attr-defined]
+        self.assertGreater(b.token, a.token)
+        with self.assertRaises(LeaseLost):
             await s.renewLease(b"L", a.token, 10)
         renewed = await s.renewLease(b"L", b.token, 30)
-        self.assertEqual(renewed.expiresAt, self.clock.seconds() + 30)  # type: ignore[attr-defined]
+        self.assertEqual(renewed.expiresAt, self.clock.seconds() + 30)
         self.assertTrue(await s.releaseLease(b"L", b.token))
         c = await s.acquireLease(b"L", b"carol", 5)
-        self.assertGreater(c.token, b.token)  # type: ignore[attr-defined]
+        self.assertGreater(c.token, b.token)
 
     async def test_rangeTransfer(self) -> None:
         """
@@ -112,15 +118,15 @@ class _Backend:
         low, high = RING_SIZE // 3, RING_SIZE // 3 * 2
         inside = {k for k in keys if inRange(ringId(k), low, high)}
         recs = await s.exportRange(low, high)
-        self.assertEqual({k for kind, k, _ in recs if kind == "v"}, inside)  # type: ignore[attr-defined]
+        self.assertEqual({k for kind, k, _ in recs if kind == "v"}, inside)
         other = MemoryStore(self.clock)
         await other.importRecords(recs)
-        self.assertEqual(await other.digestRange(low, high), await s.digestRange(low, high))  # type: ignore[attr-defined]
+        self.assertEqual(await other.digestRange(low, high), await s.digestRange(low, high))
         removed = await s.removeRange(low, high)
-        self.assertEqual(removed, len(recs))  # type: ignore[attr-defined]
-        self.assertEqual(await s.exportRange(low, high), [])  # type: ignore[attr-defined]
+        self.assertEqual(removed, len(recs))
+        self.assertEqual(await s.exportRange(low, high), [])
         wrapped = await s.exportRange(high, low)
-        self.assertEqual(len([1 for kind, _, _ in wrapped if kind == "v"]), len(keys) - len(inside))  # type: ignore[attr-defined]
+        self.assertEqual(len([1 for kind, _, _ in wrapped if kind == "v"]), len(keys) - len(inside))
 
     async def test_exportKeyTombstones(self) -> None:
         """
@@ -131,7 +137,7 @@ class _Backend:
         await s.put(b"x", b"1")
         other = MemoryStore(self.clock)
         await other.importRecords(await s.exportKey(b"x"))
-        self.assertEqual(await other.get(b"x"), b"1")  # type: ignore[attr-defined]
+        self.assertEqual(await other.get(b"x"), b"1")
         await s.delete(b"x")
         await other.importRecords(await s.exportKey(b"x"))
         self.assertIsNone(await other.get(b"x"))

@@ -9,6 +9,7 @@ import base64
 import datetime
 import os
 
+from cryptography.hazmat.primitives import serialization
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -80,7 +81,9 @@ class LoadBundleTests(SynchronousTestCase):
         self.assertEqual(bundle.clientCAKeyPEM, _read(self.path("client-ca.key")))
         self.assertEqual(bundle.caKeyPEM, _read(self.path("ca.key")))
         self.assertEqual(bundle.source, self.directory)
-        self.assertNotIn("PRIVATE", repr(bundle))
+        self.assertEqual(
+            repr(bundle), f"<Bundle from {self.directory}: CN=node1.example DNS:node1.example IP:127.0.0.1>"
+        )
 
     def test_optionalKeys(self) -> None:
         """
@@ -480,3 +483,69 @@ class SourceTests(SynchronousTestCase):
             self.assertEqual(loaded.nodeCert, bundle.nodeCert)
         self.assertEqual([s.description for s in sources], [directory, "environment", directory])
         self.assertNotIn("CERT_NODE_KEY", repr(sources[1]))
+
+
+class KeyFormatTests(SynchronousTestCase):
+    """
+    Private key encodings the loader accepts or refuses.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        self.bundle = initBundle(self.directory, ["node1.example"])
+        self.keyPath = os.path.join(self.directory, "node.key")
+
+    def test_traditionalFormat(self) -> None:
+        """
+        A key in the traditional C{EC PRIVATE KEY} format loads.
+        """
+        _write(
+            self.keyPath,
+            self.bundle.nodeKey.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            ),
+        )
+        self.assertEqual(loadBundle(self.directory).nodeKeyPEM, self.bundle.nodeKeyPEM)
+
+    def test_encrypted(self) -> None:
+        """
+        An encrypted key is refused with the reason, naming the file.
+        """
+        _write(
+            self.keyPath,
+            self.bundle.nodeKey.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"secret"),
+            ),
+        )
+        e = self.assertRaises(BundleError, loadBundle, self.directory)
+        self.assertEqual(str(e), f"{self.keyPath}: private key is encrypted; provide it unencrypted")
+
+    def test_tooLarge(self) -> None:
+        """
+        A file larger than any PEM bundle is refused without parsing it.
+        """
+        _write(self.keyPath, b"x" * (1024 * 1024 + 10))
+        e = self.assertRaises(BundleError, loadBundle, self.directory)
+        self.assertIn("larger than", str(e))
+
+
+class ClientCATests(SynchronousTestCase):
+    """
+    The client CA file holds exactly one CA.
+    """
+
+    def test_oneClientCA(self) -> None:
+        """
+        Two blocks in C{client-ca.crt} are refused, naming the file.
+        """
+        directory = self.mktemp()
+        bundle = initBundle(directory, ["a.example"])
+        assert bundle.clientCACert is not None
+        path = os.path.join(directory, "client-ca.crt")
+        _write(path, certificateToPEM(bundle.clientCACert, helpers.clientCA()[0]))
+        e = self.assertRaises(BundleError, loadBundle, directory)
+        self.assertEqual(str(e), f"{path}: holds 2 certificates; expected one client CA")

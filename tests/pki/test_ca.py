@@ -20,6 +20,7 @@ from suite.pki.ca import (
     mintCA,
     mintCertificate,
     mintClientCertificate,
+    mintSelfSigned,
     splitNames,
     writeClientCertificate,
     writeNodeCertificate,
@@ -314,3 +315,28 @@ class BundleWritingTests(SynchronousTestCase):
         self.assertEqual(sorted(os.path.basename(p) for p in paths), ["ca.crt", "client.crt", "client.key"])
         self.assertEqual(stat.S_IMODE(os.stat(os.path.join(out, "client.key")).st_mode), 0o600)
         self.assertRaises(BundleError, writeClientCertificate, bundle, "carol", out)
+
+
+class SelfSignedTests(SynchronousTestCase):
+    """
+    L{mintSelfSigned}.
+    """
+
+    def test_selfSigned(self) -> None:
+        """
+        A self-signed server certificate names its hosts, signs itself, is
+        for serverAuth only and is not a CA.
+        """
+        cert, key = mintSelfSigned(["apex.example", "192.0.2.1"], days=30)
+        cert.verify_directly_issued_by(cert)
+        self.assertTrue(keyMatchesCertificate(key, cert))
+        san = _ext(cert, x509.SubjectAlternativeName)
+        assert isinstance(san, x509.SubjectAlternativeName)
+        self.assertEqual(san.get_values_for_type(x509.DNSName), ["apex.example"])
+        eku = _ext(cert, x509.ExtendedKeyUsage)
+        assert isinstance(eku, x509.ExtendedKeyUsage)
+        self.assertEqual(list(eku), [ExtendedKeyUsageOID.SERVER_AUTH])
+        constraints = _ext(cert, x509.BasicConstraints)
+        assert isinstance(constraints, x509.BasicConstraints)
+        self.assertFalse(constraints.ca)
+        self.assertRaises(ValueError, mintSelfSigned, [])

@@ -215,7 +215,8 @@ class HandshakeTests(_HandshakeCase):
         )
         self.assertRefused(result)
         assert result.clientLost is not None
-        self.assertTrue(result.clientLost.check(SSL.Error))
+        self.assertTrue(result.clientLost.check(VerificationError))
+        self.assertIn("not issued by a trusted CA", str(result.clientLost.value))
         self.assertIsNone(result.serverIdentity)
 
     async def test_foreignClientRefused(self) -> None:
@@ -231,7 +232,8 @@ class HandshakeTests(_HandshakeCase):
         )
         self.assertRefused(result)
         assert result.serverLost is not None
-        self.assertTrue(result.serverLost.check(SSL.Error))
+        self.assertTrue(result.serverLost.check(VerificationError))
+        self.assertIn("not issued by a trusted CA", str(result.serverLost.value))
 
     async def test_expiredServerRefused(self) -> None:
         """
@@ -244,8 +246,10 @@ class HandshakeTests(_HandshakeCase):
         )
         self.assertRefused(result)
         assert result.clientLost is not None
-        self.assertTrue(result.clientLost.check(SSL.Error))
-        self.assertIn("certificate verify failed", str(result.clientLost.value))
+        self.assertTrue(result.clientLost.check(VerificationError))
+        self.assertEqual(
+            str(result.clientLost.value), "peer certificate has expired (OpenSSL verify error 10)"
+        )
 
     async def test_expiredClientRefused(self) -> None:
         """
@@ -258,7 +262,8 @@ class HandshakeTests(_HandshakeCase):
         )
         self.assertRefused(result)
         assert result.serverLost is not None
-        self.assertTrue(result.serverLost.check(SSL.Error))
+        self.assertTrue(result.serverLost.check(VerificationError))
+        self.assertIn("has expired", str(result.serverLost.value))
 
     async def test_wrongDNSNameRefused(self) -> None:
         """

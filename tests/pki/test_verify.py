@@ -4,6 +4,10 @@ Tests for L{suite.pki.verify}: SPIFFE IDs, identities and peer policies.
 
 from __future__ import annotations
 
+import string
+
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -180,3 +184,29 @@ class PolicyTests(SynchronousTestCase):
         self.assertIn("CN=bare.example", str(e))
         e = self.assertRaises(VerificationError, verifyCertificate, cert, spiffeId="spiffe://e.org")
         self.assertIn("its SPIFFE IDs: none", str(e))
+
+
+_segment = st.text(alphabet=string.ascii_letters + string.digits + "-_.", min_size=1, max_size=12).filter(
+    lambda s: s not in (".", "..")
+)
+_domain = st.text(alphabet=string.ascii_lowercase + string.digits + "-_.", min_size=1, max_size=20)
+
+
+class SpiffePropertyTests(SynchronousTestCase):
+    """
+    Properties of SPIFFE ID parsing and matching.
+    """
+
+    @given(_domain, st.lists(_segment, min_size=1, max_size=4), st.lists(_segment, min_size=1, max_size=4))
+    def test_roundTripAndMatching(self, domain: str, path: list[str], other: list[str]) -> None:
+        """
+        A well-formed ID parses and prints back unchanged, matches itself and
+        its trust domain, and matches another path only if they are equal.
+        """
+        text = f"spiffe://{domain}/" + "/".join(path)
+        parsed = parseSpiffeId(text)
+        self.assertEqual(str(parsed), text)
+        self.assertTrue(parsed.matches(parsed))
+        self.assertTrue(parseSpiffeId(f"spiffe://{domain}").matches(parsed))
+        otherId = parseSpiffeId(f"spiffe://{domain}/" + "/".join(other))
+        self.assertEqual(parsed.matches(otherId), path == other)

@@ -46,17 +46,28 @@ def scenario(seed: int) -> Simulation:
         leaseReads=plan.random() < 0.2,
     )
     sim = Simulation(seed, plan.choice([3, 3, 5]), faults, settings)
-    clients = [SimClient(sim, f"c{i}", ["x", "y", "z"][: plan.choice([1, 2, 3])]) for i in range(plan.choice([2, 4]))]
+    clients = [
+        SimClient(sim, f"c{i}", ["x", "y", "z"][: plan.choice([1, 2, 3])]) for i in range(plan.choice([2, 4]))
+    ]
     sim.clients = clients
     for c in clients:
         c.start()
-    ids = sorted(sim.nodes)
     extra = 0
     for _ in range(plan.randint(4, 10)):
         sim.run(plan.uniform(0.1, 0.9))
         what = plan.choice(
-            ["partition", "isolateLeader", "oneWay", "crash", "crashLeader", "restart", "slowDisk", "heal",
-             "transfer", "membership"]
+            [
+                "partition",
+                "isolateLeader",
+                "oneWay",
+                "crash",
+                "crashLeader",
+                "restart",
+                "slowDisk",
+                "heal",
+                "transfer",
+                "membership",
+            ]
         )
         members = sorted(sim.nodes)
         leader = sim.leader()
@@ -113,9 +124,7 @@ def scenario(seed: int) -> Simulation:
     assert leader is not None
     members = leader.configs.latest().members()
     if not sim.runUntil(
-        lambda: all(
-            n.lastApplied == leader.commitIndex for n in sim.live() if n.id in members
-        ),
+        lambda: all(n.lastApplied == leader.commitIndex for n in sim.live() if n.id in members),
         5.0,
     ):
         sim.fail("replicas did not converge: " + str({n.id: n.lastApplied for n in sim.live()}))

@@ -78,7 +78,7 @@ class ChurnSimulationTests(SynchronousTestCase):
         c.add("p0:1", None)
         c.run(3)
         names = [f"p{i}:1" for i in range(1, 16)]
-        for i, name in enumerate(names[:11]):
+        for _i, name in enumerate(names[:11]):
             c.add(name, "p0:1")
             for _ in range(10):
                 writer.write()

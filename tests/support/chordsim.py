@@ -35,7 +35,9 @@ class SimNetwork:
     requests and replies; crashed processes neither receive nor answer.
     """
 
-    def __init__(self, clock: Clock, rng: random.Random, drop: float = 0.0, delay: tuple[float, float] = (0.001, 0.02)) -> None:
+    def __init__(
+        self, clock: Clock, rng: random.Random, drop: float = 0.0, delay: tuple[float, float] = (0.001, 0.02)
+    ) -> None:
         self.clock = clock
         self.rng = rng
         self.drop = drop
@@ -50,7 +52,9 @@ class SimNetwork:
     def _lost(self, *addrs: str) -> bool:
         return any(a in self.crashed or a not in self.nodes for a in addrs) or self.rng.random() < self.drop
 
-    def deliver(self, src: str, dst: str, vid: int | None, method: str, args: list[Any], timeout: float) -> "Deferred[Any]":
+    def deliver(
+        self, src: str, dst: str, vid: int | None, method: str, args: list[Any], timeout: float
+    ) -> Deferred[Any]:
         self.messages += 1
         d: Deferred[Any] = Deferred()
         timer = self.clock.callLater(timeout, lambda: d.errback(RemoteError(E.TIMEOUT, f"{method} to {dst}")))
@@ -63,7 +67,11 @@ class SimNetwork:
                 return
             timer.cancel()
             if isinstance(result, Failure):
-                err = result.value if isinstance(result.value, RemoteError) else RemoteError(E.INTERNAL, str(result.value))
+                err = (
+                    result.value
+                    if isinstance(result.value, RemoteError)
+                    else RemoteError(E.INTERNAL, str(result.value))
+                )
                 d.errback(RemoteError.fromWire(_copy(err.toWire())))
             else:
                 d.callback(_copy(result))
@@ -90,7 +98,9 @@ class SimTransport:
         self.net = net
         self.addr = addr
 
-    def call(self, addr: str, vnodeId: int | None, method: str, args: list[Any], timeout: float) -> "Deferred[Any]":
+    def call(
+        self, addr: str, vnodeId: int | None, method: str, args: list[Any], timeout: float
+    ) -> Deferred[Any]:
         return self.net.deliver(self.addr, addr, vnodeId, method, args, timeout)
 
 
@@ -104,7 +114,9 @@ class Cluster:
         self.clock.advance(1_000_000)
         self.rng = random.Random(seed)
         self.net = SimNetwork(self.clock, self.rng, drop=drop)
-        self.config = config or ChordConfig(virtual=4, replicas=3, successors=12, stabilizeInterval=0.5, rpcTimeout=1.0)
+        self.config = config or ChordConfig(
+            virtual=4, replicas=3, successors=12, stabilizeInterval=0.5, rpcTimeout=1.0
+        )
 
     def add(self, name: str, seed: str | None) -> ChordNode:
         node = ChordNode(
@@ -131,7 +143,7 @@ class Cluster:
         return [n for a, n in self.net.nodes.items() if a not in self.net.crashed]
 
     def activeVnodes(self) -> list[Any]:
-        out = [v for n in self.live() for v in n.vnodes if v.membership.servesKeys() and not v.gone]
+        out = [v for n in self.live() for v in n.vnodes if v.serving and not v.gone]
         return sorted(out, key=lambda v: v.ref.id)
 
     def expectedOwner(self, kid: int) -> Any:
@@ -163,7 +175,9 @@ class Cluster:
         problems = []
         n = len(ring)
         for i, v in enumerate(ring):
-            want = [ring[(i + k) % n].ref for k in range(1, min(self.config.successors, n - 1) + 1)] or [v.ref]
+            want = [ring[(i + k) % n].ref for k in range(1, min(self.config.successors, n - 1) + 1)] or [
+                v.ref
+            ]
             if v.succs[: len(want)] != want:
                 problems.append(f"{v.ref.short()} successors differ")
             pred = ring[(i - 1) % n].ref

@@ -14,8 +14,9 @@ Replay a failing scenario with C{RAFT_SEED=<seed> pytest tests/raft/test_simulat
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -91,14 +92,14 @@ class SimTransport:
         self.receiver: Callable[[Message], None] | None = None
         network.endpoints[nodeId] = self
 
-    def send(self, message: Message) -> None:  # type: ignore[override]
+    def send(self, message: Message) -> None:
         if self.up:
             self.network.deliver(message)
 
-    def setReceiver(self, receiver: Callable[[Message], None]) -> None:  # type: ignore[override]
+    def setReceiver(self, receiver: Callable[[Message], None]) -> None:
         self.receiver = receiver
 
-    def updatePeers(self, addresses: object) -> None:
+    def updatePeers(self, addresses: Mapping[str, str]) -> None:
         pass
 
 
@@ -161,13 +162,13 @@ class SimStorage:
 
         return self._enqueue(op)
 
-    def appendEntries(self, truncateAfter: int | None, entries: list[Entry]) -> Deferred[None]:  # type: ignore[override]
+    def appendEntries(self, truncateAfter: int | None, entries: Sequence[Entry]) -> Deferred[None]:
         entries = list(entries)
         return self._enqueue(
             lambda: applyAppend(self.disk.state.entries, truncateAfter, entries, self._base())
         )
 
-    def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:  # type: ignore[override]
+    def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:
         self.latestSnapshot = (meta, data)
 
         def op() -> None:

@@ -49,10 +49,12 @@ class Connection:
         """
         The kernel buffer is full: the transport pauses its producer.
         """
-        self.transport.producer.pauseProducing()
+        producer: Any = self.transport.producer
+        producer.pauseProducing()
 
     def resumeSocket(self) -> None:
-        self.transport.producer.resumeProducing()
+        producer: Any = self.transport.producer
+        producer.resumeProducing()
 
     def close(self) -> None:
         self.protocol.connectionLost(Failure(ConnectionDone("client went away")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import treq
 from prometheus_client import CollectorRegistry, Gauge
@@ -109,9 +110,10 @@ class EndpointCheckTests(SynchronousTestCase):
         service.privilegedStartService()
         service.startService()
         [(port, factory, _, interface)] = memory.tcpServers
+        site: Any = factory
         self.assertEqual((port, interface), (8089, "127.0.0.1"))
         self.assertIsInstance(factory, LimitedSite)
-        self.assertEqual(factory.maxBodyBytes, 10)
+        self.assertEqual(site.maxBodyBytes, 10)
 
 
 @implementer(IAgentEndpointFactory)

@@ -212,3 +212,32 @@ class ReadinessTests(SynchronousTestCase):
         resource is built.
         """
         self.assertRaises(TypeError, makeAdminResource, [object()])
+
+
+class ServiceHealthTests(SynchronousTestCase):
+    """
+    Plain services adapt to L{IHealth}: ready while running.
+    """
+
+    def test_adapter(self) -> None:
+        """
+        C{IHealth(service)} is a L{ServiceHealth} named after the service;
+        C{/readyz} reports it not ready until the service runs.
+        """
+        from twisted.application.service import Service
+
+        from suite.web.health import ServiceHealth
+
+        service = Service()
+        service.setName("gossip")
+        health = IHealth(service)
+        self.assertIsInstance(health, ServiceHealth)
+        self.assertTrue(verifyObject(IHealth, health))
+        root = makeAdminResource([service])
+        code, _, body = _get(root, b"/readyz")
+        self.assertEqual(
+            (code, json.loads(body)["reasons"]), (503, ["gossip: service gossip is not running"])
+        )
+        service.startService()
+        code, _, body = _get(root, b"/readyz")
+        self.assertEqual(code, 200)

@@ -10,7 +10,9 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -212,9 +214,10 @@ class AccessLogTests(SynchronousTestCase):
         """
         from twisted.logger import LogLevel, globalLogPublisher
 
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events: list[Any] = []
+        observe: Any = events.append
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         site = LimitedSite(Echo(), reactor=Clock(), accessLogLevel=LogLevel.info)
         conn = Connection(site)
         conn.get(b"/thing?token=abc123")
@@ -224,3 +227,51 @@ class AccessLogTests(SynchronousTestCase):
             ("GET", "/thing", 200, "127.0.0.1", LogLevel.info),
         )
         self.assertNotIn("abc123", repr(event))
+
+
+class HTTP2LimitTests(TestCase):
+    """
+    Over HTTP/2 the request object enforces the body limit.
+    """
+
+    async def test_h2BodyLimit(self) -> None:
+        """
+        HTTP/2 streams with a declared or undeclared body over the limit get
+        413 and never reach the resource; a small body does.
+        """
+        import h2.config
+        import h2.connection
+        import h2.events
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.task import deferLater
+        from twisted.internet.testing import StringTransport
+
+        echo = Echo()
+        site = LimitedSite(echo, maxBodyBytes=1000, reactor=reactor, timeout=None)
+        protocol: Any = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost, Failure(ConnectionDone()))
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        for streamID, size, declare in ((1, 5000, True), (3, 5000, False), (5, 10, True)):
+            headers = [(":method", "POST"), (":path", "/"), (":scheme", "https"), (":authority", "t")]
+            if declare:
+                headers.append(("content-length", str(size)))
+            client.send_headers(streamID, headers)
+            client.send_data(streamID, b"a" * size, end_stream=True)
+        protocol.dataReceived(client.data_to_send())
+        for _ in range(5):
+            await deferLater(reactor, 0)
+        status: dict[int, bytes] = {}
+        bodies: dict[int, bytes] = {}
+        for event in client.receive_data(transport.value()):
+            if isinstance(event, h2.events.ResponseReceived):
+                status[event.stream_id] = dict(event.headers)[b":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                bodies[event.stream_id] = bodies.get(event.stream_id, b"") + event.data
+        self.assertEqual(status, {1: b"413", 3: b"413", 5: b"200"})
+        self.assertEqual(json.loads(bodies[1]), {"error": "request body larger than 1000 bytes"})
+        self.assertEqual(bodies[5], b"10")
+        self.assertEqual(echo.calls, 1)

@@ -4,6 +4,8 @@ Tests for C{/metrics} and the seconds-unit name guard.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
@@ -128,9 +130,10 @@ class SecondsGuardTests(SynchronousTestCase):
         A seconds metric added after start-up is never exposed; it is
         logged once as an error; the others are still served.
         """
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events: list[Any] = []
+        observe: Any = events.append
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         registry = CollectorRegistry()
         Gauge("good_ms", "ok", registry=registry).set(1)
         resource = MetricsResource(registry, forbidSecondsSuffix=True)

@@ -8,8 +8,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
 from suite.web.limits import LimitedSite
@@ -158,6 +164,29 @@ class SSETests(SynchronousTestCase):
         self.assertEqual(parseResponse(fourth.received())[0], 200)
         self.assertEqual(hub.clientCount, 2)
 
+    def test_perAddressCap(self) -> None:
+        """
+        With C{maxPerIP}, one address may hold only that many streams; a
+        slot frees when one of them leaves.
+        """
+        hub = self.makeHub(maxPerIP=1)
+        first = self.connect()
+        second = self.connect()
+        code, _, body = parseResponse(second.received())
+        self.assertEqual(code, 429)
+        self.assertIn("from this address (limit 1)", json.loads(body)["error"])
+        first.close()
+        self.assertEqual(parseResponse(self.connect().received())[0], 200)
+        self.assertEqual(hub.clientCount, 1)
+
+    def test_initial(self) -> None:
+        """
+        Frames from C{initial} are sent to each new client first.
+        """
+        self.makeHub(initial=lambda: [formatEvent("log", "line 1"), formatEvent("log", "line 2")])
+        conn = self.connect()
+        self.assertEqual([f["data"] for f in frames(conn.received()) if "data" in f], ["line 1", "line 2"])
+
     def test_slowClientDropped(self) -> None:
         """
         A client whose socket stops accepting data gets frames queued up to
@@ -266,9 +295,82 @@ class SSETests(SynchronousTestCase):
         self.assertTrue(conn.received().endswith(b"0\r\n\r\n"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_verifyProducer(self) -> None:
+        """
+        Each client is the C{IPushProducer} registered on its request.
+        """
+        from twisted.internet.interfaces import IPushProducer
+        from zope.interface.verify import verifyObject
+
+        hub = self.makeHub()
+        self.connect()
+        [client] = hub._clients
+        self.assertTrue(verifyObject(IPushProducer, client))
+
     def test_badArguments(self) -> None:
         """
         Negative limits are refused.
         """
         self.assertRaises(ValueError, SSEHub, self.clock, maxClients=-1)
         self.assertRaises(ValueError, SSEHub, self.clock, keepaliveSeconds=-1)
+
+
+class _StreamClient(Protocol):
+    def __init__(self, read: bool) -> None:
+        self.read = read
+        self.received = 0
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+        if not self.read:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lost.callback(None)
+
+
+class LoopbackSSETests(TestCase):
+    """
+    Slow-client eviction over real sockets.
+    """
+
+    async def test_stalledReaderDropped(self) -> None:
+        """
+        A client that stops reading is disconnected once its queue passes
+        the bound, while a client that reads keeps every event.
+        """
+        hub = SSEHub(reactor, keepaliveSeconds=0, maxBufferBytes=64 * 1024)
+        root = Resource()
+        root.putChild(b"events", hub.resource())
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            LimitedSite(root, reactor=reactor)
+        )
+        self.addCleanup(port.stopListening)
+        self.addCleanup(hub.close)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        stalled, reader = _StreamClient(read=False), _StreamClient(read=True)
+        stalledProtocol = await connectProtocol(endpoint, stalled)
+        readerProtocol = await connectProtocol(endpoint, reader)
+        self.addCleanup(lambda: stalledProtocol.transport.abortConnection())
+        self.addCleanup(lambda: readerProtocol.transport.loseConnection())
+        while hub.clientCount < 2:
+            await deferLater(reactor, 0.01)
+        payload = "x" * 16384
+        sent = 0
+        while hub.droppedClients == 0 and sent < 4000:
+            hub.publish("blob", payload)
+            sent += 1
+            await deferLater(reactor, 0)
+        self.assertEqual(hub.droppedClients, 1)
+        # A paused transport does not notice the close until it reads again.
+        stalledProtocol.transport.resumeProducing()
+        await stalled.lost
+        self.assertEqual(hub.clientCount, 1)
+        self.assertFalse(reader.lost.called)
+        while reader.received < sent * 16384:
+            await deferLater(reactor, 0.01)

@@ -23,7 +23,8 @@ import os
 import re
 import sqlite3
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
@@ -187,7 +188,9 @@ class LuaEngine:
         if w:
             writes = {t.strip() for t in w.group(1).split(",") if t.strip()}
         self.start()
-        return deferToThreadPool(self.reactor, self.pool, self.runBlocking, caller, function, src, params, writes)
+        return deferToThreadPool(
+            self.reactor, self.pool, self.runBlocking, caller, function, src, params, writes
+        )
 
     # -- on the worker thread ----------------------------------------------
 
@@ -226,7 +229,9 @@ class LuaEngine:
 class _Api:
     """The C{goop} table of one call (lives on the worker thread)."""
 
-    def __init__(self, engine: LuaEngine, lua: Any, caller: str, function: str, writes: set[str], deadline: float) -> None:
+    def __init__(
+        self, engine: LuaEngine, lua: Any, caller: str, function: str, writes: set[str], deadline: float
+    ) -> None:
         self.engine = engine
         self.lua = lua
         self.caller = caller
@@ -261,7 +266,11 @@ class _Api:
         if lupa.lua_type(value) == "table":
             items = list(value.items())
             keys = [k for k, _ in items]
-            if keys and all(isinstance(k, int) for k in keys) and sorted(keys) == list(range(1, len(keys) + 1)):
+            if (
+                keys
+                and all(isinstance(k, int) for k in keys)
+                and sorted(keys) == list(range(1, len(keys) + 1))
+            ):
                 return [self.fromLua(v, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
             return {str(k): self.fromLua(v, depth + 1) for k, v in items}
         if lupa.lua_type(value) is not None:
@@ -337,7 +346,7 @@ class _Api:
         try:
             cur = self._conn(False).execute(sql, a)
             cols = [d[0] for d in cur.description or ()]
-            return [dict(zip(cols, row)) for row in cur.fetchmany(1000)]
+            return [dict(zip(cols, row, strict=False)) for row in cur.fetchmany(1000)]
         except sqlite3.Error as e:
             raise LuaError(f"goop.db.query: {e}") from None
 
@@ -355,13 +364,17 @@ class _Api:
     # kv (namespaced per function, in data.db)
     def _kvConn(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.engine.dataPath, timeout=2.0, isolation_level=None)
-        conn.execute("CREATE TABLE IF NOT EXISTS _goop_kv (ns TEXT, key TEXT, value TEXT, PRIMARY KEY (ns, key))")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS _goop_kv (ns TEXT, key TEXT, value TEXT, PRIMARY KEY (ns, key))"
+        )
         return conn
 
     def _kvGet(self, key: str) -> Any:
         conn = self._kvConn()
         try:
-            row = conn.execute("SELECT value FROM _goop_kv WHERE ns = ? AND key = ?", (self.function, key)).fetchone()
+            row = conn.execute(
+                "SELECT value FROM _goop_kv WHERE ns = ? AND key = ?", (self.function, key)
+            ).fetchone()
         finally:
             conn.close()
         return self.toLua(json.loads(row[0])) if row else None
@@ -396,7 +409,12 @@ class _Api:
         data = None if body is None else str(self.fromLua(body)).encode()
         try:
             status, hdrs, content = guardedRequest(
-                method, url, data, headers if isinstance(headers, dict) else None, min(5.0, remaining), self.engine.resolver
+                method,
+                url,
+                data,
+                headers if isinstance(headers, dict) else None,
+                min(5.0, remaining),
+                self.engine.resolver,
             )
         except SSRFError as e:
             raise LuaError(f"goop.http: {e}") from None

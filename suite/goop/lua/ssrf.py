@@ -15,7 +15,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 __all__ = ["guardedRequest", "SSRFError", "checkAddress", "Resolver"]

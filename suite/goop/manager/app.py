@@ -23,11 +23,12 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.daemon import ConfigError
 from suite.goop.config import defaultDocument, loadConfig, parseHostPort, writeConfig
 from suite.goop.webutil import JSONErrorPage, header, isLoopback, jsonResponse, readBody
+from suite.web.limits import LimitedSite
 
 __all__ = ["Manager", "runManager", "managerResource"]
 
@@ -121,7 +122,11 @@ class Manager:
         args = [self.twistd, "--nodaemon", "--pidfile=", "--logger=suite.logging.observer", "goop", mode, d]
         logf = open(os.path.join(d, "peer.log"), "ab")
         proc = self.reactor.spawnProcess(
-            _Child(self, name), args[0], args, env=dict(os.environ), childFDs={0: "w", 1: logf.fileno(), 2: logf.fileno()}
+            _Child(self, name),
+            args[0],
+            args,
+            env=dict(os.environ),
+            childFDs={0: "w", 1: logf.fileno(), 2: logf.fileno()},
         )
         logf.close()
         self.running[name] = proc
@@ -150,9 +155,6 @@ class Manager:
                 pass
 
 
-
-
-
 class _Root(Resource):
     def __init__(self, manager: Manager) -> None:
         super().__init__()
@@ -167,7 +169,10 @@ class _Root(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"content-security-policy", b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+        request.setHeader(
+            b"content-security-policy",
+            b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        )
         return self.page
 
 
@@ -192,7 +197,7 @@ class _API(Resource):
         origin = header(request, "origin")
         if ctype != "application/json" or (origin and origin.split("://", 1)[-1] != header(request, "host")):
             return jsonResponse(request, 403, {"error": "JSON requests from this page only"})
-        parts = [p.decode("utf-8", "replace") for p in request.postpath if p]
+        parts = [p.decode("utf-8", "replace") for p in (request.postpath or []) if p]
         raw = readBody(request, 4096)
         if raw is None:
             return jsonResponse(request, 413, {"error": "body too large"})
@@ -223,7 +228,7 @@ def managerResource(manager: Manager) -> Resource:
 
 def runManager(options: Any) -> int:
     """Serve the manager page until interrupted; print its URL."""
-    from twisted.internet import reactor, task
+    from twisted.internet import task
 
     from suite import logging as suitelogging
 
@@ -239,7 +244,7 @@ def runManager(options: Any) -> int:
 
     async def main(r: Any) -> None:
         manager = Manager(r, options["peers-dir"])
-        site = Site(managerResource(manager))
+        site = LimitedSite(managerResource(manager), maxBodyBytes=16 * 1024)
         site.noisy = False
         p = await serverFromString(r, f"tcp:{port}:interface={host}").listen(site)
         sys.stdout.write(f"goop2 manager: http://{host}:{p.getHost().port}/ (peers in {manager.peersDir})\n")
@@ -253,5 +258,3 @@ def runManager(options: Any) -> int:
 
     task.react(lambda r: Deferred.fromCoroutine(main(r)))
     return 0
-
-

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
@@ -29,7 +30,15 @@ log = Logger()
 MAX_PEERS_JSON = 32 * 1024 * 1024
 
 
-def signedPublication(identity: Identity, label: str, port: int, ttl: int, kind: str = "online", rendezvous: bool = False, now: float | None = None) -> tuple[bytes, str]:
+def signedPublication(
+    identity: Identity,
+    label: str,
+    port: int,
+    ttl: int,
+    kind: str = "online",
+    rendezvous: bool = False,
+    now: float | None = None,
+) -> tuple[bytes, str]:
     """The body and signature of one C{/publish}."""
     body = json.dumps(
         {
@@ -82,7 +91,18 @@ class PeerDirectory:
 class HubClient:
     """Publish to and follow one rendezvous hub."""
 
-    def __init__(self, reactor: Any, identity: Identity, url: str, directory: PeerDirectory, label: Callable[[], str], port: Callable[[], int], ttl: int, heartbeat: float, rendezvous: bool = False) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        identity: Identity,
+        url: str,
+        directory: PeerDirectory,
+        label: Callable[[], str],
+        port: Callable[[], int],
+        ttl: int,
+        heartbeat: float,
+        rendezvous: bool = False,
+    ) -> None:
         from treq.client import HTTPClient
         from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -105,6 +125,10 @@ class HubClient:
         self._retry: Any = None
         self.running = False
         self.published = 0
+        self.beats = 0
+        # The full list is read on start, on every event-stream (re)connect and
+        # every few minutes; in between, SSE events keep the directory current.
+        self.refreshEvery = max(1, int(300 // max(heartbeat, 1)))
 
     def start(self) -> None:
         self.running = True
@@ -112,22 +136,45 @@ class HubClient:
         self.follow()
 
     async def _publish(self, kind: str = "online") -> None:
-        body, sig = signedPublication(self.identity, self.label(), self.port(), self.ttl, kind, self.rendezvous, self.reactor.seconds())
+        body, sig = signedPublication(
+            self.identity, self.label(), self.port(), self.ttl, kind, self.rendezvous, self.reactor.seconds()
+        )
+        hdrs: Any = {"content-type": "application/json", "x-goop-signature": sig}
         resp = await self.http.post(
-            self.url + "/publish", data=body, headers={b"content-type": [b"application/json"], b"x-goop-signature": [sig.encode()]}
+            self.url + "/publish",
+            data=body,
+            headers=hdrs,
         )
         text = await resp.content()
         if resp.code != 200:
-            log.warn("rendezvous {url} refused publish: {code} {text}", url=self.url, code=resp.code, text=text[:200])
+            log.warn(
+                "rendezvous {url} refused publish: {code} {text}",
+                url=self.url,
+                code=resp.code,
+                text=text[:200],
+            )
         else:
             self.published += 1
 
     async def _refresh(self) -> None:
-        resp = await self.http.get(self.url + "/peers.json")
-        data = await resp.content()
-        if resp.code != 200 or len(data) > MAX_PEERS_JSON:
+        import treq
+
+        resp = await self.http.get(self.url + "/peers.json", unbuffered=True)
+        chunks: list[bytes] = []
+        size = [0]
+
+        def collect(data: bytes) -> None:
+            size[0] += len(data)
+            if size[0] > MAX_PEERS_JSON:
+                raise ValueError("peers.json larger than the limit")
+            chunks.append(data)
+
+        await treq.collect(resp, collect)
+        if resp.code != 200:
             return
-        records = json.loads(data)
+        records = json.loads(b"".join(chunks))
+        if not isinstance(records, list):
+            return
         seen = set()
         for r in records:
             if isinstance(r, dict) and "peer_id" in r:
@@ -140,10 +187,14 @@ class HubClient:
     def heartbeat(self) -> Deferred[None]:
         async def beat() -> None:
             await self._publish()
-            await self._refresh()
+            self.beats += 1
+            if self.beats == 1 or self.beats % self.refreshEvery == 0:
+                await self._refresh()
 
         d = Deferred.fromCoroutine(beat())
-        d.addErrback(lambda f: log.info("rendezvous {url} unreachable: {err}", url=self.url, err=f.getErrorMessage()))
+        d.addErrback(
+            lambda f: log.info("rendezvous {url} unreachable: {err}", url=self.url, err=f.getErrorMessage())
+        )
         return d
 
     def follow(self) -> None:
@@ -167,6 +218,9 @@ class HubClient:
                 await resp.content()
                 return
             import treq
+
+            refresh = Deferred.fromCoroutine(self._refresh())
+            refresh.addErrback(lambda f: log.info("peer list refresh failed: {err}", err=f.getErrorMessage()))
 
             await treq.collect(resp, chunk)
 
@@ -213,10 +267,36 @@ class HubClient:
         return d
 
 
+def lanAddresses() -> list[str]:
+    """This host's non-loopback IPv4 addresses (loopback if it has none)."""
+    import ipaddress
+
+    try:
+        import ifaddr
+
+        found = [
+            str(ip.ip)
+            for adapter in ifaddr.get_adapters()
+            for ip in adapter.ips
+            if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback
+        ]
+    except (ImportError, OSError, ValueError):
+        found = []
+    return found or ["127.0.0.1"]
+
+
 class MdnsDiscovery:
     """Announce and browse peers on the LAN with zeroconf."""
 
-    def __init__(self, reactor: Any, identity: Identity, tag: str, port: Callable[[], int], label: str, directory: PeerDirectory) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        identity: Identity,
+        tag: str,
+        port: Callable[[], int],
+        label: str,
+        directory: PeerDirectory,
+    ) -> None:
         self.reactor = reactor
         self.identity = identity
         self.serviceType = f"_{tag}._tcp.local."
@@ -226,6 +306,7 @@ class MdnsDiscovery:
         self.zc: Any = None
         self.info: Any = None
         self.browser: Any = None
+        self.names: dict[str, str] = {}
 
     def start(self) -> Deferred[None]:
         def work() -> None:
@@ -238,7 +319,7 @@ class MdnsDiscovery:
             self.info = ServiceInfo(
                 self.serviceType,
                 name,
-                addresses=[socket.inet_aton("127.0.0.1")],
+                addresses=[socket.inet_aton(a) for a in lanAddresses()],
                 port=self.port(),
                 properties={"peer_id": self.identity.peerId, "label": self.label[:200]},
             )
@@ -250,18 +331,23 @@ class MdnsDiscovery:
         return d
 
     def _changed(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
+        if getattr(state_change, "name", "") == "Removed":
+            pid = self.names.pop(name, None)
+            if pid is not None:
+                self.reactor.callFromThread(self.directory.remove, pid)
+            return
         info = zeroconf.get_service_info(service_type, name, timeout=2000)
         if info is None:
             return
         props = {k.decode(): (v or b"").decode("utf-8", "replace") for k, v in info.properties.items()}
-        record = {
-            "peer_id": props.get("peer_id", ""),
+        pid = props.get("peer_id", "")
+        record: dict[str, Any] = {
+            "peer_id": pid,
             "label": props.get("label", ""),
             "addrs": [f"{a}:{info.port}" for a in info.parsed_addresses()],
         }
-        if getattr(state_change, "name", "") == "Removed":
-            self.reactor.callFromThread(self.directory.remove, record["peer_id"])
-        else:
+        if pid:
+            self.names[name] = pid
             self.reactor.callFromThread(self.directory.update, record, "mdns")
 
     def stop(self) -> Deferred[None]:

@@ -6,14 +6,16 @@ C{/goop/data/1.0.0}, C{/goop/group/1.0.0}); after that each line is one JSON
 object.  Request/response protocols answer each request with one line, in
 order.  Lines are size-limited (64 KiB towards a server, 8 MiB towards a
 client), requests are processed one at a time with a bounded backlog, and an
-idle stream is closed.
+idle stream is closed.  Open streams are capped overall (512) and per
+authenticated peer (16).
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
@@ -28,8 +30,14 @@ from zope.interface import implementer
 from suite.goop.p2p.tls import PeerTLS, remotePeerId
 
 __all__ = [
-    "SITE_PROTOCOL", "DATA_PROTOCOL", "GROUP_PROTOCOL", "StreamServerFactory", "openStream", "StreamClient",
-    "RequestHandler", "listenStreams",
+    "SITE_PROTOCOL",
+    "DATA_PROTOCOL",
+    "GROUP_PROTOCOL",
+    "StreamServerFactory",
+    "openStream",
+    "StreamClient",
+    "RequestHandler",
+    "listenStreams",
 ]
 
 log = Logger()
@@ -61,7 +69,13 @@ def encode(obj: dict[str, Any]) -> bytes:
 class RequestResponse:
     """Answer each request with one response, in order, one at a time."""
 
-    def __init__(self, handler: RequestHandler, peerId: str, send: Callable[[dict[str, Any]], None], close: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler,
+        peerId: str,
+        send: Callable[[dict[str, Any]], None],
+        close: Callable[[], None],
+    ) -> None:
         self.handler = handler
         self.peerId = peerId
         self.send = send
@@ -95,7 +109,7 @@ class RequestResponse:
                 self.send(response)
                 self._next()
 
-        d.addErrback(failed).addCallback(reply)
+        d.addErrback(failed).addCallback(reply)  # type: ignore[call-overload]
 
     def lost(self) -> None:
         self.gone = True
@@ -104,6 +118,7 @@ class RequestResponse:
 
 @implementer(IHandshakeListener)
 class StreamServerProtocol(LineReceiver, TimeoutMixin):
+    transport: Any
     delimiter = b"\n"
     MAX_LENGTH = MAX_REQUEST_LINE
 
@@ -117,9 +132,14 @@ class StreamServerProtocol(LineReceiver, TimeoutMixin):
 
     def handshakeCompleted(self) -> None:
         try:
-            self.peerId = remotePeerId(self.transport)
+            peerId = remotePeerId(self.transport)
         except ValueError:
             self.transport.abortConnection()
+            return
+        if not self.factory.admit(peerId):
+            self.transport.abortConnection()
+            return
+        self.peerId = peerId
 
     def _send(self, obj: dict[str, Any]) -> None:
         self.sendLine(encode(obj))
@@ -156,6 +176,8 @@ class StreamServerProtocol(LineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.setTimeout(None)
+        if self.peerId is not None:
+            self.factory.release(self.peerId)
         if self.session is not None:
             self.session.lost()
 
@@ -165,11 +187,31 @@ class StreamServerFactory(Factory):
 
     noisy = False
 
-    def __init__(self) -> None:
+    def __init__(self, maxStreams: int = 512, maxPerPeer: int = 16) -> None:
         self.protocols: dict[str, SessionFactory] = {}
+        self.maxStreams = maxStreams
+        self.maxPerPeer = maxPerPeer
+        self.perPeer: dict[str, int] = {}
+
+    def admit(self, peerId: str) -> bool:
+        """Count an authenticated stream; refuse one over the caps."""
+        if sum(self.perPeer.values()) >= self.maxStreams or self.perPeer.get(peerId, 0) >= self.maxPerPeer:
+            log.info("refusing stream from {peer}: too many open streams", peer=peerId[:16])
+            return False
+        self.perPeer[peerId] = self.perPeer.get(peerId, 0) + 1
+        return True
+
+    def release(self, peerId: str) -> None:
+        n = self.perPeer.get(peerId, 1) - 1
+        if n <= 0:
+            self.perPeer.pop(peerId, None)
+        else:
+            self.perPeer[peerId] = n
 
     def addRequestHandler(self, protocolId: str, handler: RequestHandler) -> None:
-        self.protocols[protocolId] = lambda peer, send, close, transport: RequestResponse(handler, peer, send, close)
+        self.protocols[protocolId] = lambda peer, send, close, transport: RequestResponse(
+            handler, peer, send, close
+        )
 
     def addSessionFactory(self, protocolId: str, factory: SessionFactory) -> None:
         self.protocols[protocolId] = factory
@@ -178,7 +220,9 @@ class StreamServerFactory(Factory):
         return StreamServerProtocol(self)
 
 
-def listenStreams(reactor: Any, tls: PeerTLS, port: int, factory: StreamServerFactory, interface: str = "") -> Deferred[Any]:
+def listenStreams(
+    reactor: Any, tls: PeerTLS, port: int, factory: StreamServerFactory, interface: str = ""
+) -> Deferred[Any]:
     """Listen for TLS streams on C{port} (all interfaces unless given)."""
     desc = f"tcp:{port}" + (f":interface={interface}" if interface else "")
     return serverFromString(reactor, desc).listen(TLSMemoryBIOFactory(tls, False, factory))
@@ -192,6 +236,7 @@ class PeerMismatch(Exception):
 class StreamClient(LineReceiver):
     """The client end of one stream."""
 
+    transport: Any
     delimiter = b"\n"
     MAX_LENGTH = MAX_RESPONSE_LINE
 
@@ -204,6 +249,16 @@ class StreamClient(LineReceiver):
         self.onLost: Callable[[], None] | None = None
         self.peerId: str | None = None
         self.closed = False
+        self._closedWaiters: list[Deferred[None]] = []
+
+    def whenClosed(self) -> Deferred[None]:
+        """Fire once the connection is gone."""
+        d: Deferred[None] = Deferred()
+        if self.closed:
+            d.callback(None)
+        else:
+            self._closedWaiters.append(d)
+        return d
 
     def handshakeCompleted(self) -> None:
         try:
@@ -256,6 +311,9 @@ class StreamClient(LineReceiver):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
+        for d in self._closedWaiters:
+            d.callback(None)
+        self._closedWaiters = []
         if not self.ready.called:
             self.ready.errback(ConnectionError("connection closed during the handshake"))
         while self.pending:
@@ -274,19 +332,30 @@ class _ClientFactory(Factory):
         return self.proto
 
 
-def openStream(reactor: Any, tls: PeerTLS, address: str, expectedPeerId: str | None, protocolId: str, timeout: float = 10.0) -> Deferred[StreamClient]:
+def openStream(
+    reactor: Any,
+    tls: PeerTLS,
+    address: str,
+    expectedPeerId: str | None,
+    protocolId: str,
+    timeout: float = 10.0,
+) -> Deferred[StreamClient]:
     """Connect to C{address} (host:port), verify the peer id, open C{protocolId}."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     proto = StreamClient(expectedPeerId, protocolId)
-    ep = wrapClientTLS(tls, clientFromString(reactor, f"tcp:host={host}:port={int(port)}:timeout={int(timeout)}"))
+    ep = wrapClientTLS(
+        tls, clientFromString(reactor, f"tcp:host={host}:port={int(port)}:timeout={int(timeout)}")
+    )
     d = ep.connect(_ClientFactory(proto))
-    d.addCallback(lambda _: proto.ready)
-    d.addTimeout(timeout, reactor, onTimeoutCancel=lambda r, t: _timedOut(proto, t))
-    return d
+    d2: Deferred[StreamClient] = d.addCallback(lambda _: proto.ready)  # type: ignore[assignment]
+    d = d2  # type: ignore[assignment]
+    d2.addTimeout(timeout, reactor, onTimeoutCancel=lambda r, t: _timedOut(proto, t))
+    return d2
 
 
 def _timedOut(proto: StreamClient, timeout: float) -> Any:
-    if proto.transport is not None:
-        proto.transport.abortConnection()
+    t: Any = proto.transport
+    if t is not None:
+        t.abortConnection()
     raise TimeoutError(f"stream not ready within {timeout} s")

@@ -12,7 +12,6 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from suite.daemon import ConfigError
 from suite.goop.config import GoopConfig, parseHostPort, readDocument, validateDocument, writeConfig
@@ -22,12 +21,20 @@ from suite.goop.identity import Identity, loadIdentity
 from suite.goop.logbuffer import LogBuffer
 from suite.goop.lua.engine import LuaEngine
 from suite.goop.p2p.discovery import HubClient, MdnsDiscovery, PeerDirectory
-from suite.goop.p2p.streams import DATA_PROTOCOL, GROUP_PROTOCOL, SITE_PROTOCOL, StreamServerFactory, listenStreams, openStream
+from suite.goop.p2p.streams import (
+    DATA_PROTOCOL,
+    GROUP_PROTOCOL,
+    SITE_PROTOCOL,
+    StreamServerFactory,
+    listenStreams,
+    openStream,
+)
 from suite.goop.p2p.tls import PeerTLS
 from suite.goop.peer.site import SiteFiles
 from suite.goop.peer.store import DataStore
 from suite.goop.peer.viewer import makeViewer
 from suite.goop.rendezvous.hub import RendezvousHub
+from suite.web.limits import LimitedSite
 
 __all__ = ["PeerService", "makePeerService", "makeRendezvousOnly"]
 
@@ -41,7 +48,14 @@ DEFAULT_INDEX = b"""<!doctype html><html><head><meta charset=utf-8><title>Goop2 
 class PeerService(MultiService):
     """One peer (or, with C{minimal}, a rendezvous-only settings viewer)."""
 
-    def __init__(self, config: GoopConfig, reactor: Any, logs: LogBuffer, hubKwargs: dict[str, Any] | None = None, minimal: bool = False) -> None:
+    def __init__(
+        self,
+        config: GoopConfig,
+        reactor: Any,
+        logs: LogBuffer,
+        hubKwargs: dict[str, Any] | None = None,
+        minimal: bool = False,
+    ) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -52,10 +66,17 @@ class PeerService(MultiService):
         self.hub: RendezvousHub | None = None
         if config.rendezvousHost:
             self.hub = RendezvousHub(
-                reactor, config.rendezvousPort, config.templatesPath, config.peerDbFile, logs, **(hubKwargs or {})
+                reactor,
+                config.rendezvousPort,
+                config.templatesPath,
+                config.peerDbFile,
+                logs,
+                **(hubKwargs or {}),
             )
             self.hub.setServiceParent(self)
-        self.hubURL = config.rendezvousWan or (f"http://127.0.0.1:{config.rendezvousPort}" if config.rendezvousHost else "")
+        self.hubURL = config.rendezvousWan or (
+            f"http://127.0.0.1:{config.rendezvousPort}" if config.rendezvousHost else ""
+        )
         self.p2pPort = 0
         self.viewerPort = 0
         self.directory: PeerDirectory | None = None
@@ -105,22 +126,37 @@ class PeerService(MultiService):
             port = await listenStreams(self.reactor, self.tls, self.config.listenPort, self.streams)
             self._listeners.append(port)
             self.p2pPort = port.getHost().port
-            log.info("peer {peer} P2P streams on port {port}", peer=self.identity.peerId[:16], port=self.p2pPort)
+            log.info(
+                "peer {peer} P2P streams on port {port}", peer=self.identity.peerId[:16], port=self.p2pPort
+            )
             if self.hubURL:
                 self.hubClient = HubClient(
-                    self.reactor, self.identity, self.hubURL, self.directory, lambda: self.config.displayLabel,
-                    lambda: self.p2pPort, self.config.ttlSeconds, self.config.heartbeatSeconds,
+                    self.reactor,
+                    self.identity,
+                    self.hubURL,
+                    self.directory,
+                    lambda: self.config.displayLabel,
+                    lambda: self.p2pPort,
+                    self.config.ttlSeconds,
+                    self.config.heartbeatSeconds,
                 )
                 self.hubClient.start()
             if self.config.mdnsTag:
-                self.mdns = MdnsDiscovery(self.reactor, self.identity, self.config.mdnsTag, lambda: self.p2pPort, self.config.displayLabel, self.directory)
+                self.mdns = MdnsDiscovery(
+                    self.reactor,
+                    self.identity,
+                    self.config.mdnsTag,
+                    lambda: self.p2pPort,
+                    self.config.displayLabel,
+                    self.directory,
+                )
                 await self.mdns.start()
         if self.config.httpAddr:
             host, port = parseHostPort(self.config.httpAddr)
             resource, tail = makeViewer(self, self.reactor, minimal=self.minimal)
             tail.start()
             self._extra.append(tail)
-            site = Site(resource)
+            site = LimitedSite(resource, maxBodyBytes=256 * 1024)
             site.displayTracebacks = False
             site.noisy = False
             listening = await serverFromString(self.reactor, f"tcp:{port}:interface={host}").listen(site)
@@ -160,8 +196,12 @@ class PeerService(MultiService):
         return out
 
     def settings(self) -> dict[str, Any]:
-        return {"peer_id": self.identity.peerId, "label": self.config.label, "email": self.config.email,
-                "config": readDocument(self.config.directory)}
+        return {
+            "peer_id": self.identity.peerId,
+            "label": self.config.label,
+            "email": self.config.email,
+            "config": readDocument(self.config.directory),
+        }
 
     def updateProfile(self, doc: dict[str, Any]) -> None:
         """Change profile.label / profile.email in goop.json (validated)."""

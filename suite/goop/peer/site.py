@@ -52,7 +52,7 @@ class SiteFiles:
     def __init__(self, reactor: Any, siteDir: str, pool: Any = None) -> None:
         self.reactor = reactor
         self.siteDir = siteDir
-        self.pool = pool if pool is not None else reactor.getThreadPool()
+        self._pool = pool
 
     def read(self, path: str) -> Deferred[tuple[str, bytes] | None]:
         """Fire with (content type, bytes) or None when the path is not servable."""
@@ -66,7 +66,8 @@ class SiteFiles:
             ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
             return ctype, data
 
-        return deferToThreadPool(self.reactor, self.pool, work)
+        pool = self._pool if self._pool is not None else self.reactor.getThreadPool()
+        return deferToThreadPool(self.reactor, pool, work)
 
     def handle(self, peerId: str, request: dict[str, Any]) -> Deferred[dict[str, Any]]:
         """The C{/goop/site/1.0.0} request handler: {path} -> {ok, data}."""
@@ -76,7 +77,9 @@ class SiteFiles:
             if found is None:
                 return {"ok": False, "error": "not found"}
             ctype, data = found
-            return {"ok": True, "data": {"content_type": ctype, "size": len(data), "body": base64.b64encode(data).decode()}}
+            return {
+                "ok": True,
+                "data": {"content_type": ctype, "size": len(data), "body": base64.b64encode(data).decode()},
+            }
 
-        d.addCallback(answer)
-        return d
+        return d.addCallback(answer)  # type: ignore[return-value]

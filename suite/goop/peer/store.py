@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -37,8 +38,19 @@ RESERVED = {"_id", "_owner", "_created"}
 MAX_LIMIT = 1000
 META = "_goop_tables"
 OPS = (
-    "tables", "describe", "query", "insert", "update", "delete", "create-table", "add-column",
-    "drop-column", "rename-table", "delete-table", "lua-call", "lua-list",
+    "tables",
+    "describe",
+    "query",
+    "insert",
+    "update",
+    "delete",
+    "create-table",
+    "add-column",
+    "drop-column",
+    "rename-table",
+    "delete-table",
+    "lua-call",
+    "lua-list",
 )
 
 
@@ -116,7 +128,9 @@ class DataStore:
             return succeed({"ok": True, "data": self.lua.list()})
         fn = request.get("function")
         d = self.lua.call(caller, fn, request.get("params"))
-        d.addCallbacks(lambda r: {"ok": True, "data": r}, lambda f: {"ok": False, "error": f.getErrorMessage()})
+        d.addCallbacks(
+            lambda r: {"ok": True, "data": r}, lambda f: {"ok": False, "error": f.getErrorMessage()}
+        )
         return d
 
 
@@ -185,7 +199,8 @@ def runOp(conn: sqlite3.Connection, ownerId: str, caller: str, request: dict[str
     if op == "tables":
         rows = conn.execute(f"SELECT name, permission FROM {META} ORDER BY name").fetchall()
         return [{"name": r[0], "permission": r[1]} for r in rows if isOwner or r[1] != "owner-only"]
-    handler = _HANDLERS.get(str(op))
+    op = str(op)
+    handler = _HANDLERS.get(op)
     if handler is None:
         raise DataError(f"unknown op: {str(op)[:40]}")
     table = validIdentifier(request.get("table"))
@@ -196,7 +211,11 @@ def runOp(conn: sqlite3.Connection, ownerId: str, caller: str, request: dict[str
     perm = _permission(conn, table)
     need = _NEEDS[op]
     if not isOwner:
-        if need == "owner" or (need == "write" and perm != "peers-write") or (need == "read" and perm == "owner-only"):
+        if (
+            need == "owner"
+            or (need == "write" and perm != "peers-write")
+            or (need == "read" and perm == "owner-only")
+        ):
             raise DataError(f"permission denied: {op} on {table} ({perm})")
     return handler(conn, table, caller, request, isOwner)
 
@@ -214,9 +233,9 @@ def _query(conn: sqlite3.Connection, table: str, caller: str, r: dict[str, Any],
     limit, offset = r.get("limit", 100), r.get("offset", 0)
     if not isinstance(limit, int) or not isinstance(offset, int) or limit < 0 or offset < 0:
         raise DataError("limit and offset must be non-negative integers")
-    sql = f"SELECT {', '.join(q(c) for c in cols)} FROM {q(table)}{where} ORDER BY \"_id\" LIMIT ? OFFSET ?"
+    sql = f'SELECT {", ".join(q(c) for c in cols)} FROM {q(table)}{where} ORDER BY "_id" LIMIT ? OFFSET ?'
     rows = conn.execute(sql, [*args, min(limit, MAX_LIMIT), offset]).fetchall()
-    return [dict(zip(cols, row)) for row in rows]
+    return [dict(zip(cols, row, strict=False)) for row in rows]
 
 
 def _dataColumns(conn: sqlite3.Connection, table: str, data: Any) -> tuple[list[str], list[Any]]:
@@ -237,7 +256,7 @@ def _dataColumns(conn: sqlite3.Connection, table: str, data: Any) -> tuple[list[
 def _insert(conn: sqlite3.Connection, table: str, caller: str, r: dict[str, Any], isOwner: bool) -> Any:
     cols, vals = _dataColumns(conn, table, r.get("data"))
     sql = (
-        f"INSERT INTO {q(table)} (\"_owner\", \"_created\", {', '.join(q(c) for c in cols)}) "
+        f'INSERT INTO {q(table)} ("_owner", "_created", {", ".join(q(c) for c in cols)}) '
         f"VALUES (?, ?, {', '.join('?' for _ in cols)})"
     )
     cur = conn.execute(sql, [caller, time.time(), *vals])
@@ -257,7 +276,9 @@ def _update(conn: sqlite3.Connection, table: str, caller: str, r: dict[str, Any]
     if not where:
         raise DataError("update needs id or where")
     where, args = _mine(where, args, caller, isOwner)
-    cur = conn.execute(f"UPDATE {q(table)} SET {', '.join(q(c) + ' = ?' for c in cols)}{where}", [*vals, *args])
+    cur = conn.execute(
+        f"UPDATE {q(table)} SET {', '.join(q(c) + ' = ?' for c in cols)}{where}", [*vals, *args]
+    )
     return {"changed": cur.rowcount}
 
 

@@ -11,6 +11,8 @@ The peer's local viewer (C{viewer.http_addr}, loopback by default).
   - C{/logs}: live log tail (SSE at C{/api/logs/stream}), C{/api/logs} JSON;
   - C{/api/data}: POST JSON {peer?, request} runs a data request locally or
     on another peer;
+  - C{/api/groups}: groups hosted here and joined elsewhere (GET), actions
+    (POST JSON {action, group, host?, data?});
   - C{/healthz}.
 
 State-changing requests must be C{application/json} with no foreign
@@ -128,7 +130,9 @@ class _Remote(Resource):
                 _finish(request, jsonResponse(request, 404, {"error": resp.get("error", "not found")}))
                 return
             data = resp["data"]
-            request.setHeader(b"content-type", str(data.get("content_type", "application/octet-stream")).encode())
+            request.setHeader(
+                b"content-type", str(data.get("content_type", "application/octet-stream")).encode()
+            )
             request.setHeader(b"content-security-policy", b"sandbox")
             request.setHeader(b"x-content-type-options", b"nosniff")
             _finish(request, base64.b64decode(data.get("body", "")))
@@ -146,7 +150,7 @@ class _OwnSite(Resource):
         self.peer = peer
 
     def render_GET(self, request: Request) -> int:
-        path = b"/".join(request.postpath).decode("utf-8", "replace")
+        path = b"/".join(request.postpath or []).decode("utf-8", "replace")
 
         def done(found: tuple[str, bytes] | None) -> None:
             if found is None:
@@ -176,7 +180,11 @@ class _Self(Resource):
             f"<form id=f><label>Label <input name=label value='{html.escape(c.label)}'></label> "
             f"<label>Email <input name=email value='{html.escape(c.email)}'></label> <button>Save</button></form>"
             f"<p id=msg></p><h2>goop.json</h2><pre id=cfg>{html.escape(json.dumps(self.peer.settings()['config'], indent=2))}</pre>"
-            + ("<p><a id=hub href='" + html.escape(self.peer.hubURL) + "/'>Rendezvous dashboard</a></p>" if self.peer.hubURL else "")
+            + (
+                "<p><a id=hub href='" + html.escape(self.peer.hubURL) + "/'>Rendezvous dashboard</a></p>"
+                if self.peer.hubURL
+                else ""
+            )
             + "<script>document.getElementById('f').onsubmit=async(e)=>{e.preventDefault();"
             "const f=new FormData(e.target);const r=await fetch('/self',{method:'POST',headers:{'content-type':'application/json'},"
             "body:JSON.stringify({label:f.get('label'),email:f.get('email')})});"
@@ -260,9 +268,61 @@ class _Data(Resource):
         return NOT_DONE_YET
 
 
+class _Groups(Resource):
+    """C{/api/groups}: GET state; POST {action: create|close|join|send|state|leave, group, host?, data?}."""
+
+    isLeaf = True
+
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def render_GET(self, request: Request) -> bytes:
+        return jsonResponse(request, 200, self.peer.groups.describe())
+
+    def render_POST(self, request: Request) -> bytes:
+        bad = _jsonRequestOK(request)
+        if bad:
+            return jsonResponse(request, 403, {"error": bad})
+        raw = readBody(request, 64 * 1024)
+        if raw is None:
+            return jsonResponse(request, 413, {"error": "body too large"})
+        try:
+            doc = json.loads(raw)
+            action, group = doc["action"], doc["group"]
+            assert isinstance(group, str) and 0 < len(group) <= 64
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return jsonResponse(request, 400, {"error": "body must be {action, group, host?, data?}"})
+        g = self.peer.groups
+        host = str(doc.get("host", ""))
+        try:
+            if action == "create":
+                g.createGroup(group)
+            elif action == "close":
+                g.closeGroup(group)
+            elif action == "join" and host:
+                g.join(host, group)
+            elif action in ("send", "state") and host:
+                g.send(host, group, doc.get("data"), "msg" if action == "send" else "state")
+            elif action == "leave" and host:
+                g.leave(host, group)
+            else:
+                return jsonResponse(
+                    request, 400, {"error": f"unknown action or missing host: {str(action)[:20]}"}
+                )
+        except ValueError as e:
+            return jsonResponse(request, 400, {"error": str(e)})
+        return jsonResponse(request, 200, g.describe())
+
+
 def makeViewer(peer: Any, clock: Any, minimal: bool = False) -> tuple[Resource, SSEHub]:
     """The viewer's resource tree and its log-tail SSE hub."""
-    tail = SSEHub(clock, maxClients=32, maxPerIP=32, initial=lambda: [formatEvent("log", e) for e in peer.logs.snapshot(200)])
+    tail = SSEHub(
+        clock,
+        maxClients=32,
+        maxPerIP=32,
+        initial=lambda: [formatEvent("log", e) for e in peer.logs.snapshot(200)],
+    )
     peer.logs.listeners.append(lambda entry: tail.publish("log", entry))
     root: Resource = _MinimalRoot(peer) if minimal else _Home(peer)
     api = Resource()
@@ -276,6 +336,7 @@ def makeViewer(peer: Any, clock: Any, minimal: bool = False) -> tuple[Resource, 
         root.putChild(b"peers", _PeersJSON(peer))
         api.putChild(b"peers", _PeersJSON(peer))
         api.putChild(b"data", _Data(peer))
+        api.putChild(b"groups", _Groups(peer))
         root.putChild(b"p", _Remote(peer))
         root.putChild(b"site", _OwnSite(peer))
     return root, tail

@@ -21,17 +21,24 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
 from suite.goop.interfaces import IRendezvousHub
 from suite.goop.logbuffer import LogBuffer
 from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
-from suite.goop.rendezvous.registry import MAX_PUBLISH_BYTES, PeerRegistry, PublishError, TokenBucket, verifyPublication
+from suite.goop.rendezvous.registry import (
+    MAX_PUBLISH_BYTES,
+    PeerRegistry,
+    PublishError,
+    TokenBucket,
+    verifyPublication,
+)
 from suite.goop.rendezvous.templates import TemplateStore
 from suite.goop.sse import SSEHub
 from suite.goop.webutil import JSONErrorPage, clientIP, header, jsonResponse, readBody
+from suite.web.limits import LimitedSite
 
 __all__ = ["RendezvousHub"]
 
@@ -105,15 +112,13 @@ class RendezvousHub(Service):
         def loaded(records: list[dict[str, Any]]) -> None:
             for r in records:
                 self.registry.merge(r)
-            log.info("shared peer DB {path}: {count} live peers", path=self.peerDb.db.path, count=len(records))
+            log.info("shared peer DB: {count} live peers", count=len(records))
             self._sync.start(self.syncInterval, now=False)
 
-        d = self.peerDb.start(now)
-        d.addCallback(loaded)
-        return d
+        return self.peerDb.start(now).addCallback(loaded)
 
     def listen(self) -> Deferred[Any]:
-        site = Site(self.resource())
+        site = LimitedSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
         site.displayTracebacks = False
         site.noisy = False
         ep = serverFromString(self.reactor, f"tcp:{self.port}:interface={self.interface}")
@@ -121,7 +126,11 @@ class RendezvousHub(Service):
 
         def ok(p: Any) -> Any:
             self.listening = p
-            log.info("rendezvous hub listening on http://{host}:{port}/", host=self.interface, port=p.getHost().port)
+            log.info(
+                "rendezvous hub listening on http://{host}:{port}/",
+                host=self.interface,
+                port=p.getHost().port,
+            )
             return p
 
         d.addCallback(ok)
@@ -151,7 +160,7 @@ class RendezvousHub(Service):
     def emit(self, kind: str, record: dict[str, Any]) -> None:
         """Fan out one event locally (SSE) and queue it for the shared DB."""
         if kind != "heartbeat":
-            log.info("peer {peer} {kind}", peer=record["peer_id"][:16], kind=kind)
+            log.debug("peer {peer} {kind}", peer=record["peer_id"][:16], kind=kind)
             self.sse.publish(kind, record)
         if self.peerDb is not None:
             self.peerDb.record(kind, record)
@@ -171,7 +180,7 @@ class RendezvousHub(Service):
             log.info("peer {peer} expired", peer=record["peer_id"][:16])
             self.sse.publish("leave", record)
 
-    def sync(self) -> Deferred[None] | None:
+    def sync(self) -> Deferred[Any] | None:
         if self.peerDb is None or self._syncing:
             return None
         self._syncing = True
@@ -235,7 +244,10 @@ class _Root(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"content-security-policy", b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+        request.setHeader(
+            b"content-security-policy",
+            b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        )
         return self.page
 
 
@@ -247,7 +259,9 @@ class _PeersJSON(Resource):
         self.hub = hub
 
     def render_GET(self, request: Request) -> bytes:
-        return jsonResponse(request, 200, self.hub.registry.list())
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return self.hub.registry.listJSON() + b"\n"
 
 
 class _LogsJSON(Resource):
@@ -276,7 +290,9 @@ class _Publish(Resource):
             return jsonResponse(request, 429, {"error": "publish rate limit exceeded for this address"})
         body = readBody(request, MAX_PUBLISH_BYTES)
         if body is None:
-            return jsonResponse(request, 413, {"error": f"publish body larger than {MAX_PUBLISH_BYTES} bytes"})
+            return jsonResponse(
+                request, 413, {"error": f"publish body larger than {MAX_PUBLISH_BYTES} bytes"}
+            )
         sig = (header(request, "x-goop-signature") or "").strip()
         try:
             pub = self.hub.publish(body, sig, ip)
@@ -297,7 +313,7 @@ class _Templates(Resource):
         self.hub = hub
 
     def render_GET(self, request: Request) -> bytes | int:
-        parts = [p for p in request.postpath]
+        parts = list(request.postpath or [])
         store = self.hub.templates
         if parts in ([], [b""]):
             return jsonResponse(request, 200, store.list())
@@ -322,10 +338,10 @@ class _Templates(Resource):
             request.finish()
 
         def failed(f: Any) -> None:
-            request.write(jsonResponse(request, 500, {"error": f"cannot build bundle: {f.getErrorMessage()}"}))
+            request.write(
+                jsonResponse(request, 500, {"error": f"cannot build bundle: {f.getErrorMessage()}"})
+            )
             request.finish()
 
         deferToThread(store.bundle, name).addCallbacks(send, failed)
         return NOT_DONE_YET
-
-

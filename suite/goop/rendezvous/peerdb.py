@@ -60,8 +60,7 @@ class SharedPeerDB:
             return [json.loads(r[0]) for r in rows]
 
         d = self.db.start()
-        d.addCallback(lambda _: self.db.run(init))
-        return d
+        return d.addCallback(lambda _: self.db.run(init))  # type: ignore[return-value]
 
     def stop(self) -> Deferred[None]:
         return self.db.stop()
@@ -109,7 +108,8 @@ class SharedPeerDB:
                     "SELECT record FROM peers WHERE updated > ? AND expires > ?", (since, now)
                 ).fetchall()
                 evrows = conn.execute(
-                    "SELECT id, instance, kind, record FROM events WHERE id > ? ORDER BY id", (self.lastEventId,)
+                    "SELECT id, instance, kind, record FROM events WHERE id > ? ORDER BY id",
+                    (self.lastEventId,),
                 ).fetchall()
                 conn.execute("COMMIT")
             except BaseException:

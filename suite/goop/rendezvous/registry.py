@@ -9,6 +9,7 @@ peer DB, to the other instances.
 
 from __future__ import annotations
 
+import heapq
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,7 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
 class _Entry:
     record: dict[str, Any]
     expires: float
+    encoded: bytes = b""
 
 
 class PeerRegistry:
@@ -94,6 +96,13 @@ class PeerRegistry:
 
     def __init__(self) -> None:
         self.peers: dict[str, _Entry] = {}
+        self._expiry: list[tuple[float, str]] = []
+
+    def _track(self, pid: str, expires: float) -> None:
+        heapq.heappush(self._expiry, (expires, pid))
+        if len(self._expiry) > 4 * len(self.peers) + 1024:
+            self._expiry = [(e.expires, p) for p, e in self.peers.items()]
+            heapq.heapify(self._expiry)
 
     def __len__(self) -> int:
         return len(self.peers)
@@ -116,7 +125,8 @@ class PeerRegistry:
         record["first_seen"] = old.record["first_seen"] if old else now
         record["last_seen"] = now
         record["expires"] = now + pub["ttl"]
-        self.peers[pid] = _Entry(record, record["expires"])
+        self.peers[pid] = _Entry(record, record["expires"], _encode(record))
+        self._track(pid, record["expires"])
         if old is None:
             return "join", record
         if old.record["addrs"] != record["addrs"] or old.record["label"] != record["label"]:
@@ -129,7 +139,8 @@ class PeerRegistry:
         old = self.peers.get(pid)
         if old is not None and record["ts"] <= old.record["ts"]:
             return None
-        self.peers[pid] = _Entry(record, record["expires"])
+        self.peers[pid] = _Entry(record, record["expires"], _encode(record))
+        self._track(pid, record["expires"])
         return ("join" if old is None else "heartbeat"), record
 
     def remove(self, peerId: str) -> dict[str, Any] | None:
@@ -138,11 +149,27 @@ class PeerRegistry:
 
     def evict(self, now: float) -> list[dict[str, Any]]:
         """Drop peers whose TTL has run out; return their records."""
-        gone = [pid for pid, e in self.peers.items() if e.expires <= now]
-        return [self.peers.pop(pid).record for pid in gone]
+        out = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            expires, pid = heapq.heappop(heap)
+            e = self.peers.get(pid)
+            if e is not None and e.expires <= now:
+                out.append(self.peers.pop(pid).record)
+        return out
 
     def list(self) -> list[dict[str, Any]]:
+        """Live peers, oldest first."""
         return sorted((e.record for e in self.peers.values()), key=lambda r: r["first_seen"])
+
+    def listJSON(self) -> bytes:
+        """The same list as JSON, joined from per-record encodings made at publish time."""
+        entries = sorted(self.peers.values(), key=lambda e: e.record["first_seen"])
+        return b"[" + b",".join(e.encoded for e in entries) + b"]"
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
 
 
 class TokenBucket:

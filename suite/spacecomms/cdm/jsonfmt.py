@@ -40,7 +40,10 @@ def _section(obj: Any, name: str, table: dict[str, F.Field], prefix: str) -> tup
         f = table.get(key)
         if f is None:
             raise CDMError((prefix + str(key))[:60] or name, "unknown keyword")
-        values[key] = convert(f, raw, prefix + key)
+        if f.kind == "float" and type(raw) is float and raw - raw == 0.0:
+            values[key] = raw
+        else:
+            values[key] = convert(f, raw, prefix + key)
     return values, comments
 
 

@@ -8,7 +8,6 @@ through it.  L{CDMError} always names the offending field.
 
 from __future__ import annotations
 
-import calendar
 import math
 import re
 from collections.abc import Mapping
@@ -109,6 +108,25 @@ class CDM:
         return out
 
 
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _isLeap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _daysFromCivil(y: int, m: int, d: int) -> int:
+    """
+    Days since 1970-01-01 of a proleptic Gregorian date.
+    """
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
 def epochSeconds(text: str, where: str = "epoch") -> float:
     """
     Seconds since 1970 for a CCSDS ASCII time (calendar or day-of-year form).
@@ -120,19 +138,18 @@ def epochSeconds(text: str, where: str = "epoch") -> float:
     hh, mm, ss = int(m.group(5)), int(m.group(6)), int(m.group(7))
     if m.group(4):
         doy = int(m.group(4))
-        leap = calendar.isleap(year)
-        if not 1 <= doy <= (366 if leap else 365):
+        if not 1 <= doy <= (366 if _isLeap(year) else 365):
             raise CDMError(where, f"day of year out of range: {doy}")
-        base = calendar.timegm((year, 1, 1, 0, 0, 0)) + (doy - 1) * 86400
+        days = _daysFromCivil(year, 1, 1) + doy - 1
     else:
         month, day = int(m.group(2)), int(m.group(3))
-        if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year, month)[1]:
+        if not 1 <= month <= 12 or day < 1 or day > _MONTH_DAYS[month - 1] + (month == 2 and _isLeap(year)):
             raise CDMError(where, f"invalid calendar date: {text[:40]!r}")
-        base = calendar.timegm((year, month, day, 0, 0, 0))
+        days = _daysFromCivil(year, month, day)
     if hh > 23 or mm > 59 or ss > 60:
         raise CDMError(where, f"invalid time of day: {text[:40]!r}")
-    frac = float(m.group(8)) if m.group(8) else 0.0
-    return base + hh * 3600 + mm * 60 + ss + frac
+    frac = m.group(8)
+    return days * 86400 + hh * 3600 + mm * 60 + ss + (float(frac) if frac else 0.0)
 
 
 def convert(f: F.Field, raw: Any, where: str) -> Any:
@@ -140,43 +157,55 @@ def convert(f: F.Field, raw: Any, where: str) -> Any:
     Convert C{raw} (text from KVN/XML, or a JSON value) to the field's type,
     or raise L{CDMError} naming C{where}.
     """
-    if isinstance(raw, bool) or raw is None or isinstance(raw, (list, dict)):
-        raise CDMError(where, f"expected a {f.kind} value")
-    if f.kind in ("float", "int"):
-        if isinstance(raw, str):
-            text = raw.strip()
-            if not text:
-                raise CDMError(where, "empty value")
-            try:
-                value: Any = int(text) if f.kind == "int" else float(text)
-            except ValueError:
-                raise CDMError(where, f"not a{'n integer' if f.kind == 'int' else ' number'}: {text[:40]!r}")
-        elif f.kind == "int":
-            if not isinstance(raw, int):
-                raise CDMError(where, "not an integer")
-            value = raw
-        else:
-            value = float(raw)
-        if f.kind == "float" and not math.isfinite(value):
+    kind = f.kind
+    t = type(raw)
+    if kind == "float":
+        if t is float:
+            if not math.isfinite(raw):
+                raise CDMError(where, "not a finite number")
+            return raw
+        if t is int:
+            return float(raw)
+        if t is not str:
+            raise CDMError(where, "expected a float value")
+        text = raw.strip()
+        if not text:
+            raise CDMError(where, "empty value")
+        try:
+            value = float(text)
+        except ValueError:
+            raise CDMError(where, f"not a number: {text[:40]!r}")
+        if not math.isfinite(value):
             raise CDMError(where, "not a finite number")
-        if f.kind == "int" and value < 0:
-            raise CDMError(where, "must not be negative")
         return value
-    if not isinstance(raw, str):
+    if kind == "int":
+        if t is int:
+            number = raw
+        elif t is str:
+            try:
+                number = int(raw.strip())
+            except ValueError:
+                raise CDMError(where, f"not an integer: {raw.strip()[:40]!r}")
+        else:
+            raise CDMError(where, "expected an int value")
+        if number < 0:
+            raise CDMError(where, "must not be negative")
+        return number
+    if t is not str:
         raise CDMError(where, "expected text")
     text = raw.strip()
     if not text:
         raise CDMError(where, "empty value")
     if len(text) > MAX_TEXT:
         raise CDMError(where, f"longer than {MAX_TEXT} characters")
-    if any(ord(c) < 32 for c in text):
+    if not text.isprintable():
         raise CDMError(where, "control characters are not allowed")
-    if f.kind == "enum":
+    if kind == "enum":
         canon = text.upper()
         if canon not in f.enum:
             raise CDMError(where, f"{text[:40]!r} is not one of {', '.join(f.enum)}")
         return canon
-    if f.kind == "epoch":
+    if kind == "epoch":
         epochSeconds(text, where)
     return text
 

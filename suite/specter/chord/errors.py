@@ -8,7 +8,18 @@ from typing import Any
 
 from suite.specter.chord.ids import VnodeRef, ref
 
-__all__ = ["RemoteError", "NOT_OWNER", "BUSY", "GONE", "BAD_REQUEST", "LEASE_HELD", "LEASE_LOST", "INTERNAL", "TIMEOUT"]
+__all__ = [
+    "RemoteError",
+    "NOT_OWNER",
+    "BUSY",
+    "GONE",
+    "BAD_REQUEST",
+    "LEASE_HELD",
+    "LEASE_LOST",
+    "INTERNAL",
+    "TIMEOUT",
+    "LEAVING",
+]
 
 NOT_OWNER = "not-owner"
 BUSY = "busy"
@@ -18,7 +29,8 @@ LEASE_HELD = "lease-held"
 LEASE_LOST = "lease-lost"
 INTERNAL = "internal"
 TIMEOUT = "timeout"
-RETRYABLE = frozenset({NOT_OWNER, BUSY, GONE, TIMEOUT})
+LEAVING = "leaving"
+RETRYABLE = frozenset({NOT_OWNER, BUSY, GONE, TIMEOUT, LEAVING})
 
 
 class RemoteError(Exception):
@@ -40,7 +52,7 @@ class RemoteError(Exception):
         return [self.code, self.message, list(self.hint) if self.hint else None]
 
     @classmethod
-    def fromWire(cls, value: Any) -> "RemoteError":
+    def fromWire(cls, value: Any) -> RemoteError:
         try:
             code, message, hint = value
             return cls(str(code), str(message), ref(hint))

@@ -9,7 +9,17 @@ from typing import Any, NamedTuple
 
 from suite.kv.records import RING_BITS, RING_SIZE, inRange, ringId
 
-__all__ = ["RING_BITS", "RING_SIZE", "VnodeRef", "vnodeId", "ringId", "inRange", "between", "ref", "fingerStart"]
+__all__ = [
+    "RING_BITS",
+    "RING_SIZE",
+    "VnodeRef",
+    "vnodeId",
+    "ringId",
+    "inRange",
+    "between",
+    "ref",
+    "fingerStart",
+]
 
 
 class VnodeRef(NamedTuple):
@@ -20,7 +30,7 @@ class VnodeRef(NamedTuple):
 
     id: int
     addr: str
-    index: int
+    index: int  # type: ignore[assignment]
 
     def short(self) -> str:
         return f"{self.addr}#{self.index}@{self.id:016x}"

@@ -2,19 +2,21 @@
 The vnode membership machine.
 
 Inputs (L{Membership}): C{start}, C{joined}, C{transferStarted},
-C{transferDone}, C{leave}, C{left}, C{servesKeys}, C{acceptsTransfer}.
+C{transferDone}, C{leave}, C{left}, C{acceptsTransfer}.
 Outputs (L{IMembershipActions} on the core): C{beginJoin}, C{becameActive},
 C{beginLeave}, C{abandonJoin}, C{becameLeft}.
 States: Inactive -> Joining -> Active <-> Transferring -> Leaving -> Left.
 
-C{servesKeys} and C{acceptsTransfer} are answered by every state, so no
-caller ever asks the machine which state it is in.
+C{acceptsTransfer} is answered by every state, so no caller asks the
+machine which state it is in; whether KV calls are served is a flag the
+outputs set on the vnode (C{becameActive} raises it, C{beginLeave} and
+C{becameLeft} lower it), so the hot path never runs the machine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, succeed
@@ -43,7 +45,7 @@ class Membership(Protocol):
         That transfer finished.
         """
 
-    def leave(self) -> "Deferred[None]":
+    def leave(self) -> Deferred[None]:
         """
         The vnode should hand its keys on and leave; fires once it has.
         """
@@ -51,11 +53,6 @@ class Membership(Protocol):
     def left(self) -> None:
         """
         The keys were handed on.
-        """
-
-    def servesKeys(self) -> bool:
-        """
-        Whether KV calls may be served (ownership still checked by range).
         """
 
     def acceptsTransfer(self) -> bool:
@@ -69,13 +66,13 @@ class IMembershipActions(Protocol):
 
     def becameActive(self) -> None: ...
 
-    def beginLeave(self) -> "Deferred[None]": ...
+    def beginLeave(self) -> Deferred[None]: ...
 
     def abandonJoin(self) -> None: ...
 
     def becameLeft(self) -> None: ...
 
-    def whenLeft(self) -> "Deferred[None]": ...
+    def whenLeft(self) -> Deferred[None]: ...
 
 
 @dataclass
@@ -87,7 +84,7 @@ class MembershipCore:
     actions: IMembershipActions
 
 
-def _build() -> object:
+def _build() -> Any:
     b = TypeMachineBuilder(Membership, MembershipCore)
     inactive = b.state("Inactive")
     joining = b.state("Joining")
@@ -96,15 +93,14 @@ def _build() -> object:
     leaving = b.state("Leaving")
     left = b.state("Left")
 
-    for state, serves, accepts in (
-        (inactive, False, False),
-        (joining, False, False),
-        (active, True, True),
-        (transferring, True, False),
-        (leaving, False, False),
-        (left, False, False),
+    for state, accepts in (
+        (inactive, False),
+        (joining, False),
+        (active, True),
+        (transferring, False),
+        (leaving, False),
+        (left, False),
     ):
-        state.upon(Membership.servesKeys).loop().returns(serves)
         state.upon(Membership.acceptsTransfer).loop().returns(accepts)
 
     @inactive.upon(Membership.start).to(joining)
@@ -119,30 +115,30 @@ def _build() -> object:
     transferring.upon(Membership.transferDone).to(active).returns(None)
 
     @active.upon(Membership.leave).to(leaving)
-    def _leaveActive(m: Membership, core: MembershipCore) -> "Deferred[None]":
+    def _leaveActive(m: Membership, core: MembershipCore) -> Deferred[None]:
         return core.actions.beginLeave()
 
     @transferring.upon(Membership.leave).to(leaving)
-    def _leaveTransferring(m: Membership, core: MembershipCore) -> "Deferred[None]":
+    def _leaveTransferring(m: Membership, core: MembershipCore) -> Deferred[None]:
         return core.actions.beginLeave()
 
     @joining.upon(Membership.leave).to(left)
-    def _leaveJoining(m: Membership, core: MembershipCore) -> "Deferred[None]":
+    def _leaveJoining(m: Membership, core: MembershipCore) -> Deferred[None]:
         core.actions.abandonJoin()
         core.actions.becameLeft()
         return succeed(None)
 
     @inactive.upon(Membership.leave).to(left)
-    def _leaveInactive(m: Membership, core: MembershipCore) -> "Deferred[None]":
+    def _leaveInactive(m: Membership, core: MembershipCore) -> Deferred[None]:
         core.actions.becameLeft()
         return succeed(None)
 
     @leaving.upon(Membership.leave).loop()
-    def _leaveAgain(m: Membership, core: MembershipCore) -> "Deferred[None]":
+    def _leaveAgain(m: Membership, core: MembershipCore) -> Deferred[None]:
         return core.actions.whenLeft()
 
     @left.upon(Membership.leave).loop()
-    def _leaveLeft(m: Membership, core: MembershipCore) -> "Deferred[None]":
+    def _leaveLeft(m: Membership, core: MembershipCore) -> Deferred[None]:
         return succeed(None)
 
     @leaving.upon(Membership.left).to(left)
@@ -160,4 +156,4 @@ def _build() -> object:
     return b.build()
 
 
-buildMembership = _build()
+buildMembership: Callable[[MembershipCore], Membership] = _build()

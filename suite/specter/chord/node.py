@@ -7,8 +7,9 @@ routes an operation to the key's owner and retries on stale ownership.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -40,6 +41,7 @@ class ChordConfig:
     repairEvery: int = 4
     rpcTimeout: float = 3.0
     kvDeadline: float = 30.0
+    leaveStall: float = 10.0
 
 
 @implementer(IRing)
@@ -85,7 +87,7 @@ class ChordNode:
         for v in self.vnodes:
             v.start(seed)
 
-    def leave(self) -> "Deferred[Any]":
+    def leave(self) -> Deferred[Any]:
         """
         Every vnode hands its keys on and leaves; fires when all have.
         """
@@ -96,7 +98,7 @@ class ChordNode:
             v.stop()
 
     # -- calls ----------------------------------------------------------------------
-    def call(self, target: VnodeRef, method: str, *args: Any) -> "Deferred[Any]":
+    def call(self, target: VnodeRef, method: str, *args: Any) -> Deferred[Any]:
         if target.addr == self.addr:
             return self.dispatch(target.id, method, list(args))
         d = self.transport.call(target.addr, target.id, method, list(args), self.config.rpcTimeout)
@@ -128,7 +130,7 @@ class ChordNode:
             return False
         return True
 
-    def dispatch(self, vid: int | None, method: str, args: list[Any]) -> "Deferred[Any]":
+    def dispatch(self, vid: int | None, method: str, args: list[Any]) -> Deferred[Any]:
         """
         Run an incoming call; failures are L{RemoteError}s.
         """
@@ -164,12 +166,12 @@ class ChordNode:
         return d.addErrback(wrap)
 
     def hello(self) -> list[Any]:
-        return [list(v.ref) for v in self.vnodes if v.membership.servesKeys()]
+        return [list(v.ref) for v in self.vnodes if v.serving]
 
     # -- lookups ----------------------------------------------------------------------
     async def entryPoint(self, seed: str | None, exclude: Vnode | None = None) -> VnodeRef:
         for v in self.vnodes:
-            if v is not exclude and v.membership.servesKeys():
+            if v is not exclude and v.serving:
                 return v.ref
         known = [
             r
@@ -206,11 +208,13 @@ class ChordNode:
                 except RemoteError as e:
                     if e.code not in (E.TIMEOUT, E.GONE) or current == start:
                         raise
-                    current = start or await self.entryPoint(None)
+                    current = start if start is not None else await self.entryPoint(None)
                     continue
-                done, nxt = bool(answer[0]), ref(answer[1])
-                if nxt is None:
+                done = bool(answer[0])
+                decoded = ref(answer[1])
+                if decoded is None:
                     raise RemoteError(E.INTERNAL, "bad step answer")
+                nxt = decoded
             if done:
                 self.lookups += 1
                 self.hops += hops
@@ -238,10 +242,12 @@ class ChordNode:
                 hint = e.hint if e.code == E.NOT_OWNER and attempt % 4 else None
                 if e.code != E.NOT_OWNER or attempt > 2:
                     d: Deferred[None] = Deferred()
-                    self.clock.callLater(min(1.0, 0.02 * attempt) * (0.5 + self.rng.random()), d.callback, None)
+                    self.clock.callLater(
+                        min(1.0, 0.02 * attempt) * (0.5 + self.rng.random()), d.callback, None
+                    )
                     await d
 
-    def kv(self, op: str, key: bytes, args: list[Any]) -> "Deferred[Any]":
+    def kv(self, op: str, key: bytes, args: list[Any]) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._kv(op, key, args))
 
     async def _lookup(self, key: bytes) -> tuple[VnodeRef, list[VnodeRef], int]:
@@ -259,8 +265,22 @@ class ChordNode:
                 replicas.append(s)
         return owner, replicas, hops
 
-    def lookup(self, key: bytes) -> "Deferred[tuple[VnodeRef, list[VnodeRef], int]]":
+    def lookup(self, key: bytes) -> Deferred[tuple[VnodeRef, list[VnodeRef], int]]:
         return Deferred.fromCoroutine(self._lookup(key))
+
+    async def _holders(self, key: bytes) -> list[int]:
+        out = []
+        for v in self.vnodes:
+            if not v.gone and await v.store.get(key) is not None:
+                out.append(v.ref.index)
+        return out
+
+    def holders(self, key: bytes) -> Deferred[list[int]]:
+        """
+        Indexes of this process's vnodes whose store holds a value for C{key}
+        (as owner or replica); for operators and tests.
+        """
+        return Deferred.fromCoroutine(self._holders(key))
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -272,7 +292,7 @@ class ChordNode:
                 {
                     "index": v.ref.index,
                     "id": f"{v.ref.id:016x}",
-                    "serving": v.membership.servesKeys(),
+                    "serving": v.serving,
                     "predecessor": v.pred.short() if v.pred else None,
                     "successors": [s.short() for s in v.succs],
                     "replicas": [s.short() for s in v.replicator.replicas()],
@@ -284,7 +304,7 @@ class ChordNode:
         }
 
 
-def _fail(e: Exception) -> "Deferred[Any]":
+def _fail(e: Exception) -> Deferred[Any]:
     d: Deferred[Any] = Deferred()
     d.errback(e)
     return d

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from suite.kv.records import Lease, LeaseHeld, LeaseLost
 from suite.specter.chord import errors as E
@@ -34,16 +35,54 @@ def _leaseOut(lease: Lease) -> list[Any]:
     return [lease.name, lease.holder, lease.token, lease.expiresAt]
 
 
+class _Pipe:
+    """
+    Replication traffic to one replica: at most one call in flight; records
+    queued meanwhile go together in the next call (group commit).
+    """
+
+    def __init__(self, vnode: "Vnode", target: VnodeRef) -> None:
+        self.vnode = vnode
+        self.target = target
+        self.queue: list[Any] = []
+        self.waiting: list[Deferred[bool]] = []
+        self.busy = False
+
+    def send(self, records: list[Any]) -> "Deferred[bool]":
+        d: Deferred[bool] = Deferred()
+        self.queue.extend(records)
+        self.waiting.append(d)
+        if not self.busy:
+            self._flush()
+        return d
+
+    def _flush(self) -> None:
+        records, self.queue = self.queue, []
+        waiting, self.waiting = self.waiting, []
+        self.busy = True
+
+        def done(result: Any) -> None:
+            ok = not isinstance(result, Failure)
+            self.busy = False
+            for d in waiting:
+                d.callback(ok)
+            if self.queue:
+                self._flush()
+
+        self.vnode.call(self.target, "replicate", records).addBoth(done)
+
+
 class Replicator:
     """
     Replication and repair for one vnode.
     """
 
-    def __init__(self, vnode: "Vnode") -> None:
+    def __init__(self, vnode: Vnode) -> None:
         self.vnode = vnode
         self.replicated = 0
         self.replicaFailures = 0
         self.repairs = 0
+        self.pipes: dict[VnodeRef, _Pipe] = {}
 
     def replicas(self) -> list[VnodeRef]:
         """
@@ -98,9 +137,16 @@ class Replicator:
         if not targets:
             return
         records = await self.vnode.store.exportKey(key)
-        calls = [self.vnode.call(t, "replicate", records) for t in targets]
+        calls = []
+        for t in targets:
+            pipe = self.pipes.get(t)
+            if pipe is None:
+                pipe = self.pipes[t] = _Pipe(self.vnode, t)
+            calls.append(pipe.send(records))
+        if len(self.pipes) > 4 * len(targets):
+            self.pipes = {t: p for t, p in self.pipes.items() if t in targets or p.busy}
         results = await DeferredList(calls, consumeErrors=True)
-        for ok, _ in results:
+        for _, ok in results:
             if ok:
                 self.replicated += 1
             else:
@@ -112,7 +158,7 @@ class Replicator:
         """
         v = self.vnode
         rng = v.ownedRange()
-        if rng is None or not v.membership.servesKeys():
+        if rng is None or not v.serving:
             return
         low, high = rng
         if low == v.ref.id:
@@ -144,7 +190,11 @@ class Replicator:
                 continue
 
     def stats(self) -> dict[str, Any]:
-        return {"replicated": self.replicated, "replicaFailures": self.replicaFailures, "repairs": self.repairs}
+        return {
+            "replicated": self.replicated,
+            "replicaFailures": self.replicaFailures,
+            "repairs": self.repairs,
+        }
 
 
 def _bytes(value: Any) -> bytes:

@@ -7,7 +7,8 @@ transfer, and the handlers other vnodes call.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -35,7 +36,11 @@ def _records(value: Any) -> list[tuple[str, bytes, bytes | None]]:
     out = []
     for item in value:
         kind, key, payload = item
-        if kind not in KINDS or not isinstance(key, bytes) or not (payload is None or isinstance(payload, bytes)):
+        if (
+            kind not in KINDS
+            or not isinstance(key, bytes)
+            or not (payload is None or isinstance(payload, bytes))
+        ):
             raise RemoteError(E.BAD_REQUEST, "malformed record")
         out.append((kind, key, payload))
     return out
@@ -47,7 +52,7 @@ class Vnode:
     replicates for its predecessors.
     """
 
-    def __init__(self, node: "ChordNode", index: int, nodeId: int, store: Any) -> None:
+    def __init__(self, node: ChordNode, index: int, nodeId: int, store: Any) -> None:
         self.node = node
         self.clock = node.clock
         self.ref = VnodeRef(nodeId, node.addr, index)
@@ -64,13 +69,15 @@ class Vnode:
         self._left: Deferred[None] | None = None
         self._leaveWaiters: list[Deferred[None]] = []
         self._running = False
+        #: set by the membership machine's outputs: KV calls may be served
+        self.serving = False
         self.gone = False
         self.replicator = Replicator(self)
         self.membership = buildMembership(MembershipCore(self))
 
     # -- helpers ----------------------------------------------------------
-    def _spawn(self, coro: Awaitable[T], what: str) -> "Deferred[T]":
-        d = Deferred.fromCoroutine(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Awaitable[T], what: str) -> Deferred[T]:
+        d: Deferred[T] = Deferred.fromCoroutine(coro)  # type: ignore[arg-type]
 
         def failed(f: Any) -> None:
             log.failure("vnode {vnode}: {what} failed", f, vnode=self.ref.short(), what=what)
@@ -82,7 +89,7 @@ class Vnode:
     def succ(self) -> VnodeRef:
         return self.succs[0] if self.succs else self.ref
 
-    def call(self, target: VnodeRef, method: str, *args: Any) -> "Deferred[Any]":
+    def call(self, target: VnodeRef, method: str, *args: Any) -> Deferred[Any]:
         return self.node.call(target, method, *args)
 
     def owns(self, kid: int) -> bool:
@@ -123,23 +130,28 @@ class Vnode:
         self._spawn(self._join(), "join")
 
     def becameActive(self) -> None:
-        log.info("vnode {vnode} active with {count} successors", vnode=self.ref.short(), count=len(self.succs))
+        self.serving = True
+        log.info(
+            "vnode {vnode} active with {count} successors", vnode=self.ref.short(), count=len(self.succs)
+        )
         self._scheduleTick()
 
     def abandonJoin(self) -> None:
         pass
 
-    def beginLeave(self) -> "Deferred[None]":
+    def beginLeave(self) -> Deferred[None]:
+        self.serving = False
         self._left = Deferred()
         self._spawn(self._leave(), "leave")
         return self.whenLeft()
 
-    def whenLeft(self) -> "Deferred[None]":
+    def whenLeft(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self._leaveWaiters.append(d)
         return d
 
     def becameLeft(self) -> None:
+        self.serving = False
         self.gone = True
         self._stopTimer()
         log.info("vnode {vnode} left the ring", vnode=self.ref.short())
@@ -152,7 +164,7 @@ class Vnode:
         self.seed = seed
         self.membership.start()
 
-    def leave(self) -> "Deferred[None]":
+    def leave(self) -> Deferred[None]:
         return self.membership.leave()
 
     def stop(self) -> None:
@@ -185,6 +197,8 @@ class Vnode:
                 records = _records(answer[0])
                 oldPred = ref(answer[1])
                 succs = [ref(s) for s in answer[2]]
+                # merged with what an earlier life of this vnode kept on disk:
+                # after a whole-ring restart that copy may be the only one
                 await self.store.importRecords(records)
                 self.pred = oldPred
                 self.setSuccessors([succ] + [s for s in succs if s is not None])
@@ -200,14 +214,17 @@ class Vnode:
                 return
             except RemoteError as e:
                 if not e.retryable:
-                    log.warn("vnode {vnode} join attempt failed: {error}", vnode=self.ref.short(), error=str(e))
+                    log.warn(
+                        "vnode {vnode} join attempt failed: {error}", vnode=self.ref.short(), error=str(e)
+                    )
             attempt += 1
             await self._sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + self.node.rng.random()))
 
     async def _leave(self) -> None:
         self._stopTimer()
         timeouts = 0
-        for attempt in range(2_000):
+        stalledSince: float | None = None
+        for _attempt in range(2_000):
             rng = self.ownedRange()
             target = self.succ
             if target == self.ref or rng is None:
@@ -217,7 +234,9 @@ class Vnode:
                 for i in range(0, len(records), HANDOFF_CHUNK):
                     await self.call(target, "replicate", records[i : i + HANDOFF_CHUNK])
                 await self.call(target, "handoff", list(self.ref), list(self.pred) if self.pred else None)
-                log.info("vnode {vnode} handed its range to {succ}", vnode=self.ref.short(), succ=target.short())
+                log.info(
+                    "vnode {vnode} handed its range to {succ}", vnode=self.ref.short(), succ=target.short()
+                )
                 if self.pred is not None and self.pred != self.ref:
                     self.call(self.pred, "leaving", list(self.ref), [list(s) for s in self.succs]).addErrback(
                         lambda _: None
@@ -231,6 +250,16 @@ class Vnode:
                     self.dropPeer(target)
                     if self.succs == [self.ref]:
                         await self._refreshSuccessors()
+                elif e.code == E.LEAVING:
+                    now = self.clock.seconds()
+                    stalledSince = now if stalledSince is None else stalledSince
+                    if now - stalledSince > self.node.config.leaveStall:
+                        log.warn(
+                            "vnode {vnode}: successors are all leaving; its keys stay on disk",
+                            vnode=self.ref.short(),
+                        )
+                        break
+                    await self._sleep(0.05 + 0.2 * self.node.rng.random())
                 elif e.code == E.NOT_OWNER:
                     await self.stabilize()
                     await self._sleep(0.05 + 0.2 * self.node.rng.random())
@@ -260,7 +289,7 @@ class Vnode:
 
         def done(_: Any) -> None:
             self._running = False
-            if self.membership.servesKeys():
+            if self.serving:
                 self._scheduleTick()
 
         self._spawn(self._maintain(), "maintenance").addBoth(done)
@@ -314,7 +343,9 @@ class Vnode:
             self.predFailures += 1
             if e.code == E.GONE or self.predFailures >= PRED_FAILURES:
                 if self.pred == p:
-                    log.info("vnode {vnode}: predecessor {pred} is gone", vnode=self.ref.short(), pred=p.short())
+                    log.info(
+                        "vnode {vnode}: predecessor {pred} is gone", vnode=self.ref.short(), pred=p.short()
+                    )
                     self.pred = None
                 self.dropPeer(p)
 
@@ -337,7 +368,7 @@ class Vnode:
         """
         One step of an iterative lookup: C{(True, owner)} or C{(False, next)}.
         """
-        if self.pred is not None and self.owns(kid) and self.membership.servesKeys():
+        if self.pred is not None and self.owns(kid) and self.serving:
             return True, self.ref
         prev = self.ref
         for s in self.succs:
@@ -347,7 +378,12 @@ class Vnode:
         best = self.ref
         suspected = self.node.suspected
         for f in [*reversed(self.fingers), *self.succs]:
-            if f is not None and not suspected(f.addr) and between(f.id, self.ref.id, kid) and between(f.id, best.id, kid):
+            if (
+                f is not None
+                and not suspected(f.addr)
+                and between(f.id, self.ref.id, kid)
+                and between(f.id, best.id, kid)
+            ):
                 best = f
         if best == self.ref:
             return True, self.succ
@@ -361,7 +397,7 @@ class Vnode:
         return [
             list(self.pred) if self.pred else None,
             [list(s) for s in self.succs],
-            self.membership.servesKeys() or self.pred is not None,
+            self.serving or self.pred is not None,
         ]
 
     def remote_notify(self, candidate: Any) -> None:
@@ -369,7 +405,7 @@ class Vnode:
         if c is None or c == self.ref:
             return
         if self.pred is None or self.pred == self.ref or between(c.id, self.pred.id, self.ref.id):
-            if self.pred is not None and self.pred != self.ref and not self.membership.servesKeys():
+            if self.pred is not None and self.pred != self.ref and not self.serving:
                 return
             self.pred = c
             self.predFailures = 0
@@ -382,7 +418,11 @@ class Vnode:
 
     def remote_newSuccessor(self, candidate: Any) -> None:
         c = ref(candidate)
-        if c is not None and c != self.ref and (self.succ == self.ref or between(c.id, self.ref.id, self.succ.id)):
+        if (
+            c is not None
+            and c != self.ref
+            and (self.succ == self.ref or between(c.id, self.ref.id, self.succ.id))
+        ):
             self.setSuccessors([c] + self.succs)
 
     def remote_leaving(self, who: Any, theirSuccs: Any) -> None:
@@ -392,7 +432,9 @@ class Vnode:
         rest = [r for r in (ref(s) for s in theirSuccs) if r is not None and r != w]
         self.dropPeer(w)
         if rest:
-            self.setSuccessors([s for s in self.succs if s != self.ref] + rest if self.succs != [self.ref] else rest)
+            self.setSuccessors(
+                [s for s in self.succs if s != self.ref] + rest if self.succs != [self.ref] else rest
+            )
             self.succs.sort(key=lambda s: (s.id - self.ref.id) % (1 << RING_BITS) or (1 << RING_BITS))
 
     async def remote_join(self, joiner: Any) -> list[Any]:
@@ -413,7 +455,11 @@ class Vnode:
             self.transferredTo = {j: old}
         self.membership.transferStarted()
         try:
-            records = await self.store.exportRange(old.id, j.id) if old != self.ref else await self.store.exportRange(self.ref.id, j.id)
+            records = (
+                await self.store.exportRange(old.id, j.id)
+                if old != self.ref
+                else await self.store.exportRange(self.ref.id, j.id)
+            )
         finally:
             self.membership.transferDone()
         if self.succs == [self.ref]:
@@ -424,6 +470,8 @@ class Vnode:
         w, p = ref(leaver), ref(newPred)
         if w is None:
             raise RemoteError(E.BAD_REQUEST, "bad leaver")
+        if self._left is not None:
+            raise RemoteError(E.LEAVING, "leaving too")
         if not self.membership.acceptsTransfer():
             raise RemoteError(E.BUSY, "not accepting transfers now")
         if self.pred not in (None, w) and not between(w.id, self.pred.id, self.ref.id):
@@ -451,8 +499,12 @@ class Vnode:
         if not isinstance(key, bytes) or not isinstance(args, list):
             raise RemoteError(E.BAD_REQUEST, "key must be bytes")
         kid = ringId(key)
-        if not self.membership.servesKeys():
-            raise RemoteError(E.BUSY if self._left is None else E.NOT_OWNER, "vnode not serving", self.succ if self._left else None)
+        if not self.serving:
+            raise RemoteError(
+                E.BUSY if self._left is None else E.NOT_OWNER,
+                "vnode not serving",
+                self.succ if self._left else None,
+            )
         if not self.owns(kid):
             raise RemoteError(E.NOT_OWNER, "key not in my range", self.step(kid)[1] if self.pred else None)
         return await self.replicator.apply(op, key, args)

@@ -15,7 +15,10 @@ listener's ALPN name is L{ALPN}, so a gateway may later share the port.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
+import struct
 
 import msgpack
 from twisted.internet.defer import Deferred
@@ -44,7 +47,7 @@ def pack(value: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, max_buffer_size=MAX_FRAME)
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 class FrameProtocol(Int32StringReceiver):
@@ -55,16 +58,42 @@ class FrameProtocol(Int32StringReceiver):
 
     MAX_LENGTH = MAX_FRAME
 
-    def __init__(self, dispatch: Callable[[Any, str, list[Any]], "Deferred[Any]"] | None = None) -> None:
+    def __init__(self, dispatch: Callable[[Any, str, list[Any]], Deferred[Any]] | None = None, clock: Any = None) -> None:
         self.dispatch = dispatch
+        self.clock = clock
+        self._out: list[bytes] = []
+        self._flushCall: Any = None
         self.pending: dict[int, Deferred[Any]] = {}
         self.nextId = 1
         self.closed = False
         self.onLost: list[Callable[[], None]] = []
 
+    def sendString(self, string: bytes) -> None:
+        """
+        Queue a frame; frames queued in one reactor turn are written
+        together (one TLS record instead of many) when a clock was given.
+        """
+        if self.clock is None:
+            super().sendString(string)
+            return
+        self._out.append(struct.pack(">I", len(string)))
+        self._out.append(string)
+        if self._flushCall is None:
+            self._flushCall = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        out, self._out = self._out, []
+        if out and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(out))
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
     def lengthLimitExceeded(self, length: int) -> None:
         log.warn("peer sent an oversized frame ({length} bytes); closing", length=length)
-        self.transport.loseConnection()
+        self._close()
 
     def stringReceived(self, data: bytes) -> None:
         try:
@@ -72,7 +101,7 @@ class FrameProtocol(Int32StringReceiver):
             kind = msg[0]
         except Exception:
             log.warn("peer sent an undecodable frame; closing")
-            self.transport.loseConnection()
+            self._close()
             return
         if kind == REQUEST and self.dispatch is not None and len(msg) == 5:
             _, rid, vid, method, args = msg
@@ -87,7 +116,7 @@ class FrameProtocol(Int32StringReceiver):
                     d.errback(RemoteError.fromWire(result))
         else:
             log.warn("peer sent a malformed frame; closing")
-            self.transport.loseConnection()
+            self._close()
 
     def _serve(self, rid: Any, vid: Any, method: Any, args: Any) -> None:
         assert self.dispatch is not None
@@ -114,16 +143,23 @@ class FrameProtocol(Int32StringReceiver):
             frame = pack([RESPONSE, rid, False, RemoteError(E.INTERNAL, "unencodable result").toWire()])
         self.sendString(frame)
 
-    def request(self, vid: Any, method: str, args: list[Any]) -> "Deferred[Any]":
+    def request(self, vid: Any, method: str, args: list[Any]) -> Deferred[Any]:
         rid = self.nextId
         self.nextId += 1
-        d: Deferred[Any] = Deferred(lambda _: self.pending.pop(rid, None))
+
+        def cancel(_: Deferred[Any]) -> None:
+            self.pending.pop(rid, None)
+
+        d: Deferred[Any] = Deferred(cancel)
         self.pending[rid] = d
         self.sendString(pack([REQUEST, rid, vid, method, args]))
         return d
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self.closed = True
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flushCall = None
         pending, self.pending = self.pending, {}
         for d in pending.values():
             d.errback(RemoteError(E.GONE, "connection lost"))
@@ -136,11 +172,12 @@ class ChordServerFactory(Factory):
     Accepts connections from other ring processes and dispatches their calls.
     """
 
-    def __init__(self, dispatch: Callable[[Any, str, list[Any]], "Deferred[Any]"]) -> None:
+    def __init__(self, dispatch: Callable[[Any, str, list[Any]], Deferred[Any]], clock: Any = None) -> None:
         self.dispatch = dispatch
+        self.clock = clock
 
     def buildProtocol(self, addr: Any) -> Protocol:
-        p = FrameProtocol(self.dispatch)
+        p = FrameProtocol(self.dispatch, self.clock)
         p.factory = self
         return p
 
@@ -153,22 +190,29 @@ class WireTransport:
     @param contextFactory: the L{suite.pki.tls.clientContextFactory} result.
     """
 
-    def __init__(self, reactor: Any, contextFactory: Any, dispatch: Callable[[Any, str, list[Any]], "Deferred[Any]"] | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        contextFactory: Any,
+        dispatch: Callable[[Any, str, list[Any]], Deferred[Any]] | None = None,
+    ) -> None:
         self.reactor = reactor
         self.contextFactory = contextFactory
         self.dispatch = dispatch
         self.connections: dict[str, Deferred[FrameProtocol]] = {}
         self.calls = 0
 
-    def _connect(self, addr: str) -> "Deferred[FrameProtocol]":
+    def _connect(self, addr: str) -> Deferred[FrameProtocol]:
         existing = self.connections.get(addr)
         if existing is not None:
             return _share(existing)
         host, _, port = addr.rpartition(":")
         host = host.strip("[]")
-        endpoint = wrapClientTLS(self.contextFactory, HostnameEndpoint(self.reactor, host, int(port), timeout=5))
-        factory = Factory.forProtocol(lambda: FrameProtocol(self.dispatch))
-        d = endpoint.connect(factory)
+        endpoint = wrapClientTLS(
+            self.contextFactory, HostnameEndpoint(self.reactor, host, int(port), timeout=5)
+        )
+        factory = Factory.forProtocol(lambda: FrameProtocol(self.dispatch, self.reactor))
+        d: Deferred[FrameProtocol] = endpoint.connect(factory)  # type: ignore[assignment]
         self.connections[addr] = d
 
         def up(proto: FrameProtocol) -> FrameProtocol:
@@ -187,14 +231,19 @@ class WireTransport:
         d.addCallbacks(up, down)
         return _share(d)
 
-    def call(self, addr: str, vnodeId: int | None, method: str, args: list[Any], timeout: float) -> "Deferred[Any]":
+    def call(
+        self, addr: str, vnodeId: int | None, method: str, args: list[Any], timeout: float
+    ) -> Deferred[Any]:
         self.calls += 1
         result: Deferred[Any] = Deferred()
-        timer: IDelayedCall = self.reactor.callLater(
-            timeout, lambda: result.called or result.errback(RemoteError(E.TIMEOUT, f"{method} to {addr}"))
-        )
 
-        def connected(proto: FrameProtocol) -> "Deferred[Any]":
+        def expire() -> None:
+            if not result.called:
+                result.errback(RemoteError(E.TIMEOUT, f"{method} to {addr}"))
+
+        timer: IDelayedCall = self.reactor.callLater(timeout, expire)
+
+        def connected(proto: FrameProtocol) -> Deferred[Any]:
             return proto.request(vnodeId, method, args)
 
         def unreachable(f: Failure) -> Failure:
@@ -215,12 +264,15 @@ class WireTransport:
         return result
 
     def close(self) -> None:
+        def drop(p: FrameProtocol) -> None:
+            p._close()
+
         for d in list(self.connections.values()):
-            d.addCallback(lambda p: p.transport.loseConnection()).addErrback(lambda _: None)
+            d.addCallback(drop).addErrback(lambda _: None)
         self.connections.clear()
 
 
-def _share(d: "Deferred[FrameProtocol]") -> "Deferred[FrameProtocol]":
+def _share(d: Deferred[FrameProtocol]) -> Deferred[FrameProtocol]:
     out: Deferred[FrameProtocol] = Deferred()
 
     def fire(value: Any) -> Any:
@@ -231,7 +283,7 @@ def _share(d: "Deferred[FrameProtocol]") -> "Deferred[FrameProtocol]":
         return value
 
     if d.called:
-        result = getattr(d, "result", None)
+        result: Any = getattr(d, "result", None)
         if isinstance(result, Failure):
             out.errback(result)
         else:

@@ -1,0 +1,276 @@
+"""
+SpaceComms benchmark.
+
+1. Ingest: CDMs/s accepted through POST /cdms (JSON, then KVN) into a node
+   with a file store, driven by wrk with unique CDMs per request.
+2. Propagation: three nodes A-B-C in a line over mTLS plus a probe node D
+   (in this process) peered with C; CDMs are posted to A at a steady rate
+   and timed from the POST until D stores them: A->B->C->D is 3 hops.
+
+Run: .venv/bin/python bench/spacecomms.py [--rate 200] [--seconds 15]
+The last line holds the headline figures:
+    ingest_cdms_per_s=... hop3_p99_ms=...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+BIN = os.path.dirname(sys.executable)
+
+from suite.spacecomms.cdm import encode  # noqa: E402
+from suite.spacecomms.cdm.sample import sampleCDM  # noqa: E402
+from tests.spacecomms.support import ADMIN, NodeSpec, env, makeCertificates  # noqa: E402
+
+LUA = r"""
+local counter = 0
+local threadId = 0
+local template = [==[TEMPLATE]==]
+local nextId = 1
+function setup(thread)
+  thread:set("tid", nextId)
+  nextId = nextId + 1
+end
+function init(args)
+  threadId = tid
+end
+request = function()
+  counter = counter + 1
+  local id = string.format("B%d-%d", threadId, counter)
+  local body = template:gsub("MSGIDXX", id):gsub("OBJIDXX", id)
+  return wrk.format("POST", "/cdms", {["Authorization"] = "Bearer TOKEN", ["Content-Type"] = "CTYPE"}, body)
+end
+"""
+
+
+def startProcess(spec: NodeSpec, logPath: str) -> subprocess.Popen[bytes]:
+    spec.write()
+    log = open(logPath, "ab")
+    argv = [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "--logger=suite.logging.observer", "spacecomms", "--config", spec.configPath]
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env()}, start_new_session=True)
+
+
+def httpJSON(url: str) -> Any:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def waitFor(pred: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def ingest(base: str, fmt: str, seconds: int, connections: int) -> tuple[float, int, str]:
+    """
+    Run wrk against one node; return accepted CDMs/s, accepted count and
+    wrk's output.
+    """
+    spec = NodeSpec(base, f"ingest-{fmt}", None)
+    proc = startProcess(spec, os.path.join(base, f"ingest-{fmt}.log"))
+    try:
+        waitFor(lambda: httpJSON(spec.url("/health"))["status"], "ingest node")
+        template = encode(sampleCDM("MSGIDXX", object2="OBJIDXX"), fmt)
+        ctype = "application/json" if fmt == "json" else "text/plain"
+        script = os.path.join(base, f"post-{fmt}.lua")
+        with open(script, "w") as f:
+            f.write(LUA.replace("TEMPLATE", template).replace("TOKEN", ADMIN).replace("CTYPE", ctype))
+        before = httpJSON(spec.url("/health"))["cdms_active"]
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script, spec.url("/cdms")],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        ).stdout
+        after = httpJSON(spec.url("/health"))["cdms_active"]
+        m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+        elapsed = float(m.group(2)) / (1000 if m and m.group(3) == "ms" else 1) if m else float(seconds)
+        accepted = after - before
+        return accepted / elapsed, accepted, out
+    finally:
+        stop([proc])
+
+
+def propagation(base: str, rate: int, seconds: int) -> dict[str, float]:
+    """
+    Steady-rate posting to A, timing arrival at the probe D three hops away.
+    """
+    certs = makeCertificates(os.path.join(base, "pki"), ["A", "B", "C", "D"])
+    a, b, c, d = (NodeSpec(base, n, certs[n]) for n in "ABCD")
+    for s in (a, b, c, d):
+        s.protocol.update(heartbeat_interval_seconds=5, session_timeout_seconds=30)
+    a.addPeer(b)
+    b.addPeer(a)
+    b.addPeer(c)
+    c.addPeer(b)
+    c.addPeer(d)
+    d.addPeer(c)
+    procs = [startProcess(s, os.path.join(base, f"{s.name}.log")) for s in (a, b, c)]
+    try:
+        return _drive(a, d, rate, seconds, procs)
+    finally:
+        stop(procs)
+
+
+def _drive(a: NodeSpec, d: NodeSpec, rate: int, seconds: int, procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    from twisted.internet import reactor, task
+    from twisted.internet.defer import Deferred, ensureDeferred
+
+    from suite.spacecomms.config import parseConfig
+    from suite.spacecomms.service import SpaceCommsService
+
+    doc = d.document()
+    doc["storage"] = {"type": "memory"}
+    cfg = parseConfig(doc, env(), d.configPath)
+    probe = SpaceCommsService(cfg, reactor)
+    sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    realPut = probe.node.store.put
+
+    def put(record: Any) -> None:
+        if record.kind == "cdm" and record.key not in arrived:
+            arrived[record.key] = time.perf_counter()
+        realPut(record)
+
+    probe.node.store.put = put  # type: ignore[method-assign]
+    result: dict[str, float] = {}
+
+    async def run() -> None:
+        import treq
+        from twisted.web.client import HTTPConnectionPool
+
+        probe.startService()
+        pool = HTTPConnectionPool(reactor)
+        pool.maxPersistentPerHost = 32
+        deadline = time.monotonic() + 60
+        while len(probe.node.links) < 1 or not _connected(a):
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: line A-B-C-D did not come up")
+            await task.deferLater(reactor, 0.2, lambda: None)
+        bodies = [encode(sampleCDM(f"P-{i}", object2=f"9{i}"), "json").encode() for i in range(rate * seconds)]
+        headers = {b"Authorization": [f"Bearer {ADMIN}".encode()], b"Content-Type": [b"application/json"]}
+        codes: dict[int, int] = {}
+
+        async def post(i: int) -> None:
+            sent[f"P-{i}"] = time.perf_counter()
+            try:
+                r = await treq.post(a.url("/cdms"), data=bodies[i], headers=headers, pool=pool)
+                await r.content()
+                codes[r.code] = codes.get(r.code, 0) + 1
+            except Exception:
+                del sent[f"P-{i}"]
+                codes[0] = codes.get(0, 0) + 1
+
+        start = time.perf_counter()
+        pending = []
+        for i in range(len(bodies)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await task.deferLater(reactor, delay, lambda: None)
+            pending.append(ensureDeferred(post(i)))
+        for p in pending:
+            await p
+        wait = time.monotonic() + 20
+        while len(arrived) < len(sent) and time.monotonic() < wait:
+            await task.deferLater(reactor, 0.1, lambda: None)
+        lat = sorted((arrived[k] - sent[k]) * 1000 for k in sent if k in arrived)
+        result.update(
+            sent=len(sent),
+            arrived=len(lat),
+            p50=lat[len(lat) // 2] if lat else float("nan"),
+            p99=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
+            max=lat[-1] if lat else float("nan"),
+            http_errors=sum(v for k, v in codes.items() if k != 201),
+        )
+        await pool.closeCachedConnections()
+        await probe.stopService()
+
+    def finish(_: Any) -> None:
+        reactor.stop()
+
+    def failed(f: Any) -> None:
+        print(f.getTraceback(), file=sys.stderr)
+        reactor.stop()
+
+    def begin() -> Deferred[None]:
+        return ensureDeferred(run()).addCallbacks(finish, failed)
+
+    reactor.callWhenRunning(begin)
+    reactor.run()
+    return result
+
+
+def _connected(a: NodeSpec) -> bool:
+    try:
+        return bool(httpJSON(a.url("/health"))["peers"]["connected"] >= 1)
+    except Exception:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=int, default=200, help="CDMs per second posted for the propagation run")
+    parser.add_argument("--seconds", type=int, default=15, help="length of the propagation run")
+    parser.add_argument("--ingest-seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    args = parser.parse_args()
+    base = tempfile.mkdtemp(prefix="spacecomms-bench-")
+    try:
+        rates = {}
+        for fmt in ("json", "kvn"):
+            rate, accepted, out = ingest(base, fmt, args.ingest_seconds, args.connections)
+            rates[fmt] = rate
+            print(f"ingest {fmt}: {accepted} CDMs accepted, {rate:.0f}/s ({args.connections} connections, file store)")
+            print("  " + " | ".join(line.strip() for line in out.splitlines() if "Latency" in line or "Requests/sec" in line or "Non-2xx" in line))
+        prop = propagation(base, args.rate, args.seconds)
+        print(
+            f"propagation A->B->C->D at {args.rate}/s for {args.seconds}s over mTLS: "
+            f"{prop['arrived']:.0f}/{prop['sent']:.0f} arrived, p50 {prop['p50']:.1f} ms, "
+            f"p99 {prop['p99']:.1f} ms, max {prop['max']:.1f} ms, HTTP errors {prop['http_errors']:.0f}"
+        )
+        print(f"command: {' '.join([os.path.relpath(sys.executable, ROOT), 'bench/spacecomms.py', *sys.argv[1:]])}")
+        print(
+            f"ingest_cdms_per_s={rates['json']:.0f} ingest_kvn_cdms_per_s={rates['kvn']:.0f} "
+            f"hop3_p50_ms={prop['p50']:.1f} hop3_p99_ms={prop['p99']:.1f} hop3_delivered={prop['arrived']:.0f}/{prop['sent']:.0f}"
+        )
+    finally:
+        if args.keep:
+            print(f"logs kept in {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""
+Specter ring KV benchmark.
+
+    .venv/bin/python bench/specter_kv.py [--quick]
+
+Measures, in one run:
+  - put and get ops/s through --listen-rpc on a 3-process ring (aof, R=3,
+    5 vnodes each, mTLS between processes), clients pipelining requests to
+    all three processes;
+  - put ops/s on the aof and sqlite backends alone (one store, in process);
+  - lookup hop count versus ring size (converged rings built in memory,
+    iterative lookups from random vnodes with successor lists of 4);
+  - the time a leaving process takes to hand its keys over (2-process ring,
+    R=1), scaled to 100,000 keys.
+The last line holds the figures as key=value pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+BIN = os.path.dirname(sys.executable)
+
+
+def freePort() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+class Proc:
+    def __init__(self, base: str, name: str, cert: str, *extra: str) -> None:
+        self.port, self.rpc, self.http = freePort(), freePort(), freePort()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.data = os.path.join(base, name)
+        self.log = open(os.path.join(base, name + ".log"), "wb")
+        argv = [
+            os.path.join(BIN, "specter"),
+            "server",
+            "--data",
+            self.data,
+            "--cert",
+            cert,
+            "--listen-tcp",
+            self.addr,
+            "--listen-rpc",
+            f"tcp://127.0.0.1:{self.rpc}",
+            "--listen-internal",
+            f"tcp://127.0.0.1:{self.http}",
+            *extra,
+        ]
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready(self, timeout: float = 60) -> None:
+        import urllib.request
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit(f"{self.addr} not ready")
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+
+
+def runClients(ports: list[int], op: str, keys: list[bytes], window: int = 256) -> float:
+    """
+    Issue one op per key through the RPC ports with C{window} requests in
+    flight per connection; returns ops/s.
+    """
+    from twisted.internet import defer, task
+
+    from suite.specter.rpc import connectRPC
+
+    result: list[float] = []
+
+    async def main(reactor: Any) -> None:
+        clients = [await connectRPC(reactor, f"tcp:host=127.0.0.1:port={p}") for p in ports for _ in range(2)]
+        chunks = [keys[i :: len(clients)] for i in range(len(clients))]
+        start = time.perf_counter()
+
+        async def worker(c: Any, ks: list[bytes]) -> None:
+            pending: list[Any] = []
+            for k in ks:
+                if op == "put":
+                    pending.append(c.kv("put", k, b"v" * 64))
+                else:
+                    pending.append(c.kv("get", k))
+                if len(pending) >= window // 2:
+                    await defer.gatherResults(pending)
+                    pending = []
+            await defer.gatherResults(pending)
+
+        await defer.gatherResults([defer.Deferred.fromCoroutine(worker(c, ks)) for c, ks in zip(clients, chunks)])
+        result.append(len(keys) / (time.perf_counter() - start))
+        for c in clients:
+            c.close()
+
+    try:
+        task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
+    except SystemExit as e:
+        if e.code:
+            raise
+    return result[0]
+
+
+def benchRing(base: str, cert: str, n: int) -> tuple[float, float]:
+    procs = [Proc(base, "r0", cert, "--replicas", "3")]
+    try:
+        procs[0].ready()
+        for i in (1, 2):
+            procs.append(Proc(base, f"r{i}", cert, "--replicas", "3", "--join", procs[0].addr))
+        for p in procs:
+            p.ready()
+        time.sleep(3)
+        keys = [b"bench-%d" % i for i in range(n)]
+        ports = [p.rpc for p in procs]
+        puts = _inChild(runClients, ports, "put", keys)
+        gets = _inChild(runClients, ports, "get", keys)
+        return puts, gets
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def _inChild(fn: Any, *args: Any) -> Any:
+    """
+    Run C{fn} in a forked child (each run gets a fresh reactor).
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        value = fn(*args)
+        os.write(w, repr(value).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.waitpid(pid, 0)
+    return eval(data.decode())
+
+
+def benchBackend(base: str, backend: str, n: int) -> float:
+    from twisted.internet import defer, task
+    from twisted.internet.threads import deferToThreadPool
+    from twisted.python.threadpool import ThreadPool
+
+    from suite.kv import openStore
+
+    out: list[float] = []
+
+    async def main(reactor: Any) -> None:
+        pool = ThreadPool(1, 1)
+        pool.start()
+        store = openStore(backend, os.path.join(base, backend), 0, reactor, lambda f: deferToThreadPool(reactor, pool, f))
+        value = b"v" * 64
+        start = time.perf_counter()
+        batch = []
+        for i in range(n):
+            batch.append(store.put(b"key-%d" % i, value))
+            if len(batch) >= 1024:
+                await defer.gatherResults(batch)
+                batch = []
+        await defer.gatherResults(batch)
+        if backend == "aof":
+            await store.flush()
+        out.append(n / (time.perf_counter() - start))
+        await store.close()
+        pool.stop()
+
+    try:
+        task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
+    except SystemExit as e:
+        if e.code:
+            raise
+    return out[0]
+
+
+def benchHops(sizes: list[int], lookups: int = 2000) -> dict[int, float]:
+    from twisted.internet import defer
+    from twisted.internet.task import Clock
+
+    from suite.kv.memory import MemoryStore
+    from suite.specter.chord.ids import RING_BITS, RING_SIZE, fingerStart, inRange
+    from suite.specter.chord.node import ChordConfig, ChordNode
+    from tests.support.chordsim import SimNetwork, SimTransport
+
+    out: dict[int, float] = {}
+    for size in sizes:
+        clock = Clock()
+        rng = random.Random(size)
+        net = SimNetwork(clock, rng, delay=(0.0, 0.0))
+        config = ChordConfig(virtual=1, replicas=1, successors=4)
+        nodes = []
+        for i in range(size):
+            name = f"n{i}:1"
+            node = ChordNode(name, SimTransport(net, name), clock, config, lambda i: MemoryStore(clock), rng=random.Random(i))
+            net.nodes[name] = node
+            nodes.append(node)
+        ring = sorted((n.vnodes[0] for n in nodes), key=lambda v: v.ref.id)
+        ids = [v.ref.id for v in ring]
+        import bisect
+
+        def owner(x: int) -> Any:
+            j = bisect.bisect_left(ids, x)
+            return ring[j % len(ring)]
+
+        for j, v in enumerate(ring):
+            v.pred = ring[j - 1].ref
+            v.succs = [ring[(j + k) % size].ref for k in range(1, 5)]
+            v.fingers = [owner(fingerStart(v.ref.id, k)).ref for k in range(RING_BITS)]
+            # a converged ring: enter Active without joining or maintenance
+            v.beginJoin = lambda: None  # type: ignore[method-assign]
+            v.becameActive = lambda: None  # type: ignore[method-assign]
+            v.membership.start()
+            v.membership.joined()
+        total = 0
+        for _ in range(lookups):
+            src = rng.choice(nodes)
+            target = rng.randrange(RING_SIZE)
+            d = defer.Deferred.fromCoroutine(src.findSuccessor(target, start=src.vnodes[0].ref))
+            found: list[Any] = []
+            d.addBoth(found.append)
+            while not found:
+                clock.advance(0.001)
+            ref, hops = found[0]
+            assert ref == owner(target).ref or inRange(target, ring[-1].ref.id, ring[0].ref.id)
+            total += hops
+        out[size] = total / lookups
+    return out
+
+
+def benchHandover(base: str, cert: str, n: int) -> tuple[float, int]:
+    a = Proc(base, "h0", cert, "--replicas", "1")
+    procs = [a]
+    try:
+        a.ready()
+        b = Proc(base, "h1", cert, "--replicas", "1", "--join", a.addr)
+        procs.append(b)
+        b.ready()
+        time.sleep(2)
+        keys = [b"handover-%d" % i for i in range(n)]
+        _inChild(runClients, [a.rpc, b.rpc], "put", keys)
+        held = _inChild(_records, a.rpc)
+        start = time.perf_counter()
+        a.p.send_signal(signal.SIGTERM)
+        a.p.wait(300)
+        elapsed = time.perf_counter() - start
+        return elapsed, held
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def _records(port: int) -> int:
+    from twisted.internet import defer, task
+
+    from suite.specter.rpc import connectRPC
+
+    out: list[int] = []
+
+    async def main(reactor: Any) -> None:
+        c = await connectRPC(reactor, f"tcp:host=127.0.0.1:port={port}")
+        stats = await c.call("stats")
+        out.append(sum(v["store"]["records"] for v in stats["vnodes"]))
+        c.close()
+
+    try:
+        task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
+    except SystemExit as e:
+        if e.code:
+            raise
+    return out[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
+    args = parser.parse_args()
+    scale = 0.1 if args.quick else 1.0
+    base = tempfile.mkdtemp(prefix="specter-bench-")
+    try:
+        from suite.pki.ca import initBundle
+
+        cert = os.path.join(base, "cert")
+        initBundle(cert, ["127.0.0.1"])
+        aof = _inChild(benchBackend, base, "aof", int(200_000 * scale))
+        print(f"aof backend: {aof:,.0f} puts/s", flush=True)
+        sqlite = _inChild(benchBackend, base, "sqlite", int(50_000 * scale))
+        print(f"sqlite backend: {sqlite:,.0f} puts/s", flush=True)
+        hops = benchHops([16, 64, 256, 1024] if not args.quick else [16, 64])
+        for size, h in hops.items():
+            print(f"lookup hops, ring of {size} vnodes: {h:.2f} (log2 N = {math.log2(size):.0f})", flush=True)
+        puts, gets = benchRing(base, cert, int(60_000 * scale))
+        print(f"ring (3 processes, 15 vnodes, R=3, aof): {puts:,.0f} puts/s, {gets:,.0f} gets/s", flush=True)
+        elapsed, held = benchHandover(base, cert, int(200_000 * scale))
+        per100k = elapsed * 100_000 / max(held, 1)
+        print(f"handover: {held} keys in {elapsed:.2f}s (scaled to 100k keys: {per100k:.2f}s)", flush=True)
+        hopText = " ".join(f"hops_{size}={h:.2f}" for size, h in hops.items())
+        print(
+            f"ring_puts_per_s={puts:.0f} ring_gets_per_s={gets:.0f} aof_puts_per_s={aof:.0f} "
+            f"sqlite_puts_per_s={sqlite:.0f} handover_100k_s={per100k:.2f} handover_keys={held} {hopText}"
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

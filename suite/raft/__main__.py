@@ -1,0 +1,35 @@
+"""
+Run one replicated KV node: C{python -m suite.raft --help}.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+
+def main(argv: list[str] | None = None) -> int:
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+
+    from suite.daemon import ConfigError
+    from suite.logging import observer
+    from suite.raft.service import Options, makeService
+
+    options = Options()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+        service = makeService(options, reactor)
+    except (usage.UsageError, ConfigError, OSError) as e:
+        sys.stderr.write(f"suite.raft: {e}\n")
+        return 2
+    globalLogBeginner.beginLoggingTo([observer()], redirectStandardIO=False)
+    reactor.callWhenRunning(service.startService)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

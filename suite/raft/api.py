@@ -1,0 +1,87 @@
+"""
+The client API of a Raft KV node: length-prefixed msgpack frames.
+
+Request: C{[id, op, key, value, client, seq]} with C{op} one of C{put},
+C{append}, C{delete}, C{cas}, C{get} (linearizable, ReadIndex), C{status}.
+Response: C{[id, ok, value, error, leader]}: C{error} explains a refusal
+(e.g. why this node is not the leader) and C{leader} names the leader
+when known.  Frames are limited to C{maxFrameBytes}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from suite.raft.kv import KeyValueStateMachine, encodeCommand
+from suite.raft.node import NotLeader, RaftNode
+from suite.raft.transport import FrameProtocol
+
+log = Logger()
+WRITES = {"put", "append", "delete", "cas"}
+MAX_CLIENT_FRAME = 1024 * 1024
+
+
+class ClientAPIProtocol(FrameProtocol):
+    maxFrameBytes = MAX_CLIENT_FRAME
+
+    def __init__(self, node: RaftNode, kv: KeyValueStateMachine, observe: Any) -> None:
+        super().__init__()
+        self.node, self.kv, self.observe = node, kv, observe
+
+    def frameReceived(self, frame: bytes) -> None:
+        try:
+            request = msgpack.unpackb(frame, raw=False)
+            reqId, op, key, value, client, seq = request
+            if not (
+                isinstance(op, str)
+                and isinstance(key, str)
+                and isinstance(client, str)
+                and isinstance(seq, int)
+            ):
+                raise TypeError("field types")
+        except Exception as e:
+            log.warn(
+                "rejecting malformed client request from {peer}: {why}", peer=self.describePeer(), why=str(e)
+            )
+            self.sendFrame(msgpack.packb([None, False, None, "malformed request", None]))
+            return
+        if op in WRITES:
+            started = self.node.clock.seconds()
+            d = self.node.propose(encodeCommand(op, key, value), client, seq)
+            d.addCallback(self._observe, started)
+        elif op == "get":
+            d = self.node.readIndex().addCallback(lambda _: self.kv.get(key))
+        elif op == "status":
+            self._reply(reqId, True, self.node.status(), "")
+            return
+        else:
+            self._reply(reqId, False, None, f"unknown operation {op!r}")
+            return
+        d.addCallbacks(lambda v: self._reply(reqId, True, v, ""), lambda f: self._failed(reqId, f))
+
+    def _observe(self, value: Any, started: float) -> Any:
+        self.observe((self.node.clock.seconds() - started) * 1000.0)
+        return value
+
+    def _failed(self, reqId: Any, failure: Any) -> None:
+        err = failure.value
+        leader = err.leader if isinstance(err, NotLeader) else self.node.leaderId
+        self._reply(reqId, False, None, str(err) or err.__class__.__name__, leader)
+
+    def _reply(self, reqId: Any, ok: bool, value: Any, error: str, leader: str | None = None) -> None:
+        if self.transport is None or getattr(self.transport, "disconnecting", False):
+            return
+        if leader is None:
+            leader = self.node.leaderId
+        self.sendFrame(msgpack.packb([reqId, ok, value, error, leader], use_bin_type=True))
+
+
+def clientAPIFactory(node: RaftNode, kv: KeyValueStateMachine, observe: Any = lambda ms: None) -> Factory:
+    """
+    A factory serving the client API for C{node}.
+    """
+    return Factory.forProtocol(lambda: ClientAPIProtocol(node, kv, observe))

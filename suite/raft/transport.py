@@ -1,0 +1,270 @@
+"""
+Node-to-node transport: length-prefixed msgpack frames over mutually
+authenticated TLS.
+
+A frame is a 4-byte big-endian length and that many bytes of msgpack
+(L{suite.raft.messages.encodeMessage}); frames over C{maxFrameBytes} close
+the connection.  Each node dials one outbound connection per peer for what
+it sends and accepts inbound connections for what it receives.  A peer's
+node id is the common name of its certificate: frames whose C{src} differs,
+or from a certificate naming no known node, are logged and rejected.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from suite.raft.interfaces import IRaftTransport
+from suite.raft.messages import MalformedMessage, Message, decodeMessage, encodeMessage
+
+log = Logger()
+LENGTH = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 8 * 1024 * 1024
+
+
+class FrameProtocol(Protocol):
+    """
+    Split a byte stream into size-limited frames.
+    """
+
+    maxFrameBytes = DEFAULT_MAX_FRAME
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer.extend(data)
+        buf = self._buffer
+        offset = 0
+        while len(buf) - offset >= 4:
+            (length,) = LENGTH.unpack_from(buf, offset)
+            if length > self.maxFrameBytes:
+                log.warn(
+                    "closing connection from {peer}: frame of {length} bytes exceeds the {limit}-byte limit",
+                    peer=self.describePeer(),
+                    length=length,
+                    limit=self.maxFrameBytes,
+                )
+                del buf[:]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+            if len(buf) - offset - 4 < length:
+                break
+            frame = bytes(buf[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+            self.frameReceived(frame)
+            if self.transport is None or getattr(self.transport, "disconnecting", False):
+                break
+        del buf[:offset]
+
+    def sendFrame(self, frame: bytes) -> None:
+        self.transport.write(LENGTH.pack(len(frame)) + frame)  # type: ignore[union-attr]
+
+    def frameReceived(self, frame: bytes) -> None:
+        raise NotImplementedError
+
+    def describePeer(self) -> str:
+        try:
+            return str(self.transport.getPeer())  # type: ignore[union-attr]
+        except Exception:
+            return "unknown peer"
+
+
+def certificateName(transport: Any) -> str | None:
+    """
+    The common name of the peer's certificate, or None.
+    """
+    from suite.pki.tls import peerIdentity
+
+    try:
+        return peerIdentity(transport).commonName
+    except Exception:
+        return None
+
+
+@implementer(IHandshakeListener)
+class InboundRaftProtocol(FrameProtocol):
+    """
+    Receives Raft messages from one authenticated peer.
+    """
+
+    def __init__(self, owner: RaftTransport) -> None:
+        super().__init__()
+        self.owner = owner
+        self.peerId: str | None = None
+        self.maxFrameBytes = owner.maxFrameBytes
+
+    def handshakeCompleted(self) -> None:
+        name = certificateName(self.transport) if self.owner.secure else None
+        if self.owner.secure and (name is None or name not in self.owner.knownNodes()):
+            log.warn(
+                "rejecting Raft connection from {peer}: certificate names unknown node {name}",
+                peer=self.describePeer(),
+                name=name,
+            )
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.peerId = name
+
+    def connectionMade(self) -> None:
+        if not self.owner.secure:
+            self.peerId = ""
+
+    def frameReceived(self, frame: bytes) -> None:
+        if self.peerId is None:
+            log.warn("dropping Raft frame from {peer} before authentication", peer=self.describePeer())
+            return
+        try:
+            message = decodeMessage(frame)
+        except MalformedMessage as e:
+            log.warn(
+                "rejecting malformed Raft frame from {peer}: {reason}",
+                peer=self.describePeer(),
+                reason=str(e),
+            )
+            self.owner.rejected += 1
+            return
+        if self.peerId and message.src != self.peerId:
+            log.warn(
+                "rejecting Raft message claiming to be from {src} on a connection authenticated as {peer}",
+                src=message.src,
+                peer=self.peerId,
+            )
+            self.owner.rejected += 1
+            return
+        self.owner.deliver(message)
+
+
+@implementer(IHandshakeListener)
+class OutboundRaftProtocol(FrameProtocol):
+    """
+    Carries Raft messages to one peer.
+    """
+
+    def __init__(self, owner: RaftTransport, peer: str) -> None:
+        super().__init__()
+        self.owner, self.peer = owner, peer
+
+    def handshakeCompleted(self) -> None:
+        name = certificateName(self.transport)
+        if name != self.peer:
+            log.warn(
+                "peer at {addr} presented certificate {name}, expected {peer}",
+                addr=self.describePeer(),
+                name=name,
+                peer=self.peer,
+            )
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.owner.connected(self.peer, self)
+
+    def connectionMade(self) -> None:
+        if not self.owner.secure:
+            self.owner.connected(self.peer, self)
+
+    def frameReceived(self, frame: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.owner.disconnected(self.peer, self)
+
+
+@implementer(IRaftTransport)
+class RaftTransport:
+    """
+    L{IRaftTransport} over TCP+TLS endpoints.
+
+    @param connect: C{connect(address, protocolFactory) -> Deferred}; how to
+        dial a peer's address (an mTLS client endpoint in production).
+    """
+
+    def __init__(
+        self,
+        nodeId: str,
+        clock: IReactorTime,
+        connect: Callable[[str, Factory], Any],
+        peers: dict[str, str],
+        secure: bool = True,
+        maxFrameBytes: int = DEFAULT_MAX_FRAME,
+        maxQueuedBytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.nodeId = nodeId
+        self.clock = clock
+        self.connect = connect
+        self.peers = dict(peers)
+        self.secure = secure
+        self.maxFrameBytes = maxFrameBytes
+        self.maxQueuedBytes = maxQueuedBytes
+        self.receiver: Callable[[Message], None] | None = None
+        self.outbound: dict[str, OutboundRaftProtocol] = {}
+        self.dialing: dict[str, float] = {}
+        self.rejected = 0
+
+    def knownNodes(self) -> set[str]:
+        return set(self.peers) | {self.nodeId}
+
+    def setReceiver(self, receiver: Callable[[Message], None]) -> None:
+        self.receiver = receiver
+
+    def updatePeers(self, addresses: Mapping[str, str]) -> None:
+        for peer, address in addresses.items():
+            if peer != self.nodeId and address:
+                self.peers[peer] = address
+
+    def deliver(self, message: Message) -> None:
+        if self.receiver is not None:
+            self.receiver(message)
+
+    def serverFactory(self) -> Factory:
+        """
+        The factory for the inbound listener.
+        """
+        return Factory.forProtocol(lambda: InboundRaftProtocol(self))
+
+    def send(self, message: Message) -> None:
+        proto = self.outbound.get(message.dst)
+        if proto is not None and proto.transport is not None:
+            frame = encodeMessage(message)
+            proto.sendFrame(frame)
+            return
+        self._dial(message.dst)
+
+    def _dial(self, peer: str) -> None:
+        address = self.peers.get(peer)
+        if address is None:
+            return
+        now = self.clock.seconds()
+        if self.dialing.get(peer, -1.0) > now:
+            return
+        self.dialing[peer] = now + 0.1
+        factory: Factory = Factory.forProtocol(lambda: OutboundRaftProtocol(self, peer))  # type: ignore[arg-type]
+        d = self.connect(address, factory)
+        d.addErrback(
+            lambda f: log.debug(
+                "cannot reach {peer} at {address}: {why}", peer=peer, address=address, why=f.getErrorMessage()
+            )
+        )
+
+    def connected(self, peer: str, proto: OutboundRaftProtocol) -> None:
+        self.dialing.pop(peer, None)
+        old = self.outbound.get(peer)
+        if old is not None and old is not proto and old.transport is not None:
+            old.transport.loseConnection()
+        self.outbound[peer] = proto
+
+    def disconnected(self, peer: str, proto: OutboundRaftProtocol) -> None:
+        if self.outbound.get(peer) is proto:
+            del self.outbound[peer]
+
+    def close(self) -> None:
+        for proto in list(self.outbound.values()):
+            if proto.transport is not None:
+                proto.transport.loseConnection()
+        self.outbound.clear()

@@ -1,0 +1,301 @@
+"""
+The client end of tunnel links: one L{LinkHandle} (lifecycle machine +
+connection) per gateway, coordinated by L{TunnelClient}, which keeps up to
+C{maxLinks} redundant links for one hostname.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.protocol import ClientFactory, Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from suite.specter.tunnel.machine import Backoff, TunnelLifecycle, newLifecycle
+from suite.specter.tunnel.mux import DEFAULT_CHUNK, DEFAULT_WINDOW, Link, LocalSide, Stream, noDelay
+
+__all__ = [
+    "ClientLink",
+    "TargetSide",
+    "LinkHandle",
+    "TunnelClient",
+    "TUNNEL_ALPN",
+    "splitHostPort",
+    "tunnelCreator",
+]
+
+log = Logger()
+TUNNEL_ALPN = b"specter-tunnel/1"
+
+
+def splitHostPort(text: str, default: int = 443) -> tuple[str, int]:
+    """
+    C{HOST:PORT} or C{[V6]:PORT} -> (host, port).
+    """
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, default
+
+
+def tunnelCreator(identity: Any, host: str) -> Any:
+    """
+    The mTLS connection creator for a link to gateway C{host}: the client
+    certificate, the gateway's node certificate checked against C{ca.crt}
+    and C{host}; no SNI, so the gateway presents its node certificate.
+    """
+    from suite.pki.tls import clientContextFactory
+    from suite.pki.verify import PeerPolicy
+
+    try:
+        import ipaddress
+
+        ipaddress.ip_address(host)
+        policy = PeerPolicy(ipAddress=host)
+    except ValueError:
+        policy = PeerPolicy(hostname=host)
+    return clientContextFactory(identity, peerVerifier=policy, acceptableProtocols=[TUNNEL_ALPN])
+
+
+class TargetSide(LocalSide):
+    """
+    The client's connection to its local target, spliced with a stream.
+    """
+
+    def __init__(self, stream: Stream) -> None:
+        self.pendingStream = stream
+
+    def connectionMade(self) -> None:
+        noDelay(self.transport)
+        self.pendingStream.attach(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.stream is not None:
+            self.stream.send(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        if self.stream is not None:
+            self.stream.localLost()
+            self.stream = None
+
+
+class _TargetFactory(ClientFactory):
+    def __init__(self, stream: Stream, where: str) -> None:
+        self.stream = stream
+        self.where = where
+
+    def buildProtocol(self, addr: Any) -> TargetSide:
+        return TargetSide(self.stream)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.stream.reset(f"cannot connect to {self.where}: {reason.getErrorMessage()}")
+
+
+class ClientLink(Link):
+    """
+    The client end of one link.
+    """
+
+    streamParity = 2
+
+    def __init__(self, handle: LinkHandle) -> None:
+        super().__init__(handle.client.window, handle.client.chunk)
+        self.handle = handle
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.handle.linkUp(self)
+
+    def controlReceived(self, message: dict[str, Any]) -> None:
+        self.handle.controlReceived(message)
+
+    def streamOpened(self, stream: Stream, meta: dict[str, Any]) -> None:
+        self.handle.client.openTarget(stream)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        super().connectionLost(reason)
+        self.handle.linkDown(self)
+
+
+class LinkHandle:
+    """
+    One gateway link: carries out the lifecycle machine's outputs.
+    """
+
+    def __init__(self, client: TunnelClient, gateway: str) -> None:
+        self.client = client
+        self.gateway = gateway
+        self.link: ClientLink | None = None
+        self.machine: TunnelLifecycle = newLifecycle(self, client.reactor, Backoff(rng=client.rng))
+        self.attempt: Deferred[Any] | None = None
+
+    # -- ILinkActions ---------------------------------------------------------------------
+    def connect(self) -> None:
+        host, port = splitHostPort(self.gateway)
+        endpoint = wrapClientTLS(
+            tunnelCreator(self.client.identity, host),
+            HostnameEndpoint(self.client.reactor, host, port, timeout=10),
+        )
+        factory = Factory.forProtocol(lambda: ClientLink(self))
+        self.attempt = endpoint.connect(factory)
+
+        def failed(f: Failure) -> None:
+            self.attempt = None
+            log.warn(
+                "cannot link to gateway {gateway}: {error}", gateway=self.gateway, error=f.getErrorMessage()
+            )
+            self.machine.connectionLost()
+
+        def done(_: Any) -> None:
+            self.attempt = None
+
+        self.attempt.addCallbacks(done, failed)
+
+    def register(self) -> None:
+        assert self.link is not None
+        self.link.sendControl(
+            {"t": "register", "id": 1, "hostname": self.client.hostname, "kind": self.client.kind}
+        )
+
+    def announce(self, hostname: str) -> None:
+        self.client.registeredOn(self, hostname)
+
+    def waitForStreams(self) -> None:
+        log.info("gateway {gateway} asked us to move; finishing its streams", gateway=self.gateway)
+
+        def check() -> None:
+            if self.link is None or not self.link.streams:
+                self.machine.drained()
+            else:
+                self.client.reactor.callLater(0.1, check)
+
+        check()
+
+    def disconnect(self) -> None:
+        if self.attempt is not None:
+            self.attempt.cancel()
+        if self.link is not None:
+            self.link.transport.loseConnection()
+
+    # -- events from the link -------------------------------------------------------------
+    def linkUp(self, link: ClientLink) -> None:
+        self.link = link
+        self.machine.connected()
+
+    def linkDown(self, link: ClientLink) -> None:
+        if self.link is link:
+            self.link = None
+            self.machine.connectionLost()
+
+    def controlReceived(self, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        if kind == "registered":
+            self.client.learnGateways([str(g) for g in message.get("gateways", [])])
+            self.machine.registered(str(message["hostname"]))
+        elif kind == "published":
+            self.machine.published()
+        elif kind == "move":
+            self.machine.moveRequested()
+        elif kind == "error":
+            self.client.refused(self, str(message.get("reason")))
+
+
+class TunnelClient:
+    """
+    Keeps a tunnel for one target alive over up to C{maxLinks} gateways.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        identity: Any,
+        servers: list[str],
+        target: tuple[str, int],
+        kind: str,
+        hostname: str | None = None,
+        maxLinks: int = 3,
+        window: int = DEFAULT_WINDOW,
+        chunk: int = DEFAULT_CHUNK,
+        rng: Any = None,
+        onRegistered: Callable[[str], None] | None = None,
+        onFatal: Callable[[str], None] | None = None,
+    ) -> None:
+        import random
+
+        self.reactor = reactor
+        self.identity = identity
+        self.gateways = list(servers)
+        self.target = target
+        self.kind = kind
+        self.hostname = hostname
+        self.maxLinks = maxLinks
+        self.window = window
+        self.chunk = chunk
+        self.rng = rng or random.Random()
+        self.handles: dict[str, LinkHandle] = {}
+        self.onRegistered = onRegistered
+        self.onFatal = onFatal
+        self.announced = False
+
+    def start(self) -> None:
+        """
+        Link to the first gateway; more follow once a hostname is known.
+        """
+        self._add(self.gateways[0])
+
+    def _add(self, gateway: str) -> None:
+        if gateway in self.handles or len(self.handles) >= self.maxLinks:
+            return
+        handle = LinkHandle(self, gateway)
+        self.handles[gateway] = handle
+        handle.machine.start()
+
+    def learnGateways(self, gateways: list[str]) -> None:
+        """
+        A gateway told us its peers; remember them.
+        """
+        for g in gateways:
+            if g not in self.gateways:
+                self.gateways.append(g)
+
+    def registeredOn(self, handle: LinkHandle, hostname: str) -> None:
+        """
+        A link is registered: fix the hostname and open the other links.
+        """
+        self.hostname = hostname
+        log.info("tunnel {hostname} linked through {gateway}", hostname=hostname, gateway=handle.gateway)
+        if not self.announced:
+            self.announced = True
+            if self.onRegistered is not None:
+                self.onRegistered(hostname)
+        for g in self.gateways:
+            self._add(g)
+
+    def refused(self, handle: LinkHandle, reason: str) -> None:
+        """
+        A gateway refused the registration.
+        """
+        log.error("gateway {gateway} refused the tunnel: {reason}", gateway=handle.gateway, reason=reason)
+        if not self.announced and self.onFatal is not None:
+            self.onFatal(reason)
+
+    def openTarget(self, stream: Stream) -> None:
+        """
+        A visitor arrived: connect to the target and splice.
+        """
+        host, port = self.target
+        self.reactor.connectTCP(host, port, _TargetFactory(stream, f"{host}:{port}"), timeout=10)
+
+    def stop(self) -> None:
+        """
+        Close every link.
+        """
+        for handle in self.handles.values():
+            handle.machine.stop()

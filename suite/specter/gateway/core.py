@@ -1,0 +1,299 @@
+"""
+The gateway core: configuration, the links clients hold here, hostname
+allocation and route resolution for visitors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from suite.specter.gateway.interfaces import IRouteStore
+from suite.specter.gateway.routes import LinkRegistry, RouteCache, RouteOwned
+from suite.specter.tunnel.mux import Link
+
+__all__ = ["GatewayConfig", "Gateway", "GatewayLink", "Metrics", "TUNNEL_ALPN", "TCP_ALPN"]
+
+log = Logger()
+TUNNEL_ALPN = b"specter-tunnel/1"
+TCP_ALPN = b"specter-tcp/1"
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass
+class GatewayConfig:
+    """
+    Gateway settings from the command line.
+    """
+
+    apexes: list[str]
+    advertise: str
+    window: int = 256 * 1024
+    chunk: int = 16 * 1024
+    transportBuffer: int = 16 * 1024
+    maxHeaderBytes: int = 16 * 1024
+    leaseTTL: float = 30.0
+    drainSeconds: float = 5.0
+    maxLinksPerClient: int = 64
+
+
+@dataclass
+class Metrics:
+    """
+    Counters shown on /metrics and /_internal.
+    """
+
+    linksOpened: int = 0
+    streamsOpened: int = 0
+    errors: dict[int, int] = field(default_factory=dict)
+
+
+class Gateway:
+    """
+    What every gateway connection shares.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        routes: IRouteStore,
+        clock: IReactorTime,
+        peers: Callable[[], list[str]] | None = None,
+    ) -> None:
+        self.config = config
+        self.routes = IRouteStore(routes)
+        self.clock = clock
+        self.registry = LinkRegistry(config.advertise)
+        self.cache = RouteCache(self.routes, clock)
+        self.metrics = Metrics()
+        self.peers = peers or (lambda: [])
+        self.links: set[GatewayLink] = set()
+        self.draining = False
+
+    def isPublicName(self, name: str) -> bool:
+        """
+        Whether C{name} is an apex or a name under one (served with the
+        public certificate).
+        """
+        name = name.rstrip(".").lower()
+        return any(name == a or name.endswith("." + a) for a in self.config.apexes)
+
+    def checkHostname(self, hostname: str) -> str:
+        """
+        Normalise a client-chosen hostname; it must be one label under an apex.
+        """
+        hostname = hostname.rstrip(".").lower()
+        for apex in self.config.apexes:
+            if hostname.endswith("." + apex) and _LABEL.match(hostname[: -len(apex) - 1]):
+                return hostname
+        raise ValueError(f"hostname {hostname!r} must be one label under {', '.join(self.config.apexes)}")
+
+    def newHostname(self) -> str:
+        """
+        A fresh random hostname under the first apex.
+        """
+        return f"{os.urandom(5).hex()}.{self.config.apexes[0]}"
+
+    def gateways(self) -> list[str]:
+        """
+        Gateways a client may link to: this one first, then ring peers.
+        """
+        out = [self.config.advertise]
+        for peer in self.peers():
+            if peer not in out:
+                out.append(peer)
+        return out
+
+    def resolve(self, hostname: str) -> Deferred[Any]:
+        """
+        Fire with a local link for C{hostname}, a reason string when it is
+        served elsewhere but cannot be reached from here, or L{None}.
+        """
+        link = self.registry.pick(hostname)
+        if link is not None:
+            return succeed(link)
+
+        def found(route: Any) -> Any:
+            if route is None:
+                return None
+            link = self.registry.pick(hostname)
+            if link is not None:
+                return link
+            others = [g for g in route.gateways if g != self.config.advertise]
+            if not others:
+                return f"the tunnel for {hostname} has no live link"
+            return f"the tunnel for {hostname} is linked to {', '.join(others)}; forwarding between gateways is not implemented yet"
+
+        return self.cache.lookup(hostname).addCallback(found)
+
+    def drain(self) -> Deferred[None]:
+        """
+        Ask every client to move to its other links, then close what stays.
+        """
+        self.draining = True
+        for link in list(self.links):
+            link.sendControl({"t": "move", "reason": "gateway shutting down"})
+        d: Deferred[None] = Deferred()
+        deadline = self.clock.seconds() + self.config.drainSeconds
+
+        def check() -> None:
+            if not self.links or self.clock.seconds() >= deadline:
+                for link in list(self.links):
+                    link.transport.loseConnection()
+                d.callback(None)
+            else:
+                self.clock.callLater(0.1, check)
+
+        check()
+        return d
+
+
+class GatewayLink(Link):
+    """
+    The gateway end of a tunnel link (or of a one-shot command connection
+    from C{specter client ls|release}).
+    """
+
+    streamParity = 1
+
+    def __init__(self, gateway: Gateway, owner: str) -> None:
+        super().__init__(gateway.config.window, gateway.config.chunk)
+        self.gateway = gateway
+        self.owner = owner
+        self.hostnames: dict[str, str] = {}
+        self.renewer: LoopingCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.gateway.links.add(self)
+        self.gateway.metrics.linksOpened += 1
+
+    def acceptsStreams(self) -> bool:
+        """
+        Whether visitors may be sent down this link.
+        """
+        return not self.closed
+
+    def controlReceived(self, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        rid = message.get("id")
+        handler = {
+            "register": self._register,
+            "ls": self._ls,
+            "release": self._release,
+            "ping": self._ping,
+        }.get(str(kind))
+        if handler is None:
+            self.sendControl({"t": "error", "id": rid, "reason": f"unknown control message {kind!r}"})
+            return
+        d = Deferred.fromCoroutine(handler(message))
+
+        def failed(f: Failure) -> None:
+            reason = f.getErrorMessage() if f.check(RouteOwned, ValueError) else "internal error, try again"
+            if not f.check(RouteOwned, ValueError):
+                log.failure("control message {kind} failed", f, kind=kind)
+            self.sendControl({"t": "error", "id": rid, "reason": reason})
+
+        d.addErrback(failed)
+
+    async def _ping(self, message: dict[str, Any]) -> None:
+        self.sendControl({"t": "pong", "id": message.get("id")})
+
+    async def _register(self, message: dict[str, Any]) -> None:
+        if self.gateway.draining:
+            self.sendControl({"t": "move", "reason": "gateway shutting down"})
+            return
+        if len(self.hostnames) >= self.gateway.config.maxLinksPerClient:
+            raise ValueError("too many hostnames on one link")
+        wanted = message.get("hostname")
+        hostname = self.gateway.checkHostname(str(wanted)) if wanted else self.gateway.newHostname()
+        kind = "tcp" if message.get("kind") == "tcp" else "http"
+        cfg = self.gateway.config
+        await self.gateway.routes.publish(hostname, self.owner, kind, cfg.advertise, cfg.leaseTTL)
+        if self.closed:
+            return
+        self.hostnames[hostname] = kind
+        self.gateway.registry.add(hostname, self)
+        self.gateway.cache.invalidate(hostname)
+        log.info(
+            "tunnel {hostname} registered by {owner} ({kind})", hostname=hostname, owner=self.owner, kind=kind
+        )
+        self.sendControl(
+            {
+                "t": "registered",
+                "id": message.get("id"),
+                "hostname": hostname,
+                "gateways": self.gateway.gateways(),
+                "ttl": cfg.leaseTTL,
+            }
+        )
+        self.sendControl({"t": "published", "hostname": hostname})
+        if self.renewer is None:
+            self.renewer = LoopingCall(self._renew)
+            self.renewer.clock = self.gateway.clock
+            self.renewer.start(cfg.leaseTTL / 3, now=False).addErrback(
+                lambda f: log.failure("lease renewal loop", f)
+            )
+
+    def _renew(self) -> Deferred[Any]:
+        cfg = self.gateway.config
+        ds = []
+        for hostname, kind in list(self.hostnames.items()):
+            d = self.gateway.routes.publish(hostname, self.owner, kind, cfg.advertise, cfg.leaseTTL)
+            d.addErrback(
+                lambda f, h=hostname: log.warn(
+                    "renewing the route of {hostname} failed: {error}", hostname=h, error=f.getErrorMessage()
+                )
+            )
+            ds.append(d)
+        from twisted.internet.defer import DeferredList
+
+        return DeferredList(ds)
+
+    async def _ls(self, message: dict[str, Any]) -> None:
+        names = await self.gateway.routes.owned(self.owner)
+        self.sendControl({"t": "ls", "id": message.get("id"), "hostnames": names})
+
+    async def _release(self, message: dict[str, Any]) -> None:
+        hostname = str(message.get("hostname", "")).rstrip(".").lower()
+        existed = await self.gateway.routes.release(hostname, self.owner)
+        for link in list(self.gateway.links):
+            if link.owner == self.owner and hostname in link.hostnames:
+                del link.hostnames[hostname]
+                self.gateway.registry.remove(hostname, link)
+        self.gateway.cache.invalidate(hostname)
+        log.info("tunnel {hostname} released by {owner}", hostname=hostname, owner=self.owner)
+        self.sendControl({"t": "released", "id": message.get("id"), "hostname": hostname, "existed": existed})
+
+    def streamOpened(self, stream: Any, meta: dict[str, Any]) -> None:
+        stream.reset("clients may not open streams")
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        super().connectionLost(reason)
+        self.gateway.links.discard(self)
+        if self.renewer is not None and self.renewer.running:
+            self.renewer.stop()
+        for hostname in self.hostnames:
+            self.gateway.registry.remove(hostname, self)
+            self.gateway.cache.invalidate(hostname)
+            if self.gateway.registry.pick(hostname) is None:
+                self.gateway.routes.withdraw(hostname, self.gateway.config.advertise).addErrback(
+                    lambda f, h=hostname: log.warn(
+                        "withdrawing {hostname} failed: {error}", hostname=h, error=f.getErrorMessage()
+                    )
+                )
+        if self.hostnames:
+            log.info(
+                "tunnel link of {owner} closed ({hostnames})",
+                owner=self.owner,
+                hostnames=", ".join(self.hostnames),
+            )

@@ -1,0 +1,206 @@
+"""
+The one TLS port: certificate choice by SNI, protocol choice by ALPN.
+
+  - SNI an apex or a name under one: the public certificate (self-signed
+    for the apexes unless ACME supplies one), no client certificate asked;
+    ALPN C{h2}, C{http/1.1} or C{specter-tcp/1}.
+  - any other SNI (or none): the node certificate, a client certificate
+    asked for and verified against C{ca.crt} and C{client-ca.crt}; ALPN
+    C{specter-tunnel/1} (client certificate from the client CA required),
+    C{specter-chord/1} (node certificate required) or the visitor ALPNs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import SSL
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from suite.specter.gateway.core import TCP_ALPN, TUNNEL_ALPN, Gateway, GatewayLink
+from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
+from suite.specter.tunnel.mux import noDelay
+
+__all__ = ["GatewayFactory", "makeTLSFactory", "selfSignedCertificate", "VISITOR_ALPNS"]
+
+log = Logger()
+VISITOR_ALPNS = [b"h2", b"http/1.1"]
+
+
+def selfSignedCertificate(directory: str, apexes: list[str]) -> tuple[Any, Any, str]:
+    """
+    Load or mint the self-signed certificate for C{apexes} (and their
+    wildcards) kept in C{directory}; return C{(cert, key, certPath)}.
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from suite.pki.ca import certificateToPEM, keyToPEM, mintSelfSigned
+
+    names = []
+    for apex in apexes:
+        names += [apex, f"*.{apex}"]
+    os.makedirs(directory, exist_ok=True)
+    certPath = os.path.join(directory, "selfsigned.crt")
+    keyPath = os.path.join(directory, "selfsigned.key")
+    if os.path.exists(certPath) and os.path.exists(keyPath):
+        with open(certPath, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        with open(keyPath, "rb") as f:
+            key = load_pem_private_key(f.read(), None)
+        try:
+            sans = cert.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            sans = []
+        if sorted(sans) == sorted(names):
+            return cert, key, certPath
+    cert, key = mintSelfSigned(names, days=365)
+    fd = os.open(keyPath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(keyToPEM(key))
+    with open(certPath, "wb") as f:
+        f.write(certificateToPEM(cert))
+    return cert, key, certPath
+
+
+def makeTLSFactory(
+    gateway: Gateway,
+    bundle: Any,
+    publicCert: Any,
+    publicKey: Any,
+    wrapped: Factory,
+    extraALPNs: list[bytes],
+    clock: Any = None,
+) -> TLSMemoryBIOFactory:
+    """
+    The TLS wrapper of the gateway port.
+    """
+    from suite.pki.tls import publicServerContextFactory, serverContextFactory
+
+    nodeCreator = serverContextFactory(
+        bundle,
+        requireClientCert=False,
+        trustClientCA=bundle.clientCACert is not None,
+        acceptableProtocols=[TUNNEL_ALPN, *extraALPNs, *VISITOR_ALPNS, TCP_ALPN],
+    )
+    public = publicServerContextFactory(publicCert, publicKey, acceptableProtocols=[*VISITOR_ALPNS, TCP_ALPN])
+    publicContext = public.getContext()
+    nodeContext = nodeCreator.options.getContext()
+
+    def chooseCertificate(connection: SSL.Connection) -> None:
+        name = connection.get_servername()
+        if name and gateway.isPublicName(name.decode("ascii", "replace")):
+            connection.set_context(publicContext)
+            connection.set_verify(SSL.VERIFY_NONE, None)
+
+    nodeContext.set_tlsext_servername_callback(chooseCertificate)
+    return TLSMemoryBIOFactory(nodeCreator, False, wrapped, clock)
+
+
+def _issuedBy(certificate: x509.Certificate | None, issuer: x509.Certificate | None) -> bool:
+    return certificate is not None and issuer is not None and certificate.issuer == issuer.subject
+
+
+@implementer(IHandshakeListener)
+class _Dispatch(Protocol):
+    """
+    Waits for the TLS handshake, then hands the connection to the protocol
+    its ALPN names.
+    """
+
+    def __init__(self, factory: GatewayFactory) -> None:
+        self.factory = factory
+
+    def handshakeCompleted(self) -> None:
+        tls = self.transport
+        try:
+            proto = self.factory.protocolFor(tls.negotiatedProtocol, tls)
+        except Exception:
+            log.failure("choosing the protocol of a gateway connection")
+            proto = None
+        if proto is None:
+            tls.loseConnection()
+            return
+        tls.wrappedProtocol = proto
+        proto.makeConnection(tls)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.loseConnection()
+
+
+class GatewayFactory(Factory):
+    """
+    Builds a connection's protocol from its negotiated ALPN.
+
+    @ivar extra: more ALPN protocols (name -> factory of a protocol given
+        the TLS transport), e.g. the ring's C{specter-chord/1}.
+    """
+
+    def __init__(
+        self, gateway: Gateway, bundle: Any, site: Any = None, transportBuffer: int | None = None
+    ) -> None:
+        self.gateway = gateway
+        self.bundle = bundle
+        self.site = site
+        self.transportBuffer = transportBuffer
+        self.extra: dict[bytes, Callable[[Any], Protocol | None]] = {}
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        proto = _Dispatch(self)
+        proto.factory = self  # type: ignore[assignment]
+        return proto
+
+    def _tuneBuffer(self, tls: Any) -> None:
+        noDelay(tls)
+        if self.transportBuffer:
+            inner = getattr(tls, "transport", None)
+            if inner is not None and hasattr(inner, "bufferSize"):
+                inner.bufferSize = self.transportBuffer
+
+    def protocolFor(self, alpn: bytes | None, tls: Any) -> Protocol | None:
+        """
+        The protocol for a connection that negotiated C{alpn}, or L{None}
+        to close it.
+        """
+        from suite.pki.tls import peerCertificate
+
+        self._tuneBuffer(tls)
+        if alpn in (None, b"http/1.1"):
+            return HTTPVisitor(self.gateway)
+        if alpn == b"h2":
+            if self.site is None:
+                return None
+            return self.site.buildProtocol(tls.getPeer())  # type: ignore[no-any-return]
+        if alpn == TCP_ALPN:
+            return TCPVisitor(self.gateway)
+        if alpn == TUNNEL_ALPN:
+            cert = peerCertificate(tls)
+            if not _issuedBy(cert, self.bundle.clientCACert):
+                log.warn(
+                    "tunnel link from {peer} refused: no client certificate from the client CA",
+                    peer=tls.getPeer(),
+                )
+                return None
+            assert cert is not None
+            names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            owner = str(names[0].value) if names else cert.serial_number
+            return GatewayLink(self.gateway, str(owner))
+        build = self.extra.get(alpn)
+        if build is not None:
+            if not _issuedBy(peerCertificate(tls), self.bundle.caCert):
+                log.warn(
+                    "{alpn} connection from {peer} refused: no node certificate",
+                    alpn=alpn.decode(),
+                    peer=tls.getPeer(),
+                )
+                return None
+            return build(tls)
+        return None

@@ -1,0 +1,99 @@
+"""
+The gateway as a service: the TLS port (one per TCP bind) in front of the
+shared L{Gateway}; on stop it drains (clients move to their other links)
+before the port closes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from suite.specter.gateway.core import Gateway, GatewayConfig
+from suite.specter.gateway.interfaces import IRouteStore
+from suite.specter.gateway.listener import GatewayFactory, makeTLSFactory, selfSignedCertificate
+
+__all__ = ["GatewayService", "makeGatewayService"]
+
+log = Logger()
+
+
+class GatewayService(MultiService):
+    """
+    Listens on the gateway port(s); drains links on stop.
+    """
+
+    def __init__(self, gateway: Gateway, factory: Any, endpoints: list[str], reactor: Any) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.factory = factory
+        self.endpoints = endpoints
+        self.reactor = reactor
+        self.ports: list[Any] = []
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        for description in self.endpoints:
+            d = serverFromString(self.reactor, description).listen(self.factory)
+            result: list[Any] = []
+            d.addBoth(result.append)
+            if result and not isinstance(result[0], Exception) and hasattr(result[0], "stopListening"):
+                self.ports.append(result[0])
+            elif result:
+                result[0].raiseException()
+
+    def startService(self) -> None:
+        if not self.ports:
+            self.privilegedStartService()
+        super().startService()
+        log.info(
+            "gateway listening on {endpoints} for {apexes}",
+            endpoints=", ".join(self.endpoints),
+            apexes=", ".join(self.gateway.config.apexes),
+        )
+
+    async def _stop(self) -> None:
+        log.info("gateway draining {count} tunnel links", count=len(self.gateway.links))
+        await self.gateway.drain()
+        await DeferredList([Deferred.fromCoroutine(_stopPort(p)) for p in self.ports], consumeErrors=True)
+        self.ports = []
+        await super().stopService()  # type: ignore[misc]
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+
+async def _stopPort(port: Any) -> None:
+    await port.stopListening()
+
+
+def makeGatewayService(
+    config: GatewayConfig,
+    bundle: Any,
+    routes: IRouteStore,
+    reactor: Any,
+    dataDir: str,
+    endpoints: list[str],
+    extra: dict[bytes, Callable[[Any], Any]] | None = None,
+    peers: Callable[[], list[str]] | None = None,
+) -> GatewayService:
+    """
+    Build the gateway: self-signed public certificate for the apexes (kept
+    in C{DATA/gateway}), the ALPN-routing TLS factory, the H2 site.
+    """
+    from suite.specter.gateway.h2 import makeH2Site
+
+    gateway = Gateway(config, routes, reactor, peers)
+    cert, key, _ = selfSignedCertificate(os.path.join(dataDir, "gateway"), config.apexes)
+    factory = GatewayFactory(
+        gateway, bundle, site=makeH2Site(gateway, reactor), transportBuffer=config.transportBuffer
+    )
+    factory.extra.update(extra or {})
+    tls = makeTLSFactory(gateway, bundle, cert, key, factory, list(factory.extra), reactor)
+    return GatewayService(gateway, tls, endpoints, reactor)

@@ -1,0 +1,222 @@
+"""
+Visitor connections: HTTP/1.1 (routed once per connection by its first
+request's Host, then spliced) and raw TCP (routed by SNI).
+
+Only the first request head is parsed, with a size limit (431 beyond it);
+after routing the connection's bytes move to the tunnel stream untouched.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from suite.specter.tunnel.mux import LocalSide, Stream
+
+if TYPE_CHECKING:
+    from suite.specter.gateway.core import Gateway
+
+__all__ = ["HTTPVisitor", "TCPVisitor", "errorPage", "serverName"]
+
+log = Logger()
+
+_REASONS = {
+    400: "Bad Request",
+    404: "Not Found",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+def errorPage(code: int, detail: str) -> bytes:
+    """
+    A complete HTTP/1.1 error response that closes the connection.
+    """
+    reason = _REASONS.get(code, "Error")
+    safe = detail.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    body = (
+        f"<!doctype html><html><head><title>{code} {reason}</title></head>"
+        f"<body><h1>{code} {reason}</h1><p>{safe}</p><hr><p>specter gateway</p></body></html>\n"
+    ).encode()
+    head = (
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+def serverName(transport: Any) -> str | None:
+    """
+    The SNI name a TLS visitor sent, lower case, or L{None}.
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    if getHandle is None:
+        return None
+    try:
+        name = getHandle().get_servername()
+    except Exception:
+        return None
+    return name.decode("ascii", "replace").lower() if name else None
+
+
+def _hostOf(head: bytes) -> str | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"host":
+            host = value.strip().decode("ascii", "replace").lower()
+            if host.startswith("["):
+                return host[: host.find("]") + 1]
+            return host.rsplit(":", 1)[0] if ":" in host else host
+    return None
+
+
+class _Visitor(LocalSide):
+    """
+    Shared parts of the two visitor kinds.
+    """
+
+    kind = "http"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.early: list[bytes] = []
+        self.done = False
+
+    def _peer(self) -> str:
+        peer = self.transport.getPeer()
+        return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', 0)}"
+
+    def route(self, hostname: str) -> None:
+        """
+        Find the link for C{hostname} and splice, or answer with an error.
+        """
+        self.hostname = hostname
+        link = self.gateway.registry.pick(hostname)
+        if link is not None:
+            self._splice(link)
+            return
+        self.transport.pauseProducing()
+        d = self.gateway.resolve(hostname)
+        d.addCallbacks(self._resolved, self._resolveFailed)
+
+    def _resolved(self, link: Any) -> None:
+        if self.done:
+            return
+        self.transport.resumeProducing()
+        if link is None:
+            self.fail(404, f"no tunnel is serving {self.hostname}")
+        elif isinstance(link, str):
+            self.fail(502, link)
+        else:
+            self._splice(link)
+
+    def _resolveFailed(self, failure: Failure) -> None:
+        log.warn(
+            "route lookup for {host} failed: {error}", host=self.hostname, error=failure.getErrorMessage()
+        )
+        if not self.done:
+            self.transport.resumeProducing()
+            self.fail(502, f"route lookup for {self.hostname} failed, try again")
+
+    def _splice(self, link: Any) -> None:
+        stream: Stream = link.openStream({"kind": self.kind, "peer": self._peer(), "host": self.hostname})
+        stream.onReset = self._reset
+        stream.attach(self)
+        early, self.early = self.early, []
+        for chunk in early:
+            stream.send(chunk)
+        self.gateway.metrics.streamsOpened += 1
+
+    def _reset(self, reason: str) -> None:
+        if self.stream is not None and self.stream.bytesIn == 0 and self.kind == "http":
+            self.fail(502, f"the tunnel could not reach its target: {reason}")
+        else:
+            self.transport.loseConnection()
+
+    def fail(self, code: int, detail: str) -> None:
+        """
+        Answer with an error page (HTTP) or just close (TCP).
+        """
+        self.done = True
+        self.gateway.metrics.errors[code] = self.gateway.metrics.errors.get(code, 0) + 1
+        if self.kind == "http":
+            self.transport.write(errorPage(code, detail))
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.done = True
+        if self.stream is not None:
+            self.stream.localLost()
+            self.stream = None
+
+
+class HTTPVisitor(_Visitor):
+    """
+    An HTTP/1.1 visitor: parse the first request head, route, then splice.
+    """
+
+    kind = "http"
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway)
+        self.head = b""
+        self.routing = False
+
+    def dataReceived(self, data: bytes) -> None:
+        stream = self.stream
+        if stream is not None:
+            stream.send(data)
+            return
+        if self.done:
+            return
+        if self.routing:
+            self.early.append(data)
+            return
+        self.head += data
+        limit = self.gateway.config.maxHeaderBytes
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > limit:
+                self.fail(431, f"request headers exceed {limit} bytes")
+            return
+        if end + 4 > limit:
+            self.fail(431, f"request headers exceed {limit} bytes")
+            return
+        line = self.head[: self.head.find(b"\r\n")]
+        parts = line.split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            self.fail(400, "malformed request line")
+            return
+        host = _hostOf(self.head[:end]) or serverName(self.transport)
+        if not host:
+            self.fail(400, "no Host header")
+            return
+        self.routing = True
+        self.early.append(self.head)
+        self.head = b""
+        self.route(host)
+
+
+class TCPVisitor(_Visitor):
+    """
+    A raw TCP visitor: routed by its SNI name, then spliced.
+    """
+
+    kind = "tcp"
+
+    def connectionMade(self) -> None:
+        host = serverName(self.transport)
+        if not host:
+            log.info("raw TCP visitor {peer} sent no SNI name", peer=self._peer())
+            self.fail(400, "no SNI")
+            return
+        self.route(host)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.stream is not None:
+            self.stream.send(data)
+        elif not self.done:
+            self.early.append(data)

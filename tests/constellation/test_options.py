@@ -1,0 +1,92 @@
+"""
+Options of the Constellation agent: the guide's environment and flags.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.constellation.options import DEFAULT_HTTP_PROVIDER, Options
+from suite.daemon import ConfigError
+
+
+def parse(argv: list[str] | None = None, **env: str) -> Options:
+    options = Options(environ=env)
+    options.parseOptions(argv or [])
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Defaults, environment, flags and errors.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        The guide's defaults; the node name is the system host name.
+        """
+        o = parse()
+        self.assertEqual(o["ts-hostname"], socket.gethostname().split(".")[0])
+        self.assertEqual(o["domain"], "bolabaden.org")
+        self.assertIsNone(o["public-ip"])
+        self.assertEqual(o["config-path"], "/opt/constellation/volumes")
+        self.assertEqual(o["secrets-path"], "/opt/constellation/secrets")
+        self.assertEqual(o["data-dir"], "/opt/constellation/data")
+        self.assertIsNone(o["cloudflare-zone-id"])
+        self.assertEqual((o["bind-addr"], o["bind-port"], o["raft-port"]), ("0.0.0.0", 7946, 8300))
+        self.assertEqual(o["http-provider"], DEFAULT_HTTP_PROVIDER)
+        self.assertEqual(o["join"], [])
+
+    def test_environment(self) -> None:
+        """
+        Every variable of the guide lands in its option; a flag wins.
+        """
+        o = parse(
+            TS_HOSTNAME="cloudserver1",
+            DOMAIN="Example.ORG.",
+            PUBLIC_IP="203.0.113.7",
+            CONFIG_PATH="/srv/volumes",
+            SECRETS_PATH="/srv/secrets",
+            DATA_DIR="/srv/data",
+            CLOUDFLARE_ZONE_ID="0123456789abcdef0123456789abcdef",
+            CONSTELLATION_JOIN="a.ts.net:7946, b.ts.net",
+        )
+        self.assertEqual(o["ts-hostname"], "cloudserver1")
+        self.assertEqual(o["domain"], "example.org")
+        self.assertEqual(o["public-ip"], "203.0.113.7")
+        self.assertEqual(o["config-path"], "/srv/volumes")
+        self.assertEqual(o["secrets-path"], "/srv/secrets")
+        self.assertEqual(o["data-dir"], "/srv/data")
+        self.assertEqual(o["cloudflare-zone-id"], "0123456789abcdef0123456789abcdef")
+        self.assertEqual(o["join"], ["a.ts.net:7946", "b.ts.net"])
+        self.assertEqual(parse(["--domain", "other.net"], DOMAIN="example.org")["domain"], "other.net")
+
+    def test_ports(self) -> None:
+        """
+        --bind-addr, --bind-port and --raft-port are parsed.
+        """
+        o = parse(["--bind-addr", "100.64.0.1", "--bind-port", "17946", "--raft-port", "18300"])
+        self.assertEqual((o["bind-addr"], o["bind-port"], o["raft-port"]), ("100.64.0.1", 17946, 18300))
+
+    def assertError(self, name: str, argv: list[str] | None = None, **env: str) -> None:
+        with self.assertRaises(ConfigError) as cm:
+            parse(argv, **env)
+        self.assertIn(name, str(cm.exception))
+        self.assertNotIn("\n", str(cm.exception))
+
+    def test_errors(self) -> None:
+        """
+        Each bad value names its variable or flag.
+        """
+        self.assertError("TS_HOSTNAME", TS_HOSTNAME="bad name")
+        self.assertError("DOMAIN", DOMAIN="localhost")
+        self.assertError("DOMAIN", DOMAIN="exa mple.org")
+        self.assertError("PUBLIC_IP", PUBLIC_IP="my-ip")
+        self.assertError("CLOUDFLARE_ZONE_ID", CLOUDFLARE_ZONE_ID="zone")
+        self.assertError("--bind-port", ["--bind-port", "0"])
+        self.assertError("--raft-port", ["--raft-port", "x"])
+        self.assertError("--raft-port", ["--raft-port", "7946"])
+        self.assertError("--bind-addr", ["--bind-addr", "eth0"])
+        self.assertError("CONSTELLATION_JOIN", CONSTELLATION_JOIN="a.ts.net:99999")

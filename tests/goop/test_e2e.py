@@ -1,0 +1,267 @@
+"""
+End to end on loopback with real processes: a hub and two peers discover
+each other, fetch each other's site files and run data operations; the
+dashboard and the manager page are checked in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import treq
+from twisted.trial.unittest import SkipTest, TestCase
+
+from suite.goop.identity import loadIdentity
+from suite.goop.p2p.discovery import signedPublication
+from tests.goop import webdriver
+from tests.support.process import DaemonProcess, freePort, scriptArgs, twistdArgs
+
+
+def writeConfig(d: str, doc: dict[str, Any]) -> str:
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "goop.json"), "w") as f:
+        json.dump(doc, f)
+    return d
+
+
+async def getJSON(url: str, **kw: Any) -> Any:
+    r = await treq.get(url, persistent=False, **kw)
+    return json.loads(await r.content())
+
+
+async def postJSON(url: str, body: Any) -> tuple[int, Any]:
+    r = await treq.post(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, persistent=False
+    )
+    return r.code, json.loads(await r.content())
+
+
+class HubFixture:
+    async def startHub(self, case: TestCase) -> tuple[DaemonProcess, str]:
+        port = freePort()
+        d = writeConfig(
+            os.path.abspath(case.mktemp()),
+            {
+                "presence": {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": port},
+            },
+        )
+        hub = DaemonProcess(case, twistdArgs("goop", "rendezvous", d), name="hub").start()
+        url = f"http://127.0.0.1:{port}"
+        await hub.waitForHTTP(url + "/healthz")
+        return hub, url
+
+
+class PeersTests(TestCase, HubFixture):
+    async def test_twoPeersAndHub(self) -> None:
+        """Peers discover each other via the hub, fetch sites (never lua/), and run permission-checked data ops."""
+        hub, hubURL = await self.startHub(self)
+        viewers = {}
+        procs = {}
+        for name in ("a", "b"):
+            vport = freePort()
+            d = writeConfig(
+                os.path.abspath(self.mktemp()),
+                {
+                    "profile": {"label": f"peer-{name}"},
+                    "p2p": {"listen_port": 0, "mdns_tag": ""},
+                    "presence": {"rendezvous_wan": hubURL, "heartbeat_seconds": 1, "ttl_seconds": 10},
+                    "viewer": {"http_addr": f"127.0.0.1:{vport}"},
+                },
+            )
+            os.makedirs(os.path.join(d, "site", "lua"))
+            with open(os.path.join(d, "site", "index.html"), "w") as f:
+                f.write(f"<h1>site of {name}</h1>")
+            with open(os.path.join(d, "site", "lua", "secret.lua"), "w") as f:
+                f.write("-- secret")
+            os.makedirs(os.path.join(d, "lua"))
+            with open(os.path.join(d, "lua", "hello.lua"), "w") as f:
+                f.write("function call(request) return 'hello ' .. request.params.who end\n")
+            argv = scriptArgs("goop2", "peer", d) if name == "a" else twistdArgs("goop", "peer", d)
+            procs[name] = DaemonProcess(self, argv, name=f"peer-{name}").start()
+            viewers[name] = f"http://127.0.0.1:{vport}"
+            await procs[name].waitForHTTP(viewers[name] + "/healthz")
+        ids = {
+            n: (await getJSON(v + "/self", headers={"accept": "application/json"}))["peer_id"]
+            for n, v in viewers.items()
+        }
+
+        async def sees(viewer: str, other: str) -> bool:
+            return other in [p["peer_id"] for p in await getJSON(viewer + "/peers")]
+
+        await procs["a"].waitFor(lambda: sees(viewers["a"], ids["b"]), "a to discover b")
+        await procs["b"].waitFor(lambda: sees(viewers["b"], ids["a"]), "b to discover a")
+        hubPeers = {p["peer_id"] for p in await getJSON(hubURL + "/peers.json")}
+        self.assertEqual(hubPeers, set(ids.values()))
+
+        r = await treq.get(f"{viewers['a']}/p/{ids['b']}/", persistent=False)
+        self.assertEqual(await r.content(), b"<h1>site of b</h1>")
+        self.assertEqual(r.headers.getRawHeaders("content-security-policy"), ["sandbox"])
+        r = await treq.get(f"{viewers['b']}/p/{ids['a']}/index.html", persistent=False)
+        self.assertEqual(await r.content(), b"<h1>site of a</h1>")
+        for url in (f"{viewers['a']}/p/{ids['b']}/lua/secret.lua", f"{viewers['b']}/site/lua/secret.lua"):
+            r = await treq.get(url, persistent=False)
+            self.assertEqual(r.code, 404, url)
+            self.assertNotIn(b"secret", await r.content())
+
+        code, res = await postJSON(
+            viewers["b"] + "/api/data",
+            {
+                "request": {
+                    "op": "create-table",
+                    "table": "guestbook",
+                    "columns": {"text": "TEXT"},
+                    "data": {"permission": "peers-write"},
+                }
+            },
+        )
+        self.assertTrue(res["ok"], res)
+        await postJSON(
+            viewers["b"] + "/api/data",
+            {"request": {"op": "create-table", "table": "private", "columns": ["x"]}},
+        )
+        code, res = await postJSON(
+            viewers["a"] + "/api/data",
+            {
+                "peer": ids["b"],
+                "request": {"op": "insert", "table": "guestbook", "data": {"text": "hello from a"}},
+            },
+        )
+        self.assertTrue(res["ok"], res)
+        code, res = await postJSON(
+            viewers["a"] + "/api/data", {"peer": ids["b"], "request": {"op": "query", "table": "guestbook"}}
+        )
+        self.assertEqual([(x["text"], x["_owner"]) for x in res["data"]], [("hello from a", ids["a"])])
+        code, res = await postJSON(
+            viewers["a"] + "/api/data", {"peer": ids["b"], "request": {"op": "tables"}}
+        )
+        self.assertEqual([t["name"] for t in res["data"]], ["guestbook"])
+        for req in ({"op": "query", "table": "private"}, {"op": "delete-table", "table": "guestbook"}):
+            code, res = await postJSON(viewers["a"] + "/api/data", {"peer": ids["b"], "request": req})
+            self.assertFalse(res["ok"], req)
+            self.assertIn("permission denied", res["error"])
+        code, res = await postJSON(
+            viewers["a"] + "/api/data",
+            {"peer": ids["b"], "request": {"op": "lua-call", "function": "hello", "params": {"who": "a"}}},
+        )
+        self.assertEqual(res, {"ok": True, "data": "hello a"})
+        # groups: b joins a group hosted by a; the host stamps "from"; killing the host is noticed
+        code, res = await postJSON(viewers["a"] + "/api/groups", {"action": "create", "group": "chat"})
+        self.assertEqual(res["hosted"], {"chat": []})
+        await postJSON(viewers["b"] + "/api/groups", {"action": "join", "group": "chat", "host": ids["a"]})
+
+        async def events(kind: str) -> list[Any]:
+            doc = await getJSON(viewers["b"] + "/api/groups")
+            return [e for m in doc["memberships"] for e in m["events"] if e["type"] == kind]
+
+        await procs["b"].waitFor(lambda: events("welcome"), "welcome from the group host")
+        await postJSON(
+            viewers["b"] + "/api/groups",
+            {"action": "state", "group": "chat", "host": ids["a"], "data": {"n": 1}},
+        )
+        states = await procs["b"].waitFor(lambda: events("state"), "state relayed by the host")
+        self.assertEqual((states[0]["from"], states[0]["data"]), (ids["b"], {"n": 1}))
+        procs["a"].kill9()
+        killedAt = time.monotonic()
+        await procs["b"].waitFor(lambda: events("host-lost"), "host loss detected", timeout=15)
+        self.assertLess(time.monotonic() - killedAt, 15)
+        # cross-site form posts are refused
+        r = await treq.post(
+            viewers["b"] + "/self",
+            data=b"label=x",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            persistent=False,
+        )
+        self.assertEqual(r.code, 403)
+        await r.content()
+
+    async def test_badConfigRefused(self) -> None:
+        """A bad goop.json value stops start-up with one line naming the key, exit code 2."""
+        d = writeConfig(os.path.abspath(self.mktemp()), {"presence": {"rendezvous_port": "eighty"}})
+        p = DaemonProcess(self, scriptArgs("goop2", "rendezvous", d), name="bad").start()
+        self.assertEqual(await p.waitExit(30), 2)
+        self.assertIn("presence.rendezvous_port", p.output())
+        self.assertNotIn("Traceback", p.output())
+
+
+class BrowserTests(TestCase, HubFixture):
+    def setUp(self) -> None:
+        if not webdriver.available():
+            raise SkipTest("chromium/chromedriver not installed")
+
+    async def waitFor(self, browser: webdriver.Browser, proc: DaemonProcess, js: str, what: str) -> None:
+        await proc.waitFor(lambda: browser.script(js), what, timeout=30, interval=0.2)
+
+    async def test_dashboardShowsNewPeer(self) -> None:
+        """The rendezvous dashboard shows a peer published while the page is open (SSE)."""
+        hub, url = await self.startHub(self)
+        browser = webdriver.Browser(self)
+        await browser.start()
+        await browser.get(url + "/")
+        await self.waitFor(
+            browser, hub, "return document.getElementById('status').textContent === 'live'", "dashboard live"
+        )
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        who = loadIdentity(d)
+        body, sig = signedPublication(who, "browser-peer", 4242, 60)
+        r = await treq.post(
+            url + "/publish",
+            data=body,
+            headers={"x-goop-signature": sig, "content-type": "application/json"},
+            persistent=False,
+        )
+        self.assertEqual(r.code, 200)
+        await r.content()
+        await self.waitFor(
+            browser,
+            hub,
+            f"return !!document.querySelector('tr.peer[data-peer=\"{who.peerId}\"]')",
+            "peer row",
+        )
+        text = await browser.script("return document.getElementById('peers').textContent")
+        self.assertIn("browser-peer", text)
+
+    async def test_managerPage(self) -> None:
+        """goop2 with no arguments prints its URL; its page creates a peer and badges rendezvous peers."""
+        peersDir = os.path.abspath(self.mktemp())
+        os.makedirs(peersDir)
+        mgr = DaemonProcess(self, scriptArgs("goop2"), cwd=peersDir, name="manager").start()
+        m = await mgr.waitForLog(r"goop2 manager: (http://127\.0\.0\.1:\d+/)")
+        url = m.group(1)
+        browser = webdriver.Browser(self)
+        await browser.start()
+        await browser.get(url)
+        await browser.script(
+            "const f=document.getElementById('create'); f.name.value='site1'; f.requestSubmit(); return true"
+        )
+        await self.waitFor(
+            browser, mgr, "return !!document.querySelector('tr.peer[data-name=\"site1\"]')", "site1 row"
+        )
+        code, res = await postJSON(url + "api/peers", {"name": "hub1", "rendezvous": True})
+        self.assertEqual(code, 200)
+        await self.waitFor(
+            browser,
+            mgr,
+            "const r=document.querySelector('tr.peer[data-name=\"hub1\"]'); return !!r && r.textContent.includes('Rendezvous') && r.textContent.includes('Configure')",
+            "hub1 badge",
+        )
+        self.assertTrue(os.path.isfile(os.path.join(peersDir, "peers", "site1", "goop.json")))
+        # start the peer from the page's API, see its viewer come up, stop it again
+        code, res = await postJSON(url + "api/peers/site1/start", {})
+        self.assertEqual(code, 200, res)
+        await mgr.waitForHTTP(res["viewer"] + "/healthz")
+        await self.waitFor(
+            browser,
+            mgr,
+            "const r=document.querySelector('tr.peer[data-name=\"site1\"]'); return !!r && r.textContent.includes('running')",
+            "site1 running",
+        )
+        code, res = await postJSON(url + "api/peers/site1/stop", {})
+
+        async def stopped() -> bool:
+            return not [p for p in await getJSON(url + "api/peers") if p["name"] == "site1"][0]["running"]
+
+        await mgr.waitFor(stopped, "site1 to stop")

@@ -1,0 +1,128 @@
+"""
+Groups: relaying with a stamped sender, slow members dropped without
+delaying others, and host failure detected by heartbeats (Clock-driven).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from suite.goop.groups import SILENCE_SECONDS, GroupService, HostMember
+from suite.goop.interfaces import IGroupTransport
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed = False
+        self.onMessage: Any = None
+        self.onLost: Any = None
+
+    def send(self, m: dict[str, Any]) -> None:
+        self.sent.append(m)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class HostTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.svc = GroupService(self.clock, "host", lambda p: Deferred())
+        self.svc.createGroup("g")
+
+    def member(self, pid: str) -> tuple[Any, list[dict[str, Any]], StringTransport]:
+        out: list[dict[str, Any]] = []
+        t = StringTransport()
+        s = self.svc.hostSession(pid, out.append, t.loseConnection, t)
+        s.received({"type": "join", "group": "g"})
+        return s, out, t
+
+    def test_relayStampsFrom(self) -> None:
+        """The host stamps 'from' with the authenticated sender, whatever the message says."""
+        a, outA, _ = self.member("a")
+        b, outB, _ = self.member("b")
+        self.assertEqual(outA[0]["type"], "welcome")
+        a.received({"type": "msg", "group": "g", "data": "hi", "from": "b"})
+        msgs = [m for m in outB if m["type"] == "msg"]
+        self.assertEqual(msgs, [{"type": "msg", "group": "g", "from": "a", "data": "hi"}])
+        self.assertEqual([m for m in outA if m["type"] == "msg"], [])
+        verifyObject(IGroupTransport, a.member)
+
+    def test_slowMemberDropped(self) -> None:
+        """A member whose connection pushes back is queued, then dropped; others get every message at once."""
+        a, outA, _ = self.member("a")
+        b, outB, _ = self.member("b")
+        slow, outSlow, tSlow = self.member("slow")
+        slow.member.pauseProducing()
+        for i in range(2000):
+            a.received({"type": "msg", "group": "g", "data": i})
+        self.assertEqual([m["data"] for m in outB if m["type"] == "msg"], list(range(2000)))
+        self.assertTrue(slow.member.dropped)
+        self.assertTrue(tSlow.disconnecting)
+        self.assertNotIn("slow", self.svc.hosted["g"].members)
+        self.assertLessEqual(len(slow.member.queue), 1000)
+
+    def test_queueDrainsOnResume(self) -> None:
+        """A briefly paused member gets its queued messages, in order, on resume."""
+        t = StringTransport()
+        out: list[dict[str, Any]] = []
+        m = HostMember("m", out.append, t.loseConnection, t, self.clock, maxQueue=10)
+        m.pauseProducing()
+        for i in range(5):
+            m.sendMessage({"n": i})
+        self.assertEqual(out, [])
+        m.resumeProducing()
+        self.assertEqual([x["n"] for x in out], list(range(5)))
+
+
+class MemberTests(SynchronousTestCase):
+    def test_hostCrashDetectedAndReconnect(self) -> None:
+        """A silent host is declared lost within 15 s and the member reconnects."""
+        clock = Clock()
+        streams: list[FakeStream] = []
+
+        def open(peer: str) -> Deferred[Any]:
+            s = FakeStream()
+            streams.append(s)
+            return succeed(s)
+
+        svc = GroupService(clock, "me", open)
+        events: list[dict[str, Any]] = []
+        svc.join("host", "g", events.append)
+        self.assertEqual(streams[0].sent, [{"type": "join", "group": "g"}])
+        streams[0].onMessage({"type": "welcome", "group": "g", "members": ["me"]})
+        # host answers pings for a while
+        for _ in range(20):
+            clock.advance(1)
+            streams[0].onMessage({"type": "pong"})
+        crashedAt = clock.seconds()
+        while not any(e["type"] == "host-lost" for e in events):
+            clock.advance(0.5)
+            self.assertLess(clock.seconds() - crashedAt, 15)
+        self.assertLessEqual(clock.seconds() - crashedAt, SILENCE_SECONDS + 1.5)
+        self.assertTrue(streams[0].closed)
+        clock.advance(1.0)
+        self.assertEqual(len(streams), 2)
+        self.assertEqual(streams[1].sent[0], {"type": "join", "group": "g"})
+        svc.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_leaveAndClose(self) -> None:
+        """Leaving sends leave and stops timers; a host close ends the membership."""
+        clock = Clock()
+        s = FakeStream()
+        svc = GroupService(clock, "me", lambda p: succeed(s))
+        events: list[dict[str, Any]] = []
+        m = svc.join("host", "g", events.append)
+        s.onMessage({"type": "welcome", "group": "g"})
+        s.onMessage({"type": "close", "group": "g"})
+        self.assertEqual(clock.getDelayedCalls(), [])
+        m.leave()
+        self.assertEqual(events[-1]["type"], "close")

@@ -1,0 +1,186 @@
+"""
+The rendezvous hub over real loopback sockets: signed publish, limits, SSE,
+health, templates, TTL eviction and the shared peer DB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from suite.goop.identity import Identity, loadIdentity
+from suite.goop.p2p.discovery import signedPublication
+from suite.goop.rendezvous.hub import RendezvousHub
+from suite.goop.rendezvous.registry import PeerRegistry, PublishError, TokenBucket, verifyPublication
+
+
+def ident(case: SynchronousTestCase) -> Identity:
+    d = case.mktemp()
+    os.makedirs(d)
+    return loadIdentity(d)
+
+
+class RegistryTests(SynchronousTestCase):
+    def test_verification(self) -> None:
+        """Forged, tampered, replayed or skewed publications are refused."""
+        a, b = ident(self), ident(self)
+        body, sig = signedPublication(a, "a", 4001, 60, now=1000.0)
+        pub = verifyPublication(body, sig, 1000.0, "1.2.3.4")
+        self.assertEqual(pub["addrs"], ["1.2.3.4:4001"])
+        self.assertRaises(PublishError, verifyPublication, body.replace(b'"a"', b'"b"'), sig, 1000.0, "x")
+        self.assertRaises(PublishError, verifyPublication, body, b.sign(body), 1000.0, "x")
+        self.assertRaises(PublishError, verifyPublication, body, sig, 5000.0, "x")
+        reg = PeerRegistry()
+        self.assertEqual(reg.apply(pub, 1000.0)[0], "join")  # type: ignore[index]
+        self.assertIsNone(reg.apply(pub, 1001.0))  # replay
+        self.assertEqual(reg.evict(1059.0), [])
+        self.assertEqual([r["peer_id"] for r in reg.evict(1061.0)], [a.peerId])
+
+    def test_tokenBucket(self) -> None:
+        """A client over its burst is refused until tokens refill."""
+        tb = TokenBucket(rate=1.0, burst=3)
+        self.assertEqual([tb.allow("ip", 0.0) for _ in range(4)], [True, True, True, False])
+        self.assertTrue(tb.allow("other", 0.0))
+        self.assertTrue(tb.allow("ip", 1.5))
+
+
+class HubTests(TestCase):
+    async def startHub(self, **kw: object) -> tuple[RendezvousHub, str]:
+        hub = RendezvousHub(reactor, port=0, **kw)  # type: ignore[arg-type]
+        hub.startService()
+        for _ in range(100):
+            if hub.listening is not None:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.addCleanup(hub.stopService)
+        return hub, f"http://127.0.0.1:{hub.listening.getHost().port}"
+
+    async def publish(
+        self, url: str, who: Identity, label: str = "p", kind: str = "online", ip: str | None = None
+    ) -> int:
+        body, sig = signedPublication(who, label, 4001, 60, kind)
+        headers = {"content-type": "application/json", "x-goop-signature": sig}
+        if ip:
+            headers["x-forwarded-for"] = ip
+        r = await treq.post(url + "/publish", data=body, headers=headers, persistent=False)
+        await r.content()
+        return int(r.code)
+
+    async def getJSON(self, url: str) -> tuple[int, object]:
+        r = await treq.get(url, persistent=False)
+        return r.code, json.loads(await r.content())
+
+    async def test_publishAndList(self) -> None:
+        """A signed publish appears in /peers.json; a forged one is refused; offline removes it."""
+        hub, url = await self.startHub()
+        a = ident(self)
+        self.assertEqual(await self.publish(url, a, "alpha"), 200)
+        code, peers = await self.getJSON(url + "/peers.json")
+        self.assertEqual([p["label"] for p in peers], ["alpha"])  # type: ignore[union-attr]
+        r = await treq.post(
+            url + "/publish", data=b'{"peer_id": "x"}', headers={"x-goop-signature": "AA=="}, persistent=False
+        )
+        self.assertEqual(r.code, 400)
+        self.assertIn("public_key", (await r.json())["error"])
+        r = await treq.post(url + "/publish", data=b"x" * 20000, persistent=False)
+        self.assertEqual(r.code, 413)
+        await r.content()
+        self.assertEqual(await self.publish(url, a, kind="offline"), 200)
+        self.assertEqual((await self.getJSON(url + "/peers.json"))[1], [])
+
+    async def test_publishRateLimit(self) -> None:
+        """Per-IP rate limit on /publish answers 429; other addresses are unaffected."""
+        hub, url = await self.startHub(publishRate=0.01, publishBurst=2)
+        a = ident(self)
+        codes = [await self.publish(url, a, ip="9.9.9.9") for _ in range(3)]
+        self.assertEqual(codes, [200, 200, 429])
+        self.assertEqual(await self.publish(url, a, ip="8.8.8.8"), 200)
+
+    async def test_sseCapAndEvents(self) -> None:
+        """SSE clients get join events; one over the cap gets 429."""
+        hub, url = await self.startHub(maxSSEClients=1)
+        received: list[bytes] = []
+        r = await treq.get(url + "/events", unbuffered=True, persistent=False)
+        self.assertEqual(r.code, 200)
+        done = treq.collect(r, received.append)
+        r2 = await treq.get(url + "/events", persistent=False)
+        self.assertEqual(r2.code, 429)
+        await r2.content()
+        await self.publish(url, ident(self), "joiner")
+        for _ in range(100):
+            if b"event: join" in b"".join(received):
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertIn(b"joiner", b"".join(received))
+        hub.sse.stop()
+        await done
+
+    async def test_healthAndTemplates(self) -> None:
+        """/healthz reports real checks; the template store serves manifests and bundles safely."""
+        tdir = self.mktemp()
+        os.makedirs(os.path.join(tdir, "blog"))
+        with open(os.path.join(tdir, "blog", "manifest.json"), "w") as f:
+            json.dump({"title": "Blog"}, f)
+        db = os.path.join(self.mktemp() + "-peers.db")
+        hub, url = await self.startHub(templatesDir=tdir, peerDbFile=db)
+        code, body = await self.getJSON(url + "/healthz")
+        self.assertEqual(code, 200)
+        self.assertEqual(set(body["checks"]), {"event_loop", "peer_db"})  # type: ignore[index]
+        self.assertEqual((await self.getJSON(url + "/api/templates"))[1][0]["name"], "blog")  # type: ignore[index]
+        self.assertEqual((await self.getJSON(url + "/api/templates/blog/manifest.json"))[1]["title"], "Blog")  # type: ignore[index]
+        r = await treq.get(url + "/api/templates/blog/bundle", persistent=False)
+        self.assertEqual(r.headers.getRawHeaders("content-type"), ["application/gzip"])
+        self.assertEqual((await r.content())[:2], b"\x1f\x8b")
+        for bad in (
+            "/api/templates/../bundle",
+            "/api/templates/..%2f..%2fetc/bundle",
+            "/api/templates/nope/bundle",
+        ):
+            r = await treq.get(url + bad, persistent=False)
+            self.assertEqual(r.code, 404, bad)
+            await r.content()
+
+    async def test_sharedPeerDB(self) -> None:
+        """Two hubs on one peer DB: a peer published to one appears, with its event, on the other."""
+        db = self.mktemp() + "-shared.db"
+        hub1, url1 = await self.startHub(peerDbFile=db)
+        hub2, url2 = await self.startHub(peerDbFile=db)
+        events: list[tuple[str, object]] = []
+        hub2.sse.publish = lambda event, data, id=None: events.append((event, data))  # type: ignore[method-assign]
+        a = ident(self)
+        self.assertEqual(await self.publish(url1, a, "shared"), 200)
+        await hub1.sync()
+        await hub2.sync()
+        code, peers = await self.getJSON(url2 + "/peers.json")
+        self.assertEqual([p["label"] for p in peers], ["shared"])  # type: ignore[union-attr]
+        self.assertEqual([(e, d["peer_id"]) for e, d in events], [("join", a.peerId)])  # type: ignore[index]
+        self.assertEqual(await self.publish(url1, a, kind="offline"), 200)
+        await hub1.sync()
+        await hub2.sync()
+        self.assertEqual((await self.getJSON(url2 + "/peers.json"))[1], [])
+        self.assertEqual(events[-1][0], "leave")
+
+
+class EvictionTests(SynchronousTestCase):
+    def test_ttlEviction(self) -> None:
+        """A peer that stops heart-beating leaves when its TTL runs out (Clock-driven)."""
+        clock = Clock()
+        clock.advance(10_000)
+        hub = RendezvousHub(clock, port=0)
+        left: list[str] = []
+        hub.sse.publish = lambda event, data, id=None: left.append(event)  # type: ignore[method-assign]
+        a = ident(self)
+        body, sig = signedPublication(a, "a", 1, 30, now=clock.seconds())
+        hub.publish(body, sig, "1.1.1.1")
+        hub._evict.start(1.0, now=False)
+        clock.advance(29)
+        self.assertEqual(len(hub.registry), 1)
+        clock.advance(2)
+        self.assertEqual(len(hub.registry), 0)
+        self.assertEqual(left, ["join", "leave"])
+        hub._evict.stop()

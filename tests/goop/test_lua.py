@@ -1,0 +1,171 @@
+"""
+The Lua sandbox: escapes, runaway scripts, limits and the SSRF guard.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from suite.goop.lua.engine import LuaEngine, LuaError, RateLimits
+from suite.goop.lua.ssrf import SSRFError, checkAddress, guardedRequest
+
+
+class SandboxTests(TestCase):
+    def setUp(self) -> None:
+        self.dir = self.mktemp()
+        os.makedirs(os.path.join(self.dir, "lua"))
+        self.engine = LuaEngine(
+            reactor,
+            os.path.join(self.dir, "lua"),
+            os.path.join(self.dir, "data.db"),
+            timeout=1.0,
+            resolver=self.resolve,
+        )
+        self.addCleanup(self.engine.stop)
+        self.n = 0
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        return {"rebind.example": ["10.1.2.3"], "mixed.example": ["93.184.216.34", "192.168.1.1"]}.get(
+            host, []
+        )
+
+    def script(self, body: str, header: str = "") -> str:
+        self.n += 1
+        name = f"f{self.n}"
+        with open(os.path.join(self.dir, "lua", name + ".lua"), "w") as f:
+            f.write(header + "\nfunction call(request)\n" + body + "\nend\n")
+        return name
+
+    async def refused(self, body: str, caller: str = "peer") -> str:
+        try:
+            result = await self.engine.call(caller, self.script(body), None)
+        except LuaError as e:
+            return str(e)
+        self.fail(f"not refused: {result!r}")
+
+    async def test_callAndApi(self) -> None:
+        """call(request) sees the caller and params and can use json, kv and db."""
+        name = self.script(
+            'goop.kv.set("n", (goop.kv.get("n") or 0) + 1)\n'
+            'return {who = request.caller, x = request.params.x, n = goop.kv.get("n"),'
+            ' j = goop.json.encode({1, 2}), s = goop.db.scalar("SELECT 40 + ?", 2)}'
+        )
+        r = await self.engine.call("peer-a", name, {"x": 5})
+        self.assertEqual(r, {"who": "peer-a", "x": 5, "n": 1, "j": "[1, 2]", "s": 42})
+        self.assertIn(name, self.engine.list())
+
+    async def test_noEscapes(self) -> None:
+        """os.execute, io.open, require, load, dofile, debug and package are absent."""
+        for body in (
+            'os.execute("id")',
+            'io.open("/etc/passwd")',
+            'require("os")',
+            'return load("return 1")()',
+            'dofile("/etc/passwd")',
+            "debug.getinfo(1)",
+            "return package.loaded",
+            'return loadstring("x")',
+        ):
+            msg = await self.refused(body)
+            self.assertIn("nil value", msg, body)
+
+    async def test_noPythonAttributes(self) -> None:
+        """Python objects handed to Lua expose no attributes."""
+        msg = await self.refused("return goop.db.query.__globals__")
+        self.assertIn("not allowed", msg)
+
+    async def test_infiniteLoop(self) -> None:
+        """A busy loop is stopped at the deadline, even inside pcall."""
+        self.assertIn("timeout", await self.refused("while true do end"))
+        self.assertIn(
+            "timeout", await self.refused("while true do pcall(function() while true do end end) end")
+        )
+
+    async def test_memoryBomb(self) -> None:
+        """Allocating without bound hits the memory cap."""
+        msg = await self.refused('local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 4096) .. i end')
+        self.assertIn("memory", msg)
+
+    async def test_dbWritesDeclaredOnly(self) -> None:
+        """goop.db.exec writes only the tables named by @writes; query is read-only."""
+        name = self.script('return goop.db.exec("CREATE TABLE evil (a)")', "-- @writes notes")
+        with self.assertRaises(LuaError):
+            await self.engine.call("p", name, None)
+        msg = await self.refused('return goop.db.query("DELETE FROM notes")')
+        self.assertIn("goop.db.query", msg)
+
+    async def test_ssrf(self) -> None:
+        """goop.http refuses loopback and names resolving to private addresses."""
+        for url in (
+            "http://127.0.0.1:1/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+            "http://rebind.example/",
+            "http://mixed.example/",
+            "file:///etc/passwd",
+            "http://user:pw@93.184.216.34/",
+        ):
+            msg = await self.refused(f'return goop.http.get("{url}")')
+            self.assertIn("goop.http", msg, url)
+
+    async def test_rateLimitAnnotation(self) -> None:
+        """@rate_limit N refuses the N+1th call in a minute from one peer."""
+        name = self.script("return 1", "-- @rate_limit 2")
+        self.assertEqual(await self.engine.call("p", name, None), 1)
+        self.assertEqual(await self.engine.call("p", name, None), 1)
+        with self.assertRaises(LuaError) as cm:
+            await self.engine.call("p", name, None)
+        self.assertIn("@rate_limit", str(cm.exception))
+        self.assertEqual(await self.engine.call("q", name, None), 1)
+
+
+class RateLimitTests(SynchronousTestCase):
+    def test_perPeerAndGlobal(self) -> None:
+        """30 calls/min per peer and 120/min overall, recovering after the window."""
+        clock = Clock()
+        limits = RateLimits(clock)
+        for _ in range(30):
+            self.assertIsNone(limits.check("a", "f", None))
+        self.assertIn("per peer", limits.check("a", "f", None) or "")
+        for peer in "bcd":
+            for _ in range(30):
+                self.assertIsNone(limits.check(peer, "f", None))
+        self.assertIn("overall", limits.check("e", "f", None) or "")
+        clock.advance(61)
+        self.assertIsNone(limits.check("a", "f", None))
+
+
+class SSRFTests(SynchronousTestCase):
+    def test_addresses(self) -> None:
+        """Private, loopback, link-local, CGNAT and mapped addresses are refused; public ones pass."""
+        for bad in (
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+        ):
+            self.assertRaises(SSRFError, checkAddress, bad)
+        checkAddress("93.184.216.34")
+
+    def test_resolvedOnceAndChecked(self) -> None:
+        """The resolver is asked once and a private answer stops the request before connecting."""
+        calls: list[str] = []
+
+        def resolver(host: str, port: int) -> list[str]:
+            calls.append(host)
+            return ["192.168.1.10"]
+
+        self.assertRaises(SSRFError, guardedRequest, "GET", "http://evil.example/", resolver=resolver)
+        self.assertEqual(calls, ["evil.example"])

@@ -1,0 +1,91 @@
+"""
+P2P streams over real loopback TLS: key-bound identities, the site and data
+protocols, stream caps and line limits.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from suite.goop.identity import Identity, loadIdentity
+from suite.goop.p2p.streams import (
+    DATA_PROTOCOL,
+    SITE_PROTOCOL,
+    PeerMismatch,
+    StreamServerFactory,
+    listenStreams,
+    openStream,
+)
+from suite.goop.p2p.tls import PeerTLS
+from suite.goop.peer.site import SiteFiles
+
+
+class StreamTests(TestCase):
+    def ident(self) -> Identity:
+        d = self.mktemp()
+        os.makedirs(d)
+        return loadIdentity(d)
+
+    async def setUp(self) -> None:
+        self.server, self.client = self.ident(), self.ident()
+        site = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(site, "lua"))
+        with open(os.path.join(site, "index.html"), "w") as f:
+            f.write("home")
+        with open(os.path.join(site, "lua", "f.lua"), "w") as f:
+            f.write("secret")
+        self.factory = StreamServerFactory(maxPerPeer=2)
+        self.factory.addRequestHandler(SITE_PROTOCOL, SiteFiles(reactor, site).handle)
+        self.seen: list[str] = []
+
+        def data(peer: str, req: dict) -> dict:  # type: ignore[type-arg]
+            self.seen.append(peer)
+            return {"ok": True, "data": req.get("op")}
+
+        self.factory.addRequestHandler(DATA_PROTOCOL, data)
+        self.port = await listenStreams(reactor, PeerTLS(self.server), 0, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.addr = f"127.0.0.1:{self.port.getHost().port}"
+
+    async def open(self, proto: str, expected: str | None = None):  # type: ignore[no-untyped-def]
+        s = await openStream(reactor, PeerTLS(self.client), self.addr, expected or self.server.peerId, proto)
+
+        def close() -> object:
+            s.close()
+            return s.whenClosed()
+
+        self.addCleanup(close)
+        return s
+
+    async def test_siteAndIdentity(self) -> None:
+        """Files are served, lua/ is not, and the server learns the client's key-derived id."""
+        s = await self.open(SITE_PROTOCOL)
+        r = await s.request({"path": "/"})
+        self.assertTrue(r["ok"])
+        r = await s.request({"path": "lua/f.lua"})
+        self.assertEqual(r, {"ok": False, "error": "not found"})
+        d = await self.open(DATA_PROTOCOL)
+        self.assertEqual(await d.request({"op": "tables"}), {"ok": True, "data": "tables"})
+        self.assertEqual(self.seen, [self.client.peerId])
+
+    async def test_wrongPeerRefused(self) -> None:
+        """Dialling an address whose key is not the expected peer fails."""
+        with self.assertRaises(PeerMismatch):
+            await openStream(reactor, PeerTLS(self.client), self.addr, "0" * 64, SITE_PROTOCOL)
+
+    async def test_limits(self) -> None:
+        """Unknown protocols, oversized lines and streams over the per-peer cap are refused."""
+        s = await self.open("/goop/unknown/1.0.0")
+        s.send({"x": 1})
+        self.assertIn("unsupported protocol", (await s.request({"x": 2}))["error"])
+        big = await self.open(DATA_PROTOCOL)
+        r = await big.request({"op": "x" * (70 * 1024)})
+        self.assertIn("line longer", r["error"])
+        await self.open(DATA_PROTOCOL)
+        await self.open(DATA_PROTOCOL)
+        third = await self.open(DATA_PROTOCOL)
+        with self.assertRaises(ConnectionError):
+            await third.request({"op": "tables"})

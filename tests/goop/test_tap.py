@@ -1,0 +1,87 @@
+"""
+The twistd plugin: option parsing and the service tree makeService builds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+
+from twisted.application.service import MultiService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.goop.peer.service import PeerService
+from suite.goop.rendezvous.hub import RendezvousHub
+from suite.goop.tap import Options, makeService
+
+
+def parse(*argv: str) -> Options:
+    o = Options(environ={})
+    o.parseOptions(list(argv))
+    return o
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_subcommands(self) -> None:
+        """peer and rendezvous take a directory; hub limit flags are parsed."""
+        o = parse("peer", "/tmp/x")
+        self.assertEqual((o.subCommand, o.subOptions["directory"]), ("peer", "/tmp/x"))
+        o = parse("rendezvous", "--publish-rate", "5", "--max-sse-clients", "10", "/tmp/y")
+        self.assertEqual(o.subOptions["publish-rate"], 5.0)
+        self.assertEqual(o.subOptions["max-sse-clients"], 10)
+
+    def test_errors(self) -> None:
+        """A missing directory, a missing subcommand or a bad number is a usage error."""
+        self.assertRaises(usage.UsageError, parse, "peer")
+        self.assertRaises(usage.UsageError, parse)
+        self.assertRaises(usage.UsageError, parse, "rendezvous", "--publish-rate", "-1", "/tmp/x")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        before = list(globalLogPublisher._observers)
+        self.addCleanup(lambda: setattr(globalLogPublisher, "_observers", before))
+
+    def dir(self, doc: dict[str, object]) -> str:
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        with open(os.path.join(d, "goop.json"), "w") as f:
+            json.dump(doc, f)
+        return d
+
+    def test_peerTree(self) -> None:
+        """goop peer DIR builds a PeerService; with rendezvous_host the hub is its child."""
+        d = self.dir({"presence": {"rendezvous_host": True, "rendezvous_port": 0}, "p2p": {"mdns_tag": ""}})
+        root = makeService(parse("peer", d), reactor=MemoryReactorClock())
+        self.assertIsInstance(root, MultiService)
+        peer = root.namedServices.get("peer") or list(root)[0]
+        self.assertIsInstance(peer, PeerService)
+        hubs = [s for s in peer if isinstance(s, RendezvousHub)]
+        self.assertEqual(len(hubs), 1)
+        self.assertTrue(os.path.isfile(os.path.join(d, "identity.key")))
+        self.assertTrue(os.path.isfile(os.path.join(d, "site", "index.html")))
+
+    def test_rendezvousNeedsHost(self) -> None:
+        """goop rendezvous DIR without rendezvous_host exits 2 with one line naming the key."""
+        d = self.dir({})
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        e = self.assertRaises(SystemExit, makeService, parse("rendezvous", d), MemoryReactorClock())
+        self.assertEqual(e.code, 2)
+        self.assertIn("presence.rendezvous_host", err.getvalue())
+        self.assertEqual(err.getvalue().count("\n"), 1)
+
+    def test_rendezvousOnly(self) -> None:
+        """A rendezvous-only directory runs the hub and a minimal viewer, no P2P store."""
+        d = self.dir({"presence": {"rendezvous_host": True, "rendezvous_only": True}})
+        root = makeService(parse("rendezvous", d), reactor=MemoryReactorClock())
+        peer = list(root)[0]
+        self.assertTrue(peer.minimal)
+        self.assertIsNone(peer.store)
+        self.assertEqual(peer.hub.port, 8787)

@@ -1,0 +1,153 @@
+"""
+The runnable node's options and service tree, and the client's retries.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgpack
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.raft.client import ClientSettings, RaftClient, RaftClientError
+from suite.raft.service import Options, makeService
+from suite.raft.transport import LENGTH
+from suite.raft.wal import StorageDirectoryError
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Bad flags get one clear message.
+    """
+
+    def parse(self, *args: str) -> Options:
+        o = Options()
+        o.parseOptions(list(args))
+        return o
+
+    def base(self) -> list[str]:
+        return ["--id", "n1", "--raft-listen", "tcp:0", "--client-listen", "tcp:0", "--insecure"]
+
+    def test_required(self) -> None:
+        """
+        Missing --id is named.
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, "--raft-listen", "tcp:0")
+        self.assertIn("--id", str(e))
+
+    def test_badPeer(self) -> None:
+        """
+        A peer without ID=HOST:PORT is refused, quoting it.
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, *self.base(), "--peer", "nope")
+        self.assertIn("'nope'", str(e))
+
+    def test_badTiming(self) -> None:
+        """
+        Heartbeat must be well under the election timeout.
+        """
+        e = self.assertRaises(
+            usage.UsageError,
+            self.parse,
+            *self.base(),
+            "--heartbeat-ms",
+            "100",
+            "--election-timeout-ms",
+            "150",
+        )
+        self.assertIn("--heartbeat-ms", str(e))
+
+    def test_directoriesDefaultUnderDataDir(self) -> None:
+        """
+        WAL and snapshot directories default under --data-dir.
+        """
+        o = self.parse(*self.base(), "--data-dir", "/srv/raft")
+        self.assertEqual((o["wal-dir"], o["snapshot-dir"]), ("/srv/raft/wal", "/srv/raft/snapshots"))
+
+    def test_unwritableWalDir(self) -> None:
+        """
+        makeService fails naming the WAL directory it cannot write.
+        """
+        blocker = self.mktemp()
+        with open(blocker, "w") as f:
+            f.write("x")
+        o = self.parse(*self.base(), "--wal-dir", os.path.join(blocker, "wal"))
+        e = self.assertRaises(StorageDirectoryError, makeService, o, MemoryReactorClock())
+        self.assertIn(os.path.join(blocker, "wal"), str(e))
+
+    def test_serviceTree(self) -> None:
+        """
+        The tree holds the Raft and client listeners and the admin site.
+        """
+        o = self.parse(*self.base(), "--data-dir", self.mktemp(), "--admin", "tcp:0")
+        service = makeService(o, MemoryReactorClock())
+        self.addCleanup(service.storage.pool.stop)
+        names = sorted(s.name for s in service if s.name)
+        self.assertEqual(names, ["admin", "client-listen", "raft-listen"])
+
+
+class FakeServer:
+    """
+    Answers client frames from a script of responses per node.
+    """
+
+    def __init__(self, answers: dict[str, list[Any]]) -> None:
+        self.answers = answers
+        self.requests: list[tuple[str, list[Any]]] = []
+
+    def connect(self, address: str, factory: Any) -> Deferred[Any]:
+        node = address
+        proto = factory.buildProtocol(None)
+        server = self
+
+        class T(StringTransport):
+            def write(self, data: bytes) -> None:
+                request = msgpack.unpackb(data[4:], raw=False)
+                server.requests.append((node, request))
+                script = server.answers[node]
+                answer = script.pop(0) if script else None
+                if answer is not None:
+                    payload = msgpack.packb([request[0], *answer])
+                    proto.dataReceived(LENGTH.pack(len(payload)) + payload)
+
+        proto.makeConnection(T())
+        return succeed(proto)
+
+
+class ClientTests(SynchronousTestCase):
+    """
+    L{RaftClient} follows hints, retries with the same sequence, and gives up.
+    """
+
+    def test_followsLeaderHint(self) -> None:
+        """
+        A refusal naming the leader sends the retry there, with the same
+        client id and sequence number.
+        """
+        server = FakeServer({"a": [[False, None, "not leader", "b"]], "b": [[True, "old", "", "b"]]})
+        client = RaftClient(Clock(), server.connect, {"a": "a", "b": "b"})
+        d = Deferred.fromCoroutine(client.call("put", "k", "v"))
+        self.assertEqual(self.successResultOf(d), "old")
+        [(n1, r1), (n2, r2)] = server.requests
+        self.assertEqual((n1, n2), ("a", "b"))
+        self.assertEqual(r1[4:], r2[4:])
+
+    def test_timeoutThenGiveUp(self) -> None:
+        """
+        Unanswered requests time out, back off and fail after the
+        configured attempts with the last reason.
+        """
+        clock = Clock()
+        server = FakeServer({"a": [], "b": []})
+        client = RaftClient(clock, server.connect, {"a": "a", "b": "b"}, ClientSettings(100, 3, 10))
+        d = Deferred.fromCoroutine(client.call("put", "k", "v"))
+        for _ in range(20):
+            clock.advance(0.1)
+        f = self.failureResultOf(d, RaftClientError)
+        self.assertIn("TimeoutError", str(f.value))
+        self.assertEqual(len(server.requests), 3)

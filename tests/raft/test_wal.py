@@ -1,0 +1,218 @@
+"""
+The file-backed WAL and snapshot store, on real files in temp dirs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.trial.unittest import TestCase
+
+from suite.raft.messages import Configuration, Entry, SnapshotMeta
+from suite.raft.snapshot import CorruptSnapshot, SnapshotStore
+from suite.raft.storage import Recovered
+from suite.raft.wal import CorruptLog, StorageDirectoryError, WALStorage, prepareDirectory
+
+CONFIG = Configuration(frozenset({"a", "b", "c"}))
+
+
+class WALTests(TestCase):
+    """
+    Round trips, repair and refusal.
+    """
+
+    def setUp(self) -> None:
+        self.base = self.mktemp()
+        self.walDir = os.path.join(self.base, "wal")
+        self.snapDir = os.path.join(self.base, "snap")
+
+    async def open(self, segmentBytes: int = 64 * 1024) -> tuple[WALStorage, Recovered]:
+        storage = WALStorage(self.walDir, self.snapDir, reactor, segmentBytes=segmentBytes)
+        self.addCleanup(lambda: storage.close() if storage.pool.started else None)
+        return storage, await storage.load()
+
+    async def fill(self, count: int = 10) -> None:
+        storage, _ = await self.open()
+        await storage.saveHardState(4, "b")
+        for i in range(1, count + 1):
+            await storage.appendEntries(None, [Entry(1, i, 0, b"x" * 30)])
+        await storage.close()
+
+    def segment(self) -> str:
+        names = sorted(n for n in os.listdir(self.walDir) if n.endswith(".log"))
+        return os.path.join(self.walDir, names[-1])
+
+    async def test_roundTrip(self) -> None:
+        """
+        Term, vote, truncations and appends come back after a restart.
+        """
+        storage, recovered = await self.open()
+        self.assertEqual(recovered.entries, [])
+        await storage.saveHardState(3, "a")
+        await storage.appendEntries(None, [Entry(1, 1), Entry(1, 2), Entry(1, 3)])
+        await storage.appendEntries(1, [Entry(2, 2, 0, b"y", "client", 7)])
+        await storage.close()
+        _, recovered = await self.open()
+        self.assertEqual((recovered.term, recovered.votedFor), (3, "a"))
+        self.assertEqual(recovered.entries, [Entry(1, 1), Entry(2, 2, 0, b"y", "client", 7)])
+
+    async def test_writeProbe(self) -> None:
+        """
+        Start-up creates both directories with a .write_probe in each.
+        """
+        await self.open()
+        self.assertTrue(os.path.exists(os.path.join(self.walDir, ".write_probe")))
+        self.assertTrue(os.path.exists(os.path.join(self.snapDir, ".write_probe")))
+
+    def test_unwritableDirectory(self) -> None:
+        """
+        A directory that cannot be created is a fatal error naming the path.
+        """
+        blocker = self.mktemp()
+        with open(blocker, "w") as f:
+            f.write("not a directory")
+        path = os.path.join(blocker, "wal")
+        e = self.assertRaises(StorageDirectoryError, prepareDirectory, path, "WAL")
+        self.assertIn(path, str(e))
+        self.assertIn("WAL directory", str(e))
+
+    async def test_groupCommitOffTheReactorThread(self) -> None:
+        """
+        Writes issued together share fsyncs, which run on a worker thread.
+        """
+        storage, _ = await self.open()
+        threads = set()
+        original = storage.writer.write
+
+        def spy(chunks: list[object]) -> None:
+            threads.add(threading.current_thread())
+            original(chunks)  # type: ignore[arg-type]
+
+        storage.writer.write = spy  # type: ignore[method-assign]
+        before = storage.batches
+        await gatherResults([storage.appendEntries(None, [Entry(1, i)]) for i in range(1, 101)])
+        self.assertLess(storage.batches - before, 10)
+        self.assertNotIn(threading.current_thread(), threads)
+        self.assertTrue(threads)
+
+    async def test_tornTailRepaired(self) -> None:
+        """
+        A half-written last record is cut off (with a log line) and the
+        records before it survive.
+        """
+        await self.fill(10)
+        path = self.segment()
+        with open(path, "r+b") as f:
+            data = f.read()
+            end = len(data.rstrip(b"\0"))
+            f.seek(end - 10)
+            f.write(bytes(10))
+        _, recovered = await self.open()
+        self.assertEqual([e.index for e in recovered.entries], list(range(1, 10)))
+        self.assertEqual(recovered.term, 4)
+
+    async def test_tornTailRepairedOnce(self) -> None:
+        """
+        After repair the log accepts appends and reads back cleanly.
+        """
+        await self.fill(5)
+        path = self.segment()
+        with open(path, "r+b") as f:
+            data = f.read()
+            end = len(data.rstrip(b"\0"))
+            f.seek(end - 3)
+            f.write(b"\xff\xff\xff")
+        storage, recovered = await self.open()
+        self.assertEqual(len(recovered.entries), 4)
+        await storage.appendEntries(None, [Entry(1, 5, 0, b"new")])
+        await storage.close()
+        _, recovered = await self.open()
+        self.assertEqual(recovered.entries[-1], Entry(1, 5, 0, b"new"))
+
+    async def test_corruptMiddleRecordRefuses(self) -> None:
+        """
+        A damaged record followed by good ones stops start-up, naming the
+        file and the offset.
+        """
+        await self.fill(10)
+        path = self.segment()
+        with open(path, "r+b") as f:
+            f.seek(100)
+            byte = f.read(1)
+            f.seek(100)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        storage = WALStorage(self.walDir, self.snapDir, reactor)
+        self.addCleanup(storage.close)
+        f = await self.assertFailure(storage.load(), CorruptLog)
+        self.assertIn(path, str(f))
+        self.assertRegex(str(f), r"at offset \d+")
+
+    async def test_badVersionRefuses(self) -> None:
+        """
+        A segment with an unknown format version is refused.
+        """
+        await self.fill(2)
+        path = self.segment()
+        with open(path, "r+b") as f:
+            f.seek(4)
+            f.write(b"\x09")
+        storage = WALStorage(self.walDir, self.snapDir, reactor)
+        self.addCleanup(storage.close)
+        f = await self.assertFailure(storage.load(), CorruptLog)
+        self.assertIn("format version 9", str(f))
+
+    async def test_snapshotCompactsAndRotates(self) -> None:
+        """
+        A snapshot compacts the log; once the segment is full a new segment
+        starts with a checkpoint and old ones are deleted.
+        """
+        storage, _ = await self.open(segmentBytes=4096)
+        await storage.saveHardState(2, None)
+        await storage.appendEntries(None, [Entry(1, i, 0, b"z" * 200) for i in range(1, 40)])
+        await storage.saveSnapshot(SnapshotMeta(30, 1, CONFIG), b"state")
+        await storage.appendEntries(None, [Entry(2, 40)])
+        await storage.close()
+        self.assertEqual(len([n for n in os.listdir(self.walDir) if n.endswith(".log")]), 1)
+        _, recovered = await self.open(segmentBytes=4096)
+        assert recovered.snapshot is not None
+        self.assertEqual(recovered.snapshot[0], SnapshotMeta(30, 1, CONFIG))
+        self.assertEqual(recovered.snapshot[1], b"state")
+        self.assertEqual([e.index for e in recovered.entries], list(range(31, 41)))
+        self.assertEqual(recovered.term, 2)
+
+
+class SnapshotStoreTests(TestCase):
+    """
+    Snapshot files.
+    """
+
+    def test_roundTripAndKeep(self) -> None:
+        """
+        The newest snapshot loads back; only the last two are kept.
+        """
+        d = self.mktemp()
+        os.makedirs(d)
+        store = SnapshotStore(d)
+        for i in (5, 10, 15):
+            store.save(SnapshotMeta(i, 1, CONFIG), b"data%d" % i)
+        self.assertEqual(store.loadLatest(), (SnapshotMeta(15, 1, CONFIG), b"data15"))
+        self.assertEqual(len(os.listdir(d)), 2)
+
+    def test_corruptSnapshotRefuses(self) -> None:
+        """
+        A snapshot failing its CRC stops start-up, naming the file.
+        """
+        d = self.mktemp()
+        os.makedirs(d)
+        store = SnapshotStore(d)
+        store.save(SnapshotMeta(5, 1, CONFIG), b"payload")
+        [name] = os.listdir(d)
+        path = os.path.join(d, name)
+        with open(path, "r+b") as f:
+            f.seek(-2, os.SEEK_END)
+            f.write(b"!!")
+        e = self.assertRaises(CorruptSnapshot, store.loadLatest)
+        self.assertIn(path, str(e))

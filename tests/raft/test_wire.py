@@ -1,0 +1,146 @@
+"""
+Message encoding, the frame protocol and the transport's rejections.
+"""
+
+from __future__ import annotations
+
+import msgpack
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from suite.raft.interfaces import IRaftTransport
+from suite.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Configuration,
+    Entry,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    MalformedMessage,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    SnapshotMeta,
+    TimeoutNow,
+    decodeMessage,
+    encodeMessage,
+)
+from suite.raft.transport import LENGTH, InboundRaftProtocol, RaftTransport
+
+SAMPLES: list[Message] = [
+    RequestVote("a", "b", 3, 10, 2, preVote=True),
+    RequestVoteResponse("b", "a", 3, True, preVote=True),
+    AppendEntries("a", "b", 3, 9, 2, (Entry(3, 10, 0, b"cmd", "c", 4), Entry(3, 11, 1)), 8),
+    AppendEntriesResponse("b", "a", 3, False, 0, 9, 2, 7),
+    Heartbeat("a", "b", 3, 8, 5),
+    HeartbeatResponse("b", "a", 3, 5, 11),
+    InstallSnapshot("a", "b", 3, SnapshotMeta(7, 2, Configuration(frozenset({"a", "b"}))), 0, b"xy", True, 2),
+    InstallSnapshotResponse("b", "a", 3, 7, 2, True),
+    TimeoutNow("a", "b", 3),
+]
+
+
+class EncodingTests(SynchronousTestCase):
+    """
+    L{encodeMessage} / L{decodeMessage}.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        Every message type survives encoding.
+        """
+        for m in SAMPLES:
+            self.assertEqual(decodeMessage(encodeMessage(m)), m)
+
+    def test_malformed(self) -> None:
+        """
+        Garbage, unknown types, wrong arity and wrong field types are all
+        L{MalformedMessage}.
+        """
+        bad = [
+            b"\xc1\xc1",
+            msgpack.packb([99, "a"]),
+            msgpack.packb([9, "a", "b"]),
+            msgpack.packb([9, "a", "b", "three"]),
+            msgpack.packb([9, "a", "b", True]),
+            msgpack.packb({"type": 1}),
+            msgpack.packb([3, "a", "b", 1, 0, 0, [[1, 2, 3]], 0]),
+        ]
+        for frame in bad:
+            self.assertRaises(MalformedMessage, decodeMessage, frame)
+
+
+class InboundTests(SynchronousTestCase):
+    """
+    L{InboundRaftProtocol} on a StringTransport.
+    """
+
+    def setUp(self) -> None:
+        self.owner = RaftTransport("b", Clock(), lambda a, f: None, {"a": "127.0.0.1:1"}, secure=False)
+        self.received: list[Message] = []
+        self.owner.setReceiver(self.received.append)
+        self.proto = InboundRaftProtocol(self.owner)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+
+    def frame(self, payload: bytes) -> bytes:
+        return LENGTH.pack(len(payload)) + payload
+
+    def test_verifyTransport(self) -> None:
+        """
+        L{RaftTransport} provides L{IRaftTransport}.
+        """
+        self.assertTrue(verifyObject(IRaftTransport, self.owner))
+
+    def test_deliversFramesSplitAnyhow(self) -> None:
+        """
+        Frames arriving a byte at a time are reassembled.
+        """
+        data = b"".join(self.frame(encodeMessage(m)) for m in SAMPLES[:3])
+        for i in range(len(data)):
+            self.proto.dataReceived(data[i : i + 1])
+        self.assertEqual(self.received, SAMPLES[:3])
+
+    def test_oversizedFrameClosesConnection(self) -> None:
+        """
+        A length prefix over the limit drops the connection without reading it.
+        """
+        self.proto.dataReceived(LENGTH.pack(self.owner.maxFrameBytes + 1) + b"x" * 10)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.received, [])
+
+    def test_malformedFrameRejected(self) -> None:
+        """
+        A malformed frame is counted and dropped; the next good one is delivered.
+        """
+        self.proto.dataReceived(self.frame(b"\x93\x01\x02") + self.frame(encodeMessage(SAMPLES[0])))
+        self.assertEqual(self.owner.rejected, 1)
+        self.assertEqual(self.received, [SAMPLES[0]])
+
+    def test_impersonationRejected(self) -> None:
+        """
+        On an authenticated connection, a message whose source is another
+        node is rejected.
+        """
+        self.proto.peerId = "c"
+        self.proto.dataReceived(self.frame(encodeMessage(SAMPLES[0])))
+        self.assertEqual(self.received, [])
+        self.assertEqual(self.owner.rejected, 1)
+
+    def test_unknownCertificateRejected(self) -> None:
+        """
+        A secure transport closes a connection whose certificate names no
+        known node.
+        """
+        self.owner.secure = True
+        proto = InboundRaftProtocol(self.owner)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.handshakeCompleted()
+        self.assertTrue(transport.disconnecting)
+        proto.dataReceived(self.frame(encodeMessage(SAMPLES[0])))
+        self.assertEqual(self.received, [])

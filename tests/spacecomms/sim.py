@@ -1,0 +1,146 @@
+"""
+An in-memory network of SpaceComms nodes for deterministic simulation:
+one Clock, a seeded RNG, per-message delay, drop, partition and crash.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from zope.interface import implementer
+
+from suite.spacecomms.config import Config, PeerConfig, Policies
+from suite.spacecomms.envelope import Envelope, decodeEnvelope
+from suite.spacecomms.interfaces import IPeerLink
+from suite.spacecomms.node import SpaceNode
+from suite.spacecomms.store import MemoryStore
+
+TOKEN = "sim-token-12345678"
+
+
+@implementer(IPeerLink)
+class SimLink:
+    """
+    One direction of a simulated session: what node C{src} holds to reach
+    C{peerId}.
+    """
+
+    def __init__(self, net: "SimNet", src: str, peerId: str) -> None:
+        self.net = net
+        self.src = src
+        self.peerId = peerId
+        self.up = True
+        self.sent: list[Envelope] = []
+
+    def sendEnvelope(self, envelope: Envelope) -> None:
+        self.sent.append(envelope)
+        self.net.transmit(self, envelope.encode())
+
+    def close(self, reason: str) -> None:
+        self.net.disconnect(self.src, self.peerId)
+
+
+class SimNet:
+    """
+    Nodes joined by simulated sessions.  Messages on one link keep their
+    order unless C{reorder} is set; each takes a random delay.
+    """
+
+    def __init__(self, seed: int, dropRate: float = 0.0, reorder: bool = False) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.rng = random.Random(seed)
+        self.dropRate = dropRate
+        self.reorder = reorder
+        self.nodes: dict[str, SpaceNode] = {}
+        self.stores: dict[str, MemoryStore] = {}
+        self.configs: dict[str, Config] = {}
+        self.links: dict[tuple[str, str], SimLink] = {}
+        self.lastArrival: dict[tuple[str, str], float] = {}
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+
+    def stop(self) -> None:
+        globalLogPublisher.removeObserver(self.events.append)
+        for n in self.nodes.values():
+            n.stop()
+
+    def addNode(self, name: str, peers: dict[str, Policies], **overrides: Any) -> SpaceNode:
+        cfg = Config(
+            node_id=name,
+            node_name=name,
+            peers=tuple(PeerConfig(p, f"https://{p}:1", p, 1, TOKEN, pol) for p, pol in peers.items()),
+            heartbeat_interval_seconds=1,
+            session_timeout_seconds=5,
+            resync_grace_seconds=5,
+            **overrides,
+        )
+        self.configs[name] = cfg
+        store = self.stores.setdefault(name, MemoryStore())
+        node = SpaceNode(cfg, store, self.clock)
+        node.start()
+        self.nodes[name] = node
+        return node
+
+    def connect(self, a: str, b: str) -> None:
+        ab, ba = SimLink(self, a, b), SimLink(self, b, a)
+        self.links[(a, b)], self.links[(b, a)] = ab, ba
+        self.nodes[a].sessionEstablished(ab)
+        self.nodes[b].sessionEstablished(ba)
+
+    def disconnect(self, a: str, b: str) -> None:
+        for src, dst in ((a, b), (b, a)):
+            link = self.links.pop((src, dst), None)
+            if link is not None:
+                link.up = False
+                if src in self.nodes:
+                    self.nodes[src].sessionLost(link, "simulated disconnect")
+
+    def crash(self, name: str) -> None:
+        for a, b in list(self.links):
+            if name in (a, b):
+                self.disconnect(a, b)
+        self.nodes.pop(name).stop()
+
+    def restart(self, name: str) -> SpaceNode:
+        cfg = self.configs[name]
+        node = SpaceNode(cfg, self.stores[name], self.clock)
+        node.start()
+        self.nodes[name] = node
+        return node
+
+    def transmit(self, link: SimLink, data: bytes) -> None:
+        if self.rng.random() < self.dropRate:
+            return
+        key = (link.src, link.peerId)
+        at = self.clock.seconds() + self.rng.uniform(0.001, 0.05)
+        if not self.reorder:
+            at = max(at, self.lastArrival.get(key, 0.0) + 1e-6)
+            self.lastArrival[key] = at
+        self.clock.callLater(at - self.clock.seconds(), self._arrive, link, data)
+
+    def _arrive(self, link: SimLink, data: bytes) -> None:
+        back = self.links.get((link.peerId, link.src))
+        if not link.up or back is None or link.peerId not in self.nodes:
+            return
+        self.nodes[link.peerId].envelopeReceived(back, decodeEnvelope(data))
+
+    def run(self, seconds: float, step: float = 0.01) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+
+    def state(self, name: str, kind: str = "cdm") -> dict[str, tuple[bool, str | None]]:
+        return {r.key: (r.active, r.reason) for r in self.stores[name].records(kind)}
+
+    def applied(self) -> list[tuple[str, str]]:
+        return [
+            (e["node"], e["message_id"])
+            for e in self.events
+            if e.get("log_format", "").startswith("routing decision: applied")
+        ]
+
+    def logged(self, text: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if text in e.get("log_format", "")]

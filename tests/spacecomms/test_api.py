@@ -1,0 +1,226 @@
+"""
+The REST API in memory (treq's StubTreq over the resource tree).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.spacecomms.api import makeAPIResource, makeTokenChecker
+from suite.spacecomms.cdm import decode, encode
+from suite.spacecomms.cdm.sample import sampleCDM
+from suite.spacecomms.config import Config, PeerConfig, Policies, TokenConfig
+from suite.spacecomms.node import SpaceNode
+from suite.spacecomms.store import MemoryStore
+
+ADMIN, WRITER, READER = "admin-secret-1", "writer-secret-1", "reader-secret-1"
+
+
+class APITests(SynchronousTestCase):
+    """
+    Every endpoint, its auth rules and its errors.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        cfg = Config(
+            node_id="A",
+            node_name="A",
+            tokens=(
+                TokenConfig("admin", ADMIN, ("read", "write", "admin")),
+                TokenConfig("writer", WRITER, ("read", "write")),
+                TokenConfig("readonly", READER, ("read",)),
+            ),
+            peers=(PeerConfig("B", "https://127.0.0.1:9", "127.0.0.1", 9, "t", Policies()),),
+        )
+        self.node = SpaceNode(cfg, MemoryStore(), self.clock)
+        self.node.start()
+        self.addCleanup(self.node.stop)
+        self.peers: dict[str, Any] = {}
+
+        def add(peer: PeerConfig) -> None:
+            self.node.setPeers([*self.node.peerConfigs.values(), peer])
+
+        def remove(pid: str) -> bool:
+            if pid not in self.node.peerConfigs:
+                return False
+            self.node.setPeers([p for p in self.node.peerConfigs.values() if p.id != pid])
+            return True
+
+        resource = makeAPIResource(self.node, makeTokenChecker(cfg.tokens), lambda pid: "disconnected", add, remove)
+        self.client = StubTreq(resource)
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def call(self, method: str, path: str, body: bytes | str | None = None, token: str | None = ADMIN, ctype: str = "application/json") -> tuple[int, Any]:
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if body is not None:
+            headers["Content-Type"] = ctype
+            if isinstance(body, str):
+                body = body.encode()
+        r = self.successResultOf(self.client.request(method, "http://node" + path, data=body, headers=headers))
+        content = self.successResultOf(self.client.content(r))
+        if r.headers.getRawHeaders("content-type", [""])[0].startswith("application/json"):
+            return r.code, json.loads(content)
+        return r.code, content
+
+    def logged(self, text: str) -> bool:
+        return any(text in e.get("log_format", "") for e in self.events)
+
+    def test_health(self) -> None:
+        """
+        /health answers the guide's fields without a token.
+        """
+        self.call("POST", "/cdms", encode(sampleCDM("H-1"), "json"))
+        code, body = self.call("GET", "/health", token=None)
+        self.assertEqual(code, 200)
+        self.assertEqual(body["node_id"], "A")
+        self.assertEqual(body["cdms_active"], 1)
+        self.assertEqual(body["peers"], {"connected": 0, "total": 1})
+        self.assertEqual(set(body), {"status", "node_id", "uptime_seconds", "peers", "objects_tracked", "cdms_active"})
+
+    def test_authentication(self) -> None:
+        """
+        No token or a bad token is 401 (logged `authentication failed`); a
+        read-only token reads but cannot write; only admin changes peers.
+        """
+        self.assertEqual(self.call("GET", "/cdms", token=None)[0], 401)
+        self.assertEqual(self.call("GET", "/cdms", token="wrong-token")[0], 401)
+        self.assertTrue(self.logged("authentication failed"))
+        self.assertEqual(self.call("GET", "/cdms", token=READER)[0], 200)
+        self.assertEqual(self.call("POST", "/cdms", encode(sampleCDM(), "json"), token=READER)[0], 403)
+        self.assertEqual(self.call("POST", "/objects", '{"object_id": "X"}', token=READER)[0], 403)
+        self.assertEqual(self.call("POST", "/cdms", encode(sampleCDM(), "json"), token=WRITER)[0], 201)
+        peer = json.dumps({"peer_id": "C", "address": "https://127.0.0.1:7"})
+        self.assertEqual(self.call("POST", "/peers", peer, token=WRITER)[0], 403)
+        self.assertEqual(self.call("GET", "/peers", token=READER)[0], 200)
+
+    def test_postCDMEachEncoding(self) -> None:
+        """
+        CDMs are accepted in KVN, XML and JSON (by Content-Type or sniffed);
+        an identical resubmission is 200.
+        """
+        cdms = [sampleCDM(f"P-{i}", object2=str(i)) for i in range(3)]
+        for cdm, (fmt, ctype) in zip(cdms, (("kvn", "text/plain"), ("xml", "application/xml"), ("json", "application/octet-stream")), strict=True):
+            code, body = self.call("POST", "/cdms", encode(cdm, fmt), ctype=ctype)
+            self.assertEqual((code, body["cdm_id"]), (201, cdm.messageId))
+        code, body = self.call("POST", "/cdms", encode(cdms[0], "xml"), ctype="application/xml")
+        self.assertEqual((code, body["status"]), (200, "unchanged"))
+
+    def test_invalidCDM(self) -> None:
+        """
+        An invalid CDM is 400 naming the field, logged `cdm validation failed`.
+        """
+        text = encode(sampleCDM(), "kvn").replace("REF_FRAME                    = EME2000", "REF_FRAME = TEME", 1)
+        code, body = self.call("POST", "/cdms", text, ctype="text/plain")
+        self.assertEqual(code, 400)
+        self.assertEqual(body["field"], "OBJECT1.REF_FRAME")
+        self.assertIn("cdm validation failed", body["error"])
+        self.assertTrue(self.logged("cdm validation failed"))
+        self.assertEqual(self.call("POST", "/cdms?format=yaml", "x")[0], 400)
+
+    def test_listFilters(self) -> None:
+        """
+        GET /cdms honours limit, sort, object, tca_from/tca_to and status.
+        """
+        now = self.clock.seconds()
+        for i in range(5):
+            self.clock.advance(1)
+            self.call("POST", "/cdms", encode(sampleCDM(f"L-{i}", tca=now + 86400 * (i + 1), object2=str(100 + i)), "json"))
+        code, body = self.call("GET", "/cdms?limit=2&sort=created_at")
+        self.assertEqual([c["cdm_id"] for c in body["cdms"]], ["L-0", "L-1"])
+        self.assertEqual(body["total"], 5)
+        code, body = self.call("GET", "/cdms?sort=-created_at&limit=1")
+        self.assertEqual(body["cdms"][0]["cdm_id"], "L-4")
+        code, body = self.call("GET", "/cdms?object=102")
+        self.assertEqual([c["cdm_id"] for c in body["cdms"]], ["L-2"])
+        from suite.spacecomms.cdm.sample import isoTime
+
+        q = f"/cdms?tca_from={isoTime(now + 86400 * 2 - 1)}&tca_to={isoTime(now + 86400 * 3 + 1)}Z&sort=tca"
+        code, body = self.call("GET", q)
+        self.assertEqual([c["cdm_id"] for c in body["cdms"]], ["L-1", "L-2"])
+        self.call("DELETE", "/cdms/L-3")
+        self.assertEqual([c["cdm_id"] for c in self.call("GET", "/cdms?status=withdrawn")[1]["cdms"]], ["L-3"])
+        for bad in ("limit=0", "limit=x", "sort=name", "tca_from=today", "status=gone"):
+            self.assertEqual(self.call("GET", f"/cdms?{bad}")[0], 400, bad)
+
+    def test_getAndDeleteCDM(self) -> None:
+        """
+        GET /cdms/{id} returns JSON, KVN or XML; DELETE withdraws it once.
+        """
+        cdm = sampleCDM("G-1")
+        self.call("POST", "/cdms", encode(cdm, "json"))
+        code, body = self.call("GET", "/cdms/G-1")
+        self.assertEqual((code, body["status"], body["cdm"]["header"]["MESSAGE_ID"]), (200, "active", "G-1"))
+        for fmt in ("kvn", "xml"):
+            code, text = self.call("GET", f"/cdms/G-1?format={fmt}")
+            self.assertEqual(decode(text, fmt), cdm)
+        self.assertEqual(self.call("GET", "/cdms/G-1?format=pdf")[0], 400)
+        self.assertEqual(self.call("DELETE", "/cdms/G-1?reason=BOGUS")[0], 400)
+        code, body = self.call("DELETE", "/cdms/G-1?reason=ERROR")
+        self.assertEqual((code, body["status"], body["reason"]), (200, "withdrawn", "ERROR"))
+        self.assertEqual(self.call("DELETE", "/cdms/G-1")[0], 409)
+        self.assertEqual(self.call("GET", "/cdms/NOPE")[0], 404)
+        self.assertEqual(self.call("DELETE", "/cdms/NOPE")[0], 404)
+
+    def test_objects(self) -> None:
+        """
+        Object states are announced, listed, fetched and withdrawn.
+        """
+        code, body = self.call("POST", "/objects", json.dumps({"object_id": "SAT-1", "name": "one", "epoch": "2026-01-01T00:00:00"}))
+        self.assertEqual((code, body["state"]["name"]), (201, "one"))
+        self.assertEqual(self.call("POST", "/objects", '{"name": "no id"}')[0], 400)
+        self.assertEqual(self.call("POST", "/objects", "[1]")[0], 400)
+        self.assertEqual(self.call("POST", "/objects", "{")[0], 400)
+        self.assertEqual([o["object_id"] for o in self.call("GET", "/objects")[1]["objects"]], ["SAT-1"])
+        self.assertEqual(self.call("GET", "/objects/SAT-1")[1]["status"], "active")
+        code, body = self.call("DELETE", "/objects/SAT-1?reason=DECAYED")
+        self.assertEqual((code, body["reason"]), (200, "DECAYED"))
+        self.assertEqual(self.call("GET", "/objects")[1]["objects"], [])
+        self.assertEqual(self.call("GET", "/objects/NOPE")[0], 404)
+
+    def test_peers(self) -> None:
+        """
+        Peers are added (errors name the key), listed, fetched and removed.
+        """
+        code, body = self.call("GET", "/peers")
+        self.assertEqual([p["peer_id"] for p in body["peers"]], ["B"])
+        new = {"peer_id": "C", "address": "https://c.example.com:8443", "auth_token": "tok", "policies": {"accept_cdm": True, "accept_object_state": False}}
+        code, body = self.call("POST", "/peers", json.dumps(new))
+        self.assertEqual((code, body["status"], body["policies"]["accept_object_state"]), (201, "disconnected", False))
+        self.assertEqual(self.call("POST", "/peers", json.dumps(new))[0], 409)
+        code, body = self.call("POST", "/peers", json.dumps({"peer_id": "D", "address": "ftp://x", "policies": {"accept_cdm": "maybe"}}))
+        self.assertEqual(code, 400)
+        self.assertIn("body.address", body["error"])
+        self.assertIn("body.policies.accept_cdm", body["error"])
+        self.assertEqual(self.call("GET", "/peers/C")[1]["address"], "https://c.example.com:8443")
+        self.assertEqual(self.call("DELETE", "/peers/C")[0], 200)
+        self.assertEqual(self.call("GET", "/peers/C")[0], 404)
+        self.assertEqual(self.call("DELETE", "/peers/C")[0], 404)
+
+    def test_metricsOpenAPIAndErrors(self) -> None:
+        """
+        /metrics names the guide's metrics; /openapi.json lists every path;
+        unknown paths and methods get JSON errors.
+        """
+        code, text = self.call("GET", "/metrics", token=None)
+        for name in ("peers_connected", "heartbeat_latency_ms", "cdm_processing_time_ms", "message_queue_depth", "error_rate"):
+            self.assertIn(name.encode(), text)
+        code, spec = self.call("GET", "/openapi.json", token=None)
+        self.assertEqual(
+            set(spec["paths"]),
+            {"/health", "/metrics", "/openapi.json", "/peers", "/peers/{peer_id}", "/cdms", "/cdms/{cdm_id}", "/objects", "/objects/{object_id}"},
+        )
+        self.assertEqual(self.call("GET", "/nothing", token=None)[0], 404)
+        code, body = self.call("PUT", "/cdms", "{}")
+        self.assertEqual((code, "error" in body), (405, True))

@@ -1,0 +1,307 @@
+"""
+Configuration loading, the command line and the twistd plugin surface.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from twisted.application.service import IService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.daemon import ConfigError
+from suite.spacecomms.config import ConfigInvalid, loadConfig, parseAddress, parseConfig
+from suite.spacecomms.tap import Options, makeService
+from tests.support.process import scriptArgs, twistdArgs
+
+GUIDE = """
+# Node identity
+node:
+  id: "node-prod-01"
+  name: "Production Node 01"
+
+# Network settings
+server:
+  host: "0.0.0.0"
+  port: 8080
+  tls:
+    enabled: true
+    cert_path: "CERTDIR/node.crt"
+    key_path: "CERTDIR/node.key"
+
+# API authentication
+api:
+  auth:
+    enabled: true
+    tokens:
+      - id: "admin"
+        secret: "${SPACECOMMS_ADMIN_TOKEN}"
+        permissions: ["read", "write", "admin"]
+      - id: "readonly"
+        secret: "${SPACECOMMS_READONLY_TOKEN}"
+        permissions: ["read"]
+
+# Peer connections
+peers:
+  - id: "peer-operator-a"
+    address: "https://operator-a.example.com:8443"
+    auth_token: "${PEER_A_TOKEN}"
+    policies:
+      accept_cdm: true
+      accept_object_state: true
+      forward_cdm: true
+
+# Storage
+storage:
+  type: "memory" # or "file" for persistence
+  file_path: "/var/lib/spacecomms/data"
+  cleanup:
+    enabled: true
+    cdm_retention_hours: 168 # 7 days
+    object_retention_hours: 720 # 30 days
+
+# Logging
+logging:
+  level: "info" # debug, info, warn, error
+  format: "json" # json or pretty
+  output: "stdout" # stdout or file path
+
+# Protocol settings
+protocol:
+  heartbeat_interval_seconds: 30
+  session_timeout_seconds: 120
+  max_hop_count: 10
+"""
+
+ENV = {
+    "SPACECOMMS_ADMIN_TOKEN": "admin-secret-123",
+    "SPACECOMMS_READONLY_TOKEN": "read-secret-123",
+    "PEER_A_TOKEN": "peer-a-secret",
+}
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    The guide's YAML, expansion, overrides and error paths.
+    """
+
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        for name in ("node.crt", "node.key", "ca.crt"):
+            with open(os.path.join(self.dir, name), "w") as f:
+                f.write("x")
+
+    def write(self, text: str) -> str:
+        path = os.path.join(self.dir, "config.yaml")
+        with open(path, "w") as f:
+            f.write(text.replace("CERTDIR", self.dir))
+        return path
+
+    def test_guideConfig(self) -> None:
+        """
+        The guide's configuration loads as written (plus ca_path, which
+        mTLS needs), with every value in place and secrets expanded.
+        """
+        text = GUIDE.replace('key_path: "CERTDIR/node.key"', 'key_path: "CERTDIR/node.key"\n    ca_path: "CERTDIR/ca.crt"')
+        cfg = loadConfig(self.write(text), ENV)
+        self.assertEqual((cfg.node_id, cfg.node_name, cfg.host, cfg.port), ("node-prod-01", "Production Node 01", "0.0.0.0", 8080))
+        self.assertTrue(cfg.tls_enabled)
+        self.assertEqual({t.id: t.permissions for t in cfg.tokens}, {"admin": ("read", "write", "admin"), "readonly": ("read",)})
+        self.assertEqual(cfg.tokens[0].secret, "admin-secret-123")
+        peer = cfg.peers[0]
+        self.assertEqual((peer.id, peer.host, peer.port, peer.auth_token), ("peer-operator-a", "operator-a.example.com", 8443, "peer-a-secret"))
+        self.assertTrue(peer.policies.forward_cdm)
+        self.assertEqual((cfg.storage_type, cfg.cleanup_enabled, cfg.cdm_retention_hours, cfg.object_retention_hours), ("memory", True, 168, 720))
+        self.assertEqual((cfg.log_level, cfg.log_format, cfg.log_output), ("info", "json", "stdout"))
+        self.assertEqual((cfg.heartbeat_interval_seconds, cfg.session_timeout_seconds, cfg.max_hop_count), (30, 120, 10))
+        self.assertNotIn("admin-secret-123", repr(cfg))
+
+    def test_guideConfigWithoutCA(self) -> None:
+        """
+        Without ca_path, mTLS cannot verify peers and the key is named.
+        """
+        e = self.assertRaises(ConfigInvalid, loadConfig, self.write(GUIDE), ENV)
+        self.assertEqual(e.reasons, ["server.tls.ca_path: is required"])
+
+    def test_missingVariableAndDefault(self) -> None:
+        """
+        An unset ${VAR} names the key that uses it; ${VAR:-default} works.
+        """
+        env = dict(ENV)
+        del env["PEER_A_TOKEN"]
+        text = GUIDE.replace('key_path: "CERTDIR/node.key"', 'key_path: "CERTDIR/node.key"\n    ca_path: "${CA:-CERTDIR/ca.crt}"')
+        e = self.assertRaises(ConfigInvalid, loadConfig, self.write(text), env)
+        self.assertEqual(e.reasons, ["peers[0].auth_token: environment variable PEER_A_TOKEN is not set"])
+
+    def test_errorsNameKeyPaths(self) -> None:
+        """
+        Every problem is reported, each naming its key path.
+        """
+        doc = {
+            "node": {"id": "bad id!"},
+            "server": {"port": 70000, "colour": "red"},
+            "api": {"auth": {"enabled": False}},
+            "peers": [
+                {"id": "ok", "address": "https://a:1"},
+                {"id": "p2", "address": "gopher://x"},
+                {"id": "ok", "address": "b:2", "policies": {"accept_cdm": "perhaps"}},
+            ],
+            "storage": {"type": "disk"},
+            "logging": {"level": "loud", "format": "xml"},
+            "protocol": {"heartbeat_interval_seconds": 10, "session_timeout_seconds": 5, "max_hop_count": 0},
+        }
+        e = self.assertRaises(ConfigInvalid, parseConfig, doc, {})
+        text = "\n".join(e.reasons)
+        for path in (
+            "node.id:",
+            "server.port:",
+            "server.colour:",
+            "peers[1].address:",
+            "peers[2].id: duplicate",
+            "peers[2].policies.accept_cdm:",
+            "storage.type:",
+            "logging.level:",
+            "logging.format:",
+            "protocol.session_timeout_seconds:",
+            "protocol.max_hop_count:",
+        ):
+            self.assertIn(path, text)
+
+    def test_environmentOverrides(self) -> None:
+        """
+        SPACECOMMS_LOG_LEVEL overrides logging.level; SPACECOMMS_ADMIN_TOKEN
+        and SPACECOMMS_READONLY_TOKEN provide the two tokens.
+        """
+        doc = {"node": {"id": "n1"}, "logging": {"level": "info"}}
+        cfg = parseConfig(doc, {"SPACECOMMS_LOG_LEVEL": "debug", "SPACECOMMS_ADMIN_TOKEN": "a-secret-1", "SPACECOMMS_READONLY_TOKEN": "r-secret-1"})
+        self.assertEqual(cfg.log_level, "debug")
+        self.assertEqual({t.id: (t.secret, t.permissions) for t in cfg.tokens}, {"admin": ("a-secret-1", ("read", "write", "admin")), "readonly": ("r-secret-1", ("read",))})
+        e = self.assertRaises(ConfigInvalid, parseConfig, doc, {"SPACECOMMS_LOG_LEVEL": "chatty"})
+        self.assertIn("SPACECOMMS_LOG_LEVEL: unknown log level 'chatty' (use debug, info, warn, error)", e.reasons)
+
+    def test_badYAMLAndMissingFile(self) -> None:
+        """
+        Unreadable files and broken YAML are one reason naming the file.
+        """
+        e = self.assertRaises(ConfigInvalid, loadConfig, self.write("node: [\n"), {})
+        self.assertIn("invalid YAML", e.reasons[0])
+        self.assertIn("config.yaml", str(e))
+        e = self.assertRaises(ConfigInvalid, loadConfig, os.path.join(self.dir, "missing.yaml"), {})
+        self.assertIn("cannot read the file", str(e))
+
+    def test_parseAddress(self) -> None:
+        """
+        Peer addresses take the guide's https://host:port form and others.
+        """
+        self.assertEqual(parseAddress("https://operator-a.example.com:8443"), ("operator-a.example.com", 8443, "https"))
+        self.assertEqual(parseAddress("127.0.0.1:9"), ("127.0.0.1", 9, "https"))
+        self.assertEqual(parseAddress("tls://[::1]:9"), ("::1", 9, "tls"))
+        self.assertRaises(ValueError, parseAddress, "https://a b")
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    The plugin's Options and makeService.
+    """
+
+    def _config(self) -> str:
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        path = os.path.join(d, "c.yaml")
+        with open(path, "w") as f:
+            f.write('node: {id: n1}\nserver: {port: 0, peer_port: 0}\napi: {auth: {tokens: [{id: a, secret: "${T}", permissions: [read]}]}}\n')
+        return path
+
+    def test_configFromFlagSubcommandOrEnvironment(self) -> None:
+        """
+        --config, `start --config` and SPACECOMMS_CONFIG all name the file;
+        none of them is a usage error naming --config.
+        """
+        o = Options(environ={})
+        o.parseOptions(["--config", "x.yaml"])
+        self.assertEqual(o["config"], "x.yaml")
+        o = Options(environ={})
+        o.parseOptions(["start", "--config", "y.yaml"])
+        self.assertEqual(o["config"], "y.yaml")
+        o = Options(environ={"SPACECOMMS_CONFIG": "z.yaml"})
+        o.parseOptions([])
+        self.assertEqual(o["config"], "z.yaml")
+        e = self.assertRaises(usage.UsageError, Options(environ={}).parseOptions, [])
+        self.assertIsInstance(e, ConfigError)
+        self.assertIn("--config", str(e))
+
+    def test_makeService(self) -> None:
+        """
+        makeService builds the node under a memory reactor and listens for
+        the API and peers when started.
+        """
+        path = self._config()
+        o = Options(environ={"T": "token-12345"})
+        o.parseOptions(["--config", path])
+        reactor = MemoryReactorClock()
+        service = makeService(o, reactor=reactor, installSignals=False)
+        self.assertTrue(IService.providedBy(service))
+        service.startService()
+        self.assertEqual(len(reactor.tcpServers), 2)
+        self.assertEqual({s[3] for s in reactor.tcpServers}, {"127.0.0.1", "0.0.0.0"})
+        service.stopService()
+
+    def test_makeServiceBadConfig(self) -> None:
+        """
+        A bad configuration exits with code 2.
+        """
+        path = self._config()
+        o = Options(environ={})
+        o.parseOptions(["--config", path])
+        e = self.assertRaises(SystemExit, makeService, o, reactor=MemoryReactorClock(), installSignals=False)
+        self.assertEqual(e.code, 2)
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    The console script and twistd, as real processes.
+    """
+
+    def _exec(self, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+    def test_validateConfig(self) -> None:
+        """
+        validate-config exits 0 for a valid file, and 1 with every reason on
+        its own line for an invalid one.
+        """
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        good = os.path.join(d, "good.yaml")
+        with open(good, "w") as f:
+            f.write("node: {id: n1}\napi: {auth: {enabled: false}}\n")
+        r = self._exec(scriptArgs("spacecomms", "validate-config", "--config", good), {})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("valid", r.stdout)
+        bad = os.path.join(d, "bad.yaml")
+        with open(bad, "w") as f:
+            f.write("node: {id: n1}\nserver: {port: -1}\npeers: [{id: p, address: 'x y'}]\napi: {auth: {enabled: false}}\n")
+        r = self._exec(scriptArgs("spacecomms", "validate-config", "--config", bad), {})
+        self.assertEqual(r.returncode, 1)
+        lines = r.stderr.splitlines()
+        self.assertTrue(any("server.port:" in line for line in lines), r.stderr)
+        self.assertTrue(any("peers[0].address:" in line for line in lines), r.stderr)
+        self.assertNotIn("Traceback", r.stderr)
+
+    def test_twistdBadConfigOneLine(self) -> None:
+        """
+        twistd spacecomms with a broken file prints one line and exits 2.
+        """
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        bad = os.path.join(d, "bad.yaml")
+        with open(bad, "w") as f:
+            f.write("node: {}\n")
+        r = self._exec(twistdArgs("spacecomms", "--config", bad), {})
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("node.id: is required", r.stderr)

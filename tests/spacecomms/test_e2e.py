@@ -1,0 +1,186 @@
+"""
+Three real nodes on loopback with mTLS: a line (A-B-C) and a triangle.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+from twisted.trial.unittest import TestCase
+
+from suite.spacecomms.cdm import encode
+from suite.spacecomms.cdm.sample import sampleCDM
+from tests.spacecomms.support import NodeSpec, getJSON, makeCertificates, send, startNode
+from tests.support.process import DaemonProcess, sleep
+
+
+async def _connected(spec: NodeSpec, proc: DaemonProcess, count: int) -> None:
+    async def check() -> bool:
+        code, body = await getJSON(spec.url("/health"))
+        return code == 200 and body["peers"]["connected"] == count
+
+    await proc.waitFor(check, f"{spec.name} to have {count} peer sessions", timeout=30)
+
+
+async def _cdmState(spec: NodeSpec, proc: DaemonProcess, cdmId: str, status: str) -> dict:
+    async def check() -> dict | None:
+        code, body = await getJSON(spec.url(f"/cdms/{cdmId}"))
+        return body if code == 200 and body["status"] == status else None
+
+    return await proc.waitFor(check, f"CDM {cdmId} {status} at {spec.name}", timeout=30)
+
+
+async def _post(spec: NodeSpec, cdmId: str, **kw: object) -> None:
+    code, body = await send("POST", spec.url("/cdms"), encode(sampleCDM(cdmId, **kw), "kvn").encode(), contentType="text/plain")
+    assert code == 201, (code, body)
+
+
+class LineTests(TestCase):
+    """
+    A-B-C in a line over mTLS, file stores.
+    """
+
+    timeout = 120
+
+    async def test_lineWithdrawCrashAndResync(self) -> None:
+        """
+        A CDM ingested at A reaches C; its withdrawal does too; after B is
+        killed with SIGKILL and restarted it keeps its stored CDMs, its
+        sessions come back and a CDM ingested at A while B was down
+        reaches B and C; SIGHUP with an invalid file keeps the old
+        configuration; SIGHUP with forward_cdm false stops forwarding.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        certs = makeCertificates(base, ["A", "B", "C"])
+        a, b, c = (NodeSpec(base, n, certs[n]) for n in "ABC")
+        a.addPeer(b)
+        b.addPeer(a)
+        b.addPeer(c)
+        c.addPeer(b)
+        pa, pb, pc = startNode(self, a), startNode(self, b), startNode(self, c)
+        await _connected(b, pb, 2)
+        await _connected(a, pa, 1)
+        await _connected(c, pc, 1)
+        await pb.waitForLog("peer session established")
+
+        await _post(a, "LINE-1", object2="40001")
+        seen = await _cdmState(c, pc, "LINE-1", "active")
+        self.assertEqual(seen["origin"], "A")
+        self.assertEqual(seen["learned_from"], "B")
+        self.assertEqual(seen["cdm"]["header"]["MESSAGE_ID"], "LINE-1")
+
+        code, _ = await send("DELETE", a.url("/cdms/LINE-1?reason=FALSE_POSITIVE"))
+        self.assertEqual(code, 200)
+        gone = await _cdmState(c, pc, "LINE-1", "withdrawn")
+        self.assertEqual(gone["reason"], "FALSE_POSITIVE")
+        await _post(a, "LINE-2", object2="40002")
+        await _cdmState(b, pb, "LINE-2", "active")
+
+        pb.kill9()
+        await pb.waitExit(10)
+        await pa.waitForLog("peer session lost")
+        await _post(a, "LINE-3", object2="40003")
+        pb2 = startNode(self, b)
+        await _connected(b, pb2, 2)
+        # Nothing lost from B's file store, and the re-sync brought LINE-3.
+        await _cdmState(b, pb2, "LINE-2", "active")
+        await _cdmState(b, pb2, "LINE-1", "withdrawn")
+        await _cdmState(b, pb2, "LINE-3", "active")
+        await _cdmState(c, pc, "LINE-3", "active")
+        await pb2.waitForLog("END_OF_SYNC")
+
+        # An invalid file on SIGHUP keeps the running configuration.
+        with open(b.configPath, "w") as f:
+            f.write("peers: [\n")
+        pb2.sendSignal(signal.SIGHUP)
+        await pb2.waitForLog("config reload failed, keeping the old configuration")
+        await _connected(b, pb2, 2)
+
+        # A valid file with forward_cdm false towards C stops forwarding.
+        b.peers = []
+        b.addPeer(a)
+        b.addPeer(c, forward_cdm=False)
+        b.write()
+        pb2.sendSignal(signal.SIGHUP)
+        await pb2.waitForLog("configuration reloaded")
+        await _post(a, "LINE-4", object2="40004")
+        await _cdmState(b, pb2, "LINE-4", "active")
+        await pb2.waitForLog(r"CDM_ANNOUNCE \w+ not forwarded")
+        code, _ = await getJSON(c.url("/cdms/LINE-4"))
+        self.assertEqual(code, 404)
+
+
+class TriangleTests(TestCase):
+    """
+    A, B and C all peered with each other over mTLS.
+    """
+
+    timeout = 120
+
+    async def test_triangleNoLoopNoDuplicateDenyPolicy(self) -> None:
+        """
+        In a triangle a CDM from A is applied exactly once at B and at C,
+        copies coming around the triangle are dropped, and an object state
+        withdrawal propagates; C's accept_cdm false towards B and A stops
+        a CDM from reaching C at all.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        certs = makeCertificates(base, ["A", "B", "C"])
+        a, b, c = (NodeSpec(base, n, certs[n]) for n in "ABC")
+        a.addPeer(b)
+        a.addPeer(c)
+        b.addPeer(a)
+        b.addPeer(c)
+        c.addPeer(a)
+        c.addPeer(b)
+        procs = {s.name: startNode(self, s) for s in (a, b, c)}
+        for s in (a, b, c):
+            await _connected(s, procs[s.name], 2)
+
+        await _post(a, "TRI-1", object2="50001")
+        await _cdmState(b, procs["B"], "TRI-1", "active")
+        await _cdmState(c, procs["C"], "TRI-1", "active")
+        # Let every copy arrive and be decided on.
+        await procs["B"].waitForLog(r"dropped CDM_ANNOUNCE .* (duplicate message id|loop)")
+        await procs["C"].waitForLog(r"dropped CDM_ANNOUNCE .* (duplicate message id|loop)")
+        await sleep(0.5)
+        for name in "BC":
+            applied = re.findall(r"applied CDM_ANNOUNCE", procs[name].output())
+            self.assertEqual(len(applied), 1, f"{name} applied the CDM {len(applied)} times")
+        self.assertEqual(re.findall(r"applied CDM_ANNOUNCE", procs["A"].output()), [])
+
+        code, _ = await send("POST", a.url("/objects"), b'{"object_id": "SAT-9", "name": "SAT 9"}')
+        self.assertEqual(code, 201)
+        for s in (b, c):
+
+            async def present(s: NodeSpec = s) -> bool:
+                code, body = await getJSON(s.url("/objects/SAT-9"))
+                return code == 200 and body["status"] == "active"
+
+            await procs[s.name].waitFor(present, "object SAT-9")
+        code, _ = await send("DELETE", a.url("/objects/SAT-9?reason=DECAYED"))
+        self.assertEqual(code, 200)
+        for s in (b, c):
+
+            async def withdrawn(s: NodeSpec = s) -> bool:
+                code, body = await getJSON(s.url("/objects/SAT-9"))
+                return code == 200 and body["status"] == "withdrawn" and body["reason"] == "DECAYED"
+
+            await procs[s.name].waitFor(withdrawn, "object SAT-9 withdrawn")
+
+        # C stops accepting CDMs from anyone.
+        c.peers = []
+        c.addPeer(a, accept_cdm=False)
+        c.addPeer(b, accept_cdm=False)
+        c.write()
+        procs["C"].sendSignal(signal.SIGHUP)
+        await procs["C"].waitForLog("configuration reloaded")
+        await _post(a, "TRI-2", object2="50002")
+        await _cdmState(b, procs["B"], "TRI-2", "active")
+        await procs["C"].waitForLog(r"dropped CDM_ANNOUNCE .*policy accept_cdm is false")
+        code, _ = await getJSON(c.url("/cdms/TRI-2"))
+        self.assertEqual(code, 404)

@@ -1,0 +1,127 @@
+"""
+Property-based fuzzing of the three CDM parsers: they never crash, and
+every rejection names a field.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.spacecomms.cdm import CDMError, decode, encode
+from suite.spacecomms.cdm.jsonfmt import toDict
+from suite.spacecomms.cdm.sample import sampleCDM
+
+SAMPLE = sampleCDM("FUZZ")
+TEXTS = {fmt: encode(SAMPLE, fmt) for fmt in ("kvn", "xml", "json")}
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _check(data: str | bytes, fmt: str | None) -> None:
+    try:
+        decode(data, fmt)
+    except CDMError as e:
+        assert e.field and isinstance(e.field, str), repr(e)
+        assert e.reason
+
+
+@st.composite
+def mutated(draw: st.DrawFn, fmt: str) -> str:
+    text = TEXTS[fmt]
+    lines = text.splitlines()
+    op = draw(st.sampled_from(["drop", "dup", "swap", "edit", "truncate", "insert"]))
+    i = draw(st.integers(0, len(lines) - 1))
+    if op == "drop":
+        del lines[i]
+    elif op == "dup":
+        lines.insert(i, lines[i])
+    elif op == "swap":
+        j = draw(st.integers(0, len(lines) - 1))
+        lines[i], lines[j] = lines[j], lines[i]
+    elif op == "edit":
+        pos = draw(st.integers(0, max(0, len(lines[i]) - 1)))
+        lines[i] = lines[i][:pos] + draw(st.text(max_size=8)) + lines[i][pos + 1 :]
+    elif op == "truncate":
+        return text[: draw(st.integers(0, len(text)))]
+    else:
+        lines.insert(i, draw(st.text(max_size=40)))
+    return "\n".join(lines)
+
+
+@st.composite
+def jsonMutated(draw: st.DrawFn) -> str:
+    doc = toDict(SAMPLE)
+    section = draw(st.sampled_from(["header", "relative_metadata_data", "meta", "data"]))
+    target = (
+        doc[section]
+        if section in doc
+        else doc["segments"][draw(st.integers(0, 1))]["metadata" if section == "meta" else "data"]
+    )
+    key = draw(st.sampled_from(sorted(target)))
+    value = draw(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.text(max_size=20),
+            st.lists(st.integers(), max_size=3),
+            st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        )
+    )
+    if draw(st.booleans()):
+        target[key] = value
+    else:
+        del target[key]
+    return json.dumps(doc)
+
+
+class FuzzTests(SynchronousTestCase):
+    """
+    Random and mutated documents never crash a parser.
+    """
+
+    @SETTINGS
+    @given(st.text(max_size=300), st.sampled_from(["kvn", "xml", "json", None]))
+    def test_arbitraryText(self, text: str, fmt: str | None) -> None:
+        """
+        Arbitrary text is parsed or rejected naming a field.
+        """
+        _check(text, fmt)
+
+    @SETTINGS
+    @given(st.binary(max_size=200))
+    def test_arbitraryBytes(self, data: bytes) -> None:
+        """
+        Arbitrary bytes (often not UTF-8) are rejected cleanly.
+        """
+        _check(data, None)
+
+    @SETTINGS
+    @given(mutated("kvn"))
+    def test_mutatedKVN(self, text: str) -> None:
+        """
+        A valid KVN document with a line dropped, doubled, swapped, edited or
+        cut is parsed or rejected naming a field.
+        """
+        _check(text, "kvn")
+
+    @SETTINGS
+    @given(mutated("xml"))
+    def test_mutatedXML(self, text: str) -> None:
+        """
+        Mutated XML is parsed or rejected naming a field.
+        """
+        _check(text, "xml")
+
+    @SETTINGS
+    @given(jsonMutated())
+    def test_mutatedJSON(self, text: str) -> None:
+        """
+        JSON with a member removed or replaced by any JSON value is parsed
+        or rejected naming a field.
+        """
+        _check(text, "json")

@@ -1,0 +1,240 @@
+"""
+Peer sessions over in-memory connections (twisted.test.iosim): handshake,
+heartbeats, timeouts, malformed input and the interfaces.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from suite.spacecomms.cdm.sample import sampleCDM
+from suite.spacecomms.config import Config, PeerConfig, Policies
+from suite.spacecomms.envelope import Envelope, decodeEnvelope
+from suite.spacecomms.interfaces import IMessageSink, IPeerLink, IRecordStore
+from suite.spacecomms.node import SpaceNode
+from suite.spacecomms.session import PeerProtocol
+from suite.spacecomms.store import MemoryStore
+
+TOKEN = "session-token-1234"
+
+
+def _node(name: str, peer: str, clock: Clock, token: str = TOKEN) -> SpaceNode:
+    cfg = Config(
+        node_id=name,
+        node_name=name,
+        peers=(PeerConfig(peer, f"https://{peer}:1", peer, 1, token, Policies()),),
+        heartbeat_interval_seconds=1,
+        session_timeout_seconds=3,
+    )
+    node = SpaceNode(cfg, MemoryStore(), clock)
+    node.start()
+    return node
+
+
+def _frames(data: bytes) -> list[Envelope]:
+    out = []
+    while len(data) >= 4:
+        (n,) = struct.unpack(">I", data[:4])
+        out.append(decodeEnvelope(data[4 : 4 + n]))
+        data = data[4 + n :]
+    return out
+
+
+class SessionTests(SynchronousTestCase):
+    """
+    Two nodes, A dialing B, over an iosim pump.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def _connect(self, aToken: str = TOKEN, bToken: str = TOKEN) -> tuple[SpaceNode, SpaceNode, PeerProtocol, PeerProtocol, iosim.IOPump]:
+        a = _node("A", "B", self.clock, aToken)
+        b = _node("B", "A", self.clock, bToken)
+        self.addCleanup(a.stop)
+        self.addCleanup(b.stop)
+
+        def client() -> PeerProtocol:
+            return PeerProtocol(a, "A", self.clock, "B", 1, 3, 64 * 1024, a.helloPayload)
+
+        def server() -> PeerProtocol:
+            return PeerProtocol(b, "B", self.clock, None, 1, 3, 64 * 1024, b.helloPayload)
+
+        c, s, pump = iosim.connectedServerAndClient(server, client, clock=self.clock)
+        pump.flush()
+        return a, b, c, s, pump
+
+    def _logged(self, text: str) -> list[dict]:
+        return [e for e in self.events if text in e.get("log_format", "")]
+
+    def test_interfaces(self) -> None:
+        """
+        The protocol is an IPeerLink, the node an IMessageSink, the stores
+        IRecordStores.
+        """
+        a, b, c, s, pump = self._connect()
+        self.assertTrue(verifyObject(IPeerLink, c))
+        self.assertTrue(verifyObject(IMessageSink, a))
+        self.assertTrue(verifyObject(IRecordStore, MemoryStore()))
+        c.transport.loseConnection()
+        pump.flush()
+
+    def test_handshakeAndExchange(self) -> None:
+        """
+        Both sides establish (logging `peer session established`), exchange
+        sync markers, and a CDM ingested at A is stored at B.
+        """
+        a, b, c, s, pump = self._connect()
+        self.assertEqual(sorted(a.links), ["B"])
+        self.assertEqual(sorted(b.links), ["A"])
+        self.assertEqual(len(self._logged("peer session established")), 2)
+        a.ingestCDM(sampleCDM("S-1"))
+        pump.flush()
+        self.assertTrue(b.store.get("cdm", "S-1").active)
+        c.transport.loseConnection()
+        pump.flush()
+        self.assertEqual(a.links, {})
+        self.assertEqual(b.links, {})
+        self.assertEqual(len(self._logged("peer session lost")), 2)
+
+    def test_heartbeatsKeepSessionAlive(self) -> None:
+        """
+        Heartbeats every interval keep both sides up past the timeout and
+        give a latency figure.
+        """
+        a, b, c, s, pump = self._connect()
+        for _ in range(10):
+            self.clock.advance(1)
+            pump.flush()
+        self.assertIn("A", b.links)
+        self.assertIn("A", b.metrics.latency)
+        self.assertIn("B", a.metrics.latency)
+        c.transport.loseConnection()
+        pump.flush()
+
+    def test_timeout(self) -> None:
+        """
+        When nothing arrives for session_timeout_seconds the session closes.
+        """
+        a, b, c, s, pump = self._connect()
+        self.clock.advance(3.5)
+        self.assertTrue(self._logged("no message for {seconds}s"))
+        pump.flush()
+        self.assertEqual(a.links, {})
+        self.assertEqual(b.links, {})
+
+    def test_malformedMessageKeepsSession(self) -> None:
+        """
+        A malformed frame is answered with ERROR INVALID_MESSAGE naming the
+        field, and the session stays up.
+        """
+        a, b, c, s, pump = self._connect()
+        bad = json.dumps({"protocol_version": "1.0", "message_id": "m1", "timestamp": 1, "source_node": "A"}).encode()
+        c.sendString(bad)
+        c.sendString(b"\xff not json")
+        s.transport.getOutBuffer()
+        pump.pump()
+        out = _frames(s.transport.getOutBuffer())
+        errors = [e for e in out if e.message_type == "ERROR"]
+        self.assertEqual([e.payload["code"] for e in errors], ["INVALID_MESSAGE", "INVALID_MESSAGE"])
+        self.assertIn("message_type", errors[0].payload["message"])
+        self.assertEqual(errors[0].payload["ref_message_id"], "m1")
+        pump.flush()
+        self.assertIn("A", b.links)
+        a.ingestCDM(sampleCDM("S-2"))
+        pump.flush()
+        self.assertIsNotNone(b.store.get("cdm", "S-2"))
+        c.transport.loseConnection()
+        pump.flush()
+
+    def test_invalidCDMFromPeer(self) -> None:
+        """
+        A CDM_ANNOUNCE whose CDM fails validation is logged as
+        `cdm validation failed`, answered INVALID_MESSAGE, and not stored.
+        """
+        a, b, c, s, pump = self._connect()
+        doc = {"CCSDS_CDM_VERS": "1.0", "header": {}, "relative_metadata_data": {}, "segments": []}
+        c.sendEnvelope(
+            Envelope("CDM_ANNOUNCE", "A", {"cdm_id": "BAD-1", "sequence": 1, "cdm": doc}, timestamp=self.clock.seconds(), path=("A",))
+        )
+        pump.pump()
+        out = _frames(s.transport.getOutBuffer())
+        self.assertEqual([e.payload["code"] for e in out if e.message_type == "ERROR"], ["INVALID_MESSAGE"])
+        self.assertTrue(self._logged("cdm validation failed"))
+        self.assertIsNone(b.store.get("cdm", "BAD-1"))
+        pump.flush()
+        self.assertIn("A", b.links)
+        c.transport.loseConnection()
+        pump.flush()
+
+    def test_wrongToken(self) -> None:
+        """
+        A HELLO with the wrong auth token is refused with UNAUTHORIZED and
+        the connection closed.
+        """
+        a, b, c, s, pump = self._connect(aToken="not-the-right-token")
+        self.assertEqual(a.links, {})
+        self.assertEqual(b.links, {})
+        self.assertTrue(self._logged("peer session refused"))
+
+    def test_unsupportedVersion(self) -> None:
+        """
+        A HELLO offering no common version is refused UNSUPPORTED_VERSION.
+        """
+        b = _node("B", "A", self.clock)
+        self.addCleanup(b.stop)
+        s = PeerProtocol(b, "B", self.clock, None, 1, 3, 64 * 1024, b.helloPayload)
+        from twisted.internet.testing import StringTransport
+
+        t = StringTransport()
+        s.makeConnection(t)
+        hello = Envelope(
+            "HELLO", "A", {"node_id": "A", "versions": ["9.0"], "capabilities": [], "auth_token": TOKEN}, timestamp=1.0, path=("A",)
+        )
+        s.dataReceived(struct.pack(">I", len(hello.encode())) + hello.encode())
+        out = _frames(t.value())
+        self.assertEqual(out[-1].payload["code"], "UNSUPPORTED_VERSION")
+        self.assertTrue(t.disconnecting)
+
+    def test_oversizedFrame(self) -> None:
+        """
+        A frame over the size limit is refused and the connection closed.
+        """
+        b = _node("B", "A", self.clock)
+        self.addCleanup(b.stop)
+        s = PeerProtocol(b, "B", self.clock, None, 1, 3, 1024, b.helloPayload)
+        from twisted.internet.testing import StringTransport
+
+        t = StringTransport()
+        s.makeConnection(t)
+        s.dataReceived(struct.pack(">I", 10_000) + b"x" * 100)
+        self.assertTrue(t.disconnecting)
+        self.assertIn(b"INVALID_MESSAGE", t.value())
+        s.connectionLost(None)
+
+    def test_helloTimeout(self) -> None:
+        """
+        A connection that never says HELLO is closed after the timeout.
+        """
+        b = _node("B", "A", self.clock)
+        self.addCleanup(b.stop)
+        s = PeerProtocol(b, "B", self.clock, None, 1, 3, 1024, b.helloPayload)
+        from twisted.internet.testing import StringTransport
+
+        t = StringTransport()
+        s.makeConnection(t)
+        self.clock.advance(3.1)
+        self.assertTrue(t.disconnecting)
+        s.connectionLost(None)

@@ -1,0 +1,296 @@
+"""
+Deterministic simulations of routing, ordering, re-sync and lifecycle on
+an in-memory network (one Clock, seeded RNG).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.spacecomms.config import Policies
+from suite.spacecomms.envelope import Envelope
+from suite.spacecomms.cdm.sample import sampleCDM
+from tests.spacecomms.sim import SimNet
+
+OPEN = Policies()
+
+
+def _mesh(net: SimNet, edges: list[tuple[str, str]], **overrides: object) -> None:
+    names = sorted({n for e in edges for n in e})
+    for n in names:
+        peers = {b if a == n else a: OPEN for a, b in edges if n in (a, b)}
+        net.addNode(n, peers, **overrides)
+    for a, b in edges:
+        net.connect(a, b)
+
+
+class RoutingSimulationTests(SynchronousTestCase):
+    """
+    Many seeds of random traffic over lines, triangles and meshes.
+    """
+
+    def _scenario(self, seed: int, edges: list[tuple[str, str]], reorder: bool) -> SimNet:
+        net = SimNet(seed, reorder=reorder)
+        self.addCleanup(net.stop)
+        _mesh(net, edges)
+        names = sorted(net.nodes)
+        ids = []
+        for i in range(30):
+            origin = net.rng.choice(names)
+            cid = f"CDM-{seed}-{i}"
+            now = net.clock.seconds()
+            net.nodes[origin].ingestCDM(sampleCDM(cid, tca=now + 86400 + i * 600, created=now, object2=str(40000 + i)))
+            ids.append((origin, cid))
+            net.run(net.rng.uniform(0, 0.03))
+        for origin, cid in net.rng.sample(ids, 10):
+            net.nodes[origin].withdrawCDM(cid, "FALSE_POSITIVE")
+            net.run(0.01)
+        net.run(2)
+        return net
+
+    def test_convergenceWithoutDuplicates(self) -> None:
+        """
+        Whatever the topology and delays, every node ends with the same CDMs
+        in the same state, and no node applies a message twice.
+        """
+        topologies = {
+            "line": [("A", "B"), ("B", "C")],
+            "triangle": [("A", "B"), ("B", "C"), ("A", "C")],
+            "mesh": [("A", "B"), ("B", "C"), ("C", "D"), ("D", "A"), ("A", "C"), ("B", "D")],
+        }
+        for seed in range(4):
+            for name, edges in topologies.items():
+                net = self._scenario(seed, edges, reorder=False)
+                states = {n: net.state(n) for n in net.nodes}
+                first = states["A"]
+                self.assertEqual(len(first), 30)
+                self.assertEqual(sum(1 for active, _ in first.values() if not active), 10)
+                for n, st in states.items():
+                    self.assertEqual(st, first, f"seed {seed} {name}: {n} differs")
+                counts = Counter(net.applied())
+                self.assertEqual([k for k, v in counts.items() if v > 1], [], f"seed {seed} {name}")
+
+    def test_reorderedWithdrawWins(self) -> None:
+        """
+        With messages reordered on the wire, a withdrawal that overtakes its
+        announce is never undone by the older announce.
+        """
+        for seed in range(6):
+            net = self._scenario(seed, [("A", "B"), ("B", "C"), ("A", "C")], reorder=True)
+            states = {n: net.state(n) for n in net.nodes}
+            self.assertEqual(states["A"], states["B"])
+            self.assertEqual(states["A"], states["C"])
+
+    def test_olderAnnounceIgnoredAfterWithdraw(self) -> None:
+        """
+        An announce carrying an older sequence than the stored withdrawal is
+        ignored and logged as a routing decision.
+        """
+        net = SimNet(1)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B")])
+        a, b = net.nodes["A"], net.nodes["B"]
+        rec, _ = a.ingestCDM(sampleCDM("ORD-1"))
+        announce = net.links[("A", "B")].sent[-1]
+        a.withdrawCDM("ORD-1", "FALSE_POSITIVE")
+        withdraw = net.links[("A", "B")].sent[-1]
+        net.clock.advance(1)
+        link = net.links[("B", "A")]
+        # Deliver a fresh copy of the old announce after the withdrawal.
+        b.envelopeReceived(link, withdraw)
+        replay = Envelope(announce.message_type, "A", announce.payload, timestamp=net.clock.seconds(), path=("A",))
+        b.envelopeReceived(link, replay)
+        self.assertEqual(net.state("B")["ORD-1"], (False, "FALSE_POSITIVE"))
+        self.assertTrue(net.logged("not newer than the stored version"))
+
+    def test_maxHopCount(self) -> None:
+        """
+        A message travels at most max_hop_count hops.
+        """
+        net = SimNet(2)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B"), ("B", "C"), ("C", "D"), ("D", "E")], max_hop_count=3)
+        net.nodes["A"].ingestCDM(sampleCDM("HOP-1"))
+        net.run(1)
+        reached = sorted(n for n in net.nodes if "HOP-1" in net.state(n))
+        self.assertEqual(reached, ["A", "B", "C", "D"])
+
+    def test_policies(self) -> None:
+        """
+        accept_cdm false drops CDMs from that peer; forward_cdm false keeps
+        CDMs from being sent to it; object states follow their own flags.
+        """
+        net = SimNet(3)
+        self.addCleanup(net.stop)
+        net.addNode("A", {"B": OPEN})
+        net.addNode("B", {"A": OPEN, "C": Policies(forward_cdm=False)})
+        net.addNode("C", {"B": OPEN})
+        net.connect("A", "B")
+        net.connect("B", "C")
+        net.nodes["A"].ingestCDM(sampleCDM("POL-1"))
+        net.nodes["A"].announceObject("SAT-1", {"name": "one"})
+        net.run(1)
+        self.assertIn("POL-1", net.state("B"))
+        self.assertNotIn("POL-1", net.state("C"))
+        self.assertIn("SAT-1", net.state("C", "object"))
+
+        net2 = SimNet(4)
+        self.addCleanup(net2.stop)
+        net2.addNode("A", {"B": OPEN})
+        net2.addNode("B", {"A": Policies(accept_cdm=False)})
+        net2.connect("A", "B")
+        net2.nodes["A"].ingestCDM(sampleCDM("POL-2"))
+        net2.run(1)
+        self.assertNotIn("POL-2", net2.state("B"))
+        self.assertTrue(net2.logged("dropped {message_type}"))
+
+
+class ResyncSimulationTests(SynchronousTestCase):
+    """
+    Reconnection re-announces state and drops stale learned entries.
+    """
+
+    def test_partitionHealsAndResyncs(self) -> None:
+        """
+        Changes made on either side of a partition reach the other side
+        after reconnection, and an entry the peer no longer has is dropped
+        once its END_OF_SYNC arrives.
+        """
+        net = SimNet(5)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B")])
+        a = net.nodes["A"]
+        a.ingestCDM(sampleCDM("RS-1", object2="1"))
+        a.ingestCDM(sampleCDM("RS-2", object2="2"))
+        a.ingestCDM(sampleCDM("RS-3", object2="3"))
+        net.run(1)
+        self.assertEqual(len(net.state("B")), 3)
+        net.disconnect("A", "B")
+        a.ingestCDM(sampleCDM("RS-4", object2="4"))
+        a.withdrawCDM("RS-1", "ERROR")
+        net.stores["A"].remove("cdm", "RS-2")
+        net.nodes["B"].ingestCDM(sampleCDM("RS-5", object2="5"))
+        net.run(1)
+        net.connect("A", "B")
+        net.run(1)
+        b = net.state("B")
+        self.assertEqual(b["RS-1"], (False, "ERROR"))
+        self.assertNotIn("RS-2", b)
+        self.assertEqual(b["RS-3"], (True, None))
+        self.assertEqual(b["RS-4"], (True, None))
+        self.assertEqual(net.state("A")["RS-5"], (True, None))
+        self.assertTrue(net.logged("dropped {dropped} stale entries"))
+
+    def test_crashRestartKeepsStore(self) -> None:
+        """
+        A crashed node restarts from its store and catches up on what it
+        missed.
+        """
+        net = SimNet(6)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B"), ("B", "C")])
+        net.nodes["A"].ingestCDM(sampleCDM("CR-1", object2="1"))
+        net.run(1)
+        net.crash("B")
+        net.nodes["A"].ingestCDM(sampleCDM("CR-2", object2="2"))
+        net.run(1)
+        net.restart("B")
+        self.assertIn("CR-1", net.state("B"))
+        net.connect("A", "B")
+        net.connect("B", "C")
+        net.run(1)
+        self.assertIn("CR-2", net.state("B"))
+        self.assertIn("CR-2", net.state("C"))
+
+    def test_graceTimeDropsWithoutEndOfSync(self) -> None:
+        """
+        If END_OF_SYNC never comes, un-refreshed entries learned from the
+        peer are dropped after resync_grace_seconds.
+        """
+        net = SimNet(7)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B")])
+        net.nodes["A"].ingestCDM(sampleCDM("GR-1"))
+        net.run(1)
+        net.disconnect("A", "B")
+        net.stores["A"].remove("cdm", "GR-1")
+        net.dropRate = 1.0
+        net.connect("A", "B")
+        net.run(4)
+        self.assertIn("GR-1", net.state("B"))
+        net.run(2)
+        self.assertNotIn("GR-1", net.state("B"))
+
+
+class LifecycleSimulationTests(SynchronousTestCase):
+    """
+    TCA expiry, superseding and retention.
+    """
+
+    def test_tcaPassedWithdraws(self) -> None:
+        """
+        Once TCA passes, every node withdraws the CDM with TCA_PASSED.
+        """
+        net = SimNet(8)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B")])
+        now = net.clock.seconds()
+        net.nodes["A"].ingestCDM(sampleCDM("TCA-1", tca=now + 30, created=now))
+        net.run(1)
+        self.assertEqual(net.state("B")["TCA-1"], (True, None))
+        net.run(31, step=0.5)
+        self.assertEqual(net.state("A")["TCA-1"], (False, "TCA_PASSED"))
+        self.assertEqual(net.state("B")["TCA-1"], (False, "TCA_PASSED"))
+
+    def test_newerCDMSupersedes(self) -> None:
+        """
+        A newer CDM for the same two objects and (nearly) the same TCA
+        supersedes the older one on every node.
+        """
+        net = SimNet(9)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B")])
+        now = net.clock.seconds()
+        net.nodes["A"].ingestCDM(sampleCDM("SUP-1", tca=now + 86400, created=now))
+        net.run(1)
+        net.nodes["B"].ingestCDM(sampleCDM("SUP-2", tca=now + 86410, created=now + 1))
+        net.run(1)
+        for n in "AB":
+            self.assertEqual(net.state(n)["SUP-1"], (False, "SUPERSEDED"))
+            self.assertEqual(net.state(n)["SUP-2"], (True, None))
+
+    def test_retention(self) -> None:
+        """
+        With cleanup enabled, records older than the retention are removed.
+        """
+        net = SimNet(10)
+        self.addCleanup(net.stop)
+        net.addNode("A", {}, cleanup_enabled=True, cdm_retention_hours=1.0, object_retention_hours=2.0)
+        now = net.clock.seconds()
+        net.nodes["A"].ingestCDM(sampleCDM("RET-1", tca=now + 86400 * 3, created=now))
+        net.nodes["A"].announceObject("SAT-R", {})
+        net.run(3700, step=50)
+        self.assertNotIn("RET-1", net.state("A"))
+        self.assertIn("SAT-R", net.state("A", "object"))
+        net.run(3700, step=50)
+        self.assertNotIn("SAT-R", net.state("A", "object"))
+
+    def test_rateLimit(self) -> None:
+        """
+        Messages beyond a peer's token bucket are dropped with an ERROR
+        RATE_LIMITED answer and a `rate limit exceeded` log line.
+        """
+        net = SimNet(11)
+        self.addCleanup(net.stop)
+        net.addNode("A", {"B": OPEN})
+        net.addNode("B", {"A": Policies(rate_limit_per_second=1, rate_limit_burst=3)})
+        net.connect("A", "B")
+        for i in range(8):
+            net.nodes["A"].ingestCDM(sampleCDM(f"RL-{i}", object2=str(i)))
+        net.run(0.5)
+        self.assertEqual(len(net.state("B")), 3)
+        self.assertEqual(len(net.logged("rate limit exceeded")), 5)
+        errors = [e for e in net.links[("B", "A")].sent if e.message_type == "ERROR"]
+        self.assertEqual({e.payload["code"] for e in errors}, {"RATE_LIMITED"})

@@ -1,0 +1,246 @@
+"""
+End-to-end: a real gateway process, a real C{specter client} process, a
+backend on loopback and real curl.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from suite.pki.ca import initBundle, writeClientCertificate
+from tests.support.process import DaemonProcess, freePort
+
+PY = sys.executable
+APEX = "example.test"
+
+
+class _Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/plain")
+        return b"hello from the backend " + request.uri
+
+
+class _Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class GatewayHarness:
+    """
+    A CA, a gateway process and helpers for one test.
+    """
+
+    def __init__(self, test: TestCase) -> None:
+        self.test = test
+        self.base = os.path.abspath(test.mktemp())
+        os.makedirs(self.base)
+        self.certs = os.path.join(self.base, "certs")
+        bundle = initBundle(self.certs, ["127.0.0.1"])
+        self.alice = os.path.join(self.base, "alice")
+        writeClientCertificate(bundle, "alice", self.alice)
+        self.port = freePort()
+        self.data = os.path.join(self.base, "data")
+        self.cacert = os.path.join(self.data, "gateway", "selfsigned.crt")
+
+    async def start(self) -> None:
+        argv = [
+            PY,
+            "-m",
+            "suite.specter.gateway",
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            "--cert-dir",
+            self.certs,
+            "--apex",
+            APEX,
+            "--data-dir",
+            self.data,
+        ]
+        self.gateway = DaemonProcess(self.test, argv, name="gateway")
+        self.gateway.start()
+        await self.gateway.waitForPort(self.port)
+
+    def client(self, *args: str, identity: str | None = None, name: str = "client") -> DaemonProcess:
+        argv = [
+            PY,
+            "-m",
+            "suite.specter.client",
+            "--server",
+            f"127.0.0.1:{self.port}",
+            "--cert-dir",
+            identity or self.alice,
+            *args,
+        ]
+        return DaemonProcess(self.test, argv, name=name).start()
+
+    async def tunnel(self, target: str) -> tuple[DaemonProcess, str]:
+        proc = self.client("tunnel", "--target", target, name=f"tunnel-{freePort()}")
+        match = await proc.waitForLog(r"tunnel (\S+) linked through")
+        return proc, match.group(1)
+
+    async def curl(self, host: str, *extra: str) -> tuple[str, str, int]:
+        out, err, code = await getProcessOutputAndValue(
+            "curl",
+            [
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                self.cacert,
+                "--resolve",
+                f"{host}:{self.port}:127.0.0.1",
+                "-w",
+                "\n%{http_code} %{http_version}",
+                *extra,
+                f"https://{host}:{self.port}/path?q=1",
+            ],
+            env=os.environ,
+        )
+        return out.decode(), err.decode(), code
+
+
+def _listen(factory: Any) -> tuple[Any, int]:
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    return port, port.getHost().port
+
+
+class GatewayEndToEndTests(TestCase):
+    timeout = 90
+
+    async def test_httpThroughTunnel(self) -> None:
+        """
+        curl over HTTP/1.1 and HTTP/2 reaches the backend through gateway and
+        tunnel; an unknown host gets 404, oversized headers 431.
+        """
+        port, backendPort = _listen(Site(_Hello()))
+        self.addCleanup(port.stopListening)
+        h = GatewayHarness(self)
+        await h.start()
+        _, host = await h.tunnel(f"http://127.0.0.1:{backendPort}")
+        self.assertTrue(host.endswith("." + APEX))
+        out, err, code = await h.curl(host, "--http1.1")
+        self.assertEqual(code, 0, err)
+        self.assertIn("hello from the backend /path?q=1", out)
+        self.assertTrue(out.endswith("200 1.1"), out)
+        out, err, code = await h.curl(host, "--http2")
+        self.assertEqual(code, 0, err)
+        self.assertIn("hello from the backend /path?q=1", out)
+        self.assertTrue(out.endswith("200 2"), out)
+        out, _, _ = await h.curl("nobody." + APEX, "--http1.1")
+        self.assertIn("no tunnel is serving nobody." + APEX, out)
+        self.assertTrue(out.endswith("404 1.1"), out)
+        out, _, _ = await h.curl("nobody." + APEX, "--http2")
+        self.assertTrue(out.endswith("404 2"), out)
+        out, _, _ = await h.curl(host, "--http1.1", "-H", "X-Big: " + "a" * 20000)
+        self.assertTrue(out.endswith("431 1.1"), out)
+
+    async def test_rawTCPConnect(self) -> None:
+        """
+        Bytes on stdin of 'specter client connect HOST' reach a TCP echo
+        backend through the raw-TCP ALPN and come back on stdout; 'ls' lists
+        the hostname and 'release' forgets it.
+        """
+        port, echoPort = _listen(Factory.forProtocol(_Echo))
+        self.addCleanup(port.stopListening)
+        h = GatewayHarness(self)
+        await h.start()
+        _, host = await h.tunnel(f"tcp://127.0.0.1:{echoPort}")
+        script = (
+            "import subprocess,sys;"
+            "r=subprocess.run(sys.argv[1:],input=b'ping through the tunnel\\n',capture_output=True,timeout=30);"
+            "sys.stdout.buffer.write(r.stdout);sys.exit(r.returncode)"
+        )
+        out, err, code = await getProcessOutputAndValue(
+            PY,
+            [
+                "-c",
+                script,
+                PY,
+                "-m",
+                "suite.specter.client",
+                "--server",
+                f"127.0.0.1:{h.port}",
+                "connect",
+                "--cacert",
+                h.cacert,
+                "--linger",
+                "1",
+                host,
+            ],
+            env=os.environ,
+        )
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out, b"ping through the tunnel\n")
+        out, err, code = await getProcessOutputAndValue(
+            PY,
+            ["-m", "suite.specter.client", "--server", f"127.0.0.1:{h.port}", "--cert-dir", h.alice, "ls"],
+            env=os.environ,
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn(host, out.decode().split())
+        out, err, code = await getProcessOutputAndValue(
+            PY,
+            [
+                "-m",
+                "suite.specter.client",
+                "--server",
+                f"127.0.0.1:{h.port}",
+                "--cert-dir",
+                h.alice,
+                "release",
+                host,
+            ],
+            env=os.environ,
+        )
+        self.assertEqual(code, 0, err)
+        out, err, code = await getProcessOutputAndValue(
+            PY,
+            ["-m", "suite.specter.client", "--server", f"127.0.0.1:{h.port}", "--cert-dir", h.alice, "ls"],
+            env=os.environ,
+        )
+        self.assertNotIn(host, out.decode().split())
+
+    async def test_foreignClientCertificateRefused(self) -> None:
+        """
+        A client certificate from another CA cannot open a tunnel link.
+        """
+        h = GatewayHarness(self)
+        other = initBundle(os.path.join(h.base, "other"), ["127.0.0.1"])
+        mallory = os.path.join(h.base, "mallory")
+        writeClientCertificate(other, "mallory", mallory)
+        # mallory trusts the real gateway CA, so only the gateway's check can refuse her
+        with (
+            open(os.path.join(h.certs, "ca.crt"), "rb") as f,
+            open(os.path.join(mallory, "ca.crt"), "wb") as g,
+        ):
+            g.write(f.read())
+        await h.start()
+        out, err, code = await getProcessOutputAndValue(
+            PY,
+            [
+                "-m",
+                "suite.specter.client",
+                "--server",
+                f"127.0.0.1:{h.port}",
+                "--cert-dir",
+                mallory,
+                "--timeout",
+                "5",
+                "ls",
+            ],
+            env=os.environ,
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"specter client", err)
+        await h.gateway.waitForLog("TLS peer certificate refused")

@@ -1,0 +1,167 @@
+"""
+Route stores, the route cache and the link registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from suite.kv.memory import MemoryStore
+from suite.specter.gateway.interfaces import ILinkRegistry, IRouteStore
+from suite.specter.gateway.routes import (
+    LinkRegistry,
+    MemoryRouteStore,
+    RingRouteStore,
+    RouteCache,
+    RouteOwned,
+)
+
+
+class _Ring:
+    """
+    A one-vnode ring over a real memory KV store.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.calls: list[str] = []
+
+    def kv(self, op: str, key: bytes, args: list[Any]) -> Deferred[Any]:
+        from suite.specter.chord.replication import Replicator
+
+        self.calls.append(op)
+
+        class _V:
+            pass
+
+        v = _V()
+        v.store = self.store  # type: ignore[attr-defined]
+        rep = Replicator(v)  # type: ignore[arg-type]
+        rep.replicas = lambda: []  # type: ignore[method-assign]
+        return Deferred.fromCoroutine(rep.apply(op, key, args))
+
+
+def _memoryStore(clock: Clock) -> Any:
+    import inspect
+
+    params = inspect.signature(MemoryStore).parameters
+    return MemoryStore(clock=clock) if "clock" in params else MemoryStore()
+
+
+class _Contract:
+    def makeStore(self, clock: Clock) -> Any:
+        raise NotImplementedError
+
+    def test_interface(self) -> None:
+        """
+        The store provides IRouteStore.
+        """
+        self.assertTrue(verifyObject(IRouteStore, self.makeStore(Clock())))  # type: ignore[attr-defined]
+
+    def test_publishLookupRelease(self) -> None:
+        """
+        A published route is found with its gateways; the owner lists and
+        releases it.
+        """
+        clock = Clock()
+        store = self.makeStore(clock)
+        ok: Any = self
+        ok.successResultOf(store.publish("a.example.test", "alice", "http", "g1:443", 30))
+        ok.successResultOf(store.publish("a.example.test", "alice", "http", "g2:443", 30))
+        route = ok.successResultOf(store.lookup("a.example.test"))
+        ok.assertEqual((route.owner, route.kind, route.gateways), ("alice", "http", ("g1:443", "g2:443")))
+        ok.assertEqual(ok.successResultOf(store.owned("alice")), ["a.example.test"])
+        ok.successResultOf(store.withdraw("a.example.test", "g1:443"))
+        ok.assertEqual(ok.successResultOf(store.lookup("a.example.test")).gateways, ("g2:443",))
+        ok.assertTrue(ok.successResultOf(store.release("a.example.test", "alice")))
+        ok.assertIsNone(ok.successResultOf(store.lookup("a.example.test")))
+
+    def test_otherOwnerRefused(self) -> None:
+        """
+        Another client cannot take or release a live hostname.
+        """
+        clock = Clock()
+        store = self.makeStore(clock)
+        ok: Any = self
+        ok.successResultOf(store.publish("a.example.test", "alice", "http", "g1:443", 30))
+        ok.failureResultOf(
+            _defer(store.publish, "a.example.test", "mallory", "http", "g1:443", 30), RouteOwned
+        )
+        ok.failureResultOf(_defer(store.release, "a.example.test", "mallory"), RouteOwned)
+
+
+def _defer(f: Any, *args: Any) -> Deferred[Any]:
+    from twisted.internet.defer import maybeDeferred
+
+    return maybeDeferred(f, *args)
+
+
+class MemoryRouteStoreTests(_Contract, SynchronousTestCase):
+    def makeStore(self, clock: Clock) -> Any:
+        return MemoryRouteStore(clock)
+
+    def test_expiry(self) -> None:
+        """
+        A route whose lease was not renewed disappears.
+        """
+        clock = Clock()
+        store = MemoryRouteStore(clock)
+        store.publish("a.example.test", "alice", "http", "g1:443", 30)
+        clock.advance(31)
+        self.assertIsNone(self.successResultOf(store.lookup("a.example.test")))
+
+
+class RingRouteStoreTests(_Contract, SynchronousTestCase):
+    def makeStore(self, clock: Clock) -> Any:
+        return RingRouteStore(_Ring(_memoryStore(clock)), clock)
+
+
+class CacheTests(SynchronousTestCase):
+    def test_negativeCacheIsShort(self) -> None:
+        """
+        Misses are cached for the negative TTL only, hits for the TTL.
+        """
+        clock = Clock()
+        store = MemoryRouteStore(clock)
+        cache = RouteCache(store, clock, ttl=5, negativeTTL=1)
+        self.assertIsNone(self.successResultOf(cache.lookup("a.example.test")))
+        store.publish("a.example.test", "alice", "http", "g1:443", 30)
+        self.assertIsNone(self.successResultOf(cache.lookup("a.example.test")))
+        clock.advance(1.5)
+        self.assertEqual(self.successResultOf(cache.lookup("a.example.test")).owner, "alice")
+        store.release("a.example.test", "alice")
+        self.assertIsNotNone(self.successResultOf(cache.lookup("a.example.test")))
+        cache.invalidate("a.example.test")
+        self.assertIsNone(self.successResultOf(cache.lookup("a.example.test")))
+
+
+class RegistryTests(SynchronousTestCase):
+    def test_roundRobin(self) -> None:
+        """
+        Live links are picked in turn; closed ones are skipped.
+        """
+
+        class L:
+            def __init__(self, live: bool) -> None:
+                self.live = live
+
+            def acceptsStreams(self) -> bool:
+                return self.live
+
+        registry = LinkRegistry("g1:443")
+        self.assertTrue(verifyObject(ILinkRegistry, registry))
+        a, b, c = L(True), L(True), L(False)
+        for link in (a, b, c):
+            registry.add("h", link)
+        picked = {id(registry.pick("h")) for _ in range(6)}
+        self.assertEqual(picked, {id(a), id(b)})
+        registry.remove("h", a)
+        registry.remove("h", b)
+        self.assertIsNone(registry.pick("h"))
+        self.assertIsNone(registry.pick("other"))
+        _ = succeed(None)
