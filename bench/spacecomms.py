@@ -59,8 +59,18 @@ end
 def startProcess(spec: NodeSpec, logPath: str) -> subprocess.Popen[bytes]:
     spec.write()
     log = open(logPath, "ab")
-    argv = [os.path.join(BIN, "twistd"), "--nodaemon", "--pidfile=", "--logger=suite.logging.observer", "spacecomms", "--config", spec.configPath]
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env()}, start_new_session=True)
+    argv = [
+        os.path.join(BIN, "twistd"),
+        "--nodaemon",
+        "--pidfile=",
+        "--logger=suite.logging.observer",
+        "spacecomms",
+        "--config",
+        spec.configPath,
+    ]
+    return subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env()}, start_new_session=True
+    )
 
 
 def httpJSON(url: str) -> Any:
@@ -143,7 +153,9 @@ def propagation(base: str, rate: int, seconds: int) -> dict[str, float]:
         stop(procs)
 
 
-def _drive(a: NodeSpec, d: NodeSpec, rate: int, seconds: int, procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+def _drive(
+    a: NodeSpec, d: NodeSpec, rate: int, seconds: int, procs: list[subprocess.Popen[bytes]]
+) -> dict[str, float]:
     from twisted.internet import reactor, task
     from twisted.internet.defer import Deferred, ensureDeferred
 
@@ -178,7 +190,9 @@ def _drive(a: NodeSpec, d: NodeSpec, rate: int, seconds: int, procs: list[subpro
             if time.monotonic() > deadline:
                 raise SystemExit("bench: line A-B-C-D did not come up")
             await task.deferLater(reactor, 0.2, lambda: None)
-        bodies = [encode(sampleCDM(f"P-{i}", object2=f"9{i}"), "json").encode() for i in range(rate * seconds)]
+        bodies = [
+            encode(sampleCDM(f"P-{i}", object2=f"9{i}"), "json").encode() for i in range(rate * seconds)
+        ]
         headers = {b"Authorization": [f"Bearer {ADMIN}".encode()], b"Content-Type": [b"application/json"]}
         codes: dict[int, int] = {}
 
@@ -239,8 +253,12 @@ def _connected(a: NodeSpec) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=int, default=200, help="CDMs per second posted for the propagation run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rate", type=int, default=200, help="CDMs per second posted for the propagation run"
+    )
     parser.add_argument("--seconds", type=int, default=15, help="length of the propagation run")
     parser.add_argument("--ingest-seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
@@ -252,15 +270,26 @@ def main() -> None:
         for fmt in ("json", "kvn"):
             rate, accepted, out = ingest(base, fmt, args.ingest_seconds, args.connections)
             rates[fmt] = rate
-            print(f"ingest {fmt}: {accepted} CDMs accepted, {rate:.0f}/s ({args.connections} connections, file store)")
-            print("  " + " | ".join(line.strip() for line in out.splitlines() if "Latency" in line or "Requests/sec" in line or "Non-2xx" in line))
+            print(
+                f"ingest {fmt}: {accepted} CDMs accepted, {rate:.0f}/s ({args.connections} connections, file store)"
+            )
+            print(
+                "  "
+                + " | ".join(
+                    line.strip()
+                    for line in out.splitlines()
+                    if "Latency" in line or "Requests/sec" in line or "Non-2xx" in line
+                )
+            )
         prop = propagation(base, args.rate, args.seconds)
         print(
             f"propagation A->B->C->D at {args.rate}/s for {args.seconds}s over mTLS: "
             f"{prop['arrived']:.0f}/{prop['sent']:.0f} arrived, p50 {prop['p50']:.1f} ms, "
             f"p99 {prop['p99']:.1f} ms, max {prop['max']:.1f} ms, HTTP errors {prop['http_errors']:.0f}"
         )
-        print(f"command: {' '.join([os.path.relpath(sys.executable, ROOT), 'bench/spacecomms.py', *sys.argv[1:]])}")
+        print(
+            f"command: {' '.join([os.path.relpath(sys.executable, ROOT), 'bench/spacecomms.py', *sys.argv[1:]])}"
+        )
         print(
             f"ingest_cdms_per_s={rates['json']:.0f} ingest_kvn_cdms_per_s={rates['kvn']:.0f} "
             f"hop3_p50_ms={prop['p50']:.1f} hop3_p99_ms={prop['p99']:.1f} hop3_delivered={prop['arrived']:.0f}/{prop['sent']:.0f}"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
@@ -181,8 +182,8 @@ def runConsole(
         sys.stderr.write(errorLine(prog, e))
         sys.stderr.write(f"{prog}: run '{prog} --help' for usage\n")
         raise SystemExit(2) from None
-    sub = getattr(options, "subCommand", None)
-    if clientCommands and sub in clientCommands:
+    sub: str | None = getattr(options, "subCommand", None)
+    if clientCommands and sub is not None and sub in clientCommands:
         code = clientCommands[sub](options)
         raise SystemExit(code or 0)
     if daemonSubCommands is not None and sub not in set(daemonSubCommands):

@@ -84,6 +84,25 @@ def _port(raw: Any, flag: str) -> int:
     return value
 
 
+def _peer(item: str) -> str:
+    """
+    Check one C{HOST[:PORT]} (C{[V6]:PORT}, or a bare IPv6 address) peer.
+    """
+    host, port = item, None
+    if item.startswith("["):
+        host, sep, rest = item[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{_label('join')}: {item!r} is not HOST[:PORT]")
+        port = rest[1:] or None
+    elif item.count(":") == 1:
+        host, _, port = item.partition(":")
+    if port is not None:
+        _port(port, "join")
+    if not host:
+        raise ConfigError(f"{_label('join')}: {item!r} has no host")
+    return item
+
+
 class Options(DaemonOptions):
     """
     C{constellation [options]}: the Constellation agent.
@@ -177,14 +196,6 @@ class Options(DaemonOptions):
         peers: list[str] = []
         for item in (self["join"] or "").split(","):
             item = item.strip()
-            if not item:
-                continue
-            host, sep, port = (
-                item.rpartition(":") if "]" not in item and item.count(":") == 1 else (item, "", "")
-            )
-            if sep:
-                _port(port, "join")
-            if not host:
-                raise ConfigError(f"{_label('join')}: {item!r} has no host")
-            peers.append(item)
+            if item:
+                peers.append(_peer(item))
         self["join"] = peers

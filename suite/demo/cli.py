@@ -69,9 +69,7 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
         argv = [os.path.join(bindir, spec.argv[0]), *spec.argv[1:]]
         env = dict(os.environ)
         env.update(spec.env)
-        r.transport = reactor.spawnProcess(
-            _Output(r, args.verbose), argv[0], argv, env=env, path=base
-        )
+        r.transport = reactor.spawnProcess(_Output(r, args.verbose), argv[0], argv, env=env, path=base)
         running.append(r)
         r.ended.addCallback(_reportExit, spec.name)
     print(f"demo state in {base}")
@@ -124,7 +122,9 @@ def _killAll(running: list[Running]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m suite.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", default=os.path.join("var", "demo"), help="state directory (default var/demo)")
+    parser.add_argument(
+        "--dir", default=os.path.join("var", "demo"), help="state directory (default var/demo)"
+    )
     parser.add_argument("--verbose", action="store_true", help="show every daemon's log lines")
     args = parser.parse_args(argv)
     task.react(lambda reactor: defer.Deferred.fromCoroutine(_run(reactor, args)))

@@ -107,8 +107,7 @@ class PeerManager(MultiService):
                 desc=self.listenDescription(),
                 error=f.getErrorMessage(),
             )
-            if self.reactor.running:
-                self.reactor.stop()
+            self.reactor.callWhenRunning(self.reactor.stop)
 
         d.addCallbacks(listening, failed)
         self.reconcile()

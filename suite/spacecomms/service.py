@@ -138,8 +138,7 @@ class SpaceCommsService(MultiService):
             self.log.error(
                 "cannot listen for the API on {desc}: {error}", desc=desc, error=f.getErrorMessage()
             )
-            if self.reactor.running:
-                self.reactor.stop()
+            self.reactor.callWhenRunning(self.reactor.stop)
 
         d.addCallbacks(listening, failed)
         self.log.info(

@@ -306,7 +306,11 @@ class PeerProtocol(Int32StringReceiver):
             else:
                 self.machine.messageReceived(env)
         except Exception:
-            log.failure("internal error handling {message_type} from {peer}", message_type=env.message_type, peer=self.peerId)
+            log.failure(
+                "internal error handling {message_type} from {peer}",
+                message_type=env.message_type,
+                peer=self.peerId,
+            )
             self.sendError("INTERNAL_ERROR", "internal error", env.message_id)
 
     def lengthLimitExceeded(self, length: int) -> None:
@@ -359,9 +363,16 @@ class PeerProtocol(Int32StringReceiver):
         self.machine.closeRequested(reason)
 
     def queueDepth(self) -> int:
-        t = self.transport
-        for attr in ("_tempDataLen",):
-            v = getattr(t, attr, None)
+        """
+        Bytes written to this session and not yet sent (TCP buffer of the
+        transport, below TLS when there is TLS).
+        """
+        t: Any = self.transport
+        for _ in range(3):
+            if t is None:
+                break
+            v = t.__dict__.get("_tempDataLen") if hasattr(t, "__dict__") else None
             if isinstance(v, int):
                 return v
+            t = t.__dict__.get("transport") if hasattr(t, "__dict__") else None
         return 0

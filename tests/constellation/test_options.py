@@ -90,3 +90,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("--raft-port", ["--raft-port", "7946"])
         self.assertError("--bind-addr", ["--bind-addr", "eth0"])
         self.assertError("CONSTELLATION_JOIN", CONSTELLATION_JOIN="a.ts.net:99999")
+        self.assertError("CONSTELLATION_JOIN", CONSTELLATION_JOIN=":7946")
+        self.assertError("CONSTELLATION_JOIN", CONSTELLATION_JOIN="[::1]x")
+        self.assertEqual(
+            parse(CONSTELLATION_JOIN="[fd7a::1]:7946,fd7a::2")["join"], ["[fd7a::1]:7946", "fd7a::2"]
+        )

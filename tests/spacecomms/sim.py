@@ -28,7 +28,7 @@ class SimLink:
     C{peerId}.
     """
 
-    def __init__(self, net: "SimNet", src: str, peerId: str) -> None:
+    def __init__(self, net: SimNet, src: str, peerId: str) -> None:
         self.net = net
         self.src = src
         self.peerId = peerId

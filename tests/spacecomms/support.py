@@ -57,7 +57,7 @@ class NodeSpec:
             "reconnect_max_seconds": 1.0,
         }
 
-    def addPeer(self, other: "NodeSpec", **policies: Any) -> None:
+    def addPeer(self, other: NodeSpec, **policies: Any) -> None:
         entry: dict[str, Any] = {
             "id": other.name,
             "address": f"https://127.0.0.1:{other.peerPort}",
@@ -78,12 +78,22 @@ class NodeSpec:
             }
         return {
             "node": {"id": self.name, "name": f"Node {self.name}"},
-            "server": {"host": "127.0.0.1", "port": self.apiPort, "peer_host": "127.0.0.1", "peer_port": self.peerPort, "tls": tls},
+            "server": {
+                "host": "127.0.0.1",
+                "port": self.apiPort,
+                "peer_host": "127.0.0.1",
+                "peer_port": self.peerPort,
+                "tls": tls,
+            },
             "api": {
                 "auth": {
                     "enabled": True,
                     "tokens": [
-                        {"id": "admin", "secret": "${SPACECOMMS_ADMIN_TOKEN}", "permissions": ["read", "write", "admin"]},
+                        {
+                            "id": "admin",
+                            "secret": "${SPACECOMMS_ADMIN_TOKEN}",
+                            "permissions": ["read", "write", "admin"],
+                        },
                         {"id": "readonly", "secret": "${SPACECOMMS_READONLY_TOKEN}", "permissions": ["read"]},
                     ],
                 }
@@ -135,7 +145,9 @@ async def getJSON(url: str, token: str = ADMIN) -> tuple[int, Any]:
         return r.code, body
 
 
-async def send(method: str, url: str, body: bytes = b"", token: str = ADMIN, contentType: str = "application/json") -> tuple[int, Any]:
+async def send(
+    method: str, url: str, body: bytes = b"", token: str = ADMIN, contentType: str = "application/json"
+) -> tuple[int, Any]:
     import treq
 
     headers = auth(token)

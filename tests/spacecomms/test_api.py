@@ -54,13 +54,22 @@ class APITests(SynchronousTestCase):
             self.node.setPeers([p for p in self.node.peerConfigs.values() if p.id != pid])
             return True
 
-        resource = makeAPIResource(self.node, makeTokenChecker(cfg.tokens), lambda pid: "disconnected", add, remove)
+        resource = makeAPIResource(
+            self.node, makeTokenChecker(cfg.tokens), lambda pid: "disconnected", add, remove
+        )
         self.client = StubTreq(resource)
         self.events: list[dict] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def call(self, method: str, path: str, body: bytes | str | None = None, token: str | None = ADMIN, ctype: str = "application/json") -> tuple[int, Any]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        token: str | None = ADMIN,
+        ctype: str = "application/json",
+    ) -> tuple[int, Any]:
         headers = {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -68,7 +77,9 @@ class APITests(SynchronousTestCase):
             headers["Content-Type"] = ctype
             if isinstance(body, str):
                 body = body.encode()
-        r = self.successResultOf(self.client.request(method, "http://node" + path, data=body, headers=headers))
+        r = self.successResultOf(
+            self.client.request(method, "http://node" + path, data=body, headers=headers)
+        )
         content = self.successResultOf(self.client.content(r))
         if r.headers.getRawHeaders("content-type", [""])[0].startswith("application/json"):
             return r.code, json.loads(content)
@@ -87,7 +98,9 @@ class APITests(SynchronousTestCase):
         self.assertEqual(body["node_id"], "A")
         self.assertEqual(body["cdms_active"], 1)
         self.assertEqual(body["peers"], {"connected": 0, "total": 1})
-        self.assertEqual(set(body), {"status", "node_id", "uptime_seconds", "peers", "objects_tracked", "cdms_active"})
+        self.assertEqual(
+            set(body), {"status", "node_id", "uptime_seconds", "peers", "objects_tracked", "cdms_active"}
+        )
 
     def test_authentication(self) -> None:
         """
@@ -111,7 +124,11 @@ class APITests(SynchronousTestCase):
         an identical resubmission is 200.
         """
         cdms = [sampleCDM(f"P-{i}", object2=str(i)) for i in range(3)]
-        for cdm, (fmt, ctype) in zip(cdms, (("kvn", "text/plain"), ("xml", "application/xml"), ("json", "application/octet-stream")), strict=True):
+        for cdm, (fmt, ctype) in zip(
+            cdms,
+            (("kvn", "text/plain"), ("xml", "application/xml"), ("json", "application/octet-stream")),
+            strict=True,
+        ):
             code, body = self.call("POST", "/cdms", encode(cdm, fmt), ctype=ctype)
             self.assertEqual((code, body["cdm_id"]), (201, cdm.messageId))
         code, body = self.call("POST", "/cdms", encode(cdms[0], "xml"), ctype="application/xml")
@@ -121,7 +138,9 @@ class APITests(SynchronousTestCase):
         """
         An invalid CDM is 400 naming the field, logged `cdm validation failed`.
         """
-        text = encode(sampleCDM(), "kvn").replace("REF_FRAME                    = EME2000", "REF_FRAME = TEME", 1)
+        text = encode(sampleCDM(), "kvn").replace(
+            "REF_FRAME                    = EME2000", "REF_FRAME = TEME", 1
+        )
         code, body = self.call("POST", "/cdms", text, ctype="text/plain")
         self.assertEqual(code, 400)
         self.assertEqual(body["field"], "OBJECT1.REF_FRAME")
@@ -136,7 +155,11 @@ class APITests(SynchronousTestCase):
         now = self.clock.seconds()
         for i in range(5):
             self.clock.advance(1)
-            self.call("POST", "/cdms", encode(sampleCDM(f"L-{i}", tca=now + 86400 * (i + 1), object2=str(100 + i)), "json"))
+            self.call(
+                "POST",
+                "/cdms",
+                encode(sampleCDM(f"L-{i}", tca=now + 86400 * (i + 1), object2=str(100 + i)), "json"),
+            )
         code, body = self.call("GET", "/cdms?limit=2&sort=created_at")
         self.assertEqual([c["cdm_id"] for c in body["cdms"]], ["L-0", "L-1"])
         self.assertEqual(body["total"], 5)
@@ -150,7 +173,9 @@ class APITests(SynchronousTestCase):
         code, body = self.call("GET", q)
         self.assertEqual([c["cdm_id"] for c in body["cdms"]], ["L-1", "L-2"])
         self.call("DELETE", "/cdms/L-3")
-        self.assertEqual([c["cdm_id"] for c in self.call("GET", "/cdms?status=withdrawn")[1]["cdms"]], ["L-3"])
+        self.assertEqual(
+            [c["cdm_id"] for c in self.call("GET", "/cdms?status=withdrawn")[1]["cdms"]], ["L-3"]
+        )
         for bad in ("limit=0", "limit=x", "sort=name", "tca_from=today", "status=gone"):
             self.assertEqual(self.call("GET", f"/cdms?{bad}")[0], 400, bad)
 
@@ -177,7 +202,11 @@ class APITests(SynchronousTestCase):
         """
         Object states are announced, listed, fetched and withdrawn.
         """
-        code, body = self.call("POST", "/objects", json.dumps({"object_id": "SAT-1", "name": "one", "epoch": "2026-01-01T00:00:00"}))
+        code, body = self.call(
+            "POST",
+            "/objects",
+            json.dumps({"object_id": "SAT-1", "name": "one", "epoch": "2026-01-01T00:00:00"}),
+        )
         self.assertEqual((code, body["state"]["name"]), (201, "one"))
         self.assertEqual(self.call("POST", "/objects", '{"name": "no id"}')[0], 400)
         self.assertEqual(self.call("POST", "/objects", "[1]")[0], 400)
@@ -195,11 +224,22 @@ class APITests(SynchronousTestCase):
         """
         code, body = self.call("GET", "/peers")
         self.assertEqual([p["peer_id"] for p in body["peers"]], ["B"])
-        new = {"peer_id": "C", "address": "https://c.example.com:8443", "auth_token": "tok", "policies": {"accept_cdm": True, "accept_object_state": False}}
+        new = {
+            "peer_id": "C",
+            "address": "https://c.example.com:8443",
+            "auth_token": "tok",
+            "policies": {"accept_cdm": True, "accept_object_state": False},
+        }
         code, body = self.call("POST", "/peers", json.dumps(new))
-        self.assertEqual((code, body["status"], body["policies"]["accept_object_state"]), (201, "disconnected", False))
+        self.assertEqual(
+            (code, body["status"], body["policies"]["accept_object_state"]), (201, "disconnected", False)
+        )
         self.assertEqual(self.call("POST", "/peers", json.dumps(new))[0], 409)
-        code, body = self.call("POST", "/peers", json.dumps({"peer_id": "D", "address": "ftp://x", "policies": {"accept_cdm": "maybe"}}))
+        code, body = self.call(
+            "POST",
+            "/peers",
+            json.dumps({"peer_id": "D", "address": "ftp://x", "policies": {"accept_cdm": "maybe"}}),
+        )
         self.assertEqual(code, 400)
         self.assertIn("body.address", body["error"])
         self.assertIn("body.policies.accept_cdm", body["error"])
@@ -214,12 +254,28 @@ class APITests(SynchronousTestCase):
         unknown paths and methods get JSON errors.
         """
         code, text = self.call("GET", "/metrics", token=None)
-        for name in ("peers_connected", "heartbeat_latency_ms", "cdm_processing_time_ms", "message_queue_depth", "error_rate"):
+        for name in (
+            "peers_connected",
+            "heartbeat_latency_ms",
+            "cdm_processing_time_ms",
+            "message_queue_depth",
+            "error_rate",
+        ):
             self.assertIn(name.encode(), text)
         code, spec = self.call("GET", "/openapi.json", token=None)
         self.assertEqual(
             set(spec["paths"]),
-            {"/health", "/metrics", "/openapi.json", "/peers", "/peers/{peer_id}", "/cdms", "/cdms/{cdm_id}", "/objects", "/objects/{object_id}"},
+            {
+                "/health",
+                "/metrics",
+                "/openapi.json",
+                "/peers",
+                "/peers/{peer_id}",
+                "/cdms",
+                "/cdms/{cdm_id}",
+                "/objects",
+                "/objects/{object_id}",
+            },
         )
         self.assertEqual(self.call("GET", "/nothing", token=None)[0], 404)
         code, body = self.call("PUT", "/cdms", "{}")

@@ -102,7 +102,11 @@ class ValidationTests(SynchronousTestCase):
         """
         for old, new, field in (
             ("REF_FRAME                    = EME2000", "REF_FRAME = TEME", "OBJECT1.REF_FRAME"),
-            ("COVARIANCE_METHOD            = CALCULATED", "COVARIANCE_METHOD = GUESSED", "OBJECT1.COVARIANCE_METHOD"),
+            (
+                "COVARIANCE_METHOD            = CALCULATED",
+                "COVARIANCE_METHOD = GUESSED",
+                "OBJECT1.COVARIANCE_METHOD",
+            ),
             ("MANEUVERABLE                 = YES", "MANEUVERABLE = MAYBE", "OBJECT1.MANEUVERABLE"),
             ("OBJECT                       = OBJECT1", "OBJECT = OBJECT3", "OBJECT1.OBJECT"),
         ):
@@ -127,13 +131,18 @@ class ValidationTests(SynchronousTestCase):
         self.assertEqual(self._kvnError("ORIGINATOR ", "ORIGINATOR_X = 1\nORIGINATOR ").field, "ORIGINATOR_X")
         self.assertEqual(self._kvnError("ORIGINATOR ", "ORIGINATOR = X\nORIGINATOR ").field, "ORIGINATOR")
         self.assertEqual(self._kvnError("CCSDS_CDM_VERS               = 1.0\n", "").field, "CCSDS_CDM_VERS")
-        self.assertEqual(self._kvnError("CCSDS_CDM_VERS               = 1.0", "CCSDS_CDM_VERS = 9.9").field, "CCSDS_CDM_VERS")
+        self.assertEqual(
+            self._kvnError("CCSDS_CDM_VERS               = 1.0", "CCSDS_CDM_VERS = 9.9").field,
+            "CCSDS_CDM_VERS",
+        )
 
     def test_xmlAndJSONErrorsNameFields(self) -> None:
         """
         XML and JSON problems name the element or member.
         """
-        xml = _replace(encode(sampleCDM(), "xml"), "<REF_FRAME>EME2000</REF_FRAME>", "<REF_FRAME>MARS</REF_FRAME>")
+        xml = _replace(
+            encode(sampleCDM(), "xml"), "<REF_FRAME>EME2000</REF_FRAME>", "<REF_FRAME>MARS</REF_FRAME>"
+        )
         self.assertEqual(self.assertRaises(CDMError, decode, xml).field, "OBJECT1.REF_FRAME")
         xml = _replace(encode(sampleCDM(), "xml"), '<X units="km">', '<X units="m">')
         self.assertEqual(self.assertRaises(CDMError, decode, xml).field, "OBJECT1.X")
@@ -147,7 +156,9 @@ class ValidationTests(SynchronousTestCase):
         self.assertEqual(self.assertRaises(CDMError, decode, json.dumps(broken)).field, "OBJECT2.Z_DOT")
         broken = copy.deepcopy(doc)
         broken["relative_metadata_data"]["COLLISION_PROBABILITY"] = 2.0
-        self.assertEqual(self.assertRaises(CDMError, decode, json.dumps(broken)).field, "COLLISION_PROBABILITY")
+        self.assertEqual(
+            self.assertRaises(CDMError, decode, json.dumps(broken)).field, "COLLISION_PROBABILITY"
+        )
         self.assertEqual(self.assertRaises(CDMError, decode, "{not json").field, "cdm")
 
     def test_partialRelativeStateVector(self) -> None:

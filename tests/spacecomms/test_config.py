@@ -106,19 +106,48 @@ class ConfigTests(SynchronousTestCase):
         The guide's configuration loads as written (plus ca_path, which
         mTLS needs), with every value in place and secrets expanded.
         """
-        text = GUIDE.replace('key_path: "CERTDIR/node.key"', 'key_path: "CERTDIR/node.key"\n    ca_path: "CERTDIR/ca.crt"')
+        text = GUIDE.replace(
+            'key_path: "CERTDIR/node.key"', 'key_path: "CERTDIR/node.key"\n    ca_path: "CERTDIR/ca.crt"'
+        )
         cfg = loadConfig(self.write(text), ENV)
-        self.assertEqual((cfg.node_id, cfg.node_name, cfg.host, cfg.port), ("node-prod-01", "Production Node 01", "0.0.0.0", 8080))
+        self.assertEqual(
+            (cfg.node_id, cfg.node_name, cfg.host, cfg.port),
+            ("node-prod-01", "Production Node 01", "0.0.0.0", 8080),
+        )
         self.assertTrue(cfg.tls_enabled)
-        self.assertEqual({t.id: t.permissions for t in cfg.tokens}, {"admin": ("read", "write", "admin"), "readonly": ("read",)})
+        self.assertEqual(
+            {t.id: t.permissions for t in cfg.tokens},
+            {"admin": ("read", "write", "admin"), "readonly": ("read",)},
+        )
         self.assertEqual(cfg.tokens[0].secret, "admin-secret-123")
         peer = cfg.peers[0]
-        self.assertEqual((peer.id, peer.host, peer.port, peer.auth_token), ("peer-operator-a", "operator-a.example.com", 8443, "peer-a-secret"))
+        self.assertEqual(
+            (peer.id, peer.host, peer.port, peer.auth_token),
+            ("peer-operator-a", "operator-a.example.com", 8443, "peer-a-secret"),
+        )
         self.assertTrue(peer.policies.forward_cdm)
-        self.assertEqual((cfg.storage_type, cfg.cleanup_enabled, cfg.cdm_retention_hours, cfg.object_retention_hours), ("memory", True, 168, 720))
+        self.assertEqual(
+            (cfg.storage_type, cfg.cleanup_enabled, cfg.cdm_retention_hours, cfg.object_retention_hours),
+            ("memory", True, 168, 720),
+        )
         self.assertEqual((cfg.log_level, cfg.log_format, cfg.log_output), ("info", "json", "stdout"))
-        self.assertEqual((cfg.heartbeat_interval_seconds, cfg.session_timeout_seconds, cfg.max_hop_count), (30, 120, 10))
+        self.assertEqual(
+            (cfg.heartbeat_interval_seconds, cfg.session_timeout_seconds, cfg.max_hop_count), (30, 120, 10)
+        )
         self.assertNotIn("admin-secret-123", repr(cfg))
+
+    def test_exampleConfig(self) -> None:
+        """
+        conf/spacecomms/config.yaml is valid once its files exist.
+        """
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(os.path.join(root, "conf", "spacecomms", "config.yaml")) as f:
+            text = f.read()
+        text = text.replace("/etc/spacecomms/certs", "CERTDIR").replace("/var/lib/spacecomms", "CERTDIR")
+        cfg = loadConfig(self.write(text), ENV)
+        self.assertEqual(
+            (cfg.storage_type, cfg.peer_port, cfg.peers[0].policies.rate_limit_burst), ("file", 8443, 1000)
+        )
 
     def test_guideConfigWithoutCA(self) -> None:
         """
@@ -133,7 +162,10 @@ class ConfigTests(SynchronousTestCase):
         """
         env = dict(ENV)
         del env["PEER_A_TOKEN"]
-        text = GUIDE.replace('key_path: "CERTDIR/node.key"', 'key_path: "CERTDIR/node.key"\n    ca_path: "${CA:-CERTDIR/ca.crt}"')
+        text = GUIDE.replace(
+            'key_path: "CERTDIR/node.key"',
+            'key_path: "CERTDIR/node.key"\n    ca_path: "${CA:-CERTDIR/ca.crt}"',
+        )
         e = self.assertRaises(ConfigInvalid, loadConfig, self.write(text), env)
         self.assertEqual(e.reasons, ["peers[0].auth_token: environment variable PEER_A_TOKEN is not set"])
 
@@ -177,11 +209,23 @@ class ConfigTests(SynchronousTestCase):
         and SPACECOMMS_READONLY_TOKEN provide the two tokens.
         """
         doc = {"node": {"id": "n1"}, "logging": {"level": "info"}}
-        cfg = parseConfig(doc, {"SPACECOMMS_LOG_LEVEL": "debug", "SPACECOMMS_ADMIN_TOKEN": "a-secret-1", "SPACECOMMS_READONLY_TOKEN": "r-secret-1"})
+        cfg = parseConfig(
+            doc,
+            {
+                "SPACECOMMS_LOG_LEVEL": "debug",
+                "SPACECOMMS_ADMIN_TOKEN": "a-secret-1",
+                "SPACECOMMS_READONLY_TOKEN": "r-secret-1",
+            },
+        )
         self.assertEqual(cfg.log_level, "debug")
-        self.assertEqual({t.id: (t.secret, t.permissions) for t in cfg.tokens}, {"admin": ("a-secret-1", ("read", "write", "admin")), "readonly": ("r-secret-1", ("read",))})
+        self.assertEqual(
+            {t.id: (t.secret, t.permissions) for t in cfg.tokens},
+            {"admin": ("a-secret-1", ("read", "write", "admin")), "readonly": ("r-secret-1", ("read",))},
+        )
         e = self.assertRaises(ConfigInvalid, parseConfig, doc, {"SPACECOMMS_LOG_LEVEL": "chatty"})
-        self.assertIn("SPACECOMMS_LOG_LEVEL: unknown log level 'chatty' (use debug, info, warn, error)", e.reasons)
+        self.assertIn(
+            "SPACECOMMS_LOG_LEVEL: unknown log level 'chatty' (use debug, info, warn, error)", e.reasons
+        )
 
     def test_badYAMLAndMissingFile(self) -> None:
         """
@@ -197,7 +241,9 @@ class ConfigTests(SynchronousTestCase):
         """
         Peer addresses take the guide's https://host:port form and others.
         """
-        self.assertEqual(parseAddress("https://operator-a.example.com:8443"), ("operator-a.example.com", 8443, "https"))
+        self.assertEqual(
+            parseAddress("https://operator-a.example.com:8443"), ("operator-a.example.com", 8443, "https")
+        )
         self.assertEqual(parseAddress("127.0.0.1:9"), ("127.0.0.1", 9, "https"))
         self.assertEqual(parseAddress("tls://[::1]:9"), ("::1", 9, "tls"))
         self.assertRaises(ValueError, parseAddress, "https://a b")
@@ -213,7 +259,9 @@ class OptionsTests(SynchronousTestCase):
         os.makedirs(d)
         path = os.path.join(d, "c.yaml")
         with open(path, "w") as f:
-            f.write('node: {id: n1}\nserver: {port: 0, peer_port: 0}\napi: {auth: {tokens: [{id: a, secret: "${T}", permissions: [read]}]}}\n')
+            f.write(
+                'node: {id: n1}\nserver: {port: 0, peer_port: 0}\napi: {auth: {tokens: [{id: a, secret: "${T}", permissions: [read]}]}}\n'
+            )
         return path
 
     def test_configFromFlagSubcommandOrEnvironment(self) -> None:
@@ -284,7 +332,9 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn("valid", r.stdout)
         bad = os.path.join(d, "bad.yaml")
         with open(bad, "w") as f:
-            f.write("node: {id: n1}\nserver: {port: -1}\npeers: [{id: p, address: 'x y'}]\napi: {auth: {enabled: false}}\n")
+            f.write(
+                "node: {id: n1}\nserver: {port: -1}\npeers: [{id: p, address: 'x y'}]\napi: {auth: {enabled: false}}\n"
+            )
         r = self._exec(scriptArgs("spacecomms", "validate-config", "--config", bad), {})
         self.assertEqual(r.returncode, 1)
         lines = r.stderr.splitlines()

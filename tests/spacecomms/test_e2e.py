@@ -33,7 +33,9 @@ async def _cdmState(spec: NodeSpec, proc: DaemonProcess, cdmId: str, status: str
 
 
 async def _post(spec: NodeSpec, cdmId: str, **kw: object) -> None:
-    code, body = await send("POST", spec.url("/cdms"), encode(sampleCDM(cdmId, **kw), "kvn").encode(), contentType="text/plain")
+    code, body = await send(
+        "POST", spec.url("/cdms"), encode(sampleCDM(cdmId, **kw), "kvn").encode(), contentType="text/plain"
+    )
     assert code == 201, (code, body)
 
 

@@ -9,7 +9,6 @@ import json
 import os
 
 import yaml
-
 from twisted.trial.unittest import TestCase
 
 from tests.spacecomms.support import ADMIN, READONLY, NodeSpec, env, getJSON, send
@@ -52,6 +51,7 @@ class RealNodeAPITests(TestCase):
 
         code, _ = await getJSON(spec.url("/cdms"), token="not-a-token")
         self.assertEqual(code, 401)
+
         def authLogged() -> bool:
             with open(logFile) as f:
                 return "authentication failed" in f.read()

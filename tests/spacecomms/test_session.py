@@ -60,7 +60,9 @@ class SessionTests(SynchronousTestCase):
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def _connect(self, aToken: str = TOKEN, bToken: str = TOKEN) -> tuple[SpaceNode, SpaceNode, PeerProtocol, PeerProtocol, iosim.IOPump]:
+    def _connect(
+        self, aToken: str = TOKEN, bToken: str = TOKEN
+    ) -> tuple[SpaceNode, SpaceNode, PeerProtocol, PeerProtocol, iosim.IOPump]:
         a = _node("A", "B", self.clock, aToken)
         b = _node("B", "A", self.clock, bToken)
         self.addCleanup(a.stop)
@@ -141,7 +143,9 @@ class SessionTests(SynchronousTestCase):
         field, and the session stays up.
         """
         a, b, c, s, pump = self._connect()
-        bad = json.dumps({"protocol_version": "1.0", "message_id": "m1", "timestamp": 1, "source_node": "A"}).encode()
+        bad = json.dumps(
+            {"protocol_version": "1.0", "message_id": "m1", "timestamp": 1, "source_node": "A"}
+        ).encode()
         c.sendString(bad)
         c.sendString(b"\xff not json")
         s.transport.getOutBuffer()
@@ -167,7 +171,13 @@ class SessionTests(SynchronousTestCase):
         a, b, c, s, pump = self._connect()
         doc = {"CCSDS_CDM_VERS": "1.0", "header": {}, "relative_metadata_data": {}, "segments": []}
         c.sendEnvelope(
-            Envelope("CDM_ANNOUNCE", "A", {"cdm_id": "BAD-1", "sequence": 1, "cdm": doc}, timestamp=self.clock.seconds(), path=("A",))
+            Envelope(
+                "CDM_ANNOUNCE",
+                "A",
+                {"cdm_id": "BAD-1", "sequence": 1, "cdm": doc},
+                timestamp=self.clock.seconds(),
+                path=("A",),
+            )
         )
         pump.pump()
         out = _frames(s.transport.getOutBuffer())
@@ -201,7 +211,11 @@ class SessionTests(SynchronousTestCase):
         t = StringTransport()
         s.makeConnection(t)
         hello = Envelope(
-            "HELLO", "A", {"node_id": "A", "versions": ["9.0"], "capabilities": [], "auth_token": TOKEN}, timestamp=1.0, path=("A",)
+            "HELLO",
+            "A",
+            {"node_id": "A", "versions": ["9.0"], "capabilities": [], "auth_token": TOKEN},
+            timestamp=1.0,
+            path=("A",),
         )
         s.dataReceived(struct.pack(">I", len(hello.encode())) + hello.encode())
         out = _frames(t.value())

@@ -9,9 +9,9 @@ from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import Envelope
-from suite.spacecomms.cdm.sample import sampleCDM
 from tests.spacecomms.sim import SimNet
 
 OPEN = Policies()
@@ -41,7 +41,9 @@ class RoutingSimulationTests(SynchronousTestCase):
             origin = net.rng.choice(names)
             cid = f"CDM-{seed}-{i}"
             now = net.clock.seconds()
-            net.nodes[origin].ingestCDM(sampleCDM(cid, tca=now + 86400 + i * 600, created=now, object2=str(40000 + i)))
+            net.nodes[origin].ingestCDM(
+                sampleCDM(cid, tca=now + 86400 + i * 600, created=now, object2=str(40000 + i))
+            )
             ids.append((origin, cid))
             net.run(net.rng.uniform(0, 0.03))
         for origin, cid in net.rng.sample(ids, 10):
@@ -100,7 +102,9 @@ class RoutingSimulationTests(SynchronousTestCase):
         link = net.links[("B", "A")]
         # Deliver a fresh copy of the old announce after the withdrawal.
         b.envelopeReceived(link, withdraw)
-        replay = Envelope(announce.message_type, "A", announce.payload, timestamp=net.clock.seconds(), path=("A",))
+        replay = Envelope(
+            announce.message_type, "A", announce.payload, timestamp=net.clock.seconds(), path=("A",)
+        )
         b.envelopeReceived(link, replay)
         self.assertEqual(net.state("B")["ORD-1"], (False, "FALSE_POSITIVE"))
         self.assertTrue(net.logged("not newer than the stored version"))

@@ -16,7 +16,20 @@ from suite.spacecomms.store import FileStore, MemoryStore, Record, encodeEntry, 
 
 
 def _rec(key: str, seq: int = 1, active: bool = True) -> Record:
-    return Record("cdm", key, "A", seq, active, {"k": key} if active else None, None if active else "ERROR", 1.0, 2.0, None, 3.0, ["1", "2"])
+    return Record(
+        "cdm",
+        key,
+        "A",
+        seq,
+        active,
+        {"k": key} if active else None,
+        None if active else "ERROR",
+        1.0,
+        2.0,
+        None,
+        3.0,
+        ["1", "2"],
+    )
 
 
 class StoreTests(SynchronousTestCase):

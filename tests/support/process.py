@@ -20,7 +20,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -102,7 +103,7 @@ class DaemonProcess:
         os.makedirs(base, exist_ok=True)
         self.logPath = os.path.join(base, f"{name}.log")
 
-    def start(self) -> "DaemonProcess":
+    def start(self) -> DaemonProcess:
         self._log = open(self.logPath, "ab")
         self.proc = subprocess.Popen(
             self.argv,
@@ -164,7 +165,7 @@ class DaemonProcess:
 
         await self.waitFor(check, f"{host}:{port} to accept connections", timeout)
 
-    async def waitForLog(self, pattern: str, timeout: float = 30.0) -> "re.Match[str]":
+    async def waitForLog(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         rx = re.compile(pattern)
         return await self.waitFor(lambda: rx.search(self.output()), f"log matching {pattern!r}", timeout)
 

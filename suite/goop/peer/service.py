@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from suite.daemon import ConfigError
 from suite.goop.config import GoopConfig, parseHostPort, readDocument, validateDocument, writeConfig
+from suite.goop.fatal import failStartup
 from suite.goop.groups import GroupService
 from suite.goop.health import DatabaseHealth, LoopLag
 from suite.goop.identity import Identity, loadIdentity
@@ -115,9 +116,7 @@ class PeerService(MultiService):
         Deferred.fromCoroutine(self._start()).addErrback(self._fatal)
 
     def _fatal(self, f: Any) -> None:
-        log.critical("peer failed to start: {err}", err=f.getErrorMessage())
-        if getattr(self.reactor, "running", False):
-            self.reactor.stop()
+        failStartup(self.reactor, f"peer {self.config.directory} failed to start", f)
 
     async def _start(self) -> None:
         if not self.minimal:

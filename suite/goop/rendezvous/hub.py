@@ -24,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from suite.goop.fatal import failStartup
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
 from suite.goop.interfaces import IRendezvousHub
 from suite.goop.logbuffer import LogBuffer
@@ -100,9 +101,7 @@ class RendezvousHub(Service):
         d.addErrback(self._fatal)
 
     def _fatal(self, f: Any) -> None:
-        log.failure("rendezvous hub failed to start", f)
-        if getattr(self.reactor, "running", False):
-            self.reactor.stop()
+        failStartup(self.reactor, f"rendezvous hub on {self.interface}:{self.port} failed to start", f)
 
     def startDatabase(self) -> Deferred[None]:
         if self.peerDb is None:

@@ -42,6 +42,7 @@ class ChordConfig:
     rpcTimeout: float = 3.0
     kvDeadline: float = 30.0
     leaveStall: float = 10.0
+    antiEntropy: float = 60.0
 
 
 @implementer(IRing)

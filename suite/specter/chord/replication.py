@@ -3,7 +3,9 @@ Replication: the owner applies each KV call to its store, then copies the
 key's resulting records to the next R-1 successors on distinct processes
 and answers once they have acknowledged (or failed).  Repair, run from the
 maintenance loop, compares range digests with each replica and resends the
-whole owned range where they differ.
+whole owned range where they differ.  A replica that matched the current
+range is checked again only after C{antiEntropy} seconds, unless a copy to
+it failed or the owned range changed meanwhile.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ class _Pipe:
     queued meanwhile go together in the next call (group commit).
     """
 
-    def __init__(self, vnode: "Vnode", target: VnodeRef) -> None:
+    def __init__(self, vnode: "Vnode", target: VnodeRef, onFailure: Any) -> None:
         self.vnode = vnode
         self.target = target
+        self.onFailure = onFailure
         self.queue: list[Any] = []
         self.waiting: list[Deferred[bool]] = []
         self.busy = False
@@ -63,6 +66,8 @@ class _Pipe:
 
         def done(result: Any) -> None:
             ok = not isinstance(result, Failure)
+            if not ok:
+                self.onFailure(self.target)
             self.busy = False
             for d in waiting:
                 d.callback(ok)
@@ -83,6 +88,11 @@ class Replicator:
         self.replicaFailures = 0
         self.repairs = 0
         self.pipes: dict[VnodeRef, _Pipe] = {}
+        #: replica -> (low, high, when): that replica matched our range then
+        self.clean: dict[VnodeRef, tuple[int, int, float]] = {}
+
+    def _dirty(self, target: VnodeRef) -> None:
+        self.clean.pop(target, None)
 
     def replicas(self) -> list[VnodeRef]:
         """
@@ -141,7 +151,7 @@ class Replicator:
         for t in targets:
             pipe = self.pipes.get(t)
             if pipe is None:
-                pipe = self.pipes[t] = _Pipe(self.vnode, t)
+                pipe = self.pipes[t] = _Pipe(self.vnode, t, self._dirty)
             calls.append(pipe.send(records))
         if len(self.pipes) > 4 * len(targets):
             self.pipes = {t: p for t, p in self.pipes.items() if t in targets or p.busy}
@@ -164,12 +174,20 @@ class Replicator:
         if low == v.ref.id:
             low = high  # alone: the whole ring
         mine = None
+        now = v.clock.seconds()
         for target in self.replicas():
+            seen = self.clean.get(target)
+            if seen is not None and seen[:2] == (low, high) and now - seen[2] < v.node.config.antiEntropy:
+                continue
+            pipe = self.pipes.get(target)
+            if pipe is not None and pipe.busy:
+                continue  # copies in flight: digests would differ for now
             try:
                 theirs = await v.call(target, "digest", low, high)
                 if mine is None:
                     mine = list(await v.store.digestRange(low, high))
                 if list(theirs) == mine:
+                    self.clean[target] = (low, high, now)
                     continue
                 records = await v.store.exportRange(low, high)
                 live = [r for r in records if r[2] is not None]
@@ -180,6 +198,7 @@ class Replicator:
                     for i in range(SYNC_CHUNK, len(live), SYNC_CHUNK):
                         await v.call(target, "replicate", live[i : i + SYNC_CHUNK])
                 self.repairs += 1
+                self.clean[target] = (low, high, now)
                 log.info(
                     "vnode {vnode} repaired replica {replica} ({count} records)",
                     vnode=v.ref.short(),

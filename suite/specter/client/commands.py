@@ -61,7 +61,7 @@ class TunnelOptions(usage.Options):
 
 
 class _HostOptions(usage.Options):
-    def parseArgs(self, hostname: str) -> None:
+    def parseArgs(self, hostname: str) -> None:  # type: ignore[override]
         self["hostname"] = hostname.rstrip(".").lower()
 
 
@@ -195,6 +195,7 @@ async def _tunnel(reactor: Any, options: ClientOptions) -> int:
 
 
 class _OneShot(Protocol):
+    transport: Any = None
     """
     A command connection: send one control message, wait for its answer.
     """
@@ -246,6 +247,8 @@ async def _command(reactor: Any, options: ClientOptions, message: dict[str, Any]
 
 
 class _Splice(Protocol):
+    transport: Any = None
+
     def __init__(self, done: Deferred[int]) -> None:
         self.done = done
 
@@ -281,7 +284,7 @@ async def _connect(reactor: Any, options: ClientOptions) -> int:
     hostname = sub["hostname"]
     if sub["insecure"]:
         context = ssl.CertificateOptions(verify=False, acceptableProtocols=[TCP_ALPN]).getContext()
-        creator: Any = ssl.ClientTLSOptions(hostname, context)
+        creator: Any = ssl.ClientTLSOptions(hostname, context)  # type: ignore[attr-defined]
         creator._ctx.set_verify(0, lambda *a: True)
     else:
         trust: Any = None

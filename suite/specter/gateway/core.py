@@ -78,6 +78,7 @@ class Gateway:
         self.peers = peers or (lambda: [])
         self.links: set[GatewayLink] = set()
         self.draining = False
+        self.overlay: Any = None
 
     def isPublicName(self, name: str) -> bool:
         """
@@ -131,9 +132,21 @@ class Gateway:
             others = [g for g in route.gateways if g != self.config.advertise]
             if not others:
                 return f"the tunnel for {hostname} has no live link"
-            return f"the tunnel for {hostname} is linked to {', '.join(others)}; forwarding between gateways is not implemented yet"
+            if self.overlay is None:
+                return f"the tunnel for {hostname} is linked to {', '.join(others)}; forwarding is off"
+            return Deferred.fromCoroutine(self._forward(hostname, others))
 
         return self.cache.lookup(hostname).addCallback(found)
+
+    async def _forward(self, hostname: str, others: list[str]) -> Any:
+        assert self.overlay is not None
+        for peer in others:
+            try:
+                return await self.overlay.linkTo(peer)
+            except Exception as e:
+                log.warn("cannot forward {hostname} to {peer}: {error}", hostname=hostname, peer=peer, error=str(e))
+        self.cache.invalidate(hostname)
+        return f"the gateways holding {hostname} ({', '.join(others)}) cannot be reached"
 
     def drain(self) -> Deferred[None]:
         """

@@ -25,6 +25,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from suite.specter.gateway.core import TCP_ALPN, TUNNEL_ALPN, Gateway, GatewayLink
+from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
 from suite.specter.tunnel.mux import noDelay
 
@@ -89,7 +90,7 @@ def makeTLSFactory(
         bundle,
         requireClientCert=False,
         trustClientCA=bundle.clientCACert is not None,
-        acceptableProtocols=[TUNNEL_ALPN, *extraALPNs, *VISITOR_ALPNS, TCP_ALPN],
+        acceptableProtocols=[TUNNEL_ALPN, OVERLAY_ALPN, *extraALPNs, *VISITOR_ALPNS, TCP_ALPN],
     )
     public = publicServerContextFactory(publicCert, publicKey, acceptableProtocols=[*VISITOR_ALPNS, TCP_ALPN])
     publicContext = public.getContext()
@@ -115,6 +116,8 @@ class _Dispatch(Protocol):
     Waits for the TLS handshake, then hands the connection to the protocol
     its ALPN names.
     """
+
+    transport: Any = None
 
     def __init__(self, factory: GatewayFactory) -> None:
         self.factory = factory
@@ -193,6 +196,11 @@ class GatewayFactory(Factory):
             names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
             owner = str(names[0].value) if names else cert.serial_number
             return GatewayLink(self.gateway, str(owner))
+        if alpn == OVERLAY_ALPN:
+            if not _issuedBy(peerCertificate(tls), self.bundle.caCert):
+                log.warn("overlay link from {peer} refused: no node certificate", peer=tls.getPeer())
+                return None
+            return OverlayLink(self.gateway, dialler=False)
         build = self.extra.get(alpn)
         if build is not None:
             if not _issuedBy(peerCertificate(tls), self.bundle.caCert):

@@ -89,7 +89,10 @@ def makeGatewayService(
     """
     from suite.specter.gateway.h2 import makeH2Site
 
+    from suite.specter.gateway.overlay import OverlayPool
+
     gateway = Gateway(config, routes, reactor, peers)
+    gateway.overlay = OverlayPool(gateway, bundle, reactor)
     cert, key, _ = selfSignedCertificate(os.path.join(dataDir, "gateway"), config.apexes)
     factory = GatewayFactory(
         gateway, bundle, site=makeH2Site(gateway, reactor), transportBuffer=config.transportBuffer

@@ -76,6 +76,7 @@ class LocalSide(Protocol):
     """
 
     stream: Stream | None = None
+    transport: Any = None
 
 
 @implementer(IPushProducer)
@@ -292,6 +293,7 @@ class Link(Protocol):
     """
 
     streamParity = 1
+    transport: Any = None
 
     def __init__(self, window: int = DEFAULT_WINDOW, chunk: int = DEFAULT_CHUNK) -> None:
         self.window = window
@@ -348,7 +350,7 @@ class Link(Protocol):
 
     def _peer(self) -> str:
         try:
-            peer = self.transport.getPeer()
+            peer: Any = self.transport.getPeer()
             return f"{peer.host}:{peer.port}"
         except Exception:
             return "?"
@@ -364,10 +366,10 @@ class Link(Protocol):
             self.streams[sid] = stream
             self.streamOpened(stream, decodeControl(payload))
             return
-        stream = self.streams.get(sid)
-        if stream is None:
+        known = self.streams.get(sid)
+        if known is None:
             return  # late frames for a stream we already finished
-        stream.received(kind, payload)
+        known.received(kind, payload)
 
     def controlReceived(self, message: dict[str, Any]) -> None:
         """
