@@ -85,6 +85,24 @@ class DaemonOptions(usage.Options):
         super().__init__()
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse as usual; when running under twistd (the parent is twistd's
+        own options), a usage error is one line on stderr and exit code 2
+        instead of twistd's full help text and exit code 1.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            parent = getattr(self, "parent", None)
+            if parent is None or not type(parent).__module__.startswith("twisted."):
+                raise
+            prog = f"twistd {getattr(parent, 'subCommand', None) or ''}".strip()
+            sys.stderr.write(errorLine(prog, e))
+            sys.stderr.write(f"{prog}: run 'twistd {getattr(parent, 'subCommand', '')} --help' for usage\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
     def envFallback(self, key: str, *names: str) -> None:
         """
         Fill option C{key} from the first set environment variable in

@@ -50,3 +50,17 @@ class PluginDiscoveryTests(SynchronousTestCase):
             result = _run(f"{BIN}/twistd", name, "--help")
             self.assertEqual(result.returncode, 0, f"{name}: {result.stderr}")
             self.assertIn("--manhole", result.stdout, name)
+
+    def test_badFlagUnderTwistdIsOneLine(self) -> None:
+        """
+        An unknown flag given to C{twistd PLUGIN} is reported as one error
+        line naming the flag (plus a pointer to --help), exit code 2, and no
+        traceback or help dump.
+        """
+        for name in PLUGINS:
+            result = _run(f"{BIN}/twistd", "-n", name, "--no-such-flag")
+            self.assertEqual(result.returncode, 2, f"{name}: {result.stdout}{result.stderr}")
+            lines = result.stderr.strip().splitlines()
+            self.assertIn("--no-such-flag", lines[0], name)
+            self.assertNotIn("Traceback", result.stderr, name)
+            self.assertLessEqual(len(lines), 2, name)

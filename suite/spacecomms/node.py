@@ -214,9 +214,11 @@ class SpaceNode:
         """
         if record.tca is None or record.body is None:
             return
-        mine = _created(record)
         pair = frozenset(record.objects)
         keys = self._pairs.get(pair, set())
+        if not keys - {record.key}:
+            return
+        mine = _created(record)
         for key in sorted(keys):
             o: Record | None = self.store.get("cdm", key)
             if o is None or not o.active or frozenset(o.objects) != pair:
@@ -273,31 +275,29 @@ class SpaceNode:
             path=(self.nodeId,),
         )
         self.router.seen.seen(env.message_id)
-        self._forward(env, None)
-
-    def _forward(self, env: Envelope, fromPeer: str | None) -> None:
-        targets = self.router.targets(
-            env, fromPeer, list(self.links), {k: p.policies for k, p in self.peerConfigs.items()}
-        )
-        if not targets:
-            if fromPeer is not None or self.links:
-                self.log.info(
-                    "routing decision: {message_type} {message_id} not forwarded (no eligible peer)",
-                    message_type=env.message_type,
-                    message_id=env.message_id,
-                    node=self.nodeId,
-                )
+        if not self.links:
             return
-        out = env if fromPeer is None else env.forwarded(self.nodeId)
-        for peer in targets:
-            self.links[peer].sendEnvelope(out)
+        targets = self._forward(env, None)
         self.log.info(
-            "routing decision: {message_type} {message_id} forwarded to {targets}",
+            "routing decision: {message_type} {message_id} originated here; {forwarding}",
             message_type=env.message_type,
             message_id=env.message_id,
             node=self.nodeId,
-            targets=targets,
+            forwarding=_describe(targets),
         )
+
+    def _forward(self, env: Envelope, fromPeer: str | None) -> list[str]:
+        """
+        Send C{env} on to the peers the routing rules allow; return them.
+        """
+        targets = self.router.targets(
+            env, fromPeer, list(self.links), {k: p.policies for k, p in self.peerConfigs.items()}
+        )
+        if targets:
+            out = env if fromPeer is None else env.forwarded(self.nodeId)
+            for peer in targets:
+                self.links[peer].sendEnvelope(out)
+        return targets
 
     def _error(self, link: IPeerLink, code: str, reason: str, ref: str | None = None) -> None:
         self.metrics.error()
@@ -553,15 +553,20 @@ class SpaceNode:
         else:
             base = old or Record(kind, key, env.source_node, seq, False, createdAt=now)
             self._tombstone(base, p.get("reason") or "ERROR", seq, env.source_node, peer)
+        targets = self._forward(env, peer)
         self.log.info(
-            "routing decision: applied {message_type} {message_id} from {peer} (origin {origin})",
+            "routing decision: applied {message_type} {message_id} from {peer} (origin {origin}); {forwarding}",
             message_type=env.message_type,
             message_id=env.message_id,
             node=self.nodeId,
             peer=peer,
             origin=env.source_node,
+            forwarding=_describe(targets),
         )
-        self._forward(env, peer)
+
+
+def _describe(targets: list[str]) -> str:
+    return f"forwarded to {', '.join(targets)}" if targets else "not forwarded (no eligible peer)"
 
 
 def _created(r: Record) -> float:

@@ -186,6 +186,26 @@ class PeersTests(TestCase, HubFixture):
         self.assertNotIn("Traceback", p.output())
 
 
+class PortInUseTests(TestCase):
+    async def test_hubPortInUse(self) -> None:
+        """A hub whose port is taken exits with code 1 and one critical line naming the address."""
+        import socket
+
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        self.addCleanup(holder.close)
+        port = holder.getsockname()[1]
+        d = writeConfig(
+            os.path.abspath(self.mktemp()),
+            {"presence": {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": port}},
+        )
+        p = DaemonProcess(self, scriptArgs("goop2", "rendezvous", d), name="busy").start()
+        self.assertEqual(await p.waitExit(30), 1)
+        self.assertIn(f"127.0.0.1:{port} failed to start", p.output())
+        self.assertNotIn("Traceback", p.output())
+
+
 class BrowserTests(TestCase, HubFixture):
     def setUp(self) -> None:
         if not webdriver.available():

@@ -85,6 +85,19 @@ class SandboxTests(TestCase):
             "timeout", await self.refused("while true do pcall(function() while true do end end) end")
         )
 
+    async def test_reactorNotStalled(self) -> None:
+        """A busy script runs on a worker thread: the reactor keeps running timers meanwhile."""
+        from twisted.internet.task import deferLater
+
+        busy = self.engine.call("peer", self.script("while true do end"), None)
+        busy.addErrback(lambda f: f.trap(LuaError))
+        ticks = []
+        for _ in range(3):
+            await deferLater(reactor, 0.05, lambda: None)
+            ticks.append(busy.called)
+        self.assertEqual(ticks, [False, False, False])
+        await busy
+
     async def test_memoryBomb(self) -> None:
         """Allocating without bound hits the memory cap."""
         msg = await self.refused('local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 4096) .. i end')

@@ -110,7 +110,7 @@ class LineTests(TestCase):
         await pb2.waitForLog("configuration reloaded")
         await _post(a, "LINE-4", object2="40004")
         await _cdmState(b, pb2, "LINE-4", "active")
-        await pb2.waitForLog(r"CDM_ANNOUNCE \w+ not forwarded")
+        await pb2.waitForLog(r"applied CDM_ANNOUNCE \w+ from A .*not forwarded")
         code, _ = await getJSON(c.url("/cdms/LINE-4"))
         self.assertEqual(code, 404)
 

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from suite.daemon import ConfigError
 from suite.goop.config import GoopConfig, parseHostPort, readDocument, validateDocument, writeConfig
-from suite.goop.fatal import failStartup
+from suite.goop.fatal import FatalHandler, failStartup, logOnly
 from suite.goop.groups import GroupService
 from suite.goop.health import DatabaseHealth, LoopLag
 from suite.goop.identity import Identity, loadIdentity
@@ -56,8 +56,10 @@ class PeerService(MultiService):
         logs: LogBuffer,
         hubKwargs: dict[str, Any] | None = None,
         minimal: bool = False,
+        onFatal: FatalHandler = logOnly,
     ) -> None:
         super().__init__()
+        self.onFatal = onFatal
         self.config = config
         self.reactor = reactor
         self.logs = logs
@@ -72,6 +74,7 @@ class PeerService(MultiService):
                 config.templatesPath,
                 config.peerDbFile,
                 logs,
+                onFatal=onFatal,
                 **(hubKwargs or {}),
             )
             self.hub.setServiceParent(self)
@@ -116,7 +119,7 @@ class PeerService(MultiService):
         Deferred.fromCoroutine(self._start()).addErrback(self._fatal)
 
     def _fatal(self, f: Any) -> None:
-        failStartup(self.reactor, f"peer {self.config.directory} failed to start", f)
+        self.onFatal(f"peer {self.config.directory} failed to start", f)
 
     async def _start(self) -> None:
         if not self.minimal:
@@ -249,9 +252,13 @@ class PeerService(MultiService):
 
 def makePeerService(config: GoopConfig, reactor: Any, logs: LogBuffer, **hubKwargs: Any) -> Service:
     """A full peer (with its hub when C{rendezvous_host} is true)."""
-    return PeerService(config, reactor, logs, hubKwargs)
+    return PeerService(
+        config, reactor, logs, hubKwargs, onFatal=lambda what, f: failStartup(reactor, what, f)
+    )
 
 
 def makeRendezvousOnly(config: GoopConfig, reactor: Any, logs: LogBuffer, **hubKwargs: Any) -> Service:
     """The hub plus the minimal settings viewer (no P2P node)."""
-    return PeerService(config, reactor, logs, hubKwargs, minimal=True)
+    return PeerService(
+        config, reactor, logs, hubKwargs, minimal=True, onFatal=lambda what, f: failStartup(reactor, what, f)
+    )

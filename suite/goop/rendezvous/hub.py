@@ -24,7 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from suite.goop.fatal import failStartup
+from suite.goop.fatal import FatalHandler, logOnly
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
 from suite.goop.interfaces import IRendezvousHub
 from suite.goop.logbuffer import LogBuffer
@@ -67,8 +67,10 @@ class RendezvousHub(Service):
         syncInterval: float = 3.0,
         evictInterval: float = 1.0,
         interface: str = "127.0.0.1",
+        onFatal: FatalHandler = logOnly,
     ) -> None:
         self.reactor = reactor
+        self.onFatal = onFatal
         self.port = port
         self.interface = interface
         self.registry = PeerRegistry()
@@ -101,7 +103,7 @@ class RendezvousHub(Service):
         d.addErrback(self._fatal)
 
     def _fatal(self, f: Any) -> None:
-        failStartup(self.reactor, f"rendezvous hub on {self.interface}:{self.port} failed to start", f)
+        self.onFatal(f"rendezvous hub on {self.interface}:{self.port} failed to start", f)
 
     def startDatabase(self) -> Deferred[None]:
         if self.peerDb is None:

@@ -79,6 +79,7 @@ class Gateway:
         self.links: set[GatewayLink] = set()
         self.draining = False
         self.overlay: Any = None
+        self.overlayLinks: set[Any] = set()
 
     def isPublicName(self, name: str) -> bool:
         """
@@ -160,8 +161,8 @@ class Gateway:
 
         def check() -> None:
             if not self.links or self.clock.seconds() >= deadline:
-                for link in list(self.links):
-                    link.transport.loseConnection()
+                for link in list(self.links) + list(self.overlayLinks):
+                    link.transport.abortConnection()
                 d.callback(None)
             else:
                 self.clock.callLater(0.1, check)

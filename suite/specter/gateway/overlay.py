@@ -87,6 +87,14 @@ class OverlayLink(Link):
         """
         return not self.closed
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.gateway.overlayLinks.add(self)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        super().connectionLost(reason)
+        self.gateway.overlayLinks.discard(self)
+
     def streamOpened(self, stream: Stream, meta: dict[str, Any]) -> None:
         host = str(meta.get("host", ""))
         link = self.gateway.registry.pick(host)

@@ -1,0 +1,141 @@
+"""
+Two gateways in one process on real loopback sockets, sharing a route
+store: forwarding over the overlay, redundant client links, draining.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from suite.pki.bundle import loadClientIdentity
+from suite.pki.ca import initBundle, writeClientCertificate
+from suite.specter.client.link import TunnelClient
+from suite.specter.gateway.core import GatewayConfig
+from suite.specter.gateway.routes import MemoryRouteStore
+from suite.specter.gateway.service import makeGatewayService
+from tests.support.process import freePort
+
+APEX = "example.test"
+
+
+class _Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        return b"served by the backend"
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await deferLater(reactor, 0.05, lambda: None)  # type: ignore[arg-type]
+    raise AssertionError("condition not reached")
+
+
+class ForwardingTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.bundle = initBundle(os.path.join(self.base, "certs"), ["127.0.0.1"])
+        writeClientCertificate(self.bundle, "alice", os.path.join(self.base, "alice"))
+        self.identity = loadClientIdentity(os.path.join(self.base, "alice"))
+        site = Site(_Hello())
+        site.noisy = False
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        self.backend = port.getHost().port
+        self.routes = MemoryRouteStore(reactor)  # type: ignore[arg-type]
+        self.ports = [freePort(), freePort()]
+        addrs = [f"127.0.0.1:{p}" for p in self.ports]
+        self.services = []
+        for i, p in enumerate(self.ports):
+            config = GatewayConfig(apexes=[APEX], advertise=addrs[i], drainSeconds=2.0)
+            others = [a for a in addrs if a != addrs[i]]
+            svc = makeGatewayService(config, self.bundle, self.routes, reactor, os.path.join(self.base, f"gw{i}"), [f"tcp:{p}:interface=127.0.0.1"], peers=lambda o=others: o)
+            svc.startService()
+            self.services.append(svc)
+            self.addCleanup(self._stop, svc)
+        self.cacert = os.path.join(self.base, "gw0", "gateway", "selfsigned.crt")
+
+    async def _stop(self, svc: Any) -> None:
+        if svc.running:
+            await svc.stopService()
+        if svc.gateway.overlay is not None:
+            svc.gateway.overlay.close()
+        await _until(lambda: not svc.gateway.links and not svc.gateway.overlayLinks)
+
+    def _client(self, maxLinks: int, gateway: int = 1) -> tuple[TunnelClient, Deferred[str]]:
+        registered: Deferred[str] = Deferred()
+        client = TunnelClient(reactor, self.identity, [f"127.0.0.1:{self.ports[gateway]}"], ("127.0.0.1", self.backend), "http", maxLinks=maxLinks, onRegistered=registered.callback)
+        client.start()
+
+        async def stop() -> None:
+            client.stop()
+            await _until(lambda: all(h.link is None for h in client.handles.values()))
+
+        self.addCleanup(stop)
+        return client, registered
+
+    async def _get(self, gateway: int, host: str) -> tuple[str, int]:
+        port = self.ports[gateway]
+        cacert = os.path.join(self.base, f"gw{gateway}", "gateway", "selfsigned.crt")
+        out, err, code = await getProcessOutputAndValue(
+            "curl",
+            ["-sS", "--max-time", "10", "--http1.1", "--cacert", cacert, "--resolve", f"{host}:{port}:127.0.0.1", "-w", "\n%{http_code}", f"https://{host}:{port}/"],
+            env=os.environ,
+        )
+        return out.decode(), code
+
+    async def test_forwardedToTheLinkedGateway(self) -> None:
+        """
+        A visitor at gateway 0 reaches a tunnel linked only to gateway 1,
+        forwarded over the overlay.
+        """
+        _, registered = self._client(maxLinks=1)
+        host = await registered
+        self.assertEqual(self.services[0].gateway.registry.pick(host), None)
+        out, code = await self._get(0, host)
+        self.assertEqual(code, 0)
+        self.assertEqual(out, "served by the backend\n200")
+        self.assertEqual(len(self.services[0].gateway.overlay.links), 1)
+
+    async def test_redundantLinksSurviveALostGateway(self) -> None:
+        """
+        A client links to both gateways; when one gateway's links die, the
+        other still serves, and the client redials the lost one.
+        """
+        client, registered = self._client(maxLinks=2)
+        host = await registered
+        await _until(lambda: all(s.gateway.registry.pick(host) for s in self.services))
+        for link in list(self.services[1].gateway.links):
+            link.transport.abortConnection()
+        out, code = await self._get(0, host)
+        self.assertEqual(out, "served by the backend\n200")
+        await _until(lambda: self.services[1].gateway.registry.pick(host) is not None)
+        out, code = await self._get(1, host)
+        self.assertEqual(out, "served by the backend\n200")
+
+    async def test_drainMovesClients(self) -> None:
+        """
+        Stopping a gateway asks its clients to move: the links close, and
+        the tunnel keeps being served by the other gateway.
+        """
+        client, registered = self._client(maxLinks=2)
+        host = await registered
+        await _until(lambda: all(s.gateway.registry.pick(host) for s in self.services))
+        await self.services[1].stopService()
+        self.assertEqual(self.services[1].gateway.links, set())
+        out, code = await self._get(0, host)
+        self.assertEqual(out, "served by the backend\n200")
