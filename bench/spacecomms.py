@@ -73,6 +73,15 @@ def startProcess(spec: NodeSpec, logPath: str) -> subprocess.Popen[bytes]:
     )
 
 
+def cpuSeconds(pid: int) -> float:
+    """
+    User plus system CPU time of a process so far (Linux /proc).
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def httpJSON(url: str) -> Any:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN}"})
     with urllib.request.urlopen(req, timeout=5) as r:
@@ -117,22 +126,24 @@ def ingest(base: str, fmt: str, seconds: int, connections: int) -> tuple[float, 
         with open(script, "w") as f:
             f.write(LUA.replace("TEMPLATE", template).replace("TOKEN", ADMIN).replace("CTYPE", ctype))
         before = httpJSON(spec.url("/health"))["cdms_active"]
+        cpu0 = cpuSeconds(proc.pid)
         out = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script, spec.url("/cdms")],
             capture_output=True,
             text=True,
             timeout=seconds + 60,
         ).stdout
+        cpu = cpuSeconds(proc.pid) - cpu0
         after = httpJSON(spec.url("/health"))["cdms_active"]
         m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
         elapsed = float(m.group(2)) / (1000 if m and m.group(3) == "ms" else 1) if m else float(seconds)
         accepted = after - before
-        return accepted / elapsed, accepted, out
+        return accepted / elapsed, accepted, out + f"\nCPU per CDM: {cpu / max(1, accepted) * 1e6:.0f} us"
     finally:
         stop([proc])
 
 
-def propagation(base: str, rate: int, seconds: int) -> dict[str, float]:
+def propagation(base: str, rate: int, seconds: int, warmup: int) -> dict[str, Any]:
     """
     Steady-rate posting to A, timing arrival at the probe D three hops away.
     """
@@ -148,14 +159,14 @@ def propagation(base: str, rate: int, seconds: int) -> dict[str, float]:
     d.addPeer(c)
     procs = [startProcess(s, os.path.join(base, f"{s.name}.log")) for s in (a, b, c)]
     try:
-        return _drive(a, d, rate, seconds, procs)
+        return _drive(a, d, rate, seconds, warmup, procs)
     finally:
         stop(procs)
 
 
 def _drive(
-    a: NodeSpec, d: NodeSpec, rate: int, seconds: int, procs: list[subprocess.Popen[bytes]]
-) -> dict[str, float]:
+    a: NodeSpec, d: NodeSpec, rate: int, seconds: int, warmup: int, procs: list[subprocess.Popen[bytes]]
+) -> dict[str, Any]:
     from twisted.internet import reactor, task
     from twisted.internet.defer import Deferred, ensureDeferred
 
@@ -176,7 +187,7 @@ def _drive(
         realPut(record)
 
     probe.node.store.put = put  # type: ignore[method-assign]
-    result: dict[str, float] = {}
+    result: dict[str, Any] = {}
 
     async def run() -> None:
         import treq
@@ -191,9 +202,13 @@ def _drive(
                 raise SystemExit("bench: line A-B-C-D did not come up")
             await task.deferLater(reactor, 0.2, lambda: None)
         bodies = [
-            encode(sampleCDM(f"P-{i}", object2=f"9{i}"), "json").encode() for i in range(rate * seconds)
+            encode(sampleCDM(f"P-{i}", object2=f"9{i}"), "json").encode()
+            for i in range(rate * (seconds + warmup))
         ]
-        headers = {b"Authorization": [f"Bearer {ADMIN}".encode()], b"Content-Type": [b"application/json"]}
+        headers: Any = {
+            b"Authorization": [f"Bearer {ADMIN}".encode()],
+            b"Content-Type": [b"application/json"],
+        }
         codes: dict[int, int] = {}
 
         async def post(i: int) -> None:
@@ -206,6 +221,7 @@ def _drive(
                 del sent[f"P-{i}"]
                 codes[0] = codes.get(0, 0) + 1
 
+        cpu0 = [cpuSeconds(p.pid) for p in procs]
         start = time.perf_counter()
         pending = []
         for i in range(len(bodies)):
@@ -218,13 +234,22 @@ def _drive(
         wait = time.monotonic() + 20
         while len(arrived) < len(sent) and time.monotonic() < wait:
             await task.deferLater(reactor, 0.1, lambda: None)
-        lat = sorted((arrived[k] - sent[k]) * 1000 for k in sent if k in arrived)
+        cpu = [cpuSeconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+        result["cpu_us_per_cdm"] = " ".join(
+            f"{n}={c / max(1, len(sent)) * 1e6:.0f}" for n, c in zip("ABC", cpu, strict=True)
+        )
+        series = [(sent[k] - start, (arrived[k] - sent[k]) * 1000) for k in sent if k in arrived]
+        with open(os.path.join(os.path.dirname(d.configPath), "latencies.json"), "w") as f:
+            json.dump(series, f)
+        lat = sorted(ms for t, ms in series if t >= warmup)
+        allLat = sorted(ms for _, ms in series)
         result.update(
             sent=len(sent),
-            arrived=len(lat),
+            arrived=len(series),
             p50=lat[len(lat) // 2] if lat else float("nan"),
             p99=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
             max=lat[-1] if lat else float("nan"),
+            p99_with_warmup=allLat[min(len(allLat) - 1, int(len(allLat) * 0.99))] if allLat else float("nan"),
             http_errors=sum(v for k, v in codes.items() if k != 201),
         )
         await pool.closeCachedConnections()
@@ -260,11 +285,13 @@ def main() -> None:
         "--rate", type=int, default=200, help="CDMs per second posted for the propagation run"
     )
     parser.add_argument("--seconds", type=int, default=15, help="length of the propagation run")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds posted at the rate before measuring")
     parser.add_argument("--ingest-seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="spacecomms-bench-")
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     try:
         rates = {}
         for fmt in ("json", "kvn"):
@@ -278,15 +305,17 @@ def main() -> None:
                 + " | ".join(
                     line.strip()
                     for line in out.splitlines()
-                    if "Latency" in line or "Requests/sec" in line or "Non-2xx" in line
+                    if "Latency" in line or "Requests/sec" in line or "Non-2xx" in line or "CPU per" in line
                 )
             )
-        prop = propagation(base, args.rate, args.seconds)
+        prop = propagation(base, args.rate, args.seconds, args.warmup)
         print(
-            f"propagation A->B->C->D at {args.rate}/s for {args.seconds}s over mTLS: "
+            f"propagation A->B->C->D at {args.rate}/s for {args.seconds}s (after {args.warmup}s warm-up) over mTLS: "
             f"{prop['arrived']:.0f}/{prop['sent']:.0f} arrived, p50 {prop['p50']:.1f} ms, "
-            f"p99 {prop['p99']:.1f} ms, max {prop['max']:.1f} ms, HTTP errors {prop['http_errors']:.0f}"
+            f"p99 {prop['p99']:.1f} ms, max {prop['max']:.1f} ms, HTTP errors {prop['http_errors']:.0f}; "
+            f"p99 including warm-up {prop['p99_with_warmup']:.1f} ms; node CPU per CDM (us): {prop['cpu_us_per_cdm']}"
         )
+        print(f"load average at end: {os.getloadavg()[0]:.2f}")
         print(
             f"command: {' '.join([os.path.relpath(sys.executable, ROOT), 'bench/spacecomms.py', *sys.argv[1:]])}"
         )

@@ -228,6 +228,7 @@ class MemberCore:
     stream: Any = None
     heartbeat: Any = None
     retry: Any = None
+    welcomeTimer: Any = None
     lastHeard: float = 0.0
     backoff: float = 1.0
     events: list[str] = field(default_factory=list)
@@ -252,6 +253,11 @@ class MemberCore:
             self.machine.hostSilent()
         else:
             self.send({"type": "ping"})
+
+    def cancelWelcomeTimer(self) -> None:
+        t, self.welcomeTimer = self.welcomeTimer, None
+        if t is not None and t.active():
+            t.cancel()
 
     def dropStream(self) -> None:
         s, self.stream = self.stream, None
@@ -282,9 +288,12 @@ def _build() -> Any:
 
         d = core.open()
         d.addCallbacks(opened, lambda f: inputs.connectFailed())
+        # A host that accepts the stream but never welcomes us counts as silent.
+        core.welcomeTimer = core.clock.callLater(SILENCE_SECONDS, inputs.hostSilent)
 
     @connecting.upon(MemberInputs.welcomed).to(joined)
     def startHeartbeat(inputs: MemberInputs, core: MemberCore) -> None:
+        core.cancelWelcomeTimer()
         core.backoff = 1.0
         core.events.append("joined")
         core.heartbeat = LoopingCall(core.tick)
@@ -292,6 +301,7 @@ def _build() -> Any:
         core.heartbeat.start(1.0, now=False)
 
     def scheduleRetry(inputs: MemberInputs, core: MemberCore) -> None:
+        core.cancelWelcomeTimer()
         core.dropStream()
         if core.heartbeat is not None and core.heartbeat.running:
             core.heartbeat.stop()
@@ -316,6 +326,7 @@ def _build() -> Any:
     connecting.upon(MemberInputs.hostSilent).to(waiting)(scheduleRetry)
 
     def stopAll(inputs: MemberInputs, core: MemberCore) -> None:
+        core.cancelWelcomeTimer()
         if core.heartbeat is not None and core.heartbeat.running:
             core.heartbeat.stop()
         if core.retry is not None and core.retry.active():

@@ -9,7 +9,7 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
-from twisted.logger import ILogObserver, formatEvent
+from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
 
 from suite.logging import redactEvent
@@ -21,13 +21,17 @@ __all__ = ["LogBuffer"]
 class LogBuffer:
     """A bounded ring of formatted log entries with listeners."""
 
-    def __init__(self, maxEntries: int = 1000) -> None:
+    def __init__(self, maxEntries: int = 1000, minLevel: LogLevel = LogLevel.info) -> None:
+        self.minLevel = minLevel
         self.entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxEntries)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._seq = 0
         self._recent: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=256)
 
     def __call__(self, event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        if level is not None and level < self.minLevel:
+            return
         key = (event.get("log_time"), event.get("log_format"), event.get("log_namespace"), id(event))
         if key in self._recent:
             return  # the same event replayed by the log beginner's start-up buffer

@@ -102,10 +102,11 @@ class IKeyValueStore(Interface):
         Delete every record in C{(low, high]}; fire with how many.
         """
 
-    def digestRange(low, high):  # type: ignore[no-untyped-def]
+    def digestRange(low, high, buckets=1):  # type: ignore[no-untyped-def]
         """
-        Fire with C{(count, digest)} of the records in C{(low, high]}, equal
-        on two stores exactly when they hold the same records there.
+        Fire with a list of C{(count, digest)}, one per bucket of
+        C{(low, high]} split by L{suite.kv.records.bucketBounds}; equal on
+        two stores exactly when they hold the same records there.
         """
 
     def stats():  # type: ignore[no-untyped-def]

@@ -100,8 +100,8 @@ class TableStore:
             self.write(kind, key, None)
         return succeed(len(doomed))
 
-    def digestRange(self, low: int, high: int) -> Deferred[tuple[int, int]]:
-        return succeed(r.recordDigest(self.table.inRange(low, high)))
+    def digestRange(self, low: int, high: int, buckets: int = 1) -> Deferred[list[tuple[int, int]]]:
+        return succeed(self.table.digests(low, high, buckets))
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -36,6 +36,8 @@ __all__ = [
     "opRenew",
     "opRelease",
     "recordDigest",
+    "bucketBounds",
+    "digestBuckets",
     "Table",
 ]
 
@@ -179,6 +181,39 @@ def opRelease(tx: Tx, name: bytes, token: int, now: float) -> bool:
     return expires > now
 
 
+def bucketBounds(low: int, high: int, buckets: int) -> list[tuple[int, int]]:
+    """
+    Split the ring interval C{(low, high]} into C{buckets} consecutive
+    intervals (the whole ring when C{low == high}).
+    """
+    span = (high - low) % RING_SIZE or RING_SIZE
+    ends = [low + span * (i + 1) // buckets for i in range(buckets)]
+    starts = [low, *ends[:-1]]
+    return [(s % RING_SIZE, e % RING_SIZE) for s, e in zip(starts, ends, strict=True)]
+
+
+def digestBuckets(items: Iterable[tuple[int, str, bytes, bytes]], low: int, high: int, buckets: int) -> list[tuple[int, int]]:
+    """
+    Per-bucket C{(count, digest)} of C{(ringId, kind, key, payload)} items
+    lying in C{(low, high]}, buckets as in L{bucketBounds}.
+    """
+    import bisect
+
+    span = (high - low) % RING_SIZE or RING_SIZE
+    ends = [span * (i + 1) // buckets for i in range(buckets)]
+    counts = [0] * buckets
+    accs = [0] * buckets
+    for kid, kind, key, payload in items:
+        off = (kid - low) % RING_SIZE
+        if off == 0 or off > span:
+            continue
+        i = bisect.bisect_left(ends, off)
+        h = hashlib.blake2b(kind.encode() + b"\0" + key + b"\0" + payload, digest_size=8)
+        counts[i] += 1
+        accs[i] ^= int.from_bytes(h.digest(), "big")
+    return list(zip(counts, accs, strict=True))
+
+
 def recordDigest(records: Iterable[Record]) -> tuple[int, int]:
     """
     An order-independent digest of records: their count and the XOR of
@@ -224,6 +259,10 @@ class Table:
 
     def exportKey(self, key: bytes) -> list[Record]:
         return [(kind, key, self.data.get((kind, key))) for kind in KINDS]
+
+    def digests(self, low: int, high: int, buckets: int) -> list[tuple[int, int]]:
+        ids = self.ids
+        return digestBuckets(((ids[key], kind, key, payload) for (kind, key), payload in self.data.items()), low, high, buckets)
 
     def inRange(self, low: int, high: int) -> list[Record]:
         ids = self.ids

@@ -219,8 +219,13 @@ class SQLiteStore:
 
         return self._submit(op)
 
-    def digestRange(self, low: int, high: int) -> Deferred[tuple[int, int]]:
-        return self._submit(lambda tx: r.recordDigest(tx.range(low, high)))
+    def digestRange(self, low: int, high: int, buckets: int = 1) -> Deferred[list[tuple[int, int]]]:
+        def op(tx: _Tx) -> list[tuple[int, int]]:
+            rows = tx.db.execute("SELECT rid, kind, key, payload FROM records")
+            items = ((rid + _OFFSET, kind, bytes(key), bytes(payload)) for rid, kind, key, payload in rows)
+            return r.digestBuckets(items, low, high, buckets)
+
+        return self._submit(op)
 
     def stats(self) -> dict[str, Any]:
         return {

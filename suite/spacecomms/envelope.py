@@ -1,16 +1,18 @@
 """
 The peer-protocol envelope and message payload checks (see
 docs/spacecomms-protocol.md).  Frames are a 4-byte big-endian length and a
-UTF-8 JSON envelope.
+msgpack-encoded envelope map.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgpack
 
 __all__ = [
     "Envelope",
@@ -86,7 +88,7 @@ class Envelope:
         }
 
     def encode(self) -> bytes:
-        return json.dumps(self.toJSON(), separators=(",", ":")).encode("utf-8")
+        return msgpack.packb(self.toJSON(), use_bin_type=True)
 
     def forwarded(self, via: str) -> Envelope:
         """
@@ -165,11 +167,11 @@ def decodeEnvelope(data: bytes) -> Envelope:
     @raise EnvelopeError: naming the field at fault.
     """
     try:
-        d = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise EnvelopeError("envelope", f"not valid JSON ({str(e)[:60]})")
+        d = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as e:
+        raise EnvelopeError("envelope", f"not a valid msgpack map ({type(e).__name__})")
     if not isinstance(d, dict):
-        raise EnvelopeError("envelope", "must be a JSON object")
+        raise EnvelopeError("envelope", "must be a map")
     mid = d.get("message_id") if isinstance(d.get("message_id"), str) else None
     if mid is not None:
         _checkId(mid, "message_id", None)
@@ -185,8 +187,10 @@ def decodeEnvelope(data: bytes) -> Envelope:
     path = _need(d, "path", list, "", mid)
     if hops < 0 or hops > 1000:
         raise EnvelopeError("hop_count", "out of range", mid)
-    if ttl < 0:
-        raise EnvelopeError("ttl", "must not be negative", mid)
+    if not math.isfinite(ttl) or ttl < 0:
+        raise EnvelopeError("ttl", "must be a finite, non-negative number", mid)
+    if not math.isfinite(ts):
+        raise EnvelopeError("timestamp", "must be a finite number", mid)
     if len(path) > MAX_PATH or not all(isinstance(n, str) and _ID.match(n) for n in path):
         raise EnvelopeError("path", "must be a list of node ids", mid)
     payload = _need(d, "payload", dict, "", mid)

@@ -24,6 +24,7 @@ from suite.spacecomms.config import Config, PeerConfig, Policies
 from suite.spacecomms.envelope import ROUTED_TYPES, SUPPORTED_VERSIONS, Envelope
 from suite.spacecomms.interfaces import IMessageSink, IPeerLink, IRecordStore
 from suite.spacecomms.metrics import NodeMetrics
+from suite.spacecomms.resync import endSync, sendSync
 from suite.spacecomms.router import Router, TokenBucket
 from suite.spacecomms.store import Record
 
@@ -357,75 +358,11 @@ class SpaceNode:
             self.syncs.pop(peer)[1].cancel()
         self.syncs[peer] = (
             set(),
-            self.clock.callLater(self.config.resync_grace_seconds, self._endSync, peer, "grace time"),
+            self.clock.callLater(self.config.resync_grace_seconds, endSync, self, peer, "grace time"),
         )
-        self._sendSync(link)
+        sendSync(self, link)
         for cb in self.onPeersChanged:
             cb()
-
-    def _sendSync(self, link: IPeerLink) -> None:
-        peer = link.peerId
-        sent = 0
-        for kind in ("cdm", "object"):
-            for rec in self.store.records(kind):
-                r: Record = rec
-                if r.origin == peer or r.learnedFrom == peer:
-                    continue
-                idKey = "cdm_id" if kind == "cdm" else "object_id"
-                if r.active:
-                    mtype = "CDM_ANNOUNCE" if kind == "cdm" else "OBJECT_STATE_ANNOUNCE"
-                    payload = {
-                        idKey: r.key,
-                        "sequence": r.sequence,
-                        ("cdm" if kind == "cdm" else "state"): r.body,
-                        "sync": True,
-                    }
-                else:
-                    if r.reason in ("SUPERSEDED", "TCA_PASSED"):
-                        continue
-                    mtype = "CDM_WITHDRAW" if kind == "cdm" else "OBJECT_STATE_WITHDRAW"
-                    payload = {
-                        idKey: r.key,
-                        "sequence": r.sequence,
-                        "reason": r.reason or "ERROR",
-                        "sync": True,
-                    }
-                env = Envelope(
-                    mtype,
-                    r.origin,
-                    payload,
-                    timestamp=self.now(),
-                    ttl=self.config.message_ttl_seconds,
-                    path=(self.nodeId,),
-                )
-                self.router.seen.seen(env.message_id)
-                link.sendEnvelope(env)
-                sent += 1
-        link.sendEnvelope(
-            Envelope("END_OF_SYNC", self.nodeId, {"count": sent}, timestamp=self.now(), path=(self.nodeId,))
-        )
-        self.log.info("re-sync to {peer}: sent {count} entries and END_OF_SYNC", peer=peer, count=sent)
-
-    def _endSync(self, peer: str, why: str) -> None:
-        entry = self.syncs.pop(peer, None)
-        if entry is None:
-            return
-        refreshed, call = entry
-        if call.active():
-            call.cancel()
-        dropped = 0
-        for kind in ("cdm", "object"):
-            for rec in self.store.records(kind):
-                r: Record = rec
-                if r.learnedFrom == peer and r.active and (kind, r.key) not in refreshed:
-                    self.store.remove(kind, r.key)
-                    dropped += 1
-        self.log.info(
-            "re-sync from {peer} complete ({why}): dropped {dropped} stale entries",
-            peer=peer,
-            why=why,
-            dropped=dropped,
-        )
 
     def sessionLost(self, link: IPeerLink, reason: str) -> None:
         peer = link.peerId
@@ -463,7 +400,7 @@ class SpaceNode:
             self.metrics.heartbeat(peer, max(0.0, self.now() - env.timestamp) * 1000.0)
             return
         if mtype == "END_OF_SYNC":
-            self._endSync(peer, "END_OF_SYNC")
+            endSync(self, peer, "END_OF_SYNC")
             return
         if mtype == "ERROR":
             self.log.warn(

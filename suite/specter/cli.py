@@ -116,8 +116,12 @@ def runPKI(options: usage.Options) -> int:
 
 
 def runClient(options: usage.Options) -> int:
-    sys.stderr.write(errorLine("specter", notImplementedYet("specter client (gateway tunnels)")))
-    return 2
+    try:
+        from suite.specter.client.commands import runClient as run
+    except ImportError:
+        sys.stderr.write(errorLine("specter", notImplementedYet("specter client (gateway tunnels)")))
+        return 2
+    return run(options.subOptions)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

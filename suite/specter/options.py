@@ -530,11 +530,20 @@ class KVOptions(usage.Options):
 
 class ClientOptions(usage.Options):
     """
-    C{specter client tunnel|ls|connect|release|acme|validate} (gateway client).
+    C{specter client tunnel|ls|connect|release|acme|validate} (gateway client;
+    replaced by the client's own options when that is part of this build).
     """
 
     def parseArgs(self, *args: str) -> None:
         self["args"] = list(args)
+
+
+def _clientOptions() -> Any:
+    try:
+        from suite.specter.client.commands import ClientOptions as Real
+    except ImportError:
+        return ClientOptions
+    return Real
 
 
 def _pkiOptions() -> Any:
@@ -549,7 +558,7 @@ class ConsoleOptions(Options):
     """
 
     subCommands = Options.subCommands + [
-        ["client", None, ClientOptions, "Gateway client: tunnel, ls, connect, release, acme, validate."],
+        ["client", None, _clientOptions(), "Gateway client: tunnel, ls, connect, release, acme, validate."],
         ["pki", None, _pkiOptions(), "Private CA: init DIR --node HOST, node, client."],
         [
             "kv",

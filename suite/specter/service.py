@@ -90,6 +90,17 @@ class SpecterService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
 
+def _gatewayWiring() -> Any:
+    """
+    The gateway's wiring module, when the gateway is part of this build.
+    """
+    try:
+        from suite.specter.gateway import wiring
+    except ImportError:
+        return None
+    return wiring
+
+
 def _loadBundle(options: Any) -> Any:
     from suite.pki.bundle import loadBundle, loadBundleFromEnv
 
@@ -102,7 +113,11 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
     """
     Build the ring node from parsed L{suite.specter.options.ServerOptions}.
     """
+    wiring = _gatewayWiring()
+    withGateway = wiring is not None and wiring.gatewayRequested(options)
     later = options.laterFeatures()
+    if withGateway:
+        later = [f for f in later if f not in wiring.GATEWAY_FEATURES]
     if later:
         raise notImplementedYet("; ".join(later))
     from suite.pki.tls import clientContextFactory, serverContextFactory
@@ -150,13 +165,18 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         h, p = options["join"][0]
         seed = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
     root = SpecterService(node, seed, pools, [v.store for v in node.vnodes], transport, reactor)
-    tlsFactory = serverContextFactory(bundle, requireClientCert=True, acceptableProtocols=[ALPN])
-    for h, p in options["tcp-binds"]:
-        endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
-        wrapped = TLSMemoryBIOFactory(tlsFactory, False, ChordServerFactory(node.dispatch, reactor))
-        svc = StreamServerEndpointService(endpoint, wrapped)
-        svc._raiseSynchronously = True
-        svc.setServiceParent(root)
+    chordFactory = ChordServerFactory(node.dispatch, reactor)
+    if withGateway:
+        # the gateway owns the TCP port and hands the ring's ALPN to chordFactory
+        wiring.makeRingGateway(options, bundle, node, chordFactory, reactor).setServiceParent(root)
+    else:
+        tlsFactory = serverContextFactory(bundle, requireClientCert=True, acceptableProtocols=[ALPN])
+        for h, p in options["tcp-binds"]:
+            endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
+            wrapped = TLSMemoryBIOFactory(tlsFactory, False, chordFactory)
+            svc = StreamServerEndpointService(endpoint, wrapped)
+            svc._raiseSynchronously = True
+            svc.setServiceParent(root)
     rpc = strports.service(options["rpc-endpoint"], RPCFactory(node, reactor), reactor=reactor)
     rpc._raiseSynchronously = True  # type: ignore[attr-defined]
     rpc.setServiceParent(root)

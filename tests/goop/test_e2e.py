@@ -186,6 +186,58 @@ class PeersTests(TestCase, HubFixture):
         self.assertNotIn("Traceback", p.output())
 
 
+class SharedPeerDBTests(TestCase):
+    async def test_twoHubProcesses(self) -> None:
+        """Two hub processes on one peer_db_path: a peer published to one shows up, with its join event, on the other."""
+        db = os.path.abspath(self.mktemp()) + "-peers.db"
+        urls = []
+        procs = []
+        for i in range(2):
+            port = freePort()
+            d = writeConfig(
+                os.path.abspath(self.mktemp()),
+                {
+                    "presence": {
+                        "rendezvous_only": True,
+                        "rendezvous_host": True,
+                        "rendezvous_port": port,
+                        "peer_db_path": db,
+                    }
+                },
+            )
+            procs.append(DaemonProcess(self, twistdArgs("goop", "rendezvous", d), name=f"hub{i}").start())
+            urls.append(f"http://127.0.0.1:{port}")
+            await procs[-1].waitForHTTP(urls[-1] + "/healthz")
+        received: list[bytes] = []
+        r = await treq.get(urls[1] + "/events", unbuffered=True, persistent=False)
+        stream = treq.collect(r, received.append)
+        stream.addErrback(lambda f: None)
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        who = loadIdentity(d)
+        body, sig = signedPublication(who, "via-hub0", 4001, 120)
+        r0 = await treq.post(
+            urls[0] + "/publish", data=body, headers={"x-goop-signature": sig}, persistent=False
+        )
+        self.assertEqual(r0.code, 200)
+        await r0.content()
+
+        async def onHub1() -> bool:
+            return who.peerId in [p["peer_id"] for p in await getJSON(urls[1] + "/peers.json")]
+
+        await procs[1].waitFor(onHub1, "the peer on the second hub", timeout=15)
+        await procs[1].waitFor(
+            lambda: b"event: join" in b"".join(received) and who.peerId.encode() in b"".join(received),
+            "join event on the second hub",
+            timeout=15,
+        )
+        health = await getJSON(urls[1] + "/healthz")
+        self.assertTrue(health["checks"]["peer_db"]["ready"])
+        procs[1].sendSignal(15)
+        await procs[1].waitExit(15)
+        await stream
+
+
 class PortInUseTests(TestCase):
     async def test_hubPortInUse(self) -> None:
         """A hub whose port is taken exits with code 1 and one critical line naming the address."""

@@ -114,6 +114,24 @@ class MemberTests(SynchronousTestCase):
         svc.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_noWelcomeRetries(self) -> None:
+        """A host that accepts the stream but never welcomes is treated as silent; the member retries."""
+        clock = Clock()
+        streams: list[FakeStream] = []
+
+        def open(peer: str) -> Deferred[Any]:
+            streams.append(FakeStream())
+            return succeed(streams[-1])
+
+        svc = GroupService(clock, "me", open)
+        svc.join("host", "g")
+        clock.advance(SILENCE_SECONDS + 0.1)
+        self.assertTrue(streams[0].closed)
+        clock.advance(1.0)
+        self.assertEqual(len(streams), 2)
+        svc.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_leaveAndClose(self) -> None:
         """Leaving sends leave and stops timers; a host close ends the membership."""
         clock = Clock()

@@ -123,12 +123,16 @@ class HubTests(TestCase):
     async def test_ssePerForwardedAddress(self) -> None:
         """Behind the loopback proxy, the per-address SSE cap counts X-Forwarded-For addresses."""
         hub, url = await self.startHub(maxSSEPerIP=1)
-        r1 = await treq.get(url + "/events", headers={"x-forwarded-for": "203.0.113.1"}, unbuffered=True, persistent=False)
+        r1 = await treq.get(
+            url + "/events", headers={"x-forwarded-for": "203.0.113.1"}, unbuffered=True, persistent=False
+        )
         self.assertEqual(r1.code, 200)
         r2 = await treq.get(url + "/events", headers={"x-forwarded-for": "203.0.113.1"}, persistent=False)
         self.assertEqual(r2.code, 429)
         await r2.content()
-        r3 = await treq.get(url + "/events", headers={"x-forwarded-for": "203.0.113.2"}, unbuffered=True, persistent=False)
+        r3 = await treq.get(
+            url + "/events", headers={"x-forwarded-for": "203.0.113.2"}, unbuffered=True, persistent=False
+        )
         self.assertEqual(r3.code, 200)
         self.assertEqual(hub.sse.clientCount, 2)
         done = [treq.collect(r, lambda b: None) for r in (r1, r3)]

@@ -5,6 +5,7 @@ The Lua sandbox: escapes, runaway scripts, limits and the SSRF guard.
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
@@ -18,6 +19,7 @@ class SandboxTests(TestCase):
     def setUp(self) -> None:
         self.dir = self.mktemp()
         os.makedirs(os.path.join(self.dir, "lua"))
+        sqlite3.connect(os.path.join(self.dir, "data.db")).close()
         self.engine = LuaEngine(
             reactor,
             os.path.join(self.dir, "lua"),
@@ -111,6 +113,19 @@ class SandboxTests(TestCase):
         msg = await self.refused('return goop.db.query("DELETE FROM notes")')
         self.assertIn("goop.db.query", msg)
 
+    async def test_runawayQueryStopped(self) -> None:
+        """A runaway SQL query (recursive CTE) is interrupted at the deadline."""
+        msg = await self.refused(
+            'return goop.db.scalar("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c")'
+        )
+        self.assertIn("interrupted", msg)
+
+    async def test_goopTablesNeverWritable(self) -> None:
+        """Even when declared with @writes, Goop's own tables cannot be written."""
+        name = self.script('return goop.db.exec("DELETE FROM _goop_tables")', "-- @writes _goop_tables")
+        with self.assertRaises(LuaError):
+            await self.engine.call("p", name, None)
+
     async def test_ssrf(self) -> None:
         """goop.http refuses loopback and names resolving to private addresses."""
         for url in (
@@ -150,6 +165,41 @@ class RateLimitTests(SynchronousTestCase):
         self.assertIn("overall", limits.check("e", "f", None) or "")
         clock.advance(61)
         self.assertIsNone(limits.check("a", "f", None))
+
+
+class RebindingTests(TestCase):
+    async def test_connectsToCheckedAddress(self) -> None:
+        """The connection goes to the address that was checked, even if DNS now answers differently."""
+        import socket
+
+        from twisted.internet.threads import deferToThread
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+        from twisted.web.static import Data
+
+        root = Resource()
+        root.putChild(b"x", Data(b"public content", "text/plain"))
+        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        answers = [["93.184.216.34"], ["127.0.0.1"]]
+        resolved: list[str] = []
+        connected: list[tuple[str, int]] = []
+
+        def resolver(host: str, p: int) -> list[str]:
+            resolved.append(host)
+            return answers[min(len(resolved) - 1, 1)]
+
+        def connect(address: tuple[str, int], timeout: float) -> socket.socket:
+            connected.append(address)
+            # stand-in for the public host: the test server on loopback
+            return socket.create_connection(("127.0.0.1", port.getHost().port), timeout=timeout)
+
+        status, headers, body = await deferToThread(
+            guardedRequest, "GET", "http://news.example:8080/x", None, None, 5.0, resolver, connect
+        )
+        self.assertEqual((status, body), (200, b"public content"))
+        self.assertEqual(resolved, ["news.example"])
+        self.assertEqual(connected, [("93.184.216.34", 8080)])
 
 
 class SSRFTests(SynchronousTestCase):

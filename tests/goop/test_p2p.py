@@ -76,6 +76,35 @@ class StreamTests(TestCase):
         with self.assertRaises(PeerMismatch):
             await openStream(reactor, PeerTLS(self.client), self.addr, "0" * 64, SITE_PROTOCOL)
 
+    async def test_clientWithoutKeyRefused(self) -> None:
+        """A TLS client that presents no certificate never gets an answer."""
+        from OpenSSL import SSL
+
+        from suite.goop.p2p.streams import StreamClient, _ClientFactory
+
+        class Anonymous(PeerTLS):
+            def __init__(self) -> None:
+                ctx = SSL.Context(SSL.TLS_METHOD)
+                ctx.set_verify(SSL.VERIFY_NONE, lambda *a: True)
+                self.context = ctx
+
+        from twisted.internet.endpoints import clientFromString, wrapClientTLS
+
+        proto = StreamClient(None, SITE_PROTOCOL)
+        ep = wrapClientTLS(
+            Anonymous(), clientFromString(reactor, f"tcp:host=127.0.0.1:port={self.port.getHost().port}")
+        )
+        await ep.connect(_ClientFactory(proto))
+        self.addCleanup(lambda: (proto.close(), proto.whenClosed())[1])
+        try:
+            await proto.ready  # TLS 1.3: the client may finish before the server refuses it
+            answer = proto.request({"path": "/"})
+            with self.assertRaises(ConnectionError):
+                await answer
+        except ConnectionError:
+            pass
+        self.assertTrue(proto.closed)
+
     async def test_limits(self) -> None:
         """Unknown protocols, oversized lines and streams over the per-peer cap are refused."""
         s = await self.open("/goop/unknown/1.0.0")

@@ -18,9 +18,8 @@ from suite.kv import openStore
 from suite.kv.aof import AOFStore
 from suite.kv.interfaces import IKeyValueStore
 from suite.kv.memory import MemoryStore
-from suite.kv.records import RING_SIZE, LeaseHeld, LeaseLost, inRange, ringId
+from suite.kv.records import RING_SIZE, LeaseHeld, LeaseLost, bucketBounds, inRange, ringId
 from suite.kv.sqlite import SQLiteStore
-
 
 if TYPE_CHECKING:
     _Base = TestCase
@@ -122,6 +121,16 @@ class _Backend(_Base):
         other = MemoryStore(self.clock)
         await other.importRecords(recs)
         self.assertEqual(await other.digestRange(low, high), await s.digestRange(low, high))
+        before = await s.digestRange(low, high, 8)
+        self.assertEqual(sum(c for c, _ in before), len(recs))
+        changed = next(iter(inside))
+        await s.put(changed, b"different")
+        after = await s.digestRange(low, high, 8)
+        moved = [i for i in range(8) if before[i] != after[i]]
+        self.assertEqual(len(moved), 1)
+        blo, bhi = bucketBounds(low, high, 8)[moved[0]]
+        self.assertTrue(inRange(ringId(changed), blo, bhi))
+        await s.put(changed, changed.upper())
         removed = await s.removeRange(low, high)
         self.assertEqual(removed, len(recs))
         self.assertEqual(await s.exportRange(low, high), [])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from suite.spacecomms.cdm import CDMError, decode, encode
 from suite.spacecomms.cdm.jsonfmt import toDict
 from suite.spacecomms.cdm.sample import sampleCDM
+from suite.spacecomms.envelope import EnvelopeError, decodeEnvelope
 
 SAMPLE = sampleCDM("FUZZ")
 TEXTS = {fmt: encode(SAMPLE, fmt) for fmt in ("kvn", "xml", "json")}
@@ -77,6 +79,63 @@ def jsonMutated(draw: st.DrawFn) -> str:
     else:
         del target[key]
     return json.dumps(doc)
+
+
+class EnvelopeFuzzTests(SynchronousTestCase):
+    """
+    The peer frame decoder never crashes either.
+    """
+
+    @SETTINGS
+    @given(st.binary(max_size=300))
+    def test_arbitraryFrames(self, data: bytes) -> None:
+        """
+        Arbitrary bytes decode or are rejected naming a field.
+        """
+        try:
+            decodeEnvelope(data)
+        except EnvelopeError as e:
+            assert e.field
+
+    @SETTINGS
+    @given(
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "protocol_version",
+                    "message_id",
+                    "timestamp",
+                    "source_node",
+                    "message_type",
+                    "hop_count",
+                    "ttl",
+                    "path",
+                    "payload",
+                ]
+            ),
+            st.recursive(
+                st.none()
+                | st.booleans()
+                | st.integers(-(2**63), 2**63 - 1)
+                | st.floats()
+                | st.text(max_size=10)
+                | st.binary(max_size=5),
+                lambda inner: (
+                    st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+                ),
+                max_leaves=10,
+            ),
+        )
+    )
+    def test_structuredFrames(self, doc: dict) -> None:
+        """
+        Maps with envelope-like members of any type decode or are rejected
+        naming a field.
+        """
+        try:
+            decodeEnvelope(msgpack.packb(doc, use_bin_type=True))
+        except EnvelopeError as e:
+            assert e.field
 
 
 class FuzzTests(SynchronousTestCase):

@@ -87,6 +87,7 @@ class RealNodeAPITests(TestCase):
                 "--no-color",
             ),
             name="schemathesis",
+            cwd=base,
             stopTimeout=5,
         ).start()
         code = await fuzz.waitExit(150)

@@ -5,9 +5,9 @@ heartbeats, timeouts, malformed input and the interfaces.
 
 from __future__ import annotations
 
-import json
 import struct
 
+import msgpack
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.test import iosim
@@ -143,11 +143,11 @@ class SessionTests(SynchronousTestCase):
         field, and the session stays up.
         """
         a, b, c, s, pump = self._connect()
-        bad = json.dumps(
+        bad = msgpack.packb(
             {"protocol_version": "1.0", "message_id": "m1", "timestamp": 1, "source_node": "A"}
-        ).encode()
+        )
         c.sendString(bad)
-        c.sendString(b"\xff not json")
+        c.sendString(b"\xc1 not msgpack")
         s.transport.getOutBuffer()
         pump.pump()
         out = _frames(s.transport.getOutBuffer())

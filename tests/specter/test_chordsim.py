@@ -67,13 +67,26 @@ class ChurnSimulationTests(SynchronousTestCase):
 
     def test_churn(self) -> None:
         """
+        Churn with the first seed.
+        """
+        self.churn(7)
+
+    def test_churnAgain(self) -> None:
+        """
+        The same churn with other seeds (other ids, timings and drops).
+        """
+        self.churn(1001)
+        self.churn(2002)
+
+    def churn(self, seed: int) -> None:
+        """
         Twelve processes of four vnodes join one after another with overlap,
         four more join while three leave; with 1% of messages dropped every
         acknowledged key ends readable, owned by exactly one active vnode
         and copied to the next R-1 distinct-process successors once the
         network heals.
         """
-        c = Cluster(seed=7, drop=0.01)
+        c = Cluster(seed=seed, drop=0.01)
         writer = Writer(c)
         c.add("p0:1", None)
         c.run(3)

@@ -322,14 +322,25 @@ class _Api:
             if self._rw is None:
                 self._rw = sqlite3.connect(self.engine.dataPath, timeout=2.0, isolation_level=None)
                 self._rw.set_authorizer(self._authorize)
+                self._rw.set_progress_handler(self._overdue, 10000)
             return self._rw
         if self._ro is None:
             self._ro = sqlite3.connect(f"file:{self.engine.dataPath}?mode=ro", uri=True, timeout=2.0)
             self._ro.set_authorizer(self._authorizeRead)
+            self._ro.set_progress_handler(self._overdue, 10000)
         return self._ro
 
+    def _overdue(self) -> int:
+        # SQLite work does not count Lua instructions; stop a long query at the deadline.
+        return 1 if time.monotonic() > self.deadline else 0
+
     def _authorizeRead(self, action: int, a: Any, b: Any, dbName: Any, trigger: Any) -> int:
-        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION):
+        if action in (
+            sqlite3.SQLITE_SELECT,
+            sqlite3.SQLITE_READ,
+            sqlite3.SQLITE_FUNCTION,
+            sqlite3.SQLITE_RECURSIVE,
+        ):
             if action == sqlite3.SQLITE_READ and str(a).startswith("_goop"):
                 return sqlite3.SQLITE_DENY
             return sqlite3.SQLITE_OK
@@ -337,7 +348,9 @@ class _Api:
 
     def _authorize(self, action: int, a: Any, b: Any, dbName: Any, trigger: Any) -> int:
         if action in (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE):
-            return sqlite3.SQLITE_OK if a in self.writes else sqlite3.SQLITE_DENY
+            table = str(a)
+            allowed = table in self.writes and not table.lower().startswith(("_goop", "sqlite_"))
+            return sqlite3.SQLITE_OK if allowed else sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_TRANSACTION:
             return sqlite3.SQLITE_OK
         return self._authorizeRead(action, a, b, dbName, trigger)

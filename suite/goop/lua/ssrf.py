@@ -59,6 +59,7 @@ def guardedRequest(
     headers: dict[str, str] | None = None,
     timeout: float = 5.0,
     resolver: Resolver = systemResolver,
+    connect: Callable[[tuple[str, int], float], socket.socket] = socket.create_connection,
 ) -> tuple[int, dict[str, str], bytes]:
     """Perform one HTTP(S) request after the SSRF checks (blocking)."""
     parts = urlsplit(url)
@@ -81,7 +82,7 @@ def guardedRequest(
     for a in addresses:
         checkAddress(a)
     target = addresses[0]
-    sock = socket.create_connection((target, port), timeout=timeout)
+    sock = connect((target, port), timeout)
     try:
         if parts.scheme == "https":
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)

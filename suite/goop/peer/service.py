@@ -141,6 +141,7 @@ class PeerService(MultiService):
                     lambda: self.p2pPort,
                     self.config.ttlSeconds,
                     self.config.heartbeatSeconds,
+                    rendezvous=self.config.rendezvousHost,
                 )
                 self.hubClient.start()
             if self.config.mdnsTag:

@@ -149,7 +149,12 @@ class RendezvousHub(Service):
             ds.append(Deferred.fromCoroutine(_maybe(self.listening.stopListening())))
             self.listening = None
         if self.peerDb is not None:
-            ds.append(self.peerDb.stop())
+            db = self.peerDb
+            # Write what was accepted since the last sync, then close.
+            final = db.sync(self.reactor.seconds()) if db.db._started else succeed(None)
+            final.addErrback(lambda f: log.failure("final peer DB sync failed", f))
+            final.addCallback(lambda _: db.stop())
+            ds.append(final)
         if not ds:
             return None
         from twisted.internet.defer import gatherResults

@@ -99,9 +99,7 @@ def _out(values: dict[str, Any], comments: list[str], table: tuple[F.Field, ...]
     out: dict[str, Any] = {}
     if comments:
         out["COMMENT"] = list(comments)
-    for f in table:
-        if f.name in values:
-            out[f.name] = values[f.name]
+    out.update(values)
     return out
 
 

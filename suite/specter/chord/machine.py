@@ -15,8 +15,9 @@ C{becameLeft} lower it), so the hot path never runs the machine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, succeed

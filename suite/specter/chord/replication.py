@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from suite.kv.records import Lease, LeaseHeld, LeaseLost
+from suite.kv.records import Lease, LeaseHeld, LeaseLost, bucketBounds
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
@@ -31,6 +31,7 @@ READS = {"get": 0, "list": 0, "contains": 1}
 WRITES = {"put": 1, "delete": 0, "append": 1, "remove": 1, "acquire": 2, "renew": 2, "release": 1}
 OPS = {**READS, **WRITES}
 SYNC_CHUNK = 4096
+BUCKETS = 32
 
 
 def _leaseOut(lease: Lease) -> list[Any]:
@@ -43,7 +44,7 @@ class _Pipe:
     queued meanwhile go together in the next call (group commit).
     """
 
-    def __init__(self, vnode: "Vnode", target: VnodeRef, onFailure: Any) -> None:
+    def __init__(self, vnode: Vnode, target: VnodeRef, onFailure: Any) -> None:
         self.vnode = vnode
         self.target = target
         self.onFailure = onFailure
@@ -51,7 +52,7 @@ class _Pipe:
         self.waiting: list[Deferred[bool]] = []
         self.busy = False
 
-    def send(self, records: list[Any]) -> "Deferred[bool]":
+    def send(self, records: list[Any]) -> Deferred[bool]:
         d: Deferred[bool] = Deferred()
         self.queue.extend(records)
         self.waiting.append(d)
@@ -183,27 +184,31 @@ class Replicator:
             if pipe is not None and pipe.busy:
                 continue  # copies in flight: digests would differ for now
             try:
-                theirs = await v.call(target, "digest", low, high)
+                theirs = await v.call(target, "digest", low, high, BUCKETS)
                 if mine is None:
-                    mine = list(await v.store.digestRange(low, high))
-                if list(theirs) == mine:
+                    mine = [list(b) for b in await v.store.digestRange(low, high, BUCKETS)]
+                differ = [i for i in range(BUCKETS) if list(theirs[i]) != mine[i]]
+                if not differ:
                     self.clean[target] = (low, high, now)
                     continue
-                records = await v.store.exportRange(low, high)
-                live = [r for r in records if r[2] is not None]
-                if len(live) <= SYNC_CHUNK:
-                    await v.call(target, "syncRange", low, high, live)
-                else:
-                    await v.call(target, "syncRange", low, high, live[:SYNC_CHUNK])
-                    for i in range(SYNC_CHUNK, len(live), SYNC_CHUNK):
-                        await v.call(target, "replicate", live[i : i + SYNC_CHUNK])
+                bounds = bucketBounds(low, high, BUCKETS)
+                sent = 0
+                for i in differ:
+                    blo, bhi = bounds[i]
+                    live = [r for r in await v.store.exportRange(blo, bhi) if r[2] is not None]
+                    await v.call(target, "syncRange", blo, bhi, live[:SYNC_CHUNK])
+                    for j in range(SYNC_CHUNK, len(live), SYNC_CHUNK):
+                        await v.call(target, "replicate", live[j : j + SYNC_CHUNK])
+                    sent += len(live)
                 self.repairs += 1
                 self.clean[target] = (low, high, now)
                 log.info(
-                    "vnode {vnode} repaired replica {replica} ({count} records)",
+                    "vnode {vnode} repaired replica {replica} ({buckets} of {total} buckets, {count} records)",
                     vnode=v.ref.short(),
                     replica=target.short(),
-                    count=len(live),
+                    buckets=len(differ),
+                    total=BUCKETS,
+                    count=sent,
                 )
             except RemoteError:
                 continue

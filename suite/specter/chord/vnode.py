@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -90,6 +90,10 @@ class Vnode:
         return self.succs[0] if self.succs else self.ref
 
     def call(self, target: VnodeRef, method: str, *args: Any) -> Deferred[Any]:
+        if self.gone:
+            # a maintenance round still running when the vnode left must not
+            # touch the ring any more (a late notify would resurrect it)
+            return fail(RemoteError(E.GONE, "this vnode left"))
         return self.node.call(target, method, *args)
 
     def owns(self, kid: int) -> bool:
@@ -182,6 +186,7 @@ class Vnode:
 
     async def _join(self) -> None:
         attempt = 0
+        target: VnodeRef | None = None
         while True:
             if self.seed is None and self.node.firstVnode() is self:
                 self.pred = self.ref
@@ -189,11 +194,16 @@ class Vnode:
                 self.membership.joined()
                 return
             try:
-                entry = await self.node.entryPoint(self.seed, exclude=self)
-                succ, _ = await self.node.findSuccessor(self.ref.id, start=entry)
-                if succ == self.ref:
-                    raise RemoteError(E.BUSY, "lookup returned the joiner")
-                answer = await self.call(succ, "join", list(self.ref))
+                if target is None:
+                    # the successor of the point just past us: never ourselves
+                    entry = await self.node.entryPoint(self.seed, exclude=self)
+                    target, _ = await self.node.findSuccessor(
+                        (self.ref.id + 1) % (1 << RING_BITS), start=entry
+                    )
+                    if target == self.ref:
+                        target = None
+                        raise RemoteError(E.BUSY, "lookup returned the joiner")
+                answer = await self.call(target, "join", list(self.ref))
                 records = _records(answer[0])
                 oldPred = ref(answer[1])
                 succs = [ref(s) for s in answer[2]]
@@ -201,24 +211,28 @@ class Vnode:
                 # after a whole-ring restart that copy may be the only one
                 await self.store.importRecords(records)
                 self.pred = oldPred
-                self.setSuccessors([succ] + [s for s in succs if s is not None])
+                self.setSuccessors([target] + [s for s in succs if s is not None])
                 log.info(
                     "vnode {vnode} joined before {succ} taking {count} records",
                     vnode=self.ref.short(),
-                    succ=succ.short(),
+                    succ=target.short(),
                     count=len(records),
                 )
                 self.membership.joined()
-                if oldPred is not None and oldPred != succ:
+                if oldPred is not None and oldPred != target:
                     self.call(oldPred, "newSuccessor", list(self.ref)).addErrback(lambda _: None)
                 return
             except RemoteError as e:
+                # after a timeout ask the same successor again: it may have
+                # switched its predecessor to us already and will resend
+                if e.code != E.TIMEOUT:
+                    target = None
                 if not e.retryable:
                     log.warn(
                         "vnode {vnode} join attempt failed: {error}", vnode=self.ref.short(), error=str(e)
                     )
             attempt += 1
-            await self._sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + self.node.rng.random()))
+            await self._sleep(min(2.0, 0.05 * 2 ** min(attempt, 6)) * (0.5 + self.node.rng.random()))
 
     async def _leave(self) -> None:
         self._stopTimer()
@@ -322,10 +336,12 @@ class Vnode:
                 return
             x = ref(state[0])
             theirs = [ref(v) for v in state[1]]
-            if x is not None and x != self.ref and between(x.id, self.ref.id, s.id) and state[2]:
+            if x is not None and x != self.ref and between(x.id, self.ref.id, s.id):
                 self.setSuccessors([x, s] + [t for t in theirs if t is not None])
                 continue
             self.setSuccessors([s] + [t for t in theirs if t is not None])
+            if not self.serving:
+                return
             try:
                 await self.call(s, "notify", list(self.ref))
             except RemoteError:
@@ -486,9 +502,9 @@ class Vnode:
     async def remote_replicate(self, records: Any) -> None:
         await self.store.importRecords(_records(records))
 
-    async def remote_digest(self, low: int, high: int) -> list[int]:
-        count, digest = await self.store.digestRange(int(low), int(high))
-        return [count, digest]
+    async def remote_digest(self, low: int, high: int, buckets: int = 1) -> list[list[int]]:
+        buckets = max(1, min(256, int(buckets)))
+        return [list(b) for b in await self.store.digestRange(int(low), int(high), buckets)]
 
     async def remote_syncRange(self, low: int, high: int, records: Any) -> None:
         recs = _records(records)

@@ -15,10 +15,9 @@ listener's ALPN name is L{ALPN}, so a gateway may later share the port.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
-
-import struct
 
 import msgpack
 from twisted.internet.defer import Deferred
@@ -58,7 +57,9 @@ class FrameProtocol(Int32StringReceiver):
 
     MAX_LENGTH = MAX_FRAME
 
-    def __init__(self, dispatch: Callable[[Any, str, list[Any]], Deferred[Any]] | None = None, clock: Any = None) -> None:
+    def __init__(
+        self, dispatch: Callable[[Any, str, list[Any]], Deferred[Any]] | None = None, clock: Any = None
+    ) -> None:
         self.dispatch = dispatch
         self.clock = clock
         self._out: list[bytes] = []

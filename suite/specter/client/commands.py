@@ -50,6 +50,9 @@ class TunnelOptions(usage.Options):
         ["hostname", None, None, "Reuse a hostname you own (default: a new one under the apex)."],
         ["links", None, "3", "Gateways to link to at once (1-3)."],
     ]
+    optFlags = [
+        ["proxy-protocol", None, "Send a PROXY protocol v1 line naming the visitor to the target first."]
+    ]
 
     def postOptions(self) -> None:
         if not self["target"]:
@@ -180,6 +183,7 @@ async def _tunnel(reactor: Any, options: ClientOptions) -> int:
         maxLinks=sub["links"],
         onRegistered=registered,
         onFatal=fatal,
+        proxyProtocol=bool(sub["proxy-protocol"]),
     )
     client.start()
 

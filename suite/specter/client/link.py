@@ -69,11 +69,14 @@ class TargetSide(LocalSide):
     The client's connection to its local target, spliced with a stream.
     """
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Stream, header: bytes = b"") -> None:
         self.pendingStream = stream
+        self.header = header
 
     def connectionMade(self) -> None:
         noDelay(self.transport)
+        if self.header:
+            self.transport.write(self.header)
         self.pendingStream.attach(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -86,13 +89,34 @@ class TargetSide(LocalSide):
             self.stream = None
 
 
+def proxyHeader(peer: str, target: tuple[str, int]) -> bytes:
+    """
+    A PROXY protocol v1 line naming visitor C{peer} (HOST:PORT) as the source.
+    """
+    import ipaddress
+
+    try:
+        host, port = splitHostPort(peer, 0)
+        source = ipaddress.ip_address(host)
+        dest = ipaddress.ip_address(target[0])
+    except ValueError:
+        return b"PROXY UNKNOWN\r\n"
+    if source.version != dest.version:
+        return b"PROXY UNKNOWN\r\n"
+    family = "TCP4" if source.version == 4 else "TCP6"
+    return f"PROXY {family} {source} {dest} {port} {target[1]}\r\n".encode()
+
+
 class _TargetFactory(ClientFactory):
-    def __init__(self, stream: Stream, where: str) -> None:
+    noisy = False
+
+    def __init__(self, stream: Stream, where: str, header: bytes = b"") -> None:
         self.stream = stream
         self.where = where
+        self.header = header
 
     def buildProtocol(self, addr: Any) -> TargetSide:
-        return TargetSide(self.stream)
+        return TargetSide(self.stream, self.header)
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self.stream.reset(f"cannot connect to {self.where}: {reason.getErrorMessage()}")
@@ -117,7 +141,7 @@ class ClientLink(Link):
         self.handle.controlReceived(message)
 
     def streamOpened(self, stream: Stream, meta: dict[str, Any]) -> None:
-        self.handle.client.openTarget(stream)
+        self.handle.client.openTarget(stream, meta)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         super().connectionLost(reason)
@@ -144,6 +168,7 @@ class LinkHandle:
             HostnameEndpoint(self.client.reactor, host, port, timeout=10),
         )
         factory = Factory.forProtocol(lambda: ClientLink(self))
+        factory.noisy = False
         self.attempt = endpoint.connect(factory)
 
         def failed(f: Failure) -> None:
@@ -182,7 +207,7 @@ class LinkHandle:
         if self.attempt is not None:
             self.attempt.cancel()
         if self.link is not None:
-            self.link.transport.loseConnection()
+            self.link.close()
 
     # -- events from the link -------------------------------------------------------------
     def linkUp(self, link: ClientLink) -> None:
@@ -226,6 +251,7 @@ class TunnelClient:
         rng: Any = None,
         onRegistered: Callable[[str], None] | None = None,
         onFatal: Callable[[str], None] | None = None,
+        proxyProtocol: bool = False,
     ) -> None:
         import random
 
@@ -243,6 +269,7 @@ class TunnelClient:
         self.onRegistered = onRegistered
         self.onFatal = onFatal
         self.announced = False
+        self.proxyProtocol = proxyProtocol
 
     def start(self) -> None:
         """
@@ -286,12 +313,14 @@ class TunnelClient:
         if not self.announced and self.onFatal is not None:
             self.onFatal(reason)
 
-    def openTarget(self, stream: Stream) -> None:
+    def openTarget(self, stream: Stream, meta: dict[str, Any] | None = None) -> None:
         """
-        A visitor arrived: connect to the target and splice.
+        A visitor arrived: connect to the target and splice (after a PROXY
+        protocol line naming the visitor, with C{proxyProtocol}).
         """
         host, port = self.target
-        self.reactor.connectTCP(host, port, _TargetFactory(stream, f"{host}:{port}"), timeout=10)
+        header = proxyHeader(str((meta or {}).get("peer", "")), self.target) if self.proxyProtocol else b""
+        self.reactor.connectTCP(host, port, _TargetFactory(stream, f"{host}:{port}", header), timeout=10)
 
     def stop(self) -> None:
         """

@@ -24,7 +24,9 @@ class Options(usage.Options):
         ["data-dir", None, None, "Where the self-signed certificate is kept."],
         ["proxy-buffer", None, "16KiB", "DATA frame size."],
         ["transport-buffer", None, "16KiB", "Socket write buffer before back-pressure."],
+        ["listen-http", None, None, "Endpoint string of the plain HTTP listener (CONNECT + redirect)."],
     ]
+    optFlags = [["proxy-protocol", None, "Require a PROXY protocol header from visitors."]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -78,7 +80,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     r: Any = reactor
     service = makeGatewayService(
-        config, bundle, MemoryRouteStore(r), r, options["data-dir"], [options["listen"]]
+        config,
+        bundle,
+        MemoryRouteStore(r),
+        r,
+        options["data-dir"],
+        [options["listen"]],
+        proxyProtocol=bool(options["proxy-protocol"]),
+        httpEndpoints=[options["listen-http"]] if options["listen-http"] else None,
+        httpsPort=int(options["advertise"].rsplit(":", 1)[1]),
     )
     service.startService()
     r.addSystemEventTrigger("before", "shutdown", service.stopService)

@@ -145,7 +145,9 @@ class Gateway:
             try:
                 return await self.overlay.linkTo(peer)
             except Exception as e:
-                log.warn("cannot forward {hostname} to {peer}: {error}", hostname=hostname, peer=peer, error=str(e))
+                log.warn(
+                    "cannot forward {hostname} to {peer}: {error}", hostname=hostname, peer=peer, error=str(e)
+                )
         self.cache.invalidate(hostname)
         return f"the gateways holding {hostname} ({', '.join(others)}) cannot be reached"
 
@@ -193,9 +195,10 @@ class GatewayLink(Link):
 
     def acceptsStreams(self) -> bool:
         """
-        Whether visitors may be sent down this link.
+        Whether visitors may be sent down this link (not while draining:
+        they are forwarded to the client's other gateways instead).
         """
-        return not self.closed
+        return not self.closed and not self.gateway.draining
 
     def controlReceived(self, message: dict[str, Any]) -> None:
         kind = message.get("t")

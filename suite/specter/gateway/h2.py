@@ -7,9 +7,11 @@ streamed back with back-pressure both ways.
 
 from __future__ import annotations
 
+from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
@@ -159,9 +161,13 @@ class TunnelResource(Resource):
 
     isLeaf = True
 
+    maxIdle = 32
+
     def __init__(self, gateway: Gateway) -> None:
         super().__init__()
         self.gateway = gateway
+        self.idle: dict[int, list[_PooledClient]] = {}
+        self.altSvc: bytes | None = None
 
     def render(self, request: Request) -> Any:
         host = (request.getHeader(b"host") or b"").decode("ascii", "replace").lower()
@@ -193,17 +199,24 @@ class TunnelResource(Resource):
         d.addCallbacks(resolved, failed)
         return NOT_DONE_YET
 
-    def _proxy(self, request: Request, host: str, link: Any) -> None:
-        peer = request.getClientAddress()
-        stream: Stream = link.openStream(
-            {"kind": "http", "peer": f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', 0)}", "host": host}
-        )
+    def _connection(self, peer: str, host: str, link: Any) -> tuple[_PooledClient, _Outbound]:
+        """
+        An idle persistent HTTP/1.1 connection (a tunnel stream) on C{link},
+        or a new one.
+        """
+        idle = self.idle.get(id(link))
+        while idle:
+            client = idle.pop()
+            if not client.lost and not link.closed:
+                return client, client.outbound
+        stream: Stream = link.openStream({"kind": "http", "peer": peer, "host": host})
         self.gateway.metrics.streamsOpened += 1
-        client = HTTP11ClientProtocol()
+        client = _PooledClient(self, link)
         inbound = _Inbound(client)
         side = _Side()
         side.transport = inbound  # type: ignore[assignment]
         outbound = _Outbound(stream, inbound)
+        client.outbound = outbound
         client.makeConnection(outbound)  # type: ignore[arg-type]
         stream.attach(side)
 
@@ -211,21 +224,58 @@ class TunnelResource(Resource):
             inbound.loseConnection()
 
         stream.onReset = reset
-        headers = Headers()
-        for name, values in request.requestHeaders.getAllRawHeaders():
+        return client, outbound
+
+    def release(self, client: _PooledClient) -> None:
+        """
+        A persistent connection finished its response: keep it for reuse.
+        """
+        idle = self.idle.setdefault(id(client.link), [])
+        if len(idle) < self.maxIdle and not client.lost:
+            idle.append(client)
+        else:
+            client.outbound.loseConnection()
+
+    def forget(self, client: _PooledClient) -> None:
+        """
+        A pooled connection was lost.
+        """
+        idle = self.idle.get(id(client.link))
+        if idle is not None:
+            if client in idle:
+                idle.remove(client)
+            if not idle:
+                del self.idle[id(client.link)]
+
+    def forward(
+        self, link: Any, host: str, method: bytes, uri: bytes, headers: Headers, body: bytes | None, peer: str
+    ) -> tuple[Deferred[Any], _Outbound]:
+        """
+        Send one request through C{link} on a pooled HTTP/1.1 stream; fire
+        with the response (an L{twisted.web.iweb.IResponse}).
+        """
+        client, outbound = self._connection(peer, host, link)
+        clean = Headers()
+        for name, values in headers.getAllRawHeaders():
             if name.lower() not in _HOP:
-                headers.setRawHeaders(name, values)
-        headers.setRawHeaders(b"host", [host.encode()])
-        headers.setRawHeaders(b"x-forwarded-proto", [b"https"])
-        content = request.content
+                clean.setRawHeaders(name, values)
+        clean.setRawHeaders(b"host", [host.encode()])
+        clean.setRawHeaders(b"x-forwarded-proto", [b"https"])
+        clean.setRawHeaders(b"x-forwarded-for", [peer.rsplit(":", 1)[0].encode()])
+        producer = FileBodyProducer(BytesIO(body), cooperator=_Immediate()) if body else None
+        return client.request(ClientRequest(method, uri, clean, producer, persistent=True)), outbound
+
+    def _proxy(self, request: Request, host: str, link: Any) -> None:
+        address = request.getClientAddress()
+        peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', 0)}"
         body = None
+        content = request.content
         if content is not None:
-            content.seek(0, 2)
-            if content.tell():
-                content.seek(0)
-                body = FileBodyProducer(content, cooperator=_Immediate())
-        method = request.method
-        d = client.request(ClientRequest(method, request.uri, headers, body, persistent=False))
+            content.seek(0)
+            body = content.read() or None
+        d, outbound = self.forward(
+            link, host, request.method, request.uri, request.requestHeaders, body, peer
+        )
 
         def respond(response: Any) -> None:
             if request._disconnected:
@@ -234,6 +284,8 @@ class TunnelResource(Resource):
             for name, values in response.headers.getAllRawHeaders():
                 if name.lower() not in _HOP:
                     request.responseHeaders.setRawHeaders(name, values)
+            if self.altSvc:
+                request.responseHeaders.setRawHeaders(b"alt-svc", [self.altSvc])
             request.registerProducer(outbound, True)
             response.deliverBody(_Body(request))
 
@@ -246,6 +298,26 @@ class TunnelResource(Resource):
 
         d.addCallbacks(respond, failed)
         request.notifyFinish().addErrback(lambda f: outbound.loseConnection())
+
+
+class _PooledClient(HTTP11ClientProtocol):
+    """
+    An HTTP/1.1 client connection over one tunnel stream, returned to its
+    resource's pool after each response.
+    """
+
+    outbound: _Outbound
+
+    def __init__(self, resource: TunnelResource, link: Any) -> None:
+        super().__init__(quiescentCallback=resource.release)
+        self.resource = resource
+        self.link = link
+        self.lost = False
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lost = True
+        self.resource.forget(self)
+        super().connectionLost(reason)
 
 
 class _Immediate:

@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from suite.specter.gateway.core import TCP_ALPN, TUNNEL_ALPN, Gateway, GatewayLink
 from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
+from suite.specter.gateway.proxyproto import headerless
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
 from suite.specter.tunnel.mux import noDelay
 
@@ -176,6 +177,9 @@ class GatewayFactory(Factory):
         from suite.pki.tls import peerCertificate
 
         self._tuneBuffer(tls)
+        if alpn in (None, b"http/1.1", b"h2", TCP_ALPN) and headerless(tls):
+            log.warn("visitor {peer} refused: no PROXY protocol header", peer=tls.getPeer())
+            return None
         if alpn in (None, b"http/1.1"):
             return HTTPVisitor(self.gateway)
         if alpn == b"h2":

@@ -101,7 +101,14 @@ class OverlayLink(Link):
         if link is None:
             stream.reset(f"no tunnel link for {host} on {self.gateway.config.advertise}")
             return
-        inner = link.openStream({"kind": meta.get("kind", "http"), "peer": meta.get("peer", "?"), "host": host, "via": self._peerName()})
+        inner = link.openStream(
+            {
+                "kind": meta.get("kind", "http"),
+                "peer": meta.get("peer", "?"),
+                "host": host,
+                "via": self._peerName(),
+            }
+        )
         inner.onReset = lambda reason: stream.reset(reason)
         stream.onReset = lambda reason: inner.reset(reason)
         StreamBridge(stream, inner)
@@ -127,7 +134,7 @@ class OverlayPool:
         self.links: dict[str, OverlayLink] = {}
         self.dialling: dict[str, list[Deferred[OverlayLink]]] = {}
 
-    def linkTo(self, peer: str) -> "Deferred[OverlayLink]":
+    def linkTo(self, peer: str) -> Deferred[OverlayLink]:
         """
         Fire with a live overlay link to gateway C{peer} (HOST:PORT).
         """
@@ -171,6 +178,5 @@ class OverlayPool:
         Close every outgoing overlay link.
         """
         for link in self.links.values():
-            if link.transport is not None:
-                link.transport.loseConnection()
+            link.close()
         self.links.clear()

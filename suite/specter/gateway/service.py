@@ -36,11 +36,13 @@ class GatewayService(MultiService):
         self.endpoints = endpoints
         self.reactor = reactor
         self.ports: list[Any] = []
+        self.extraListeners: list[tuple[str, Any]] = []
+        self._trigger: Any = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        for description in self.endpoints:
-            d = serverFromString(self.reactor, description).listen(self.factory)
+        for description, factory in [(e, self.factory) for e in self.endpoints] + self.extraListeners:
+            d = serverFromString(self.reactor, description).listen(factory)
             result: list[Any] = []
             d.addBoth(result.append)
             if result and not isinstance(result[0], Exception) and hasattr(result[0], "stopListening"):
@@ -54,13 +56,19 @@ class GatewayService(MultiService):
         super().startService()
         log.info(
             "gateway listening on {endpoints} for {apexes}",
-            endpoints=", ".join(self.endpoints),
+            endpoints=", ".join(self.endpoints + [e for e, _ in self.extraListeners]),
             apexes=", ".join(self.gateway.config.apexes),
         )
+        self._trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self.gateway.drain)
 
     async def _stop(self) -> None:
+        if self._trigger is not None:
+            self.reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
         log.info("gateway draining {count} tunnel links", count=len(self.gateway.links))
         await self.gateway.drain()
+        if self.gateway.overlay is not None:
+            self.gateway.overlay.close()
         await DeferredList([Deferred.fromCoroutine(_stopPort(p)) for p in self.ports], consumeErrors=True)
         self.ports = []
         await super().stopService()  # type: ignore[misc]
@@ -82,13 +90,15 @@ def makeGatewayService(
     endpoints: list[str],
     extra: dict[bytes, Callable[[Any], Any]] | None = None,
     peers: Callable[[], list[str]] | None = None,
+    proxyProtocol: bool = False,
+    httpEndpoints: list[str] | None = None,
+    httpsPort: int = 443,
 ) -> GatewayService:
     """
     Build the gateway: self-signed public certificate for the apexes (kept
     in C{DATA/gateway}), the ALPN-routing TLS factory, the H2 site.
     """
     from suite.specter.gateway.h2 import makeH2Site
-
     from suite.specter.gateway.overlay import OverlayPool
 
     gateway = Gateway(config, routes, reactor, peers)
@@ -98,5 +108,19 @@ def makeGatewayService(
         gateway, bundle, site=makeH2Site(gateway, reactor), transportBuffer=config.transportBuffer
     )
     factory.extra.update(extra or {})
-    tls = makeTLSFactory(gateway, bundle, cert, key, factory, list(factory.extra), reactor)
-    return GatewayService(gateway, tls, endpoints, reactor)
+    tls: Any = makeTLSFactory(gateway, bundle, cert, key, factory, list(factory.extra), reactor)
+    if proxyProtocol:
+        from suite.specter.gateway.proxyproto import ProxyHeaderFactory
+
+        tls = ProxyHeaderFactory(tls, allowHeaderless=True)
+    service = GatewayService(gateway, tls, endpoints, reactor)
+    if httpEndpoints:
+        from suite.specter.gateway.plain import PlainHTTPFactory
+
+        plain: Any = PlainHTTPFactory(gateway, httpsPort)
+        if proxyProtocol:
+            from suite.specter.gateway.proxyproto import ProxyHeaderFactory
+
+            plain = ProxyHeaderFactory(plain, allowHeaderless=False)
+        service.extraListeners = [(e, plain) for e in httpEndpoints]
+    return service

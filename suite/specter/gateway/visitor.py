@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from suite.specter.tunnel.mux import LocalSide, Stream
+from suite.specter.tunnel.mux import LocalSide, Stream, closeTransport
 
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
@@ -134,7 +134,7 @@ class _Visitor(LocalSide):
         if self.stream is not None and self.stream.bytesIn == 0 and self.kind == "http":
             self.fail(502, f"the tunnel could not reach its target: {reason}")
         else:
-            self.transport.loseConnection()
+            closeTransport(self.transport)
 
     def fail(self, code: int, detail: str) -> None:
         """
@@ -144,7 +144,7 @@ class _Visitor(LocalSide):
         self.gateway.metrics.errors[code] = self.gateway.metrics.errors.get(code, 0) + 1
         if self.kind == "http":
             self.transport.write(errorPage(code, detail))
-        self.transport.loseConnection()
+        closeTransport(self.transport)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self.done = True

@@ -44,7 +44,7 @@ from suite.specter.tunnel.frames import (
     encodeWindow,
 )
 
-__all__ = ["Link", "Stream", "LocalSide", "noDelay", "DEFAULT_WINDOW", "DEFAULT_CHUNK"]
+__all__ = ["Link", "Stream", "LocalSide", "noDelay", "closeTransport", "DEFAULT_WINDOW", "DEFAULT_CHUNK"]
 
 log = Logger()
 DEFAULT_WINDOW = 256 * 1024
@@ -66,6 +66,19 @@ def noDelay(transport: Any) -> None:
         transport = getattr(transport, "transport", None)
         if transport is None:
             return
+
+
+def closeTransport(transport: Any) -> None:
+    """
+    Close C{transport} after dropping its registered producer: a TLS
+    transport does not send its close alert while a producer is registered.
+    """
+    if getattr(transport, "disconnected", False) or getattr(transport, "_lostTLSConnection", False):
+        return
+    unregister = getattr(transport, "unregisterProducer", None)
+    if unregister is not None:
+        unregister()
+    transport.loseConnection()
 
 
 class LocalSide(Protocol):
@@ -121,7 +134,7 @@ class Stream:
         for chunk in buffered:
             self._deliver(chunk)
         if self.closeReceived:
-            self.localTransport.loseConnection()
+            closeTransport(self.localTransport)
         self._updateSource()
 
     # -- local -> peer -----------------------------------------------------------------
@@ -216,7 +229,7 @@ class Stream:
         elif kind == CLOSE:
             self.closeReceived = True
             if self.localTransport is not None:
-                self.localTransport.loseConnection()
+                closeTransport(self.localTransport)
             elif self.local is None and self.closeSent:
                 self.link.forget(self.sid)
         elif kind == RESET:
@@ -225,7 +238,7 @@ class Stream:
             if self.onReset is not None:
                 self.onReset(reason)
             elif self.localTransport is not None:
-                self.localTransport.loseConnection()
+                closeTransport(self.localTransport)
             self.closeSent = True
             self.link.forget(self.sid)
 
@@ -269,7 +282,7 @@ class Stream:
             self.link.write(encodeFrame(RESET, self.sid, reason.encode("utf-8")[:512]))
         self.link.forget(self.sid)
         if self.localTransport is not None:
-            self.localTransport.loseConnection()
+            closeTransport(self.localTransport)
 
     def linkLost(self) -> None:
         """
@@ -279,7 +292,7 @@ class Stream:
         if self.onReset is not None:
             self.onReset("tunnel link lost")
         elif self.localTransport is not None:
-            self.localTransport.loseConnection()
+            closeTransport(self.localTransport)
 
 
 @implementer(IPushProducer)
@@ -321,6 +334,13 @@ class Link(Protocol):
         if not self.closed:
             self.transport.write(encodeControl(message))
 
+    def close(self) -> None:
+        """
+        Close the link (its streams end with it).
+        """
+        if self.transport is not None and not self.closed:
+            closeTransport(self.transport)
+
     def openStream(self, meta: dict[str, Any]) -> Stream:
         """
         Open a new stream to the peer, described by C{meta}.
@@ -346,7 +366,7 @@ class Link(Protocol):
             log.warn(
                 "tunnel link from {peer} broke the frame format: {error}", peer=self._peer(), error=str(e)
             )
-            self.transport.loseConnection()
+            closeTransport(self.transport)
 
     def _peer(self) -> str:
         try:

@@ -53,7 +53,7 @@ class GatewayHarness:
         self.data = os.path.join(self.base, "data")
         self.cacert = os.path.join(self.data, "gateway", "selfsigned.crt")
 
-    async def start(self) -> None:
+    async def start(self, *extra: str) -> None:
         argv = [
             PY,
             "-m",
@@ -66,6 +66,7 @@ class GatewayHarness:
             APEX,
             "--data-dir",
             self.data,
+            *extra,
         ]
         self.gateway = DaemonProcess(self.test, argv, name="gateway")
         self.gateway.start()
@@ -244,3 +245,80 @@ class GatewayEndToEndTests(TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn(b"specter client", err)
         await h.gateway.waitForLog("TLS peer certificate refused")
+
+
+class _WhoAmI(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        return f"client={request.getClientAddress().host}".encode()
+
+
+_PROXY_VISITOR = r"""
+import socket, ssl, sys
+host, port, cafile, header = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+if header:
+    raw.sendall(header.encode() + b"\r\n")
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.set_alpn_protocols(["http/1.1"])
+try:
+    s = ctx.wrap_socket(raw, server_hostname=host)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sys.stdout.write(data.decode())
+except (ssl.SSLError, OSError) as e:
+    sys.stdout.write("refused: " + type(e).__name__)
+"""
+
+
+class GatewayEdgeTests(TestCase):
+    timeout = 90
+
+    async def test_proxyProtocol(self) -> None:
+        """
+        With --proxy-protocol the visitor address from the PROXY header
+        reaches the backend (the client passes it on as a PROXY line);
+        a visitor without a header is refused.
+        """
+        from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+        port, backendPort = _listen(HAProxyWrappingFactory(Site(_WhoAmI())))
+        self.addCleanup(port.stopListening)
+        h = GatewayHarness(self)
+        await h.start("--proxy-protocol")
+        proc = h.client("tunnel", "--proxy-protocol", "--target", f"http://127.0.0.1:{backendPort}", name="tunnel")
+        host = (await proc.waitForLog(r"tunnel (\S+) linked through")).group(1)
+        out, err, code = await getProcessOutputAndValue(PY, ["-c", _PROXY_VISITOR, host, str(h.port), h.cacert, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443"], env=os.environ)
+        self.assertIn("client=203.0.113.7", out.decode(), err)
+        out, err, code = await getProcessOutputAndValue(PY, ["-c", _PROXY_VISITOR, host, str(h.port), h.cacert, ""], env=os.environ)
+        self.assertNotIn("client=", out.decode())
+        out, err, code = await getProcessOutputAndValue(PY, ["-c", _PROXY_VISITOR, host, str(h.port), h.cacert, "PROXY TCP4 bogus"], env=os.environ)
+        self.assertNotIn("client=", out.decode())
+        self.assertTrue(h.gateway.running())
+
+    async def test_connectAndRedirect(self) -> None:
+        """
+        The plain HTTP listener tunnels CONNECT to a tunnel hostname and
+        redirects anything else to HTTPS.
+        """
+        port, backendPort = _listen(Site(_Hello()))
+        self.addCleanup(port.stopListening)
+        h = GatewayHarness(self)
+        httpPort = freePort()
+        await h.start("--listen-http", f"tcp:{httpPort}:interface=127.0.0.1")
+        _, host = await h.tunnel(f"http://127.0.0.1:{backendPort}")
+        out, err, code = await getProcessOutputAndValue(
+            "curl", ["-sS", "--max-time", "10", "--proxytunnel", "--proxy", f"http://127.0.0.1:{httpPort}", f"http://{host}/via-connect"], env=os.environ
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"hello from the backend /via-connect", out)
+        out, err, code = await getProcessOutputAndValue(
+            "curl", ["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", f"Host: {host}", f"http://127.0.0.1:{httpPort}/a/b?c=d"], env=os.environ
+        )
+        self.assertEqual(out.decode(), f"308 https://{host}:{h.port}/a/b?c=d")

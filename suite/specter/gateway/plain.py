@@ -1,0 +1,117 @@
+"""
+The plain HTTP listener (C{--listen-http}): C{CONNECT HOST:PORT} to a
+tunnel (then raw bytes both ways) and a redirect to HTTPS for everything
+else.  It serves no tunnel content and no internal endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.protocol import Factory
+
+from suite.specter.gateway.visitor import _hostOf, _Visitor, errorPage
+from suite.specter.tunnel.mux import closeTransport
+
+if TYPE_CHECKING:
+    from suite.specter.gateway.core import Gateway
+
+__all__ = ["PlainHTTPVisitor", "PlainHTTPFactory"]
+
+
+def redirect(location: str) -> bytes:
+    """
+    A 308 response to C{location} that closes the connection.
+    """
+    body = f'<!doctype html><html><body><a href="{location}">{location}</a></body></html>\n'.encode()
+    return (
+        f"HTTP/1.1 308 Permanent Redirect\r\nLocation: {location}\r\nContent-Type: text/html\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class PlainHTTPVisitor(_Visitor):
+    """
+    One connection on the HTTP listener.
+    """
+
+    kind = "tcp"
+
+    def __init__(self, gateway: Gateway, httpsPort: int) -> None:
+        super().__init__(gateway)
+        self.httpsPort = httpsPort
+        self.head = b""
+        self.routing = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.stream is not None:
+            self.stream.send(data)
+            return
+        if self.done:
+            return
+        if self.routing:
+            self.early.append(data)
+            return
+        self.head += data
+        limit = self.gateway.config.maxHeaderBytes
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0 or end + 4 > limit:
+            if len(self.head) > limit or end >= 0:
+                self._answer(errorPage(431, f"request headers exceed {limit} bytes"))
+            return
+        line = self.head[: self.head.find(b"\r\n")].decode("ascii", "replace")
+        parts = line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self._answer(errorPage(400, "malformed request line"))
+            return
+        method, target, _ = parts
+        head, rest, self.head = self.head[:end], self.head[end + 4 :], b""
+        if method == "CONNECT":
+            host = target.rsplit(":", 1)[0].strip("[]").lower() if ":" in target else target.lower()
+            if not self.gateway.isPublicName(host):
+                self._answer(errorPage(404, f"{host} is not served here"))
+                return
+            self.routing = True
+            if rest:
+                self.early.append(rest)
+            self.route(host)
+            return
+        named = _hostOf(head)
+        if not named or not self.gateway.isPublicName(named):
+            self._answer(errorPage(404, f"{named or 'no host'} is not served here"))
+            return
+        host = named
+        port = "" if self.httpsPort == 443 else f":{self.httpsPort}"
+        path = target if target.startswith("/") else "/"
+        self._answer(redirect(f"https://{host}{port}{path}"))
+
+    def _answer(self, response: bytes) -> None:
+        self.done = True
+        self.transport.write(response)
+        closeTransport(self.transport)
+
+    def _splice(self, link: Any) -> None:
+        self.transport.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        super()._splice(link)
+
+    def fail(self, code: int, detail: str) -> None:
+        self.done = True
+        self.transport.write(errorPage(code, detail))
+        closeTransport(self.transport)
+
+
+class PlainHTTPFactory(Factory):
+    """
+    Builds L{PlainHTTPVisitor}s.
+    """
+
+    noisy = False
+
+    def __init__(self, gateway: Gateway, httpsPort: int) -> None:
+        self.gateway = gateway
+        self.httpsPort = httpsPort
+
+    def buildProtocol(self, addr: Any) -> PlainHTTPVisitor:
+        proto = PlainHTTPVisitor(self.gateway, self.httpsPort)
+        proto.factory = self
+        return proto

@@ -1,0 +1,303 @@
+"""
+Unit tests of the ring's pieces: the membership machine, the frame
+protocol, the RPC factory and the helper site, with in-memory transports.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+from zope.interface.verify import verifyObject
+
+from suite.kv.memory import MemoryStore
+from suite.specter.chord import errors as E
+from suite.specter.chord.errors import RemoteError
+from suite.specter.chord.ids import VnodeRef, between, inRange, vnodeId
+from suite.specter.chord.machine import MembershipCore, buildMembership
+from suite.specter.chord.node import ChordConfig, ChordNode
+from suite.specter.chord.wire import ChordServerFactory, FrameProtocol, WireTransport, pack
+from suite.specter.interfaces import IChordTransport, IRing
+from suite.specter.rpc import RPCFactory
+from suite.web.interfaces import IHealth
+from tests.support.chordsim import SimNetwork, SimTransport
+
+
+class Recorder:
+    """
+    Records the machine's outputs in order.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def beginJoin(self) -> None:
+        self.events.append("beginJoin")
+
+    def becameActive(self) -> None:
+        self.events.append("becameActive")
+
+    def beginLeave(self) -> Deferred[None]:
+        self.events.append("beginLeave")
+        return succeed(None)
+
+    def abandonJoin(self) -> None:
+        self.events.append("abandonJoin")
+
+    def becameLeft(self) -> None:
+        self.events.append("becameLeft")
+
+    def whenLeft(self) -> Deferred[None]:
+        self.events.append("whenLeft")
+        return succeed(None)
+
+
+class MembershipMachineTests(SynchronousTestCase):
+    """
+    Inactive -> Joining -> Active <-> Transferring -> Leaving -> Left.
+    """
+
+    def test_lifecycle(self) -> None:
+        """
+        The full path emits join, active, leave and left in order; transfers
+        are accepted only while Active.
+        """
+        r = Recorder()
+        m = buildMembership(MembershipCore(r))
+        self.assertFalse(m.acceptsTransfer())
+        m.start()
+        self.assertFalse(m.acceptsTransfer())
+        m.joined()
+        self.assertTrue(m.acceptsTransfer())
+        m.transferStarted()
+        self.assertFalse(m.acceptsTransfer())
+        m.transferDone()
+        self.assertTrue(m.acceptsTransfer())
+        m.leave()
+        m.leave()
+        self.assertFalse(m.acceptsTransfer())
+        m.left()
+        m.leave()
+        self.assertEqual(r.events, ["beginJoin", "becameActive", "beginLeave", "whenLeft", "becameLeft"])
+
+    def test_leaveWhileJoining(self) -> None:
+        """
+        Leaving before the join finished abandons it and goes straight to Left.
+        """
+        r = Recorder()
+        m = buildMembership(MembershipCore(r))
+        m.start()
+        self.successResultOf(m.leave())
+        m.joined()
+        self.assertEqual(r.events, ["beginJoin", "abandonJoin", "becameLeft"])
+
+
+class IdTests(SynchronousTestCase):
+    """
+    Ring arithmetic.
+    """
+
+    def test_intervals(self) -> None:
+        """
+        Half-open and open intervals wrap past zero.
+        """
+        self.assertTrue(inRange(5, 1, 5))
+        self.assertFalse(inRange(1, 1, 5))
+        self.assertTrue(inRange(0, 10, 2))
+        self.assertTrue(inRange(7, 3, 3))
+        self.assertTrue(between(0, 10, 2))
+        self.assertFalse(between(2, 10, 2))
+        self.assertFalse(between(3, 3, 3))
+
+    def test_vnodeIds(self) -> None:
+        """
+        A vnode's id depends on the advertise address and its index only.
+        """
+        self.assertEqual(vnodeId("10.0.0.1:443", 0), vnodeId("10.0.0.1:443", 0))
+        self.assertNotEqual(vnodeId("10.0.0.1:443", 0), vnodeId("10.0.0.1:443", 1))
+        self.assertNotEqual(vnodeId("10.0.0.1:443", 0), vnodeId("10.0.0.2:443", 0))
+
+
+def _node(clock: Clock, net: SimNetwork, name: str = "n1:1") -> ChordNode:
+    node = ChordNode(
+        name,
+        SimTransport(net, name),
+        clock,
+        ChordConfig(virtual=2),
+        lambda i: MemoryStore(clock),
+        rng=random.Random(1),
+    )
+    net.nodes[name] = node
+    return node
+
+
+class ProvidesTests(SynchronousTestCase):
+    """
+    Implementations provide their interfaces.
+    """
+
+    def test_interfaces(self) -> None:
+        """
+        Transports provide IChordTransport, the node IRing, its health IHealth.
+        """
+        from suite.specter.web import RingHealth
+
+        clock = Clock()
+        net = SimNetwork(clock, random.Random(1))
+        node = _node(clock, net)
+        self.assertTrue(verifyObject(IChordTransport, SimTransport(net, "x")))
+        self.assertTrue(verifyObject(IChordTransport, WireTransport(MemoryReactorClock(), None)))
+        self.assertTrue(verifyObject(IRing, node))
+        self.assertTrue(verifyObject(IHealth, RingHealth(node)))
+
+
+class FrameProtocolTests(SynchronousTestCase):
+    """
+    Length-prefixed msgpack frames between two protocols in memory.
+    """
+
+    def connect(self, dispatch: Any) -> tuple[FrameProtocol, iosim.IOPump]:
+        server = ChordServerFactory(dispatch)
+        clientProto = FrameProtocol()
+        serverProto = server.buildProtocol(None)
+        _, _, pump = iosim.connectedServerAndClient(lambda: serverProto, lambda: clientProto)
+        return clientProto, pump
+
+    def test_pipelinedCalls(self) -> None:
+        """
+        Several calls in flight are answered and matched by id; errors
+        arrive as RemoteError with their code and hint.
+        """
+        calls: list[Any] = []
+
+        def dispatch(vid: Any, method: str, args: list[Any]) -> Deferred[Any]:
+            calls.append((vid, method, args))
+            if method == "boom":
+                d: Deferred[Any] = Deferred()
+                d.errback(RemoteError(E.NOT_OWNER, "elsewhere", VnodeRef(5, "h:1", 2)))
+                return d
+            return succeed(args[0] * 2)
+
+        client, pump = self.connect(dispatch)
+        a = client.request(7, "double", [21])
+        b = client.request(None, "boom", [])
+        c = client.request(8, "double", [b"x"])
+        pump.flush()
+        self.assertEqual(self.successResultOf(a), 42)
+        self.assertEqual(self.successResultOf(c), b"xx")
+        err = self.failureResultOf(b, RemoteError).value
+        self.assertEqual((err.code, err.hint), (E.NOT_OWNER, VnodeRef(5, "h:1", 2)))
+        self.assertEqual(calls[0], (7, "double", [21]))
+
+    def test_malformedFrameCloses(self) -> None:
+        """
+        A frame that is not msgpack, or not a call, closes that connection.
+        """
+        for frame in (b"\xc1\xc1", pack(["nope"]), pack([0, 1, None])):
+            proto = FrameProtocol(lambda *a: succeed(None))
+            t = StringTransport()
+            proto.makeConnection(t)
+            proto.dataReceived(struct.pack(">I", len(frame)) + frame)
+            self.assertTrue(t.disconnecting, frame)
+
+    def test_oversizedFrameCloses(self) -> None:
+        """
+        A length above the frame limit closes the connection before reading it.
+        """
+        proto = FrameProtocol(lambda *a: succeed(None))
+        t = StringTransport()
+        proto.makeConnection(t)
+        proto.dataReceived(struct.pack(">I", proto.MAX_LENGTH + 1))
+        self.assertTrue(t.disconnecting)
+
+    def test_lostConnectionFailsPending(self) -> None:
+        """
+        Calls pending when the connection drops fail with 'gone'.
+        """
+        proto = FrameProtocol()
+        proto.makeConnection(StringTransport())
+        d = proto.request(1, "ping", [])
+        proto.connectionLost()
+        self.assertEqual(self.failureResultOf(d, RemoteError).value.code, E.GONE)
+
+
+class RPCTests(SynchronousTestCase):
+    """
+    The RPC factory validates calls before they reach the ring.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.net = SimNetwork(self.clock, random.Random(2))
+        self.node = _node(self.clock, self.net)
+        self.node.start(None)
+        self.clock.advance(1)
+        self.rpc = RPCFactory(self.node)
+        self.addCleanup(self.node.stop)
+
+    def call(self, method: str, *args: Any) -> Deferred[Any]:
+        d = self.rpc.dispatch(None, method, list(args))
+        self.clock.advance(0.1)
+        return d
+
+    def test_roundTrip(self) -> None:
+        """
+        put, get, append, list, lookup and stats go through.
+        """
+        self.successResultOf(self.call("kv", "put", b"k", [b"v"]))
+        self.assertEqual(self.successResultOf(self.call("kv", "get", b"k", [])), b"v")
+        self.successResultOf(self.call("kv", "append", "p", ["a"]))
+        self.assertEqual(self.successResultOf(self.call("kv", "list", b"p", [])), [b"a"])
+        lease = self.successResultOf(self.call("kv", "acquire", b"L", [b"me", 10]))
+        self.assertEqual(lease[2], 1)
+        self.assertEqual(
+            self.failureResultOf(self.call("kv", "acquire", b"L", [b"you", 10]), RemoteError).value.code,
+            E.LEASE_HELD,
+        )
+        self.assertIn("owner", self.successResultOf(self.call("lookup", b"k")))
+        self.assertEqual(len(self.successResultOf(self.call("stats"))["vnodes"]), 2)
+
+    def test_badRequests(self) -> None:
+        """
+        Unknown methods and operations, wrong arity, wrong types and
+        oversized keys or values are refused with bad-request.
+        """
+        for args in (
+            ("nosuch",),
+            ("kv", "frob", b"k", []),
+            ("kv", "put", b"k", []),
+            ("kv", "put", b"k", "notalist"),
+            ("kv", "put", 5, [b"v"]),
+            ("kv", "put", b"k" * 5000, [b"v"]),
+            ("kv", "put", b"k", [b"v" * (9 * 1024 * 1024)]),
+            ("kv", "renew", b"k", [b"x", 1]),
+            ("lookup",),
+        ):
+            f = self.failureResultOf(self.call(*args), RemoteError)
+            self.assertEqual(f.value.code, E.BAD_REQUEST, args)
+        self.assertEqual(self.rpc.errors, 9)
+
+
+class HelperSiteTests(SynchronousTestCase):
+    """
+    The loopback helper: /_internal exists only with credentials.
+    """
+
+    def test_noCredentialsNoInternal(self) -> None:
+        """
+        Without credentials /_internal is not mounted at all (404).
+        """
+        from twisted.web.resource import NoResource, Resource
+
+        from suite.specter.web import makeHelperResource
+
+        root = makeHelperResource(object(), Resource(), None, None)
+        child = root.getChildWithDefault(b"_internal", DummyRequest([b"_internal"]))
+        self.assertIsInstance(child, NoResource)

@@ -1,0 +1,370 @@
+"""
+The specter command-line surface: every documented flag and environment
+variable parses, bad values fail with one line naming the flag, and
+makeService builds the ring node's services.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from twisted.application.service import IServiceCollection
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from suite.daemon import ConfigError
+from suite.pki.ca import initBundle
+from suite.specter.options import ConsoleOptions, Options, parseHostPort, parseSize, rpcEndpoint
+from tests.support.process import scriptArgs, twistdArgs
+
+
+def parse(*argv: str, env: dict[str, str] | None = None, console: bool = False) -> usage.Options:
+    o = (ConsoleOptions if console else Options)(environ=env or {})
+    o.parseOptions(list(argv))
+    return o.subOptions
+
+
+BASE = ("server", "--data", "/tmp/specter-data", "--cert", "/tmp/specter-cert")
+
+
+class ServerOptionsTests(SynchronousTestCase):
+    """
+    C{specter server} flags, defaults and environment fallbacks.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        The documented defaults: 5 vnodes, R=3, aof flushed every 3 s, RPC on
+        tcp://127.0.0.1:11180, 16KiB buffers, no join (seed).
+        """
+        o = parse(*BASE)
+        self.assertEqual(o["virtual"], 5)
+        self.assertEqual(o["replicas"], 3)
+        self.assertEqual(o["kv"], "aof")
+        self.assertEqual(o["aof-flush-interval"], 3.0)
+        self.assertEqual(o["rpc-endpoint"], "tcp:11180:interface=127.0.0.1")
+        self.assertEqual(o["transport-buffer"], 16384)
+        self.assertEqual(o["proxy-buffer"], 16384)
+        self.assertEqual(o["join"], [])
+        self.assertEqual(o["data-dir"], "/tmp/specter-data")
+        self.assertEqual(o["cert-dir"], "/tmp/specter-cert")
+
+    def test_everyFlag(self) -> None:
+        """
+        Every documented server flag is accepted and parsed.
+        """
+        o = parse(
+            "--verbose",
+            "server",
+            "--data-dir",
+            "/d",
+            "--cert-dir",
+            "/c",
+            "--apex",
+            "Example.com",
+            "--apex",
+            "b.example",
+            "--acme",
+            "acme://ops@example.net@acme-hosted.net",
+            "--acme-ns",
+            "ns1.acme-hosted.net/203.0.113.10,2001:db8::1",
+            "--join",
+            "10.0.0.1:443",
+            "--virtual",
+            "8",
+            "--advertise-addr",
+            "10.0.0.2:8443",
+            "--listen-addr",
+            "0.0.0.0:8443",
+            "--listen-tcp",
+            "127.0.0.1:9443",
+            "--listen-udp",
+            "0.0.0.0:8443",
+            "--listen-http",
+            "8080",
+            "--listen-rpc",
+            "unix:///run/specter.sock",
+            "--proxy-protocol",
+            "--transport-buffer",
+            "32KiB",
+            "--proxy-buffer",
+            "1MiB",
+            "--auth_user",
+            "ops",
+            "--auth_pass",
+            "pw",
+            "--sentry",
+            "https://key@sentry.example/1",
+            "--kv",
+            "sqlite",
+            "--replicas",
+            "2",
+            "--aof-flush-interval",
+            "1.5",
+        )
+        self.assertTrue(o["verbose"])
+        self.assertEqual(o["apex"], ["example.com", "b.example"])
+        self.assertEqual(o["acme"], ("ops@example.net", "acme-hosted.net"))
+        self.assertEqual(o["acme-ns"], [("ns1.acme-hosted.net", ["203.0.113.10", "2001:db8::1"])])
+        self.assertEqual(o["join"], [("10.0.0.1", 443)])
+        self.assertEqual(o["advertise-addr"], ("10.0.0.2", 8443))
+        self.assertEqual(o["tcp-binds"], [("127.0.0.1", 9443)])
+        self.assertEqual(o["udp-binds"], [("0.0.0.0", 8443)])
+        self.assertEqual(o["listen-http"], ("0.0.0.0", 8080))
+        self.assertEqual(o["rpc-endpoint"], "unix:/run/specter.sock")
+        self.assertEqual(o["proxy-buffer"], 1024 * 1024)
+        self.assertEqual(str(o["auth_pass"]), "***")
+        self.assertEqual(o["auth_pass"].reveal(), "pw")
+        self.assertEqual(o["kv"], "sqlite")
+        self.assertEqual(
+            o.laterFeatures(),  # type: ignore[attr-defined]
+            [
+                "ACME certificates (--acme)",
+                "ACME name servers (--acme-ns)",
+                "QUIC/UDP listeners (--listen-udp)",
+                "HTTP CONNECT/redirect listener (--listen-http)",
+                "PROXY protocol (--proxy-protocol)",
+                "gateway buffer tuning (--transport-buffer)",
+                "gateway buffer tuning (--proxy-buffer)",
+                "Sentry reporting (--sentry / SENTRY_DSN)",
+            ],
+        )
+
+    def test_environment(self) -> None:
+        """
+        LISTEN_ADDR/LISTEN_TCP/LISTEN_UDP (comma-separated), INTERNAL_USER,
+        INTERNAL_PASS and SENTRY_DSN fill flags that were not given.
+        """
+        env = {
+            "LISTEN_ADDR": "0.0.0.0:8443, 0.0.0.0:9443",
+            "LISTEN_UDP": "0.0.0.0:7443",
+            "INTERNAL_USER": "ops",
+            "INTERNAL_PASS": "secret",
+            "SENTRY_DSN": "https://k@s/1",
+        }
+        o = parse(*BASE, env=env)
+        self.assertEqual(o["tcp-binds"], [("0.0.0.0", 8443), ("0.0.0.0", 9443)])
+        self.assertEqual(o["udp-binds"], [("0.0.0.0", 7443)])
+        self.assertEqual(o["advertise-addr"], ("127.0.0.1", 8443))
+        self.assertEqual(o["auth_user"], "ops")
+        self.assertEqual(o["auth_pass"].reveal(), "secret")
+        self.assertEqual(o["sentry"], "https://k@s/1")
+        flags = parse(*BASE, "--listen-tcp", "127.0.0.1:1443", env={"LISTEN_TCP": "0.0.0.0:2443"})
+        self.assertEqual(flags["tcp-binds"], [("127.0.0.1", 1443)])
+
+    def test_errorsNameTheFlag(self) -> None:
+        """
+        Each bad value fails with a one-line ConfigError naming its flag.
+        """
+        cases = [
+            (("server", "--cert", "/c"), "--data-dir"),
+            (("server", "--data", "/d"), "--cert-dir"),
+            ((*BASE, "--cert-env"), "--cert-env"),
+            ((*BASE, "--virtual", "0"), "--virtual"),
+            ((*BASE, "--virtual", "many"), "--virtual"),
+            ((*BASE, "--replicas", "9"), "--replicas"),
+            ((*BASE, "--kv", "redis"), "--kv"),
+            ((*BASE, "--proxy-buffer", "lots"), "--proxy-buffer"),
+            ((*BASE, "--acme", "mailto:x"), "--acme"),
+            ((*BASE, "--acme-ns", "ns1"), "--acme-ns"),
+            ((*BASE, "--acme-ns", "ns1.z/not-an-ip"), "--acme-ns"),
+            ((*BASE, "--listen-rpc", "tcp://0.0.0.0:11180"), "--listen-rpc"),
+            ((*BASE, "--listen-rpc", "http://x"), "--listen-rpc"),
+            ((*BASE, "--listen-internal", "tcp://0.0.0.0:9999"), "--listen-internal"),
+            ((*BASE, "--advertise-addr", "0.0.0.0:443"), "--advertise-addr"),
+            ((*BASE, "--listen-tcp", "h:99999"), "--listen-tcp"),
+            ((*BASE, "--auth_user", "ops"), "--auth_user"),
+            ((*BASE, "--aof-flush-interval", "-1"), "--aof-flush-interval"),
+        ]
+        for argv, flag in cases:
+            e = self.assertRaises(usage.UsageError, parse, *argv)
+            self.assertIn(flag, str(e), argv)
+            self.assertNotIn("\n", str(e))
+
+    def test_remoteRPCNeedsConsent(self) -> None:
+        """
+        A non-loopback RPC bind is accepted only with --rpc-allow-remote.
+        """
+        o = parse(*BASE, "--listen-rpc", "tcp://0.0.0.0:11180", "--rpc-allow-remote")
+        self.assertEqual(o["rpc-endpoint"], "tcp:11180:interface=0.0.0.0")
+
+    def test_subcommandRequired(self) -> None:
+        """
+        Without server or dns the parse fails, saying so.
+        """
+        e = self.assertRaises(ConfigError, Options(environ={}).parseOptions, [])
+        self.assertIn("subcommand", str(e))
+
+
+class DNSAndConsoleTests(SynchronousTestCase):
+    """
+    C{specter dns} flags and the console-only subcommands.
+    """
+
+    def test_dns(self) -> None:
+        """
+        dns takes --acme, repeatable --acme-ns, --rpc and the listeners (53 by default port).
+        """
+        o = parse(
+            "dns",
+            "--acme",
+            "acme://ops@example.net@acme-hosted.net",
+            "--acme-ns",
+            "ns1.acme-hosted.net/203.0.113.10",
+            "--acme-ns",
+            "ns2.acme-hosted.net/203.0.113.11",
+            "--rpc",
+            "unix:///var/run/specter-rpc.sock",
+            "--listen-addr",
+            "0.0.0.0",
+        )
+        self.assertEqual(len(o["acme-ns"]), 2)
+        self.assertEqual(o["rpc-client"], "unix:/var/run/specter-rpc.sock")
+        self.assertEqual(o["tcp-binds"], [("0.0.0.0", 53)])
+        self.assertRaises(ConfigError, parse, "dns", "--acme", "acme://a@b@c")
+
+    def test_kvHelper(self) -> None:
+        """
+        specter kv ACTION args parses its action and arity.
+        """
+        o = parse("kv", "--rpc", "tcp://127.0.0.1:7000", "put", "k", "v", console=True)
+        self.assertEqual(
+            (o["action"], o["args"], o["rpc-client"]), ("put", ["k", "v"], "tcp:host=127.0.0.1:port=7000")
+        )
+        self.assertRaises(ConfigError, parse, "kv", "frob", console=True)
+        self.assertRaises(ConfigError, parse, "kv", "get", console=True)
+
+    def test_helpers(self) -> None:
+        """
+        Sizes, host:port pairs and RPC URIs parse as documented.
+        """
+        self.assertEqual(parseSize("--x", "16KiB"), 16384)
+        self.assertEqual(parseSize("--x", "1MB"), 1_000_000)
+        self.assertEqual(parseHostPort("--x", "[::1]:80"), ("::1", 80))
+        self.assertEqual(rpcEndpoint("--x", "tcp://[::1]:5"), "tcp:5:interface=\\:\\:1")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    makeServerService builds the node under a memory reactor.
+    """
+
+    def test_services(self) -> None:
+        """
+        The root holds the mTLS ring listener, the RPC listener and the
+        helper site; each vnode's store lives in DATA/i.
+        """
+        from suite.specter.service import makeServerService
+
+        base = self.mktemp()
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        o = parse(
+            "server",
+            "--data",
+            os.path.join(base, "data"),
+            "--cert",
+            os.path.join(base, "cert"),
+            "--virtual",
+            "3",
+            "--listen-tcp",
+            "127.0.0.1:7443",
+        )
+        reactor = MemoryReactorClock()
+        root = makeServerService(o, reactor)
+        self.assertTrue(IServiceCollection.providedBy(root))
+        self.assertEqual(len(list(root)), 3)
+        self.assertEqual(len(root.node.vnodes), 3)
+        for i in range(3):
+            self.assertTrue(os.path.exists(os.path.join(base, "data", str(i), "kv.aof")))
+        self.assertEqual(root.node.addr, "127.0.0.1:7443")
+
+    def test_laterFeatureRefused(self) -> None:
+        """
+        Asking for a feature of a later stage fails with 'not implemented yet'.
+        """
+        from suite.specter.service import makeServerService
+
+        base = self.mktemp()
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        o = parse(
+            "server",
+            "--data",
+            os.path.join(base, "d"),
+            "--cert",
+            os.path.join(base, "cert"),
+            "--listen-udp",
+            "0.0.0.0:443",
+        )
+        e = self.assertRaises(ConfigError, makeServerService, o, MemoryReactorClock())
+        self.assertIn("not implemented yet", str(e))
+        self.assertIn("--listen-udp", str(e))
+
+    def test_badBundle(self) -> None:
+        """
+        A missing CA bundle is one error naming the file.
+        """
+        from suite.specter.service import makeServerService
+
+        base = self.mktemp()
+        o = parse("server", "--data", os.path.join(base, "d"), "--cert", os.path.join(base, "nope"))
+        e = self.assertRaises(ConfigError, makeServerService, o, MemoryReactorClock())
+        self.assertIn("nope", str(e))
+
+
+class CommandLineTests(TestCase):
+    """
+    The real commands print help and one-line errors.
+    """
+
+    def test_help(self) -> None:
+        """
+        twistd specter server --help names the documented flags.
+        """
+        out = subprocess.run(
+            twistdArgs("specter", "server", "--help"), capture_output=True, text=True, timeout=60
+        ).stdout
+        for flag in (
+            "--data-dir",
+            "--cert-dir",
+            "--cert-env",
+            "--apex",
+            "--acme",
+            "--acme-ns",
+            "--join",
+            "--virtual",
+            "--advertise-addr",
+            "--listen-addr",
+            "--listen-tcp",
+            "--listen-udp",
+            "--listen-http",
+            "--listen-rpc",
+            "--proxy-protocol",
+            "--transport-buffer",
+            "--proxy-buffer",
+            "--auth_user",
+            "--auth_pass",
+            "--sentry",
+            "--kv",
+            "--replicas",
+            "--manhole",
+            "LISTEN_ADDR",
+            "INTERNAL_USER",
+            "SENTRY_DSN",
+        ):
+            self.assertIn(flag, out)
+
+    def test_oneLineErrors(self) -> None:
+        """
+        A bad flag and a not-yet-built feature each end the command with one
+        stderr line and exit code 2.
+        """
+        for argv, needle in (
+            (("server", "--data", "/tmp/x"), "--cert-dir"),
+            (("dns", "--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone/192.0.2.1"), "not implemented yet"),
+        ):
+            r = subprocess.run(scriptArgs("specter", *argv), capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(needle, r.stderr)
+            self.assertNotIn("Traceback", r.stderr)
