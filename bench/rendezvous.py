@@ -4,7 +4,7 @@ Benchmark the Goop2 rendezvous hub.
 Starts C{twistd goop rendezvous DIR} on a free loopback port, then:
 
   1. 10,000 peers publish (signed) and publish again as a heartbeat;
-     client-side latency of each C{/publish} gives p50/p99 (2 client threads,
+     client-side latency of each C{/publish} gives p50/p99 (one client thread,
      keep-alive connections, each peer behind its own X-Forwarded-For address
      as behind a reverse proxy);
   2. C{/peers.json} with 10,000 peers: mean latency over 10 requests;
@@ -219,7 +219,7 @@ def main() -> None:
         )
         print(
             f"peers={count} publish_p50_ms={pct(lat, 0.5):.2f} publish_p99_ms={pct(lat, 0.99):.2f} "
-            f"peers_json_ms={sum(times) / len(times):.1f} mb_per_1k_peers={mb:.2f} sse_clients_ok={sseOK}/{SSE_CLIENTS} "
+            f"peers_json_ms={sum(times) / len(times):.1f} mb_per_1k_peers={mb:.2f} sse_clients_ok={sseOK} sse_clients={SSE_CLIENTS} "
             f"loadavg={os.getloadavg()[0]:.1f}"
         )
     finally:

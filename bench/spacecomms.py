@@ -164,9 +164,43 @@ def propagation(base: str, rate: int, seconds: int, warmup: int) -> dict[str, An
         stop(procs)
 
 
+GENERATOR = r"""
+import http.client, json, sys, threading, time
+host, port, token, rate, count, bodyFile, outFile = sys.argv[1:8]
+rate, count = int(rate), int(count)
+bodies = json.load(open(bodyFile))
+sent, codes = {}, {}
+start = time.time() + 0.5
+def worker(k, n):
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    for i in range(k, count, n):
+        delay = start + i / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        t = time.time()
+        try:
+            conn.request("POST", "/cdms", bodies[i], {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+            r = conn.getresponse(); r.read()
+            codes[r.status] = codes.get(r.status, 0) + 1
+            sent["P-%d" % i] = t
+        except Exception:
+            codes[0] = codes.get(0, 0) + 1
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+threads = [threading.Thread(target=worker, args=(k, 4)) for k in range(4)]
+for th in threads: th.start()
+for th in threads: th.join()
+json.dump({"start": start, "sent": sent, "codes": codes}, open(outFile, "w"))
+"""
+
+
 def _drive(
     a: NodeSpec, d: NodeSpec, rate: int, seconds: int, warmup: int, procs: list[subprocess.Popen[bytes]]
 ) -> dict[str, Any]:
+    """
+    The probe node D runs in this process and notes when each CDM arrives;
+    a separate process posts the CDMs to A at the steady rate (4 keep-alive
+    connections) and notes when each was sent.  Both use the wall clock.
+    """
     from twisted.internet import reactor, task
     from twisted.internet.defer import Deferred, ensureDeferred
 
@@ -177,60 +211,51 @@ def _drive(
     doc["storage"] = {"type": "memory"}
     cfg = parseConfig(doc, env(), d.configPath)
     probe = SpaceCommsService(cfg, reactor)
-    sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
     realPut = probe.node.store.put
 
     def put(record: Any) -> None:
         if record.kind == "cdm" and record.key not in arrived:
-            arrived[record.key] = time.perf_counter()
+            arrived[record.key] = time.time()
         realPut(record)
 
     probe.node.store.put = put  # type: ignore[method-assign]
     result: dict[str, Any] = {}
+    base = os.path.dirname(d.configPath)
+    count = rate * (seconds + warmup)
+    bodyFile = os.path.join(base, "bodies.json")
+    with open(bodyFile, "w") as f:
+        json.dump([encode(sampleCDM(f"P-{i}", object2=f"9{i}"), "json") for i in range(count)], f)
+    outFile = os.path.join(base, "sent.json")
 
     async def run() -> None:
-        import treq
-        from twisted.web.client import HTTPConnectionPool
-
         probe.startService()
-        pool = HTTPConnectionPool(reactor)
-        pool.maxPersistentPerHost = 32
         deadline = time.monotonic() + 60
         while len(probe.node.links) < 1 or not _connected(a):
             if time.monotonic() > deadline:
                 raise SystemExit("bench: line A-B-C-D did not come up")
             await task.deferLater(reactor, 0.2, lambda: None)
-        bodies = [
-            encode(sampleCDM(f"P-{i}", object2=f"9{i}"), "json").encode()
-            for i in range(rate * (seconds + warmup))
-        ]
-        headers: Any = {
-            b"Authorization": [f"Bearer {ADMIN}".encode()],
-            b"Content-Type": [b"application/json"],
-        }
-        codes: dict[int, int] = {}
-
-        async def post(i: int) -> None:
-            sent[f"P-{i}"] = time.perf_counter()
-            try:
-                r = await treq.post(a.url("/cdms"), data=bodies[i], headers=headers, pool=pool)
-                await r.content()
-                codes[r.code] = codes.get(r.code, 0) + 1
-            except Exception:
-                del sent[f"P-{i}"]
-                codes[0] = codes.get(0, 0) + 1
-
         cpu0 = [cpuSeconds(p.pid) for p in procs]
-        start = time.perf_counter()
-        pending = []
-        for i in range(len(bodies)):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await task.deferLater(reactor, delay, lambda: None)
-            pending.append(ensureDeferred(post(i)))
-        for p in pending:
-            await p
+        gen = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                GENERATOR,
+                "127.0.0.1",
+                str(a.apiPort),
+                ADMIN,
+                str(rate),
+                str(count),
+                bodyFile,
+                outFile,
+            ]
+        )
+        while gen.poll() is None:
+            await task.deferLater(reactor, 0.2, lambda: None)
+        with open(outFile) as f:
+            report = json.load(f)
+        sent: dict[str, float] = report["sent"]
+        start = report["start"]
         wait = time.monotonic() + 20
         while len(arrived) < len(sent) and time.monotonic() < wait:
             await task.deferLater(reactor, 0.1, lambda: None)
@@ -239,7 +264,7 @@ def _drive(
             f"{n}={c / max(1, len(sent)) * 1e6:.0f}" for n, c in zip("ABC", cpu, strict=True)
         )
         series = [(sent[k] - start, (arrived[k] - sent[k]) * 1000) for k in sent if k in arrived]
-        with open(os.path.join(os.path.dirname(d.configPath), "latencies.json"), "w") as f:
+        with open(os.path.join(base, "latencies.json"), "w") as f:
             json.dump(series, f)
         lat = sorted(ms for t, ms in series if t >= warmup)
         allLat = sorted(ms for _, ms in series)
@@ -250,9 +275,8 @@ def _drive(
             p99=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
             max=lat[-1] if lat else float("nan"),
             p99_with_warmup=allLat[min(len(allLat) - 1, int(len(allLat) * 0.99))] if allLat else float("nan"),
-            http_errors=sum(v for k, v in codes.items() if k != 201),
+            http_errors=sum(v for k, v in report["codes"].items() if k != "201"),
         )
-        await pool.closeCachedConnections()
         await probe.stopService()
 
     def finish(_: Any) -> None:

@@ -5,9 +5,11 @@ Specter ring KV benchmark.
 
 Measures, in one run:
   - put and get ops/s through --listen-rpc on a 3-process ring (aof, R=3,
-    5 vnodes each, mTLS between processes), clients pipelining requests to
-    all three processes;
-  - put ops/s on the aof and sqlite backends alone (one store, in process);
+    5 vnodes each, mTLS between processes), clients keeping 64 requests in
+    flight on each of six connections spread over the three processes (best
+    of two runs);
+  - put ops/s on the aof and sqlite backends alone (one store, in process,
+    best of three runs; aof includes the final write+fsync);
   - lookup hop count versus ring size (converged rings built in memory,
     iterative lookups from random vnodes with successor lists of 4);
   - the time a leaving process takes to hand its keys over (2-process ring,
@@ -87,12 +89,13 @@ class Proc:
             self.p.wait()
 
 
-def runClients(ports: list[int], op: str, keys: list[bytes], window: int = 256) -> float:
+def runClients(ports: list[int], op: str, keys: list[bytes], window: int = 64) -> float:
     """
     Issue one op per key through the RPC ports with C{window} requests in
     flight per connection; returns ops/s.
     """
     from twisted.internet import defer, task
+    from twisted.python.failure import Failure
 
     from suite.specter.rpc import connectRPC
 
@@ -103,21 +106,35 @@ def runClients(ports: list[int], op: str, keys: list[bytes], window: int = 256) 
         chunks = [keys[i :: len(clients)] for i in range(len(clients))]
         start = time.perf_counter()
 
-        async def worker(c: Any, ks: list[bytes]) -> None:
-            pending: list[Any] = []
-            for k in ks:
-                if op == "put":
-                    pending.append(c.kv("put", k, b"v" * 64))
-                else:
-                    pending.append(c.kv("get", k))
-                if len(pending) >= window // 2:
-                    await defer.gatherResults(pending)
-                    pending = []
-            await defer.gatherResults(pending)
+        def worker(c: Any, ks: list[bytes]) -> defer.Deferred[None]:
+            # a sliding window: a new request goes out as each answer comes in
+            done: defer.Deferred[None] = defer.Deferred()
+            it = iter(ks)
+            state = {"inflight": 0}
 
-        await defer.gatherResults(
-            [defer.Deferred.fromCoroutine(worker(c, ks)) for c, ks in zip(clients, chunks, strict=True)]
-        )
+            def issue() -> None:
+                for k in it:
+                    state["inflight"] += 1
+                    d = c.kv("put", k, b"v" * 64) if op == "put" else c.kv("get", k)
+                    d.addBoth(answered)
+                    return
+                if state["inflight"] == 0 and not done.called:
+                    done.callback(None)
+
+            def answered(result: Any) -> None:
+                state["inflight"] -= 1
+                if isinstance(result, Failure):
+                    failures.append(result)
+                issue()
+
+            for _ in range(window):
+                issue()
+            return done
+
+        failures: list[Any] = []
+        await defer.gatherResults([worker(c, ks) for c, ks in zip(clients, chunks, strict=True)])
+        if failures:
+            raise SystemExit(f"{len(failures)} {op}s failed: {failures[0].getErrorMessage()}")
         result.append(len(keys) / (time.perf_counter() - start))
         for c in clients:
             c.close()
@@ -139,10 +156,12 @@ def benchRing(base: str, cert: str, n: int) -> tuple[float, float]:
         for p in procs:
             p.ready()
         time.sleep(3)
-        keys = [b"bench-%d" % i for i in range(n)]
         ports = [p.rpc for p in procs]
-        puts = _inChild(runClients, ports, "put", keys)
-        gets = _inChild(runClients, ports, "get", keys)
+        puts = gets = 0.0
+        for attempt in range(2):  # best of two: other work on the machine adds noise
+            keys = [b"bench-%d-%d" % (attempt, i) for i in range(n)]
+            puts = max(puts, _inChild(runClients, ports, "put", keys))
+            gets = max(gets, _inChild(runClients, ports, "get", keys))
         return puts, gets
     finally:
         for p in procs:
@@ -192,7 +211,7 @@ def benchBackend(base: str, backend: str, n: int) -> float:
                 await defer.gatherResults(batch)
                 batch = []
         await defer.gatherResults(batch)
-        if backend == "aof":
+        if kind == "aof":
             await store.flush()
         out.append(n / (time.perf_counter() - start))
         await store.close()
@@ -286,6 +305,9 @@ def benchHandover(base: str, cert: str, n: int) -> tuple[float, int]:
         a.p.send_signal(signal.SIGTERM)
         a.p.wait(300)
         elapsed = time.perf_counter() - start
+        kept = _inChild(_records, b.rpc)
+        if kept < n:
+            raise SystemExit(f"handover lost keys: the remaining process holds {kept} of {n}")
         return elapsed, held
     finally:
         for p in procs:
@@ -326,9 +348,9 @@ def main() -> None:
 
         cert = os.path.join(base, "cert")
         initBundle(cert, ["127.0.0.1"])
-        aof = _inChild(benchBackend, base, "aof", int(200_000 * scale))
+        aof = max(_inChild(benchBackend, base, f"aof{i}", int(200_000 * scale)) for i in range(3))
         print(f"aof backend: {aof:,.0f} puts/s", flush=True)
-        sqlite = _inChild(benchBackend, base, "sqlite", int(50_000 * scale))
+        sqlite = max(_inChild(benchBackend, base, f"sqlite{i}", int(50_000 * scale)) for i in range(3))
         print(f"sqlite backend: {sqlite:,.0f} puts/s", flush=True)
         hops = benchHops([16, 64, 256, 1024] if not args.quick else [16, 64])
         for size, h in hops.items():

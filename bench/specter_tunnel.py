@@ -76,6 +76,12 @@ http {{
     listen 127.0.0.1:{proxy};
     location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
   }}
+  server {{
+    listen 127.0.0.1:{proxyTLS} ssl;
+    ssl_certificate {d}/tls.crt;
+    ssl_certificate_key {d}/tls.key;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
 }}
 """
 
@@ -105,7 +111,9 @@ def wrk(url: str, duration: int, connections: int, threads: int, host: str | Non
     }
 
 
-def h2load(url: str, requests: int, clients: int, streams: int, authority: str | None = None) -> dict[str, float]:
+def h2load(
+    url: str, requests: int, clients: int, streams: int, authority: str | None = None
+) -> dict[str, float]:
     argv = ["h2load", "-n", str(requests), "-c", str(clients), "-m", str(streams), url]
     if authority:
         argv[1:1] = ["-H", f":authority: {authority}"]
@@ -138,11 +146,22 @@ def main() -> None:
         os.makedirs(os.path.join(ng, "www"))
         with open(os.path.join(ng, "www", "index.html"), "wb") as f:
             f.write(b"x" * 99 + b"\n")
-        backend, backendH2, proxy, gw = freePort(), freePort(), freePort(), freePort()
+        backend, backendH2, proxy, proxyTLS, gw = freePort(), freePort(), freePort(), freePort(), freePort()
+        from suite.pki.ca import certificateToPEM, keyToPEM, mintSelfSigned
+
+        cert, key = mintSelfSigned(["127.0.0.1"])
+        with open(os.path.join(ng, "tls.crt"), "wb") as f:
+            f.write(certificateToPEM(cert))
+        with open(os.path.join(ng, "tls.key"), "wb") as f:
+            f.write(keyToPEM(key))
         with open(os.path.join(ng, "nginx.conf"), "w") as f:
-            f.write(NGINX.format(d=ng, backend=backend, backendH2=backendH2, proxy=proxy))
+            f.write(NGINX.format(d=ng, backend=backend, backendH2=backendH2, proxy=proxy, proxyTLS=proxyTLS))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        procs.append(subprocess.Popen([nginx, "-c", os.path.join(ng, "nginx.conf"), "-p", ng], stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [nginx, "-c", os.path.join(ng, "nginx.conf"), "-p", ng], stderr=subprocess.DEVNULL
+            )
+        )
         waitPort(backend)
         waitPort(proxy)
         log = open(os.path.join(base, "gateway.log"), "wb")
@@ -163,9 +182,23 @@ def main() -> None:
         clientLog = os.path.join(base, "client.log")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "suite.specter.client", "--server", f"127.0.0.1:{gw}", "--cert-dir", os.path.join(base, "client"),
-                 "tunnel", "--links", "1", "--target", f"http://127.0.0.1:{backend}"],
-                stdout=subprocess.PIPE, stderr=open(clientLog, "wb"), cwd=ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "suite.specter.client",
+                    "--server",
+                    f"127.0.0.1:{gw}",
+                    "--cert-dir",
+                    os.path.join(base, "client"),
+                    "tunnel",
+                    "--links",
+                    "1",
+                    "--target",
+                    f"http://127.0.0.1:{backend}",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=open(clientLog, "wb"),
+                cwd=ROOT,
             )  # fmt: skip
         )
         assert procs[-1].stdout is not None
@@ -178,24 +211,36 @@ def main() -> None:
         d, c = args.duration, args.connections
         direct = wrk(f"http://127.0.0.1:{backend}/", d, c, 2)
         viaNginx = wrk(f"http://127.0.0.1:{proxy}/", d, c, 2)
+        viaNginxTLS = wrk(f"https://127.0.0.1:{proxyTLS}/", d, c, 2)
         tunnel = wrk(tunnelURL, d, c, 2, host)
         direct1 = wrk(f"http://127.0.0.1:{backend}/", 4, 1, 1)
         tunnel1 = wrk(tunnelURL, 4, 1, 1, host)
         h2direct = h2load(f"http://127.0.0.1:{backendH2}/", 100000, 16, 10)
         h2tunnel = h2load(tunnelURL, 20000, 16, 10, host)
-        rows = [("direct", direct), ("nginx", viaNginx), ("tunnel", tunnel), ("direct_c1", direct1), ("tunnel_c1", tunnel1)]
+        rows = [
+            ("direct", direct),
+            ("nginx", viaNginx),
+            ("nginx_tls", viaNginxTLS),
+            ("tunnel", tunnel),
+            ("direct_c1", direct1),
+            ("tunnel_c1", tunnel1),
+        ]
         for name, r in rows:
-            print(f"wrk {name:10s} rps={r['rps']:9.0f} p50={r['p50']:7.2f}ms p99={r['p99']:7.2f}ms non2xx={r['non2xx']:.0f}")
+            print(
+                f"wrk {name:10s} rps={r['rps']:9.0f} p50={r['p50']:7.2f}ms p99={r['p99']:7.2f}ms non2xx={r['non2xx']:.0f}"
+            )
         print(f"h2load direct rps={h2direct['rps']:.0f} failed={h2direct['failed']:.0f}")
         print(f"h2load tunnel rps={h2tunnel['rps']:.0f} failed={h2tunnel['failed']:.0f}")
-        print(f"ratios: tunnel/direct={tunnel['rps'] / direct['rps']:.3f} tunnel/nginx={tunnel['rps'] / viaNginx['rps']:.3f}")
+        print(
+            f"ratios: tunnel/direct={tunnel['rps'] / direct['rps']:.3f} tunnel/nginx={tunnel['rps'] / viaNginx['rps']:.3f}"
+        )
         print(f"gateway={args.gateway} connections={c} duration={d}s")
         print(
             f"direct_rps={direct['rps']:.0f} nginx_rps={viaNginx['rps']:.0f} tunnel_rps={tunnel['rps']:.0f} "
             f"tunnel_added_p50_ms={tunnel1['p50'] - direct1['p50']:.3f} h2_tunnel_rps={h2tunnel['rps']:.0f} "
             f"h2_direct_rps={h2direct['rps']:.0f} direct_p50_ms={direct['p50']:.2f} direct_p99_ms={direct['p99']:.2f} "
             f"nginx_p50_ms={viaNginx['p50']:.2f} nginx_p99_ms={viaNginx['p99']:.2f} tunnel_p50_ms={tunnel['p50']:.2f} "
-            f"tunnel_p99_ms={tunnel['p99']:.2f} c_over_a={tunnel['rps'] / direct['rps']:.3f} c_over_b={tunnel['rps'] / viaNginx['rps']:.3f}"
+            f"tunnel_p99_ms={tunnel['p99']:.2f} nginx_tls_rps={viaNginxTLS['rps']:.0f} c_over_a={tunnel['rps'] / direct['rps']:.3f} c_over_b={tunnel['rps'] / viaNginx['rps']:.3f}"
         )
     finally:
         for p in reversed(procs):

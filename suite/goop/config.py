@@ -87,8 +87,8 @@ def _url(key: str, v: Any) -> str:
 
 def _mdnsTag(key: str, v: Any) -> str:
     v = _str(key, v)
-    if v and not all(c.isalnum() or c in "-_" for c in v) or len(v) > 40:
-        raise ConfigError(f"{CONFIG_NAME}: {key}: use letters, digits, '-' or '_' (at most 40)")
+    if (v and not all(c.isascii() and (c.isalnum() or c == "-") for c in v)) or len(v) > 15:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: a DNS-SD service name: letters, digits and '-', at most 15")
     return v
 
 

@@ -15,6 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from suite.goop.webutil import finishRequest
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
 
@@ -106,8 +107,7 @@ class HealthzResource(Resource):
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
             body = {"status": "ok" if ok else "unhealthy", "checks": results, "reasons": reasons}
-            request.write(json.dumps(body).encode() + b"\n")
-            request.finish()
+            finishRequest(request, json.dumps(body).encode() + b"\n")
 
         Deferred.fromCoroutine(collect()).addCallback(done)
         return NOT_DONE_YET

@@ -35,7 +35,7 @@ class SSEHub:
         maxPerIP: int = 64,
         keepaliveSeconds: float = 15.0,
         maxBufferBytes: int = 256 * 1024,
-        idleTimeout: float | None = 3600.0,
+        idleTimeout: float | None = 600.0,
         initial: Callable[[], Iterable[bytes]] | None = None,
     ) -> None:
         self.maxPerIP = maxPerIP

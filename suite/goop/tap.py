@@ -51,14 +51,15 @@ HUB_PARAMETERS: list[list[Any]] = [
     [
         "publish-rate",
         None,
-        1.0,
-        "Sustained /publish requests per second per client address (0: no limit).",
+        5.0,
+        "Sustained /publish requests per second per client address (0: no limit); "
+        "5/s covers 150 peers with 30 s heartbeats behind one address.",
         _positive("publish-rate"),
     ],
     [
         "publish-burst",
         None,
-        10.0,
+        20.0,
         "Burst of /publish requests allowed per client address.",
         _positive("publish-burst"),
     ],

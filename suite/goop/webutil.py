@@ -11,7 +11,7 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-__all__ = ["header", "clientIP", "jsonResponse", "readBody", "JSONErrorPage", "isLoopback"]
+__all__ = ["finishRequest", "header", "clientIP", "jsonResponse", "readBody", "JSONErrorPage", "isLoopback"]
 
 
 def header(request: Request, name: str) -> str:
@@ -81,3 +81,11 @@ class JSONErrorPage(Resource):
 
     def render(self, request: Request) -> bytes:
         return jsonResponse(request, self.code, {"error": self.reason})
+
+
+def finishRequest(request: Request, body: bytes) -> None:
+    """Write C{body} and finish, unless the client has gone away meanwhile."""
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    request.write(body)
+    request.finish()

@@ -192,7 +192,9 @@ def bucketBounds(low: int, high: int, buckets: int) -> list[tuple[int, int]]:
     return [(s % RING_SIZE, e % RING_SIZE) for s, e in zip(starts, ends, strict=True)]
 
 
-def digestBuckets(items: Iterable[tuple[int, str, bytes, bytes]], low: int, high: int, buckets: int) -> list[tuple[int, int]]:
+def digestBuckets(
+    items: Iterable[tuple[int, str, bytes, bytes]], low: int, high: int, buckets: int
+) -> list[tuple[int, int]]:
     """
     Per-bucket C{(count, digest)} of C{(ringId, kind, key, payload)} items
     lying in C{(low, high]}, buckets as in L{bucketBounds}.
@@ -262,7 +264,9 @@ class Table:
 
     def digests(self, low: int, high: int, buckets: int) -> list[tuple[int, int]]:
         ids = self.ids
-        return digestBuckets(((ids[key], kind, key, payload) for (kind, key), payload in self.data.items()), low, high, buckets)
+        return digestBuckets(
+            ((ids[key], kind, key, payload) for (kind, key), payload in self.data.items()), low, high, buckets
+        )
 
     def inRange(self, low: int, high: int) -> list[Record]:
         ids = self.ids

@@ -74,8 +74,10 @@ class Progress:
     snapshot: tuple[SnapshotMeta, bytes] | None = None
     snapshotOffset: int = 0
     offsetAtHeartbeat: int = -1
+    epoch: int = 0
 
     def becomeProbe(self, next: int) -> None:
+        self.epoch += 1
         self.state, self.next, self.paused, self.snapshot = "probe", next, False, None
         self.inflight.clear()
 
@@ -93,6 +95,7 @@ class LeaderState:
         self.pending: dict[int, Deferred[Any]] = {}
         self.selfMatch = 0
         self.noopIndex = 0
+        self.unwritten = 0
         self.committedInTerm = False
         self.abandoned = False
         self._flushCall: IDelayedCall | None = None
@@ -110,7 +113,7 @@ class LeaderState:
         for peer in sorted(node.configs.latest().members() - {node.id}):
             self.progress[peer] = Progress(next=node.log.lastIndex() + 1)
         self.selfMatch = node.log.lastIndex()
-        self.noopIndex = node.log.lastIndex() + 1
+        self.noopIndex = self.unwritten = node.log.lastIndex() + 1
         self.appendLocal([Entry(self.term, self.noopIndex, NOOP)])
         for interval, fn in (
             (self.settings.heartbeatInterval, self.broadcastHeartbeat),
@@ -135,6 +138,7 @@ class LeaderState:
         """
         Leadership is over: fail every waiter.
         """
+        self.writeLocal()
         self.abandoned = True
         self.stop()
         for call in (self._flushCall, self.transferTimer):
@@ -155,9 +159,26 @@ class LeaderState:
     # -- appending ----------------------------------------------------------
 
     def appendLocal(self, entries: list[Entry]) -> None:
+        """
+        Append to the in-memory log now; the durable write and the
+        replication of everything appended in this reactor turn happen
+        together in L{flush} (one WAL record, one AppendEntries per peer).
+        """
         node = self.node
-        node.log.append(entries)  # type: ignore[arg-type]
-        last = entries[-1].index
+        node.log.append(entries)
+        if self._flushCall is None:
+            self._flushCall = node.clock.callLater(0, self.flush)
+
+    def writeLocal(self) -> None:
+        """
+        Hand the entries not yet given to storage to it.
+        """
+        node = self.node
+        last = node.log.lastIndex()
+        if self.unwritten > last:
+            return
+        entries = node.log.slice(self.unwritten, last + 1, 1 << 62)
+        self.unwritten = last + 1
 
         def durable(_: object) -> None:
             if not self.abandoned and last > self.selfMatch:
@@ -165,11 +186,10 @@ class LeaderState:
                 self.maybeCommit()
 
         node.storage.appendEntries(None, entries).addCallback(durable).addErrback(node._storageFailed)
-        if self._flushCall is None:
-            self._flushCall = node.clock.callLater(0, self.flush)
 
     def flush(self) -> None:
         self._flushCall = None
+        self.writeLocal()
         for peer in list(self.progress):
             self.sendAppend(peer)
 
@@ -193,7 +213,14 @@ class LeaderState:
             )
             node.send(
                 AppendEntries(
-                    node.id, peer, self.term, pr.next - 1, prevTerm, tuple(entries), node.commitIndex
+                    node.id,
+                    peer,
+                    self.term,
+                    pr.next - 1,
+                    prevTerm,
+                    tuple(entries),
+                    node.commitIndex,
+                    pr.epoch,
                 )
             )
             if pr.state == "probe":
@@ -204,6 +231,19 @@ class LeaderState:
             pr.next = entries[-1].index + 1
             pr.inflight.append(pr.next - 1)
             allowEmpty = False
+
+    def sendTail(self, peer: str, pr: Progress) -> None:
+        """
+        An empty AppendEntries at the end of what was sent.
+        """
+        node = self.node
+        prevTerm = node.log.term(pr.next - 1)
+        if prevTerm is None:
+            self.startSnapshot(peer, pr)
+        else:
+            node.send(
+                AppendEntries(node.id, peer, self.term, pr.next - 1, prevTerm, (), node.commitIndex, pr.epoch)
+            )
 
     def startSnapshot(self, peer: str, pr: Progress) -> None:
         snap = self.node.storage.readSnapshot()
@@ -253,7 +293,8 @@ class LeaderState:
             self._afterProgress(m.src, pr)
             self.sendAppend(m.src)
             return
-        if m.rejectIndex <= pr.match or pr.state == "snapshot":
+        if m.rejectIndex <= pr.match or pr.state == "snapshot" or m.epoch != pr.epoch:
+            # Stale: answers a message sent before the last fall-back to probing.
             return
         if pr.state == "probe" and m.rejectIndex != pr.next - 1:
             return
@@ -285,7 +326,10 @@ class LeaderState:
             if pr.state == "probe":
                 pr.paused = False
             elif pr.inflight and pr.match == pr.matchAtHeartbeat:
-                pr.becomeProbe(pr.match + 1)
+                # No acknowledgement since the last heartbeat: if a message
+                # was lost the follower rejects this one (gap) and we probe;
+                # if it is merely slow, it acknowledges later.
+                self.sendTail(m.src, pr)
             self.sendAppend(m.src)
         pr.matchAtHeartbeat = pr.match
 

@@ -134,6 +134,7 @@ class AppendEntries(Message):
     prevLogTerm: int
     entries: tuple[Entry, ...]
     commit: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class AppendEntriesResponse(Message):
     rejectIndex: int = 0
     conflictTerm: int = 0
     conflictIndex: int = 0
+    epoch: int = 0
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class RaftNode:
         self.rng = rng or random.Random()
         self.term = 0
         self.votedFor: str | None = None
+        self.durableTerm = 0
         self.log = RaftLog()
         self.configs = ConfigurationHistory(bootstrap or Configuration(frozenset()))
         self.commitIndex = 0
@@ -97,6 +98,7 @@ class RaftNode:
         """
         recovered: Recovered = await self.storage.load()
         self.term, self.votedFor = recovered.term, recovered.votedFor
+        self.durableTerm = self.term
         if recovered.snapshot is not None:
             meta, data = recovered.snapshot
             self.log = RaftLog(meta.index, meta.term, recovered.entries)
@@ -173,9 +175,7 @@ class RaftNode:
                 )
             self._countVotes()
 
-        self.storage.saveHardState(self.term, self.votedFor).addCallback(persisted).addErrback(
-            self._storageFailed
-        )
+        self._saveHardState().addCallback(persisted).addErrback(self._storageFailed)
 
     def startLeading(self) -> LeaderTimers:
         from suite.raft.leader import LeaderState
@@ -210,6 +210,17 @@ class RaftNode:
 
         self.storage.sync().addCallback(run).addErrback(self._storageFailed)  # type: ignore[attr-defined]
 
+    def _saveHardState(self) -> Deferred[None]:
+        term = self.term
+
+        def saved(_: object) -> None:
+            self.durableTerm = max(self.durableTerm, term)
+
+        d = self.storage.saveHardState(term, self.votedFor)
+        d.addCallback(saved)
+        d.addErrback(self._storageFailed)
+        return d
+
     def _storageFailed(self, failure: Any) -> None:
         log.failure("node {node}: storage write failed; stopping", failure, node=self.id)
         self.stop()
@@ -241,7 +252,7 @@ class RaftNode:
     def _adoptTerm(self, term: int, leader: str | None) -> None:
         self.term, self.votedFor, self.leaderId = term, None, leader
         self._election = None
-        self.storage.saveHardState(term, None).addErrback(self._storageFailed)
+        self._saveHardState()
         self.role.higherTermSeen()
 
     def _logUpToDate(self, lastIndex: int, lastTerm: int) -> bool:
@@ -312,7 +323,7 @@ class RaftNode:
         grant = upToDate and self.votedFor in (None, m.src) and self.leader is None
         if grant:
             self.votedFor = m.src
-            self.storage.saveHardState(self.term, m.src).addErrback(self._storageFailed)
+            self._saveHardState()
             self.armElectionTimerIfFollowing()
         reply = RequestVoteResponse(self.id, m.src, self.term, grant)
         self.whenDurable(lambda: self.send(reply))
@@ -344,7 +355,9 @@ class RaftNode:
         if m.prevLogIndex < self.commitIndex:
             committed = self.commitIndex
             self.whenDurable(
-                lambda: self.send(AppendEntriesResponse(self.id, m.src, m.term, True, committed))
+                lambda: self.send(
+                    AppendEntriesResponse(self.id, m.src, m.term, True, committed, epoch=m.epoch)
+                )
             )
             return
         prevTerm = self.log.term(m.prevLogIndex)
@@ -358,7 +371,7 @@ class RaftNode:
                     conflictIndex -= 1
             self.send(
                 AppendEntriesResponse(
-                    self.id, m.src, m.term, False, 0, m.prevLogIndex, conflictTerm, conflictIndex
+                    self.id, m.src, m.term, False, 0, m.prevLogIndex, conflictTerm, conflictIndex, m.epoch
                 )
             )
             return
@@ -386,7 +399,9 @@ class RaftNode:
             self.storage.appendEntries(truncate, []).addErrback(self._storageFailed)
         lastNew = m.prevLogIndex + len(m.entries)
         self._commitTo(min(m.commit, lastNew))
-        self.whenDurable(lambda: self.send(AppendEntriesResponse(self.id, m.src, m.term, True, lastNew)))
+        self.whenDurable(
+            lambda: self.send(AppendEntriesResponse(self.id, m.src, m.term, True, lastNew, epoch=m.epoch))
+        )
 
     def _noteConfigs(self, entries: list[Entry]) -> bool:
         changed = False
@@ -403,8 +418,11 @@ class RaftNode:
             return
         self._heardFromLeader(m.src)
         self._commitTo(min(m.commit, self.log.lastIndex()))
-        last = self.log.lastIndex()
-        self.whenDurable(lambda: self.send(HeartbeatResponse(self.id, m.src, m.term, m.context, last)))
+        reply = HeartbeatResponse(self.id, m.src, m.term, m.context, self.log.lastIndex())
+        if self.durableTerm == self.term:
+            self.send(reply)
+        else:
+            self.whenDurable(lambda: self.send(reply))
 
     def _onInstallSnapshot(self, m: InstallSnapshot) -> None:
         if self.leader is not None:

@@ -13,21 +13,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from suite.daemon import ConfigError
 from suite.raft.api import clientAPIFactory
+from suite.raft.embed import RaftNodeService, makeRaftNodeService
 from suite.raft.kv import KeyValueStateMachine
-from suite.raft.messages import Configuration
-from suite.raft.node import RaftNode, RaftSettings
+from suite.raft.node import RaftSettings
 from suite.raft.observe import RaftHealth, makeRegistry
-from suite.raft.transport import RaftTransport
-from suite.raft.wal import WALStorage
 
 log = Logger()
 
@@ -80,69 +73,15 @@ class Options(usage.Options):
         self["snapshot-dir"] = self["snapshot-dir"] or os.path.join(self["data-dir"], "snapshots")
 
 
-class RaftKVService(MultiService):
-    """
-    Owns the node; starts it after storage is loaded.
-    """
-
-    def __init__(self, node: RaftNode, storage: WALStorage, transport: RaftTransport) -> None:
-        super().__init__()
-        self.node, self.storage, self.transport = node, storage, transport
-        self.started: Deferred[None] | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self.started = Deferred.fromCoroutine(self.node.start())
-        self.started.addErrback(self._failed)
-
-    def _failed(self, failure: Any) -> None:
-        log.failure("raft node failed to start", failure)
-        from twisted.internet import reactor
-
-        reactor.stop()  # type: ignore[attr-defined]
-
-    def stopService(self) -> Deferred[None]:
-        self.node.stop()
-        self.transport.close()
-        d = super().stopService()
-
-        async def closing() -> None:
-            if d is not None:
-                await d
-            await self.storage.close()
-
-        return Deferred.fromCoroutine(closing())
-
-
-def makeService(options: Options, reactor: Any) -> RaftKVService:
+def makeService(options: Options, reactor: Any) -> RaftNodeService:
     """
     Build the node's service tree from parsed options.
     """
-    nodeId = options["id"]
-    peers = dict(options["peer"])
-    storage = WALStorage(options["wal-dir"], options["snapshot-dir"], reactor)
-    secure = not options["insecure"]
-    serverCreator: Any = None
-    if secure:
+    bundle = None
+    if not options["insecure"]:
         from suite.pki.bundle import loadBundle
-        from suite.pki.tls import clientContextFactory, serverContextFactory
 
         bundle = loadBundle(options["cert-dir"])
-        serverCreator = serverContextFactory(bundle, trustClientCA=True)
-
-        def clientCreatorFor(address: str) -> Any:
-            return clientContextFactory(bundle, ipAddress=address.rsplit(":", 1)[0])
-
-    def connect(address: str, factory: Any) -> Deferred[Any]:
-        host, port = address.rsplit(":", 1)
-        endpoint = clientFromString(reactor, f"tcp:host={host}:port={port}:timeout=2")
-        if secure:
-            from twisted.internet.endpoints import wrapClientTLS
-
-            endpoint = wrapClientTLS(clientCreatorFor(address), endpoint)
-        return endpoint.connect(factory)  # type: ignore[no-any-return]
-
-    transport = RaftTransport(nodeId, reactor, connect, peers, secure=secure)
     kv = KeyValueStateMachine()
     settings = RaftSettings(
         electionTimeoutMin=options["election-timeout-ms"] / 1000.0,
@@ -150,26 +89,20 @@ def makeService(options: Options, reactor: Any) -> RaftKVService:
         heartbeatInterval=options["heartbeat-ms"] / 1000.0,
         snapshotThreshold=options["snapshot-threshold"],
     )
-    bootstrap = Configuration(frozenset(peers) | {nodeId}, frozenset(), tuple(sorted(peers.items())))
-    node = RaftNode(nodeId, reactor, storage, transport, kv, bootstrap, settings)
-    root = RaftKVService(node, storage, transport)
+    root = makeRaftNodeService(
+        options["id"],
+        reactor,
+        kv,
+        peers=options["peer"],
+        raftListen=options["raft-listen"],
+        walDir=options["wal-dir"],
+        snapshotDir=options["snapshot-dir"],
+        bundle=bundle,
+        settings=settings,
+    )
+    node = root.node
     registry, latency = makeRegistry(node)
-
-    def listen(description: str, factory: Any, name: str) -> None:
-        try:
-            endpoint = serverFromString(reactor, description)
-        except (ValueError, TypeError, KeyError) as e:
-            raise ConfigError(f"--{name} {description!r}: {e}")
-        if secure:
-            from suite.pki.tls import TLSServerEndpoint
-
-            endpoint = TLSServerEndpoint(endpoint, serverCreator, reactor)
-        svc = StreamServerEndpointService(endpoint, factory)
-        svc.setName(name)
-        svc.setServiceParent(root)
-
-    listen(options["raft-listen"], transport.serverFactory(), "raft-listen")
-    listen(options["client-listen"], clientAPIFactory(node, kv, latency.observe), "client-listen")
+    root.listen(options["client-listen"], clientAPIFactory(node, kv, latency.observe), "--client-listen")
     if options["admin"]:
         from suite.web.admin import makeAdminResource, makeAdminService
 

@@ -155,7 +155,11 @@ def makeTokenChecker(tokens: Any) -> TokenChecker:
     return TokenChecker({t.id: (t.secret, t.permissions) for t in tokens})
 
 
-def _rule(writePermission: Permission, publicRead: bool) -> Callable[[IRequest], Permission | None]:
+def _rule(writePermission: Permission) -> Callable[[IRequest], Permission | None]:
+    """
+    read for GET/HEAD, C{writePermission} for anything else.
+    """
+
     def rule(request: IRequest) -> Permission | None:
         method = (request.method or b"").upper()
         if method in (b"GET", b"HEAD"):
@@ -187,6 +191,6 @@ def makeAPIResource(
     }
     for name, (resource, writePermission) in guarded.items():
         if checker is not None:
-            resource = requireBearer(resource, checker, _rule(writePermission, False), realm="spacecomms")
+            resource = requireBearer(resource, checker, _rule(writePermission), realm="spacecomms")
         root.putChild(name, resource)
     return root

@@ -312,10 +312,18 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
     tlsEnabled = c.boolean(tls, "enabled", "server.tls", False)
     paths: dict[str, str | None] = {}
     for key in ("cert_path", "key_path", "ca_path"):
-        paths[key] = c.string(tls, key, "server.tls", required=tlsEnabled)
+        paths[key] = c.string(tls, key, "server.tls", required=tlsEnabled and key != "ca_path")
         p = paths[key]
         if tlsEnabled and p and not os.path.isfile(p):
             c.error(f"server.tls.{key}", f"no such file: {p}")
+    if tlsEnabled and paths["ca_path"] is None and paths["cert_path"]:
+        # The guide's example names no CA; by convention it sits next to the
+        # node certificate.
+        beside = os.path.join(os.path.dirname(paths["cert_path"]), "ca.crt")
+        if os.path.isfile(beside):
+            paths["ca_path"] = beside
+        else:
+            c.error("server.tls.ca_path", f"not set, and no ca.crt next to server.tls.cert_path ({beside})")
 
     auth = c.section(c.section(doc, "api", "", {"auth"}), "auth", "api", {"enabled", "tokens"})
     authEnabled = c.boolean(auth, "enabled", "api.auth", True)

@@ -31,6 +31,7 @@ from suite.spacecomms.store import Record
 __all__ = ["SpaceNode", "CONJUNCTION_WINDOW_SECONDS"]
 
 CONJUNCTION_WINDOW_SECONDS = 60.0
+CLEANUP_INTERVAL_SECONDS = 60.0
 CAPABILITIES = ["cdm", "object_state", "resync"]
 
 
@@ -55,9 +56,11 @@ class SpaceNode:
         self.peerConfigs: dict[str, PeerConfig] = {p.id: p for p in config.peers}
         self.buckets: dict[str, TokenBucket] = {}
         self.syncs: dict[str, tuple[set[tuple[str, str]], IDelayedCall]] = {}
+        self.syncSends: dict[str, IDelayedCall] = {}
         self.metrics = NodeMetrics(self)
         self.onPeersChanged: list[Callable[[], None]] = []
         self._lastSeq = 0
+        self._lastCleanup = float("-inf")
         self._tcaHeap: list[tuple[float, str]] = []
         self._pairs: dict[frozenset[str], set[str]] = {}
         self._tick = LoopingCall(self.tick)
@@ -84,6 +87,10 @@ class SpaceNode:
             if call.active():
                 call.cancel()
         self.syncs.clear()
+        for call in self.syncSends.values():
+            if call.active():
+                call.cancel()
+        self.syncSends.clear()
         return self.store.close()
 
     def now(self) -> float:
@@ -243,8 +250,8 @@ class SpaceNode:
 
     def tick(self) -> None:
         """
-        Withdraw CDMs whose TCA has passed (TCA_PASSED, on every node) and
-        apply the retention limits.
+        Withdraw CDMs whose TCA has passed (TCA_PASSED, on every node) and,
+        once a minute, apply the retention limits.
         """
         now = self.now()
         while self._tcaHeap and self._tcaHeap[0][0] < now:
@@ -253,7 +260,8 @@ class SpaceNode:
             if r is not None and r.active and r.tca is not None and r.tca < now:
                 self._tombstone(r, "TCA_PASSED", r.sequence, r.origin, r.learnedFrom)
                 self.log.info("cdm {cdm_id} withdrawn: TCA_PASSED", cdm_id=key)
-        if self.config.cleanup_enabled:
+        if self.config.cleanup_enabled and now - self._lastCleanup >= CLEANUP_INTERVAL_SECONDS:
+            self._lastCleanup = now
             for kind, hours in (
                 ("cdm", self.config.cdm_retention_hours),
                 ("object", self.config.object_retention_hours),
@@ -371,14 +379,25 @@ class SpaceNode:
             entry = self.syncs.pop(peer, None)
             if entry is not None and entry[1].active():
                 entry[1].cancel()
+            send = self.syncSends.pop(peer, None)
+            if send is not None and send.active():
+                send.cancel()
         for cb in self.onPeersChanged:
             cb()
 
     def envelopeReceived(self, link: IPeerLink, env: Envelope) -> None:
         peer = link.peerId
         self.metrics.received()
+        sync = self.syncs.get(peer)
+        routed = env.message_type in ROUTED_TYPES
+        if routed and sync is not None:
+            # Re-announced during the sync window: counts as refreshed even
+            # if it is dropped below, so it is never mistaken for stale.
+            kind = "cdm" if env.message_type.startswith("CDM") else "object"
+            sync[0].add((kind, env.payload["cdm_id" if kind == "cdm" else "object_id"]))
         bucket = self.buckets.get(peer)
-        if env.message_type in ROUTED_TYPES and bucket is not None and not bucket.take():
+        resyncing = sync is not None and env.payload.get("sync") is True
+        if routed and not resyncing and bucket is not None and not bucket.take():
             self.log.warn(
                 "rate limit exceeded: peer {peer} message {message_id} dropped",
                 peer=peer,
@@ -420,9 +439,6 @@ class SpaceNode:
         p = env.payload
         kind = "cdm" if env.message_type.startswith("CDM") else "object"
         key = p["cdm_id"] if kind == "cdm" else p["object_id"]
-        sync = self.syncs.get(peer)
-        if sync is not None:
-            sync[0].add((kind, key))
         decision = self.router.inbound(env, peer, self.policies(peer))
         if not decision.accept:
             self.log.info(

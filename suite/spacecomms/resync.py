@@ -6,7 +6,7 @@ learned from that peer and that were not re-announced.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from suite.spacecomms.envelope import Envelope
 from suite.spacecomms.interfaces import IPeerLink
@@ -18,52 +18,76 @@ if TYPE_CHECKING:
 __all__ = ["sendSync", "endSync"]
 
 
-def sendSync(node: SpaceNode, link: IPeerLink) -> None:
-    """
-    Re-announce this node's entries to a newly connected peer (except what
-    the peer originated or taught us), then send END_OF_SYNC.
-    """
-    peer = link.peerId
-    sent = 0
+SYNC_BATCH = 200
+
+
+def _candidates(node: SpaceNode, peer: str) -> list[tuple[str, str]]:
+    out = []
     for kind in ("cdm", "object"):
         for rec in node.store.records(kind):
             r: Record = rec
             if r.origin == peer or r.learnedFrom == peer:
                 continue
-            idKey = "cdm_id" if kind == "cdm" else "object_id"
-            if r.active:
-                mtype = "CDM_ANNOUNCE" if kind == "cdm" else "OBJECT_STATE_ANNOUNCE"
-                payload = {
-                    idKey: r.key,
-                    "sequence": r.sequence,
-                    ("cdm" if kind == "cdm" else "state"): r.body,
-                    "sync": True,
-                }
-            else:
-                if r.reason in ("SUPERSEDED", "TCA_PASSED"):
-                    continue
-                mtype = "CDM_WITHDRAW" if kind == "cdm" else "OBJECT_STATE_WITHDRAW"
-                payload = {
-                    idKey: r.key,
-                    "sequence": r.sequence,
-                    "reason": r.reason or "ERROR",
-                    "sync": True,
-                }
-            env = Envelope(
-                mtype,
-                r.origin,
-                payload,
-                timestamp=node.now(),
-                ttl=node.config.message_ttl_seconds,
-                path=(node.nodeId,),
-            )
+            if not r.active and r.reason in ("SUPERSEDED", "TCA_PASSED"):
+                continue
+            out.append((kind, r.key))
+    return out
+
+
+def _envelope(node: SpaceNode, r: Record) -> Envelope:
+    cdm = r.kind == "cdm"
+    idKey = "cdm_id" if cdm else "object_id"
+    payload: dict[str, Any]
+    if r.active:
+        mtype = "CDM_ANNOUNCE" if cdm else "OBJECT_STATE_ANNOUNCE"
+        payload = {idKey: r.key, "sequence": r.sequence, ("cdm" if cdm else "state"): r.body, "sync": True}
+    else:
+        mtype = "CDM_WITHDRAW" if cdm else "OBJECT_STATE_WITHDRAW"
+        payload = {idKey: r.key, "sequence": r.sequence, "reason": r.reason or "ERROR", "sync": True}
+    return Envelope(
+        mtype,
+        r.origin,
+        payload,
+        timestamp=node.now(),
+        ttl=node.config.message_ttl_seconds,
+        path=(node.nodeId,),
+    )
+
+
+def sendSync(node: SpaceNode, link: IPeerLink) -> None:
+    """
+    Re-announce this node's entries to a newly connected peer (except what
+    the peer originated or taught us), then send END_OF_SYNC.  Entries go
+    out in batches of L{SYNC_BATCH}, one batch per reactor turn, each read
+    from the store as it is sent; the sync stops if the session goes away.
+    """
+    peer = link.peerId
+    keys = _candidates(node, peer)
+    sent = 0
+
+    def step(start: int) -> None:
+        nonlocal sent
+        node.syncSends.pop(peer, None)
+        if node.links.get(peer) is not link:
+            node.log.info("re-sync to {peer} abandoned: session gone", peer=peer)
+            return
+        for kind, key in keys[start : start + SYNC_BATCH]:
+            r: Record | None = node.store.get(kind, key)
+            if r is None or (not r.active and r.reason in ("SUPERSEDED", "TCA_PASSED")):
+                continue
+            env = _envelope(node, r)
             node.router.seen.seen(env.message_id)
             link.sendEnvelope(env)
             sent += 1
-    link.sendEnvelope(
-        Envelope("END_OF_SYNC", node.nodeId, {"count": sent}, timestamp=node.now(), path=(node.nodeId,))
-    )
-    node.log.info("re-sync to {peer}: sent {count} entries and END_OF_SYNC", peer=peer, count=sent)
+        if start + SYNC_BATCH < len(keys):
+            node.syncSends[peer] = node.clock.callLater(0, step, start + SYNC_BATCH)
+            return
+        link.sendEnvelope(
+            Envelope("END_OF_SYNC", node.nodeId, {"count": sent}, timestamp=node.now(), path=(node.nodeId,))
+        )
+        node.log.info("re-sync to {peer}: sent {count} entries and END_OF_SYNC", peer=peer, count=sent)
+
+    step(0)
 
 
 def endSync(node: SpaceNode, peer: str, why: str) -> None:

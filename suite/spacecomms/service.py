@@ -21,10 +21,11 @@ from suite.spacecomms.config import Config, ConfigInvalid, PeerConfig, loadConfi
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.peers import PeerManager
 from suite.spacecomms.store import FileStore, MemoryStore
-from suite.web.limits import LimitedSite
+from suite.web.limits import LimitedRequest, LimitedSite
 
 __all__ = ["SpaceCommsService", "TLSContexts"]
 
+ALPN = b"spacecomms/1.0"
 RESTART_ONLY = (
     "node_id",
     "host",
@@ -68,15 +69,29 @@ class TLSContexts:
         if not requireClientCert:
             return serverContextFactory(self.bundle, requireClientCert=False)
         if self._server is None:
-            self._server = serverContextFactory(self.bundle)
+            # ALPN: peers ask for the SpaceComms protocol; http/1.1 lets curl
+            # reach the GET /health probe on the same port.
+            self._server = serverContextFactory(self.bundle, acceptableProtocols=[ALPN, b"http/1.1"])
         return self._server
 
     def client(self, host: str) -> Any:
         from suite.pki.tls import clientContextFactory
 
         if host not in self._clients:
-            self._clients[host] = clientContextFactory(self.bundle, hostname=host)
+            self._clients[host] = clientContextFactory(self.bundle, hostname=host, acceptableProtocols=[ALPN])
         return self._clients[host]
+
+
+class _APIRequest(LimitedRequest):
+    """
+    The API takes JSON, KVN and XML bodies, never HTML form posts: skip
+    Twisted's form-body parsing (an e-mail-header parse of Content-Type on
+    every POST).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(*args, **kwargs)
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -116,6 +131,7 @@ class SpaceCommsService(MultiService):
         self.checker = makeTokenChecker(config.tokens) if config.auth_enabled else None
         resource = makeAPIResource(self.node, self.checker, self.peers.status, self.addPeer, self.removePeer)
         self.site = LimitedSite(resource, maxBodyBytes=config.max_body_bytes)
+        self.site.requestFactory = _APIRequest
         self.site.displayTracebacks = False
         factory: Any = self.site
         if config.api_tls and self.tls is not None:

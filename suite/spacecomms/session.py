@@ -16,6 +16,7 @@ backoff is the job of the peer manager's ClientService.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -260,6 +261,7 @@ class PeerProtocol(Int32StringReceiver):
         hello: Any,
     ) -> None:
         self.sink = sink
+        self._sniffed = False
         self.nodeId = nodeId
         self.clock = clock
         self.MAX_LENGTH = maxFrameBytes
@@ -288,6 +290,38 @@ class PeerProtocol(Int32StringReceiver):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.machine.connectionLost(reason.getErrorMessage() if reason is not None else "closed")
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._sniffed:
+            self._sniffed = True
+            if data[:4] in (b"GET ", b"HEAD"):
+                self._answerHTTP(data)
+                return
+        super().dataReceived(data)
+
+    def _answerHTTP(self, data: bytes) -> None:
+        """
+        A plain HTTP request on the peer port (an operator checking it with
+        curl): answer C{/health} with a small JSON document and close.
+        """
+        path = data.split(b" ", 2)[1] if data.count(b" ") >= 2 else b""
+        if path.split(b"?")[0] == b"/health":
+            code = b"200 OK"
+            body = json.dumps(
+                {"status": "healthy", "node_id": self.nodeId, "protocol": "spacecomms", "versions": ["1.0"]}
+            )
+        else:
+            code = b"404 Not Found"
+            body = json.dumps({"error": "this is the SpaceComms peer port; only GET /health is served here"})
+        raw = body.encode() + b"\n"
+        head = (
+            b"HTTP/1.0 "
+            + code
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % len(raw)
+        )
+        self.transport.write(head + (b"" if data.startswith(b"HEAD") else raw))  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def stringReceived(self, data: bytes) -> None:
         try:
@@ -371,8 +405,8 @@ class PeerProtocol(Int32StringReceiver):
         for _ in range(3):
             if t is None:
                 break
-            v = t.__dict__.get("_tempDataLen") if hasattr(t, "__dict__") else None
-            if isinstance(v, int):
-                return v
-            t = t.__dict__.get("transport") if hasattr(t, "__dict__") else None
+            buffered = getattr(t, "dataBuffer", None)
+            if isinstance(buffered, bytes):
+                return len(buffered) - int(getattr(t, "offset", 0)) + int(getattr(t, "_tempDataLen", 0))
+            t = getattr(t, "transport", None)
         return 0

@@ -93,12 +93,17 @@ def makeService(options: usage.Options, reactor: Any = None, installSignals: boo
     from suite.spacecomms.logsetup import configure
     from suite.spacecomms.service import SpaceCommsService
 
+    if getattr(options, "subCommand", None) == "validate-config":
+        from suite.spacecomms.cli import validateConfig
+
+        raise SystemExit(validateConfig(options))
     environ = getattr(options, "environ", None)
     config = loadConfig(options["config"], environ)
-    configure(config.log_format, config.log_level, config.log_output)
+    verbose = bool(options.get("verbose"))
+    configure("pretty" if verbose else config.log_format, config.log_level, config.log_output)
     service = SpaceCommsService(config, reactor, environ=environ, installSignals=installSignals)
     attachCommon(service, options, {"node": service.node, "service": service}, reactor)
-    if config.log_format == "pretty":
+    if verbose or config.log_format == "pretty":
         from suite import logging as suitelogging
 
         suitelogging.setVerbose(True)

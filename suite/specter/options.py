@@ -8,8 +8,6 @@ and validated here, in one place; errors are one line naming the flag.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +15,17 @@ from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions
 from suite.logging import Secret
+from suite.specter.addresses import (
+    ListenMixin,
+    clientEndpoint,
+    isLoopbackEndpoint,
+    parseAcme,
+    parseAcmeNS,
+    parseHostPort,
+    parseSize,
+    rpcEndpoint,
+    splitEnv,
+)
 
 __all__ = [
     "ServerOptions",
@@ -34,186 +43,9 @@ __all__ = [
 KV_BACKENDS = ("aof", "sqlite", "memory")
 DEFAULT_RPC = "tcp://127.0.0.1:11180"
 DEFAULT_INTERNAL = "tcp://127.0.0.1:9999"
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KIB|MB|MIB|GB|GIB|K|M|G)?\s*$", re.IGNORECASE)
-_UNITS = {
-    None: 1,
-    "B": 1,
-    "K": 1024,
-    "KB": 1000,
-    "KIB": 1024,
-    "M": 1024**2,
-    "MB": 1000**2,
-    "MIB": 1024**2,
-    "G": 1024**3,
-    "GB": 1000**3,
-    "GIB": 1024**3,
-}
 
 
-def parseSize(flag: str, text: str) -> int:
-    """
-    Parse a byte size such as C{16KiB}, C{1MB} or C{4096}.
-    """
-    m = _SIZE.match(text)
-    if not m:
-        raise ConfigError(f"{flag}: {text!r} is not a size (examples: 16KiB, 1MiB, 4096)")
-    value = int(m.group(1)) * _UNITS[m.group(2).upper() if m.group(2) else None]
-    if value <= 0:
-        raise ConfigError(f"{flag}: size must be positive")
-    return value
-
-
-def parseHostPort(flag: str, text: str, defaultPort: int | None = None) -> tuple[str, int]:
-    """
-    Parse C{HOST:PORT} or C{[V6]:PORT}; C{defaultPort} fills a bare host.
-    """
-    text = text.strip()
-    host: str
-    port: str | None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ConfigError(f"{flag}: {text!r} has an unclosed '['")
-        host, rest = text[1:end], text[end + 1 :]
-        port = rest[1:] if rest.startswith(":") else None
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, None
-    if port is None or port == "":
-        if defaultPort is None:
-            raise ConfigError(f"{flag}: {text!r} needs a port (HOST:PORT)")
-        return host, defaultPort
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{flag}: {text!r} has an invalid port")
-    if not host:
-        host = "0.0.0.0"
-    return host, int(port)
-
-
-def rpcEndpoint(flag: str, uri: str) -> str:
-    """
-    Turn C{tcp://HOST:PORT} or C{unix:///path.sock} into a Twisted endpoint
-    string.  Plain endpoint strings (C{tcp:PORT:interface=...},
-    C{unix:PATH}) pass through.
-    """
-    if uri.startswith("unix://"):
-        path = uri[len("unix://") :]
-        if not path.startswith("/"):
-            raise ConfigError(f"{flag}: {uri!r} must be unix:///absolute/path.sock")
-        return f"unix:{path}"
-    if uri.startswith("tcp://"):
-        host, port = parseHostPort(flag, uri[len("tcp://") :])
-        host = host.replace(":", "\\:")
-        return f"tcp:{port}:interface={host}"
-    if uri.startswith(("tcp:", "unix:")):
-        return uri
-    raise ConfigError(f"{flag}: {uri!r} must be tcp://HOST:PORT or unix:///path.sock")
-
-
-def clientEndpoint(flag: str, uri: str) -> str:
-    """
-    The client endpoint string that reaches the server endpoint C{uri}.
-    """
-    server = rpcEndpoint(flag, uri)
-    if server.startswith("unix:"):
-        return server
-    parts = dict(p.split("=", 1) for p in server.split(":")[2:] if "=" in p)
-    port = server.split(":")[1]
-    host = parts.get("interface", "127.0.0.1").replace("\\:", ":")
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"tcp:host={host}:port={port}"
-
-
-def isLoopbackEndpoint(endpoint: str) -> bool:
-    """
-    Whether a server endpoint string binds only loopback or a unix socket.
-    """
-    if endpoint.startswith("unix:"):
-        return True
-    m = re.search(r"interface=([^:]+(?:\\:[^:]*)*)", endpoint)
-    if not m:
-        return False
-    host = m.group(1).replace("\\:", ":")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _splitEnv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-class _ListenMixin:
-    """
-    C{--listen-addr}/C{--listen-tcp}/C{--listen-udp}, repeatable, with the
-    comma-separated environment fallbacks.
-    """
-
-    def _initListen(self: Any) -> None:
-        self["listen-addr"] = []
-        self["listen-tcp"] = []
-        self["listen-udp"] = []
-
-    def opt_listen_addr(self: Any, value: str) -> None:
-        """
-        Shared TCP+UDP bind HOST:PORT (repeatable or comma-separated; env LISTEN_ADDR).
-        """
-        self["listen-addr"].extend(_splitEnv(value))
-
-    def opt_listen_tcp(self: Any, value: str) -> None:
-        """
-        TCP-only bind HOST:PORT, overrides --listen-addr for TCP (repeatable; env LISTEN_TCP).
-        """
-        self["listen-tcp"].extend(_splitEnv(value))
-
-    def opt_listen_udp(self: Any, value: str) -> None:
-        """
-        UDP-only bind HOST:PORT for QUIC (repeatable; env LISTEN_UDP).
-        """
-        self["listen-udp"].extend(_splitEnv(value))
-
-    def _finishListen(self: Any, defaultPort: int) -> None:
-        env = self.environ
-        for key, name in (
-            ("listen-addr", "LISTEN_ADDR"),
-            ("listen-tcp", "LISTEN_TCP"),
-            ("listen-udp", "LISTEN_UDP"),
-        ):
-            if not self[key] and env.get(name):
-                self[key] = _splitEnv(env[name])
-        flagOf = {"listen-addr": "--listen-addr", "listen-tcp": "--listen-tcp", "listen-udp": "--listen-udp"}
-        for key in flagOf:
-            self[key] = [parseHostPort(flagOf[key], v, defaultPort) for v in self[key]]
-        self["tcp-binds"] = list(self["listen-tcp"] or self["listen-addr"])
-        self["udp-binds"] = list(self["listen-udp"] or self["listen-addr"])
-
-
-def _parseAcme(flag: str, value: str) -> tuple[str, str]:
-    m = re.match(r"^acme://(.+)@([^@/]+)$", value)
-    if not m or "@" not in m.group(1):
-        raise ConfigError(f"{flag}: {value!r} must look like acme://EMAIL@ACME_ZONE")
-    return m.group(1), m.group(2)
-
-
-def _parseAcmeNS(value: str) -> tuple[str, list[str]]:
-    name, sep, addrs = value.partition("/")
-    if not sep or not name or not addrs:
-        raise ConfigError(f"--acme-ns: {value!r} must look like ns1.zone/IPv4[,IPv6]")
-    out = []
-    for a in addrs.split(","):
-        try:
-            out.append(str(ipaddress.ip_address(a.strip())))
-        except ValueError:
-            raise ConfigError(f"--acme-ns: {a!r} is not an IP address") from None
-    return name, out
-
-
-class ServerOptions(_ListenMixin, DaemonOptions):
+class ServerOptions(ListenMixin, DaemonOptions):
     """
     C{specter server}: a ring node (Chord vnodes + replicated KV).
     """
@@ -271,6 +103,24 @@ class ServerOptions(_ListenMixin, DaemonOptions):
         ["auth_user", None, None, "User for /_internal basic auth (env INTERNAL_USER)."],
         ["auth_pass", None, None, "Password for /_internal basic auth (env INTERNAL_PASS)."],
         ["sentry", None, None, "Sentry DSN for error reporting (env SENTRY_DSN)."],
+        [
+            "auth-ldap",
+            None,
+            None,
+            "Also accept /_internal users by LDAP simple bind: ldap://HOST[:PORT], ldaps://... or an endpoint string.",
+        ],
+        [
+            "auth-ldap-dn",
+            None,
+            None,
+            "Bind DN template for --auth-ldap, e.g. uid={username},ou=people,dc=example,dc=org.",
+        ],
+        [
+            "auth-ldap-group",
+            None,
+            None,
+            "Optional LDAP filter the user must match (its group), e.g. (cn=ops).",
+        ],
         ["kv", None, "aof", "KV backend: aof (default), sqlite or memory (tests only)."],
         ["replicas", None, "3", "Copies of each key (owner + R-1 successors on distinct processes)."],
         ["aof-flush-interval", None, "3", "Seconds between AOF flush+fsync."],
@@ -312,7 +162,7 @@ class ServerOptions(_ListenMixin, DaemonOptions):
         """
         Authoritative NS and glue for the ACME zone: ns1.zone/IPv4[,IPv6] (repeatable).
         """
-        self["acme-ns"].append(_parseAcmeNS(value))
+        self["acme-ns"].append(parseAcmeNS(value))
 
     def opt_transport_buffer(self, value: str) -> None:
         """
@@ -358,13 +208,17 @@ class ServerOptions(_ListenMixin, DaemonOptions):
         for key in ("transport-buffer", "proxy-buffer"):
             self[key] = parseSize(f"--{key}", str(self[key]))
         if self["acme"]:
-            self["acme"] = _parseAcme("--acme", self["acme"])
+            self["acme"] = parseAcme("--acme", self["acme"])
         user, password = self["auth_user"], self["auth_pass"]
         if bool(user) != bool(password):
             raise ConfigError(
                 "--auth_user: --auth_user and --auth_pass (INTERNAL_USER/INTERNAL_PASS) go together"
             )
         self["auth_pass"] = Secret(password) if password else None
+        if bool(self["auth-ldap"]) != bool(self["auth-ldap-dn"]):
+            raise ConfigError("--auth-ldap: --auth-ldap and --auth-ldap-dn go together")
+        if self["auth-ldap-dn"] and "{username}" not in self["auth-ldap-dn"]:
+            raise ConfigError("--auth-ldap-dn: the template must contain {username}")
         self._finishListen(443)
         if self["advertise-addr"]:
             self["advertise-addr"] = parseHostPort("--advertise-addr", self["advertise-addr"], 443)
@@ -378,7 +232,7 @@ class ServerOptions(_ListenMixin, DaemonOptions):
         if not self["tcp-binds"]:
             self["tcp-binds"] = [("0.0.0.0", self["advertise-addr"][1])]
         if self["join"]:
-            self["join"] = [parseHostPort("--join", j, 443) for j in _splitEnv(self["join"])]
+            self["join"] = [parseHostPort("--join", j, 443) for j in splitEnv(self["join"])]
         else:
             self["join"] = []
         if self["listen-http"] is not None:
@@ -419,7 +273,7 @@ class ServerOptions(_ListenMixin, DaemonOptions):
         return wanted
 
 
-class DNSOptions(_ListenMixin, DaemonOptions):
+class DNSOptions(ListenMixin, DaemonOptions):
     """
     C{specter dns}: the ACME DNS-01 solver answering TXT from the ring KV.
     """
@@ -438,13 +292,13 @@ class DNSOptions(_ListenMixin, DaemonOptions):
         """
         Authoritative NS and glue: ns1.zone/IPv4[,IPv6] (repeatable).
         """
-        self["acme-ns"].append(_parseAcmeNS(value))
+        self["acme-ns"].append(parseAcmeNS(value))
 
     def postOptions(self) -> None:
         super().postOptions()
         if not self["acme"]:
             raise ConfigError("--acme: required (acme://EMAIL@ACME_ZONE)")
-        self["acme"] = _parseAcme("--acme", self["acme"])
+        self["acme"] = parseAcme("--acme", self["acme"])
         if not self["acme-ns"]:
             raise ConfigError("--acme-ns: at least one ns1.zone/IPv4[,IPv6] is required")
         self["rpc-client"] = clientEndpoint("--rpc", self["rpc"])

@@ -9,6 +9,7 @@ successor, before the listeners close and the stores are flushed.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from twisted.application import strports
@@ -16,17 +17,18 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from suite import kv
-from suite.daemon import ConfigError, notImplementedYet
+from suite.daemon import ConfigError, errorLine, notImplementedYet
 from suite.specter.chord.node import ChordConfig, ChordNode
 from suite.specter.chord.wire import ALPN, ChordServerFactory, WireTransport
 from suite.specter.rpc import RPCFactory
-from suite.specter.web import RingHealth, makeHelperResource
+from suite.specter.web import RingCollector, RingHealth, makeHelperResource
 
 __all__ = ["SpecterService", "makeServerService", "LEAVE_TIMEOUT"]
 
@@ -56,10 +58,30 @@ class SpecterService(MultiService):
         self.transport = transport
         self.reactor = reactor
 
+    def _listenErrors(self, start: Any) -> None:
+        """
+        A listener that cannot bind ends start-up with one line naming the
+        address, exit code 2, instead of a traceback.
+        """
+        try:
+            start()
+        except CannotListenError as e:
+            where = (
+                e.interface
+                if isinstance(e.interface, str) and e.port is None
+                else f"{e.interface or '*'}:{e.port}"
+            )
+            sys.stderr.write(errorLine("specter", ConfigError(f"cannot listen on {where}: {e.socketError}")))
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
+    def privilegedStartService(self) -> None:
+        self._listenErrors(super().privilegedStartService)
+
     def startService(self) -> None:
         for pool in self.pools:
             pool.start()
-        super().startService()
+        self._listenErrors(super().startService)
         log.info(
             "ring node {addr} starting {count} vnodes (seed {seed})",
             addr=self.node.addr,
@@ -177,12 +199,32 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
             svc = StreamServerEndpointService(endpoint, wrapped)
             svc._raiseSynchronously = True
             svc.setServiceParent(root)
-    rpc = strports.service(options["rpc-endpoint"], RPCFactory(node, reactor), reactor=reactor)
+    rpcFactory = RPCFactory(node, reactor)
+    rpc = strports.service(options["rpc-endpoint"], rpcFactory, reactor=reactor)
     rpc._raiseSynchronously = True  # type: ignore[attr-defined]
     rpc.setServiceParent(root)
-    admin = makeAdminResource([RingHealth(node)], clock=reactor)
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    registry.register(RingCollector(node, rpcFactory))  # type: ignore[arg-type]
+    admin = makeAdminResource([RingHealth(node)], registry=registry, clock=reactor)
     password = options["auth_pass"]
-    resource = makeHelperResource(node, admin, options["auth_user"], password.reveal() if password else None)
+    ldap = None
+    if options["auth-ldap"]:
+        from suite.cred.ldap import LDAPBindChecker
+
+        try:
+            ldap = LDAPBindChecker(
+                options["auth-ldap"],
+                options["auth-ldap-dn"],
+                groupFilter=options["auth-ldap-group"],
+                reactor=reactor,
+            )
+        except ValueError as e:
+            raise ConfigError(f"--auth-ldap: {e}") from None
+    resource = makeHelperResource(
+        node, admin, options["auth_user"], password.reveal() if password else None, ldap
+    )
     helper = makeAdminService(options["internal-endpoint"], resource, reactor, flag="--listen-internal")
     helper.setServiceParent(root)
     return root

@@ -22,7 +22,7 @@ from suite.specter.chord.ids import RING_SIZE
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
 
-__all__ = ["makeHelperResource", "RingHealth"]
+__all__ = ["makeHelperResource", "RingHealth", "RingCollector"]
 
 MAX_KEY = 4096
 
@@ -49,6 +49,62 @@ class RingHealth:
         if waiting:
             return HealthReport(False, (f"vnodes not active yet: {waiting}",))
         return HealthReport(True, (), {"vnodes": len(self.node.vnodes)})
+
+
+class RingCollector:
+    """
+    Prometheus metrics of this process's vnodes, read at scrape time.
+    """
+
+    def __init__(self, node: Any, rpc: Any = None) -> None:
+        self.node = node
+        self.rpc = rpc
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        node = self.node
+        serving = GaugeMetricFamily("specter_vnodes_serving", "Vnodes of this process serving keys.")
+        serving.add_metric([], sum(1 for v in node.vnodes if v.serving))
+        yield serving
+        records = GaugeMetricFamily(
+            "specter_kv_records", "Records held per vnode (owned and replicated).", labels=["vnode"]
+        )
+        replicated = CounterMetricFamily(
+            "specter_replica_copies", "Key copies acknowledged by replicas.", labels=["vnode"]
+        )
+        failures = CounterMetricFamily(
+            "specter_replica_failures", "Key copies replicas did not acknowledge.", labels=["vnode"]
+        )
+        repairs = CounterMetricFamily(
+            "specter_repairs", "Replica repairs that resent records.", labels=["vnode"]
+        )
+        for v in node.vnodes:
+            label = [str(v.ref.index)]
+            records.add_metric(label, v.store.stats().get("records", 0))
+            replicated.add_metric(label, v.replicator.replicated)
+            failures.add_metric(label, v.replicator.replicaFailures)
+            repairs.add_metric(label, v.replicator.repairs)
+        yield records
+        yield replicated
+        yield failures
+        yield repairs
+        for name, doc, value in (
+            ("specter_lookups", "Completed ring lookups.", node.lookups),
+            ("specter_lookup_hops", "Remote hops taken by those lookups.", node.hops),
+            ("specter_kv_retries", "KV calls retried after stale ownership or a busy vnode.", node.retries),
+        ):
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], value)
+            yield c
+        if self.rpc is not None:
+            for name, doc, value in (
+                ("specter_rpc_requests", "Calls received on --listen-rpc.", self.rpc.requests),
+                ("specter_rpc_errors", "Calls on --listen-rpc that failed.", self.rpc.errors),
+            ):
+                c = CounterMetricFamily(name, doc)
+                c.add_metric([], value)
+                yield c
 
 
 class _KeyStats(Resource):
@@ -141,12 +197,21 @@ class _Graph(Resource):
         return body.encode()
 
 
-def makeHelperResource(node: Any, admin: Resource, user: str | None, password: str | None) -> Resource:
+def makeHelperResource(
+    node: Any, admin: Resource, user: str | None, password: str | None, ldapChecker: Any = None
+) -> Resource:
     """
-    Mount C{/_internal} on the admin resource when credentials are given.
+    Mount C{/_internal} on the admin resource when credentials are given
+    (a static account, an LDAP bind checker, or both: tried in that order).
     """
+    checkers: list[Any] = []
     if user and password:
         from suite.cred.basic import StaticPasswordChecker
+
+        checkers.append(StaticPasswordChecker({user: password}))
+    if ldapChecker is not None:
+        checkers.append(ldapChecker)
+    if checkers:
         from suite.cred.web import requireBasicAuth
 
         internal = Resource()
@@ -157,7 +222,5 @@ def makeHelperResource(node: Any, admin: Resource, user: str | None, password: s
         kv.putChild(b"stats", _KVStats(node))
         internal.putChild(b"chord", chord)
         internal.putChild(b"kv", kv)
-        admin.putChild(
-            b"_internal", requireBasicAuth(internal, StaticPasswordChecker({user: password}), realm="specter")
-        )  # type: ignore[arg-type]
+        admin.putChild(b"_internal", requireBasicAuth(internal, checkers, realm="specter"))  # type: ignore[arg-type]
     return admin

@@ -204,6 +204,14 @@ class StoreTests(TestCase):
         r = await s.execute(p, {"op": "insert", "table": "wall", "data": {"_owner": o}})
         self.assertFalse(r["ok"])
 
+    async def test_peerRateLimit(self) -> None:
+        """Other peers are rate-limited per peer; the owner is not."""
+        self.store.limiter.rate, self.store.limiter.burst = 0.001, 3
+        results = [(await self.store.execute(self.other, {"op": "tables"}))["ok"] for _ in range(4)]
+        self.assertEqual(results, [True, True, True, False])
+        self.assertTrue((await self.store.execute(self.owner, {"op": "tables"}))["ok"])
+        self.assertTrue((await self.store.execute("q" * 64, {"op": "tables"}))["ok"])
+
     async def test_identifiersValidated(self) -> None:
         """Identifiers that are not plain names never reach SQL text."""
         s, o = self.store, self.owner
@@ -231,6 +239,31 @@ class InterfaceTests(SynchronousTestCase):
         verifyObject(IRendezvousHub, RendezvousHub(clock, port=0))
         verifyObject(ILuaEngine, LuaEngine(clock, "/nonexistent", "/nonexistent/data.db"))
         verifyObject(IPeerDirectory, PeerDirectory("x"))
+
+    def test_verifyFoundationInterfaces(self) -> None:
+        """Health checks, the log buffer and the TLS creator provide the Twisted/suite interfaces."""
+        from twisted.internet.defer import succeed
+        from twisted.internet.interfaces import (
+            IOpenSSLClientConnectionCreator,
+            IOpenSSLServerConnectionCreator,
+        )
+        from twisted.internet.task import Clock
+        from twisted.logger import ILogObserver
+
+        from suite.goop.health import DatabaseHealth, LoopLag
+        from suite.goop.logbuffer import LogBuffer
+        from suite.goop.p2p.tls import PeerTLS
+        from suite.web.interfaces import IHealth
+
+        clock = Clock()
+        verifyObject(IHealth, LoopLag(clock))
+        verifyObject(IHealth, DatabaseHealth("db", lambda: succeed(True), clock))
+        verifyObject(ILogObserver, LogBuffer())
+        d = self.mktemp()
+        os.makedirs(d)
+        tls = PeerTLS(loadIdentity(d))
+        verifyObject(IOpenSSLClientConnectionCreator, tls)
+        verifyObject(IOpenSSLServerConnectionCreator, tls)
 
 
 class MdnsRecordTests(SynchronousTestCase):
@@ -268,3 +301,191 @@ class MdnsRecordTests(SynchronousTestCase):
         m._changed(ZC(), m.serviceType, "x", Change("Removed"))
         self.assertEqual(directory.peers(), [])
         self.assertTrue(lanAddresses())
+
+
+class HealthTests(SynchronousTestCase):
+    def test_unhealthyReasons(self) -> None:
+        """/healthz answers 503 naming a failing database and a lagging event loop."""
+        from twisted.internet.defer import fail
+        from twisted.internet.task import Clock
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
+
+        clock = Clock()
+        lag = LoopLag(clock, interval=0.5, maxLag=1.0)
+        lag.start()
+        clock.advance(3.0)  # one tick fires 2.5 s late
+        db = DatabaseHealth("data_db", lambda: fail(OSError("disk I/O error")), clock)
+        req = DummyRequest([b""])
+        HealthzResource(lambda: [lag, db]).render_GET(req)
+        self.assertEqual(req.responseCode, 503)
+        body = json.loads(b"".join(req.written))
+        self.assertEqual(body["status"], "unhealthy")
+        self.assertTrue(any("event_loop" in r for r in body["reasons"]))
+        self.assertIn("data_db: database: disk I/O error", body["reasons"])
+        lag.stop()
+
+        ok = DummyRequest([b""])
+        HealthzResource(lambda: []).render_GET(ok)
+        self.assertEqual(json.loads(b"".join(ok.written))["status"], "ok")
+
+
+class InjectionPropertyTests(SynchronousTestCase):
+    def test_arbitraryNamesAndValues(self) -> None:
+        """Any table name, column name or value either is refused cleanly or stays data, never SQL."""
+        import sqlite3
+
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        from suite.goop.peer.store import META, DataError, runOp
+
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.execute(f"CREATE TABLE {META} (name TEXT PRIMARY KEY, permission TEXT NOT NULL)")
+        owner = "o" * 64
+        runOp(
+            conn,
+            owner,
+            owner,
+            {"op": "create-table", "table": "t", "columns": ["a"], "data": {"permission": "peers-write"}},
+        )
+        text = st.text(min_size=0, max_size=40)
+
+        @settings(max_examples=200, deadline=None)
+        @given(name=text, col=text, value=st.one_of(text, st.integers(), st.none()))  # big ints too
+        def check(name: str, col: str, value: object) -> None:
+            for req in (
+                {"op": "query", "table": name},
+                {"op": "insert", "table": "t", "data": {col: value}},
+                {"op": "query", "table": "t", "where": {col: value}},
+                {"op": "create-table", "table": name, "columns": [col]},
+            ):
+                try:
+                    runOp(conn, owner, "p" * 64, req)
+                except DataError:
+                    pass
+            try:
+                rid = runOp(conn, owner, owner, {"op": "insert", "table": "t", "data": {"a": value}})["id"]
+            except DataError:
+                self.assertIsInstance(value, int)  # only out-of-range integers are refused
+                return
+            rows = runOp(conn, owner, owner, {"op": "query", "table": "t", "id": rid})
+            # column a has TEXT affinity: numbers come back as their text
+            self.assertEqual(rows[0]["a"], None if value is None else str(value))
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self.assertEqual(names - {"sqlite_sequence"}, {META, "t"})
+
+        check()
+
+
+class FuzzTests(SynchronousTestCase):
+    def test_configNeverCrashes(self) -> None:
+        """Any JSON document is either a config (with warnings) or one ConfigError, never another exception."""
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        from suite.goop.config import validateDocument
+
+        scalars = st.one_of(
+            st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30)
+        )
+        values = st.recursive(
+            scalars,
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=3),
+            max_leaves=8,
+        )
+        sections = st.sampled_from(["profile", "p2p", "presence", "viewer", "other"])
+        keys = st.sampled_from(
+            [
+                "label",
+                "email",
+                "listen_port",
+                "mdns_tag",
+                "ttl_seconds",
+                "heartbeat_seconds",
+                "rendezvous_wan",
+                "rendezvous_host",
+                "rendezvous_port",
+                "rendezvous_only",
+                "templates_dir",
+                "peer_db_path",
+                "http_addr",
+                "x",
+            ]
+        )
+        docs = st.dictionaries(
+            sections, st.one_of(values, st.dictionaries(keys, values, max_size=4)), max_size=4
+        )
+
+        @settings(max_examples=300, deadline=None)
+        @given(doc=docs)
+        def check(doc: dict) -> None:  # type: ignore[type-arg]
+            try:
+                validateDocument("/tmp", doc)
+            except ConfigError as e:
+                self.assertNotIn("\n", str(e))
+                self.assertTrue(str(e).startswith("goop.json: "))
+
+        check()
+
+    def test_publishNeverCrashes(self) -> None:
+        """Arbitrary /publish bodies and signatures are refused with PublishError, never another exception."""
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        from suite.goop.rendezvous.registry import PublishError, verifyPublication
+
+        @settings(max_examples=300, deadline=None)
+        @given(
+            body=st.binary(max_size=200) | st.text(max_size=200).map(str.encode), sig=st.text(max_size=100)
+        )
+        def check(body: bytes, sig: str) -> None:
+            try:
+                verifyPublication(body, sig, 1000.0, "1.2.3.4")
+            except PublishError:
+                pass
+
+        check()
+
+    def test_signedFieldsValidated(self) -> None:
+        """Correctly signed bodies with odd field values are refused or give a sane record."""
+        import math
+
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        from suite.goop.rendezvous.registry import PublishError, verifyPublication
+
+        d = self.mktemp()
+        os.makedirs(d)
+        who = loadIdentity(d)
+        odd = st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=20),
+            st.lists(st.integers(), max_size=3),
+        )
+
+        @settings(max_examples=150, deadline=None)
+        @given(
+            fields=st.dictionaries(
+                st.sampled_from(["ts", "ttl", "port", "label", "addrs", "kind", "rendezvous"]), odd
+            )
+        )
+        def check(fields: dict) -> None:  # type: ignore[type-arg]
+            doc = {"peer_id": who.peerId, "public_key": who.publicB64, "ts": 1000.0, **fields}
+            body = json.dumps(doc).encode()
+            try:
+                pub = verifyPublication(body, who.sign(body), 1000.0, "1.2.3.4")
+            except PublishError:
+                return
+            self.assertTrue(math.isfinite(pub["ts"]))
+            self.assertIsInstance(pub["port"], int)
+            self.assertNotIsInstance(pub["port"], bool)
+            self.assertTrue(all(isinstance(a, str) for a in pub["addrs"]))
+            json.dumps(pub, allow_nan=False)
+
+        check()

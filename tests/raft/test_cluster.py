@@ -140,6 +140,25 @@ class ReplicationTests(SynchronousTestCase):
         sim.run(0.5)
         self.assertIsInstance(self.failureResultOf(d).value, NotLeader)
 
+    def test_leaseRead(self) -> None:
+        """
+        With lease reads, a leader serves reads without a heartbeat round
+        while a quorum acknowledged it within 0.9 x electionTimeoutMin, and
+        stops once the lease has run out.
+        """
+        sim = Simulation(25, 3, Faults(), RaftSettings(leaseReads=True))
+        leader = elect(sim)
+        sim.run(0.1)
+        sim.network.partition({leader.id}, set(sim.nodes) - {leader.id})
+        d = leader.readIndex()
+        sim.clock.advance(0)
+        self.successResultOf(d)
+        sim.run(0.2)
+        late = leader.readIndex()
+        sim.run(0.02)
+        self.assertNoResult(late)
+        late.addErrback(lambda f: None)
+
     def test_snapshotCatchUp(self) -> None:
         """
         A node that was down while the others compacted their logs catches

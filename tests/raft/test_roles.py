@@ -242,3 +242,43 @@ class SingleNodeTests(SynchronousTestCase):
         The explanation names the role and term when no leader is known.
         """
         self.assertIn("no leader is known in term 0", self.node.whyNotLeader())
+
+
+class CommitRuleTests(SynchronousTestCase):
+    """
+    The leader commits only entries of its own term by counting replicas.
+    """
+
+    def test_previousTermEntryNotCommittedByCounting(self) -> None:
+        """
+        A new leader whose term-2 entry reaches a majority does not commit it
+        until an entry of its own term (its no-op) is also on a majority.
+        """
+        from suite.raft.messages import AppendEntriesResponse, Entry, RequestVoteResponse
+
+        clock = Clock()
+        storage = MemoryStorage()
+        storage.state.term = 2
+        storage.state.entries = [Entry(1, 1), Entry(2, 2)]
+        transport = NullTransport()
+        node = RaftNode(
+            "a",
+            clock,
+            storage,
+            transport,
+            KeyValueStateMachine(),
+            Configuration(frozenset({"a", "b", "c"})),
+            rng=random.Random(3),
+        )
+        self.successResultOf(Deferred.fromCoroutine(node.start()))
+        self.addCleanup(node.stop)
+        clock.advance(0.31)
+        node.receive(RequestVoteResponse("b", "a", 3, True, preVote=True))
+        node.receive(RequestVoteResponse("b", "a", 3, True))
+        self.assertIsNotNone(node.leader)
+        self.assertEqual(node.term, 3)
+        node.receive(AppendEntriesResponse("b", "a", 3, True, 2))
+        self.assertEqual(node.commitIndex, 0)
+        clock.advance(0)
+        node.receive(AppendEntriesResponse("b", "a", 3, True, 3))
+        self.assertEqual((node.commitIndex, node.lastApplied), (3, 3))

@@ -19,7 +19,7 @@ from suite.raft.node import RaftSettings
 from tests.support.lincheck import checkHistory
 from tests.support.raftsim import Faults, SimClient, Simulation
 
-SCENARIOS = int(os.environ.get("RAFT_SCENARIOS", "240"))
+SCENARIOS = int(os.environ.get("RAFT_SCENARIOS", "480"))
 BATCHES = 8
 
 
@@ -122,13 +122,13 @@ def scenario(seed: int) -> Simulation:
     if leader is None:
         sim.fail("no leader after healing")
     assert leader is not None
-    members = leader.configs.latest().members()
+    final = leader.configs.latest().members()
     if not sim.runUntil(
-        lambda: all(n.lastApplied == leader.commitIndex for n in sim.live() if n.id in members),
+        lambda: all(n.lastApplied == leader.commitIndex for n in sim.live() if n.id in final),
         5.0,
     ):
         sim.fail("replicas did not converge: " + str({n.id: n.lastApplied for n in sim.live()}))
-    states = {n.id: n.applier.stateMachine.data for n in sim.live() if n.id in members}  # type: ignore[attr-defined]
+    states = {n.id: n.applier.stateMachine.data for n in sim.live() if n.id in final}  # type: ignore[attr-defined]
     if len({repr(sorted(s.items())) for s in states.values()}) != 1:
         sim.fail(f"replica states differ: {states}")
     bad = checkHistory(sim.history)

@@ -91,7 +91,7 @@ class WALTests(TestCase):
             threads.add(threading.current_thread())
             original(chunks)  # type: ignore[arg-type]
 
-        storage.writer.write = spy  # type: ignore[method-assign]
+        storage.writer.write = spy  # type: ignore[method-assign,assignment]
         before = storage.batches
         await gatherResults([storage.appendEntries(None, [Entry(1, i)]) for i in range(1, 101)])
         self.assertLess(storage.batches - before, 10)
@@ -146,9 +146,9 @@ class WALTests(TestCase):
             f.write(bytes([byte[0] ^ 0xFF]))
         storage = WALStorage(self.walDir, self.snapDir, reactor)
         self.addCleanup(storage.close)
-        f = await self.assertFailure(storage.load(), CorruptLog)
-        self.assertIn(path, str(f))
-        self.assertRegex(str(f), r"at offset \d+")
+        error = await self.assertFailure(storage.load(), CorruptLog)
+        self.assertIn(path, str(error))
+        self.assertRegex(str(error), r"at offset \d+")
 
     async def test_badVersionRefuses(self) -> None:
         """
@@ -161,8 +161,8 @@ class WALTests(TestCase):
             f.write(b"\x09")
         storage = WALStorage(self.walDir, self.snapDir, reactor)
         self.addCleanup(storage.close)
-        f = await self.assertFailure(storage.load(), CorruptLog)
-        self.assertIn("format version 9", str(f))
+        error = await self.assertFailure(storage.load(), CorruptLog)
+        self.assertIn("format version 9", str(error))
 
     async def test_snapshotCompactsAndRotates(self) -> None:
         """

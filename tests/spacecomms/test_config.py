@@ -103,13 +103,10 @@ class ConfigTests(SynchronousTestCase):
 
     def test_guideConfig(self) -> None:
         """
-        The guide's configuration loads as written (plus ca_path, which
-        mTLS needs), with every value in place and secrets expanded.
+        The guide's configuration loads exactly as written, with every
+        value in place and secrets expanded.
         """
-        text = GUIDE.replace(
-            'key_path: "CERTDIR/node.key"', 'key_path: "CERTDIR/node.key"\n    ca_path: "CERTDIR/ca.crt"'
-        )
-        cfg = loadConfig(self.write(text), ENV)
+        cfg = loadConfig(self.write(GUIDE), ENV)
         self.assertEqual(
             (cfg.node_id, cfg.node_name, cfg.host, cfg.port),
             ("node-prod-01", "Production Node 01", "0.0.0.0", 8080),
@@ -138,7 +135,8 @@ class ConfigTests(SynchronousTestCase):
 
     def test_exampleConfig(self) -> None:
         """
-        conf/spacecomms/config.yaml is valid once its files exist.
+        conf/spacecomms/config.yaml is valid once its files exist, and the
+        demo configuration is valid as it is.
         """
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         with open(os.path.join(root, "conf", "spacecomms", "config.yaml")) as f:
@@ -148,13 +146,25 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(
             (cfg.storage_type, cfg.peer_port, cfg.peers[0].policies.rate_limit_burst), ("file", 8443, 1000)
         )
+        demo = loadConfig(
+            os.path.join(root, "conf", "spacecomms", "demo.yaml"), {"SPACECOMMS_DEMO_PORT": "18080"}
+        )
+        self.assertEqual(
+            (demo.port, demo.peer_port, demo.tls_enabled, demo.tokens[0].secret),
+            (18080, 8443, False, "demo-admin-token"),
+        )
 
-    def test_guideConfigWithoutCA(self) -> None:
+    def test_guideConfigCANextToCertificate(self) -> None:
         """
-        Without ca_path, mTLS cannot verify peers and the key is named.
+        The guide's YAML exactly (no ca_path) takes ca.crt from beside the
+        certificate; without that file the key is named.
         """
+        cfg = loadConfig(self.write(GUIDE), ENV)
+        self.assertEqual(cfg.ca_path, os.path.join(self.dir, "ca.crt"))
+        os.remove(os.path.join(self.dir, "ca.crt"))
         e = self.assertRaises(ConfigInvalid, loadConfig, self.write(GUIDE), ENV)
-        self.assertEqual(e.reasons, ["server.tls.ca_path: is required"])
+        self.assertEqual(len(e.reasons), 1)
+        self.assertTrue(e.reasons[0].startswith("server.tls.ca_path: not set, and no ca.crt next to"))
 
     def test_missingVariableAndDefault(self) -> None:
         """
@@ -297,6 +307,20 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(len(reactor.tcpServers), 2)
         self.assertEqual({s[3] for s in reactor.tcpServers}, {"127.0.0.1", "0.0.0.0"})
         service.stopService()
+
+    def test_makeServiceValidateConfig(self) -> None:
+        """
+        `twistd spacecomms validate-config` checks and exits instead of
+        running the node: 0 when valid, 1 when not.
+        """
+        path = self._config()
+        for environ, code in (({"T": "token-12345"}, 0), ({}, 1)):
+            o = Options(environ=environ)
+            o.parseOptions(["validate-config", "--config", path])
+            e = self.assertRaises(
+                SystemExit, makeService, o, reactor=MemoryReactorClock(), installSignals=False
+            )
+            self.assertEqual(e.code, code)
 
     def test_makeServiceBadConfig(self) -> None:
         """

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from suite.spacecomms.cdm import CDMError, decode, encode
 from suite.spacecomms.cdm.jsonfmt import toDict
 from suite.spacecomms.cdm.sample import sampleCDM
+from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import EnvelopeError, decodeEnvelope
 
 SAMPLE = sampleCDM("FUZZ")
@@ -136,6 +137,62 @@ class EnvelopeFuzzTests(SynchronousTestCase):
             decodeEnvelope(msgpack.packb(doc, use_bin_type=True))
         except EnvelopeError as e:
             assert e.field
+
+
+class NodeInputFuzzTests(SynchronousTestCase):
+    """
+    Well-formed envelopes with arbitrary payload contents never raise out
+    of the node; bad ones are answered with an ERROR.
+    """
+
+    @SETTINGS
+    @given(
+        st.sampled_from(["CDM_ANNOUNCE", "CDM_WITHDRAW", "OBJECT_STATE_ANNOUNCE", "OBJECT_STATE_WITHDRAW"]),
+        st.one_of(
+            st.just(toDict(SAMPLE)),
+            st.dictionaries(
+                st.one_of(st.text(max_size=12), st.integers(0, 5)),
+                st.one_of(st.text(max_size=8), st.floats(), st.integers(-5, 5), st.none()),
+                max_size=5,
+            ),
+        ),
+        st.sampled_from(["FALSE_POSITIVE", "DECAYED", "BOGUS"]),
+    )
+    def test_payloads(self, mtype: str, body: dict, reason: str) -> None:
+        """
+        Whatever the CDM or state body, the node stores it or answers ERROR.
+        """
+        from tests.spacecomms.sim import SimNet
+
+        net = SimNet(0)
+        try:
+            net.addNode("B", {"A": Policies()})
+            net.addNode("A", {"B": Policies()})
+            net.connect("A", "B")
+            key = "cdm_id" if mtype.startswith("CDM") else "object_id"
+            payload = {key: "FUZZ", "sequence": 5, "cdm": body, "state": body, "reason": reason}
+            frame = msgpack.packb(
+                {
+                    "protocol_version": "1.0",
+                    "message_id": "fz1",
+                    "timestamp": net.clock.seconds(),
+                    "source_node": "A",
+                    "message_type": mtype,
+                    "hop_count": 0,
+                    "ttl": 60,
+                    "path": ["A"],
+                    "payload": payload,
+                },
+                use_bin_type=True,
+            )
+            try:
+                env = decodeEnvelope(frame)
+            except EnvelopeError as e:
+                assert e.field
+                return
+            net.nodes["B"].envelopeReceived(net.links[("B", "A")], env)
+        finally:
+            net.stop()
 
 
 class FuzzTests(SynchronousTestCase):

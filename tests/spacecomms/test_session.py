@@ -238,6 +238,28 @@ class SessionTests(SynchronousTestCase):
         self.assertIn(b"INVALID_MESSAGE", t.value())
         s.connectionLost(None)
 
+    def test_httpHealthOnPeerPort(self) -> None:
+        """
+        `curl https://peer:8443/health` gets a JSON answer from the peer
+        port; other paths get 404; the connection is closed either way.
+        """
+        b = _node("B", "A", self.clock)
+        self.addCleanup(b.stop)
+        from twisted.internet.testing import StringTransport
+
+        answers = []
+        for request in (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /cdms HTTP/1.1\r\n\r\n"):
+            s = PeerProtocol(b, "B", self.clock, None, 1, 3, 1024, b.helloPayload)
+            t = StringTransport()
+            s.makeConnection(t)
+            s.dataReceived(request)
+            self.assertTrue(t.disconnecting)
+            answers.append(t.value())
+            s.connectionLost(None)
+        self.assertTrue(answers[0].startswith(b"HTTP/1.0 200 OK"), answers[0])
+        self.assertIn(b'"node_id": "B"', answers[0])
+        self.assertTrue(answers[1].startswith(b"HTTP/1.0 404"), answers[1])
+
     def test_helloTimeout(self) -> None:
         """
         A connection that never says HELLO is closed after the timeout.

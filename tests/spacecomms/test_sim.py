@@ -187,6 +187,51 @@ class ResyncSimulationTests(SynchronousTestCase):
         self.assertEqual(net.state("A")["RS-5"], (True, None))
         self.assertTrue(net.logged("dropped {dropped} stale entries"))
 
+    def test_largeResyncInBatches(self) -> None:
+        """
+        A re-sync larger than one batch goes out over several reactor turns
+        and still ends with END_OF_SYNC; losing the session mid-way stops it.
+        """
+        net = SimNet(12)
+        self.addCleanup(net.stop)
+        net.addNode("A", {"B": OPEN})
+        net.addNode("B", {"A": OPEN})
+        for i in range(450):
+            net.nodes["A"].announceObject(f"OBJ-{i}", {"i": i})
+        net.connect("A", "B")
+        link = net.links[("A", "B")]
+        self.assertEqual(len(link.sent), 200)
+        self.assertIn("B", net.nodes["A"].syncSends)
+        net.run(1)
+        self.assertEqual(link.sent[-1].message_type, "END_OF_SYNC")
+        self.assertEqual(link.sent[-1].payload["count"], 450)
+        self.assertEqual(len(net.state("B", "object")), 450)
+        net.disconnect("A", "B")
+        net.connect("A", "B")
+        net.disconnect("A", "B")
+        self.assertEqual(net.nodes["A"].syncSends, {})
+        net.run(1)
+
+    def test_resyncNotRateLimited(self) -> None:
+        """
+        A re-sync larger than the peer's token bucket is not rate limited
+        (nor mistaken for stale), while ordinary traffic still is.
+        """
+        net = SimNet(13)
+        self.addCleanup(net.stop)
+        net.addNode("A", {"B": OPEN})
+        net.addNode("B", {"A": Policies(rate_limit_per_second=1, rate_limit_burst=5)})
+        for i in range(50):
+            net.nodes["A"].announceObject(f"R-{i}", {"i": i})
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(len(net.state("B", "object")), 50)
+        self.assertEqual(net.logged("rate limit exceeded"), [])
+        for i in range(10):
+            net.nodes["A"].announceObject(f"S-{i}", {"i": i})
+        net.run(0.5)
+        self.assertTrue(net.logged("rate limit exceeded"))
+
     def test_crashRestartKeepsStore(self) -> None:
         """
         A crashed node restarts from its store and catches up on what it

@@ -11,6 +11,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from suite.pki.ca import initBundle, writeNodeCertificate
+from suite.specter.addresses import clientEndpoint
 from suite.specter.rpc import RPCClient, connectRPC
 from tests.support.process import DaemonProcess, freePort, scriptArgs
 
@@ -62,8 +63,7 @@ class RingProcess:
             self.addr,
             "--advertise-addr",
             self.addr,
-            "--listen-rpc",
-            f"tcp://127.0.0.1:{self.rpcPort}",
+            *([] if "--listen-rpc" in extra else ["--listen-rpc", f"tcp://127.0.0.1:{self.rpcPort}"]),
             "--listen-internal",
             f"tcp://127.0.0.1:{self.httpPort}",
             "--stabilize-interval",
@@ -72,6 +72,9 @@ class RingProcess:
             "2",
             *extra,
         )
+        self.rpcEndpoint = f"tcp:host=127.0.0.1:port={self.rpcPort}"
+        if "--listen-rpc" in extra:
+            self.rpcEndpoint = clientEndpoint("--listen-rpc", extra[extra.index("--listen-rpc") + 1])
         self.proc = DaemonProcess(test, self.argv, name=name, stopTimeout=60)
         self.client: RPCClient | None = None
 
@@ -86,7 +89,7 @@ class RingProcess:
 
     async def rpc(self) -> RPCClient:
         if self.client is None or self.client.proto.closed:
-            self.client = await connectRPC(reactor, f"tcp:host=127.0.0.1:port={self.rpcPort}")
+            self.client = await connectRPC(reactor, self.rpcEndpoint)
             self.test.addCleanup(self._closeClient)
         return self.client
 

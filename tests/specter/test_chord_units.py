@@ -18,6 +18,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
 from suite.kv.memory import MemoryStore
+from suite.kv.records import ringId
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, between, inRange, vnodeId
@@ -301,3 +302,54 @@ class HelperSiteTests(SynchronousTestCase):
         root = makeHelperResource(object(), Resource(), None, None)
         child = root.getChildWithDefault(b"_internal", DummyRequest([b"_internal"]))
         self.assertIsInstance(child, NoResource)
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    KV calls to another process travel in batches.
+    """
+
+    def test_multi(self) -> None:
+        """
+        A multi call answers each batched call, errors included, in order.
+        """
+        clock = Clock()
+        net = SimNetwork(clock, random.Random(3))
+        node = _node(clock, net)
+        node.start(None)
+        clock.advance(1)
+        self.addCleanup(node.stop)
+        vid = node.vnodes[0].ref.id
+        d = node.dispatch(
+            None, "multi", [[[vid, "ping", []], [vid, "nosuch", []], "junk", [12345, "ping", []]]]
+        )
+        results = self.successResultOf(d)
+        self.assertEqual([ok for ok, _ in results], [True, False, False, False])
+        self.assertEqual(results[1][1][0], E.BAD_REQUEST)
+        self.assertEqual(results[3][1][0], E.GONE)
+
+    def test_callsBatched(self) -> None:
+        """
+        Many KV calls from one process to another share a few messages and
+        all complete.
+        """
+        clock = Clock()
+        net = SimNetwork(clock, random.Random(4))
+        a = _node(clock, net, "a:1")
+        a.start(None)
+        clock.advance(1)
+        b = _node(clock, net, "b:1")
+        b.start("a:1")
+        for _ in range(500):
+            clock.advance(0.01)
+        self.addCleanup(a.stop)
+        self.addCleanup(b.stop)
+        before = net.messages
+        ds = [a.kv("put", b"key-%d" % i, [b"v"]) for i in range(200)]
+        for _ in range(200):
+            clock.advance(0.01)
+        for d in ds:
+            self.successResultOf(d)
+        remote = sum(1 for i in range(200) if not any(v.owns(ringId(b"key-%d" % i)) for v in a.vnodes))
+        self.assertGreater(remote, 20)
+        self.assertLess(net.messages - before, remote)

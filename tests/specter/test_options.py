@@ -7,6 +7,7 @@ makeService builds the ring node's services.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 
 from twisted.application.service import IServiceCollection
@@ -17,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from suite.daemon import ConfigError
 from suite.pki.ca import initBundle
 from suite.specter.options import ConsoleOptions, Options, parseHostPort, parseSize, rpcEndpoint
-from tests.support.process import scriptArgs, twistdArgs
+from tests.support.process import freePort, scriptArgs, twistdArgs
 
 
 def parse(*argv: str, env: dict[str, str] | None = None, console: bool = False) -> usage.Options:
@@ -177,6 +178,8 @@ class ServerOptionsTests(SynchronousTestCase):
             ((*BASE, "--listen-tcp", "h:99999"), "--listen-tcp"),
             ((*BASE, "--auth_user", "ops"), "--auth_user"),
             ((*BASE, "--aof-flush-interval", "-1"), "--aof-flush-interval"),
+            ((*BASE, "--auth-ldap", "ldap://127.0.0.1"), "--auth-ldap"),
+            ((*BASE, "--auth-ldap", "ldap://127.0.0.1", "--auth-ldap-dn", "cn=admin"), "--auth-ldap-dn"),
         ]
         for argv, flag in cases:
             e = self.assertRaises(usage.UsageError, parse, *argv)
@@ -360,7 +363,30 @@ class CommandLineTests(TestCase):
         A bad flag and a not-yet-built feature each end the command with one
         stderr line and exit code 2.
         """
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        base = self.mktemp()
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        taken = f"tcp://127.0.0.1:{busy.getsockname()[1]}"
         for argv, needle in (
+            (
+                (
+                    "server",
+                    "--data",
+                    os.path.join(base, "d"),
+                    "--cert",
+                    os.path.join(base, "cert"),
+                    "--listen-tcp",
+                    f"127.0.0.1:{freePort()}",
+                    "--listen-internal",
+                    f"tcp://127.0.0.1:{freePort()}",
+                    "--listen-rpc",
+                    taken,
+                ),
+                "cannot listen",
+            ),
             (("server", "--data", "/tmp/x"), "--cert-dir"),
             (("dns", "--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone/192.0.2.1"), "not implemented yet"),
         ):
@@ -368,3 +394,39 @@ class CommandLineTests(TestCase):
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn(needle, r.stderr)
             self.assertNotIn("Traceback", r.stderr)
+
+
+class CertEnvTests(SynchronousTestCase):
+    """
+    --cert-env loads the bundle from base64 environment variables.
+    """
+
+    def test_certEnv(self) -> None:
+        """
+        A bundle given as CERT_* variables builds the node; a missing
+        variable is one error naming it.
+        """
+        import base64
+
+        from suite.specter.service import makeServerService
+
+        base = self.mktemp()
+        cert = os.path.join(base, "cert")
+        initBundle(cert, ["127.0.0.1"])
+        env = {}
+        for name, file in (
+            ("CERT_CA", "ca.crt"),
+            ("CERT_NODE", "node.crt"),
+            ("CERT_NODE_KEY", "node.key"),
+            ("CERT_CLIENT_CA", "client-ca.crt"),
+            ("CERT_CLIENT_CA_KEY", "client-ca.key"),
+        ):
+            with open(os.path.join(cert, file), "rb") as f:
+                env[name] = base64.b64encode(f.read()).decode()
+        o = parse("server", "--data", os.path.join(base, "d"), "--cert-env", "--virtual", "1", env=env)
+        root = makeServerService(o, MemoryReactorClock())
+        self.assertEqual(len(root.node.vnodes), 1)
+        del env["CERT_NODE_KEY"]
+        o = parse("server", "--data", os.path.join(base, "d2"), "--cert-env", env=env)
+        e = self.assertRaises(ConfigError, makeServerService, o, MemoryReactorClock())
+        self.assertIn("CERT_NODE_KEY", str(e))

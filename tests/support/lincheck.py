@@ -60,10 +60,10 @@ def checkKey(ops: list[Operation], limit: int = 2_000_000) -> bool:
     events.sort()
     n = len(events)
     # A doubly linked list over event positions.
-    nxt = list(range(1, n + 1))
-    prv = list(range(-1, n - 1))
-    head = [0 if n else n]
-    retPos = {}
+    nxt: list[int] = list(range(1, n + 1))
+    prv: list[int] = list(range(-1, n - 1))
+    head: list[int] = [0 if n else n]
+    retPos: dict[int, int] = {}
     for pos, (_, isRet, i) in enumerate(events):
         if isRet:
             retPos[i] = pos
@@ -87,7 +87,7 @@ def checkKey(ops: list[Operation], limit: int = 2_000_000) -> bool:
             prv[q] = pos
 
     state: Any = None
-    linearized = 0
+    linearized: int = 0
     cache: set[tuple[int, Any]] = set()
     stack: list[tuple[int, Any]] = []  # (callPos, previous state)
     entry = head[0]

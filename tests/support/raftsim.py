@@ -125,6 +125,7 @@ class SimStorage:
         self.flushCall: IDelayedCall | None = None
         self.latestSnapshot = disk.state.snapshot
         self.slow = 1.0
+        self.dead = False
 
     def _base(self) -> int:
         s = self.disk.state.snapshot
@@ -132,6 +133,8 @@ class SimStorage:
 
     def _enqueue(self, op: Callable[[], None]) -> Deferred[None]:
         d: Deferred[None] = Deferred()
+        if self.dead:
+            return d
         self.queue.append((op, d))
         if self.flushCall is None:
             lo, hi = self.faults.diskDelay
@@ -147,6 +150,7 @@ class SimStorage:
             d.callback(None)
 
     def crash(self) -> None:
+        self.dead = True
         if self.flushCall is not None:
             self.flushCall.cancel()
         self.flushCall = None

@@ -43,6 +43,7 @@ RATE = re.compile(r"@rate_limit\s+(\d+)")
 WRITES = re.compile(r"@writes\s+([A-Za-z0-9_, ]+)")
 MAX_SOURCE = 256 * 1024
 MAX_DEPTH = 32
+MAX_KV_KEYS = 10000
 
 SETUP = r"""
 local source, name, deadline, api, request = ...
@@ -62,6 +63,7 @@ env.unpack = table.unpack
 env.pcall = function(...) local r = pack(pcall_(...)); if dead then stop() end; return unpack_(r, 1, r.n) end
 env.xpcall = function(...) local r = pack(xpcall_(...)); if dead then stop() end; return unpack_(r, 1, r.n) end
 env.goop = api
+env.print = api.log.info
 env._G = env
 local chunk, err = load(source, "=" .. name, "t", env)
 if not chunk then error_(err, 0) end
@@ -401,6 +403,14 @@ class _Api:
             if value is None:
                 conn.execute("DELETE FROM _goop_kv WHERE ns = ? AND key = ?", (self.function, key))
             else:
+                count = conn.execute(
+                    "SELECT COUNT(*) FROM _goop_kv WHERE ns = ?", (self.function,)
+                ).fetchone()[0]
+                exists = conn.execute(
+                    "SELECT 1 FROM _goop_kv WHERE ns = ? AND key = ?", (self.function, key)
+                ).fetchone()
+                if count >= MAX_KV_KEYS and not exists:
+                    raise LuaError(f"goop.kv: more than {MAX_KV_KEYS} keys")
                 conn.execute("INSERT OR REPLACE INTO _goop_kv VALUES (?, ?, ?)", (self.function, key, text))
         finally:
             conn.close()

@@ -27,7 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.daemon import ConfigError
 from suite.goop.config import defaultDocument, loadConfig, parseHostPort, writeConfig
-from suite.goop.webutil import JSONErrorPage, header, isLoopback, jsonResponse, readBody
+from suite.goop.webutil import JSONErrorPage, finishRequest, header, isLoopback, jsonResponse, readBody
 from suite.web.limits import LimitedSite
 
 __all__ = ["Manager", "runManager", "managerResource"]
@@ -205,7 +205,12 @@ class _API(Resource):
             body = json.loads(raw or b"{}")
             if verb == "delete" and len(parts) == 1:
                 d = self.manager.delete(parts[0])
-                d.addCallback(lambda r: (request.write(jsonResponse(request, 200, r)), request.finish()))
+                d.addCallback(lambda r: finishRequest(request, jsonResponse(request, 200, r)))
+                d.addErrback(
+                    lambda f: finishRequest(
+                        request, jsonResponse(request, 500, {"error": f.getErrorMessage()})
+                    )
+                )
                 return NOT_DONE_YET
             if not parts:
                 result = self.manager.create(str(body.get("name", "")), bool(body.get("rendezvous", False)))

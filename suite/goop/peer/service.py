@@ -5,6 +5,7 @@ viewer, and (when configured) the rendezvous hub.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -154,8 +155,11 @@ class PeerService(MultiService):
                     self.directory,
                 )
                 await self.mdns.start()
-        if self.config.httpAddr:
-            host, port = parseHostPort(self.config.httpAddr)
+        # Rendezvous-only mode always gets its minimal settings viewer; without
+        # viewer.http_addr it takes a free loopback port (logged below).
+        addr = self.config.httpAddr or ("127.0.0.1:0" if self.minimal else "")
+        if addr:
+            host, port = parseHostPort(addr)
             resource, tail = makeViewer(self, self.reactor, minimal=self.minimal)
             tail.start()
             self._extra.append(tail)
@@ -207,18 +211,26 @@ class PeerService(MultiService):
         }
 
     def updateProfile(self, doc: dict[str, Any]) -> None:
-        """Change profile.label / profile.email in goop.json (validated)."""
+        """
+        Change C{goop.json} from the settings page: C{label}/C{email} (live),
+        or a whole C{config} document (validated; other keys apply at restart).
+        """
         current = readDocument(self.config.directory)
+        if "config" in doc:
+            if not isinstance(doc["config"], dict):
+                raise ValueError("config must be a JSON object")
+            current = doc["config"]
         profile = dict(current.get("profile") or {})
         for key in ("label", "email"):
             if key in doc:
                 profile[key] = doc[key]
         current["profile"] = profile
         try:
-            self.config = validateDocument(self.config.directory, current)
+            checked = validateDocument(self.config.directory, current)
         except ConfigError as e:
             raise ValueError(str(e)) from None
         writeConfig(self.config.directory, current)
+        self.config = dataclasses.replace(self.config, label=checked.label, email=checked.email)
 
     def addressOf(self, peerId: str) -> str | None:
         rec = self.directory.get(peerId) if self.directory else None

@@ -59,8 +59,10 @@ class SiteFiles:
 
         def work() -> tuple[str, bytes] | None:
             full = resolveSitePath(self.siteDir, path)
-            if full is None or os.path.getsize(full) > MAX_FILE_BYTES:
+            if full is None:
                 return None
+            if os.path.getsize(full) > MAX_FILE_BYTES:
+                return "", b""
             with open(full, "rb") as f:
                 data = f.read(MAX_FILE_BYTES + 1)
             ctype = mimetypes.guess_type(full)[0] or "application/octet-stream"
@@ -77,6 +79,8 @@ class SiteFiles:
             if found is None:
                 return {"ok": False, "error": "not found"}
             ctype, data = found
+            if not ctype:
+                return {"ok": False, "error": f"file larger than {MAX_FILE_BYTES} bytes"}
             return {
                 "ok": True,
                 "data": {"content_type": ctype, "size": len(data), "body": base64.b64encode(data).decode()},

@@ -9,6 +9,7 @@ C{_created}.  A table's permission decides what other peers may do:
   - C{peers-read}: tables, describe, query;
   - C{peers-write}: also insert, and update/delete of the rows they own.
 
+Other peers are rate-limited (20 operations/s, bursts of 100, per peer).
 Schema operations (create-table, add-column, drop-column, rename-table,
 delete-table) are for the owner only.  SQL text is built only from validated
 identifiers and fixed keywords; every value is a bound parameter.  All
@@ -27,6 +28,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from suite.goop.interfaces import IDataStore
+from suite.goop.limits import TokenBucket
 from suite.goop.sqlthread import SQLiteThread
 
 __all__ = ["DataStore", "DataError", "PERMISSIONS", "validIdentifier", "OPS"]
@@ -36,6 +38,7 @@ TYPES = {"TEXT", "INTEGER", "REAL", "BLOB", "NUMERIC"}
 PERMISSIONS = ("owner-only", "peers-read", "peers-write")
 RESERVED = {"_id", "_owner", "_created"}
 MAX_LIMIT = 1000
+MAX_VALUE_CHARS = 1024 * 1024
 META = "_goop_tables"
 OPS = (
     "tables",
@@ -71,6 +74,10 @@ def q(name: str) -> str:
 
 
 def _value(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+        raise DataError("integers must fit in 64 bits")
+    if isinstance(v, str) and len(v) > MAX_VALUE_CHARS:
+        raise DataError(f"strings are limited to {MAX_VALUE_CHARS} characters")
     if v is None or isinstance(v, (str, int, float, bool)):
         return v
     raise DataError("values must be strings, numbers, booleans or null")
@@ -80,10 +87,20 @@ def _value(v: Any) -> Any:
 class DataStore:
     """The data operations over one C{data.db}."""
 
-    def __init__(self, reactor: Any, path: str, ownerId: str, lua: Any = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        path: str,
+        ownerId: str,
+        lua: Any = None,
+        opsPerSecond: float = 20.0,
+        burst: float = 100.0,
+    ) -> None:
+        self.reactor = reactor
         self.db = SQLiteThread(reactor, path, name="goop-data")
         self.ownerId = ownerId
         self.lua = lua
+        self.limiter = TokenBucket(opsPerSecond, burst)
 
     def start(self) -> Deferred[None]:
         d = self.db.start()
@@ -106,6 +123,10 @@ class DataStore:
     def execute(self, caller: str, request: dict[str, Any]) -> Deferred[dict[str, Any]]:
         """Run one request for C{caller}; always fires with {ok, data|error}."""
         op = request.get("op")
+        if caller != self.ownerId and not self.limiter.allow(caller, self.reactor.seconds()):
+            from twisted.internet.defer import succeed
+
+            return succeed({"ok": False, "error": "rate limit exceeded for this peer"})
         if op in ("lua-call", "lua-list"):
             return self._lua(caller, op, request)
 
@@ -116,6 +137,8 @@ class DataStore:
                 return {"ok": False, "error": str(e)}
             except sqlite3.Error as e:
                 return {"ok": False, "error": f"database: {e}"}
+            except (ValueError, TypeError, OverflowError) as e:
+                return {"ok": False, "error": f"invalid request: {e}"}
 
         return self.db.run(work)
 

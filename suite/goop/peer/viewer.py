@@ -4,10 +4,10 @@ The peer's local viewer (C{viewer.http_addr}, loopback by default).
   - C{/}: this peer and the peers it knows, with links to their sites;
   - C{/peers} (and C{/api/peers}): the same as JSON;
   - C{/p/<peer-id>/<path>}: another peer's site file, fetched over
-    C{/goop/site/1.0.0} and served with C{Content-Security-Policy: sandbox}
-    so remote pages cannot act on the viewer's origin;
+    C{/goop/site/1.0.0} and served with a C{Content-Security-Policy: sandbox}
+    (opaque origin) so remote pages cannot act on the viewer's origin;
   - C{/site/<path>}: this peer's own site (never C{lua/});
-  - C{/self}: settings (GET page, POST JSON {label, email});
+  - C{/self}: settings (GET page, POST JSON {label, email} or {config});
   - C{/logs}: live log tail (SSE at C{/api/logs/stream}), C{/api/logs} JSON;
   - C{/api/data}: POST JSON {peer?, request} runs a data request locally or
     on another peer;
@@ -32,23 +32,30 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.goop.health import HealthzResource
 from suite.goop.sse import SSEHub, formatEvent
-from suite.goop.webutil import JSONErrorPage, header, jsonResponse, readBody
+from suite.goop.webutil import JSONErrorPage, finishRequest, header, jsonResponse, readBody
 
 __all__ = ["makeViewer"]
 
 MAX_API_BODY = 256 * 1024
+# Remote pages run in an opaque origin: their scripts cannot read the viewer's
+# responses or send it JSON (the Origin is "null"), and forms cannot post JSON.
+REMOTE_CSP = b"sandbox allow-scripts allow-forms allow-popups"
 PAGE_CSP = b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 
 
-def _page(title: str, body: str) -> bytes:
+def _nav(peer: Any) -> str:
+    if peer is not None and peer.minimal:
+        hub = f' · <a href="{html.escape(peer.hubURL)}/">Rendezvous dashboard</a>' if peer.hubURL else ""
+        return f'<p><a href="/self">Settings</a> · <a href="/logs">Logs</a>{hub}</p>'
+    return '<p><a href="/">Peers</a> · <a href="/self">Settings</a> · <a href="/logs">Logs</a></p>'
+
+
+def _page(title: str, body: str, peer: Any = None) -> bytes:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>"
         + html.escape(title)
         + "</title><style>body{font-family:system-ui,sans-serif;margin:2em}code{font-size:90%}"
-        "td,th{padding:.2em .6em;text-align:left}</style></head><body>"
-        + '<p><a href="/">Peers</a> · <a href="/self">Settings</a> · <a href="/logs">Logs</a></p>'
-        + body
-        + "</body></html>"
+        "td,th{padding:.2em .6em;text-align:left}</style></head><body>" + _nav(peer) + body + "</body></html>"
     ).encode()
 
 
@@ -63,10 +70,7 @@ def _jsonRequestOK(request: Request) -> str | None:
     return None
 
 
-def _finish(request: Request, body: bytes) -> None:
-    if not request.finished and not getattr(request, "_disconnected", False):
-        request.write(body)
-        request.finish()
+_finish = finishRequest
 
 
 class _Home(Resource):
@@ -94,7 +98,7 @@ class _Home(Resource):
         )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", PAGE_CSP)
-        return _page(p.config.displayLabel, body)
+        return _page(p.config.displayLabel, body, p)
 
 
 class _PeersJSON(Resource):
@@ -133,7 +137,7 @@ class _Remote(Resource):
             request.setHeader(
                 b"content-type", str(data.get("content_type", "application/octet-stream")).encode()
             )
-            request.setHeader(b"content-security-policy", b"sandbox")
+            request.setHeader(b"content-security-policy", REMOTE_CSP)
             request.setHeader(b"x-content-type-options", b"nosniff")
             _finish(request, base64.b64decode(data.get("body", "")))
 
@@ -155,6 +159,9 @@ class _OwnSite(Resource):
         def done(found: tuple[str, bytes] | None) -> None:
             if found is None:
                 _finish(request, jsonResponse(request, 404, {"error": "not found"}))
+                return
+            if not found[0]:
+                _finish(request, jsonResponse(request, 413, {"error": "file too large"}))
                 return
             request.setHeader(b"content-type", found[0].encode())
             request.setHeader(b"x-content-type-options", b"nosniff")
@@ -179,7 +186,9 @@ class _Self(Resource):
             f"<h1>Settings</h1><p>Peer ID <code>{html.escape(self.peer.identity.peerId)}</code></p>"
             f"<form id=f><label>Label <input name=label value='{html.escape(c.label)}'></label> "
             f"<label>Email <input name=email value='{html.escape(c.email)}'></label> <button>Save</button></form>"
-            f"<p id=msg></p><h2>goop.json</h2><pre id=cfg>{html.escape(json.dumps(self.peer.settings()['config'], indent=2))}</pre>"
+            f"<p id=msg></p><h2>goop.json</h2><form id=c><textarea id=cfg name=cfg rows=24 cols=70>"
+            f"{html.escape(json.dumps(self.peer.settings()['config'], indent=2))}</textarea><br>"
+            "<button>Save goop.json</button> (other keys apply at the next start)</form>"
             + (
                 "<p><a id=hub href='" + html.escape(self.peer.hubURL) + "/'>Rendezvous dashboard</a></p>"
                 if self.peer.hubURL
@@ -188,11 +197,15 @@ class _Self(Resource):
             + "<script>document.getElementById('f').onsubmit=async(e)=>{e.preventDefault();"
             "const f=new FormData(e.target);const r=await fetch('/self',{method:'POST',headers:{'content-type':'application/json'},"
             "body:JSON.stringify({label:f.get('label'),email:f.get('email')})});"
-            "document.getElementById('msg').textContent=r.ok?'saved (restart to apply everywhere)':(await r.text());};</script>"
+            "document.getElementById('msg').textContent=r.ok?'saved':(await r.text());};"
+            "document.getElementById('c').onsubmit=async(e)=>{e.preventDefault();let doc;"
+            "try{doc=JSON.parse(document.getElementById('cfg').value)}catch(x){document.getElementById('msg').textContent='not JSON: '+x;return}"
+            "const r=await fetch('/self',{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify({config:doc})});"
+            "document.getElementById('msg').textContent=r.ok?'saved; restart the peer to apply':(await r.text());};</script>"
         )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", PAGE_CSP)
-        return _page("Settings", body)
+        return _page("Settings", body, self.peer)
 
     def render_POST(self, request: Request) -> bytes:
         bad = _jsonRequestOK(request)
@@ -216,6 +229,10 @@ class _Self(Resource):
 class _Logs(Resource):
     isLeaf = True
 
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self.peer = peer
+
     def render_GET(self, request: Request) -> bytes:
         body = (
             "<h1>Logs</h1><pre id=log></pre><script>const el=document.getElementById('log');"
@@ -224,7 +241,7 @@ class _Logs(Resource):
         )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", PAGE_CSP)
-        return _page("Logs", body)
+        return _page("Logs", body, self.peer)
 
 
 class _LogsJSON(Resource):
@@ -330,7 +347,7 @@ def makeViewer(peer: Any, clock: Any, minimal: bool = False) -> tuple[Resource, 
     api.children[b"logs"].putChild(b"stream", tail.resource())
     root.putChild(b"api", api)
     root.putChild(b"self", _Self(peer))
-    root.putChild(b"logs", _Logs())
+    root.putChild(b"logs", _Logs(peer))
     root.putChild(b"healthz", HealthzResource(peer.healthProviders))
     if not minimal:
         root.putChild(b"peers", _PeersJSON(peer))

@@ -38,7 +38,7 @@ from suite.goop.rendezvous.registry import (
 )
 from suite.goop.rendezvous.templates import TemplateStore
 from suite.goop.sse import SSEHub
-from suite.goop.webutil import JSONErrorPage, clientIP, header, jsonResponse, readBody
+from suite.goop.webutil import JSONErrorPage, clientIP, finishRequest, header, jsonResponse, readBody
 from suite.web.limits import LimitedSite
 
 __all__ = ["RendezvousHub"]
@@ -62,8 +62,8 @@ class RendezvousHub(Service):
         logBuffer: LogBuffer | None = None,
         maxSSEClients: int = 2048,
         maxSSEPerIP: int = 64,
-        publishRate: float = 1.0,
-        publishBurst: float = 10.0,
+        publishRate: float = 5.0,
+        publishBurst: float = 20.0,
         syncInterval: float = 3.0,
         evictInterval: float = 1.0,
         interface: str = "127.0.0.1",
@@ -336,18 +336,16 @@ class _Templates(Resource):
 
         def send(data: bytes | None) -> None:
             if data is None:
-                request.write(jsonResponse(request, 404, {"error": f"no template named {name}"}))
-            else:
-                request.setHeader(b"content-type", b"application/gzip")
-                request.setHeader(b"content-disposition", f'attachment; filename="{name}.tar.gz"'.encode())
-                request.write(data)
-            request.finish()
+                finishRequest(request, jsonResponse(request, 404, {"error": f"no template named {name}"}))
+                return
+            request.setHeader(b"content-type", b"application/gzip")
+            request.setHeader(b"content-disposition", f'attachment; filename="{name}.tar.gz"'.encode())
+            finishRequest(request, data)
 
         def failed(f: Any) -> None:
-            request.write(
-                jsonResponse(request, 500, {"error": f"cannot build bundle: {f.getErrorMessage()}"})
+            finishRequest(
+                request, jsonResponse(request, 500, {"error": f"cannot build bundle: {f.getErrorMessage()}"})
             )
-            request.finish()
 
         deferToThread(store.bundle, name).addCallbacks(send, failed)
         return NOT_DONE_YET

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from suite.goop.identity import verifySignature
+from suite.goop.limits import TokenBucket
 
 __all__ = ["PeerRegistry", "PublishError", "verifyPublication", "TokenBucket", "MAX_PUBLISH_BYTES"]
 
@@ -47,7 +49,12 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
     if doc.get("peer_id") != peerId:
         raise PublishError("peer_id is not the hash of public_key")
     ts = doc.get("ts")
-    if not isinstance(ts, (int, float)) or abs(ts - now) > MAX_SKEW_SECONDS:
+    if (
+        isinstance(ts, bool)
+        or not isinstance(ts, (int, float))
+        or not math.isfinite(ts)
+        or abs(ts - now) > MAX_SKEW_SECONDS
+    ):
         raise PublishError("ts missing or too far from the hub's clock")
     ttl = doc.get("ttl", 120)
     if not isinstance(ttl, int) or isinstance(ttl, bool):
@@ -57,7 +64,7 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
     if not isinstance(label, str):
         raise PublishError("label must be a string")
     port = doc.get("port", 0)
-    if not isinstance(port, int) or not 0 <= port <= 65535:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise PublishError("port must be 0..65535")
     addrs: list[str] = []
     if port:
@@ -170,32 +177,3 @@ class PeerRegistry:
 
 def _encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode()
-
-
-class TokenBucket:
-    """Per-key token buckets (e.g. per client IP): C{rate} per second, C{burst}."""
-
-    def __init__(self, rate: float, burst: float, maxKeys: int = 100000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.maxKeys = maxKeys
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str, now: float) -> bool:
-        if self.rate <= 0:
-            return True
-        tokens, last = self.buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self.buckets[key] = (tokens, now)
-            return False
-        if key not in self.buckets and len(self.buckets) >= self.maxKeys:
-            self.prune(now)
-        self.buckets[key] = (tokens - 1.0, now)
-        return True
-
-    def prune(self, now: float) -> None:
-        full = self.burst / self.rate if self.rate > 0 else 0
-        for k, (_, last) in list(self.buckets.items()):
-            if now - last >= full:
-                del self.buckets[k]

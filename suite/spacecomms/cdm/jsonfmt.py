@@ -19,11 +19,18 @@ import json
 from typing import Any
 
 from suite.spacecomms.cdm import fields as F
-from suite.spacecomms.cdm.model import CDM, CDMError, Segment, convert
+from suite.spacecomms.cdm.model import CDM, MAX_TEXT, CDMError, Segment, convert
 
 __all__ = ["parseJSON", "writeJSON", "toDict", "fromDict", "MAX_JSON_BYTES"]
 
 MAX_JSON_BYTES = 512 * 1024
+
+
+def _plain(text: str) -> bool:
+    """
+    True for text that L{convert} would keep unchanged (the fast path).
+    """
+    return 0 < len(text) <= MAX_TEXT and text.isprintable() and text[0] != " " and text[-1] != " "
 
 
 def _section(obj: Any, name: str, table: dict[str, F.Field], prefix: str) -> tuple[dict[str, Any], list[str]]:
@@ -40,7 +47,10 @@ def _section(obj: Any, name: str, table: dict[str, F.Field], prefix: str) -> tup
         f = table.get(key)
         if f is None:
             raise CDMError((prefix + str(key))[:60] or name, "unknown keyword")
-        if f.kind == "float" and type(raw) is float and raw - raw == 0.0:
+        kind = f.kind
+        if type(raw) is float and kind == "float" and raw - raw == 0.0:
+            values[key] = raw
+        elif type(raw) is str and (kind == "str" or (kind == "enum" and raw in f.enum)) and _plain(raw):
             values[key] = raw
         else:
             values[key] = convert(f, raw, prefix + key)
@@ -55,7 +65,7 @@ def fromDict(doc: Any) -> CDM:
         raise CDMError("cdm", "a JSON CDM must be an object")
     unknown = set(doc) - {F.VERSION_KEY, "header", "relative_metadata_data", "segments"}
     if unknown:
-        raise CDMError(str(sorted(unknown)[0])[:60] or "cdm", "unknown member")
+        raise CDMError(sorted(str(k) for k in unknown)[0][:60] or "cdm", "unknown member")
     version = doc.get(F.VERSION_KEY)
     if not isinstance(version, str):
         raise CDMError(F.VERSION_KEY, "missing or not a string")

@@ -17,7 +17,6 @@ __all__ = ["parseKVN", "writeKVN", "MAX_KVN_BYTES"]
 
 MAX_KVN_BYTES = 256 * 1024
 MAX_LINE = 2048
-_UNITS = re.compile(r"^(.*?)\s*\[([^\]]*)\]\s*$")
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
@@ -48,7 +47,7 @@ def parseKVN(text: str) -> CDM:
             raise CDMError(
                 line[:30].split("=")[0].strip() or "cdm", f"line longer than {MAX_LINE} characters"
             )
-        comment = _comment(line)
+        comment = _comment(line) if line[0] == "C" else None
         if comment is not None:
             if section == "start":
                 raise CDMError(F.VERSION_KEY, "must be the first keyword")
@@ -60,9 +59,10 @@ def parseKVN(text: str) -> CDM:
             name = key[:40] if key and _KEY.match(key) else (F.VERSION_KEY if section == "start" else "cdm")
             raise CDMError(name, f"expected KEYWORD = value, got {line[:40]!r}")
         value, units = rest.strip(), None
-        m = _UNITS.match(value)
-        if m:
-            value, units = m.group(1).strip(), m.group(2).strip()
+        if value.endswith("]"):
+            opening = value.rfind("[")
+            if opening >= 0:
+                value, units = value[:opening].strip(), value[opening + 1 : -1].strip()
         if key == F.VERSION_KEY:
             if section != "start":
                 raise CDMError(F.VERSION_KEY, "must appear once, as the first keyword")

@@ -14,9 +14,11 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.chord import errors as E
+from suite.specter.chord.base import VnodeBase
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, ref, ringId, vnodeId
 from suite.specter.chord.vnode import Vnode
@@ -26,6 +28,8 @@ __all__ = ["ChordConfig", "ChordNode"]
 
 log = Logger()
 MAX_HOPS = 64
+BATCH_INFLIGHT = 4
+BATCH_MAX = 1024
 
 
 @dataclass
@@ -43,6 +47,55 @@ class ChordConfig:
     kvDeadline: float = 30.0
     leaveStall: float = 10.0
     antiEntropy: float = 60.0
+
+
+class _Batcher:
+    """
+    KV calls to one peer process: up to L{BATCH_INFLIGHT} C{multi} calls in
+    flight; calls made meanwhile travel together in the next one.
+    """
+
+    def __init__(self, node: ChordNode, addr: str) -> None:
+        self.node = node
+        self.addr = addr
+        self.queue: list[tuple[int, list[Any], Deferred[Any]]] = []
+        self.inflight = 0
+
+    def send(self, vid: int, args: list[Any]) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.queue.append((vid, args, d))
+        if self.inflight < BATCH_INFLIGHT:
+            self._flush()
+        return d
+
+    def _flush(self) -> None:
+        batch, self.queue = self.queue[:BATCH_MAX], self.queue[BATCH_MAX:]
+        self.inflight += 1
+        calls = [[vid, "kv", args] for vid, args, _ in batch]
+        d = self.node.transport.call(self.addr, None, "multi", [calls], self.node.config.rpcTimeout)
+
+        def done(results: Any) -> None:
+            self.inflight -= 1
+            if isinstance(results, Failure) or not isinstance(results, list) or len(results) != len(batch):
+                err = (
+                    results.value
+                    if isinstance(results, Failure) and isinstance(results.value, RemoteError)
+                    else RemoteError(E.GONE, "batch failed")
+                )
+                if err.code == E.TIMEOUT:
+                    self.node._timedOut(self.addr)
+                for _, _, waiting in batch:
+                    waiting.errback(err)
+            else:
+                for (_, _, waiting), (ok, value) in zip(batch, results, strict=True):
+                    if ok:
+                        waiting.callback(value)
+                    else:
+                        waiting.errback(RemoteError.fromWire(value))
+            if self.queue and self.inflight < BATCH_INFLIGHT:
+                self._flush()
+
+        d.addBoth(done)
 
 
 @implementer(IRing)
@@ -75,6 +128,7 @@ class ChordNode:
         self.suspects: dict[str, float] = {}
         self.timeouts: dict[str, int] = {}
         self.seed: str | None = None
+        self.batchers: dict[str, _Batcher] = {}
 
     # -- lifecycle -------------------------------------------------------------
     def firstVnode(self) -> Vnode:
@@ -102,6 +156,11 @@ class ChordNode:
     def call(self, target: VnodeRef, method: str, *args: Any) -> Deferred[Any]:
         if target.addr == self.addr:
             return self.dispatch(target.id, method, list(args))
+        if method == "kv":
+            batcher = self.batchers.get(target.addr)
+            if batcher is None:
+                batcher = self.batchers[target.addr] = _Batcher(self, target.addr)
+            return batcher.send(target.id, list(args))
         d = self.transport.call(target.addr, target.id, method, list(args), self.config.rpcTimeout)
 
         def answered(result: Any) -> Any:
@@ -110,14 +169,17 @@ class ChordNode:
 
         def failed(f: Any) -> Any:
             if f.check(RemoteError) and f.value.code == E.TIMEOUT:
-                count = self.timeouts[target.addr] = self.timeouts.get(target.addr, 0) + 1
-                if count >= 2:
-                    self.suspects[target.addr] = self.clock.seconds() + 2 * self.config.rpcTimeout
+                self._timedOut(target.addr)
             else:
                 self.timeouts.pop(target.addr, None)
             return f
 
         return d.addCallbacks(answered, failed)
+
+    def _timedOut(self, addr: str) -> None:
+        count = self.timeouts[addr] = self.timeouts.get(addr, 0) + 1
+        if count >= 2:
+            self.suspects[addr] = self.clock.seconds() + 2 * self.config.rpcTimeout
 
     def suspected(self, addr: str) -> bool:
         """
@@ -138,6 +200,13 @@ class ChordNode:
         if vid is None:
             if method == "hello":
                 return maybeDeferred(self.hello)
+            if (
+                method == "multi"
+                and len(args) == 1
+                and isinstance(args[0], list)
+                and len(args[0]) <= BATCH_MAX
+            ):
+                return self._multi(args[0])
             return _fail(RemoteError(E.BAD_REQUEST, f"unknown node method {method!r}"))
         v = self.byId.get(vid) if isinstance(vid, int) else None
         if v is None or v.gone:
@@ -166,11 +235,38 @@ class ChordNode:
 
         return d.addErrback(wrap)
 
+    def _multi(self, calls: list[Any]) -> Deferred[Any]:
+        """
+        Run a batch of vnode calls; answer C{[ok, result-or-error]} for each.
+        """
+        ds = []
+        for call in calls:
+            if not isinstance(call, list) or len(call) != 3 or call[1] == "multi":
+                ds.append(_fail(RemoteError(E.BAD_REQUEST, "malformed batched call")))
+            else:
+                ds.append(self.dispatch(call[0], call[1], call[2]))
+
+        def collect(results: list[tuple[bool, Any]]) -> list[Any]:
+            out = []
+            for ok, value in results:
+                if ok:
+                    out.append([True, value])
+                else:
+                    err = (
+                        value.value
+                        if isinstance(value.value, RemoteError)
+                        else RemoteError(E.INTERNAL, "call failed")
+                    )
+                    out.append([False, err.toWire()])
+            return out
+
+        return DeferredList(ds, consumeErrors=True).addCallback(collect)
+
     def hello(self) -> list[Any]:
         return [list(v.ref) for v in self.vnodes if v.serving]
 
     # -- lookups ----------------------------------------------------------------------
-    async def entryPoint(self, seed: str | None, exclude: Vnode | None = None) -> VnodeRef:
+    async def entryPoint(self, seed: str | None, exclude: VnodeBase | None = None) -> VnodeRef:
         for v in self.vnodes:
             if v is not exclude and v.serving:
                 return v.ref

@@ -12,10 +12,12 @@ import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from suite.daemon import ConfigError, errorLine, notImplementedYet
 from suite.specter.client.link import TunnelClient, splitHostPort, tunnelCreator
@@ -91,6 +93,43 @@ class ReleaseOptions(_HostOptions):
     """
 
 
+class EnrollOptions(usage.Options):
+    """
+    C{enroll URL --name NAME}: get a client certificate from a server's
+    C{/_internal/pki/client} (credentials: --user and env
+    SPECTER_INTERNAL_PASS or INTERNAL_PASS) and write it to --cert-dir.
+    """
+
+    optFlags = [["force", None, "Replace existing client files."]]
+    optParameters = [
+        ["name", "n", None, "Common name of the certificate (required; it owns your hostnames)."],
+        ["user", "u", None, "User for /_internal (env INTERNAL_USER)."],
+        [
+            "cacert",
+            None,
+            None,
+            "PEM file trusted for an https:// URL (e.g. the gateway's self-signed certificate).",
+        ],
+    ]
+
+    def parseArgs(self, url: str) -> None:  # type: ignore[override]
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"enroll: {url!r} must be an http:// or https:// URL of a server's helper or apex"
+            )
+        self["url"] = url.rstrip("/")
+
+    def postOptions(self) -> None:
+        if not self["name"]:
+            raise ConfigError("--name: required")
+        self["user"] = self["user"] or os.environ.get("INTERNAL_USER")
+        self["password"] = os.environ.get("SPECTER_INTERNAL_PASS") or os.environ.get("INTERNAL_PASS")
+        if not self["user"] or not self["password"]:
+            raise ConfigError(
+                "--user: /_internal credentials are required (--user or INTERNAL_USER, and SPECTER_INTERNAL_PASS or INTERNAL_PASS)"
+            )
+
+
 class LsOptions(usage.Options):
     """
     C{ls}: the hostnames you own.
@@ -116,6 +155,7 @@ class ClientOptions(usage.Options):
         ["ls", None, LsOptions, "List the hostnames you own."],
         ["connect", None, ConnectOptions, "Raw TCP to HOST through the gateway on stdin/stdout."],
         ["release", None, ReleaseOptions, "Release a hostname you own."],
+        ["enroll", None, EnrollOptions, "Get a client certificate from a server's /_internal/pki/client."],
         ["acme", None, _HostOptions, "Custom domain: get the CNAME to publish (not implemented yet)."],
         ["validate", None, _HostOptions, "Custom domain: validate it (not implemented yet)."],
     ]
@@ -250,19 +290,28 @@ async def _command(reactor: Any, options: ClientOptions, message: dict[str, Any]
     return result
 
 
+@implementer(IHandshakeListener)
 class _Splice(Protocol):
     transport: Any = None
+    handshaken = False
 
     def __init__(self, done: Deferred[int]) -> None:
         self.done = done
+
+    def handshakeCompleted(self) -> None:
+        self.handshaken = True
 
     def dataReceived(self, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        if not self.done.called:
+        if self.done.called:
+            return
+        if self.handshaken:
             self.done.callback(0)
+        else:
+            self.done.errback(ConfigError(f"TLS with the gateway failed: {reason.getErrorMessage()}"))
 
 
 class _Stdin(Protocol):
@@ -278,6 +327,30 @@ class _Stdin(Protocol):
         self.reactor.callLater(self.linger, self.remote.transport.loseConnection)
 
 
+@implementer(IOpenSSLClientConnectionCreator)
+class _InsecureCreator:
+    """
+    TLS without certificate checks (C{connect --insecure}), still sending
+    SNI and ALPN.
+    """
+
+    def __init__(self, hostname: str, alpn: bytes) -> None:
+        from twisted.internet import ssl
+
+        self.context = ssl.CertificateOptions(verify=False).getContext()
+        self.context.set_alpn_protos([alpn])
+        self.name = hostname.encode("idna")
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        from OpenSSL import SSL
+
+        connection = SSL.Connection(self.context, None)
+        connection.set_app_data(tlsProtocol)
+        connection.set_tlsext_host_name(self.name)
+        connection.set_connect_state()
+        return connection
+
+
 async def _connect(reactor: Any, options: ClientOptions) -> int:
     from twisted.internet import ssl, stdio
     from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -287,9 +360,7 @@ async def _connect(reactor: Any, options: ClientOptions) -> int:
     sub = options.subOptions
     hostname = sub["hostname"]
     if sub["insecure"]:
-        context = ssl.CertificateOptions(verify=False, acceptableProtocols=[TCP_ALPN]).getContext()
-        creator: Any = ssl.ClientTLSOptions(hostname, context)  # type: ignore[attr-defined]
-        creator._ctx.set_verify(0, lambda *a: True)
+        creator: Any = _InsecureCreator(hostname, TCP_ALPN)
     else:
         trust: Any = None
         if sub["cacert"]:
@@ -312,6 +383,54 @@ async def _connect(reactor: Any, options: ClientOptions) -> int:
     return await done
 
 
+async def _enroll(reactor: Any, options: ClientOptions) -> int:
+    import json
+
+    import treq
+    from twisted.internet import ssl
+    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+
+    from suite.logging import Secret
+
+    sub = options.subOptions
+    directory = options["cert-dir"]
+    files = [os.path.join(directory, n) for n in ("client.crt", "client.key", "ca.crt")]
+    if not sub["force"] and any(os.path.exists(f) for f in files):
+        raise ConfigError(f"--cert-dir: {directory} already holds client files (use --force to replace them)")
+    policy = None
+    if sub["cacert"]:
+        try:
+            with open(sub["cacert"], "rb") as f:
+                policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(f.read()))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--cacert: cannot read {sub['cacert']}: {e}") from None
+    agent = Agent(reactor, contextFactory=policy) if policy is not None else Agent(reactor)
+    client = treq.client.HTTPClient(agent)
+    password = Secret(sub["password"])
+    response = await client.post(
+        f"{sub['url']}/_internal/pki/client",
+        data={"name": sub["name"]},
+        auth=(sub["user"], password.reveal()),
+        timeout=options["timeout"],
+    )
+    body = await response.content()
+    if response.code != 200:
+        try:
+            reason = json.loads(body).get("error", "")
+        except ValueError:
+            reason = body[:200].decode("utf-8", "replace")
+        raise ConfigError(f"enroll: the server answered {response.code}: {reason}")
+    answer = json.loads(body)
+    os.makedirs(directory, exist_ok=True)
+    for path, key, mode in zip(files, ("certificate", "key", "ca"), (0o644, 0o600, 0o644), strict=True):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), mode)
+            out.write(answer[key])
+    sys.stdout.write(f"wrote {', '.join(files)}\n")
+    return 0
+
+
 async def _run(reactor: Any, options: ClientOptions) -> int:
     command = options.subCommand
     if command == "tunnel":
@@ -331,6 +450,8 @@ async def _run(reactor: Any, options: ClientOptions) -> int:
         return 0
     if command == "connect":
         return await _connect(reactor, options)
+    if command == "enroll":
+        return await _enroll(reactor, options)
     raise notImplementedYet(f"specter client {command} (custom domains)")
 
 
@@ -342,7 +463,7 @@ def runClient(options: ClientOptions, argv0: str = "specter client") -> int:
 
     from suite.logging import startLogging
 
-    startLogging()
+    startLogging(level="info" if options.subCommand == "tunnel" else "warn")
     code = [0]
 
     def main(reactor: Any) -> Deferred[None]:

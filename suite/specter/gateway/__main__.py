@@ -25,6 +25,7 @@ class Options(usage.Options):
         ["proxy-buffer", None, "16KiB", "DATA frame size."],
         ["transport-buffer", None, "16KiB", "Socket write buffer before back-pressure."],
         ["listen-http", None, None, "Endpoint string of the plain HTTP listener (CONNECT + redirect)."],
+        ["listen-udp", None, None, "HOST:PORT for QUIC/HTTP/3 (runs on the asyncio reactor)."],
     ]
     optFlags = [["proxy-protocol", None, "Require a PROXY protocol header from visitors."]]
 
@@ -58,6 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     except usage.UsageError as e:
         sys.stderr.write(errorLine("specter-gateway", e))
         raise SystemExit(2) from None
+    udp = None
+    if options["listen-udp"]:
+        from twisted.internet import asyncioreactor
+
+        from suite.specter.client.link import splitHostPort
+
+        asyncioreactor.install()
+        udp = [splitHostPort(options["listen-udp"])]
     from twisted.internet import reactor
 
     from suite.logging import startLogging
@@ -89,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         proxyProtocol=bool(options["proxy-protocol"]),
         httpEndpoints=[options["listen-http"]] if options["listen-http"] else None,
         httpsPort=int(options["advertise"].rsplit(":", 1)[1]),
+        udpBinds=udp,
     )
     service.startService()
     r.addSystemEventTrigger("before", "shutdown", service.stopService)

@@ -44,6 +44,9 @@ class GatewayConfig:
     leaseTTL: float = 30.0
     drainSeconds: float = 5.0
     maxLinksPerClient: int = 64
+    #: Seconds a connection may take to finish its TLS handshake, and a
+    #: visitor to send its first request head, before it is closed.
+    headTimeout: float = 30.0
 
 
 @dataclass
@@ -80,6 +83,21 @@ class Gateway:
         self.draining = False
         self.overlay: Any = None
         self.overlayLinks: set[Any] = set()
+        #: What requests for an apex itself see (C{/_internal} with
+        #: credentials); None: a 404 page.
+        self.bundle: Any = None
+        self.apexResource: Any = None
+        self.apexSite: Any = None
+
+    def setApexResource(self, resource: Any) -> None:
+        """
+        Serve C{resource} to visitors asking for an apex itself.
+        """
+        from suite.web.limits import LimitedSite
+
+        self.apexResource = resource
+        self.apexSite = LimitedSite(resource, reactor=self.clock)
+        self.apexSite.noisy = False
 
     def isPublicName(self, name: str) -> bool:
         """

@@ -44,6 +44,8 @@ _HOP = {
     b"host",
 }
 _ADDRESS = IPv4Address("TCP", "127.0.0.1", 0)
+#: Largest HTTP/2 request body accepted (413 beyond); bodies are buffered.
+MAX_BODY = 8 * 1024 * 1024
 
 
 class _Inbound:
@@ -174,6 +176,12 @@ class TunnelResource(Resource):
         host = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
         if not host:
             return _page(request, 400, "no :authority or Host header")
+        if host in self.gateway.config.apexes:
+            if self.gateway.apexResource is None:
+                return _page(request, 404, "nothing is served on the apex here")
+            from twisted.web.resource import getChildForRequest
+
+            return getChildForRequest(self.gateway.apexResource, request).render(request)
         link = self.gateway.registry.pick(host)
         if link is not None:
             self._proxy(request, host, link)
@@ -352,7 +360,14 @@ def makeH2Site(gateway: Gateway, reactor: Any) -> Site:
     """
     The site that serves HTTP/2 visitors.
     """
-    site = Site(TunnelResource(gateway), reactor=reactor)
+    from suite.web.limits import LimitedSite
+
+    site = LimitedSite(
+        TunnelResource(gateway),
+        maxBodyBytes=MAX_BODY,
+        maxHeaderBytes=gateway.config.maxHeaderBytes,
+        reactor=reactor,
+    )
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -122,8 +122,25 @@ class _Dispatch(Protocol):
 
     def __init__(self, factory: GatewayFactory) -> None:
         self.factory = factory
+        self.timer: Any = None
+
+    def connectionMade(self) -> None:
+        gateway = self.factory.gateway
+        self.timer = gateway.clock.callLater(gateway.config.headTimeout, self._timedOut)
+
+    def _timedOut(self) -> None:
+        self.timer = None
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
 
     def handshakeCompleted(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
         tls = self.transport
         try:
             proto = self.factory.protocolFor(tls.negotiatedProtocol, tls)

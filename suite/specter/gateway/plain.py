@@ -43,6 +43,9 @@ class PlainHTTPVisitor(_Visitor):
         self.head = b""
         self.routing = False
 
+    def connectionMade(self) -> None:
+        self.startHeadTimer()
+
     def dataReceived(self, data: bytes) -> None:
         if self.stream is not None:
             self.stream.send(data)
@@ -87,6 +90,7 @@ class PlainHTTPVisitor(_Visitor):
 
     def _answer(self, response: bytes) -> None:
         self.done = True
+        self.stopHeadTimer()
         self.transport.write(response)
         closeTransport(self.transport)
 
@@ -96,6 +100,7 @@ class PlainHTTPVisitor(_Visitor):
 
     def fail(self, code: int, detail: str) -> None:
         self.done = True
+        self.stopHeadTimer()
         self.transport.write(errorPage(code, detail))
         closeTransport(self.transport)
 

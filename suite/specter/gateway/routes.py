@@ -8,7 +8,9 @@ KV layout (all keys UTF-8):
     by every gateway that holds a link for the host;
   - C{tunnel/route/<host>}: msgpack map C{owner}, C{kind}, C{expires}
     (wall-clock seconds), C{token};
-  - C{tunnel/gw/<host>}: prefix set of gateways (HOST:PORT) holding links;
+  - C{tunnel/gw/<host>}: prefix set of C{HOST:PORT|EXPIRES} members, one
+    per gateway holding links, replaced at each renewal (so a gateway that
+    died stops being listed once its entry expires);
   - C{tunnel/hosts/<owner>}: prefix set of the owner's hostnames.
 """
 
@@ -62,9 +64,9 @@ class MemoryRouteStore:
         entry = self.routes.get(hostname)
         if entry is None or entry["expires"] < self.clock.seconds():
             return succeed(None)
-        return succeed(
-            Route(hostname, entry["owner"], entry["kind"], tuple(sorted(entry["gateways"])), entry["expires"])
-        )
+        now = self.clock.seconds()
+        live = tuple(sorted(g for g, until in entry["gateways"].items() if until >= now))
+        return succeed(Route(hostname, entry["owner"], entry["kind"], live, entry["expires"]))
 
     def publish(self, hostname: str, owner: str, kind: str, gateway: str, leaseTTL: float) -> Deferred[int]:
         now = self.clock.seconds()
@@ -72,17 +74,17 @@ class MemoryRouteStore:
         if entry is not None and entry["owner"] != owner and entry["expires"] >= now:
             raise RouteOwned(f"{hostname} belongs to another client")
         if entry is None or entry["owner"] != owner:
-            entry = {"owner": owner, "gateways": set(), "token": next(self.tokens)}
+            entry = {"owner": owner, "gateways": {}, "token": next(self.tokens)}
             self.routes[hostname] = entry
         entry["kind"] = kind
         entry["expires"] = now + leaseTTL
-        entry["gateways"].add(gateway)
+        entry["gateways"][gateway] = now + leaseTTL
         return succeed(int(entry["token"]))
 
     def withdraw(self, hostname: str, gateway: str) -> Deferred[None]:
         entry = self.routes.get(hostname)
         if entry is not None:
-            entry["gateways"].discard(gateway)
+            entry["gateways"].pop(gateway, None)
         return succeed(None)
 
     def release(self, hostname: str, owner: str) -> Deferred[bool]:
@@ -105,6 +107,25 @@ def _key(kind: str, name: str) -> bytes:
     return f"tunnel/{kind}/{name}".encode()
 
 
+def _members(raw: list[Any]) -> list[tuple[bytes, str, float]]:
+    """
+    Parse C{HOST:PORT|EXPIRES} set members into (member, gateway, expires).
+    """
+    out = []
+    for member in raw:
+        data = member if isinstance(member, bytes) else str(member).encode()
+        text = data.decode("utf-8", "replace")
+        addr, sep, until = text.rpartition("|")
+        if not sep:
+            out.append((data, text, float("inf")))
+            continue
+        try:
+            out.append((data, addr, float(until)))
+        except ValueError:
+            out.append((data, addr, 0.0))
+    return out
+
+
 @implementer(IRouteStore)
 class RingRouteStore:
     """
@@ -122,8 +143,9 @@ class RingRouteStore:
         entry = msgpack.unpackb(raw, raw=False)
         if entry["expires"] < self.clock.seconds():
             return None
-        gateways = await self.ring.kv("list", _key("gw", hostname), [])
-        names = tuple(g.decode() if isinstance(g, bytes) else str(g) for g in gateways)
+        now = self.clock.seconds()
+        members = _members(await self.ring.kv("list", _key("gw", hostname), []))
+        names = tuple(sorted({addr for _, addr, until in members if until >= now}))
         return Route(hostname, entry["owner"], entry["kind"], names, entry["expires"])
 
     def lookup(self, hostname: str) -> Deferred[Route | None]:
@@ -139,8 +161,15 @@ class RingRouteStore:
                 raise RouteOwned(f"{hostname} belongs to another client") from None
             raise
         token = int(lease[2])
-        entry = {"owner": owner, "kind": kind, "expires": self.clock.seconds() + leaseTTL, "token": token}
-        await self.ring.kv("append", _key("gw", hostname), [gateway.encode()])
+        now = self.clock.seconds()
+        entry = {"owner": owner, "kind": kind, "expires": now + leaseTTL, "token": token}
+        key = _key("gw", hostname)
+        fresh = f"{gateway}|{int(now + leaseTTL) + 1}".encode()
+        await self.ring.kv("append", key, [fresh])
+        for member, addr, until in _members(await self.ring.kv("list", key, [])):
+            # our older entries, and entries of gateways that stopped renewing long ago
+            if member != fresh and (addr == gateway or until < now - leaseTTL):
+                await self.ring.kv("remove", key, [member])
         await self.ring.kv("put", _key("route", hostname), [msgpack.packb(entry)])
         await self.ring.kv("append", _key("hosts", owner), [hostname.encode()])
         return token
@@ -148,8 +177,14 @@ class RingRouteStore:
     def publish(self, hostname: str, owner: str, kind: str, gateway: str, leaseTTL: float) -> Deferred[int]:
         return Deferred.fromCoroutine(self._publish(hostname, owner, kind, gateway, leaseTTL))
 
-    def withdraw(self, hostname: str, gateway: str) -> Deferred[Any]:
-        return self.ring.kv("remove", _key("gw", hostname), [gateway.encode()])  # type: ignore[no-any-return]
+    async def _withdraw(self, hostname: str, gateway: str) -> None:
+        key = _key("gw", hostname)
+        for member, addr, _ in _members(await self.ring.kv("list", key, [])):
+            if addr == gateway:
+                await self.ring.kv("remove", key, [member])
+
+    def withdraw(self, hostname: str, gateway: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._withdraw(hostname, gateway))
 
     async def _release(self, hostname: str, owner: str) -> bool:
         raw = await self.ring.kv("get", _key("route", hostname), [])

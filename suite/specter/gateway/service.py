@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from suite.daemon import ConfigError
 from suite.specter.gateway.core import Gateway, GatewayConfig
 from suite.specter.gateway.interfaces import IRouteStore
 from suite.specter.gateway.listener import GatewayFactory, makeTLSFactory, selfSignedCertificate
@@ -38,6 +39,7 @@ class GatewayService(MultiService):
         self.ports: list[Any] = []
         self.extraListeners: list[tuple[str, Any]] = []
         self._trigger: Any = None
+        self.h3: Any = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -60,6 +62,8 @@ class GatewayService(MultiService):
             apexes=", ".join(self.gateway.config.apexes),
         )
         self._trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self.gateway.drain)
+        if self.h3 is not None:
+            self.h3.start().addErrback(lambda f: log.failure("starting the HTTP/3 listener", f))
 
     async def _stop(self) -> None:
         if self._trigger is not None:
@@ -69,6 +73,8 @@ class GatewayService(MultiService):
         await self.gateway.drain()
         if self.gateway.overlay is not None:
             self.gateway.overlay.close()
+        if self.h3 is not None:
+            self.h3.stop()
         await DeferredList([Deferred.fromCoroutine(_stopPort(p)) for p in self.ports], consumeErrors=True)
         self.ports = []
         await super().stopService()  # type: ignore[misc]
@@ -93,6 +99,7 @@ def makeGatewayService(
     proxyProtocol: bool = False,
     httpEndpoints: list[str] | None = None,
     httpsPort: int = 443,
+    udpBinds: list[tuple[str, int]] | None = None,
 ) -> GatewayService:
     """
     Build the gateway: self-signed public certificate for the apexes (kept
@@ -103,10 +110,10 @@ def makeGatewayService(
 
     gateway = Gateway(config, routes, reactor, peers)
     gateway.overlay = OverlayPool(gateway, bundle, reactor)
+    gateway.bundle = bundle
     cert, key, _ = selfSignedCertificate(os.path.join(dataDir, "gateway"), config.apexes)
-    factory = GatewayFactory(
-        gateway, bundle, site=makeH2Site(gateway, reactor), transportBuffer=config.transportBuffer
-    )
+    site = makeH2Site(gateway, reactor)
+    factory = GatewayFactory(gateway, bundle, site=site, transportBuffer=config.transportBuffer)
     factory.extra.update(extra or {})
     tls: Any = makeTLSFactory(gateway, bundle, cert, key, factory, list(factory.extra), reactor)
     if proxyProtocol:
@@ -114,6 +121,15 @@ def makeGatewayService(
 
         tls = ProxyHeaderFactory(tls, allowHeaderless=True)
     service = GatewayService(gateway, tls, endpoints, reactor)
+    if udpBinds:
+        from suite.specter.gateway.h3 import H3Server, isAsyncioReactor
+
+        if not isAsyncioReactor(reactor):
+            raise ConfigError(
+                "--listen-udp: QUIC/HTTP/3 needs the asyncio reactor (twistd --reactor=asyncio ...)"
+            )
+        service.h3 = H3Server(gateway, site.resource, udpBinds, cert, key, reactor)
+        site.resource.altSvc = f'h3=":{udpBinds[0][1]}"; ma=86400'.encode()
     if httpEndpoints:
         from suite.specter.gateway.plain import PlainHTTPFactory
 

@@ -84,6 +84,27 @@ class _Visitor(LocalSide):
         self.gateway = gateway
         self.early: list[bytes] = []
         self.done = False
+        self.timer: Any = None
+
+    def startHeadTimer(self) -> None:
+        """
+        Close the connection if no request head arrives in time.
+        """
+        self.timer = self.gateway.clock.callLater(self.gateway.config.headTimeout, self._headTimedOut)
+
+    def stopHeadTimer(self) -> None:
+        """
+        The head arrived (or the connection ended).
+        """
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def _headTimedOut(self) -> None:
+        self.timer = None
+        if self.stream is None and not self.done:
+            self.done = True
+            self.transport.abortConnection()
 
     def _peer(self) -> str:
         peer = self.transport.getPeer()
@@ -94,6 +115,7 @@ class _Visitor(LocalSide):
         Find the link for C{hostname} and splice, or answer with an error.
         """
         self.hostname = hostname
+        self.stopHeadTimer()
         link = self.gateway.registry.pick(hostname)
         if link is not None:
             self._splice(link)
@@ -141,6 +163,7 @@ class _Visitor(LocalSide):
         Answer with an error page (HTTP) or just close (TCP).
         """
         self.done = True
+        self.stopHeadTimer()
         self.gateway.metrics.errors[code] = self.gateway.metrics.errors.get(code, 0) + 1
         if self.kind == "http":
             self.transport.write(errorPage(code, detail))
@@ -148,6 +171,7 @@ class _Visitor(LocalSide):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self.done = True
+        self.stopHeadTimer()
         if self.stream is not None:
             self.stream.localLost()
             self.stream = None
@@ -164,6 +188,9 @@ class HTTPVisitor(_Visitor):
         super().__init__(gateway)
         self.head = b""
         self.routing = False
+
+    def connectionMade(self) -> None:
+        self.startHeadTimer()
 
     def dataReceived(self, data: bytes) -> None:
         stream = self.stream
@@ -197,7 +224,28 @@ class HTTPVisitor(_Visitor):
         self.routing = True
         self.early.append(self.head)
         self.head = b""
+        if host in self.gateway.config.apexes:
+            self.serveApex()
+            return
         self.route(host)
+
+    def serveApex(self) -> None:
+        """
+        A request for an apex itself: hand the connection to the apex site
+        (C{/_internal} when credentials are configured, 404 otherwise).
+        """
+        self.stopHeadTimer()
+        site = self.gateway.apexSite
+        if site is None:
+            self.fail(404, "nothing is served on the apex here")
+            return
+        self.done = True
+        proto = site.buildProtocol(self.transport.getPeer())
+        self.transport.wrappedProtocol = proto
+        proto.makeConnection(self.transport)
+        early, self.early = self.early, []
+        for chunk in early:
+            proto.dataReceived(chunk)
 
 
 class TCPVisitor(_Visitor):

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
+
 from suite.specter.gateway.core import GatewayConfig
 from suite.specter.gateway.routes import RingRouteStore
 from suite.specter.gateway.service import GatewayService, makeGatewayService
 
-__all__ = ["gatewayRequested", "makeRingGateway", "GATEWAY_FEATURES"]
+__all__ = ["gatewayRequested", "makeRingGateway", "observeGateway", "GATEWAY_FEATURES"]
+
+log = Logger()
 
 #: Features of C{ServerOptions.laterFeatures} the gateway provides.
 GATEWAY_FEATURES = (
@@ -20,6 +24,7 @@ GATEWAY_FEATURES = (
     "HTTP CONNECT/redirect listener (--listen-http)",
     "gateway buffer tuning (--transport-buffer)",
     "gateway buffer tuning (--proxy-buffer)",
+    "QUIC/UDP listeners (--listen-udp)",
 )
 
 
@@ -42,6 +47,23 @@ def _peers(node: Any) -> list[str]:
             if ref.addr != node.addr and ref.addr not in seen:
                 seen.append(ref.addr)
     return seen
+
+
+def _udpBinds(options: Any, reactor: Any) -> list[tuple[str, int]] | None:
+    """
+    QUIC binds: an explicit C{--listen-udp} needs the asyncio reactor (a
+    start-up error otherwise); binds only implied by C{--listen-addr} are
+    served when the reactor allows it and skipped with a warning if not.
+    """
+    from suite.specter.gateway.h3 import isAsyncioReactor
+
+    binds = [tuple(b) for b in options.get("udp-binds") or []]
+    if not binds:
+        return None
+    if options.get("listen-udp") or isAsyncioReactor(reactor):
+        return binds  # type: ignore[return-value]
+    log.warn("QUIC/HTTP/3 is off: run under twistd --reactor=asyncio to serve it on {binds}", binds=binds)
+    return None
 
 
 def makeRingGateway(options: Any, bundle: Any, node: Any, chordFactory: Any, reactor: Any) -> GatewayService:
@@ -71,6 +93,8 @@ def makeRingGateway(options: Any, bundle: Any, node: Any, chordFactory: Any, rea
         for host in dict.fromkeys(hosts):
             httpEndpoints.append(f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}")
 
+    udpBinds = _udpBinds(options, reactor)
+
     def chord(tls: Any) -> Any:
         return chordFactory.buildProtocol(tls.getPeer())
 
@@ -88,4 +112,27 @@ def makeRingGateway(options: Any, bundle: Any, node: Any, chordFactory: Any, rea
         proxyProtocol=bool(options.get("proxy-protocol")),
         httpEndpoints=httpEndpoints,
         httpsPort=options["advertise-addr"][1],
+        udpBinds=udpBinds,
     )
+
+
+def observeGateway(
+    service: GatewayService,
+    registry: Any,
+    helper: Any,
+    user: str | None,
+    password: str | None,
+    ldapChecker: Any = None,
+) -> None:
+    """
+    Show the gateway on the helper site: its metrics in C{registry}
+    (C{/metrics}) and C{/_internal/tunnels} behind the C{/_internal}
+    credentials.
+    """
+    from suite.specter.gateway.views import GatewayCollector, apexResource, mountTunnelViews
+
+    registry.register(GatewayCollector(service.gateway))
+    mountTunnelViews(helper, service.gateway, user, password, ldapChecker)
+    apex = apexResource(helper)
+    if apex is not None:
+        service.gateway.setApexResource(apex)

@@ -9,7 +9,6 @@ import os
 import sys
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
@@ -17,6 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from suite.pki.ca import initBundle, writeClientCertificate
+from tests.specter.gateway.support import listenLocal
 from tests.support.process import DaemonProcess, freePort
 
 PY = sys.executable
@@ -32,6 +32,8 @@ class _Hello(Resource):
 
 
 class _Echo(Protocol):
+    transport: Any = None
+
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
 
@@ -112,8 +114,8 @@ class GatewayHarness:
 
 
 def _listen(factory: Any) -> tuple[Any, int]:
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
-    return port, port.getHost().port
+    port, portNumber = listenLocal(factory)
+    return port, portNumber
 
 
 class GatewayEndToEndTests(TestCase):
@@ -183,6 +185,22 @@ class GatewayEndToEndTests(TestCase):
         )
         self.assertEqual(code, 0, err)
         self.assertEqual(out, b"ping through the tunnel\n")
+        base = [
+            PY,
+            "-m",
+            "suite.specter.client",
+            "--server",
+            f"127.0.0.1:{h.port}",
+            "connect",
+            "--linger",
+            "1",
+        ]
+        out, err, code = await getProcessOutputAndValue(
+            PY, ["-c", script, *base, "--insecure", host], env=os.environ
+        )
+        self.assertEqual((code, out), (0, b"ping through the tunnel\n"), err)
+        out, err, code = await getProcessOutputAndValue(PY, ["-c", script, *base, host], env=os.environ)
+        self.assertNotEqual(code, 0, "an unverifiable gateway certificate must fail")
         out, err, code = await getProcessOutputAndValue(
             PY,
             ["-m", "suite.specter.client", "--server", f"127.0.0.1:{h.port}", "--cert-dir", h.alice, "ls"],
@@ -292,13 +310,23 @@ class GatewayEdgeTests(TestCase):
         self.addCleanup(port.stopListening)
         h = GatewayHarness(self)
         await h.start("--proxy-protocol")
-        proc = h.client("tunnel", "--proxy-protocol", "--target", f"http://127.0.0.1:{backendPort}", name="tunnel")
+        proc = h.client(
+            "tunnel", "--proxy-protocol", "--target", f"http://127.0.0.1:{backendPort}", name="tunnel"
+        )
         host = (await proc.waitForLog(r"tunnel (\S+) linked through")).group(1)
-        out, err, code = await getProcessOutputAndValue(PY, ["-c", _PROXY_VISITOR, host, str(h.port), h.cacert, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443"], env=os.environ)
+        out, err, code = await getProcessOutputAndValue(
+            PY,
+            ["-c", _PROXY_VISITOR, host, str(h.port), h.cacert, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443"],
+            env=os.environ,
+        )
         self.assertIn("client=203.0.113.7", out.decode(), err)
-        out, err, code = await getProcessOutputAndValue(PY, ["-c", _PROXY_VISITOR, host, str(h.port), h.cacert, ""], env=os.environ)
+        out, err, code = await getProcessOutputAndValue(
+            PY, ["-c", _PROXY_VISITOR, host, str(h.port), h.cacert, ""], env=os.environ
+        )
         self.assertNotIn("client=", out.decode())
-        out, err, code = await getProcessOutputAndValue(PY, ["-c", _PROXY_VISITOR, host, str(h.port), h.cacert, "PROXY TCP4 bogus"], env=os.environ)
+        out, err, code = await getProcessOutputAndValue(
+            PY, ["-c", _PROXY_VISITOR, host, str(h.port), h.cacert, "PROXY TCP4 bogus"], env=os.environ
+        )
         self.assertNotIn("client=", out.decode())
         self.assertTrue(h.gateway.running())
 
@@ -314,11 +342,81 @@ class GatewayEdgeTests(TestCase):
         await h.start("--listen-http", f"tcp:{httpPort}:interface=127.0.0.1")
         _, host = await h.tunnel(f"http://127.0.0.1:{backendPort}")
         out, err, code = await getProcessOutputAndValue(
-            "curl", ["-sS", "--max-time", "10", "--proxytunnel", "--proxy", f"http://127.0.0.1:{httpPort}", f"http://{host}/via-connect"], env=os.environ
+            "curl",
+            [
+                "-sS",
+                "--max-time",
+                "10",
+                "--proxytunnel",
+                "--proxy",
+                f"http://127.0.0.1:{httpPort}",
+                f"http://{host}/via-connect",
+            ],
+            env=os.environ,
         )
         self.assertEqual(code, 0, err)
         self.assertIn(b"hello from the backend /via-connect", out)
         out, err, code = await getProcessOutputAndValue(
-            "curl", ["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", f"Host: {host}", f"http://127.0.0.1:{httpPort}/a/b?c=d"], env=os.environ
+            "curl",
+            [
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+                "-H",
+                f"Host: {host}",
+                f"http://127.0.0.1:{httpPort}/a/b?c=d",
+            ],
+            env=os.environ,
         )
         self.assertEqual(out.decode(), f"308 https://{host}:{h.port}/a/b?c=d")
+
+
+class HTTP3Tests(TestCase):
+    timeout = 90
+
+    async def test_http3(self) -> None:
+        """
+        An aioquic HTTP/3 client reaches the backend through the QUIC
+        listener (gateway on the asyncio reactor); HTTP/2 answers carry
+        Alt-Svc for h3.
+        """
+        port, backendPort = _listen(Site(_Hello()))
+        self.addCleanup(port.stopListening)
+        h = GatewayHarness(self)
+        await h.start("--listen-udp", f"127.0.0.1:{h.port}")
+        _, host = await h.tunnel(f"http://127.0.0.1:{backendPort}")
+        await h.gateway.waitForLog("HTTP/3 \\(QUIC\\) listening")
+        script = os.path.join(os.path.dirname(__file__), "h3client.py")
+        out, err, code = await getProcessOutputAndValue(
+            PY, [script, host, str(h.port), "/over/quic", h.cacert], env=os.environ
+        )
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.decode(), "status=200\nhello from the backend /over/quic")
+        out, err, code = await h.curl(host, "--http2", "-D", "-")
+        self.assertIn(f'alt-svc: h3=":{h.port}"', out)
+
+
+class HTTP2LimitTests(TestCase):
+    timeout = 60
+
+    async def test_oversizedBody(self) -> None:
+        """
+        An HTTP/2 request body over the limit is answered 413, and the
+        gateway keeps serving.
+        """
+        port, backendPort = _listen(Site(_Hello()))
+        self.addCleanup(port.stopListening)
+        h = GatewayHarness(self)
+        await h.start()
+        _, host = await h.tunnel(f"http://127.0.0.1:{backendPort}")
+        big = os.path.join(h.base, "big")
+        with open(big, "wb") as f:
+            f.write(b"x" * (9 * 1024 * 1024))
+        out, err, code = await h.curl(host, "--http2", "--data-binary", f"@{big}")
+        self.assertTrue(out.endswith("413 2"), out[-200:])
+        out, err, code = await h.curl(host, "--http2")
+        self.assertTrue(out.endswith("200 2"), out)

@@ -22,6 +22,7 @@ from suite.specter.client.link import TunnelClient
 from suite.specter.gateway.core import GatewayConfig
 from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.gateway.service import makeGatewayService
+from tests.specter.gateway.support import listenLocal
 from tests.support.process import freePort
 
 APEX = "example.test"
@@ -42,6 +43,10 @@ async def _until(predicate: Any, timeout: float = 10.0) -> None:
     raise AssertionError("condition not reached")
 
 
+def _fixed(peers: list[str]) -> Any:
+    return lambda: peers
+
+
 class ForwardingTests(TestCase):
     timeout = 60
 
@@ -53,9 +58,9 @@ class ForwardingTests(TestCase):
         self.identity = loadClientIdentity(os.path.join(self.base, "alice"))
         site = Site(_Hello())
         site.noisy = False
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        port, portNumber = listenLocal(site)
         self.addCleanup(port.stopListening)
-        self.backend = port.getHost().port
+        self.backend = portNumber
         self.routes = MemoryRouteStore(reactor)  # type: ignore[arg-type]
         self.ports = [freePort(), freePort()]
         addrs = [f"127.0.0.1:{p}" for p in self.ports]
@@ -63,7 +68,15 @@ class ForwardingTests(TestCase):
         for i, p in enumerate(self.ports):
             config = GatewayConfig(apexes=[APEX], advertise=addrs[i], drainSeconds=2.0)
             others = [a for a in addrs if a != addrs[i]]
-            svc = makeGatewayService(config, self.bundle, self.routes, reactor, os.path.join(self.base, f"gw{i}"), [f"tcp:{p}:interface=127.0.0.1"], peers=lambda o=others: o)
+            svc = makeGatewayService(
+                config,
+                self.bundle,
+                self.routes,
+                reactor,
+                os.path.join(self.base, f"gw{i}"),
+                [f"tcp:{p}:interface=127.0.0.1"],
+                peers=_fixed(others),
+            )
             svc.startService()
             self.services.append(svc)
             self.addCleanup(self._stop, svc)
@@ -78,7 +91,15 @@ class ForwardingTests(TestCase):
 
     def _client(self, maxLinks: int, gateway: int = 1) -> tuple[TunnelClient, Deferred[str]]:
         registered: Deferred[str] = Deferred()
-        client = TunnelClient(reactor, self.identity, [f"127.0.0.1:{self.ports[gateway]}"], ("127.0.0.1", self.backend), "http", maxLinks=maxLinks, onRegistered=registered.callback)
+        client = TunnelClient(
+            reactor,
+            self.identity,
+            [f"127.0.0.1:{self.ports[gateway]}"],
+            ("127.0.0.1", self.backend),
+            "http",
+            maxLinks=maxLinks,
+            onRegistered=registered.callback,
+        )
         client.start()
 
         async def stop() -> None:
@@ -93,7 +114,19 @@ class ForwardingTests(TestCase):
         cacert = os.path.join(self.base, f"gw{gateway}", "gateway", "selfsigned.crt")
         out, err, code = await getProcessOutputAndValue(
             "curl",
-            ["-sS", "--max-time", "10", "--http1.1", "--cacert", cacert, "--resolve", f"{host}:{port}:127.0.0.1", "-w", "\n%{http_code}", f"https://{host}:{port}/"],
+            [
+                "-sS",
+                "--max-time",
+                "10",
+                "--http1.1",
+                "--cacert",
+                cacert,
+                "--resolve",
+                f"{host}:{port}:127.0.0.1",
+                "-w",
+                "\n%{http_code}",
+                f"https://{host}:{port}/",
+            ],
             env=os.environ,
         )
         return out.decode(), code

@@ -47,10 +47,7 @@ class _Ring:
 
 
 def _memoryStore(clock: Clock) -> Any:
-    import inspect
-
-    params = inspect.signature(MemoryStore).parameters
-    return MemoryStore(clock=clock) if "clock" in params else MemoryStore()
+    return MemoryStore(clock=clock)
 
 
 class _Contract:
@@ -133,7 +130,9 @@ class CacheTests(SynchronousTestCase):
         store.publish("a.example.test", "alice", "http", "g1:443", 30)
         self.assertIsNone(self.successResultOf(cache.lookup("a.example.test")))
         clock.advance(1.5)
-        self.assertEqual(self.successResultOf(cache.lookup("a.example.test")).owner, "alice")
+        route = self.successResultOf(cache.lookup("a.example.test"))
+        assert route is not None
+        self.assertEqual(route.owner, "alice")
         store.release("a.example.test", "alice")
         self.assertIsNotNone(self.successResultOf(cache.lookup("a.example.test")))
         cache.invalidate("a.example.test")
@@ -165,3 +164,47 @@ class RegistryTests(SynchronousTestCase):
         self.assertIsNone(registry.pick("h"))
         self.assertIsNone(registry.pick("other"))
         _ = succeed(None)
+
+
+class _GatewayExpiry:
+    def makeStore(self, clock: Clock) -> Any:
+        raise NotImplementedError
+
+    def test_deadGatewayExpires(self) -> None:
+        """
+        A gateway that stops renewing (it died) drops out of the route's
+        gateways once its entry expires, while another keeps it alive.
+        """
+        clock = Clock()
+        store = self.makeStore(clock)
+        ok: Any = self
+        ok.successResultOf(store.publish("a.example.test", "alice", "http", "g1:443", 30))
+        ok.successResultOf(store.publish("a.example.test", "alice", "http", "g2:443", 30))
+        for _ in range(4):
+            clock.advance(10)
+            ok.successResultOf(store.publish("a.example.test", "alice", "http", "g2:443", 30))
+        route = ok.successResultOf(store.lookup("a.example.test"))
+        ok.assertEqual(route.gateways, ("g2:443",))
+
+
+class MemoryExpiryTests(_GatewayExpiry, SynchronousTestCase):
+    def makeStore(self, clock: Clock) -> Any:
+        return MemoryRouteStore(clock)
+
+
+class RingExpiryTests(_GatewayExpiry, SynchronousTestCase):
+    def makeStore(self, clock: Clock) -> Any:
+        return RingRouteStore(_Ring(_memoryStore(clock)), clock)
+
+    def test_renewalReplacesItsEntry(self) -> None:
+        """
+        Renewing keeps one set member per gateway.
+        """
+        clock = Clock()
+        ring = _Ring(_memoryStore(clock))
+        store = RingRouteStore(ring, clock)
+        for _ in range(5):
+            self.successResultOf(store.publish("a.example.test", "alice", "http", "g1:443", 30))
+            clock.advance(10)
+        members = self.successResultOf(ring.kv("list", b"tunnel/gw/a.example.test", []))
+        self.assertEqual(len(members), 1)

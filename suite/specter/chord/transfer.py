@@ -1,0 +1,204 @@
+"""
+Key transfer: a joining vnode takes its range from its successor; a leaving
+one hands its range (in chunks) to its successor and tells its predecessor;
+and the handlers for those calls and for replica copies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from suite.specter.chord import errors as E
+from suite.specter.chord.base import VnodeBase
+from suite.specter.chord.base import records as _records
+from suite.specter.chord.errors import RemoteError
+from suite.specter.chord.ids import RING_BITS, VnodeRef, between, ref
+
+__all__ = ["Transfer", "HANDOFF_CHUNK"]
+
+log = Logger()
+HANDOFF_CHUNK = 4096
+
+
+class Transfer(VnodeBase):
+    """
+    Join, leave and range handlers.
+    """
+
+    async def _join(self) -> None:
+        attempt = 0
+        target: VnodeRef | None = None
+        while True:
+            if self.seed is None and self.node.firstVnode() is self:
+                self.pred = self.ref
+                self.succs = [self.ref]
+                self.membership.joined()
+                return
+            try:
+                if target is None:
+                    # the successor of the point just past us: never ourselves
+                    entry = await self.node.entryPoint(self.seed, exclude=self)
+                    target, _ = await self.node.findSuccessor(
+                        (self.ref.id + 1) % (1 << RING_BITS), start=entry
+                    )
+                    if target == self.ref:
+                        target = None
+                        raise RemoteError(E.BUSY, "lookup returned the joiner")
+                answer = await self.call(target, "join", list(self.ref))
+                records = _records(answer[0])
+                oldPred = ref(answer[1])
+                succs = [ref(s) for s in answer[2]]
+                # merged with what an earlier life of this vnode kept on disk:
+                # after a whole-ring restart that copy may be the only one
+                await self.store.importRecords(records)
+                self.pred = oldPred
+                self.setSuccessors([target] + [s for s in succs if s is not None])
+                log.info(
+                    "vnode {vnode} joined before {succ} taking {count} records",
+                    vnode=self.ref.short(),
+                    succ=target.short(),
+                    count=len(records),
+                )
+                self.membership.joined()
+                if oldPred is not None and oldPred != target:
+                    self.call(oldPred, "newSuccessor", list(self.ref)).addErrback(lambda _: None)
+                return
+            except RemoteError as e:
+                # after a timeout ask the same successor again: it may have
+                # switched its predecessor to us already and will resend
+                if e.code != E.TIMEOUT:
+                    target = None
+                if not e.retryable:
+                    log.warn(
+                        "vnode {vnode} join attempt failed: {error}", vnode=self.ref.short(), error=str(e)
+                    )
+            attempt += 1
+            await self._sleep(min(2.0, 0.05 * 2 ** min(attempt, 6)) * (0.5 + self.node.rng.random()))
+
+    async def _leave(self) -> None:
+        self._stopTimer()
+        timeouts = 0
+        stalledSince: float | None = None
+        for _attempt in range(2_000):
+            rng = self.ownedRange()
+            target = self.succ
+            if target == self.ref or rng is None:
+                break
+            try:
+                records = await self.store.exportRange(*rng)
+                for i in range(0, len(records), HANDOFF_CHUNK):
+                    await self.call(target, "replicate", records[i : i + HANDOFF_CHUNK])
+                await self.call(target, "handoff", list(self.ref), list(self.pred) if self.pred else None)
+                log.info(
+                    "vnode {vnode} handed its range to {succ}", vnode=self.ref.short(), succ=target.short()
+                )
+                if self.pred is not None and self.pred != self.ref:
+                    self.call(self.pred, "leaving", list(self.ref), [list(s) for s in self.succs]).addErrback(
+                        lambda _: None
+                    )
+                break
+            except RemoteError as e:
+                if e.code == E.TIMEOUT:
+                    timeouts += 1
+                if e.code == E.GONE or timeouts >= 3:
+                    timeouts = 0
+                    self.dropPeer(target)
+                    if self.succs == [self.ref]:
+                        await self._refreshSuccessors()
+                elif e.code == E.LEAVING:
+                    now = self.clock.seconds()
+                    stalledSince = now if stalledSince is None else stalledSince
+                    if now - stalledSince > self.node.config.leaveStall:
+                        log.warn(
+                            "vnode {vnode}: successors are all leaving; its keys stay on disk",
+                            vnode=self.ref.short(),
+                        )
+                        break
+                    await self._sleep(0.05 + 0.2 * self.node.rng.random())
+                elif e.code == E.NOT_OWNER:
+                    await self.stabilize()
+                    await self._sleep(0.05 + 0.2 * self.node.rng.random())
+                else:
+                    await self._sleep(0.05 + 0.2 * self.node.rng.random())
+        self.membership.left()
+
+    async def _refreshSuccessors(self) -> None:
+        try:
+            entry = await self.node.entryPoint(None, exclude=self)
+            s, _ = await self.node.findSuccessor((self.ref.id + 1) % (1 << RING_BITS), start=entry)
+            if s != self.ref:
+                self.succs = [s]
+        except RemoteError:
+            await self._sleep(0.2)
+
+    def remote_leaving(self, who: Any, theirSuccs: Any) -> None:
+        w = ref(who)
+        if w is None:
+            return
+        rest = [r for r in (ref(s) for s in theirSuccs) if r is not None and r != w]
+        self.dropPeer(w)
+        if rest:
+            self.setSuccessors(
+                [s for s in self.succs if s != self.ref] + rest if self.succs != [self.ref] else rest
+            )
+            self.succs.sort(key=lambda s: (s.id - self.ref.id) % (1 << RING_BITS) or (1 << RING_BITS))
+
+    async def remote_join(self, joiner: Any) -> list[Any]:
+        j = ref(joiner)
+        if j is None or j == self.ref:
+            raise RemoteError(E.BAD_REQUEST, "bad joiner")
+        if self.pred == j and j in self.transferredTo:
+            old = self.transferredTo[j]
+        else:
+            if not self.membership.acceptsTransfer():
+                raise RemoteError(E.BUSY, "not accepting transfers now")
+            if self.pred is None:
+                raise RemoteError(E.BUSY, "predecessor unknown")
+            if self.pred != self.ref and not between(j.id, self.pred.id, self.ref.id):
+                raise RemoteError(E.NOT_OWNER, "joiner is not in my range", self.pred)
+            old = self.pred
+            self.pred = j
+            self.transferredTo = {j: old}
+        self.membership.transferStarted()
+        try:
+            records = (
+                await self.store.exportRange(old.id, j.id)
+                if old != self.ref
+                else await self.store.exportRange(self.ref.id, j.id)
+            )
+        finally:
+            self.membership.transferDone()
+        if self.succs == [self.ref]:
+            self.succs = [j]
+        return [records, list(old), [list(self.ref)] + [list(s) for s in self.succs]]
+
+    async def remote_handoff(self, leaver: Any, newPred: Any) -> None:
+        w, p = ref(leaver), ref(newPred)
+        if w is None:
+            raise RemoteError(E.BAD_REQUEST, "bad leaver")
+        if self._left is not None:
+            raise RemoteError(E.LEAVING, "leaving too")
+        if not self.membership.acceptsTransfer():
+            raise RemoteError(E.BUSY, "not accepting transfers now")
+        if self.pred not in (None, w) and not between(w.id, self.pred.id, self.ref.id):
+            raise RemoteError(E.NOT_OWNER, "leaver is not my predecessor", self.pred)
+        if p is None or p == w:
+            self.pred = None
+        else:
+            self.pred = p
+        self.predFailures = 0
+        self.dropPeer(w)
+
+    async def remote_replicate(self, records: Any) -> None:
+        await self.store.importRecords(_records(records))
+
+    async def remote_digest(self, low: int, high: int, buckets: int = 1) -> list[list[int]]:
+        buckets = max(1, min(256, int(buckets)))
+        return [list(b) for b in await self.store.digestRange(int(low), int(high), buckets)]
+
+    async def remote_syncRange(self, low: int, high: int, records: Any) -> None:
+        recs = _records(records)
+        await self.store.removeRange(int(low), int(high))
+        await self.store.importRecords(recs)

@@ -1,0 +1,249 @@
+"""
+HTTP/3 visitors over QUIC (aioquic), on the same port number over UDP.
+
+aioquic is asyncio-native, so this needs the asyncio reactor
+(C{twistd --reactor=asyncio}); the QUIC server then shares the event loop
+with Twisted, and each HTTP/3 request is forwarded like an HTTP/2 one (a
+pooled HTTP/1.1 stream through the tunnel, see L{TunnelResource.forward}).
+QUIC has no PROXY protocol: the gateway sees the UDP source address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import ProtocolNegotiated, QuicEvent
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+
+if TYPE_CHECKING:
+    from suite.specter.gateway.core import Gateway
+    from suite.specter.gateway.h2 import TunnelResource
+
+__all__ = ["H3Server", "isAsyncioReactor", "MAX_BODY"]
+
+log = Logger()
+MAX_BODY = 8 * 1024 * 1024
+_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+}
+
+
+def isAsyncioReactor(reactor: Any) -> bool:
+    """
+    Whether C{reactor} runs on an asyncio event loop.
+    """
+    return hasattr(reactor, "_asyncioEventloop")
+
+
+class _Request:
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+
+
+class _H3Body(Protocol):
+    """
+    Streams a tunnelled response body to one HTTP/3 stream.
+    """
+
+    def __init__(self, proto: _H3Protocol, streamId: int) -> None:
+        self.proto = proto
+        self.streamId = streamId
+
+    def dataReceived(self, data: bytes) -> None:
+        self.proto.sendData(self.streamId, data, False)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.proto.sendData(self.streamId, b"", True)
+
+
+class _H3Protocol(QuicConnectionProtocol):
+    """
+    One QUIC connection carrying HTTP/3.
+    """
+
+    gateway: Gateway
+    resource: TunnelResource
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.http: H3Connection | None = None
+        self.requests: dict[int, _Request] = {}
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
+            self.http = H3Connection(self._quic)
+        if self.http is not None:
+            for h3event in self.http.handle_event(event):
+                self.h3EventReceived(h3event)
+
+    def h3EventReceived(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            request = self.requests.setdefault(event.stream_id, _Request())
+            request.headers.extend(event.headers)
+            if event.stream_ended:
+                self.handle(event.stream_id)
+        elif isinstance(event, DataReceived):
+            request = self.requests.setdefault(event.stream_id, _Request())
+            request.body += event.data
+            if len(request.body) > MAX_BODY:
+                self.requests.pop(event.stream_id, None)
+                self.respondError(event.stream_id, 413, "request body too large")
+                return
+            if event.stream_ended:
+                self.handle(event.stream_id)
+
+    def sendData(self, streamId: int, data: bytes, end: bool) -> None:
+        """
+        Send response body bytes on C{streamId}.
+        """
+        if self.http is None:
+            return
+        try:
+            self.http.send_data(streamId, data, end)
+        except Exception as e:  # the stream was reset by the peer
+            log.debug("HTTP/3 stream {id} gone: {error}", id=streamId, error=str(e))
+            return
+        self.transmit()
+
+    def respondError(self, streamId: int, code: int, detail: str) -> None:
+        """
+        Answer with a small error page.
+        """
+        assert self.http is not None
+        body = f"{code} {detail}\n".encode()
+        self.http.send_headers(streamId, [(b":status", str(code).encode()), (b"content-type", b"text/plain")])
+        self.http.send_data(streamId, body, True)
+        self.transmit()
+
+    def handle(self, streamId: int) -> None:
+        request = self.requests.pop(streamId, None)
+        if request is None:
+            return
+        pseudo = {k: v for k, v in request.headers if k.startswith(b":")}
+        host = pseudo.get(b":authority", b"").decode("ascii", "replace").lower()
+        host = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
+        if not host:
+            self.respondError(streamId, 400, "no :authority")
+            return
+        d = self.gateway.resolve(host)
+
+        def resolved(found: Any) -> None:
+            if found is None or isinstance(found, str):
+                self.respondError(
+                    streamId, 404 if found is None else 502, found or f"no tunnel is serving {host}"
+                )
+                return
+            headers = Headers()
+            for k, v in request.headers:
+                if not k.startswith(b":"):
+                    headers.addRawHeader(k, v)
+            peer = self._quic._network_paths[0].addr if self._quic._network_paths else ("?", 0)
+            response, _ = self.resource.forward(
+                found,
+                host,
+                pseudo.get(b":method", b"GET"),
+                pseudo.get(b":path", b"/"),
+                headers,
+                request.body or None,
+                f"{peer[0]}:{peer[1]}",
+            )
+            response.addCallbacks(
+                lambda r: self.respond(streamId, r),
+                lambda f: self.respondError(streamId, 502, "the tunnel target did not answer"),
+            )
+
+        def failed(f: Failure) -> None:
+            log.warn("route lookup for {host} failed: {error}", host=host, error=f.getErrorMessage())
+            self.respondError(streamId, 502, f"route lookup for {host} failed, try again")
+
+        d.addCallbacks(resolved, failed)
+
+    def respond(self, streamId: int, response: Any) -> None:
+        """
+        Send the status and headers, then stream the body.
+        """
+        assert self.http is not None
+        headers = [(b":status", str(response.code).encode())]
+        for name, values in response.headers.getAllRawHeaders():
+            if name.lower() not in _HOP:
+                headers.extend((name.lower(), v) for v in values)
+        try:
+            self.http.send_headers(streamId, headers)
+        except Exception:
+            return
+        self.transmit()
+        response.deliverBody(_H3Body(self, streamId))
+
+
+class H3Server:
+    """
+    The QUIC listener(s) for HTTP/3.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        resource: TunnelResource,
+        binds: list[tuple[str, int]],
+        certificate: Any,
+        key: Any,
+        reactor: Any,
+    ) -> None:
+        self.gateway = gateway
+        self.resource = resource
+        self.binds = binds
+        self.certificate = certificate
+        self.key = key
+        self.reactor = reactor
+        self.servers: list[Any] = []
+
+    def start(self) -> Deferred[None]:
+        """
+        Bind every UDP address; fire when listening.
+        """
+        loop: asyncio.AbstractEventLoop = self.reactor._asyncioEventloop
+        configuration = QuicConfiguration(
+            is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536
+        )
+        configuration.certificate = self.certificate
+        configuration.private_key = self.key
+        gateway, resource = self.gateway, self.resource
+
+        def create(*args: Any, **kwargs: Any) -> _H3Protocol:
+            proto = _H3Protocol(*args, **kwargs)
+            proto.gateway = gateway
+            proto.resource = resource
+            return proto
+
+        async def bindAll() -> None:
+            for host, port in self.binds:
+                self.servers.append(
+                    await serve(host, port, configuration=configuration, create_protocol=create)
+                )
+                log.info("HTTP/3 (QUIC) listening on udp {host}:{port}", host=host, port=port)
+
+        return Deferred.fromFuture(loop.create_task(bindAll()))
+
+    def stop(self) -> None:
+        """
+        Close the QUIC listeners.
+        """
+        for server in self.servers:
+            server.close()
+        self.servers = []

@@ -1,0 +1,64 @@
+"""
+A minimal HTTP/3 client for tests: GET https://HOST:PORT/PATH over QUIC
+(aioquic), connecting to 127.0.0.1; prints the status line and the body.
+
+    python h3client.py HOST PORT PATH CAFILE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from aioquic.asyncio import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent
+
+
+class Client(QuicConnectionProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.http = H3Connection(self._quic)
+        self.done: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self.status = b""
+        self.body = b""
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        for e in self.http.handle_event(event):
+            if isinstance(e, HeadersReceived):
+                self.status = dict(e.headers).get(b":status", b"")
+                if e.stream_ended and not self.done.done():
+                    self.done.set_result(None)
+            elif isinstance(e, DataReceived):
+                self.body += e.data
+                if e.stream_ended and not self.done.done():
+                    self.done.set_result(None)
+
+
+async def main(host: str, port: int, path: str, cafile: str) -> None:
+    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name=host)
+    config.load_verify_locations(cafile)
+    async with connect("127.0.0.1", port, configuration=config, create_protocol=Client) as client:
+        assert isinstance(client, Client)
+        sid = client._quic.get_next_available_stream_id()
+        client.http.send_headers(
+            sid,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", host.encode()),
+                (b":path", path.encode()),
+            ],
+            end_stream=True,
+        )
+        client.transmit()
+        await asyncio.wait_for(client.done, 10)
+        sys.stdout.write(f"status={client.status.decode()}\n{client.body.decode()}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]))

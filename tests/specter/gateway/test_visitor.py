@@ -1,0 +1,170 @@
+"""
+Visitor protocols over StringTransport: routing once, error pages, limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.specter.gateway.core import Gateway, GatewayConfig
+from suite.specter.gateway.plain import PlainHTTPVisitor
+from suite.specter.gateway.routes import MemoryRouteStore
+from suite.specter.gateway.visitor import HTTPVisitor
+from suite.specter.tunnel.frames import DATA, OPEN, FrameDecoder, decodeControl
+from suite.specter.tunnel.mux import Link
+
+
+class _Link(Link):
+    def acceptsStreams(self) -> bool:
+        return True
+
+
+def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    out: list[tuple[int, int, bytes]] = []
+    FrameDecoder(lambda k, s, p: out.append((k, s, p))).feed(data)
+    return out
+
+
+class VisitorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.gateway = Gateway(
+            GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443", maxHeaderBytes=1024),
+            MemoryRouteStore(self.clock),
+            self.clock,
+        )
+        self.link = _Link()
+        self.wire = StringTransport()
+        self.link.makeConnection(self.wire)
+        self.gateway.registry.add("app.example.test", self.link)
+
+    def visit(self, proto: Any) -> StringTransport:
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return transport
+
+    def test_routedOnceThenSpliced(self) -> None:
+        """
+        The first request head picks the tunnel by Host; it and every later
+        byte go down one stream unparsed.
+        """
+        visitor = HTTPVisitor(self.gateway)
+        self.visit(visitor)
+        head = b"GET / HTTP/1.1\r\nHost: app.example.test:8443\r\n\r\n"
+        visitor.dataReceived(head[:10])
+        self.assertEqual(self.wire.value(), b"")
+        visitor.dataReceived(head[10:])
+        visitor.dataReceived(b"GET /next HTTP/1.1\r\nHost: other.example.test\r\n\r\n")
+        frames = _frames(self.wire.value())
+        self.assertEqual(frames[0][0], OPEN)
+        self.assertEqual(decodeControl(frames[0][2])["host"], "app.example.test")
+        data = b"".join(p for k, _, p in frames if k == DATA)
+        self.assertEqual(data, head + b"GET /next HTTP/1.1\r\nHost: other.example.test\r\n\r\n")
+
+    def test_unknownHost404(self) -> None:
+        """
+        A hostname nobody serves gets a 404 page and the connection closes.
+        """
+        visitor = HTTPVisitor(self.gateway)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"GET / HTTP/1.1\r\nHost: nobody.example.test\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 Not Found\r\n"))
+        self.assertIn(b"no tunnel is serving nobody.example.test", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_oversizedHeaders431(self) -> None:
+        """
+        Headers over the limit get 431, even before they are complete.
+        """
+        visitor = HTTPVisitor(self.gateway)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 2000)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 431 "))
+        self.assertEqual(self.wire.value(), b"")
+
+    def test_malformed400(self) -> None:
+        """
+        A request line that is not HTTP/1.x gets 400.
+        """
+        visitor = HTTPVisitor(self.gateway)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"HELLO\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+
+    def test_redirect(self) -> None:
+        """
+        The plain listener redirects to HTTPS on the gateway's port.
+        """
+        visitor = PlainHTTPVisitor(self.gateway, 8443)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"GET /a?b=c HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        self.assertIn(b"Location: https://app.example.test:8443/a?b=c\r\n", transport.value())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 308 "))
+
+    def test_connect(self) -> None:
+        """
+        CONNECT to a tunnel hostname answers 200 and splices what follows.
+        """
+        visitor = PlainHTTPVisitor(self.gateway, 443)
+        transport = self.visit(visitor)
+        visitor.dataReceived(
+            b"CONNECT app.example.test:80 HTTP/1.1\r\nHost: app.example.test:80\r\n\r\nraw bytes"
+        )
+        self.assertEqual(transport.value(), b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        frames = _frames(self.wire.value())
+        self.assertEqual(decodeControl(frames[0][2])["kind"], "tcp")
+        self.assertEqual(b"".join(p for k, _, p in frames if k == DATA), b"raw bytes")
+
+    def test_connectElsewhereRefused(self) -> None:
+        """
+        CONNECT is only for names under an apex.
+        """
+        visitor = PlainHTTPVisitor(self.gateway, 443)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"CONNECT internal.corp:22 HTTP/1.1\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
+
+    def test_slowHeadClosed(self) -> None:
+        """
+        A visitor that never finishes its request head is closed after the
+        head timeout; one that does keeps no timer.
+        """
+        visitor = HTTPVisitor(self.gateway)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(2)
+        self.assertTrue(transport.disconnected)
+        visitor = HTTPVisitor(self.gateway)
+        self.visit(visitor)
+        visitor.dataReceived(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_apexServesTheApexSite(self) -> None:
+        """
+        A request for the apex itself goes to the apex site (the /_internal
+        tree); without one it is a 404 page.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.static import Data
+
+        visitor = HTTPVisitor(self.gateway)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"GET /_internal/x HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
+        root = Resource()
+        internal = Resource()
+        internal.putChild(b"x", Data(b"internal page", "text/plain"))
+        root.putChild(b"_internal", internal)
+        self.gateway.setApexResource(root)
+        visitor = HTTPVisitor(self.gateway)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"GET /_internal/x HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "), transport.value())
+        self.assertTrue(transport.value().endswith(b"internal page"))
+        self.assertEqual(self.wire.value(), b"")
