@@ -55,13 +55,18 @@ class _Output(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Any) -> None:
         code = getattr(reason.value, "exitCode", None)
+        sig = getattr(reason.value, "signal", None)
+        if code is None and sig in (signal.SIGTERM, signal.SIGINT):
+            # twistd re-raises the signal that stopped it once shutdown is
+            # complete, so the exit status tells the signal: a clean stop.
+            code = 0
         self.running.ended.callback(code if code is not None else -1)
 
 
 async def _run(reactor: Any, args: argparse.Namespace) -> int:
     base = os.path.abspath(args.dir)
     os.makedirs(base, exist_ok=True)
-    daemons = plan(base)
+    daemons = plan(base, args.port_base)
     bindir = os.path.dirname(sys.executable)
     running: list[Running] = []
     for spec in daemons:
@@ -126,5 +131,6 @@ def main(argv: list[str] | None = None) -> None:
         "--dir", default=os.path.join("var", "demo"), help="state directory (default var/demo)"
     )
     parser.add_argument("--verbose", action="store_true", help="show every daemon's log lines")
+    parser.add_argument("--port-base", type=int, default=0, help="offset added to every demo port")
     args = parser.parse_args(argv)
     task.react(lambda reactor: defer.Deferred.fromCoroutine(_run(reactor, args)))

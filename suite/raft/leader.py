@@ -20,14 +20,13 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from suite.raft.membership import MembershipError, changed
+from suite.raft.membership import MembershipChanges
 from suite.raft.messages import (
     CONFIG,
     NOOP,
     NORMAL,
     AppendEntries,
     AppendEntriesResponse,
-    Configuration,
     Entry,
     Heartbeat,
     HeartbeatResponse,
@@ -103,7 +102,7 @@ class LeaderState:
         self.transferTarget: str | None = None
         self.transferDone: Deferred[str] | None = None
         self.transferTimer: IDelayedCall | None = None
-        self.catchups: dict[str, Deferred[Any]] = {}
+        self.membership = MembershipChanges(self)
         self._loops: list[LoopingCall] = []
 
     # -- lifecycle ----------------------------------------------------------
@@ -145,8 +144,8 @@ class LeaderState:
             if call is not None and call.active():
                 call.cancel()
         waiters: list[Deferred[Any]] = list(self.pending.values())
-        waiters += self.reads.abandon() + list(self.catchups.values())
-        self.pending, self.catchups = {}, {}
+        waiters += self.reads.abandon() + self.membership.abandon()
+        self.pending = {}
         if self.transferDone is not None:
             done, self.transferDone = self.transferDone, None
             if self.transferTarget is not None and self.node.term > self.term:
@@ -353,8 +352,7 @@ class LeaderState:
     def _afterProgress(self, peer: str, pr: Progress) -> None:
         if self.transferTarget == peer and pr.match >= self.node.log.lastIndex():
             self.node.send(TimeoutNow(self.node.id, peer, self.term))
-        if peer in self.catchups:
-            self._checkCatchup(peer)
+        self.membership.progressed(peer)
 
     # -- commit and apply ---------------------------------------------------
 
@@ -388,8 +386,7 @@ class LeaderState:
         if not self.committedInTerm and self.node.commitIndex >= self.noopIndex:
             self.committedInTerm = True
             self.reads.termCommitted()
-            for peer in list(self.catchups):
-                self._checkCatchup(peer)
+            self.membership.termCommitted()
         self.reads.applied(index)
 
     # -- proposals ----------------------------------------------------------
@@ -463,66 +460,13 @@ class LeaderState:
             self.sendAppend(target)
         return d
 
-    # -- membership ---------------------------------------------------------
+    # -- membership -------------------------------------------------------
 
     def changeMembership(self, action: str, nodeId: str, address: str) -> Deferred[Any]:
-        node = self.node
-        if not self.committedInTerm:
-            return fail(MembershipError("the leader has not committed an entry of its term yet"))
-        if node.configs.latestIndex() > node.commitIndex:
-            return fail(MembershipError("another membership change is still uncommitted"))
-        config = node.configs.latest()
-        if action == "addVoter":
-            if nodeId in config.voters:
-                return fail(MembershipError(f"{nodeId} is already a voter"))
-            if nodeId in self.catchups:
-                return fail(MembershipError(f"{nodeId} is already catching up"))
-            d: Deferred[Any] = Deferred()
-            if nodeId not in config.learners:
-                try:
-                    self.proposeConfig(changed(config, "addLearner", nodeId, address)).addErrback(
-                        lambda f: None
-                    )
-                except MembershipError as e:
-                    return fail(e)
-            self.catchups[nodeId] = d
-            self._checkCatchup(nodeId)
-            return d
-        try:
-            return self.proposeConfig(changed(config, action, nodeId, address))
-        except MembershipError as e:
-            return fail(e)
+        return self.membership.change(action, nodeId, address)
 
-    def _checkCatchup(self, peer: str) -> None:
-        node = self.node
-        pr = self.progress.get(peer)
-        if pr is None or node.configs.latestIndex() > node.commitIndex:
-            return
-        if pr.match + self.settings.catchupMargin < node.commitIndex:
-            return
-        d = self.catchups.pop(peer)
-        log.info("learner {peer} caught up at {match}; promoting", peer=peer, match=pr.match)
-        try:
-            self.proposeConfig(changed(node.configs.latest(), "promote", peer, "")).chainDeferred(d)
-        except MembershipError as e:
-            d.errback(e)
-
-    def proposeConfig(self, config: Configuration) -> Deferred[Any]:
-        node = self.node
-        index = node.log.lastIndex() + 1
-        node.configs.append(index, config)
-        node.transport.updatePeers(config.addressMap())
-        for peer in sorted(config.members() - {node.id} - set(self.progress)):
-            self.progress[peer] = Progress(next=index)
-        log.info(
-            "leader proposes configuration voters={voters} learners={learners}",
-            voters=sorted(config.voters),
-            learners=sorted(config.learners),
-        )
-        d: Deferred[Any] = Deferred()
-        self.pending[index] = d
-        self.appendLocal([Entry(self.term, index, CONFIG, config.encode())])
-        return d
+    def newProgress(self, next: int) -> Progress:
+        return Progress(next=next)
 
     def matchIndexes(self) -> dict[str, int]:
         out = {p: pr.match for p, pr in self.progress.items()}

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from suite.raft.follower import FollowerHandlers
 from suite.raft.interfaces import IRaftStateMachine, IRaftStorage, IRaftTransport
 from suite.raft.log import RaftLog
 from suite.raft.membership import ConfigurationHistory
@@ -28,7 +29,6 @@ from suite.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Configuration,
-    Entry,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
@@ -84,8 +84,19 @@ class RaftNode:
         self.leader: Any = None  # LeaderState while leading
         self._electionTimer: IDelayedCall | None = None
         self._election: tuple[str, int, set[str]] | None = None
-        self._incoming: tuple[SnapshotMeta, bytearray] | None = None
         self._stopped = False
+        self.follower = FollowerHandlers(self)
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            RequestVote: self._onRequestVote,
+            RequestVoteResponse: self._onRequestVoteResponse,
+            AppendEntries: self.follower.onAppendEntries,
+            Heartbeat: self.follower.onHeartbeat,
+            InstallSnapshot: self.follower.onInstallSnapshot,
+            TimeoutNow: self.follower.onTimeoutNow,
+            AppendEntriesResponse: self._onLeaderMessage,
+            HeartbeatResponse: self._onLeaderMessage,
+            InstallSnapshotResponse: self._onLeaderMessage,
+        }
         self.role = newRoleMachine(self)
         self.transport.setReceiver(self.receive)
         self.appliedHooks: list[Callable[[int], None]] = []
@@ -309,9 +320,9 @@ class RaftNode:
             elif isinstance(m, RequestVote) and m.preVote:
                 self.send(RequestVoteResponse(self.id, m.src, self.term, False, preVote=True))
             return
-        handler = self._handlers.get(type(m))
+        handler = self._dispatch.get(type(m))
         if handler is not None:
-            handler(self, m)
+            handler(m)
 
     def _onRequestVote(self, m: RequestVote) -> None:
         upToDate = self._logUpToDate(m.lastLogIndex, m.lastLogTerm)
@@ -342,147 +353,9 @@ class RaftNode:
         votes.add(m.src)
         self._countVotes()
 
-    def _heardFromLeader(self, src: str) -> None:
-        self.leaderId = src
-        self.lastLeaderContact = self.clock.seconds()
-        self.role.leaderDiscovered()
-
-    def _onAppendEntries(self, m: AppendEntries) -> None:
-        if self.leader is not None:
-            log.warn("node {node}: second leader {src} in term {term}", node=self.id, src=m.src, term=m.term)
-            return
-        self._heardFromLeader(m.src)
-        if m.prevLogIndex < self.commitIndex:
-            committed = self.commitIndex
-            self.whenDurable(
-                lambda: self.send(
-                    AppendEntriesResponse(self.id, m.src, m.term, True, committed, epoch=m.epoch)
-                )
-            )
-            return
-        prevTerm = self.log.term(m.prevLogIndex)
-        if prevTerm != m.prevLogTerm:
-            if prevTerm is None:
-                conflictTerm, conflictIndex = 0, self.log.lastIndex() + 1
-            else:
-                conflictTerm, conflictIndex = prevTerm, m.prevLogIndex
-                floor = max(self.commitIndex, self.log.snapshotIndex)
-                while conflictIndex - 1 > floor and self.log.term(conflictIndex - 1) == prevTerm:
-                    conflictIndex -= 1
-            self.send(
-                AppendEntriesResponse(
-                    self.id, m.src, m.term, False, 0, m.prevLogIndex, conflictTerm, conflictIndex, m.epoch
-                )
-            )
-            return
-        truncate: int | None = None
-        fresh: list[Entry] = []
-        for i, e in enumerate(m.entries):
-            t = self.log.term(e.index)
-            if t == e.term:
-                continue
-            if t is not None:
-                if e.index <= self.commitIndex:
-                    log.error("node {node}: leader overwrites committed entry {i}", node=self.id, i=e.index)
-                    return
-                truncate = e.index - 1
-                self.log.truncateAfter(truncate)
-                self.configs.truncateAfter(truncate)
-            fresh = list(m.entries[i:])
-            break
-        if fresh:
-            self.log.append(fresh)  # type: ignore[arg-type]
-            self.storage.appendEntries(truncate, fresh).addErrback(self._storageFailed)
-            if self._noteConfigs(fresh) or truncate is not None:
-                self._checkMembership()
-        elif truncate is not None:
-            self.storage.appendEntries(truncate, []).addErrback(self._storageFailed)
-        lastNew = m.prevLogIndex + len(m.entries)
-        self._commitTo(min(m.commit, lastNew))
-        self.whenDurable(
-            lambda: self.send(AppendEntriesResponse(self.id, m.src, m.term, True, lastNew, epoch=m.epoch))
-        )
-
-    def _noteConfigs(self, entries: list[Entry]) -> bool:
-        changed = False
-        for e in entries:
-            if e.kind == CONFIG:
-                config = Configuration.decode(e.data)
-                self.configs.append(e.index, config)
-                self.transport.updatePeers(config.addressMap())
-                changed = True
-        return changed
-
-    def _onHeartbeat(self, m: Heartbeat) -> None:
-        if self.leader is not None:
-            return
-        self._heardFromLeader(m.src)
-        self._commitTo(min(m.commit, self.log.lastIndex()))
-        reply = HeartbeatResponse(self.id, m.src, m.term, m.context, self.log.lastIndex())
-        if self.durableTerm == self.term:
-            self.send(reply)
-        else:
-            self.whenDurable(lambda: self.send(reply))
-
-    def _onInstallSnapshot(self, m: InstallSnapshot) -> None:
-        if self.leader is not None:
-            return
-        self._heardFromLeader(m.src)
-        meta = m.meta
-        if meta.index <= self.commitIndex:
-            self._incoming = None
-            self.send(InstallSnapshotResponse(self.id, m.src, m.term, meta.index, m.total, True))
-            return
-        if m.offset == 0 or self._incoming is None or self._incoming[0] != meta:
-            self._incoming = (meta, bytearray())
-        buf = self._incoming[1]
-        if m.offset == len(buf):
-            buf.extend(m.chunk)
-        if not (m.done and len(buf) == m.total):
-            self.send(InstallSnapshotResponse(self.id, m.src, m.term, meta.index, len(buf), False))
-            return
-        data = bytes(buf)
-        self._incoming = None
-        log.info("node {node} installs a snapshot at {index}", node=self.id, index=meta.index)
-        self.installSnapshot(meta, data)
-        self.whenDurable(
-            lambda: self.send(InstallSnapshotResponse(self.id, m.src, m.term, meta.index, m.total, True))
-        )
-
-    def installSnapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        """
-        Replace log prefix and state with a snapshot received from the leader.
-        """
-        self.storage.saveSnapshot(meta, data).addErrback(self._storageFailed)
-        self.log.compact(meta.index, meta.term)
-        self.configs.compact(meta.index, meta.configuration)
-        self.transport.updatePeers(self.configs.latest().addressMap())
-        self.applier.restore(data)
-        self.commitIndex = max(self.commitIndex, meta.index)
-        self.lastApplied = meta.index
-        self._checkMembership()
-        self._applyCommitted()
-
-    def _onTimeoutNow(self, m: TimeoutNow) -> None:
-        if self.isVoter():
-            log.info("node {node} takes over leadership on request of {src}", node=self.id, src=m.src)
-            self.role.timeoutNowReceived()
-
     def _onLeaderMessage(self, m: Message) -> None:
         if self.leader is not None:
             self.leader.receive(m)
-
-    _handlers: dict[type, Callable[[RaftNode, Any], None]] = {
-        RequestVote: _onRequestVote,
-        RequestVoteResponse: _onRequestVoteResponse,
-        AppendEntries: _onAppendEntries,
-        Heartbeat: _onHeartbeat,
-        InstallSnapshot: _onInstallSnapshot,
-        TimeoutNow: _onTimeoutNow,
-        AppendEntriesResponse: _onLeaderMessage,
-        HeartbeatResponse: _onLeaderMessage,
-        InstallSnapshotResponse: _onLeaderMessage,
-    }
 
     # -- commit, apply, snapshots -----------------------------------------
 

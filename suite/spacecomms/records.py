@@ -4,6 +4,7 @@ REST resources for CDMs (/cdms) and object states (/objects).
 
 from __future__ import annotations
 
+import json
 import time as _time
 from typing import Any
 
@@ -17,7 +18,10 @@ from suite.spacecomms.envelope import OBJECT_WITHDRAW_REASONS, WITHDRAW_REASONS
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.store import Record
 
-__all__ = ["CDMs", "Objects"]
+__all__ = ["CDMs", "Objects", "MAX_STATE_BYTES"]
+
+#: Largest object state (as JSON) accepted, well under the peer frame limit.
+MAX_STATE_BYTES = 256 * 1024
 
 
 def _cdmView(r: Record, full: bool = False) -> dict[str, Any]:
@@ -223,6 +227,8 @@ class Objects(Base):
         if not isinstance(oid, str) or not ID.match(oid):
             raise APIError(400, "body.object_id: required, 1-128 letters, digits, '.', '_', ':' or '-'")
         state = {k: v for k, v in doc.items() if k != "object_id"}
+        if len(json.dumps(state)) > MAX_STATE_BYTES:
+            raise APIError(413, f"request body: an object state is limited to {MAX_STATE_BYTES} bytes")
         r = self.node.announceObject(oid, state)
         return 201, _objectView(r)
 

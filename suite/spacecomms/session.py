@@ -360,7 +360,19 @@ class PeerProtocol(Int32StringReceiver):
     # -- outputs used by the machine and the node --------------------------
 
     def sendEnvelope(self, envelope: Envelope) -> None:
-        self.sendString(envelope.encode())
+        data = envelope.encode()
+        if len(data) > self.MAX_LENGTH:
+            # The peer would refuse it and close the session; never send it.
+            log.error(
+                "not sending {message_type} {message_id} to {peer}: {size} bytes exceeds the {limit}-byte frame limit",
+                message_type=envelope.message_type,
+                message_id=envelope.message_id,
+                peer=self.peerId,
+                size=len(data),
+                limit=self.MAX_LENGTH,
+            )
+            return
+        self.sendString(data)
 
     def sendHello(self, peerId: str) -> None:
         self.sendEnvelope(

@@ -15,6 +15,7 @@ thread every second.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -306,7 +307,16 @@ class FileStore(MemoryStore):
             self._fsyncing = False
             self.log.failure("store {path}: fsync failed", f, path=self.path)
 
-        d = self._inThread(lambda: os.fsync(fd))
+        def sync() -> None:
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                # A compaction may have swapped and closed this descriptor;
+                # the new file was fsynced when it was written.
+                if e.errno != errno.EBADF:
+                    raise
+
+        d = self._inThread(sync)
         d.addCallbacks(done, failed)
         return d
 

@@ -211,6 +211,8 @@ class APITests(SynchronousTestCase):
         self.assertEqual(self.call("POST", "/objects", '{"name": "no id"}')[0], 400)
         self.assertEqual(self.call("POST", "/objects", "[1]")[0], 400)
         self.assertEqual(self.call("POST", "/objects", "{")[0], 400)
+        big = json.dumps({"object_id": "BIG", "blob": "x" * 300_000})
+        self.assertEqual(self.call("POST", "/objects", big)[0], 413)
         self.assertEqual([o["object_id"] for o in self.call("GET", "/objects")[1]["objects"]], ["SAT-1"])
         self.assertEqual(self.call("GET", "/objects/SAT-1")[1]["status"], "active")
         code, body = self.call("DELETE", "/objects/SAT-1?reason=DECAYED")

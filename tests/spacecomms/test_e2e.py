@@ -86,6 +86,10 @@ class LineTests(TestCase):
         await pa.waitForLog("peer session lost")
         await _post(a, "LINE-3", object2="40003")
         pb2 = startNode(self, b)
+        # B's file store brings back both CDMs it had (LINE-1 withdrawn,
+        # LINE-2 active) before any peer re-syncs it.
+        replayed = await pb2.waitForLog(r"B\.db: replayed (\d+) entries")
+        self.assertGreaterEqual(int(replayed.group(1)), 2)
         await _connected(b, pb2, 2)
         # Nothing lost from B's file store, and the re-sync brought LINE-3.
         await _cdmState(b, pb2, "LINE-2", "active")

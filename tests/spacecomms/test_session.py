@@ -260,6 +260,27 @@ class SessionTests(SynchronousTestCase):
         self.assertIn(b'"node_id": "B"', answers[0])
         self.assertTrue(answers[1].startswith(b"HTTP/1.0 404"), answers[1])
 
+    def test_oversizedEnvelopeNotSent(self) -> None:
+        """
+        An envelope larger than the frame limit is logged and not sent, so
+        the peer never has to close the session over it.
+        """
+        b = _node("B", "A", self.clock)
+        self.addCleanup(b.stop)
+        s = PeerProtocol(b, "B", self.clock, None, 1, 3, 1024, b.helloPayload)
+        from twisted.internet.testing import StringTransport
+
+        t = StringTransport()
+        s.makeConnection(t)
+        s.sendEnvelope(
+            Envelope(
+                "OBJECT_STATE_ANNOUNCE", "B", {"object_id": "X", "sequence": 1, "state": {"x": "y" * 2000}}
+            )
+        )
+        self.assertEqual(t.value(), b"")
+        self.assertTrue(self._logged("exceeds the {limit}-byte frame limit"))
+        s.connectionLost(None)
+
     def test_helloTimeout(self) -> None:
         """
         A connection that never says HELLO is closed after the timeout.

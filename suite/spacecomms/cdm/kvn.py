@@ -16,6 +16,12 @@ from suite.spacecomms.cdm.model import CDM, CDMError, Segment, checkUnits, conve
 __all__ = ["parseKVN", "writeKVN", "MAX_KVN_BYTES"]
 
 MAX_KVN_BYTES = 256 * 1024
+_TABLE: dict[str, tuple[str, F.Field]] = {
+    **{n: ("H", f) for n, f in F.HEADER_BY_NAME.items()},
+    **{n: ("R", f) for n, f in F.RELATIVE_BY_NAME.items()},
+    **{n: ("M", f) for n, f in F.METADATA_BY_NAME.items()},
+    **{n: ("D", f) for n, f in F.DATA_BY_NAME.items()},
+}
 MAX_LINE = 2048
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -38,6 +44,7 @@ def parseKVN(text: str) -> CDM:
     cdm = CDM()
     section = "start"
     seg: Segment | None = None
+    prefix = ""
     pending: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -74,46 +81,55 @@ def parseKVN(text: str) -> CDM:
         if section == "start":
             raise CDMError(F.VERSION_KEY, "must be the first keyword")
         target: dict[str, Any]
-        prefix = ""
-        if key in F.HEADER_BY_NAME:
-            if section != "header":
-                raise CDMError(key, "header keyword after the header")
-            f, target, comments = F.HEADER_BY_NAME[key], cdm.header, cdm.headerComments
-        elif key in F.RELATIVE_BY_NAME:
-            if section not in ("header", "relative"):
-                raise CDMError(key, "relative metadata/data keyword inside an object section")
-            section = "relative"
-            f, target, comments = F.RELATIVE_BY_NAME[key], cdm.relative, cdm.relativeComments
-        elif key == "OBJECT":
-            if len(cdm.segments) >= 2:
-                raise CDMError("OBJECT", "more than two object sections")
-            seg = Segment()
-            cdm.segments.append(seg)
-            section = "metadata"
-            prefix = f"OBJECT{len(cdm.segments)}."
-            f, target, comments = F.METADATA_BY_NAME[key], seg.metadata, seg.metadataComments
-        elif key in F.METADATA_BY_NAME:
-            prefix = f"OBJECT{len(cdm.segments)}." if cdm.segments else ""
-            if section != "metadata" or seg is None:
-                raise CDMError(
-                    prefix + key, "metadata keyword outside an object's metadata (OBJECT must come first)"
-                )
-            f, target, comments = F.METADATA_BY_NAME[key], seg.metadata, seg.metadataComments
-        elif key in F.DATA_BY_NAME:
-            prefix = f"OBJECT{len(cdm.segments)}." if cdm.segments else ""
+        found = _TABLE.get(key)
+        if found is None:
+            raise CDMError(key[:40], "unknown keyword")
+        code, f = found
+        if code == "D":
             if section not in ("metadata", "data") or seg is None:
                 raise CDMError(prefix + key, "data keyword outside an object section")
             section = "data"
-            f, target, comments = F.DATA_BY_NAME[key], seg.data, seg.dataComments
+            target, comments = seg.data, seg.dataComments
+        elif code == "M":
+            if key == "OBJECT":
+                if len(cdm.segments) >= 2:
+                    raise CDMError("OBJECT", "more than two object sections")
+                seg = Segment()
+                cdm.segments.append(seg)
+                section = "metadata"
+                prefix = f"OBJECT{len(cdm.segments)}."
+            elif section != "metadata" or seg is None:
+                raise CDMError(
+                    prefix + key, "metadata keyword outside an object's metadata (OBJECT must come first)"
+                )
+            target, comments = seg.metadata, seg.metadataComments
+        elif code == "H":
+            if section != "header":
+                raise CDMError(key, "header keyword after the header")
+            target, comments = cdm.header, cdm.headerComments
         else:
-            raise CDMError(key[:40], "unknown keyword")
+            if section not in ("header", "relative"):
+                raise CDMError(key, "relative metadata/data keyword inside an object section")
+            section = "relative"
+            target, comments = cdm.relative, cdm.relativeComments
         where = prefix + key
         if key in target:
             raise CDMError(where, "duplicate keyword")
-        checkUnits(f, units, where)
-        target[key] = convert(f, value, where)
-        comments.extend(pending)
-        pending.clear()
+        if units is not None and (f.units is None or units.lower() != f.units.lower()):
+            checkUnits(f, units, where)
+        if f.kind == "float":
+            try:
+                number = float(value)
+            except ValueError:
+                number = convert(f, value, where)
+            if number - number != 0.0:
+                number = convert(f, value, where)
+            target[key] = number
+        else:
+            target[key] = convert(f, value, where)
+        if pending:
+            comments.extend(pending)
+            pending.clear()
     if section == "start":
         raise CDMError(F.VERSION_KEY, "missing (empty document)")
     if pending:

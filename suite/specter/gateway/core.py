@@ -86,6 +86,8 @@ class Gateway:
         #: What requests for an apex itself see (C{/_internal} with
         #: credentials); None: a 404 page.
         self.bundle: Any = None
+        #: The Alt-Svc value advertising HTTP/3, when it is served.
+        self.altSvc: bytes | None = None
         self.apexResource: Any = None
         self.apexSite: Any = None
 

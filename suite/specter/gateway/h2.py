@@ -240,6 +240,7 @@ class TunnelResource(Resource):
         """
         idle = self.idle.setdefault(id(client.link), [])
         if len(idle) < self.maxIdle and not client.lost:
+            client.outbound.resumeProducing()  # a paused visitor left no hold on the next one
             idle.append(client)
         else:
             client.outbound.loseConnection()

@@ -42,6 +42,7 @@ class PlainHTTPVisitor(_Visitor):
         self.httpsPort = httpsPort
         self.head = b""
         self.routing = False
+        self.replay = None  # CONNECT streams are not retried
 
     def connectionMade(self) -> None:
         self.startHeadTimer()

@@ -129,7 +129,7 @@ def makeGatewayService(
                 "--listen-udp: QUIC/HTTP/3 needs the asyncio reactor (twistd --reactor=asyncio ...)"
             )
         service.h3 = H3Server(gateway, site.resource, udpBinds, cert, key, reactor)
-        site.resource.altSvc = f'h3=":{udpBinds[0][1]}"; ma=86400'.encode()
+        site.resource.altSvc = gateway.altSvc = f'h3=":{udpBinds[0][1]}"; ma=86400'.encode()
     if httpEndpoints:
         from suite.specter.gateway.plain import PlainHTTPFactory
 

@@ -18,9 +18,11 @@ from suite.specter.tunnel.mux import LocalSide, Stream, closeTransport
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
 
-__all__ = ["HTTPVisitor", "TCPVisitor", "errorPage", "serverName"]
+__all__ = ["HTTPVisitor", "TCPVisitor", "errorPage", "serverName", "REPLAY_LIMIT"]
 
 log = Logger()
+#: Bytes kept for a retry of a stream that fails before answering.
+REPLAY_LIMIT = 64 * 1024
 
 _REASONS = {
     400: "Bad Request",
@@ -73,6 +75,43 @@ def _hostOf(head: bytes) -> str | None:
     return None
 
 
+class _FirstHeadInjector:
+    """
+    Stands in for a visitor's transport until the first response head has
+    passed, adding one header line to it (C{Alt-Svc}), then steps aside so
+    later bytes go straight to the transport.
+    """
+
+    def __init__(self, stream: Stream, transport: Any, line: bytes, limit: int = 64 * 1024) -> None:
+        self.stream = stream
+        self.transport = transport
+        self.line = line
+        self.limit = limit
+        self.buffer = b""
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 and len(self.buffer) <= self.limit:
+            return
+        out = self.buffer
+        if end >= 0 and out.startswith(b"HTTP/1."):
+            out = out[: end + 2] + self.line + out[end + 2 :]
+        self.buffer = b""
+        self.stream.localTransport = self.transport
+        self.transport.write(out)
+
+    def loseConnection(self) -> None:
+        if self.buffer:
+            self.transport.write(self.buffer)
+            self.buffer = b""
+        self.stream.localTransport = self.transport
+        self.transport.loseConnection()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class _Visitor(LocalSide):
     """
     Shared parts of the two visitor kinds.
@@ -85,6 +124,12 @@ class _Visitor(LocalSide):
         self.early: list[bytes] = []
         self.done = False
         self.timer: Any = None
+        #: What was sent down the stream before any answer came back, so a
+        #: stream that fails at once can be tried again (None: too late).
+        self.replay: list[bytes] | None = []
+        self.replaySize = 0
+        self.retried = False
+        self.idempotent = False
 
     def startHeadTimer(self) -> None:
         """
@@ -147,12 +192,55 @@ class _Visitor(LocalSide):
         stream: Stream = link.openStream({"kind": self.kind, "peer": self._peer(), "host": self.hostname})
         stream.onReset = self._reset
         stream.attach(self)
+        altSvc = self.gateway.altSvc
+        if altSvc is not None and self.kind == "http" and not self.retried:
+            stream.localTransport = _FirstHeadInjector(
+                stream, self.transport, b"Alt-Svc: " + altSvc + b"\r\n"
+            )
         early, self.early = self.early, []
         for chunk in early:
+            self.remember(chunk)
             stream.send(chunk)
         self.gateway.metrics.streamsOpened += 1
 
+    def remember(self, data: bytes) -> None:
+        """
+        Keep C{data} for a retry while nothing has come back (bounded).
+        """
+        replay = self.replay
+        if replay is None:
+            return
+        stream = self.stream
+        self.replaySize += len(data)
+        if (stream is not None and stream.bytesIn) or self.replaySize > REPLAY_LIMIT:
+            self.replay = None
+        else:
+            replay.append(data)
+
+    def _retryable(self, reason: str) -> bool:
+        stream = self.stream
+        if self.retried or self.replay is None or stream is None or stream.bytesIn:
+            return False
+        # the target surely saw nothing, or the request may safely be repeated
+        return reason.startswith(("no tunnel link", "cannot connect")) or self.idempotent
+
     def _reset(self, reason: str) -> None:
+        if self._retryable(reason):
+            assert self.replay is not None
+            stream = self.stream
+            self.retried = True
+            self.stream = None
+            try:
+                self.transport.unregisterProducer()
+            except RuntimeError:
+                pass
+            if stream is not None and stream.sourcePaused:
+                self.transport.resumeProducing()
+            self.early, self.replay, self.replaySize = self.replay, [], 0
+            self.gateway.cache.invalidate(self.hostname)
+            log.info("retrying {host} on another link: {reason}", host=self.hostname, reason=reason)
+            self.route(self.hostname)
+            return
         if self.stream is not None and self.stream.bytesIn == 0 and self.kind == "http":
             self.fail(502, f"the tunnel could not reach its target: {reason}")
         else:
@@ -195,6 +283,8 @@ class HTTPVisitor(_Visitor):
     def dataReceived(self, data: bytes) -> None:
         stream = self.stream
         if stream is not None:
+            if self.replay is not None:
+                self.remember(data)
             stream.send(data)
             return
         if self.done:
@@ -222,6 +312,7 @@ class HTTPVisitor(_Visitor):
             self.fail(400, "no Host header")
             return
         self.routing = True
+        self.idempotent = parts[0] in (b"GET", b"HEAD", b"OPTIONS")
         self.early.append(self.head)
         self.head = b""
         if host in self.gateway.config.apexes:
@@ -264,7 +355,10 @@ class TCPVisitor(_Visitor):
         self.route(host)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.stream is not None:
-            self.stream.send(data)
+        stream = self.stream
+        if stream is not None:
+            if self.replay is not None:
+                self.remember(data)
+            stream.send(data)
         elif not self.done:
             self.early.append(data)

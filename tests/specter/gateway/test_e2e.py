@@ -382,7 +382,7 @@ class HTTP3Tests(TestCase):
         """
         An aioquic HTTP/3 client reaches the backend through the QUIC
         listener (gateway on the asyncio reactor); HTTP/2 answers carry
-        Alt-Svc for h3.
+        Alt-Svc for h3, and so does the first HTTP/1.1 answer of a connection.
         """
         port, backendPort = _listen(Site(_Hello()))
         self.addCleanup(port.stopListening)
@@ -398,6 +398,9 @@ class HTTP3Tests(TestCase):
         self.assertEqual(out.decode(), "status=200\nhello from the backend /over/quic")
         out, err, code = await h.curl(host, "--http2", "-D", "-")
         self.assertIn(f'alt-svc: h3=":{h.port}"', out)
+        out, err, code = await h.curl(host, "--http1.1", "-D", "-")
+        self.assertIn(f'Alt-Svc: h3=":{h.port}"', out)
+        self.assertIn("hello from the backend /path?q=1", out)
 
 
 class HTTP2LimitTests(TestCase):

@@ -10,11 +10,14 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from suite.pki.bundle import loadClientIdentity
 from suite.pki.ca import initBundle, writeClientCertificate
@@ -47,7 +50,11 @@ def _fixed(peers: list[str]) -> Any:
     return lambda: peers
 
 
-class ForwardingTests(TestCase):
+class _TwoGateways(TestCase):
+    """
+    Two gateways on real loopback ports sharing one route store.
+    """
+
     timeout = 60
 
     def setUp(self) -> None:
@@ -131,6 +138,8 @@ class ForwardingTests(TestCase):
         )
         return out.decode(), code
 
+
+class ForwardingTests(_TwoGateways):
     async def test_forwardedToTheLinkedGateway(self) -> None:
         """
         A visitor at gateway 0 reaches a tunnel linked only to gateway 1,
@@ -172,3 +181,103 @@ class ForwardingTests(TestCase):
         self.assertEqual(self.services[1].gateway.links, set())
         out, code = await self._get(0, host)
         self.assertEqual(out, "served by the backend\n200")
+
+
+@implementer(IPushProducer)
+class _Firehose(Protocol):
+    """
+    A backend that writes as fast as its transport lets it (it honours
+    pauseProducing), counting what it wrote.
+    """
+
+    transport: Any = None
+    written = 0
+    paused = False
+    stopped = False
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        self.factory.instances.append(self)  # type: ignore[attr-defined]
+        self._pump()
+
+    def _pump(self) -> None:
+        if self.paused or self.stopped:
+            return
+        self.transport.write(b"z" * 65536)
+        self.written += 65536
+        reactor.callLater(0, self._pump)  # type: ignore[attr-defined]
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.stopped = True
+
+
+class _StoppedReader(Protocol):
+    """
+    A visitor that reads nothing after its first bytes.
+    """
+
+    received = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+
+class BackPressureTests(_TwoGateways):
+    async def test_stoppedVisitorStopsTheBackend(self) -> None:
+        """
+        A raw TCP visitor that stops reading stops the target's writes
+        through visitor TLS, the gateway, the tunnel link and the client:
+        the backend is paused after a bounded amount, nothing buffers
+        without limit.
+        """
+        from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+        from twisted.internet.protocol import Factory
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        firehose = Factory.forProtocol(_Firehose)
+        firehose.instances = []  # type: ignore[attr-defined]
+        port, backendPort = listenLocal(firehose)
+        self.addCleanup(port.stopListening)
+        registered: Deferred[str] = Deferred()
+        client = TunnelClient(
+            reactor,
+            self.identity,
+            [f"127.0.0.1:{self.ports[0]}"],
+            ("127.0.0.1", backendPort),
+            "tcp",
+            maxLinks=1,
+            onRegistered=registered.callback,
+        )
+        client.start()
+
+        async def stop() -> None:
+            client.stop()
+            await _until(lambda: all(h.link is None for h in client.handles.values()))
+
+        self.addCleanup(stop)
+        host = await registered
+        with open(self.cacert, "rb") as f:
+            trust = Certificate.loadPEM(f.read())
+        creator = optionsForClientTLS(host, trustRoot=trust, acceptableProtocols=[b"specter-tcp/1"])
+        endpoint = wrapClientTLS(creator, HostnameEndpoint(reactor, "127.0.0.1", self.ports[0]))
+        visitor: Any = await endpoint.connect(Factory.forProtocol(_StoppedReader))
+        self.addCleanup(lambda: visitor.transport.abortConnection())
+        await _until(lambda: bool(firehose.instances) and firehose.instances[0].paused)  # type: ignore[attr-defined]
+        backend = firehose.instances[0]  # type: ignore[attr-defined]
+        await deferLater(reactor, 0.5, lambda: None)  # type: ignore[arg-type]
+        written = backend.written
+        await deferLater(reactor, 0.5, lambda: None)  # type: ignore[arg-type]
+        self.assertTrue(backend.paused)
+        self.assertEqual(backend.written, written, "the backend kept writing")
+        self.assertLess(written, 32 * 1024 * 1024)

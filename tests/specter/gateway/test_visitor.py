@@ -168,3 +168,67 @@ class VisitorTests(SynchronousTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "), transport.value())
         self.assertTrue(transport.value().endswith(b"internal page"))
         self.assertEqual(self.wire.value(), b"")
+
+
+class RetryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.gateway = Gateway(
+            GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"),
+            MemoryRouteStore(self.clock),
+            self.clock,
+        )
+        self.links, self.wires = [], []
+        for _ in range(2):
+            link, wire = _Link(), StringTransport()
+            link.makeConnection(wire)
+            self.gateway.registry.add("app.example.test", link)
+            self.links.append(link)
+            self.wires.append(wire)
+
+    def test_retriedOnAnotherLink(self) -> None:
+        """
+        A stream reset before any answer because the target could not be
+        reached is replayed once on another link.
+        """
+        from suite.specter.tunnel.frames import RESET, encodeFrame
+
+        visitor = HTTPVisitor(self.gateway)
+        transport = StringTransport()
+        visitor.makeConnection(transport)
+        head = b"POST /x HTTP/1.1\r\nHost: app.example.test\r\nContent-Length: 4\r\n\r\n"
+        visitor.dataReceived(head)
+        visitor.dataReceived(b"body")
+        first = 0 if self.wires[0].value() else 1
+        sid = _frames(self.wires[first].value())[0][1]
+        self.links[first].dataReceived(encodeFrame(RESET, sid, b"cannot connect to 127.0.0.1:1: refused"))
+        other = self.wires[1 - first].value()
+        self.assertEqual(b"".join(p for k, _, p in _frames(other) if k == DATA), head + b"body")
+        self.assertEqual(transport.value(), b"")
+
+    def test_unsafeNotRetried(self) -> None:
+        """
+        A POST whose link died may have reached the target: 502, no replay.
+        """
+        visitor = HTTPVisitor(self.gateway)
+        transport = StringTransport()
+        visitor.makeConnection(transport)
+        visitor.dataReceived(b"POST /x HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        first = 0 if self.wires[0].value() else 1
+        self.wires[1 - first].clear()
+        self.links[first].connectionLost()
+        self.assertEqual(self.wires[1 - first].value(), b"")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 502 "))
+
+    def test_idempotentRetriedAfterLinkLoss(self) -> None:
+        """
+        A GET whose link died before any answer is replayed on another link.
+        """
+        visitor = HTTPVisitor(self.gateway)
+        transport = StringTransport()
+        visitor.makeConnection(transport)
+        visitor.dataReceived(b"GET /x HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        first = 0 if self.wires[0].value() else 1
+        self.links[first].connectionLost()
+        self.assertIn(b"GET /x", self.wires[1 - first].value())
+        self.assertEqual(transport.value(), b"")

@@ -1,0 +1,82 @@
+"""
+The README's first command: the local demo brings every daemon up on
+loopback and stops them all cleanly on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import sys
+
+from twisted.trial.unittest import TestCase
+
+from suite.demo.plan import plan
+from tests.support.process import DaemonProcess
+
+PORTS = (4001, 7440, 8080, 8081, 8088, 8443, 8787, 9090, 9990, 11180, 26010, 26020, 26021)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class DemoTests(TestCase):
+    """
+    C{python -m suite.demo} end to end.
+    """
+
+    timeout = 120
+
+    def test_planNamesEveryDaemon(self) -> None:
+        """
+        The demo runs one process per daemon of the suite, each with at least
+        one URL to print.
+        """
+        daemons = plan(self.mktemp())
+        names = {d.argv[0] for d in daemons}
+        self.assertEqual(names, {"specter", "spacecomms", "clustor-cp", "ceptra", "constellation", "goop2"})
+        for d in daemons:
+            self.assertTrue(d.urls, d.name)
+
+    async def test_demoComesUpAndStops(self) -> None:
+        """
+        Every daemon of the demo answers on its printed URL, and SIGINT stops
+        them all with exit code 0.
+        """
+        rng = random.Random()
+        for _ in range(50):
+            base = rng.randrange(1, 60) * 100
+            if all(_free(p + base) for p in PORTS):
+                break
+        else:
+            self.skipTest("no free set of demo ports")
+        state = self.mktemp()
+        proc = DaemonProcess(
+            self,
+            [sys.executable, "-m", "suite.demo", "--dir", state, "--port-base", str(base)],
+            name="demo",
+            stopTimeout=40,
+        ).start()
+        await proc.waitForLog("Ctrl-C stops everything", timeout=60)
+        checks = [
+            (f"http://127.0.0.1:{9990 + base}/readyz", 200),
+            (f"http://127.0.0.1:{8080 + base}/health", 200),
+            (f"http://127.0.0.1:{26020 + base}/healthz", 200),
+            (f"http://127.0.0.1:{8081 + base}/api/http/routers", 200),
+            (f"http://127.0.0.1:{8787 + base}/healthz", 200),
+            (f"http://127.0.0.1:{8088 + base}/", 200),
+        ]
+        for url, code in checks:
+            await proc.waitForHTTP(url, timeout=60, code=code)
+        self.assertNotIn("exited with code", proc.output())
+        code = await proc.stop(signal.SIGINT, timeout=40)
+        self.assertEqual(code, 0, proc.output()[-3000:])
+        self.assertIn("all daemons stopped", proc.output())
+        self.assertNotIn("exited with code", proc.output())
