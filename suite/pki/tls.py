@@ -88,12 +88,33 @@ def _options(
             extraCertChain=[crypto.X509.from_cryptography(c) for c in bundle.nodeChain],
         )
     roots = [TwistedCertificate(crypto.X509.from_cryptography(c)) for c in trust]
-    return CertificateOptions(
+    options = CertificateOptions(
         trustRoot=trustRootFromCertificates(roots),
         raiseMinimumTo=TLSVersion.TLSv1_3 if tls13Only else TLSVersion.TLSv1_2,
         acceptableProtocols=_protocols(acceptableProtocols),
         **kwargs,
     )
+    _lenientALPN(options.getContext(), _protocols(acceptableProtocols) or [])
+    return options
+
+
+def _lenientALPN(context: SSL.Context, static: Sequence[bytes]) -> None:
+    """
+    Replace Twisted's ALPN select callback on a (cached) context: when this
+    side offers no protocol the client asked for, carry on without ALPN
+    instead of answering C{b""}, which OpenSSL 3 turns into an "internal
+    error" alert (curl offers C{h2}/C{http/1.1} by default).
+    """
+    from twisted.internet._sslverify import protosFromProtocol
+
+    def select(conn: SSL.Connection, offered: Sequence[bytes]) -> Any:
+        ours = protosFromProtocol(conn.get_app_data(), static)
+        for p in ours:
+            if p in offered:
+                return p
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    context.set_alpn_select_callback(select)
 
 
 # OpenSSL X509_V_ERR_* codes worth a plain-words reason.

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     reactor.callWhenRunning(service.startService)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
+    if service.failure is not None:
+        sys.stderr.write(f"suite.raft: {service.failure}\n")
+        return 1
     return 0
 
 

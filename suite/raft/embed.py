@@ -51,6 +51,7 @@ class RaftNodeService(MultiService):
         self.reactor = reactor
         self.bundle = bundle
         self.started: Deferred[None] | None = None
+        self.failure: str | None = None
 
     def listen(self, description: str, factory: Any, name: str) -> None:
         """
@@ -77,7 +78,8 @@ class RaftNodeService(MultiService):
         self.started.addErrback(self._failed)
 
     def _failed(self, failure: Any) -> None:
-        log.critical("raft node failed to start: {why}", why=failure.getErrorMessage())
+        self.failure = failure.getErrorMessage()
+        log.critical("raft node failed to start: {why}", why=self.failure)
         self.reactor.stop()
 
     def stopService(self) -> Deferred[None]:

@@ -279,7 +279,6 @@ class WALStorage:
         self.snapshots = SnapshotStore(prepareDirectory(snapshotDir, "snapshot"))
         self.writer = _Writer(self.walDir, segmentBytes)
         self.pool = ThreadPool(1, 1, name="raft-wal")
-        self.pool.start()
         self.queue: list[bytes | Callable[[], None]] = []
         self.waiters: list[Deferred[None]] = []
         self.current: list[Deferred[None]] = []
@@ -295,13 +294,16 @@ class WALStorage:
         return deferToThreadPool(self.reactor, self.pool, fn, *args)
 
     async def _load(self) -> Recovered:
+        if not self.pool.started:
+            self.pool.start()
         snap = await self._run(self.snapshots.loadLatest)
         state: Recovered = await self._run(self.writer.recover)
         if snap is not None:
             meta = snap[0]
-            state.entries = [e for e in state.entries if e.index > meta.index] if state.entries else []
-            if state.entries and state.entries[0].index != meta.index + 1:
-                state.entries = []
+            if state.entries:
+                # As if the compaction record had been written: keep the
+                # suffix only if the log holds the snapshot's last entry.
+                state.entries = applyCompaction(state.entries, state.entries[0].index - 1, meta)
             state.snapshot = snap
         elif state.entries and state.entries[0].index != 1:
             raise CorruptLog(
@@ -390,6 +392,8 @@ class WALStorage:
 
     def close(self) -> Deferred[None]:
         async def closing() -> None:
+            if not self.pool.started:
+                return
             while self.flushing or self.queue:
                 await self.sync()
             await self._run(self.writer.close)

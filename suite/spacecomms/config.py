@@ -344,6 +344,8 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         secret = c.string(t, "secret", tp, required=True)
         if secret is not None and len(secret) < 8 and not any(e.startswith(f"{tp}.secret") for e in c.errors):
             c.error(f"{tp}.secret", "must be at least 8 characters")
+        if secret is not None and len(secret) > 4096:
+            c.error(f"{tp}.secret", "must be at most 4096 characters")
         perms = t.get("permissions", ["read"])
         if not isinstance(perms, list) or not perms or any(p not in PERMISSIONS for p in perms):
             c.error(f"{tp}.permissions", "must be a non-empty list of read, write, admin")
@@ -361,6 +363,11 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
     ids = [t.id for t in tokens]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         c.error("api.auth.tokens", f"duplicate token id {dup!r}")
+    bySecret: dict[str, str] = {}
+    for t in tokens:
+        if t.secret in bySecret and bySecret[t.secret] != t.id:
+            c.error("api.auth.tokens", f"tokens {bySecret[t.secret]!r} and {t.id!r} share the same secret")
+        bySecret.setdefault(t.secret, t.id)
     if authEnabled and not tokens:
         c.error(
             "api.auth.tokens", "auth is enabled but no tokens are configured (set SPACECOMMS_ADMIN_TOKEN)"

@@ -97,3 +97,45 @@ def _applied(body: object) -> int:
         for v in body:
             best = max(best, _applied(v))
     return best
+
+
+class RefuseToStartTests(TestCase):
+    """
+    A node process with a damaged WAL exits naming the file and offset.
+    """
+
+    timeout = 60
+
+    async def test_corruptRecordMidSegment(self) -> None:
+        """
+        A CRC failure followed by more records is corruption, not a torn
+        tail: exit code 1 and one line naming the segment and the offset.
+        """
+        import os
+        import struct
+
+        data = self.mktemp()
+        os.makedirs(os.path.join(data, "wal"))
+        path = os.path.join(data, "wal", "wal-0000000000000001.log")
+        record = struct.pack(">II", 5, 0xDEADBEEF) + b"\x01abcd"
+        with open(path, "wb") as f:
+            f.write(b"RWAL\x01" + record + record)
+        argv = [
+            sys.executable,
+            "-m",
+            "suite.raft",
+            "--id",
+            "n1",
+            "--raft-listen",
+            "tcp:0:interface=127.0.0.1",
+            "--client-listen",
+            "tcp:0:interface=127.0.0.1",
+            "--insecure",
+            "--data-dir",
+            data,
+        ]
+        proc = DaemonProcess(self, argv, name="corrupt").start()
+        self.assertEqual(await proc.waitExit(30), 1)
+        self.assertIn(
+            f"corrupt WAL record in {path} at offset 5: CRC mismatch; refusing to start", proc.output()
+        )

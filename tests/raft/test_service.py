@@ -86,7 +86,6 @@ class OptionsTests(SynchronousTestCase):
         """
         o = self.parse(*self.base(), "--data-dir", self.mktemp(), "--admin", "tcp:0")
         service = makeService(o, MemoryReactorClock())
-        self.addCleanup(service.storage.pool.stop)
         names = sorted(s.name for s in service if s.name)
         self.assertEqual(names, ["admin", "client-listen", "raft-listen"])
 

@@ -216,3 +216,40 @@ class SnapshotStoreTests(TestCase):
             f.write(b"!!")
         e = self.assertRaises(CorruptSnapshot, store.loadLatest)
         self.assertIn(path, str(e))
+
+
+class SnapshotBeforeCompactionTests(TestCase):
+    """
+    A crash between writing a snapshot file and its compaction record.
+    """
+
+    async def test_divergentSuffixDropped(self) -> None:
+        """
+        If the log's entry at the snapshot index has another term, the
+        entries after it belong to another history and are dropped at load.
+        """
+        base = self.mktemp()
+        storage = WALStorage(base + "/wal", base + "/snap", reactor)
+        await storage.load()
+        await storage.appendEntries(None, [Entry(1, i) for i in range(1, 8)])
+        await storage.close()
+        SnapshotStore(base + "/snap").save(SnapshotMeta(5, 3, CONFIG), b"s")
+        storage = WALStorage(base + "/wal", base + "/snap", reactor)
+        recovered = await storage.load()
+        await storage.close()
+        self.assertEqual(recovered.entries, [])
+
+    async def test_matchingSuffixKept(self) -> None:
+        """
+        If it has the snapshot's term, the entries after it are kept.
+        """
+        base = self.mktemp()
+        storage = WALStorage(base + "/wal", base + "/snap", reactor)
+        await storage.load()
+        await storage.appendEntries(None, [Entry(1, i) for i in range(1, 8)])
+        await storage.close()
+        SnapshotStore(base + "/snap").save(SnapshotMeta(5, 1, CONFIG), b"s")
+        storage = WALStorage(base + "/wal", base + "/snap", reactor)
+        recovered = await storage.load()
+        await storage.close()
+        self.assertEqual([e.index for e in recovered.entries], [6, 7])

@@ -237,6 +237,25 @@ class ConfigTests(SynchronousTestCase):
             "SPACECOMMS_LOG_LEVEL: unknown log level 'chatty' (use debug, info, warn, error)", e.reasons
         )
 
+    def test_tokenSecretsDistinct(self) -> None:
+        """
+        Two tokens with one secret are refused, naming both ids and not the
+        secret.
+        """
+        doc = {
+            "node": {"id": "n1"},
+            "api": {
+                "auth": {
+                    "tokens": [
+                        {"id": "a", "secret": "same-secret-1", "permissions": ["read"]},
+                        {"id": "b", "secret": "same-secret-1", "permissions": ["admin"]},
+                    ]
+                }
+            },
+        }
+        e = self.assertRaises(ConfigInvalid, parseConfig, doc, {})
+        self.assertEqual(e.reasons, ["api.auth.tokens: tokens 'a' and 'b' share the same secret"])
+
     def test_badYAMLAndMissingFile(self) -> None:
         """
         Unreadable files and broken YAML are one reason naming the file.

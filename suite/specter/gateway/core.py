@@ -161,7 +161,7 @@ class Gateway:
 
     async def _forward(self, hostname: str, others: list[str]) -> Any:
         assert self.overlay is not None
-        for peer in others:
+        for peer in self.overlay.order(others):
             try:
                 return await self.overlay.linkTo(peer)
             except Exception as e:

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from suite.daemon import ConfigError
 from suite.specter.gateway.core import TCP_ALPN, TUNNEL_ALPN, Gateway, GatewayLink
 from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
 from suite.specter.gateway.proxyproto import headerless
@@ -64,7 +65,10 @@ def selfSignedCertificate(directory: str, apexes: list[str]) -> tuple[Any, Any, 
             sans = []
         if sorted(sans) == sorted(names):
             return cert, key, certPath
-    cert, key = mintSelfSigned(names, days=365)
+    try:
+        cert, key = mintSelfSigned(names, days=365)
+    except ValueError as e:
+        raise ConfigError(f"--apex: {e}") from None
     fd = os.open(keyPath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(keyToPEM(key))

@@ -133,6 +133,14 @@ class OverlayPool:
         self.reactor = reactor
         self.links: dict[str, OverlayLink] = {}
         self.dialling: dict[str, list[Deferred[OverlayLink]]] = {}
+        self.failedAt: dict[str, float] = {}
+
+    def order(self, peers: list[str], quarantine: float = 30.0) -> list[str]:
+        """
+        C{peers} with those that failed to answer lately moved to the end.
+        """
+        now = self.reactor.seconds()
+        return sorted(peers, key=lambda p: self.failedAt.get(p, -quarantine) > now - quarantine)
 
     def linkTo(self, peer: str) -> Deferred[OverlayLink]:
         """
@@ -163,11 +171,13 @@ class OverlayPool:
         def connected(proto: Any) -> None:
             link = proto.wrappedProtocol if hasattr(proto, "wrappedProtocol") else proto
             self.links[peer] = link
+            self.failedAt.pop(peer, None)
             for w in self.dialling.pop(peer, []):
                 w.callback(link)
 
         def failed(f: Failure) -> None:
             log.warn("overlay link to {peer} failed: {error}", peer=peer, error=f.getErrorMessage())
+            self.failedAt[peer] = self.reactor.seconds()
             for w in self.dialling.pop(peer, []):
                 w.errback(f)
 

@@ -6,6 +6,7 @@ else.  It serves no tunnel content and no internal endpoint.
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import Factory
@@ -23,7 +24,8 @@ def redirect(location: str) -> bytes:
     """
     A 308 response to C{location} that closes the connection.
     """
-    body = f'<!doctype html><html><body><a href="{location}">{location}</a></body></html>\n'.encode()
+    safe = html.escape(location, quote=True)
+    body = f'<!doctype html><html><body><a href="{safe}">{safe}</a></body></html>\n'.encode()
     return (
         f"HTTP/1.1 308 Permanent Redirect\r\nLocation: {location}\r\nContent-Type: text/html\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

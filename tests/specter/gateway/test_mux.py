@@ -222,3 +222,34 @@ class FlowControlTests(SynchronousTestCase):
         self.opener.sendControl({"t": "ping", "id": 7})
         self.pump()
         self.assertEqual(self.acceptor.control, [{"t": "ping", "id": 7}])
+
+
+class InterfaceTests(SynchronousTestCase):
+    def test_producers(self) -> None:
+        """
+        Streams and links are push producers; the gateway's dispatcher and
+        the connect command's protocol listen for handshakes; the insecure
+        connection creator creates client connections.
+        """
+        from twisted.internet.interfaces import (
+            IHandshakeListener,
+            IOpenSSLClientConnectionCreator,
+            IPushProducer,
+        )
+        from zope.interface.verify import verifyObject
+
+        from suite.specter.client.commands import _InsecureCreator, _Splice
+        from suite.specter.gateway.h2 import _Outbound
+        from suite.specter.gateway.listener import _Dispatch
+
+        link = _Opener()
+        link.makeConnection(StringTransport())
+        stream = link.openStream({})
+        self.assertTrue(verifyObject(IPushProducer, link))
+        self.assertTrue(verifyObject(IPushProducer, stream))
+        self.assertTrue(verifyObject(IPushProducer, _Outbound(stream, None)))  # type: ignore[arg-type]
+        self.assertTrue(verifyObject(IHandshakeListener, _Dispatch(None)))  # type: ignore[arg-type]
+        self.assertTrue(verifyObject(IHandshakeListener, _Splice(None)))  # type: ignore[arg-type]
+        self.assertTrue(
+            verifyObject(IOpenSSLClientConnectionCreator, _InsecureCreator("a.example.test", b"x"))
+        )

@@ -208,3 +208,18 @@ class RingExpiryTests(_GatewayExpiry, SynchronousTestCase):
             clock.advance(10)
         members = self.successResultOf(ring.kv("list", b"tunnel/gw/a.example.test", []))
         self.assertEqual(len(members), 1)
+
+
+class OverlayOrderTests(SynchronousTestCase):
+    def test_failedPeersLast(self) -> None:
+        """
+        Gateways that failed to answer lately are tried last, for a while.
+        """
+        from suite.specter.gateway.overlay import OverlayPool
+
+        clock = Clock()
+        pool = OverlayPool(None, None, clock)  # type: ignore[arg-type]
+        pool.failedAt["a:1"] = clock.seconds()
+        self.assertEqual(pool.order(["a:1", "b:1", "c:1"]), ["b:1", "c:1", "a:1"])
+        clock.advance(31)
+        self.assertEqual(pool.order(["a:1", "b:1", "c:1"]), ["a:1", "b:1", "c:1"])
