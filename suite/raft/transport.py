@@ -39,6 +39,10 @@ class FrameProtocol(Protocol):
     def __init__(self) -> None:
         self._buffer = bytearray()
 
+    def makeConnection(self, transport: Any) -> None:
+        noDelay(transport)
+        super().makeConnection(transport)
+
     def dataReceived(self, data: bytes) -> None:
         self._buffer.extend(data)
         buf = self._buffer
@@ -75,6 +79,24 @@ class FrameProtocol(Protocol):
             return str(self.transport.getPeer())  # type: ignore[union-attr]
         except Exception:
             return "unknown peer"
+
+
+def noDelay(transport: Any) -> None:
+    """
+    Turn Nagle's algorithm off on the TCP connection under C{transport}
+    (through TLS wrappers): frames are small and latency-bound.
+    """
+    for _ in range(4):
+        if transport is None:
+            return
+        setter = getattr(type(transport), "setTcpNoDelay", None)
+        if setter is not None:
+            try:
+                transport.setTcpNoDelay(True)
+            except (OSError, AttributeError, NotImplementedError):
+                pass
+            return
+        transport = getattr(transport, "transport", None)
 
 
 def certificateName(transport: Any) -> str | None:
