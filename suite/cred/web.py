@@ -236,6 +236,18 @@ class _Guard:
             callbackArgs=(request,),
             errbackArgs=(request, name),
         )
+        # Fast path: token and password checkers answer synchronously, so
+        # the outcome is usually known already; hand it back directly
+        # instead of rendering through a Deferred.
+        box: list[Any] = []
+
+        def capture(result: Any) -> Any:
+            box.append(result)
+            return result
+
+        d.addBoth(capture)
+        if box and not isinstance(box[0], Failure):
+            return IResource(box[0])
         return _DeferredResource(d)
 
     def _neededPermission(self, request: IRequest) -> Permission | None:

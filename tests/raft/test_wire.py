@@ -144,3 +144,23 @@ class InboundTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         proto.dataReceived(self.frame(encodeMessage(SAMPLES[0])))
         self.assertEqual(self.received, [])
+
+    def test_noDelayThroughWrappers(self) -> None:
+        """
+        Frames turn Nagle's algorithm off on the TCP transport, also when it
+        sits under a wrapper (as TLS does).
+        """
+        calls: list[bool] = []
+
+        class TCP(StringTransport):
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                calls.append(enabled)
+
+        class Wrapper(StringTransport):
+            def __init__(self, inner: StringTransport) -> None:
+                super().__init__()
+                self.transport = inner
+
+        InboundRaftProtocol(self.owner).makeConnection(Wrapper(TCP()))
+        self.assertEqual(calls, [True])
+
