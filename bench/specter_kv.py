@@ -176,14 +176,22 @@ def _inChild(fn: Any, *args: Any) -> Any:
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        value = fn(*args)
-        os.write(w, repr(value).encode())
-        os._exit(0)
+        code = 1
+        try:
+            value = fn(*args)
+            os.write(w, repr(value).encode())
+            code = 0
+        except BaseException as e:
+            sys.stderr.write(f"benchmark step failed: {e!r}\n")
+        finally:
+            os._exit(code)
     os.close(w)
     data = b""
     while chunk := os.read(r, 65536):
         data += chunk
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        raise SystemExit(f"benchmark step {getattr(fn, '__name__', fn)} failed")
     return eval(data.decode())
 
 
@@ -199,8 +207,9 @@ def benchBackend(base: str, backend: str, n: int) -> float:
     async def main(reactor: Any) -> None:
         pool = ThreadPool(1, 1)
         pool.start()
+        kind = backend.rstrip("0123456789")
         store = openStore(
-            backend, os.path.join(base, backend), 0, reactor, lambda f: deferToThreadPool(reactor, pool, f)
+            kind, os.path.join(base, backend), 0, reactor, lambda f: deferToThreadPool(reactor, pool, f)
         )
         value = b"v" * 64
         start = time.perf_counter()

@@ -123,6 +123,15 @@ def h2load(
     return {"rps": float(m.group(1)) if m else 0.0, "failed": float(ok.group(2)) if ok else float("nan")}
 
 
+def bulkMBps(host: str, port: int, cacert: str) -> float:
+    argv = [
+        "curl", "-sS", "--http1.1", "--cacert", cacert, "--resolve", f"{host}:{port}:127.0.0.1",
+        "-o", "/dev/null", "-w", "%{size_download} %{time_total}", f"https://{host}:{port}/bulk.bin",
+    ]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout.split()
+    return float(out[0]) / float(out[1]) / 1e6 if len(out) == 2 and float(out[1]) else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=8)
@@ -146,6 +155,8 @@ def main() -> None:
         os.makedirs(os.path.join(ng, "www"))
         with open(os.path.join(ng, "www", "index.html"), "wb") as f:
             f.write(b"x" * 99 + b"\n")
+        with open(os.path.join(ng, "www", "bulk.bin"), "wb") as f:
+            f.write(os.urandom(64 * 1024 * 1024))
         backend, backendH2, proxy, proxyTLS, gw = freePort(), freePort(), freePort(), freePort(), freePort()
         from suite.pki.ca import certificateToPEM, keyToPEM, mintSelfSigned
 
@@ -217,6 +228,7 @@ def main() -> None:
         tunnel1 = wrk(tunnelURL, 4, 1, 1, host)
         h2direct = h2load(f"http://127.0.0.1:{backendH2}/", 100000, 16, 10)
         h2tunnel = h2load(tunnelURL, 20000, 16, 10, host)
+        bulk = bulkMBps(host, gw, os.path.join(base, "data", "gateway", "selfsigned.crt"))
         rows = [
             ("direct", direct),
             ("nginx", viaNginx),
@@ -234,13 +246,14 @@ def main() -> None:
         print(
             f"ratios: tunnel/direct={tunnel['rps'] / direct['rps']:.3f} tunnel/nginx={tunnel['rps'] / viaNginx['rps']:.3f}"
         )
+        print(f"bulk 64 MiB through the tunnel (curl --http1.1): {bulk:.0f} MB/s")
         print(f"gateway={args.gateway} connections={c} duration={d}s")
         print(
             f"direct_rps={direct['rps']:.0f} nginx_rps={viaNginx['rps']:.0f} tunnel_rps={tunnel['rps']:.0f} "
             f"tunnel_added_p50_ms={tunnel1['p50'] - direct1['p50']:.3f} h2_tunnel_rps={h2tunnel['rps']:.0f} "
             f"h2_direct_rps={h2direct['rps']:.0f} direct_p50_ms={direct['p50']:.2f} direct_p99_ms={direct['p99']:.2f} "
             f"nginx_p50_ms={viaNginx['p50']:.2f} nginx_p99_ms={viaNginx['p99']:.2f} tunnel_p50_ms={tunnel['p50']:.2f} "
-            f"tunnel_p99_ms={tunnel['p99']:.2f} nginx_tls_rps={viaNginxTLS['rps']:.0f} c_over_a={tunnel['rps'] / direct['rps']:.3f} c_over_b={tunnel['rps'] / viaNginx['rps']:.3f}"
+            f"tunnel_p99_ms={tunnel['p99']:.2f} tunnel_bulk_MBps={bulk:.0f} nginx_tls_rps={viaNginxTLS['rps']:.0f} c_over_a={tunnel['rps'] / direct['rps']:.3f} c_over_b={tunnel['rps'] / viaNginx['rps']:.3f}"
         )
     finally:
         for p in reversed(procs):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 __all__ = ["openStore", "BACKENDS"]
@@ -42,6 +41,3 @@ def openStore(
 
         return SQLiteStore(directory, os.path.join(dataDir, "cache"), clock, runner)
     raise ValueError(f"unknown KV backend {backend!r}")
-
-
-_ = Deferred

@@ -44,6 +44,7 @@ VERSION = 1
 HEADER = MAGIC + bytes([VERSION])
 RECORD = struct.Struct(">II")
 HARDSTATE, APPEND, COMPACT, CHECKPOINT = 1, 2, 3, 4
+SPARE = "next-segment.tmp"
 MAX_RECORD = 256 * 1024 * 1024
 
 
@@ -132,6 +133,9 @@ class _Writer:
         return [os.path.join(self.walDir, n) for n in names]
 
     def recover(self) -> Recovered:
+        spare = os.path.join(self.walDir, SPARE)
+        if os.path.exists(spare):
+            os.unlink(spare)
         state = Recovered()
         base = 0
         segments = self.segments()
@@ -213,12 +217,11 @@ class _Writer:
             raise ValueError(f"unknown record type {kind}")
         return base
 
-    def _create(self, seq: int) -> None:
+    def _fill(self, path: str) -> None:
         """
-        Start segment C{seq}: header, then zeros up to the segment size, so
+        Write a segment file: header, then zeros up to the segment size, so
         later appends rewrite allocated blocks and fdatasync stays cheap.
         """
-        path = os.path.join(self.walDir, f"wal-{seq:016x}.log")
         with open(path, "wb") as f:
             f.write(HEADER)
             remaining = self.segmentBytes - len(HEADER)
@@ -228,6 +231,19 @@ class _Writer:
                 remaining -= len(block)
             f.flush()
             os.fsync(f.fileno())
+
+    def prepareSpare(self) -> None:
+        """
+        Fill the next segment ahead of time (on the preparing thread).
+        """
+        self._fill(os.path.join(self.walDir, SPARE))
+
+    def _create(self, seq: int, useSpare: bool = False) -> None:
+        path = os.path.join(self.walDir, f"wal-{seq:016x}.log")
+        if useSpare:
+            os.replace(os.path.join(self.walDir, SPARE), path)
+        else:
+            self._fill(path)
         _fsyncDirectory(self.walDir)
         self._open(seq, len(HEADER))
 
@@ -250,9 +266,9 @@ class _Writer:
         self.file.flush()
         os.fdatasync(self.file.fileno())
 
-    def rotate(self, checkpoint: bytes) -> None:
+    def rotate(self, checkpoint: bytes, useSpare: bool = False) -> None:
         old = self.segments()
-        self._create(self.seq + 1)
+        self._create(self.seq + 1, useSpare)
         self.file.write(checkpoint)
         self.file.flush()
         os.fdatasync(self.file.fileno())
@@ -279,6 +295,8 @@ class WALStorage:
         self.snapshots = SnapshotStore(prepareDirectory(snapshotDir, "snapshot"))
         self.writer = _Writer(self.walDir, segmentBytes)
         self.pool = ThreadPool(1, 1, name="raft-wal")
+        self.sparePool = ThreadPool(1, 1, name="raft-wal-prepare")
+        self.spare = "none"
         self.queue: list[bytes | Callable[[], None]] = []
         self.waiters: list[Deferred[None]] = []
         self.current: list[Deferred[None]] = []
@@ -296,6 +314,7 @@ class WALStorage:
     async def _load(self) -> Recovered:
         if not self.pool.started:
             self.pool.start()
+            self.sparePool.start()
         snap = await self._run(self.snapshots.loadLatest)
         state: Recovered = await self._run(self.writer.recover)
         if snap is not None:
@@ -337,6 +356,7 @@ class WALStorage:
 
         def done(result: object) -> object:
             self.flushing = False
+            self._maybePrepareSpare()
             for w in waiters:
                 w.callback(None)
             if self.queue:
@@ -350,6 +370,28 @@ class WALStorage:
                 w.errback(f)
 
         self._run(self.writer.write, chunks).addCallbacks(done, failed)
+
+    def _maybePrepareSpare(self) -> None:
+        """
+        Once the segment is half full, fill the next one on another thread
+        so rotation does not stall appends behind a 16 MiB write.
+        """
+        if self.spare != "none" or self.writer.size < self.writer.segmentBytes // 2:
+            return
+        self.spare = "preparing"
+
+        def ready(_: object) -> None:
+            self.spare = "ready"
+
+        def failed(f: Any) -> None:
+            self.spare = "none"
+            log.warn(
+                "cannot prepare the next WAL segment in {dir}: {why}",
+                dir=self.walDir,
+                why=f.getErrorMessage(),
+            )
+
+        deferToThreadPool(self.reactor, self.sparePool, self.writer.prepareSpare).addCallbacks(ready, failed)
 
     def saveHardState(self, term: int, votedFor: str | None) -> Deferred[None]:
         self.term, self.votedFor = term, votedFor
@@ -375,7 +417,18 @@ class WALStorage:
                     use_bin_type=True,
                 ),
             )
-            d = self._submit(lambda: self.writer.rotate(checkpoint))
+            useSpare = self.spare == "ready"
+            if useSpare:
+                # No new spare may be prepared until the rename is done.
+                self.spare = "consumed"
+            d = self._submit(lambda: self.writer.rotate(checkpoint, useSpare))
+            if useSpare:
+
+                def renamed(result: object) -> object:
+                    self.spare = "none"
+                    return result
+
+                d.addBoth(renamed)
         return d
 
     def readSnapshot(self) -> tuple[SnapshotMeta, bytes] | None:
@@ -398,5 +451,6 @@ class WALStorage:
                 await self.sync()
             await self._run(self.writer.close)
             self.pool.stop()
+            self.sparePool.stop()
 
         return Deferred.fromCoroutine(closing())

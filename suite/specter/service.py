@@ -188,9 +188,11 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         seed = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
     root = SpecterService(node, seed, pools, [v.store for v in node.vnodes], transport, reactor)
     chordFactory = ChordServerFactory(node.dispatch, reactor)
+    gatewayService = None
     if withGateway:
         # the gateway owns the TCP port and hands the ring's ALPN to chordFactory
-        wiring.makeRingGateway(options, bundle, node, chordFactory, reactor).setServiceParent(root)
+        gatewayService = wiring.makeRingGateway(options, bundle, node, chordFactory, reactor)
+        gatewayService.setServiceParent(root)
     else:
         tlsFactory = serverContextFactory(bundle, requireClientCert=True, acceptableProtocols=[ALPN])
         for h, p in options["tcp-binds"]:
@@ -225,6 +227,9 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
     resource = makeHelperResource(
         node, admin, options["auth_user"], password.reveal() if password else None, ldap
     )
+    if gatewayService is not None:
+        secret = password.reveal() if password else None
+        wiring.observeGateway(gatewayService, registry, resource, options["auth_user"], secret, ldap)
     helper = makeAdminService(options["internal-endpoint"], resource, reactor, flag="--listen-internal")
     helper.setServiceParent(root)
     return root

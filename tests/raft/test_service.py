@@ -150,3 +150,67 @@ class ClientTests(SynchronousTestCase):
         f = self.failureResultOf(d, RaftClientError)
         self.assertIn("TimeoutError", str(f.value))
         self.assertEqual(len(server.requests), 3)
+
+
+class ClientAPITests(SynchronousTestCase):
+    """
+    The node's client protocol on a StringTransport.
+    """
+
+    def setUp(self) -> None:
+        import random
+
+        from suite.raft.api import ClientAPIProtocol
+        from suite.raft.kv import KeyValueStateMachine
+        from suite.raft.messages import Configuration
+        from suite.raft.node import RaftNode
+        from suite.raft.storage import MemoryStorage
+        from tests.raft.test_roles import NullTransport
+
+        self.clock = Clock()
+        self.kv = KeyValueStateMachine()
+        self.node = RaftNode(
+            "a",
+            self.clock,
+            MemoryStorage(),
+            NullTransport(),
+            self.kv,
+            Configuration(frozenset({"a"})),
+            rng=random.Random(2),
+        )
+        self.successResultOf(Deferred.fromCoroutine(self.node.start()))
+        self.addCleanup(self.node.stop)
+        self.proto = ClientAPIProtocol(self.node, self.kv, lambda ms: None)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+
+    def request(self, *fields: Any) -> list[Any]:
+        payload = msgpack.packb(list(fields))
+        self.transport.clear()
+        self.proto.dataReceived(LENGTH.pack(len(payload)) + payload)
+        self.clock.advance(0)
+        out = self.transport.value()
+        return msgpack.unpackb(out[4:], raw=False) if out else []
+
+    def test_notLeaderExplains(self) -> None:
+        """
+        Before an election the reply says why this node cannot serve.
+        """
+        reply = self.request(1, "put", "k", "v", "c", 1)
+        self.assertEqual(reply[:2], [1, False])
+        self.assertIn("no leader is known", reply[3])
+
+    def test_writeThenRead(self) -> None:
+        """
+        On the leader a put is acknowledged and a linearizable get sees it.
+        """
+        self.clock.advance(0.31)
+        self.assertEqual(self.request(1, "put", "k", "v", "c", 1)[:3], [1, True, None])
+        self.assertEqual(self.request(2, "get", "k", None, "c", 0)[:3], [2, True, "v"])
+
+    def test_malformed(self) -> None:
+        """
+        A request of the wrong shape is refused with a reason.
+        """
+        reply = self.request("just", "three", "fields")
+        self.assertEqual(reply[1:4], [False, None, "malformed request"])

@@ -184,6 +184,41 @@ class WALTests(TestCase):
         self.assertEqual(recovered.term, 2)
 
 
+class SpareSegmentTests(TestCase):
+    """
+    The next segment is filled ahead of time and renamed in at rotation.
+    """
+
+    async def test_rotationUsesPreparedSegment(self) -> None:
+        """
+        Once a segment is half full a spare is prepared on another thread;
+        rotation renames it into place and everything reloads.
+        """
+        from twisted.internet.task import deferLater
+
+        from suite.raft.wal import SPARE
+
+        base = self.mktemp()
+        storage = WALStorage(base + "/wal", base + "/snap", reactor, segmentBytes=4096)
+        await storage.load()
+        await storage.appendEntries(None, [Entry(1, i, 0, b"z" * 100) for i in range(1, 50)])
+        await storage.sync()
+        for _ in range(500):
+            if storage.spare == "ready":
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(storage.spare, "ready")
+        self.assertTrue(os.path.exists(os.path.join(base, "wal", SPARE)))
+        await storage.saveSnapshot(SnapshotMeta(20, 1, CONFIG), b"state")
+        await storage.close()
+        self.assertFalse(os.path.exists(os.path.join(base, "wal", SPARE)))
+        self.assertEqual(len([n for n in os.listdir(base + "/wal") if n.endswith(".log")]), 1)
+        storage = WALStorage(base + "/wal", base + "/snap", reactor, segmentBytes=4096)
+        recovered = await storage.load()
+        await storage.close()
+        self.assertEqual([e.index for e in recovered.entries], list(range(21, 50)))
+
+
 class SnapshotStoreTests(TestCase):
     """
     Snapshot files.

@@ -163,4 +163,3 @@ class InboundTests(SynchronousTestCase):
 
         InboundRaftProtocol(self.owner).makeConnection(Wrapper(TCP()))
         self.assertEqual(calls, [True])
-

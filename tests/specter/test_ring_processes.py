@@ -306,7 +306,9 @@ class ForeignCATests(TestCase):
         p = RingProcess(self, base, "solo", ours).start()
         await p.ready()
         for bundleDir, ok in ((other, False), (ours, True)):
-            transport = WireTransport(reactor, clientContextFactory(loadBundle(bundleDir), acceptableProtocols=[ALPN]))
+            transport = WireTransport(
+                reactor, clientContextFactory(loadBundle(bundleDir), acceptableProtocols=[ALPN])
+            )
             self.addCleanup(transport.close)
             if ok:
                 refs = await transport.call(p.addr, None, "hello", [], 10)

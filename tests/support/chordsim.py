@@ -18,7 +18,7 @@ from zope.interface import implementer
 from suite.kv.memory import MemoryStore
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
-from suite.specter.chord.ids import RING_SIZE, VnodeRef, inRange
+from suite.specter.chord.ids import VnodeRef
 from suite.specter.chord.node import ChordConfig, ChordNode
 from suite.specter.interfaces import IChordTransport
 
@@ -184,6 +184,3 @@ class Cluster:
             if v.pred != pred and not (n == 1 and v.pred == v.ref):
                 problems.append(f"{v.ref.short()} predecessor {v.pred} != {pred}")
         return problems
-
-
-_ = (RING_SIZE, inRange)

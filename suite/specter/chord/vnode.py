@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -119,6 +119,3 @@ class Vnode(Maintenance, Transfer):
 
     def handler(self, method: str) -> Callable[..., Any] | None:
         return getattr(self, "remote_" + method, None) if method.isidentifier() else None
-
-
-_ = succeed
