@@ -14,6 +14,7 @@ test case sends SIGTERM, then SIGKILL after a grace period.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -30,16 +31,53 @@ from twisted.trial.unittest import TestCase
 BIN = os.path.dirname(sys.executable)
 
 
+#: Ports handed out by L{freePort}: below the kernel's ephemeral range
+#: (32768-60999 on Linux), so no port-0 bind or outgoing connection of
+#: another test can take one between the check and the daemon's bind, and
+#: split into one block per pytest-xdist worker so parallel workers never
+#: hand out the same port.
+PORT_BASE, PORT_BLOCK, PORT_BLOCKS = 20000, 1500, 8
+_portCursor: list[int] = []
+
+
+def _workerIndex() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = "".join(c for c in worker if c.isdigit())
+    return int(digits or 0) % PORT_BLOCKS
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
 def freePort(kind: int = socket.SOCK_STREAM) -> int:
     """
-    Ask the OS for a free loopback port (TCP by default, or UDP).
+    A loopback port that is free for both TCP and UDP (daemons such as the
+    gateway use one port number for both), taken from this worker's block.
+
+    @param kind: kept for callers that name the socket type; every port
+        returned is checked for both.
     """
-    s = socket.socket(socket.AF_INET, kind)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-    finally:
-        s.close()
+    del kind
+    start = PORT_BASE + _workerIndex() * PORT_BLOCK
+    if not _portCursor:
+        _portCursor.append(random.Random(os.getpid()).randrange(PORT_BLOCK))
+    for _ in range(PORT_BLOCK):
+        offset = _portCursor[0]
+        _portCursor[0] = (offset + 1) % PORT_BLOCK
+        if _bindable(start + offset):
+            return start + offset
+    raise RuntimeError(f"no free port in {start}-{start + PORT_BLOCK - 1}")
 
 
 def twistdArgs(plugin: str, *args: str) -> list[str]:

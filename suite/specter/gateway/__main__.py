@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from suite.daemon import ConfigError, errorLine
@@ -100,7 +101,14 @@ def main(argv: list[str] | None = None) -> None:
         httpsPort=int(options["advertise"].rsplit(":", 1)[1]),
         udpBinds=udp,
     )
-    service.startService()
+    try:
+        service.startService()
+    except CannotListenError as e:
+        where = f"{e.interface or '*'}:{e.port}"
+        sys.stderr.write(
+            errorLine("specter-gateway", ConfigError(f"cannot listen on {where}: {e.socketError}"))
+        )
+        raise SystemExit(1) from None
     r.addSystemEventTrigger("before", "shutdown", service.stopService)
     r.run()
 
