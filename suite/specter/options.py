@@ -102,7 +102,7 @@ class ServerOptions(ListenMixin, DaemonOptions):
         ["proxy-buffer", None, "16KiB", "Buffer size when proxying HTTP to clients (gateway)."],
         ["auth_user", None, None, "User for /_internal basic auth (env INTERNAL_USER)."],
         ["auth_pass", None, None, "Password for /_internal basic auth (env INTERNAL_PASS)."],
-        ["sentry", None, None, "Sentry DSN for error reporting (env SENTRY_DSN)."],
+        ["sentry", None, None, "Sentry DSN: send errors, with info-level breadcrumbs (env SENTRY_DSN)."],
         [
             "auth-ldap",
             None,
@@ -192,6 +192,10 @@ class ServerOptions(ListenMixin, DaemonOptions):
         self.envFallback("auth_user", "INTERNAL_USER")
         self.envFallback("auth_pass", "INTERNAL_PASS")
         self.envFallback("sentry", "SENTRY_DSN")
+        if self["sentry"]:
+            from suite.sentry import checkDSN
+
+            checkDSN("--sentry", self["sentry"])
         if not self["data-dir"]:
             raise ConfigError("--data-dir: required (alias --data)")
         if not self["cert-env"] and not self["cert-dir"]:
@@ -268,8 +272,6 @@ class ServerOptions(ListenMixin, DaemonOptions):
         for key in ("transport-buffer", "proxy-buffer"):
             if key in self._explicit:
                 wanted.append(f"gateway buffer tuning (--{key})")
-        if self["sentry"]:
-            wanted.append("Sentry reporting (--sentry / SENTRY_DSN)")
         return wanted
 
 

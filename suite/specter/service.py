@@ -123,6 +123,15 @@ def _gatewayWiring() -> Any:
     return wiring
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("twisted-suite")
+    except PackageNotFoundError:
+        return "0"
+
+
 def _loadBundle(options: Any) -> Any:
     from suite.pki.bundle import loadBundle, loadBundleFromEnv
 
@@ -187,6 +196,11 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         h, p = options["join"][0]
         seed = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
     root = SpecterService(node, seed, pools, [v.store for v in node.vnodes], transport, reactor)
+    if options["sentry"]:
+        from suite.sentry import SentryService
+
+        SentryService(options["sentry"], reactor, release=f"specter@{_version()}").setServiceParent(root)
+        log.info("errors are reported to Sentry, with info-level breadcrumbs")
     chordFactory = ChordServerFactory(node.dispatch, reactor)
     gatewayService = None
     if withGateway:

@@ -129,7 +129,6 @@ class ServerOptionsTests(SynchronousTestCase):
                 "PROXY protocol (--proxy-protocol)",
                 "gateway buffer tuning (--transport-buffer)",
                 "gateway buffer tuning (--proxy-buffer)",
-                "Sentry reporting (--sentry / SENTRY_DSN)",
             ],
         )
 
