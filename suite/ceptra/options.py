@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 from twisted.python import usage
 
-from suite.clustor.endpoints import hostPortEndpoint, parseHostPort
 from suite.daemon import ConfigError, DaemonOptions
+from suite.web.listen import hostPortEndpoint, parseHostPort
 
 __all__ = ["Options", "ENV"]
 

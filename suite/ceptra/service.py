@@ -33,13 +33,13 @@ from zope.interface import implementer
 from suite.ceptra.health import PlacementFeedHealth, RaftLeaderHealth, RaftNotImplemented
 from suite.ceptra.logmetrics import LogCounterService
 from suite.ceptra.storage import prepareStorage
-from suite.clustor.endpoints import listenService
 from suite.clustor.feeds import FeedClient
 from suite.daemon import attachCommon
 from suite.pki.bundle import Bundle, checkNodeIdentity, loadIdentity
 from suite.pki.tls import clientContextFactory, serverContextFactory
 from suite.web.admin import makeAdminResource
 from suite.web.limits import LimitedSite
+from suite.web.listen import listenService
 from suite.web.metrics import MillisecondsRegistry
 
 __all__ = ["makeService", "MTLSPolicy", "loadNodeIdentity"]

@@ -16,7 +16,6 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from suite.clustor.endpoints import listenService
 from suite.clustor.server import ControlPlaneStore, StateReloader, addFeedResources, runSynchronously
 from suite.daemon import attachCommon
 from suite.pki.bundle import loadIdentity
@@ -26,6 +25,7 @@ from suite.web.admin import makeAdminResource
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
 from suite.web.limits import LimitedSite
+from suite.web.listen import listenService
 
 __all__ = ["makeService", "StateHealth"]
 

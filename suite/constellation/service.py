@@ -16,12 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.application.service import MultiService
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from suite.constellation.catalog import LocalCatalog
 from suite.constellation.priority import nodePriority
@@ -29,9 +25,9 @@ from suite.constellation.traefik import ProviderRoot
 from suite.daemon import ConfigError, attachCommon, notImplementedYet
 from suite.logging import Secret
 from suite.web.admin import makeAdminResource
-from suite.web.endpoint import EndpointError, loopbackEndpoint
 from suite.web.health import FunctionHealth, HealthReport
 from suite.web.limits import LimitedSite
+from suite.web.listen import listenService
 
 __all__ = ["makeService", "readCloudflareToken", "checkRequestedFeatures", "TOKEN_FILE"]
 
@@ -83,51 +79,6 @@ def checkRequestedFeatures(options: Mapping[str, Any]) -> None:
         raise notImplementedYet("WARP health monitoring (--warp-container)")
 
 
-class ProviderListener(Service):
-    """
-    Serve the provider site; log the guide's success line once listening.
-    A listen failure is one critical line and the reactor stops.
-    """
-
-    def __init__(self, description: str, site: LimitedSite, reactor: Any) -> None:
-        self.description = description
-        self.site = site
-        self.reactor = reactor
-        self.port: IListeningPort | None = None
-        self.listening: Deferred[IListeningPort] | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        endpoint = serverFromString(self.reactor, self.description)
-        self.listening = endpoint.listen(self.site)
-        self.listening.addCallbacks(self._listened, self._failed)
-
-    def _listened(self, port: IListeningPort) -> None:
-        self.port = port
-        log.info("HTTP provider listening on {endpoint}", endpoint=self.description)
-        log.info("Constellation Agent started successfully")
-
-    def _failed(self, failure: Failure) -> None:
-        log.critical(
-            "--http-provider: cannot listen on {endpoint}: {reason}",
-            endpoint=self.description,
-            reason=failure.getErrorMessage(),
-        )
-        if self.reactor.running:
-            self.reactor.stop()
-        else:
-            self.reactor.callWhenRunning(self.reactor.stop)
-
-    def stopService(self) -> Any:
-        super().stopService()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
-        if self.listening is not None and not self.listening.called:
-            self.listening.cancel()
-        return None
-
-
 def _warpStatus() -> dict[str, Any]:
     return {"monitored": False, "reason": "WARP monitoring not implemented yet"}
 
@@ -143,17 +94,6 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
 
         reactor = _reactor
     checkRequestedFeatures(options)
-    flag = "--http-provider (CONSTELLATION_HTTP_PROVIDER)"
-    try:
-        description = loopbackEndpoint(
-            options["http-provider"], bool(options.get("allow-remote-provider")), what=flag
-        )
-        serverFromString(reactor, description)
-    except EndpointError as e:
-        raise ConfigError(str(e)) from None
-    except (ValueError, TypeError, KeyError) as e:
-        raise ConfigError(f"{flag} {options['http-provider']!r}: {e}") from None
-
     node = options["ts-hostname"]
     priority = nodePriority(node)
     catalog = LocalCatalog(node, options.get("public-ip"))
@@ -186,7 +126,19 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     site = LimitedSite(ProviderRoot(catalog, options["domain"], admin, _warpStatus), reactor=reactor)
 
     root = MultiService()
-    listener = ProviderListener(description, site, reactor)
+
+    def started(port: object) -> None:
+        log.info("HTTP provider listening on {endpoint}", endpoint=listener.description)
+        log.info("Constellation Agent started successfully")
+
+    listener = listenService(
+        options["http-provider"],
+        site,
+        reactor,
+        flag="--http-provider (CONSTELLATION_HTTP_PROVIDER)",
+        allowRemote=bool(options.get("allow-remote-provider")),
+        onListening=started,
+    )
     listener.setName("http-provider")
     listener.setServiceParent(root)
 

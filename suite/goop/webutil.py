@@ -11,7 +11,16 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-__all__ = ["finishRequest", "header", "clientIP", "jsonResponse", "readBody", "JSONErrorPage", "isLoopback"]
+__all__ = [
+    "PageRoot",
+    "finishRequest",
+    "header",
+    "clientIP",
+    "jsonResponse",
+    "readBody",
+    "JSONErrorPage",
+    "isLoopback",
+]
 
 
 def header(request: Request, name: str) -> str:
@@ -89,3 +98,29 @@ def finishRequest(request: Request, body: bytes) -> None:
         return
     request.write(body)
     request.finish()
+
+
+class PageRoot(Resource):
+    """
+    A site root that serves one self-contained HTML page at C{/} (inline
+    script and style only, under a content security policy) and a JSON 404
+    for any unknown child; the pages' APIs are added with C{putChild}.
+    """
+
+    CSP = b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+
+    def __init__(self, pagePath: str, missing: str = "no such resource") -> None:
+        super().__init__()
+        self.missing = missing
+        with open(pagePath, "rb") as f:
+            self.page = f.read()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return JSONErrorPage(404, self.missing)
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", self.CSP)
+        return self.page

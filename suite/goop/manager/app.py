@@ -27,7 +27,14 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.daemon import ConfigError
 from suite.goop.config import defaultDocument, loadConfig, parseHostPort, writeConfig
-from suite.goop.webutil import JSONErrorPage, finishRequest, header, isLoopback, jsonResponse, readBody
+from suite.goop.webutil import (
+    PageRoot,
+    finishRequest,
+    header,
+    isLoopback,
+    jsonResponse,
+    readBody,
+)
 from suite.web.limits import LimitedSite
 
 __all__ = ["Manager", "runManager", "managerResource"]
@@ -155,27 +162,6 @@ class Manager:
                 pass
 
 
-class _Root(Resource):
-    def __init__(self, manager: Manager) -> None:
-        super().__init__()
-        self.manager = manager
-        with open(os.path.join(HERE, "page.html"), "rb") as f:
-            self.page = f.read()
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        if path == b"":
-            return self
-        return JSONErrorPage(404, "no such page")
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(
-            b"content-security-policy",
-            b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-        )
-        return self.page
-
-
 class _API(Resource):
     isLeaf = True
 
@@ -224,7 +210,7 @@ class _API(Resource):
 
 
 def managerResource(manager: Manager) -> Resource:
-    root = _Root(manager)
+    root = PageRoot(os.path.join(HERE, "page.html"), "no such page")
     api = Resource()
     api.putChild(b"peers", _API(manager))
     root.putChild(b"api", api)

@@ -38,7 +38,14 @@ from suite.goop.rendezvous.registry import (
 )
 from suite.goop.rendezvous.templates import TemplateStore
 from suite.goop.sse import SSEHub
-from suite.goop.webutil import JSONErrorPage, clientIP, finishRequest, header, jsonResponse, readBody
+from suite.goop.webutil import (
+    PageRoot,
+    clientIP,
+    finishRequest,
+    header,
+    jsonResponse,
+    readBody,
+)
 from suite.web.limits import LimitedSite
 
 __all__ = ["RendezvousHub"]
@@ -219,7 +226,7 @@ class RendezvousHub(Service):
     # -- web ---------------------------------------------------------------
 
     def resource(self) -> Resource:
-        root = _Root(self)
+        root = PageRoot(os.path.join(HERE, "dashboard.html"), "no such resource")
         root.putChild(b"peers.json", _PeersJSON(self))
         root.putChild(b"logs.json", _LogsJSON(self.logBuffer))
         root.putChild(b"publish", _Publish(self))
@@ -234,27 +241,6 @@ class RendezvousHub(Service):
 async def _maybe(d: Any) -> None:
     if d is not None:
         await d
-
-
-class _Root(Resource):
-    def __init__(self, hub: RendezvousHub) -> None:
-        super().__init__()
-        self.hub = hub
-        with open(os.path.join(HERE, "dashboard.html"), "rb") as f:
-            self.page = f.read()
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        if path == b"":
-            return self
-        return JSONErrorPage(404, "no such resource")
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(
-            b"content-security-policy",
-            b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-        )
-        return self.page
 
 
 class _PeersJSON(Resource):

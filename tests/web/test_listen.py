@@ -11,8 +11,8 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.clustor.endpoints import ListenerService, hostPortEndpoint, parseHostPort
 from suite.daemon import ConfigError
+from suite.web.listen import ListenerService, hostPortEndpoint, parseHostPort
 from tests.clustor.helpers import captureLogs
 
 

@@ -1,12 +1,14 @@
 """
-Address helpers shared by the Clustor control plane and the nodes that
-follow it: C{HOST:PORT} binds to endpoint strings and listening for
-HTTP(S) on any endpoint (plain HTTP on loopback or a unix socket only).
+Listening helpers every daemon can use: C{HOST:PORT} binds to endpoint
+strings, and a service that listens on an endpoint while running (plain
+HTTP on loopback or a unix socket only, unless remote access is asked for
+or TLS is on), failing loudly when it cannot.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -22,7 +24,7 @@ from suite.web.endpoint import EndpointError, loopbackEndpoint
 
 __all__ = ["parseHostPort", "hostPortEndpoint", "listenService", "ListenerService"]
 
-log = Logger(namespace="clustor.listen")
+log = Logger(namespace="suite.web.listen")
 
 
 def parseHostPort(value: str, name: str) -> tuple[str, int]:
@@ -72,6 +74,8 @@ def listenService(
     reactor: Any,
     tlsContextFactory: Any = None,
     flag: str = "endpoint",
+    allowRemote: bool | None = None,
+    onListening: Callable[[IListeningPort], object] | None = None,
 ) -> ListenerService:
     """
     A service listening on endpoint C{description} with C{factory}, wrapped
@@ -80,10 +84,15 @@ def listenService(
     endpoint without C{interface=} gets 127.0.0.1).
 
     @param flag: the option or variable that gave C{description}, for errors.
+    @param allowRemote: accept a non-loopback bind without TLS too (the
+        operator asked for it); by default only TLS listeners may be remote.
+    @param onListening: called with the port once listening (for a daemon's
+        own start-up line).
     @raise ConfigError: naming C{flag}, for a malformed or refused endpoint.
     """
     try:
-        checked = loopbackEndpoint(description, allowRemote=tlsContextFactory is not None, what=flag)
+        remote = tlsContextFactory is not None if allowRemote is None else allowRemote
+        checked = loopbackEndpoint(description, allowRemote=remote, what=flag)
         endpoint = serverFromString(reactor, checked)
     except EndpointError as e:
         raise ConfigError(str(e)) from None
@@ -91,7 +100,7 @@ def listenService(
         raise ConfigError(f"{flag} {description!r}: {e}") from None
     if tlsContextFactory is not None:
         factory = TLSMemoryBIOFactory(tlsContextFactory, False, factory)
-    return ListenerService(endpoint, factory, reactor, checked, flag)
+    return ListenerService(endpoint, factory, reactor, checked, flag, onListening)
 
 
 class ListenerService(Service):
@@ -104,9 +113,16 @@ class ListenerService(Service):
     """
 
     def __init__(
-        self, endpoint: Any, factory: IProtocolFactory, reactor: Any, description: str, flag: str
+        self,
+        endpoint: Any,
+        factory: IProtocolFactory,
+        reactor: Any,
+        description: str,
+        flag: str,
+        onListening: Callable[[IListeningPort], object] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.onListening = onListening
         self.factory = factory
         self.reactor = reactor
         self.description = description
@@ -122,6 +138,8 @@ class ListenerService(Service):
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         log.info("listening on {endpoint} ({flag})", endpoint=self.description, flag=self.flag)
+        if self.onListening is not None:
+            self.onListening(port)
         return port
 
     def _failed(self, failure: Failure) -> None:
