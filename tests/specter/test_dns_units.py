@@ -6,6 +6,7 @@ factory's message handling through fake protocols.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -463,6 +464,32 @@ class WiringTests(SynchronousTestCase):
             self.parse("--listen-addr", "127.0.0.1:5353", "--listen-tcp", "[::1]:5354"), reactor
         )
         self.assertEqual(root.binds, ["udp/127.0.0.1:5353", "tcp/[::1]:5354"])
+
+    def test_manhole(self) -> None:
+        """
+        twistd's makeService for dns adds the manhole when asked.
+        """
+        from twisted.application.internet import StreamServerEndpointService
+
+        from suite.specter.tap import makeService
+
+        o = Options(environ={})
+        o.parseOptions(
+            [
+                "dns",
+                "--acme",
+                "acme://ops@example.net@acme.test",
+                "--acme-ns",
+                "ns1.acme.test/192.0.2.1",
+                "--listen-addr",
+                "127.0.0.1:5353",
+                "--manhole",
+                f"unix:{os.path.abspath(self.mktemp())}",
+            ]
+        )
+        root = makeService(o)
+        manholes = [s for s in root if isinstance(s, StreamServerEndpointService)]
+        self.assertEqual(len(manholes), 1)
 
     def test_badOptions(self) -> None:
         """
