@@ -289,6 +289,12 @@ class DNSOptions(ListenMixin, DaemonOptions):
             "0",
             "UDP queries per second per source address (burst twice that); 0: no limit.",
         ],
+        [
+            "listen-internal",
+            None,
+            None,
+            "Loopback helper serving /healthz, /readyz and /metrics, e.g. tcp://127.0.0.1:9953 (off by default).",
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -317,6 +323,12 @@ class DNSOptions(ListenMixin, DaemonOptions):
         if not 0 <= self["rate-limit"] <= 1_000_000:
             raise ConfigError("--rate-limit: must be between 0 and 1000000")
         self._finishListen(53)
+        if self["listen-internal"]:
+            self["internal-endpoint"] = rpcEndpoint("--listen-internal", self["listen-internal"])
+            if not isLoopbackEndpoint(self["internal-endpoint"]):
+                raise ConfigError("--listen-internal: must bind loopback or a unix socket")
+        else:
+            self["internal-endpoint"] = None
         from suite.specter.dns.zone import checkZone
 
         checkZone(self["acme"][1], [name for name, _ in self["acme-ns"]])

@@ -14,6 +14,7 @@ import shutil
 import signal
 import tempfile
 
+import treq
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
@@ -91,7 +92,7 @@ class SolverProcessTests(TestCase):
         await ring.ready()
         return ring
 
-    async def startSolver(self) -> tuple[DaemonProcess, Dig]:
+    async def startSolver(self, *extra: str) -> tuple[DaemonProcess, Dig]:
         port = freePort()
         proc = DaemonProcess(
             self,
@@ -108,6 +109,7 @@ class SolverProcessTests(TestCase):
                 self.rpc,
                 "--listen-addr",
                 f"127.0.0.1:{port}",
+                *extra,
             ),
             name="dns",
         ).start()
@@ -182,13 +184,22 @@ class SolverProcessTests(TestCase):
     async def test_ringOutage(self) -> None:
         """
         With the ring stopped, challenge names are SERVFAIL over UDP and
-        TCP (the zone's own records still answer) and the outage is logged
-        once; when the ring is back the values are answered again.
+        TCP (the zone's own records still answer), the outage is logged
+        once and /readyz of the helper says not ready; when the ring is back
+        the values are answered again.
         """
         ring = await self.startRing()
-        solver, dig = await self.startSolver()
+        helper = f"http://127.0.0.1:{freePort()}"
+        solver, dig = await self.startSolver("--listen-internal", helper.replace("http", "tcp"))
+        await solver.waitForHTTP(f"{helper}/readyz")
         await self.kv("append", "acme/challenge/managed", "kept-value")
-        self.assertEqual(await dig.short("TXT", f"managed.{ZONE}"), ['"kept-value"'])
+        # /readyz read the (then empty) set: the cache holds that for up to a second
+        await solver.waitFor(
+            lambda: self._short(dig, f"managed.{ZONE}", ['"kept-value"']),
+            "the value",
+            timeout=10,
+            interval=0.3,
+        )
         code = await ring.proc.stop(signal.SIGTERM, timeout=60)
         self.assertIn(code, (0, -signal.SIGTERM))
         await solver.waitFor(
@@ -202,6 +213,11 @@ class SolverProcessTests(TestCase):
             self.assertEqual((await dig(*args))[0], "SERVFAIL", args)
         self.assertEqual((await dig("SOA", ZONE))[0], "NOERROR")
         self.assertEqual(solver.output().count("ring RPC unavailable"), 1)
+        await solver.waitForHTTP(f"{helper}/readyz", code=503)
+        await solver.waitForHTTP(f"{helper}/healthz")
+        metrics = await (await treq.get(f"{helper}/metrics", persistent=False)).text()
+        self.assertIn("specter_dns_ring_up 0.0", metrics)
+        self.assertRegex(metrics, r'specter_dns_responses_total\{rcode="SERVFAIL"\} [1-9]')
 
         await self.startRing("ring-again", port=ring.port, dataDir=ring.dataDir)
         await solver.waitFor(
@@ -210,6 +226,7 @@ class SolverProcessTests(TestCase):
             timeout=20,
             interval=0.3,
         )
+        await solver.waitForHTTP(f"{helper}/readyz")
         out = solver.output()
         self.assertEqual(out.count("ring RPC unavailable"), 1)
         self.assertEqual(out.count("ring RPC reachable again"), 1)

@@ -149,6 +149,9 @@ class ZoneTests(ZoneTestsMixin, SynchronousTestCase):
         self.assertEqual(payloads(soa.answers), [(dns.SOA, "ns1.acme.test")])
         self.assertEqual(str(soa.answers[0].payload.rname), "ops.example.net")
         self.assertEqual(soa.answers[0].payload.serial, 7)
+        same = ACMEZone(ZONE, "ops@example.net", NS, self.source).soa.serial
+        self.assertEqual(same, ACMEZone(ZONE.upper(), "ops@example.net", NS, self.source).soa.serial)
+        self.assertNotEqual(same, ACMEZone(ZONE, "ops@example.net", NS[:1], self.source).soa.serial)
         ns = self.ask(ZONE + ".", dns.NS)
         self.assertEqual(payloads(ns.answers), [(dns.NS, "ns1.acme.test"), (dns.NS, "ns2.other.example")])
         self.assertEqual(payloads(ns.additional), [(dns.A, "192.0.2.1"), (dns.AAAA, "2001:db8::1")])
@@ -464,6 +467,8 @@ class WiringTests(SynchronousTestCase):
             self.parse("--listen-addr", "127.0.0.1:5353", "--listen-tcp", "[::1]:5354"), reactor
         )
         self.assertEqual(root.binds, ["udp/127.0.0.1:5353", "tcp/[::1]:5354"])
+        root = makeDNSService(self.parse("--listen-internal", "tcp://127.0.0.1:9953"), reactor)
+        self.assertEqual(root.getServiceNamed("admin").parent, root)
 
     def test_manhole(self) -> None:
         """
@@ -498,6 +503,7 @@ class WiringTests(SynchronousTestCase):
         for argv, flag in (
             (("--rate-limit", "x"), "--rate-limit"),
             (("--acme-ns", "bad_ns!/192.0.2.1"), "--acme-ns"),
+            (("--listen-internal", "tcp://0.0.0.0:9953"), "--listen-internal"),
         ):
             e = self.assertRaises(ConfigError, self.parse, *argv)
             self.assertIn(flag, str(e))

@@ -6,6 +6,7 @@ C{--listen-rpc}), over UDP and TCP.
     zone.py        what each name answers (no sockets)
     challenges.py  TXT values from the ring KV: one RPC connection, 1 s cache
     server.py      the twisted.names factory and protocols
+    health.py      the optional --listen-internal helper (/healthz, /readyz, /metrics)
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
     """
     email, zoneName = options["acme"]
     challenges = RingChallenges(reactor, options["rpc-client"])
-    zone = ACMEZone(zoneName, email, options["acme-ns"], challenges, serial=int(reactor.seconds()))
+    zone = ACMEZone(zoneName, email, options["acme-ns"], challenges)
     factory = ACMEDNSFactory(zone, reactor, rateLimit=options.get("rate-limit") or 0.0)
     root = DNSService(zone, factory, challenges)
     challenges.setServiceParent(root)
@@ -75,4 +76,17 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
         tcp = TCPServer(port, factory, interface=host, reactor=reactor)
         tcp.setServiceParent(root)
         root.binds.append(f"tcp/{_bind(host)}:{port}")
+    if options.get("internal-endpoint"):
+        from prometheus_client import CollectorRegistry
+
+        from suite.specter.dns.health import DNSCollector, RingRPCHealth
+        from suite.web.admin import makeAdminResource, makeAdminService
+
+        registry = CollectorRegistry()
+        registry.register(DNSCollector(factory, challenges))  # type: ignore[arg-type]
+        admin = makeAdminResource([RingRPCHealth(challenges)], registry=registry, clock=reactor)
+        helper = makeAdminService(options["internal-endpoint"], admin, reactor, flag="--listen-internal")
+        helper._raiseSynchronously = True  # type: ignore[attr-defined]
+        helper.setServiceParent(root)
+        root.binds.append(f"http/{options['listen-internal']}")
     return root

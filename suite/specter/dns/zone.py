@@ -13,6 +13,7 @@ and which response code.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -97,7 +98,7 @@ class ACMEZone:
         email: str,
         nameServers: Sequence[tuple[str, Sequence[str]]],
         source: ChallengeSource,
-        serial: int = 1,
+        serial: int | None = None,
     ) -> None:
         self.zone = _hostname("--acme", zone)
         self.source = source
@@ -107,6 +108,10 @@ class ACMEZone:
         self.nsNames = list(self.hosts)
         local, _, domain = email.rpartition("@")
         mailbox = f"{local}.{domain}" if local and domain and "." not in local else f"hostmaster.{zone}"
+        if serial is None:
+            # the same on every solver given the same flags
+            static = repr((self.zone, self.nsNames, sorted(self.hosts.items()), mailbox))
+            serial = zlib.crc32(static.encode()) or 1
         self.soa = dns.Record_SOA(
             mname=self.nsNames[0],
             rname=mailbox.lower().encode("ascii", "replace"),
