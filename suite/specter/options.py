@@ -308,6 +308,12 @@ class DNSOptions(ListenMixin, DaemonOptions):
         """
         self["acme-ns"].append(parseAcmeNS(value))
 
+    def opt_listen_udp(self, value: str) -> None:
+        """
+        UDP-only bind HOST:PORT, overrides --listen-addr for UDP (repeatable; env LISTEN_UDP).
+        """
+        self["listen-udp"].extend(splitEnv(value))
+
     def postOptions(self) -> None:
         super().postOptions()
         if not self["acme"]:
