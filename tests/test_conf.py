@@ -53,6 +53,21 @@ class SpecterConfTests(SynchronousTestCase):
         self.assertEqual(options.subOptions["virtual"], 5)
         self.assertEqual(options.subOptions["replicas"], 3)
 
+    def test_dnsEnv(self) -> None:
+        """
+        dns.env is a valid C{specter dns} command line; its binds come from
+        C{LISTEN_ADDR}.
+        """
+        env = readEnv(os.path.join(CONF, "specter", "dns.env"))
+        options = SpecterOptions(environ=env)
+        options.parseOptions(shlex.split(env["SUITE_ARGS"]))
+        self.assertEqual(options.subCommand, "dns")
+        dns = options.subOptions
+        self.assertEqual(dns["acme"][1], "acme-hosted.net")
+        self.assertEqual(len(dns["acme-ns"]), 2)
+        self.assertEqual(dns["udp-binds"], [("0.0.0.0", 53)])
+        self.assertEqual(dns["rpc-client"], "unix:/run/specter/rpc.sock")
+
 
 class GoopConfTests(SynchronousTestCase):
     """

@@ -283,6 +283,18 @@ class DNSOptions(ListenMixin, DaemonOptions):
     optParameters = [
         ["acme", None, None, "ACME URI acme://EMAIL@ACME_ZONE (same as the servers')."],
         ["rpc", None, DEFAULT_RPC, "A server's --listen-rpc: tcp://HOST:PORT or unix:///path.sock."],
+        [
+            "rate-limit",
+            None,
+            "0",
+            "UDP queries per second per source address (burst twice that); 0: no limit.",
+        ],
+        [
+            "listen-internal",
+            None,
+            None,
+            "Loopback helper serving /healthz, /readyz and /metrics, e.g. tcp://127.0.0.1:9953 (off by default).",
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -296,6 +308,12 @@ class DNSOptions(ListenMixin, DaemonOptions):
         """
         self["acme-ns"].append(parseAcmeNS(value))
 
+    def opt_listen_udp(self, value: str) -> None:
+        """
+        UDP-only bind HOST:PORT, overrides --listen-addr for UDP (repeatable; env LISTEN_UDP).
+        """
+        self["listen-udp"].extend(splitEnv(value))
+
     def postOptions(self) -> None:
         super().postOptions()
         if not self["acme"]:
@@ -304,7 +322,22 @@ class DNSOptions(ListenMixin, DaemonOptions):
         if not self["acme-ns"]:
             raise ConfigError("--acme-ns: at least one ns1.zone/IPv4[,IPv6] is required")
         self["rpc-client"] = clientEndpoint("--rpc", self["rpc"])
+        try:
+            self["rate-limit"] = float(self["rate-limit"])
+        except ValueError:
+            raise ConfigError(f"--rate-limit: {self['rate-limit']!r} is not a number") from None
+        if not 0 <= self["rate-limit"] <= 1_000_000:
+            raise ConfigError("--rate-limit: must be between 0 and 1000000")
         self._finishListen(53)
+        if self["listen-internal"]:
+            self["internal-endpoint"] = rpcEndpoint("--listen-internal", self["listen-internal"])
+            if not isLoopbackEndpoint(self["internal-endpoint"]):
+                raise ConfigError("--listen-internal: must bind loopback or a unix socket")
+        else:
+            self["internal-endpoint"] = None
+        from suite.specter.dns.zone import checkZone
+
+        checkZone(self["acme"][1], [name for name, _ in self["acme-ns"]])
 
 
 def _bindEnviron(cls: type[DaemonOptions], environ: Mapping[str, str]) -> Any:

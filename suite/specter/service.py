@@ -30,10 +30,29 @@ from suite.specter.chord.wire import ALPN, ChordServerFactory, WireTransport
 from suite.specter.rpc import RPCFactory
 from suite.specter.web import RingCollector, RingHealth, makeHelperResource
 
-__all__ = ["SpecterService", "makeServerService", "LEAVE_TIMEOUT"]
+__all__ = ["SpecterService", "makeServerService", "listenOrExit", "LEAVE_TIMEOUT"]
 
 log = Logger()
 LEAVE_TIMEOUT = 110.0
+
+
+def listenOrExit(start: Any) -> None:
+    """
+    Run C{start} (a service's start method); a listener that cannot bind
+    ends start-up with one line naming the address, exit code 2, instead
+    of a traceback.
+    """
+    try:
+        start()
+    except CannotListenError as e:
+        where = (
+            e.interface
+            if isinstance(e.interface, str) and e.port is None
+            else f"{e.interface or '*'}:{e.port}"
+        )
+        sys.stderr.write(errorLine("specter", ConfigError(f"cannot listen on {where}: {e.socketError}")))
+        sys.stderr.flush()
+        raise SystemExit(2) from None
 
 
 class SpecterService(MultiService):
@@ -59,21 +78,7 @@ class SpecterService(MultiService):
         self.reactor = reactor
 
     def _listenErrors(self, start: Any) -> None:
-        """
-        A listener that cannot bind ends start-up with one line naming the
-        address, exit code 2, instead of a traceback.
-        """
-        try:
-            start()
-        except CannotListenError as e:
-            where = (
-                e.interface
-                if isinstance(e.interface, str) and e.port is None
-                else f"{e.interface or '*'}:{e.port}"
-            )
-            sys.stderr.write(errorLine("specter", ConfigError(f"cannot listen on {where}: {e.socketError}")))
-            sys.stderr.flush()
-            raise SystemExit(2) from None
+        listenOrExit(start)
 
     def privilegedStartService(self) -> None:
         self._listenErrors(super().privilegedStartService)

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 
-from suite.daemon import attachCommon, exitOnConfigError, notImplementedYet
+from suite.daemon import attachCommon, exitOnConfigError
 from suite.specter.options import Options
 
 __all__ = ["Options", "makeService"]
@@ -23,7 +23,16 @@ def makeService(options: Any) -> MultiService:
 
     sub = options.subOptions
     if options.subCommand == "dns":
-        raise notImplementedYet("specter dns (ACME DNS-01 solver)")
+        from suite.specter.dns import makeDNSService
+
+        dns = makeDNSService(sub, reactor)
+        attachCommon(
+            dns,
+            sub,
+            {"zone": dns.zone, "factory": dns.factory, "challenges": dns.challenges},
+            reactor,
+        )
+        return dns
     from suite.specter.service import makeServerService
 
     root = makeServerService(sub, reactor)

@@ -359,8 +359,8 @@ class CommandLineTests(TestCase):
 
     def test_oneLineErrors(self) -> None:
         """
-        A bad flag and a not-yet-built feature each end the command with one
-        stderr line and exit code 2.
+        A bad flag or a busy port (ring node or DNS solver) ends the
+        command with one stderr line and exit code 2.
         """
         busy = socket.socket()
         busy.bind(("127.0.0.1", 0))
@@ -387,7 +387,19 @@ class CommandLineTests(TestCase):
                 "cannot listen",
             ),
             (("server", "--data", "/tmp/x"), "--cert-dir"),
-            (("dns", "--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone/192.0.2.1"), "not implemented yet"),
+            (("dns", "--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone/nope"), "--acme-ns"),
+            (
+                (
+                    "dns",
+                    "--acme",
+                    "acme://a@b@zone",
+                    "--acme-ns",
+                    "ns1.zone/192.0.2.1",
+                    "--listen-addr",
+                    f"127.0.0.1:{busy.getsockname()[1]}",
+                ),
+                "cannot listen",
+            ),
         ):
             r = subprocess.run(scriptArgs("specter", *argv), capture_output=True, text=True, timeout=60)
             self.assertEqual(r.returncode, 2, r.stderr)

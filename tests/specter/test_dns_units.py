@@ -1,0 +1,525 @@
+"""
+C{specter dns} without sockets: the zone's answers, the KV cache and the
+outage handling on a L{Clock} with an in-memory RPC stub, and the DNS
+factory's message handling through fake protocols.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger
+from twisted.names import dns
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.daemon import ConfigError
+from suite.specter import acmekeys
+from suite.specter.dns import challenges as challengesModule
+from suite.specter.dns import makeDNSService
+from suite.specter.dns.challenges import RingChallenges
+from suite.specter.dns.server import ACMEDNSFactory, DatagramProtocol
+from suite.specter.dns.zone import ACMEZone, Answer, Unavailable, checkZone
+from suite.specter.options import Options
+
+ZONE = "acme.test"
+NS = [("ns1.acme.test", ["192.0.2.1", "2001:db8::1"]), ("ns2.other.example", ["192.0.2.2"])]
+
+
+class _Proto:
+    def __init__(self) -> None:
+        self.closed = False
+
+
+class StubClient:
+    """
+    The part of L{suite.specter.rpc.RPCClient} the solver uses, over a dict
+    of prefix sets; C{hold} makes calls pend until released.
+    """
+
+    def __init__(self, sets: dict[bytes, set[bytes]]) -> None:
+        self.sets = sets
+        self.proto = _Proto()
+        self.calls: list[tuple[str, bytes]] = []
+        self.hold = False
+        self.pending: list[Deferred[Any]] = []
+
+    def kv(self, op: str, key: bytes, *args: Any) -> Deferred[Any]:
+        self.calls.append((op, key))
+        if op == "append":
+            self.sets.setdefault(key, set()).add(args[0])
+            return succeed(True)
+        if op == "remove":
+            self.sets.get(key, set()).discard(args[0])
+            return succeed(True)
+        assert op == "list"
+        if self.hold:
+            d: Deferred[Any] = Deferred()
+            self.pending.append(d)
+            return d
+        return succeed(list(self.sets.get(key, set())))
+
+    def close(self) -> None:
+        self.proto.closed = True
+
+
+class StubRing:
+    """
+    connect() for L{RingChallenges}: succeeds with a fresh L{StubClient}
+    while C{up}, otherwise fails as a refused connection would.
+    """
+
+    def __init__(self) -> None:
+        self.sets: dict[bytes, set[bytes]] = {}
+        self.up = True
+        self.attempts = 0
+        self.clients: list[StubClient] = []
+
+    def connect(self, reactor: Any, description: str) -> Deferred[Any]:
+        self.attempts += 1
+        if not self.up:
+            return fail(ConnectionRefusedError("refused"))
+        client = StubClient(self.sets)
+        self.clients.append(client)
+        return succeed(client)
+
+    def put(self, label: str, *values: bytes) -> None:
+        for v in values:
+            self.sets.setdefault(acmekeys.challengeKey(label), set()).add(v)
+
+
+def result(d: Deferred[Any]) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "not fired"
+    return out[0]
+
+
+class ZoneTestsMixin:
+    def setUpZone(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.ring = StubRing()
+        self.events: list[dict[str, Any]] = []
+        self.patch(challengesModule, "log", Logger(observer=self.events.append))  # type: ignore[attr-defined]
+        self.source = RingChallenges(self.clock, "unix:/nowhere", connect=self.ring.connect)
+        self.source.startService()
+        self.zone = ACMEZone(ZONE, "ops@example.net", NS, self.source, serial=7)
+
+    def ask(self, name: str, qtype: int = dns.TXT, cls: int = dns.IN) -> Answer:
+        answer = result(self.zone.lookup(name.encode(), qtype, cls))
+        assert isinstance(answer, Answer), answer
+        return answer
+
+
+def payloads(records: list[dns.RRHeader]) -> list[tuple[int, str]]:
+    out = []
+    for rr in records:
+        p = rr.payload
+        if rr.type == dns.TXT:
+            text = b"".join(p.data).decode()
+        elif rr.type in (dns.A, dns.AAAA):
+            text = p.dottedQuad() if rr.type == dns.A else str(p._address)
+        elif rr.type == dns.NS:
+            text = str(p.name)
+        else:
+            text = str(p.mname)
+        out.append((rr.type, text))
+    return out
+
+
+class ZoneTests(ZoneTestsMixin, SynchronousTestCase):
+    """
+    What each name of the zone answers.
+    """
+
+    def setUp(self) -> None:
+        self.setUpZone()
+
+    def test_apex(self) -> None:
+        """
+        The apex has the SOA and the NS records, with A/AAAA glue for the
+        name servers inside the zone only; all authoritative.
+        """
+        soa = self.ask(ZONE, dns.SOA)
+        self.assertEqual((soa.rCode, soa.authoritative), (dns.OK, True))
+        self.assertEqual(payloads(soa.answers), [(dns.SOA, "ns1.acme.test")])
+        self.assertEqual(str(soa.answers[0].payload.rname), "ops.example.net")
+        self.assertEqual(soa.answers[0].payload.serial, 7)
+        same = ACMEZone(ZONE, "ops@example.net", NS, self.source).soa.serial
+        self.assertEqual(same, ACMEZone(ZONE.upper(), "ops@example.net", NS, self.source).soa.serial)
+        self.assertNotEqual(same, ACMEZone(ZONE, "ops@example.net", NS[:1], self.source).soa.serial)
+        ns = self.ask(ZONE + ".", dns.NS)
+        self.assertEqual(payloads(ns.answers), [(dns.NS, "ns1.acme.test"), (dns.NS, "ns2.other.example")])
+        self.assertEqual(payloads(ns.additional), [(dns.A, "192.0.2.1"), (dns.AAAA, "2001:db8::1")])
+        self.assertTrue(all(rr.auth for rr in ns.answers))
+        mx = self.ask(ZONE, dns.MX)
+        self.assertEqual((mx.rCode, mx.answers), (dns.OK, []))
+        self.assertEqual(payloads(mx.authority), [(dns.SOA, "ns1.acme.test")])
+
+    def test_nameServers(self) -> None:
+        """
+        A and AAAA of an in-zone name server, in any letter case; other
+        types are NODATA.
+        """
+        self.assertEqual(payloads(self.ask("NS1.Acme.Test", dns.A).answers), [(dns.A, "192.0.2.1")])
+        self.assertEqual(payloads(self.ask("ns1.acme.test", dns.AAAA).answers), [(dns.AAAA, "2001:db8::1")])
+        txt = self.ask("ns1.acme.test", dns.TXT)
+        self.assertEqual((txt.rCode, txt.answers, len(txt.authority)), (dns.OK, [], 1))
+
+    def test_emptyNonTerminal(self) -> None:
+        """
+        A name that exists only because a name server sits below it is NODATA.
+        """
+        zone = ACMEZone(ZONE, "ops@example.net", [("a.ns.acme.test", ["192.0.2.9"])], self.source)
+        answer = result(zone.lookup(b"ns.acme.test", dns.A))
+        self.assertEqual((answer.rCode, answer.answers), (dns.OK, []))
+
+    def test_refused(self) -> None:
+        """
+        Names outside the zone, other classes and zone transfers are
+        REFUSED without the AA bit: this is not a resolver.
+        """
+        for name, qtype, cls in (
+            ("example.com", dns.A, dns.IN),
+            ("xacme.test", dns.TXT, dns.IN),
+            ("test", dns.NS, dns.IN),
+            ("managed.acme.test", dns.TXT, dns.CH),
+            (ZONE, dns.AXFR, dns.IN),
+        ):
+            answer = self.ask(name, qtype, cls)
+            self.assertEqual((answer.rCode, answer.authoritative), (dns.EREFUSED, False), name)
+        self.assertEqual(self.ring.attempts, 0)
+
+    def test_managed(self) -> None:
+        """
+        Every value in the managed set is one TXT record with a short TTL;
+        the name exists even without values (NODATA), and answers NODATA
+        for other types.
+        """
+        empty = self.ask("managed.acme.test")
+        self.assertEqual((empty.rCode, empty.answers, empty.authoritative), (dns.OK, [], True))
+        self.assertEqual(len(empty.authority), 1)
+        self.assertEqual(empty.authority[0].ttl, 10)
+        self.clock.advance(2)
+        self.ring.put("managed", b"apex-value", b"wildcard-value")
+        answer = self.ask("Managed.ACME.test")
+        self.assertEqual(
+            sorted(payloads(answer.answers)), [(dns.TXT, "apex-value"), (dns.TXT, "wildcard-value")]
+        )
+        self.assertTrue(all(1 <= rr.ttl <= 60 for rr in answer.answers))
+        self.assertEqual(str(answer.answers[0].name), "Managed.ACME.test")
+        self.assertEqual(self.ask("managed.acme.test", dns.A).answers, [])
+
+    def test_token(self) -> None:
+        """
+        A token name exists while its set has values; otherwise NXDOMAIN
+        with the SOA in authority.  Deeper and malformed names are NXDOMAIN
+        without asking the ring.
+        """
+        self.ring.put("tok1", b"v1")
+        self.assertEqual(payloads(self.ask("tok1.acme.test").answers), [(dns.TXT, "v1")])
+        a = self.ask("tok1.acme.test", dns.A)
+        self.assertEqual((a.rCode, a.answers), (dns.OK, []))
+        missing = self.ask("tok2.acme.test")
+        self.assertEqual((missing.rCode, missing.authoritative), (dns.ENAME, True))
+        self.assertEqual(payloads(missing.authority), [(dns.SOA, "ns1.acme.test")])
+        calls = len(self.ring.clients[0].calls)
+        for name in ("a.tok1.acme.test", "bad!label.acme.test", "-x.acme.test"):
+            self.assertEqual(self.ask(name).rCode, dns.ENAME, name)
+        self.assertEqual(len(self.ring.clients[0].calls), calls)
+
+    def test_keys(self) -> None:
+        """
+        The zone asks the ring for the key layout of L{acmekeys}: one
+        C{list} of C{acme/challenge/<label>}.
+        """
+        self.ask("managed.acme.test")
+        self.ask("Tok9.acme.test")
+        self.assertEqual(
+            self.ring.clients[0].calls,
+            [("list", b"acme/challenge/managed"), ("list", b"acme/challenge/tok9")],
+        )
+
+
+class CacheAndOutageTests(ZoneTestsMixin, SynchronousTestCase):
+    """
+    The one-second cache, shared calls, timeouts and SERVFAIL during an
+    outage of the RPC, logged once.
+    """
+
+    def setUp(self) -> None:
+        self.setUpZone()
+
+    def test_cache(self) -> None:
+        """
+        Answers are reused for one second, then asked again.
+        """
+        self.ring.put("managed", b"one")
+        for _ in range(50):
+            self.ask("managed.acme.test")
+        self.assertEqual(len(self.ring.clients[0].calls), 1)
+        self.ring.put("managed", b"two")
+        self.clock.advance(0.9)
+        self.assertEqual(len(self.ask("managed.acme.test").answers), 1)
+        self.clock.advance(0.2)
+        self.assertEqual(len(self.ask("managed.acme.test").answers), 2)
+        self.assertEqual(len(self.ring.clients[0].calls), 2)
+        self.assertEqual(self.ring.attempts, 1)
+
+    def test_sharedCall(self) -> None:
+        """
+        Concurrent questions for one name wait on a single RPC call.
+        """
+        self.source.txt("managed")
+        client = self.ring.clients[0]
+        self.clock.advance(5)
+        client.hold = True
+        waiting = [self.zone.lookup(b"managed.acme.test", dns.TXT) for _ in range(10)]
+        self.assertEqual(len(client.pending), 1)
+        client.pending[0].callback([b"v"])
+        for d in waiting:
+            self.assertEqual(len(result(d).answers), 1)
+
+    def test_outageLoggedOnce(self) -> None:
+        """
+        While the RPC is down challenge names are SERVFAIL (static records
+        still answer), one connection attempt per second at most, and the
+        outage is logged once when it starts and once when it ends.
+        """
+        self.ring.up = False
+        for _ in range(20):
+            answer = self.ask("managed.acme.test")
+            self.assertEqual((answer.rCode, answer.authoritative), (dns.ESERVER, False))
+        self.assertEqual(self.ring.attempts, 1)
+        self.assertEqual(self.ask(ZONE, dns.SOA).rCode, dns.OK)
+        self.clock.advance(1.1)
+        self.assertEqual(self.ask("tok.acme.test").rCode, dns.ESERVER)
+        self.assertEqual(self.ring.attempts, 2)
+        warnings = [e for e in self.events if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("refused", warnings[0]["reason"])
+        self.ring.up = True
+        self.ring.put("managed", b"back")
+        self.clock.advance(1.1)
+        self.assertEqual(payloads(self.ask("managed.acme.test").answers), [(dns.TXT, "back")])
+        infos = [e for e in self.events if e["log_level"].name == "info"]
+        self.assertEqual(len(infos), 1)
+        self.assertIn("reachable again", infos[0]["log_format"])
+
+    def test_lostConnection(self) -> None:
+        """
+        A closed connection is replaced on the next lookup.
+        """
+        self.ask("managed.acme.test")
+        self.ring.clients[0].close()
+        self.clock.advance(2)
+        self.ask("managed.acme.test")
+        self.assertEqual(len(self.ring.clients), 2)
+
+    def test_timeout(self) -> None:
+        """
+        A call that is not answered in time is SERVFAIL and its connection
+        is dropped.
+        """
+        self.source.txt("managed")
+        client = self.ring.clients[0]
+        client.hold = True
+        self.clock.advance(2)
+        d = self.zone.lookup(b"managed.acme.test", dns.TXT)
+        self.clock.advance(self.source.timeout + 0.1)
+        self.assertEqual(result(d).rCode, dns.ESERVER)
+        self.assertTrue(client.proto.closed)
+        self.assertTrue(self.source.down)
+
+    def test_unavailableIsAnError(self) -> None:
+        """
+        L{RingChallenges.txt} fails with L{Unavailable} while down.
+        """
+        self.ring.up = False
+        f = result(self.source.txt("managed"))
+        self.assertTrue(f.check(Unavailable))
+
+
+def query(name: str, qtype: int = dns.TXT, **kw: Any) -> dns.Message:
+    m = dns.Message(id=99, **kw)
+    m.queries = [dns.Query(name, qtype, dns.IN)]
+    return m
+
+
+class FakeUDP:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def write(self, data: bytes, addr: Any) -> None:
+        self.sent.append((data, addr))
+
+
+class FactoryTests(ZoneTestsMixin, SynchronousTestCase):
+    """
+    The DNS factory over a UDP protocol with a fake transport.
+    """
+
+    def setUp(self) -> None:
+        self.setUpZone()
+        self.factory = ACMEDNSFactory(self.zone, self.clock)
+        self.udp = DatagramProtocol(self.factory, self.clock)
+        self.udp.transport = FakeUDP()  # type: ignore[assignment]
+        self.udp.startProtocol()
+
+    def send(
+        self, message: dns.Message | bytes, addr: tuple[str, int] = ("127.0.0.1", 5000)
+    ) -> dns.Message | None:
+        before = len(self.udp.transport.sent)  # type: ignore[attr-defined]
+        self.udp.datagramReceived(message if isinstance(message, bytes) else message.toStr(), addr)
+        sent = self.udp.transport.sent[before:]  # type: ignore[attr-defined]
+        if not sent:
+            return None
+        reply = dns.Message()
+        reply.fromStr(sent[0][0])
+        return reply
+
+    def test_answer(self) -> None:
+        """
+        A query gets an authoritative response with its id, question and
+        without recursion available.
+        """
+        self.ring.put("managed", b"v")
+        reply = self.send(query("managed.acme.test"))
+        assert reply is not None
+        self.assertEqual((reply.id, reply.answer, reply.auth, reply.recAv, reply.rCode), (99, 1, 1, 0, 0))
+        self.assertEqual(reply.queries[0].name.name, b"managed.acme.test")
+        self.assertEqual(payloads(reply.answers), [(dns.TXT, "v")])
+
+    def test_refusedAndErrors(self) -> None:
+        """
+        REFUSED outside the zone, FORMERR for several questions, NOTIMP for
+        other opcodes; responses and garbage are not answered at all.
+        """
+        reply = self.send(query("example.com", dns.A, recDes=1))
+        assert reply is not None
+        self.assertEqual((reply.rCode, reply.auth, reply.answer, reply.recAv), (dns.EREFUSED, 0, 1, 0))
+        two = query("managed.acme.test")
+        two.queries.append(dns.Query("acme.test", dns.SOA))
+        self.assertEqual(self.send(two).rCode, dns.EFORMAT)  # type: ignore[union-attr]
+        self.assertEqual(self.send(query("acme.test", opCode=dns.OP_STATUS)).rCode, dns.ENOTIMP)  # type: ignore[union-attr]
+        self.assertIsNone(self.send(query("acme.test", answer=1)))
+        self.assertIsNone(self.send(b"\x00\x01garbage"))
+        self.assertEqual(self.factory.stats["malformed"], 1)
+        self.assertEqual(self.factory.stats["dropped-response"], 1)
+
+    def test_truncation(self) -> None:
+        """
+        An answer over 512 bytes is truncated on UDP with TC set.
+        """
+        self.ring.put("managed", *[bytes([65 + i]) * 200 for i in range(6)])
+        raw = self.udp.transport.sent  # type: ignore[attr-defined]
+        self.udp.datagramReceived(query("managed.acme.test").toStr(), ("127.0.0.1", 1))
+        self.assertLessEqual(len(raw[-1][0]), 512)
+        self.assertEqual((raw[-1][0][2] >> 1) & 1, 1)
+
+    def test_rateLimit(self) -> None:
+        """
+        With a rate limit each source gets a burst of twice the rate, then
+        the rate; other sources are unaffected.
+        """
+        self.factory.rateLimit = 5
+        answered = [self.send(query("acme.test", dns.SOA)) is not None for _ in range(12)]
+        self.assertEqual(answered.count(True), 10)
+        self.assertIsNotNone(self.send(query("acme.test", dns.SOA), ("127.0.0.2", 1)))
+        self.clock.advance(1)
+        answered = [self.send(query("acme.test", dns.SOA)) is not None for _ in range(12)]
+        self.assertEqual(answered.count(True), 5)
+
+
+class WiringTests(SynchronousTestCase):
+    """
+    Options, keys and the service tree.
+    """
+
+    def parse(self, *argv: str) -> Any:
+        o = Options(environ={})
+        o.parseOptions(
+            [
+                "dns",
+                "--acme",
+                "acme://ops@example.net@acme.test",
+                "--acme-ns",
+                "ns1.acme.test/192.0.2.1",
+                *argv,
+            ]
+        )
+        return o.subOptions
+
+    def test_services(self) -> None:
+        """
+        One UDP and one TCP listener per bind (53 on all addresses by
+        default) beside the KV reader.
+        """
+        reactor = MemoryReactorClock()
+        root = makeDNSService(self.parse(), reactor)
+        self.assertEqual(root.binds, ["udp/0.0.0.0:53", "tcp/0.0.0.0:53"])
+        self.assertEqual(len(list(root)), 3)
+        root = makeDNSService(
+            self.parse("--listen-addr", "127.0.0.1:5353", "--listen-tcp", "[::1]:5354"), reactor
+        )
+        self.assertEqual(root.binds, ["udp/127.0.0.1:5353", "tcp/[::1]:5354"])
+        root = makeDNSService(self.parse("--listen-internal", "tcp://127.0.0.1:9953"), reactor)
+        self.assertEqual(root.getServiceNamed("admin").parent, root)
+
+    def test_manhole(self) -> None:
+        """
+        twistd's makeService for dns adds the manhole when asked.
+        """
+        from twisted.application.internet import StreamServerEndpointService
+
+        from suite.specter.tap import makeService
+
+        o = Options(environ={})
+        o.parseOptions(
+            [
+                "dns",
+                "--acme",
+                "acme://ops@example.net@acme.test",
+                "--acme-ns",
+                "ns1.acme.test/192.0.2.1",
+                "--listen-addr",
+                "127.0.0.1:5353",
+                "--manhole",
+                f"unix:{os.path.abspath(self.mktemp())}",
+            ]
+        )
+        root = makeService(o)
+        manholes = [s for s in root if isinstance(s, StreamServerEndpointService)]
+        self.assertEqual(len(manholes), 1)
+
+    def test_badOptions(self) -> None:
+        """
+        Bad zone names, name servers and rate limits are one error naming the flag.
+        """
+        for argv, flag in (
+            (("--rate-limit", "x"), "--rate-limit"),
+            (("--acme-ns", "bad_ns!/192.0.2.1"), "--acme-ns"),
+            (("--listen-internal", "tcp://0.0.0.0:9953"), "--listen-internal"),
+        ):
+            e = self.assertRaises(ConfigError, self.parse, *argv)
+            self.assertIn(flag, str(e))
+        self.assertRaises(ConfigError, checkZone, "bad zone", [])
+
+    def test_keys(self) -> None:
+        """
+        The key layout: one prefix set per challenge label, lower-case;
+        publish and unpublish append to and remove from it.
+        """
+        self.assertEqual(acmekeys.challengeKey("Managed"), b"acme/challenge/managed")
+        self.assertRaises(ValueError, acmekeys.challengeKey, "a.b")
+        self.assertTrue(acmekeys.validLabel(acmekeys.newToken()))
+        client = StubClient({})
+        acmekeys.publish(client, "tok", "value")
+        self.assertEqual(client.sets, {b"acme/challenge/tok": {b"value"}})
+        acmekeys.unpublish(client, "tok", b"value")
+        self.assertEqual(client.sets, {b"acme/challenge/tok": set()})
+        self.assertRaises(ValueError, acmekeys.publish, client, "tok", "x" * 256)
