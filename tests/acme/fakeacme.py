@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import itertools
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -331,7 +332,10 @@ class FakeACMEResource(Resource):
             }
 
     def _issue(self, csr: x509.CertificateSigningRequest, names: list[str]) -> bytes:
-        now = datetime.datetime.now(datetime.UTC)
+        clock = self.state.clock
+        now = datetime.datetime.fromtimestamp(
+            clock.seconds() if clock is not None else time.time(), datetime.UTC
+        )
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
