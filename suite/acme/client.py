@@ -56,7 +56,7 @@ from suite.acme.errors import (
     ChallengeFailed,
     ResponseTooLarge,
 )
-from suite.acme.interfaces import ICertificateIssuer, IChallengePublisher
+from suite.acme.interfaces import ICertificateIssuer, ICertificateStore, IChallengePublisher
 from suite.acme.store import StoredCertificate
 from suite.pki.keys import keyMatchesCertificate
 
@@ -70,6 +70,7 @@ __all__ = [
     "inlineRunner",
     "dns01Value",
     "parseRetryAfter",
+    "loadOrCreateAccountKey",
 ]
 
 log = Logger(namespace="acme.client")
@@ -126,6 +127,22 @@ def makeHTTPClient(
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 2
     return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+
+
+async def loadOrCreateAccountKey(store: ICertificateStore, runInThread: Runner, kind: str = "ec") -> bytes:
+    """
+    The account key kept in C{store}, made (off the reactor) and saved
+    first if there is none yet: the key is the account's identity, so it
+    must survive restarts.
+    """
+    pem = await store.loadAccountKey()
+    if pem is None:
+        pem = await runInThread(keys.generatePrivateKeyPEM, kind)
+        await store.saveAccountKey(pem)
+        log.info("made a new ACME account key ({kind})", kind=kind)
+    assert pem is not None
+    result: bytes = pem
+    return result
 
 
 def dns01Value(token: str, jwk: jose.JWK) -> str:

@@ -17,7 +17,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from suite.acme.client import ACMEClient, PollPolicy, dns01Value, parseRetryAfter
+from suite.acme.client import (
+    ACMEClient,
+    PollPolicy,
+    dns01Value,
+    inlineRunner,
+    loadOrCreateAccountKey,
+    parseRetryAfter,
+)
 from suite.acme.errors import (
     ACMEProtocolError,
     ACMEServerError,
@@ -26,8 +33,9 @@ from suite.acme.errors import (
     ResponseTooLarge,
 )
 from suite.acme.interfaces import ICertificateIssuer, IChallengePublisher
-from suite.acme.keys import accountJWK, generatePrivateKeyPEM
+from suite.acme.keys import accountJWK, generatePrivateKeyPEM, signatureAlgorithm
 from suite.acme.publisher import MemoryChallengePublisher
+from suite.acme.store import MemoryCertificateStore
 from tests.acme.fakeacme import BASE, FakeACME, FakeACMEResource
 
 NAMES = ["a.example.test", "*.example.test"]
@@ -360,3 +368,18 @@ class ClientTests(SynchronousTestCase):
         expected = jose.b64encode(hashlib.sha256(keyAuthorization.encode()).digest()).decode()
         self.assertEqual(dns01Value(token, jwk), expected)
         self.assertNotIn("=", expected)
+
+    def test_accountKeyKept(self) -> None:
+        """
+        The first call makes and saves an account key, later calls reuse it.
+        """
+        store = MemoryCertificateStore()
+        first = self.successResultOf(
+            defer.Deferred.fromCoroutine(loadOrCreateAccountKey(store, inlineRunner))
+        )
+        self.assertEqual(store.accountKey, first)
+        again = self.successResultOf(
+            defer.Deferred.fromCoroutine(loadOrCreateAccountKey(store, inlineRunner))
+        )
+        self.assertEqual(again, first)
+        self.assertEqual(signatureAlgorithm(accountJWK(first)).name, "ES256")
