@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 
 import attrs
 import josepy as jose
-import treq
 from acme import challenges as acmeChallenges
 from acme import jws as acmeJWS
 from acme import messages
@@ -40,10 +39,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from treq.client import HTTPClient
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -236,34 +238,61 @@ class ACMEResponse:
         return document
 
 
-def _collectLimited(response: Any, limit: int, url: str) -> Deferred[bytes]:
-    length = getattr(response, "length", None)
-    if isinstance(length, int) and length > limit:
-        response.deliverBody(_Discard())
-        return defer.fail(ResponseTooLarge(f"response from {url} is {length} bytes (limit {limit})"))
-    chunks: list[bytes] = []
-    total = [0]
+class _LimitedBody(Protocol):
+    """
+    Collects a response body up to C{limit} bytes into C{finished}; more
+    than that stops the transfer and fails with L{ResponseTooLarge}.
+    Cancelling C{finished} stops the transfer too.
+    """
 
-    def collector(data: bytes) -> None:
-        total[0] += len(data)
-        if total[0] > limit:
-            raise ResponseTooLarge(f"response from {url} is larger than {limit} bytes")
-        chunks.append(data)
+    def __init__(self, limit: int, url: str) -> None:
+        self.limit = limit
+        self.url = url
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.finished: Deferred[bytes] = Deferred(self._cancel)
 
-    d: Deferred[None] = treq.collect(response, collector)
-    return d.addCallback(lambda _: b"".join(chunks))
+    def _cancel(self, d: Deferred[bytes]) -> None:
+        self.finished = Deferred()  # whatever the transport reports now goes nowhere
+        self._stopTransfer()
 
-
-class _Discard:
-    # A body receiver that drops the connection at once.
-    def makeConnection(self, transport: Any) -> None:
-        transport.stopProducing()
+    def _stopTransfer(self) -> None:
+        transport: Any = self.transport
+        if transport is not None:
+            transport.stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
-        pass
+        if self.finished.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.chunks = []
+            self.finished.errback(
+                ResponseTooLarge(f"response from {self.url} is larger than {self.limit} bytes")
+            )
+            self._stopTransfer()
+            return
+        self.chunks.append(data)
 
-    def connectionLost(self, reason: Any) -> None:
-        pass
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self.chunks))
+        else:
+            self.finished.errback(reason)
+
+
+def _readLimited(response: Any, limit: int, url: str) -> Deferred[bytes]:
+    length = getattr(response, "length", None)
+    if isinstance(length, int) and length > limit:
+        body = _LimitedBody(0, url)
+        response.deliverBody(body)
+        body.finished.addErrback(lambda _: None)
+        return defer.fail(ResponseTooLarge(f"response from {url} is {length} bytes (limit {limit})"))
+    body = _LimitedBody(limit, url)
+    response.deliverBody(body)
+    return body.finished
 
 
 def _problemType(response: ACMEResponse) -> str | None:
@@ -293,7 +322,9 @@ class ACMEClient:
     @param publisher: where DNS-01 values go.
     @param clock: times polls and request timeouts.
     @param http: a treq client (L{makeHTTPClient}, or C{treq.testing.StubTreq}).
-    @param runInThread: runs key generation and CSR signing off the reactor.
+    @param runInThread: runs key generation and CSR signing off the reactor;
+        by default the clock's thread pool when it is a reactor, inline
+        when it is a fake clock.
     @param contact: account contact URLs (C{mailto:...}).
     @param keyKind: C{"ec"} or C{"rsa"} for certificate keys.
     """
@@ -305,7 +336,7 @@ class ACMEClient:
         publisher: IChallengePublisher,
         clock: IReactorTime,
         http: Any,
-        runInThread: Runner = inlineRunner,
+        runInThread: Runner | None = None,
         contact: Sequence[str] = (),
         keyKind: str = "ec",
         poll: PollPolicy = PollPolicy(),
@@ -319,7 +350,9 @@ class ACMEClient:
         self.publisher = IChallengePublisher(publisher)
         self.clock = clock
         self.http = http
-        self.runInThread = runInThread
+        if runInThread is None:
+            runInThread = threadRunner(clock) if IReactorThreads.providedBy(clock) else inlineRunner
+        self.runInThread: Runner = runInThread
         self.contact = tuple(contact)
         self.keyKind = keyKind
         self.poll = poll
@@ -334,24 +367,27 @@ class ACMEClient:
     async def _request(
         self, method: str, url: str, body: bytes | None = None, accept: bytes | None = None
     ) -> ACMEResponse:
+        def timedOut(result: object, timeout: float) -> ACMEResponse:
+            # whatever the cancelled request failed with, the cause is the timeout
+            raise ACMETimeout(f"no complete answer from {url} within {timeout:g} s")
+
+        d = Deferred.fromCoroutine(self._exchange(method, url, body, accept))
+        d.addTimeout(self.requestTimeout, self.clock, onTimeoutCancel=timedOut)
+        return await d
+
+    async def _exchange(
+        self, method: str, url: str, body: bytes | None, accept: bytes | None
+    ) -> ACMEResponse:
         headers = Headers({b"User-Agent": [USER_AGENT]})
         if body is not None:
             headers.setRawHeaders(b"Content-Type", [JOSE_JSON])
         if accept is not None:
             headers.setRawHeaders(b"Accept", [accept])
-        response = await self.http.request(
-            method,
-            url,
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            timeout=self.requestTimeout,
-            reactor=self.clock,
-        )
+        response = await self.http.request(method, url, headers=headers, data=body, allow_redirects=False)
         if method == "HEAD":
             content = b""
         else:
-            content = await _collectLimited(response, self.maxResponseBytes, url)
+            content = await _readLimited(response, self.maxResponseBytes, url)
         result = ACMEResponse(url, response.code, response.headers, content)
         nonce = result.header("Replay-Nonce")
         if nonce:
@@ -414,9 +450,11 @@ class ACMEClient:
         data = b"" if payload is None else json.dumps(payload).encode("utf-8")
         for attempt in (1, 2):
             nonce = await self._nonce()
-            signed = acmeJWS.JWS.sign(
-                data, key=self.jwk, alg=self.alg, nonce=jose.decode_b64jose(nonce), url=url, kid=kid
-            )
+            try:
+                nonceBytes = jose.decode_b64jose(nonce)
+            except jose.DeserializationError:
+                raise ACMEProtocolError(f"malformed Replay-Nonce {nonce[:40]!r} from the server")
+            signed = acmeJWS.JWS.sign(data, key=self.jwk, alg=self.alg, nonce=nonceBytes, url=url, kid=kid)
             response = await self._request("POST", url, signed.json_dumps().encode("utf-8"), accept)
             if (
                 response.code >= 400

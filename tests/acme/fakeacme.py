@@ -25,7 +25,7 @@ from acme import jws as acmeJWS
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.acme.publisher import MemoryChallengePublisher
 from suite.pki.ca import mintCA
@@ -87,6 +87,8 @@ class FakeACME:
     badNonces: int = 0
     problems: dict[str, tuple[int, Any]] = field(default_factory=dict)
     directoryPadding: int = 0
+    streamDirectory: bool = False
+    hang: set[str] = field(default_factory=set)
     requests: list[RecordedRequest] = field(default_factory=list)
     accounts: dict[str, jose.JWK] = field(default_factory=dict)
     authzs: dict[str, _Authz] = field(default_factory=dict)
@@ -133,8 +135,18 @@ class FakeACMEResource(Resource):
 
     # -- dispatch ----------------------------------------------------------
 
-    def render_GET(self, request: Request) -> bytes:
+    def render(self, request: Request) -> Any:
+        if request.path.decode() in self.state.hang:
+            return NOT_DONE_YET
+        return super().render(request)
+
+    def render_GET(self, request: Request) -> Any:
         path = request.path.decode()
+        if path == "/directory" and self.state.streamDirectory:
+            request.setHeader(b"Content-Type", b"application/json")
+            for _ in range(64):
+                request.write(b" " * 512)
+            return NOT_DONE_YET
         if path == "/directory":
             document = {
                 "newNonce": BASE + "/new-nonce",

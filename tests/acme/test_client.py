@@ -235,6 +235,29 @@ class ClientTests(SynchronousTestCase):
         failure = self.failureResultOf(h.issue(), ResponseTooLarge)
         self.assertIn("1024", str(failure.value))
 
+    def test_streamedBodyLimit(self) -> None:
+        """
+        A body of unknown length is cut off as soon as it passes the limit.
+        """
+        h = Harness(streamDirectory=True)
+        h.client.maxResponseBytes = 2048
+        failure = self.failureResultOf(h.issue(), ResponseTooLarge)
+        self.assertIn("larger than 2048 bytes", str(failure.value))
+        self.assertNoTimers(h)
+
+    def test_requestTimeout(self) -> None:
+        """
+        A server that never answers fails the request after the timeout
+        with an ACMETimeout naming the URL, and the values are unpublished.
+        """
+        h = Harness(hang={"/new-order"})
+        d = h.issue()
+        self.assertNoResult(d)
+        h.clock.advance(30)
+        failure = self.failureResultOf(d, ACMETimeout)
+        self.assertEqual(str(failure.value), f"no complete answer from {BASE}/new-order within 30 s")
+        self.assertNoTimers(h)
+
     def test_pollHonoursRetryAfter(self) -> None:
         """
         While an authorization is pending the client polls again only after
