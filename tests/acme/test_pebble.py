@@ -5,15 +5,18 @@ validating DNS-01 through an in-test authoritative DNS server.
 
 from __future__ import annotations
 
+import os
+
 from cryptography import x509
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from suite.acme.client import ACMEClient, PollPolicy, threadRunner
+from suite.acme.client import ACMEClient, PollPolicy, loadOrCreateAccountKey, threadRunner
 from suite.acme.errors import ChallengeFailed
 from suite.acme.keys import generatePrivateKeyPEM
 from suite.acme.publisher import MemoryChallengePublisher
-from suite.acme.store import MemoryCertificateStore
+from suite.acme.renewal import RenewalService
+from suite.acme.store import FileCertificateStore, MemoryCertificateStore, StoredCertificate
 from tests.support.pebble import startChallengeDNS, startPebble
 
 NAMES = ["a.example.test", "*.example.test"]
@@ -26,10 +29,12 @@ class PebbleTests(TestCase):
 
     timeout = 120
 
-    def makeClient(self, pebble: object, publisher: MemoryChallengePublisher) -> ACMEClient:
+    def makeClient(
+        self, pebble: object, publisher: MemoryChallengePublisher, accountKey: bytes | None = None
+    ) -> ACMEClient:
         return ACMEClient(
             pebble.directoryURL,  # type: ignore[attr-defined]
-            generatePrivateKeyPEM("ec"),
+            accountKey or generatePrivateKeyPEM("ec"),
             publisher,
             clock=reactor,  # type: ignore[arg-type]
             http=pebble.http,  # type: ignore[attr-defined]
@@ -91,3 +96,32 @@ class PebbleTests(TestCase):
         self.assertEqual(caught.exception.identifier, "b.example.test")
         self.assertEqual(publisher.records, {})
         self.assertEqual([kind for kind, _, _ in publisher.history], ["publish", "unpublish"])
+
+    async def test_renewalServiceWithFileStore(self) -> None:
+        """
+        The renewal service with a file store and an account key kept in it
+        issues a missing certificate from pebble, saves it, and announces it.
+        """
+        publisher = MemoryChallengePublisher()
+        zone = await startChallengeDNS(self, publisher)
+        pebble = await startPebble(self, zone.port)
+        directory = os.path.abspath(self.mktemp())
+        store = FileCertificateStore(directory, reactor)
+        accountKey = await loadOrCreateAccountKey(store, threadRunner(reactor))
+        client = self.makeClient(pebble, publisher, accountKey)
+        announced: defer.Deferred[tuple[str, StoredCertificate]] = defer.Deferred()
+        service = RenewalService(
+            client,
+            store,
+            [["c.example.test", "*.c.example.test"]],
+            reactor,  # type: ignore[arg-type]
+            onIssued=lambda name, cert: announced.callback((name, cert)),
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        name, certificate = await announced
+        self.assertEqual(name, "c.example.test")
+        self.assertEqual(sorted(certificate.names), ["*.c.example.test", "c.example.test"])
+        self.assertEqual(await FileCertificateStore(directory, reactor).loadCertificate(name), certificate)
+        self.assertEqual(sorted(os.listdir(directory)), ["account.key", "c.example.test.pem"])
+        self.assertEqual(publisher.records, {})
