@@ -2,8 +2,7 @@
 An ACMEv2 (RFC 8555) client on treq, proving control of names with DNS-01.
 
     client = ACMEClient(directoryURL, accountKeyPEM, publisher, clock=reactor,
-                        http=makeHTTPClient(reactor, trustRootsPEM),
-                        runInThread=threadRunner(reactor))
+                        http=makeHTTPClient(reactor, trustRootsPEM))
     stored = await client.issue(["a.example.test", "*.example.test"])
 
 One C{issue} call: discover the directory, create or find the account
@@ -23,7 +22,6 @@ through C{runInThread} so the reactor never blocks.
 
 from __future__ import annotations
 
-import email.utils
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -36,16 +34,10 @@ from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from treq.client import HTTPClient
-from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -56,22 +48,24 @@ from suite.acme.errors import (
     ACMEServerError,
     ACMETimeout,
     ChallengeFailed,
-    ResponseTooLarge,
 )
 from suite.acme.interfaces import ICertificateIssuer, ICertificateStore, IChallengePublisher
 from suite.acme.store import StoredCertificate
+from suite.acme.transport import (
+    MAX_RESPONSE_BYTES,
+    ACMEResponse,
+    Runner,
+    inlineRunner,
+    parseRetryAfter,
+    readLimited,
+    threadRunner,
+)
 from suite.pki.keys import keyMatchesCertificate
 
 __all__ = [
-    "MAX_RESPONSE_BYTES",
     "PollPolicy",
-    "ACMEResponse",
     "ACMEClient",
-    "makeHTTPClient",
-    "threadRunner",
-    "inlineRunner",
     "dns01Value",
-    "parseRetryAfter",
     "loadOrCreateAccountKey",
 ]
 
@@ -79,56 +73,10 @@ log = Logger(namespace="acme.client")
 
 _T = TypeVar("_T")
 
-#: Largest response body read from the server (directory, objects, chains).
-MAX_RESPONSE_BYTES = 1024 * 1024
 USER_AGENT = b"twisted-suite-acme/0.1"
 JOSE_JSON = b"application/jose+json"
 PEM_CHAIN = b"application/pem-certificate-chain"
 _FINAL_AUTHZ = {"invalid", "deactivated", "expired", "revoked"}
-
-#: Runs a blocking callable and fires with its result.
-Runner = Callable[..., "Deferred[Any]"]
-
-
-def threadRunner(reactor: Any) -> Runner:
-    """
-    A runner that calls blocking work in C{reactor}'s thread pool.
-    """
-
-    def run(f: Callable[..., _T], *args: Any) -> Deferred[_T]:
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
-
-    return run
-
-
-def inlineRunner(f: Callable[..., _T], *args: Any) -> Deferred[_T]:
-    """
-    A runner that calls the work at once (tests with a fake clock and
-    pre-made keys).
-    """
-    return defer.maybeDeferred(f, *args)
-
-
-def makeHTTPClient(
-    reactor: Any, trustRootsPEM: Sequence[bytes] | None = None, pool: HTTPConnectionPool | None = None
-) -> HTTPClient:
-    """
-    A treq client whose HTTPS checks server certificates against
-    C{trustRootsPEM} (PEM CA certificates), or the platform's trust store
-    when C{None}, on C{pool} (a persistent pool by default; the caller
-    closes it with C{closeCachedConnections} when done).
-    """
-    from twisted.internet import ssl
-
-    if trustRootsPEM:
-        roots = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(pem) for pem in trustRootsPEM])
-        policy = BrowserLikePolicyForHTTPS(trustRoot=roots)
-    else:
-        policy = BrowserLikePolicyForHTTPS()
-    if pool is None:
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = 2
-    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
 
 async def loadOrCreateAccountKey(store: ICertificateStore, runInThread: Runner, kind: str = "ec") -> bytes:
@@ -156,25 +104,6 @@ def dns01Value(token: str, jwk: jose.JWK) -> str:
     return value
 
 
-def parseRetryAfter(value: str | None, now: float) -> float | None:
-    """
-    Seconds to wait from a C{Retry-After} header (delta seconds or an HTTP
-    date), or C{None} when absent or unreadable.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
 @attrs.define(frozen=True)
 class PollPolicy:
     """
@@ -197,102 +126,6 @@ class PollPolicy:
         if retryAfter is not None:
             return min(max(retryAfter, 0.0), self.maxRetryAfter)
         return float(min(self.maximum, self.initial * self.factor**attempt))
-
-
-@attrs.define(frozen=True)
-class ACMEResponse:
-    """
-    A response whose body was read (within the size limit).
-    """
-
-    url: str
-    code: int
-    headers: Headers
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """
-        The first value of header C{name}, decoded, or C{None}.
-        """
-        values = self.headers.getRawHeaders(name.encode("ascii"))
-        return values[0].decode("latin-1") if values else None
-
-    def json(self) -> Any:
-        """
-        The body decoded as JSON.
-
-        @raise ACMEProtocolError: if it is not JSON.
-        """
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            raise ACMEProtocolError(f"HTTP {self.code} from {self.url}: body is not JSON")
-
-    def jsonObject(self) -> dict[str, Any]:
-        """
-        The body as a JSON object.
-        """
-        document = self.json()
-        if not isinstance(document, dict):
-            raise ACMEProtocolError(f"HTTP {self.code} from {self.url}: expected a JSON object")
-        return document
-
-
-class _LimitedBody(Protocol):
-    """
-    Collects a response body up to C{limit} bytes into C{finished}; more
-    than that stops the transfer and fails with L{ResponseTooLarge}.
-    Cancelling C{finished} stops the transfer too.
-    """
-
-    def __init__(self, limit: int, url: str) -> None:
-        self.limit = limit
-        self.url = url
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.finished: Deferred[bytes] = Deferred(self._cancel)
-
-    def _cancel(self, d: Deferred[bytes]) -> None:
-        self.finished = Deferred()  # whatever the transport reports now goes nowhere
-        self._stopTransfer()
-
-    def _stopTransfer(self) -> None:
-        transport: Any = self.transport
-        if transport is not None:
-            transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.finished.called:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.chunks = []
-            self.finished.errback(
-                ResponseTooLarge(f"response from {self.url} is larger than {self.limit} bytes")
-            )
-            self._stopTransfer()
-            return
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.finished.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(b"".join(self.chunks))
-        else:
-            self.finished.errback(reason)
-
-
-def _readLimited(response: Any, limit: int, url: str) -> Deferred[bytes]:
-    length = getattr(response, "length", None)
-    if isinstance(length, int) and length > limit:
-        body = _LimitedBody(0, url)
-        response.deliverBody(body)
-        body.finished.addErrback(lambda _: None)
-        return defer.fail(ResponseTooLarge(f"response from {url} is {length} bytes (limit {limit})"))
-    body = _LimitedBody(limit, url)
-    response.deliverBody(body)
-    return body.finished
 
 
 def _problemType(response: ACMEResponse) -> str | None:
@@ -387,7 +220,7 @@ class ACMEClient:
         if method == "HEAD":
             content = b""
         else:
-            content = await _readLimited(response, self.maxResponseBytes, url)
+            content = await readLimited(response, self.maxResponseBytes, url)
         result = ACMEResponse(url, response.code, response.headers, content)
         nonce = result.header("Replay-Nonce")
         if nonce:

@@ -17,14 +17,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from suite.acme.client import (
-    ACMEClient,
-    PollPolicy,
-    dns01Value,
-    inlineRunner,
-    loadOrCreateAccountKey,
-    parseRetryAfter,
-)
+from suite.acme.client import ACMEClient, PollPolicy, dns01Value, loadOrCreateAccountKey
 from suite.acme.errors import (
     ACMEProtocolError,
     ACMEServerError,
@@ -36,6 +29,7 @@ from suite.acme.interfaces import ICertificateIssuer, IChallengePublisher
 from suite.acme.keys import accountJWK, generatePrivateKeyPEM, signatureAlgorithm
 from suite.acme.publisher import MemoryChallengePublisher
 from suite.acme.store import MemoryCertificateStore
+from suite.acme.transport import inlineRunner, parseRetryAfter
 from tests.acme.fakeacme import BASE, FakeACME, FakeACMEResource
 
 NAMES = ["a.example.test", "*.example.test"]

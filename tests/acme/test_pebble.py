@@ -11,12 +11,13 @@ from cryptography import x509
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from suite.acme.client import ACMEClient, PollPolicy, loadOrCreateAccountKey, threadRunner
+from suite.acme.client import ACMEClient, PollPolicy, loadOrCreateAccountKey
 from suite.acme.errors import ChallengeFailed
 from suite.acme.keys import generatePrivateKeyPEM
 from suite.acme.publisher import MemoryChallengePublisher
 from suite.acme.renewal import RenewalService
 from suite.acme.store import FileCertificateStore, MemoryCertificateStore, StoredCertificate
+from suite.acme.transport import threadRunner
 from tests.support.pebble import startChallengeDNS, startPebble
 
 NAMES = ["a.example.test", "*.example.test"]

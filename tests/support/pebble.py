@@ -26,8 +26,8 @@ from twisted.names.common import ResolverBase
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from suite.acme.client import makeHTTPClient
 from suite.acme.publisher import MemoryChallengePublisher
+from suite.acme.transport import makeHTTPClient
 from suite.pki.ca import mintCA, mintCertificate
 from suite.pki.keys import certificateToPEM, keyToPEM
 from tests.support.process import DaemonProcess, freePort
