@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from cryptography import x509
+from cryptography.x509 import verification
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
@@ -65,6 +66,14 @@ class PebbleTests(TestCase):
         for child, parent in zip(chain, chain[1:], strict=False):
             child.verify_directly_issued_by(parent)
         chain[-1].verify_directly_issued_by(root)
+        # and as a TLS client would: path building to the root, validity,
+        # serverAuth, and the names
+        policy = verification.PolicyBuilder().store(verification.Store([root]))
+        for name in ("a.example.test", "b.example.test"):
+            verifier = policy.build_server_verifier(x509.DNSName(name))
+            verifier.verify(chain[0], chain[1:])
+        with self.assertRaises(verification.VerificationError):
+            policy.build_server_verifier(x509.DNSName("a.b.example.test")).verify(chain[0], chain[1:])
         store = MemoryCertificateStore()
         await store.saveCertificate("a.example.test", stored)
         again = await store.loadCertificate("a.example.test")
