@@ -173,6 +173,7 @@ class RenewalCore:
 
     def enter(self, state: str) -> None:
         self.history.append(state)
+        del self.history[:-64]
         log.debug("certificate {name}: {state}", name=self.name, state=state)
 
     # -- outputs -------------------------------------------------------------
@@ -206,7 +207,11 @@ class RenewalCore:
             stored = await self.issuer.issue(list(self.names))
             await self.store.saveCertificate(self.name, stored)
             if self.onIssued is not None:
-                self.onIssued(self.name, stored)
+                try:
+                    self.onIssued(self.name, stored)
+                except Exception:
+                    # the certificate is saved: a failing listener is logged, not retried
+                    log.failure("certificate {name}: onIssued failed", name=self.name)
             notAfter: float = stored.notAfter
             return notAfter
 
@@ -297,6 +302,7 @@ def _build() -> TypeMachine[CertificateLifecycle, RenewalCore]:
     def _found(m: CertificateLifecycle, core: RenewalCore, notAfter: float) -> None:
         core.enter("Valid")
         core.notAfter = notAfter
+        log.info("certificate {name}: stored, valid until {notAfter:.0f}", name=core.name, notAfter=notAfter)
         core.scheduleCheck()
 
     @loading.upon(C.loadFailed).to(failed)

@@ -194,6 +194,21 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(len(self.issuer.calls), 2)
         self.assertEqual(self.core.history[-3:], ["Loading", "Valid", "Renewing"])
 
+    def test_onIssuedFailureIsLogged(self) -> None:
+        """
+        A failing onIssued listener is logged; the saved certificate stays
+        valid and no retry is scheduled.
+        """
+
+        def broken(name: str, cert: StoredCertificate) -> None:
+            raise RuntimeError("reload failed")
+
+        self.core.onIssued = broken
+        self.machine.start()
+        self.issuer.calls[0][1].callback(certificateExpiringAt(T0 + 90 * DAY))
+        self.assertEqual(self.core.history[-1], "Valid")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_loadFailed(self) -> None:
         """
         A store that cannot be read leads to Failed and a retry.
