@@ -399,7 +399,7 @@ class WALStorage:
 
     def appendEntries(self, truncateAfter: int | None, entries: Sequence[Entry]) -> Deferred[None]:
         applyAppend(self.entries, truncateAfter, list(entries), self.base)
-        payload = [-1 if truncateAfter is None else truncateAfter, [e.astuple() for e in entries]]
+        payload = [-1 if truncateAfter is None else truncateAfter, list(entries)]
         return self._submit(encodeRecord(APPEND, msgpack.packb(payload, use_bin_type=True)))
 
     def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:
@@ -413,7 +413,7 @@ class WALStorage:
             checkpoint = encodeRecord(
                 CHECKPOINT,
                 msgpack.packb(
-                    [self.term, self.votedFor, self.base, self.baseTerm, [e.astuple() for e in self.entries]],
+                    [self.term, self.votedFor, self.base, self.baseTerm, self.entries],
                     use_bin_type=True,
                 ),
             )
