@@ -179,6 +179,11 @@ def run(certDir: str, servers: dict[str, str], clients: int, seconds: float) -> 
 
 
 def main() -> None:
+    import gc
+
+    # As in the node processes and bench/raft.py: keep the collector out of the way.
+    gc.freeze()
+    gc.set_threshold(20000, 50, 50)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cert-dir", required=True)
     parser.add_argument("--server", action="append", required=True, help="ID=HOST:PORT (repeat)")
