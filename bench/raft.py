@@ -8,7 +8,12 @@ time over repeated kill -9 of the leader (kill to first acknowledged write).
 Then starts 3 etcd members on loopback and measures writes/s with 64
 concurrent clients through its HTTP gateway (/v3/kv/put, driven by wrk).
 
-    .venv/bin/python bench/raft.py [--quick]
+    .venv/bin/python bench/raft.py [--quick] [--twisted-client]
+
+The closed-loop phases are driven by bench/raftload.py (standard-library
+ssl, one process, one mTLS connection and session per client, like wrk for
+etcd); --twisted-client drives them with suite.raft.client.RaftClient in
+this process instead, as figures before 2026-12-02 were.
 
 The last line holds the figures as key=value pairs.
 """
@@ -30,11 +35,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import reactor, task  # noqa: E402
 from twisted.internet.defer import ensureDeferred, gatherResults  # noqa: E402
+from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
 
 from tests.raft.cluster import makeClient, makeCluster  # noqa: E402
 from tests.support.process import freePort  # noqa: E402
 
 QUICK = "--quick" in sys.argv
+TWISTED_CLIENT = "--twisted-client" in sys.argv
 PHASE = 3.0 if QUICK else 8.0
 
 
@@ -93,6 +100,26 @@ class Cluster:
 
 
 async def closedLoop(cluster: Cluster, clients: int, seconds: float) -> float:
+    """
+    Committed writes/s with C{clients} closed-loop clients (one connection,
+    one session and one outstanding write each), driven by bench/raftload.py
+    in its own process; with C{--twisted-client}, by L{RaftClient}s in this
+    process instead.
+    """
+    if TWISTED_CLIENT:
+        return await closedLoopTwisted(cluster, clients, seconds)
+    argv = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "raftload.py")]
+    argv += ["--cert-dir", cluster.clientDir, "--clients", str(clients), "--seconds", str(seconds)]
+    for s in cluster.specs:
+        argv += ["--server", f"{s.id}=127.0.0.1:{s.clientPort}"]
+    out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=dict(os.environ))
+    if code != 0:
+        raise SystemExit(f"raftload failed ({code}): {err.decode(errors='replace').strip()[-500:]}")
+    fields = dict(item.split("=", 1) for item in out.decode().split())
+    return int(fields["writes"]) / float(fields["seconds"])
+
+
+async def closedLoopTwisted(cluster: Cluster, clients: int, seconds: float) -> float:
     pool = [
         makeClient(reactor, cluster.specs, cluster.clientDir, timeoutMs=2000, retryAttempts=20)
         for _ in range(clients)
@@ -345,7 +372,8 @@ def main() -> None:
         else 0.0
     )
     say(
-        f"command: .venv/bin/python bench/raft.py{' --quick' if QUICK else ''} ({time.monotonic() - started:.0f} s)"
+        f"command: .venv/bin/python bench/raft.py{' --quick' if QUICK else ''}"
+        f"{' --twisted-client' if TWISTED_CLIENT else ''} ({time.monotonic() - started:.0f} s)"
     )
     keys = [
         "raft_writes_per_s_64",

@@ -51,9 +51,17 @@ class ClientAPIProtocol(FrameProtocol):
             return
         if op in WRITES:
             started = self.node.clock.seconds()
-            d = self.node.propose(encodeCommand(op, key, value), client, seq)
-            d.addCallback(self._observe, started)
-        elif op == "get":
+
+            def written(result: object, error: Exception | None) -> None:
+                if error is not None:
+                    self._refused(reqId, error)
+                    return
+                self.observe((self.node.clock.seconds() - started) * 1000.0)
+                self._reply(reqId, True, result, "")
+
+            self.node.submit(encodeCommand(op, key, value), client, seq, written)
+            return
+        if op == "get":
             d = self.node.readIndex().addCallback(lambda _: self.kv.get(key))
         elif op == "status":
             self._reply(reqId, True, self.node.status(), "")
@@ -63,12 +71,10 @@ class ClientAPIProtocol(FrameProtocol):
             return
         d.addCallbacks(lambda v: self._reply(reqId, True, v, ""), lambda f: self._failed(reqId, f))
 
-    def _observe(self, value: Any, started: float) -> Any:
-        self.observe((self.node.clock.seconds() - started) * 1000.0)
-        return value
-
     def _failed(self, reqId: Any, failure: Any) -> None:
-        err = failure.value
+        self._refused(reqId, failure.value)
+
+    def _refused(self, reqId: Any, err: BaseException) -> None:
         leader = err.leader if isinstance(err, NotLeader) else self.node.leaderId
         self._reply(reqId, False, None, str(err) or err.__class__.__name__, leader)
 

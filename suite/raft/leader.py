@@ -12,6 +12,7 @@ waiter) by C{stopLeading}.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,26 @@ if TYPE_CHECKING:
     from suite.raft.node import RaftNode
 
 log = Logger()
+
+Done = Callable[[object, "Exception | None"], None]
+"""
+How a proposal's outcome is reported: C{done(result, None)} once the entry
+is committed and applied, C{done(None, error)} when it failed.
+"""
+
+
+def firing(d: Deferred[Any]) -> Done:
+    """
+    A L{Done} that fires C{d}.
+    """
+
+    def done(result: object, error: Exception | None) -> None:
+        if error is None:
+            d.callback(result)
+        else:
+            d.errback(error)
+
+    return done
 
 
 class Overloaded(Exception):
@@ -91,7 +112,7 @@ class LeaderState:
         self.term = node.term
         self.settings = node.settings
         self.progress: dict[str, Progress] = {}
-        self.pending: dict[int, Deferred[Any]] = {}
+        self.pending: dict[int, Done] = {}
         self.selfMatch = 0
         self.noopIndex = 0
         self.unwritten = 0
@@ -143,15 +164,16 @@ class LeaderState:
         for call in (self._flushCall, self.transferTimer):
             if call is not None and call.active():
                 call.cancel()
-        waiters: list[Deferred[Any]] = list(self.pending.values())
-        waiters += self.reads.abandon() + self.membership.abandon()
-        self.pending = {}
+        proposals, self.pending = self.pending, {}
+        for done in proposals.values():
+            self._report(done, None, error)
+        waiters: list[Deferred[Any]] = self.reads.abandon() + self.membership.abandon()
         if self.transferDone is not None:
-            done, self.transferDone = self.transferDone, None
+            transferred, self.transferDone = self.transferDone, None
             if self.transferTarget is not None and self.node.term > self.term:
-                done.callback(self.transferTarget)
+                transferred.callback(self.transferTarget)
             else:
-                waiters.append(done)
+                waiters.append(transferred)
         for d in waiters:
             d.errback(error)
 
@@ -370,12 +392,12 @@ class LeaderState:
             node._commitTo(n)
 
     def applied(self, entry: Entry, result: object) -> None:
-        d = self.pending.pop(entry.index, None)
-        if d is not None:
+        done = self.pending.pop(entry.index, None)
+        if done is not None:
             if isinstance(result, StaleRequest):
-                d.errback(result)
+                self._report(done, None, result)
             else:
-                d.callback(result)
+                self._report(done, result, None)
         if entry.kind == CONFIG and not self.abandoned:
             members = self.node.configs.latest().members()
             for peer in [p for p in self.progress if p not in members]:
@@ -392,17 +414,34 @@ class LeaderState:
     # -- proposals ----------------------------------------------------------
 
     def propose(self, command: bytes, client: str, seq: int) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.submit(command, client, seq, firing(d))
+        return d
+
+    def submit(self, command: bytes, client: str, seq: int, done: Done) -> None:
+        """
+        L{propose} without a L{Deferred}: C{done} is called exactly once
+        (possibly before this returns, on refusal).
+        """
         from suite.raft.node import NotLeader
 
         if self.transferTarget is not None:
-            return fail(NotLeader(None, f"leadership is being transferred to {self.transferTarget}"))
+            done(None, NotLeader(None, f"leadership is being transferred to {self.transferTarget}"))
+            return
         if len(self.pending) >= self.settings.maxPendingProposals:
-            return fail(Overloaded(f"{len(self.pending)} proposals already waiting"))
+            done(None, Overloaded(f"{len(self.pending)} proposals already waiting"))
+            return
         index = self.node.log.lastIndex() + 1
-        d: Deferred[Any] = Deferred()
-        self.pending[index] = d
+        self.pending[index] = done
         self.appendLocal([Entry(self.term, index, NORMAL, command, client, seq)])
-        return d
+
+    @staticmethod
+    def _report(done: Done, result: object, error: Exception | None) -> None:
+        # Runs inside the apply loop: a failing waiter must not stop it.
+        try:
+            done(result, error)
+        except Exception:
+            log.failure("a proposal's completion callback failed")
 
     # -- reads ------------------------------------------------------------
 

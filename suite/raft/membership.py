@@ -174,6 +174,8 @@ class MembershipChanges:
             d.errback(e)
 
     def proposeConfig(self, config: Configuration) -> Deferred[Any]:
+        from suite.raft.leader import firing
+
         leader = self.leader
         node = leader.node
         index = node.log.lastIndex() + 1
@@ -187,6 +189,6 @@ class MembershipChanges:
             learners=sorted(config.learners),
         )
         d: Deferred[Any] = Deferred()
-        leader.pending[index] = d
+        leader.pending[index] = firing(d)
         leader.appendLocal([Entry(leader.term, index, CONFIG, config.encode())])
         return d

@@ -420,6 +420,19 @@ class RaftNode:
             return self._notLeader()
         return self.leader.propose(command, client, seq)  # type: ignore[no-any-return]
 
+    def submit(
+        self, command: bytes, client: str, seq: int, done: Callable[[object, Exception | None], None]
+    ) -> None:
+        """
+        L{propose} without a L{Deferred}, for hot paths: C{done(result,
+        None)} once committed and applied, C{done(None, error)} on failure
+        (called at once when this node is not the leader).
+        """
+        if self.leader is None:
+            done(None, NotLeader(self.leaderId, self.whyNotLeader()))
+            return
+        self.leader.submit(command, client, seq, done)
+
     def readIndex(self) -> Deferred[int]:
         """
         Fires (with the read index) once the local state machine reflects

@@ -44,6 +44,13 @@ class FrameProtocol(Protocol):
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
+        if not self._buffer and len(data) >= 4:
+            # The common case on request/response links: exactly one whole
+            # frame arrived; hand it on without buffering and copying.
+            (length,) = LENGTH.unpack_from(data)
+            if length == len(data) - 4 and length <= self.maxFrameBytes:
+                self.frameReceived(data[4:])
+                return
         self._buffer.extend(data)
         buf = self._buffer
         offset = 0
