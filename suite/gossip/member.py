@@ -3,7 +3,8 @@ The state machine of one remote member, as this node sees it.
 
 Inputs (L{MemberInputs}; the node feeds one only when the message's
 incarnation qualifies, a comparison of data, never of state):
-aliveNewer (an alive with a higher incarnation), suspected, declaredDead,
+aliveNewer (an alive with a higher incarnation), suspected (at the known
+incarnation), suspectedAgain (at a higher one), declaredDead,
 departed (at an incarnation at least the known one), suspicionTimedOut,
 removed.
 
@@ -57,6 +58,12 @@ class MemberInputs(Protocol):
     def declaredDead(self, incarnation: int, source: str) -> None:
         """
         C{source} declared the member dead at an incarnation >= the known one.
+        """
+
+    def suspectedAgain(self, incarnation: int, source: str) -> None:
+        """
+        C{source} suspects the member at an incarnation higher than the known
+        one (it refuted an earlier suspicion and is suspected anew).
         """
 
     def departed(self, incarnation: int) -> None:
@@ -156,6 +163,15 @@ class Suspicion:
         self._call = self.clock.callLater(remaining, self._fire)
         return True
 
+    def restart(self, source: str) -> None:
+        """
+        Start over: a new suspicion (at a newer incarnation) by C{source}.
+        """
+        self.cancel()
+        self.start = self.clock.seconds()
+        self.confirmations = {source}
+        self._call = self.clock.callLater(self.timeout(), self._fire)
+
     def _fire(self) -> None:
         self._call = None
         self._expire()
@@ -222,9 +238,6 @@ def _build() -> object:
     def confirmSuspect(
         inputs: MemberInputs, core: MemberCore, suspicion: Suspicion, incarnation: int, source: str
     ) -> None:
-        # A higher incarnation cannot come with a suspect unless the member
-        # refuted meanwhile; counting it keeps the timer conservative.
-        core.incarnation = max(core.incarnation, incarnation)
         if suspicion.confirm(source):
             core.actions.rebroadcast(Suspect(core.name, core.incarnation, source))
 
@@ -265,9 +278,18 @@ def _build() -> object:
         suspicion.cancel()
         core.enter("removed")
 
+    def restartSuspicion(
+        inputs: MemberInputs, core: MemberCore, suspicion: Suspicion, incarnation: int, source: str
+    ) -> None:
+        suspicion.restart(source)
+        core.incarnation = incarnation
+        core.actions.rebroadcast(Suspect(core.name, incarnation, source))
+        core.actions.notify("suspect", core.snapshot())
+
     # Alive
     alive.upon(MemberInputs.aliveNewer).loop()(updateAlive)
     alive.upon(MemberInputs.suspected).to(suspect)(becomeSuspect)
+    alive.upon(MemberInputs.suspectedAgain).to(suspect)(becomeSuspect)
     alive.upon(MemberInputs.declaredDead).to(dead)(becomeDead)
     alive.upon(MemberInputs.departed).to(left)(becomeLeft)
     alive.upon(MemberInputs.suspicionTimedOut).loop()(ignore)
@@ -276,6 +298,7 @@ def _build() -> object:
     # Suspect
     suspect.upon(MemberInputs.aliveNewer).to(alive)(refuted)
     suspect.upon(MemberInputs.suspected).loop()(confirmSuspect)
+    suspect.upon(MemberInputs.suspectedAgain).loop()(restartSuspicion)
     suspect.upon(MemberInputs.declaredDead).to(dead)(suspectToDead)
     suspect.upon(MemberInputs.departed).to(left)(suspectToLeft)
     suspect.upon(MemberInputs.suspicionTimedOut).to(dead)(timedOut)
@@ -286,6 +309,7 @@ def _build() -> object:
     for gone in (dead, left):
         gone.upon(MemberInputs.aliveNewer).to(alive)(rejoined)
         gone.upon(MemberInputs.suspected).loop()(ignore)
+        gone.upon(MemberInputs.suspectedAgain).loop()(ignore)
         gone.upon(MemberInputs.declaredDead).loop()(ignore)
         gone.upon(MemberInputs.suspicionTimedOut).loop()(ignore)
         gone.upon(MemberInputs.removed).to(removedState)(remove)
@@ -295,6 +319,7 @@ def _build() -> object:
     # Removed
     removedState.upon(MemberInputs.aliveNewer).loop()(ignore)
     removedState.upon(MemberInputs.suspected).loop()(ignore)
+    removedState.upon(MemberInputs.suspectedAgain).loop()(ignore)
     removedState.upon(MemberInputs.declaredDead).loop()(ignore)
     removedState.upon(MemberInputs.departed).loop()(ignore)
     removedState.upon(MemberInputs.suspicionTimedOut).loop()(ignore)

@@ -151,6 +151,7 @@ class GossipNode:
         self._probeOrder: list[str] = []
         self._probeIndex = 0
         self._drops = _DropLog(clock)
+        self._introduced: dict[str, float] = {}
 
     # -- the public API --------------------------------------------------
 
@@ -280,7 +281,9 @@ class GossipNode:
             )
             return
         self._count("packetsReceived")
-        for m in messages:
+        # Updates first, so that an ack sent for a probe in this packet
+        # already carries what the updates taught us (e.g. a refutation).
+        for m in sorted(messages, key=lambda m: isinstance(m, Ping | IndirectPing | Ack | Nack)):
             self._handle(m)
 
     def stateReceived(self, data: bytes, source: tuple[str, int]) -> bytes | None:
@@ -302,6 +305,7 @@ class GossipNode:
         if isinstance(m, Ping):
             if m.target == self.name:
                 self._send(m.address, Ack(m.seq, self.name))
+                self._introduce(m.source, m.address)
             else:
                 self._count("misdirectedPings")
         elif isinstance(m, IndirectPing):
@@ -350,17 +354,29 @@ class GossipNode:
 
     def _onSuspect(self, m: Suspect) -> None:
         if m.name == self.name:
-            if m.incarnation >= self.incarnation and not self.leaving:
-                self._refute(m.incarnation, unhealthy=True)
+            self._selfAccused(m.incarnation)
             return
         entry = self._members.get(m.name)
-        if entry is not None and m.incarnation >= entry[0].incarnation:
+        if entry is None:
+            return
+        if m.incarnation > entry[0].incarnation:
+            entry[1].suspectedAgain(m.incarnation, m.source)
+        elif m.incarnation == entry[0].incarnation:
             entry[1].suspected(m.incarnation, m.source)
+
+    def _selfAccused(self, incarnation: int) -> None:
+        if self.leaving:
+            return
+        if incarnation >= self.incarnation:
+            self._refute(incarnation, unhealthy=True)
+        else:
+            # The sender has a stale view: say again who we are, so the
+            # reply to its probe (or the next gossip) carries it.
+            self._queueSelf()
 
     def _onDead(self, m: Dead) -> None:
         if m.name == self.name:
-            if m.incarnation >= self.incarnation and not self.leaving:
-                self._refute(m.incarnation, unhealthy=True)
+            self._selfAccused(m.incarnation)
             return
         entry = self._members.get(m.name)
         if entry is not None and m.incarnation >= entry[0].incarnation:
@@ -519,6 +535,21 @@ class GossipNode:
         self._send(target.address, Ping(seq, target.name, self.name, self.address), *extra)
         self._later(s.probeTimeout * scale, indirect)
         self._later(s.probeInterval * scale * 0.9, deadline)
+
+    def _introduce(self, name: str, address: Address) -> None:
+        # A member that probes us knows us, but we missed its alive (its
+        # retransmissions ran out): sync with it now rather than at the
+        # next push-pull, at most once per reconnect interval.
+        if name == self.name or (name in self._members and self._members[name][0].status != "removed"):
+            return
+        now = self.clock.seconds()
+        if (
+            now - self._introduced.get(name, -self.settings.reconnectInterval)
+            < self.settings.reconnectInterval
+        ):
+            return
+        self._introduced[name] = now
+        self._pushPull(address, join=False)
 
     def _relayProbe(self, m: IndirectPing) -> None:
         seq = self._nextSeq()
