@@ -119,3 +119,52 @@ class NetworkTransportTests(TestCase):
 
         self.assertEqual(await deferToThread(client), b"")
         self.assertEqual(rb.states, [])
+
+
+class MutualTLSTests(TestCase):
+    """
+    Push-pull over mTLS with suite.pki's connection creators.
+    """
+
+    timeout = 30
+
+    async def test_exchangeOverTLS(self) -> None:
+        """
+        Two transports with node certificates from one CA exchange state; a
+        transport without TLS cannot talk to them.
+        """
+        import os
+
+        from suite.pki.bundle import loadBundle
+        from suite.pki.ca import initBundle, writeNodeCertificate
+        from suite.pki.tls import clientContextFactory, serverContextFactory
+
+        base = self.mktemp()
+        first = initBundle(os.path.join(base, "a"), ["127.0.0.1"], commonName="a")
+        writeNodeCertificate(first, os.path.join(base, "b"), ["127.0.0.1"], commonName="b")
+        transports = []
+        receivers = []
+        for name in ("a", "b"):
+            bundle = loadBundle(os.path.join(base, name))
+            r = Receiver(f"state-{name}".encode())
+            t = NetworkTransport(
+                reactor,
+                "127.0.0.1",
+                freePort(),
+                timeout=5.0,
+                serverTLS=serverContextFactory(bundle),
+                clientTLS=lambda host, bundle=bundle: clientContextFactory(bundle, ipAddress=host),
+            )
+            t.startListening(r)
+            self.addCleanup(t.stopListening)
+            transports.append(t)
+            receivers.append(r)
+        a, b = transports
+        self.assertEqual(await a.exchangeState(("127.0.0.1", b.port), b"state-a"), b"state-b")
+        self.assertEqual(receivers[1].states, [b"state-a"])
+        plain = NetworkTransport(reactor, "127.0.0.1", freePort(), timeout=2.0)
+        plain.startListening(Receiver())
+        self.addCleanup(plain.stopListening)
+        with self.assertRaises(Exception):  # noqa: B017 - a TLS alert or a close, depending on timing
+            await plain.exchangeState(("127.0.0.1", b.port), b"x")
+        self.assertEqual(receivers[1].states, [b"state-a"])
