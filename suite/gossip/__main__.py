@@ -8,7 +8,9 @@ leaves gracefully on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import sys
 from typing import Any
 
@@ -96,6 +98,36 @@ class Options(usage.Options):
             self["key"] = key
         if not self["name"]:
             self["name"] = os.uname().nodename
+        self["advertiseAddress"] = advertisable(
+            self["advertiseAddress"] or self["bindAddress"], self["join"][0] if self["join"] else None
+        )
+
+
+def advertisable(address: tuple[str, int], toward: tuple[str, int] | None) -> tuple[str, int]:
+    """
+    The address other members should use: host names resolved to an IP
+    literal (UDP needs one), and an unspecified bind address (0.0.0.0, ::)
+    replaced by the local address that routes towards the first seed (or a
+    private address), found without sending anything.
+
+    @raise usage.UsageError: if the host does not resolve.
+    """
+    host, port = address
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as e:
+        raise usage.UsageError(f"cannot resolve {host!r}: {e}") from None
+    family, _, _, _, sockaddr = info[0]
+    ip = str(sockaddr[0])
+    if ipaddress.ip_address(ip).is_unspecified:
+        target = toward[0] if toward else ("10.255.255.255" if family == socket.AF_INET else "fd00::1")
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((target, toward[1] if toward else 9))
+                ip = str(s.getsockname()[0])
+        except OSError as e:
+            raise usage.UsageError(f"cannot find an address to advertise; pass --advertise ({e})") from None
+    return ip, port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     node = GossipNode(
         options["name"],
-        options["advertiseAddress"] or (host, port),
+        options["advertiseAddress"],
         transport,
         reactor,  # type: ignore[arg-type]
         settings,

@@ -211,7 +211,9 @@ class NetworkTransport:
             raise ValueError(f"packet of {len(data)} bytes exceeds {self.maxPacketBytes}")
         try:
             self._udp.write(data, address)  # type: ignore[attr-defined]
-        except OSError as e:
+        except (OSError, ValueError) as e:
+            # ValueError: Twisted's InvalidAddressError for a host name; UDP
+            # addresses must be IP literals (the runner resolves its own).
             log.debug("sending to {address} failed: {error}", address=str(address), error=str(e))
 
     def exchangeState(self, address: Address, data: bytes) -> Deferred[bytes]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.gossip.__main__ import Options, main, parseAddress
+from suite.gossip.__main__ import Options, advertisable, main, parseAddress
 
 
 class OptionsTests(SynchronousTestCase):
@@ -67,6 +67,19 @@ class OptionsTests(SynchronousTestCase):
         o.parseOptions(["--key-file", path])
         self.assertEqual(o["key"], b"k" * 32)
         self.assertRaises(usage.UsageError, Options().parseOptions, ["--key-file", path + ".missing"])
+
+    def test_advertise(self) -> None:
+        """
+        The advertised address is an IP literal: host names are resolved and
+        an unspecified bind address is replaced by a routable one.
+        """
+        self.assertEqual(advertisable(("localhost", 7000), None)[1], 7000)
+        self.assertEqual(advertisable(("127.0.0.1", 7000), None), ("127.0.0.1", 7000))
+        self.assertEqual(advertisable(("0.0.0.0", 7000), ("127.0.0.1", 7946)), ("127.0.0.1", 7000))
+        o = Options()
+        o.parseOptions(["--bind", "0.0.0.0:7000", "--join", "127.0.0.1"])
+        self.assertEqual(o["advertiseAddress"], ("127.0.0.1", 7000))
+        self.assertRaises(usage.UsageError, advertisable, ("no-such-host.invalid", 1), None)
 
     def test_mainUsageError(self) -> None:
         """
