@@ -183,13 +183,13 @@ def restartRejoins(seed: int) -> None:
 
 
 SCENARIOS: dict[str, tuple[Callable[[int], None], int]] = {
-    "join32": (joinThirtyTwo, 8),
-    "crash": (crashDetected, 24),
-    "lossy": (lossyNodeSurvives, 20),
-    "partition": (partitionHeals, 20),
-    "leave": (gracefulLeave, 12),
-    "metadata": (metadataPropagates, 12),
-    "restart": (restartRejoins, 12),
+    "join32": (joinThirtyTwo, 10),
+    "crash": (crashDetected, 30),
+    "lossy": (lossyNodeSurvives, 24),
+    "partition": (partitionHeals, 24),
+    "leave": (gracefulLeave, 14),
+    "metadata": (metadataPropagates, 14),
+    "restart": (restartRejoins, 14),
 }
 
 
