@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from automat import TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from suite.gossip.messages import Address, Alive, Dead, Left, Message, Suspect
+from suite.gossip.messages import Address, Alive, Dead, Left, Suspect, Update
 
 __all__ = ["Member", "MemberCore", "MemberInputs", "MemberActions", "Suspicion", "newMemberMachine"]
 
@@ -84,7 +84,7 @@ class MemberInputs(Protocol):
 
 class MemberActions(Protocol):
     def notify(self, event: str, member: Member) -> None: ...
-    def rebroadcast(self, message: Message) -> None: ...
+    def rebroadcast(self, message: Update) -> None: ...
     def newSuspicion(self, core: MemberCore, source: str, expire: Callable[[], None]) -> Suspicion: ...
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "Dead",
     "Left",
     "Message",
+    "Update",
     "MemberState",
     "PushPull",
     "MalformedPacket",
@@ -170,6 +171,8 @@ class Left:
 
 
 Message = Union[Ping, IndirectPing, Ack, Nack, Alive, Suspect, Dead, Left]
+#: The messages about a member's state, gossiped and queued per member.
+Update = Union[Alive, Suspect, Dead, Left]
 
 
 @dataclass(frozen=True)

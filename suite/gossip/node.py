@@ -54,6 +54,7 @@ from suite.gossip.messages import (
     Ping,
     PushPull,
     Suspect,
+    Update,
     checkMeta,
     decodePushPull,
     encodeMessage,
@@ -161,7 +162,7 @@ class GossipNode:
 
         @return: a L{Deferred} firing with the number of seeds that answered.
         """
-        self.seeds = [tuple(s) for s in seeds if tuple(s) != tuple(self.address)]  # type: ignore[misc]
+        self.seeds = [(str(h), int(p)) for h, p in seeds if (h, p) != tuple(self.address)]
         self.transport.startListening(self)
         self.running = True
         s = self.settings
@@ -178,7 +179,7 @@ class GossipNode:
         """
         if not seeds:
             return succeed(0)
-        ds = [self._pushPull(tuple(a), join=True) for a in seeds]  # type: ignore[arg-type]
+        ds = [self._pushPull((str(h), int(p)), join=True) for h, p in seeds]
         d: Deferred[Any] = DeferredList(ds, consumeErrors=True)
         return d.addCallback(lambda results: sum(1 for ok, value in results if ok and value))
 
@@ -459,11 +460,11 @@ class GossipNode:
                     "membership listener failed on {event} of {member}", event=event, member=member.name
                 )
 
-    def rebroadcast(self, message: Message) -> None:
+    def rebroadcast(self, message: Update) -> None:
         """
         Queue an update about a member for piggybacking.
         """
-        self._queue.queue(getattr(message, "name"), encodeMessage(message))  # noqa: B009
+        self._queue.queue(message.name, encodeMessage(message))
 
     def newSuspicion(self, core: MemberCore, source: str, expire: Callable[[], None]) -> Suspicion:
         """

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.gossip.broadcast import TransmitQueue
 from suite.gossip.member import Member, MemberCore, MemberInputs, Suspicion, newMemberMachine
-from suite.gossip.messages import Alive, Dead, Left, Message, Suspect
+from suite.gossip.messages import Alive, Dead, Left, Suspect, Update
 from suite.gossip.settings import GossipSettings
 
 
@@ -25,12 +25,12 @@ class FakeActions:
         self.clock = clock
         self.low, self.high, self.expected = low, high, expected
         self.events: list[tuple[str, str]] = []
-        self.broadcasts: list[Message] = []
+        self.broadcasts: list[Update] = []
 
     def notify(self, event: str, member: Member) -> None:
         self.events.append((event, member.status))
 
-    def rebroadcast(self, message: Message) -> None:
+    def rebroadcast(self, message: Update) -> None:
         self.broadcasts.append(message)
 
     def newSuspicion(self, core: MemberCore, source: str, expire: Callable[[], None]) -> Suspicion:
