@@ -1,0 +1,70 @@
+"""
+The queue of updates waiting to be piggybacked on outgoing packets.
+
+Each update is about one member (its key); a newer update about the same
+member replaces the queued one.  An update is sent at most
+C{retransmitLimit} times (lambda * log N), those sent least often first.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["TransmitQueue"]
+
+
+@dataclass
+class _Pending:
+    encoded: bytes
+    transmits: int
+    order: int
+
+
+class TransmitQueue:
+    """
+    Pending updates with bounded retransmission.
+    """
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
+        self._items: dict[str, _Pending] = {}
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def queue(self, key: str, encoded: bytes) -> None:
+        """
+        Queue C{encoded} (one encoded message) about member C{key}, replacing
+        whatever was queued about it.
+        """
+        self._items[key] = _Pending(encoded, 0, -next(self._order))
+
+    def take(self, budget: int) -> list[bytes]:
+        """
+        Updates that fit in C{budget} bytes, fewest-sent and newest first;
+        each one taken counts as one transmission.
+        """
+        if not self._items or budget <= 0:
+            return []
+        limit = self._limit()
+        chosen: list[bytes] = []
+        for key, p in sorted(self._items.items(), key=lambda kv: (kv[1].transmits, kv[1].order)):
+            if len(p.encoded) > budget:
+                continue
+            budget -= len(p.encoded)
+            chosen.append(p.encoded)
+            p.transmits += 1
+            if p.transmits >= limit:
+                del self._items[key]
+            if budget < 16:
+                break
+        return chosen
+
+    def clear(self) -> None:
+        """
+        Drop everything pending.
+        """
+        self._items.clear()

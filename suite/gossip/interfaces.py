@@ -1,0 +1,133 @@
+"""
+Interfaces of the gossip membership package.
+
+L{IGossipTransport} moves opaque bytes (L{suite.gossip.udp} over real UDP
+and TCP, L{suite.gossip.memory} in one process); L{IPacketReceiver} is what
+the transport delivers to (the node); L{IMembershipListener} is told about
+other members' state changes; L{IMembership} is the API a daemon uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["IGossipTransport", "IPacketReceiver", "IMembershipListener", "IMembership"]
+
+
+class IPacketReceiver(Interface):
+    """
+    The node side of a transport: the transport calls these.
+    """
+
+    def packetReceived(data: bytes, source: tuple[str, int]) -> None:
+        """
+        One datagram arrived from C{source}.
+        """
+
+    def stateReceived(data: bytes, source: tuple[str, int]) -> bytes | None:
+        """
+        A push-pull request arrived over a stream; return the reply to send
+        back, or None to close the stream without a reply.
+        """
+
+
+class IGossipTransport(Interface):
+    """
+    Packets (lossy, size-limited) and state exchanges (reliable stream) to
+    addresses.  The node seals, encodes and checks everything; a transport
+    only moves bytes.
+    """
+
+    maxPacketBytes = Attribute("Largest datagram (C{int}) the transport sends or accepts.")
+
+    def startListening(receiver: IPacketReceiver) -> None:
+        """
+        Deliver packets and state requests to C{receiver} from now on.
+        """
+
+    def stopListening() -> object:
+        """
+        Stop receiving; return a L{Deferred} that fires when closed (or None).
+        """
+
+    def sendPacket(address: tuple[str, int], data: bytes) -> None:
+        """
+        Send one datagram to C{address}; best effort, never raises for
+        network errors.
+        """
+
+    def exchangeState(address: tuple[str, int], data: bytes) -> object:
+        """
+        Open a stream to C{address}, send C{data}, and return a L{Deferred}
+        firing with the peer's reply (C{bytes}) or failing.
+        """
+
+
+class IMembershipListener(Interface):
+    """
+    Told about state changes of other members (never about the local node).
+    Called synchronously from the node's event handling: do not block, and
+    defer any call back into the node to a later reactor turn.
+    """
+
+    def memberJoined(member: object) -> None:
+        """
+        A member (a L{suite.gossip.member.Member}) is alive for the first
+        time, or again after being dead or gone.
+        """
+
+    def memberUpdated(member: object) -> None:
+        """
+        An alive member changed its metadata or address, or refuted a
+        suspicion.
+        """
+
+    def memberSuspected(member: object) -> None:
+        """
+        A member is suspected of having failed.
+        """
+
+    def memberDied(member: object) -> None:
+        """
+        A member was declared dead.
+        """
+
+    def memberLeft(member: object) -> None:
+        """
+        A member left gracefully.
+        """
+
+
+class IMembership(Interface):
+    """
+    What a daemon holds: one node's view of the cluster.
+    """
+
+    name = Attribute("This node's name (C{str}).")
+
+    def start(seeds: Iterable[tuple[str, int]]) -> Any:
+        """
+        Start listening, probing and gossiping, and join through C{seeds}
+        (a sequence of C{(host, port)}); return a L{Deferred} firing with the
+        number of seeds that answered (retries continue in the background).
+        """
+
+    def members() -> object:
+        """
+        A list of L{suite.gossip.member.Member} for every known member,
+        including this node.
+        """
+
+    def setMetadata(meta: Mapping[str, Any]) -> None:
+        """
+        Replace this node's metadata (a small dict) and tell the cluster.
+        """
+
+    def leave() -> object:
+        """
+        Tell the cluster this node is leaving, stop, and return a L{Deferred}
+        firing when done.
+        """

@@ -1,0 +1,230 @@
+"""
+Tests for L{GossipNode} on the in-memory network, and its observability.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from suite.gossip import node as nodeModule
+from suite.gossip.interfaces import IGossipTransport, IMembership, IPacketReceiver
+from suite.gossip.memory import MemoryNetwork
+from suite.gossip.messages import Alive, Ping, Suspect, encodeMessage, packPacket
+from suite.gossip.node import GossipNode
+from suite.gossip.observe import GossipHealth, register
+from suite.gossip.settings import GossipSettings
+from suite.web.interfaces import IHealth
+from tests.support.gossipsim import Recorder, Simulation
+
+
+class NodeTests(SynchronousTestCase):
+    """
+    Two or three nodes on one clock.
+    """
+
+    def setUp(self) -> None:
+        self.sim = Simulation(1)
+        self.logged: list[dict[str, Any]] = []
+        self.patch(nodeModule, "log", Logger(observer=self.logged.append))
+
+    def tearDown(self) -> None:
+        self.sim.stopAll()
+        self.sim.run(1.0)
+        self.assertEqual(self.sim.clock.getDelayedCalls(), [])
+
+    def cluster(self, n: int = 2, **meta: Any) -> list[GossipNode]:
+        names = self.sim.cluster(n, spread=0.1)
+        self.sim.run(2.0)
+        return [self.sim.nodes[x] for x in names]
+
+    def test_interfaces(self) -> None:
+        """
+        The node provides the membership API and the receiver interface; the
+        memory transport provides the transport interface; the health
+        adapter provides IHealth.
+        """
+        a, b = self.cluster()
+        self.assertTrue(verifyObject(IMembership, a))
+        self.assertTrue(verifyObject(IPacketReceiver, a))
+        self.assertTrue(verifyObject(IGossipTransport, a.transport))
+        self.assertTrue(verifyObject(IHealth, GossipHealth(a)))
+
+    def test_join(self) -> None:
+        """
+        A node joining through a seed sees the seed alive and is seen alive;
+        the listener hears "joined".
+        """
+        a, b = self.cluster()
+        self.assertEqual([(m.name, m.status) for m in a.members()], [("n00", "alive"), ("n01", "alive")])
+        self.assertEqual([(m.name, m.status) for m in b.members()], [("n01", "alive"), ("n00", "alive")])
+        self.assertIn(
+            (self.sim.clock.seconds(), "n00", "joined", "n01")[1:], [e[1:] for e in self.sim.events]
+        )
+        self.assertTrue(any("joined" in e["log_format"] for e in self.logged))
+
+    def test_metadata(self) -> None:
+        """
+        setMetadata bumps the incarnation and reaches the other node, whose
+        listener hears "updated"; oversized metadata is refused.
+        """
+        a, b = self.cluster()
+        a.setMetadata({"services": ["web"], "health": "ok"})
+        self.assertEqual(a.incarnation, 1)
+        self.sim.run(2.0)
+        member = b.member("n00")
+        assert member is not None
+        self.assertEqual(member.meta, {"services": ["web"], "health": "ok"})
+        self.assertIn(("n01", "updated", "n00"), [e[1:] for e in self.sim.events])
+        self.assertRaises(ValueError, a.setMetadata, {"x": "y" * 1000})
+
+    def test_refuteSuspicion(self) -> None:
+        """
+        A suspicion of the node at its incarnation makes it refute with a
+        higher one and raises its local health score.
+        """
+        a, b = self.cluster()
+        a.packetReceived(packPacket([encodeMessage(Suspect("n00", 0, "n01"))]), ("10.0.0.2", 7946))
+        self.assertEqual(a.incarnation, 1)
+        self.assertEqual(a.awareness, 1)
+        self.sim.run(1.0)
+        member = b.member("n00")
+        assert member is not None
+        self.assertEqual((member.status, member.incarnation), ("alive", 1))
+
+    def test_staleSelfAlive(self) -> None:
+        """
+        An alive about this node from an older life with a higher
+        incarnation is overridden.
+        """
+        a, b = self.cluster()
+        a.packetReceived(
+            packPacket([encodeMessage(Alive("n00", 5, ("10.0.0.1", 7946), {}))]),
+            ("10.0.0.2", 7946),
+        )
+        self.assertEqual(a.incarnation, 6)
+
+    def test_malformedDroppedAndRateLimited(self) -> None:
+        """
+        Malformed packets are dropped with one log line per interval that
+        counts the rest.
+        """
+        a, b = self.cluster()
+        before = len(self.logged)
+        for _ in range(5):
+            a.packetReceived(b"garbage", ("10.9.9.9", 1))
+        drops = [e for e in self.logged[before:] if "dropped" in e["log_format"]]
+        self.assertEqual(len(drops), 1)
+        self.sim.run(11.0)
+        a.packetReceived(b"garbage", ("10.9.9.9", 1))
+        drops = [e for e in self.logged[before:] if "dropped" in e["log_format"]]
+        self.assertEqual(drops[-1]["suppressed"], 4)
+        self.assertEqual(a.stats["packetsDropped"], 6)
+
+    def test_misdirectedPing(self) -> None:
+        """
+        A ping for another name (a stale address) is not acknowledged.
+        """
+        a, b = self.cluster()
+        sent = a.stats.get("packetsSent", 0)
+        a.packetReceived(packPacket([encodeMessage(Ping(9, "other", "n01", ("10.0.0.2", 7946)))]), ("x", 1))
+        self.assertEqual(a.stats.get("packetsSent", 0), sent)
+        self.assertEqual(a.stats["misdirectedPings"], 1)
+
+    def test_leave(self) -> None:
+        """
+        A leaving node is seen as left; its leave Deferred fires once it has
+        stopped.
+        """
+        a, b, c = self.cluster(3)
+        d = c.leave()
+        self.assertNoResult(d)
+        self.assertEqual(GossipHealth(c).check().ready, False)
+        self.sim.run(2.0)
+        self.successResultOf(d)
+        self.assertFalse(c.running)
+        for n in (a, b):
+            member = n.member("n02")
+            assert member is not None
+            self.assertEqual(member.status, "left")
+        self.sim.down.add("n02")
+
+    def test_health(self) -> None:
+        """
+        Health is ready while running and reports members by state.
+        """
+        a, b = self.cluster()
+        report = GossipHealth(a).check()
+        self.assertTrue(report.ready)
+        self.assertEqual(report.details["members"], {"alive": 2, "suspect": 0, "dead": 0, "left": 0})
+        self.sim.crash("n01")
+        self.sim.run(30.0)
+        self.assertEqual(GossipHealth(a).check().details["members"]["dead"], 1)
+
+    def test_metrics(self) -> None:
+        """
+        The collector exposes members by state and event counters.
+        """
+        a, b = self.cluster()
+        registry = CollectorRegistry()
+        register(a, registry)
+        text = generate_latest(registry).decode()
+        self.assertIn('gossip_members{state="alive"} 2.0', text)
+        self.assertIn("gossip_incarnation 0.0", text)
+        self.assertIn('gossip_events_total{event="probes"}', text)
+
+
+class KeyTests(SynchronousTestCase):
+    """
+    The shared secret.
+    """
+
+    def test_mismatchedKeysNeverJoin(self) -> None:
+        """
+        Nodes with different keys drop each other's packets and state.
+        """
+        clock = Clock()
+        net = MemoryNetwork(clock, random.Random(2))
+        s = GossipSettings()
+        a = GossipNode("a", ("h", 1), net.transport(("h", 1)), clock, s, key=b"a" * 32)
+        b = GossipNode("b", ("h", 2), net.transport(("h", 2)), clock, s, key=b"b" * 32)
+        a.start([])
+        joined = b.start([("h", 1)])
+        clock.pump([0.1] * 50)
+        self.assertEqual(self.successResultOf(joined), 0)
+        self.assertEqual(len(a.members()), 1)
+        self.assertEqual(a.stats["statesDropped"], 1)
+        a.stop()
+        b.stop()
+        clock.advance(1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_sameKeyJoins(self) -> None:
+        """
+        Nodes with the same key join.
+        """
+        sim = Simulation(3, key=b"secret-key-0123456789")
+        sim.cluster(3)
+        sim.runUntil(sim.allAlive, 10.0, "join")
+        sim.stopAll()
+        sim.run(1.0)
+
+
+class RecorderTests(SynchronousTestCase):
+    """
+    The simulator's listener.
+    """
+
+    def test_interface(self) -> None:
+        """
+        It provides IMembershipListener.
+        """
+        from suite.gossip.interfaces import IMembershipListener
+
+        self.assertTrue(verifyObject(IMembershipListener, Recorder(Simulation(0), "x")))
