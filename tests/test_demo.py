@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from suite.demo.plan import plan
 from tests.support.process import DaemonProcess
 
-PORTS = (4001, 7440, 8080, 8081, 8088, 8443, 8787, 9090, 9990, 11180, 26010, 26020, 26021)
+PORTS = (4001, 7440, 7946, 8080, 8081, 8088, 8443, 8787, 9090, 9990, 11180, 26010, 26020, 26021)
 
 
 def _free(port: int) -> bool:

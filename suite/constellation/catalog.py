@@ -1,8 +1,9 @@
 """
 The agent's catalog of nodes and services.
 
-Until gossip and Docker monitoring are built it holds this node alone and
-no services, which renders as an empty but valid Traefik configuration.
+L{LocalCatalog} holds this node alone; L{suite.constellation.membership.GossipCatalog}
+adds the gossip members.  Until Docker monitoring is built there are no
+services, which renders as an empty but valid Traefik configuration.
 """
 
 from __future__ import annotations

@@ -55,7 +55,17 @@ ENV: dict[str, tuple[str, str | None, str]] = {
     "join": (
         "CONSTELLATION_JOIN",
         None,
-        "Comma-separated HOST[:PORT] gossip peers to join (gossip is not implemented yet).",
+        "Comma-separated HOST[:PORT] gossip peers to join (port 7946 by default); none: bootstrap a new cluster.",
+    ),
+    "gossip-key-file": (
+        "CONSTELLATION_GOSSIP_KEY_FILE",
+        None,
+        "File with the cluster's shared gossip key (at least 16 bytes; HMAC-SHA256 on every gossip packet).",
+    ),
+    "gossip-profile": (
+        "CONSTELLATION_GOSSIP_PROFILE",
+        "lan",
+        "Gossip timers: lan (memberlist's LAN defaults) or local (fast; loopback clusters and tests).",
     ),
 }
 
@@ -110,11 +120,12 @@ class Options(DaemonOptions):
 
     synopsis = "[options]"
     longdesc = (
-        "Run the Constellation agent: serves the Traefik HTTP provider "
+        "Run the Constellation agent: gossip membership on --bind-addr:--bind-port "
+        "(joined through --join) and the Traefik HTTP provider "
         "(/, /api/http/routers, /api/http/services, /api/http/middlewares, "
-        "/api/state) with /healthz, /readyz and /metrics.  Gossip membership, "
+        "/api/state) with /healthz, /readyz and /metrics.  "
         "Raft leases, Docker monitoring, Cloudflare DNS and WARP monitoring are "
-        "not implemented yet: asking for them (--join, CLOUDFLARE_ZONE_ID, "
+        "not implemented yet: asking for them (CLOUDFLARE_ZONE_ID, "
         "--docker, --warp-container) fails at start-up."
     )
     optFlags: list[list[Any]] = [
@@ -199,3 +210,5 @@ class Options(DaemonOptions):
             if item:
                 peers.append(_peer(item))
         self["join"] = peers
+        if self["gossip-profile"] not in ("lan", "local"):
+            raise ConfigError(f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan or local")

@@ -1,10 +1,11 @@
 """
 Wiring of C{twistd constellation}.
 
-What runs today: the Traefik HTTP provider (from this node's catalog) with
-C{/healthz}, C{/readyz} and C{/metrics} on the same listener.  What is not
-built yet fails at start-up, but only when the operator asks for it:
-Cloudflare DNS (C{CLOUDFLARE_ZONE_ID} set), gossip (C{--join}), Docker
+What runs today: gossip membership (C{--bind-addr}:C{--bind-port}, joined
+through C{--join}) feeding the catalog's nodes, and the Traefik HTTP provider
+(from that catalog) with C{/healthz}, C{/readyz} and C{/metrics} on the same
+listener.  What is not built yet fails at start-up, but only when the
+operator asks for it: Cloudflare DNS (C{CLOUDFLARE_ZONE_ID} set), Docker
 monitoring (C{--docker}), WARP monitoring (C{--warp-container}).  The
 guide's start-up lines are logged only for what really starts.
 """
@@ -12,14 +13,14 @@ guide's start-up lines are logged only for what really starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
-from suite.constellation.catalog import LocalCatalog
+from suite.constellation.membership import GossipCatalog, GossipService
 from suite.constellation.priority import nodePriority
 from suite.constellation.traefik import ProviderRoot
 from suite.daemon import ConfigError, attachCommon, notImplementedYet
@@ -71,8 +72,6 @@ def checkRequestedFeatures(options: Mapping[str, Any]) -> None:
         raise notImplementedYet(
             "Cloudflare DNS management (CLOUDFLARE_ZONE_ID is set; unset it to run without DNS updates)"
         )
-    if options.get("join"):
-        raise notImplementedYet("gossip membership (--join / CONSTELLATION_JOIN)")
     if options.get("docker"):
         raise notImplementedYet("Docker service monitoring (--docker)")
     if options.get("warp-container"):
@@ -96,7 +95,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     checkRequestedFeatures(options)
     node = options["ts-hostname"]
     priority = nodePriority(node)
-    catalog = LocalCatalog(node, options.get("public-ip"))
+    gossip = GossipService(options, reactor)
+    catalog = GossipCatalog(node, options.get("public-ip"), gossip.node.members)
     registry = CollectorRegistry(auto_describe=True)
     Gauge(
         "constellation_node_priority",
@@ -109,6 +109,18 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     Gauge("constellation_nodes_known", "Nodes in this agent's catalog.", registry=registry).set_function(
         lambda: len(catalog.nodes())
     )
+    members = Gauge(
+        "constellation_gossip_members",
+        "Gossip members by state (this node included).",
+        ["state"],
+        registry=registry,
+    )
+
+    def counter(state: str) -> Callable[[], float]:
+        return lambda: float(gossip.summary()["members"].get(state, 0))
+
+    for state in ("alive", "suspect", "dead", "left"):
+        members.labels(state).set_function(counter(state))
 
     def providerHealth() -> HealthReport:
         return HealthReport(
@@ -117,8 +129,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
             {
                 "node": node,
                 "priority": priority,
-                "mode": "single node (gossip not implemented yet)",
                 "services": len(catalog.services()),
+                "gossip": gossip.summary(),
             },
         )
 
@@ -126,6 +138,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     site = LimitedSite(ProviderRoot(catalog, options["domain"], admin, _warpStatus), reactor=reactor)
 
     root = MultiService()
+    gossip.setServiceParent(root)
 
     def started(port: object) -> None:
         log.info("HTTP provider listening on {endpoint}", endpoint=listener.description)
@@ -149,15 +162,10 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         domain=options["domain"],
     )
     log.warn(
-        "gossip not implemented yet: running as a single node; nothing bound on {bindAddr}:{bindPort}",
-        bindAddr=options["bind-addr"],
-        bindPort=options["bind-port"],
-    )
-    log.warn(
         "raft not implemented yet: nothing bound on port {raftPort}; {dataDir} is not used",
         raftPort=options["raft-port"],
         dataDir=options["data-dir"],
     )
     log.info("Docker monitoring, DNS management and WARP monitoring are off (not implemented yet)")
-    attachCommon(root, options, {"catalog": catalog, "site": site}, reactor)
+    attachCommon(root, options, {"catalog": catalog, "site": site, "gossip": gossip.node}, reactor)
     return root

@@ -208,7 +208,15 @@ def plan(base: str, portBase: int = 0) -> list[DemoDaemon]:
     daemons.append(
         DemoDaemon(
             "constellation",
-            ["constellation", "--http-provider", f"tcp:{port(8081)}:interface=127.0.0.1"],
+            [
+                "constellation",
+                "--http-provider",
+                f"tcp:{port(8081)}:interface=127.0.0.1",
+                "--bind-addr",
+                "127.0.0.1",
+                "--bind-port",
+                str(port(7946)),
+            ],
             env={
                 "TS_HOSTNAME": "demo-node",
                 "DOMAIN": "demo.localhost",

@@ -5,6 +5,7 @@ The real agent process on loopback.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 
 import treq
@@ -25,7 +26,15 @@ class AgentProcessTests(TestCase):
         port = freePort()
         proc = DaemonProcess(
             self,
-            scriptArgs("constellation", "--http-provider", f"tcp:{port}:interface=127.0.0.1"),
+            scriptArgs(
+                "constellation",
+                "--http-provider",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--bind-addr",
+                "127.0.0.1",
+                "--bind-port",
+                str(freePort()),
+            ),
             env={"TS_HOSTNAME": "cloudserver7", "DATA_DIR": self.mktemp()},
             name="constellation",
         )
@@ -41,7 +50,8 @@ class AgentProcessTests(TestCase):
         )
         r = await treq.get(base + "/api/state", persistent=False)
         self.assertEqual(json.loads(await r.content())["nodes"][0]["priority"], 10)
-        self.assertNotIn("Initializing gossip cluster", proc.output())
+        self.assertIn("Initializing gossip cluster...", proc.output())
+        self.assertNotIn("Initializing Raft consensus", proc.output())
 
     def test_zoneWithoutToken(self) -> None:
         """
@@ -49,7 +59,15 @@ class AgentProcessTests(TestCase):
         """
         secrets = self.mktemp()
         result = subprocess.run(
-            scriptArgs("constellation", "--http-provider", f"tcp:{freePort()}:interface=127.0.0.1"),
+            scriptArgs(
+                "constellation",
+                "--http-provider",
+                f"tcp:{freePort()}:interface=127.0.0.1",
+                "--bind-addr",
+                "127.0.0.1",
+                "--bind-port",
+                str(freePort()),
+            ),
             capture_output=True,
             text=True,
             timeout=60,
@@ -64,3 +82,79 @@ class AgentProcessTests(TestCase):
         self.assertEqual(len(errors), 1, result.stderr)
         self.assertIn("cf-api-token.txt", errors[0])
         self.assertNotIn("Traceback", result.stderr)
+
+
+class ClusterTests(TestCase):
+    """
+    Three agents on loopback form one gossip cluster; the catalog (and so
+    /api/state) follows crashes and graceful leaves.
+    """
+
+    timeout = 90
+
+    def _agent(self, name: str, gossipPort: int, join: int | None) -> tuple[DaemonProcess, str]:
+        http = freePort()
+        argv = [
+            "constellation",
+            "--http-provider",
+            f"tcp:{http}:interface=127.0.0.1",
+            "--bind-addr",
+            "127.0.0.1",
+            "--bind-port",
+            str(gossipPort),
+            "--gossip-profile",
+            "local",
+        ]
+        if join is not None:
+            argv += ["--join", f"127.0.0.1:{join}"]
+        proc = DaemonProcess(
+            self,
+            scriptArgs(*argv),
+            env={"TS_HOSTNAME": name, "DATA_DIR": self.mktemp(), "PUBLIC_IP": "127.0.0.1"},
+            name=name,
+        ).start()
+        return proc, f"http://127.0.0.1:{http}"
+
+    async def _nodes(self, base: str) -> dict[str, str]:
+        r = await treq.get(base + "/api/state", persistent=False)
+        return {n["name"]: n["status"] for n in json.loads(await r.content())["nodes"]}
+
+    async def test_membership(self) -> None:
+        ports = [freePort() for _ in range(3)]
+        names = ["cloudserver1", "edge2", "edge3"]
+        agents = [self._agent(names[0], ports[0], None)]
+        await agents[0][0].waitForLog("Constellation Agent started successfully")
+        agents += [self._agent(names[i], ports[i], ports[0]) for i in (1, 2)]
+        everyoneAlive = {n: "alive" for n in names}
+        for proc, base in agents:
+            await proc.waitForHTTP(base + "/healthz")
+
+        for proc, base in agents:
+
+            async def converged(base: str = base) -> bool:
+                return await self._nodes(base) == everyoneAlive
+
+            await proc.waitFor(converged, "three alive members in /api/state", timeout=30)
+        r = await treq.get(agents[1][1] + "/api/state", persistent=False)
+        state = json.loads(await r.content())
+        self.assertEqual({n["name"]: n["priority"] for n in state["nodes"]}["cloudserver1"], 10)
+        await agents[1][0].waitForLog("node cloudserver1 joined the cluster")
+
+        agents[2][0].kill9()
+        for proc, base in agents[:2]:
+
+            async def dead(base: str = base) -> bool:
+                return (await self._nodes(base)).get("edge3") == "dead"
+
+            await proc.waitFor(dead, "edge3 declared dead", timeout=30)
+        await agents[0][0].waitForLog("node edge3 failed")
+
+        agents[1][0].sendSignal(signal.SIGTERM)
+        await agents[1][0].waitExit(30)
+
+        async def left() -> bool:
+            return (await self._nodes(agents[0][1])).get("edge2") == "left"
+
+        await agents[0][0].waitFor(left, "edge2 seen as left", timeout=30)
+        r = await treq.get(agents[0][1] + "/metrics", persistent=False)
+        self.assertIn(b'constellation_gossip_members{state="left"} 1.0', await r.content())

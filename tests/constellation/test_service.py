@@ -6,7 +6,9 @@ because it is not built yet.
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,6 +18,35 @@ from suite.daemon import ConfigError
 from tests.clustor.helpers import captureLogs
 
 ZONE = "0123456789abcdef0123456789abcdef"
+
+
+class _UDPPort:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def write(self, data: bytes, addr: Any) -> None:
+        self.sent.append((data, addr))
+
+    def stopListening(self) -> None:
+        return None
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", "0.0.0.0", self.port)
+
+
+class _Reactor(MemoryReactorClock):
+    """
+    A memory reactor that also takes UDP listeners (gossip binds one).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udpPorts: dict[int, tuple[int, Any, int, str]] = {}
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> _UDPPort:
+        self.udpPorts[port] = (port, protocol, maxPacketSize, interface)
+        return _UDPPort(port)
 
 
 def options(argv: list[str] | None = None, **env: str) -> Options:
@@ -38,18 +69,47 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_provider(self) -> None:
         """
-        The HTTP provider listens on loopback 8081; the success line is logged
-        once listening, and no gossip/Raft initialisation line is logged.
+        Gossip binds UDP and TCP 7946 and the HTTP provider loopback 8081; the
+        guide's gossip and success lines are logged, no Raft line (Raft is not
+        built yet), and a gossip port without a key is warned about.
         """
-        reactor = MemoryReactorClock()
+        reactor = _Reactor()
         root = service.makeService(options(), reactor)
-        self.assertEqual([s.name for s in root], ["http-provider"])
+        self.assertEqual([s.name for s in root], ["gossip", "http-provider"])
         root.startService()
         self.addCleanup(root.stopService)
-        self.assertEqual([(p[0], p[3]) for p in reactor.tcpServers], [(8081, "127.0.0.1")])
-        self.assertIn("Constellation Agent started successfully", self.messages())
-        self.assertNotIn("Initializing gossip cluster...", self.messages())
-        self.assertNotIn("Initializing Raft consensus...", self.messages())
+        self.assertEqual(
+            sorted((p[0], p[3]) for p in reactor.tcpServers), [(7946, "0.0.0.0"), (8081, "127.0.0.1")]
+        )
+        self.assertEqual([(p[0], p[3]) for p in reactor.udpPorts.values()], [(7946, "0.0.0.0")])
+        messages = self.messages()
+        self.assertIn("Initializing gossip cluster...", messages)
+        self.assertIn("Constellation Agent started successfully", messages)
+        self.assertNotIn("Initializing Raft consensus...", messages)
+        self.assertTrue([m for m in messages if "has no shared key" in m])
+
+    def test_gossipKey(self) -> None:
+        """
+        --gossip-key-file: a short or missing key is one error naming the flag;
+        with a key, no warning.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"short\n")
+        with self.assertRaises(ConfigError) as cm:
+            service.makeService(options(["--gossip-key-file", path]), MemoryReactorClock())
+        self.assertIn("--gossip-key-file", str(cm.exception))
+        self.assertIn("at least 16", str(cm.exception))
+        with self.assertRaises(ConfigError) as cm:
+            service.makeService(options(["--gossip-key-file", path + ".missing"]), MemoryReactorClock())
+        self.assertIn("cannot read", str(cm.exception))
+        with open(path, "wb") as f:
+            f.write(b"0123456789abcdef0123\n")
+        root = service.makeService(options(["--gossip-key-file", path]), _Reactor())
+        root.startService()
+        self.addCleanup(root.stopService)
+        self.assertEqual(root.getServiceNamed("gossip").node.key, b"0123456789abcdef0123")
+        self.assertFalse([m for m in self.messages() if "has no shared key" in m])
 
     def test_remoteProvider(self) -> None:
         """
@@ -64,7 +124,7 @@ class MakeServiceTests(SynchronousTestCase):
             options(["--http-provider", "tcp:8081:interface=0.0.0.0", "--allow-remote-provider"]),
             MemoryReactorClock(),
         )
-        self.assertEqual(len(list(root)), 1)
+        self.assertEqual(len(list(root)), 2)
 
     def test_cloudflareNeedsToken(self) -> None:
         """
@@ -99,10 +159,9 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_otherFeatures(self) -> None:
         """
-        --join, --docker and --warp-container are refused as not implemented yet.
+        --docker and --warp-container are refused as not implemented yet.
         """
         for argv, what in (
-            (["--join", "peer.ts.net"], "gossip membership"),
             (["--docker", "unix:/var/run/docker.sock"], "Docker"),
             (["--warp-container", "warp"], "WARP"),
         ):
@@ -116,7 +175,7 @@ class MakeServiceTests(SynchronousTestCase):
         Through the plugin entry the refusal is exit code 2.
         """
         with self.assertRaises(SystemExit) as cm:
-            tap.makeService(options(["--join", "peer"]), MemoryReactorClock())
+            tap.makeService(options(["--docker", "unix:/var/run/docker.sock"]), MemoryReactorClock())
         self.assertEqual(cm.exception.code, 2)
 
     def test_manhole(self) -> None:
@@ -125,9 +184,34 @@ class MakeServiceTests(SynchronousTestCase):
         """
         path = os.path.join(os.path.abspath(self.mktemp()), "manhole.sock")
         os.makedirs(os.path.dirname(path))
-        reactor = MemoryReactorClock()
+        reactor = _Reactor()
         root = service.makeService(options(["--manhole", f"unix:{path}"]), reactor)
-        self.assertEqual(sorted(s.name for s in root), ["http-provider", "manhole"])
+        self.assertEqual(sorted(s.name for s in root), ["gossip", "http-provider", "manhole"])
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual([p[0] for p in reactor.unixServers], [path])
+
+
+class GossipCatalogTests(SynchronousTestCase):
+    """
+    The catalog's nodes come from gossip members and their metadata.
+    """
+
+    def test_nodes(self) -> None:
+        from suite.constellation.membership import GossipCatalog
+        from suite.gossip.member import Member
+
+        members = [
+            Member("cloudserver1", ("10.0.0.1", 7946), "alive", 0, {"priority": 10}),
+            Member("edge2", ("10.0.0.2", 7946), "suspect", 3, {"priority": 50, "ip": "203.0.113.2"}),
+            Member("edge3", ("10.0.0.3", 7946), "dead", 1, {"priority": "high"}),
+        ]
+        catalog = GossipCatalog("cloudserver1", "203.0.113.1", lambda: members)
+        self.assertEqual(
+            [n.toJSON() for n in catalog.nodes()],
+            [
+                {"name": "cloudserver1", "priority": 10, "status": "alive", "publicIP": "203.0.113.1"},
+                {"name": "edge2", "priority": 50, "status": "suspect", "publicIP": "203.0.113.2"},
+                {"name": "edge3", "priority": 50, "status": "dead", "publicIP": None},
+            ],
+        )
