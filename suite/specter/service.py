@@ -249,6 +249,18 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
     if gatewayService is not None:
         secret = password.reveal() if password else None
         wiring.observeGateway(gatewayService, registry, resource, options["auth_user"], secret, ldap)
+        if options["acme"]:
+            from suite.specter.acme import ACMECollector, makeACMEService
+
+            certificates = gatewayService.certificates
+            assert certificates is not None
+
+            def install(name: str, stored: Any) -> None:
+                certificates.install(name, stored.chainPEM, stored.keyPEM)
+
+            acme = makeACMEService(options, node, reactor, install)
+            acme.setServiceParent(root)
+            registry.register(ACMECollector(acme))  # type: ignore[arg-type]
     helper = makeAdminService(options["internal-endpoint"], resource, reactor, flag="--listen-internal")
     helper.setServiceParent(root)
     return root
