@@ -64,6 +64,9 @@ MAX_STORED = 1024 * 1024
 #: and order polling (15 minutes each at most) plus the requests around them.
 LEASE_TTL = 45 * 60.0
 
+#: Renew this long before expiry.
+RENEW_BEFORE = 30 * 86400.0
+
 _LABEL = "_acme-challenge."
 
 
@@ -187,15 +190,44 @@ class LeasedIssuer:
     """
     Wraps an issuer: an order is placed only while holding the KV lease
     C{acme/lease/<first name>} (holder: this node's address); without it
-    the attempt fails with L{OrderInProgress}.
+    the attempt fails with L{OrderInProgress}.  Given C{store} and
+    C{clock}, it looks in the store once the lease is held and returns a
+    certificate another node saved meanwhile (one good for more than
+    C{fresherThan} seconds) instead of ordering again.
     """
 
-    def __init__(self, issuer: Any, ring: Any, holder: str, ttl: float = LEASE_TTL) -> None:
+    def __init__(
+        self,
+        issuer: Any,
+        ring: Any,
+        holder: str,
+        ttl: float = LEASE_TTL,
+        store: ICertificateStore | None = None,
+        fresherThan: float = 0.0,
+        clock: Any = None,
+    ) -> None:
         self.issuer = ICertificateIssuer(issuer)
         self.description = self.issuer.description
         self.ring = ring
         self.holder = holder
         self.ttl = ttl
+        self.store = store
+        self.fresherThan = fresherThan
+        self.clock = clock
+
+    async def _alreadyStored(self, names: list[str]) -> StoredCertificate | None:
+        """
+        With the lease held: a certificate another node saved after this
+        one last looked, good for longer than C{fresherThan} seconds.
+        """
+        if self.store is None or self.clock is None:
+            return None
+        stored = await self.store.loadCertificate(names[0])
+        if stored is None or not set(names) <= set(stored.names):
+            return None
+        if stored.notAfter - self.clock.seconds() <= self.fresherThan:
+            return None
+        return stored
 
     async def _issue(self, names: list[str]) -> StoredCertificate:
         lease = LEASE_PREFIX + names[0].encode("ascii")
@@ -210,6 +242,10 @@ class LeasedIssuer:
             ) from None
         token = granted[2]
         try:
+            fresh = await self._alreadyStored(names)
+            if fresh is not None:
+                log.info("certificate {name}: another node saved one meanwhile, using it", name=names[0])
+                return fresh
             stored: StoredCertificate = await self.issuer.issue(names)
         finally:
             try:
@@ -373,7 +409,7 @@ def makeACMEService(
             return Deferred.fromCoroutine(self._issue(list(names)))
 
     lazy = implementer(ICertificateIssuer)(_LazyClient)()
-    issuer = LeasedIssuer(lazy, node, node.addr)
+    issuer = LeasedIssuer(lazy, node, node.addr, store=store, fresherThan=RENEW_BEFORE, clock=reactor)
 
     def installSafely(name: str, stored: StoredCertificate) -> None:
         try:
@@ -392,6 +428,7 @@ def makeACMEService(
         store,
         certificateNames(apexes),
         reactor,
+        renewBefore=RENEW_BEFORE,
         onIssued=installSafely,
         onLoaded=installSafely,
     )

@@ -156,6 +156,8 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         later = [f for f in later if f not in wiring.GATEWAY_FEATURES]
     if later:
         raise notImplementedYet("; ".join(later))
+    if options.get("acme") and not withGateway:
+        raise notImplementedYet("ACME certificates (--acme) without the gateway")
     from suite.pki.tls import clientContextFactory, serverContextFactory
     from suite.web.admin import makeAdminResource, makeAdminService
 

@@ -197,6 +197,27 @@ class LeaseTests(SynchronousTestCase):
         self.b.issue(list(NAMES))
         self.assertEqual(len(self.issuerB.calls), 1)
 
+    def test_savedMeanwhile(self) -> None:
+        """
+        With a store, a node that gets the lease after another saved a
+        fresh certificate returns that one instead of ordering; a stale one
+        (inside the renewal window) is ordered again.
+        """
+        store = RingCertificateStore(self.ring, "ops@example.test")
+        issuer = LeasedIssuer(
+            self.issuerB, self.ring, "10.0.0.2:443", store=store, fresherThan=30 * DAY, clock=self.clock
+        )
+        fresh = certificateExpiringAt(T0 + 90 * DAY, NAMES)
+        self.successResultOf(store.saveCertificate(APEX, fresh))
+        self.assertEqual(self.successResultOf(issuer.issue(list(NAMES))), fresh)
+        self.assertEqual(self.issuerB.calls, [])
+        stale = certificateExpiringAt(T0 + 20 * DAY, NAMES)
+        self.successResultOf(store.saveCertificate(APEX, stale))
+        d = issuer.issue(list(NAMES))
+        self.assertEqual(len(self.issuerB.calls), 1)
+        self.issuerB.calls[0][1].callback(fresh)
+        self.assertEqual(self.successResultOf(d), fresh)
+
     def test_otherErrorsPass(self) -> None:
         """
         A KV failure other than a held lease is not mistaken for one.
