@@ -46,6 +46,8 @@ class PublicDNS(ResolverBase):
 
     def __init__(self, solverPort: int) -> None:
         super().__init__()
+        #: False: the operator has not published the CNAME.
+        self.delegated = True
         self.upstream = dnsclient.Resolver(servers=[("127.0.0.1", solverPort)], reactor=reactor)
         self.fetched: list[list[bytes]] = []
 
@@ -60,7 +62,8 @@ class PublicDNS(ResolverBase):
 
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any = None) -> defer.Deferred[Any]:
         text = name.decode("ascii").lower().rstrip(".")
-        if text == f"_acme-challenge.{APEX}" and type in (dns.TXT, dns.CNAME, dns.ALL_RECORDS):
+        wanted = type in (dns.TXT, dns.CNAME, dns.ALL_RECORDS)
+        if self.delegated and wanted and text == f"_acme-challenge.{APEX}":
             return defer.Deferred.fromCoroutine(self._answer(name))
         return defer.succeed(([], [], []))
 
@@ -114,21 +117,18 @@ class ACMEServerTests(TestCase):
         )
         return code, (out + err).decode()
 
-    async def test_certificateFromPebble(self) -> None:
+    async def startAll(self, delegated: bool = True) -> RingProcess:
         """
-        The server logs the acquired certificate; curl verifies the apex
-        and a name one label under it against pebble's root (a name two
-        labels deep still gets the self-signed one); the challenge set is
-        empty afterwards; a second node serves the shared certificate;
-        /metrics shows it Valid.
+        The public-DNS stand-in (with the CNAME published or not), pebble,
+        the solver and one ring node with the gateway and ACME.
         """
         solverPort = freePort()
-        dnsPort, public = await self.startPublicDNS(solverPort)
-        pebble = await startPebble(self, dnsPort=dnsPort)
-        pebbleCA = os.path.join(self.base, "pebble-tls-ca.pem")
+        dnsPort, self.public = await self.startPublicDNS(solverPort)
+        self.pebble = pebble = await startPebble(self, dnsPort=dnsPort)
+        self.pebbleCA = pebbleCA = os.path.join(self.base, "pebble-tls-ca.pem")
         with open(pebbleCA, "wb") as f:
             f.write(pebble.tlsCAPEM)
-        cert, secondCert = makeBundles(self.base, 2)
+        self.cert, self.secondCert = makeBundles(self.base, 2)
         sockDir = tempfile.mkdtemp(prefix="sacme-", dir="/tmp")
         self.addCleanup(shutil.rmtree, sockDir, True)
         rpc = f"unix://{sockDir}/rpc.sock"
@@ -151,11 +151,11 @@ class ACMEServerTests(TestCase):
         ).start()
         await solver.waitForLog(f"ACME DNS for {ZONE}")
 
-        ring = RingProcess(
+        self.ring = ring = RingProcess(
             self,
             self.base,
             "ring",
-            cert,
+            self.cert,
             "--listen-rpc",
             rpc,
             "--virtual",
@@ -171,14 +171,26 @@ class ACMEServerTests(TestCase):
             "--acme-ca",
             pebbleCA,
         ).start()
+        self.public.delegated = delegated
         await ring.ready()
+        return ring
+
+    async def test_certificateFromPebble(self) -> None:
+        """
+        The server logs the acquired certificate; curl verifies the apex
+        and a name one label under it against pebble's root (a name two
+        labels deep still gets the self-signed one); the challenge set is
+        empty afterwards; a second node serves the shared certificate;
+        /metrics shows it Valid.
+        """
+        ring = await self.startAll()
         await ring.proc.waitForLog(
             r"acquired ACME certificate for example\.test, \*\.example\.test", timeout=90
         )
         await ring.proc.waitForLog(r"serving the ACME certificate of example\.test", timeout=10)
-        self.assertTrue(any(values for values in public.fetched), public.fetched)
+        self.assertTrue(any(values for values in self.public.fetched), self.public.fetched)
 
-        root = await pebble.get("/roots/0")
+        root = await self.pebble.get("/roots/0")
         x509.load_pem_x509_certificate(root)
         rootPath = os.path.join(self.base, "pebble-root.pem")
         with open(rootPath, "wb") as f:
@@ -199,7 +211,7 @@ class ACMEServerTests(TestCase):
             self,
             self.base,
             "second",
-            secondCert,
+            self.secondCert,
             "--virtual",
             "2",
             "--aof-flush-interval",
@@ -211,9 +223,9 @@ class ACMEServerTests(TestCase):
             "--acme",
             f"acme://ops@{APEX}@{ZONE}",
             "--acme-directory",
-            pebble.directoryURL,
+            self.pebble.directoryURL,
             "--acme-ca",
-            pebbleCA,
+            self.pebbleCA,
         ).start()
         await second.ready()
         await second.proc.waitForLog(r"serving the ACME certificate of example\.test", timeout=30)
@@ -224,3 +236,28 @@ class ACMEServerTests(TestCase):
         response = await treq.get(f"http://127.0.0.1:{ring.httpPort}/metrics", timeout=10, persistent=False)
         body = await response.content()
         self.assertIn(b'specter_acme_certificate_state{name="example.test",state="Valid"} 1.0', body)
+
+    async def test_failureWithoutCNAME(self) -> None:
+        """
+        Without the operator's CNAME the order fails: one log line with the
+        ACME problem, the challenge values are withdrawn, the self-signed
+        certificate is served and the node stays ready.
+        """
+        ring = await self.startAll(delegated=False)
+        match = await ring.proc.waitForLog(
+            r"certificate example\.test: issuance failed: [^\n]*urn:ietf:params:acme:error:[^\n]*", timeout=90
+        )
+        self.assertNotIn("acquired ACME certificate", ring.proc.output())
+        self.assertIn("retrying in", ring.proc.output())
+        self.assertNotIn("\\n", match.group(0))
+        client = await ring.rpc()
+        self.assertEqual(await client.kv("list", b"acme/challenge/managed"), [])
+        self.assertIsNone(await client.kv("get", b"acme/cert/example.test"))
+        rootPath = os.path.join(self.base, "pebble-root.pem")
+        with open(rootPath, "wb") as f:
+            f.write(await self.pebble.get("/roots/0"))
+        code, text = await self.curl(APEX, ring.port, rootPath)
+        self.assertNotEqual(code, 0, text)
+        response = await treq.get(f"http://127.0.0.1:{ring.httpPort}/readyz", timeout=10, persistent=False)
+        self.assertEqual(response.code, 200)
+        await response.content()
