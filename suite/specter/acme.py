@@ -17,13 +17,14 @@ the L{suite.acme} client and renewal service wired to the ring KV.
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from suite.acme.errors import ACMEError
@@ -45,6 +46,8 @@ __all__ = [
     "LeasedIssuer",
     "ACMEService",
     "ACMECollector",
+    "ACMEInventory",
+    "AccountIssuer",
     "certificateNames",
     "makeACMEService",
 ]
@@ -258,6 +261,55 @@ class LeasedIssuer:
         return Deferred.fromCoroutine(self._issue(list(names)))
 
 
+@implementer(ICertificateIssuer)
+class AccountIssuer:
+    """
+    The ACME client of this ring's account: made on the first order, once
+    the account key is read from the ring KV (or made and saved there).
+    Logs each certificate it obtains.
+    """
+
+    def __init__(
+        self, directory: str, email: str, store: ICertificateStore, publisher: Any, reactor: Any, http: Any
+    ) -> None:
+        self.description = directory
+        self.email = email
+        self.store = store
+        self.publisher = publisher
+        self.reactor = reactor
+        self.http = http
+        self.client: Any = None
+
+    async def _issue(self, names: list[str]) -> StoredCertificate:
+        from suite.acme.client import ACMEClient, loadOrCreateAccountKey
+        from suite.acme.transport import threadRunner
+
+        if self.client is None:
+            runner = threadRunner(self.reactor)
+            pem = await loadOrCreateAccountKey(self.store, runner)
+            self.client = ACMEClient(
+                self.description,
+                pem,
+                self.publisher,
+                clock=self.reactor,
+                http=self.http,
+                runInThread=runner,
+                contact=[f"mailto:{self.email}"],
+            )
+        started = self.reactor.seconds()
+        stored: StoredCertificate = await self.client.issue(names)
+        log.info(
+            "acquired ACME certificate for {names} (expires {expires}) in {s:.1f}s",
+            names=", ".join(names),
+            expires=stored.leaf.not_valid_after_utc.isoformat(),
+            s=self.reactor.seconds() - started,
+        )
+        return stored
+
+    def issue(self, names: Sequence[str]) -> Deferred[StoredCertificate]:
+        return Deferred.fromCoroutine(self._issue(list(names)))
+
+
 def certificateNames(apexes: Sequence[str]) -> list[list[str]]:
     """
     One certificate per apex: the apex and its wildcard.
@@ -350,6 +402,38 @@ class ACMECollector:
         yield expiry
 
 
+class ACMEInventory(Resource):
+    """
+    C{/_internal/acme}: each certificate's names, lifecycle state, expiry
+    and whether the gateway serves it, as JSON.
+    """
+
+    isLeaf = True
+
+    def __init__(self, service: ACMEService, directory: str, served: Callable[[str], bool]) -> None:
+        super().__init__()
+        self.service = service
+        self.directory = directory
+        self.served = served
+
+    def render_GET(self, request: Any) -> bytes:
+        certificates = []
+        for name, state, notAfter in self.service.rows():
+            core = self.service.renewal.cores[name]
+            certificates.append(
+                {
+                    "name": name,
+                    "names": list(core.names),
+                    "state": state,
+                    "notAfter": notAfter,
+                    "served": self.served(name),
+                }
+            )
+        request.setHeader(b"content-type", b"application/json")
+        body = {"directory": self.directory, "certificates": certificates}
+        return json.dumps(body, indent=2).encode() + b"\n"
+
+
 def makeACMEService(
     options: Any,
     node: Any,
@@ -361,55 +445,23 @@ def makeACMEService(
     every C{--apex} and its wildcard, installed through C{install(name,
     certificate)} whenever one is issued or found in the store.
     """
-    from suite.acme.client import ACMEClient, loadOrCreateAccountKey
     from suite.acme.renewal import RenewalService
-    from suite.acme.transport import makeHTTPClient, threadRunner
+    from suite.acme.transport import makeHTTPClient
 
     email, zone = options["acme"]
     apexes = list(options["apex"])
     store = RingCertificateStore(node, email)
     publisher = RingChallengePublisher(node, apexes)
     http = makeHTTPClient(reactor, options["acme-ca-pems"] or None)
-    runner = threadRunner(reactor)
 
-    class _LazyClient:
-        """
-        The ACME client, made once the account key is read from (or made
-        and saved to) the ring KV.
-        """
-
-        description = options["acme-directory"]
-
-        def __init__(self) -> None:
-            self.client: ACMEClient | None = None
-
-        async def _issue(self, names: list[str]) -> StoredCertificate:
-            if self.client is None:
-                pem = await loadOrCreateAccountKey(store, runner)
-                self.client = ACMEClient(
-                    options["acme-directory"],
-                    pem,
-                    publisher,
-                    clock=reactor,
-                    http=http,
-                    runInThread=runner,
-                    contact=[f"mailto:{email}"],
-                )
-            started = time.time()
-            stored: StoredCertificate = await self.client.issue(names)
-            log.info(
-                "acquired ACME certificate for {names} (expires {expires}) in {s:.1f}s",
-                names=", ".join(names),
-                expires=stored.leaf.not_valid_after_utc.isoformat(),
-                s=time.time() - started,
-            )
-            return stored
-
-        def issue(self, names: Sequence[str]) -> Deferred[StoredCertificate]:
-            return Deferred.fromCoroutine(self._issue(list(names)))
-
-    lazy = implementer(ICertificateIssuer)(_LazyClient)()
-    issuer = LeasedIssuer(lazy, node, node.addr, store=store, fresherThan=RENEW_BEFORE, clock=reactor)
+    issuer = LeasedIssuer(
+        AccountIssuer(options["acme-directory"], email, store, publisher, reactor, http),
+        node,
+        node.addr,
+        store=store,
+        fresherThan=RENEW_BEFORE,
+        clock=reactor,
+    )
 
     def installSafely(name: str, stored: StoredCertificate) -> None:
         try:

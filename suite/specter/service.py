@@ -250,9 +250,9 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
     )
     if gatewayService is not None:
         secret = password.reveal() if password else None
-        wiring.observeGateway(gatewayService, registry, resource, options["auth_user"], secret, ldap)
+        views: dict[bytes, Any] = {}
         if options["acme"]:
-            from suite.specter.acme import ACMECollector, makeACMEService
+            from suite.specter.acme import ACMECollector, ACMEInventory, makeACMEService
 
             certificates = gatewayService.certificates
             assert certificates is not None
@@ -263,6 +263,12 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
             acme = makeACMEService(options, node, reactor, install)
             acme.setServiceParent(root)
             registry.register(ACMECollector(acme))  # type: ignore[arg-type]
+            views[b"acme"] = ACMEInventory(
+                acme, options["acme-directory"], lambda name: name in certificates.byApex
+            )
+        wiring.observeGateway(
+            gatewayService, registry, resource, options["auth_user"], secret, ldap, more=views
+        )
     helper = makeAdminService(options["internal-endpoint"], resource, reactor, flag="--listen-internal")
     helper.setServiceParent(root)
     return root

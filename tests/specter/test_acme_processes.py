@@ -170,6 +170,10 @@ class ACMEServerTests(TestCase):
             pebble.directoryURL,
             "--acme-ca",
             pebbleCA,
+            "--auth_user",
+            "ops",
+            "--auth_pass",
+            "pw",
         ).start()
         self.public.delegated = delegated
         await ring.ready()
@@ -236,6 +240,18 @@ class ACMEServerTests(TestCase):
         response = await treq.get(f"http://127.0.0.1:{ring.httpPort}/metrics", timeout=10, persistent=False)
         body = await response.content()
         self.assertIn(b'specter_acme_certificate_state{name="example.test",state="Valid"} 1.0', body)
+        response = await treq.get(
+            f"http://127.0.0.1:{ring.httpPort}/_internal/acme",
+            auth=("ops", "pw"),
+            timeout=10,
+            persistent=False,
+        )
+        self.assertEqual(response.code, 200)
+        [inventory] = (await response.json())["certificates"]
+        self.assertEqual(
+            (inventory["name"], inventory["names"], inventory["state"], inventory["served"]),
+            (APEX, [APEX, f"*.{APEX}"], "Valid", True),
+        )
 
     async def test_failureWithoutCNAME(self) -> None:
         """

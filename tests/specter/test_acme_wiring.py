@@ -7,6 +7,7 @@ per-apex certificates chosen by SNI, swapped with real pyOpenSSL contexts.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from typing import Any
@@ -23,6 +24,7 @@ from suite.kv.records import LeaseHeld, LeaseLost
 from suite.specter import acmekeys
 from suite.specter.acme import (
     ACMECollector,
+    ACMEInventory,
     ACMEService,
     LeasedIssuer,
     NotAnApex,
@@ -307,6 +309,25 @@ class ServiceTests(SynchronousTestCase):
         collected = {m.name: m for m in ACMECollector(service).collect()}
         current = [s for s in collected["specter_acme_certificate_state"].samples if s.value == 1.0]
         self.assertEqual([(s.labels["name"], s.labels["state"]) for s in current], [(APEX, "Ordering")])
+        from twisted.web.test.requesthelper import DummyRequest
+
+        inventory = ACMEInventory(service, "https://acme.test/dir", lambda name: False)
+        body = json.loads(inventory.render_GET(DummyRequest([])))
+        self.assertEqual(
+            body,
+            {
+                "directory": "https://acme.test/dir",
+                "certificates": [
+                    {
+                        "name": APEX,
+                        "names": list(NAMES),
+                        "state": "Ordering",
+                        "notAfter": None,
+                        "served": False,
+                    }
+                ],
+            },
+        )
         service.stopService()
         self.assertFalse(renewal.running)
         self.assertEqual(issuer.cancelled, 1)
