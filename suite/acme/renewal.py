@@ -147,6 +147,9 @@ class RenewalCore:
         jump or a long suspend is noticed).
     @ivar onIssued: called with C{(name, certificate)} after each issuance
         was saved (to reload a TLS listener).
+    @ivar onLoaded: called with C{(name, certificate)} each time a usable
+        certificate is read from the store (at start and after a failure,
+        when another process may have saved one).
     @ivar history: the states entered, for logs and tests.
     """
 
@@ -158,6 +161,7 @@ class RenewalCore:
     checkInterval: float = 12 * 3600.0
     backoff: Backoff = field(default_factory=Backoff)
     onIssued: Callable[[str, StoredCertificate], object] | None = None
+    onLoaded: Callable[[str, StoredCertificate], object] | None = None
     machine: Any = None
     notAfter: float | None = None
     timer: IDelayedCall | None = None
@@ -187,8 +191,13 @@ class RenewalCore:
             self.work = None
             if stored is None or not set(self.names) <= set(stored.names):
                 self.machine.missing()
-            else:
-                self.machine.found(stored.notAfter)
+                return
+            if self.onLoaded is not None:
+                try:
+                    self.onLoaded(self.name, stored)
+                except Exception:
+                    log.failure("certificate {name}: onLoaded failed", name=self.name)
+            self.machine.found(stored.notAfter)
 
         def broken(failure: Failure) -> None:
             self.work = None
@@ -404,6 +413,10 @@ class RenewalService(Service):
     @param clock: drives checks and backoff.
     @param renewBefore: renew this many seconds before expiry (30 days).
     @param rng: jitter source (seed it in tests).
+    @param onIssued: called with C{(name, certificate)} after an issuance
+        was saved.
+    @param onLoaded: called with C{(name, certificate)} when a usable
+        certificate is read from the store.
     """
 
     name = "acme-renewal"
@@ -420,6 +433,7 @@ class RenewalService(Service):
         retryMaximum: float = 6 * 3600.0,
         rng: random.Random | None = None,
         onIssued: Callable[[str, StoredCertificate], object] | None = None,
+        onLoaded: Callable[[str, StoredCertificate], object] | None = None,
     ) -> None:
         issuer = ICertificateIssuer(issuer)
         store = ICertificateStore(store)
@@ -438,6 +452,7 @@ class RenewalService(Service):
                 checkInterval=checkInterval,
                 backoff=Backoff(retryInitial, retryMaximum, random.Random(rng.random())),
                 onIssued=onIssued,
+                onLoaded=onLoaded,
             )
             if core.name in self.cores:
                 raise ValueError(f"two certificates are stored under {core.name}")

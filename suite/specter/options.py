@@ -43,6 +43,7 @@ __all__ = [
 KV_BACKENDS = ("aof", "sqlite", "memory")
 DEFAULT_RPC = "tcp://127.0.0.1:11180"
 DEFAULT_INTERNAL = "tcp://127.0.0.1:9999"
+LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
 
 class ServerOptions(ListenMixin, DaemonOptions):
@@ -71,7 +72,24 @@ class ServerOptions(ListenMixin, DaemonOptions):
             None,
             "CA bundle directory: ca.crt client-ca.crt client-ca.key node.crt node.key (alias --cert).",
         ],
-        ["acme", None, None, "Enable ACME: acme://EMAIL@ACME_ZONE."],
+        [
+            "acme",
+            None,
+            None,
+            "ACME certificates for every --apex and its wildcard, DNS-01 through managed.ACME_ZONE: acme://EMAIL@ACME_ZONE.",
+        ],
+        [
+            "acme-directory",
+            None,
+            LETSENCRYPT_DIRECTORY,
+            "ACME directory URL (https; default Let's Encrypt production).",
+        ],
+        [
+            "acme-ca",
+            None,
+            None,
+            "PEM file of extra trust roots for the ACME server's HTTPS (default: the system roots).",
+        ],
         ["join", None, None, "Advertise address HOST:PORT of a ring member to join (seed starts without)."],
         ["virtual", None, "5", "Virtual nodes (vnodes) per process."],
         [
@@ -160,7 +178,7 @@ class ServerOptions(ListenMixin, DaemonOptions):
 
     def opt_acme_ns(self, value: str) -> None:
         """
-        Authoritative NS and glue for the ACME zone: ns1.zone/IPv4[,IPv6] (repeatable).
+        Accepted for symmetry with specter dns, where it belongs; unused by the server.
         """
         self["acme-ns"].append(parseAcmeNS(value))
 
@@ -213,6 +231,10 @@ class ServerOptions(ListenMixin, DaemonOptions):
             self[key] = parseSize(f"--{key}", str(self[key]))
         if self["acme"]:
             self["acme"] = parseAcme("--acme", self["acme"])
+            if not self["apex"]:
+                raise ConfigError("--acme: certificates are for the --apex names; give at least one --apex")
+        self["acme-directory"] = _checkDirectory(self["acme-directory"])
+        self["acme-ca-pems"] = _readTrustRoots(self["acme-ca"]) if self["acme-ca"] else []
         user, password = self["auth_user"], self["auth_pass"]
         if bool(user) != bool(password):
             raise ConfigError(
@@ -259,10 +281,6 @@ class ServerOptions(ListenMixin, DaemonOptions):
         Documented features that were asked for but are not built yet.
         """
         wanted = []
-        if self["acme"]:
-            wanted.append("ACME certificates (--acme)")
-        if self["acme-ns"]:
-            wanted.append("ACME name servers (--acme-ns)")
         if self["listen-udp"]:
             wanted.append("QUIC/UDP listeners (--listen-udp)")
         if self["listen-http"] is not None:
@@ -273,6 +291,40 @@ class ServerOptions(ListenMixin, DaemonOptions):
             if key in self._explicit:
                 wanted.append(f"gateway buffer tuning (--{key})")
         return wanted
+
+
+def _checkDirectory(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a bad port
+    except ValueError as e:
+        raise ConfigError(f"--acme-directory: {url!r}: {e}") from None
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"--acme-directory: {url!r} must be an https:// URL")
+    return url
+
+
+def _readTrustRoots(path: str) -> list[bytes]:
+    import re
+
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"--acme-ca: cannot read {path}: {e.strerror}") from None
+    pems = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S)
+    if not pems:
+        raise ConfigError(f"--acme-ca: {path} holds no PEM certificate")
+    for pem in pems:
+        try:
+            x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            raise ConfigError(f"--acme-ca: {path} holds a certificate that cannot be parsed") from None
+    return [pem + b"\n" for pem in pems]
 
 
 class DNSOptions(ListenMixin, DaemonOptions):

@@ -156,6 +156,8 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         later = [f for f in later if f not in wiring.GATEWAY_FEATURES]
     if later:
         raise notImplementedYet("; ".join(later))
+    if options.get("acme") and not withGateway:
+        raise notImplementedYet("ACME certificates (--acme) without the gateway")
     from suite.pki.tls import clientContextFactory, serverContextFactory
     from suite.web.admin import makeAdminResource, makeAdminService
 
@@ -248,7 +250,25 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
     )
     if gatewayService is not None:
         secret = password.reveal() if password else None
-        wiring.observeGateway(gatewayService, registry, resource, options["auth_user"], secret, ldap)
+        views: dict[bytes, Any] = {}
+        if options["acme"]:
+            from suite.specter.acme import ACMECollector, ACMEInventory, makeACMEService
+
+            certificates = gatewayService.certificates
+            assert certificates is not None
+
+            def install(name: str, stored: Any) -> None:
+                certificates.install(name, stored.chainPEM, stored.keyPEM)
+
+            acme = makeACMEService(options, node, reactor, install)
+            acme.setServiceParent(root)
+            registry.register(ACMECollector(acme))  # type: ignore[arg-type]
+            views[b"acme"] = ACMEInventory(
+                acme, options["acme-directory"], lambda name: name in certificates.byApex
+            )
+        wiring.observeGateway(
+            gatewayService, registry, resource, options["auth_user"], secret, ldap, more=views
+        )
     helper = makeAdminService(options["internal-endpoint"], resource, reactor, flag="--listen-internal")
     helper.setServiceParent(root)
     return root

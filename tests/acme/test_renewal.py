@@ -209,6 +209,41 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(self.core.history[-1], "Valid")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_onLoaded(self) -> None:
+        """
+        A usable certificate read from the store is announced through
+        onLoaded, also when a failed attempt's reload finds one another
+        process saved meanwhile; an unusable one is not announced.
+        """
+        loaded: list[tuple[str, StoredCertificate]] = []
+        self.core.onLoaded = lambda name, cert: loaded.append((name, cert))
+        self.store.certificates["a.example.test"] = certificateExpiringAt(T0 + 80 * DAY, ("a.example.test",))
+        self.machine.start()
+        self.assertEqual(loaded, [])
+        self.issuer.calls[0][1].errback(ACMEServerError("urn:x", "busy"))
+        self.assertEqual(self.core.history[-1], "Failed")
+        shared = certificateExpiringAt(T0 + 90 * DAY)
+        self.store.certificates["a.example.test"] = shared
+        [delay] = self.delays()
+        self.clock.advance(delay)
+        self.assertEqual(loaded, [("a.example.test", shared)])
+        self.assertEqual(self.core.history[-2:], ["Loading", "Valid"])
+        self.assertEqual(self.issuedNames, [])
+
+    def test_onLoadedFailureIsLogged(self) -> None:
+        """
+        A failing onLoaded listener is logged; the certificate is still used.
+        """
+
+        def broken(name: str, cert: StoredCertificate) -> None:
+            raise RuntimeError("install failed")
+
+        self.core.onLoaded = broken
+        self.store.certificates["a.example.test"] = certificateExpiringAt(T0 + 80 * DAY)
+        self.machine.start()
+        self.assertEqual(self.core.history, ["Loading", "Valid"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_loadFailed(self) -> None:
         """
         A store that cannot be read leads to Failed and a retry.

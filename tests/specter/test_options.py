@@ -109,6 +109,8 @@ class ServerOptionsTests(SynchronousTestCase):
         self.assertEqual(o["apex"], ["example.com", "b.example"])
         self.assertEqual(o["acme"], ("ops@example.net", "acme-hosted.net"))
         self.assertEqual(o["acme-ns"], [("ns1.acme-hosted.net", ["203.0.113.10", "2001:db8::1"])])
+        self.assertEqual(o["acme-directory"], "https://acme-v02.api.letsencrypt.org/directory")
+        self.assertEqual(o["acme-ca-pems"], [])
         self.assertEqual(o["join"], [("10.0.0.1", 443)])
         self.assertEqual(o["advertise-addr"], ("10.0.0.2", 8443))
         self.assertEqual(o["tcp-binds"], [("127.0.0.1", 9443)])
@@ -122,8 +124,6 @@ class ServerOptionsTests(SynchronousTestCase):
         self.assertEqual(
             o.laterFeatures(),  # type: ignore[attr-defined]
             [
-                "ACME certificates (--acme)",
-                "ACME name servers (--acme-ns)",
                 "QUIC/UDP listeners (--listen-udp)",
                 "HTTP CONNECT/redirect listener (--listen-http)",
                 "PROXY protocol (--proxy-protocol)",
@@ -169,6 +169,11 @@ class ServerOptionsTests(SynchronousTestCase):
             ((*BASE, "--proxy-buffer", "lots"), "--proxy-buffer"),
             ((*BASE, "--acme", "mailto:x"), "--acme"),
             ((*BASE, "--acme-ns", "ns1"), "--acme-ns"),
+            ((*BASE, "--acme", "acme://a@b.example@zone.example"), "--acme"),
+            ((*BASE, "--acme-directory", "http://127.0.0.1/dir"), "--acme-directory"),
+            ((*BASE, "--acme-directory", "https://h:99999/dir"), "--acme-directory"),
+            ((*BASE, "--acme-ca", "/nonexistent/ca.pem"), "--acme-ca"),
+            ((*BASE, "--acme-ca", __file__), "--acme-ca"),
             ((*BASE, "--acme-ns", "ns1.z/not-an-ip"), "--acme-ns"),
             ((*BASE, "--listen-rpc", "tcp://0.0.0.0:11180"), "--listen-rpc"),
             ((*BASE, "--listen-rpc", "http://x"), "--listen-rpc"),
@@ -184,6 +189,34 @@ class ServerOptionsTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, parse, *argv)
             self.assertIn(flag, str(e), argv)
             self.assertNotIn("\n", str(e))
+
+    def test_acmeServerFlags(self) -> None:
+        """
+        --acme-directory takes an https URL; --acme-ca reads the PEM trust
+        roots of the ACME server's HTTPS.
+        """
+        from suite.pki.ca import mintCA
+        from suite.pki.keys import certificateToPEM
+
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(certificateToPEM(mintCA("test ACME TLS CA", days=1)[0]))
+        o = parse(
+            *BASE,
+            "--apex",
+            "example.test",
+            "--acme",
+            "acme://ops@example.test@acme.test",
+            "--acme-directory",
+            "https://127.0.0.1:14000/dir",
+            "--acme-ca",
+            path,
+        )
+        self.assertEqual(o["acme"], ("ops@example.test", "acme.test"))
+        self.assertEqual(o["acme-directory"], "https://127.0.0.1:14000/dir")
+        [pem] = o["acme-ca-pems"]
+        self.assertTrue(pem.startswith(b"-----BEGIN CERTIFICATE-----"))
+        self.assertEqual(o.laterFeatures(), [])  # type: ignore[attr-defined]
 
     def test_remoteRPCNeedsConsent(self) -> None:
         """
@@ -334,6 +367,8 @@ class CommandLineTests(TestCase):
             "--apex",
             "--acme",
             "--acme-ns",
+            "--acme-directory",
+            "--acme-ca",
             "--join",
             "--virtual",
             "--advertise-addr",

@@ -1,9 +1,11 @@
 """
 The one TLS port: certificate choice by SNI, protocol choice by ALPN.
 
-  - SNI an apex or a name under one: the public certificate (self-signed
-    for the apexes unless ACME supplies one), no client certificate asked;
-    ALPN C{h2}, C{http/1.1} or C{specter-tcp/1}.
+  - SNI an apex or a name under one: a public certificate, no client
+    certificate asked; ALPN C{h2}, C{http/1.1} or C{specter-tcp/1}.  The
+    apex and names one label under it get the apex's ACME certificate once
+    there is one (L{PublicCertificates.install}), everything else under an
+    apex the self-signed certificate of all apexes.
   - any other SNI (or none): the node certificate, a client certificate
     asked for and verified against C{ca.crt} and C{client-ca.crt}; ALPN
     C{specter-tunnel/1} (client certificate from the client CA required),
@@ -31,7 +33,7 @@ from suite.specter.gateway.proxyproto import headerless
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
 from suite.specter.tunnel.mux import noDelay
 
-__all__ = ["GatewayFactory", "makeTLSFactory", "selfSignedCertificate", "VISITOR_ALPNS"]
+__all__ = ["GatewayFactory", "PublicCertificates", "makeTLSFactory", "selfSignedCertificate", "VISITOR_ALPNS"]
 
 log = Logger()
 VISITOR_ALPNS = [b"h2", b"http/1.1"]
@@ -77,6 +79,75 @@ def selfSignedCertificate(directory: str, apexes: list[str]) -> tuple[Any, Any, 
     return cert, key, certPath
 
 
+class PublicCertificates:
+    """
+    The OpenSSL contexts of the public names, chosen by SNI: the
+    self-signed one for every apex until an apex's own certificate (ACME:
+    the apex and its wildcard) is installed.  Installing builds a new
+    context and makes it the one new handshakes get; connections made with
+    the previous one keep it.
+
+    @ivar notAfter: expiry (seconds since the epoch) of each installed
+        certificate, by apex.
+    """
+
+    PROTOCOLS = [*VISITOR_ALPNS, TCP_ALPN]
+
+    def __init__(self, apexes: list[str], certificate: Any, key: Any) -> None:
+        self.apexes = [a.lower().rstrip(".") for a in apexes]
+        self.default = self._context(certificate, key, [])
+        self.byApex: dict[str, SSL.Context] = {}
+        self.notAfter: dict[str, float] = {}
+
+    def _context(self, certificate: Any, key: Any, chain: list[Any]) -> SSL.Context:
+        from suite.pki.tls import publicServerContextFactory
+
+        options = publicServerContextFactory(
+            certificate, key, chain=chain, acceptableProtocols=self.PROTOCOLS
+        )
+        context: SSL.Context = options.getContext()
+        return context
+
+    def contextFor(self, name: str) -> SSL.Context | None:
+        """
+        The context for SNI C{name}, or L{None} if it is not a public name.
+        """
+        name = name.rstrip(".").lower()
+        for apex in self.apexes:
+            if name == apex:
+                return self.byApex.get(apex, self.default)
+            if name.endswith("." + apex):
+                label = name[: -len(apex) - 1]
+                if "." not in label:
+                    return self.byApex.get(apex, self.default)
+                return self.default
+        return None
+
+    def install(self, apex: str, chainPEM: bytes, keyPEM: bytes) -> None:
+        """
+        Serve C{apex} and the names one label under it with this
+        certificate (PEM chain, leaf first, and its private key) from the
+        next handshake on.
+
+        @raise ValueError: if C{apex} is not one of the apexes, or the key
+            does not belong to the certificate.
+        """
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        apex = apex.lower().rstrip(".")
+        if apex not in self.apexes:
+            raise ValueError(f"{apex!r} is not an apex of this gateway")
+        chain = x509.load_pem_x509_certificates(chainPEM)
+        key = load_pem_private_key(keyPEM, None)
+        try:
+            context = self._context(chain[0], key, chain[1:])
+            context.check_privatekey()
+        except SSL.Error as e:
+            raise ValueError(f"the certificate of {apex} does not match its key: {e}") from None
+        self.byApex[apex] = context
+        self.notAfter[apex] = chain[0].not_valid_after_utc.timestamp()
+
+
 def makeTLSFactory(
     gateway: Gateway,
     bundle: Any,
@@ -85,26 +156,34 @@ def makeTLSFactory(
     wrapped: Factory,
     extraALPNs: list[bytes],
     clock: Any = None,
+    certificates: PublicCertificates | None = None,
 ) -> TLSMemoryBIOFactory:
     """
-    The TLS wrapper of the gateway port.
+    The TLS wrapper of the gateway port; public names get their context
+    from C{certificates} (made from C{publicCert}/C{publicKey} if not given).
     """
-    from suite.pki.tls import publicServerContextFactory, serverContextFactory
+    from suite.pki.tls import serverContextFactory
 
+    if certificates is None:
+        certificates = PublicCertificates(gateway.config.apexes, publicCert, publicKey)
     nodeCreator = serverContextFactory(
         bundle,
         requireClientCert=False,
         trustClientCA=bundle.clientCACert is not None,
         acceptableProtocols=[TUNNEL_ALPN, OVERLAY_ALPN, *extraALPNs, *VISITOR_ALPNS, TCP_ALPN],
     )
-    public = publicServerContextFactory(publicCert, publicKey, acceptableProtocols=[*VISITOR_ALPNS, TCP_ALPN])
-    publicContext = public.getContext()
     nodeContext = nodeCreator.options.getContext()
 
     def chooseCertificate(connection: SSL.Connection) -> None:
         name = connection.get_servername()
-        if name and gateway.isPublicName(name.decode("ascii", "replace")):
-            connection.set_context(publicContext)
+        if not name:
+            return
+        text = name.decode("ascii", "replace")
+        if not gateway.isPublicName(text):
+            return
+        context = certificates.contextFor(text)
+        if context is not None:
+            connection.set_context(context)
             connection.set_verify(SSL.VERIFY_NONE, None)
 
     nodeContext.set_tlsext_servername_callback(chooseCertificate)

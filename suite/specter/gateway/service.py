@@ -18,7 +18,12 @@ from twisted.logger import Logger
 from suite.daemon import ConfigError
 from suite.specter.gateway.core import Gateway, GatewayConfig
 from suite.specter.gateway.interfaces import IRouteStore
-from suite.specter.gateway.listener import GatewayFactory, makeTLSFactory, selfSignedCertificate
+from suite.specter.gateway.listener import (
+    GatewayFactory,
+    PublicCertificates,
+    makeTLSFactory,
+    selfSignedCertificate,
+)
 
 __all__ = ["GatewayService", "makeGatewayService"]
 
@@ -40,6 +45,7 @@ class GatewayService(MultiService):
         self.extraListeners: list[tuple[str, Any]] = []
         self._trigger: Any = None
         self.h3: Any = None
+        self.certificates: PublicCertificates | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -115,12 +121,16 @@ def makeGatewayService(
     site = makeH2Site(gateway, reactor)
     factory = GatewayFactory(gateway, bundle, site=site, transportBuffer=config.transportBuffer)
     factory.extra.update(extra or {})
-    tls: Any = makeTLSFactory(gateway, bundle, cert, key, factory, list(factory.extra), reactor)
+    certificates = PublicCertificates(config.apexes, cert, key)
+    tls: Any = makeTLSFactory(
+        gateway, bundle, cert, key, factory, list(factory.extra), reactor, certificates=certificates
+    )
     if proxyProtocol:
         from suite.specter.gateway.proxyproto import ProxyHeaderFactory
 
         tls = ProxyHeaderFactory(tls, allowHeaderless=True)
     service = GatewayService(gateway, tls, endpoints, reactor)
+    service.certificates = certificates
     if udpBinds:
         from suite.specter.gateway.h3 import H3Server, isAsyncioReactor
 

@@ -111,11 +111,17 @@ class _Overlay(Resource):
 
 
 def mountTunnelViews(
-    admin: Resource, gateway: Gateway, user: str | None, password: str | None, ldapChecker: Any = None
+    admin: Resource,
+    gateway: Gateway,
+    user: str | None,
+    password: str | None,
+    ldapChecker: Any = None,
+    more: dict[bytes, Resource] | None = None,
 ) -> None:
     """
-    Add C{/_internal/tunnels} to the helper site when credentials are set
-    (a static account and/or an LDAP bind checker, like the rest of
+    Add C{/_internal/tunnels} (and the views in C{more}, such as
+    C{/_internal/acme}) to the helper site when credentials are set (a
+    static account and/or an LDAP bind checker, like the rest of
     C{/_internal}; without them the whole tree stays absent).
     """
     checkers: list[Any] = []
@@ -136,6 +142,8 @@ def mountTunnelViews(
         b"tunnels": requireBasicAuth(TunnelViews(gateway), checkers, realm="specter"),
         b"pki": requireBasicAuth(pki, checkers, realm="specter"),
     }
+    for name, view in (more or {}).items():
+        extra[name] = requireBasicAuth(view, checkers, realm="specter")
     if existing is None:
         inner = Resource()
         for name, child in extra.items():

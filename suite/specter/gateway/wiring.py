@@ -123,16 +123,17 @@ def observeGateway(
     user: str | None,
     password: str | None,
     ldapChecker: Any = None,
+    more: dict[bytes, Any] | None = None,
 ) -> None:
     """
     Show the gateway on the helper site: its metrics in C{registry}
-    (C{/metrics}) and C{/_internal/tunnels} behind the C{/_internal}
-    credentials.
+    (C{/metrics}) and C{/_internal/tunnels} (plus C{more} views, e.g.
+    C{acme}) behind the C{/_internal} credentials.
     """
     from suite.specter.gateway.views import GatewayCollector, apexResource, mountTunnelViews
 
     registry.register(GatewayCollector(service.gateway))
-    mountTunnelViews(helper, service.gateway, user, password, ldapChecker)
+    mountTunnelViews(helper, service.gateway, user, password, ldapChecker, more)
     apex = apexResource(helper)
     if apex is not None:
         service.gateway.setApexResource(apex)
