@@ -29,7 +29,7 @@ from suite.specter.gateway.core import TCP_ALPN, TUNNEL_ALPN, Gateway, GatewayLi
 from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
 from suite.specter.gateway.proxyproto import headerless
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
-from suite.specter.tunnel.mux import noDelay
+from suite.specter.tunnel.mux import eagerWrites, noDelay
 
 __all__ = ["GatewayFactory", "makeTLSFactory", "selfSignedCertificate", "VISITOR_ALPNS"]
 
@@ -185,6 +185,7 @@ class GatewayFactory(Factory):
 
     def _tuneBuffer(self, tls: Any) -> None:
         noDelay(tls)
+        eagerWrites(tls)
         if self.transportBuffer:
             inner = getattr(tls, "transport", None)
             if inner is not None and hasattr(inner, "bufferSize"):
