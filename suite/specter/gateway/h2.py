@@ -13,6 +13,7 @@ from __future__ import annotations
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
+import priority
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -20,6 +21,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web._newclient import Request as ClientRequest
 from twisted.web.client import FileBodyProducer
@@ -33,7 +35,7 @@ from suite.specter.tunnel.mux import LocalSide, Stream
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
 
-__all__ = ["TunnelResource", "makeH2Site"]
+__all__ = ["TunnelResource", "makeH2Site", "BatchingH2Connection", "h2Channel"]
 
 log = Logger()
 _HOP = {
@@ -166,7 +168,11 @@ class TunnelResource(Resource):
 
     isLeaf = True
 
-    maxIdle = 32
+    #: Idle persistent streams kept per link (each holds one connection to
+    #: the target on the client side); as many as the HTTP/2 requests in
+    #: flight at once, so a busy visitor does not open and close a stream
+    #: (and a target connection) per request.
+    maxIdle = 256
 
     def __init__(self, gateway: Gateway) -> None:
         super().__init__()
@@ -662,6 +668,83 @@ class _Immediate:
                 pass
 
         return _Task()
+
+
+class BatchingH2Connection(H2Connection):
+    """
+    Twisted's HTTP/2 server connection, sending up to C{framesPerTurn}
+    queued frames per reactor turn instead of one.
+
+    Twisted's sending loop writes one DATA frame (or one end of stream) and
+    then reschedules itself with C{callLater(0)}, so a connection with many
+    short responses in flight needs two reactor turns per response; the TLS
+    layer below already gathers the writes of one turn into one record.
+    Priority order, flow control and transport back-pressure are the same
+    as Twisted's: the loop stops when no stream can send, when the
+    transport pauses us, or after C{framesPerTurn} frames.
+    """
+
+    framesPerTurn = 64
+    transport: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # what Twisted's protocol switcher does for an upgraded channel
+        self.transport.registerProducer(self, True)
+
+    def _sendPrioritisedData(self, *args: Any) -> None:
+        for _ in range(self.framesPerTurn):
+            if not self._stillProducing:
+                return
+            stream = None
+            while stream is None:
+                try:
+                    stream = next(self.priority)
+                except priority.DeadlockError:
+                    # every stream is blocked or idle: wait for data
+                    assert self._sendingDeferred is None
+                    self._sendingDeferred = Deferred()
+                    self._sendingDeferred.addCallback(self._sendPrioritisedData)
+                    return
+            if self._consumerBlocked is not None:
+                self._consumerBlocked.addCallback(self._sendPrioritisedData)
+                return
+            self.resetTimeout()
+            remainingWindow = self.conn.local_flow_control_window(stream)
+            frameData = self._outboundStreamQueues[stream].popleft()
+            maxFrameSize = min(self.conn.max_outbound_frame_size, remainingWindow)
+            if frameData is _END_STREAM_SENTINEL:
+                self.conn.end_stream(stream)
+                self.transport.write(self.conn.data_to_send())
+                self._requestDone(stream)
+            else:
+                if len(frameData) > maxFrameSize:
+                    excessData = frameData[maxFrameSize:]
+                    frameData = frameData[:maxFrameSize]
+                    self._outboundStreamQueues[stream].appendleft(excessData)
+                if frameData:
+                    self.conn.send_data(stream, frameData)
+                    self.transport.write(self.conn.data_to_send())
+                if not self._outboundStreamQueues[stream]:
+                    self.priority.block(stream)
+                if self.remainingOutboundWindow(stream) <= 0:
+                    self.streams[stream].flowControlBlocked()
+        self._reactor.callLater(0, self._sendPrioritisedData)
+
+
+def h2Channel(site: Site, addr: Any) -> BatchingH2Connection:
+    """
+    The HTTP/2 channel for a connection that negotiated C{h2}, set up as
+    Twisted's protocol switcher sets up its own.
+    """
+    generic: Any = site.buildProtocol(addr)  # the site's reactor, timeout and request factory
+    channel: Any = BatchingH2Connection(site.reactor)
+    channel.requestFactory = site.requestFactory
+    channel.site = site
+    channel.factory = site
+    channel.timeOut = generic.timeOut
+    channel.callLater = generic.callLater
+    return channel  # type: ignore[no-any-return]
 
 
 def makeH2Site(gateway: Gateway, reactor: Any) -> Site:

@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from suite.daemon import ConfigError
 from suite.specter.gateway.core import TCP_ALPN, TUNNEL_ALPN, Gateway, GatewayLink
+from suite.specter.gateway.h2 import h2Channel
 from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
 from suite.specter.gateway.proxyproto import headerless
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
@@ -207,7 +208,7 @@ class GatewayFactory(Factory):
         if alpn == b"h2":
             if self.site is None:
                 return None
-            return self.site.buildProtocol(tls.getPeer())  # type: ignore[no-any-return]
+            return h2Channel(self.site, tls.getPeer())
         if alpn == TCP_ALPN:
             return TCPVisitor(self.gateway)
         if alpn == TUNNEL_ALPN:

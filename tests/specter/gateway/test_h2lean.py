@@ -250,3 +250,82 @@ class LeanExchangeTests(SynchronousTestCase):
         self.answer(client, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
         self.assertEqual((request.code, request.body), (None, b""))
         self.assertEqual(self.resource.leanIdle[id(self.link)], [client])
+
+
+class BatchingH2Tests(SynchronousTestCase):
+    """
+    L{BatchingH2Connection} sends the frames queued by many streams in one
+    reactor turn, and still stops while its transport is paused.
+    """
+
+    def setUp(self) -> None:
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection as ClientConnection
+        from twisted.internet.task import Clock
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        from suite.specter.gateway.h2 import BatchingH2Connection, h2Channel
+
+        class _Hello(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                return b"hello"
+
+        self.clock = Clock()
+        self.channel = h2Channel(Site(_Hello(), reactor=self.clock), None)
+        self.assertIsInstance(self.channel, BatchingH2Connection)
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+        self.assertIs(self.transport.producer, self.channel)
+        self.client = ClientConnection(H2Configuration(client_side=True))
+        self.client.initiate_connection()
+        self.ended: list[int] = []
+
+    def request(self, count: int) -> None:
+        headers = [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "a.test")]
+        for i in range(count):
+            self.client.send_headers(1 + 2 * i, headers, end_stream=True)
+        self.channel.dataReceived(self.client.data_to_send())
+
+    def turn(self) -> None:
+        """
+        One reactor turn: run the calls that were due when it started (not
+        the ones they schedule, as C{Clock.advance} would).
+        """
+        from h2.events import StreamEnded
+
+        due = [c for c in self.clock.calls if c.getTime() <= self.clock.seconds()]
+        for call in due:
+            if call in self.clock.calls:
+                self.clock.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
+        events = self.client.receive_data(self.transport.value())
+        self.transport.clear()
+        self.ended += [e.stream_id for e in events if isinstance(e, StreamEnded)]
+
+    def test_manyResponsesOneTurn(self) -> None:
+        """
+        Twenty short responses go out within one reactor turn (Twisted's own
+        loop sends one frame per turn: forty turns).
+        """
+        self.request(20)
+        self.turn()
+        self.assertEqual(sorted(self.ended), [1 + 2 * i for i in range(20)])
+
+    def test_pausedTransportStopsSending(self) -> None:
+        """
+        While the transport has paused the connection nothing is sent; it
+        carries on when resumed.
+        """
+        self.turn()
+        self.channel.pauseProducing()
+        self.request(5)
+        self.turn()
+        self.turn()
+        self.assertEqual(self.ended, [])
+        self.channel.resumeProducing()
+        self.turn()
+        self.assertEqual(sorted(self.ended), [1, 3, 5, 7, 9])
