@@ -16,7 +16,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.specter.tunnel.machine import Backoff, TunnelLifecycle, newLifecycle
-from suite.specter.tunnel.mux import DEFAULT_CHUNK, DEFAULT_WINDOW, Link, LocalSide, Stream, noDelay
+from suite.specter.tunnel.mux import (
+    DEFAULT_CHUNK,
+    DEFAULT_WINDOW,
+    Link,
+    LocalSide,
+    Stream,
+    eagerWrites,
+    noDelay,
+)
 
 __all__ = [
     "ClientLink",
@@ -75,6 +83,7 @@ class TargetSide(LocalSide):
 
     def connectionMade(self) -> None:
         noDelay(self.transport)
+        eagerWrites(self.transport)
         if self.header:
             self.transport.write(self.header)
         self.pendingStream.attach(self)

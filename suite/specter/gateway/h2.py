@@ -1,8 +1,11 @@
 """
-HTTP/2 visitors: Twisted's H2 server terminates HTTP/2; each request opens
-a tunnel stream and is replayed as one HTTP/1.1 request (Twisted's
-HTTP/1.1 client protocol running over the stream), whose response is
-streamed back with back-pressure both ways.
+HTTP/2 visitors: Twisted's H2 server terminates HTTP/2; each request is
+replayed as one HTTP/1.1 request on a pooled, persistent tunnel stream,
+whose response is streamed back with back-pressure both ways.  HTTP/2 uses
+a small HTTP/1.1 exchange of its own (L{_LeanClient}: the request written
+as bytes, the response head and body framing parsed straight into the
+visitor's request); HTTP/3 goes through Twisted's HTTP/1.1 client protocol
+(L{TunnelResource.forward}).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
+import priority
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -17,6 +21,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web._newclient import Request as ClientRequest
 from twisted.web.client import FileBodyProducer
@@ -30,7 +35,7 @@ from suite.specter.tunnel.mux import LocalSide, Stream
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
 
-__all__ = ["TunnelResource", "makeH2Site"]
+__all__ = ["TunnelResource", "makeH2Site", "BatchingH2Connection", "h2Channel"]
 
 log = Logger()
 _HOP = {
@@ -163,12 +168,17 @@ class TunnelResource(Resource):
 
     isLeaf = True
 
-    maxIdle = 32
+    #: Idle persistent streams kept per link (each holds one connection to
+    #: the target on the client side); as many as the HTTP/2 requests in
+    #: flight at once, so a busy visitor does not open and close a stream
+    #: (and a target connection) per request.
+    maxIdle = 256
 
     def __init__(self, gateway: Gateway) -> None:
         super().__init__()
         self.gateway = gateway
         self.idle: dict[int, list[_PooledClient]] = {}
+        self.leanIdle: dict[int, list[_LeanClient]] = {}
         self.altSvc: bytes | None = None
 
     def render(self, request: Request) -> Any:
@@ -274,39 +284,342 @@ class TunnelResource(Resource):
         producer = FileBodyProducer(BytesIO(body), cooperator=_Immediate()) if body else None
         return client.request(ClientRequest(method, uri, clean, producer, persistent=True)), outbound
 
+    def _leanConnection(self, peer: str, host: str, link: Any) -> _LeanClient:
+        """
+        An idle persistent HTTP/1.1 exchange (a tunnel stream) on C{link}
+        for the HTTP/2 front end, or a new one.
+        """
+        idle = self.leanIdle.get(id(link))
+        while idle:
+            client = idle.pop()
+            if not client.lost and not link.closed:
+                return client
+        stream: Stream = link.openStream({"kind": "http", "peer": peer, "host": host})
+        self.gateway.metrics.streamsOpened += 1
+        client = _LeanClient(self, link, stream)
+        side = _Side()
+        side.transport = client  # type: ignore[assignment]
+        stream.attach(side)
+        stream.onReset = client.resetReceived
+        return client
+
+    def releaseLean(self, client: _LeanClient) -> None:
+        """
+        An HTTP/2 exchange finished its response: keep its stream for reuse.
+        """
+        idle = self.leanIdle.setdefault(id(client.link), [])
+        if len(idle) < self.maxIdle and not client.lost:
+            client.outbound.resumeProducing()  # a paused visitor left no hold on the next one
+            idle.append(client)
+        else:
+            client.outbound.loseConnection()
+
+    def forgetLean(self, client: _LeanClient) -> None:
+        """
+        An HTTP/2 exchange's stream ended.
+        """
+        idle = self.leanIdle.get(id(client.link))
+        if idle is not None:
+            if client in idle:
+                idle.remove(client)
+            if not idle:
+                del self.leanIdle[id(client.link)]
+
     def _proxy(self, request: Request, host: str, link: Any) -> None:
         address = request.getClientAddress()
-        peer = f"{getattr(address, 'host', '?')}:{getattr(address, 'port', 0)}"
-        body = None
+        ip = getattr(address, "host", "?")
+        body = b""
         content = request.content
         if content is not None:
             content.seek(0)
-            body = content.read() or None
-        d, outbound = self.forward(
-            link, host, request.method, request.uri, request.requestHeaders, body, peer
-        )
+            body = content.read()
+        client = self._leanConnection(f"{ip}:{getattr(address, 'port', 0)}", host, link)
+        client.send(request, requestBytes(request, host, ip, body))
+        outbound = client.outbound
+        request.notifyFinish().addErrback(lambda f: outbound.loseConnection())
 
-        def respond(response: Any) -> None:
-            if request._disconnected:
+
+def requestBytes(request: Request, host: str, ip: str, body: bytes) -> bytes:
+    """
+    The HTTP/1.1 request a tunnel target sees for an HTTP/2 C{request}:
+    hop-by-hop headers dropped, C{Host} set to C{host}, C{X-Forwarded-Proto}
+    and C{X-Forwarded-For} replaced, C{Content-Length} for a body.
+    """
+    out = [request.method, b" ", request.uri, b" HTTP/1.1\r\nHost: ", host.encode(), b"\r\n"]
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        if name.lower() in _SKIP:
+            continue
+        for value in values:  # Headers already replaced any CR/LF in values
+            out += [name, b": ", value, b"\r\n"]
+    out += [b"X-Forwarded-Proto: https\r\nX-Forwarded-For: ", ip.encode("ascii", "replace"), b"\r\n"]
+    if body:
+        out += [b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body]
+    else:
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+_SKIP = _HOP | {b"content-length", b"x-forwarded-proto", b"x-forwarded-for"}
+#: Body framing of a response being read (besides a byte count).
+_CHUNKED = -1
+_UNTIL_CLOSE = -2
+#: Longest response head, or chunk-size/trailer line, accepted from a target.
+_HEAD_LIMIT = 64 * 1024
+
+
+class _BadResponse(Exception):
+    """
+    The target's response broke HTTP/1.1 framing.
+    """
+
+
+class _LeanClient:
+    """
+    One persistent HTTP/1.1 connection over a tunnel stream, serving one
+    HTTP/2 request at a time: it is the transport the stream writes the
+    target's bytes to, and parses them into the visitor's request.
+
+    The response is streamed: each body piece is written to the visitor as
+    it arrives; the visitor's HTTP/2 flow control pauses the tunnel stream
+    (L{_Outbound} is the request's producer), so nothing is buffered beyond
+    one read.
+    """
+
+    def __init__(self, resource: TunnelResource, link: Any, stream: Stream) -> None:
+        self.resource = resource
+        self.link = link
+        self.stream = stream
+        self.outbound = _Outbound(stream, self)  # type: ignore[arg-type]
+        self.lost = False
+        self.request: Request | None = None
+        self.method = b""
+        self.head = True
+        self.buffer = b""
+        self.remaining = 0
+        self.chunkState = 0  # 0: size line, 1: data, 2: CRLF after data, 3: trailers
+        self.chunkLeft = 0
+        self.persistent = True
+
+    def send(self, request: Request, data: bytes) -> None:
+        """
+        Send one request; its response goes to C{request}.
+        """
+        self.request = request
+        self.method = request.method
+        self.head = True
+        self.buffer = b""
+        self.stream.send(data)
+
+    # -- the stream writes the target's bytes here ------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.lost:
+            return
+        try:
+            if self.request is None:
+                raise _BadResponse("bytes from the target with no request outstanding")
+            if self.head:
+                data = self._head(data)
+                if self.head and self.request is not None:
+                    return  # the head is not complete yet
+            if self.request is not None:
+                if data:
+                    self._body(data)
+            elif data:
+                raise _BadResponse("bytes past the end of the response")
+        except (_BadResponse, ValueError) as e:
+            log.info(
+                "HTTP/2 exchange on tunnel stream {sid} broke: {error}", sid=self.stream.sid, error=str(e)
+            )
+            self.outbound.loseConnection()
+
+    def _head(self, data: bytes) -> bytes:
+        buf = self.buffer + data if self.buffer else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > _HEAD_LIMIT:
+                    raise _BadResponse("response head too long")
+                self.buffer = buf
+                return b""
+            lines = buf[:end].split(b"\r\n")
+            buf = buf[end + 4 :]
+            status = lines[0].split(b" ", 2)
+            if len(status) < 2 or not status[0].startswith(b"HTTP/1."):
+                raise _BadResponse("malformed status line")
+            code = int(status[1])
+            if 100 <= code < 200 and code != 101:
+                continue  # an interim answer (100 Continue): the real one follows
+            self.buffer = b""
+            self._respond(code, status[2] if len(status) > 2 else b"", status[0], lines[1:])
+            return buf
+
+    def _respond(self, code: int, phrase: bytes, version: bytes, lines: list[bytes]) -> None:
+        request = self.request
+        assert request is not None
+        headers = []
+        length = -1
+        chunked = False
+        persistent = version != b"HTTP/1.0"
+        for line in lines:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise _BadResponse("malformed header line")
+            name = name.strip()
+            value = value.strip()
+            lower = name.lower()
+            if lower in _HOP:
+                if lower == b"transfer-encoding":
+                    chunked = value.lower().endswith(b"chunked")
+                elif lower == b"connection" and b"close" in value.lower():
+                    persistent = False
+                continue
+            if lower == b"content-length":
+                length = int(value)
+                if length < 0:
+                    raise _BadResponse("negative Content-Length")
+            headers.append((name, value))
+        if self.method == b"HEAD" or code in (204, 304):
+            self.remaining = 0
+        elif chunked:
+            self.remaining = _CHUNKED
+            self.chunkState = 0
+        elif length >= 0:
+            self.remaining = length
+        else:
+            self.remaining = _UNTIL_CLOSE
+            persistent = False
+        self.persistent = persistent
+        self.head = False
+        if not request._disconnected:
+            request.setResponseCode(code, phrase)
+            raw = request.responseHeaders
+            for name, value in headers:
+                raw.addRawHeader(name, value)
+            altSvc = self.resource.altSvc
+            if altSvc:
+                raw.setRawHeaders(b"alt-svc", [altSvc])
+            request.registerProducer(self.outbound, True)
+        if self.remaining == 0:
+            self._done()
+
+    def _deliver(self, data: bytes) -> None:
+        request = self.request
+        if request is not None and not request._disconnected:
+            request.write(data)
+
+    def _body(self, data: bytes) -> None:
+        remaining = self.remaining
+        if remaining == _UNTIL_CLOSE:
+            self._deliver(data)
+        elif remaining == _CHUNKED:
+            self._chunked(data)
+        elif len(data) < remaining:
+            self.remaining = remaining - len(data)
+            self._deliver(data)
+        else:
+            if len(data) > remaining:
+                self.persistent = False  # bytes past the response: do not reuse
+                data = data[:remaining]
+            self.remaining = 0
+            self._deliver(data)
+            self._done()
+
+    def _chunked(self, data: bytes) -> None:
+        buf = self.buffer + data if self.buffer else data
+        self.buffer = b""
+        pos = 0
+        size = len(buf)
+        while pos < size:
+            state = self.chunkState
+            if state == 1:
+                take = min(self.chunkLeft, size - pos)
+                self._deliver(buf[pos : pos + take])
+                pos += take
+                self.chunkLeft -= take
+                if not self.chunkLeft:
+                    self.chunkState = 2
+                continue
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if size - pos > _HEAD_LIMIT:
+                    raise _BadResponse("chunk line too long")
+                self.buffer = buf[pos:]
                 return
-            request.setResponseCode(response.code, response.phrase)
-            for name, values in response.headers.getAllRawHeaders():
-                if name.lower() not in _HOP:
-                    request.responseHeaders.setRawHeaders(name, values)
-            if self.altSvc:
-                request.responseHeaders.setRawHeaders(b"alt-svc", [self.altSvc])
-            request.registerProducer(outbound, True)
-            response.deliverBody(_Body(request))
+            line = buf[pos:eol]
+            pos = eol + 2
+            if state == 0:
+                chunk = int(line.split(b";", 1)[0].strip(), 16)
+                if chunk < 0:
+                    raise _BadResponse("negative chunk size")
+                self.chunkState = 1 if chunk else 3
+                self.chunkLeft = chunk
+            elif state == 2:
+                if line:
+                    raise _BadResponse("chunk data longer than its size")
+                self.chunkState = 0
+            elif not line:  # the empty line after the trailers: the response is complete
+                if pos < size:
+                    self.persistent = False
+                self._done()
+                return
 
-        def failed(f: Failure) -> None:
-            if not request._disconnected and not request.startedWriting:
+    def _done(self) -> None:
+        request, self.request = self.request, None
+        self.head = True
+        self.buffer = b""
+        if request is not None and not request._disconnected:
+            if request.producer is not None:
+                request.unregisterProducer()
+            request.finish()
+        if self.persistent and not self.lost:
+            self.resource.releaseLean(self)
+        else:
+            self.outbound.loseConnection()
+
+    # -- the stream ended (CLOSE, RESET or our own close) --------------------------------
+    def resetReceived(self, reason: str) -> None:
+        """
+        The peer reset the stream (e.g. the target could not be reached).
+        """
+        self.loseConnection()
+
+    def loseConnection(self) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        self.resource.forgetLean(self)
+        if not self.stream.closeSent:
+            self.stream.sendClose()
+        else:
+            self.link.forget(self.stream.sid)
+        request, self.request = self.request, None
+        if request is None or request._disconnected:
+            return
+        if self.head:
+            if not request.startedWriting:
                 request.write(_page(request, 502, "the tunnel target did not answer"))
                 request.finish()
-            elif not request._disconnected:
+            else:
                 request.loseConnection()
+        elif self.remaining == _UNTIL_CLOSE:
+            if request.producer is not None:
+                request.unregisterProducer()
+            request.finish()
+        else:
+            request.loseConnection()
 
-        d.addCallbacks(respond, failed)
-        request.notifyFinish().addErrback(lambda f: outbound.loseConnection())
+    # -- the rest of the transport interface the stream uses ---------------------------
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
 
 
 class _PooledClient(HTTP11ClientProtocol):
@@ -355,6 +668,83 @@ class _Immediate:
                 pass
 
         return _Task()
+
+
+class BatchingH2Connection(H2Connection):
+    """
+    Twisted's HTTP/2 server connection, sending up to C{framesPerTurn}
+    queued frames per reactor turn instead of one.
+
+    Twisted's sending loop writes one DATA frame (or one end of stream) and
+    then reschedules itself with C{callLater(0)}, so a connection with many
+    short responses in flight needs two reactor turns per response; the TLS
+    layer below already gathers the writes of one turn into one record.
+    Priority order, flow control and transport back-pressure are the same
+    as Twisted's: the loop stops when no stream can send, when the
+    transport pauses us, or after C{framesPerTurn} frames.
+    """
+
+    framesPerTurn = 64
+    transport: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # what Twisted's protocol switcher does for an upgraded channel
+        self.transport.registerProducer(self, True)
+
+    def _sendPrioritisedData(self, *args: Any) -> None:
+        for _ in range(self.framesPerTurn):
+            if not self._stillProducing:
+                return
+            stream = None
+            while stream is None:
+                try:
+                    stream = next(self.priority)
+                except priority.DeadlockError:
+                    # every stream is blocked or idle: wait for data
+                    assert self._sendingDeferred is None
+                    self._sendingDeferred = Deferred()
+                    self._sendingDeferred.addCallback(self._sendPrioritisedData)
+                    return
+            if self._consumerBlocked is not None:
+                self._consumerBlocked.addCallback(self._sendPrioritisedData)
+                return
+            self.resetTimeout()
+            remainingWindow = self.conn.local_flow_control_window(stream)
+            frameData = self._outboundStreamQueues[stream].popleft()
+            maxFrameSize = min(self.conn.max_outbound_frame_size, remainingWindow)
+            if frameData is _END_STREAM_SENTINEL:
+                self.conn.end_stream(stream)
+                self.transport.write(self.conn.data_to_send())
+                self._requestDone(stream)
+            else:
+                if len(frameData) > maxFrameSize:
+                    excessData = frameData[maxFrameSize:]
+                    frameData = frameData[:maxFrameSize]
+                    self._outboundStreamQueues[stream].appendleft(excessData)
+                if frameData:
+                    self.conn.send_data(stream, frameData)
+                    self.transport.write(self.conn.data_to_send())
+                if not self._outboundStreamQueues[stream]:
+                    self.priority.block(stream)
+                if self.remainingOutboundWindow(stream) <= 0:
+                    self.streams[stream].flowControlBlocked()
+        self._reactor.callLater(0, self._sendPrioritisedData)
+
+
+def h2Channel(site: Site, addr: Any) -> BatchingH2Connection:
+    """
+    The HTTP/2 channel for a connection that negotiated C{h2}, set up as
+    Twisted's protocol switcher sets up its own.
+    """
+    generic: Any = site.buildProtocol(addr)  # the site's reactor, timeout and request factory
+    channel: Any = BatchingH2Connection(site.reactor)
+    channel.requestFactory = site.requestFactory
+    channel.site = site
+    channel.factory = site
+    channel.timeOut = generic.timeOut
+    channel.callLater = generic.callLater
+    return channel  # type: ignore[no-any-return]
 
 
 def makeH2Site(gateway: Gateway, reactor: Any) -> Site:

@@ -28,10 +28,11 @@ from zope.interface import implementer
 
 from suite.daemon import ConfigError
 from suite.specter.gateway.core import TCP_ALPN, TUNNEL_ALPN, Gateway, GatewayLink
+from suite.specter.gateway.h2 import h2Channel
 from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
 from suite.specter.gateway.proxyproto import headerless
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
-from suite.specter.tunnel.mux import noDelay
+from suite.specter.tunnel.mux import eagerWrites, noDelay
 
 __all__ = ["GatewayFactory", "PublicCertificates", "makeTLSFactory", "selfSignedCertificate", "VISITOR_ALPNS"]
 
@@ -264,6 +265,7 @@ class GatewayFactory(Factory):
 
     def _tuneBuffer(self, tls: Any) -> None:
         noDelay(tls)
+        eagerWrites(tls)
         if self.transportBuffer:
             inner = getattr(tls, "transport", None)
             if inner is not None and hasattr(inner, "bufferSize"):
@@ -285,7 +287,7 @@ class GatewayFactory(Factory):
         if alpn == b"h2":
             if self.site is None:
                 return None
-            return self.site.buildProtocol(tls.getPeer())  # type: ignore[no-any-return]
+            return h2Channel(self.site, tls.getPeer())
         if alpn == TCP_ALPN:
             return TCPVisitor(self.gateway)
         if alpn == TUNNEL_ALPN:

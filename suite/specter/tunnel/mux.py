@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -44,7 +45,16 @@ from suite.specter.tunnel.frames import (
     encodeWindow,
 )
 
-__all__ = ["Link", "Stream", "LocalSide", "noDelay", "closeTransport", "DEFAULT_WINDOW", "DEFAULT_CHUNK"]
+__all__ = [
+    "Link",
+    "Stream",
+    "LocalSide",
+    "noDelay",
+    "eagerWrites",
+    "closeTransport",
+    "DEFAULT_WINDOW",
+    "DEFAULT_CHUNK",
+]
 
 log = Logger()
 DEFAULT_WINDOW = 256 * 1024
@@ -66,6 +76,73 @@ def noDelay(transport: Any) -> None:
         transport = getattr(transport, "transport", None)
         if transport is None:
             return
+
+
+def _socketTransport(transport: Any) -> Any:
+    """
+    The L{tcp.Connection} under C{transport} (through TLS and PROXY header
+    wrappers), or L{None}.
+    """
+    for _ in range(4):
+        if isinstance(transport, tcp.Connection):
+            return transport
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
+def eagerWrites(transport: Any) -> None:
+    """
+    Make the TCP connection under C{transport} send at once when its write
+    buffer is empty, instead of registering for writability and sending on
+    the next reactor turn.
+
+    A plain Twisted TCP transport buffers every write, asks epoll to report
+    the socket writable (one C{epoll_ctl}), sends in C{doWrite} and then
+    unregisters (another C{epoll_ctl}): two extra system calls and one
+    extra reactor turn per small response.  Here a write to an idle
+    connection tries C{send()} directly; whatever the kernel did not take
+    (or an error) goes through the normal buffered path, so back-pressure
+    (C{bufferSize}, producers) and error handling are Twisted's own.
+    Writes are still batched one level up: TLS transports aggregate the
+    writes of a reactor turn into one record before they get here.
+    """
+    conn = _socketTransport(transport)
+    if conn is None or "write" in vars(conn):
+        return
+    conn.write = _EagerWrite(conn)
+
+
+class _EagerWrite:
+    """
+    The C{write} of one TCP connection made eager by L{eagerWrites}.
+    """
+
+    __slots__ = ("conn", "buffered")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.buffered = type(conn).write
+
+    def __call__(self, data: bytes) -> None:
+        conn = self.conn
+        if (
+            data
+            and not conn.dataBuffer
+            and not conn._tempDataBuffer
+            and conn.connected
+            and not conn.disconnecting
+            and not conn._writeDisconnecting
+            and not conn._writeDisconnected
+            and not conn.TLS
+        ):
+            sent = conn.writeSomeData(data)
+            if not isinstance(sent, Exception) and sent > 0:
+                if sent >= len(data):
+                    return
+                data = data[sent:]
+        self.buffered(conn, data)
 
 
 def closeTransport(transport: Any) -> None:
@@ -322,6 +399,7 @@ class Link(Protocol):
 
     def connectionMade(self) -> None:
         noDelay(self.transport)
+        eagerWrites(self.transport)
         self.transport.registerProducer(self, True)
 
     def write(self, data: bytes) -> None:

@@ -253,3 +253,172 @@ class InterfaceTests(SynchronousTestCase):
         self.assertTrue(
             verifyObject(IOpenSSLClientConnectionCreator, _InsecureCreator("a.example.test", b"x"))
         )
+
+
+class _FakeSocket:
+    """
+    A socket whose C{send} takes at most C{room} bytes (C{EAGAIN} at 0) or
+    fails with C{error}.
+    """
+
+    def __init__(self, room: int = 1 << 20) -> None:
+        self.room = room
+        self.sent: list[bytes] = []
+        self.error: int | None = None
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return 99
+
+    def send(self, data: Any) -> int:
+        import errno
+
+        if self.error is not None:
+            raise OSError(self.error, "send failed")
+        if self.room <= 0:
+            raise BlockingIOError(errno.EAGAIN, "would block")
+        taken = bytes(data[: self.room])
+        self.room -= len(taken)
+        self.sent.append(taken)
+        return len(taken)
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.paused = 0
+        self.resumed = 0
+
+    def pauseProducing(self) -> None:
+        self.paused += 1
+
+    def resumeProducing(self) -> None:
+        self.resumed += 1
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class EagerWriteTests(SynchronousTestCase):
+    """
+    L{eagerWrites}: a write to an idle TCP connection is sent at once; what
+    the kernel does not take goes through Twisted's buffered path.
+    """
+
+    def _connection(self, room: int = 1 << 20) -> tuple[Any, _FakeSocket, Any]:
+        from twisted.internet import tcp
+        from twisted.internet.protocol import Protocol
+        from twisted.internet.testing import MemoryReactor
+
+        from suite.specter.tunnel.mux import eagerWrites
+
+        reactor = MemoryReactor()
+        sock = _FakeSocket(room)
+        conn = tcp.Connection(sock, Protocol(), reactor)  # type: ignore[arg-type]
+        conn.connected = 1
+        eagerWrites(conn)
+        return conn, sock, reactor
+
+    def test_idleWriteSentAtOnce(self) -> None:
+        """
+        A write to a connection with nothing buffered is one C{send()}, and
+        the connection is not registered for writability.
+        """
+        conn, sock, reactor = self._connection()
+        conn.write(b"hello")
+        conn.write(b"world")
+        self.assertEqual(sock.sent, [b"hello", b"world"])
+        self.assertEqual(reactor.getWriters(), [])
+        self.assertEqual(conn.dataBuffer, b"")
+        self.assertEqual(conn._tempDataBuffer, [])
+
+    def test_partialSendBuffersRest(self) -> None:
+        """
+        What C{send()} did not take is buffered and written, in order, when
+        the socket is writable again; later writes queue behind it.
+        """
+        conn, sock, reactor = self._connection(room=3)
+        conn.write(b"abcdef")
+        conn.write(b"gh")
+        self.assertEqual(sock.sent, [b"abc"])
+        self.assertEqual(reactor.getWriters(), [conn])
+        sock.room = 100
+        conn.doWrite()
+        self.assertEqual(b"".join(sock.sent), b"abcdefgh")
+        self.assertEqual(reactor.getWriters(), [])
+        conn.write(b"ij")
+        self.assertEqual(sock.sent[-1], b"ij")
+
+    def test_wouldBlockBuffers(self) -> None:
+        """
+        A socket that takes nothing (C{EAGAIN}) leaves the whole write to the
+        buffered path.
+        """
+        conn, sock, reactor = self._connection(room=0)
+        conn.write(b"abc")
+        self.assertEqual(sock.sent, [])
+        self.assertEqual(conn._tempDataBuffer, [b"abc"])
+        self.assertEqual(reactor.getWriters(), [conn])
+
+    def test_backPressureStillPausesProducer(self) -> None:
+        """
+        A streaming producer is paused once the unsent part exceeds the
+        connection's buffer size, and resumed when it drains.
+        """
+        conn, sock, reactor = self._connection(room=10)
+        conn.bufferSize = 16
+        producer = _Producer()
+        conn.registerProducer(producer, True)
+        conn.write(b"x" * 10)
+        self.assertEqual(producer.paused, 0)
+        conn.write(b"y" * 20)
+        self.assertEqual(producer.paused, 1)
+        sock.room = 100
+        conn.doWrite()
+        self.assertEqual(producer.resumed, 1)
+        self.assertEqual(b"".join(sock.sent), b"x" * 10 + b"y" * 20)
+
+    def test_errorLeftToReactor(self) -> None:
+        """
+        A failing C{send()} does not lose the connection inside C{write};
+        the data is buffered and the reactor's C{doWrite} reports the loss.
+        """
+        import errno
+
+        from twisted.internet import main
+
+        conn, sock, reactor = self._connection()
+        sock.error = errno.EPIPE
+        conn.write(b"abc")
+        self.assertEqual(reactor.getWriters(), [conn])
+        self.assertIs(conn.doWrite(), main.CONNECTION_LOST)
+
+    def test_closingConnectionBuffers(self) -> None:
+        """
+        Once C{loseConnection} was called, writes take Twisted's path.
+        """
+        conn, sock, reactor = self._connection()
+        conn.loseConnection()
+        conn.write(b"late")
+        self.assertEqual(sock.sent, [])
+
+    def test_foundThroughWrappers(self) -> None:
+        """
+        L{eagerWrites} finds the TCP connection under TLS-like wrappers,
+        installs itself once, and ignores transports without a socket.
+        """
+        from suite.specter.tunnel.mux import _EagerWrite, eagerWrites
+
+        conn, sock, reactor = self._connection()
+        installed = conn.write
+
+        class _Wrapper:
+            transport = conn
+
+        eagerWrites(_Wrapper())
+        self.assertIs(conn.write, installed)
+        self.assertIsInstance(installed, _EagerWrite)
+        plain = StringTransport()
+        eagerWrites(plain)
+        self.assertNotIn("write", vars(plain))
