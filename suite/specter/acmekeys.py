@@ -13,6 +13,13 @@ Every member of the set is answered as one TXT record, so the values for an
 apex and its wildcard (two authorizations at one name) are served together.
 A token name whose set is empty does not exist (NXDOMAIN); C{managed} always
 exists.  Labels are stored lower-case.
+
+A custom domain (C{specter client acme DOMAIN}) is one JSON record:
+
+    acme/custom/<domain>   {"domain", "token", "owner", "hostname", "validated"}
+
+whose C{token} names its challenge set: C{_acme-challenge.<domain>} is a
+CNAME to C{<token>.<ACME_ZONE>}.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from typing import Any
 
 __all__ = [
     "CHALLENGE_PREFIX",
+    "CUSTOM_PREFIX",
+    "customKey",
+    "validDomain",
     "MANAGED",
     "MAX_VALUE",
     "challengeKey",
@@ -35,6 +45,11 @@ __all__ = [
 
 #: KV key prefix of every challenge set.
 CHALLENGE_PREFIX = b"acme/challenge/"
+
+#: KV key prefix of custom-domain records.
+CUSTOM_PREFIX = b"acme/custom/"
+
+_HOSTLABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 #: The label apex certificates use: C{_acme-challenge.<apex>} is a CNAME to
 #: C{managed.<ACME_ZONE>}.
@@ -63,6 +78,30 @@ def challengeKey(label: str) -> bytes:
     if not validLabel(label):
         raise ValueError(f"{label!r} is not a valid challenge label")
     return CHALLENGE_PREFIX + label.encode("ascii")
+
+
+def validDomain(domain: str) -> bool:
+    """
+    Whether C{domain} (lower-case, no trailing dot) is a hostname of at least
+    two labels that can have a certificate of its own (no wildcard, no IP
+    address, at most 253 characters).
+    """
+    if not domain or len(domain) > 253:
+        return False
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_HOSTLABEL.match(label) for label in labels):
+        return False
+    return not labels[-1].isdigit()
+
+
+def customKey(domain: str) -> bytes:
+    """
+    The KV key of the record of custom domain C{domain}.
+    """
+    domain = domain.rstrip(".").lower()
+    if not validDomain(domain):
+        raise ValueError(f"{domain!r} is not a valid domain name")
+    return CUSTOM_PREFIX + domain.encode("ascii")
 
 
 def newToken() -> str:

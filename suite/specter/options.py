@@ -90,6 +90,12 @@ class ServerOptions(ListenMixin, DaemonOptions):
             None,
             "PEM file of extra trust roots for the ACME server's HTTPS (default: the system roots).",
         ],
+        [
+            "dns-resolver",
+            None,
+            None,
+            "DNS server HOST[:PORT] (default port 53) used to check custom domains' _acme-challenge CNAMEs (default: the system resolver).",
+        ],
         ["join", None, None, "Advertise address HOST:PORT of a ring member to join (seed starts without)."],
         ["virtual", None, "5", "Virtual nodes (vnodes) per process."],
         [
@@ -235,6 +241,8 @@ class ServerOptions(ListenMixin, DaemonOptions):
                 raise ConfigError("--acme: certificates are for the --apex names; give at least one --apex")
         self["acme-directory"] = _checkDirectory(self["acme-directory"])
         self["acme-ca-pems"] = _readTrustRoots(self["acme-ca"]) if self["acme-ca"] else []
+        if self["dns-resolver"]:
+            self["dns-resolver"] = parseHostPort("--dns-resolver", self["dns-resolver"], 53)
         user, password = self["auth_user"], self["auth_pass"]
         if bool(user) != bool(password):
             raise ConfigError(

@@ -253,6 +253,7 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         views: dict[bytes, Any] = {}
         if options["acme"]:
             from suite.specter.acme import ACMECollector, ACMEInventory, makeACMEService
+            from suite.specter.customdomains import makeCustomDomains
 
             certificates = gatewayService.certificates
             assert certificates is not None
@@ -261,6 +262,7 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
                 certificates.install(name, stored.chainPEM, stored.keyPEM)
 
             acme = makeACMEService(options, node, reactor, install)
+            gatewayService.gateway.customDomains = makeCustomDomains(options, node, reactor)
             acme.setServiceParent(root)
             registry.register(ACMECollector(acme))  # type: ignore[arg-type]
             views[b"acme"] = ACMEInventory(

@@ -93,6 +93,35 @@ class ReleaseOptions(_HostOptions):
     """
 
 
+class AcmeOptions(usage.Options):
+    """
+    C{acme DOMAIN [--hostname H] [--remove]}: claim a custom domain (print
+    the CNAME to publish) or forget it.
+    """
+
+    optFlags = [["remove", None, "Forget the custom domain (its record in the ring KV)."]]
+    optParameters = [
+        [
+            "hostname",
+            None,
+            None,
+            "Your tunnel hostname that serves DOMAIN (default: your only one).",
+        ]
+    ]
+
+    def parseArgs(self, domain: str) -> None:  # type: ignore[override]
+        self["domain"] = domain.strip().rstrip(".").lower()
+
+
+class ValidateOptions(usage.Options):
+    """
+    C{validate DOMAIN}: have the gateway check the CNAME printed by C{acme}.
+    """
+
+    def parseArgs(self, domain: str) -> None:  # type: ignore[override]
+        self["domain"] = domain.strip().rstrip(".").lower()
+
+
 class EnrollOptions(usage.Options):
     """
     C{enroll URL --name NAME}: get a client certificate from a server's
@@ -156,8 +185,8 @@ class ClientOptions(usage.Options):
         ["connect", None, ConnectOptions, "Raw TCP to HOST through the gateway on stdin/stdout."],
         ["release", None, ReleaseOptions, "Release a hostname you own."],
         ["enroll", None, EnrollOptions, "Get a client certificate from a server's /_internal/pki/client."],
-        ["acme", None, _HostOptions, "Custom domain: get the CNAME to publish (not implemented yet)."],
-        ["validate", None, _HostOptions, "Custom domain: validate it (not implemented yet)."],
+        ["acme", None, AcmeOptions, "Custom domain: get the _acme-challenge CNAME to publish."],
+        ["validate", None, ValidateOptions, "Custom domain: check that CNAME and validate the domain."],
     ]
 
     def __init__(self) -> None:
@@ -172,7 +201,9 @@ class ClientOptions(usage.Options):
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise ConfigError("client: a command is required: tunnel, ls, connect, release")
+            raise ConfigError(
+                "client: a command is required: tunnel, ls, connect, release, enroll, acme, validate"
+            )
         if not self["server"]:
             self["server"] = [
                 v.strip() for v in os.environ.get("SPECTER_SERVER", DEFAULT_SERVER).split(",") if v.strip()
@@ -452,7 +483,34 @@ async def _run(reactor: Any, options: ClientOptions) -> int:
         return await _connect(reactor, options)
     if command == "enroll":
         return await _enroll(reactor, options)
-    raise notImplementedYet(f"specter client {command} (custom domains)")
+    if command == "acme":
+        sub = options.subOptions
+        message: dict[str, Any] = {"t": "acme", "id": 1, "domain": sub["domain"]}
+        if sub["remove"]:
+            message["remove"] = True
+        elif sub["hostname"]:
+            message["hostname"] = sub["hostname"]
+        result = await _command(reactor, options, message)
+        if result.get("removed"):
+            sys.stdout.write(f"removed {result.get('domain')}\n")
+            return 0
+        sys.stdout.write(f"{result.get('name')}. CNAME {result.get('cname')}.\n")
+        sys.stderr.write(
+            f"publish this record, then run 'specter client validate {result.get('domain')}' "
+            f"(served by {result.get('hostname')})\n"
+        )
+        return 0
+    if command == "validate":
+        result = await _command(
+            reactor, options, {"t": "validate", "id": 1, "domain": options.subOptions["domain"]}
+        )
+        sys.stdout.write(f"{result.get('domain')}. CNAME {result.get('target')}.\n")
+        sys.stderr.write(
+            f"{result.get('domain')} is validated (served by {result.get('hostname')}); point it at "
+            f"{result.get('target')} as above\n"
+        )
+        return 0
+    raise notImplementedYet(f"specter client {command}")
 
 
 def runClient(options: ClientOptions, argv0: str = "specter client") -> int:

@@ -90,6 +90,9 @@ class Gateway:
         self.altSvc: bytes | None = None
         self.apexResource: Any = None
         self.apexSite: Any = None
+        #: The L{suite.specter.customdomains.CustomDomains} answering
+        #: C{specter client acme|validate}; None: custom domains are off.
+        self.customDomains: Any = None
 
     def setApexResource(self, resource: Any) -> None:
         """
@@ -228,6 +231,8 @@ class GatewayLink(Link):
             "ls": self._ls,
             "release": self._release,
             "ping": self._ping,
+            "acme": self._acme,
+            "validate": self._validate,
         }.get(str(kind))
         if handler is None:
             self.sendControl({"t": "error", "id": rid, "reason": f"unknown control message {kind!r}"})
@@ -235,8 +240,9 @@ class GatewayLink(Link):
         d = Deferred.fromCoroutine(handler(message))
 
         def failed(f: Failure) -> None:
-            reason = f.getErrorMessage() if f.check(RouteOwned, ValueError) else "internal error, try again"
-            if not f.check(RouteOwned, ValueError):
+            expected = f.check(RouteOwned, ValueError)
+            reason = f.getErrorMessage() if expected else "internal error, try again"
+            if not expected:
                 log.failure("control message {kind} failed", f, kind=kind)
             self.sendControl({"t": "error", "id": rid, "reason": reason})
 
@@ -310,6 +316,64 @@ class GatewayLink(Link):
         self.gateway.cache.invalidate(hostname)
         log.info("tunnel {hostname} released by {owner}", hostname=hostname, owner=self.owner)
         self.sendControl({"t": "released", "id": message.get("id"), "hostname": hostname, "existed": existed})
+
+    def _domains(self) -> Any:
+        if self.gateway.customDomains is None:
+            raise ValueError("custom domains are off on this gateway (it runs without --acme)")
+        return self.gateway.customDomains
+
+    async def _tunnelHostname(self, wanted: Any) -> str:
+        """
+        The owner's tunnel hostname a custom domain is served by: the one
+        asked for, or the only one the owner has.
+        """
+        owned = await self.gateway.routes.owned(self.owner)
+        if wanted:
+            hostname = self.gateway.checkHostname(str(wanted))
+            if hostname not in owned:
+                raise ValueError(f"{hostname} is not one of your tunnel hostnames (see 'specter client ls')")
+            return hostname
+        if len(owned) == 1:
+            return str(owned[0])
+        if not owned:
+            raise ValueError("you have no tunnel hostname yet: run 'specter client tunnel' first")
+        raise ValueError(
+            f"you have several tunnel hostnames ({', '.join(owned)}): choose one with --hostname"
+        )
+
+    async def _acme(self, message: dict[str, Any]) -> None:
+        domains = self._domains()
+        domain = str(message.get("domain", ""))
+        if message.get("remove"):
+            record = await domains.remove(domain, self.owner)
+            self.sendControl({"t": "acme", "id": message.get("id"), "domain": record.domain, "removed": True})
+            return
+        domain = domains.normalise(domain)
+        hostname = await self._tunnelHostname(message.get("hostname"))
+        record = await domains.claim(domain, self.owner, hostname)
+        self.sendControl(
+            {
+                "t": "acme",
+                "id": message.get("id"),
+                "domain": record.domain,
+                "hostname": record.hostname,
+                "name": f"_acme-challenge.{record.domain}",
+                "cname": domains.target(record),
+                "validated": record.validated,
+            }
+        )
+
+    async def _validate(self, message: dict[str, Any]) -> None:
+        record, target = await self._domains().validate(str(message.get("domain", "")), self.owner)
+        self.sendControl(
+            {
+                "t": "validated",
+                "id": message.get("id"),
+                "domain": record.domain,
+                "hostname": record.hostname,
+                "target": target,
+            }
+        )
 
     def streamOpened(self, stream: Any, meta: dict[str, Any]) -> None:
         stream.reset("clients may not open streams")
