@@ -435,29 +435,52 @@ class RenewalService(Service):
         onIssued: Callable[[str, StoredCertificate], object] | None = None,
         onLoaded: Callable[[str, StoredCertificate], object] | None = None,
     ) -> None:
-        issuer = ICertificateIssuer(issuer)
-        store = ICertificateStore(store)
-        rng = rng or random.Random()
+        self.issuer = ICertificateIssuer(issuer)
+        self.store = ICertificateStore(store)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.renewBefore = renewBefore
+        self.checkInterval = checkInterval
+        self.retryInitial = retryInitial
+        self.retryMaximum = retryMaximum
+        self.onIssued = onIssued
+        self.onLoaded = onLoaded
         self.cores: dict[str, RenewalCore] = {}
         self.machines: dict[str, CertificateLifecycle] = {}
         for names in certificates:
-            if not names:
-                raise ValueError("a certificate needs at least one name")
-            core = RenewalCore(
-                tuple(names),
-                issuer,
-                store,
-                clock,
-                renewBefore=renewBefore,
-                checkInterval=checkInterval,
-                backoff=Backoff(retryInitial, retryMaximum, random.Random(rng.random())),
-                onIssued=onIssued,
-                onLoaded=onLoaded,
-            )
-            if core.name in self.cores:
-                raise ValueError(f"two certificates are stored under {core.name}")
-            self.cores[core.name] = core
-            self.machines[core.name] = newLifecycle(core)
+            self._add(names)
+
+    def _add(self, names: Sequence[str]) -> CertificateLifecycle:
+        if not names:
+            raise ValueError("a certificate needs at least one name")
+        core = RenewalCore(
+            tuple(names),
+            self.issuer,
+            self.store,
+            self.clock,
+            renewBefore=self.renewBefore,
+            checkInterval=self.checkInterval,
+            backoff=Backoff(self.retryInitial, self.retryMaximum, random.Random(self.rng.random())),
+            onIssued=self.onIssued,
+            onLoaded=self.onLoaded,
+        )
+        if core.name in self.cores:
+            raise ValueError(f"two certificates are stored under {core.name}")
+        self.cores[core.name] = core
+        machine = self.machines[core.name] = newLifecycle(core)
+        return machine
+
+    def add(self, names: Sequence[str]) -> bool:
+        """
+        Manage one more certificate (started at once when the service
+        runs); L{False} if one is already stored under C{names[0]}.
+        """
+        if names and names[0] in self.cores:
+            return False
+        machine = self._add(names)
+        if self.running:
+            machine.start()
+        return True
 
     def startService(self) -> None:
         super().startService()

@@ -6,7 +6,9 @@ the L{suite.acme} client and renewal service wired to the ring KV.
     (apex and wildcard alike) go to the KV set C{acme/challenge/managed},
     which C{specter dns} answers as C{managed.<ACME_ZONE>} TXT; the
     operator's CNAME C{_acme-challenge.<apex>} -> C{managed.<ACME_ZONE>}
-    joins the two.
+    joins the two.  Those of a validated custom domain go to the set of its
+    token, C{acme/challenge/<token>} (the customer's CNAME points at
+    C{<token>.<ACME_ZONE>}).
   - L{RingCertificateStore}: the account key under C{acme/account/<email>}
     and each certificate (private key and chain, PEM) under
     C{acme/cert/<name>}, so every gateway of the ring serves the same one.
@@ -116,12 +118,36 @@ class RingChallengePublisher:
         self.ring = ring
         self.apexes = [a.lower().rstrip(".") for a in apexes]
 
-    def _key(self, name: str) -> bytes:
-        _apexOf(name, self.apexes)
+    async def _key(self, name: str) -> bytes:
+        try:
+            _apexOf(name, self.apexes)
+        except NotAnApex as e:
+            text = name.lower().rstrip(".")
+            domain = text[len(_LABEL) :] if text.startswith(_LABEL) else ""
+            if any(domain == a or domain.endswith("." + a) for a in self.apexes):
+                raise  # names under an apex are never custom domains
+            record = await self._custom(domain)
+            if record is None:
+                raise e from None
+            return acmekeys.challengeKey(record["token"])
         return acmekeys.challengeKey(acmekeys.MANAGED)
 
+    async def _custom(self, domain: str) -> dict[str, Any] | None:
+        """
+        The validated custom-domain record of C{domain}, if there is one.
+        """
+        try:
+            key = acmekeys.customKey(domain)
+        except ValueError:
+            return None
+        raw = await self.ring.kv("get", key, [])
+        if raw is None:
+            return None
+        record: dict[str, Any] = json.loads(bytes(raw))
+        return record if record.get("validated") else None
+
     async def _change(self, op: str, name: str, value: str) -> None:
-        key = self._key(name)
+        key = await self._key(name)
         data = value.encode("ascii")
         if not 0 < len(data) <= acmekeys.MAX_VALUE:
             raise ValueError(f"a TXT value must be 1 to {acmekeys.MAX_VALUE} bytes")
@@ -331,6 +357,9 @@ class ACMEService(Service):
         self.clock = clock
         self.interval = interval
         self._call: Any = None
+        #: A L{suite.specter.customdomains.CustomDomainWatcher} started
+        #: with the renewal service.
+        self.watcher: Any = None
 
     def _ready(self) -> bool:
         return all(getattr(v, "serving", False) for v in self.node.vnodes)
@@ -341,6 +370,8 @@ class ACMEService(Service):
             return
         if self._ready():
             self.renewal.startService()
+            if self.watcher is not None:
+                self.watcher.start()
         else:
             self._call = self.clock.callLater(self.interval, self._check)
 
@@ -353,6 +384,8 @@ class ACMEService(Service):
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.renewal.running:
             result: Deferred[None] | None = self.renewal.stopService()
             return result

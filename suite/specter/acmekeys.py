@@ -19,7 +19,8 @@ A custom domain (C{specter client acme DOMAIN}) is one JSON record:
     acme/custom/<domain>   {"domain", "token", "owner", "hostname", "validated"}
 
 whose C{token} names its challenge set: C{_acme-challenge.<domain>} is a
-CNAME to C{<token>.<ACME_ZONE>}.
+CNAME to C{<token>.<ACME_ZONE>}.  The prefix set C{acme/domains} lists the
+validated ones (every gateway gets and renews their certificates).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 __all__ = [
     "CHALLENGE_PREFIX",
     "CUSTOM_PREFIX",
+    "VALIDATED_SET",
     "customKey",
     "validDomain",
     "MANAGED",
@@ -48,6 +50,9 @@ CHALLENGE_PREFIX = b"acme/challenge/"
 
 #: KV key prefix of custom-domain records.
 CUSTOM_PREFIX = b"acme/custom/"
+
+#: KV prefix set of the validated custom domains.
+VALIDATED_SET = b"acme/domains"
 
 _HOSTLABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 

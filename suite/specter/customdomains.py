@@ -17,7 +17,7 @@ owner.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from suite.specter import acmekeys
 __all__ = [
     "CustomDomain",
     "CustomDomains",
+    "CustomDomainWatcher",
     "DomainRefused",
     "ValidationFailed",
     "challengeName",
@@ -116,6 +117,8 @@ class CustomDomains:
         self.apexes = [a.lower().rstrip(".") for a in apexes]
         self.zone = zone.lower().rstrip(".")
         self.resolver = resolver
+        #: Called with each record validated here.
+        self.onValidated: list[Callable[[CustomDomain], object]] = []
 
     def normalise(self, domain: str) -> str:
         """
@@ -190,7 +193,7 @@ class CustomDomains:
         name = challengeName(record.domain)
         want = self.target(record)
         try:
-            answers, _, _ = await self.resolver.lookupCNAME(name)
+            answers, _, _ = await self.resolver.lookupCanonicalName(name)
         except DNSNameError:
             raise ValidationFailed(f"no CNAME at {name} (NXDOMAIN): publish {name} CNAME {want}") from None
         except DomainError as e:
@@ -219,6 +222,9 @@ class CustomDomains:
             record.validated = True
             await self._put(record)
             log.info("custom domain {domain} of {owner} validated", domain=name, owner=owner)
+        await self.ring.kv("append", acmekeys.VALIDATED_SET, [name.encode("ascii")])
+        for hook in list(self.onValidated):
+            hook(record)
         return record, self.apexes[0]
 
     def validate(self, domain: str, owner: str) -> Deferred[tuple[CustomDomain, str]]:
@@ -231,9 +237,28 @@ class CustomDomains:
     async def _remove(self, domain: str, owner: str) -> CustomDomain:
         name = self.normalise(domain)
         record = await self._owned(name, owner)
+        await self.ring.kv("remove", acmekeys.VALIDATED_SET, [name.encode("ascii")])
         await self.ring.kv("delete", acmekeys.customKey(name), [])
         log.info("custom domain {domain} removed by {owner}", domain=name, owner=owner)
         return record
+
+    async def _validated(self) -> list[CustomDomain]:
+        out = []
+        for member in await self.ring.kv("list", acmekeys.VALIDATED_SET, []):
+            domain = bytes(member).decode("ascii", "replace")
+            try:
+                record = await self._get(domain)
+            except ValueError:
+                continue
+            if record is not None and record.validated:
+                out.append(record)
+        return sorted(out, key=lambda r: r.domain)
+
+    def validated(self) -> Deferred[list[CustomDomain]]:
+        """
+        Fire with the records of every validated custom domain.
+        """
+        return Deferred.fromCoroutine(self._validated())
 
     def remove(self, domain: str, owner: str) -> Deferred[CustomDomain]:
         """
@@ -250,3 +275,68 @@ def makeCustomDomains(options: Any, node: Any, reactor: Any) -> CustomDomains:
     _, zone = options["acme"]
     resolver = makeResolver(options.get("dns-resolver") or None, reactor)
     return CustomDomains(node, list(options["apex"]), zone, resolver)
+
+
+class CustomDomainWatcher:
+    """
+    Keeps a gateway serving the validated custom domains of the ring: reads
+    C{acme/domains} at start and every C{interval} seconds (and right after
+    a validation here), routes each domain to its owner's tunnel hostname
+    (C{gateway.customHosts}) and hands new ones to C{addCertificate} (the
+    renewal service, which loads the stored certificate or orders one).
+    """
+
+    def __init__(
+        self,
+        domains: CustomDomains,
+        gateway: Any,
+        clock: Any,
+        addCertificate: Callable[[list[str]], object],
+        interval: float = 30.0,
+    ) -> None:
+        self.domains = domains
+        self.gateway = gateway
+        self.clock = clock
+        self.addCertificate = addCertificate
+        self.interval = interval
+        self.known: set[str] = set()
+        self._loop: Any = None
+        domains.onValidated.append(lambda record: self.refresh())
+
+    async def _refresh(self) -> None:
+        records = await self.domains.validated()
+        hosts = {r.domain: r.hostname for r in records}
+        self.gateway.customHosts.clear()
+        self.gateway.customHosts.update(hosts)
+        for domain in sorted(set(hosts) - self.known):
+            self.known.add(domain)
+            log.info(
+                "custom domain {domain}: serving it for {hostname}", domain=domain, hostname=hosts[domain]
+            )
+            self.addCertificate([domain])
+        for domain in sorted(self.known - set(hosts)):
+            self.known.discard(domain)
+            log.info("custom domain {domain}: removed, no longer routed", domain=domain)
+
+    def refresh(self) -> Deferred[None]:
+        """
+        Read the validated domains now.
+        """
+        d = Deferred.fromCoroutine(self._refresh())
+        d.addErrback(
+            lambda f: log.warn("reading the custom domains failed: {error}", error=f.getErrorMessage())
+        )
+        return d
+
+    def start(self) -> None:
+        from twisted.internet.task import LoopingCall
+
+        if self._loop is None:
+            self._loop = LoopingCall(self.refresh)
+            self._loop.clock = self.clock
+            self._loop.start(self.interval, now=True)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None

@@ -253,21 +253,24 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         views: dict[bytes, Any] = {}
         if options["acme"]:
             from suite.specter.acme import ACMECollector, ACMEInventory, makeACMEService
-            from suite.specter.customdomains import makeCustomDomains
+            from suite.specter.customdomains import CustomDomainWatcher, makeCustomDomains
 
             certificates = gatewayService.certificates
             assert certificates is not None
 
             def install(name: str, stored: Any) -> None:
-                certificates.install(name, stored.chainPEM, stored.keyPEM)
+                if name in certificates.apexes:
+                    certificates.install(name, stored.chainPEM, stored.keyPEM)
+                else:
+                    certificates.installCustom(name, stored.chainPEM, stored.keyPEM)
 
             acme = makeACMEService(options, node, reactor, install)
-            gatewayService.gateway.customDomains = makeCustomDomains(options, node, reactor)
+            domains = makeCustomDomains(options, node, reactor)
+            gatewayService.gateway.customDomains = domains
+            acme.watcher = CustomDomainWatcher(domains, gatewayService.gateway, reactor, acme.renewal.add)
             acme.setServiceParent(root)
             registry.register(ACMECollector(acme))  # type: ignore[arg-type]
-            views[b"acme"] = ACMEInventory(
-                acme, options["acme-directory"], lambda name: name in certificates.byApex
-            )
+            views[b"acme"] = ACMEInventory(acme, options["acme-directory"], certificates.serves)
         wiring.observeGateway(
             gatewayService, registry, resource, options["auth_user"], secret, ldap, more=views
         )

@@ -303,6 +303,26 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(issuer.cancelled, 2)
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_add(self) -> None:
+        """
+        A certificate added to a running service starts at once; one added
+        before the start starts with the others; a name already managed is
+        not added twice.
+        """
+        clock = Clock()
+        issuer = FakeIssuer()
+        service = RenewalService(issuer, MemoryCertificateStore(), [["a.example.test"]], clock)
+        self.assertTrue(service.add(["b.example.test"]))
+        service.startService()
+        self.assertTrue(service.add(["c.example.test"]))
+        self.assertFalse(service.add(["a.example.test"]))
+        self.assertEqual(
+            sorted(names[0] for names, _ in issuer.calls),
+            ["a.example.test", "b.example.test", "c.example.test"],
+        )
+        service.stopService()
+        self.assertEqual(issuer.cancelled, 3)
+
     def test_duplicateName(self) -> None:
         """
         Two certificates stored under the same first name are refused.

@@ -15,7 +15,9 @@ in the ring KV without ordering one.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -26,8 +28,13 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.names import client as dnsclient
 from twisted.names import dns, server
 from twisted.names.common import ResolverBase
+from twisted.names.error import DNSNameError
 from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
+from suite.pki.bundle import loadBundle
+from suite.pki.ca import writeClientCertificate
 from tests.specter.ring import RingProcess, makeBundles
 from tests.support.pebble import PEBBLE, startPebble
 from tests.support.process import DaemonProcess, freePort, scriptArgs
@@ -35,6 +42,7 @@ from tests.support.process import DaemonProcess, freePort, scriptArgs
 CURL = shutil.which("curl")
 APEX = "example.test"
 ZONE = "acme.test"
+DOMAIN = "shop.customer.test"
 
 
 class PublicDNS(ResolverBase):
@@ -48,12 +56,19 @@ class PublicDNS(ResolverBase):
         super().__init__()
         #: False: the operator has not published the CNAME.
         self.delegated = True
+        #: More CNAMEs published: C{_acme-challenge.<domain>} -> target.
+        self.cnames: dict[str, str] = {}
         self.upstream = dnsclient.Resolver(servers=[("127.0.0.1", solverPort)], reactor=reactor)
         self.fetched: list[list[bytes]] = []
 
-    async def _answer(self, name: bytes) -> tuple[list[Any], list[Any], list[Any]]:
-        target = f"managed.{ZONE}".encode()
-        answers, _, _ = await self.upstream.lookupText(target, timeout=(2, 2))
+    async def _answer(
+        self, name: bytes, to: str = f"managed.{ZONE}"
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        target = to.encode()
+        try:
+            answers, _, _ = await self.upstream.lookupText(target, timeout=(2, 2))
+        except DNSNameError:
+            answers = []  # a token's set is empty (NXDOMAIN) until an order publishes values
         records = [a for a in answers if a.type == dns.TXT]
         self.fetched.append([b"".join(a.payload.data) for a in records])
         cname = dns.RRHeader(name, dns.CNAME, dns.IN, 0, dns.Record_CNAME(target, ttl=0))
@@ -65,6 +80,8 @@ class PublicDNS(ResolverBase):
         wanted = type in (dns.TXT, dns.CNAME, dns.ALL_RECORDS)
         if self.delegated and wanted and text == f"_acme-challenge.{APEX}":
             return defer.Deferred.fromCoroutine(self._answer(name))
+        if wanted and text in self.cnames:
+            return defer.Deferred.fromCoroutine(self._answer(name, self.cnames[text]))
         return defer.succeed(([], [], []))
 
 
@@ -117,7 +134,7 @@ class ACMEServerTests(TestCase):
         )
         return code, (out + err).decode()
 
-    async def startAll(self, delegated: bool = True) -> RingProcess:
+    async def startAll(self, delegated: bool = True, *extra: str) -> RingProcess:
         """
         The public-DNS stand-in (with the CNAME published or not), pebble,
         the solver and one ring node with the gateway and ACME.
@@ -174,6 +191,9 @@ class ACMEServerTests(TestCase):
             "ops",
             "--auth_pass",
             "pw",
+            "--dns-resolver",
+            f"127.0.0.1:{dnsPort}",
+            *extra,
         ).start()
         self.public.delegated = delegated
         await ring.ready()
@@ -277,3 +297,106 @@ class ACMEServerTests(TestCase):
         response = await treq.get(f"http://127.0.0.1:{ring.httpPort}/readyz", timeout=10, persistent=False)
         self.assertEqual(response.code, 200)
         await response.content()
+
+    async def specterClient(self, identity: str, *args: str) -> tuple[int, str, str]:
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "suite.specter.client", "--server", self.ring.addr, "--cert-dir", identity, *args],
+            env=dict(os.environ),
+            reactor=reactor,
+        )
+        return code, out.decode(), err.decode()
+
+    async def test_customDomain(self) -> None:
+        """
+        A client claims shop.customer.test with C{specter client acme};
+        validating fails until the public DNS has the printed CNAME, then
+        succeeds; the server orders a certificate for the domain through
+        the token's challenge set and serves it by SNI, routing visitors of
+        the domain to the client's tunnel; another client cannot claim it.
+        """
+        site = Site(_Backend())
+        backend = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(backend.stopListening)
+        ring = await self.startAll()
+        alice = os.path.join(self.base, "alice")
+        bob = os.path.join(self.base, "bob")
+        writeClientCertificate(loadBundle(self.cert), "alice", alice)
+        writeClientCertificate(loadBundle(self.cert), "bob", bob)
+        tunnel = DaemonProcess(
+            self,
+            [
+                sys.executable,
+                "-m",
+                "suite.specter.client",
+                "--server",
+                ring.addr,
+                "--cert-dir",
+                alice,
+                "tunnel",
+                "--links",
+                "1",
+                "--target",
+                f"http://127.0.0.1:{backend.getHost().port}",
+            ],
+            name="client",
+        ).start()
+        host = (await tunnel.waitForLog(r"tunnel (\S+) linked through")).group(1)
+
+        code, out, err = await self.specterClient(alice, "acme", DOMAIN)
+        self.assertEqual(code, 0, err)
+        match = re.match(
+            rf"^_acme-challenge\.{re.escape(DOMAIN)}\. CNAME ([a-z0-9]+\.{ZONE})\.$", out.strip()
+        )
+        self.assertIsNotNone(match, out)
+        assert match is not None
+        target = match.group(1)
+
+        code, out, err = await self.specterClient(alice, "validate", DOMAIN)
+        self.assertNotEqual(code, 0, out)
+        self.assertIn(f"no CNAME at _acme-challenge.{DOMAIN}", err)
+
+        self.public.cnames[f"_acme-challenge.{DOMAIN}"] = target
+        code, out, err = await self.specterClient(alice, "validate", DOMAIN)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.strip(), f"{DOMAIN}. CNAME {APEX}.")
+        self.assertIn(host, err)
+
+        code, out, err = await self.specterClient(bob, "acme", DOMAIN)
+        self.assertNotEqual(code, 0, out)
+        self.assertIn(f"{DOMAIN} is claimed by another client", err)
+
+        await ring.proc.waitForLog(rf"acquired ACME certificate for {re.escape(DOMAIN)} ", timeout=90)
+        await ring.proc.waitForLog(rf"serving the ACME certificate of {re.escape(DOMAIN)} ", timeout=10)
+        rootPath = os.path.join(self.base, "pebble-root.pem")
+        with open(rootPath, "wb") as f:
+            f.write(await self.pebble.get("/roots/0"))
+        assert CURL is not None
+        out_, err_, code = await getProcessOutputAndValue(
+            CURL,
+            [
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                rootPath,
+                "--resolve",
+                f"{DOMAIN}:{ring.port}:127.0.0.1",
+                "-w",
+                "\n%{http_code}",
+                f"https://{DOMAIN}:{ring.port}/hello",
+            ],
+            env=dict(os.environ),
+            reactor=reactor,
+        )
+        self.assertEqual(out_.decode(), f"backend {DOMAIN} /hello\n200", err_)
+        client = await ring.rpc()
+        self.assertEqual(await client.kv("list", f"acme/challenge/{target.split('.')[0]}".encode()), [])
+        self.assertIn(b"PRIVATE KEY", await client.kv("get", f"acme/cert/{DOMAIN}".encode()))
+
+
+class _Backend(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        return b"backend " + (request.getHeader(b"host") or b"?") + b" " + request.uri

@@ -104,6 +104,24 @@ class PublisherTests(SynchronousTestCase):
         self.assertEqual(sorted(self.managed()), [b"v-other", b"v-wild"])
         self.assertEqual({key for _, key in self.ring.calls}, {b"acme/challenge/managed"})
 
+    def test_customDomain(self) -> None:
+        """
+        A validated custom domain's values go to its token's set; before
+        validation (or unknown) the name is refused.
+        """
+        record = {"domain": "shop.customer.test", "token": "tok1", "owner": "a", "hostname": "h.example.test"}
+        key = acmekeys.customKey("shop.customer.test")
+        self.successResultOf(self.ring.kv("put", key, [json.dumps({**record, "validated": False}).encode()]))
+        self.failureResultOf(self.publisher.publish("_acme-challenge.shop.customer.test", "v"), NotAnApex)
+        self.successResultOf(self.ring.kv("put", key, [json.dumps({**record, "validated": True}).encode()]))
+        self.successResultOf(self.publisher.publish("_acme-challenge.shop.customer.test", "v1"))
+        tokenSet = acmekeys.challengeKey("tok1")
+        self.assertEqual(self.successResultOf(self.ring.kv("list", tokenSet, [])), [b"v1"])
+        self.successResultOf(self.publisher.unpublish("_acme-challenge.Shop.Customer.Test.", "v1"))
+        self.assertEqual(self.successResultOf(self.ring.kv("list", tokenSet, [])), [])
+        self.assertEqual(self.managed(), [])
+        self.failureResultOf(self.publisher.publish("_acme-challenge.unknown.test", "v"), NotAnApex)
+
     def test_refusesOtherNames(self) -> None:
         """
         Names that are not an apex (a name under one, another domain, no
@@ -116,7 +134,8 @@ class PublisherTests(SynchronousTestCase):
         ):
             failure = self.failureResultOf(self.publisher.publish(name, "v"), NotAnApex)
             self.assertIn("is not an", failure.getErrorMessage())
-        self.assertEqual(self.ring.calls, [])
+        # only the custom-domain record of example.org is looked up
+        self.assertEqual(self.ring.calls, [("get", b"acme/custom/example.org")])
 
 
 class StoreTests(SynchronousTestCase):
@@ -414,6 +433,26 @@ class SNITests(SynchronousTestCase):
         self.assertIs(c.contextFor("a.b.example.test"), default)
         self.assertIs(c.contextFor("x.other.test"), default)
         self.assertEqual(c.notAfter, {APEX: T0 + 90 * DAY})
+
+    def test_customDomain(self) -> None:
+        """
+        A custom domain's certificate is chosen for that exact name only;
+        apex names cannot be installed as custom domains.
+        """
+        c = self.certificates
+        custom = certificateExpiringAt(T0 + 70 * DAY, ("shop.customer.test",))
+        self.assertIsNone(c.contextFor("shop.customer.test"))
+        c.installCustom("Shop.Customer.Test.", custom.chainPEM, custom.keyPEM)
+        installed = c.contextFor("shop.customer.test")
+        self.assertIsNotNone(installed)
+        self.assertIsNot(installed, c.default)
+        self.assertIsNone(c.contextFor("www.shop.customer.test"))
+        self.assertTrue(c.serves("shop.customer.test"))
+        self.assertFalse(c.serves(APEX))
+        self.assertEqual(c.notAfter, {"shop.customer.test": T0 + 70 * DAY})
+        self.assertRaises(ValueError, c.installCustom, f"www.{APEX}", custom.chainPEM, custom.keyPEM)
+        other = certificateExpiringAt(T0 + 80 * DAY, NAMES)
+        self.assertRaises(ValueError, c.installCustom, "x.customer.test", custom.chainPEM, other.keyPEM)
 
     def test_installRefuses(self) -> None:
         """

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from suite.specter import acmekeys
 from suite.specter.customdomains import (
     CustomDomains,
+    CustomDomainWatcher,
     DomainRefused,
     ValidationFailed,
     makeCustomDomains,
@@ -45,14 +46,14 @@ class KVRing(FakeRing):
 
 class FakeResolver:
     """
-    Answers C{lookupCNAME} from a dict: name -> target, or an exception.
+    Answers C{lookupCanonicalName} from a dict: name -> target, or an exception.
     """
 
     def __init__(self) -> None:
         self.records: dict[str, Any] = {}
         self.asked: list[str] = []
 
-    def lookupCNAME(self, name: str) -> defer.Deferred[Any]:
+    def lookupCanonicalName(self, name: str) -> defer.Deferred[Any]:
         self.asked.append(name)
         value = self.records.get(name)
         if value is None:
@@ -323,3 +324,95 @@ class LinkTests(SynchronousTestCase):
         answer = self.ask("alice", {"t": "acme", "domain": "shop.customer.test"})
         self.assertEqual(answer["reason"], "internal error, try again")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class WatcherTests(SynchronousTestCase):
+    """
+    Validated domains are routed and handed to the renewal service, at
+    start, on validation here and on the periodic read.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.routes = MemoryRouteStore(self.clock)
+        self.gateway = Gateway(
+            GatewayConfig(apexes=[APEX], advertise="127.0.0.1:4443"), self.routes, self.clock
+        )
+        self.ring = KVRing(self.clock)
+        self.resolver = FakeResolver()
+        self.domains = CustomDomains(self.ring, [APEX], ZONE, self.resolver)
+        self.added: list[list[str]] = []
+        self.watcher = CustomDomainWatcher(
+            self.domains, self.gateway, self.clock, self.added.append, interval=30
+        )
+
+    def validate(self, domain: str, owner: str, hostname: str) -> None:
+        record = self.successResultOf(self.domains.claim(domain, owner, hostname))
+        self.resolver.records[f"_acme-challenge.{domain}"] = self.domains.target(record)
+        self.successResultOf(self.domains.validate(domain, owner))
+
+    def test_startAndValidate(self) -> None:
+        """
+        A domain validated before the start is picked up at start; one
+        validated here afterwards at once; unvalidated ones never.
+        """
+        self.validate("shop.customer.test", "alice", f"a.{APEX}")
+        self.successResultOf(self.domains.claim("pending.customer.test", "alice", f"a.{APEX}"))
+        self.watcher.start()
+        self.assertEqual(self.added, [["shop.customer.test"]])
+        self.assertEqual(self.gateway.customHosts, {"shop.customer.test": f"a.{APEX}"})
+        self.validate("other.customer.test", "bob", f"b.{APEX}")
+        self.assertEqual(self.added, [["shop.customer.test"], ["other.customer.test"]])
+        self.clock.advance(30)
+        self.assertEqual(len(self.added), 2)
+        self.watcher.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_otherGatewayAndRemoval(self) -> None:
+        """
+        A domain validated through another gateway (only in the KV) is seen
+        on the next read; a removed one stops being routed.
+        """
+        self.watcher.start()
+        other = CustomDomains(self.ring, [APEX], ZONE, self.resolver)
+        record = self.successResultOf(other.claim("shop.customer.test", "alice", f"a.{APEX}"))
+        self.resolver.records["_acme-challenge.shop.customer.test"] = other.target(record)
+        self.successResultOf(other.validate("shop.customer.test", "alice"))
+        self.assertEqual(self.added, [])
+        self.clock.advance(30)
+        self.assertEqual(self.added, [["shop.customer.test"]])
+        self.successResultOf(other.remove("shop.customer.test", "alice"))
+        self.clock.advance(30)
+        self.assertEqual(self.gateway.customHosts, {})
+        self.watcher.stop()
+
+    def test_resolveRoutesToTunnel(self) -> None:
+        """
+        The gateway resolves a validated custom domain as its owner's tunnel
+        hostname.
+        """
+        link = GatewayLink(self.gateway, "alice")
+        link.closed = False
+        self.gateway.registry.add(f"a.{APEX}", link)
+        self.assertIsNone(self.successResultOf(self.gateway.resolve("shop.customer.test")))
+        self.validate("shop.customer.test", "alice", f"a.{APEX}")
+        self.watcher.start()
+        self.assertIs(self.successResultOf(self.gateway.resolve("Shop.Customer.Test")), link)
+        self.watcher.stop()
+
+    def test_readFailureLogged(self) -> None:
+        """
+        A failed read is logged and retried on the next tick.
+        """
+        real = self.ring.kv
+
+        def broken(op: str, key: bytes, args: list[Any]) -> defer.Deferred[Any]:
+            return defer.fail(RuntimeError("ring unavailable"))
+
+        self.ring.kv = broken  # type: ignore[method-assign]
+        self.watcher.start()
+        self.assertEqual(self.added, [])
+        self.ring.kv = real  # type: ignore[method-assign]
+        self.validate("shop.customer.test", "alice", f"a.{APEX}")
+        self.assertEqual(self.added, [["shop.customer.test"]])
+        self.watcher.stop()

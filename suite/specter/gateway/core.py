@@ -93,6 +93,9 @@ class Gateway:
         #: The L{suite.specter.customdomains.CustomDomains} answering
         #: C{specter client acme|validate}; None: custom domains are off.
         self.customDomains: Any = None
+        #: Validated custom domains served here: domain -> the owner's
+        #: tunnel hostname visitors of the domain are routed to.
+        self.customHosts: dict[str, str] = {}
 
     def setApexResource(self, resource: Any) -> None:
         """
@@ -141,8 +144,12 @@ class Gateway:
     def resolve(self, hostname: str) -> Deferred[Any]:
         """
         Fire with a local link for C{hostname}, a reason string when it is
-        served elsewhere but cannot be reached from here, or L{None}.
+        served elsewhere but cannot be reached from here, or L{None}.  A
+        validated custom domain resolves as its owner's tunnel hostname.
         """
+        tunnel = self.customHosts.get(hostname.rstrip(".").lower())
+        if tunnel is not None:
+            hostname = tunnel
         link = self.registry.pick(hostname)
         if link is not None:
             return succeed(link)
@@ -349,6 +356,9 @@ class GatewayLink(Link):
             self.sendControl({"t": "acme", "id": message.get("id"), "domain": record.domain, "removed": True})
             return
         domain = domains.normalise(domain)
+        existing = await domains.get(domain)
+        if existing is not None and existing.owner != self.owner:
+            raise ValueError(f"{domain} is claimed by another client")
         hostname = await self._tunnelHostname(message.get("hostname"))
         record = await domains.claim(domain, self.owner, hostname)
         self.sendControl(

@@ -98,6 +98,8 @@ class PublicCertificates:
         self.apexes = [a.lower().rstrip(".") for a in apexes]
         self.default = self._context(certificate, key, [])
         self.byApex: dict[str, SSL.Context] = {}
+        #: Contexts of validated custom domains (exact names).
+        self.byDomain: dict[str, SSL.Context] = {}
         self.notAfter: dict[str, float] = {}
 
     def _context(self, certificate: Any, key: Any, chain: list[Any]) -> SSL.Context:
@@ -114,6 +116,9 @@ class PublicCertificates:
         The context for SNI C{name}, or L{None} if it is not a public name.
         """
         name = name.rstrip(".").lower()
+        custom = self.byDomain.get(name)
+        if custom is not None:
+            return custom
         for apex in self.apexes:
             if name == apex:
                 return self.byApex.get(apex, self.default)
@@ -148,6 +153,35 @@ class PublicCertificates:
         self.byApex[apex] = context
         self.notAfter[apex] = chain[0].not_valid_after_utc.timestamp()
 
+    def installCustom(self, domain: str, chainPEM: bytes, keyPEM: bytes) -> None:
+        """
+        Serve the custom domain C{domain} (that exact name) with this
+        certificate from the next handshake on.
+
+        @raise ValueError: if C{domain} is an apex or under one, or the key
+            does not belong to the certificate.
+        """
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        domain = domain.lower().rstrip(".")
+        if any(domain == a or domain.endswith("." + a) for a in self.apexes):
+            raise ValueError(f"{domain!r} is an apex name, not a custom domain")
+        chain = x509.load_pem_x509_certificates(chainPEM)
+        key = load_pem_private_key(keyPEM, None)
+        try:
+            context = self._context(chain[0], key, chain[1:])
+            context.check_privatekey()
+        except SSL.Error as e:
+            raise ValueError(f"the certificate of {domain} does not match its key: {e}") from None
+        self.byDomain[domain] = context
+        self.notAfter[domain] = chain[0].not_valid_after_utc.timestamp()
+
+    def serves(self, name: str) -> bool:
+        """
+        Whether the ACME certificate stored under C{name} is installed.
+        """
+        return name in self.byApex or name in self.byDomain
+
 
 def makeTLSFactory(
     gateway: Gateway,
@@ -180,9 +214,10 @@ def makeTLSFactory(
         if not name:
             return
         text = name.decode("ascii", "replace")
-        if not gateway.isPublicName(text):
-            return
-        context = certificates.contextFor(text)
+        if gateway.isPublicName(text):
+            context = certificates.contextFor(text)
+        else:
+            context = certificates.byDomain.get(text.rstrip(".").lower())
         if context is not None:
             connection.set_context(context)
             connection.set_verify(SSL.VERIFY_NONE, None)
