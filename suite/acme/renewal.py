@@ -482,6 +482,18 @@ class RenewalService(Service):
             machine.start()
         return True
 
+    def remove(self, name: str) -> bool:
+        """
+        Stop managing the certificate stored under C{name} (the stored one
+        stays); L{False} if there is none.
+        """
+        machine = self.machines.pop(name, None)
+        if machine is None:
+            return False
+        del self.cores[name]
+        machine.stop()
+        return True
+
     def startService(self) -> None:
         super().startService()
         for machine in self.machines.values():

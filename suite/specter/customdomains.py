@@ -117,8 +117,8 @@ class CustomDomains:
         self.apexes = [a.lower().rstrip(".") for a in apexes]
         self.zone = zone.lower().rstrip(".")
         self.resolver = resolver
-        #: Called with each record validated here.
-        self.onValidated: list[Callable[[CustomDomain], object]] = []
+        #: Called with each record validated or removed here.
+        self.onChanged: list[Callable[[CustomDomain], object]] = []
 
     def normalise(self, domain: str) -> str:
         """
@@ -223,7 +223,7 @@ class CustomDomains:
             await self._put(record)
             log.info("custom domain {domain} of {owner} validated", domain=name, owner=owner)
         await self.ring.kv("append", acmekeys.VALIDATED_SET, [name.encode("ascii")])
-        for hook in list(self.onValidated):
+        for hook in list(self.onChanged):
             hook(record)
         return record, self.apexes[0]
 
@@ -240,6 +240,8 @@ class CustomDomains:
         await self.ring.kv("remove", acmekeys.VALIDATED_SET, [name.encode("ascii")])
         await self.ring.kv("delete", acmekeys.customKey(name), [])
         log.info("custom domain {domain} removed by {owner}", domain=name, owner=owner)
+        for hook in list(self.onChanged):
+            hook(record)
         return record
 
     async def _validated(self) -> list[CustomDomain]:
@@ -281,9 +283,11 @@ class CustomDomainWatcher:
     """
     Keeps a gateway serving the validated custom domains of the ring: reads
     C{acme/domains} at start and every C{interval} seconds (and right after
-    a validation here), routes each domain to its owner's tunnel hostname
+    a validation or removal here), routes each domain to its owner's tunnel hostname
     (C{gateway.customHosts}) and hands new ones to C{addCertificate} (the
-    renewal service, which loads the stored certificate or orders one).
+    renewal service, which loads the stored certificate or orders one);
+    removed ones go to C{removeCertificate} (renewal stops, the gateway
+    stops serving it).
     """
 
     def __init__(
@@ -293,15 +297,17 @@ class CustomDomainWatcher:
         clock: Any,
         addCertificate: Callable[[list[str]], object],
         interval: float = 30.0,
+        removeCertificate: Callable[[str], object] | None = None,
     ) -> None:
         self.domains = domains
         self.gateway = gateway
         self.clock = clock
         self.addCertificate = addCertificate
+        self.removeCertificate = removeCertificate
         self.interval = interval
         self.known: set[str] = set()
         self._loop: Any = None
-        domains.onValidated.append(lambda record: self.refresh())
+        domains.onChanged.append(lambda record: self.refresh())
 
     async def _refresh(self) -> None:
         records = await self.domains.validated()
@@ -317,6 +323,8 @@ class CustomDomainWatcher:
         for domain in sorted(self.known - set(hosts)):
             self.known.discard(domain)
             log.info("custom domain {domain}: removed, no longer routed", domain=domain)
+            if self.removeCertificate is not None:
+                self.removeCertificate(domain)
 
     def refresh(self) -> Deferred[None]:
         """

@@ -267,7 +267,14 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
             acme = makeACMEService(options, node, reactor, install)
             domains = makeCustomDomains(options, node, reactor)
             gatewayService.gateway.customDomains = domains
-            acme.watcher = CustomDomainWatcher(domains, gatewayService.gateway, reactor, acme.renewal.add)
+
+            def forget(domain: str) -> None:
+                acme.renewal.remove(domain)
+                certificates.uninstallCustom(domain)
+
+            acme.watcher = CustomDomainWatcher(
+                domains, gatewayService.gateway, reactor, acme.renewal.add, removeCertificate=forget
+            )
             acme.setServiceParent(root)
             registry.register(ACMECollector(acme))  # type: ignore[arg-type]
             views[b"acme"] = ACMEInventory(acme, options["acme-directory"], certificates.serves)

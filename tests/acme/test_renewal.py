@@ -320,8 +320,13 @@ class ServiceTests(SynchronousTestCase):
             sorted(names[0] for names, _ in issuer.calls),
             ["a.example.test", "b.example.test", "c.example.test"],
         )
+        self.assertTrue(service.remove("b.example.test"))
+        self.assertFalse(service.remove("b.example.test"))
+        self.assertEqual(issuer.cancelled, 1)
+        self.assertEqual(sorted(service.cores), ["a.example.test", "c.example.test"])
         service.stopService()
         self.assertEqual(issuer.cancelled, 3)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_duplicateName(self) -> None:
         """

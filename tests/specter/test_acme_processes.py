@@ -394,6 +394,31 @@ class ACMEServerTests(TestCase):
         self.assertEqual(await client.kv("list", f"acme/challenge/{target.split('.')[0]}".encode()), [])
         self.assertIn(b"PRIVATE KEY", await client.kv("get", f"acme/cert/{DOMAIN}".encode()))
 
+        # only the owner removes it; then the gateway stops serving it
+        code, out, err = await self.specterClient(bob, "acme", "--remove", DOMAIN)
+        self.assertNotEqual(code, 0, out)
+        self.assertIn("claimed by another client", err)
+        code, out, err = await self.specterClient(alice, "acme", "--remove", DOMAIN)
+        self.assertEqual((code, out), (0, f"removed {DOMAIN}\n"), err)
+        await ring.proc.waitForLog(rf"custom domain {re.escape(DOMAIN)}: removed", timeout=10)
+        self.assertIsNone(await client.kv("get", f"acme/custom/{DOMAIN}".encode()))
+        out_, err_, code = await getProcessOutputAndValue(
+            CURL,
+            [
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                rootPath,
+                "--resolve",
+                f"{DOMAIN}:{ring.port}:127.0.0.1",
+                f"https://{DOMAIN}:{ring.port}/hello",
+            ],  # fmt: skip
+            env=dict(os.environ),
+            reactor=reactor,
+        )
+        self.assertNotEqual(code, 0, out_)
+
 
 class _Backend(Resource):
     isLeaf = True

@@ -381,9 +381,12 @@ class WatcherTests(SynchronousTestCase):
         self.assertEqual(self.added, [])
         self.clock.advance(30)
         self.assertEqual(self.added, [["shop.customer.test"]])
+        removed: list[str] = []
+        self.watcher.removeCertificate = removed.append
         self.successResultOf(other.remove("shop.customer.test", "alice"))
         self.clock.advance(30)
         self.assertEqual(self.gateway.customHosts, {})
+        self.assertEqual(removed, ["shop.customer.test"])
         self.watcher.stop()
 
     def test_resolveRoutesToTunnel(self) -> None:

@@ -218,6 +218,19 @@ class ServerOptionsTests(SynchronousTestCase):
         self.assertTrue(pem.startswith(b"-----BEGIN CERTIFICATE-----"))
         self.assertEqual(o.laterFeatures(), [])  # type: ignore[attr-defined]
 
+    def test_dnsResolver(self) -> None:
+        """
+        --dns-resolver is HOST[:PORT] (port 53 by default); unset means the
+        system resolver; a bad port names the flag.
+        """
+        self.assertIsNone(parse(*BASE)["dns-resolver"])
+        self.assertEqual(
+            parse(*BASE, "--dns-resolver", "127.0.0.1:5353")["dns-resolver"], ("127.0.0.1", 5353)
+        )
+        self.assertEqual(parse(*BASE, "--dns-resolver", "192.0.2.53")["dns-resolver"], ("192.0.2.53", 53))
+        e = self.assertRaises(ConfigError, parse, *BASE, "--dns-resolver", "127.0.0.1:99999")
+        self.assertIn("--dns-resolver", str(e))
+
     def test_remoteRPCNeedsConsent(self) -> None:
         """
         A non-loopback RPC bind is accepted only with --rpc-allow-remote.

@@ -95,7 +95,7 @@ class ReleaseOptions(_HostOptions):
 
 class AcmeOptions(usage.Options):
     """
-    C{acme DOMAIN [--hostname H] [--remove]}: claim a custom domain (print
+    C{acme [--hostname H] [--remove] DOMAIN}: claim a custom domain (print
     the CNAME to publish) or forget it.
     """
 

@@ -176,6 +176,15 @@ class PublicCertificates:
         self.byDomain[domain] = context
         self.notAfter[domain] = chain[0].not_valid_after_utc.timestamp()
 
+    def uninstallCustom(self, domain: str) -> None:
+        """
+        Stop serving the custom domain C{domain} (new handshakes get the
+        node certificate).
+        """
+        domain = domain.lower().rstrip(".")
+        self.byDomain.pop(domain, None)
+        self.notAfter.pop(domain, None)
+
     def serves(self, name: str) -> bool:
         """
         Whether the ACME certificate stored under C{name} is installed.
