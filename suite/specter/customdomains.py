@@ -314,6 +314,8 @@ class CustomDomainWatcher:
         hosts = {r.domain: r.hostname for r in records}
         self.gateway.customHosts.clear()
         self.gateway.customHosts.update(hosts)
+        self.gateway.customOwners.clear()
+        self.gateway.customOwners.update({r.domain: r.owner for r in records})
         for domain in sorted(set(hosts) - self.known):
             self.known.add(domain)
             log.info(

@@ -403,6 +403,25 @@ class WatcherTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(self.gateway.resolve("Shop.Customer.Test")), link)
         self.watcher.stop()
 
+    def test_hostnameTakenByAnother(self) -> None:
+        """
+        When the bound tunnel hostname now belongs to another client (it was
+        released and taken), the domain's visitors are not sent to it.
+        """
+        self.validate("shop.customer.test", "alice", f"a.{APEX}")
+        self.watcher.start()
+        link = GatewayLink(self.gateway, "bob")
+        link.closed = False
+        self.gateway.registry.add(f"a.{APEX}", link)
+        self.assertIsNone(self.successResultOf(self.gateway.resolve("shop.customer.test")))
+        self.gateway.registry.remove(f"a.{APEX}", link)
+        self.successResultOf(self.routes.publish(f"a.{APEX}", "bob", "http", "10.0.0.2:443", 30.0))
+        self.clock.advance(2)  # past the route cache's negative answer
+        self.assertIsNone(self.successResultOf(self.gateway.resolve("shop.customer.test")))
+        # the hostname itself still resolves (to bob's remote gateway)
+        self.assertIn("10.0.0.2:443", self.successResultOf(self.gateway.resolve(f"a.{APEX}")))
+        self.watcher.stop()
+
     def test_readFailureLogged(self) -> None:
         """
         A failed read is logged and retried on the next tick.

@@ -96,6 +96,9 @@ class Gateway:
         #: Validated custom domains served here: domain -> the owner's
         #: tunnel hostname visitors of the domain are routed to.
         self.customHosts: dict[str, str] = {}
+        #: Their owners: a tunnel hostname released and taken by another
+        #: client does not get the domain's visitors.
+        self.customOwners: dict[str, str] = {}
 
     def setApexResource(self, resource: Any) -> None:
         """
@@ -147,15 +150,17 @@ class Gateway:
         served elsewhere but cannot be reached from here, or L{None}.  A
         validated custom domain resolves as its owner's tunnel hostname.
         """
-        tunnel = self.customHosts.get(hostname.rstrip(".").lower())
+        owner: str | None = None
+        domain = hostname.rstrip(".").lower()
+        tunnel = self.customHosts.get(domain)
         if tunnel is not None:
-            hostname = tunnel
+            hostname, owner = tunnel, self.customOwners.get(domain)
         link = self.registry.pick(hostname)
-        if link is not None:
+        if link is not None and (owner is None or link.owner == owner):
             return succeed(link)
 
         def found(route: Any) -> Any:
-            if route is None:
+            if route is None or (owner is not None and route.owner != owner):
                 return None
             link = self.registry.pick(hostname)
             if link is not None:
