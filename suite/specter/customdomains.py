@@ -42,6 +42,12 @@ __all__ = [
 log = Logger(namespace="specter.custom")
 
 
+#: KV leases held while a domain's first record is written.
+CLAIM_PREFIX = b"acme/claim/"
+#: How long that lease lasts at most.
+CLAIM_TTL = 30.0
+
+
 class DomainRefused(ValueError):
     """
     The domain cannot be claimed (invalid, under an apex, another owner's).
@@ -168,19 +174,48 @@ class CustomDomains:
         if record is not None and record.owner != owner:
             raise DomainRefused(f"{name} is claimed by another client")
         if record is None:
+            return await self._claimNew(name, owner, hostname)
+        if record.hostname != hostname:
+            record.hostname = hostname
+            await self._put(record)
+        return record
+
+    async def _claimNew(self, name: str, owner: str, hostname: str) -> CustomDomain:
+        """
+        Store the first record of C{name} while holding the KV lease
+        C{acme/claim/<domain>}, so two clients claiming it at once cannot
+        both win.
+        """
+        from suite.specter.chord import errors as E
+        from suite.specter.chord.errors import RemoteError
+
+        lease = CLAIM_PREFIX + name.encode("ascii")
+        try:
+            granted = await self.ring.kv("acquire", lease, [owner.encode("utf-8"), CLAIM_TTL])
+        except RemoteError as e:
+            if e.code != E.LEASE_HELD:
+                raise
+            raise DomainRefused(f"{name} is being claimed by another client") from None
+        try:
+            record = await self._get(name)
+            if record is not None:
+                if record.owner != owner:
+                    raise DomainRefused(f"{name} is claimed by another client")
+                return record
             record = CustomDomain(name, acmekeys.newToken(), owner, hostname)
+            await self._put(record)
             log.info(
                 "custom domain {domain} claimed by {owner} for {hostname}",
                 domain=name,
                 owner=owner,
                 hostname=hostname,
             )
-        elif record.hostname != hostname:
-            record.hostname = hostname
-        else:
             return record
-        await self._put(record)
-        return record
+        finally:
+            try:
+                await self.ring.kv("release", lease, [granted[2]])
+            except Exception as e:
+                log.warn("could not release the claim lease of {domain}: {e}", domain=name, e=e)
 
     def claim(self, domain: str, owner: str, hostname: str) -> Deferred[CustomDomain]:
         """

@@ -118,6 +118,23 @@ class DomainsTests(SynchronousTestCase):
         self.assertIn("claimed by another client", f.getErrorMessage())
         self.assertEqual(self.record("shop.customer.test")["owner"], "alice")
 
+    def test_concurrentClaim(self) -> None:
+        """
+        While another client holds the claim lease of a domain (it is
+        writing the first record), a claim is refused; the lease is released
+        after each claim.
+        """
+        lease = self.successResultOf(
+            self.ring.kv("acquire", b"acme/claim/shop.customer.test", [b"bob", 30.0])
+        )
+        f = self.failureResultOf(
+            self.domains.claim("shop.customer.test", "alice", "a.tunnels.test"), DomainRefused
+        )
+        self.assertIn("being claimed by another client", f.getErrorMessage())
+        self.successResultOf(self.ring.kv("release", b"acme/claim/shop.customer.test", [lease[2]]))
+        self.successResultOf(self.domains.claim("shop.customer.test", "alice", "a.tunnels.test"))
+        self.successResultOf(self.ring.kv("acquire", b"acme/claim/shop.customer.test", [b"bob", 30.0]))
+
     def test_invalidDomains(self) -> None:
         """
         Not a hostname, a single label, an IP address, a wildcard, an apex
