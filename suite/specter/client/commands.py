@@ -177,7 +177,12 @@ class ClientOptions(usage.Options):
             None,
             "Client identity directory from 'specter pki client' (env SPECTER_CLIENT_CERT_DIR; default ~/.specter).",
         ],
-        ["timeout", None, "15", "Seconds to wait for a gateway's answer (ls, release, connect)."],
+        [
+            "timeout",
+            None,
+            "15",
+            "Seconds to wait for a gateway's answer (ls, release, connect, acme, validate).",
+        ],
     ]
     subCommands = [
         ["tunnel", None, TunnelOptions, "Expose a local target through the gateways."],
