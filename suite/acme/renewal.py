@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 
 from suite.acme.interfaces import ICertificateIssuer, ICertificateStore
 from suite.acme.store import StoredCertificate
+from suite.backoff import Backoff
 
 __all__ = [
     "DAY",
@@ -109,33 +110,6 @@ class CertificateLifecycle(Protocol):
 
 
 @dataclass
-class Backoff:
-    """
-    Exponential backoff with jitter: the n-th delay is uniform in
-    [c/2, c] with c = min(maximum, initial * 2**n).
-    """
-
-    initial: float = 60.0
-    maximum: float = 6 * 3600.0
-    rng: random.Random = field(default_factory=random.Random)
-    failures: int = 0
-
-    def next(self) -> float:
-        """
-        The next delay; each call doubles the ceiling.
-        """
-        ceiling = min(self.maximum, self.initial * (2**self.failures))
-        self.failures += 1
-        return ceiling / 2 + self.rng.random() * ceiling / 2
-
-    def reset(self) -> None:
-        """
-        A certificate was issued: start small again.
-        """
-        self.failures = 0
-
-
-@dataclass
 class RenewalCore:
     """
     The collaborators and per-certificate data of one lifecycle machine.
@@ -159,7 +133,7 @@ class RenewalCore:
     clock: IReactorTime
     renewBefore: float = 30 * DAY
     checkInterval: float = 12 * 3600.0
-    backoff: Backoff = field(default_factory=Backoff)
+    backoff: Backoff = field(default_factory=lambda: Backoff(60.0, 6 * 3600.0))
     onIssued: Callable[[str, StoredCertificate], object] | None = None
     onLoaded: Callable[[str, StoredCertificate], object] | None = None
     machine: Any = None

@@ -13,12 +13,13 @@ link goes back to Connecting with exponential backoff and jitter.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from automat import TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from suite.backoff import Backoff
 
 __all__ = ["TunnelLifecycle", "ILinkActions", "LifecycleCore", "Backoff", "buildLifecycle"]
 
@@ -80,32 +81,6 @@ class ILinkActions(Protocol):
     def waitForStreams(self) -> None: ...
 
     def disconnect(self) -> None: ...
-
-
-@dataclass
-class Backoff:
-    """
-    Exponential backoff with full jitter.
-    """
-
-    initial: float = 0.5
-    maximum: float = 30.0
-    rng: random.Random = field(default_factory=random.Random)
-    failures: int = 0
-
-    def next(self) -> float:
-        """
-        The next delay; each call doubles the ceiling.
-        """
-        ceiling = min(self.maximum, self.initial * (2**self.failures))
-        self.failures += 1
-        return ceiling / 2 + self.rng.random() * ceiling / 2
-
-    def reset(self) -> None:
-        """
-        A link succeeded: start small again.
-        """
-        self.failures = 0
 
 
 @dataclass
