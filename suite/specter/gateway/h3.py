@@ -208,21 +208,38 @@ class H3Server:
         self.gateway = gateway
         self.resource = resource
         self.binds = binds
-        self.certificate = certificate
-        self.key = key
         self.reactor = reactor
         self.servers: list[Any] = []
+        self.configuration = QuicConfiguration(
+            is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536
+        )
+        self.configuration.certificate = certificate
+        self.configuration.private_key = key
+
+    def useCertificate(self, chainPEM: bytes, keyPEM: bytes) -> None:
+        """
+        Serve this certificate (PEM chain, leaf first, and its key) to QUIC
+        connections from the next one on.  aioquic takes one certificate per
+        listener (no SNI choice), so the gateway calls this only when it has
+        a single apex.
+
+        @raise ValueError: if the PEM data does not parse.
+        """
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        chain = x509.load_pem_x509_certificates(chainPEM)
+        key = load_pem_private_key(keyPEM, None)
+        self.configuration.certificate = chain[0]
+        self.configuration.certificate_chain = chain[1:]
+        self.configuration.private_key = key  # type: ignore[assignment]
 
     def start(self) -> Deferred[None]:
         """
         Bind every UDP address; fire when listening.
         """
         loop: asyncio.AbstractEventLoop = self.reactor._asyncioEventloop
-        configuration = QuicConfiguration(
-            is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536
-        )
-        configuration.certificate = self.certificate
-        configuration.private_key = self.key
+        configuration = self.configuration
         gateway, resource = self.gateway, self.resource
 
         def create(*args: Any, **kwargs: Any) -> _H3Protocol:
