@@ -20,6 +20,7 @@ from typing import Any
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -145,7 +146,7 @@ class Manager:
         if proc is not None:
             try:
                 proc.signalProcess("TERM")
-            except Exception:
+            except ProcessExitedAlready:
                 pass
         return {"name": name, "running": False}
 
@@ -158,7 +159,7 @@ class Manager:
         for proc in list(self.running.values()):
             try:
                 proc.signalProcess("TERM")
-            except Exception:
+            except ProcessExitedAlready:
                 pass
 
 

@@ -53,7 +53,26 @@ _ADDRESS = IPv4Address("TCP", "127.0.0.1", 0)
 MAX_BODY = 8 * 1024 * 1024
 
 
-class _Inbound:
+class _NoFlowControl:
+    """
+    The producer half of the transport interface, for in-process pipes whose
+    flow control is the tunnel stream's window: nothing to do here.
+    """
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+
+class _Inbound(_NoFlowControl):
     """
     The transport the stream writes peer bytes to: it feeds the HTTP
     client protocol.
@@ -70,18 +89,6 @@ class _Inbound:
         if not self.lost:
             self.lost = True
             self.protocol.connectionLost(Failure(ConnectionDone()))
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
 
 
 @implementer(IPushProducer)
@@ -373,7 +380,7 @@ class _BadResponse(Exception):
     """
 
 
-class _LeanClient:
+class _LeanClient(_NoFlowControl):
     """
     One persistent HTTP/1.1 connection over a tunnel stream, serving one
     HTTP/2 request at a time: it is the transport the stream writes the
@@ -607,19 +614,6 @@ class _LeanClient:
             request.finish()
         else:
             request.loseConnection()
-
-    # -- the rest of the transport interface the stream uses ---------------------------
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
 
 
 class _PooledClient(HTTP11ClientProtocol):

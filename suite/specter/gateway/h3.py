@@ -225,11 +225,9 @@ class H3Server:
 
         @raise ValueError: if the PEM data does not parse.
         """
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        from suite.specter.gateway.listener import loadChain
 
-        chain = x509.load_pem_x509_certificates(chainPEM)
-        key = load_pem_private_key(keyPEM, None)
+        chain, key = loadChain(chainPEM, keyPEM)
         self.configuration.certificate = chain[0]
         self.configuration.certificate_chain = chain[1:]
         self.configuration.private_key = key  # type: ignore[assignment]

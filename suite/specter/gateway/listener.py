@@ -129,6 +129,21 @@ class PublicCertificates:
                 return self.default
         return None
 
+    def _load(self, name: str, chainPEM: bytes, keyPEM: bytes) -> tuple[SSL.Context, float]:
+        """
+        A context serving this chain and key, and the leaf's expiry.
+
+        @raise ValueError: if the PEM data does not parse or the key does not
+            belong to the certificate.
+        """
+        chain, key = loadChain(chainPEM, keyPEM)
+        try:
+            context = self._context(chain[0], key, chain[1:])
+            context.check_privatekey()
+        except SSL.Error as e:
+            raise ValueError(f"the certificate of {name} does not match its key: {e}") from None
+        return context, chain[0].not_valid_after_utc.timestamp()
+
     def install(self, apex: str, chainPEM: bytes, keyPEM: bytes) -> None:
         """
         Serve C{apex} and the names one label under it with this
@@ -138,20 +153,10 @@ class PublicCertificates:
         @raise ValueError: if C{apex} is not one of the apexes, or the key
             does not belong to the certificate.
         """
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
         apex = apex.lower().rstrip(".")
         if apex not in self.apexes:
             raise ValueError(f"{apex!r} is not an apex of this gateway")
-        chain = x509.load_pem_x509_certificates(chainPEM)
-        key = load_pem_private_key(keyPEM, None)
-        try:
-            context = self._context(chain[0], key, chain[1:])
-            context.check_privatekey()
-        except SSL.Error as e:
-            raise ValueError(f"the certificate of {apex} does not match its key: {e}") from None
-        self.byApex[apex] = context
-        self.notAfter[apex] = chain[0].not_valid_after_utc.timestamp()
+        self.byApex[apex], self.notAfter[apex] = self._load(apex, chainPEM, keyPEM)
 
     def installCustom(self, domain: str, chainPEM: bytes, keyPEM: bytes) -> None:
         """
@@ -161,20 +166,10 @@ class PublicCertificates:
         @raise ValueError: if C{domain} is an apex or under one, or the key
             does not belong to the certificate.
         """
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
         domain = domain.lower().rstrip(".")
         if any(domain == a or domain.endswith("." + a) for a in self.apexes):
             raise ValueError(f"{domain!r} is an apex name, not a custom domain")
-        chain = x509.load_pem_x509_certificates(chainPEM)
-        key = load_pem_private_key(keyPEM, None)
-        try:
-            context = self._context(chain[0], key, chain[1:])
-            context.check_privatekey()
-        except SSL.Error as e:
-            raise ValueError(f"the certificate of {domain} does not match its key: {e}") from None
-        self.byDomain[domain] = context
-        self.notAfter[domain] = chain[0].not_valid_after_utc.timestamp()
+        self.byDomain[domain], self.notAfter[domain] = self._load(domain, chainPEM, keyPEM)
 
     def uninstallCustom(self, domain: str) -> None:
         """
@@ -190,6 +185,17 @@ class PublicCertificates:
         Whether the ACME certificate stored under C{name} is installed.
         """
         return name in self.byApex or name in self.byDomain
+
+
+def loadChain(chainPEM: bytes, keyPEM: bytes) -> tuple[list[x509.Certificate], Any]:
+    """
+    Parse a PEM chain (leaf first) and its private key.
+
+    @raise ValueError: if either does not parse.
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    return x509.load_pem_x509_certificates(chainPEM), load_pem_private_key(keyPEM, None)
 
 
 def makeTLSFactory(
