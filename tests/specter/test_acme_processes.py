@@ -111,6 +111,31 @@ class ACMEServerTests(TestCase):
         self.addCleanup(tcp.stopListening)
         return port, resolver
 
+    async def fetch(self, name: str, port: int, caPath: str, path: str) -> tuple[int, bytes, bytes]:
+        """
+        GET C{https://name:port/path} with curl trusting C{caPath}: exit
+        code, body followed by a line with the HTTP status, and stderr.
+        """
+        assert CURL is not None
+        out, err, code = await getProcessOutputAndValue(
+            CURL,
+            [
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                caPath,
+                "--resolve",
+                f"{name}:{port}:127.0.0.1",
+                "-w",
+                "\n%{http_code}",
+                f"https://{name}:{port}{path}",
+            ],
+            env=dict(os.environ),
+            reactor=reactor,
+        )
+        return code, out, err
+
     async def curl(self, name: str, port: int, caPath: str) -> tuple[int, str]:
         assert CURL is not None
         out, err, code = await getProcessOutputAndValue(
@@ -371,24 +396,7 @@ class ACMEServerTests(TestCase):
         rootPath = os.path.join(self.base, "pebble-root.pem")
         with open(rootPath, "wb") as f:
             f.write(await self.pebble.get("/roots/0"))
-        assert CURL is not None
-        out_, err_, code = await getProcessOutputAndValue(
-            CURL,
-            [
-                "-sS",
-                "--max-time",
-                "10",
-                "--cacert",
-                rootPath,
-                "--resolve",
-                f"{DOMAIN}:{ring.port}:127.0.0.1",
-                "-w",
-                "\n%{http_code}",
-                f"https://{DOMAIN}:{ring.port}/hello",
-            ],
-            env=dict(os.environ),
-            reactor=reactor,
-        )
+        code, out_, err_ = await self.fetch(DOMAIN, ring.port, rootPath, "/hello")
         self.assertEqual(out_.decode(), f"backend {DOMAIN} /hello\n200", err_)
         client = await ring.rpc()
         self.assertEqual(await client.kv("list", f"acme/challenge/{target.split('.')[0]}".encode()), [])
@@ -402,21 +410,7 @@ class ACMEServerTests(TestCase):
         self.assertEqual((code, out), (0, f"removed {DOMAIN}\n"), err)
         await ring.proc.waitForLog(rf"custom domain {re.escape(DOMAIN)}: removed", timeout=10)
         self.assertIsNone(await client.kv("get", f"acme/custom/{DOMAIN}".encode()))
-        out_, err_, code = await getProcessOutputAndValue(
-            CURL,
-            [
-                "-sS",
-                "--max-time",
-                "10",
-                "--cacert",
-                rootPath,
-                "--resolve",
-                f"{DOMAIN}:{ring.port}:127.0.0.1",
-                f"https://{DOMAIN}:{ring.port}/hello",
-            ],  # fmt: skip
-            env=dict(os.environ),
-            reactor=reactor,
-        )
+        code, out_, err_ = await self.fetch(DOMAIN, ring.port, rootPath, "/hello")
         self.assertNotEqual(code, 0, out_)
 
 
