@@ -24,6 +24,7 @@ class BackoffTests(SynchronousTestCase):
         """
         The same seed gives the same delays (simulations replay).
         """
-        one = [Backoff(0.5, 30.0, random.Random(9)).next() for _ in range(1)]
-        two = [Backoff(0.5, 30.0, random.Random(9)).next() for _ in range(1)]
-        self.assertEqual(one, two)
+        one, two = Backoff(0.5, 30.0, random.Random(9)), Backoff(0.5, 30.0, random.Random(9))
+        delays = [one.next() for _ in range(5)]
+        self.assertEqual(delays, [two.next() for _ in range(5)])
+        self.assertEqual(len(set(delays)), 5)
