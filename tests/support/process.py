@@ -35,15 +35,17 @@ BIN = os.path.dirname(sys.executable)
 #: (32768-60999 on Linux), so no port-0 bind or outgoing connection of
 #: another test can take one between the check and the daemon's bind, and
 #: split into one block per pytest-xdist worker so parallel workers never
-#: hand out the same port.
-PORT_BASE, PORT_BLOCK, PORT_BLOCKS = 20000, 1500, 8
+#: hand out the same port.  C{SUITE_TEST_PORT_SLOT=N} moves a whole run to
+#: blocks of its own, so several checkouts can run their tests side by side.
+PORT_BASE, PORT_BLOCK, PORT_BLOCKS = 20000, 700, 18
 _portCursor: list[int] = []
 
 
 def _workerIndex() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     digits = "".join(c for c in worker if c.isdigit())
-    return int(digits or 0) % PORT_BLOCKS
+    slot = int(os.environ.get("SUITE_TEST_PORT_SLOT", "0") or 0)
+    return (int(digits or 0) + 2 * slot) % PORT_BLOCKS
 
 
 def _bindable(port: int) -> bool:
