@@ -37,7 +37,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.raft.interfaces import IRaftTransport
-from suite.raft.messages import MalformedMessage, Message, decodeMessage, encodeMessage
+from suite.raft.messages import (
+    AppendEntries,
+    Heartbeat,
+    MalformedMessage,
+    Message,
+    decodeMessage,
+    encodeMessage,
+)
 from suite.raft.transport import DEFAULT_MAX_FRAME, FrameProtocol, certificateName
 
 __all__ = ["DialPolicy", "GroupTransport", "MultiRaftTransport", "PeerLink", "encodeFrame", "decodeFrame"]
@@ -210,6 +217,10 @@ class GroupTransport:
     def __init__(self, owner: MultiRaftTransport, group: str) -> None:
         self.owner, self.group = owner, group
         self.receiver: Callable[[Message], None] | None = None
+        #: The highest commit index a leader of this group announced to us
+        #: (AppendEntries and Heartbeat carry it): how far the group has
+        #: committed, as this replica last heard.
+        self.leaderCommit = 0
 
     def send(self, message: Message) -> None:
         self.owner.send(self.group, message)
@@ -401,6 +412,8 @@ class MultiRaftTransport:
             )
             self.rejected += 1
             return
+        if isinstance(message, (AppendEntries, Heartbeat)) and message.commit > target.leaderCommit:
+            target.leaderCommit = message.commit
         if target.receiver is not None:
             target.receiver(message)
 
