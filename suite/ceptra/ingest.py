@@ -119,6 +119,8 @@ def validateEvents(body: bytes, contentType: str = "application/json") -> list[d
         for name, value in fields.items():
             if not isinstance(value, (str, int, float, bool)) and value is not None:
                 raise IngestError(f"{where} ({eid}): field {name!r} must be a scalar")
+            if name in ("event_id", "key", "ts"):
+                raise IngestError(f"{where} ({eid}): field name {name!r} is reserved")
             if isinstance(value, float) and not math.isfinite(value):
                 raise IngestError(f"{where} ({eid}): field {name!r} is not finite")
         if len(json.dumps(ev)) > MAX_EVENT_BYTES:
@@ -273,7 +275,7 @@ class ClientAPI:
         results = await DeferredList([Deferred.fromCoroutine(work[p]) for p in pids], consumeErrors=True)
         out: dict[str, Any] = {}
         errors: dict[str, str] = {}
-        for pid, (ok, value) in zip(pids, results):
+        for pid, (ok, value) in zip(pids, results, strict=True):
             if ok:
                 out[pid] = value
             else:
@@ -427,8 +429,8 @@ class ResultsResource(JSONMethodsMixin, Resource):
                 continue
             try:
                 value = part.machine.engine.query(rule, group)
-            except EngineError as e:
-                return jsonError(request, 404, str(e))
+            except (KeyError, EngineError):
+                return jsonError(request, 404, f"no rule {rule!r} in partition {pid}")
             out[pid] = {
                 "index": part.node.lastApplied,
                 "leader": part.node.leader is not None,
@@ -452,7 +454,9 @@ class PartitionsResource(JSONMethodsMixin, Resource):
             request,
             {
                 "node": manager.spiffe,
-                "partitions": {p: manager.partitionStatus(p) for p in sorted(manager.partitions)},
+                "partitions": {
+                    p: manager.partitionStatus(p, withHash=True) for p in sorted(manager.partitions)
+                },
             },
         )
 
@@ -507,9 +511,11 @@ class FeatureRules:
                 continue
             self.pending.add(pid)
             d = self.api.manager.propose(pid, rulesEntry(rules))
-            d.addErrback(
-                lambda f, pid=pid: log.info(
-                    "rules for {pid} not applied yet: {why}", pid=pid, why=f.getErrorMessage()
-                )
-            )
-            d.addBoth(lambda _, pid=pid: self.pending.discard(pid))
+            d.addErrback(self._failed, pid)
+            d.addBoth(self._done, pid)
+
+    def _failed(self, f: Any, pid: str) -> None:
+        log.info("rules for {pid} not applied yet: {why}", pid=pid, why=f.getErrorMessage())
+
+    def _done(self, result: object, pid: str) -> None:
+        self.pending.discard(pid)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +36,17 @@ __all__ = ["PartitionMachine", "eventsEntry", "rulesEntry", "rulesDigest", "DEFA
 
 DEFAULT_HORIZON = 200_000
 SNAPSHOT_VERSION = 1
+
+
+def partitionNumber(pid: str) -> int:
+    """
+    The engine's integer partition number for partition id C{pid}: its
+    trailing digits (C{p12} -> 12), else a CRC-32 of the id.
+    """
+    m = re.search(r"(\d+)$", pid)
+    if m is not None and len(m.group(1)) < 10:
+        return int(m.group(1))
+    return zlib.crc32(pid.encode()) & 0x7FFFFFFF
 
 
 def rulesDigest(doc: Any) -> str:
@@ -70,7 +83,8 @@ class PartitionMachine:
         self.partition = partition
         self.horizon = horizon
         self.onResults = onResults
-        self.engine = PartitionEngine(partition=partition)
+        self.number = partitionNumber(partition)
+        self.engine = PartitionEngine(partition=self.number)
         self._order: deque[str] = deque()
         self._seen: set[str] = set()
         self.rulesVersion = 0
@@ -112,7 +126,8 @@ class PartitionMachine:
                 continue
             self._seen.add(eid)
             self._order.append(eid)
-            fresh.append(event)
+            fields = event.get("fields") or {}
+            fresh.append({**fields, "event_id": eid, "key": event.get("key"), "ts": event.get("ts")})
         while len(self._order) > self.horizon:
             self._seen.discard(self._order.popleft())
         self.events += len(fresh)
@@ -160,7 +175,7 @@ class PartitionMachine:
 
     def restore(self, data: bytes) -> None:
         state = msgpack.unpackb(data, raw=False)
-        self.engine = PartitionEngine.restore(self.partition, state["engine"])
+        self.engine = PartitionEngine.restore(self.number, state["engine"])
         self._order = deque(state["seen"])
         self._seen = set(self._order)
         self.rulesVersion = state["rulesVersion"]

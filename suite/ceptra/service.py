@@ -38,9 +38,9 @@ from zope.interface import implementer
 from suite.ceptra.access import SpiffeAllowList
 from suite.ceptra.health import ActivationHealth, PartitionsHealth, PlacementFeedHealth
 from suite.ceptra.ingest import ClientAPI, FeatureRules, installClientAPI
+from suite.ceptra.logmetrics import LogCounterService
 from suite.ceptra.partitions import PartitionManager
 from suite.ceptra.routing import Routing, parseRouting
-from suite.ceptra.logmetrics import LogCounterService
 from suite.ceptra.storage import prepareStorage
 from suite.clustor.feeds import FeedClient
 from suite.daemon import attachCommon
