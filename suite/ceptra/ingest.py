@@ -63,6 +63,12 @@ class IngestError(ValueError):
     """
 
 
+class Unavailable(Exception):
+    """
+    The node cannot take the request yet (no routing table); retry (HTTP 503).
+    """
+
+
 def _parseBody(body: bytes, contentType: str) -> list[Any]:
     ndjson = "ndjson" in contentType
     if ndjson:
@@ -166,7 +172,7 @@ class ClientAPI:
         for ev in events:
             pid = routing.partitionFor(ev["key"])
             if pid is None:
-                raise IngestError("the routing table has no partitions yet")
+                raise Unavailable("the routing table has no partitions yet")
             shares.setdefault(pid, []).append(ev)
         return shares
 
@@ -266,7 +272,7 @@ class ClientAPI:
         routing = self.routing()
         pids = [onlyPartition] if onlyPartition is not None else routing.partitionIds
         if not pids:
-            raise IngestError("the routing table has no partitions yet")
+            raise Unavailable("the routing table has no partitions yet")
         entry = rulesEntry(doc)
         return await self._all({pid: self.submit(pid, entry, "/rules", body, hops) for pid in pids}, None)
 
@@ -318,7 +324,7 @@ def _finish(request: Any, d: Deferred[tuple[int, Any]]) -> Any:
             return
         if f.check(IngestError):
             request.write(jsonError(request, 400, f.getErrorMessage()))
-        elif f.check(NotLeader, NotHosted):
+        elif f.check(NotLeader, NotHosted, Unavailable):
             request.write(jsonError(request, 503, f.getErrorMessage()))
         else:
             log.failure("client API request failed", f)
