@@ -42,12 +42,12 @@ from suite.raft.settings import NotLeader
 from suite.web.errors import JSONMethodsMixin, jsonError, jsonResponse
 from suite.web.sse import SSEHub
 
-__all__ = ["IngestError", "validateEvents", "ClientAPI", "installClientAPI", "MAX_EVENTS", "MAX_EVENT_BYTES"]
+__all__ = ["IngestError", "validateEvents", "ClientAPI", "installClientAPI", "MAX_EVENTS", "MAX_FIELD_CHARS"]
 
 log = Logger(namespace="ceptra.ingest")
 
 MAX_EVENTS = 10_000
-MAX_EVENT_BYTES = 64 * 1024
+MAX_FIELD_CHARS = 4096
 MAX_FIELDS = 64
 MAX_ID = 128
 MAX_KEY = 256
@@ -55,6 +55,7 @@ MAX_HOPS = 2
 PARTITION_HEADER = b"x-ceptra-partition"
 HOPS_HEADER = b"x-ceptra-hops"
 _EVENT_KEYS = frozenset({"event_id", "key", "ts", "fields"})
+_RESERVED = frozenset({"event_id", "key", "ts"})
 
 
 class IngestError(ValueError):
@@ -118,19 +119,24 @@ def validateEvents(body: bytes, contentType: str = "application/json") -> list[d
             raise IngestError(f"{where}: event_id must be a string of 1-{MAX_ID} characters")
         if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY:
             raise IngestError(f"{where} ({eid}): key must be a string of 1-{MAX_KEY} characters")
-        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-            raise IngestError(f"{where} ({eid}): ts must be a finite number (event time)")
+        if type(ts) is not int or not -(2**53) < ts < 2**53:
+            raise IngestError(f"{where} ({eid}): ts must be an integer (event time in ms)")
         if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
             raise IngestError(f"{where} ({eid}): fields must be an object of at most {MAX_FIELDS} entries")
         for name, value in fields.items():
-            if not isinstance(value, (str, int, float, bool)) and value is not None:
+            kind = type(value)
+            if kind is str:
+                if len(value) > MAX_FIELD_CHARS:
+                    raise IngestError(
+                        f"{where} ({eid}): field {name!r} is longer than {MAX_FIELD_CHARS} characters"
+                    )
+            elif kind is float:
+                if not math.isfinite(value):
+                    raise IngestError(f"{where} ({eid}): field {name!r} is not finite")
+            elif kind not in (int, bool) and value is not None:
                 raise IngestError(f"{where} ({eid}): field {name!r} must be a scalar")
-            if name in ("event_id", "key", "ts"):
-                raise IngestError(f"{where} ({eid}): field name {name!r} is reserved")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise IngestError(f"{where} ({eid}): field {name!r} is not finite")
-        if len(json.dumps(ev)) > MAX_EVENT_BYTES:
-            raise IngestError(f"{where} ({eid}): larger than {MAX_EVENT_BYTES} bytes")
+            if name in _RESERVED or len(name) > MAX_KEY:
+                raise IngestError(f"{where} ({eid}): field name {name[:40]!r} is reserved or too long")
         events.append({"event_id": eid, "key": key, "ts": ts, "fields": fields})
     return events
 

@@ -1,16 +1,13 @@
 """
-A partition's Raft state machine: the CEP engine behind an envelope that
-adds event-id deduplication and rule versioning.
+A partition's Raft state machine: the CEP engine, plus rule versioning.
 
-Log entries are msgpack maps:
-
-  - C{{"t": "events", "e": [event, ...]}}: one ingest batch.  Events whose
-    C{event_id} was applied within the dedup horizon (the last
-    C{horizon} ids, in log order) are dropped, the rest go to the engine as
-    one L{encodeEvents} payload;
-  - C{{"t": "rules", "doc": {...}, "digest": "sha256 hex"}}: a rules
-    document (validated before it was proposed), applied with
-    L{encodeRules}; the rules version counts such entries.
+Log entries are the engine's own payloads (L{suite.ceptra.engine.codec}):
+C{E1} + a JSON batch of events (one ingest batch per entry), C{R1} + a JSON
+rules document.  The engine deduplicates events by C{event_id} inside its
+bounded horizon, so a batch resent after a lost acknowledgement is not
+counted twice; the result handed back to the proposer says how many events
+of the batch were new.  A rules entry bumps this partition's rules version
+and records the document's digest (the features-feed follower compares it).
 
 Everything here is deterministic: replaying the log, or restoring a
 snapshot and replaying the rest, gives the same state on every replica.
@@ -22,20 +19,19 @@ import hashlib
 import json
 import re
 import zlib
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 from zope.interface import implementer
 
-from suite.ceptra.engine import EngineError, PartitionEngine, encodeEvents, encodeRules
+from suite.ceptra.engine import PartitionEngine, encodeEvents, encodeRules
+from suite.ceptra.engine.codec import RULES_TAG
 from suite.raft.interfaces import IRaftStateMachine
 
-__all__ = ["PartitionMachine", "eventsEntry", "rulesEntry", "rulesDigest", "DEFAULT_HORIZON"]
+__all__ = ["PartitionMachine", "eventsEntry", "rulesEntry", "rulesDigest", "partitionNumber"]
 
-DEFAULT_HORIZON = 200_000
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 def partitionNumber(pid: str) -> int:
@@ -57,13 +53,20 @@ def rulesDigest(doc: Any) -> str:
 
 
 def eventsEntry(events: list[dict[str, Any]]) -> bytes:
-    return msgpack.packb({"t": "events", "e": events}, use_bin_type=True)  # type: ignore[no-any-return]
+    """
+    The log entry of one batch of validated events
+    (C{{"event_id", "key", "ts", "fields"}}).
+    """
+    return encodeEvents(
+        [{**e["fields"], "event_id": e["event_id"], "key": e["key"], "ts": e["ts"]} for e in events]
+    )
 
 
 def rulesEntry(doc: Any) -> bytes:
-    return msgpack.packb(  # type: ignore[no-any-return]
-        {"t": "rules", "doc": doc, "digest": rulesDigest(doc)}, use_bin_type=True
-    )
+    """
+    The log entry of a rules document (raises L{EngineError} when invalid).
+    """
+    return encodeRules(doc)
 
 
 @implementer(IRaftStateMachine)
@@ -77,97 +80,73 @@ class PartitionMachine:
     def __init__(
         self,
         partition: str,
-        horizon: int = DEFAULT_HORIZON,
         onResults: Callable[[str, int, list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.partition = partition
-        self.horizon = horizon
         self.onResults = onResults
         self.number = partitionNumber(partition)
         self.engine = PartitionEngine(partition=self.number)
-        self._order: deque[str] = deque()
-        self._seen: set[str] = set()
         self.rulesVersion = 0
         self.rulesDigest: str | None = None
-        self.events = 0
-        self.duplicates = 0
         self.lastIndex = 0
-        self.errors = 0
+
+    def _counters(self) -> tuple[int, int, int]:
+        # events, duplicates, rejected (events, entries and rules documents)
+        counters = self.engine.status()["counters"]
+        return (
+            counters["events"],
+            counters["duplicates"],
+            counters["rejected"] + counters["rejected_entries"] + counters["rejected_rules"],
+        )
+
+    @property
+    def events(self) -> int:
+        return self._counters()[0]
+
+    @property
+    def duplicates(self) -> int:
+        return self._counters()[1]
 
     # -- IRaftStateMachine ------------------------------------------------
 
     def apply(self, index: int, command: bytes) -> object:
         self.lastIndex = index
-        try:
-            entry = msgpack.unpackb(command, raw=False)
-        except Exception:
-            self.errors += 1
-            return {"error": "malformed entry"}
-        if not isinstance(entry, dict):
-            self.errors += 1
-            return {"error": "malformed entry"}
-        kind = entry.get("t")
-        if kind == "events":
-            return self._applyEvents(index, entry.get("e") or [])
-        if kind == "rules":
-            return self._applyRules(index, entry.get("doc"), entry.get("digest"))
-        self.errors += 1
-        return {"error": f"unknown entry type {kind!r}"}
-
-    def _applyEvents(self, index: int, events: list[Any]) -> dict[str, Any]:
-        fresh: list[dict[str, Any]] = []
-        dup = 0
-        for event in events:
-            eid = event.get("event_id") if isinstance(event, dict) else None
-            if not isinstance(eid, str):
-                continue
-            if eid in self._seen:
-                dup += 1
-                continue
-            self._seen.add(eid)
-            self._order.append(eid)
-            fields = event.get("fields") or {}
-            fresh.append({**fields, "event_id": eid, "key": event.get("key"), "ts": event.get("ts")})
-        while len(self._order) > self.horizon:
-            self._seen.discard(self._order.popleft())
-        self.events += len(fresh)
-        self.duplicates += dup
-        results: list[dict[str, Any]] = []
-        if fresh:
-            try:
-                results = self.engine.apply(index, encodeEvents(fresh))
-            except EngineError as e:
-                self.errors += 1
-                return {"index": index, "accepted": 0, "duplicates": dup, "error": str(e)}
-        self._publish(index, results)
-        return {"index": index, "accepted": len(fresh), "duplicates": dup}
-
-    def _applyRules(self, index: int, doc: Any, digest: Any) -> dict[str, Any]:
-        try:
-            results = self.engine.apply(index, encodeRules(doc))
-        except EngineError as e:
-            self.errors += 1
-            return {"index": index, "error": str(e)}
-        self.rulesVersion += 1
-        self.rulesDigest = digest if isinstance(digest, str) else rulesDigest(doc)
-        self._publish(index, results or [])
-        return {"index": index, "rulesVersion": self.rulesVersion}
-
-    def _publish(self, index: int, results: list[dict[str, Any]]) -> None:
+        before = self._counters()
+        results = self.engine.apply(index, command)
+        after = self._counters()
+        answer: dict[str, Any] = {
+            "index": index,
+            "accepted": after[0] - before[0],
+            "duplicates": after[1] - before[1],
+        }
+        if after[2] != before[2]:
+            answer["rejected"] = after[2] - before[2]
+        if command[:2] == RULES_TAG:
+            if after[2] == before[2] and self._rulesApplied(command):
+                self.rulesVersion += 1
+                answer["rulesVersion"] = self.rulesVersion
+            else:
+                answer["error"] = "rules document rejected by the engine"
         if results and self.onResults is not None:
             tagged = [{**r, "partition": self.partition, "index": index} for r in results]
             self.onResults(self.partition, index, tagged)
+        return answer
+
+    def _rulesApplied(self, command: bytes) -> bool:
+        try:
+            doc = json.loads(command[2:])
+        except ValueError:
+            return False
+        self.rulesDigest = rulesDigest(doc)
+        return True
 
     def snapshot(self) -> bytes:
         return msgpack.packb(  # type: ignore[no-any-return]
             {
                 "v": SNAPSHOT_VERSION,
                 "engine": self.engine.snapshot(),
-                "seen": list(self._order),
                 "rulesVersion": self.rulesVersion,
                 "rulesDigest": self.rulesDigest,
-                "events": self.events,
-                "duplicates": self.duplicates,
                 "lastIndex": self.lastIndex,
             },
             use_bin_type=True,
@@ -176,24 +155,21 @@ class PartitionMachine:
     def restore(self, data: bytes) -> None:
         state = msgpack.unpackb(data, raw=False)
         self.engine = PartitionEngine.restore(self.number, state["engine"])
-        self._order = deque(state["seen"])
-        self._seen = set(self._order)
         self.rulesVersion = state["rulesVersion"]
         self.rulesDigest = state["rulesDigest"]
-        self.events = state["events"]
-        self.duplicates = state["duplicates"]
         self.lastIndex = state["lastIndex"]
 
     # -- views ------------------------------------------------------------
 
     def stateHash(self) -> str:
         """
-        A digest of the replicated state: the engine's hash, the dedup
-        horizon and the counters.  Equal on replicas at the same index.
+        A digest of the replicated state: the engine's hash (its canonical
+        state, dedup horizon and counters included) and the rules version.
+        Equal on replicas at the same index.
         """
         h = hashlib.sha256()
         h.update(self.engine.stateHash().encode())
-        h.update(msgpack.packb([list(self._order), self.rulesVersion, self.events, self.duplicates]))
+        h.update(msgpack.packb([self.rulesVersion, self.rulesDigest]))
         return h.hexdigest()
 
     def status(self) -> dict[str, Any]:
@@ -202,11 +178,12 @@ class PartitionMachine:
             engine = self.engine.status()
         except Exception as e:  # the overlay must never break /readyz
             engine = {"error": str(e)}
+        counters = engine.get("counters", {}) if isinstance(engine, dict) else {}
         return {
             "rulesVersion": self.rulesVersion,
             "rulesDigest": self.rulesDigest,
-            "events": self.events,
-            "duplicates": self.duplicates,
+            "events": counters.get("events"),
+            "duplicates": counters.get("duplicates"),
             "appliedIndex": self.lastIndex,
             "engine": engine,
         }

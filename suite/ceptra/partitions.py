@@ -278,6 +278,7 @@ class PartitionManager(Service):
         storage = self.storageFactory(os.path.join(self.walDir, pid), os.path.join(self.snapshotDir, pid))
         machine = PartitionMachine(pid, onResults=self.onResults)
         transport = self.multi.group(pid)
+        transport.paused = True  # until the node has loaded its WAL
         bootstrap = Configuration(frozenset(voters), frozenset(), tuple(sorted(voters.items())))
         node = RaftNode(self.spiffe, self.reactor, storage, transport, machine, bootstrap, self.settings)
         part = Partition(pid, node, storage, machine, transport)
@@ -286,6 +287,7 @@ class PartitionManager(Service):
 
         def started(_: object) -> None:
             part.started = True
+            transport.paused = False
 
         def failed(f: Any) -> None:
             part.failed = f.getErrorMessage()

@@ -305,6 +305,22 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual(self.b.rejected, 1)
         self.assertEqual(self.got, [])
 
+    def test_paused(self) -> None:
+        """
+        A paused group drops what arrives; resumed, it receives again.
+        """
+        self.b.group("p0").paused = True
+        for _ in range(2):
+            self.a.send("p0", Heartbeat("a", "b", 1, 7))
+            self.clock.advance(0.1)
+        self.assertEqual(self.got, [])
+        self.assertEqual(self.b.group("p0").leaderCommit, 7)
+        self.b.group("p0").paused = False
+        self.a.send("p0", Heartbeat("a", "b", 1, 8))
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.got), 1)
+        self.assertEqual(self.b.group("p0").leaderCommit, 8)
+
     def test_unknownGroupAndGarbage(self) -> None:
         self.a.send("p9", Heartbeat("a", "b", 1, 0))
         self.clock.advance(0.1)
