@@ -13,7 +13,7 @@ Phases:
      acknowledged events missing from the partition afterwards (counted on
      every replica; duplicates would show as a surplus).
 
-    .venv/bin/python bench/ceptra.py [--quick]
+    .venv/bin/python bench/ceptra.py [--quick] [--profile --keep]
 
 The last line: events_per_s_partition=... p99_ms=... lost_events=...
 """
@@ -95,7 +95,10 @@ class Bench:
         )
 
     def startNode(self, name: str) -> None:
-        self.spawn(name, ["ceptra"], self.cluster.env(name, CEPTRA_SNAPSHOT_THRESHOLD="500"))
+        profile = []
+        if "--profile" in sys.argv:
+            profile = [f"--profile={self.base}/{name}.prof", "--profiler=cprofile", "--savestats"]
+        self.spawn(name, [*profile, "ceptra"], self.cluster.env(name, CEPTRA_FEED_INTERVAL_MS="1000"))
 
     def stopAll(self) -> None:
         for proc in self.procs.values():

@@ -253,12 +253,13 @@ class HealthTests(SynchronousTestCase):
 
 class LogMetricsTests(SynchronousTestCase):
     """
-    clustor_system_logs_total counts log events by level while running.
+    clustor_system_logs_total counts log events by level from construction
+    (start-up lines included) until stopped.
     """
 
     def test_counts(self) -> None:
         """
-        Events are counted only between start and stop.
+        Events are counted from construction until stop.
         """
         registry = CollectorRegistry()
         publisher = LogPublisher()
@@ -271,6 +272,6 @@ class LogMetricsTests(SynchronousTestCase):
         log.warn("three")
         svc.stopService()
         log.warn("after")
-        self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "warn"}), 2.0)
+        self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "warn"}), 3.0)
         self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "error"}), 1.0)
         self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "debug"}), 0.0)
