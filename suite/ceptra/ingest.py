@@ -487,8 +487,9 @@ def installClientAPI(root: Resource, api: ClientAPI) -> None:
 
 class FeatureRules:
     """
-    Rules from the features feed: when the feed carries a rules document
-    under C{ceptra.rules}, the leader of each hosted partition proposes it
+    Rules from the features feed: when the feed's flags carry a rules
+    document under C{ceptra.rules} (a JSON string, as flags are scalars), the
+    leader of each hosted partition proposes it
     once (compared by digest with the partition's current rules).
     """
 
@@ -504,9 +505,15 @@ class FeatureRules:
         from suite.ceptra.engine import EngineError, validateRules
 
         doc = self.features()
-        rules = doc.get(self.KEY) if isinstance(doc, dict) else None
+        flags = doc.get("features") if isinstance(doc, dict) else None
+        rules = flags.get(self.KEY) if isinstance(flags, dict) else None
         if rules is None:
             return
+        if isinstance(rules, str):
+            try:
+                rules = json.loads(rules)
+            except ValueError:
+                rules = {"invalid": "not JSON"}
         digest = rulesDigest(rules)
         if digest == self.rejected:
             return
