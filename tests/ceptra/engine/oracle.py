@@ -104,7 +104,9 @@ def _windowsOf(win: dict[str, Any], ts: int) -> list[tuple[int, int]]:
     raise AssertionError(kind)
 
 
-def aggregateWindows(rule: dict[str, Any], events: list[dict[str, Any]]) -> dict[tuple[str, int, int], list[Any]]:
+def aggregateWindows(
+    rule: dict[str, Any], events: list[dict[str, Any]]
+) -> dict[tuple[str, int, int], list[Any]]:
     """
     Every window of C{rule} over C{events} with the field values in it.
     """
@@ -119,7 +121,9 @@ def aggregateWindows(rule: dict[str, Any], events: list[dict[str, Any]]) -> dict
             if fieldName not in ev:
                 continue
             v = ev[fieldName]
-            if fn in ("sum", "min", "max", "avg", "quantiles") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            if fn in ("sum", "min", "max", "avg", "quantiles") and (
+                isinstance(v, bool) or not isinstance(v, (int, float))
+            ):
                 continue
         else:
             v = None
@@ -173,7 +177,10 @@ def exactValue(rule: dict[str, Any], values: list[Any]) -> Any:
         return len({json.dumps(v) for v in values})
     if fn == "quantiles":
         ordered = sorted(values)
-        return {repr(float(q)): ordered[math.floor(q * (len(ordered) - 1))] for q in agg.get("q", [0.5, 0.9, 0.99])}
+        return {
+            repr(float(q)): ordered[math.floor(q * (len(ordered) - 1))]
+            for q in agg.get("q", [0.5, 0.9, 0.99])
+        }
     if fn == "topk":
         counts = Counter(json.dumps(v, separators=(",", ":")) for v in values)
         top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: agg.get("k", 10)]

@@ -33,8 +33,8 @@ FUNCTIONS: list[dict[str, Any]] = [
 def windows(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["tumbling", "hopping", "sliding", "session"]))
     if kind == "session":
-        return {"kind": kind, "gap_ms": draw(st.integers(1, 40))}
-    size = draw(st.integers(1, 60))
+        return {"kind": kind, "gap_ms": draw(st.integers(1, 15))}
+    size = draw(st.integers(1, 30))
     if kind == "hopping":
         return {"kind": kind, "size_ms": size, "hop_ms": draw(st.integers(1, size))}
     return {"kind": kind, "size_ms": size}
@@ -53,11 +53,11 @@ def streams(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
         if events and draw(st.integers(0, 9)) == 0:
             events.append(dict(draw(st.sampled_from(events))))
             continue
-        front += draw(st.integers(0, 8))
+        front += draw(st.integers(0, 4))
         ev: dict[str, Any] = {
             "event_id": f"e{i}",
             "key": draw(st.sampled_from(["a", "b", "c"])),
-            "ts": max(0, front - draw(st.integers(0, 60))),
+            "ts": max(0, front - draw(st.integers(0, 25))),
             "t": draw(st.sampled_from(["A", "B", "C"])),
         }
         x = draw(st.one_of(st.integers(-5, 40), st.none()))
@@ -75,14 +75,16 @@ def streams(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
 def timeSettings() -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
         {
-            "watermark_delay_ms": st.integers(0, 30),
-            "allowed_lateness_ms": st.integers(0, 50),
+            "watermark_delay_ms": st.integers(0, 10),
+            "allowed_lateness_ms": st.integers(0, 20),
             "late_events": st.sampled_from(["drop", "retract"]),
         }
     )
 
 
-def run(doc: dict[str, Any], batches: list[list[dict[str, Any]]]) -> tuple[PartitionEngine, list[dict[str, Any]]]:
+def run(
+    doc: dict[str, Any], batches: list[list[dict[str, Any]]]
+) -> tuple[PartitionEngine, list[dict[str, Any]]]:
     """
     Apply C{doc}, the batches and a far-future tick that flushes everything.
     """
@@ -97,7 +99,9 @@ def run(doc: dict[str, Any], batches: list[list[dict[str, Any]]]) -> tuple[Parti
     return eng, results
 
 
-def liveWindows(test: SynchronousTestCase, results: list[dict[str, Any]], rule: str) -> dict[tuple[str, int, int], Any]:
+def liveWindows(
+    test: SynchronousTestCase, results: list[dict[str, Any]], rule: str
+) -> dict[tuple[str, int, int], Any]:
     """
     Fold the update/retract stream of C{rule}: an update opens a window that
     is not open, a retract closes an open window with exactly its value.
@@ -121,7 +125,7 @@ class AggregateOracleTests(SynchronousTestCase):
     Every window kind with every aggregation equals the oracle.
     """
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
         win=windows(),
         groupBy=st.sampled_from([[], ["key"], ["key", "t"]]),
@@ -129,7 +133,11 @@ class AggregateOracleTests(SynchronousTestCase):
         batches=streams(),
     )
     def test_windows(
-        self, win: dict[str, Any], groupBy: list[str], time: dict[str, Any], batches: list[list[dict[str, Any]]]
+        self,
+        win: dict[str, Any],
+        groupBy: list[str],
+        time: dict[str, Any],
+        batches: list[list[dict[str, Any]]],
     ) -> None:
         """
         The windows left open by the result stream are exactly the oracle's,
@@ -152,7 +160,12 @@ class AggregateOracleTests(SynchronousTestCase):
         accepted = oracle.accept(time, batches)
         counters = eng.status()["counters"]
         self.assertEqual(
-            (counters["events"] - 1, counters["duplicates"], counters["late_dropped"], counters["late_retracted"]),
+            (
+                counters["events"] - 1,
+                counters["duplicates"],
+                counters["late_dropped"],
+                counters["late_retracted"],
+            ),
             (len(accepted.events), accepted.duplicates, accepted.lateDropped, accepted.lateRetracted),
         )
         if time["late_events"] == "drop":
@@ -171,9 +184,9 @@ class PatternOracleTests(SynchronousTestCase):
     Patterns, strict and relaxed, with and without negation, equal the oracle.
     """
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
-        within=st.integers(0, 60),
+        within=st.integers(0, 20),
         groupBy=st.sampled_from([[], ["key"]]),
         thenFilter=st.sampled_from([{"t": "B"}, {"t": "B", "x": {"gt": 10}}, {"t": "A"}]),
         time=timeSettings(),
@@ -214,6 +227,12 @@ class PatternOracleTests(SynchronousTestCase):
                 if r.get("rule") == rule["name"]:
                     self.assertEqual(r["kind"], "match")
                     got[
-                        (r["group"], r["window"]["start"], r["window"]["end"], r["value"]["first"], r["value"].get("then"))
+                        (
+                            r["group"],
+                            r["window"]["start"],
+                            r["window"]["end"],
+                            r["value"]["first"],
+                            r["value"].get("then"),
+                        )
                     ] += 1
             self.assertEqual(got, oracle.patternMatches(rule, accepted), rule["name"])
