@@ -66,9 +66,11 @@ class PatternRule:
                 a = waiting[0]
                 a[4] = False
                 del self.byGroup[group]
-                followed = isB and ts - a[0] <= within
-                if followed != spec.negate:
-                    self._match(a, group, ev, ts, ctx)
+                if isB and ts - a[0] <= within:
+                    if not spec.negate:
+                        self._match(a, group, ev, ts, ctx)
+                elif spec.negate:
+                    self._match(a, group, None, 0, ctx)
             elif isB:
                 for a in waiting:
                     a[4] = False
