@@ -28,6 +28,7 @@ Reconciliation (every C{interval} seconds, and whenever the feed changes):
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,7 @@ class PartitionManager(Service):
         timeout) -> Deferred}.
     @param storageFactory: override the storage (tests): C{(walDir,
         snapshotDir) -> IRaftStorage}.
+    @param rng: seeds the election timers of the partitions' nodes (tests).
     """
 
     def __init__(
@@ -133,8 +135,10 @@ class PartitionManager(Service):
         connect: Callable[[str, Factory, float], Any] | None = None,
         storageFactory: Callable[[str, str], Any] | None = None,
         registry: CollectorRegistry | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.spiffe = spiffe
+        self.rng = rng or random.Random()
         self.reactor = reactor
         self.routingSource = routing
         self.walDir, self.snapshotDir = walDir, snapshotDir
@@ -280,7 +284,16 @@ class PartitionManager(Service):
         transport = self.multi.group(pid)
         transport.paused = True  # until the node has loaded its WAL
         bootstrap = Configuration(frozenset(voters), frozenset(), tuple(sorted(voters.items())))
-        node = RaftNode(self.spiffe, self.reactor, storage, transport, machine, bootstrap, self.settings)
+        node = RaftNode(
+            self.spiffe,
+            self.reactor,
+            storage,
+            transport,
+            machine,
+            bootstrap,
+            self.settings,
+            random.Random(self.rng.random()),
+        )
         part = Partition(pid, node, storage, machine, transport)
         self.partitions[pid] = part
         log.info("starting partition {pid} (replicas {voters})", pid=pid, voters=sorted(voters))
