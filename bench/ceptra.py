@@ -287,6 +287,11 @@ class Bench:
             await self.post(leader, self.batch(BATCH))
         rate = await self.throughput()
         say(f"throughput: {rate:.0f} events/s acknowledged (batches of {BATCH}, {INFLIGHT} in flight)")
+        await task.deferLater(reactor, 2.0, lambda: None)
+        low, _ = await self.latency(rate=1_000, per=10)
+        say(
+            f"latency at 1,000 events/s (10-event batches): p50={pct(low, 50):.1f} ms p99={pct(low, 99):.1f} ms"
+        )
         lat, late = await self.latency()
         p50, p99 = pct(lat, 50), pct(lat, 99)
         say(
