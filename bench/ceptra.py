@@ -98,7 +98,16 @@ class Bench:
         profile = []
         if "--profile" in sys.argv:
             profile = [f"--profile={self.base}/{name}.prof", "--profiler=cprofile", "--savestats"]
-        self.spawn(name, [*profile, "ceptra"], self.cluster.env(name, CEPTRA_FEED_INTERVAL_MS="1000"))
+        self.spawn(
+            name,
+            [*profile, "ceptra"],
+            self.cluster.env(
+                name,
+                CEPTRA_FEED_INTERVAL_MS="1000",
+                CEPTRA_RAFT_ELECTION_TIMEOUT_MS="1500",
+                CEPTRA_RAFT_HEARTBEAT_MS="150",
+            ),
+        )
 
     def stopAll(self) -> None:
         for proc in self.procs.values():
