@@ -29,8 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -47,7 +48,17 @@ from suite.raft.messages import (
 )
 from suite.raft.transport import DEFAULT_MAX_FRAME, FrameProtocol, certificateName
 
-__all__ = ["DialPolicy", "GroupTransport", "MultiRaftTransport", "PeerLink", "encodeFrame", "decodeFrame"]
+__all__ = [
+    "DialPolicy",
+    "GroupTransport",
+    "LinkCore",
+    "LinkInputs",
+    "LinkMachine",
+    "MultiRaftTransport",
+    "PeerLink",
+    "decodeFrame",
+    "encodeFrame",
+]
 
 log = Logger()
 MAX_GROUP_ID = 255
@@ -113,11 +124,160 @@ class DialPolicy:
         return float(self.backoff * 2 ** (min(failures, max(self.attempts, 1)) - 1))
 
 
+class LinkInputs(Protocol):
+    """
+    Inputs of a link's authentication machine.
+    """
+
+    def identified(self, name: str | None) -> None:
+        """
+        The peer's identity is known: from its certificate after the TLS
+        handshake, from the dialled name (plain TCP, outbound), or from its
+        hello (plain TCP, inbound).
+        """
+
+    def accepted(self, name: str) -> None:
+        """
+        The identity passed the checks.
+        """
+
+    def refused(self, reason: str) -> None:
+        """
+        The identity (or a hello contradicting it) failed the checks.
+        """
+
+    def hello(self, name: str) -> None:
+        """
+        A hello frame naming the sender arrived.
+        """
+
+    def frame(self, group: str, body: bytes) -> None:
+        """
+        A group frame arrived.
+        """
+
+    def lost(self) -> None:
+        """
+        The connection closed.
+        """
+
+
+@dataclass
+class LinkCore:
+    """
+    What the link machine's outputs act on.
+    """
+
+    link: PeerLink
+
+    @property
+    def owner(self) -> MultiRaftTransport:
+        return self.link.owner
+
+    def verdict(self, name: str | None) -> str | None:
+        owner, expected = self.owner, self.link.expected
+        if name is None or name not in owner.knownNodes() or name == owner.nodeId:
+            return f"its identity names no known peer node ({name})"
+        if expected is not None and name != expected:
+            return f"it presented the identity of {name}, expected {expected}"
+        return None
+
+
+@dataclass
+class OpenLink:
+    """
+    State data of an authenticated link: the peer's node id.
+    """
+
+    peer: str
+
+
+def _buildLinkMachine() -> TypeMachine[LinkInputs, LinkCore]:
+    builder = TypeMachineBuilder(LinkInputs, LinkCore)
+    pending = builder.state("Pending")
+
+    def openData(inputs: LinkInputs, core: LinkCore, name: str) -> OpenLink:
+        return OpenLink(name)
+
+    opened = builder.state("Open", openData)
+    closed = builder.state("Closed")
+
+    @pending.upon(LinkInputs.identified).loop()
+    def check(inputs: LinkInputs, core: LinkCore, name: str | None) -> None:
+        why = core.verdict(name)
+        if why is None:
+            assert name is not None
+            inputs.accepted(name)
+        else:
+            inputs.refused(why)
+
+    @pending.upon(LinkInputs.accepted).to(opened)
+    def up(inputs: LinkInputs, core: LinkCore, name: str) -> None:
+        core.owner.linkUp(name, core.link)
+
+    @pending.upon(LinkInputs.refused).to(closed)
+    def refuse(inputs: LinkInputs, core: LinkCore, reason: str) -> None:
+        log.warn("rejecting Raft link with {peer}: {why}", peer=core.link.describePeer(), why=reason)
+        core.owner.rejectedLinks += 1
+        if core.link.expected is not None:
+            core.owner.dialFailed(core.link.expected, reason)
+        core.link.close()
+
+    @pending.upon(LinkInputs.hello).loop()
+    def helloFirst(inputs: LinkInputs, core: LinkCore, name: str) -> None:
+        # Only a plain-TCP inbound link learns its peer from the hello; a
+        # TLS link is identified by its certificate.
+        if not core.owner.secure and core.link.expected is None:
+            inputs.identified(name)
+
+    @pending.upon(LinkInputs.frame).loop()
+    def early(inputs: LinkInputs, core: LinkCore, group: str, body: bytes) -> None:
+        core.owner.rejected += 1
+
+    @pending.upon(LinkInputs.lost).to(closed)
+    def lostPending(inputs: LinkInputs, core: LinkCore) -> None:
+        if core.link.expected is not None:
+            core.owner.dialFailed(
+                core.link.expected, "the connection closed before the peer was authenticated"
+            )
+
+    opened.upon(LinkInputs.identified).loop().returns(None)
+    opened.upon(LinkInputs.accepted).loop().returns(None)
+
+    @opened.upon(LinkInputs.hello).loop()
+    def helloAgain(inputs: LinkInputs, core: LinkCore, data: OpenLink, name: str) -> None:
+        if name != data.peer:
+            inputs.refused(f"peer authenticated as {data.peer} says it is {name}")
+
+    @opened.upon(LinkInputs.frame).loop()
+    def deliver(inputs: LinkInputs, core: LinkCore, data: OpenLink, group: str, body: bytes) -> None:
+        core.owner.deliver(group, data.peer, body)
+
+    @opened.upon(LinkInputs.refused).to(closed)
+    def refuseOpen(inputs: LinkInputs, core: LinkCore, data: OpenLink, reason: str) -> None:
+        log.warn("closing Raft link with {peer}: {why}", peer=core.link.describePeer(), why=reason)
+        core.owner.rejectedLinks += 1
+        core.owner.linkDown(data.peer, core.link)
+        core.link.close()
+
+    @opened.upon(LinkInputs.lost).to(closed)
+    def down(inputs: LinkInputs, core: LinkCore, data: OpenLink) -> None:
+        core.owner.linkDown(data.peer, core.link)
+
+    for name in ("identified", "accepted", "refused", "hello", "frame", "lost"):
+        closed.upon(getattr(LinkInputs, name)).loop().returns(None)
+    return builder.build()
+
+
+#: One per link: C{LinkMachine(LinkCore(link))}.
+LinkMachine = _buildLinkMachine()
+
+
 @implementer(IHandshakeListener)
 class PeerLink(FrameProtocol):
     """
     One connection between two nodes, carrying frames of every group both
-    ways.
+    ways.  Authentication is the link machine's (Pending, Open, Closed).
 
     @param expected: the node dialled (outbound links), or C{None} for an
         inbound link.
@@ -127,84 +287,42 @@ class PeerLink(FrameProtocol):
         super().__init__()
         self.owner = owner
         self.expected = expected
-        self.peerId: str | None = None
         self.maxFrameBytes = owner.maxFrameBytes
+        self.machine = LinkMachine(LinkCore(self))
 
     def connectionMade(self) -> None:
         super().connectionMade()
         if not self.owner.secure:
-            self._authenticated(None)
+            self._sendHello()
+            if self.expected is not None:
+                self.machine.identified(self.expected)
 
     def handshakeCompleted(self) -> None:
-        name = self.owner.identify(self.transport)
-        if name is None or name not in self.owner.knownNodes() or name == self.owner.nodeId:
-            log.warn(
-                "rejecting Raft link with {peer}: its certificate names no known peer node ({name})",
-                peer=self.describePeer(),
-                name=name,
-            )
-            self.owner.rejectedLinks += 1
-            self.transport.loseConnection()  # type: ignore[union-attr]
-            return
-        if self.expected is not None and name != self.expected:
-            log.warn(
-                "peer at {addr} presented the identity of {name}, expected {peer}; closing",
-                addr=self.describePeer(),
-                name=name,
-                peer=self.expected,
-            )
-            self.owner.rejectedLinks += 1
-            self.transport.loseConnection()  # type: ignore[union-attr]
-            return
-        self._authenticated(name)
+        self._sendHello()
+        self.machine.identified(self.owner.identify(self.transport))
 
-    def _authenticated(self, name: str | None) -> None:
+    def _sendHello(self) -> None:
         self.sendFrame(encodeFrame("", self.owner.nodeId.encode("utf-8")))
-        if name is not None:
-            self.peerId = name
-            self.owner.linkUp(name, self)
-        elif self.expected is not None:
-            # Plain TCP (development and simulation): trust the dialled name.
-            self.peerId = self.expected
-            self.owner.linkUp(self.expected, self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def frameReceived(self, frame: bytes) -> None:
         try:
             group, body = decodeFrame(frame)
         except FrameError as e:
-            log.warn("closing Raft link with {peer}: {why}", peer=self.describePeer(), why=str(e))
+            self.machine.refused(str(e))
             self.owner.rejected += 1
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.close()
             return
         if group == "":
-            self._hello(body)
-            return
-        if self.peerId is None:
-            self.owner.rejected += 1
-            return
-        self.owner.deliver(group, self.peerId, body)
-
-    def _hello(self, body: bytes) -> None:
-        name = body.decode("utf-8", "replace")
-        if self.peerId is None and not self.owner.secure and self.expected is None:
-            if name in self.owner.knownNodes() and name != self.owner.nodeId:
-                self.peerId = name
-                self.owner.linkUp(name, self)
-            return
-        if self.peerId is not None and name != self.peerId:
-            log.warn(
-                "closing Raft link: peer authenticated as {peer} says it is {name}",
-                peer=self.peerId,
-                name=name,
-            )
-            self.owner.rejectedLinks += 1
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.machine.hello(body.decode("utf-8", "replace"))
+        else:
+            self.machine.frame(group, body)
 
     def connectionLost(self, reason: Any = None) -> None:
-        if self.peerId is not None:
-            self.owner.linkDown(self.peerId, self)
-        elif self.expected is not None:
-            self.owner.dialFailed(self.expected, "the connection closed before the peer was authenticated")
+        self.machine.lost()
 
 
 @implementer(IRaftTransport)
