@@ -254,7 +254,12 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     context = None
     allowList = SpiffeAllowList(options["admin-allowed-spiffe"], lambda: routing().spiffeIds())
     if mtls:
-        context = serverContextFactory(bundle, requireClientCert=True, peerVerifier=allowList)
+        context = serverContextFactory(
+            bundle,
+            requireClientCert=True,
+            peerVerifier=allowList,
+            acceptableProtocols=[b"h2", b"http/1.1"],
+        )
     admin = listenService(
         options["admin-endpoint"],
         LimitedSite(resource, reactor=reactor, maxBodyBytes=options["max-batch-bytes"]),

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 from typing import Any
 
 import treq
@@ -190,6 +191,30 @@ class ClusterTests(TestCase):
                     byGroup[group] = sum(w["value"] for w in windows)
         self.assertEqual(sum(byGroup.values()), EVENTS)
         self.assertEqual(sorted(byGroup.values()), sorted(oracle.values()))
+
+        # The admin listener speaks HTTP/2 (ALPN) to a real client.
+        version = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--http2",
+                "--cacert",
+                cluster.client.trust,
+                "--cert",
+                cluster.client.cert,
+                "--key",
+                cluster.client.key,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                cluster.admin("a") + "/routing",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        self.assertEqual(version.stdout, "2 200", version.stderr)
 
         # A certificate from the bundle with a SPIFFE ID placement does not
         # name is refused on the Raft and the admin listener.
