@@ -193,7 +193,7 @@ class ClientAPI:
             if attempt:
                 await deferLater(self.reactor, self.retry.delay(attempt), lambda: None)
             part = self.manager.partitions.get(pid)
-            if part is not None and part.started and part.node.leader is not None:
+            if part is not None and part.serving() and part.node.leader is not None:
                 try:
                     result = await self.manager.propose(pid, entry)
                 except NotLeader as e:
@@ -389,7 +389,7 @@ class RulesResource(JSONMethodsMixin, Resource):
     def render_GET(self, request: Any) -> bytes:
         out = {}
         for pid, part in sorted(self.api.manager.partitions.items()):
-            if part.started:
+            if part.serving():
                 out[pid] = {
                     "rulesVersion": part.machine.rulesVersion,
                     "rulesDigest": part.machine.rulesDigest,
@@ -440,7 +440,7 @@ class ResultsResource(JSONMethodsMixin, Resource):
             if only is not None and pid != only:
                 continue
             part = self.api.manager.partitions.get(pid)
-            if part is None or not part.started:
+            if part is None or not part.serving():
                 elsewhere[pid] = [
                     routing.nodes[n].admin for n in routing.partitions[pid] if n in routing.nodes
                 ]
@@ -530,7 +530,7 @@ class FeatureRules:
             log.warn("features feed {key} holds invalid rules, not applied: {why}", key=self.KEY, why=str(e))
             return
         for pid, part in sorted(self.api.manager.partitions.items()):
-            if not part.started or part.node.leader is None or pid in self.pending:
+            if not part.serving() or part.node.leader is None or pid in self.pending:
                 continue
             if part.machine.rulesDigest == digest:
                 continue

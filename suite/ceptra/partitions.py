@@ -22,7 +22,8 @@ Reconciliation (every C{interval} seconds, and whenever the feed changes):
     leader that is itself to leave hands leadership to a remaining voter;
   - a partition no longer listed keeps running until its group's
     configuration no longer includes this node (or C{retireGrace} seconds
-    pass), then stops.
+    pass), then stops (the replica's lifecycle machine,
+    L{suite.ceptra.lifecycle}).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -45,6 +46,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.ceptra.interfaces import IRaftStatus
+from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
 from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.routing import Routing
 from suite.raft.messages import Configuration
@@ -64,10 +66,12 @@ class NotHosted(Exception):
     """
 
 
-@dataclass
+@dataclass(eq=False)
 class Partition:
     """
-    One hosted partition: its Raft node, storage and engine.
+    One hosted partition: its Raft node, storage and engine; its lifecycle
+    (Starting, Running, Retiring, Failed, Stopped) is an automat machine
+    (L{suite.ceptra.lifecycle}).
     """
 
     pid: str
@@ -75,11 +79,33 @@ class Partition:
     storage: Any
     machine: PartitionMachine
     transport: GroupTransport
-    started: bool = False
-    failed: str | None = None
-    changing: bool = False
-    retiringSince: float | None = None
-    lastChange: str = field(default="")
+    manager: PartitionManager
+    change: Deferred[Any] | None = None
+    lastChange: str = ""
+    closing: Deferred[Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.lifecycle = PartitionLifecycle(LifecycleCore(self))
+
+    # ReplicaActions (the lifecycle's outputs)
+
+    def open(self) -> None:
+        self.transport.paused = False
+
+    def shutdown(self) -> None:
+        self.node.stop()
+        self.manager.multi.dropGroup(self.pid)
+        if self.manager.partitions.get(self.pid) is self:
+            del self.manager.partitions[self.pid]
+        self.closing = self.storage.close()
+        self.closing.addErrback(
+            lambda f: log.warn("closing the WAL of {pid}: {why}", pid=self.pid, why=f.getErrorMessage())
+        )
+
+    # views
+
+    def serving(self) -> bool:
+        return bool(self.lifecycle.serving())
 
     def committedIndex(self) -> int:
         """
@@ -220,17 +246,15 @@ class PartitionManager(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         parts = list(self.partitions.values())
-        self.partitions.clear()
         for part in parts:
-            part.node.stop()
+            part.lifecycle.stop()
+        self.partitions.clear()
         self.multi.close()
 
         async def closing() -> None:
             for part in parts:
-                try:
-                    await part.storage.close()
-                except Exception as e:
-                    log.warn("closing the WAL of {pid}: {why}", pid=part.pid, why=str(e))
+                if part.closing is not None:
+                    await part.closing
 
         return Deferred.fromCoroutine(closing())
 
@@ -260,19 +284,12 @@ class PartitionManager(Service):
             self._start(pid, routing)
         now = self.reactor.seconds()
         for pid, part in sorted(self.partitions.items()):
-            if not part.started:
-                continue
             if pid in hosted:
-                part.retiringSince = None
+                part.lifecycle.placed()
             else:
-                if part.retiringSince is None:
-                    part.retiringSince = now
-                    log.info("partition {pid} is no longer placed on this node; retiring", pid=pid)
-                config = part.node.configs.latest()
-                if self.spiffe not in config.members() or now - part.retiringSince > self.retireGrace:
-                    self._stop(part)
-                    continue
-            if part.node.leader is not None and pid in routing.partitions:
+                member = self.spiffe in part.node.configs.latest().members()
+                part.lifecycle.unplaced(now, member, self.retireGrace)
+            if part.serving() and part.node.leader is not None and pid in routing.partitions:
                 self._driveMembership(part, self.voters(routing, pid))
 
     def _start(self, pid: str, routing: Routing) -> None:
@@ -294,32 +311,16 @@ class PartitionManager(Service):
             self.settings,
             random.Random(self.rng.random()),
         )
-        part = Partition(pid, node, storage, machine, transport)
+        part = Partition(pid, node, storage, machine, transport, self)
         self.partitions[pid] = part
         log.info("starting partition {pid} (replicas {voters})", pid=pid, voters=sorted(voters))
-
-        def started(_: object) -> None:
-            part.started = True
-            transport.paused = False
-
-        def failed(f: Any) -> None:
-            part.failed = f.getErrorMessage()
-            log.critical("partition {pid} failed to start: {why}", pid=pid, why=part.failed)
-
-        Deferred.fromCoroutine(node.start()).addCallbacks(started, failed)
-
-    def _stop(self, part: Partition) -> None:
-        log.info("stopping partition {pid}: this node left its group", pid=part.pid)
-        self.partitions.pop(part.pid, None)
-        part.node.stop()
-        self.multi.dropGroup(part.pid)
-        part.storage.close().addErrback(
-            lambda f: log.warn("closing {pid}: {why}", pid=part.pid, why=f.getErrorMessage())
+        Deferred.fromCoroutine(node.start()).addCallbacks(
+            lambda _: part.lifecycle.loaded(), lambda f: part.lifecycle.loadFailed(f.getErrorMessage())
         )
 
     def _driveMembership(self, part: Partition, want: dict[str, str]) -> None:
         node = part.node
-        if part.changing or not want or node.configs.latestIndex() > node.commitIndex:
+        if part.change is not None or not want or node.configs.latestIndex() > node.commitIndex:
             return
         config = node.configs.latest()
         members = config.voters | config.learners
@@ -343,15 +344,15 @@ class PartitionManager(Service):
                 break
         if d is None:
             return
-        part.changing = True
+        part.change = d
         part.lastChange = what
         log.info("partition {pid}: membership change: {what}", pid=part.pid, what=what)
 
         def done(result: object) -> None:
-            part.changing = False
+            part.change = None
 
         def failed(f: Any) -> None:
-            part.changing = False
+            part.change = None
             log.info(
                 "partition {pid}: {what} did not complete: {why}",
                 pid=part.pid,
@@ -365,7 +366,7 @@ class PartitionManager(Service):
 
     def get(self, pid: str) -> Partition:
         part = self.partitions.get(pid)
-        if part is None or not part.started:
+        if part is None or not part.serving():
             raise NotHosted(pid)
         return part
 
@@ -397,14 +398,13 @@ class PartitionManager(Service):
         part = self.partitions.get(pid)
         if part is None:
             return {"partition": pid, "state": "not started"}
-        if part.failed:
-            return {"partition": pid, "state": "failed", "error": part.failed}
-        if not part.started:
-            return {"partition": pid, "state": "starting"}
+        state = dict(part.lifecycle.describe())
+        if not part.serving():
+            return {"partition": pid, **state}
         node = part.node
         return {
             "partition": pid,
-            "state": "retiring" if part.retiringSince is not None else "running",
+            **state,
             "role": node.roleName,
             "term": node.term,
             "leader": node.leaderId,
@@ -427,10 +427,11 @@ class PartitionManager(Service):
             reasons.append(f"this node ({self.spiffe}) is not in the routing table")
         for pid in self.hostedIds():
             part = self.partitions.get(pid)
-            if part is None or (not part.started and not part.failed):
-                reasons.append(f"partition {pid}: raft group starting")
-            elif part.failed:
-                reasons.append(f"partition {pid}: failed to start: {part.failed}")
+            state = part.lifecycle.describe() if part is not None else {"state": "starting"}
+            if state["state"] == "failed":
+                reasons.append(f"partition {pid}: failed to start: {state['error']}")
+            elif part is None or not part.serving():
+                reasons.append(f"partition {pid}: raft group {state['state']}")
             elif part.node.leaderId is None:
                 reasons.append(f"partition {pid}: no raft leader known (term {part.node.term})")
             else:
@@ -481,7 +482,7 @@ class _PartitionCollector:
             "ceptra_partition_rules_version", "Rules documents applied to the partition.", labels=labels
         )
         for pid, part in sorted(self.manager.partitions.items()):
-            if not part.started:
+            if not part.serving():
                 continue
             committed.add_metric([pid], part.committedIndex())
             match.add_metric([pid], part.matchIndex())
