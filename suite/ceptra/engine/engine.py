@@ -92,59 +92,83 @@ class PartitionEngine:
         if type(body) is not list:
             self._counters["rejected_entries"] += 1
             return out
-        for ev in body:
-            self._applyEvent(ev)
+        self._applyEvents(body)
+        self._forget()
         return out
 
-    def _applyEvent(self, ev: Any) -> None:
+    def _applyEvents(self, body: list[Any]) -> None:
+        """
+        Check, deduplicate, time and dispatch the events of one batch.
+        """
         counters = self._counters
-        if type(ev) is not dict:
-            counters["rejected"] += 1
-            return
-        eid = ev.get("event_id")
-        ts = ev.get("ts")
-        if (
-            type(eid) is not str
-            or not eid
-            or len(eid) > _MAX_ID
-            or type(ev.get("key")) is not str
-            or type(ts) is not int
-            or not -_MAX_TS < ts < _MAX_TS
-        ):
-            counters["rejected"] += 1
-            return
-        if eid in self._seen:
-            counters["duplicates"] += 1
-            return
-        wm = self._wm
-        late = wm is not None and ts < wm
-        settings = self._settings
-        if late:
-            assert wm is not None
-            if settings.lateEvents == "retract" and ts >= wm - settings.allowedLatenessMs:
-                counters["late_retracted"] += 1
-            else:
-                counters["late_dropped"] += 1
-                return
-        counters["events"] += 1
-        self._seen.add(eid)
-        self._seenOrder.append((ts, eid))
+        rejected = duplicates = lateDropped = lateRetracted = accepted = 0
+        seen = self._seen
+        remember = self._seenOrder.append
+        aggregates = self._aggregates
+        patterns = bool(self._patterns)
         ctx = self._ctx
-        for rule in self._aggregates:
-            rule.onEvent(ev, ts, late, ctx)
-        if self._patterns and not late:
-            heappush(self._release, (ts, self._releaseSeq, ev))
-            self._releaseSeq += 1
-        if self._maxTs is None or ts > self._maxTs:
-            self._maxTs = ts
-            newWm = ts - settings.watermarkDelayMs
-            if wm is None or newWm > wm:
-                self._wm = wm = newWm
-                self._advance(wm)
-        elif late:
-            assert wm is not None
+        settings = self._settings
+        delay = settings.watermarkDelayMs
+        lateness = settings.allowedLatenessMs if settings.lateEvents == "retract" else None
+        maxTs = self._maxTs
+        wm = self._wm
+        behind = False
+        for ev in body:
+            if type(ev) is not dict:
+                rejected += 1
+                continue
+            eid = ev.get("event_id")
+            ts = ev.get("ts")
+            if (
+                type(eid) is not str
+                or not eid
+                or len(eid) > _MAX_ID
+                or type(ev.get("key")) is not str
+                or type(ts) is not int
+                or not -_MAX_TS < ts < _MAX_TS
+            ):
+                rejected += 1
+                continue
+            if eid in seen:
+                duplicates += 1
+                continue
+            if wm is not None and ts < wm:
+                if lateness is None or ts < wm - lateness:
+                    lateDropped += 1
+                    continue
+                lateRetracted += 1
+                accepted += 1
+                seen.add(eid)
+                remember((ts, eid))
+                # Windows the watermark has passed are emitted before a late
+                # event revises them.
+                if behind:
+                    self._advance(wm)
+                behind = True
+                for rule in aggregates:
+                    rule.onEvent(ev, ts, True, ctx)
+                continue
+            accepted += 1
+            seen.add(eid)
+            remember((ts, eid))
+            for rule in aggregates:
+                rule.onEvent(ev, ts, False, ctx)
+            if patterns:
+                heappush(self._release, (ts, self._releaseSeq, ev))
+                self._releaseSeq += 1
+            if maxTs is None or ts > maxTs:
+                maxTs = ts
+                if wm is None or ts - delay > wm:
+                    self._wm = wm = ts - delay
+                    behind = True
+        self._maxTs = maxTs
+        if behind and wm is not None:
             self._advance(wm)
-        self._forget()
+        counters["rejected"] += rejected
+        counters["duplicates"] += duplicates
+        counters["late_dropped"] += lateDropped
+        counters["late_retracted"] += lateRetracted
+        counters["events"] += accepted
 
     def _advance(self, wm: int) -> None:
         ctx = self._ctx
