@@ -237,6 +237,7 @@ class AggregateRule:
         out = ctx.out
         name = self.name
         size = self.size
+        fast = self.fast
         while fires and fires[0][0] <= wm:
             end, _, group, start = heappop(fires)
             gs = self.groups.get(group)
@@ -247,7 +248,14 @@ class AggregateRule:
                 if w is None or w[0]:
                     continue
                 w[0] = True
-                w[1] = value = self._slidingValue(gs, start)
+                if fast == "sum":
+                    tsl = gs[0]
+                    lo = bisect_right(tsl, start - size, gs[3])
+                    pre = gs[2]
+                    value = pre[bisect_right(tsl, start, lo)] - pre[lo]
+                else:
+                    value = self._slidingValue(gs, start)
+                w[1] = value
                 out.append(
                     {
                         "rule": name,
@@ -338,7 +346,7 @@ class AggregateRule:
             # reach the extra state); the slack makes it one pass per many
             # windows instead of one per window.
             gs[6] = True
-            self._push(self.purges, max(at, wm + 1) + (self.size + horizon) // 4, group, 0)
+            self._push(self.purges, max(at, wm + 1) + (self.size + horizon) // 2, group, 0)
 
     # -- reading --------------------------------------------------------
 
