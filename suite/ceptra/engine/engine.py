@@ -16,9 +16,12 @@ from hashlib import sha256
 from heapq import heappop, heappush
 from typing import Any
 
+from zope.interface import implementer
+
 from suite.ceptra.engine.codec import RULES_TAG, decodeEntry
 from suite.ceptra.engine.context import Context
 from suite.ceptra.engine.errors import EngineError
+from suite.ceptra.engine.interfaces import IPartitionEngine
 from suite.ceptra.engine.patterns import PatternRule
 from suite.ceptra.engine.rules import AggregateSpec, RuleSet, Settings, compileRules
 from suite.ceptra.engine.windows import AggregateRule
@@ -33,6 +36,7 @@ _canon = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=F
 Rule = AggregateRule | PatternRule
 
 
+@implementer(IPartitionEngine)
 class PartitionEngine:
     """
     The CEP state of one partition, driven only by L{apply}.

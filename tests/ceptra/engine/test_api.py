@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.ceptra.engine import EngineError, PartitionEngine, encodeEvents, encodeRules, validateRules
+from suite.ceptra.engine.interfaces import IPartitionEngine
 
 RULES = {
     "version": 1,
@@ -42,6 +44,14 @@ class APITests(SynchronousTestCase):
     """
     The engine as the node drives it.
     """
+
+    def test_interface(self) -> None:
+        """
+        L{PartitionEngine} provides L{IPartitionEngine}, restored ones too.
+        """
+        eng = PartitionEngine(partition=3)
+        self.assertTrue(verifyObject(IPartitionEngine, eng))
+        self.assertTrue(verifyObject(IPartitionEngine, PartitionEngine.restore(3, eng.snapshot())))
 
     def test_emptyEngine(self) -> None:
         """
