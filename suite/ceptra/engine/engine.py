@@ -336,7 +336,7 @@ class PartitionEngine:
             "release_seq": self._releaseSeq,
             "rules": [r.dump() for r in self._rules],
         }
-        return _canon.encode(state).encode("utf-8")
+        return _canon.encode(state).encode("utf-8", "surrogatepass")
 
     def snapshot(self) -> bytes:
         """
@@ -357,7 +357,7 @@ class PartitionEngine:
         L{EngineError} when C{data} is not such a snapshot.
         """
         try:
-            state = json.loads(zlib.decompress(data).decode("utf-8"))
+            state = json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
             if state.get("format") != _SNAPSHOT_FORMAT:
                 raise EngineError("snapshot: unknown format")
             eng = cls(partition)

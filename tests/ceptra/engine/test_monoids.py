@@ -124,7 +124,8 @@ class SketchErrorTests(SynchronousTestCase):
         for fn in ("sum", "min", "max", "avg", "quantiles"):
             agg = makeAggregation(fn, PARAMS[fn])
             self.assertEqual(
-                [agg.accepts(v) for v in (1, 1.5, True, "1", None, math.inf)], [True, True] + [False] * 4
+                [agg.accepts(v) for v in (1, 1.5, True, "1", None, math.inf, 2**63)],
+                [True, True] + [False] * 5,
             )
         for fn in ("distinct", "topk"):
             agg = makeAggregation(fn, PARAMS[fn])
