@@ -78,4 +78,6 @@ def decodeEntry(payload: bytes) -> tuple[bytes, Any]:
         body = _decoder.decode(bytes(payload[2:]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise EngineError(f"entry: bad JSON: {e}") from None
+    except RecursionError:
+        raise EngineError("entry: JSON nested too deeply") from None
     return tag, body

@@ -33,7 +33,22 @@ _MAX_TS = 2**62
 _MAX_ID = 256
 _canon = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
+_MAX_DEPTH = 32
+
 Rule = AggregateRule | PatternRule
+
+
+def _depth(value: Any, limit: int) -> int:
+    """
+    The nesting depth of a JSON value, counted up to C{limit + 1}.
+    """
+    if limit < 0:
+        return 1
+    if type(value) is dict:
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if type(value) is list:
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
 
 
 @implementer(IPartitionEngine)
@@ -96,6 +111,10 @@ class PartitionEngine:
         if type(body) is not list:
             self._counters["rejected_entries"] += 1
             return out
+        if payload.count(b"{") + payload.count(b"[") > 2 * len(body) + 16:
+            # Some events nest values: refuse those nested too deeply to be
+            # stored (counted as rejected below).
+            body = [None if _depth(ev, _MAX_DEPTH) > _MAX_DEPTH else ev for ev in body]
         self._applyEvents(body)
         self._forget()
         return out
@@ -201,6 +220,8 @@ class PartitionEngine:
     def _applyRules(self, body: Any) -> None:
         ctx = self._ctx
         try:
+            if _depth(body, _MAX_DEPTH) > _MAX_DEPTH:
+                raise EngineError("rules document: nested too deeply")
             ruleset = compileRules(body)
             if self._ruleset is not None and ruleset.version <= self._ruleset.version:
                 raise EngineError(

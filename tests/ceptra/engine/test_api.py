@@ -245,5 +245,9 @@ class RobustnessTests(SynchronousTestCase):
         eng.apply(99, b'E1[{"event_id":"\\ud800","key":"\\udc00","ts":1,"x":"\\ud800","t":1}]')
         eng.apply(100, b'E1[{"event_id":"big","key":"k","ts":2,"x":1e999,"t":1}]')
         eng.apply(101, encodeEvents([{"event_id": "huge", "key": "k", "ts": 3, "x": 10**400, "t": 1}]))
+        deep = b'{"event_id":"deep","key":"k","ts":4,"t":1,"x":' + b"[" * 900 + b"]" * 900 + b"}"
+        eng.apply(102, b"E1[" + deep + b"]")
+        eng.apply(103, b"E1" + b"[" * 100_000 + b"]" * 100_000)
+        eng.apply(104, b'R1{"version":5,"rules":[],"description":' + b"[" * 900 + b"]" * 900 + b"}")
         copy = PartitionEngine.restore(0, eng.snapshot())
         self.assertEqual(copy.stateHash(), eng.stateHash())
