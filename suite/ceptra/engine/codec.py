@@ -3,11 +3,14 @@ Encoding of the two kinds of Raft entries the engine applies.
 
 An entry is a two-byte tag followed by compact JSON: C{E1} for a batch of
 events, C{R1} for a rules document.  An empty payload is a no-op entry.
+JSON that is not plain JSON (NaN, Infinity, a number too large for a float)
+makes the whole entry unreadable.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from suite.ceptra.engine.errors import EngineError
@@ -24,12 +27,19 @@ def _noConstant(name: str) -> object:
     raise ValueError(f"{name} is not allowed")
 
 
-_decoder = json.JSONDecoder(parse_constant=_noConstant)
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_noConstant, parse_float=_finite)
 
 
 def _dump(value: object, what: str) -> bytes:
     try:
-        return _encoder.encode(value).encode("utf-8")
+        return _encoder.encode(value).encode("utf-8", "surrogatepass")
     except (TypeError, ValueError) as e:
         raise EngineError(f"{what}: not encodable as JSON: {e}") from None
 
@@ -68,4 +78,6 @@ def decodeEntry(payload: bytes) -> tuple[bytes, Any]:
         body = _decoder.decode(bytes(payload[2:]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise EngineError(f"entry: bad JSON: {e}") from None
+    except RecursionError:
+        raise EngineError("entry: JSON nested too deeply") from None
     return tag, body

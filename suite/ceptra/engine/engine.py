@@ -16,9 +16,12 @@ from hashlib import sha256
 from heapq import heappop, heappush
 from typing import Any
 
+from zope.interface import implementer
+
 from suite.ceptra.engine.codec import RULES_TAG, decodeEntry
 from suite.ceptra.engine.context import Context
 from suite.ceptra.engine.errors import EngineError
+from suite.ceptra.engine.interfaces import IPartitionEngine
 from suite.ceptra.engine.patterns import PatternRule
 from suite.ceptra.engine.rules import AggregateSpec, RuleSet, Settings, compileRules
 from suite.ceptra.engine.windows import AggregateRule
@@ -30,9 +33,25 @@ _MAX_TS = 2**62
 _MAX_ID = 256
 _canon = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
+_MAX_DEPTH = 32
+
 Rule = AggregateRule | PatternRule
 
 
+def _depth(value: Any, limit: int) -> int:
+    """
+    The nesting depth of a JSON value, counted up to C{limit + 1}.
+    """
+    if limit < 0:
+        return 1
+    if type(value) is dict:
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if type(value) is list:
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
+
+
+@implementer(IPartitionEngine)
 class PartitionEngine:
     """
     The CEP state of one partition, driven only by L{apply}.
@@ -92,59 +111,87 @@ class PartitionEngine:
         if type(body) is not list:
             self._counters["rejected_entries"] += 1
             return out
-        for ev in body:
-            self._applyEvent(ev)
+        if payload.count(b"{") + payload.count(b"[") > 2 * len(body) + 16:
+            # Some events nest values: refuse those nested too deeply to be
+            # stored (counted as rejected below).
+            body = [None if _depth(ev, _MAX_DEPTH) > _MAX_DEPTH else ev for ev in body]
+        self._applyEvents(body)
+        self._forget()
         return out
 
-    def _applyEvent(self, ev: Any) -> None:
+    def _applyEvents(self, body: list[Any]) -> None:
+        """
+        Check, deduplicate, time and dispatch the events of one batch.
+        """
         counters = self._counters
-        if type(ev) is not dict:
-            counters["rejected"] += 1
-            return
-        eid = ev.get("event_id")
-        ts = ev.get("ts")
-        if (
-            type(eid) is not str
-            or not eid
-            or len(eid) > _MAX_ID
-            or type(ev.get("key")) is not str
-            or type(ts) is not int
-            or not -_MAX_TS < ts < _MAX_TS
-        ):
-            counters["rejected"] += 1
-            return
-        if eid in self._seen:
-            counters["duplicates"] += 1
-            return
-        wm = self._wm
-        late = wm is not None and ts < wm
-        settings = self._settings
-        if late:
-            assert wm is not None
-            if settings.lateEvents == "retract" and ts >= wm - settings.allowedLatenessMs:
-                counters["late_retracted"] += 1
-            else:
-                counters["late_dropped"] += 1
-                return
-        counters["events"] += 1
-        self._seen.add(eid)
-        self._seenOrder.append((ts, eid))
+        rejected = duplicates = lateDropped = lateRetracted = accepted = 0
+        seen = self._seen
+        remember = self._seenOrder.append
+        aggregates = self._aggregates
+        patterns = bool(self._patterns)
         ctx = self._ctx
-        for rule in self._aggregates:
-            rule.onEvent(ev, ts, late, ctx)
-        if self._patterns and not late:
-            heappush(self._release, (ts, self._releaseSeq, ev))
-            self._releaseSeq += 1
-        if self._maxTs is None or ts > self._maxTs:
-            self._maxTs = ts
-            newWm = ts - settings.watermarkDelayMs
-            if wm is None or newWm > wm:
-                self._wm = wm = newWm
-                self._advance(wm)
-        elif late:
-            assert wm is not None
+        settings = self._settings
+        delay = settings.watermarkDelayMs
+        lateness = settings.allowedLatenessMs if settings.lateEvents == "retract" else None
+        maxTs = self._maxTs
+        wm = self._wm
+        behind = False
+        for ev in body:
+            if type(ev) is not dict:
+                rejected += 1
+                continue
+            eid = ev.get("event_id")
+            ts = ev.get("ts")
+            if (
+                type(eid) is not str
+                or not eid
+                or len(eid) > _MAX_ID
+                or type(ev.get("key")) is not str
+                or type(ts) is not int
+                or not -_MAX_TS < ts < _MAX_TS
+            ):
+                rejected += 1
+                continue
+            if eid in seen:
+                duplicates += 1
+                continue
+            if wm is not None and ts < wm:
+                if lateness is None or ts < wm - lateness:
+                    lateDropped += 1
+                    continue
+                lateRetracted += 1
+                accepted += 1
+                seen.add(eid)
+                remember((ts, eid))
+                # Windows the watermark has passed are emitted before a late
+                # event revises them.
+                if behind:
+                    self._advance(wm)
+                behind = True
+                for rule in aggregates:
+                    rule.onEvent(ev, ts, True, ctx)
+                continue
+            accepted += 1
+            seen.add(eid)
+            remember((ts, eid))
+            for rule in aggregates:
+                rule.onEvent(ev, ts, False, ctx)
+            if patterns:
+                heappush(self._release, (ts, self._releaseSeq, ev))
+                self._releaseSeq += 1
+            if maxTs is None or ts > maxTs:
+                maxTs = ts
+                if wm is None or ts - delay > wm:
+                    self._wm = wm = ts - delay
+                    behind = True
+        self._maxTs = maxTs
+        if behind and wm is not None:
             self._advance(wm)
-        self._forget()
+        counters["rejected"] += rejected
+        counters["duplicates"] += duplicates
+        counters["late_dropped"] += lateDropped
+        counters["late_retracted"] += lateRetracted
+        counters["events"] += accepted
 
     def _advance(self, wm: int) -> None:
         ctx = self._ctx
@@ -173,6 +220,8 @@ class PartitionEngine:
     def _applyRules(self, body: Any) -> None:
         ctx = self._ctx
         try:
+            if _depth(body, _MAX_DEPTH) > _MAX_DEPTH:
+                raise EngineError("rules document: nested too deeply")
             ruleset = compileRules(body)
             if self._ruleset is not None and ruleset.version <= self._ruleset.version:
                 raise EngineError(
@@ -308,7 +357,7 @@ class PartitionEngine:
             "release_seq": self._releaseSeq,
             "rules": [r.dump() for r in self._rules],
         }
-        return _canon.encode(state).encode("utf-8")
+        return _canon.encode(state).encode("utf-8", "surrogatepass")
 
     def snapshot(self) -> bytes:
         """
@@ -329,7 +378,7 @@ class PartitionEngine:
         L{EngineError} when C{data} is not such a snapshot.
         """
         try:
-            state = json.loads(zlib.decompress(data).decode("utf-8"))
+            state = json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
             if state.get("format") != _SNAPSHOT_FORMAT:
                 raise EngineError("snapshot: unknown format")
             eng = cls(partition)

@@ -24,12 +24,18 @@ __all__ = ["Aggregation", "makeAggregation", "isNumber"]
 _json = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
+_INT_LIMIT = 2**63
+
+
 def isNumber(v: object) -> bool:
     """
-    C{True} for a finite int or float (not a bool).
+    C{True} for a finite float or an int of magnitude below 2**63 (not a
+    bool).
     """
     t = type(v)
-    return t is int or (t is float and math.isfinite(v))  # type: ignore[arg-type]
+    if t is int:
+        return -_INT_LIMIT < v < _INT_LIMIT  # type: ignore[operator]
+    return t is float and math.isfinite(v)  # type: ignore[arg-type]
 
 
 def isScalar(v: object) -> bool:
@@ -186,7 +192,9 @@ class _Distinct(Aggregation):
         return bytearray(self.m)
 
     def add(self, acc: Any, v: Any) -> Any:
-        h = int.from_bytes(blake2b(_itemKey(v).encode(), digest_size=8).digest(), "big")
+        h = int.from_bytes(
+            blake2b(_itemKey(v).encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big"
+        )
         j = h >> self.shift
         rho = self.shift - (h & self.low).bit_length() + 1
         if rho > acc[j]:

@@ -48,6 +48,11 @@ class AggregateRule:
         self.hop = spec.hopMs
         self.gap = spec.gapMs
         self.fast = spec.fn if spec.fn in ("count", "sum", "avg") else ""
+        self.where = spec.where
+        self.field = spec.field
+        self.accepts = self.agg.accepts
+        self.groupBy = spec.groupBy
+        self.single = spec.groupBy[0] if len(spec.groupBy) == 1 else None
 
     # -- events ---------------------------------------------------------
 
@@ -55,21 +60,27 @@ class AggregateRule:
         """
         Add one accepted event (C{late}: older than the watermark).
         """
-        spec = self.spec
-        if spec.where is not None and not spec.where(ev):
+        where = self.where
+        if where is not None and not where(ev):
             return
-        field = spec.field
+        field = self.field
         if field is None:
             v: Any = None
         else:
             v = ev.get(field, MISSING)
-            if v is MISSING or not self.agg.accepts(v):
+            if v is MISSING or not self.accepts(v):
                 self.skipped += 1
                 return
-        group = groupOf(spec.groupBy, ev) if spec.groupBy else "*"
+        single = self.single
+        if single is not None:
+            group = ev.get(single)
+            if type(group) is not str:
+                group = groupOf(self.groupBy, ev)
+        else:
+            group = groupOf(self.groupBy, ev) if self.groupBy else "*"
         gs = self.groups.get(group)
         if gs is None:
-            if len(self.groups) >= spec.maxGroups:
+            if len(self.groups) >= self.spec.maxGroups:
                 self.overflow += 1
                 return
             gs = self.groups[group] = self._newGroup()
@@ -88,8 +99,9 @@ class AggregateRule:
 
     def _newGroup(self) -> Any:
         if self.kind == "sliding":
-            # [timestamps, values, prefix sums, head, windows {t: [emitted, value]}, sorted window ts]
-            return [[], [], [0], 0, {}, []]
+            # [timestamps, values, prefix sums, head, windows {t: [emitted, value]},
+            #  sorted window ts, purge scheduled]
+            return [[], [], [0], 0, {}, [], False]
         if self.kind == "session":
             return []
         return {}
@@ -222,6 +234,10 @@ class AggregateRule:
         fires = self.fires
         horizon = ctx.horizonMs
         kind = self.kind
+        out = ctx.out
+        name = self.name
+        size = self.size
+        fast = self.fast
         while fires and fires[0][0] <= wm:
             end, _, group, start = heappop(fires)
             gs = self.groups.get(group)
@@ -232,9 +248,28 @@ class AggregateRule:
                 if w is None or w[0]:
                     continue
                 w[0] = True
-                w[1] = self._slidingValue(gs, start)
-                ctx.emit("update", self.name, group, start - self.size + 1, end, w[1])
-                self._push(self.purges, end + horizon, group, start)
+                if fast == "sum":
+                    tsl = gs[0]
+                    lo = bisect_right(tsl, start - size, gs[3])
+                    pre = gs[2]
+                    value = pre[bisect_right(tsl, start, lo)] - pre[lo]
+                else:
+                    value = self._slidingValue(gs, start)
+                w[1] = value
+                out.append(
+                    {
+                        "rule": name,
+                        "group": group,
+                        "window": {"start": start - size + 1, "end": end},
+                        "value": value,
+                        "kind": "update",
+                        "partition": ctx.partition,
+                        "index": ctx.index,
+                    }
+                )
+                if not gs[6]:
+                    gs[6] = True
+                    self._push(self.purges, end + horizon, group, start)
             elif kind == "session":
                 for s in gs:
                     if s[0] == start:
@@ -259,7 +294,8 @@ class AggregateRule:
             if gs is None:
                 continue
             if kind == "sliding":
-                self._slidingPurge(group, gs, wm - horizon)
+                gs[6] = False
+                self._slidingPurge(group, gs, wm, horizon)
             elif kind == "session":
                 for i, s in enumerate(gs):
                     if s[0] == start:
@@ -273,7 +309,13 @@ class AggregateRule:
                 if not gs:
                     del self.groups[group]
 
-    def _slidingPurge(self, group: str, gs: list[Any], floor: int) -> None:
+    def _slidingPurge(self, group: str, gs: list[Any], wm: int, horizon: int) -> None:
+        """
+        Drop the emitted windows before C{wm - horizon} and the events no
+        window from there on covers, then schedule the next purge of the
+        group (one pending purge per group).
+        """
+        floor = wm - horizon
         windows, wts = gs[4], gs[5]
         n = 0
         while n < len(wts) and wts[n] < floor and windows[wts[n]][0]:
@@ -283,9 +325,7 @@ class AggregateRule:
             del wts[:n]
         tsl = gs[0]
         head = gs[3]
-        cut = floor - self.size
-        while head < len(tsl) and tsl[head] <= cut:
-            head += 1
+        head = bisect_right(tsl, floor - self.size, head)
         if head == len(tsl) and not windows:
             del self.groups[group]
             return
@@ -298,6 +338,15 @@ class AggregateRule:
                 gs[2] = [x - base for x in pre[head:]]
             head = 0
         gs[3] = head
+        at = tsl[head] + self.size + horizon if head < len(tsl) else None
+        if wts and windows[wts[0]][0] and (at is None or wts[0] + 1 + horizon < at):
+            at = wts[0] + 1 + horizon
+        if at is not None:
+            # Purging later than possible is harmless (nothing accepted can
+            # reach the extra state); the slack makes it one pass per many
+            # windows instead of one per window.
+            gs[6] = True
+            self._push(self.purges, max(at, wm + 1) + (self.size + horizon) // 2, group, 0)
 
     # -- reading --------------------------------------------------------
 
@@ -351,7 +400,15 @@ class AggregateRule:
         for group, gs in self.groups.items():
             if self.kind == "sliding":
                 vals = gs[1] if self.spec.field is not None else len(gs[1])
-                g: Any = [gs[0], vals, gs[2], gs[3], [[t, w[0], w[1]] for t, w in gs[4].items()], gs[5]]
+                g: Any = [
+                    gs[0],
+                    vals,
+                    gs[2],
+                    gs[3],
+                    [[t, w[0], w[1]] for t, w in gs[4].items()],
+                    gs[5],
+                    gs[6],
+                ]
             elif self.kind == "session":
                 g = [[s[0], s[1], agg.dump(s[2]), s[3], s[4]] for s in gs]
             else:
@@ -375,7 +432,7 @@ class AggregateRule:
         for group, g in obj["groups"]:
             if self.kind == "sliding":
                 vals = g[1] if self.spec.field is not None else [None] * int(g[1])
-                self.groups[group] = [g[0], vals, g[2], g[3], {t: [e, v] for t, e, v in g[4]}, g[5]]
+                self.groups[group] = [g[0], vals, g[2], g[3], {t: [e, v] for t, e, v in g[4]}, g[5], g[6]]
             elif self.kind == "session":
                 self.groups[group] = [[s[0], s[1], agg.load(s[2]), s[3], s[4]] for s in g]
             else:

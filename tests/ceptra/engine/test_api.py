@@ -6,10 +6,15 @@ state hashes, status and queries.
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.ceptra.engine import EngineError, PartitionEngine, encodeEvents, encodeRules, validateRules
+from suite.ceptra.engine.interfaces import IPartitionEngine
 
 RULES = {
     "version": 1,
@@ -42,6 +47,14 @@ class APITests(SynchronousTestCase):
     """
     The engine as the node drives it.
     """
+
+    def test_interface(self) -> None:
+        """
+        L{PartitionEngine} provides L{IPartitionEngine}, restored ones too.
+        """
+        eng = PartitionEngine(partition=3)
+        self.assertTrue(verifyObject(IPartitionEngine, eng))
+        self.assertTrue(verifyObject(IPartitionEngine, PartitionEngine.restore(3, eng.snapshot())))
 
     def test_emptyEngine(self) -> None:
         """
@@ -161,3 +174,80 @@ class APITests(SynchronousTestCase):
         with self.assertRaises(EngineError) as e:
             validateRules({"version": 1, "rules": [{"name": "x", "type": "aggregate"}]})
         self.assertEqual(str(e.exception), "rules[0].window: required")
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=5),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+loose_events = st.lists(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {
+                "event_id": st.one_of(st.text(max_size=3), json_values),
+                "key": st.one_of(st.text(max_size=2), json_values),
+            },
+            optional={
+                "ts": st.one_of(st.integers(-(2**64), 2**64), json_values),
+                "x": json_values,
+                "t": json_values,
+            },
+        ),
+    ),
+    max_size=10,
+)
+
+
+class RobustnessTests(SynchronousTestCase):
+    """
+    C{apply} never raises, whatever the entry holds.
+    """
+
+    @settings(max_examples=80, deadline=None)
+    @given(batches=st.lists(st.one_of(loose_events, st.binary(max_size=20)), max_size=5))
+    def test_neverRaises(self, batches: list[Any]) -> None:
+        """
+        Random JSON batches and random bytes are applied without raising,
+        with every aggregation and a pattern active; the state stays
+        snapshot-able, hashable and JSON-reportable.
+        """
+        eng = PartitionEngine(partition=0)
+        rules = [
+            {
+                "name": fn,
+                "type": "aggregate",
+                "group_by": ["key", "t"],
+                "window": {"kind": "session", "gap_ms": 5},
+                "aggregate": {"fn": fn} if fn == "count" else {"fn": fn, "field": "x"},
+            }
+            for fn in ("count", "sum", "min", "max", "avg", "distinct", "quantiles", "topk")
+        ]
+        rules.append(
+            {"name": "p", "type": "pattern", "first": {"t": {"gt": 0}}, "then": {"x": None}, "within_ms": 9}
+        )
+        eng.apply(1, encodeRules({"version": 1, "rules": rules}))
+        for i, batch in enumerate(batches):
+            payload = batch if isinstance(batch, bytes) else encodeEvents(batch)
+            json.dumps(eng.apply(i + 2, payload))
+        json.dumps(eng.status())
+        for rule in ("sum", "topk", "p"):
+            json.dumps(eng.query(rule))
+        eng.apply(99, b'E1[{"event_id":"\\ud800","key":"\\udc00","ts":1,"x":"\\ud800","t":1}]')
+        eng.apply(100, b'E1[{"event_id":"big","key":"k","ts":2,"x":1e999,"t":1}]')
+        eng.apply(101, encodeEvents([{"event_id": "huge", "key": "k", "ts": 3, "x": 10**400, "t": 1}]))
+        deep = b'{"event_id":"deep","key":"k","ts":4,"t":1,"x":' + b"[" * 900 + b"]" * 900 + b"}"
+        eng.apply(102, b"E1[" + deep + b"]")
+        eng.apply(103, b"E1" + b"[" * 100_000 + b"]" * 100_000)
+        eng.apply(104, b'R1{"version":5,"rules":[],"description":' + b"[" * 900 + b"]" * 900 + b"}")
+        copy = PartitionEngine.restore(0, eng.snapshot())
+        self.assertEqual(copy.stateHash(), eng.stateHash())
