@@ -15,7 +15,8 @@ The CEPtra client API on the admin listener (mTLS, SPIFFE allow list):
   - C{GET /routing}: the routing table and hash, for clients that go direct.
   - C{GET /results/<rule>[?group=G][&partition=P]}: current window values
     from the partitions hosted here, each tagged with its applied index.
-  - C{GET /stream}: results as server-sent events (partitions hosted here).
+  - C{GET /stream}: results as server-sent events, one per applied entry
+    (partitions hosted here).
   - C{GET /partitions}: per-partition Raft and engine status, state hashes.
 """
 
@@ -170,8 +171,14 @@ class ClientAPI:
         self.forwarded = 0
 
     def publishResults(self, partition: str, index: int, results: list[dict[str, Any]]) -> None:
-        for result in results:
-            self.hub.publish("result", result)
+        """
+        One SSE event per applied entry: C{{"partition", "index", "results"}}.
+        Nothing is encoded while no client listens (a sliding window yields
+        a result per event; encoding them for nobody would cost more than
+        applying them).
+        """
+        if self.hub.clientCount:
+            self.hub.publish("results", {"partition": partition, "index": index, "results": results})
 
     def split(self, routing: Routing, events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         shares: dict[str, list[dict[str, Any]]] = {}

@@ -73,8 +73,8 @@ def rulesEntry(doc: Any) -> bytes:
 class PartitionMachine:
     """
     @param onResults: called with C{(partition, index, results)} after each
-        applied entry that produced results (results are tagged with the
-        partition and the log index they reflect).
+        applied entry that produced results (the partition and the log index
+        they reflect).
     """
 
     def __init__(
@@ -128,8 +128,7 @@ class PartitionMachine:
             else:
                 answer["error"] = "rules document rejected by the engine"
         if results and self.onResults is not None:
-            tagged = [{**r, "partition": self.partition, "index": index} for r in results]
-            self.onResults(self.partition, index, tagged)
+            self.onResults(self.partition, index, results)
         return answer
 
     def _rulesApplied(self, command: bytes) -> bool:

@@ -297,7 +297,7 @@ class PartitionManager(Service):
         if self.spiffe not in voters:
             return
         storage = self.storageFactory(os.path.join(self.walDir, pid), os.path.join(self.snapshotDir, pid))
-        machine = PartitionMachine(pid, onResults=self.onResults)
+        machine = PartitionMachine(pid, onResults=self._results)
         transport = self.multi.group(pid)
         transport.paused = True  # until the node has loaded its WAL
         bootstrap = Configuration(frozenset(voters), frozenset(), tuple(sorted(voters.items())))
@@ -317,6 +317,10 @@ class PartitionManager(Service):
         Deferred.fromCoroutine(node.start()).addCallbacks(
             lambda _: part.lifecycle.loaded(), lambda f: part.lifecycle.loadFailed(f.getErrorMessage())
         )
+
+    def _results(self, pid: str, index: int, results: list[dict[str, Any]]) -> None:
+        if self.onResults is not None:
+            self.onResults(pid, index, results)
 
     def _driveMembership(self, part: Partition, want: dict[str, str]) -> None:
         node = part.node

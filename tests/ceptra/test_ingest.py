@@ -82,13 +82,21 @@ def answer(req: DummyRequest) -> tuple[int, Any]:
     return req.responseCode or 200, json.loads(b"".join(req.written))
 
 
+class ListeningHub(SSEHub):
+    """
+    A hub with one listening client (as far as publishers can tell).
+    """
+
+    clientCount = 1  # type: ignore[assignment]
+
+
 class APITests(SynchronousTestCase):
     def setUp(self) -> None:
         self.cluster = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"], "p1": ["a", "b", "c"]})
         self.cluster.run(2.0)
-        self.hub = SSEHub(self.cluster.clock)
+        self.hub = ListeningHub(self.cluster.clock)
         self.published: list[Any] = []
-        self.hub.publish = lambda event, data, id=None: self.published.append(data) or "1"  # type: ignore[method-assign]
+        self.hub.publish = lambda event, data, id=None: self.published.append((event, data)) or "1"  # type: ignore[method-assign]
         manager = self.cluster.managers["a"]
         self.api = ClientAPI(
             manager, lambda: self.cluster.routing, None, self.cluster.clock, self.hub, DialPolicy(1, 3, 0.05)
@@ -124,6 +132,10 @@ class APITests(SynchronousTestCase):
         self.assertEqual(code, 200, out)
         self.assertEqual((out["events"], out["accepted"], out["duplicates"]), (40, 40, 0))
         self.assertEqual(sorted(out["partitions"]), ["p0", "p1"])
+        kinds = {event for event, _ in self.published}
+        self.assertEqual(kinds, {"results"})
+        self.assertTrue(all({"partition", "index", "results"} <= set(data) for _, data in self.published))
+        self.assertEqual({data["partition"] for _, data in self.published}, {"p0", "p1"})
         code, out = self.render(IngestResource(self.api), request(b"POST", [], body(events(40))))
         self.assertEqual((out["accepted"], out["duplicates"]), (0, 40))
         code, out = self.render(ResultsResource(self.api), request(b"GET", [b"per_key"]))
@@ -140,6 +152,16 @@ class APITests(SynchronousTestCase):
         )
         code, out = self.render(RulesResource(self.api), request(b"GET", []))
         self.assertEqual(out["partitions"]["p0"]["rulesVersion"], 1)
+
+    def test_noListenerNoEncoding(self) -> None:
+        """
+        Without stream clients, results are not published at all.
+        """
+        self.api.hub = SSEHub(self.cluster.clock)
+        self.api.hub.publish = lambda *a, **k: self.fail("published with no listener")  # type: ignore[method-assign]
+        self.render(RulesResource(self.api), request(b"POST", [], body(RULES)))
+        code, out = self.render(IngestResource(self.api), request(b"POST", [], body(events(40))))
+        self.assertEqual(code, 200)
 
     def test_badRequests(self) -> None:
         code, out = self.render(IngestResource(self.api), request(b"POST", [], b"[]"))

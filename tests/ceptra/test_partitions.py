@@ -120,6 +120,8 @@ class MachineTests(SynchronousTestCase):
             machine.apply(4, eventsEntry(events(3, 100)))
         self.assertEqual(copy.stateHash(), m.stateHash())
         self.assertEqual(m.events, 18)
+        self.assertIn(("p0", 2), [(p, i) for p, i, _ in published])
+        self.assertTrue(all(results for _, _, results in published))
         value = m.engine.query("per_key")
         self.assertEqual(value["partition"], 0)
         self.assertEqual(len(value["groups"]), 5)
