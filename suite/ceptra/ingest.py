@@ -108,37 +108,44 @@ def validateEvents(body: bytes, contentType: str = "application/json") -> list[d
     if len(items) > MAX_EVENTS:
         raise IngestError(f"{len(items)} events in one batch; the limit is {MAX_EVENTS}")
     events = []
+    isfinite = math.isfinite
     for i, ev in enumerate(items):
-        where = f"event {i}"
-        if not isinstance(ev, dict):
-            raise IngestError(f"{where}: not a JSON object")
-        extra = set(ev) - _EVENT_KEYS
-        if extra:
-            raise IngestError(f"{where}: unknown keys {sorted(extra)} (allowed: event_id, key, ts, fields)")
-        eid, key, ts, fields = ev.get("event_id"), ev.get("key"), ev.get("ts"), ev.get("fields", {})
-        if not isinstance(eid, str) or not 0 < len(eid) <= MAX_ID:
-            raise IngestError(f"{where}: event_id must be a string of 1-{MAX_ID} characters")
-        if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY:
-            raise IngestError(f"{where} ({eid}): key must be a string of 1-{MAX_KEY} characters")
+        if type(ev) is not dict:
+            raise IngestError(f"event {i}: not a JSON object")
+        eid, key, ts, fields = ev.get("event_id"), ev.get("key"), ev.get("ts"), ev.get("fields")
+        if len(ev) != (3 if fields is None and "fields" not in ev else 4):
+            extra = sorted(set(ev) - _EVENT_KEYS)
+            missing = sorted({"event_id", "key", "ts"} - set(ev))
+            raise IngestError(
+                f"event {i}: unknown keys {extra} (allowed: event_id, key, ts, fields)"
+                if extra
+                else f"event {i}: missing {missing}"
+            )
+        if type(eid) is not str or not 0 < len(eid) <= MAX_ID:
+            raise IngestError(f"event {i}: event_id must be a string of 1-{MAX_ID} characters")
+        if type(key) is not str or not 0 < len(key) <= MAX_KEY:
+            raise IngestError(f"event {i} ({eid}): key must be a string of 1-{MAX_KEY} characters")
         if type(ts) is not int or not -(2**53) < ts < 2**53:
-            raise IngestError(f"{where} ({eid}): ts must be an integer (event time in ms)")
-        if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
-            raise IngestError(f"{where} ({eid}): fields must be an object of at most {MAX_FIELDS} entries")
+            raise IngestError(f"event {i} ({eid}): ts must be an integer (event time in ms)")
+        if fields is None:
+            fields = ev["fields"] = {}
+        elif type(fields) is not dict or len(fields) > MAX_FIELDS:
+            raise IngestError(f"event {i} ({eid}): fields must be an object of at most {MAX_FIELDS} entries")
         for name, value in fields.items():
             kind = type(value)
             if kind is str:
                 if len(value) > MAX_FIELD_CHARS:
                     raise IngestError(
-                        f"{where} ({eid}): field {name!r} is longer than {MAX_FIELD_CHARS} characters"
+                        f"event {i} ({eid}): field {name!r} is longer than {MAX_FIELD_CHARS} characters"
                     )
             elif kind is float:
-                if not math.isfinite(value):
-                    raise IngestError(f"{where} ({eid}): field {name!r} is not finite")
-            elif kind not in (int, bool) and value is not None:
-                raise IngestError(f"{where} ({eid}): field {name!r} must be a scalar")
+                if not isfinite(value):
+                    raise IngestError(f"event {i} ({eid}): field {name!r} is not finite")
+            elif kind is not int and kind is not bool and value is not None:
+                raise IngestError(f"event {i} ({eid}): field {name!r} must be a scalar")
             if name in _RESERVED or len(name) > MAX_KEY:
-                raise IngestError(f"{where} ({eid}): field name {name[:40]!r} is reserved or too long")
-        events.append({"event_id": eid, "key": key, "ts": ts, "fields": fields})
+                raise IngestError(f"event {i} ({eid}): field name {name[:40]!r} is reserved or too long")
+        events.append(ev)
     return events
 
 

@@ -51,6 +51,7 @@ class ValidationTests(SynchronousTestCase):
             (body([]), "empty batch"),
             (body([1]), "not a JSON object"),
             (body([{**good, "extra": 1}]), "unknown keys"),
+            (body([{"event_id": "x", "key": "k"}]), "missing ['ts']"),
             (body([{**good, "event_id": ""}]), "event_id"),
             (body([{**good, "key": 5}]), "key must be"),
             (body([{**good, "ts": 1.5}]), "ts must be an integer"),
