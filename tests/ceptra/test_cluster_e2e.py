@@ -20,6 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
 
@@ -215,6 +216,45 @@ class ClusterTests(TestCase):
             timeout=20,
         )
         self.assertEqual(version.stdout, "2 200", version.stderr)
+
+        # Results stream as server-sent events while a client listens.
+        stream = getProcessOutputAndValue(
+            "curl",
+            [
+                "-sS",
+                "-N",
+                "--max-time",
+                "4",
+                "--cacert",
+                cluster.client.trust,
+                "--cert",
+                cluster.client.cert,
+                "--key",
+                cluster.client.key,
+                cluster.admin("a") + "/stream",
+            ],
+            env=dict(os.environ),
+            reactor=reactor,
+        )
+        await sleep(1.0)
+        # Event times far ahead move the watermark, so windows report.
+        more = [
+            {
+                "event_id": f"later-{i}",
+                "key": f"user-{i % 4}",
+                "ts": 10_000_000 + i * 100_000,
+                "fields": {"amount": 1},
+            }
+            for i in range(24)
+        ]
+        r = await treq.post(cluster.admin("a") + "/ingest", json=more, agent=agent, timeout=10)
+        posted = await r.content()
+        self.assertEqual(r.code, 200, posted)
+        out, _, _ = await stream
+        frames = [f for f in out.decode().split("\n\n") if "event: results" in f]
+        self.assertTrue(frames, (out[-500:], posted))
+        data = json.loads(frames[0].split("data: ", 1)[1])
+        self.assertEqual(set(data), {"partition", "index", "results"})
 
         # A certificate from the bundle with a SPIFFE ID placement does not
         # name is refused on the Raft and the admin listener.
