@@ -149,6 +149,27 @@ def validateEvents(body: bytes, contentType: str = "application/json") -> list[d
     return events
 
 
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+async def _collect(response: Any, limit: int) -> bytes:
+    """
+    A forwarded request's answer body, refused past C{limit} bytes.
+    """
+    chunks: list[bytes] = []
+    size = 0
+
+    def collector(data: bytes) -> None:
+        nonlocal size
+        size += len(data)
+        if size > limit:
+            raise ValueError(f"answer larger than {limit} bytes")
+        chunks.append(data)
+
+    await treq.collect(response, collector)
+    return b"".join(chunks)
+
+
 class ClientAPI:
     """
     Routing, proposing and forwarding for the HTTP resources.
@@ -265,7 +286,7 @@ class ClientAPI:
         )
         d.addTimeout(self.retry.timeout, self.reactor)
         response = await d
-        raw = await treq.content(response)
+        raw = await _collect(response, MAX_ANSWER_BYTES)
         try:
             answer = json.loads(raw)
         except ValueError:
