@@ -14,14 +14,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
 from suite.constellation.catalog import LocalCatalog, NodeEntry
 from suite.constellation.priority import nodePriority
-from suite.daemon import ConfigError
+from suite.daemon import ConfigError, watchListening
 from suite.gossip.__main__ import advertisable, parseAddress
 from suite.gossip.interfaces import IMembershipListener
 from suite.gossip.node import GossipNode
@@ -150,14 +150,9 @@ class GossipService(Service):
         try:
             joined = self.node.start(self.seeds)
         except Exception as e:
-            log.critical(
-                "--bind-port: cannot listen for gossip on {bind}: {error}", bind=self.bind, error=str(e)
-            )
-            if self.reactor.running:
-                self.reactor.stop()
-            else:
-                self.reactor.callWhenRunning(self.reactor.stop)
+            watchListening(self, "--bind-port", f"{self.bind} (gossip)", fail(e), self.reactor)
             return
+        watchListening(self, "--bind-port", f"{self.bind} (gossip)", succeed(None), self.reactor)
         if self.seeds:
             joined.addCallback(self._joined)
 

@@ -12,8 +12,6 @@ import os
 import sys
 from typing import Any
 
-from twisted.application import strports
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
@@ -24,7 +22,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from suite import kv
-from suite.daemon import ConfigError, errorLine, notImplementedYet
+from suite.daemon import (
+    ConfigError,
+    GuardedEndpointService,
+    errorLine,
+    listenFailureReason,
+    notImplementedYet,
+)
 from suite.specter.chord.node import ChordConfig, ChordNode
 from suite.specter.chord.wire import ALPN, ChordServerFactory, WireTransport
 from suite.specter.rpc import RPCFactory
@@ -39,7 +43,7 @@ LEAVE_TIMEOUT = 110.0
 def listenOrExit(start: Any) -> None:
     """
     Run C{start} (a service's start method); a listener that cannot bind
-    ends start-up with one line naming the address, exit code 2, instead
+    ends start-up with one line naming the address, exit status 1, instead
     of a traceback.
     """
     try:
@@ -50,9 +54,10 @@ def listenOrExit(start: Any) -> None:
             if isinstance(e.interface, str) and e.port is None
             else f"{e.interface or '*'}:{e.port}"
         )
-        sys.stderr.write(errorLine("specter", ConfigError(f"cannot listen on {where}: {e.socketError}")))
+        reason = listenFailureReason(e)
+        sys.stderr.write(errorLine("specter", ConfigError(f"cannot listen on {where}: {reason}")))
         sys.stderr.flush()
-        raise SystemExit(2) from None
+        raise SystemExit(1) from None
 
 
 class SpecterService(MultiService):
@@ -219,12 +224,15 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         for h, p in options["tcp-binds"]:
             endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
             wrapped = TLSMemoryBIOFactory(tlsFactory, False, chordFactory)
-            svc = StreamServerEndpointService(endpoint, wrapped)
-            svc._raiseSynchronously = True
+            svc = GuardedEndpointService(endpoint, wrapped, "--listen", f"{h}:{p}")
             svc.setServiceParent(root)
     rpcFactory = RPCFactory(node, reactor)
-    rpc = strports.service(options["rpc-endpoint"], rpcFactory, reactor=reactor)
-    rpc._raiseSynchronously = True  # type: ignore[attr-defined]
+    rpc = GuardedEndpointService(
+        serverFromString(reactor, options["rpc-endpoint"]),
+        rpcFactory,
+        "--listen-rpc",
+        options["rpc-endpoint"],
+    )
     rpc.setServiceParent(root)
     from prometheus_client import CollectorRegistry
 
