@@ -62,6 +62,7 @@ class VnodeBase:
     predFailures: int
     ticks: int
     transferredTo: dict[VnodeRef, VnodeRef]
+    grantedBefore: VnodeRef | None
     seed: str | None
     serving: bool
     gone: bool

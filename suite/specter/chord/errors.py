@@ -19,6 +19,7 @@ __all__ = [
     "INTERNAL",
     "TIMEOUT",
     "LEAVING",
+    "NOT_IN_RING",
 ]
 
 NOT_OWNER = "not-owner"
@@ -30,6 +31,8 @@ LEASE_LOST = "lease-lost"
 INTERNAL = "internal"
 TIMEOUT = "timeout"
 LEAVING = "leaving"
+#: this process has ring history but cannot reach its ring (not retried)
+NOT_IN_RING = "not-in-ring"
 RETRYABLE = frozenset({NOT_OWNER, BUSY, GONE, TIMEOUT, LEAVING})
 
 

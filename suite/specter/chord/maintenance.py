@@ -52,6 +52,7 @@ class Maintenance(VnodeBase):
         await self.fixFingers()
         if self.ticks % self.node.config.repairEvery == 0:
             await self.replicator.repair()
+        self.node.saveRingState()
 
     async def stabilize(self) -> None:
         alive = [s for s in self.succs if not self.node.suspected(s.addr)]
