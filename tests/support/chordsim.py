@@ -44,6 +44,9 @@ class SimNetwork:
         self.delay = delay
         self.nodes: dict[str, ChordNode] = {}
         self.crashed: set[str] = set()
+        #: the transport of each address's current life: calls still made
+        #: by an earlier life (a crashed process) go nowhere
+        self.current: dict[str, Any] = {}
         self.messages = 0
 
     def _delay(self) -> float:
@@ -53,13 +56,20 @@ class SimNetwork:
         return any(a in self.crashed or a not in self.nodes for a in addrs) or self.rng.random() < self.drop
 
     def deliver(
-        self, src: str, dst: str, vid: int | None, method: str, args: list[Any], timeout: float
+        self,
+        src: str,
+        dst: str,
+        vid: int | None,
+        method: str,
+        args: list[Any],
+        timeout: float,
+        sender: Any = None,
     ) -> Deferred[Any]:
         self.messages += 1
         d: Deferred[Any] = Deferred()
         timer = self.clock.callLater(timeout, lambda: d.errback(RemoteError(E.TIMEOUT, f"{method} to {dst}")))
         payload = _copy([vid, method, args])
-        if self._lost(src, dst):
+        if self._lost(src, dst) or (sender is not None and self.current.get(src) is not sender):
             return d
 
         def reply(result: Any) -> None:
@@ -149,11 +159,12 @@ class SimTransport:
     def __init__(self, net: SimNetwork, addr: str) -> None:
         self.net = net
         self.addr = addr
+        net.current[addr] = self
 
     def call(
         self, addr: str, vnodeId: int | None, method: str, args: list[Any], timeout: float
     ) -> Deferred[Any]:
-        return self.net.deliver(self.addr, addr, vnodeId, method, args, timeout)
+        return self.net.deliver(self.addr, addr, vnodeId, method, args, timeout, self)
 
 
 class Cluster:

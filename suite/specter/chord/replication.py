@@ -145,6 +145,9 @@ class Replicator:
 
     async def copy(self, key: bytes) -> None:
         targets = self.replicas()
+        if any(t not in targets for t in self.clean):
+            # a replica that misses this write must be checked when it returns
+            self.clean = {t: seen for t, seen in self.clean.items() if t in targets}
         if not targets:
             return
         records = await self.vnode.store.exportKey(key)
@@ -176,7 +179,10 @@ class Replicator:
             low = high  # alone: the whole ring
         mine = None
         now = v.clock.seconds()
-        for target in self.replicas():
+        targets = self.replicas()
+        # a replica that dropped out (crashed) and came back is checked afresh
+        self.clean = {t: seen for t, seen in self.clean.items() if t in targets}
+        for target in targets:
             seen = self.clean.get(target)
             if seen is not None and seen[:2] == (low, high) and now - seen[2] < v.node.config.antiEntropy:
                 continue
