@@ -20,6 +20,7 @@ __all__ = [
     "TIMEOUT",
     "LEAVING",
     "NOT_IN_RING",
+    "FORBIDDEN",
 ]
 
 NOT_OWNER = "not-owner"
@@ -33,6 +34,8 @@ TIMEOUT = "timeout"
 LEAVING = "leaving"
 #: this process has ring history but cannot reach its ring (not retried)
 NOT_IN_RING = "not-in-ring"
+#: the caller's certificate does not name the address it claims
+FORBIDDEN = "forbidden"
 RETRYABLE = frozenset({NOT_OWNER, BUSY, GONE, TIMEOUT, LEAVING})
 
 

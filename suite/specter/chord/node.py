@@ -156,7 +156,7 @@ class ChordNode:
     def firstVnode(self) -> Vnode:
         return self.vnodes[0]
 
-    def start(self, seed: str | None, bootstrap: bool = False) -> None:
+    def start(self, seed: str | None, bootstrap: bool = False, alsoJoin: tuple[str, ...] = ()) -> None:
         """
         Bring every vnode into the ring.  With C{seed}, through it (and,
         failing it, through the peers the ring state names); without, a
@@ -164,10 +164,11 @@ class ChordNode:
         without ring state, or told to C{bootstrap}, founds a new ring.
         """
         self.seed = seed
-        self.seeds = ([seed] if seed else []) + [p for p in self.knownPeers if p != seed]
+        given = ([seed] if seed else []) + [a for a in alsoJoin if a != seed]
+        self.seeds = given + [p for p in self.knownPeers if p not in given]
         self.founding = bootstrap or not self.seeds
         if self.founding:
-            log.info("founding a new ring" + (" (--bootstrap)" if self.knownPeers else ""))
+            log.info("founding a new ring" + (" (--bootstrap)" if bootstrap else ""))
         elif seed is None:
             log.info(
                 "rejoining the ring through the {count} peers this node knew: {peers}",

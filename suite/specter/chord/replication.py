@@ -131,9 +131,9 @@ class Replicator:
             elif op == "remove":
                 result = await store.prefixRemove(key, _bytes(args[0]))
             elif op == "acquire":
-                result = _leaseOut(await store.acquireLease(key, _bytes(args[0]), _num(args[1])))
+                result = _leaseOut(await store.acquireLease(key, _bytes(args[0]), _ttl(args[1])))
             elif op == "renew":
-                result = _leaseOut(await store.renewLease(key, int(_num(args[0])), _num(args[1])))
+                result = _leaseOut(await store.renewLease(key, int(_num(args[0])), _ttl(args[1])))
             else:
                 result = await store.releaseLease(key, int(_num(args[0])))
         except LeaseHeld as e:
@@ -233,6 +233,17 @@ def _bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode()
     raise RemoteError(E.BAD_REQUEST, "argument must be bytes")
+
+
+#: the longest lease, in seconds (one day)
+MAX_TTL = 86400.0
+
+
+def _ttl(value: Any) -> float:
+    ttl = _num(value)
+    if not 0 < ttl <= MAX_TTL:
+        raise RemoteError(E.BAD_REQUEST, f"ttl must be greater than 0 and at most {MAX_TTL:g} seconds")
+    return ttl
 
 
 def _num(value: Any) -> float:
