@@ -473,6 +473,8 @@ class ChordNode:
             if r is not None and r.addr != self.addr and not self.suspected(r.addr)
         ]
         if known:
+            # learnt from the ring itself (a join answer, a notify): in touch
+            self.joinProblem = None
             return self.rng.choice(known)
         return await self._contactSeeds()
 
