@@ -308,7 +308,14 @@ class ChordNode:
         errors: list[str] = []
         for addr in self.seeds:
             try:
-                info = await self.transport.call(addr, None, "status", [], self.config.rpcTimeout)
+                try:
+                    info = await self.transport.call(addr, None, "status", [], self.config.rpcTimeout)
+                except RemoteError as e:
+                    if e.code != E.BAD_REQUEST:
+                        raise
+                    # a peer from before the status call: it only knows hello
+                    hello = await self.transport.call(addr, None, "hello", [], self.config.rpcTimeout)
+                    info = {"serving": hello, "history": False}
             except RemoteError as e:
                 errors.append(f"{addr}: {e.message or e.code}")
                 continue
