@@ -320,3 +320,67 @@ class RestartSimulationTests(SynchronousTestCase):
         assert saved is not None
         self.assertEqual(saved["peers"], ["p1:1"])
         self.assertEqual(len(saved["vnodes"]), 4)
+
+    def test_partialKnowledgeOneFounder(self) -> None:
+        """
+        Processes that each knew only some of the others (p0 knew p3, p1
+        knew p2, ...) still agree on one founder when they all restart:
+        they look for their ring through the peers their peers knew.
+        """
+        from tests.support.chordsim import MemoryRingState
+
+        knew = {
+            "p0:1": ["p3:1"],
+            "p1:1": ["p2:1"],
+            "p2:1": ["p1:1", "p3:1"],
+            "p3:1": ["p0:1", "p2:1"],
+        }
+        c = Cluster(seed=29)
+        for name, peers in knew.items():
+            state = MemoryRingState()
+            state.saved = {"format": 1, "addr": name, "peers": peers, "vnodes": []}
+            c.disks[name] = ({}, state)
+        for name in ("p1:1", "p2:1", "p3:1", "p0:1"):
+            c.add(name, None)
+            c.run(0.5)
+        c.run(30)
+        self.assertEqual([n.addr for n in c.live() if n.founding], ["p0:1"])
+        self.assertEqual(len(c.activeVnodes()), 16)
+        self.assertEqual(c.ringProblems(), [])
+
+    def test_largeRingRestart(self) -> None:
+        """
+        In a ring where no process knows every other, a whole-ring restart in
+        random order still re-forms exactly one ring: processes look for
+        their ring through the peers their peers knew, and all agree on the
+        one that founds it.
+        """
+        from suite.specter.chord.node import ChordConfig
+
+        config = ChordConfig(virtual=2, replicas=2, successors=3, stabilizeInterval=0.5, rpcTimeout=1.0)
+        c = Cluster(seed=28, config=config, threaded=True)
+        writer = Writer(c)
+        names = [f"p{i:02d}:1" for i in range(12)]
+        c.add(names[0], None)
+        c.run(2)
+        for name in names[1:]:
+            c.add(name, names[0])
+            c.run(2)
+        c.run(10)
+        for _ in range(60):
+            writer.write()
+            c.run(0.02)
+        c.run(10)
+        partial = [n for n in c.live() if len(n.knownPeers) < len(names) - 1]
+        self.assertTrue(partial)
+        for name in names:
+            c.crash(name)
+        order = list(names)
+        c.rng.shuffle(order)
+        for name in order:
+            c.add(name, None if name == names[0] else names[0])
+            c.run(0.3)
+        c.run(60)
+        founders = [n.addr for n in c.live() if n.founding]
+        self.assertEqual(founders, [names[0]])
+        ChurnSimulationTests.check(self, c, writer)  # type: ignore[arg-type]

@@ -30,6 +30,8 @@ log = Logger()
 MAX_HOPS = 64
 #: seconds between two reports of the same trouble getting into the ring
 JOIN_LOG_INTERVAL = 5.0
+#: the most processes a node asks while looking for its ring
+MAX_PEERS = 1024
 #: seconds out of reach of the ring before KV calls are refused outright
 REFUSE_AFTER = 3.0
 BATCH_INFLIGHT = 4
@@ -294,19 +296,27 @@ class ChordNode:
             "serving": [list(v.ref) for v in self.vnodes if v.serving],
             "history": bool(self.knownPeers),
             "founding": self.founding,
+            "peers": self.knownPeers[:MAX_PEERS],
         }
 
     async def _contactSeeds(self) -> VnodeRef:
         """
-        A serving vnode of another process, found through the seeds.  When
-        every known peer answers and none serves (the whole ring is
-        restarting), the one with the lowest address founds it again.
+        A serving vnode of another process, found through the seeds and,
+        transitively, the peers each of them knew.  When every process so
+        found answers and none serves (the whole ring is restarting), the
+        one with the lowest address founds it again: all of them see the
+        same set, so exactly one does.
         """
         if not self.seeds:
             raise RemoteError(E.BUSY, "no serving vnode yet")
+        queue = list(self.seeds)
+        seen = set(queue)
         answered: dict[str, dict[str, Any]] = {}
         errors: list[str] = []
-        for addr in self.seeds:
+        i = 0
+        while i < len(queue):
+            addr = queue[i]
+            i += 1
             try:
                 try:
                     info = await self.transport.call(addr, None, "status", [], self.config.rpcTimeout)
@@ -327,25 +337,27 @@ class ChordNode:
                 self.joinProblem = None
                 return self.rng.choice(refs)
             answered[addr] = info
+            for peer in info.get("peers") or []:
+                if isinstance(peer, str) and peer != self.addr and peer not in seen and len(seen) < MAX_PEERS:
+                    seen.add(peer)
+                    queue.append(peer)
         if not answered:
             self.joinTrouble("cannot reach any known ring peer (" + "; ".join(errors) + ")")
             raise RemoteError(E.NOT_IN_RING, self.joinProblem or "")
-        known = set(self.knownPeers) | ({self.seed} if self.seed else set())
-        restarting = sorted(a for a, i in answered.items() if i.get("history"))
-        if self.knownPeers and set(restarting) >= known and all(self.addr < a for a in restarting):
+        restarting = {a for a, info in answered.items() if info.get("history")}
+        if self.knownPeers and restarting == seen and all(self.addr < a for a in seen):
             if not self.founding:
                 log.info(
-                    "every peer this node knew is restarting too ({peers}): it re-forms the ring",
-                    peers=", ".join(restarting),
+                    "every ring peer is restarting too ({peers}): this node re-forms the ring",
+                    peers=", ".join(sorted(seen)),
                 )
             self.founding = True
             raise RemoteError(E.BUSY, "re-forming the ring")
-        missing = sorted(known - set(answered))
         self.joinTrouble(
-            "no known ring peer serves yet: "
+            "no ring peer serves yet: "
             + ", ".join(sorted(answered))
-            + " answered (waiting for the ring to re-form)"
-            + (f"; unreachable: {'; '.join(errors)}" if missing else "")
+            + " answered (waiting for the ring to re-form"
+            + (f"; unreachable: {'; '.join(errors)})" if errors else ")")
         )
         raise RemoteError(E.NOT_IN_RING, self.joinProblem or "")
 
