@@ -158,6 +158,10 @@ class Maintenance(VnodeBase):
         c = ref(candidate)
         if c is None or c == self.ref:
             return
+        if c == self.pred and c in self.transferredTo:
+            # only serving vnodes notify: the joiner got its range
+            self.transferredTo = {}
+            self.grantedBefore = None
         if self.pred is None or self.pred == self.ref or between(c.id, self.pred.id, self.ref.id):
             if self.pred is not None and self.pred != self.ref and not self.serving:
                 return
