@@ -430,3 +430,47 @@ class CallerIdentityTests(SynchronousTestCase):
             self.assertIn(method, problem)
             self.assertIn("10.9.9.9", problem)
         self.assertIsNotNone(callerMismatch(cert, 5, "join", [[1, 7, 0]]))
+
+
+class RetriedJoinTests(SynchronousTestCase):
+    """
+    A join retried while the export for its first attempt is still running.
+    """
+
+    def test_retryDuringExport(self) -> None:
+        """
+        The successor is Transferring (its store exports off-thread); the
+        joiner's retry is answered with the same range instead of failing
+        on the membership machine, and the vnode is Active afterwards.
+        """
+        clock = Clock()
+        net = SimNetwork(clock, random.Random(1))
+        node = _node(clock, net)
+        v = node.vnodes[0]
+        node.founding = True
+        v.start(None)  # the first vnode founds the ring: Active at once
+        self.assertTrue(v.serving)
+        exports: list[Deferred[Any]] = []
+
+        def slowExport(low: int, high: int) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            exports.append(d)
+            return d
+
+        v.store.exportRange = slowExport  # type: ignore[method-assign]
+        joiner = VnodeRef((v.ref.id - 1000) % (1 << 64), "j:1", 0)
+        first = Deferred.fromCoroutine(v.remote_join(list(joiner)))
+        self.assertFalse(v.membership.acceptsTransfer())  # Transferring
+        second = Deferred.fromCoroutine(v.remote_join(list(joiner)))
+        answers: list[Any] = []
+        first.addBoth(answers.append)
+        second.addBoth(answers.append)
+        self.assertEqual(len(exports), 2)
+        for d in exports:
+            d.callback([["v", b"k", b"1"]])
+        self.assertEqual(len(answers), 2)
+        for a in answers:
+            self.assertEqual(a[0], [["v", b"k", b"1"]])
+            self.assertEqual(a[1], list(v.ref))
+        self.assertTrue(v.membership.acceptsTransfer())  # Active again
+        self.assertEqual(v.pred, joiner)
