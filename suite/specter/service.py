@@ -29,7 +29,9 @@ from suite.daemon import (
     listenFailureReason,
     notImplementedYet,
 )
+from suite.specter.addresses import privateSocket
 from suite.specter.chord.node import ChordConfig, ChordNode
+from suite.specter.chord.ringstate import RingStateFile
 from suite.specter.chord.wire import ALPN, ChordServerFactory, WireTransport
 from suite.specter.rpc import RPCFactory
 from suite.specter.web import RingCollector, RingHealth, makeHelperResource
@@ -73,10 +75,14 @@ class SpecterService(MultiService):
         stores: list[Any],
         transport: WireTransport,
         reactor: Any,
+        bootstrap: bool = False,
+        alsoJoin: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.node = node
         self.seed = seed
+        self.bootstrap = bootstrap
+        self.alsoJoin = alsoJoin
         self.pools = pools
         self.stores = stores
         self.transport = transport
@@ -93,12 +99,12 @@ class SpecterService(MultiService):
             pool.start()
         self._listenErrors(super().startService)
         log.info(
-            "ring node {addr} starting {count} vnodes (seed {seed})",
+            "ring node {addr} starting {count} vnodes (join {seed})",
             addr=self.node.addr,
             count=len(self.node.vnodes),
-            seed=self.seed or "none: founding the ring",
+            seed=self.seed or "not given",
         )
-        self.node.start(self.seed)
+        self.node.start(self.seed, bootstrap=self.bootstrap, alsoJoin=self.alsoJoin)
 
     async def _stop(self) -> None:
         log.info("leaving the ring: handing keys on")
@@ -142,6 +148,22 @@ def _version() -> str:
         return "0"
 
 
+def _checkAdvertised(bundle: Any, host: str) -> None:
+    """
+    The node certificate must name the advertised host: peers dial that
+    address and refuse a certificate that does not name it.
+    """
+    from suite.pki.verify import VerificationError, verifyCertificate
+
+    try:
+        verifyCertificate(bundle.nodeCert, hostname=host)
+    except (VerificationError, ValueError):
+        raise ConfigError(
+            f"--advertise-addr: the node certificate does not name {host} "
+            f"(it has {bundle.identity.describe()}); mint one for this address"
+        ) from None
+
+
 def _loadBundle(options: Any) -> Any:
     from suite.pki.bundle import loadBundle, loadBundleFromEnv
 
@@ -176,6 +198,7 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         raise ConfigError(f"--data-dir: {dataDir} is not writable")
     host, port = options["advertise-addr"]
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    _checkAdvertised(bundle, host)
     config = ChordConfig(
         virtual=options["virtual"],
         replicas=options["replicas"],
@@ -201,13 +224,24 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
             backend, dataDir, index, reactor, runner, flushInterval=options["aof-flush-interval"]
         )
 
-    transport = WireTransport(reactor, clientContextFactory(bundle, acceptableProtocols=[ALPN]))
-    node = ChordNode(addr, transport, reactor, config, storeFactory)
-    seed = None
-    if options["join"]:
-        h, p = options["join"][0]
-        seed = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
-    root = SpecterService(node, seed, pools, [v.store for v in node.vnodes], transport, reactor)
+    def dialling(peerHost: str) -> Any:
+        # the peer's certificate must name the address it is dialled at
+        return clientContextFactory(bundle, hostname=peerHost, acceptableProtocols=[ALPN])
+
+    transport = WireTransport(reactor, dialling)
+    ringState = RingStateFile(dataDir, lambda f: deferToThreadPool(reactor, shared, f))
+    node = ChordNode(addr, transport, reactor, config, storeFactory, ringState=ringState)
+    joins = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in options["join"]]
+    root = SpecterService(
+        node,
+        joins[0] if joins else None,
+        pools,
+        [v.store for v in node.vnodes],
+        transport,
+        reactor,
+        bootstrap=options["bootstrap"],
+        alsoJoin=tuple(joins[1:]),
+    )
     if options["sentry"]:
         from suite.sentry import SentryService
 
@@ -228,7 +262,7 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
             svc.setServiceParent(root)
     rpcFactory = RPCFactory(node, reactor)
     rpc = GuardedEndpointService(
-        serverFromString(reactor, options["rpc-endpoint"]),
+        serverFromString(reactor, privateSocket("--listen-rpc", options["rpc-endpoint"])),
         rpcFactory,
         "--listen-rpc",
         options["rpc-endpoint"],
