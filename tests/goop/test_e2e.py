@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import treq
 from twisted.trial.unittest import SkipTest, TestCase
@@ -32,10 +34,24 @@ async def getJSON(url: str, **kw: Any) -> Any:
     return json.loads(await r.content())
 
 
+_tokens: dict[str, str] = {}
+
+
+async def tokenFor(url: str) -> str:
+    """The per-install secret a viewer or manager page carries (what its own scripts send)."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if origin not in _tokens:
+        r = await treq.get(origin + "/", persistent=False)
+        m = re.search(rb"<meta name=goop-token content='([^']+)'>", await r.content())
+        assert m is not None, f"no token in the page of {origin}"
+        _tokens[origin] = m.group(1).decode()
+    return _tokens[origin]
+
+
 async def postJSON(url: str, body: Any) -> tuple[int, Any]:
-    r = await treq.post(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, persistent=False
-    )
+    headers = {"content-type": "application/json", "x-goop-token": await tokenFor(url)}
+    r = await treq.post(url, data=json.dumps(body).encode(), headers=headers, persistent=False)
     return r.code, json.loads(await r.content())
 
 
@@ -171,7 +187,10 @@ class PeersTests(TestCase, HubFixture):
         r = await treq.post(
             viewers["b"] + "/self",
             data=b"label=x",
-            headers={"content-type": "application/x-www-form-urlencoded"},
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                "x-goop-token": await tokenFor(viewers["b"]),
+            },
             persistent=False,
         )
         self.assertEqual(r.code, 403)
@@ -187,7 +206,11 @@ class PeersTests(TestCase, HubFixture):
         r = await treq.post(
             viewers["b"] + "/api/data",
             data=b'{"request": {"op": "tables"}}',
-            headers={"content-type": "application/json", "origin": "null"},
+            headers={
+                "content-type": "application/json",
+                "origin": "null",
+                "x-goop-token": await tokenFor(viewers["b"]),
+            },
             persistent=False,
         )
         self.assertEqual(r.code, 403)

@@ -107,9 +107,9 @@ class LuaEngine:
         """Start the worker processes (each call starts them too)."""
         self.pool.start()
 
-    def stop(self) -> None:
-        """Kill the workers; calls still waiting fail."""
-        self.pool.stop()
+    def stop(self) -> Deferred[None]:
+        """Kill the workers; calls still waiting fail.  Fires when they have ended."""
+        return self.pool.stop()
 
     def list(self) -> list[str]:
         try:

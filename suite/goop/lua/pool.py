@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from automat import TypeMachineBuilder
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
@@ -206,6 +206,7 @@ class _WorkerProcess(ProcessProtocol):
         self.buffer = b""
         self.stderrSeen = 0
         self.killedBecause = ""
+        self.ended: Deferred[None] = Deferred()
         self.machine = WorkerMachine(WorkerCore(self, pool.reactor, pool.grace))
 
     # IWorkerHost
@@ -266,6 +267,7 @@ class _WorkerProcess(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.machine.exited(self.killedBecause or reason.getErrorMessage())
+        self.ended.callback(None)
 
 
 class WorkerPool:
@@ -287,6 +289,7 @@ class WorkerPool:
         self.maxQueue = maxQueue
         self.argv = argv or [sys.executable, "-m", "suite.goop.lua.worker", json.dumps(config)]
         self.workers: list[_WorkerProcess] = []
+        self.dying: list[_WorkerProcess] = []
         self.ready: collections.deque[_WorkerProcess] = collections.deque()
         self.queue: collections.deque[Job] = collections.deque()
         self.running = False
@@ -301,8 +304,10 @@ class WorkerPool:
         for _ in range(self.size):
             self._spawn()
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Kill the workers; fires when every worker process has ended."""
         self.running = False
+        ended = [w.ended for w in self.workers + self.dying]
         if self._pump is not None and self._pump.active():
             self._pump.cancel()
         self._pump = None
@@ -312,6 +317,8 @@ class WorkerPool:
         self.ready.clear()
         while self.queue:
             _fail(self.queue.popleft(), "the peer is stopping")
+        self.dying = []
+        return gatherResults(ended).addCallback(lambda _: None)
 
     def _spawn(self) -> None:
         w = _WorkerProcess(self)
@@ -349,6 +356,9 @@ class WorkerPool:
     def workerGone(self, w: _WorkerProcess, wasReady: bool) -> None:
         if w in self.workers:
             self.workers.remove(w)
+            if not w.ended.called:
+                self.dying.append(w)
+                w.ended.addCallback(lambda _: self.dying.remove(w) if w in self.dying else None)
         if w in self.ready:
             self.ready.remove(w)
         if not self.running:
