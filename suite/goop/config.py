@@ -149,6 +149,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
     "viewer": {"http_addr": ("", _hostPort), "allowed_hosts": ([], _nameList)},
 }
 
+#: Keys beyond the guide's example (security settings): accepted, but not
+#: written into a new goop.json.
+EXTENSIONS = {"p2p.mdns_interfaces", "presence.trusted_proxies", "viewer.allowed_hosts"}
+
 #: Top-level keys of the guide's "client configuration" example, mapped onto
 #: their place in the schema.
 LEGACY = {
@@ -205,8 +209,7 @@ class GoopConfig:
 def defaultDocument() -> dict[str, dict[str, Any]]:
     """The document written on first start."""
     return {
-        s: {k: list(d) if isinstance(d, list) else d for k, (d, _) in keys.items()}
-        for s, keys in SCHEMA.items()
+        s: {k: d for k, (d, _) in keys.items() if f"{s}.{k}" not in EXTENSIONS} for s, keys in SCHEMA.items()
     }
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "finishRequest",
     "header",
     "clientIP",
+    "parseNetworks",
     "jsonResponse",
     "readBody",
     "JSONErrorPage",
@@ -47,23 +48,47 @@ def isLoopback(host: str) -> bool:
         return host == "localhost"
 
 
-def clientIP(request: Request) -> str:
+Networks = Sequence["ipaddress.IPv4Network | ipaddress.IPv6Network"]
+
+
+def parseNetworks(items: Sequence[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """C{["10.0.0.1", "192.168.0.0/16"]} → networks (C{ValueError} on a bad item)."""
+    return tuple(ipaddress.ip_network(i, strict=False) for i in items)
+
+
+def _inNetworks(address: str, networks: Networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in n for n in networks)
+
+
+def clientIP(request: Request, trusted: Networks = ()) -> str:
     """
-    The client's address; when the direct peer is a loopback reverse proxy,
-    the last address it appended to X-Forwarded-For (or X-Real-IP).
+    The client's address.  Forwarding headers are believed only when the
+    direct peer is one of the C{trusted} proxies (none by default): then the
+    right-most C{X-Forwarded-For} address that is not itself a trusted proxy
+    (or C{X-Real-IP} when there is no C{X-Forwarded-For}).
     """
     addr = request.getClientAddress()
-    host = getattr(addr, "host", "") or "unix"
-    if isLoopback(host):
-        fwd = header(request, "x-forwarded-for")
-        if fwd:
-            last = fwd.split(",")[-1].strip()
-            if last:
-                return last[:64]
-        real = header(request, "x-real-ip")
-        if real:
-            return real.strip()[:64]
-    return str(host)
+    host = str(getattr(addr, "host", "") or "unix")
+    if not trusted or not _inNetworks(host, trusted):
+        return host
+    fwd = [
+        a.strip()
+        for h in request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
+        for a in h.decode("latin-1").split(",")
+    ]
+    for a in reversed([a for a in fwd if a]):
+        if not _inNetworks(a, trusted):
+            return a[:64]
+    real = header(request, "x-real-ip").strip()
+    if real and not fwd:
+        return real[:64]
+    return fwd[0][:64] if fwd and fwd[0] else host
 
 
 def jsonResponse(request: Request, code: int, body: Any) -> bytes:

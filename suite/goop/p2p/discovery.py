@@ -38,8 +38,14 @@ def signedPublication(
     kind: str = "online",
     rendezvous: bool = False,
     now: float | None = None,
+    seq: int | None = None,
 ) -> tuple[bytes, str]:
-    """The body and signature of one C{/publish}."""
+    """
+    The body and signature of one C{/publish}.  C{seq} orders a peer's
+    publications (the hub refuses one not newer than the last it saw); by
+    default the time in microseconds.
+    """
+    ts = time.time() if now is None else now
     body = json.dumps(
         {
             "peer_id": identity.peerId,
@@ -47,7 +53,8 @@ def signedPublication(
             "label": label,
             "port": port,
             "ttl": ttl,
-            "ts": time.time() if now is None else now,
+            "ts": ts,
+            "seq": int(ts * 1e6) if seq is None else seq,
             "kind": kind,
             "rendezvous": rendezvous,
         }
@@ -126,6 +133,7 @@ class HubClient:
         self.running = False
         self.published = 0
         self.beats = 0
+        self.seq = 0
         # The full list is read on start, on every event-stream (re)connect and
         # every few minutes; in between, SSE events keep the directory current.
         self.refreshEvery = max(1, int(300 // max(heartbeat, 1)))
@@ -136,8 +144,10 @@ class HubClient:
         self.follow()
 
     async def _publish(self, kind: str = "online") -> None:
+        now = self.reactor.seconds()
+        self.seq = max(self.seq + 1, int(now * 1e6))
         body, sig = signedPublication(
-            self.identity, self.label(), self.port(), self.ttl, kind, self.rendezvous, self.reactor.seconds()
+            self.identity, self.label(), self.port(), self.ttl, kind, self.rendezvous, now, self.seq
         )
         hdrs: Any = {"content-type": "application/json", "x-goop-signature": sig}
         resp = await self.http.post(

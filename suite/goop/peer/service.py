@@ -78,6 +78,7 @@ class PeerService(MultiService):
                 config.peerDbFile,
                 logs,
                 onFatal=onFatal,
+                trustedProxies=config.trustedProxies,
                 **(hubKwargs or {}),
             )
             self.hub.setServiceParent(self)
