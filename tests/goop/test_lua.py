@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
@@ -13,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.goop.lua.engine import LuaEngine, LuaError, RateLimits
 from suite.goop.lua.ssrf import SSRFError, checkAddress, guardedRequest
+from suite.goop.peer.store import addStampDefaults
 
 
 class SandboxTests(TestCase):
@@ -107,6 +109,32 @@ class SandboxTests(TestCase):
             await self.engine.call("p", name, None)
         msg = await self.refused('return goop.db.query("DELETE FROM notes")')
         self.assertIn("goop.db.query", msg)
+
+    async def test_luaInsertStamped(self) -> None:
+        """An INSERT from Lua gets _owner (the calling peer) and _created, also in a table made before the stamp defaults."""
+        path = os.path.join(self.dir, "data.db")
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute(
+            'CREATE TABLE visits ("_id" INTEGER PRIMARY KEY AUTOINCREMENT, "_owner" TEXT NOT NULL, '
+            '"_created" REAL NOT NULL, "who" TEXT)'
+        )
+        self.assertEqual(addStampDefaults(conn), 1)
+        self.assertEqual(addStampDefaults(conn), 0)
+        self.assertEqual(conn.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        conn.close()
+        name = self.script(
+            'local r = goop.db.exec("INSERT INTO visits (who) VALUES (?)", request.params.who)\n'
+            "return r.changes",
+            "-- @writes visits",
+        )
+        before = time.time()
+        self.assertEqual(await self.engine.call("peer-x", name, {"who": "ann"}), 1)
+        conn = sqlite3.connect(path)
+        self.addCleanup(conn.close)
+        owner, created, who = conn.execute('SELECT "_owner", "_created", who FROM visits').fetchone()
+        self.assertEqual((owner, who), ("peer-x", "ann"))
+        self.assertGreaterEqual(created, before - 1)
+        self.assertLessEqual(created, time.time() + 1)
 
     async def test_runawayQueryStopped(self) -> None:
         """A runaway SQL query (recursive CTE) is interrupted at the deadline."""

@@ -258,7 +258,7 @@ class _Api:
             name = '"' + table.replace('"', '""') + '"'
             conn.execute(
                 f'CREATE TEMP TRIGGER "goop_stamp_{i}" AFTER INSERT ON main.{name} BEGIN '
-                f"UPDATE main.{name} SET \"_owner\" = '{caller}', "
+                f"UPDATE {name} SET \"_owner\" = '{caller}', "
                 f"\"_created\" = (julianday('now') - 2440587.5) * 86400.0 WHERE rowid = NEW.rowid; END"
             )
 

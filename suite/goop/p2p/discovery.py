@@ -5,14 +5,15 @@ L{HubClient} publishes a signed record every C{heartbeat_seconds} with the
 configured TTL, reads C{/peers.json}, and follows C{/events} (SSE) for
 joins and leaves; on shutdown it publishes C{offline}.  L{MdnsDiscovery}
 announces and browses C{_<mdns_tag>._tcp.local.} with zeroconf (its blocking
-calls run on threads); an empty C{p2p.mdns_tag} turns it off.
+calls run on threads); an empty C{p2p.mdns_tag} turns it off, and
+C{p2p.mdns_interfaces} (IP addresses) limits it to those interfaces.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -306,9 +307,11 @@ class MdnsDiscovery:
         port: Callable[[], int],
         label: str,
         directory: PeerDirectory,
+        interfaces: Sequence[str] = (),
     ) -> None:
         self.reactor = reactor
         self.identity = identity
+        self.interfaces = list(interfaces)
         self.serviceType = f"_{tag}._tcp.local."
         self.port = port
         self.label = label
@@ -324,12 +327,17 @@ class MdnsDiscovery:
 
             from zeroconf import ServiceBrowser, ServiceInfo, Zeroconf
 
-            self.zc = Zeroconf()
+            if self.interfaces:
+                self.zc = Zeroconf(interfaces=self.interfaces)
+                announced = [a for a in self.interfaces if ":" not in a]
+            else:
+                self.zc = Zeroconf()
+                announced = lanAddresses()
             name = f"{self.identity.peerId[:32]}.{self.serviceType}"
             self.info = ServiceInfo(
                 self.serviceType,
                 name,
-                addresses=[socket.inet_aton(a) for a in lanAddresses()],
+                addresses=[socket.inet_aton(a) for a in announced],
                 port=self.port(),
                 properties={"peer_id": self.identity.peerId, "label": self.label[:200]},
             )

@@ -156,6 +156,7 @@ class PeerService(MultiService):
                     lambda: self.p2pPort,
                     self.config.displayLabel,
                     self.directory,
+                    self.config.mdnsInterfaces,
                 )
                 await self.mdns.start()
         # Rendezvous-only mode always gets its minimal settings viewer; without
