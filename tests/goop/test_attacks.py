@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from suite.goop.identity import loadIdentity
 from suite.goop.p2p.discovery import signedPublication
-from tests.goop.test_e2e import HubFixture, getJSON, tokenFor, writeConfig
+from tests.goop.test_e2e import HubFixture, getJSON, openStream, tokenFor, writeConfig
 from tests.support.process import DaemonProcess, freePort, twistdArgs
 
 #: The peer's Lua time limit (suite.goop.lua.engine) and the allowance the audit gives.
@@ -244,21 +243,6 @@ class RebindingTests(TestCase):
         self.assertTrue(os.path.isdir(os.path.join(peersDir, "peers", "good")))
 
 
-def sseStatus(port: int, forwardedFor: str) -> tuple[int, socket.socket]:
-    """Open C{/events} claiming to forward for C{forwardedFor}; the status code and the open socket."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(
-        f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Forwarded-For: {forwardedFor}\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n" not in head:
-        chunk = sock.recv(1024)
-        if not chunk:
-            break
-        head += chunk
-    return int(head.split(b" ", 2)[1]), sock
-
-
 class HubAbuseTests(TestCase, HubFixture):
     async def test_forwardedForAndReplay(self) -> None:
         """Rotating X-Forwarded-For gets past neither the /publish rate limit nor the SSE cap; a replayed online record after offline is refused."""
@@ -281,7 +265,7 @@ class HubAbuseTests(TestCase, HubFixture):
         self.assertGreater(codes.count(429), 10)
         # SSE: 64 clients per address whatever they claim to forward
         port = int(url.rsplit(":", 1)[1])
-        streams = [sseStatus(port, f"198.51.100.{i + 1}") for i in range(65)]
+        streams = [openStream(port, "/events", f"198.51.100.{i + 1}") for i in range(65)]
         try:
             self.assertEqual([code for code, _ in streams], [200] * 64 + [429])
         finally:
