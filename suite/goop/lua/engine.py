@@ -96,6 +96,7 @@ class LuaEngine:
         self.timeout = timeout
         self.maxMemory = maxMemory
         self.limits = limits or RateLimits(reactor)
+        self.sources: dict[str, tuple[tuple[int, int, int], str]] = {}
         self.pool = WorkerPool(
             reactor,
             {"data_path": dataPath, "max_memory": maxMemory, "address_space": addressSpace},
@@ -123,12 +124,23 @@ class LuaEngine:
             raise LuaError("invalid function name")
         path = os.path.join(self.luaDir, function + ".lua")
         try:
+            st = os.stat(path)
+        except OSError:
+            raise LuaError(f"no such function: {function}") from None
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self.sources.get(function)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
             with open(path, encoding="utf-8") as f:
                 src = f.read(MAX_SOURCE + 1)
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             raise LuaError(f"no such function: {function}") from None
         if len(src) > MAX_SOURCE:
             raise LuaError("script too large")
+        if len(self.sources) >= 256:
+            self.sources.clear()
+        self.sources[function] = (key, src)
         return src
 
     def call(self, caller: str, function: str, params: Any) -> Deferred[Any]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from suite.goop.lua.ssrf import SSRFError, guardedRequest, systemResolver
 
-__all__ = ["runCall", "LuaError", "TIME_LIMIT", "MEMORY_LIMIT", "MAX_LOG_LINES"]
+__all__ = ["Sandbox", "LuaError", "TIME_LIMIT", "MEMORY_LIMIT", "MAX_LOG_LINES"]
 
 MAX_DEPTH = 32
 MAX_KV_KEYS = 10000
@@ -42,7 +42,15 @@ MEMORY_LIMIT = "memory limit exceeded"
 LogSink = Callable[[str, str], None]
 
 SETUP = r"""
-local source, name, deadline, api, request = ...
+local source, name, deadline, dispatch, request = ...
+local function fn(what) return function(...) return dispatch(what, ...) end end
+local api = {
+  db = {query = fn("db.query"), scalar = fn("db.scalar"), exec = fn("db.exec")},
+  json = {encode = fn("json.encode"), decode = fn("json.decode")},
+  kv = {get = fn("kv.get"), set = fn("kv.set"), delete = fn("kv.delete")},
+  log = {debug = fn("log.debug"), info = fn("log.info"), warn = fn("log.warn"), error = fn("log.error")},
+  http = {get = fn("http.get"), post = fn("http.post")},
+}
 local sethook, pcall_, xpcall_, error_, pack, unpack_ = debug.sethook, pcall, xpcall, error, table.pack, table.unpack
 local dead = false
 local function stop() dead = true; error_("time limit exceeded", 0) end
@@ -78,55 +86,85 @@ def _denyAttributes(obj: Any, name: Any, setting: bool) -> Any:
     raise AttributeError("attribute access is not allowed in the sandbox")
 
 
-def runCall(job: dict[str, Any], dataPath: str, maxMemory: int, emit: LogSink) -> dict[str, Any]:
-    """
-    Run one call described by C{job} (C{caller}, C{function}, C{source},
-    C{params}, C{writes}, C{timeout}); return C{{"ok": True, "result": ...}}
-    or C{{"ok": False, "error": reason}}.  The runtime is closed (and its
-    finalizers run) before this returns, so all of the call's work happens
-    while the parent's wall-clock timer is running.
-    """
-    import lupa
+class Sandbox:
+    """Runs calls in fresh runtimes; the setup chunk is compiled once (as Lua bytecode)."""
 
-    deadline = time.monotonic() + float(job["timeout"])
-    lua = lupa.LuaRuntime(
-        register_eval=False,
-        register_builtins=False,
-        unpack_returned_tuples=True,
-        max_memory=maxMemory,
-        attribute_filter=_denyAttributes,
-    )
-    api = _Api(
-        lua, dataPath, str(job["caller"]), str(job["function"]), set(job.get("writes") or ()), deadline, emit
-    )
-    try:
-        setup = lua.execute("return function(...) " + SETUP + " end")
-        request = api.toLua({"caller": job["caller"], "function": job["function"], "params": job["params"]})
-        result = setup(
-            job["source"], job["function"], lambda: time.monotonic() > deadline, api.table(), request
+    def __init__(self, dataPath: str, maxMemory: int) -> None:
+        import lupa
+
+        self.dataPath = dataPath
+        self.maxMemory = maxMemory
+        boot = lupa.LuaRuntime(register_eval=False, register_builtins=False, encoding=None)
+        self.setupCode: bytes = boot.execute("return string.dump(function(...) " + SETUP + " end)")
+        self._ro: sqlite3.Connection | None = None
+
+    def readConnection(self) -> sqlite3.Connection:
+        """The worker's read-only connection to C{data.db} (opened on first use)."""
+        if self._ro is None:
+            self._ro = sqlite3.connect(f"file:{self.dataPath}?mode=ro", uri=True, timeout=2.0)
+        return self._ro
+
+    def run(self, job: dict[str, Any], emit: LogSink) -> dict[str, Any]:
+        """
+        Run one call described by C{job} (C{caller}, C{function}, C{source},
+        C{params}, C{writes}, C{timeout}); return C{{"ok": True, "result": ...}}
+        or C{{"ok": False, "error": reason}}.  The runtime is closed (and its
+        finalizers run) before this returns, so all of the call's work happens
+        while the parent's wall-clock timer is running.
+        """
+        import lupa
+
+        deadline = time.monotonic() + float(job["timeout"])
+        lua = lupa.LuaRuntime(
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            max_memory=self.maxMemory,
+            attribute_filter=_denyAttributes,
         )
-        out: dict[str, Any] = {"ok": True, "result": api.fromLua(result)}
-        json.dumps(out)
-        return out
-    except lupa.LuaMemoryError:
-        return {"ok": False, "error": MEMORY_LIMIT}
-    except lupa.LuaError as e:
-        msg = str(e)
-        if "not enough memory" in msg:
+        api = _Api(
+            lua,
+            self.dataPath,
+            str(job["caller"]),
+            str(job["function"]),
+            set(job.get("writes") or ()),
+            deadline,
+            emit,
+            self.readConnection,
+        )
+        setup = request = result = None
+        try:
+            setup = lua.globals().load(self.setupCode, "=setup", "b")
+            if lupa.lua_type(setup) != "function":
+                return {"ok": False, "error": f"sandbox setup: {setup!r}"[:500]}
+            request = api.toLua(
+                {"caller": job["caller"], "function": job["function"], "params": job["params"]}
+            )
+            result = setup(
+                job["source"], job["function"], lambda: time.monotonic() > deadline, api.dispatch, request
+            )
+            out: dict[str, Any] = {"ok": True, "result": api.fromLua(result)}
+            json.dumps(out)
+            return out
+        except lupa.LuaMemoryError:
             return {"ok": False, "error": MEMORY_LIMIT}
-        return {"ok": False, "error": msg.split("\nstack traceback:")[0][:500]}
-    except LuaError as e:
-        return {"ok": False, "error": str(e)[:500]}
-    except MemoryError:
-        return {"ok": False, "error": MEMORY_LIMIT}
-    except Exception as e:
-        return {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
-    finally:
-        api.close()
-        # Drop every reference so lua_close (and any __gc finalizer) runs now.
-        api.lua = None
-        setup = result = request = None
-        del lua
+        except lupa.LuaError as e:
+            msg = str(e)
+            if "not enough memory" in msg:
+                return {"ok": False, "error": MEMORY_LIMIT}
+            return {"ok": False, "error": msg.split("\nstack traceback:")[0][:500]}
+        except LuaError as e:
+            return {"ok": False, "error": str(e)[:500]}
+        except MemoryError:
+            return {"ok": False, "error": MEMORY_LIMIT}
+        except Exception as e:
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
+        finally:
+            api.close()
+            # Drop every reference so lua_close (and any __gc finalizer) runs now.
+            api.lua = None
+            setup = result = request = None
+            del lua
 
 
 class _Api:
@@ -141,7 +179,9 @@ class _Api:
         writes: set[str],
         deadline: float,
         emit: LogSink,
+        readConnection: Callable[[], sqlite3.Connection],
     ) -> None:
+        self.readConnection = readConnection
         self.lua = lua
         self.dataPath = dataPath
         self.caller = caller
@@ -154,9 +194,11 @@ class _Api:
         self._rw: sqlite3.Connection | None = None
 
     def close(self) -> None:
-        for c in (self._ro, self._rw):
-            if c is not None:
-                c.close()
+        if self._ro is not None:
+            self._ro.set_authorizer(None)
+            self._ro.set_progress_handler(None, 0)
+        if self._rw is not None:
+            self._rw.close()
         self._ro = self._rw = None
 
     # conversions
@@ -192,42 +234,41 @@ class _Api:
             return value.decode("utf-8", "replace")
         return value
 
-    def table(self) -> Any:
-        def args(*a: Any) -> list[Any]:
-            out = [self.fromLua(x) for x in a]
-            for x in out:
-                if not (x is None or isinstance(x, (str, int, float, bool))):
-                    raise LuaError("SQL arguments must be scalars")
-            return out
+    def _args(self, a: tuple[Any, ...]) -> list[Any]:
+        out = [self.fromLua(x) for x in a]
+        for x in out:
+            if not (x is None or isinstance(x, (str, int, float, bool))):
+                raise LuaError("SQL arguments must be scalars")
+        return out
 
-        db = self.lua.table_from(
-            {
-                "query": lambda sql, *a: self.toLua(self._query(str(sql), args(*a))),
-                "scalar": lambda sql, *a: self._scalar(str(sql), args(*a)),
-                "exec": lambda sql, *a: self.toLua(self._exec(str(sql), args(*a))),
-            }
-        )
-        js = self.lua.table_from(
-            {
-                "encode": lambda v: json.dumps(self.fromLua(v)),
-                "decode": lambda s: self.toLua(json.loads(str(s))),
-            }
-        )
-        kv = self.lua.table_from(
-            {
-                "get": lambda k: self._kvGet(str(k)),
-                "set": lambda k, v: self._kvSet(str(k), self.fromLua(v)),
-                "delete": lambda k: self._kvSet(str(k), None),
-            }
-        )
-        lg = self.lua.table_from({lvl: self._logger(lvl) for lvl in ("debug", "info", "warn", "error")})
-        http = self.lua.table_from(
-            {
-                "get": lambda url, opts=None: self._http("GET", str(url), None, opts),
-                "post": lambda url, body=None, opts=None: self._http("POST", str(url), body, opts),
-            }
-        )
-        return self.lua.table_from({"db": db, "json": js, "kv": kv, "log": lg, "http": http})
+    def dispatch(self, what: str, *a: Any) -> Any:
+        """The one Python entry of the C{goop} table (built in Lua by the setup chunk)."""
+        if what.startswith("log."):
+            self._log(what[4:], a)
+            return None
+        if what == "db.query":
+            return self.toLua(self._query(str(a[0]), self._args(a[1:])))
+        if what == "db.scalar":
+            return self._scalar(str(a[0]), self._args(a[1:]))
+        if what == "db.exec":
+            return self.toLua(self._exec(str(a[0]), self._args(a[1:])))
+        if what == "json.encode":
+            return json.dumps(self.fromLua(a[0] if a else None))
+        if what == "json.decode":
+            return self.toLua(json.loads(str(a[0] if a else "")))
+        if what == "kv.get":
+            return self._kvGet(str(a[0] if a else ""))
+        if what == "kv.set":
+            return self._kvSet(str(a[0] if a else ""), self.fromLua(a[1] if len(a) > 1 else None))
+        if what == "kv.delete":
+            return self._kvSet(str(a[0] if a else ""), None)
+        if what == "http.get":
+            return self._http("GET", str(a[0] if a else ""), None, a[1] if len(a) > 1 else None)
+        if what == "http.post":
+            return self._http(
+                "POST", str(a[0] if a else ""), a[1] if len(a) > 1 else None, a[2] if len(a) > 2 else None
+            )
+        raise LuaError(f"no such API: {what}")
 
     # database
     def _conn(self, write: bool) -> sqlite3.Connection:
@@ -239,7 +280,10 @@ class _Api:
                 self._rw.set_progress_handler(self._overdue, 10000)
             return self._rw
         if self._ro is None:
-            self._ro = sqlite3.connect(f"file:{self.dataPath}?mode=ro", uri=True, timeout=2.0)
+            # The read-only connection is the worker's, reused from call to
+            # call; this call's authorizer and deadline are set on it here and
+            # removed in close().
+            self._ro = self.readConnection()
             self._ro.set_authorizer(self._authorizeRead)
             self._ro.set_progress_handler(self._overdue, 10000)
         return self._ro
@@ -290,8 +334,11 @@ class _Api:
     def _query(self, sql: str, a: list[Any]) -> list[dict[str, Any]]:
         try:
             cur = self._conn(False).execute(sql, a)
-            cols = [d[0] for d in cur.description or ()]
-            return [dict(zip(cols, row, strict=False)) for row in cur.fetchmany(1000)]
+            try:
+                cols = [d[0] for d in cur.description or ()]
+                return [dict(zip(cols, row, strict=False)) for row in cur.fetchmany(1000)]
+            finally:
+                cur.close()  # no read snapshot outlives the query
         except sqlite3.Error as e:
             raise LuaError(f"goop.db.query: {e}") from None
 
@@ -346,19 +393,14 @@ class _Api:
             conn.close()
         return True
 
-    def _logger(self, level: str) -> Callable[..., None]:
-        def emit(*parts: Any) -> None:
-            self.logged += 1
-            if self.logged > MAX_LOG_LINES:
-                if self.logged == MAX_LOG_LINES + 1:
-                    self.emit(
-                        "warn", f"more than {MAX_LOG_LINES} log lines in one call; the rest are dropped"
-                    )
-                return
-            text = " ".join(str(self.fromLua(p)) for p in parts)[:2000]
-            self.emit(level, text)
-
-        return emit
+    def _log(self, level: str, parts: tuple[Any, ...]) -> None:
+        self.logged += 1
+        if self.logged > MAX_LOG_LINES:
+            if self.logged == MAX_LOG_LINES + 1:
+                self.emit("warn", f"more than {MAX_LOG_LINES} log lines in one call; the rest are dropped")
+            return
+        text = " ".join(str(self.fromLua(p)) for p in parts)[:2000]
+        self.emit(level, text)
 
     def _http(self, method: str, url: str, body: Any, opts: Any) -> Any:
         remaining = self.deadline - time.monotonic()

@@ -77,10 +77,9 @@ def main(argv: list[str]) -> int:
     applyLimits(int(config.get("address_space", 0)))
     import lupa  # noqa: F401  (loaded before the first job)
 
-    from suite.goop.lua.sandbox import runCall
+    from suite.goop.lua.sandbox import Sandbox
 
-    dataPath = str(config.get("data_path", ""))
-    maxMemory = int(config.get("max_memory", 10 * 1024 * 1024))
+    sandbox = Sandbox(str(config.get("data_path", "")), int(config.get("max_memory", 10 * 1024 * 1024)))
     _write(out, {"ready": True})
     stdin = sys.stdin.buffer
     while True:
@@ -100,7 +99,7 @@ def main(argv: list[str]) -> int:
         def emit(level: str, text: str) -> None:
             _write(out, {"log": [level, text]})
 
-        _write(out, runCall(job, dataPath, maxMemory, emit))
+        _write(out, sandbox.run(job, emit))
 
 
 if __name__ == "__main__":
