@@ -215,8 +215,10 @@ class _WorkerProcess(ProcessProtocol):
         self.transport.write(data)
 
     def kill(self) -> None:
+        if self.transport is None:
+            return
         try:
-            self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+            self.transport.signalProcess("KILL")
         except (ProcessExitedAlready, OSError):
             pass
 

@@ -5,7 +5,10 @@ the template store.
 
 Inputs are bounded: publish bodies at 16 KiB, a per-IP token bucket on
 C{/publish}, a cap (429) on SSE clients overall and per IP, eviction of SSE
-clients that stop reading.  Stale peers leave when their TTL runs out.
+clients that stop reading.  The client address is the connection's unless it
+is one of C{trusted_proxies} (then its forwarding headers count).  Each peer's
+publications must carry an increasing C{seq}, so none can be replayed.
+Stale peers leave when their TTL runs out.
 """
 
 from __future__ import annotations
