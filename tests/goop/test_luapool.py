@@ -180,4 +180,7 @@ class PoolTests(SynchronousTestCase):
             spawned[-1].machine.exited("cannot start")
             reactor.advance(30)
         self.assertEqual(got, [{"ok": False, "error": "the Lua workers cannot start"}])
+        spawned[-1].machine.exited("cannot start")
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
         p.stop()
+        self.assertEqual(reactor.getDelayedCalls(), [])

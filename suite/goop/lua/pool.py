@@ -297,6 +297,7 @@ class WorkerPool:
         self.running = False
         self.startFailures = 0
         self._pump: IDelayedCall | None = None
+        self._respawns: list[IDelayedCall] = []
         self.replaced = 0
 
     def start(self) -> None:
@@ -313,6 +314,10 @@ class WorkerPool:
         if self._pump is not None and self._pump.active():
             self._pump.cancel()
         self._pump = None
+        for call in self._respawns:
+            if call.active():
+                call.cancel()
+        self._respawns = []
         for w in list(self.workers):
             w.machine.stopRequested()
         self.workers = []
@@ -373,8 +378,9 @@ class WorkerPool:
         if self.startFailures >= 3 and not self.ready:
             while self.queue:
                 _fail(self.queue.popleft(), "the Lua workers cannot start")
-        self.reactor.callLater(min(30.0, 0.5 * self.startFailures), self._respawn)
+        self._respawns.append(self.reactor.callLater(min(30.0, 0.5 * self.startFailures), self._respawn))
 
     def _respawn(self) -> None:
+        self._respawns = [c for c in self._respawns if c.active()]
         if self.running and len(self.workers) < self.size:
             self._spawn()
