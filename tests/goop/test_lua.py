@@ -104,6 +104,11 @@ class SandboxTests(TestCase):
         msg = await self.refused('local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 4096) .. i end')
         self.assertIn("memory", msg)
 
+    async def test_resultTooLarge(self) -> None:
+        """A result over 1 MiB is refused with a reason; the worker goes on serving."""
+        self.assertIn("larger than 1 MiB", await self.refused('return string.rep("x", 2 * 1024 * 1024)'))
+        self.assertEqual(await self.engine.call("p", self.script("return 7"), None), 7)
+
     async def test_dbWritesDeclaredOnly(self) -> None:
         """goop.db.exec writes only the tables named by @writes; query is read-only."""
         name = self.script('return goop.db.exec("CREATE TABLE evil (a)")', "-- @writes notes")

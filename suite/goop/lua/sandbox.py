@@ -143,9 +143,7 @@ class Sandbox:
             result = setup(
                 job["source"], job["function"], lambda: time.monotonic() > deadline, api.dispatch, request
             )
-            out: dict[str, Any] = {"ok": True, "result": api.fromLua(result)}
-            json.dumps(out)
-            return out
+            return {"ok": True, "result": api.fromLua(result)}
         except lupa.LuaMemoryError:
             return {"ok": False, "error": MEMORY_LIMIT}
         except lupa.LuaError as e:

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 __all__ = ["main", "MAX_JOB_BYTES"]
 
 MAX_JOB_BYTES = 1024 * 1024
+MAX_RESULT_BYTES = 1024 * 1024
 
 
 def _limit(which: int, soft: int, hard: int | None = None) -> None:
@@ -99,7 +100,14 @@ def main(argv: list[str]) -> int:
         def emit(level: str, text: str) -> None:
             _write(out, {"log": [level, text]})
 
-        _write(out, sandbox.run(job, emit))
+        try:
+            answer = json.dumps(sandbox.run(job, emit), separators=(",", ":")).encode()
+        except (TypeError, ValueError) as e:
+            answer = json.dumps({"ok": False, "error": f"result is not JSON: {e}"[:500]}).encode()
+        if len(answer) > MAX_RESULT_BYTES:
+            answer = b'{"ok":false,"error":"result larger than 1 MiB"}'
+        out.write(answer + b"\n")
+        out.flush()
 
 
 if __name__ == "__main__":
