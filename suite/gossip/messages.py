@@ -38,6 +38,7 @@ __all__ = [
     "Suspect",
     "Dead",
     "Left",
+    "User",
     "Message",
     "Update",
     "MemberState",
@@ -170,7 +171,16 @@ class Left:
     incarnation: int
 
 
-Message = Union[Ping, IndirectPing, Ack, Nack, Alive, Suspect, Dead, Left]
+@dataclass(frozen=True)
+class User:
+    """
+    A user message (a daemon's broadcast, opaque to the protocol).
+    """
+
+    data: bytes
+
+
+Message = Union[Ping, IndirectPing, Ack, Nack, Alive, Suspect, Dead, Left, User]
 #: The messages about a member's state, gossiped and queued per member.
 Update = Union[Alive, Suspect, Dead, Left]
 
@@ -196,9 +206,20 @@ class PushPull:
 
     join: bool
     states: Sequence[MemberState]
+    userState: bytes = b""
 
 
-_CODES: dict[type, int] = {Ping: 1, IndirectPing: 2, Ack: 3, Nack: 4, Alive: 5, Suspect: 6, Dead: 7, Left: 8}
+_CODES: dict[type, int] = {
+    Ping: 1,
+    IndirectPing: 2,
+    Ack: 3,
+    Nack: 4,
+    Alive: 5,
+    Suspect: 6,
+    Dead: 7,
+    Left: 8,
+    User: 9,
+}
 
 
 def _fields(m: Message) -> list[Any]:
@@ -212,6 +233,8 @@ def _fields(m: Message) -> list[Any]:
         return [m.name, m.incarnation, m.address[0], m.address[1], dict(m.meta)]
     if isinstance(m, Suspect | Dead):
         return [m.name, m.incarnation, m.source]
+    if isinstance(m, User):
+        return [m.data]
     return [m.name, m.incarnation]
 
 
@@ -331,6 +354,8 @@ def _decodeOne(item: Any) -> Message:
             return Dead(_str(args[0]), _int(args[1]), _str(args[2]))
         if code == 8 and len(args) == 2:
             return Left(_str(args[0]), _int(args[1]))
+        if code == 9 and len(args) == 1 and isinstance(args[0], bytes):
+            return User(args[0])
     except TypeError:
         raise MalformedPacket("bad field") from None
     raise MalformedPacket(f"unknown message {code!r}/{len(args)}")
@@ -356,7 +381,7 @@ def encodePushPull(pp: PushPull, key: bytes | None = None) -> bytes:
     A sealed push-pull frame body.
     """
     states = [[s.name, s.address[0], s.address[1], s.incarnation, s.status, dict(s.meta)] for s in pp.states]
-    return _seal(msgpack.packb([pp.join, states], use_bin_type=True), key)
+    return _seal(msgpack.packb([pp.join, states, pp.userState], use_bin_type=True), key)
 
 
 def decodePushPull(data: bytes, key: bytes | None = None, maxBytes: int = 4 * 1024 * 1024) -> PushPull:
@@ -368,7 +393,12 @@ def decodePushPull(data: bytes, key: bytes | None = None, maxBytes: int = 4 * 10
     if len(data) > maxBytes:
         raise MalformedPacket("state frame too large")
     body = _unpack(_open(data, key))
-    if not isinstance(body, list) or len(body) != 2 or not isinstance(body[0], bool):
+    if (
+        not isinstance(body, list)
+        or len(body) != 3
+        or not isinstance(body[0], bool)
+        or not isinstance(body[2], bytes)
+    ):
         raise MalformedPacket("bad push-pull body")
     if not isinstance(body[1], list):
         raise MalformedPacket("bad state list")
@@ -377,7 +407,7 @@ def decodePushPull(data: bytes, key: bytes | None = None, maxBytes: int = 4 * 10
         if not isinstance(s, list) or len(s) != 6 or s[4] not in STATUSES:
             raise MalformedPacket("bad member state")
         states.append(MemberState(_str(s[0]), _addr(s[1], s[2]), _int(s[3]), s[4], _meta(s[5])))
-    return PushPull(body[0], states)
+    return PushPull(body[0], states, body[2])
 
 
 def checkMeta(meta: Meta, maxBytes: int) -> dict[str, Any]:

@@ -36,7 +36,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.gossip.broadcast import TransmitQueue
-from suite.gossip.interfaces import IGossipTransport, IMembership, IMembershipListener, IPacketReceiver
+from suite.gossip.interfaces import (
+    IGossipDelegate,
+    IGossipTransport,
+    IMembership,
+    IMembershipListener,
+    IPacketReceiver,
+)
 from suite.gossip.member import Member, MemberCore, MemberInputs, Suspicion, newMemberMachine
 from suite.gossip.messages import (
     PACKET_OVERHEAD,
@@ -55,6 +61,7 @@ from suite.gossip.messages import (
     PushPull,
     Suspect,
     Update,
+    User,
     checkMeta,
     decodePushPull,
     encodeMessage,
@@ -128,6 +135,7 @@ class GossipNode:
         listener: IMembershipListener | None = None,
         meta: Mapping[str, Any] | None = None,
         rng: random.Random | None = None,
+        delegate: IGossipDelegate | None = None,
     ) -> None:
         self.name = name
         self.address = address
@@ -136,6 +144,7 @@ class GossipNode:
         self.settings = settings or GossipSettings()
         self.key = key
         self.listener = None if listener is None else IMembershipListener(listener)
+        self.delegate = None if delegate is None else IGossipDelegate(delegate)
         self.meta = checkMeta(meta or {}, self.settings.maxMetaBytes)
         self.rng = rng or random.Random()
         self.incarnation = 0
@@ -146,6 +155,10 @@ class GossipNode:
         self.leaving = False
         self._members: dict[str, tuple[MemberCore, MemberInputs]] = {}
         self._queue = TransmitQueue(lambda: self.settings.retransmitLimit(self._liveCount()))
+        self._userQueue = TransmitQueue(
+            lambda: self.settings.retransmitLimit(self._liveCount()), self.settings.maxUserBroadcasts
+        )
+        self._userSeq = 0
         self._seq = 0
         self._acks: dict[int, _AckWaiter] = {}
         self._calls: set[IDelayedCall] = set()
@@ -213,6 +226,23 @@ class GossipNode:
         self.incarnation += 1
         self._queueSelf()
 
+    def queueBroadcast(self, data: bytes) -> None:
+        """
+        Queue a user message for the cluster (see
+        L{IMembership.queueBroadcast}).
+
+        @raise ValueError: if C{data} is not bytes or too large for a packet.
+        """
+        if not isinstance(data, bytes):
+            raise ValueError("a user message must be bytes")
+        encoded = encodeMessage(User(data))
+        if len(encoded) > self.settings.maxPacketBytes - PACKET_OVERHEAD:
+            raise ValueError(
+                f"user message of {len(data)} bytes does not fit in a {self.settings.maxPacketBytes}-byte packet"
+            )
+        self._userSeq += 1
+        self._userQueue.queue(str(self._userSeq), encoded)
+
     def leave(self) -> Deferred[None]:
         """
         Announce a graceful leave, keep gossiping it for
@@ -245,6 +275,7 @@ class GossipNode:
         for _, machine in self._members.values():
             machine.removed()
         self._queue.clear()
+        self._userQueue.clear()
         result = self.transport.stopListening()
         if isinstance(result, Deferred):
             return result.addCallback(lambda _: None)
@@ -300,7 +331,8 @@ class GossipNode:
             return None
         self._count("pushPullsServed")
         self._merge(pp.states, f"push-pull:{_fmt(source)}")
-        return encodePushPull(PushPull(False, self._localStates()), self.key)
+        self._mergeUserState(pp.userState, pp.join)
+        return encodePushPull(PushPull(False, self._localStates(), self._userState(pp.join)), self.key)
 
     def _handle(self, m: Message) -> None:
         if isinstance(m, Ping):
@@ -325,8 +357,42 @@ class GossipNode:
             self._onSuspect(m)
         elif isinstance(m, Dead):
             self._onDead(m)
+        elif isinstance(m, User):
+            self._onUser(m.data)
         else:
             self._onLeft(m)
+
+    # -- the delegate ----------------------------------------------------
+
+    def _onUser(self, data: bytes) -> None:
+        self._count("userMessages")
+        if self.delegate is None:
+            return
+        try:
+            self.delegate.notifyMsg(data)
+        except Exception:
+            log.failure("gossip delegate failed on a user message")
+
+    def _userState(self, join: bool) -> bytes:
+        if self.delegate is None:
+            return b""
+        try:
+            state = self.delegate.localState(join)
+        except Exception:
+            log.failure("gossip delegate failed to give its local state")
+            return b""
+        if not isinstance(state, bytes):
+            log.error("gossip delegate's local state is not bytes; sending none")
+            return b""
+        return state
+
+    def _mergeUserState(self, data: bytes, join: bool) -> None:
+        if self.delegate is None or not data:
+            return
+        try:
+            self.delegate.mergeRemoteState(data, join)
+        except Exception:
+            log.failure("gossip delegate failed to merge a remote state")
 
     # -- merging updates -------------------------------------------------
 
@@ -576,9 +642,9 @@ class GossipNode:
 
     def _gossipTick(self) -> None:
         s = self.settings
-        if len(self._queue):
+        if len(self._queue) or len(self._userQueue):
             for core in self._pick(s.gossipNodes, ("alive", "suspect", "dead"), recentDead=s.gossipToTheDead):
-                encoded = self._queue.take(s.maxPacketBytes - PACKET_OVERHEAD)
+                encoded = self._piggyback(s.maxPacketBytes - PACKET_OVERHEAD)
                 if not encoded:
                     break
                 self._sendRaw(core.address, encoded)
@@ -610,7 +676,7 @@ class GossipNode:
 
     def _pushPull(self, address: Address, join: bool) -> Deferred[bool]:
         self._count("pushPulls")
-        payload = encodePushPull(PushPull(join, self._localStates()), self.key)
+        payload = encodePushPull(PushPull(join, self._localStates(), self._userState(join)), self.key)
         d: Deferred[bytes] = self.transport.exchangeState(address, payload)  # type: ignore[assignment]
         d.addTimeout(self.settings.pushPullTimeout, self.clock)
 
@@ -623,6 +689,7 @@ class GossipNode:
                 self._drops.drop("malformed state reply", _fmt(address), str(e))
                 return False
             self._merge(pp.states, f"push-pull:{_fmt(address)}")
+            self._mergeUserState(pp.userState, join)
             return True
 
         def failed(f: Failure) -> bool:
@@ -659,7 +726,12 @@ class GossipNode:
     def _send(self, address: Address, message: Message, *extra: Message) -> None:
         encoded = [encodeMessage(message)] + [encodeMessage(e) for e in extra]
         budget = self.settings.maxPacketBytes - PACKET_OVERHEAD - sum(len(e) for e in encoded)
-        self._sendRaw(address, encoded + self._queue.take(budget))
+        self._sendRaw(address, encoded + self._piggyback(budget))
+
+    def _piggyback(self, budget: int) -> list[bytes]:
+        # Membership updates first, then user messages in what is left.
+        taken = self._queue.take(budget)
+        return taken + self._userQueue.take(budget - sum(len(e) for e in taken))
 
     def _sendRaw(self, address: Address, encoded: list[bytes]) -> None:
         self._count("packetsSent")

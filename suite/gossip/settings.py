@@ -56,6 +56,8 @@ class GossipSettings:
     maxMetaBytes: int = 512
     #: Largest push-pull frame.
     maxStateBytes: int = 4 * 1024 * 1024
+    #: Most user messages (L{GossipNode.queueBroadcast}) waiting to be sent.
+    maxUserBroadcasts: int = 1024
 
     @classmethod
     def local(cls) -> GossipSettings:

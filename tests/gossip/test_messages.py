@@ -145,6 +145,7 @@ class PushPullTests(SynchronousTestCase):
                 MemberState("a", ("10.0.0.1", 7946), 3, "alive", {"x": 1}),
                 MemberState("b", ("10.0.0.2", 7946), 0, "dead", {}),
             ],
+            b"user state",
         )
         self.assertEqual(decodePushPull(encodePushPull(pp)), pp)
         sealed = encodePushPull(pp, b"s" * 16)
@@ -156,7 +157,14 @@ class PushPullTests(SynchronousTestCase):
         Unknown statuses and bad shapes are refused.
         """
         header = bytes([0x47, 1, 0])
-        for body in ([True, [["a", "h", 1, 0, "zombie", {}]]], [1, []], [True, {}], [True]):
+        for body in (
+            [True, [["a", "h", 1, 0, "zombie", {}]], b""],
+            [1, [], b""],
+            [True, {}, b""],
+            [True],
+            [True, []],
+            [True, [], "text"],
+        ):
             self.assertRaises(MalformedPacket, decodePushPull, header + msgpack.packb(body))
         self.assertRaises(MalformedPacket, decodePushPull, header + b"x" * 100, None, 50)
 
