@@ -413,10 +413,10 @@ class DockerClient:
                 return
             if f.check(DockerError):
                 stream.done.errback(f)
-            elif f.check(TimeoutError, CancelledError) or _cancelled(f.value):
+            elif f.check(TimeoutError, CancelledError) or _cancelled(f.value or Exception()):
                 stream.done.errback(DockerError(f"{what}: no answer within {self.timeout:g} s"))
             else:
-                stream.done.errback(DockerError(f"{what}: {_oneLine(f.value)}"))
+                stream.done.errback(DockerError(f"{what}: {_oneLine(f.value or Exception())}"))
 
         Deferred.fromCoroutine(run()).addErrback(failed)
         return stream
