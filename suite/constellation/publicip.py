@@ -27,7 +27,9 @@ class _TooLarge(Exception):
 
 async def _ask(http: HTTPClient, reactor: Any, url: str, timeout: float) -> str:
     async def run() -> str:
-        response = await http.get(url, headers=Headers({b"Accept": [b"text/plain"], b"User-Agent": [b"constellation"]}))
+        response = await http.get(
+            url, headers=Headers({b"Accept": [b"text/plain"], b"User-Agent": [b"constellation"]})
+        )
         if response.code != 200:
             raise ValueError(f"HTTP {response.code}")
         chunks: list[bytes] = []

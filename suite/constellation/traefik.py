@@ -5,7 +5,7 @@ catalog, served as JSON.
 Endpoints (all C{GET}, JSON):
 
   - C{/}: the whole dynamic configuration (what Traefik's C{providers.http.endpoint}
-    polls);
+    polls), empty sections left out;
   - C{/api/http/routers}, C{/api/http/services}, C{/api/http/middlewares}:
     one section each;
   - C{/api/state}: this agent's view of the cluster (nodes, services with
@@ -26,7 +26,7 @@ from suite.constellation.catalog import ServiceEntry
 from suite.constellation.interfaces import IServiceCatalog
 from suite.web.errors import JSONNoResource, jsonResponse
 
-__all__ = ["dynamicConfig", "ProviderRoot"]
+__all__ = ["dynamicConfig", "traefikDocument", "ProviderRoot"]
 
 
 def dynamicConfig(
@@ -83,6 +83,16 @@ def dynamicConfig(
         lb.update(balancers[name])
         outServices[name] = {"loadBalancer": lb}
     return {"http": {"routers": outRouters, "services": outServices, "middlewares": {}}}
+
+
+def traefikDocument(config: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    C{config} as served to Traefik: empty sections left out (Traefik's
+    HTTP provider refuses an empty C{middlewares} map as a "standalone
+    element"), so nothing to serve is C{{}}.
+    """
+    http = {k: v for k, v in config.get("http", {}).items() if v}
+    return {"http": http} if http else {}
 
 
 def _body(obj: Any) -> bytes:
@@ -151,7 +161,7 @@ class ProviderRoot(Resource):
         self.entryPoints = tuple(entryPoints)
         self.certResolver = certResolver
         self.admin = admin
-        self._root = _ConfigPage(self.config)
+        self._root = _ConfigPage(lambda: traefikDocument(self.config()))
         api = _Branch()
         httpBranch = _Branch()
         for section in ("routers", "services", "middlewares"):
