@@ -6,6 +6,7 @@ stand-in for the faults a real engine cannot be made to show.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -138,7 +139,9 @@ class StandInTests(TestCase):
     """
 
     async def serve(self, mode: str) -> str:
-        path = os.path.join(tempfile.mkdtemp(prefix="dkf"), "d.sock")
+        directory = tempfile.mkdtemp(prefix="dkf")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "d.sock")
         port = await UNIXServerEndpoint(reactor, path).listen(Site(_Fault(mode)))
         self.addCleanup(port.stopListening)
         return "unix:" + path

@@ -228,5 +228,20 @@ class DockerEngine:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
-        subprocess.run(["umount", "-R", os.path.join(self.dir, "exec")], capture_output=True)
+        for mountpoint in reversed(_mountsUnder(self.dir)):
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _mountsUnder(path: str) -> list[str]:
+    """
+    Mount points below C{path} (the engine leaves its network namespace
+    mounted under its exec root), shallowest first.
+    """
+    try:
+        with open("/proc/self/mounts") as f:
+            points = [line.split()[1] for line in f]
+    except OSError:
+        return []
+    prefix = path.rstrip("/") + "/"
+    return sorted((p for p in points if p.startswith(prefix)), key=len)
