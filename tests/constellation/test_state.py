@@ -266,3 +266,18 @@ class SimulationTests(SynchronousTestCase):
         del expected[names[3]]
         sim.runUntil(lambda: sim.converged(expected), 60, "dead node's entries removed")
         sim.stopAll()
+
+    def test_fiftyNodes(self) -> None:
+        """
+        Fifty nodes with 5% loss: every node's entries reach every node.
+        """
+        sim = StateSimulation(self.seed + 1)
+        sim.baseLoss = 0.05
+        names = sim.cluster(50, seeds=3, spread=2.0)
+        expected: dict[str, dict[str, Any]] = {}
+        for name in names:
+            expected[name] = {"node": {"priority": 50}, f"svc/{name}": {"healthy": True}}
+            sim.cluster_states[name].update(expected[name])
+        took = sim.runUntil(lambda: sim.converged(expected), 60, "convergence of 50 nodes", step=1.0)
+        self.assertLessEqual(took, 60)
+        sim.stopAll()
