@@ -39,6 +39,8 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
+from suite.constellation.interfaces import IContainerEngine
+
 __all__ = [
     "CLIENT_API_VERSION",
     "MIN_API_VERSION",
@@ -223,6 +225,7 @@ class EventStream:
             self.done.callback(None)
 
 
+@implementer(IContainerEngine)
 class DockerClient:
     """
     Engine API requests over C{endpoint}.

@@ -23,7 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.backoff import Backoff
-from suite.constellation.docker import Container, DockerClient, DockerError, EventStream
+from suite.constellation.docker import Container, DockerError, EventStream
+from suite.constellation.interfaces import IContainerEngine
 
 __all__ = ["DockerMonitor"]
 
@@ -39,7 +40,7 @@ class DockerMonitor(Service):
 
     def __init__(
         self,
-        client: DockerClient,
+        client: IContainerEngine,
         clock: IReactorTime,
         labels: Sequence[str],
         publish: Callable[[list[Container]], None],
@@ -47,7 +48,7 @@ class DockerMonitor(Service):
         useEvents: bool = True,
         eventDelay: float = 0.2,
     ) -> None:
-        self.client = client
+        self.client = IContainerEngine(client)
         self.clock = clock
         self.labels = list(labels)
         self.publish = publish

@@ -14,14 +14,18 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
-from suite.constellation.docker import Container, DockerError, EventStream
+from suite.constellation.docker import Container, DockerClient, DockerError, EventStream
+from suite.constellation.interfaces import IContainerEngine
 from suite.constellation.monitor import DockerMonitor
 from suite.constellation.publicip import detectPublicIP
 from tests.clustor.helpers import captureLogs
 from tests.support.process import freePort
 
 
+@implementer(IContainerEngine)
 class _Client:
     """
     A scripted client: each monitored() call is a Deferred the test fires.
@@ -33,6 +37,15 @@ class _Client:
     def __init__(self) -> None:
         self.calls: list[Deferred[list[Container]]] = []
         self.streams: list[tuple[EventStream, Any]] = []
+
+    def negotiate(self) -> Any:
+        raise NotImplementedError()
+
+    def containers(self, labels: Any, all: bool = False) -> Any:
+        raise NotImplementedError()
+
+    def inspect(self, containerID: str) -> Any:
+        raise NotImplementedError()
 
     def monitored(self, labels: Any) -> Deferred[list[Container]]:
         d: Deferred[list[Container]] = Deferred()
@@ -60,7 +73,7 @@ class DockerMonitorTests(SynchronousTestCase):
         self.published: list[list[str]] = []
         self.events = captureLogs(self)
         self.monitor = DockerMonitor(
-            self.client,  # type: ignore[arg-type]
+            self.client,
             self.clock,
             ["constellation.node=a"],
             lambda cs: self.published.append([c.name for c in cs]),
@@ -68,6 +81,13 @@ class DockerMonitorTests(SynchronousTestCase):
         )
         self.monitor.startService()
         self.addCleanup(self.monitor.stopService)
+
+    def test_interfaces(self) -> None:
+        """
+        The real client and the scripted one provide L{IContainerEngine}.
+        """
+        self.assertTrue(verifyObject(IContainerEngine, DockerClient(self.clock, "unix:/nonexistent.sock")))
+        self.assertTrue(verifyObject(IContainerEngine, self.client))
 
     def test_interval(self) -> None:
         """

@@ -12,8 +12,10 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.constellation import service, tap
+from suite.constellation.interfaces import IServiceCatalog
 from suite.constellation.options import Options
 from suite.daemon import ConfigError
 from tests.clustor.helpers import captureLogs
@@ -236,6 +238,7 @@ class ClusterCatalogTests(SynchronousTestCase):
             Member("edge3", ("10.0.0.3", 7946), "dead", 1, {"priority": "high"}),
         ]
         catalog = ClusterCatalog("cloudserver1", state, lambda: members)
+        self.assertTrue(verifyObject(IServiceCatalog, catalog))
         self.assertEqual(
             [n.toJSON() for n in catalog.nodes()],
             [
