@@ -180,6 +180,10 @@ class Alive:
     address: Address
     meta: Meta = field(default_factory=dict)
     vsn: bytes = DEFAULT_VSN
+    #: The metadata bytes as received, passed on unchanged (memberlist
+    #: compares them: re-encoding a foreign member's tags would make it
+    #: refute).
+    rawMeta: bytes | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -250,6 +254,7 @@ class MemberState:
     status: str
     meta: Meta
     vsn: bytes = DEFAULT_VSN
+    rawMeta: bytes | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -335,11 +340,9 @@ def _unpackOne(body: bytes) -> Any:
 
 def encodeMeta(meta: Meta) -> bytes:
     """
-    Metadata as memberlist carries it: empty, or Serf's tag encoding (the
-    byte 255 and a msgpack map), which a Serf agent shows as tags.
+    Metadata as memberlist carries it, in Serf's tag encoding (the byte
+    255 and a msgpack map), which a Serf agent shows as tags.
     """
-    if not meta:
-        return b""
     return b"\xff" + _pack(dict(meta))
 
 
@@ -424,7 +427,7 @@ def encodeMessage(m: Message) -> bytes:
                 "Node": m.name,
                 "Addr": _ip(m.address[0]),
                 "Port": m.address[1],
-                "Meta": encodeMeta(m.meta),
+                "Meta": encodeMeta(m.meta) if m.rawMeta is None else m.rawMeta,
                 "Vsn": m.vsn,
             }
         )
@@ -477,12 +480,14 @@ def _decodeMessage(kind: int, body: bytes, source: Address) -> Message:
         port = _uint(d.get(b"Port", 0), 16, "port")
         if not port:
             raise MalformedPacket("alive without a port")
+        raw = _bytes(d.get(b"Meta"), "metadata", META_MAX)
         return Alive(
             _str(d.get(b"Node")),
             _uint(d.get(b"Incarnation", 0), 32, "incarnation"),
             (_host(d.get(b"Addr")), port),
-            decodeMeta(_bytes(d.get(b"Meta"), "metadata", META_MAX)),
+            decodeMeta(raw),
             _vsn(d.get(b"Vsn")),
+            raw,
         )
     if kind in (SUSPECT, DEAD):
         name = _str(d.get(b"Node"))
@@ -689,7 +694,7 @@ class Codec:
                             "Name": s.name,
                             "Addr": _ip(s.address[0]),
                             "Port": s.address[1],
-                            "Meta": encodeMeta(s.meta),
+                            "Meta": encodeMeta(s.meta) if s.rawMeta is None else s.rawMeta,
                             "Incarnation": s.incarnation,
                             "State": STATES.index(s.status),
                             "Vsn": s.vsn,
@@ -839,11 +844,13 @@ def _nodeState(n: Any) -> MemberState:
     port = _uint(n.get(b"Port", 0), 16, "port")
     if not port:
         raise MalformedPacket("node state without a port")
+    raw = _bytes(n.get(b"Meta"), "metadata", META_MAX)
     return MemberState(
         _str(n.get(b"Name")),
         (_host(n.get(b"Addr")), port),
         _uint(n.get(b"Incarnation", 0), 32, "incarnation"),
         STATES[state],
-        decodeMeta(_bytes(n.get(b"Meta"), "metadata", META_MAX)),
+        decodeMeta(raw),
         _vsn(n.get(b"Vsn")),
+        raw,
     )

@@ -162,12 +162,14 @@ class GossipNode:
         )
         self.vsn = bytes([PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_CURRENT, *self.settings.delegateVersions])
         self._vsn: dict[str, bytes] = {}
+        self._rawMeta: dict[str, bytes] = {}
         self._oldProtocol: set[Address] = set()
         self.listener = None if listener is None else IMembershipListener(listener)
         self.delegate = None if delegate is None else IGossipDelegate(delegate)
         self.meta = checkMeta(meta or {}, self.settings.maxMetaBytes)
         self.rng = rng or random.Random()
-        self.incarnation = 0
+        # memberlist ignores a new member's alive at incarnation 0.
+        self.incarnation = 1
         self.awareness = 0
         self.stats: dict[str, int] = {}
         self.seeds: list[Address] = []
@@ -460,12 +462,6 @@ class GossipNode:
         if m.vsn[0] > PROTOCOL_CURRENT or m.vsn[1] < PROTOCOL_CURRENT:
             self._drops.drop("incompatible alive", m.name, f"protocol versions {list(m.vsn[:3])}")
             return
-        if m.name != self.name:
-            self._vsn[m.name] = m.vsn
-            if m.vsn[1] < 5:
-                self._oldProtocol.add(m.address)
-            else:
-                self._oldProtocol.discard(m.address)
         if m.name == self.name:
             if m.incarnation > self.incarnation and not self.leaving:
                 # An older life of this node, or someone else's stale view.
@@ -478,6 +474,7 @@ class GossipNode:
             except ValueError:
                 self._count("oversizedMeta")
                 return
+            self._remember(m)
             core = MemberCore(m.name, m.address, m.incarnation, meta, self, clock=self.clock)
             self._members[m.name] = (core, newMemberMachine(core))
             self._probeOrder.insert(self.rng.randint(self._probeIndex, len(self._probeOrder)), m.name)
@@ -486,7 +483,21 @@ class GossipNode:
             return
         core, machine = entry
         if m.incarnation > core.incarnation:
+            self._remember(m)
             machine.aliveNewer(m.incarnation, m.address, m.meta)
+
+    def _remember(self, m: Alive) -> None:
+        # What memberlist needs passed on unchanged, and the versions that
+        # decide how to talk to the member.
+        self._vsn[m.name] = m.vsn
+        if m.rawMeta is None:
+            self._rawMeta.pop(m.name, None)
+        else:
+            self._rawMeta[m.name] = m.rawMeta
+        if m.vsn[1] < 5:
+            self._oldProtocol.add(m.address)
+        else:
+            self._oldProtocol.discard(m.address)
 
     def _onSuspect(self, m: Suspect) -> None:
         if m.name == self.name:
@@ -533,9 +544,9 @@ class GossipNode:
                 s.name in self._members and self._members[s.name][0].status != "removed"
             )
             if s.status == "alive":
-                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta, s.vsn))
+                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta, s.vsn, s.rawMeta))
             elif s.status == "suspect":
-                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta, s.vsn))
+                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta, s.vsn, s.rawMeta))
                 self._onSuspect(Suspect(s.name, s.incarnation, source))
             elif s.status == "dead" and known:
                 # Another node's verdict is only a suspicion here: the member
@@ -569,7 +580,15 @@ class GossipNode:
             self.vsn,
         )
         rest = [
-            MemberState(c.name, c.address, c.incarnation, c.status, c.meta, self._vsn.get(c.name, self.vsn))
+            MemberState(
+                c.name,
+                c.address,
+                c.incarnation,
+                c.status,
+                c.meta,
+                self._vsn.get(c.name, self.vsn),
+                self._rawMeta.get(c.name),
+            )
             for c, _ in self._members.values()
             if c.status != "removed"
         ]
@@ -605,7 +624,7 @@ class GossipNode:
         Queue an update about a member for piggybacking.
         """
         if isinstance(message, Alive) and message.name in self._vsn:
-            message = replace(message, vsn=self._vsn[message.name])
+            message = replace(message, vsn=self._vsn[message.name], rawMeta=self._rawMeta.get(message.name))
         self._queue.queue(message.name, encodeMessage(message))
 
     def newSuspicion(self, core: MemberCore, source: str, expire: Callable[[], None]) -> Suspicion:

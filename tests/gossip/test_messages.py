@@ -55,7 +55,7 @@ ALIVE = (
     b"\xa4Node\xa1a"
     b"\xa4Addr\xa4\x0a\x00\x00\x01"
     b"\xa4Port\xcd\x1f\x0a"
-    b"\xa4Meta\xa0"
+    b"\xa4Meta\xa2\xff\x80"  # Serf's tags: 255 and an empty msgpack map
     b"\xa3Vsn\xa6\x01\x05\x02\x02\x05\x04"  # pmin pmax pcur dmin dmax dcur
 )
 SERF_VSN = bytes([1, 5, 2, 2, 5, 4])
@@ -127,7 +127,8 @@ class GoldenTests(SynchronousTestCase):
         Metadata travels as Serf's tags (255 and a msgpack map); a bare role
         string is read as Serf's role tag; the limit is memberlist's 512.
         """
-        self.assertEqual(encodeMeta({}), b"")
+        self.assertEqual(encodeMeta({}), b"\xff\x80")
+        self.assertEqual(decodeMeta(b""), {})
         self.assertEqual(encodeMeta({"role": "web"}), b"\xff\x81\xa4role\xa3web")
         self.assertEqual(decodeMeta(b"\xff\x81\xa4role\xa3web"), {"role": "web"})
         self.assertEqual(decodeMeta(b"web"), {"role": "web"})
@@ -286,7 +287,7 @@ class StreamTests(SynchronousTestCase):
         expected = (
             b"\x06"
             b"\x83\xa5Nodes\x01\xacUserStateLen\x02\xa4Join\xc2"
-            b"\x87\xa4Name\xa1a\xa4Addr\xa4\x0a\x00\x00\x01\xa4Port\xcd\x1f\x0a\xa4Meta\xa0"
+            b"\x87\xa4Name\xa1a\xa4Addr\xa4\x0a\x00\x00\x01\xa4Port\xcd\x1f\x0a\xa4Meta\xa2\xff\x80"
             b"\xabIncarnation\x01\xa5State\x01\xa3Vsn\xa6\x01\x05\x02\x02\x05\x04"
             b"us"
         )
