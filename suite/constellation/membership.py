@@ -28,6 +28,7 @@ from suite.daemon import ConfigError
 from suite.gossip.__main__ import advertisable, parseAddress
 from suite.gossip.interfaces import IMembershipListener
 from suite.gossip.node import GossipNode
+from suite.gossip.security import Keyring, readKeyFile
 from suite.gossip.settings import GossipSettings
 from suite.gossip.udp import NetworkTransport
 
@@ -36,24 +37,20 @@ __all__ = ["GossipService", "readGossipKey", "resolvePeers"]
 log = Logger(namespace="constellation.gossip")
 
 
-def readGossipKey(path: str | None) -> bytes | None:
+def readGossipKey(path: str | None) -> Keyring | None:
     """
-    The cluster's shared gossip key from C{path} (at least 16 bytes after
-    stripping whitespace), or None when no file is configured.
+    The cluster's gossip keyring from C{path} (base64 AES keys as
+    C{serf keygen} prints and C{serf agent -encrypt} takes, one a line, the
+    primary first), or None when no file is configured.
 
     @raise ConfigError: naming the flag and the file.
     """
     if not path:
         return None
-    flag = "--gossip-key-file (CONSTELLATION_GOSSIP_KEY_FILE)"
     try:
-        with open(path, "rb") as f:
-            key = f.read().strip()
-    except OSError as e:
-        raise ConfigError(f"{flag}: cannot read {path}: {e.strerror}") from None
-    if len(key) < 16:
-        raise ConfigError(f"{flag}: {path} holds {len(key)} bytes; the key must be at least 16")
-    return key
+        return readKeyFile(path)
+    except ValueError as e:
+        raise ConfigError(f"--gossip-key-file (CONSTELLATION_GOSSIP_KEY_FILE): {e}") from None
 
 
 @implementer(IMembershipListener)

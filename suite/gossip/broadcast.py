@@ -48,19 +48,20 @@ class TransmitQueue:
             worst = max(self._items.items(), key=lambda kv: (kv[1].transmits, kv[1].order))
             del self._items[worst[0]]
 
-    def take(self, budget: int) -> list[bytes]:
+    def take(self, budget: int, overhead: int = 0) -> list[bytes]:
         """
-        Updates that fit in C{budget} bytes, fewest-sent and newest first;
-        each one taken counts as one transmission.
+        Updates that fit in C{budget} bytes (each costing C{overhead} more),
+        fewest-sent and newest first; each one taken counts as one
+        transmission.
         """
         if not self._items or budget <= 0:
             return []
         limit = self._limit()
         chosen: list[bytes] = []
         for key, p in sorted(self._items.items(), key=lambda kv: (kv[1].transmits, kv[1].order)):
-            if len(p.encoded) > budget:
+            if len(p.encoded) + overhead > budget:
                 continue
-            budget -= len(p.encoded)
+            budget -= len(p.encoded) + overhead
             chosen.append(p.encoded)
             p.transmits += 1
             if p.transmits >= limit:

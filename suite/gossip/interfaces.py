@@ -29,10 +29,18 @@ class IPacketReceiver(Interface):
         One datagram arrived from C{source}.
         """
 
+    def streamComplete(data: bytes) -> bool:
+        """
+        Whether C{data}, the bytes a stream brought so far, hold a whole
+        message (or can never become one): the transport then stops reading
+        and hands them over.
+        """
+
     def stateReceived(data: bytes, source: tuple[str, int]) -> bytes | None:
         """
-        A push-pull request arrived over a stream; return the reply to send
-        back, or None to close the stream without a reply.
+        A stream message (push-pull request, fallback ping, user message)
+        arrived; return the reply to send back, or None to close the stream
+        without a reply.
         """
 
 

@@ -5,6 +5,7 @@ because it is not built yet.
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
@@ -94,8 +95,8 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_gossipKey(self) -> None:
         """
-        --gossip-key-file: a short or missing key is one error naming the flag;
-        with a key, no warning.
+        --gossip-key-file: a key that is not base64 of 16/24/32 bytes, or a
+        missing file, is one error naming the flag; with a key, no warning.
         """
         path = self.mktemp()
         with open(path, "wb") as f:
@@ -103,16 +104,18 @@ class MakeServiceTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as cm:
             service.makeService(options(["--gossip-key-file", path]), MemoryReactorClock())
         self.assertIn("--gossip-key-file", str(cm.exception))
-        self.assertIn("at least 16", str(cm.exception))
+        self.assertIn("base64", str(cm.exception))
         with self.assertRaises(ConfigError) as cm:
             service.makeService(options(["--gossip-key-file", path + ".missing"]), MemoryReactorClock())
         self.assertIn("cannot read", str(cm.exception))
         with open(path, "wb") as f:
-            f.write(b"0123456789abcdef0123\n")
+            f.write(base64.b64encode(b"0123456789abcdef0123456789abcdef") + b"\n")
         root = service.makeService(options(["--gossip-key-file", path]), _Reactor())
         root.startService()
         self.addCleanup(root.stopService)
-        self.assertEqual(root.getServiceNamed("gossip").node.key, b"0123456789abcdef0123")
+        self.assertEqual(
+            root.getServiceNamed("gossip").node.keyring.keys, [b"0123456789abcdef0123456789abcdef"]
+        )
         self.assertFalse([m for m in self.messages() if "has no shared key" in m])
 
     def test_remoteProvider(self) -> None:

@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 from suite.gossip import node as nodeModule
 from suite.gossip.interfaces import IGossipDelegate, IGossipTransport, IMembership, IPacketReceiver
 from suite.gossip.memory import MemoryNetwork
-from suite.gossip.messages import Alive, Ping, Suspect, encodeMessage, packPacket
+from suite.gossip.messages import Alive, Codec, Ping, Suspect, encodeMessage
 from suite.gossip.node import GossipNode
 from suite.gossip.observe import GossipHealth, register
 from suite.gossip.settings import GossipSettings
@@ -91,7 +91,7 @@ class NodeTests(SynchronousTestCase):
         higher one and raises its local health score.
         """
         a, b = self.cluster()
-        a.packetReceived(packPacket([encodeMessage(Suspect("n00", 0, "n01"))]), ("10.0.0.2", 7946))
+        a.packetReceived(Codec().packPacket([encodeMessage(Suspect("n00", 0, "n01"))]), ("10.0.0.2", 7946))
         self.assertEqual(a.incarnation, 1)
         self.assertEqual(a.awareness, 1)
         self.sim.run(1.0)
@@ -106,7 +106,7 @@ class NodeTests(SynchronousTestCase):
         """
         a, b = self.cluster()
         a.packetReceived(
-            packPacket([encodeMessage(Alive("n00", 5, ("10.0.0.1", 7946), {}))]),
+            Codec().packPacket([encodeMessage(Alive("n00", 5, ("10.0.0.1", 7946), {}))]),
             ("10.0.0.2", 7946),
         )
         self.assertEqual(a.incarnation, 6)
@@ -134,7 +134,9 @@ class NodeTests(SynchronousTestCase):
         """
         a, b = self.cluster()
         sent = a.stats.get("packetsSent", 0)
-        a.packetReceived(packPacket([encodeMessage(Ping(9, "other", "n01", ("10.0.0.2", 7946)))]), ("x", 1))
+        a.packetReceived(
+            Codec().packPacket([encodeMessage(Ping(9, "other", "n01", ("10.0.0.2", 7946)))]), ("x", 1)
+        )
         self.assertEqual(a.stats.get("packetsSent", 0), sent)
         self.assertEqual(a.stats["misdirectedPings"], 1)
 
@@ -193,10 +195,10 @@ class KeyTests(SynchronousTestCase):
         clock = Clock()
         net = MemoryNetwork(clock, random.Random(2))
         s = GossipSettings()
-        a = GossipNode("a", ("h", 1), net.transport(("h", 1)), clock, s, key=b"a" * 32)
-        b = GossipNode("b", ("h", 2), net.transport(("h", 2)), clock, s, key=b"b" * 32)
+        a = GossipNode("a", ("10.9.0.1", 1), net.transport(("10.9.0.1", 1)), clock, s, key=b"a" * 32)
+        b = GossipNode("b", ("10.9.0.2", 2), net.transport(("10.9.0.2", 2)), clock, s, key=b"b" * 32)
         a.start([])
-        joined = b.start([("h", 1)])
+        joined = b.start([("10.9.0.1", 1)])
         clock.pump([0.1] * 50)
         self.assertEqual(self.successResultOf(joined), 0)
         self.assertEqual(len(a.members()), 1)
@@ -210,7 +212,7 @@ class KeyTests(SynchronousTestCase):
         """
         Nodes with the same key join.
         """
-        sim = Simulation(3, key=b"secret-key-0123456789")
+        sim = Simulation(3, key=b"secret-key-0123456789-abcdefghij")
         sim.cluster(3)
         sim.runUntil(sim.allAlive, 10.0, "join")
         sim.stopAll()
