@@ -106,7 +106,7 @@ class ClusterState:
         broadcast: Callable[[bytes], None] | None = None,
         admit: Callable[[str], bool] = lambda origin: True,
         onChange: Callable[[], None] | None = None,
-        maxChunk: int = 1000,
+        maxChunk: int = 900,
         maxMessage: int = 4 * 1024 * 1024,
         maxAssemblies: int = 64,
         assemblyTimeout: float = 60.0,
@@ -194,6 +194,15 @@ class ClusterState:
         if self.broadcast is None:
             return
         data = _pack(delta)
+        try:
+            self._broadcast(data)
+        except ValueError as e:
+            # Too large for the gossip packet after all: push-pull still
+            # carries it.
+            log.warn("state change not broadcast ({reason}); push-pull will carry it", reason=str(e))
+
+    def _broadcast(self, data: bytes) -> None:
+        assert self.broadcast is not None
         if len(data) <= self.maxChunk:
             self.broadcast(data)
             return
