@@ -202,3 +202,22 @@ class PublicIPTests(TestCase):
         self.assertEqual(ip, "2001:db8::1")
         ip, errors = await detectPublicIP(reactor, [])
         self.assertEqual((ip, errors), (None, []))
+
+
+class ResolvePeersTests(TestCase):
+    """
+    --join host names resolve through the system resolver in the thread pool.
+    """
+
+    async def test_names(self) -> None:
+        """
+        localhost resolves (with the port kept); a name that does not
+        resolve is left out with a warning.
+        """
+        from suite.constellation.membership import resolvePeers
+
+        events = captureLogs(self)
+        addresses = await resolvePeers(reactor, [("localhost", 7946), ("no-such-host.invalid", 7946)])
+        self.assertIn(("127.0.0.1", 7946), addresses)
+        self.assertTrue(all(port == 7946 for _, port in addresses))
+        self.assertTrue([e for e in events if "cannot resolve" in e.get("log_format", "")])
