@@ -76,8 +76,9 @@ class NodeTests(SynchronousTestCase):
         listener hears "updated"; oversized metadata is refused.
         """
         a, b = self.cluster()
+        self.assertEqual(a.incarnation, 1)  # memberlist's first incarnation
         a.setMetadata({"services": ["web"], "health": "ok"})
-        self.assertEqual(a.incarnation, 1)
+        self.assertEqual(a.incarnation, 2)
         self.sim.run(2.0)
         member = b.member("n00")
         assert member is not None
@@ -91,13 +92,13 @@ class NodeTests(SynchronousTestCase):
         higher one and raises its local health score.
         """
         a, b = self.cluster()
-        a.packetReceived(Codec().packPacket([encodeMessage(Suspect("n00", 0, "n01"))]), ("10.0.0.2", 7946))
-        self.assertEqual(a.incarnation, 1)
+        a.packetReceived(Codec().packPacket([encodeMessage(Suspect("n00", 1, "n01"))]), ("10.0.0.2", 7946))
+        self.assertEqual(a.incarnation, 2)
         self.assertEqual(a.awareness, 1)
         self.sim.run(1.0)
         member = b.member("n00")
         assert member is not None
-        self.assertEqual((member.status, member.incarnation), ("alive", 1))
+        self.assertEqual((member.status, member.incarnation), ("alive", 2))
 
     def test_staleSelfAlive(self) -> None:
         """
@@ -179,7 +180,7 @@ class NodeTests(SynchronousTestCase):
         register(a, registry)
         text = generate_latest(registry).decode()
         self.assertIn('gossip_members{state="alive"} 2.0', text)
-        self.assertIn("gossip_incarnation 0.0", text)
+        self.assertIn("gossip_incarnation 1.0", text)
         self.assertIn('gossip_events_total{event="probes"}', text)
 
 
