@@ -383,6 +383,16 @@ class WireTests(SynchronousTestCase):
         self.assertTrue(self.a.streamComplete(codec.encodeStream(Ack(1))))
         self.assertFalse(self.a.streamComplete(codec.encodeStream(Ack(1))[:3]))
 
+    def test_addressMustBeIP(self) -> None:
+        """
+        memberlist carries raw IP bytes: a host name as the node's own
+        address is refused at construction.
+        """
+        t = self.sim.network.transport(("10.0.0.99", 1))
+        with self.assertRaises(ValueError) as cm:
+            GossipNode("x", ("node.example", 1), t, self.sim.clock)
+        self.assertIn("IP address", str(cm.exception))
+
     def test_incompatibleVersions(self) -> None:
         """
         An alive whose protocol range excludes ours is ignored; the versions
