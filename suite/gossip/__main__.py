@@ -62,6 +62,7 @@ class Options(usage.Options):
             "File of base64 AES keys (as `serf keygen` prints), one a line, the primary first: encrypts everything.",
         ],
         ["profile", None, "lan", "Timer profile: lan (memberlist's LAN defaults) or local (fast, loopback)."],
+        ["label", None, "", "memberlist cluster label: only members with the same label are heard."],
     ]
     optFlags: list[list[Any]] = [["verbose", "v", "Human-readable log lines."]]
 
@@ -92,6 +93,8 @@ class Options(usage.Options):
         )
         if self["profile"] not in ("lan", "local"):
             raise usage.UsageError("--profile must be lan or local")
+        if len(self["label"].encode("utf-8")) > 255:
+            raise usage.UsageError("--label is at most 255 bytes")
         self["key"] = None
         if self["key-file"]:
             try:
@@ -151,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([observer()], redirectStandardIO=False)
     log = Logger(namespace="suite.gossip")
     settings = GossipSettings.local() if options["profile"] == "local" else GossipSettings()
+    if options["label"]:
+        settings = settings.scaled(label=options["label"])
     host, port = options["bindAddress"]
     transport = NetworkTransport(
         reactor, host, port, settings.maxPacketBytes, settings.maxStateBytes, settings.pushPullTimeout

@@ -98,6 +98,9 @@ MAX_DEPTH = 4
 COMPOUND_ITEM_OVERHEAD = 2
 COMPOUND_HEADER = 2
 CRC_OVERHEAD = 5
+#: Packets shorter than this are not worth trying to compress (LZW in
+#: Python is the costliest step of sending; short packets rarely shrink).
+COMPRESS_MIN = 256
 
 
 class MalformedPacket(ValueError):
@@ -601,7 +604,7 @@ class Codec:
                 + b"".join(struct.pack(">H", len(e)) for e in encoded)
                 + b"".join(encoded)
             )
-        if compressed:
+        if compressed and len(payload) >= COMPRESS_MIN:
             smaller = _compressed(payload)
             if len(smaller) < len(payload):
                 payload = smaller

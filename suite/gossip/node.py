@@ -25,6 +25,7 @@ suspicion so it can refute at once.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -143,6 +144,10 @@ class GossipNode:
         delegate: IGossipDelegate | None = None,
     ) -> None:
         self.name = name
+        try:
+            ipaddress.ip_address(address[0])
+        except ValueError:
+            raise ValueError(f"a gossip node's address must be an IP address, not {address[0]!r}") from None
         self.address = address
         self.transport = IGossipTransport(transport)
         self.clock = clock

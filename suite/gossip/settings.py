@@ -111,5 +111,9 @@ class GossipSettings:
         cluster of C{members}.
         """
         low = self.suspicionMult * max(1.0, math.log10(max(1, members))) * self.probeInterval
-        expected = max(0, min(self.suspicionMult - 2, members - 2))
+        # As memberlist: a cluster too small to provide them expects no
+        # confirmations at all (the suspicion then lasts the minimum).
+        expected = self.suspicionMult - 2
+        if members - 2 < expected:
+            expected = 0
         return low, low * self.suspicionMaxTimeoutMult, expected

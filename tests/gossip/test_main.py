@@ -54,6 +54,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsNone(o["key"])
         self.assertRaises(usage.UsageError, Options().parseOptions, ["--meta", "novalue"])
         self.assertRaises(usage.UsageError, Options().parseOptions, ["--profile", "wan"])
+        self.assertEqual(o["label"], "")
+        labelled = Options()
+        labelled.parseOptions(["--label", "prod"])
+        self.assertEqual(labelled["label"], "prod")
+        self.assertRaises(usage.UsageError, Options().parseOptions, ["--label", "x" * 256])
 
     def test_keyFile(self) -> None:
         """

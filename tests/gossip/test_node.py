@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 from suite.gossip import node as nodeModule
 from suite.gossip.interfaces import IGossipDelegate, IGossipTransport, IMembership, IPacketReceiver
 from suite.gossip.memory import MemoryNetwork
-from suite.gossip.messages import Alive, Codec, Ping, Suspect, encodeMessage
+from suite.gossip.messages import Ack, Alive, Codec, Ping, Suspect, encodeMessage
 from suite.gossip.node import GossipNode
 from suite.gossip.observe import GossipHealth, register
 from suite.gossip.settings import GossipSettings
@@ -76,8 +76,9 @@ class NodeTests(SynchronousTestCase):
         listener hears "updated"; oversized metadata is refused.
         """
         a, b = self.cluster()
+        self.assertEqual(a.incarnation, 1)  # memberlist's first incarnation
         a.setMetadata({"services": ["web"], "health": "ok"})
-        self.assertEqual(a.incarnation, 1)
+        self.assertEqual(a.incarnation, 2)
         self.sim.run(2.0)
         member = b.member("n00")
         assert member is not None
@@ -91,13 +92,13 @@ class NodeTests(SynchronousTestCase):
         higher one and raises its local health score.
         """
         a, b = self.cluster()
-        a.packetReceived(Codec().packPacket([encodeMessage(Suspect("n00", 0, "n01"))]), ("10.0.0.2", 7946))
-        self.assertEqual(a.incarnation, 1)
+        a.packetReceived(Codec().packPacket([encodeMessage(Suspect("n00", 1, "n01"))]), ("10.0.0.2", 7946))
+        self.assertEqual(a.incarnation, 2)
         self.assertEqual(a.awareness, 1)
         self.sim.run(1.0)
         member = b.member("n00")
         assert member is not None
-        self.assertEqual((member.status, member.incarnation), ("alive", 1))
+        self.assertEqual((member.status, member.incarnation), ("alive", 2))
 
     def test_staleSelfAlive(self) -> None:
         """
@@ -179,7 +180,7 @@ class NodeTests(SynchronousTestCase):
         register(a, registry)
         text = generate_latest(registry).decode()
         self.assertIn('gossip_members{state="alive"} 2.0', text)
-        self.assertIn("gossip_incarnation 0.0", text)
+        self.assertIn("gossip_incarnation 1.0", text)
         self.assertIn('gossip_events_total{event="probes"}', text)
 
 
@@ -348,3 +349,74 @@ class DelegateTests(SynchronousTestCase):
         self.sim.run(3.0)
         self.assertEqual({m.name for m in b.members() if m.status == "alive"}, {"a", "b"})
         self.assertTrue(any(e.get("log_failure") for e in logged))
+
+
+class WireTests(SynchronousTestCase):
+    """
+    The node's side of memberlist's protocol details.
+    """
+
+    def setUp(self) -> None:
+        self.sim = Simulation(5)
+        self.names = self.sim.cluster(2, spread=0.1)
+        self.sim.run(2.0)
+        self.a = self.sim.nodes["n00"]
+
+    def tearDown(self) -> None:
+        self.sim.stopAll()
+        self.sim.run(1.0)
+
+    def test_streamPing(self) -> None:
+        """
+        memberlist's fallback probe over TCP is answered with an ack on the
+        stream; one for another node is not.
+        """
+        codec = Codec()
+        reply = self.a.stateReceived(
+            codec.encodeStream(Ping(42, "n00", "x", ("10.0.0.9", 1))), ("10.0.0.9", 5)
+        )
+        assert reply is not None
+        self.assertEqual(codec.decodeStream(reply), Ack(42))
+        self.assertIsNone(
+            self.a.stateReceived(codec.encodeStream(Ping(1, "other", "x", ("10.0.0.9", 1))), ("h", 1))
+        )
+        self.assertTrue(self.a.streamComplete(codec.encodeStream(Ack(1))))
+        self.assertFalse(self.a.streamComplete(codec.encodeStream(Ack(1))[:3]))
+
+    def test_addressMustBeIP(self) -> None:
+        """
+        memberlist carries raw IP bytes: a host name as the node's own
+        address is refused at construction.
+        """
+        t = self.sim.network.transport(("10.0.0.99", 1))
+        with self.assertRaises(ValueError) as cm:
+            GossipNode("x", ("node.example", 1), t, self.sim.clock)
+        self.assertIn("IP address", str(cm.exception))
+
+    def test_incompatibleVersions(self) -> None:
+        """
+        An alive whose protocol range excludes ours is ignored; the versions
+        a member advertises decide nacks and checksums.
+        """
+        old = Alive("old", 1, ("10.0.0.7", 7946), {}, bytes([1, 3, 2, 0, 0, 0]))
+        future = Alive("future", 1, ("10.0.0.8", 7946), {}, bytes([3, 6, 3, 0, 0, 0]))
+        self.a.packetReceived(
+            Codec().packPacket([encodeMessage(old), encodeMessage(future)]), ("10.0.0.7", 7946)
+        )
+        self.assertIsNotNone(self.a.member("old"))
+        self.assertIsNone(self.a.member("future"))
+        self.assertIn(("10.0.0.7", 7946), self.a._oldProtocol)
+        self.assertEqual(self.a.vsn, bytes([1, 5, 2, 2, 5, 4]))
+
+    def test_foreignMetaPassedOn(self) -> None:
+        """
+        A member's metadata bytes are passed on as received (memberlist
+        compares bytes), in gossip and in push-pull.
+        """
+        raw = b"\xff\x81\xa4role\xa2db"
+        m = Alive("serf", 3, ("10.0.0.5", 7946), {"role": "db"}, bytes([1, 5, 2, 2, 5, 5]), raw)
+        self.a.packetReceived(Codec().packPacket([encodeMessage(m)]), ("10.0.0.5", 7946))
+        states = {s.name: s for s in self.a._localStates()}
+        self.assertEqual(states["serf"].rawMeta, raw)
+        self.assertEqual(states["serf"].vsn, bytes([1, 5, 2, 2, 5, 5]))
+        self.assertIn(encodeMessage(m), [p.encoded for p in self.a._queue._items.values()])

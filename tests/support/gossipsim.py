@@ -66,7 +66,8 @@ class VersionedState:
     """
     A delegate holding per-origin versioned entries (origin -> (version,
     value)): a node bumps its own entry with L{set}, which it broadcasts;
-    push-pull and broadcasts merge by version, never by wall clock.
+    push-pull and broadcasts merge by version, never by wall clock; a
+    broadcast that brought news is broadcast again.
     """
 
     def __init__(self, node: str) -> None:
@@ -82,18 +83,25 @@ class VersionedState:
         if self.gossip is not None:
             self.gossip.queueBroadcast(msgpack.packb([[self.node, version, value]]))
 
-    def _mergeEntries(self, data: bytes) -> None:
+    def _mergeEntries(self, data: bytes) -> list[list[Any]]:
         try:
             entries = msgpack.unpackb(data)
         except Exception:
-            return
+            return []
+        newer = []
         for origin, version, value in entries:
             if version > self.entries.get(origin, (0, ""))[0]:
                 self.entries[origin] = (version, value)
+                newer.append([origin, version, value])
+        return newer
 
     def notifyMsg(self, data: bytes) -> None:
         self.messages.append(data)
-        self._mergeEntries(data)
+        newer = self._mergeEntries(data)
+        if newer and self.gossip is not None:
+            # Pass on what was news (as Serf does with its events): the
+            # node's own broadcasts reach only a few members each.
+            self.gossip.queueBroadcast(msgpack.packb(newer))
 
     def localState(self, join: bool) -> bytes:
         return msgpack.packb([[o, v, x] for o, (v, x) in sorted(self.entries.items())])  # type: ignore[no-any-return]
