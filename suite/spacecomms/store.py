@@ -46,7 +46,9 @@ class Record:
 
     C{origin}/C{sequence} order updates from the same originator; C{active}
     is False for a withdrawal tombstone (C{reason} says why).
-    C{learnedFrom} is the peer that delivered it (None when local).
+    C{learnedFrom} is the peer that delivered it (None when local);
+    C{override} is True when C{origin} took the entry over by an admin
+    override.
     """
 
     kind: str
@@ -61,6 +63,7 @@ class Record:
     learnedFrom: str | None = None
     tca: float | None = None
     objects: list[str] = field(default_factory=list)
+    override: bool = False
 
     def version(self) -> tuple[int, str]:
         return (self.sequence, self.origin)
@@ -79,6 +82,7 @@ class Record:
             "learnedFrom": self.learnedFrom,
             "tca": self.tca,
             "objects": self.objects,
+            "override": self.override,
         }
 
     @classmethod

@@ -1,0 +1,213 @@
+"""
+Anti-entropy: repairs what routing lost (messages dropped by a rate limit,
+a full buffer, a peer that was briefly overloaded) without reconnecting.
+
+Every C{anti_entropy_interval_seconds} a node sends each established peer
+(not while a re-sync with it is open) a C{DIGEST}: the kinds it accepts from
+that peer and, for each of L{DIGEST_BUCKETS} buckets, the XOR of a 64-bit
+hash of C{(kind, key, origin, sequence)} over its active entries whose key
+falls in the bucket.  The peer computes the same over what it would forward
+to the sender and answers C{DIGEST_SUMMARY} with its entries (active or
+withdrawn: kind, key, origin, sequence, active) in the buckets that differ,
+at most L{MAX_SUMMARY_ENTRIES}.  The sender then C{PULL}s the entries the
+peer holds in a newer version (or holds active while it has none), at most
+L{MAX_PULL_ITEMS} per round, and the peer answers each with an announce or
+withdrawal marked C{repair}.  Those pass the usual routing, authority and
+ordering rules, are forwarded on when applied, and are not counted by the
+rate limit when they answer an outstanding pull.  Each side pulls only what
+it misses; the other side's own round repairs the other direction.
+
+The exchange is stateless request/response apart from the outstanding pull
+set per peer, which a new round replaces and a lost session clears.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from suite.spacecomms.envelope import (
+    DIGEST_BUCKETS,
+    MAX_PULL_ITEMS,
+    MAX_SUMMARY_ENTRIES,
+    Envelope,
+)
+from suite.spacecomms.interfaces import IPeerLink
+from suite.spacecomms.resync import entryEnvelope
+from suite.spacecomms.store import Record
+
+if TYPE_CHECKING:
+    from suite.spacecomms.node import SpaceNode
+
+__all__ = ["AntiEntropy", "entryHash", "bucketOf"]
+
+log = Logger(namespace="spacecomms.antientropy")
+
+#: A peer's DIGESTs are answered at most this often (seconds).
+MIN_ANSWER_INTERVAL = 0.5
+
+
+def bucketOf(key: str) -> int:
+    """
+    The digest bucket of an entry key.
+    """
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=2).digest(), "big") % DIGEST_BUCKETS
+
+
+def entryHash(r: Record) -> int:
+    """
+    A 64-bit hash of one entry's identity and version.
+    """
+    raw = f"{r.kind}\0{r.key}\0{r.origin}\0{r.sequence}".encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
+
+class AntiEntropy:
+    """
+    The periodic digest exchange of one node with each of its peers.
+    """
+
+    def __init__(self, node: SpaceNode) -> None:
+        self.node = node
+        self.pending: dict[str, set[tuple[str, str]]] = {}
+        self.lastAnswer: dict[str, float] = {}
+        self._loop: LoopingCall | None = None
+        self.rounds = 0
+
+    def start(self) -> None:
+        interval = self.node.config.anti_entropy_interval_seconds
+        if interval <= 0:
+            return
+        self._loop = LoopingCall(self.round)
+        self._loop.clock = self.node.clock
+        self._loop.start(interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def peerGone(self, peer: str) -> None:
+        self.pending.pop(peer, None)
+        self.lastAnswer.pop(peer, None)
+
+    # -- digests ---------------------------------------------------------
+
+    def _kinds(self, peer: str, accepting: bool) -> list[str]:
+        pol = self.node.policies(peer)
+        if accepting:
+            return [k for k, ok in (("cdm", pol.accept_cdm), ("object", pol.accept_object_state)) if ok]
+        return [k for k, ok in (("cdm", pol.forward_cdm), ("object", pol.forward_object_state)) if ok]
+
+    def buckets(self, kinds: list[str]) -> list[int]:
+        """
+        The bucket hashes over this node's active entries of C{kinds}.
+        """
+        out = [0] * DIGEST_BUCKETS
+        for kind in kinds:
+            for rec in self.node.store.records(kind):
+                r: Record = rec
+                if r.active:
+                    out[bucketOf(r.key)] ^= entryHash(r)
+        return out
+
+    def round(self) -> None:
+        """
+        Send a DIGEST to every established peer not in a re-sync.
+        """
+        self.rounds += 1
+        node = self.node
+        for peer, link in list(node.links.items()):
+            if peer in node.syncs or not node.peerCapable(peer, "antientropy"):
+                continue
+            kinds = self._kinds(peer, accepting=True)
+            if not kinds:
+                continue
+            link.sendEnvelope(self._envelope("DIGEST", {"kinds": kinds, "buckets": self.buckets(kinds)}))
+
+    def _envelope(self, mtype: str, payload: dict[str, Any]) -> Envelope:
+        node = self.node
+        return Envelope(mtype, node.nodeId, payload, timestamp=node.now(), path=(node.nodeId,))
+
+    # -- the exchange ----------------------------------------------------
+
+    def received(self, link: IPeerLink, env: Envelope) -> None:
+        """
+        A DIGEST, DIGEST_SUMMARY or PULL from C{link}'s peer.
+        """
+        if env.message_type == "DIGEST":
+            self._answerDigest(link, env)
+        elif env.message_type == "DIGEST_SUMMARY":
+            self._pullMissing(link, env)
+        else:
+            self._answerPull(link, env)
+
+    def _answerDigest(self, link: IPeerLink, env: Envelope) -> None:
+        peer = link.peerId
+        now = self.node.now()
+        if now - self.lastAnswer.get(peer, float("-inf")) < MIN_ANSWER_INTERVAL:
+            return
+        self.lastAnswer[peer] = now
+        forwarded = self._kinds(peer, accepting=False)
+        kinds = [k for k in env.payload["kinds"] if k in forwarded]
+        mine = self.buckets(kinds)
+        theirs = env.payload["buckets"]
+        differ = {i for i in range(DIGEST_BUCKETS) if mine[i] != theirs[i]}
+        if not differ:
+            return
+        entries: list[list[Any]] = [
+            [kind, r.key, r.origin, r.sequence, r.active]
+            for kind in kinds
+            for r in self.node.store.records(kind)
+            if bucketOf(r.key) in differ
+        ]
+        del entries[MAX_SUMMARY_ENTRIES:]
+        link.sendEnvelope(self._envelope("DIGEST_SUMMARY", {"entries": entries}))
+
+    def _pullMissing(self, link: IPeerLink, env: Envelope) -> None:
+        peer = link.peerId
+        node = self.node
+        accepted = self._kinds(peer, accepting=True)
+        want: list[list[str]] = []
+        for kind, key, origin, sequence, active in env.payload["entries"]:
+            if kind not in accepted or origin == node.nodeId:
+                continue
+            mine: Record | None = node.store.get(kind, key)
+            if mine is None and not active:
+                continue
+            if mine is None or (sequence, origin) > mine.version():
+                want.append([kind, key])
+                if len(want) >= MAX_PULL_ITEMS:
+                    break
+        self.pending[peer] = {(k, key) for k, key in want}
+        if want:
+            log.info(
+                "anti-entropy with {peer}: pulling {count} missing or older entries", peer=peer, count=len(want)
+            )
+            link.sendEnvelope(self._envelope("PULL", {"items": want}))
+
+    def _answerPull(self, link: IPeerLink, env: Envelope) -> None:
+        forwarded = self._kinds(link.peerId, accepting=False)
+        for kind, key in env.payload["items"]:
+            if kind not in forwarded:
+                continue
+            r: Record | None = self.node.store.get(kind, key)
+            if r is None or r.origin == link.peerId:
+                continue
+            out = entryEnvelope(self.node, r, "repair")
+            self.node.router.seen.seen(out.message_id)
+            link.sendEnvelope(out)
+
+    def expected(self, peer: str, kind: str, key: str) -> bool:
+        """
+        Whether C{(kind, key)} answers an outstanding pull from C{peer}
+        (then it is not counted by the rate limit); forgets it.
+        """
+        wanted = self.pending.get(peer)
+        if wanted is None or (kind, key) not in wanted:
+            return False
+        wanted.discard((kind, key))
+        return True
