@@ -23,7 +23,7 @@ from suite.spacecomms.peers import PeerManager
 from suite.spacecomms.store import FileStore, MemoryStore
 from suite.web.limits import LimitedRequest, LimitedSite
 
-__all__ = ["SpaceCommsService", "TLSContexts"]
+__all__ = ["SpaceCommsService", "TLSContexts", "startupChecks"]
 
 ALPN = b"spacecomms/1.0"
 RESTART_ONLY = (
@@ -82,6 +82,17 @@ class TLSContexts:
         return self._clients[host]
 
 
+def startupChecks(config: Config) -> TLSContexts | None:
+    """
+    The checks start-up makes beyond the configuration file itself (the
+    TLS identity loads, its key matches its certificate, the certificate
+    chains to C{ca_path}); C{validate-config} runs the same.
+
+    @raise suite.daemon.ConfigError: naming the key and the problem.
+    """
+    return TLSContexts(config) if config.tls_enabled else None
+
+
 class _APIRequest(LimitedRequest):
     """
     The API takes JSON, KVN and XML bodies, never HTML form posts: skip
@@ -124,7 +135,7 @@ class SpaceCommsService(MultiService):
             else MemoryStore()
         )
         self.node = SpaceNode(config, store, reactor)
-        self.tls = TLSContexts(config) if config.tls_enabled else None
+        self.tls = startupChecks(config)
         self.peers = PeerManager(self.node, reactor, self.tls)
         self.peers.setServiceParent(self)
         self.apiPeers: dict[str, PeerConfig] = {}
