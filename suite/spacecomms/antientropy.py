@@ -24,6 +24,7 @@ set per peer, which a new round replaces and a lost session clears.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.task import LoopingCall
@@ -54,7 +55,7 @@ def bucketOf(key: str) -> int:
     """
     The digest bucket of an entry key.
     """
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=2).digest(), "big") % DIGEST_BUCKETS
+    return zlib.crc32(key.encode()) % DIGEST_BUCKETS
 
 
 def entryHash(r: Record) -> int:
@@ -74,6 +75,7 @@ class AntiEntropy:
         self.node = node
         self.pending: dict[str, set[tuple[str, str]]] = {}
         self.lastAnswer: dict[str, float] = {}
+        self.cursor: dict[str, int] = {}
         self._loop: LoopingCall | None = None
         self.rounds = 0
 
@@ -93,6 +95,7 @@ class AntiEntropy:
     def peerGone(self, peer: str) -> None:
         self.pending.pop(peer, None)
         self.lastAnswer.pop(peer, None)
+        self.cursor.pop(peer, None)
 
     # -- digests ---------------------------------------------------------
 
@@ -158,13 +161,24 @@ class AntiEntropy:
         differ = {i for i in range(DIGEST_BUCKETS) if mine[i] != theirs[i]}
         if not differ:
             return
-        entries: list[list[Any]] = [
-            [kind, r.key, r.origin, r.sequence, r.active]
-            for kind in kinds
-            for r in self.node.store.records(kind)
-            if bucketOf(r.key) in differ
-        ]
-        del entries[MAX_SUMMARY_ENTRIES:]
+        byBucket: dict[int, list[list[Any]]] = {}
+        for kind in kinds:
+            for rec in self.node.store.records(kind):
+                r: Record = rec
+                b = bucketOf(r.key)
+                if b in differ:
+                    byBucket.setdefault(b, []).append([kind, r.key, r.origin, r.sequence, r.active])
+        # Whole buckets, starting after the last bucket sent to this peer,
+        # so a summary capped at MAX_SUMMARY_ENTRIES covers every bucket in
+        # turn over successive rounds.
+        start = self.cursor.get(peer, 0)
+        order = sorted(byBucket, key=lambda b: (b - start) % DIGEST_BUCKETS)
+        entries: list[list[Any]] = []
+        for b in order:
+            if entries and len(entries) + len(byBucket[b]) > MAX_SUMMARY_ENTRIES:
+                break
+            entries.extend(byBucket[b][:MAX_SUMMARY_ENTRIES])
+            self.cursor[peer] = (b + 1) % DIGEST_BUCKETS
         link.sendEnvelope(self._envelope("DIGEST_SUMMARY", {"entries": entries}))
 
     def _pullMissing(self, link: IPeerLink, env: Envelope) -> None:
