@@ -1,0 +1,233 @@
+"""
+Authority over CDMs in the routing simulation: a hostile peer cannot
+withdraw, rewrite or freeze another operator's CDM; an admin override
+works only where the overriding node is trusted; the local API refuses
+what peers would ignore.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.spacecomms.authority import sequenceLimit
+from suite.spacecomms.cdm.model import CDMError
+from suite.spacecomms.cdm.sample import sampleCDM
+from suite.spacecomms.config import Policies
+from suite.spacecomms.envelope import Envelope
+from suite.spacecomms.node import NotOriginator
+from tests.spacecomms.sim import SimNet
+
+OPEN = Policies()
+
+
+def _net(seed: int, **overrides: object) -> SimNet:
+    """
+    A - B - C in a line, and a hostile node H peered with B.
+    """
+    net = SimNet(seed)
+    net.addNode("A", {"B": OPEN}, **overrides)
+    net.addNode("B", {"A": OPEN, "C": OPEN, "H": OPEN}, **overrides)
+    net.addNode("C", {"B": OPEN}, **overrides)
+    net.addNode("H", {"B": OPEN}, **overrides)
+    for a, b in (("A", "B"), ("B", "C"), ("B", "H")):
+        net.connect(a, b)
+    return net
+
+
+class HostilePeerSimulationTests(SynchronousTestCase):
+    """
+    H is an authenticated peer of B that sends whatever it likes.
+    """
+
+    def setUp(self) -> None:
+        self.net = _net(21, override_nodes=("C",))
+        self.addCleanup(self.net.stop)
+        self.net.nodes["A"].ingestCDM(sampleCDM("X-1", object2="41001"))
+        self.net.run(1)
+        self.assertEqual(self.net.state("C")["X-1"], (True, None))
+
+    def _send(self, mtype: str, source: str, payload: dict, path: tuple[str, ...]) -> None:
+        net = self.net
+        env = Envelope(
+            mtype, source, payload, timestamp=net.clock.seconds(), hop_count=len(path) - 1, path=path
+        )
+        net.links[("H", "B")].sendEnvelope(env)
+        net.run(0.5)
+
+    def _dropped(self, reason: str) -> list[dict]:
+        return [e for e in self.net.logged("routing decision: dropped") if reason in e["reason"]]
+
+    def test_hostileWithdrawals(self) -> None:
+        """
+        A withdrawal of A's CDM from H is refused whether H speaks for
+        itself, forges A as the originator at hop 0, or claims to relay A's
+        message with a huge sequence; every refusal is logged with the CDM
+        id and the reason; A's next version still reaches every node.
+        """
+        now = self.net.clock.seconds()
+        seq = int(now * 1_000_000) + 10
+        withdraw = {"cdm_id": "X-1", "reason": "FALSE_POSITIVE"}
+        self._send("CDM_WITHDRAW", "H", {**withdraw, "sequence": 2**62}, ("H",))
+        self._send("CDM_WITHDRAW", "H", {**withdraw, "sequence": seq}, ("H",))
+        self._send("CDM_WITHDRAW", "A", {**withdraw, "sequence": seq}, ("A",))
+        self._send("CDM_WITHDRAW", "A", {**withdraw, "sequence": 2**62}, ("A", "H"))
+        self._send("CDM_WITHDRAW", "H", {**withdraw, "sequence": seq, "override": True}, ("H",))
+        for reason in (
+            "sequence: 4611686018427387904 is more than max_clock_skew_seconds",
+            "authority: cdm X-1 belongs to originator A, not H",
+            "authority: path does not end at the sending peer H",
+            "authority: override by H not honoured",
+        ):
+            [line] = self._dropped(reason) if "sequence" not in reason else self._dropped(reason)[:1]
+            self.assertEqual((line["kind"], line["key"], line["node"]), ("cdm", "X-1", "B"))
+        self.assertEqual(len(self._dropped("sequence:")), 2)
+        for n in "ABC":
+            self.assertEqual(self.net.state(n)["X-1"], (True, None), n)
+        self.assertLess(self.net.stores["B"].get("cdm", "X-1").sequence, sequenceLimit(now, 300))
+
+        # A's own update is still accepted everywhere.
+        newer = sampleCDM("X-1", object2="41001", missDistance=99.0)
+        record, created = self.net.nodes["A"].ingestCDM(newer)
+        self.assertTrue(created)
+        self.net.run(1)
+        for n in "BC":
+            got = self.net.stores[n].get("cdm", "X-1")
+            self.assertEqual(
+                (got.sequence, got.body["relative_metadata_data"]["MISS_DISTANCE"]), (record.sequence, 99.0)
+            )
+
+    def test_hostileAnnounces(self) -> None:
+        """
+        H cannot rewrite A's CDM (announce as itself, or a forged relay
+        that does not start at its source) but can announce its own CDMs.
+        """
+        body = self.net.stores["A"].get("cdm", "X-1").body
+        assert body is not None
+        seq = int(self.net.clock.seconds() * 1_000_000) + 10
+        self._send("CDM_ANNOUNCE", "H", {"cdm_id": "X-1", "sequence": seq, "cdm": body}, ("H",))
+        self._send("CDM_ANNOUNCE", "A", {"cdm_id": "X-1", "sequence": seq, "cdm": body}, ("C", "H"))
+        self.assertTrue(self._dropped("belongs to originator A, not H"))
+        self.assertTrue(self._dropped("path does not start at source_node A"))
+        self.assertEqual(self.net.stores["C"].get("cdm", "X-1").origin, "A")
+        self.net.nodes["H"].ingestCDM(sampleCDM("H-1", object2="41002"))
+        self.net.run(1)
+        self.assertEqual(self.net.stores["C"].get("cdm", "H-1").origin, "H")
+
+    def test_localRefusalAndOverride(self) -> None:
+        """
+        C's API layer may not withdraw or re-post A's CDM (NotOriginator,
+        nothing sent); with an admin override it may, and nodes that list C
+        in protocol.override_nodes apply it and log it.
+        """
+        c = self.net.nodes["C"]
+        sentBefore = len(self.net.links[("C", "B")].sent)
+        with self.assertRaises(NotOriginator) as e:
+            c.withdrawCDM("X-1")
+        self.assertEqual(e.exception.owner, "A")
+        with self.assertRaises(NotOriginator):
+            c.ingestCDM(sampleCDM("X-1", object2="41001"))
+        self.assertEqual(len(self.net.links[("C", "B")].sent), sentBefore)
+
+        record = c.withdrawCDM("X-1", "ERROR", override=True)
+        assert record is not None
+        self.assertTrue(record.override)
+        self.net.run(1)
+        for n in "ABC":
+            got = self.net.stores[n].get("cdm", "X-1")
+            self.assertEqual(
+                (got.active, got.reason, got.origin, got.override), (False, "ERROR", "C", True), n
+            )
+        self.assertTrue(self.net.logged("authority: admin override of cdm"))
+        # A no longer owns it: its re-post is refused locally too.
+        with self.assertRaises(NotOriginator):
+            self.net.nodes["A"].ingestCDM(sampleCDM("X-1", object2="41001", missDistance=5.0))
+
+    def test_overrideNotHonouredWithoutTrust(self) -> None:
+        """
+        Without C in override_nodes, B refuses C's override and logs why.
+        """
+        net = _net(22)
+        self.addCleanup(net.stop)
+        net.nodes["A"].ingestCDM(sampleCDM("X-2", object2="41003"))
+        net.run(1)
+        net.nodes["C"].withdrawCDM("X-2", override=True)
+        net.run(1)
+        self.assertEqual(net.state("A")["X-2"], (True, None))
+        self.assertTrue(
+            [
+                e
+                for e in net.logged("routing decision: dropped")
+                if "override by C not honoured" in e["reason"]
+            ]
+        )
+
+    def test_pastTCARefused(self) -> None:
+        """
+        A CDM whose TCA has passed is refused (not stored, not announced).
+        """
+        a = self.net.nodes["A"]
+        now = self.net.clock.seconds()
+        with self.assertRaises(CDMError) as e:
+            a.ingestCDM(sampleCDM("OLD-1", tca=now - 1, created=now - 3600, object2="41004"))
+        self.assertEqual(e.exception.field, "TCA")
+        self.assertIsNone(self.net.stores["A"].get("cdm", "OLD-1"))
+
+
+class AntiEntropySimulationTests(SynchronousTestCase):
+    """
+    Lost relays are repaired by the digest exchange, without reconnecting.
+    """
+
+    def test_burstWithDropsConverges(self) -> None:
+        """
+        A burst of 600 CDMs from A through B (rate limit 50/s, burst 50)
+        to C, with 5% of all messages lost on the wire, leaves B and C
+        missing entries; within 6 anti-entropy intervals (30 s) every node
+        holds every CDM in the same version, no session was re-established,
+        and the rate-limit warnings are one line per interval.
+        """
+        for seed in (1, 2, 3):
+            net = SimNet(seed, dropRate=0.05)
+            self.addCleanup(net.stop)
+            slow = Policies(rate_limit_per_second=50, rate_limit_burst=50)
+            net.addNode("A", {"B": OPEN}, anti_entropy_interval_seconds=5)
+            net.addNode("B", {"A": slow, "C": OPEN}, anti_entropy_interval_seconds=5)
+            net.addNode("C", {"B": slow}, anti_entropy_interval_seconds=5)
+            net.connect("A", "B")
+            net.connect("B", "C")
+            links = dict(net.nodes["B"].links)
+            now = net.clock.seconds()
+            for i in range(600):
+                net.nodes["A"].ingestCDM(sampleCDM(f"BURST-{i}", tca=now + 86400 + i, object2=str(50000 + i)))
+            net.run(1)
+            self.assertLess(len(net.state("C")), 600)
+            missing = 600 - len(net.state("B"))
+            self.assertGreater(missing, 400)
+            net.run(29)
+            versions = {n: {r.key: r.version() for r in net.stores[n].records("cdm")} for n in "ABC"}
+            self.assertEqual(len(versions["A"]), 600)
+            self.assertEqual(versions["B"], versions["A"], f"seed {seed}")
+            self.assertEqual(versions["C"], versions["A"], f"seed {seed}")
+            self.assertEqual(net.nodes["B"].links, links)
+            warnings = net.logged("rate limit exceeded")
+            self.assertLessEqual(len(warnings), 8)
+            self.assertGreaterEqual(sum(w["count"] for w in warnings if w["node"] == "B"), missing - 50)
+            self.assertTrue(net.logged("anti-entropy with"))
+
+    def test_inSyncNodesExchangeDigestsOnly(self) -> None:
+        """
+        Nodes that agree send DIGESTs and nothing else.
+        """
+        net = SimNet(5)
+        self.addCleanup(net.stop)
+        net.addNode("A", {"B": OPEN}, anti_entropy_interval_seconds=2)
+        net.addNode("B", {"A": OPEN}, anti_entropy_interval_seconds=2)
+        net.connect("A", "B")
+        for i in range(20):
+            net.nodes["A"].ingestCDM(sampleCDM(f"SYNC-{i}", object2=str(51000 + i)))
+        net.run(1)
+        before = len(net.links[("A", "B")].sent)
+        net.run(10)
+        after = net.links[("A", "B")].sent[before:]
+        types = {e.message_type for e in after}
+        self.assertEqual(types - {"HEARTBEAT"}, {"DIGEST"})
