@@ -199,7 +199,9 @@ class AntiEntropy:
         self.pending[peer] = {(k, key) for k, key in want}
         if want:
             log.info(
-                "anti-entropy with {peer}: pulling {count} missing or older entries", peer=peer, count=len(want)
+                "anti-entropy with {peer}: pulling {count} missing or older entries",
+                peer=peer,
+                count=len(want),
             )
             link.sendEnvelope(self._envelope("PULL", {"items": want}))
 

@@ -692,8 +692,6 @@ class SpaceNode:
         )
 
 
-
-
 def _created(r: Record) -> float:
     try:
         return epochSeconds(str((r.body or {})["header"]["CREATION_DATE"]))

@@ -109,7 +109,9 @@ class Router:
         if self.seen.seen(env.message_id):
             return Decision(False, "loop: duplicate message id")
         if env.hop_count >= self.maxHops:
-            return Decision(False, f"hop limit: hop count {env.hop_count} reached max_hop_count {self.maxHops}")
+            return Decision(
+                False, f"hop limit: hop count {env.hop_count} reached max_hop_count {self.maxHops}"
+            )
         now = self.clock.seconds()
         if env.ttl and env.timestamp + env.ttl < now:
             return Decision(False, "ttl: expired")

@@ -231,3 +231,105 @@ class AntiEntropySimulationTests(SynchronousTestCase):
         after = net.links[("A", "B")].sent[before:]
         types = {e.message_type for e in after}
         self.assertEqual(types - {"HEARTBEAT"}, {"DIGEST"})
+
+
+class EnvelopeBoundsTests(SynchronousTestCase):
+    """
+    Envelope ttl, timestamp and sequence are bounded; anti-entropy payloads
+    are checked like every other.
+    """
+
+    def _frame(self, **kw: object) -> bytes:
+        import msgpack
+
+        env = Envelope(
+            "CDM_WITHDRAW",
+            "A",
+            {"cdm_id": "X", "sequence": 1, "reason": "ERROR"},
+            timestamp=1.7e9,
+            path=("A",),
+        ).toJSON()
+        payload = kw.pop("payload", None)
+        env.update(kw)
+        if payload is not None:
+            env["payload"] = payload
+        return msgpack.packb(env, use_bin_type=True)
+
+    def test_bounds(self) -> None:
+        """
+        ttl 1e12, timestamp 1e10 and a sequence of 2**63 are refused naming
+        the field; the bounds themselves are accepted.
+        """
+        from suite.spacecomms.envelope import EnvelopeError, decodeEnvelope
+
+        decodeEnvelope(self._frame(ttl=86400, timestamp=4102444799.0))
+        for kw, field in (
+            ({"ttl": 1e12}, "ttl"),
+            ({"timestamp": 1e10}, "timestamp"),
+            ({"timestamp": -1.0}, "timestamp"),
+            ({"payload": {"cdm_id": "X", "sequence": 2**63, "reason": "ERROR"}}, "payload.sequence"),
+            (
+                {"payload": {"cdm_id": "X", "sequence": 1, "reason": "ERROR", "override": 1}},
+                "payload.override",
+            ),
+            (
+                {"message_type": "DIGEST", "payload": {"kinds": ["cdm"], "buckets": [0] * 3}},
+                "payload.buckets",
+            ),
+            ({"message_type": "DIGEST", "payload": {"kinds": ["x"], "buckets": [0] * 256}}, "payload.kinds"),
+            (
+                {"message_type": "DIGEST_SUMMARY", "payload": {"entries": [["cdm", "X", "A", -1, True]]}},
+                "payload.entries",
+            ),
+            ({"message_type": "PULL", "payload": {"items": [["cdm", "X"]] * 501}}, "payload.items"),
+        ):
+            with self.assertRaises(EnvelopeError) as e:
+                decodeEnvelope(self._frame(**kw))
+            self.assertEqual(e.exception.field, field, kw)
+        decodeEnvelope(
+            self._frame(
+                message_type="DIGEST", payload={"kinds": ["cdm", "object"], "buckets": [2**64 - 1] * 256}
+            )
+        )
+        decodeEnvelope(self._frame(message_type="PULL", payload={"items": [["object", "S"]]}))
+
+
+class CertificateBindingTests(SynchronousTestCase):
+    """
+    A peer's HELLO node id must be named by its TLS certificate.
+    """
+
+    def test_certificateMustNameNode(self) -> None:
+        """
+        With a TLS transport whose peer certificate has CN B, a HELLO from B
+        passes and one claiming C is refused UNAUTHORIZED; without TLS the
+        check does not apply.
+        """
+        import os
+
+        from OpenSSL import crypto
+        from twisted.internet.task import Clock
+
+        from suite.spacecomms.session import PeerProtocol
+        from tests.spacecomms.support import makeCertificates
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        dirs = makeCertificates(base, ["A", "B"])
+        with open(os.path.join(dirs["B"], "node.crt"), "rb") as f:
+            cert = crypto.load_certificate(crypto.FILETYPE_PEM, f.read())
+
+        class TLSTransport:
+            def getPeerCertificate(self) -> object:
+                return cert
+
+        p = PeerProtocol(None, "A", Clock(), None, 1, 5, 1 << 20, lambda peer: {})  # type: ignore[arg-type]
+        p.transport = None
+        self.assertIsNone(p.checkCertificate("C"))
+        p.transport = TLSTransport()  # type: ignore[assignment]
+        self.assertIn("B", p.certificateNames() or set())
+        self.assertIsNone(p.checkCertificate("B"))
+        verdict = p.checkCertificate("C")
+        assert verdict is not None
+        self.assertEqual(verdict[0], "UNAUTHORIZED")
+        self.assertIn("does not name node C", verdict[1])

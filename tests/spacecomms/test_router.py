@@ -37,7 +37,9 @@ class RouterTests(SynchronousTestCase):
         """
         ok = Policies()
         self.assertTrue(self.router.inbound(_env(message_id="m1"), "A", ok).accept)
-        self.assertEqual(self.router.inbound(_env(message_id="m1"), "A", ok).reason, "loop: duplicate message id")
+        self.assertEqual(
+            self.router.inbound(_env(message_id="m1"), "A", ok).reason, "loop: duplicate message id"
+        )
         self.assertIn("loop", self.router.inbound(_env(message_id="m2", path=("A", "B")), "C", ok).reason)
         self.assertIn("loop", self.router.inbound(_env(message_id="m3", source_node="B"), "C", ok).reason)
         self.assertIn(
@@ -51,7 +53,8 @@ class RouterTests(SynchronousTestCase):
         self.assertIn("ttl: timestamp is more than", self.router.inbound(ahead, "A", ok).reason)
         self.assertTrue(self.router.inbound(_env(message_id="m5c", timestamp=100.0 + 299), "A", ok).accept)
         self.assertIn(
-            "policy: accept_cdm", self.router.inbound(_env(message_id="m6"), "A", Policies(accept_cdm=False)).reason
+            "policy: accept_cdm",
+            self.router.inbound(_env(message_id="m6"), "A", Policies(accept_cdm=False)).reason,
         )
         obj = _env(message_id="m7", message_type="OBJECT_STATE_ANNOUNCE")
         self.assertIn(
