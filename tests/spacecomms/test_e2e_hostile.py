@@ -45,7 +45,8 @@ class HostilePeerTests(TestCase):
         b.addPeer(a)
         b.addPeer(h)
         h.addPeer(b)
-        pa, pb = startNode(self, a), startNode(self, b)
+        startNode(self, a)
+        pb = startNode(self, b)
         doc = h.document()
         doc["storage"] = {"type": "memory"}
         hostile = SpaceCommsService(parseConfig(doc, env(), h.configPath), reactor)
