@@ -7,6 +7,7 @@ the running configuration untouched and says why).
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from suite.daemon import ConfigError
 from suite.spacecomms.api import makeAPIResource, makeTokenChecker
 from suite.spacecomms.config import Config, ConfigInvalid, PeerConfig, loadConfig
 from suite.spacecomms.node import SpaceNode
@@ -84,12 +86,24 @@ class TLSContexts:
 
 def startupChecks(config: Config) -> TLSContexts | None:
     """
-    The checks start-up makes beyond the configuration file itself (the
+    The checks start-up makes beyond the configuration file itself: the
     TLS identity loads, its key matches its certificate, the certificate
-    chains to C{ca_path}); C{validate-config} runs the same.
+    chains to C{ca_path}; the store and log files can be written.
+    C{validate-config} runs the same.
 
     @raise suite.daemon.ConfigError: naming the key and the problem.
     """
+    for key, path in (
+        ("storage.file_path", config.file_path if config.storage_type == "file" else None),
+        ("logging.output", None if config.log_output in ("stdout", "stderr") else config.log_output),
+    ):
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            raise ConfigError(f"{key}: {path} is a directory, not a file")
+        target = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"{key}: cannot write {target}")
     return TLSContexts(config) if config.tls_enabled else None
 
 

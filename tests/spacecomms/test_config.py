@@ -441,3 +441,26 @@ class StartupChecksTests(SynchronousTestCase):
         code, out, err = check(dirs["A"])
         self.assertEqual(code, 0, err)
         self.assertIn("valid", out)
+
+    def test_storeIsADirectory(self) -> None:
+        """
+        A store path that is a directory (which start-up cannot open) makes
+        validate-config exit 1 naming storage.file_path.
+        """
+        import io
+
+        from suite.spacecomms.cli import validateConfig
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(base, "store"))
+        path = os.path.join(base, "a.yaml")
+        with open(path, "w") as f:
+            f.write(
+                f"node: {{id: A}}\napi: {{auth: {{enabled: false}}}}\nstorage: {{type: file, file_path: {base}/store}}\n"
+            )
+        o = Options()
+        o.parseOptions(["validate-config", "--config", path])
+        err = io.StringIO()
+        self.assertEqual(validateConfig(o, io.StringIO(), err), 1)
+        self.assertIn("storage.file_path: ", err.getvalue())
+        self.assertIn("is a directory", err.getvalue())
