@@ -6,7 +6,8 @@ Every C{anti_entropy_interval_seconds} a node sends each established peer
 (not while a re-sync with it is open) a C{DIGEST}: the kinds it accepts from
 that peer and, for each of L{DIGEST_BUCKETS} buckets, the XOR of a 64-bit
 hash of C{(kind, key, origin, sequence)} over its active entries whose key
-falls in the bucket.  The peer computes the same over what it would forward
+falls in the bucket (the store keeps these up to date as records
+change).  The peer computes the same over what it would forward
 to the sender and answers C{DIGEST_SUMMARY} with its entries (active or
 withdrawn: kind, key, origin, sequence, active) in the buckets that differ,
 at most L{MAX_SUMMARY_ENTRIES}.  The sender then C{PULL}s the entries the
@@ -23,8 +24,6 @@ set per peer, which a new round replaces and a lost session clears.
 
 from __future__ import annotations
 
-import hashlib
-import zlib
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.task import LoopingCall
@@ -38,32 +37,17 @@ from suite.spacecomms.envelope import (
 )
 from suite.spacecomms.interfaces import IPeerLink
 from suite.spacecomms.resync import entryEnvelope
-from suite.spacecomms.store import Record
+from suite.spacecomms.store import Record, bucketOf
 
 if TYPE_CHECKING:
     from suite.spacecomms.node import SpaceNode
 
-__all__ = ["AntiEntropy", "entryHash", "bucketOf"]
+__all__ = ["AntiEntropy"]
 
 log = Logger(namespace="spacecomms.antientropy")
 
 #: A peer's DIGESTs are answered at most this often (seconds).
 MIN_ANSWER_INTERVAL = 0.5
-
-
-def bucketOf(key: str) -> int:
-    """
-    The digest bucket of an entry key.
-    """
-    return zlib.crc32(key.encode()) % DIGEST_BUCKETS
-
-
-def entryHash(r: Record) -> int:
-    """
-    A 64-bit hash of one entry's identity and version.
-    """
-    raw = f"{r.kind}\0{r.key}\0{r.origin}\0{r.sequence}".encode()
-    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
 
 
 class AntiEntropy:
@@ -111,10 +95,8 @@ class AntiEntropy:
         """
         out = [0] * DIGEST_BUCKETS
         for kind in kinds:
-            for rec in self.node.store.records(kind):
-                r: Record = rec
-                if r.active:
-                    out[bucketOf(r.key)] ^= entryHash(r)
+            for i, h in enumerate(self.node.store.digest(kind)):
+                out[i] ^= h
         return out
 
     def round(self) -> None:
