@@ -46,7 +46,7 @@ __all__ = ["AntiEntropy"]
 
 log = Logger(namespace="spacecomms.antientropy")
 
-#: A peer's DIGESTs are answered at most this often (seconds).
+#: Each anti-entropy message type from one peer is handled at most this often (seconds).
 MIN_ANSWER_INTERVAL = 0.5
 
 
@@ -58,7 +58,7 @@ class AntiEntropy:
     def __init__(self, node: SpaceNode) -> None:
         self.node = node
         self.pending: dict[str, set[tuple[str, str]]] = {}
-        self.lastAnswer: dict[str, float] = {}
+        self.lastAnswer: dict[tuple[str, str], float] = {}
         self.cursor: dict[str, int] = {}
         self._loop: LoopingCall | None = None
         self.rounds = 0
@@ -78,7 +78,8 @@ class AntiEntropy:
 
     def peerGone(self, peer: str) -> None:
         self.pending.pop(peer, None)
-        self.lastAnswer.pop(peer, None)
+        for slot in [s for s in self.lastAnswer if s[0] == peer]:
+            del self.lastAnswer[slot]
         self.cursor.pop(peer, None)
 
     # -- digests ---------------------------------------------------------
@@ -121,8 +122,15 @@ class AntiEntropy:
 
     def received(self, link: IPeerLink, env: Envelope) -> None:
         """
-        A DIGEST, DIGEST_SUMMARY or PULL from C{link}'s peer.
+        A DIGEST, DIGEST_SUMMARY or PULL from C{link}'s peer.  Each type
+        is handled at most every L{MIN_ANSWER_INTERVAL} per peer (a peer
+        cannot make this node compute digests or send entries faster).
         """
+        now = self.node.now()
+        slot = (link.peerId, env.message_type)
+        if now - self.lastAnswer.get(slot, float("-inf")) < MIN_ANSWER_INTERVAL:
+            return
+        self.lastAnswer[slot] = now
         if env.message_type == "DIGEST":
             self._answerDigest(link, env)
         elif env.message_type == "DIGEST_SUMMARY":
@@ -132,10 +140,6 @@ class AntiEntropy:
 
     def _answerDigest(self, link: IPeerLink, env: Envelope) -> None:
         peer = link.peerId
-        now = self.node.now()
-        if now - self.lastAnswer.get(peer, float("-inf")) < MIN_ANSWER_INTERVAL:
-            return
-        self.lastAnswer[peer] = now
         forwarded = self._kinds(peer, accepting=False)
         kinds = [k for k in env.payload["kinds"] if k in forwarded]
         mine = self.buckets(kinds)

@@ -508,18 +508,12 @@ class SpaceNode:
             kind = "cdm" if env.message_type.startswith("CDM") else "object"
             sync[0].add((kind, env.payload["cdm_id" if kind == "cdm" else "object_id"]))
         bucket = self.buckets.get(peer)
-        exempt = routed and (
-            (sync is not None and env.payload.get("sync") is True)
-            or (
-                env.payload.get("repair") is True
-                and self.antiEntropy.expected(
-                    peer,
-                    "cdm" if env.message_type.startswith("CDM") else "object",
-                    env.payload["cdm_id" if env.message_type.startswith("CDM") else "object_id"],
-                )
-            )
-        )
-        if routed and not exempt and bucket is not None and not bucket.take():
+        if (
+            routed
+            and bucket is not None
+            and not self._exempt(peer, env, sync is not None)
+            and not bucket.take()
+        ):
             self._rateLimited(link, env)
             return
         if env.protocol_version not in SUPPORTED_VERSIONS:
@@ -552,6 +546,20 @@ class SpaceNode:
             self.antiEntropy.received(link, env)
             return
         self._routed(link, env)
+
+    def _exempt(self, peer: str, env: Envelope, syncing: bool) -> bool:
+        """
+        Whether a routed message is not counted by the rate limit: a
+        re-announcement during the peer's re-sync, or the answer to one of
+        this node's anti-entropy pulls.
+        """
+        p = env.payload
+        if syncing and p.get("sync") is True:
+            return True
+        if p.get("repair") is not True:
+            return False
+        kind = "cdm" if env.message_type.startswith("CDM") else "object"
+        return self.antiEntropy.expected(peer, kind, p["cdm_id" if kind == "cdm" else "object_id"])
 
     def _rateLimited(self, link: IPeerLink, env: Envelope) -> None:
         """
