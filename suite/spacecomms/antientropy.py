@@ -199,6 +199,8 @@ class AntiEntropy:
             r: Record | None = self.node.store.get(kind, key)
             if r is None or r.origin == link.peerId:
                 continue
+            if not r.active and r.reason in ("SUPERSEDED", "TCA_PASSED"):
+                continue  # every node derives these itself
             out = entryEnvelope(self.node, r, "repair")
             self.node.router.seen.seen(out.message_id)
             link.sendEnvelope(out)

@@ -165,6 +165,10 @@ def checkPayload(mtype: str, p: dict[str, Any], mid: str | None) -> None:
             raise EnvelopeError(w + "sequence", "must be in [0, 2**63)", mid)
         if not isinstance(p.get("override", False), bool):
             raise EnvelopeError(w + "override", "must be a boolean", mid)
+        for name, limit in (("signature", 1024), ("cert", 8192)):
+            value = p.get(name)
+            if value is not None and (not isinstance(value, bytes) or len(value) > limit):
+                raise EnvelopeError(w + name, f"must be binary, at most {limit} bytes", mid)
         if mtype == "CDM_ANNOUNCE":
             _need(p, "cdm", dict, w, mid)
         elif mtype == "OBJECT_STATE_ANNOUNCE":

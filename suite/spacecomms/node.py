@@ -28,6 +28,7 @@ from suite.spacecomms.interfaces import IMessageSink, IPeerLink, IRecordStore
 from suite.spacecomms.metrics import NodeMetrics
 from suite.spacecomms.resync import endSync, sendSync
 from suite.spacecomms.router import Router, TokenBucket
+from suite.spacecomms.signing import Signer
 from suite.spacecomms.store import Record
 
 __all__ = ["SpaceNode", "CONJUNCTION_WINDOW_SECONDS", "NotOriginator", "RATE_LOG_INTERVAL_SECONDS"]
@@ -99,6 +100,9 @@ class SpaceNode:
         self._tick = LoopingCall(self.tick)
         self._tick.clock = clock
         self.antiEntropy = AntiEntropy(self)
+        #: This node's signing identity (set when TLS is on); with it every
+        #: routed message must carry a valid signature of its originator.
+        self.signer: Signer | None = None
         self.peerCaps: dict[str, frozenset[str]] = {}
         self._drops: dict[str, _Drops] = {}
 
@@ -210,12 +214,14 @@ class SpaceNode:
         now = self.now()
         if cdm.tcaSeconds is not None and cdm.tcaSeconds < now:
             raise CDMError("TCA", "has passed: a CDM for a past conjunction is not stored or announced")
-        overriding = self._checkOwner(key, old, override)
+        overriding = self._checkOwner(key, old, override) or (old is not None and old.override)
+        seq = self.nextSequence(old.sequence if old is not None else 0)
+        payload = self._payload("CDM_ANNOUNCE", {"cdm_id": key, "sequence": seq, "cdm": body}, overriding)
         record = Record(
             "cdm",
             key,
             self.nodeId,
-            self.nextSequence(old.sequence if old is not None else 0),
+            seq,
             True,
             body,
             None,
@@ -224,15 +230,25 @@ class SpaceNode:
             None,
             cdm.tcaSeconds,
             list(cdm.objectDesignators()),
-            overriding or (old is not None and old.override),
+            overriding,
+            payload.get("signature"),
+            payload.get("cert"),
         )
         self._store(record)
         self._supersede(record)
-        payload: dict[str, Any] = {"cdm_id": key, "sequence": record.sequence, "cdm": body}
-        if record.override:
-            payload["override"] = True
         self._originate("CDM_ANNOUNCE", payload)
         return record, True
+
+    def _payload(self, mtype: str, payload: dict[str, Any], override: bool = False) -> dict[str, Any]:
+        """
+        A payload this node originates: marked as an override if it is
+        one, and signed when this node has a TLS identity.
+        """
+        if override:
+            payload["override"] = True
+        if self.signer is not None:
+            self.signer.sign(mtype, self.nodeId, payload)
+        return payload
 
     def withdrawCDM(self, key: str, reason: str = "FALSE_POSITIVE", override: bool = False) -> Record | None:
         """
@@ -245,30 +261,47 @@ class SpaceNode:
         if old is None or not old.active:
             return None
         overriding = self._checkOwner(key, old, override) or old.override
-        record = self._tombstone(old, reason, self.nextSequence(old.sequence), self.nodeId, None, overriding)
-        payload: dict[str, Any] = {"cdm_id": key, "sequence": record.sequence, "reason": reason}
-        if overriding:
-            payload["override"] = True
+        seq = self.nextSequence(old.sequence)
+        payload = self._payload(
+            "CDM_WITHDRAW", {"cdm_id": key, "sequence": seq, "reason": reason}, overriding
+        )
+        record = self._tombstone(old, reason, seq, self.nodeId, None, overriding, payload)
         self._originate("CDM_WITHDRAW", payload)
         return record
 
     def announceObject(self, objectId: str, state: dict[str, Any]) -> Record:
         now = self.now()
-        record = Record("object", objectId, self.nodeId, self.nextSequence(), True, state, None, now, now)
-        self._store(record)
-        self._originate(
-            "OBJECT_STATE_ANNOUNCE", {"object_id": objectId, "sequence": record.sequence, "state": state}
+        seq = self.nextSequence()
+        payload = self._payload(
+            "OBJECT_STATE_ANNOUNCE", {"object_id": objectId, "sequence": seq, "state": state}
         )
+        record = Record(
+            "object",
+            objectId,
+            self.nodeId,
+            seq,
+            True,
+            state,
+            None,
+            now,
+            now,
+            signature=payload.get("signature"),
+            cert=payload.get("cert"),
+        )
+        self._store(record)
+        self._originate("OBJECT_STATE_ANNOUNCE", payload)
         return record
 
     def withdrawObject(self, objectId: str, reason: str = "NO_LONGER_TRACKED") -> Record | None:
         old = self.store.get("object", objectId)
         if old is None or not old.active:
             return None
-        record = self._tombstone(old, reason, self.nextSequence(), self.nodeId)
-        self._originate(
-            "OBJECT_STATE_WITHDRAW", {"object_id": objectId, "sequence": record.sequence, "reason": reason}
+        seq = self.nextSequence()
+        payload = self._payload(
+            "OBJECT_STATE_WITHDRAW", {"object_id": objectId, "sequence": seq, "reason": reason}
         )
+        record = self._tombstone(old, reason, seq, self.nodeId, None, None, payload)
+        self._originate("OBJECT_STATE_WITHDRAW", payload)
         return record
 
     # -- store helpers -----------------------------------------------------
@@ -287,7 +320,13 @@ class SpaceNode:
         origin: str,
         learnedFrom: str | None = None,
         override: bool | None = None,
+        signed: dict[str, Any] | None = None,
     ) -> Record:
+        """
+        Store a withdrawal of C{old}; C{signed} is the signed payload that
+        made it (None for one this node derives itself: SUPERSEDED,
+        TCA_PASSED), whose signature is kept to re-send it.
+        """
         now = self.now()
         record = Record(
             old.kind,
@@ -303,6 +342,8 @@ class SpaceNode:
             old.tca,
             old.objects,
             old.override if override is None else override,
+            None if signed is None else signed.get("signature"),
+            None if signed is None else signed.get("cert"),
         )
         self.store.put(record)
         return record
@@ -619,6 +660,12 @@ class SpaceNode:
                 key=key,
             )
             return
+        if self.signer is not None:
+            refusal = self.signer.verify(env.message_type, env.source_node, p, self.now())
+            if refusal is not None:
+                self._dropped(env, peer, kind, key, refusal)
+                return
+        signature, cert = p.get("signature"), p.get("cert")
         if overriding:
             self.log.warn(
                 "authority: admin override of cdm {cdm_id} (originator {owner}) by {origin}, via {peer}",
@@ -657,7 +704,8 @@ class SpaceNode:
                 env.source_node,
                 seq,
                 True,
-                toDict(cdm),
+                # Signed: keep the CDM exactly as signed, to re-send it.
+                p["cdm"] if signature is not None else toDict(cdm),
                 None,
                 old.createdAt if old is not None else now,
                 now,
@@ -665,15 +713,32 @@ class SpaceNode:
                 cdm.tcaSeconds,
                 list(cdm.objectDesignators()),
                 override,
+                signature,
+                cert,
             )
             self._store(record)
             self._supersede(record)
             self.metrics.cdmProcessed(_time.perf_counter() - started)
         elif env.message_type == "OBJECT_STATE_ANNOUNCE":
-            self._store(Record("object", key, env.source_node, seq, True, p["state"], None, now, now, peer))
+            self._store(
+                Record(
+                    "object",
+                    key,
+                    env.source_node,
+                    seq,
+                    True,
+                    p["state"],
+                    None,
+                    now,
+                    now,
+                    peer,
+                    signature=signature,
+                    cert=cert,
+                )
+            )
         else:
             base = old or Record(kind, key, env.source_node, seq, False, createdAt=now)
-            self._tombstone(base, p.get("reason") or "ERROR", seq, env.source_node, peer, override)
+            self._tombstone(base, p.get("reason") or "ERROR", seq, env.source_node, peer, override, p)
         targets = self._forward(env, peer)
         self.log.info(
             "routing decision: applied {message_type} {message_id} from {peer} for {kind} {key} (origin {origin}); {forwarding}",

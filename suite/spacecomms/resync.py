@@ -52,6 +52,9 @@ def entryEnvelope(node: SpaceNode, r: Record, flag: str = "sync") -> Envelope:
         payload = {idKey: r.key, "sequence": r.sequence, "reason": r.reason or "ERROR", flag: True}
     if r.override:
         payload["override"] = True
+    if r.signature is not None and r.cert is not None:
+        payload["signature"] = r.signature
+        payload["cert"] = r.cert
     path = (node.nodeId,) if r.origin == node.nodeId else (r.origin, node.nodeId)
     return Envelope(
         mtype,

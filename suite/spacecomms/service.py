@@ -22,6 +22,7 @@ from suite.spacecomms.api import makeAPIResource, makeTokenChecker
 from suite.spacecomms.config import Config, ConfigInvalid, PeerConfig, loadConfig
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.peers import PeerManager
+from suite.spacecomms.signing import Signer
 from suite.spacecomms.store import FileStore, MemoryStore
 from suite.web.limits import LimitedRequest, LimitedSite
 
@@ -150,6 +151,8 @@ class SpaceCommsService(MultiService):
         )
         self.node = SpaceNode(config, store, reactor)
         self.tls = startupChecks(config)
+        if self.tls is not None:
+            self.node.signer = Signer.fromBundle(self.tls.bundle)
         self.peers = PeerManager(self.node, reactor, self.tls)
         self.peers.setServiceParent(self)
         self.apiPeers: dict[str, PeerConfig] = {}

@@ -50,7 +50,8 @@ class Record:
     is False for a withdrawal tombstone (C{reason} says why).
     C{learnedFrom} is the peer that delivered it (None when local);
     C{override} is True when C{origin} took the entry over by an admin
-    override.
+    override; C{signature} and C{cert} are the originator's signature of
+    the message that made this version (see L{suite.spacecomms.signing}).
     """
 
     kind: str
@@ -66,6 +67,8 @@ class Record:
     tca: float | None = None
     objects: list[str] = field(default_factory=list)
     override: bool = False
+    signature: bytes | None = None
+    cert: bytes | None = None
 
     def version(self) -> tuple[int, str]:
         return (self.sequence, self.origin)
@@ -85,6 +88,8 @@ class Record:
             "tca": self.tca,
             "objects": self.objects,
             "override": self.override,
+            "signature": self.signature,
+            "cert": self.cert,
         }
 
     @classmethod

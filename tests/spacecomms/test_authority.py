@@ -7,6 +7,8 @@ what peers would ignore.
 
 from __future__ import annotations
 
+import time
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.spacecomms.authority import sequenceLimit
@@ -15,20 +17,46 @@ from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import Envelope
 from suite.spacecomms.node import NotOriginator
+from suite.spacecomms.signing import Signer
 from tests.spacecomms.sim import SimNet
 
 OPEN = Policies()
 
 
-def _net(seed: int, **overrides: object) -> SimNet:
+def _signers(base: str, names: list[str]) -> dict[str, Signer]:
     """
-    A - B - C in a line, and a hostile node H peered with B.
+    One CA and a certificate (CN = node id) per node; their signers.
+    """
+    import os
+
+    from suite.pki.bundle import loadIdentity
+    from tests.spacecomms.support import makeCertificates
+
+    os.makedirs(base)
+    dirs = makeCertificates(base, names)
+    return {
+        n: Signer.fromBundle(loadIdentity(f"{dirs[n]}/node.crt", f"{dirs[n]}/node.key", f"{dirs[n]}/ca.crt"))
+        for n in names
+    }
+
+
+def _net(seed: int, signers: dict[str, Signer] | None = None, **overrides: object) -> SimNet:
+    """
+    A - B - C in a line, and a hostile node H peered with B; with
+    C{signers}, every node signs what it originates and checks signatures
+    (the clock then starts at the real time, inside the certificates'
+    validity).
     """
     net = SimNet(seed)
+    if signers is not None:
+        net.clock.advance(time.time() - net.clock.seconds())
     net.addNode("A", {"B": OPEN}, **overrides)
     net.addNode("B", {"A": OPEN, "C": OPEN, "H": OPEN}, **overrides)
     net.addNode("C", {"B": OPEN}, **overrides)
     net.addNode("H", {"B": OPEN}, **overrides)
+    if signers is not None:
+        for name, node in net.nodes.items():
+            node.signer = signers[name]
     for a, b in (("A", "B"), ("B", "C"), ("B", "H")):
         net.connect(a, b)
     return net
@@ -39,8 +67,12 @@ class HostilePeerSimulationTests(SynchronousTestCase):
     H is an authenticated peer of B that sends whatever it likes.
     """
 
+    signed = False
+
     def setUp(self) -> None:
-        self.net = _net(21, override_nodes=("C",))
+        signers = _signers(self.mktemp(), ["A", "B", "C", "H"]) if self.signed else None
+        self.signers = signers
+        self.net = _net(21, signers, override_nodes=("C",))
         self.addCleanup(self.net.stop)
         self.net.nodes["A"].ingestCDM(sampleCDM("X-1", object2="41001"))
         self.net.run(1)
@@ -143,6 +175,38 @@ class HostilePeerSimulationTests(SynchronousTestCase):
         with self.assertRaises(NotOriginator):
             self.net.nodes["A"].ingestCDM(sampleCDM("X-1", object2="41001", missDistance=5.0))
 
+    def test_forgedRelay(self) -> None:
+        """
+        Without signatures (no TLS) a relay forged by H in A's name with a
+        plausible sequence is taken: the documented limit of the path
+        rules.  With signatures it is dropped whether unsigned, signed by H
+        or signed by H under A's certificate.
+        """
+        net = self.net
+        seq = int(net.clock.seconds() * 1_000_000) + 10
+        payload = {"cdm_id": "X-1", "reason": "FALSE_POSITIVE", "sequence": seq}
+        if not self.signed:
+            self._send("CDM_WITHDRAW", "A", payload, ("A", "H"))
+            self.assertEqual(net.state("C")["X-1"], (False, "FALSE_POSITIVE"))
+            return
+        assert self.signers is not None
+        self._send("CDM_WITHDRAW", "A", dict(payload), ("A", "H"))
+        byH = dict(payload)
+        self.signers["H"].sign("CDM_WITHDRAW", "A", byH)
+        self._send("CDM_WITHDRAW", "A", byH, ("A", "H"))
+        underA = dict(byH, cert=self.signers["A"].certDER)
+        self._send("CDM_WITHDRAW", "A", underA, ("A", "H"))
+        for reason in (
+            "authority: signature: the message is not signed",
+            "authority: signature: the certificate does not name A",
+            "authority: signature: does not verify for A",
+        ):
+            self.assertEqual(len(self._dropped(reason)), 1, reason)
+        for n in "ABC":
+            self.assertEqual(net.state(n)["X-1"], (True, None), n)
+        stored = net.stores["C"].get("cdm", "X-1")
+        self.assertEqual(stored.cert, self.signers["A"].certDER)
+
     def test_overrideNotHonouredWithoutTrust(self) -> None:
         """
         Without C in override_nodes, B refuses C's override and logs why.
@@ -172,6 +236,15 @@ class HostilePeerSimulationTests(SynchronousTestCase):
             a.ingestCDM(sampleCDM("OLD-1", tca=now - 1, created=now - 3600, object2="41004"))
         self.assertEqual(e.exception.field, "TCA")
         self.assertIsNone(self.net.stores["A"].get("cdm", "OLD-1"))
+
+
+class SignedHostilePeerSimulationTests(HostilePeerSimulationTests):
+    """
+    The same with TLS identities: every routed message is signed by its
+    originator and checked by every node.
+    """
+
+    signed = True
 
 
 class AntiEntropySimulationTests(SynchronousTestCase):
