@@ -32,7 +32,8 @@ class HostilePeerTests(TestCase):
     async def test_hostilePeerSession(self) -> None:
         """
         H sends CDM_WITHDRAW {"cdm_id": X, "sequence": 2**62} as itself and
-        as a forged relay of A, a plausible withdrawal as itself, and a
+        as a forged relay of A, a plausible withdrawal as itself, plausible
+        forged relays of A unsigned and signed with H's own key, and a
         rewrite as itself: B logs each as dropped with the CDM id and the
         reason, X stays active everywhere, A's next version (201 accepted)
         reaches B, and DELETE of X on B is 409 naming A.
@@ -76,12 +77,19 @@ class HostilePeerTests(TestCase):
         forge("CDM_WITHDRAW", "H", {**withdraw, "sequence": 2**62}, ("H",))
         forge("CDM_WITHDRAW", "A", {**withdraw, "sequence": 2**62}, ("A", "H"))
         forge("CDM_WITHDRAW", "H", {**withdraw, "sequence": seq}, ("H",))
+        forge("CDM_WITHDRAW", "A", {**withdraw, "sequence": seq}, ("A", "H"))
+        signedByH = {**withdraw, "sequence": seq}
+        assert hostile.node.signer is not None
+        hostile.node.signer.sign("CDM_WITHDRAW", "A", signedByH)
+        forge("CDM_WITHDRAW", "A", signedByH, ("A", "H"))
         body0 = hostile.node.store.get("cdm", "HX-1").body
         forge("CDM_ANNOUNCE", "H", {"cdm_id": "HX-1", "sequence": seq + 1, "cdm": body0}, ("H",))
         for reason in (
             r"dropped CDM_WITHDRAW \w+ from H for cdm HX-1: sequence: 4611686018427387904 is more than",
             r"dropped CDM_WITHDRAW \w+ from H for cdm HX-1: authority: cdm HX-1 belongs to originator A, not H",
             r"dropped CDM_ANNOUNCE \w+ from H for cdm HX-1: authority: cdm HX-1 belongs to originator A, not H",
+            r"dropped CDM_WITHDRAW \w+ from H for cdm HX-1: authority: signature: the message is not signed",
+            r"dropped CDM_WITHDRAW \w+ from H for cdm HX-1: authority: signature: the certificate does not name A",
         ):
             await pb.waitForLog(reason)
         self.assertEqual(len(_matches(pb, "for cdm HX-1: sequence: 4611686018427387904")), 2)
