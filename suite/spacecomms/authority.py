@@ -15,6 +15,9 @@ docs/spacecomms-protocol.md, "Authority").
   explicit admin C{override} from a node listed in
   C{protocol.override_nodes} (logged on every node that applies it).
 
+- Signature (with TLS): checked by L{suite.spacecomms.signing.Signer}
+  after these, so only messages that pass them cost a verification.
+
 Pure functions: each returns None to let the message through or the
 reason it is refused (prefixed with the rule's name).
 """
