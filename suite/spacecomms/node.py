@@ -660,7 +660,10 @@ class SpaceNode:
                 key=key,
             )
             return
-        if self.signer is not None:
+        if self.signer is not None and env.source_node != peer:
+            # Relayed: the originator's signature speaks for it.  (First-hand
+            # messages are authenticated by the session itself: its token
+            # and the certificate that names the peer.)
             refusal = self.signer.verify(env.message_type, env.source_node, p, self.now())
             if refusal is not None:
                 self._dropped(env, peer, kind, key, refusal)

@@ -68,7 +68,7 @@ class Signer:
         self.key = key
         self.certDER = cert.public_bytes(serialization.Encoding.DER)
         self.trust = trust
-        self._known: dict[bytes, tuple[x509.Certificate, set[str]] | str] = {}
+        self._known: dict[bytes, tuple[x509.Certificate, set[str], Any] | str] = {}
 
     @classmethod
     def fromBundle(cls, bundle: Any) -> Signer:
@@ -89,11 +89,11 @@ class Signer:
         payload["signature"] = sig
         payload["cert"] = self.certDER
 
-    def _certificate(self, der: bytes) -> tuple[x509.Certificate, set[str]] | str:
+    def _certificate(self, der: bytes) -> tuple[x509.Certificate, set[str], Any] | str:
         known = self._known.get(der)
         if known is not None:
             return known
-        result: tuple[x509.Certificate, set[str]] | str
+        result: tuple[x509.Certificate, set[str], Any] | str
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
@@ -105,7 +105,7 @@ class Signer:
                     cert.verify_directly_issued_by(ca)
                 except (ValueError, TypeError, InvalidSignature):
                     continue
-                result = (cert, _names(cert))
+                result = (cert, _names(cert), cert.public_key())
                 break
         if len(self._known) >= _CACHE:
             self._known.clear()
@@ -123,14 +123,13 @@ class Signer:
         found = self._certificate(der)
         if isinstance(found, str):
             return f"authority: signature: {found}"
-        cert, names = found
+        cert, names, pub = found
         when = datetime.datetime.fromtimestamp(now, datetime.UTC)
         if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
             return "authority: signature: certificate: not valid now"
         if source not in names:
             return f"authority: signature: the certificate does not name {source}"
         data = signedBytes(mtype, source, payload)
-        pub = cert.public_key()
         try:
             if isinstance(pub, ec.EllipticCurvePublicKey):
                 pub.verify(sig, data, ec.ECDSA(hashes.SHA256()))
