@@ -55,6 +55,9 @@ def entryEnvelope(node: SpaceNode, r: Record, flag: str = "sync") -> Envelope:
     if r.signature is not None and r.cert is not None:
         payload["signature"] = r.signature
         payload["cert"] = r.cert
+    elif r.origin == node.nodeId and node.signer is not None:
+        # Stored before this node signed its messages: sign it now.
+        node.signer.sign(mtype, node.nodeId, payload)
     path = (node.nodeId,) if r.origin == node.nodeId else (r.origin, node.nodeId)
     return Envelope(
         mtype,

@@ -247,6 +247,50 @@ class SignedHostilePeerSimulationTests(HostilePeerSimulationTests):
     signed = True
 
 
+class LegacyEntriesTests(SynchronousTestCase):
+    """
+    Entries a node stored before it signed its messages still travel.
+    """
+
+    def test_unsignedOwnEntrySignedOnResync(self) -> None:
+        """
+        A's own CDM stored without a signature is signed when A re-syncs it
+        to B, so B's relay to C verifies.
+        """
+        from suite.spacecomms.cdm.jsonfmt import toDict
+        from suite.spacecomms.store import Record
+
+        signers = _signers(self.mktemp(), ["A", "B", "C"])
+        net = SimNet(31)
+        self.addCleanup(net.stop)
+        net.clock.advance(time.time() - net.clock.seconds())
+        for name, peers in (("A", ["B"]), ("B", ["A", "C"]), ("C", ["B"])):
+            net.addNode(name, {p: OPEN for p in peers}).signer = signers[name]
+        now = net.clock.seconds()
+        cdm = sampleCDM("OLD-SIG", object2="45001")
+        net.stores["A"].put(
+            Record(
+                "cdm",
+                "OLD-SIG",
+                "A",
+                int(now * 1e6),
+                True,
+                toDict(cdm),
+                None,
+                now,
+                now,
+                None,
+                cdm.tcaSeconds,
+                list(cdm.objectDesignators()),
+            )
+        )
+        net.connect("B", "C")
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(net.state("C").get("OLD-SIG"), (True, None))
+        self.assertEqual(net.stores["C"].get("cdm", "OLD-SIG").cert, signers["A"].certDER)
+
+
 class AntiEntropySimulationTests(SynchronousTestCase):
     """
     Lost relays are repaired by the digest exchange, without reconnecting.
