@@ -17,7 +17,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from suite.daemon import ConfigError
+from suite.daemon import ConfigError, watchListening
 from suite.spacecomms.api import makeAPIResource, makeTokenChecker
 from suite.spacecomms.config import Config, ConfigInvalid, PeerConfig, loadConfig
 from suite.spacecomms.node import SpaceNode
@@ -178,13 +178,8 @@ class SpaceCommsService(MultiService):
             addr = port.getHost()
             self.log.info("API listening on {address}", address=f"{addr.host}:{addr.port}")
 
-        def failed(f: Any) -> None:
-            self.log.error(
-                "cannot listen for the API on {desc}: {error}", desc=desc, error=f.getErrorMessage()
-            )
-            self.reactor.callWhenRunning(self.reactor.stop)
-
-        d.addCallbacks(listening, failed)
+        d.addCallback(listening)
+        watchListening(self, "server.port", desc, d, self.reactor)
         self.log.info(
             "spacecomms node {node_id} up: API on {host}:{port}, peers on {peer_host}:{peer_port}, {count} peers configured",
             node_id=self.config.node_id,
