@@ -94,6 +94,8 @@ class PartitionEngine:
         if index <= self._lastIndex:
             return []
         self._lastIndex = index
+        if type(payload) is not bytes:
+            payload = bytes(payload)
         ctx = self._ctx
         ctx.index = index
         out: list[dict[str, Any]] = []
@@ -402,6 +404,6 @@ class PartitionEngine:
                     r.load(dumped)
         except EngineError:
             raise
-        except (ValueError, KeyError, TypeError, zlib.error) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, zlib.error) as e:
             raise EngineError(f"snapshot: unreadable: {e}") from None
         return eng

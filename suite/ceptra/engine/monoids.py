@@ -19,12 +19,12 @@ import math
 from hashlib import blake2b
 from typing import Any
 
-__all__ = ["Aggregation", "makeAggregation", "isNumber"]
+__all__ = ["INT_LIMIT", "Aggregation", "makeAggregation", "isNumber"]
 
 _json = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
-_INT_LIMIT = 2**63
+INT_LIMIT = 2**63
 
 
 def isNumber(v: object) -> bool:
@@ -34,7 +34,7 @@ def isNumber(v: object) -> bool:
     """
     t = type(v)
     if t is int:
-        return -_INT_LIMIT < v < _INT_LIMIT  # type: ignore[operator]
+        return -INT_LIMIT < v < INT_LIMIT  # type: ignore[operator]
     return t is float and math.isfinite(v)  # type: ignore[arg-type]
 
 

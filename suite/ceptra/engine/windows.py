@@ -20,6 +20,7 @@ from heapq import heappop, heappush
 from typing import Any
 
 from suite.ceptra.engine.context import MISSING, Context, groupOf
+from suite.ceptra.engine.monoids import INT_LIMIT as _INT_LIMIT
 from suite.ceptra.engine.monoids import makeAggregation
 from suite.ceptra.engine.rules import AggregateSpec
 
@@ -51,6 +52,7 @@ class AggregateRule:
         self.where = spec.where
         self.field = spec.field
         self.accepts = self.agg.accepts
+        self.numeric = spec.fn in ("sum", "min", "max", "avg", "quantiles")
         self.groupBy = spec.groupBy
         self.single = spec.groupBy[0] if len(spec.groupBy) == 1 else None
 
@@ -68,9 +70,10 @@ class AggregateRule:
             v: Any = None
         else:
             v = ev.get(field, MISSING)
-            if v is MISSING or not self.accepts(v):
-                self.skipped += 1
-                return
+            if type(v) is not int or not -_INT_LIMIT < v < _INT_LIMIT or not self.numeric:
+                if v is MISSING or not self.accepts(v):
+                    self.skipped += 1
+                    return
         single = self.single
         if single is not None:
             group = ev.get(single)
@@ -197,7 +200,8 @@ class AggregateRule:
                 wts.append(ts)
             else:
                 insort(wts, ts)
-            self._push(self.fires, ts + 1, group, ts)
+            heappush(self.fires, (ts + 1, self.seq, group, ts))
+            self.seq += 1
         if late:
             wts = gs[5]
             end = ts + self.size

@@ -6,6 +6,7 @@ state hashes, status and queries.
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 from hypothesis import given, settings
@@ -114,7 +115,7 @@ class APITests(SynchronousTestCase):
         self.assertEqual(eng.status()["counters"]["rejected"], len(bad))
         eng.apply(2, b"E1[not json")
         eng.apply(3, b"zz")
-        eng.apply(4, b"E1{}")
+        eng.apply(4, memoryview(b"E1{}"))  # type: ignore[arg-type]
         self.assertEqual(eng.status()["counters"]["rejected_entries"], 3)
         self.assertEqual(eng.apply(5, b""), [])
         self.assertEqual(eng.status()["last_applied_index"], 5)
@@ -149,7 +150,8 @@ class APITests(SynchronousTestCase):
         """
         Bytes that are not a snapshot raise L{EngineError}.
         """
-        self.assertRaises(EngineError, PartitionEngine.restore, 0, b"nope")
+        for data in (b"nope", zlib.compress(b"[1]"), zlib.compress(b'{"format": 1}'), zlib.compress(b"\xff")):
+            self.assertRaises(EngineError, PartitionEngine.restore, 0, data)
 
     def test_query(self) -> None:
         """
