@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -90,6 +90,7 @@ class SQLiteStore:
         self.cacheDir = cacheDir
         self._queue: list[tuple[Callable[[_Tx], Any], Deferred[Any]]] = []
         self._busy = False
+        self._idle: list[Deferred[None]] = []
         self._db: sqlite3.Connection | None = None
         self.batches = 0
         self.ops = 0
@@ -118,7 +119,12 @@ class SQLiteStore:
         return d
 
     def _kick(self) -> None:
-        if self._busy or not self._queue:
+        if self._busy:
+            return
+        if not self._queue:
+            waiters, self._idle = self._idle, []
+            for w in waiters:
+                w.callback(None)
             return
         batch, self._queue = self._queue, []
         self._busy = True
@@ -243,13 +249,15 @@ class SQLiteStore:
                 self._db.close()
                 self._db = None
 
-        done: Deferred[None] = Deferred()
+        return self._whenIdle().addCallback(lambda _: self.runner(shut))
 
-        def whenIdle() -> None:
-            if self._busy or self._queue:
-                self.clock.callLater(0.01, whenIdle)
-            else:
-                self.runner(shut).chainDeferred(done)
-
-        whenIdle()
-        return done
+    def _whenIdle(self) -> Deferred[None]:
+        """
+        Fire when no batch is running and none is queued: at once if so now,
+        else when the batch that empties the queue completes.
+        """
+        if not self._busy and not self._queue:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        return d

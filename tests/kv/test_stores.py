@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -274,3 +275,58 @@ class SQLiteTests(_Backend, TestCase):
         self.assertEqual(await again.prefixList(b"p"), [b"c"])
         self.assertTrue(os.path.isdir(os.path.join(self.dataDir, "cache")))
         self.assertIsInstance(again, SQLiteStore)
+
+
+class SQLiteCloseTests(TestCase):
+    """
+    L{SQLiteStore.close} waits for in-flight batches through a Deferred fired
+    by the batch completing, not by polling the clock.
+    """
+
+    def test_closeWaitsForBatch(self) -> None:
+        """
+        A close requested while a batch runs shuts the database only after
+        the batch completes, and never touches the clock.
+        """
+        pending: list[tuple[Any, Deferred[Any]]] = []
+
+        def runner(f: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append((f, d))
+            return d
+
+        def runOne() -> None:
+            f, d = pending.pop(0)
+            d.callback(f())
+
+        clock = Clock()
+        d = self.mktemp()
+        store = SQLiteStore(d, os.path.join(d, "cache"), clock, runner)
+        runOne()  # open
+        put = store.put(b"k", b"v")
+        closed = store.close()
+        self.assertEqual(len(pending), 1)  # the batch, not the shutdown
+        self.assertNoResult(closed)
+        runOne()  # the batch completes
+        self.successResultOf(put)
+        self.assertEqual(len(pending), 1)  # now the shutdown
+        self.assertNoResult(closed)
+        runOne()
+        self.successResultOf(closed)
+        self.assertIsNone(store._db)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_closeIdle(self) -> None:
+        """
+        An idle store shuts down at once.
+        """
+        pending: list[Any] = []
+
+        def runner(f: Any) -> Deferred[Any]:
+            pending.append(f)
+            return succeed(f())
+
+        d = self.mktemp()
+        store = SQLiteStore(d, os.path.join(d, "cache"), Clock(), runner)
+        self.successResultOf(store.close())
+        self.assertIsNone(store._db)
