@@ -9,10 +9,16 @@ departed (at an incarnation at least the known one), suspicionTimedOut,
 removed.
 
 Outputs (L{MemberActions} on the node, reached through L{MemberCore}):
-notify (tell the listener), rebroadcast (queue an update for gossip),
-newSuspicion (start a suspicion timer).
+notify (the member's new L{Member} snapshot, whose status each state's
+behaviours name: the node's roster and listener learn status only from
+it), rebroadcast (queue an update for gossip), newSuspicion (start a
+suspicion timer).
 
 States: Alive, Suspect (data: its L{Suspicion}), Dead, Left, Removed.
+
+Nothing asks this machine its state: automat refuses a question asked from
+inside a transition, and a listener told of one may well ask the node for
+its members.  Every change of status is announced instead.
 """
 
 from __future__ import annotations
@@ -20,14 +26,45 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
-from automat import TypeMachineBuilder
+from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from suite.gossip.messages import Address, Alive, Dead, Left, Suspect, Update
 
-__all__ = ["Member", "MemberCore", "MemberInputs", "MemberActions", "Suspicion", "newMemberMachine"]
+__all__ = [
+    "Member",
+    "MemberCore",
+    "MemberInputs",
+    "MemberActions",
+    "Standing",
+    "Status",
+    "Suspicion",
+    "newMemberMachine",
+]
+
+
+class Status(StrEnum):
+    """
+    A member's status as memberlist names it on the wire and to observers.
+    """
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """
+    A member's last announced status and the clock time it was announced.
+    """
+
+    status: Status
+    since: float
 
 
 @dataclass(frozen=True)
@@ -91,8 +128,8 @@ class MemberActions(Protocol):
 @dataclass
 class MemberCore:
     """
-    What the node knows about one member; C{status} and C{since} are
-    written by the machine's behaviours for observers and peer selection.
+    What the node knows about one member (its status is the machine's
+    state, announced through L{MemberActions.notify}).
     """
 
     name: str
@@ -100,20 +137,13 @@ class MemberCore:
     incarnation: int
     meta: Mapping[str, Any]
     actions: MemberActions
-    status: str = "alive"
-    since: float = 0.0
     clock: IReactorTime | None = field(default=None, repr=False)
 
-    def snapshot(self) -> Member:
+    def snapshot(self, status: Status) -> Member:
         """
-        This member as a frozen L{Member}.
+        This member as a frozen L{Member} in C{status}.
         """
-        return Member(self.name, self.address, self.status, self.incarnation, dict(self.meta))
-
-    def enter(self, status: str) -> None:
-        self.status = status
-        if self.clock is not None:
-            self.since = self.clock.seconds()
+        return Member(self.name, self.address, status, self.incarnation, dict(self.meta))
 
 
 class Suspicion:
@@ -185,7 +215,7 @@ class Suspicion:
             self._call = None
 
 
-def _build() -> object:
+def _build() -> TypeMachine[MemberInputs, MemberCore]:
     b = TypeMachineBuilder(MemberInputs, MemberCore)
     alive = b.state("Alive")
 
@@ -207,7 +237,7 @@ def _build() -> object:
         inputs: MemberInputs, core: MemberCore, incarnation: int, address: Address, meta: Mapping[str, Any]
     ) -> None:
         if _alive(core, incarnation, address, meta):
-            core.actions.notify("updated", core.snapshot())
+            core.actions.notify("updated", core.snapshot(Status.ALIVE))
 
     def refuted(
         inputs: MemberInputs,
@@ -219,21 +249,22 @@ def _build() -> object:
     ) -> None:
         suspicion.cancel()
         _alive(core, incarnation, address, meta)
-        core.enter("alive")
-        core.actions.notify("updated", core.snapshot())
+        core.actions.notify("updated", core.snapshot(Status.ALIVE))
 
     def rejoined(
-        inputs: MemberInputs, core: MemberCore, incarnation: int, address: Address, meta: Mapping[str, Any]
+        inputs: MemberInputs,
+        core: MemberCore,
+        incarnation: int,
+        address: Address,
+        meta: Mapping[str, Any],
     ) -> None:
         _alive(core, incarnation, address, meta)
-        core.enter("alive")
-        core.actions.notify("joined", core.snapshot())
+        core.actions.notify("joined", core.snapshot(Status.ALIVE))
 
     def becomeSuspect(inputs: MemberInputs, core: MemberCore, incarnation: int, source: str) -> None:
         core.incarnation = incarnation
-        core.enter("suspect")
         core.actions.rebroadcast(Suspect(core.name, incarnation, source))
-        core.actions.notify("suspect", core.snapshot())
+        core.actions.notify("suspect", core.snapshot(Status.SUSPECT))
 
     def confirmSuspect(
         inputs: MemberInputs, core: MemberCore, suspicion: Suspicion, incarnation: int, source: str
@@ -243,9 +274,8 @@ def _build() -> object:
 
     def becomeDead(inputs: MemberInputs, core: MemberCore, incarnation: int, source: str) -> None:
         core.incarnation = incarnation
-        core.enter("dead")
         core.actions.rebroadcast(Dead(core.name, incarnation, source))
-        core.actions.notify("dead", core.snapshot())
+        core.actions.notify("dead", core.snapshot(Status.DEAD))
 
     def suspectToDead(
         inputs: MemberInputs, core: MemberCore, suspicion: Suspicion, incarnation: int, source: str
@@ -254,15 +284,13 @@ def _build() -> object:
         becomeDead(inputs, core, incarnation, source)
 
     def timedOut(inputs: MemberInputs, core: MemberCore, suspicion: Suspicion) -> None:
-        core.enter("dead")
         core.actions.rebroadcast(Dead(core.name, core.incarnation, suspicion.localName))
-        core.actions.notify("dead", core.snapshot())
+        core.actions.notify("dead", core.snapshot(Status.DEAD))
 
     def becomeLeft(inputs: MemberInputs, core: MemberCore, incarnation: int) -> None:
         core.incarnation = incarnation
-        core.enter("left")
         core.actions.rebroadcast(Left(core.name, incarnation))
-        core.actions.notify("left", core.snapshot())
+        core.actions.notify("left", core.snapshot(Status.LEFT))
 
     def suspectToLeft(inputs: MemberInputs, core: MemberCore, suspicion: Suspicion, incarnation: int) -> None:
         suspicion.cancel()
@@ -271,12 +299,8 @@ def _build() -> object:
     def ignore(inputs: MemberInputs, core: MemberCore, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def remove(inputs: MemberInputs, core: MemberCore) -> None:
-        core.enter("removed")
-
     def removeSuspect(inputs: MemberInputs, core: MemberCore, suspicion: Suspicion) -> None:
         suspicion.cancel()
-        core.enter("removed")
 
     def restartSuspicion(
         inputs: MemberInputs, core: MemberCore, suspicion: Suspicion, incarnation: int, source: str
@@ -284,7 +308,7 @@ def _build() -> object:
         suspicion.restart(source)
         core.incarnation = incarnation
         core.actions.rebroadcast(Suspect(core.name, incarnation, source))
-        core.actions.notify("suspect", core.snapshot())
+        core.actions.notify("suspect", core.snapshot(Status.SUSPECT))
 
     # Alive
     alive.upon(MemberInputs.aliveNewer).loop()(updateAlive)
@@ -293,7 +317,7 @@ def _build() -> object:
     alive.upon(MemberInputs.declaredDead).to(dead)(becomeDead)
     alive.upon(MemberInputs.departed).to(left)(becomeLeft)
     alive.upon(MemberInputs.suspicionTimedOut).loop()(ignore)
-    alive.upon(MemberInputs.removed).to(removedState)(remove)
+    alive.upon(MemberInputs.removed).to(removedState)(ignore)
 
     # Suspect
     suspect.upon(MemberInputs.aliveNewer).to(alive)(refuted)
@@ -312,7 +336,7 @@ def _build() -> object:
         gone.upon(MemberInputs.suspectedAgain).loop()(ignore)
         gone.upon(MemberInputs.declaredDead).loop()(ignore)
         gone.upon(MemberInputs.suspicionTimedOut).loop()(ignore)
-        gone.upon(MemberInputs.removed).to(removedState)(remove)
+        gone.upon(MemberInputs.removed).to(removedState)(ignore)
     dead.upon(MemberInputs.departed).to(left)(becomeLeft)
     left.upon(MemberInputs.departed).loop()(ignore)
 
@@ -336,7 +360,6 @@ Factory: C{MemberMachine(core)} returns a L{MemberInputs} in state Alive.
 
 def newMemberMachine(core: MemberCore) -> MemberInputs:
     """
-    A machine for a member first heard of as alive (the state C{core} says).
+    A machine for a member first heard of as alive.
     """
-    core.enter("alive")
-    return MemberMachine(core)  # type: ignore[operator,no-any-return]
+    return MemberMachine(core)

@@ -46,7 +46,7 @@ from suite.gossip.interfaces import (
     IMembershipListener,
     IPacketReceiver,
 )
-from suite.gossip.member import Member, MemberCore, MemberInputs, Suspicion, newMemberMachine
+from suite.gossip.member import Member, MemberCore, Status, Suspicion, newMemberMachine
 from suite.gossip.messages import (
     COMPOUND_ITEM_OVERHEAD,
     PROTOCOL_CURRENT,
@@ -74,6 +74,8 @@ from suite.gossip.messages import (
     checkMeta,
     encodeMessage,
 )
+from suite.gossip.prober import Prober
+from suite.gossip.roster import LIVE, REACHABLE, Roster
 from suite.gossip.security import Keyring
 from suite.gossip.settings import GossipSettings
 
@@ -113,11 +115,6 @@ class _DropLog:
             reason=reason,
             suppressed=self._suppressed.pop(kind, 0),
         )
-
-
-class _AckWaiter:
-    def __init__(self, onAck: Callable[[], None], onNack: Callable[[], None] | None = None) -> None:
-        self.onAck, self.onNack = onAck, onNack
 
 
 @implementer(IPacketReceiver, IMembership)
@@ -175,24 +172,27 @@ class GossipNode:
         self.rng = rng or random.Random()
         # memberlist ignores a new member's alive at incarnation 0.
         self.incarnation = 1
-        self.awareness = 0
         self.stats: dict[str, int] = {}
         self.seeds: list[Address] = []
         self.running = False
         self.leaving = False
-        self._members: dict[str, tuple[MemberCore, MemberInputs]] = {}
-        self._queue = TransmitQueue(lambda: self.settings.retransmitLimit(self._liveCount()))
+        self.roster = Roster(clock, self.rng)
+        self.prober = Prober(self)
+        self._queue = TransmitQueue(lambda: self.settings.retransmitLimit(self.roster.liveCount()))
         self._userQueue = TransmitQueue(
-            lambda: self.settings.retransmitLimit(self._liveCount()), self.settings.maxUserBroadcasts
+            lambda: self.settings.retransmitLimit(self.roster.liveCount()), self.settings.maxUserBroadcasts
         )
         self._userSeq = 0
-        self._seq = 0
-        self._acks: dict[int, _AckWaiter] = {}
         self._calls: set[IDelayedCall] = set()
-        self._probeOrder: list[str] = []
-        self._probeIndex = 0
         self._drops = _DropLog(clock)
         self._introduced: dict[str, float] = {}
+
+    @property
+    def awareness(self) -> int:
+        """
+        The Lifeguard local health score (0 is healthy).
+        """
+        return self.prober.awareness
 
     # -- the public API --------------------------------------------------
 
@@ -228,9 +228,13 @@ class GossipNode:
         Every known member, this node first.
         """
         me = Member(
-            self.name, self.address, "left" if self.leaving else "alive", self.incarnation, dict(self.meta)
+            self.name,
+            self.address,
+            Status.LEFT if self.leaving else Status.ALIVE,
+            self.incarnation,
+            dict(self.meta),
         )
-        return [me] + [core.snapshot() for core, _ in self._members.values() if core.status != "removed"]
+        return [me, *self.roster.snapshots()]
 
     def member(self, name: str) -> Member | None:
         """
@@ -238,10 +242,7 @@ class GossipNode:
         """
         if name == self.name:
             return self.members()[0]
-        entry = self._members.get(name)
-        if entry is None or entry[0].status == "removed":
-            return None
-        return entry[0].snapshot()
+        return self.roster.snapshot(name)
 
     def setMetadata(self, meta: Mapping[str, Any]) -> None:
         """
@@ -284,7 +285,7 @@ class GossipNode:
             # Serf shows a member as left (not failed) only when its leave
             # intent arrives before memberlist's leave message.
             intent = User(serfLeaveIntent(self.name, self.incarnation + 1))
-            for core in self._pick(self.settings.gossipNodes * 2, ("alive", "suspect")):
+            for core in self.roster.pick(self.settings.gossipNodes * 2, LIVE):
                 self._send(core.address, intent)
             self._userQueue.queue("serf-leave", encodeMessage(intent))
             delay = self.settings.leavePropagateDelay / 2
@@ -292,7 +293,7 @@ class GossipNode:
         def announce() -> None:
             message = Left(self.name, self.incarnation)
             self._queue.queue(self.name, encodeMessage(message))
-            for core in self._pick(self.settings.gossipNodes, ("alive", "suspect")):
+            for core in self.roster.pick(self.settings.gossipNodes, LIVE):
                 self._send(core.address, message)
 
         d: Deferred[None] = Deferred()
@@ -314,9 +315,8 @@ class GossipNode:
             if call.active():
                 call.cancel()
         self._calls.clear()
-        self._acks.clear()
-        for _, machine in self._members.values():
-            machine.removed()
+        self.prober.stop()
+        self.roster.removeAll()
         self._queue.clear()
         self._userQueue.clear()
         result = self.transport.stopListening()
@@ -409,15 +409,11 @@ class GossipNode:
             else:
                 self._count("misdirectedPings")
         elif isinstance(m, IndirectPing):
-            self._relayProbe(m)
+            self.prober.relay(m)
         elif isinstance(m, Ack):
-            waiter = self._acks.pop(m.seq, None)
-            if waiter is not None:
-                waiter.onAck()
+            self.prober.ackReceived(m.seq)
         elif isinstance(m, Nack):
-            waiter = self._acks.get(m.seq)
-            if waiter is not None and waiter.onNack is not None:
-                waiter.onNack()
+            self.prober.nackReceived(m.seq)
         elif isinstance(m, Alive):
             self._onAlive(m)
         elif isinstance(m, Suspect):
@@ -472,8 +468,8 @@ class GossipNode:
                 # An older life of this node, or someone else's stale view.
                 self._refute(m.incarnation, unhealthy=False)
             return
-        entry = self._members.get(m.name)
-        if entry is None or entry[0].status == "removed":
+        entry = self.roster.get(m.name)
+        if entry is None or not self.roster.known(m.name):
             try:
                 meta = checkMeta(m.meta, self.settings.maxMetaBytes)
             except ValueError:
@@ -481,10 +477,9 @@ class GossipNode:
                 return
             self._remember(m)
             core = MemberCore(m.name, m.address, m.incarnation, meta, self, clock=self.clock)
-            self._members[m.name] = (core, newMemberMachine(core))
-            self._probeOrder.insert(self.rng.randint(self._probeIndex, len(self._probeOrder)), m.name)
+            self.roster.add(core, newMemberMachine(core))
             self.rebroadcast(m)
-            self.notify("joined", core.snapshot())
+            self.notify("joined", core.snapshot(Status.ALIVE))
             return
         core, machine = entry
         if m.incarnation > core.incarnation:
@@ -508,7 +503,7 @@ class GossipNode:
         if m.name == self.name:
             self._selfAccused(m.incarnation)
             return
-        entry = self._members.get(m.name)
+        entry = self.roster.get(m.name)
         if entry is None:
             return
         if m.incarnation > entry[0].incarnation:
@@ -530,7 +525,7 @@ class GossipNode:
         if m.name == self.name:
             self._selfAccused(m.incarnation)
             return
-        entry = self._members.get(m.name)
+        entry = self.roster.get(m.name)
         if entry is not None and m.incarnation >= entry[0].incarnation:
             entry[1].declaredDead(m.incarnation, m.source)
 
@@ -539,15 +534,13 @@ class GossipNode:
             if m.incarnation >= self.incarnation and not self.leaving:
                 self._refute(m.incarnation, unhealthy=False)
             return
-        entry = self._members.get(m.name)
+        entry = self.roster.get(m.name)
         if entry is not None and m.incarnation >= entry[0].incarnation:
             entry[1].departed(m.incarnation)
 
     def _merge(self, states: Iterable[MemberState], source: str) -> None:
         for s in states:
-            known = s.name == self.name or (
-                s.name in self._members and self._members[s.name][0].status != "removed"
-            )
+            known = s.name == self.name or self.roster.known(s.name)
             if s.status == "alive":
                 self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta, s.vsn, s.rawMeta))
             elif s.status == "suspect":
@@ -563,7 +556,7 @@ class GossipNode:
     def _refute(self, incarnation: int, unhealthy: bool) -> None:
         self.incarnation = max(self.incarnation, incarnation) + 1
         if unhealthy:
-            self._adjustAwareness(+1)
+            self.prober.adjustAwareness(+1)
         self._count("refutations")
         log.info(
             "gossip node {name} refutes a stale view of itself; incarnation now {incarnation}",
@@ -580,7 +573,7 @@ class GossipNode:
             self.name,
             self.address,
             self.incarnation,
-            "left" if self.leaving else "alive",
+            Status.LEFT if self.leaving else Status.ALIVE,
             self.meta,
             self.vsn,
         )
@@ -589,13 +582,12 @@ class GossipNode:
                 c.name,
                 c.address,
                 c.incarnation,
-                c.status,
+                standing.status,
                 c.meta,
                 self._vsn.get(c.name, self.vsn),
                 self._rawMeta.get(c.name),
             )
-            for c, _ in self._members.values()
-            if c.status != "removed"
+            for c, _, standing in self.roster.current()
         ]
         return [me, *rest]
 
@@ -603,8 +595,10 @@ class GossipNode:
 
     def notify(self, event: str, member: Member) -> None:
         """
-        Log a member's state change and tell the listener.
+        Record a member's state change in the roster, log it and tell the
+        listener.
         """
+        self.roster.observe(member)
         fields = {"member": member.name, "address": _fmt(member.address), "incarnation": member.incarnation}
         if event == "dead":
             log.warn("member {member} at {address} is dead (incarnation {incarnation})", **fields)
@@ -636,81 +630,47 @@ class GossipNode:
         """
         A suspicion timer sized for the current cluster.
         """
-        low, high, expected = self.settings.suspicionBounds(self._liveCount())
+        low, high, expected = self.settings.suspicionBounds(self.roster.liveCount())
         return Suspicion(self.clock, low, high, expected, source, expire, self.name)
 
-    # -- probing ---------------------------------------------------------
+    # -- probing (see L{suite.gossip.prober}) ------------------------------
 
     def _probeTick(self) -> None:
-        target = self._nextProbeTarget()
+        target = self.roster.nextProbeTarget()
         scale = self.awareness + 1
         if target is not None:
-            self._probe(target, scale)
+            self.prober.probe(*target, scale)
         self._later(self.settings.probeInterval * scale, self._probeTick)
 
-    def _nextProbeTarget(self) -> MemberCore | None:
-        for _ in range(2):
-            while self._probeIndex < len(self._probeOrder):
-                name = self._probeOrder[self._probeIndex]
-                self._probeIndex += 1
-                entry = self._members.get(name)
-                if entry is not None and entry[0].status in ("alive", "suspect"):
-                    return entry[0]
-            self._probeOrder = [n for n, (c, _) in self._members.items() if c.status != "removed"]
-            self.rng.shuffle(self._probeOrder)
-            self._probeIndex = 0
-        return None
+    def send(self, address: Address, message: Message, *extra: Message) -> None:
+        """
+        Send C{message} (and C{extra}) to C{address} with piggybacked updates.
+        """
+        self._send(address, message, *extra)
 
-    def _probe(self, target: MemberCore, scale: int) -> None:
-        s = self.settings
-        seq = self._nextSeq()
-        state = {"acked": False, "nacks": 0, "expected": 0}
-        self._count("probes")
+    def protocolVersion(self, name: str) -> int:
+        """
+        The highest memberlist protocol member C{name} speaks.
+        """
+        return self._vsn.get(name, self.vsn)[1]
 
-        def acked() -> None:
-            state["acked"] = True
-            self._adjustAwareness(-1)
+    def suspectMember(self, message: Suspect) -> None:
+        """
+        Handle a suspicion raised by this node's own probe.
+        """
+        self._onSuspect(message)
 
-        def nacked() -> None:
-            state["nacks"] += 1
-
-        def indirect() -> None:
-            if state["acked"] or not self.running:
-                return
-            relays = [c for c in self._pick(s.indirectChecks, ("alive",)) if c.name != target.name]
-            for r in relays:
-                # Members before protocol 4 send no nacks.
-                wantNack = self._vsn.get(r.name, self.vsn)[1] >= 4
-                state["expected"] += wantNack
-                self._send(
-                    r.address,
-                    IndirectPing(seq, target.name, target.address, self.name, self.address, wantNack),
-                )
-
-        def deadline() -> None:
-            if state["acked"] or not self.running:
-                return
-            self._acks.pop(seq, None)
-            self._count("probesFailed")
-            missing = state["expected"] - state["nacks"]
-            if missing > 0:
-                self._adjustAwareness(+1)
-            self._onSuspect(Suspect(target.name, target.incarnation, self.name))
-
-        self._acks[seq] = _AckWaiter(acked, nacked)
-        extra: list[Message] = []
-        if target.status == "suspect":
-            # Lifeguard's buddy system: tell a suspect so it refutes at once.
-            extra.append(Suspect(target.name, target.incarnation, self.name))
-        self._send(target.address, Ping(seq, target.name, self.name, self.address), *extra)
-        self._later(s.probeTimeout * scale, indirect)
-        self._later(s.probeInterval * scale * 0.9, deadline)
+    def count(self, what: str) -> None:
+        """
+        Count one C{what} in L{stats}.
+        """
+        self._count(what)
 
     def _introduce(self, name: str, address: Address) -> None:
         # A member that probes us knows us, but we missed its alive (its
         # retransmissions ran out): sync with it now rather than at the
         # next push-pull, at most once per reconnect interval.
-        if name == self.name or (name in self._members and self._members[name][0].status != "removed"):
+        if name == self.name or self.roster.known(name):
             return
         now = self.clock.seconds()
         if (
@@ -721,32 +681,12 @@ class GossipNode:
         self._introduced[name] = now
         self._pushPull(address, join=False)
 
-    def _relayProbe(self, m: IndirectPing) -> None:
-        seq = self._nextSeq()
-        done = {"acked": False}
-
-        def acked() -> None:
-            done["acked"] = True
-            self._send(m.address, Ack(m.seq))
-
-        def timedOut() -> None:
-            self._acks.pop(seq, None)
-            if not done["acked"] and m.wantNack:
-                self._send(m.address, Nack(m.seq))
-
-        self._acks[seq] = _AckWaiter(acked)
-        self._send(m.targetAddress, Ping(seq, m.target, self.name, self.address))
-        self._later(self.settings.probeTimeout, timedOut)
-
-    def _adjustAwareness(self, delta: int) -> None:
-        self.awareness = min(self.settings.awarenessMax - 1, max(0, self.awareness + delta))
-
     # -- gossip, push-pull, reconnect ----------------------------------------
 
     def _gossipTick(self) -> None:
         s = self.settings
         if len(self._queue) or len(self._userQueue):
-            for core in self._pick(s.gossipNodes, ("alive", "suspect", "dead"), recentDead=s.gossipToTheDead):
+            for core in self.roster.pick(s.gossipNodes, REACHABLE, recentDead=s.gossipToTheDead):
                 encoded = self._piggyback(self._budget())
                 if not encoded:
                     break
@@ -754,28 +694,21 @@ class GossipNode:
         self._later(s.gossipInterval, self._gossipTick)
 
     def _pushPullTick(self) -> None:
-        peers = self._pick(1, ("alive",))
+        peers = self.roster.pick(1, frozenset({Status.ALIVE}))
         if peers:
             self._pushPull(peers[0].address, join=False)
         self._later(self.settings.pushPullInterval, self._pushPullTick)
 
     def _reconnectTick(self) -> None:
-        self._reap()
-        if not self._pick(1, ("alive", "suspect")):
+        self.roster.reap(self.settings.reapAfter)
+        if not self.roster.pick(1, LIVE):
             if self.seeds:
                 self.join(self.seeds)
         else:
-            dead = self._pick(1, ("dead",))
+            dead = self.roster.pick(1, frozenset({Status.DEAD}))
             if dead:
                 self._pushPull(dead[0].address, join=False)
         self._later(self.settings.reconnectInterval, self._reconnectTick)
-
-    def _reap(self) -> None:
-        now = self.clock.seconds()
-        for name, (core, machine) in list(self._members.items()):
-            if core.status in ("dead", "left") and now - core.since > self.settings.reapAfter:
-                machine.removed()
-                del self._members[name]
 
     def _pushPull(self, address: Address, join: bool) -> Deferred[bool]:
         self._count("pushPulls")
@@ -811,26 +744,6 @@ class GossipNode:
         return d.addCallbacks(merge, failed)
 
     # -- helpers ---------------------------------------------------------
-
-    def _pick(self, k: int, statuses: tuple[str, ...], recentDead: float | None = None) -> list[MemberCore]:
-        now = self.clock.seconds()
-        candidates = [
-            c
-            for c, _ in self._members.values()
-            if c.status in statuses
-            and (c.status != "dead" or recentDead is None or now - c.since < recentDead)
-        ]
-        if len(candidates) <= k:
-            self.rng.shuffle(candidates)
-            return candidates
-        return self.rng.sample(candidates, k)
-
-    def _liveCount(self) -> int:
-        return 1 + sum(1 for c, _ in self._members.values() if c.status in ("alive", "suspect"))
-
-    def _nextSeq(self) -> int:
-        self._seq = (self._seq + 1) % (2**32)
-        return self._seq
 
     def _budget(self) -> int:
         return self.settings.maxPacketBytes - self.codec.overhead() - COMPOUND_ITEM_OVERHEAD
