@@ -22,7 +22,7 @@ from suite.kv.records import ringId
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, between, inRange, vnodeId
-from suite.specter.chord.machine import MembershipCore, buildMembership
+from suite.specter.chord.machine import MembershipCore, TransferAnswer, buildMembership
 from suite.specter.chord.node import ChordConfig, ChordNode
 from suite.specter.chord.wire import ChordServerFactory, FrameProtocol, WireTransport, pack
 from suite.specter.interfaces import IChordTransport, IRing
@@ -72,20 +72,23 @@ class MembershipMachineTests(SynchronousTestCase):
         """
         r = Recorder()
         m = buildMembership(MembershipCore(r))
-        self.assertFalse(m.acceptsTransfer())
+        self.assertIs(m.transferStarted(), TransferAnswer.BUSY)
         m.start()
-        self.assertFalse(m.acceptsTransfer())
+        self.assertIs(m.transferStarted(), TransferAnswer.BUSY)
+        self.assertEqual(m.kvRefused(), E.BUSY)
         m.joined()
-        self.assertTrue(m.acceptsTransfer())
-        m.transferStarted()
-        self.assertFalse(m.acceptsTransfer())
+        self.assertIs(m.transferStarted(), TransferAnswer.STARTED)
+        self.assertIs(m.transferStarted(), TransferAnswer.BUSY)  # Transferring
         m.transferDone()
-        self.assertTrue(m.acceptsTransfer())
+        self.assertIs(m.transferStarted(), TransferAnswer.STARTED)
+        m.transferDone()
         m.leave()
         m.leave()
-        self.assertFalse(m.acceptsTransfer())
+        self.assertIs(m.transferStarted(), TransferAnswer.LEAVING)
+        self.assertEqual(m.kvRefused(), E.NOT_OWNER)
         m.left()
         m.leave()
+        self.assertIs(m.transferStarted(), TransferAnswer.LEAVING)
         self.assertEqual(r.events, ["beginJoin", "becameActive", "beginLeave", "whenLeft", "becameLeft"])
 
     def test_leaveWhileJoining(self) -> None:
@@ -98,6 +101,49 @@ class MembershipMachineTests(SynchronousTestCase):
         self.successResultOf(m.leave())
         m.joined()
         self.assertEqual(r.events, ["beginJoin", "abandonJoin", "becameLeft"])
+        # it never served: KV calls and transfers are "busy", as before it joined
+        self.assertEqual(m.kvRefused(), E.BUSY)
+        self.assertIs(m.transferStarted(), TransferAnswer.BUSY)
+
+    def test_everyStateAnswersEveryInput(self) -> None:
+        """
+        Each of the seven states, reached by its shortest path, answers each
+        input without error; the outputs of the answer are recorded and
+        checked against the expected transition table.
+        """
+        paths: dict[str, list[str]] = {
+            "Inactive": [],
+            "Joining": ["start"],
+            "Active": ["start", "joined"],
+            "Transferring": ["start", "joined", "transferStarted"],
+            "Leaving": ["start", "joined", "leave"],
+            "Left": ["start", "joined", "leave", "left"],
+            "Withdrawn": ["leave"],
+        }
+        inputs = ["start", "joined", "transferStarted", "transferDone", "leave", "left", "kvRefused"]
+        # the outputs each (state, input) pair should emit
+        expected: dict[tuple[str, str], list[str]] = {
+            ("Inactive", "start"): ["beginJoin"],
+            ("Inactive", "leave"): ["becameLeft"],
+            ("Joining", "joined"): ["becameActive"],
+            ("Joining", "leave"): ["abandonJoin", "becameLeft"],
+            ("Active", "leave"): ["beginLeave"],
+            ("Transferring", "leave"): ["beginLeave"],
+            ("Leaving", "leave"): ["whenLeft"],
+            ("Leaving", "left"): ["becameLeft"],
+        }
+        for state, path in paths.items():
+            for name in inputs:
+                r = Recorder()
+                m = buildMembership(MembershipCore(r))
+                for step in path:
+                    getattr(m, step)()
+                before = len(r.events)
+                try:
+                    getattr(m, name)()
+                except Exception as e:
+                    self.fail(f"{state} does not answer {name}: {e!r}")
+                self.assertEqual(r.events[before:], expected.get((state, name), []), (state, name))
 
 
 class IdTests(SynchronousTestCase):
@@ -460,7 +506,7 @@ class RetriedJoinTests(SynchronousTestCase):
         v.store.exportRange = slowExport  # type: ignore[method-assign]
         joiner = VnodeRef((v.ref.id - 1000) % (1 << 64), "j:1", 0)
         first = Deferred.fromCoroutine(v.remote_join(list(joiner)))
-        self.assertFalse(v.membership.acceptsTransfer())  # Transferring
+        self.assertIs(v.membership.transferStarted(), TransferAnswer.BUSY)  # Transferring
         second = Deferred.fromCoroutine(v.remote_join(list(joiner)))
         answers: list[Any] = []
         first.addBoth(answers.append)
@@ -472,5 +518,6 @@ class RetriedJoinTests(SynchronousTestCase):
         for a in answers:
             self.assertEqual(a[0], [["v", b"k", b"1"]])
             self.assertEqual(a[1], list(v.ref))
-        self.assertTrue(v.membership.acceptsTransfer())  # Active again
+        self.assertIs(v.membership.transferStarted(), TransferAnswer.STARTED)  # Active again
+        v.membership.transferDone()
         self.assertEqual(v.pred, joiner)

@@ -69,7 +69,6 @@ class VnodeBase:
     replicator: Replicator
     membership: Membership
     _timer: IDelayedCall | None
-    _left: Deferred[None] | None
     _running: bool
 
     async def stabilize(self) -> None:

@@ -2,27 +2,47 @@
 The vnode membership machine.
 
 Inputs (L{Membership}): C{start}, C{joined}, C{transferStarted},
-C{transferDone}, C{leave}, C{left}, C{acceptsTransfer}.
+C{transferDone}, C{leave}, C{left}, C{kvRefused}.
 Outputs (L{IMembershipActions} on the core): C{beginJoin}, C{becameActive},
 C{beginLeave}, C{abandonJoin}, C{becameLeft}.
-States: Inactive -> Joining -> Active <-> Transferring -> Leaving -> Left.
+States: Inactive -> Joining -> Active <-> Transferring -> Leaving -> Left;
+Inactive or Joining -> Withdrawn (left before it ever served, so it still
+answers "busy" rather than pointing at a successor).
 
-C{acceptsTransfer} is answered by every state, so no caller asks the
-machine which state it is in; whether KV calls are served is a flag the
-outputs set on the vnode (C{becameActive} raises it, C{beginLeave} and
-C{becameLeft} lower it), so the hot path never runs the machine.
+Every state answers every input (tests/specter/test_chord_units.py drives
+each input in each state), so no caller asks the machine which state it is
+in: C{transferStarted} answers whether a transfer began (only Active starts
+one) and, if not, why; C{kvRefused} names the error for a KV call the vnode
+does not serve.  Whether KV calls are served is a flag the outputs set on
+the vnode (C{becameActive} raises it, C{beginLeave} and C{becameLeft} lower
+it), so the hot path never runs the machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from enum import Enum
+from typing import Protocol
 
-from automat import TypeMachineBuilder
+from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred, succeed
 
-__all__ = ["Membership", "IMembershipActions", "MembershipCore", "buildMembership"]
+from suite.specter.chord import errors as E
+
+__all__ = ["Membership", "IMembershipActions", "MembershipCore", "TransferAnswer", "buildMembership"]
+
+
+class TransferAnswer(Enum):
+    """
+    The machine's answer to L{Membership.transferStarted}.
+    """
+
+    #: the transfer began; call C{transferDone} when it ends
+    STARTED = "started"
+    #: not now (joining, or another transfer is running)
+    BUSY = "busy"
+    #: the vnode is leaving or has left
+    LEAVING = "leaving"
 
 
 class Membership(Protocol):
@@ -36,9 +56,11 @@ class Membership(Protocol):
         The vnode has its key range and successors.
         """
 
-    def transferStarted(self) -> None:
+    def transferStarted(self) -> TransferAnswer:
         """
-        Part of the range is being handed to or taken from a neighbour.
+        Part of the range should be handed to or taken from a neighbour:
+        L{TransferAnswer.STARTED} if that may begin now (then
+        C{transferDone} must follow), else why not.
         """
 
     def transferDone(self) -> None:
@@ -56,9 +78,10 @@ class Membership(Protocol):
         The keys were handed on.
         """
 
-    def acceptsTransfer(self) -> bool:
+    def kvRefused(self) -> str:
         """
-        Whether a joiner or a leaver may move a range to or from this vnode now.
+        A KV call reached a vnode that does not serve: the error code to
+        answer (L{E.BUSY} before it is active, L{E.NOT_OWNER} once leaving).
         """
 
 
@@ -85,7 +108,7 @@ class MembershipCore:
     actions: IMembershipActions
 
 
-def _build() -> Any:
+def _build() -> TypeMachine[Membership, MembershipCore]:
     b = TypeMachineBuilder(Membership, MembershipCore)
     inactive = b.state("Inactive")
     joining = b.state("Joining")
@@ -93,17 +116,33 @@ def _build() -> Any:
     transferring = b.state("Transferring")
     leaving = b.state("Leaving")
     left = b.state("Left")
+    withdrawn = b.state("Withdrawn")
 
-    for state, accepts in (
-        (inactive, False),
-        (joining, False),
-        (active, True),
-        (transferring, False),
-        (leaving, False),
-        (left, False),
+    # -- questions every state answers
+    active.upon(Membership.transferStarted).to(transferring).returns(TransferAnswer.STARTED)
+    for state, answer in (
+        (inactive, TransferAnswer.BUSY),
+        (joining, TransferAnswer.BUSY),
+        (transferring, TransferAnswer.BUSY),
+        (withdrawn, TransferAnswer.BUSY),
+        (leaving, TransferAnswer.LEAVING),
+        (left, TransferAnswer.LEAVING),
     ):
-        state.upon(Membership.acceptsTransfer).loop().returns(accepts)
+        state.upon(Membership.transferStarted).loop().returns(answer)
+    for state, code in (
+        (inactive, E.BUSY),
+        (joining, E.BUSY),
+        # Active and Transferring serve, so they are asked only by a call
+        # that raced a state change: ask it to retry.
+        (active, E.BUSY),
+        (transferring, E.BUSY),
+        (withdrawn, E.BUSY),
+        (leaving, E.NOT_OWNER),
+        (left, E.NOT_OWNER),
+    ):
+        state.upon(Membership.kvRefused).loop().returns(code)
 
+    # -- the lifecycle
     @inactive.upon(Membership.start).to(joining)
     def _start(m: Membership, core: MembershipCore) -> None:
         core.actions.beginJoin()
@@ -112,7 +151,6 @@ def _build() -> Any:
     def _joined(m: Membership, core: MembershipCore) -> None:
         core.actions.becameActive()
 
-    active.upon(Membership.transferStarted).to(transferring).returns(None)
     transferring.upon(Membership.transferDone).to(active).returns(None)
 
     @active.upon(Membership.leave).to(leaving)
@@ -123,13 +161,13 @@ def _build() -> Any:
     def _leaveTransferring(m: Membership, core: MembershipCore) -> Deferred[None]:
         return core.actions.beginLeave()
 
-    @joining.upon(Membership.leave).to(left)
+    @joining.upon(Membership.leave).to(withdrawn)
     def _leaveJoining(m: Membership, core: MembershipCore) -> Deferred[None]:
         core.actions.abandonJoin()
         core.actions.becameLeft()
         return succeed(None)
 
-    @inactive.upon(Membership.leave).to(left)
+    @inactive.upon(Membership.leave).to(withdrawn)
     def _leaveInactive(m: Membership, core: MembershipCore) -> Deferred[None]:
         core.actions.becameLeft()
         return succeed(None)
@@ -138,23 +176,31 @@ def _build() -> Any:
     def _leaveAgain(m: Membership, core: MembershipCore) -> Deferred[None]:
         return core.actions.whenLeft()
 
-    @left.upon(Membership.leave).loop()
     def _leaveLeft(m: Membership, core: MembershipCore) -> Deferred[None]:
         return succeed(None)
+
+    left.upon(Membership.leave).loop()(_leaveLeft)
+    withdrawn.upon(Membership.leave).loop()(_leaveLeft)
 
     @leaving.upon(Membership.left).to(left)
     def _left(m: Membership, core: MembershipCore) -> None:
         core.actions.becameLeft()
 
-    # transfers that finish after a leave began, and late notices, are harmless
-    leaving.upon(Membership.transferDone).loop().returns(None)
-    leaving.upon(Membership.transferStarted).loop().returns(None)
-    left.upon(Membership.transferDone).loop().returns(None)
-    left.upon(Membership.joined).loop().returns(None)
-    leaving.upon(Membership.joined).loop().returns(None)
-    for s in (joining, active, transferring, leaving, left):
+    # -- late or out-of-order notices, all harmless: a transfer that ends
+    # after a leave began, a join that completes after the vnode left, a
+    # second start, a "left" that is not the end of a leave.
+    for s in (joining, active, transferring, leaving, left, withdrawn):
         s.upon(Membership.start).loop().returns(None)
+    for s in (inactive, active, transferring, leaving, left, withdrawn):
+        s.upon(Membership.joined).loop().returns(None)
+    for s in (inactive, joining, active, leaving, left, withdrawn):
+        s.upon(Membership.transferDone).loop().returns(None)
+    for s in (inactive, joining, active, transferring, left, withdrawn):
+        s.upon(Membership.left).loop().returns(None)
     return b.build()
 
 
-buildMembership: Callable[[MembershipCore], Membership] = _build()
+buildMembership = _build()
+"""
+Factory: C{buildMembership(core)} returns a L{Membership} in state Inactive.
+"""

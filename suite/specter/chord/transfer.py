@@ -15,6 +15,7 @@ from suite.specter.chord.base import VnodeBase
 from suite.specter.chord.base import records as _records
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_BITS, VnodeRef, between, ref
+from suite.specter.chord.machine import TransferAnswer
 
 __all__ = ["Transfer", "HANDOFF_CHUNK"]
 
@@ -155,15 +156,25 @@ class Transfer(VnodeBase):
         if j is None or j == self.ref:
             raise RemoteError(E.BAD_REQUEST, "bad joiner")
         retried = self.pred == j and j in self.transferredTo
+        # the machine answers whether the export may begin; when it does,
+        # transferDone must follow whatever happens
+        started = self.membership.transferStarted() is TransferAnswer.STARTED
+        try:
+            return await self._grant(j, retried, started)
+        finally:
+            if started:
+                self.membership.transferDone()
+
+    async def _grant(self, j: VnodeRef, retried: bool, started: bool) -> list[Any]:
         if retried:
             # the range is already granted to this joiner; only the answer
             # was lost.  Its first export may still be running (off-thread,
-            # so the vnode is Transferring): resend without a second
-            # transferStarted, which no state but Active accepts.
+            # so the vnode is Transferring and did not start a second
+            # transfer): resend the range.
             old = self.transferredTo[j]
             older = self.grantedBefore
         else:
-            if not self.membership.acceptsTransfer():
+            if not started:
                 raise RemoteError(E.BUSY, "not accepting transfers now")
             if self.pred is None:
                 raise RemoteError(E.BUSY, "predecessor unknown")
@@ -179,18 +190,11 @@ class Transfer(VnodeBase):
             self.transferredTo = {j: old}
             self.grantedBefore = older
         low = older if older is not None else old
-        started = self.membership.acceptsTransfer()
-        if started:
-            self.membership.transferStarted()
-        try:
-            records = (
-                await self.store.exportRange(low.id, j.id)
-                if old != self.ref
-                else await self.store.exportRange(self.ref.id, j.id)
-            )
-        finally:
-            if started:
-                self.membership.transferDone()
+        records = (
+            await self.store.exportRange(low.id, j.id)
+            if old != self.ref
+            else await self.store.exportRange(self.ref.id, j.id)
+        )
         if self.succs == [self.ref]:
             self.succs = [j]
         return [
@@ -204,18 +208,22 @@ class Transfer(VnodeBase):
         w, p = ref(leaver), ref(newPred)
         if w is None:
             raise RemoteError(E.BAD_REQUEST, "bad leaver")
-        if self._left is not None:
+        answer = self.membership.transferStarted()
+        if answer is TransferAnswer.LEAVING:
             raise RemoteError(E.LEAVING, "leaving too")
-        if not self.membership.acceptsTransfer():
+        if answer is not TransferAnswer.STARTED:
             raise RemoteError(E.BUSY, "not accepting transfers now")
-        if self.pred not in (None, w) and not between(w.id, self.pred.id, self.ref.id):
-            raise RemoteError(E.NOT_OWNER, "leaver is not my predecessor", self.pred)
-        if p is None or p == w:
-            self.pred = None
-        else:
-            self.pred = p
-        self.predFailures = 0
-        self.dropPeer(w)
+        try:
+            if self.pred not in (None, w) and not between(w.id, self.pred.id, self.ref.id):
+                raise RemoteError(E.NOT_OWNER, "leaver is not my predecessor", self.pred)
+            if p is None or p == w:
+                self.pred = None
+            else:
+                self.pred = p
+            self.predFailures = 0
+            self.dropPeer(w)
+        finally:
+            self.membership.transferDone()
 
     async def remote_replicate(self, records: Any) -> None:
         await self.store.importRecords(_records(records))

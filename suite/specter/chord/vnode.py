@@ -52,7 +52,6 @@ class Vnode(Maintenance, Transfer):
         self.grantedBefore: VnodeRef | None = None
         self.seed: str | None = None
         self._timer: IDelayedCall | None = None
-        self._left: Deferred[None] | None = None
         self._leaveWaiters: list[Deferred[None]] = []
         self._running = False
         #: set by the membership machine's outputs: KV calls may be served
@@ -78,7 +77,6 @@ class Vnode(Maintenance, Transfer):
 
     def beginLeave(self) -> Deferred[None]:
         self.serving = False
-        self._left = Deferred()
         self._spawn(self._leave(), "leave")
         return self.whenLeft()
 
@@ -112,11 +110,8 @@ class Vnode(Maintenance, Transfer):
             raise RemoteError(E.BAD_REQUEST, "key must be bytes")
         kid = ringId(key)
         if not self.serving:
-            raise RemoteError(
-                E.BUSY if self._left is None else E.NOT_OWNER,
-                "vnode not serving",
-                self.succ if self._left else None,
-            )
+            code = self.membership.kvRefused()
+            raise RemoteError(code, "vnode not serving", self.succ if code == E.NOT_OWNER else None)
         if not self.owns(kid):
             raise RemoteError(E.NOT_OWNER, "key not in my range", self.step(kid)[1] if self.pred else None)
         return await self.replicator.apply(op, key, args)
