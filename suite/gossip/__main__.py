@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         options["name"],
         options["advertiseAddress"],
         transport,
-        reactor,  # type: ignore[arg-type]
+        reactor,
         settings,
         key=options["key"],
         meta=options["meta"],
@@ -177,15 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             log.critical("cannot start gossip on {host}:{port}: {error}", host=host, port=port, error=str(e))
             status[0] = 1
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
             return
         d.addCallback(
             lambda n: log.info("joined through {count} of {total} seeds", count=n, total=len(options["join"]))
         )
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", node.leave)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", node.leave)
+    reactor.run()
     return status[0]
 
 

@@ -785,7 +785,8 @@ def serfLeaveIntent(name: str, ltime: int) -> bytes:
     Serf's leave intent for member C{name} at Lamport time C{ltime}: its
     message type 0 and a msgpack C{{LTime, Node, Prune}}.
     """
-    return b"\x00" + msgpack.packb({"LTime": ltime, "Node": name, "Prune": False}, use_bin_type=False)
+    body: bytes = msgpack.packb({"LTime": ltime, "Node": name, "Prune": False}, use_bin_type=False)
+    return b"\x00" + body
 
 
 def _fmt(address: object) -> str:

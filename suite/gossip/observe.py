@@ -73,4 +73,4 @@ def register(node: GossipNode, registry: CollectorRegistry) -> None:
     """
     Add the node's collector to a daemon's registry.
     """
-    registry.register(GossipCollector(node))  # type: ignore[arg-type]
+    registry.register(GossipCollector(node))

@@ -186,7 +186,7 @@ class NetworkTransport:
             self.port, _Datagrams(self), interface=self.host, maxPacketSize=self.maxIncomingBytes + 1
         )
         if self.port == 0:
-            self.port = self._udp.getHost().port  # type: ignore[attr-defined,union-attr]
+            self.port = self._udp.getHost().port  # type: ignore[union-attr]
         factory: Any = Factory.forProtocol(lambda: _ServerStream(self))
         factory.noisy = False
         if self.serverTLS is not None:

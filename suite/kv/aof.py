@@ -48,7 +48,7 @@ def encodeRecord(kind: str, key: bytes, payload: bytes | None) -> bytes:
     """
     One framed log record.
     """
-    body = msgpack.packb([kind, key, payload])
+    body: bytes = msgpack.packb([kind, key, payload])
     return _FRAME.pack(FORMAT_VERSION, len(body), zlib.crc32(body)) + body
 
 

@@ -374,7 +374,9 @@ class ChordNode:
             if batcher is None:
                 batcher = self.batchers[target.addr] = _Batcher(self, target.addr)
             return batcher.send(target.id, list(args))
-        d = self.transport.call(target.addr, target.id, method, list(args), self.config.rpcTimeout)
+        d: Deferred[Any] = self.transport.call(
+            target.addr, target.id, method, list(args), self.config.rpcTimeout
+        )
 
         def answered(result: Any) -> Any:
             self.timeouts.pop(target.addr, None)

@@ -42,7 +42,8 @@ REQUEST, RESPONSE = 0, 1
 
 
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def unpack(data: bytes) -> Any:
