@@ -9,7 +9,7 @@ BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client
 DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write
+.PHONY: run test setup system-deps bench-deps diagrams lint typecheck unit clean spec-sync-write
 
 run: setup
 	$(PY) -m suite.demo
@@ -33,6 +33,23 @@ system-deps:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# State-machine diagrams (automat-visualize) into docs/diagrams/, one SVG per
+# machine; needs graphviz's dot (installed here if missing) and the graphviz
+# Python package (installed into the venv).  Not part of CI.
+MACHINE_MODULES := suite.gossip.member suite.gossip.prober suite.specter.chord.machine \
+	suite.raft.roles suite.raft.multi suite.spacecomms.session suite.clustor.freshness \
+	suite.acme.renewal suite.ceptra.lifecycle suite.goop.groups suite.goop.lua.pool \
+	suite.specter.tunnel.machine
+diagrams: setup
+	@command -v dot >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz >/dev/null; }
+	$(PY) -c "import graphviz" 2>/dev/null || $(PY) -m pip install -q graphviz
+	@tmp=$$(mktemp -d); mkdir -p docs/diagrams; \
+	for m in $(MACHINE_MODULES); do $(VENV)/bin/automat-visualize -q -d $$tmp -i $$tmp -t svg $$m || exit 1; done; \
+	for f in $$tmp/*.dot.svg; do b=$$(basename $$f .dot.svg); cp $$f docs/diagrams/$$b.svg; echo docs/diagrams/$$b.svg; done; \
+	rm -rf $$tmp
 
 # Benchmarks are run by hand (see docs/performance.md); this installs their load generators.
 bench-deps: setup
