@@ -25,7 +25,6 @@ suspicion so it can refute at once.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -78,6 +77,7 @@ from suite.gossip.prober import Prober
 from suite.gossip.roster import LIVE, REACHABLE, Roster
 from suite.gossip.security import Keyring
 from suite.gossip.settings import GossipSettings
+from suite.netutil import isIPAddress
 
 __all__ = ["GossipNode"]
 
@@ -141,10 +141,8 @@ class GossipNode:
         delegate: IGossipDelegate | None = None,
     ) -> None:
         self.name = name
-        try:
-            ipaddress.ip_address(address[0])
-        except ValueError:
-            raise ValueError(f"a gossip node's address must be an IP address, not {address[0]!r}") from None
+        if not isIPAddress(address[0]):
+            raise ValueError(f"a gossip node's address must be an IP address, not {address[0]!r}")
         self.address = address
         self.transport = IGossipTransport(transport)
         self.clock = clock

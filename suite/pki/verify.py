@@ -23,6 +23,7 @@ from service_identity.cryptography import (
 )
 from zope.interface import implementer
 
+from suite.netutil import isIPAddress
 from suite.pki.interfaces import IPeerVerifier
 
 __all__ = [
@@ -194,14 +195,6 @@ def identityOf(certificate: x509.Certificate) -> PeerIdentity:
     )
 
 
-def _isIPAddress(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 @implementer(IPeerVerifier)
 @attrs.frozen
 class PeerPolicy:
@@ -259,7 +252,7 @@ class PeerPolicy:
         dnsNames: list[str] = []
         ips: list[str] = []
         if self.hostname is not None:
-            (ips if _isIPAddress(self.hostname) else dnsNames).append(self.hostname)
+            (ips if isIPAddress(self.hostname) else dnsNames).append(self.hostname)
         if self.ipAddress is not None:
             ips.append(self.ipAddress)
         for hostname in dnsNames:

@@ -21,17 +21,7 @@ from suite.spacecomms.config import Config, PeerConfig
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.session import PeerProtocol
 
-__all__ = ["PeerManager", "isIPAddress"]
-
-
-def isIPAddress(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
+__all__ = ["PeerManager"]
 
 
 class _PeerFactory(Factory):

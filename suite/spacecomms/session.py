@@ -28,6 +28,7 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.netutil import noDelay
 from suite.spacecomms.envelope import Envelope, EnvelopeError, decodeEnvelope
 from suite.spacecomms.interfaces import IMessageSink, IPeerLink
 
@@ -314,12 +315,7 @@ class PeerProtocol(Int32StringReceiver):
         return ("UNAUTHORIZED", f"the peer's TLS certificate does not name node {peerId} (CN or DNS SAN)")
 
     def connectionMade(self) -> None:
-        noDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if noDelay is not None:
-            try:
-                noDelay(True)
-            except (OSError, AttributeError):
-                pass
+        noDelay(self.transport)
         self.machine.connected()
 
     def connectionLost(self, reason: Failure | None = None) -> None:

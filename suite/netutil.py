@@ -1,0 +1,43 @@
+"""
+Small network helpers shared by several packages.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+__all__ = ["isIPAddress", "noDelay"]
+
+
+def isIPAddress(text: str) -> bool:
+    """
+    True if C{text} is a literal IPv4 or IPv6 address (no brackets, no zone).
+    """
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def noDelay(transport: Any) -> None:
+    """
+    Turn Nagle's algorithm off on the TCP connection under C{transport},
+    looking through wrapping transports (TLS, policies) a few layers deep:
+    small request/response frames must not wait for delayed ACKs.  A
+    transport without the option (a unix socket, a test transport) is left
+    alone.
+    """
+    for _ in range(4):
+        if transport is None:
+            return
+        # Asked of the class: wrappers that proxy unknown attributes to
+        # what they wrap would otherwise claim the method themselves.
+        if getattr(type(transport), "setTcpNoDelay", None) is not None:
+            try:
+                transport.setTcpNoDelay(True)
+            except (OSError, AttributeError, NotImplementedError):
+                pass
+            return
+        transport = getattr(transport, "transport", None)
