@@ -15,13 +15,15 @@ __all__ = ["Backoff"]
 class Backoff:
     """
     The n-th delay after consecutive failures is uniform in [c/2, c] with
-    c = min(maximum, initial * 2**n); L{reset} after a success.
+    c = min(maximum, initial * 2**n) (exactly c without C{jitter});
+    L{reset} after a success.
     """
 
     initial: float = 0.5
     maximum: float = 30.0
     rng: random.Random = field(default_factory=random.Random)
     failures: int = 0
+    jitter: bool = True
 
     def next(self) -> float:
         """
@@ -29,6 +31,8 @@ class Backoff:
         """
         ceiling = min(self.maximum, self.initial * (2**self.failures))
         self.failures += 1
+        if not self.jitter:
+            return ceiling
         return ceiling / 2 + self.rng.random() * ceiling / 2
 
     def reset(self) -> None:

@@ -18,6 +18,15 @@ within 11 s) and the member reconnects with backoff.
   outputs: connect, sendJoin, startHeartbeat, stopHeartbeat, scheduleRetry,
            cancelRetry, sendLeave, notify
   states:  Idle -> Connecting -> Joined -> Waiting -> Connecting ...; Left
+
+Each state's timer is its state data, created on entering it and stopped by
+the transition that leaves: Connecting holds the welcome timer (a host that
+accepts the stream but never welcomes counts as silent), Joined the
+heartbeat, Waiting the retry timer, whose delay comes from the
+membership's L{Backoff} (reset on each welcome).
+
+The host side dispatches each member message through a table of handlers,
+one per message type.
 """
 
 from __future__ import annotations
@@ -27,13 +36,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from automat import TypeMachineBuilder
+from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from suite.backoff import Backoff
 from suite.goop.interfaces import IGroupTransport
 
 __all__ = ["GroupService", "HostGroup", "HostMember", "MemberCore", "memberMachine", "MemberInputs"]
@@ -163,36 +173,56 @@ class HostSession:
             m.sendMessage({"type": "error", "group": name, "error": "no such group"})
             return
         if kind == "join":
-            if len(group.members) >= MAX_MEMBERS:
-                m.sendMessage({"type": "error", "group": name, "error": "group is full"})
-                return
-            group.members[m.peerId] = m
-            self.groups.add(group.name)
-            m.sendMessage(
-                {
-                    "type": "welcome",
-                    "group": group.name,
-                    "host": group.hostId,
-                    "members": group.memberList(),
-                    "state": group.state,
-                }
-            )
-            group.announce()
-        elif m.peerId not in group.members:
+            self._join(group)
+            return
+        handler = self._MEMBER_HANDLERS.get(kind) if isinstance(kind, str) else None
+        if m.peerId not in group.members:
             m.sendMessage({"type": "error", "group": name, "error": "join first"})
-        elif kind == "msg":
-            group.broadcast(
-                {"type": "msg", "group": group.name, "from": m.peerId, "data": msg.get("data")},
-                exclude=m.peerId,
-            )
-        elif kind == "state":
-            group.state = msg.get("data")
-            group.broadcast({"type": "state", "group": group.name, "from": m.peerId, "data": group.state})
-        elif kind == "leave":
-            self.groups.discard(group.name)
-            group.remove(m.peerId)
-        else:
+        elif handler is None:
             m.sendMessage({"type": "error", "error": "unknown message type"})
+        else:
+            handler(self, group, msg)
+
+    def _join(self, group: HostGroup) -> None:
+        m = self.member
+        if len(group.members) >= MAX_MEMBERS:
+            m.sendMessage({"type": "error", "group": group.name, "error": "group is full"})
+            return
+        group.members[m.peerId] = m
+        self.groups.add(group.name)
+        m.sendMessage(
+            {
+                "type": "welcome",
+                "group": group.name,
+                "host": group.hostId,
+                "members": group.memberList(),
+                "state": group.state,
+            }
+        )
+        group.announce()
+
+    def _msg(self, group: HostGroup, msg: dict[str, Any]) -> None:
+        peerId = self.member.peerId
+        group.broadcast(
+            {"type": "msg", "group": group.name, "from": peerId, "data": msg.get("data")}, exclude=peerId
+        )
+
+    def _state(self, group: HostGroup, msg: dict[str, Any]) -> None:
+        group.state = msg.get("data")
+        group.broadcast(
+            {"type": "state", "group": group.name, "from": self.member.peerId, "data": group.state}
+        )
+
+    def _leave(self, group: HostGroup, msg: dict[str, Any]) -> None:
+        self.groups.discard(group.name)
+        group.remove(self.member.peerId)
+
+    #: what a member of the group may send, by message type
+    _MEMBER_HANDLERS: dict[str, Callable[[HostSession, HostGroup, dict[str, Any]], None]] = {
+        "msg": _msg,
+        "state": _state,
+        "leave": _leave,
+    }
 
     def lost(self) -> None:
         for name in list(self.groups):
@@ -226,11 +256,8 @@ class MemberCore:
     onEvent: Callable[[dict[str, Any]], None]
     machine: Any = None
     stream: Any = None
-    heartbeat: Any = None
-    retry: Any = None
-    welcomeTimer: Any = None
     lastHeard: float = 0.0
-    backoff: float = 1.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=30.0, jitter=False))
     events: list[str] = field(default_factory=list)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -254,11 +281,6 @@ class MemberCore:
         else:
             self.send({"type": "ping"})
 
-    def cancelWelcomeTimer(self) -> None:
-        t, self.welcomeTimer = self.welcomeTimer, None
-        if t is not None and t.active():
-            t.cancel()
-
     def dropStream(self) -> None:
         s, self.stream = self.stream, None
         if s is not None:
@@ -266,18 +288,62 @@ class MemberCore:
             s.close()
 
 
-def _build() -> Any:
+@dataclass
+class _Connecting:
+    """Connecting's data: the timer for a host that never welcomes us."""
+
+    welcome: IDelayedCall
+
+    def stop(self) -> None:
+        if self.welcome.active():
+            self.welcome.cancel()
+
+
+@dataclass
+class _Joined:
+    """Joined's data: the heartbeat (ping, or notice the host's silence)."""
+
+    heartbeat: LoopingCall
+
+    def stop(self) -> None:
+        if self.heartbeat.running:
+            self.heartbeat.stop()
+
+
+@dataclass
+class _Waiting:
+    """Waiting's data: the timer for the next attempt."""
+
+    retry: IDelayedCall
+
+    def stop(self) -> None:
+        if self.retry.active():
+            self.retry.cancel()
+
+
+def _build() -> TypeMachine[MemberInputs, MemberCore]:
     b = TypeMachineBuilder(MemberInputs, MemberCore)
     idle = b.state("Idle")
-    connecting = b.state("Connecting")
-    joined = b.state("Joined")
-    waiting = b.state("Waiting")
+
+    def welcomeTimer(inputs: MemberInputs, core: MemberCore) -> _Connecting:
+        # A host that accepts the stream but never welcomes us counts as silent.
+        return _Connecting(core.clock.callLater(SILENCE_SECONDS, inputs.hostSilent))
+
+    def heartbeat(inputs: MemberInputs, core: MemberCore) -> _Joined:
+        loop = LoopingCall(core.tick)
+        loop.clock = core.clock
+        loop.start(1.0, now=False)
+        return _Joined(loop)
+
+    def retryTimer(inputs: MemberInputs, core: MemberCore) -> _Waiting:
+        return _Waiting(core.clock.callLater(core.backoff.next(), inputs.retryDue))
+
+    connecting = b.state("Connecting", welcomeTimer)
+    joined = b.state("Joined", heartbeat)
+    waiting = b.state("Waiting", retryTimer)
     left = b.state("Left")
 
-    @idle.upon(MemberInputs.start).to(connecting)
-    @waiting.upon(MemberInputs.retryDue).to(connecting)
-    def connect(inputs: MemberInputs, core: MemberCore) -> None:
-        core.retry = None
+    def _connect(inputs: MemberInputs, core: MemberCore) -> None:
         core.lastHeard = core.clock.seconds()
 
         def opened(stream: Any) -> None:
@@ -288,64 +354,68 @@ def _build() -> Any:
 
         d = core.open()
         d.addCallbacks(opened, lambda f: inputs.connectFailed())
-        # A host that accepts the stream but never welcomes us counts as silent.
-        core.welcomeTimer = core.clock.callLater(SILENCE_SECONDS, inputs.hostSilent)
+
+    @idle.upon(MemberInputs.start).to(connecting)
+    def connect(inputs: MemberInputs, core: MemberCore) -> None:
+        _connect(inputs, core)
+
+    @waiting.upon(MemberInputs.retryDue).to(connecting)
+    def reconnect(inputs: MemberInputs, core: MemberCore, w: _Waiting) -> None:
+        w.stop()
+        _connect(inputs, core)
 
     @connecting.upon(MemberInputs.welcomed).to(joined)
-    def startHeartbeat(inputs: MemberInputs, core: MemberCore) -> None:
-        core.cancelWelcomeTimer()
-        core.backoff = 1.0
+    def startHeartbeat(inputs: MemberInputs, core: MemberCore, c: _Connecting) -> None:
+        c.stop()
+        core.backoff.reset()
         core.events.append("joined")
-        core.heartbeat = LoopingCall(core.tick)
-        core.heartbeat.clock = core.clock
-        core.heartbeat.start(1.0, now=False)
 
-    def scheduleRetry(inputs: MemberInputs, core: MemberCore) -> None:
-        core.cancelWelcomeTimer()
+    def retryAfterConnecting(inputs: MemberInputs, core: MemberCore, c: _Connecting) -> None:
+        c.stop()
         core.dropStream()
-        if core.heartbeat is not None and core.heartbeat.running:
-            core.heartbeat.stop()
-        core.heartbeat = None
-        core.retry = core.clock.callLater(core.backoff, inputs.retryDue)
-        core.backoff = min(core.backoff * 2, 30.0)
 
     @joined.upon(MemberInputs.hostSilent).to(waiting)
-    def hostLost(inputs: MemberInputs, core: MemberCore) -> None:
+    def hostLost(inputs: MemberInputs, core: MemberCore, j: _Joined) -> None:
         core.events.append("host-lost")
         core.onEvent({"type": "host-lost", "group": core.group})
-        scheduleRetry(inputs, core)
+        j.stop()
+        core.dropStream()
 
     @joined.upon(MemberInputs.connectionLost).to(waiting)
-    def connectionDropped(inputs: MemberInputs, core: MemberCore) -> None:
+    def connectionDropped(inputs: MemberInputs, core: MemberCore, j: _Joined) -> None:
         core.events.append("disconnected")
         core.onEvent({"type": "host-lost", "group": core.group})
-        scheduleRetry(inputs, core)
+        j.stop()
+        core.dropStream()
 
-    connecting.upon(MemberInputs.connectFailed).to(waiting)(scheduleRetry)
-    connecting.upon(MemberInputs.connectionLost).to(waiting)(scheduleRetry)
-    connecting.upon(MemberInputs.hostSilent).to(waiting)(scheduleRetry)
+    connecting.upon(MemberInputs.connectFailed).to(waiting)(retryAfterConnecting)
+    connecting.upon(MemberInputs.connectionLost).to(waiting)(retryAfterConnecting)
+    connecting.upon(MemberInputs.hostSilent).to(waiting)(retryAfterConnecting)
 
-    def stopAll(inputs: MemberInputs, core: MemberCore) -> None:
-        core.cancelWelcomeTimer()
-        if core.heartbeat is not None and core.heartbeat.running:
-            core.heartbeat.stop()
-        if core.retry is not None and core.retry.active():
-            core.retry.cancel()
+    @connecting.upon(MemberInputs.leave).to(left)
+    def leaveConnecting(inputs: MemberInputs, core: MemberCore, c: _Connecting) -> None:
+        core.send({"type": "leave", "group": core.group})
+        c.stop()
         core.dropStream()
 
     @joined.upon(MemberInputs.leave).to(left)
-    @connecting.upon(MemberInputs.leave).to(left)
-    def sendLeave(inputs: MemberInputs, core: MemberCore) -> None:
+    def leaveJoined(inputs: MemberInputs, core: MemberCore, j: _Joined) -> None:
         core.send({"type": "leave", "group": core.group})
-        stopAll(inputs, core)
+        j.stop()
+        core.dropStream()
 
-    waiting.upon(MemberInputs.leave).to(left)(stopAll)
+    @waiting.upon(MemberInputs.leave).to(left)
+    def stopWaiting(inputs: MemberInputs, core: MemberCore, w: _Waiting) -> None:
+        w.stop()
+        core.dropStream()
+
     idle.upon(MemberInputs.leave).to(left).returns(None)
 
     @joined.upon(MemberInputs.hostClosed).to(left)
-    def closed(inputs: MemberInputs, core: MemberCore) -> None:
+    def closed(inputs: MemberInputs, core: MemberCore, j: _Joined) -> None:
         core.events.append("closed")
-        stopAll(inputs, core)
+        j.stop()
+        core.dropStream()
 
     # Inputs that change nothing in a state.
     for st, names in (

@@ -13,7 +13,14 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from suite.goop.groups import SILENCE_SECONDS, GroupService, HostMember
+from suite.goop.groups import (
+    SILENCE_SECONDS,
+    GroupService,
+    HostMember,
+    MemberCore,
+    MemberInputs,
+    memberMachine,
+)
 from suite.goop.interfaces import IGroupTransport
 
 
@@ -144,3 +151,74 @@ class MemberTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         m.leave()
         self.assertEqual(events[-1]["type"], "close")
+
+
+class MemberMachineTests(SynchronousTestCase):
+    """
+    The member machine: every state answers every input, and its timers
+    (state data) never outlive the state.
+    """
+
+    INPUTS = (
+        "start",
+        "welcomed",
+        "connectFailed",
+        "connectionLost",
+        "hostSilent",
+        "hostClosed",
+        "retryDue",
+        "leave",
+    )
+    PATHS: dict[str, list[str]] = {
+        "Idle": [],
+        "Connecting": ["start"],
+        "Joined": ["start", "welcomed"],
+        "Waiting": ["start", "connectFailed"],
+        "Left": ["leave"],
+    }
+
+    def machine(self, clock: Clock) -> MemberInputs:
+        core = MemberCore(clock, "g", lambda: succeed(FakeStream()), lambda event: None)
+        m = memberMachine(core)
+        core.machine = m
+        return m
+
+    def test_everyStateAnswersEveryInput(self) -> None:
+        """
+        Each state, reached by its shortest path, answers each input; after
+        a leave no timer is left on the clock.
+        """
+        for state, path in self.PATHS.items():
+            for name in self.INPUTS:
+                clock = Clock()
+                m = self.machine(clock)
+                for step in path:
+                    getattr(m, step)()
+                try:
+                    getattr(m, name)()
+                except Exception as e:
+                    self.fail(f"{state} does not answer {name}: {e!r}")
+                m.leave()
+                self.assertEqual(clock.getDelayedCalls(), [], (state, name))
+
+    def test_backoffDoublesAndResets(self) -> None:
+        """
+        Consecutive failed attempts wait 1, 2, 4 ... seconds (at most 30); a
+        welcome starts over at 1.
+        """
+        clock = Clock()
+        m = self.machine(clock)
+        m.start()
+        delays = []
+        for _ in range(7):
+            m.connectFailed()
+            (call,) = clock.getDelayedCalls()
+            delays.append(call.getTime() - clock.seconds())
+            clock.advance(delays[-1])
+        self.assertEqual(delays, [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0])
+        m.welcomed()
+        m.connectionLost()
+        retry = [c for c in clock.getDelayedCalls() if c.getTime() - clock.seconds() == 1.0]
+        self.assertEqual(len(retry), 1)
+        m.leave()
+        self.assertEqual(clock.getDelayedCalls(), [])
