@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from suite.gossip.broadcast import TransmitQueue
+from suite.gossip.dissemination import Disseminator
 from suite.gossip.interfaces import (
     IGossipDelegate,
     IGossipTransport,
@@ -47,7 +47,6 @@ from suite.gossip.interfaces import (
 )
 from suite.gossip.member import Member, MemberCore, Status, Suspicion, newMemberMachine
 from suite.gossip.messages import (
-    COMPOUND_ITEM_OVERHEAD,
     PROTOCOL_CURRENT,
     PROTOCOL_MAX,
     PROTOCOL_MIN,
@@ -74,7 +73,7 @@ from suite.gossip.messages import (
     encodeMessage,
 )
 from suite.gossip.prober import Prober
-from suite.gossip.roster import LIVE, REACHABLE, Roster
+from suite.gossip.roster import LIVE, Roster
 from suite.gossip.security import Keyring
 from suite.gossip.settings import GossipSettings
 from suite.netutil import isIPAddress
@@ -163,7 +162,6 @@ class GossipNode:
         self.vsn = bytes([PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_CURRENT, *self.settings.delegateVersions])
         self._vsn: dict[str, bytes] = {}
         self._rawMeta: dict[str, bytes] = {}
-        self._oldProtocol: set[Address] = set()
         self.listener = None if listener is None else IMembershipListener(listener)
         self.delegate = None if delegate is None else IGossipDelegate(delegate)
         self.meta = checkMeta(meta or {}, self.settings.maxMetaBytes)
@@ -176,11 +174,7 @@ class GossipNode:
         self.leaving = False
         self.roster = Roster(clock, self.rng)
         self.prober = Prober(self)
-        self._queue = TransmitQueue(lambda: self.settings.retransmitLimit(self.roster.liveCount()))
-        self._userQueue = TransmitQueue(
-            lambda: self.settings.retransmitLimit(self.roster.liveCount()), self.settings.maxUserBroadcasts
-        )
-        self._userSeq = 0
+        self.dissemination = Disseminator(self.settings, self.codec, self.transport, self.roster, self._count)
         self._calls: set[IDelayedCall] = set()
         self._drops = _DropLog(clock)
         self._introduced: dict[str, float] = {}
@@ -261,13 +255,7 @@ class GossipNode:
         """
         if not isinstance(data, bytes):
             raise ValueError("a user message must be bytes")
-        encoded = encodeMessage(User(data))
-        if len(encoded) > self._budget():
-            raise ValueError(
-                f"user message of {len(data)} bytes does not fit in a {self.settings.maxPacketBytes}-byte packet"
-            )
-        self._userSeq += 1
-        self._userQueue.queue(str(self._userSeq), encoded)
+        self.dissemination.queueUser(data)
 
     def leave(self) -> Deferred[None]:
         """
@@ -285,12 +273,12 @@ class GossipNode:
             intent = User(serfLeaveIntent(self.name, self.incarnation + 1))
             for core in self.roster.pick(self.settings.gossipNodes * 2, LIVE):
                 self._send(core.address, intent)
-            self._userQueue.queue("serf-leave", encodeMessage(intent))
+            self.dissemination.userMessages.queue("serf-leave", encodeMessage(intent))
             delay = self.settings.leavePropagateDelay / 2
 
         def announce() -> None:
             message = Left(self.name, self.incarnation)
-            self._queue.queue(self.name, encodeMessage(message))
+            self.dissemination.queueUpdate(self.name, encodeMessage(message))
             for core in self.roster.pick(self.settings.gossipNodes, LIVE):
                 self._send(core.address, message)
 
@@ -315,8 +303,7 @@ class GossipNode:
         self._calls.clear()
         self.prober.stop()
         self.roster.removeAll()
-        self._queue.clear()
-        self._userQueue.clear()
+        self.dissemination.clear()
         result = self.transport.stopListening()
         if isinstance(result, Deferred):
             return result.addCallback(lambda _: None)
@@ -493,9 +480,9 @@ class GossipNode:
         else:
             self._rawMeta[m.name] = m.rawMeta
         if m.vsn[1] < 5:
-            self._oldProtocol.add(m.address)
+            self.dissemination.oldProtocol.add(m.address)
         else:
-            self._oldProtocol.discard(m.address)
+            self.dissemination.oldProtocol.discard(m.address)
 
     def _onSuspect(self, m: Suspect) -> None:
         if m.name == self.name:
@@ -622,7 +609,7 @@ class GossipNode:
         """
         if isinstance(message, Alive) and message.name in self._vsn:
             message = replace(message, vsn=self._vsn[message.name], rawMeta=self._rawMeta.get(message.name))
-        self._queue.queue(message.name, encodeMessage(message))
+        self.dissemination.queueUpdate(message.name, encodeMessage(message))
 
     def newSuspicion(self, core: MemberCore, source: str, expire: Callable[[], None]) -> Suspicion:
         """
@@ -682,14 +669,8 @@ class GossipNode:
     # -- gossip, push-pull, reconnect ----------------------------------------
 
     def _gossipTick(self) -> None:
-        s = self.settings
-        if len(self._queue) or len(self._userQueue):
-            for core in self.roster.pick(s.gossipNodes, REACHABLE, recentDead=s.gossipToTheDead):
-                encoded = self._piggyback(self._budget())
-                if not encoded:
-                    break
-                self._sendRaw(core.address, encoded)
-        self._later(s.gossipInterval, self._gossipTick)
+        self.dissemination.gossipRound()
+        self._later(self.settings.gossipInterval, self._gossipTick)
 
     def _pushPullTick(self) -> None:
         peers = self.roster.pick(1, frozenset({Status.ALIVE}))
@@ -743,26 +724,8 @@ class GossipNode:
 
     # -- helpers ---------------------------------------------------------
 
-    def _budget(self) -> int:
-        return self.settings.maxPacketBytes - self.codec.overhead() - COMPOUND_ITEM_OVERHEAD
-
     def _send(self, address: Address, message: Message, *extra: Message) -> None:
-        encoded = [encodeMessage(message)] + [encodeMessage(e) for e in extra]
-        budget = self._budget() - sum(len(e) + COMPOUND_ITEM_OVERHEAD for e in encoded[1:]) - len(encoded[0])
-        self._sendRaw(address, encoded + self._piggyback(budget))
-
-    def _piggyback(self, budget: int) -> list[bytes]:
-        # Membership updates first, then user messages in what is left.
-        taken = self._queue.take(budget, COMPOUND_ITEM_OVERHEAD)
-        left = budget - sum(len(e) + COMPOUND_ITEM_OVERHEAD for e in taken)
-        return taken + self._userQueue.take(left, COMPOUND_ITEM_OVERHEAD)
-
-    def _sendRaw(self, address: Address, encoded: list[bytes]) -> None:
-        self._count("packetsSent")
-        packet = self.codec.packPacket(
-            encoded, crc=address not in self._oldProtocol, compressed=self.settings.compressPackets
-        )
-        self.transport.sendPacket(address, packet)
+        self.dissemination.send(address, message, *extra)
 
     def _later(self, delay: float, f: Callable[[], object]) -> IDelayedCall:
         def run() -> None:

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import suite.gossip
 
 #: Suite modules a shared package may import.
-ALLOWED = ("suite.gossip", "suite.web", "suite.pki", "suite.logging", "suite.daemon")
+ALLOWED = ("suite.gossip", "suite.web", "suite.pki", "suite.logging", "suite.daemon", "suite.netutil")
 
 
 class LayeringTests(SynchronousTestCase):

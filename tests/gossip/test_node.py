@@ -267,7 +267,7 @@ class DelegateTests(SynchronousTestCase):
         got = [n for n in names[1:] if b"hello" in self.sim.states[n].messages]
         self.assertGreaterEqual(len(got), 3)
         self.assertEqual(self.sim.states["n00"].messages, [])
-        self.assertEqual(len(sender._userQueue), 0)
+        self.assertEqual(len(sender.dissemination.userMessages), 0)
         sent = sum(node.stats.get("userMessages", 0) for node in self.sim.nodes.values())
         self.assertLessEqual(sent, sender.settings.retransmitLimit(8))
 
@@ -297,7 +297,7 @@ class DelegateTests(SynchronousTestCase):
         self.assertRaises(ValueError, node.queueBroadcast, b"x" * 2000)
         for i in range(node.settings.maxUserBroadcasts + 10):
             node.queueBroadcast(str(i).encode())
-        self.assertEqual(len(node._userQueue), node.settings.maxUserBroadcasts)
+        self.assertEqual(len(node.dissemination.userMessages), node.settings.maxUserBroadcasts)
 
     def test_pushPullState(self) -> None:
         """
@@ -405,7 +405,7 @@ class WireTests(SynchronousTestCase):
         )
         self.assertIsNotNone(self.a.member("old"))
         self.assertIsNone(self.a.member("future"))
-        self.assertIn(("10.0.0.7", 7946), self.a._oldProtocol)
+        self.assertIn(("10.0.0.7", 7946), self.a.dissemination.oldProtocol)
         self.assertEqual(self.a.vsn, bytes([1, 5, 2, 2, 5, 4]))
 
     def test_foreignMetaPassedOn(self) -> None:
@@ -419,4 +419,4 @@ class WireTests(SynchronousTestCase):
         states = {s.name: s for s in self.a._localStates()}
         self.assertEqual(states["serf"].rawMeta, raw)
         self.assertEqual(states["serf"].vsn, bytes([1, 5, 2, 2, 5, 5]))
-        self.assertIn(encodeMessage(m), [p.encoded for p in self.a._queue._items.values()])
+        self.assertIn(encodeMessage(m), [p.encoded for p in self.a.dissemination.updates._items.values()])
