@@ -34,9 +34,9 @@ import msgpack
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.gossip import pushpull
 from suite.gossip.dissemination import Disseminator
 from suite.gossip.interfaces import (
     IGossipDelegate,
@@ -56,7 +56,6 @@ from suite.gossip.messages import (
     BadMAC,
     Codec,
     Dead,
-    ErrorReply,
     Incomplete,
     IndirectPing,
     Left,
@@ -176,7 +175,7 @@ class GossipNode:
         self.prober = Prober(self)
         self.dissemination = Disseminator(self.settings, self.codec, self.transport, self.roster, self._count)
         self._calls: set[IDelayedCall] = set()
-        self._drops = _DropLog(clock)
+        self.drops = _DropLog(clock)
         self._introduced: dict[str, float] = {}
 
     @property
@@ -334,7 +333,7 @@ class GossipNode:
             messages = self.codec.unpackPacket(data, source)
         except MalformedPacket as e:
             self._count("packetsDropped")
-            self._drops.drop(
+            self.drops.drop(
                 "unauthenticated packet" if isinstance(e, BadMAC) else "malformed packet",
                 _fmt(source),
                 str(e),
@@ -362,7 +361,7 @@ class GossipNode:
             message = self.codec.decodeStream(data, source)
         except MalformedPacket as e:
             self._count("statesDropped")
-            self._drops.drop(
+            self.drops.drop(
                 "unauthenticated stream" if isinstance(e, BadMAC) else "malformed stream",
                 _fmt(source),
                 str(e),
@@ -379,11 +378,7 @@ class GossipNode:
             return None
         if not isinstance(message, PushPull):
             return None
-        self._count("pushPullsServed")
-        # Merge first, so that a refutation this causes is in the reply.
-        self._merge(message.states, f"push-pull:{_fmt(source)}")
-        self._mergeUserState(message.userState, message.join)
-        return self.codec.encodeStream(PushPull(False, self._localStates(), self._userState(message.join)))
+        return pushpull.serve(self, message, source)
 
     def _handle(self, m: Message) -> None:
         if isinstance(m, Ping):
@@ -421,7 +416,7 @@ class GossipNode:
         except Exception:
             log.failure("gossip delegate failed on a user message")
 
-    def _userState(self, join: bool) -> bytes:
+    def userState(self, join: bool) -> bytes:
         if self.delegate is None:
             return b""
         try:
@@ -434,7 +429,7 @@ class GossipNode:
             return b""
         return state
 
-    def _mergeUserState(self, data: bytes, join: bool) -> None:
+    def mergeUserState(self, data: bytes, join: bool) -> None:
         if self.delegate is None or not data:
             return
         try:
@@ -446,7 +441,7 @@ class GossipNode:
 
     def _onAlive(self, m: Alive) -> None:
         if m.vsn[0] > PROTOCOL_CURRENT or m.vsn[1] < PROTOCOL_CURRENT:
-            self._drops.drop("incompatible alive", m.name, f"protocol versions {list(m.vsn[:3])}")
+            self.drops.drop("incompatible alive", m.name, f"protocol versions {list(m.vsn[:3])}")
             return
         if m.name == self.name:
             if m.incarnation > self.incarnation and not self.leaving:
@@ -523,7 +518,7 @@ class GossipNode:
         if entry is not None and m.incarnation >= entry[0].incarnation:
             entry[1].departed(m.incarnation)
 
-    def _merge(self, states: Iterable[MemberState], source: str) -> None:
+    def mergeStates(self, states: Iterable[MemberState], source: str) -> None:
         for s in states:
             known = s.name == self.name or self.roster.known(s.name)
             if s.status == "alive":
@@ -553,7 +548,7 @@ class GossipNode:
     def _queueSelf(self) -> None:
         self.rebroadcast(Alive(self.name, self.incarnation, self.address, dict(self.meta), self.vsn))
 
-    def _localStates(self) -> list[MemberState]:
+    def localStates(self) -> list[MemberState]:
         me = MemberState(
             self.name,
             self.address,
@@ -690,37 +685,7 @@ class GossipNode:
         self._later(self.settings.reconnectInterval, self._reconnectTick)
 
     def _pushPull(self, address: Address, join: bool) -> Deferred[bool]:
-        self._count("pushPulls")
-        payload = self.codec.encodeStream(PushPull(join, self._localStates(), self._userState(join)))
-        d: Deferred[bytes] = self.transport.exchangeState(address, payload)  # type: ignore[assignment]
-        d.addTimeout(self.settings.pushPullTimeout, self.clock)
-
-        def merge(reply: bytes) -> bool:
-            if not self.running:
-                return False
-            try:
-                pp = self.codec.decodeStream(reply, address)
-            except MalformedPacket as e:
-                self._drops.drop("malformed state reply", _fmt(address), str(e))
-                return False
-            if isinstance(pp, ErrorReply):
-                self._drops.drop("push-pull refused", _fmt(address), pp.error)
-                return False
-            if not isinstance(pp, PushPull):
-                self._drops.drop("malformed state reply", _fmt(address), "not a push-pull reply")
-                return False
-            self._merge(pp.states, f"push-pull:{_fmt(address)}")
-            self._mergeUserState(pp.userState, join)
-            return True
-
-        def failed(f: Failure) -> bool:
-            self._count("pushPullsFailed")
-            log.debug(
-                "push-pull with {address} failed: {why}", address=_fmt(address), why=f.getErrorMessage()
-            )
-            return False
-
-        return d.addCallbacks(merge, failed)
+        return pushpull.exchange(self, address, join)
 
     # -- helpers ---------------------------------------------------------
 
@@ -750,8 +715,4 @@ def serfLeaveIntent(name: str, ltime: int) -> bytes:
     return b"\x00" + body
 
 
-def _fmt(address: object) -> str:
-    if isinstance(address, tuple) and len(address) == 2:
-        host, port = address
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
+_fmt = pushpull.formatAddress

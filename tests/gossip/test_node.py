@@ -416,7 +416,7 @@ class WireTests(SynchronousTestCase):
         raw = b"\xff\x81\xa4role\xa2db"
         m = Alive("serf", 3, ("10.0.0.5", 7946), {"role": "db"}, bytes([1, 5, 2, 2, 5, 5]), raw)
         self.a.packetReceived(Codec().packPacket([encodeMessage(m)]), ("10.0.0.5", 7946))
-        states = {s.name: s for s in self.a._localStates()}
+        states = {s.name: s for s in self.a.localStates()}
         self.assertEqual(states["serf"].rawMeta, raw)
         self.assertEqual(states["serf"].vsn, bytes([1, 5, 2, 2, 5, 5]))
         self.assertIn(encodeMessage(m), [p.encoded for p in self.a.dissemination.updates._items.values()])
