@@ -1,0 +1,195 @@
+"""
+C{constellation deploy FILE [--dry-run] [--prune]}: apply a deployment file
+to this node's Docker engine.
+
+With a running agent (C{--agent}, default C{http://127.0.0.1:8081}), its
+C{/api/state} names this node and the live cluster, and each service is
+deployed here only when its placement picks this node; without one, every
+service whose placement does not name other nodes is deployed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+import treq
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError
+from twisted.internet.task import react
+from twisted.python import usage
+
+from suite.constellation.deploy.placement import clusterPlacer, localPlacer
+from suite.constellation.deploy.plan import DeployError, applyPlan, makePlan
+from suite.constellation.deploy.spec import ServiceSpec, SpecError, loadStack
+from suite.constellation.docker import DockerClient, DockerError
+from suite.constellation.interfaces import IContainerEngine
+
+__all__ = ["DeployOptions", "deploy", "main", "DEFAULT_AGENT"]
+
+#: The agent's HTTP provider, where C{/api/state} is served by default.
+DEFAULT_AGENT = "http://127.0.0.1:8081"
+_MAX_STATE = 4 * 1024 * 1024
+
+
+class DeployOptions(usage.Options):
+    """
+    Options of C{constellation deploy}.
+    """
+
+    synopsis = "constellation deploy FILE [--dry-run] [--prune] [options]"
+    optFlags = [
+        ["dry-run", "n", "Print the plan (with a diff of each changed service) and change nothing."],
+        ["prune", None, "Remove containers of this stack's services that are no longer declared."],
+        ["no-agent", None, "Do not ask an agent for placement; deploy for this node only."],
+    ]
+    optParameters = [
+        [
+            "docker",
+            None,
+            None,
+            "Docker Engine API endpoint (CONSTELLATION_DOCKER; unix:/var/run/docker.sock).",
+        ],
+        [
+            "agent",
+            None,
+            None,
+            f"Agent whose /api/state decides placement (CONSTELLATION_AGENT; {DEFAULT_AGENT}).",
+        ],
+        ["node", None, None, "This node's name without an agent (TS_HOSTNAME; the system hostname)."],
+        [
+            "timeout",
+            None,
+            None,
+            "Seconds a new container may take to get healthy (default: from its healthcheck).",
+        ],
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.environ = dict(os.environ if environ is None else environ)
+
+    def parseArgs(self, path: str) -> None:  # type: ignore[override]
+        self["file"] = path
+
+    def postOptions(self) -> None:
+        env = self.environ
+        self["docker"] = self["docker"] or env.get("CONSTELLATION_DOCKER") or "unix:/var/run/docker.sock"
+        self["agentExplicit"] = bool(self["agent"] or env.get("CONSTELLATION_AGENT"))
+        self["agent"] = (self["agent"] or env.get("CONSTELLATION_AGENT") or DEFAULT_AGENT).rstrip("/")
+        self["node"] = self["node"] or env.get("TS_HOSTNAME") or socket.gethostname()
+        self["config-path"] = env.get("CONFIG_PATH") or "/opt/constellation/volumes"
+        self["secrets-path"] = env.get("SECRETS_PATH") or "/opt/constellation/secrets"
+        self["domain"] = env.get("DOMAIN") or "bolabaden.org"
+        if self["timeout"] is not None:
+            try:
+                self["timeout"] = float(self["timeout"])
+            except ValueError:
+                raise usage.UsageError(f"--timeout: {self['timeout']!r} is not a number") from None
+            if self["timeout"] <= 0:
+                raise usage.UsageError("--timeout: must be positive")
+
+
+async def _agentState(reactor: Any, url: str) -> dict[str, Any]:
+    response = await treq.get(url + "/api/state", timeout=10, persistent=False, reactor=reactor)
+    if response.code != 200:
+        raise DeployError(f"agent {url}: /api/state answered HTTP {response.code}")
+    body = await response.content()
+    if len(body) > _MAX_STATE:
+        raise DeployError(f"agent {url}: /api/state is larger than {_MAX_STATE} bytes")
+    try:
+        doc = json.loads(body)
+        doc["node"], doc["nodes"]
+    except (ValueError, KeyError, TypeError):
+        raise DeployError(f"agent {url}: /api/state is not the agent's state document") from None
+    return doc  # type: ignore[no-any-return]
+
+
+async def _placement(
+    reactor: Any, options: Mapping[str, Any], say: Callable[[str], None]
+) -> tuple[str, Callable[[ServiceSpec], tuple[bool, str]]]:
+    if options["no-agent"]:
+        return options["node"], localPlacer(options["node"])
+    url = options["agent"]
+    try:
+        state = await _agentState(reactor, url)
+    except DeployError:
+        raise
+    except Exception as e:
+        if not options["agentExplicit"] and isinstance(e, ConnectError):
+            say(f"no agent at {url}; deploying for node {options['node']} only")
+            return options["node"], localPlacer(options["node"])
+        raise DeployError(f"agent {url}: {type(e).__name__}: {e}") from None
+    node = str(state["node"])
+    say(f"agent {url}: node {node}, {len(state['nodes'])} node(s) in the cluster")
+    return node, clusterPlacer(state["nodes"], node)
+
+
+async def deploy(
+    reactor: Any,
+    options: Mapping[str, Any],
+    out: TextIO,
+    engine: IContainerEngine | None = None,
+) -> int:
+    """
+    Run one deployment; the exit status (0 done or nothing to do, 1 failed).
+    """
+
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    try:
+        stack = loadStack(
+            options["file"],
+            options.get("environ") or os.environ,
+            options["secrets-path"],
+            options["config-path"],
+            options["domain"],
+        )
+        if engine is None:
+            engine = DockerClient(reactor, options["docker"])
+        node, placed = await _placement(reactor, options, say)
+        plan = await makePlan(engine, stack, node, placed, prune=bool(options["prune"]))
+    except (SpecError, DeployError, DockerError) as e:
+        sys.stderr.write(f"constellation deploy: error: {e}\n")
+        return 1
+    for line in plan.describe(diffs=bool(options["dry-run"])):
+        say(line)
+    if options["dry-run"] or not plan.changes:
+        if options["dry-run"]:
+            say("dry run: nothing was changed")
+        return 0
+    failures = await applyPlan(engine, plan, reactor, say, options.get("timeout"))
+    for failure in failures:
+        sys.stderr.write(f"constellation deploy: error: {failure}\n")
+    if failures:
+        say(f"{len(failures)} failed; the services named above were left as they were")
+        return 1
+    say(f"deployed: {len(plan.changes)} change(s) applied")
+    return 0
+
+
+def main(argv: Sequence[str]) -> None:
+    """
+    C{constellation deploy ARGS}: parse, then run under L{react}.
+    """
+    options = DeployOptions()
+    try:
+        options.parseOptions(list(argv))
+    except usage.UsageError as e:
+        sys.stderr.write(f"constellation deploy: error: {e}\n")
+        sys.stderr.write("constellation deploy: run 'constellation deploy --help' for usage\n")
+        raise SystemExit(2) from None
+    options["environ"] = options.environ
+
+    async def run(reactor: Any) -> None:
+        code = await deploy(reactor, options, sys.stdout)
+        if code:
+            raise SystemExit(code)
+
+    react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
