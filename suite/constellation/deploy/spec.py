@@ -80,6 +80,9 @@ _SERVICE_KEYS = {
     "user",
     "working_dir",
     "stop_grace_period",
+    "cap_add",
+    "sysctls",
+    "devices",
 }
 _HEALTH_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 _EXPOSE_KEYS = {"host", "port", "entrypoints", "certresolver", "middlewares", "network", "scheme"}
@@ -542,6 +545,31 @@ def _service(
         if key in body:
             config[engineKey] = r.text(body[key], f"{where}: {key}")
             display[key] = config[engineKey]
+    if "cap_add" in body:
+        caps = _strings(body["cap_add"], f"{where}: cap_add", r)
+        for c in caps:
+            if not re.match(r"^(CAP_)?[A-Z_]+$", c):
+                raise SpecError(f"{where}: cap_add: {c!r} is not a capability name")
+        hostConfig["CapAdd"] = caps
+        display["cap_add"] = caps
+    if "sysctls" in body:
+        sysctls = {
+            str(k): r.text(v, f"{where}: sysctls.{k}")
+            for k, v in _mapping(body["sysctls"], f"{where}: sysctls").items()
+        }
+        hostConfig["Sysctls"] = sysctls
+        display["sysctls"] = sysctls
+    if "devices" in body:
+        devices = []
+        for i, d in enumerate(_strings(body["devices"], f"{where}: devices", r)):
+            hostPath, _, inside = d.partition(":")
+            if not hostPath.startswith("/") or (inside and not inside.startswith("/")):
+                raise SpecError(f"{where}: devices[{i}]: {d!r} is not /dev/host[:/dev/container]")
+            devices.append(
+                {"PathOnHost": hostPath, "PathInContainer": inside or hostPath, "CgroupPermissions": "rwm"}
+            )
+        hostConfig["Devices"] = devices
+        display["devices"] = _strings(body["devices"], f"{where}: devices", r)
     stopGrace = 10
     if "stop_grace_period" in body:
         stopGrace = max(0, int(parseDuration(body["stop_grace_period"], f"{where}: stop_grace_period")))
