@@ -211,7 +211,8 @@ async def makePlan(
         )
     for service, containers in sorted(byService.items()):
         kind = "remove" if prune else "undeclared"
-        actions.append(Action(kind, service or "(unnamed)", current=containers, note="not declared"))
+        note = "not declared" if prune else ""
+        actions.append(Action(kind, service or "(unnamed)", current=containers, note=note))
     return Plan(stack.name, node, actions)
 
 
