@@ -170,7 +170,7 @@ class DeployReconciler(Service):
             for line in lines:
                 log.info("deploy {stack}: {line}", stack=stackName, line=line)
             for failure in failures:
-                log.error("deploy {stack}: {failure}", stack=stackName, failure=failure)
+                log.error("deploy {stack}: {reason}", stack=stackName, reason=failure)
             if not failures:
                 self._done[stackName] = (digest, alive)
 
