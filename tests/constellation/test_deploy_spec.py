@@ -5,11 +5,13 @@ The deployment file's validation and resolution, and placement.
 from __future__ import annotations
 
 import os
+import subprocess
 from typing import Any
 
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.constellation.deploy.cli import DeployOptions
 from suite.constellation.deploy.placement import choose, clusterPlacer, localPlacer
 from suite.constellation.deploy.spec import (
     LABEL_HASH,
@@ -20,6 +22,7 @@ from suite.constellation.deploy.spec import (
     parseDuration,
     parseStack,
 )
+from tests.support.process import scriptArgs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "..", "..", "conf", "constellation", "stack.yml")
@@ -312,3 +315,56 @@ class PlacementTests(SynchronousTestCase):
         local = localPlacer("a")
         self.assertEqual(local(self.spec({}))[0], True)
         self.assertEqual(local(self.spec({"nodes": ["b"]})), (False, "for b"))
+
+
+class CommandTests(SynchronousTestCase):
+    """
+    The C{constellation deploy} console command's arguments and errors.
+    """
+
+    def test_optionsAfterFile(self) -> None:
+        """
+        Options may follow FILE, as in the guide's C{deploy FILE --dry-run};
+        the environment gives the defaults.
+        """
+        options = DeployOptions(
+            {"CONSTELLATION_DOCKER": "unix:/d.sock", "TS_HOSTNAME": "n1", "CONFIG_PATH": "/c"}
+        )
+        options.parseOptions(["stack.yml", "--dry-run", "--agent", "http://127.0.0.1:9/", "--prune"])
+        self.assertEqual(
+            (
+                options["file"],
+                options["dry-run"],
+                options["prune"],
+                options["agent"],
+                options["agentExplicit"],
+            ),
+            ("stack.yml", True, True, "http://127.0.0.1:9", True),
+        )
+        self.assertEqual(
+            (options["docker"], options["node"], options["config-path"]), ("unix:/d.sock", "n1", "/c")
+        )
+        defaults = DeployOptions({})
+        defaults.parseOptions(["s.yml"])
+        self.assertEqual((defaults["agent"], defaults["agentExplicit"]), ("http://127.0.0.1:8081", False))
+
+    def test_oneLineErrors(self) -> None:
+        """
+        A bad file is one line on stderr and exit status 1; a missing FILE
+        is a usage error (status 2); no traceback either way.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("services:\n  web: {image: x, expose: {port: 0}}\n")
+        result = subprocess.run(
+            scriptArgs("constellation", "deploy", path, "--no-agent"), capture_output=True, timeout=60
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr.decode(),
+            "constellation deploy: error: service web: expose.port: 0 is not a port (1-65535)\n",
+        )
+        result = subprocess.run(scriptArgs("constellation", "deploy"), capture_output=True, timeout=60)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn(b"expected one deployment FILE", result.stderr)
+        self.assertNotIn(b"Traceback", result.stderr)

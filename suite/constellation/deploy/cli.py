@@ -75,8 +75,34 @@ class DeployOptions(usage.Options):
         super().__init__()
         self.environ = dict(os.environ if environ is None else environ)
 
-    def parseArgs(self, path: str) -> None:  # type: ignore[override]
-        self["file"] = path
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse, accepting options after FILE too (C{deploy FILE --dry-run}).
+        """
+        args = list(sys.argv[1:] if options is None else options)
+        valued = {f"--{p[0]}" for p in self.optParameters}
+        flags: list[str] = []
+        positional: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                positional.extend(args[i + 1 :])
+                break
+            if arg.startswith("-") and arg != "-":
+                flags.append(arg)
+                if arg in valued and i + 1 < len(args):
+                    flags.append(args[i + 1])
+                    i += 1
+            else:
+                positional.append(arg)
+            i += 1
+        super().parseOptions([*flags, "--", *positional] if positional else flags)
+
+    def parseArgs(self, *paths: str) -> None:
+        if len(paths) != 1:
+            raise usage.UsageError(f"expected one deployment FILE, got {len(paths)}")
+        self["file"] = paths[0]
 
     def postOptions(self) -> None:
         env = self.environ
