@@ -473,15 +473,17 @@ class DockerClient:
         """
         await self._request("POST", f"/containers/{quote(containerID, safe='')}/start")
 
-    async def stopContainer(self, containerID: str, grace: int = 10) -> None:
+    async def stopContainer(self, containerID: str, grace: int | None = None) -> None:
         """
-        C{POST /containers/{id}/stop}: SIGTERM, SIGKILL after C{grace} seconds.
+        C{POST /containers/{id}/stop}: SIGTERM, SIGKILL after C{grace}
+        seconds (None: the container's own stop timeout, 10 s unless set;
+        up to 5 minutes are waited for).
         """
         await self._request(
             "POST",
             f"/containers/{quote(containerID, safe='')}/stop",
-            {"t": str(grace)},
-            timeout=self.timeout + grace,
+            {"t": str(grace)} if grace is not None else None,
+            timeout=self.timeout + (grace if grace is not None else 300),
         )
 
     async def renameContainer(self, containerID: str, name: str) -> None:

@@ -103,9 +103,9 @@ class IContainerEngine(Interface):
         Start a container.
         """
 
-    def stopContainer(containerID, grace):  # type: ignore[no-untyped-def]
+    def stopContainer(containerID, grace=None):  # type: ignore[no-untyped-def]
         """
-        Stop a container (killed after C{grace} seconds).
+        Stop a container (killed after C{grace} seconds; None: its own stop timeout).
         """
 
     def renameContainer(containerID, name):  # type: ignore[no-untyped-def]

@@ -174,6 +174,7 @@ class DeployTests(TestCase):
             command: {worker}
             networks: [{name}-back]
             restart: "on-failure:3"
+            stop_grace_period: 1s
         """
 
     def stack(self, name: str, worker: str = "sleep 3600", extra: str = "") -> None:
@@ -190,7 +191,7 @@ class DeployTests(TestCase):
         an undeclared service is kept without --prune and removed with it.
         """
         self.addCleanup(self.cleanStack, "life")
-        old = "  old:\n    image: " + IMAGE + "\n    command: [sleep, '3600']\n"
+        old = "  old:\n    image: " + IMAGE + "\n    command: [sleep, '3600']\n    stop_grace_period: 0s\n"
         self.stack("life", extra=old)
         code, out, err = await self.deploy()
         self.assertEqual((code, err), (0, ""), out)

@@ -116,7 +116,7 @@ class FakeEngine:
         if c["healthcheck"]:
             c["Health"] = {"unhealthy": "unhealthy", "starting": "starting"}.get(behaviour, "healthy")
 
-    async def stopContainer(self, containerID: str, grace: int = 10) -> None:
+    async def stopContainer(self, containerID: str, grace: int | None = None) -> None:
         self.calls.append(("stop", self.containers_[containerID]["Name"]))
         self.containers_[containerID]["State"] = "exited"
 

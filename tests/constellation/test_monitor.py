@@ -78,7 +78,7 @@ class _Client:
     def startContainer(self, containerID: str) -> Any:
         raise NotImplementedError()
 
-    def stopContainer(self, containerID: str, grace: int = 10) -> Any:
+    def stopContainer(self, containerID: str, grace: int | None = None) -> Any:
         raise NotImplementedError()
 
     def renameContainer(self, containerID: str, name: str) -> Any:

@@ -254,7 +254,9 @@ async def _wait(
         waited += POLL
 
 
-async def _removeAll(engine: IContainerEngine, containers: Sequence[Mapping[str, Any]], grace: int) -> None:
+async def _removeAll(
+    engine: IContainerEngine, containers: Sequence[Mapping[str, Any]], grace: int | None
+) -> None:
     for c in containers:
         cid = str(c["Id"])
         if c.get("State") == "running":
@@ -349,7 +351,7 @@ async def applyPlan(
                 await _swap(engine, a, clock, timeout, report)
                 report(f"service {a.name}: {'started' if a.kind == 'start' else a.kind + 'd'}")
             elif a.kind == "remove":
-                await _removeAll(engine, a.current, a.spec.stopGrace if a.spec else 10)
+                await _removeAll(engine, a.current, a.spec.stopGrace if a.spec else None)
                 report(f"service {a.name}: removed")
         except DeployError as e:
             failures.append(str(e))
