@@ -298,14 +298,31 @@ class DockerClient:
             )
             chunks: list[bytes] = []
             size = [0]
+            streaming = lines and response.code < 400
+            # A progress stream (a pull) is read line by line, keeping only
+            # its error lines and its last line, however long it runs.
+            kept: list[bytes] = []
+            tail = [b"", b""]  # unfinished line, last complete line
 
             def collect(data: bytes) -> None:
+                if streaming:
+                    *complete, tail[0] = (tail[0] + data).split(b"\n")
+                    for line in complete:
+                        if line.strip():
+                            tail[1] = line[: self.maxEventBytes]
+                            if b'"error' in line and len(kept) < 16:
+                                kept.append(tail[1])
+                    if len(tail[0]) > self.maxEventBytes:
+                        raise _TooLarge()
+                    return
                 size[0] += len(data)
                 if size[0] > self.maxBody:
                     raise _TooLarge()
                 chunks.append(data)
 
             await treq.collect(response, collect)
+            if streaming:
+                return response.code, b"\n".join([*kept, *tail[::-1]])
             return response.code, b"".join(chunks)
 
         d = Deferred.fromCoroutine(run())
@@ -313,7 +330,8 @@ class DockerClient:
         try:
             code, answer = await d
         except _TooLarge:
-            raise DockerError(f"{what}: answer larger than {self.maxBody} bytes") from None
+            limit = f"a line longer than {self.maxEventBytes}" if lines else f"larger than {self.maxBody}"
+            raise DockerError(f"{what}: answer {limit} bytes") from None
         except (TimeoutError, CancelledError):
             raise DockerError(f"{what}: no answer within {timeout:g} s") from None
         except ConnectError as e:
