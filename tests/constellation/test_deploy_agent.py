@@ -158,6 +158,24 @@ class ReconcilerTests(SynchronousTestCase):
         self.tick()
         self.assertEqual(self.names(), ["here", "there"])
 
+    def test_copyKept(self) -> None:
+        """
+        A declaration received from another node is copied into this
+        node's entries, so it survives that node's departure.
+        """
+        other = ClusterState("b", 1, self.clock, broadcast=self.state.notifyMsg)
+        other.update({PREFIX + "st": {"file": FILE, "env": {"ARG": "2"}, "prune": False, "issued": 5.0}})
+        self.tick()
+        self.assertEqual(self.names(), ["here"])
+        self.state.forget("b")
+        self.assertEqual(
+            newestDeclarations(self.state)["st"],
+            {"file": FILE, "env": {"ARG": "2"}, "prune": False, "issued": 5.0, "origin": "a"},
+        )
+        calls = len(self.engine.calls)
+        self.tick()
+        self.assertEqual(len(self.engine.calls), calls)
+
     def test_failureRetried(self) -> None:
         """
         A declaration that fails here (an unset variable) is reported and

@@ -11,9 +11,10 @@ stack, the newest declaration any node holds and applies what its
 placement gives to its own node, with the same planner as the command.
 Secrets never travel: each node reads its own C{SECRETS_PATH}.
 
-A reconciler re-plans when the declaration or the set of live nodes
-changes, and retries after a failure; otherwise it leaves the engine
-alone.  C{GET /api/deploy} shows the declarations it knows and its last
+Every agent keeps a copy of the newest declaration in its own entries,
+so it outlives the node it was handed to.  A reconciler re-plans when the
+declaration or the set of live nodes changes, and retries after a
+failure; otherwise it leaves the engine alone.  C{GET /api/deploy} shows the declarations it knows and its last
 result for each.
 """
 
@@ -149,6 +150,10 @@ class DeployReconciler(Service):
         alive = tuple(sorted(str(n["name"]) for n in nodes if n.get("status") == "alive"))
         for stackName, decl in newestDeclarations(self.state).items():
             digest = _digest(decl)
+            if decl["origin"] != self.state.node:
+                # Hold a copy, so the declaration outlives the node it was handed to.
+                copy = {k: decl[k] for k in ("file", "env", "prune", "issued") if k in decl}
+                self.state.update({PREFIX + stackName: copy})
             if self._done.get(stackName) == (digest, alive):
                 continue
             result: dict[str, Any] = {"digest": digest, "from": decl["origin"], "at": time.time()}
