@@ -111,6 +111,17 @@ class SpecTests(SynchronousTestCase):
             "service a: environment.X: ${NOPE} is not set in the environment",
         )
 
+    def test_command(self) -> None:
+        """
+        A command string is split as a shell would (quotes kept together);
+        a list is taken as it is.
+        """
+        spec = self.parse({"a": {"image": "x", "command": "sh -c 'echo ${TZ}; sleep 1'"}}).service("a")
+        self.assertEqual(spec.config["Cmd"], ["sh", "-c", "echo Europe/Paris; sleep 1"])
+        spec = self.parse({"a": {"image": "x", "entrypoint": ["/bin/x", "a b"]}}).service("a")
+        self.assertEqual(spec.config["Entrypoint"], ["/bin/x", "a b"])
+        self.assertIn("service a: command:", self.error({"a": {"image": "x", "command": "sh -c 'open"}}))
+
     def test_volumes(self) -> None:
         """
         Relative sources live under CONFIG_PATH; escaping it is refused.

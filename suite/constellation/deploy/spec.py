@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,7 +304,13 @@ def _strings(value: Any, where: str, r: _Resolver, split: bool = False) -> list[
     if value is None:
         return []
     if isinstance(value, str):
-        return [r.text(x, where) for x in value.split()] if split else [r.text(value, where)]
+        if not split:
+            return [r.text(value, where)]
+        try:
+            words = shlex.split(value)
+        except ValueError as e:
+            raise SpecError(f"{where}: {value!r}: {e}") from None
+        return [r.text(x, where) for x in words]
     if not isinstance(value, list):
         raise SpecError(f"{where}: expected a list of strings")
     return [r.text(x, f"{where}[{i}]") for i, x in enumerate(value)]
