@@ -361,6 +361,7 @@ class DeployTests(TestCase):
               remote:
                 image: {IMAGE}
                 command: [sleep, "${{REMOTE_SECONDS}}"]
+                environment: {{PW: {{secret: web-password.txt}}}}
                 placement: {{nodes: [node-b]}}
               faraway:
                 image: {IMAGE}
@@ -368,6 +369,10 @@ class DeployTests(TestCase):
                 placement: {{nodes: [node-z]}}
             """
         )
+        code, out, err = await self.deploy("--dry-run", agent=base, REMOTE_SECONDS="3599")
+        self.assertEqual(code, 0, err + out)
+        self.assertEqual((await self.getJSON(base + "/api/deploy"))["declarations"], {})
+        self.assertEqual(self.ids("routed"), {})
         code, out, err = await self.deploy(agent=base, REMOTE_SECONDS="3599")
         self.assertEqual(code, 0, err + out)
         self.assertIn("agent " + base + ": node node-a, 2 node(s) in the cluster", out)
@@ -385,6 +390,9 @@ class DeployTests(TestCase):
         remote = json.loads(self.engine.docker("inspect", "remote"))[0]
         self.assertEqual(remote["Config"]["Labels"]["constellation.node"], "node-b")
         self.assertEqual(remote["Config"]["Cmd"], ["sleep", "3599"])
+        self.assertIn(f"PW={SECRET}", remote["Config"]["Env"])
+        self.assertIn("deploy routed: service remote: created", other.output())
+        self.assertNotIn(SECRET, other.output() + agent.output() + out)
         declarations = (await self.getJSON(base + "/api/deploy"))["declarations"]
         self.assertEqual(sorted(declarations), ["routed"])
 
