@@ -18,12 +18,22 @@ import hashlib
 import json
 import os
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from suite.constellation.deploy.values import (
+    Resolver,
+    SpecError,
+    boolean,
+    mapping,
+    parseBytes,
+    parseDuration,
+    parsePort,
+    strings,
+)
 
 __all__ = [
     "NetworkSpec",
@@ -53,12 +63,8 @@ LABEL_SPEC = "constellation.deploy.spec"
 LABEL_NODE = "constellation.node"
 
 _MAX_FILE = 1024 * 1024
-_MAX_SECRET = 64 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|ns|h|m|s)")
-_BYTES = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.I)
 _RESTART = ("no", "always", "unless-stopped", "on-failure")
 
 _TOP_KEYS = {"name", "version", "networks", "services"}
@@ -89,12 +95,6 @@ _HEALTH_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disab
 _EXPOSE_KEYS = {"host", "port", "entrypoints", "certresolver", "middlewares", "network", "scheme"}
 _RESOURCE_KEYS = {"cpus", "memory", "pids"}
 _PLACEMENT_KEYS = {"nodes", "replicas", "priority"}
-
-
-class SpecError(ValueError):
-    """
-    The deployment file is wrong; C{str(error)} is one line naming the place and the field.
-    """
 
 
 @dataclass(frozen=True)
@@ -195,159 +195,32 @@ def _hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()[:32]
 
 
-def parseDuration(value: Any, where: str) -> float:
-    """
-    C{"1m30s"}, C{"500ms"}, C{"10s"} or a number of seconds -> seconds.
-    """
-    if isinstance(value, bool):
-        raise SpecError(f"{where}: {value!r} is not a duration")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise SpecError(f"{where}: {value!r} is negative")
-        return float(value)
-    text = str(value).strip()
-    pos, total = 0, 0.0
-    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * scale[m.group(2)]
-        pos = m.end()
-    if not text or pos != len(text):
-        raise SpecError(f"{where}: {value!r} is not a duration (like 30s, 1m30s, 500ms)")
-    return total
-
-
-def parseBytes(value: Any, where: str) -> int:
-    """
-    C{"512m"}, C{"2g"}, C{"1.5GiB"} or a number of bytes -> bytes.
-    """
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    m = _BYTES.match(str(value).strip())
-    if not m or isinstance(value, bool):
-        raise SpecError(f"{where}: {value!r} is not a size (like 512m, 2g)")
-    n = float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2).lower() or "_")
-    if n <= 0:
-        raise SpecError(f"{where}: {value!r} is not a positive size")
-    return int(n)
-
-
-def _port(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise SpecError(f"{where}: {value!r} is not a port")
-    try:
-        port = int(value)
-    except ValueError:
-        raise SpecError(f"{where}: {value!r} is not a port") from None
-    if not 0 < port < 65536:
-        raise SpecError(f"{where}: {value!r} is not a port (1-65535)")
-    return port
-
-
-class _Resolver:
-    """
-    C{${VAR}} and secret files, for one file.
-    """
-
-    def __init__(self, environ: Mapping[str, str], secretsPath: str, configPath: str) -> None:
-        self.environ, self.secretsPath, self.configPath = environ, secretsPath, configPath
-
-    def text(self, value: Any, where: str) -> str:
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        if not isinstance(value, str | int | float):
-            raise SpecError(f"{where}: {value!r} is not a string")
-
-        def sub(m: re.Match[str]) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            name, default = m.group(1), m.group(2)
-            got = self.environ.get(name)
-            if got is None or (got == "" and default is not None):
-                if default is None:
-                    raise SpecError(f"{where}: ${{{name}}} is not set in the environment")
-                return default
-            return got
-
-        return _VAR.sub(sub, str(value))
-
-    def secret(self, name: Any, where: str) -> str:
-        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-            raise SpecError(f"{where}: secret {name!r} must be a file name in SECRETS_PATH")
-        path = os.path.join(self.secretsPath, name)
-        try:
-            with open(path, "rb") as f:
-                data = f.read(_MAX_SECRET + 1)
-        except OSError as e:
-            raise SpecError(f"{where}: cannot read secret file {path}: {e.strerror or e}") from None
-        if len(data) > _MAX_SECRET:
-            raise SpecError(f"{where}: secret file {path} is larger than {_MAX_SECRET} bytes")
-        return data.decode("utf-8", "replace").rstrip("\r\n")
-
-
-def _mapping(value: Any, where: str, keys: set[str] | None = None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SpecError(f"{where}: expected a mapping, got {type(value).__name__}")
-    for k in value:
-        if not isinstance(k, str):
-            raise SpecError(f"{where}: key {k!r} is not a string")
-        if keys is not None and k not in keys:
-            known = ", ".join(sorted(keys))
-            raise SpecError(f"{where}: unknown key {k!r} (known: {known})")
-    return value
-
-
-def _strings(value: Any, where: str, r: _Resolver, split: bool = False) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        if not split:
-            return [r.text(value, where)]
-        try:
-            words = shlex.split(value)
-        except ValueError as e:
-            raise SpecError(f"{where}: {value!r}: {e}") from None
-        return [r.text(x, where) for x in words]
-    if not isinstance(value, list):
-        raise SpecError(f"{where}: expected a list of strings")
-    return [r.text(x, f"{where}[{i}]") for i, x in enumerate(value)]
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(f"{where}: {value!r} is not true or false")
-    return value
-
-
-def _network(name: str, raw: Any, r: _Resolver) -> NetworkSpec:
+def _network(name: str, raw: Any, r: Resolver) -> NetworkSpec:
     where = f"network {name}"
     if not _NAME.match(name):
         raise SpecError(f"{where}: not a valid network name")
-    body = _mapping(raw, where, _NETWORK_KEYS)
+    body = mapping(raw, where, _NETWORK_KEYS)
     labels = {
-        str(k): r.text(v, f"{where}: labels.{k}") for k, v in _mapping(body.get("labels"), where).items()
+        str(k): r.text(v, f"{where}: labels.{k}") for k, v in mapping(body.get("labels"), where).items()
     }
     return NetworkSpec(
         name=name,
         driver=r.text(body.get("driver", "bridge"), f"{where}: driver"),
-        internal=_bool(body.get("internal", False), f"{where}: internal"),
-        attachable=_bool(body.get("attachable", True), f"{where}: attachable"),
+        internal=boolean(body.get("internal", False), f"{where}: internal"),
+        attachable=boolean(body.get("attachable", True), f"{where}: attachable"),
         subnet=r.text(body["subnet"], f"{where}: subnet") if body.get("subnet") else None,
-        external=_bool(body.get("external", False), f"{where}: external"),
+        external=boolean(body.get("external", False), f"{where}: external"),
         labels=labels,
     )
 
 
 def _service(
-    name: str, raw: Any, r: _Resolver, networks: Mapping[str, NetworkSpec], domain: str | None
+    name: str, raw: Any, r: Resolver, networks: Mapping[str, NetworkSpec], domain: str | None
 ) -> ServiceSpec:
     where = f"service {name}"
     if not _NAME.match(name):
         raise SpecError(f"{where}: not a valid service name (letters, digits, _ . -)")
-    body = _mapping(raw, where, _SERVICE_KEYS)
+    body = mapping(raw, where, _SERVICE_KEYS)
     if "image" not in body:
         raise SpecError(f"{where}: image: required")
     image = r.text(body["image"], f"{where}: image").strip()
@@ -359,7 +232,7 @@ def _service(
 
     for key, engineKey in (("command", "Cmd"), ("entrypoint", "Entrypoint")):
         if key in body:
-            value = _strings(body[key], f"{where}: {key}", r, split=True)
+            value = strings(body[key], f"{where}: {key}", r, split=True)
             config[engineKey] = value
             display[key] = value
 
@@ -374,13 +247,13 @@ def _service(
             k, v = item.split("=", 1)
             items.append((k, v))
     else:
-        items = list(_mapping(rawEnv, f"{where}: environment").items())
+        items = list(mapping(rawEnv, f"{where}: environment").items())
     for k, v in items:
         fieldName = f"{where}: environment.{k}"
         if not _ENV_NAME.match(k):
             raise SpecError(f"{fieldName}: not a variable name")
         if isinstance(v, dict):
-            spec = _mapping(v, fieldName, {"secret"})
+            spec = mapping(v, fieldName, {"secret"})
             if "secret" not in spec:
                 raise SpecError(f"{fieldName}: expected {{secret: FILE}}")
             env[k] = r.secret(spec["secret"], fieldName)
@@ -413,7 +286,7 @@ def _service(
         hostConfig["Binds"] = binds
         display["volumes"] = binds
 
-    netNames = _strings(body.get("networks"), f"{where}: networks", r)
+    netNames = strings(body.get("networks"), f"{where}: networks", r)
     for n in netNames:
         if n not in networks:
             raise SpecError(f"{where}: networks: {n!r} is not declared under networks")
@@ -453,17 +326,17 @@ def _service(
                 hostIP, hostPort, containerPort = pieces
             else:
                 raise SpecError(f"{fieldName}: {p!r} is not [IP:]HOST:CONTAINER[/tcp|udp]")
-            key = f"{_port(containerPort, fieldName)}/{proto}"
+            key = f"{parsePort(containerPort, fieldName)}/{proto}"
             exposed[key] = {}
             bindings.setdefault(key, []).append(
-                {"HostIp": hostIP, "HostPort": str(_port(hostPort, fieldName))}
+                {"HostIp": hostIP, "HostPort": str(parsePort(hostPort, fieldName))}
             )
         config["ExposedPorts"] = exposed
         hostConfig["PortBindings"] = bindings
         display["ports"] = [str(p) for p in ports]
         exclusive = True
 
-    health = _mapping(body.get("healthcheck"), f"{where}: healthcheck", _HEALTH_KEYS)
+    health = mapping(body.get("healthcheck"), f"{where}: healthcheck", _HEALTH_KEYS)
     healthWait = 0.0
     hasHealth = False
     if health.get("disable"):
@@ -476,7 +349,7 @@ def _service(
         if isinstance(test, str):
             testList = ["CMD-SHELL", r.text(test, f"{where}: healthcheck.test")]
         else:
-            testList = _strings(test, f"{where}: healthcheck.test", r)
+            testList = strings(test, f"{where}: healthcheck.test", r)
             if not testList or testList[0] not in ("CMD", "CMD-SHELL", "NONE"):
                 raise SpecError(f"{where}: healthcheck.test: a list must start with CMD or CMD-SHELL")
         hc: dict[str, Any] = {"Test": testList}
@@ -508,7 +381,7 @@ def _service(
 
     labels = {
         str(k): r.text(v, f"{where}: labels.{k}")
-        for k, v in _mapping(body.get("labels"), f"{where}: labels").items()
+        for k, v in mapping(body.get("labels"), f"{where}: labels").items()
     }
     if "expose" in body:
         labels.update(_exposeLabels(name, body["expose"], r, where, domain, hostConfig))
@@ -528,7 +401,7 @@ def _service(
     }
     display["restart"] = restart
 
-    resources = _mapping(body.get("resources"), f"{where}: resources", _RESOURCE_KEYS)
+    resources = mapping(body.get("resources"), f"{where}: resources", _RESOURCE_KEYS)
     if "cpus" in resources:
         cpus = resources["cpus"]
         try:
@@ -553,7 +426,7 @@ def _service(
             config[engineKey] = r.text(body[key], f"{where}: {key}")
             display[key] = config[engineKey]
     if "cap_add" in body:
-        caps = _strings(body["cap_add"], f"{where}: cap_add", r)
+        caps = strings(body["cap_add"], f"{where}: cap_add", r)
         for c in caps:
             if not re.match(r"^(CAP_)?[A-Z_]+$", c):
                 raise SpecError(f"{where}: cap_add: {c!r} is not a capability name")
@@ -562,13 +435,13 @@ def _service(
     if "sysctls" in body:
         sysctls = {
             str(k): r.text(v, f"{where}: sysctls.{k}")
-            for k, v in _mapping(body["sysctls"], f"{where}: sysctls").items()
+            for k, v in mapping(body["sysctls"], f"{where}: sysctls").items()
         }
         hostConfig["Sysctls"] = sysctls
         display["sysctls"] = sysctls
     if "devices" in body:
         devices = []
-        for i, d in enumerate(_strings(body["devices"], f"{where}: devices", r)):
+        for i, d in enumerate(strings(body["devices"], f"{where}: devices", r)):
             hostPath, _, inside = d.partition(":")
             if not hostPath.startswith("/") or (inside and not inside.startswith("/")):
                 raise SpecError(f"{where}: devices[{i}]: {d!r} is not /dev/host[:/dev/container]")
@@ -576,15 +449,15 @@ def _service(
                 {"PathOnHost": hostPath, "PathInContainer": inside or hostPath, "CgroupPermissions": "rwm"}
             )
         hostConfig["Devices"] = devices
-        display["devices"] = _strings(body["devices"], f"{where}: devices", r)
+        display["devices"] = strings(body["devices"], f"{where}: devices", r)
     stopGrace = 10
     if "stop_grace_period" in body:
         stopGrace = max(0, int(parseDuration(body["stop_grace_period"], f"{where}: stop_grace_period")))
         config["StopTimeout"] = stopGrace
         display["stop_grace_period"] = body["stop_grace_period"]
 
-    placement = _mapping(body.get("placement"), f"{where}: placement", _PLACEMENT_KEYS)
-    nodes = tuple(_strings(placement.get("nodes"), f"{where}: placement.nodes", r))
+    placement = mapping(body.get("placement"), f"{where}: placement", _PLACEMENT_KEYS)
+    nodes = tuple(strings(placement.get("nodes"), f"{where}: placement.nodes", r))
     replicas = placement.get("replicas", 1)
     if replicas == "all":
         replicas = 0
@@ -614,15 +487,15 @@ def _service(
 
 
 def _exposeLabels(
-    name: str, raw: Any, r: _Resolver, where: str, domain: str | None, hostConfig: Mapping[str, Any]
+    name: str, raw: Any, r: Resolver, where: str, domain: str | None, hostConfig: Mapping[str, Any]
 ) -> dict[str, str]:
     """
     Traefik router and service labels from C{expose: {host, port, ...}}.
     """
-    expose = _mapping(raw, f"{where}: expose", _EXPOSE_KEYS)
+    expose = mapping(raw, f"{where}: expose", _EXPOSE_KEYS)
     if "port" not in expose:
         raise SpecError(f"{where}: expose.port: required")
-    port = _port(expose["port"], f"{where}: expose.port")
+    port = parsePort(expose["port"], f"{where}: expose.port")
     host = r.text(expose.get("host", name), f"{where}: expose.host").strip()
     if not host or any(c in host for c in "`, /"):
         raise SpecError(f"{where}: expose.host: {host!r} is not a host name")
@@ -638,7 +511,7 @@ def _exposeLabels(
     for key, label in (("entrypoints", "entrypoints"), ("middlewares", "middlewares")):
         if key in expose:
             labels[f"traefik.http.routers.{router}.{label}"] = ",".join(
-                _strings(expose[key], f"{where}: expose.{key}", r)
+                strings(expose[key], f"{where}: expose.{key}", r)
             )
     if "certresolver" in expose:
         labels[f"traefik.http.routers.{router}.tls.certresolver"] = r.text(
@@ -671,17 +544,17 @@ def parseStack(
     @param name: the stack name when the file has no C{name:} key.
     @raise SpecError: naming the service or network and the field.
     """
-    top = _mapping(document, "file", _TOP_KEYS)
-    r = _Resolver(environ, secretsPath, configPath)
+    top = mapping(document, "file", _TOP_KEYS)
+    r = Resolver(environ, secretsPath, configPath)
     if "version" in top and top["version"] not in (1, "1"):
         raise SpecError(f"file: version: {top['version']!r} is not supported (1 is)")
     stackName = r.text(top.get("name", name), "file: name")
     if not _NAME.match(stackName):
         raise SpecError(f"file: name: {stackName!r} is not a valid stack name")
     networks = {
-        str(n): _network(str(n), v, r) for n, v in _mapping(top.get("networks"), "file: networks").items()
+        str(n): _network(str(n), v, r) for n, v in mapping(top.get("networks"), "file: networks").items()
     }
-    services = _mapping(top.get("services"), "file: services")
+    services = mapping(top.get("services"), "file: services")
     if not services:
         raise SpecError("file: services: at least one service is required")
     return Stack(
