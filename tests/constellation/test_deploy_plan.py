@@ -18,7 +18,14 @@ from zope.interface.verify import verifyObject
 
 from suite.constellation.deploy.placement import localPlacer
 from suite.constellation.deploy.plan import applyPlan, makePlan
-from suite.constellation.deploy.spec import LABEL_NODE, LABEL_SERVICE, LABEL_STACK, Stack, parseStack
+from suite.constellation.deploy.spec import (
+    LABEL_HASH,
+    LABEL_NODE,
+    LABEL_SERVICE,
+    LABEL_STACK,
+    Stack,
+    parseStack,
+)
 from suite.constellation.docker import DockerError
 from suite.constellation.interfaces import IContainerEngine
 
@@ -209,6 +216,26 @@ class PlanTests(SynchronousTestCase):
         )
         self.assertEqual([c["Name"] for c in self.engine.containers_.values()], ["web"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_interruptedSwapAdopted(self) -> None:
+        """
+        A run interrupted after starting the new container (both running,
+        the new one under its temporary name) is finished by the next run:
+        the new container is adopted, not created again.
+        """
+        hc = {"test": "true", "interval": "1s"}
+        self.apply(stack({"web": {"image": "img", "command": "one", "healthcheck": hc}}))
+        declared = stack({"web": {"image": "img", "command": "two", "healthcheck": hc}})
+        config = declared.service("web").containerConfig("s", "n")
+        temp = f"web-next-{config['Labels'][LABEL_HASH][:8]}"
+        cid = self.successResultOf(Deferred.fromCoroutine(self.engine.createContainer(temp, config)))
+        self.successResultOf(Deferred.fromCoroutine(self.engine.startContainer(cid)))
+        self.engine.calls.clear()
+        plan, failures = self.apply(declared)
+        self.assertEqual(failures, [])
+        self.assertEqual([a.kind for a in plan.actions], ["replace"])
+        self.assertEqual(self.engine.calls, [("stop", "web"), ("remove", "web"), ("rename", temp, "web")])
+        self.assertEqual(list(self.engine.containers_), [cid])
 
     def test_exclusiveRestoresOld(self) -> None:
         """

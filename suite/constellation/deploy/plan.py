@@ -285,20 +285,28 @@ async def _swap(
     temp = f"{spec.name}-next-{config['Labels'][LABEL_HASH][:8]}"
     old = [c for c in action.current if _name(c) != temp]
     stale = [c for c in action.current if _name(c) == temp]
-    await _removeAll(engine, stale, 0)
+    # A new container left running by an interrupted run (its swap never
+    # finished) is adopted rather than created again.
+    adopted = [
+        c
+        for c in stale
+        if _labels(c).get(LABEL_HASH) == config["Labels"][LABEL_HASH] and c.get("State") == "running"
+    ][:1]
+    await _removeAll(engine, [c for c in stale if c not in adopted], 0)
     stopped: list[str] = []
     if spec.exclusive:
         for c in old:
             if c.get("State") == "running":
                 await engine.stopContainer(str(c["Id"]), spec.stopGrace)
                 stopped.append(str(c["Id"]))
-    cid: str | None = None
+    cid: str | None = str(adopted[0]["Id"]) if adopted else None
     try:
         try:
-            cid = await engine.createContainer(temp, config)
-            for net in spec.networks:
-                await engine.connectNetwork(net, cid, [spec.name])
-            await engine.startContainer(cid)
+            if cid is None:
+                cid = await engine.createContainer(temp, config)
+                for net in spec.networks:
+                    await engine.connectNetwork(net, cid, [spec.name])
+                await engine.startContainer(cid)
         except DockerError as e:
             raise DeployError(f"service {spec.name}: {e}") from None
         await _wait(engine, cid, spec, clock, spec.healthWait if timeout is None else timeout)
