@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 import textwrap
 from typing import Any
@@ -53,6 +54,8 @@ class DeployTests(TestCase):
             f.write(SECRET + "\n")
         self.file = os.path.join(self.dir, "stack.yml")
         self.client = DockerClient(reactor, self.engine.endpoint)
+        block = random.randrange(0, 2048) * 2
+        self.subnets = [f"10.{192 + b // 256}.{b % 256}.0/24" for b in (block, block + 1)]
 
     def write(self, text: str) -> None:
         with open(self.file, "w") as f:
@@ -148,9 +151,11 @@ class DeployTests(TestCase):
     STACK = """\
         name: {name}
         networks:
-          {name}-front: {{}}
+          {name}-front:
+            subnet: {front}
           {name}-back:
             internal: true
+            subnet: {back}
         services:
           web:
             image: {image}
@@ -178,7 +183,15 @@ class DeployTests(TestCase):
         """
 
     def stack(self, name: str, worker: str = "sleep 3600", extra: str = "") -> None:
-        text = textwrap.dedent(self.STACK).format(name=name, image=IMAGE, worker=json.dumps(worker.split()))
+        # Explicit subnets: the engine's default pools run out when several
+        # test engines share the host's routes.
+        text = textwrap.dedent(self.STACK).format(
+            name=name,
+            image=IMAGE,
+            worker=json.dumps(worker.split()),
+            front=self.subnets[0],
+            back=self.subnets[1],
+        )
         self.write(text + extra)
 
     async def test_lifecycle(self) -> None:
