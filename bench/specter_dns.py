@@ -177,12 +177,28 @@ def main() -> None:
         procs.append(
             subprocess.Popen(
                 [
-                    os.path.join(BIN, "specter"), "server", "--data", os.path.join(base, "ring"),
-                    "--cert", certs, "--listen-tcp", f"127.0.0.1:{ringPort}",
-                    "--advertise-addr", f"127.0.0.1:{ringPort}", "--listen-rpc", rpc,
-                    "--listen-internal", f"tcp://127.0.0.1:{freePort()}", "--kv", "memory", "--virtual", "1",
+                    os.path.join(BIN, "specter"),
+                    "server",
+                    "--data",
+                    os.path.join(base, "ring"),
+                    "--cert",
+                    certs,
+                    "--listen-tcp",
+                    f"127.0.0.1:{ringPort}",
+                    "--advertise-addr",
+                    f"127.0.0.1:{ringPort}",
+                    "--listen-rpc",
+                    rpc,
+                    "--listen-internal",
+                    f"tcp://127.0.0.1:{freePort()}",
+                    "--kv",
+                    "memory",
+                    "--virtual",
+                    "1",
                 ],
-                stdout=ringLog, stderr=subprocess.STDOUT, cwd=ROOT,
+                stdout=ringLog,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
             )  # fmt: skip
         )
         deadline = time.monotonic() + 60
@@ -190,7 +206,15 @@ def main() -> None:
             for v in values:
                 while True:
                     done = subprocess.run(
-                        [os.path.join(BIN, "specter"), "kv", "--rpc", rpc, "append", f"acme/challenge/{label}", v],
+                        [
+                            os.path.join(BIN, "specter"),
+                            "kv",
+                            "--rpc",
+                            rpc,
+                            "append",
+                            f"acme/challenge/{label}",
+                            v,
+                        ],
                         capture_output=True,
                         cwd=ROOT,
                     )
@@ -207,11 +231,23 @@ def main() -> None:
         procs.append(
             subprocess.Popen(
                 [
-                    os.path.join(BIN, "specter"), "dns", "--acme", f"acme://ops@example.net@{ZONE}",
-                    "--acme-ns", f"ns1.{ZONE}/127.0.0.1,::1", "--acme-ns", "ns2.elsewhere.example/192.0.2.2",
-                    "--rpc", rpc, "--listen-addr", f"127.0.0.1:{dnsPort}",
+                    os.path.join(BIN, "specter"),
+                    "dns",
+                    "--acme",
+                    f"acme://ops@example.net@{ZONE}",
+                    "--acme-ns",
+                    f"ns1.{ZONE}/127.0.0.1,::1",
+                    "--acme-ns",
+                    "ns2.elsewhere.example/192.0.2.2",
+                    "--rpc",
+                    rpc,
+                    "--listen-addr",
+                    f"127.0.0.1:{dnsPort}",
                 ],
-                stdout=dnsLog, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                stdout=dnsLog,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
             )  # fmt: skip
         )
         knotDir = os.path.join(base, "knot")
