@@ -591,6 +591,7 @@ class AnswerCacheTests(ZoneTestsMixin, SynchronousTestCase):
     def udp(self, factory: ACMEDNSFactory, data: bytes) -> bytes:
         proto = DatagramProtocol(factory, self.clock)
         proto.transport = FakeUDP()  # type: ignore[assignment]
+        proto.startProtocol()
         proto.datagramReceived(data, ("127.0.0.1", 5353))
         sent = proto.transport.sent  # type: ignore[attr-defined]
         self.assertEqual(len(sent), 1)
@@ -723,6 +724,31 @@ class AnswerCacheTests(ZoneTestsMixin, SynchronousTestCase):
         self.ring.up = True
         self.clock.advance(1.1)
         self.assertIn(b"v1", self.udp(self.cached, q))
+
+    def test_socketSend(self) -> None:
+        """
+        Over a UDP port, cached answers go to the socket's C{sendto}; the
+        decoding path writes through the port.
+        """
+
+        class Socket:
+            def __init__(self) -> None:
+                self.sent: list[tuple[bytes, Any]] = []
+
+            def sendto(self, data: bytes, addr: Any) -> int:
+                self.sent.append((data, addr))
+                return len(data)
+
+        transport = FakeUDP()
+        transport.socket = Socket()  # type: ignore[attr-defined]
+        proto = DatagramProtocol(self.cached, self.clock)
+        proto.transport = transport  # type: ignore[assignment]
+        proto.startProtocol()
+        q = rawQuery("tok1.acme.test")
+        proto.datagramReceived(q, ("127.0.0.1", 1))
+        proto.datagramReceived(q, ("127.0.0.1", 2))
+        self.assertEqual([a for _, a in transport.sent], [("127.0.0.1", 1)])
+        self.assertEqual(transport.socket.sent, [(transport.sent[0][0], ("127.0.0.1", 2))])  # type: ignore[attr-defined]
 
     def test_bounded(self) -> None:
         """

@@ -50,6 +50,8 @@ UDP_MAX = 512
 _PLAIN_FLAGS2 = 0xFE
 _PLAIN_FLAGS3 = 0xCF
 _INF = math.inf
+#: Header counts of a plain query without EDNS: one question, no records.
+_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 
 
 def questionKey(data: bytes) -> bytes | None:
@@ -66,7 +68,7 @@ def questionKey(data: bytes) -> bytes | None:
         size < 17
         or data[2] & _PLAIN_FLAGS2
         or data[3] & _PLAIN_FLAGS3
-        or data[4:10] != b"\x00\x01\x00\x00\x00\x00"
+        or data[4:10] != _ONE_QUESTION[:6]
         or data[10]
     ):
         return None
@@ -144,15 +146,29 @@ def _parse(data: bytes) -> dns.Message | None:
 
 class DatagramProtocol(dns.DNSDatagramProtocol):
     """
-    UDP: decode each datagram and hand queries to the factory.
+    UDP: answer repeated questions from the cache, decode the others and
+    hand them to the factory.
+
+    Cached answers go to the socket's C{sendto} directly when the transport
+    has one (a L{twisted.internet.udp.Port}): the address came from
+    C{recvfrom}, so the checks of C{Port.write} are not needed again.
     """
+
+    def startProtocol(self) -> None:
+        super().startProtocol()
+        sock = getattr(self.transport, "socket", None)
+        self.sendto: Any = sock.sendto if sock is not None else self.transport.write
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         factory: ACMEDNSFactory = self.controller
         if factory.rateLimit > 0 and not factory.admit(addr[0]):
             factory.stats["rate-limited"] += 1
             return
-        key = questionKey(data)
+        # a query without EDNS whose question is cached: the tail is the key
+        if data[4:12] == _ONE_QUESTION and not (data[2] & _PLAIN_FLAGS2 or data[3] & _PLAIN_FLAGS3):
+            key: bytes | None = data[12:]
+        else:
+            key = questionKey(data)
         if key is not None:
             hit = factory.udpCache.entries.get(key)
             if hit is not None and (hit[1] == _INF or hit[1] > factory.reactor.seconds()):
@@ -160,10 +176,12 @@ class DatagramProtocol(dns.DNSDatagramProtocol):
                 stats["queries"] += 1
                 stats[hit[3]] += 1
                 try:
-                    self.transport.write(data[:2] + hit[0][(data[2] & 1) | ((data[3] >> 3) & 2)], addr)
+                    self.sendto(data[:2] + hit[0][(data[2] & 1) | ((data[3] >> 3) & 2)], addr)
                 except OSError as e:
                     factory.sendFailed(addr, e)
                 return
+            if data[11] == 0:
+                key = questionKey(data)
         message = _parse(data)
         if message is None:
             factory.stats["malformed"] += 1
