@@ -758,6 +758,35 @@ class AnswerCacheTests(ZoneTestsMixin, SynchronousTestCase):
         for i in range(10):
             self.udp(factory, rawQuery(f"n{i}.example.com", dns.A))
             self.assertLessEqual(len(factory.udpCache.entries), 3)
+        self.assertEqual(len(factory.udpCache.entries), 1)
+
+    def test_boundedBytes(self) -> None:
+        """
+        The cache also holds at most C{maxBytes} of answers (counted with
+        their four variants and keys), and keeps that count right when
+        entries are replaced and forgotten.
+        """
+        cache = self.cached.tcpCache
+        cache.maxBytes = 12000
+        names = ["big.acme.test", "Big.acme.test", "bIg.acme.test", "biG.acme.test"]
+        for name in names:
+            self.tcp(self.cached, rawQuery(name))
+            self.assertLessEqual(cache.size, 12000)
+        self.assertLess(len(cache.entries), len(names))
+        self.assertGreater(len(cache.entries), 0)
+
+        def counted() -> int:
+            return sum(len(k) + sum(len(v) for v in e[0]) for k, e in cache.entries.items())
+
+        self.assertEqual(cache.size, counted())
+        self.clock.advance(2)
+        self.tcp(self.cached, rawQuery(names[-1]))
+        self.assertEqual(cache.size, counted())
+        self.tcp(self.cached, rawQuery(ZONE, dns.SOA))
+        self.assertEqual(cache.size, counted())
+        cache.forget("big")
+        self.assertEqual(list(cache.entries), [rawQuery(ZONE, dns.SOA)[12:]])
+        self.assertEqual(cache.size, counted())
 
     def test_questionKey(self) -> None:
         """

@@ -102,6 +102,10 @@ def questionKey(data: bytes) -> bytes | None:
     return data[12:end]
 
 
+def _cost(key: bytes, variants: tuple[bytes, ...]) -> int:
+    return len(key) + 4 * len(variants[0])
+
+
 class AnswerCache:
     """
     Wire-format answers by question, for one transport: each entry holds the
@@ -109,16 +113,25 @@ class AnswerCache:
     when it expires, the challenge label it depends on and its rcode.
     """
 
-    def __init__(self, maxEntries: int = 4096) -> None:
+    def __init__(self, maxEntries: int = 4096, maxBytes: int = 8 << 20) -> None:
         self.maxEntries = maxEntries
+        self.maxBytes = maxBytes
+        self.size = 0
         self.entries: dict[bytes, tuple[tuple[bytes, ...], float, str | None, str]] = {}
 
     def store(self, key: bytes, response: bytes, expires: float, label: str | None, rcode: str) -> None:
         """
-        Keep C{response} (sent with RD and CD clear) for C{key}.
+        Keep C{response} (sent with RD and CD clear) for C{key}.  The table
+        is emptied when it would hold more than C{maxEntries} answers or
+        C{maxBytes} bytes of them.
         """
-        if len(self.entries) >= self.maxEntries:
-            self.entries.clear()
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= _cost(key, old[0])
+        cost = len(key) + 4 * (len(response) - 2)
+        if len(self.entries) >= self.maxEntries or self.size + cost > self.maxBytes:
+            self.clear()
+        self.size += cost
         flags2, flags3, rest = response[2], response[3], response[4:]
         variants = tuple(bytes((flags2 | (bits & 1), flags3 | ((bits & 2) << 3))) + rest for bits in range(4))
         self.entries[key] = (variants, expires, label, rcode)
@@ -129,10 +142,11 @@ class AnswerCache:
         """
         stale = [k for k, entry in self.entries.items() if entry[2] == label]
         for k in stale:
-            del self.entries[k]
+            self.size -= _cost(k, self.entries.pop(k)[0])
 
     def clear(self) -> None:
         self.entries.clear()
+        self.size = 0
 
 
 def _parse(data: bytes) -> dns.Message | None:
