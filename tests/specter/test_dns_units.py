@@ -7,6 +7,7 @@ factory's message handling through fake protocols.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -728,22 +729,29 @@ class AnswerCacheTests(ZoneTestsMixin, SynchronousTestCase):
     def test_socketSend(self) -> None:
         """
         Over a UDP port, cached answers go to the socket's C{sendto}; the
-        decoding path writes through the port.
+        decoding path writes through the port.  The socket's receive buffer
+        is enlarged.
         """
 
         class Socket:
             def __init__(self) -> None:
                 self.sent: list[tuple[bytes, Any]] = []
 
+                self.options: list[tuple[int, int, int]] = []
+
             def sendto(self, data: bytes, addr: Any) -> int:
                 self.sent.append((data, addr))
                 return len(data)
+
+            def setsockopt(self, level: int, option: int, value: int) -> None:
+                self.options.append((level, option, value))
 
         transport = FakeUDP()
         transport.socket = Socket()  # type: ignore[attr-defined]
         proto = DatagramProtocol(self.cached, self.clock)
         proto.transport = transport  # type: ignore[assignment]
         proto.startProtocol()
+        self.assertEqual(transport.socket.options, [(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)])  # type: ignore[attr-defined]
         q = rawQuery("tok1.acme.test")
         proto.datagramReceived(q, ("127.0.0.1", 1))
         proto.datagramReceived(q, ("127.0.0.1", 2))

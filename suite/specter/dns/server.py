@@ -25,6 +25,7 @@ first question) takes the decoding path, which fills the cache.
 from __future__ import annotations
 
 import math
+import socket
 from collections import Counter
 from typing import Any
 
@@ -43,6 +44,8 @@ log = Logger()
 
 #: Largest UDP answer sent (no EDNS): longer ones are truncated with TC set.
 UDP_MAX = 512
+#: SO_RCVBUF asked for the UDP socket (the default holds ~160 queries).
+UDP_RECEIVE_BUFFER = 1 << 20
 
 
 #: Header bits a cached answer may be reused for: QR, opcode, AA, TC, RA,
@@ -172,6 +175,13 @@ class DatagramProtocol(dns.DNSDatagramProtocol):
         super().startProtocol()
         sock = getattr(self.transport, "socket", None)
         self.sendto: Any = sock.sendto if sock is not None else self.transport.write
+        if sock is not None:
+            # room for a burst of queries while the process is not scheduled
+            # (the kernel caps it at net.core.rmem_max)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+            except OSError as e:
+                log.debug("could not set the UDP receive buffer: {e}", e=e)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         factory: ACMEDNSFactory = self.controller
