@@ -362,18 +362,21 @@ def crashLoss(seed: int) -> Simulation:
 
 def restartStorm(seed: int) -> Simulation:
     plan = random.Random(seed * 49979687 + 7)
-    faults = Faults(minDelay=0.0005, maxDelay=plan.choice([0.002, 0.006]), diskDelay=(0.0002, 0.0008))
-    settings = RaftSettings(electionTimeoutMin=0.15, electionTimeoutMax=0.156)
-    sim = Simulation(seed, plan.choice([3, 5]), faults, settings, family="restartStorm")
+    faults = Faults(
+        minDelay=0.0005, maxDelay=plan.choice([0.004, 0.01]), duplicate=0.3, diskDelay=(0.0002, 0.0008)
+    )
+    settings = RaftSettings(electionTimeoutMin=0.15, electionTimeoutMax=0.151)
+    sim = Simulation(seed, plan.choice([3, 5, 5]), faults, settings, family="restartStorm")
     clients = startClients(
         sim, [SimClient(sim, f"c{i}", ["x"], ops=("put", "append", "get")) for i in range(2)]
     )
-    for _ in range(plan.randint(2, 4)):
+    for _ in range(plan.randint(4, 6)):
         if not waitLeader(sim):
             break
         leader = sim.leader()
         assert leader is not None
         sim.crash(leader.id)
+        sim.restart(leader.id)
         end = sim.clock.seconds() + 1.0
         while sim.clock.seconds() < end:
             sim.run(0.002)
@@ -384,11 +387,11 @@ def restartStorm(seed: int) -> Simulation:
                     and n.votedFor not in (None, n.id)
                     and n.leaderId is None
                     and n.durableTerm == n.term
-                    and plan.random() < 0.5
+                    and s.storage is not None
+                    and not s.storage.queue
                 ):
                     sim.crash(n.id)
                     sim.restart(n.id)
-        sim.restart(leader.id)
     return finish(sim, clients)
 
 
@@ -407,7 +410,6 @@ def membershipSplit(seed: int) -> Simulation:
     sim.addNode("m2")
     for new in ("m1", "m2"):
         leader.changeMembership("addVoter", new).addErrback(lambda f: None)
-    sim.run(plan.uniform(0.0, 0.004))
     sim.network.partition({leader.id, "m1", "m2"}, old)
     sim.run(plan.uniform(0.8, 1.5))
     return finish(sim, clients)

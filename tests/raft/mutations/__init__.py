@@ -92,7 +92,7 @@ MUTATIONS: tuple[Mutation, ...] = (
                 "        return True",
             ),
         ),
-        ("nemesis",),
+        ("staleLeader", "nemesis"),
     ),
     Mutation(
         "ack-before-fsync",
@@ -129,7 +129,7 @@ MUTATIONS: tuple[Mutation, ...] = (
                 "            if t is not None:\n                continue",
             ),
         ),
-        ("nemesis",),
+        ("staleRead", "nemesis"),
     ),
     Mutation(
         "apply-before-commit",
@@ -141,7 +141,7 @@ MUTATIONS: tuple[Mutation, ...] = (
                 "        while self.lastApplied < self.log.lastIndex():",
             ),
         ),
-        ("nemesis",),
+        ("crashLoss", "staleLeader", "nemesis"),
     ),
     Mutation(
         "forget-vote",

@@ -28,8 +28,8 @@ def main() -> None:
             FAMILIES[family].run(seed)
         except InvariantViolation as e:
             caught, why = True, str(e).splitlines()[0]
-        except Exception as e:  # the planted bug broke the code outright
-            caught, why = True, f"{type(e).__name__}: {e}".splitlines()[0]
+        except Exception as e:  # the planted bug broke the code outright: not a checker's catch
+            caught, why = False, f"crashed: {type(e).__name__}: {e}".splitlines()[0]
         else:
             caught, why = False, ""
         print(json.dumps({"family": family, "seed": seed, "caught": caught, "why": why[:300]}), flush=True)
