@@ -199,8 +199,9 @@ class SimNetwork:
 
 @implementer(IRaftTransport)
 class SimTransport:
-    def __init__(self, network: SimNetwork, nodeId: str, process: NodeClock) -> None:
-        self.network, self.nodeId, self.process = network, nodeId, process
+    def __init__(self, network: SimNetwork, nodeId: str, process: NodeClock | None = None) -> None:
+        self.network, self.nodeId = network, nodeId
+        self.process = process if process is not None else NodeClock(network.clock)
         self.up = True
         self.receiver: Callable[[Message], None] | None = None
         network.endpoints[nodeId] = self
@@ -234,7 +235,7 @@ class SimStorage:
     commit) after a disk delay; a crash drops the queue.
     """
 
-    def __init__(self, disk: Disk, clock: NodeClock, rng: random.Random, faults: Faults) -> None:
+    def __init__(self, disk: Disk, clock: NodeClock | Clock, rng: random.Random, faults: Faults) -> None:
         self.disk, self.clock, self.rng, self.faults = disk, clock, rng, faults
         self.queue: list[tuple[Callable[[], None], Deferred[None]]] = []
         self.flushCall: HeldCall | IDelayedCall | None = None
