@@ -84,6 +84,13 @@ class KillLeaderTests(TestCase):
         await sleep(0.1)
 
 
+async def _readyApplied(port: int, target: int) -> bool:
+    import treq
+
+    r = await treq.get(f"http://127.0.0.1:{port}/readyz", timeout=2, persistent=False)
+    return _applied(json.loads(await r.content())) >= target
+
+
 def _applied(body: object) -> int:
     """
     Find the largest appliedIndex anywhere in a /readyz JSON body.
@@ -103,8 +110,9 @@ def _applied(body: object) -> int:
 
 class MembershipTests(TestCase):
     """
-    An operator grows the group from three to five nodes and shrinks it
-    back with C{python -m suite.raft member} while clients write.
+    An operator grows the group from three to five nodes (one added as a
+    voter in one step, one as a learner then promoted) and shrinks it back
+    with C{python -m suite.raft member} while clients write.
     """
 
     timeout = 180
@@ -160,7 +168,18 @@ class MembershipTests(TestCase):
         for s in extra:
             procs[s.id] = DaemonProcess(self, s.argv() + ["--join"], name=s.id).start()
             await procs[s.id].waitForPort(s.clientPort)
-            config = await self.member(clientDir, servers, "add-voter", s.id, f"127.0.0.1:{s.raftPort}")
+            address = f"127.0.0.1:{s.raftPort}"
+            if s.id == "n4":
+                config = await self.member(clientDir, servers, "add-voter", s.id, address)
+            else:
+                config = await self.member(clientDir, servers, "add-learner", s.id, address)
+                self.assertIn(s.id, config["learners"])
+                target = (await client.call("status"))["commitIndex"]
+                await procs[s.id].waitFor(
+                    lambda spec=s, target=target: _readyApplied(spec.adminPort, target),
+                    "the learner to catch up",
+                )
+                config = await self.member(clientDir, servers, "promote", s.id)
             self.assertIn(s.id, config["voters"])
         self.assertEqual(sorted(config["voters"]), ["n1", "n2", "n3", "n4", "n5"])
         await sleep(1.0)
