@@ -159,9 +159,9 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="goop-bench-")
     port = freePort()
     with open(os.path.join(tmp, "goop.json"), "w") as f:
-        json.dump(
-            {"presence": {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": port}}, f
-        )
+        # this script plays the loopback reverse proxy: the hub believes its X-Forwarded-For
+        presence = {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": port}
+        json.dump({"presence": {**presence, "trusted_proxies": ["127.0.0.1"]}}, f)
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
     logf = open(os.path.join(tmp, "hub.log"), "wb")
     prefix = []

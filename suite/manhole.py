@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.conch import manhole, manhole_ssh, telnet
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
@@ -41,7 +40,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from suite.daemon import ConfigError
+from suite.daemon import ConfigError, GuardedEndpointService
 from suite.web.endpoint import EndpointError, isLoopbackHost, splitEndpoint
 
 __all__ = [
@@ -348,7 +347,7 @@ def makeManholeService(
         _, args, kwargs = splitEndpoint(checked)
         path = kwargs.get("address", args[0] if args else "")
         endpoint = _PrivateUnixEndpoint(serverFromString(reactor, checked), path)
-    service = StreamServerEndpointService(endpoint, factory)
+    service = GuardedEndpointService(endpoint, factory, "--manhole", checked)
     service.setName("manhole")
     log.info("manhole enabled on {endpoint}", endpoint=checked)
     return service

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["IServiceCatalog"]
+__all__ = ["IServiceCatalog", "IContainerEngine"]
 
 
 class IServiceCatalog(Interface):
@@ -26,4 +26,44 @@ class IServiceCatalog(Interface):
     def nodes():  # type: ignore[no-untyped-def]
         """
         All known L{suite.constellation.catalog.NodeEntry} values (this node first).
+        """
+
+
+class IContainerEngine(Interface):
+    """
+    A container engine's API as the agent uses it
+    (L{suite.constellation.docker.DockerClient}); the Docker monitor reads
+    it, and so can WARP monitoring and deployment tools.  Every method is
+    asynchronous and fails with a one-line
+    L{suite.constellation.docker.DockerError}.
+    """
+
+    description = Attribute("Where the engine is (C{str}, for log lines).")
+    apiVersion = Attribute("The negotiated API version (C{str}), or None before L{negotiate}.")
+
+    def negotiate():  # type: ignore[no-untyped-def]
+        """
+        Agree on an API version with the engine; a Deferred/coroutine firing with it.
+        """
+
+    def containers(labels, all):  # type: ignore[no-untyped-def]
+        """
+        The engine's container summaries matching C{labels} (C{KEY} or C{KEY=VALUE}).
+        """
+
+    def inspect(containerID):  # type: ignore[no-untyped-def]
+        """
+        One container's inspect document.
+        """
+
+    def monitored(labels):  # type: ignore[no-untyped-def]
+        """
+        Every running container matching C{labels}, as
+        L{suite.constellation.docker.Container} values sorted by name.
+        """
+
+    def events(onEvent, labels):  # type: ignore[no-untyped-def]
+        """
+        Follow the engine's container events; return an
+        L{suite.constellation.docker.EventStream}.
         """

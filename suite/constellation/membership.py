@@ -10,71 +10,47 @@ computing it from names it may spell differently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import ipaddress
+import socket
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
-from suite.constellation.catalog import LocalCatalog, NodeEntry
 from suite.constellation.priority import nodePriority
-from suite.daemon import ConfigError
+from suite.constellation.state import ClusterState, DepartureListener, admitFrom
+from suite.daemon import ConfigError, watchListening
 from suite.gossip.__main__ import advertisable, parseAddress
 from suite.gossip.interfaces import IMembershipListener
 from suite.gossip.node import GossipNode
+from suite.gossip.security import Keyring, readKeyFile
 from suite.gossip.settings import GossipSettings
 from suite.gossip.udp import NetworkTransport
 
-__all__ = ["GossipCatalog", "GossipService", "readGossipKey"]
+__all__ = ["GossipService", "readGossipKey", "resolvePeers"]
 
 log = Logger(namespace="constellation.gossip")
 
 
-def readGossipKey(path: str | None) -> bytes | None:
+def readGossipKey(path: str | None) -> Keyring | None:
     """
-    The cluster's shared gossip key from C{path} (at least 16 bytes after
-    stripping whitespace), or None when no file is configured.
+    The cluster's gossip keyring from C{path} (base64 AES keys as
+    C{serf keygen} prints and C{serf agent -encrypt} takes, one a line, the
+    primary first), or None when no file is configured.
 
     @raise ConfigError: naming the flag and the file.
     """
     if not path:
         return None
-    flag = "--gossip-key-file (CONSTELLATION_GOSSIP_KEY_FILE)"
     try:
-        with open(path, "rb") as f:
-            key = f.read().strip()
-    except OSError as e:
-        raise ConfigError(f"{flag}: cannot read {path}: {e.strerror}") from None
-    if len(key) < 16:
-        raise ConfigError(f"{flag}: {path} holds {len(key)} bytes; the key must be at least 16")
-    return key
-
-
-class GossipCatalog(LocalCatalog):
-    """
-    The catalog of a gossiping agent: this node first, then every member
-    the gossip node knows (alive, suspect, dead or left).
-    """
-
-    def __init__(self, nodeName: str, publicIP: str | None, members: Callable[[], list[Any]]) -> None:
-        super().__init__(nodeName, publicIP)
-        self._members = members
-
-    def nodes(self) -> list[NodeEntry]:
-        out = super().nodes()
-        for m in self._members():
-            if m.name == self.nodeName:
-                continue
-            try:
-                priority = int(m.meta.get("priority", nodePriority(m.name)))
-            except (TypeError, ValueError):
-                priority = nodePriority(m.name)
-            ip = m.meta.get("ip") or None
-            out.append(NodeEntry(m.name, priority, m.status, str(ip) if ip else None))
-        return out
+        return readKeyFile(path)
+    except ValueError as e:
+        raise ConfigError(f"--gossip-key-file (CONSTELLATION_GOSSIP_KEY_FILE): {e}") from None
 
 
 @implementer(IMembershipListener)
@@ -109,12 +85,15 @@ class GossipService(Service):
 
     name = "gossip"
 
-    def __init__(self, options: Mapping[str, Any], reactor: Any) -> None:
+    def __init__(self, options: Mapping[str, Any], reactor: Any, state: ClusterState | None = None) -> None:
         self.reactor = reactor
+        self.state = state
         settings = GossipSettings.local() if options.get("gossip-profile") == "local" else GossipSettings()
         host, port = options["bind-addr"], int(options["bind-port"])
         try:
-            self.seeds = [parseAddress(p) for p in options.get("join") or []]
+            peers = [parseAddress(p) for p in options.get("join") or []]
+            self.seeds = [p for p in peers if _isIP(p[0])]
+            self.named = [p for p in peers if not _isIP(p[0])]
             address = advertisable((host, port), self.seeds[0] if self.seeds else None)
         except usage.UsageError as e:
             raise ConfigError(f"--join / --bind-addr: {e}") from None
@@ -132,9 +111,13 @@ class GossipService(Service):
             reactor,
             settings,
             key=self.key,
-            listener=_MembershipLog(),
+            listener=_MembershipLog() if state is None else DepartureListener(state, _MembershipLog()),
             meta=meta,
+            delegate=state,
         )
+        if state is not None:
+            state.attach(self.node.queueBroadcast)
+            state.admit = admitFrom(self.node)
         self.bind = f"{host}:{port}"
         self.remoteWithoutKey = self.key is None and host not in ("127.0.0.1", "::1")
 
@@ -150,26 +133,32 @@ class GossipService(Service):
         try:
             joined = self.node.start(self.seeds)
         except Exception as e:
-            log.critical(
-                "--bind-port: cannot listen for gossip on {bind}: {error}", bind=self.bind, error=str(e)
-            )
-            if self.reactor.running:
-                self.reactor.stop()
-            else:
-                self.reactor.callWhenRunning(self.reactor.stop)
+            watchListening(self, "--bind-port", f"{self.bind} (gossip)", fail(e), self.reactor)
             return
-        if self.seeds:
-            joined.addCallback(self._joined)
+        watchListening(self, "--bind-port", f"{self.bind} (gossip)", succeed(None), self.reactor)
+        total = len(self.seeds) + len(self.named)
+        if self.named:
 
-    def _joined(self, count: int) -> None:
+            def resolved(addresses: list[tuple[str, int]]) -> Deferred[Any]:
+                known = list(self.node.seeds)
+                self.node.seeds = known + [a for a in addresses if a not in known]
+                return DeferredList([joined, self.node.join(addresses)], consumeErrors=True)
+
+            def report(results: list[tuple[bool, Any]]) -> None:
+                self._joined(sum(v for ok, v in results if ok), total)
+
+            d: Deferred[Any] = resolvePeers(self.reactor, self.named)
+            d.addCallback(resolved).addCallback(report)
+        elif self.seeds:
+            joined.addCallback(self._joined, total)
+
+    def _joined(self, count: int, total: int) -> None:
         if count:
-            log.info(
-                "joined the cluster through {count} of {total} peers", count=count, total=len(self.seeds)
-            )
+            log.info("joined the cluster through {count} of {total} peers", count=count, total=total)
         else:
             log.warn(
                 "no peer of --join answered ({total} tried); running alone until one does",
-                total=len(self.seeds),
+                total=total,
             )
 
     def stopService(self) -> Deferred[None]:
@@ -178,3 +167,45 @@ class GossipService(Service):
 
     def summary(self) -> dict[str, Any]:
         return self.node.summary()
+
+
+def _isIP(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def resolvePeers(reactor: Any, peers: Sequence[tuple[str, int]]) -> Deferred[list[tuple[str, int]]]:
+    """
+    Resolve C{--join} host names (Tailscale names too) with the system
+    resolver, in the reactor's thread pool; every address of every name is
+    a peer.  A name that does not resolve is logged and left out.
+    """
+
+    def lookup() -> tuple[list[tuple[str, int]], list[str]]:
+        out: list[tuple[str, int]] = []
+        errors: list[str] = []
+        for host, port in peers:
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            except OSError as e:
+                errors.append(f"{host}: {e.strerror or e}")
+                continue
+            for _, _, _, _, sockaddr in infos:
+                address = (str(sockaddr[0]), int(sockaddr[1]))
+                if address not in out:
+                    out.append(address)
+        return out, errors
+
+    def report(result: tuple[list[tuple[str, int]], list[str]]) -> list[tuple[str, int]]:
+        addresses, errors = result
+        for error in errors:
+            log.warn("--join: cannot resolve {error}", error=error)
+        return addresses
+
+    d: Deferred[tuple[list[tuple[str, int]], list[str]]] = deferToThreadPool(
+        reactor, reactor.getThreadPool(), lookup
+    )
+    return d.addCallback(report)

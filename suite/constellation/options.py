@@ -32,7 +32,7 @@ ENV: dict[str, tuple[str, str | None, str]] = {
     "public-ip": (
         "PUBLIC_IP",
         None,
-        "Public IP address of this node (auto-detection is not implemented yet).",
+        "Public IP address of this node; auto-detected from --public-ip-sources when unset.",
     ),
     "config-path": ("CONFIG_PATH", "/opt/constellation/volumes", "Path for service volumes."),
     "secrets-path": ("SECRETS_PATH", "/opt/constellation/secrets", "Path for secrets (cf-api-token.txt)."),
@@ -61,6 +61,40 @@ ENV: dict[str, tuple[str, str | None, str]] = {
         "CONSTELLATION_GOSSIP_KEY_FILE",
         None,
         "File with the cluster's shared gossip key (at least 16 bytes; HMAC-SHA256 on every gossip packet).",
+    ),
+    "docker": (
+        "CONSTELLATION_DOCKER",
+        None,
+        "Docker Engine API endpoint to monitor (unix:/var/run/docker.sock); unset: no Docker monitoring.",
+    ),
+    "docker-label": (
+        "CONSTELLATION_DOCKER_LABEL",
+        None,
+        "Comma-separated label selectors (KEY or KEY=VALUE) of the containers this agent watches; none: all.",
+    ),
+    "docker-interval": ("CONSTELLATION_DOCKER_INTERVAL", "10", "Seconds between Docker health checks."),
+    "service-address": (
+        "CONSTELLATION_SERVICE_ADDRESS",
+        None,
+        "Address at which other nodes reach this node's host-network and published container ports. "
+        "Default: the gossip address.",
+    ),
+    "entrypoints": (
+        "CONSTELLATION_ENTRYPOINTS",
+        "websecure",
+        "Comma-separated Traefik entry points of the default routers.",
+    ),
+    "cert-resolver": (
+        "CONSTELLATION_CERT_RESOLVER",
+        "letsencrypt",
+        "Traefik certificate resolver of the default routers; 'none': no TLS on them.",
+    ),
+    "roles": ("CONSTELLATION_ROLES", None, "Comma-separated roles of this node, published to the cluster."),
+    "public-ip-sources": (
+        "CONSTELLATION_PUBLIC_IP_SOURCES",
+        "https://api.ipify.org,https://ifconfig.me/ip,https://icanhazip.com",
+        "Comma-separated URLs answering this node's public IP, tried in order when PUBLIC_IP is unset; "
+        "'none': no detection.",
     ),
     "gossip-profile": (
         "CONSTELLATION_GOSSIP_PROFILE",
@@ -124,9 +158,10 @@ class Options(DaemonOptions):
         "(joined through --join) and the Traefik HTTP provider "
         "(/, /api/http/routers, /api/http/services, /api/http/middlewares, "
         "/api/state) with /healthz, /readyz and /metrics.  "
-        "Raft leases, Docker monitoring, Cloudflare DNS and WARP monitoring are "
+        "With --docker it watches the engine's containers every --docker-interval seconds "
+        "and gossips their health.  Raft leases, Cloudflare DNS and WARP monitoring are "
         "not implemented yet: asking for them (CLOUDFLARE_ZONE_ID, "
-        "--docker, --warp-container) fails at start-up."
+        "--warp-container) fails at start-up."
     )
     optFlags: list[list[Any]] = [
         ["allow-remote-provider", None, "Allow --http-provider on a non-loopback interface."],
@@ -140,12 +175,6 @@ class Options(DaemonOptions):
             ["bind-addr", None, "0.0.0.0", "Gossip bind address."],
             ["bind-port", None, "7946", "Gossip port (TCP and UDP)."],
             ["raft-port", None, "8300", "Raft port."],
-            [
-                "docker",
-                None,
-                None,
-                "Docker Engine API endpoint to monitor (e.g. unix:/var/run/docker.sock); not implemented yet.",
-            ],
             [
                 "warp-container",
                 None,
@@ -210,5 +239,44 @@ class Options(DaemonOptions):
             if item:
                 peers.append(_peer(item))
         self["join"] = peers
+        try:
+            interval = float(self["docker-interval"])
+        except ValueError:
+            interval = 0.0
+        if not 0.1 <= interval <= 3600:
+            raise ConfigError(
+                f"{_label('docker-interval')}: {self['docker-interval']!r} is not 0.1-3600 seconds"
+            )
+        self["docker-interval"] = interval
+        self["docker-label"] = [x.strip() for x in (self["docker-label"] or "").split(",") if x.strip()]
+        self["roles"] = [x.strip() for x in (self["roles"] or "").split(",") if x.strip()]
+        self["entrypoints"] = [x.strip() for x in (self["entrypoints"] or "").split(",") if x.strip()]
+        if not self["entrypoints"]:
+            raise ConfigError(f"{_label('entrypoints')}: no entry point given")
+        if self["cert-resolver"] in ("none", ""):
+            self["cert-resolver"] = None
+        sources = (self["public-ip-sources"] or "").strip()
+        self["public-ip-sources"] = (
+            [] if sources == "none" else [x.strip() for x in sources.split(",") if x.strip()]
+        )
+        for url in self["public-ip-sources"]:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{_label('public-ip-sources')}: {url!r} is not an http(s) URL")
+        if self["service-address"]:
+            try:
+                self["service-address"] = ipaddress.ip_address(self["service-address"].strip()).compressed
+            except ValueError:
+                raise ConfigError(
+                    f"{_label('service-address')}: {self['service-address']!r} is not an IP address"
+                ) from None
+        if self["docker"]:
+            from suite.constellation.docker import parseDockerEndpoint
+
+            try:
+                parseDockerEndpoint(None, self["docker"])
+            except (ValueError, TypeError, KeyError) as e:
+                raise ConfigError(
+                    f"{_label('docker')}: {self['docker']!r} is not an endpoint ({e})"
+                ) from None
         if self["gossip-profile"] not in ("lan", "local"):
             raise ConfigError(f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan or local")

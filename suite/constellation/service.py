@@ -2,26 +2,37 @@
 Wiring of C{twistd constellation}.
 
 What runs today: gossip membership (C{--bind-addr}:C{--bind-port}, joined
-through C{--join}) feeding the catalog's nodes, and the Traefik HTTP provider
-(from that catalog) with C{/healthz}, C{/readyz} and C{/metrics} on the same
-listener.  What is not built yet fails at start-up, but only when the
-operator asks for it: Cloudflare DNS (C{CLOUDFLARE_ZONE_ID} set), Docker
-monitoring (C{--docker}), WARP monitoring (C{--warp-container}).  The
+through C{--join}) carrying the replicated cluster state
+(L{suite.constellation.state}: node meta and services with their health);
+Docker monitoring (C{--docker}) writing this node's services into it; public
+IP detection; and the Traefik HTTP provider rendered from it, with
+C{/healthz}, C{/readyz} and C{/metrics} on the same listener.  What is not
+built yet fails at start-up, but only when the operator asks for it:
+Cloudflare DNS (C{CLOUDFLARE_ZONE_ID} set), WARP monitoring
+(C{--warp-container}).  The
 guide's start-up lines are logged only for what really starts.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from suite.constellation.membership import GossipCatalog, GossipService
+from suite.constellation.catalog import ClusterCatalog
+from suite.constellation.docker import Container, DockerClient
+from suite.constellation.labels import serviceRecord
+from suite.constellation.membership import GossipService
+from suite.constellation.monitor import DockerMonitor
 from suite.constellation.priority import nodePriority
+from suite.constellation.publicip import detectPublicIP
+from suite.constellation.state import ClusterState
 from suite.constellation.traefik import ProviderRoot
 from suite.daemon import ConfigError, attachCommon, notImplementedYet
 from suite.logging import Secret
@@ -72,8 +83,6 @@ def checkRequestedFeatures(options: Mapping[str, Any]) -> None:
         raise notImplementedYet(
             "Cloudflare DNS management (CLOUDFLARE_ZONE_ID is set; unset it to run without DNS updates)"
         )
-    if options.get("docker"):
-        raise notImplementedYet("Docker service monitoring (--docker)")
     if options.get("warp-container"):
         raise notImplementedYet("WARP health monitoring (--warp-container)")
 
@@ -95,8 +104,31 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     checkRequestedFeatures(options)
     node = options["ts-hostname"]
     priority = nodePriority(node)
-    gossip = GossipService(options, reactor)
-    catalog = GossipCatalog(node, options.get("public-ip"), gossip.node.members)
+    # The generation orders this process's entries after those of its
+    # earlier runs; it is only ever compared with this node's own.
+    state = ClusterState(node, time.time_ns() // 1000, reactor)
+    gossip = GossipService(options, reactor, state)
+    catalog = ClusterCatalog(node, state, gossip.node.members)
+    nodeMeta: dict[str, Any] = {
+        "priority": priority,
+        "ip": options.get("public-ip"),
+        "roles": options.get("roles") or [],
+    }
+    state.update({"node": dict(nodeMeta)})
+    monitor: DockerMonitor | None = None
+    if options.get("docker"):
+        address = options.get("service-address") or gossip.node.address[0]
+
+        def publish(containers: list[Container]) -> None:
+            state.update({f"svc/{c.name}": serviceRecord(c, address) for c in containers}, prefix="svc/")
+
+        monitor = DockerMonitor(
+            DockerClient(reactor, options["docker"]),
+            reactor,
+            options.get("docker-label") or [],
+            publish,
+            float(options.get("docker-interval") or 10.0),
+        )
     registry = CollectorRegistry(auto_describe=True)
     Gauge(
         "constellation_node_priority",
@@ -116,11 +148,11 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         registry=registry,
     )
 
-    def counter(state: str) -> Callable[[], float]:
-        return lambda: float(gossip.summary()["members"].get(state, 0))
+    def counter(status: str) -> Callable[[], float]:
+        return lambda: float(gossip.summary()["members"].get(status, 0))
 
-    for state in ("alive", "suspect", "dead", "left"):
-        members.labels(state).set_function(counter(state))
+    for status in ("alive", "suspect", "dead", "left"):
+        members.labels(status).set_function(counter(status))
 
     def providerHealth() -> HealthReport:
         return HealthReport(
@@ -131,14 +163,30 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
                 "priority": priority,
                 "services": len(catalog.services()),
                 "gossip": gossip.summary(),
+                "docker": monitor.status() if monitor is not None else None,
+                "state": dict(state.stats),
             },
         )
 
     admin = makeAdminResource([FunctionHealth("provider", providerHealth)], registry=registry, clock=reactor)
-    site = LimitedSite(ProviderRoot(catalog, options["domain"], admin, _warpStatus), reactor=reactor)
+    provider = ProviderRoot(
+        catalog,
+        options["domain"],
+        admin,
+        _warpStatus,
+        options.get("entrypoints") or ["websecure"],
+        options.get("cert-resolver"),
+    )
+    site = LimitedSite(provider, reactor=reactor)
 
     root = MultiService()
     gossip.setServiceParent(root)
+    if monitor is not None:
+        monitor.setServiceParent(root)
+    if not options.get("public-ip") and options.get("public-ip-sources"):
+        _PublicIPDetection(reactor, options["public-ip-sources"], state, gossip, nodeMeta).setServiceParent(
+            root
+        )
 
     def started(port: object) -> None:
         log.info("HTTP provider listening on {endpoint}", endpoint=listener.description)
@@ -166,6 +214,54 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         raftPort=options["raft-port"],
         dataDir=options["data-dir"],
     )
-    log.info("Docker monitoring, DNS management and WARP monitoring are off (not implemented yet)")
-    attachCommon(root, options, {"catalog": catalog, "site": site, "gossip": gossip.node}, reactor)
+    log.info("DNS management and WARP monitoring are off (not implemented yet)")
+    if monitor is None:
+        log.info("Docker monitoring is off (no --docker)")
+    attachCommon(
+        root,
+        options,
+        {"catalog": catalog, "site": site, "gossip": gossip.node, "state": state, "docker": monitor},
+        reactor,
+    )
     return root
+
+
+class _PublicIPDetection(Service):
+    """
+    Detect the public IP at start-up (PUBLIC_IP unset) and publish it.
+    """
+
+    name = "public-ip"
+
+    def __init__(
+        self,
+        reactor: Any,
+        sources: list[str],
+        state: ClusterState,
+        gossip: GossipService,
+        meta: dict[str, Any],
+    ) -> None:
+        self.reactor, self.sources, self.state, self.gossip, self.meta = reactor, sources, state, gossip, meta
+        self.found: str | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        d = Deferred.fromCoroutine(detectPublicIP(self.reactor, self.sources))
+        d.addCallback(self._detected)
+        d.addErrback(lambda f: log.failure("public IP detection failed", f))
+
+    def _detected(self, result: tuple[str | None, list[str]]) -> None:
+        ip, errors = result
+        for error in errors:
+            log.warn("public IP source failed: {error}", error=error)
+        if ip is None:
+            log.warn("public IP not detected from {n} sources; set PUBLIC_IP", n=len(self.sources))
+            return
+        self.found = ip
+        log.info("public IP {ip} detected", ip=ip)
+        self.meta["ip"] = ip
+        self.state.update({"node": dict(self.meta)})
+        if self.gossip.node.running:
+            meta = dict(self.gossip.node.meta)
+            meta["ip"] = ip
+            self.gossip.node.setMetadata(meta)

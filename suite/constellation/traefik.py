@@ -5,7 +5,7 @@ catalog, served as JSON.
 Endpoints (all C{GET}, JSON):
 
   - C{/}: the whole dynamic configuration (what Traefik's C{providers.http.endpoint}
-    polls);
+    polls), empty sections left out;
   - C{/api/http/routers}, C{/api/http/services}, C{/api/http/middlewares}:
     one section each;
   - C{/api/state}: this agent's view of the cluster (nodes, services with
@@ -14,7 +14,9 @@ Endpoints (all C{GET}, JSON):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -24,50 +26,101 @@ from suite.constellation.catalog import ServiceEntry
 from suite.constellation.interfaces import IServiceCatalog
 from suite.web.errors import JSONNoResource, jsonResponse
 
-__all__ = ["dynamicConfig", "ProviderRoot", "routerRule"]
+__all__ = ["dynamicConfig", "traefikDocument", "ProviderRoot"]
 
 
-def routerRule(entry: ServiceEntry, domain: str) -> str:
+def dynamicConfig(
+    services: list[ServiceEntry],
+    domain: str,
+    entryPoints: Sequence[str] = ("websecure",),
+    certResolver: str | None = "letsencrypt",
+) -> dict[str, Any]:
     """
-    The router rule of C{entry}: its own, or C{Host(`NAME.DOMAIN`)} plus the
-    per-node name C{Host(`NAME.NODE.DOMAIN`)}.
+    Render Traefik dynamic configuration from the healthy containers of
+    every node.  A Traefik service gets one server per healthy container
+    that defines it, on any node (sorted by URL); its load balancer options
+    come from the first definition (by container, then node).  Routers come
+    from labels (the first definition of a name wins) or, for a container
+    without router labels, a default router per service: ``Host(`S.DOMAIN`)``,
+    plus ``Host(`S.NODE.DOMAIN`)`` while only one node runs it, on
+    C{entryPoints}, with C{certResolver} when set.  A router whose service
+    has no healthy server is left out, so Traefik never sees a dangling
+    reference.  With nothing to serve the result is the empty but valid
+    C{{"http": {"routers": {}, "services": {}, "middlewares": {}}}}.
     """
-    if entry.rule:
-        return entry.rule
-    return f"Host(`{entry.name}.{domain}`) || Host(`{entry.name}.{entry.node}.{domain}`)"
+    healthy = sorted((e for e in services if e.healthy), key=lambda e: (e.name, e.node))
+    servers: dict[str, set[str]] = {}
+    balancers: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, set[str]] = {}
+    for entry in healthy:
+        for name, backend in entry.services.items():
+            servers.setdefault(name, set()).add(backend["url"])
+            nodes.setdefault(name, set()).add(entry.node)
+            lb = backend.get("loadBalancer")
+            balancers.setdefault(name, dict(lb) if isinstance(lb, dict) else {})
+    routers: dict[str, dict[str, Any]] = {}
+    for entry in healthy:
+        for name, router in sorted(entry.routers.items()):
+            routers.setdefault(name, dict(router))
+        for name in entry.defaultRouters:
+            if name in routers or name not in servers:
+                continue
+            rule = f"Host(`{name}.{domain}`)"
+            if len(nodes[name]) == 1:
+                rule += f" || Host(`{name}.{next(iter(nodes[name]))}.{domain}`)"
+            router = {"rule": rule, "service": name, "entryPoints": list(entryPoints)}
+            if certResolver:
+                router["tls"] = {"certResolver": certResolver}
+            routers[name] = router
+    outRouters = {
+        name: routers[name]
+        for name in sorted(routers)
+        if "@" in str(routers[name].get("service", "")) or routers[name].get("service") in servers
+    }
+    outServices: dict[str, Any] = {}
+    for name in sorted(servers):
+        lb = {"servers": [{"url": u} for u in sorted(servers[name])], "passHostHeader": True}
+        lb.update(balancers[name])
+        outServices[name] = {"loadBalancer": lb}
+    return {"http": {"routers": outRouters, "services": outServices, "middlewares": {}}}
 
 
-def dynamicConfig(services: list[ServiceEntry], domain: str) -> dict[str, Any]:
+def traefikDocument(config: Mapping[str, Any]) -> dict[str, Any]:
     """
-    Render Traefik dynamic configuration for the healthy services that have
-    at least one backend URL.  Entries of the same name on several nodes
-    share one router and one load balancer.  With no services the result is
-    the empty but valid C{{"http": {"routers": {}, "services": {}, "middlewares": {}}}}.
+    C{config} as served to Traefik: empty sections left out (Traefik's
+    HTTP provider refuses an empty C{middlewares} map as a "standalone
+    element"), so nothing to serve is C{{}}.
     """
-    routers: dict[str, Any] = {}
-    backends: dict[str, dict[str, Any]] = {}
-    byName: dict[str, list[ServiceEntry]] = {}
-    for entry in services:
-        if entry.healthy and entry.urls:
-            byName.setdefault(entry.name, []).append(entry)
-    for name in sorted(byName):
-        entries = byName[name]
-        first = entries[0]
-        if len(entries) == 1:
-            rule = routerRule(first, domain)
-        else:
-            rule = first.rule or f"Host(`{name}.{domain}`)"
-        router: dict[str, Any] = {
-            "rule": rule,
-            "service": name,
-            "entryPoints": list(first.entryPoints),
-        }
-        if first.certResolver:
-            router["tls"] = {"certResolver": first.certResolver}
-        routers[name] = router
-        urls = sorted({u for e in entries for u in e.urls})
-        backends[name] = {"loadBalancer": {"servers": [{"url": u} for u in urls], "passHostHeader": True}}
-    return {"http": {"routers": routers, "services": backends, "middlewares": {}}}
+    http = {k: v for k, v in config.get("http", {}).items() if v}
+    return {"http": http} if http else {}
+
+
+def _body(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class _ConfigPage(Resource):
+    """
+    A JSON document with a strong ETag; a matching C{If-None-Match} is a 304.
+    """
+
+    isLeaf = True
+
+    def __init__(self, produce: Callable[[], Any]) -> None:
+        super().__init__()
+        self.produce = produce
+
+    def render_GET(self, request: IRequest) -> bytes:
+        body = _body(self.produce())
+        etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
+        request.setHeader(b"ETag", etag)
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        match = request.getHeader(b"if-none-match")
+        if match is not None and ({etag, b"*"} & {m.strip() for m in match.split(b",")}):
+            request.setResponseCode(304)
+            return b""
+        return body
 
 
 class _JSONPage(Resource):
@@ -99,17 +152,22 @@ class ProviderRoot(Resource):
         domain: str,
         admin: Resource,
         warp: Callable[[], Mapping[str, Any]],
+        entryPoints: Sequence[str] = ("websecure",),
+        certResolver: str | None = "letsencrypt",
     ) -> None:
         super().__init__()
         self.catalog = IServiceCatalog(catalog)
         self.domain = domain
+        self.entryPoints = tuple(entryPoints)
+        self.certResolver = certResolver
         self.admin = admin
+        self._root = _ConfigPage(lambda: traefikDocument(self.config()))
         api = _Branch()
         httpBranch = _Branch()
         for section in ("routers", "services", "middlewares"):
             httpBranch.putChild(
                 section.encode(),
-                _JSONPage(lambda s=section: self.config()["http"][s]),  # type: ignore[misc]
+                _ConfigPage(lambda s=section: self.config()["http"][s]),  # type: ignore[misc]
             )
         api.putChild(b"http", httpBranch)
         api.putChild(b"state", _JSONPage(self.state))
@@ -120,7 +178,7 @@ class ProviderRoot(Resource):
         """
         The current dynamic configuration.
         """
-        return dynamicConfig(self.catalog.services(), self.domain)
+        return dynamicConfig(self.catalog.services(), self.domain, self.entryPoints, self.certResolver)
 
     def state(self) -> dict[str, Any]:
         """
@@ -135,7 +193,7 @@ class ProviderRoot(Resource):
         }
 
     def render_GET(self, request: IRequest) -> bytes:
-        return jsonResponse(request, self.config())
+        return self._root.render_GET(request)
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"":

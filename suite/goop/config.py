@@ -92,9 +92,49 @@ def _mdnsTag(key: str, v: Any) -> str:
     return v
 
 
+def _nameList(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or len(v) > 64:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: must be a list of at most 64 host names")
+    out = []
+    for item in v:
+        name = _str(key, item).strip().lower().rstrip(".")
+        if not name or len(name) > 253 or not all(c.isalnum() or c in "-._:" for c in name):
+            raise ConfigError(f"{CONFIG_NAME}: {key}: {item!r} is not a host name")
+        out.append(name)
+    return tuple(out)
+
+
+def _addressList(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or len(v) > 64:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: must be a list of at most 64 IP addresses or networks")
+    out = []
+    for item in v:
+        try:
+            out.append(str(ipaddress.ip_network(_str(key, item), strict=False)))
+        except ValueError:
+            raise ConfigError(f"{CONFIG_NAME}: {key}: {item!r} is not an IP address or network") from None
+    return tuple(out)
+
+
+def _interfaceList(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or len(v) > 64:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: must be a list of at most 64 IP addresses")
+    out = []
+    for item in v:
+        try:
+            out.append(str(ipaddress.ip_address(_str(key, item))))
+        except ValueError:
+            raise ConfigError(f"{CONFIG_NAME}: {key}: {item!r} is not an IP address") from None
+    return tuple(out)
+
+
 SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
     "profile": {"label": ("", _str), "email": ("", _str)},
-    "p2p": {"listen_port": (0, _int(0, 65535)), "mdns_tag": ("goop-mdns", _mdnsTag)},
+    "p2p": {
+        "listen_port": (0, _int(0, 65535)),
+        "mdns_tag": ("goop-mdns", _mdnsTag),
+        "mdns_interfaces": ([], _interfaceList),
+    },
     "presence": {
         "ttl_seconds": (120, _int(5, 86400)),
         "heartbeat_seconds": (30, _int(1, 3600)),
@@ -104,9 +144,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
         "rendezvous_only": (False, _bool),
         "templates_dir": ("templates", _str),
         "peer_db_path": ("", _str),
+        "trusted_proxies": ([], _addressList),
     },
-    "viewer": {"http_addr": ("", _hostPort)},
+    "viewer": {"http_addr": ("", _hostPort), "allowed_hosts": ([], _nameList)},
 }
+
+#: Keys beyond the guide's example (security settings): accepted, but not
+#: written into a new goop.json.
+EXTENSIONS = {"p2p.mdns_interfaces", "presence.trusted_proxies", "viewer.allowed_hosts"}
 
 #: Top-level keys of the guide's "client configuration" example, mapped onto
 #: their place in the schema.
@@ -137,6 +182,9 @@ class GoopConfig:
     templatesDir: str = "templates"
     peerDbPath: str = ""
     httpAddr: str = ""
+    allowedHosts: tuple[str, ...] = ()
+    mdnsInterfaces: tuple[str, ...] = ()
+    trustedProxies: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
 
     def path(self, *parts: str) -> str:
@@ -160,7 +208,9 @@ class GoopConfig:
 
 def defaultDocument() -> dict[str, dict[str, Any]]:
     """The document written on first start."""
-    return {s: {k: d for k, (d, _) in keys.items()} for s, keys in SCHEMA.items()}
+    return {
+        s: {k: d for k, (d, _) in keys.items() if f"{s}.{k}" not in EXTENSIONS} for s, keys in SCHEMA.items()
+    }
 
 
 def writeConfig(directory: str, document: dict[str, Any]) -> None:
@@ -243,6 +293,9 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
         templatesDir=values["presence.templates_dir"],
         peerDbPath=values["presence.peer_db_path"],
         httpAddr=values["viewer.http_addr"],
+        allowedHosts=tuple(values["viewer.allowed_hosts"]),
+        mdnsInterfaces=tuple(values["p2p.mdns_interfaces"]),
+        trustedProxies=tuple(values["presence.trusted_proxies"]),
         warnings=tuple(warnings),
     )
 

@@ -12,13 +12,13 @@ cannot take every slot.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from suite.goop.webutil import clientIP, jsonResponse
+from suite.goop.webutil import clientIP, jsonResponse, parseNetworks
 from suite.web.sse import SSEHub as _SharedHub
 from suite.web.sse import formatEvent
 
@@ -37,8 +37,10 @@ class SSEHub:
         maxBufferBytes: int = 256 * 1024,
         idleTimeout: float | None = 600.0,
         initial: Callable[[], Iterable[bytes]] | None = None,
+        trustedProxies: Sequence[str] = (),
     ) -> None:
         self.maxPerIP = maxPerIP
+        self.trustedProxies = parseNetworks(trustedProxies)
         self.perIP: Counter[str] = Counter()
         self.hub = _SharedHub(
             clock,
@@ -73,7 +75,7 @@ class SSEHub:
         return _Resource(self)
 
     def connect(self, request: Request) -> bytes | int:
-        ip = clientIP(request)
+        ip = clientIP(request, self.trustedProxies)
         if self.perIP[ip] >= self.maxPerIP:
             request.setHeader(b"retry-after", b"5")
             return jsonResponse(request, 429, {"error": "too many event-stream clients from this address"})

@@ -4,8 +4,13 @@ Small helpers shared by Goop2's HTTP surfaces.
 
 from __future__ import annotations
 
+import hmac
+import html
 import ipaddress
 import json
+import os
+import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.web.resource import Resource
@@ -16,10 +21,15 @@ __all__ = [
     "finishRequest",
     "header",
     "clientIP",
+    "parseNetworks",
     "jsonResponse",
     "readBody",
     "JSONErrorPage",
     "isLoopback",
+    "HostGuard",
+    "loadSecret",
+    "splitHost",
+    "TOKEN_HEADER",
 ]
 
 
@@ -38,23 +48,47 @@ def isLoopback(host: str) -> bool:
         return host == "localhost"
 
 
-def clientIP(request: Request) -> str:
+Networks = Sequence["ipaddress.IPv4Network | ipaddress.IPv6Network"]
+
+
+def parseNetworks(items: Sequence[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """C{["10.0.0.1", "192.168.0.0/16"]} → networks (C{ValueError} on a bad item)."""
+    return tuple(ipaddress.ip_network(i, strict=False) for i in items)
+
+
+def _inNetworks(address: str, networks: Networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in n for n in networks)
+
+
+def clientIP(request: Request, trusted: Networks = ()) -> str:
     """
-    The client's address; when the direct peer is a loopback reverse proxy,
-    the last address it appended to X-Forwarded-For (or X-Real-IP).
+    The client's address.  Forwarding headers are believed only when the
+    direct peer is one of the C{trusted} proxies (none by default): then the
+    right-most C{X-Forwarded-For} address that is not itself a trusted proxy
+    (or C{X-Real-IP} when there is no C{X-Forwarded-For}).
     """
     addr = request.getClientAddress()
-    host = getattr(addr, "host", "") or "unix"
-    if isLoopback(host):
-        fwd = header(request, "x-forwarded-for")
-        if fwd:
-            last = fwd.split(",")[-1].strip()
-            if last:
-                return last[:64]
-        real = header(request, "x-real-ip")
-        if real:
-            return real.strip()[:64]
-    return str(host)
+    host = str(getattr(addr, "host", "") or "unix")
+    if not trusted or not _inNetworks(host, trusted):
+        return host
+    fwd = [
+        a.strip()
+        for h in request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
+        for a in h.decode("latin-1").split(",")
+    ]
+    for a in reversed([a for a in fwd if a]):
+        if not _inNetworks(a, trusted):
+            return a[:64]
+    real = header(request, "x-real-ip").strip()
+    if real and not fwd:
+        return real[:64]
+    return fwd[0][:64] if fwd and fwd[0] else host
 
 
 def jsonResponse(request: Request, code: int, body: Any) -> bytes:
@@ -109,11 +143,14 @@ class PageRoot(Resource):
 
     CSP = b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
 
-    def __init__(self, pagePath: str, missing: str = "no such resource") -> None:
+    def __init__(self, pagePath: str, missing: str = "no such resource", token: str = "") -> None:
         super().__init__()
         self.missing = missing
         with open(pagePath, "rb") as f:
             self.page = f.read()
+        if token:
+            meta = b"<meta name=goop-token content='" + html.escape(token).encode() + b"'>"
+            self.page = self.page.replace(b"<head>", b"<head>" + meta, 1)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
@@ -124,3 +161,110 @@ class PageRoot(Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", self.CSP)
         return self.page
+
+
+TOKEN_HEADER = "x-goop-token"
+SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+
+
+def loadSecret(path: str) -> str:
+    """
+    The per-install secret kept in C{path} (created 0600 on first use), which
+    pages of a local surface carry and its state-changing requests must send.
+    """
+    try:
+        with open(path, encoding="ascii") as f:
+            value = f.read().strip()
+        if len(value) >= 32:
+            return value
+    except (OSError, UnicodeDecodeError):
+        pass
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(value + "\n")
+    os.replace(path + ".tmp", path)
+    return value
+
+
+def splitHost(value: str) -> tuple[str, int | None]:
+    """C{Host} header → (lower-case name or literal without brackets, port or None)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return "", None
+        name, rest = value[1:end], value[end + 1 :]
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return "", None
+        return name, int(rest[1:]) if rest else None
+    name, sep, port = value.rpartition(":")
+    if not sep:
+        return value, None
+    if not port.isdigit() or ":" in name:
+        return "", None
+    return name, int(port)
+
+
+def _isLiteral(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostGuard(Resource):
+    """
+    The root of a local web surface (viewer, manager) that refuses DNS
+    rebinding: every request on every path must name in C{Host} the address
+    the surface listens on, a loopback literal or C{localhost} (on the
+    listening port), or one of the names configured explicitly; others get
+    421.  When listening on a wildcard address any IP literal is accepted
+    (a rebinding page always sends its own name).  Requests other than
+    GET/HEAD/OPTIONS must also carry the per-install secret in
+    C{X-Goop-Token} (the pages embed it); without it they get 403.
+    """
+
+    def __init__(self, inner: Resource, bindHost: str, secret: str, names: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.inner = inner
+        self.bindHost = bindHost.strip("[]").lower()
+        self.secret = secret
+        self.names = {n.strip().lower().rstrip(".") for n in names if n.strip()}
+        self.port = 0
+
+    def refusal(self, request: Request) -> tuple[int, str] | None:
+        """Why C{request} is refused (status, reason), or None."""
+        name, port = splitHost(header(request, "host"))
+        if not name:
+            return 421, "a Host header naming this server is required"
+        name = name.rstrip(".")
+        if (port if port is not None else 80) != self.port:
+            return 421, "the Host header does not name this server's port"
+        wildcard = self.bindHost in ("0.0.0.0", "::", "")
+        literal = _isLiteral(name)
+        if not (
+            name in self.names
+            or name == "localhost"
+            or (literal and (isLoopback(name) or wildcard or name == self.bindHost))
+        ):
+            return 421, "the Host header does not name this server (DNS rebinding is refused)"
+        if request.method not in SAFE_METHODS:
+            token = header(request, TOKEN_HEADER)
+            if not token or not hmac.compare_digest(token.encode(), self.secret.encode()):
+                return 403, f"state-changing requests need this install's {TOKEN_HEADER} header"
+        return None
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        refused = self.refusal(request)
+        if refused is not None:
+            return JSONErrorPage(*refused)
+        return self.inner.getChildWithDefault(path, request)
+
+    def render(self, request: Request) -> bytes:
+        refused = self.refusal(request)
+        if refused is not None:
+            return jsonResponse(request, refused[0], {"error": refused[1]})
+        result: bytes = self.inner.render(request)
+        return result

@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from suite.gossip.security import readKeyFile
 from suite.gossip.settings import DEFAULT_PORT
 
 
@@ -54,8 +55,14 @@ class Options(usage.Options):
         ["bind", "b", f"0.0.0.0:{DEFAULT_PORT}", "HOST[:PORT] to bind UDP and TCP on."],
         ["advertise", "a", None, "HOST[:PORT] other members reach this node at (default: --bind)."],
         ["name", "n", None, "Node name (default: the hostname)."],
-        ["key-file", None, None, "File holding the cluster's shared secret (HMAC-SHA256 on every packet)."],
+        [
+            "key-file",
+            None,
+            None,
+            "File of base64 AES keys (as `serf keygen` prints), one a line, the primary first: encrypts everything.",
+        ],
         ["profile", None, "lan", "Timer profile: lan (memberlist's LAN defaults) or local (fast, loopback)."],
+        ["label", None, "", "memberlist cluster label: only members with the same label are heard."],
     ]
     optFlags: list[list[Any]] = [["verbose", "v", "Human-readable log lines."]]
 
@@ -86,16 +93,14 @@ class Options(usage.Options):
         )
         if self["profile"] not in ("lan", "local"):
             raise usage.UsageError("--profile must be lan or local")
+        if len(self["label"].encode("utf-8")) > 255:
+            raise usage.UsageError("--label is at most 255 bytes")
         self["key"] = None
         if self["key-file"]:
             try:
-                with open(self["key-file"], "rb") as f:
-                    key = f.read().strip()
-            except OSError as e:
+                self["key"] = readKeyFile(self["key-file"])
+            except ValueError as e:
                 raise usage.UsageError(f"--key-file: {e}") from None
-            if len(key) < 16:
-                raise usage.UsageError("--key-file: the key must be at least 16 bytes")
-            self["key"] = key
         if not self["name"]:
             self["name"] = os.uname().nodename
         self["advertiseAddress"] = advertisable(
@@ -149,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([observer()], redirectStandardIO=False)
     log = Logger(namespace="suite.gossip")
     settings = GossipSettings.local() if options["profile"] == "local" else GossipSettings()
+    if options["label"]:
+        settings = settings.scaled(label=options["label"])
     host, port = options["bindAddress"]
     transport = NetworkTransport(
         reactor, host, port, settings.maxPacketBytes, settings.maxStateBytes, settings.pushPullTimeout

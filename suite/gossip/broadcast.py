@@ -27,8 +27,9 @@ class TransmitQueue:
     Pending updates with bounded retransmission.
     """
 
-    def __init__(self, limit: Callable[[], int]) -> None:
+    def __init__(self, limit: Callable[[], int], maxItems: int | None = None) -> None:
         self._limit = limit
+        self._maxItems = maxItems
         self._items: dict[str, _Pending] = {}
         self._order = itertools.count()
 
@@ -41,20 +42,26 @@ class TransmitQueue:
         whatever was queued about it.
         """
         self._items[key] = _Pending(encoded, 0, -next(self._order))
+        if self._maxItems is not None and len(self._items) > self._maxItems:
+            # Drop the most transmitted, oldest first (memberlist prunes the
+            # same way when its user queue overflows).
+            worst = max(self._items.items(), key=lambda kv: (kv[1].transmits, kv[1].order))
+            del self._items[worst[0]]
 
-    def take(self, budget: int) -> list[bytes]:
+    def take(self, budget: int, overhead: int = 0) -> list[bytes]:
         """
-        Updates that fit in C{budget} bytes, fewest-sent and newest first;
-        each one taken counts as one transmission.
+        Updates that fit in C{budget} bytes (each costing C{overhead} more),
+        fewest-sent and newest first; each one taken counts as one
+        transmission.
         """
         if not self._items or budget <= 0:
             return []
         limit = self._limit()
         chosen: list[bytes] = []
         for key, p in sorted(self._items.items(), key=lambda kv: (kv[1].transmits, kv[1].order)):
-            if len(p.encoded) > budget:
+            if len(p.encoded) + overhead > budget:
                 continue
-            budget -= len(p.encoded)
+            budget -= len(p.encoded) + overhead
             chosen.append(p.encoded)
             p.transmits += 1
             if p.transmits >= limit:

@@ -4,7 +4,9 @@ Interfaces of the gossip membership package.
 L{IGossipTransport} moves opaque bytes (L{suite.gossip.udp} over real UDP
 and TCP, L{suite.gossip.memory} in one process); L{IPacketReceiver} is what
 the transport delivers to (the node); L{IMembershipListener} is told about
-other members' state changes; L{IMembership} is the API a daemon uses.
+other members' state changes; L{IMembership} is the API a daemon uses; L{IGossipDelegate} lets a daemon
+carry its own state on the membership protocol (user messages and the user
+state of push-pull, as memberlist's Delegate does).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["IGossipTransport", "IPacketReceiver", "IMembershipListener", "IMembership"]
+__all__ = ["IGossipTransport", "IPacketReceiver", "IMembershipListener", "IMembership", "IGossipDelegate"]
 
 
 class IPacketReceiver(Interface):
@@ -27,10 +29,18 @@ class IPacketReceiver(Interface):
         One datagram arrived from C{source}.
         """
 
+    def streamComplete(data: bytes) -> bool:
+        """
+        Whether C{data}, the bytes a stream brought so far, hold a whole
+        message (or can never become one): the transport then stops reading
+        and hands them over.
+        """
+
     def stateReceived(data: bytes, source: tuple[str, int]) -> bytes | None:
         """
-        A push-pull request arrived over a stream; return the reply to send
-        back, or None to close the stream without a reply.
+        A stream message (push-pull request, fallback ping, user message)
+        arrived; return the reply to send back, or None to close the stream
+        without a reply.
         """
 
 
@@ -126,8 +136,47 @@ class IMembership(Interface):
         Replace this node's metadata (a small dict) and tell the cluster.
         """
 
+    def queueBroadcast(data: bytes) -> None:
+        """
+        Queue a user message (opaque bytes) for the cluster: it is
+        piggybacked on gossip like membership updates, each one sent a
+        bounded number of times (memberlist's retransmit limit), and handed
+        to every other member's L{IGossipDelegate.notifyMsg}.  Delivery is
+        best effort; state that must converge belongs in
+        L{IGossipDelegate.localState}, which push-pull carries.
+
+        @raise ValueError: if C{data} is not bytes or cannot fit in one
+            packet.
+        """
+
     def leave() -> object:
         """
         Tell the cluster this node is leaving, stop, and return a L{Deferred}
         firing when done.
+        """
+
+
+class IGossipDelegate(Interface):
+    """
+    A daemon's hook into the gossip protocol, given to the node as
+    C{GossipNode(..., delegate=...)}.  Called synchronously from the node's
+    event handling: do not block.
+    """
+
+    def notifyMsg(data: bytes) -> None:
+        """
+        A user message queued by some member's C{queueBroadcast} arrived.
+        The same message may arrive more than once.
+        """
+
+    def localState(join: bool) -> bytes:
+        """
+        This node's state for a push-pull exchange (sent both ways);
+        C{join} is true when the exchange is part of a join.
+        """
+
+    def mergeRemoteState(data: bytes, join: bool) -> None:
+        """
+        Merge the state another member sent in a push-pull exchange (what its
+        L{localState} returned).
         """

@@ -38,6 +38,9 @@ class MemoryNetwork:
         self.blocked: set[tuple[Address, Address]] = set()
         self.drop: Callable[[Address, Address], float] = lambda src, dst: 0.0
         self.minDelay, self.maxDelay = 0.001, 0.005
+        #: Extra one-way delay of every packet from or to an address (a slow
+        #: node).
+        self.slow: dict[Address, float] = {}
         self.delivered = 0
         self.dropped = 0
 
@@ -63,7 +66,8 @@ class MemoryNetwork:
         if not self.passes(src, dst):
             self.dropped += 1
             return
-        self.clock.callLater(self._delay(), self._arrive, src, dst, data)
+        extra = self.slow.get(src, 0.0) + self.slow.get(dst, 0.0)
+        self.clock.callLater(self._delay() + extra, self._arrive, src, dst, data)
 
     def _arrive(self, src: Address, dst: Address, data: bytes) -> None:
         t = self.endpoints.get(dst)

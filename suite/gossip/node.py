@@ -25,10 +25,13 @@ suspicion so it can refute at once.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+import msgpack
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -36,15 +39,27 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.gossip.broadcast import TransmitQueue
-from suite.gossip.interfaces import IGossipTransport, IMembership, IMembershipListener, IPacketReceiver
+from suite.gossip.interfaces import (
+    IGossipDelegate,
+    IGossipTransport,
+    IMembership,
+    IMembershipListener,
+    IPacketReceiver,
+)
 from suite.gossip.member import Member, MemberCore, MemberInputs, Suspicion, newMemberMachine
 from suite.gossip.messages import (
-    PACKET_OVERHEAD,
+    COMPOUND_ITEM_OVERHEAD,
+    PROTOCOL_CURRENT,
+    PROTOCOL_MAX,
+    PROTOCOL_MIN,
     Ack,
     Address,
     Alive,
     BadMAC,
+    Codec,
     Dead,
+    ErrorReply,
+    Incomplete,
     IndirectPing,
     Left,
     MalformedPacket,
@@ -55,13 +70,11 @@ from suite.gossip.messages import (
     PushPull,
     Suspect,
     Update,
+    User,
     checkMeta,
-    decodePushPull,
     encodeMessage,
-    encodePushPull,
-    packPacket,
-    unpackPacket,
 )
+from suite.gossip.security import Keyring
 from suite.gossip.settings import GossipSettings
 
 __all__ = ["GossipNode"]
@@ -124,21 +137,44 @@ class GossipNode:
         transport: IGossipTransport,
         clock: IReactorTime,
         settings: GossipSettings | None = None,
-        key: bytes | None = None,
+        key: bytes | Sequence[bytes] | Keyring | None = None,
         listener: IMembershipListener | None = None,
         meta: Mapping[str, Any] | None = None,
         rng: random.Random | None = None,
+        delegate: IGossipDelegate | None = None,
     ) -> None:
         self.name = name
+        try:
+            ipaddress.ip_address(address[0])
+        except ValueError:
+            raise ValueError(f"a gossip node's address must be an IP address, not {address[0]!r}") from None
         self.address = address
         self.transport = IGossipTransport(transport)
         self.clock = clock
         self.settings = settings or GossipSettings()
-        self.key = key
+        if key is None or isinstance(key, Keyring):
+            self.keyring = key
+        elif isinstance(key, bytes):
+            self.keyring = Keyring([key])
+        else:
+            self.keyring = Keyring(key)
+        self.codec = Codec(
+            self.keyring,
+            self.settings.label,
+            self.settings.maxIncomingPacketBytes,
+            self.settings.maxStateBytes,
+            self.settings.compressStreams,
+        )
+        self.vsn = bytes([PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_CURRENT, *self.settings.delegateVersions])
+        self._vsn: dict[str, bytes] = {}
+        self._rawMeta: dict[str, bytes] = {}
+        self._oldProtocol: set[Address] = set()
         self.listener = None if listener is None else IMembershipListener(listener)
+        self.delegate = None if delegate is None else IGossipDelegate(delegate)
         self.meta = checkMeta(meta or {}, self.settings.maxMetaBytes)
         self.rng = rng or random.Random()
-        self.incarnation = 0
+        # memberlist ignores a new member's alive at incarnation 0.
+        self.incarnation = 1
         self.awareness = 0
         self.stats: dict[str, int] = {}
         self.seeds: list[Address] = []
@@ -146,6 +182,10 @@ class GossipNode:
         self.leaving = False
         self._members: dict[str, tuple[MemberCore, MemberInputs]] = {}
         self._queue = TransmitQueue(lambda: self.settings.retransmitLimit(self._liveCount()))
+        self._userQueue = TransmitQueue(
+            lambda: self.settings.retransmitLimit(self._liveCount()), self.settings.maxUserBroadcasts
+        )
+        self._userSeq = 0
         self._seq = 0
         self._acks: dict[int, _AckWaiter] = {}
         self._calls: set[IDelayedCall] = set()
@@ -213,6 +253,23 @@ class GossipNode:
         self.incarnation += 1
         self._queueSelf()
 
+    def queueBroadcast(self, data: bytes) -> None:
+        """
+        Queue a user message for the cluster (see
+        L{IMembership.queueBroadcast}).
+
+        @raise ValueError: if C{data} is not bytes or too large for a packet.
+        """
+        if not isinstance(data, bytes):
+            raise ValueError("a user message must be bytes")
+        encoded = encodeMessage(User(data))
+        if len(encoded) > self._budget():
+            raise ValueError(
+                f"user message of {len(data)} bytes does not fit in a {self.settings.maxPacketBytes}-byte packet"
+            )
+        self._userSeq += 1
+        self._userQueue.queue(str(self._userSeq), encoded)
+
     def leave(self) -> Deferred[None]:
         """
         Announce a graceful leave, keep gossiping it for
@@ -221,13 +278,29 @@ class GossipNode:
         if not self.running or self.leaving:
             return succeed(None)
         self.leaving = True
-        message = Left(self.name, self.incarnation)
-        self._queue.queue(self.name, encodeMessage(message))
-        for core in self._pick(self.settings.gossipNodes, ("alive", "suspect")):
-            self._send(core.address, message)
         log.info("gossip node {name} leaving", name=self.name)
+        delay = 0.0
+        if self.settings.serfLeaveIntent:
+            # Serf shows a member as left (not failed) only when its leave
+            # intent arrives before memberlist's leave message.
+            intent = User(serfLeaveIntent(self.name, self.incarnation + 1))
+            for core in self._pick(self.settings.gossipNodes * 2, ("alive", "suspect")):
+                self._send(core.address, intent)
+            self._userQueue.queue("serf-leave", encodeMessage(intent))
+            delay = self.settings.leavePropagateDelay / 2
+
+        def announce() -> None:
+            message = Left(self.name, self.incarnation)
+            self._queue.queue(self.name, encodeMessage(message))
+            for core in self._pick(self.settings.gossipNodes, ("alive", "suspect")):
+                self._send(core.address, message)
+
         d: Deferred[None] = Deferred()
-        self._later(self.settings.leavePropagateDelay, lambda: self.stop().chainDeferred(d))
+        if delay:
+            self._later(delay, announce)
+        else:
+            announce()
+        self._later(delay + self.settings.leavePropagateDelay, lambda: self.stop().chainDeferred(d))
         return d
 
     def stop(self) -> Deferred[None]:
@@ -245,6 +318,7 @@ class GossipNode:
         for _, machine in self._members.values():
             machine.removed()
         self._queue.clear()
+        self._userQueue.clear()
         result = self.transport.stopListening()
         if isinstance(result, Deferred):
             return result.addCallback(lambda _: None)
@@ -272,7 +346,7 @@ class GossipNode:
         if not self.running:
             return
         try:
-            messages = unpackPacket(data, self.key, self.settings.maxPacketBytes)
+            messages = self.codec.unpackPacket(data, source)
         except MalformedPacket as e:
             self._count("packetsDropped")
             self._drops.drop(
@@ -287,26 +361,51 @@ class GossipNode:
         for m in sorted(messages, key=lambda m: isinstance(m, Ping | IndirectPing | Ack | Nack)):
             self._handle(m)
 
+    def streamComplete(self, data: bytes) -> bool:
+        try:
+            self.codec.decodeStream(data)
+        except Incomplete:
+            return False
+        except MalformedPacket:
+            return True
+        return True
+
     def stateReceived(self, data: bytes, source: tuple[str, int]) -> bytes | None:
         if not self.running:
             return None
         try:
-            pp = decodePushPull(data, self.key, self.settings.maxStateBytes)
+            message = self.codec.decodeStream(data, source)
         except MalformedPacket as e:
             self._count("statesDropped")
             self._drops.drop(
-                "unauthenticated state" if isinstance(e, BadMAC) else "malformed state", _fmt(source), str(e)
+                "unauthenticated stream" if isinstance(e, BadMAC) else "malformed stream",
+                _fmt(source),
+                str(e),
             )
             return None
+        if isinstance(message, Ping):
+            # memberlist's fallback probe over TCP.
+            if message.target not in ("", self.name):
+                return None
+            self._count("streamPings")
+            return self.codec.encodeStream(Ack(message.seq))
+        if isinstance(message, User):
+            self._onUser(message.data)
+            return None
+        if not isinstance(message, PushPull):
+            return None
         self._count("pushPullsServed")
-        self._merge(pp.states, f"push-pull:{_fmt(source)}")
-        return encodePushPull(PushPull(False, self._localStates()), self.key)
+        # Merge first, so that a refutation this causes is in the reply.
+        self._merge(message.states, f"push-pull:{_fmt(source)}")
+        self._mergeUserState(message.userState, message.join)
+        return self.codec.encodeStream(PushPull(False, self._localStates(), self._userState(message.join)))
 
     def _handle(self, m: Message) -> None:
         if isinstance(m, Ping):
-            if m.target == self.name:
-                self._send(m.address, Ack(m.seq, self.name))
-                self._introduce(m.source, m.address)
+            if m.target in ("", self.name):
+                self._send(m.address, Ack(m.seq))
+                if m.source:
+                    self._introduce(m.source, m.address)
             else:
                 self._count("misdirectedPings")
         elif isinstance(m, IndirectPing):
@@ -325,12 +424,49 @@ class GossipNode:
             self._onSuspect(m)
         elif isinstance(m, Dead):
             self._onDead(m)
+        elif isinstance(m, User):
+            self._onUser(m.data)
         else:
             self._onLeft(m)
+
+    # -- the delegate ----------------------------------------------------
+
+    def _onUser(self, data: bytes) -> None:
+        self._count("userMessages")
+        if self.delegate is None:
+            return
+        try:
+            self.delegate.notifyMsg(data)
+        except Exception:
+            log.failure("gossip delegate failed on a user message")
+
+    def _userState(self, join: bool) -> bytes:
+        if self.delegate is None:
+            return b""
+        try:
+            state = self.delegate.localState(join)
+        except Exception:
+            log.failure("gossip delegate failed to give its local state")
+            return b""
+        if not isinstance(state, bytes):
+            log.error("gossip delegate's local state is not bytes; sending none")
+            return b""
+        return state
+
+    def _mergeUserState(self, data: bytes, join: bool) -> None:
+        if self.delegate is None or not data:
+            return
+        try:
+            self.delegate.mergeRemoteState(data, join)
+        except Exception:
+            log.failure("gossip delegate failed to merge a remote state")
 
     # -- merging updates -------------------------------------------------
 
     def _onAlive(self, m: Alive) -> None:
+        if m.vsn[0] > PROTOCOL_CURRENT or m.vsn[1] < PROTOCOL_CURRENT:
+            self._drops.drop("incompatible alive", m.name, f"protocol versions {list(m.vsn[:3])}")
+            return
         if m.name == self.name:
             if m.incarnation > self.incarnation and not self.leaving:
                 # An older life of this node, or someone else's stale view.
@@ -343,6 +479,7 @@ class GossipNode:
             except ValueError:
                 self._count("oversizedMeta")
                 return
+            self._remember(m)
             core = MemberCore(m.name, m.address, m.incarnation, meta, self, clock=self.clock)
             self._members[m.name] = (core, newMemberMachine(core))
             self._probeOrder.insert(self.rng.randint(self._probeIndex, len(self._probeOrder)), m.name)
@@ -351,7 +488,21 @@ class GossipNode:
             return
         core, machine = entry
         if m.incarnation > core.incarnation:
+            self._remember(m)
             machine.aliveNewer(m.incarnation, m.address, m.meta)
+
+    def _remember(self, m: Alive) -> None:
+        # What memberlist needs passed on unchanged, and the versions that
+        # decide how to talk to the member.
+        self._vsn[m.name] = m.vsn
+        if m.rawMeta is None:
+            self._rawMeta.pop(m.name, None)
+        else:
+            self._rawMeta[m.name] = m.rawMeta
+        if m.vsn[1] < 5:
+            self._oldProtocol.add(m.address)
+        else:
+            self._oldProtocol.discard(m.address)
 
     def _onSuspect(self, m: Suspect) -> None:
         if m.name == self.name:
@@ -398,9 +549,9 @@ class GossipNode:
                 s.name in self._members and self._members[s.name][0].status != "removed"
             )
             if s.status == "alive":
-                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta))
+                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta, s.vsn, s.rawMeta))
             elif s.status == "suspect":
-                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta))
+                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta, s.vsn, s.rawMeta))
                 self._onSuspect(Suspect(s.name, s.incarnation, source))
             elif s.status == "dead" and known:
                 # Another node's verdict is only a suspicion here: the member
@@ -422,14 +573,27 @@ class GossipNode:
         self._queueSelf()
 
     def _queueSelf(self) -> None:
-        self.rebroadcast(Alive(self.name, self.incarnation, self.address, dict(self.meta)))
+        self.rebroadcast(Alive(self.name, self.incarnation, self.address, dict(self.meta), self.vsn))
 
     def _localStates(self) -> list[MemberState]:
         me = MemberState(
-            self.name, self.address, self.incarnation, "left" if self.leaving else "alive", self.meta
+            self.name,
+            self.address,
+            self.incarnation,
+            "left" if self.leaving else "alive",
+            self.meta,
+            self.vsn,
         )
         rest = [
-            MemberState(c.name, c.address, c.incarnation, c.status, c.meta)
+            MemberState(
+                c.name,
+                c.address,
+                c.incarnation,
+                c.status,
+                c.meta,
+                self._vsn.get(c.name, self.vsn),
+                self._rawMeta.get(c.name),
+            )
             for c, _ in self._members.values()
             if c.status != "removed"
         ]
@@ -464,6 +628,8 @@ class GossipNode:
         """
         Queue an update about a member for piggybacking.
         """
+        if isinstance(message, Alive) and message.name in self._vsn:
+            message = replace(message, vsn=self._vsn[message.name], rawMeta=self._rawMeta.get(message.name))
         self._queue.queue(message.name, encodeMessage(message))
 
     def newSuspicion(self, core: MemberCore, source: str, expire: Callable[[], None]) -> Suspicion:
@@ -512,10 +678,13 @@ class GossipNode:
             if state["acked"] or not self.running:
                 return
             relays = [c for c in self._pick(s.indirectChecks, ("alive",)) if c.name != target.name]
-            state["expected"] = len(relays)
             for r in relays:
+                # Members before protocol 4 send no nacks.
+                wantNack = self._vsn.get(r.name, self.vsn)[1] >= 4
+                state["expected"] += wantNack
                 self._send(
-                    r.address, IndirectPing(seq, target.name, target.address, self.name, self.address, True)
+                    r.address,
+                    IndirectPing(seq, target.name, target.address, self.name, self.address, wantNack),
                 )
 
         def deadline() -> None:
@@ -558,12 +727,12 @@ class GossipNode:
 
         def acked() -> None:
             done["acked"] = True
-            self._send(m.address, Ack(m.seq, self.name))
+            self._send(m.address, Ack(m.seq))
 
         def timedOut() -> None:
             self._acks.pop(seq, None)
             if not done["acked"] and m.wantNack:
-                self._send(m.address, Nack(m.seq, self.name))
+                self._send(m.address, Nack(m.seq))
 
         self._acks[seq] = _AckWaiter(acked)
         self._send(m.targetAddress, Ping(seq, m.target, self.name, self.address))
@@ -576,9 +745,9 @@ class GossipNode:
 
     def _gossipTick(self) -> None:
         s = self.settings
-        if len(self._queue):
+        if len(self._queue) or len(self._userQueue):
             for core in self._pick(s.gossipNodes, ("alive", "suspect", "dead"), recentDead=s.gossipToTheDead):
-                encoded = self._queue.take(s.maxPacketBytes - PACKET_OVERHEAD)
+                encoded = self._piggyback(self._budget())
                 if not encoded:
                     break
                 self._sendRaw(core.address, encoded)
@@ -610,7 +779,7 @@ class GossipNode:
 
     def _pushPull(self, address: Address, join: bool) -> Deferred[bool]:
         self._count("pushPulls")
-        payload = encodePushPull(PushPull(join, self._localStates()), self.key)
+        payload = self.codec.encodeStream(PushPull(join, self._localStates(), self._userState(join)))
         d: Deferred[bytes] = self.transport.exchangeState(address, payload)  # type: ignore[assignment]
         d.addTimeout(self.settings.pushPullTimeout, self.clock)
 
@@ -618,11 +787,18 @@ class GossipNode:
             if not self.running:
                 return False
             try:
-                pp = decodePushPull(reply, self.key, self.settings.maxStateBytes)
+                pp = self.codec.decodeStream(reply, address)
             except MalformedPacket as e:
                 self._drops.drop("malformed state reply", _fmt(address), str(e))
                 return False
+            if isinstance(pp, ErrorReply):
+                self._drops.drop("push-pull refused", _fmt(address), pp.error)
+                return False
+            if not isinstance(pp, PushPull):
+                self._drops.drop("malformed state reply", _fmt(address), "not a push-pull reply")
+                return False
             self._merge(pp.states, f"push-pull:{_fmt(address)}")
+            self._mergeUserState(pp.userState, join)
             return True
 
         def failed(f: Failure) -> bool:
@@ -656,14 +832,26 @@ class GossipNode:
         self._seq = (self._seq + 1) % (2**32)
         return self._seq
 
+    def _budget(self) -> int:
+        return self.settings.maxPacketBytes - self.codec.overhead() - COMPOUND_ITEM_OVERHEAD
+
     def _send(self, address: Address, message: Message, *extra: Message) -> None:
         encoded = [encodeMessage(message)] + [encodeMessage(e) for e in extra]
-        budget = self.settings.maxPacketBytes - PACKET_OVERHEAD - sum(len(e) for e in encoded)
-        self._sendRaw(address, encoded + self._queue.take(budget))
+        budget = self._budget() - sum(len(e) + COMPOUND_ITEM_OVERHEAD for e in encoded[1:]) - len(encoded[0])
+        self._sendRaw(address, encoded + self._piggyback(budget))
+
+    def _piggyback(self, budget: int) -> list[bytes]:
+        # Membership updates first, then user messages in what is left.
+        taken = self._queue.take(budget, COMPOUND_ITEM_OVERHEAD)
+        left = budget - sum(len(e) + COMPOUND_ITEM_OVERHEAD for e in taken)
+        return taken + self._userQueue.take(left, COMPOUND_ITEM_OVERHEAD)
 
     def _sendRaw(self, address: Address, encoded: list[bytes]) -> None:
         self._count("packetsSent")
-        self.transport.sendPacket(address, packPacket(encoded, self.key))
+        packet = self.codec.packPacket(
+            encoded, crc=address not in self._oldProtocol, compressed=self.settings.compressPackets
+        )
+        self.transport.sendPacket(address, packet)
 
     def _later(self, delay: float, f: Callable[[], object]) -> IDelayedCall:
         def run() -> None:
@@ -677,6 +865,14 @@ class GossipNode:
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
+
+
+def serfLeaveIntent(name: str, ltime: int) -> bytes:
+    """
+    Serf's leave intent for member C{name} at Lamport time C{ltime}: its
+    message type 0 and a msgpack C{{LTime, Node, Prune}}.
+    """
+    return b"\x00" + msgpack.packb({"LTime": ltime, "Node": name, "Prune": False}, use_bin_type=False)
 
 
 def _fmt(address: object) -> str:

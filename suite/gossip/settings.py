@@ -56,6 +56,26 @@ class GossipSettings:
     maxMetaBytes: int = 512
     #: Largest push-pull frame.
     maxStateBytes: int = 4 * 1024 * 1024
+    #: Most user messages (L{GossipNode.queueBroadcast}) waiting to be sent.
+    maxUserBroadcasts: int = 1024
+    #: Largest UDP packet accepted (memberlist sends up to its 1400-byte
+    #: buffer, but accepts any datagram).
+    maxIncomingPacketBytes: int = 65536
+    #: The delegate protocol versions (min, max, current) advertised in
+    #: alive messages.  memberlist refuses members whose current version
+    #: is outside everyone's range; Serf agents speak 2..5 at 4, so the
+    #: default lets a node join a Serf cluster.
+    delegateVersions: tuple[int, int, int] = (2, 5, 4)
+    #: Packets and streams carry this label (memberlist 0.3+); members
+    #: with another label, or none, are refused.  Empty: no label.
+    label: str = ""
+    #: LZW-compress push-pull streams (memberlist's default) ...
+    compressStreams: bool = True
+    #: ... and packets, when that makes them smaller.
+    compressPackets: bool = True
+    #: Announce a leave to Serf agents too (Serf's leave intent, a user
+    #: message), so they show this node as left rather than failed.
+    serfLeaveIntent: bool = True
 
     @classmethod
     def local(cls) -> GossipSettings:
@@ -91,5 +111,9 @@ class GossipSettings:
         cluster of C{members}.
         """
         low = self.suspicionMult * max(1.0, math.log10(max(1, members))) * self.probeInterval
-        expected = max(0, min(self.suspicionMult - 2, members - 2))
+        # As memberlist: a cluster too small to provide them expects no
+        # confirmations at all (the suspicion then lasts the minimum).
+        expected = self.suspicionMult - 2
+        if members - 2 < expected:
+            expected = 0
         return low, low * self.suspicionMaxTimeoutMult, expected

@@ -2,17 +2,18 @@
 The network transport: UDP datagrams for probes and gossip, TCP streams for
 push-pull, on one port number.
 
-A push-pull stream carries one request frame and one reply frame, each a
-4-byte big-endian length and that many bytes; frames over C{maxStateBytes}
-and streams idle for C{timeout} are closed.  With C{serverTLS} and
-C{clientTLS} (pyOpenSSL connection creators, e.g. from L{suite.pki.tls})
-the streams run over mutually authenticated TLS; datagrams are protected
-only by the node's HMAC key.
+A stream carries one request and at most one reply, each a memberlist
+stream message (see L{suite.gossip.messages}): the receiver's
+C{streamComplete} says when the bytes read so far hold a whole message.
+Streams over C{maxStateBytes} and streams idle for C{timeout} are closed;
+a reply also ends when the peer closes the connection.  With C{serverTLS}
+and C{clientTLS} (pyOpenSSL connection creators, e.g. from
+L{suite.pki.tls}) the streams run over mutually authenticated TLS, which
+memberlist nodes do not speak; use it only among suite nodes.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,6 @@ from suite.gossip.messages import Address
 __all__ = ["NetworkTransport"]
 
 log = Logger()
-LENGTH = struct.Struct(">I")
 
 
 class _Datagrams(DatagramProtocol):
@@ -46,9 +46,9 @@ class _Datagrams(DatagramProtocol):
             receiver.packetReceived(datagram, (addr[0], addr[1]))
 
 
-class _OneFrame(Protocol):
+class _OneMessage(Protocol):
     """
-    Read one length-prefixed frame, with a size limit and an idle timeout.
+    Read one stream message, with a size limit and an idle timeout.
     """
 
     def __init__(self, owner: NetworkTransport) -> None:
@@ -68,30 +68,23 @@ class _OneFrame(Protocol):
         if self._done:
             return
         self._buffer += data
-        if len(self._buffer) < 4:
-            return
-        (length,) = LENGTH.unpack_from(self._buffer)
-        if length > self.owner.maxStateBytes:
+        if len(self._buffer) > self.owner.maxStateBytes + 1024:
             self._done = True
             log.warn(
-                "closing push-pull stream from {peer}: frame of {length} bytes exceeds {limit}",
+                "closing gossip stream from {peer}: over {limit} bytes",
                 peer=str(self.transport.getPeer()),  # type: ignore[union-attr]
-                length=length,
                 limit=self.owner.maxStateBytes,
             )
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
-        if len(self._buffer) - 4 >= length:
+        receiver = self.owner.receiver
+        if receiver is None or receiver.streamComplete(self._buffer):
             self._done = True
-            frame = self._buffer[4 : 4 + length]
-            self._buffer = b""
-            self.frameReceived(frame)
+            message, self._buffer = self._buffer, b""
+            self.messageReceived(message)
 
-    def frameReceived(self, frame: bytes) -> None:
+    def messageReceived(self, message: bytes) -> None:
         raise NotImplementedError
-
-    def sendFrame(self, frame: bytes) -> None:
-        self.transport.write(LENGTH.pack(len(frame)) + frame)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._timer is not None:
@@ -99,17 +92,17 @@ class _OneFrame(Protocol):
             self._timer = None
 
 
-class _ServerStream(_OneFrame):
-    def frameReceived(self, frame: bytes) -> None:
+class _ServerStream(_OneMessage):
+    def messageReceived(self, message: bytes) -> None:
         receiver = self.owner.receiver
         peer: Any = self.transport.getPeer()  # type: ignore[union-attr]
-        reply = None if receiver is None else receiver.stateReceived(frame, (peer.host, peer.port))
+        reply = None if receiver is None else receiver.stateReceived(message, (peer.host, peer.port))
         if reply is not None:
-            self.sendFrame(reply)
+            self.transport.write(reply)  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
 
 
-class _ClientStream(_OneFrame):
+class _ClientStream(_OneMessage):
     def __init__(self, owner: NetworkTransport, request: bytes, result: Deferred[bytes]) -> None:
         super().__init__(owner)
         self.request = request
@@ -117,16 +110,21 @@ class _ClientStream(_OneFrame):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.sendFrame(self.request)
+        self.transport.write(self.request)  # type: ignore[union-attr]
 
-    def frameReceived(self, frame: bytes) -> None:
+    def messageReceived(self, message: bytes) -> None:
         if not self.result.called:
-            self.result.callback(frame)
+            self.result.callback(message)
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         if not self.result.called:
+            if self._buffer:
+                # The peer closed after a reply we could not yet judge
+                # complete: let the node decide.
+                self.result.callback(self._buffer)
+                return
             self.result.errback(
                 reason if not reason.check(ConnectionDone) else Failure(ConnectionDone("no reply"))
             )
@@ -164,10 +162,12 @@ class NetworkTransport:
         timeout: float = 10.0,
         serverTLS: Any = None,
         clientTLS: Callable[[str], Any] | None = None,
+        maxIncomingBytes: int = 65536,
     ) -> None:
         self.reactor = reactor
         self.host, self.port = host, port
         self.maxPacketBytes = maxPacketBytes
+        self.maxIncomingBytes = maxIncomingBytes
         self.maxStateBytes = maxStateBytes
         self.timeout = timeout
         self.serverTLS, self.clientTLS = serverTLS, clientTLS
@@ -183,7 +183,7 @@ class NetworkTransport:
         # One byte more than the limit, so oversized datagrams are seen (and
         # dropped by the node) rather than silently truncated.
         self._udp = self.reactor.listenUDP(
-            self.port, _Datagrams(self), interface=self.host, maxPacketSize=self.maxPacketBytes + 1
+            self.port, _Datagrams(self), interface=self.host, maxPacketSize=self.maxIncomingBytes + 1
         )
         if self.port == 0:
             self.port = self._udp.getHost().port  # type: ignore[attr-defined,union-attr]

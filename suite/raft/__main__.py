@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
-    from suite.daemon import ConfigError
+    from suite.daemon import ConfigError, StartupBarrier
     from suite.logging import observer
     from suite.raft.service import Options, makeService
 
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options.parseOptions(args)
         service = makeService(options, reactor)
+        barrier = StartupBarrier("suite.raft", reactor, stopOnFailure=True).attach(service)
     except (usage.UsageError, ConfigError, OSError) as e:
         sys.stderr.write(f"suite.raft: {e}\n")
         return 2
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     reactor.run()  # type: ignore[attr-defined]
     if service.failure is not None:
         sys.stderr.write(f"suite.raft: {service.failure}\n")
+        return 1
+    if barrier.failed is not None:
+        sys.stderr.write(f"suite.raft: {barrier.failed}\n")
         return 1
     return 0
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
 from twisted.logger import Logger
 
-from suite.daemon import ConfigError
+from suite.daemon import ConfigError, GuardedEndpointService
 from suite.raft.interfaces import IRaftStateMachine
 from suite.raft.messages import Configuration
 from suite.raft.node import RaftNode
@@ -68,7 +67,7 @@ class RaftNodeService(MultiService):
             endpoint = TLSServerEndpoint(
                 endpoint, serverContextFactory(self.bundle, trustClientCA=True), self.reactor
             )
-        svc = StreamServerEndpointService(endpoint, factory)
+        svc = GuardedEndpointService(endpoint, factory, name, description, self.reactor)
         svc.setName(name.lstrip("-"))
         svc.setServiceParent(self)
 

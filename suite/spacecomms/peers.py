@@ -16,6 +16,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from suite.daemon import watchListening
 from suite.spacecomms.config import Config, PeerConfig
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.session import PeerProtocol
@@ -101,15 +102,8 @@ class PeerManager(MultiService):
                 mode="mTLS" if self.tls is not None else "plain TCP, no TLS",
             )
 
-        def failed(f: Any) -> None:
-            self.log.error(
-                "cannot listen for peers on {desc}: {error}",
-                desc=self.listenDescription(),
-                error=f.getErrorMessage(),
-            )
-            self.reactor.callWhenRunning(self.reactor.stop)
-
-        d.addCallbacks(listening, failed)
+        d.addCallback(listening)
+        watchListening(self, "server.peer_port", self.listenDescription(), d, self.reactor)
         self.reconcile()
 
     def stopService(self) -> Any:

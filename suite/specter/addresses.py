@@ -14,8 +14,10 @@ from suite.daemon import ConfigError
 __all__ = [
     "parseSize",
     "parseHostPort",
+    "parsePeerAddress",
     "rpcEndpoint",
     "clientEndpoint",
+    "privateSocket",
     "isLoopbackEndpoint",
     "splitEnv",
     "ListenMixin",
@@ -80,6 +82,31 @@ def parseHostPort(flag: str, text: str, defaultPort: int | None = None) -> tuple
     return host, int(port)
 
 
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def parsePeerAddress(flag: str, text: str) -> tuple[str, int]:
+    """
+    Parse the address of a ring node, C{HOST:PORT} (port 443 when left
+    out): HOST must be an IP address, C{localhost} or a DNS name with at
+    least one dot, so a stray word (C{--join nonsense}) is a usage error
+    rather than a name that never resolves.
+    """
+    host, port = parseHostPort(flag, text, 443)
+    try:
+        ipaddress.ip_address(host)
+        return host, port
+    except ValueError:
+        pass
+    name = host.rstrip(".")
+    labels = name.split(".")
+    if name != "localhost" and (len(labels) < 2 or not all(_LABEL.match(x) for x in labels)):
+        raise ConfigError(
+            f"{flag}: {text!r} is not HOST:PORT (HOST: an IP address or a DNS name such as node1.example.com)"
+        )
+    return name, port
+
+
 def rpcEndpoint(flag: str, uri: str) -> str:
     """
     Turn C{tcp://HOST:PORT} or C{unix:///path.sock} into a Twisted endpoint
@@ -88,8 +115,8 @@ def rpcEndpoint(flag: str, uri: str) -> str:
     """
     if uri.startswith("unix://"):
         path = uri[len("unix://") :]
-        if not path.startswith("/"):
-            raise ConfigError(f"{flag}: {uri!r} must be unix:///absolute/path.sock")
+        if not path.startswith("/") or ":" in path:
+            raise ConfigError(f"{flag}: {uri!r} must be unix:///absolute/path.sock (no ':')")
         return f"unix:{path}"
     if uri.startswith("tcp://"):
         host, port = parseHostPort(flag, uri[len("tcp://") :])
@@ -98,6 +125,33 @@ def rpcEndpoint(flag: str, uri: str) -> str:
     if uri.startswith(("tcp:", "unix:")):
         return uri
     raise ConfigError(f"{flag}: {uri!r} must be tcp://HOST:PORT or unix:///path.sock")
+
+
+def privateSocket(flag: str, endpoint: str) -> str:
+    """
+    A unix server endpoint string whose socket is created 0600 (owner
+    only), after checking that its directory exists and is not writable by
+    everyone (where anyone could replace the socket); other endpoints pass
+    through.
+    """
+    import os
+    import stat
+
+    if not endpoint.startswith("unix:"):
+        return endpoint
+    path = endpoint[len("unix:") :].split(":", 1)[0]
+    parent = os.path.dirname(path) or "."
+    try:
+        mode = os.stat(parent).st_mode
+    except OSError as e:
+        raise ConfigError(f"{flag}: socket directory {parent}: {e.strerror}") from None
+    if mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"{flag}: socket directory {parent} is writable by everyone; use a directory only this user (or its group) can write"
+        )
+    if ":mode=" in endpoint:
+        return endpoint
+    return f"unix:{path}:mode=600"
 
 
 def clientEndpoint(flag: str, uri: str) -> str:

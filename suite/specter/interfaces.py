@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from zope.interface import Interface
 
-__all__ = ["IChordTransport", "IRing"]
+__all__ = ["IChordTransport", "IRing", "IRingState"]
 
 
 class IChordTransport(Interface):
@@ -49,4 +49,22 @@ class IRing(Interface):
     def stats():  # type: ignore[no-untyped-def]
         """
         A dict describing this process's vnodes.
+        """
+
+
+class IRingState(Interface):
+    """
+    Where a ring process keeps its membership (the peers it knew, its
+    vnodes' last predecessor and successor lists) across restarts.
+    """
+
+    def load():  # type: ignore[no-untyped-def]
+        """
+        The last saved state (a dict with at least C{peers}, a list of
+        advertise addresses) or C{None} for a fresh data directory.
+        """
+
+    def save(state):  # type: ignore[no-untyped-def]
+        """
+        Replace the saved state durably; fire when it is on disk.
         """

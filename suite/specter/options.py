@@ -22,6 +22,7 @@ from suite.specter.addresses import (
     parseAcme,
     parseAcmeNS,
     parseHostPort,
+    parsePeerAddress,
     parseSize,
     rpcEndpoint,
     splitEnv,
@@ -63,6 +64,11 @@ class ServerOptions(ListenMixin, DaemonOptions):
             None,
             "Allow --listen-rpc on a non-loopback TCP address (the RPC has no authentication).",
         ],
+        [
+            "bootstrap",
+            None,
+            "Found a new ring even though the data directory remembers one (only when that ring is gone for good).",
+        ],
     ]
     optParameters = [
         ["data-dir", None, None, "Data directory (required; alias --data). Vnode i keeps its KV in DATA/i."],
@@ -96,7 +102,12 @@ class ServerOptions(ListenMixin, DaemonOptions):
             None,
             "DNS server HOST[:PORT] (default port 53) used to check custom domains' _acme-challenge CNAMEs (default: the system resolver).",
         ],
-        ["join", None, None, "Advertise address HOST:PORT of a ring member to join (seed starts without)."],
+        [
+            "join",
+            None,
+            None,
+            "Advertise address HOST:PORT of a ring member to join (comma-separated for several); without it a node rejoins the ring its data directory remembers, or founds one when the directory is fresh.",
+        ],
         ["virtual", None, "5", "Virtual nodes (vnodes) per process."],
         [
             "advertise-addr",
@@ -255,7 +266,7 @@ class ServerOptions(ListenMixin, DaemonOptions):
             raise ConfigError("--auth-ldap-dn: the template must contain {username}")
         self._finishListen(443)
         if self["advertise-addr"]:
-            self["advertise-addr"] = parseHostPort("--advertise-addr", self["advertise-addr"], 443)
+            self["advertise-addr"] = parsePeerAddress("--advertise-addr", self["advertise-addr"])
             if self["advertise-addr"][0] in ("0.0.0.0", "::"):
                 raise ConfigError("--advertise-addr: must be a routable address, not a wildcard")
         elif self["tcp-binds"]:
@@ -266,9 +277,13 @@ class ServerOptions(ListenMixin, DaemonOptions):
         if not self["tcp-binds"]:
             self["tcp-binds"] = [("0.0.0.0", self["advertise-addr"][1])]
         if self["join"]:
-            self["join"] = [parseHostPort("--join", j, 443) for j in splitEnv(self["join"])]
+            self["join"] = [parsePeerAddress("--join", j) for j in splitEnv(self["join"])]
+            if not self["join"]:
+                raise ConfigError("--join: give the HOST:PORT of a ring member")
         else:
             self["join"] = []
+        if self["bootstrap"] and self["join"]:
+            raise ConfigError("--bootstrap: founds a new ring; it does not go with --join")
         if self["listen-http"] is not None:
             self["listen-http"] = parseHostPort(
                 "--listen-http",

@@ -25,12 +25,28 @@ from suite.specter.chord.replication import OPS
 from suite.specter.chord.wire import FrameProtocol
 from suite.specter.interfaces import IRing
 
-__all__ = ["RPCFactory", "RPCClient", "connectRPC", "MAX_KEY", "MAX_VALUE"]
+__all__ = ["RPCFactory", "RPCClient", "connectRPC", "MAX_KEY", "MAX_VALUE", "MAX_TTL"]
 
 log = Logger()
 MAX_KEY = 4096
 MAX_VALUE = 8 * 1024 * 1024
 RPC_MAX_FRAME = 16 * 1024 * 1024
+#: the longest lease an RPC may ask for, in seconds (one day)
+MAX_TTL = 86400.0
+
+
+def _ttl(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise RemoteError(E.BAD_REQUEST, "ttl must be a number of seconds")
+    if not 0 < value <= MAX_TTL:
+        raise RemoteError(E.BAD_REQUEST, f"ttl must be greater than 0 and at most {MAX_TTL:g} seconds")
+    return float(value)
+
+
+def _token(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise RemoteError(E.BAD_REQUEST, "token must be a non-negative integer")
+    return value
 
 
 def _bytes(value: Any, what: str, limit: int) -> bytes:
@@ -40,6 +56,8 @@ def _bytes(value: Any, what: str, limit: int) -> bytes:
         raise RemoteError(E.BAD_REQUEST, f"{what} must be bytes or text")
     if len(value) > limit:
         raise RemoteError(E.BAD_REQUEST, f"{what} is longer than {limit} bytes")
+    if not value and what in ("key", "holder"):
+        raise RemoteError(E.BAD_REQUEST, f"{what} must not be empty")
     return value
 
 
@@ -98,7 +116,11 @@ class RPCFactory(Factory):
             if op in ("put", "append", "remove", "contains"):
                 opArgs = [_bytes(opArgs[0], "value", MAX_VALUE)]
             elif op == "acquire":
-                opArgs = [_bytes(opArgs[0], "holder", MAX_KEY), opArgs[1]]
+                opArgs = [_bytes(opArgs[0], "holder", MAX_KEY), _ttl(opArgs[1])]
+            elif op == "renew":
+                opArgs = [_token(opArgs[0]), _ttl(opArgs[1])]
+            elif op == "release":
+                opArgs = [_token(opArgs[0])]
             return self.ring.kv(op, key, opArgs)
         raise RemoteError(E.BAD_REQUEST, f"unknown method {method!r}")
 

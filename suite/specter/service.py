@@ -12,8 +12,6 @@ import os
 import sys
 from typing import Any
 
-from twisted.application import strports
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
@@ -24,8 +22,16 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from suite import kv
-from suite.daemon import ConfigError, errorLine, notImplementedYet
+from suite.daemon import (
+    ConfigError,
+    GuardedEndpointService,
+    errorLine,
+    listenFailureReason,
+    notImplementedYet,
+)
+from suite.specter.addresses import privateSocket
 from suite.specter.chord.node import ChordConfig, ChordNode
+from suite.specter.chord.ringstate import RingStateFile
 from suite.specter.chord.wire import ALPN, ChordServerFactory, WireTransport
 from suite.specter.rpc import RPCFactory
 from suite.specter.web import RingCollector, RingHealth, makeHelperResource
@@ -39,7 +45,7 @@ LEAVE_TIMEOUT = 110.0
 def listenOrExit(start: Any) -> None:
     """
     Run C{start} (a service's start method); a listener that cannot bind
-    ends start-up with one line naming the address, exit code 2, instead
+    ends start-up with one line naming the address, exit status 1, instead
     of a traceback.
     """
     try:
@@ -50,9 +56,10 @@ def listenOrExit(start: Any) -> None:
             if isinstance(e.interface, str) and e.port is None
             else f"{e.interface or '*'}:{e.port}"
         )
-        sys.stderr.write(errorLine("specter", ConfigError(f"cannot listen on {where}: {e.socketError}")))
+        reason = listenFailureReason(e)
+        sys.stderr.write(errorLine("specter", ConfigError(f"cannot listen on {where}: {reason}")))
         sys.stderr.flush()
-        raise SystemExit(2) from None
+        raise SystemExit(1) from None
 
 
 class SpecterService(MultiService):
@@ -68,10 +75,14 @@ class SpecterService(MultiService):
         stores: list[Any],
         transport: WireTransport,
         reactor: Any,
+        bootstrap: bool = False,
+        alsoJoin: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.node = node
         self.seed = seed
+        self.bootstrap = bootstrap
+        self.alsoJoin = alsoJoin
         self.pools = pools
         self.stores = stores
         self.transport = transport
@@ -88,12 +99,12 @@ class SpecterService(MultiService):
             pool.start()
         self._listenErrors(super().startService)
         log.info(
-            "ring node {addr} starting {count} vnodes (seed {seed})",
+            "ring node {addr} starting {count} vnodes (join {seed})",
             addr=self.node.addr,
             count=len(self.node.vnodes),
-            seed=self.seed or "none: founding the ring",
+            seed=self.seed or "not given",
         )
-        self.node.start(self.seed)
+        self.node.start(self.seed, bootstrap=self.bootstrap, alsoJoin=self.alsoJoin)
 
     async def _stop(self) -> None:
         log.info("leaving the ring: handing keys on")
@@ -137,6 +148,22 @@ def _version() -> str:
         return "0"
 
 
+def _checkAdvertised(bundle: Any, host: str) -> None:
+    """
+    The node certificate must name the advertised host: peers dial that
+    address and refuse a certificate that does not name it.
+    """
+    from suite.pki.verify import VerificationError, verifyCertificate
+
+    try:
+        verifyCertificate(bundle.nodeCert, hostname=host)
+    except (VerificationError, ValueError):
+        raise ConfigError(
+            f"--advertise-addr: the node certificate does not name {host} "
+            f"(it has {bundle.identity.describe()}); mint one for this address"
+        ) from None
+
+
 def _loadBundle(options: Any) -> Any:
     from suite.pki.bundle import loadBundle, loadBundleFromEnv
 
@@ -171,6 +198,7 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         raise ConfigError(f"--data-dir: {dataDir} is not writable")
     host, port = options["advertise-addr"]
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    _checkAdvertised(bundle, host)
     config = ChordConfig(
         virtual=options["virtual"],
         replicas=options["replicas"],
@@ -196,13 +224,24 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
             backend, dataDir, index, reactor, runner, flushInterval=options["aof-flush-interval"]
         )
 
-    transport = WireTransport(reactor, clientContextFactory(bundle, acceptableProtocols=[ALPN]))
-    node = ChordNode(addr, transport, reactor, config, storeFactory)
-    seed = None
-    if options["join"]:
-        h, p = options["join"][0]
-        seed = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
-    root = SpecterService(node, seed, pools, [v.store for v in node.vnodes], transport, reactor)
+    def dialling(peerHost: str) -> Any:
+        # the peer's certificate must name the address it is dialled at
+        return clientContextFactory(bundle, hostname=peerHost, acceptableProtocols=[ALPN])
+
+    transport = WireTransport(reactor, dialling)
+    ringState = RingStateFile(dataDir, lambda f: deferToThreadPool(reactor, shared, f))
+    node = ChordNode(addr, transport, reactor, config, storeFactory, ringState=ringState)
+    joins = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in options["join"]]
+    root = SpecterService(
+        node,
+        joins[0] if joins else None,
+        pools,
+        [v.store for v in node.vnodes],
+        transport,
+        reactor,
+        bootstrap=options["bootstrap"],
+        alsoJoin=tuple(joins[1:]),
+    )
     if options["sentry"]:
         from suite.sentry import SentryService
 
@@ -219,12 +258,15 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         for h, p in options["tcp-binds"]:
             endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
             wrapped = TLSMemoryBIOFactory(tlsFactory, False, chordFactory)
-            svc = StreamServerEndpointService(endpoint, wrapped)
-            svc._raiseSynchronously = True
+            svc = GuardedEndpointService(endpoint, wrapped, "--listen", f"{h}:{p}")
             svc.setServiceParent(root)
     rpcFactory = RPCFactory(node, reactor)
-    rpc = strports.service(options["rpc-endpoint"], rpcFactory, reactor=reactor)
-    rpc._raiseSynchronously = True  # type: ignore[attr-defined]
+    rpc = GuardedEndpointService(
+        serverFromString(reactor, privateSocket("--listen-rpc", options["rpc-endpoint"])),
+        rpcFactory,
+        "--listen-rpc",
+        options["rpc-endpoint"],
+    )
     rpc.setServiceParent(root)
     from prometheus_client import CollectorRegistry
 

@@ -46,6 +46,9 @@ class RingHealth:
 
     def check(self) -> HealthReport:
         waiting = [v.ref.index for v in self.node.vnodes if not v.serving]
+        problem = getattr(self.node, "joinProblem", None)
+        if waiting and problem:
+            return HealthReport(False, (f"not in the ring: {problem}",))
         if waiting:
             return HealthReport(False, (f"vnodes not active yet: {waiting}",))
         return HealthReport(True, (), {"vnodes": len(self.node.vnodes)})

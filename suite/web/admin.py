@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
@@ -17,7 +16,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from suite.daemon import ConfigError
+from suite.daemon import ConfigError, GuardedEndpointService
 from suite.web.endpoint import EndpointError, loopbackEndpoint
 from suite.web.errors import JSONMethodsMixin, JSONNoResource, jsonResponse
 from suite.web.health import LivenessResource, ReadinessResource
@@ -103,6 +102,6 @@ def makeAdminService(
         raise ConfigError(f"{flag} {description!r}: {e}") from None
     siteOptions.setdefault("reactor", reactor)
     site = LimitedSite(resource, **siteOptions)
-    service = StreamServerEndpointService(endpoint, site)
+    service = GuardedEndpointService(endpoint, site, flag, checked)
     service.setName("admin")
     return service

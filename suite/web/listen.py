@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-from suite.daemon import ConfigError
+from suite.daemon import ConfigError, barrierFor
 from suite.web.endpoint import EndpointError, loopbackEndpoint
 
 __all__ = ["parseHostPort", "hostPortEndpoint", "listenService", "ListenerService"]
@@ -106,8 +106,10 @@ def listenService(
 class ListenerService(Service):
     """
     Listen on an endpoint while running.  A listen failure (port in use,
-    permission) is logged as one critical line naming the flag and the
-    reactor is stopped, so the daemon never runs without its listener.
+    permission) fails the daemon's start-up barrier (L{suite.daemon}): one
+    critical line naming the flag, exit status 1.  Outside a daemon it is
+    logged as one critical line and the reactor is stopped, so the daemon
+    never runs without its listener.
 
     @ivar port: the listening port once listening (tests read its address).
     """
@@ -133,7 +135,12 @@ class ListenerService(Service):
     def startService(self) -> None:
         super().startService()
         self.listening = self.endpoint.listen(self.factory)
-        self.listening.addCallbacks(self._listened, self._failed)
+        self.listening.addCallback(self._listened)
+        barrier = barrierFor(self)
+        if barrier is not None:
+            barrier.expect(self.flag, self.description, self.listening)
+        else:
+            self.listening.addErrback(self._failed)
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port

@@ -95,3 +95,37 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             parse(CONSTELLATION_JOIN="[fd7a::1]:7946,fd7a::2")["join"], ["[fd7a::1]:7946", "fd7a::2"]
         )
+
+    def test_dockerAndProvider(self) -> None:
+        """
+        Docker, provider and public IP options: parsed lists and numbers,
+        'none' values, and one error line naming the flag or variable.
+        """
+        o = parse(
+            [
+                "--docker",
+                "unix:///run/docker.sock",
+                "--docker-label",
+                "a=b, c",
+                "--entrypoints",
+                "web,websecure",
+            ],
+            CONSTELLATION_CERT_RESOLVER="none",
+            CONSTELLATION_PUBLIC_IP_SOURCES="none",
+            CONSTELLATION_DOCKER_INTERVAL="2.5",
+            CONSTELLATION_ROLES="lb, dns",
+        )
+        self.assertEqual(o["docker"], "unix:///run/docker.sock")
+        self.assertEqual(o["docker-label"], ["a=b", "c"])
+        self.assertEqual(o["entrypoints"], ["web", "websecure"])
+        self.assertEqual((o["cert-resolver"], o["public-ip-sources"]), (None, []))
+        self.assertEqual((o["docker-interval"], o["roles"]), (2.5, ["lb", "dns"]))
+        defaults = parse()
+        self.assertEqual(defaults["docker-interval"], 10.0)
+        self.assertEqual(defaults["cert-resolver"], "letsencrypt")
+        self.assertEqual(len(defaults["public-ip-sources"]), 3)
+        self.assertError("CONSTELLATION_DOCKER", CONSTELLATION_DOCKER="bogus:x")
+        self.assertError("--docker-interval", ["--docker-interval", "0"])
+        self.assertError("CONSTELLATION_PUBLIC_IP_SOURCES", CONSTELLATION_PUBLIC_IP_SOURCES="ftp://x")
+        self.assertError("--service-address", ["--service-address", "host"])
+        self.assertError("--entrypoints", ["--entrypoints", ","])

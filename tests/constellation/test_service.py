@@ -5,14 +5,18 @@ because it is not built yet.
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.constellation import service, tap
+from suite.constellation.interfaces import IServiceCatalog
 from suite.constellation.options import Options
 from suite.daemon import ConfigError
 from tests.clustor.helpers import captureLogs
@@ -51,6 +55,7 @@ class _Reactor(MemoryReactorClock):
 
 def options(argv: list[str] | None = None, **env: str) -> Options:
     env.setdefault("TS_HOSTNAME", "cloudserver1")
+    env.setdefault("CONSTELLATION_PUBLIC_IP_SOURCES", "none")
     o = Options(environ=env)
     o.parseOptions(argv or [])
     return o
@@ -90,8 +95,8 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_gossipKey(self) -> None:
         """
-        --gossip-key-file: a short or missing key is one error naming the flag;
-        with a key, no warning.
+        --gossip-key-file: a key that is not base64 of 16/24/32 bytes, or a
+        missing file, is one error naming the flag; with a key, no warning.
         """
         path = self.mktemp()
         with open(path, "wb") as f:
@@ -99,16 +104,18 @@ class MakeServiceTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as cm:
             service.makeService(options(["--gossip-key-file", path]), MemoryReactorClock())
         self.assertIn("--gossip-key-file", str(cm.exception))
-        self.assertIn("at least 16", str(cm.exception))
+        self.assertIn("base64", str(cm.exception))
         with self.assertRaises(ConfigError) as cm:
             service.makeService(options(["--gossip-key-file", path + ".missing"]), MemoryReactorClock())
         self.assertIn("cannot read", str(cm.exception))
         with open(path, "wb") as f:
-            f.write(b"0123456789abcdef0123\n")
+            f.write(base64.b64encode(b"0123456789abcdef0123456789abcdef") + b"\n")
         root = service.makeService(options(["--gossip-key-file", path]), _Reactor())
         root.startService()
         self.addCleanup(root.stopService)
-        self.assertEqual(root.getServiceNamed("gossip").node.key, b"0123456789abcdef0123")
+        self.assertEqual(
+            root.getServiceNamed("gossip").node.keyring.keys, [b"0123456789abcdef0123456789abcdef"]
+        )
         self.assertFalse([m for m in self.messages() if "has no shared key" in m])
 
     def test_remoteProvider(self) -> None:
@@ -159,23 +166,37 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_otherFeatures(self) -> None:
         """
-        --docker and --warp-container are refused as not implemented yet.
+        --warp-container is refused as not implemented yet.
         """
-        for argv, what in (
-            (["--docker", "unix:/var/run/docker.sock"], "Docker"),
-            (["--warp-container", "warp"], "WARP"),
-        ):
-            with self.assertRaises(ConfigError) as cm:
-                service.makeService(options(argv), MemoryReactorClock())
-            self.assertIn("not implemented yet", str(cm.exception))
-            self.assertIn(what, str(cm.exception))
+        with self.assertRaises(ConfigError) as cm:
+            service.makeService(options(["--warp-container", "warp"]), MemoryReactorClock())
+        self.assertIn("not implemented yet", str(cm.exception))
+        self.assertIn("WARP", str(cm.exception))
+
+    def test_dockerAndPublicIP(self) -> None:
+        """
+        --docker adds the Docker monitor; without PUBLIC_IP and with sources,
+        public IP detection runs; the node meta is in the replicated state.
+        """
+        root = service.makeService(
+            options(
+                ["--docker", "unix:///var/run/docker.sock", "--roles", "lb,dns"],
+                CONSTELLATION_PUBLIC_IP_SOURCES="http://127.0.0.1:9/ip",
+            ),
+            MemoryReactorClock(),
+        )
+        self.assertEqual([s.name for s in root], ["gossip", "docker-monitor", "public-ip", "http-provider"])
+        state = root.getServiceNamed("gossip").state
+        self.assertEqual(
+            state.entries("cloudserver1")["node"], {"priority": 10, "ip": None, "roles": ["lb", "dns"]}
+        )
 
     def test_tapExitsTwo(self) -> None:
         """
-        Through the plugin entry the refusal is exit code 2.
+        Through the plugin entry a refusal is exit code 2.
         """
         with self.assertRaises(SystemExit) as cm:
-            tap.makeService(options(["--docker", "unix:/var/run/docker.sock"]), MemoryReactorClock())
+            tap.makeService(options(["--warp-container", "warp"]), MemoryReactorClock())
         self.assertEqual(cm.exception.code, 2)
 
     def test_manhole(self) -> None:
@@ -192,26 +213,55 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual([p[0] for p in reactor.unixServers], [path])
 
 
-class GossipCatalogTests(SynchronousTestCase):
+class ClusterCatalogTests(SynchronousTestCase):
     """
-    The catalog's nodes come from gossip members and their metadata.
+    The catalog's nodes come from gossip members and the meta they published.
     """
 
     def test_nodes(self) -> None:
-        from suite.constellation.membership import GossipCatalog
+        """
+        This node first; others with their gossip status and published meta
+        (gossip metadata when no meta entry arrived yet).
+        """
+        from suite.constellation.catalog import ClusterCatalog
+        from suite.constellation.state import ClusterState
         from suite.gossip.member import Member
 
+        clock = Clock()
+        state = ClusterState("cloudserver1", 1, clock)
+        state.update({"node": {"priority": 10, "ip": "203.0.113.1", "roles": ["lb"]}})
+        edge2 = ClusterState("edge2", 1, clock)
+        edge2.update(
+            {"node": {"priority": 50, "ip": "203.0.113.2", "roles": []}, "svc/web": {"container": "web"}}
+        )
+        state.mergeRemoteState(edge2.localState(False), False)
         members = [
             Member("cloudserver1", ("10.0.0.1", 7946), "alive", 0, {"priority": 10}),
-            Member("edge2", ("10.0.0.2", 7946), "suspect", 3, {"priority": 50, "ip": "203.0.113.2"}),
+            Member("edge2", ("10.0.0.2", 7946), "suspect", 3, {}),
             Member("edge3", ("10.0.0.3", 7946), "dead", 1, {"priority": "high"}),
         ]
-        catalog = GossipCatalog("cloudserver1", "203.0.113.1", lambda: members)
+        catalog = ClusterCatalog("cloudserver1", state, lambda: members)
+        self.assertTrue(verifyObject(IServiceCatalog, catalog))
         self.assertEqual(
             [n.toJSON() for n in catalog.nodes()],
             [
-                {"name": "cloudserver1", "priority": 10, "status": "alive", "publicIP": "203.0.113.1"},
-                {"name": "edge2", "priority": 50, "status": "suspect", "publicIP": "203.0.113.2"},
-                {"name": "edge3", "priority": 50, "status": "dead", "publicIP": None},
+                {
+                    "name": "cloudserver1",
+                    "priority": 10,
+                    "status": "alive",
+                    "publicIP": "203.0.113.1",
+                    "roles": ["lb"],
+                },
+                {
+                    "name": "edge2",
+                    "priority": 50,
+                    "status": "suspect",
+                    "publicIP": "203.0.113.2",
+                    "roles": [],
+                },
+                {"name": "edge3", "priority": 50, "status": "dead", "publicIP": None, "roles": []},
             ],
         )
+        self.assertEqual([(s.name, s.node) for s in catalog.services()], [("web", "edge2")])
+        members[1] = Member("edge2", ("10.0.0.2", 7946), "dead", 3, {})
+        self.assertEqual(catalog.services(), [])

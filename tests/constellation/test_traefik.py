@@ -19,9 +19,26 @@ from suite.web.admin import makeAdminResource
 EMPTY: dict[str, Any] = {"http": {"routers": {}, "services": {}, "middlewares": {}}}
 
 
+def entry(name: str, node: str, url: str, healthy: bool = True, **kw: Any) -> ServiceEntry:
+    """
+    A container on C{node} serving Traefik service C{name} at C{url}, with a
+    default router unless routers are given.
+    """
+    services = kw.pop("services", {name: {"url": url, "loadBalancer": {}}})
+    routers = kw.pop("routers", {})
+    return ServiceEntry(
+        f"{name}-{node}",
+        node,
+        healthy=healthy,
+        services=services,
+        routers=routers,
+        defaultRouters=() if routers else tuple(services),
+    )
+
+
 class DynamicConfigTests(SynchronousTestCase):
     """
-    L{dynamicConfig} renders healthy services with backends.
+    L{dynamicConfig} renders the healthy containers of every node.
     """
 
     def test_empty(self) -> None:
@@ -32,21 +49,34 @@ class DynamicConfigTests(SynchronousTestCase):
 
     def test_services(self) -> None:
         """
-        One router and load balancer per service name; unhealthy entries and
-        entries without backends are left out; replicas are merged.
+        One load balancer per Traefik service over the healthy containers of
+        every node; default routers under DOMAIN (with the node's name while
+        one node runs it); label routers as given; a router whose service
+        has no healthy server is left out.
         """
         entries = [
-            ServiceEntry("whoami", "node1", ("http://10.0.0.1:80",)),
-            ServiceEntry("whoami", "node2", ("http://10.0.0.2:80",)),
-            ServiceEntry("grafana", "node1", ("http://10.0.0.1:3000",)),
-            ServiceEntry("broken", "node1", ("http://10.0.0.1:9",), healthy=False),
-            ServiceEntry("nobackend", "node1", ()),
-            ServiceEntry(
-                "custom", "node2", ("http://10.0.0.2:1",), rule="PathPrefix(`/x`)", certResolver=None
+            entry("whoami", "node2", "http://10.0.0.2:80"),
+            entry("whoami", "node1", "http://10.0.0.1:80"),
+            entry("grafana", "node1", "http://10.0.0.1:3000"),
+            entry("broken", "node1", "http://10.0.0.1:9", healthy=False),
+            entry(
+                "custom",
+                "node2",
+                "http://10.0.0.2:1",
+                routers={"c": {"rule": "PathPrefix(`/x`)", "service": "custom", "entryPoints": ["web"]}},
+            ),
+            entry(
+                "api",
+                "node2",
+                "",
+                services={
+                    "api": {"url": "http://10.0.0.2:5", "loadBalancer": {"healthCheck": {"path": "/h"}}}
+                },
+                routers={"dangling": {"rule": "Host(`d`)", "service": "nothing"}},
             ),
         ]
         config = dynamicConfig(entries, "bolabaden.org")["http"]
-        self.assertEqual(sorted(config["routers"]), ["custom", "grafana", "whoami"])
+        self.assertEqual(list(config["routers"]), ["c", "grafana", "whoami"])
         self.assertEqual(
             config["routers"]["grafana"],
             {
@@ -61,8 +91,17 @@ class DynamicConfigTests(SynchronousTestCase):
             config["services"]["whoami"]["loadBalancer"]["servers"],
             [{"url": "http://10.0.0.1:80"}, {"url": "http://10.0.0.2:80"}],
         )
-        self.assertEqual(config["routers"]["custom"]["rule"], "PathPrefix(`/x`)")
-        self.assertNotIn("tls", config["routers"]["custom"])
+        self.assertEqual(
+            config["routers"]["c"], {"rule": "PathPrefix(`/x`)", "service": "custom", "entryPoints": ["web"]}
+        )
+        self.assertEqual(list(config["services"]), ["api", "custom", "grafana", "whoami"])
+        self.assertEqual(config["services"]["api"]["loadBalancer"]["healthCheck"], {"path": "/h"})
+        plain = dynamicConfig(entries, "example.test", ["web"], None)["http"]["routers"]["grafana"]
+        self.assertEqual(plain["entryPoints"], ["web"])
+        self.assertNotIn("tls", plain)
+        self.assertEqual(
+            dynamicConfig(list(reversed(entries)), "bolabaden.org"), dynamicConfig(entries, "bolabaden.org")
+        )
 
 
 class ProviderResourceTests(SynchronousTestCase):
@@ -97,7 +136,7 @@ class ProviderResourceTests(SynchronousTestCase):
         /, /api/http/routers, /api/http/services and /api/http/middlewares
         answer valid JSON with no services.
         """
-        self.assertEqual(self.get("/"), (200, EMPTY))
+        self.assertEqual(self.get("/"), (200, {}))
         self.assertEqual(self.get("/api/http/routers"), (200, {}))
         self.assertEqual(self.get("/api/http/services"), (200, {}))
         self.assertEqual(self.get("/api/http/middlewares"), (200, {}))
@@ -106,13 +145,13 @@ class ProviderResourceTests(SynchronousTestCase):
         """
         A service in the catalog appears in the routers and services sections.
         """
-        self.catalog.put(ServiceEntry("whoami", "cloudserver1", ("http://10.0.0.1:80",)))
+        self.catalog.put(entry("whoami", "cloudserver1", "http://10.0.0.1:80"))
         code, routers = self.get("/api/http/routers")
         self.assertEqual(list(routers), ["whoami"])
         code, services = self.get("/api/http/services")
         self.assertEqual(services["whoami"]["loadBalancer"]["servers"], [{"url": "http://10.0.0.1:80"}])
-        self.catalog.remove("whoami", "cloudserver1")
-        self.assertEqual(self.get("/")[1], EMPTY)
+        self.catalog.remove("whoami-cloudserver1", "cloudserver1")
+        self.assertEqual(self.get("/")[1], {})
 
     def test_state(self) -> None:
         """
@@ -122,7 +161,15 @@ class ProviderResourceTests(SynchronousTestCase):
         self.assertEqual(code, 200)
         self.assertEqual(
             state["nodes"],
-            [{"name": "cloudserver1", "priority": 10, "status": "alive", "publicIP": "203.0.113.7"}],
+            [
+                {
+                    "name": "cloudserver1",
+                    "priority": 10,
+                    "status": "alive",
+                    "publicIP": "203.0.113.7",
+                    "roles": [],
+                }
+            ],
         )
         self.assertEqual(state["services"], [])
         self.assertEqual(state["warp"], {"monitored": False})
@@ -136,3 +183,24 @@ class ProviderResourceTests(SynchronousTestCase):
         self.assertEqual(code, 404)
         self.assertIn("error", body)
         self.assertEqual(self.get("/nope")[0], 404)
+
+    def test_etag(self) -> None:
+        """
+        The configuration carries an ETag; the same ETag in If-None-Match is
+        a 304 without a body; a change changes the ETag.
+        """
+        d = self.client.get("http://localhost:8081/")
+        self.client.flush()
+        first = self.successResultOf(d)
+        etag = first.headers.getRawHeaders(b"etag")[0]
+        d = self.client.get("http://localhost:8081/", headers={b"If-None-Match": [etag]})
+        self.client.flush()
+        second = self.successResultOf(d)
+        self.assertEqual(second.code, 304)
+        self.assertEqual(self.successResultOf(second.content()), b"")
+        self.catalog.put(entry("whoami", "cloudserver1", "http://10.0.0.1:80"))
+        d = self.client.get("http://localhost:8081/", headers={b"If-None-Match": [etag]})
+        self.client.flush()
+        third = self.successResultOf(d)
+        self.assertEqual(third.code, 200)
+        self.assertNotEqual(third.headers.getRawHeaders(b"etag")[0], etag)

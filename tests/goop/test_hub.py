@@ -37,9 +37,54 @@ class RegistryTests(SynchronousTestCase):
         self.assertRaises(PublishError, verifyPublication, body, sig, 5000.0, "x")
         reg = PeerRegistry()
         self.assertEqual(reg.apply(pub, 1000.0)[0], "join")  # type: ignore[index]
-        self.assertIsNone(reg.apply(pub, 1001.0))  # replay
+        self.assertRaises(PublishError, reg.apply, pub, 1001.0)  # replay
         self.assertEqual(reg.evict(1059.0), [])
         self.assertEqual([r["peer_id"] for r in reg.evict(1061.0)], [a.peerId])
+
+    def test_replayAfterOfflineRefused(self) -> None:
+        """A peer's old "online" record replayed after its "offline" is refused (per-peer sequence)."""
+        a = ident(self)
+        reg = PeerRegistry()
+        online = verifyPublication(*signedPublication(a, "a", 4001, 60, now=1000.0, seq=1), 1000.0, "1.2.3.4")
+        offline = verifyPublication(
+            *signedPublication(a, "a", 4001, 60, "offline", now=1001.0, seq=2), 1001.0, "1.2.3.4"
+        )
+        self.assertEqual(reg.apply(online, 1000.0)[0], "join")  # type: ignore[index]
+        self.assertEqual(reg.apply(offline, 1001.0)[0], "leave")  # type: ignore[index]
+        with self.assertRaises(PublishError) as cm:
+            reg.apply(online, 1002.0)
+        self.assertIn("replayed", str(cm.exception))
+        self.assertEqual(reg.list(), [])
+        newer = verifyPublication(*signedPublication(a, "a", 4001, 60, now=1003.0, seq=3), 1003.0, "1.2.3.4")
+        self.assertEqual(reg.apply(newer, 1003.0)[0], "join")  # type: ignore[index]
+        # the memory of a departed peer outlives the skew window, then goes
+        reg.apply(
+            verifyPublication(*signedPublication(a, "a", 1, 60, "offline", now=1004.0, seq=4), 1004.0, "x"),
+            1004.0,
+        )
+        reg.evict(1004.0 + 599.0)
+        self.assertIn(a.peerId, reg.lastSeq)
+        reg.evict(1004.0 + 601.0)
+        self.assertNotIn(a.peerId, reg.lastSeq)
+
+    def test_forwardedForTrustedOnly(self) -> None:
+        """X-Forwarded-For is believed only from a configured proxy, and then its right-most untrusted hop."""
+        from twisted.internet.address import IPv4Address
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.goop.webutil import clientIP, parseNetworks
+
+        def req(peer: str, xff: str) -> DummyRequest:
+            r = DummyRequest([b""])
+            r.client = IPv4Address("TCP", peer, 1234)
+            r.requestHeaders.addRawHeader(b"x-forwarded-for", xff.encode())
+            return r
+
+        self.assertEqual(clientIP(req("127.0.0.1", "203.0.113.9")), "127.0.0.1")
+        trusted = parseNetworks(["127.0.0.1", "10.0.0.0/8"])
+        self.assertEqual(clientIP(req("127.0.0.1", "1.1.1.1, 203.0.113.9"), trusted), "203.0.113.9")
+        self.assertEqual(clientIP(req("127.0.0.1", "203.0.113.9, 10.1.1.1"), trusted), "203.0.113.9")
+        self.assertEqual(clientIP(req("198.51.100.7", "203.0.113.9"), trusted), "198.51.100.7")
 
     def test_tokenBucket(self) -> None:
         """A client over its burst is refused until tokens refill."""
@@ -95,7 +140,7 @@ class HubTests(TestCase):
 
     async def test_publishRateLimit(self) -> None:
         """Per-IP rate limit on /publish answers 429; other addresses are unaffected."""
-        hub, url = await self.startHub(publishRate=0.01, publishBurst=2)
+        hub, url = await self.startHub(publishRate=0.01, publishBurst=2, trustedProxies=["127.0.0.1"])
         a = ident(self)
         codes = [await self.publish(url, a, ip="9.9.9.9") for _ in range(3)]
         self.assertEqual(codes, [200, 200, 429])
@@ -121,8 +166,8 @@ class HubTests(TestCase):
         await done
 
     async def test_ssePerForwardedAddress(self) -> None:
-        """Behind the loopback proxy, the per-address SSE cap counts X-Forwarded-For addresses."""
-        hub, url = await self.startHub(maxSSEPerIP=1)
+        """Behind a configured proxy, the per-address SSE cap counts X-Forwarded-For addresses."""
+        hub, url = await self.startHub(maxSSEPerIP=1, trustedProxies=["127.0.0.1"])
         r1 = await treq.get(
             url + "/events", headers={"x-forwarded-for": "203.0.113.1"}, unbuffered=True, persistent=False
         )
@@ -139,6 +184,20 @@ class HubTests(TestCase):
         hub.sse.stop()
         for d in done:
             await d
+
+    async def test_forwardedForIgnoredByDefault(self) -> None:
+        """Without trusted_proxies, rotating X-Forwarded-For does not get past the per-address SSE cap."""
+        hub, url = await self.startHub(maxSSEPerIP=1)
+        r1 = await treq.get(
+            url + "/events", headers={"x-forwarded-for": "203.0.113.1"}, unbuffered=True, persistent=False
+        )
+        self.assertEqual(r1.code, 200)
+        r2 = await treq.get(url + "/events", headers={"x-forwarded-for": "203.0.113.2"}, persistent=False)
+        self.assertEqual(r2.code, 429)
+        await r2.content()
+        done = treq.collect(r1, lambda b: None)
+        hub.sse.stop()
+        await done
 
     async def test_healthAndTemplates(self) -> None:
         """/healthz reports real checks; the template store serves manifests and bundles safely."""

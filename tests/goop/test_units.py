@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tarfile
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -489,3 +490,106 @@ class FuzzTests(SynchronousTestCase):
             json.dumps(pub, allow_nan=False)
 
         check()
+
+
+class HostGuardTests(SynchronousTestCase):
+    def guard(self, bind: str = "127.0.0.1", names: tuple[str, ...] = ()) -> Any:
+        from twisted.web.resource import Resource
+
+        from suite.goop.webutil import HostGuard
+
+        g = HostGuard(Resource(), bind, "s" * 43, names)
+        g.port = 8080
+        return g
+
+    def request(self, host: str | None, method: bytes = b"GET", token: str | None = None) -> Any:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        r = DummyRequest([b""])
+        r.method = method
+        if host is not None:
+            r.requestHeaders.setRawHeaders(b"host", [host.encode()])
+        if token is not None:
+            r.requestHeaders.setRawHeaders(b"x-goop-token", [token.encode()])
+        return r
+
+    def test_hosts(self) -> None:
+        """Only the listening address, loopback literals, localhost and configured names on the right port pass."""
+        g = self.guard(names=("peer.lan",))
+        for ok in (
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "LOCALHOST:8080",
+            "peer.lan:8080",
+            "127.0.0.2:8080",
+        ):
+            self.assertIsNone(g.refusal(self.request(ok)), ok)
+        for bad in (
+            None,
+            "",
+            "evil.example:8080",
+            "127.0.0.1.evil.example:8080",
+            "localhost.evil.example:8080",
+            "127.0.0.1:8081",
+            "127.0.0.1",
+            "192.168.1.5:8080",
+            "[::1:8080",
+            "a:b:8080",
+        ):
+            self.assertEqual(g.refusal(self.request(bad))[0], 421, bad)  # type: ignore[index]
+
+    def test_wildcardAcceptsLiterals(self) -> None:
+        """A viewer on 0.0.0.0 answers any IP literal with its port (a rebinding page sends a name), but no name."""
+        g = self.guard("0.0.0.0")
+        self.assertIsNone(g.refusal(self.request("192.168.1.5:8080")))
+        self.assertEqual(g.refusal(self.request("evil.example:8080"))[0], 421)  # type: ignore[index]
+
+    def test_tokenForChanges(self) -> None:
+        """POST, PUT and DELETE need the token; GET does not."""
+        g = self.guard()
+        self.assertIsNone(g.refusal(self.request("localhost:8080", b"GET")))
+        for method in (b"POST", b"PUT", b"DELETE"):
+            self.assertEqual(g.refusal(self.request("localhost:8080", method))[0], 403)  # type: ignore[index]
+            self.assertEqual(g.refusal(self.request("localhost:8080", method, "x" * 43))[0], 403)  # type: ignore[index]
+            self.assertIsNone(g.refusal(self.request("localhost:8080", method, "s" * 43)))
+
+    def test_secretFile(self) -> None:
+        """The secret is created 0600 once and read back unchanged."""
+        from suite.goop.webutil import loadSecret
+
+        path = self.mktemp()
+        first = loadSecret(path)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        self.assertEqual(loadSecret(path), first)
+        self.assertGreaterEqual(len(first), 32)
+
+    def test_securityKeysValidated(self) -> None:
+        """trusted_proxies, allowed_hosts and mdns_interfaces are checked at start-up, naming the key."""
+        for section, key, value in (
+            ("presence", "trusted_proxies", ["not-an-ip"]),
+            ("presence", "trusted_proxies", "127.0.0.1"),
+            ("viewer", "allowed_hosts", ["bad host!"]),
+            ("p2p", "mdns_interfaces", ["lo"]),
+        ):
+            d = self.mktemp()
+            os.makedirs(d)
+            write(os.path.join(d, CONFIG_NAME), {section: {key: value}})
+            with self.assertRaises(ConfigError) as cm:
+                loadConfig(d)
+            self.assertIn(f"{section}.{key}", str(cm.exception))
+        d = self.mktemp()
+        os.makedirs(d)
+        write(
+            os.path.join(d, CONFIG_NAME),
+            {
+                "presence": {"trusted_proxies": ["127.0.0.1", "10.0.0.0/8"]},
+                "viewer": {"allowed_hosts": ["Peer.LAN."]},
+                "p2p": {"mdns_interfaces": ["127.0.0.1"]},
+            },
+        )
+        c = loadConfig(d)
+        self.assertEqual(
+            (c.trustedProxies, c.allowedHosts, c.mdnsInterfaces),
+            (("127.0.0.1/32", "10.0.0.0/8"), ("peer.lan",), ("127.0.0.1",)),
+        )

@@ -5,6 +5,7 @@ real UDP and TCP; C{kill -9} of one is logged as dead by the others.
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 
@@ -46,7 +47,7 @@ class ThreeProcessTests(TestCase):
         os.makedirs(base)
         self.keyFile = os.path.join(base, "key")
         with open(self.keyFile, "w") as f:
-            f.write("0123456789abcdef0123456789abcdef\n")
+            f.write(base64.b64encode(b"0123456789abcdef0123456789abcdef").decode() + "\n")
         ports = [freePort() for _ in range(3)]
         a = self.node("alpha", ports[0])
         await a.waitForLog("gossip node alpha started")

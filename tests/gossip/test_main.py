@@ -4,6 +4,8 @@ Tests for the C{python -m suite.gossip} runner's options.
 
 from __future__ import annotations
 
+import base64
+
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -52,20 +54,30 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsNone(o["key"])
         self.assertRaises(usage.UsageError, Options().parseOptions, ["--meta", "novalue"])
         self.assertRaises(usage.UsageError, Options().parseOptions, ["--profile", "wan"])
+        self.assertEqual(o["label"], "")
+        labelled = Options()
+        labelled.parseOptions(["--label", "prod"])
+        self.assertEqual(labelled["label"], "prod")
+        self.assertRaises(usage.UsageError, Options().parseOptions, ["--label", "x" * 256])
 
     def test_keyFile(self) -> None:
         """
-        The key file must exist and hold at least 16 bytes.
+        The key file must exist and hold base64 AES keys, the primary first.
         """
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("short\n")
         self.assertRaises(usage.UsageError, Options().parseOptions, ["--key-file", path])
         with open(path, "w") as f:
-            f.write("k" * 32 + "\n")
+            f.write("k" * 20 + "\n")  # base64 of 15 bytes: no AES key size
+        self.assertRaises(usage.UsageError, Options().parseOptions, ["--key-file", path])
+        with open(path, "w") as f:
+            f.write(
+                base64.b64encode(b"k" * 32).decode() + "\n# old key\n" + base64.b64encode(b"j" * 16).decode()
+            )
         o = Options()
         o.parseOptions(["--key-file", path])
-        self.assertEqual(o["key"], b"k" * 32)
+        self.assertEqual(o["key"].keys, [b"k" * 32, b"j" * 16])
         self.assertRaises(usage.UsageError, Options().parseOptions, ["--key-file", path + ".missing"])
 
     def test_advertise(self) -> None:

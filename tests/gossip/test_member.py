@@ -195,11 +195,12 @@ class SuspicionTests(SynchronousTestCase):
 
     def test_settingsBounds(self) -> None:
         """
-        The minimum grows with log10 of the cluster size; expected
-        confirmations are capped by the members able to send them.
+        The minimum grows with log10 of the cluster size; a cluster too small
+        to send the expected confirmations expects none (as memberlist).
         """
         s = GossipSettings()
-        self.assertEqual(s.suspicionBounds(3), (4.0, 24.0, 1))
+        self.assertEqual(s.suspicionBounds(3), (4.0, 24.0, 0))
+        self.assertEqual(s.suspicionBounds(4)[2], 2)
         low, high, expected = s.suspicionBounds(100)
         self.assertAlmostEqual(low, 8.0)
         self.assertEqual(expected, 2)

@@ -182,7 +182,60 @@ def restartRejoins(seed: int) -> None:
     sim.stopAll()
 
 
+def fiftyNodes(seed: int) -> None:
+    """
+    50 nodes with replicated delegate state, 1-3 % loss everywhere and one
+    slow node (350 ms each way, beyond the probe timeout): a crash is seen
+    dead by everyone within Lifeguard's bound and nobody else is ever
+    declared dead; a partition is declared, heals, and membership and the
+    state written on both sides during it converge.
+    """
+    plan = random.Random(seed)
+    sim = Simulation(seed)
+    sim.withState = True
+    sim.baseLoss = plan.uniform(0.01, 0.03)
+    n = 50
+    names = sim.cluster(n, seeds=3, spread=5.0)
+    sim.runUntil(lambda: sim.allAlive(), 60.0, "50 nodes converging")
+    slow = plan.choice(names[1:])
+    sim.network.slow[sim.address(slow)] = 0.35
+    for name in names:
+        sim.states[name].set(f"v1-{name}")
+    sim.run(20.0)
+    victim = plan.choice([x for x in names if x != slow])
+    sim.crash(victim)
+    bound = detectionBound(n)
+    sim.runUntil(lambda: sim.allSee(victim, "dead"), bound, f"every node seeing {victim} dead")
+    false = [e for e in sim.events if e[2] == "dead" and e[3] != victim]
+    if false:
+        sim.fail(f"false deaths (slow node {slow}): {false}")
+    live = [x for x in names if x != victim]
+    plan.shuffle(live)
+    minority, majority = live[:20], live[20:]
+    sim.partition(minority, majority)
+    sim.runUntil(
+        lambda: all(sim.view(a)[b] == "dead" for a in majority[:5] for b in minority[:5]),
+        bound,
+        "the majority declaring the minority dead",
+    )
+    for name in (minority[0], majority[0]):
+        sim.states[name].set(f"v2-{name}")
+    sim.heal()
+    sim.runUntil(lambda: sim.allAlive(), 180.0, "membership converging after the partition healed")
+    expected = sim.states[majority[1]].entries
+    sim.runUntil(
+        lambda: (
+            all(sim.states[x].entries == expected for x in sim.live())
+            and expected[minority[0]][1] == f"v2-{minority[0]}"
+        ),
+        120.0,
+        "delegate state converging after the heal",
+    )
+    sim.stopAll()
+
+
 SCENARIOS: dict[str, tuple[Callable[[int], None], int]] = {
+    "fifty": (fiftyNodes, 1),
     "join32": (joinThirtyTwo, 10),
     "crash": (crashDetected, 30),
     "lossy": (lossyNodeSurvives, 24),

@@ -158,6 +158,20 @@ class ProvidesTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IRing, node))
         self.assertTrue(verifyObject(IHealth, RingHealth(node)))
 
+    def test_healthNamesWhyNotInRing(self) -> None:
+        """
+        While the node cannot reach its ring, /readyz's report says why.
+        """
+        from suite.specter.web import RingHealth
+
+        clock = Clock()
+        net = SimNetwork(clock, random.Random(1))
+        node = _node(clock, net)
+        node.joinTrouble("cannot reach any known ring peer (a:1: refused)")
+        report = RingHealth(node).check()
+        self.assertFalse(report.ready)
+        self.assertIn("not in the ring: cannot reach any known ring peer", report.reasons[0])
+
 
 class FrameProtocolTests(SynchronousTestCase):
     """
@@ -353,3 +367,110 @@ class BatchTests(SynchronousTestCase):
         remote = sum(1 for i in range(200) if not any(v.owns(ringId(b"key-%d" % i)) for v in a.vnodes))
         self.assertGreater(remote, 20)
         self.assertLess(net.messages - before, remote)
+
+
+class RingStateFileTests(SynchronousTestCase):
+    """
+    C{DATA/ring.json}: absent for a fresh directory, saved atomically,
+    refused when corrupt.
+    """
+
+    def test_roundTrip(self) -> None:
+        import os
+
+        from twisted.internet.defer import succeed
+        from zope.interface.verify import verifyObject
+
+        from suite.daemon import ConfigError
+        from suite.specter.chord.ringstate import RingStateFile
+        from suite.specter.interfaces import IRingState
+
+        base = self.mktemp()
+        os.makedirs(base)
+        state = RingStateFile(base, lambda f: succeed(f()))
+        verifyObject(IRingState, state)
+        self.assertIsNone(state.load())
+        done: list[object] = []
+        state.save({"format": 1, "peers": ["10.0.0.2:443"], "vnodes": []}).addCallback(done.append)
+        self.assertEqual(done, [None])
+        self.assertEqual(state.load()["peers"], ["10.0.0.2:443"])  # type: ignore[index]
+        self.assertEqual(os.stat(state.path).st_mode & 0o777, 0o600)
+        self.assertFalse(os.path.exists(state.path + ".tmp"))
+        for bad in (b"{not json", b'{"peers": 3}', b"[]"):
+            with open(state.path, "wb") as f:
+                f.write(bad)
+            e = self.assertRaises(ConfigError, state.load)
+            self.assertIn("ring.json", str(e))
+            self.assertIn("--bootstrap", str(e))
+
+
+class CallerIdentityTests(SynchronousTestCase):
+    """
+    Calls that name their caller are checked against its certificate.
+    """
+
+    def test_callerMismatch(self) -> None:
+        import os
+
+        from suite.pki.bundle import loadBundle
+        from suite.pki.ca import initBundle
+        from suite.specter.chord.wire import callerMismatch
+
+        base = self.mktemp()
+        initBundle(os.path.join(base, "c"), ["127.0.0.1", "node1.example.com"])
+        cert = loadBundle(os.path.join(base, "c")).nodeCert
+        ok = [[1, "127.0.0.1:7440", 0]]
+        self.assertIsNone(callerMismatch(cert, 5, "join", ok))
+        self.assertIsNone(callerMismatch(cert, 5, "notify", [[1, "node1.example.com:443", 0]]))
+        self.assertIsNone(callerMismatch(cert, 5, "state", [[1, "10.9.9.9:1", 0]]))
+        self.assertIsNone(callerMismatch(None, 5, "join", [[1, "10.9.9.9:1", 0]]))
+        for method in ("join", "notify", "handoff", "leaving", "newSuccessor"):
+            problem = callerMismatch(cert, 5, method, [[1, "10.9.9.9:7440", 0]])
+            assert problem is not None
+            self.assertIn(method, problem)
+            self.assertIn("10.9.9.9", problem)
+        self.assertIsNotNone(callerMismatch(cert, 5, "join", [[1, 7, 0]]))
+
+
+class RetriedJoinTests(SynchronousTestCase):
+    """
+    A join retried while the export for its first attempt is still running.
+    """
+
+    def test_retryDuringExport(self) -> None:
+        """
+        The successor is Transferring (its store exports off-thread); the
+        joiner's retry is answered with the same range instead of failing
+        on the membership machine, and the vnode is Active afterwards.
+        """
+        clock = Clock()
+        net = SimNetwork(clock, random.Random(1))
+        node = _node(clock, net)
+        v = node.vnodes[0]
+        node.founding = True
+        v.start(None)  # the first vnode founds the ring: Active at once
+        self.assertTrue(v.serving)
+        exports: list[Deferred[Any]] = []
+
+        def slowExport(low: int, high: int) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            exports.append(d)
+            return d
+
+        v.store.exportRange = slowExport  # type: ignore[method-assign]
+        joiner = VnodeRef((v.ref.id - 1000) % (1 << 64), "j:1", 0)
+        first = Deferred.fromCoroutine(v.remote_join(list(joiner)))
+        self.assertFalse(v.membership.acceptsTransfer())  # Transferring
+        second = Deferred.fromCoroutine(v.remote_join(list(joiner)))
+        answers: list[Any] = []
+        first.addBoth(answers.append)
+        second.addBoth(answers.append)
+        self.assertEqual(len(exports), 2)
+        for d in exports:
+            d.callback([["v", b"k", b"1"]])
+        self.assertEqual(len(answers), 2)
+        for a in answers:
+            self.assertEqual(a[0], [["v", b"k", b"1"]])
+            self.assertEqual(a[1], list(v.ref))
+        self.assertTrue(v.membership.acceptsTransfer())  # Active again
+        self.assertEqual(v.pred, joiner)

@@ -137,3 +137,250 @@ class ChurnSimulationTests(SynchronousTestCase):
         c.run(40)
         self.assertEqual(len(writer.acked), 150)
         self.check(c, writer)
+
+
+class ThreadedStoreSimulationTests(SynchronousTestCase):
+    """
+    The same ring over stores whose exports and imports answer later, as
+    SQLite's writer thread does (now and then after seconds).
+    """
+
+    def test_joinsWithSlowExports(self) -> None:
+        """
+        Processes join with overlap while keys are written, over many seeds;
+        a join retried while its successor is still exporting the range for
+        the first attempt is answered "busy" (never a machine error), and
+        every acknowledged key ends readable and replicated.
+        """
+        for seed in (11, 12, 13, 14, 15, 16):
+            c = Cluster(seed=seed, drop=0.01, threaded=True, slow=0.2)
+            writer = Writer(c)
+            c.add("p0:1", None)
+            c.run(2)
+            for i in range(1, 7):
+                c.add(f"p{i}:1", "p0:1")
+                for _ in range(5):
+                    writer.write()
+                    c.run(0.1)
+            c.run(20)
+            c.net.drop = 0.0
+            c.run(20)
+            ChurnSimulationTests.check(self, c, writer)  # type: ignore[arg-type]
+
+
+class RestartSimulationTests(SynchronousTestCase):
+    """
+    Processes restarted with their unchanged commands (the seed without
+    C{--join}) come back into the ring they belonged to.
+    """
+
+    def ring(self, seed: int, threaded: bool = False) -> tuple[Cluster, Writer]:
+        c = Cluster(seed=seed, threaded=threaded)
+        writer = Writer(c)
+        c.add("p0:1", None)
+        c.run(2)
+        for i in range(1, 5):
+            c.add(f"p{i}:1", "p0:1")
+            c.run(3)
+        c.run(5)
+        for _ in range(100):
+            writer.write()
+            c.run(0.02)
+        c.run(5)
+        return c, writer
+
+    def seedOf(self, name: str) -> str | None:
+        return None if name == "p0:1" else "p0:1"
+
+    def test_seedCrashRestart(self) -> None:
+        """
+        The seed killed without warning and started again without C{--join}
+        rejoins through the peers it knew: one ring, every key readable.
+        """
+        for threaded in (False, True):
+            c, writer = self.ring(21, threaded)
+            c.crash("p0:1")
+            c.run(10)
+            for _ in range(20):
+                writer.write()
+                c.run(0.05)
+            node = c.add("p0:1", None)
+            self.assertFalse(node.founding)
+            c.run(30)
+            self.assertEqual(len(writer.acked), 120)
+            ChurnSimulationTests.check(self, c, writer)  # type: ignore[arg-type]
+
+    def test_seedStopRestart(self) -> None:
+        """
+        The same after SIGTERM (the seed hands its keys on, then comes back).
+        """
+        c, writer = self.ring(22, threaded=True)
+        done: list[Any] = []
+        c.stop("p0:1").addBoth(done.append)
+        c.run(10)
+        self.assertEqual(len(done), 1)
+        c.add("p0:1", None)
+        c.run(30)
+        ChurnSimulationTests.check(self, c, writer)  # type: ignore[arg-type]
+
+    def test_rollingRestart(self) -> None:
+        """
+        Every process stopped and started again in turn, each with its own
+        unchanged command.
+        """
+        c, writer = self.ring(23, threaded=True)
+        for i in range(5):
+            name = f"p{i}:1"
+            c.stop(name)
+            c.run(10)
+            c.add(name, self.seedOf(name))
+            c.run(15)
+            writer.write()
+        c.run(20)
+        ChurnSimulationTests.check(self, c, writer)  # type: ignore[arg-type]
+
+    def test_wholeRingRestartOtherOrder(self) -> None:
+        """
+        The whole ring stopped, then started in reverse order: nobody serves
+        until every peer a node knew is back; then the lowest address
+        re-forms the ring, the others join it and no key is lost.
+        """
+        for threaded in (False, True):
+            c, writer = self.ring(24, threaded)
+            stopped: list[Any] = []
+            for i in range(5):
+                c.stop(f"p{i}:1").addBoth(stopped.append)
+            for _ in range(60):
+                if len(stopped) == 5:
+                    break
+                c.run(1)
+            self.assertEqual(c.live(), [])
+            for i in reversed(range(5)):
+                name = f"p{i}:1"
+                c.add(name, self.seedOf(name))
+                c.run(1)
+                if i:
+                    self.assertEqual(c.activeVnodes(), [])
+            c.run(40)
+            ChurnSimulationTests.check(self, c, writer)  # type: ignore[arg-type]
+
+    def test_crashedRingRestart(self) -> None:
+        """
+        After kill -9 of every process (nothing handed on), the ring comes
+        back from what each kept, started in another order.
+        """
+        c, writer = self.ring(25, threaded=True)
+        for i in range(5):
+            c.crash(f"p{i}:1")
+        for i in (3, 1, 4, 0, 2):
+            name = f"p{i}:1"
+            c.add(name, self.seedOf(name))
+            c.run(0.5)
+        c.run(40)
+        ChurnSimulationTests.check(self, c, writer)  # type: ignore[arg-type]
+
+    def test_aloneRefusesWrites(self) -> None:
+        """
+        A process with ring state that reaches none of its peers is not in
+        the ring: it says why and refuses KV calls instead of founding a
+        second ring; C{bootstrap} founds one explicitly.
+        """
+        c, writer = self.ring(26)
+        for i in range(5):
+            c.crash(f"p{i}:1")
+        node = c.add("p0:1", None)
+        c.run(10)
+        self.assertFalse(any(v.serving for v in node.vnodes))
+        assert node.joinProblem is not None
+        self.assertIn("cannot reach any known ring peer", node.joinProblem)
+        results: list[Any] = []
+        node.kv("put", b"k", [b"v"]).addBoth(results.append)
+        c.run(1)
+        self.assertEqual(len(results), 1)
+        self.assertEqual(results[0].value.code, "not-in-ring")
+        self.assertIn("not in the ring", results[0].value.message)
+        c.crash("p0:1")
+        node = c.add("p0:1", None, bootstrap=True)
+        c.run(5)
+        self.assertTrue(all(v.serving for v in node.vnodes))
+        self.assertIsNone(node.joinProblem)
+
+    def test_freshProcessFounds(self) -> None:
+        """
+        Without ring state and without a seed a process founds a ring; its
+        state is saved once it has peers.
+        """
+        c = Cluster(seed=27)
+        first = c.add("p0:1", None)
+        self.assertTrue(first.founding)
+        c.run(2)
+        c.add("p1:1", "p0:1")
+        c.run(5)
+        saved = c.disks["p0:1"][1].saved
+        assert saved is not None
+        self.assertEqual(saved["peers"], ["p1:1"])
+        self.assertEqual(len(saved["vnodes"]), 4)
+
+    def test_partialKnowledgeOneFounder(self) -> None:
+        """
+        Processes that each knew only some of the others (p0 knew p3, p1
+        knew p2, ...) still agree on one founder when they all restart:
+        they look for their ring through the peers their peers knew.
+        """
+        from tests.support.chordsim import MemoryRingState
+
+        knew = {
+            "p0:1": ["p3:1"],
+            "p1:1": ["p2:1"],
+            "p2:1": ["p1:1", "p3:1"],
+            "p3:1": ["p0:1", "p2:1"],
+        }
+        c = Cluster(seed=29)
+        for name, peers in knew.items():
+            state = MemoryRingState()
+            state.saved = {"format": 1, "addr": name, "peers": peers, "vnodes": []}
+            c.disks[name] = ({}, state)
+        for name in ("p1:1", "p2:1", "p3:1", "p0:1"):
+            c.add(name, None)
+            c.run(0.5)
+        c.run(30)
+        self.assertEqual([n.addr for n in c.live() if n.founding], ["p0:1"])
+        self.assertEqual(len(c.activeVnodes()), 16)
+        self.assertEqual(c.ringProblems(), [])
+
+    def test_largeRingRestart(self) -> None:
+        """
+        In a ring where no process knows every other, a whole-ring restart in
+        random order still re-forms exactly one ring: processes look for
+        their ring through the peers their peers knew, and all agree on the
+        one that founds it.
+        """
+        from suite.specter.chord.node import ChordConfig
+
+        config = ChordConfig(virtual=2, replicas=2, successors=3, stabilizeInterval=0.5, rpcTimeout=1.0)
+        c = Cluster(seed=28, config=config, threaded=True)
+        writer = Writer(c)
+        names = [f"p{i:02d}:1" for i in range(12)]
+        c.add(names[0], None)
+        c.run(2)
+        for name in names[1:]:
+            c.add(name, names[0])
+            c.run(2)
+        c.run(10)
+        for _ in range(60):
+            writer.write()
+            c.run(0.02)
+        c.run(10)
+        partial = [n for n in c.live() if len(n.knownPeers) < len(names) - 1]
+        self.assertTrue(partial)
+        for name in names:
+            c.crash(name)
+        order = list(names)
+        c.rng.shuffle(order)
+        for name in order:
+            c.add(name, None if name == names[0] else names[0])
+            c.run(0.3)
+        c.run(60)
+        founders = [n.addr for n in c.live() if n.founding]
+        self.assertEqual(founders, [names[0]])
+        ChurnSimulationTests.check(self, c, writer)  # type: ignore[arg-type]

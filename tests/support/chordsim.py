@@ -20,9 +20,9 @@ from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
 from suite.specter.chord.node import ChordConfig, ChordNode
-from suite.specter.interfaces import IChordTransport
+from suite.specter.interfaces import IChordTransport, IRingState
 
-__all__ = ["SimNetwork", "SimTransport", "Cluster"]
+__all__ = ["SimNetwork", "SimTransport", "Cluster", "ThreadedStore", "MemoryRingState"]
 
 
 def _copy(value: Any) -> Any:
@@ -44,6 +44,9 @@ class SimNetwork:
         self.delay = delay
         self.nodes: dict[str, ChordNode] = {}
         self.crashed: set[str] = set()
+        #: the transport of each address's current life: calls still made
+        #: by an earlier life (a crashed process) go nowhere
+        self.current: dict[str, Any] = {}
         self.messages = 0
 
     def _delay(self) -> float:
@@ -53,13 +56,20 @@ class SimNetwork:
         return any(a in self.crashed or a not in self.nodes for a in addrs) or self.rng.random() < self.drop
 
     def deliver(
-        self, src: str, dst: str, vid: int | None, method: str, args: list[Any], timeout: float
+        self,
+        src: str,
+        dst: str,
+        vid: int | None,
+        method: str,
+        args: list[Any],
+        timeout: float,
+        sender: Any = None,
     ) -> Deferred[Any]:
         self.messages += 1
         d: Deferred[Any] = Deferred()
         timer = self.clock.callLater(timeout, lambda: d.errback(RemoteError(E.TIMEOUT, f"{method} to {dst}")))
         payload = _copy([vid, method, args])
-        if self._lost(src, dst):
+        if self._lost(src, dst) or (sender is not None and self.current.get(src) is not sender):
             return d
 
         def reply(result: Any) -> None:
@@ -88,6 +98,58 @@ class SimNetwork:
         return d
 
 
+class ThreadedStore(MemoryStore):
+    """
+    A L{MemoryStore} whose exports, imports and digests answer later, like
+    the SQLite backend's work done in its writer thread: usually within a
+    few milliseconds, now and then after seconds (a long transaction).
+    """
+
+    def __init__(self, clock: Clock, rng: random.Random, slow: float = 0.1) -> None:
+        super().__init__(clock)
+        self.rng = rng
+        self.slow = slow
+
+    def _later(self, result: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        delay = self.rng.uniform(0.5, 2.5) if self.rng.random() < self.slow else self.rng.uniform(0.001, 0.02)
+        self.clock.callLater(delay, d.callback, result)
+        return d
+
+    def exportRange(self, low: int, high: int) -> Deferred[Any]:
+        records = self.table.inRange(low, high)
+        return self._later(records)
+
+    def importRecords(self, records: Any) -> Deferred[None]:
+        d = self._later(None)
+        # applied in the writer thread before the answer comes back
+        return d.addCallback(lambda _: super(ThreadedStore, self).importRecords(records))
+
+    def digestRange(self, low: int, high: int, buckets: int = 1) -> Deferred[Any]:
+        return self._later(self.table.digests(low, high, buckets))
+
+
+@implementer(IRingState)
+class MemoryRingState:
+    """
+    A process's ring-state file kept in memory, surviving its restarts.
+    """
+
+    def __init__(self) -> None:
+        self.saved: dict[str, Any] | None = None
+        self.saves = 0
+
+    def load(self) -> dict[str, Any] | None:
+        return _copy(self.saved) if self.saved is not None else None
+
+    def save(self, state: dict[str, Any]) -> Deferred[None]:
+        self.saved = _copy(state)
+        self.saves += 1
+        d: Deferred[None] = Deferred()
+        d.callback(None)
+        return d
+
+
 @implementer(IChordTransport)
 class SimTransport:
     """
@@ -97,11 +159,12 @@ class SimTransport:
     def __init__(self, net: SimNetwork, addr: str) -> None:
         self.net = net
         self.addr = addr
+        net.current[addr] = self
 
     def call(
         self, addr: str, vnodeId: int | None, method: str, args: list[Any], timeout: float
     ) -> Deferred[Any]:
-        return self.net.deliver(self.addr, addr, vnodeId, method, args, timeout)
+        return self.net.deliver(self.addr, addr, vnodeId, method, args, timeout, self)
 
 
 class Cluster:
@@ -109,7 +172,14 @@ class Cluster:
     Processes of a simulated ring, and the invariants checked at the end.
     """
 
-    def __init__(self, seed: int = 1, drop: float = 0.0, config: ChordConfig | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 1,
+        drop: float = 0.0,
+        config: ChordConfig | None = None,
+        threaded: bool = False,
+        slow: float = 0.1,
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(1_000_000)
         self.rng = random.Random(seed)
@@ -117,19 +187,53 @@ class Cluster:
         self.config = config or ChordConfig(
             virtual=4, replicas=3, successors=12, stabilizeInterval=0.5, rpcTimeout=1.0
         )
+        self.threaded = threaded
+        self.slow = slow
+        #: what each process keeps on disk across its restarts
+        self.disks: dict[str, tuple[dict[int, Any], MemoryRingState]] = {}
 
-    def add(self, name: str, seed: str | None) -> ChordNode:
+    def _store(self, name: str, index: int) -> Any:
+        stores = self.disks[name][0]
+        if index not in stores:
+            if self.threaded:
+                stores[index] = ThreadedStore(self.clock, random.Random(self.rng.random()), self.slow)
+            else:
+                stores[index] = MemoryStore(self.clock)
+        return stores[index]
+
+    def add(self, name: str, seed: str | None, bootstrap: bool = False) -> ChordNode:
+        """
+        Start process C{name} (joining through C{seed}); a name used before
+        comes back with the stores and ring state of its earlier life.
+        """
+        if name not in self.disks:
+            self.disks[name] = ({}, MemoryRingState())
         node = ChordNode(
             name,
             SimTransport(self.net, name),
             self.clock,
             self.config,
-            lambda i: MemoryStore(self.clock),
+            lambda i: self._store(name, i),
             rng=random.Random(self.rng.random()),
+            ringState=self.disks[name][1],
         )
+        self.net.crashed.discard(name)
         self.net.nodes[name] = node
-        node.start(seed)
+        node.start(seed, bootstrap=bootstrap)
         return node
+
+    def stop(self, name: str) -> Deferred[Any]:
+        """
+        SIGTERM: the process's vnodes leave; it is gone once they have.
+        """
+        node = self.net.nodes[name]
+
+        def gone(result: Any) -> Any:
+            node.stop()
+            self.net.crashed.add(name)
+            return result
+
+        return node.leave().addBoth(gone)
 
     def crash(self, name: str) -> None:
         self.net.crashed.add(name)

@@ -17,10 +17,11 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgpack
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from suite.gossip.interfaces import IMembershipListener
+from suite.gossip.interfaces import IGossipDelegate, IMembershipListener
 from suite.gossip.member import Member
 from suite.gossip.memory import MemoryNetwork
 from suite.gossip.messages import Address
@@ -60,6 +61,56 @@ class Recorder:
         self._record("left", member)
 
 
+@implementer(IGossipDelegate)
+class VersionedState:
+    """
+    A delegate holding per-origin versioned entries (origin -> (version,
+    value)): a node bumps its own entry with L{set}, which it broadcasts;
+    push-pull and broadcasts merge by version, never by wall clock; a
+    broadcast that brought news is broadcast again.
+    """
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.entries: dict[str, tuple[int, str]] = {}
+        self.messages: list[bytes] = []
+        self.merged: list[tuple[bytes, bool]] = []
+        self.gossip: GossipNode | None = None
+
+    def set(self, value: str) -> None:
+        version = self.entries.get(self.node, (0, ""))[0] + 1
+        self.entries[self.node] = (version, value)
+        if self.gossip is not None:
+            self.gossip.queueBroadcast(msgpack.packb([[self.node, version, value]]))
+
+    def _mergeEntries(self, data: bytes) -> list[list[Any]]:
+        try:
+            entries = msgpack.unpackb(data)
+        except Exception:
+            return []
+        newer = []
+        for origin, version, value in entries:
+            if version > self.entries.get(origin, (0, ""))[0]:
+                self.entries[origin] = (version, value)
+                newer.append([origin, version, value])
+        return newer
+
+    def notifyMsg(self, data: bytes) -> None:
+        self.messages.append(data)
+        newer = self._mergeEntries(data)
+        if newer and self.gossip is not None:
+            # Pass on what was news (as Serf does with its events): the
+            # node's own broadcasts reach only a few members each.
+            self.gossip.queueBroadcast(msgpack.packb(newer))
+
+    def localState(self, join: bool) -> bytes:
+        return msgpack.packb([[o, v, x] for o, (v, x) in sorted(self.entries.items())])  # type: ignore[no-any-return]
+
+    def mergeRemoteState(self, data: bytes, join: bool) -> None:
+        self.merged.append((data, join))
+        self._mergeEntries(data)
+
+
 class Simulation:
     """
     One seeded cluster on one clock.
@@ -79,6 +130,8 @@ class Simulation:
         self.loss: dict[Address, float] = {}
         self.baseLoss = 0.0
         self.events: list[tuple[float, str, str, str]] = []
+        self.withState = False
+        self.states: dict[str, VersionedState] = {}
 
     def _loss(self, src: Address, dst: Address) -> float:
         return max(self.baseLoss, self.loss.get(src, 0.0), self.loss.get(dst, 0.0))
@@ -93,6 +146,7 @@ class Simulation:
         A new node (not started) named C{name}, replacing any earlier one.
         """
         addr = self.address(name)
+        state = VersionedState(name) if self.withState else None
         node = GossipNode(
             name,
             addr,
@@ -103,7 +157,11 @@ class Simulation:
             listener=Recorder(self, name),
             meta=meta,
             rng=random.Random(self.rng.random()),
+            delegate=state,
         )
+        if state is not None:
+            state.gossip = node
+            self.states[name] = state
         self.nodes[name] = node
         self.down.discard(name)
         return node

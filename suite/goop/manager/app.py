@@ -29,11 +29,13 @@ from twisted.web.server import NOT_DONE_YET, Request
 from suite.daemon import ConfigError
 from suite.goop.config import defaultDocument, loadConfig, parseHostPort, writeConfig
 from suite.goop.webutil import (
+    HostGuard,
     PageRoot,
     finishRequest,
     header,
     isLoopback,
     jsonResponse,
+    loadSecret,
     readBody,
 )
 from suite.web.limits import LimitedSite
@@ -73,6 +75,7 @@ class Manager:
         self.twistd = twistd or os.path.join(os.path.dirname(sys.executable), "twistd")
         self.running: dict[str, Any] = {}
         os.makedirs(self.peersDir, exist_ok=True)
+        self.secret = loadSecret(os.path.join(self.peersDir, ".manager.secret"))
 
     def _dir(self, name: str) -> str:
         if not NAME.match(name):
@@ -210,12 +213,13 @@ class _API(Resource):
         return jsonResponse(request, 200, result)
 
 
-def managerResource(manager: Manager) -> Resource:
-    root = PageRoot(os.path.join(HERE, "page.html"), "no such page")
+def managerResource(manager: Manager, bindHost: str = "127.0.0.1") -> HostGuard:
+    """The manager's page and API behind its L{HostGuard} (set C{.port} once listening)."""
+    root = PageRoot(os.path.join(HERE, "page.html"), "no such page", token=manager.secret)
     api = Resource()
     api.putChild(b"peers", _API(manager))
     root.putChild(b"api", api)
-    return root
+    return HostGuard(root, bindHost, manager.secret)
 
 
 def runManager(options: Any) -> int:
@@ -236,9 +240,11 @@ def runManager(options: Any) -> int:
 
     async def main(r: Any) -> None:
         manager = Manager(r, options["peers-dir"])
-        site = LimitedSite(managerResource(manager), maxBodyBytes=16 * 1024)
+        guarded = managerResource(manager, host)
+        site = LimitedSite(guarded, maxBodyBytes=16 * 1024)
         site.noisy = False
         p = await serverFromString(r, f"tcp:{port}:interface={host}").listen(site)
+        guarded.port = p.getHost().port
         sys.stdout.write(f"goop2 manager: http://{host}:{p.getHost().port}/ (peers in {manager.peersDir})\n")
         sys.stdout.flush()
         done: Deferred[None] = Deferred()

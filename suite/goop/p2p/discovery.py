@@ -5,14 +5,15 @@ L{HubClient} publishes a signed record every C{heartbeat_seconds} with the
 configured TTL, reads C{/peers.json}, and follows C{/events} (SSE) for
 joins and leaves; on shutdown it publishes C{offline}.  L{MdnsDiscovery}
 announces and browses C{_<mdns_tag>._tcp.local.} with zeroconf (its blocking
-calls run on threads); an empty C{p2p.mdns_tag} turns it off.
+calls run on threads); an empty C{p2p.mdns_tag} turns it off, and
+C{p2p.mdns_interfaces} (IP addresses) limits it to those interfaces.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -38,8 +39,14 @@ def signedPublication(
     kind: str = "online",
     rendezvous: bool = False,
     now: float | None = None,
+    seq: int | None = None,
 ) -> tuple[bytes, str]:
-    """The body and signature of one C{/publish}."""
+    """
+    The body and signature of one C{/publish}.  C{seq} orders a peer's
+    publications (the hub refuses one not newer than the last it saw); by
+    default the time in microseconds.
+    """
+    ts = time.time() if now is None else now
     body = json.dumps(
         {
             "peer_id": identity.peerId,
@@ -47,7 +54,8 @@ def signedPublication(
             "label": label,
             "port": port,
             "ttl": ttl,
-            "ts": time.time() if now is None else now,
+            "ts": ts,
+            "seq": int(ts * 1e6) if seq is None else seq,
             "kind": kind,
             "rendezvous": rendezvous,
         }
@@ -126,6 +134,7 @@ class HubClient:
         self.running = False
         self.published = 0
         self.beats = 0
+        self.seq = 0
         # The full list is read on start, on every event-stream (re)connect and
         # every few minutes; in between, SSE events keep the directory current.
         self.refreshEvery = max(1, int(300 // max(heartbeat, 1)))
@@ -136,8 +145,10 @@ class HubClient:
         self.follow()
 
     async def _publish(self, kind: str = "online") -> None:
+        now = self.reactor.seconds()
+        self.seq = max(self.seq + 1, int(now * 1e6))
         body, sig = signedPublication(
-            self.identity, self.label(), self.port(), self.ttl, kind, self.rendezvous, self.reactor.seconds()
+            self.identity, self.label(), self.port(), self.ttl, kind, self.rendezvous, now, self.seq
         )
         hdrs: Any = {"content-type": "application/json", "x-goop-signature": sig}
         resp = await self.http.post(
@@ -296,9 +307,11 @@ class MdnsDiscovery:
         port: Callable[[], int],
         label: str,
         directory: PeerDirectory,
+        interfaces: Sequence[str] = (),
     ) -> None:
         self.reactor = reactor
         self.identity = identity
+        self.interfaces = list(interfaces)
         self.serviceType = f"_{tag}._tcp.local."
         self.port = port
         self.label = label
@@ -314,12 +327,17 @@ class MdnsDiscovery:
 
             from zeroconf import ServiceBrowser, ServiceInfo, Zeroconf
 
-            self.zc = Zeroconf()
+            if self.interfaces:
+                self.zc = Zeroconf(interfaces=self.interfaces)
+                announced = [a for a in self.interfaces if ":" not in a]
+            else:
+                self.zc = Zeroconf()
+                announced = lanAddresses()
             name = f"{self.identity.peerId[:32]}.{self.serviceType}"
             self.info = ServiceInfo(
                 self.serviceType,
                 name,
-                addresses=[socket.inet_aton(a) for a in lanAddresses()],
+                addresses=[socket.inet_aton(a) for a in announced],
                 port=self.port(),
                 properties={"peer_id": self.identity.peerId, "label": self.label[:200]},
             )

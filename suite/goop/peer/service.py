@@ -36,6 +36,7 @@ from suite.goop.peer.site import SiteFiles
 from suite.goop.peer.store import DataStore
 from suite.goop.peer.viewer import makeViewer
 from suite.goop.rendezvous.hub import RendezvousHub
+from suite.goop.webutil import loadSecret
 from suite.web.limits import LimitedSite
 
 __all__ = ["PeerService", "makePeerService", "makeRendezvousOnly"]
@@ -66,6 +67,7 @@ class PeerService(MultiService):
         self.logs = logs
         self.minimal = minimal
         self.identity: Identity = loadIdentity(config.directory)
+        self.viewerSecret = loadSecret(config.path("viewer.secret"))
         self.lag = LoopLag(reactor)
         self.hub: RendezvousHub | None = None
         if config.rendezvousHost:
@@ -76,6 +78,7 @@ class PeerService(MultiService):
                 config.peerDbFile,
                 logs,
                 onFatal=onFatal,
+                trustedProxies=config.trustedProxies,
                 **(hubKwargs or {}),
             )
             self.hub.setServiceParent(self)
@@ -153,6 +156,7 @@ class PeerService(MultiService):
                     lambda: self.p2pPort,
                     self.config.displayLabel,
                     self.directory,
+                    self.config.mdnsInterfaces,
                 )
                 await self.mdns.start()
         # Rendezvous-only mode always gets its minimal settings viewer; without
@@ -160,7 +164,9 @@ class PeerService(MultiService):
         addr = self.config.httpAddr or ("127.0.0.1:0" if self.minimal else "")
         if addr:
             host, port = parseHostPort(addr)
-            resource, tail = makeViewer(self, self.reactor, minimal=self.minimal)
+            resource, tail = makeViewer(
+                self, self.reactor, minimal=self.minimal, bindHost=host, names=self.config.allowedHosts
+            )
             tail.start()
             self._extra.append(tail)
             site = LimitedSite(resource, maxBodyBytes=256 * 1024)
@@ -169,6 +175,7 @@ class PeerService(MultiService):
             listening = await serverFromString(self.reactor, f"tcp:{port}:interface={host}").listen(site)
             self._listeners.append(listening)
             self.viewerPort = listening.getHost().port
+            resource.port = self.viewerPort
             log.info("viewer on http://{host}:{port}/", host=host, port=self.viewerPort)
 
     async def _stop(self) -> None:
@@ -185,7 +192,7 @@ class PeerService(MultiService):
         self._listeners = []
         if self.store is not None:
             await self.store.stop()
-            self.lua.stop()
+            await self.lua.stop()
 
     def stopService(self) -> Deferred[None]:
         self.lag.stop()

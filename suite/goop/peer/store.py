@@ -37,6 +37,41 @@ IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 TYPES = {"TEXT", "INTEGER", "REAL", "BLOB", "NUMERIC"}
 PERMISSIONS = ("owner-only", "peers-read", "peers-write")
 RESERVED = {"_id", "_owner", "_created"}
+#: The stamp columns; their defaults let a Lua INSERT that names neither
+#: pass the NOT NULL checks, and the Lua worker's triggers then stamp them.
+OWNER_COLUMNS = '"_owner" TEXT NOT NULL DEFAULT \'\', "_created" REAL NOT NULL DEFAULT 0'
+_OLD_OWNER_COLUMNS = '"_owner" TEXT NOT NULL, "_created" REAL NOT NULL'
+
+
+def addStampDefaults(conn: sqlite3.Connection) -> int:
+    """
+    Give tables created before the stamp columns had defaults those defaults
+    (an edit of the stored schema that changes no row); return how many.
+    """
+    rows = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE ?",
+        (f"%{_OLD_OWNER_COLUMNS}%",),
+    ).fetchall()
+    if not rows:
+        return 0
+    version = conn.execute("PRAGMA schema_version").fetchone()[0]
+    conn.execute("BEGIN")
+    try:
+        conn.execute("PRAGMA writable_schema = ON")
+        for name, sql in rows:
+            conn.execute(
+                "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?",
+                (sql.replace(_OLD_OWNER_COLUMNS, OWNER_COLUMNS, 1), name),
+            )
+        conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
+        conn.execute("PRAGMA writable_schema = OFF")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(rows)
+
+
 MAX_LIMIT = 1000
 MAX_VALUE_CHARS = 1024 * 1024
 META = "_goop_tables"
@@ -111,6 +146,7 @@ class DataStore:
                 )
             )
         )
+        d.addCallback(lambda _: self.db.run(addStampDefaults))
         d.addCallback(lambda _: None)
         return d
 
@@ -328,8 +364,8 @@ def _createTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
     conn.execute("BEGIN")
     try:
         conn.execute(
-            f'CREATE TABLE {q(table)} ("_id" INTEGER PRIMARY KEY AUTOINCREMENT, "_owner" TEXT NOT NULL, '
-            f'"_created" REAL NOT NULL{", " + cols if cols else ""})'
+            f'CREATE TABLE {q(table)} ("_id" INTEGER PRIMARY KEY AUTOINCREMENT, {OWNER_COLUMNS}'
+            f"{', ' + cols if cols else ''})"
         )
         conn.execute(f"INSERT INTO {META}(name, permission) VALUES (?, ?)", (table, perm))
         conn.execute("COMMIT")

@@ -15,8 +15,12 @@ The peer's local viewer (C{viewer.http_addr}, loopback by default).
     (POST JSON {action, group, host?, data?});
   - C{/healthz}.
 
-State-changing requests must be C{application/json} with no foreign
-C{Origin}, which a cross-site form cannot send.
+Every request on every path must name this viewer in C{Host} (its listening
+address, a loopback literal or C{localhost} with its port, or a name listed
+in C{viewer.allowed_hosts}); others get 421, which defeats DNS rebinding.
+State-changing requests must also carry the install's secret (kept in
+C{viewer.secret}, embedded in the pages) in C{X-Goop-Token}, be
+C{application/json} and have no foreign C{Origin}.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -32,7 +37,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.goop.health import HealthzResource
 from suite.goop.sse import SSEHub, formatEvent
-from suite.goop.webutil import JSONErrorPage, finishRequest, header, jsonResponse, readBody
+from suite.goop.webutil import HostGuard, JSONErrorPage, finishRequest, header, jsonResponse, readBody
 
 __all__ = ["makeViewer"]
 
@@ -51,8 +56,10 @@ def _nav(peer: Any) -> str:
 
 
 def _page(title: str, body: str, peer: Any = None) -> bytes:
+    token = html.escape(getattr(peer, "viewerSecret", "") or "")
     return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>"
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<meta name=goop-token content='{token}'><title>"
         + html.escape(title)
         + "</title><style>body{font-family:system-ui,sans-serif;margin:2em}code{font-size:90%}"
         "td,th{padding:.2em .6em;text-align:left}</style></head><body>" + _nav(peer) + body + "</body></html>"
@@ -194,13 +201,14 @@ class _Self(Resource):
                 if self.peer.hubURL
                 else ""
             )
-            + "<script>document.getElementById('f').onsubmit=async(e)=>{e.preventDefault();"
-            "const f=new FormData(e.target);const r=await fetch('/self',{method:'POST',headers:{'content-type':'application/json'},"
+            + "<script>const TOKEN=document.querySelector('meta[name=goop-token]').content;"
+            "document.getElementById('f').onsubmit=async(e)=>{e.preventDefault();"
+            "const f=new FormData(e.target);const r=await fetch('/self',{method:'POST',headers:{'content-type':'application/json','x-goop-token':TOKEN},"
             "body:JSON.stringify({label:f.get('label'),email:f.get('email')})});"
             "document.getElementById('msg').textContent=r.ok?'saved':(await r.text());};"
             "document.getElementById('c').onsubmit=async(e)=>{e.preventDefault();let doc;"
             "try{doc=JSON.parse(document.getElementById('cfg').value)}catch(x){document.getElementById('msg').textContent='not JSON: '+x;return}"
-            "const r=await fetch('/self',{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify({config:doc})});"
+            "const r=await fetch('/self',{method:'POST',headers:{'content-type':'application/json','x-goop-token':TOKEN},body:JSON.stringify({config:doc})});"
             "document.getElementById('msg').textContent=r.ok?'saved; restart the peer to apply':(await r.text());};</script>"
         )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -235,9 +243,11 @@ class _Logs(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         body = (
-            "<h1>Logs</h1><pre id=log></pre><script>const el=document.getElementById('log');"
-            "const es=new EventSource('/api/logs/stream');es.addEventListener('log',(e)=>{const x=JSON.parse(e.data);"
-            "el.textContent+=(x.level+' '+x.text+'\\n');});</script>"
+            "<h1>Logs</h1><pre id=log></pre><script>const el=document.getElementById('log');let last=0;"
+            "const show=(x)=>{if(x.seq<=last)return;last=x.seq;el.textContent+=(x.level+' '+x.text+'\\n');};"
+            "fetch('/api/logs').then((r)=>r.json()).then((xs)=>{xs.forEach(show);}).finally(()=>{"
+            "const es=new EventSource('/api/logs/stream');"
+            "es.addEventListener('log',(e)=>show(JSON.parse(e.data)));});</script>"
         )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", PAGE_CSP)
@@ -332,8 +342,10 @@ class _Groups(Resource):
         return jsonResponse(request, 200, g.describe())
 
 
-def makeViewer(peer: Any, clock: Any, minimal: bool = False) -> tuple[Resource, SSEHub]:
-    """The viewer's resource tree and its log-tail SSE hub."""
+def makeViewer(
+    peer: Any, clock: Any, minimal: bool = False, bindHost: str = "127.0.0.1", names: Sequence[str] = ()
+) -> tuple[HostGuard, SSEHub]:
+    """The viewer's resource tree (behind its L{HostGuard}) and its log-tail SSE hub."""
     tail = SSEHub(
         clock,
         maxClients=32,
@@ -356,7 +368,7 @@ def makeViewer(peer: Any, clock: Any, minimal: bool = False) -> tuple[Resource, 
         api.putChild(b"groups", _Groups(peer))
         root.putChild(b"p", _Remote(peer))
         root.putChild(b"site", _OwnSite(peer))
-    return root, tail
+    return HostGuard(root, bindHost, peer.viewerSecret, names), tail
 
 
 class _MinimalRoot(Resource):

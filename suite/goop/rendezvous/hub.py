@@ -5,13 +5,17 @@ the template store.
 
 Inputs are bounded: publish bodies at 16 KiB, a per-IP token bucket on
 C{/publish}, a cap (429) on SSE clients overall and per IP, eviction of SSE
-clients that stop reading.  Stale peers leave when their TTL runs out.
+clients that stop reading.  The client address is the connection's unless it
+is one of C{trusted_proxies} (then its forwarding headers count).  Each peer's
+publications must carry an increasing C{seq}, so none can be replayed.
+Stale peers leave when their TTL runs out.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -44,6 +48,7 @@ from suite.goop.webutil import (
     finishRequest,
     header,
     jsonResponse,
+    parseNetworks,
     readBody,
 )
 from suite.web.limits import LimitedSite
@@ -71,10 +76,11 @@ class RendezvousHub(Service):
         maxSSEPerIP: int = 64,
         publishRate: float = 5.0,
         publishBurst: float = 20.0,
-        syncInterval: float = 3.0,
+        syncInterval: float = 1.0,
         evictInterval: float = 1.0,
         interface: str = "127.0.0.1",
         onFatal: FatalHandler = logOnly,
+        trustedProxies: Sequence[str] = (),
     ) -> None:
         self.reactor = reactor
         self.onFatal = onFatal
@@ -83,7 +89,10 @@ class RendezvousHub(Service):
         self.registry = PeerRegistry()
         self.templates = TemplateStore(templatesDir)
         self.logBuffer = logBuffer or LogBuffer()
-        self.sse = SSEHub(reactor, maxClients=maxSSEClients, maxPerIP=maxSSEPerIP)
+        self.trustedProxies = parseNetworks(trustedProxies)
+        self.sse = SSEHub(
+            reactor, maxClients=maxSSEClients, maxPerIP=maxSSEPerIP, trustedProxies=trustedProxies
+        )
         self.limiter = TokenBucket(publishRate, publishBurst)
         self.peerDb = SharedPeerDB(reactor, peerDbFile) if peerDbFile else None
         self.syncInterval = syncInterval
@@ -204,7 +213,7 @@ class RendezvousHub(Service):
                 self.registry.merge(r)
             for kind, r in events:
                 if kind == "leave":
-                    self.registry.remove(r["peer_id"])
+                    self.registry.remove(r["peer_id"], r)
                 self.sse.publish(kind, r)
 
         def done(result: object) -> object:
@@ -275,7 +284,7 @@ class _Publish(Resource):
         self.hub = hub
 
     def render_POST(self, request: Request) -> bytes:
-        ip = clientIP(request)
+        ip = clientIP(request, self.hub.trustedProxies)
         if not self.hub.limiter.allow(ip, self.hub.reactor.seconds()):
             self.hub.refused += 1
             request.setHeader(b"retry-after", b"1")

@@ -1,7 +1,7 @@
 """
 The shared peer database (C{presence.peer_db_path}).
 
-Several hub instances point at one SQLite file (WAL mode).  Every 3 seconds
+Several hub instances point at one SQLite file (WAL mode).  Every second
 each instance, in one transaction on its database thread, writes the peers
 and events it accepted since the last sync and reads back what the other
 instances wrote: peers updated since its previous read and events it has not

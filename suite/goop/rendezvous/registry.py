@@ -75,6 +75,9 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
     for a in claimed[:8]:
         if isinstance(a, str) and len(a) <= 100 and a not in addrs:
             addrs.append(a)
+    seq = doc.get("seq", int(ts * 1e6))
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        raise PublishError("seq must be a non-negative integer")
     kind = doc.get("kind", "online")
     if kind not in ("online", "offline"):
         raise PublishError("kind must be online or offline")
@@ -87,6 +90,7 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
         "rendezvous": bool(doc.get("rendezvous", False)),
         "ttl": ttl,
         "ts": float(ts),
+        "seq": seq,
         "kind": kind,
     }
 
@@ -98,12 +102,39 @@ class _Entry:
     encoded: bytes = b""
 
 
+def _seq(record: dict[str, Any]) -> int:
+    seq = record.get("seq")
+    return int(seq) if isinstance(seq, int) else int(float(record["ts"]) * 1e6)
+
+
 class PeerRegistry:
-    """Live peers keyed by peer id."""
+    """
+    Live peers keyed by peer id, and the highest publication sequence seen
+    per peer, kept after the peer leaves for longer than a publication stays
+    acceptable (so its old "online" record cannot be replayed).
+    """
 
     def __init__(self) -> None:
         self.peers: dict[str, _Entry] = {}
         self._expiry: list[tuple[float, str]] = []
+        self.lastSeq: dict[str, tuple[int, float]] = {}
+        self._tombstones: list[tuple[float, str]] = []
+
+    def _remember(self, pid: str, seq: int, now: float) -> None:
+        old = self.lastSeq.get(pid)
+        if old is not None and old[0] >= seq:
+            return
+        keep = now + 2 * MAX_SKEW_SECONDS
+        self.lastSeq[pid] = (seq, keep)
+        heapq.heappush(self._tombstones, (keep, pid))
+        if len(self._tombstones) > 4 * len(self.lastSeq) + 1024:
+            self._tombstones = [(k, p) for p, (_, k) in self.lastSeq.items()]
+            heapq.heapify(self._tombstones)
+
+    def isStale(self, pub: dict[str, Any]) -> bool:
+        """Whether C{pub} is not newer than the last publication seen from its peer."""
+        last = self.lastSeq.get(pub["peer_id"])
+        return last is not None and _seq(pub) <= last[0]
 
     def _track(self, pid: str, expires: float) -> None:
         heapq.heappush(self._expiry, (expires, pid))
@@ -121,8 +152,9 @@ class PeerRegistry:
         """
         pid = pub["peer_id"]
         old = self.peers.get(pid)
-        if old is not None and pub["ts"] <= old.record["ts"]:
-            return None
+        if self.isStale(pub):
+            raise PublishError("stale or replayed publication: seq is not newer than the last one")
+        self._remember(pid, _seq(pub), now)
         if pub["kind"] == "offline":
             if old is None:
                 return None
@@ -144,13 +176,17 @@ class PeerRegistry:
         """Take a record read from the shared DB (newer wins)."""
         pid = record["peer_id"]
         old = self.peers.get(pid)
-        if old is not None and record["ts"] <= old.record["ts"]:
+        if self.isStale(record):
             return None
+        self._remember(pid, _seq(record), float(record.get("last_seen", record["ts"])))
         self.peers[pid] = _Entry(record, record["expires"], _encode(record))
         self._track(pid, record["expires"])
         return ("join" if old is None else "heartbeat"), record
 
-    def remove(self, peerId: str) -> dict[str, Any] | None:
+    def remove(self, peerId: str, record: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Drop a peer (that left through another instance: C{record} is its last record)."""
+        if record is not None:
+            self._remember(peerId, _seq(record), float(record.get("last_seen", record["ts"])))
         e = self.peers.pop(peerId, None)
         return e.record if e else None
 
@@ -163,6 +199,12 @@ class PeerRegistry:
             e = self.peers.get(pid)
             if e is not None and e.expires <= now:
                 out.append(self.peers.pop(pid).record)
+        stones = self._tombstones
+        while stones and stones[0][0] <= now:
+            keep, pid = heapq.heappop(stones)
+            last = self.lastSeq.get(pid)
+            if last is not None and last[1] <= now and pid not in self.peers:
+                del self.lastSeq[pid]
         return out
 
     def list(self) -> list[dict[str, Any]]:

@@ -62,6 +62,7 @@ class VnodeBase:
     predFailures: int
     ticks: int
     transferredTo: dict[VnodeRef, VnodeRef]
+    grantedBefore: VnodeRef | None
     seed: str | None
     serving: bool
     gone: bool
@@ -116,12 +117,18 @@ class VnodeBase:
     def setSuccessors(self, succs: list[VnodeRef]) -> None:
         out: list[VnodeRef] = []
         for s in succs:
-            if s not in out and not (s == self.ref and out):
+            if s == self.ref:
+                if out:
+                    # a full circle: what follows is what we would pass on
+                    # ourselves, and a vnode that left would circulate there
+                    # for ever (nobody's first successor, so never pinged)
+                    out.append(s)
+                    break
+                continue
+            if s not in out:
                 out.append(s)
             if len(out) >= self.node.config.successors:
                 break
-        if len(out) > 1 and out[0] == self.ref:
-            out = out[1:] + [self.ref]
         self.succs = out or [self.ref]
 
     def dropPeer(self, dead: VnodeRef) -> None:

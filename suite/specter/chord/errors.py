@@ -19,6 +19,8 @@ __all__ = [
     "INTERNAL",
     "TIMEOUT",
     "LEAVING",
+    "NOT_IN_RING",
+    "FORBIDDEN",
 ]
 
 NOT_OWNER = "not-owner"
@@ -30,6 +32,10 @@ LEASE_LOST = "lease-lost"
 INTERNAL = "internal"
 TIMEOUT = "timeout"
 LEAVING = "leaving"
+#: this process has ring history but cannot reach its ring (not retried)
+NOT_IN_RING = "not-in-ring"
+#: the caller's certificate does not name the address it claims
+FORBIDDEN = "forbidden"
 RETRYABLE = frozenset({NOT_OWNER, BUSY, GONE, TIMEOUT, LEAVING})
 
 

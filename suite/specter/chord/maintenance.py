@@ -52,6 +52,7 @@ class Maintenance(VnodeBase):
         await self.fixFingers()
         if self.ticks % self.node.config.repairEvery == 0:
             await self.replicator.repair()
+        self.node.saveRingState()
 
     async def stabilize(self) -> None:
         alive = [s for s in self.succs if not self.node.suspected(s.addr)]
@@ -157,6 +158,10 @@ class Maintenance(VnodeBase):
         c = ref(candidate)
         if c is None or c == self.ref:
             return
+        if c == self.pred and c in self.transferredTo:
+            # only serving vnodes notify: the joiner got its range
+            self.transferredTo = {}
+            self.grantedBefore = None
         if self.pred is None or self.pred == self.ref or between(c.id, self.pred.id, self.ref.id):
             if self.pred is not None and self.pred != self.ref and not self.serving:
                 return

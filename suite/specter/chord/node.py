@@ -22,12 +22,18 @@ from suite.specter.chord.base import VnodeBase
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, ref, ringId, vnodeId
 from suite.specter.chord.vnode import Vnode
-from suite.specter.interfaces import IChordTransport, IRing
+from suite.specter.interfaces import IChordTransport, IRing, IRingState
 
 __all__ = ["ChordConfig", "ChordNode"]
 
 log = Logger()
 MAX_HOPS = 64
+#: seconds between two reports of the same trouble getting into the ring
+JOIN_LOG_INTERVAL = 5.0
+#: the most processes a node asks while looking for its ring
+MAX_PEERS = 1024
+#: seconds out of reach of the ring before KV calls are refused outright
+REFUSE_AFTER = 3.0
 BATCH_INFLIGHT = 4
 BATCH_MAX = 1024
 
@@ -114,6 +120,7 @@ class ChordNode:
         config: ChordConfig,
         storeFactory: Callable[[int], Any],
         rng: random.Random | None = None,
+        ringState: Any = None,
     ) -> None:
         self.addr = addr
         self.transport = IChordTransport(transport)
@@ -129,24 +136,230 @@ class ChordNode:
         self.timeouts: dict[str, int] = {}
         self.seed: str | None = None
         self.batchers: dict[str, _Batcher] = {}
+        #: where this process's ring membership is kept across restarts
+        self.ringState = IRingState(ringState) if ringState is not None else None
+        history = self.ringState.load() if self.ringState is not None else None
+        #: processes this one was in a ring with (its last saved view)
+        self.knownPeers: list[str] = [p for p in (history or {}).get("peers", []) if p != addr]
+        self._savedPeers = set(self.knownPeers)
+        self._saving = False
+        self._saveAgain = False
+        #: addresses tried, in order, when no vnode of this process serves
+        self.seeds: list[str] = []
+        #: whether this process founds the ring (rather than joining one)
+        self.founding = False
+        #: why this process is not in the ring, while it cannot get in
+        self.joinProblem: str | None = None
+        self._joinLoggedAt: float | None = None
+        self._troubleSince = 0.0
+        self._joinSuppressed = 0
 
     # -- lifecycle -------------------------------------------------------------
     def firstVnode(self) -> Vnode:
         return self.vnodes[0]
 
-    def start(self, seed: str | None) -> None:
+    def start(self, seed: str | None, bootstrap: bool = False, alsoJoin: tuple[str, ...] = ()) -> None:
         """
-        Bring every vnode into the ring (through C{seed}, or founding it).
+        Bring every vnode into the ring.  With C{seed}, through it (and,
+        failing it, through the peers the ring state names); without, a
+        process with ring state rejoins through the peers it knew; one
+        without ring state, or told to C{bootstrap}, founds a new ring.
         """
         self.seed = seed
+        given = ([seed] if seed else []) + [a for a in alsoJoin if a != seed]
+        self.seeds = given + [p for p in self.knownPeers if p not in given]
+        self.founding = bootstrap or not self.seeds
+        if self.founding:
+            log.info("founding a new ring" + (" (--bootstrap)" if bootstrap else ""))
+        elif seed is None:
+            log.info(
+                "rejoining the ring through the {count} peers this node knew: {peers}",
+                count=len(self.knownPeers),
+                peers=", ".join(self.knownPeers),
+            )
         for v in self.vnodes:
             v.start(seed)
 
     def leave(self) -> Deferred[Any]:
         """
-        Every vnode hands its keys on and leaves; fires when all have.
+        Every vnode hands its keys on and leaves; fires when all have.  The
+        ring state is saved first, so a restart finds the ring again.
         """
+        self.saveRingState(force=True)
         return DeferredList([v.leave() for v in self.vnodes], consumeErrors=True)
+
+    # -- ring state --------------------------------------------------------------------
+    def currentPeers(self) -> set[str]:
+        """
+        The other processes this one's vnodes know now (successors,
+        predecessors, fingers).
+        """
+        out: set[str] = set()
+        for v in self.vnodes:
+            if v.gone:
+                continue
+            for r in (*v.succs, v.pred, *v.fingers):
+                if r is not None and r.addr != self.addr:
+                    out.add(r.addr)
+        return out
+
+    def ringSnapshot(self, peers: set[str]) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "addr": self.addr,
+            "peers": sorted(peers),
+            "vnodes": [
+                {
+                    "index": v.ref.index,
+                    "predecessor": list(v.pred) if v.pred else None,
+                    "successors": [list(s) for s in v.succs],
+                }
+                for v in self.vnodes
+            ],
+        }
+
+    def saveRingState(self, force: bool = False) -> None:
+        """
+        Save the ring membership when the set of peers changed (or when
+        C{force}d); an empty view never replaces a saved one, so a process
+        that lost every peer still knows where its ring was.
+        """
+        if self.ringState is None:
+            return
+        if not any(v.serving for v in self.vnodes):
+            return
+        peers = self.currentPeers()
+        if not peers or (peers == self._savedPeers and not force):
+            return
+        if self._saving:
+            self._saveAgain = True
+            return
+        self._saving = True
+        self._savedPeers = peers
+        self.knownPeers = sorted(peers)
+
+        def saved(result: Any) -> None:
+            self._saving = False
+            if isinstance(result, Failure):
+                log.failure("cannot save the ring state", result)
+                self._savedPeers = set()
+            if self._saveAgain:
+                self._saveAgain = False
+                self.saveRingState()
+
+        self.ringState.save(self.ringSnapshot(peers)).addBoth(saved)
+
+    # -- getting in ----------------------------------------------------------------------
+    def joinTrouble(self, reason: str) -> None:
+        """
+        Record why this process is not in the ring and log it, at most once
+        every L{JOIN_LOG_INTERVAL} seconds (with how many retries failed since).
+        """
+        now = self.clock.seconds()
+        if self.joinProblem is None:
+            self._troubleSince = now
+        self.joinProblem = reason
+        if self._joinLoggedAt is not None and now - self._joinLoggedAt < JOIN_LOG_INTERVAL:
+            self._joinSuppressed += 1
+            return
+        log.warn(
+            "not in the ring: {reason} (retrying; {count} more failed attempts since the last report)",
+            reason=reason,
+            count=self._joinSuppressed,
+        )
+        self._joinLoggedAt = now
+        self._joinSuppressed = 0
+
+    def outOfRing(self) -> str | None:
+        """
+        Why KV calls are refused here: no vnode serves and the ring has been
+        out of reach for L{REFUSE_AFTER} seconds or more.
+        """
+        if self.joinProblem is None or any(v.serving for v in self.vnodes):
+            return None
+        if self.clock.seconds() - self._troubleSince < REFUSE_AFTER:
+            return None
+        return self.joinProblem
+
+    def becameServing(self) -> None:
+        if self.joinProblem is not None:
+            log.info("in the ring again")
+        self.joinProblem = None
+        self._joinLoggedAt = None
+
+    def status(self) -> dict[str, Any]:
+        """
+        The C{status} call: serving vnodes, and whether this process has a
+        ring history (so restarting processes can agree who re-forms it).
+        """
+        return {
+            "serving": [list(v.ref) for v in self.vnodes if v.serving],
+            "history": bool(self.knownPeers),
+            "founding": self.founding,
+            "peers": self.knownPeers[:MAX_PEERS],
+        }
+
+    async def _contactSeeds(self) -> VnodeRef:
+        """
+        A serving vnode of another process, found through the seeds and,
+        transitively, the peers each of them knew.  When every process so
+        found answers and none serves (the whole ring is restarting), the
+        one with the lowest address founds it again: all of them see the
+        same set, so exactly one does.
+        """
+        if not self.seeds:
+            raise RemoteError(E.BUSY, "no serving vnode yet")
+        queue = list(self.seeds)
+        seen = set(queue)
+        answered: dict[str, dict[str, Any]] = {}
+        errors: list[str] = []
+        i = 0
+        while i < len(queue):
+            addr = queue[i]
+            i += 1
+            try:
+                try:
+                    info = await self.transport.call(addr, None, "status", [], self.config.rpcTimeout)
+                except RemoteError as e:
+                    if e.code != E.BAD_REQUEST:
+                        raise
+                    # a peer from before the status call: it only knows hello
+                    hello = await self.transport.call(addr, None, "hello", [], self.config.rpcTimeout)
+                    info = {"serving": hello, "history": False}
+            except RemoteError as e:
+                errors.append(f"{addr}: {e.message or e.code}")
+                continue
+            if not isinstance(info, dict):
+                errors.append(f"{addr}: malformed status answer")
+                continue
+            refs = [r for r in (ref(x) for x in info.get("serving") or []) if r is not None]
+            if refs:
+                self.joinProblem = None
+                return self.rng.choice(refs)
+            answered[addr] = info
+            for peer in info.get("peers") or []:
+                if isinstance(peer, str) and peer != self.addr and peer not in seen and len(seen) < MAX_PEERS:
+                    seen.add(peer)
+                    queue.append(peer)
+        if not answered:
+            self.joinTrouble("cannot reach any known ring peer (" + "; ".join(errors) + ")")
+            raise RemoteError(E.NOT_IN_RING, self.joinProblem or "")
+        restarting = {a for a, info in answered.items() if info.get("history")}
+        if self.knownPeers and restarting == seen and all(self.addr < a for a in seen):
+            if not self.founding:
+                log.info(
+                    "every ring peer is restarting too ({peers}): this node re-forms the ring",
+                    peers=", ".join(sorted(seen)),
+                )
+            self.founding = True
+            raise RemoteError(E.BUSY, "re-forming the ring")
+        self.joinTrouble(
+            "no ring peer serves yet: "
+            + ", ".join(sorted(answered))
+            + " answered (waiting for the ring to re-form"
+            + (f"; unreachable: {'; '.join(errors)})" if errors else ")")
+        )
+        raise RemoteError(E.NOT_IN_RING, self.joinProblem or "")
 
     def stop(self) -> None:
         for v in self.vnodes:
@@ -200,6 +413,8 @@ class ChordNode:
         if vid is None:
             if method == "hello":
                 return maybeDeferred(self.hello)
+            if method == "status":
+                return maybeDeferred(self.status)
             if (
                 method == "multi"
                 and len(args) == 1
@@ -277,15 +492,10 @@ class ChordNode:
             if r is not None and r.addr != self.addr and not self.suspected(r.addr)
         ]
         if known:
+            # learnt from the ring itself (a join answer, a notify): in touch
+            self.joinProblem = None
             return self.rng.choice(known)
-        seed = seed or self.seed
-        if seed is None:
-            raise RemoteError(E.BUSY, "no serving vnode yet")
-        refs = await self.transport.call(seed, None, "hello", [], self.config.rpcTimeout)
-        choices = [r for r in (ref(x) for x in refs) if r is not None]
-        if not choices:
-            raise RemoteError(E.BUSY, "seed has no serving vnode yet")
-        return self.rng.choice(choices)
+        return await self._contactSeeds()
 
     async def findSuccessor(self, kid: int, start: VnodeRef | None = None) -> tuple[VnodeRef, int]:
         """
@@ -321,6 +531,9 @@ class ChordNode:
 
     # -- IRing ---------------------------------------------------------------------------
     async def _kv(self, op: str, key: bytes, args: list[Any]) -> Any:
+        problem = self.outOfRing()
+        if problem is not None:
+            raise RemoteError(E.NOT_IN_RING, f"this node is not in the ring: {problem}")
         kid = ringId(key)
         deadline = self.clock.seconds() + self.config.kvDeadline
         hint: VnodeRef | None = None
@@ -332,7 +545,10 @@ class ChordNode:
                     owner, _ = await self.findSuccessor(kid)
                 return await self.call(owner, "kv", op, key, args)
             except RemoteError as e:
-                if not e.retryable or self.clock.seconds() > deadline:
+                problem = self.outOfRing() if e.code == E.NOT_IN_RING else None
+                if problem is not None:
+                    raise RemoteError(E.NOT_IN_RING, f"this node is not in the ring: {problem}") from None
+                if (not e.retryable and e.code != E.NOT_IN_RING) or self.clock.seconds() > deadline:
                     raise
                 self.retries += 1
                 attempt += 1

@@ -131,9 +131,9 @@ class Replicator:
             elif op == "remove":
                 result = await store.prefixRemove(key, _bytes(args[0]))
             elif op == "acquire":
-                result = _leaseOut(await store.acquireLease(key, _bytes(args[0]), _num(args[1])))
+                result = _leaseOut(await store.acquireLease(key, _bytes(args[0]), _ttl(args[1])))
             elif op == "renew":
-                result = _leaseOut(await store.renewLease(key, int(_num(args[0])), _num(args[1])))
+                result = _leaseOut(await store.renewLease(key, int(_num(args[0])), _ttl(args[1])))
             else:
                 result = await store.releaseLease(key, int(_num(args[0])))
         except LeaseHeld as e:
@@ -145,6 +145,9 @@ class Replicator:
 
     async def copy(self, key: bytes) -> None:
         targets = self.replicas()
+        if any(t not in targets for t in self.clean):
+            # a replica that misses this write must be checked when it returns
+            self.clean = {t: seen for t, seen in self.clean.items() if t in targets}
         if not targets:
             return
         records = await self.vnode.store.exportKey(key)
@@ -176,7 +179,10 @@ class Replicator:
             low = high  # alone: the whole ring
         mine = None
         now = v.clock.seconds()
-        for target in self.replicas():
+        targets = self.replicas()
+        # a replica that dropped out (crashed) and came back is checked afresh
+        self.clean = {t: seen for t, seen in self.clean.items() if t in targets}
+        for target in targets:
             seen = self.clean.get(target)
             if seen is not None and seen[:2] == (low, high) and now - seen[2] < v.node.config.antiEntropy:
                 continue
@@ -227,6 +233,17 @@ def _bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode()
     raise RemoteError(E.BAD_REQUEST, "argument must be bytes")
+
+
+#: the longest lease, in seconds (one day)
+MAX_TTL = 86400.0
+
+
+def _ttl(value: Any) -> float:
+    ttl = _num(value)
+    if not 0 < ttl <= MAX_TTL:
+        raise RemoteError(E.BAD_REQUEST, f"ttl must be greater than 0 and at most {MAX_TTL:g} seconds")
+    return ttl
 
 
 def _num(value: Any) -> float:

@@ -31,7 +31,7 @@ class Transfer(VnodeBase):
         attempt = 0
         target: VnodeRef | None = None
         while True:
-            if self.seed is None and self.node.firstVnode() is self:
+            if self.node.founding and self.node.firstVnode() is self:
                 self.pred = self.ref
                 self.succs = [self.ref]
                 self.membership.joined()
@@ -50,10 +50,15 @@ class Transfer(VnodeBase):
                 records = _records(answer[0])
                 oldPred = ref(answer[1])
                 succs = [ref(s) for s in answer[2]]
+                older = ref(answer[3]) if len(answer) > 3 else None
                 # merged with what an earlier life of this vnode kept on disk:
                 # after a whole-ring restart that copy may be the only one
                 await self.store.importRecords(records)
                 self.pred = oldPred
+                if oldPred is not None and older is not None:
+                    # our predecessor may still be joining: let its retry find us
+                    self.transferredTo = {oldPred: older}
+                    self.grantedBefore = None
                 self.setSuccessors([target] + [s for s in succs if s is not None])
                 log.info(
                     "vnode {vnode} joined before {succ} taking {count} records",
@@ -70,7 +75,7 @@ class Transfer(VnodeBase):
                 # switched its predecessor to us already and will resend
                 if e.code != E.TIMEOUT:
                     target = None
-                if not e.retryable:
+                if not e.retryable and e.code != E.NOT_IN_RING:  # that one the node reports
                     log.warn(
                         "vnode {vnode} join attempt failed: {error}", vnode=self.ref.short(), error=str(e)
                     )
@@ -149,8 +154,14 @@ class Transfer(VnodeBase):
         j = ref(joiner)
         if j is None or j == self.ref:
             raise RemoteError(E.BAD_REQUEST, "bad joiner")
-        if self.pred == j and j in self.transferredTo:
+        retried = self.pred == j and j in self.transferredTo
+        if retried:
+            # the range is already granted to this joiner; only the answer
+            # was lost.  Its first export may still be running (off-thread,
+            # so the vnode is Transferring): resend without a second
+            # transferStarted, which no state but Active accepts.
             old = self.transferredTo[j]
+            older = self.grantedBefore
         else:
             if not self.membership.acceptsTransfer():
                 raise RemoteError(E.BUSY, "not accepting transfers now")
@@ -159,20 +170,35 @@ class Transfer(VnodeBase):
             if self.pred != self.ref and not between(j.id, self.pred.id, self.ref.id):
                 raise RemoteError(E.NOT_OWNER, "joiner is not in my range", self.pred)
             old = self.pred
+            # when our predecessor is a joiner we granted a range to, its
+            # answer may have been lost and our new predecessor stands in
+            # its way: the new one gets that range too, and can answer the
+            # earlier joiner's retry (see _join)
+            older = self.transferredTo.get(old) if old != self.ref else None
             self.pred = j
             self.transferredTo = {j: old}
-        self.membership.transferStarted()
+            self.grantedBefore = older
+        low = older if older is not None else old
+        started = self.membership.acceptsTransfer()
+        if started:
+            self.membership.transferStarted()
         try:
             records = (
-                await self.store.exportRange(old.id, j.id)
+                await self.store.exportRange(low.id, j.id)
                 if old != self.ref
                 else await self.store.exportRange(self.ref.id, j.id)
             )
         finally:
-            self.membership.transferDone()
+            if started:
+                self.membership.transferDone()
         if self.succs == [self.ref]:
             self.succs = [j]
-        return [records, list(old), [list(self.ref)] + [list(s) for s in self.succs]]
+        return [
+            records,
+            list(old),
+            [list(self.ref)] + [list(s) for s in self.succs],
+            list(older) if older is not None else None,
+        ]
 
     async def remote_handoff(self, leaver: Any, newPred: Any) -> None:
         w, p = ref(leaver), ref(newPred)

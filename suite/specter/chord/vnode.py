@@ -46,7 +46,10 @@ class Vnode(Maintenance, Transfer):
         self.nextFinger = 0
         self.predFailures = 0
         self.ticks = 0
+        #: the joiner last granted a range, and the predecessor it took over
         self.transferredTo: dict[VnodeRef, VnodeRef] = {}
+        #: the predecessor before that one, when the range granted covered it too
+        self.grantedBefore: VnodeRef | None = None
         self.seed: str | None = None
         self._timer: IDelayedCall | None = None
         self._left: Deferred[None] | None = None
@@ -64,6 +67,7 @@ class Vnode(Maintenance, Transfer):
 
     def becameActive(self) -> None:
         self.serving = True
+        self.node.becameServing()
         log.info(
             "vnode {vnode} active with {count} successors", vnode=self.ref.short(), count=len(self.succs)
         )

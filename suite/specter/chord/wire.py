@@ -168,19 +168,77 @@ class FrameProtocol(Int32StringReceiver):
             f()
 
 
+#: calls whose first argument is the calling vnode's reference
+NAMES_CALLER = frozenset({"join", "notify", "handoff", "leaving", "newSuccessor"})
+
+
+def _host(addr: str) -> str:
+    return addr.rpartition(":")[0].strip("[]")
+
+
+def callerMismatch(certificate: Any, vid: Any, method: Any, args: Any) -> str | None:
+    """
+    Why a call that names its caller (see L{NAMES_CALLER}) must be refused:
+    the caller's certificate (a C{cryptography} certificate, or None when
+    not checked) does not name the host of the address it claims.
+    """
+    if certificate is None or vid is None or method not in NAMES_CALLER:
+        return None
+    if not isinstance(args, list) or not args or not isinstance(args[0], list) or len(args[0]) != 3:
+        return None
+    claimed = args[0][1]
+    if not isinstance(claimed, str):
+        return "malformed vnode reference"
+    from suite.pki.verify import VerificationError, verifyCertificate
+
+    try:
+        verifyCertificate(certificate, hostname=_host(claimed))
+    except (VerificationError, ValueError) as e:
+        return f"{method} from {claimed} refused: {e}"
+    return None
+
+
 class ChordServerFactory(Factory):
     """
-    Accepts connections from other ring processes and dispatches their calls.
+    Accepts connections from other ring processes and dispatches their
+    calls.  A call that names its caller's vnode (join, notify, handoff,
+    leaving, newSuccessor) is refused unless the caller's certificate names
+    the host of the address in that reference.
     """
 
     def __init__(self, dispatch: Callable[[Any, str, list[Any]], Deferred[Any]], clock: Any = None) -> None:
         self.dispatch = dispatch
         self.clock = clock
+        self.refused = 0
 
     def buildProtocol(self, addr: Any) -> Protocol:
-        p = FrameProtocol(self.dispatch, self.clock)
+        p = FrameProtocol(None, self.clock)
+
+        def checked(vid: Any, method: str, args: list[Any]) -> Deferred[Any]:
+            problem = callerMismatch(_peerCertificate(p), vid, method, args)
+            if problem is not None:
+                self.refused += 1
+                log.warn("ring call refused: {problem}", problem=problem)
+                d: Deferred[Any] = Deferred()
+                d.errback(RemoteError(E.FORBIDDEN, problem))
+                return d
+            return self.dispatch(vid, method, args)
+
+        p.dispatch = checked
         p.factory = self
         return p
+
+
+def _peerCertificate(proto: FrameProtocol) -> Any:
+    transport = proto.transport
+    get = getattr(transport, "getPeerCertificate", None)
+    if get is None:
+        return None
+    try:
+        cert = get()
+    except Exception:
+        return None
+    return cert.to_cryptography() if cert is not None else None
 
 
 @implementer(IChordTransport)
@@ -188,7 +246,9 @@ class WireTransport:
     """
     Calls other processes over one pooled mTLS connection each.
 
-    @param contextFactory: the L{suite.pki.tls.clientContextFactory} result.
+    @param contextFactory: the L{suite.pki.tls.clientContextFactory} result,
+        or a callable taking the host dialled and returning one (so that the
+        peer's certificate must name the address it is dialled at).
     """
 
     def __init__(
@@ -199,6 +259,7 @@ class WireTransport:
     ) -> None:
         self.reactor = reactor
         self.contextFactory = contextFactory
+        self._creators: dict[str, Any] = {}
         self.dispatch = dispatch
         self.connections: dict[str, Deferred[FrameProtocol]] = {}
         self.calls = 0
@@ -209,9 +270,12 @@ class WireTransport:
             return _share(existing)
         host, _, port = addr.rpartition(":")
         host = host.strip("[]")
-        endpoint = wrapClientTLS(
-            self.contextFactory, HostnameEndpoint(self.reactor, host, int(port), timeout=5)
-        )
+        creator = self.contextFactory
+        if callable(creator):
+            if host not in self._creators:
+                self._creators[host] = creator(host)
+            creator = self._creators[host]
+        endpoint = wrapClientTLS(creator, HostnameEndpoint(self.reactor, host, int(port), timeout=5))
         factory = Factory.forProtocol(lambda: FrameProtocol(self.dispatch, self.reactor))
         d: Deferred[FrameProtocol] = endpoint.connect(factory)  # type: ignore[assignment]
         self.connections[addr] = d

@@ -86,7 +86,6 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
         registry.register(DNSCollector(factory, challenges))  # type: ignore[arg-type]
         admin = makeAdminResource([RingRPCHealth(challenges)], registry=registry, clock=reactor)
         helper = makeAdminService(options["internal-endpoint"], admin, reactor, flag="--listen-internal")
-        helper._raiseSynchronously = True  # type: ignore[attr-defined]
         helper.setServiceParent(root)
         root.binds.append(f"http/{options['listen-internal']}")
     return root

@@ -1,0 +1,197 @@
+"""
+Constellation's membership figures, at memberlist's LAN timers.
+
+1. Failure detection with real processes: three C{python -m suite.gossip}
+   nodes on loopback (LAN profile); one is killed with SIGKILL and the time
+   until a survivor logs it dead is measured (and until both do).  Repeated
+   C{--rounds} times with a fresh cluster.
+2. Failure detection at n=50 on the simulator (one clock, 1 % loss): five
+   crashes one after another in one cluster, time until the first and until
+   every member sees the crashed one dead.
+3. State convergence on the simulator: 50 nodes replicate per-origin
+   versioned state through the delegate (user broadcasts plus push-pull);
+   a node writes a new version and the time until each other node has it is
+   recorded; p50/p99 over all receivers of C{--updates} writes.
+
+Usage: .venv/bin/python bench/constellation.py [--rounds 5] [--updates 20] [--seed 1]
+The last line holds the headline figures as key=value pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.support.gossipsim import Simulation  # noqa: E402
+
+
+def freePort() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return int(port)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def processRound(workdir: str) -> tuple[float, float]:
+    ports = [freePort() for _ in range(3)]
+    names = ["alpha", "bravo", "charlie"]
+    procs, logs = [], []
+    for i, (name, port) in enumerate(zip(names, ports, strict=True)):
+        path = os.path.join(workdir, f"{name}-{port}.log")
+        logs.append(path)
+        argv = [
+            sys.executable,
+            "-m",
+            "suite.gossip",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--name",
+            name,
+            "--verbose",
+        ]
+        if i:
+            argv += ["--join", f"127.0.0.1:{ports[0]}"]
+        with open(path, "wb") as out:
+            procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT))
+        time.sleep(0.3)
+
+    def text(i: int) -> str:
+        with open(logs[i], encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    try:
+        deadline = time.monotonic() + 30
+        while not all(all(f"member {o} joined" in text(i) for o in names if o != names[i]) for i in range(3)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the three processes did not join")
+            time.sleep(0.05)
+        time.sleep(3.0)  # a few probe rounds of steady state
+        dead = re.compile(r"member charlie at \S+ is dead")
+        procs[2].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        seen: dict[int, float] = {}
+        while len(seen) < 2:
+            for i in (0, 1):
+                if i not in seen and dead.search(text(i)):
+                    seen[i] = time.monotonic() - killed
+            if time.monotonic() - killed > 60:
+                raise RuntimeError("the survivors did not declare the killed node dead within 60 s")
+            time.sleep(0.01)
+        return min(seen.values()), max(seen.values())
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.wait()
+
+
+def simulatedDetection(seed: int, crashes: int = 5) -> tuple[list[float], list[float]]:
+    sim = Simulation(seed)
+    sim.baseLoss = 0.01
+    names = sim.cluster(50, seeds=3, spread=5.0)
+    sim.runUntil(lambda: sim.allAlive(), 90.0, "50 nodes converging")
+    first, everyone = [], []
+    for victim in names[-crashes:]:
+        sim.run(10.0)
+        start = sim.clock.seconds()
+        sim.crash(victim)
+        sim.runUntil(
+            lambda v=victim: bool(sim.eventsAbout(v, "dead")), 120.0, "a first dead verdict", step=0.01
+        )
+        first.append(sim.clock.seconds() - start)
+        sim.runUntil(lambda v=victim: sim.allSee(v, "dead"), 120.0, "every node seeing the crash", step=0.05)
+        everyone.append(sim.clock.seconds() - start)
+    sim.stopAll()
+    return first, everyone
+
+
+def simulatedConvergence(seed: int, updates: int) -> list[float]:
+    sim = Simulation(seed + 1)
+    sim.withState = True
+    sim.baseLoss = 0.01
+    names = sim.cluster(50, seeds=3, spread=5.0)
+    sim.runUntil(lambda: sim.allAlive(), 90.0, "50 nodes converging")
+    times: list[float] = []
+    for u in range(updates):
+        writer = names[(u * 7) % len(names)]
+        sim.states[writer].set(f"update-{u}")
+        version = sim.states[writer].entries[writer][0]
+        start = sim.clock.seconds()
+        pending = set(names) - {writer}
+        while pending:
+            for name in list(pending):
+                if sim.states[name].entries.get(writer, (0, ""))[0] >= version:
+                    times.append(sim.clock.seconds() - start)
+                    pending.discard(name)
+            if sim.clock.seconds() - start > 3 * sim.settings.pushPullInterval:
+                raise RuntimeError(f"update {u} did not reach {sorted(pending)}")
+            sim.run(0.01)
+    sim.stopAll()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    began = time.monotonic()
+
+    firsts, alls = [], []
+    with tempfile.TemporaryDirectory() as workdir:
+        for r in range(args.rounds):
+            first, everyone = processRound(workdir)
+            firsts.append(first)
+            alls.append(everyone)
+            print(
+                f"n=3 processes round {r + 1}: first dead verdict {first * 1000:.0f} ms, both {everyone * 1000:.0f} ms"
+            )
+    simFirst, simAll = simulatedDetection(args.seed)
+    print(
+        "n=50 simulated detection (s): first "
+        + ", ".join(f"{x:.2f}" for x in simFirst)
+        + "; everyone "
+        + ", ".join(f"{x:.2f}" for x in simAll)
+    )
+    converge = simulatedConvergence(args.seed, args.updates)
+    print(
+        f"n=50 simulated convergence of {args.updates} writes to 49 receivers: "
+        f"p50 {percentile(converge, 50) * 1000:.0f} ms, p99 {percentile(converge, 99) * 1000:.0f} ms, "
+        f"max {max(converge) * 1000:.0f} ms"
+    )
+    print(f"elapsed {time.monotonic() - began:.0f} s, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"detect_ms_median={statistics.median(firsts) * 1000:.0f} "
+        f"detect_all_ms_median={statistics.median(alls) * 1000:.0f} "
+        f"sim50_detect_ms_median={statistics.median(simFirst) * 1000:.0f} "
+        f"sim50_detect_all_ms_median={statistics.median(simAll) * 1000:.0f} "
+        f"converge_ms_p50={percentile(converge, 50) * 1000:.0f} "
+        f"converge_ms_p99={percentile(converge, 99) * 1000:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

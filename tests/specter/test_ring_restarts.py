@@ -1,0 +1,229 @@
+"""
+Real processes: a ring survives every restart an operator does, each node
+restarted with its own unchanged command (the seed without C{--join}).
+After each, every acknowledged key is readable through every node and the
+nodes' C{/_internal/chord/stats} describe one ring.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import treq
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.trial.unittest import TestCase
+
+from tests.specter.ring import RingProcess, makeBundles
+
+AUTH = ("ops", "ring-test")
+
+
+class RestartTests(TestCase):
+    """
+    Three ring processes of five vnodes, R = 2.
+    """
+
+    timeout = 240
+
+    async def startRing(self) -> list[RingProcess]:
+        base = self.mktemp()
+        os.makedirs(base)
+        certs = makeBundles(base, 3)
+        seed = self.process(base, "p0", certs[0])
+        seed.start()
+        await seed.ready()
+        ring = [seed]
+        for i in (1, 2):
+            p = self.process(base, f"p{i}", certs[i], "--join", seed.addr)
+            p.start()
+            await p.ready()
+            ring.append(p)
+        await self.oneRing(ring)
+        return ring
+
+    def process(self, base: str, name: str, cert: str, *extra: str) -> RingProcess:
+        p = RingProcess(self, base, name, cert, "--replicas", "2", *extra)
+        p.proc.env.update(INTERNAL_USER=AUTH[0], INTERNAL_PASS=AUTH[1])
+        return p
+
+    async def restart(self, p: RingProcess) -> None:
+        """
+        Start C{p} again with exactly the command it was first started with.
+        """
+        p.client = None
+        p.start()
+        await p.ready()
+
+    async def write(self, p: RingProcess, keys: dict[bytes, bytes], n: int, tag: str) -> None:
+        client = await p.rpc()
+        for i in range(n):
+            k, v = b"%s-%d" % (tag.encode(), i), b"value-%s-%d" % (tag.encode(), i)
+            await client.kv("put", k, v)
+            keys[k] = v
+
+    async def stats(self, p: RingProcess) -> Any:
+        r = await treq.get(
+            f"http://127.0.0.1:{p.httpPort}/_internal/chord/stats", auth=AUTH, persistent=False, timeout=5
+        )
+        return await r.json()
+
+    async def oneRing(self, ring: list[RingProcess], timeout: float = 60) -> None:
+        """
+        Wait until the processes' stats agree on one ring: every vnode's
+        first successor is the next vnode of all of them, in ring order.
+        """
+
+        async def agree() -> bool:
+            everyone = [await self.stats(p) for p in ring]
+            vnodes = sorted(
+                ((int(v["id"], 16), f"{s['addr']}#{v['index']}") for s in everyone for v in s["vnodes"]),
+            )
+            nextOf = {vnodes[i][1]: vnodes[(i + 1) % len(vnodes)] for i in range(len(vnodes))}
+            for s in everyone:
+                for v in s["vnodes"]:
+                    if not v["serving"] or not v["successors"]:
+                        return False
+                    want = nextOf[f"{s['addr']}#{v['index']}"]
+                    if v["successors"][0] != f"{want[1]}@{want[0]:016x}":
+                        return False
+            return True
+
+        await ring[0].proc.waitFor(agree, "one ring agreed by every process", timeout=timeout, interval=0.5)
+
+    async def allReadable(self, ring: list[RingProcess], keys: dict[bytes, bytes]) -> None:
+        for p in ring:
+            client = await p.rpc()
+            for k, v in keys.items():
+                self.assertEqual(await client.kv("get", k), v, (p.name, k))
+
+    async def check(self, ring: list[RingProcess], keys: dict[bytes, bytes], tag: str) -> None:
+        await self.oneRing(ring)
+        for p in ring:
+            await self.write(p, keys, 10, f"{tag}-{p.name}")
+        await self.allReadable(ring, keys)
+
+    async def test_seedSigtermRestart(self) -> None:
+        """
+        The seed stopped with SIGTERM and started again without --join comes
+        back into the ring instead of founding a second one.
+        """
+        ring = await self.startRing()
+        keys: dict[bytes, bytes] = {}
+        await self.write(ring[1], keys, 50, "before")
+        await ring[0].proc.stop(signal.SIGTERM, timeout=60)
+        await self.write(ring[2], keys, 20, "meanwhile")
+        await self.restart(ring[0])
+        self.assertIn("rejoining the ring through the 2 peers", ring[0].proc.output())
+        await self.check(ring, keys, "after")
+
+    async def test_seedKill9Restart(self) -> None:
+        """
+        The same after kill -9 of the seed.
+        """
+        ring = await self.startRing()
+        keys: dict[bytes, bytes] = {}
+        await self.write(ring[1], keys, 50, "before")
+        ring[0].proc.kill9()
+        await ring[0].proc.waitExit(10)
+        await self.write(ring[2], keys, 20, "meanwhile")
+        await self.restart(ring[0])
+        await self.check(ring, keys, "after")
+
+    async def test_rollingRestart(self) -> None:
+        """
+        Every process stopped and started again in turn, each with its own
+        command.
+        """
+        ring = await self.startRing()
+        keys: dict[bytes, bytes] = {}
+        await self.write(ring[0], keys, 30, "before")
+        for p in ring:
+            await p.proc.stop(signal.SIGTERM, timeout=60)
+            await self.restart(p)
+            await self.oneRing(ring)
+        await self.check(ring, keys, "after")
+
+    async def test_wholeRingOtherOrder(self) -> None:
+        """
+        The whole ring stopped at once, then started in the reverse order:
+        nobody is ready until the ring has re-formed, then one ring holds
+        every key.
+        """
+        ring = await self.startRing()
+        keys: dict[bytes, bytes] = {}
+        await self.write(ring[1], keys, 50, "before")
+        stops: list[Deferred[int]] = [Deferred.fromCoroutine(p.proc.stop(signal.SIGTERM, 90)) for p in ring]
+        await DeferredList(stops, fireOnOneErrback=True)
+        for p in reversed(ring):
+            p.client = None
+            p.start()
+        for p in ring:
+            await p.ready()
+        await self.check(ring, keys, "after")
+
+    async def test_leaverForgottenPromptly(self) -> None:
+        """
+        A process stopped with SIGTERM is gone from every other process's
+        successor lists within a few maintenance rounds.
+        """
+        ring = await self.startRing()
+        await ring[2].proc.stop(signal.SIGTERM, timeout=60)
+
+        async def forgotten() -> bool:
+            for p in ring[:2]:
+                for v in (await self.stats(p))["vnodes"]:
+                    if any(ring[2].addr in s for s in v["successors"]) or ring[2].addr in (
+                        v["predecessor"] or ""
+                    ):
+                        return False
+            return True
+
+        await ring[0].proc.waitFor(forgotten, "the leaver gone from every successor list", timeout=10)
+
+
+class OutOfRingTests(TestCase):
+    """
+    A node that cannot get into its ring says so and refuses KV calls.
+    """
+
+    timeout = 90
+
+    async def test_joinDeadAddress(self) -> None:
+        """
+        --join to an address where nothing listens: the node logs why at
+        each (rate-limited) retry, /readyz is 503 with the reason and KV
+        calls get a not-in-ring error instead of waiting.
+        """
+        from suite.specter.chord.errors import RemoteError
+        from tests.support.process import freePort
+
+        base = self.mktemp()
+        os.makedirs(base)
+        cert = makeBundles(base, 1)[0]
+        dead = f"127.0.0.1:{freePort()}"
+        p = RingProcess(self, base, "lost", cert, "--join", dead).start()
+        await p.proc.waitForLog(r"not in the ring: cannot reach any known ring peer \(127\.0\.0\.1:\d+: ")
+        self.assertIn("refused", p.proc.output().split("not in the ring:", 1)[1].splitlines()[0].lower())
+        r = await p.proc.waitForHTTP(f"http://127.0.0.1:{p.httpPort}/readyz", code=503)
+        self.assertIsNotNone(r)
+        r = await treq.get(f"http://127.0.0.1:{p.httpPort}/readyz", persistent=False)
+        self.assertEqual(r.code, 503)
+        self.assertIn(b"cannot reach any known ring peer", await r.content())
+
+        async def refused() -> Any:
+            client = await p.rpc()
+            try:
+                await client.kv("put", b"k", b"v")
+            except RemoteError as e:
+                return e if e.code == "not-in-ring" else None
+            return None
+
+        error = await p.proc.waitFor(refused, "a not-in-ring refusal", timeout=30, interval=0.5)
+        self.assertIn("cannot reach any known ring peer", error.message)
+        await p.proc.waitFor(
+            lambda: p.proc.output().count("not in the ring: cannot reach") >= 2, "a second report", 20
+        )
+        # rate-limited: far fewer reports than the five vnodes' retries
+        self.assertLess(p.proc.output().count("not in the ring: cannot reach"), 10)
