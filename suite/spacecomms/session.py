@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from automat import TypeMachineBuilder
+from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -92,7 +92,7 @@ class EstablishedData:
     timer: IDelayedCall
 
 
-def _build() -> Any:
+def _build() -> TypeMachine[SessionInputs, SessionCore]:
     b = TypeMachineBuilder(SessionInputs, SessionCore)
     connecting = b.state("Connecting")
 

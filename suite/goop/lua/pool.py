@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from automat import TypeMachineBuilder
+from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
@@ -97,7 +97,7 @@ def _fail(job: Job, reason: str) -> None:
     job.result.callback({"ok": False, "error": reason})
 
 
-def _build() -> Any:
+def _build() -> TypeMachine[WorkerInputs, WorkerCore]:
     b = TypeMachineBuilder(WorkerInputs, WorkerCore)
     starting = b.state("Starting")
     idle = b.state("Idle")
