@@ -7,6 +7,8 @@ or a membership change C{addLearner}, C{addVoter}, C{promote}, C{remove}
 (C{key} the node id, C{value} its Raft address for the additions), which
 answers with the resulting configuration once committed and succeeds at once
 when the configuration already is as asked (so a retry is harmless).
+A connection may carry many outstanding requests (pipelining); each is
+answered once, in completion order, under its C{id}.
 Response: C{[id, ok, value, error, leader]}: C{error} explains a refusal
 (e.g. why this node is not the leader) and C{leader} names the leader
 when known.  Frames are limited to C{maxFrameBytes}.
@@ -34,9 +36,13 @@ MAX_CLIENT_FRAME = 1024 * 1024
 class ClientAPIProtocol(FrameProtocol):
     maxFrameBytes = MAX_CLIENT_FRAME
 
-    def __init__(self, node: RaftNode, kv: KeyValueStateMachine, observe: Any) -> None:
+    def __init__(self, node: RaftNode, kv: KeyValueStateMachine, observe: Any, coalesce: bool = True) -> None:
         super().__init__()
         self.node, self.kv, self.observe = node, kv, observe
+        if coalesce:
+            # Replies completing in one reactor turn (a commit answers many
+            # pipelined requests at once) leave in one write.
+            self.coalesceClock = node.clock
 
     def frameReceived(self, frame: bytes) -> None:
         try:
@@ -129,8 +135,11 @@ def _describe(config: Configuration) -> dict[str, Any]:
     }
 
 
-def clientAPIFactory(node: RaftNode, kv: KeyValueStateMachine, observe: Any = lambda ms: None) -> Factory:
+def clientAPIFactory(
+    node: RaftNode, kv: KeyValueStateMachine, observe: Any = lambda ms: None, coalesce: bool = True
+) -> Factory:
     """
-    A factory serving the client API for C{node}.
+    A factory serving the client API for C{node}; with C{coalesce}, the
+    replies of one reactor turn on a connection leave in one write.
     """
-    return Factory.forProtocol(lambda: ClientAPIProtocol(node, kv, observe))
+    return Factory.forProtocol(lambda: ClientAPIProtocol(node, kv, observe, coalesce))

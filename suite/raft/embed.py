@@ -107,6 +107,7 @@ def makeRaftNodeService(
     settings: RaftSettings | None = None,
     listenFlag: str = "--raft-listen",
     join: bool = False,
+    coalesce: bool = True,
 ) -> RaftNodeService:
     """
     Build a node of a static group of C{nodeId} and C{peers} (id ->
@@ -114,6 +115,8 @@ def makeRaftNodeService(
     development only).  With C{join} the node starts outside the group (an
     empty configuration; C{peers} only give addresses) and waits for the
     leader to add it (C{RaftNode.changeMembership("addVoter", ...)} there).
+    With C{coalesce} (the default) the frames sent to a peer in one reactor
+    turn leave in one write.
 
     @raise ConfigError: an unwritable WAL/snapshot directory or a bad
         endpoint, naming it.
@@ -130,7 +133,7 @@ def makeRaftNodeService(
             endpoint = wrapClientTLS(clientContextFactory(bundle, ipAddress=host), endpoint)
         return endpoint.connect(factory)  # type: ignore[no-any-return]
 
-    transport = RaftTransport(nodeId, reactor, connect, dict(peers), secure=secure)
+    transport = RaftTransport(nodeId, reactor, connect, dict(peers), secure=secure, coalesce=coalesce)
     voters = frozenset() if join else frozenset(peers) | {nodeId}
     bootstrap = Configuration(voters, frozenset(), tuple(sorted(peers.items())))
     node = RaftNode(nodeId, reactor, storage, transport, stateMachine, bootstrap, settings)

@@ -35,9 +35,15 @@ class FrameProtocol(Protocol):
     """
 
     maxFrameBytes = DEFAULT_MAX_FRAME
+    #: When set, L{sendFrame} coalesces: the frames of one reactor turn go
+    #: to the transport in one write (one TLS record batch, one C{send}),
+    #: flushed by a C{callLater(0)} on this clock.
+    coalesceClock: IReactorTime | None = None
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._unsent: list[bytes] = []
+        self._flushCall: Any = None
 
     def makeConnection(self, transport: Any) -> None:
         noDelay(transport)
@@ -64,6 +70,7 @@ class FrameProtocol(Protocol):
                     limit=self.maxFrameBytes,
                 )
                 del buf[:]
+                self.flushFrames()
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 return
             if len(buf) - offset - 4 < length:
@@ -76,7 +83,34 @@ class FrameProtocol(Protocol):
         del buf[:offset]
 
     def sendFrame(self, frame: bytes) -> None:
-        self.transport.write(LENGTH.pack(len(frame)) + frame)  # type: ignore[union-attr]
+        clock = self.coalesceClock
+        if clock is None:
+            self.transport.write(LENGTH.pack(len(frame)) + frame)  # type: ignore[union-attr]
+            return
+        self._unsent.append(LENGTH.pack(len(frame)))
+        self._unsent.append(frame)
+        if self._flushCall is None:
+            self._flushCall = clock.callLater(0, self.flushFrames)
+
+    def flushFrames(self) -> None:
+        """
+        Write the coalesced frames now (one transport write).
+        """
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flushCall = None
+        if not self._unsent:
+            return
+        data = b"".join(self._unsent)
+        self._unsent.clear()
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flushCall = None
+        self._unsent.clear()
 
     def frameReceived(self, frame: bytes) -> None:
         raise NotImplementedError
@@ -202,6 +236,7 @@ class OutboundRaftProtocol(FrameProtocol):
         pass
 
     def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
         self.owner.disconnected(self.peer, self)
 
 
@@ -223,6 +258,7 @@ class RaftTransport:
         secure: bool = True,
         maxFrameBytes: int = DEFAULT_MAX_FRAME,
         maxQueuedBytes: int = 32 * 1024 * 1024,
+        coalesce: bool = True,
     ) -> None:
         self.nodeId = nodeId
         self.clock = clock
@@ -231,6 +267,7 @@ class RaftTransport:
         self.secure = secure
         self.maxFrameBytes = maxFrameBytes
         self.maxQueuedBytes = maxQueuedBytes
+        self.coalesce = coalesce
         self.receiver: Callable[[Message], None] | None = None
         self.outbound: dict[str, OutboundRaftProtocol] = {}
         self.dialing: dict[str, float] = {}
@@ -283,6 +320,8 @@ class RaftTransport:
 
     def connected(self, peer: str, proto: OutboundRaftProtocol) -> None:
         self.dialing.pop(peer, None)
+        if self.coalesce:
+            proto.coalesceClock = self.clock
         old = self.outbound.get(peer)
         if old is not None and old is not proto and old.transport is not None:
             old.transport.loseConnection()
@@ -295,5 +334,6 @@ class RaftTransport:
     def close(self) -> None:
         for proto in list(self.outbound.values()):
             if proto.transport is not None:
+                proto.flushFrames()
                 proto.transport.loseConnection()
         self.outbound.clear()
