@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
 from suite.raft.messages import Configuration
 from suite.raft.node import NotLeader, RaftNode
-from suite.raft.transport import FrameProtocol
+from suite.raft.transport import FrameProtocol, WriteCoalescer
 
 log = Logger()
 WRITES = {"put", "append", "delete", "cas"}
@@ -36,13 +36,18 @@ MAX_CLIENT_FRAME = 1024 * 1024
 class ClientAPIProtocol(FrameProtocol):
     maxFrameBytes = MAX_CLIENT_FRAME
 
-    def __init__(self, node: RaftNode, kv: KeyValueStateMachine, observe: Any, coalesce: bool = True) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        kv: KeyValueStateMachine,
+        observe: Any,
+        coalescer: WriteCoalescer | None = None,
+    ) -> None:
         super().__init__()
         self.node, self.kv, self.observe = node, kv, observe
-        if coalesce:
-            # Replies completing in one reactor turn (a commit answers many
-            # pipelined requests at once) leave in one write.
-            self.coalesceClock = node.clock
+        # Replies completing in one reactor turn (a commit answers many
+        # pipelined requests at once) leave in one write.
+        self.coalescer = coalescer
 
     def frameReceived(self, frame: bytes) -> None:
         try:
@@ -142,4 +147,5 @@ def clientAPIFactory(
     A factory serving the client API for C{node}; with C{coalesce}, the
     replies of one reactor turn on a connection leave in one write.
     """
-    return Factory.forProtocol(lambda: ClientAPIProtocol(node, kv, observe, coalesce))
+    coalescer = WriteCoalescer(node.clock) if coalesce else None
+    return Factory.forProtocol(lambda: ClientAPIProtocol(node, kv, observe, coalescer))

@@ -29,21 +29,45 @@ LENGTH = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024
 
 
+class WriteCoalescer:
+    """
+    Collects the connections that queued frames during a reactor turn and
+    flushes them all from one C{callLater(0)}: each connection's frames of
+    the turn leave in one transport write (one TLS record batch, one
+    C{send}), at the cost of one timer per turn however many connections
+    wrote.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._dirty: list[FrameProtocol] = []
+        self._call: Any = None
+
+    def queued(self, proto: FrameProtocol) -> None:
+        self._dirty.append(proto)
+        if self._call is None:
+            self._call = self.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        self._call = None
+        dirty, self._dirty = self._dirty, []
+        for proto in dirty:
+            proto.flushFrames()
+
+
 class FrameProtocol(Protocol):
     """
     Split a byte stream into size-limited frames.
     """
 
     maxFrameBytes = DEFAULT_MAX_FRAME
-    #: When set, L{sendFrame} coalesces: the frames of one reactor turn go
-    #: to the transport in one write (one TLS record batch, one C{send}),
-    #: flushed by a C{callLater(0)} on this clock.
-    coalesceClock: IReactorTime | None = None
+    #: When set, L{sendFrame} coalesces: the frames sent during a reactor
+    #: turn are queued and written together when the coalescer flushes.
+    coalescer: WriteCoalescer | None = None
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._unsent: list[bytes] = []
-        self._flushCall: Any = None
 
     def makeConnection(self, transport: Any) -> None:
         noDelay(transport)
@@ -83,22 +107,20 @@ class FrameProtocol(Protocol):
         del buf[:offset]
 
     def sendFrame(self, frame: bytes) -> None:
-        clock = self.coalesceClock
-        if clock is None:
+        coalescer = self.coalescer
+        if coalescer is None:
             self.transport.write(LENGTH.pack(len(frame)) + frame)  # type: ignore[union-attr]
             return
-        self._unsent.append(LENGTH.pack(len(frame)))
-        self._unsent.append(frame)
-        if self._flushCall is None:
-            self._flushCall = clock.callLater(0, self.flushFrames)
+        unsent = self._unsent
+        if not unsent:
+            coalescer.queued(self)
+        unsent.append(LENGTH.pack(len(frame)))
+        unsent.append(frame)
 
     def flushFrames(self) -> None:
         """
-        Write the coalesced frames now (one transport write).
+        Write the queued frames now (one transport write).
         """
-        if self._flushCall is not None and self._flushCall.active():
-            self._flushCall.cancel()
-        self._flushCall = None
         if not self._unsent:
             return
         data = b"".join(self._unsent)
@@ -107,9 +129,6 @@ class FrameProtocol(Protocol):
             self.transport.write(data)
 
     def connectionLost(self, reason: Any = None) -> None:
-        if self._flushCall is not None and self._flushCall.active():
-            self._flushCall.cancel()
-        self._flushCall = None
         self._unsent.clear()
 
     def frameReceived(self, frame: bytes) -> None:
@@ -267,7 +286,7 @@ class RaftTransport:
         self.secure = secure
         self.maxFrameBytes = maxFrameBytes
         self.maxQueuedBytes = maxQueuedBytes
-        self.coalesce = coalesce
+        self.coalescer = WriteCoalescer(clock) if coalesce else None
         self.receiver: Callable[[Message], None] | None = None
         self.outbound: dict[str, OutboundRaftProtocol] = {}
         self.dialing: dict[str, float] = {}
@@ -320,8 +339,7 @@ class RaftTransport:
 
     def connected(self, peer: str, proto: OutboundRaftProtocol) -> None:
         self.dialing.pop(peer, None)
-        if self.coalesce:
-            proto.coalesceClock = self.clock
+        proto.coalescer = self.coalescer
         old = self.outbound.get(peer)
         if old is not None and old is not proto and old.transport is not None:
             old.transport.loseConnection()

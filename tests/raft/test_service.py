@@ -225,11 +225,13 @@ class ClientAPITests(SynchronousTestCase):
         leave in one write (without coalescing, one write each).
         """
         from suite.raft.api import ClientAPIProtocol
+        from suite.raft.transport import WriteCoalescer
         from tests.raft.test_wire import CountingTransport
 
         self.clock.advance(0.31)
         for coalesce, writes in ((True, 1), (False, 3)):
-            proto = ClientAPIProtocol(self.node, self.kv, lambda ms: None, coalesce)
+            coalescer = WriteCoalescer(self.clock) if coalesce else None
+            proto = ClientAPIProtocol(self.node, self.kv, lambda ms: None, coalescer)
             transport = CountingTransport()
             proto.makeConnection(transport)
             data = b""

@@ -35,6 +35,7 @@ from suite.raft.transport import (
     InboundRaftProtocol,
     OutboundRaftProtocol,
     RaftTransport,
+    WriteCoalescer,
 )
 
 SAMPLES: list[Message] = [
@@ -187,12 +188,12 @@ class CountingTransport(StringTransport):
 
 class CoalescingTests(SynchronousTestCase):
     """
-    L{FrameProtocol.sendFrame} with and without C{coalesceClock}.
+    L{FrameProtocol.sendFrame} with and without a L{WriteCoalescer}.
     """
 
     def connect(self, clock: Clock | None) -> tuple[FrameProtocol, CountingTransport]:
         proto = FrameProtocol()
-        proto.coalesceClock = clock
+        proto.coalescer = WriteCoalescer(clock) if clock is not None else None
         transport = CountingTransport()
         proto.makeConnection(transport)
         return proto, transport
@@ -224,30 +225,50 @@ class CoalescingTests(SynchronousTestCase):
         self.assertEqual(transport.writes[1:], [LENGTH.pack(5) + b"three"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_flushNowCancelsTheTurnEnd(self) -> None:
+    def test_flushNow(self) -> None:
         """
-        L{FrameProtocol.flushFrames} writes at once and leaves nothing
-        scheduled; flushing with nothing queued writes nothing.
+        L{FrameProtocol.flushFrames} writes at once; the turn's end then
+        has nothing left to write for it, and flushing with nothing queued
+        writes nothing.
         """
         clock = Clock()
         proto, transport = self.connect(clock)
         proto.sendFrame(b"x")
         proto.flushFrames()
         self.assertEqual(transport.writes, [LENGTH.pack(1) + b"x"])
-        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(0)
         proto.flushFrames()
         self.assertEqual(len(transport.writes), 1)
 
+    def test_oneTimerForManyConnections(self) -> None:
+        """
+        Connections sharing a coalescer share one scheduled flush per turn;
+        each gets one write.
+        """
+        clock = Clock()
+        coalescer = WriteCoalescer(clock)
+        links = []
+        for _ in range(3):
+            proto = FrameProtocol()
+            proto.coalescer = coalescer
+            transport = CountingTransport()
+            proto.makeConnection(transport)
+            links.append((proto, transport))
+        for proto, _ in links:
+            proto.sendFrame(b"a")
+            proto.sendFrame(b"b")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual([t.writes for _, t in links], [[LENGTH.pack(1) + b"a" + LENGTH.pack(1) + b"b"]] * 3)
+
     def test_lostConnectionDropsQueue(self) -> None:
         """
-        Frames queued when the connection is lost are dropped and the
-        scheduled flush is cancelled.
+        Frames queued when the connection is lost are dropped.
         """
         clock = Clock()
         proto, transport = self.connect(clock)
         proto.sendFrame(b"x")
         proto.connectionLost(None)
-        self.assertEqual(clock.getDelayedCalls(), [])
         clock.advance(0)
         self.assertEqual(transport.writes, [])
 
