@@ -141,7 +141,7 @@ def _describe(config: Configuration) -> dict[str, Any]:
 
 
 def clientAPIFactory(
-    node: RaftNode, kv: KeyValueStateMachine, observe: Any = lambda ms: None, coalesce: bool = True
+    node: RaftNode, kv: KeyValueStateMachine, observe: Any = lambda ms: None, coalesce: bool = False
 ) -> Factory:
     """
     A factory serving the client API for C{node}; with C{coalesce}, the

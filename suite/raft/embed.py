@@ -107,7 +107,7 @@ def makeRaftNodeService(
     settings: RaftSettings | None = None,
     listenFlag: str = "--raft-listen",
     join: bool = False,
-    coalesce: bool = True,
+    coalesce: bool = False,
 ) -> RaftNodeService:
     """
     Build a node of a static group of C{nodeId} and C{peers} (id ->
@@ -115,8 +115,9 @@ def makeRaftNodeService(
     development only).  With C{join} the node starts outside the group (an
     empty configuration; C{peers} only give addresses) and waits for the
     leader to add it (C{RaftNode.changeMembership("addVoter", ...)} there).
-    With C{coalesce} (the default) the frames sent to a peer in one reactor
-    turn leave in one write.
+    With C{coalesce} the frames sent to a peer in one reactor turn leave in
+    one write (Twisted's TLS layer already sends a turn's writes as one
+    record batch, so this only saves work on plain TCP).
 
     @raise ConfigError: an unwritable WAL/snapshot directory or a bad
         endpoint, naming it.

@@ -41,8 +41,9 @@ class Options(usage.Options):
         [
             "coalesce-writes",
             None,
-            "all",
-            "Frames of one reactor turn leave in one write on: all, client, peers or none connections.",
+            "none",
+            "Frames of one reactor turn leave in one write on: all, client, peers or none connections"
+            " (TLS connections already send one record batch per turn).",
         ],
     ]
     optFlags = [

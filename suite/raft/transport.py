@@ -33,9 +33,14 @@ class WriteCoalescer:
     """
     Collects the connections that queued frames during a reactor turn and
     flushes them all from one C{callLater(0)}: each connection's frames of
-    the turn leave in one transport write (one TLS record batch, one
-    C{send}), at the cost of one timer per turn however many connections
-    wrote.
+    the turn leave in one transport write, at the cost of one timer per
+    turn however many connections wrote.
+
+    Off by default (C{--coalesce-writes}): Twisted's TLS layer already
+    buffers a connection's writes until the end of the turn and encrypts
+    them as one record batch, so over TLS this saves little and adds one
+    reactor iteration before the bytes reach the socket (measured in
+    docs/performance.md); it pays on plain TCP.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -277,7 +282,7 @@ class RaftTransport:
         secure: bool = True,
         maxFrameBytes: int = DEFAULT_MAX_FRAME,
         maxQueuedBytes: int = 32 * 1024 * 1024,
-        coalesce: bool = True,
+        coalesce: bool = False,
     ) -> None:
         self.nodeId = nodeId
         self.clock = clock

@@ -64,10 +64,10 @@ class OptionsTests(SynchronousTestCase):
 
     def test_coalesceWrites(self) -> None:
         """
-        --coalesce-writes takes all (the default), client, peers or none;
+        --coalesce-writes takes all, client, peers or none (the default);
         anything else is refused, naming the flag.
         """
-        self.assertEqual(self.parse(*self.base())["coalesce-writes"], "all")
+        self.assertEqual(self.parse(*self.base())["coalesce-writes"], "none")
         self.assertEqual(self.parse(*self.base(), "--coalesce-writes", "client")["coalesce-writes"], "client")
         e = self.assertRaises(usage.UsageError, self.parse, *self.base(), "--coalesce-writes", "some")
         self.assertIn("--coalesce-writes", str(e))
