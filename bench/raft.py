@@ -17,7 +17,10 @@ etcd); --twisted-client drives them with suite.raft.client.RaftClient in
 this process instead, as figures before 2026-12-02 were.  --inflight K
 pipelines K sessions per connection in the 64-client phase (default 1, as
 wrk against etcd); the 8x8 phase always runs 8 connections with 8 requests
-in flight each (the same 64 outstanding writes).  --coalesce-writes is
+in flight each (the same 64 outstanding writes).  With K > 1 etcd is also
+driven with 64*K connections (as many outstanding writes as the pipelined
+phase; its HTTP gateway serves one request at a time per connection) and
+raft_vs_etcd_same_outstanding compares the two.  --coalesce-writes is
 passed to the nodes (default none, as theirs).  CPU per acknowledged write sums the
 CPU time of every process involved (three nodes and the load generator;
 for etcd, three members and wrk) over the phase.
@@ -373,7 +376,13 @@ def etcdPhase() -> dict[str, float]:
         with open(script, "w") as f:
             f.write(WRK_SCRIPT)
         out = {}
-        for conns, key in ((64, "etcd_writes_per_s_64"), (1, "etcd_writes_per_s_1")):
+        phases = [(64, "etcd_writes_per_s_64"), (1, "etcd_writes_per_s_1")]
+        if INFLIGHT > 1:
+            # As many outstanding writes as the pipelined Raft phase, one per
+            # connection (etcd's HTTP gateway answers a connection's requests
+            # one at a time).
+            phases.append((64 * INFLIGHT, "etcd_writes_per_s_same_outstanding"))
+        for conns, key in phases:
             cpu = cpuSeconds([p.pid for p in procs])
             wrk = subprocess.Popen(
                 [
@@ -401,6 +410,8 @@ def etcdPhase() -> dict[str, float]:
             out[key] = float(m.group(1)) if m else 0.0
             if conns == 64 and n:
                 out["etcd_cpu_us_per_write_64"] = used * 1e6 / max(int(n.group(1)), 1)
+            if conns > 64 and n:
+                out["etcd_cpu_us_per_write_same_outstanding"] = used * 1e6 / max(int(n.group(1)), 1)
             say(
                 f"etcd: {out[key]:.0f} writes/s with {conns} client(s) (wrk over the HTTP gateway),"
                 f" {used * 1e6 / max(int(n.group(1)) if n else 0, 1):.0f} us CPU per write"
@@ -461,6 +472,17 @@ def main() -> None:
         "raft_cpu_us_per_write_8x8",
     ]
     line = " ".join(f"{k}={results.get(k, 0.0):.1f}" for k in keys)
+    if INFLIGHT > 1:
+        # raft_vs_etcd_64 then compares 64 connections each way, with
+        # INFLIGHT times as many writes outstanding on the Raft side; this
+        # one compares equal numbers of outstanding writes.
+        same = results.get("etcd_writes_per_s_same_outstanding", 0.0)
+        line += (
+            f" etcd_writes_per_s_same_outstanding={same:.1f}"
+            f" etcd_cpu_us_per_write_same_outstanding="
+            f"{results.get('etcd_cpu_us_per_write_same_outstanding', 0.0):.1f}"
+            f" raft_vs_etcd_same_outstanding={results['raft_writes_per_s_64'] / same if same else 0.0:.2f}"
+        )
     say(f"{line} raft_vs_etcd_64={ratio:.2f}")
 
 
