@@ -117,7 +117,7 @@ def makeRaftNodeService(
     leader to add it (C{RaftNode.changeMembership("addVoter", ...)} there).
     With C{coalesce} the frames sent to a peer in one reactor turn leave in
     one write (Twisted's TLS layer already sends a turn's writes as one
-    record batch, so this only saves work on plain TCP).
+    record batch, so this saves work on plain TCP only).
 
     @raise ConfigError: an unwritable WAL/snapshot directory or a bad
         endpoint, naming it.
