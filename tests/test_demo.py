@@ -6,6 +6,7 @@ loopback and stops them all cleanly on Ctrl-C.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import socket
 import sys
@@ -65,6 +66,12 @@ class DemoTests(TestCase):
             stopTimeout=40,
         ).start()
         await proc.waitForLog("Ctrl-C stops everything", timeout=60)
+        # The URLs are printed only once every daemon listens: each printed
+        # port accepts a connection right away, without waiting.
+        printed = {int(m) for m in re.findall(r"://127\.0\.0\.1:(\d+)", proc.output())}
+        self.assertEqual(len(printed), 8, proc.output()[-3000:])
+        notListening = sorted(p for p in printed if _free(p))
+        self.assertEqual(notListening, [], proc.output()[-3000:])
         checks = [
             (f"http://127.0.0.1:{9990 + base}/readyz", 200),
             (f"http://127.0.0.1:{8080 + base}/health", 200),
