@@ -154,7 +154,8 @@ class ServerOptions(ListenMixin, DaemonOptions):
             "auth-ldap-group",
             None,
             None,
-            "Optional LDAP filter the user must match (its group), e.g. (cn=ops).",
+            "Optional LDAP group filter the user must match; it must name the user with {dn} "
+            "or {username}, e.g. (&(objectClass=groupOfNames)(cn=ops)(member={dn})).",
         ],
         ["kv", None, "aof", "KV backend: aof (default), sqlite or memory (tests only)."],
         ["replicas", None, "3", "Copies of each key (owner + R-1 successors on distinct processes)."],
