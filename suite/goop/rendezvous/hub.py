@@ -34,6 +34,7 @@ from suite.goop.fatal import FatalHandler, logOnly
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
 from suite.goop.interfaces import IRendezvousHub
 from suite.goop.logbuffer import LogBuffer
+from suite.goop.metrics import HubCollector, addAdminResources
 from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
 from suite.goop.rendezvous.registry import (
     MAX_PUBLISH_BYTES,
@@ -267,6 +268,7 @@ class RendezvousHub(Service):
         root.putChild(b"publish", _Publish(self))
         root.putChild(b"events", self.sse.resource())
         root.putChild(b"healthz", HealthzResource(self.healthProviders))
+        addAdminResources(root, self.healthProviders, HubCollector(self), self.reactor)
         api = Resource()
         api.putChild(b"templates", _Templates(self))
         root.putChild(b"api", api)
