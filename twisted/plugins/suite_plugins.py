@@ -17,7 +17,7 @@ spacecomms = ServiceMaker(
 ceptra = ServiceMaker(
     "CEPtra node",
     "suite.ceptra.tap",
-    "CEPtra node: follows the Clustor control-plane feeds, serves /healthz, /readyz, /metrics (docs/ceptra.md lists what runs)",
+    "CEPtra node: complex event processing on Raft-replicated partitions placed by the Clustor control plane",
     "ceptra",
 )
 clustorControlPlane = ServiceMaker(
