@@ -302,11 +302,8 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
 
             def install(name: str, stored: Any) -> None:
                 if name in certificates.apexes:
+                    # TCP and QUIC (HTTP/3) both choose it by SNI from here on
                     certificates.install(name, stored.chainPEM, stored.keyPEM)
-                    h3 = gatewayService.h3
-                    if h3 is not None and len(certificates.apexes) == 1:
-                        # QUIC has one certificate per listener: with one apex it is that apex's
-                        h3.useCertificate(stored.chainPEM, stored.keyPEM)
                 else:
                     certificates.installCustom(name, stored.chainPEM, stored.keyPEM)
 

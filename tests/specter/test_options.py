@@ -144,7 +144,7 @@ class ServerOptionsTests(SynchronousTestCase):
             "INTERNAL_PASS": "secret",
             "SENTRY_DSN": "https://k@s/1",
         }
-        o = parse(*BASE, env=env)
+        o = parse(*BASE, "--apex", "example.com", env=env)
         self.assertEqual(o["tcp-binds"], [("0.0.0.0", 8443), ("0.0.0.0", 9443)])
         self.assertEqual(o["udp-binds"], [("0.0.0.0", 7443)])
         self.assertEqual(o["advertise-addr"], ("127.0.0.1", 8443))
@@ -334,26 +334,31 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertTrue(os.path.exists(os.path.join(base, "data", str(i), "kv.aof")))
         self.assertEqual(root.node.addr, "127.0.0.1:7443")
 
-    def test_laterFeatureRefused(self) -> None:
+    def test_gatewayFlagsNeedApex(self) -> None:
         """
-        Asking for a feature of a later stage fails with 'not implemented yet'.
+        Gateway flags without C{--apex} fail at parsing, naming the missing
+        C{--apex} as the cause (not "not implemented yet").
         """
-        from suite.specter.service import makeServerService
-
         base = self.mktemp()
-        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
-        o = parse(
-            "server",
-            "--data",
-            os.path.join(base, "d"),
-            "--cert",
-            os.path.join(base, "cert"),
-            "--listen-udp",
-            "0.0.0.0:443",
-        )
-        e = self.assertRaises(ConfigError, makeServerService, o, MemoryReactorClock())
-        self.assertIn("not implemented yet", str(e))
-        self.assertIn("--listen-udp", str(e))
+        for flags in (
+            ["--listen-udp", "0.0.0.0:443"],
+            ["--proxy-protocol"],
+            ["--listen-http", "8080"],
+            ["--transport-buffer", "32KiB"],
+            ["--proxy-buffer", "4096"],
+        ):
+            e = self.assertRaises(
+                ConfigError,
+                parse,
+                "server",
+                "--data",
+                os.path.join(base, "d"),
+                "--cert",
+                os.path.join(base, "cert"),
+                *flags,
+            )
+            self.assertTrue(str(e).startswith(flags[0] + ": needs --apex"), str(e))
+            self.assertNotIn("not implemented", str(e))
 
     def test_badBundle(self) -> None:
         """

@@ -88,6 +88,8 @@ class Gateway:
         self.bundle: Any = None
         #: The Alt-Svc value advertising HTTP/3, when it is served.
         self.altSvc: bytes | None = None
+        #: Whether HTTP/3 can serve a host name (its certificate by SNI).
+        self.servesH3: Callable[[str], bool] = lambda host: True
         self.apexResource: Any = None
         self.apexSite: Any = None
         #: The L{suite.specter.customdomains.CustomDomains} answering
@@ -185,6 +187,15 @@ class Gateway:
                 )
         self.cache.invalidate(hostname)
         return f"the gateways holding {hostname} ({', '.join(others)}) cannot be reached"
+
+    def altSvcFor(self, host: str) -> bytes | None:
+        """
+        The C{Alt-Svc} value to send with an answer for C{host}: none when
+        HTTP/3 is off or cannot present a certificate for that name.
+        """
+        if self.altSvc is None or not self.servesH3(host):
+            return None
+        return self.altSvc
 
     def drain(self) -> Deferred[None]:
         """

@@ -30,6 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
+from suite.specter.gateway.forwarded import FORWARDING_HEADERS, forwardedValue, forwardingLines
 from suite.specter.tunnel.mux import LocalSide, Stream
 
 if TYPE_CHECKING:
@@ -274,20 +275,33 @@ class TunnelResource(Resource):
                 del self.idle[id(client.link)]
 
     def forward(
-        self, link: Any, host: str, method: bytes, uri: bytes, headers: Headers, body: bytes | None, peer: str
+        self,
+        link: Any,
+        host: str,
+        method: bytes,
+        uri: bytes,
+        headers: Headers,
+        body: bytes | None,
+        peer: str,
+        authority: str | None = None,
     ) -> tuple[Deferred[Any], _Outbound]:
         """
         Send one request through C{link} on a pooled HTTP/1.1 stream; fire
-        with the response (an L{twisted.web.iweb.IResponse}).
+        with the response (an L{twisted.web.iweb.IResponse}).  C{Host} is
+        C{authority} (what the visitor asked for, port included), else
+        C{host}; the forwarding headers are set (L{forwardingLines}).
         """
         client, outbound = self._connection(peer, host, link)
         clean = Headers()
         for name, values in headers.getAllRawHeaders():
             if name.lower() not in _HOP:
                 clean.setRawHeaders(name, values)
-        clean.setRawHeaders(b"host", [host.encode()])
+        authority = authority or host
+        ip = peer.rsplit(":", 1)[0]
+        clean.setRawHeaders(b"host", [authority.encode("ascii", "replace")])
         clean.setRawHeaders(b"x-forwarded-proto", [b"https"])
-        clean.setRawHeaders(b"x-forwarded-for", [peer.rsplit(":", 1)[0].encode()])
+        clean.setRawHeaders(b"x-forwarded-for", [ip.encode("ascii", "replace")])
+        clean.setRawHeaders(b"forwarded", [forwardedValue(ip, authority)])
         producer = FileBodyProducer(BytesIO(body), cooperator=_Immediate()) if body else None
         return client.request(ClientRequest(method, uri, clean, producer, persistent=True)), outbound
 
@@ -341,7 +355,9 @@ class TunnelResource(Resource):
             content.seek(0)
             body = content.read()
         client = self._leanConnection(f"{ip}:{getattr(address, 'port', 0)}", host, link)
-        client.send(request, requestBytes(request, host, ip, body))
+        client.host = host
+        authority = (request.getHeader(b"host") or host.encode()).decode("ascii", "replace")
+        client.send(request, requestBytes(request, authority, ip, body))
         outbound = client.outbound
         request.notifyFinish().addErrback(lambda f: outbound.loseConnection())
 
@@ -349,16 +365,24 @@ class TunnelResource(Resource):
 def requestBytes(request: Request, host: str, ip: str, body: bytes) -> bytes:
     """
     The HTTP/1.1 request a tunnel target sees for an HTTP/2 C{request}:
-    hop-by-hop headers dropped, C{Host} set to C{host}, C{X-Forwarded-Proto}
-    and C{X-Forwarded-For} replaced, C{Content-Length} for a body.
+    hop-by-hop headers dropped, C{Host} set to C{host} (the visitor's
+    C{:authority}, port included), the forwarding headers replaced
+    (L{forwardingLines}), C{Content-Length} for a body.
     """
-    out = [request.method, b" ", request.uri, b" HTTP/1.1\r\nHost: ", host.encode(), b"\r\n"]
+    out = [
+        request.method,
+        b" ",
+        request.uri,
+        b" HTTP/1.1\r\nHost: ",
+        host.encode("ascii", "replace"),
+        b"\r\n",
+    ]
     for name, values in request.requestHeaders.getAllRawHeaders():
         if name.lower() in _SKIP:
             continue
         for value in values:  # Headers already replaced any CR/LF in values
             out += [name, b": ", value, b"\r\n"]
-    out += [b"X-Forwarded-Proto: https\r\nX-Forwarded-For: ", ip.encode("ascii", "replace"), b"\r\n"]
+    out.append(forwardingLines(ip, host))
     if body:
         out += [b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body]
     else:
@@ -366,7 +390,7 @@ def requestBytes(request: Request, host: str, ip: str, body: bytes) -> bytes:
     return b"".join(out)
 
 
-_SKIP = _HOP | {b"content-length", b"x-forwarded-proto", b"x-forwarded-for"}
+_SKIP = _HOP | {b"content-length", b"host"} | FORWARDING_HEADERS
 #: Body framing of a response being read (besides a byte count).
 _CHUNKED = -1
 _UNTIL_CLOSE = -2
@@ -406,6 +430,7 @@ class _LeanClient(_NoFlowControl):
         self.chunkState = 0  # 0: size line, 1: data, 2: CRLF after data, 3: trailers
         self.chunkLeft = 0
         self.persistent = True
+        self.host = ""
 
     def send(self, request: Request, data: bytes) -> None:
         """
@@ -503,7 +528,7 @@ class _LeanClient(_NoFlowControl):
             for name, value in headers:
                 raw.addRawHeader(name, value)
             altSvc = self.resource.altSvc
-            if altSvc:
+            if altSvc and self.resource.gateway.servesH3(self.host):
                 raw.setRawHeaders(b"alt-svc", [altSvc])
             request.registerProducer(self.outbound, True)
         if self.remaining == 0:

@@ -11,6 +11,7 @@ QUIC has no PROXY protocol: the gateway sees the UDP source address.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
@@ -18,6 +19,7 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
+from aioquic.tls import pull_client_hello
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -85,6 +87,43 @@ class _H3Protocol(QuicConnectionProtocol):
         self.http: H3Connection | None = None
         self.requests: dict[int, _Request] = {}
 
+    def chooseCertificatesWith(self, select: Callable[[str | None], Any]) -> None:
+        """
+        Pick the certificate by SNI once the peer's ClientHello is parsed.
+
+        aioquic builds its TLS context (L{aioquic.tls.Context}) when the
+        first datagram arrives, with the configuration's one certificate.
+        The server reads the ClientHello in C{_server_handle_hello}, and
+        negotiates the signature algorithm from the private key there: so
+        the hello is parsed first (without consuming it) and the context's
+        certificate, chain and key are set from C{select(server_name)}
+        before aioquic goes on.  A name C{select} does not know keeps the
+        configured (self-signed) certificate.
+        """
+        quic = self._quic
+        initialize = quic._initialize
+
+        def initializeThenHook(peerCid: bytes) -> None:
+            initialize(peerCid)
+            context = quic.tls
+            handleHello = context._server_handle_hello
+
+            def selectingHello(inputBuf: Any, initialBuf: Any, handshakeBuf: Any) -> None:
+                start = inputBuf.tell()
+                try:
+                    name = pull_client_hello(inputBuf).server_name
+                except Exception:
+                    name = None  # aioquic reports the malformed hello itself
+                inputBuf.seek(start)
+                material = select(name)
+                if material is not None:
+                    context.certificate, context.certificate_chain, context.certificate_private_key = material
+                handleHello(inputBuf, initialBuf, handshakeBuf)
+
+            context._server_handle_hello = selectingHello  # type: ignore[method-assign,assignment]
+
+        quic._initialize = initializeThenHook  # type: ignore[method-assign,assignment]
+
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
             self.http = H3Connection(self._quic)
@@ -136,7 +175,8 @@ class _H3Protocol(QuicConnectionProtocol):
         if request is None:
             return
         pseudo = {k: v for k, v in request.headers if k.startswith(b":")}
-        host = pseudo.get(b":authority", b"").decode("ascii", "replace").lower()
+        authority = pseudo.get(b":authority", b"").decode("ascii", "replace")
+        host = authority.lower()
         host = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
         if not host:
             self.respondError(streamId, 400, "no :authority")
@@ -162,6 +202,7 @@ class _H3Protocol(QuicConnectionProtocol):
                 headers,
                 request.body or None,
                 f"{peer[0]}:{peer[1]}",
+                authority=authority,
             )
             response.addCallbacks(
                 lambda r: self.respond(streamId, r),
@@ -204,8 +245,12 @@ class H3Server:
         certificate: Any,
         key: Any,
         reactor: Any,
+        select: Callable[[str | None], Any] | None = None,
     ) -> None:
         self.gateway = gateway
+        #: SNI name -> (leaf, chain, key) or None (see
+        #: L{_H3Protocol.chooseCertificatesWith}).
+        self.select = select
         self.resource = resource
         self.binds = binds
         self.reactor = reactor
@@ -220,8 +265,8 @@ class H3Server:
         """
         Serve this certificate (PEM chain, leaf first, and its key) to QUIC
         connections from the next one on.  aioquic takes one certificate per
-        listener (no SNI choice), so the gateway calls this only when it has
-        a single apex.
+        listener; the gateway gives a per-SNI chooser instead (C{select}),
+        which takes precedence for every name it knows.
 
         @raise ValueError: if the PEM data does not parse.
         """
@@ -238,12 +283,14 @@ class H3Server:
         """
         loop: asyncio.AbstractEventLoop = self.reactor._asyncioEventloop
         configuration = self.configuration
-        gateway, resource = self.gateway, self.resource
+        gateway, resource, select = self.gateway, self.resource, self.select
 
         def create(*args: Any, **kwargs: Any) -> _H3Protocol:
             proto = _H3Protocol(*args, **kwargs)
             proto.gateway = gateway
             proto.resource = resource
+            if select is not None:
+                proto.chooseCertificatesWith(select)
             return proto
 
         async def bindAll() -> None:

@@ -138,8 +138,12 @@ def makeGatewayService(
             raise ConfigError(
                 "--listen-udp: QUIC/HTTP/3 needs the asyncio reactor (twistd --reactor=asyncio ...)"
             )
-        service.h3 = H3Server(gateway, site.resource, udpBinds, cert, key, reactor)
+        service.h3 = H3Server(
+            gateway, site.resource, udpBinds, cert, key, reactor, select=certificates.quicMaterialFor
+        )
         site.resource.altSvc = gateway.altSvc = f'h3=":{udpBinds[0][1]}"; ma=86400'.encode()
+        # Alt-Svc only for names whose certificate HTTP/3 presents too
+        gateway.servesH3 = lambda host: certificates.quicMaterialFor(host) is not None
     if httpEndpoints:
         from suite.specter.gateway.plain import PlainHTTPFactory
 
