@@ -528,7 +528,8 @@ class _LeanClient(_NoFlowControl):
             for name, value in headers:
                 raw.addRawHeader(name, value)
             altSvc = self.resource.altSvc
-            if altSvc and self.resource.gateway.servesH3(self.host):
+            servesH3 = getattr(self.resource.gateway, "servesH3", None)
+            if altSvc and (servesH3 is None or servesH3(self.host)):
                 raw.setRawHeaders(b"alt-svc", [altSvc])
             request.registerProducer(self.outbound, True)
         if self.remaining == 0:
