@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
     from suite.specter.gateway.h2 import TunnelResource
 
-__all__ = ["H3Server", "isAsyncioReactor", "MAX_BODY"]
+__all__ = ["H3Server", "isAsyncioReactor", "chooseCertificateBySNI", "MAX_BODY"]
 
 log = Logger()
 MAX_BODY = 8 * 1024 * 1024
@@ -50,6 +50,44 @@ def isAsyncioReactor(reactor: Any) -> bool:
     Whether C{reactor} runs on an asyncio event loop.
     """
     return hasattr(reactor, "_asyncioEventloop")
+
+
+def chooseCertificateBySNI(quic: Any, select: Callable[[str | None], Any]) -> None:
+    """
+    Make the server-side L{aioquic.quic.connection.QuicConnection} C{quic}
+    pick its certificate by SNI once the peer's ClientHello is parsed.
+
+    aioquic builds its TLS context (L{aioquic.tls.Context}) when the first
+    datagram arrives, with the configuration's one certificate.  The
+    server reads the ClientHello in C{_server_handle_hello}, and
+    negotiates the signature algorithm from the private key there: so the
+    hello is parsed first (without consuming it) and the context's
+    certificate, chain and key are set from C{select(server_name)} before
+    aioquic goes on.  A name C{select} does not know (L{None}) keeps the
+    configured (self-signed) certificate.
+    """
+    initialize = quic._initialize
+
+    def initializeThenHook(peerCid: bytes) -> None:
+        initialize(peerCid)
+        context = quic.tls
+        handleHello = context._server_handle_hello
+
+        def selectingHello(inputBuf: Any, initialBuf: Any, handshakeBuf: Any) -> None:
+            start = inputBuf.tell()
+            try:
+                name = pull_client_hello(inputBuf).server_name
+            except Exception:
+                name = None  # aioquic reports the malformed hello itself
+            inputBuf.seek(start)
+            material = select(name)
+            if material is not None:
+                context.certificate, context.certificate_chain, context.certificate_private_key = material
+            handleHello(inputBuf, initialBuf, handshakeBuf)
+
+        context._server_handle_hello = selectingHello
+
+    quic._initialize = initializeThenHook
 
 
 class _Request:
@@ -89,40 +127,9 @@ class _H3Protocol(QuicConnectionProtocol):
 
     def chooseCertificatesWith(self, select: Callable[[str | None], Any]) -> None:
         """
-        Pick the certificate by SNI once the peer's ClientHello is parsed.
-
-        aioquic builds its TLS context (L{aioquic.tls.Context}) when the
-        first datagram arrives, with the configuration's one certificate.
-        The server reads the ClientHello in C{_server_handle_hello}, and
-        negotiates the signature algorithm from the private key there: so
-        the hello is parsed first (without consuming it) and the context's
-        certificate, chain and key are set from C{select(server_name)}
-        before aioquic goes on.  A name C{select} does not know keeps the
-        configured (self-signed) certificate.
+        Pick this connection's certificate by SNI (L{chooseCertificateBySNI}).
         """
-        quic = self._quic
-        initialize = quic._initialize
-
-        def initializeThenHook(peerCid: bytes) -> None:
-            initialize(peerCid)
-            context = quic.tls
-            handleHello = context._server_handle_hello
-
-            def selectingHello(inputBuf: Any, initialBuf: Any, handshakeBuf: Any) -> None:
-                start = inputBuf.tell()
-                try:
-                    name = pull_client_hello(inputBuf).server_name
-                except Exception:
-                    name = None  # aioquic reports the malformed hello itself
-                inputBuf.seek(start)
-                material = select(name)
-                if material is not None:
-                    context.certificate, context.certificate_chain, context.certificate_private_key = material
-                handleHello(inputBuf, initialBuf, handshakeBuf)
-
-            context._server_handle_hello = selectingHello  # type: ignore[method-assign,assignment]
-
-        quic._initialize = initializeThenHook  # type: ignore[method-assign,assignment]
+        chooseCertificateBySNI(self._quic, select)
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
