@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import priority
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web._newclient import Request as ClientRequest
-from twisted.web.client import FileBodyProducer
+from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -90,6 +90,15 @@ class _Inbound(_NoFlowControl):
         if not self.lost:
             self.lost = True
             self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    def abort(self, reason: str) -> None:
+        """
+        The stream was reset: the HTTP client sees a failed connection, so
+        a response cut short is never taken for a complete one.
+        """
+        if not self.lost:
+            self.lost = True
+            self.protocol.connectionLost(Failure(ConnectionLost(f"tunnel stream reset: {reason}")))
 
 
 @implementer(IPushProducer)
@@ -157,7 +166,10 @@ class _Body(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         if not self.request._disconnected and not self.request.finished:
             self.request.unregisterProducer()
-            self.request.finish()
+            if reason.check(ResponseDone, PotentialDataLoss):
+                self.request.finish()
+            else:  # cut short: reset rather than look complete
+                self.request.loseConnection()
 
 
 def _page(request: Request, code: int, detail: str) -> bytes:
@@ -188,6 +200,18 @@ class TunnelResource(Resource):
         self.idle: dict[int, list[_PooledClient]] = {}
         self.leanIdle: dict[int, list[_LeanClient]] = {}
         self.altSvc: bytes | None = None
+        draining = getattr(gateway, "onLinkDraining", None)
+        if draining is not None:
+            draining.append(self.dropIdle)
+
+    def dropIdle(self, link: Any) -> None:
+        """
+        Close the idle pooled streams of C{link} (its client is draining).
+        """
+        for client in self.idle.pop(id(link), []):
+            client.outbound.loseConnection()
+        for lean in self.leanIdle.pop(id(link), []):
+            lean.outbound.loseConnection()
 
     def render(self, request: Request) -> Any:
         host = (request.getHeader(b"host") or b"").decode("ascii", "replace").lower()
@@ -247,7 +271,7 @@ class TunnelResource(Resource):
         stream.attach(side)
 
         def reset(reason: str) -> None:
-            inbound.loseConnection()
+            inbound.abort(reason)
 
         stream.onReset = reset
         return client, outbound
@@ -431,6 +455,7 @@ class _LeanClient(_NoFlowControl):
         self.chunkLeft = 0
         self.persistent = True
         self.host = ""
+        self.wasReset = False
 
     def send(self, request: Request, data: bytes) -> None:
         """
@@ -612,8 +637,10 @@ class _LeanClient(_NoFlowControl):
     # -- the stream ended (CLOSE, RESET or our own close) --------------------------------
     def resetReceived(self, reason: str) -> None:
         """
-        The peer reset the stream (e.g. the target could not be reached).
+        The peer reset the stream (e.g. the target could not be reached, or
+        the client gave up on it): an answer already started is reset too.
         """
+        self.wasReset = True
         self.loseConnection()
 
     def loseConnection(self) -> None:
@@ -634,7 +661,7 @@ class _LeanClient(_NoFlowControl):
                 request.finish()
             else:
                 request.loseConnection()
-        elif self.remaining == _UNTIL_CLOSE:
+        elif self.remaining == _UNTIL_CLOSE and not self.wasReset:
             if request.producer is not None:
                 request.unregisterProducer()
             request.finish()

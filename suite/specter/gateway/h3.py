@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["H3Server", "isAsyncioReactor", "chooseCertificateBySNI", "MAX_BODY"]
 
 log = Logger()
+H3_INTERNAL_ERROR = int(ErrorCode.H3_INTERNAL_ERROR)
 MAX_BODY = 8 * 1024 * 1024
 _HOP = {
     b"connection",
@@ -109,7 +110,12 @@ class _H3Body(Protocol):
         self.proto.sendData(self.streamId, data, False)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        self.proto.sendData(self.streamId, b"", True)
+        from twisted.web.client import PotentialDataLoss, ResponseDone
+
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.proto.sendData(self.streamId, b"", True)
+        else:  # cut short (the tunnel stream was reset): never end it as if complete
+            self.proto.resetStream(self.streamId)
 
 
 class _H3Protocol(QuicConnectionProtocol):
@@ -163,6 +169,17 @@ class _H3Protocol(QuicConnectionProtocol):
         try:
             self.http.send_data(streamId, data, end)
         except Exception as e:  # the stream was reset by the peer
+            log.debug("HTTP/3 stream {id} gone: {error}", id=streamId, error=str(e))
+            return
+        self.transmit()
+
+    def resetStream(self, streamId: int) -> None:
+        """
+        Abort the response on C{streamId} (RESET_STREAM, H3_INTERNAL_ERROR).
+        """
+        try:
+            self._quic.reset_stream(streamId, H3_INTERNAL_ERROR)
+        except Exception as e:  # already finished or reset
             log.debug("HTTP/3 stream {id} gone: {error}", id=streamId, error=str(e))
             return
         self.transmit()

@@ -245,7 +245,10 @@ class _Visitor(LocalSide):
         if self.stream is not None and self.stream.bytesIn == 0 and self.kind == "http":
             self.fail(502, f"the tunnel could not reach its target: {reason}")
         else:
-            closeTransport(self.transport)
+            # an answer cut short must not look complete: abort (no TLS
+            # close_notify, TCP reset) rather than close cleanly
+            self.done = True
+            self.transport.abortConnection()
 
     def fail(self, code: int, detail: str) -> None:
         """
