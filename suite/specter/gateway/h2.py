@@ -169,7 +169,21 @@ class _Body(Protocol):
             if reason.check(ResponseDone, PotentialDataLoss):
                 self.request.finish()
             else:  # cut short: reset rather than look complete
-                self.request.loseConnection()
+                abortRequest(self.request)
+
+
+def abortRequest(request: Request) -> None:
+    """
+    End a response that was cut short so that it cannot look complete: an
+    HTTP/2 stream is reset (RST_STREAM; C{loseConnection} would end it
+    with END_STREAM), another channel is aborted.
+    """
+    channel = getattr(request, "channel", None)
+    abort = getattr(channel, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        request.loseConnection()
 
 
 def _page(request: Request, code: int, detail: str) -> bytes:
@@ -660,13 +674,13 @@ class _LeanClient(_NoFlowControl):
                 request.write(_page(request, 502, "the tunnel target did not answer"))
                 request.finish()
             else:
-                request.loseConnection()
+                abortRequest(request)
         elif self.remaining == _UNTIL_CLOSE and not self.wasReset:
             if request.producer is not None:
                 request.unregisterProducer()
             request.finish()
         else:
-            request.loseConnection()
+            abortRequest(request)
 
 
 class _PooledClient(HTTP11ClientProtocol):
@@ -738,6 +752,18 @@ class BatchingH2Connection(H2Connection):
         super().connectionMade()
         # what Twisted's protocol switcher does for an upgraded channel
         self.transport.registerProducer(self, True)
+
+    def abortRequest(self, streamID: int) -> None:
+        """
+        Reset stream C{streamID} with INTERNAL_ERROR: Twisted resets with
+        NO_ERROR, which a client may take for the normal end of a response
+        (curl does), so a response cut short would look complete.
+        """
+        from h2.errors import ErrorCodes
+
+        self.conn.reset_stream(streamID, error_code=ErrorCodes.INTERNAL_ERROR)
+        if self._tryToWriteControlData():
+            self._requestDone(streamID)
 
     def _sendPrioritisedData(self, *args: Any) -> None:
         for _ in range(self.framesPerTurn):

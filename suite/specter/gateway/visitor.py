@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.specter.gateway.forwarded import RequestError, RequestRewriter
-from suite.specter.tunnel.mux import LocalSide, Stream, closeTransport
+from suite.specter.tunnel.mux import LocalSide, Stream, abortTransport, closeTransport
 
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
@@ -248,7 +248,7 @@ class _Visitor(LocalSide):
             # an answer cut short must not look complete: abort (no TLS
             # close_notify, TCP reset) rather than close cleanly
             self.done = True
-            self.transport.abortConnection()
+            abortTransport(self.transport)
 
     def fail(self, code: int, detail: str) -> None:
         """
