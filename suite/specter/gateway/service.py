@@ -136,7 +136,8 @@ def makeGatewayService(
 
         if not isAsyncioReactor(reactor):
             raise ConfigError(
-                "--listen-udp: QUIC/HTTP/3 needs the asyncio reactor (twistd --reactor=asyncio ...)"
+                "--listen-udp: QUIC/HTTP/3 needs the asyncio reactor: run twistd --reactor=asyncio specter ... "
+                "(the specter console script installs it itself)"
             )
         service.h3 = H3Server(
             gateway, site.resource, udpBinds, cert, key, reactor, select=certificates.quicMaterialFor
