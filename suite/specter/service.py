@@ -288,7 +288,13 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         except ValueError as e:
             raise ConfigError(f"--auth-ldap: {e}") from None
     resource = makeHelperResource(
-        node, admin, options["auth_user"], password.reveal() if password else None, ldap
+        node,
+        admin,
+        options["auth_user"],
+        password.reveal() if password else None,
+        ldap,
+        registry=registry,
+        clock=reactor,
     )
     if gatewayService is not None:
         secret = password.reveal() if password else None
