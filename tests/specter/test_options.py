@@ -542,3 +542,21 @@ class PeerAddressTests(SynchronousTestCase):
         self.assertIn("--listen-rpc: socket directory", str(e))
         e = self.assertRaises(ConfigError, privateSocket, "--listen-rpc", f"unix:{base}/nope/r.sock")
         self.assertIn("--listen-rpc", str(e))
+
+
+class ConsoleReactorTests(SynchronousTestCase):
+    """
+    The console script asks for the asyncio reactor exactly when the
+    server is to serve QUIC.
+    """
+
+    def test_wantsQUIC(self) -> None:
+        from suite.specter.cli import wantsQUIC
+
+        self.assertTrue(wantsQUIC(["server", "--listen-udp", "127.0.0.1:443"], {}))
+        self.assertTrue(wantsQUIC(["--verbose", "server", "--listen-addr=0.0.0.0:443"], {}))
+        self.assertTrue(wantsQUIC(["server", "--data", "d"], {"LISTEN_UDP": "0.0.0.0:443"}))
+        self.assertTrue(wantsQUIC(["server"], {"LISTEN_ADDR": "0.0.0.0:443"}))
+        self.assertFalse(wantsQUIC(["server", "--listen-tcp", "127.0.0.1:443"], {}))
+        self.assertFalse(wantsQUIC(["dns", "--listen-udp", "127.0.0.1:53"], {}))
+        self.assertFalse(wantsQUIC(["kv", "get", "--listen-udp"], {"LISTEN_UDP": "x"}))
