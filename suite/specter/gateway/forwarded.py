@@ -51,44 +51,70 @@ def forwardedValue(ip: str, host: str) -> bytes:
     return f'for={node};proto=https;host="{safeHost}"'.encode("ascii", "replace")
 
 
-def _rewriteHead(head: bytes, ip: str) -> tuple[bytes, int, bool]:
+def _headerValue(lower: bytes, head: bytes, name: bytes) -> bytes | None:
+    """
+    The value of the first header C{name} (lower case, with its CRLF before
+    and colon after) in C{head}, found through its lower-cased copy.
+    """
+    start = lower.find(name)
+    if start < 0:
+        return None
+    start += len(name)
+    end = head.find(b"\r\n", start)
+    return head[start : end if end >= 0 else len(head)].strip()
+
+
+def _withoutForwarding(head: bytes) -> bytes:
+    """
+    C{head} without its forwarding header lines.
+
+    @raise RequestError: if a header line has no colon.
+    """
+    lines = head.split(b"\r\n")
+    kept = [lines[0]]
+    for line in lines[1:]:
+        name, sep, _ = line.partition(b":")
+        if not sep:
+            raise RequestError("malformed header line")
+        if name.strip().lower() not in FORWARDING_HEADERS:
+            kept.append(line)
+    return b"\r\n".join(kept)
+
+
+def _rewriteHead(head: bytes, ip: str, cache: dict[bytes, bytes]) -> tuple[bytes, int, bool]:
     """
     Rewrite one request head (without its final blank line): the
     forwarding headers replaced.  Return the new head (with the blank
     line), the body length (-1: chunked) and whether the rest of the
-    connection is opaque (CONNECT or an upgrade).
+    connection is opaque (CONNECT or an upgrade).  C{cache} keeps the
+    forwarding lines by Host (a connection's requests share one).
     """
-    lines = head.split(b"\r\n")
-    out = [lines[0]]
-    host = ""
+    lower = head.lower()
+    if b"\r\nx-forwarded-" in lower or b"\r\nforwarded" in lower:
+        head = _withoutForwarding(head)
+        lower = head.lower()
+    host = _headerValue(lower, head, b"\r\nhost:") or b""
     length = 0
     chunked = False
-    upgrade = False
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            raise RequestError("malformed header line")
-        lower = name.strip().lower()
-        if lower in FORWARDING_HEADERS:
-            continue
-        value = value.strip()
-        if lower == b"host":
-            host = value.decode("ascii", "replace")
-        elif lower == b"transfer-encoding":
-            chunked = chunked or b"chunked" in value.lower()
-        elif lower == b"content-length":
+    encoding = _headerValue(lower, lower, b"\r\ntransfer-encoding:")
+    if encoding is not None:
+        chunked = b"chunked" in encoding
+    else:
+        declared = _headerValue(lower, head, b"\r\ncontent-length:")
+        if declared is not None:
             try:
-                length = int(value)
+                length = int(declared)
             except ValueError:
                 raise RequestError("malformed Content-Length") from None
             if length < 0:
                 raise RequestError("negative Content-Length")
-        elif lower == b"upgrade":
-            upgrade = True
-        out.append(line)
-    method = lines[0].split(b" ", 1)[0]
-    out.append(forwardingLines(ip, host)[:-2])
-    return b"\r\n".join(out) + b"\r\n\r\n", -1 if chunked else length, upgrade or method == b"CONNECT"
+    opaque = b"\r\nupgrade:" in lower or head.startswith(b"CONNECT ")
+    lines = cache.get(host)
+    if lines is None:
+        if len(cache) > 16:
+            cache.clear()
+        lines = cache[host] = forwardingLines(ip, host.decode("ascii", "replace"))
+    return head + b"\r\n" + lines + b"\r\n", -1 if chunked else length, opaque
 
 
 class RequestRewriter:
@@ -106,6 +132,7 @@ class RequestRewriter:
         self.state = _HEAD
         self.buffer = b""
         self.remaining = 0
+        self.cache: dict[bytes, bytes] = {}
 
     def feed(self, data: bytes) -> bytes:
         """
@@ -143,7 +170,7 @@ class RequestRewriter:
                     data = data[2:]
                     continue
                 head, data = data[:end], data[end + 4 :]
-                rewritten, length, opaque = _rewriteHead(head, self.ip)
+                rewritten, length, opaque = _rewriteHead(head, self.ip, self.cache)
                 out.append(rewritten)
                 if opaque:
                     self.state = _OPAQUE

@@ -62,7 +62,7 @@ class RewriterTests(SynchronousTestCase):
             b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n",
-            b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nForwarded: x\r\nno colon\r\n\r\n",
         ):
             self.assertRaises(RequestError, _feed, bad, 1000, 64)
 
