@@ -130,14 +130,17 @@ _QUIC_FLAGS = ("--listen-udp", "--listen-addr")
 
 def wantsQUIC(args: Sequence[str], environ: Mapping[str, str]) -> bool:
     """
-    Whether C{specter server ARGS} asks for UDP binds (C{--listen-udp},
-    C{--listen-addr}, or their environment variables), so the console
-    script must run on the asyncio reactor that aioquic needs.
+    Whether C{specter server ARGS} runs the gateway (an C{--apex}) with UDP
+    binds (C{--listen-udp}, C{--listen-addr}, or their environment
+    variables), so the console script must run on the asyncio reactor that
+    aioquic needs.
     """
     args = list(args)
     if "server" not in args:
         return False
     rest = args[args.index("server") + 1 :]
+    if not any(a == "--apex" or a.startswith("--apex=") for a in rest):
+        return False  # no gateway, no QUIC: a ring node keeps the default reactor
     if any(a == f or a.startswith(f + "=") for a in rest for f in _QUIC_FLAGS):
         return True
     return bool(environ.get("LISTEN_UDP") or environ.get("LISTEN_ADDR"))

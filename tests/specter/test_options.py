@@ -553,10 +553,13 @@ class ConsoleReactorTests(SynchronousTestCase):
     def test_wantsQUIC(self) -> None:
         from suite.specter.cli import wantsQUIC
 
-        self.assertTrue(wantsQUIC(["server", "--listen-udp", "127.0.0.1:443"], {}))
-        self.assertTrue(wantsQUIC(["--verbose", "server", "--listen-addr=0.0.0.0:443"], {}))
-        self.assertTrue(wantsQUIC(["server", "--data", "d"], {"LISTEN_UDP": "0.0.0.0:443"}))
-        self.assertTrue(wantsQUIC(["server"], {"LISTEN_ADDR": "0.0.0.0:443"}))
-        self.assertFalse(wantsQUIC(["server", "--listen-tcp", "127.0.0.1:443"], {}))
+        apex = ["--apex", "example.com"]
+        self.assertTrue(wantsQUIC(["server", *apex, "--listen-udp", "127.0.0.1:443"], {}))
+        self.assertTrue(wantsQUIC(["--verbose", "server", "--apex=a.b", "--listen-addr=0.0.0.0:443"], {}))
+        self.assertTrue(wantsQUIC(["server", "--data", "d", *apex], {"LISTEN_UDP": "0.0.0.0:443"}))
+        self.assertTrue(wantsQUIC(["server", *apex], {"LISTEN_ADDR": "0.0.0.0:443"}))
+        self.assertFalse(wantsQUIC(["server", *apex, "--listen-tcp", "127.0.0.1:443"], {}))
+        # a ring node without the gateway keeps the default reactor
+        self.assertFalse(wantsQUIC(["server"], {"LISTEN_ADDR": "0.0.0.0:443"}))
         self.assertFalse(wantsQUIC(["dns", "--listen-udp", "127.0.0.1:53"], {}))
         self.assertFalse(wantsQUIC(["kv", "get", "--listen-udp"], {"LISTEN_UDP": "x"}))
