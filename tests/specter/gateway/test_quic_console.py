@@ -72,3 +72,58 @@ class ConsoleQUICTests(TestCase):
         self.assertEqual(len(lines), 1, text)
         self.assertIn("--listen-udp", lines[0])
         self.assertNotIn("Traceback", text)
+
+
+class BusyPortTests(TestCase):
+    """
+    A gateway port that cannot be bound (TCP or QUIC's UDP) ends start-up
+    with one line naming the flag, exit status 1.
+    """
+
+    timeout = 120
+
+    async def _start(self, proto: int, flag: str) -> None:
+        import socket
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        [cert] = makeBundles(base, 1)
+        busy = socket.socket(socket.AF_INET, proto)
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        if proto == socket.SOCK_STREAM:
+            busy.listen()
+        port = busy.getsockname()[1]
+        node = RingProcess(
+            self,
+            base,
+            "n0",
+            cert,
+            "--apex",
+            "example.test",
+            "--listen-udp",
+            f"127.0.0.1:{port}",
+            port=port,
+        )
+        if proto == socket.SOCK_DGRAM:
+            # TCP on a free port, UDP on the busy one
+            tcp = freePort()
+            node.argv[node.argv.index(f"127.0.0.1:{port}")] = f"127.0.0.1:{tcp}"
+            node.argv[node.argv.index(f"127.0.0.1:{port}")] = f"127.0.0.1:{tcp}"
+        node.proc.argv = node.argv
+        node.start()
+        self.assertEqual(await node.proc.waitExit(60), 1)
+        lines = [line for line in node.proc.output().splitlines() if "cannot listen" in line]
+        self.assertEqual(len(lines), 1, node.proc.output())
+        self.assertIn(f"{flag}: cannot listen on", lines[0])
+        self.assertNotIn("Traceback", node.proc.output())
+
+    async def test_busyTCP(self) -> None:
+        import socket
+
+        await self._start(socket.SOCK_STREAM, "--listen-tcp")
+
+    async def test_busyUDP(self) -> None:
+        import socket
+
+        await self._start(socket.SOCK_DGRAM, "--listen-udp")
