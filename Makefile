@@ -1,5 +1,5 @@
 # The two commands of README.md:
-#   make run    set everything up and run the local demo on loopback
+#   make run    set everything up and run the local demo on loopback (ARGS="--port-base 18000" moves its ports)
 #   make test   set everything up (Python and Debian packages) and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +12,7 @@ TEST_WORKERS ?= 2
 .PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write dev-validate
 
 run: setup
-	$(PY) -m suite.demo
+	$(PY) -m suite.demo $(ARGS)
 
 test: system-deps setup lint typecheck unit
 
