@@ -9,7 +9,12 @@ BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client
 DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup system-deps bench-deps lint typecheck unit clean
+.PHONY: run test setup system-deps bench-deps lint typecheck unit clean install uninstall
+
+# Production install (docs/install.md): venv in $(PREFIX)/venv, users, directories, units.
+# Run again to upgrade. DESTDIR stages everything under another root.
+PREFIX ?= /opt/suite
+DESTDIR ?=
 
 run: setup
 	$(PY) -m suite.demo
@@ -52,6 +57,12 @@ typecheck: setup
 
 unit: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) -q tests
+
+install:
+	sh scripts/install.sh PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+
+uninstall:
+	sh scripts/install.sh --uninstall PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
 
 clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info

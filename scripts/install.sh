@@ -171,7 +171,7 @@ chmod -R u=rwX,go=rX "$ROOT$PREFIX"
 # 3. Command links, including the names the guides use.
 mkdir -p "$ROOT$BINDIR"
 for l in $LINKS; do ln -sfn "$VENV/bin/$l" "$ROOT$BINDIR/$l"; done
-ln -sfn "$VENV/bin/constellation" "$ROOT$BINDIR/constellation-agent"
+ln -sfn "$VENV/bin/constellation-agent" "$ROOT$BINDIR/constellation-agent"
 
 # 4. Configuration (root-owned, readable by the daemon's group), secrets, data.
 dir 0755 root:root /etc/suite

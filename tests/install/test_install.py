@@ -98,7 +98,9 @@ class InstallTests(SynchronousTestCase):
         self.assertIn("/opt/suite/venv/bin/python", head)
         self.assertNotIn(str(root), head)
         links = root / "usr/local/bin"
-        self.assertEqual(os.readlink(links / "constellation-agent"), "/opt/suite/venv/bin/constellation")
+        self.assertEqual(
+            os.readlink(links / "constellation-agent"), "/opt/suite/venv/bin/constellation-agent"
+        )
         self.assertEqual(os.readlink(links / "spacecomms"), "/opt/suite/venv/bin/spacecomms")
         self.assertEqual(os.readlink(links / "goop2"), "/opt/suite/venv/bin/goop2")
 
