@@ -126,6 +126,19 @@ class JSONErrorPage(Resource):
         return jsonResponse(request, self.code, {"error": self.reason})
 
 
+class JSONDirectory(Resource):
+    """
+    A path segment (such as C{/api}) whose unknown children, and itself,
+    answer a JSON 404 rather than Twisted's HTML page.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return JSONErrorPage(404, "no such API path")
+
+    def render(self, request: Request) -> bytes:
+        return jsonResponse(request, 404, {"error": "no such API path"})
+
+
 def finishRequest(request: Request, body: bytes) -> None:
     """Write C{body} and finish, unless the client has gone away meanwhile."""
     if request.finished or getattr(request, "_disconnected", False):

@@ -43,6 +43,7 @@ from suite.goop.rendezvous.registry import (
 from suite.goop.rendezvous.templates import TemplateStore
 from suite.goop.sse import SSEHub
 from suite.goop.webutil import (
+    JSONDirectory,
     PageRoot,
     clientIP,
     finishRequest,
@@ -241,7 +242,7 @@ class RendezvousHub(Service):
         root.putChild(b"publish", _Publish(self))
         root.putChild(b"events", self.sse.resource())
         root.putChild(b"healthz", HealthzResource(self.healthProviders))
-        api = Resource()
+        api = JSONDirectory()
         api.putChild(b"templates", _Templates(self))
         root.putChild(b"api", api)
         return root
