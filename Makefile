@@ -9,7 +9,7 @@ BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client
 DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup system-deps bench-deps lint typecheck unit clean install uninstall
+.PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write install uninstall
 
 # Production install (docs/install.md): venv in $(PREFIX)/venv, users, directories, units.
 # Run again to upgrade. DESTDIR stages everything under another root.
@@ -63,6 +63,10 @@ install:
 
 uninstall:
 	sh scripts/install.sh --uninstall PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+
+# After changing docs/clustor-spec.md: record its hash in manifests/ceptra_manifest.json.
+spec-sync-write: setup
+	$(PY) -m suite.ceptra.spec --write
 
 clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info

@@ -106,11 +106,14 @@ def makeRaftNodeService(
     bundle: Any = None,
     settings: RaftSettings | None = None,
     listenFlag: str = "--raft-listen",
+    join: bool = False,
 ) -> RaftNodeService:
     """
     Build a node of a static group of C{nodeId} and C{peers} (id ->
     host:port).  Without C{bundle} the transport is plain TCP (tests and
-    development only).
+    development only).  With C{join} the node starts outside the group (an
+    empty configuration; C{peers} only give addresses) and waits for the
+    leader to add it (C{RaftNode.changeMembership("addVoter", ...)} there).
 
     @raise ConfigError: an unwritable WAL/snapshot directory or a bad
         endpoint, naming it.
@@ -128,7 +131,8 @@ def makeRaftNodeService(
         return endpoint.connect(factory)  # type: ignore[no-any-return]
 
     transport = RaftTransport(nodeId, reactor, connect, dict(peers), secure=secure)
-    bootstrap = Configuration(frozenset(peers) | {nodeId}, frozenset(), tuple(sorted(peers.items())))
+    voters = frozenset() if join else frozenset(peers) | {nodeId}
+    bootstrap = Configuration(voters, frozenset(), tuple(sorted(peers.items())))
     node = RaftNode(nodeId, reactor, storage, transport, stateMachine, bootstrap, settings)
     service = RaftNodeService(node, storage, transport, reactor, bundle)
     service.listen(raftListen, transport.serverFactory(), listenFlag)
