@@ -275,11 +275,28 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
     for s, keys in SCHEMA.items():
         for k, (d, _) in keys.items():
             values[f"{s}.{k}"] = d
+    legacy: dict[str, tuple[str, Any]] = {}
     for top, value in doc.items():
         if top in LEGACY:
             s, k = LEGACY[top]
-            values[f"{s}.{k}"] = SCHEMA[s][k][1](top, value)
-            warnings.append(f"{CONFIG_NAME}: {top}: legacy key, read as {s}.{k}")
+            key = f"{s}.{k}"
+            parsed = SCHEMA[s][k][1](top, value)
+            # "site" and "peerName" both name the peer's label: the more
+            # specific name wins (profile.label, then peerName, then site),
+            # and a loser with another value is named in a warning.
+            if key in legacy and legacy[key][0] == "peerName":
+                if legacy[key][1] != parsed:
+                    warnings.append(
+                        f"{CONFIG_NAME}: {top} ({parsed!r}) ignored: peerName ({legacy[key][1]!r}) sets {key}"
+                    )
+                continue
+            if key in legacy and legacy[key][1] != parsed:
+                warnings.append(
+                    f"{CONFIG_NAME}: {legacy[key][0]} ({legacy[key][1]!r}) ignored: {top} ({parsed!r}) sets {key}"
+                )
+            legacy[key] = (top, parsed)
+            values[key] = parsed
+            warnings.append(f"{CONFIG_NAME}: {top}: legacy key, read as {key}")
             continue
         if top not in SCHEMA:
             warnings.append(f"{CONFIG_NAME}: {top}: unknown key, ignored")
@@ -291,6 +308,11 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
                 warnings.append(f"{CONFIG_NAME}: {top}.{k}: unknown key, ignored")
                 continue
             values[f"{top}.{k}"] = SCHEMA[top][k][1](f"{top}.{k}", v)
+    for key, (name, value) in legacy.items():
+        s, k = key.split(".")
+        if isinstance(doc.get(s), dict) and k in doc[s] and values[key] != value:
+            values[key] = SCHEMA[s][k][1](key, doc[s][k])
+            warnings.append(f"{CONFIG_NAME}: {name} ({value!r}) ignored: {key} ({values[key]!r}) is set")
     if values["presence.rendezvous_only"] and not values["presence.rendezvous_host"]:
         warnings.append(
             f"{CONFIG_NAME}: presence.rendezvous_only: set without rendezvous_host; no hub will run"
