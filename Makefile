@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client
+BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client dnsperf knot
 DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx
 TEST_WORKERS ?= 2
 
