@@ -74,7 +74,7 @@ http {{
 
 
 class BehindNginxTests(TestCase):
-    timeout = 90
+    timeout = 180
 
     async def test_prefixThroughNginx(self) -> None:
         """

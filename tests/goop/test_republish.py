@@ -20,7 +20,7 @@ from tests.support.process import DaemonProcess, freePort, scriptArgs
 
 
 class RepublishTests(TestCase):
-    timeout = 90
+    timeout = 180
 
     def hub(self, d: str, name: str) -> DaemonProcess:
         return DaemonProcess(self, scriptArgs("goop2", "rendezvous", d), name=name).start()
