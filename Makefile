@@ -1,5 +1,5 @@
 # The two commands of README.md:
-#   make run    set everything up and run the local demo on loopback
+#   make run    set everything up and run the local demo on loopback (ARGS="--port-base 18000" moves its ports)
 #   make test   set everything up (Python and Debian packages) and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +17,7 @@ PREFIX ?= /opt/suite
 DESTDIR ?=
 
 run: setup
-	$(PY) -m suite.demo
+	$(PY) -m suite.demo $(ARGS)
 
 test: system-deps setup lint typecheck unit
 

@@ -1,10 +1,11 @@
 """
-The node's Prometheus metrics, in a registry of its own: peers_connected,
-heartbeat_latency_ms, cdm_processing_time_ms (a histogram) with
-cdm_processing_time_p99_ms (the p99 of the last minute, the single value
-the guide's thresholds mean), message_queue_depth (messages queued to
-peers) with message_queue_bytes, and error_rate (errors per message over
-the last minute).
+The node's Prometheus metrics, in a registry of its own: the guide's
+peers_connected, heartbeat_latency_ms, cdm_processing_time_ms (a
+histogram), message_queue_depth (messages queued to peers) and error_rate
+(errors per message over the last minute) keep their names; every other
+metric is C{spacecomms_} prefixed, among them
+spacecomms_cdm_processing_time_p99_ms (the p99 of the last minute, the
+single value the guide's thresholds mean) and spacecomms_message_queue_bytes.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class _Live:
         yield GaugeMetricFamily(
             "message_queue_depth", "Messages queued to peers, not yet wholly sent.", value=messages
         )
-        yield GaugeMetricFamily("message_queue_bytes", "Bytes queued to peers, not yet sent.", value=depth)
         yield GaugeMetricFamily(
-            "cdm_processing_time_p99_ms",
+            "spacecomms_message_queue_bytes", "Bytes queued to peers, not yet sent.", value=depth
+        )
+        yield GaugeMetricFamily(
+            "spacecomms_cdm_processing_time_p99_ms",
             "99th percentile of cdm_processing_time_ms over the last 60 s (0 when idle).",
             value=self.metrics.recentP99(),
         )
@@ -59,9 +62,11 @@ class _Live:
         yield GaugeMetricFamily(
             "error_rate", "Errors per received message over the last 60 s.", value=self.metrics.errorRate()
         )
-        yield GaugeMetricFamily("cdms_active", "Active CDMs held.", value=node.store.count("cdm", True))
         yield GaugeMetricFamily(
-            "objects_tracked", "Active object states held.", value=node.store.count("object", True)
+            "spacecomms_cdms_active", "Active CDMs held.", value=node.store.count("cdm", True)
+        )
+        yield GaugeMetricFamily(
+            "spacecomms_objects_tracked", "Active object states held.", value=node.store.count("object", True)
         )
 
 
@@ -81,13 +86,13 @@ class NodeMetrics:
             registry=self.registry,
         )
         self.messages = Counter(
-            "peer_messages_received", "Messages received from peers.", registry=self.registry
+            "spacecomms_peer_messages_received", "Messages received from peers.", registry=self.registry
         )
         self.errors = Counter(
-            "peer_errors", "Errors (ERROR messages sent, invalid input).", registry=self.registry
+            "spacecomms_peer_errors", "Errors (ERROR messages sent, invalid input).", registry=self.registry
         )
         self.invalid = Counter(
-            "cdm_validation_failures", "CDMs rejected by validation.", registry=self.registry
+            "spacecomms_cdm_validation_failures", "CDMs rejected by validation.", registry=self.registry
         )
         self._window: deque[tuple[float, int, int]] = deque()
         self._recent: deque[tuple[float, float]] = deque()

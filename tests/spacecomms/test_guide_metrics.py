@@ -1,6 +1,6 @@
 """
 The metrics the guide sets thresholds on: message_queue_depth in messages
-(bytes as message_queue_bytes) and a single recent p99 of CDM processing.
+(bytes as spacecomms_message_queue_bytes) and a single recent p99 of CDM processing.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class GuideMetricsTests(SynchronousTestCase):
         for i in range(100):
             m.cdmProcessed((i + 1) / 1000.0)  # 1 .. 100 ms
         self.assertEqual(m.recentP99(), 99.0)
-        self.assertEqual(_gauge(m.render(), "cdm_processing_time_p99_ms"), 99.0)
+        self.assertEqual(_gauge(m.render(), "spacecomms_cdm_processing_time_p99_ms"), 99.0)
         self.clock.advance(30)
         m.cdmProcessed(2.5)  # one slow CDM: 2,500 ms
         self.assertEqual(m.recentP99(), 100.0)
@@ -71,7 +71,7 @@ class GuideMetricsTests(SynchronousTestCase):
     def test_queueDepthCountsMessages(self) -> None:
         """
         message_queue_depth counts frames not yet wholly sent, from the
-        bytes still buffered; message_queue_bytes is those bytes.
+        bytes still buffered; spacecomms_message_queue_bytes is those bytes.
         """
 
         def client() -> PeerProtocol:
@@ -96,7 +96,7 @@ class GuideMetricsTests(SynchronousTestCase):
         self.assertEqual(c.queuedMessages(), len(ends))
         text = self.a.metrics.render()
         self.assertEqual(_gauge(text, "message_queue_depth"), len(ends))
-        self.assertEqual(_gauge(text, "message_queue_bytes"), written)
+        self.assertEqual(_gauge(text, "spacecomms_message_queue_bytes"), written)
         c.queueDepth = lambda: 1  # type: ignore[method-assign]
         self.assertEqual(c.queuedMessages(), 1)
         c.queueDepth = lambda: 0  # type: ignore[method-assign]

@@ -366,6 +366,22 @@ class MakeServiceTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, makeServerService, o, MemoryReactorClock())
         self.assertIn("nope", str(e))
 
+    def test_ldapGroupMustNameTheUser(self) -> None:
+        """
+        C{--auth-ldap-group '(cn=ops)'} would let every LDAP user in: the
+        server refuses to start, naming the flag.
+        """
+        from suite.specter.service import makeServerService
+
+        base = self.mktemp()
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        argv = [*BASE[:1], "--data", os.path.join(base, "d"), "--cert", os.path.join(base, "cert")]
+        argv += ["--auth-ldap", "ldap://127.0.0.1", "--auth-ldap-dn", "uid={username},ou=people,dc=x,dc=org"]
+        o = parse(*argv, "--auth-ldap-group", "(cn=ops)")
+        e = self.assertRaises(ConfigError, makeServerService, o, MemoryReactorClock())
+        self.assertIn("--auth-ldap", str(e))
+        self.assertIn("does not reference the user", str(e))
+
 
 class CommandLineTests(TestCase):
     """
