@@ -6,7 +6,7 @@
 #   sudo ./scripts/install.sh --purge      also remove data, config and the service users
 #
 # `make install` / `make uninstall` run this script. Variables (environment or VAR=value args):
-#   PREFIX=/opt/suite        the venv goes to $PREFIX/venv, docs to $PREFIX/docs
+#   PREFIX=/opt/suite        the venv goes to $PREFIX/venv (docs in $PREFIX/venv/share/doc/suite)
 #   DESTDIR=                 staging root prepended to every path (packaging, tests)
 #   BINDIR=/usr/local/bin    command links (spacecomms, constellation-agent, goop2, ...)
 #   UNITDIR=/etc/systemd/system
@@ -86,8 +86,7 @@ conffile() {
 
 # unit SOURCE -- a unit file with the venv path rewritten to $PREFIX.
 unit() {
-	sed -e "s|/opt/suite/venv|$VENV|g" -e "s|/opt/goop/venv|$VENV|g" \
-		-e "s|file:///opt/suite/docs|file://$PREFIX/docs|g" "$1" >"$ROOT$UNITDIR/$(basename "$1").tmp"
+	sed -e "s|/opt/suite/venv|$VENV|g" -e "s|/opt/goop/venv|$VENV|g" "$1" >"$ROOT$UNITDIR/$(basename "$1").tmp"
 	chmod 0644 "$ROOT$UNITDIR/$(basename "$1").tmp"
 	mv "$ROOT$UNITDIR/$(basename "$1").tmp" "$ROOT$UNITDIR/$(basename "$1")"
 }
@@ -103,7 +102,7 @@ uninstall() {
 	for l in $LINKS constellation-agent; do
 		if [ -L "$ROOT$BINDIR/$l" ]; then rm -f "$ROOT$BINDIR/$l"; fi
 	done
-	rm -rf "$ROOT$VENV" "$ROOT$PREFIX/docs" "$ROOT$PREFIX/conf"
+	rm -rf "$ROOT$VENV" "$ROOT$PREFIX/docs"
 	rmdir "$ROOT$PREFIX" 2>/dev/null || true
 	reload_systemd
 	log "removed $PREFIX, units and command links (data and configuration kept)"
@@ -164,8 +163,6 @@ for f in "$ROOT$VENV"/bin/*; do
 done
 sed -i "s|$new|$VENV|g" "$ROOT$VENV/pyvenv.cfg" "$ROOT$VENV"/bin/activate* 2>/dev/null || true
 rm -rf "$ROOT$VENV.old"
-mkdir -p "$ROOT$PREFIX/docs"
-cp "$SRC"/docs/*.md "$ROOT$PREFIX/docs/"
 chmod -R u=rwX,go=rX "$ROOT$PREFIX"
 
 # 3. Command links, including the names the guides use.
