@@ -9,7 +9,7 @@ BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client dnsperf knot
 DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write install uninstall
+.PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write dev-validate install uninstall
 
 # Production install (docs/install.md): venv in $(PREFIX)/venv, users, directories, units.
 # Run again to upgrade. DESTDIR stages everything under another root.
@@ -67,6 +67,10 @@ uninstall:
 # After changing docs/clustor-spec.md: record its hash in manifests/ceptra_manifest.json.
 spec-sync-write: setup
 	$(PY) -m suite.ceptra.spec --write
+
+# A local Specter ring (3 nodes, gateway) and a tunnel, checked end to end; exit 1 on any failure.
+dev-validate: setup
+	$(PY) -m suite.specter.devvalidate
 
 clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info

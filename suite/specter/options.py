@@ -297,6 +297,13 @@ class ServerOptions(ListenMixin, DaemonOptions):
                 self["listen-http"] if ":" in self["listen-http"] else f":{self['listen-http']}",
                 80,
             )
+        if not self["apex"]:
+            gatewayOnly = self.gatewayFlags()
+            if gatewayOnly:
+                raise ConfigError(
+                    f"{gatewayOnly[0]}: needs --apex: {', '.join(gatewayOnly)} configure the gateway, "
+                    "which runs only when at least one --apex is given"
+                )
         self["rpc-endpoint"] = rpcEndpoint("--listen-rpc", self["listen-rpc"])
         if not self["rpc-allow-remote"] and not isLoopbackEndpoint(self["rpc-endpoint"]):
             raise ConfigError(
@@ -305,6 +312,22 @@ class ServerOptions(ListenMixin, DaemonOptions):
         self["internal-endpoint"] = rpcEndpoint("--listen-internal", self["listen-internal"])
         if not isLoopbackEndpoint(self["internal-endpoint"]):
             raise ConfigError("--listen-internal: must bind loopback or a unix socket")
+
+    def gatewayFlags(self) -> list[str]:
+        """
+        The gateway-only flags given explicitly (they need an C{--apex}).
+        """
+        given = []
+        if self["listen-udp"]:
+            given.append("--listen-udp")
+        if self["listen-http"] is not None:
+            given.append("--listen-http")
+        if self["proxy-protocol"]:
+            given.append("--proxy-protocol")
+        for key in ("transport-buffer", "proxy-buffer"):
+            if key in self._explicit:
+                given.append(f"--{key}")
+        return given
 
     def laterFeatures(self) -> list[str]:
         """

@@ -270,11 +270,19 @@ class _Graph(Resource):
 
 
 def makeHelperResource(
-    node: Any, admin: Resource, user: str | None, password: str | None, ldapChecker: Any = None
+    node: Any,
+    admin: Resource,
+    user: str | None,
+    password: str | None,
+    ldapChecker: Any = None,
+    registry: Any = None,
+    clock: Any = None,
 ) -> Resource:
     """
     Mount C{/_internal} on the admin resource when credentials are given
     (a static account, an LDAP bind checker, or both: tried in that order).
+    With C{registry} and C{clock}, the debug pages too
+    (L{suite.specter.debug}).
     """
     checkers: list[Any] = []
     if user and password:
@@ -294,5 +302,9 @@ def makeHelperResource(
         kv.putChild(b"stats", _KVStats(node))
         internal.putChild(b"chord", chord)
         internal.putChild(b"kv", kv)
+        if registry is not None and clock is not None:
+            from suite.specter.debug import mountDebug
+
+            mountDebug(internal, node, registry, clock)
         admin.putChild(b"_internal", requireBasicAuth(internal, checkers, realm="specter"))  # type: ignore[arg-type]
     return admin
