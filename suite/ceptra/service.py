@@ -76,14 +76,27 @@ class MTLSPolicy:
     name (or IP address) against the certificate's SANs.
     """
 
+    MAX_CACHED = 64
+
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
+        # One TLS context per host: building one parses the key and
+        # certificates (milliseconds of CPU), and the agent asks for one per
+        # new connection.  The bundle is immutable, so a context stays valid.
+        self._creators: dict[str, Any] = {}
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
         host = hostname.decode("ascii", "replace").strip("[]")
-        if _isIP(host):
-            return clientContextFactory(self.bundle, ipAddress=host)
-        return clientContextFactory(self.bundle, hostname=host)
+        creator = self._creators.get(host)
+        if creator is None:
+            if len(self._creators) >= self.MAX_CACHED:
+                self._creators.clear()
+            if _isIP(host):
+                creator = clientContextFactory(self.bundle, ipAddress=host)
+            else:
+                creator = clientContextFactory(self.bundle, hostname=host)
+            self._creators[host] = creator
+        return creator
 
 
 def loadNodeIdentity(options: Mapping[str, Any]) -> Bundle:
