@@ -17,7 +17,6 @@ The signed bytes are the msgpack encoding of::
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 from typing import Any
 
@@ -68,7 +67,9 @@ class Signer:
         self.key = key
         self.certDER = cert.public_bytes(serialization.Encoding.DER)
         self.trust = trust
-        self._known: dict[bytes, tuple[x509.Certificate, set[str], Any] | str] = {}
+        #: Checked certificates by DER: (not before, not after as POSIX
+        #: seconds, names, public key), or why the certificate is refused.
+        self._known: dict[bytes, tuple[float, float, set[str], Any] | str] = {}
 
     @classmethod
     def fromBundle(cls, bundle: Any) -> Signer:
@@ -89,11 +90,11 @@ class Signer:
         payload["signature"] = sig
         payload["cert"] = self.certDER
 
-    def _certificate(self, der: bytes) -> tuple[x509.Certificate, set[str], Any] | str:
+    def _certificate(self, der: bytes) -> tuple[float, float, set[str], Any] | str:
         known = self._known.get(der)
         if known is not None:
             return known
-        result: tuple[x509.Certificate, set[str], Any] | str
+        result: tuple[float, float, set[str], Any] | str
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
@@ -105,7 +106,12 @@ class Signer:
                     cert.verify_directly_issued_by(ca)
                 except (ValueError, TypeError, InvalidSignature):
                     continue
-                result = (cert, _names(cert), cert.public_key())
+                result = (
+                    cert.not_valid_before_utc.timestamp(),
+                    cert.not_valid_after_utc.timestamp(),
+                    _names(cert),
+                    cert.public_key(),
+                )
                 break
         if len(self._known) >= _CACHE:
             self._known.clear()
@@ -123,9 +129,8 @@ class Signer:
         found = self._certificate(der)
         if isinstance(found, str):
             return f"authority: signature: {found}"
-        cert, names, pub = found
-        when = datetime.datetime.fromtimestamp(now, datetime.UTC)
-        if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
+        notBefore, notAfter, names, pub = found
+        if not notBefore <= now <= notAfter:
             return "authority: signature: certificate: not valid now"
         if source not in names:
             return f"authority: signature: the certificate does not name {source}"
