@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from suite.constellation.catalog import ClusterCatalog
+from suite.constellation.deploy.agent import DeclarationResource, DeployReconciler
 from suite.constellation.docker import Container, DockerClient
 from suite.constellation.labels import serviceRecord
 from suite.constellation.membership import GossipService
@@ -116,17 +117,29 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     }
     state.update({"node": dict(nodeMeta)})
     monitor: DockerMonitor | None = None
+    deployer: DeployReconciler | None = None
     if options.get("docker"):
         address = options.get("service-address") or gossip.node.address[0]
 
         def publish(containers: list[Container]) -> None:
             state.update({f"svc/{c.name}": serviceRecord(c, address) for c in containers}, prefix="svc/")
 
+        engine = DockerClient(reactor, options["docker"])
         monitor = DockerMonitor(
-            DockerClient(reactor, options["docker"]),
+            engine,
             reactor,
             options.get("docker-label") or [],
             publish,
+            float(options.get("docker-interval") or 10.0),
+        )
+        deployer = DeployReconciler(
+            engine,
+            state,
+            catalog,
+            reactor,
+            options["secrets-path"],
+            options["config-path"],
+            options["domain"],
             float(options.get("docker-interval") or 10.0),
         )
     registry = CollectorRegistry(auto_describe=True)
@@ -177,12 +190,17 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         options.get("entrypoints") or ["websecure"],
         options.get("cert-resolver"),
     )
+    provider.getStaticEntity(b"api").putChild(
+        b"deploy", DeclarationResource(state, lambda: deployer.results if deployer else {})
+    )
     site = LimitedSite(provider, reactor=reactor)
 
     root = MultiService()
     gossip.setServiceParent(root)
     if monitor is not None:
         monitor.setServiceParent(root)
+    if deployer is not None:
+        deployer.setServiceParent(root)
     if not options.get("public-ip") and options.get("public-ip-sources"):
         _PublicIPDetection(reactor, options["public-ip-sources"], state, gossip, nodeMeta).setServiceParent(
             root

@@ -1,7 +1,8 @@
 """
-The node's Prometheus metrics, in a registry of its own: peers_connected,
-heartbeat_latency_ms, cdm_processing_time_ms, message_queue_depth and
-error_rate (errors per message over the last minute).
+The node's Prometheus metrics, in a registry of its own: the guide's
+peers_connected, heartbeat_latency_ms, cdm_processing_time_ms,
+message_queue_depth and error_rate (errors per message over the last
+minute) keep their names; every other metric is C{spacecomms_} prefixed.
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ class _Live:
         yield GaugeMetricFamily(
             "error_rate", "Errors per received message over the last 60 s.", value=self.metrics.errorRate()
         )
-        yield GaugeMetricFamily("cdms_active", "Active CDMs held.", value=node.store.count("cdm", True))
         yield GaugeMetricFamily(
-            "objects_tracked", "Active object states held.", value=node.store.count("object", True)
+            "spacecomms_cdms_active", "Active CDMs held.", value=node.store.count("cdm", True)
+        )
+        yield GaugeMetricFamily(
+            "spacecomms_objects_tracked", "Active object states held.", value=node.store.count("object", True)
         )
 
 
@@ -66,13 +69,13 @@ class NodeMetrics:
             registry=self.registry,
         )
         self.messages = Counter(
-            "peer_messages_received", "Messages received from peers.", registry=self.registry
+            "spacecomms_peer_messages_received", "Messages received from peers.", registry=self.registry
         )
         self.errors = Counter(
-            "peer_errors", "Errors (ERROR messages sent, invalid input).", registry=self.registry
+            "spacecomms_peer_errors", "Errors (ERROR messages sent, invalid input).", registry=self.registry
         )
         self.invalid = Counter(
-            "cdm_validation_failures", "CDMs rejected by validation.", registry=self.registry
+            "spacecomms_cdm_validation_failures", "CDMs rejected by validation.", registry=self.registry
         )
         self._window: deque[tuple[float, int, int]] = deque()
         self.registry.register(_Live(self))  # type: ignore[arg-type]

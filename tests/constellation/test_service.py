@@ -185,7 +185,9 @@ class MakeServiceTests(SynchronousTestCase):
             ),
             MemoryReactorClock(),
         )
-        self.assertEqual([s.name for s in root], ["gossip", "docker-monitor", "public-ip", "http-provider"])
+        self.assertEqual(
+            [s.name for s in root], ["gossip", "docker-monitor", "deploy", "public-ip", "http-provider"]
+        )
         state = root.getServiceNamed("gossip").state
         self.assertEqual(
             state.entries("cloudserver1")["node"], {"priority": 10, "ip": None, "roles": ["lb", "dns"]}

@@ -36,6 +36,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.goop.health import HealthzResource
+from suite.goop.metrics import PeerCollector, addAdminResources
 from suite.goop.sse import SSEHub, formatEvent
 from suite.goop.webutil import HostGuard, JSONErrorPage, finishRequest, header, jsonResponse, readBody
 
@@ -361,6 +362,7 @@ def makeViewer(
     root.putChild(b"self", _Self(peer))
     root.putChild(b"logs", _Logs(peer))
     root.putChild(b"healthz", HealthzResource(peer.healthProviders))
+    addAdminResources(root, peer.healthProviders, PeerCollector(peer), clock)
     if not minimal:
         root.putChild(b"peers", _PeersJSON(peer))
         api.putChild(b"peers", _PeersJSON(peer))

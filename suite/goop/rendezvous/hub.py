@@ -24,14 +24,17 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from suite.daemon import barrierFor, watchListening
 from suite.goop.fatal import FatalHandler, logOnly
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
 from suite.goop.interfaces import IRendezvousHub
 from suite.goop.logbuffer import LogBuffer
+from suite.goop.metrics import HubCollector, addAdminResources
 from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
 from suite.goop.rendezvous.registry import (
     MAX_PUBLISH_BYTES,
@@ -114,12 +117,36 @@ class RendezvousHub(Service):
         self.sse.start()
         self.lag.start()
         self._evict.start(self._evictInterval, now=False)
+        # The daemon's start-up barrier (when there is one) learns now, before
+        # the reactor runs, that the hub's listener is coming.
+        bound: Deferred[Any] | None = None
+        if barrierFor(self) is not None:
+            bound = Deferred()
+            watchListening(
+                self, "presence.rendezvous_port", f"{self.interface}:{self.port}", bound, self.reactor
+            )
         d = self.startDatabase()
-        d.addCallback(lambda _: self.listen())
+
+        def listen(_: object) -> Deferred[Any]:
+            listening = self.listen()
+            if bound is None:
+                return listening
+
+            def failed(f: Failure) -> None:
+                bound.errback(f)
+
+            return listening.addCallbacks(bound.callback, failed)
+
+        d.addCallback(listen)
         d.addErrback(self._fatal)
 
-    def _fatal(self, f: Any) -> None:
-        self.onFatal(f"rendezvous hub on {self.interface}:{self.port} failed to start", f)
+    def _fatal(self, f: Failure) -> None:
+        what = f"rendezvous hub on {self.interface}:{self.port} failed to start"
+        barrier = barrierFor(self)
+        if barrier is not None:
+            barrier.fail(what, f.getErrorMessage() or repr(f.value))
+        else:
+            self.onFatal(what, f)
 
     def startDatabase(self) -> Deferred[None]:
         if self.peerDb is None:
@@ -241,6 +268,7 @@ class RendezvousHub(Service):
         root.putChild(b"publish", _Publish(self))
         root.putChild(b"events", self.sse.resource())
         root.putChild(b"healthz", HealthzResource(self.healthProviders))
+        addAdminResources(root, self.healthProviders, HubCollector(self), self.reactor)
         api = Resource()
         api.putChild(b"templates", _Templates(self))
         root.putChild(b"api", api)
