@@ -106,11 +106,17 @@ def makeRaftNodeService(
     bundle: Any = None,
     settings: RaftSettings | None = None,
     listenFlag: str = "--raft-listen",
+    member: bool = True,
+    address: str = "",
 ) -> RaftNodeService:
     """
     Build a node of a static group of C{nodeId} and C{peers} (id ->
     host:port).  Without C{bundle} the transport is plain TCP (tests and
-    development only).
+    development only).  With C{member} false the node starts with no
+    configuration (a learner waiting to be added by a leader, or to be
+    bootstrapped with L{RaftNode.bootstrap}); C{peers} then only seeds the
+    transport's address book.  C{address} (this node's host:port) is
+    recorded in the first configuration for peers that learn it from there.
 
     @raise ConfigError: an unwritable WAL/snapshot directory or a bad
         endpoint, naming it.
@@ -128,7 +134,13 @@ def makeRaftNodeService(
         return endpoint.connect(factory)  # type: ignore[no-any-return]
 
     transport = RaftTransport(nodeId, reactor, connect, dict(peers), secure=secure)
-    bootstrap = Configuration(frozenset(peers) | {nodeId}, frozenset(), tuple(sorted(peers.items())))
+    if member:
+        known = dict(peers)
+        if address:
+            known[nodeId] = address
+        bootstrap = Configuration(frozenset(peers) | {nodeId}, frozenset(), tuple(sorted(known.items())))
+    else:
+        bootstrap = Configuration(frozenset())
     node = RaftNode(nodeId, reactor, storage, transport, stateMachine, bootstrap, settings)
     service = RaftNodeService(node, storage, transport, reactor, bundle)
     service.listen(raftListen, transport.serverFactory(), listenFlag)
