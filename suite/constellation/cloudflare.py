@@ -51,18 +51,26 @@ class CloudflareProvider:
     )
 
     def __init__(
-        self, reactor: Any, zoneId: str, token: Secret, domain: str, api: str = DEFAULT_API, timeout: float = 10.0
+        self,
+        reactor: Any,
+        zoneId: str,
+        token: Secret,
+        domain: str,
+        api: str = DEFAULT_API,
+        timeout: float = 10.0,
     ) -> None:
         self.reactor, self.zoneId, self.token, self.domain = reactor, zoneId, token, domain
         self.api = api.rstrip("/")
         self.timeout = timeout
         self.fence = f"{FENCE_LABEL}.{domain}"
 
-    async def _call(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
+    async def _call(
+        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
+    ) -> Any:
         url = f"{self.api}/zones/{self.zoneId}/dns_records{path}"
         if query:
             url += "?" + urlencode(query)
-        headers = {
+        headers: dict[bytes | str, list[bytes | str]] = {
             b"Authorization": [f"Bearer {self.token.reveal()}".encode()],
             b"Content-Type": [b"application/json"],
         }
@@ -82,7 +90,9 @@ class CloudflareProvider:
             raise CloudflareError(f"{method} dns_records{path}: HTTP {response.code}, not JSON") from None
         if not isinstance(doc, dict) or not doc.get("success"):
             errors = doc.get("errors") if isinstance(doc, dict) else None
-            what = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors or [] if isinstance(e, dict))
+            what = "; ".join(
+                f"{e.get('code')}: {e.get('message')}" for e in errors or [] if isinstance(e, dict)
+            )
             raise CloudflareError(f"{method} dns_records{path}: HTTP {response.code}: {what or 'failed'}")
         return doc.get("result")
 
@@ -108,7 +118,11 @@ class CloudflareProvider:
 
     async def _checkFence(self, token: int) -> None:
         fences = [r for r in await self._list(self.fence) if r.get("type") == "TXT"]
-        values = [int(str(r.get("content", "")).strip('"')) for r in fences if str(r.get("content", "")).strip('"').isdigit()]
+        values = [
+            int(str(r.get("content", "")).strip('"'))
+            for r in fences
+            if str(r.get("content", "")).strip('"').isdigit()
+        ]
         current = max(values) if values else None
         if current is not None and current > token:
             raise Fenced(f"the zone's fence is at token {current}, above ours ({token})")

@@ -76,7 +76,7 @@ def derivedBundle(gossipKey: bytes, nodeId: str, address: str) -> Any:
 
     scalar = int.from_bytes(_hkdf(gossipKey, b"raft ca key", 48), "big") % (_CURVE_ORDER - 1) + 1
     caKey = ec.derive_private_key(scalar, ec.SECP256R1())
-    epoch = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    epoch = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     caCert, _ = mintCA(
         "Constellation Raft CA",
         key=caKey,
@@ -327,7 +327,7 @@ def makeRaftAgent(
     nodeId = options["ts-hostname"]
     root = os.path.join(options["data-dir"], "raft")
     dirs = {name: os.path.join(root, name) for name in ("logs", "stable", "snapshots")}
-    for name, path in dirs.items():
+    for path in dirs.values():
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
         except OSError as e:

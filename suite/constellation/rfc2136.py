@@ -75,7 +75,9 @@ def readTSIGKey(path: str) -> tuple[str, str, str]:
         raise ConfigError(f"--tsig-key-file: cannot read {path}: {e.strerror or e}") from None
     m = _KEY.search(text)
     if len(text) > _MAX_KEY_FILE or m is None:
-        raise ConfigError(f'--tsig-key-file: {path} is not a key file (key "NAME" {{ algorithm ...; secret "..."; }};)')
+        raise ConfigError(
+            f'--tsig-key-file: {path} is not a key file (key "NAME" {{ algorithm ...; secret "..."; }};)'
+        )
     return m.group("name"), m.group("alg").lower(), m.group("secret")
 
 
@@ -113,7 +115,12 @@ class RFC2136Provider:
     )
 
     def __init__(
-        self, reactor: Any, server: tuple[str, int], zone: str, key: tuple[str, str, str], timeout: float = 5.0
+        self,
+        reactor: Any,
+        server: tuple[str, int],
+        zone: str,
+        key: tuple[str, str, str],
+        timeout: float = 5.0,
     ) -> None:
         self.reactor, self.server, self.timeout = reactor, server, timeout
         self.zone = dns.name.from_text(zone)
@@ -130,7 +137,12 @@ class RFC2136Provider:
         endpoint: Any = (TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint)(
             self.reactor, host, port, timeout=int(self.timeout)
         )
-        timer = self.reactor.callLater(self.timeout, lambda: done.called or done.errback(DNSUpdateError("timed out")))
+
+        def timedOut() -> None:
+            if not done.called:
+                done.errback(DNSUpdateError("timed out"))
+
+        timer = self.reactor.callLater(self.timeout, timedOut)
         try:
             proto = await endpoint.connect(Factory.forProtocol(lambda: _Exchange(wire, done)))
             try:

@@ -35,7 +35,10 @@ class CloudflareTests(TestCase):
         p = self.provider(api)
         self.assertTrue(verifyObject(IDNSProvider, p))
         await p.apply([(DOMAIN, ["192.0.2.1"]), (f"*.{DOMAIN}", ["192.0.2.1"])], 5)
-        self.assertEqual(await p.records([DOMAIN, f"*.{DOMAIN}", f"*.n1.{DOMAIN}"]), {DOMAIN: ["192.0.2.1"], f"*.{DOMAIN}": ["192.0.2.1"]})
+        self.assertEqual(
+            await p.records([DOMAIN, f"*.{DOMAIN}", f"*.n1.{DOMAIN}"]),
+            {DOMAIN: ["192.0.2.1"], f"*.{DOMAIN}": ["192.0.2.1"]},
+        )
         before = len(standIn.calls)
         await p.apply([(DOMAIN, ["192.0.2.1", "2001:db8::1"])], 5)
         writes = [c for c in standIn.calls[before:] if c[0] != "GET"]

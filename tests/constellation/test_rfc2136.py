@@ -46,7 +46,10 @@ class Bind9Tests(TestCase):
         self.assertEqual(await old.records([ZONE]), {})
         await old.apply([(ZONE, ["192.0.2.1"]), (f"*.{ZONE}", ["192.0.2.1"])], 3)
         self.assertEqual(await server.query(ZONE, "A"), ["192.0.2.1"])
-        self.assertEqual(await old.records([ZONE, f"*.{ZONE}", f"*.n1.{ZONE}"]), {ZONE: ["192.0.2.1"], f"*.{ZONE}": ["192.0.2.1"]})
+        self.assertEqual(
+            await old.records([ZONE, f"*.{ZONE}", f"*.n1.{ZONE}"]),
+            {ZONE: ["192.0.2.1"], f"*.{ZONE}": ["192.0.2.1"]},
+        )
         self.assertEqual(await old.fenceValue(), 3)
         # A newer writer raises the fence; the deposed writer's late write is refused.
         await new.apply([(ZONE, ["192.0.2.2", "2001:db8::2"])], 4)
@@ -66,6 +69,8 @@ class Bind9Tests(TestCase):
     async def test_wrongKeyRefused(self) -> None:
         server = Bind9Server(self, ZONE)
         await server.start()
-        bad = RFC2136Provider(reactor, ("127.0.0.1", server.port), ZONE, (KEY_NAME, "hmac-sha256", "d3Jvbmc="))
+        bad = RFC2136Provider(
+            reactor, ("127.0.0.1", server.port), ZONE, (KEY_NAME, "hmac-sha256", "d3Jvbmc=")
+        )
         with self.assertRaises(DNSUpdateError):
             await bad.apply([(ZONE, ["192.0.2.1"])], 1)

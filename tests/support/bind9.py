@@ -69,8 +69,7 @@ class Bind9Server:
         conf = os.path.join(self.dir, "named.conf")
         with open(conf, "w") as f:
             f.write(
-                key
-                + "options {\n"
+                key + "options {\n"
                 f'\tdirectory "{self.dir}";\n'
                 f'\tpid-file "{self.dir}/named.pid";\n'
                 f'\tsession-keyfile "{self.dir}/session.key";\n'
@@ -79,7 +78,7 @@ class Bind9Server:
                 "\trecursion no;\n\tnotify no;\n\tdnssec-validation no;\n"
                 "};\n"
                 f'zone "{self.zone}" {{\n\ttype primary;\n\tfile "{zoneFile}";\n'
-                f'\tupdate-policy {{ grant {KEY_NAME} zonesub ANY; }};\n'
+                f"\tupdate-policy {{ grant {KEY_NAME} zonesub ANY; }};\n"
                 f"\tallow-transfer {{ key {KEY_NAME}; }};\n}};\n"
             )
         self.conf = conf
@@ -106,10 +105,14 @@ class Bind9Server:
 
         from suite.constellation.rfc2136 import RFC2136Provider
 
-        provider = RFC2136Provider(reactor, ("127.0.0.1", self.port), self.zone, (KEY_NAME, "hmac-sha256", self.secret))
+        provider = RFC2136Provider(
+            reactor, ("127.0.0.1", self.port), self.zone, (KEY_NAME, "hmac-sha256", self.secret)
+        )
         return await provider._query(name.rstrip(".") + ".", rdtype)
 
     def provider(self, reactor: Any) -> Any:
         from suite.constellation.rfc2136 import RFC2136Provider
 
-        return RFC2136Provider(reactor, ("127.0.0.1", self.port), self.zone, (KEY_NAME, "hmac-sha256", self.secret))
+        return RFC2136Provider(
+            reactor, ("127.0.0.1", self.port), self.zone, (KEY_NAME, "hmac-sha256", self.secret)
+        )

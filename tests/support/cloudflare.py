@@ -31,9 +31,19 @@ class CloudflareStandIn(Resource):
     def _answer(self, request: Any, code: int, result: Any = None, errors: list[Any] | None = None) -> bytes:
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"application/json")
-        doc: dict[str, Any] = {"success": not errors, "errors": errors or [], "messages": [], "result": result}
+        doc: dict[str, Any] = {
+            "success": not errors,
+            "errors": errors or [],
+            "messages": [],
+            "result": result,
+        }
         if isinstance(result, list):
-            doc["result_info"] = {"page": 1, "per_page": len(result), "count": len(result), "total_count": len(result)}
+            doc["result_info"] = {
+                "page": 1,
+                "per_page": len(result),
+                "count": len(result),
+                "total_count": len(result),
+            }
         return json.dumps(doc).encode()
 
     def render(self, request: Any) -> bytes:
@@ -54,7 +64,9 @@ class CloudflareStandIn(Resource):
             try:
                 body = json.loads(request.content.read())
             except ValueError:
-                return self._answer(request, 400, errors=[{"code": 9207, "message": "Request body is invalid"}])
+                return self._answer(
+                    request, 400, errors=[{"code": 9207, "message": "Request body is invalid"}]
+                )
         if recordId is None and method == "GET":
             args = {k.decode(): v[0].decode() for k, v in request.args.items()}
             out = [
@@ -67,7 +79,7 @@ class CloudflareStandIn(Resource):
         if recordId is None and method == "POST":
             for key in ("type", "name", "content"):
                 if key not in body:
-                    return self._answer(request, 400, errors=[{"code": 9000 , "message": f"{key} required"}])
+                    return self._answer(request, 400, errors=[{"code": 9000, "message": f"{key} required"}])
             record = {"id": f"{next(self.ids):032x}", "ttl": 1, "proxied": False, **body}
             self.records[record["id"]] = record
             return self._answer(request, 200, record)
@@ -87,4 +99,6 @@ class CloudflareStandIn(Resource):
         return self._answer(request, 405, errors=[{"code": 10405, "message": "Method not allowed"}])
 
     def addresses(self, name: str) -> list[str]:
-        return sorted(r["content"] for r in self.records.values() if r["name"] == name and r["type"] in ("A", "AAAA"))
+        return sorted(
+            r["content"] for r in self.records.values() if r["name"] == name and r["type"] in ("A", "AAAA")
+        )
