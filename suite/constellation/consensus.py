@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -87,11 +87,11 @@ def derivedBundle(gossipKey: bytes, nodeId: str, address: str) -> Any:
     return Bundle(caCert, nodeCert, nodeKey, caCert, source="derived from the gossip key")
 
 
-class RaftAgent(Service):
+class RaftAgent(MultiService):
     """
     Follows gossip to manage Raft membership and runs the lease keeper.
-    A child of the root service added after the Raft service, so it stops
-    first (release and handover before the node stops).
+    The Raft service is its child: on stop the leases are released and
+    leadership handed over first, and only then does the node stop.
 
     @param members: the gossip members (L{suite.gossip.member.Member}).
     @param raftAddress: node name -> published Raft address, for members
@@ -141,6 +141,8 @@ class RaftAgent(Service):
             self.node, machine, reactor, now, leaseSettings, candidates=self._handoverCandidates
         )
         self._timer: Any = None
+        super().__init__()
+        raftService.setServiceParent(self)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -158,18 +160,18 @@ class RaftAgent(Service):
         self._schedule()
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
         d = self.keeper.stop()
         timeout = self.reactor.callLater(3.0, d.cancel)
 
-        def done(result: Any) -> None:
+        def stopRaft(result: Any) -> Any:
             if timeout.active():
                 timeout.cancel()
+            return MultiService.stopService(self)
 
-        d.addBoth(done)
+        d.addBoth(stopRaft)
         return d
 
     def _schedule(self) -> None:
@@ -206,6 +208,11 @@ class RaftAgent(Service):
     def step(self) -> None:
         now = self.now()
         self._publish()
+        # Peers' addresses from gossip: a node being added must be able to
+        # answer the leader before the configuration naming it reaches it.
+        known = {n: a for n, (a, _) in self.raftAddresses().items() if n != self.node.id and a}
+        if known:
+            self.raftService.transport.updatePeers(known)
         if not self.isMember():
             self._maybeBootstrap(now)
             return

@@ -193,10 +193,10 @@ class DNSWriter(Service):
                 self.writes += 1
                 for name, addrs in changes:
                     log.info(
-                        "DNS updated: {name} -> {addrs} (fencing token {token})",
+                        "DNS updated: {name} -> {addrs} (fencing token {fence})",
                         name=name,
                         addrs=", ".join(addrs),
-                        token=token,
+                        fence=token,
                     )
                 result["outcome"] = "updated"
             elif changes:

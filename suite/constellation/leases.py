@@ -250,19 +250,22 @@ class LeaseKeeper:
     def stop(self) -> Deferred[Any]:
         """
         Stop acting at once, release what this node holds and hand Raft
-        leadership to the best other voter.
+        leadership to the best other candidate by priority.
         """
         self.stopping = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        return self._handOver(None)
+        others = sorted(self.candidates(), key=candidateOrder)
+        return self._handOver(others[0] if others else None)
 
     # -- internals ---------------------------------------------------------
 
     def _schedule(self) -> None:
+        # Four rounds per renewal interval: a free lease is taken, and a new
+        # leader notices its election, within a quarter of it.
         if not self.stopping:
-            self._timer = self.clock.callLater(self.settings.renewInterval, self._tick)
+            self._timer = self.clock.callLater(self.settings.renewInterval / 4, self._tick)
 
     def _isLeader(self) -> bool:
         return getattr(self.raft, "leader", None) is not None
@@ -283,7 +286,10 @@ class LeaseKeeper:
             timer.cancel()
         if held is not None:
             log.warn(
-                "lost {label} lease (token {token}): {why}", label=_LABEL[name], token=held.token, why=why
+                "lost {label} lease (fencing token {fence}): {why}",
+                label=_LABEL[name],
+                fence=held.token,
+                why=why,
             )
             for callback in list(self.changed):
                 callback()
@@ -318,7 +324,13 @@ class LeaseKeeper:
                 continue
             lease = self.machine.get(name)
             if lease.holder == self.me:
-                self._propose("renew", name, lease.token)
+                held = self.held.get(name)
+                due = (
+                    held is None
+                    or held.until - now <= self.settings.holderValidity() - self.settings.renewInterval
+                )
+                if due:
+                    self._propose("renew", name, lease.token)
             elif lease.holder is None:
                 self._propose("grant", name, lease.token)
             else:
@@ -355,9 +367,7 @@ class LeaseKeeper:
             self.held[name] = _Held(newToken, until)
             self._armExpiry(name, until)
             if first:
-                log.info(
-                    "acquired {label} lease (token {token})", label=_LABEL[name], token=newToken, node=self.me
-                )
+                log.info("acquired {label} lease (fencing token {fence})", label=_LABEL[name], fence=newToken)
                 for callback in list(self.changed):
                     callback()
 
@@ -391,7 +401,7 @@ class LeaseKeeper:
             timer = self._expiry.pop(name, None)
             if timer is not None and timer.active():
                 timer.cancel()
-            log.info("releasing {label} lease (token {token})", label=_LABEL[name], token=held.token)
+            log.info("releasing {label} lease (fencing token {fence})", label=_LABEL[name], fence=held.token)
             releases.append(self.raft.propose(encodeLeaseCommand("release", name, self.me, held.token)))
         for callback in list(self.changed):
             callback()

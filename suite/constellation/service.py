@@ -297,9 +297,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     gossip.setServiceParent(root)
     if monitor is not None:
         monitor.setServiceParent(root)
-    raftService.setServiceParent(root)
-    # After the Raft service: stops first, releasing the leases while Raft runs.
-    raftAgent.setServiceParent(root)
+    raftAgent.setServiceParent(root)  # owns the Raft service
     dnsWriter.setServiceParent(root)
     if warp is not None:
         warp.setServiceParent(root)

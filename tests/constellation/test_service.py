@@ -96,9 +96,7 @@ class MakeServiceTests(SynchronousTestCase):
         reactor = _Reactor()
         opts = options()
         root = service.makeService(opts, reactor)
-        self.assertEqual(
-            [s.name for s in root], ["gossip", "raft", "raft-agent", "dns-writer", "http-provider"]
-        )
+        self.assertEqual([s.name for s in root], ["gossip", "raft-agent", "dns-writer", "http-provider"])
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual(
@@ -153,7 +151,7 @@ class MakeServiceTests(SynchronousTestCase):
             options(["--http-provider", "tcp:8081:interface=0.0.0.0", "--allow-remote-provider"]),
             MemoryReactorClock(),
         )
-        self.assertEqual(len(list(root)), 5)
+        self.assertEqual(len(list(root)), 4)
 
     def test_cloudflareNeedsToken(self) -> None:
         """
@@ -219,7 +217,7 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual(
             [s.name for s in root],
-            ["gossip", "docker-monitor", "raft", "raft-agent", "dns-writer", "public-ip", "http-provider"],
+            ["gossip", "docker-monitor", "raft-agent", "dns-writer", "public-ip", "http-provider"],
         )
         state = root.getServiceNamed("gossip").state
         self.assertEqual(
@@ -247,7 +245,7 @@ class MakeServiceTests(SynchronousTestCase):
         root = service.makeService(options(["--manhole", f"unix:{path}"]), reactor)
         self.assertEqual(
             sorted(s.name for s in root),
-            ["dns-writer", "gossip", "http-provider", "manhole", "raft", "raft-agent"],
+            ["dns-writer", "gossip", "http-provider", "manhole", "raft-agent"],
         )
         root.startService()
         self.addCleanup(root.stopService)
