@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
@@ -34,7 +35,7 @@ class IdentityTests(SynchronousTestCase):
         pub = a.caCert.public_key()
         assert isinstance(pub, ec.EllipticCurvePublicKey)
         b.nodeCert.verify_directly_issued_by(a.caCert)
-        with self.assertRaises(Exception):
+        with self.assertRaises(InvalidSignature):
             c.nodeCert.verify_directly_issued_by(a.caCert)
         self.assertIn("n2", b.nodeCert.subject.rfc4514_string())
 
