@@ -1,5 +1,6 @@
 """
-Three real agents with Raft leases writing a real BIND 9 over RFC 2136:
+Three real agents (encrypted gossip, Raft on mTLS from the gossip key) with
+Raft leases writing a real BIND 9 over RFC 2136:
 exactly one DNS writer; a frozen (SIGSTOP) writer is replaced and never
 writes after it resumes; kill -9 of the writer moves the lease and bind9
 serves the new apex within 10 s; SIGTERM hands over within one renewal.
@@ -7,7 +8,9 @@ serves the new apex within 10 s; SIGTERM hands over within one renewal.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import signal
 import time
 from typing import Any
@@ -74,6 +77,7 @@ def startAgent(
     if join:
         args += ["--join", ",".join(f"127.0.0.1:{p}" for p in join)]
     env = {
+        "CONSTELLATION_GOSSIP_KEY_FILE": gossipKeyFile(test),
         "TS_HOSTNAME": name,
         "DOMAIN": DOMAIN,
         "PUBLIC_IP": IPS[name],
@@ -83,6 +87,20 @@ def startAgent(
     argv = scriptArgs("constellation", *args)
     proc = DaemonProcess(test, argv, env=env, name=name).start()
     return Agent(proc, f"http://127.0.0.1:{http}", gossip, name, argv, env)
+
+
+def gossipKeyFile(test: TestCase) -> str:
+    """
+    One shared gossip key per test: gossip is encrypted and Raft runs on
+    mTLS with the identity derived from it.
+    """
+    path = getattr(test, "_gossipKey", None)
+    if path is None:
+        path = test.mktemp()
+        with open(path, "w") as f:
+            f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        test._gossipKey = path  # type: ignore[attr-defined]
+    return path
 
 
 async def waitFor(predicate: Any, what: str, timeout: float, agents: list[Agent]) -> Any:
@@ -151,6 +169,7 @@ class LeaseClusterTests(TestCase):
         self.assertIn("acquired DNS writer lease", agents["cloudserver1"].proc.output())
         self.assertIn("acquired LB leader lease", agents["cloudserver1"].proc.output())
         self.assertIn("Initializing Raft consensus...", agents["edge2"].proc.output())
+        self.assertNotIn("runs without TLS", agents["edge2"].proc.output())
         self.assertNotIn("acquired DNS writer lease", agents["edge2"].proc.output())
         state = await agents["edge3"].state()
         self.assertEqual(state["raft"]["leases"]["dns_writer"]["holder"], "cloudserver1")
