@@ -5,11 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client
+BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client dnsperf knot
 DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static bind9
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup system-deps bench-deps lint typecheck unit clean
+.PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write
 
 run: setup
 	$(PY) -m suite.demo
@@ -52,6 +52,10 @@ typecheck: setup
 
 unit: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) -q tests
+
+# After changing docs/clustor-spec.md: record its hash in manifests/ceptra_manifest.json.
+spec-sync-write: setup
+	$(PY) -m suite.ceptra.spec --write
 
 clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info

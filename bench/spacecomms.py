@@ -6,10 +6,15 @@ SpaceComms benchmark.
 2. Propagation: three nodes A-B-C in a line over mTLS plus a probe node D
    (in this process) peered with C; CDMs are posted to A at a steady rate
    and timed from the POST until D stores them: A->B->C->D is 3 hops.
+3. Burst repair: a line A-B-C over mTLS where B rate-limits A to
+   --burst-limit messages/s; --burst CDMs are posted to A as fast as it
+   takes them, so B drops most relays; timed from the last POST until B and
+   C hold every CDM (anti-entropy every --anti-entropy seconds, no session
+   re-established).
 
 Run: .venv/bin/python bench/spacecomms.py [--rate 200] [--seconds 15]
 The last line holds the headline figures:
-    ingest_cdms_per_s=... hop3_p99_ms=...
+    ingest_cdms_per_s=... hop3_p99_ms=... converge_after_burst_s=...
 """
 
 from __future__ import annotations
@@ -294,6 +299,75 @@ def _drive(
     return result
 
 
+def burst(base: str, count: int, limit: int, interval: float) -> dict[str, Any]:
+    """
+    Post C{count} CDMs to A at once; B takes at most C{limit}/s from A.
+    Return how long after the last POST B and C held them all.
+    """
+    base = os.path.join(base, "burst")
+    os.makedirs(base)
+    certs = makeCertificates(os.path.join(base, "pki"), ["A", "B", "C"])
+    a, b, c = (NodeSpec(base, n, certs[n]) for n in "ABC")
+    for s in (a, b, c):
+        s.protocol.update(
+            heartbeat_interval_seconds=5, session_timeout_seconds=30, anti_entropy_interval_seconds=interval
+        )
+    a.addPeer(b)
+    b.addPeer(a, rate_limit_per_second=limit, rate_limit_burst=limit)
+    b.addPeer(c)
+    c.addPeer(b)
+    procs = [startProcess(s, os.path.join(base, f"{s.name}.log")) for s in (a, b, c)]
+    try:
+        waitFor(lambda: httpJSON(b.url("/health"))["peers"]["connected"] == 2, "burst line A-B-C", 60)
+        bodyFile = os.path.join(base, "bodies.json")
+        with open(bodyFile, "w") as f:
+            json.dump([encode(sampleCDM(f"P-{i}", object2=f"8{i}"), "json") for i in range(count)], f)
+        outFile = os.path.join(base, "sent.json")
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                GENERATOR,
+                "127.0.0.1",
+                str(a.apiPort),
+                ADMIN,
+                "100000",
+                str(count),
+                bodyFile,
+                outFile,
+            ],
+            check=True,
+            timeout=300,
+        )
+        ended = time.time()
+        with open(outFile) as f:
+            accepted = json.load(f)["codes"].get("201", 0)
+        atEnd = {n.name: httpJSON(n.url("/health"))["cdms_active"] for n in (b, c)}
+
+        def converged() -> bool:
+            return all(httpJSON(n.url("/health"))["cdms_active"] >= accepted for n in (b, c))
+
+        waitFor(converged, "B and C to hold every CDM of the burst", 240)
+        took = time.time() - ended
+        # The rate-limit line of the last interval comes up to 5 s later.
+        time.sleep(6)
+        with open(os.path.join(base, "B.log")) as f:
+            blog = f.read()
+        dropped = sum(int(m) for m in re.findall(r"rate limit exceeded: peer A: dropped (\d+)", blog))
+        warnings = len(re.findall(r"rate limit exceeded: peer A", blog))
+        lost = len(re.findall(r"peer session lost", blog))
+        return {
+            "accepted": accepted,
+            "at_end": atEnd,
+            "seconds": took,
+            "dropped": dropped,
+            "warnings": warnings,
+            "sessions_lost": lost,
+        }
+    finally:
+        stop(procs)
+
+
 def _connected(a: NodeSpec) -> bool:
     try:
         return bool(httpJSON(a.url("/health"))["peers"]["connected"] >= 1)
@@ -312,6 +386,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="seconds posted at the rate before measuring")
     parser.add_argument("--ingest-seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--burst", type=int, default=2500, help="CDMs posted at once for the repair run")
+    parser.add_argument("--burst-limit", type=int, default=50, help="B's rate limit on A (messages/s)")
+    parser.add_argument("--anti-entropy", type=float, default=2.0, help="anti-entropy interval (s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="spacecomms-bench-")
@@ -339,13 +416,21 @@ def main() -> None:
             f"p99 {prop['p99']:.1f} ms, max {prop['max']:.1f} ms, HTTP errors {prop['http_errors']:.0f}; "
             f"p99 including warm-up {prop['p99_with_warmup']:.1f} ms; node CPU per CDM (us): {prop['cpu_us_per_cdm']}"
         )
+        rep = burst(base, args.burst, args.burst_limit, args.anti_entropy)
+        print(
+            f"burst repair A->B->C: {rep['accepted']} CDMs posted to A at once, B limits A to {args.burst_limit}/s; "
+            f"held at the end of the burst {rep['at_end']}; B dropped {rep['dropped']} relays "
+            f"({rep['warnings']} rate-limit lines); B and C held all {rep['seconds']:.1f} s after the last POST "
+            f"(anti-entropy every {args.anti_entropy:g} s, sessions lost: {rep['sessions_lost']})"
+        )
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
         print(
             f"command: {' '.join([os.path.relpath(sys.executable, ROOT), 'bench/spacecomms.py', *sys.argv[1:]])}"
         )
         print(
             f"ingest_cdms_per_s={rates['json']:.0f} ingest_kvn_cdms_per_s={rates['kvn']:.0f} "
-            f"hop3_p50_ms={prop['p50']:.1f} hop3_p99_ms={prop['p99']:.1f} hop3_delivered={prop['arrived']:.0f}/{prop['sent']:.0f}"
+            f"hop3_p50_ms={prop['p50']:.1f} hop3_p99_ms={prop['p99']:.1f} hop3_delivered={prop['arrived']:.0f}/{prop['sent']:.0f} "
+            f"converge_after_burst_s={rep['seconds']:.1f}"
         )
     finally:
         if args.keep:

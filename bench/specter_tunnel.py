@@ -5,7 +5,9 @@ A small static backend (Debian nginx, 100-byte file) is measured three ways
 with wrk (HTTP/1.1, keep-alive) and h2load (HTTP/2):
 
   (a) directly;
-  (b) through Debian nginx as a keepalive reverse proxy (plain HTTP);
+  (b) through Debian nginx as a keepalive reverse proxy (plain HTTP; for
+      HTTP/2, nginx terminating TLS + h2 and proxying HTTP/1.1 keep-alive
+      to the backend: ``nginx_h2_rps``);
   (c) through a Specter gateway (TLS from the visitor, ALPN routed) and a
       ``specter client tunnel`` link (mTLS) to the backend.
 
@@ -17,7 +19,8 @@ Usage::
     .venv/bin/python bench/specter_tunnel.py [--duration 8] [--connections 64]
         [--gateway ring|standalone]
 
-The last line holds the headline figures as key=value pairs.
+The last line holds the headline figures as key=value pairs, with the
+load average (1/5/15 min) at the end of the run.
 """
 
 from __future__ import annotations
@@ -78,6 +81,13 @@ http {{
   }}
   server {{
     listen 127.0.0.1:{proxyTLS} ssl;
+    ssl_certificate {d}/tls.crt;
+    ssl_certificate_key {d}/tls.key;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+  server {{
+    listen 127.0.0.1:{proxyH2} ssl http2;
+    http2_max_concurrent_streams 128;
     ssl_certificate {d}/tls.crt;
     ssl_certificate_key {d}/tls.key;
     location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
@@ -158,6 +168,7 @@ def main() -> None:
         with open(os.path.join(ng, "www", "bulk.bin"), "wb") as f:
             f.write(os.urandom(64 * 1024 * 1024))
         backend, backendH2, proxy, proxyTLS, gw = freePort(), freePort(), freePort(), freePort(), freePort()
+        proxyH2 = freePort()
         from suite.pki.ca import certificateToPEM, keyToPEM, mintSelfSigned
 
         cert, key = mintSelfSigned(["127.0.0.1"])
@@ -166,7 +177,16 @@ def main() -> None:
         with open(os.path.join(ng, "tls.key"), "wb") as f:
             f.write(keyToPEM(key))
         with open(os.path.join(ng, "nginx.conf"), "w") as f:
-            f.write(NGINX.format(d=ng, backend=backend, backendH2=backendH2, proxy=proxy, proxyTLS=proxyTLS))
+            f.write(
+                NGINX.format(
+                    d=ng,
+                    backend=backend,
+                    backendH2=backendH2,
+                    proxy=proxy,
+                    proxyTLS=proxyTLS,
+                    proxyH2=proxyH2,
+                )
+            )
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         procs.append(
             subprocess.Popen(
@@ -227,6 +247,7 @@ def main() -> None:
         direct1 = wrk(f"http://127.0.0.1:{backend}/", 4, 1, 1)
         tunnel1 = wrk(tunnelURL, 4, 1, 1, host)
         h2direct = h2load(f"http://127.0.0.1:{backendH2}/", 100000, 16, 10)
+        h2nginx = h2load(f"https://127.0.0.1:{proxyH2}/", 100000, 16, 10)
         h2tunnel = h2load(tunnelURL, 20000, 16, 10, host)
         bulk = bulkMBps(host, gw, os.path.join(base, "data", "gateway", "selfsigned.crt"))
         rows = [
@@ -242,6 +263,7 @@ def main() -> None:
                 f"wrk {name:10s} rps={r['rps']:9.0f} p50={r['p50']:7.2f}ms p99={r['p99']:7.2f}ms non2xx={r['non2xx']:.0f}"
             )
         print(f"h2load direct rps={h2direct['rps']:.0f} failed={h2direct['failed']:.0f}")
+        print(f"h2load nginx_h2 rps={h2nginx['rps']:.0f} failed={h2nginx['failed']:.0f}")
         print(f"h2load tunnel rps={h2tunnel['rps']:.0f} failed={h2tunnel['failed']:.0f}")
         print(
             f"ratios: tunnel/direct={tunnel['rps'] / direct['rps']:.3f} tunnel/nginx={tunnel['rps'] / viaNginx['rps']:.3f}"
@@ -253,7 +275,9 @@ def main() -> None:
             f"tunnel_added_p50_ms={tunnel1['p50'] - direct1['p50']:.3f} h2_tunnel_rps={h2tunnel['rps']:.0f} "
             f"h2_direct_rps={h2direct['rps']:.0f} direct_p50_ms={direct['p50']:.2f} direct_p99_ms={direct['p99']:.2f} "
             f"nginx_p50_ms={viaNginx['p50']:.2f} nginx_p99_ms={viaNginx['p99']:.2f} tunnel_p50_ms={tunnel['p50']:.2f} "
-            f"tunnel_p99_ms={tunnel['p99']:.2f} tunnel_bulk_MBps={bulk:.0f} nginx_tls_rps={viaNginxTLS['rps']:.0f} c_over_a={tunnel['rps'] / direct['rps']:.3f} c_over_b={tunnel['rps'] / viaNginx['rps']:.3f}"
+            f"tunnel_p99_ms={tunnel['p99']:.2f} tunnel_bulk_MBps={bulk:.0f} nginx_tls_rps={viaNginxTLS['rps']:.0f} c_over_a={tunnel['rps'] / direct['rps']:.3f} c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} "
+            f"nginx_h2_rps={h2nginx['rps']:.0f} h2_tunnel_over_nginx_h2={h2tunnel['rps'] / h2nginx['rps'] if h2nginx['rps'] else 0.0:.3f} "
+            f"loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
     finally:
         for p in reversed(procs):

@@ -15,7 +15,13 @@ from suite.clustor.placement import placementFor
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
 
-__all__ = ["PlacementFeedHealth", "RaftLeaderHealth", "RaftNotImplemented"]
+__all__ = [
+    "PlacementFeedHealth",
+    "RaftLeaderHealth",
+    "RaftNotImplemented",
+    "PartitionsHealth",
+    "ActivationHealth",
+]
 
 
 @implementer(IHealth)
@@ -84,3 +90,59 @@ class RaftLeaderHealth:
         if self.raft.leaderKnown():
             return HealthReport(True)
         return HealthReport(False, tuple(self.raft.notReadyReasons()) or ("no raft leader known",))
+
+
+@implementer(IHealth)
+class PartitionsHealth:
+    """
+    Not ready while a hosted partition has no known leader, its replica's
+    match index trails the committed index by more than the bound, or its
+    group is still starting.  The details carry the CEP overlay of each
+    hosted partition: Raft role, indexes, rule version, engine status.
+
+    @param manager: the L{suite.ceptra.partitions.PartitionManager}.
+    """
+
+    name = "raft"
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+        self.raft = IRaftStatus(manager)
+
+    def check(self) -> HealthReport:
+        reasons = tuple(self.raft.notReadyReasons())
+        details = {
+            "partitions": {pid: self.manager.partitionStatus(pid) for pid in self.manager.hostedIds()},
+        }
+        return HealthReport(not reasons, reasons, details)
+
+
+@implementer(IHealth)
+class ActivationHealth:
+    """
+    Not ready while a hosted partition is not warm (warmup feed) or an
+    activation barrier involving one of them is not ready.
+    """
+
+    name = "activation"
+
+    def __init__(self, feeds: IFeedClient, spiffe: str) -> None:
+        self.feeds = IFeedClient(feeds)
+        self.spiffe = spiffe
+
+    def check(self) -> HealthReport:
+        def latest(feed: str) -> Any:
+            return self.feeds.latest(feed) if feed in self.feeds.feeds else None
+
+        placement = placementFor(self.spiffe, latest("placement"), latest("warmup"), latest("activation"))
+        reasons = []
+        if latest("warmup") is None:
+            reasons.append("warmup feed never fetched")
+        if latest("activation") is None:
+            reasons.append("activation feed never fetched")
+        for pid in placement.partitions:
+            if not placement.warm.get(pid):
+                reasons.append(f"partition {pid}: warmup not ready")
+        for barrier in placement.pendingBarriers:
+            reasons.append(f"activation barrier {barrier} not ready")
+        return HealthReport(not reasons, tuple(reasons), placement.toJSON())

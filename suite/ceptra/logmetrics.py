@@ -1,5 +1,6 @@
 """
-C{clustor_system_logs_total{level=...}}: every log event the node emits is
+C{clustor_system_logs_total{level=...}}: every log event the node emits,
+from the moment the service tree is built (start-up lines included), is
 counted by level (the events themselves go to stderr through the suite's
 observer), so dashboards can alert on error bursts.
 """
@@ -56,11 +57,18 @@ class LogCounterService(Service):
         registry.register(_Collector(self.counts))  # type: ignore[arg-type]
         self.publisher = publisher if publisher is not None else globalLogPublisher
         self.observer = _Counting(self.counts)
+        # Count from construction on: the start-up lines logged while the
+        # service tree is built are counted too.
+        self.publisher.addObserver(self.observer)
+        self.observing = True
 
     def startService(self) -> None:
         super().startService()
-        self.publisher.addObserver(self.observer)
+        if not self.observing:
+            self.publisher.addObserver(self.observer)
+            self.observing = True
 
     def stopService(self) -> None:
         self.publisher.removeObserver(self.observer)
+        self.observing = False
         return super().stopService()  # type: ignore[no-any-return]

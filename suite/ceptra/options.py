@@ -117,6 +117,37 @@ ENV: dict[str, tuple[str, str | None, str]] = {
         "Feed age after which it is logged as stale and the placement feed fails /readyz, in ms.",
     ),
     "feed-timeout-ms": ("CEPTRA_FEED_TIMEOUT_MS", "5000", "Timeout of one feed fetch, in ms (1-600000)."),
+    "admin-allowed-spiffe": (
+        "CEPTRA_ADMIN_ALLOWED_SPIFFE",
+        "",
+        "Comma-separated SPIFFE IDs (or trust domains spiffe://DOMAIN) allowed on the mTLS admin listener, "
+        "besides the cluster's nodes (from the routing feed). Empty: nodes only.",
+    ),
+    "raft-election-timeout-ms": (
+        "CEPTRA_RAFT_ELECTION_TIMEOUT_MS",
+        "500",
+        "Raft election timeout floor, in ms (randomised up to twice it; 20-60000).",
+    ),
+    "raft-heartbeat-ms": (
+        "CEPTRA_RAFT_HEARTBEAT_MS",
+        "100",
+        "Raft heartbeat interval, in ms (at most half the election timeout).",
+    ),
+    "snapshot-threshold": (
+        "CEPTRA_SNAPSHOT_THRESHOLD",
+        "2000",
+        "Applied log entries (batches) between engine snapshots (1-10000000).",
+    ),
+    "ready-max-lag": (
+        "CEPTRA_READY_MAX_LAG",
+        "1000",
+        "Largest gap between a partition's committed and match index (entries) that /readyz accepts.",
+    ),
+    "max-batch-bytes": (
+        "CEPTRA_MAX_BATCH_BYTES",
+        "4194304",
+        "Largest ingest request body, in bytes (1024-67108864).",
+    ),
 }
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -126,6 +157,11 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "feed-interval-ms": (50, 600_000),
     "feed-stale-ms": (1, 86_400_000),
     "feed-timeout-ms": (1, 600_000),
+    "raft-election-timeout-ms": (20, 60_000),
+    "raft-heartbeat-ms": (5, 30_000),
+    "snapshot-threshold": (1, 10_000_000),
+    "ready-max-lag": (0, 1_000_000_000),
+    "max-batch-bytes": (1024, 64 * 1024 * 1024),
 }
 
 _SPIFFE = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")
@@ -205,12 +241,25 @@ class Options(DaemonOptions):
             if not low <= value <= high:
                 raise ConfigError(f"{_label(flag)}: {value} is out of range {low}-{high}")
             self[flag] = value
+        if self["raft-heartbeat-ms"] * 2 > self["raft-election-timeout-ms"]:
+            raise ConfigError(
+                f"{_label('raft-heartbeat-ms')}: {self['raft-heartbeat-ms']} must be at most half of "
+                f"{_label('raft-election-timeout-ms')} ({self['raft-election-timeout-ms']})"
+            )
+        allowed = [a.strip() for a in (self["admin-allowed-spiffe"] or "").split(",") if a.strip()]
+        for entry in allowed:
+            if not entry.startswith("spiffe://") or any(c in entry for c in " \t"):
+                raise ConfigError(
+                    f"{_label('admin-allowed-spiffe')}: {entry!r} is not a SPIFFE ID or trust domain"
+                )
+        self["admin-allowed-spiffe"] = allowed
         if self["admin-tls"] not in ("mtls", "off"):
             raise ConfigError(f"{_label('admin-tls')}: {self['admin-tls']!r} must be mtls or off")
         adminHost, adminPort = parseHostPort(self["admin-bind"], _label("admin-bind"))
         raftHost, raftPort = parseHostPort(self["raft-bind"], _label("raft-bind"))
         self["admin-endpoint"] = hostPortEndpoint(adminHost, adminPort)
         self["raft-host"], self["raft-port"] = raftHost, raftPort
+        self["raft-endpoint"] = hostPortEndpoint(raftHost, raftPort)
         spiffe = self["node-spiffe"]
         if not _SPIFFE.match(spiffe):
             raise ConfigError(

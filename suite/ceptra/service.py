@@ -13,8 +13,12 @@ Start-up order (each step fails fast with one line naming its cause):
  4. serve C{/healthz}, C{/readyz}, C{/metrics} on C{CEPTRA_ADMIN_BIND}
     (metrics with a seconds unit are refused).
 
-The Raft transport (C{CEPTRA_RAFT_BIND}) is not built yet: nothing is bound
-there, and C{/readyz} says so as its Raft reason.
+ 5. host the partitions the routing feed places here, one Raft group each,
+    over one mTLS multi-Raft listener on C{CEPTRA_RAFT_BIND}
+    (L{suite.ceptra.partitions});
+ 6. serve the client API (ingest, rules, routing, results, SSE stream) on
+    the admin listener (L{suite.ceptra.ingest}), whose clients must carry an
+    allowed SPIFFE ID (L{suite.ceptra.access}).
 """
 
 from __future__ import annotations
@@ -24,23 +28,31 @@ from collections.abc import Mapping
 from typing import Any
 
 import treq.client
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from suite.ceptra.health import PlacementFeedHealth, RaftLeaderHealth, RaftNotImplemented
+from suite.ceptra.access import SpiffeAllowList
+from suite.ceptra.health import ActivationHealth, PartitionsHealth, PlacementFeedHealth
+from suite.ceptra.ingest import ClientAPI, FeatureRules, installClientAPI
 from suite.ceptra.logmetrics import LogCounterService
+from suite.ceptra.partitions import PartitionManager
+from suite.ceptra.routing import Routing, parseRouting
 from suite.ceptra.storage import prepareStorage
 from suite.clustor.feeds import FeedClient
 from suite.daemon import attachCommon
 from suite.pki.bundle import Bundle, checkNodeIdentity, loadIdentity
 from suite.pki.tls import clientContextFactory, serverContextFactory
+from suite.raft.multi import DialPolicy
+from suite.raft.settings import RaftSettings
 from suite.web.admin import makeAdminResource
 from suite.web.limits import LimitedSite
 from suite.web.listen import listenService
 from suite.web.metrics import MillisecondsRegistry
+from suite.web.sse import SSEHub
 
 __all__ = ["makeService", "MTLSPolicy", "loadNodeIdentity"]
 
@@ -99,6 +111,25 @@ def loadNodeIdentity(options: Mapping[str, Any]) -> Bundle:
     return bundle
 
 
+class RoutingView:
+    """
+    The routing table parsed from the latest placement document (parsed
+    again only when the document changes).
+    """
+
+    def __init__(self, feeds: FeedClient) -> None:
+        self.feeds = feeds
+        self._doc: Any = None
+        self._routing = Routing()
+
+    def __call__(self) -> Routing:
+        doc = self.feeds.latest("placement")
+        if doc is not self._doc:
+            self._doc = doc
+            self._routing = parseRouting(doc)
+        return self._routing
+
+
 class _QuietClientFactory(_HTTP11ClientFactory):
     """
     The pool's connection factory without a log line per connection.
@@ -140,7 +171,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     logCounter.setServiceParent(root)
 
     pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 4
+    pool.maxPersistentPerHost = 16
     pool._factory = _QuietClientFactory  # type: ignore[attr-defined]
     http = treq.client.HTTPClient(Agent(reactor, contextFactory=MTLSPolicy(bundle), pool=pool))
     feeds = FeedClient(
@@ -164,19 +195,74 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     feeds.setName("feeds")
     feeds.setServiceParent(root)
 
-    raft = RaftNotImplemented()
+    routing = RoutingView(feeds)
+    retry = DialPolicy(
+        timeout=options["raft-client-timeout-ms"] / 1000.0,
+        attempts=options["raft-client-retry-attempts"],
+        backoff=options["raft-client-backoff-ms"] / 1000.0,
+    )
+    settings = RaftSettings(
+        electionTimeoutMin=options["raft-election-timeout-ms"] / 1000.0,
+        electionTimeoutMax=2 * options["raft-election-timeout-ms"] / 1000.0,
+        heartbeatInterval=options["raft-heartbeat-ms"] / 1000.0,
+        snapshotThreshold=options["snapshot-threshold"],
+    )
+    hub = SSEHub(reactor)
+    manager = PartitionManager(
+        options["node-spiffe"],
+        reactor,
+        routing,
+        storage.walDir,
+        storage.snapshotDir,
+        bundle=bundle,
+        dial=retry,
+        settings=settings,
+        maxLag=options["ready-max-lag"],
+        registry=registry,
+    )
+    manager.setName("partitions")
+    manager.setServiceParent(root)
+    raftListener = listenService(
+        options["raft-endpoint"],
+        manager.serverFactory(),
+        reactor,
+        serverContextFactory(bundle, requireClientCert=True),
+        flag="--raft-bind (CEPTRA_RAFT_BIND)",
+    )
+    raftListener.setName("raft")
+    raftListener.setServiceParent(root)
+    mtls = options["admin-tls"] == "mtls"
+    api = ClientAPI(manager, routing, http, reactor, hub, retry, scheme="https" if mtls else "http")
+    manager.onResults = api.publishResults
+    featureRules = FeatureRules(api, lambda: feeds.latest("features"))
+    rulesTimer = TimerService(0.5, featureRules.check)
+    rulesTimer.clock = reactor
+    rulesTimer.setName("feature-rules")
+    rulesTimer.setServiceParent(root)
+
     resource = makeAdminResource(
-        [PlacementFeedHealth(feeds, options["node-spiffe"]), RaftLeaderHealth(raft)],
+        [
+            PlacementFeedHealth(feeds, options["node-spiffe"]),
+            PartitionsHealth(manager),
+            ActivationHealth(feeds, options["node-spiffe"]),
+        ],
         registry=registry,
         forbidSecondsSuffix=True,
         clock=reactor,
     )
+    installClientAPI(resource, api)
     context = None
-    if options["admin-tls"] == "mtls":
-        context = serverContextFactory(bundle, requireClientCert=True)
+    allowList = SpiffeAllowList(options["admin-allowed-spiffe"], lambda: routing().spiffeIds())
+    if mtls:
+        context = serverContextFactory(
+            bundle,
+            requireClientCert=True,
+            peerVerifier=allowList,
+            acceptableProtocols=[b"h2", b"http/1.1"],
+        )
     admin = listenService(
         options["admin-endpoint"],
-        LimitedSite(resource, reactor=reactor),
+        LimitedSite(resource, reactor=reactor, maxBodyBytes=options["max-batch-bytes"]),
         reactor,
         context,
         flag="--admin-bind (CEPTRA_ADMIN_BIND)",
@@ -186,24 +272,28 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
 
     log.info(
         "ceptra node {spiffe} ({advertise}): data {data}, wal {wal}, snapshots {snapshots}; "
-        "admin on {admin} ({scheme}); control plane {url}",
+        "admin on {admin} ({scheme}); raft on {raftBind} (mTLS); control plane {url}",
         spiffe=options["node-spiffe"],
         advertise=options["advertise-host"],
         data=storage.dataDir,
         wal=storage.walDir,
         snapshots=storage.snapshotDir,
         admin=options["admin-bind"],
-        scheme="mTLS" if options["admin-tls"] == "mtls" else "plain HTTP",
-        url=options["control-plane-url"],
-    )
-    log.warn(
-        "raft not implemented yet: nothing bound on {raftBind}; /readyz stays false until it is",
+        scheme="mTLS" if mtls else "plain HTTP",
         raftBind=options["raft-bind"],
+        url=options["control-plane-url"],
     )
     attachCommon(
         root,
         options,
-        {"feeds": feeds, "raft": raft, "bundle": bundle, "storage": storage, "registry": registry},
+        {
+            "feeds": feeds,
+            "partitions": manager,
+            "api": api,
+            "bundle": bundle,
+            "storage": storage,
+            "registry": registry,
+        },
         reactor,
     )
     return root

@@ -376,7 +376,7 @@ def makeRaftAgent(
         bundle=bundle,
         settings=settings,
         listenFlag="--raft-port",
-        member=bootstrapped,
+        join=not bootstrapped,
         address=address,
     )
     service.setName("raft")

@@ -269,44 +269,85 @@ class DockerClient:
     def _what(self, method: str, path: str) -> str:
         return f"docker: {method} {path} on {self.description}"
 
-    async def _request(self, method: str, path: str, query: Mapping[str, str] | None = None) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+        lines: bool = False,
+    ) -> Any:
         """
-        One request, its whole body decoded as JSON (None for an empty body).
+        One request, its whole body decoded as JSON (None for an empty
+        body); C{body} is sent as JSON; with C{lines}, the answer is a list
+        of JSON objects, one a line (a pull's progress).
         """
         what = self._what(method, path)
         if path != "/version" and self.apiVersion is None:
             await self.negotiate()
+        timeout = self.timeout if timeout is None else timeout
+        kw: dict[str, Any] = {}
+        if body is not None:
+            kw["data"] = json.dumps(body).encode("utf-8")
+            kw["headers"] = {"Content-Type": ["application/json"]}
 
         async def run() -> tuple[int, bytes]:
-            response = await self.http.request(method, self._url(path, query, versioned=path != "/version"))
+            response = await self.http.request(
+                method, self._url(path, query, versioned=path != "/version"), **kw
+            )
             chunks: list[bytes] = []
             size = [0]
+            streaming = lines and response.code < 400
+            # A progress stream (a pull) is read line by line, keeping only
+            # its error lines and its last line, however long it runs.
+            kept: list[bytes] = []
+            tail = [b"", b""]  # unfinished line, last complete line
 
             def collect(data: bytes) -> None:
+                if streaming:
+                    *complete, tail[0] = (tail[0] + data).split(b"\n")
+                    for line in complete:
+                        if line.strip():
+                            tail[1] = line[: self.maxEventBytes]
+                            if b'"error' in line and len(kept) < 16:
+                                kept.append(tail[1])
+                    if len(tail[0]) > self.maxEventBytes:
+                        raise _TooLarge()
+                    return
                 size[0] += len(data)
                 if size[0] > self.maxBody:
                     raise _TooLarge()
                 chunks.append(data)
 
             await treq.collect(response, collect)
+            if streaming:
+                return response.code, b"\n".join([*kept, *tail[::-1]])
             return response.code, b"".join(chunks)
 
         d = Deferred.fromCoroutine(run())
-        d.addTimeout(self.timeout, self.reactor)
+        d.addTimeout(timeout, self.reactor)
         try:
-            code, body = await d
+            code, answer = await d
         except _TooLarge:
-            raise DockerError(f"{what}: answer larger than {self.maxBody} bytes") from None
+            limit = f"a line longer than {self.maxEventBytes}" if lines else f"larger than {self.maxBody}"
+            raise DockerError(f"{what}: answer {limit} bytes") from None
         except (TimeoutError, CancelledError):
-            raise DockerError(f"{what}: no answer within {self.timeout:g} s") from None
+            raise DockerError(f"{what}: no answer within {timeout:g} s") from None
         except ConnectError as e:
             raise DockerError(f"{what}: cannot connect: {e.osError or e}") from None
         except Exception as e:
             if _cancelled(e):
-                raise DockerError(f"{what}: no answer within {self.timeout:g} s") from None
+                raise DockerError(f"{what}: no answer within {timeout:g} s") from None
             raise DockerError(f"{what}: {_oneLine(e)}") from None
         try:
-            doc = json.loads(body) if body.strip() else None
+            if lines and code < 400:
+                return [
+                    o
+                    for o in (json.loads(x) for x in answer.splitlines() if x.strip())
+                    if isinstance(o, dict)
+                ]
+            doc = json.loads(answer) if answer.strip() else None
         except ValueError:
             if code >= 400:
                 raise DockerError(f"{what}: HTTP {code}") from None
@@ -378,6 +419,105 @@ class DockerClient:
             out.append(Container.fromInspect(info))
         return sorted(out, key=lambda c: (c.name, c.id))
 
+    # -- what deployment needs ------------------------------------------
+
+    async def networks(self) -> list[dict[str, Any]]:
+        """
+        C{GET /networks}: every network's summary (C{Name}, C{Id}, C{Driver}, ...).
+        """
+        doc = await self._request("GET", "/networks")
+        if not isinstance(doc, list):
+            raise DockerError(f"{self._what('GET', '/networks')}: answer is not a list")
+        return [n for n in doc if isinstance(n, dict) and "Name" in n]
+
+    async def createNetwork(self, config: Mapping[str, Any]) -> str:
+        """
+        C{POST /networks/create} with C{config} (C{Name}, C{Driver}, ...); the new network's id.
+        """
+        doc = await self._request("POST", "/networks/create", body=dict(config))
+        return str((doc or {}).get("Id", ""))
+
+    async def connectNetwork(self, network: str, containerID: str, aliases: Sequence[str] = ()) -> None:
+        """
+        C{POST /networks/{id}/connect}: attach a container, with DNS C{aliases}.
+        """
+        endpoint: dict[str, Any] = {"Aliases": list(aliases)} if aliases else {}
+        await self._request(
+            "POST",
+            f"/networks/{quote(network, safe='')}/connect",
+            body={"Container": containerID, "EndpointConfig": endpoint},
+        )
+
+    async def image(self, name: str) -> dict[str, Any] | None:
+        """
+        C{GET /images/{name}/json}; None when the engine has no such image.
+        """
+        try:
+            doc = await self._request("GET", f"/images/{quote(name, safe='')}/json")
+        except DockerError as e:
+            if "HTTP 404" in str(e):
+                return None
+            raise
+        return doc if isinstance(doc, dict) else None
+
+    async def pull(self, image: str, timeout: float = 600.0) -> None:
+        """
+        C{POST /images/create}: pull C{image} (C{repo[:tag]} or C{repo@digest}).
+
+        @raise DockerError: with the engine's or the registry's message.
+        """
+        repo, tag = _splitImage(image)
+        query = {"fromImage": repo}
+        if tag:
+            query["tag"] = tag
+        progress = await self._request("POST", "/images/create", query, timeout=timeout, lines=True)
+        for item in progress or ():
+            if item.get("error") or item.get("errorDetail"):
+                message = item.get("error") or (item.get("errorDetail") or {}).get("message")
+                raise DockerError(f"docker: pull {image}: {str(message)[:300]}")
+
+    async def createContainer(self, name: str, config: Mapping[str, Any]) -> str:
+        """
+        C{POST /containers/create?name=NAME}; the new container's id.
+        """
+        doc = await self._request("POST", "/containers/create", {"name": name}, body=dict(config))
+        if not isinstance(doc, dict) or "Id" not in doc:
+            raise DockerError(f"{self._what('POST', '/containers/create')}: answer has no Id")
+        return str(doc["Id"])
+
+    async def startContainer(self, containerID: str) -> None:
+        """
+        C{POST /containers/{id}/start} (an already running one is fine).
+        """
+        await self._request("POST", f"/containers/{quote(containerID, safe='')}/start")
+
+    async def stopContainer(self, containerID: str, grace: int | None = None) -> None:
+        """
+        C{POST /containers/{id}/stop}: SIGTERM, SIGKILL after C{grace}
+        seconds (None: the container's own stop timeout, 10 s unless set;
+        up to 5 minutes are waited for).
+        """
+        await self._request(
+            "POST",
+            f"/containers/{quote(containerID, safe='')}/stop",
+            {"t": str(grace)} if grace is not None else None,
+            timeout=self.timeout + (grace if grace is not None else 300),
+        )
+
+    async def renameContainer(self, containerID: str, name: str) -> None:
+        """
+        C{POST /containers/{id}/rename?name=NAME}.
+        """
+        await self._request("POST", f"/containers/{quote(containerID, safe='')}/rename", {"name": name})
+
+    async def removeContainer(self, containerID: str, force: bool = True) -> None:
+        """
+        C{DELETE /containers/{id}} (with C{force}, a running one is killed first).
+        """
+        await self._request(
+            "DELETE", f"/containers/{quote(containerID, safe='')}", {"force": "1" if force else "0"}
+        )
+
     def events(self, onEvent: Callable[[dict[str, Any]], None], labels: Sequence[str] = ()) -> EventStream:
         """
         Follow C{GET /events} for containers matching C{labels}; call
@@ -423,6 +563,19 @@ class DockerClient:
 
         Deferred.fromCoroutine(run()).addErrback(failed)
         return stream
+
+
+def _splitImage(image: str) -> tuple[str, str]:
+    """
+    C{repo:tag} -> (repo, tag); a digest reference stays whole; no tag is C{latest}.
+    """
+    if "@" in image:
+        return image, ""
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:
+        return image[:colon], image[colon + 1 :]
+    return image, "latest"
 
 
 def _cancelled(e: BaseException) -> bool:

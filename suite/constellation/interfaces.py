@@ -68,6 +68,56 @@ class IContainerEngine(Interface):
         L{suite.constellation.docker.EventStream}.
         """
 
+    def networks():  # type: ignore[no-untyped-def]
+        """
+        Every network's summary.
+        """
+
+    def createNetwork(config):  # type: ignore[no-untyped-def]
+        """
+        Create a network from an engine network config; its id.
+        """
+
+    def connectNetwork(network, containerID, aliases):  # type: ignore[no-untyped-def]
+        """
+        Attach a container to a network under DNS C{aliases}.
+        """
+
+    def image(name):  # type: ignore[no-untyped-def]
+        """
+        An image's inspect document, or None when the engine lacks it.
+        """
+
+    def pull(image, timeout=600.0):  # type: ignore[no-untyped-def]
+        """
+        Pull an image from its registry.
+        """
+
+    def createContainer(name, config):  # type: ignore[no-untyped-def]
+        """
+        Create a container from an engine container config; its id.
+        """
+
+    def startContainer(containerID):  # type: ignore[no-untyped-def]
+        """
+        Start a container.
+        """
+
+    def stopContainer(containerID, grace=None):  # type: ignore[no-untyped-def]
+        """
+        Stop a container (killed after C{grace} seconds; None: its own stop timeout).
+        """
+
+    def renameContainer(containerID, name):  # type: ignore[no-untyped-def]
+        """
+        Rename a container.
+        """
+
+    def removeContainer(containerID, force):  # type: ignore[no-untyped-def]
+        """
+        Remove a container.
+        """
+
 
 class IDNSProvider(Interface):
     """

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 
 from suite.constellation.catalog import ClusterCatalog
 from suite.constellation.consensus import makeRaftAgent
+from suite.constellation.deploy.agent import DeclarationResource, DeployReconciler
 from suite.constellation.dns import DNSWriter, plan
 from suite.constellation.docker import Container, DockerClient
 from suite.constellation.interfaces import IDNSProvider
@@ -164,18 +165,29 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     state.onChange = dnsWriter.poke
     monitor: DockerMonitor | None = None
     engine: DockerClient | None = None
+    deployer: DeployReconciler | None = None
     if options.get("docker"):
-        engine = DockerClient(reactor, options["docker"])
         address = options.get("service-address") or gossip.node.address[0]
 
         def publish(containers: list[Container]) -> None:
             state.update({f"svc/{c.name}": serviceRecord(c, address) for c in containers}, prefix="svc/")
 
+        engine = DockerClient(reactor, options["docker"])
         monitor = DockerMonitor(
             engine,
             reactor,
             options.get("docker-label") or [],
             publish,
+            float(options.get("docker-interval") or 10.0),
+        )
+        deployer = DeployReconciler(
+            engine,
+            state,
+            catalog,
+            reactor,
+            options["secrets-path"],
+            options["config-path"],
+            options["domain"],
             float(options.get("docker-interval") or 10.0),
         )
     warp: WarpMonitor | None = None
@@ -291,6 +303,9 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         options.get("cert-resolver"),
         extra=lambda: {"raft": raftAgent.status(), "dns": dnsWriter.status()},
     )
+    provider.getStaticEntity(b"api").putChild(
+        b"deploy", DeclarationResource(state, lambda: deployer.results if deployer else {})
+    )
     site = LimitedSite(provider, reactor=reactor)
 
     root = MultiService()
@@ -301,6 +316,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     dnsWriter.setServiceParent(root)
     if warp is not None:
         warp.setServiceParent(root)
+    if deployer is not None:
+        deployer.setServiceParent(root)
     if not options.get("public-ip") and options.get("public-ip-sources"):
         _PublicIPDetection(reactor, options["public-ip-sources"], state, gossip, nodeMeta).setServiceParent(
             root

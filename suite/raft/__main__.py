@@ -1,5 +1,6 @@
 """
-Run one replicated KV node: C{python -m suite.raft --help}.
+Run one replicated KV node: C{python -m suite.raft --help}; change the
+group's membership: C{python -m suite.raft member --help}.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     from suite.logging import observer
     from suite.raft.service import Options, makeService
 
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["member"]:
+        from suite.raft.admin import main as member
+
+        return member(args[1:])
     options = Options()
     try:
-        options.parseOptions(sys.argv[1:] if argv is None else argv)
+        options.parseOptions(args)
         service = makeService(options, reactor)
         barrier = StartupBarrier("suite.raft", reactor, stopOnFailure=True).attach(service)
     except (usage.UsageError, ConfigError, OSError) as e:

@@ -2,7 +2,11 @@
 The client API of a Raft KV node: length-prefixed msgpack frames.
 
 Request: C{[id, op, key, value, client, seq]} with C{op} one of C{put},
-C{append}, C{delete}, C{cas}, C{get} (linearizable, ReadIndex), C{status}.
+C{append}, C{delete}, C{cas}, C{get} (linearizable, ReadIndex), C{status},
+or a membership change C{addLearner}, C{addVoter}, C{promote}, C{remove}
+(C{key} the node id, C{value} its Raft address for the additions), which
+answers with the resulting configuration once committed and succeeds at once
+when the configuration already is as asked (so a retry is harmless).
 Response: C{[id, ok, value, error, leader]}: C{error} explains a refusal
 (e.g. why this node is not the leader) and C{leader} names the leader
 when known.  Frames are limited to C{maxFrameBytes}.
@@ -17,11 +21,13 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
+from suite.raft.messages import Configuration
 from suite.raft.node import NotLeader, RaftNode
 from suite.raft.transport import FrameProtocol
 
 log = Logger()
 WRITES = {"put", "append", "delete", "cas"}
+MEMBERSHIP = {"addLearner", "addVoter", "promote", "remove"}
 MAX_CLIENT_FRAME = 1024 * 1024
 
 
@@ -61,6 +67,9 @@ class ClientAPIProtocol(FrameProtocol):
 
             self.node.submit(encodeCommand(op, key, value), client, seq, written)
             return
+        if op in MEMBERSHIP:
+            self._membership(reqId, op, key, value)
+            return
         if op == "get":
             d = self.node.readIndex().addCallback(lambda _: self.kv.get(key))
         elif op == "status":
@@ -70,6 +79,24 @@ class ClientAPIProtocol(FrameProtocol):
             self._reply(reqId, False, None, f"unknown operation {op!r}")
             return
         d.addCallbacks(lambda v: self._reply(reqId, True, v, ""), lambda f: self._failed(reqId, f))
+
+    def _membership(self, reqId: Any, op: str, nodeId: str, address: Any) -> None:
+        node = self.node
+        if not nodeId or not (address is None or isinstance(address, str)):
+            self._reply(reqId, False, None, f"{op} needs a node id and an optional address string")
+            return
+        if op in ("addLearner", "addVoter") and not address:
+            self._reply(reqId, False, None, f"{op} needs the new node's Raft address (HOST:PORT)")
+            return
+        if node.leader is not None and _alreadyDone(node.configs.latest(), op, nodeId):
+            self._reply(reqId, True, _describe(node.configs.latest()), "")
+            return
+        log.info("client {peer} asks: {op} {node}", peer=self.describePeer(), op=op, node=nodeId)
+        d = node.changeMembership(op, nodeId, address or "")
+        d.addCallbacks(
+            lambda _: self._reply(reqId, True, _describe(node.configs.latest()), ""),
+            lambda f: self._failed(reqId, f),
+        )
 
     def _failed(self, reqId: Any, failure: Any) -> None:
         self._refused(reqId, failure.value)
@@ -84,6 +111,22 @@ class ClientAPIProtocol(FrameProtocol):
         if leader is None:
             leader = self.node.leaderId
         self.sendFrame(msgpack.packb([reqId, ok, value, error, leader], use_bin_type=True))
+
+
+def _alreadyDone(config: Configuration, op: str, nodeId: str) -> bool:
+    if op == "addLearner":
+        return nodeId in config.members()
+    if op in ("addVoter", "promote"):
+        return nodeId in config.voters
+    return nodeId not in config.members()
+
+
+def _describe(config: Configuration) -> dict[str, Any]:
+    return {
+        "voters": sorted(config.voters),
+        "learners": sorted(config.learners),
+        "addresses": dict(config.addresses),
+    }
 
 
 def clientAPIFactory(node: RaftNode, kv: KeyValueStateMachine, observe: Any = lambda ms: None) -> Factory:

@@ -106,17 +106,18 @@ def makeRaftNodeService(
     bundle: Any = None,
     settings: RaftSettings | None = None,
     listenFlag: str = "--raft-listen",
-    member: bool = True,
+    join: bool = False,
     address: str = "",
 ) -> RaftNodeService:
     """
     Build a node of a static group of C{nodeId} and C{peers} (id ->
     host:port).  Without C{bundle} the transport is plain TCP (tests and
-    development only).  With C{member} false the node starts with no
-    configuration (a learner waiting to be added by a leader, or to be
-    bootstrapped with L{RaftNode.bootstrap}); C{peers} then only seeds the
-    transport's address book.  C{address} (this node's host:port) is
-    recorded in the first configuration for peers that learn it from there.
+    development only).  With C{join} the node starts outside the group (an
+    empty configuration; C{peers} only give addresses) and waits for the
+    leader to add it (C{RaftNode.changeMembership("addVoter", ...)} there),
+    or to found a group with L{RaftNode.bootstrap}.  C{address} (this
+    node's host:port) is recorded in the first configuration of a node that
+    does not join, for peers that learn it from there.
 
     @raise ConfigError: an unwritable WAL/snapshot directory or a bad
         endpoint, naming it.
@@ -134,13 +135,11 @@ def makeRaftNodeService(
         return endpoint.connect(factory)  # type: ignore[no-any-return]
 
     transport = RaftTransport(nodeId, reactor, connect, dict(peers), secure=secure)
-    if member:
-        known = dict(peers)
-        if address:
-            known[nodeId] = address
-        bootstrap = Configuration(frozenset(peers) | {nodeId}, frozenset(), tuple(sorted(known.items())))
-    else:
-        bootstrap = Configuration(frozenset())
+    voters = frozenset() if join else frozenset(peers) | {nodeId}
+    known = dict(peers)
+    if address and not join:
+        known[nodeId] = address
+    bootstrap = Configuration(voters, frozenset(), tuple(sorted(known.items())))
     node = RaftNode(nodeId, reactor, storage, transport, stateMachine, bootstrap, settings)
     service = RaftNodeService(node, storage, transport, reactor, bundle)
     service.listen(raftListen, transport.serverFactory(), listenFlag)

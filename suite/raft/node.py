@@ -277,7 +277,15 @@ class RaftNode:
         else:
             self.role.demoted()
 
-    def _adoptTerm(self, term: int, leader: str | None) -> None:
+    def _adoptTerm(self, term: int, leader: str | None, src: str = "") -> None:
+        if self.leader is not None:
+            log.warn(
+                "leader {node} saw term {new} from {src}; stepping down from term {term}",
+                node=self.id,
+                new=term,
+                src=src,
+                term=self.term,
+            )
         self.term, self.votedFor, self.leaderId = term, None, leader
         self._election = None
         self._saveHardState()
@@ -317,12 +325,12 @@ class RaftNode:
                 if not m.transfer and self.inLease():
                     return
                 if not m.preVote:
-                    self._adoptTerm(m.term, None)
+                    self._adoptTerm(m.term, None, m.src)
             elif isinstance(m, RequestVoteResponse) and m.preVote and m.granted:
                 pass
             else:
                 leader = m.src if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)) else None
-                self._adoptTerm(m.term, leader)
+                self._adoptTerm(m.term, leader, m.src)
         elif m.term < self.term:
             log.info(
                 "node {node}: rejecting {kind} from {src} with stale term {stale} (current {term})",

@@ -39,7 +39,14 @@ class Options(usage.Options):
         ["heartbeat-ms", None, "50", "Heartbeat interval."],
         ["snapshot-threshold", None, "10000", "Applied entries between snapshots."],
     ]
-    optFlags = [["insecure", None, "Plain TCP between nodes and clients (development only)."]]
+    optFlags = [
+        ["insecure", None, "Plain TCP between nodes and clients (development only)."],
+        [
+            "join",
+            None,
+            "Start outside the group and wait to be added by the leader (--peer gives addresses).",
+        ],
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,6 +106,7 @@ def makeService(options: Options, reactor: Any) -> RaftNodeService:
         snapshotDir=options["snapshot-dir"],
         bundle=bundle,
         settings=settings,
+        join=bool(options["join"]),
     )
     node = root.node
     registry, latency = makeRegistry(node)

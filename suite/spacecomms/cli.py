@@ -23,17 +23,23 @@ def validateConfig(options: usage.Options, out: IO[str] | None = None, err: IO[s
     """
     Check the configuration; 0 when valid, 1 with every reason on stderr.
     """
+    from suite.daemon import ConfigError
     from suite.spacecomms.config import ConfigInvalid, loadConfig
+    from suite.spacecomms.service import startupChecks
 
     stdout = out or sys.stdout
     stderr = err or sys.stderr
     path = options["config"]
     try:
         cfg = loadConfig(path, getattr(options, "environ", None))
+        startupChecks(cfg)
     except ConfigInvalid as e:
         for reason in e.reasons:
             stderr.write(f"{path}: {reason}\n")
         stderr.write(f"{path}: invalid ({len(e.reasons)} problem{'s' if len(e.reasons) != 1 else ''})\n")
+        return 1
+    except ConfigError as e:
+        stderr.write(f"{path}: {e}\n{path}: invalid (1 problem)\n")
         return 1
     stdout.write(f"{path}: valid (node {cfg.node_id}, {len(cfg.peers)} peers, storage {cfg.storage_type})\n")
     return 0

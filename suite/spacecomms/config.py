@@ -124,6 +124,9 @@ class Config:
     max_frame_bytes: int = 1024 * 1024
     reconnect_initial_seconds: float = 1.0
     reconnect_max_seconds: float = 30.0
+    max_clock_skew_seconds: float = 300.0
+    anti_entropy_interval_seconds: float = 10.0
+    override_nodes: tuple[str, ...] = ()
     path: str = ""
 
 
@@ -432,8 +435,17 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
             "max_frame_bytes",
             "reconnect_initial_seconds",
             "reconnect_max_seconds",
+            "max_clock_skew_seconds",
+            "anti_entropy_interval_seconds",
+            "override_nodes",
         },
     )
+    overrideNodes = proto.get("override_nodes") or []
+    if not isinstance(overrideNodes, list) or not all(
+        isinstance(n, str) and _ID.match(n) for n in overrideNodes
+    ):
+        c.error("protocol.override_nodes", "must be a list of node ids")
+        overrideNodes = []
     hb = c.number(proto, "heartbeat_interval_seconds", "protocol", 30.0, 0.05, 86400)
     timeout = c.number(proto, "session_timeout_seconds", "protocol", 120.0, 0.1, 86400 * 7)
     if timeout <= hb:
@@ -476,6 +488,11 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         ),
         reconnect_initial_seconds=c.number(proto, "reconnect_initial_seconds", "protocol", 1.0, 0.01, 3600),
         reconnect_max_seconds=c.number(proto, "reconnect_max_seconds", "protocol", 30.0, 0.01, 86400),
+        max_clock_skew_seconds=c.number(proto, "max_clock_skew_seconds", "protocol", 300.0, 1, 86400),
+        anti_entropy_interval_seconds=c.number(
+            proto, "anti_entropy_interval_seconds", "protocol", 10.0, 0, 86400
+        ),
+        override_nodes=tuple(overrideNodes),
         path=source,
     )
     if c.errors:

@@ -25,17 +25,34 @@ __all__ = [
     "ERROR_CODES",
     "decodeEnvelope",
     "newMessageId",
+    "REPAIR_TYPES",
+    "MAX_TTL_SECONDS",
+    "MAX_TIMESTAMP",
+    "DIGEST_BUCKETS",
+    "MAX_SUMMARY_ENTRIES",
+    "MAX_PULL_ITEMS",
 ]
 
 PROTOCOL_VERSION = "1.0"
 SUPPORTED_VERSIONS = ("1.0",)
 ROUTED_TYPES = ("OBJECT_STATE_ANNOUNCE", "OBJECT_STATE_WITHDRAW", "CDM_ANNOUNCE", "CDM_WITHDRAW")
-MESSAGE_TYPES = ("HELLO", "HEARTBEAT", "ERROR", "END_OF_SYNC", *ROUTED_TYPES)
+#: Anti-entropy exchange between two peers (never routed further).
+REPAIR_TYPES = ("DIGEST", "DIGEST_SUMMARY", "PULL")
+MESSAGE_TYPES = ("HELLO", "HEARTBEAT", "ERROR", "END_OF_SYNC", *ROUTED_TYPES, *REPAIR_TYPES)
 WITHDRAW_REASONS = ("SUPERSEDED", "TCA_PASSED", "FALSE_POSITIVE", "ERROR")
 OBJECT_WITHDRAW_REASONS = ("DECAYED", "NO_LONGER_TRACKED", "ERROR", "OPERATOR_REQUEST")
 ERROR_CODES = ("INVALID_MESSAGE", "UNSUPPORTED_VERSION", "UNAUTHORIZED", "RATE_LIMITED", "INTERNAL_ERROR")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_PATH = 64
+#: Largest envelope C{ttl} accepted (one day).
+MAX_TTL_SECONDS = 86400.0
+#: Envelope timestamps must lie in [0, 2100-01-01T00:00:00Z).
+MAX_TIMESTAMP = 4102444800.0
+#: Buckets of a DIGEST; most entries of a DIGEST_SUMMARY; most items of a PULL.
+DIGEST_BUCKETS = 256
+MAX_SUMMARY_ENTRIES = 2000
+MAX_PULL_ITEMS = 500
+_KINDS = ("cdm", "object")
 
 
 class EnvelopeError(ValueError):
@@ -144,8 +161,14 @@ def checkPayload(mtype: str, p: dict[str, Any], mid: str | None) -> None:
         key = "cdm_id" if mtype.startswith("CDM") else "object_id"
         _checkId(_need(p, key, str, w, mid), w + key, mid)
         seq = _need(p, "sequence", int, w, mid)
-        if seq < 0:
-            raise EnvelopeError(w + "sequence", "must not be negative", mid)
+        if seq < 0 or seq >= 2**63:
+            raise EnvelopeError(w + "sequence", "must be in [0, 2**63)", mid)
+        if not isinstance(p.get("override", False), bool):
+            raise EnvelopeError(w + "override", "must be a boolean", mid)
+        for name, limit in (("signature", 1024), ("cert", 8192)):
+            value = p.get(name)
+            if value is not None and (not isinstance(value, bytes) or len(value) > limit):
+                raise EnvelopeError(w + name, f"must be binary, at most {limit} bytes", mid)
         if mtype == "CDM_ANNOUNCE":
             _need(p, "cdm", dict, w, mid)
         elif mtype == "OBJECT_STATE_ANNOUNCE":
@@ -158,6 +181,47 @@ def checkPayload(mtype: str, p: dict[str, Any], mid: str | None) -> None:
             reason = p.get("reason", "NO_LONGER_TRACKED")
             if not isinstance(reason, str) or reason not in OBJECT_WITHDRAW_REASONS:
                 raise EnvelopeError(w + "reason", f"must be one of {', '.join(OBJECT_WITHDRAW_REASONS)}", mid)
+    elif mtype in REPAIR_TYPES:
+        _checkRepair(mtype, p, mid)
+
+
+def _checkRepair(mtype: str, p: dict[str, Any], mid: str | None) -> None:
+    w = "payload."
+    if mtype == "DIGEST":
+        kinds = _need(p, "kinds", list, w, mid)
+        if not kinds or len(kinds) > 2 or any(k not in _KINDS for k in kinds):
+            raise EnvelopeError(w + "kinds", "must be a non-empty list of cdm, object", mid)
+        buckets = _need(p, "buckets", list, w, mid)
+        if len(buckets) != DIGEST_BUCKETS or not all(
+            isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 2**64 for b in buckets
+        ):
+            raise EnvelopeError(w + "buckets", f"must be {DIGEST_BUCKETS} integers in [0, 2**64)", mid)
+    elif mtype == "DIGEST_SUMMARY":
+        entries = _need(p, "entries", list, w, mid)
+        if len(entries) > MAX_SUMMARY_ENTRIES:
+            raise EnvelopeError(w + "entries", f"at most {MAX_SUMMARY_ENTRIES} entries", mid)
+        for e in entries:
+            if not (
+                isinstance(e, list)
+                and len(e) == 5
+                and e[0] in _KINDS
+                and isinstance(e[1], str)
+                and _ID.match(e[1])
+                and isinstance(e[2], str)
+                and _ID.match(e[2])
+                and isinstance(e[3], int)
+                and not isinstance(e[3], bool)
+                and 0 <= e[3] < 2**63
+                and isinstance(e[4], bool)
+            ):
+                raise EnvelopeError(w + "entries", "each must be [kind, key, origin, sequence, active]", mid)
+    else:
+        items = _need(p, "items", list, w, mid)
+        if len(items) > MAX_PULL_ITEMS:
+            raise EnvelopeError(w + "items", f"at most {MAX_PULL_ITEMS} items", mid)
+        for i in items:
+            if not (isinstance(i, list) and len(i) == 2 and i[0] in _KINDS and isinstance(i[1], str)):
+                raise EnvelopeError(w + "items", "each must be [kind, key]", mid)
 
 
 def decodeEnvelope(data: bytes) -> Envelope:
@@ -187,10 +251,10 @@ def decodeEnvelope(data: bytes) -> Envelope:
     path = _need(d, "path", list, "", mid)
     if hops < 0 or hops > 1000:
         raise EnvelopeError("hop_count", "out of range", mid)
-    if not math.isfinite(ttl) or ttl < 0:
-        raise EnvelopeError("ttl", "must be a finite, non-negative number", mid)
-    if not math.isfinite(ts):
-        raise EnvelopeError("timestamp", "must be a finite number", mid)
+    if not math.isfinite(ttl) or not 0 <= ttl <= MAX_TTL_SECONDS:
+        raise EnvelopeError("ttl", f"must be a number of seconds in [0, {MAX_TTL_SECONDS:.0f}]", mid)
+    if not math.isfinite(ts) or not 0 <= ts < MAX_TIMESTAMP:
+        raise EnvelopeError("timestamp", "must be POSIX seconds between 1970 and 2100", mid)
     if len(path) > MAX_PATH or not all(isinstance(n, str) and _ID.match(n) for n in path):
         raise EnvelopeError("path", "must be a list of node ids", mid)
     payload = _need(d, "payload", dict, "", mid)

@@ -44,6 +44,13 @@ class IRecordStore(Interface):
         Every record of C{kind}, active or withdrawn.
         """
 
+    def digest(kind: str) -> list[int]:
+        """
+        The anti-entropy digest of the active records of C{kind}: for each
+        bucket, the XOR of the hashes of its records (see
+        L{suite.spacecomms.antientropy}).
+        """
+
     def count(kind: str, active: bool) -> int:
         """
         How many records of C{kind} are (in)active.

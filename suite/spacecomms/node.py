@@ -18,21 +18,49 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from suite.spacecomms.antientropy import AntiEntropy
+from suite.spacecomms.authority import ownerRefusal, ownership, provenance, sequenceWindow
 from suite.spacecomms.cdm.jsonfmt import fromDict, toDict
 from suite.spacecomms.cdm.model import CDM, CDMError, epochSeconds, validate
 from suite.spacecomms.config import Config, PeerConfig, Policies
-from suite.spacecomms.envelope import ROUTED_TYPES, SUPPORTED_VERSIONS, Envelope
+from suite.spacecomms.envelope import REPAIR_TYPES, ROUTED_TYPES, SUPPORTED_VERSIONS, Envelope
 from suite.spacecomms.interfaces import IMessageSink, IPeerLink, IRecordStore
 from suite.spacecomms.metrics import NodeMetrics
 from suite.spacecomms.resync import endSync, sendSync
 from suite.spacecomms.router import Router, TokenBucket
+from suite.spacecomms.signing import Signer
 from suite.spacecomms.store import Record
 
-__all__ = ["SpaceNode", "CONJUNCTION_WINDOW_SECONDS"]
+__all__ = ["SpaceNode", "CONJUNCTION_WINDOW_SECONDS", "NotOriginator", "RATE_LOG_INTERVAL_SECONDS"]
 
 CONJUNCTION_WINDOW_SECONDS = 60.0
 CLEANUP_INTERVAL_SECONDS = 60.0
-CAPABILITIES = ["cdm", "object_state", "resync"]
+#: Rate-limit drops are logged (and answered RATE_LIMITED) once per peer per interval.
+RATE_LOG_INTERVAL_SECONDS = 5.0
+CAPABILITIES = ["cdm", "object_state", "resync", "antientropy"]
+
+
+class NotOriginator(Exception):
+    """
+    This node may not change a CDM another node originated (without an
+    admin override).  C{owner} is the originator.
+    """
+
+    def __init__(self, key: str, owner: str, nodeId: str) -> None:
+        super().__init__(ownerRefusal(key, owner, nodeId))
+        self.key = key
+        self.owner = owner
+
+
+class _Drops:
+    """
+    Rate-limit drops from one peer within the current log interval.
+    """
+
+    def __init__(self, call: IDelayedCall, firstId: str) -> None:
+        self.call = call
+        self.count = 1
+        self.firstId = firstId
 
 
 @implementer(IMessageSink)
@@ -51,7 +79,13 @@ class SpaceNode:
         self.store = IRecordStore(store)
         self.clock = clock
         self.started = clock.seconds()
-        self.router = Router(self.nodeId, clock, config.max_hop_count, max(config.message_ttl_seconds, 60.0))
+        self.router = Router(
+            self.nodeId,
+            clock,
+            config.max_hop_count,
+            max(config.message_ttl_seconds, 60.0),
+            config.max_clock_skew_seconds,
+        )
         self.links: dict[str, IPeerLink] = {}
         self.peerConfigs: dict[str, PeerConfig] = {p.id: p for p in config.peers}
         self.buckets: dict[str, TokenBucket] = {}
@@ -65,6 +99,12 @@ class SpaceNode:
         self._pairs: dict[frozenset[str], set[str]] = {}
         self._tick = LoopingCall(self.tick)
         self._tick.clock = clock
+        self.antiEntropy = AntiEntropy(self)
+        #: This node's signing identity (set when TLS is on); with it every
+        #: routed message must carry a valid signature of its originator.
+        self.signer: Signer | None = None
+        self.peerCaps: dict[str, frozenset[str]] = {}
+        self._drops: dict[str, _Drops] = {}
 
     # -- life cycle ------------------------------------------------------
 
@@ -79,10 +119,15 @@ class SpaceNode:
                 heapq.heappush(self._tcaHeap, (r.tca, r.key))
                 self._pairs.setdefault(frozenset(r.objects), set()).add(r.key)
         self._tick.start(1.0, now=True)
+        self.antiEntropy.start()
 
     def stop(self) -> Any:
         if self._tick.running:
             self._tick.stop()
+        self.antiEntropy.stop()
+        for peer in list(self._drops):
+            self._drops[peer].call.cancel()
+            self._logDrops(peer)
         for _, call in self.syncs.values():
             if call.active():
                 call.cancel()
@@ -96,13 +141,22 @@ class SpaceNode:
     def now(self) -> float:
         return self.clock.seconds()
 
-    def nextSequence(self) -> int:
+    def nextSequence(self, after: int = 0) -> int:
         """
-        A per-originator sequence number: strictly increasing, and based on
-        the clock in microseconds so it keeps increasing across restarts.
+        A per-originator sequence number: strictly increasing (and above
+        C{after}, the version it replaces), and based on the clock in
+        microseconds so it keeps increasing across restarts.
         """
-        self._lastSeq = max(self._lastSeq + 1, int(self.now() * 1_000_000))
+        self._lastSeq = max(self._lastSeq + 1, int(self.now() * 1_000_000), after + 1)
         return self._lastSeq
+
+    def peerCapable(self, peer: str, capability: str) -> bool:
+        """
+        Whether C{peer} announced C{capability} in its HELLO (assumed when
+        no HELLO was seen, as in simulations).
+        """
+        caps = self.peerCaps.get(peer)
+        return caps is None or capability in caps
 
     # -- reconfiguration -------------------------------------------------
 
@@ -126,64 +180,128 @@ class SpaceNode:
 
     # -- local operations --------------------------------------------------
 
-    def ingestCDM(self, cdm: CDM) -> tuple[Record, bool]:
+    def _checkOwner(self, key: str, old: Record | None, override: bool) -> bool:
+        """
+        Refuse (L{NotOriginator}) a change to another node's CDM unless
+        C{override}; return whether an override is being used.
+        """
+        if old is None or old.origin == self.nodeId:
+            return False
+        if not override:
+            raise NotOriginator(key, old.origin, self.nodeId)
+        self.log.warn(
+            "authority: admin override of cdm {cdm_id} (originator {owner}) by this node {node}",
+            cdm_id=key,
+            owner=old.origin,
+            node=self.nodeId,
+        )
+        return True
+
+    def ingestCDM(self, cdm: CDM, override: bool = False) -> tuple[Record, bool]:
         """
         Store a CDM submitted to this node and announce it.  Returns the
         record and whether it was new (False for an identical resubmission).
+
+        @raise NotOriginator: the CDM id belongs to another node's CDM and
+            C{override} is False.
+        @raise CDMError: its TCA has already passed (field C{TCA}).
         """
         body = toDict(cdm)
         key = cdm.messageId
         old = self.store.get("cdm", key)
-        if old is not None and old.active and old.body == body:
+        if old is not None and old.active and old.body == body and old.origin == self.nodeId:
             return old, False
         now = self.now()
+        if cdm.tcaSeconds is not None and cdm.tcaSeconds < now:
+            raise CDMError("TCA", "has passed: a CDM for a past conjunction is not stored or announced")
+        overriding = self._checkOwner(key, old, override) or (old is not None and old.override)
+        seq = self.nextSequence(old.sequence if old is not None else 0)
+        payload = self._payload("CDM_ANNOUNCE", {"cdm_id": key, "sequence": seq, "cdm": body}, overriding)
         record = Record(
             "cdm",
             key,
             self.nodeId,
-            self.nextSequence(),
+            seq,
             True,
             body,
             None,
-            now,
+            old.createdAt if old is not None else now,
             now,
             None,
             cdm.tcaSeconds,
             list(cdm.objectDesignators()),
+            overriding,
+            payload.get("signature"),
+            payload.get("cert"),
         )
         self._store(record)
         self._supersede(record)
-        self._originate("CDM_ANNOUNCE", {"cdm_id": key, "sequence": record.sequence, "cdm": body})
+        self._originate("CDM_ANNOUNCE", payload)
         return record, True
 
-    def withdrawCDM(self, key: str, reason: str = "FALSE_POSITIVE") -> Record | None:
+    def _payload(self, mtype: str, payload: dict[str, Any], override: bool = False) -> dict[str, Any]:
+        """
+        A payload this node originates: marked as an override if it is
+        one, and signed when this node has a TLS identity.
+        """
+        if override:
+            payload["override"] = True
+        if self.signer is not None:
+            self.signer.sign(mtype, self.nodeId, payload)
+        return payload
+
+    def withdrawCDM(self, key: str, reason: str = "FALSE_POSITIVE", override: bool = False) -> Record | None:
         """
         Withdraw a CDM everywhere (C{DELETE /cdms/{id}}).
+
+        @raise NotOriginator: another node originated it and C{override} is
+            False.
         """
         old = self.store.get("cdm", key)
         if old is None or not old.active:
             return None
-        record = self._tombstone(old, reason, self.nextSequence(), self.nodeId)
-        self._originate("CDM_WITHDRAW", {"cdm_id": key, "sequence": record.sequence, "reason": reason})
+        overriding = self._checkOwner(key, old, override) or old.override
+        seq = self.nextSequence(old.sequence)
+        payload = self._payload(
+            "CDM_WITHDRAW", {"cdm_id": key, "sequence": seq, "reason": reason}, overriding
+        )
+        record = self._tombstone(old, reason, seq, self.nodeId, None, overriding, payload)
+        self._originate("CDM_WITHDRAW", payload)
         return record
 
     def announceObject(self, objectId: str, state: dict[str, Any]) -> Record:
         now = self.now()
-        record = Record("object", objectId, self.nodeId, self.nextSequence(), True, state, None, now, now)
-        self._store(record)
-        self._originate(
-            "OBJECT_STATE_ANNOUNCE", {"object_id": objectId, "sequence": record.sequence, "state": state}
+        seq = self.nextSequence()
+        payload = self._payload(
+            "OBJECT_STATE_ANNOUNCE", {"object_id": objectId, "sequence": seq, "state": state}
         )
+        record = Record(
+            "object",
+            objectId,
+            self.nodeId,
+            seq,
+            True,
+            state,
+            None,
+            now,
+            now,
+            signature=payload.get("signature"),
+            cert=payload.get("cert"),
+        )
+        self._store(record)
+        self._originate("OBJECT_STATE_ANNOUNCE", payload)
         return record
 
     def withdrawObject(self, objectId: str, reason: str = "NO_LONGER_TRACKED") -> Record | None:
         old = self.store.get("object", objectId)
         if old is None or not old.active:
             return None
-        record = self._tombstone(old, reason, self.nextSequence(), self.nodeId)
-        self._originate(
-            "OBJECT_STATE_WITHDRAW", {"object_id": objectId, "sequence": record.sequence, "reason": reason}
+        seq = self.nextSequence()
+        payload = self._payload(
+            "OBJECT_STATE_WITHDRAW", {"object_id": objectId, "sequence": seq, "reason": reason}
         )
+        record = self._tombstone(old, reason, seq, self.nodeId, None, None, payload)
+        self._originate("OBJECT_STATE_WITHDRAW", payload)
         return record
 
     # -- store helpers -----------------------------------------------------
@@ -195,8 +313,20 @@ class SpaceNode:
             self._pairs.setdefault(frozenset(record.objects), set()).add(record.key)
 
     def _tombstone(
-        self, old: Record, reason: str, sequence: int, origin: str, learnedFrom: str | None = None
+        self,
+        old: Record,
+        reason: str,
+        sequence: int,
+        origin: str,
+        learnedFrom: str | None = None,
+        override: bool | None = None,
+        signed: dict[str, Any] | None = None,
     ) -> Record:
+        """
+        Store a withdrawal of C{old}; C{signed} is the signed payload that
+        made it (None for one this node derives itself: SUPERSEDED,
+        TCA_PASSED), whose signature is kept to re-send it.
+        """
         now = self.now()
         record = Record(
             old.kind,
@@ -211,6 +341,9 @@ class SpaceNode:
             learnedFrom,
             old.tca,
             old.objects,
+            old.override if override is None else override,
+            None if signed is None else signed.get("signature"),
+            None if signed is None else signed.get("cert"),
         )
         self.store.put(record)
         return record
@@ -287,12 +420,15 @@ class SpaceNode:
         if not self.links:
             return
         targets = self._forward(env, None)
+        kind = "cdm" if mtype.startswith("CDM") else "object"
         self.log.info(
-            "routing decision: {message_type} {message_id} originated here; {forwarding}",
+            "routing decision: {message_type} {message_id} for {kind} {key} originated here; {forwarding}",
             message_type=env.message_type,
             message_id=env.message_id,
             node=self.nodeId,
-            forwarding=_describe(targets),
+            kind=kind,
+            key=payload["cdm_id" if kind == "cdm" else "object_id"],
+            forwarding=self._describe(env, None, targets),
         )
 
     def _forward(self, env: Envelope, fromPeer: str | None) -> list[str]:
@@ -307,6 +443,21 @@ class SpaceNode:
             for peer in targets:
                 self.links[peer].sendEnvelope(out)
         return targets
+
+    def _describe(self, env: Envelope, fromPeer: str | None, targets: list[str]) -> str:
+        """
+        Where a message went, or why nowhere (hop limit, loop, policy).
+        """
+        if targets:
+            return f"forwarded to {', '.join(targets)}"
+        if fromPeer is not None and env.hop_count + 1 >= self.router.maxHops:
+            return f"not forwarded (hop limit: max_hop_count {self.router.maxHops} reached)"
+        others = [p for p in self.links if p != fromPeer]
+        if not others:
+            return "not forwarded (no other established peer)"
+        if all(p in env.path or p == env.source_node for p in others):
+            return "not forwarded (loop: every other peer is on the path)"
+        return "not forwarded (policy: forwarding disabled towards the other peers)"
 
     def _error(self, link: IPeerLink, code: str, reason: str, ref: str | None = None) -> None:
         self.metrics.error()
@@ -337,6 +488,7 @@ class SpaceNode:
             return ("UNAUTHORIZED", f"expected node {expectedPeer}, got {peerId}")
         if not hmac.compare_digest(p.get("auth_token", "").encode(), peer.auth_token.encode()):
             return ("UNAUTHORIZED", "auth token mismatch")
+        self.peerCaps[peerId] = frozenset(c for c in p["capabilities"] if isinstance(c, str))
         return None
 
     def helloPayload(self, peerId: str | None) -> dict[str, Any]:
@@ -382,6 +534,7 @@ class SpaceNode:
             send = self.syncSends.pop(peer, None)
             if send is not None and send.active():
                 send.cancel()
+            self.antiEntropy.peerGone(peer)
         for cb in self.onPeersChanged:
             cb()
 
@@ -396,15 +549,13 @@ class SpaceNode:
             kind = "cdm" if env.message_type.startswith("CDM") else "object"
             sync[0].add((kind, env.payload["cdm_id" if kind == "cdm" else "object_id"]))
         bucket = self.buckets.get(peer)
-        resyncing = sync is not None and env.payload.get("sync") is True
-        if routed and not resyncing and bucket is not None and not bucket.take():
-            self.log.warn(
-                "rate limit exceeded: peer {peer} message {message_id} dropped",
-                peer=peer,
-                message_id=env.message_id,
-                node=self.nodeId,
-            )
-            self._error(link, "RATE_LIMITED", "rate limit exceeded", env.message_id)
+        if (
+            routed
+            and bucket is not None
+            and not self._exempt(peer, env, sync is not None)
+            and not bucket.take()
+        ):
+            self._rateLimited(link, env)
             return
         if env.protocol_version not in SUPPORTED_VERSIONS:
             self._error(
@@ -432,7 +583,52 @@ class SpaceNode:
         if mtype == "HELLO":
             self._error(link, "INVALID_MESSAGE", "HELLO on an established session", env.message_id)
             return
+        if mtype in REPAIR_TYPES:
+            self.antiEntropy.received(link, env)
+            return
         self._routed(link, env)
+
+    def _exempt(self, peer: str, env: Envelope, syncing: bool) -> bool:
+        """
+        Whether a routed message is not counted by the rate limit: a
+        re-announcement during the peer's re-sync, or the answer to one of
+        this node's anti-entropy pulls.
+        """
+        p = env.payload
+        if syncing and p.get("sync") is True:
+            return True
+        if p.get("repair") is not True:
+            return False
+        kind = "cdm" if env.message_type.startswith("CDM") else "object"
+        return self.antiEntropy.expected(peer, kind, p["cdm_id" if kind == "cdm" else "object_id"])
+
+    def _rateLimited(self, link: IPeerLink, env: Envelope) -> None:
+        """
+        Count a message dropped by C{link}'s rate limit: the first drop of
+        an interval is answered RATE_LIMITED, and one line per peer per
+        interval says how many were dropped (anti-entropy repairs them).
+        """
+        peer = link.peerId
+        drops = self._drops.get(peer)
+        if drops is not None:
+            drops.count += 1
+            return
+        call = self.clock.callLater(RATE_LOG_INTERVAL_SECONDS, self._logDrops, peer)
+        self._drops[peer] = _Drops(call, env.message_id)
+        self._error(link, "RATE_LIMITED", "rate limit exceeded", env.message_id)
+
+    def _logDrops(self, peer: str) -> None:
+        drops = self._drops.pop(peer, None)
+        if drops is None:
+            return
+        self.log.warn(
+            "rate limit exceeded: peer {peer}: dropped {count} messages in {seconds:g}s (first {message_id})",
+            peer=peer,
+            count=drops.count,
+            seconds=RATE_LOG_INTERVAL_SECONDS,
+            message_id=drops.firstId,
+            node=self.nodeId,
+        )
 
     def _routed(self, link: IPeerLink, env: Envelope) -> None:
         peer = link.peerId
@@ -441,27 +637,48 @@ class SpaceNode:
         key = p["cdm_id"] if kind == "cdm" else p["object_id"]
         decision = self.router.inbound(env, peer, self.policies(peer))
         if not decision.accept:
-            self.log.info(
-                "routing decision: dropped {message_type} {message_id} from {peer}: {reason}",
-                message_type=env.message_type,
-                message_id=env.message_id,
-                node=self.nodeId,
-                peer=peer,
-                reason=decision.reason,
-            )
+            self._dropped(env, peer, kind, key, decision.reason)
             return
         started = _time.perf_counter()
         seq = p["sequence"]
         old: Record | None = self.store.get(kind, key)
+        refusal = provenance(env, peer) or sequenceWindow(seq, self.now(), self.config.max_clock_skew_seconds)
+        overriding = False
+        if refusal is None:
+            refusal, overriding = ownership(env, kind, key, old, self.config.override_nodes)
+        if refusal is not None:
+            self._dropped(env, peer, kind, key, refusal)
+            return
         if old is not None and old.version() >= (seq, env.source_node):
             self.log.info(
-                "routing decision: ignored {message_type} {message_id} from {peer}: not newer than the stored version",
+                "routing decision: ignored {message_type} {message_id} from {peer} for {kind} {key}: not newer than the stored version",
                 message_type=env.message_type,
                 message_id=env.message_id,
                 node=self.nodeId,
                 peer=peer,
+                kind=kind,
+                key=key,
             )
             return
+        if self.signer is not None and env.source_node != peer:
+            # Relayed: the originator's signature speaks for it.  (First-hand
+            # messages are authenticated by the session itself: its token
+            # and the certificate that names the peer.)
+            refusal = self.signer.verify(env.message_type, env.source_node, p, self.now())
+            if refusal is not None:
+                self._dropped(env, peer, kind, key, refusal)
+                return
+        signature, cert = p.get("signature"), p.get("cert")
+        if overriding:
+            self.log.warn(
+                "authority: admin override of cdm {cdm_id} (originator {owner}) by {origin}, via {peer}",
+                cdm_id=key,
+                owner=old.origin if old is not None else "?",
+                origin=env.source_node,
+                peer=peer,
+                node=self.nodeId,
+            )
+        override = p.get("override") is True and env.source_node in self.config.override_nodes
         now = self.now()
         if env.message_type == "CDM_ANNOUNCE":
             try:
@@ -490,36 +707,65 @@ class SpaceNode:
                 env.source_node,
                 seq,
                 True,
-                toDict(cdm),
+                # Signed: keep the CDM exactly as signed, to re-send it.
+                p["cdm"] if signature is not None else toDict(cdm),
                 None,
-                now,
+                old.createdAt if old is not None else now,
                 now,
                 peer,
                 cdm.tcaSeconds,
                 list(cdm.objectDesignators()),
+                override,
+                signature,
+                cert,
             )
             self._store(record)
             self._supersede(record)
             self.metrics.cdmProcessed(_time.perf_counter() - started)
         elif env.message_type == "OBJECT_STATE_ANNOUNCE":
-            self._store(Record("object", key, env.source_node, seq, True, p["state"], None, now, now, peer))
+            self._store(
+                Record(
+                    "object",
+                    key,
+                    env.source_node,
+                    seq,
+                    True,
+                    p["state"],
+                    None,
+                    now,
+                    now,
+                    peer,
+                    signature=signature,
+                    cert=cert,
+                )
+            )
         else:
             base = old or Record(kind, key, env.source_node, seq, False, createdAt=now)
-            self._tombstone(base, p.get("reason") or "ERROR", seq, env.source_node, peer)
+            self._tombstone(base, p.get("reason") or "ERROR", seq, env.source_node, peer, override, p)
         targets = self._forward(env, peer)
         self.log.info(
-            "routing decision: applied {message_type} {message_id} from {peer} (origin {origin}); {forwarding}",
+            "routing decision: applied {message_type} {message_id} from {peer} for {kind} {key} (origin {origin}); {forwarding}",
             message_type=env.message_type,
             message_id=env.message_id,
             node=self.nodeId,
             peer=peer,
+            kind=kind,
+            key=key,
             origin=env.source_node,
-            forwarding=_describe(targets),
+            forwarding=self._describe(env, peer, targets),
         )
 
-
-def _describe(targets: list[str]) -> str:
-    return f"forwarded to {', '.join(targets)}" if targets else "not forwarded (no eligible peer)"
+    def _dropped(self, env: Envelope, peer: str, kind: str, key: str, reason: str) -> None:
+        self.log.info(
+            "routing decision: dropped {message_type} {message_id} from {peer} for {kind} {key}: {reason}",
+            message_type=env.message_type,
+            message_id=env.message_id,
+            node=self.nodeId,
+            peer=peer,
+            kind=kind,
+            key=key,
+            reason=reason,
+        )
 
 
 def _created(r: Record) -> float:

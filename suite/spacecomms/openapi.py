@@ -33,6 +33,11 @@ def _p(name: str) -> dict[str, Any]:
 
 _TIME = {"type": "string", "example": "2026-11-26T12:00:00.000"}
 _SECURE: list[dict[str, list[str]]] = [{"bearer": []}]
+_OVERRIDE = _q(
+    "override",
+    {"type": "string", "enum": ["true", "false"]},
+    "true: change another node's CDM as an admin override (admin permission)",
+)
 
 
 def spec(nodeId: str = "") -> dict[str, Any]:
@@ -130,6 +135,10 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                         "tca": {"type": "string", "nullable": True},
                         "objects": {"type": "array", "items": {"type": "string"}},
                         "reason": {"type": "string", "nullable": True},
+                        "override": {
+                            "type": "boolean",
+                            "description": "origin took it over by an admin override",
+                        },
                         "miss_distance_m": {"type": "number"},
                         "collision_probability": {"type": "number"},
                         "cdm": {"type": "object", "description": "the CDM in the JSON encoding"},
@@ -278,7 +287,8 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                             "format",
                             {"type": "string", "enum": ["kvn", "xml", "json"]},
                             "encoding (else Content-Type, else sniffed)",
-                        )
+                        ),
+                        _OVERRIDE,
                     ],
                     "requestBody": {
                         "required": True,
@@ -292,7 +302,9 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                         **_ok("Accepted", "201", "stored and announced"),
                         **_ok("Accepted", "200", "identical resubmission"),
                         "400": _ERR,
+                        "409": _ERR,
                         "413": _ERR,
+                        "422": _ERR,
                         **_AUTH,
                     },
                 },
@@ -330,7 +342,8 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                                 "enum": ["SUPERSEDED", "TCA_PASSED", "FALSE_POSITIVE", "ERROR"],
                             },
                             "default FALSE_POSITIVE",
-                        )
+                        ),
+                        _OVERRIDE,
                     ],
                     "responses": {**_ok("CDMSummary"), "400": _ERR, "404": _ERR, "409": _ERR, **_AUTH},
                 },

@@ -15,7 +15,7 @@ from suite.spacecomms.apibase import ID, MAX_LIMIT, APIError, Base, arg, body, i
 from suite.spacecomms.cdm.jsonfmt import fromDict
 from suite.spacecomms.cdm.model import CDMError, decode, encode, epochSeconds
 from suite.spacecomms.envelope import OBJECT_WITHDRAW_REASONS, WITHDRAW_REASONS
-from suite.spacecomms.node import SpaceNode
+from suite.spacecomms.node import NotOriginator, SpaceNode
 from suite.spacecomms.store import Record
 
 __all__ = ["CDMs", "Objects", "MAX_STATE_BYTES"]
@@ -37,6 +37,8 @@ def _cdmView(r: Record, full: bool = False) -> dict[str, Any]:
     }
     if not r.active:
         out["reason"] = r.reason
+    if r.override:
+        out["override"] = True
     if r.body is not None:
         rel = r.body.get("relative_metadata_data", {})
         out["miss_distance_m"] = rel.get("MISS_DISTANCE")
@@ -87,6 +89,25 @@ def _status(request: IRequest) -> str:
     return status
 
 
+def _override(request: IRequest) -> bool:
+    value = arg(request, "override")
+    if value is None:
+        return False
+    if value not in ("true", "false"):
+        raise APIError(400, "query parameter override: must be true or false")
+    return value == "true"
+
+
+def _notOriginator(e: NotOriginator) -> APIError:
+    return APIError(
+        409,
+        f"{e}: only {e.owner} can send new versions or withdraw it, and peers ignore changes from any other "
+        "node (an admin can take it over with ?override=true; peers honour that only from nodes in their "
+        "protocol.override_nodes)",
+        origin=e.owner,
+    )
+
+
 class CDMs(Base):
     methods = ("GET", "POST")
 
@@ -116,13 +137,20 @@ class CDMs(Base):
             self.node.metrics.invalidCDM()
             log.warn("cdm validation failed: {field}: {reason}", field=e.field, reason=e.reason)
             raise APIError(400, f"cdm validation failed: {e}", field=e.field)
-        record, created = self.node.ingestCDM(cdm)
+        override = _override(request)
+        try:
+            record, created = self.node.ingestCDM(cdm, override=override)
+        except CDMError as e:
+            log.warn("cdm refused: {field}: {reason}", field=e.field, reason=e.reason, cdm_id=cdm.messageId)
+            raise APIError(422, f"cdm refused: {e}", field=e.field)
+        except NotOriginator as e:
+            raise _notOriginator(e)
         if created:
             self.node.metrics.cdmProcessed(_time.perf_counter() - started)
-        return (201 if created else 200), {
-            "cdm_id": record.key,
-            "status": "accepted" if created else "unchanged",
-        }
+        out: dict[str, Any] = {"cdm_id": record.key, "status": "accepted" if created else "unchanged"}
+        if record.override:
+            out["override"] = True
+        return (201 if created else 200), out
 
     def do_GET(self, request: IRequest) -> Any:
         limit = _limit(request)
@@ -191,7 +219,10 @@ class CDMItem(Base):
         if reason not in WITHDRAW_REASONS:
             raise APIError(400, f"query parameter reason: must be one of {', '.join(WITHDRAW_REASONS)}")
         self._record()
-        r = self.node.withdrawCDM(self.key, reason)
+        try:
+            r = self.node.withdrawCDM(self.key, reason, override=_override(request))
+        except NotOriginator as e:
+            raise _notOriginator(e)
         if r is None:
             raise APIError(409, f"CDM {self.key[:80]!r} is already withdrawn")
         return 200, _cdmView(r)

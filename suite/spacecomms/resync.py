@@ -15,7 +15,7 @@ from suite.spacecomms.store import Record
 if TYPE_CHECKING:
     from suite.spacecomms.node import SpaceNode
 
-__all__ = ["sendSync", "endSync"]
+__all__ = ["sendSync", "endSync", "entryEnvelope"]
 
 
 SYNC_BATCH = 200
@@ -34,23 +34,39 @@ def _candidates(node: SpaceNode, peer: str) -> list[tuple[str, str]]:
     return out
 
 
-def _envelope(node: SpaceNode, r: Record) -> Envelope:
+def entryEnvelope(node: SpaceNode, r: Record, flag: str = "sync") -> Envelope:
+    """
+    The announce or withdrawal that re-states C{r} to a peer, marked with
+    C{flag} (C{sync} during a re-sync, C{repair} for an anti-entropy pull).
+    It keeps the entry's originator and sequence; its path is the
+    originator then this node, so provenance checks hold.
+    """
     cdm = r.kind == "cdm"
     idKey = "cdm_id" if cdm else "object_id"
     payload: dict[str, Any]
     if r.active:
         mtype = "CDM_ANNOUNCE" if cdm else "OBJECT_STATE_ANNOUNCE"
-        payload = {idKey: r.key, "sequence": r.sequence, ("cdm" if cdm else "state"): r.body, "sync": True}
+        payload = {idKey: r.key, "sequence": r.sequence, ("cdm" if cdm else "state"): r.body, flag: True}
     else:
         mtype = "CDM_WITHDRAW" if cdm else "OBJECT_STATE_WITHDRAW"
-        payload = {idKey: r.key, "sequence": r.sequence, "reason": r.reason or "ERROR", "sync": True}
+        payload = {idKey: r.key, "sequence": r.sequence, "reason": r.reason or "ERROR", flag: True}
+    if r.override:
+        payload["override"] = True
+    if r.signature is not None and r.cert is not None:
+        payload["signature"] = r.signature
+        payload["cert"] = r.cert
+    elif r.origin == node.nodeId and node.signer is not None:
+        # Stored before this node signed its messages: sign it now.
+        node.signer.sign(mtype, node.nodeId, payload)
+    path = (node.nodeId,) if r.origin == node.nodeId else (r.origin, node.nodeId)
     return Envelope(
         mtype,
         r.origin,
         payload,
         timestamp=node.now(),
+        hop_count=len(path) - 1,
         ttl=node.config.message_ttl_seconds,
-        path=(node.nodeId,),
+        path=path,
     )
 
 
@@ -75,7 +91,7 @@ def sendSync(node: SpaceNode, link: IPeerLink) -> None:
             r: Record | None = node.store.get(kind, key)
             if r is None or (not r.active and r.reason in ("SUPERSEDED", "TCA_PASSED")):
                 continue
-            env = _envelope(node, r)
+            env = entryEnvelope(node, r)
             node.router.seen.seen(env.message_id)
             link.sendEnvelope(env)
             sent += 1

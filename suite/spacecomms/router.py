@@ -91,10 +91,13 @@ class Router:
     The routing rules of one node.
     """
 
-    def __init__(self, nodeId: str, clock: IReactorTime, maxHops: int, seenLifetime: float) -> None:
+    def __init__(
+        self, nodeId: str, clock: IReactorTime, maxHops: int, seenLifetime: float, maxSkew: float = 300.0
+    ) -> None:
         self.nodeId = nodeId
         self.clock = clock
         self.maxHops = maxHops
+        self.maxSkew = maxSkew
         self.seen = SeenCache(clock, seenLifetime)
 
     def inbound(self, env: Envelope, fromPeer: str, policies: Policies) -> Decision:
@@ -104,15 +107,22 @@ class Router:
         if env.source_node == self.nodeId or self.nodeId in env.path:
             return Decision(False, "loop: this node is already on the path")
         if self.seen.seen(env.message_id):
-            return Decision(False, "duplicate message id")
+            return Decision(False, "loop: duplicate message id")
         if env.hop_count >= self.maxHops:
-            return Decision(False, f"hop count {env.hop_count} reached max_hop_count {self.maxHops}")
-        if env.ttl and env.timestamp + env.ttl < self.clock.seconds():
-            return Decision(False, "ttl expired")
+            return Decision(
+                False, f"hop limit: hop count {env.hop_count} reached max_hop_count {self.maxHops}"
+            )
+        now = self.clock.seconds()
+        if env.ttl and env.timestamp + env.ttl < now:
+            return Decision(False, "ttl: expired")
+        if env.timestamp > now + self.maxSkew:
+            return Decision(
+                False, f"ttl: timestamp is more than max_clock_skew_seconds ({self.maxSkew:g}) ahead"
+            )
         if isCDM(env) and not policies.accept_cdm:
-            return Decision(False, f"policy accept_cdm is false for peer {fromPeer}")
+            return Decision(False, f"policy: accept_cdm is false for peer {fromPeer}")
         if not isCDM(env) and not policies.accept_object_state:
-            return Decision(False, f"policy accept_object_state is false for peer {fromPeer}")
+            return Decision(False, f"policy: accept_object_state is false for peer {fromPeer}")
         return Decision(True, "accepted")
 
     def targets(

@@ -7,6 +7,7 @@ the running configuration untouched and says why).
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 from collections.abc import Mapping
 from typing import Any
@@ -16,15 +17,16 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from suite.daemon import watchListening
+from suite.daemon import ConfigError, watchListening
 from suite.spacecomms.api import makeAPIResource, makeTokenChecker
 from suite.spacecomms.config import Config, ConfigInvalid, PeerConfig, loadConfig
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.peers import PeerManager
+from suite.spacecomms.signing import Signer
 from suite.spacecomms.store import FileStore, MemoryStore
 from suite.web.limits import LimitedRequest, LimitedSite
 
-__all__ = ["SpaceCommsService", "TLSContexts"]
+__all__ = ["SpaceCommsService", "TLSContexts", "startupChecks"]
 
 ALPN = b"spacecomms/1.0"
 RESTART_ONLY = (
@@ -83,6 +85,29 @@ class TLSContexts:
         return self._clients[host]
 
 
+def startupChecks(config: Config) -> TLSContexts | None:
+    """
+    The checks start-up makes beyond the configuration file itself: the
+    TLS identity loads, its key matches its certificate, the certificate
+    chains to C{ca_path}; the store and log files can be written.
+    C{validate-config} runs the same.
+
+    @raise suite.daemon.ConfigError: naming the key and the problem.
+    """
+    for key, path in (
+        ("storage.file_path", config.file_path if config.storage_type == "file" else None),
+        ("logging.output", None if config.log_output in ("stdout", "stderr") else config.log_output),
+    ):
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            raise ConfigError(f"{key}: {path} is a directory, not a file")
+        target = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"{key}: cannot write {target}")
+    return TLSContexts(config) if config.tls_enabled else None
+
+
 class _APIRequest(LimitedRequest):
     """
     The API takes JSON, KVN and XML bodies, never HTML form posts: skip
@@ -125,7 +150,9 @@ class SpaceCommsService(MultiService):
             else MemoryStore()
         )
         self.node = SpaceNode(config, store, reactor)
-        self.tls = TLSContexts(config) if config.tls_enabled else None
+        self.tls = startupChecks(config)
+        if self.tls is not None:
+            self.node.signer = Signer.fromBundle(self.tls.bundle)
         self.peers = PeerManager(self.node, reactor, self.tls)
         self.peers.setServiceParent(self)
         self.apiPeers: dict[str, PeerConfig] = {}

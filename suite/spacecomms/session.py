@@ -119,6 +119,8 @@ def _build() -> Any:
     def checkHello(inputs: SessionInputs, core: SessionCore, data: HelloData, hello: Envelope) -> None:
         verdict = core.sink.checkHello(hello, core.expectedPeer)
         if verdict is None:
+            verdict = core.protocol.checkCertificate(hello.payload["node_id"])
+        if verdict is None:
             inputs.helloAccepted(hello.payload["node_id"])
         else:
             code, reason = verdict  # type: ignore[misc]
@@ -278,6 +280,38 @@ class PeerProtocol(Int32StringReceiver):
             return f"{a.host}:{a.port}"
         except Exception:
             return "?"
+
+    def certificateNames(self) -> set[str] | None:
+        """
+        The names (subject CN and DNS SANs) of the peer's TLS certificate,
+        or None on a connection without TLS.
+        """
+        getCert = getattr(self.transport, "getPeerCertificate", None)
+        if getCert is None:
+            return None
+        cert = getCert()
+        if cert is None:
+            return set()
+        from cryptography import x509
+
+        c = cert.to_cryptography()
+        names = {str(a.value) for a in c.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)}
+        try:
+            san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names.update(san.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            pass
+        return names
+
+    def checkCertificate(self, peerId: str) -> tuple[str, str] | None:
+        """
+        Bind the HELLO's node id to the mTLS identity: on a TLS session the
+        peer's certificate must name C{peerId} (CN or DNS SAN).
+        """
+        names = self.certificateNames()
+        if names is None or peerId in names:
+            return None
+        return ("UNAUTHORIZED", f"the peer's TLS certificate does not name node {peerId} (CN or DNS SAN)")
 
     def connectionMade(self) -> None:
         noDelay = getattr(self.transport, "setTcpNoDelay", None)

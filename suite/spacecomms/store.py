@@ -16,6 +16,7 @@ thread every second.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import struct
 import zlib
@@ -30,9 +31,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from suite.spacecomms.envelope import DIGEST_BUCKETS
 from suite.spacecomms.interfaces import IRecordStore
 
-__all__ = ["Record", "MemoryStore", "FileStore", "FORMAT_VERSION"]
+__all__ = ["Record", "MemoryStore", "FileStore", "FORMAT_VERSION", "bucketOf", "entryHash"]
 
 FORMAT_VERSION = 1
 _HEAD = struct.Struct(">II")
@@ -46,7 +48,10 @@ class Record:
 
     C{origin}/C{sequence} order updates from the same originator; C{active}
     is False for a withdrawal tombstone (C{reason} says why).
-    C{learnedFrom} is the peer that delivered it (None when local).
+    C{learnedFrom} is the peer that delivered it (None when local);
+    C{override} is True when C{origin} took the entry over by an admin
+    override; C{signature} and C{cert} are the originator's signature of
+    the message that made this version (see L{suite.spacecomms.signing}).
     """
 
     kind: str
@@ -61,6 +66,9 @@ class Record:
     learnedFrom: str | None = None
     tca: float | None = None
     objects: list[str] = field(default_factory=list)
+    override: bool = False
+    signature: bytes | None = None
+    cert: bytes | None = None
 
     def version(self) -> tuple[int, str]:
         return (self.sequence, self.origin)
@@ -79,6 +87,9 @@ class Record:
             "learnedFrom": self.learnedFrom,
             "tca": self.tca,
             "objects": self.objects,
+            "override": self.override,
+            "signature": self.signature,
+            "cert": self.cert,
         }
 
     @classmethod
@@ -86,23 +97,53 @@ class Record:
         return cls(**d)
 
 
+def bucketOf(key: str) -> int:
+    """
+    The anti-entropy digest bucket of an entry key.
+    """
+    return zlib.crc32(key.encode()) % DIGEST_BUCKETS
+
+
+def entryHash(r: Record) -> int:
+    """
+    A 64-bit hash of one entry's identity and version.
+    """
+    raw = f"{r.kind}\0{r.key}\0{r.origin}\0{r.sequence}".encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
+
 @implementer(IRecordStore)
 class MemoryStore:
     """
-    Records in dictionaries only; lost when the process ends.
+    Records in dictionaries only; lost when the process ends.  Keeps the
+    anti-entropy digest of its active records up to date as they change.
     """
 
     def __init__(self) -> None:
         self._data: dict[str, dict[str, Record]] = {"cdm": {}, "object": {}}
+        self._digest: dict[str, list[int]] = {k: [0] * DIGEST_BUCKETS for k in self._data}
 
     def load(self) -> None:
         pass
 
+    def _fold(self, r: Record) -> None:
+        if r.active:
+            self._digest[r.kind][bucketOf(r.key)] ^= entryHash(r)
+
     def put(self, record: Record) -> None:
+        old = self._data[record.kind].get(record.key)
+        if old is not None:
+            self._fold(old)
+        self._fold(record)
         self._data[record.kind][record.key] = record
 
     def remove(self, kind: str, key: str) -> None:
-        self._data[kind].pop(key, None)
+        old = self._data[kind].pop(key, None)
+        if old is not None:
+            self._fold(old)
+
+    def digest(self, kind: str) -> list[int]:
+        return list(self._digest[kind])
 
     def get(self, kind: str, key: str) -> Record | None:
         return self._data[kind].get(key)
@@ -208,9 +249,9 @@ class FileStore(MemoryStore):
             except (TypeError, KeyError):
                 return
             if r.kind in self._data:
-                self._data[r.kind][r.key] = r
+                MemoryStore.put(self, r)
         elif e.get("op") == "del" and e.get("kind") in self._data:
-            self._data[e["kind"]].pop(str(e.get("key")), None)
+            MemoryStore.remove(self, e["kind"], str(e.get("key")))
 
     def _snapshotEntries(self) -> list[bytes]:
         return [encodeEntry({"op": "put", "r": r.toJSON()}) for d in self._data.values() for r in d.values()]

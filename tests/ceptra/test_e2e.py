@@ -52,7 +52,8 @@ class NodeProcessTests(TestCase):
         base = os.path.abspath(self.mktemp())
         ca, identity = makePKI(os.path.join(base, "pki"))
         cp = ca.identity("control-plane")
-        probe = ca.identity("probe")
+        probe = ca.identity("probe", "spiffe://ops.example/probe")
+        stranger = ca.identity("stranger", "spiffe://ops.example/stranger")
         cpPort, adminPort = freePort(), freePort()
         DaemonProcess(
             self,
@@ -80,6 +81,7 @@ class NodeProcessTests(TestCase):
             CEPTRA_ADMIN_BIND=f"127.0.0.1:{adminPort}",
             CEPTRA_RAFT_BIND=f"127.0.0.1:{freePort()}",
             CEPTRA_FEED_INTERVAL_MS="200",
+            CEPTRA_ADMIN_ALLOWED_SPIFFE="spiffe://ops.example/probe",
         )
         node = DaemonProcess(self, scriptArgs("ceptra"), env=env, name="ceptra", cwd=base)
         node.start()
@@ -94,12 +96,17 @@ class NodeProcessTests(TestCase):
         async def placementReady() -> Any:
             r = await treq.get(admin + "/readyz", agent=agent)
             body = json.loads(await r.content())
-            return (r.code, body) if body["checks"]["placement"]["ready"] else None
+            ok = body["checks"]["placement"]["ready"] and body["checks"]["raft"]["ready"]
+            return (r.code, body) if ok else None
 
-        code, body = await node.waitFor(placementReady, "a fresh placement feed", timeout=30)
+        # p0's other replica has no SPIFFE ID in the table, so this node is
+        # its group's only voter and leads it; the activation barrier
+        # epoch-1 still holds readiness back.
+        code, body = await node.waitFor(placementReady, "a fresh placement feed and a leader", timeout=30)
         self.assertEqual(code, 503)
         self.assertFalse(body["ready"])
-        self.assertEqual(body["reasons"], ["raft: no raft leader known: raft not implemented yet"])
+        self.assertEqual(body["reasons"], ["activation: activation barrier epoch-1 not ready"])
+        self.assertEqual(body["checks"]["raft"]["details"]["partitions"]["p0"]["role"], "leader")
         details = body["checks"]["placement"]["details"]
         self.assertEqual(details["revision"], 1)
         self.assertEqual(
@@ -118,6 +125,8 @@ class NodeProcessTests(TestCase):
         self.assertIn('clustor_feed_staleness_ms{feed="placement"}', text)
         self.assertIn('clustor_feed_latency_ms{feed="activation"}', text)
         self.assertIn("clustor_system_logs_total", text)
+        self.assertIn('ceptra_partition_committed_index{partition="p0"}', text)
+        self.assertIn('ceptra_partition_match_index{partition="p0"}', text)
         names = {
             line.split("{")[0].split(" ")[0]
             for line in text.splitlines()
@@ -126,6 +135,16 @@ class NodeProcessTests(TestCase):
         self.assertFalse([n for n in names if "seconds" in n], names)
         self.assertFalse([n for n in names if n.endswith("_created")], names)
         self.assertTrue(os.path.isfile(os.path.join(base, "data", "snapshots", ".write_probe")))
+
+        # A certificate from the bundle whose SPIFFE ID is not on the allow
+        # list is refused by the admin listener.
+        refused = Agent(
+            reactor,
+            contextFactory=MTLSPolicy(loadIdentity(stranger.cert, stranger.key, stranger.trust)),
+            pool=pool,
+        )
+        with self.assertRaises(ResponseNeverReceived):
+            await treq.get(admin + "/healthz", agent=refused)
 
         # Without a client certificate, neither the admin surface nor the
         # control plane completes a handshake.

@@ -180,3 +180,41 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("CEPTRA_RAFT_CLIENT_BACKOFF_MS", "out of range", CEPTRA_RAFT_CLIENT_BACKOFF_MS="-5")
         self.assertError("CEPTRA_ADMIN_TLS", "mtls or off", CEPTRA_ADMIN_TLS="yes")
         self.assertError("CEPTRA_FEED_INTERVAL_MS", "out of range", CEPTRA_FEED_INTERVAL_MS="1")
+
+
+class RaftAndAdminOptionsTests(SynchronousTestCase):
+    """
+    The options of the Raft partitions and the client API.
+    """
+
+    def test_defaults(self) -> None:
+        o = parse()
+        self.assertEqual(o["admin-allowed-spiffe"], [])
+        self.assertEqual((o["raft-election-timeout-ms"], o["raft-heartbeat-ms"]), (500, 100))
+        self.assertEqual((o["snapshot-threshold"], o["ready-max-lag"]), (2000, 1000))
+        self.assertEqual(o["max-batch-bytes"], 4 * 1024 * 1024)
+        self.assertEqual(o["raft-endpoint"], "tcp:26021:interface=127.0.0.1")
+
+    def test_values(self) -> None:
+        o = parse(
+            CEPTRA_ADMIN_ALLOWED_SPIFFE=" spiffe://ops.example/ingest, spiffe://clients.example ,",
+            CEPTRA_RAFT_ELECTION_TIMEOUT_MS="1000",
+            CEPTRA_RAFT_HEARTBEAT_MS="200",
+        )
+        self.assertEqual(
+            o["admin-allowed-spiffe"], ["spiffe://ops.example/ingest", "spiffe://clients.example"]
+        )
+        self.assertEqual(o["raft-election-timeout-ms"], 1000)
+
+    def test_errors(self) -> None:
+        for env, value, why in (
+            ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "ops-admin", "not a SPIFFE ID"),
+            ("CEPTRA_RAFT_ELECTION_TIMEOUT_MS", "5", "out of range"),
+            ("CEPTRA_RAFT_HEARTBEAT_MS", "400", "at most half"),
+            ("CEPTRA_SNAPSHOT_THRESHOLD", "0", "out of range"),
+            ("CEPTRA_MAX_BATCH_BYTES", "10", "out of range"),
+        ):
+            with self.assertRaises(ConfigError) as cm:
+                parse(**{env: value})
+            self.assertIn(env, str(cm.exception))
+            self.assertIn(why, str(cm.exception))

@@ -144,8 +144,9 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_children(self) -> None:
         """
-        Log metrics, feed client and admin listener are children; starting
-        listens on the admin port and connects to the control plane.
+        Log metrics, feed client, partitions, Raft and admin listeners are
+        children; starting listens on the admin and Raft ports and connects
+        to the control plane.
         """
         base = self.mktemp()
         _, identity = makePKI(os.path.join(base, "pki"))
@@ -157,10 +158,12 @@ class MakeServiceTests(SynchronousTestCase):
         )
         reactor = MemoryReactorClock()
         root = service.makeService(options, reactor)
-        self.assertTrue({"log-metrics", "feeds", "admin"} <= {s.name for s in root})
+        self.assertTrue({"log-metrics", "feeds", "admin", "raft", "partitions"} <= {s.name for s in root})
         self.assertTrue(os.path.isfile(os.path.join(base, "data", "wal", PROBE_NAME)))
         root.startService()
-        self.assertEqual([(p[0], p[3]) for p in reactor.tcpServers], [(26999, "127.0.0.1")])
+        self.assertEqual(
+            sorted((p[0], p[3]) for p in reactor.tcpServers), [(26021, "127.0.0.1"), (26999, "127.0.0.1")]
+        )
         self.assertEqual({(c[0], c[1]) for c in reactor.tcpClients}, {("127.0.0.1", 26555)})
         root.stopService()
 
@@ -250,12 +253,13 @@ class HealthTests(SynchronousTestCase):
 
 class LogMetricsTests(SynchronousTestCase):
     """
-    clustor_system_logs_total counts log events by level while running.
+    clustor_system_logs_total counts log events by level from construction
+    (start-up lines included) until stopped.
     """
 
     def test_counts(self) -> None:
         """
-        Events are counted only between start and stop.
+        Events are counted from construction until stop.
         """
         registry = CollectorRegistry()
         publisher = LogPublisher()
@@ -268,6 +272,6 @@ class LogMetricsTests(SynchronousTestCase):
         log.warn("three")
         svc.stopService()
         log.warn("after")
-        self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "warn"}), 2.0)
+        self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "warn"}), 3.0)
         self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "error"}), 1.0)
         self.assertEqual(registry.get_sample_value("clustor_system_logs_total", {"level": "debug"}), 0.0)

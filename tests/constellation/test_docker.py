@@ -132,6 +132,12 @@ class _Fault(Resource):
             return b'{"message": "engine on fire"}'
         return NOT_DONE_YET  # slow: never answers
 
+    def render_POST(self, request: Any) -> bytes:
+        progress = b'{"status":"Downloading","progressDetail":{"current":1,"total":9},"id":"abc"}\n' * 5000
+        if self.mode == "pull-error":
+            return progress + b'{"errorDetail":{"message":"unauthorized"},"error":"unauthorized: denied"}\n'
+        return progress + b'{"status":"Status: Downloaded newer image for x:1"}\n'
+
 
 class StandInTests(TestCase):
     """
@@ -173,6 +179,19 @@ class StandInTests(TestCase):
         No answer within the timeout.
         """
         self.assertIn("no answer within 0.5 s", await self.fails("slow", timeout=0.5))
+
+    async def test_pullStream(self) -> None:
+        """
+        A pull's progress stream is read line by line whatever its length
+        (here 400 KB against a 4 KiB body limit); an error line in it is
+        the pull's error, with the registry's message.
+        """
+        client = DockerClient(reactor, await self.serve("pull-ok"), maxBody=4096)
+        await client.pull("x:1")
+        client = DockerClient(reactor, await self.serve("pull-error"), maxBody=4096)
+        with self.assertRaises(DockerError) as caught:
+            await client.pull("registry.example/x:1")
+        self.assertEqual(str(caught.exception), "docker: pull registry.example/x:1: unauthorized: denied")
 
     async def test_error(self) -> None:
         """

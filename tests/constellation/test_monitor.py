@@ -57,6 +57,36 @@ class _Client:
         self.streams.append((stream, onEvent))
         return stream
 
+    def networks(self) -> Any:
+        raise NotImplementedError()
+
+    def createNetwork(self, config: Any) -> Any:
+        raise NotImplementedError()
+
+    def connectNetwork(self, network: str, containerID: str, aliases: Any = ()) -> Any:
+        raise NotImplementedError()
+
+    def image(self, name: str) -> Any:
+        raise NotImplementedError()
+
+    def pull(self, image: str, timeout: float = 600.0) -> Any:
+        raise NotImplementedError()
+
+    def createContainer(self, name: str, config: Any) -> Any:
+        raise NotImplementedError()
+
+    def startContainer(self, containerID: str) -> Any:
+        raise NotImplementedError()
+
+    def stopContainer(self, containerID: str, grace: int | None = None) -> Any:
+        raise NotImplementedError()
+
+    def renameContainer(self, containerID: str, name: str) -> Any:
+        raise NotImplementedError()
+
+    def removeContainer(self, containerID: str, force: bool = True) -> Any:
+        raise NotImplementedError()
+
 
 def container(name: str, health: str = "healthy") -> Container:
     return Container(name, name, {}, True, health, "host")

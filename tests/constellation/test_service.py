@@ -217,7 +217,7 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual(
             [s.name for s in root],
-            ["gossip", "docker-monitor", "raft-agent", "dns-writer", "public-ip", "http-provider"],
+            ["gossip", "docker-monitor", "raft-agent", "dns-writer", "deploy", "public-ip", "http-provider"],
         )
         state = root.getServiceNamed("gossip").state
         self.assertEqual(

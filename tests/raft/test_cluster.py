@@ -64,6 +64,28 @@ class ElectionTests(SynchronousTestCase):
         assert new is not None
         self.assertIn(new.id, others)
 
+    def test_higherTermStepDownLogged(self) -> None:
+        """
+        A leader that sees a higher term steps down and says so in the log,
+        naming the term and the node it came from.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        sim = Simulation(14, 3)
+        leader = elect(sim)
+        other = next(n for n in sim.live() if n is not leader)
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        term = leader.term
+        leader.receive(Heartbeat(other.id, leader.id, term + 1, 0, 0))
+        self.assertIsNone(leader.leader)
+        self.assertEqual(leader.term, term + 1)
+        lines = [formatEvent(e) for e in events]
+        self.assertIn(
+            f"leader {leader.id} saw term {term + 1} from {other.id}; stepping down from term {term}", lines
+        )
+
     def test_preVoteKeepsTermsStable(self) -> None:
         """
         An isolated follower keeps failing pre-votes without raising its

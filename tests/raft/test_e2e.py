@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from tests.raft.cluster import makeClient, makeCluster
@@ -82,6 +84,13 @@ class KillLeaderTests(TestCase):
         await sleep(0.1)
 
 
+async def _readyApplied(port: int, target: int) -> bool:
+    import treq
+
+    r = await treq.get(f"http://127.0.0.1:{port}/readyz", timeout=2, persistent=False)
+    return _applied(json.loads(await r.content())) >= target
+
+
 def _applied(body: object) -> int:
     """
     Find the largest appliedIndex anywhere in a /readyz JSON body.
@@ -97,6 +106,102 @@ def _applied(body: object) -> int:
         for v in body:
             best = max(best, _applied(v))
     return best
+
+
+class MembershipTests(TestCase):
+    """
+    An operator grows the group from three to five nodes (one added as a
+    voter in one step, one as a learner then promoted) and shrinks it back
+    with C{python -m suite.raft member} while clients write.
+    """
+
+    timeout = 180
+
+    async def member(self, clientDir: str, servers: str, *args: str) -> dict[str, Any]:
+        argv = [sys.executable, "-m", "suite.raft", "member", *args, "--cert-dir", clientDir]
+        for server in servers.split(","):
+            argv += ["--server", server]
+        proc = DaemonProcess(self, argv, name=f"member-{args[0]}-{args[1]}").start()
+        code = await proc.waitExit(60)
+        self.assertEqual(code, 0, proc.output())
+        lines = [line for line in proc.output().splitlines() if line.startswith("{")]
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+    async def test_threeToFiveToThree(self) -> None:
+        """
+        Two nodes join as voters and are removed again under a steady write
+        load: every acknowledged write is readable at the end, and writes
+        never stall for longer than one election (here no election is
+        needed at all, so the bound is an election timeout plus the
+        client's retry delay).
+        """
+        base = self.mktemp()
+        specs, clientDir = makeCluster(base, 5, freePort)
+        first, extra = specs[:3], specs[3:]
+        old = {s.id for s in first}
+        procs = {}
+        for s in first:
+            s.peers = {p: port for p, port in s.peers.items() if p in old}
+            procs[s.id] = DaemonProcess(self, s.argv(), name=s.id).start()
+        for s in first:
+            await procs[s.id].waitForPort(s.clientPort)
+        client = makeClient(reactor, first, clientDir, timeoutMs=500, retryAttempts=40, backoffMs=20)
+        self.addCleanup(client.close)
+        await client.call("put", "warmup", "1")
+
+        acknowledged: dict[str, str] = {}
+        acks: list[float] = []
+        running = [True]
+
+        async def load() -> None:
+            i = 0
+            while running[0]:
+                key = f"k{i % 20}"
+                await client.call("put", key, f"v{i}")
+                acknowledged[key] = f"v{i}"
+                acks.append(time.monotonic())
+                i += 1
+
+        writer = Deferred.fromCoroutine(load())
+        servers = ",".join(f"{s.id}=127.0.0.1:{s.clientPort}" for s in first)
+        for s in extra:
+            procs[s.id] = DaemonProcess(self, s.argv() + ["--join"], name=s.id).start()
+            await procs[s.id].waitForPort(s.clientPort)
+            address = f"127.0.0.1:{s.raftPort}"
+            if s.id == "n4":
+                config = await self.member(clientDir, servers, "add-voter", s.id, address)
+            else:
+                config = await self.member(clientDir, servers, "add-learner", s.id, address)
+                self.assertIn(s.id, config["learners"])
+                target = (await client.call("status"))["commitIndex"]
+                await procs[s.id].waitFor(
+                    lambda spec=s, target=target: _readyApplied(spec.adminPort, target),
+                    "the learner to catch up",
+                )
+                config = await self.member(clientDir, servers, "promote", s.id)
+            self.assertIn(s.id, config["voters"])
+        self.assertEqual(sorted(config["voters"]), ["n1", "n2", "n3", "n4", "n5"])
+        await sleep(1.0)
+        status = await client.call("status")
+        self.assertEqual(status["voters"], ["n1", "n2", "n3", "n4", "n5"])
+        for s in extra:
+            config = await self.member(clientDir, servers, "remove", s.id)
+            self.assertNotIn(s.id, config["voters"] + config["learners"])
+        self.assertEqual(sorted(config["voters"]), ["n1", "n2", "n3"])
+        for s in extra:
+            procs[s.id].kill9()
+        await sleep(1.0)
+        running[0] = False
+        await writer
+        status = await client.call("status")
+        self.assertEqual((status["voters"], status["learners"]), (["n1", "n2", "n3"], []))
+        gaps = [b - a for a, b in zip(acks, acks[1:], strict=False)]
+        sys.stderr.write(f"membership 3->5->3: {len(acks)} writes, longest gap {max(gaps) * 1000:.0f} ms\n")
+        self.assertGreater(len(acks), 50)
+        self.assertLess(max(gaps), 0.3 + 0.5 + 0.2, "writes stalled for longer than an election")
+        for key, value in sorted(acknowledged.items()):
+            self.assertEqual(await client.call("get", key), value, key)
 
 
 class RefuseToStartTests(TestCase):

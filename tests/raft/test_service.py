@@ -214,3 +214,72 @@ class ClientAPITests(SynchronousTestCase):
         """
         reply = self.request("just", "three", "fields")
         self.assertEqual(reply[1:4], [False, None, "malformed request"])
+
+    def test_membershipChanges(self) -> None:
+        """
+        The leader adds and removes a learner on request, answering with the
+        configuration; asking again for what is already so succeeds at once;
+        an addition without an address is refused with a reason.
+        """
+        self.clock.advance(0.31)
+        reply = self.request(1, "addLearner", "b", None, "op", 0)
+        self.assertEqual(reply[:2], [1, False])
+        self.assertIn("needs the new node's Raft address", reply[3])
+        reply = self.request(2, "addLearner", "b", "127.0.0.1:7002", "op", 0)
+        self.assertEqual(reply[:2], [2, True])
+        self.assertEqual((reply[2]["voters"], reply[2]["learners"]), (["a"], ["b"]))
+        self.assertEqual(reply[2]["addresses"], {"b": "127.0.0.1:7002"})
+        self.assertEqual(self.request(3, "addLearner", "b", "127.0.0.1:7002", "op", 0)[:2], [3, True])
+        reply = self.request(4, "remove", "b", None, "op", 0)
+        self.assertEqual(reply[:2], [4, True])
+        self.assertEqual((reply[2]["voters"], reply[2]["learners"]), (["a"], []))
+        self.assertEqual(self.request(5, "remove", "b", None, "op", 0)[:2], [5, True])
+
+    def test_membershipNotLeader(self) -> None:
+        """
+        A follower refuses a membership change, explaining why.
+        """
+        reply = self.request(1, "remove", "b", None, "op", 0)
+        self.assertEqual(reply[:2], [1, False])
+        self.assertIn("no leader is known", reply[3])
+
+
+class MemberOptionsTests(SynchronousTestCase):
+    """
+    C{python -m suite.raft member} flags.
+    """
+
+    def parse(self, *args: str) -> Any:
+        from suite.raft.admin import MemberOptions
+
+        o = MemberOptions()
+        o.parseOptions(list(args))
+        return o
+
+    def test_actions(self) -> None:
+        """
+        Operator verbs map to the node's membership actions.
+        """
+        o = self.parse("add-voter", "n4", "127.0.0.1:7004", "--server", "n1=127.0.0.1:7101", "--insecure")
+        self.assertEqual((o["action"], o["id"], o["address"]), ("addVoter", "n4", "127.0.0.1:7004"))
+        self.assertEqual(o["server"], {"n1": "127.0.0.1:7101"})
+        o = self.parse("remove", "n4", "--server", "n1=127.0.0.1:7101", "--cert-dir", "certs")
+        self.assertEqual((o["action"], o["address"]), ("remove", ""))
+
+    def test_bad(self) -> None:
+        """
+        Bad usage gets one clear message.
+        """
+        from twisted.python.usage import UsageError
+
+        cases = [
+            (["frobnicate", "n4", "--server", "n1=h:1", "--insecure"], "unknown action 'frobnicate'"),
+            (["add-learner", "n4", "--server", "n1=h:1", "--insecure"], "needs the new node's Raft address"),
+            (["remove", "n4", "--insecure"], "--server is required"),
+            (["remove", "n4", "--server", "n1=h:1"], "--cert-dir is required"),
+            (["remove", "n4", "--server", "n1"], "expected ID=HOST:PORT"),
+        ]
+        for args, message in cases:
+            with self.assertRaises(UsageError) as e:
+                self.parse(*args)
+            self.assertIn(message, str(e.exception))

@@ -22,9 +22,9 @@ from suite.spacecomms.store import MemoryStore
 ADMIN, WRITER, READER = "admin-secret-1", "writer-secret-1", "reader-secret-1"
 
 
-class APITests(SynchronousTestCase):
+class _APIBase(SynchronousTestCase):
     """
-    Every endpoint, its auth rules and its errors.
+    A node A with one peer B and three tokens, its API over StubTreq.
     """
 
     def setUp(self) -> None:
@@ -87,6 +87,12 @@ class APITests(SynchronousTestCase):
 
     def logged(self, text: str) -> bool:
         return any(text in e.get("log_format", "") for e in self.events)
+
+
+class APITests(_APIBase):
+    """
+    Every endpoint, its auth rules and its errors.
+    """
 
     def test_health(self) -> None:
         """
@@ -282,3 +288,68 @@ class APITests(SynchronousTestCase):
         self.assertEqual(self.call("GET", "/nothing", token=None)[0], 404)
         code, body = self.call("PUT", "/cdms", "{}")
         self.assertEqual((code, "error" in body), (405, True))
+
+
+class AuthorityAPITests(_APIBase):
+    """
+    The API refuses what peers would ignore: changes to another node's CDM
+    (unless an admin overrides) and CDMs whose TCA has passed.
+    """
+
+    def _foreign(self, key: str) -> None:
+        from suite.spacecomms.cdm.jsonfmt import toDict
+        from suite.spacecomms.store import Record
+
+        cdm = sampleCDM(key, object2="42001")
+        now = self.clock.seconds()
+        self.node.store.put(
+            Record(
+                "cdm",
+                key,
+                "B",
+                int(now * 1e6),
+                True,
+                toDict(cdm),
+                None,
+                now,
+                now,
+                "B",
+                cdm.tcaSeconds,
+                list(cdm.objectDesignators()),
+            )
+        )
+
+    def test_foreignCDMRefused(self) -> None:
+        """
+        DELETE or re-POST of B's CDM is 409 naming the originator; the
+        override needs the admin permission and is then applied and
+        reported as an override.
+        """
+        self._foreign("F-1")
+        code, body = self.call("DELETE", "/cdms/F-1", token=WRITER)
+        self.assertEqual(code, 409)
+        self.assertIn("belongs to originator B, not A", body["error"])
+        self.assertEqual(body["origin"], "B")
+        code, body = self.call(
+            "POST", "/cdms", encode(sampleCDM("F-1", object2="42001"), "json"), token=WRITER
+        )
+        self.assertEqual(code, 409)
+        self.assertEqual(self.node.store.get("cdm", "F-1").origin, "B")
+        self.assertEqual(self.call("DELETE", "/cdms/F-1?override=true", token=WRITER)[0], 403)
+        self.assertEqual(self.call("DELETE", "/cdms/F-1?override=maybe")[0], 400)
+        code, body = self.call("DELETE", "/cdms/F-1?override=true&reason=ERROR")
+        self.assertEqual(code, 200, body)
+        self.assertEqual((body["status"], body["origin"], body["override"]), ("withdrawn", "A", True))
+        self.assertTrue(self.logged("authority: admin override of cdm"))
+
+    def test_pastTCARefused(self) -> None:
+        """
+        A CDM whose TCA has passed is 422 naming TCA and is not stored.
+        """
+        now = self.clock.seconds()
+        old = encode(sampleCDM("OLD-1", tca=now - 10, created=now - 3600), "json")
+        code, body = self.call("POST", "/cdms", old)
+        self.assertEqual(code, 422)
+        self.assertEqual(body["field"], "TCA")
+        self.assertIn("has passed", body["error"])
+        self.assertIsNone(self.node.store.get("cdm", "OLD-1"))

@@ -398,3 +398,69 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(r.returncode, 2)
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
         self.assertIn("node.id: is required", r.stderr)
+
+
+class StartupChecksTests(SynchronousTestCase):
+    """
+    validate-config runs the checks start-up runs.
+    """
+
+    def test_keyNotMatchingCertificate(self) -> None:
+        """
+        A TLS key that does not belong to the certificate makes
+        validate-config exit 1 naming server.tls.key_path, as start-up
+        refuses it; the matching key is valid.
+        """
+        import io
+
+        from suite.spacecomms.cli import validateConfig
+        from tests.spacecomms.support import makeCertificates
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        dirs = makeCertificates(base, ["A", "B"])
+        path = os.path.join(base, "a.yaml")
+
+        def check(keyDir: str) -> tuple[int, str, str]:
+            with open(path, "w") as f:
+                f.write(
+                    "node: {id: A}\napi: {auth: {enabled: false}}\nserver:\n  tls:\n    enabled: true\n"
+                    f"    cert_path: {dirs['A']}/node.crt\n    key_path: {keyDir}/node.key\n"
+                    f"    ca_path: {dirs['A']}/ca.crt\n"
+                )
+            o = Options()
+            o.parseOptions(["validate-config", "--config", path])
+            out, err = io.StringIO(), io.StringIO()
+            return validateConfig(o, out, err), out.getvalue(), err.getvalue()
+
+        code, out, err = check(dirs["B"])
+        self.assertEqual(code, 1, out)
+        self.assertIn("server.tls.key_path", err)
+        self.assertIn("does not match server.tls.cert_path", err)
+        self.assertIn("invalid (1 problem)", err)
+        code, out, err = check(dirs["A"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("valid", out)
+
+    def test_storeIsADirectory(self) -> None:
+        """
+        A store path that is a directory (which start-up cannot open) makes
+        validate-config exit 1 naming storage.file_path.
+        """
+        import io
+
+        from suite.spacecomms.cli import validateConfig
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(base, "store"))
+        path = os.path.join(base, "a.yaml")
+        with open(path, "w") as f:
+            f.write(
+                f"node: {{id: A}}\napi: {{auth: {{enabled: false}}}}\nstorage: {{type: file, file_path: {base}/store}}\n"
+            )
+        o = Options()
+        o.parseOptions(["validate-config", "--config", path])
+        err = io.StringIO()
+        self.assertEqual(validateConfig(o, io.StringIO(), err), 1)
+        self.assertIn("storage.file_path: ", err.getvalue())
+        self.assertIn("is a directory", err.getvalue())

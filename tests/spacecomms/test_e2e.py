@@ -190,6 +190,6 @@ class TriangleTests(TestCase):
         await procs["C"].waitForLog("configuration reloaded")
         await _post(a, "TRI-2", object2="50002")
         await _cdmState(b, procs["B"], "TRI-2", "active")
-        await procs["C"].waitForLog(r"dropped CDM_ANNOUNCE .*policy accept_cdm is false")
+        await procs["C"].waitForLog(r"dropped CDM_ANNOUNCE .*policy: accept_cdm is false")
         code, _ = await getJSON(c.url("/cdms/TRI-2"))
         self.assertEqual(code, 404)

@@ -37,17 +37,24 @@ class RouterTests(SynchronousTestCase):
         """
         ok = Policies()
         self.assertTrue(self.router.inbound(_env(message_id="m1"), "A", ok).accept)
-        self.assertEqual(self.router.inbound(_env(message_id="m1"), "A", ok).reason, "duplicate message id")
+        self.assertEqual(
+            self.router.inbound(_env(message_id="m1"), "A", ok).reason, "loop: duplicate message id"
+        )
         self.assertIn("loop", self.router.inbound(_env(message_id="m2", path=("A", "B")), "C", ok).reason)
         self.assertIn("loop", self.router.inbound(_env(message_id="m3", source_node="B"), "C", ok).reason)
         self.assertIn(
-            "max_hop_count", self.router.inbound(_env(message_id="m4", hop_count=3), "A", ok).reason
+            "hop limit: hop count 3 reached max_hop_count",
+            self.router.inbound(_env(message_id="m4", hop_count=3), "A", ok).reason,
         )
         self.clock.advance(61)
-        self.assertEqual(self.router.inbound(_env(message_id="m5"), "A", ok).reason, "ttl expired")
+        self.assertEqual(self.router.inbound(_env(message_id="m5"), "A", ok).reason, "ttl: expired")
         self.clock.advance(-61)
+        ahead = _env(message_id="m5b", timestamp=100.0 + 301)
+        self.assertIn("ttl: timestamp is more than", self.router.inbound(ahead, "A", ok).reason)
+        self.assertTrue(self.router.inbound(_env(message_id="m5c", timestamp=100.0 + 299), "A", ok).accept)
         self.assertIn(
-            "accept_cdm", self.router.inbound(_env(message_id="m6"), "A", Policies(accept_cdm=False)).reason
+            "policy: accept_cdm",
+            self.router.inbound(_env(message_id="m6"), "A", Policies(accept_cdm=False)).reason,
         )
         obj = _env(message_id="m7", message_type="OBJECT_STATE_ANNOUNCE")
         self.assertIn(

@@ -128,3 +128,40 @@ class StoreTests(SynchronousTestCase):
         self.assertFalse(s._dirty)
         s.close()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_digest(self) -> None:
+        """
+        The digest follows puts, replacements, withdrawals and removals:
+        it always equals the XOR of the active records' hashes, also after
+        the file store is replayed; withdrawn records do not count.
+        """
+        from suite.spacecomms.store import bucketOf, entryHash
+
+        def expected(store: MemoryStore) -> list[int]:
+            out = [0] * 256
+            for r in store.records("cdm"):
+                if r.active:
+                    out[bucketOf(r.key)] ^= entryHash(r)
+            return out
+
+        s = self._open()
+        empty = s.digest("cdm")
+        self.assertEqual(empty, [0] * 256)
+        for i in range(40):
+            s.put(_rec(f"K{i}", 1))
+        for i in range(0, 40, 3):
+            s.put(_rec(f"K{i}", 2))
+        for i in range(0, 40, 5):
+            s.put(_rec(f"K{i}", 3, active=False))
+        for i in range(0, 40, 7):
+            s.remove("cdm", f"K{i}")
+        self.assertEqual(s.digest("cdm"), expected(s))
+        self.assertNotEqual(s.digest("cdm"), empty)
+        self.assertEqual(s.digest("object"), [0] * 256)
+        before = s.digest("cdm")
+        self.successResultOf(s.close())
+        again = self._open()
+        self.assertEqual(again.digest("cdm"), before)
+        for i in range(40):
+            again.remove("cdm", f"K{i}")
+        self.assertEqual(again.digest("cdm"), empty)

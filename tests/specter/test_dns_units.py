@@ -7,6 +7,7 @@ factory's message handling through fake protocols.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -523,3 +524,308 @@ class WiringTests(SynchronousTestCase):
         acmekeys.unpublish(client, "tok", b"value")
         self.assertEqual(client.sets, {b"acme/challenge/tok": set()})
         self.assertRaises(ValueError, acmekeys.publish, client, "tok", "x" * 256)
+
+
+def rawQuery(
+    name: str,
+    qtype: int = dns.TXT,
+    cls: int = dns.IN,
+    id: int = 99,
+    rd: int = 0,
+    cd: int = 0,
+    ad: int = 0,
+    edns: bool = False,
+) -> bytes:
+    """
+    A query on the wire, with an EDNS OPT record when C{edns}.
+    """
+    kw = {"id": id, "recDes": rd, "checkingDisabled": cd, "authenticData": ad}
+    m: Any = dns._EDNSMessage(dnssecOK=False, maxSize=1232, **kw) if edns else dns.Message(**kw)  # type: ignore[arg-type]
+    m.queries = [dns.Query(name, qtype, cls)]
+    return bytes(m.toStr())
+
+
+class StringTCP:
+    """
+    A TCP transport keeping what is written.
+    """
+
+    disconnected = False
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def writeSequence(self, seq: list[bytes]) -> None:
+        self.data += b"".join(seq)
+
+    def loseConnection(self) -> None:
+        self.disconnected = True
+
+
+class AnswerCacheTests(ZoneTestsMixin, SynchronousTestCase):
+    """
+    The wire-format answer cache gives the same bytes as the decoding path
+    for every kind of question, and follows the ring's values.
+    """
+
+    def setUp(self) -> None:
+        self.setUpZone()
+        self.ring.put("managed", b"apex-value", b"wildcard-value")
+        self.ring.put("tok1", b"v1")
+        self.ring.put("big", *[bytes([65 + i]) * 200 for i in range(6)])
+        self.cached = ACMEDNSFactory(self.zone, self.clock)
+        self.plain = ACMEDNSFactory(self.zone, self.clock, cacheEntries=0)
+        from suite.specter.dns import server
+
+        self.decoded = 0
+        parse = server._parse
+
+        def counting(data: bytes) -> Any:
+            self.decoded += 1
+            return parse(data)
+
+        self.patch(server, "_parse", counting)
+
+    def udp(self, factory: ACMEDNSFactory, data: bytes) -> bytes:
+        proto = DatagramProtocol(factory, self.clock)
+        proto.transport = FakeUDP()  # type: ignore[assignment]
+        proto.startProtocol()
+        proto.datagramReceived(data, ("127.0.0.1", 5353))
+        sent = proto.transport.sent  # type: ignore[attr-defined]
+        self.assertEqual(len(sent), 1)
+        self.assertEqual(sent[0][1], ("127.0.0.1", 5353))
+        return bytes(sent[0][0])
+
+    def tcp(self, factory: ACMEDNSFactory, data: bytes) -> bytes:
+        from suite.specter.dns.server import StreamProtocol
+
+        proto = StreamProtocol(factory, self.clock)
+        proto.factory = factory
+        transport = StringTCP()
+        proto.makeConnection(transport)  # type: ignore[arg-type]
+        proto.dataReceived(len(data).to_bytes(2, "big") + data)
+        proto.setTimeout(None)
+        return transport.data
+
+    MATRIX = [
+        (ZONE, dns.SOA, dns.IN),
+        (ZONE, dns.NS, dns.IN),
+        (ZONE + ".", dns.ALL_RECORDS, dns.IN),
+        ("Acme.TEST", dns.MX, dns.IN),
+        ("ns1.acme.test", dns.A, dns.IN),
+        ("NS1.acme.test", dns.AAAA, dns.IN),
+        ("ns1.acme.test", dns.TXT, dns.IN),
+        ("managed.acme.test", dns.TXT, dns.IN),
+        ("MANAGED.Acme.Test", dns.TXT, dns.ANY),
+        ("managed.acme.test", dns.A, dns.IN),
+        ("tok1.acme.test", dns.TXT, dns.IN),
+        ("tok1.acme.test", dns.AAAA, dns.IN),
+        ("tok2.acme.test", dns.TXT, dns.IN),
+        ("a.tok1.acme.test", dns.TXT, dns.IN),
+        ("big.acme.test", dns.TXT, dns.IN),
+        ("example.com", dns.A, dns.IN),
+        ("managed.acme.test", dns.TXT, dns.CH),
+        (ZONE, dns.AXFR, dns.IN),
+    ]
+
+    def test_matrix(self) -> None:
+        """
+        For each question, over UDP and TCP, with and without EDNS, with
+        every combination of RD and CD (and AD) and several ids, the cached
+        answer is byte-identical to the decoding path's; repeated
+        questions are answered without decoding.
+        """
+        for name, qtype, cls in self.MATRIX:
+            for transport in (self.udp, self.tcp):
+                for edns in (False, True):
+                    first = rawQuery(name, qtype, cls, id=1, edns=edns)
+                    self.assertEqual(transport(self.cached, first), transport(self.plain, first))
+                    decoded = self.decoded
+                    for i, (rd, cd, ad) in enumerate(
+                        [(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 1), (1, 0, 1)], start=2
+                    ):
+                        q = rawQuery(name, qtype, cls, id=i * 4099, rd=rd, cd=cd, ad=ad, edns=edns)
+                        want = transport(self.plain, q)
+                        before = self.decoded
+                        got = transport(self.cached, q)
+                        self.assertEqual(got, want, (name, qtype, cls, transport, edns, rd, cd))
+                        self.assertEqual(self.decoded, before, (name, qtype, transport))
+                        reply = dns.Message()
+                        reply.fromStr(got[2:] if transport == self.tcp else got)
+                        self.assertEqual(
+                            (reply.id, reply.recDes, reply.checkingDisabled, reply.answer),
+                            (i * 4099, rd, cd, 1),
+                        )
+                    self.assertEqual(self.decoded - decoded, 5)
+        self.assertEqual(self.cached.stats, self.plain.stats)
+        self.assertEqual(self.ring.clients[0].calls.count(("list", b"acme/challenge/managed")), 1)
+
+    def test_truncation(self) -> None:
+        """
+        Over UDP an answer too big for 512 bytes is the header (TC set) and
+        the question only, from the cache as well; over TCP it is whole.
+        """
+        q = rawQuery("big.acme.test")
+        for _ in range(2):
+            data = self.udp(self.cached, q)
+            self.assertEqual((data[2] >> 1) & 1, 1)
+            self.assertEqual(data[4:12], b"\x00\x01\x00\x00\x00\x00\x00\x00")
+            self.assertEqual(data[12:], q[12:])
+            whole = self.tcp(self.cached, q)
+            self.assertGreater(len(whole), 1200)
+            self.assertEqual((whole[4] >> 1) & 1, 0)
+
+    def test_changedValue(self) -> None:
+        """
+        A changed TXT value in the ring is answered once the ring cache's
+        second is over (the cached answer lives exactly as long), and the
+        cached answers of that name are dropped as soon as the change is
+        read, whoever reads it; static answers stay.
+        """
+        q = rawQuery("managed.acme.test")
+        soa = rawQuery(ZONE, dns.SOA)
+        old = self.udp(self.cached, q)
+        self.udp(self.cached, soa)
+        self.ring.sets[acmekeys.challengeKey("managed")] = {b"new-value"}
+        self.clock.advance(0.5)
+        self.assertEqual(self.udp(self.cached, q), old)
+        self.clock.advance(0.6)
+        new = self.udp(self.cached, q)
+        self.assertNotEqual(new, old)
+        self.assertIn(b"new-value", new)
+        self.assertEqual(new, self.udp(self.plain, q))
+        self.assertIn(q[12:], self.cached.udpCache.entries)
+        self.ring.sets[acmekeys.challengeKey("managed")] = {b"newer-value"}
+        self.clock.advance(1.1)
+        result(self.source.txt("managed"))
+        self.assertNotIn(q[12:], self.cached.udpCache.entries)
+        self.assertIn(soa[12:], self.cached.udpCache.entries)
+        self.assertIn(b"newer-value", self.udp(self.cached, q))
+
+    def test_outageNotCached(self) -> None:
+        """
+        SERVFAIL during a ring outage is not cached: challenge names are
+        answered again as soon as the ring is back, while static names are
+        still answered from the cache during the outage.
+        """
+        soa = rawQuery(ZONE, dns.SOA)
+        self.udp(self.cached, soa)
+        self.clock.advance(2)
+        for client in self.ring.clients:
+            client.close()
+        self.ring.up = False
+        q = rawQuery("tok1.acme.test")
+        for _ in range(3):
+            self.assertEqual(self.udp(self.cached, q)[3] & 0xF, dns.ESERVER)
+        self.assertNotIn(q[12:], self.cached.udpCache.entries)
+        self.assertEqual(self.udp(self.cached, soa)[3] & 0xF, dns.OK)
+        self.ring.up = True
+        self.clock.advance(1.1)
+        self.assertIn(b"v1", self.udp(self.cached, q))
+
+    def test_socketSend(self) -> None:
+        """
+        Over a UDP port, cached answers go to the socket's C{sendto}; the
+        decoding path writes through the port.  The socket's receive buffer
+        is enlarged.
+        """
+
+        class Socket:
+            def __init__(self) -> None:
+                self.sent: list[tuple[bytes, Any]] = []
+
+                self.options: list[tuple[int, int, int]] = []
+
+            def sendto(self, data: bytes, addr: Any) -> int:
+                self.sent.append((data, addr))
+                return len(data)
+
+            def setsockopt(self, level: int, option: int, value: int) -> None:
+                self.options.append((level, option, value))
+
+        transport = FakeUDP()
+        transport.socket = Socket()  # type: ignore[attr-defined]
+        proto = DatagramProtocol(self.cached, self.clock)
+        proto.transport = transport  # type: ignore[assignment]
+        proto.startProtocol()
+        self.assertEqual(transport.socket.options, [(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)])  # type: ignore[attr-defined]
+        q = rawQuery("tok1.acme.test")
+        proto.datagramReceived(q, ("127.0.0.1", 1))
+        proto.datagramReceived(q, ("127.0.0.1", 2))
+        self.assertEqual([a for _, a in transport.sent], [("127.0.0.1", 1)])
+        self.assertEqual(transport.socket.sent, [(transport.sent[0][0], ("127.0.0.1", 2))])  # type: ignore[attr-defined]
+
+    def test_bounded(self) -> None:
+        """
+        The cache holds at most C{cacheEntries} answers per transport.
+        """
+        factory = ACMEDNSFactory(self.zone, self.clock, cacheEntries=3)
+        for i in range(10):
+            self.udp(factory, rawQuery(f"n{i}.example.com", dns.A))
+            self.assertLessEqual(len(factory.udpCache.entries), 3)
+        self.assertEqual(len(factory.udpCache.entries), 1)
+
+    def test_boundedBytes(self) -> None:
+        """
+        The cache also holds at most C{maxBytes} of answers (counted with
+        their four variants and keys), and keeps that count right when
+        entries are replaced and forgotten.
+        """
+        cache = self.cached.tcpCache
+        cache.maxBytes = 12000
+        names = ["big.acme.test", "Big.acme.test", "bIg.acme.test", "biG.acme.test"]
+        for name in names:
+            self.tcp(self.cached, rawQuery(name))
+            self.assertLessEqual(cache.size, 12000)
+        self.assertLess(len(cache.entries), len(names))
+        self.assertGreater(len(cache.entries), 0)
+
+        def counted() -> int:
+            return sum(len(k) + sum(len(v) for v in e[0]) for k, e in cache.entries.items())
+
+        self.assertEqual(cache.size, counted())
+        self.clock.advance(2)
+        self.tcp(self.cached, rawQuery(names[-1]))
+        self.assertEqual(cache.size, counted())
+        self.tcp(self.cached, rawQuery(ZONE, dns.SOA))
+        self.assertEqual(cache.size, counted())
+        cache.forget("big")
+        self.assertEqual(list(cache.entries), [rawQuery(ZONE, dns.SOA)[12:]])
+        self.assertEqual(cache.size, counted())
+
+    def test_questionKey(self) -> None:
+        """
+        Only plain queries have a key: the question's bytes.
+        """
+        from suite.specter.dns.server import questionKey
+
+        q = rawQuery("managed.acme.test", rd=1, cd=1, ad=1)
+        self.assertEqual(questionKey(q), q[12:])
+        edns = rawQuery("managed.acme.test", edns=True)
+        self.assertEqual(questionKey(edns), q[12:])
+        opt = edns[len(q) :]
+        self.assertEqual(opt[:3], b"\x00\x00\x29")
+        two = query("managed.acme.test")
+        two.queries.append(dns.Query("acme.test", dns.SOA))
+        pointer = q[:12] + b"\x07managed\xc0\x0c" + q[-4:]
+        long = q[:12] + b"\x3f" + b"a" * 63 + b"\x3f" + b"a" * 63 + b"\x3f" + b"a" * 63 + b"\x3f" + b"a" * 63
+        for data in (
+            q[:16],
+            q + b"x",
+            b"\x00\x01\x80" + q[3:],  # a response
+            q[:2] + bytes([q[2] | 0x08]) + q[3:],  # another opcode
+            q[:2] + bytes([q[2] | 0x04]) + q[3:],  # AA
+            q[:3] + bytes([q[3] | 0x80]) + q[4:],  # RA
+            two.toStr(),
+            pointer,
+            long + b"\x00" + q[-4:],
+            q[:11] + b"\x02" + q[12:] + opt + opt,
+            edns[:-1],
+            edns[:-11] + b"\x00\x00\x01" + edns[-8:],  # additional record not OPT
+            edns + b"\x00",
+            q[:7] + b"\x01" + q[8:],  # an answer record counted
+        ):
+            self.assertIsNone(questionKey(data), data)

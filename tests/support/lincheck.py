@@ -11,6 +11,9 @@ Operations on one key:
 
   - ("put", v) -> previous value
   - ("append", v) -> new value
+  - ("delete", None) -> previous value
+  - ("cas", [expected, new]) -> True (and the value becomes new) if the
+    value was expected, else False
   - ("get", None) -> value
 """
 
@@ -43,6 +46,12 @@ def step(state: Any, op: Operation) -> tuple[bool, Any]:
     if op.op == "append":
         new = (state or "") + op.value
         return (op.result is UNKNOWN or op.result == new), new
+    if op.op == "delete":
+        return (op.result is UNKNOWN or op.result == state), None
+    if op.op == "cas":
+        expected, new = op.value
+        swapped = state == expected
+        return (op.result is UNKNOWN or op.result == swapped), (new if swapped else state)
     if op.op == "get":
         return (op.result is UNKNOWN or op.result == state), state
     raise ValueError(op.op)

@@ -3,8 +3,12 @@ A deterministic Raft cluster simulator.
 
 N L{RaftNode}s share one L{task.Clock} and one seeded L{random.Random};
 messages travel over an in-memory network that can drop, delay, duplicate,
-reorder and partition (symmetric or one-way); disks have a latency and a
-crash loses every write not yet synced.  After every step the simulator
+reorder, corrupt and partition (symmetric or one-way); disks have a latency
+and a crash loses every write not yet synced (or, with torn writes, keeps
+a prefix of them).  Each node sees time through its own L{NodeClock}: a
+rate (clock drift) over the shared clock, and process pauses during which
+nothing of the node runs (timers, messages, disk completions and client
+requests wait until it resumes, as under SIGSTOP or a long GC pause).  After every step the simulator
 checks election safety, log matching, leader completeness and state-machine
 safety; clients record a history for the linearizability checker.
 
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import AlreadyCalled, AlreadyCancelled
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from zope.interface import implementer
@@ -43,6 +48,93 @@ class Faults:
     maxDelay: float = 0.005
     diskDelay: tuple[float, float] = (0.0005, 0.003)
     wire: bool = False
+    corrupt: float = 0.0  # chance a message's bytes are damaged in flight (then rejected)
+    torn: bool = False  # a crash keeps a random prefix of the unsynced writes
+
+
+class HeldCall:
+    """
+    A delayed call on a L{NodeClock}: due in the node's time, run only
+    while the node's process is not paused.
+    """
+
+    def __init__(self, clock: NodeClock, delay: float, f: Callable[..., Any], a: Any, kw: Any) -> None:
+        self.clock, self.f, self.a, self.kw = clock, f, a, kw
+        self.cancelled = self.called = False
+        self.inner = clock.base.callLater(max(0.0, delay) / clock.rate, self._due)
+
+    def _due(self) -> None:
+        self.clock.run(self._run)
+
+    def _run(self) -> None:
+        if not (self.cancelled or self.called):
+            self.called = True
+            self.f(*self.a, **self.kw)
+
+    def active(self) -> bool:
+        return not (self.cancelled or self.called)
+
+    def cancel(self) -> None:
+        if self.cancelled:
+            raise AlreadyCancelled()
+        if self.called:
+            raise AlreadyCalled()
+        self.cancelled = True
+        if self.inner.active():
+            self.inner.cancel()
+
+    def getTime(self) -> float:
+        return self.clock.offset + self.inner.getTime() * self.clock.rate
+
+
+class NodeClock:
+    """
+    One node process's clock: C{rate} x the shared clock plus an offset
+    (drift and skew), and a pause switch.  While paused, everything for the
+    node (timers, arriving messages, disk completions, client requests) is
+    held and then run in arrival order on resume.  A crash kills it.
+    """
+
+    def __init__(self, base: Clock, rate: float = 1.0, offset: float = 0.0) -> None:
+        self.base, self.rate, self.offset = base, rate, offset
+        self.paused = False
+        self.dead = False
+        self.held: list[Callable[[], None]] = []
+
+    def seconds(self) -> float:
+        return self.offset + self.base.seconds() * self.rate
+
+    def callLater(self, delay: float, f: Callable[..., Any], *a: Any, **kw: Any) -> HeldCall:
+        return HeldCall(self, delay, f, a, kw)
+
+    def getDelayedCalls(self) -> list[Any]:
+        return []
+
+    def run(self, thunk: Callable[[], None]) -> None:
+        """
+        Run C{thunk} in this process now, or on resume if paused.
+        """
+        if self.dead:
+            return
+        if self.paused:
+            self.held.append(thunk)
+        else:
+            thunk()
+
+    def pause(self, seconds: float) -> None:
+        if self.paused or self.dead:
+            return
+        self.paused = True
+        self.base.callLater(seconds, self.resume)
+
+    def resume(self) -> None:
+        self.paused = False
+        while self.held and not self.paused and not self.dead:
+            self.held.pop(0)()
+
+    def kill(self) -> None:
+        self.dead = True
+        self.held = []
 
 
 class SimNetwork:
@@ -51,11 +143,31 @@ class SimNetwork:
         self.endpoints: dict[str, SimTransport] = {}
         self.blocked: set[tuple[str, str]] = set()
         self.sent = 0
+        self.corrupted = 0
+        # A scripted scenario's hook: return the message to deliver (possibly
+        # changed) or None to drop it.
+        self.mangle: Callable[[Message], Message | None] | None = None
 
     def deliver(self, m: Message) -> None:
         self.sent += 1
         f = self.faults
         if (m.src, m.dst) in self.blocked or self.rng.random() < f.drop:
+            return
+        if self.mangle is not None:
+            mangled = self.mangle(m)
+            if mangled is None:
+                return
+            m = mangled
+        if f.corrupt and self.rng.random() < f.corrupt:
+            # Damaged bytes: the decoder rejects them or the channel's
+            # integrity check (TLS) does; either way the message is lost.
+            self.corrupted += 1
+            data = bytearray(encodeMessage(m))
+            data[self.rng.randrange(len(data))] ^= 1 << self.rng.randrange(8)
+            try:
+                decodeMessage(bytes(data))
+            except Exception:
+                pass
             return
         if f.wire:
             m = decodeMessage(encodeMessage(m))
@@ -68,7 +180,8 @@ class SimNetwork:
             return
         t = self.endpoints.get(m.dst)
         if t is not None and t.up and t.receiver is not None:
-            t.receiver(m)
+            receiver = t.receiver
+            t.process.run(lambda: receiver(m) if t.up else None)
 
     def partition(self, *groups: set[str]) -> None:
         self.blocked = set()
@@ -86,8 +199,9 @@ class SimNetwork:
 
 @implementer(IRaftTransport)
 class SimTransport:
-    def __init__(self, network: SimNetwork, nodeId: str) -> None:
+    def __init__(self, network: SimNetwork, nodeId: str, process: NodeClock | None = None) -> None:
         self.network, self.nodeId = network, nodeId
+        self.process = process if process is not None else NodeClock(network.clock)
         self.up = True
         self.receiver: Callable[[Message], None] | None = None
         network.endpoints[nodeId] = self
@@ -110,6 +224,8 @@ class Disk:
 
     def __init__(self) -> None:
         self.state = Recovered()
+        self.rate = 1.0  # the machine's clock rate (drift), kept across restarts
+        self.offset = 0.0
 
 
 @implementer(IRaftStorage)
@@ -119,10 +235,10 @@ class SimStorage:
     commit) after a disk delay; a crash drops the queue.
     """
 
-    def __init__(self, disk: Disk, clock: Clock, rng: random.Random, faults: Faults) -> None:
+    def __init__(self, disk: Disk, clock: NodeClock | Clock, rng: random.Random, faults: Faults) -> None:
         self.disk, self.clock, self.rng, self.faults = disk, clock, rng, faults
         self.queue: list[tuple[Callable[[], None], Deferred[None]]] = []
-        self.flushCall: IDelayedCall | None = None
+        self.flushCall: HeldCall | IDelayedCall | None = None
         self.latestSnapshot = disk.state.snapshot
         self.slow = 1.0
         self.dead = False
@@ -151,9 +267,13 @@ class SimStorage:
 
     def crash(self) -> None:
         self.dead = True
-        if self.flushCall is not None:
+        if self.flushCall is not None and self.flushCall.active():
             self.flushCall.cancel()
         self.flushCall = None
+        if self.faults.torn and self.queue:
+            # Writes reach the platter in order; the crash cut them off.
+            for op, _ in self.queue[: self.rng.randint(0, len(self.queue))]:
+                op()
         self.queue = []
 
     def load(self) -> Deferred[Recovered]:
@@ -222,6 +342,7 @@ class SimNode:
     transport: SimTransport | None = None
     node: RaftNode | None = None
     kv: CheckedKV | None = None
+    clock: NodeClock | None = None
     checkedIndex: int = 0
     checkedTerm: int = 0
 
@@ -236,6 +357,7 @@ class Simulation:
     size: int = 3
     faults: Faults = field(default_factory=Faults)
     settings: RaftSettings = field(default_factory=RaftSettings)
+    family: str = "nemesis"
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -259,12 +381,13 @@ class Simulation:
 
     def boot(self, nodeId: str, bootstrap: Configuration | None = None) -> None:
         s = self.nodes[nodeId]
-        s.storage = SimStorage(s.disk, self.clock, self.rng, self.faults)
-        s.transport = SimTransport(self.network, nodeId)
+        s.clock = NodeClock(self.clock, s.disk.rate, s.disk.offset)
+        s.storage = SimStorage(s.disk, s.clock, self.rng, self.faults)
+        s.transport = SimTransport(self.network, nodeId, s.clock)
         s.kv = CheckedKV(self, nodeId)
         s.node = RaftNode(
             nodeId,
-            self.clock,
+            s.clock,
             s.storage,
             s.transport,
             s.kv,
@@ -284,11 +407,31 @@ class Simulation:
         s = self.nodes[nodeId]
         if s.node is None:
             return
-        assert s.storage is not None and s.transport is not None
+        assert s.storage is not None and s.transport is not None and s.clock is not None
         s.transport.up = False
         s.storage.crash()
+        s.clock.kill()
         s.node.stop()
         s.node = None
+
+    def pause(self, nodeId: str, seconds: float) -> None:
+        """
+        Freeze C{nodeId}'s process for C{seconds} (its clock keeps running).
+        """
+        s = self.nodes[nodeId]
+        if s.node is not None and s.clock is not None:
+            s.clock.pause(seconds)
+
+    def drift(self, nodeId: str, rate: float) -> None:
+        """
+        Make C{nodeId}'s clock run at C{rate} x real time from now on.
+        """
+        s = self.nodes[nodeId]
+        now = self.clock.seconds()
+        local = s.disk.offset + now * s.disk.rate
+        s.disk.rate, s.disk.offset = rate, local - now * rate
+        if s.clock is not None:
+            s.clock.rate, s.clock.offset = s.disk.rate, s.disk.offset
 
     def restart(self, nodeId: str) -> None:
         if self.nodes[nodeId].node is None:
@@ -309,7 +452,8 @@ class Simulation:
     def fail(self, what: str) -> None:
         raise InvariantViolation(
             f"seed {self.seed}: {what} at t={self.clock.seconds():.3f}\n"
-            f"replay: RAFT_SEED={self.seed} .venv/bin/python -m pytest tests/raft/test_simulation.py"
+            f"replay: RAFT_FAMILY={self.family} RAFT_SEED={self.seed}"
+            " .venv/bin/python -m pytest tests/raft/test_simulation.py"
         )
 
     def checkApply(self, nodeId: str, index: int, command: bytes, last: int) -> None:
@@ -387,15 +531,31 @@ class SimClient:
     """
     A KV client with a session: retries each command with the same
     sequence number until it succeeds or gives up; records the history.
+    Operations are drawn from C{ops}; C{cas} expects the last value this
+    client saw for the key.  A C{pinned} client always asks the same node
+    (a reader stuck on one replica).
     """
 
-    def __init__(self, sim: Simulation, name: str, keys: list[str], timeout: float = 0.5) -> None:
+    OPS = ("put", "append", "get", "get", "cas", "delete")
+
+    def __init__(
+        self,
+        sim: Simulation,
+        name: str,
+        keys: list[str],
+        timeout: float = 0.5,
+        ops: Sequence[str] = OPS,
+        pinned: str | None = None,
+        maxBackoff: float = 0.2,
+    ) -> None:
         self.sim, self.name, self.keys, self.timeout = sim, name, keys, timeout
+        self.ops, self.pinned, self.maxBackoff = tuple(ops), pinned, maxBackoff
         self.seq = 0
-        self.target = sim.rng.choice(sorted(sim.nodes))
+        self.target = pinned or sim.rng.choice(sorted(sim.nodes))
         self.counter = 0
         self.running = True
         self.done = 0
+        self.seen: dict[str, Any] = {}
 
     def start(self) -> None:
         self.sim.clock.callLater(self.sim.rng.uniform(0, 0.05), self.next)
@@ -405,9 +565,11 @@ class SimClient:
             return
         rng = self.sim.rng
         key = rng.choice(self.keys)
-        kind = rng.choice(["put", "append", "get", "get"])
+        kind = rng.choice(self.ops)
         self.counter += 1
-        value = f"{self.name}.{self.counter};" if kind != "get" else None
+        value: Any = f"{self.name}.{self.counter};" if kind in ("put", "append") else None
+        if kind == "cas":
+            value = [self.seen.get(key), f"{self.name}.{self.counter};"]
         op = Operation(self.name, key, kind, value, self.sim.clock.seconds())
         self.sim.history.append(op)
         self.seq += 1
@@ -419,6 +581,8 @@ class SimClient:
             if op.op == "get":
                 sim.history.remove(op)
             return
+        if self.pinned is not None:
+            self.target = self.pinned
         holder = sim.nodes.get(self.target)
         node = holder.node if holder else None
         finished = [False]
@@ -430,7 +594,9 @@ class SimClient:
             if timer.active():
                 timer.cancel()
             self.target = hint if hint in sim.nodes else sim.rng.choice(sorted(sim.nodes))
-            sim.clock.callLater(min(0.2, 0.01 * 2 ** min(tries, 5)), self.attempt, op, seq, tries + 1)
+            sim.clock.callLater(
+                min(self.maxBackoff, 0.01 * 2 ** min(tries, 5)), self.attempt, op, seq, tries + 1
+            )
 
         def ok(result: Any) -> None:
             if finished[0]:
@@ -441,27 +607,39 @@ class SimClient:
             op.ret = sim.clock.seconds()
             op.result = result
             self.done += 1
+            if op.op in ("get", "append"):
+                self.seen[op.key] = result
+            elif op.op == "put":
+                self.seen[op.key] = op.value
+            elif op.op == "delete":
+                self.seen[op.key] = None
+            elif op.op == "cas" and result is True:
+                self.seen[op.key] = op.value[1]
             sim.clock.callLater(sim.rng.uniform(0, 0.02), self.next)
 
         def bad(f: Any) -> None:
             retry(getattr(f.value, "leader", None))
 
         timer = sim.clock.callLater(self.timeout, retry, None)
-        if node is None:
+        if node is None or holder is None or holder.clock is None:
             retry(None)
             return
-        if op.op == "get":
-            kv = holder.kv if holder else None
+        kv = holder.kv
 
-            def read(_: int) -> Any:
-                if holder is None or holder.kv is not kv or kv is None:
-                    raise RuntimeError("node restarted")
-                return kv.get(op.key)
+        def read(_: int) -> Any:
+            if holder.kv is not kv or kv is None:
+                raise RuntimeError("node restarted")
+            return kv.get(op.key)
 
-            d = node.readIndex().addCallback(read)
-        else:
-            d = node.propose(encodeCommand(op.op, op.key, op.value), client=self.name, seq=seq)
-        d.addCallbacks(ok, bad)
+        def request() -> None:
+            # Runs inside the node's process (later, if it is paused).
+            if op.op == "get":
+                d = node.readIndex().addCallback(read)
+            else:
+                d = node.propose(encodeCommand(op.op, op.key, op.value), client=self.name, seq=seq)
+            d.addCallbacks(ok, bad)
+
+        holder.clock.run(request)
 
 
-__all__ = ["Simulation", "SimClient", "Faults", "InvariantViolation", "UNKNOWN"]
+__all__ = ["Simulation", "SimClient", "Faults", "InvariantViolation", "NodeClock", "UNKNOWN"]

@@ -8,6 +8,8 @@ flood costs the ring at most one call per name per second.  While the RPC
 cannot be reached, lookups fail at once (one connection attempt per second
 at most) with L{Unavailable}, which the server answers as SERVFAIL; the
 outage is logged once when it starts and once when it ends.
+
+Watchers (the server's answer cache) are told when a label's values change.
 """
 
 from __future__ import annotations
@@ -86,6 +88,21 @@ class RingChallenges(Service):
         self.downSince = 0.0
         self.calls = 0
         self.failures = 0
+        self.watchers: list[Callable[[str], None]] = []
+
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """
+        Call C{callback(label)} whenever the values read for C{label} differ
+        from the ones read before.
+        """
+        self.watchers.append(callback)
+
+    def freshUntil(self, label: str) -> float:
+        """
+        Until when the cached values of C{label} are answered (0: not cached).
+        """
+        hit = self.cache.get(label)
+        return hit[0] if hit is not None else 0.0
 
     def txt(self, label: str) -> Deferred[list[bytes]]:
         now = self.reactor.seconds()
@@ -110,11 +127,15 @@ class RingChallenges(Service):
                 w.errback(result)
             return
         now = self.reactor.seconds()
+        before = self.cache.get(label)
         if len(self.cache) >= self.maxEntries:
             self.cache = {k: v for k, v in self.cache.items() if v[0] > now}
             if len(self.cache) >= self.maxEntries:
                 self.cache.clear()
         self.cache[label] = (now + self.cacheSeconds, result)
+        if before is not None and before[1] != result:
+            for watcher in self.watchers:
+                watcher(label)
         for w in waiters:
             w.callback(list(result))
 

@@ -13,8 +13,9 @@ and which response code.
 
 from __future__ import annotations
 
+import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,11 +47,27 @@ class Unavailable(Exception):
 class ChallengeSource(Protocol):
     def txt(self, label: str) -> Deferred[list[bytes]]: ...
 
+    def freshUntil(self, label: str) -> float:
+        """
+        Until when (reactor seconds) the values last answered for C{label}
+        are reused without asking the ring.
+        """
+
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """
+        Call C{callback(label)} whenever the values read for C{label} change.
+        """
+
 
 @dataclass
 class Answer:
     """
     One response: code, sections and the AA bit.
+
+    @ivar expires: until when (reactor seconds) the same question gets the
+        same answer: never stale for static names, the ring cache's expiry
+        for challenge names, 0 for answers that must not be reused.
+    @ivar label: the challenge label whose ring values the answer depends on.
     """
 
     rCode: int
@@ -58,6 +75,8 @@ class Answer:
     authority: list[dns.RRHeader] = field(default_factory=list)
     additional: list[dns.RRHeader] = field(default_factory=list)
     authoritative: bool = True
+    expires: float = math.inf
+    label: str | None = None
 
 
 def _hostname(flag: str, name: str) -> bytes:
@@ -195,10 +214,11 @@ class ACMEZone:
         try:
             values = await self.source.txt(label)
         except Unavailable:
-            return Answer(dns.ESERVER, authoritative=False)
+            return Answer(dns.ESERVER, authoritative=False, expires=0.0)
+        expires = self.source.freshUntil(label)
         if not values and label != MANAGED:
-            return Answer(dns.ENAME, authority=self._soaAuthority())
+            return Answer(dns.ENAME, authority=self._soaAuthority(), expires=expires, label=label)
         if qtype not in (dns.TXT, dns.ALL_RECORDS) or not values:
-            return Answer(dns.OK, authority=self._soaAuthority())
+            return Answer(dns.OK, authority=self._soaAuthority(), expires=expires, label=label)
         answers = [self._rr(qname, dns.Record_TXT(*_txtStrings(v), ttl=TXT_TTL), TXT_TTL) for v in values]
-        return Answer(dns.OK, answers)
+        return Answer(dns.OK, answers, expires=expires, label=label)

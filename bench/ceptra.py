@@ -1,0 +1,339 @@
+"""
+CEPtra on Clustor: one partition replicated on 3 real processes (mTLS Raft,
+fsync before acknowledgement), a sliding-window aggregation as its rule.
+
+Phases:
+  1. throughput: batched ingest straight to the partition's leader with a
+     few batches in flight, for a fixed time; events/s acknowledged
+     (acknowledged = committed on a quorum and applied by the leader's
+     engine, whose results are then queryable/streamed);
+  2. latency: a paced stream of 10,000 events/s (batches of 100 every
+     10 ms); p50/p99 from sending a batch to its acknowledgement;
+  3. kill -9 of the leader mid-stream, with client retries; lost events are
+     acknowledged events missing from the partition afterwards (counted on
+     every replica; duplicates would show as a surplus).
+
+    .venv/bin/python bench/ceptra.py [--quick] [--profile --keep]
+
+The last line: events_per_s_partition=... p99_ms=... lost_events=...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import treq  # noqa: E402
+from twisted.internet import defer, reactor, task  # noqa: E402
+
+from tests.ceptra.cluster import clientAgent, makeCluster  # noqa: E402
+from tests.support.process import freePort  # noqa: E402
+
+QUICK = "--quick" in sys.argv
+THROUGHPUT_SECONDS = 4.0 if QUICK else 10.0
+LATENCY_SECONDS = 3.0 if QUICK else 8.0
+BATCH = 1000
+INFLIGHT = 4
+NAMES = ["a", "b", "c"]
+RULES = {
+    "version": 1,
+    "settings": {"watermark_delay_ms": 1000, "allowed_lateness_ms": 5000},
+    "rules": [
+        {
+            "name": "spend",
+            "type": "aggregate",
+            "group_by": ["key"],
+            "max_groups": 10000,
+            "window": {"kind": "sliding", "size_ms": 60000},
+            "aggregate": {"fn": "sum", "field": "amount"},
+        }
+    ],
+}
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
+
+
+class Bench:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.cluster = makeCluster(base, NAMES, {"p0": NAMES}, freePort)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.agent = clientAgent(self.cluster.client, reactor)
+        self.seq = 0
+        self.ts = 0
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        full = dict(os.environ)
+        full.update(env or {})
+        log = open(os.path.join(self.base, f"{name}.log"), "ab")
+        self.procs[name] = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "twistd"), "--nodaemon", "--pidfile=", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full,
+            cwd=self.base,
+            start_new_session=True,
+        )
+
+    def startNode(self, name: str) -> None:
+        profile = []
+        if "--profile" in sys.argv:
+            profile = [f"--profile={self.base}/{name}.prof", "--profiler=cprofile", "--savestats"]
+        self.spawn(
+            name,
+            [*profile, "ceptra"],
+            self.cluster.env(
+                name,
+                CEPTRA_FEED_INTERVAL_MS="1000",
+                CEPTRA_RAFT_ELECTION_TIMEOUT_MS="1500",
+                CEPTRA_RAFT_HEARTBEAT_MS="150",
+            ),
+        )
+
+    def stopAll(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    async def getJSON(self, name: str, path: str) -> tuple[int, Any]:
+        r = await treq.get(self.cluster.admin(name) + path, agent=self.agent, timeout=5)
+        return r.code, json.loads(await r.content())
+
+    async def waitReady(self, names: list[str], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ok = 0
+            for n in names:
+                try:
+                    code, _ = await self.getJSON(n, "/readyz")
+                    ok += code == 200
+                except Exception:
+                    pass
+            if ok == len(names):
+                return
+            await task.deferLater(reactor, 0.3, lambda: None)
+        raise RuntimeError("cluster not ready in time")
+
+    async def leader(self) -> str:
+        while True:
+            try:
+                _, routing = await self.getJSON("a" if self.procs["a"].poll() is None else "b", "/routing")
+                leader = routing["partitions"][0]["leader"]
+                if leader in NAMES and self.procs[leader].poll() is None:
+                    return str(leader)
+            except Exception:
+                pass
+            await task.deferLater(reactor, 0.1, lambda: None)
+
+    def batch(self, n: int) -> bytes:
+        events = []
+        for _ in range(n):
+            self.seq += 1
+            self.ts += 1
+            events.append(
+                {
+                    "event_id": f"e{self.seq}",
+                    "key": f"user-{self.seq % 1000}",
+                    "ts": self.ts,
+                    "fields": {"amount": self.seq % 97},
+                }
+            )
+        return json.dumps(events).encode()
+
+    async def post(self, name: str, body: bytes) -> tuple[int, Any]:
+        r = await treq.post(
+            self.cluster.admin(name) + "/ingest",
+            data=body,
+            headers={b"content-type": [b"application/json"]},
+            agent=self.agent,
+            timeout=10,
+        )
+        return r.code, json.loads(await r.content())
+
+    async def throughput(self) -> float:
+        leader = await self.leader()
+        acked = 0
+        stop = time.monotonic() + THROUGHPUT_SECONDS
+
+        async def worker() -> None:
+            nonlocal acked
+            while time.monotonic() < stop:
+                code, body = await self.post(leader, self.batch(BATCH))
+                if code == 200:
+                    acked += body["events"]
+
+        started = time.monotonic()
+        await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(INFLIGHT)])
+        return acked / (time.monotonic() - started)
+
+    async def latency(self, rate: int = 10_000, per: int = 100) -> tuple[list[float], int]:
+        leader = await self.leader()
+        interval = per / rate
+        latencies: list[float] = []
+        pending: list[defer.Deferred[Any]] = []
+        late = 0
+        start = time.monotonic()
+        n = 0
+        while time.monotonic() - start < LATENCY_SECONDS:
+            due = start + n * interval
+            now = time.monotonic()
+            if due > now:
+                await task.deferLater(reactor, due - now, lambda: None)
+            elif now - due > interval:
+                late += 1
+            n += 1
+            body = self.batch(per)
+            sent = time.monotonic()
+
+            def done(result: tuple[int, Any], sent: float = sent) -> None:
+                if result[0] == 200:
+                    latencies.append((time.monotonic() - sent) * 1000.0)
+
+            pending.append(defer.Deferred.fromCoroutine(self.post(leader, body)).addCallback(done))
+        await defer.DeferredList(pending, consumeErrors=True)
+        return latencies, late
+
+    async def killLeader(self) -> tuple[int, int, str]:
+        """
+        Stream with retries while the leader is killed; return (acknowledged,
+        counted on every replica, details).
+        """
+        acked = 0
+        leader = await self.leader()
+        stop = time.monotonic() + (4.0 if QUICK else 6.0)
+        killed = False
+        t0 = time.monotonic()
+
+        async def send(body: bytes) -> None:
+            nonlocal acked
+            for attempt in range(100):
+                target = NAMES[attempt % 3] if attempt else leader
+                if self.procs[target].poll() is not None:
+                    continue
+                try:
+                    code, answer = await self.post(target, body)
+                except Exception:
+                    await task.deferLater(reactor, 0.1, lambda: None)
+                    continue
+                if code == 200:
+                    acked += answer["events"]
+                    return
+                await task.deferLater(reactor, 0.1, lambda: None)
+            raise RuntimeError("a batch was never acknowledged")
+
+        async def worker() -> None:
+            while time.monotonic() < stop:
+                await send(self.batch(200))
+
+        async def killer() -> None:
+            nonlocal killed
+            await task.deferLater(reactor, 1.0, lambda: None)
+            os.killpg(self.procs[leader].pid, signal.SIGKILL)
+            self.procs[leader].wait()
+            killed = True
+            await task.deferLater(reactor, 1.0, lambda: None)
+            self.startNode(leader)
+
+        await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(worker()) for _ in range(3)]
+            + [defer.Deferred.fromCoroutine(killer())]
+        )
+        await self.waitReady(NAMES)
+        deadline = time.monotonic() + 30
+        counts: dict[str, tuple[int, int, str]] = {}
+        while time.monotonic() < deadline:
+            counts = {}
+            for n in NAMES:
+                _, body = await self.getJSON(n, "/partitions")
+                st = body["partitions"]["p0"]
+                counts[n] = (st["cep"]["events"], st["appliedIndex"], st["stateHash"])
+            if len(set(counts.values())) == 1:
+                break
+            await task.deferLater(reactor, 0.3, lambda: None)
+        events = {c[0] for c in counts.values()}
+        hashes = {c[2] for c in counts.values()}
+        detail = (
+            f"killed {leader} after 1.0 s of a {time.monotonic() - t0:.0f} s stream; replicas hold "
+            f"{sorted(events)} events of the phase total, state hashes equal: {len(hashes) == 1}"
+        )
+        return acked, min(events), detail
+
+    async def run(self) -> None:
+        self.spawn("cp", self.cluster.cpArgs())
+        for n in NAMES:
+            self.startNode(n)
+        await self.waitReady(NAMES)
+        r = await treq.post(self.cluster.admin("a") + "/rules", json=RULES, agent=self.agent, timeout=10)
+        assert r.code == 200, await r.content()
+        say(f"cluster ready: 3 ceptra nodes + clustor-cp, mTLS, partition p0 on {NAMES}")
+        # Warm up.
+        leader = await self.leader()
+        for _ in range(5):
+            await self.post(leader, self.batch(BATCH))
+        rate = await self.throughput()
+        say(f"throughput: {rate:.0f} events/s acknowledged (batches of {BATCH}, {INFLIGHT} in flight)")
+        await task.deferLater(reactor, 2.0, lambda: None)
+        low, _ = await self.latency(rate=1_000, per=10)
+        say(
+            f"latency at 1,000 events/s (10-event batches): p50={pct(low, 50):.1f} ms p99={pct(low, 99):.1f} ms"
+        )
+        lat, late = await self.latency()
+        p50, p99 = pct(lat, 50), pct(lat, 99)
+        say(
+            f"latency at 10,000 events/s (100-event batches): p50={p50:.1f} ms p99={p99:.1f} ms, {len(lat)} batches, {late} sent late"
+        )
+        _, before = await self.getJSON(await self.leader(), "/partitions")
+        baseEvents = before["partitions"]["p0"]["cep"]["events"]
+        acked, counted, detail = await self.killLeader()
+        phase = counted - baseEvents
+        lost = max(0, acked - phase)
+        say(
+            f"kill -9: {acked} events acknowledged in the phase, {phase} applied ({phase - acked:+d}); {detail}"
+        )
+        say(f"events_per_s_partition={rate:.0f} p99_ms={p99:.1f} lost_events={lost}")
+
+
+def main() -> None:
+    base = tempfile.mkdtemp(prefix="ceptra-bench-")
+    bench = Bench(base)
+
+    async def go(_: Any) -> None:
+        try:
+            await bench.run()
+        finally:
+            bench.stopAll()
+            await bench.agent._pool.closeCachedConnections()
+
+    try:
+        task.react(lambda r: defer.Deferred.fromCoroutine(go(r)))
+    finally:
+        if "--keep" not in sys.argv:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,513 @@
+"""
+The partitions a CEPtra node hosts: one Raft group per partition, all over
+one shared multi-Raft transport (L{suite.raft.multi}) on C{CEPTRA_RAFT_BIND}.
+
+Raft node ids are SPIFFE IDs.  The routing feed names, for each node, its
+Raft address and SPIFFE ID, and for each partition its replicas; this node
+finds itself by C{CEPTRA_NODE_SPIFFE}.  A peer is accepted only with a
+certificate from the trust bundle carrying the SPIFFE ID the routing table
+gives for that address (outbound: checked in the TLS handshake and again by
+the link; inbound: the SPIFFE ID must be a known node, and each message's
+sender must be that ID).
+
+Reconciliation (every C{interval} seconds, and whenever the feed changes):
+
+  - a partition listed for this node gets a Raft group: a WAL under
+    C{WAL_DIR/<partition>}, snapshots under C{SNAPSHOT_DIR/<partition>},
+    the partition's engine (L{suite.ceptra.machine.PartitionMachine}) as
+    state machine, and the placement's replicas as bootstrap voters;
+  - the leader of a hosted partition moves the group's configuration toward
+    the placement one single-server change at a time: missing replicas are
+    added (as learners, promoted once caught up), extra members removed; a
+    leader that is itself to leave hands leadership to a remaining voter;
+  - a partition no longer listed keeps running until its group's
+    configuration no longer includes this node (or C{retireGrace} seconds
+    pass), then stops (the replica's lifecycle machine,
+    L{suite.ceptra.lifecycle}).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import clientFromString, wrapClientTLS
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from suite.ceptra.interfaces import IRaftStatus
+from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
+from suite.ceptra.machine import PartitionMachine
+from suite.ceptra.routing import Routing
+from suite.raft.messages import Configuration
+from suite.raft.multi import DialPolicy, GroupTransport, MultiRaftTransport
+from suite.raft.node import RaftNode
+from suite.raft.settings import NotLeader, RaftSettings
+from suite.raft.wal import WALStorage
+
+__all__ = ["NotHosted", "Partition", "PartitionManager"]
+
+log = Logger(namespace="ceptra.partitions")
+
+
+class NotHosted(Exception):
+    """
+    This node has no replica of the partition.
+    """
+
+
+@dataclass(eq=False)
+class Partition:
+    """
+    One hosted partition: its Raft node, storage and engine; its lifecycle
+    (Starting, Running, Retiring, Failed, Stopped) is an automat machine
+    (L{suite.ceptra.lifecycle}).
+    """
+
+    pid: str
+    node: RaftNode
+    storage: Any
+    machine: PartitionMachine
+    transport: GroupTransport
+    manager: PartitionManager
+    change: Deferred[Any] | None = None
+    lastChange: str = ""
+    closing: Deferred[Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.lifecycle = PartitionLifecycle(LifecycleCore(self))
+
+    # ReplicaActions (the lifecycle's outputs)
+
+    def open(self) -> None:
+        self.transport.paused = False
+
+    def shutdown(self) -> None:
+        self.node.stop()
+        self.manager.multi.dropGroup(self.pid)
+        if self.manager.partitions.get(self.pid) is self:
+            del self.manager.partitions[self.pid]
+        self.closing = self.storage.close()
+        self.closing.addErrback(
+            lambda f: log.warn("closing the WAL of {pid}: {why}", pid=self.pid, why=f.getErrorMessage())
+        )
+
+    # views
+
+    def serving(self) -> bool:
+        return bool(self.lifecycle.serving())
+
+    def committedIndex(self) -> int:
+        """
+        How far the group has committed, as this replica knows it.
+        """
+        return max(self.node.commitIndex, self.transport.leaderCommit)
+
+    def matchIndex(self) -> int:
+        """
+        How far this replica's log is known to match the leader's.
+        """
+        return self.node.commitIndex
+
+
+def spiffeIdentity(transport: Any) -> list[str]:
+    from suite.pki.tls import peerIdentity
+
+    try:
+        return list(peerIdentity(transport).spiffeIds)
+    except Exception:
+        return []
+
+
+@implementer(IRaftStatus)
+class PartitionManager(Service):
+    """
+    Start, stop and reconfigure this node's partitions from the routing feed.
+
+    @param routing: returns the current L{Routing} (from the placement feed).
+    @param bundle: the node identity for mTLS (C{None}: plain TCP, tests only).
+    @param connect: override the dialler (tests): C{connect(address, factory,
+        timeout) -> Deferred}.
+    @param storageFactory: override the storage (tests): C{(walDir,
+        snapshotDir) -> IRaftStorage}.
+    @param rng: seeds the election timers of the partitions' nodes (tests).
+    """
+
+    def __init__(
+        self,
+        spiffe: str,
+        reactor: Any,
+        routing: Callable[[], Routing],
+        walDir: str,
+        snapshotDir: str,
+        *,
+        bundle: Any = None,
+        dial: DialPolicy | None = None,
+        settings: RaftSettings | None = None,
+        onResults: Callable[[str, int, list[dict[str, Any]]], None] | None = None,
+        interval: float = 0.2,
+        retireGrace: float = 30.0,
+        maxLag: int = 1000,
+        connect: Callable[[str, Factory, float], Any] | None = None,
+        storageFactory: Callable[[str, str], Any] | None = None,
+        registry: CollectorRegistry | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spiffe = spiffe
+        self.rng = rng or random.Random()
+        self.reactor = reactor
+        self.routingSource = routing
+        self.walDir, self.snapshotDir = walDir, snapshotDir
+        self.bundle = bundle
+        self.settings = settings or RaftSettings()
+        self.onResults = onResults
+        self.interval = interval
+        self.retireGrace = retireGrace
+        self.maxLag = maxLag
+        self.storageFactory = storageFactory or (lambda w, s: WALStorage(w, s, reactor))
+        self.multi = MultiRaftTransport(
+            spiffe,
+            reactor,
+            connect or self._connect,
+            {},
+            identify=self._identify,
+            secure=bundle is not None,
+            dial=dial,
+        )
+        self.partitions: dict[str, Partition] = {}
+        self.routing = Routing()
+        self._loop: LoopingCall | None = None
+        self.stopping = False
+        if registry is not None:
+            registry.register(_PartitionCollector(self))  # type: ignore[arg-type]
+
+    # -- transport --------------------------------------------------------
+
+    def _identify(self, transport: Any) -> str | None:
+        known = self.multi.knownNodes()
+        ids = spiffeIdentity(transport)
+        for spiffe in ids:
+            if spiffe in known:
+                return spiffe
+        return ids[0] if ids else None
+
+    def _connect(self, address: str, factory: Factory, timeout: float) -> Deferred[Any]:
+        host, port = address.rsplit(":", 1)
+        host = host.strip("[]")
+        endpoint: Any = clientFromString(
+            self.reactor, f"tcp:host={host}:port={port}:timeout={max(1, round(timeout))}"
+        )
+        if self.bundle is not None:
+            import ipaddress
+
+            from suite.pki.tls import clientContextFactory
+
+            expected = self.routing.nodeByRaftAddress(address)
+            if expected is None or not expected.spiffe:
+                return fail(ConnectionError(f"no node with a SPIFFE ID listed at {address}"))
+            try:
+                ipaddress.ip_address(host)
+                creator = clientContextFactory(self.bundle, ipAddress=host, spiffeId=expected.spiffe)
+            except ValueError:
+                creator = clientContextFactory(self.bundle, hostname=host, spiffeId=expected.spiffe)
+            endpoint = wrapClientTLS(creator, endpoint)
+        return endpoint.connect(factory)  # type: ignore[no-any-return]
+
+    def serverFactory(self) -> Factory:
+        """
+        The factory of the Raft listener (shared by every partition).
+        """
+        return self.multi.serverFactory()
+
+    # -- service ----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.stopping = False
+        self._loop = LoopingCall(self.reconcile)
+        self._loop.clock = self.reactor
+        self._loop.start(self.interval, now=True).addErrback(
+            lambda f: log.failure("partition reconciliation failed", f)
+        )
+
+    def stopService(self) -> Deferred[None]:
+        self.stopping = True
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        parts = list(self.partitions.values())
+        for part in parts:
+            part.lifecycle.stop()
+        self.partitions.clear()
+        self.multi.close()
+
+        async def closing() -> None:
+            for part in parts:
+                if part.closing is not None:
+                    await part.closing
+
+        return Deferred.fromCoroutine(closing())
+
+    # -- reconciliation ---------------------------------------------------
+
+    def voters(self, routing: Routing, pid: str) -> dict[str, str]:
+        """
+        SPIFFE ID -> Raft address of the placement's replicas of C{pid}.
+        """
+        out = {}
+        for name in routing.partitions.get(pid, ()):
+            info = routing.nodes.get(name)
+            if info is not None and info.spiffe:
+                out[info.spiffe] = info.raft
+        return out
+
+    def reconcile(self) -> None:
+        if self.stopping:
+            return
+        routing = self.routingSource()
+        if routing.revision != self.routing.revision or routing.nodes != self.routing.nodes:
+            self.multi.setPeers({i.spiffe: i.raft for i in routing.nodes.values() if i.spiffe and i.raft})
+        self.routing = routing
+        me = routing.nodeBySpiffe(self.spiffe)
+        hosted = set(routing.hosted(me)) if me is not None else set()
+        for pid in sorted(hosted - set(self.partitions)):
+            self._start(pid, routing)
+        now = self.reactor.seconds()
+        for pid, part in sorted(self.partitions.items()):
+            if pid in hosted:
+                part.lifecycle.placed()
+            else:
+                member = self.spiffe in part.node.configs.latest().members()
+                part.lifecycle.unplaced(now, member, self.retireGrace)
+            if part.serving() and part.node.leader is not None and pid in routing.partitions:
+                self._driveMembership(part, self.voters(routing, pid))
+
+    def _start(self, pid: str, routing: Routing) -> None:
+        voters = self.voters(routing, pid)
+        if self.spiffe not in voters:
+            return
+        storage = self.storageFactory(os.path.join(self.walDir, pid), os.path.join(self.snapshotDir, pid))
+        machine = PartitionMachine(pid, onResults=self._results)
+        transport = self.multi.group(pid)
+        transport.paused = True  # until the node has loaded its WAL
+        bootstrap = Configuration(frozenset(voters), frozenset(), tuple(sorted(voters.items())))
+        node = RaftNode(
+            self.spiffe,
+            self.reactor,
+            storage,
+            transport,
+            machine,
+            bootstrap,
+            self.settings,
+            random.Random(self.rng.random()),
+        )
+        part = Partition(pid, node, storage, machine, transport, self)
+        self.partitions[pid] = part
+        log.info("starting partition {pid} (replicas {voters})", pid=pid, voters=sorted(voters))
+        Deferred.fromCoroutine(node.start()).addCallbacks(
+            lambda _: part.lifecycle.loaded(), lambda f: part.lifecycle.loadFailed(f.getErrorMessage())
+        )
+
+    def _results(self, pid: str, index: int, results: list[dict[str, Any]]) -> None:
+        if self.onResults is not None:
+            self.onResults(pid, index, results)
+
+    def _driveMembership(self, part: Partition, want: dict[str, str]) -> None:
+        node = part.node
+        if part.change is not None or not want or node.configs.latestIndex() > node.commitIndex:
+            return
+        config = node.configs.latest()
+        members = config.voters | config.learners
+        d: Deferred[Any] | None = None
+        what = ""
+        for peer in sorted(set(want) - config.voters):
+            what = f"add {peer}"
+            d = node.changeMembership("addVoter", peer, want[peer])
+            break
+        else:
+            for peer in sorted(members - set(want)):
+                if peer == self.spiffe:
+                    targets = sorted((set(want) & config.voters) - {self.spiffe})
+                    if not targets:
+                        return
+                    what = f"hand leadership to {targets[0]} before leaving"
+                    d = node.transferLeadership(targets[0])
+                else:
+                    what = f"remove {peer}"
+                    d = node.changeMembership("remove", peer)
+                break
+        if d is None:
+            return
+        part.change = d
+        part.lastChange = what
+        log.info("partition {pid}: membership change: {what}", pid=part.pid, what=what)
+
+        def done(result: object) -> None:
+            part.change = None
+
+        def failed(f: Any) -> None:
+            part.change = None
+            log.info(
+                "partition {pid}: {what} did not complete: {why}",
+                pid=part.pid,
+                what=what,
+                why=f.getErrorMessage(),
+            )
+
+        d.addCallbacks(done, failed)
+
+    # -- requests ---------------------------------------------------------
+
+    def get(self, pid: str) -> Partition:
+        part = self.partitions.get(pid)
+        if part is None or not part.serving():
+            raise NotHosted(pid)
+        return part
+
+    def propose(self, pid: str, entry: bytes) -> Deferred[Any]:
+        """
+        Replicate C{entry} in C{pid}'s group; fires once committed and
+        applied, or fails with L{NotLeader} / L{NotHosted}.
+        """
+        try:
+            part = self.get(pid)
+        except NotHosted as e:
+            return fail(e)
+        return part.node.propose(entry)
+
+    def leaderOf(self, pid: str) -> str | None:
+        """
+        The SPIFFE ID of C{pid}'s leader as this node knows it.
+        """
+        part = self.partitions.get(pid)
+        return part.node.leaderId if part is not None else None
+
+    # -- status -----------------------------------------------------------
+
+    def hostedIds(self) -> list[str]:
+        me = self.routing.nodeBySpiffe(self.spiffe)
+        return self.routing.hosted(me) if me is not None else []
+
+    def partitionStatus(self, pid: str, withHash: bool = False) -> dict[str, Any]:
+        part = self.partitions.get(pid)
+        if part is None:
+            return {"partition": pid, "state": "not started"}
+        state = dict(part.lifecycle.describe())
+        if not part.serving():
+            return {"partition": pid, **state}
+        node = part.node
+        return {
+            "partition": pid,
+            **state,
+            "role": node.roleName,
+            "term": node.term,
+            "leader": node.leaderId,
+            "committedIndex": part.committedIndex(),
+            "matchIndex": part.matchIndex(),
+            "appliedIndex": node.lastApplied,
+            "voters": sorted(node.configs.latest().voters),
+            "learners": sorted(node.configs.latest().learners),
+            "lastMembershipChange": part.lastChange or None,
+            "cep": part.machine.status(),
+            **({"stateHash": part.machine.stateHash()} if withHash else {}),
+        }
+
+    def leaderKnown(self) -> bool:
+        return not self.notReadyReasons()
+
+    def notReadyReasons(self) -> tuple[str, ...]:
+        reasons = []
+        if self.routing.nodeBySpiffe(self.spiffe) is None:
+            reasons.append(f"this node ({self.spiffe}) is not in the routing table")
+        for pid in self.hostedIds():
+            part = self.partitions.get(pid)
+            state = part.lifecycle.describe() if part is not None else {"state": "starting"}
+            if state["state"] == "failed":
+                reasons.append(f"partition {pid}: failed to start: {state['error']}")
+            elif part is None or not part.serving():
+                reasons.append(f"partition {pid}: raft group {state['state']}")
+            elif part.node.leaderId is None:
+                reasons.append(f"partition {pid}: no raft leader known (term {part.node.term})")
+            else:
+                lag = part.committedIndex() - part.matchIndex()
+                applyLag = part.node.commitIndex - part.node.lastApplied
+                if lag > self.maxLag:
+                    reasons.append(
+                        f"partition {pid}: match index {part.matchIndex()} is {lag} behind committed "
+                        f"{part.committedIndex()} (bound {self.maxLag})"
+                    )
+                elif applyLag > self.maxLag:
+                    reasons.append(f"partition {pid}: applying {applyLag} entries behind commit")
+        return tuple(reasons)
+
+
+class _PartitionCollector:
+    def __init__(self, manager: PartitionManager) -> None:
+        self.manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["partition"]
+        committed = GaugeMetricFamily(
+            "ceptra_partition_committed_index",
+            "Highest log index the partition's group committed.",
+            labels=labels,
+        )
+        match = GaugeMetricFamily(
+            "ceptra_partition_match_index",
+            "Highest log index of this replica known to match the leader's log.",
+            labels=labels,
+        )
+        applied = GaugeMetricFamily(
+            "ceptra_partition_applied_index", "Highest log index applied to the engine.", labels=labels
+        )
+        leader = GaugeMetricFamily(
+            "ceptra_partition_leader", "1 when this node leads the partition's group.", labels=labels
+        )
+        term = GaugeMetricFamily(
+            "ceptra_partition_term", "Current Raft term of the partition.", labels=labels
+        )
+        events = CounterMetricFamily(
+            "ceptra_partition_events", "Events applied to the partition's engine.", labels=labels
+        )
+        dups = CounterMetricFamily(
+            "ceptra_partition_duplicate_events", "Events dropped as duplicates by event_id.", labels=labels
+        )
+        rules = GaugeMetricFamily(
+            "ceptra_partition_rules_version", "Rules documents applied to the partition.", labels=labels
+        )
+        for pid, part in sorted(self.manager.partitions.items()):
+            if not part.serving():
+                continue
+            committed.add_metric([pid], part.committedIndex())
+            match.add_metric([pid], part.matchIndex())
+            applied.add_metric([pid], part.node.lastApplied)
+            leader.add_metric([pid], 1 if part.node.leader is not None else 0)
+            term.add_metric([pid], part.node.term)
+            events.add_metric([pid], part.machine.events)
+            dups.add_metric([pid], part.machine.duplicates)
+            rules.add_metric([pid], part.machine.rulesVersion)
+        multi = self.manager.multi
+        links = GaugeMetricFamily(
+            "ceptra_raft_links", "Open Raft links to peer nodes (shared by all partitions)."
+        )
+        links.add_metric([], len(multi.links))
+        frames = CounterMetricFamily("ceptra_raft_frames_sent", "Raft frames sent over the shared links.")
+        frames.add_metric([], multi.framesSent)
+        rejected = CounterMetricFamily(
+            "ceptra_raft_rejected_links", "Raft links refused: unknown or mismatched peer identity."
+        )
+        rejected.add_metric([], multi.rejectedLinks)
+        yield from (committed, match, applied, leader, term, events, dups, rules, links, frames, rejected)
+
+
+__all__ += ["NotLeader"]

@@ -1,0 +1,195 @@
+"""
+The client API: batch validation, ingest and rules through a simulated
+cluster, results, routing, and rules from the features feed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
+
+from suite.ceptra.ingest import (
+    MAX_EVENTS,
+    ClientAPI,
+    FeatureRules,
+    IngestError,
+    IngestResource,
+    PartitionsResource,
+    ResultsResource,
+    RoutingResource,
+    RulesResource,
+    validateEvents,
+)
+from suite.raft.multi import DialPolicy
+from suite.web.sse import SSEHub
+from tests.ceptra.test_partitions import RULES, Cluster, events, spiffe
+
+
+def body(items: Any) -> bytes:
+    return json.dumps(items).encode()
+
+
+class ValidationTests(SynchronousTestCase):
+    def test_formats(self) -> None:
+        evs = events(3)
+        self.assertEqual(validateEvents(body(evs)), evs)
+        self.assertEqual(validateEvents(body({"events": evs})), evs)
+        ndjson = b"\n".join(json.dumps(e).encode() for e in evs) + b"\n\n"
+        self.assertEqual(validateEvents(ndjson, "application/x-ndjson"), evs)
+        self.assertEqual(validateEvents(body([{"event_id": "x", "key": "k", "ts": 1}]))[0]["fields"], {})
+
+    def test_refusals(self) -> None:
+        good = {"event_id": "x", "key": "k", "ts": 1, "fields": {}}
+        cases: list[tuple[bytes, str]] = [
+            (b"{", "not JSON"),
+            (body({"x": 1}), "JSON array"),
+            (body([]), "empty batch"),
+            (body([1]), "not a JSON object"),
+            (body([{**good, "extra": 1}]), "unknown keys"),
+            (body([{"event_id": "x", "key": "k"}]), "missing ['ts']"),
+            (body([{**good, "event_id": ""}]), "event_id"),
+            (body([{**good, "key": 5}]), "key must be"),
+            (body([{**good, "ts": 1.5}]), "ts must be an integer"),
+            (body([{**good, "ts": True}]), "ts must be an integer"),
+            (body([{**good, "fields": {"a": [1]}}]), "must be a scalar"),
+            (body([{**good, "fields": {"ts": 1}}]), "reserved"),
+            (body([{**good, "fields": {"a": "x" * 5000}}]), "longer than"),
+            (body([{**good, "fields": {str(i): i for i in range(65)}}]), "at most 64"),
+            (body([good] * (MAX_EVENTS + 1)), "limit is"),
+            (b"{\n", "line 1 is not JSON"),
+        ]
+        for raw, why in cases:
+            kind = "application/x-ndjson" if raw == b"{\n" else "application/json"
+            with self.assertRaises(IngestError, msg=why) as cm:
+                validateEvents(raw, kind)
+            self.assertIn(why, str(cm.exception))
+
+
+def request(method: bytes, path: list[bytes], payload: bytes = b"", **args: str) -> DummyRequest:
+    req = DummyRequest(path)
+    req.method = method
+    req.content = io.BytesIO(payload)
+    req.postpath = list(path)
+    req.args = {k.encode(): [v.encode()] for k, v in args.items()}
+    return req
+
+
+def answer(req: DummyRequest) -> tuple[int, Any]:
+    return req.responseCode or 200, json.loads(b"".join(req.written))
+
+
+class ListeningHub(SSEHub):
+    """
+    A hub with one listening client (as far as publishers can tell).
+    """
+
+    clientCount = 1  # type: ignore[assignment]
+
+
+class APITests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cluster = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"], "p1": ["a", "b", "c"]})
+        self.cluster.run(2.0)
+        self.hub = ListeningHub(self.cluster.clock)
+        self.published: list[Any] = []
+        self.hub.publish = lambda event, data, id=None: self.published.append((event, data)) or "1"  # type: ignore[method-assign]
+        manager = self.cluster.managers["a"]
+        self.api = ClientAPI(
+            manager, lambda: self.cluster.routing, None, self.cluster.clock, self.hub, DialPolicy(1, 3, 0.05)
+        )
+        manager.onResults = self.api.publishResults
+        # a leads both partitions: transfer leadership where needed.
+        for pid in ("p0", "p1"):
+            leader = self.cluster.leader(pid)
+            assert leader is not None
+            if leader is not manager:
+                leader.partitions[pid].node.transferLeadership(spiffe("a"))
+        self.cluster.run(1.0)
+
+    def render(self, resource: Any, req: DummyRequest) -> tuple[int, Any]:
+        method = req.method.decode()
+        result = getattr(resource, f"render_{method}")(req)
+        if result is NOT_DONE_YET:
+            self.cluster.run(0.5)
+        else:
+            req.write(result)
+        return answer(req)
+
+    def test_ingestRulesResults(self) -> None:
+        """
+        Rules go to every partition; a batch is split by key and each share
+        committed; results are queryable and streamed; a resent batch is not
+        counted twice.
+        """
+        code, out = self.render(RulesResource(self.api), request(b"POST", [], body(RULES)))
+        self.assertEqual(code, 200, out)
+        self.assertEqual(sorted(out["partitions"]), ["p0", "p1"])
+        code, out = self.render(IngestResource(self.api), request(b"POST", [], body(events(40))))
+        self.assertEqual(code, 200, out)
+        self.assertEqual((out["events"], out["accepted"], out["duplicates"]), (40, 40, 0))
+        self.assertEqual(sorted(out["partitions"]), ["p0", "p1"])
+        kinds = {event for event, _ in self.published}
+        self.assertEqual(kinds, {"results"})
+        self.assertTrue(all({"partition", "index", "results"} <= set(data) for _, data in self.published))
+        self.assertEqual({data["partition"] for _, data in self.published}, {"p0", "p1"})
+        code, out = self.render(IngestResource(self.api), request(b"POST", [], body(events(40))))
+        self.assertEqual((out["accepted"], out["duplicates"]), (0, 40))
+        code, out = self.render(ResultsResource(self.api), request(b"GET", [b"per_key"]))
+        self.assertEqual(code, 200)
+        self.assertEqual(sorted(out["partitions"]), ["p0", "p1"])
+        self.assertTrue(all(v["index"] > 0 for v in out["partitions"].values()))
+        code, out = self.render(ResultsResource(self.api), request(b"GET", [b"nope"]))
+        self.assertEqual(code, 404)
+        code, out = self.render(RoutingResource(self.api), request(b"GET", []))
+        self.assertEqual([p["leader"] for p in out["partitions"]], ["a", "a"])
+        code, out = self.render(PartitionsResource(self.api), request(b"GET", []))
+        self.assertEqual(
+            out["partitions"]["p0"]["cep"]["events"] + out["partitions"]["p1"]["cep"]["events"], 40
+        )
+        code, out = self.render(RulesResource(self.api), request(b"GET", []))
+        self.assertEqual(out["partitions"]["p0"]["rulesVersion"], 1)
+
+    def test_noListenerNoEncoding(self) -> None:
+        """
+        Without stream clients, results are not published at all.
+        """
+        self.api.hub = SSEHub(self.cluster.clock)
+        self.api.hub.publish = lambda *a, **k: self.fail("published with no listener")  # type: ignore[method-assign]
+        self.render(RulesResource(self.api), request(b"POST", [], body(RULES)))
+        code, out = self.render(IngestResource(self.api), request(b"POST", [], body(events(40))))
+        self.assertEqual(code, 200)
+
+    def test_badRequests(self) -> None:
+        code, out = self.render(IngestResource(self.api), request(b"POST", [], b"[]"))
+        self.assertEqual((code, out["error"]), (400, "empty batch"))
+        code, out = self.render(RulesResource(self.api), request(b"POST", [], body({"rules": 1})))
+        self.assertEqual(code, 400)
+        self.assertIn("invalid rules", out["error"])
+        req = request(b"POST", [], body(events(40)))
+        req.requestHeaders.setRawHeaders(b"x-ceptra-partition", [b"p0"])
+        code, out = self.render(IngestResource(self.api), req)
+        self.assertEqual(code, 400)
+        self.assertIn("holds events of", out["error"])
+
+    def test_featureRules(self) -> None:
+        """
+        A rules document in the features feed is proposed once by each
+        partition's leader; an invalid one is refused once.
+        """
+        features: dict[str, Any] = {"features": {"ceptra.rules": json.dumps(RULES)}}
+        rules = FeatureRules(self.api, lambda: features)
+        rules.check()
+        self.cluster.run(0.5)
+        rules.check()
+        self.cluster.run(0.5)
+        for m in self.cluster.managers.values():
+            for part in m.partitions.values():
+                self.assertEqual(part.machine.rulesVersion, 1)
+        features["features"]["ceptra.rules"] = "{broken"
+        rules.check()
+        self.assertIsNotNone(rules.rejected)

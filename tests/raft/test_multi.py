@@ -1,0 +1,560 @@
+"""
+Multi-Raft transport: frame format, link authentication, and seeded
+simulations of several groups sharing one link per node pair under link
+cuts, partitions and crashes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from suite.raft.interfaces import IRaftStateMachine, IRaftTransport
+from suite.raft.messages import Configuration, Heartbeat, encodeMessage
+from suite.raft.multi import DialPolicy, FrameError, MultiRaftTransport, PeerLink, decodeFrame, encodeFrame
+from suite.raft.node import RaftNode
+from suite.raft.settings import NotLeader, RaftSettings
+from suite.raft.storage import MemoryStorage
+
+
+class Pipe:
+    """
+    One direction of an in-memory connection with delivery delays.
+    """
+
+    disconnecting = False
+
+    def __init__(self, net: Network, name: str) -> None:
+        self.net, self.name = net, name
+        self.peer: Pipe | None = None
+        self.protocol: Any = None
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.peer is None:
+            return
+        peer = self.peer
+        self.net.clock.callLater(self.net.delay(), peer.receive, data)
+
+    def receive(self, data: bytes) -> None:
+        if not self.closed:
+            self.protocol.dataReceived(data)
+
+    def loseConnection(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.disconnecting = True
+        self.protocol.connectionLost(None)
+        if self.peer is not None:
+            self.net.clock.callLater(self.net.delay(), self.peer.loseConnection)
+
+    def getPeer(self) -> str:
+        return f"pipe:{self.peer.name if self.peer else '?'}"
+
+    def getHost(self) -> str:
+        return f"pipe:{self.name}"
+
+
+class Network:
+    """
+    Nodes' listeners by address; partitions refuse dials and cut links.
+    """
+
+    def __init__(self, clock: Clock, rng: random.Random) -> None:
+        self.clock, self.rng = clock, rng
+        self.listeners: dict[str, tuple[str, MultiRaftTransport]] = {}
+        self.blocked: set[frozenset[str]] = set()
+        self.pipes: list[tuple[str, str, Pipe]] = []
+
+    def delay(self) -> float:
+        return self.rng.uniform(0.0005, 0.005)
+
+    def connector(self, src: str) -> Any:
+        def connect(address: str, factory: Any, timeout: float) -> Deferred[Any]:
+            target = self.listeners.get(address)
+            if target is None or frozenset((src, target[0])) in self.blocked:
+                return fail(ConnectionRefusedError(address))
+            dst, multi = target
+            client, server = Pipe(self, src), Pipe(self, dst)
+            client.peer, server.peer = server, client
+            client.protocol = factory.buildProtocol(None)
+            server.protocol = multi.serverFactory().buildProtocol(None)
+            self.pipes.append((src, dst, client))
+            self.pipes.append((dst, src, server))
+            server.protocol.makeConnection(server)
+            client.protocol.makeConnection(client)
+            return succeed(client.protocol)
+
+        return connect
+
+    def cut(self, a: str, b: str) -> None:
+        for x, y, pipe in self.pipes:
+            if {x, y} == {a, b}:
+                pipe.loseConnection()
+
+    def partition(self, a: str, b: str) -> None:
+        self.blocked.add(frozenset((a, b)))
+        self.cut(a, b)
+
+    def heal(self) -> None:
+        self.blocked.clear()
+
+    def openLinks(self) -> dict[frozenset[str], int]:
+        counts: dict[frozenset[str], int] = {}
+        for x, y, pipe in self.pipes:
+            if not pipe.closed and x < y:
+                counts[frozenset((x, y))] = counts.get(frozenset((x, y)), 0) + 1
+        return counts
+
+
+@implementer(IRaftStateMachine)
+class Recorder:
+    """
+    Remembers every applied command in order.
+    """
+
+    def __init__(self) -> None:
+        self.applied: list[bytes] = []
+
+    def apply(self, index: int, command: bytes) -> object:
+        self.applied.append(command)
+        return len(self.applied)
+
+    def snapshot(self) -> bytes:
+        return b"\n".join(self.applied)
+
+    def restore(self, data: bytes) -> None:
+        self.applied = data.split(b"\n") if data else []
+
+
+class Member:
+    """
+    One node: a shared transport and one Raft node per group.
+    """
+
+    def __init__(self, sim: MultiSim, name: str) -> None:
+        self.sim, self.name = sim, name
+        self.storages = {g: MemoryStorage() for g in sim.groups}
+        self.machines: dict[str, Recorder] = {}
+        self.nodes: dict[str, RaftNode] = {}
+        self.multi: MultiRaftTransport | None = None
+        self.up = False
+
+    def start(self) -> None:
+        sim = self.sim
+        peers = {n: f"addr-{n}" for n in sim.names if n != self.name}
+        self.multi = MultiRaftTransport(
+            self.name, sim.clock, sim.net.connector(self.name), peers, secure=False, dial=sim.dial
+        )
+        sim.net.listeners[f"addr-{self.name}"] = (self.name, self.multi)
+        config = Configuration(frozenset(sim.names))
+        for g in sim.groups:
+            machine = self.machines[g] = Recorder()
+            node = RaftNode(
+                self.name,
+                sim.clock,
+                self.storages[g],
+                self.multi.group(g),
+                machine,
+                config,
+                sim.settings,
+                random.Random(sim.rng.random()),
+            )
+            self.nodes[g] = node
+            Deferred.fromCoroutine(node.start())
+        self.up = True
+
+    def crash(self) -> None:
+        if not self.up:
+            return
+        self.up = False
+        for node in self.nodes.values():
+            node.stop()
+        assert self.multi is not None
+        self.multi.close()
+        del self.sim.net.listeners[f"addr-{self.name}"]
+        for x, y, pipe in self.sim.net.pipes:
+            if self.name in (x, y):
+                pipe.loseConnection()
+
+
+class MultiSim:
+    """
+    C{size} nodes, each hosting every one of C{groups}.
+    """
+
+    def __init__(self, seed: int, size: int = 3, groups: int = 4) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.clock = Clock()
+        self.net = Network(self.clock, self.rng)
+        self.dial = DialPolicy(timeout=0.5, attempts=3, backoff=0.02)
+        self.settings = RaftSettings(snapshotThreshold=25)
+        self.names = [f"n{i}" for i in range(size)]
+        self.groups = [f"p{i}" for i in range(groups)]
+        self.members = {n: Member(self, n) for n in self.names}
+        self.acked: dict[str, list[bytes]] = {g: [] for g in self.groups}
+        self.counter = 0
+
+    def start(self) -> None:
+        for m in self.members.values():
+            m.start()
+
+    def run(self, seconds: float, step: float = 0.001) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+            self.check()
+
+    def leader(self, group: str) -> RaftNode | None:
+        for m in self.members.values():
+            if m.up and m.nodes[group].leader is not None:
+                return m.nodes[group]
+        return None
+
+    def propose(self) -> None:
+        for g in self.groups:
+            leader = self.leader(g)
+            if leader is None:
+                continue
+            self.counter += 1
+            command = f"{g}:{self.counter}".encode()
+
+            def ok(result: object, g: str = g, command: bytes = command) -> None:
+                self.acked[g].append(command)
+
+            leader.propose(command).addCallbacks(ok, lambda f: f.trap(NotLeader, Exception) and None)
+
+    def check(self) -> None:
+        """
+        Replicas of a group never disagree on what they applied.
+        """
+        for g in self.groups:
+            logs = [m.machines[g].applied for m in self.members.values() if g in m.machines]
+            longest = max(logs, key=len)
+            for applied in logs:
+                if applied != longest[: len(applied)]:
+                    raise AssertionError(f"seed {self.seed}: group {g} replicas diverge")
+
+
+class FrameTests(SynchronousTestCase):
+    def test_roundTrip(self) -> None:
+        self.assertEqual(decodeFrame(encodeFrame("p7", b"body")), ("p7", b"body"))
+        self.assertEqual(decodeFrame(encodeFrame("", b"")), ("", b""))
+
+    def test_bad(self) -> None:
+        self.assertRaises(FrameError, decodeFrame, b"")
+        self.assertRaises(FrameError, decodeFrame, b"\x05ab")
+        self.assertRaises(FrameError, decodeFrame, b"\x02\xff\xfe")
+        self.assertRaises(FrameError, encodeFrame, "x" * 256, b"")
+
+    def test_backoff(self) -> None:
+        policy = DialPolicy(timeout=1.0, attempts=3, backoff=0.1)
+        self.assertEqual([policy.delay(n) for n in range(6)], [0.0, 0.1, 0.2, 0.4, 0.4, 0.4])
+
+    def test_interface(self) -> None:
+        multi = MultiRaftTransport("a", Clock(), lambda *a: fail(Exception()), {}, secure=False)
+        verifyObject(IRaftTransport, multi.group("p0"))
+        self.assertRaises(FrameError, multi.group, "")
+
+
+class LinkTests(SynchronousTestCase):
+    """
+    Authentication and rejection on one link.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.net = Network(self.clock, random.Random(1))
+        self.a = MultiRaftTransport("a", self.clock, self.net.connector("a"), {"b": "addr-b"}, secure=False)
+        self.b = MultiRaftTransport("b", self.clock, self.net.connector("b"), {"a": "addr-a"}, secure=False)
+        self.net.listeners = {"addr-a": ("a", self.a), "addr-b": ("b", self.b)}
+        self.got: list[Any] = []
+        self.b.group("p0").setReceiver(self.got.append)
+
+    def test_oneLinkBothWays(self) -> None:
+        """
+        The link a dials carries b's replies too: no second connection.
+        """
+        self.a.send("p0", Heartbeat("a", "b", 1, 0))
+        self.clock.advance(0.1)
+        self.a.send("p0", Heartbeat("a", "b", 1, 0))
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.got), 1)
+        gotA: list[Any] = []
+        self.a.group("p0").setReceiver(gotA.append)
+        self.b.send("p0", Heartbeat("b", "a", 1, 0))
+        self.clock.advance(0.1)
+        self.assertEqual(len(gotA), 1)
+        self.assertEqual(self.net.openLinks(), {frozenset("ab"): 1})
+        self.assertEqual(self.b.dials, 0)
+
+    def test_spoofedSource(self) -> None:
+        self.a.send("p0", Heartbeat("a", "b", 1, 0))
+        self.clock.advance(0.1)
+        link = self.a.links["b"]
+        link.sendFrame(encodeFrame("p0", encodeMessage(Heartbeat("c", "b", 1, 0))))
+        self.clock.advance(0.1)
+        self.assertEqual(self.b.rejected, 1)
+        self.assertEqual(self.got, [])
+
+    def test_paused(self) -> None:
+        """
+        A paused group drops what arrives; resumed, it receives again.
+        """
+        self.b.group("p0").paused = True
+        for _ in range(2):
+            self.a.send("p0", Heartbeat("a", "b", 1, 7))
+            self.clock.advance(0.1)
+        self.assertEqual(self.got, [])
+        self.assertEqual(self.b.group("p0").leaderCommit, 7)
+        self.b.group("p0").paused = False
+        self.a.send("p0", Heartbeat("a", "b", 1, 8))
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.got), 1)
+        self.assertEqual(self.b.group("p0").leaderCommit, 8)
+
+    def test_unknownGroupAndGarbage(self) -> None:
+        self.a.send("p9", Heartbeat("a", "b", 1, 0))
+        self.clock.advance(0.1)
+        self.a.send("p9", Heartbeat("a", "b", 1, 0))
+        self.clock.advance(0.1)
+        self.assertEqual(self.b.unknownGroup, 1)
+        self.a.links["b"].sendFrame(encodeFrame("p0", b"\xc1garbage"))
+        self.clock.advance(0.1)
+        self.assertEqual(self.b.rejected, 1)
+        self.a.links["b"].sendFrame(b"\x09x")
+        self.clock.advance(0.1)
+        self.clock.advance(0.1)
+        self.assertNotIn("b", self.a.links)
+
+    def test_backoffAfterRefusal(self) -> None:
+        """
+        Refused dials back off exponentially and warn once at the limit.
+        """
+        del self.net.listeners["addr-b"]
+        self.a.send("p0", Heartbeat("a", "b", 1, 0))
+        self.assertEqual(self.a.dials, 1)
+        self.a.send("p0", Heartbeat("a", "b", 1, 0))
+        self.assertEqual(self.a.dials, 1)
+        self.clock.advance(0.11)
+        self.a.send("p0", Heartbeat("a", "b", 1, 0))
+        self.assertEqual(self.a.dials, 2)
+        self.clock.advance(0.11)
+        self.a.send("p0", Heartbeat("a", "b", 1, 0))
+        self.assertEqual(self.a.dials, 2)
+
+    def test_secureIdentityMismatch(self) -> None:
+        """
+        With TLS, an outbound link whose peer identifies as another node is
+        closed; an inbound link naming an unknown node is refused.
+        """
+        secure = MultiRaftTransport(
+            "a", self.clock, self.net.connector("a"), {"b": "x", "c": "y"}, identify=lambda t: "c"
+        )
+        link = PeerLink(secure, "b")
+        pipe = Pipe(self.net, "a")
+        pipe.protocol = link
+        link.makeConnection(pipe)
+        link.handshakeCompleted()
+        self.assertTrue(pipe.closed)
+        self.assertEqual(secure.rejectedLinks, 1)
+        stranger = MultiRaftTransport("a", self.clock, self.net.connector("a"), {}, identify=lambda t: "z")
+        inbound = PeerLink(stranger, None)
+        pipe2 = Pipe(self.net, "a")
+        pipe2.protocol = inbound
+        inbound.makeConnection(pipe2)
+        inbound.handshakeCompleted()
+        self.assertTrue(pipe2.closed)
+
+
+class FakeOwner:
+    """
+    Records what a link machine asks of its transport.
+    """
+
+    def __init__(self, secure: bool = True) -> None:
+        self.nodeId = "me"
+        self.secure = secure
+        self.calls: list[tuple[Any, ...]] = []
+        self.rejected = 0
+        self.rejectedLinks = 0
+        self.maxFrameBytes = 1 << 20
+
+    def knownNodes(self) -> set[str]:
+        return {"me", "b", "c"}
+
+    def linkUp(self, peer: str, link: Any) -> None:
+        self.calls.append(("up", peer))
+
+    def linkDown(self, peer: str, link: Any) -> None:
+        self.calls.append(("down", peer))
+
+    def dialFailed(self, peer: str, why: str) -> None:
+        self.calls.append(("dialFailed", peer))
+
+    def deliver(self, group: str, peer: str, body: bytes) -> None:
+        self.calls.append(("deliver", group, peer, body))
+
+
+class LinkMachineTests(SynchronousTestCase):
+    """
+    Every input of the link machine in every state (Pending, Open, Closed).
+    """
+
+    def link(
+        self, expected: str | None = "b", secure: bool = True, state: str = "Pending"
+    ) -> tuple[Any, Any, Any]:
+        owner = FakeOwner(secure)
+        link = PeerLink(owner, expected)  # type: ignore[arg-type]
+        pipe = Pipe(Network(Clock(), random.Random(0)), "me")
+        pipe.protocol = link
+        link.transport = pipe  # type: ignore[assignment]
+        if state in ("Open", "Closed"):
+            link.machine.identified("b")
+        if state == "Closed":
+            link.machine.lost()
+        owner.calls.clear()
+        return owner, link, pipe
+
+    def test_pending(self) -> None:
+        owner, link, pipe = self.link()
+        link.machine.identified("b")
+        self.assertEqual(owner.calls, [("up", "b")])
+        for name, why in (
+            (None, "no known peer"),
+            ("zed", "no known peer"),
+            ("me", "no known peer"),
+            ("c", "expected b"),
+        ):
+            owner, link, pipe = self.link()
+            link.machine.identified(name)
+            self.assertTrue(pipe.closed, why)
+            self.assertEqual((owner.calls, owner.rejectedLinks), ([("dialFailed", "b")], 1))
+        owner, link, pipe = self.link()
+        link.machine.accepted("b")
+        self.assertEqual(owner.calls, [("up", "b")])
+        owner, link, pipe = self.link(expected=None)
+        link.machine.refused("no")
+        self.assertTrue(pipe.closed)
+        self.assertEqual(owner.calls, [])
+        owner, link, pipe = self.link()
+        link.machine.hello("b")
+        self.assertEqual(owner.calls, [])  # TLS links are identified by certificate
+        owner, link, pipe = self.link(expected=None, secure=False)
+        link.machine.hello("c")
+        self.assertEqual(owner.calls, [("up", "c")])
+        owner, link, pipe = self.link()
+        link.machine.frame("p0", b"x")
+        self.assertEqual((owner.calls, owner.rejected), ([], 1))
+        owner, link, pipe = self.link()
+        link.machine.lost()
+        self.assertEqual(owner.calls, [("dialFailed", "b")])
+        owner, link, pipe = self.link(expected=None)
+        link.machine.lost()
+        self.assertEqual(owner.calls, [])
+
+    def test_open(self) -> None:
+        for name in ("identified", "accepted"):
+            owner, link, pipe = self.link(state="Open")
+            getattr(link.machine, name)("c")
+            self.assertEqual(owner.calls, [])
+            self.assertFalse(pipe.closed)
+        owner, link, pipe = self.link(state="Open")
+        link.machine.hello("b")
+        link.machine.frame("p0", b"x")
+        self.assertEqual(owner.calls, [("deliver", "p0", "b", b"x")])
+        link.machine.hello("c")
+        self.assertEqual(owner.calls[-1], ("down", "b"))
+        self.assertTrue(pipe.closed)
+        owner, link, pipe = self.link(state="Open")
+        link.machine.refused("why")
+        self.assertEqual(owner.calls, [("down", "b")])
+        owner, link, pipe = self.link(state="Open")
+        link.machine.lost()
+        self.assertEqual(owner.calls, [("down", "b")])
+
+    def test_closed(self) -> None:
+        owner, link, pipe = self.link(state="Closed")
+        link.machine.identified("b")
+        link.machine.accepted("b")
+        link.machine.refused("x")
+        link.machine.hello("b")
+        link.machine.frame("p0", b"x")
+        link.machine.lost()
+        self.assertEqual((owner.calls, owner.rejected, owner.rejectedLinks), ([], 0, 0))
+
+
+class SimulationTests(SynchronousTestCase):
+    """
+    Several groups on shared links converge and never diverge under faults.
+    """
+
+    def scenario(self, seed: int) -> MultiSim:
+        sim = MultiSim(seed)
+        plan = random.Random(seed * 31 + 7)
+        sim.start()
+        for _ in range(6):
+            for _ in range(10):
+                sim.propose()
+                sim.run(0.03)
+            what = plan.choice(["cut", "partition", "crash", "heal", "nothing"])
+            a, b = plan.sample(sim.names, 2)
+            if what == "cut":
+                sim.net.cut(a, b)
+            elif what == "partition":
+                sim.net.partition(a, b)
+            elif what == "crash":
+                sim.members[a].crash()
+            sim.run(0.2)
+            for m in sim.members.values():
+                if not m.up and plan.random() < 0.5:
+                    m.start()
+        sim.net.heal()
+        for m in sim.members.values():
+            if not m.up:
+                m.start()
+        sim.run(1.5)
+        for _ in range(5):
+            sim.propose()
+            sim.run(0.05)
+        sim.run(1.5)
+        for g in sim.groups:
+            logs = [m.machines[g].applied for m in sim.members.values()]
+            self.assertEqual(logs[0], logs[1], f"seed {seed} group {g}")
+            self.assertEqual(logs[0], logs[2], f"seed {seed} group {g}")
+            missing = set(sim.acked[g]) - set(logs[0])
+            self.assertEqual(missing, set(), f"seed {seed}: acknowledged commands lost in {g}")
+            self.assertEqual(len(logs[0]), len(set(logs[0])), f"seed {seed}: duplicates in {g}")
+            self.assertTrue(sim.acked[g], f"seed {seed}: nothing committed in {g}")
+        for pair, count in sim.net.openLinks().items():
+            self.assertLessEqual(count, 2, f"seed {seed}: {count} links for {sorted(pair)}")
+        return sim
+
+    def test_seeds(self) -> None:
+        for seed in range(8):
+            self.scenario(seed)
+
+    def test_oneLinkPerPairWhenQuiet(self) -> None:
+        """
+        Without faults, the 4 groups of 3 nodes share exactly one link per
+        pair of nodes.
+        """
+        sim = MultiSim(99)
+        sim.start()
+        sim.run(1.0)
+        for _ in range(5):
+            sim.propose()
+            sim.run(0.05)
+        links = sim.net.openLinks()
+        self.assertEqual(len(links), 3)
+        self.assertTrue(all(n <= 2 for n in links.values()))
+        for g in sim.groups:
+            self.assertIsNotNone(sim.leader(g))
