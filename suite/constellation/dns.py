@@ -146,6 +146,13 @@ class DNSWriter(Service):
         wait = max(0.0, self.lastStart + self.minGap - self.reactor.seconds())
         self._soon = self.reactor.callLater(wait, self._run)
 
+    def pokeIfChanged(self) -> None:
+        """
+        The cluster state changed: reconcile only if the plan did.
+        """
+        if self.running and self.desired() != self.lastPlan:
+            self.poke()
+
     def _run(self) -> None:
         self._soon = None
         self.lastStart = self.reactor.seconds()

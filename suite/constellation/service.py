@@ -162,7 +162,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         interval=float(options.get("dns-interval") or 60.0),
     )
     keeper.changed.append(dnsWriter.poke)
-    state.onChange = dnsWriter.poke
+    state.onChange = dnsWriter.pokeIfChanged
     monitor: DockerMonitor | None = None
     engine: DockerClient | None = None
     deployer: DeployReconciler | None = None

@@ -93,6 +93,14 @@ class WriterTests(SynchronousTestCase):
         self.clock.advance(0.5)
         self.assertEqual(self.provider.applied[-1], ([("*.example.org", ["192.0.2.1"])], 3))
         self.assertEqual(len(self.provider.applied), 2)
+        started = self.writer.lastStart
+        self.writer.pokeIfChanged()
+        self.clock.advance(5)
+        self.assertEqual(self.writer.lastStart, started)  # same plan: no pass
+        self.desired["*.n1.example.org"] = ["192.0.2.5"]
+        self.writer.pokeIfChanged()
+        self.clock.advance(1)
+        self.assertEqual(self.provider.applied[-1], ([("*.n1.example.org", ["192.0.2.5"])], 3))
         self.provider.zone["example.org"] = ["192.0.2.66"]
         self.clock.advance(60)
         self.assertEqual(self.provider.applied[-1], ([("example.org", ["192.0.2.1"])], 3))
