@@ -1,18 +1,23 @@
 # The two commands of README.md:
-#   make run    set everything up and run the local demo on loopback
+#   make run    set everything up and run the local demo on loopback (ARGS="--port-base 18000" moves its ports)
 #   make test   set everything up (Python and Debian packages) and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client dnsperf knot
-DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static bind9
+DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx bind9
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write
+.PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write dev-validate install uninstall
+
+# Production install (docs/install.md): venv in $(PREFIX)/venv, users, directories, units.
+# Run again to upgrade. DESTDIR stages everything under another root.
+PREFIX ?= /opt/suite
+DESTDIR ?=
 
 run: setup
-	$(PY) -m suite.demo
+	$(PY) -m suite.demo $(ARGS)
 
 test: system-deps setup lint typecheck unit
 
@@ -53,9 +58,19 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) -q tests
 
+install:
+	sh scripts/install.sh PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+
+uninstall:
+	sh scripts/install.sh --uninstall PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+
 # After changing docs/clustor-spec.md: record its hash in manifests/ceptra_manifest.json.
 spec-sync-write: setup
 	$(PY) -m suite.ceptra.spec --write
+
+# A local Specter ring (3 nodes, gateway) and a tunnel, checked end to end; exit 1 on any failure.
+dev-validate: setup
+	$(PY) -m suite.specter.devvalidate
 
 clean:
 	rm -rf $(VENV) var _trial_temp* build *.egg-info

@@ -36,11 +36,15 @@ __all__ = [
     "watchListening",
     "GuardedEndpointService",
     "listenFailureReason",
+    "suiteVersion",
+    "versionText",
+    "withSuiteOptions",
 ]
 
 log = Logger(namespace="suite.daemon")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_O = TypeVar("_O", bound=usage.Options)
 
 
 class ConfigError(usage.UsageError):
@@ -64,6 +68,200 @@ def errorLine(prog: str, error: BaseException) -> str:
     """
     text = " ".join(str(error).split()) or error.__class__.__name__
     return f"{prog}: error: {text}\n"
+
+
+def suiteVersion() -> str:
+    """
+    The installed suite's version (C{setup.cfg} C{version}).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("twisted-suite")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def versionText(prog: str | None = None) -> str:
+    """
+    What C{--version} prints: the suite's version, then Twisted's.
+    """
+    import twisted
+
+    name = prog or os.path.basename(sys.argv[0]) or "suite"
+    return f"{name} (twisted-suite) {suiteVersion()}\nTwisted {twisted.__version__}\n"
+
+
+def _printVersion(options: usage.Options) -> None:
+    sys.stdout.write(versionText())
+    sys.stdout.flush()
+    raise SystemExit(0)
+
+
+class _SuiteSubOptions:
+    """
+    Mixed into every subcommand's options: the suite's C{--version}, and the
+    same argument normalisation as L{DaemonOptions}.
+    """
+
+    def opt_version(self) -> None:
+        """
+        Print the suite's and Twisted's versions and exit.
+        """
+        _printVersion(self)  # type: ignore[arg-type]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        args = list(sys.argv[1:] if options is None else options)
+        _wrapSubCommands(self)  # type: ignore[arg-type]
+        super().parseOptions(_normaliseArgs(self, args))  # type: ignore[misc, arg-type]
+
+
+_WRAPPED: dict[type, type] = {}
+
+
+def _suiteSubclass(cls: type) -> type:
+    if issubclass(cls, (DaemonOptions, _SuiteSubOptions)):
+        return cls
+    wrapped = _WRAPPED.get(cls)
+    if wrapped is None:
+        wrapped = type(
+            cls.__name__,
+            (_SuiteSubOptions, cls),
+            {
+                "__doc__": cls.__doc__,
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "opt_version": _SuiteSubOptions.opt_version,
+            },
+        )
+        _WRAPPED[cls] = wrapped
+    return wrapped
+
+
+def withSuiteOptions(cls: type[_O]) -> type[_O]:
+    """
+    C{cls} (a L{usage.Options} used as a subcommand or shown as one) with
+    the suite's C{--version} and argument normalisation.
+    """
+    return _suiteSubclass(cls)  # type: ignore[return-value]
+
+
+def _wrapSubCommands(options: usage.Options) -> None:
+    """
+    Give every subcommand class of C{options} the suite's C{--version} and
+    argument normalisation (factories that are not classes are left as
+    they are: they build L{DaemonOptions}).
+    """
+    subs = getattr(options, "subCommands", None)
+    if not subs:
+        return
+    wrapped = []
+    for name, short, parser, doc in subs:
+        if isinstance(parser, type) and issubclass(parser, usage.Options):
+            parser = _suiteSubclass(parser)
+        wrapped.append([name, short, parser, doc])
+    options.subCommands = wrapped  # type: ignore[attr-defined]
+
+
+def _known(options: usage.Options) -> tuple[set[str], set[str]]:
+    """
+    The long options of C{options}: all of them, and those taking a value.
+    """
+    names = {o.rstrip("=") for o in options.longOpt}
+    values = {o[:-1] for o in options.longOpt if o.endswith("=")}
+    return names, values
+
+
+def _canonical(name: str, names: set[str]) -> str:
+    """
+    C{--auth-user} for an option declared C{auth_user} (and the reverse).
+    """
+    if name in names:
+        return name
+    for other in (name.replace("-", "_"), name.replace("_", "-")):
+        if other in names:
+            return other
+    return name
+
+
+def _subCommandAt(options: usage.Options, args: list[str]) -> int | None:
+    """
+    The index of the subcommand in C{args}, if C{options} has subcommands
+    and one is there.
+    """
+    subs = getattr(options, "subCommands", None)
+    if not subs:
+        return None
+    names, values = _known(options)
+    shortValues = {options.shortOpt[i - 1] for i, c in enumerate(options.shortOpt) if c == ":"}
+    commands = {n for sub in subs for n in (sub[0], sub[1]) if n}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return None
+        if a.startswith("--"):
+            name = _canonical(a[2:].split("=", 1)[0], names)
+            i += 2 if "=" not in a and name in values else 1
+        elif a.startswith("-") and len(a) > 1:
+            i += 2 if len(a) == 2 and a[1] in shortValues else 1
+        else:
+            return i if a in commands else None
+    return None
+
+
+def _normaliseArgs(options: usage.Options, args: list[str]) -> list[str]:
+    """
+    Accept what operators type: C{--auth-user} for C{--auth_user} (and the
+    reverse), and C{options}' own flags after the subcommand
+    (C{spacecomms start --verbose}), moved before it when the subcommand
+    does not have a flag of that name.
+    """
+    names, values = _known(options)
+    out: list[str] = []
+    at = _subCommandAt(options, args)
+    head = args if at is None else args[:at]
+    for a in head:
+        if a.startswith("--") and len(a) > 2:
+            name, sep, value = a[2:].partition("=")
+            a = f"--{_canonical(name, names)}{sep}{value}"
+        out.append(a)
+    if at is None:
+        return out
+    command = args[at]
+    tail = args[at + 1 :]
+    parser = next(p for n, s, p, d in options.subCommands if command in (n, s))  # type: ignore[attr-defined]
+    try:
+        sub = parser()
+    except Exception:
+        return out + [command, *tail]
+    subNames, subValues = _known(sub)
+    moved: list[str] = []
+    kept: list[str] = []
+    i = 0
+    while i < len(tail):
+        a = tail[i]
+        if a == "--":
+            kept.extend(tail[i:])
+            break
+        if a.startswith("--") and len(a) > 2:
+            name, sep, value = a[2:].partition("=")
+            mine = _canonical(name, names)
+            theirs = _canonical(name, subNames)
+            if theirs not in subNames and mine in names:
+                moved.append(f"--{mine}{sep}{value}")
+                if not sep and mine in values and i + 1 < len(tail):
+                    moved.append(tail[i + 1])
+                    i += 1
+                i += 1
+                continue
+            if not sep and theirs in subValues and i + 1 < len(tail):
+                kept.extend([a, tail[i + 1]])
+                i += 2
+                continue
+        kept.append(a)
+        i += 1
+    return out + moved + [command, *kept]
 
 
 class DaemonOptions(usage.Options):
@@ -97,14 +295,38 @@ class DaemonOptions(usage.Options):
         super().__init__()
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
 
+    def opt_version(self) -> None:
+        """
+        Print the suite's and Twisted's versions and exit.
+        """
+        _printVersion(self)
+
+    def getSynopsis(self) -> str:
+        """
+        C{Usage: PROG [options] SYNOPSIS}; asked by a subcommand, only this
+        level's C{[options]} precede the subcommand's own synopsis.
+        """
+        own = getattr(type(self), "synopsis", None) or "[options]"
+        if self.subCommand is not None:
+            own = "[options]"
+        parent = getattr(self, "parent", None)
+        if parent is None:
+            return f"Usage: {os.path.basename(sys.argv[0]) or 'suite'} {own}"
+        return " ".join((parent.getSynopsis(), parent.subCommand or "", own))
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse as usual; when running under twistd (the parent is twistd's
         own options), a usage error is one line on stderr and exit code 2
         instead of twistd's full help text and exit code 1.
+
+        Also accepted: C{--a-b} for an option declared C{a_b} (and the
+        reverse), and this level's options after the subcommand.
         """
+        args = list(sys.argv[1:] if options is None else options)
+        _wrapSubCommands(self)
         try:
-            super().parseOptions(options)
+            super().parseOptions(_normaliseArgs(self, args))
         except usage.UsageError as e:
             parent = getattr(self, "parent", None)
             if parent is None or not type(parent).__module__.startswith("twisted."):
@@ -453,6 +675,48 @@ def _underTwistd(options: Any) -> tuple[bool, str | None]:
     return False, None
 
 
+def _twistdOptions(options: Any) -> Any:
+    node = options
+    while node is not None:
+        parent = getattr(node, "parent", None)
+        if parent is not None and type(parent).__module__.startswith("twisted."):
+            return parent
+        node = parent
+    return None
+
+
+def _installLogObserver(root: IService, options: Any) -> None:
+    """
+    Under plain C{twistd -n PLUGIN} (no C{--logger}, no log file), log the
+    suite's way: JSON lines on stderr (text with C{--verbose}).  twistd
+    takes an application's L{ILogObserver} component when no C{--logger}
+    was given; the component is set when twistd parents the root service
+    to its application.
+    """
+    twistd = _twistdOptions(options)
+    if twistd is None:
+        return
+    try:
+        logger, logfile, nodaemon = twistd["logger"], twistd["logfile"], twistd["nodaemon"]
+    except KeyError:
+        return
+    if logger or not nodaemon or logfile not in (None, "", "-"):
+        return
+    original = root.setServiceParent
+
+    def setServiceParent(parent: Any) -> Any:
+        from twisted.logger import ILogObserver
+        from twisted.python.components import Componentized
+
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
+            from suite import logging as suitelogging
+
+            parent.setComponent(ILogObserver, suitelogging.observer())
+        return original(parent)
+
+    root.setServiceParent = setServiceParent  # type: ignore[method-assign]
+
+
 def attachCommon(
     root: MultiService,
     options: Mapping[str, Any],
@@ -469,6 +733,7 @@ def attachCommon(
     from suite import logging as suitelogging
 
     suitelogging.setVerbose(bool(options.get("verbose")))
+    _installLogObserver(root, options)
     barrier = barrierFor(root)
     if barrier is None:
         fatal, pidfile = _underTwistd(options)
@@ -521,6 +786,9 @@ def runConsole(
         raise SystemExit(2)
     from twisted.scripts.twistd import run
 
+    from suite.proctitle import setProcessName
+
+    setProcessName(prog, args)
     sys.argv = [
         "twistd",
         "--nodaemon",

@@ -26,6 +26,7 @@ from twisted.logger import (
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     globalLogBeginner,
 )
@@ -238,9 +239,23 @@ def textObserver(stream: IO[str] | None = None) -> ILogObserver:
     return FileLogObserver(s, _formatText(bool(getattr(s, "isatty", lambda: False)())))
 
 
+#: Twisted's own per-factory chatter ("Starting factory <... at 0x...>"),
+#: logged at info for every connection a noisy factory makes: debug here.
+_FACTORY_NOISE = ("Starting factory {factory!r}", "Stopping factory {factory!r}")
+
+
+def _factoryNoise(level: LogLevel) -> Any:
+    def predicate(event: Mapping[str, Any]) -> PredicateResult:
+        if level > LogLevel.debug and event.get("log_format") in _FACTORY_NOISE:
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+    return predicate
+
+
 def _filtered(obs: ILogObserver, level: LogLevel) -> ILogObserver:
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    return FilteringLogObserver(obs, [predicate])
+    return FilteringLogObserver(obs, [_factoryNoise(level), predicate])
 
 
 def observer() -> ILogObserver:

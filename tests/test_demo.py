@@ -6,13 +6,16 @@ loopback and stops them all cleanly on Ctrl-C.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import socket
 import sys
 
+import treq
 from twisted.trial.unittest import TestCase
 
 from suite.demo.plan import plan
+from tests.support.metriclint import GUIDE_NAMES, MILLISECOND_DAEMONS, lintExposition, promtool
 from tests.support.process import DaemonProcess
 
 PORTS = (4001, 7440, 7946, 8080, 8081, 8088, 8443, 8787, 9090, 9990, 11180, 26010, 26020, 26021)
@@ -65,6 +68,12 @@ class DemoTests(TestCase):
             stopTimeout=40,
         ).start()
         await proc.waitForLog("Ctrl-C stops everything", timeout=60)
+        # The URLs are printed only once every daemon listens: each printed
+        # port accepts a connection right away, without waiting.
+        printed = {int(m) for m in re.findall(r"://127\.0\.0\.1:(\d+)", proc.output())}
+        self.assertEqual(len(printed), 8, proc.output()[-3000:])
+        notListening = sorted(p for p in printed if _free(p))
+        self.assertEqual(notListening, [], proc.output()[-3000:])
         checks = [
             (f"http://127.0.0.1:{9990 + base}/readyz", 200),
             (f"http://127.0.0.1:{8080 + base}/health", 200),
@@ -75,8 +84,48 @@ class DemoTests(TestCase):
         ]
         for url, code in checks:
             await proc.waitForHTTP(url, timeout=60, code=code)
+        await self.adminSurface(proc, base)
         self.assertNotIn("exited with code", proc.output())
         code = await proc.stop(signal.SIGINT, timeout=40)
         self.assertEqual(code, 0, proc.output()[-3000:])
         self.assertIn("all daemons stopped", proc.output())
         self.assertNotIn("exited with code", proc.output())
+
+    async def adminSurface(self, proc: DaemonProcess, base: int) -> None:
+        """
+        Every daemon of the demo serves /healthz, /readyz and /metrics
+        (SpaceComms also the guide's /health); every exposition has one
+        format version and passes the metric-name lint (and promtool, when
+        installed).
+        """
+        admin = {
+            "specter": 9990,
+            "spacecomms": 8080,
+            "ceptra": 26020,
+            "constellation": 8081,
+            "goop": 8787,
+            "goop-peer": 8088,
+        }
+        versions = set()
+        for daemon, port in admin.items():
+            url = f"http://127.0.0.1:{port + base}"
+            for path in ("/healthz", "/readyz"):
+                r = await treq.get(url + path, timeout=10, persistent=False)
+                await r.content()
+                self.assertIn(r.code, (200, 503), f"{daemon} {path}")
+            r = await treq.get(url + "/metrics", timeout=10, persistent=False)
+            text = (await r.content()).decode()
+            self.assertEqual(r.code, 200, f"{daemon} /metrics")
+            versions.add(r.headers.getRawHeaders(b"content-type", [b""])[0].decode())
+            name = "goop" if daemon.startswith("goop") else daemon
+            self.assertEqual(lintExposition(text, name), [], f"{daemon} /metrics")
+            self.assertEqual(promtool(text, _guideAndMilliseconds(text, name)) or [], [], daemon)
+        self.assertEqual(len(versions), 1, versions)
+        self.assertIn("version=0.0.4", versions.pop())
+
+
+def _guideAndMilliseconds(text: str, daemon: str) -> set[str]:
+    allowed = set(GUIDE_NAMES.get(daemon, ()))
+    if daemon in MILLISECOND_DAEMONS:
+        allowed |= set(re.findall(r"^# TYPE (\S+_ms) ", text, re.M))
+    return allowed

@@ -297,6 +297,26 @@ class ObserverTests(SynchronousTestCase, _SettingsMixin):
         log.error("kept error")
         self.assertEqual([r["msg"] for r in _lines(self.stderr)], ["kept warn", "kept error"])
 
+    def test_factoryNoiseIsDebug(self) -> None:
+        """
+        Twisted's "Starting factory <...>" lines are dropped at info level
+        and kept at debug.
+        """
+        from twisted.internet.protocol import Factory
+
+        setVerbose(False)
+        setLevel("info")
+        factory = Factory()
+        factory.noisy = True
+        log = Logger(observer=observer(), namespace="twisted.internet.protocol.Factory")
+        log.info("Starting factory {factory!r}", factory=factory)
+        log.info("Stopping factory {factory!r}", factory=factory)
+        log.info("kept")
+        self.assertEqual([r["msg"] for r in _lines(self.stderr)], ["kept"])
+        setLevel("debug")
+        Logger(observer=observer(), namespace="n").info("Starting factory {factory!r}", factory=factory)
+        self.assertIn("Starting factory", _lines(self.stderr)[-1]["msg"])
+
     def test_levelObject(self) -> None:
         """
         C{setLevel} also takes a L{LogLevel}.

@@ -384,3 +384,43 @@ class DaemonsFailLoudlyTests(SynchronousTestCase):
             ),
             "address already in use",
         )
+
+    def _goopDirectory(self, doc: dict[str, Any]) -> str:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "goop.json"), "w") as f:
+            json.dump(doc, f)
+        return directory
+
+    def test_goopHub(self) -> None:
+        """
+        goop rendezvous with the hub's port taken.
+        """
+        directory = self._goopDirectory(
+            {"presence": {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": self.port}}
+        )
+        self._startFails(twistdArgs("goop", "rendezvous", directory), "presence.rendezvous_port")
+
+    def test_goopPeerViewer(self) -> None:
+        """
+        goop peer with its viewer's address taken (the P2P port is free).
+        """
+        directory = self._goopDirectory(
+            {
+                "p2p": {"listen_port": 0, "mdns_tag": ""},
+                "viewer": {"http_addr": f"127.0.0.1:{self.port}"},
+            }
+        )
+        self._startFails(scriptArgs("goop2", "peer", directory), "viewer.http_addr")
+
+    def test_goopPeerStreams(self) -> None:
+        """
+        goop peer with its P2P stream port taken.
+        """
+        directory = self._goopDirectory(
+            {
+                "p2p": {"listen_port": self.port, "mdns_tag": ""},
+                "viewer": {"http_addr": f"127.0.0.1:{freePort()}"},
+            }
+        )
+        self._startFails(twistdArgs("goop", "peer", directory), "p2p.listen_port")

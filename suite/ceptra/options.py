@@ -92,7 +92,12 @@ ENV: dict[str, tuple[str, str | None, str]] = {
         "100",
         "Initial backoff between Raft RPC retries, in ms (0-600000).",
     ),
-    "data-dir": ("CEPTRA_DATA_DIR", "target/ceptra-clustor", "Storage root."),
+    "data-dir": (
+        "CEPTRA_DATA_DIR",
+        "target/ceptra-clustor",
+        "Storage root, relative to the working directory (the runbook's default; "
+        "use an absolute path such as /var/lib/ceptra/NODE in production).",
+    ),
     "wal-dir": ("CEPTRA_WAL_DIR", None, "Raft WAL directory. Default: ${CEPTRA_DATA_DIR}/wal."),
     "snapshot-dir": (
         "CEPTRA_SNAPSHOT_DIR",

@@ -13,6 +13,7 @@ import re
 import socket
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions
@@ -28,7 +29,11 @@ ENV: dict[str, tuple[str, str | None, str]] = {
         None,
         "Tailscale hostname, used as the node name. Default: the system hostname.",
     ),
-    "domain": ("DOMAIN", "bolabaden.org", "Domain name for services."),
+    "domain": (
+        "DOMAIN",
+        "example.org",
+        "Domain name for services (default example.org, with a warning: set your own).",
+    ),
     "public-ip": (
         "PUBLIC_IP",
         None,
@@ -270,6 +275,12 @@ class Options(DaemonOptions):
         if not _HOSTLABEL.match(name):
             raise ConfigError(
                 f"{_label('ts-hostname')}: {name!r} is not a host name (letters, digits and '-', at most 63)"
+            )
+        if self["domain"] == ENV["domain"][1] and not self.environ.get("DOMAIN"):
+            Logger(namespace="constellation.options").warn(
+                "{flag} not set: routers are built for the placeholder domain {domain}; set your own",
+                flag=_label("domain"),
+                domain=ENV["domain"][1],
             )
         domain = self["domain"].strip().lower()
         if not _isDomain(domain):

@@ -197,7 +197,9 @@ class LDAPBindChecker:
     @param bindDNTemplate: the user's DN with C{{username}} where the
         (escaped) user name goes, e.g. C{uid={username},ou=people,dc=x}.
     @param groupFilter: optional filter the user must match a group with;
-        C{{dn}} and C{{username}} are replaced by escaped values.
+        it must reference the user through C{{dn}} or C{{username}}, which
+        are replaced by escaped values (a filter naming only the group,
+        such as C{(cn=ops)}, would let every user in and is refused).
     @param groupBase: where to search for groups (default: the C{dc=}
         suffix of C{bindDNTemplate}).
     @param reactor: the reactor (C{None}: the global one, looked up at first
@@ -217,7 +219,8 @@ class LDAPBindChecker:
     @param maxConcurrent: checks running at once (one connection each);
         more wait their turn, within their C{timeout}.
 
-    @raise ValueError: a template without C{{username}}, an invalid filter,
+    @raise ValueError: a template without C{{username}}, an invalid filter
+        or one that does not reference the user,
         a malformed URL or endpoint string, a bad timeout.
     """
 
@@ -254,6 +257,14 @@ class LDAPBindChecker:
         self._searchBind = None if searchBindDN is None else (searchBindDN, Secret(searchBindPassword or ""))
         self._groupFilter = groupFilter
         if groupFilter is not None:
+            if "{dn}" not in groupFilter and "{username}" not in groupFilter:
+                # "(cn=ops)" matches the group whoever logs in: every user
+                # who can bind would pass.  Refuse it rather than guess.
+                raise ValueError(
+                    f"group filter {groupFilter!r} does not reference the user ({{dn}} or {{username}}), "
+                    "so every user who can bind would pass; use e.g. "
+                    "(&(objectClass=groupOfNames)(cn=ops)(member={dn}))"
+                )
             _parseFilter(self._fillFilter("probe", "uid=probe,dc=example"))
             if groupBase is None:
                 groupBase = _dnSuffix(bindDNTemplate)

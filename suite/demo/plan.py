@@ -247,10 +247,9 @@ def plan(base: str, portBase: int = 0) -> list[DemoDaemon]:
         },
         "viewer": {"http_addr": f"127.0.0.1:{port(8088)}"},
     }
+    # Rewritten on every start, so a new --port-base reaches Goop too.
     for directory, config in ((hub, hubConfig), (peer, peerConfig)):
-        path = os.path.join(directory, "goop.json")
-        if not os.path.exists(path):
-            _write(path, json.dumps(config, indent=2) + "\n")
+        _write(os.path.join(directory, "goop.json"), json.dumps(config, indent=2) + "\n")
     daemons.append(
         DemoDaemon(
             "goop-hub",

@@ -15,7 +15,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger, globalLogPublisher
 from twisted.python import usage
 
-from suite.daemon import ConfigError, DaemonOptions, attachCommon, exitOnConfigError
+from suite.daemon import ConfigError, DaemonOptions, attachCommon, exitOnConfigError, withSuiteOptions
 
 __all__ = ["Options", "makeService", "PeerOptions", "RendezvousOptions", "ManagerOptions"]
 
@@ -66,10 +66,24 @@ HUB_PARAMETERS: list[list[Any]] = [
 ]
 
 
+class _PeerHelp(_DirOptions):
+    longdesc = (
+        "Runs a full peer (site, data, viewer, P2P streams, discovery) from the peer "
+        "directory's goop.json. A peer whose goop.json sets presence.rendezvous_host also "
+        "runs the rendezvous hub and accepts the hub's limits (see 'rendezvous --help')."
+    )
+
+
 class PeerOptions(_DirOptions):
     """goop peer DIR: run a full peer (site, data, viewer, P2P, discovery)."""
 
+    # Accepted for a peer that hosts the hub, shown only by 'rendezvous --help'.
     optParameters = HUB_PARAMETERS
+
+    def getUsage(self, width: int | None = None) -> str:
+        shown = withSuiteOptions(_PeerHelp)()
+        shown.parent = self.parent
+        return shown.getUsage(width)
 
 
 class RendezvousOptions(_DirOptions):
@@ -90,7 +104,7 @@ class ManagerOptions(usage.Options):
 class Options(DaemonOptions):
     """Options for twistd goop."""
 
-    synopsis = "goop peer <dir> | goop rendezvous <dir>"
+    synopsis = "[options] peer|rendezvous <peer-directory>"
     subCommands = [
         ["peer", None, PeerOptions, "Run a peer from the peer directory."],
         ["rendezvous", None, RendezvousOptions, "Run the rendezvous hub of the peer directory."],

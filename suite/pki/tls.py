@@ -139,12 +139,19 @@ def _chainReason(errno: int, depth: int) -> str:
     return f"{what} {reason} (OpenSSL verify error {errno})"
 
 
-def _verifyCallback(tlsProtocol: TLSMemoryBIOProtocol, verifier: IPeerVerifier | None) -> _VerifyCallback:
+def _verifyCallback(
+    tlsProtocol: TLSMemoryBIOProtocol, verifier: IPeerVerifier | None, sendAlert: bool = False
+) -> _VerifyCallback:
     """
     A per-connection OpenSSL verify callback.  OpenSSL checks the chain; a
     chain error is turned into a L{VerificationError} with a plain reason,
     and on the leaf (depth 0) C{verifier} checks the peer's names.  The
     protocol learns the reason through C{failVerification}.
+
+    With C{sendAlert} (servers) the connection is not aborted: OpenSSL
+    fails the handshake with its TLS alert, which Twisted sends before
+    closing, so the refused peer learns why (an abort would drop it); the
+    protocol still gets the L{VerificationError} as its reason.
     """
     protocolRef: TLSMemoryBIOProtocol | None = tlsProtocol
 
@@ -152,7 +159,11 @@ def _verifyCallback(tlsProtocol: TLSMemoryBIOProtocol, verifier: IPeerVerifier |
         nonlocal protocolRef
         log.warn("TLS peer certificate refused: {reason}", reason=reason)
         if protocolRef is not None:
-            protocolRef.failVerification(Failure(VerificationError(reason)))
+            failure = Failure(VerificationError(reason))
+            if sendAlert:
+                protocolRef._reason = failure  # what failVerification records, without the abort
+            else:
+                protocolRef.failVerification(failure)
         protocolRef = None
         return False
 
@@ -210,7 +221,7 @@ class MTLSServerCreator:
         Create the OpenSSL connection for one accepted TLS connection.
         """
         connection = self.options.serverConnectionForTLS(tlsProtocol)
-        connection.set_verify(self._mode, _verifyCallback(tlsProtocol, self.verifier))
+        connection.set_verify(self._mode, _verifyCallback(tlsProtocol, self.verifier, sendAlert=True))
         return connection
 
     def getContext(self) -> SSL.Context:

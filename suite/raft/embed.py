@@ -108,6 +108,7 @@ def makeRaftNodeService(
     listenFlag: str = "--raft-listen",
     join: bool = False,
     address: str = "",
+    coalesce: bool = False,
 ) -> RaftNodeService:
     """
     Build a node of a static group of C{nodeId} and C{peers} (id ->
@@ -118,6 +119,9 @@ def makeRaftNodeService(
     or to found a group with L{RaftNode.bootstrap}.  C{address} (this
     node's host:port) is recorded in the first configuration of a node that
     does not join, for peers that learn it from there.
+    With C{coalesce} the frames sent to a peer in one reactor turn leave in
+    one write (Twisted's TLS layer already sends a turn's writes as one
+    record batch, so this saves work on plain TCP only).
 
     @raise ConfigError: an unwritable WAL/snapshot directory or a bad
         endpoint, naming it.
@@ -134,7 +138,7 @@ def makeRaftNodeService(
             endpoint = wrapClientTLS(clientContextFactory(bundle, ipAddress=host), endpoint)
         return endpoint.connect(factory)  # type: ignore[no-any-return]
 
-    transport = RaftTransport(nodeId, reactor, connect, dict(peers), secure=secure)
+    transport = RaftTransport(nodeId, reactor, connect, dict(peers), secure=secure, coalesce=coalesce)
     voters = frozenset() if join else frozenset(peers) | {nodeId}
     known = dict(peers)
     if address and not join:

@@ -1,6 +1,6 @@
 """
-The REST API (twisted.web): /health, /peers, /cdms, /objects, /metrics and
-/openapi.json.  Bearer tokens guard /peers, /cdms and /objects (read for
+The REST API (twisted.web): /health (and the suite's /healthz, /readyz),
+/peers, /cdms, /objects, /metrics and /openapi.json.  Bearer tokens guard /peers, /cdms and /objects (read for
 GET, write for changes, admin for peer changes); every error is JSON.
 """
 
@@ -20,6 +20,8 @@ from suite.spacecomms.config import _Checker, parsePeer
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.records import CDMs, Objects
 from suite.web.errors import jsonResponse
+from suite.web.health import FunctionHealth, HealthReport, LivenessResource, ReadinessResource
+from suite.web.metrics import CONTENT_TYPE
 
 __all__ = ["makeAPIResource", "makeTokenChecker"]
 
@@ -54,7 +56,7 @@ class Metrics(Base):
     methods = ("GET",)
 
     def do_GET(self, request: IRequest) -> Any:
-        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+        request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))
         return self.node.metrics.render()
 
 
@@ -172,6 +174,14 @@ def _rule(writePermission: Permission) -> Callable[[IRequest], Permission | None
     return rule
 
 
+def _storeHealth(node: SpaceNode) -> HealthReport:
+    try:
+        count = node.store.count("cdm", True)
+    except Exception as e:
+        return HealthReport(False, (f"store: {e}",))
+    return HealthReport(True, (), {"cdms_active": count})
+
+
 def makeAPIResource(
     node: SpaceNode,
     checker: TokenChecker | None,
@@ -185,6 +195,9 @@ def makeAPIResource(
     """
     root = Root()
     root.putChild(b"health", Health(node))
+    # The suite's admin surface beside the guide's /health (docs/admin.md).
+    root.putChild(b"healthz", LivenessResource())
+    root.putChild(b"readyz", ReadinessResource([FunctionHealth("store", lambda: _storeHealth(node))]))
     root.putChild(b"metrics", Metrics(node))
     root.putChild(b"openapi.json", OpenAPI(node))
     guarded: dict[bytes, tuple[IResource, Permission]] = {

@@ -26,7 +26,7 @@ class StartOptions(_ConfigOptions):
     C{spacecomms start --config FILE}: run the node in the foreground.
     """
 
-    synopsis = "--config FILE"
+    synopsis = "[--config FILE]"
 
 
 class ValidateOptions(_ConfigOptions):
@@ -34,7 +34,7 @@ class ValidateOptions(_ConfigOptions):
     C{spacecomms validate-config --config FILE}: check a file and exit.
     """
 
-    synopsis = "--config FILE"
+    synopsis = "[--config FILE]"
 
 
 class Options(DaemonOptions):
@@ -46,7 +46,7 @@ class Options(DaemonOptions):
     "admin" with read/write/admin and "readonly" with read).
     """
 
-    synopsis = "[start|validate-config] --config FILE"
+    synopsis = "[options] start|validate-config [--config FILE]"
     longdesc = (
         "SpaceComms node: exchanges CCSDS Conjunction Data Messages and object states with "
         "peer operators over mTLS sessions and serves a REST API. Environment: "

@@ -6,8 +6,9 @@ the foreground; C{kv}, C{pki} and C{client} are client commands.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.python import usage
@@ -124,10 +125,48 @@ def runClient(options: usage.Options) -> int:
     return run(options.subOptions)
 
 
+_QUIC_FLAGS = ("--listen-udp", "--listen-addr")
+
+
+def wantsQUIC(args: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """
+    Whether C{specter server ARGS} runs the gateway (an C{--apex}) with UDP
+    binds (C{--listen-udp}, C{--listen-addr}, or their environment
+    variables), so the console script must run on the asyncio reactor that
+    aioquic needs.
+    """
+    args = list(args)
+    if "server" not in args:
+        return False
+    rest = args[args.index("server") + 1 :]
+    if not any(a == "--apex" or a.startswith("--apex=") for a in rest):
+        return False  # no gateway, no QUIC: a ring node keeps the default reactor
+    if any(a == f or a.startswith(f + "=") for a in rest for f in _QUIC_FLAGS):
+        return True
+    return bool(environ.get("LISTEN_UDP") or environ.get("LISTEN_ADDR"))
+
+
+def installReactorFor(args: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """
+    Install Twisted's asyncio reactor when the command serves QUIC.  This
+    runs before anything imports C{twisted.internet.reactor}; the flags
+    are checked properly by the options parser afterwards.
+
+    @return: whether the asyncio reactor was installed here.
+    """
+    if not wantsQUIC(args, environ) or "twisted.internet.reactor" in sys.modules:
+        return False
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install()
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """
     Entry point of the C{specter} console script.
     """
+    installReactorFor(sys.argv[1:] if argv is None else argv, os.environ)
     runConsole(
         "specter",
         "specter",

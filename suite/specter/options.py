@@ -8,6 +8,7 @@ and validated here, in one place; errors are one line naming the flag.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -135,8 +136,13 @@ class ServerOptions(ListenMixin, DaemonOptions):
         ],
         ["transport-buffer", None, "16KiB", "Read/write buffer size for client transports (gateway)."],
         ["proxy-buffer", None, "16KiB", "Buffer size when proxying HTTP to clients (gateway)."],
-        ["auth_user", None, None, "User for /_internal basic auth (env INTERNAL_USER)."],
-        ["auth_pass", None, None, "Password for /_internal basic auth (env INTERNAL_PASS)."],
+        ["auth_user", None, None, "User for /_internal basic auth (env INTERNAL_USER; also --auth-user)."],
+        [
+            "auth_pass",
+            None,
+            None,
+            "Password for /_internal basic auth (env INTERNAL_PASS; also --auth-pass).",
+        ],
         ["sentry", None, None, "Sentry DSN: send errors, with info-level breadcrumbs (env SENTRY_DSN)."],
         [
             "auth-ldap",
@@ -154,7 +160,8 @@ class ServerOptions(ListenMixin, DaemonOptions):
             "auth-ldap-group",
             None,
             None,
-            "Optional LDAP filter the user must match (its group), e.g. (cn=ops).",
+            "Optional LDAP group filter the user must match; it must name the user with {dn} "
+            "or {username}, e.g. (&(objectClass=groupOfNames)(cn=ops)(member={dn})).",
         ],
         ["kv", None, "aof", "KV backend: aof (default), sqlite or memory (tests only)."],
         ["replicas", None, "3", "Copies of each key (owner + R-1 successors on distinct processes)."],
@@ -290,6 +297,13 @@ class ServerOptions(ListenMixin, DaemonOptions):
                 self["listen-http"] if ":" in self["listen-http"] else f":{self['listen-http']}",
                 80,
             )
+        if not self["apex"]:
+            gatewayOnly = self.gatewayFlags()
+            if gatewayOnly:
+                raise ConfigError(
+                    f"{gatewayOnly[0]}: needs --apex: {', '.join(gatewayOnly)} configure the gateway, "
+                    "which runs only when at least one --apex is given"
+                )
         self["rpc-endpoint"] = rpcEndpoint("--listen-rpc", self["listen-rpc"])
         if not self["rpc-allow-remote"] and not isLoopbackEndpoint(self["rpc-endpoint"]):
             raise ConfigError(
@@ -298,6 +312,22 @@ class ServerOptions(ListenMixin, DaemonOptions):
         self["internal-endpoint"] = rpcEndpoint("--listen-internal", self["listen-internal"])
         if not isLoopbackEndpoint(self["internal-endpoint"]):
             raise ConfigError("--listen-internal: must bind loopback or a unix socket")
+
+    def gatewayFlags(self) -> list[str]:
+        """
+        The gateway-only flags given explicitly (they need an C{--apex}).
+        """
+        given = []
+        if self["listen-udp"]:
+            given.append("--listen-udp")
+        if self["listen-http"] is not None:
+            given.append("--listen-http")
+        if self["proxy-protocol"]:
+            given.append("--proxy-protocol")
+        for key in ("transport-buffer", "proxy-buffer"):
+            if key in self._explicit:
+                given.append(f"--{key}")
+        return given
 
     def laterFeatures(self) -> list[str]:
         """
@@ -476,7 +506,34 @@ class KVOptions(usage.Options):
         "lookup": 1,
     }
 
+    #: The arguments of each action, as the help shows them.
+    USAGE = {
+        "put": ("KEY VALUE", "store VALUE under KEY"),
+        "get": ("KEY", "print the value of KEY (exit 1 when absent)"),
+        "delete": ("KEY", "remove KEY"),
+        "list": ("KEY", "print the list stored under KEY"),
+        "append": ("KEY VALUE", "append VALUE to the list under KEY"),
+        "contains": ("KEY VALUE", "whether the list under KEY holds VALUE"),
+        "remove": ("KEY VALUE", "remove VALUE from the list under KEY"),
+        "stats": ("", "the node's counters"),
+        "lookup": ("KEY", "the vnode that owns KEY"),
+    }
+    synopsis = "[options] ACTION [ARGS]"
+
+    def getUsage(self, width: int | None = None) -> str:
+        lines = [super().getUsage(width).rstrip("\n"), "Actions:"]
+        for action, (args, what) in self.USAGE.items():
+            lines.append(f"    {(action + ' ' + args).strip():20} {what}")
+        return "\n".join(lines) + "\n"
+
     def parseArgs(self, action: str, *args: str) -> None:  # type: ignore[override]
+        if action in self.ACTIONS and ("--help" in args or "-h" in args):
+            argNames, what = self.USAGE[action]
+            sys.stdout.write(
+                f"{self.getSynopsis().replace('ACTION [ARGS]', f'{action} {argNames}').rstrip()}\n"
+            )
+            sys.stdout.write(f"{what[0].upper()}{what[1:]}, through --rpc.\n")
+            raise SystemExit(0)
         if action not in self.ACTIONS:
             raise ConfigError(f"kv: unknown action {action!r} (one of {', '.join(self.ACTIONS)})")
         if len(args) != self.ACTIONS[action]:

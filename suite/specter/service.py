@@ -288,7 +288,13 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         except ValueError as e:
             raise ConfigError(f"--auth-ldap: {e}") from None
     resource = makeHelperResource(
-        node, admin, options["auth_user"], password.reveal() if password else None, ldap
+        node,
+        admin,
+        options["auth_user"],
+        password.reveal() if password else None,
+        ldap,
+        registry=registry,
+        clock=reactor,
     )
     if gatewayService is not None:
         secret = password.reveal() if password else None
@@ -302,11 +308,8 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
 
             def install(name: str, stored: Any) -> None:
                 if name in certificates.apexes:
+                    # TCP and QUIC (HTTP/3) both choose it by SNI from here on
                     certificates.install(name, stored.chainPEM, stored.keyPEM)
-                    h3 = gatewayService.h3
-                    if h3 is not None and len(certificates.apexes) == 1:
-                        # QUIC has one certificate per listener: with one apex it is that apex's
-                        h3.useCertificate(stored.chainPEM, stored.keyPEM)
                 else:
                     certificates.installCustom(name, stored.chainPEM, stored.keyPEM)
 

@@ -161,7 +161,43 @@ class _KVStats(Resource):
         return _json(request, 200, {f"vnode{v.ref.index}": v.store.stats() for v in self.node.vnodes})
 
 
+def _label(ref: Any) -> str:
+    """
+    A vnode as the graph names it: address, index and the id's first 8 hex digits.
+    """
+    return f"{ref.addr}#{ref.index} {ref.id >> 32:08x}"
+
+
+def _links(v: Any) -> tuple[list[Any], list[Any]]:
+    """
+    A local vnode's successors and its distinct fingers (in finger order).
+    """
+    fingers: list[Any] = []
+    for f in v.fingers:
+        if f is not None and f not in fingers:
+            fingers.append(f)
+    return list(v.succs), fingers
+
+
+_GRAPH_STYLE = """
+body{font-family:sans-serif;margin:1em}
+svg text{font-size:10px;fill:#222}
+svg .vnode:hover circle{r:8;stroke:#000}
+svg .vnode:hover text{font-weight:bold}
+table{border-collapse:collapse;margin-top:1em}
+td,th{border:1px solid #bbb;padding:2px 6px;font-size:12px;text-align:left;vertical-align:top}
+code{font-size:11px}
+"""
+
+
 class _Graph(Resource):
+    """
+    C{/_internal/chord/graph}: the ring as this process sees it.  Every
+    vnode is labelled with its address, index and id prefix; hovering one
+    lists its successors and fingers (for this process's vnodes), and a
+    table below gives the same for each local vnode.
+    """
+
     isLeaf = True
 
     def __init__(self, node: Any) -> None:
@@ -169,43 +205,84 @@ class _Graph(Resource):
         self.node = node
 
     def render_GET(self, request: Any) -> bytes:
+        local = {v.ref: v for v in self.node.vnodes}
         known: dict[Any, Any] = {}
         for v in self.node.vnodes:
             known[v.ref] = v.succs[0] if v.succs else v.ref
-            for s in v.succs:
-                known.setdefault(s, None)
-        size, r, c = 640, 260, 320
-        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}">']
-        parts.append(f'<circle cx="{c}" cy="{c}" r="{r}" fill="none" stroke="#999"/>')
+            succs, fingers = _links(v)
+            for other in [*succs, *fingers, *([v.pred] if v.pred is not None else [])]:
+                known.setdefault(other, None)
+        # room around the ring for the labels
+        width, height, r = 1000, 640, 250
+        c, cy = width // 2, height // 2
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">']
+        parts.append(f'<circle cx="{c}" cy="{cy}" r="{r}" fill="none" stroke="#999"/>')
 
-        def xy(vid: int) -> tuple[float, float]:
+        def xy(vid: int, radius: float = r) -> tuple[float, float]:
             a = 2 * math.pi * vid / RING_SIZE - math.pi / 2
-            return c + r * math.cos(a), c + r * math.sin(a)
+            return c + radius * math.cos(a), cy + radius * math.sin(a)
 
         for ref, succ in known.items():
-            x, y = xy(ref.id)
-            local = ref.addr == self.node.addr
-            if succ is not None:
+            if succ is not None and succ != ref:
+                x, y = xy(ref.id)
                 x2, y2 = xy(succ.id)
                 parts.append(f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#36c"/>')
-            colour = "#c33" if local else "#333"
+        for ref in sorted(known, key=lambda k: k.id):
+            x, y = xy(ref.id)
+            lx, ly = xy(ref.id, r + 14)
+            anchor = "start" if lx >= c else "end"
+            mine = local.get(ref)
+            title = [ref.short()]
+            if mine is not None:
+                succs, fingers = _links(mine)
+                title.append("successors: " + (", ".join(_label(s) for s in succs) or "none"))
+                title.append("fingers: " + (", ".join(_label(f) for f in fingers) or "none"))
+            colour = "#c33" if mine is not None else "#333"
             parts.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"><title>{html.escape(ref.short())}</title></circle>'
+                f'<g class="vnode" data-id="{ref.id:016x}"><title>{html.escape(chr(10).join(title))}</title>'
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"/>'
+                f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}">{html.escape(_label(ref))}</text></g>'
             )
         parts.append("</svg>")
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        body = "<!doctype html><title>Specter ring</title><h1>Ring seen from {}</h1>{}".format(
-            html.escape(self.node.addr), "".join(parts)
+        rows = []
+        for v in sorted(self.node.vnodes, key=lambda v: v.ref.index):
+            succs, fingers = _links(v)
+            cells = [
+                html.escape(v.ref.addr),
+                str(v.ref.index),
+                f"<code>{v.ref.id:016x}</code>",
+                html.escape(_label(v.pred)) if v.pred is not None else "unknown",
+                "<br>".join(html.escape(_label(s)) for s in succs) or "none",
+                "<br>".join(html.escape(_label(f)) for f in fingers) or "none",
+            ]
+            rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+        table = (
+            '<table id="vnodes"><tr><th>address</th><th>index</th><th>id</th><th>predecessor</th>'
+            "<th>successors</th><th>fingers (distinct)</th></tr>" + "".join(rows) + "</table>"
         )
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        body = (
+            "<!doctype html><meta charset=utf-8><title>Specter ring</title><style>{}</style>"
+            "<h1>Ring seen from {}</h1><p>Red: this process's vnodes (hover one for its successors "
+            "and fingers). Lines join each vnode to its first successor.</p>{}{}"
+        ).format(_GRAPH_STYLE, html.escape(self.node.addr), "".join(parts), table)
         return body.encode()
 
 
 def makeHelperResource(
-    node: Any, admin: Resource, user: str | None, password: str | None, ldapChecker: Any = None
+    node: Any,
+    admin: Resource,
+    user: str | None,
+    password: str | None,
+    ldapChecker: Any = None,
+    registry: Any = None,
+    clock: Any = None,
 ) -> Resource:
     """
     Mount C{/_internal} on the admin resource when credentials are given
     (a static account, an LDAP bind checker, or both: tried in that order).
+    With C{registry} and C{clock}, the debug pages too
+    (L{suite.specter.debug}).
     """
     checkers: list[Any] = []
     if user and password:
@@ -225,5 +302,9 @@ def makeHelperResource(
         kv.putChild(b"stats", _KVStats(node))
         internal.putChild(b"chord", chord)
         internal.putChild(b"kv", kv)
+        if registry is not None and clock is not None:
+            from suite.specter.debug import mountDebug
+
+            mountDebug(internal, node, registry, clock)
         admin.putChild(b"_internal", requireBasicAuth(internal, checkers, realm="specter"))  # type: ignore[arg-type]
     return admin

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from twisted.logger import Logger
@@ -27,6 +27,7 @@ from suite.daemon import ConfigError
 from suite.web.errors import JSONMethodsMixin, jsonError
 
 __all__ = [
+    "CONTENT_TYPE",
     "MetricNameError",
     "MillisecondsRegistry",
     "MetricsResource",
@@ -36,6 +37,12 @@ __all__ = [
 ]
 
 log = Logger()
+
+#: The one exposition format every /metrics of the suite answers with: the
+#: Prometheus text format 0.0.4, which every Prometheus version scrapes
+#: (prometheus_client's own default moved to 1.0.0; the bytes are the same
+#: for the suite's snake_case names).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _SECONDS = re.compile(r"(^|_)seconds($|_)")
 
@@ -153,6 +160,6 @@ class MetricsResource(JSONMethodsMixin, Resource):
         except Exception as e:
             log.failure("collecting metrics failed")
             return jsonError(request, 500, f"collecting metrics failed: {e}")
-        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))
         request.setHeader(b"Cache-Control", b"no-store")
         return body

@@ -23,13 +23,30 @@ class OptionsTests(SynchronousTestCase):
     Defaults, environment, flags and errors.
     """
 
+    def test_placeholderDomainWarns(self) -> None:
+        """
+        Without --domain/DOMAIN the agent uses the placeholder example.org
+        (never a real third party's domain) and says so; a domain given
+        either way is quiet.
+        """
+        from tests.clustor.helpers import captureLogs
+
+        events = captureLogs(self)
+        self.assertEqual(parse()["domain"], "example.org")
+        warnings = [e for e in events if "placeholder domain" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["domain"], "example.org")
+        parse(["--domain", "example.net"])
+        parse(DOMAIN="example.com")
+        self.assertEqual(len([e for e in events if "placeholder domain" in e.get("log_format", "")]), 1)
+
     def test_defaults(self) -> None:
         """
         The guide's defaults; the node name is the system host name.
         """
         o = parse()
         self.assertEqual(o["ts-hostname"], socket.gethostname().split(".")[0])
-        self.assertEqual(o["domain"], "bolabaden.org")
+        self.assertEqual(o["domain"], "example.org")
         self.assertIsNone(o["public-ip"])
         self.assertEqual(o["config-path"], "/opt/constellation/volumes")
         self.assertEqual(o["secrets-path"], "/opt/constellation/secrets")

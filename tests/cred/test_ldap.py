@@ -198,9 +198,22 @@ class ConfigurationTests(SynchronousTestCase):
         self.assertIn("bogus:thing", str(e))
         self.assertRaises(ValueError, LDAPBindChecker, "ldap://h", TEMPLATE, searchBindDN="cn=x")
         e = self.assertRaises(
-            ValueError, LDAPBindChecker, "ldap://h", "uid={username},o=x", groupFilter="(cn=x)"
+            ValueError, LDAPBindChecker, "ldap://h", "uid={username},o=x", groupFilter="(member={dn})"
         )
         self.assertIn("groupBase", str(e))
+
+    def test_groupFilterMustNameTheUser(self) -> None:
+        """
+        A group filter that does not reference the user ({dn} or
+        {username}) would let every user who can bind in: refused, saying
+        why and what to write instead.
+        """
+        for groupFilter in ("(cn=ops)", "(&(objectClass=groupOfNames)(cn=ops))", "(member=dn)"):
+            e = self.assertRaises(ValueError, LDAPBindChecker, "ldap://h", TEMPLATE, groupFilter=groupFilter)
+            self.assertIn("does not reference the user", str(e))
+            self.assertIn("(member={dn})", str(e))
+        for groupFilter in ("(member={dn})", "(&(cn=ops)(memberUid={username}))"):
+            LDAPBindChecker("ldap://h", TEMPLATE, groupFilter=groupFilter)
 
     def test_refusedBeforeConnecting(self) -> None:
         """
@@ -314,6 +327,12 @@ class LDAPBindCheckerSlapdTests(TestCase):
         with self.assertRaises(UnauthorizedLogin) as cm:
             await checker.requestAvatarId(UsernamePassword(b"bob", b"bob-pw"))
         self.assertIn("not in a group", str(cm.exception))
+        # The filter naming only the group (which used to be suggested)
+        # would have let bob in: it matches the group whoever logs in.
+        self.assertEqual(
+            await rawSearchCount(server.port, "ou=groups,dc=example,dc=org", "(cn=operators)"), 1
+        )
+        self.assertRaises(ValueError, self.checker, server, groupFilter="(cn=operators)")
         # Without the filter, bob's password is fine.
         self.assertEqual(
             await self.checker(server).requestAvatarId(UsernamePassword(b"bob", b"bob-pw")), "bob"

@@ -354,7 +354,7 @@ class PortInUseTests(TestCase):
         )
         p = DaemonProcess(self, scriptArgs("goop2", "rendezvous", d), name="busy").start()
         self.assertEqual(await p.waitExit(30), 1)
-        self.assertIn(f"127.0.0.1:{port} failed to start", p.output())
+        self.assertIn(f"presence.rendezvous_port: cannot listen on 127.0.0.1:{port}", p.output())
         self.assertNotIn("Traceback", p.output())
 
 

@@ -397,7 +397,8 @@ class ACMEServerTests(TestCase):
         with open(rootPath, "wb") as f:
             f.write(await self.pebble.get("/roots/0"))
         code, out_, err_ = await self.fetch(DOMAIN, ring.port, rootPath, "/hello")
-        self.assertEqual(out_.decode(), f"backend {DOMAIN} /hello\n200", err_)
+        # the target sees the Host the visitor asked for, port included (as for every tunnel)
+        self.assertEqual(out_.decode(), f"backend {DOMAIN}:{ring.port} /hello\n200", err_)
         client = await ring.rpc()
         self.assertEqual(await client.kv("list", f"acme/challenge/{target.split('.')[0]}".encode()), [])
         self.assertIn(b"PRIVATE KEY", await client.kv("get", f"acme/cert/{DOMAIN}".encode()))

@@ -144,7 +144,7 @@ class ServerOptionsTests(SynchronousTestCase):
             "INTERNAL_PASS": "secret",
             "SENTRY_DSN": "https://k@s/1",
         }
-        o = parse(*BASE, env=env)
+        o = parse(*BASE, "--apex", "example.com", env=env)
         self.assertEqual(o["tcp-binds"], [("0.0.0.0", 8443), ("0.0.0.0", 9443)])
         self.assertEqual(o["udp-binds"], [("0.0.0.0", 7443)])
         self.assertEqual(o["advertise-addr"], ("127.0.0.1", 8443))
@@ -334,26 +334,31 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertTrue(os.path.exists(os.path.join(base, "data", str(i), "kv.aof")))
         self.assertEqual(root.node.addr, "127.0.0.1:7443")
 
-    def test_laterFeatureRefused(self) -> None:
+    def test_gatewayFlagsNeedApex(self) -> None:
         """
-        Asking for a feature of a later stage fails with 'not implemented yet'.
+        Gateway flags without C{--apex} fail at parsing, naming the missing
+        C{--apex} as the cause (not "not implemented yet").
         """
-        from suite.specter.service import makeServerService
-
         base = self.mktemp()
-        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
-        o = parse(
-            "server",
-            "--data",
-            os.path.join(base, "d"),
-            "--cert",
-            os.path.join(base, "cert"),
-            "--listen-udp",
-            "0.0.0.0:443",
-        )
-        e = self.assertRaises(ConfigError, makeServerService, o, MemoryReactorClock())
-        self.assertIn("not implemented yet", str(e))
-        self.assertIn("--listen-udp", str(e))
+        for flags in (
+            ["--listen-udp", "0.0.0.0:443"],
+            ["--proxy-protocol"],
+            ["--listen-http", "8080"],
+            ["--transport-buffer", "32KiB"],
+            ["--proxy-buffer", "4096"],
+        ):
+            e = self.assertRaises(
+                ConfigError,
+                parse,
+                "server",
+                "--data",
+                os.path.join(base, "d"),
+                "--cert",
+                os.path.join(base, "cert"),
+                *flags,
+            )
+            self.assertTrue(str(e).startswith(flags[0] + ": needs --apex"), str(e))
+            self.assertNotIn("not implemented", str(e))
 
     def test_badBundle(self) -> None:
         """
@@ -365,6 +370,22 @@ class MakeServiceTests(SynchronousTestCase):
         o = parse("server", "--data", os.path.join(base, "d"), "--cert", os.path.join(base, "nope"))
         e = self.assertRaises(ConfigError, makeServerService, o, MemoryReactorClock())
         self.assertIn("nope", str(e))
+
+    def test_ldapGroupMustNameTheUser(self) -> None:
+        """
+        C{--auth-ldap-group '(cn=ops)'} would let every LDAP user in: the
+        server refuses to start, naming the flag.
+        """
+        from suite.specter.service import makeServerService
+
+        base = self.mktemp()
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        argv = [*BASE[:1], "--data", os.path.join(base, "d"), "--cert", os.path.join(base, "cert")]
+        argv += ["--auth-ldap", "ldap://127.0.0.1", "--auth-ldap-dn", "uid={username},ou=people,dc=x,dc=org"]
+        o = parse(*argv, "--auth-ldap-group", "(cn=ops)")
+        e = self.assertRaises(ConfigError, makeServerService, o, MemoryReactorClock())
+        self.assertIn("--auth-ldap", str(e))
+        self.assertIn("does not reference the user", str(e))
 
 
 class CommandLineTests(TestCase):
@@ -537,3 +558,24 @@ class PeerAddressTests(SynchronousTestCase):
         self.assertIn("--listen-rpc: socket directory", str(e))
         e = self.assertRaises(ConfigError, privateSocket, "--listen-rpc", f"unix:{base}/nope/r.sock")
         self.assertIn("--listen-rpc", str(e))
+
+
+class ConsoleReactorTests(SynchronousTestCase):
+    """
+    The console script asks for the asyncio reactor exactly when the
+    server is to serve QUIC.
+    """
+
+    def test_wantsQUIC(self) -> None:
+        from suite.specter.cli import wantsQUIC
+
+        apex = ["--apex", "example.com"]
+        self.assertTrue(wantsQUIC(["server", *apex, "--listen-udp", "127.0.0.1:443"], {}))
+        self.assertTrue(wantsQUIC(["--verbose", "server", "--apex=a.b", "--listen-addr=0.0.0.0:443"], {}))
+        self.assertTrue(wantsQUIC(["server", "--data", "d", *apex], {"LISTEN_UDP": "0.0.0.0:443"}))
+        self.assertTrue(wantsQUIC(["server", *apex], {"LISTEN_ADDR": "0.0.0.0:443"}))
+        self.assertFalse(wantsQUIC(["server", *apex, "--listen-tcp", "127.0.0.1:443"], {}))
+        # a ring node without the gateway keeps the default reactor
+        self.assertFalse(wantsQUIC(["server"], {"LISTEN_ADDR": "0.0.0.0:443"}))
+        self.assertFalse(wantsQUIC(["dns", "--listen-udp", "127.0.0.1:53"], {}))
+        self.assertFalse(wantsQUIC(["kv", "get", "--listen-udp"], {"LISTEN_UDP": "x"}))

@@ -275,6 +275,27 @@ class SingleProcessTests(TestCase):
         metrics = (await r.content()).decode()
         self.assertIn("specter_vnodes_serving 5.0", metrics)
         self.assertIn("specter_lookups_total", metrics)
+        # debug surfaces: migrator state, expvar-like counters, on-demand CPU profile
+        auth = ("ops", "s3cret")
+        r = await treq.get(f"http://127.0.0.1:{p.httpPort}/_internal/migrator", auth=auth, persistent=False)
+        migrator = await r.json()
+        self.assertEqual([v["phase"] for v in migrator["vnodes"]], ["active"] * 5)
+        self.assertEqual(migrator["addr"], p.addr)
+        r = await treq.get(f"http://127.0.0.1:{p.httpPort}/_internal/debug/vars", auth=auth, persistent=False)
+        snapshot = await r.json()
+        self.assertEqual(snapshot["metrics"]["specter_vnodes_serving"], 5.0)
+        self.assertGreater(snapshot["process"]["maxRSSKiB"], 0)
+        profile = f"http://127.0.0.1:{p.httpPort}/_internal/debug/pprof/profile"
+        r = await treq.get(profile + "?seconds=0.3", auth=auth, persistent=False)
+        self.assertEqual(r.code, 200)
+        self.assertIn(b"function calls", await r.content())
+        r = await treq.get(profile + "?seconds=3600", auth=auth, persistent=False)
+        self.assertEqual(r.code, 400)
+        self.assertIn("at most 60", (await r.json())["error"])
+        for path in ("migrator", "debug/vars", "debug/pprof/profile?seconds=1"):
+            r = await treq.get(f"http://127.0.0.1:{p.httpPort}/_internal/{path}", persistent=False)
+            self.assertEqual(r.code, 401, path)
+            await r.content()
         self.assertNotIn("s3cret", p.proc.output())
 
 

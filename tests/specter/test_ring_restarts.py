@@ -163,6 +163,29 @@ class RestartTests(TestCase):
             await p.ready()
         await self.check(ring, keys, "after")
 
+    async def test_advertiseAddressChanged(self) -> None:
+        """
+        A node killed and started again on another advertise address (new
+        identity, same data directory, no --join) rejoins as new vnodes:
+        one ring of the three processes, every key readable, the change
+        logged.
+        """
+        ring = await self.startRing()
+        keys: dict[bytes, bytes] = {}
+        for p in ring:
+            await self.write(p, keys, 10, f"before-{p.name}")
+        old = ring[2]
+        old.proc.kill9()
+        await old.proc.waitExit(10)
+        base = os.path.dirname(old.dataDir)
+        moved = self.process(base, "p2", os.path.join(base, "cert2"))
+        self.assertNotEqual(moved.addr, old.addr)
+        moved.start()
+        await moved.ready()
+        await moved.proc.waitForLog(f"advertise address changed from {old.addr} to {moved.addr}")
+        ring[2] = moved
+        await self.check(ring, keys, "moved")
+
     async def test_leaverForgottenPromptly(self) -> None:
         """
         A process stopped with SIGTERM is gone from every other process's

@@ -5,7 +5,7 @@ from twisted.application.service import ServiceMaker
 specter = ServiceMaker(
     "Specter edge gateway and ACME DNS solver",
     "suite.specter.tap",
-    "Specter: Chord DHT edge gateway (server) and ACME DNS-01 solver (dns)",
+    "Specter: Chord ring node with replicated KV, RPC and edge gateway (server); ACME DNS-01 solver (dns)",
     "specter",
 )
 spacecomms = ServiceMaker(
@@ -17,7 +17,7 @@ spacecomms = ServiceMaker(
 ceptra = ServiceMaker(
     "CEPtra node",
     "suite.ceptra.tap",
-    "CEPtra: complex event processing on Raft-replicated Clustor partitions",
+    "CEPtra node: complex event processing on Raft-replicated partitions placed by the Clustor control plane",
     "ceptra",
 )
 clustorControlPlane = ServiceMaker(
@@ -29,7 +29,7 @@ clustorControlPlane = ServiceMaker(
 constellation = ServiceMaker(
     "Constellation agent",
     "suite.constellation.tap",
-    "Constellation: gossip membership and Raft leases for HA container orchestration",
+    "Constellation agent: gossip membership, replicated cluster state, Docker health, Traefik HTTP provider",
     "constellation",
 )
 goop = ServiceMaker(

@@ -13,8 +13,9 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from suite.daemon import ConfigError
+from suite.daemon import ConfigError, barrierFor, watchListening
 from suite.goop.config import GoopConfig, parseHostPort, readDocument, validateDocument, writeConfig
 from suite.goop.fatal import FatalHandler, failStartup, logOnly
 from suite.goop.groups import GroupService
@@ -40,6 +41,11 @@ from suite.goop.webutil import loadSecret
 from suite.web.limits import LimitedSite
 
 __all__ = ["PeerService", "makePeerService", "makeRendezvousOnly"]
+
+
+class _Reported(Exception):
+    """A listener's failure already reported to the start-up barrier."""
+
 
 log = Logger()
 
@@ -79,11 +85,14 @@ class PeerService(MultiService):
                 logs,
                 onFatal=onFatal,
                 trustedProxies=config.trustedProxies,
+                basePath=config.rendezvousBasePath,
                 **(hubKwargs or {}),
             )
             self.hub.setServiceParent(self)
         self.hubURL = config.rendezvousWan or (
-            f"http://127.0.0.1:{config.rendezvousPort}" if config.rendezvousHost else ""
+            f"http://127.0.0.1:{config.rendezvousPort}{config.rendezvousBasePath}"
+            if config.rendezvousHost
+            else ""
         )
         self.p2pPort = 0
         self.viewerPort = 0
@@ -120,16 +129,62 @@ class PeerService(MultiService):
     def startService(self) -> None:
         super().startService()
         self.lag.start()
+        # Tell the daemon's start-up barrier (when there is one) now, before
+        # the reactor runs, which listeners are coming: the daemon is started
+        # only once each binds.
+        self._bound: dict[str, Deferred[Any]] = {}
+        if barrierFor(self) is not None:
+            if not self.minimal:
+                self._expect("p2p.listen_port", f"tcp:{self.config.listenPort}")
+            addr = self._viewerAddress()
+            if addr:
+                self._expect("viewer.http_addr", addr)
         Deferred.fromCoroutine(self._start()).addErrback(self._fatal)
 
-    def _fatal(self, f: Any) -> None:
-        self.onFatal(f"peer {self.config.directory} failed to start", f)
+    def _expect(self, key: str, description: str) -> None:
+        d: Deferred[Any] = Deferred()
+        self._bound[key] = d
+        watchListening(self, key, description, d, self.reactor)
+
+    async def _bind(self, key: str, listen: Deferred[Any]) -> Any:
+        """
+        Await the bind C{listen} of the listener C{key}, reporting it to the
+        barrier; a failure reported there is not reported again.
+        """
+        bound = self._bound.pop(key, None)
+        try:
+            port = await listen
+        except Exception:
+            if bound is None:
+                raise
+            bound.errback(Failure())
+            raise _Reported() from None
+        if bound is not None:
+            bound.callback(port)
+        return port
+
+    def _viewerAddress(self) -> str:
+        # Rendezvous-only mode always gets its minimal settings viewer; without
+        # viewer.http_addr it takes a free loopback port (logged on start).
+        return self.config.httpAddr or ("127.0.0.1:0" if self.minimal else "")
+
+    def _fatal(self, f: Failure) -> None:
+        if f.check(_Reported):
+            return
+        what = f"peer {self.config.directory} failed to start"
+        barrier = barrierFor(self)
+        if barrier is not None:
+            barrier.fail(what, f.getErrorMessage() or repr(f.value))
+        else:
+            self.onFatal(what, f)
 
     async def _start(self) -> None:
         if not self.minimal:
             assert self.store is not None and self.directory is not None
             await self.store.start()
-            port = await listenStreams(self.reactor, self.tls, self.config.listenPort, self.streams)
+            port = await self._bind(
+                "p2p.listen_port", listenStreams(self.reactor, self.tls, self.config.listenPort, self.streams)
+            )
             self._listeners.append(port)
             self.p2pPort = port.getHost().port
             log.info(
@@ -159,9 +214,7 @@ class PeerService(MultiService):
                     self.config.mdnsInterfaces,
                 )
                 await self.mdns.start()
-        # Rendezvous-only mode always gets its minimal settings viewer; without
-        # viewer.http_addr it takes a free loopback port (logged below).
-        addr = self.config.httpAddr or ("127.0.0.1:0" if self.minimal else "")
+        addr = self._viewerAddress()
         if addr:
             host, port = parseHostPort(addr)
             resource, tail = makeViewer(
@@ -172,7 +225,10 @@ class PeerService(MultiService):
             site = LimitedSite(resource, maxBodyBytes=256 * 1024)
             site.displayTracebacks = False
             site.noisy = False
-            listening = await serverFromString(self.reactor, f"tcp:{port}:interface={host}").listen(site)
+            listening = await self._bind(
+                "viewer.http_addr",
+                serverFromString(self.reactor, f"tcp:{port}:interface={host}").listen(site),
+            )
             self._listeners.append(listening)
             self.viewerPort = listening.getHost().port
             resource.port = self.viewerPort

@@ -36,8 +36,17 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.goop.health import HealthzResource
+from suite.goop.metrics import PeerCollector, addAdminResources
 from suite.goop.sse import SSEHub, formatEvent
-from suite.goop.webutil import HostGuard, JSONErrorPage, finishRequest, header, jsonResponse, readBody
+from suite.goop.webutil import (
+    HostGuard,
+    JSONDirectory,
+    JSONErrorPage,
+    finishRequest,
+    header,
+    jsonResponse,
+    readBody,
+)
 
 __all__ = ["makeViewer"]
 
@@ -354,13 +363,14 @@ def makeViewer(
     )
     peer.logs.listeners.append(lambda entry: tail.publish("log", entry))
     root: Resource = _MinimalRoot(peer) if minimal else _Home(peer)
-    api = Resource()
+    api: Resource = JSONDirectory()
     api.putChild(b"logs", _LogsJSON(peer))
     api.children[b"logs"].putChild(b"stream", tail.resource())
     root.putChild(b"api", api)
     root.putChild(b"self", _Self(peer))
     root.putChild(b"logs", _Logs(peer))
     root.putChild(b"healthz", HealthzResource(peer.healthProviders))
+    addAdminResources(root, peer.healthProviders, PeerCollector(peer), clock)
     if not minimal:
         root.putChild(b"peers", _PeersJSON(peer))
         api.putChild(b"peers", _PeersJSON(peer))

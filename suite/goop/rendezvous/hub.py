@@ -24,14 +24,17 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from suite.daemon import barrierFor, watchListening
 from suite.goop.fatal import FatalHandler, logOnly
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
 from suite.goop.interfaces import IRendezvousHub
 from suite.goop.logbuffer import LogBuffer
+from suite.goop.metrics import HubCollector, addAdminResources
 from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
 from suite.goop.rendezvous.registry import (
     MAX_PUBLISH_BYTES,
@@ -43,6 +46,8 @@ from suite.goop.rendezvous.registry import (
 from suite.goop.rendezvous.templates import TemplateStore
 from suite.goop.sse import SSEHub
 from suite.goop.webutil import (
+    JSONDirectory,
+    MountedAt,
     PageRoot,
     clientIP,
     finishRequest,
@@ -81,8 +86,12 @@ class RendezvousHub(Service):
         interface: str = "127.0.0.1",
         onFatal: FatalHandler = logOnly,
         trustedProxies: Sequence[str] = (),
+        basePath: str = "",
     ) -> None:
         self.reactor = reactor
+        #: URL path the hub is served under ("" = the root), e.g. "/rendezvous"
+        #: behind a proxy that forwards that prefix unchanged.
+        self.basePath = basePath.rstrip("/")
         self.onFatal = onFatal
         self.port = port
         self.interface = interface
@@ -114,12 +123,36 @@ class RendezvousHub(Service):
         self.sse.start()
         self.lag.start()
         self._evict.start(self._evictInterval, now=False)
+        # The daemon's start-up barrier (when there is one) learns now, before
+        # the reactor runs, that the hub's listener is coming.
+        bound: Deferred[Any] | None = None
+        if barrierFor(self) is not None:
+            bound = Deferred()
+            watchListening(
+                self, "presence.rendezvous_port", f"{self.interface}:{self.port}", bound, self.reactor
+            )
         d = self.startDatabase()
-        d.addCallback(lambda _: self.listen())
+
+        def listen(_: object) -> Deferred[Any]:
+            listening = self.listen()
+            if bound is None:
+                return listening
+
+            def failed(f: Failure) -> None:
+                bound.errback(f)
+
+            return listening.addCallbacks(bound.callback, failed)
+
+        d.addCallback(listen)
         d.addErrback(self._fatal)
 
-    def _fatal(self, f: Any) -> None:
-        self.onFatal(f"rendezvous hub on {self.interface}:{self.port} failed to start", f)
+    def _fatal(self, f: Failure) -> None:
+        what = f"rendezvous hub on {self.interface}:{self.port} failed to start"
+        barrier = barrierFor(self)
+        if barrier is not None:
+            barrier.fail(what, f.getErrorMessage() or repr(f.value))
+        else:
+            self.onFatal(what, f)
 
     def startDatabase(self) -> Deferred[None]:
         if self.peerDb is None:
@@ -144,9 +177,10 @@ class RendezvousHub(Service):
         def ok(p: Any) -> Any:
             self.listening = p
             log.info(
-                "rendezvous hub listening on http://{host}:{port}/",
+                "rendezvous hub listening on http://{host}:{port}{base}/",
                 host=self.interface,
                 port=p.getHost().port,
+                base=self.basePath,
             )
             return p
 
@@ -235,13 +269,23 @@ class RendezvousHub(Service):
     # -- web ---------------------------------------------------------------
 
     def resource(self) -> Resource:
+        """
+        The hub's resource tree, mounted at L{basePath}.
+        """
+        hub = self._hubResource()
+        if not self.basePath:
+            return hub
+        return MountedAt(self.basePath, hub)
+
+    def _hubResource(self) -> Resource:
         root = PageRoot(os.path.join(HERE, "dashboard.html"), "no such resource")
         root.putChild(b"peers.json", _PeersJSON(self))
         root.putChild(b"logs.json", _LogsJSON(self.logBuffer))
         root.putChild(b"publish", _Publish(self))
         root.putChild(b"events", self.sse.resource())
         root.putChild(b"healthz", HealthzResource(self.healthProviders))
-        api = Resource()
+        addAdminResources(root, self.healthProviders, HubCollector(self), self.reactor)
+        api = JSONDirectory()
         api.putChild(b"templates", _Templates(self))
         root.putChild(b"api", api)
         return root

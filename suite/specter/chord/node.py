@@ -140,7 +140,21 @@ class ChordNode:
         self.ringState = IRingState(ringState) if ringState is not None else None
         history = self.ringState.load() if self.ringState is not None else None
         #: processes this one was in a ring with (its last saved view)
-        self.knownPeers: list[str] = [p for p in (history or {}).get("peers", []) if p != addr]
+        previous = (history or {}).get("addr")
+        self.knownPeers: list[str] = [
+            p for p in (history or {}).get("peers", []) if p not in (addr, previous)
+        ]
+        if previous and previous != addr:
+            # Node identity is the advertise address (vnode ids hash it): a new
+            # one means new ring positions.  Rejoin through the peers known.
+            log.warn(
+                "advertise address changed from {old} to {new}: joining as new vnodes through "
+                "the {count} peers known; this directory's records are merged into the new "
+                "ranges and the ring drops the vnodes of {old} once they stop answering",
+                old=previous,
+                new=addr,
+                count=len(self.knownPeers),
+            )
         self._savedPeers = set(self.knownPeers)
         self._saving = False
         self._saveAgain = False

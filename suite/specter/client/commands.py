@@ -51,6 +51,12 @@ class TunnelOptions(usage.Options):
         ["target", "t", None, "What to expose: http://HOST:PORT or tcp://HOST:PORT (required)."],
         ["hostname", None, None, "Reuse a hostname you own (default: a new one under the apex)."],
         ["links", None, "3", "Gateways to link to at once (1-3)."],
+        [
+            "drain-timeout",
+            None,
+            "10",
+            "On SIGTERM/SIGINT, seconds open streams get to finish before they are reset (0-300).",
+        ],
     ]
     optFlags = [
         ["proxy-protocol", None, "Send a PROXY protocol v1 line naming the visitor to the target first."]
@@ -63,6 +69,12 @@ class TunnelOptions(usage.Options):
         if self["links"] not in ("1", "2", "3"):
             raise ConfigError("--links: must be 1, 2 or 3")
         self["links"] = int(self["links"])
+        try:
+            self["drain-timeout"] = float(self["drain-timeout"])
+        except ValueError:
+            raise ConfigError(f"--drain-timeout: {self['drain-timeout']!r} is not a number") from None
+        if not 0 <= self["drain-timeout"] <= 300:
+            raise ConfigError("--drain-timeout: must be between 0 and 300 seconds")
 
 
 class _HostOptions(usage.Options):
@@ -263,10 +275,15 @@ async def _tunnel(reactor: Any, options: ClientOptions) -> int:
     )
     client.start()
 
-    def shutdown() -> None:
-        client.stop()
-        if not done.called:
-            done.callback(0)
+    def shutdown() -> Deferred[None]:
+        # SIGTERM/SIGINT: finish the streams in flight (bounded), then exit 0
+        drained = client.drain(sub["drain-timeout"])
+
+        def finished(_: None) -> None:
+            if not done.called:
+                done.callback(0)
+
+        return drained.addCallback(finished)
 
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     code = await done

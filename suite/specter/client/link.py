@@ -141,20 +141,27 @@ class ClientLink(Link):
     def __init__(self, handle: LinkHandle) -> None:
         super().__init__(handle.client.window, handle.client.chunk)
         self.handle = handle
+        #: The gateway sent something: the TLS handshake was accepted.
+        self.answered = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.handle.linkUp(self)
 
-    def controlReceived(self, message: dict[str, Any]) -> None:
-        self.handle.controlReceived(message)
-
     def streamOpened(self, stream: Stream, meta: dict[str, Any]) -> None:
+        if self.handle.stopping:
+            # "no tunnel link" lets the gateway try the visitor elsewhere
+            stream.reset("no tunnel link: the client is shutting down")
+            return
         self.handle.client.openTarget(stream, meta)
+
+    def controlReceived(self, message: dict[str, Any]) -> None:
+        self.answered = True
+        self.handle.controlReceived(message)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         super().connectionLost(reason)
-        self.handle.linkDown(self)
+        self.handle.linkDown(self, reason)
 
 
 class LinkHandle:
@@ -168,6 +175,8 @@ class LinkHandle:
         self.link: ClientLink | None = None
         self.machine: TunnelLifecycle = newLifecycle(self, client.reactor, Backoff(rng=client.rng))
         self.attempt: Deferred[Any] | None = None
+        #: Shutting down: streams the gateway opens now are refused.
+        self.stopping = False
 
     # -- ILinkActions ---------------------------------------------------------------------
     def connect(self) -> None:
@@ -212,6 +221,18 @@ class LinkHandle:
 
         check()
 
+    def finishStreams(self) -> None:
+        self.stopping = True
+        if self.link is not None:
+            self.link.sendControl({"t": "drain", "id": 2})
+
+    def abortStreams(self) -> None:
+        link = self.link
+        if link is None:
+            return
+        for stream in list(link.streams.values()):
+            stream.reset("the tunnel client stopped before the response ended")
+
     def disconnect(self) -> None:
         if self.attempt is not None:
             self.attempt.cancel()
@@ -223,9 +244,13 @@ class LinkHandle:
         self.link = link
         self.machine.connected()
 
-    def linkDown(self, link: ClientLink) -> None:
+    def linkDown(self, link: ClientLink, reason: Failure | None = None) -> None:
         if self.link is link:
             self.link = None
+            if not link.answered and reason is not None and not self.stopping:
+                failure = tlsFailure(reason)
+                if failure is not None:
+                    self.client.tlsFailed(self, *failure)
             self.machine.connectionLost()
 
     def controlReceived(self, message: dict[str, Any]) -> None:
@@ -237,8 +262,52 @@ class LinkHandle:
             self.machine.published()
         elif kind == "move":
             self.machine.moveRequested()
-        elif kind == "error":
+        elif kind == "error" and not self.stopping:
             self.client.refused(self, str(message.get("reason")))
+
+
+#: OpenSSL alert reasons by which a gateway refuses our client certificate.
+_REFUSAL_ALERTS = (
+    "alert unknown ca",
+    "alert bad certificate",
+    "alert certificate required",
+    "alert certificate unknown",
+    "alert certificate expired",
+    "alert certificate revoked",
+    "alert unsupported certificate",
+    "alert access denied",
+    "alert decrypt error",
+    "alert handshake failure",
+)
+
+
+def tlsFailure(reason: Failure) -> tuple[str, bool] | None:
+    """
+    Describe a link lost to TLS: C{(text, refusedByGateway)}, or L{None}
+    when C{reason} is not a TLS error.  C{text} names the TLS alert and
+    what it means (our certificate refused, or the gateway's not trusted).
+    """
+    from OpenSSL import SSL
+
+    error = reason.value
+    if not isinstance(error, SSL.Error):
+        return None
+    parts: list[str] = []
+    for entry in error.args[0] if error.args and isinstance(error.args[0], list) else []:
+        if isinstance(entry, tuple) and entry:
+            parts.append(str(entry[-1]))
+    detail = "; ".join(parts) or str(error)
+    lower = detail.lower()
+    if any(alert in lower for alert in _REFUSAL_ALERTS):
+        return f"TLS alert '{detail}': certificate not trusted by the gateway", True
+    if "certificate verify failed" in lower:
+        return f"TLS error '{detail}': the gateway's certificate is not trusted by ca.crt", False
+    return f"TLS error '{detail}'", False
+
+
+#: Links refused at the TLS handshake before a tunnel is up, before the
+#: client gives up (with the backoff, about 4 s).
+TLS_FAILURE_BUDGET = 4
 
 
 class TunnelClient:
@@ -279,6 +348,7 @@ class TunnelClient:
         self.onFatal = onFatal
         self.announced = False
         self.proxyProtocol = proxyProtocol
+        self.tlsFailures = 0
 
     def start(self) -> None:
         """
@@ -321,6 +391,75 @@ class TunnelClient:
         log.error("gateway {gateway} refused the tunnel: {reason}", gateway=handle.gateway, reason=reason)
         if not self.announced and self.onFatal is not None:
             self.onFatal(reason)
+
+    def tlsFailed(self, handle: LinkHandle, text: str, refused: bool) -> None:
+        """
+        A link was lost in its TLS handshake (C{refused}: the gateway
+        refused our certificate).  Logged every time; before any tunnel is
+        up, the client gives up after L{TLS_FAILURE_BUDGET} of them.
+        """
+        self.tlsFailures += 1
+        log.error(
+            "gateway {gateway} {what}: {text} (attempt {n})",
+            gateway=handle.gateway,
+            what="refused our client certificate" if refused else "link failed in the TLS handshake",
+            text=text,
+            n=self.tlsFailures,
+        )
+        if not self.announced and self.tlsFailures >= TLS_FAILURE_BUDGET and self.onFatal is not None:
+            what = "refused the client certificate" if refused else "TLS handshake failed"
+            self.onFatal(
+                f"gateway {handle.gateway}: {what} after {self.tlsFailures} attempts: {text} (--cert-dir)"
+            )
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """
+        Shut down gracefully: every link stops taking new streams (the
+        gateways are told), the open ones get up to C{grace} seconds to
+        finish, then whatever is left is reset (never closed as if
+        complete) and the links close.  Fires once the links are down (at
+        most 2 s after that).
+        """
+        reactor = self.reactor
+        handles = list(self.handles.values())
+        for handle in handles:
+            handle.machine.shutdown()
+        done: Deferred[None] = Deferred()
+        deadline = reactor.seconds() + grace
+
+        def streamsLeft() -> int:
+            return sum(len(h.link.streams) for h in handles if h.link is not None)
+
+        def waitForStreams() -> None:
+            left = streamsLeft()
+            if left and reactor.seconds() < deadline:
+                reactor.callLater(0.05, waitForStreams)
+                return
+            if left:
+                log.warn(
+                    "{count} tunnel streams still open after the {grace} s grace period: resetting them",
+                    count=left,
+                    grace=grace,
+                )
+                for handle in handles:
+                    handle.machine.stop()
+            else:
+                for handle in handles:
+                    handle.machine.drained()
+                    handle.machine.stop()
+            closeBy = reactor.seconds() + 2.0
+            waitForLinks(closeBy)
+
+        def waitForLinks(closeBy: float) -> None:
+            if any(h.link is not None for h in handles) and reactor.seconds() < closeBy:
+                reactor.callLater(0.05, waitForLinks, closeBy)
+            elif not done.called:
+                done.callback(None)
+
+        if any(h.link is not None for h in handles):
+            log.info("draining tunnel links (grace {grace} s)", grace=grace)
+        waitForStreams()
+        return done
 
     def openTarget(self, stream: Stream, meta: dict[str, Any] | None = None) -> None:
         """

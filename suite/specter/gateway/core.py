@@ -88,6 +88,10 @@ class Gateway:
         self.bundle: Any = None
         #: The Alt-Svc value advertising HTTP/3, when it is served.
         self.altSvc: bytes | None = None
+        #: Whether HTTP/3 can serve a host name (its certificate by SNI).
+        self.servesH3: Callable[[str], bool] = lambda host: True
+        #: Called with a link whose client drains (drop its idle streams).
+        self.onLinkDraining: list[Callable[[Any], None]] = []
         self.apexResource: Any = None
         self.apexSite: Any = None
         #: The L{suite.specter.customdomains.CustomDomains} answering
@@ -186,6 +190,15 @@ class Gateway:
         self.cache.invalidate(hostname)
         return f"the gateways holding {hostname} ({', '.join(others)}) cannot be reached"
 
+    def altSvcFor(self, host: str) -> bytes | None:
+        """
+        The C{Alt-Svc} value to send with an answer for C{host}: none when
+        HTTP/3 is off or cannot present a certificate for that name.
+        """
+        if self.altSvc is None or not self.servesH3(host):
+            return None
+        return self.altSvc
+
     def drain(self) -> Deferred[None]:
         """
         Ask every client to move to its other links, then close what stays.
@@ -222,6 +235,8 @@ class GatewayLink(Link):
         self.owner = owner
         self.hostnames: dict[str, str] = {}
         self.renewer: LoopingCall | None = None
+        #: The client is shutting down: no new visitors on this link.
+        self.clientDraining = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -233,7 +248,7 @@ class GatewayLink(Link):
         Whether visitors may be sent down this link (not while draining:
         they are forwarded to the client's other gateways instead).
         """
-        return not self.closed and not self.gateway.draining
+        return not self.closed and not self.gateway.draining and not self.clientDraining
 
     def controlReceived(self, message: dict[str, Any]) -> None:
         kind = message.get("t")
@@ -243,6 +258,7 @@ class GatewayLink(Link):
             "ls": self._ls,
             "release": self._release,
             "ping": self._ping,
+            "drain": self._drain,
             "acme": self._acme,
             "validate": self._validate,
         }.get(str(kind))
@@ -259,6 +275,18 @@ class GatewayLink(Link):
             self.sendControl({"t": "error", "id": rid, "reason": reason})
 
         d.addErrback(failed)
+
+    async def _drain(self, message: dict[str, Any]) -> None:
+        """
+        The client is shutting down: send no new visitors down this link
+        (they go to the client's other links, or get a 502), and close the
+        idle pooled streams, which would otherwise hold it open.
+        """
+        self.clientDraining = True
+        for dropIdle in self.gateway.onLinkDraining:
+            dropIdle(self)
+        log.info("tunnel client {owner} is draining its link", owner=self.owner)
+        self.sendControl({"t": "draining", "id": message.get("id")})
 
     async def _ping(self, message: dict[str, Any]) -> None:
         self.sendControl({"t": "pong", "id": message.get("id")})

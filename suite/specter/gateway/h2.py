@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import priority
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -24,12 +24,13 @@ from twisted.python.failure import Failure
 from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web._newclient import Request as ClientRequest
-from twisted.web.client import FileBodyProducer
+from twisted.web.client import FileBodyProducer, PotentialDataLoss, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
+from suite.specter.gateway.forwarded import FORWARDING_HEADERS, forwardedValue, forwardingLines
 from suite.specter.tunnel.mux import LocalSide, Stream
 
 if TYPE_CHECKING:
@@ -89,6 +90,15 @@ class _Inbound(_NoFlowControl):
         if not self.lost:
             self.lost = True
             self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    def abort(self, reason: str) -> None:
+        """
+        The stream was reset: the HTTP client sees a failed connection, so
+        a response cut short is never taken for a complete one.
+        """
+        if not self.lost:
+            self.lost = True
+            self.protocol.connectionLost(Failure(ConnectionLost(f"tunnel stream reset: {reason}")))
 
 
 @implementer(IPushProducer)
@@ -156,7 +166,24 @@ class _Body(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         if not self.request._disconnected and not self.request.finished:
             self.request.unregisterProducer()
-            self.request.finish()
+            if reason.check(ResponseDone, PotentialDataLoss):
+                self.request.finish()
+            else:  # cut short: reset rather than look complete
+                abortRequest(self.request)
+
+
+def abortRequest(request: Request) -> None:
+    """
+    End a response that was cut short so that it cannot look complete: an
+    HTTP/2 stream is reset (RST_STREAM; C{loseConnection} would end it
+    with END_STREAM), another channel is aborted.
+    """
+    channel = getattr(request, "channel", None)
+    abort = getattr(channel, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        request.loseConnection()
 
 
 def _page(request: Request, code: int, detail: str) -> bytes:
@@ -187,6 +214,18 @@ class TunnelResource(Resource):
         self.idle: dict[int, list[_PooledClient]] = {}
         self.leanIdle: dict[int, list[_LeanClient]] = {}
         self.altSvc: bytes | None = None
+        draining = getattr(gateway, "onLinkDraining", None)
+        if draining is not None:
+            draining.append(self.dropIdle)
+
+    def dropIdle(self, link: Any) -> None:
+        """
+        Close the idle pooled streams of C{link} (its client is draining).
+        """
+        for client in self.idle.pop(id(link), []):
+            client.outbound.loseConnection()
+        for lean in self.leanIdle.pop(id(link), []):
+            lean.outbound.loseConnection()
 
     def render(self, request: Request) -> Any:
         host = (request.getHeader(b"host") or b"").decode("ascii", "replace").lower()
@@ -246,7 +285,7 @@ class TunnelResource(Resource):
         stream.attach(side)
 
         def reset(reason: str) -> None:
-            inbound.loseConnection()
+            inbound.abort(reason)
 
         stream.onReset = reset
         return client, outbound
@@ -274,20 +313,33 @@ class TunnelResource(Resource):
                 del self.idle[id(client.link)]
 
     def forward(
-        self, link: Any, host: str, method: bytes, uri: bytes, headers: Headers, body: bytes | None, peer: str
+        self,
+        link: Any,
+        host: str,
+        method: bytes,
+        uri: bytes,
+        headers: Headers,
+        body: bytes | None,
+        peer: str,
+        authority: str | None = None,
     ) -> tuple[Deferred[Any], _Outbound]:
         """
         Send one request through C{link} on a pooled HTTP/1.1 stream; fire
-        with the response (an L{twisted.web.iweb.IResponse}).
+        with the response (an L{twisted.web.iweb.IResponse}).  C{Host} is
+        C{authority} (what the visitor asked for, port included), else
+        C{host}; the forwarding headers are set (L{forwardingLines}).
         """
         client, outbound = self._connection(peer, host, link)
         clean = Headers()
         for name, values in headers.getAllRawHeaders():
             if name.lower() not in _HOP:
                 clean.setRawHeaders(name, values)
-        clean.setRawHeaders(b"host", [host.encode()])
+        authority = authority or host
+        ip = peer.rsplit(":", 1)[0]
+        clean.setRawHeaders(b"host", [authority.encode("ascii", "replace")])
         clean.setRawHeaders(b"x-forwarded-proto", [b"https"])
-        clean.setRawHeaders(b"x-forwarded-for", [peer.rsplit(":", 1)[0].encode()])
+        clean.setRawHeaders(b"x-forwarded-for", [ip.encode("ascii", "replace")])
+        clean.setRawHeaders(b"forwarded", [forwardedValue(ip, authority)])
         producer = FileBodyProducer(BytesIO(body), cooperator=_Immediate()) if body else None
         return client.request(ClientRequest(method, uri, clean, producer, persistent=True)), outbound
 
@@ -341,7 +393,9 @@ class TunnelResource(Resource):
             content.seek(0)
             body = content.read()
         client = self._leanConnection(f"{ip}:{getattr(address, 'port', 0)}", host, link)
-        client.send(request, requestBytes(request, host, ip, body))
+        client.host = host
+        authority = (request.getHeader(b"host") or host.encode()).decode("ascii", "replace")
+        client.send(request, requestBytes(request, authority, ip, body))
         outbound = client.outbound
         request.notifyFinish().addErrback(lambda f: outbound.loseConnection())
 
@@ -349,16 +403,24 @@ class TunnelResource(Resource):
 def requestBytes(request: Request, host: str, ip: str, body: bytes) -> bytes:
     """
     The HTTP/1.1 request a tunnel target sees for an HTTP/2 C{request}:
-    hop-by-hop headers dropped, C{Host} set to C{host}, C{X-Forwarded-Proto}
-    and C{X-Forwarded-For} replaced, C{Content-Length} for a body.
+    hop-by-hop headers dropped, C{Host} set to C{host} (the visitor's
+    C{:authority}, port included), the forwarding headers replaced
+    (L{forwardingLines}), C{Content-Length} for a body.
     """
-    out = [request.method, b" ", request.uri, b" HTTP/1.1\r\nHost: ", host.encode(), b"\r\n"]
+    out = [
+        request.method,
+        b" ",
+        request.uri,
+        b" HTTP/1.1\r\nHost: ",
+        host.encode("ascii", "replace"),
+        b"\r\n",
+    ]
     for name, values in request.requestHeaders.getAllRawHeaders():
         if name.lower() in _SKIP:
             continue
         for value in values:  # Headers already replaced any CR/LF in values
             out += [name, b": ", value, b"\r\n"]
-    out += [b"X-Forwarded-Proto: https\r\nX-Forwarded-For: ", ip.encode("ascii", "replace"), b"\r\n"]
+    out.append(forwardingLines(ip, host))
     if body:
         out += [b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body]
     else:
@@ -366,7 +428,7 @@ def requestBytes(request: Request, host: str, ip: str, body: bytes) -> bytes:
     return b"".join(out)
 
 
-_SKIP = _HOP | {b"content-length", b"x-forwarded-proto", b"x-forwarded-for"}
+_SKIP = _HOP | {b"content-length", b"host"} | FORWARDING_HEADERS
 #: Body framing of a response being read (besides a byte count).
 _CHUNKED = -1
 _UNTIL_CLOSE = -2
@@ -406,6 +468,8 @@ class _LeanClient(_NoFlowControl):
         self.chunkState = 0  # 0: size line, 1: data, 2: CRLF after data, 3: trailers
         self.chunkLeft = 0
         self.persistent = True
+        self.host = ""
+        self.wasReset = False
 
     def send(self, request: Request, data: bytes) -> None:
         """
@@ -503,7 +567,8 @@ class _LeanClient(_NoFlowControl):
             for name, value in headers:
                 raw.addRawHeader(name, value)
             altSvc = self.resource.altSvc
-            if altSvc:
+            servesH3 = getattr(self.resource.gateway, "servesH3", None)
+            if altSvc and (servesH3 is None or servesH3(self.host)):
                 raw.setRawHeaders(b"alt-svc", [altSvc])
             request.registerProducer(self.outbound, True)
         if self.remaining == 0:
@@ -586,8 +651,10 @@ class _LeanClient(_NoFlowControl):
     # -- the stream ended (CLOSE, RESET or our own close) --------------------------------
     def resetReceived(self, reason: str) -> None:
         """
-        The peer reset the stream (e.g. the target could not be reached).
+        The peer reset the stream (e.g. the target could not be reached, or
+        the client gave up on it): an answer already started is reset too.
         """
+        self.wasReset = True
         self.loseConnection()
 
     def loseConnection(self) -> None:
@@ -607,13 +674,13 @@ class _LeanClient(_NoFlowControl):
                 request.write(_page(request, 502, "the tunnel target did not answer"))
                 request.finish()
             else:
-                request.loseConnection()
-        elif self.remaining == _UNTIL_CLOSE:
+                abortRequest(request)
+        elif self.remaining == _UNTIL_CLOSE and not self.wasReset:
             if request.producer is not None:
                 request.unregisterProducer()
             request.finish()
         else:
-            request.loseConnection()
+            abortRequest(request)
 
 
 class _PooledClient(HTTP11ClientProtocol):
@@ -685,6 +752,18 @@ class BatchingH2Connection(H2Connection):
         super().connectionMade()
         # what Twisted's protocol switcher does for an upgraded channel
         self.transport.registerProducer(self, True)
+
+    def abortRequest(self, streamID: int) -> None:
+        """
+        Reset stream C{streamID} with INTERNAL_ERROR: Twisted resets with
+        NO_ERROR, which a client may take for the normal end of a response
+        (curl does), so a response cut short would look complete.
+        """
+        from h2.errors import ErrorCodes
+
+        self.conn.reset_stream(streamID, error_code=ErrorCodes.INTERNAL_ERROR)
+        if self._tryToWriteControlData():
+            self._requestDone(streamID)
 
     def _sendPrioritisedData(self, *args: Any) -> None:
         for _ in range(self.framesPerTurn):

@@ -11,13 +11,15 @@ QUIC has no PROXY protocol: the gateway sees the UDP source address.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
+from aioquic.tls import pull_client_hello
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -28,9 +30,10 @@ if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
     from suite.specter.gateway.h2 import TunnelResource
 
-__all__ = ["H3Server", "isAsyncioReactor", "MAX_BODY"]
+__all__ = ["H3Server", "isAsyncioReactor", "chooseCertificateBySNI", "MAX_BODY"]
 
 log = Logger()
+H3_INTERNAL_ERROR = int(ErrorCode.H3_INTERNAL_ERROR)
 MAX_BODY = 8 * 1024 * 1024
 _HOP = {
     b"connection",
@@ -48,6 +51,44 @@ def isAsyncioReactor(reactor: Any) -> bool:
     Whether C{reactor} runs on an asyncio event loop.
     """
     return hasattr(reactor, "_asyncioEventloop")
+
+
+def chooseCertificateBySNI(quic: Any, select: Callable[[str | None], Any]) -> None:
+    """
+    Make the server-side L{aioquic.quic.connection.QuicConnection} C{quic}
+    pick its certificate by SNI once the peer's ClientHello is parsed.
+
+    aioquic builds its TLS context (L{aioquic.tls.Context}) when the first
+    datagram arrives, with the configuration's one certificate.  The
+    server reads the ClientHello in C{_server_handle_hello}, and
+    negotiates the signature algorithm from the private key there: so the
+    hello is parsed first (without consuming it) and the context's
+    certificate, chain and key are set from C{select(server_name)} before
+    aioquic goes on.  A name C{select} does not know (L{None}) keeps the
+    configured (self-signed) certificate.
+    """
+    initialize = quic._initialize
+
+    def initializeThenHook(peerCid: bytes) -> None:
+        initialize(peerCid)
+        context = quic.tls
+        handleHello = context._server_handle_hello
+
+        def selectingHello(inputBuf: Any, initialBuf: Any, handshakeBuf: Any) -> None:
+            start = inputBuf.tell()
+            try:
+                name = pull_client_hello(inputBuf).server_name
+            except Exception:
+                name = None  # aioquic reports the malformed hello itself
+            inputBuf.seek(start)
+            material = select(name)
+            if material is not None:
+                context.certificate, context.certificate_chain, context.certificate_private_key = material
+            handleHello(inputBuf, initialBuf, handshakeBuf)
+
+        context._server_handle_hello = selectingHello
+
+    quic._initialize = initializeThenHook
 
 
 class _Request:
@@ -69,7 +110,12 @@ class _H3Body(Protocol):
         self.proto.sendData(self.streamId, data, False)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        self.proto.sendData(self.streamId, b"", True)
+        from twisted.web.client import PotentialDataLoss, ResponseDone
+
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.proto.sendData(self.streamId, b"", True)
+        else:  # cut short (the tunnel stream was reset): never end it as if complete
+            self.proto.resetStream(self.streamId)
 
 
 class _H3Protocol(QuicConnectionProtocol):
@@ -84,6 +130,12 @@ class _H3Protocol(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self.http: H3Connection | None = None
         self.requests: dict[int, _Request] = {}
+
+    def chooseCertificatesWith(self, select: Callable[[str | None], Any]) -> None:
+        """
+        Pick this connection's certificate by SNI (L{chooseCertificateBySNI}).
+        """
+        chooseCertificateBySNI(self._quic, select)
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
@@ -121,6 +173,17 @@ class _H3Protocol(QuicConnectionProtocol):
             return
         self.transmit()
 
+    def resetStream(self, streamId: int) -> None:
+        """
+        Abort the response on C{streamId} (RESET_STREAM, H3_INTERNAL_ERROR).
+        """
+        try:
+            self._quic.reset_stream(streamId, H3_INTERNAL_ERROR)
+        except Exception as e:  # already finished or reset
+            log.debug("HTTP/3 stream {id} gone: {error}", id=streamId, error=str(e))
+            return
+        self.transmit()
+
     def respondError(self, streamId: int, code: int, detail: str) -> None:
         """
         Answer with a small error page.
@@ -136,7 +199,8 @@ class _H3Protocol(QuicConnectionProtocol):
         if request is None:
             return
         pseudo = {k: v for k, v in request.headers if k.startswith(b":")}
-        host = pseudo.get(b":authority", b"").decode("ascii", "replace").lower()
+        authority = pseudo.get(b":authority", b"").decode("ascii", "replace")
+        host = authority.lower()
         host = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
         if not host:
             self.respondError(streamId, 400, "no :authority")
@@ -162,6 +226,7 @@ class _H3Protocol(QuicConnectionProtocol):
                 headers,
                 request.body or None,
                 f"{peer[0]}:{peer[1]}",
+                authority=authority,
             )
             response.addCallbacks(
                 lambda r: self.respond(streamId, r),
@@ -204,8 +269,12 @@ class H3Server:
         certificate: Any,
         key: Any,
         reactor: Any,
+        select: Callable[[str | None], Any] | None = None,
     ) -> None:
         self.gateway = gateway
+        #: SNI name -> (leaf, chain, key) or None (see
+        #: L{_H3Protocol.chooseCertificatesWith}).
+        self.select = select
         self.resource = resource
         self.binds = binds
         self.reactor = reactor
@@ -220,8 +289,8 @@ class H3Server:
         """
         Serve this certificate (PEM chain, leaf first, and its key) to QUIC
         connections from the next one on.  aioquic takes one certificate per
-        listener (no SNI choice), so the gateway calls this only when it has
-        a single apex.
+        listener; the gateway gives a per-SNI chooser instead (C{select}),
+        which takes precedence for every name it knows.
 
         @raise ValueError: if the PEM data does not parse.
         """
@@ -238,12 +307,14 @@ class H3Server:
         """
         loop: asyncio.AbstractEventLoop = self.reactor._asyncioEventloop
         configuration = self.configuration
-        gateway, resource = self.gateway, self.resource
+        gateway, resource, select = self.gateway, self.resource, self.select
 
         def create(*args: Any, **kwargs: Any) -> _H3Protocol:
             proto = _H3Protocol(*args, **kwargs)
             proto.gateway = gateway
             proto.resource = resource
+            if select is not None:
+                proto.chooseCertificatesWith(select)
             return proto
 
         async def bindAll() -> None:

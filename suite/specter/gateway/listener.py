@@ -80,6 +80,10 @@ def selfSignedCertificate(directory: str, apexes: list[str]) -> tuple[Any, Any, 
     return cert, key, certPath
 
 
+#: A certificate for aioquic: (leaf, intermediates, private key).
+QuicMaterial = tuple[Any, list[Any], Any]
+
+
 class PublicCertificates:
     """
     The OpenSSL contexts of the public names, chosen by SNI: the
@@ -97,6 +101,10 @@ class PublicCertificates:
     def __init__(self, apexes: list[str], certificate: Any, key: Any) -> None:
         self.apexes = [a.lower().rstrip(".") for a in apexes]
         self.default = self._context(certificate, key, [])
+        #: The same certificates as (leaf, chain, key) for QUIC (aioquic
+        #: takes cryptography objects, not OpenSSL contexts).
+        self.quicDefault: QuicMaterial = (certificate, [], key)
+        self.quicByName: dict[str, QuicMaterial] = {}
         self.byApex: dict[str, SSL.Context] = {}
         #: Contexts of validated custom domains (exact names).
         self.byDomain: dict[str, SSL.Context] = {}
@@ -129,6 +137,25 @@ class PublicCertificates:
                 return self.default
         return None
 
+    def quicMaterialFor(self, name: str | None) -> QuicMaterial | None:
+        """
+        What a QUIC handshake with SNI C{name} presents: the same choice as
+        L{contextFor}, or L{None} for a name HTTP/3 does not serve (no SNI,
+        or not a public name: the node certificate is TCP-only).
+        """
+        if not name:
+            return None
+        name = name.rstrip(".").lower()
+        custom = self.quicByName.get(name)
+        if custom is not None and name in self.byDomain:
+            return custom
+        for apex in self.apexes:
+            if name == apex or (name.endswith("." + apex) and "." not in name[: -len(apex) - 1]):
+                return self.quicByName.get(apex, self.quicDefault)
+            if name.endswith("." + apex):
+                return self.quicDefault
+        return None
+
     def _load(self, name: str, chainPEM: bytes, keyPEM: bytes) -> tuple[SSL.Context, float]:
         """
         A context serving this chain and key, and the leaf's expiry.
@@ -142,6 +169,7 @@ class PublicCertificates:
             context.check_privatekey()
         except SSL.Error as e:
             raise ValueError(f"the certificate of {name} does not match its key: {e}") from None
+        self.quicByName[name] = (chain[0], chain[1:], key)
         return context, chain[0].not_valid_after_utc.timestamp()
 
     def install(self, apex: str, chainPEM: bytes, keyPEM: bytes) -> None:
@@ -178,6 +206,7 @@ class PublicCertificates:
         """
         domain = domain.lower().rstrip(".")
         self.byDomain.pop(domain, None)
+        self.quicByName.pop(domain, None)
         self.notAfter.pop(domain, None)
 
     def serves(self, name: str) -> bool:

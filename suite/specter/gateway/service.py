@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from suite.daemon import ConfigError
+from suite.daemon import ConfigError, watchListening
 from suite.specter.gateway.core import Gateway, GatewayConfig
 from suite.specter.gateway.interfaces import IRouteStore
 from suite.specter.gateway.listener import (
@@ -46,21 +46,27 @@ class GatewayService(MultiService):
         self._trigger: Any = None
         self.h3: Any = None
         self.certificates: PublicCertificates | None = None
+        self._bound = False
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        for description, factory in [(e, self.factory) for e in self.endpoints] + self.extraListeners:
+        if self._bound:
+            return
+        self._bound = True
+        listeners = [("--listen-tcp", e, self.factory) for e in self.endpoints]
+        listeners += [("--listen-http", e, f) for e, f in self.extraListeners]
+        for flag, description, factory in listeners:
             d = serverFromString(self.reactor, description).listen(factory)
-            result: list[Any] = []
-            d.addBoth(result.append)
-            if result and not isinstance(result[0], Exception) and hasattr(result[0], "stopListening"):
-                self.ports.append(result[0])
-            elif result:
-                result[0].raiseException()
+            # a port that cannot be bound ends start-up with one line naming the flag (exit 1)
+            watchListening(self, flag, description, d, self.reactor)
+            d.addCallback(self._listening)
+
+    def _listening(self, port: Any) -> None:
+        if hasattr(port, "stopListening"):
+            self.ports.append(port)
 
     def startService(self) -> None:
-        if not self.ports:
-            self.privilegedStartService()
+        self.privilegedStartService()
         super().startService()
         log.info(
             "gateway listening on {endpoints} for {apexes}",
@@ -69,7 +75,8 @@ class GatewayService(MultiService):
         )
         self._trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self.gateway.drain)
         if self.h3 is not None:
-            self.h3.start().addErrback(lambda f: log.failure("starting the HTTP/3 listener", f))
+            binds = ", ".join(f"udp {h}:{p}" for h, p in self.h3.binds)
+            watchListening(self, "--listen-udp", binds, self.h3.start(), self.reactor)
 
     async def _stop(self) -> None:
         if self._trigger is not None:
@@ -136,10 +143,15 @@ def makeGatewayService(
 
         if not isAsyncioReactor(reactor):
             raise ConfigError(
-                "--listen-udp: QUIC/HTTP/3 needs the asyncio reactor (twistd --reactor=asyncio ...)"
+                "--listen-udp: QUIC/HTTP/3 needs the asyncio reactor: run twistd --reactor=asyncio specter ... "
+                "(the specter console script installs it itself)"
             )
-        service.h3 = H3Server(gateway, site.resource, udpBinds, cert, key, reactor)
+        service.h3 = H3Server(
+            gateway, site.resource, udpBinds, cert, key, reactor, select=certificates.quicMaterialFor
+        )
         site.resource.altSvc = gateway.altSvc = f'h3=":{udpBinds[0][1]}"; ma=86400'.encode()
+        # Alt-Svc only for names whose certificate HTTP/3 presents too
+        gateway.servesH3 = lambda host: certificates.quicMaterialFor(host) is not None
     if httpEndpoints:
         from suite.specter.gateway.plain import PlainHTTPFactory
 

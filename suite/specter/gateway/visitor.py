@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from suite.specter.tunnel.mux import LocalSide, Stream, closeTransport
+from suite.specter.gateway.forwarded import RequestError, RequestRewriter
+from suite.specter.tunnel.mux import LocalSide, Stream, abortTransport, closeTransport
 
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
@@ -192,7 +193,7 @@ class _Visitor(LocalSide):
         stream: Stream = link.openStream({"kind": self.kind, "peer": self._peer(), "host": self.hostname})
         stream.onReset = self._reset
         stream.attach(self)
-        altSvc = self.gateway.altSvc
+        altSvc = self.gateway.altSvcFor(self.hostname)
         if altSvc is not None and self.kind == "http" and not self.retried:
             stream.localTransport = _FirstHeadInjector(
                 stream, self.transport, b"Alt-Svc: " + altSvc + b"\r\n"
@@ -244,7 +245,10 @@ class _Visitor(LocalSide):
         if self.stream is not None and self.stream.bytesIn == 0 and self.kind == "http":
             self.fail(502, f"the tunnel could not reach its target: {reason}")
         else:
-            closeTransport(self.transport)
+            # an answer cut short must not look complete: abort (no TLS
+            # close_notify, TCP reset) rather than close cleanly
+            self.done = True
+            abortTransport(self.transport)
 
     def fail(self, code: int, detail: str) -> None:
         """
@@ -276,6 +280,28 @@ class HTTPVisitor(_Visitor):
         super().__init__(gateway)
         self.head = b""
         self.routing = False
+        #: Rewrites every request head on its way to the target (the
+        #: forwarding headers), following the request framing.
+        self.rewriter: RequestRewriter | None = None
+
+    def _rewrite(self, data: bytes) -> bytes | None:
+        """
+        C{data} with its request heads rewritten, or L{None} when the
+        visitor broke HTTP/1.1 framing (the connection is then closed).
+        """
+        assert self.rewriter is not None
+        try:
+            return self.rewriter.feed(data)
+        except RequestError as e:
+            log.info("HTTP/1.1 visitor {peer}: {error}", peer=self._peer(), error=str(e))
+            stream = self.stream
+            if stream is None:
+                self.fail(400, str(e))
+            else:
+                stream.reset(f"the visitor broke HTTP/1.1 framing: {e}")
+                self.done = True
+                self.transport.abortConnection()
+            return None
 
     def connectionMade(self) -> None:
         self.startHeadTimer()
@@ -283,6 +309,11 @@ class HTTPVisitor(_Visitor):
     def dataReceived(self, data: bytes) -> None:
         stream = self.stream
         if stream is not None:
+            if self.rewriter is not None:
+                rewritten = self._rewrite(data)
+                if rewritten is None:
+                    return
+                data = rewritten
             if self.replay is not None:
                 self.remember(data)
             stream.send(data)
@@ -290,6 +321,11 @@ class HTTPVisitor(_Visitor):
         if self.done:
             return
         if self.routing:
+            if self.rewriter is not None:
+                rewritten = self._rewrite(data)
+                if rewritten is None:
+                    return
+                data = rewritten
             self.early.append(data)
             return
         self.head += data
@@ -313,11 +349,17 @@ class HTTPVisitor(_Visitor):
             return
         self.routing = True
         self.idempotent = parts[0] in (b"GET", b"HEAD", b"OPTIONS")
-        self.early.append(self.head)
-        self.head = b""
+        head, self.head = self.head, b""
         if host in self.gateway.config.apexes:
+            self.early.append(head)
             self.serveApex()
             return
+        ip = str(getattr(self.transport.getPeer(), "host", "?"))
+        self.rewriter = RequestRewriter(ip, limit)
+        rewritten = self._rewrite(head)
+        if rewritten is None:
+            return
+        self.early.append(rewritten)
         self.route(host)
 
     def serveApex(self) -> None:

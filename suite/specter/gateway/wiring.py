@@ -62,7 +62,11 @@ def _udpBinds(options: Any, reactor: Any) -> list[tuple[str, int]] | None:
         return None
     if options.get("listen-udp") or isAsyncioReactor(reactor):
         return binds  # type: ignore[return-value]
-    log.warn("QUIC/HTTP/3 is off: run under twistd --reactor=asyncio to serve it on {binds}", binds=binds)
+    log.warn(
+        "QUIC/HTTP/3 is off: it needs the asyncio reactor (twistd --reactor=asyncio specter ..., "
+        "or the specter console script) to serve it on {binds}",
+        binds=binds,
+    )
     return None
 
 

@@ -3,12 +3,15 @@ The tunnel link lifecycle machine (one per gateway link of a client).
 
 Inputs (L{TunnelLifecycle}): C{start}, C{connected}, C{registered},
 C{published}, C{moveRequested}, C{drained}, C{connectionLost},
-C{reconnectDue}, C{stop}.
+C{reconnectDue}, C{shutdown}, C{stop}.
 Outputs (L{ILinkActions} on the core): C{connect}, C{register},
 C{announce}, C{scheduleReconnect}, C{resetBackoff}, C{waitForStreams},
-C{disconnect}, C{cancelReconnect}.
+C{finishStreams}, C{abortStreams}, C{disconnect}, C{cancelReconnect}.
 States: Connecting -> Registered -> Published -> Draining -> Closed; a lost
-link goes back to Connecting with exponential backoff and jitter.
+link goes back to Connecting with exponential backoff and jitter.  On
+C{shutdown} (SIGTERM) a live link goes to Stopping: no new streams, the
+open ones finish (C{drained}) or are reset when the grace period ends
+(C{stop}); either way it ends Closed, never redialled.
 """
 
 from __future__ import annotations
@@ -65,9 +68,14 @@ class TunnelLifecycle(Protocol):
         The backoff timer fired.
         """
 
+    def shutdown(self) -> None:
+        """
+        The client is exiting: take no new streams, finish the open ones.
+        """
+
     def stop(self) -> None:
         """
-        The client is shutting down.
+        Close now (the client is exiting; streams still open are reset).
         """
 
 
@@ -79,6 +87,10 @@ class ILinkActions(Protocol):
     def announce(self, hostname: str) -> None: ...
 
     def waitForStreams(self) -> None: ...
+
+    def finishStreams(self) -> None: ...
+
+    def abortStreams(self) -> None: ...
 
     def disconnect(self) -> None: ...
 
@@ -117,6 +129,7 @@ def _build() -> Any:
     registered = b.state("Registered")
     published = b.state("Published")
     draining = b.state("Draining")
+    stopping = b.state("Stopping")
     closed = b.state("Closed")
 
     @idle.upon(TunnelLifecycle.start).to(connecting)
@@ -171,6 +184,30 @@ def _build() -> Any:
             core.cancelReconnect()
             core.actions.disconnect()
 
+    for s in (idle, connecting):
+
+        @s.upon(TunnelLifecycle.shutdown).to(closed)
+        def _shutdownUnlinked(m: TunnelLifecycle, core: LifecycleCore) -> None:
+            core.cancelReconnect()
+            core.actions.disconnect()
+
+    for s in (registered, published, draining):
+
+        @s.upon(TunnelLifecycle.shutdown).to(stopping)
+        def _shutdown(m: TunnelLifecycle, core: LifecycleCore) -> None:
+            core.actions.finishStreams()
+
+    @stopping.upon(TunnelLifecycle.drained).to(closed)
+    def _stoppedClean(m: TunnelLifecycle, core: LifecycleCore) -> None:
+        core.actions.disconnect()
+
+    @stopping.upon(TunnelLifecycle.stop).to(closed)
+    def _stoppedLate(m: TunnelLifecycle, core: LifecycleCore) -> None:
+        core.actions.abortStreams()
+        core.actions.disconnect()
+
+    stopping.upon(TunnelLifecycle.connectionLost).to(closed).returns(None)
+
     # late or repeated notices are harmless everywhere
     for s, ignored in (
         (
@@ -190,6 +227,10 @@ def _build() -> Any:
         (published, ("start", "connected", "registered", "published", "drained", "reconnectDue")),
         (draining, ("start", "connected", "registered", "published", "moveRequested", "reconnectDue")),
         (
+            stopping,
+            ("start", "connected", "registered", "published", "moveRequested", "reconnectDue", "shutdown"),
+        ),
+        (
             closed,
             (
                 "start",
@@ -200,6 +241,7 @@ def _build() -> Any:
                 "drained",
                 "connectionLost",
                 "reconnectDue",
+                "shutdown",
                 "stop",
             ),
         ),

@@ -52,6 +52,7 @@ __all__ = [
     "noDelay",
     "eagerWrites",
     "closeTransport",
+    "abortTransport",
     "DEFAULT_WINDOW",
     "DEFAULT_CHUNK",
 ]
@@ -143,6 +144,17 @@ class _EagerWrite:
                     return
                 data = data[sent:]
         self.buffered(conn, data)
+
+
+def abortTransport(transport: Any) -> None:
+    """
+    Abort the TCP connection under C{transport} (through TLS and PROXY
+    wrappers): a reset without a TLS C{close_notify}, so the peer cannot
+    take what it received for a complete answer.  (A TLS transport's own
+    C{abortConnection} sends C{close_notify} first.)
+    """
+    conn = _socketTransport(transport)
+    (conn if conn is not None else transport).abortConnection()
 
 
 def closeTransport(transport: Any) -> None:

@@ -2,7 +2,9 @@
 A minimal HTTP/3 client for tests: GET https://HOST:PORT/PATH over QUIC
 (aioquic), connecting to 127.0.0.1; prints the status line and the body.
 
-    python h3client.py HOST PORT PATH CAFILE
+    python h3client.py HOST PORT PATH CAFILE [AUTHORITY]
+
+(AUTHORITY: the :authority sent, HOST by default.)
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Client(QuicConnectionProtocol):
                     self.done.set_result(None)
 
 
-async def main(host: str, port: int, path: str, cafile: str) -> None:
+async def main(host: str, port: int, path: str, cafile: str, authority: str = "") -> None:
     config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name=host)
     config.load_verify_locations(cafile)
     async with connect("127.0.0.1", port, configuration=config, create_protocol=Client) as client:
@@ -50,7 +52,7 @@ async def main(host: str, port: int, path: str, cafile: str) -> None:
             [
                 (b":method", b"GET"),
                 (b":scheme", b"https"),
-                (b":authority", host.encode()),
+                (b":authority", (authority or host).encode()),
                 (b":path", path.encode()),
             ],
             end_stream=True,
@@ -61,4 +63,4 @@ async def main(host: str, port: int, path: str, cafile: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], *sys.argv[5:6]))

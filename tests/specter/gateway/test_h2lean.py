@@ -106,7 +106,8 @@ class LeanExchangeTests(SynchronousTestCase):
         self.assertEqual(
             data,
             b"POST /p?q=1 HTTP/1.1\r\nHost: a.example.test\r\nAccept: a b\r\n"
-            b"X-Forwarded-Proto: https\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Length: 4\r\n\r\nbody",
+            b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n"
+            b'Forwarded: for=10.0.0.1;proto=https;host="a.example.test"\r\nContent-Length: 4\r\n\r\nbody',
         )
 
     def test_contentLengthAndReuse(self) -> None:

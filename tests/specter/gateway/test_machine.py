@@ -28,8 +28,38 @@ class _Actions:
     def waitForStreams(self) -> None:
         self.calls.append("waitForStreams")
 
+    def finishStreams(self) -> None:
+        self.calls.append("finishStreams")
+
+    def abortStreams(self) -> None:
+        self.calls.append("abortStreams")
+
     def disconnect(self) -> None:
         self.calls.append("disconnect")
+
+
+#: How to reach each state from a new machine.
+_PATHS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "Idle": [],
+    "Connecting": [("start", ())],
+    "Registered": [("start", ()), ("connected", ()), ("registered", ("h.example",))],
+    "Published": [("start", ()), ("connected", ()), ("registered", ("h.example",)), ("published", ())],
+}
+_PATHS["Draining"] = _PATHS["Published"] + [("moveRequested", ())]
+_PATHS["Stopping"] = _PATHS["Published"] + [("shutdown", ())]
+_PATHS["Closed"] = [("stop", ())]
+_INPUTS: list[tuple[str, tuple[str, ...]]] = [
+    ("start", ()),
+    ("connected", ()),
+    ("registered", ("h.example",)),
+    ("published", ()),
+    ("moveRequested", ()),
+    ("drained", ()),
+    ("connectionLost", ()),
+    ("reconnectDue", ()),
+    ("shutdown", ()),
+    ("stop", ()),
+]
 
 
 class LifecycleTests(SynchronousTestCase):
@@ -118,3 +148,58 @@ class LifecycleTests(SynchronousTestCase):
         m.connectionLost()
         m.start()
         self.assertEqual(self.actions.calls, ["connect", "disconnect"])
+
+
+class EveryInputTests(SynchronousTestCase):
+    """
+    Every input in every state is either a transition or ignored; the
+    shutdown inputs do what draining needs.
+    """
+
+    def machineIn(self, state: str) -> tuple[_Actions, Clock, object]:
+        clock, actions = Clock(), _Actions()
+        machine = newLifecycle(actions, clock, Backoff(initial=1.0, maximum=8.0, rng=random.Random(1)))
+        for name, args in _PATHS[state]:
+            getattr(machine, name)(*args)
+        actions.calls.clear()
+        return actions, clock, machine
+
+    def test_everyInputInEveryState(self) -> None:
+        for state in _PATHS:
+            for name, args in _INPUTS:
+                actions, clock, machine = self.machineIn(state)
+                getattr(machine, name)(*args)  # never raises NoTransition
+
+    def test_shutdownOutputs(self) -> None:
+        expected = {
+            "Idle": ["disconnect"],
+            "Connecting": ["disconnect"],
+            "Registered": ["finishStreams"],
+            "Published": ["finishStreams"],
+            "Draining": ["finishStreams"],
+            "Stopping": [],
+            "Closed": [],
+        }
+        for state, calls in expected.items():
+            actions, clock, machine = self.machineIn(state)
+            machine.shutdown()  # type: ignore[attr-defined]
+            self.assertEqual(actions.calls, calls, state)
+
+    def test_stoppingEnds(self) -> None:
+        """
+        From Stopping: drained closes cleanly, stop (grace over) resets the
+        streams first, a lost link just ends; nothing is redialled.
+        """
+        for name, calls in (
+            ("drained", ["disconnect"]),
+            ("stop", ["abortStreams", "disconnect"]),
+            ("connectionLost", []),
+        ):
+            actions, clock, machine = self.machineIn("Stopping")
+            getattr(machine, name)()
+            self.assertEqual(actions.calls, calls, name)
+            machine.reconnectDue()  # type: ignore[attr-defined]
+            machine.connectionLost()  # type: ignore[attr-defined]
+            clock.advance(60)
+            self.assertEqual(actions.calls, calls, name)
+            self.assertEqual(clock.getDelayedCalls(), [])

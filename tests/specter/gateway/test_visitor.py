@@ -11,6 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.specter.gateway.core import Gateway, GatewayConfig
+from suite.specter.gateway.forwarded import forwardingLines
 from suite.specter.gateway.plain import PlainHTTPVisitor
 from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.gateway.visitor import HTTPVisitor
@@ -50,7 +51,8 @@ class VisitorTests(SynchronousTestCase):
     def test_routedOnceThenSpliced(self) -> None:
         """
         The first request head picks the tunnel by Host; it and every later
-        byte go down one stream unparsed.
+        request go down one stream, each head with the forwarding headers
+        (a visitor's own ones dropped), Host untouched.
         """
         visitor = HTTPVisitor(self.gateway)
         self.visit(visitor)
@@ -58,12 +60,38 @@ class VisitorTests(SynchronousTestCase):
         visitor.dataReceived(head[:10])
         self.assertEqual(self.wire.value(), b"")
         visitor.dataReceived(head[10:])
-        visitor.dataReceived(b"GET /next HTTP/1.1\r\nHost: other.example.test\r\n\r\n")
+        visitor.dataReceived(
+            b"GET /next HTTP/1.1\r\nHost: other.example.test\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+        )
         frames = _frames(self.wire.value())
         self.assertEqual(frames[0][0], OPEN)
         self.assertEqual(decodeControl(frames[0][2])["host"], "app.example.test")
         data = b"".join(p for k, _, p in frames if k == DATA)
-        self.assertEqual(data, head + b"GET /next HTTP/1.1\r\nHost: other.example.test\r\n\r\n")
+        fwd = b"X-Forwarded-For: 192.168.1.1\r\nX-Forwarded-Proto: https\r\nForwarded: for=192.168.1.1;proto=https;"
+        self.assertEqual(
+            data,
+            b"GET / HTTP/1.1\r\nHost: app.example.test:8443\r\n"
+            + fwd
+            + b'host="app.example.test:8443"\r\n\r\n'
+            + b"GET /next HTTP/1.1\r\nHost: other.example.test\r\n"
+            + fwd
+            + b'host="other.example.test"\r\n\r\n',
+        )
+
+    def test_laterFramingError(self) -> None:
+        """
+        A later request head over the limit resets the stream and aborts
+        the visitor's connection.
+        """
+        visitor = HTTPVisitor(self.gateway)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        visitor.dataReceived(b"GET /x HTTP/1.1\r\nX: " + b"a" * 2000)
+        self.assertTrue(transport.disconnecting)
+        frames = _frames(self.wire.value())
+        from suite.specter.tunnel.frames import RESET
+
+        self.assertEqual(frames[-1][0], RESET)
 
     def test_unknownHost404(self) -> None:
         """
@@ -203,7 +231,8 @@ class RetryTests(SynchronousTestCase):
         sid = _frames(self.wires[first].value())[0][1]
         self.links[first].dataReceived(encodeFrame(RESET, sid, b"cannot connect to 127.0.0.1:1: refused"))
         other = self.wires[1 - first].value()
-        self.assertEqual(b"".join(p for k, _, p in _frames(other) if k == DATA), head + b"body")
+        forwarded = head[:-2] + forwardingLines("192.168.1.1", "app.example.test") + b"\r\n"
+        self.assertEqual(b"".join(p for k, _, p in _frames(other) if k == DATA), forwarded + b"body")
         self.assertEqual(transport.value(), b"")
 
     def test_unsafeNotRetried(self) -> None:

@@ -1,0 +1,208 @@
+"""
+The forwarding headers every tunnelled HTTP request carries, whatever the
+visitor's protocol (HTTP/1.1, HTTP/2 or HTTP/3): C{X-Forwarded-For},
+C{X-Forwarded-Proto} and C{Forwarded} (RFC 7239) are set by the gateway
+(a visitor's own values are dropped), and C{Host} is what the visitor
+asked for, port included.
+
+HTTP/1.1 connections are spliced, so L{RequestRewriter} follows the
+request framing of the visitor-to-target byte stream (heads, bodies by
+C{Content-Length} or chunks) and rewrites each request head on the way.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FORWARDING_HEADERS", "forwardingLines", "forwardedValue", "RequestRewriter", "RequestError"]
+
+#: Request headers the gateway owns (lower case).
+FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"})
+#: Longest chunk-size or trailer line accepted in a chunked request body.
+_LINE_LIMIT = 8 * 1024
+
+_HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _OPAQUE = range(7)
+
+
+class RequestError(Exception):
+    """
+    A later request on a spliced HTTP/1.1 connection broke the framing or
+    the size limit; the connection is closed.
+    """
+
+
+def forwardingLines(ip: str, host: str) -> bytes:
+    """
+    The forwarding header lines (CRLF-terminated) for visitor address
+    C{ip} asking for C{host} (the Host / C{:authority} value) over TLS.
+    """
+    return (
+        f"X-Forwarded-For: {ip}\r\nX-Forwarded-Proto: https\r\n".encode("ascii", "replace")
+        + b"Forwarded: "
+        + forwardedValue(ip, host)
+        + b"\r\n"
+    )
+
+
+def forwardedValue(ip: str, host: str) -> bytes:
+    """
+    The RFC 7239 C{Forwarded} value for visitor C{ip} asking for C{host}.
+    """
+    node = f'"[{ip}]"' if ":" in ip else ip
+    safeHost = "".join(c for c in host if c.isprintable() and c not in '"\\')
+    return f'for={node};proto=https;host="{safeHost}"'.encode("ascii", "replace")
+
+
+def _headerValue(lower: bytes, head: bytes, name: bytes) -> bytes | None:
+    """
+    The value of the first header C{name} (lower case, with its CRLF before
+    and colon after) in C{head}, found through its lower-cased copy.
+    """
+    start = lower.find(name)
+    if start < 0:
+        return None
+    start += len(name)
+    end = head.find(b"\r\n", start)
+    return head[start : end if end >= 0 else len(head)].strip()
+
+
+def _withoutForwarding(head: bytes) -> bytes:
+    """
+    C{head} without its forwarding header lines.
+
+    @raise RequestError: if a header line has no colon.
+    """
+    lines = head.split(b"\r\n")
+    kept = [lines[0]]
+    for line in lines[1:]:
+        name, sep, _ = line.partition(b":")
+        if not sep:
+            raise RequestError("malformed header line")
+        if name.strip().lower() not in FORWARDING_HEADERS:
+            kept.append(line)
+    return b"\r\n".join(kept)
+
+
+def _rewriteHead(head: bytes, ip: str, cache: dict[bytes, bytes]) -> tuple[bytes, int, bool]:
+    """
+    Rewrite one request head (without its final blank line): the
+    forwarding headers replaced.  Return the new head (with the blank
+    line), the body length (-1: chunked) and whether the rest of the
+    connection is opaque (CONNECT or an upgrade).  C{cache} keeps the
+    forwarding lines by Host (a connection's requests share one).
+    """
+    lower = head.lower()
+    if b"\r\nx-forwarded-" in lower or b"\r\nforwarded" in lower:
+        head = _withoutForwarding(head)
+        lower = head.lower()
+    host = _headerValue(lower, head, b"\r\nhost:") or b""
+    length = 0
+    chunked = False
+    encoding = _headerValue(lower, lower, b"\r\ntransfer-encoding:")
+    if encoding is not None:
+        chunked = b"chunked" in encoding
+    else:
+        declared = _headerValue(lower, head, b"\r\ncontent-length:")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise RequestError("malformed Content-Length") from None
+            if length < 0:
+                raise RequestError("negative Content-Length")
+    opaque = b"\r\nupgrade:" in lower or head.startswith(b"CONNECT ")
+    lines = cache.get(host)
+    if lines is None:
+        if len(cache) > 16:
+            cache.clear()
+        lines = cache[host] = forwardingLines(ip, host.decode("ascii", "replace"))
+    return head + b"\r\n" + lines + b"\r\n", -1 if chunked else length, opaque
+
+
+class RequestRewriter:
+    """
+    Follows the requests a visitor sends on one HTTP/1.1 connection and
+    rewrites each head (see L{_rewriteHead}); bodies pass unchanged.
+    After a CONNECT or an C{Upgrade} request the rest is passed through.
+
+    @ivar limit: the longest request head accepted.
+    """
+
+    def __init__(self, ip: str, limit: int) -> None:
+        self.ip = ip
+        self.limit = limit
+        self.state = _HEAD
+        self.buffer = b""
+        self.remaining = 0
+        self.cache: dict[bytes, bytes] = {}
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        Bytes from the visitor in; the bytes for the target out.
+
+        @raise RequestError: if a head is too long or malformed.
+        """
+        out: list[bytes] = []
+        data = self.buffer + data
+        self.buffer = b""
+        while data:
+            state = self.state
+            if state == _OPAQUE:
+                out.append(data)
+                break
+            if state == _BODY or state == _CHUNK_DATA:
+                take = data[: self.remaining]
+                out.append(take)
+                self.remaining -= len(take)
+                data = data[len(take) :]
+                if self.remaining == 0:
+                    self.state = _HEAD if state == _BODY else _CHUNK_END
+                continue
+            if state == _HEAD:
+                end = data.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(data) > self.limit:
+                        raise RequestError(f"request headers exceed {self.limit} bytes")
+                    self.buffer = data
+                    break
+                if end + 4 > self.limit:
+                    raise RequestError(f"request headers exceed {self.limit} bytes")
+                if data.startswith(b"\r\n"):  # stray CRLF between requests
+                    out.append(b"\r\n")
+                    data = data[2:]
+                    continue
+                head, data = data[:end], data[end + 4 :]
+                rewritten, length, opaque = _rewriteHead(head, self.ip, self.cache)
+                out.append(rewritten)
+                if opaque:
+                    self.state = _OPAQUE
+                elif length < 0:
+                    self.state = _CHUNK_SIZE
+                elif length > 0:
+                    self.state, self.remaining = _BODY, length
+                continue
+            # chunked body: size lines, data, CRLF, trailers
+            end = data.find(b"\r\n")
+            if end < 0:
+                if len(data) > _LINE_LIMIT:
+                    raise RequestError("chunked request body line too long")
+                self.buffer = data
+                break
+            line, data = data[:end], data[end + 2 :]
+            out.append(line + b"\r\n")
+            if state == _CHUNK_SIZE:
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise RequestError("malformed chunk size") from None
+                if size < 0:
+                    raise RequestError("malformed chunk size")
+                if size == 0:
+                    self.state = _TRAILERS
+                else:
+                    self.state, self.remaining = _CHUNK_DATA, size
+            elif state == _CHUNK_END:
+                if line:
+                    raise RequestError("chunk data longer than its size")
+                self.state = _CHUNK_SIZE
+            elif state == _TRAILERS and not line:
+                self.state = _HEAD
+        return b"".join(out)

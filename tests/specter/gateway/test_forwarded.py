@@ -1,0 +1,73 @@
+"""
+L{suite.specter.gateway.forwarded}: request heads rewritten on a spliced
+HTTP/1.1 connection, whatever the framing and however the bytes are cut.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.specter.gateway.forwarded import RequestError, RequestRewriter, forwardedValue, forwardingLines
+
+FWD = forwardingLines("10.0.0.1", "h.test")
+
+
+def _feed(data: bytes, step: int, limit: int = 4096) -> bytes:
+    rewriter = RequestRewriter("10.0.0.1", limit)
+    return b"".join(rewriter.feed(data[i : i + step]) for i in range(0, len(data), step))
+
+
+class RewriterTests(SynchronousTestCase):
+    def test_pipelinedFramings(self) -> None:
+        """
+        Pipelined requests with no body, a Content-Length body and a
+        chunked body (with trailers) each get the forwarding headers, and
+        bodies pass unchanged, at every cut of the input.
+        """
+        body = b"Host: h.test\r\nX-Forwarded-Proto: http\r\nForwarded: for=evil\r\n"
+        stream = (
+            b"GET /a HTTP/1.1\r\n" + body + b"\r\n"
+            b"POST /b HTTP/1.1\r\nHost: h.test\r\nContent-Length: 28\r\n\r\n"
+            b"GET /fake HTTP/1.1\r\n\r\n12345"
+            b"POST /c HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;x=y\r\nGET /\r\n0\r\nT: 1\r\n\r\n"
+            b"GET /d HTTP/1.1\r\nHost: h.test\r\n\r\n"
+        )
+        expected = (
+            b"GET /a HTTP/1.1\r\nHost: h.test\r\n" + FWD + b"\r\n"
+            b"POST /b HTTP/1.1\r\nHost: h.test\r\nContent-Length: 28\r\n" + FWD + b"\r\n"
+            b"GET /fake HTTP/1.1\r\n\r\n12345"
+            b"POST /c HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n" + FWD + b"\r\n"
+            b"5;x=y\r\nGET /\r\n0\r\nT: 1\r\n\r\n"
+            b"GET /d HTTP/1.1\r\nHost: h.test\r\n" + FWD + b"\r\n"
+        )
+        for step in (1, 2, 3, 7, 64, len(stream)):
+            self.assertEqual(_feed(stream, step), expected, step)
+
+    def test_upgradeIsOpaque(self) -> None:
+        """
+        After an Upgrade (or CONNECT) request the rest passes unchanged.
+        """
+        stream = b"GET /ws HTTP/1.1\r\nHost: h.test\r\nUpgrade: websocket\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+        out = _feed(stream, 5)
+        self.assertTrue(out.endswith(FWD + b"\r\nGET / HTTP/1.1\r\n\r\n"))
+
+    def test_errors(self) -> None:
+        """
+        Oversized heads, bad lengths and bad chunk sizes are refused.
+        """
+        for bad in (
+            b"GET / HTTP/1.1\r\nX: " + b"a" * 100,
+            b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n",
+            b"GET / HTTP/1.1\r\nForwarded: x\r\nno colon\r\n\r\n",
+        ):
+            self.assertRaises(RequestError, _feed, bad, 1000, 64)
+
+    def test_forwardedValue(self) -> None:
+        """
+        IPv6 nodes are quoted and bracketed; quotes cannot break out.
+        """
+        self.assertEqual(forwardedValue("::1", 'h"x'), b'for="[::1]";proto=https;host="hx"')
