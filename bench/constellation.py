@@ -12,8 +12,14 @@ Constellation's membership figures, at memberlist's LAN timers.
    versioned state through the delegate (user broadcasts plus push-pull);
    a node writes a new version and the time until each other node has it is
    recorded; p50/p99 over all receivers of C{--updates} writes.
+4. DNS failover with real processes: BIND 9 (C{named}) and three agents
+   (Raft leases, RFC 2136 + TSIG, lease 5 s, election timeout 300 ms); the
+   LB leader is killed with SIGKILL and the time until bind9 answers the
+   apex with another node's address is measured; the killed agent is then
+   restarted from its data directory and takes the leases back.  Repeated
+   C{--failovers} times (skipped when named is not installed).
 
-Usage: .venv/bin/python bench/constellation.py [--rounds 5] [--updates 20] [--seed 1]
+Usage: .venv/bin/python bench/constellation.py [--rounds 5] [--updates 20] [--seed 1] [--failovers 5]
 The last line holds the headline figures as key=value pairs.
 """
 
@@ -152,11 +158,148 @@ def simulatedConvergence(seed: int, updates: int) -> list[float]:
     return times
 
 
+NAMED = "/usr/sbin/named"
+ZONE = "example.test"
+IPS = {"cloudserver1": "192.0.2.1", "edge2": "192.0.2.2", "edge3": "192.0.2.3"}
+
+
+def startNamed(workdir: str) -> tuple[subprocess.Popen[bytes], int, str]:
+    import base64
+    import pwd
+
+    d = tempfile.mkdtemp(prefix="named-", dir="/tmp")
+    os.chmod(d, 0o755)
+    port = freePort()
+    secret = base64.b64encode(os.urandom(32)).decode()
+    key = f'key "bench" {{ algorithm hmac-sha256; secret "{secret}"; }};\n'
+    with open(os.path.join(d, "update.key"), "w") as f:
+        f.write(key)
+    with open(os.path.join(d, "zone.db"), "w") as f:
+        f.write(
+            f"$TTL 60\n@ IN SOA ns1.{ZONE}. admin.{ZONE}. 1 60 60 600 60\n@ IN NS ns1.{ZONE}.\nns1 IN A 127.0.0.1\n"
+        )
+    with open(os.path.join(d, "named.conf"), "w") as f:
+        f.write(
+            key + f'options {{ directory "{d}"; pid-file "{d}/named.pid"; session-keyfile "{d}/s.key"; '
+            f"listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; recursion no; notify no; }};\n"
+            f'zone "{ZONE}" {{ type primary; file "{d}/zone.db"; update-policy {{ grant bench zonesub ANY; }}; '
+            "allow-transfer { key bench; }; };\n"
+        )
+    argv = [NAMED, "-g", "-c", os.path.join(d, "named.conf"), "-n", "1"]
+    if os.getuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for name in [d, *[os.path.join(d, n) for n in os.listdir(d)]]:
+            os.chown(name, nobody.pw_uid, nobody.pw_gid)
+        argv += ["-u", "nobody"]
+    out = open(os.path.join(workdir, "named.log"), "wb")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError("named did not start")
+        time.sleep(0.05)
+    return proc, port, os.path.join(d, "update.key")
+
+
+def apexAddresses(port: int) -> list[str]:
+    import dns.message
+    import dns.query
+
+    try:
+        answer = dns.query.tcp(dns.message.make_query(ZONE + ".", "A"), "127.0.0.1", port=port, timeout=1)
+    except Exception:
+        return []
+    return sorted(r.to_text() for rrset in answer.answer for r in rrset)
+
+
+class _Agent:
+    def __init__(self, workdir: str, name: str, dnsPort: int, keyFile: str, join: int | None) -> None:
+        self.name = name
+        self.gossip, self.raft, self.http = freePort(), freePort(), freePort()
+        self.data = os.path.join(workdir, name)
+        self.log = os.path.join(workdir, f"{name}.log")
+        self.argv = [
+            os.path.join(os.path.dirname(sys.executable), "constellation"),
+            "--http-provider", f"tcp:{self.http}:interface=127.0.0.1",
+            "--bind-addr", "127.0.0.1", "--bind-port", str(self.gossip), "--raft-port", str(self.raft),
+            "--gossip-profile", "local", "--dns-server", f"127.0.0.1:{dnsPort}", "--tsig-key-file", keyFile,
+            "--raft-election-ms", "300", "--lease-seconds", "5", "--raft-bootstrap-wait", "2",
+            "--raft-remove-after", "600",
+        ]  # fmt: skip
+        self.argv += ["--bootstrap"] if join is None else ["--join", f"127.0.0.1:{join}"]
+        self.env = dict(
+            os.environ,
+            TS_HOSTNAME=name,
+            DOMAIN=ZONE,
+            PUBLIC_IP=IPS[name],
+            DATA_DIR=self.data,
+            CONSTELLATION_PUBLIC_IP_SOURCES="none",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+def waitUntil(predicate: object, what: str, timeout: float) -> float:
+    began = time.monotonic()
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() - began > timeout:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - began
+
+
+def failovers(rounds: int) -> list[float]:
+    if not os.path.exists(NAMED):
+        print("DNS failover skipped: named (Debian bind9) is not installed")
+        return []
+    out: list[float] = []
+    with tempfile.TemporaryDirectory() as workdir:
+        named, port, keyFile = startNamed(workdir)
+        first = _Agent(workdir, "cloudserver1", port, keyFile, None)
+        agents = [first] + [_Agent(workdir, n, port, keyFile, first.gossip) for n in ("edge2", "edge3")]
+        try:
+            for a in agents:
+                a.start()
+            preferred = [IPS["cloudserver1"]]
+            waitUntil(lambda: apexAddresses(port) == preferred, "the first DNS write", 60)
+            time.sleep(3.0)  # all three are voters by now
+            for r in range(rounds):
+                first.kill()
+                killed = time.monotonic()
+                waitUntil(lambda: apexAddresses(port) not in ([], preferred), "the new apex", 30)
+                took = time.monotonic() - killed
+                out.append(took)
+                print(
+                    f"failover round {r + 1}: kill -9 of the LB leader to bind9 answering {apexAddresses(port)}: {took * 1000:.0f} ms"
+                )
+                first.start()
+                waitUntil(lambda: apexAddresses(port) == preferred, "the restarted preferred node", 60)
+                time.sleep(2.0)
+        finally:
+            for a in agents:
+                a.kill()
+            named.send_signal(signal.SIGTERM)
+            named.wait()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--failovers", type=int, default=5)
     args = parser.parse_args()
     began = time.monotonic()
 
@@ -182,6 +325,12 @@ def main() -> None:
         f"p50 {percentile(converge, 50) * 1000:.0f} ms, p99 {percentile(converge, 99) * 1000:.0f} ms, "
         f"max {max(converge) * 1000:.0f} ms"
     )
+    fail = failovers(args.failovers) if args.failovers else []
+    if fail:
+        print(
+            f"DNS failover over {len(fail)} kills: median {statistics.median(fail) * 1000:.0f} ms, "
+            f"p99 {percentile(fail, 99) * 1000:.0f} ms, max {max(fail) * 1000:.0f} ms"
+        )
     print(f"elapsed {time.monotonic() - began:.0f} s, load average {os.getloadavg()[0]:.2f}")
     print(
         f"detect_ms_median={statistics.median(firsts) * 1000:.0f} "
@@ -190,6 +339,12 @@ def main() -> None:
         f"sim50_detect_all_ms_median={statistics.median(simAll) * 1000:.0f} "
         f"converge_ms_p50={percentile(converge, 50) * 1000:.0f} "
         f"converge_ms_p99={percentile(converge, 99) * 1000:.0f}"
+        + (
+            f" failover_dns_ms_median={statistics.median(fail) * 1000:.0f}"
+            f" failover_dns_ms_p99={percentile(fail, 99) * 1000:.0f}"
+            if fail
+            else ""
+        )
     )
 
 

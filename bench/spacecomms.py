@@ -13,6 +13,9 @@ SpaceComms benchmark.
    re-established).
 
 Run: .venv/bin/python bench/spacecomms.py [--rate 200] [--seconds 15]
+    [--phases ingest,propagation,burst] [--tree DIR]
+--tree runs the daemons A, B, C (not the probe D) from another checkout of
+the suite (e.g. an older commit, for an A/B comparison in the same minutes).
 The last line holds the headline figures:
     ingest_cdms_per_s=... hop3_p99_ms=... converge_after_burst_s=...
 """
@@ -61,8 +64,13 @@ end
 """
 
 
+#: Another checkout to run the daemons from (--tree); None: this one.
+TREE: str | None = None
+
+
 def startProcess(spec: NodeSpec, logPath: str) -> subprocess.Popen[bytes]:
     spec.write()
+    extra = {"PYTHONPATH": TREE} if TREE else {}
     log = open(logPath, "ab")
     argv = [
         os.path.join(BIN, "twistd"),
@@ -74,7 +82,11 @@ def startProcess(spec: NodeSpec, logPath: str) -> subprocess.Popen[bytes]:
         spec.configPath,
     ]
     return subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env()}, start_new_session=True
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env(), **extra},
+        start_new_session=True,
     )
 
 
@@ -216,6 +228,9 @@ def _drive(
     doc["storage"] = {"type": "memory"}
     cfg = parseConfig(doc, env(), d.configPath)
     probe = SpaceCommsService(cfg, reactor)
+    if TREE:
+        # Daemons of another checkout may not sign what they originate.
+        probe.node.signer = None
     arrived: dict[str, float] = {}
     realPut = probe.node.store.put
 
@@ -390,12 +405,28 @@ def main() -> None:
     parser.add_argument("--burst-limit", type=int, default=50, help="B's rate limit on A (messages/s)")
     parser.add_argument("--anti-entropy", type=float, default=2.0, help="anti-entropy interval (s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    parser.add_argument(
+        "--phases",
+        default="ingest,propagation,burst",
+        help="comma-separated phases to run (skipped ones print nan)",
+    )
+    parser.add_argument(
+        "--tree",
+        default=None,
+        help="run the daemons from this checkout of the suite instead (A/B comparisons)",
+    )
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
+    global TREE
+    TREE = os.path.abspath(args.tree) if args.tree else None
     base = tempfile.mkdtemp(prefix="spacecomms-bench-")
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    if TREE:
+        print(f"daemons run from {TREE}")
+    nan = float("nan")
     try:
-        rates = {}
-        for fmt in ("json", "kvn"):
+        rates = {"json": nan, "kvn": nan}
+        for fmt in ("json", "kvn") if "ingest" in phases else ():
             rate, accepted, out = ingest(base, fmt, args.ingest_seconds, args.connections)
             rates[fmt] = rate
             print(
@@ -409,20 +440,24 @@ def main() -> None:
                     if "Latency" in line or "Requests/sec" in line or "Non-2xx" in line or "CPU per" in line
                 )
             )
-        prop = propagation(base, args.rate, args.seconds, args.warmup)
-        print(
-            f"propagation A->B->C->D at {args.rate}/s for {args.seconds}s (after {args.warmup}s warm-up) over mTLS: "
-            f"{prop['arrived']:.0f}/{prop['sent']:.0f} arrived, p50 {prop['p50']:.1f} ms, "
-            f"p99 {prop['p99']:.1f} ms, max {prop['max']:.1f} ms, HTTP errors {prop['http_errors']:.0f}; "
-            f"p99 including warm-up {prop['p99_with_warmup']:.1f} ms; node CPU per CDM (us): {prop['cpu_us_per_cdm']}"
-        )
-        rep = burst(base, args.burst, args.burst_limit, args.anti_entropy)
-        print(
-            f"burst repair A->B->C: {rep['accepted']} CDMs posted to A at once, B limits A to {args.burst_limit}/s; "
-            f"held at the end of the burst {rep['at_end']}; B dropped {rep['dropped']} relays "
-            f"({rep['warnings']} rate-limit lines); B and C held all {rep['seconds']:.1f} s after the last POST "
-            f"(anti-entropy every {args.anti_entropy:g} s, sessions lost: {rep['sessions_lost']})"
-        )
+        prop: dict[str, Any] = {"p50": nan, "p99": nan, "arrived": 0, "sent": 0}
+        if "propagation" in phases:
+            prop = propagation(base, args.rate, args.seconds, args.warmup)
+            print(
+                f"propagation A->B->C->D at {args.rate}/s for {args.seconds}s (after {args.warmup}s warm-up) over mTLS: "
+                f"{prop['arrived']:.0f}/{prop['sent']:.0f} arrived, p50 {prop['p50']:.1f} ms, "
+                f"p99 {prop['p99']:.1f} ms, max {prop['max']:.1f} ms, HTTP errors {prop['http_errors']:.0f}; "
+                f"p99 including warm-up {prop['p99_with_warmup']:.1f} ms; node CPU per CDM (us): {prop['cpu_us_per_cdm']}"
+            )
+        rep: dict[str, Any] = {"seconds": nan}
+        if "burst" in phases:
+            rep = burst(base, args.burst, args.burst_limit, args.anti_entropy)
+            print(
+                f"burst repair A->B->C: {rep['accepted']} CDMs posted to A at once, B limits A to {args.burst_limit}/s; "
+                f"held at the end of the burst {rep['at_end']}; B dropped {rep['dropped']} relays "
+                f"({rep['warnings']} rate-limit lines); B and C held all {rep['seconds']:.1f} s after the last POST "
+                f"(anti-entropy every {args.anti_entropy:g} s, sessions lost: {rep['sessions_lost']})"
+            )
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
         print(
             f"command: {' '.join([os.path.relpath(sys.executable, ROOT), 'bench/spacecomms.py', *sys.argv[1:]])}"

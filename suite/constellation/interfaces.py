@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["IServiceCatalog", "IContainerEngine"]
+__all__ = ["IServiceCatalog", "IContainerEngine", "IDNSProvider"]
 
 
 class IServiceCatalog(Interface):
@@ -116,4 +116,28 @@ class IContainerEngine(Interface):
     def removeContainer(containerID, force):  # type: ignore[no-untyped-def]
         """
         Remove a container.
+        """
+
+
+class IDNSProvider(Interface):
+    """
+    Where the DNS writer puts the cluster's A/AAAA records.  Names are
+    absolute without the trailing dot (C{example.org}, C{*.example.org}).
+    """
+
+    name = Attribute("Short name of the provider for logs and /api/state.")
+    fencing = Attribute("One sentence: what the provider guarantees about a deposed writer's writes.")
+
+    def records(names):  # type: ignore[no-untyped-def]
+        """
+        A L{Deferred} firing with C{{name: sorted addresses}} of the
+        address records at C{names} (absent names left out).
+        """
+
+    def apply(changes, token):  # type: ignore[no-untyped-def]
+        """
+        Apply C{changes} (a list of C{(name, addresses)}; empty addresses:
+        delete) under fencing token C{token}; a L{Deferred} firing when
+        done, failing with L{suite.constellation.dns.Fenced} when a writer
+        with a higher token has written since.
         """

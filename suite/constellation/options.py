@@ -49,7 +49,8 @@ ENV: dict[str, tuple[str, str | None, str]] = {
     "cloudflare-zone-id": (
         "CLOUDFLARE_ZONE_ID",
         None,
-        "Cloudflare zone ID for DNS updates; setting it turns DNS management on (not implemented yet).",
+        "Cloudflare zone ID for DNS updates; setting it selects the Cloudflare DNS provider "
+        "(token from SECRETS_PATH/cf-api-token.txt).",
     ),
     # Suite additions:
     "http-provider": (
@@ -65,7 +66,9 @@ ENV: dict[str, tuple[str, str | None, str]] = {
     "gossip-key-file": (
         "CONSTELLATION_GOSSIP_KEY_FILE",
         None,
-        "File with the cluster's shared gossip key (at least 16 bytes; HMAC-SHA256 on every gossip packet).",
+        "File with the cluster's gossip keyring: base64 AES keys (16, 24 or 32 bytes, as 'serf keygen' "
+        "prints), one a line, the primary first; gossip is encrypted with AES-GCM as memberlist does. "
+        "The Raft TLS identity is derived from the primary key unless --raft-cert-dir is set.",
     ),
     "docker": (
         "CONSTELLATION_DOCKER",
@@ -101,6 +104,65 @@ ENV: dict[str, tuple[str, str | None, str]] = {
         "Comma-separated URLs answering this node's public IP, tried in order when PUBLIC_IP is unset; "
         "'none': no detection.",
     ),
+    "dns-provider": (
+        "CONSTELLATION_DNS_PROVIDER",
+        None,
+        "DNS provider of the DNS writer: cloudflare, rfc2136 or none. "
+        "Default: cloudflare when CLOUDFLARE_ZONE_ID is set, rfc2136 when --dns-server is set, else none.",
+    ),
+    "dns-server": (
+        "CONSTELLATION_DNS_SERVER",
+        None,
+        "HOST:PORT of the primary server taking RFC 2136 updates (port 53 by default).",
+    ),
+    "dns-zone": ("CONSTELLATION_DNS_ZONE", None, "Zone updated over RFC 2136. Default: DOMAIN."),
+    "tsig-key-file": (
+        "CONSTELLATION_TSIG_KEY_FILE",
+        None,
+        "BIND key file (tsig-keygen output) signing RFC 2136 updates and zone transfers.",
+    ),
+    "cloudflare-api": (
+        "CONSTELLATION_CLOUDFLARE_API",
+        "https://api.cloudflare.com/client/v4",
+        "Base URL of the Cloudflare v4 API.",
+    ),
+    "dns-interval": (
+        "CONSTELLATION_DNS_INTERVAL",
+        "60",
+        "Seconds between DNS reconciles (also run on changes).",
+    ),
+    "raft-cert-dir": (
+        "CONSTELLATION_RAFT_CERT_DIR",
+        None,
+        "Suite PKI bundle directory for Raft mTLS (node certificate named after the node). "
+        "Default: an identity derived from the gossip key.",
+    ),
+    "raft-bootstrap-wait": (
+        "CONSTELLATION_RAFT_BOOTSTRAP_WAIT",
+        "5",
+        "Seconds a node with an empty data directory waits for an existing Raft group before founding one.",
+    ),
+    "raft-remove-after": (
+        "CONSTELLATION_RAFT_REMOVE_AFTER",
+        "60",
+        "Seconds a Raft member must be dead or gone in gossip before the leader removes it.",
+    ),
+    "raft-election-ms": (
+        "CONSTELLATION_RAFT_ELECTION_MS",
+        "1000",
+        "Raft election timeout floor in milliseconds (randomised up to twice it; heartbeats at a fifth).",
+    ),
+    "lease-seconds": (
+        "CONSTELLATION_LEASE_SECONDS",
+        "5",
+        "Duration of the lb_leader and dns_writer leases; renewed every fifth of it.",
+    ),
+    "warp-probe-url": (
+        "CONSTELLATION_WARP_PROBE_URL",
+        "https://www.cloudflare.com/cdn-cgi/trace",
+        "URL fetched to test WARP egress (2xx: healthy).",
+    ),
+    "warp-interval": ("CONSTELLATION_WARP_INTERVAL", "30", "Seconds between WARP health checks."),
     "gossip-profile": (
         "CONSTELLATION_GOSSIP_PROFILE",
         "lan",
@@ -164,12 +226,15 @@ class Options(DaemonOptions):
         "(/, /api/http/routers, /api/http/services, /api/http/middlewares, "
         "/api/state) with /healthz, /readyz and /metrics.  "
         "With --docker it watches the engine's containers every --docker-interval seconds "
-        "and gossips their health.  Raft leases, Cloudflare DNS and WARP monitoring are "
-        "not implemented yet: asking for them (CLOUDFLARE_ZONE_ID, "
-        "--warp-container) fails at start-up."
+        "and gossips their health.  Raft on --raft-port (data under DATA_DIR/raft) holds the "
+        "lb_leader and dns_writer leases; the DNS writer keeps the apex, *.DOMAIN and "
+        "*.NODE.DOMAIN records (Cloudflare or RFC 2136); --warp-container turns on WARP "
+        "egress health checks."
     )
     optFlags: list[list[Any]] = [
         ["allow-remote-provider", None, "Allow --http-provider on a non-loopback interface."],
+        ["bootstrap", None, "Found a new Raft group now if the data directory is empty."],
+        ["dns-dry-run", None, "Log the DNS plan and the changes the writer would make; write nothing."],
     ] + DaemonOptions.optFlags
     optParameters: list[list[Any]] = (
         [
@@ -184,7 +249,7 @@ class Options(DaemonOptions):
                 "warp-container",
                 None,
                 None,
-                "Name of the WARP gateway container to monitor; not implemented yet.",
+                "Name of the WARP gateway container to monitor (needs --docker).",
             ],
         ]
         + DaemonOptions.optParameters
@@ -289,5 +354,62 @@ class Options(DaemonOptions):
                 raise ConfigError(
                     f"{_label('docker')}: {self['docker']!r} is not an endpoint ({e})"
                 ) from None
+        for flag, lo, hi in (
+            ("dns-interval", 1, 86400),
+            ("raft-bootstrap-wait", 0, 3600),
+            ("raft-remove-after", 1, 86400 * 30),
+            ("raft-election-ms", 50, 60000),
+            ("lease-seconds", 0.5, 600),
+            ("warp-interval", 1, 3600),
+        ):
+            try:
+                value = float(self[flag])
+            except (TypeError, ValueError):
+                value = float("nan")
+            if not lo <= value <= hi:
+                raise ConfigError(f"{_label(flag)}: {self[flag]!r} is not a number in {lo}-{hi}")
+            self[flag] = value
+        if self["lease-seconds"] * 1000 < 2 * self["raft-election-ms"]:
+            raise ConfigError(
+                f"{_label('lease-seconds')}: must be at least twice the Raft election timeout "
+                f"({self['raft-election-ms'] / 1000:g} s)"
+            )
+        provider = (self["dns-provider"] or "").strip().lower()
+        if not provider:
+            provider = (
+                "cloudflare" if self["cloudflare-zone-id"] else "rfc2136" if self["dns-server"] else "none"
+            )
+        if provider not in ("cloudflare", "rfc2136", "none"):
+            raise ConfigError(f"{_label('dns-provider')}: {provider!r} is not cloudflare, rfc2136 or none")
+        self["dns-provider"] = provider
+        if provider == "cloudflare" and not self["cloudflare-zone-id"]:
+            raise ConfigError(f"{_label('cloudflare-zone-id')}: required by --dns-provider cloudflare")
+        if provider == "rfc2136":
+            if not self["dns-server"]:
+                raise ConfigError(f"{_label('dns-server')}: required by --dns-provider rfc2136")
+            if not self["tsig-key-file"]:
+                raise ConfigError(f"{_label('tsig-key-file')}: required by --dns-provider rfc2136")
+            host, port = self["dns-server"].strip(), "53"
+            if host.startswith("["):
+                host, _, rest = host[1:].partition("]")
+                port = rest.lstrip(":") or "53"
+            elif host.count(":") == 1:
+                host, _, port = host.partition(":")
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ConfigError(f"{_label('dns-server')}: {host!r} is not an IP address") from None
+            self["dns-server"] = (host, _port(port, "dns-server"))
+            zone = (self["dns-zone"] or self["domain"]).strip().lower().rstrip(".")
+            if not _isDomain(zone):
+                raise ConfigError(f"{_label('dns-zone')}: {zone!r} is not a domain name")
+            self["dns-zone"] = zone
+        if self["warp-container"] and not self["docker"]:
+            raise ConfigError("--warp-container: needs --docker (the engine the container runs on)")
+        probe = (self["warp-probe-url"] or "").strip()
+        if probe in ("none", ""):
+            self["warp-probe-url"] = None
+        elif not probe.startswith(("http://", "https://")):
+            raise ConfigError(f"{_label('warp-probe-url')}: {probe!r} is not an http(s) URL")
         if self["gossip-profile"] not in ("lan", "local"):
             raise ConfigError(f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan or local")

@@ -1,16 +1,15 @@
 """
 Wiring of C{twistd constellation}.
 
-What runs today: gossip membership (C{--bind-addr}:C{--bind-port}, joined
-through C{--join}) carrying the replicated cluster state
-(L{suite.constellation.state}: node meta and services with their health);
-Docker monitoring (C{--docker}) writing this node's services into it; public
-IP detection; and the Traefik HTTP provider rendered from it, with
-C{/healthz}, C{/readyz} and C{/metrics} on the same listener.  What is not
-built yet fails at start-up, but only when the operator asks for it:
-Cloudflare DNS (C{CLOUDFLARE_ZONE_ID} set), WARP monitoring
-(C{--warp-container}).  The
-guide's start-up lines are logged only for what really starts.
+Gossip membership (C{--bind-addr}:C{--bind-port}, joined through
+C{--join}) carrying the replicated cluster state
+(L{suite.constellation.state}: node meta, Raft addresses and services with
+their health); Docker monitoring (C{--docker}) writing this node's services
+into it; public IP detection; Raft on C{--raft-port} with the lease keeper
+(L{suite.constellation.consensus}, L{suite.constellation.leases}); the DNS
+writer (L{suite.constellation.dns}) with its provider; WARP egress health
+(C{--warp-container}); and the Traefik HTTP provider with C{/api/state},
+C{/healthz}, C{/readyz} and C{/metrics} on the same listener.
 """
 
 from __future__ import annotations
@@ -26,23 +25,28 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from suite.constellation.catalog import ClusterCatalog
+from suite.constellation.consensus import makeRaftAgent
 from suite.constellation.deploy.agent import DeclarationResource, DeployReconciler
+from suite.constellation.dns import DNSWriter, plan
 from suite.constellation.docker import Container, DockerClient
+from suite.constellation.interfaces import IDNSProvider
 from suite.constellation.labels import serviceRecord
+from suite.constellation.leases import DNS_WRITER, LB_LEADER
 from suite.constellation.membership import GossipService
 from suite.constellation.monitor import DockerMonitor
 from suite.constellation.priority import nodePriority
 from suite.constellation.publicip import detectPublicIP
 from suite.constellation.state import ClusterState
 from suite.constellation.traefik import ProviderRoot
-from suite.daemon import ConfigError, attachCommon, notImplementedYet
+from suite.constellation.warp import WarpMonitor
+from suite.daemon import ConfigError, attachCommon
 from suite.logging import Secret
 from suite.web.admin import makeAdminResource
 from suite.web.health import FunctionHealth, HealthReport
 from suite.web.limits import LimitedSite
 from suite.web.listen import listenService
 
-__all__ = ["makeService", "readCloudflareToken", "checkRequestedFeatures", "TOKEN_FILE"]
+__all__ = ["makeService", "readCloudflareToken", "makeDNSProvider", "TOKEN_FILE"]
 
 log = Logger(namespace="constellation")
 
@@ -72,24 +76,30 @@ def readCloudflareToken(secretsPath: str) -> Secret:
     return Secret(token)
 
 
-def checkRequestedFeatures(options: Mapping[str, Any]) -> None:
+def makeDNSProvider(options: Mapping[str, Any], reactor: Any) -> IDNSProvider | None:
     """
-    Refuse, with one line, every configured feature that is not built yet.
-    Input that is wrong anyway (a missing token file) is reported first.
+    The configured DNS provider, or None (C{--dns-provider none}).
 
-    @raise ConfigError: naming the setting.
+    @raise ConfigError: for an unreadable token or key file.
     """
-    if options.get("cloudflare-zone-id"):
-        readCloudflareToken(options["secrets-path"])
-        raise notImplementedYet(
-            "Cloudflare DNS management (CLOUDFLARE_ZONE_ID is set; unset it to run without DNS updates)"
+    kind = options.get("dns-provider") or "none"
+    if kind == "cloudflare":
+        from suite.constellation.cloudflare import CloudflareProvider
+
+        token = readCloudflareToken(options["secrets-path"])
+        return CloudflareProvider(
+            reactor,
+            options["cloudflare-zone-id"],
+            token,
+            options["domain"],
+            options.get("cloudflare-api") or "https://api.cloudflare.com/client/v4",
         )
-    if options.get("warp-container"):
-        raise notImplementedYet("WARP health monitoring (--warp-container)")
+    if kind == "rfc2136":
+        from suite.constellation.rfc2136 import RFC2136Provider, readTSIGKey
 
-
-def _warpStatus() -> dict[str, Any]:
-    return {"monitored": False, "reason": "WARP monitoring not implemented yet"}
+        key = readTSIGKey(options["tsig-key-file"])
+        return RFC2136Provider(reactor, tuple(options["dns-server"]), options["dns-zone"], key)  # type: ignore[arg-type]
+    return None
 
 
 def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService:
@@ -102,8 +112,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    checkRequestedFeatures(options)
     node = options["ts-hostname"]
+    dnsProvider = makeDNSProvider(options, reactor)
     priority = nodePriority(node)
     # The generation orders this process's entries after those of its
     # earlier runs; it is only ever compared with this node's own.
@@ -116,7 +126,45 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         "roles": options.get("roles") or [],
     }
     state.update({"node": dict(nodeMeta)})
+    advertise = gossip.node.address[0]
+
+    def raftAddresses() -> dict[str, tuple[str, bool]]:
+        out: dict[str, tuple[str, bool]] = {}
+        for origin in state.origins():
+            record = state.entries(origin).get("raft")
+            if isinstance(record, dict) and isinstance(record.get("addr"), str):
+                out[origin] = (record["addr"], bool(record.get("member")))
+        return out
+
+    raftService, raftAgent, leases = makeRaftAgent(
+        options,
+        reactor,
+        advertise=advertise,
+        gossipKey=gossip.key.keys[0] if gossip.key is not None else None,
+        members=gossip.node.members,
+        raftAddresses=raftAddresses,
+        publish=lambda record: None if state.update({"raft": record}) else None,
+    )
+    keeper = raftAgent.keeper
+
+    def desiredRecords() -> dict[str, list[str]]:
+        nodes = {n.name: n for n in catalog.nodes() if n.status == "alive"}
+        leader = leases.get(LB_LEADER).holder
+        lbIP = nodes[leader].publicIP if leader in nodes else None
+        return plan(options["domain"], lbIP, {name: n.publicIP for name, n in nodes.items()})
+
+    dnsWriter = DNSWriter(
+        dnsProvider,
+        reactor,
+        lambda: keeper.acting(DNS_WRITER),
+        desiredRecords,
+        dryRun=bool(options.get("dns-dry-run")),
+        interval=float(options.get("dns-interval") or 60.0),
+    )
+    keeper.changed.append(dnsWriter.poke)
+    state.onChange = dnsWriter.pokeIfChanged
     monitor: DockerMonitor | None = None
+    engine: DockerClient | None = None
     deployer: DeployReconciler | None = None
     if options.get("docker"):
         address = options.get("service-address") or gossip.node.address[0]
@@ -142,6 +190,21 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
             options["domain"],
             float(options.get("docker-interval") or 10.0),
         )
+    warp: WarpMonitor | None = None
+    if options.get("warp-container"):
+        warp = WarpMonitor(
+            engine,
+            reactor,
+            options["warp-container"],
+            options.get("warp-probe-url"),
+            float(options.get("warp-interval") or 30.0),
+        )
+
+    def warpStatus() -> dict[str, Any]:
+        if warp is None:
+            return {"monitored": False, "reason": "no --warp-container"}
+        return warp.status()
+
     registry = CollectorRegistry(auto_describe=True)
     Gauge(
         "constellation_node_priority",
@@ -167,6 +230,47 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     for status in ("alive", "suspect", "dead", "left"):
         members.labels(status).set_function(counter(status))
 
+    Gauge(
+        "constellation_warp_healthy",
+        "1 when WARP egress is healthy, 0 when not, -1 when not monitored.",
+        registry=registry,
+    ).set_function(lambda: -1.0 if warp is None else float(bool(warp.status().get("healthy"))))
+    Gauge("constellation_raft_term", "Current Raft term.", registry=registry).set_function(
+        lambda: float(raftService.node.term)
+    )
+    Gauge(
+        "constellation_raft_leader", "1 while this node is the Raft leader.", registry=registry
+    ).set_function(lambda: float(raftService.node.leader is not None))
+    holding = Gauge(
+        "constellation_lease_held", "1 while this node may act under the lease.", ["lease"], registry=registry
+    )
+    tokens = Gauge(
+        "constellation_lease_token", "Current fencing token of the lease.", ["lease"], registry=registry
+    )
+    for name in (LB_LEADER, DNS_WRITER):
+        holding.labels(name).set_function(lambda n=name: float(keeper.acting(n) is not None))  # type: ignore[misc]
+        tokens.labels(name).set_function(lambda n=name: float(leases.get(n).token))  # type: ignore[misc]
+    Gauge(
+        "constellation_dns_writes", "DNS write batches applied by this node.", registry=registry
+    ).set_function(lambda: float(dnsWriter.writes))
+
+    def raftHealth() -> HealthReport:
+        status = raftAgent.status()
+        reasons = []
+        if not status["member"]:
+            reasons.append("not a member of a Raft group yet (waiting to be added or to bootstrap)")
+        elif status["leader"] is None:
+            reasons.append(f"no Raft leader known in term {status['term']}")
+        if leases.get(DNS_WRITER).holder is None and dnsProvider is not None:
+            reasons.append("no node holds the DNS writer lease")
+        return HealthReport(not reasons, reasons, status)
+
+    def warpHealth() -> HealthReport:
+        status = warpStatus()
+        if warp is None or status.get("healthy"):
+            return HealthReport(True, (), status)
+        return HealthReport(False, (f"WARP egress: {status.get('reason')}",), status)
+
     def providerHealth() -> HealthReport:
         return HealthReport(
             True,
@@ -181,14 +285,23 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
             },
         )
 
-    admin = makeAdminResource([FunctionHealth("provider", providerHealth)], registry=registry, clock=reactor)
+    admin = makeAdminResource(
+        [
+            FunctionHealth("provider", providerHealth),
+            FunctionHealth("raft", raftHealth),
+            FunctionHealth("warp", warpHealth),
+        ],
+        registry=registry,
+        clock=reactor,
+    )
     provider = ProviderRoot(
         catalog,
         options["domain"],
         admin,
-        _warpStatus,
+        warpStatus,
         options.get("entrypoints") or ["websecure"],
         options.get("cert-resolver"),
+        extra=lambda: {"raft": raftAgent.status(), "dns": dnsWriter.status()},
     )
     provider.getStaticEntity(b"api").putChild(
         b"deploy", DeclarationResource(state, lambda: deployer.results if deployer else {})
@@ -199,6 +312,10 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     gossip.setServiceParent(root)
     if monitor is not None:
         monitor.setServiceParent(root)
+    raftAgent.setServiceParent(root)  # owns the Raft service
+    dnsWriter.setServiceParent(root)
+    if warp is not None:
+        warp.setServiceParent(root)
     if deployer is not None:
         deployer.setServiceParent(root)
     if not options.get("public-ip") and options.get("public-ip-sources"):
@@ -227,18 +344,24 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         priority=priority,
         domain=options["domain"],
     )
-    log.warn(
-        "raft not implemented yet: nothing bound on port {raftPort}; {dataDir} is not used",
-        raftPort=options["raft-port"],
-        dataDir=options["data-dir"],
-    )
-    log.info("DNS management and WARP monitoring are off (not implemented yet)")
+    if warp is None:
+        log.info("WARP monitoring is off (no --warp-container)")
     if monitor is None:
         log.info("Docker monitoring is off (no --docker)")
     attachCommon(
         root,
         options,
-        {"catalog": catalog, "site": site, "gossip": gossip.node, "state": state, "docker": monitor},
+        {
+            "catalog": catalog,
+            "site": site,
+            "gossip": gossip.node,
+            "state": state,
+            "docker": monitor,
+            "raft": raftService.node,
+            "leases": keeper,
+            "dns": dnsWriter,
+            "warp": warp,
+        },
         reactor,
     )
     return root

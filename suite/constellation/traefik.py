@@ -154,8 +154,10 @@ class ProviderRoot(Resource):
         warp: Callable[[], Mapping[str, Any]],
         entryPoints: Sequence[str] = ("websecure",),
         certResolver: str | None = "letsencrypt",
+        extra: Callable[[], Mapping[str, Any]] = dict,
     ) -> None:
         super().__init__()
+        self.extra = extra
         self.catalog = IServiceCatalog(catalog)
         self.domain = domain
         self.entryPoints = tuple(entryPoints)
@@ -190,6 +192,7 @@ class ProviderRoot(Resource):
             "nodes": [n.toJSON() for n in self.catalog.nodes()],
             "services": [s.toJSON() for s in self.catalog.services()],
             "warp": dict(self.warp()),
+            **self.extra(),
         }
 
     def render_GET(self, request: IRequest) -> bytes:

@@ -107,6 +107,7 @@ def makeRaftNodeService(
     settings: RaftSettings | None = None,
     listenFlag: str = "--raft-listen",
     join: bool = False,
+    address: str = "",
     coalesce: bool = False,
 ) -> RaftNodeService:
     """
@@ -114,7 +115,10 @@ def makeRaftNodeService(
     host:port).  Without C{bundle} the transport is plain TCP (tests and
     development only).  With C{join} the node starts outside the group (an
     empty configuration; C{peers} only give addresses) and waits for the
-    leader to add it (C{RaftNode.changeMembership("addVoter", ...)} there).
+    leader to add it (C{RaftNode.changeMembership("addVoter", ...)} there),
+    or to found a group with L{RaftNode.bootstrap}.  C{address} (this
+    node's host:port) is recorded in the first configuration of a node that
+    does not join, for peers that learn it from there.
     With C{coalesce} the frames sent to a peer in one reactor turn leave in
     one write (Twisted's TLS layer already sends a turn's writes as one
     record batch, so this saves work on plain TCP only).
@@ -136,7 +140,10 @@ def makeRaftNodeService(
 
     transport = RaftTransport(nodeId, reactor, connect, dict(peers), secure=secure, coalesce=coalesce)
     voters = frozenset() if join else frozenset(peers) | {nodeId}
-    bootstrap = Configuration(voters, frozenset(), tuple(sorted(peers.items())))
+    known = dict(peers)
+    if address and not join:
+        known[nodeId] = address
+    bootstrap = Configuration(voters, frozenset(), tuple(sorted(known.items())))
     node = RaftNode(nodeId, reactor, storage, transport, stateMachine, bootstrap, settings)
     service = RaftNodeService(node, storage, transport, reactor, bundle)
     service.listen(raftListen, transport.serverFactory(), listenFlag)

@@ -133,6 +133,23 @@ class RaftNode:
         self.role.started()
         self._checkMembership()
 
+    def bootstrap(self, address: str = "") -> bool:
+        """
+        Make this node the single voter of a new group, provided it has no
+        history at all (term 0, empty log, no configuration); others join
+        later through L{changeMembership}.  Return whether it did.  An
+        embedder that bootstraps must pass the same one-voter configuration
+        as C{bootstrap} when it restarts the node, since the group's first
+        configuration is not a log entry.
+        """
+        if self._stopped or self.term != 0 or self.log.lastIndex() != 0 or self.configs.latest().members():
+            return False
+        addresses = ((self.id, address),) if address else ()
+        self.configs.reset(0, Configuration(frozenset({self.id}), frozenset(), addresses))
+        log.info("node {node} bootstraps a new group as its only voter", node=self.id)
+        self._checkMembership()
+        return True
+
     def stop(self) -> None:
         """
         Leave: stop timers, fail pending requests.

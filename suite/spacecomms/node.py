@@ -212,7 +212,8 @@ class SpaceNode:
         if old is not None and old.active and old.body == body and old.origin == self.nodeId:
             return old, False
         now = self.now()
-        if cdm.tcaSeconds is not None and cdm.tcaSeconds < now:
+        tca = cdm.tcaSeconds
+        if tca < now:
             raise CDMError("TCA", "has passed: a CDM for a past conjunction is not stored or announced")
         overriding = self._checkOwner(key, old, override) or (old is not None and old.override)
         seq = self.nextSequence(old.sequence if old is not None else 0)
@@ -228,7 +229,7 @@ class SpaceNode:
             old.createdAt if old is not None else now,
             now,
             None,
-            cdm.tcaSeconds,
+            tca,
             list(cdm.objectDesignators()),
             overriding,
             payload.get("signature"),

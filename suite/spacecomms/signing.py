@@ -17,8 +17,8 @@ The signed bytes are the msgpack encoding of::
 
 from __future__ import annotations
 
-import datetime
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -27,11 +27,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+_Known = tuple[float, float, set[str], "Callable[[bytes, bytes], None] | None"]
+
 __all__ = ["Signer", "signedBytes", "MAX_SIGNATURE_BYTES", "MAX_CERT_BYTES"]
 
 MAX_SIGNATURE_BYTES = 1024
 MAX_CERT_BYTES = 8192
 _CACHE = 4096
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_SHA256 = hashes.SHA256()
+_PKCS1 = padding.PKCS1v15()
 
 
 def signedBytes(mtype: str, source: str, payload: dict[str, Any]) -> bytes:
@@ -47,6 +52,21 @@ def signedBytes(mtype: str, source: str, payload: dict[str, Any]) -> bytes:
         [mtype, source, key, payload["sequence"], reason, payload.get("override") is True, digest],
         use_bin_type=True,
     )
+
+
+def _checker(pub: Any) -> Callable[[bytes, bytes], None] | None:
+    """
+    A function checking a signature over data with C{pub} (raising
+    L{InvalidSignature}), or None for a key type this module does not sign
+    with.  Made once per certificate.
+    """
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        return lambda sig, data: pub.verify(sig, data, _ECDSA)
+    if isinstance(pub, rsa.RSAPublicKey):
+        return lambda sig, data: pub.verify(sig, data, _PKCS1, _SHA256)
+    if isinstance(pub, ed25519.Ed25519PublicKey):
+        return pub.verify  # type: ignore[no-any-return]
+    return None
 
 
 def _names(cert: x509.Certificate) -> set[str]:
@@ -68,7 +88,10 @@ class Signer:
         self.key = key
         self.certDER = cert.public_bytes(serialization.Encoding.DER)
         self.trust = trust
-        self._known: dict[bytes, tuple[x509.Certificate, set[str], Any] | str] = {}
+        #: Checked certificates by DER: (not before, not after as POSIX
+        #: seconds, names, signature check or None for an unsupported key
+        #: type), or why the certificate is refused.
+        self._known: dict[bytes, _Known | str] = {}
 
     @classmethod
     def fromBundle(cls, bundle: Any) -> Signer:
@@ -81,19 +104,19 @@ class Signer:
         data = signedBytes(mtype, source, payload)
         k = self.key
         if isinstance(k, ec.EllipticCurvePrivateKey):
-            sig = k.sign(data, ec.ECDSA(hashes.SHA256()))
+            sig = k.sign(data, _ECDSA)
         elif isinstance(k, rsa.RSAPrivateKey):
-            sig = k.sign(data, padding.PKCS1v15(), hashes.SHA256())
+            sig = k.sign(data, _PKCS1, _SHA256)
         else:
             sig = k.sign(data)
         payload["signature"] = sig
         payload["cert"] = self.certDER
 
-    def _certificate(self, der: bytes) -> tuple[x509.Certificate, set[str], Any] | str:
+    def _certificate(self, der: bytes) -> _Known | str:
         known = self._known.get(der)
         if known is not None:
             return known
-        result: tuple[x509.Certificate, set[str], Any] | str
+        result: _Known | str
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
@@ -105,7 +128,12 @@ class Signer:
                     cert.verify_directly_issued_by(ca)
                 except (ValueError, TypeError, InvalidSignature):
                     continue
-                result = (cert, _names(cert), cert.public_key())
+                result = (
+                    cert.not_valid_before_utc.timestamp(),
+                    cert.not_valid_after_utc.timestamp(),
+                    _names(cert),
+                    _checker(cert.public_key()),
+                )
                 break
         if len(self._known) >= _CACHE:
             self._known.clear()
@@ -123,22 +151,16 @@ class Signer:
         found = self._certificate(der)
         if isinstance(found, str):
             return f"authority: signature: {found}"
-        cert, names, pub = found
-        when = datetime.datetime.fromtimestamp(now, datetime.UTC)
-        if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
+        notBefore, notAfter, names, check = found
+        if not notBefore <= now <= notAfter:
             return "authority: signature: certificate: not valid now"
         if source not in names:
             return f"authority: signature: the certificate does not name {source}"
         data = signedBytes(mtype, source, payload)
+        if check is None:
+            return "authority: signature: unsupported key type"
         try:
-            if isinstance(pub, ec.EllipticCurvePublicKey):
-                pub.verify(sig, data, ec.ECDSA(hashes.SHA256()))
-            elif isinstance(pub, rsa.RSAPublicKey):
-                pub.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
-            elif isinstance(pub, ed25519.Ed25519PublicKey):
-                pub.verify(sig, data)
-            else:
-                return "authority: signature: unsupported key type"
+            check(sig, data)
         except InvalidSignature:
             return f"authority: signature: does not verify for {source}"
         return None

@@ -63,6 +63,8 @@ class ClusterTests(TestCase):
             "127.0.0.1",
             "--bind-port",
             str(gossip),
+            "--raft-port",
+            str(freePort()),
             "--gossip-profile",
             "local",
             "--docker",

@@ -99,6 +99,8 @@ class DeployTests(TestCase):
             "127.0.0.1",
             "--bind-port",
             str(gossip),
+            "--raft-port",
+            str(freePort()),
             "--gossip-profile",
             "local",
             "--docker",

@@ -34,6 +34,8 @@ class AgentProcessTests(TestCase):
                 "127.0.0.1",
                 "--bind-port",
                 str(freePort()),
+                "--raft-port",
+                str(freePort()),
             ),
             env={"TS_HOSTNAME": "cloudserver7", "DATA_DIR": self.mktemp()},
             name="constellation",
@@ -49,7 +51,7 @@ class AgentProcessTests(TestCase):
         r = await treq.get(base + "/api/state", persistent=False)
         self.assertEqual(json.loads(await r.content())["nodes"][0]["priority"], 10)
         self.assertIn("Initializing gossip cluster...", proc.output())
-        self.assertNotIn("Initializing Raft consensus", proc.output())
+        self.assertIn("Initializing Raft consensus...", proc.output())
 
     def test_zoneWithoutToken(self) -> None:
         """
@@ -64,6 +66,8 @@ class AgentProcessTests(TestCase):
                 "--bind-addr",
                 "127.0.0.1",
                 "--bind-port",
+                str(freePort()),
+                "--raft-port",
                 str(freePort()),
             ),
             capture_output=True,
@@ -100,6 +104,8 @@ class ClusterTests(TestCase):
             "127.0.0.1",
             "--bind-port",
             str(gossipPort),
+            "--raft-port",
+            str(freePort()),
             "--gossip-profile",
             "local",
         ]

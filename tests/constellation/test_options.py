@@ -146,3 +146,60 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("CONSTELLATION_PUBLIC_IP_SOURCES", CONSTELLATION_PUBLIC_IP_SOURCES="ftp://x")
         self.assertError("--service-address", ["--service-address", "host"])
         self.assertError("--entrypoints", ["--entrypoints", ","])
+
+
+class LeaseAndDNSOptionsTests(SynchronousTestCase):
+    """
+    Raft, lease, DNS provider and WARP settings.
+    """
+
+    def assertError(self, name: str, argv: list[str] | None = None, **env: str) -> None:
+        with self.assertRaises(ConfigError) as cm:
+            parse(argv, **env)
+        self.assertIn(name, str(cm.exception))
+        self.assertNotIn("\n", str(cm.exception))
+
+    def test_providerChoice(self) -> None:
+        """
+        The provider follows the settings unless named; rfc2136 needs a
+        server and a key file; the zone defaults to DOMAIN.
+        """
+        self.assertEqual(parse()["dns-provider"], "none")
+        self.assertEqual(
+            parse(CLOUDFLARE_ZONE_ID="0123456789abcdef0123456789abcdef")["dns-provider"], "cloudflare"
+        )
+        o = parse(["--dns-server", "192.0.2.53:5353", "--tsig-key-file", "k"], DOMAIN="example.org")
+        self.assertEqual(
+            (o["dns-provider"], o["dns-server"], o["dns-zone"]),
+            ("rfc2136", ("192.0.2.53", 5353), "example.org"),
+        )
+        self.assertEqual(
+            parse(["--dns-server", "[2001:db8::1]", "--tsig-key-file", "k"])["dns-server"],
+            ("2001:db8::1", 53),
+        )
+        self.assertError("--tsig-key-file", ["--dns-server", "192.0.2.53"])
+        self.assertError("--dns-server", ["--dns-provider", "rfc2136"])
+        self.assertError("--dns-server", ["--dns-server", "ns1.example.org", "--tsig-key-file", "k"])
+        self.assertError("CLOUDFLARE_ZONE_ID", ["--dns-provider", "cloudflare"])
+        self.assertError("--dns-provider", ["--dns-provider", "route53"])
+
+    def test_timings(self) -> None:
+        """
+        Numbers in range; the lease at least twice the election timeout.
+        """
+        o = parse(["--lease-seconds", "3", "--raft-election-ms", "500"])
+        self.assertEqual((o["lease-seconds"], o["raft-election-ms"]), (3.0, 500.0))
+        self.assertError("--lease-seconds", ["--lease-seconds", "1", "--raft-election-ms", "1000"])
+        self.assertError("--dns-interval", ["--dns-interval", "0"])
+        self.assertError("--raft-remove-after", ["--raft-remove-after", "soon"])
+
+    def test_warp(self) -> None:
+        """
+        --warp-container needs --docker; the probe must be http(s) or none.
+        """
+        self.assertError("--docker", ["--warp-container", "warp"])
+        o = parse(
+            ["--warp-container", "warp", "--docker", "unix:/var/run/docker.sock", "--warp-probe-url", "none"]
+        )
+        self.assertIsNone(o["warp-probe-url"])
+        self.assertError("--warp-probe-url", ["--warp-probe-url", "ftp://x"])

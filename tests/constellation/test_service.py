@@ -1,6 +1,5 @@
 """
-C{makeService} of the Constellation agent: what runs, and what is refused
-because it is not built yet.
+C{makeService} of the Constellation agent: what runs, and what is refused.
 """
 
 from __future__ import annotations
@@ -52,9 +51,21 @@ class _Reactor(MemoryReactorClock):
         self.udpPorts[port] = (port, protocol, maxPacketSize, interface)
         return _UDPPort(port)
 
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
+        # The Raft WAL's writer thread reports back through this.
+        self.callLater(0, f, *args, **kw)
+
+
+_DATA: list[str] = []
+
 
 def options(argv: list[str] | None = None, **env: str) -> Options:
     env.setdefault("TS_HOSTNAME", "cloudserver1")
+    if "DATA_DIR" not in env:
+        import tempfile
+
+        env["DATA_DIR"] = tempfile.mkdtemp(prefix="constellation-test-")
+        _DATA.append(env["DATA_DIR"])
     env.setdefault("CONSTELLATION_PUBLIC_IP_SOURCES", "none")
     o = Options(environ=env)
     o.parseOptions(argv or [])
@@ -63,35 +74,44 @@ def options(argv: list[str] | None = None, **env: str) -> Options:
 
 class MakeServiceTests(SynchronousTestCase):
     """
-    The provider runs; configured-but-unbuilt features fail at start-up.
+    The provider, Raft, the DNS writer run; bad settings fail at start-up.
     """
 
     def setUp(self) -> None:
         self.events = captureLogs(self)
+        import shutil
+
+        self.addCleanup(lambda: [shutil.rmtree(d, True) for d in _DATA])
 
     def messages(self) -> list[str]:
         return [e.get("log_format", "") for e in self.events]
 
     def test_provider(self) -> None:
         """
-        Gossip binds UDP and TCP 7946 and the HTTP provider loopback 8081; the
-        guide's gossip and success lines are logged, no Raft line (Raft is not
-        built yet), and a gossip port without a key is warned about.
+        Gossip binds UDP and TCP 7946, Raft 8300 and the HTTP provider
+        loopback 8081; the guide's gossip, Raft and success lines are logged,
+        Raft without TLS and a gossip port without a key are warned about;
+        the Raft directories exist under DATA_DIR/raft.
         """
         reactor = _Reactor()
-        root = service.makeService(options(), reactor)
-        self.assertEqual([s.name for s in root], ["gossip", "http-provider"])
+        opts = options()
+        root = service.makeService(opts, reactor)
+        self.assertEqual([s.name for s in root], ["gossip", "raft-agent", "dns-writer", "http-provider"])
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual(
-            sorted((p[0], p[3]) for p in reactor.tcpServers), [(7946, "0.0.0.0"), (8081, "127.0.0.1")]
+            sorted((p[0], p[3]) for p in reactor.tcpServers),
+            [(7946, "0.0.0.0"), (8081, "127.0.0.1"), (8300, "0.0.0.0")],
         )
         self.assertEqual([(p[0], p[3]) for p in reactor.udpPorts.values()], [(7946, "0.0.0.0")])
         messages = self.messages()
         self.assertIn("Initializing gossip cluster...", messages)
+        self.assertIn("Initializing Raft consensus...", messages)
         self.assertIn("Constellation Agent started successfully", messages)
-        self.assertNotIn("Initializing Raft consensus...", messages)
         self.assertTrue([m for m in messages if "has no shared key" in m])
+        self.assertTrue([m for m in messages if "runs without TLS" in m])
+        for sub in ("logs", "stable", "snapshots"):
+            self.assertTrue(os.path.isdir(os.path.join(opts["data-dir"], "raft", sub)))
 
     def test_gossipKey(self) -> None:
         """
@@ -131,7 +151,7 @@ class MakeServiceTests(SynchronousTestCase):
             options(["--http-provider", "tcp:8081:interface=0.0.0.0", "--allow-remote-provider"]),
             MemoryReactorClock(),
         )
-        self.assertEqual(len(list(root)), 2)
+        self.assertEqual(len(list(root)), 4)
 
     def test_cloudflareNeedsToken(self) -> None:
         """
@@ -148,30 +168,40 @@ class MakeServiceTests(SynchronousTestCase):
             service.makeService(options(CLOUDFLARE_ZONE_ID=ZONE, SECRETS_PATH=secrets), MemoryReactorClock())
         self.assertIn("is empty", str(cm.exception))
 
-    def test_cloudflareNotImplemented(self) -> None:
+    def test_cloudflareProvider(self) -> None:
         """
-        With a token, Cloudflare DNS is refused as not implemented yet, and
-        the token never appears in the message.
+        With a token, the DNS writer uses the Cloudflare provider; the token
+        is never shown.
         """
         secrets = self.mktemp()
         os.makedirs(secrets)
         with open(os.path.join(secrets, "cf-api-token.txt"), "w") as f:
             f.write("sekrit-token-value\n")
-        with self.assertRaises(ConfigError) as cm:
-            service.makeService(options(CLOUDFLARE_ZONE_ID=ZONE, SECRETS_PATH=secrets), MemoryReactorClock())
-        self.assertTrue(str(cm.exception).startswith("not implemented yet: Cloudflare DNS"))
-        self.assertNotIn("sekrit", str(cm.exception))
+        root = service.makeService(options(CLOUDFLARE_ZONE_ID=ZONE, SECRETS_PATH=secrets), _Reactor())
+        writer = root.getServiceNamed("dns-writer")
+        self.assertEqual(writer.provider.name, "cloudflare")
+        self.assertFalse(writer.dryRun)
+        self.assertNotIn("sekrit", repr(writer.status()))
         self.assertEqual(str(service.readCloudflareToken(secrets)), "***")
         self.assertEqual(service.readCloudflareToken(secrets).reveal(), "sekrit-token-value")
 
-    def test_otherFeatures(self) -> None:
+    def test_warpAndRFC2136(self) -> None:
         """
-        --warp-container is refused as not implemented yet.
+        --warp-container needs --docker and adds the WARP monitor; an
+        unreadable TSIG key file is one error naming the flag.
         """
         with self.assertRaises(ConfigError) as cm:
-            service.makeService(options(["--warp-container", "warp"]), MemoryReactorClock())
-        self.assertIn("not implemented yet", str(cm.exception))
-        self.assertIn("WARP", str(cm.exception))
+            options(["--warp-container", "warp"])
+        self.assertIn("--docker", str(cm.exception))
+        root = service.makeService(
+            options(["--warp-container", "warp", "--docker", "unix:///var/run/docker.sock"]), _Reactor()
+        )
+        self.assertIn("warp", [s.name for s in root])
+        with self.assertRaises(ConfigError) as cm:
+            service.makeService(
+                options(["--dns-server", "127.0.0.1:53", "--tsig-key-file", "/nonexistent/key"]), _Reactor()
+            )
+        self.assertIn("--tsig-key-file", str(cm.exception))
 
     def test_dockerAndPublicIP(self) -> None:
         """
@@ -186,7 +216,8 @@ class MakeServiceTests(SynchronousTestCase):
             MemoryReactorClock(),
         )
         self.assertEqual(
-            [s.name for s in root], ["gossip", "docker-monitor", "deploy", "public-ip", "http-provider"]
+            [s.name for s in root],
+            ["gossip", "docker-monitor", "raft-agent", "dns-writer", "deploy", "public-ip", "http-provider"],
         )
         state = root.getServiceNamed("gossip").state
         self.assertEqual(
@@ -198,7 +229,10 @@ class MakeServiceTests(SynchronousTestCase):
         Through the plugin entry a refusal is exit code 2.
         """
         with self.assertRaises(SystemExit) as cm:
-            tap.makeService(options(["--warp-container", "warp"]), MemoryReactorClock())
+            tap.makeService(
+                options(["--dns-server", "127.0.0.1:53", "--tsig-key-file", "/nonexistent/key"]),
+                MemoryReactorClock(),
+            )
         self.assertEqual(cm.exception.code, 2)
 
     def test_manhole(self) -> None:
@@ -209,7 +243,10 @@ class MakeServiceTests(SynchronousTestCase):
         os.makedirs(os.path.dirname(path))
         reactor = _Reactor()
         root = service.makeService(options(["--manhole", f"unix:{path}"]), reactor)
-        self.assertEqual(sorted(s.name for s in root), ["gossip", "http-provider", "manhole"])
+        self.assertEqual(
+            sorted(s.name for s in root),
+            ["dns-writer", "gossip", "http-provider", "manhole", "raft-agent"],
+        )
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual([p[0] for p in reactor.unixServers], [path])

@@ -1,0 +1,400 @@
+"""
+Raft in the agent: the node on C{--raft-port} (L{suite.raft.embed}), its
+TLS identity, membership that follows gossip, and the lease keeper.
+
+Storage is C{DATA_DIR/raft/}: C{logs/} (the write-ahead log; term and vote
+are records in it), C{snapshots/}, and C{stable/} (C{bootstrapped}, the
+marker of a node that founded its group).
+
+Identity (mTLS between Raft peers): with C{--raft-cert-dir} a suite PKI
+bundle whose node certificate names this node (common name = node name,
+IP SAN = the advertised Raft address).  Otherwise, when the gossip keyring
+is configured, a cluster CA is derived from the primary gossip key (HKDF
+to a P-256 key; every node derives the same CA) and each node mints its
+own certificate under it at start-up: whoever holds the gossip key can
+already join and speak for any member, so this adds no new trust, and it
+needs no distribution step.  Rotating the primary gossip key changes that
+CA: restart every agent after a rotation.  Without either, Raft runs on
+plain TCP (a warning says so; loopback clusters and tests only).
+
+Membership: a node with an empty data directory starts with no
+configuration.  It founds a new group (L{RaftNode.bootstrap}) with
+C{--bootstrap}, or when after C{--raft-bootstrap-wait} no alive gossip
+member reports being a Raft member and it is the best (priority, name) of
+the alive members that are not.  The leader adds every alive gossip member
+that publishes a Raft address (learner first, then voter: a real
+membership change) and removes members that gossip has seen dead or gone
+for C{--raft-remove-after} seconds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import ipaddress
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from suite.constellation.leases import LeaseKeeper, LeaseSettings, LeaseStateMachine, candidateOrder
+from suite.daemon import ConfigError
+from suite.raft.embed import RaftNodeService, makeRaftNodeService
+from suite.raft.settings import RaftSettings
+
+__all__ = ["derivedBundle", "RaftAgent", "makeRaftAgent", "BOOTSTRAP_MARKER"]
+
+log = Logger(namespace="constellation.raft")
+
+BOOTSTRAP_MARKER = "bootstrapped"
+_CURVE_ORDER = int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16)
+
+
+def _hkdf(key: bytes, info: bytes, length: int = 32) -> bytes:
+    prk = hmac.new(b"constellation-raft", key, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def derivedBundle(gossipKey: bytes, nodeId: str, address: str) -> Any:
+    """
+    A bundle for C{nodeId} at IP C{address} under the CA derived from
+    C{gossipKey}.
+    """
+    from suite.pki.bundle import Bundle
+    from suite.pki.ca import mintCA, mintCertificate
+
+    scalar = int.from_bytes(_hkdf(gossipKey, b"raft ca key", 48), "big") % (_CURVE_ORDER - 1) + 1
+    caKey = ec.derive_private_key(scalar, ec.SECP256R1())
+    epoch = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    caCert, _ = mintCA(
+        "Constellation Raft CA",
+        key=caKey,
+        notBefore=epoch,
+        notAfter=epoch + datetime.timedelta(days=365 * 30),
+    )
+    nodeCert, nodeKey = mintCertificate(caCert, caKey, nodeId, ipAddresses=[address], dnsNames=[nodeId])
+    return Bundle(caCert, nodeCert, nodeKey, caCert, source="derived from the gossip key")
+
+
+class RaftAgent(MultiService):
+    """
+    Follows gossip to manage Raft membership and runs the lease keeper.
+    The Raft service is its child: on stop the leases are released and
+    leadership handed over first, and only then does the node stop.
+
+    @param members: the gossip members (L{suite.gossip.member.Member}).
+    @param raftAddress: node name -> published Raft address, for members
+        alive in gossip.
+    """
+
+    name = "raft-agent"
+
+    def __init__(
+        self,
+        raftService: RaftNodeService,
+        machine: LeaseStateMachine,
+        reactor: Any,
+        members: Callable[[], list[Any]],
+        raftAddresses: Callable[[], Mapping[str, tuple[str, bool]]],
+        publish: Callable[[dict[str, Any]], None],
+        address: str,
+        *,
+        bootstrap: bool,
+        bootstrapped: bool,
+        stableDir: str,
+        bootstrapWait: float = 5.0,
+        removeAfter: float = 60.0,
+        interval: float = 1.0,
+        leaseSettings: LeaseSettings | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.raftService = raftService
+        self.node = raftService.node
+        self.reactor = reactor
+        self.members = members
+        self.raftAddresses = raftAddresses
+        self.publish = publish
+        self.address = address
+        self.bootstrapFlag = bootstrap
+        self.bootstrapped = bootstrapped
+        self.stableDir = stableDir
+        self.bootstrapWait = bootstrapWait
+        self.removeAfter = removeAfter
+        self.interval = interval
+        self.now = now
+        self.startedAt = 0.0
+        self.deadSince: dict[str, float] = {}
+        self.changing: str | None = None
+        self.lastPublished: dict[str, Any] | None = None
+        self.keeper = LeaseKeeper(
+            self.node, machine, reactor, now, leaseSettings, candidates=self._handoverCandidates
+        )
+        self._timer: Any = None
+        super().__init__()
+        raftService.setServiceParent(self)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.startedAt = self.now()
+        log.info("Initializing Raft consensus...")
+        log.info(
+            "raft node {node} on {address} (data {state})",
+            node=self.node.id,
+            address=self.address,
+            state="bootstrapped earlier" if self.bootstrapped else "new",
+        )
+        self.keeper.start()
+        self._schedule()
+
+    def stopService(self) -> Deferred[Any]:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        d = self.keeper.stop()
+        timeout = self.reactor.callLater(3.0, d.cancel)
+
+        def stopRaft(result: Any) -> Any:
+            if timeout.active():
+                timeout.cancel()
+            return MultiService.stopService(self)
+
+        d.addBoth(stopRaft)
+        return d
+
+    def _schedule(self) -> None:
+        if self.running:
+            self._timer = self.reactor.callLater(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        try:
+            self.step()
+        except Exception:
+            log.failure("raft membership step failed")
+        self._schedule()
+
+    # -- one round ---------------------------------------------------------
+
+    def isMember(self) -> bool:
+        return self.node.id in self.node.configs.latest().members()
+
+    def status(self) -> dict[str, Any]:
+        s = self.node.status()
+        return {
+            "role": s["role"],
+            "term": s["term"],
+            "leader": s["leader"],
+            "commitIndex": s["commitIndex"],
+            "voters": s["voters"],
+            "learners": s["learners"],
+            "member": self.isMember(),
+            "address": self.address,
+            "leases": self.keeper.status(),
+        }
+
+    def step(self) -> None:
+        now = self.now()
+        self._publish()
+        # Peers' addresses from gossip: a node being added must be able to
+        # answer the leader before the configuration naming it reaches it.
+        known = {n: a for n, (a, _) in self.raftAddresses().items() if n != self.node.id and a}
+        if known:
+            self.raftService.transport.updatePeers(known)
+        if not self.isMember():
+            self._maybeBootstrap(now)
+            return
+        if self.node.leader is not None:
+            self._manageMembership(now)
+
+    def _publish(self) -> None:
+        record = {"addr": self.address, "member": self.isMember()}
+        if record != self.lastPublished:
+            self.lastPublished = record
+            self.publish(record)
+
+    def _alive(self) -> dict[str, Any]:
+        return {m.name: m for m in self.members() if m.status == "alive"}
+
+    def _maybeBootstrap(self, now: float) -> None:
+        if self.node.term != 0 or self.node.log.lastIndex() != 0:
+            return  # it has history: a leader will (re)add it
+        if not self.bootstrapFlag:
+            if now - self.startedAt < self.bootstrapWait:
+                return
+            alive = self._alive()
+            published = self.raftAddresses()
+            if any(published.get(name, ("", False))[1] for name in alive if name != self.node.id):
+                return  # a group exists: wait for its leader to add us
+            others = [n for n in alive if n != self.node.id]
+            if min([*others, self.node.id], key=candidateOrder) != self.node.id:
+                return  # a better node will found the group
+            if others:
+                log.info("no Raft group among {n} peers: this node founds it", n=len(others))
+            else:
+                log.info("no peer answered: this node founds a new Raft group")
+        self._markBootstrapped()
+        if self.node.bootstrap(self.address):
+            self.bootstrapped = True
+            self._publish()
+
+    def _markBootstrapped(self) -> None:
+        path = os.path.join(self.stableDir, BOOTSTRAP_MARKER)
+        with open(path, "w") as f:
+            f.write(self.node.id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _handoverCandidates(self) -> list[str]:
+        alive = self._alive()
+        config = self.node.configs.latest()
+        return [n for n in config.voters if n in alive and n != self.node.id]
+
+    def _manageMembership(self, now: float) -> None:
+        if self.changing is not None:
+            return
+        config = self.node.configs.latest()
+        alive = self._alive()
+        published = self.raftAddresses()
+        members = config.members()
+        for name in sorted(members - {self.node.id}):
+            if name in alive:
+                self.deadSince.pop(name, None)
+            else:
+                since = self.deadSince.setdefault(name, now)
+                if now - since >= self.removeAfter:
+                    log.info(
+                        "removing {node} from the Raft group (gone from gossip for {secs:.0f} s)",
+                        node=name,
+                        secs=now - since,
+                    )
+                    self._change("remove", name, "")
+                    return
+        for name in sorted(alive, key=candidateOrder):
+            if name in members or name == self.node.id:
+                continue
+            entry = published.get(name)
+            if entry is None or not entry[0]:
+                continue
+            log.info("peer {node} discovered via gossip: adding it to the Raft group", node=name)
+            self._change("addVoter", name, entry[0])
+            return
+        for name in list(self.deadSince):
+            if name not in members:
+                del self.deadSince[name]
+
+    def _change(self, action: str, name: str, address: str) -> None:
+        self.changing = name
+        d = self.node.changeMembership(action, name, address)
+
+        def done(result: Any) -> None:
+            self.changing = None
+            log.info("raft membership: {action} {node} done", action=action, node=name)
+
+        def failed(failure: Any) -> None:
+            self.changing = None
+            log.info(
+                "raft membership: {action} {node} failed: {why}",
+                action=action,
+                node=name,
+                why=failure.getErrorMessage(),
+            )
+
+        d.addCallbacks(done, failed)
+
+
+def makeRaftAgent(
+    options: Mapping[str, Any],
+    reactor: Any,
+    *,
+    advertise: str,
+    gossipKey: bytes | None,
+    members: Callable[[], list[Any]],
+    raftAddresses: Callable[[], Mapping[str, tuple[str, bool]]],
+    publish: Callable[[dict[str, Any]], None],
+) -> tuple[RaftNodeService, RaftAgent, LeaseStateMachine]:
+    """
+    Build the Raft service and the agent that follows gossip.
+
+    @param advertise: the IP address peers dial for Raft.
+    @raise ConfigError: naming the setting.
+    """
+    nodeId = options["ts-hostname"]
+    root = os.path.join(options["data-dir"], "raft")
+    dirs = {name: os.path.join(root, name) for name in ("logs", "stable", "snapshots")}
+    for path in dirs.values():
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--data-dir (DATA_DIR): cannot create {path}: {e.strerror or e}") from None
+    bootstrapped = os.path.exists(os.path.join(dirs["stable"], BOOTSTRAP_MARKER))
+    port = int(options["raft-port"])
+    host = advertise
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bundle = None
+    if options.get("raft-cert-dir"):
+        from suite.pki.bundle import loadBundle
+
+        bundle = loadBundle(options["raft-cert-dir"])
+    elif gossipKey is not None:
+        bundle = derivedBundle(gossipKey, nodeId, host)
+    else:
+        log.warn(
+            "raft on port {port} runs without TLS (no gossip key and no --raft-cert-dir): "
+            "use it on loopback or a private network only",
+            port=port,
+        )
+    bind = options.get("bind-addr") or "0.0.0.0"
+    iface = bind if ipaddress.ip_address(bind).version == 4 else bind.replace(":", r"\:")
+    settings = RaftSettings(
+        electionTimeoutMin=float(options.get("raft-election-ms") or 1000) / 1000.0,
+        electionTimeoutMax=2 * float(options.get("raft-election-ms") or 1000) / 1000.0,
+        heartbeatInterval=float(options.get("raft-election-ms") or 1000) / 1000.0 / 5,
+        snapshotThreshold=1000,
+    )
+    machine = LeaseStateMachine()
+    service = makeRaftNodeService(
+        nodeId,
+        reactor,
+        machine,
+        peers={},
+        raftListen=f"tcp:{port}:interface={iface}",
+        walDir=dirs["logs"],
+        snapshotDir=dirs["snapshots"],
+        bundle=bundle,
+        settings=settings,
+        listenFlag="--raft-port",
+        join=not bootstrapped,
+        address=address,
+    )
+    service.setName("raft")
+    duration = float(options.get("lease-seconds") or 5.0)
+    leaseSettings = LeaseSettings(duration=duration, renewInterval=duration / 5, handoverAfter=duration / 2)
+    agent = RaftAgent(
+        service,
+        machine,
+        reactor,
+        members,
+        raftAddresses,
+        publish,
+        address,
+        bootstrap=bool(options.get("bootstrap")),
+        bootstrapped=bootstrapped,
+        stableDir=dirs["stable"],
+        bootstrapWait=float(options.get("raft-bootstrap-wait") or 5.0),
+        removeAfter=float(options.get("raft-remove-after") or 60.0),
+        leaseSettings=leaseSettings,
+    )
+    return service, agent, machine

@@ -1,0 +1,239 @@
+"""
+The DNS writer: the cluster's address records, written only by the holder
+of the C{dns_writer} lease, under its fencing token.
+
+Records (L{plan}): the apex and C{*.DOMAIN} point at the LB leader's public
+IP (the C{lb_leader} lease holder); C{*.<node>.DOMAIN} at each node's public
+IP.  L{DNSWriter} reconciles every C{interval} seconds and whenever the
+leases or the cluster state change, at most once per C{minGap} seconds
+(rate limit), writing only the names whose addresses differ (minimal diff).
+It checks that it still holds the lease right before every write and hands
+the provider the token, so a provider that can fence rejects a deposed
+writer's late write (see each provider's C{fencing}).  With C{dryRun} it
+logs the plan and the changes it would make and writes nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from suite.constellation.interfaces import IDNSProvider
+
+__all__ = ["plan", "diff", "Fenced", "DNSWriter", "FENCE_LABEL"]
+
+log = Logger(namespace="constellation.dns")
+
+#: Owner label of the fencing record (TXT) that providers keep in the zone.
+FENCE_LABEL = "_constellation-fence"
+
+
+class Fenced(Exception):
+    """
+    A writer with a higher fencing token has written: this write was refused.
+    """
+
+
+def plan(domain: str, lbLeaderIP: str | None, nodeIPs: Mapping[str, str | None]) -> dict[str, list[str]]:
+    """
+    The records the cluster wants: C{{name: sorted addresses}}.
+    """
+    out: dict[str, list[str]] = {}
+    if lbLeaderIP:
+        out[domain] = [lbLeaderIP]
+        out[f"*.{domain}"] = [lbLeaderIP]
+    for node, ip in sorted(nodeIPs.items()):
+        if ip:
+            out[f"*.{node.lower()}.{domain}"] = [ip]
+    return out
+
+
+def diff(desired: Mapping[str, list[str]], current: Mapping[str, list[str]]) -> list[tuple[str, list[str]]]:
+    """
+    The changes that make C{current} equal C{desired} on the names of
+    C{desired} (other names are never touched): C{(name, addresses)}.
+    """
+    return [
+        (name, sorted(addrs))
+        for name, addrs in sorted(desired.items())
+        if sorted(current.get(name) or []) != sorted(addrs)
+    ]
+
+
+def addressType(address: str) -> str:
+    return "AAAA" if ipaddress.ip_address(address).version == 6 else "A"
+
+
+class DNSWriter(Service):
+    """
+    Reconcile the provider with L{plan} while this node holds the DNS
+    writer lease (or always, logging only, with C{dryRun}).
+
+    @param acting: the fencing token of the DNS writer lease while this node
+        may act, else None.
+    @param desired: the current plan.
+    """
+
+    name = "dns-writer"
+
+    def __init__(
+        self,
+        provider: IDNSProvider | None,
+        reactor: Any,
+        acting: Callable[[], int | None],
+        desired: Callable[[], dict[str, list[str]]],
+        *,
+        dryRun: bool = False,
+        interval: float = 60.0,
+        minGap: float = 1.0,
+        wallClock: Callable[[], float] = time.time,
+    ) -> None:
+        self.provider = provider
+        self.reactor = reactor
+        self.acting = acting
+        self.desired = desired
+        self.dryRun = dryRun or provider is None
+        self.interval = interval
+        self.minGap = minGap
+        self.wallClock = wallClock
+        self.running_: Deferred[Any] | None = None
+        self.pending = False
+        self.lastStart = -1e18
+        self.lastPlan: dict[str, list[str]] = {}
+        self.last: dict[str, Any] | None = None
+        self.writes = 0
+        self.failures = 0
+        self._timer: Any = None
+        self._soon: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        log.info(
+            "DNS writer: provider {provider}{dry}",
+            provider=self.provider.name if self.provider is not None else "none",
+            dry=" (dry run: plans are logged, nothing is written)" if self.dryRun else "",
+        )
+        self._timer = self.reactor.callLater(0, self._periodic)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for call in (self._timer, self._soon):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._soon = None
+
+    def _periodic(self) -> None:
+        self._timer = self.reactor.callLater(self.interval, self._periodic)
+        self.poke()
+
+    def poke(self) -> None:
+        """
+        Something changed: reconcile soon (rate-limited, coalesced).
+        """
+        if not self.running:
+            return
+        if self.running_ is not None:
+            self.pending = True
+            return
+        if self._soon is not None and self._soon.active():
+            return
+        wait = max(0.0, self.lastStart + self.minGap - self.reactor.seconds())
+        self._soon = self.reactor.callLater(wait, self._run)
+
+    def pokeIfChanged(self) -> None:
+        """
+        The cluster state changed: reconcile only if the plan did.
+        """
+        if self.running and self.desired() != self.lastPlan:
+            self.poke()
+
+    def _run(self) -> None:
+        self._soon = None
+        self.lastStart = self.reactor.seconds()
+        self.running_ = Deferred.fromCoroutine(self.reconcile())
+
+        def done(_: object) -> None:
+            self.running_ = None
+            if self.pending:
+                self.pending = False
+                self.poke()
+
+        self.running_.addBoth(done)
+
+    async def reconcile(self) -> dict[str, Any]:
+        """
+        One pass; returns (and records in L{last}) what happened.
+        """
+        desired = self.desired()
+        if desired != self.lastPlan:
+            log.info("DNS plan: {plan}", plan=_describe(desired))
+            self.lastPlan = desired
+        result: dict[str, Any] = {"at": self.wallClock(), "changes": [], "token": None}
+        token = self.acting()
+        if self.dryRun:
+            result["outcome"] = "dry run"
+            if self.provider is not None and token is not None:
+                current = await self.provider.records(sorted(desired))
+                result["changes"] = [list(c) for c in diff(desired, current)]
+                for name, addrs in result["changes"]:
+                    log.info("DNS dry run: would set {name} to {addrs}", name=name, addrs=addrs or "nothing")
+            self.last = result
+            return result
+        if token is None:
+            result["outcome"] = "not the DNS writer"
+            self.last = result
+            return result
+        assert self.provider is not None
+        result["token"] = token
+        try:
+            current = await self.provider.records(sorted(desired))
+            changes = diff(desired, current)
+            # The lease may have run out while we read: check right before writing.
+            if changes and self.acting() == token:
+                await self.provider.apply(changes, token)
+                self.writes += 1
+                for name, addrs in changes:
+                    log.info(
+                        "DNS updated: {name} -> {addrs} (fencing token {fence})",
+                        name=name,
+                        addrs=", ".join(addrs),
+                        fence=token,
+                    )
+                result["outcome"] = "updated"
+            elif changes:
+                result["outcome"] = "lease lost before writing"
+            else:
+                result["outcome"] = "in sync"
+            result["changes"] = [list(c) for c in changes]
+        except Fenced as e:
+            self.failures += 1
+            result["outcome"] = f"fenced: {e}"
+            log.warn("DNS write refused by the fence: {why}", why=str(e))
+        except Exception as e:
+            self.failures += 1
+            result["outcome"] = f"failed: {e}"
+            log.warn("DNS reconcile failed: {why}", why=str(e))
+        self.last = result
+        return result
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider.name if self.provider is not None else None,
+            "fencing": self.provider.fencing if self.provider is not None else None,
+            "dryRun": self.dryRun,
+            "writer": self.acting() is not None,
+            "plan": self.desired(),
+            "lastReconcile": self.last,
+            "writes": self.writes,
+            "failures": self.failures,
+        }
+
+
+def _describe(p: Mapping[str, list[str]]) -> str:
+    return "; ".join(f"{name} -> {', '.join(addrs)}" for name, addrs in sorted(p.items())) or "(nothing)"

@@ -1,0 +1,422 @@
+"""
+Leases on Raft: C{lb_leader} and C{dns_writer}.
+
+The replicated part is L{LeaseStateMachine}: per lease a holder (or none)
+and a fencing token.  Three commands change it, each a compare-and-set so
+that a stale proposal changes nothing:
+
+  - C{grant(name, holder, expectToken)}: succeeds only if the token is
+    still C{expectToken} (the proposer judged that lease expired or free);
+    the token becomes C{max token ever + 1}, so tokens strictly increase.
+  - C{renew(name, holder, token)}: succeeds only if C{holder} holds C{token}.
+  - C{release(name, holder, token)}: the same check; the lease becomes free.
+
+Only the Raft leader proposes, and it proposes leases for itself only: the
+holder of a lease is always a node that was leader when it proposed.
+L{LeaseKeeper} does the time keeping, on monotonic clocks and with
+durations only (clocks of different nodes are never compared):
+
+  - The holder is I{acting} until C{sent + duration * (1 - drift)}, C{sent}
+    being its own clock reading taken I{before} it proposed the grant or
+    renewal that succeeded.  It checks this before every action
+    (L{LeaseKeeper.acting}).
+  - A leader grants a lease that another node holds only after
+    C{duration * (1 + drift) + margin} has passed on its own clock since the
+    later of its own election and the last grant or renewal it applied.
+
+A renewal committed in an older term was proposed before the new leader's
+election (a quorum moved to the new term in between), and one committed
+later is applied later; either way the wait starts after C{sent}, so the
+old holder stops acting before the lease can be granted elsewhere, as long
+as clock rates differ by less than C{drift}.  A holder that cannot renew
+(crashed leader, lost quorum, partition) simply runs out.  On shutdown, or
+when a node of better priority is alive, the holder stops acting, releases
+both leases and hands Raft leadership over; the next leader grants a free
+lease at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from suite.constellation.priority import nodePriority
+from suite.raft.interfaces import IRaftStateMachine
+
+__all__ = [
+    "LB_LEADER",
+    "DNS_WRITER",
+    "LEASES",
+    "Lease",
+    "LeaseSettings",
+    "LeaseStateMachine",
+    "LeaseKeeper",
+    "encodeLeaseCommand",
+    "candidateOrder",
+]
+
+log = Logger(namespace="constellation.leases")
+
+LB_LEADER = "lb_leader"
+DNS_WRITER = "dns_writer"
+LEASES = (LB_LEADER, DNS_WRITER)
+_LABEL = {LB_LEADER: "LB leader", DNS_WRITER: "DNS writer"}
+_MAX_NAME = 64
+
+
+@dataclass(frozen=True)
+class Lease:
+    """
+    The replicated state of one lease.
+    """
+
+    holder: str | None
+    token: int
+    duration: float
+
+
+@dataclass
+class LeaseSettings:
+    """
+    Seconds: a grant or renewal lasts C{duration}; the holder renews every
+    C{renewInterval}; C{drift} bounds the relative rate error of two
+    nodes' monotonic clocks; C{margin} is added to the wait before a lease
+    held by another node is granted; a node of better priority must be seen
+    alive for C{handoverAfter} before the holder hands over to it.
+    """
+
+    duration: float = 5.0
+    renewInterval: float = 1.0
+    drift: float = 0.02
+    margin: float = 0.2
+    handoverAfter: float = 3.0
+
+    def holderValidity(self) -> float:
+        return self.duration * (1.0 - self.drift)
+
+    def takeoverWait(self) -> float:
+        return self.duration * (1.0 + self.drift) + self.margin
+
+
+def encodeLeaseCommand(op: str, name: str, holder: str, token: int, duration: float = 0.0) -> bytes:
+    """
+    One lease command for L{LeaseStateMachine.apply}.
+    """
+    return msgpack.packb([op, name, holder, token, duration])  # type: ignore[no-any-return]
+
+
+@implementer(IRaftStateMachine)
+class LeaseStateMachine:
+    """
+    The replicated leases.  Deterministic: no clocks; L{listeners} are told
+    C{(name, lease, op, ok)} after every applied command.
+    """
+
+    def __init__(self) -> None:
+        self.leases: dict[str, Lease] = {}
+        self.listeners: list[Callable[[str, Lease, str, bool], None]] = []
+
+    def get(self, name: str) -> Lease:
+        return self.leases.get(name) or Lease(None, 0, 0.0)
+
+    def apply(self, index: int, command: bytes) -> object:
+        try:
+            op, name, holder, token, duration = msgpack.unpackb(command, raw=False)
+            if not (
+                isinstance(op, str)
+                and isinstance(name, str)
+                and isinstance(holder, str)
+                and isinstance(token, int)
+                and isinstance(duration, (int, float))
+                and 0 < len(name) <= _MAX_NAME
+                and len(holder) <= _MAX_NAME
+            ):
+                raise TypeError("field types")
+        except Exception:
+            return [False, 0, None, "malformed lease command"]
+        current = self.get(name)
+        ok = False
+        if op == "grant" and current.token == token and holder:
+            current = Lease(holder, token + 1, float(duration))
+            ok = True
+        elif op in ("renew", "release") and current.holder == holder and current.token == token:
+            current = Lease(holder if op == "renew" else None, token, current.duration)
+            ok = True
+        if ok:
+            self.leases[name] = current
+        for listener in list(self.listeners):
+            listener(name, current, op, ok)
+        return [ok, current.token, current.holder, "" if ok else "lease changed"]
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb(  # type: ignore[no-any-return]
+            {k: [v.holder, v.token, v.duration] for k, v in sorted(self.leases.items())}
+        )
+
+    def restore(self, data: bytes) -> None:
+        raw = msgpack.unpackb(data, raw=False)
+        self.leases = {str(k): Lease(v[0], int(v[1]), float(v[2])) for k, v in raw.items()}
+
+
+def candidateOrder(name: str) -> tuple[int, str]:
+    """
+    Sort key of lease candidates: priority (lower wins), then name.
+    """
+    return (nodePriority(name), name)
+
+
+@dataclass
+class _Held:
+    token: int
+    until: float
+
+
+class LeaseKeeper:
+    """
+    One node's side of the leases: on the Raft leader it grants and renews
+    them for this node; everywhere it answers L{acting}.
+
+    @param raft: a L{suite.raft.node.RaftNode} (C{propose},
+        C{transferLeadership}, C{status}, C{id}).
+    @param now: a monotonic clock (C{time.monotonic}).
+    @param candidates: the names of nodes currently alive and voting, for
+        the handover to a node of better priority.
+    """
+
+    def __init__(
+        self,
+        raft: Any,
+        machine: LeaseStateMachine,
+        clock: Any,
+        now: Callable[[], float],
+        settings: LeaseSettings | None = None,
+        candidates: Callable[[], Iterable[str]] = lambda: (),
+    ) -> None:
+        self.raft, self.machine, self.clock, self.now = raft, machine, clock, now
+        self.settings = settings or LeaseSettings()
+        self.candidates = candidates
+        self.me: str = raft.id
+        self.held: dict[str, _Held] = {}
+        self.observed: dict[str, float] = {}
+        self.inflight: set[str] = set()
+        self.leaderSince: float | None = None
+        self.leaderTerm = -1
+        self.betterSince: dict[str, float] = {}
+        self.stopping = False
+        self.handingOver = False
+        self.changed: list[Callable[[], None]] = []
+        self._timer: Any = None
+        self._expiry: dict[str, Any] = {}
+        machine.listeners.append(self._applied)
+
+    # -- public ------------------------------------------------------------
+
+    def acting(self, name: str) -> int | None:
+        """
+        The fencing token under which this node may act for lease C{name}
+        right now, or None.
+        """
+        held = self.held.get(name)
+        if held is None or self.stopping or self.handingOver:
+            return None
+        if self.now() >= held.until:
+            return None
+        return held.token
+
+    def status(self) -> dict[str, Any]:
+        now = self.now()
+        out: dict[str, Any] = {}
+        for name in LEASES:
+            lease = self.machine.get(name)
+            held = self.held.get(name)
+            out[name] = {
+                "holder": lease.holder,
+                "token": lease.token,
+                "durationSeconds": lease.duration,
+                "actingHere": self.acting(name) is not None,
+                "expiresInSeconds": round(held.until - now, 3) if held is not None else None,
+            }
+        return out
+
+    def start(self) -> None:
+        self._schedule()
+
+    def stop(self) -> Deferred[Any]:
+        """
+        Stop acting at once, release what this node holds and hand Raft
+        leadership to the best other candidate by priority.
+        """
+        self.stopping = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        others = sorted(self.candidates(), key=candidateOrder)
+        return self._handOver(others[0] if others else None)
+
+    # -- internals ---------------------------------------------------------
+
+    def _schedule(self) -> None:
+        # Four rounds per renewal interval: a free lease is taken, and a new
+        # leader notices its election, within a quarter of it.
+        if not self.stopping:
+            self._timer = self.clock.callLater(self.settings.renewInterval / 4, self._tick)
+
+    def _isLeader(self) -> bool:
+        return getattr(self.raft, "leader", None) is not None
+
+    def _applied(self, name: str, lease: Lease, op: str, ok: bool) -> None:
+        if ok:
+            self.observed[name] = self.now()
+        held = self.held.get(name)
+        if held is not None and (lease.holder != self.me or lease.token != held.token):
+            self._lost(name, "the lease moved")
+        for callback in list(self.changed):
+            callback()
+
+    def _lost(self, name: str, why: str) -> None:
+        held = self.held.pop(name, None)
+        timer = self._expiry.pop(name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if held is not None:
+            log.warn(
+                "lost {label} lease (fencing token {fence}): {why}",
+                label=_LABEL[name],
+                fence=held.token,
+                why=why,
+            )
+            for callback in list(self.changed):
+                callback()
+
+    def _tick(self) -> None:
+        self._timer = None
+        try:
+            self.step()
+        finally:
+            self._schedule()
+
+    def step(self) -> None:
+        """
+        One round: grant, renew or hand over (on the leader).
+        """
+        if self.stopping or self.handingOver:
+            return
+        now = self.now()
+        if not self._isLeader():
+            self.leaderSince = None
+            return
+        term = getattr(self.raft, "term", 0)
+        if self.leaderSince is None or term != self.leaderTerm:
+            self.leaderSince, self.leaderTerm = now, term
+        target = self._betterCandidate(now)
+        if target is not None and self.held:
+            log.info("node {target} has better priority: handing the leases over", target=target)
+            self._handOver(target)
+            return
+        for name in LEASES:
+            if name in self.inflight:
+                continue
+            lease = self.machine.get(name)
+            if lease.holder == self.me:
+                held = self.held.get(name)
+                due = (
+                    held is None
+                    or held.until - now <= self.settings.holderValidity() - self.settings.renewInterval
+                )
+                if due:
+                    self._propose("renew", name, lease.token)
+            elif lease.holder is None:
+                self._propose("grant", name, lease.token)
+            else:
+                since = max(self.leaderSince, self.observed.get(name, self.leaderSince))
+                if now - since >= self.settings.takeoverWait():
+                    self._propose("grant", name, lease.token)
+
+    def _betterCandidate(self, now: float) -> str | None:
+        mine = candidateOrder(self.me)
+        better = sorted((c for c in self.candidates() if candidateOrder(c) < mine), key=candidateOrder)
+        for name in list(self.betterSince):
+            if name not in better:
+                del self.betterSince[name]
+        for name in better:
+            self.betterSince.setdefault(name, now)
+        for name in better:
+            if now - self.betterSince[name] >= self.settings.handoverAfter:
+                return name
+        return None
+
+    def _propose(self, op: str, name: str, token: int) -> None:
+        sent = self.now()
+        self.inflight.add(name)
+        duration = self.settings.duration
+        d = self.raft.propose(encodeLeaseCommand(op, name, self.me, token, duration))
+
+        def done(result: Any) -> None:
+            self.inflight.discard(name)
+            ok, newToken, holder, _ = result
+            if not ok or holder != self.me or self.stopping or self.handingOver:
+                return
+            until = sent + self.settings.holderValidity()
+            first = name not in self.held
+            self.held[name] = _Held(newToken, until)
+            self._armExpiry(name, until)
+            if first:
+                log.info("acquired {label} lease (fencing token {fence})", label=_LABEL[name], fence=newToken)
+                for callback in list(self.changed):
+                    callback()
+
+        def failed(failure: Any) -> None:
+            self.inflight.discard(name)
+            log.debug("lease {op} of {name} failed: {why}", op=op, name=name, why=failure.getErrorMessage())
+
+        d.addCallbacks(done, failed)
+
+    def _armExpiry(self, name: str, until: float) -> None:
+        timer = self._expiry.get(name)
+        if timer is not None and timer.active():
+            timer.cancel()
+        delay = max(0.0, until - self.now())
+        self._expiry[name] = self.clock.callLater(delay, self._expired, name, until)
+
+    def _expired(self, name: str, until: float) -> None:
+        held = self.held.get(name)
+        if held is not None and held.until <= until and self.now() >= held.until:
+            self._lost(name, "not renewed in time")
+
+    def _handOver(self, target: str | None) -> Deferred[Any]:
+        if not self.held or not self._isLeader():
+            for name in list(self.held):
+                self._lost(name, "this node is stopping")
+            return succeed(None)
+        self.handingOver = True
+        releases = []
+        for name, held in sorted(self.held.items()):
+            self.held.pop(name, None)
+            timer = self._expiry.pop(name, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+            log.info("releasing {label} lease (fencing token {fence})", label=_LABEL[name], fence=held.token)
+            releases.append(self.raft.propose(encodeLeaseCommand("release", name, self.me, held.token)))
+        for callback in list(self.changed):
+            callback()
+
+        def transfer(_: object) -> Deferred[Any]:
+            d: Deferred[Any] = self.raft.transferLeadership(target)
+            d.addErrback(lambda f: log.info("leadership handover: {why}", why=f.getErrorMessage()))
+            return d
+
+        def finished(_: object) -> None:
+            self.handingOver = False
+            self.leaderSince = None
+            self.betterSince.clear()
+
+        d: Deferred[Any] = DeferredList(releases, consumeErrors=True)
+        d.addCallback(transfer)
+        d.addBoth(finished)
+        return d

@@ -1,0 +1,121 @@
+"""
+WARP egress health: every C{interval} seconds (30 by default) the WARP
+gateway container's state and Docker health through the engine API, and
+an egress probe (an HTTP GET of C{--warp-probe-url} that must answer 2xx
+within C{timeout}).  Healthy when the container runs, its healthcheck (if
+it has one) says healthy, and the probe succeeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import treq
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from suite.constellation.interfaces import IContainerEngine
+
+__all__ = ["WarpMonitor"]
+
+log = Logger(namespace="constellation.warp")
+
+
+class WarpMonitor(Service):
+    name = "warp"
+
+    def __init__(
+        self,
+        engine: IContainerEngine | None,
+        reactor: Any,
+        container: str,
+        probeURL: str | None,
+        interval: float = 30.0,
+        timeout: float = 10.0,
+        wallClock: Callable[[], float] = time.time,
+        onChange: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.engine, self.reactor, self.container = engine, reactor, container
+        self.probeURL, self.interval, self.timeout = probeURL, interval, timeout
+        self.wallClock = wallClock
+        self.onChange = onChange
+        self.last: dict[str, Any] = {
+            "monitored": True,
+            "container": container,
+            "healthy": False,
+            "reason": "not checked yet",
+        }
+        self.checks = 0
+        self._timer: Any = None
+        self._running: Deferred[Any] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._timer = self.reactor.callLater(0, self._tick)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _tick(self) -> None:
+        self._timer = self.reactor.callLater(self.interval, self._tick)
+        if self._running is None:
+            self._running = Deferred.fromCoroutine(self.check())
+            self._running.addBoth(lambda _: setattr(self, "_running", None))
+
+    async def check(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "monitored": True,
+            "container": self.container,
+            "checkedAt": self.wallClock(),
+        }
+        reasons: list[str] = []
+        if self.engine is None:
+            status["containerState"] = None
+            reasons.append("no Docker engine configured (--docker)")
+        else:
+            try:
+                doc = await self.engine.inspect(self.container)
+                state = doc.get("State") or {}
+                status["containerState"] = state.get("Status")
+                health = (state.get("Health") or {}).get("Status")
+                status["containerHealth"] = health
+                if not state.get("Running"):
+                    reasons.append(f"container {self.container} is {state.get('Status') or 'not running'}")
+                elif health not in (None, "healthy"):
+                    reasons.append(f"container {self.container} health is {health}")
+            except Exception as e:
+                status["containerState"] = None
+                reasons.append(f"container {self.container}: {e}")
+        if self.probeURL:
+            started = self.reactor.seconds()
+            try:
+                response = await treq.get(self.probeURL, timeout=self.timeout, persistent=False)
+                await response.content()
+                status["egressStatus"] = response.code
+                if not 200 <= response.code < 300:
+                    reasons.append(f"egress probe answered HTTP {response.code}")
+            except Exception as e:
+                status["egressStatus"] = None
+                reasons.append(f"egress probe failed: {e.__class__.__name__}")
+            status["egressMs"] = round((self.reactor.seconds() - started) * 1000.0, 1)
+        status["healthy"] = not reasons
+        status["reason"] = "; ".join(reasons) if reasons else "ok"
+        if status["healthy"] != self.last.get("healthy") or self.checks == 0:
+            if status["healthy"]:
+                log.info("WARP egress healthy ({container})", container=self.container)
+            else:
+                log.warn("WARP egress unhealthy: {reason}", reason=status["reason"])
+        self.checks += 1
+        self.last = status
+        if self.onChange is not None:
+            self.onChange(status)
+        return status
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.last)

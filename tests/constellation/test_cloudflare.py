@@ -1,0 +1,61 @@
+"""
+The Cloudflare provider against a local stand-in of the v4 DNS records API.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
+from zope.interface.verify import verifyObject
+
+from suite.constellation.cloudflare import CloudflareError, CloudflareProvider
+from suite.constellation.dns import Fenced
+from suite.constellation.interfaces import IDNSProvider
+from suite.logging import Secret
+from tests.support.cloudflare import CloudflareStandIn
+
+ZONE = "0123456789abcdef0123456789abcdef"
+DOMAIN = "example.test"
+
+
+class CloudflareTests(TestCase):
+    async def _serve(self) -> tuple[CloudflareStandIn, str]:
+        standIn = CloudflareStandIn(ZONE, "tok")
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(standIn))
+        self.addCleanup(port.stopListening)
+        return standIn, f"http://127.0.0.1:{port.getHost().port}/client/v4"
+
+    def provider(self, api: str, token: str = "tok") -> CloudflareProvider:
+        return CloudflareProvider(reactor, ZONE, Secret(token), DOMAIN, api)
+
+    async def test_minimalChangesAndFence(self) -> None:
+        standIn, api = await self._serve()
+        p = self.provider(api)
+        self.assertTrue(verifyObject(IDNSProvider, p))
+        await p.apply([(DOMAIN, ["192.0.2.1"]), (f"*.{DOMAIN}", ["192.0.2.1"])], 5)
+        self.assertEqual(
+            await p.records([DOMAIN, f"*.{DOMAIN}", f"*.n1.{DOMAIN}"]),
+            {DOMAIN: ["192.0.2.1"], f"*.{DOMAIN}": ["192.0.2.1"]},
+        )
+        before = len(standIn.calls)
+        await p.apply([(DOMAIN, ["192.0.2.1", "2001:db8::1"])], 5)
+        writes = [c for c in standIn.calls[before:] if c[0] != "GET"]
+        self.assertEqual([m for m, _ in writes], ["POST"])  # only the new AAAA
+        self.assertEqual(standIn.addresses(DOMAIN), ["192.0.2.1", "2001:db8::1"])
+        await p.apply([(DOMAIN, ["192.0.2.7"])], 6)
+        self.assertEqual(standIn.addresses(DOMAIN), ["192.0.2.7"])
+        with self.assertRaises(Fenced):
+            await self.provider(api).apply([(DOMAIN, ["192.0.2.1"])], 5)
+        self.assertEqual(standIn.addresses(DOMAIN), ["192.0.2.7"])
+
+    async def test_badTokenIsOneLine(self) -> None:
+        _, api = await self._serve()
+        try:
+            await self.provider(api, "wrong").records([DOMAIN])
+        except CloudflareError as e:
+            self.assertIn("403", str(e))
+            self.assertNotIn("wrong", str(e))
+        else:
+            self.fail("no CloudflareError")

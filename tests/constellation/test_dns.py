@@ -1,0 +1,126 @@
+"""
+The DNS plan, the minimal diff and the writer's gating by the lease.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from suite.constellation.dns import DNSWriter, Fenced, diff, plan
+from suite.constellation.interfaces import IDNSProvider
+
+
+@implementer(IDNSProvider)
+class _Provider:
+    name = "memory"
+    fencing = "exact"
+
+    def __init__(self) -> None:
+        self.zone: dict[str, list[str]] = {}
+        self.applied: list[tuple[list[tuple[str, list[str]]], int]] = []
+        self.fence = 0
+
+    def records(self, names: Any) -> Any:
+        return succeed({n: self.zone[n] for n in names if n in self.zone})
+
+    def apply(self, changes: Any, token: int) -> Any:
+        if token < self.fence:
+            raise Fenced(f"fence at {self.fence}")
+        self.fence = token
+        self.applied.append((list(changes), token))
+        for name, addrs in changes:
+            self.zone[name] = list(addrs)
+        return succeed(None)
+
+
+class PlanTests(SynchronousTestCase):
+    def test_plan(self) -> None:
+        self.assertEqual(
+            plan("example.org", "192.0.2.1", {"Edge2": "192.0.2.2", "edge3": None}),
+            {
+                "example.org": ["192.0.2.1"],
+                "*.example.org": ["192.0.2.1"],
+                "*.edge2.example.org": ["192.0.2.2"],
+            },
+        )
+        self.assertEqual(plan("example.org", None, {}), {})
+
+    def test_diff(self) -> None:
+        desired = {"a.example": ["192.0.2.1"], "b.example": ["192.0.2.2"]}
+        current = {"a.example": ["192.0.2.1"], "b.example": ["192.0.2.9"], "c.example": ["192.0.2.3"]}
+        self.assertEqual(diff(desired, current), [("b.example", ["192.0.2.2"])])
+
+
+class WriterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.provider = _Provider()
+        self.token: int | None = None
+        self.desired = {"example.org": ["192.0.2.1"]}
+        self.writer = DNSWriter(
+            self.provider,
+            self.clock,
+            lambda: self.token,
+            lambda: dict(self.desired),
+            interval=60.0,
+            minGap=1.0,
+        )
+
+    def test_onlyTheHolderWrites(self) -> None:
+        """
+        Nothing is written without the lease; with it, only changed names,
+        under its token; changes are rate-limited and reconciled every 60 s.
+        """
+        self.writer.startService()
+        self.addCleanup(self.writer.stopService)
+        self.clock.advance(0)
+        self.assertEqual(self.provider.applied, [])
+        self.assertEqual(self.writer.last["outcome"], "not the DNS writer")
+        self.token = 3
+        self.writer.poke()
+        self.clock.advance(1.0)
+        self.assertEqual(self.provider.applied, [([("example.org", ["192.0.2.1"])], 3)])
+        self.desired["*.example.org"] = ["192.0.2.1"]
+        for _ in range(5):
+            self.writer.poke()
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.provider.applied), 1)  # rate limit
+        self.clock.advance(0.5)
+        self.assertEqual(self.provider.applied[-1], ([("*.example.org", ["192.0.2.1"])], 3))
+        self.assertEqual(len(self.provider.applied), 2)
+        started = self.writer.lastStart
+        self.writer.pokeIfChanged()
+        self.clock.advance(5)
+        self.assertEqual(self.writer.lastStart, started)  # same plan: no pass
+        self.desired["*.n1.example.org"] = ["192.0.2.5"]
+        self.writer.pokeIfChanged()
+        self.clock.advance(1)
+        self.assertEqual(self.provider.applied[-1], ([("*.n1.example.org", ["192.0.2.5"])], 3))
+        self.provider.zone["example.org"] = ["192.0.2.66"]
+        self.clock.advance(60)
+        self.assertEqual(self.provider.applied[-1], ([("example.org", ["192.0.2.1"])], 3))
+        self.assertEqual(self.writer.status()["lastReconcile"]["outcome"], "updated")
+
+    def test_fencedAndDryRun(self) -> None:
+        """
+        A fenced write is reported, not retried blindly; a dry run writes
+        nothing but lists the changes.
+        """
+        self.provider.fence = 9
+        self.token = 4
+        self.writer.startService()
+        self.addCleanup(self.writer.stopService)
+        self.clock.advance(0)
+        self.assertEqual(self.provider.applied, [])
+        self.assertTrue(self.writer.last["outcome"].startswith("fenced"))
+        dry = DNSWriter(self.provider, self.clock, lambda: 9, lambda: dict(self.desired), dryRun=True)
+        dry.startService()
+        self.addCleanup(dry.stopService)
+        self.clock.advance(0)
+        self.assertEqual(self.provider.applied, [])
+        self.assertEqual(dry.last["changes"], [["example.org", ["192.0.2.1"]]])

@@ -1,0 +1,96 @@
+"""
+WARP egress health: the container through a real Docker engine and the
+egress probe against a local HTTP server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from suite.constellation.docker import DockerClient
+from suite.constellation.warp import WarpMonitor
+from tests.support.dockerd import DockerEngine
+
+
+class _Probe(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.code = 200
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setResponseCode(self.code)
+        return b"warp=on\n"
+
+
+class WarpTests(TestCase):
+    engine: DockerEngine
+    timeout = 120
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.engine = DockerEngine.shared(__name__)
+
+    async def probe(self) -> tuple[_Probe, str]:
+        resource = _Probe()
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(resource))
+        self.addCleanup(port.stopListening)
+        return resource, f"http://127.0.0.1:{port.getHost().port}/cdn-cgi/trace"
+
+    async def test_containerAndEgress(self) -> None:
+        """
+        Healthy with the container running healthy and the probe answering
+        2xx; each failure is named in the reason; a missing container too.
+        """
+        probe, url = await self.probe()
+        name = "warp-test"
+        self.addCleanup(self.engine.remove, name)
+        self.engine.run(name, health="test -f /tmp/ok")
+        self.engine.waitHealth(name, "healthy")
+        changes: list[dict[str, Any]] = []
+        monitor = WarpMonitor(
+            DockerClient(reactor, self.engine.endpoint), reactor, name, url, onChange=changes.append
+        )
+        status = await monitor.check()
+        self.assertTrue(status["healthy"], status)
+        self.assertEqual((status["containerState"], status["containerHealth"]), ("running", "healthy"))
+        self.assertEqual(status["egressStatus"], 200)
+        probe.code = 503
+        status = await monitor.check()
+        self.assertFalse(status["healthy"])
+        self.assertIn("egress probe answered HTTP 503", status["reason"])
+        probe.code = 200
+        self.engine.docker("stop", "-t", "0", name)
+        status = await monitor.check()
+        self.assertFalse(status["healthy"])
+        self.assertIn("container warp-test is exited", status["reason"])
+        missing = WarpMonitor(DockerClient(reactor, self.engine.endpoint), reactor, "no-such-warp", url)
+        status = await missing.check()
+        self.assertFalse(status["healthy"])
+        self.assertIn("no-such-warp", status["reason"])
+        self.assertEqual(len(changes), 3)
+        self.assertEqual(monitor.status()["healthy"], False)
+
+    def test_schedule(self) -> None:
+        """
+        A check at start and every interval; none after stop.
+        """
+        clock = Clock()
+        monitor = WarpMonitor(None, clock, "warp", None, interval=30.0)
+        monitor.startService()
+        clock.advance(0)
+        self.assertEqual(monitor.checks, 1)
+        self.assertIn("no Docker engine", monitor.status()["reason"])
+        clock.advance(30)
+        self.assertEqual(monitor.checks, 2)
+        monitor.stopService()
+        clock.advance(60)
+        self.assertEqual(monitor.checks, 2)
