@@ -6,10 +6,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client dnsperf knot
-DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static
+DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write dev-validate
+.PHONY: run test setup system-deps bench-deps lint typecheck unit clean spec-sync-write dev-validate install uninstall
+
+# Production install (docs/install.md): venv in $(PREFIX)/venv, users, directories, units.
+# Run again to upgrade. DESTDIR stages everything under another root.
+PREFIX ?= /opt/suite
+DESTDIR ?=
 
 run: setup
 	$(PY) -m suite.demo $(ARGS)
@@ -52,6 +57,12 @@ typecheck: setup
 
 unit: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) -q tests
+
+install:
+	sh scripts/install.sh PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+
+uninstall:
+	sh scripts/install.sh --uninstall PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
 
 # After changing docs/clustor-spec.md: record its hash in manifests/ceptra_manifest.json.
 spec-sync-write: setup

@@ -8,12 +8,22 @@ time over repeated kill -9 of the leader (kill to first acknowledged write).
 Then starts 3 etcd members on loopback and measures writes/s with 64
 concurrent clients through its HTTP gateway (/v3/kv/put, driven by wrk).
 
-    .venv/bin/python bench/raft.py [--quick] [--twisted-client]
+    .venv/bin/python bench/raft.py [--quick] [--twisted-client] [--inflight K]
+        [--coalesce-writes all|client|peers|none] [--no-etcd]
 
 The closed-loop phases are driven by bench/raftload.py (standard-library
 ssl, one process, one mTLS connection and session per client, like wrk for
 etcd); --twisted-client drives them with suite.raft.client.RaftClient in
-this process instead, as figures before 2026-12-02 were.
+this process instead, as figures before 2026-12-02 were.  --inflight K
+pipelines K sessions per connection in the 64-client phase (default 1, as
+wrk against etcd); the 8x8 phase always runs 8 connections with 8 requests
+in flight each (the same 64 outstanding writes).  With K > 1 etcd is also
+driven with 64*K connections (as many outstanding writes as the pipelined
+phase; its HTTP gateway serves one request at a time per connection) and
+raft_vs_etcd_same_outstanding compares the two.  --coalesce-writes is
+passed to the nodes (default none, as theirs).  CPU per acknowledged write sums the
+CPU time of every process involved (three nodes and the load generator;
+for etcd, three members and wrk) over the phase.
 
 The last line holds the figures as key=value pairs.
 """
@@ -43,6 +53,36 @@ from tests.support.process import freePort  # noqa: E402
 QUICK = "--quick" in sys.argv
 TWISTED_CLIENT = "--twisted-client" in sys.argv
 PHASE = 3.0 if QUICK else 8.0
+NO_ETCD = "--no-etcd" in sys.argv
+
+
+def flagValue(name: str, default: str) -> str:
+    for i, arg in enumerate(sys.argv):
+        if arg == name and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return default
+
+
+INFLIGHT = int(flagValue("--inflight", "1"))
+COALESCE = flagValue("--coalesce-writes", "none")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpuSeconds(pids: list[int]) -> float:
+    """
+    User plus system CPU time of the processes C{pids} (all threads).
+    """
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 def say(text: str) -> None:
@@ -73,7 +113,10 @@ class Cluster:
         spec = next(s for s in self.specs if s.id == nodeId)
         log = open(os.path.join(self.base, f"{nodeId}.log"), "ab")
         self.procs[nodeId] = subprocess.Popen(
-            spec.argv(snapshotThreshold=20000), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            spec.argv(snapshotThreshold=20000) + ["--coalesce-writes", COALESCE],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def startAll(self) -> None:
@@ -99,27 +142,36 @@ class Cluster:
         self.procs = {}
 
 
-async def closedLoop(cluster: Cluster, clients: int, seconds: float) -> float:
+async def closedLoop(
+    cluster: Cluster, clients: int, seconds: float, inflight: int = 1
+) -> tuple[float, float]:
     """
-    Committed writes/s with C{clients} closed-loop clients (one connection,
-    one session and one outstanding write each), driven by bench/raftload.py
-    in its own process; with C{--twisted-client}, by L{RaftClient}s in this
-    process instead.
+    Committed writes/s and CPU microseconds per committed write with
+    C{clients} closed-loop connections (C{inflight} sessions, each with one
+    outstanding write, per connection), driven by bench/raftload.py in its
+    own process; with C{--twisted-client}, by L{RaftClient}s in this
+    process instead (CPU then counts the nodes only).
     """
+    pids = [p.pid for p in cluster.procs.values()]
+    cpu = cpuSeconds(pids)
     if TWISTED_CLIENT:
-        return await closedLoopTwisted(cluster, clients, seconds)
+        rate, writes = await closedLoopTwisted(cluster, clients * inflight, seconds)
+        return rate, (cpuSeconds(pids) - cpu) * 1e6 / max(writes, 1)
     argv = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "raftload.py")]
     argv += ["--cert-dir", cluster.clientDir, "--clients", str(clients), "--seconds", str(seconds)]
+    argv += ["--inflight", str(inflight)]
     for s in cluster.specs:
         argv += ["--server", f"{s.id}=127.0.0.1:{s.clientPort}"]
     out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=dict(os.environ))
     if code != 0:
         raise SystemExit(f"raftload failed ({code}): {err.decode(errors='replace').strip()[-500:]}")
     fields = dict(item.split("=", 1) for item in out.decode().split())
-    return int(fields["writes"]) / float(fields["seconds"])
+    writes = int(fields["writes"])
+    used = cpuSeconds(pids) - cpu + float(fields["cpu"])
+    return writes / float(fields["seconds"]), used * 1e6 / max(writes, 1)
 
 
-async def closedLoopTwisted(cluster: Cluster, clients: int, seconds: float) -> float:
+async def closedLoopTwisted(cluster: Cluster, clients: int, seconds: float) -> tuple[float, int]:
     pool = [
         makeClient(reactor, cluster.specs, cluster.clientDir, timeoutMs=2000, retryAttempts=20)
         for _ in range(clients)
@@ -140,7 +192,7 @@ async def closedLoopTwisted(cluster: Cluster, clients: int, seconds: float) -> f
     elapsed = time.monotonic() - started
     for c in pool:
         c.close()
-    return done[0] / elapsed
+    return done[0] / elapsed, done[0]
 
 
 async def fixedRate(cluster: Cluster, rate: float, seconds: float) -> tuple[float, float, float]:
@@ -219,10 +271,17 @@ async def raftPhases() -> dict[str, float]:
     cluster.startAll()
     out: dict[str, float] = {}
     try:
-        out["raft_writes_per_s_1"] = await closedLoop(cluster, 1, PHASE)
+        out["raft_writes_per_s_1"], _ = await closedLoop(cluster, 1, PHASE)
         say(f"raft: {out['raft_writes_per_s_1']:.0f} writes/s with 1 client")
-        out["raft_writes_per_s_64"] = await closedLoop(cluster, 64, PHASE)
-        say(f"raft: {out['raft_writes_per_s_64']:.0f} writes/s with 64 clients")
+        rate, cpu = await closedLoop(cluster, 64, PHASE, INFLIGHT)
+        out["raft_writes_per_s_64"], out["raft_cpu_us_per_write_64"] = rate, cpu
+        say(
+            f"raft: {rate:.0f} writes/s with 64 connections x {INFLIGHT} in flight,"
+            f" {cpu:.0f} us CPU per write (nodes + load generator)"
+        )
+        rate, cpu = await closedLoop(cluster, 8, PHASE, 8)
+        out["raft_writes_per_s_8x8"], out["raft_cpu_us_per_write_8x8"] = rate, cpu
+        say(f"raft: {rate:.0f} writes/s with 8 connections x 8 in flight, {cpu:.0f} us CPU per write")
         p50, p99, achieved = await fixedRate(cluster, 1000.0, PHASE)
         out["raft_p50_ms_at_1000"], out["raft_p99_ms_at_1000"] = p50, p99
         say(f"raft: at 1000 writes/s (achieved {achieved:.0f}/s) p50={p50:.2f} ms p99={p99:.2f} ms")
@@ -261,6 +320,8 @@ end
 
 
 def etcdPhase() -> dict[str, float]:
+    if NO_ETCD:
+        return {"etcd_writes_per_s_64": 0.0}
     if not shutil.which("etcd") or not shutil.which("wrk"):
         say("etcd or wrk missing: skipping the etcd comparison")
         return {"etcd_writes_per_s_64": 0.0}
@@ -315,8 +376,15 @@ def etcdPhase() -> dict[str, float]:
         with open(script, "w") as f:
             f.write(WRK_SCRIPT)
         out = {}
-        for conns, key in ((64, "etcd_writes_per_s_64"), (1, "etcd_writes_per_s_1")):
-            r = subprocess.run(
+        phases = [(64, "etcd_writes_per_s_64"), (1, "etcd_writes_per_s_1")]
+        if INFLIGHT > 1:
+            # As many outstanding writes as the pipelined Raft phase, one per
+            # connection (etcd's HTTP gateway answers a connection's requests
+            # one at a time).
+            phases.append((64 * INFLIGHT, "etcd_writes_per_s_same_outstanding"))
+        for conns, key in phases:
+            cpu = cpuSeconds([p.pid for p in procs])
+            wrk = subprocess.Popen(
                 [
                     "wrk",
                     "-t",
@@ -329,12 +397,25 @@ def etcdPhase() -> dict[str, float]:
                     script,
                     url,
                 ],
-                capture_output=True,
+                stdout=subprocess.PIPE,
                 text=True,
             )
-            m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+            assert wrk.stdout is not None
+            report = wrk.stdout.read()
+            _, _, usage = os.wait4(wrk.pid, 0)
+            wrk.returncode = 0
+            used = cpuSeconds([p.pid for p in procs]) - cpu + usage.ru_utime + usage.ru_stime
+            m = re.search(r"Requests/sec:\s+([\d.]+)", report)
+            n = re.search(r"(\d+) requests in", report)
             out[key] = float(m.group(1)) if m else 0.0
-            say(f"etcd: {out[key]:.0f} writes/s with {conns} client(s) (wrk over the HTTP gateway)")
+            if conns == 64 and n:
+                out["etcd_cpu_us_per_write_64"] = used * 1e6 / max(int(n.group(1)), 1)
+            if conns > 64 and n:
+                out["etcd_cpu_us_per_write_same_outstanding"] = used * 1e6 / max(int(n.group(1)), 1)
+            say(
+                f"etcd: {out[key]:.0f} writes/s with {conns} client(s) (wrk over the HTTP gateway),"
+                f" {used * 1e6 / max(int(n.group(1)) if n else 0, 1):.0f} us CPU per write"
+            )
         return out
     finally:
         for p in procs:
@@ -373,7 +454,9 @@ def main() -> None:
     )
     say(
         f"command: .venv/bin/python bench/raft.py{' --quick' if QUICK else ''}"
-        f"{' --twisted-client' if TWISTED_CLIENT else ''} ({time.monotonic() - started:.0f} s)"
+        f"{' --twisted-client' if TWISTED_CLIENT else ''} --inflight {INFLIGHT}"
+        f" --coalesce-writes {COALESCE} ({time.monotonic() - started:.0f} s,"
+        f" load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})"
     )
     keys = [
         "raft_writes_per_s_64",
@@ -383,8 +466,23 @@ def main() -> None:
         "raft_failover_ms_median",
         "etcd_writes_per_s_64",
         "etcd_writes_per_s_1",
+        "raft_cpu_us_per_write_64",
+        "etcd_cpu_us_per_write_64",
+        "raft_writes_per_s_8x8",
+        "raft_cpu_us_per_write_8x8",
     ]
     line = " ".join(f"{k}={results.get(k, 0.0):.1f}" for k in keys)
+    if INFLIGHT > 1:
+        # raft_vs_etcd_64 then compares 64 connections each way, with
+        # INFLIGHT times as many writes outstanding on the Raft side; this
+        # one compares equal numbers of outstanding writes.
+        same = results.get("etcd_writes_per_s_same_outstanding", 0.0)
+        line += (
+            f" etcd_writes_per_s_same_outstanding={same:.1f}"
+            f" etcd_cpu_us_per_write_same_outstanding="
+            f"{results.get('etcd_cpu_us_per_write_same_outstanding', 0.0):.1f}"
+            f" raft_vs_etcd_same_outstanding={results['raft_writes_per_s_64'] / same if same else 0.0:.2f}"
+        )
     say(f"{line} raft_vs_etcd_64={ratio:.2f}")
 
 

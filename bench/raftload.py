@@ -1,7 +1,8 @@
 """
-Closed-loop write load for bench/raft.py: N clients, each with its own
-mTLS connection to the leader, its own session (client id) and one write
-outstanding at a time, speaking the client protocol of suite.raft.api
+Closed-loop write load for bench/raft.py: N connections to the leader
+(mTLS), each carrying K sessions (C{--inflight}, default 1; a session is a
+client id with one write outstanding at a time), so K requests are
+pipelined per connection, speaking the client protocol of suite.raft.api
 (length-prefixed msgpack, request C{[id, op, key, value, client, seq]},
 response C{[id, ok, value, error, leader]}).
 
@@ -14,9 +15,10 @@ the three nodes, spends as little CPU per write as it can (wrk plays the
 same role for etcd).
 
     python bench/raftload.py --cert-dir DIR --server n1=127.0.0.1:7101 ... \\
-        --clients 64 --seconds 8
+        --clients 64 --seconds 8 [--inflight K]
 
-Prints one line: C{writes=N seconds=S retries=R leader=ID}.
+Prints one line: C{writes=N seconds=S retries=R leader=ID cpu=S} (cpu: this
+process's CPU time over the run).
 """
 
 from __future__ import annotations
@@ -82,27 +84,53 @@ def findLeader(ctx: ssl.SSLContext, servers: dict[str, str]) -> str:
     raise SystemExit("no leader found")
 
 
-class Client:
-    def __init__(self, number: int, sock: ssl.SSLSocket) -> None:
+class Session:
+    """
+    One client session (client id and sequence numbers): one write
+    outstanding at a time.
+    """
+
+    def __init__(self, number: int) -> None:
         self.number = number
-        self.sock = sock
         self.id = uuid.uuid4().hex
         self.seq = 0
         self.n = 0
+        self.frame = b""
+
+
+class Client:
+    """
+    One mTLS connection carrying C{inflight} sessions, so up to that many
+    requests are outstanding on it (pipelining); replies come back in any
+    order and are matched by request id.  What a pass over the replies
+    produces goes out in one C{send}.
+    """
+
+    def __init__(self, number: int, sock: ssl.SSLSocket, inflight: int) -> None:
+        self.number = number
+        self.sock = sock
+        self.sessions = [Session(number * inflight + i) for i in range(inflight)]
+        self.waiting: dict[int, Session] = {}
         self.reqId = 0
         self.buffer = bytearray()
-        self.pending: bytes | None = None
+        self.out: list[bytes] = []
 
-    def next(self) -> None:
-        self.seq += 1
+    def next(self, session: Session) -> None:
+        session.seq += 1
         self.reqId += 1
-        key = f"k{self.number}-{self.n % 100}"
-        self.pending = frame([self.reqId, "put", key, "v" * 16, self.id, self.seq])
-        self.send()
+        key = f"k{session.number}-{session.n % 100}"
+        session.frame = frame([self.reqId, "put", key, "v" * 16, session.id, session.seq])
+        self.waiting[self.reqId] = session
+        self.out.append(session.frame)
 
-    def send(self) -> None:
-        data = self.pending
-        assert data is not None
+    def retry(self, reqId: int, session: Session) -> None:
+        # Same request id and sequence number: applied at most once.
+        self.waiting[reqId] = session
+        self.out.append(session.frame)
+
+    def flush(self) -> None:
+        data = b"".join(self.out)
+        self.out.clear()
         while data:
             try:
                 sent = self.sock.send(data)
@@ -135,14 +163,16 @@ class Client:
         return out
 
 
-def run(certDir: str, servers: dict[str, str], clients: int, seconds: float) -> tuple[int, float, int, str]:
+def run(
+    certDir: str, servers: dict[str, str], clients: int, seconds: float, inflight: int = 1
+) -> tuple[int, float, int, str]:
     ctx = context(certDir)
     leader = findLeader(ctx, servers)
     pool = []
     for i in range(clients):
         sock = dial(ctx, servers[leader])
         sock.setblocking(False)
-        pool.append(Client(i, sock))
+        pool.append(Client(i, sock, inflight))
     selector = selectors.EpollSelector()
     for c in pool:
         selector.register(c.sock, selectors.EVENT_READ, c)
@@ -150,26 +180,31 @@ def run(certDir: str, servers: dict[str, str], clients: int, seconds: float) -> 
     started = time.monotonic()
     end = started + seconds
     for c in pool:
-        c.next()
-    busy = len(pool)
+        for session in c.sessions:
+            c.next(session)
+        c.flush()
+    busy = len(pool) * inflight
     while busy:
         for key, _ in selector.select(2.0):
             c = key.data
             for reqId, ok, _value, error, _leader in c.readFrames():
-                if reqId != c.reqId:
-                    raise SystemExit(f"client {c.number}: answer to request {reqId}, expected {c.reqId}")
+                session = c.waiting.pop(reqId, None)  # type: ignore[call-overload]
+                if session is None:
+                    raise SystemExit(f"client {c.number}: answer to unknown request {reqId}")
                 if not ok:
                     retries += 1
                     if retries > 1000:
                         raise SystemExit(f"too many refusals; last: {error}")
-                    c.send()  # same sequence number: applied at most once
+                    c.retry(reqId, session)  # type: ignore[arg-type]
                     continue
                 writes += 1
-                c.n += 1
+                session.n += 1
                 if time.monotonic() < end:
-                    c.next()
+                    c.next(session)
                 else:
                     busy -= 1
+            if c.out:
+                c.flush()
         if time.monotonic() > end + 10:
             raise SystemExit("writes still outstanding 10 s after the end")
     elapsed = time.monotonic() - started
@@ -189,10 +224,17 @@ def main() -> None:
     parser.add_argument("--server", action="append", required=True, help="ID=HOST:PORT (repeat)")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--inflight", type=int, default=1, help="sessions (outstanding writes) per connection"
+    )
     args = parser.parse_args()
     servers = dict(s.split("=", 1) for s in args.server)
-    writes, elapsed, retries, leader = run(args.cert_dir, servers, args.clients, args.seconds)
-    sys.stdout.write(f"writes={writes} seconds={elapsed:.3f} retries={retries} leader={leader}\n")
+    cpu = time.process_time()
+    writes, elapsed, retries, leader = run(args.cert_dir, servers, args.clients, args.seconds, args.inflight)
+    cpu = time.process_time() - cpu
+    sys.stdout.write(
+        f"writes={writes} seconds={elapsed:.3f} retries={retries} leader={leader} cpu={cpu:.3f}\n"
+    )
 
 
 if __name__ == "__main__":

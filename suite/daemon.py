@@ -786,6 +786,9 @@ def runConsole(
         raise SystemExit(2)
     from twisted.scripts.twistd import run
 
+    from suite.proctitle import setProcessName
+
+    setProcessName(prog, args)
     sys.argv = [
         "twistd",
         "--nodaemon",

@@ -208,6 +208,13 @@ class ClientAPI:
         if self.hub.clientCount:
             self.hub.publish("results", {"partition": partition, "index": index, "results": results})
 
+    def wantsResults(self) -> bool:
+        """
+        Whether applied entries' results are read (a C{/stream} client is
+        connected); the engines skip building them otherwise.
+        """
+        return bool(self.hub.clientCount)
+
     def split(self, routing: Routing, events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         shares: dict[str, list[dict[str, Any]]] = {}
         for ev in events:

@@ -75,15 +75,21 @@ class PartitionMachine:
     @param onResults: called with C{(partition, index, results)} after each
         applied entry that produced results (the partition and the log index
         they reflect).
+    @param wantResults: asked before each entry whether anyone reads its
+        results (e.g. a C{/stream} client); when it answers false the engine
+        does not build them (the state is the same either way).  Without
+        it, results are built whenever C{onResults} is set.
     """
 
     def __init__(
         self,
         partition: str,
         onResults: Callable[[str, int, list[dict[str, Any]]], None] | None = None,
+        wantResults: Callable[[], bool] | None = None,
     ) -> None:
         self.partition = partition
         self.onResults = onResults
+        self.wantResults = wantResults
         self.number = partitionNumber(partition)
         self.engine = PartitionEngine(partition=self.number)
         self.rulesVersion = 0
@@ -112,7 +118,9 @@ class PartitionMachine:
     def apply(self, index: int, command: bytes) -> object:
         self.lastIndex = index
         before = self._counters()
-        results = self.engine.apply(index, command)
+        onResults = self.onResults
+        want = onResults is not None and (self.wantResults is None or self.wantResults())
+        results = self.engine.apply(index, command, want)
         after = self._counters()
         answer: dict[str, Any] = {
             "index": index,
@@ -127,8 +135,8 @@ class PartitionMachine:
                 answer["rulesVersion"] = self.rulesVersion
             else:
                 answer["error"] = "rules document rejected by the engine"
-        if results and self.onResults is not None:
-            self.onResults(self.partition, index, results)
+        if results and onResults is not None:
+            onResults(self.partition, index, results)
         return answer
 
     def _rulesApplied(self, command: bytes) -> bool:

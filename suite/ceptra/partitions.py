@@ -171,6 +171,8 @@ class PartitionManager(Service):
         self.bundle = bundle
         self.settings = settings or RaftSettings()
         self.onResults = onResults
+        # Asked before each applied entry: does anyone read its results?
+        self.wantResults: Callable[[], bool] | None = None
         self.interval = interval
         self.retireGrace = retireGrace
         self.maxLag = maxLag
@@ -297,7 +299,7 @@ class PartitionManager(Service):
         if self.spiffe not in voters:
             return
         storage = self.storageFactory(os.path.join(self.walDir, pid), os.path.join(self.snapshotDir, pid))
-        machine = PartitionMachine(pid, onResults=self._results)
+        machine = PartitionMachine(pid, onResults=self._results, wantResults=self._wantResults)
         transport = self.multi.group(pid)
         transport.paused = True  # until the node has loaded its WAL
         bootstrap = Configuration(frozenset(voters), frozenset(), tuple(sorted(voters.items())))
@@ -317,6 +319,9 @@ class PartitionManager(Service):
         Deferred.fromCoroutine(node.start()).addCallbacks(
             lambda _: part.lifecycle.loaded(), lambda f: part.lifecycle.loadFailed(f.getErrorMessage())
         )
+
+    def _wantResults(self) -> bool:
+        return self.onResults is not None and (self.wantResults is None or self.wantResults())
 
     def _results(self, pid: str, index: int, results: list[dict[str, Any]]) -> None:
         if self.onResults is not None:

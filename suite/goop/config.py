@@ -35,6 +35,25 @@ def _str(key: str, v: Any) -> str:
     return v
 
 
+def _basePath(key: str, v: Any) -> str:
+    """
+    A URL path prefix such as C{/rendezvous}: "" or "/" for the root;
+    segments of letters, digits, C{.}, C{_}, C{~} and C{-}.
+    """
+    text = _str(key, v).strip("/")
+    if not text:
+        return ""
+    segments = text.split("/")
+    for seg in segments:
+        if (
+            not seg
+            or seg in (".", "..")
+            or not all(c.isascii() and (c.isalnum() or c in "._~-") for c in seg)
+        ):
+            raise ConfigError(f'{CONFIG_NAME}: {key}: {v!r} is not a URL path such as "/rendezvous"')
+    return "/" + "/".join(segments)
+
+
 def _bool(key: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"{CONFIG_NAME}: {key}: must be true or false")
@@ -141,6 +160,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
         "rendezvous_wan": ("", _url),
         "rendezvous_host": (False, _bool),
         "rendezvous_port": (8787, _int(0, 65535)),
+        "rendezvous_base_path": ("", _basePath),
         "rendezvous_only": (False, _bool),
         "templates_dir": ("templates", _str),
         "peer_db_path": ("", _str),
@@ -151,7 +171,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
 
 #: Keys beyond the guide's example (security settings): accepted, but not
 #: written into a new goop.json.
-EXTENSIONS = {"p2p.mdns_interfaces", "presence.trusted_proxies", "viewer.allowed_hosts"}
+EXTENSIONS = {
+    "p2p.mdns_interfaces",
+    "presence.trusted_proxies",
+    "presence.rendezvous_base_path",
+    "viewer.allowed_hosts",
+}
 
 #: Top-level keys of the guide's "client configuration" example, mapped onto
 #: their place in the schema.
@@ -178,6 +203,7 @@ class GoopConfig:
     rendezvousWan: str = ""
     rendezvousHost: bool = False
     rendezvousPort: int = 8787
+    rendezvousBasePath: str = ""
     rendezvousOnly: bool = False
     templatesDir: str = "templates"
     peerDbPath: str = ""
@@ -249,11 +275,28 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
     for s, keys in SCHEMA.items():
         for k, (d, _) in keys.items():
             values[f"{s}.{k}"] = d
+    legacy: dict[str, tuple[str, Any]] = {}
     for top, value in doc.items():
         if top in LEGACY:
             s, k = LEGACY[top]
-            values[f"{s}.{k}"] = SCHEMA[s][k][1](top, value)
-            warnings.append(f"{CONFIG_NAME}: {top}: legacy key, read as {s}.{k}")
+            key = f"{s}.{k}"
+            parsed = SCHEMA[s][k][1](top, value)
+            # "site" and "peerName" both name the peer's label: the more
+            # specific name wins (profile.label, then peerName, then site),
+            # and a loser with another value is named in a warning.
+            if key in legacy and legacy[key][0] == "peerName":
+                if legacy[key][1] != parsed:
+                    warnings.append(
+                        f"{CONFIG_NAME}: {top} ({parsed!r}) ignored: peerName ({legacy[key][1]!r}) sets {key}"
+                    )
+                continue
+            if key in legacy and legacy[key][1] != parsed:
+                warnings.append(
+                    f"{CONFIG_NAME}: {legacy[key][0]} ({legacy[key][1]!r}) ignored: {top} ({parsed!r}) sets {key}"
+                )
+            legacy[key] = (top, parsed)
+            values[key] = parsed
+            warnings.append(f"{CONFIG_NAME}: {top}: legacy key, read as {key}")
             continue
         if top not in SCHEMA:
             warnings.append(f"{CONFIG_NAME}: {top}: unknown key, ignored")
@@ -265,6 +308,11 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
                 warnings.append(f"{CONFIG_NAME}: {top}.{k}: unknown key, ignored")
                 continue
             values[f"{top}.{k}"] = SCHEMA[top][k][1](f"{top}.{k}", v)
+    for key, (name, value) in legacy.items():
+        s, k = key.split(".")
+        if isinstance(doc.get(s), dict) and k in doc[s] and values[key] != value:
+            values[key] = SCHEMA[s][k][1](key, doc[s][k])
+            warnings.append(f"{CONFIG_NAME}: {name} ({value!r}) ignored: {key} ({values[key]!r}) is set")
     if values["presence.rendezvous_only"] and not values["presence.rendezvous_host"]:
         warnings.append(
             f"{CONFIG_NAME}: presence.rendezvous_only: set without rendezvous_host; no hub will run"
@@ -289,6 +337,7 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
         rendezvousWan=values["presence.rendezvous_wan"],
         rendezvousHost=values["presence.rendezvous_host"],
         rendezvousPort=values["presence.rendezvous_port"],
+        rendezvousBasePath=values["presence.rendezvous_base_path"],
         rendezvousOnly=values["presence.rendezvous_only"],
         templatesDir=values["presence.templates_dir"],
         peerDbPath=values["presence.peer_db_path"],

@@ -126,6 +126,56 @@ class JSONErrorPage(Resource):
         return jsonResponse(request, self.code, {"error": self.reason})
 
 
+class JSONDirectory(Resource):
+    """
+    A path segment (such as C{/api}) whose unknown children, and itself,
+    answer a JSON 404 rather than Twisted's HTML page.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return JSONErrorPage(404, "no such API path")
+
+    def render(self, request: Request) -> bytes:
+        return jsonResponse(request, 404, {"error": "no such API path"})
+
+
+class MountedAt(Resource):
+    """
+    A site root serving C{inner} under C{basePath} (C{"/a/b"}): C{/a/b}
+    redirects to C{/a/b/} (so the page's relative links resolve under the
+    prefix), C{/a/b/...} is C{inner}, anything else a JSON 404.
+    """
+
+    def __init__(self, basePath: str, inner: Resource) -> None:
+        super().__init__()
+        self.segments = [seg.encode() for seg in basePath.strip("/").split("/")]
+        self.inner = inner
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        rest = self.segments[1:]
+        postpath: list[bytes] = request.postpath  # type: ignore[assignment]
+        if path != self.segments[0] or postpath[: len(rest)] != rest:
+            return JSONErrorPage(404, "no such resource")
+        for _ in rest:
+            request.prepath.append(postpath.pop(0))  # type: ignore[union-attr]
+        if not postpath:
+            return _SlashRedirect()
+        return self.inner
+
+    def render(self, request: Request) -> bytes:
+        return jsonResponse(request, 404, {"error": "no such resource"})
+
+
+class _SlashRedirect(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        path: bytes = request.path
+        request.redirect(path + b"/")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b""
+
+
 def finishRequest(request: Request, body: bytes) -> None:
     """Write C{body} and finish, unless the client has gone away meanwhile."""
     if request.finished or getattr(request, "_disconnected", False):

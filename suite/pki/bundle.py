@@ -437,7 +437,7 @@ def loadBundleFromEnv(environ: Mapping[str, str], *, now: datetime.datetime | No
 def loadIdentity(
     certPath: str | os.PathLike[str],
     keyPath: str | os.PathLike[str],
-    trustBundlePath: str | os.PathLike[str],
+    trustBundlePath: str | os.PathLike[str] | None,
     *,
     certLabel: str | None = None,
     keyLabel: str | None = None,
@@ -449,6 +449,10 @@ def loadIdentity(
     by intermediates), its key, and a trust bundle holding one or more CA
     certificates.  The returned bundle has no client CA.
 
+    With C{trustBundlePath} None the trust anchor is the last certificate
+    of the certificate file (a full-chain file: the node certificate, then
+    its issuers); it must be a CA.
+
     @param certLabel: how to name the certificate in messages, e.g.
         C{"CEPTRA_TLS_IDENTITY_CERT"}; the path is always appended.
     @raise BundleError: naming the file (and label) and the reason.
@@ -457,10 +461,22 @@ def loadIdentity(
     def name(path: str, label: str | None) -> str:
         return path if label is None else f"{label} ({path})"
 
-    cert, key, trust = os.fspath(certPath), os.fspath(keyPath), os.fspath(trustBundlePath)
+    cert, key = os.fspath(certPath), os.fspath(keyPath)
+    node = _readFile(cert, name(cert, certLabel))
+    if trustBundlePath is None:
+        assert node.data is not None
+        chain = _parseCertificates(node.label, node.data)
+        if len(chain) < 2:
+            raise BundleError(
+                f"{node.label}: no trust bundle given and no issuer certificate after the node's"
+            )
+        ca = _Item(f"{node.label} (issuer at the end of the chain)", certificateToPEM(chain[-1]))
+    else:
+        trust = os.fspath(trustBundlePath)
+        ca = _readFile(trust, name(trust, trustLabel))
     return _assemble(
-        ca=_readFile(trust, name(trust, trustLabel)),
-        node=_readFile(cert, name(cert, certLabel)),
+        ca=ca,
+        node=node,
         nodeKey=_readFile(key, name(key, keyLabel)),
         clientCA=None,
         clientCAKey=None,

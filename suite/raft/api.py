@@ -7,6 +7,8 @@ or a membership change C{addLearner}, C{addVoter}, C{promote}, C{remove}
 (C{key} the node id, C{value} its Raft address for the additions), which
 answers with the resulting configuration once committed and succeeds at once
 when the configuration already is as asked (so a retry is harmless).
+A connection may carry many outstanding requests (pipelining); each is
+answered once, in completion order, under its C{id}.
 Response: C{[id, ok, value, error, leader]}: C{error} explains a refusal
 (e.g. why this node is not the leader) and C{leader} names the leader
 when known.  Frames are limited to C{maxFrameBytes}.
@@ -23,7 +25,7 @@ from twisted.logger import Logger
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
 from suite.raft.messages import Configuration
 from suite.raft.node import NotLeader, RaftNode
-from suite.raft.transport import FrameProtocol
+from suite.raft.transport import FrameProtocol, WriteCoalescer
 
 log = Logger()
 WRITES = {"put", "append", "delete", "cas"}
@@ -34,9 +36,18 @@ MAX_CLIENT_FRAME = 1024 * 1024
 class ClientAPIProtocol(FrameProtocol):
     maxFrameBytes = MAX_CLIENT_FRAME
 
-    def __init__(self, node: RaftNode, kv: KeyValueStateMachine, observe: Any) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        kv: KeyValueStateMachine,
+        observe: Any,
+        coalescer: WriteCoalescer | None = None,
+    ) -> None:
         super().__init__()
         self.node, self.kv, self.observe = node, kv, observe
+        # Replies completing in one reactor turn (a commit answers many
+        # pipelined requests at once) leave in one write.
+        self.coalescer = coalescer
 
     def frameReceived(self, frame: bytes) -> None:
         try:
@@ -129,8 +140,12 @@ def _describe(config: Configuration) -> dict[str, Any]:
     }
 
 
-def clientAPIFactory(node: RaftNode, kv: KeyValueStateMachine, observe: Any = lambda ms: None) -> Factory:
+def clientAPIFactory(
+    node: RaftNode, kv: KeyValueStateMachine, observe: Any = lambda ms: None, coalesce: bool = False
+) -> Factory:
     """
-    A factory serving the client API for C{node}.
+    A factory serving the client API for C{node}; with C{coalesce}, the
+    replies of one reactor turn on a connection leave in one write.
     """
-    return Factory.forProtocol(lambda: ClientAPIProtocol(node, kv, observe))
+    coalescer = WriteCoalescer(node.clock) if coalesce else None
+    return Factory.forProtocol(lambda: ClientAPIProtocol(node, kv, observe, coalescer))

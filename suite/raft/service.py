@@ -38,6 +38,13 @@ class Options(usage.Options):
         ["election-timeout-ms", None, "150", "Election timeout floor (randomised up to twice it)."],
         ["heartbeat-ms", None, "50", "Heartbeat interval."],
         ["snapshot-threshold", None, "10000", "Applied entries between snapshots."],
+        [
+            "coalesce-writes",
+            None,
+            "none",
+            "Frames of one reactor turn leave in one write on: all, client, peers or none connections"
+            " (TLS connections already send one record batch per turn).",
+        ],
     ]
     optFlags = [
         ["insecure", None, "Plain TCP between nodes and clients (development only)."],
@@ -74,6 +81,10 @@ class Options(usage.Options):
                     raise ValueError
             except ValueError:
                 raise usage.UsageError(f"--{flag} must be a positive integer, not {self[flag]!r}")
+        if self["coalesce-writes"] not in ("all", "client", "peers", "none"):
+            raise usage.UsageError(
+                f"--coalesce-writes must be all, client, peers or none, not {self['coalesce-writes']!r}"
+            )
         if self["heartbeat-ms"] * 2 > self["election-timeout-ms"]:
             raise usage.UsageError("--heartbeat-ms must be at most half of --election-timeout-ms")
         self["wal-dir"] = self["wal-dir"] or os.path.join(self["data-dir"], "wal")
@@ -107,10 +118,15 @@ def makeService(options: Options, reactor: Any) -> RaftNodeService:
         bundle=bundle,
         settings=settings,
         join=bool(options["join"]),
+        coalesce=options["coalesce-writes"] in ("all", "peers"),
     )
     node = root.node
     registry, latency = makeRegistry(node)
-    root.listen(options["client-listen"], clientAPIFactory(node, kv, latency.observe), "--client-listen")
+    root.listen(
+        options["client-listen"],
+        clientAPIFactory(node, kv, latency.observe, options["coalesce-writes"] in ("all", "client")),
+        "--client-listen",
+    )
     if options["admin"]:
         from suite.web.admin import makeAdminResource, makeAdminService
 

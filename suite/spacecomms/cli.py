@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     from twisted.scripts.twistd import run
 
+    from suite.proctitle import setProcessName
+
+    setProcessName("spacecomms", args)
     sys.argv = [
         "twistd",
         "--nodaemon",

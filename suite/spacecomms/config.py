@@ -103,6 +103,10 @@ class Config:
     cert_path: str | None = None
     key_path: str | None = None
     ca_path: str | None = None
+    #: Where peer trust comes from, stated at start-up.
+    ca_source: str = "server.tls.ca_path"
+    #: Lowest TLS version accepted on peer and API connections: "1.2" or "1.3".
+    tls_min_version: str = "1.2"
     api_tls: bool = False
     max_body_bytes: int = 1024 * 1024
     auth_enabled: bool = True
@@ -286,6 +290,17 @@ def parsePeer(c: _Checker, raw: Any, path: str) -> PeerConfig | None:
     return PeerConfig(pid, address, host, port, token or "", policies)
 
 
+def _certificateCount(path: str) -> int:
+    """
+    PEM certificates in C{path} (0 when it cannot be read).
+    """
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"-----BEGIN CERTIFICATE-----")
+    except OSError:
+        return 0
+
+
 def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str = "") -> Config:
     """
     Check a parsed YAML document and build a L{Config}, applying
@@ -311,7 +326,9 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
     nodeName = c.string(node, "name", "node", default=nodeId) or nodeId
 
     server = c.section(doc, "server", "", {"host", "port", "peer_host", "peer_port", "tls", "max_body_bytes"})
-    tls = c.section(server, "tls", "server", {"enabled", "cert_path", "key_path", "ca_path", "api"})
+    tls = c.section(
+        server, "tls", "server", {"enabled", "cert_path", "key_path", "ca_path", "api", "min_version"}
+    )
     tlsEnabled = c.boolean(tls, "enabled", "server.tls", False)
     paths: dict[str, str | None] = {}
     for key in ("cert_path", "key_path", "ca_path"):
@@ -319,14 +336,26 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         p = paths[key]
         if tlsEnabled and p and not os.path.isfile(p):
             c.error(f"server.tls.{key}", f"no such file: {p}")
+    caSource = "server.tls.ca_path"
     if tlsEnabled and paths["ca_path"] is None and paths["cert_path"]:
-        # The guide's example names no CA; by convention it sits next to the
-        # node certificate.
+        # The guide's example names no CA: take ca.crt next to the node
+        # certificate, else the issuers that follow it in a full-chain file.
         beside = os.path.join(os.path.dirname(paths["cert_path"]), "ca.crt")
         if os.path.isfile(beside):
             paths["ca_path"] = beside
+            caSource = f"ca.crt next to server.tls.cert_path ({beside})"
+        elif _certificateCount(paths["cert_path"]) >= 2:
+            caSource = f"the last issuer certificate in server.tls.cert_path ({paths['cert_path']})"
         else:
-            c.error("server.tls.ca_path", f"not set, and no ca.crt next to server.tls.cert_path ({beside})")
+            c.error(
+                "server.tls.ca_path",
+                f"not set, no ca.crt next to server.tls.cert_path ({beside}), and server.tls.cert_path "
+                "holds no issuer certificate after the node's: name the CA that signs every peer's certificate",
+            )
+    minVersion = str(tls.get("min_version", "1.2")).strip().removeprefix("TLSv")
+    if minVersion not in ("1.2", "1.3"):
+        c.error("server.tls.min_version", f'must be "1.2" or "1.3", got {tls.get("min_version")!r}')
+        minVersion = "1.2"
 
     auth = c.section(c.section(doc, "api", "", {"auth"}), "auth", "api", {"enabled", "tokens"})
     authEnabled = c.boolean(auth, "enabled", "api.auth", True)
@@ -461,6 +490,8 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         cert_path=paths["cert_path"],
         key_path=paths["key_path"],
         ca_path=paths["ca_path"],
+        ca_source=caSource,
+        tls_min_version=minVersion,
         api_tls=c.boolean(tls, "api", "server.tls", False) and tlsEnabled,
         max_body_bytes=c.number(
             server, "max_body_bytes", "server", 1024 * 1024, 1024, 64 * 1024 * 1024, integer=True

@@ -39,6 +39,8 @@ RESTART_ONLY = (
     "cert_path",
     "key_path",
     "ca_path",
+    "ca_source",
+    "tls_min_version",
     "api_tls",
     "storage_type",
     "file_path",
@@ -54,7 +56,8 @@ class TLSContexts:
     def __init__(self, config: Config) -> None:
         from suite.pki.bundle import loadIdentity
 
-        assert config.cert_path and config.key_path and config.ca_path
+        assert config.cert_path and config.key_path
+        self.tls13Only = config.tls_min_version == "1.3"
         self.bundle = loadIdentity(
             config.cert_path,
             config.key_path,
@@ -70,18 +73,22 @@ class TLSContexts:
         from suite.pki.tls import serverContextFactory
 
         if not requireClientCert:
-            return serverContextFactory(self.bundle, requireClientCert=False)
+            return serverContextFactory(self.bundle, requireClientCert=False, tls13Only=self.tls13Only)
         if self._server is None:
             # ALPN: peers ask for the SpaceComms protocol; http/1.1 lets curl
             # reach the GET /health probe on the same port.
-            self._server = serverContextFactory(self.bundle, acceptableProtocols=[ALPN, b"http/1.1"])
+            self._server = serverContextFactory(
+                self.bundle, acceptableProtocols=[ALPN, b"http/1.1"], tls13Only=self.tls13Only
+            )
         return self._server
 
     def client(self, host: str) -> Any:
         from suite.pki.tls import clientContextFactory
 
         if host not in self._clients:
-            self._clients[host] = clientContextFactory(self.bundle, hostname=host, acceptableProtocols=[ALPN])
+            self._clients[host] = clientContextFactory(
+                self.bundle, hostname=host, acceptableProtocols=[ALPN], tls13Only=self.tls13Only
+            )
         return self._clients[host]
 
 
@@ -170,6 +177,12 @@ class SpaceCommsService(MultiService):
     def startService(self) -> None:
         self.node.start()
         super().startService()
+        if self.tls is not None:
+            self.log.info(
+                "peer TLS: trusting {source}; TLS {version} or newer",
+                source=self.config.ca_source,
+                version=self.config.tls_min_version,
+            )
         desc = _endpoint(self.config.host, self.config.port)
         d = serverFromString(self.reactor, desc).listen(self.apiFactory)
 

@@ -17,6 +17,7 @@ backoff is the job of the peer manager's ClientService.
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -269,6 +270,8 @@ class PeerProtocol(Int32StringReceiver):
         self.MAX_LENGTH = maxFrameBytes
         self._hello = hello
         self._hbSequence = 0
+        self._sentBytes = 0
+        self._frameEnds: deque[int] = deque()
         self.peerId = expectedPeer or ""
         self.machine = SessionMachine(
             SessionCore(self, sink, clock, expectedPeer, heartbeatSeconds, timeoutSeconds)
@@ -407,6 +410,10 @@ class PeerProtocol(Int32StringReceiver):
             )
             return
         self.sendString(data)
+        self._sentBytes += 4 + len(data)
+        self._frameEnds.append(self._sentBytes)
+        if len(self._frameEnds) > 100_000:
+            self._frameEnds.popleft()
 
     def sendHello(self, peerId: str) -> None:
         self.sendEnvelope(
@@ -441,6 +448,18 @@ class PeerProtocol(Int32StringReceiver):
 
     def close(self, reason: str) -> None:
         self.machine.closeRequested(reason)
+
+    def queuedMessages(self) -> int:
+        """
+        Messages written to this session and not yet wholly sent: frames
+        whose last byte lies within the last L{queueDepth} bytes written
+        (with TLS the buffered bytes are ciphertext, a few percent more than
+        the frames, so this errs towards counting one more frame).
+        """
+        sent = self._sentBytes - self.queueDepth()
+        while self._frameEnds and self._frameEnds[0] <= sent:
+            self._frameEnds.popleft()
+        return len(self._frameEnds)
 
     def queueDepth(self) -> int:
         """

@@ -46,6 +46,21 @@ class IdentityTests(SynchronousTestCase):
         bundle = self.load()
         self.assertEqual(bundle.identity.spiffeId, SPIFFE)
 
+    def test_policyReusesContexts(self) -> None:
+        """
+        The HTTPS policy builds one TLS context per host and hands it out
+        again for further connections to that host.
+        """
+        policy = service.MTLSPolicy(self.load())
+        first = policy.creatorForNetloc(b"127.0.0.1", 1)
+        self.assertIs(policy.creatorForNetloc(b"127.0.0.1", 2), first)
+        other = policy.creatorForNetloc(b"node.example", 1)
+        self.assertIsNot(other, first)
+        self.assertIs(policy.creatorForNetloc(b"node.example", 1), other)
+        for n in range(policy.MAX_CACHED):
+            policy.creatorForNetloc(f"n{n}.example".encode(), 1)
+        self.assertLessEqual(len(policy._creators), policy.MAX_CACHED)
+
     def test_missingFile(self) -> None:
         """
         A missing key file is fatal, naming the variable and the file.

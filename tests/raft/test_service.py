@@ -62,6 +62,16 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertIn("--heartbeat-ms", str(e))
 
+    def test_coalesceWrites(self) -> None:
+        """
+        --coalesce-writes takes all, client, peers or none (the default);
+        anything else is refused, naming the flag.
+        """
+        self.assertEqual(self.parse(*self.base())["coalesce-writes"], "none")
+        self.assertEqual(self.parse(*self.base(), "--coalesce-writes", "client")["coalesce-writes"], "client")
+        e = self.assertRaises(usage.UsageError, self.parse, *self.base(), "--coalesce-writes", "some")
+        self.assertIn("--coalesce-writes", str(e))
+
     def test_directoriesDefaultUnderDataDir(self) -> None:
         """
         WAL and snapshot directories default under --data-dir.
@@ -207,6 +217,37 @@ class ClientAPITests(SynchronousTestCase):
         self.clock.advance(0.31)
         self.assertEqual(self.request(1, "put", "k", "v", "c", 1)[:3], [1, True, None])
         self.assertEqual(self.request(2, "get", "k", None, "c", 0)[:3], [2, True, "v"])
+
+    def test_pipelinedRepliesCoalesce(self) -> None:
+        """
+        Several requests may be outstanding on one connection: each is
+        answered under its own id, and the replies completing in one turn
+        leave in one write (without coalescing, one write each).
+        """
+        from suite.raft.api import ClientAPIProtocol
+        from suite.raft.transport import WriteCoalescer
+        from tests.raft.test_wire import CountingTransport
+
+        self.clock.advance(0.31)
+        for coalesce, writes in ((True, 1), (False, 3)):
+            coalescer = WriteCoalescer(self.clock) if coalesce else None
+            proto = ClientAPIProtocol(self.node, self.kv, lambda ms: None, coalescer)
+            transport = CountingTransport()
+            proto.makeConnection(transport)
+            data = b""
+            for reqId, client in ((7, "x"), (8, "y"), (9, "z")):
+                payload = msgpack.packb([reqId, "put", f"k{reqId}", "v", f"{client}{coalesce}", 1])
+                data += LENGTH.pack(len(payload)) + payload
+            proto.dataReceived(data)
+            self.clock.advance(0)
+            self.clock.advance(0)
+            self.assertEqual(len(transport.writes), writes)
+            out, replies = transport.value(), []
+            while out:
+                (length,) = LENGTH.unpack_from(out)
+                replies.append(msgpack.unpackb(out[4 : 4 + length], raw=False)[:2])
+                out = out[4 + length :]
+            self.assertEqual(sorted(replies), [[7, True], [8, True], [9, True]])
 
     def test_malformed(self) -> None:
         """

@@ -29,7 +29,14 @@ from suite.raft.messages import (
     decodeMessage,
     encodeMessage,
 )
-from suite.raft.transport import LENGTH, InboundRaftProtocol, RaftTransport
+from suite.raft.transport import (
+    LENGTH,
+    FrameProtocol,
+    InboundRaftProtocol,
+    OutboundRaftProtocol,
+    RaftTransport,
+    WriteCoalescer,
+)
 
 SAMPLES: list[Message] = [
     RequestVote("a", "b", 3, 10, 2, preVote=True),
@@ -163,3 +170,132 @@ class InboundTests(SynchronousTestCase):
 
         InboundRaftProtocol(self.owner).makeConnection(Wrapper(TCP()))
         self.assertEqual(calls, [True])
+
+
+class CountingTransport(StringTransport):
+    """
+    A StringTransport that remembers each write.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+
+class CoalescingTests(SynchronousTestCase):
+    """
+    L{FrameProtocol.sendFrame} with and without a L{WriteCoalescer}.
+    """
+
+    def connect(self, clock: Clock | None) -> tuple[FrameProtocol, CountingTransport]:
+        proto = FrameProtocol()
+        proto.coalescer = WriteCoalescer(clock) if clock is not None else None
+        transport = CountingTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_immediateWithoutClock(self) -> None:
+        """
+        Without a clock every frame is written at once, on its own.
+        """
+        proto, transport = self.connect(None)
+        proto.sendFrame(b"one")
+        proto.sendFrame(b"two")
+        self.assertEqual(transport.writes, [LENGTH.pack(3) + b"one", LENGTH.pack(3) + b"two"])
+
+    def test_oneWritePerTurn(self) -> None:
+        """
+        With a clock, the frames of one turn leave together in one write
+        when the turn ends (C{callLater(0)}), in the order they were sent;
+        the next turn's frames make the next write.
+        """
+        clock = Clock()
+        proto, transport = self.connect(clock)
+        proto.sendFrame(b"one")
+        proto.sendFrame(b"two")
+        self.assertEqual(transport.writes, [])
+        clock.advance(0)
+        self.assertEqual(transport.writes, [LENGTH.pack(3) + b"one" + LENGTH.pack(3) + b"two"])
+        proto.sendFrame(b"three")
+        clock.advance(0)
+        self.assertEqual(transport.writes[1:], [LENGTH.pack(5) + b"three"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_flushNow(self) -> None:
+        """
+        L{FrameProtocol.flushFrames} writes at once; the turn's end then
+        has nothing left to write for it, and flushing with nothing queued
+        writes nothing.
+        """
+        clock = Clock()
+        proto, transport = self.connect(clock)
+        proto.sendFrame(b"x")
+        proto.flushFrames()
+        self.assertEqual(transport.writes, [LENGTH.pack(1) + b"x"])
+        clock.advance(0)
+        proto.flushFrames()
+        self.assertEqual(len(transport.writes), 1)
+
+    def test_oneTimerForManyConnections(self) -> None:
+        """
+        Connections sharing a coalescer share one scheduled flush per turn;
+        each gets one write.
+        """
+        clock = Clock()
+        coalescer = WriteCoalescer(clock)
+        links = []
+        for _ in range(3):
+            proto = FrameProtocol()
+            proto.coalescer = coalescer
+            transport = CountingTransport()
+            proto.makeConnection(transport)
+            links.append((proto, transport))
+        for proto, _ in links:
+            proto.sendFrame(b"a")
+            proto.sendFrame(b"b")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual([t.writes for _, t in links], [[LENGTH.pack(1) + b"a" + LENGTH.pack(1) + b"b"]] * 3)
+
+    def test_lostConnectionDropsQueue(self) -> None:
+        """
+        Frames queued when the connection is lost are dropped.
+        """
+        clock = Clock()
+        proto, transport = self.connect(clock)
+        proto.sendFrame(b"x")
+        proto.connectionLost(None)
+        clock.advance(0)
+        self.assertEqual(transport.writes, [])
+
+    def test_outboundLinksCoalesceWhenAsked(self) -> None:
+        """
+        L{RaftTransport} gives its outbound links its clock when
+        C{coalesce} is true (two messages to a peer in one turn: one
+        write) and writes each message at once when it is false.
+        """
+        for coalesce, expected in ((True, 1), (False, 2)):
+            clock = Clock()
+            owner = RaftTransport(
+                "a", clock, lambda a, f: None, {"b": "127.0.0.1:1"}, secure=False, coalesce=coalesce
+            )
+            link = OutboundRaftProtocol(owner, "b")
+            transport = CountingTransport()
+            link.makeConnection(transport)
+            self.assertIs(owner.outbound["b"], link)
+            owner.send(Heartbeat("a", "b", 3, 8, 5))
+            owner.send(Heartbeat("a", "b", 3, 8, 6))
+            clock.advance(0)
+            self.assertEqual(len(transport.writes), expected)
+            received: list[Message] = []
+            inbound = RaftTransport("b", Clock(), lambda a, f: None, {"a": "127.0.0.1:1"}, secure=False)
+            inbound.setReceiver(received.append)
+            proto = InboundRaftProtocol(inbound)
+            proto.makeConnection(StringTransport())
+            proto.dataReceived(transport.value())
+            self.assertEqual([m.context for m in received], [5, 6])  # type: ignore[attr-defined]
+            owner.close()

@@ -164,7 +164,7 @@ class ConfigTests(SynchronousTestCase):
         os.remove(os.path.join(self.dir, "ca.crt"))
         e = self.assertRaises(ConfigInvalid, loadConfig, self.write(GUIDE), ENV)
         self.assertEqual(len(e.reasons), 1)
-        self.assertTrue(e.reasons[0].startswith("server.tls.ca_path: not set, and no ca.crt next to"))
+        self.assertTrue(e.reasons[0].startswith("server.tls.ca_path: not set, no ca.crt next to"))
 
     def test_missingVariableAndDefault(self) -> None:
         """

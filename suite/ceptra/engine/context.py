@@ -16,21 +16,26 @@ _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=Fa
 
 class Context:
     """
-    The output list and tags of the entry being applied.
+    The output list and tags of the entry being applied.  With C{quiet}
+    set, window and pattern results are not built at all (nobody reads
+    them); the state they reflect is updated all the same.
     """
 
-    __slots__ = ("partition", "index", "out", "horizonMs")
+    __slots__ = ("partition", "index", "out", "horizonMs", "quiet")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
         self.index = 0
         self.out: list[dict[str, Any]] = []
         self.horizonMs = 0
+        self.quiet = False
 
     def emit(self, kind: str, rule: str, group: str, start: int, end: int, value: Any) -> None:
         """
-        Append one result.
+        Append one result (unless quiet).
         """
+        if self.quiet:
+            return
         self.out.append(
             {
                 "rule": rule,

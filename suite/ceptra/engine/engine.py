@@ -85,11 +85,15 @@ class PartitionEngine:
 
     # -- applying entries -------------------------------------------------
 
-    def apply(self, index: int, payload: bytes) -> list[dict[str, Any]]:
+    def apply(self, index: int, payload: bytes, results: bool = True) -> list[dict[str, Any]]:
         """
         Apply the committed entry at log C{index}; return its results.  An
         index at or below the last applied one is ignored (replay after a
         snapshot).  Never raises for bad content: it is counted instead.
+
+        @param results: when false, window and pattern results are not built
+            (a replica nobody reads results from); the state, and so the
+            state hash, is the same either way.  Rules results still are.
         """
         if index <= self._lastIndex:
             return []
@@ -100,6 +104,7 @@ class PartitionEngine:
         ctx.index = index
         out: list[dict[str, Any]] = []
         ctx.out = out
+        ctx.quiet = not results
         try:
             tag, body = decodeEntry(payload)
         except EngineError:
@@ -198,7 +203,7 @@ class PartitionEngine:
     def _advance(self, wm: int) -> None:
         ctx = self._ctx
         for rule in self._aggregates:
-            if rule.fires and rule.fires[0][0] <= wm or rule.purges and rule.purges[0][0] <= wm:
+            if rule.due(wm):
                 rule.advance(wm, ctx)
         if self._patterns:
             release = self._release

@@ -18,10 +18,11 @@ class IPartitionEngine(Interface):
 
     partition = Attribute("The partition number results are tagged with.")
 
-    def apply(index: int, payload: bytes) -> list[dict[str, object]]:
+    def apply(index: int, payload: bytes, results: bool = True) -> list[dict[str, object]]:
         """
         Apply one committed entry; return its results (never raises for bad
-        content).
+        content).  With C{results} false, window and pattern results are not
+        built (the state is the same either way).
         """
 
     def snapshot() -> bytes:

@@ -16,7 +16,8 @@ covers C{(t - size, t]}, i.e. C{[t - size + 1, t + 1)}.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from heapq import heappop, heappush
+from collections import deque
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 from suite.ceptra.engine.context import MISSING, Context, groupOf
@@ -38,7 +39,11 @@ class AggregateRule:
         self.name = spec.name
         self.agg = makeAggregation(spec.fn, dict(spec.params))
         self.groups: dict[str, Any] = {}
+        # Windows to emit, ordered by (end, seq): those scheduled in order
+        # (the common case: event time moves forward) queue in C{ordered},
+        # the others in the heap C{fires}; L{advance} merges the two.
         self.fires: list[tuple[int, int, str, int]] = []
+        self.ordered: deque[tuple[int, int, str, int]] = deque()
         self.purges: list[tuple[int, int, str, int]] = []
         self.seq = 0
         self.skipped = 0
@@ -113,13 +118,37 @@ class AggregateRule:
         heappush(heap, (at, self.seq, group, start))
         self.seq += 1
 
+    def _fire(self, at: int, group: str, start: int) -> None:
+        """
+        Schedule the emission of window C{start} of C{group} at watermark C{at}.
+        """
+        ordered = self.ordered
+        if not ordered or at >= ordered[-1][0]:
+            ordered.append((at, self.seq, group, start))
+        else:
+            heappush(self.fires, (at, self.seq, group, start))
+        self.seq += 1
+
+    def due(self, wm: int) -> bool:
+        """
+        Whether L{advance} to C{wm} has anything to emit or drop.
+        """
+        return bool(
+            self.ordered
+            and self.ordered[0][0] <= wm
+            or self.fires
+            and self.fires[0][0] <= wm
+            or self.purges
+            and self.purges[0][0] <= wm
+        )
+
     # -- tumbling / hopping ---------------------------------------------
 
     def _fixedAdd(self, group: str, gs: dict[int, list[Any]], start: int, v: Any, ctx: Context) -> None:
         w = gs.get(start)
         if w is None:
             w = gs[start] = [self.agg.new(), False, None]
-            self._push(self.fires, start + self.size, group, start)
+            self._fire(start + self.size, group, start)
         w[0] = self.agg.add(w[0], v)
         if w[1]:
             ctx.emit("retract", self.name, group, start, start + self.size, w[2])
@@ -144,7 +173,7 @@ class AggregateRule:
         if lo is None or hi is None:
             new = [ts, ts, agg.add(agg.new(), v), False, None]
             insort(sessions, new, key=lambda s: s[0])
-            self._push(self.fires, ts + gap, group, ts)
+            self._fire(ts + gap, group, ts)
             return
         merged = sessions[lo : hi + 1]
         first = merged[0]
@@ -158,7 +187,7 @@ class AggregateRule:
                 changed = True
             first[2] = agg.add(first[2], v)
             if changed:
-                self._push(self.fires, first[1] + gap, group, first[0])
+                self._fire(first[1] + gap, group, first[0])
             return
         acc = agg.new()
         for s in merged:
@@ -168,7 +197,7 @@ class AggregateRule:
         acc = agg.add(acc, v)
         new = [min(first[0], ts), max(merged[-1][1], ts), acc, False, None]
         sessions[lo : hi + 1] = [new]
-        self._push(self.fires, new[1] + gap, group, new[0])
+        self._fire(new[1] + gap, group, new[0])
 
     # -- sliding --------------------------------------------------------
 
@@ -200,7 +229,12 @@ class AggregateRule:
                 wts.append(ts)
             else:
                 insort(wts, ts)
-            heappush(self.fires, (ts + 1, self.seq, group, ts))
+            at = ts + 1
+            ordered = self.ordered
+            if not ordered or at >= ordered[-1][0]:
+                ordered.append((at, self.seq, group, ts))
+            else:
+                heappush(self.fires, (at, self.seq, group, ts))
             self.seq += 1
         if late:
             wts = gs[5]
@@ -236,14 +270,22 @@ class AggregateRule:
         the state no accepted event can change any more.
         """
         fires = self.fires
+        ordered = self.ordered
+        popleft = ordered.popleft
         horizon = ctx.horizonMs
         kind = self.kind
         out = ctx.out
+        quiet = ctx.quiet
         name = self.name
         size = self.size
         fast = self.fast
-        while fires and fires[0][0] <= wm:
-            end, _, group, start = heappop(fires)
+        while True:
+            if ordered and ordered[0][0] <= wm and (not fires or ordered[0] < fires[0]):
+                end, _, group, start = popleft()
+            elif fires and fires[0][0] <= wm:
+                end, _, group, start = heappop(fires)
+            else:
+                break
             gs = self.groups.get(group)
             if gs is None:
                 continue
@@ -260,17 +302,18 @@ class AggregateRule:
                 else:
                     value = self._slidingValue(gs, start)
                 w[1] = value
-                out.append(
-                    {
-                        "rule": name,
-                        "group": group,
-                        "window": {"start": start - size + 1, "end": end},
-                        "value": value,
-                        "kind": "update",
-                        "partition": ctx.partition,
-                        "index": ctx.index,
-                    }
-                )
+                if not quiet:
+                    out.append(
+                        {
+                            "rule": name,
+                            "group": group,
+                            "window": {"start": start - size + 1, "end": end},
+                            "value": value,
+                            "kind": "update",
+                            "partition": ctx.partition,
+                            "index": ctx.index,
+                        }
+                    )
                 if not gs[6]:
                     gs[6] = True
                     self._push(self.purges, end + horizon, group, start)
@@ -420,7 +463,8 @@ class AggregateRule:
             groups.append([group, g])
         return {
             "groups": groups,
-            "fires": [list(f) for f in self.fires],
+            # One canonical list whichever queue holds each entry.
+            "fires": [list(f) for f in sorted([*self.fires, *self.ordered])],
             "purges": [list(p) for p in self.purges],
             "seq": self.seq,
             "skipped": self.skipped,
@@ -442,6 +486,8 @@ class AggregateRule:
             else:
                 self.groups[group] = {w[0]: [agg.load(w[1]), w[2], w[3]] for w in g}
         self.fires = [(f[0], f[1], f[2], f[3]) for f in obj["fires"]]
+        heapify(self.fires)
+        self.ordered = deque()
         self.purges = [(p[0], p[1], p[2], p[3]) for p in obj["purges"]]
         self.seq = obj["seq"]
         self.skipped = obj["skipped"]

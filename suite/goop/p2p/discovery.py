@@ -135,6 +135,7 @@ class HubClient:
         self.published = 0
         self.beats = 0
         self.seq = 0
+        self.streams = 0
         # The full list is read on start, on every event-stream (re)connect and
         # every few minutes; in between, SSE events keep the directory current.
         self.refreshEvery = max(1, int(300 // max(heartbeat, 1)))
@@ -209,7 +210,10 @@ class HubClient:
         return d
 
     def follow(self) -> None:
-        """Follow C{/events}; reconnect after a pause when it ends."""
+        """
+        Follow C{/events}; reconnect after a pause when it ends.  Every
+        reconnection publishes at once (the hub may have restarted).
+        """
         if not self.running:
             return
         buf = bytearray()
@@ -230,6 +234,13 @@ class HubClient:
                 return
             import treq
 
+            self.streams += 1
+            if self.streams > 1:
+                # The stream came back (a hub restart, a proxy timeout): the
+                # hub may have lost this peer, so publish now rather than at
+                # the next heartbeat.
+                again = Deferred.fromCoroutine(self._publish())
+                again.addErrback(lambda f: log.info("republish failed: {err}", err=f.getErrorMessage()))
             refresh = Deferred.fromCoroutine(self._refresh())
             refresh.addErrback(lambda f: log.info("peer list refresh failed: {err}", err=f.getErrorMessage()))
 

@@ -85,11 +85,14 @@ class PeerService(MultiService):
                 logs,
                 onFatal=onFatal,
                 trustedProxies=config.trustedProxies,
+                basePath=config.rendezvousBasePath,
                 **(hubKwargs or {}),
             )
             self.hub.setServiceParent(self)
         self.hubURL = config.rendezvousWan or (
-            f"http://127.0.0.1:{config.rendezvousPort}" if config.rendezvousHost else ""
+            f"http://127.0.0.1:{config.rendezvousPort}{config.rendezvousBasePath}"
+            if config.rendezvousHost
+            else ""
         )
         self.p2pPort = 0
         self.viewerPort = 0

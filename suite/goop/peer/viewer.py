@@ -38,7 +38,15 @@ from twisted.web.server import NOT_DONE_YET, Request
 from suite.goop.health import HealthzResource
 from suite.goop.metrics import PeerCollector, addAdminResources
 from suite.goop.sse import SSEHub, formatEvent
-from suite.goop.webutil import HostGuard, JSONErrorPage, finishRequest, header, jsonResponse, readBody
+from suite.goop.webutil import (
+    HostGuard,
+    JSONDirectory,
+    JSONErrorPage,
+    finishRequest,
+    header,
+    jsonResponse,
+    readBody,
+)
 
 __all__ = ["makeViewer"]
 
@@ -355,7 +363,7 @@ def makeViewer(
     )
     peer.logs.listeners.append(lambda entry: tail.publish("log", entry))
     root: Resource = _MinimalRoot(peer) if minimal else _Home(peer)
-    api = Resource()
+    api: Resource = JSONDirectory()
     api.putChild(b"logs", _LogsJSON(peer))
     api.children[b"logs"].putChild(b"stream", tail.resource())
     root.putChild(b"api", api)

@@ -46,6 +46,8 @@ from suite.goop.rendezvous.registry import (
 from suite.goop.rendezvous.templates import TemplateStore
 from suite.goop.sse import SSEHub
 from suite.goop.webutil import (
+    JSONDirectory,
+    MountedAt,
     PageRoot,
     clientIP,
     finishRequest,
@@ -84,8 +86,12 @@ class RendezvousHub(Service):
         interface: str = "127.0.0.1",
         onFatal: FatalHandler = logOnly,
         trustedProxies: Sequence[str] = (),
+        basePath: str = "",
     ) -> None:
         self.reactor = reactor
+        #: URL path the hub is served under ("" = the root), e.g. "/rendezvous"
+        #: behind a proxy that forwards that prefix unchanged.
+        self.basePath = basePath.rstrip("/")
         self.onFatal = onFatal
         self.port = port
         self.interface = interface
@@ -171,9 +177,10 @@ class RendezvousHub(Service):
         def ok(p: Any) -> Any:
             self.listening = p
             log.info(
-                "rendezvous hub listening on http://{host}:{port}/",
+                "rendezvous hub listening on http://{host}:{port}{base}/",
                 host=self.interface,
                 port=p.getHost().port,
+                base=self.basePath,
             )
             return p
 
@@ -262,6 +269,15 @@ class RendezvousHub(Service):
     # -- web ---------------------------------------------------------------
 
     def resource(self) -> Resource:
+        """
+        The hub's resource tree, mounted at L{basePath}.
+        """
+        hub = self._hubResource()
+        if not self.basePath:
+            return hub
+        return MountedAt(self.basePath, hub)
+
+    def _hubResource(self) -> Resource:
         root = PageRoot(os.path.join(HERE, "dashboard.html"), "no such resource")
         root.putChild(b"peers.json", _PeersJSON(self))
         root.putChild(b"logs.json", _LogsJSON(self.logBuffer))
@@ -269,7 +285,7 @@ class RendezvousHub(Service):
         root.putChild(b"events", self.sse.resource())
         root.putChild(b"healthz", HealthzResource(self.healthProviders))
         addAdminResources(root, self.healthProviders, HubCollector(self), self.reactor)
-        api = Resource()
+        api = JSONDirectory()
         api.putChild(b"templates", _Templates(self))
         root.putChild(b"api", api)
         return root

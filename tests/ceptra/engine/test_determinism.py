@@ -67,11 +67,11 @@ def logs(draw: st.DrawFn) -> list[bytes]:
     return entries
 
 
-def replay(entries: list[bytes]) -> tuple[list[list[dict[str, Any]]], list[str]]:
+def replay(entries: list[bytes], withResults: bool = True) -> tuple[list[list[dict[str, Any]]], list[str]]:
     eng = PartitionEngine(partition=2)
     results, hashes = [], []
     for i, entry in enumerate(entries):
-        results.append(eng.apply(i + 1, entry))
+        results.append(eng.apply(i + 1, entry, withResults))
         hashes.append(eng.stateHash())
     return results, hashes
 
@@ -91,6 +91,10 @@ class DeterminismTests(SynchronousTestCase):
         """
         results, hashes = replay(entries)
         self.assertEqual(replay(entries), (results, hashes))
+        # Without results built the state is the same; only rules results remain.
+        quiet, quietHashes = replay(entries, withResults=False)
+        self.assertEqual(quietHashes, hashes)
+        self.assertEqual(quiet, [[r for r in rs if r.get("kind") == "rules"] for rs in results])
         cut = cut % (len(entries) + 1)
         eng = PartitionEngine(partition=2)
         for i, entry in enumerate(entries[:cut]):
