@@ -17,7 +17,13 @@ queueing): ``tunnel_added_p50_ms`` is p50(c) - p50(a) at concurrency 1.
 Usage::
 
     .venv/bin/python bench/specter_tunnel.py [--duration 8] [--connections 64]
-        [--gateway ring|standalone]
+        [--gateway ring|standalone] [--h2-only] [--h2-requests 20000]
+
+``--h2-only`` measures only HTTP/2 (nginx terminating h2, then the
+tunnel) and adds the CPU time the gateway and the tunnel client spent per
+tunnelled HTTP/2 request (``h2_gateway_cpu_us``, ``h2_client_cpu_us``:
+process CPU time over the h2load run / requests completed), the figure
+that stays comparable on a busy machine.
 
 The last line holds the headline figures as key=value pairs, with the
 load average (1/5/15 min) at the end of the run.
@@ -133,6 +139,15 @@ def h2load(
     return {"rps": float(m.group(1)) if m else 0.0, "failed": float(ok.group(2)) if ok else float("nan")}
 
 
+def cpuSeconds(pid: int) -> float:
+    """
+    User + system CPU time of process C{pid} so far, in seconds.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bulkMBps(host: str, port: int, cacert: str) -> float:
     argv = [
         "curl", "-sS", "--http1.1", "--cacert", cacert, "--resolve", f"{host}:{port}:127.0.0.1",
@@ -147,6 +162,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--gateway", choices=("ring", "standalone"), default="ring")
+    parser.add_argument("--h2-only", action="store_true", help="HTTP/2 figures and CPU per request only")
+    parser.add_argument("--h2-requests", type=int, default=20000)
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "h2load"):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -239,6 +256,24 @@ def main() -> None:
         tunnelURL = f"https://127.0.0.1:{gw}/"
         # warm up
         wrk(tunnelURL, 2, 8, 1, host)
+        if args.h2_only:
+            h2load(tunnelURL, 2000, 16, 10, host)
+            gatewayPid, clientPid = procs[-2].pid, procs[-1].pid
+            h2nginx = h2load(f"https://127.0.0.1:{proxyH2}/", 100000, 16, 10)
+            before = cpuSeconds(gatewayPid), cpuSeconds(clientPid)
+            h2tunnel = h2load(tunnelURL, args.h2_requests, 16, 10, host)
+            after = cpuSeconds(gatewayPid), cpuSeconds(clientPid)
+            done = max(1.0, args.h2_requests - h2tunnel["failed"])
+            print(f"h2load nginx_h2 rps={h2nginx['rps']:.0f} failed={h2nginx['failed']:.0f}")
+            print(f"h2load tunnel rps={h2tunnel['rps']:.0f} failed={h2tunnel['failed']:.0f}")
+            print(
+                f"nginx_h2_rps={h2nginx['rps']:.0f} h2_tunnel_rps={h2tunnel['rps']:.0f} "
+                f"h2_tunnel_over_nginx_h2={h2tunnel['rps'] / h2nginx['rps'] if h2nginx['rps'] else 0.0:.3f} "
+                f"h2_gateway_cpu_us={(after[0] - before[0]) / done * 1e6:.0f} "
+                f"h2_client_cpu_us={(after[1] - before[1]) / done * 1e6:.0f} "
+                f"loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"
+            )
+            return
         d, c = args.duration, args.connections
         direct = wrk(f"http://127.0.0.1:{backend}/", d, c, 2)
         viaNginx = wrk(f"http://127.0.0.1:{proxy}/", d, c, 2)

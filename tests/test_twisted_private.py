@@ -20,10 +20,15 @@ import twisted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: Twisted's HTTP/2 sending loop, which suite/specter/gateway/h2.py's
-#: BatchingH2Connection._sendPrioritisedData re-implements (batched): the
-#: fingerprint of the reviewed version's source.
+#: Twisted's HTTP/2 sending loop and the three methods that feed it, which
+#: suite/specter/gateway/h2.py's BatchingH2Connection re-implements (frames
+#: of a turn written together): fingerprints of the reviewed version's source.
 H2_SEND_LOOP = "962d5b59c8d38671"
+H2_FEEDERS = {
+    "writeHeaders": "2780487f07d28fd7",
+    "writeDataToStream": "073b03004c5d6012",
+    "endRequest": "12a4b4c2ddd303c6",
+}
 
 
 def _fingerprint(f: Any) -> str:
@@ -49,6 +54,13 @@ class PrivateAPITests(SynchronousTestCase):
             "twisted.web._http2.H2Connection._sendPrioritisedData changed: review "
             "BatchingH2Connection in suite/specter/gateway/h2.py, then update H2_SEND_LOOP",
         )
+        for method, print_ in H2_FEEDERS.items():
+            self.assertEqual(
+                _fingerprint(getattr(H2Connection, method)),
+                print_,
+                f"twisted.web._http2.H2Connection.{method} changed: review "
+                f"BatchingH2Connection.{method} in suite/specter/gateway/h2.py, then update H2_FEEDERS",
+            )
         connection = H2Connection(MemoryReactorClock())
         for name in (
             "_stillProducing",
@@ -61,7 +73,7 @@ class PrivateAPITests(SynchronousTestCase):
             "_reactor",
         ):
             self.assertTrue(hasattr(connection, name), f"H2Connection.{name} is gone")
-        for name in ("_requestDone", "remainingOutboundWindow", "resetTimeout"):
+        for name in ("_requestDone", "remainingOutboundWindow", "resetTimeout", "_tryToWriteControlData"):
             self.assertTrue(callable(getattr(connection, name, None)), f"H2Connection.{name}() is gone")
 
     def test_newclient(self) -> None:

@@ -27,6 +27,9 @@ GUIDE_NAMES: dict[str, frozenset[str]] = {
             "peers_connected",
             "heartbeat_latency_ms",
             "cdm_processing_time_ms",
+            # the guide's alert thresholds are single values in ms: the recent
+            # p99 of its cdm_processing_time_ms, in the same unit
+            "spacecomms_cdm_processing_time_p99_ms",
             "message_queue_depth",
             "error_rate",
         }

@@ -13,6 +13,7 @@ from __future__ import annotations
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
+import h2.exceptions
 import priority
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -733,20 +734,37 @@ class _Immediate:
 
 class BatchingH2Connection(H2Connection):
     """
-    Twisted's HTTP/2 server connection, sending up to C{framesPerTurn}
-    queued frames per reactor turn instead of one.
+    Twisted's HTTP/2 server connection, writing the frames of a reactor turn
+    together instead of one at a time.
 
-    Twisted's sending loop writes one DATA frame (or one end of stream) and
-    then reschedules itself with C{callLater(0)}, so a connection with many
-    short responses in flight needs two reactor turns per response; the TLS
-    layer below already gathers the writes of one turn into one record.
-    Priority order, flow control and transport back-pressure are the same
-    as Twisted's: the loop stops when no stream can send, when the
-    transport pauses us, or after C{framesPerTurn} frames.
+    Twisted's connection encodes and writes each response's HEADERS at
+    once, then wakes its sending loop synchronously (a L{Deferred} per
+    wake-up) for the DATA frame and again for the end of the stream, each
+    written on its own, and sends one frame per reactor turn
+    (C{callLater(0)} between frames).  Here:
+
+      - response HEADERS are only encoded (C{h2} buffers them) and a DATA
+        write or end of stream only queues and unblocks the stream; one
+        C{callLater(0)} per turn runs the sending loop once for every
+        stream that became ready in that turn;
+      - the loop sends up to C{framesPerTurn} frames per run, a body's last
+        DATA frame carries END_STREAM (no separate empty frame), and the
+        encoded bytes go to the transport in one write (or every
+        C{writeChunk} bytes, so the transport's back-pressure still acts
+        within a run).
+
+    Priority order, flow control and transport back-pressure are
+    Twisted's: the loop stops when no stream can send, when the transport
+    pauses us, or after C{framesPerTurn} frames.  What this relies on in
+    Twisted (its loop's state, L{H2Connection.writeHeaders},
+    C{writeDataToStream}, C{endRequest}) is fingerprinted by
+    C{tests/test_twisted_private.py}.
     """
 
     framesPerTurn = 64
+    writeChunk = 64 * 1024
     transport: Any = None
+    _flushCall: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -765,7 +783,56 @@ class BatchingH2Connection(H2Connection):
         if self._tryToWriteControlData():
             self._requestDone(streamID)
 
+    # -- what a stream's request calls: queue, and flush once per turn -----------------
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any, streamID: int) -> None:
+        headers.insert(0, (b":status", code))
+        try:
+            self.conn.send_headers(streamID, headers)
+        except h2.exceptions.StreamClosedError:
+            return  # the client closed the stream: as Twisted, drop quietly
+        self._scheduleFlush()
+
+    def writeDataToStream(self, streamID: int, data: bytes) -> None:
+        self._outboundStreamQueues[streamID].append(data)
+        if self.conn.local_flow_control_window(streamID) > 0:
+            self.priority.unblock(streamID)
+            self._scheduleFlush()
+        if self.remainingOutboundWindow(streamID) <= 0:
+            self.streams[streamID].flowControlBlocked()
+
+    def endRequest(self, streamID: int) -> None:
+        self._outboundStreamQueues[streamID].append(_END_STREAM_SENTINEL)
+        self.priority.unblock(streamID)
+        self._scheduleFlush()
+
+    def _scheduleFlush(self) -> None:
+        if self._flushCall is None:
+            self._flushCall = self._reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        d = self._sendingDeferred
+        if d is not None:  # the loop is waiting for data: run it now
+            self._sendingDeferred = None
+            d.callback(None)
+        else:
+            self._tryToWriteControlData()
+
+    def connectionLost(self, reason: Any = None, _cancelTimeouts: bool = True) -> None:
+        call, self._flushCall = self._flushCall, None
+        if call is not None and call.active():
+            call.cancel()
+        super().connectionLost(reason, _cancelTimeouts)
+
     def _sendPrioritisedData(self, *args: Any) -> None:
+        try:
+            self._sendFrames()
+        finally:
+            self._tryToWriteControlData()
+
+    def _sendFrames(self) -> None:
+        pending = 0
+        queues = self._outboundStreamQueues
         for _ in range(self.framesPerTurn):
             if not self._stillProducing:
                 return
@@ -783,25 +850,34 @@ class BatchingH2Connection(H2Connection):
                 self._consumerBlocked.addCallback(self._sendPrioritisedData)
                 return
             self.resetTimeout()
-            remainingWindow = self.conn.local_flow_control_window(stream)
-            frameData = self._outboundStreamQueues[stream].popleft()
-            maxFrameSize = min(self.conn.max_outbound_frame_size, remainingWindow)
+            queue = queues[stream]
+            frameData = queue.popleft()
             if frameData is _END_STREAM_SENTINEL:
                 self.conn.end_stream(stream)
-                self.transport.write(self.conn.data_to_send())
                 self._requestDone(stream)
+                continue
+            remainingWindow = self.conn.local_flow_control_window(stream)
+            maxFrameSize = min(self.conn.max_outbound_frame_size, remainingWindow)
+            if len(frameData) > maxFrameSize:
+                queue.appendleft(frameData[maxFrameSize:])
+                frameData = frameData[:maxFrameSize]
+            last = bool(queue) and queue[0] is _END_STREAM_SENTINEL
+            if last:
+                queue.popleft()
+                self.conn.send_data(stream, frameData, end_stream=True)
+                self._requestDone(stream)
+                pending += len(frameData)
             else:
-                if len(frameData) > maxFrameSize:
-                    excessData = frameData[maxFrameSize:]
-                    frameData = frameData[:maxFrameSize]
-                    self._outboundStreamQueues[stream].appendleft(excessData)
                 if frameData:
                     self.conn.send_data(stream, frameData)
-                    self.transport.write(self.conn.data_to_send())
-                if not self._outboundStreamQueues[stream]:
+                    pending += len(frameData)
+                if not queue:
                     self.priority.block(stream)
                 if self.remainingOutboundWindow(stream) <= 0:
                     self.streams[stream].flowControlBlocked()
+            if pending >= self.writeChunk:
+                pending = 0
+                self._tryToWriteControlData()  # lets the transport pause us
         self._reactor.callLater(0, self._sendPrioritisedData)
 
 

@@ -272,7 +272,7 @@ class BatchingH2Tests(SynchronousTestCase):
             isLeaf = True
 
             def render_GET(self, request: Any) -> bytes:
-                return b"hello"
+                return b"x" * 200000 if request.path == b"/big" else b"hello"
 
         self.clock = Clock()
         self.channel = h2Channel(Site(_Hello(), reactor=self.clock), None)
@@ -283,9 +283,18 @@ class BatchingH2Tests(SynchronousTestCase):
         self.client = ClientConnection(H2Configuration(client_side=True))
         self.client.initiate_connection()
         self.ended: list[int] = []
+        self.data: list[Any] = []
+        self.writes = 0
+        write = self.transport.write
 
-    def request(self, count: int) -> None:
-        headers = [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "a.test")]
+        def counting(data: bytes) -> None:
+            self.writes += 1
+            write(data)
+
+        self.transport.write = counting  # type: ignore[method-assign]
+
+    def request(self, count: int, path: str = "/") -> None:
+        headers = [(":method", "GET"), (":path", path), (":scheme", "https"), (":authority", "a.test")]
         for i in range(count):
             self.client.send_headers(1 + 2 * i, headers, end_stream=True)
         self.channel.dataReceived(self.client.data_to_send())
@@ -295,7 +304,7 @@ class BatchingH2Tests(SynchronousTestCase):
         One reactor turn: run the calls that were due when it started (not
         the ones they schedule, as C{Clock.advance} would).
         """
-        from h2.events import StreamEnded
+        from h2.events import DataReceived, StreamEnded
 
         due = [c for c in self.clock.calls if c.getTime() <= self.clock.seconds()]
         for call in due:
@@ -306,6 +315,12 @@ class BatchingH2Tests(SynchronousTestCase):
         events = self.client.receive_data(self.transport.value())
         self.transport.clear()
         self.ended += [e.stream_id for e in events if isinstance(e, StreamEnded)]
+        received = [e for e in events if isinstance(e, DataReceived)]
+        self.data += received
+        for e in received:  # the visitor consumes what it got: windows reopen
+            self.client.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        if received:
+            self.channel.dataReceived(self.client.data_to_send())
 
     def test_manyResponsesOneTurn(self) -> None:
         """
@@ -330,3 +345,37 @@ class BatchingH2Tests(SynchronousTestCase):
         self.channel.resumeProducing()
         self.turn()
         self.assertEqual(sorted(self.ended), [1, 3, 5, 7, 9])
+
+    def test_oneWritePerTurn(self) -> None:
+        """
+        The HEADERS and DATA of all responses ready in one turn reach the
+        transport in one write, and a body's DATA frame carries END_STREAM
+        (no separate empty frame per response).
+        """
+        self.turn()
+        self.writes = 0
+        self.request(10)
+        self.writes = 0
+        self.turn()
+        self.assertEqual(sorted(self.ended), [1 + 2 * i for i in range(10)])
+        self.assertEqual(self.writes, 1)
+        self.assertEqual(len(self.data), 10)
+        for event in self.data:
+            self.assertEqual(event.data, b"hello")
+            self.assertIsNotNone(event.stream_ended)
+
+    def test_flowControlledBody(self) -> None:
+        """
+        A body larger than the visitor's windows is sent as the visitor
+        opens them, whole and ended once.
+        """
+        self.turn()
+        self.request(2, "/big")
+        for _ in range(60):
+            self.turn()
+            if len(self.ended) == 2:
+                break
+        self.assertEqual(sorted(self.ended), [1, 3])
+        for sid in (1, 3):
+            self.assertEqual(sum(len(e.data) for e in self.data if e.stream_id == sid), 200000)
+        self.assertEqual(len([e for e in self.data if e.stream_ended is not None]), 2)
