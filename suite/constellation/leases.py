@@ -39,9 +39,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
+from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -57,6 +58,9 @@ __all__ = [
     "LeaseSettings",
     "LeaseStateMachine",
     "LeaseKeeper",
+    "HoldInputs",
+    "HoldCore",
+    "newLeaseHold",
     "encodeLeaseCommand",
     "candidateOrder",
 ]
@@ -171,10 +175,165 @@ def candidateOrder(name: str) -> tuple[int, str]:
     return (nodePriority(name), name)
 
 
+# -- the per-lease hold machine -------------------------------------------
+#
+# Inputs (L{HoldInputs}): confirmed (a grant or renewal for this node
+# committed), expired (private: the expiry timer fired), moved (the lease
+# changed hands or token), released (this node gives the lease up), plus
+# the questions token and until, answered in every state.
+# Outputs (through L{HoldCore}): log lines and C{notify} (the keeper's
+# change callbacks).
+# States: Free; Holding (data: L{_Held}, the fencing token, the end of
+# acting and the expiry timer, armed on entry and re-armed by a renewal,
+# cancelled by the transition that leaves).
+
+
+class HoldInputs(Protocol):
+    def confirmed(self, token: int, until: float) -> None:
+        """
+        A grant or renewal proposed by this node committed: it may act under
+        C{token} until C{until} (its own monotonic clock).
+        """
+
+    def expired(self) -> None:
+        """
+        The expiry timer fired: the lease was not renewed in time.
+        """
+
+    def moved(self, why: str) -> None:
+        """
+        The replicated lease no longer names this node with its token, or
+        this node stops holding it for C{why}.
+        """
+
+    def released(self) -> int | None:
+        """
+        This node hands the lease over: stop acting; the token to release,
+        or None if nothing is held.
+        """
+
+    def token(self) -> int | None:
+        """
+        The fencing token held (acting or not), or None.
+        """
+
+    def until(self) -> float | None:
+        """
+        When acting ends on this node's clock, or None.
+        """
+
+
+@dataclass
+class HoldCore:
+    name: str
+    clock: Any
+    now: Callable[[], float]
+    notify: Callable[[], None]
+
+
 @dataclass
 class _Held:
     token: int
     until: float
+    timer: Any = None
+
+    def arm(self, inputs: HoldInputs, core: HoldCore) -> None:
+        self.cancel()
+
+        def fire() -> None:
+            # The reactor's clock and the monotonic one may differ a little:
+            # a timer that fires early waits for the rest.
+            self.timer = None
+            if core.now() >= self.until:
+                inputs.expired()
+            else:
+                self.arm(inputs, core)
+
+        self.timer = core.clock.callLater(max(0.0, self.until - core.now()), fire)
+
+    def cancel(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
+def _buildHold() -> TypeMachine[HoldInputs, HoldCore]:
+    b = TypeMachineBuilder(HoldInputs, HoldCore)
+    free = b.state("Free")
+
+    def holding_(inputs: HoldInputs, core: HoldCore, token: int, until: float) -> _Held:
+        held = _Held(token, until)
+        held.arm(inputs, core)
+        return held
+
+    holding = b.state("Holding", holding_)
+
+    @free.upon(HoldInputs.confirmed).to(holding)
+    def acquired(inputs: HoldInputs, core: HoldCore, token: int, until: float) -> None:
+        log.info("acquired {label} lease (fencing token {fence})", label=_LABEL[core.name], fence=token)
+        core.notify()
+
+    @holding.upon(HoldInputs.confirmed).loop()
+    def renewed(inputs: HoldInputs, core: HoldCore, held: _Held, token: int, until: float) -> None:
+        held.token, held.until = token, until
+        held.arm(inputs, core)
+
+    @free.upon(HoldInputs.expired).loop()
+    def stale(inputs: HoldInputs, core: HoldCore) -> None:
+        pass
+
+    @holding.upon(HoldInputs.expired).to(free)
+    def ranOut(inputs: HoldInputs, core: HoldCore, held: _Held) -> None:
+        lose(core, held, "not renewed in time")
+
+    @free.upon(HoldInputs.moved).loop()
+    def notHeld(inputs: HoldInputs, core: HoldCore, why: str) -> None:
+        pass
+
+    @holding.upon(HoldInputs.moved).to(free)
+    def lost(inputs: HoldInputs, core: HoldCore, held: _Held, why: str) -> None:
+        lose(core, held, why)
+
+    def lose(core: HoldCore, held: _Held, why: str) -> None:
+        held.cancel()
+        log.warn(
+            "lost {label} lease (fencing token {fence}): {why}",
+            label=_LABEL[core.name],
+            fence=held.token,
+            why=why,
+        )
+        core.notify()
+
+    @free.upon(HoldInputs.released).loop()
+    def nothingToRelease(inputs: HoldInputs, core: HoldCore) -> int | None:
+        return None
+
+    @holding.upon(HoldInputs.released).to(free)
+    def release(inputs: HoldInputs, core: HoldCore, held: _Held) -> int | None:
+        held.cancel()
+        log.info("releasing {label} lease (fencing token {fence})", label=_LABEL[core.name], fence=held.token)
+        return held.token
+
+    @free.upon(HoldInputs.token).loop()
+    def noToken(inputs: HoldInputs, core: HoldCore) -> int | None:
+        return None
+
+    @holding.upon(HoldInputs.token).loop()
+    def heldToken(inputs: HoldInputs, core: HoldCore, held: _Held) -> int | None:
+        return held.token
+
+    @free.upon(HoldInputs.until).loop()
+    def noUntil(inputs: HoldInputs, core: HoldCore) -> float | None:
+        return None
+
+    @holding.upon(HoldInputs.until).loop()
+    def heldUntil(inputs: HoldInputs, core: HoldCore, held: _Held) -> float | None:
+        return held.until
+
+    return b.build()
+
+
+newLeaseHold = _buildHold()
 
 
 class LeaseKeeper:
@@ -202,7 +361,9 @@ class LeaseKeeper:
         self.settings = settings or LeaseSettings()
         self.candidates = candidates
         self.me: str = raft.id
-        self.held: dict[str, _Held] = {}
+        self.holds: dict[str, HoldInputs] = {
+            name: newLeaseHold(HoldCore(name, clock, lambda: self.now(), self._notify)) for name in LEASES
+        }
         self.observed: dict[str, float] = {}
         self.inflight: set[str] = set()
         self.leaderSince: float | None = None
@@ -212,7 +373,6 @@ class LeaseKeeper:
         self.handingOver = False
         self.changed: list[Callable[[], None]] = []
         self._timer: Any = None
-        self._expiry: dict[str, Any] = {}
         machine.listeners.append(self._applied)
 
     # -- public ------------------------------------------------------------
@@ -222,25 +382,26 @@ class LeaseKeeper:
         The fencing token under which this node may act for lease C{name}
         right now, or None.
         """
-        held = self.held.get(name)
-        if held is None or self.stopping or self.handingOver:
+        hold = self.holds.get(name)
+        if hold is None or self.stopping or self.handingOver:
             return None
-        if self.now() >= held.until:
+        token, until = hold.token(), hold.until()
+        if token is None or until is None or self.now() >= until:
             return None
-        return held.token
+        return token
 
     def status(self) -> dict[str, Any]:
         now = self.now()
         out: dict[str, Any] = {}
         for name in LEASES:
             lease = self.machine.get(name)
-            held = self.held.get(name)
+            until = self.holds[name].until()
             out[name] = {
                 "holder": lease.holder,
                 "token": lease.token,
                 "durationSeconds": lease.duration,
                 "actingHere": self.acting(name) is not None,
-                "expiresInSeconds": round(held.until - now, 3) if held is not None else None,
+                "expiresInSeconds": round(until - now, 3) if until is not None else None,
             }
         return out
 
@@ -273,26 +434,18 @@ class LeaseKeeper:
     def _applied(self, name: str, lease: Lease, op: str, ok: bool) -> None:
         if ok:
             self.observed[name] = self.now()
-        held = self.held.get(name)
-        if held is not None and (lease.holder != self.me or lease.token != held.token):
-            self._lost(name, "the lease moved")
+        hold = self.holds.get(name)
+        token = hold.token() if hold is not None else None
+        if hold is not None and token is not None and (lease.holder != self.me or lease.token != token):
+            hold.moved("the lease moved")
+        self._notify()
+
+    def _notify(self) -> None:
         for callback in list(self.changed):
             callback()
 
-    def _lost(self, name: str, why: str) -> None:
-        held = self.held.pop(name, None)
-        timer = self._expiry.pop(name, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-        if held is not None:
-            log.warn(
-                "lost {label} lease (fencing token {fence}): {why}",
-                label=_LABEL[name],
-                fence=held.token,
-                why=why,
-            )
-            for callback in list(self.changed):
-                callback()
+    def _holdsAny(self) -> bool:
+        return any(hold.token() is not None for hold in self.holds.values())
 
     def _tick(self) -> None:
         self._timer = None
@@ -315,7 +468,7 @@ class LeaseKeeper:
         if self.leaderSince is None or term != self.leaderTerm:
             self.leaderSince, self.leaderTerm = now, term
         target = self._betterCandidate(now)
-        if target is not None and self.held:
+        if target is not None and self._holdsAny():
             log.info("node {target} has better priority: handing the leases over", target=target)
             self._handOver(target)
             return
@@ -324,10 +477,10 @@ class LeaseKeeper:
                 continue
             lease = self.machine.get(name)
             if lease.holder == self.me:
-                held = self.held.get(name)
+                until = self.holds[name].until()
                 due = (
-                    held is None
-                    or held.until - now <= self.settings.holderValidity() - self.settings.renewInterval
+                    until is None
+                    or until - now <= self.settings.holderValidity() - self.settings.renewInterval
                 )
                 if due:
                     self._propose("renew", name, lease.token)
@@ -362,14 +515,7 @@ class LeaseKeeper:
             ok, newToken, holder, _ = result
             if not ok or holder != self.me or self.stopping or self.handingOver:
                 return
-            until = sent + self.settings.holderValidity()
-            first = name not in self.held
-            self.held[name] = _Held(newToken, until)
-            self._armExpiry(name, until)
-            if first:
-                log.info("acquired {label} lease (fencing token {fence})", label=_LABEL[name], fence=newToken)
-                for callback in list(self.changed):
-                    callback()
+            self.holds[name].confirmed(newToken, sent + self.settings.holderValidity())
 
         def failed(failure: Any) -> None:
             self.inflight.discard(name)
@@ -377,34 +523,18 @@ class LeaseKeeper:
 
         d.addCallbacks(done, failed)
 
-    def _armExpiry(self, name: str, until: float) -> None:
-        timer = self._expiry.get(name)
-        if timer is not None and timer.active():
-            timer.cancel()
-        delay = max(0.0, until - self.now())
-        self._expiry[name] = self.clock.callLater(delay, self._expired, name, until)
-
-    def _expired(self, name: str, until: float) -> None:
-        held = self.held.get(name)
-        if held is not None and held.until <= until and self.now() >= held.until:
-            self._lost(name, "not renewed in time")
-
     def _handOver(self, target: str | None) -> Deferred[Any]:
-        if not self.held or not self._isLeader():
-            for name in list(self.held):
-                self._lost(name, "this node is stopping")
+        if not self._holdsAny() or not self._isLeader():
+            for hold in self.holds.values():
+                hold.moved("this node is stopping")
             return succeed(None)
         self.handingOver = True
         releases = []
-        for name, held in sorted(self.held.items()):
-            self.held.pop(name, None)
-            timer = self._expiry.pop(name, None)
-            if timer is not None and timer.active():
-                timer.cancel()
-            log.info("releasing {label} lease (fencing token {fence})", label=_LABEL[name], fence=held.token)
-            releases.append(self.raft.propose(encodeLeaseCommand("release", name, self.me, held.token)))
-        for callback in list(self.changed):
-            callback()
+        for name in sorted(self.holds):
+            token = self.holds[name].released()
+            if token is not None:
+                releases.append(self.raft.propose(encodeLeaseCommand("release", name, self.me, token)))
+        self._notify()
 
         def transfer(_: object) -> Deferred[Any]:
             d: Deferred[Any] = self.raft.transferLeadership(target)
