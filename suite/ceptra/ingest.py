@@ -389,13 +389,19 @@ def _finish(request: Any, d: Deferred[tuple[int, Any]]) -> Any:
     return NOT_DONE_YET
 
 
-class IngestResource(JSONMethodsMixin, Resource):
+class _APIResource(JSONMethodsMixin, Resource):
+    """
+    A leaf admin resource answering from the node's L{ClientAPI}.
+    """
+
     isLeaf = True
 
     def __init__(self, api: ClientAPI) -> None:
         super().__init__()
         self.api = api
 
+
+class IngestResource(_APIResource):
     def render_POST(self, request: Any) -> Any:
         body = request.content.read()
         try:
@@ -406,13 +412,7 @@ class IngestResource(JSONMethodsMixin, Resource):
         return _finish(request, Deferred.fromCoroutine(self.api.ingest(events, only, _hops(request))))
 
 
-class RulesResource(JSONMethodsMixin, Resource):
-    isLeaf = True
-
-    def __init__(self, api: ClientAPI) -> None:
-        super().__init__()
-        self.api = api
-
+class RulesResource(_APIResource):
     def render_POST(self, request: Any) -> Any:
         from suite.ceptra.engine import EngineError, validateRules
 
@@ -439,13 +439,7 @@ class RulesResource(JSONMethodsMixin, Resource):
         return jsonResponse(request, {"partitions": out})
 
 
-class RoutingResource(JSONMethodsMixin, Resource):
-    isLeaf = True
-
-    def __init__(self, api: ClientAPI) -> None:
-        super().__init__()
-        self.api = api
-
+class RoutingResource(_APIResource):
     def render_GET(self, request: Any) -> bytes:
         routing = self.api.routing()
         doc = routing.toJSON()
@@ -457,13 +451,7 @@ class RoutingResource(JSONMethodsMixin, Resource):
         return jsonResponse(request, doc)
 
 
-class ResultsResource(JSONMethodsMixin, Resource):
-    isLeaf = True
-
-    def __init__(self, api: ClientAPI) -> None:
-        super().__init__()
-        self.api = api
-
+class ResultsResource(_APIResource):
     def render_GET(self, request: Any) -> bytes:
         from suite.ceptra.engine import EngineError
 
@@ -501,13 +489,7 @@ class ResultsResource(JSONMethodsMixin, Resource):
         )
 
 
-class PartitionsResource(JSONMethodsMixin, Resource):
-    isLeaf = True
-
-    def __init__(self, api: ClientAPI) -> None:
-        super().__init__()
-        self.api = api
-
+class PartitionsResource(_APIResource):
     def render_GET(self, request: Any) -> bytes:
         manager = self.api.manager
         return jsonResponse(
