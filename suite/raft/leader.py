@@ -1,22 +1,20 @@
 """
-Leader-side work: per-peer replication progress (probe / pipelined
-replicate / snapshot), the current-term commit rule, proposals and their
+Leader-side work: replication to each peer (driven by its progress machine,
+L{suite.raft.progress}), the current-term commit rule, proposals and their
 waiters, ReadIndex (and optional lease) reads, CheckQuorum, leadership
 transfer and single-server membership changes.
 
-A L{LeaderState} exists only while its node leads one term; it is created
-by the role machine's C{startLeading} output and dropped (failing every
-waiter) by C{stopLeading}.
+A L{LeaderState} is the role machine's Leader state data: created by its
+C{startLeading} output when the node wins an election and dropped (failing
+every waiter) by C{stopLeading} when the machine leaves Leader.  Client
+requests reach it as the role machine's inputs.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -34,22 +32,21 @@ from suite.raft.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
-    SnapshotMeta,
     TimeoutNow,
 )
+from suite.raft.progress import Progress, Snapshot, newProgress
 from suite.raft.reads import ReadTracker
+from suite.raft.roles import Done
 from suite.raft.sessions import StaleRequest
+from suite.raft.settings import NotLeader
 
 if TYPE_CHECKING:
+    from suite.raft.log import RaftLog
     from suite.raft.node import RaftNode
 
 log = Logger()
 
-Done = Callable[[object, "Exception | None"], None]
-"""
-How a proposal's outcome is reported: C{done(result, None)} once the entry
-is committed and applied, C{done(None, error)} when it failed.
-"""
+__all__ = ["Done", "LeaderState", "Overloaded", "TransferFailed", "firing"]
 
 
 def firing(d: Deferred[Any]) -> Done:
@@ -78,30 +75,6 @@ class TransferFailed(Exception):
     """
 
 
-@dataclass
-class Progress:
-    """
-    What the leader knows about one follower's log.
-    """
-
-    next: int
-    match: int = 0
-    state: str = "probe"
-    paused: bool = False
-    inflight: deque[int] = field(default_factory=deque)
-    active: bool = True
-    matchAtHeartbeat: int = -1
-    snapshot: tuple[SnapshotMeta, bytes] | None = None
-    snapshotOffset: int = 0
-    offsetAtHeartbeat: int = -1
-    epoch: int = 0
-
-    def becomeProbe(self, next: int) -> None:
-        self.epoch += 1
-        self.state, self.next, self.paused, self.snapshot = "probe", next, False, None
-        self.inflight.clear()
-
-
 class LeaderState:
     """
     The leader's bookkeeping for one term.
@@ -121,7 +94,7 @@ class LeaderState:
         self._flushCall: IDelayedCall | None = None
         self.reads = ReadTracker(self)
         self.transferTarget: str | None = None
-        self.transferDone: Deferred[str] | None = None
+        self.transferDone: Deferred[Any] | None = None
         self.transferTimer: IDelayedCall | None = None
         self.membership = MembershipChanges(self)
         self._loops: list[LoopingCall] = []
@@ -131,7 +104,7 @@ class LeaderState:
     def start(self) -> LeaderState:
         node = self.node
         for peer in sorted(node.configs.latest().members() - {node.id}):
-            self.progress[peer] = Progress(next=node.log.lastIndex() + 1)
+            self.progress[peer] = self.newProgress(peer, node.log.lastIndex() + 1)
         self.selfMatch = node.log.lastIndex()
         self.noopIndex = self.unwritten = node.log.lastIndex() + 1
         self.appendLocal([Entry(self.term, self.noopIndex, NOOP)])
@@ -214,76 +187,48 @@ class LeaderState:
         for peer in list(self.progress):
             self.sendAppend(peer)
 
-    def sendAppend(self, peer: str, allowEmpty: bool = False) -> None:
+    def sendAppend(self, peer: str) -> None:
+        """
+        Let C{peer}'s progress machine send what its state allows.
+        """
         pr = self.progress.get(peer)
-        if pr is None or pr.state == "snapshot" or (pr.state == "probe" and pr.paused):
-            return
+        if pr is not None:
+            pr.inputs.send()
+
+    # -- Replicator (what the progress machines use) -------------------------
+
+    @property
+    def log(self) -> RaftLog:
+        return self.node.log
+
+    def sendEntries(self, pr: Progress, prevTerm: int, entries: list[Entry]) -> None:
         node = self.node
-        last = node.log.lastIndex()
-        while True:
-            if pr.state == "replicate" and len(pr.inflight) >= self.settings.maxInflight:
-                return
-            prevTerm = node.log.term(pr.next - 1)
-            if prevTerm is None:
-                self.startSnapshot(peer, pr)
-                return
-            if pr.next > last and not allowEmpty:
-                return
-            entries = (
-                node.log.slice(pr.next, last + 1, self.settings.maxAppendBytes) if pr.next <= last else []
+        node.send(
+            AppendEntries(
+                node.id,
+                pr.peer,
+                self.term,
+                pr.next - 1,
+                prevTerm,
+                tuple(entries),
+                node.commitIndex,
+                pr.epoch,
             )
-            node.send(
-                AppendEntries(
-                    node.id,
-                    peer,
-                    self.term,
-                    pr.next - 1,
-                    prevTerm,
-                    tuple(entries),
-                    node.commitIndex,
-                    pr.epoch,
-                )
-            )
-            if pr.state == "probe":
-                pr.paused = True
-                return
-            if not entries:
-                return
-            pr.next = entries[-1].index + 1
-            pr.inflight.append(pr.next - 1)
-            allowEmpty = False
-
-    def sendTail(self, peer: str, pr: Progress) -> None:
-        """
-        An empty AppendEntries at the end of what was sent.
-        """
-        node = self.node
-        prevTerm = node.log.term(pr.next - 1)
-        if prevTerm is None:
-            self.startSnapshot(peer, pr)
-        else:
-            node.send(
-                AppendEntries(node.id, peer, self.term, pr.next - 1, prevTerm, (), node.commitIndex, pr.epoch)
-            )
-
-    def startSnapshot(self, peer: str, pr: Progress) -> None:
-        snap = self.node.storage.readSnapshot()
-        if snap is None:
-            log.error("leader {node} has no snapshot to send to {peer}", node=self.node.id, peer=peer)
-            return
-        log.info("leader sends snapshot at {index} to {peer}", index=snap[0].index, peer=peer)
-        pr.state, pr.snapshot, pr.snapshotOffset = "snapshot", snap, 0
-        pr.inflight.clear()
-        self.sendChunk(peer, pr)
-
-    def sendChunk(self, peer: str, pr: Progress) -> None:
-        assert pr.snapshot is not None
-        meta, data = pr.snapshot
-        chunk = data[pr.snapshotOffset : pr.snapshotOffset + self.settings.snapshotChunkBytes]
-        done = pr.snapshotOffset + len(chunk) >= len(data)
-        self.node.send(
-            InstallSnapshot(self.node.id, peer, self.term, meta, pr.snapshotOffset, chunk, done, len(data))
         )
+
+    def sendChunk(self, peer: str, snapshot: Snapshot, offset: int) -> None:
+        meta, data = snapshot
+        chunk = data[offset : offset + self.settings.snapshotChunkBytes]
+        done = offset + len(chunk) >= len(data)
+        self.node.send(InstallSnapshot(self.node.id, peer, self.term, meta, offset, chunk, done, len(data)))
+
+    def readSnapshot(self) -> Snapshot | None:
+        return self.node.storage.readSnapshot()
+
+    def progressed(self, pr: Progress) -> None:
+        self.maybeCommit()
+        self._afterProgress(pr.peer, pr)
+        self.sendAppend(pr.peer)
 
     # -- responses ----------------------------------------------------------
 
@@ -301,36 +246,9 @@ class LeaderState:
             return
         pr.active = True
         if m.success:
-            if m.matchIndex > pr.match:
-                pr.match = m.matchIndex
-            while pr.inflight and pr.inflight[0] <= m.matchIndex:
-                pr.inflight.popleft()
-            if pr.state == "probe":
-                pr.state, pr.paused = "replicate", False
-                pr.next = pr.match + 1
-                pr.inflight.clear()
-            pr.next = max(pr.next, pr.match + 1)
-            self.maybeCommit()
-            self._afterProgress(m.src, pr)
-            self.sendAppend(m.src)
-            return
-        if m.rejectIndex <= pr.match or pr.state == "snapshot" or m.epoch != pr.epoch:
-            # Stale: answers a message sent before the last fall-back to probing.
-            return
-        if pr.state == "probe" and m.rejectIndex != pr.next - 1:
-            return
-        next = m.conflictIndex
-        if m.conflictTerm:
-            i = min(m.rejectIndex, self.node.log.lastIndex())
-            while True:
-                t = self.node.log.term(i)
-                if t is None or t <= m.conflictTerm:
-                    break
-                i -= 1
-            if t == m.conflictTerm:
-                next = i + 1
-        pr.becomeProbe(max(pr.match + 1, min(next, m.rejectIndex)))
-        self.sendAppend(m.src)
+            pr.inputs.appendAccepted(m.matchIndex)
+        else:
+            pr.inputs.appendRejected(m)
 
     def onHeartbeatResponse(self, m: HeartbeatResponse) -> None:
         pr = self.progress.get(m.src)
@@ -338,21 +256,7 @@ class LeaderState:
             return
         pr.active = True
         self.reads.acknowledged(m.src, m.context)
-        if pr.state == "snapshot":
-            if pr.snapshotOffset == pr.offsetAtHeartbeat:
-                self.sendChunk(m.src, pr)
-            pr.offsetAtHeartbeat = pr.snapshotOffset
-            return
-        if pr.match < self.node.log.lastIndex():
-            if pr.state == "probe":
-                pr.paused = False
-            elif pr.inflight and pr.match == pr.matchAtHeartbeat:
-                # No acknowledgement since the last heartbeat: if a message
-                # was lost the follower rejects this one (gap) and we probe;
-                # if it is merely slow, it acknowledges later.
-                self.sendTail(m.src, pr)
-            self.sendAppend(m.src)
-        pr.matchAtHeartbeat = pr.match
+        pr.inputs.heartbeatAnswered()
 
     def onSnapshotResponse(self, m: InstallSnapshotResponse) -> None:
         pr = self.progress.get(m.src)
@@ -360,16 +264,9 @@ class LeaderState:
             return
         pr.active = True
         if m.done:
-            if pr.state == "snapshot" or m.index > pr.match:
-                pr.match = max(pr.match, m.index)
-                pr.becomeProbe(pr.match + 1)
-                self.maybeCommit()
-                self._afterProgress(m.src, pr)
-                self.sendAppend(m.src)
-        elif pr.state == "snapshot" and pr.snapshot is not None and pr.snapshot[0].index == m.index:
-            if m.nextOffset != pr.snapshotOffset or m.nextOffset == 0:
-                pr.snapshotOffset = m.nextOffset
-                self.sendChunk(m.src, pr)
+            pr.inputs.snapshotInstalled(m.index)
+        else:
+            pr.inputs.snapshotChunkAnswered(m.index, m.nextOffset)
 
     def _afterProgress(self, peer: str, pr: Progress) -> None:
         if self.transferTarget == peer and pr.match >= self.node.log.lastIndex():
@@ -411,20 +308,13 @@ class LeaderState:
             self.membership.termCommitted()
         self.reads.applied(index)
 
-    # -- proposals ----------------------------------------------------------
-
-    def propose(self, command: bytes, client: str, seq: int) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.submit(command, client, seq, firing(d))
-        return d
+    # -- proposals (the role machine's inputs in Leader) -----------------------
 
     def submit(self, command: bytes, client: str, seq: int, done: Done) -> None:
         """
-        L{propose} without a L{Deferred}: C{done} is called exactly once
+        Append C{command} for replication: C{done} is called exactly once
         (possibly before this returns, on refusal).
         """
-        from suite.raft.node import NotLeader
-
         if self.transferTarget is not None:
             done(None, NotLeader(None, f"leadership is being transferred to {self.transferTarget}"))
             return
@@ -445,8 +335,8 @@ class LeaderState:
 
     # -- reads ------------------------------------------------------------
 
-    def readIndex(self) -> Deferred[int]:
-        return self.reads.request()
+    def read(self, result: Deferred[int]) -> None:
+        self.reads.request(result)
 
     def broadcastHeartbeat(self) -> None:
         node = self.node
@@ -470,20 +360,26 @@ class LeaderState:
 
     # -- transfer -----------------------------------------------------------
 
-    def transfer(self, target: str | None) -> Deferred[str]:
+    def transfer(self, target: str | None, result: Deferred[Any]) -> None:
+        """
+        Hand leadership to C{target} (or the most up-to-date voter): fires
+        C{result} with the new leader's id, or fails with L{TransferFailed}.
+        """
         node = self.node
         voters = node.configs.latest().voters - {node.id}
         if self.transferTarget is not None:
-            return fail(TransferFailed(f"a transfer to {self.transferTarget} is in progress"))
+            result.errback(TransferFailed(f"a transfer to {self.transferTarget} is in progress"))
+            return
         if target is None:
             if not voters:
-                return fail(TransferFailed("there is no other voter"))
+                result.errback(TransferFailed("there is no other voter"))
+                return
             target = max(sorted(voters), key=lambda v: self.progress[v].match if v in self.progress else 0)
         if target not in voters:
-            return fail(TransferFailed(f"{target} is not a voter"))
+            result.errback(TransferFailed(f"{target} is not a voter"))
+            return
         self.transferTarget = target
-        d: Deferred[str] = Deferred()
-        self.transferDone = d
+        self.transferDone = result
 
         def giveUp() -> None:
             self.transferTimer = None
@@ -497,15 +393,14 @@ class LeaderState:
             node.send(TimeoutNow(node.id, target, self.term))
         else:
             self.sendAppend(target)
-        return d
 
     # -- membership -------------------------------------------------------
 
-    def changeMembership(self, action: str, nodeId: str, address: str) -> Deferred[Any]:
-        return self.membership.change(action, nodeId, address)
+    def changeMembership(self, action: str, nodeId: str, address: str, result: Deferred[Any]) -> None:
+        self.membership.change(action, nodeId, address).chainDeferred(result)
 
-    def newProgress(self, next: int) -> Progress:
-        return Progress(next=next)
+    def newProgress(self, peer: str, next: int) -> Progress:
+        return newProgress(peer, self, next)
 
     def matchIndexes(self) -> dict[str, int]:
         out = {p: pr.match for p, pr in self.progress.items()}

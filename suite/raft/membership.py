@@ -182,7 +182,7 @@ class MembershipChanges:
         node.configs.append(index, config)
         node.transport.updatePeers(config.addressMap())
         for peer in sorted(config.members() - {node.id} - set(leader.progress)):
-            leader.progress[peer] = leader.newProgress(index)
+            leader.progress[peer] = leader.newProgress(peer, index)
         log.info(
             "leader proposes configuration voters={voters} learners={learners}",
             voters=sorted(config.voters),

@@ -3,9 +3,11 @@ L{RaftNode}: one Raft participant.
 
 The node owns the term, vote, log, commit and apply indexes and the
 configuration; it feeds the role machine (L{suite.raft.roles}) and performs
-its outputs.  Leader-only work (replication, commit, reads, membership,
-transfer) lives in L{suite.raft.leader.LeaderState}, created on election and
-dropped on step-down.  Everything runs on one thread, driven by the injected
+its outputs.  The role and what belongs to it (a candidate's vote tally,
+the leader's bookkeeping, being stopped) live in that machine: client
+requests (L{propose}, L{readIndex}, L{changeMembership},
+L{transferLeadership}) are its inputs, which the Leader state hands to its
+L{suite.raft.leader.LeaderState} and every other state refuses.  Everything runs on one thread, driven by the injected
 clock; durable writes go through L{IRaftStorage}, whose Deferreds gate every
 reply that promises durability.
 """
@@ -14,14 +16,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from suite.raft.follower import FollowerHandlers
 from suite.raft.interfaces import IRaftStateMachine, IRaftStorage, IRaftTransport
+from suite.raft.leader import LeaderState, firing
 from suite.raft.log import RaftLog
 from suite.raft.membership import ConfigurationHistory
 from suite.raft.messages import (
@@ -39,12 +42,14 @@ from suite.raft.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from suite.raft.roles import LeaderTimers, newRoleMachine
+from suite.raft.roles import Ballot, Done, Leadership, newRoleMachine
 from suite.raft.sessions import SessionApplier
 from suite.raft.settings import NotLeader, RaftSettings
 from suite.raft.storage import Recovered
 
 log = Logger()
+
+__all__ = ["NotLeader", "RaftNode", "RaftSettings"]
 
 
 class RaftNode:
@@ -78,13 +83,9 @@ class RaftNode:
         self.commitIndex = 0
         self.lastApplied = 0
         self.leaderId: str | None = None
-        self.roleName = "idle"
         self.lastLeaderContact = -1e18
         self.startedAt = -1e18
-        self.leader: Any = None  # LeaderState while leading
         self._electionTimer: IDelayedCall | None = None
-        self._election: tuple[str, int, set[str]] | None = None
-        self._stopped = False
         self.follower = FollowerHandlers(self)
         self._dispatch: dict[type, Callable[[Any], None]] = {
             RequestVote: self._onRequestVote,
@@ -97,7 +98,7 @@ class RaftNode:
             HeartbeatResponse: self._onLeaderMessage,
             InstallSnapshotResponse: self._onLeaderMessage,
         }
-        self.role = newRoleMachine(self)
+        self.role, self._roleCore = newRoleMachine(self)
         self.transport.setReceiver(self.receive)
         self.appliedHooks: list[Callable[[int], None]] = []
 
@@ -142,7 +143,7 @@ class RaftNode:
         as C{bootstrap} when it restarts the node, since the group's first
         configuration is not a log entry.
         """
-        if self._stopped or self.term != 0 or self.log.lastIndex() != 0 or self.configs.latest().members():
+        if self.stopped or self.term != 0 or self.log.lastIndex() != 0 or self.configs.latest().members():
             return False
         addresses = ((self.id, address),) if address else ()
         self.configs.reset(0, Configuration(frozenset({self.id}), frozenset(), addresses))
@@ -154,13 +155,33 @@ class RaftNode:
         """
         Leave: stop timers, fail pending requests.
         """
-        self._stopped = True
         self.role.stopped()
 
-    # -- RoleActions ------------------------------------------------------
+    # -- where the role machine is ------------------------------------------
 
-    def noteRole(self, role: str) -> None:
-        self.roleName = role
+    @property
+    def leader(self) -> LeaderState | None:
+        """
+        The leader's bookkeeping for its term (the role machine's Leader
+        state data) while this node leads, else None.
+        """
+        leading = self._roleCore.leading
+        # The machine holds only what startLeading returned.
+        return cast(LeaderState, leading.leadership) if leading is not None else None
+
+    @property
+    def roleName(self) -> str:
+        """
+        The role: idle, follower, pre-candidate, candidate, leader, learner
+        or stopped.
+        """
+        return self._roleCore.role
+
+    @property
+    def stopped(self) -> bool:
+        return self._roleCore.role == "stopped"
+
+    # -- RoleActions ------------------------------------------------------
 
     def armElectionTimer(self) -> None:
         self.disarmElectionTimer()
@@ -173,58 +194,59 @@ class RaftNode:
             self._electionTimer.cancel()
         self._electionTimer = None
 
-    def beginPreVote(self) -> None:
+    def beginPreVote(self, ballot: Ballot) -> None:
         self.leaderId = None
-        self._election = ("pre", self.term + 1, {self.id})
+        ballot.term, ballot.votes = self.term + 1, {self.id}
         for peer in sorted(self.configs.latest().voters - {self.id}):
             self.send(
                 RequestVote(
                     self.id, peer, self.term + 1, self.log.lastIndex(), self.log.lastTerm(), preVote=True
                 )
             )
-        self._countVotes()
 
     def beginElection(self, transfer: bool) -> None:
         self.term += 1
         self.votedFor = self.id
         self.leaderId = None
         term = self.term
-        self._election = ("real", term, {self.id})
         log.info("node {node} starts an election for term {term}", node=self.id, term=term)
 
         def persisted(_: object) -> None:
-            if self._stopped or self._election is None or self._election[1] != term:
-                return
-            for peer in sorted(self.configs.latest().voters - {self.id}):
-                self.send(
-                    RequestVote(
-                        self.id, peer, term, self.log.lastIndex(), self.log.lastTerm(), transfer=transfer
-                    )
-                )
-            self._countVotes()
+            self.role.voteSaved(term, transfer)
 
         self._saveHardState().addCallback(persisted).addErrback(self._storageFailed)
 
-    def startLeading(self) -> LeaderTimers:
-        from suite.raft.leader import LeaderState
+    def openBallot(self, ballot: Ballot, term: int, transfer: bool) -> bool:
+        if term != self.term:
+            return False
+        ballot.term, ballot.votes = term, {self.id}
+        for peer in sorted(self.configs.latest().voters - {self.id}):
+            self.send(
+                RequestVote(self.id, peer, term, self.log.lastIndex(), self.log.lastTerm(), transfer=transfer)
+            )
+        return True
 
-        self._election = None
+    def hasQuorum(self, votes: set[str]) -> bool:
+        config = self.configs.latest()
+        return len(votes & config.voters) >= config.quorum()
+
+    def startLeading(self) -> Leadership:
         self.leaderId = self.id
         log.info("node {node} is leader for term {term}", node=self.id, term=self.term)
-        self.leader = LeaderState(self)
-        return self.leader.start()
+        return LeaderState(self).start()
 
-    def stopLeading(self) -> None:
-        leader, self.leader = self.leader, None
-        if leader is not None:
-            leader.abandon(NotLeader(None, "this node stepped down as leader"))
+    def stopLeading(self, leadership: Leadership) -> None:
+        cast(LeaderState, leadership).abandon(NotLeader(None, "this node stepped down as leader"))
         if self.leaderId == self.id:
             self.leaderId = None
+
+    def notLeader(self) -> Exception:
+        return NotLeader(self.leaderId, self.whyNotLeader())
 
     # -- helpers ----------------------------------------------------------
 
     def send(self, message: Message) -> None:
-        if not self._stopped:
+        if not self.stopped:
             self.transport.send(message)
 
     def whenDurable(self, action: Callable[[], None]) -> None:
@@ -233,7 +255,7 @@ class RaftNode:
         """
 
         def run(_: object) -> None:
-            if not self._stopped:
+            if not self.stopped:
                 action()
 
         self.storage.sync().addCallback(run).addErrback(self._storageFailed)  # type: ignore[attr-defined]
@@ -287,7 +309,6 @@ class RaftNode:
                 term=self.term,
             )
         self.term, self.votedFor, self.leaderId = term, None, leader
-        self._election = None
         self._saveHardState()
         self.role.higherTermSeen()
 
@@ -295,25 +316,13 @@ class RaftNode:
         mine = self.log.lastTerm()
         return lastTerm > mine or (lastTerm == mine and lastIndex >= self.log.lastIndex())
 
-    def _countVotes(self) -> None:
-        if self._election is None:
-            return
-        kind, term, votes = self._election
-        config = self.configs.latest()
-        if len(votes & config.voters) >= config.quorum():
-            self._election = None
-            if kind == "pre":
-                self.role.preVoteWon()
-            elif term == self.term:
-                self.role.electionWon()
-
     # -- inbound ----------------------------------------------------------
 
     def receive(self, m: Message) -> None:
         """
         Handle one inbound message (from the transport).
         """
-        if self._stopped or m.dst != self.id:
+        if self.stopped or m.dst != self.id:
             return
         if isinstance(m, RequestVote) and m.src not in self.configs.latest().voters:
             log.info(
@@ -370,17 +379,13 @@ class RaftNode:
             self.armElectionTimer()
 
     def _onRequestVoteResponse(self, m: RequestVoteResponse) -> None:
-        if self._election is None or not m.granted:
-            return
-        kind, term, votes = self._election
-        if (kind == "pre") != m.preVote or m.term != term:
-            return
-        votes.add(m.src)
-        self._countVotes()
+        if m.granted:
+            self.role.voteGranted(m.src, m.term, m.preVote)
 
     def _onLeaderMessage(self, m: Message) -> None:
-        if self.leader is not None:
-            self.leader.receive(m)
+        leader = self.leader
+        if leader is not None:
+            leader.receive(m)
 
     # -- commit, apply, snapshots -----------------------------------------
 
@@ -394,12 +399,14 @@ class RaftNode:
             entry = self.log.entry(self.lastApplied + 1)
             result = self.applier.apply(entry)
             self.lastApplied = entry.index
-            if self.leader is not None:
-                self.leader.applied(entry, result)
+            leader = self.leader
+            if leader is not None:
+                leader.applied(entry, result)
         for hook in self.appliedHooks:
             hook(self.lastApplied)
-        if self.leader is not None:
-            self.leader.appliedUpTo(self.lastApplied)
+        leader = self.leader
+        if leader is not None:
+            leader.appliedUpTo(self.lastApplied)
         self._maybeSnapshot()
 
     def _maybeSnapshot(self) -> None:
@@ -421,7 +428,7 @@ class RaftNode:
         """
         A sentence explaining why this node does not accept writes.
         """
-        if self._stopped:
+        if self.stopped:
             return "this node is stopped"
         if self.leader is not None:
             return "this node is the leader"
@@ -433,62 +440,55 @@ class RaftNode:
             return f"this node is a {self.roleName}; {self.leaderId} leads term {self.term}"
         return f"no leader is known in term {self.term} (this node is a {self.roleName})"
 
-    def _notLeader(self) -> Deferred[Any]:
-        return fail(NotLeader(self.leaderId, self.whyNotLeader()))
-
     def propose(self, command: bytes, client: str = "", seq: int = 0) -> Deferred[Any]:
         """
         Replicate C{command}; fires with the state machine's result once it
         is committed and applied, or fails with L{NotLeader}.
         """
-        if self.leader is None:
-            return self._notLeader()
-        return self.leader.propose(command, client, seq)  # type: ignore[no-any-return]
+        d: Deferred[Any] = Deferred()
+        self.role.propose(command, client, seq, firing(d))
+        return d
 
-    def submit(
-        self, command: bytes, client: str, seq: int, done: Callable[[object, Exception | None], None]
-    ) -> None:
+    def submit(self, command: bytes, client: str, seq: int, done: Done) -> None:
         """
         L{propose} without a L{Deferred}, for hot paths: C{done(result,
         None)} once committed and applied, C{done(None, error)} on failure
         (called at once when this node is not the leader).
         """
-        if self.leader is None:
-            done(None, NotLeader(self.leaderId, self.whyNotLeader()))
-            return
-        self.leader.submit(command, client, seq, done)
+        self.role.propose(command, client, seq, done)
 
     def readIndex(self) -> Deferred[int]:
         """
         Fires (with the read index) once the local state machine reflects
         every write committed before the call: a linearizable read point.
         """
-        if self.leader is None:
-            return self._notLeader()
-        return self.leader.readIndex()  # type: ignore[no-any-return]
+        d: Deferred[int] = Deferred()
+        self.role.read(d)
+        return d
 
     def changeMembership(self, action: str, nodeId: str, address: str = "") -> Deferred[Any]:
         """
         C{action} is one of C{addLearner}, C{addVoter} (learner first,
         promoted once caught up), C{remove}.
         """
-        if self.leader is None:
-            return self._notLeader()
-        return self.leader.changeMembership(action, nodeId, address)  # type: ignore[no-any-return]
+        d: Deferred[Any] = Deferred()
+        self.role.changeMembership(action, nodeId, address, d)
+        return d
 
     def transferLeadership(self, target: str | None = None) -> Deferred[Any]:
         """
         Hand leadership to C{target} (or the most up-to-date voter).
         """
-        if self.leader is None:
-            return self._notLeader()
-        return self.leader.transfer(target)  # type: ignore[no-any-return]
+        d: Deferred[Any] = Deferred()
+        self.role.transferLeadership(target, d)
+        return d
 
     def status(self) -> dict[str, Any]:
         """
         A snapshot of this node's indexes and role, for health and metrics.
         """
         config = self.configs.latest()
+        leader = self.leader
         return {
             "id": self.id,
             "role": self.roleName,
@@ -500,5 +500,5 @@ class RaftNode:
             "snapshotIndex": self.log.snapshotIndex,
             "voters": sorted(config.voters),
             "learners": sorted(config.learners),
-            "matchIndex": self.leader.matchIndexes() if self.leader is not None else {},
+            "matchIndex": leader.matchIndexes() if leader is not None else {},
         }

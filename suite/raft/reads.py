@@ -39,16 +39,14 @@ class ReadTracker:
         self.waitingForTerm: list[Deferred[int]] = []
         self.call: IDelayedCall | None = None
 
-    def request(self) -> Deferred[int]:
+    def request(self, d: Deferred[int]) -> None:
         """
-        A new read; fires with its read index.
+        A new read; C{d} fires with its read index.
         """
-        d: Deferred[int] = Deferred()
         if not self.leader.committedInTerm:
             self.waitingForTerm.append(d)
         else:
             self._queue(d)
-        return d
 
     def termCommitted(self) -> None:
         """

@@ -1,27 +1,50 @@
 """
 The Raft role machine.
 
-Inputs (L{RoleInputs}): started, electionTimedOut, preVoteWon, electionWon,
-leaderDiscovered, higherTermSeen, quorumLost, timeoutNowReceived, promoted,
-demoted, stopped.
+Inputs (L{RoleInputs}), answered in every state:
+
+ - role events: started, electionTimedOut, preVoteWon, electionWon,
+   leaderDiscovered, higherTermSeen, quorumLost, timeoutNowReceived,
+   promoted, demoted, stopped;
+ - the vote tally: voteGranted (a peer granted a pre-vote or vote),
+   voteSaved (the candidate's own vote is durable: it may ask for votes);
+ - client requests: propose, read, changeMembership, transferLeadership.
+   The Leader hands them to its L{Leadership}; every other role refuses
+   them with the node's L{RoleActions.notLeader} error.
 
 Outputs (L{RoleActions} on the node, reached through L{RoleCore}):
 armElectionTimer, disarmElectionTimer, beginPreVote, beginElection,
-startLeading (returns the leader's timers), stopLeading.
+openBallot, hasQuorum, startLeading (returns the L{Leadership}),
+stopLeading, notLeader.
 
-States: Idle, Follower, PreCandidate, Candidate, Leader (data: its
-L{LeaderTimers}), Learner, Stopped.
+States and their data: Idle, Follower, PreCandidate (its L{Ballot}),
+Candidate (its L{Ballot}, opened once its own vote is durable), Leader
+(L{Leading}: the leader's bookkeeping for its term), Learner, Stopped.
 
-The machine decides role changes only; terms, votes and the log live in
-L{suite.raft.node.RaftNode}, which feeds inputs and performs the outputs.
+Terms, votes and the log live in L{suite.raft.node.RaftNode}, which feeds
+inputs and performs the outputs.  What the node and its callers may read at
+any moment, also from callbacks that run inside a transition (where
+automat refuses to answer inputs), is the machine's own record on
+L{RoleCore}: the current role's name and, in Leader, that state's data.
+Only the machine's transitions write it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from automat import TypeMachineBuilder
+from automat import TypeMachine, TypeMachineBuilder
+from twisted.internet.defer import Deferred
+
+from suite.raft.fsm import indexed
+
+Done = Callable[[object, "Exception | None"], None]
+"""
+How a proposal's outcome is reported: C{done(result, None)} once the entry
+is committed and applied, C{done(None, error)} when it failed.
+"""
 
 
 class RoleInputs(Protocol):
@@ -80,47 +103,231 @@ class RoleInputs(Protocol):
         The node is shutting down.
         """
 
+    def voteGranted(self, voter: str, term: int, preVote: bool) -> None:
+        """
+        C{voter} granted us its pre-vote (C{preVote}) or vote for C{term}.
+        """
 
-@runtime_checkable
-class LeaderTimers(Protocol):
+    def voteSaved(self, term: int, transfer: bool) -> None:
+        """
+        The vote this node gave itself for C{term} is durable; C{transfer}
+        if the election was started by a leadership transfer.
+        """
+
+    def propose(self, command: bytes, client: str, seq: int, done: Done) -> None:
+        """
+        A client asks to replicate C{command} (session C{client}, sequence
+        C{seq}); C{done} is told the outcome.
+        """
+
+    def read(self, result: Deferred[int]) -> None:
+        """
+        A client asks for a linearizable read point, fired into C{result}.
+        """
+
+    def changeMembership(self, action: str, nodeId: str, address: str, result: Deferred[Any]) -> None:
+        """
+        A single-server membership change; its outcome fires C{result}.
+        """
+
+    def transferLeadership(self, target: str | None, result: Deferred[Any]) -> None:
+        """
+        Hand leadership to C{target} (or the best voter); fires C{result}.
+        """
+
+
+class Leadership(Protocol):
+    """
+    What the Leader state asks of the leader's bookkeeping for its term
+    (L{suite.raft.leader.LeaderState}).
+    """
+
     def stop(self) -> None:
         """
         Cancel the leader's heartbeat and check-quorum timers.
         """
 
+    def submit(self, command: bytes, client: str, seq: int, done: Done) -> None: ...
+    def read(self, result: Deferred[int]) -> None: ...
+    def changeMembership(self, action: str, nodeId: str, address: str, result: Deferred[Any]) -> None: ...
+    def transfer(self, target: str | None, result: Deferred[Any]) -> None: ...
+
+
+@dataclass
+class Ballot:
+    """
+    A (pre-)candidate's tally: the term it campaigns for and who granted.
+    A candidate's ballot is opened (term set, own vote counted) once its
+    vote for itself is durable; until then it counts nothing.
+    """
+
+    term: int = 0
+    votes: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Leading:
+    """
+    The Leader state's data.
+    """
+
+    leadership: Leadership
+
 
 class RoleActions(Protocol):
     def armElectionTimer(self) -> None: ...
     def disarmElectionTimer(self) -> None: ...
-    def beginPreVote(self) -> None: ...
-    def beginElection(self, transfer: bool) -> None: ...
-    def startLeading(self) -> LeaderTimers: ...
-    def stopLeading(self) -> None: ...
-    def noteRole(self, role: str) -> None: ...
+    def beginPreVote(self, ballot: Ballot) -> None:
+        """
+        Fill C{ballot} for the next term with our own pre-vote and ask the
+        voters for theirs.
+        """
+
+    def beginElection(self, transfer: bool) -> None:
+        """
+        Start a new term voting for ourselves; once that is durable, feed
+        C{voteSaved}.
+        """
+
+    def openBallot(self, ballot: Ballot, term: int, transfer: bool) -> bool:
+        """
+        Our vote for C{term} is durable: if C{term} is still current, count
+        it in C{ballot}, ask the voters and return True.
+        """
+
+    def hasQuorum(self, votes: set[str]) -> bool: ...
+    def startLeading(self) -> Leadership: ...
+    def stopLeading(self, leadership: Leadership) -> None: ...
+    def notLeader(self) -> Exception: ...
 
 
 @dataclass
 class RoleCore:
     actions: RoleActions
+    #: The current role's name (for status and explanations).
+    role: str = "idle"
+    #: The Leader state's data while the machine is in it, else None.
+    leading: Leading | None = None
 
 
-def _build() -> object:
+def _build() -> TypeMachine[RoleInputs, RoleCore]:
     b = TypeMachineBuilder(RoleInputs, RoleCore)
     idle = b.state("Idle")
     follower = b.state("Follower")
-    preCandidate = b.state("PreCandidate")
-    candidate = b.state("Candidate")
 
-    def leaderData(inputs: RoleInputs, core: RoleCore) -> LeaderTimers:
-        core.actions.noteRole("leader")
-        return core.actions.startLeading()
+    def preCandidacy(inputs: RoleInputs, core: RoleCore) -> Ballot:
+        ballot = Ballot()
+        campaign(inputs, core, ballot)
+        return ballot
 
-    leader = b.state("Leader", leaderData)
+    def campaign(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        core.role = "pre-candidate"
+        core.actions.armElectionTimer()
+        core.actions.beginPreVote(ballot)
+        if core.actions.hasQuorum(ballot.votes):
+            inputs.preVoteWon()
+
+    preCandidate = b.state("PreCandidate", preCandidacy)
+
+    def candidacy(inputs: RoleInputs, core: RoleCore) -> Ballot:
+        core.role = "candidate"
+        return Ballot()
+
+    candidate = b.state("Candidate", candidacy)
+
+    def leadership(inputs: RoleInputs, core: RoleCore) -> Leading:
+        core.role = "leader"
+        leading = Leading(core.actions.startLeading())
+        core.leading = leading
+        return leading
+
+    leader = b.state("Leader", leadership)
     learner = b.state("Learner")
     stopped = b.state("Stopped")
 
-    everything = [
-        RoleInputs.started,
+    # -- role changes -------------------------------------------------------
+
+    def toFollower(inputs: RoleInputs, core: RoleCore) -> None:
+        core.role = "follower"
+        core.actions.armElectionTimer()
+
+    def ballotToFollower(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        toFollower(inputs, core)
+
+    def toPreCandidate(inputs: RoleInputs, core: RoleCore) -> None:
+        pass  # the PreCandidate state's data factory campaigns
+
+    def ballotToPreCandidate(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        pass
+
+    def recampaign(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        campaign(inputs, core, ballot)
+
+    def elect(inputs: RoleInputs, core: RoleCore, transfer: bool) -> None:
+        core.actions.armElectionTimer()
+        core.actions.beginElection(transfer)
+
+    def toCandidate(inputs: RoleInputs, core: RoleCore) -> None:
+        elect(inputs, core, False)
+
+    def ballotToCandidate(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        elect(inputs, core, False)
+
+    def toTransferCandidate(inputs: RoleInputs, core: RoleCore) -> None:
+        elect(inputs, core, True)
+
+    def ballotToTransferCandidate(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        elect(inputs, core, True)
+
+    def toLeader(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        core.actions.disarmElectionTimer()
+
+    def toLearner(inputs: RoleInputs, core: RoleCore) -> None:
+        core.role = "learner"
+        core.actions.disarmElectionTimer()
+
+    def ballotToLearner(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        toLearner(inputs, core)
+
+    def toStopped(inputs: RoleInputs, core: RoleCore) -> None:
+        core.role = "stopped"
+        core.actions.disarmElectionTimer()
+
+    def ballotToStopped(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        toStopped(inputs, core)
+
+    def resign(core: RoleCore, leading: Leading) -> None:
+        core.leading = None
+        leading.leadership.stop()
+        core.actions.stopLeading(leading.leadership)
+
+    def resignToFollower(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
+        resign(core, leading)
+        toFollower(inputs, core)
+
+    def resignToLearner(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
+        resign(core, leading)
+        toLearner(inputs, core)
+
+    def resignToStopped(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
+        core.role = "stopped"
+        resign(core, leading)
+        toStopped(inputs, core)
+
+    def ignore(inputs: RoleInputs, core: RoleCore) -> None:
+        pass
+
+    def ignoreInCampaign(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+        pass
+
+    def ignoreLeading(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
+        pass
+
+    # Idle
+    idle.upon(RoleInputs.started).to(follower)(toFollower)
+    idle.upon(RoleInputs.stopped).to(stopped)(toStopped)
+    idle.upon(RoleInputs.demoted).to(learner)(toLearner)
+    for i in (
         RoleInputs.electionTimedOut,
         RoleInputs.preVoteWon,
         RoleInputs.electionWon,
@@ -129,69 +336,8 @@ def _build() -> object:
         RoleInputs.quorumLost,
         RoleInputs.timeoutNowReceived,
         RoleInputs.promoted,
-        RoleInputs.demoted,
-        RoleInputs.stopped,
-    ]
-
-    def toFollower(inputs: RoleInputs, core: RoleCore) -> None:
-        core.actions.noteRole("follower")
-        core.actions.armElectionTimer()
-
-    def toPreCandidate(inputs: RoleInputs, core: RoleCore) -> None:
-        core.actions.noteRole("pre-candidate")
-        core.actions.armElectionTimer()
-        core.actions.beginPreVote()
-
-    def toCandidate(inputs: RoleInputs, core: RoleCore) -> None:
-        core.actions.noteRole("candidate")
-        core.actions.armElectionTimer()
-        core.actions.beginElection(False)
-
-    def toTransferCandidate(inputs: RoleInputs, core: RoleCore) -> None:
-        core.actions.noteRole("candidate")
-        core.actions.armElectionTimer()
-        core.actions.beginElection(True)
-
-    def toLeader(inputs: RoleInputs, core: RoleCore) -> None:
-        core.actions.disarmElectionTimer()
-
-    def toLearner(inputs: RoleInputs, core: RoleCore) -> None:
-        core.actions.noteRole("learner")
-        core.actions.disarmElectionTimer()
-
-    def toStopped(inputs: RoleInputs, core: RoleCore) -> None:
-        core.actions.noteRole("stopped")
-        core.actions.disarmElectionTimer()
-
-    def ignore(inputs: RoleInputs, core: RoleCore) -> None:
-        pass
-
-    def ignoreLeading(inputs: RoleInputs, core: RoleCore, timers: LeaderTimers) -> None:
-        pass
-
-    def resign(inputs: RoleInputs, core: RoleCore, timers: LeaderTimers) -> None:
-        timers.stop()
-        core.actions.stopLeading()
-
-    def resignToFollower(inputs: RoleInputs, core: RoleCore, timers: LeaderTimers) -> None:
-        resign(inputs, core, timers)
-        toFollower(inputs, core)
-
-    def resignToLearner(inputs: RoleInputs, core: RoleCore, timers: LeaderTimers) -> None:
-        resign(inputs, core, timers)
-        toLearner(inputs, core)
-
-    def resignToStopped(inputs: RoleInputs, core: RoleCore, timers: LeaderTimers) -> None:
-        resign(inputs, core, timers)
-        toStopped(inputs, core)
-
-    # Idle
-    idle.upon(RoleInputs.started).to(follower)(toFollower)
-    idle.upon(RoleInputs.stopped).to(stopped)(toStopped)
-    idle.upon(RoleInputs.demoted).to(learner)(toLearner)
-    for i in everything:
-        if i not in (RoleInputs.started, RoleInputs.stopped, RoleInputs.demoted):
-            idle.upon(i).loop()(ignore)
+    ):
+        idle.upon(i).loop()(ignore)
 
     # Follower
     follower.upon(RoleInputs.electionTimedOut).to(preCandidate)(toPreCandidate)
@@ -210,23 +356,23 @@ def _build() -> object:
         follower.upon(i).loop()(ignore)
 
     # PreCandidate
-    preCandidate.upon(RoleInputs.electionTimedOut).loop()(toPreCandidate)
-    preCandidate.upon(RoleInputs.preVoteWon).to(candidate)(toCandidate)
-    preCandidate.upon(RoleInputs.leaderDiscovered).to(follower)(toFollower)
-    preCandidate.upon(RoleInputs.higherTermSeen).to(follower)(toFollower)
-    preCandidate.upon(RoleInputs.timeoutNowReceived).to(candidate)(toTransferCandidate)
-    preCandidate.upon(RoleInputs.demoted).to(learner)(toLearner)
-    preCandidate.upon(RoleInputs.stopped).to(stopped)(toStopped)
+    preCandidate.upon(RoleInputs.electionTimedOut).loop()(recampaign)
+    preCandidate.upon(RoleInputs.preVoteWon).to(candidate)(ballotToCandidate)
+    preCandidate.upon(RoleInputs.leaderDiscovered).to(follower)(ballotToFollower)
+    preCandidate.upon(RoleInputs.higherTermSeen).to(follower)(ballotToFollower)
+    preCandidate.upon(RoleInputs.timeoutNowReceived).to(candidate)(ballotToTransferCandidate)
+    preCandidate.upon(RoleInputs.demoted).to(learner)(ballotToLearner)
+    preCandidate.upon(RoleInputs.stopped).to(stopped)(ballotToStopped)
     for i in (RoleInputs.started, RoleInputs.electionWon, RoleInputs.quorumLost, RoleInputs.promoted):
-        preCandidate.upon(i).loop()(ignore)
+        preCandidate.upon(i).loop()(ignoreInCampaign)
 
     # Candidate
-    candidate.upon(RoleInputs.electionTimedOut).to(preCandidate)(toPreCandidate)
+    candidate.upon(RoleInputs.electionTimedOut).to(preCandidate)(ballotToPreCandidate)
     candidate.upon(RoleInputs.electionWon).to(leader)(toLeader)
-    candidate.upon(RoleInputs.leaderDiscovered).to(follower)(toFollower)
-    candidate.upon(RoleInputs.higherTermSeen).to(follower)(toFollower)
-    candidate.upon(RoleInputs.demoted).to(learner)(toLearner)
-    candidate.upon(RoleInputs.stopped).to(stopped)(toStopped)
+    candidate.upon(RoleInputs.leaderDiscovered).to(follower)(ballotToFollower)
+    candidate.upon(RoleInputs.higherTermSeen).to(follower)(ballotToFollower)
+    candidate.upon(RoleInputs.demoted).to(learner)(ballotToLearner)
+    candidate.upon(RoleInputs.stopped).to(stopped)(ballotToStopped)
     for i in (
         RoleInputs.started,
         RoleInputs.preVoteWon,
@@ -234,7 +380,7 @@ def _build() -> object:
         RoleInputs.timeoutNowReceived,
         RoleInputs.promoted,
     ):
-        candidate.upon(i).loop()(ignore)
+        candidate.upon(i).loop()(ignoreInCampaign)
 
     # Leader
     leader.upon(RoleInputs.higherTermSeen).to(follower)(resignToFollower)
@@ -255,25 +401,181 @@ def _build() -> object:
     # Learner
     learner.upon(RoleInputs.promoted).to(follower)(toFollower)
     learner.upon(RoleInputs.stopped).to(stopped)(toStopped)
-    for i in everything:
-        if i not in (RoleInputs.promoted, RoleInputs.stopped):
-            learner.upon(i).loop()(ignore)
+    for i in (
+        RoleInputs.started,
+        RoleInputs.electionTimedOut,
+        RoleInputs.preVoteWon,
+        RoleInputs.electionWon,
+        RoleInputs.leaderDiscovered,
+        RoleInputs.higherTermSeen,
+        RoleInputs.quorumLost,
+        RoleInputs.timeoutNowReceived,
+        RoleInputs.demoted,
+    ):
+        learner.upon(i).loop()(ignore)
 
     # Stopped
-    for i in everything:
+    for i in (
+        RoleInputs.started,
+        RoleInputs.electionTimedOut,
+        RoleInputs.preVoteWon,
+        RoleInputs.electionWon,
+        RoleInputs.leaderDiscovered,
+        RoleInputs.higherTermSeen,
+        RoleInputs.quorumLost,
+        RoleInputs.timeoutNowReceived,
+        RoleInputs.promoted,
+        RoleInputs.demoted,
+        RoleInputs.stopped,
+    ):
         stopped.upon(i).loop()(ignore)
+
+    # -- the vote tally -------------------------------------------------------
+
+    @preCandidate.upon(RoleInputs.voteGranted).loop()
+    def preVoteGranted(
+        inputs: RoleInputs, core: RoleCore, ballot: Ballot, voter: str, term: int, preVote: bool
+    ) -> None:
+        if preVote and term == ballot.term:
+            ballot.votes.add(voter)
+            if core.actions.hasQuorum(ballot.votes):
+                inputs.preVoteWon()
+
+    @candidate.upon(RoleInputs.voteGranted).loop()
+    def voteGranted(
+        inputs: RoleInputs, core: RoleCore, ballot: Ballot, voter: str, term: int, preVote: bool
+    ) -> None:
+        if not preVote and ballot.term and term == ballot.term:
+            ballot.votes.add(voter)
+            if core.actions.hasQuorum(ballot.votes):
+                inputs.electionWon()
+
+    @candidate.upon(RoleInputs.voteSaved).loop()
+    def openBallot(inputs: RoleInputs, core: RoleCore, ballot: Ballot, term: int, transfer: bool) -> None:
+        if not ballot.term and core.actions.openBallot(ballot, term, transfer):
+            if core.actions.hasQuorum(ballot.votes):
+                inputs.electionWon()
+
+    def grantIgnored(inputs: RoleInputs, core: RoleCore, voter: str, term: int, preVote: bool) -> None:
+        pass
+
+    def grantIgnoredLeading(
+        inputs: RoleInputs, core: RoleCore, leading: Leading, voter: str, term: int, preVote: bool
+    ) -> None:
+        pass
+
+    def savedIgnored(inputs: RoleInputs, core: RoleCore, term: int, transfer: bool) -> None:
+        pass
+
+    def savedIgnoredInCampaign(
+        inputs: RoleInputs, core: RoleCore, ballot: Ballot, term: int, transfer: bool
+    ) -> None:
+        pass
+
+    def savedIgnoredLeading(
+        inputs: RoleInputs, core: RoleCore, leading: Leading, term: int, transfer: bool
+    ) -> None:
+        pass
+
+    for s in (idle, follower, learner, stopped):
+        s.upon(RoleInputs.voteGranted).loop()(grantIgnored)
+        s.upon(RoleInputs.voteSaved).loop()(savedIgnored)
+    preCandidate.upon(RoleInputs.voteSaved).loop()(savedIgnoredInCampaign)
+    leader.upon(RoleInputs.voteGranted).loop()(grantIgnoredLeading)
+    leader.upon(RoleInputs.voteSaved).loop()(savedIgnoredLeading)
+
+    # -- client requests: the Leader serves them, every other role refuses ----
+
+    @leader.upon(RoleInputs.propose).loop()
+    def propose(
+        inputs: RoleInputs, core: RoleCore, leading: Leading, command: bytes, client: str, seq: int, done: Done
+    ) -> None:
+        leading.leadership.submit(command, client, seq, done)
+
+    @leader.upon(RoleInputs.read).loop()
+    def read(inputs: RoleInputs, core: RoleCore, leading: Leading, result: Deferred[int]) -> None:
+        leading.leadership.read(result)
+
+    @leader.upon(RoleInputs.changeMembership).loop()
+    def changeMembership(
+        inputs: RoleInputs,
+        core: RoleCore,
+        leading: Leading,
+        action: str,
+        nodeId: str,
+        address: str,
+        result: Deferred[Any],
+    ) -> None:
+        leading.leadership.changeMembership(action, nodeId, address, result)
+
+    @leader.upon(RoleInputs.transferLeadership).loop()
+    def transfer(
+        inputs: RoleInputs, core: RoleCore, leading: Leading, target: str | None, result: Deferred[Any]
+    ) -> None:
+        leading.leadership.transfer(target, result)
+
+    def refusePropose(inputs: RoleInputs, core: RoleCore, command: bytes, client: str, seq: int, done: Done) -> None:
+        done(None, core.actions.notLeader())
+
+    def refuseRead(inputs: RoleInputs, core: RoleCore, result: Deferred[int]) -> None:
+        result.errback(core.actions.notLeader())
+
+    def refuseChange(
+        inputs: RoleInputs, core: RoleCore, action: str, nodeId: str, address: str, result: Deferred[Any]
+    ) -> None:
+        result.errback(core.actions.notLeader())
+
+    def refuseTransfer(inputs: RoleInputs, core: RoleCore, target: str | None, result: Deferred[Any]) -> None:
+        result.errback(core.actions.notLeader())
+
+    def refuseProposeInCampaign(
+        inputs: RoleInputs, core: RoleCore, ballot: Ballot, command: bytes, client: str, seq: int, done: Done
+    ) -> None:
+        done(None, core.actions.notLeader())
+
+    def refuseReadInCampaign(inputs: RoleInputs, core: RoleCore, ballot: Ballot, result: Deferred[int]) -> None:
+        result.errback(core.actions.notLeader())
+
+    def refuseChangeInCampaign(
+        inputs: RoleInputs,
+        core: RoleCore,
+        ballot: Ballot,
+        action: str,
+        nodeId: str,
+        address: str,
+        result: Deferred[Any],
+    ) -> None:
+        result.errback(core.actions.notLeader())
+
+    def refuseTransferInCampaign(
+        inputs: RoleInputs, core: RoleCore, ballot: Ballot, target: str | None, result: Deferred[Any]
+    ) -> None:
+        result.errback(core.actions.notLeader())
+
+    for s in (idle, follower, learner, stopped):
+        s.upon(RoleInputs.propose).loop()(refusePropose)
+        s.upon(RoleInputs.read).loop()(refuseRead)
+        s.upon(RoleInputs.changeMembership).loop()(refuseChange)
+        s.upon(RoleInputs.transferLeadership).loop()(refuseTransfer)
+    for c in (preCandidate, candidate):
+        c.upon(RoleInputs.propose).loop()(refuseProposeInCampaign)
+        c.upon(RoleInputs.read).loop()(refuseReadInCampaign)
+        c.upon(RoleInputs.changeMembership).loop()(refuseChangeInCampaign)
+        c.upon(RoleInputs.transferLeadership).loop()(refuseTransferInCampaign)
 
     return b.build()
 
 
-RoleMachine = _build()
+RoleMachine = indexed(_build())
 """
 Factory: C{RoleMachine(RoleCore(actions))} returns a L{RoleInputs}.
 """
 
 
-def newRoleMachine(actions: RoleActions) -> RoleInputs:
+def newRoleMachine(actions: RoleActions) -> tuple[RoleInputs, RoleCore]:
     """
-    Build a role machine driving C{actions}.
+    Build a role machine driving C{actions}; return its inputs and its core
+    (whose C{role} and C{leading} are the machine's record of where it is).
     """
-    return RoleMachine(RoleCore(actions))  # type: ignore[operator,no-any-return]
+    core = RoleCore(actions)
+    return RoleMachine(core), core
