@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     # long-lived objects, and full collections show up as latency spikes.
     gc.freeze()
     gc.set_threshold(20000, 50, 50)
-    reactor.callWhenRunning(service.startService)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(service.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
     if service.failure is not None:
         sys.stderr.write(f"suite.raft: {service.failure}\n")
         return 1

@@ -143,8 +143,8 @@ def main(argv: list[str]) -> int:
             outcome.append(0)
 
     def go() -> None:
-        Deferred.fromCoroutine(run()).addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+        Deferred.fromCoroutine(run()).addBoth(lambda _: reactor.stop())
 
-    reactor.callWhenRunning(go)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(go)
+    reactor.run()
     return outcome[0] if outcome else 1

@@ -96,9 +96,11 @@ class RaftClient:
         proto = self.connections.get(node)
         if proto is not None and proto.transport is not None and not proto.transport.disconnecting:  # type: ignore[attr-defined]
             return proto
-        proto = await self.connect(self.servers[node], Factory.forProtocol(_ClientProtocol))
-        self.connections[node] = proto
-        return proto
+        connected: _ClientProtocol = await self.connect(
+            self.servers[node], Factory.forProtocol(_ClientProtocol)
+        )
+        self.connections[node] = connected
+        return connected
 
     async def call(self, op: str, key: str = "", value: Any = None) -> Any:
         """

@@ -89,7 +89,7 @@ class FollowerHandlers:
             fresh = list(m.entries[i:])
             break
         if fresh:
-            node.log.append(fresh)  # type: ignore[arg-type]
+            node.log.append(fresh)
             node.storage.appendEntries(truncate, fresh).addErrback(node._storageFailed)
             if self.noteConfigs(fresh) or truncate is not None:
                 node._checkMembership()

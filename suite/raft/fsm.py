@@ -40,5 +40,5 @@ def indexed(machine: TypeMachine[Inputs, Core]) -> TypeMachine[Inputs, Core]:
             return scan(state, symbol)
         return found
 
-    automaton.outputForInput = outputForInput  # type: ignore[method-assign]
+    automaton.outputForInput = outputForInput  # type: ignore[method-assign,assignment]
     return machine

@@ -27,7 +27,8 @@ def encodeCommand(op: str, key: str, value: Any = None) -> bytes:
     """
     Encode one KV command.
     """
-    return msgpack.packb([op, key, value], use_bin_type=True)
+    packed: bytes = msgpack.packb([op, key, value], use_bin_type=True)
+    return packed
 
 
 @implementer(IRaftStateMachine)
@@ -73,7 +74,8 @@ class KeyValueStateMachine:
         return self.data.get(key)
 
     def snapshot(self) -> bytes:
-        return msgpack.packb([self.appliedIndex, self.data], use_bin_type=True)
+        packed: bytes = msgpack.packb([self.appliedIndex, self.data], use_bin_type=True)
+        return packed
 
     def restore(self, data: bytes) -> None:
         self.appliedIndex, self.data = msgpack.unpackb(data, raw=False)

@@ -76,7 +76,10 @@ class Configuration:
         return dict(self.addresses)
 
     def encode(self) -> bytes:
-        return msgpack.packb([sorted(self.voters), sorted(self.learners), [list(a) for a in self.addresses]])
+        packed: bytes = msgpack.packb(
+            [sorted(self.voters), sorted(self.learners), [list(a) for a in self.addresses]]
+        )
+        return packed
 
     @classmethod
     def decode(cls, data: bytes) -> Configuration:
@@ -221,12 +224,14 @@ def encodeMessage(message: Message) -> bytes:
     if type(message) is AppendEntries:
         # The hot path: entries are tuples msgpack packs as arrays directly.
         m = message
-        return msgpack.packb(
+        packed: bytes = msgpack.packb(
             [3, m.src, m.dst, m.term, m.prevLogIndex, m.prevLogTerm, m.entries, m.commit, m.epoch],
             use_bin_type=True,
         )
+        return packed
     values = [_encodeValue(getattr(message, name)) for name, _ in _FIELDS[message.code]]
-    return msgpack.packb([message.code, *values], use_bin_type=True)
+    packed = msgpack.packb([message.code, *values], use_bin_type=True)
+    return packed
 
 
 _SCALARS: dict[str, tuple[type, ...]] = {

@@ -449,7 +449,7 @@ class MultiRaftTransport:
         """
         The factory of the shared Raft listener.
         """
-        factory: Factory = Factory.forProtocol(lambda: PeerLink(self, None))  # type: ignore[arg-type]
+        factory: Factory = Factory.forProtocol(lambda: PeerLink(self, None))
         factory.noisy = False
         return factory
 
@@ -486,7 +486,7 @@ class MultiRaftTransport:
             return
         self._dialing.add(peer)
         self.dials += 1
-        factory: Factory = Factory.forProtocol(lambda: PeerLink(self, peer))  # type: ignore[arg-type]
+        factory: Factory = Factory.forProtocol(lambda: PeerLink(self, peer))
         factory.noisy = False
 
         # Success is reported by the link once authenticated (linkUp); a

@@ -258,7 +258,7 @@ class RaftNode:
             if not self.stopped:
                 action()
 
-        self.storage.sync().addCallback(run).addErrback(self._storageFailed)  # type: ignore[attr-defined]
+        self.storage.sync().addCallback(run).addErrback(self._storageFailed)
 
     def _saveHardState(self) -> Deferred[None]:
         term = self.term

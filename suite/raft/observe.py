@@ -78,7 +78,7 @@ def makeRegistry(node: RaftNode) -> tuple[CollectorRegistry, Histogram]:
     A registry with the node's gauges and a commit-latency histogram.
     """
     registry = CollectorRegistry()
-    registry.register(RaftCollector(node))  # type: ignore[arg-type]
+    registry.register(RaftCollector(node))
     latency = Histogram(
         "raft_commit_latency_ms",
         "Time from proposal to applied result on the leader.",

@@ -246,7 +246,7 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
         _sendChunk(pr, started)
         return started
 
-    snapshot = b.state("Snapshot", transfer)
+    snapshotting = b.state("Snapshot", transfer)
 
     # -- send ---------------------------------------------------------------
 
@@ -260,7 +260,7 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
     def stream(inputs: ProgressInputs, pr: Progress, pipeline: Pipeline) -> None:
         _stream(inputs, pr, pipeline)
 
-    @snapshot.upon(ProgressInputs.send).loop()
+    @snapshotting.upon(ProgressInputs.send).loop()
     def holdWhileSnapshotting(inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer) -> None:
         pass
 
@@ -287,7 +287,7 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
         pr.next = max(pr.next, pr.match + 1)
         pr.replicator.progressed(pr)
 
-    @snapshot.upon(ProgressInputs.appendAccepted).loop()
+    @snapshotting.upon(ProgressInputs.appendAccepted).loop()
     def acceptedWhileSnapshotting(
         inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer, matchIndex: int
     ) -> None:
@@ -297,8 +297,9 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
 
     # -- appendRejected -------------------------------------------------------
 
-    def probeRejected(inputs: ProgressInputs, pr: Progress, m: AppendEntriesResponse) -> None:
+    def probeRejected(inputs: ProgressInputs, pr: Progress, response: AppendEntriesResponse) -> None:
         # Only the answer to the probe in flight counts; older ones are stale.
+        m = response
         if m.rejectIndex <= pr.match or m.epoch != pr.epoch or m.rejectIndex != pr.next - 1:
             return
         _fallBack(inputs, pr, m)
@@ -308,16 +309,16 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
 
     @replicate.upon(ProgressInputs.appendRejected).loop()
     def streamRejected(
-        inputs: ProgressInputs, pr: Progress, pipeline: Pipeline, m: AppendEntriesResponse
+        inputs: ProgressInputs, pr: Progress, pipeline: Pipeline, response: AppendEntriesResponse
     ) -> None:
         # Stale: answers a message sent before the last fall-back to probing.
-        if m.rejectIndex <= pr.match or m.epoch != pr.epoch:
+        if response.rejectIndex <= pr.match or response.epoch != pr.epoch:
             return
-        _fallBack(inputs, pr, m)
+        _fallBack(inputs, pr, response)
 
-    @snapshot.upon(ProgressInputs.appendRejected).loop()
+    @snapshotting.upon(ProgressInputs.appendRejected).loop()
     def rejectedWhileSnapshotting(
-        inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer, m: AppendEntriesResponse
+        inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer, response: AppendEntriesResponse
     ) -> None:
         pass
 
@@ -352,7 +353,7 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
             inputs.send()
         pr.matchAtHeartbeat = pr.match
 
-    @snapshot.upon(ProgressInputs.heartbeatAnswered).loop()
+    @snapshotting.upon(ProgressInputs.heartbeatAnswered).loop()
     def heartbeatWhileSnapshotting(inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer) -> None:
         # A chunk not acknowledged since the last heartbeat is sent again.
         if transfer.offset == pr.offsetAtHeartbeat:
@@ -375,7 +376,7 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
     def installedWhileStreaming(inputs: ProgressInputs, pr: Progress, pipeline: Pipeline, index: int) -> None:
         installedElsewhere(inputs, pr, index)
 
-    @snapshot.upon(ProgressInputs.snapshotInstalled).to(probe)
+    @snapshotting.upon(ProgressInputs.snapshotInstalled).to(probe)
     def installed(inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer, index: int) -> None:
         pr.match = max(pr.match, index)
         pr.epoch += 1
@@ -384,7 +385,7 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
 
     # -- snapshotChunkAnswered ------------------------------------------------
 
-    @snapshot.upon(ProgressInputs.snapshotChunkAnswered).loop()
+    @snapshotting.upon(ProgressInputs.snapshotChunkAnswered).loop()
     def chunkAnswered(
         inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer, index: int, nextOffset: int
     ) -> None:
@@ -409,26 +410,28 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
     probe.upon(ProgressInputs.probeSent).to(probeSent).returns(None)
     probeSent.upon(ProgressInputs.probeSent).loop().returns(None)
     replicate.upon(ProgressInputs.probeSent, nodata=True).loop().returns(None)
-    snapshot.upon(ProgressInputs.probeSent, nodata=True).loop().returns(None)
+    snapshotting.upon(ProgressInputs.probeSent, nodata=True).loop().returns(None)
 
     probeSent.upon(ProgressInputs.resumed).to(probe).returns(None)
     probe.upon(ProgressInputs.resumed).loop().returns(None)
     replicate.upon(ProgressInputs.resumed, nodata=True).loop().returns(None)
-    snapshot.upon(ProgressInputs.resumed, nodata=True).loop().returns(None)
+    snapshotting.upon(ProgressInputs.resumed, nodata=True).loop().returns(None)
 
-    def snapshotFrom(inputs: ProgressInputs, pr: Progress, snap: Snapshot) -> None:
+    def snapshotFrom(inputs: ProgressInputs, pr: Progress, snapshot: Snapshot) -> None:
         pass
 
-    probe.upon(ProgressInputs.snapshotStarted).to(snapshot)(snapshotFrom)
-    probeSent.upon(ProgressInputs.snapshotStarted).to(snapshot)(snapshotFrom)
+    probe.upon(ProgressInputs.snapshotStarted).to(snapshotting)(snapshotFrom)
+    probeSent.upon(ProgressInputs.snapshotStarted).to(snapshotting)(snapshotFrom)
 
-    @replicate.upon(ProgressInputs.snapshotStarted).to(snapshot)
-    def snapshotFromStreaming(inputs: ProgressInputs, pr: Progress, pipeline: Pipeline, snap: Snapshot) -> None:
+    @replicate.upon(ProgressInputs.snapshotStarted).to(snapshotting)
+    def snapshotFromStreaming(
+        inputs: ProgressInputs, pr: Progress, pipeline: Pipeline, snapshot: Snapshot
+    ) -> None:
         pass
 
-    @snapshot.upon(ProgressInputs.snapshotStarted).loop()
+    @snapshotting.upon(ProgressInputs.snapshotStarted).loop()
     def alreadySnapshotting(
-        inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer, snap: Snapshot
+        inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer, snapshot: Snapshot
     ) -> None:
         pass
 
@@ -448,7 +451,7 @@ def _build() -> TypeMachine[ProgressInputs, Progress]:
     def streamToProbe(inputs: ProgressInputs, pr: Progress, pipeline: Pipeline, next: int) -> None:
         reprobe(pr, next)
 
-    @snapshot.upon(ProgressInputs.becomeProbe).to(probe)
+    @snapshotting.upon(ProgressInputs.becomeProbe).to(probe)
     def snapshotToProbe(inputs: ProgressInputs, pr: Progress, transfer: SnapshotTransfer, next: int) -> None:
         reprobe(pr, next)
 

@@ -488,7 +488,13 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
 
     @leader.upon(RoleInputs.propose).loop()
     def propose(
-        inputs: RoleInputs, core: RoleCore, leading: Leading, command: bytes, client: str, seq: int, done: Done
+        inputs: RoleInputs,
+        core: RoleCore,
+        leading: Leading,
+        command: bytes,
+        client: str,
+        seq: int,
+        done: Done,
     ) -> None:
         leading.leadership.submit(command, client, seq, done)
 
@@ -514,7 +520,9 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     ) -> None:
         leading.leadership.transfer(target, result)
 
-    def refusePropose(inputs: RoleInputs, core: RoleCore, command: bytes, client: str, seq: int, done: Done) -> None:
+    def refusePropose(
+        inputs: RoleInputs, core: RoleCore, command: bytes, client: str, seq: int, done: Done
+    ) -> None:
         done(None, core.actions.notLeader())
 
     def refuseRead(inputs: RoleInputs, core: RoleCore, result: Deferred[int]) -> None:
@@ -533,7 +541,9 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     ) -> None:
         done(None, core.actions.notLeader())
 
-    def refuseReadInCampaign(inputs: RoleInputs, core: RoleCore, ballot: Ballot, result: Deferred[int]) -> None:
+    def refuseReadInCampaign(
+        inputs: RoleInputs, core: RoleCore, ballot: Ballot, result: Deferred[int]
+    ) -> None:
         result.errback(core.actions.notLeader())
 
     def refuseChangeInCampaign(

@@ -58,10 +58,11 @@ class SessionApplier:
         return result
 
     def snapshot(self) -> bytes:
-        return msgpack.packb(
+        packed: bytes = msgpack.packb(
             [[[k, s, r] for k, (s, r) in self.sessions.items()], self.stateMachine.snapshot()],
             use_bin_type=True,
         )
+        return packed
 
     def restore(self, data: bytes) -> None:
         sessions, inner = msgpack.unpackb(data, raw=False)

@@ -334,7 +334,7 @@ class RaftTransport:
         if self.dialing.get(peer, -1.0) > now:
             return
         self.dialing[peer] = now + 0.1
-        factory: Factory = Factory.forProtocol(lambda: OutboundRaftProtocol(self, peer))  # type: ignore[arg-type]
+        factory: Factory = Factory.forProtocol(lambda: OutboundRaftProtocol(self, peer))
         d = self.connect(address, factory)
         d.addErrback(
             lambda f: log.debug(

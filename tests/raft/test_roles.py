@@ -6,7 +6,8 @@ a L{task.Clock}.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -17,25 +18,44 @@ from suite.raft.interfaces import IRaftTransport
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
 from suite.raft.messages import Configuration, Message
 from suite.raft.node import NotLeader, RaftNode
-from suite.raft.roles import newRoleMachine
+from suite.raft.roles import Ballot, Done, Leadership, Leading, RoleCore, RoleInputs, newRoleMachine
 from suite.raft.storage import MemoryStorage
 
 
-class Timers:
+class FakeLeadership:
+    """
+    A L{Leadership} that records what the Leader state asks of it.
+    """
+
     def __init__(self, events: list[str]) -> None:
         self.events = events
 
     def stop(self) -> None:
         self.events.append("timersStopped")
 
+    def submit(self, command: bytes, client: str, seq: int, done: Done) -> None:
+        self.events.append("submit")
+
+    def read(self, result: Deferred[int]) -> None:
+        self.events.append("read")
+
+    def changeMembership(self, action: str, nodeId: str, address: str, result: Deferred[Any]) -> None:
+        self.events.append("change")
+
+    def transfer(self, target: str | None, result: Deferred[Any]) -> None:
+        self.events.append("transfer")
+
 
 class RecordingActions:
     """
-    L{RoleActions} that records every output.
+    L{RoleActions} that records every output; a quorum is C{quorum} votes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, quorum: int = 2) -> None:
         self.events: list[str] = []
+        self.quorum = quorum
+        self.term = 0
+        self.refusal = NotLeader(None, "not the leader")
 
     def armElectionTimer(self) -> None:
         self.events.append("arm")
@@ -43,21 +63,154 @@ class RecordingActions:
     def disarmElectionTimer(self) -> None:
         self.events.append("disarm")
 
-    def beginPreVote(self) -> None:
+    def beginPreVote(self, ballot: Ballot) -> None:
         self.events.append("preVote")
+        ballot.term, ballot.votes = self.term + 1, {"me"}
 
     def beginElection(self, transfer: bool) -> None:
         self.events.append("electionTransfer" if transfer else "election")
+        self.term += 1
 
-    def startLeading(self) -> Timers:
+    def openBallot(self, ballot: Ballot, term: int, transfer: bool) -> bool:
+        if term != self.term:
+            self.events.append(f"staleBallot:{term}")
+            return False
+        self.events.append(f"ballot:{term}" + (":transfer" if transfer else ""))
+        ballot.term, ballot.votes = term, {"me"}
+        return True
+
+    def hasQuorum(self, votes: set[str]) -> bool:
+        return len(votes) >= self.quorum
+
+    def startLeading(self) -> FakeLeadership:
         self.events.append("lead")
-        return Timers(self.events)
+        return FakeLeadership(self.events)
 
-    def stopLeading(self) -> None:
+    def stopLeading(self, leadership: Leadership) -> None:
         self.events.append("resign")
 
-    def noteRole(self, role: str) -> None:
-        self.events.append(f"role:{role}")
+    def notLeader(self) -> Exception:
+        self.events.append("refuse")
+        return self.refusal
+
+
+#: How to reach each state from a new machine.
+PATHS: dict[str, tuple[str, ...]] = {
+    "idle": (),
+    "follower": ("started",),
+    "pre-candidate": ("started", "electionTimedOut"),
+    "candidate": ("started", "electionTimedOut", "preVoteWon"),
+    "leader": ("started", "electionTimedOut", "preVoteWon", "electionWon"),
+    "learner": ("demoted",),
+    "stopped": ("stopped",),
+}
+
+
+def quiet() -> Deferred[Any]:
+    """
+    A Deferred whose failure (a refusal) is consumed.
+    """
+    d: Deferred[Any] = Deferred()
+    d.addErrback(lambda f: None)
+    return d
+
+
+#: One call of each input (the machine's whole alphabet).
+CALLS: dict[str, Callable[[RoleInputs], None]] = {
+    "started": lambda r: r.started(),
+    "electionTimedOut": lambda r: r.electionTimedOut(),
+    "preVoteWon": lambda r: r.preVoteWon(),
+    "electionWon": lambda r: r.electionWon(),
+    "leaderDiscovered": lambda r: r.leaderDiscovered(),
+    "higherTermSeen": lambda r: r.higherTermSeen(),
+    "quorumLost": lambda r: r.quorumLost(),
+    "timeoutNowReceived": lambda r: r.timeoutNowReceived(),
+    "promoted": lambda r: r.promoted(),
+    "demoted": lambda r: r.demoted(),
+    "stopped": lambda r: r.stopped(),
+    # a pre-vote for the next term, which completes a quorum of two
+    "voteGranted": lambda r: r.voteGranted("b", 1, True),
+    # this node's vote for term 1 is durable
+    "voteSaved": lambda r: r.voteSaved(1, False),
+    "propose": lambda r: r.propose(b"x", "c", 1, lambda result, error: None),
+    "read": lambda r: r.read(quiet()),
+    "changeMembership": lambda r: r.changeMembership("addVoter", "d", "", quiet()),
+    "transferLeadership": lambda r: r.transferLeadership(None, quiet()),
+}
+
+REFUSED = {
+    "propose": (["refuse"], None),
+    "read": (["refuse"], None),
+    "changeMembership": (["refuse"], None),
+    "transferLeadership": (["refuse"], None),
+}
+
+#: (state, input) -> (outputs, new state; None: unchanged).  Every pair not
+#: listed is ignored: no output, same state.
+EXPECTED: dict[str, dict[str, tuple[list[str], str | None]]] = {
+    "idle": {
+        "started": (["arm"], "follower"),
+        "demoted": (["disarm"], "learner"),
+        "stopped": (["disarm"], "stopped"),
+        **REFUSED,
+    },
+    "follower": {
+        "electionTimedOut": (["arm", "preVote"], "pre-candidate"),
+        "leaderDiscovered": (["arm"], None),
+        "higherTermSeen": (["arm"], None),
+        "timeoutNowReceived": (["arm", "electionTransfer"], "candidate"),
+        "demoted": (["disarm"], "learner"),
+        "stopped": (["disarm"], "stopped"),
+        **REFUSED,
+    },
+    "pre-candidate": {
+        "electionTimedOut": (["arm", "preVote"], None),
+        "preVoteWon": (["arm", "election"], "candidate"),
+        "leaderDiscovered": (["arm"], "follower"),
+        "higherTermSeen": (["arm"], "follower"),
+        "timeoutNowReceived": (["arm", "electionTransfer"], "candidate"),
+        "demoted": (["disarm"], "learner"),
+        "stopped": (["disarm"], "stopped"),
+        "voteGranted": (["arm", "election"], "candidate"),
+        **REFUSED,
+    },
+    "candidate": {
+        "electionTimedOut": (["arm", "preVote"], "pre-candidate"),
+        "electionWon": (["lead", "disarm"], "leader"),
+        "leaderDiscovered": (["arm"], "follower"),
+        "higherTermSeen": (["arm"], "follower"),
+        "demoted": (["disarm"], "learner"),
+        "stopped": (["disarm"], "stopped"),
+        "voteSaved": (["ballot:1"], None),
+        **REFUSED,
+    },
+    "leader": {
+        "higherTermSeen": (["timersStopped", "resign", "arm"], "follower"),
+        "quorumLost": (["timersStopped", "resign", "arm"], "follower"),
+        "demoted": (["timersStopped", "resign", "disarm"], "learner"),
+        "stopped": (["timersStopped", "resign", "disarm"], "stopped"),
+        "propose": (["submit"], None),
+        "read": (["read"], None),
+        "changeMembership": (["change"], None),
+        "transferLeadership": (["transfer"], None),
+    },
+    "learner": {
+        "promoted": (["arm"], "follower"),
+        "stopped": (["disarm"], "stopped"),
+        **REFUSED,
+    },
+    "stopped": {**REFUSED},
+}
+
+
+def machineIn(state: str, quorum: int = 2) -> tuple[RoleInputs, RoleCore, RecordingActions]:
+    actions = RecordingActions(quorum)
+    role, core = newRoleMachine(actions)
+    for name in PATHS[state]:
+        CALLS[name](role)
+    assert core.role == state, (state, core.role)
+    del actions.events[:]
+    return role, core, actions
 
 
 class RoleMachineTests(SynchronousTestCase):
@@ -67,78 +220,109 @@ class RoleMachineTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.actions = RecordingActions()
-        self.role = newRoleMachine(self.actions)
+        self.role, self.core = newRoleMachine(self.actions)
+
+    def test_everyInputInEveryState(self) -> None:
+        """
+        Every state answers every input as the table says; the record of
+        the leader's data is set exactly while in Leader.
+        """
+        self.assertEqual(set(CALLS), {n for n in dir(RoleInputs) if not n.startswith("_")})
+        for state in PATHS:
+            for name, call in CALLS.items():
+                role, core, actions = machineIn(state)
+                call(role)
+                events, after = EXPECTED[state].get(name, ([], None))
+                self.assertEqual((actions.events, core.role), (events, after or state), f"{name} in {state}")
+                self.assertEqual(core.leading is not None, core.role == "leader", f"{name} in {state}")
 
     def test_electionPath(self) -> None:
         """
         Follower -> PreCandidate -> Candidate -> Leader, arming the election
-        timer on each step and starting leader timers on election.
+        timer on each step and starting the leader on election.
         """
         self.role.started()
         self.role.electionTimedOut()
         self.role.preVoteWon()
         self.role.electionWon()
-        self.assertEqual(
-            self.actions.events,
-            [
-                "role:follower",
-                "arm",
-                "role:pre-candidate",
-                "arm",
-                "preVote",
-                "role:candidate",
-                "arm",
-                "election",
-                "role:leader",
-                "lead",
-                "disarm",
-            ],
-        )
+        self.assertEqual(self.actions.events, ["arm", "arm", "preVote", "arm", "election", "lead", "disarm"])
+        self.assertEqual(self.core.role, "leader")
+
+    def test_preVoteTally(self) -> None:
+        """
+        Only pre-votes for the ballot's term count; a quorum of them makes
+        the node a candidate.
+        """
+        role, core, actions = machineIn("pre-candidate", quorum=3)
+        role.voteGranted("b", 1, False)
+        role.voteGranted("b", 2, True)
+        role.voteGranted("b", 1, True)
+        role.voteGranted("b", 1, True)
+        self.assertEqual((actions.events, core.role), ([], "pre-candidate"))
+        role.voteGranted("c", 1, True)
+        self.assertEqual((actions.events, core.role), (["arm", "election"], "candidate"))
+
+    def test_votesCountOnceTheOwnVoteIsDurable(self) -> None:
+        """
+        A candidate counts votes only for its term and only once its own
+        vote is durable; a stale durability notice opens nothing.
+        """
+        role, core, actions = machineIn("candidate")
+        role.voteGranted("b", 1, False)
+        role.voteSaved(0, False)
+        self.assertEqual((actions.events, core.role), (["staleBallot:0"], "candidate"))
+        role.voteSaved(1, False)
+        role.voteSaved(1, False)
+        role.voteGranted("b", 1, True)
+        role.voteGranted("b", 2, False)
+        self.assertEqual((actions.events[1:], core.role), (["ballot:1"], "candidate"))
+        role.voteGranted("b", 1, False)
+        self.assertEqual((actions.events[2:], core.role), (["lead", "disarm"], "leader"))
+
+    def test_singleVoterElectsItself(self) -> None:
+        """
+        With a quorum of one, the pre-vote and (once durable) the vote are
+        won at once.
+        """
+        role, core, actions = machineIn("follower", quorum=1)
+        role.electionTimedOut()
+        self.assertEqual(core.role, "candidate")
+        role.voteSaved(1, False)
+        self.assertEqual(core.role, "leader")
+        self.assertEqual(actions.events, ["arm", "preVote", "arm", "election", "ballot:1", "lead", "disarm"])
+
+    def test_transferElection(self) -> None:
+        """
+        TimeoutNow starts a real election at once, flagged as a transfer
+        when the vote requests go out.
+        """
+        role, core, actions = machineIn("follower")
+        role.timeoutNowReceived()
+        role.voteSaved(1, True)
+        self.assertEqual(actions.events, ["arm", "electionTransfer", "ballot:1:transfer"])
+
+    def test_refusalsReachTheCaller(self) -> None:
+        """
+        Outside Leader, requests fail with the node's explanation.
+        """
+        role, core, actions = machineIn("follower")
+        outcome: list[object] = []
+        role.propose(b"x", "c", 1, lambda result, error: outcome.append(error))
+        d: Deferred[int] = Deferred()
+        role.read(d)
+        self.assertEqual(outcome, [actions.refusal])
+        self.assertIs(self.failureResultOf(d, NotLeader).value, actions.refusal)
 
     def test_leaderStepsDownOnQuorumLoss(self) -> None:
         """
         CheckQuorum failure stops the leader's timers, resigns and re-arms
         the election timer as a follower.
         """
-        self.role.started()
-        self.role.electionTimedOut()
-        self.role.preVoteWon()
-        self.role.electionWon()
-        del self.actions.events[:]
-        self.role.quorumLost()
-        self.assertEqual(self.actions.events, ["timersStopped", "resign", "role:follower", "arm"])
-
-    def test_leaderIgnoresElectionTimeout(self) -> None:
-        """
-        A stray election timeout does nothing to a leader.
-        """
-        self.role.started()
-        self.role.electionTimedOut()
-        self.role.preVoteWon()
-        self.role.electionWon()
-        del self.actions.events[:]
-        self.role.electionTimedOut()
-        self.role.leaderDiscovered()
-        self.assertEqual(self.actions.events, [])
-
-    def test_preCandidateYieldsToLeader(self) -> None:
-        """
-        A pre-candidate that hears from a leader becomes a follower again.
-        """
-        self.role.started()
-        self.role.electionTimedOut()
-        del self.actions.events[:]
-        self.role.leaderDiscovered()
-        self.assertEqual(self.actions.events, ["role:follower", "arm"])
-
-    def test_timeoutNowSkipsPreVote(self) -> None:
-        """
-        TimeoutNow starts a real (transfer) election at once.
-        """
-        self.role.started()
-        del self.actions.events[:]
-        self.role.timeoutNowReceived()
-        self.assertEqual(self.actions.events, ["role:candidate", "arm", "electionTransfer"])
+        role, core, actions = machineIn("leader")
+        self.assertIsInstance(core.leading, Leading)
+        role.quorumLost()
+        self.assertEqual(actions.events, ["timersStopped", "resign", "arm"])
+        self.assertIsNone(core.leading)
 
     def test_learnerNeverCampaigns(self) -> None:
         """
@@ -151,18 +335,8 @@ class RoleMachineTests(SynchronousTestCase):
         self.role.timeoutNowReceived()
         self.assertEqual(self.actions.events, [])
         self.role.promoted()
-        self.assertEqual(self.actions.events, ["role:follower", "arm"])
-
-    def test_stoppedIgnoresEverything(self) -> None:
-        """
-        After stopping, no input produces output.
-        """
-        self.role.started()
-        self.role.stopped()
-        del self.actions.events[:]
-        for name in ("electionTimedOut", "preVoteWon", "electionWon", "promoted", "timeoutNowReceived"):
-            getattr(self.role, name)()
-        self.assertEqual(self.actions.events, [])
+        self.assertEqual(self.actions.events, ["arm"])
+        self.assertEqual(self.core.role, "follower")
 
 
 @implementer(IRaftTransport)
