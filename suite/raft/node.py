@@ -83,6 +83,9 @@ class RaftNode:
         self.commitIndex = 0
         self.lastApplied = 0
         self.leaderId: str | None = None
+        #: The role, as the role machine last announced it (roleChanged).
+        self.roleName = "idle"
+        self._leader: LeaderState | None = None
         self.lastLeaderContact = -1e18
         self.startedAt = -1e18
         self._electionTimer: IDelayedCall | None = None
@@ -98,7 +101,7 @@ class RaftNode:
             HeartbeatResponse: self._onLeaderMessage,
             InstallSnapshotResponse: self._onLeaderMessage,
         }
-        self.role, self._roleCore = newRoleMachine(self)
+        self.role = newRoleMachine(self)
         self.transport.setReceiver(self.receive)
         self.appliedHooks: list[Callable[[int], None]] = []
 
@@ -157,31 +160,26 @@ class RaftNode:
         """
         self.role.stopped()
 
-    # -- where the role machine is ------------------------------------------
+    # -- the role, as announced ---------------------------------------------
 
     @property
     def leader(self) -> LeaderState | None:
         """
-        The leader's bookkeeping for its term (the role machine's Leader
-        state data) while this node leads, else None.
+        While this node leads: the leader's bookkeeping for its term (the
+        role machine's Leader state data), else None.
         """
-        leading = self._roleCore.leading
-        # The machine holds only what startLeading returned.
-        return cast(LeaderState, leading.leadership) if leading is not None else None
-
-    @property
-    def roleName(self) -> str:
-        """
-        The role: idle, follower, pre-candidate, candidate, leader, learner
-        or stopped.
-        """
-        return self._roleCore.role
+        return self._leader
 
     @property
     def stopped(self) -> bool:
-        return self._roleCore.role == "stopped"
+        return self.roleName == "stopped"
 
     # -- RoleActions ------------------------------------------------------
+
+    def roleChanged(self, role: str, leadership: Leadership | None) -> None:
+        self.roleName = role
+        # The machine leads with what startLeading returned.
+        self._leader = cast(LeaderState | None, leadership)
 
     def armElectionTimer(self) -> None:
         self.disarmElectionTimer()

@@ -13,20 +13,20 @@ Inputs (L{RoleInputs}), answered in every state:
    them with the node's L{RoleActions.notLeader} error.
 
 Outputs (L{RoleActions} on the node, reached through L{RoleCore}):
-armElectionTimer, disarmElectionTimer, beginPreVote, beginElection,
-openBallot, hasQuorum, startLeading (returns the L{Leadership}),
-stopLeading, notLeader.
+roleChanged, armElectionTimer, disarmElectionTimer, beginPreVote,
+beginElection, openBallot, hasQuorum, startLeading (returns the
+L{Leadership}), stopLeading, notLeader.
 
 States and their data: Idle, Follower, PreCandidate (its L{Ballot}),
 Candidate (its L{Ballot}, opened once its own vote is durable), Leader
 (L{Leading}: the leader's bookkeeping for its term), Learner, Stopped.
 
 Terms, votes and the log live in L{suite.raft.node.RaftNode}, which feeds
-inputs and performs the outputs.  What the node and its callers may read at
-any moment, also from callbacks that run inside a transition (where
-automat refuses to answer inputs), is the machine's own record on
-L{RoleCore}: the current role's name and, in Leader, that state's data.
-Only the machine's transitions write it.
+inputs and performs the outputs.  The node and its callers read the role
+at any moment, also from callbacks that run inside a transition (where
+automat refuses to answer an input), so every change of role is announced
+through C{roleChanged}: the role's name and, on entering Leader, that
+state's L{Leadership} (None again as soon as leadership ends).
 """
 
 from __future__ import annotations
@@ -175,6 +175,13 @@ class Leading:
 
 
 class RoleActions(Protocol):
+    def roleChanged(self, role: str, leadership: Leadership | None) -> None:
+        """
+        The machine entered C{role} (idle, follower, pre-candidate,
+        candidate, leader, learner, stopped); C{leadership} is the Leader
+        state's data while leading, else None.
+        """
+
     def armElectionTimer(self) -> None: ...
     def disarmElectionTimer(self) -> None: ...
     def beginPreVote(self, ballot: Ballot) -> None:
@@ -204,10 +211,6 @@ class RoleActions(Protocol):
 @dataclass
 class RoleCore:
     actions: RoleActions
-    #: The current role's name (for status and explanations).
-    role: str = "idle"
-    #: The Leader state's data while the machine is in it, else None.
-    leading: Leading | None = None
 
 
 def _build() -> TypeMachine[RoleInputs, RoleCore]:
@@ -221,7 +224,7 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         return ballot
 
     def campaign(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        core.role = "pre-candidate"
+        core.actions.roleChanged("pre-candidate", None)
         core.actions.armElectionTimer()
         core.actions.beginPreVote(ballot)
         if core.actions.hasQuorum(ballot.votes):
@@ -230,15 +233,14 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     preCandidate = b.state("PreCandidate", preCandidacy)
 
     def candidacy(inputs: RoleInputs, core: RoleCore) -> Ballot:
-        core.role = "candidate"
+        core.actions.roleChanged("candidate", None)
         return Ballot()
 
     candidate = b.state("Candidate", candidacy)
 
     def leadership(inputs: RoleInputs, core: RoleCore) -> Leading:
-        core.role = "leader"
         leading = Leading(core.actions.startLeading())
-        core.leading = leading
+        core.actions.roleChanged("leader", leading.leadership)
         return leading
 
     leader = b.state("Leader", leadership)
@@ -248,7 +250,7 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     # -- role changes -------------------------------------------------------
 
     def toFollower(inputs: RoleInputs, core: RoleCore) -> None:
-        core.role = "follower"
+        core.actions.roleChanged("follower", None)
         core.actions.armElectionTimer()
 
     def ballotToFollower(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
@@ -283,36 +285,37 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         core.actions.disarmElectionTimer()
 
     def toLearner(inputs: RoleInputs, core: RoleCore) -> None:
-        core.role = "learner"
+        core.actions.roleChanged("learner", None)
         core.actions.disarmElectionTimer()
 
     def ballotToLearner(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
         toLearner(inputs, core)
 
     def toStopped(inputs: RoleInputs, core: RoleCore) -> None:
-        core.role = "stopped"
+        core.actions.roleChanged("stopped", None)
         core.actions.disarmElectionTimer()
 
     def ballotToStopped(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
         toStopped(inputs, core)
 
-    def resign(core: RoleCore, leading: Leading) -> None:
-        core.leading = None
+    def resign(core: RoleCore, leading: Leading, role: str) -> None:
+        # Announced first: whoever the leader's failed waiters call back
+        # finds this node no longer leading.
+        core.actions.roleChanged(role, None)
         leading.leadership.stop()
         core.actions.stopLeading(leading.leadership)
 
     def resignToFollower(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
-        resign(core, leading)
-        toFollower(inputs, core)
+        resign(core, leading, "follower")
+        core.actions.armElectionTimer()
 
     def resignToLearner(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
-        resign(core, leading)
-        toLearner(inputs, core)
+        resign(core, leading, "learner")
+        core.actions.disarmElectionTimer()
 
     def resignToStopped(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
-        core.role = "stopped"
-        resign(core, leading)
-        toStopped(inputs, core)
+        resign(core, leading, "stopped")
+        core.actions.disarmElectionTimer()
 
     def ignore(inputs: RoleInputs, core: RoleCore) -> None:
         pass
@@ -582,10 +585,8 @@ Factory: C{RoleMachine(RoleCore(actions))} returns a L{RoleInputs}.
 """
 
 
-def newRoleMachine(actions: RoleActions) -> tuple[RoleInputs, RoleCore]:
+def newRoleMachine(actions: RoleActions) -> RoleInputs:
     """
-    Build a role machine driving C{actions}; return its inputs and its core
-    (whose C{role} and C{leading} are the machine's record of where it is).
+    Build a role machine driving C{actions}, in Idle.
     """
-    core = RoleCore(actions)
-    return RoleMachine(core), core
+    return RoleMachine(RoleCore(actions))

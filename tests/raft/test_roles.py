@@ -18,7 +18,7 @@ from suite.raft.interfaces import IRaftTransport
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
 from suite.raft.messages import Configuration, Message
 from suite.raft.node import NotLeader, RaftNode
-from suite.raft.roles import Ballot, Done, Leadership, Leading, RoleCore, RoleInputs, newRoleMachine
+from suite.raft.roles import Ballot, Done, Leadership, RoleInputs, newRoleMachine
 from suite.raft.storage import MemoryStorage
 
 
@@ -56,6 +56,12 @@ class RecordingActions:
         self.quorum = quorum
         self.term = 0
         self.refusal = NotLeader(None, "not the leader")
+        self.role = "idle"
+        self.leadership: Leadership | None = None
+
+    def roleChanged(self, role: str, leadership: Leadership | None) -> None:
+        self.events.append(f"role:{role}")
+        self.role, self.leadership = role, leadership
 
     def armElectionTimer(self) -> None:
         self.events.append("arm")
@@ -149,68 +155,68 @@ REFUSED = {
 #: listed is ignored: no output, same state.
 EXPECTED: dict[str, dict[str, tuple[list[str], str | None]]] = {
     "idle": {
-        "started": (["arm"], "follower"),
-        "demoted": (["disarm"], "learner"),
-        "stopped": (["disarm"], "stopped"),
+        "started": (["role:follower", "arm"], "follower"),
+        "demoted": (["role:learner", "disarm"], "learner"),
+        "stopped": (["role:stopped", "disarm"], "stopped"),
         **REFUSED,
     },
     "follower": {
-        "electionTimedOut": (["arm", "preVote"], "pre-candidate"),
-        "leaderDiscovered": (["arm"], None),
-        "higherTermSeen": (["arm"], None),
-        "timeoutNowReceived": (["arm", "electionTransfer"], "candidate"),
-        "demoted": (["disarm"], "learner"),
-        "stopped": (["disarm"], "stopped"),
+        "electionTimedOut": (["role:pre-candidate", "arm", "preVote"], "pre-candidate"),
+        "leaderDiscovered": (["role:follower", "arm"], None),
+        "higherTermSeen": (["role:follower", "arm"], None),
+        "timeoutNowReceived": (["role:candidate", "arm", "electionTransfer"], "candidate"),
+        "demoted": (["role:learner", "disarm"], "learner"),
+        "stopped": (["role:stopped", "disarm"], "stopped"),
         **REFUSED,
     },
     "pre-candidate": {
-        "electionTimedOut": (["arm", "preVote"], None),
-        "preVoteWon": (["arm", "election"], "candidate"),
-        "leaderDiscovered": (["arm"], "follower"),
-        "higherTermSeen": (["arm"], "follower"),
-        "timeoutNowReceived": (["arm", "electionTransfer"], "candidate"),
-        "demoted": (["disarm"], "learner"),
-        "stopped": (["disarm"], "stopped"),
-        "voteGranted": (["arm", "election"], "candidate"),
+        "electionTimedOut": (["role:pre-candidate", "arm", "preVote"], None),
+        "preVoteWon": (["role:candidate", "arm", "election"], "candidate"),
+        "leaderDiscovered": (["role:follower", "arm"], "follower"),
+        "higherTermSeen": (["role:follower", "arm"], "follower"),
+        "timeoutNowReceived": (["role:candidate", "arm", "electionTransfer"], "candidate"),
+        "demoted": (["role:learner", "disarm"], "learner"),
+        "stopped": (["role:stopped", "disarm"], "stopped"),
+        "voteGranted": (["role:candidate", "arm", "election"], "candidate"),
         **REFUSED,
     },
     "candidate": {
-        "electionTimedOut": (["arm", "preVote"], "pre-candidate"),
-        "electionWon": (["lead", "disarm"], "leader"),
-        "leaderDiscovered": (["arm"], "follower"),
-        "higherTermSeen": (["arm"], "follower"),
-        "demoted": (["disarm"], "learner"),
-        "stopped": (["disarm"], "stopped"),
+        "electionTimedOut": (["role:pre-candidate", "arm", "preVote"], "pre-candidate"),
+        "electionWon": (["lead", "role:leader", "disarm"], "leader"),
+        "leaderDiscovered": (["role:follower", "arm"], "follower"),
+        "higherTermSeen": (["role:follower", "arm"], "follower"),
+        "demoted": (["role:learner", "disarm"], "learner"),
+        "stopped": (["role:stopped", "disarm"], "stopped"),
         "voteSaved": (["ballot:1"], None),
         **REFUSED,
     },
     "leader": {
-        "higherTermSeen": (["timersStopped", "resign", "arm"], "follower"),
-        "quorumLost": (["timersStopped", "resign", "arm"], "follower"),
-        "demoted": (["timersStopped", "resign", "disarm"], "learner"),
-        "stopped": (["timersStopped", "resign", "disarm"], "stopped"),
+        "higherTermSeen": (["role:follower", "timersStopped", "resign", "arm"], "follower"),
+        "quorumLost": (["role:follower", "timersStopped", "resign", "arm"], "follower"),
+        "demoted": (["role:learner", "timersStopped", "resign", "disarm"], "learner"),
+        "stopped": (["role:stopped", "timersStopped", "resign", "disarm"], "stopped"),
         "propose": (["submit"], None),
         "read": (["read"], None),
         "changeMembership": (["change"], None),
         "transferLeadership": (["transfer"], None),
     },
     "learner": {
-        "promoted": (["arm"], "follower"),
-        "stopped": (["disarm"], "stopped"),
+        "promoted": (["role:follower", "arm"], "follower"),
+        "stopped": (["role:stopped", "disarm"], "stopped"),
         **REFUSED,
     },
     "stopped": {**REFUSED},
 }
 
 
-def machineIn(state: str, quorum: int = 2) -> tuple[RoleInputs, RoleCore, RecordingActions]:
+def machineIn(state: str, quorum: int = 2) -> tuple[RoleInputs, RecordingActions]:
     actions = RecordingActions(quorum)
-    role, core = newRoleMachine(actions)
+    role = newRoleMachine(actions)
     for name in PATHS[state]:
         CALLS[name](role)
-    assert core.role == state, (state, core.role)
+    assert actions.role == state, (state, actions.role)
     del actions.events[:]
-    return role, core, actions
+    return role, actions
 
 
 class RoleMachineTests(SynchronousTestCase):
@@ -220,21 +226,25 @@ class RoleMachineTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.actions = RecordingActions()
-        self.role, self.core = newRoleMachine(self.actions)
+        self.role = newRoleMachine(self.actions)
 
     def test_everyInputInEveryState(self) -> None:
         """
-        Every state answers every input as the table says; the record of
-        the leader's data is set exactly while in Leader.
+        Every state answers every input as the table says; the leader's
+        data is announced exactly while in Leader.
         """
         self.assertEqual(set(CALLS), {n for n in dir(RoleInputs) if not n.startswith("_")})
         for state in PATHS:
             for name, call in CALLS.items():
-                role, core, actions = machineIn(state)
+                role, actions = machineIn(state)
                 call(role)
                 events, after = EXPECTED[state].get(name, ([], None))
-                self.assertEqual((actions.events, core.role), (events, after or state), f"{name} in {state}")
-                self.assertEqual(core.leading is not None, core.role == "leader", f"{name} in {state}")
+                self.assertEqual(
+                    (actions.events, actions.role), (events, after or state), f"{name} in {state}"
+                )
+                self.assertEqual(
+                    actions.leadership is not None, actions.role == "leader", f"{name} in {state}"
+                )
 
     def test_electionPath(self) -> None:
         """
@@ -245,67 +255,95 @@ class RoleMachineTests(SynchronousTestCase):
         self.role.electionTimedOut()
         self.role.preVoteWon()
         self.role.electionWon()
-        self.assertEqual(self.actions.events, ["arm", "arm", "preVote", "arm", "election", "lead", "disarm"])
-        self.assertEqual(self.core.role, "leader")
+        self.assertEqual(
+            self.actions.events,
+            [
+                "role:follower",
+                "arm",
+                "role:pre-candidate",
+                "arm",
+                "preVote",
+                "role:candidate",
+                "arm",
+                "election",
+                "lead",
+                "role:leader",
+                "disarm",
+            ],
+        )
 
     def test_preVoteTally(self) -> None:
         """
         Only pre-votes for the ballot's term count; a quorum of them makes
         the node a candidate.
         """
-        role, core, actions = machineIn("pre-candidate", quorum=3)
+        role, actions = machineIn("pre-candidate", quorum=3)
         role.voteGranted("b", 1, False)
         role.voteGranted("b", 2, True)
         role.voteGranted("b", 1, True)
         role.voteGranted("b", 1, True)
-        self.assertEqual((actions.events, core.role), ([], "pre-candidate"))
+        self.assertEqual((actions.events, actions.role), ([], "pre-candidate"))
         role.voteGranted("c", 1, True)
-        self.assertEqual((actions.events, core.role), (["arm", "election"], "candidate"))
+        self.assertEqual((actions.events, actions.role), (["role:candidate", "arm", "election"], "candidate"))
 
     def test_votesCountOnceTheOwnVoteIsDurable(self) -> None:
         """
         A candidate counts votes only for its term and only once its own
         vote is durable; a stale durability notice opens nothing.
         """
-        role, core, actions = machineIn("candidate")
+        role, actions = machineIn("candidate")
         role.voteGranted("b", 1, False)
         role.voteSaved(0, False)
-        self.assertEqual((actions.events, core.role), (["staleBallot:0"], "candidate"))
+        self.assertEqual((actions.events, actions.role), (["staleBallot:0"], "candidate"))
         role.voteSaved(1, False)
         role.voteSaved(1, False)
         role.voteGranted("b", 1, True)
         role.voteGranted("b", 2, False)
-        self.assertEqual((actions.events[1:], core.role), (["ballot:1"], "candidate"))
+        self.assertEqual((actions.events[1:], actions.role), (["ballot:1"], "candidate"))
         role.voteGranted("b", 1, False)
-        self.assertEqual((actions.events[2:], core.role), (["lead", "disarm"], "leader"))
+        self.assertEqual((actions.events[2:], actions.role), (["lead", "role:leader", "disarm"], "leader"))
 
     def test_singleVoterElectsItself(self) -> None:
         """
         With a quorum of one, the pre-vote and (once durable) the vote are
         won at once.
         """
-        role, core, actions = machineIn("follower", quorum=1)
+        role, actions = machineIn("follower", quorum=1)
         role.electionTimedOut()
-        self.assertEqual(core.role, "candidate")
+        self.assertEqual(actions.role, "candidate")
         role.voteSaved(1, False)
-        self.assertEqual(core.role, "leader")
-        self.assertEqual(actions.events, ["arm", "preVote", "arm", "election", "ballot:1", "lead", "disarm"])
+        self.assertEqual(actions.role, "leader")
+        self.assertEqual(
+            actions.events,
+            [
+                "role:pre-candidate",
+                "arm",
+                "preVote",
+                "role:candidate",
+                "arm",
+                "election",
+                "ballot:1",
+                "lead",
+                "role:leader",
+                "disarm",
+            ],
+        )
 
     def test_transferElection(self) -> None:
         """
         TimeoutNow starts a real election at once, flagged as a transfer
         when the vote requests go out.
         """
-        role, core, actions = machineIn("follower")
+        role, actions = machineIn("follower")
         role.timeoutNowReceived()
         role.voteSaved(1, True)
-        self.assertEqual(actions.events, ["arm", "electionTransfer", "ballot:1:transfer"])
+        self.assertEqual(actions.events, ["role:candidate", "arm", "electionTransfer", "ballot:1:transfer"])
 
     def test_refusalsReachTheCaller(self) -> None:
         """
         Outside Leader, requests fail with the node's explanation.
         """
-        role, core, actions = machineIn("follower")
+        role, actions = machineIn("follower")
         outcome: list[object] = []
         role.propose(b"x", "c", 1, lambda result, error: outcome.append(error))
         d: Deferred[int] = Deferred()
@@ -315,14 +353,15 @@ class RoleMachineTests(SynchronousTestCase):
 
     def test_leaderStepsDownOnQuorumLoss(self) -> None:
         """
-        CheckQuorum failure stops the leader's timers, resigns and re-arms
-        the election timer as a follower.
+        CheckQuorum failure announces the follower role (so the leader's
+        failed waiters find no leader), stops the leader's timers, resigns
+        and re-arms the election timer.
         """
-        role, core, actions = machineIn("leader")
-        self.assertIsInstance(core.leading, Leading)
+        role, actions = machineIn("leader")
+        self.assertIsInstance(actions.leadership, FakeLeadership)
         role.quorumLost()
-        self.assertEqual(actions.events, ["timersStopped", "resign", "arm"])
-        self.assertIsNone(core.leading)
+        self.assertEqual(actions.events, ["role:follower", "timersStopped", "resign", "arm"])
+        self.assertIsNone(actions.leadership)
 
     def test_learnerNeverCampaigns(self) -> None:
         """
@@ -335,8 +374,7 @@ class RoleMachineTests(SynchronousTestCase):
         self.role.timeoutNowReceived()
         self.assertEqual(self.actions.events, [])
         self.role.promoted()
-        self.assertEqual(self.actions.events, ["arm"])
-        self.assertEqual(self.core.role, "follower")
+        self.assertEqual(self.actions.events, ["role:follower", "arm"])
 
 
 @implementer(IRaftTransport)
