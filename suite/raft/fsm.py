@@ -28,14 +28,17 @@ def indexed(machine: TypeMachine[Inputs, Core]) -> TypeMachine[Inputs, Core]:
     state still goes to automat (which raises C{NoTransition}).
     """
     automaton = machine.__automat_automaton__
-    table: dict[tuple[Any, str], tuple[Any, tuple[Any, ...]]] = {
-        (state, symbol): (newState, tuple(outputs))
+    # Keyed by the state's identity: automat's states hash by value, which
+    # costs more than the rest of the lookup.  The states live as long as
+    # the machine.
+    table: dict[tuple[int, str], tuple[Any, tuple[Any, ...]]] = {
+        (id(state), symbol): (newState, tuple(outputs))
         for state, symbol, newState, outputs in automaton.allTransitions()
     }
     scan = automaton.outputForInput
 
     def outputForInput(state: Any, symbol: str) -> tuple[Any, Sequence[Any]]:
-        found = table.get((state, symbol))
+        found = table.get((id(state), symbol))
         if found is None:
             return scan(state, symbol)
         return found

@@ -7,9 +7,9 @@ its outputs.  The role and what belongs to it (a candidate's vote tally,
 the leader's bookkeeping, being stopped) live in that machine: client
 requests (L{propose}, L{readIndex}, L{changeMembership},
 L{transferLeadership}) are its inputs, which the Leader state hands to its
-L{suite.raft.leader.LeaderState} and every other state refuses.  Everything runs on one thread, driven by the injected
-clock; durable writes go through L{IRaftStorage}, whose Deferreds gate every
-reply that promises durability.
+L{suite.raft.leader.LeaderState} and every other state refuses.  Everything
+runs on one thread, driven by the injected clock; durable writes go through
+L{IRaftStorage}, whose Deferreds gate every reply that promises durability.
 """
 
 from __future__ import annotations
