@@ -233,6 +233,8 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     preCandidate = b.state("PreCandidate", preCandidacy)
 
     def candidacy(inputs: RoleInputs, core: RoleCore) -> Ballot:
+        # The election starts in the transition (which knows whether a
+        # transfer led here); the ballot opens once our vote is durable.
         core.actions.roleChanged("candidate", None)
         return Ballot()
 
@@ -268,9 +270,6 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     def elect(inputs: RoleInputs, core: RoleCore, transfer: bool) -> None:
         core.actions.armElectionTimer()
         core.actions.beginElection(transfer)
-
-    def toCandidate(inputs: RoleInputs, core: RoleCore) -> None:
-        elect(inputs, core, False)
 
     def ballotToCandidate(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
         elect(inputs, core, False)
