@@ -100,9 +100,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         (
             (
                 "follower.py",
-                "        node.whenDurable(\n            lambda: node.send(AppendEntriesResponse("
-                "node.id, m.src, m.term, True, lastNew, epoch=m.epoch))\n        )",
-                "        node.send(AppendEntriesResponse(node.id, m.src, m.term, True, lastNew, epoch=m.epoch))",
+                "        node.whenDurable(\n            lambda: node.send(\n                AppendEntriesResponse(\n"
+                "                    node.id, m.src, m.term, True, lastNew, epoch=m.epoch, incarnation=incarnation\n"
+                "                )\n            )\n        )",
+                "        node.send(\n            AppendEntriesResponse(\n"
+                "                node.id, m.src, m.term, True, lastNew, epoch=m.epoch, incarnation=incarnation\n"
+                "            )\n        )",
             ),
         ),
         ("crashLoss",),
