@@ -17,12 +17,13 @@ voter (a unanimous election is at least as up to date as every surviving
 copy; it is how a new group forms, when no member is recorded yet).
 
 A member that comes back with new storage is therefore a voter whose vote
-does not count: it follows the leader, acknowledges what it really stores,
-and once its log reaches the leader's commit index as of the moment the
-leader noticed the new incarnation (everything that may have been
-committed counting its lost copy), the leader records the new incarnation
-and the vote counts again.  There is no window in which it can help elect
-a leader on an empty log.
+does not count: it follows the leader and acknowledges what it really
+stores.  The leader, seeing a new incarnation in its responses, forgets
+what the member had acknowledged before and records the new incarnation in
+its next configuration entry.  The member reads that entry only once its
+log reaches it (by entries or by a snapshot), so it holds every entry
+committed before, and only then does its vote count again.  There is no
+window in which it can help elect a leader on an empty log.
 
 Storage that exists without an incarnation record (written before
 incarnations, or restored by an operator from another replica or a

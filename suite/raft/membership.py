@@ -10,8 +10,9 @@ configurations share a quorum.
 
 Configurations also carry the incarnation of each member's storage
 (L{suite.raft.incarnation}): the leader learns them from its followers'
-responses and records them, a restarted member's new one only once its log
-reaches everything that may have been committed counting its lost copy.
+responses and records them.  A member holds the configuration recording its
+new incarnation only once its log reaches that entry, so it counts its own
+vote again only when it holds every entry committed before.
 """
 
 from __future__ import annotations
@@ -144,9 +145,6 @@ class MembershipChanges:
         self.catchupEpochs: dict[str, int | None] = {}
         #: peer -> the incarnation it answers with
         self.known: dict[str, int] = {}
-        #: peer -> the commit index its current incarnation must reach
-        #: before it is recorded (see L{heard})
-        self.readmitAt: dict[str, int] = {}
         self.retired: dict[str, set[int]] = {}
         #: members whose incarnation the latest configuration does not record yet
         self.waiting: set[str] = set()
@@ -175,10 +173,8 @@ class MembershipChanges:
         the response comes from an incarnation the peer left behind (drop it).
 
         A peer answering with a new incarnation lost its storage: its
-        progress starts over, and its incarnation is recorded (so that its
-        vote counts again) once its log reaches the commit index known now,
-        which covers every entry that may have been committed counting the
-        lost copy.
+        progress starts over (what it acknowledged before is gone) and the
+        new incarnation is recorded in the next configuration.
         """
         if not incarnation:
             return True
@@ -203,7 +199,6 @@ class MembershipChanges:
             pr.match = 0
             pr.becomeProbe(node.log.lastIndex() + 1)
         self.known[peer] = incarnation
-        self.readmitAt[peer] = max(node.commitIndex, leader.noopIndex)
         self._refresh()
         if self.waiting:
             self.maybeRecord()
@@ -220,27 +215,17 @@ class MembershipChanges:
             if number and config.incarnationOf(member) != number:
                 self.waiting.add(member)
 
-    def stamp(self, config: Configuration, previous: Configuration) -> Configuration:
+    def stamp(self, config: Configuration) -> Configuration:
         """
-        C{config} with the incarnations that may be recorded now: the
-        leader's own, a learner's, a member becoming a voter with this change,
-        and a voter's once its log reached its re-admission index.
+        C{config} recording every member's incarnation known to the leader.
         """
         node = self.leader.node
         if node.incarnation is None:
             return config
         records = dict(config.incarnations)
-        for member in sorted(config.members()):
+        for member in config.members():
             number = node.incarnationNumber if member == node.id else self.known.get(member)
-            if not number or records.get(member) == number:
-                continue
-            pr = self.leader.progress.get(member)
-            if (
-                member == node.id
-                or member in config.learners
-                or member not in previous.voters
-                or (pr is not None and pr.match >= self.readmitAt.get(member, 0))
-            ):
+            if number:
                 records[member] = number
         return replace(config, incarnations=tuple(sorted(records.items())))
 
@@ -259,7 +244,7 @@ class MembershipChanges:
         ):
             return
         config = node.configs.latest()
-        stamped = self.stamp(config, config)
+        stamped = self.stamp(config)
         if stamped.incarnations != config.incarnations:
             log.info(
                 "leader records storage incarnations {recorded}",
@@ -324,7 +309,7 @@ class MembershipChanges:
 
         leader = self.leader
         node = leader.node
-        config = self.stamp(config, node.configs.latest())
+        config = self.stamp(config)
         index = node.log.lastIndex() + 1
         node.configs.append(index, config)
         node.transport.updatePeers(config.addressMap())

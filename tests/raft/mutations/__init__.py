@@ -159,6 +159,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("restartStorm",),
     ),
     Mutation(
+        "empty-storage-votes",
+        "a member restarted on empty storage counts its vote as if it still had its log",
+        (
+            (
+                "node.py",
+                "        return votesIntact(self.configs.latest(), self.id, self.incarnation)",
+                "        return True",
+            ),
+        ),
+        ("diskLoss",),
+    ),
+    Mutation(
+        "stale-incarnation-progress",
+        "the leader keeps what a member acknowledged before it lost its storage",
+        (
+            (
+                "membership.py",
+                "            pr.match = 0\n            pr.becomeProbe(node.log.lastIndex() + 1)\n",
+                "",
+            ),
+        ),
+        ("diskLoss",),
+    ),
+    Mutation(
         "two-config-changes",
         "a membership change proposed while another is uncommitted",
         (
