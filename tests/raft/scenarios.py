@@ -438,7 +438,8 @@ def diskLoss(seed: int) -> Simulation:
     )
     sim = Simulation(seed, plan.choice([3, 3, 5]), faults, settings, family="diskLoss", incarnations=True)
     clients = startClients(
-        sim, [SimClient(sim, f"c{i}", ["x", "y"], timeout=0.2, ops=("put", "append", "get")) for i in range(3)]
+        sim,
+        [SimClient(sim, f"c{i}", ["x", "y"], timeout=0.2, ops=("put", "append", "get")) for i in range(3)],
     )
     for _ in range(plan.randint(2, 4)):
         if not waitLeader(sim) or not sim.runUntil(lambda: not sim.unrecorded, 3.0):
