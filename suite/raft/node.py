@@ -339,6 +339,14 @@ class RaftNode:
             if kind == "pre":
                 self.role.preVoteWon()
             elif term == self.term:
+                if len(intact & config.voters) < config.quorum() and self.log.lastIndex() > 0:
+                    log.warn(
+                        "node {node} elected by every voter for term {term} without a majority of "
+                        "recorded storage: its log (up to {last}) is the most complete copy left",
+                        node=self.id,
+                        term=term,
+                        last=self.log.lastIndex(),
+                    )
                 self.role.electionWon()
 
     # -- inbound ----------------------------------------------------------
