@@ -11,7 +11,11 @@ any Twisted web server on this interpreter (reactor + C{twisted.web}
 serving one port).  With C{--imports}, the resident memory after each step
 of importing what a peer imports, in a fresh interpreter.
 
-Each figure is the median of C{BENCH_RUNS} (default 3) runs.
+Each figure is the median of C{BENCH_RUNS} (default 3) runs.  The
+processes load compiled bytecode as an installed suite does (pip compiles
+it at install): the bench compiles C{suite/} first and runs its children
+without C{PYTHONDONTWRITEBYTECODE}; compiling modules from source at every
+start would add several MB of heap to each process.
 
 Last line: C{peer_rss_mb=... hub_rss_mb=... peer_nomdns_rss_mb=...
 peer_anon_mb=... hub_anon_mb=... twisted_floor_rss_mb=... peer_start_cpu_s=...
@@ -37,6 +41,9 @@ import urllib.request
 from typing import Any
 
 BIN = os.path.dirname(sys.executable)
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The children's environment: bytecode is read (and written) as installed.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
 
@@ -141,7 +148,9 @@ def writeConfig(d: str, doc: dict[str, Any]) -> str:
 
 def start(args: list[str], log: str) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen([os.path.join(BIN, "goop2"), *args], stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [os.path.join(BIN, "goop2"), *args], stdout=out, stderr=subprocess.STDOUT, env=ENV
+        )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -200,7 +209,9 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
 
 
 def floor() -> float:
-    out = subprocess.run([sys.executable, "-c", FLOOR], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", FLOOR], capture_output=True, text=True, check=True, env=ENV
+    ).stdout
     for line in out.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
@@ -214,11 +225,20 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 def main() -> None:
     root = tempfile.mkdtemp(prefix="goop-memory-")
     began = time.monotonic()
+    compileall = [
+        sys.executable,
+        "-m",
+        "compileall",
+        "-q",
+        os.path.join(HERE, "suite"),
+        os.path.join(HERE, "twisted"),
+    ]
+    subprocess.run(compileall, check=True, env=ENV)
     try:
         if "--imports" in sys.argv[1:]:
             print("resident memory after each import (fresh interpreter):")
             sys.stdout.flush()
-            subprocess.run([sys.executable, "-c", STEPS, *IMPORT_STEPS], check=True)
+            subprocess.run([sys.executable, "-c", STEPS, *IMPORT_STEPS], check=True, env=ENV)
         floors = [floor() for _ in range(RUNS)]
         runs = [oneRun(os.path.join(root, f"run{i}"), mdns=True) for i in range(RUNS)]
         quiet = [oneRun(os.path.join(root, f"quiet{i}"), mdns=False) for i in range(RUNS)]

@@ -329,7 +329,7 @@ class DaemonOptions(usage.Options):
             super().parseOptions(_normaliseArgs(self, args))
         except usage.UsageError as e:
             parent = getattr(self, "parent", None)
-            if parent is None or not type(parent).__module__.startswith("twisted."):
+            if parent is None or not _isTwistdOptions(parent):
                 raise
             prog = f"twistd {getattr(parent, 'subCommand', None) or ''}".strip()
             sys.stderr.write(errorLine(prog, e))
@@ -661,11 +661,23 @@ class GuardedEndpointService(StreamServerEndpointService):
         return None
 
 
+def _isTwistdOptions(options: Any) -> bool:
+    """
+    Whether C{options} are twistd's own (its C{ServerOptions}, or the
+    subclass L{onlySuitePlugin} makes for a console script).
+    """
+    if type(options).__module__.startswith("twisted."):
+        return True
+    # Not imported at all: not under twistd (and no reason to import it).
+    app = sys.modules.get("twisted.application.app")
+    return app is not None and isinstance(options, app.ServerOptions)
+
+
 def _underTwistd(options: Any) -> tuple[bool, str | None]:
     node = options
     while node is not None:
         parent = getattr(node, "parent", None)
-        if parent is not None and type(parent).__module__.startswith("twisted."):
+        if parent is not None and _isTwistdOptions(parent):
             try:
                 pidfile = parent["pidfile"]
             except KeyError:
@@ -679,7 +691,7 @@ def _twistdOptions(options: Any) -> Any:
     node = options
     while node is not None:
         parent = getattr(node, "parent", None)
-        if parent is not None and type(parent).__module__.startswith("twisted."):
+        if parent is not None and _isTwistdOptions(parent):
             return parent
         node = parent
     return None
