@@ -51,9 +51,18 @@ class RepublishTests(TestCase):
         # JSON errors everywhere: the rendezvous-only viewer has no peer list,
         # and neither it nor the hub answers an unknown API path with HTML.
         m = await first.waitForLog(r"viewer on (http://127\.0\.0\.1:\d+)/")
-        for missing in (m.group(1) + "/api/peers", m.group(1) + "/api/nothing", url + "/api/nothing"):
-            r = await treq.get(missing, persistent=False)
-            self.assertEqual(r.code, 404, missing)
+        viewer = m.group(1)
+        for method, missing, code in (
+            ("GET", viewer + "/api/peers", 404),
+            ("GET", viewer + "/api/nothing", 404),
+            ("GET", viewer + "/api/logs/nothing", 404),
+            ("GET", url + "/api/nothing", 404),
+            ("GET", url + "/nothing", 404),
+            ("PUT", url + "/publish", 405),
+            ("DELETE", url + "/peers.json", 405),
+        ):
+            r = await treq.request(method, missing, persistent=False)
+            self.assertEqual(r.code, code, missing)
             self.assertTrue(r.headers.getRawHeaders(b"content-type")[0].startswith(b"application/json"))
             self.assertIn("error", json.loads(await r.content()))
 

@@ -22,8 +22,7 @@ from suite.goop.health import DatabaseHealth, LoopLag
 from suite.goop.identity import Identity, loadIdentity
 from suite.goop.logbuffer import LogBuffer
 from suite.goop.peer.viewer import makeViewer
-from suite.goop.webutil import loadSecret
-from suite.web.limits import LimitedSite
+from suite.goop.webutil import JSONErrorsSite, loadSecret
 
 # What only some peers run is imported where it starts, so a process loads
 # only what its configuration uses (docs/performance.md, resident memory):
@@ -235,7 +234,7 @@ class PeerService(MultiService):
             )
             tail.start()
             self._extra.append(tail)
-            site = LimitedSite(resource, maxBodyBytes=256 * 1024)
+            site = JSONErrorsSite(resource, maxBodyBytes=256 * 1024)
             site.displayTracebacks = False
             site.noisy = False
             listening = await self._bind(

@@ -46,6 +46,7 @@ from suite.goop.rendezvous.templates import TemplateStore
 from suite.goop.sse import SSEHub
 from suite.goop.webutil import (
     JSONDirectory,
+    JSONErrorsSite,
     MountedAt,
     PageRoot,
     clientIP,
@@ -55,7 +56,6 @@ from suite.goop.webutil import (
     parseNetworks,
     readBody,
 )
-from suite.web.limits import LimitedSite
 
 if TYPE_CHECKING:
     from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
@@ -175,7 +175,7 @@ class RendezvousHub(Service):
         return self.peerDb.start(now).addCallback(loaded)
 
     def listen(self) -> Deferred[Any]:
-        site = LimitedSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
+        site = JSONErrorsSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
         site.displayTracebacks = False
         site.noisy = False
         ep = serverFromString(self.reactor, f"tcp:{self.port}:interface={self.interface}")
