@@ -244,6 +244,8 @@ class LeaderState:
         pr = self.progress.get(m.src)
         if pr is None:
             return
+        if not self.membership.heard(m.src, pr, m.incarnation):
+            return
         pr.active = True
         if m.success:
             pr.inputs.appendAccepted(m.matchIndex)
@@ -254,6 +256,8 @@ class LeaderState:
         pr = self.progress.get(m.src)
         if pr is None:
             return
+        if not self.membership.heard(m.src, pr, m.incarnation):
+            return
         pr.active = True
         self.reads.acknowledged(m.src, m.context)
         pr.inputs.heartbeatAnswered()
@@ -261,6 +265,8 @@ class LeaderState:
     def onSnapshotResponse(self, m: InstallSnapshotResponse) -> None:
         pr = self.progress.get(m.src)
         if pr is None:
+            return
+        if not self.membership.heard(m.src, pr, m.incarnation):
             return
         pr.active = True
         if m.done:
@@ -396,8 +402,10 @@ class LeaderState:
 
     # -- membership -------------------------------------------------------
 
-    def changeMembership(self, action: str, nodeId: str, address: str, result: Deferred[Any]) -> None:
-        self.membership.change(action, nodeId, address).chainDeferred(result)
+    def changeMembership(
+        self, action: str, nodeId: str, address: str, epoch: int | None, result: Deferred[Any]
+    ) -> None:
+        self.membership.change(action, nodeId, address, epoch).chainDeferred(result)
 
     def newProgress(self, peer: str, next: int) -> Progress:
         return newProgress(peer, self, next)

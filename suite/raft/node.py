@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from suite.raft.follower import FollowerHandlers
+from suite.raft.incarnation import Claim, Incarnation, votesIntact
 from suite.raft.interfaces import IRaftStateMachine, IRaftStorage, IRaftTransport
 from suite.raft.leader import LeaderState, firing
 from suite.raft.log import RaftLog
@@ -67,6 +68,7 @@ class RaftNode:
         bootstrap: Configuration | None = None,
         settings: RaftSettings | None = None,
         rng: random.Random | None = None,
+        incarnation: Claim | None = None,
     ) -> None:
         self.id = nodeId
         self.clock = clock
@@ -89,6 +91,9 @@ class RaftNode:
         self.lastLeaderContact = -1e18
         self.startedAt = -1e18
         self._electionTimer: IDelayedCall | None = None
+        self._claim = incarnation
+        #: This node's storage incarnation (None: incarnations not in use).
+        self.incarnation: Incarnation | None = None
         self.follower = FollowerHandlers(self)
         self._dispatch: dict[type, Callable[[Any], None]] = {
             RequestVote: self._onRequestVote,
@@ -112,6 +117,9 @@ class RaftNode:
         Load durable state and join the group.
         """
         recovered: Recovered = await self.storage.load()
+        if self._claim is not None:
+            hasState = bool(recovered.term or recovered.votedFor or recovered.entries or recovered.snapshot)
+            self.incarnation = await self._claim(hasState)
         self.term, self.votedFor = recovered.term, recovered.votedFor
         self.durableTerm = self.term
         if recovered.snapshot is not None:
@@ -134,6 +142,13 @@ class RaftNode:
             last=self.log.lastIndex(),
         )
         self.startedAt = self.clock.seconds()
+        if self.isVoter() and not self.votesIntact():
+            log.warn(
+                "node {node} runs on storage incarnation {number}, which its group has not recorded: "
+                "its vote counts only once the leader has caught it up",
+                node=self.id,
+                number=self.incarnationNumber,
+            )
         self.role.started()
         self._checkMembership()
 
@@ -192,9 +207,13 @@ class RaftNode:
             self._electionTimer.cancel()
         self._electionTimer = None
 
+    def _ownVote(self, ballot: Ballot, term: int) -> None:
+        ballot.term, ballot.votes = term, {self.id}
+        ballot.intact = {self.id} if self.votesIntact() else set()
+
     def beginPreVote(self, ballot: Ballot) -> None:
         self.leaderId = None
-        ballot.term, ballot.votes = self.term + 1, {self.id}
+        self._ownVote(ballot, self.term + 1)
         for peer in sorted(self.configs.latest().voters - {self.id}):
             self.send(
                 RequestVote(
@@ -217,16 +236,28 @@ class RaftNode:
     def openBallot(self, ballot: Ballot, term: int, transfer: bool) -> bool:
         if term != self.term:
             return False
-        ballot.term, ballot.votes = term, {self.id}
+        self._ownVote(ballot, term)
         for peer in sorted(self.configs.latest().voters - {self.id}):
             self.send(
                 RequestVote(self.id, peer, term, self.log.lastIndex(), self.log.lastTerm(), transfer=transfer)
             )
         return True
 
-    def hasQuorum(self, votes: set[str]) -> bool:
+    def won(self, ballot: Ballot, preVote: bool) -> bool:
         config = self.configs.latest()
-        return len(votes & config.voters) >= config.quorum()
+        # A majority of intact votes, or every voter (see suite.raft.incarnation).
+        majority = len(ballot.intact & config.voters) >= config.quorum()
+        if not (majority or config.voters <= ballot.votes):
+            return False
+        if not preVote and not majority and self.log.lastIndex() > 0:
+            log.warn(
+                "node {node} elected by every voter for term {term} without a majority of "
+                "recorded storage: its log (up to {last}) is the most complete copy left",
+                node=self.id,
+                term=ballot.term,
+                last=self.log.lastIndex(),
+            )
+        return True
 
     def startLeading(self) -> Leadership:
         self.leaderId = self.id
@@ -275,6 +306,20 @@ class RaftNode:
 
     def isVoter(self) -> bool:
         return self.id in self.configs.latest().voters
+
+    @property
+    def incarnationNumber(self) -> int:
+        """
+        This node's storage incarnation (0 when incarnations are not in use).
+        """
+        return self.incarnation.number if self.incarnation is not None else 0
+
+    def votesIntact(self) -> bool:
+        """
+        Whether this node's vote counts toward a majority: its configuration
+        records its storage incarnation (L{suite.raft.incarnation}).
+        """
+        return votesIntact(self.configs.latest(), self.id, self.incarnation)
 
     def inLease(self) -> bool:
         """
@@ -361,14 +406,14 @@ class RaftNode:
         if m.preVote:
             grant = m.term > self.term and upToDate and (m.transfer or not self.inLease())
             term = m.term if grant else self.term
-            self.send(RequestVoteResponse(self.id, m.src, term, grant, preVote=True))
+            self.send(RequestVoteResponse(self.id, m.src, term, grant, True, self.votesIntact()))
             return
         grant = upToDate and self.votedFor in (None, m.src) and self.leader is None
         if grant:
             self.votedFor = m.src
             self._saveHardState()
             self.armElectionTimerIfFollowing()
-        reply = RequestVoteResponse(self.id, m.src, self.term, grant)
+        reply = RequestVoteResponse(self.id, m.src, self.term, grant, False, self.votesIntact())
         self.whenDurable(lambda: self.send(reply))
 
     def armElectionTimerIfFollowing(self) -> None:
@@ -378,7 +423,7 @@ class RaftNode:
 
     def _onRequestVoteResponse(self, m: RequestVoteResponse) -> None:
         if m.granted:
-            self.role.voteGranted(m.src, m.term, m.preVote)
+            self.role.voteGranted(m.src, m.term, m.preVote, m.intact)
 
     def _onLeaderMessage(self, m: Message) -> None:
         leader = self.leader
@@ -464,13 +509,18 @@ class RaftNode:
         self.role.read(d)
         return d
 
-    def changeMembership(self, action: str, nodeId: str, address: str = "") -> Deferred[Any]:
+    def changeMembership(
+        self, action: str, nodeId: str, address: str = "", epoch: int | None = None
+    ) -> Deferred[Any]:
         """
         C{action} is one of C{addLearner}, C{addVoter} (learner first,
-        promoted once caught up), C{remove}.
+        promoted once caught up), C{remove}, or C{epoch} (only record
+        C{epoch}).  C{epoch}, when given, is recorded with the new
+        configuration; a change with an epoch below the configuration's
+        fails with L{suite.raft.membership.MembershipError}.
         """
         d: Deferred[Any] = Deferred()
-        self.role.changeMembership(action, nodeId, address, d)
+        self.role.changeMembership(action, nodeId, address, epoch, d)
         return d
 
     def transferLeadership(self, target: str | None = None) -> Deferred[Any]:
@@ -498,5 +548,8 @@ class RaftNode:
             "snapshotIndex": self.log.snapshotIndex,
             "voters": sorted(config.voters),
             "learners": sorted(config.learners),
+            "configEpoch": config.epoch,
+            "incarnation": self.incarnationNumber,
+            "voteIntact": self.votesIntact(),
             "matchIndex": leader.matchIndexes() if leader is not None else {},
         }

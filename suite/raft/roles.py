@@ -14,7 +14,7 @@ Inputs (L{RoleInputs}), answered in every state:
 
 Outputs (L{RoleActions} on the node, reached through L{RoleCore}):
 roleChanged, armElectionTimer, disarmElectionTimer, beginPreVote,
-beginElection, openBallot, hasQuorum, startLeading (returns the
+beginElection, openBallot, won, startLeading (returns the
 L{Leadership}), stopLeading, notLeader.
 
 States and their data: Idle, Follower, PreCandidate (its L{Ballot}),
@@ -103,9 +103,11 @@ class RoleInputs(Protocol):
         The node is shutting down.
         """
 
-    def voteGranted(self, voter: str, term: int, preVote: bool) -> None:
+    def voteGranted(self, voter: str, term: int, preVote: bool, intact: bool) -> None:
         """
-        C{voter} granted us its pre-vote (C{preVote}) or vote for C{term}.
+        C{voter} granted us its pre-vote (C{preVote}) or vote for C{term};
+        C{intact} if its configuration records its storage incarnation
+        (L{suite.raft.incarnation}).
         """
 
     def voteSaved(self, term: int, transfer: bool) -> None:
@@ -125,9 +127,12 @@ class RoleInputs(Protocol):
         A client asks for a linearizable read point, fired into C{result}.
         """
 
-    def changeMembership(self, action: str, nodeId: str, address: str, result: Deferred[Any]) -> None:
+    def changeMembership(
+        self, action: str, nodeId: str, address: str, epoch: int | None, result: Deferred[Any]
+    ) -> None:
         """
-        A single-server membership change; its outcome fires C{result}.
+        A single-server membership change (recording C{epoch} if given);
+        its outcome fires C{result}.
         """
 
     def transferLeadership(self, target: str | None, result: Deferred[Any]) -> None:
@@ -149,20 +154,24 @@ class Leadership(Protocol):
 
     def submit(self, command: bytes, client: str, seq: int, done: Done) -> None: ...
     def read(self, result: Deferred[int]) -> None: ...
-    def changeMembership(self, action: str, nodeId: str, address: str, result: Deferred[Any]) -> None: ...
+    def changeMembership(
+        self, action: str, nodeId: str, address: str, epoch: int | None, result: Deferred[Any]
+    ) -> None: ...
     def transfer(self, target: str | None, result: Deferred[Any]) -> None: ...
 
 
 @dataclass
 class Ballot:
     """
-    A (pre-)candidate's tally: the term it campaigns for and who granted.
-    A candidate's ballot is opened (term set, own vote counted) once its
-    vote for itself is durable; until then it counts nothing.
+    A (pre-)candidate's tally: the term it campaigns for, who granted, and
+    which of those are intact (their storage incarnation is recorded).  A
+    candidate's ballot is opened (term set, own vote counted) once its vote
+    for itself is durable; until then it counts nothing.
     """
 
     term: int = 0
     votes: set[str] = field(default_factory=set)
+    intact: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -202,7 +211,12 @@ class RoleActions(Protocol):
         it in C{ballot}, ask the voters and return True.
         """
 
-    def hasQuorum(self, votes: set[str]) -> bool: ...
+    def won(self, ballot: Ballot, preVote: bool) -> bool:
+        """
+        Whether C{ballot} elects us: a majority of intact votes, or every
+        voter (L{suite.raft.incarnation}).
+        """
+
     def startLeading(self) -> Leadership: ...
     def stopLeading(self, leadership: Leadership) -> None: ...
     def notLeader(self) -> Exception: ...
@@ -227,7 +241,7 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         core.actions.roleChanged("pre-candidate", None)
         core.actions.armElectionTimer()
         core.actions.beginPreVote(ballot)
-        if core.actions.hasQuorum(ballot.votes):
+        if core.actions.won(ballot, True):
             inputs.preVoteWon()
 
     preCandidate = b.state("PreCandidate", preCandidacy)
@@ -434,35 +448,48 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
 
     # -- the vote tally -------------------------------------------------------
 
+    def count(ballot: Ballot, voter: str, intact: bool) -> None:
+        ballot.votes.add(voter)
+        if intact:
+            ballot.intact.add(voter)
+
     @preCandidate.upon(RoleInputs.voteGranted).loop()
     def preVoteGranted(
-        inputs: RoleInputs, core: RoleCore, ballot: Ballot, voter: str, term: int, preVote: bool
+        inputs: RoleInputs, core: RoleCore, ballot: Ballot, voter: str, term: int, preVote: bool, intact: bool
     ) -> None:
         if preVote and term == ballot.term:
-            ballot.votes.add(voter)
-            if core.actions.hasQuorum(ballot.votes):
+            count(ballot, voter, intact)
+            if core.actions.won(ballot, True):
                 inputs.preVoteWon()
 
     @candidate.upon(RoleInputs.voteGranted).loop()
     def voteGranted(
-        inputs: RoleInputs, core: RoleCore, ballot: Ballot, voter: str, term: int, preVote: bool
+        inputs: RoleInputs, core: RoleCore, ballot: Ballot, voter: str, term: int, preVote: bool, intact: bool
     ) -> None:
         if not preVote and ballot.term and term == ballot.term:
-            ballot.votes.add(voter)
-            if core.actions.hasQuorum(ballot.votes):
+            count(ballot, voter, intact)
+            if core.actions.won(ballot, False):
                 inputs.electionWon()
 
     @candidate.upon(RoleInputs.voteSaved).loop()
     def openBallot(inputs: RoleInputs, core: RoleCore, ballot: Ballot, term: int, transfer: bool) -> None:
         if not ballot.term and core.actions.openBallot(ballot, term, transfer):
-            if core.actions.hasQuorum(ballot.votes):
+            if core.actions.won(ballot, False):
                 inputs.electionWon()
 
-    def grantIgnored(inputs: RoleInputs, core: RoleCore, voter: str, term: int, preVote: bool) -> None:
+    def grantIgnored(
+        inputs: RoleInputs, core: RoleCore, voter: str, term: int, preVote: bool, intact: bool
+    ) -> None:
         pass
 
     def grantIgnoredLeading(
-        inputs: RoleInputs, core: RoleCore, leading: Leading, voter: str, term: int, preVote: bool
+        inputs: RoleInputs,
+        core: RoleCore,
+        leading: Leading,
+        voter: str,
+        term: int,
+        preVote: bool,
+        intact: bool,
     ) -> None:
         pass
 
@@ -512,9 +539,10 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         action: str,
         nodeId: str,
         address: str,
+        epoch: int | None,
         result: Deferred[Any],
     ) -> None:
-        leading.leadership.changeMembership(action, nodeId, address, result)
+        leading.leadership.changeMembership(action, nodeId, address, epoch, result)
 
     @leader.upon(RoleInputs.transferLeadership).loop()
     def transfer(
@@ -531,7 +559,13 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         result.errback(core.actions.notLeader())
 
     def refuseChange(
-        inputs: RoleInputs, core: RoleCore, action: str, nodeId: str, address: str, result: Deferred[Any]
+        inputs: RoleInputs,
+        core: RoleCore,
+        action: str,
+        nodeId: str,
+        address: str,
+        epoch: int | None,
+        result: Deferred[Any],
     ) -> None:
         result.errback(core.actions.notLeader())
 
@@ -555,6 +589,7 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         action: str,
         nodeId: str,
         address: str,
+        epoch: int | None,
         result: Deferred[Any],
     ) -> None:
         result.errback(core.actions.notLeader())

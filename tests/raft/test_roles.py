@@ -39,7 +39,9 @@ class FakeLeadership:
     def read(self, result: Deferred[int]) -> None:
         self.events.append("read")
 
-    def changeMembership(self, action: str, nodeId: str, address: str, result: Deferred[Any]) -> None:
+    def changeMembership(
+        self, action: str, nodeId: str, address: str, epoch: int | None, result: Deferred[Any]
+    ) -> None:
         self.events.append("change")
 
     def transfer(self, target: str | None, result: Deferred[Any]) -> None:
@@ -71,7 +73,7 @@ class RecordingActions:
 
     def beginPreVote(self, ballot: Ballot) -> None:
         self.events.append("preVote")
-        ballot.term, ballot.votes = self.term + 1, {"me"}
+        ballot.term, ballot.votes, ballot.intact = self.term + 1, {"me"}, {"me"}
 
     def beginElection(self, transfer: bool) -> None:
         self.events.append("electionTransfer" if transfer else "election")
@@ -82,11 +84,11 @@ class RecordingActions:
             self.events.append(f"staleBallot:{term}")
             return False
         self.events.append(f"ballot:{term}" + (":transfer" if transfer else ""))
-        ballot.term, ballot.votes = term, {"me"}
+        ballot.term, ballot.votes, ballot.intact = term, {"me"}, {"me"}
         return True
 
-    def hasQuorum(self, votes: set[str]) -> bool:
-        return len(votes) >= self.quorum
+    def won(self, ballot: Ballot, preVote: bool) -> bool:
+        return len(ballot.intact) >= self.quorum
 
     def startLeading(self) -> FakeLeadership:
         self.events.append("lead")
@@ -135,12 +137,12 @@ CALLS: dict[str, Callable[[RoleInputs], None]] = {
     "demoted": lambda r: r.demoted(),
     "stopped": lambda r: r.stopped(),
     # a pre-vote for the next term, which completes a quorum of two
-    "voteGranted": lambda r: r.voteGranted("b", 1, True),
+    "voteGranted": lambda r: r.voteGranted("b", 1, True, True),
     # this node's vote for term 1 is durable
     "voteSaved": lambda r: r.voteSaved(1, False),
     "propose": lambda r: r.propose(b"x", "c", 1, lambda result, error: None),
     "read": lambda r: r.read(quiet()),
-    "changeMembership": lambda r: r.changeMembership("addVoter", "d", "", quiet()),
+    "changeMembership": lambda r: r.changeMembership("addVoter", "d", "", None, quiet()),
     "transferLeadership": lambda r: r.transferLeadership(None, quiet()),
 }
 
@@ -274,16 +276,17 @@ class RoleMachineTests(SynchronousTestCase):
 
     def test_preVoteTally(self) -> None:
         """
-        Only pre-votes for the ballot's term count; a quorum of them makes
-        the node a candidate.
+        Only pre-votes for the ballot's term count, and toward the majority
+        only intact ones; a quorum of them makes the node a candidate.
         """
         role, actions = machineIn("pre-candidate", quorum=3)
-        role.voteGranted("b", 1, False)
-        role.voteGranted("b", 2, True)
-        role.voteGranted("b", 1, True)
-        role.voteGranted("b", 1, True)
+        role.voteGranted("b", 1, False, True)
+        role.voteGranted("b", 2, True, True)
+        role.voteGranted("b", 1, True, True)
+        role.voteGranted("b", 1, True, True)
+        role.voteGranted("c", 1, True, False)
         self.assertEqual((actions.events, actions.role), ([], "pre-candidate"))
-        role.voteGranted("c", 1, True)
+        role.voteGranted("d", 1, True, True)
         self.assertEqual((actions.events, actions.role), (["role:candidate", "arm", "election"], "candidate"))
 
     def test_votesCountOnceTheOwnVoteIsDurable(self) -> None:
@@ -292,15 +295,15 @@ class RoleMachineTests(SynchronousTestCase):
         vote is durable; a stale durability notice opens nothing.
         """
         role, actions = machineIn("candidate")
-        role.voteGranted("b", 1, False)
+        role.voteGranted("b", 1, False, True)
         role.voteSaved(0, False)
         self.assertEqual((actions.events, actions.role), (["staleBallot:0"], "candidate"))
         role.voteSaved(1, False)
         role.voteSaved(1, False)
-        role.voteGranted("b", 1, True)
-        role.voteGranted("b", 2, False)
+        role.voteGranted("b", 1, True, True)
+        role.voteGranted("b", 2, False, True)
         self.assertEqual((actions.events[1:], actions.role), (["ballot:1"], "candidate"))
-        role.voteGranted("b", 1, False)
+        role.voteGranted("b", 1, False, True)
         self.assertEqual((actions.events[2:], actions.role), (["lead", "role:leader", "disarm"], "leader"))
 
     def test_singleVoterElectsItself(self) -> None:
