@@ -30,6 +30,7 @@ from suite.daemon import (
     notImplementedYet,
 )
 from suite.specter.addresses import privateSocket
+from suite.specter.chord.ids import vnodeId
 from suite.specter.chord.node import ChordConfig, ChordNode
 from suite.specter.chord.ringstate import RingStateFile
 from suite.specter.chord.wire import ALPN, ChordServerFactory, WireTransport
@@ -221,7 +222,15 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
             return deferToThreadPool(reactor, pool, f)
 
         return kv.openStore(
-            backend, dataDir, index, reactor, runner, flushInterval=options["aof-flush-interval"]
+            backend,
+            dataDir,
+            index,
+            reactor,
+            runner,
+            flushInterval=options["aof-flush-interval"],
+            # the writer id in every version this vnode stamps
+            origin=vnodeId(addr, index),
+            horizon=options["tombstone-horizon"],
         )
 
     def dialling(peerHost: str) -> Any:

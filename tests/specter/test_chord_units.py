@@ -317,12 +317,18 @@ class RPCTests(SynchronousTestCase):
         self.successResultOf(self.call("kv", "append", "p", ["a"]))
         self.assertEqual(self.successResultOf(self.call("kv", "list", b"p", [])), [b"a"])
         lease = self.successResultOf(self.call("kv", "acquire", b"L", [b"me", 10]))
-        self.assertEqual(lease[2], 1)
+        # the fencing token is the grant's stamp: wall-clock milliseconds << 16
+        self.assertEqual(lease[2] >> 16, int(self.clock.seconds() * 1000) - 100)
         self.assertEqual(
             self.failureResultOf(self.call("kv", "acquire", b"L", [b"you", 10]), RemoteError).value.code,
             E.LEASE_HELD,
         )
         self.assertIn("owner", self.successResultOf(self.call("lookup", b"k")))
+        self.successResultOf(self.call("kv", "delete", b"k", []))
+        found = self.successResultOf(self.call("lookup", b"k"))
+        self.assertEqual(list(found["versions"]), ["value"])
+        self.assertTrue(found["versions"]["value"]["deleted"])
+        self.assertEqual(found["versions"]["value"]["time"][:4], "1970")
         self.assertEqual(len(self.successResultOf(self.call("stats"))["vnodes"]), 2)
 
     def test_badRequests(self) -> None:

@@ -13,7 +13,8 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from suite.kv.records import KINDS
+from suite.kv.records import KINDS, Incoming
+from suite.kv.versions import Version
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, inRange
@@ -23,26 +24,47 @@ if TYPE_CHECKING:
     from suite.specter.chord.node import ChordNode
     from suite.specter.chord.replication import Replicator
 
-__all__ = ["VnodeBase", "records"]
+__all__ = ["VnodeBase", "records", "version"]
 
 T = TypeVar("T")
 log = Logger()
 
 
-def records(value: Any) -> list[tuple[str, bytes, bytes | None]]:
+_U64 = 1 << 64
+
+
+def version(value: Any) -> Version:
     """
-    Check records received from the wire: C{[kind, key, payload-or-nil]}.
+    Check a version received from the wire: C{[hlc, origin]}, each an
+    unsigned 64-bit integer.
     """
-    out = []
+    hlc, origin = value
+    if type(hlc) is not int or type(origin) is not int or not (0 <= hlc < _U64 and 0 <= origin < _U64):
+        raise RemoteError(E.BAD_REQUEST, "malformed version")
+    return Version(hlc, origin)
+
+
+def records(value: Any) -> list[Incoming]:
+    """
+    Check records received from the wire: C{[kind, key, payload-or-nil,
+    [hlc, origin]]}, or C{[kind, key, payload-or-nil]} from a peer without
+    versions (imported as a new write, see L{suite.kv.interfaces}).
+    """
+    out: list[Incoming] = []
     for item in value:
-        kind, key, payload = item
+        if len(item) == 4:
+            kind, key, payload, stamp = item
+            v: Version | None = version(stamp)
+        else:
+            kind, key, payload = item
+            v = None
         if (
             kind not in KINDS
             or not isinstance(key, bytes)
             or not (payload is None or isinstance(payload, bytes))
         ):
             raise RemoteError(E.BAD_REQUEST, "malformed record")
-        out.append((kind, key, payload))
+        out.append((kind, key, payload, v))
     return out
 
 

@@ -580,7 +580,12 @@ class ChordNode:
         return Deferred.fromCoroutine(self._kv(op, key, args))
 
     async def _lookup(self, key: bytes) -> tuple[VnodeRef, list[VnodeRef], int]:
+        owner, replicas, hops, _ = await self._lookupVersions(key)
+        return owner, replicas, hops
+
+    async def _lookupVersions(self, key: bytes) -> tuple[VnodeRef, list[VnodeRef], int, list[Any]]:
         owner, hops = await self.findSuccessor(ringId(key))
+        versions = await self.call(owner, "recordVersions", key)
         state = await self.call(owner, "state")
         succs = [r for r in (ref(s) for s in state[1]) if r is not None]
         want = self.config.replicas - 1
@@ -592,10 +597,17 @@ class ChordNode:
             if s.addr not in seen:
                 seen.add(s.addr)
                 replicas.append(s)
-        return owner, replicas, hops
+        return owner, replicas, hops, versions
 
     def lookup(self, key: bytes) -> Deferred[tuple[VnodeRef, list[VnodeRef], int]]:
         return Deferred.fromCoroutine(self._lookup(key))
+
+    def lookupVersions(self, key: bytes) -> Deferred[tuple[VnodeRef, list[VnodeRef], int, list[Any]]]:
+        """
+        L{lookup}, plus the versions of the key's records at the owner:
+        C{[kind, hlc, origin, live]} each.
+        """
+        return Deferred.fromCoroutine(self._lookupVersions(key))
 
     async def _holders(self, key: bytes) -> list[int]:
         out = []

@@ -2,10 +2,14 @@
 Replication: the owner applies each KV call to its store, then copies the
 key's resulting records to the next R-1 successors on distinct processes
 and answers once they have acknowledged (or failed).  Repair, run from the
-maintenance loop, compares range digests with each replica and resends the
-whole owned range where they differ.  A replica that matched the current
-range is checked again only after C{antiEntropy} seconds, unless a copy to
-it failed or the owned range changed meanwhile.
+maintenance loop, compares range digests (versions and tombstones
+included) with each replica and, for each bucket that differs, exchanges
+records by version with it (see L{suite.specter.chord.reconcile}): the
+owner takes the replica's newer copies and sends its own newer ones, so a
+write the replica holds and the owner missed is never overwritten.  A
+replica that matched the current range is checked again only after
+C{antiEntropy} seconds, unless a copy to it failed or the owned range
+changed meanwhile.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ log = Logger()
 READS = {"get": 0, "list": 0, "contains": 1}
 WRITES = {"put": 1, "delete": 0, "append": 1, "remove": 1, "acquire": 2, "renew": 2, "release": 1}
 OPS = {**READS, **WRITES}
-SYNC_CHUNK = 4096
 BUCKETS = 32
 
 
@@ -150,7 +153,22 @@ class Replicator:
             self.clean = {t: seen for t, seen in self.clean.items() if t in targets}
         if not targets:
             return
-        records = await self.vnode.store.exportKey(key)
+        await self._send(targets, await self.vnode.store.exportKey(key))
+
+    async def copyKeys(self, keys: list[bytes]) -> None:
+        """
+        Copy the records now held for C{keys} to the replicas (after a merge).
+        """
+        targets = self.replicas()
+        self.clean = {}
+        if not targets:
+            return
+        records: list[Any] = []
+        for key in keys:
+            records.extend(await self.vnode.store.exportKey(key))
+        await self._send(targets, records)
+
+    async def _send(self, targets: list[VnodeRef], records: list[Any]) -> None:
         calls = []
         for t in targets:
             pipe = self.pipes.get(t)
@@ -198,23 +216,27 @@ class Replicator:
                     self.clean[target] = (low, high, now)
                     continue
                 bounds = bucketBounds(low, high, BUCKETS)
-                sent = 0
+                sent = taken = 0
                 for i in differ:
                     blo, bhi = bounds[i]
-                    live = [r for r in await v.store.exportRange(blo, bhi) if r[2] is not None]
-                    await v.call(target, "syncRange", blo, bhi, live[:SYNC_CHUNK])
-                    for j in range(SYNC_CHUNK, len(live), SYNC_CHUNK):
-                        await v.call(target, "replicate", live[j : j + SYNC_CHUNK])
-                    sent += len(live)
+                    out, into = await v.exchangeBucket(target, blo, bhi)
+                    sent += out
+                    taken += into
                 self.repairs += 1
                 self.clean[target] = (low, high, now)
+                if taken:
+                    # newer records came from this replica: the others need them too
+                    self.clean = {target: self.clean[target]}
+                    mine = None
                 log.info(
-                    "vnode {vnode} repaired replica {replica} ({buckets} of {total} buckets, {count} records)",
+                    "vnode {vnode} repaired replica {replica} ({buckets} of {total} buckets, "
+                    "{count} records sent, {taken} newer ones taken from it)",
                     vnode=v.ref.short(),
                     replica=target.short(),
                     buckets=len(differ),
                     total=BUCKETS,
                     count=sent,
+                    taken=taken,
                 )
             except RemoteError:
                 continue

@@ -116,5 +116,16 @@ class Vnode(Maintenance, Transfer):
             raise RemoteError(E.NOT_OWNER, "key not in my range", self.step(kid)[1] if self.pred else None)
         return await self.replicator.apply(op, key, args)
 
+    async def remote_recordVersions(self, key: bytes) -> list[Any]:
+        """
+        The versions of C{key}'s records held here: C{[kind, hlc, origin, live]} each.
+        """
+        if not isinstance(key, bytes):
+            raise RemoteError(E.BAD_REQUEST, "key must be bytes")
+        return [
+            [kind, v.hlc, v.origin, payload is not None]
+            for kind, _, payload, v in await self.store.exportKey(key)
+        ]
+
     def handler(self, method: str) -> Callable[..., Any] | None:
         return getattr(self, "remote_" + method, None) if method.isidentifier() else None
