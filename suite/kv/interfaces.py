@@ -107,9 +107,10 @@ class IKeyValueStore(Interface):
         replaces the record held only if it is newer (see
         L{suite.kv.versions.newer}), so an import never loses a newer write
         and importing the same records twice, or in another order, ends the
-        same.  A record whose version is C{None} (sent by a peer from before
-        versions) is written as a new write.  Fire with how many were
-        installed.
+        same.  A tombstone older than C{horizon} is ignored (it may have
+        been purged here already).  A record whose version is C{None} (sent
+        by a peer from before versions) is written as a new write.  Fire
+        with how many were installed.
         """
 
     def removeRange(low, high):  # type: ignore[no-untyped-def]

@@ -119,8 +119,14 @@ class TableStore:
     def importRecords(self, records: Iterable[r.Incoming]) -> Deferred[int]:
         table = self.table
         count = 0
+        now = self.clock.seconds()
+        # a tombstone past the horizon is as good as none (it may be purged here already)
+        expired = versionAt(now - self.horizon)
         for kind, key, payload, version in records:
             if kind not in r.KINDS:
+                continue
+            if payload is None and version is not None and version < expired:
+                self.stale += 1
                 continue
             if version is None:
                 # from a peer without versions: a write made now, as it expects
@@ -134,6 +140,8 @@ class TableStore:
             else:
                 self.stale += 1
         self.installed += count
+        if versionAt(now).hlc >= self._purgeAt:
+            self._purgeExpired()
         return succeed(count)
 
     def removeRange(self, low: int, high: int) -> Deferred[int]:
@@ -147,6 +155,8 @@ class TableStore:
         return succeed(self._purgeExpired())
 
     def digestRange(self, low: int, high: int, buckets: int = 1) -> Deferred[list[tuple[int, int]]]:
+        if versionAt(self.clock.seconds()).hlc >= self._purgeAt:
+            self._purgeExpired()
         return succeed(self.table.digests(low, high, buckets))
 
     def stats(self) -> dict[str, Any]:

@@ -331,7 +331,11 @@ class SQLiteStore:
 
         def op(tx: _Tx) -> int:
             count = 0
+            # a tombstone past the horizon is as good as none (it may be purged here already)
+            expired = versionAt(self.clock.seconds() - self.horizon)
             for kind, key, payload, version in batch:
+                if payload is None and version is not None and version < expired:
+                    continue
                 if version is None:
                     # from a peer without versions: a write made now, as it expects
                     if payload is not None or tx.read(kind, key) is not None:

@@ -21,7 +21,7 @@ from suite.kv.interfaces import IKeyValueStore
 from suite.kv.memory import PURGE_EVERY, MemoryStore
 from suite.kv.records import RING_SIZE, LeaseHeld, LeaseLost, bucketBounds, inRange, ringId
 from suite.kv.sqlite import SQLiteStore
-from suite.kv.versions import ZERO, Version
+from suite.kv.versions import ZERO, Version, versionAt
 
 if TYPE_CHECKING:
     _Base = TestCase
@@ -272,6 +272,11 @@ class _Backend(_Base):
         self.clock.advance(s.horizon + PURGE_EVERY + 1)
         await s.put(b"y", b"1")
         self.assertEqual([k for _, k, _, _ in await s.exportRange(0, 0)], [b"y"])
+        # an expired tombstone from elsewhere is not taken back; a live one is
+        old = versionAt(self.clock.seconds() - s.horizon - 1, 5)
+        fresh = versionAt(self.clock.seconds() - 1, 5)
+        self.assertEqual(await s.importRecords([("v", b"x", None, old), ("v", b"z", None, fresh)]), 1)
+        self.assertEqual([k for _, k, _, _ in await s.exportRange(0, 0)], [b"y", b"z"])
 
 
 class MemoryTests(_Backend, TestCase):

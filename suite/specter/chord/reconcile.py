@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
 
 from suite.kv.records import Record, recordHash
@@ -52,6 +53,8 @@ RECORD_BUDGET = 16 * 1024 * 1024
 RECORD_CHUNK = 4096
 #: seconds after a join before re-homing starts (the ring settles)
 REHOME_DELAY = 2.0
+#: keys looked up together by C{fetch}
+FETCH_BATCH = 1024
 #: rounds of re-homing before what is left is given up (logged)
 REHOME_ROUNDS = 12
 
@@ -147,19 +150,24 @@ class Reconcile(VnodeBase):
         The records held for C{[kind, key]} slots, as many as fit the budget:
         C{[records, served]} (the first C{served} slots were looked at).
         """
+        wanted = [(kind, key) for kind, key in slots]
+        if not all(isinstance(key, bytes) for _, key in wanted):
+            raise RemoteError(E.BAD_REQUEST, "key must be bytes")
         out: list[Any] = []
         size = 0
         served = 0
-        for kind, key in slots:
-            if not isinstance(key, bytes):
-                raise RemoteError(E.BAD_REQUEST, "key must be bytes")
-            for rec in await self.store.exportKey(key):
-                if rec[0] == kind:
-                    out.append(rec)
-                    size += _size(rec)
-            served += 1
-            if size >= RECORD_BUDGET:
-                break
+        for i in range(0, len(wanted), FETCH_BATCH):
+            part = wanted[i : i + FETCH_BATCH]
+            # asked together, so a threaded store answers them in one batch
+            held = await gatherResults([self.store.exportKey(key) for _, key in part])
+            for (kind, _), recs in zip(part, held, strict=True):
+                for rec in recs:
+                    if rec[0] == kind:
+                        out.append(rec)
+                        size += _size(rec)
+                served += 1
+                if size >= RECORD_BUDGET:
+                    return [out, served]
         return [out, served]
 
     def _checkServing(self) -> None:
@@ -176,15 +184,19 @@ class Reconcile(VnodeBase):
         self._checkServing()
         wanted: list[int] = []
         notMine: list[int] = []
+        mine: list[tuple[int, str, bytes, Version, int]] = []
         for i, (kind, key, hlc, origin, h) in enumerate(entries):
             if not isinstance(key, bytes):
                 raise RemoteError(E.BAD_REQUEST, "key must be bytes")
-            if not self.owns(ringId(key)):
+            if self.owns(ringId(key)):
+                mine.append((i, kind, key, _version([hlc, origin]), int(h)))
+            else:
                 notMine.append(i)
-                continue
-            offered = _version([hlc, origin])
-            held = [rec for rec in await self.store.exportKey(key) if rec[0] == kind]
-            if not held or offered > held[0][3] or (offered == held[0][3] and recordHash(*held[0]) != h):
+        # asked together, so a threaded store answers them in one batch
+        held = await gatherResults([self.store.exportKey(key) for _, _, key, _, _ in mine])
+        for (i, kind, _, offered, h), recs in zip(mine, held, strict=True):
+            ours = [rec for rec in recs if rec[0] == kind]
+            if not ours or offered > ours[0][3] or (offered == ours[0][3] and recordHash(*ours[0]) != h):
                 wanted.append(i)
         return [wanted, notMine]
 

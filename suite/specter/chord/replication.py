@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -163,10 +163,8 @@ class Replicator:
         self.clean = {}
         if not targets:
             return
-        records: list[Any] = []
-        for key in keys:
-            records.extend(await self.vnode.store.exportKey(key))
-        await self._send(targets, records)
+        held = await gatherResults([self.vnode.store.exportKey(key) for key in keys])
+        await self._send(targets, [rec for recs in held for rec in recs])
 
     async def _send(self, targets: list[VnodeRef], records: list[Any]) -> None:
         calls = []
