@@ -56,7 +56,7 @@ def encodeRecord(kind: str, key: bytes, payload: bytes | None, version: Version)
     """
     One framed log record.
     """
-    body: bytes = msgpack.packb([kind, key, payload, version.hlc, version.origin])
+    body: bytes = msgpack.packb([kind, key, payload, version[0], version[1]])
     return _FRAME.pack(FORMAT_VERSION, len(body), zlib.crc32(body)) + body
 
 

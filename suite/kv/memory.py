@@ -57,7 +57,7 @@ class TableStore:
         self.table.write(kind, key, payload, version)
         self.writes += 1
         self._persist(kind, key, payload, version)
-        if version.hlc >= self._purgeAt:
+        if version[0] >= self._purgeAt:
             self._purgeExpired()
 
     def _persist(self, kind: str, key: bytes, payload: bytes | None, version: Version) -> None:

@@ -277,19 +277,22 @@ class Table:
         Set a record (a tombstone when C{payload} is C{None}), whatever was there.
         """
         slot = (kind, key)
-        old = self.data.pop(slot, None)
+        data = self.data
+        old = data.pop(slot, None)
+        size = self.bytes
         if old is not None:
-            self.bytes -= len(old) + len(key)
-        elif slot in self.tombstones:
+            size -= len(old) + len(key)
+        elif self.tombstones and slot in self.tombstones:
             del self.tombstones[slot]
-            self.bytes -= len(key)
+            size -= len(key)
         self.versions[slot] = version
         if payload is not None:
-            self.data[slot] = payload
-            self.bytes += len(payload) + len(key)
+            data[slot] = payload
+            size += len(payload) + len(key)
         else:
             self.tombstones[slot] = version
-            self.bytes += len(key)
+            size += len(key)
+        self.bytes = size
         if key not in self.ids:
             self.ids[key] = ringId(key)
 

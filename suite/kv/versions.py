@@ -69,6 +69,8 @@ class Version(NamedTuple):
 
 #: the version of every record written before versions existed
 ZERO = Version(0, 0)
+#: builds a Version without the Python-level constructor (on every write)
+_newVersion = tuple.__new__
 
 
 def versionAt(seconds: float, origin: int = 0) -> Version:
@@ -95,8 +97,10 @@ class HybridClock:
         """
         now = int(self.seconds() * 1000) << COUNTER_BITS
         last = self.last + 1
-        self.last = now if now > last else last
-        return Version(self.last, self.origin)
+        if now > last:
+            last = now
+        self.last = last
+        return _newVersion(Version, (last, self.origin))
 
     def observe(self, version: Version) -> None:
         """
