@@ -212,8 +212,7 @@ class AOFStore(TableStore):
             )
 
     def _items(self) -> list[tuple[tuple[str, bytes], Version, Any]]:
-        data = self.table.data
-        return [(slot, version, data.get(slot)) for slot, version in self.table.versions.items()]
+        return self.table.records()
 
     # -- persistence ----------------------------------------------------
     def _persist(self, kind: str, key: bytes, payload: bytes | None, version: Version) -> None:

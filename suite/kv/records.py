@@ -253,30 +253,49 @@ def recordDigest(records: Iterable[Record]) -> tuple[int, int]:
     return count, acc
 
 
+_MASK64 = (1 << 64) - 1
+_newVersion = tuple.__new__
+
+
+def _unpacked(packed: int) -> Version:
+    return _newVersion(Version, (packed >> 64, packed & _MASK64))
+
+
 class Table:
     """
     An in-memory record table (used by the memory and aof backends).
 
     C{data} maps C{(kind, key)} to the live payload; C{versions} maps every
-    record, live or tombstone, to its version; C{tombstones} holds the
-    tombstones' versions; C{ids} caches each key's ring position.
+    record, live or tombstone, to its version packed in one integer
+    (C{hlc << 64 | origin}, ordered as the version: one small object per
+    record, which the garbage collector never visits); C{tombstones} holds
+    the tombstones' packed versions; C{ids} caches each key's ring position.
     """
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, bytes], bytes] = {}
-        self.versions: dict[tuple[str, bytes], Version] = {}
-        self.tombstones: dict[tuple[str, bytes], Version] = {}
+        self.versions: dict[tuple[str, bytes], int] = {}
+        self.tombstones: dict[tuple[str, bytes], int] = {}
         self.ids: dict[bytes, int] = {}
         self.bytes = 0
 
     def read(self, kind: str, key: bytes) -> bytes | None:
         return self.data.get((kind, key))
 
+    def version(self, kind: str, key: bytes) -> Version | None:
+        """
+        The version of the record (or tombstone) held for C{(kind, key)}.
+        """
+        packed = self.versions.get((kind, key))
+        return None if packed is None else _unpacked(packed)
+
     def write(self, kind: str, key: bytes, payload: bytes | None, version: Version) -> None:
         """
         Set a record (a tombstone when C{payload} is C{None}), whatever was there.
         """
-        slot = (kind, key)
+        self._set((kind, key), key, payload, (version[0] << 64) | version[1])
+
+    def _set(self, slot: tuple[str, bytes], key: bytes, payload: bytes | None, packed: int) -> None:
         data = self.data
         old = data.pop(slot, None)
         size = self.bytes
@@ -285,12 +304,12 @@ class Table:
         elif self.tombstones and slot in self.tombstones:
             del self.tombstones[slot]
             size -= len(key)
-        self.versions[slot] = version
+        self.versions[slot] = packed
         if payload is not None:
             data[slot] = payload
             size += len(payload) + len(key)
         else:
-            self.tombstones[slot] = version
+            self.tombstones[slot] = packed
             size += len(key)
         self.bytes = size
         if key not in self.ids:
@@ -302,10 +321,14 @@ class Table:
         (see L{suite.kv.versions.newer}); whether it did.
         """
         slot = (kind, key)
+        packed = (version[0] << 64) | version[1]
         held = self.versions.get(slot)
-        if held is not None and not newer(payload, version, self.data.get(slot), held):
-            return False
-        self.write(kind, key, payload, version)
+        if held is not None:
+            if packed < held:
+                return False
+            if packed == held and not newer(payload, version, self.data.get(slot), version):
+                return False
+        self._set(slot, key, payload, packed)
         return True
 
     def forget(self, kind: str, key: bytes) -> bool:
@@ -327,26 +350,34 @@ class Table:
         """
         Forget the tombstones older than C{before}; how many.
         """
-        doomed = [slot for slot, v in self.tombstones.items() if v < before]
+        cutoff = (before[0] << 64) | before[1]
+        doomed = [slot for slot, packed in self.tombstones.items() if packed < cutoff]
         for kind, key in doomed:
             self.forget(kind, key)
         return len(doomed)
+
+    def records(self) -> list[tuple[tuple[str, bytes], Version, bytes | None]]:
+        """
+        Every record and tombstone: C{((kind, key), version, payload-or-None)}.
+        """
+        data = self.data
+        return [(slot, _unpacked(packed), data.get(slot)) for slot, packed in self.versions.items()]
 
     def exportKey(self, key: bytes) -> list[Record]:
         out: list[Record] = []
         for kind in KINDS:
             slot = (kind, key)
-            version = self.versions.get(slot)
-            if version is not None:
-                out.append((kind, key, self.data.get(slot), version))
+            packed = self.versions.get(slot)
+            if packed is not None:
+                out.append((kind, key, self.data.get(slot), _unpacked(packed)))
         return out
 
     def digests(self, low: int, high: int, buckets: int) -> list[tuple[int, int]]:
         ids = self.ids
         data = self.data
         items = (
-            (ids[slot[1]], slot[0], slot[1], data.get(slot), version)
-            for slot, version in self.versions.items()
+            (ids[slot[1]], slot[0], slot[1], data.get(slot), _unpacked(packed))
+            for slot, packed in self.versions.items()
         )
         return digestBuckets(items, low, high, buckets)
 
@@ -354,10 +385,11 @@ class Table:
         ids = self.ids
         data = self.data
         out: list[Record] = []
-        for (kind, key), version in self.versions.items():
+        for slot, packed in self.versions.items():
+            key = slot[1]
             kid = ids.get(key)
             if kid is None:
                 kid = ids[key] = ringId(key)
             if inRange(kid, low, high):
-                out.append((kind, key, data.get((kind, key)), version))
+                out.append((slot[0], key, data.get(slot), _unpacked(packed)))
         return out

@@ -51,7 +51,7 @@ class Oracle:
             return  # nothing was there: no write
         owners = [v for n in side for v in n.vnodes if v.serving and v.owns(ringId(key))]
         assert len(owners) == 1, owners
-        version = owners[0].store.table.versions[("v", key)]
+        version = owners[0].store.table.version("v", key)
         self.acked.setdefault(key, []).append((version, value if op == "put" else None))
 
     def newest(self) -> dict[bytes, bytes | None]:
@@ -183,13 +183,13 @@ class RepairExchangeTests(SynchronousTestCase):
         newer = Version(version.hlc + 1000, 99)
         first.store.importRecords([("v", b"k3", b"newer", newer)])
         k5 = c.expectedOwner(ringId(b"k5"))
-        stale = Version(k5.store.table.versions[("v", b"k5")].hlc - 1, 99)
+        stale = Version(k5.store.table.version("v", b"k5").hlc - 1, 99)
         staleHolder = next(v for v in c.activeVnodes() if v.ref == c.expectedReplicas(k5)[0])
         staleHolder.store.table.write("v", b"k5", b"stale", stale)
         # replicas that matched are checked again after antiEntropy (60 s)
         c.run(70)
         for v in (owner, first, second):
             self.assertEqual(v.store.table.read("v", b"k3"), b"newer", v.ref.short())
-            self.assertEqual(v.store.table.versions[("v", b"k3")], newer)
+            self.assertEqual(v.store.table.version("v", b"k3"), newer)
         self.assertEqual(staleHolder.store.table.read("v", b"k5"), b"old")
         self.assertGreater(sum(v.replicator.repairs for v in c.activeVnodes()), 0)

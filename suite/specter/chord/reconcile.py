@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from suite.kv.records import Record, recordHash
 from suite.kv.versions import Version, versionAt
 from suite.specter.chord import errors as E
-from suite.specter.chord.base import VnodeBase
+from suite.specter.chord.base import VnodeBase, wire
 from suite.specter.chord.base import records as _records
 from suite.specter.chord.base import version as _version
 from suite.specter.chord.errors import RemoteError
@@ -167,8 +167,8 @@ class Reconcile(VnodeBase):
                         size += _size(rec)
                 served += 1
                 if size >= RECORD_BUDGET:
-                    return [out, served]
-        return [out, served]
+                    return [wire(out), served]
+        return [wire(out), served]
 
     def _checkServing(self) -> None:
         if not self.serving:
@@ -246,7 +246,7 @@ class Reconcile(VnodeBase):
             taken += await self.store.importRecords(_records(got))
             want = want[served:]
         for chunk in chunked(send, RECORD_BUDGET, RECORD_CHUNK):
-            await self.call(target, "replicate", chunk)
+            await self.call(target, "replicate", wire(chunk))
         return len(send), taken
 
     # -- re-homing ----------------------------------------------------------------------------
@@ -331,6 +331,6 @@ class Reconcile(VnodeBase):
             left.extend(chunk[i] for i in notMine)
             taking = [chunk[i] for i in wanted]
             for part in chunked(taking, RECORD_BUDGET, RECORD_CHUNK):
-                refused = await self.call(owner, "merge", part)
+                refused = await self.call(owner, "merge", wire(part))
                 left.extend(part[i] for i in refused)
         return left
