@@ -37,7 +37,8 @@ from zope.interface import implementer
 from suite.daemon import ConfigError
 from suite.kv.interfaces import IKeyValueStore
 from suite.kv.memory import TableStore
-from suite.kv.versions import TOMBSTONE_HORIZON, ZERO, Version
+from suite.kv.records import Record
+from suite.kv.versions import TOMBSTONE_HORIZON
 
 __all__ = ["AOFStore", "MAGIC", "FORMAT_VERSION", "encodeRecord", "encodeRecordV1", "Runner"]
 
@@ -52,11 +53,11 @@ MAX_RECORD = 64 * 1024 * 1024
 log = Logger()
 
 
-def encodeRecord(kind: str, key: bytes, payload: bytes | None, version: Version) -> bytes:
+def encodeRecord(kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> bytes:
     """
     One framed log record.
     """
-    body: bytes = msgpack.packb([kind, key, payload, version[0], version[1]])
+    body: bytes = msgpack.packb([kind, key, payload, hlc, origin])
     return _FRAME.pack(FORMAT_VERSION, len(body), zlib.crc32(body)) + body
 
 
@@ -68,7 +69,7 @@ def encodeRecordV1(kind: str, key: bytes, payload: bytes | None) -> bytes:
     return _FRAME.pack(FORMAT_V1, len(body), zlib.crc32(body)) + body
 
 
-def _writeSnapshot(path: str, directory: str, items: list[tuple[tuple[str, bytes], Version, Any]]) -> int:
+def _writeSnapshot(path: str, directory: str, items: list[Record]) -> int:
     """
     Write a fresh log holding C{items} next to C{path}, fsync it and rename
     it over C{path}; return its size.  Blocking.
@@ -76,8 +77,8 @@ def _writeSnapshot(path: str, directory: str, items: list[tuple[tuple[str, bytes
     tmp = path + ".compact"
     with open(tmp, "wb") as f:
         f.write(MAGIC + bytes([FORMAT_VERSION]))
-        for (kind, key), version, payload in items:
-            f.write(encodeRecord(kind, key, payload, version))
+        for kind, key, payload, hlc, origin in items:
+            f.write(encodeRecord(kind, key, payload, hlc, origin))
         f.flush()
         os.fsync(f.fileno())
         size = f.tell()
@@ -174,21 +175,20 @@ class AOFStore(TableStore):
             try:
                 if fileVersion == FORMAT_V1:
                     kind, key, payload = msgpack.unpackb(body)
-                    stamp = ZERO
+                    hlc = origin = 0
                 else:
                     kind, key, payload, hlc, origin = msgpack.unpackb(body)
-                    stamp = Version(hlc, origin)
             except Exception:
                 break
-            if payload is None and stamp == ZERO:
+            if payload is None and hlc == 0 and origin == 0:
                 table.forget(kind, key)
             else:
-                table.write(kind, key, payload, stamp)
-                if stamp.hlc > high:
-                    high = stamp.hlc
+                table.write(kind, key, payload, hlc, origin)
+                if hlc > high:
+                    high = hlc
             count += 1
             pos = start + length
-        self.hlc.observe(Version(high, 0))
+        self.hlc.observe(high)
         if pos < end:
             self.repairedBytes = end - pos
             log.warn(
@@ -211,12 +211,12 @@ class AOFStore(TableStore):
                 newFormat=FORMAT_VERSION,
             )
 
-    def _items(self) -> list[tuple[tuple[str, bytes], Version, Any]]:
+    def _items(self) -> list[Record]:
         return self.table.records()
 
     # -- persistence ----------------------------------------------------
-    def _persist(self, kind: str, key: bytes, payload: bytes | None, version: Version) -> None:
-        self.pending.append(encodeRecord(kind, key, payload, version))
+    def _persist(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
+        self.pending.append(encodeRecord(kind, key, payload, hlc, origin))
 
     def _schedule(self) -> None:
         if not self._closed:

@@ -28,7 +28,8 @@ class IKeyValueStore(Interface):
     made it, stamped by this store's L{suite.kv.versions.HybridClock}; a
     deletion leaves a tombstone (a C{None} payload with its version) that is
     purged once older than the store's C{horizon}.  Records are exchanged as
-    C{(kind, key, payload-or-None, version)}.
+    C{(kind, key, payload-or-None, hlc, origin)} (L{suite.kv.records.Record}:
+    the version kept flat, as records move in bulk).
     """
 
     name = Attribute("Backend name: 'memory', 'aof' or 'sqlite'.")
@@ -97,18 +98,18 @@ class IKeyValueStore(Interface):
 
     def exportRange(low, high):  # type: ignore[no-untyped-def]
         """
-        Fire with the list of C{(kind, key, payload, version)} records in
+        Fire with the list of C{(kind, key, payload, hlc, origin)} records in
         C{(low, high]}, tombstones included.
         """
 
     def importRecords(records):  # type: ignore[no-untyped-def]
         """
-        Merge C{(kind, key, payload, version)} records from elsewhere: each
+        Merge C{(kind, key, payload, hlc, origin)} records from elsewhere: each
         replaces the record held only if it is newer (see
         L{suite.kv.versions.newer}), so an import never loses a newer write
         and importing the same records twice, or in another order, ends the
         same.  A tombstone older than C{horizon} is ignored (it may have
-        been purged here already).  A record whose version is C{None} (sent
+        been purged here already).  A record whose C{hlc} is C{None} (sent
         by a peer from before versions) is written as a new write.  Fire
         with how many were installed.
         """

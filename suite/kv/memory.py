@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from suite.kv import records as r
 from suite.kv.interfaces import IKeyValueStore
-from suite.kv.versions import TOMBSTONE_HORIZON, ZERO, HybridClock, Version, versionAt
+from suite.kv.versions import TOMBSTONE_HORIZON, HybridClock, Version, versionAt
 
 __all__ = ["TableStore", "MemoryStore", "PURGE_EVERY"]
 
@@ -53,16 +53,16 @@ class TableStore:
         return self.hlc.stamp()
 
     def write(self, kind: str, key: bytes, payload: bytes | None) -> None:
-        version = self.hlc.stamp()
-        self.table.write(kind, key, payload, version)
+        hlc, origin = self.hlc.stamp()
+        self.table.write(kind, key, payload, hlc, origin)
         self.writes += 1
-        self._persist(kind, key, payload, version)
-        if version[0] >= self._purgeAt:
+        self._persist(kind, key, payload, hlc, origin)
+        if hlc >= self._purgeAt:
             self._purgeExpired()
 
-    def _persist(self, kind: str, key: bytes, payload: bytes | None, version: Version) -> None:
+    def _persist(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
         """
-        Record a change: a record, a tombstone, or (C{None} at L{ZERO}) a
+        Record a change: a record, a tombstone, or (C{None} at version 0) a
         record forgotten.
         """
 
@@ -121,21 +121,21 @@ class TableStore:
         count = 0
         now = self.clock.seconds()
         # a tombstone past the horizon is as good as none (it may be purged here already)
-        expired = versionAt(now - self.horizon)
-        for kind, key, payload, version in records:
+        expired = versionAt(now - self.horizon).hlc
+        observe = self.hlc.observe
+        for kind, key, payload, hlc, origin in records:
             if kind not in r.KINDS:
                 continue
-            if payload is None and version is not None and version < expired:
-                self.stale += 1
-                continue
-            if version is None:
+            if hlc is None:
                 # from a peer without versions: a write made now, as it expects
                 if payload is not None or table.read(kind, key) is not None:
                     self.write(kind, key, payload)
                     count += 1
-            elif table.install(kind, key, payload, version):
-                self.hlc.observe(version)
-                self._persist(kind, key, payload, version)
+            elif payload is None and hlc < expired:
+                self.stale += 1
+            elif table.install(kind, key, payload, hlc, origin):
+                observe(hlc)
+                self._persist(kind, key, payload, hlc, origin)
                 count += 1
             else:
                 self.stale += 1
@@ -146,9 +146,9 @@ class TableStore:
 
     def removeRange(self, low: int, high: int) -> Deferred[int]:
         doomed = self.table.inRange(low, high)
-        for kind, key, _, _ in doomed:
+        for kind, key, _, _, _ in doomed:
             self.table.forget(kind, key)
-            self._persist(kind, key, None, ZERO)
+            self._persist(kind, key, None, 0, 0)
         return succeed(len(doomed))
 
     def purge(self) -> Deferred[int]:

@@ -53,11 +53,12 @@ RING_SIZE = 1 << RING_BITS
 KINDS = ("v", "s", "l")
 VALUE, SET, LEASE = KINDS
 
-#: C{(kind, key, payload, version)}; a C{None} payload is a tombstone
-Record = tuple[str, bytes, "bytes | None", Version]
-#: a record to import; a C{None} version (a peer from before versions) is
-#: installed as a new local write, as such peers expect
-Incoming = tuple[str, bytes, "bytes | None", "Version | None"]
+#: C{(kind, key, payload, hlc, origin)}: C{(hlc, origin)} is the record's
+#: L{Version}, kept flat (records move in bulk); a C{None} payload is a tombstone
+Record = tuple[str, bytes, "bytes | None", int, int]
+#: a record to import; a C{None} hlc (from a peer before versions) means a
+#: record installed as a new local write, as such peers expect
+Incoming = tuple[str, bytes, "bytes | None", "int | None", int]
 
 
 def ringId(key: bytes) -> int:
@@ -207,22 +208,22 @@ def bucketBounds(low: int, high: int, buckets: int) -> list[tuple[int, int]]:
     return [(s % RING_SIZE, e % RING_SIZE) for s, e in zip(starts, ends, strict=True)]
 
 
-def recordHash(kind: str, key: bytes, payload: bytes | None, version: Version) -> int:
+def recordHash(kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> int:
     """
     A 64-bit hash of one record (tombstones and versions included).
     """
     h = hashlib.blake2b(kind.encode() + b"\0" + key + b"\0", digest_size=8)
     h.update(b"\x00" if payload is None else b"\x01" + payload)
-    h.update(version.hlc.to_bytes(8, "big") + version.origin.to_bytes(8, "big"))
+    h.update(hlc.to_bytes(8, "big") + origin.to_bytes(8, "big"))
     return int.from_bytes(h.digest(), "big")
 
 
 def digestBuckets(
-    items: Iterable[tuple[int, str, bytes, bytes | None, Version]], low: int, high: int, buckets: int
+    items: Iterable[tuple[int, str, bytes, bytes | None, int, int]], low: int, high: int, buckets: int
 ) -> list[tuple[int, int]]:
     """
-    Per-bucket C{(count, digest)} of C{(ringId, kind, key, payload, version)}
-    items lying in C{(low, high]}, buckets as in L{bucketBounds}.
+    Per-bucket C{(count, digest)} of C{(ringId, kind, key, payload, hlc,
+    origin)} items lying in C{(low, high]}, buckets as in L{bucketBounds}.
     """
     import bisect
 
@@ -230,13 +231,13 @@ def digestBuckets(
     ends = [span * (i + 1) // buckets for i in range(buckets)]
     counts = [0] * buckets
     accs = [0] * buckets
-    for kid, kind, key, payload, version in items:
+    for kid, kind, key, payload, hlc, origin in items:
         off = (kid - low) % RING_SIZE
         if off == 0 or off > span:
             continue
         i = bisect.bisect_left(ends, off)
         counts[i] += 1
-        accs[i] ^= recordHash(kind, key, payload, version)
+        accs[i] ^= recordHash(kind, key, payload, hlc, origin)
     return list(zip(counts, accs, strict=True))
 
 
@@ -247,18 +248,13 @@ def recordDigest(records: Iterable[Record]) -> tuple[int, int]:
     """
     count = 0
     acc = 0
-    for kind, key, payload, version in records:
+    for kind, key, payload, hlc, origin in records:
         count += 1
-        acc ^= recordHash(kind, key, payload, version)
+        acc ^= recordHash(kind, key, payload, hlc, origin)
     return count, acc
 
 
 _MASK64 = (1 << 64) - 1
-_newVersion = tuple.__new__
-
-
-def _unpacked(packed: int) -> Version:
-    return _newVersion(Version, (packed >> 64, packed & _MASK64))
 
 
 class Table:
@@ -287,15 +283,13 @@ class Table:
         The version of the record (or tombstone) held for C{(kind, key)}.
         """
         packed = self.versions.get((kind, key))
-        return None if packed is None else _unpacked(packed)
+        return None if packed is None else Version(packed >> 64, packed & _MASK64)
 
-    def write(self, kind: str, key: bytes, payload: bytes | None, version: Version) -> None:
+    def write(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
         """
         Set a record (a tombstone when C{payload} is C{None}), whatever was there.
         """
-        self._set((kind, key), key, payload, (version[0] << 64) | version[1])
-
-    def _set(self, slot: tuple[str, bytes], key: bytes, payload: bytes | None, packed: int) -> None:
+        slot = (kind, key)
         data = self.data
         old = data.pop(slot, None)
         size = self.bytes
@@ -304,6 +298,7 @@ class Table:
         elif self.tombstones and slot in self.tombstones:
             del self.tombstones[slot]
             size -= len(key)
+        packed = (hlc << 64) | origin
         self.versions[slot] = packed
         if payload is not None:
             data[slot] = payload
@@ -315,20 +310,21 @@ class Table:
         if key not in self.ids:
             self.ids[key] = ringId(key)
 
-    def install(self, kind: str, key: bytes, payload: bytes | None, version: Version) -> bool:
+    def install(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> bool:
         """
         Set a record copied from elsewhere if it wins over the one held
         (see L{suite.kv.versions.newer}); whether it did.
         """
-        slot = (kind, key)
-        packed = (version[0] << 64) | version[1]
-        held = self.versions.get(slot)
+        held = self.versions.get((kind, key))
         if held is not None:
+            packed = (hlc << 64) | origin
             if packed < held:
                 return False
-            if packed == held and not newer(payload, version, self.data.get(slot), version):
-                return False
-        self._set(slot, key, payload, packed)
+            if packed == held:
+                v = Version(hlc, origin)
+                if not newer(payload, v, self.data.get((kind, key)), v):
+                    return False
+        self.write(kind, key, payload, hlc, origin)
         return True
 
     def forget(self, kind: str, key: bytes) -> bool:
@@ -356,12 +352,15 @@ class Table:
             self.forget(kind, key)
         return len(doomed)
 
-    def records(self) -> list[tuple[tuple[str, bytes], Version, bytes | None]]:
+    def records(self) -> list[Record]:
         """
-        Every record and tombstone: C{((kind, key), version, payload-or-None)}.
+        Every record and tombstone.
         """
         data = self.data
-        return [(slot, _unpacked(packed), data.get(slot)) for slot, packed in self.versions.items()]
+        return [
+            (slot[0], slot[1], data.get(slot), packed >> 64, packed & _MASK64)
+            for slot, packed in self.versions.items()
+        ]
 
     def exportKey(self, key: bytes) -> list[Record]:
         out: list[Record] = []
@@ -369,14 +368,14 @@ class Table:
             slot = (kind, key)
             packed = self.versions.get(slot)
             if packed is not None:
-                out.append((kind, key, self.data.get(slot), _unpacked(packed)))
+                out.append((kind, key, self.data.get(slot), packed >> 64, packed & _MASK64))
         return out
 
     def digests(self, low: int, high: int, buckets: int) -> list[tuple[int, int]]:
         ids = self.ids
         data = self.data
         items = (
-            (ids[slot[1]], slot[0], slot[1], data.get(slot), _unpacked(packed))
+            (ids[slot[1]], slot[0], slot[1], data.get(slot), packed >> 64, packed & _MASK64)
             for slot, packed in self.versions.items()
         )
         return digestBuckets(items, low, high, buckets)
@@ -384,12 +383,17 @@ class Table:
     def inRange(self, low: int, high: int) -> list[Record]:
         ids = self.ids
         data = self.data
+        versions = self.versions
         out: list[Record] = []
-        for slot, packed in self.versions.items():
+        append = out.append
+        wraps = low >= high
+        for slot in versions:
             key = slot[1]
             kid = ids.get(key)
             if kid is None:
                 kid = ids[key] = ringId(key)
-            if inRange(kid, low, high):
-                out.append((slot[0], key, data.get(slot), _unpacked(packed)))
+            # inRange(kid, low, high), inlined: this loop visits every record
+            if (kid > low or kid <= high) if wraps else (low < kid <= high):
+                packed = versions[slot]
+                append((slot[0], key, data.get(slot), packed >> 64, packed & _MASK64))
         return out

@@ -85,9 +85,9 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
         raise
 
 
-def _version(hlc: int, origin: int) -> Version:
+def _unsigned(origin: int) -> int:
     # origins are unsigned 64-bit, stored as two's complement (so 0 is 0)
-    return Version(hlc, origin & 0xFFFFFFFFFFFFFFFF)
+    return origin & 0xFFFFFFFFFFFFFFFF
 
 
 def _signed(origin: int) -> int:
@@ -109,9 +109,10 @@ class _Tx:
         return self.hlc.stamp()
 
     def write(self, kind: str, key: bytes, payload: bytes | None) -> None:
-        self.put(kind, key, payload, self.hlc.stamp())
+        hlc, origin = self.hlc.stamp()
+        self.put(kind, key, payload, hlc, origin)
 
-    def put(self, kind: str, key: bytes, payload: bytes | None, version: Version) -> None:
+    def put(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO records (kind, key, rid, payload, hlc, origin, dead) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -120,26 +121,26 @@ class _Tx:
                 key,
                 _sid(r.ringId(key)),
                 b"" if payload is None else payload,
-                version.hlc,
-                _signed(version.origin),
+                hlc,
+                _signed(origin),
                 payload is None,
             ),
         )
 
-    def held(self, kind: str, key: bytes) -> tuple[bytes | None, Version] | None:
+    def held(self, kind: str, key: bytes) -> r.Record | None:
         row = self.db.execute(
             "SELECT payload, hlc, origin, dead FROM records WHERE kind=? AND key=?", (kind, key)
         ).fetchone()
         if row is None:
             return None
-        return (None if row[3] else bytes(row[0])), _version(row[1], row[2])
+        return kind, key, (None if row[3] else bytes(row[0])), row[1], _unsigned(row[2])
 
-    def install(self, kind: str, key: bytes, payload: bytes | None, version: Version) -> bool:
+    def install(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> bool:
         held = self.held(kind, key)
-        if held is not None and not newer(payload, version, held[0], held[1]):
+        if held is not None and not newer(payload, Version(hlc, origin), held[2], Version(held[3], held[4])):
             return False
-        self.put(kind, key, payload, version)
-        self.hlc.observe(version)
+        self.put(kind, key, payload, hlc, origin)
+        self.hlc.observe(hlc)
         return True
 
     def forget(self, kind: str, key: bytes) -> None:
@@ -150,7 +151,7 @@ class _Tx:
         for kind in r.KINDS:
             held = self.held(kind, key)
             if held is not None:
-                out.append((kind, key, held[0], held[1]))
+                out.append(held)
         return out
 
     def range(self, low: int, high: int) -> list[r.Record]:
@@ -160,7 +161,7 @@ class _Tx:
         else:
             rows = self.db.execute(q + "rid > ? OR rid <= ?", (_sid(low), _sid(high)))
         return [
-            (k, bytes(key), None if dead else bytes(p), _version(hlc, origin))
+            (k, bytes(key), None if dead else bytes(p), hlc, _unsigned(origin))
             for k, key, p, hlc, origin, dead in rows
         ]
 
@@ -221,7 +222,7 @@ class SQLiteStore:
             pass
         _migrate(db, self.path)
         (high,) = db.execute("SELECT max(hlc) FROM records").fetchone()
-        self.hlc.observe(Version(high or 0, 0))
+        self.hlc.observe(high or 0)
         self._db = db
 
     def _call(self, fn: Callable[[], Any]) -> Deferred[Any]:
@@ -332,16 +333,16 @@ class SQLiteStore:
         def op(tx: _Tx) -> int:
             count = 0
             # a tombstone past the horizon is as good as none (it may be purged here already)
-            expired = versionAt(self.clock.seconds() - self.horizon)
-            for kind, key, payload, version in batch:
-                if payload is None and version is not None and version < expired:
-                    continue
-                if version is None:
+            expired = versionAt(self.clock.seconds() - self.horizon).hlc
+            for kind, key, payload, hlc, origin in batch:
+                if hlc is None:
                     # from a peer without versions: a write made now, as it expects
                     if payload is not None or tx.read(kind, key) is not None:
                         tx.write(kind, key, payload)
                         count += 1
-                elif tx.install(kind, key, payload, version):
+                elif payload is None and hlc < expired:
+                    continue
+                elif tx.install(kind, key, payload, hlc, origin):
                     count += 1
             self.installed += count
             self.stale += len(batch) - count
@@ -352,7 +353,7 @@ class SQLiteStore:
     def removeRange(self, low: int, high: int) -> Deferred[int]:
         def op(tx: _Tx) -> int:
             doomed = tx.range(low, high)
-            for kind, key, _, _ in doomed:
+            for kind, key, _, _, _ in doomed:
                 tx.forget(kind, key)
             return len(doomed)
 
@@ -370,7 +371,7 @@ class SQLiteStore:
         def op(tx: _Tx) -> list[tuple[int, int]]:
             rows = tx.db.execute("SELECT rid, kind, key, payload, hlc, origin, dead FROM records")
             items = (
-                (rid + _OFFSET, kind, bytes(key), None if dead else bytes(payload), _version(hlc, origin))
+                (rid + _OFFSET, kind, bytes(key), None if dead else bytes(payload), hlc, _unsigned(origin))
                 for rid, kind, key, payload, hlc, origin, dead in rows
             )
             return r.digestBuckets(items, low, high, buckets)

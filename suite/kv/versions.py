@@ -102,12 +102,13 @@ class HybridClock:
         self.last = last
         return _newVersion(Version, (last, self.origin))
 
-    def observe(self, version: Version) -> None:
+    def observe(self, hlc: int) -> None:
         """
-        Take note of a version installed from elsewhere, so later stamps are newer.
+        Take note of the stamp of a version installed from elsewhere, so
+        later stamps are newer.
         """
-        if version.hlc > self.last:
-            self.last = version.hlc
+        if hlc > self.last:
+            self.last = hlc
 
 
 def mergeKey(payload: bytes | None, version: Version) -> tuple[Version, bool, bytes]:
@@ -130,16 +131,17 @@ RecordState = tuple[bytes | None, Version]
 
 
 def mergeRecords(
-    *stores: Iterable[tuple[str, bytes, bytes | None, Version]],
+    *stores: Iterable[tuple[str, bytes, bytes | None, int, int]],
 ) -> dict[tuple[str, bytes], RecordState]:
     """
-    The merge of several collections of C{(kind, key, payload, version)}
+    The merge of several collections of C{(kind, key, payload, hlc, origin)}
     records: per C{(kind, key)}, the copy that wins.  (The specification
     the stores' imports follow; used by tests.)
     """
     out: dict[tuple[str, bytes], RecordState] = {}
     for records in stores:
-        for kind, key, payload, version in records:
+        for kind, key, payload, hlc, origin in records:
+            version = Version(hlc, origin)
             slot = (kind, key)
             held = out.get(slot)
             if held is None or newer(payload, version, held[0], held[1]):

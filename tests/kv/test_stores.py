@@ -23,6 +23,21 @@ from suite.kv.records import RING_SIZE, LeaseHeld, LeaseLost, bucketBounds, inRa
 from suite.kv.sqlite import SQLiteStore
 from suite.kv.versions import ZERO, Version, versionAt
 
+
+def ver(record: Any) -> Version:
+    """
+    The version of an exported record.
+    """
+    return Version(record[3], record[4])
+
+
+def rec(kind: str, key: bytes, payload: bytes | None, version: Version) -> Any:
+    """
+    A record to import, with its version.
+    """
+    return (kind, key, payload, version.hlc, version.origin)
+
+
 if TYPE_CHECKING:
     _Base = TestCase
 else:
@@ -130,7 +145,7 @@ class _Backend(_Base):
         low, high = RING_SIZE // 3, RING_SIZE // 3 * 2
         inside = {k for k in keys if inRange(ringId(k), low, high)}
         recs = await s.exportRange(low, high)
-        self.assertEqual({k for kind, k, _, _ in recs if kind == "v"}, inside)
+        self.assertEqual({k for kind, k, *_ in recs if kind == "v"}, inside)
         other = MemoryStore(self.clock)
         await other.importRecords(recs)
         self.assertEqual(await other.digestRange(low, high), await s.digestRange(low, high))
@@ -148,7 +163,7 @@ class _Backend(_Base):
         self.assertEqual(removed, len(recs))
         self.assertEqual(await s.exportRange(low, high), [])
         wrapped = await s.exportRange(high, low)
-        self.assertEqual(len([1 for kind, _, _, _ in wrapped if kind == "v"]), len(keys) - len(inside))
+        self.assertEqual(len([1 for kind, *_ in wrapped if kind == "v"]), len(keys) - len(inside))
 
     async def test_exportKeyTombstones(self) -> None:
         """
@@ -159,14 +174,14 @@ class _Backend(_Base):
         s = self.store
         await s.put(b"x", b"1")
         first = await s.exportKey(b"x")
-        self.assertEqual([(k, key, p) for k, key, p, _ in first], [("v", b"x", b"1")])
+        self.assertEqual([(k, key, p) for k, key, p, *_ in first], [("v", b"x", b"1")])
         other = MemoryStore(self.clock)
         await other.importRecords(first)
         self.assertEqual(await other.get(b"x"), b"1")
         await s.delete(b"x")
-        [(kind, key, payload, version)] = await s.exportKey(b"x")
-        self.assertIsNone(payload)
-        self.assertGreater(version, first[0][3])
+        [gone] = await s.exportKey(b"x")
+        self.assertIsNone(gone[2])
+        self.assertGreater(ver(gone), ver(first[0]))
         self.assertEqual(await other.importRecords(await s.exportKey(b"x")), 1)
         self.assertIsNone(await other.get(b"x"))
         self.assertEqual(await other.importRecords(first), 0)
@@ -181,8 +196,8 @@ class _Backend(_Base):
         seen = []
         for i in range(5):
             await s.put(b"k", b"%d" % i)
-            [(_, _, _, version)] = await s.exportKey(b"k")
-            seen.append(version)
+            [held] = await s.exportKey(b"k")
+            seen.append(ver(held))
         self.assertEqual(seen, sorted(set(seen)))
         self.assertEqual({v.origin for v in seen}, {self.origin})
         self.assertEqual(seen[0].wallMs, int(self.clock.seconds() * 1000))
@@ -195,24 +210,26 @@ class _Backend(_Base):
         """
         s = self.store
         await s.put(b"a", b"local")
-        [(_, _, _, local)] = await s.exportKey(b"a")
+        [held] = await s.exportKey(b"a")
+        local = ver(held)
         older = Version(local.hlc - 1, 7)
         ahead = Version(local.hlc + (3600_000 << 16), 7)
-        count = await s.importRecords([("v", b"a", b"older", older), ("v", b"b", b"new", ahead)])
+        count = await s.importRecords([rec("v", b"a", b"older", older), rec("v", b"b", b"new", ahead)])
         self.assertEqual(count, 1)
         self.assertEqual(await s.get(b"a"), b"local")
         self.assertEqual(await s.get(b"b"), b"new")
-        await s.importRecords([("v", b"a", b"newer", Version(local.hlc + 1, 0))])
+        await s.importRecords([rec("v", b"a", b"newer", Version(local.hlc + 1, 0))])
         self.assertEqual(await s.get(b"a"), b"newer")
         # a write after installing a version from a clock an hour ahead is newer still
         await s.put(b"b", b"after")
-        [(_, _, _, after)] = await s.exportKey(b"b")
+        [held] = await s.exportKey(b"b")
+        after = ver(held)
         self.assertGreater(after, ahead)
         # a record from a peer without versions is a write made now
-        await s.importRecords([("v", b"b", b"legacy", None)])
+        await s.importRecords([("v", b"b", b"legacy", None, 0)])
         self.assertEqual(await s.get(b"b"), b"legacy")
-        [(_, _, _, legacy)] = await s.exportKey(b"b")
-        self.assertGreater(legacy, after)
+        [held] = await s.exportKey(b"b")
+        self.assertGreater(ver(held), after)
 
     async def test_mergeAnyOrder(self) -> None:
         """
@@ -220,11 +237,11 @@ class _Backend(_Base):
         same digest, and the copy that wins is the newest.
         """
         recs = [
-            ("v", b"k", b"one", Version(5 << 16, 1)),
-            ("v", b"k", b"two", Version(5 << 16, 2)),
-            ("v", b"k", None, Version(4 << 16, 3)),
-            ("s", b"k", b"\x90", Version(9 << 16, 1)),
-            ("l", b"j", None, Version(9 << 16, 1)),
+            ("v", b"k", b"one", 5 << 16, 1),
+            ("v", b"k", b"two", 5 << 16, 2),
+            ("v", b"k", None, 4 << 16, 3),
+            ("s", b"k", b"\x90", 9 << 16, 1),
+            ("l", b"j", None, 9 << 16, 1),
         ]
         digests = set()
         for order in (recs, recs[::-1], recs[2:] + recs[:2]):
@@ -271,12 +288,12 @@ class _Backend(_Base):
         await s.delete(b"x")
         self.clock.advance(s.horizon + PURGE_EVERY + 1)
         await s.put(b"y", b"1")
-        self.assertEqual([k for _, k, _, _ in await s.exportRange(0, 0)], [b"y"])
+        self.assertEqual([k for _, k, *_ in await s.exportRange(0, 0)], [b"y"])
         # an expired tombstone from elsewhere is not taken back; a live one is
         old = versionAt(self.clock.seconds() - s.horizon - 1, 5)
         fresh = versionAt(self.clock.seconds() - 1, 5)
-        self.assertEqual(await s.importRecords([("v", b"x", None, old), ("v", b"z", None, fresh)]), 1)
-        self.assertEqual([k for _, k, _, _ in await s.exportRange(0, 0)], [b"y", b"z"])
+        self.assertEqual(await s.importRecords([rec("v", b"x", None, old), rec("v", b"z", None, fresh)]), 1)
+        self.assertEqual([k for _, k, *_ in await s.exportRange(0, 0)], [b"y", b"z"])
 
 
 class MemoryTests(_Backend, TestCase):
@@ -394,18 +411,18 @@ class AOFTests(_Backend, TestCase):
         self.assertEqual(await store.prefixList(b"p"), [b"c"])
         self.assertEqual(
             sorted(await store.exportRange(0, 0)),
-            [("s", b"p", b"\x91\xc4\x01c", ZERO), ("v", b"a", b"one", ZERO)],
+            [("s", b"p", b"\x91\xc4\x01c", 0, 0), ("v", b"a", b"one", 0, 0)],
         )
         with open(path, "rb") as f:
             self.assertEqual(f.read(8), MAGIC + bytes([FORMAT_VERSION]))
         await store.put(b"c", b"3")
-        [(_, _, _, version)] = await store.exportKey(b"c")
-        self.assertGreater(version, ZERO)
+        [held] = await store.exportKey(b"c")
+        self.assertGreater(ver(held), ZERO)
         await store.close()
         again = self.open(index=7)
         self.assertEqual(await again.get(b"a"), b"one")
         self.assertEqual(await again.get(b"c"), b"3")
-        self.assertEqual(await again.exportKey(b"c"), [("v", b"c", b"3", version)])
+        self.assertEqual(await again.exportKey(b"c"), [held])
 
     async def test_tombstonesPersist(self) -> None:
         """
@@ -425,7 +442,7 @@ class AOFTests(_Backend, TestCase):
         await s.close()
         again = self.open()
         self.assertEqual(sorted(await again.exportRange(0, 0)), before)
-        self.assertGreaterEqual(again.hlc.last, max(v.hlc for _, _, _, v in before))
+        self.assertGreaterEqual(again.hlc.last, max(r[3] for r in before))
 
     def test_notAnAOF(self) -> None:
         """
@@ -483,18 +500,19 @@ class SQLiteTests(_Backend, TestCase):
         store = self.open(index=3)
         self.assertEqual(await store.get(b"a"), b"1")
         self.assertEqual(
-            sorted(await store.exportRange(0, 0)), [("v", b"a", b"1", ZERO), ("v", b"b", b"2", ZERO)]
+            sorted(await store.exportRange(0, 0)), [("v", b"a", b"1", 0, 0), ("v", b"b", b"2", 0, 0)]
         )
         self.assertTrue(await store.delete(b"b"))
-        [(_, _, payload, version)] = await store.exportKey(b"b")
-        self.assertIsNone(payload)
+        [held] = await store.exportKey(b"b")
+        self.assertIsNone(held[2])
+        version = ver(held)
         self.assertEqual(version.origin, self.origin)
         await store.close()
         db = sqlite3.connect(path)
         self.assertEqual(db.execute("PRAGMA user_version").fetchone(), (2,))
         db.close()
         again = self.open(index=3)
-        self.assertEqual(await again.exportKey(b"b"), [("v", b"b", None, version)])
+        self.assertEqual(await again.exportKey(b"b"), [held])
         self.assertGreaterEqual(again.hlc.last, version.hlc)
         self.assertEqual(await again.get(b"a"), b"1")
 

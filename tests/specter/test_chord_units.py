@@ -19,7 +19,6 @@ from zope.interface.verify import verifyObject
 
 from suite.kv.memory import MemoryStore
 from suite.kv.records import ringId
-from suite.kv.versions import Version
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, between, inRange, vnodeId
@@ -520,7 +519,7 @@ class RetriedJoinTests(SynchronousTestCase):
         second.addBoth(answers.append)
         self.assertEqual(len(exports), 2)
         for d in exports:
-            d.callback([("v", b"k", b"1", Version(7, 9))])
+            d.callback([("v", b"k", b"1", 7, 9)])
         self.assertEqual(len(answers), 2)
         for a in answers:
             self.assertEqual(a[0], [("v", b"k", b"1", 7, 9)])
@@ -537,18 +536,18 @@ class WireRecordTests(SynchronousTestCase):
 
     def test_roundTrip(self) -> None:
         """
-        wire() flattens records to C{[kind, key, payload, hlc, origin]};
-        records() reads them back with their versions, reads records of
-        peers without versions with none, and refuses malformed ones.
+        Records travel flat, C{[kind, key, payload, hlc, origin]}; records()
+        reads them back, reads records of peers without versions with none
+        (a C{None} hlc), and refuses malformed ones.
         """
-        from suite.specter.chord.base import records, wire
+        from suite.specter.chord.base import records
         from suite.specter.chord.wire import pack, unpack
 
-        recs = [("v", b"k", b"1", Version(7, 2**64 - 1)), ("s", b"p", None, Version(8, 0))]
-        sent = unpack(pack(wire(recs)))
+        recs = [("v", b"k", b"1", 7, 2**64 - 1), ("s", b"p", None, 8, 0)]
+        sent = unpack(pack(recs))
         self.assertEqual(sent, [["v", b"k", b"1", 7, 2**64 - 1], ["s", b"p", None, 8, 0]])
         self.assertEqual(records(sent), recs)
-        self.assertEqual(records([["v", b"k", b"old"]]), [("v", b"k", b"old", None)])
+        self.assertEqual(records([["v", b"k", b"old"]]), [("v", b"k", b"old", None, 0)])
         for bad in (["v", b"k", b"1", -1, 0], ["v", b"k", b"1", "7", 0], ["x", b"k", b"1", 7, 0]):
             e = self.assertRaises(RemoteError, records, [bad])
             self.assertEqual(e.code, E.BAD_REQUEST)

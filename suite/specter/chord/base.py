@@ -6,14 +6,14 @@ combines it with ring maintenance and key transfer.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from suite.kv.records import KINDS, Incoming, Record
+from suite.kv.records import KINDS, Incoming
 from suite.kv.versions import Version
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
@@ -24,10 +24,9 @@ if TYPE_CHECKING:
     from suite.specter.chord.node import ChordNode
     from suite.specter.chord.replication import Replicator
 
-__all__ = ["VnodeBase", "records", "version", "wire"]
+__all__ = ["VnodeBase", "records", "version"]
 
 T = TypeVar("T")
-_newVersion = tuple.__new__
 log = Logger()
 
 
@@ -45,17 +44,10 @@ def version(value: Any) -> Version:
     return Version(hlc, origin)
 
 
-def wire(recs: Iterable[Record]) -> list[tuple[str, bytes, bytes | None, int, int]]:
-    """
-    Records as they travel: C{[kind, key, payload-or-nil, hlc, origin]}
-    (flat: one array per record, cheaper to decode than a nested version).
-    """
-    return [(kind, key, payload, v[0], v[1]) for kind, key, payload, v in recs]
-
-
 def records(value: Any) -> list[Incoming]:
     """
-    Check records received from the wire (see L{wire}), or
+    Check records received from the wire: C{[kind, key, payload-or-nil, hlc,
+    origin]} (L{suite.kv.records.Record}, flat: one array per record), or
     C{[kind, key, payload-or-nil]} from a peer without versions (imported
     as a new write, see L{suite.kv.interfaces}).
     """
@@ -67,13 +59,12 @@ def records(value: Any) -> list[Incoming]:
             # (msgpack integers are below 2**64 already)
             if type(hlc) is not int or type(origin) is not int or hlc < 0 or origin < 0:
                 raise RemoteError(E.BAD_REQUEST, "malformed version")
-            v: Version | None = _newVersion(Version, (hlc, origin))
         else:
             kind, key, payload = item
-            v = None
+            hlc, origin = None, 0
         if kind not in KINDS or type(key) is not bytes or not (payload is None or type(payload) is bytes):
             raise RemoteError(E.BAD_REQUEST, "malformed record")
-        append((kind, key, payload, v))
+        append((kind, key, payload, hlc, origin))
     return out
 
 

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from suite.kv.records import Record, recordHash
 from suite.kv.versions import Version, versionAt
 from suite.specter.chord import errors as E
-from suite.specter.chord.base import VnodeBase, wire
+from suite.specter.chord.base import VnodeBase
 from suite.specter.chord.base import records as _records
 from suite.specter.chord.base import version as _version
 from suite.specter.chord.errors import RemoteError
@@ -63,8 +63,8 @@ def entry(rec: Record) -> list[Any]:
     """
     The wire entry of a record: C{[kind, key, hlc, origin, hash]}.
     """
-    kind, key, payload, v = rec
-    return [kind, key, v.hlc, v.origin, recordHash(kind, key, payload, v)]
+    kind, key, payload, hlc, origin = rec
+    return [kind, key, hlc, origin, recordHash(kind, key, payload, hlc, origin)]
 
 
 def _size(rec: Any) -> int:
@@ -90,7 +90,7 @@ def chunked(items: list[Any], budget: int, most: int) -> Iterable[list[Any]]:
 
 
 def compare(
-    mine: dict[tuple[str, bytes], Record], theirs: dict[tuple[str, bytes], tuple[Version, int]]
+    mine: dict[tuple[str, bytes], Record], theirs: dict[tuple[str, bytes], tuple[int, int, int]]
 ) -> tuple[list[Record], list[tuple[str, bytes]]]:
     """
     What to send (records where ours wins or they have none) and what to
@@ -102,14 +102,14 @@ def compare(
     want: list[tuple[str, bytes]] = []
     for slot, rec in mine.items():
         held = theirs.get(slot)
-        if held is None or rec[3] > held[0]:
+        if held is None or (rec[3], rec[4]) > held[:2]:
             send.append(rec)
-        elif rec[3] == held[0] and recordHash(*rec) != held[1]:
+        elif (rec[3], rec[4]) == held[:2] and recordHash(*rec) != held[2]:
             send.append(rec)
             want.append(slot)
-    for slot, (v, _) in theirs.items():
+    for slot, (hlc, origin, _) in theirs.items():
         ours = mine.get(slot)
-        if ours is None or v > ours[3]:
+        if ours is None or (hlc, origin) > (ours[3], ours[4]):
             want.append(slot)
     return send, want
 
@@ -167,8 +167,8 @@ class Reconcile(VnodeBase):
                         size += _size(rec)
                 served += 1
                 if size >= RECORD_BUDGET:
-                    return [wire(out), served]
-        return [wire(out), served]
+                    return [out, served]
+        return [out, served]
 
     def _checkServing(self) -> None:
         if not self.serving:
@@ -196,7 +196,11 @@ class Reconcile(VnodeBase):
         held = await gatherResults([self.store.exportKey(key) for _, _, key, _, _ in mine])
         for (i, kind, _, offered, h), recs in zip(mine, held, strict=True):
             ours = [rec for rec in recs if rec[0] == kind]
-            if not ours or offered > ours[0][3] or (offered == ours[0][3] and recordHash(*ours[0]) != h):
+            if not ours:
+                wanted.append(i)
+                continue
+            have = (ours[0][3], ours[0][4])
+            if offered > have or (offered == have and recordHash(*ours[0]) != h):
                 wanted.append(i)
         return [wanted, notMine]
 
@@ -227,12 +231,13 @@ class Reconcile(VnodeBase):
         Bring C{target}'s copy of C{(low, high]} and ours to the newest of
         both; return how many records were sent and how many taken.
         """
-        theirs: dict[tuple[str, bytes], tuple[Version, int]] = {}
+        theirs: dict[tuple[str, bytes], tuple[int, int, int]] = {}
         start: int | None = None
         while True:
             entries, nxt = await self.call(target, "versions", low, high, start)
             for kind, key, hlc, origin, h in entries:
-                theirs[(kind, key)] = (_version([hlc, origin]), int(h))
+                v = _version([hlc, origin])
+                theirs[(kind, key)] = (v.hlc, v.origin, int(h))
             if nxt is None:
                 break
             start = int(nxt)
@@ -246,7 +251,7 @@ class Reconcile(VnodeBase):
             taken += await self.store.importRecords(_records(got))
             want = want[served:]
         for chunk in chunked(send, RECORD_BUDGET, RECORD_CHUNK):
-            await self.call(target, "replicate", wire(chunk))
+            await self.call(target, "replicate", chunk)
         return len(send), taken
 
     # -- re-homing ----------------------------------------------------------------------------
@@ -269,7 +274,7 @@ class Reconcile(VnodeBase):
             if low == self.ref.id:
                 return  # alone: everything is ours
             if pending is None:
-                cutoff = versionAt(self.clock.seconds() - self.store.horizon / 2)
+                cutoff = versionAt(self.clock.seconds() - self.store.horizon / 2).hlc
                 # (ours, pred]: everything outside our range
                 pending = [rec for rec in await self.store.exportRange(high, low) if rec[3] >= cutoff]
                 offered = len(pending)
@@ -331,6 +336,6 @@ class Reconcile(VnodeBase):
             left.extend(chunk[i] for i in notMine)
             taking = [chunk[i] for i in wanted]
             for part in chunked(taking, RECORD_BUDGET, RECORD_CHUNK):
-                refused = await self.call(owner, "merge", wire(part))
+                refused = await self.call(owner, "merge", part)
                 left.extend(part[i] for i in refused)
         return left

@@ -22,7 +22,6 @@ from twisted.python.failure import Failure
 
 from suite.kv.records import Lease, LeaseHeld, LeaseLost, bucketBounds
 from suite.specter.chord import errors as E
-from suite.specter.chord.base import wire
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
 
@@ -154,7 +153,7 @@ class Replicator:
             self.clean = {t: seen for t, seen in self.clean.items() if t in targets}
         if not targets:
             return
-        await self._send(targets, wire(await self.vnode.store.exportKey(key)))
+        await self._send(targets, await self.vnode.store.exportKey(key))
 
     async def copyKeys(self, keys: list[bytes]) -> None:
         """
@@ -165,7 +164,7 @@ class Replicator:
         if not targets:
             return
         held = await gatherResults([self.vnode.store.exportKey(key) for key in keys])
-        await self._send(targets, wire(rec for recs in held for rec in recs))
+        await self._send(targets, [rec for recs in held for rec in recs])
 
     async def _send(self, targets: list[VnodeRef], records: list[Any]) -> None:
         calls = []

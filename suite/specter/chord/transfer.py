@@ -12,7 +12,6 @@ from twisted.logger import Logger
 
 from suite.specter.chord import errors as E
 from suite.specter.chord.base import records as _records
-from suite.specter.chord.base import wire
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_BITS, VnodeRef, between, ref
 from suite.specter.chord.machine import TransferAnswer
@@ -100,7 +99,7 @@ class Transfer(Reconcile):
             try:
                 records = await self.store.exportRange(*rng)
                 for chunk in chunked(records, RECORD_BUDGET, HANDOFF_CHUNK):
-                    await self.call(target, "replicate", wire(chunk))
+                    await self.call(target, "replicate", chunk)
                 await self.call(target, "handoff", list(self.ref), list(self.pred) if self.pred else None)
                 log.info(
                     "vnode {vnode} handed its range to {succ}", vnode=self.ref.short(), succ=target.short()
@@ -203,7 +202,7 @@ class Transfer(Reconcile):
         if self.succs == [self.ref]:
             self.succs = [j]
         return [
-            wire(records),
+            records,
             list(old),
             [list(self.ref)] + [list(s) for s in self.succs],
             list(older) if older is not None else None,

@@ -123,8 +123,8 @@ class Vnode(Maintenance, Transfer):
         if not isinstance(key, bytes):
             raise RemoteError(E.BAD_REQUEST, "key must be bytes")
         return [
-            [kind, v.hlc, v.origin, payload is not None]
-            for kind, _, payload, v in await self.store.exportKey(key)
+            [kind, hlc, origin, payload is not None]
+            for kind, _, payload, hlc, origin in await self.store.exportKey(key)
         ]
 
     def handler(self, method: str) -> Callable[..., Any] | None:
