@@ -251,7 +251,7 @@ class LeasedIssuer:
         """
         if self.store is None or self.clock is None:
             return None
-        stored = await self.store.loadCertificate(names[0])
+        stored: StoredCertificate | None = await self.store.loadCertificate(names[0])
         if stored is None or not set(names) <= set(stored.names):
             return None
         if stored.notAfter - self.clock.seconds() <= self.fresherThan:

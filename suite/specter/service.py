@@ -120,7 +120,7 @@ class SpecterService(MultiService):
         log.info("left the ring")
         self.node.stop()
         self.transport.close()
-        await super().stopService()  # type: ignore[misc]
+        await super().stopService()
         await DeferredList([s.close() for s in self.stores], consumeErrors=True)
         for pool in self.pools:
             pool.stop()
@@ -373,7 +373,7 @@ def _metricsRegistry(node: ChordNode, rpcFactory: RPCFactory) -> Any:
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    registry.register(RingCollector(node, rpcFactory))  # type: ignore[arg-type]
+    registry.register(RingCollector(node, rpcFactory))
     return registry
 
 
