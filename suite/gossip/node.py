@@ -37,7 +37,18 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.gossip import pushpull
+from suite.gossip.codec import Codec
 from suite.gossip.dissemination import Disseminator
+from suite.gossip.fields import (
+    PROTOCOL_CURRENT,
+    PROTOCOL_MAX,
+    PROTOCOL_MIN,
+    Address,
+    BadMAC,
+    Incomplete,
+    MalformedPacket,
+    checkMeta,
+)
 from suite.gossip.interfaces import (
     IGossipDelegate,
     IGossipTransport,
@@ -47,19 +58,11 @@ from suite.gossip.interfaces import (
 )
 from suite.gossip.member import Member, MemberCore, Status, Suspicion, newMemberMachine
 from suite.gossip.messages import (
-    PROTOCOL_CURRENT,
-    PROTOCOL_MAX,
-    PROTOCOL_MIN,
     Ack,
-    Address,
     Alive,
-    BadMAC,
-    Codec,
     Dead,
-    Incomplete,
     IndirectPing,
     Left,
-    MalformedPacket,
     MemberState,
     Message,
     Nack,
@@ -68,7 +71,6 @@ from suite.gossip.messages import (
     Suspect,
     Update,
     User,
-    checkMeta,
     encodeMessage,
 )
 from suite.gossip.prober import Prober

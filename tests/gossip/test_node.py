@@ -15,9 +15,10 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.gossip import node as nodeModule
+from suite.gossip.codec import Codec
 from suite.gossip.interfaces import IGossipDelegate, IGossipTransport, IMembership, IPacketReceiver
 from suite.gossip.memory import MemoryNetwork
-from suite.gossip.messages import Ack, Alive, Codec, Ping, Suspect, encodeMessage
+from suite.gossip.messages import Ack, Alive, Ping, Suspect, encodeMessage
 from suite.gossip.node import GossipNode
 from suite.gossip.observe import GossipHealth, register
 from suite.gossip.settings import GossipSettings
