@@ -49,6 +49,7 @@ from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
 from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.routing import Routing
+from suite.netutil import isIPAddress
 from suite.raft.messages import Configuration
 from suite.raft.multi import DialPolicy, GroupTransport, MultiRaftTransport
 from suite.raft.node import RaftNode
@@ -210,17 +211,14 @@ class PartitionManager(Service):
             self.reactor, f"tcp:host={host}:port={port}:timeout={max(1, round(timeout))}"
         )
         if self.bundle is not None:
-            import ipaddress
-
             from suite.pki.tls import clientContextFactory
 
             expected = self.routing.nodeByRaftAddress(address)
             if expected is None or not expected.spiffe:
                 return fail(ConnectionError(f"no node with a SPIFFE ID listed at {address}"))
-            try:
-                ipaddress.ip_address(host)
+            if isIPAddress(host):
                 creator = clientContextFactory(self.bundle, ipAddress=host, spiffeId=expected.spiffe)
-            except ValueError:
+            else:
                 creator = clientContextFactory(self.bundle, hostname=host, spiffeId=expected.spiffe)
             endpoint = wrapClientTLS(creator, endpoint)
         return endpoint.connect(factory)  # type: ignore[no-any-return]
