@@ -18,7 +18,6 @@ from zope.interface.verify import verifyObject
 from suite.daemon import ConfigError
 from suite.goop.config import CONFIG_NAME, defaultDocument, loadConfig
 from suite.goop.identity import loadIdentity, verifySignature
-from suite.goop.interfaces import IDataStore, ILuaEngine, IPeerDirectory, IRendezvousHub
 from suite.goop.peer.site import resolveSitePath
 from suite.goop.peer.store import DataStore
 from suite.goop.rendezvous.templates import TemplateStore
@@ -162,7 +161,6 @@ class StoreTests(TestCase):
     async def test_permissions(self) -> None:
         """owner-only, peers-read and peers-write are enforced on every op for other peers."""
         s, o, p = self.store, self.owner, self.other
-        verifyObject(IDataStore, s)
         for name, perm in (("secret", "owner-only"), ("board", "peers-read"), ("wall", "peers-write")):
             r = await s.execute(
                 o,
@@ -228,19 +226,6 @@ class StoreTests(TestCase):
 
 
 class InterfaceTests(SynchronousTestCase):
-    def test_verifyObjects(self) -> None:
-        """The hub, the Lua engine and the peer directory provide their interfaces."""
-        from twisted.internet.task import Clock
-
-        from suite.goop.lua.engine import LuaEngine
-        from suite.goop.p2p.discovery import PeerDirectory
-        from suite.goop.rendezvous.hub import RendezvousHub
-
-        clock = Clock()
-        verifyObject(IRendezvousHub, RendezvousHub(clock, port=0))
-        verifyObject(ILuaEngine, LuaEngine(clock, "/nonexistent", "/nonexistent/data.db"))
-        verifyObject(IPeerDirectory, PeerDirectory("x"))
-
     def test_verifyFoundationInterfaces(self) -> None:
         """Health checks, the log buffer and the TLS creator provide the Twisted/suite interfaces."""
         from twisted.internet.defer import succeed

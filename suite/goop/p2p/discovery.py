@@ -20,10 +20,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from suite.goop.identity import Identity
-from suite.goop.interfaces import IPeerDirectory
 
 __all__ = ["PeerDirectory", "HubClient", "MdnsDiscovery", "signedPublication"]
 
@@ -63,7 +61,6 @@ def signedPublication(
     return body, identity.sign(body)
 
 
-@implementer(IPeerDirectory)
 class PeerDirectory:
     """Known peers from every source, keyed by peer id."""
 
