@@ -112,15 +112,7 @@ class Inbound:
             self._dropped(env, peer, kind, key, refusal)
             return
         if old is not None and old.version() >= (seq, env.source_node):
-            log.info(
-                "routing decision: ignored {message_type} {message_id} from {peer} for {kind} {key}: not newer than the stored version",
-                message_type=env.message_type,
-                message_id=env.message_id,
-                node=core.nodeId,
-                peer=peer,
-                kind=kind,
-                key=key,
-            )
+            self._decision("ignored", env, peer, kind, key, ": not newer than the stored version")
             return
         if core.signer is not None and env.source_node != peer:
             # Relayed: the originator's signature speaks for it.  (First-hand
@@ -205,26 +197,33 @@ class Inbound:
             base = old or Record(kind, key, env.source_node, seq, False, createdAt=now)
             self.ledger.tombstone(base, p.get("reason") or "ERROR", seq, env.source_node, peer, override, p)
         targets = self.forwarder.forward(env, peer)
-        log.info(
-            "routing decision: applied {message_type} {message_id} from {peer} for {kind} {key} (origin {origin}); {forwarding}",
-            message_type=env.message_type,
-            message_id=env.message_id,
-            node=core.nodeId,
-            peer=peer,
-            kind=kind,
-            key=key,
+        self._decision(
+            "applied",
+            env,
+            peer,
+            kind,
+            key,
+            " (origin {origin}); {forwarding}",
             origin=env.source_node,
             forwarding=self.forwarder.describe(env, peer, targets),
         )
 
     def _dropped(self, env: Envelope, peer: str, kind: str, key: str, reason: str) -> None:
+        self._decision("dropped", env, peer, kind, key, ": {reason}", reason=reason)
+
+    def _decision(
+        self, verb: str, env: Envelope, peer: str, kind: str, key: str, tail: str, **fields: object
+    ) -> None:
+        """
+        Log one C{routing decision} line about a message from C{peer}.
+        """
         log.info(
-            "routing decision: dropped {message_type} {message_id} from {peer} for {kind} {key}: {reason}",
+            "routing decision: " + verb + " {message_type} {message_id} from {peer} for {kind} {key}" + tail,
             message_type=env.message_type,
             message_id=env.message_id,
             node=self.core.nodeId,
             peer=peer,
             kind=kind,
             key=key,
-            reason=reason,
+            **fields,
         )

@@ -178,11 +178,7 @@ class FeedResourceSeamTests(SynchronousTestCase):
         addFeedResources(root, self.store)
         self.client: Any = StubTreq(root)
 
-    def get(self, path: str, **kw: Any) -> tuple[Any, bytes]:
-        d = self.client.get("http://cp.test" + path, **kw)
-        self.client.flush()
-        response = self.successResultOf(d)
-        return response, self.successResultOf(response.content())
+    get = FeedResourceTests.get
 
     def test_interface(self) -> None:
         """
