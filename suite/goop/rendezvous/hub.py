@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -33,7 +33,6 @@ from suite.goop.fatal import FatalHandler, logOnly
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
 from suite.goop.logbuffer import LogBuffer
 from suite.goop.metrics import HubCollector, addAdminResources
-from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
 from suite.goop.rendezvous.registry import (
     MAX_PUBLISH_BYTES,
     PeerRegistry,
@@ -45,6 +44,7 @@ from suite.goop.rendezvous.templates import TemplateStore
 from suite.goop.sse import SSEHub
 from suite.goop.webutil import (
     JSONDirectory,
+    JSONErrorsSite,
     MountedAt,
     PageRoot,
     clientIP,
@@ -54,7 +54,9 @@ from suite.goop.webutil import (
     parseNetworks,
     readBody,
 )
-from suite.web.limits import LimitedSite
+
+if TYPE_CHECKING:
+    from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
 
 __all__ = ["RendezvousHub"]
 
@@ -100,7 +102,12 @@ class RendezvousHub(Service):
             reactor, maxClients=maxSSEClients, maxPerIP=maxSSEPerIP, trustedProxies=trustedProxies
         )
         self.limiter = TokenBucket(publishRate, publishBurst)
-        self.peerDb = SharedPeerDB(reactor, peerDbFile) if peerDbFile else None
+        self.peerDb: SharedPeerDB | None = None
+        if peerDbFile:
+            # Imported only with a shared peer DB: a hub without one does not load sqlite3.
+            from suite.goop.rendezvous.peerdb import SharedPeerDB
+
+            self.peerDb = SharedPeerDB(reactor, peerDbFile)
         self.syncInterval = syncInterval
         self.lag = LoopLag(reactor)
         self.listening: Any = None
@@ -165,7 +172,7 @@ class RendezvousHub(Service):
         return self.peerDb.start(now).addCallback(loaded)
 
     def listen(self) -> Deferred[Any]:
-        site = LimitedSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
+        site = JSONErrorsSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
         site.displayTracebacks = False
         site.noisy = False
         ep = serverFromString(self.reactor, f"tcp:{self.port}:interface={self.interface}")
