@@ -55,7 +55,9 @@ def _log(message: str) -> None:
 def _run(argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}")
+        raise SystemExit(
+            f"{' '.join(argv)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}"
+        )
     return done.stdout
 
 

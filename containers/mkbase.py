@@ -29,7 +29,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 #: What the image is for: the interpreter with its standard library
