@@ -105,11 +105,12 @@ def _run(*argv: str, cwd: str | None = None) -> str:
 
 def _depends(names: list[str]) -> dict[str, list[str]]:
     """
-    Each package's hard dependencies (Depends, Pre-Depends): of a set of
-    alternatives the first real package, none when one of them is skipped.
+    The hard dependencies (Depends, Pre-Depends) of C{names} and of every
+    package they reach: of a set of alternatives the first real package,
+    none when one of them is skipped.
     """
     out = _run(
-        "apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+        "apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
         "--no-breaks", "--no-replaces", "--no-enhances", *names,
     )  # fmt: skip
     result: dict[str, list[str]] = {}
@@ -137,23 +138,18 @@ def _depends(names: list[str]) -> dict[str, list[str]]:
 
 def closure() -> list[str]:
     """
-    The packages of the image: L{ROOTS} and their dependencies, less L{SKIP}.
+    The packages of the image: L{ROOTS} and their dependencies, less L{SKIP}
+    (whose own dependencies are not followed).
     """
+    graph = _depends(list(ROOTS))
     seen: set[str] = set()
-    todo = [r for r in ROOTS]
+    todo = list(ROOTS)
     while todo:
-        batch = sorted({p for p in todo if p not in seen and p not in SKIP})
-        todo = []
-        if not batch:
-            break
-        seen.update(batch)
-        for deps in _depends(batch).values():
-            for dep in deps:
-                name = dep.split(":")[0]
-                if name.startswith("<"):
-                    continue
-                if name not in seen and name not in SKIP:
-                    todo.append(name)
+        name = todo.pop().split(":")[0]
+        if name in seen or name in SKIP:
+            continue
+        seen.add(name)
+        todo.extend(graph.get(name, []))
     return sorted(seen)
 
 
@@ -263,8 +259,20 @@ def finish(rootfs: str) -> None:
 
 def baseTar(cache: str) -> tuple[str, str]:
     """
-    The base's tar file in C{cache} (made unless present) and its key.
+    The base's tar file in C{cache} (made unless present) and its key.  When
+    apt's package lists are missing or stale and this runs as root, they are
+    refreshed (C{apt-get update}) once.
     """
+    try:
+        return _baseTar(cache)
+    except SystemExit:
+        if os.geteuid() != 0:
+            raise
+    _run("apt-get", "update", "-qq")
+    return _baseTar(cache)
+
+
+def _baseTar(cache: str) -> tuple[str, str]:
     pinned = versions(closure())
     os.makedirs(cache, exist_ok=True)
     digest = key(pinned)
@@ -273,6 +281,14 @@ def baseTar(cache: str) -> tuple[str, str]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(out):
             build(pinned, os.path.join(cache, "debs"), out)
+            # one base at a time: drop earlier ones and packages no longer used
+            for stale in glob.glob(os.path.join(cache, "suite-base-*.tar")):
+                if stale != out:
+                    os.unlink(stale)
+            keep = {m for p in pinned for m in glob.glob(os.path.join(cache, "debs", _debGlob(p)))}
+            for deb in glob.glob(os.path.join(cache, "debs", "*.deb")):
+                if deb not in keep:
+                    os.unlink(deb)
     return out, digest
 
 
