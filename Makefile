@@ -67,8 +67,8 @@ bench-deps: setup
 	fi
 
 lint: setup
-	$(VENV)/bin/ruff check suite tests bench twisted
-	$(VENV)/bin/ruff format --check suite tests bench twisted
+	$(VENV)/bin/ruff check suite tests bench twisted containers
+	$(VENV)/bin/ruff format --check suite tests bench twisted containers
 
 typecheck: setup
 	$(VENV)/bin/mypy

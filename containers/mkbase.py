@@ -244,8 +244,8 @@ def finish(rootfs: str) -> None:
     certs = sorted(glob.glob(path("usr/share/ca-certificates/*/*.crt")))
     with open(path("etc/ssl/certs/ca-certificates.crt"), "wb") as bundle:
         for cert in certs:
-            with open(cert, "rb") as f:
-                bundle.write(f.read().rstrip(b"\n") + b"\n")
+            with open(cert, "rb") as source:
+                bundle.write(source.read().rstrip(b"\n") + b"\n")
     os.symlink("/etc/ssl/certs", path("usr/lib/ssl/certs"))
     os.symlink("/etc/ssl/certs/ca-certificates.crt", path("usr/lib/ssl/cert.pem"))
     # ldconfig: the cache through which ld.so finds the multiarch libraries.

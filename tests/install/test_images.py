@@ -189,7 +189,7 @@ class ImageTests(SynchronousTestCase):
         A Specter seed node, data in the image's volume, stopped with the
         compose file's stop_grace_period (120 s).
         """
-        from suite.pki.command import initBundle
+        from suite.pki.ca import initBundle
 
         certs = self.base / "specter-tls"
         initBundle(str(certs), ["127.0.0.1"])
