@@ -64,8 +64,8 @@ ENV HEALTH_URL=http://127.0.0.1:8787/healthz
 WORKDIR /data
 VOLUME /data
 EXPOSE 8787
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["/opt/suite/venv/bin/python", "/opt/suite/healthcheck.py"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/opt/suite/venv/bin/python", "-I", "-S", "/opt/suite/healthcheck.py"]
 ENTRYPOINT ["/opt/suite/venv/bin/goop2"]
 CMD ["rendezvous", "/data"]
 
@@ -75,8 +75,8 @@ ENV HEALTH_URL=http://127.0.0.1:9999/healthz
 STOPSIGNAL SIGTERM
 VOLUME /var/lib/specter
 EXPOSE 8080 8443 7946
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/opt/suite/venv/bin/python", "/opt/suite/healthcheck.py"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/opt/suite/venv/bin/python", "-I", "-S", "/opt/suite/healthcheck.py"]
 ENTRYPOINT ["/opt/suite/venv/bin/specter"]
 CMD ["server", "--data", "/var/lib/specter", "--listen-internal", "tcp://127.0.0.1:9999"]
 
@@ -85,8 +85,8 @@ ENV HEALTH_URL=http://127.0.0.1:8081/healthz CONSTELLATION_HTTP_PROVIDER=tcp:808
     DATA_DIR=/opt/constellation/data
 VOLUME /opt/constellation/data
 EXPOSE 8081 7946
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["/opt/suite/venv/bin/python", "/opt/suite/healthcheck.py"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/opt/suite/venv/bin/python", "-I", "-S", "/opt/suite/healthcheck.py"]
 ENTRYPOINT ["/opt/suite/venv/bin/constellation-agent"]
 
 FROM runtime AS ceptra
@@ -96,8 +96,8 @@ FROM runtime AS ceptra
 ENV HEALTH_URL=https://127.0.0.1:26020/healthz CEPTRA_DATA_DIR=/var/lib/ceptra
 VOLUME /var/lib/ceptra
 EXPOSE 26020 26021
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["/opt/suite/venv/bin/python", "/opt/suite/healthcheck.py"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/opt/suite/venv/bin/python", "-I", "-S", "/opt/suite/healthcheck.py"]
 ENTRYPOINT ["/opt/suite/venv/bin/ceptra"]
 
 FROM runtime AS spacecomms
@@ -105,7 +105,7 @@ FROM runtime AS spacecomms
 ENV HEALTH_URL=http://127.0.0.1:8080/health
 VOLUME /var/lib/spacecomms
 EXPOSE 8080 8443
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["/opt/suite/venv/bin/python", "/opt/suite/healthcheck.py"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/opt/suite/venv/bin/python", "-I", "-S", "/opt/suite/healthcheck.py"]
 ENTRYPOINT ["/opt/suite/venv/bin/spacecomms"]
 CMD ["start", "--config", "/etc/spacecomms/config.yaml"]

@@ -111,7 +111,7 @@ class _Health(Resource):
 def _probe(url: str, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEALTH_", "CEPTRA_", "CLUSTOR_"))}
     return subprocess.run(
-        [sys.executable, str(SRC / "containers/healthcheck.py")],
+        [sys.executable, "-I", "-S", str(SRC / "containers/healthcheck.py")],
         env=dict(env, HEALTH_URL=url, **extra),
         capture_output=True,
         text=True,
