@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,8 @@ from suite.ceptra.health import ActivationHealth, PartitionsHealth, PlacementFee
 from suite.ceptra.ingest import ClientAPI, FeatureRules, installClientAPI
 from suite.ceptra.logmetrics import LogCounterService
 from suite.ceptra.partitions import PartitionManager
+from suite.ceptra.placement import FILENAME as PLACEMENT_FILE
+from suite.ceptra.placement import PlacementFile, PlacementLedger
 from suite.ceptra.routing import Routing, parseRouting
 from suite.ceptra.storage import prepareStorage
 from suite.clustor.feeds import FeedClient
@@ -252,6 +255,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         settings=settings,
         maxLag=options["ready-max-lag"],
         registry=registry,
+        ledger=PlacementLedger(PlacementFile(os.path.join(storage.dataDir, PLACEMENT_FILE), reactor)),
     )
     manager.setName("partitions")
     manager.setServiceParent(root)
@@ -265,7 +269,9 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     raftListener.setName("raft")
     raftListener.setServiceParent(root)
     mtls = options["admin-tls"] == "mtls"
-    api = ClientAPI(manager, routing, http, reactor, hub, retry, scheme="https" if mtls else "http")
+    api = ClientAPI(
+        manager, manager.currentRouting, http, reactor, hub, retry, scheme="https" if mtls else "http"
+    )
     manager.onResults = api.publishResults
     manager.wantResults = api.wantsResults
     featureRules = FeatureRules(api, lambda: feeds.latest("features"))

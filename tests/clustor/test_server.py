@@ -73,6 +73,26 @@ class StoreTests(SynchronousTestCase):
         self.assertFalse(self.store.reload())
         self.assertEqual(self.store.revision, 1)
 
+    def test_reloadEpochs(self) -> None:
+        """
+        Replicas change only with a higher epoch, and no reload lowers an
+        epoch: such files are refused like invalid ones, naming the key.
+        """
+        directory = os.path.dirname(self.path)
+        moved = STATE_YAML.replace("replicas: [ceptra-b]", "replicas: [ceptra-a]")
+        for text, why in (
+            (moved, "partitions[1].epoch: replicas of p1 changed from ['ceptra-b'] to ['ceptra-a'] without"),
+            (moved.replace("replicas: [ceptra-a]", "replicas: [ceptra-a]\n    epoch: 3"), None),
+            (STATE_YAML.replace("replicas: [ceptra-b]", "replicas: [ceptra-a]\n    epoch: 2"), "lower"),
+        ):
+            writeState(directory, text)
+            self.assertEqual(self.store.reload(), why is None)
+            if why is not None:
+                self.assertIn(why, self.events[-1]["reason"])
+        self.assertEqual(self.store.reloadFailures, 2)
+        doc = json.loads(self.store.document("routing").body)
+        self.assertEqual(doc["partitions"][1], {"id": "p1", "replicas": ["ceptra-a"], "epoch": 3})
+
     def test_reloadInvalidKeepsOld(self) -> None:
         """
         An invalid file on reload is logged with its reason; the previous

@@ -396,10 +396,13 @@ class FuzzTests(SynchronousTestCase):
             lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=3),
             max_leaves=8,
         )
-        sections = st.sampled_from(["profile", "p2p", "presence", "viewer", "other"])
+        sections = st.sampled_from(
+            ["profile", "p2p", "presence", "viewer", "other", "site", "peerName", "rendezvous"]
+        )
         keys = st.sampled_from(
             [
                 "label",
+                "name",
                 "email",
                 "listen_port",
                 "mdns_tag",
@@ -473,7 +476,7 @@ class FuzzTests(SynchronousTestCase):
         @settings(max_examples=150, deadline=None)
         @given(
             fields=st.dictionaries(
-                st.sampled_from(["ts", "ttl", "port", "label", "addrs", "kind", "rendezvous"]), odd
+                st.sampled_from(["ts", "ttl", "port", "label", "name", "addrs", "kind", "rendezvous"]), odd
             )
         )
         def check(fields: dict) -> None:  # type: ignore[type-arg]
@@ -487,6 +490,7 @@ class FuzzTests(SynchronousTestCase):
             self.assertIsInstance(pub["port"], int)
             self.assertNotIsInstance(pub["port"], bool)
             self.assertTrue(all(isinstance(a, str) for a in pub["addrs"]))
+            self.assertTrue(isinstance(pub["name"], str) and len(pub["name"]) <= 64)
             json.dumps(pub, allow_nan=False)
 
         check()
