@@ -36,6 +36,8 @@ from collections.abc import Mapping, Sequence
 
 from twisted.trial.unittest import SkipTest
 
+from tests.support.process import withParentDeath
+
 __all__ = ["DockerEngine", "IMAGE"]
 
 IMAGE = "local/busybox:1"
@@ -103,7 +105,9 @@ class DockerEngine:
             "--bridge=none",
         ]
         with open(self.log, "wb") as out:
-            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                withParentDeath(args, "TERM"), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
