@@ -12,8 +12,11 @@ sender must be that ID).
 
 Reconciliation (every C{interval} seconds, and whenever the feed changes):
 
-  - a partition listed for this node gets a Raft group: a WAL under
-    C{WAL_DIR/<partition>}, snapshots under C{SNAPSHOT_DIR/<partition>},
+  - a partition listed for this node gets a Raft group: its records in
+    the node's shared WAL in C{WAL_DIR} (one fsync per batch across
+    groups, L{suite.raft.wal.SharedWAL}; a single-group WAL found in
+    C{WAL_DIR/<partition>} is taken over), snapshots under
+    C{SNAPSHOT_DIR/<partition>},
     the partition's engine (L{suite.ceptra.machine.PartitionMachine}) as
     state machine, and the placement's replicas as bootstrap voters;
   - the leader of a hosted partition moves the group's configuration toward
@@ -53,7 +56,7 @@ from suite.raft.messages import Configuration
 from suite.raft.multi import DialPolicy, GroupTransport, MultiRaftTransport
 from suite.raft.node import RaftNode
 from suite.raft.settings import NotLeader, RaftSettings
-from suite.raft.wal import WALStorage
+from suite.raft.wal import SharedWAL
 
 __all__ = ["NotHosted", "Partition", "PartitionManager"]
 
@@ -176,7 +179,8 @@ class PartitionManager(Service):
         self.interval = interval
         self.retireGrace = retireGrace
         self.maxLag = maxLag
-        self.storageFactory = storageFactory or (lambda w, s: WALStorage(w, s, reactor))
+        self.wal: SharedWAL | None = None
+        self.storageFactory = storageFactory or self._groupStorage
         self.multi = MultiRaftTransport(
             spiffe,
             reactor,
@@ -192,6 +196,11 @@ class PartitionManager(Service):
         self.stopping = False
         if registry is not None:
             registry.register(_PartitionCollector(self))  # type: ignore[arg-type]
+
+    def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
+        if self.wal is None:
+            self.wal = SharedWAL(self.walDir, self.reactor)
+        return self.wal.group(os.path.basename(walDir), snapshotDir, importFrom=walDir)
 
     # -- transport --------------------------------------------------------
 
@@ -257,6 +266,8 @@ class PartitionManager(Service):
             for part in parts:
                 if part.closing is not None:
                     await part.closing
+            if self.wal is not None:
+                await self.wal.close()
 
         return Deferred.fromCoroutine(closing())
 
