@@ -224,11 +224,14 @@ class ClientAPI:
             shares.setdefault(pid, []).append(ev)
         return shares
 
-    async def submit(self, pid: str, entry: bytes, path: str, body: bytes, hops: int) -> dict[str, Any]:
+    async def submit(
+        self, pid: str, entry: bytes, path: str, body: bytes | Callable[[], bytes], hops: int
+    ) -> dict[str, Any]:
         """
         Commit C{entry} in C{pid}: locally when leading, else forward
-        C{body} to C{path} on the leader's admin listener; retried per the
-        Raft client settings.
+        C{body} (or what C{body()} makes, the first time it is needed) to
+        C{path} on the leader's admin listener; retried per the Raft client
+        settings.
         """
         last = "no attempt made"
         for attempt in range(self.retry.attempts):
@@ -250,6 +253,8 @@ class ClientAPI:
             if target is None:
                 last = f"partition {pid}: no leader or replica address known"
                 continue
+            if not isinstance(body, bytes):
+                body = body()
             try:
                 code, answer = await self._forward(target, path, pid, body, hops + 1)
             except Exception as e:
@@ -311,8 +316,10 @@ class ClientAPI:
             )
 
         async def one(pid: str, share: list[dict[str, Any]]) -> dict[str, Any]:
-            body = json.dumps({"events": share}).encode()
-            return await self.submit(pid, eventsEntry(share), "/ingest", body, hops)
+            # The forwarded body is encoded only if the share is forwarded.
+            return await self.submit(
+                pid, eventsEntry(share), "/ingest", lambda: json.dumps({"events": share}).encode(), hops
+            )
 
         return await self._all({pid: one(pid, share) for pid, share in shares.items()}, len(events))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from suite.ceptra.engine.codec import RULES_TAG, decodeEntry
+from suite.ceptra.engine.codec import BATCH_TAG, RULES_TAG, EventBatch, decodeBatch, decodeEntry
 from suite.ceptra.engine.context import Context
 from suite.ceptra.engine.errors import EngineError
 from suite.ceptra.engine.interfaces import IPartitionEngine
@@ -82,6 +82,9 @@ class PartitionEngine:
         self._seenOrder: deque[tuple[int, str]] = deque()
         self._release: list[tuple[int, int, dict[str, Any]]] = []
         self._releaseSeq = 0
+        #: Per combined request of the last C{E2} entry applied: (accepted,
+        #: duplicates, rejected) events; empty after any other entry.
+        self.lastSegments: list[tuple[int, int, int]] = []
 
     # -- applying entries -------------------------------------------------
 
@@ -105,6 +108,16 @@ class PartitionEngine:
         out: list[dict[str, Any]] = []
         ctx.out = out
         ctx.quiet = not results
+        self.lastSegments = []
+        if payload[:2] == BATCH_TAG:
+            try:
+                batch = decodeBatch(payload)
+            except EngineError:
+                self._counters["rejected_entries"] += 1
+                return out
+            self._applyBatch(batch)
+            self._forget()
+            return out
         try:
             tag, body = decodeEntry(payload)
         except EngineError:
@@ -199,6 +212,95 @@ class PartitionEngine:
         counters["late_dropped"] += lateDropped
         counters["late_retracted"] += lateRetracted
         counters["events"] += accepted
+
+    def _applyBatch(self, batch: EventBatch) -> None:
+        """
+        Apply an C{E2} entry in one pass, as L{_applyEvents} applies the same
+        events (the state is the same), and count each combined request's
+        accepted, duplicate and rejected events (L{lastSegments}).  Rules
+        read values and groups from the columns; a dict per event is built
+        only when a rule needs whole events (filters, patterns).
+        """
+        counters = self._counters
+        plans = [rule.columnPlan(batch) for rule in self._aggregates]
+        whole = bool(self._patterns) or any(p is None for p in plans)
+        rules = list(zip(self._aggregates, plans, strict=True))
+        rejected = duplicates = lateDropped = lateRetracted = accepted = 0
+        seen = self._seen
+        remember = self._seenOrder.append
+        patterns = bool(self._patterns)
+        ctx = self._ctx
+        settings = self._settings
+        delay = settings.watermarkDelayMs
+        lateness = settings.allowedLatenessMs if settings.lateEvents == "retract" else None
+        maxTs = self._maxTs
+        wm = self._wm
+        behind = False
+        ids, keys, tss = batch.ids, batch.keys, batch.ts
+        ev: Any = None
+        segments: list[tuple[int, int, int]] = []
+        start = 0
+        for n in batch.segments:
+            marks = (accepted, duplicates, rejected)
+            for i in range(start, start + n):
+                eid = ids[i]
+                ts = tss[i]
+                if (
+                    type(eid) is not str
+                    or not eid
+                    or len(eid) > _MAX_ID
+                    or type(keys[i]) is not str
+                    or type(ts) is not int
+                    or not -_MAX_TS < ts < _MAX_TS
+                ):
+                    rejected += 1
+                    continue
+                if eid in seen:
+                    duplicates += 1
+                    continue
+                if whole:
+                    ev = batch.event(i)
+                late = False
+                if wm is not None and ts < wm:
+                    if lateness is None or ts < wm - lateness:
+                        lateDropped += 1
+                        continue
+                    lateRetracted += 1
+                    late = True
+                    # Windows the watermark has passed are emitted before a
+                    # late event revises them.
+                    if behind:
+                        self._advance(wm)
+                    behind = True
+                accepted += 1
+                seen.add(eid)
+                remember((ts, eid))
+                for rule, plan in rules:
+                    if plan is None:
+                        rule.onEvent(ev, ts, late, ctx)
+                    else:
+                        rule.onColumn(plan, i, ts, late, ctx)
+                if late:
+                    continue
+                if patterns:
+                    heappush(self._release, (ts, self._releaseSeq, ev))
+                    self._releaseSeq += 1
+                if maxTs is None or ts > maxTs:
+                    maxTs = ts
+                    if wm is None or ts - delay > wm:
+                        self._wm = wm = ts - delay
+                        behind = True
+            segments.append((accepted - marks[0], duplicates - marks[1], rejected - marks[2]))
+            start += n
+        self._maxTs = maxTs
+        if behind and wm is not None:
+            self._advance(wm)
+        counters["rejected"] += rejected
+        counters["duplicates"] += duplicates
+        counters["late_dropped"] += lateDropped
+        counters["late_retracted"] += lateRetracted
+        counters["events"] += accepted
+        self.lastSegments = segments
 
     def _advance(self, wm: int) -> None:
         ctx = self._ctx
