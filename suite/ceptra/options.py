@@ -153,6 +153,12 @@ ENV: dict[str, tuple[str, str | None, str]] = {
         "4194304",
         "Largest ingest request body, in bytes (1024-67108864).",
     ),
+    "ingest-combine-ms": (
+        "CEPTRA_INGEST_COMBINE_MS",
+        "0",
+        "How long a partition's leader collects concurrent ingest requests into one Raft entry, "
+        "in ms (0-100; 0: the requests that arrive in the same reactor turn).",
+    ),
 }
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -167,6 +173,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "snapshot-threshold": (1, 10_000_000),
     "ready-max-lag": (0, 1_000_000_000),
     "max-batch-bytes": (1024, 64 * 1024 * 1024),
+    "ingest-combine-ms": (0, 100),
 }
 
 _SPIFFE = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")

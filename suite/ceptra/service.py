@@ -265,7 +265,16 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     raftListener.setName("raft")
     raftListener.setServiceParent(root)
     mtls = options["admin-tls"] == "mtls"
-    api = ClientAPI(manager, routing, http, reactor, hub, retry, scheme="https" if mtls else "http")
+    api = ClientAPI(
+        manager,
+        routing,
+        http,
+        reactor,
+        hub,
+        retry,
+        scheme="https" if mtls else "http",
+        combineDelay=options["ingest-combine-ms"] / 1000.0,
+    )
     manager.onResults = api.publishResults
     manager.wantResults = api.wantsResults
     featureRules = FeatureRules(api, lambda: feeds.latest("features"))
