@@ -16,7 +16,8 @@ Phases:
     .venv/bin/python bench/ceptra.py [--quick] [--profile --keep] [--py-spy DIR]
 
 C{--py-spy DIR} samples the three ceptra processes with py-spy during the
-throughput phase (collapsed stacks, one file per node, in DIR).
+throughput and the 10,000 events/s phases (collapsed stacks, one file per
+phase and node, in DIR).
 
 The last line: events_per_s_partition=... p99_ms=... lost_events=... cpu_us_per_event=...
 (CPU of the three ceptra processes per acknowledged event in the throughput phase.)
@@ -211,7 +212,7 @@ class Bench:
         """
         return sum(self.cpuByNode().values())
 
-    def sample(self, seconds: float) -> list[subprocess.Popen[bytes]]:
+    def sample(self, seconds: float, phase: str) -> list[subprocess.Popen[bytes]]:
         """
         With C{--py-spy DIR}: start py-spy on every node for C{seconds}.
         """
@@ -234,7 +235,7 @@ class Bench:
                     "-f",
                     "raw",
                     "-o",
-                    os.path.join(out, f"{name}.txt"),
+                    os.path.join(out, f"{phase}-{name}.txt"),
                     "-p",
                     str(self.procs[name].pid),
                 ],
@@ -249,7 +250,7 @@ class Bench:
         acked = 0
         cpu0, client0 = self.cpuByNode(), time.process_time()
         stop = time.monotonic() + THROUGHPUT_SECONDS
-        spies = self.sample(THROUGHPUT_SECONDS - 1)
+        spies = self.sample(THROUGHPUT_SECONDS - 1, "throughput")
 
         async def worker() -> None:
             nonlocal acked
@@ -275,6 +276,7 @@ class Bench:
         latencies: list[float] = []
         pending: list[defer.Deferred[Any]] = []
         late = 0
+        spies = self.sample(LATENCY_SECONDS - 1, f"latency{rate}") if rate == 10_000 else []
         start = time.monotonic()
         n = 0
         while time.monotonic() - start < LATENCY_SECONDS:
@@ -294,6 +296,8 @@ class Bench:
 
             pending.append(defer.Deferred.fromCoroutine(self.post(leader, body)).addCallback(done))
         await defer.DeferredList(pending, consumeErrors=True)
+        for spy in spies:
+            spy.wait()
         return latencies, late
 
     async def killLeader(self) -> tuple[int, int, str]:
