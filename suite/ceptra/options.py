@@ -141,7 +141,8 @@ ENV: dict[str, tuple[str, str | None, str]] = {
     "snapshot-threshold": (
         "CEPTRA_SNAPSHOT_THRESHOLD",
         "2000",
-        "Applied log entries (batches) between engine snapshots (1-10000000).",
+        "Applied log entries (batches) between engine snapshots (1-10000000; each replica uses it +-25%, "
+        "so replicas of a partition do not snapshot at once).",
     ),
     "ready-max-lag": (
         "CEPTRA_READY_MAX_LAG",

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -314,6 +314,13 @@ class PartitionManager(Service):
         transport = self.multi.group(pid)
         transport.paused = True  # until the node has loaded its WAL
         bootstrap = Configuration(frozenset(voters), frozenset(), tuple(sorted(voters.items())))
+        rng = random.Random(self.rng.random())
+        # Replicas snapshot at different moments (the threshold +-25% each):
+        # a snapshot stalls its replica, and the others keep the quorum.
+        threshold = self.settings.snapshotThreshold
+        settings = replace(
+            self.settings, snapshotThreshold=max(1, round(threshold * rng.uniform(0.75, 1.25)))
+        )
         node = RaftNode(
             self.spiffe,
             self.reactor,
@@ -321,8 +328,8 @@ class PartitionManager(Service):
             transport,
             machine,
             bootstrap,
-            self.settings,
-            random.Random(self.rng.random()),
+            settings,
+            rng,
         )
         part = Partition(pid, node, storage, machine, transport, self)
         self.partitions[pid] = part

@@ -183,9 +183,7 @@ class SharedWAL:
         """
         Queue a record (or file work); fires once it is durable.
         """
-        d: Deferred[None] = Deferred()
-        self._queue.chunks.append(item)
-        self._queue.waiters.append(d)
+        d = self._queue.add(item)
         self.batcher.queued()
         return d
 
@@ -241,7 +239,7 @@ class SharedWAL:
         if not self.runner.started:
             return
         try:
-            while self._queue.chunks or self._queue.waiters:
+            while self._queue.items:
                 await self.sync()
             await self.sync()
         finally:

@@ -170,13 +170,33 @@ class BatchCore:
     """
 
     wal: SharedWAL
-    chunks: list[Chunk] = field(default_factory=list)
-    waiters: list[Deferred[None]] = field(default_factory=list)
+    #: What is queued: a record or file work (None for a sync) and the
+    #: Deferred fired once it is durable.
+    items: list[tuple[Chunk | None, Deferred[None]]] = field(default_factory=list)
+
+    def add(self, chunk: Chunk | None) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.items.append((chunk, d))
+        return d
 
     def take(self) -> tuple[list[Chunk], list[Deferred[None]]]:
-        chunks, self.chunks = self.chunks, []
-        waiters, self.waiters = self.waiters, []
-        return chunks, waiters
+        """
+        The next batch.  File work (a snapshot file, a rotation) starts a
+        batch of its own: the records queued before it are made durable
+        without waiting for it.
+        """
+        items = self.items
+        cut = len(items)
+        for k, (chunk, _) in enumerate(items):
+            if chunk is not None and not isinstance(chunk, bytes) and k > 0:
+                cut = k
+                break
+        taken, self.items = items[:cut], items[cut:]
+        return [c for c, _ in taken if c is not None], [d for _, d in taken]
+
+    def takeAll(self) -> list[Deferred[None]]:
+        items, self.items = self.items, []
+        return [d for _, d in items]
 
 
 def _settle(waiters: list[Deferred[None]], failure: Failure | None = None) -> None:
@@ -240,9 +260,7 @@ def _buildBatchMachine() -> TypeMachine[BatchInputs, BatchCore]:
 
     @scheduled.upon(BatchInputs.syncRequested).loop()
     def scheduledSync(inputs: BatchInputs, core: BatchCore, call: IDelayedCall) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        core.waiters.append(d)
-        return d
+        return core.add(None)
 
     # Writing: the storage thread writes and syncs one batch; what is
     # queued meanwhile waits for the next.
@@ -252,7 +270,7 @@ def _buildBatchMachine() -> TypeMachine[BatchInputs, BatchCore]:
     @writing.upon(BatchInputs.written).to(idle)
     def durable(inputs: BatchInputs, core: BatchCore, batch: Batch) -> list[Deferred[None]]:
         core.wal.afterBatch()
-        if core.chunks or core.waiters:
+        if core.items:
             inputs.queued()
         return batch.waiters
 
@@ -261,18 +279,20 @@ def _buildBatchMachine() -> TypeMachine[BatchInputs, BatchCore]:
         inputs: BatchInputs, core: BatchCore, batch: Batch, failure: Failure
     ) -> list[Deferred[None]]:
         log.failure("WAL write failed in {dir}", failure, dir=core.wal.walDir)
-        return batch.waiters + core.take()[1]
+        return batch.waiters + core.takeAll()
 
     @writing.upon(BatchInputs.syncRequested).loop()
     def writingSync(inputs: BatchInputs, core: BatchCore, batch: Batch) -> Deferred[None]:
+        if core.items:
+            return core.add(None)
         d: Deferred[None] = Deferred()
-        (core.waiters if core.chunks or core.waiters else batch.waiters).append(d)
+        batch.waiters.append(d)
         return d
 
     # Broken: a write failed; nothing is written any more.
     @broken.upon(BatchInputs.queued).loop()
     def refuse(inputs: BatchInputs, core: BatchCore, failure: Failure) -> None:
-        core.wal.clock.callLater(0, _settle, core.take()[1], failure)
+        core.wal.clock.callLater(0, _settle, core.takeAll(), failure)
 
     broken.upon(BatchInputs.turnEnded).loop().returns(None)
     broken.upon(BatchInputs.written).loop().returns([])

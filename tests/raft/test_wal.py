@@ -415,6 +415,29 @@ class MachineTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(self.runner.calls[1][1], ([b"next"],))
 
+    def test_fileWorkStartsABatch(self) -> None:
+        """
+        Records queued before file work (a snapshot file, a rotation) are
+        written and synced without waiting for it; the file work and what
+        follows it make the next batch.
+        """
+        before = self.wal.submit(b"a")
+        work = self.wal.submit(lambda: None)
+        after = self.wal.submit(b"b")
+        self.clock.advance(0)
+        [(_, (chunks,), d)] = self.runner.calls
+        self.assertEqual(chunks, [b"a"])
+        d.callback(None)
+        self.successResultOf(before)
+        self.assertNoResult(work)
+        self.clock.advance(0)
+        (_, (chunks,), d) = self.runner.calls[1]
+        self.assertEqual(len(chunks), 2)
+        self.assertEqual(chunks[1], b"b")
+        d.callback(None)
+        self.successResultOf(work)
+        self.successResultOf(after)
+
     def test_batchWritingFails(self) -> None:
         """
         Writing: a failed write fails the batch and everything queued.
