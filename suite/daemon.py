@@ -329,7 +329,7 @@ class DaemonOptions(usage.Options):
             super().parseOptions(_normaliseArgs(self, args))
         except usage.UsageError as e:
             parent = getattr(self, "parent", None)
-            if parent is None or not type(parent).__module__.startswith("twisted."):
+            if parent is None or not _isTwistdOptions(parent):
                 raise
             prog = f"twistd {getattr(parent, 'subCommand', None) or ''}".strip()
             sys.stderr.write(errorLine(prog, e))
@@ -661,11 +661,23 @@ class GuardedEndpointService(StreamServerEndpointService):
         return None
 
 
+def _isTwistdOptions(options: Any) -> bool:
+    """
+    Whether C{options} are twistd's own (its C{ServerOptions}, or the
+    subclass L{onlySuitePlugin} makes for a console script).
+    """
+    if type(options).__module__.startswith("twisted."):
+        return True
+    # Not imported at all: not under twistd (and no reason to import it).
+    app = sys.modules.get("twisted.application.app")
+    return app is not None and isinstance(options, app.ServerOptions)
+
+
 def _underTwistd(options: Any) -> tuple[bool, str | None]:
     node = options
     while node is not None:
         parent = getattr(node, "parent", None)
-        if parent is not None and type(parent).__module__.startswith("twisted."):
+        if parent is not None and _isTwistdOptions(parent):
             try:
                 pidfile = parent["pidfile"]
             except KeyError:
@@ -679,7 +691,7 @@ def _twistdOptions(options: Any) -> Any:
     node = options
     while node is not None:
         parent = getattr(node, "parent", None)
-        if parent is not None and type(parent).__module__.startswith("twisted."):
+        if parent is not None and _isTwistdOptions(parent):
             return parent
         node = parent
     return None
@@ -784,7 +796,8 @@ def runConsole(
     if daemonSubCommands is not None and sub not in set(daemonSubCommands):
         sys.stderr.write(f"{prog}: error: a subcommand is required\n")
         raise SystemExit(2)
-    from twisted.scripts.twistd import run
+    from twisted.application import app
+    from twisted.scripts.twistd import ServerOptions, runApp
 
     from suite.proctitle import setProcessName
 
@@ -797,4 +810,33 @@ def runConsole(
         pluginName,
         *args,
     ]
-    run()
+    app.run(runApp, onlySuitePlugin(ServerOptions, pluginName))
+
+
+def onlySuitePlugin(serverOptions: type[usage.Options], pluginName: str) -> type[usage.Options]:
+    """
+    twistd's C{ServerOptions} knowing only the suite's plugin C{pluginName}.
+
+    twistd finds its subcommands by importing every module in
+    C{twisted.plugins} (trial, words, conch, mail ... with what they import:
+    about 1 MB of resident memory and 30 modules, docs/performance.md); a
+    console script runs one known daemon, so it names that plugin directly.
+    """
+    from twisted.application.service import IServiceMaker
+
+    from twisted.plugins import suite_plugins  # type: ignore[attr-defined]
+
+    makers = [
+        m
+        for m in vars(suite_plugins).values()
+        if IServiceMaker.providedBy(m) and getattr(m, "tapname", None) == pluginName
+    ]
+    if not makers:
+        raise ConfigError(f"no twistd plugin named {pluginName!r} in twisted.plugins.suite_plugins")
+
+    class Options(serverOptions):  # type: ignore[valid-type,misc]
+        @staticmethod
+        def _getPlugins(interface: Any) -> list[Any]:
+            return makers if interface is IServiceMaker else []
+
+    return Options

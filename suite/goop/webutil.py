@@ -13,10 +13,17 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.web.resource import Resource
+from twisted.web.error import UnsupportedMethod
+from twisted.web.http import RESPONSES
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
+from zope.interface import implementer
+
+from suite.web.limits import LimitedRequest, LimitedSite
 
 __all__ = [
+    "JSONErrorsSite",
     "PageRoot",
     "finishRequest",
     "header",
@@ -110,6 +117,65 @@ def readBody(request: Request, limit: int) -> bytes | None:
     if len(data) > limit:
         return None
     return data
+
+
+@implementer(IResource)
+class _JSONErrors:
+    """
+    Render C{inner}, answering in JSON where Twisted would answer HTML: an
+    unsupported method (405 with C{Allow}) and any error page a resource
+    returns (Twisted's C{NoResource} of a resource without C{getChild}, ...).
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource) -> None:
+        self.inner = inner
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        return self.inner.getChildWithDefault(name, request)
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        raise NotImplementedError("a rendering wrapper has no children")
+
+    def render(self, request: IRequest) -> Any:
+        try:
+            body = self.inner.render(request)
+        except UnsupportedMethod as e:
+            allowed: list[bytes] = list(e.allowedMethods or ())
+            if request.method == b"HEAD" and b"GET" in allowed:
+                raise  # Twisted answers HEAD with the GET's headers
+            request.setHeader(b"allow", b", ".join(allowed))
+            method = request.method.decode("ascii", "replace")[:16]
+            return jsonResponse(
+                request,  # type: ignore[arg-type]
+                405,
+                {"error": f"method {method} not allowed", "allowed": [m.decode() for m in allowed]},
+            )
+        code = getattr(request, "code", 200)
+        if isinstance(body, bytes) and code >= 400:
+            kind = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
+            if not kind.startswith(b"application/json"):
+                reason = RESPONSES.get(code, b"error").decode("ascii", "replace").lower()
+                return jsonResponse(request, code, {"error": reason})  # type: ignore[arg-type]
+        return body
+
+
+class JSONErrorsRequest(LimitedRequest):
+    """A request of a L{JSONErrorsSite}: its errors are JSON whatever renders them."""
+
+    def render(self, resrc: IResource) -> None:
+        super().render(_JSONErrors(resrc))
+
+
+class JSONErrorsSite(LimitedSite):
+    """
+    The L{LimitedSite} of every Goop2 surface (hub, viewer, manager): every
+    error answer is JSON (C{{"error": reason}}), including those of
+    resources that never chose one.
+    """
+
+    requestFactory = JSONErrorsRequest
 
 
 class JSONErrorPage(Resource):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
@@ -18,27 +18,21 @@ from twisted.python.failure import Failure
 from suite.daemon import ConfigError, barrierFor, watchListening
 from suite.goop.config import GoopConfig, parseHostPort, readDocument, validateDocument, writeConfig
 from suite.goop.fatal import FatalHandler, failStartup, logOnly
-from suite.goop.groups import GroupService
 from suite.goop.health import DatabaseHealth, LoopLag
 from suite.goop.identity import Identity, loadIdentity
 from suite.goop.logbuffer import LogBuffer
-from suite.goop.lua.engine import LuaEngine
-from suite.goop.p2p.discovery import HubClient, MdnsDiscovery, PeerDirectory
-from suite.goop.p2p.streams import (
-    DATA_PROTOCOL,
-    GROUP_PROTOCOL,
-    SITE_PROTOCOL,
-    StreamServerFactory,
-    listenStreams,
-    openStream,
-)
-from suite.goop.p2p.tls import PeerTLS
-from suite.goop.peer.site import SiteFiles
-from suite.goop.peer.store import DataStore
 from suite.goop.peer.viewer import makeViewer
-from suite.goop.rendezvous.hub import RendezvousHub
-from suite.goop.webutil import loadSecret
-from suite.web.limits import LimitedSite
+from suite.goop.webutil import JSONErrorsSite, loadSecret
+
+# What only some peers run is imported where it starts, so a process loads
+# only what its configuration uses (docs/performance.md, resident memory):
+# the hub (rendezvous_host), and for a full peer (not rendezvous-only) its
+# data store and Lua pool, P2P streams, groups and discovery.
+if TYPE_CHECKING:
+    from suite.goop.groups import GroupService
+    from suite.goop.p2p.discovery import HubClient, MdnsDiscovery, PeerDirectory
+    from suite.goop.peer.store import DataStore
+    from suite.goop.rendezvous.hub import RendezvousHub
 
 __all__ = ["PeerService", "makePeerService", "makeRendezvousOnly"]
 
@@ -77,6 +71,8 @@ class PeerService(MultiService):
         self.lag = LoopLag(reactor)
         self.hub: RendezvousHub | None = None
         if config.rendezvousHost:
+            from suite.goop.rendezvous.hub import RendezvousHub
+
             self.hub = RendezvousHub(
                 reactor,
                 config.rendezvousPort,
@@ -104,6 +100,19 @@ class PeerService(MultiService):
         self._listeners: list[Any] = []
         self._extra: list[Any] = []
         if not minimal:
+            from suite.goop.groups import GroupService
+            from suite.goop.lua.engine import LuaEngine
+            from suite.goop.p2p.discovery import PeerDirectory
+            from suite.goop.p2p.streams import (
+                DATA_PROTOCOL,
+                GROUP_PROTOCOL,
+                SITE_PROTOCOL,
+                StreamServerFactory,
+            )
+            from suite.goop.p2p.tls import PeerTLS
+            from suite.goop.peer.site import SiteFiles
+            from suite.goop.peer.store import DataStore
+
             self._prepareDirectory()
             self.directory = PeerDirectory(self.identity.peerId)
             self.lua = LuaEngine(reactor, config.path("lua"), config.path("data.db"))
@@ -180,6 +189,9 @@ class PeerService(MultiService):
 
     async def _start(self) -> None:
         if not self.minimal:
+            from suite.goop.p2p.discovery import HubClient, MdnsDiscovery
+            from suite.goop.p2p.streams import listenStreams
+
             assert self.store is not None and self.directory is not None
             await self.store.start()
             port = await self._bind(
@@ -222,7 +234,7 @@ class PeerService(MultiService):
             )
             tail.start()
             self._extra.append(tail)
-            site = LimitedSite(resource, maxBodyBytes=256 * 1024)
+            site = JSONErrorsSite(resource, maxBodyBytes=256 * 1024)
             site.displayTracebacks = False
             site.noisy = False
             listening = await self._bind(
@@ -303,6 +315,8 @@ class PeerService(MultiService):
 
     def remoteRequest(self, peerId: str, kind: str, request: dict[str, Any]) -> Deferred[dict[str, Any]]:
         """One request over a fresh stream to C{peerId} (site or data)."""
+        from suite.goop.p2p.streams import DATA_PROTOCOL, SITE_PROTOCOL, openStream
+
         proto = SITE_PROTOCOL if kind == "site" else DATA_PROTOCOL
 
         async def run() -> dict[str, Any]:
@@ -318,6 +332,8 @@ class PeerService(MultiService):
         return Deferred.fromCoroutine(run())
 
     def openGroupStream(self, peerId: str) -> Deferred[Any]:
+        from suite.goop.p2p.streams import GROUP_PROTOCOL, openStream
+
         addr = self.addressOf(peerId)
         if addr is None:
             from twisted.internet.defer import fail
