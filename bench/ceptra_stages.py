@@ -9,7 +9,8 @@ default).  Leader: parse and validate the request (JSON), route, build the
 entry (E2), encode the AppendEntries for each follower and the WAL record,
 apply.  Follower: decode the AppendEntries, encode the WAL record, apply.
 The engine is first filled with --warm events (the state the bench's
-throughput phase runs against).  Figures are CPU time (process_time), best
+throughput phase runs against).  The E1 lines are the JSON entries written
+before, for comparison.  Figures are CPU time (process_time), best
 of --rounds; the machine's load matters little.
 
     .venv/bin/python bench/ceptra_stages.py [--batch N] [--warm N] [--rounds N]
@@ -70,6 +71,15 @@ class Source:
         return out
 
 
+def jsonEntry(events: list[dict[str, Any]]) -> bytes:
+    """
+    The JSON (E1) entry the ingest API wrote before E2.
+    """
+    return encodeEvents(
+        [{**e["fields"], "event_id": e["event_id"], "key": e["key"], "ts": e["ts"]} for e in events]
+    )
+
+
 def best(rounds: int, fn: Callable[[], object]) -> float:
     t = float("inf")
     for _ in range(rounds):
@@ -91,10 +101,14 @@ def main() -> None:
     src = Source()
     routing = Routing(1, {}, {"p0": ("a", "b", "c")})
     machine = PartitionMachine("p0")
+    before = PartitionMachine("p0")  # the same state, fed JSON (E1) entries
     machine.apply(1, rulesEntry(RULES))
+    before.apply(1, rulesEntry(RULES))
     index = 2
     for _ in range(args.warm // args.batch):
-        machine.apply(index, eventsEntry(src.events(args.batch)))
+        events = src.events(args.batch)
+        machine.apply(index, eventsEntry(events))
+        before.apply(index, jsonEntry(events))
         index += 1
     n = args.requests * args.batch
     bodies = [json.dumps(src.events(args.batch)).encode() for _ in range(args.requests)]
@@ -136,17 +150,21 @@ def main() -> None:
     # work: old indexes are skipped), against the warmed state.
     def applyRound() -> None:
         nonlocal index
-        fresh = [eventsEntry(src.events(args.batch)) for _ in range(args.requests)]
-        t0 = time.process_time()
-        for e in fresh:
-            machine.apply(index, e)
-            index += 1
-        applyTimes.append(time.process_time() - t0)
+        batches = [src.events(args.batch) for _ in range(args.requests)]
+        for target, encode, times in ((machine, eventsEntry, applyTimes), (before, jsonEntry, jsonTimes)):
+            fresh = [encode(b) for b in batches]
+            t0 = time.process_time()
+            for i, e in enumerate(fresh):
+                target.apply(index + i, e)
+            times.append(time.process_time() - t0)
+        index += len(batches)
 
     applyTimes: list[float] = []
+    jsonTimes: list[float] = []
     for _ in range(args.rounds):
         applyRound()
     stages["apply (engine)"] = min(applyTimes)
+    stages["apply E1 (before)"] = min(jsonTimes)
     us = {k: v / n * 1e6 for k, v in stages.items()}
     for k, v in us.items():
         sys.stdout.write(f"{k:24s} {v:7.2f} us/event\n")
