@@ -8,7 +8,6 @@ import hmac
 import html
 import ipaddress
 import json
-import os
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +19,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from suite.fileutil import writeAtomically
+from suite.netutil import isIPAddress
 from suite.web.limits import LimitedRequest, LimitedSite
 
 __all__ = [
@@ -296,10 +297,7 @@ def loadSecret(path: str) -> str:
     except (OSError, UnicodeDecodeError):
         pass
     value = secrets.token_urlsafe(32)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(value + "\n")
-    os.replace(path + ".tmp", path)
+    writeAtomically(path, (value + "\n").encode("ascii"))
     return value
 
 
@@ -320,14 +318,6 @@ def splitHost(value: str) -> tuple[str, int | None]:
     if not port.isdigit() or ":" in name:
         return "", None
     return name, int(port)
-
-
-def _isLiteral(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 class HostGuard(Resource):
@@ -359,7 +349,7 @@ class HostGuard(Resource):
         if (port if port is not None else 80) != self.port:
             return 421, "the Host header does not name this server's port"
         wildcard = self.bindHost in ("0.0.0.0", "::", "")
-        literal = _isLiteral(name)
+        literal = isIPAddress(name)
         if not (
             name in self.names
             or name == "localhost"

@@ -166,8 +166,9 @@ class SharedWAL:
         The storage of C{group} (snapshots in C{snapshotDir}).  With
         C{importFrom}: a single-group WAL directory whose state is taken
         over when this log holds nothing for the group (migration from
-        per-group logs, or a group exported from another node); the
-        directory is then renamed to C{<dir>.imported}.
+        per-group logs, or a group exported from another node); its
+        segments are then renamed C{*.log.imported} (other files there,
+        such as an incarnation file, stay).
         """
         if group in self.attached:
             raise ValueError(f"WAL group {group!r} is already open")
@@ -248,6 +249,16 @@ class SharedWAL:
             self.spareRunner.stop()
 
 
+def _retireSegments(source: SegmentWriter) -> None:
+    """
+    Rename a taken-over WAL's segments C{*.log.imported} (kept for
+    inspection, never read again); other files of the directory stay.
+    """
+    for path in source.segments():
+        os.replace(path, path + ".imported")
+    source.syncDirectory(source.walDir)
+
+
 @implementer(IRaftStorage)
 class GroupStorage:
     """
@@ -320,7 +331,7 @@ class GroupStorage:
         )
         self.wal.states[self.group] = state
         await self.wal.submit(checkpointRecord(self.group, state))
-        await self.wal.runner.run(os.replace, path, path.rstrip("/") + ".imported")
+        await self.wal.runner.run(_retireSegments, source)
         return state
 
     def load(self) -> Deferred[Recovered]:

@@ -256,7 +256,8 @@ class ImportTests(SynchronousTestCase):
     def test_import(self) -> None:
         """
         The group's term, vote and entries come from the old directory,
-        which is renamed so it is never read again.
+        whose segments are renamed so they are never read again; its other
+        files (the incarnation) stay.
         """
         base = scratch(self)
         clock = Clock()
@@ -280,6 +281,8 @@ class ImportTests(SynchronousTestCase):
         self.successResultOf(d)
         old.saveHardState(4, "n2")
         old.appendEntries(None, [Entry(4, 1, 0, b"old")])
+        with open(os.path.join(legacy, "incarnation"), "w") as f:
+            f.write('{"incarnation": 7}')
         closed = single.close()
         settle()
         self.successResultOf(closed)
@@ -291,8 +294,10 @@ class ImportTests(SynchronousTestCase):
             recovered = self.successResultOf(loaded)
             self.assertEqual((recovered.term, recovered.votedFor), (4, "n2"))
             self.assertEqual(recovered.entries, [Entry(4, 1, 0, b"old")])
-            self.assertFalse(os.path.exists(legacy))
-            self.assertTrue(os.path.isdir(legacy + ".imported"))
+            names = sorted(os.listdir(legacy))
+            self.assertEqual([n for n in names if n.endswith(".log")], [])
+            self.assertTrue([n for n in names if n.endswith(".log.imported")])
+            self.assertIn("incarnation", names)
             disk.crash()
 
 

@@ -93,6 +93,7 @@ class Manager:
                 c = loadConfig(d, create=False)
                 entry.update(
                     label=c.displayLabel,
+                    peer_name=c.peerName,
                     rendezvous=c.rendezvousOnly or c.rendezvousHost,
                     rendezvous_only=c.rendezvousOnly,
                     viewer=self.viewerURL(c.httpAddr),

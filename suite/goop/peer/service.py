@@ -213,6 +213,7 @@ class PeerService(MultiService):
                     self.config.ttlSeconds,
                     self.config.heartbeatSeconds,
                     rendezvous=self.config.rendezvousHost,
+                    name=lambda: self.config.peerName,
                 )
                 self.hubClient.start()
             if self.config.mdnsTag:
@@ -224,6 +225,7 @@ class PeerService(MultiService):
                     self.config.displayLabel,
                     self.directory,
                     self.config.mdnsInterfaces,
+                    name=self.config.peerName,
                 )
                 await self.mdns.start()
         addr = self._viewerAddress()
@@ -281,13 +283,15 @@ class PeerService(MultiService):
         return {
             "peer_id": self.identity.peerId,
             "label": self.config.label,
+            "name": self.config.peerName,
             "email": self.config.email,
             "config": readDocument(self.config.directory),
         }
 
     def updateProfile(self, doc: dict[str, Any]) -> None:
         """
-        Change C{goop.json} from the settings page: C{label}/C{email} (live),
+        Change C{goop.json} from the settings page: C{label}/C{name}/C{email}
+        (live; the next publication carries them),
         or a whole C{config} document (validated; other keys apply at restart).
         """
         current = readDocument(self.config.directory)
@@ -296,7 +300,7 @@ class PeerService(MultiService):
                 raise ValueError("config must be a JSON object")
             current = doc["config"]
         profile = dict(current.get("profile") or {})
-        for key in ("label", "email"):
+        for key in ("label", "name", "email"):
             if key in doc:
                 profile[key] = doc[key]
         current["profile"] = profile
@@ -305,7 +309,9 @@ class PeerService(MultiService):
         except ConfigError as e:
             raise ValueError(str(e)) from None
         writeConfig(self.config.directory, current)
-        self.config = dataclasses.replace(self.config, label=checked.label, email=checked.email)
+        self.config = dataclasses.replace(
+            self.config, label=checked.label, peerName=checked.peerName, email=checked.email
+        )
 
     def addressOf(self, peerId: str) -> str | None:
         rec = self.directory.get(peerId) if self.directory else None

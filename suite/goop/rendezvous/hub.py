@@ -27,12 +27,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from suite.daemon import barrierFor, watchListening
 from suite.goop.fatal import FatalHandler, logOnly
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
-from suite.goop.interfaces import IRendezvousHub
 from suite.goop.logbuffer import LogBuffer
 from suite.goop.metrics import HubCollector, addAdminResources
 from suite.goop.rendezvous.registry import (
@@ -66,7 +64,6 @@ log = Logger()
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@implementer(IRendezvousHub)
 class RendezvousHub(Service):
     """Registry + web surface + optional shared peer DB."""
 
