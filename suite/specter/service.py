@@ -252,11 +252,12 @@ def _advertisedAddress(options: Any, bundle: Any) -> str:
 
 
 def _storeFactory(
-    options: Any, reactor: Any, dataDir: str, shared: ThreadPool, pools: list[ThreadPool]
+    options: Any, reactor: Any, dataDir: str, addr: str, shared: ThreadPool, pools: list[ThreadPool]
 ) -> Callable[[int], Any]:
     """
     Opens vnode C{index}'s store (C{--kv}); SQLite gets a thread of its own
-    per store, the append-only files share C{shared}.
+    per store, the append-only files share C{shared}.  The store stamps its
+    versions with the id of the vnode it belongs to (C{addr}'s vnode C{index}).
     """
     backend = options["kv"]
 
@@ -308,7 +309,7 @@ def _ringNode(
 
     transport = WireTransport(reactor, dialling)
     ringState = RingStateFile(dataDir, lambda f: deferToThreadPool(reactor, shared, f))
-    storeFactory = _storeFactory(options, reactor, dataDir, shared, pools)
+    storeFactory = _storeFactory(options, reactor, dataDir, addr, shared, pools)
     node = ChordNode(addr, transport, reactor, config, storeFactory, ringState=ringState)
     return node, transport
 
