@@ -92,6 +92,9 @@ class Gateway:
         self.servesH3: Callable[[str], bool] = lambda host: True
         #: Called with a link whose client drains (drop its idle streams).
         self.onLinkDraining: list[Callable[[Any], None]] = []
+        #: Called after the frames of one read from a tunnel link were
+        #: handled (the HTTP/2 front end sends the responses they carried).
+        self.afterLinkRead: list[Callable[[], None]] = []
         self.apexResource: Any = None
         self.apexSite: Any = None
         #: The L{suite.specter.customdomains.CustomDomains} answering
@@ -420,6 +423,11 @@ class GatewayLink(Link):
 
     def streamOpened(self, stream: Any, meta: dict[str, Any]) -> None:
         stream.reset("clients may not open streams")
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        for hook in self.gateway.afterLinkRead:
+            hook()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         super().connectionLost(reason)
