@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -166,13 +167,15 @@ class Profiler:
     phase runs (collapsed stacks, C{DIR/<phase>-<process>.txt}).
     """
 
-    def __init__(self, directory: str | None, pids: dict[str, int]) -> None:
+    def __init__(self, directory: str | None, pids: dict[str, int], syscalls: bool = False) -> None:
         self.directory = directory
         self.pids = pids
+        self.syscalls = syscalls
         self.running: list[subprocess.Popen[bytes]] = []
         if directory is not None:
-            if shutil.which("py-spy") is None and not os.path.exists(os.path.join(BIN, "py-spy")):
-                raise SystemExit("--profile needs py-spy (pip install py-spy)")
+            tool = "strace" if syscalls else "py-spy"
+            if shutil.which(tool) is None and not os.path.exists(os.path.join(BIN, tool)):
+                raise SystemExit(f"--profile needs {tool}")
             os.makedirs(directory, exist_ok=True)
 
     def start(self, phase: str) -> None:
@@ -182,6 +185,10 @@ class Profiler:
         for name, pid in self.pids.items():
             out = os.path.join(self.directory, f"{phase}-{name}.txt")
             argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
+            if os.environ.get("PYSPY_NATIVE"):
+                argv.append("--native")
+            if self.syscalls:
+                argv = ["strace", "-c", "-q", "-p", str(pid)]
             self.running.append(
                 subprocess.Popen([*argv, "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
@@ -208,6 +215,11 @@ def main() -> None:
         "--profile",
         metavar="DIR",
         help="record py-spy profiles (collapsed stacks) of the gateway and the client during the tunnel runs",
+    )
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="with --profile: count system calls (strace -c) instead of sampling stacks",
     )
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "h2load"):
@@ -301,21 +313,40 @@ def main() -> None:
         tunnelURL = f"https://127.0.0.1:{gw}/"
         # warm up
         wrk(tunnelURL, 2, 8, 1, host)
-        profiler = Profiler(args.profile, {"gateway": procs[-2].pid, "client": procs[-1].pid})
+        profiler = Profiler(args.profile, {"gateway": procs[-2].pid, "client": procs[-1].pid}, args.syscalls)
         gatewayPid, clientPid = procs[-2].pid, procs[-1].pid
 
-        def cpuPerRequest(phase: str, run: Any) -> tuple[dict[str, float], float, float]:
+        nginxPid = procs[0].pid
+
+        def nginxWorkers() -> list[int]:
+            try:
+                with open(f"/proc/{nginxPid}/task/{nginxPid}/children") as f:
+                    return [int(p) for p in f.read().split()]
+            except OSError:
+                return []
+
+        def snapshot() -> dict[str, float]:
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return {
+                "gateway": cpuSeconds(gatewayPid),
+                "client": cpuSeconds(clientPid),
+                "nginx": sum(cpuSeconds(p) for p in nginxWorkers()),
+                "loadgen": children.ru_utime + children.ru_stime,
+            }
+
+        def cpuPerRequest(phase: str, run: Any) -> tuple[dict[str, float], dict[str, float]]:
             """
-            Run C{run()} (a load generator returning its figures), with the
-            gateway's and the client's CPU time per completed request.
+            Run C{run()} (a load generator returning its figures); also
+            return the CPU time per completed request (µs) of the gateway,
+            the client, nginx's worker and the load generator.
             """
             profiler.start(phase)
-            before = cpuSeconds(gatewayPid), cpuSeconds(clientPid)
+            before = snapshot()
             result: dict[str, float] = run()
-            after = cpuSeconds(gatewayPid), cpuSeconds(clientPid)
+            after = snapshot()
             profiler.stop()
             done = max(1.0, result["requests"])
-            return result, (after[0] - before[0]) / done * 1e6, (after[1] - before[1]) / done * 1e6
+            return result, {k: (after[k] - before[k]) / done * 1e6 for k in before}
 
         def h2tunnelRun() -> dict[str, float]:
             result = h2load(tunnelURL, args.h2_requests, 16, 10, host)
@@ -324,36 +355,58 @@ def main() -> None:
 
         load = lambda: f"loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"  # noqa: E731
         d, c = args.duration, args.connections
+
+        def h2nginxRun() -> dict[str, float]:
+            result = h2load(f"https://127.0.0.1:{proxyH2}/", 100000, 16, 10)
+            result["requests"] = 100000 - result["failed"]
+            return result
+
+        def figures(prefix: str, tunnel: dict[str, float], nginx: dict[str, float]) -> str:
+            """
+            CPU per request of each process, of the whole tunnel path
+            (gateway, client, nginx as the backend, load generator) and of
+            the nginx path (nginx as proxy and backend, load generator),
+            and their ratio: what the throughput ratio would be if the
+            processes had the CPUs to themselves.
+            """
+            tunnelPath = sum(tunnel.values())
+            nginxPath = nginx["nginx"] + nginx["loadgen"]
+            return (
+                f"{prefix}gateway_cpu_us={tunnel['gateway']:.0f} {prefix}client_cpu_us={tunnel['client']:.0f} "
+                f"{prefix}tunnel_path_cpu_us={tunnelPath:.0f} {prefix}nginx_path_cpu_us={nginxPath:.0f} "
+                f"{prefix}cpu_ratio={nginxPath / tunnelPath if tunnelPath else 0.0:.3f}"
+            )
+
         if args.h2_only:
             h2load(tunnelURL, 2000, 16, 10, host)
-            h2nginx = h2load(f"https://127.0.0.1:{proxyH2}/", 100000, 16, 10)
-            h2tunnel, h2gw, h2cl = cpuPerRequest("h2", h2tunnelRun)
+            h2nginx, h2nginxCpu = cpuPerRequest("h2nginx", h2nginxRun)
+            h2tunnel, h2cpu = cpuPerRequest("h2", h2tunnelRun)
             print(f"h2load nginx_h2 rps={h2nginx['rps']:.0f} failed={h2nginx['failed']:.0f}")
             print(f"h2load tunnel rps={h2tunnel['rps']:.0f} failed={h2tunnel['failed']:.0f}")
             print(
                 f"nginx_h2_rps={h2nginx['rps']:.0f} h2_tunnel_rps={h2tunnel['rps']:.0f} "
                 f"h2_tunnel_over_nginx_h2={h2tunnel['rps'] / h2nginx['rps'] if h2nginx['rps'] else 0.0:.3f} "
-                f"h2_gateway_cpu_us={h2gw:.0f} h2_client_cpu_us={h2cl:.0f} {load()}"
+                f"{figures('h2_', h2cpu, h2nginxCpu)} {load()}"
             )
             return
         if args.http1_only:
-            viaNginx = wrk(f"http://127.0.0.1:{proxy}/", d, c, 2)
-            tunnel, gwcpu, clcpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
+            viaNginx, nginxCpu = cpuPerRequest("nginx", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2))
+            tunnel, cpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
             print(
                 f"nginx_rps={viaNginx['rps']:.0f} tunnel_rps={tunnel['rps']:.0f} "
                 f"c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} tunnel_non2xx={tunnel['non2xx']:.0f} "
-                f"gateway_cpu_us={gwcpu:.0f} client_cpu_us={clcpu:.0f} {load()}"
+                f"{figures('', cpu, nginxCpu)} {load()}"
             )
             return
         direct = wrk(f"http://127.0.0.1:{backend}/", d, c, 2)
-        viaNginx = wrk(f"http://127.0.0.1:{proxy}/", d, c, 2)
+        viaNginx, nginxCpu = cpuPerRequest("nginx", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2))
         viaNginxTLS = wrk(f"https://127.0.0.1:{proxyTLS}/", d, c, 2)
-        tunnel, gwcpu, clcpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
+        tunnel, cpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
         direct1 = wrk(f"http://127.0.0.1:{backend}/", 4, 1, 1)
         tunnel1 = wrk(tunnelURL, 4, 1, 1, host)
         h2direct = h2load(f"http://127.0.0.1:{backendH2}/", 100000, 16, 10)
-        h2nginx = h2load(f"https://127.0.0.1:{proxyH2}/", 100000, 16, 10)
-        h2tunnel, h2gw, h2cl = cpuPerRequest("h2", h2tunnelRun)
+        h2nginx, h2nginxCpu = cpuPerRequest("h2nginx", h2nginxRun)
+        h2tunnel, h2cpu = cpuPerRequest("h2", h2tunnelRun)
         bulk = bulkMBps(host, gw, os.path.join(base, "data", "gateway", "selfsigned.crt"))
         rows = [
             ("direct", direct),
@@ -381,7 +434,7 @@ def main() -> None:
             f"h2_direct_rps={h2direct['rps']:.0f} direct_p50_ms={direct['p50']:.2f} direct_p99_ms={direct['p99']:.2f} "
             f"nginx_p50_ms={viaNginx['p50']:.2f} nginx_p99_ms={viaNginx['p99']:.2f} tunnel_p50_ms={tunnel['p50']:.2f} "
             f"tunnel_p99_ms={tunnel['p99']:.2f} tunnel_bulk_MBps={bulk:.0f} nginx_tls_rps={viaNginxTLS['rps']:.0f} "
-            f"gateway_cpu_us={gwcpu:.0f} client_cpu_us={clcpu:.0f} h2_gateway_cpu_us={h2gw:.0f} h2_client_cpu_us={h2cl:.0f} "
+            f"{figures('', cpu, nginxCpu)} {figures('h2_', h2cpu, h2nginxCpu)} "
             f"c_over_a={tunnel['rps'] / direct['rps']:.3f} c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} "
             f"nginx_h2_rps={h2nginx['rps']:.0f} h2_tunnel_over_nginx_h2={h2tunnel['rps'] / h2nginx['rps'] if h2nginx['rps'] else 0.0:.3f} "
             f"{load()}"
