@@ -20,15 +20,10 @@ import twisted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: Twisted's HTTP/2 sending loop and the three methods that feed it, which
-#: suite/specter/gateway/h2.py's BatchingH2Connection re-implements (frames
-#: of a turn written together): fingerprints of the reviewed version's source.
-H2_SEND_LOOP = "962d5b59c8d38671"
-H2_FEEDERS = {
-    "writeHeaders": "2780487f07d28fd7",
-    "writeDataToStream": "073b03004c5d6012",
-    "endRequest": "12a4b4c2ddd303c6",
-}
+#: tcp.Connection.write and FileDescriptor.write (its buffering path), which
+#: eagerWrites falls back to (suite/specter/tunnel/twistedio.py):
+#: fingerprints of the reviewed version's source.
+TCP_WRITE = ("ea311df0946d3f99", "3e46c97fc173bc7e")
 
 
 def _fingerprint(f: Any) -> str:
@@ -40,54 +35,57 @@ class PrivateAPITests(SynchronousTestCase):
     One test per private API, failing with what to review.
     """
 
-    def test_http2Connection(self) -> None:
+    def test_tcpWriteBuffer(self) -> None:
         """
-        suite/specter/gateway/h2.py subclasses twisted.web._http2.H2Connection
-        and re-implements its sending loop over its private state.
+        suite/specter/tunnel/twistedio.py (eagerWrites) reads the write
+        buffer state of twisted.internet.tcp.Connection and falls back to
+        its own C{write}: the attributes are there, C{write} is the
+        buffering one of L{FileDescriptor}, and C{writeSomeData} returns
+        the count sent (or an exception instance).
         """
-        from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
+        from twisted.internet import tcp
+        from twisted.internet.abstract import FileDescriptor
+        from twisted.internet.protocol import Protocol
 
-        self.assertIsNotNone(_END_STREAM_SENTINEL)
-        self.assertEqual(
-            _fingerprint(H2Connection._sendPrioritisedData),
-            H2_SEND_LOOP,
-            "twisted.web._http2.H2Connection._sendPrioritisedData changed: review "
-            "BatchingH2Connection in suite/specter/gateway/h2.py, then update H2_SEND_LOOP",
-        )
-        for method, print_ in H2_FEEDERS.items():
-            self.assertEqual(
-                _fingerprint(getattr(H2Connection, method)),
-                print_,
-                f"twisted.web._http2.H2Connection.{method} changed: review "
-                f"BatchingH2Connection.{method} in suite/specter/gateway/h2.py, then update H2_FEEDERS",
-            )
-        connection = H2Connection(MemoryReactorClock())
+        class _Socket:
+            def setblocking(self, flag: bool) -> None:
+                pass
+
+            def fileno(self) -> int:
+                return 99
+
+            def send(self, data: Any) -> int:
+                return 2
+
+        conn = tcp.Connection(_Socket(), Protocol(), MemoryReactorClock())  # type: ignore[arg-type]
         for name in (
-            "_stillProducing",
-            "priority",
-            "_sendingDeferred",
-            "_consumerBlocked",
-            "conn",
-            "_outboundStreamQueues",
-            "streams",
-            "_reactor",
+            "dataBuffer",
+            "_tempDataBuffer",
+            "disconnecting",
+            "_writeDisconnecting",
+            "_writeDisconnected",
+            "TLS",
         ):
-            self.assertTrue(hasattr(connection, name), f"H2Connection.{name} is gone")
-        for name in ("_requestDone", "remainingOutboundWindow", "resetTimeout", "_tryToWriteControlData"):
-            self.assertTrue(callable(getattr(connection, name, None)), f"H2Connection.{name}() is gone")
-
-    def test_newclient(self) -> None:
-        """
-        suite/specter/gateway/h2.py drives HTTP/1.1 over tunnel streams with
-        twisted.web._newclient's protocol and request.
-        """
-        from twisted.web._newclient import HTTP11ClientProtocol, Request
-
+            self.assertTrue(hasattr(conn, name), f"tcp.Connection.{name} is gone")
         self.assertEqual(
-            list(inspect.signature(Request.__init__).parameters),
-            ["self", "method", "uri", "headers", "bodyProducer", "persistent"],
+            (_fingerprint(tcp.Connection.write), _fingerprint(FileDescriptor.write)),
+            TCP_WRITE,
+            "tcp.Connection.write changed: review eagerWrites in suite/specter/tunnel/twistedio.py, "
+            "then update TCP_WRITE",
         )
-        self.assertIn("quiescentCallback", inspect.signature(HTTP11ClientProtocol.__init__).parameters)
+        self.assertEqual(conn.writeSomeData(b"abcd"), 2)
+
+    def test_tlsLost(self) -> None:
+        """
+        suite/specter/tunnel/twistedio.py (closeTransport) reads
+        TLSMemoryBIOProtocol._lostTLSConnection.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        self.assertIn(
+            "self._lostTLSConnection = True", inspect.getsource(TLSMemoryBIOProtocol.connectionLost)
+        )
+        self.assertIs(TLSMemoryBIOProtocol._lostTLSConnection, False)
 
     def test_clientFactory(self) -> None:
         """

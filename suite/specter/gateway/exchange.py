@@ -272,7 +272,7 @@ class Exchange(_ResponseReader):
             self.responsePaused = False
             self.stream.resumeProducing()
 
-    def close(self) -> None:
+    def close(self, reason: str = "the exchange was closed") -> None:
         """
         Close the stream (not to be reused).
         """
@@ -280,7 +280,7 @@ class Exchange(_ResponseReader):
             self.lost = True
             self.pool.forget(self)
             self.stream.localLost()
-        self._ended("the exchange was closed")
+        self._ended(reason)
 
     # -- reader hooks ----------------------------------------------------------------------
     def _finished(self) -> None:
@@ -292,7 +292,7 @@ class Exchange(_ResponseReader):
 
     def _broken(self, reason: str) -> None:
         log.info("HTTP exchange on tunnel stream {sid}: {reason}", sid=self.stream.sid, reason=reason)
-        self.close()
+        self.close(reason)
 
     # -- what the stream calls (its local transport) ---------------------------------------
     def resetReceived(self, reason: str) -> None:
@@ -329,7 +329,7 @@ class Exchange(_ResponseReader):
         The stream's send window is empty: hold the request body.
         """
         sink = self.sink
-        if sink is not None and self.requestOpen:
+        if sink is not None:
             sink.requestBodyPaused()
 
     def resumeProducing(self) -> None:
@@ -337,7 +337,7 @@ class Exchange(_ResponseReader):
         The stream can send again.
         """
         sink = self.sink
-        if sink is not None and self.requestOpen:
+        if sink is not None:
             sink.requestBodyResumed()
 
     def stopProducing(self) -> None:
@@ -534,7 +534,7 @@ class SiteExchange(_ResponseReader):
         if producer is not None:
             producer.resumeProducing()
 
-    def close(self) -> None:
+    def close(self, reason: str = "the apex site closed the connection") -> None:
         """
         End the in-memory connection (on the next turn: the site may be in
         the middle of writing).
@@ -542,7 +542,7 @@ class SiteExchange(_ResponseReader):
         if not self.lost:
             self.lost = True
             self.clock.callLater(0, self.channel.connectionLost, Failure(ConnectionError("closed")))
-        self._ended("the apex site closed the connection")
+        self._ended(reason)
 
     def siteClosed(self) -> None:
         """
@@ -555,4 +555,4 @@ class SiteExchange(_ResponseReader):
 
     def _broken(self, reason: str) -> None:
         log.warn("apex site answer: {reason}", reason=reason)
-        self.close()
+        self.close(reason)

@@ -20,13 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.netutil import noDelay
 from suite.specter.tunnel.frames import (
     CLOSE,
     CONTROL,
@@ -44,6 +44,7 @@ from suite.specter.tunnel.frames import (
     encodeFrame,
     encodeWindow,
 )
+from suite.specter.tunnel.twistedio import abortTransport, closeTransport, eagerWrites
 
 __all__ = [
     "Link",
@@ -61,116 +62,6 @@ log = Logger()
 DEFAULT_WINDOW = 256 * 1024
 DEFAULT_CHUNK = 16 * 1024
 _pack = HEADER.pack
-
-
-def noDelay(transport: Any) -> None:
-    """
-    Turn Nagle's algorithm off on the TCP connection under C{transport}
-    (through a TLS layer if there is one): spliced request/response traffic
-    must not wait for delayed ACKs.
-    """
-    for _ in range(3):
-        setter = getattr(transport, "setTcpNoDelay", None)
-        if setter is not None and hasattr(transport, "socket"):
-            setter(True)
-            return
-        transport = getattr(transport, "transport", None)
-        if transport is None:
-            return
-
-
-def _socketTransport(transport: Any) -> Any:
-    """
-    The L{tcp.Connection} under C{transport} (through TLS and PROXY header
-    wrappers), or L{None}.
-    """
-    for _ in range(4):
-        if isinstance(transport, tcp.Connection):
-            return transport
-        transport = getattr(transport, "transport", None)
-        if transport is None:
-            return None
-    return None
-
-
-def eagerWrites(transport: Any) -> None:
-    """
-    Make the TCP connection under C{transport} send at once when its write
-    buffer is empty, instead of registering for writability and sending on
-    the next reactor turn.
-
-    A plain Twisted TCP transport buffers every write, asks epoll to report
-    the socket writable (one C{epoll_ctl}), sends in C{doWrite} and then
-    unregisters (another C{epoll_ctl}): two extra system calls and one
-    extra reactor turn per small response.  Here a write to an idle
-    connection tries C{send()} directly; whatever the kernel did not take
-    (or an error) goes through the normal buffered path, so back-pressure
-    (C{bufferSize}, producers) and error handling are Twisted's own.
-    Writes are still batched one level up: TLS transports aggregate the
-    writes of a reactor turn into one record before they get here.
-    """
-    conn = _socketTransport(transport)
-    if conn is None or "write" in vars(conn):
-        return
-    conn.write = _EagerWrite(conn)
-
-
-class _EagerWrite:
-    """
-    The C{write} of one TCP connection made eager by L{eagerWrites}.
-    """
-
-    __slots__ = ("conn", "buffered")
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.buffered = type(conn).write
-
-    def __call__(self, data: bytes) -> None:
-        conn = self.conn
-        if (
-            data
-            and not conn.dataBuffer
-            and not conn._tempDataBuffer
-            and conn.connected
-            and not conn.disconnecting
-            and not conn._writeDisconnecting
-            and not conn._writeDisconnected
-            and not conn.TLS
-        ):
-            sent = conn.writeSomeData(data)
-            if not isinstance(sent, Exception) and sent > 0:
-                if sent >= len(data):
-                    return
-                data = data[sent:]
-        self.buffered(conn, data)
-
-
-def abortTransport(transport: Any) -> None:
-    """
-    Abort the TCP connection under C{transport} (through TLS and PROXY
-    wrappers): a reset without a TLS C{close_notify}, so the peer cannot
-    take what it received for a complete answer.  (A TLS transport's own
-    C{abortConnection} sends C{close_notify} first.)
-    """
-    conn = _socketTransport(transport)
-    (conn if conn is not None else transport).abortConnection()
-
-
-def closeTransport(transport: Any) -> None:
-    """
-    Close C{transport} after dropping its registered producer: a TLS
-    transport does not send its close alert while a producer is registered.
-    """
-    if getattr(transport, "disconnected", False) or getattr(transport, "_lostTLSConnection", False):
-        return
-    unregister = getattr(transport, "unregisterProducer", None)
-    if unregister is not None:
-        try:
-            unregister()
-        except RuntimeError:  # no producer registered (test transports say so)
-            pass
-    transport.loseConnection()
 
 
 class LocalSide(Protocol):

@@ -239,7 +239,7 @@ class InterfaceTests(SynchronousTestCase):
         from zope.interface.verify import verifyObject
 
         from suite.specter.client.commands import _InsecureCreator, _Splice
-        from suite.specter.gateway.h2 import _Outbound
+        from suite.specter.gateway.exchange import Exchange
         from suite.specter.gateway.listener import _Dispatch
 
         link = _Opener()
@@ -247,7 +247,8 @@ class InterfaceTests(SynchronousTestCase):
         stream = link.openStream({})
         self.assertTrue(verifyObject(IPushProducer, link))
         self.assertTrue(verifyObject(IPushProducer, stream))
-        self.assertTrue(verifyObject(IPushProducer, _Outbound(stream, None)))  # type: ignore[arg-type]
+        pool: Any = type("Pool", (), {"heads": None})()
+        self.assertTrue(verifyObject(IPushProducer, Exchange(pool, link, stream)))
         self.assertTrue(verifyObject(IHandshakeListener, _Dispatch(None)))  # type: ignore[arg-type]
         self.assertTrue(verifyObject(IHandshakeListener, _Splice(None)))  # type: ignore[arg-type]
         self.assertTrue(
@@ -311,7 +312,7 @@ class EagerWriteTests(SynchronousTestCase):
         from twisted.internet.protocol import Protocol
         from twisted.internet.testing import MemoryReactor
 
-        from suite.specter.tunnel.mux import eagerWrites
+        from suite.specter.tunnel.twistedio import eagerWrites
 
         reactor = MemoryReactor()
         sock = _FakeSocket(room)
@@ -408,7 +409,7 @@ class EagerWriteTests(SynchronousTestCase):
         L{eagerWrites} finds the TCP connection under TLS-like wrappers,
         installs itself once, and ignores transports without a socket.
         """
-        from suite.specter.tunnel.mux import _EagerWrite, eagerWrites
+        from suite.specter.tunnel.twistedio import _EagerWrite, eagerWrites
 
         conn, sock, reactor = self._connection()
         installed = conn.write

@@ -1,0 +1,116 @@
+"""
+What the tunnel data path relies on in Twisted beyond its public API, kept
+in this one module.
+
+  - L{eagerWrites} reads and drives the write buffer of
+    C{twisted.internet.tcp.Connection} (C{dataBuffer}, C{_tempDataBuffer},
+    C{_writeDisconnecting}, C{_writeDisconnected}, C{TLS},
+    C{writeSomeData}) to send at once when nothing is buffered;
+  - L{closeTransport} reads C{TLSMemoryBIOProtocol._lostTLSConnection}.
+
+C{tests/test_twisted_private.py} checks each of these against the installed
+Twisted (and setup.cfg caps Twisted below the next major release): when a
+check fails after an upgrade, review this module against the new Twisted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+
+__all__ = ["eagerWrites", "abortTransport", "closeTransport"]
+
+
+def _socketTransport(transport: Any) -> Any:
+    """
+    The L{tcp.Connection} under C{transport} (through TLS and PROXY header
+    wrappers), or L{None}.
+    """
+    for _ in range(4):
+        if isinstance(transport, tcp.Connection):
+            return transport
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
+def eagerWrites(transport: Any) -> None:
+    """
+    Make the TCP connection under C{transport} send at once when its write
+    buffer is empty, instead of registering for writability and sending on
+    the next reactor turn.
+
+    A plain Twisted TCP transport buffers every write, asks epoll to report
+    the socket writable (one C{epoll_ctl}), sends in C{doWrite} and then
+    unregisters (another C{epoll_ctl}): two extra system calls and one
+    extra reactor turn per small response.  Here a write to an idle
+    connection tries C{send()} directly; whatever the kernel did not take
+    (or an error) goes through the normal buffered path, so back-pressure
+    (C{bufferSize}, producers) and error handling are Twisted's own.
+    Writes are still batched one level up: TLS transports aggregate the
+    writes of a reactor turn into one record before they get here.
+    """
+    conn = _socketTransport(transport)
+    if conn is None or "write" in vars(conn):
+        return
+    conn.write = _EagerWrite(conn)
+
+
+class _EagerWrite:
+    """
+    The C{write} of one TCP connection made eager by L{eagerWrites}.
+    """
+
+    __slots__ = ("conn", "buffered")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.buffered = type(conn).write
+
+    def __call__(self, data: bytes) -> None:
+        conn = self.conn
+        if (
+            data
+            and not conn.dataBuffer
+            and not conn._tempDataBuffer
+            and conn.connected
+            and not conn.disconnecting
+            and not conn._writeDisconnecting
+            and not conn._writeDisconnected
+            and not conn.TLS
+        ):
+            sent = conn.writeSomeData(data)
+            if not isinstance(sent, Exception) and sent > 0:
+                if sent >= len(data):
+                    return
+                data = data[sent:]
+        self.buffered(conn, data)
+
+
+def abortTransport(transport: Any) -> None:
+    """
+    Abort the TCP connection under C{transport} (through TLS and PROXY
+    wrappers): a reset without a TLS C{close_notify}, so the peer cannot
+    take what it received for a complete answer.  (A TLS transport's own
+    C{abortConnection} sends C{close_notify} first.)
+    """
+    conn = _socketTransport(transport)
+    (conn if conn is not None else transport).abortConnection()
+
+
+def closeTransport(transport: Any) -> None:
+    """
+    Close C{transport} after dropping its registered producer: a TLS
+    transport does not send its close alert while a producer is registered.
+    """
+    if getattr(transport, "disconnected", False) or getattr(transport, "_lostTLSConnection", False):
+        return
+    unregister = getattr(transport, "unregisterProducer", None)
+    if unregister is not None:
+        try:
+            unregister()
+        except RuntimeError:  # no producer registered (test transports say so)
+            pass
+    transport.loseConnection()
