@@ -1,22 +1,17 @@
 """
 The stream multiplexer shared by both ends of a tunnel link.
 
-A L{Link} owns one TLS connection and many L{Stream}s.  Each stream
-splices one local connection (a visitor on the gateway, the target on the
-client) with the peer, without parsing what it carries.
-
-Flow control: each direction of a stream has a window (C{window} bytes).
-The sender may have at most that many bytes unacknowledged; the receiver
-grants more with C{WINDOW} frames only while its local connection accepts
-writes (it registers as that connection's producer).  A sender whose window
-is empty, or whose link is write-blocked, pauses reading from its local
-connection.  So a visitor or target that stops reading stops its peer
-rather than growing a buffer anywhere.
+A L{Link} owns one TLS connection and many L{Stream}s
+(L{suite.specter.tunnel.stream}).  Each stream splices one local
+connection (a visitor on the gateway, the target on the client) with the
+peer, without parsing what it carries, under per-stream flow control; a
+link whose TLS connection is write-blocked pauses every stream's local
+reader.  So a visitor or target that stops reading stops its peer rather
+than growing a buffer anywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -28,22 +23,16 @@ from zope.interface import implementer
 
 from suite.netutil import noDelay
 from suite.specter.tunnel.frames import (
-    CLOSE,
     CONTROL,
-    DATA,
-    HEADER,
     MAX_PAYLOAD,
     OPEN,
-    RESET,
-    WINDOW,
     FrameDecoder,
     FrameError,
     decodeControl,
-    decodeWindow,
     encodeControl,
     encodeFrame,
-    encodeWindow,
 )
+from suite.specter.tunnel.stream import LocalSide, Stream
 from suite.specter.tunnel.twistedio import abortTransport, closeTransport, eagerWrites
 
 __all__ = [
@@ -61,221 +50,6 @@ __all__ = [
 log = Logger()
 DEFAULT_WINDOW = 256 * 1024
 DEFAULT_CHUNK = 16 * 1024
-_pack = HEADER.pack
-
-
-class LocalSide(Protocol):
-    """
-    What a stream needs of its local connection: the protocol whose
-    C{transport} it writes to and pauses.  Subclasses feed received bytes
-    to C{self.stream.send}.
-    """
-
-    stream: Stream | None = None
-    transport: Any = None
-
-
-@implementer(IPushProducer)
-class Stream:
-    """
-    One spliced byte stream inside a link.
-
-    @ivar sendWindow: bytes the peer still accepts from us.
-    @ivar pending: bytes read locally that did not fit the window (at most
-        one read's worth: the local side is paused while this is non-empty).
-    """
-
-    def __init__(self, link: Link, sid: int, window: int) -> None:
-        self.link = link
-        self.sid = sid
-        self.sendWindow = window
-        self.window = window
-        self.unacked = 0
-        self.pending = b""
-        self.local: LocalSide | None = None
-        self.localTransport: Any = None
-        self.localWritePaused = False
-        self.sourcePaused = False
-        self.closeSent = False
-        self.closeReceived = False
-        self.buffered: list[bytes] = []
-        self.bytesIn = 0
-        self.bytesOut = 0
-        self.onReset: Callable[[str], None] | None = None
-
-    # -- wiring ------------------------------------------------------------------------
-    def attach(self, local: LocalSide) -> None:
-        """
-        Splice this stream with C{local}, whose transport is connected.
-        Data that arrived before is written out now.
-        """
-        self.local = local
-        local.stream = self
-        self.localTransport = local.transport
-        self.localTransport.registerProducer(self, True)
-        buffered, self.buffered = self.buffered, []
-        for chunk in buffered:
-            self._deliver(chunk)
-        if self.closeReceived:
-            closeTransport(self.localTransport)
-        self._updateSource()
-
-    # -- local -> peer -----------------------------------------------------------------
-    def send(self, data: bytes) -> None:
-        """
-        Send bytes read from the local connection to the peer.
-        """
-        if self.closeSent:
-            return
-        if self.pending:
-            self.pending += data
-            self._updateSource()
-            return
-        self._push(data)
-
-    def _push(self, data: bytes) -> None:
-        window = self.sendWindow
-        if len(data) > window:
-            data, self.pending = data[:window], data[window:]
-        if data:
-            link = self.link
-            chunk = link.chunk
-            size = len(data)
-            self.sendWindow = window - size
-            self.bytesOut += size
-            if size <= chunk:
-                link.write(_pack(DATA, self.sid, size) + data)
-            else:
-                sid = self.sid
-                view = memoryview(data)
-                parts = []
-                for start in range(0, size, chunk):
-                    piece = view[start : start + chunk]
-                    parts.append(_pack(DATA, sid, len(piece)))
-                    parts.append(piece.tobytes())
-                link.write(b"".join(parts))
-        self._updateSource()
-
-    def sendClose(self) -> None:
-        """
-        The local connection ended: tell the peer, and forget the stream.
-        """
-        if not self.closeSent:
-            self.closeSent = True
-            if self.pending:
-                pending, self.pending = self.pending, b""
-                self.link.write(encodeFrame(DATA, self.sid, pending))
-            self.link.write(encodeFrame(CLOSE, self.sid))
-        self.link.forget(self.sid)
-
-    def localLost(self) -> None:
-        """
-        The local connection was lost.
-        """
-        self.local = None
-        self.localTransport = None
-        self.sendClose()
-
-    def _updateSource(self) -> None:
-        transport = self.localTransport
-        if transport is None:
-            return
-        blocked = bool(self.pending) or self.sendWindow <= 0 or self.link.writePaused
-        if blocked and not self.sourcePaused:
-            self.sourcePaused = True
-            transport.pauseProducing()
-        elif not blocked and self.sourcePaused:
-            self.sourcePaused = False
-            transport.resumeProducing()
-
-    # -- peer -> local -----------------------------------------------------------------
-    def received(self, kind: int, payload: bytes) -> None:
-        """
-        A frame for this stream arrived from the peer.
-        """
-        if kind == DATA:
-            self.bytesIn += len(payload)
-            if self.localTransport is None:
-                if self.local is None and not self.closeSent:
-                    self.buffered.append(payload)
-                    if sum(map(len, self.buffered)) > self.window:
-                        raise FrameError(f"stream {self.sid}: peer overran its window")
-                return
-            self._deliver(payload)
-        elif kind == WINDOW:
-            self.sendWindow += decodeWindow(payload)
-            if self.pending:
-                pending, self.pending = self.pending, b""
-                self._push(pending)
-            else:
-                self._updateSource()
-        elif kind == CLOSE:
-            self.closeReceived = True
-            if self.localTransport is not None:
-                closeTransport(self.localTransport)
-            elif self.local is None and self.closeSent:
-                self.link.forget(self.sid)
-        elif kind == RESET:
-            reason = payload.decode("utf-8", "replace")
-            self.closeReceived = True
-            if self.onReset is not None:
-                self.onReset(reason)
-            elif self.localTransport is not None:
-                closeTransport(self.localTransport)
-            self.closeSent = True
-            self.link.forget(self.sid)
-
-    def _deliver(self, payload: bytes) -> None:
-        self.localTransport.write(payload)
-        self.unacked += len(payload)
-        if not self.localWritePaused and self.unacked >= self.window // 2:
-            self._credit()
-
-    def _credit(self) -> None:
-        if self.unacked and not self.closeSent:
-            self.link.write(_pack(WINDOW, self.sid, 4) + encodeWindow(self.unacked))
-        self.unacked = 0
-
-    # -- IPushProducer for the local transport (it asks us to stop writing) ----------
-    def pauseProducing(self) -> None:
-        """
-        The local connection's write buffer is full: stop granting window.
-        """
-        self.localWritePaused = True
-
-    def resumeProducing(self) -> None:
-        """
-        The local connection drained: grant what it consumed.
-        """
-        self.localWritePaused = False
-        self._credit()
-
-    def stopProducing(self) -> None:
-        """
-        The local connection is going away.
-        """
-        self.localWritePaused = True
-
-    def reset(self, reason: str) -> None:
-        """
-        Abort the stream and tell the peer why.
-        """
-        if not self.closeSent:
-            self.closeSent = True
-            self.link.write(encodeFrame(RESET, self.sid, reason.encode("utf-8")[:512]))
-        self.link.forget(self.sid)
-        if self.localTransport is not None:
-            closeTransport(self.localTransport)
-
-    def linkLost(self) -> None:
-        """
-        The link died under the stream.
-        """
-        self.closeSent = True
-        if self.onReset is not None:
-            self.onReset("tunnel link lost")
-        elif self.localTransport is not None:
-            closeTransport(self.localTransport)
 
 
 @implementer(IPushProducer)

@@ -187,7 +187,8 @@ class FlowControlTests(SynchronousTestCase):
     def test_closePropagates(self) -> None:
         """
         Losing the local connection sends CLOSE; the peer closes its local
-        connection and both sides forget the stream.
+        connection, whose end sends CLOSE back; then both sides have
+        forgotten the stream.  Bytes the peer sends in between are dropped.
         """
         stream = self.opener.openStream({})
         side, visitor = _local(stream)
@@ -197,7 +198,13 @@ class FlowControlTests(SynchronousTestCase):
         stream.localLost()
         self.pump()
         self.assertTrue(target.disconnecting)
-        self.assertEqual(self.opener.streams, {})
+        self.assertEqual(list(self.opener.streams), [stream.sid])
+        remote.send(b"late")
+        self.pump()
+        self.assertEqual(visitor.value(), b"")
+        remote.localLost()  # the target's connection ended
+        self.pump()
+        self.assertEqual((self.opener.streams, self.acceptor.streams), ({}, {}))
 
     def test_linkLostClosesStreams(self) -> None:
         """
