@@ -7,7 +7,7 @@ comes back as HEADERS and DATA on the visitor's stream.  What keeps it
 lean per request:
 
   - HPACK blocks are decoded and encoded once per table state
-    (L{suite.specter.gateway.hpackcache}), and a request's HTTP/1.1 head is
+    (L{suite.specter.gateway.h2internals}), and a request's HTTP/1.1 head is
     built once per distinct header list on a connection;
   - C{h2}'s header validation is replaced by the checks the HTTP/1.1 head
     needs (L{suite.specter.gateway.http1.buildRequestHead}: no CR, LF or
@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.gateway.exchange import Exchange, ExchangePool, SiteExchange
-from suite.specter.gateway.hpackcache import installCachingCodecs
+from suite.specter.gateway.h2internals import installCachingCodecs, sendResponse
 from suite.specter.gateway.http1 import BadMessage, RequestHead, ResponseHead, buildRequestHead
 from suite.specter.gateway.interfaces import IResponseSink
 from suite.specter.gateway.visitor import errorPage
@@ -80,6 +80,11 @@ _CONFIG = H2Configuration(
     normalize_outbound_headers=False,
 )
 _END = object()
+#: The :status fields of common answers (one object each: their hashes are
+#: computed once for the HPACK cache's lookups).
+_STATUS = {
+    code: (b":status", b"%d" % code) for code in (200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 500)
+}
 
 
 class TurnFlusher:
@@ -176,7 +181,10 @@ class _Request:
 
     # -- IResponseSink ---------------------------------------------------------------------
     def responseStarted(self, head: ResponseHead) -> None:
-        headers = [(b":status", b"%d" % head.code), *head.headers]
+        status = _STATUS.get(head.code)
+        if status is None:
+            status = (b":status", b"%d" % head.code)
+        headers = [status, *head.headers]
         assert self.head is not None
         altSvc = self.visitor.gateway.altSvcFor(self.head.host)
         if altSvc is not None:
@@ -584,11 +592,13 @@ class H2Visitor(Protocol):
             head = request.responseHead
             if head is not None and not request.responded:
                 request.responded = True
-                if len(out) == 1 and out[0] is _END:
-                    out.clear()
-                    conn.send_headers(sid, head, end_stream=True)
-                    self._finished(request)
-                    return
+                if out and out[-1] is _END and len(out) <= 2:
+                    # the whole response is here: HEADERS and DATA in one go
+                    if sendResponse(conn, sid, head, out[0] if len(out) == 2 else b"", True):
+                        out.clear()
+                        request.queued = 0
+                        self._finished(request)
+                        return
                 conn.send_headers(sid, head)
             if not request.responded:
                 return
