@@ -106,7 +106,9 @@ class _Target:
 
 def run(requests: int, connections: int, streams: int, profile: Any = None) -> float:
     clock = Clock()
-    gateway = Gateway(GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"), MemoryRouteStore(clock), clock)
+    gateway = Gateway(
+        GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"), MemoryRouteStore(clock), clock
+    )
     linkWire = _Wire()
     link = GatewayLink(gateway, "bench")
     link.makeConnection(linkWire)
@@ -144,7 +146,7 @@ def run(requests: int, connections: int, streams: int, profile: Any = None) -> f
         if profile is not None:
             profile.enable()
         start = time.process_time()
-        for visitor, data in zip(visitors, batch):
+        for visitor, data in zip(visitors, batch, strict=True):
             visitor.dataReceived(data)
         clock.advance(0)
         target.pump()
@@ -152,7 +154,7 @@ def run(requests: int, connections: int, streams: int, profile: Any = None) -> f
         cpu += time.process_time() - start
         if profile is not None:
             profile.disable()
-        for client, wire in zip(clients, wires):
+        for client, wire in zip(clients, wires, strict=True):
             for event in client.receive_data(wire.take()):
                 if isinstance(event, StreamEnded):
                     done += 1
@@ -164,7 +166,7 @@ def run(requests: int, connections: int, streams: int, profile: Any = None) -> f
         if profile is not None:
             profile.enable()
         start = time.process_time()
-        for visitor, data in zip(visitors, ack):
+        for visitor, data in zip(visitors, ack, strict=True):
             if data:
                 visitor.dataReceived(data)
         cpu += time.process_time() - start

@@ -43,10 +43,9 @@ caps C{h2} and C{hpack} below their next major releases.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from typing import Any
-
-import struct
 
 from h2.connection import ConnectionInputs, H2Connection
 from h2.stream import StreamInputs
