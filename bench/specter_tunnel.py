@@ -143,13 +143,14 @@ def h2load(
     return {"rps": float(m.group(1)) if m else 0.0, "failed": float(ok.group(2)) if ok else float("nan")}
 
 
-def cpuSeconds(pid: int) -> float:
+def cpuSeconds(pid: int, system: bool = False) -> float:
     """
-    User + system CPU time of process C{pid} so far, in seconds.
+    User + system CPU time of process C{pid} so far, in seconds (with
+    C{system}, the system time only).
     """
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return ((0 if system else int(fields[11])) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bulkMBps(host: str, port: int, cacert: str) -> float:
@@ -173,7 +174,7 @@ class Profiler:
         self.syscalls = syscalls
         self.running: list[subprocess.Popen[bytes]] = []
         if directory is not None:
-            tool = "strace" if syscalls else "py-spy"
+            tool = "perf" if syscalls else "py-spy"
             if shutil.which(tool) is None and not os.path.exists(os.path.join(BIN, tool)):
                 raise SystemExit(f"--profile needs {tool}")
             os.makedirs(directory, exist_ok=True)
@@ -188,7 +189,8 @@ class Profiler:
             if os.environ.get("PYSPY_NATIVE"):
                 argv.append("--native")
             if self.syscalls:
-                argv = ["strace", "-c", "-q", "-p", str(pid)]
+                events = "syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait"
+                argv = ["perf", "stat", "-e", events, "-p", str(pid)]
             self.running.append(
                 subprocess.Popen([*argv, "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
@@ -219,7 +221,7 @@ def main() -> None:
     parser.add_argument(
         "--syscalls",
         action="store_true",
-        help="with --profile: count system calls (strace -c) instead of sampling stacks",
+        help="with --profile: count send, receive and epoll_wait calls (perf stat) instead of sampling stacks",
     )
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "h2load"):
@@ -329,6 +331,7 @@ def main() -> None:
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
             return {
                 "gateway": cpuSeconds(gatewayPid),
+                "gatewaySystem": cpuSeconds(gatewayPid, system=True),
                 "client": cpuSeconds(clientPid),
                 "nginx": sum(cpuSeconds(p) for p in nginxWorkers()),
                 "loadgen": children.ru_utime + children.ru_stime,
@@ -369,10 +372,11 @@ def main() -> None:
             and their ratio: what the throughput ratio would be if the
             processes had the CPUs to themselves.
             """
-            tunnelPath = sum(tunnel.values())
+            tunnelPath = sum(v for k, v in tunnel.items() if k != "gatewaySystem")
             nginxPath = nginx["nginx"] + nginx["loadgen"]
             return (
-                f"{prefix}gateway_cpu_us={tunnel['gateway']:.0f} {prefix}client_cpu_us={tunnel['client']:.0f} "
+                f"{prefix}gateway_cpu_us={tunnel['gateway']:.0f} {prefix}gateway_sys_us={tunnel['gatewaySystem']:.0f} "
+                f"{prefix}client_cpu_us={tunnel['client']:.0f} "
                 f"{prefix}tunnel_path_cpu_us={tunnelPath:.0f} {prefix}nginx_path_cpu_us={nginxPath:.0f} "
                 f"{prefix}cpu_ratio={nginxPath / tunnelPath if tunnelPath else 0.0:.3f}"
             )
