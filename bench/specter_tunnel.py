@@ -186,8 +186,8 @@ class Profiler:
         for name, pid in self.pids.items():
             out = os.path.join(self.directory, f"{phase}-{name}.txt")
             argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
-            if os.environ.get("PYSPY_NATIVE"):
-                argv.append("--native")
+            if os.environ.get("PYSPY_GIL"):
+                argv.append("--gil")  # only samples holding the GIL: no time in system calls
             if self.syscalls:
                 events = "syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait"
                 argv = ["perf", "stat", "-e", events, "-p", str(pid)]

@@ -26,6 +26,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TCP_WRITE = ("ea311df0946d3f99", "3e46c97fc173bc7e")
 
 
+#: TLSMemoryBIOProtocol._flushReceiveBIO and _flushSendBIO, which
+#: LeanTLSTransport re-implements (suite/specter/tunnel/twistedio.py).
+TLS_READ_LOOP = ("b45e129f60c44862", "c034168e4f0faf2c")
+
+
 def _fingerprint(f: Any) -> str:
     return hashlib.sha256(inspect.getsource(f).encode()).hexdigest()[:16]
 
@@ -86,6 +91,38 @@ class PrivateAPITests(SynchronousTestCase):
             "self._lostTLSConnection = True", inspect.getsource(TLSMemoryBIOProtocol.connectionLost)
         )
         self.assertIs(TLSMemoryBIOProtocol._lostTLSConnection, False)
+
+    def test_tlsReadLoop(self) -> None:
+        """
+        suite/specter/tunnel/twistedio.py (LeanTLSTransport) re-implements
+        TLSMemoryBIOProtocol._flushReceiveBIO and _flushSendBIO, and reads
+        the memory BIOs of pyOpenSSL's Connection through OpenSSL's
+        BIO_get_mem_data.
+        """
+        from OpenSSL import SSL
+        from OpenSSL._util import ffi, lib
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        self.assertEqual(
+            (
+                _fingerprint(TLSMemoryBIOProtocol._flushReceiveBIO),
+                _fingerprint(TLSMemoryBIOProtocol._flushSendBIO),
+            ),
+            TLS_READ_LOOP,
+            "TLSMemoryBIOProtocol's BIO loops changed: review LeanTLSTransport in "
+            "suite/specter/tunnel/twistedio.py, then update TLS_READ_LOOP",
+        )
+        connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        connection.set_connect_state()
+        with self.assertRaises(SSL.WantReadError):
+            connection.do_handshake()
+        pending = lib.BIO_get_mem_data(connection._from_ssl, ffi.NULL)
+        self.assertGreater(pending, 0)
+        self.assertEqual(len(connection.bio_read(65536)), pending)
+        self.assertEqual(lib.BIO_get_mem_data(connection._from_ssl, ffi.NULL), 0)
+        self.assertEqual(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL), 0)
+        connection.bio_write(b"12345")
+        self.assertEqual(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL), 5)
 
     def test_clientFactory(self) -> None:
         """

@@ -32,6 +32,7 @@ from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
 from suite.specter.gateway.proxyproto import headerless
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
 from suite.specter.tunnel.mux import eagerWrites, noDelay
+from suite.specter.tunnel.twistedio import LeanTLSTransport
 
 __all__ = ["GatewayFactory", "PublicCertificates", "makeTLSFactory", "selfSignedCertificate", "VISITOR_ALPNS"]
 
@@ -266,7 +267,9 @@ def makeTLSFactory(
             connection.set_verify(SSL.VERIFY_NONE, None)
 
     nodeContext.set_tlsext_servername_callback(chooseCertificate)
-    return TLSMemoryBIOFactory(nodeCreator, False, wrapped, clock)
+    factory = TLSMemoryBIOFactory(nodeCreator, False, wrapped, clock)
+    factory.protocol = LeanTLSTransport
+    return factory
 
 
 def _issuedBy(certificate: x509.Certificate | None, issuer: x509.Certificate | None) -> bool:
