@@ -32,7 +32,7 @@ from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
 from suite.specter.gateway.proxyproto import headerless
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
 from suite.specter.tunnel.mux import eagerWrites, noDelay
-from suite.specter.tunnel.twistedio import LeanTLSTransport
+from suite.specter.tunnel.twistedio import LeanTLSTransport, TurnWrites
 
 __all__ = ["GatewayFactory", "PublicCertificates", "makeTLSFactory", "selfSignedCertificate", "VISITOR_ALPNS"]
 
@@ -267,9 +267,15 @@ def makeTLSFactory(
             connection.set_verify(SSL.VERIFY_NONE, None)
 
     nodeContext.set_tlsext_servername_callback(chooseCertificate)
-    factory = TLSMemoryBIOFactory(nodeCreator, False, wrapped, clock)
+    factory: Any = TLSMemoryBIOFactory(nodeCreator, False, wrapped, clock)
     factory.protocol = LeanTLSTransport
-    return factory
+    if clock is None:
+        from twisted.internet import reactor as clock
+    factory.turnWrites = TurnWrites(clock)
+    # what a link read answered leaves when the read is handled (after the
+    # HTTP/2 front end, registered before, queued its frames)
+    gateway.afterLinkRead.append(factory.turnWrites.flush)
+    return factory  # type: ignore[no-any-return]
 
 
 def _issuedBy(certificate: x509.Certificate | None, issuer: x509.Certificate | None) -> bool:
