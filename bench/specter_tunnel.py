@@ -219,6 +219,11 @@ def main() -> None:
         help="record py-spy profiles (collapsed stacks) of the gateway and the client during the tunnel runs",
     )
     parser.add_argument(
+        "--tree",
+        metavar="DIR",
+        help="run the gateway and the tunnel client from another checkout (e.g. older code, for A/B runs)",
+    )
+    parser.add_argument(
         "--syscalls",
         action="store_true",
         help="with --profile: count send, receive and epoll_wait calls (perf stat) instead of sampling stacks",
@@ -284,7 +289,9 @@ def main() -> None:
                 sys.executable, "-m", "suite.specter.gateway", "--listen", f"tcp:{gw}:interface=127.0.0.1",
                 "--cert-dir", certs, "--apex", APEX, "--data-dir", os.path.join(base, "data"),
             ]  # fmt: skip
-        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+        tree = os.path.abspath(args.tree) if args.tree else ROOT
+        env = dict(os.environ, PYTHONPATH=tree) if args.tree else None
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tree, env=env))
         waitPort(gw)
         clientLog = os.path.join(base, "client.log")
         procs.append(
@@ -305,7 +312,8 @@ def main() -> None:
                 ],
                 stdout=subprocess.PIPE,
                 stderr=open(clientLog, "wb"),
-                cwd=ROOT,
+                cwd=tree,
+                env=env,
             )  # fmt: skip
         )
         assert procs[-1].stdout is not None
