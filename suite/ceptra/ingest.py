@@ -499,6 +499,7 @@ class PartitionsResource(_APIResource):
                 "partitions": {
                     p: manager.partitionStatus(p, withHash=True) for p in sorted(manager.partitions)
                 },
+                "placement": manager.ledger.toJSON(),
             },
         )
 

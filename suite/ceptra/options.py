@@ -6,7 +6,6 @@ the variables are read here, in L{Options.postOptions}, and nowhere else.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from typing import Any
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions
+from suite.netutil import isIPAddress
 from suite.web.listen import hostPortEndpoint, parseHostPort
 
 __all__ = ["Options", "ENV"]
@@ -180,11 +180,7 @@ def _label(flag: str) -> str:
 
 
 def _isHost(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return bool(_HOSTNAME.match(value))
+    return isIPAddress(value) or bool(_HOSTNAME.match(value))
 
 
 class Options(DaemonOptions):

@@ -50,6 +50,8 @@ class Routing:
     nodes: Mapping[str, NodeInfo] = field(default_factory=dict)
     partitions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     leaders: Mapping[str, str] = field(default_factory=dict)
+    #: partition -> placement epoch (0 when the feed gives none)
+    epochs: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def partitionIds(self) -> list[str]:
@@ -96,7 +98,13 @@ class Routing:
             "revision": self.revision,
             "hash": "blake2b-64 of the UTF-8 key, big-endian; partition = sorted(ids)[hash % len(ids)]",
             "partitions": [
-                {"id": p, "index": i, "replicas": list(self.partitions[p]), "leader": self.leaders.get(p)}
+                {
+                    "id": p,
+                    "index": i,
+                    "replicas": list(self.partitions[p]),
+                    "epoch": self.epochs.get(p, 0),
+                    "leader": self.leaders.get(p),
+                }
                 for i, p in enumerate(self.partitionIds)
             ],
             "nodes": {
@@ -125,6 +133,7 @@ def parseRouting(doc: Mapping[str, Any] | None) -> Routing:
             )
     partitions: dict[str, tuple[str, ...]] = {}
     leaders: dict[str, str] = {}
+    epochs: dict[str, int] = {}
     rawParts = doc.get("partitions")
     for entry in rawParts if isinstance(rawParts, list) else ():
         if not isinstance(entry, Mapping):
@@ -134,5 +143,7 @@ def parseRouting(doc: Mapping[str, Any] | None) -> Routing:
             partitions[pid] = tuple(r for r in replicas if isinstance(r, str))
             if isinstance(entry.get("leader"), str):
                 leaders[pid] = entry["leader"]
+            epoch = entry.get("epoch")
+            epochs[pid] = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > 0 else 0
     revision = doc.get("revision")
-    return Routing(revision if isinstance(revision, int) else None, nodes, partitions, leaders)
+    return Routing(revision if isinstance(revision, int) else None, nodes, partitions, leaders, epochs)

@@ -15,6 +15,7 @@ from twisted.internet.protocol import ClientFactory, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.netutil import isIPAddress, noDelay
 from suite.specter.tunnel.machine import Backoff, TunnelLifecycle, newLifecycle
 from suite.specter.tunnel.mux import (
     DEFAULT_CHUNK,
@@ -23,7 +24,6 @@ from suite.specter.tunnel.mux import (
     LocalSide,
     Stream,
     eagerWrites,
-    noDelay,
 )
 
 __all__ = [
@@ -62,13 +62,7 @@ def tunnelCreator(identity: Any, host: str) -> Any:
     from suite.pki.tls import clientContextFactory
     from suite.pki.verify import PeerPolicy
 
-    try:
-        import ipaddress
-
-        ipaddress.ip_address(host)
-        policy = PeerPolicy(ipAddress=host)
-    except ValueError:
-        policy = PeerPolicy(hostname=host)
+    policy = PeerPolicy(ipAddress=host) if isIPAddress(host) else PeerPolicy(hostname=host)
     return clientContextFactory(identity, peerVerifier=policy, acceptableProtocols=[TUNNEL_ALPN])
 
 

@@ -39,7 +39,6 @@ __all__ = [
     "Link",
     "Stream",
     "LocalSide",
-    "noDelay",
     "eagerWrites",
     "closeTransport",
     "abortTransport",
