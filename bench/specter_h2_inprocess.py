@@ -102,6 +102,7 @@ class _Target:
             data = b"".join(self.answers)
             self.answers.clear()
             self.link.dataReceived(data)
+            self.link.readHandled()
 
 
 def run(requests: int, connections: int, streams: int, profile: Any = None) -> float:

@@ -212,6 +212,9 @@ def main() -> None:
     parser.add_argument(
         "--http1-only", action="store_true", help="HTTP/1.1 nginx and tunnel figures and CPU per request only"
     )
+    parser.add_argument(
+        "--bulk-only", action="store_true", help="the 64 MiB download through the tunnel only"
+    )
     parser.add_argument("--h2-requests", type=int, default=20000)
     parser.add_argument(
         "--profile",
@@ -399,6 +402,16 @@ def main() -> None:
                 f"nginx_h2_rps={h2nginx['rps']:.0f} h2_tunnel_rps={h2tunnel['rps']:.0f} "
                 f"h2_tunnel_over_nginx_h2={h2tunnel['rps'] / h2nginx['rps'] if h2nginx['rps'] else 0.0:.3f} "
                 f"{figures('h2_', h2cpu, h2nginxCpu)} {load()}"
+            )
+            return
+        if args.bulk_only:
+            before = snapshot()
+            bulk = bulkMBps(host, gw, os.path.join(base, "data", "gateway", "selfsigned.crt"))
+            after = snapshot()
+            perMB = {k: (after[k] - before[k]) / 64 * 1e3 for k in ("gateway", "client")}
+            print(
+                f"tunnel_bulk_MBps={bulk:.0f} bulk_gateway_cpu_ms_per_MiB={perMB['gateway']:.2f} "
+                f"bulk_client_cpu_ms_per_MiB={perMB['client']:.2f} {load()}"
             )
             return
         if args.http1_only:

@@ -93,7 +93,8 @@ class Gateway:
         #: Called with a link whose client drains (drop its idle streams).
         self.onLinkDraining: list[Callable[[Any], None]] = []
         #: Called after the frames of one read from a tunnel link were
-        #: handled (the HTTP/2 front end sends the responses they carried).
+        #: handled (the HTTP/2 front end and the TLS writes send the
+        #: responses they carried; see L{GatewayLink.readHandled}).
         self.afterLinkRead: list[Callable[[], None]] = []
         self.apexResource: Any = None
         self.apexSite: Any = None
@@ -424,8 +425,12 @@ class GatewayLink(Link):
     def streamOpened(self, stream: Any, meta: dict[str, Any]) -> None:
         stream.reset("clients may not open streams")
 
-    def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
+    def readHandled(self) -> None:
+        """
+        Everything one read from the network carried has been handled (the
+        gateway's TLS transport calls this after each read): the hooks send
+        the answers it carried.
+        """
         for hook in self.gateway.afterLinkRead:
             hook()
 

@@ -193,7 +193,9 @@ class LeanTLSTransport(BufferingTLSTransport):
     for every read from the network.  Here the loop stops when neither the
     incoming BIO nor OpenSSL holds more, and the outgoing BIO is read only
     when it holds something; what is received, sent and reported is the
-    same.  Twisted's transport also gathers the writes of a turn with a
+    same; then, when the protocol has a C{readHandled} method, it is told
+    that everything the read carried was delivered (one read often carries
+    several records).  Twisted's transport also gathers the writes of a turn with a
     delayed call per connection (a visitor gets one answer per turn, so
     one delayed call per answer, about a seventh of the gateway's CPU per
     HTTP/1.1 request); L{TurnWrites} does it with one for all.
@@ -248,6 +250,13 @@ class LeanTLSTransport(BufferingTLSTransport):
             super()._flushSendBIO()
 
     def _flushReceiveBIO(self) -> None:
+        self._receiveRecords()
+        if not self._lostTLSConnection:
+            handled = getattr(self.wrappedProtocol, "readHandled", None)
+            if handled is not None:
+                handled()
+
+    def _receiveRecords(self) -> None:
         while not self._lostTLSConnection:
             connection = self._tlsConnection
             try:

@@ -138,6 +138,7 @@ class _Harness:
         The target's bytes on tunnel streams, in one link read.
         """
         self.link.dataReceived(b"".join(encodeFrame(DATA, sid, data) for sid, data in pieces))
+        self.link.readHandled()  # what the gateway's TLS transport calls after a read
 
     def of(self, kind: type, sid: int | None = None) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind) and (sid is None or e.stream_id == sid)]

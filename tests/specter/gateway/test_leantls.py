@@ -189,3 +189,24 @@ class LeanTLSTests(SynchronousTestCase):
             self.assertEqual(pair.app.received, [b"ping"])
         self.assertEqual(raised.count("LeanTLSTransport"), 0)
         self.assertEqual(raised.count("BufferingTLSTransport"), 2)
+
+
+class ReadHandledTests(SynchronousTestCase):
+    def test_oncePerRead(self) -> None:
+        """
+        A protocol with C{readHandled} is told once per read from the
+        network, after every record that read carried was delivered.
+        """
+        events: list[str] = []
+
+        class _Handled(_Echo):
+            def dataReceived(self, data: bytes) -> None:
+                events.append("data")
+
+            def readHandled(self) -> None:
+                events.append("handled")
+
+        pair = _Pair(LeanTLSTransport)
+        pair.server.wrappedProtocol = _Handled()
+        pair.deliver(pair.records(b"a", b"b", b"c"))
+        self.assertEqual(events, ["data", "data", "data", "handled"])
