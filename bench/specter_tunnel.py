@@ -405,9 +405,11 @@ def main() -> None:
             )
             return
         if args.bulk_only:
+            profiler.start("bulk")
             before = snapshot()
             bulk = bulkMBps(host, gw, os.path.join(base, "data", "gateway", "selfsigned.crt"))
             after = snapshot()
+            profiler.stop()
             perMB = {k: (after[k] - before[k]) / 64 * 1e3 for k in ("gateway", "client")}
             print(
                 f"tunnel_bulk_MBps={bulk:.0f} bulk_gateway_cpu_ms_per_MiB={perMB['gateway']:.2f} "
