@@ -247,7 +247,8 @@ class H2Visitor(Protocol):
         self.gateway = front.gateway
         self.conn = H2Connection(_CONFIG)
         self.requests: dict[int, _Request] = {}
-        self.ready_: dict[int, _Request] = {}
+        #: Requests with something to send at the next flush.
+        self.sendable: dict[int, _Request] = {}
         self.heads: dict[tuple[Any, ...], RequestHead | str] = {}
         #: Streams answered before their request body ended: bytes of the
         #: body read since (and dropped).
@@ -320,7 +321,7 @@ class H2Visitor(Protocol):
             self.idleCall.cancel()
         self.idleCall = None
         requests, self.requests = self.requests, {}
-        self.ready_ = {}
+        self.sendable = {}
         for request in requests.values():
             self._drop(request)
         self.front.flusher.dirty.pop(self, None)
@@ -492,7 +493,7 @@ class H2Visitor(Protocol):
         request = self.requests.pop(sid, None)
         if request is None:
             return
-        self.ready_.pop(sid, None)
+        self.sendable.pop(sid, None)
         self._drop(request)
         self.resets += 1
         if self.resets > RESET_ALLOWANCE and self.resets > 2 * self.answered:
@@ -521,7 +522,7 @@ class H2Visitor(Protocol):
         """
         if request.done:
             return
-        self.ready_[request.sid] = request
+        self.sendable[request.sid] = request
         self.front.flusher.mark(self)
 
     def answer(self, request: _Request, code: int, detail: str) -> None:
@@ -539,7 +540,7 @@ class H2Visitor(Protocol):
         ]
         request.out = deque([body, _END])
         request.queued = len(body)
-        self.ready_[request.sid] = request
+        self.sendable[request.sid] = request
         self.front.flusher.mark(self)
 
     def resetStream(self, request: _Request, code: int) -> None:
@@ -549,7 +550,7 @@ class H2Visitor(Protocol):
         if request.done:
             return
         self.requests.pop(request.sid, None)
-        self.ready_.pop(request.sid, None)
+        self.sendable.pop(request.sid, None)
         self._drop(request)
         try:
             self.conn.reset_stream(request.sid, code)
@@ -561,11 +562,11 @@ class H2Visitor(Protocol):
         if sid:
             request = self.requests.get(sid)
             if request is not None and request.out:
-                self.ready_[sid] = request
+                self.sendable[sid] = request
         else:
             for request in self.requests.values():
                 if request.out:
-                    self.ready_[request.sid] = request
+                    self.sendable[request.sid] = request
 
     def flush(self) -> None:
         """
@@ -574,9 +575,9 @@ class H2Visitor(Protocol):
         """
         if self.closed:
             return
-        ready = self.ready_
+        ready = self.sendable
         if ready and not self.writePaused:
-            self.ready_ = {}
+            self.sendable = {}
             for request in ready.values():
                 if not request.done:
                     self._send(request)
@@ -662,7 +663,7 @@ class H2Visitor(Protocol):
         self.writePaused = False
         for request in self.requests.values():
             if request.out or (request.responseHead is not None and not request.responded):
-                self.ready_[request.sid] = request
+                self.sendable[request.sid] = request
             else:
                 request._resumeExchange()
         self.front.flusher.mark(self)
