@@ -6,10 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client dnsperf knot
-DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx bind9
+DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx bind9 caddy docker-compose
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup system-deps bench-deps diagrams lint typecheck unit clean spec-sync-write dev-validate install uninstall
+.PHONY: run test setup system-deps bench-deps diagrams lint typecheck unit clean spec-sync-write dev-validate install uninstall \
+	base-image images
 
 # Production install (docs/install.md): venv in $(PREFIX)/venv, users, directories, units.
 # Run again to upgrade. DESTDIR stages everything under another root.
@@ -45,7 +46,8 @@ system-deps:
 MACHINE_MODULES := suite.gossip.member suite.gossip.prober suite.specter.chord.machine \
 	suite.raft.roles suite.raft.multi suite.spacecomms.session suite.clustor.freshness \
 	suite.acme.renewal suite.ceptra.lifecycle suite.goop.groups suite.goop.lua.pool \
-	suite.specter.tunnel.machine suite.constellation.leases
+	suite.specter.tunnel.machine suite.specter.gateway.lifecycle suite.specter.gateway.visitormachine \
+	suite.constellation.leases suite.raft.walbatch suite.ceptra.combine
 diagrams: setup
 	@command -v dot >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
@@ -66,14 +68,25 @@ bench-deps: setup
 	fi
 
 lint: setup
-	$(VENV)/bin/ruff check suite tests bench twisted
-	$(VENV)/bin/ruff format --check suite tests bench twisted
+	$(VENV)/bin/ruff check suite tests bench twisted containers
+	$(VENV)/bin/ruff format --check suite tests bench twisted containers
 
 typecheck: setup
 	$(VENV)/bin/mypy
 
 unit: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) -q tests
+
+# Container images (docs/containers.md), built offline for the engine `docker` reaches
+# (DOCKER_HOST): base-image = Debian's python3 from the host's apt sources, imported as
+# suite-base:local (cached in var/containers by content hash); images = the base, a wheelhouse
+# built here, and every family's Dockerfile target (FAMILIES="goop specter" for some).
+FAMILIES ?=
+base-image:
+	$(PYTHON) containers/build.py --base-only
+
+images: setup
+	$(PY) containers/build.py $(FAMILIES)
 
 install:
 	sh scripts/install.sh PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)

@@ -5,6 +5,7 @@ The six twistd plugins are discoverable and each answers --help.
 from __future__ import annotations
 
 import subprocess
+import sys
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin, getPlugins
@@ -64,3 +65,56 @@ class PluginDiscoveryTests(SynchronousTestCase):
             self.assertIn("--no-such-flag", lines[0], name)
             self.assertNotIn("Traceback", result.stderr, name)
             self.assertLessEqual(len(lines), 2, name)
+
+
+class ConsoleScriptPluginTests(SynchronousTestCase):
+    """
+    A console script hands twistd options that know only its own plugin, so
+    twistd does not import every plugin module.
+    """
+
+    def test_onlyItsPlugin(self) -> None:
+        """
+        The options list one subcommand, parse its arguments like twistd's
+        own, and count as twistd's for the start-up barrier (so a failed
+        listener ends the process).
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        from suite.daemon import _underTwistd, onlySuitePlugin
+
+        options = onlySuitePlugin(ServerOptions, "goop")()
+        self.assertEqual([c[0] for c in options.subCommands], ["goop"])
+        options.parseOptions(["--nodaemon", "--pidfile=", "goop", "rendezvous", "somewhere"])
+        self.assertEqual(options.subCommand, "goop")
+        self.assertEqual(sorted(options.loadedPlugins), ["goop"])
+        self.assertEqual(options.subOptions.subOptions["directory"], "somewhere")
+        self.assertEqual(_underTwistd(options.subOptions.subOptions), (True, None))
+
+    def test_unknownPlugin(self) -> None:
+        """
+        A name that is not one of the suite's plugins is a ConfigError naming it.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        from suite.daemon import ConfigError, onlySuitePlugin
+
+        e = self.assertRaises(ConfigError, onlySuitePlugin, ServerOptions, "nonesuch")
+        self.assertIn("'nonesuch'", str(e))
+
+    def test_noPluginScan(self) -> None:
+        """
+        Parsing a console script's twistd options imports the suite's
+        plugin module and no other package's.
+        """
+        code = (
+            "import sys\n"
+            "from twisted.scripts.twistd import ServerOptions\n"
+            "from suite.daemon import onlySuitePlugin\n"
+            "o = onlySuitePlugin(ServerOptions, 'goop')()\n"
+            "o.parseOptions(['goop', 'rendezvous', 'x'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('twisted.plugins.')))\n"
+        )
+        result = _run(sys.executable, "-c", code)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "['twisted.plugins.suite_plugins']")

@@ -10,16 +10,26 @@ gives for that address (outbound: checked in the TLS handshake and again by
 the link; inbound: the SPIFFE ID must be a known node, and each message's
 sender must be that ID).
 
-Reconciliation (every C{interval} seconds, and whenever the feed changes):
+Placements are taken from the feed in increasing epoch order only
+(L{suite.ceptra.placement.PlacementLedger}).  Reconciliation (every
+C{interval} seconds, and whenever the feed changes):
 
-  - a partition listed for this node gets a Raft group: a WAL under
-    C{WAL_DIR/<partition>}, snapshots under C{SNAPSHOT_DIR/<partition>},
+  - a partition listed for this node gets a Raft group: its records in
+    the node's shared WAL in C{WAL_DIR} (one fsync per batch across
+    groups, L{suite.raft.wal.SharedWAL}; a single-group WAL found in
+    C{WAL_DIR/<partition>} is taken over), the storage's incarnation in
+    C{WAL_DIR/<partition>} (L{suite.raft.incarnation}), snapshots under
+    C{SNAPSHOT_DIR/<partition>},
     the partition's engine (L{suite.ceptra.machine.PartitionMachine}) as
     state machine, and the placement's replicas as bootstrap voters;
   - the leader of a hosted partition moves the group's configuration toward
-    the placement one single-server change at a time: missing replicas are
-    added (as learners, promoted once caught up), extra members removed; a
-    leader that is itself to leave hands leadership to a remaining voter;
+    the applied placement one single-server change at a time, each
+    recording the placement's epoch in the configuration: missing replicas
+    are added (as learners, promoted once caught up), extra members
+    removed; a leader that is itself to leave hands leadership to a
+    remaining voter.  A leader whose applied epoch is older than the
+    configuration's changes nothing, so no epoch transition is applied
+    twice or undone, across restarts and leader changes;
   - a partition no longer listed keeps running until its group's
     configuration no longer includes this node (or C{retireGrace} seconds
     pass), then stops (the replica's lifecycle machine,
@@ -31,7 +41,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -48,12 +58,15 @@ from zope.interface import implementer
 from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
 from suite.ceptra.machine import PartitionMachine
+from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.routing import Routing
+from suite.netutil import isIPAddress
+from suite.raft.incarnation import Claim, fileClaim
 from suite.raft.messages import Configuration
 from suite.raft.multi import DialPolicy, GroupTransport, MultiRaftTransport
 from suite.raft.node import RaftNode
 from suite.raft.settings import NotLeader, RaftSettings
-from suite.raft.wal import WALStorage
+from suite.raft.wal import SharedWAL
 
 __all__ = ["NotHosted", "Partition", "PartitionManager"]
 
@@ -141,6 +154,9 @@ class PartitionManager(Service):
     @param storageFactory: override the storage (tests): C{(walDir,
         snapshotDir) -> IRaftStorage}.
     @param rng: seeds the election timers of the partitions' nodes (tests).
+    @param ledger: the applied placements (default: in memory only).
+    @param incarnations: override the storage incarnations (tests):
+        C{incarnations(walDir) -> Claim}.
     """
 
     def __init__(
@@ -162,6 +178,8 @@ class PartitionManager(Service):
         storageFactory: Callable[[str, str], Any] | None = None,
         registry: CollectorRegistry | None = None,
         rng: random.Random | None = None,
+        ledger: PlacementLedger | None = None,
+        incarnations: Callable[[str], Claim] | None = None,
     ) -> None:
         self.spiffe = spiffe
         self.rng = rng or random.Random()
@@ -176,7 +194,14 @@ class PartitionManager(Service):
         self.interval = interval
         self.retireGrace = retireGrace
         self.maxLag = maxLag
-        self.storageFactory = storageFactory or (lambda w, s: WALStorage(w, s, reactor))
+        self.wal: SharedWAL | None = None
+        self.storageFactory = storageFactory or self._groupStorage
+        self.incarnations = incarnations or (lambda w: fileClaim(w, reactor))
+        self.ledger = ledger or PlacementLedger()
+        self._feedRouting: Routing | None = None
+        self._peersFrom: Any = None
+        #: (partition, epoch) pairs already logged as behind the group
+        self._behind: set[tuple[str, int]] = set()
         self.multi = MultiRaftTransport(
             spiffe,
             reactor,
@@ -192,6 +217,11 @@ class PartitionManager(Service):
         self.stopping = False
         if registry is not None:
             registry.register(_PartitionCollector(self))  # type: ignore[arg-type]
+
+    def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
+        if self.wal is None:
+            self.wal = SharedWAL(self.walDir, self.reactor)
+        return self.wal.group(os.path.basename(walDir), snapshotDir, importFrom=walDir)
 
     # -- transport --------------------------------------------------------
 
@@ -210,17 +240,14 @@ class PartitionManager(Service):
             self.reactor, f"tcp:host={host}:port={port}:timeout={max(1, round(timeout))}"
         )
         if self.bundle is not None:
-            import ipaddress
-
             from suite.pki.tls import clientContextFactory
 
             expected = self.routing.nodeByRaftAddress(address)
             if expected is None or not expected.spiffe:
                 return fail(ConnectionError(f"no node with a SPIFFE ID listed at {address}"))
-            try:
-                ipaddress.ip_address(host)
+            if isIPAddress(host):
                 creator = clientContextFactory(self.bundle, ipAddress=host, spiffeId=expected.spiffe)
-            except ValueError:
+            else:
                 creator = clientContextFactory(self.bundle, hostname=host, spiffeId=expected.spiffe)
             endpoint = wrapClientTLS(creator, endpoint)
         return endpoint.connect(factory)  # type: ignore[no-any-return]
@@ -257,6 +284,8 @@ class PartitionManager(Service):
             for part in parts:
                 if part.closing is not None:
                     await part.closing
+            if self.wal is not None:
+                await self.wal.close()
 
         return Deferred.fromCoroutine(closing())
 
@@ -273,13 +302,24 @@ class PartitionManager(Service):
                 out[info.spiffe] = info.raft
         return out
 
+    def currentRouting(self) -> Routing:
+        """
+        The routing table with the applied placements (the feed's latest
+        document, taken through the ledger when it changes).
+        """
+        feed = self.routingSource()
+        if feed is not self._feedRouting:
+            self._feedRouting = feed
+            self.routing = self.ledger.update(feed)
+        return self.routing
+
     def reconcile(self) -> None:
         if self.stopping:
             return
-        routing = self.routingSource()
-        if routing.revision != self.routing.revision or routing.nodes != self.routing.nodes:
+        routing = self.currentRouting()
+        if routing.nodes != self._peersFrom:
+            self._peersFrom = routing.nodes
             self.multi.setPeers({i.spiffe: i.raft for i in routing.nodes.values() if i.spiffe and i.raft})
-        self.routing = routing
         me = routing.nodeBySpiffe(self.spiffe)
         hosted = set(routing.hosted(me)) if me is not None else set()
         for pid in sorted(hosted - set(self.partitions)):
@@ -292,17 +332,27 @@ class PartitionManager(Service):
                 member = self.spiffe in part.node.configs.latest().members()
                 part.lifecycle.unplaced(now, member, self.retireGrace)
             if part.serving() and part.node.leader is not None and pid in routing.partitions:
-                self._driveMembership(part, self.voters(routing, pid))
+                self._driveMembership(part, self.voters(routing, pid), routing.epochs.get(pid, 0))
 
     def _start(self, pid: str, routing: Routing) -> None:
         voters = self.voters(routing, pid)
         if self.spiffe not in voters:
             return
-        storage = self.storageFactory(os.path.join(self.walDir, pid), os.path.join(self.snapshotDir, pid))
+        walDir = os.path.join(self.walDir, pid)
+        storage = self.storageFactory(walDir, os.path.join(self.snapshotDir, pid))
         machine = PartitionMachine(pid, onResults=self._results, wantResults=self._wantResults)
         transport = self.multi.group(pid)
         transport.paused = True  # until the node has loaded its WAL
-        bootstrap = Configuration(frozenset(voters), frozenset(), tuple(sorted(voters.items())))
+        bootstrap = Configuration(
+            frozenset(voters), frozenset(), tuple(sorted(voters.items())), routing.epochs.get(pid, 0)
+        )
+        rng = random.Random(self.rng.random())
+        # Replicas snapshot at different moments (the threshold +-25% each):
+        # a snapshot stalls its replica, and the others keep the quorum.
+        threshold = self.settings.snapshotThreshold
+        settings = replace(
+            self.settings, snapshotThreshold=max(1, round(threshold * rng.uniform(0.75, 1.25)))
+        )
         node = RaftNode(
             self.spiffe,
             self.reactor,
@@ -310,8 +360,9 @@ class PartitionManager(Service):
             transport,
             machine,
             bootstrap,
-            self.settings,
-            random.Random(self.rng.random()),
+            settings,
+            rng,
+            self.incarnations(walDir),
         )
         part = Partition(pid, node, storage, machine, transport, self)
         self.partitions[pid] = part
@@ -327,17 +378,28 @@ class PartitionManager(Service):
         if self.onResults is not None:
             self.onResults(pid, index, results)
 
-    def _driveMembership(self, part: Partition, want: dict[str, str]) -> None:
+    def _driveMembership(self, part: Partition, want: dict[str, str], epoch: int) -> None:
         node = part.node
         if part.change is not None or not want or node.configs.latestIndex() > node.commitIndex:
             return
         config = node.configs.latest()
+        if config.epoch > epoch:
+            if (part.pid, epoch) not in self._behind:
+                self._behind.add((part.pid, epoch))
+                log.warn(
+                    "partition {pid}: the group's configuration is at placement epoch {group}, this node's "
+                    "placement at {epoch}: no membership change until this node's placement catches up",
+                    pid=part.pid,
+                    group=config.epoch,
+                    epoch=epoch,
+                )
+            return
         members = config.voters | config.learners
         d: Deferred[Any] | None = None
         what = ""
         for peer in sorted(set(want) - config.voters):
-            what = f"add {peer}"
-            d = node.changeMembership("addVoter", peer, want[peer])
+            what = f"add {peer} (epoch {epoch})"
+            d = node.changeMembership("addVoter", peer, want[peer], epoch)
             break
         else:
             for peer in sorted(members - set(want)):
@@ -348,9 +410,13 @@ class PartitionManager(Service):
                     what = f"hand leadership to {targets[0]} before leaving"
                     d = node.transferLeadership(targets[0])
                 else:
-                    what = f"remove {peer}"
-                    d = node.changeMembership("remove", peer)
+                    what = f"remove {peer} (epoch {epoch})"
+                    d = node.changeMembership("remove", peer, "", epoch)
                 break
+            else:
+                if config.epoch < epoch:
+                    what = f"record placement epoch {epoch}"
+                    d = node.changeMembership("epoch", "", "", epoch)
         if d is None:
             return
         part.change = d
@@ -411,6 +477,7 @@ class PartitionManager(Service):
         if not part.serving():
             return {"partition": pid, **state}
         node = part.node
+        config = node.configs.latest()
         return {
             "partition": pid,
             **state,
@@ -420,8 +487,12 @@ class PartitionManager(Service):
             "committedIndex": part.committedIndex(),
             "matchIndex": part.matchIndex(),
             "appliedIndex": node.lastApplied,
-            "voters": sorted(node.configs.latest().voters),
-            "learners": sorted(node.configs.latest().learners),
+            "voters": sorted(config.voters),
+            "learners": sorted(config.learners),
+            "placementEpoch": self.ledger.epoch(pid),
+            "configEpoch": config.epoch,
+            "incarnation": node.incarnationNumber,
+            "voteIntact": node.votesIntact(),
             "lastMembershipChange": part.lastChange or None,
             "cep": part.machine.status(),
             **({"stateHash": part.machine.stateHash()} if withHash else {}),
@@ -490,6 +561,32 @@ class _PartitionCollector:
         rules = GaugeMetricFamily(
             "ceptra_partition_rules_version", "Rules documents applied to the partition.", labels=labels
         )
+        placementEpoch = GaugeMetricFamily(
+            "ceptra_partition_placement_epoch",
+            "Placement epoch this node applied for the partition (from the routing feed).",
+            labels=labels,
+        )
+        configEpoch = GaugeMetricFamily(
+            "ceptra_partition_config_epoch",
+            "Placement epoch recorded in the partition's Raft configuration.",
+            labels=labels,
+        )
+        intact = GaugeMetricFamily(
+            "ceptra_partition_vote_intact",
+            "1 when the group has recorded this replica's storage incarnation (its vote counts).",
+            labels=labels,
+        )
+        ignored = CounterMetricFamily(
+            "ceptra_placement_ignored_updates",
+            "Routing feed placements ignored: an older epoch (stale) or another placement "
+            "under the applied epoch (conflict).",
+            labels=["partition", "reason"],
+        )
+        ledger = self.manager.ledger
+        for pid in sorted(ledger.applied):
+            placementEpoch.add_metric([pid], ledger.epoch(pid))
+        for (pid, reason), n in sorted(ledger.ignored.items()):
+            ignored.add_metric([pid, reason], n)
         for pid, part in sorted(self.manager.partitions.items()):
             if not part.serving():
                 continue
@@ -501,6 +598,8 @@ class _PartitionCollector:
             events.add_metric([pid], part.machine.events)
             dups.add_metric([pid], part.machine.duplicates)
             rules.add_metric([pid], part.machine.rulesVersion)
+            configEpoch.add_metric([pid], part.node.configs.latest().epoch)
+            intact.add_metric([pid], 1 if part.node.votesIntact() else 0)
         multi = self.manager.multi
         links = GaugeMetricFamily(
             "ceptra_raft_links", "Open Raft links to peer nodes (shared by all partitions)."
@@ -513,6 +612,7 @@ class _PartitionCollector:
         )
         rejected.add_metric([], multi.rejectedLinks)
         yield from (committed, match, applied, leader, term, events, dups, rules, links, frames, rejected)
+        yield from (placementEpoch, configEpoch, intact, ignored)
 
 
 __all__ += ["NotLeader"]

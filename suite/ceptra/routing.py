@@ -16,9 +16,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 __all__ = ["NodeInfo", "Routing", "keyHash", "parseRouting"]
+
+_MAX_CACHED_KEYS = 65536
 
 
 def keyHash(key: str) -> int:
@@ -50,8 +53,13 @@ class Routing:
     nodes: Mapping[str, NodeInfo] = field(default_factory=dict)
     partitions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     leaders: Mapping[str, str] = field(default_factory=dict)
+    #: partition -> placement epoch (0 when the feed gives none)
+    epochs: Mapping[str, int] = field(default_factory=dict)
 
-    @property
+    #: Partition of each key seen with this revision (bounded).
+    _byKey: dict[str, str] = field(default_factory=dict, compare=False, repr=False, init=False)
+
+    @cached_property
     def partitionIds(self) -> list[str]:
         return sorted(self.partitions)
 
@@ -60,9 +68,15 @@ class Routing:
         The partition an event with C{key} belongs to (None without partitions).
         """
         ids = self.partitionIds
-        if not ids:
-            return None
-        return ids[keyHash(key) % len(ids)]
+        if len(ids) < 2:
+            return ids[0] if ids else None
+        byKey = self._byKey
+        pid = byKey.get(key)
+        if pid is None:
+            if len(byKey) >= _MAX_CACHED_KEYS:
+                byKey.clear()
+            pid = byKey[key] = ids[keyHash(key) % len(ids)]
+        return pid
 
     def nodeBySpiffe(self, spiffe: str) -> str | None:
         for name in sorted(self.nodes):
@@ -96,7 +110,13 @@ class Routing:
             "revision": self.revision,
             "hash": "blake2b-64 of the UTF-8 key, big-endian; partition = sorted(ids)[hash % len(ids)]",
             "partitions": [
-                {"id": p, "index": i, "replicas": list(self.partitions[p]), "leader": self.leaders.get(p)}
+                {
+                    "id": p,
+                    "index": i,
+                    "replicas": list(self.partitions[p]),
+                    "epoch": self.epochs.get(p, 0),
+                    "leader": self.leaders.get(p),
+                }
                 for i, p in enumerate(self.partitionIds)
             ],
             "nodes": {
@@ -125,6 +145,7 @@ def parseRouting(doc: Mapping[str, Any] | None) -> Routing:
             )
     partitions: dict[str, tuple[str, ...]] = {}
     leaders: dict[str, str] = {}
+    epochs: dict[str, int] = {}
     rawParts = doc.get("partitions")
     for entry in rawParts if isinstance(rawParts, list) else ():
         if not isinstance(entry, Mapping):
@@ -134,5 +155,7 @@ def parseRouting(doc: Mapping[str, Any] | None) -> Routing:
             partitions[pid] = tuple(r for r in replicas if isinstance(r, str))
             if isinstance(entry.get("leader"), str):
                 leaders[pid] = entry["leader"]
+            epoch = entry.get("epoch")
+            epochs[pid] = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > 0 else 0
     revision = doc.get("revision")
-    return Routing(revision if isinstance(revision, int) else None, nodes, partitions, leaders)
+    return Routing(revision if isinstance(revision, int) else None, nodes, partitions, leaders, epochs)

@@ -29,6 +29,7 @@ from suite.clustor.state import (
     ControlPlaneState,
     FeedDocument,
     StateError,
+    checkTransition,
     loadStateFile,
 )
 
@@ -106,6 +107,10 @@ class ControlPlaneStore:
         if state.content() == self.state.content():
             log.info("state file re-read, content unchanged (revision {revision})", revision=self.revision)
             return False
+        try:
+            checkTransition(self.state, state, self.path)
+        except StateError as e:
+            return self.refuse(e)
         self.state = state
         self.revision += 1
         self._documents = state.documents(self.revision)

@@ -10,6 +10,8 @@ The file is YAML or JSON (JSON is YAML, so one parser reads both)::
     partitions:                  # required (may be empty)
       - id: p0
         replicas: [ceptra-a, ceptra-b, ceptra-c]
+        epoch: 1                 # placement epoch (default 1): raise it with
+                                 # every change of replicas
         leader: ceptra-a         # optional hint
     features:                    # optional: flag name -> bool/number/string
       cep.sliding_windows: true
@@ -20,6 +22,11 @@ The file is YAML or JSON (JSON is YAML, so one parser reads both)::
         - {id: epoch-1, partitions: [p0], ready: false}
 
 Every error names the file and the key path and says why, on one line.
+
+Placement epochs fence placement changes: a partition's replicas may change
+only together with a higher C{epoch}, and a reload never lowers one
+(L{checkTransition}); nodes apply a partition's placement only in
+increasing epoch order.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ __all__ = [
     "FeedDocument",
     "ControlPlaneState",
     "StateError",
+    "checkTransition",
     "parseState",
     "loadStateFile",
 ]
@@ -181,8 +189,8 @@ def _parsePartitions(source: str, raw: Any, nodes: Mapping[str, Any]) -> list[di
         where = f"partitions[{i}]"
         spec = _mapping(source, where, spec)
         for key in spec:
-            if key not in ("id", "replicas", "leader"):
-                raise _fail(source, f"{where}.{key}", "unknown key (use id, replicas, leader)")
+            if key not in ("id", "replicas", "epoch", "leader"):
+                raise _fail(source, f"{where}.{key}", "unknown key (use id, replicas, epoch, leader)")
         pid = _checkId(source, f"{where}.id", spec.get("id"))
         if pid in seen:
             raise _fail(source, f"{where}.id", f"duplicate partition {pid!r}")
@@ -196,7 +204,10 @@ def _parsePartitions(source: str, raw: Any, nodes: Mapping[str, Any]) -> list[di
                 raise _fail(source, f"{where}.replicas", f"unknown node {r!r} (not in nodes)")
         if len(set(replicas)) != len(replicas):
             raise _fail(source, f"{where}.replicas", "lists a replica twice")
-        entry: dict[str, Any] = {"id": pid, "replicas": list(replicas)}
+        epoch = spec.get("epoch", 1)
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch < 2**53:
+            raise _fail(source, f"{where}.epoch", "must be an integer from 1 to 2^53-1")
+        entry: dict[str, Any] = {"id": pid, "replicas": list(replicas), "epoch": epoch}
         leader = spec.get("leader")
         if leader is not None:
             if leader not in replicas:
@@ -266,6 +277,30 @@ def _parseActivation(source: str, raw: Any, partitionIds: set[str]) -> list[dict
                 entry[key] = _scalar(source, f"{where}.{key}", value)
         barriers.append(entry)
     return barriers
+
+
+def checkTransition(old: ControlPlaneState, new: ControlPlaneState, source: str = "<state>") -> None:
+    """
+    Refuse a new state that lowers a partition's epoch or changes its
+    replicas without raising it (partitions added or removed are free).
+
+    @raise StateError: naming C{source}, the partition's key path and why.
+    """
+    before = {p["id"]: p for p in old.partitions}
+    for i, p in enumerate(new.partitions):
+        was = before.get(p["id"])
+        if was is None:
+            continue
+        where = f"partitions[{i}].epoch"
+        if p["epoch"] < was["epoch"]:
+            raise _fail(source, where, f"{p['epoch']} is lower than the published epoch {was['epoch']}")
+        if p["replicas"] != was["replicas"] and p["epoch"] == was["epoch"]:
+            raise _fail(
+                source,
+                where,
+                f"replicas of {p['id']} changed from {was['replicas']} to {p['replicas']} "
+                f"without raising the epoch (published {was['epoch']})",
+            )
 
 
 def parseState(text: str | bytes, source: str = "<state>") -> ControlPlaneState:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite.daemon import ConfigError
+from suite.goop.limits import peerNameProblem
 
 __all__ = ["GoopConfig", "loadConfig", "defaultDocument", "writeConfig", "CONFIG_NAME", "parseHostPort"]
 
@@ -33,6 +34,15 @@ def _str(key: str, v: Any) -> str:
     if len(v) > 1024:
         raise ConfigError(f"{CONFIG_NAME}: {key}: longer than 1024 characters")
     return v
+
+
+def _peerName(key: str, v: Any) -> str:
+    """The peer's own short name (C{profile.name}); C{""} for none."""
+    text = _str(key, v)
+    problem = peerNameProblem(text)
+    if problem:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: {text[:80]!r} is not a peer name: {problem}")
+    return text
 
 
 def _basePath(key: str, v: Any) -> str:
@@ -148,7 +158,7 @@ def _interfaceList(key: str, v: Any) -> tuple[str, ...]:
 
 
 SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
-    "profile": {"label": ("", _str), "email": ("", _str)},
+    "profile": {"label": ("", _str), "name": ("", _peerName), "email": ("", _str)},
     "p2p": {
         "listen_port": (0, _int(0, 65535)),
         "mdns_tag": ("goop-mdns", _mdnsTag),
@@ -172,6 +182,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
 #: Keys beyond the guide's example (security settings): accepted, but not
 #: written into a new goop.json.
 EXTENSIONS = {
+    "profile.name",
     "p2p.mdns_interfaces",
     "presence.trusted_proxies",
     "presence.rendezvous_base_path",
@@ -179,10 +190,11 @@ EXTENSIONS = {
 }
 
 #: Top-level keys of the guide's "client configuration" example, mapped onto
-#: their place in the schema.
+#: their place in the schema: C{site} is the site's display name, C{peerName}
+#: the peer's own short name.
 LEGACY = {
     "site": ("profile", "label"),
-    "peerName": ("profile", "label"),
+    "peerName": ("profile", "name"),
     "rendezvous": ("presence", "rendezvous_wan"),
 }
 
@@ -195,6 +207,7 @@ class GoopConfig:
 
     directory: str
     label: str = ""
+    peerName: str = ""
     email: str = ""
     listenPort: int = 0
     mdnsTag: str = "goop-mdns"
@@ -281,21 +294,7 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
             s, k = LEGACY[top]
             key = f"{s}.{k}"
             parsed = SCHEMA[s][k][1](top, value)
-            # "site" and "peerName" both name the peer's label: the more
-            # specific name wins (profile.label, then peerName, then site),
-            # and a loser with another value is named in a warning.
-            if key in legacy and legacy[key][0] == "peerName":
-                if legacy[key][1] != parsed:
-                    warnings.append(
-                        f"{CONFIG_NAME}: {top} ({parsed!r}) ignored: peerName ({legacy[key][1]!r}) sets {key}"
-                    )
-                continue
-            if key in legacy and legacy[key][1] != parsed:
-                warnings.append(
-                    f"{CONFIG_NAME}: {legacy[key][0]} ({legacy[key][1]!r}) ignored: {top} ({parsed!r}) sets {key}"
-                )
             legacy[key] = (top, parsed)
-            values[key] = parsed
             warnings.append(f"{CONFIG_NAME}: {top}: legacy key, read as {key}")
             continue
         if top not in SCHEMA:
@@ -308,11 +307,17 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
                 warnings.append(f"{CONFIG_NAME}: {top}.{k}: unknown key, ignored")
                 continue
             values[f"{top}.{k}"] = SCHEMA[top][k][1](f"{top}.{k}", v)
+    # Each legacy key has its own place; the explicit key, when also set,
+    # wins (whatever the order in the file), and a different legacy value is
+    # named in a warning.
     for key, (name, value) in legacy.items():
         s, k = key.split(".")
-        if isinstance(doc.get(s), dict) and k in doc[s] and values[key] != value:
-            values[key] = SCHEMA[s][k][1](key, doc[s][k])
-            warnings.append(f"{CONFIG_NAME}: {name} ({value!r}) ignored: {key} ({values[key]!r}) is set")
+        section = doc.get(s)
+        if isinstance(section, dict) and k in section:
+            if values[key] != value:
+                warnings.append(f"{CONFIG_NAME}: {name} ({value!r}) ignored: {key} ({values[key]!r}) is set")
+        else:
+            values[key] = value
     if values["presence.rendezvous_only"] and not values["presence.rendezvous_host"]:
         warnings.append(
             f"{CONFIG_NAME}: presence.rendezvous_only: set without rendezvous_host; no hub will run"
@@ -329,6 +334,7 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
     return GoopConfig(
         directory=directory,
         label=values["profile.label"],
+        peerName=values["profile.name"],
         email=values["profile.email"],
         listenPort=values["p2p.listen_port"],
         mdnsTag=values["p2p.mdns_tag"],

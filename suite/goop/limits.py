@@ -1,10 +1,26 @@
 """
-Token buckets keyed by a string (a client address, a peer id).
+Token buckets keyed by a string (a client address, a peer id), and the rule
+for a peer's short name shared by C{goop.json} and the hub.
 """
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket"]
+__all__ = ["TokenBucket", "MAX_PEER_NAME", "peerNameProblem"]
+
+#: The longest peer name (C{profile.name}) a peer may set or a hub accepts.
+MAX_PEER_NAME = 64
+
+
+def peerNameProblem(name: str) -> str | None:
+    """
+    Why C{name} is not a peer name (printable text of at most
+    L{MAX_PEER_NAME} characters without surrounding spaces), or None.
+    """
+    if len(name) > MAX_PEER_NAME:
+        return f"longer than {MAX_PEER_NAME} characters"
+    if not name.isprintable() or name != name.strip():
+        return "not printable text without control characters or surrounding spaces"
+    return None
 
 
 class TokenBucket:

@@ -8,20 +8,26 @@ of each service's own).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from suite.web.health import ReadinessResource
 from suite.web.interfaces import IHealth
-from suite.web.metrics import MetricsResource
+
+# prometheus_client (with the http.server, wsgiref and gzip modules its
+# exposition imports) is loaded at the first scrape, not at start-up: an
+# unscraped peer or hub does not pay for it (docs/performance.md).
+if TYPE_CHECKING:
+    from prometheus_client.core import GaugeMetricFamily
 
 __all__ = ["HubCollector", "PeerCollector", "addAdminResources"]
 
 
 def _lag(lag: Any) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     return GaugeMetricFamily(
         "goop_event_loop_lag_seconds", "How late the last periodic reactor call fired.", value=lag.lag
     )
@@ -34,6 +40,8 @@ class HubCollector:
         self.hub = hub
 
     def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         hub = self.hub
         yield GaugeMetricFamily("goop_hub_peers", "Peers the hub currently lists.", value=len(hub.registry))
         yield CounterMetricFamily(
@@ -55,6 +63,8 @@ class PeerCollector:
         self.peer = peer
 
     def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
         peer = self.peer
         known = len(peer.directory.peers()) if peer.directory is not None else 0
         yield GaugeMetricFamily("goop_peers_known", "Other peers this peer knows of.", value=known)
@@ -74,7 +84,31 @@ def addAdminResources(
     Put C{/readyz} (over C{providers}) and C{/metrics} (C{collector} in a
     registry of its own) under C{root}.
     """
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(collector)
     root.putChild(b"readyz", ReadinessResource(list(providers()), clock))
-    root.putChild(b"metrics", MetricsResource(registry))
+    root.putChild(b"metrics", _MetricsOnFirstUse(collector))
+
+
+class _MetricsOnFirstUse(Resource):
+    """
+    C{/metrics}: the suite's L{suite.web.metrics.MetricsResource} over
+    C{collector} in a registry of its own, both made at the first request.
+    """
+
+    isLeaf = True
+
+    def __init__(self, collector: Any) -> None:
+        super().__init__()
+        self.collector = collector
+        self.metrics: Resource | None = None
+
+    def render(self, request: IRequest) -> bytes | int:
+        if self.metrics is None:
+            from prometheus_client import CollectorRegistry
+
+            from suite.web.metrics import MetricsResource
+
+            registry = CollectorRegistry(auto_describe=True)
+            registry.register(self.collector)
+            self.metrics = MetricsResource(registry)
+        result: bytes | int = self.metrics.render(request)
+        return result

@@ -8,15 +8,23 @@ import hmac
 import html
 import ipaddress
 import json
-import os
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.web.resource import Resource
+from twisted.web.error import UnsupportedMethod
+from twisted.web.http import RESPONSES
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
+from zope.interface import implementer
+
+from suite.fileutil import writeAtomically
+from suite.netutil import isIPAddress
+from suite.web.limits import LimitedRequest, LimitedSite
 
 __all__ = [
+    "JSONErrorsSite",
     "PageRoot",
     "finishRequest",
     "header",
@@ -110,6 +118,65 @@ def readBody(request: Request, limit: int) -> bytes | None:
     if len(data) > limit:
         return None
     return data
+
+
+@implementer(IResource)
+class _JSONErrors:
+    """
+    Render C{inner}, answering in JSON where Twisted would answer HTML: an
+    unsupported method (405 with C{Allow}) and any error page a resource
+    returns (Twisted's C{NoResource} of a resource without C{getChild}, ...).
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource) -> None:
+        self.inner = inner
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        return self.inner.getChildWithDefault(name, request)
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        raise NotImplementedError("a rendering wrapper has no children")
+
+    def render(self, request: IRequest) -> Any:
+        try:
+            body = self.inner.render(request)
+        except UnsupportedMethod as e:
+            allowed: list[bytes] = list(e.allowedMethods or ())
+            if request.method == b"HEAD" and b"GET" in allowed:
+                raise  # Twisted answers HEAD with the GET's headers
+            request.setHeader(b"allow", b", ".join(allowed))
+            method = request.method.decode("ascii", "replace")[:16]
+            return jsonResponse(
+                request,  # type: ignore[arg-type]
+                405,
+                {"error": f"method {method} not allowed", "allowed": [m.decode() for m in allowed]},
+            )
+        code = getattr(request, "code", 200)
+        if isinstance(body, bytes) and code >= 400:
+            kind = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
+            if not kind.startswith(b"application/json"):
+                reason = RESPONSES.get(code, b"error").decode("ascii", "replace").lower()
+                return jsonResponse(request, code, {"error": reason})  # type: ignore[arg-type]
+        return body
+
+
+class JSONErrorsRequest(LimitedRequest):
+    """A request of a L{JSONErrorsSite}: its errors are JSON whatever renders them."""
+
+    def render(self, resrc: IResource) -> None:
+        super().render(_JSONErrors(resrc))
+
+
+class JSONErrorsSite(LimitedSite):
+    """
+    The L{LimitedSite} of every Goop2 surface (hub, viewer, manager): every
+    error answer is JSON (C{{"error": reason}}), including those of
+    resources that never chose one.
+    """
+
+    requestFactory = JSONErrorsRequest
 
 
 class JSONErrorPage(Resource):
@@ -230,10 +297,7 @@ def loadSecret(path: str) -> str:
     except (OSError, UnicodeDecodeError):
         pass
     value = secrets.token_urlsafe(32)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(value + "\n")
-    os.replace(path + ".tmp", path)
+    writeAtomically(path, (value + "\n").encode("ascii"))
     return value
 
 
@@ -254,14 +318,6 @@ def splitHost(value: str) -> tuple[str, int | None]:
     if not port.isdigit() or ":" in name:
         return "", None
     return name, int(port)
-
-
-def _isLiteral(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 class HostGuard(Resource):
@@ -293,7 +349,7 @@ class HostGuard(Resource):
         if (port if port is not None else 80) != self.port:
             return 421, "the Host header does not name this server's port"
         wildcard = self.bindHost in ("0.0.0.0", "::", "")
-        literal = _isLiteral(name)
+        literal = isIPAddress(name)
         if not (
             name in self.names
             or name == "localhost"

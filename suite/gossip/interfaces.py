@@ -131,6 +131,12 @@ class IMembership(Interface):
         including this node.
         """
 
+    def member(name: str) -> Any:
+        """
+        The L{suite.gossip.member.Member} called C{name} (this node too), or
+        C{None} for a name never heard of or already reaped.
+        """
+
     def setMetadata(meta: Mapping[str, Any]) -> None:
         """
         Replace this node's metadata (a small dict) and tell the cluster.

@@ -3,7 +3,7 @@ The network transport: UDP datagrams for probes and gossip, TCP streams for
 push-pull, on one port number.
 
 A stream carries one request and at most one reply, each a memberlist
-stream message (see L{suite.gossip.messages}): the receiver's
+stream message (see L{suite.gossip.codec}): the receiver's
 C{streamComplete} says when the bytes read so far hold a whole message.
 Streams over C{maxStateBytes} and streams idle for C{timeout} are closed;
 a reply also ends when the peer closes the connection.  With C{serverTLS}
@@ -26,8 +26,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.gossip.fields import Address
 from suite.gossip.interfaces import IGossipTransport, IPacketReceiver
-from suite.gossip.messages import Address
 
 __all__ = ["NetworkTransport"]
 

@@ -54,7 +54,15 @@ class FollowerHandlers:
             committed = node.commitIndex
             node.whenDurable(
                 lambda: node.send(
-                    AppendEntriesResponse(node.id, m.src, m.term, True, committed, epoch=m.epoch)
+                    AppendEntriesResponse(
+                        node.id,
+                        m.src,
+                        m.term,
+                        True,
+                        committed,
+                        epoch=m.epoch,
+                        incarnation=node.incarnationNumber,
+                    )
                 )
             )
             return
@@ -69,7 +77,16 @@ class FollowerHandlers:
                     conflictIndex -= 1
             node.send(
                 AppendEntriesResponse(
-                    node.id, m.src, m.term, False, 0, m.prevLogIndex, conflictTerm, conflictIndex, m.epoch
+                    node.id,
+                    m.src,
+                    m.term,
+                    False,
+                    0,
+                    m.prevLogIndex,
+                    conflictTerm,
+                    conflictIndex,
+                    m.epoch,
+                    node.incarnationNumber,
                 )
             )
             return
@@ -97,8 +114,13 @@ class FollowerHandlers:
             node.storage.appendEntries(truncate, []).addErrback(node._storageFailed)
         lastNew = m.prevLogIndex + len(m.entries)
         node._commitTo(min(m.commit, lastNew))
+        incarnation = node.incarnationNumber
         node.whenDurable(
-            lambda: node.send(AppendEntriesResponse(node.id, m.src, m.term, True, lastNew, epoch=m.epoch))
+            lambda: node.send(
+                AppendEntriesResponse(
+                    node.id, m.src, m.term, True, lastNew, epoch=m.epoch, incarnation=incarnation
+                )
+            )
         )
 
     def noteConfigs(self, entries: list[Entry]) -> bool:
@@ -118,7 +140,9 @@ class FollowerHandlers:
             return
         self.heardFromLeader(m.src)
         node._commitTo(min(m.commit, node.log.lastIndex()))
-        reply = HeartbeatResponse(node.id, m.src, m.term, m.context, node.log.lastIndex())
+        reply = HeartbeatResponse(
+            node.id, m.src, m.term, m.context, node.log.lastIndex(), node.incarnationNumber
+        )
         if node.durableTerm == node.term:
             node.send(reply)
         else:
@@ -132,7 +156,11 @@ class FollowerHandlers:
         meta = m.meta
         if meta.index <= node.commitIndex:
             self._incoming = None
-            node.send(InstallSnapshotResponse(node.id, m.src, m.term, meta.index, m.total, True))
+            node.send(
+                InstallSnapshotResponse(
+                    node.id, m.src, m.term, meta.index, m.total, True, node.incarnationNumber
+                )
+            )
             return
         if m.offset == 0 or self._incoming is None or self._incoming[0] != meta:
             self._incoming = (meta, bytearray())
@@ -140,14 +168,22 @@ class FollowerHandlers:
         if m.offset == len(buf):
             buf.extend(m.chunk)
         if not (m.done and len(buf) == m.total):
-            node.send(InstallSnapshotResponse(node.id, m.src, m.term, meta.index, len(buf), False))
+            node.send(
+                InstallSnapshotResponse(
+                    node.id, m.src, m.term, meta.index, len(buf), False, node.incarnationNumber
+                )
+            )
             return
         data = bytes(buf)
         self._incoming = None
         log.info("node {node} installs a snapshot at {index}", node=node.id, index=meta.index)
         self.installSnapshot(meta, data)
         node.whenDurable(
-            lambda: node.send(InstallSnapshotResponse(node.id, m.src, m.term, meta.index, m.total, True))
+            lambda: node.send(
+                InstallSnapshotResponse(
+                    node.id, m.src, m.term, meta.index, m.total, True, node.incarnationNumber
+                )
+            )
         )
 
     def installSnapshot(self, meta: SnapshotMeta, data: bytes) -> None:

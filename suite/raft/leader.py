@@ -299,6 +299,8 @@ class LeaderState:
         pr = self.progress.get(m.src)
         if pr is None:
             return
+        if not self.membership.heard(m.src, pr, m.incarnation):
+            return
         pr.active = True
         if m.success:
             if m.matchIndex > pr.match:
@@ -336,6 +338,8 @@ class LeaderState:
         pr = self.progress.get(m.src)
         if pr is None:
             return
+        if not self.membership.heard(m.src, pr, m.incarnation):
+            return
         pr.active = True
         self.reads.acknowledged(m.src, m.context)
         if pr.state == "snapshot":
@@ -357,6 +361,8 @@ class LeaderState:
     def onSnapshotResponse(self, m: InstallSnapshotResponse) -> None:
         pr = self.progress.get(m.src)
         if pr is None:
+            return
+        if not self.membership.heard(m.src, pr, m.incarnation):
             return
         pr.active = True
         if m.done:
@@ -501,8 +507,10 @@ class LeaderState:
 
     # -- membership -------------------------------------------------------
 
-    def changeMembership(self, action: str, nodeId: str, address: str) -> Deferred[Any]:
-        return self.membership.change(action, nodeId, address)
+    def changeMembership(
+        self, action: str, nodeId: str, address: str, epoch: int | None = None
+    ) -> Deferred[Any]:
+        return self.membership.change(action, nodeId, address, epoch)
 
     def newProgress(self, next: int) -> Progress:
         return Progress(next=next)

@@ -7,10 +7,17 @@ A configuration takes effect as soon as its entry is in a node's log
 Only one change may be uncommitted at a time, and only after the leader
 committed an entry of its own term, so that any two successive
 configurations share a quorum.
+
+Configurations also carry the incarnation of each member's storage
+(L{suite.raft.incarnation}): the leader learns them from its followers'
+responses and records them.  A member holds the configuration recording its
+new incarnation only once its log reaches that entry, so it counts its own
+vote again only when it holds every entry committed before.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail
@@ -19,7 +26,7 @@ from twisted.logger import Logger
 from suite.raft.messages import CONFIG, Configuration, Entry
 
 if TYPE_CHECKING:
-    from suite.raft.leader import LeaderState
+    from suite.raft.leader import LeaderState, Progress
 
 log = Logger()
 
@@ -76,10 +83,21 @@ class ConfigurationHistory:
         self.base, self.baseIndex = config, index
 
 
-def changed(config: Configuration, action: str, nodeId: str, address: str) -> Configuration:
+def changed(
+    config: Configuration, action: str, nodeId: str, address: str, epoch: int | None = None
+) -> Configuration:
     """
     The configuration after one single-server change, or L{MembershipError}.
+    C{epoch}, when given, is recorded with it and may not be lower than
+    C{config}'s; the action C{epoch} records only that.
     """
+    if epoch is not None and epoch < config.epoch:
+        raise MembershipError(f"epoch {epoch} is older than the configuration's epoch {config.epoch}")
+    newEpoch = config.epoch if epoch is None else epoch
+    if action == "epoch":
+        if newEpoch == config.epoch:
+            raise MembershipError(f"the configuration is already at epoch {config.epoch}")
+        return replace(config, epoch=newEpoch)
     addresses = dict(config.addresses)
     if address:
         addresses[nodeId] = address
@@ -103,7 +121,14 @@ def changed(config: Configuration, action: str, nodeId: str, address: str) -> Co
         addresses.pop(nodeId, None)
     else:
         raise MembershipError(f"unknown membership action {action!r}")
-    return Configuration(frozenset(voters), frozenset(learners), tuple(sorted(addresses.items())))
+    members = voters | learners
+    return Configuration(
+        frozenset(voters),
+        frozenset(learners),
+        tuple(sorted(addresses.items())),
+        newEpoch,
+        tuple(i for i in config.incarnations if i[0] in members),
+    )
 
 
 class MembershipChanges:
@@ -117,6 +142,13 @@ class MembershipChanges:
     def __init__(self, leader: LeaderState) -> None:
         self.leader = leader
         self.catchups: dict[str, Deferred[Any]] = {}
+        self.catchupEpochs: dict[str, int | None] = {}
+        #: peer -> the incarnation it answers with
+        self.known: dict[str, int] = {}
+        self.retired: dict[str, set[int]] = {}
+        #: members whose incarnation the latest configuration does not record yet
+        self.waiting: set[str] = set()
+        self._refresh()
 
     def abandon(self) -> list[Deferred[Any]]:
         waiters, self.catchups = list(self.catchups.values()), {}
@@ -125,12 +157,104 @@ class MembershipChanges:
     def progressed(self, peer: str) -> None:
         if peer in self.catchups:
             self._checkCatchup(peer)
+        if self.waiting:
+            self.maybeRecord()
 
     def termCommitted(self) -> None:
         for peer in list(self.catchups):
             self._checkCatchup(peer)
+        self.maybeRecord()
 
-    def change(self, action: str, nodeId: str, address: str) -> Deferred[Any]:
+    # -- incarnations ---------------------------------------------------------
+
+    def heard(self, peer: str, pr: Progress, incarnation: int) -> bool:
+        """
+        A response from C{peer} carried C{incarnation}; return C{False} when
+        the response comes from an incarnation the peer left behind (drop it).
+
+        A peer answering with a new incarnation lost its storage: its
+        progress starts over (what it acknowledged before is gone) and the
+        new incarnation is recorded in the next configuration.
+        """
+        if not incarnation:
+            return True
+        current = self.known.get(peer)
+        if current == incarnation:
+            if self.waiting:
+                self.maybeRecord()
+            return True
+        if incarnation in self.retired.get(peer, ()):
+            return False
+        leader = self.leader
+        node = leader.node
+        if current is not None:
+            self.retired.setdefault(peer, set()).add(current)
+            log.warn(
+                "{peer} answers with storage incarnation {new} (was {old}): it lost its state; "
+                "catching it up from scratch before its vote counts again",
+                peer=peer,
+                new=incarnation,
+                old=current,
+            )
+            pr.match = 0
+            pr.becomeProbe(node.log.lastIndex() + 1)
+        self.known[peer] = incarnation
+        self._refresh()
+        if self.waiting:
+            self.maybeRecord()
+        return True
+
+    def _refresh(self) -> None:
+        node = self.leader.node
+        self.waiting = set()
+        if node.incarnation is None:
+            return
+        config = node.configs.latest()
+        for member in config.members():
+            number = node.incarnationNumber if member == node.id else self.known.get(member)
+            if number and config.incarnationOf(member) != number:
+                self.waiting.add(member)
+
+    def stamp(self, config: Configuration) -> Configuration:
+        """
+        C{config} recording every member's incarnation known to the leader.
+        """
+        node = self.leader.node
+        if node.incarnation is None:
+            return config
+        records = dict(config.incarnations)
+        for member in config.members():
+            number = node.incarnationNumber if member == node.id else self.known.get(member)
+            if number:
+                records[member] = number
+        return replace(config, incarnations=tuple(sorted(records.items())))
+
+    def maybeRecord(self) -> None:
+        """
+        Propose a configuration recording the incarnations that may be
+        recorded, when no other change is uncommitted.
+        """
+        leader = self.leader
+        node = leader.node
+        if (
+            not self.waiting
+            or leader.abandoned
+            or not leader.committedInTerm
+            or node.configs.latestIndex() > node.commitIndex
+        ):
+            return
+        config = node.configs.latest()
+        stamped = self.stamp(config)
+        if stamped.incarnations != config.incarnations:
+            log.info(
+                "leader records storage incarnations {recorded}",
+                recorded=sorted(set(stamped.incarnations) - set(config.incarnations)),
+            )
+            self.proposeConfig(stamped).addErrback(lambda f: None)
+
+    # -- changes --------------------------------------------------------------
+
+    def change(self, action: str, nodeId: str, address: str, epoch: int | None = None) -> Deferred[Any]:
         leader = self.leader
         node = leader.node
         if not leader.committedInTerm:
@@ -144,18 +268,21 @@ class MembershipChanges:
             if nodeId in self.catchups:
                 return fail(MembershipError(f"{nodeId} is already catching up"))
             d: Deferred[Any] = Deferred()
-            if nodeId not in config.learners:
-                try:
-                    self.proposeConfig(changed(config, "addLearner", nodeId, address)).addErrback(
+            try:
+                if nodeId not in config.learners:
+                    self.proposeConfig(changed(config, "addLearner", nodeId, address, epoch)).addErrback(
                         lambda f: None
                     )
-                except MembershipError as e:
-                    return fail(e)
+                elif epoch is not None and epoch < config.epoch:
+                    changed(config, "promote", nodeId, "", epoch)  # raises
+            except MembershipError as e:
+                return fail(e)
             self.catchups[nodeId] = d
+            self.catchupEpochs[nodeId] = epoch
             self._checkCatchup(nodeId)
             return d
         try:
-            return self.proposeConfig(changed(config, action, nodeId, address))
+            return self.proposeConfig(changed(config, action, nodeId, address, epoch))
         except MembershipError as e:
             return fail(e)
 
@@ -167,9 +294,13 @@ class MembershipChanges:
         if pr.match + node.settings.catchupMargin < node.commitIndex:
             return
         d = self.catchups.pop(peer)
+        epoch = self.catchupEpochs.pop(peer, None)
+        config = node.configs.latest()
         log.info("learner {peer} caught up at {match}; promoting", peer=peer, match=pr.match)
         try:
-            self.proposeConfig(changed(node.configs.latest(), "promote", peer, "")).chainDeferred(d)
+            if epoch is not None:
+                epoch = max(epoch, config.epoch)
+            self.proposeConfig(changed(config, "promote", peer, "", epoch)).chainDeferred(d)
         except MembershipError as e:
             d.errback(e)
 
@@ -178,15 +309,18 @@ class MembershipChanges:
 
         leader = self.leader
         node = leader.node
+        config = self.stamp(config)
         index = node.log.lastIndex() + 1
         node.configs.append(index, config)
         node.transport.updatePeers(config.addressMap())
         for peer in sorted(config.members() - {node.id} - set(leader.progress)):
             leader.progress[peer] = leader.newProgress(index)
+        self._refresh()
         log.info(
-            "leader proposes configuration voters={voters} learners={learners}",
+            "leader proposes configuration voters={voters} learners={learners} epoch={epoch}",
             voters=sorted(config.voters),
             learners=sorted(config.learners),
+            epoch=config.epoch,
         )
         d: Deferred[Any] = Deferred()
         leader.pending[index] = firing(d)

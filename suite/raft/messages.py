@@ -65,6 +65,12 @@ class Configuration:
     voters: frozenset[str]
     learners: frozenset[str] = frozenset()
     addresses: tuple[tuple[str, str], ...] = ()
+    #: A number the embedder records with the configuration (CEPtra: the
+    #: placement epoch it moves toward); never lowered by a change.
+    epoch: int = 0
+    #: Member -> the incarnation of its storage the group counts on
+    #: (L{suite.raft.incarnation}); members without one are unrecorded.
+    incarnations: tuple[tuple[str, int], ...] = ()
 
     def members(self) -> frozenset[str]:
         return self.voters | self.learners
@@ -75,17 +81,40 @@ class Configuration:
     def addressMap(self) -> dict[str, str]:
         return dict(self.addresses)
 
+    def incarnationOf(self, nodeId: str) -> int | None:
+        """
+        The incarnation recorded for C{nodeId}, or C{None}.
+        """
+        for member, number in self.incarnations:
+            if member == nodeId:
+                return number
+        return None
+
     def encode(self) -> bytes:
-        return msgpack.packb([sorted(self.voters), sorted(self.learners), [list(a) for a in self.addresses]])
+        body: list[Any] = [sorted(self.voters), sorted(self.learners), [list(a) for a in self.addresses]]
+        if self.epoch or self.incarnations:
+            body += [self.epoch, [list(i) for i in self.incarnations]]
+        return msgpack.packb(body)
 
     @classmethod
     def decode(cls, data: bytes) -> Configuration:
         try:
-            voters, learners, addresses = msgpack.unpackb(data)
+            raw = msgpack.unpackb(data)
+            if len(raw) not in (3, 5):
+                raise ValueError(f"{len(raw)} fields")
+            voters, learners, addresses = raw[:3]
+            epoch, incarnations = raw[3:] if len(raw) == 5 else (0, [])
+            if type(epoch) is not int or epoch < 0:
+                raise ValueError("epoch is not a non-negative integer")
+            recorded = tuple((str(n), i) for n, i in incarnations)
+            if any(type(i) is not int for _, i in recorded):
+                raise ValueError("an incarnation is not an integer")
             return cls(
                 frozenset(str(v) for v in voters),
                 frozenset(str(v) for v in learners),
                 tuple((str(a), str(b)) for a, b in addresses),
+                epoch,
+                tuple(sorted(recorded)),
             )
         except (ValueError, TypeError) as e:
             raise MalformedMessage(f"bad configuration: {e}")
@@ -129,6 +158,10 @@ class RequestVoteResponse(Message):
     code: ClassVar[int] = 2
     granted: bool
     preVote: bool = False
+    #: Whether the voter's storage is the incarnation its configuration
+    #: records (or may be trusted without one): only intact votes make a
+    #: majority; any vote counts toward a unanimous election.
+    intact: bool = True
 
 
 @dataclass(frozen=True)
@@ -150,6 +183,7 @@ class AppendEntriesResponse(Message):
     conflictTerm: int = 0
     conflictIndex: int = 0
     epoch: int = 0
+    incarnation: int = 0
 
 
 @dataclass(frozen=True)
@@ -164,6 +198,7 @@ class HeartbeatResponse(Message):
     code: ClassVar[int] = 6
     context: int = 0
     lastIndex: int = 0
+    incarnation: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,6 +217,7 @@ class InstallSnapshotResponse(Message):
     index: int
     nextOffset: int
     done: bool
+    incarnation: int = 0
 
 
 @dataclass(frozen=True)
@@ -206,6 +242,15 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
 _FIELDS: dict[int, list[tuple[str, Any]]] = {
     code: [(f.name, f.type) for f in fields(t)] for code, t in MESSAGE_TYPES.items()
 }
+#: Trailing fields added later (the responder's incarnation, a vote's
+#: intactness): left out when they hold their default, so a node without
+#: incarnations speaks the earlier format, and accepted when missing.
+_OPTIONAL_TAIL: dict[int, tuple[str, Any]] = {
+    RequestVoteResponse.code: ("intact", True),
+    AppendEntriesResponse.code: ("incarnation", 0),
+    HeartbeatResponse.code: ("incarnation", 0),
+    InstallSnapshotResponse.code: ("incarnation", 0),
+}
 
 
 def _encodeValue(value: Any) -> Any:
@@ -226,6 +271,9 @@ def encodeMessage(message: Message) -> bytes:
             use_bin_type=True,
         )
     values = [_encodeValue(getattr(message, name)) for name, _ in _FIELDS[message.code]]
+    tail = _OPTIONAL_TAIL.get(message.code)
+    if tail is not None and values[-1] == tail[1] and type(values[-1]) is type(tail[1]):
+        values.pop()
     return msgpack.packb([message.code, *values], use_bin_type=True)
 
 
@@ -293,6 +341,8 @@ def decodeMessage(frame: bytes) -> Message:
     if code == 3:
         return _decodeAppendEntries(raw)
     spec = _FIELDS[code]
+    if code in _OPTIONAL_TAIL and len(raw) == len(spec):
+        spec = spec[:-1]
     if len(raw) != len(spec) + 1:
         raise MalformedMessage(f"message type {code} has {len(raw) - 1} fields, wanted {len(spec)}")
     kwargs: dict[str, Any] = {}

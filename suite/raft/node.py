@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from suite.raft.follower import FollowerHandlers
+from suite.raft.incarnation import Claim, Incarnation, votesIntact
 from suite.raft.interfaces import IRaftStateMachine, IRaftStorage, IRaftTransport
 from suite.raft.log import RaftLog
 from suite.raft.membership import ConfigurationHistory
@@ -62,6 +63,7 @@ class RaftNode:
         bootstrap: Configuration | None = None,
         settings: RaftSettings | None = None,
         rng: random.Random | None = None,
+        incarnation: Claim | None = None,
     ) -> None:
         self.id = nodeId
         self.clock = clock
@@ -83,7 +85,11 @@ class RaftNode:
         self.startedAt = -1e18
         self.leader: Any = None  # LeaderState while leading
         self._electionTimer: IDelayedCall | None = None
-        self._election: tuple[str, int, set[str]] | None = None
+        # (kind, term, granted, intact): the votes of the running election.
+        self._election: tuple[str, int, set[str], set[str]] | None = None
+        self._claim = incarnation
+        #: This node's storage incarnation (None: incarnations not in use).
+        self.incarnation: Incarnation | None = None
         self._stopped = False
         self.follower = FollowerHandlers(self)
         self._dispatch: dict[type, Callable[[Any], None]] = {
@@ -108,6 +114,9 @@ class RaftNode:
         Load durable state and join the group.
         """
         recovered: Recovered = await self.storage.load()
+        if self._claim is not None:
+            hasState = bool(recovered.term or recovered.votedFor or recovered.entries or recovered.snapshot)
+            self.incarnation = await self._claim(hasState)
         self.term, self.votedFor = recovered.term, recovered.votedFor
         self.durableTerm = self.term
         if recovered.snapshot is not None:
@@ -130,6 +139,13 @@ class RaftNode:
             last=self.log.lastIndex(),
         )
         self.startedAt = self.clock.seconds()
+        if self.isVoter() and not self.votesIntact():
+            log.warn(
+                "node {node} runs on storage incarnation {number}, which its group has not recorded: "
+                "its vote counts only once the leader has caught it up",
+                node=self.id,
+                number=self.incarnationNumber,
+            )
         self.role.started()
         self._checkMembership()
 
@@ -173,9 +189,12 @@ class RaftNode:
             self._electionTimer.cancel()
         self._electionTimer = None
 
+    def _ownVote(self) -> tuple[set[str], set[str]]:
+        return {self.id}, ({self.id} if self.votesIntact() else set())
+
     def beginPreVote(self) -> None:
         self.leaderId = None
-        self._election = ("pre", self.term + 1, {self.id})
+        self._election = ("pre", self.term + 1, *self._ownVote())
         for peer in sorted(self.configs.latest().voters - {self.id}):
             self.send(
                 RequestVote(
@@ -189,7 +208,7 @@ class RaftNode:
         self.votedFor = self.id
         self.leaderId = None
         term = self.term
-        self._election = ("real", term, {self.id})
+        self._election = ("real", term, *self._ownVote())
         log.info("node {node} starts an election for term {term}", node=self.id, term=term)
 
         def persisted(_: object) -> None:
@@ -256,6 +275,20 @@ class RaftNode:
     def isVoter(self) -> bool:
         return self.id in self.configs.latest().voters
 
+    @property
+    def incarnationNumber(self) -> int:
+        """
+        This node's storage incarnation (0 when incarnations are not in use).
+        """
+        return self.incarnation.number if self.incarnation is not None else 0
+
+    def votesIntact(self) -> bool:
+        """
+        Whether this node's vote counts toward a majority: its configuration
+        records its storage incarnation (L{suite.raft.incarnation}).
+        """
+        return votesIntact(self.configs.latest(), self.id, self.incarnation)
+
     def inLease(self) -> bool:
         """
         True while we believe a leader is alive (then ignore disruptive
@@ -298,13 +331,22 @@ class RaftNode:
     def _countVotes(self) -> None:
         if self._election is None:
             return
-        kind, term, votes = self._election
+        kind, term, votes, intact = self._election
         config = self.configs.latest()
-        if len(votes & config.voters) >= config.quorum():
+        # A majority of intact votes, or every voter (see suite.raft.incarnation).
+        if len(intact & config.voters) >= config.quorum() or config.voters <= votes:
             self._election = None
             if kind == "pre":
                 self.role.preVoteWon()
             elif term == self.term:
+                if len(intact & config.voters) < config.quorum() and self.log.lastIndex() > 0:
+                    log.warn(
+                        "node {node} elected by every voter for term {term} without a majority of "
+                        "recorded storage: its log (up to {last}) is the most complete copy left",
+                        node=self.id,
+                        term=term,
+                        last=self.log.lastIndex(),
+                    )
                 self.role.electionWon()
 
     # -- inbound ----------------------------------------------------------
@@ -354,14 +396,14 @@ class RaftNode:
         if m.preVote:
             grant = m.term > self.term and upToDate and (m.transfer or not self.inLease())
             term = m.term if grant else self.term
-            self.send(RequestVoteResponse(self.id, m.src, term, grant, preVote=True))
+            self.send(RequestVoteResponse(self.id, m.src, term, grant, True, self.votesIntact()))
             return
         grant = upToDate and self.votedFor in (None, m.src) and self.leader is None
         if grant:
             self.votedFor = m.src
             self._saveHardState()
             self.armElectionTimerIfFollowing()
-        reply = RequestVoteResponse(self.id, m.src, self.term, grant)
+        reply = RequestVoteResponse(self.id, m.src, self.term, grant, False, self.votesIntact())
         self.whenDurable(lambda: self.send(reply))
 
     def armElectionTimerIfFollowing(self) -> None:
@@ -372,10 +414,12 @@ class RaftNode:
     def _onRequestVoteResponse(self, m: RequestVoteResponse) -> None:
         if self._election is None or not m.granted:
             return
-        kind, term, votes = self._election
+        kind, term, votes, intact = self._election
         if (kind == "pre") != m.preVote or m.term != term:
             return
         votes.add(m.src)
+        if m.intact:
+            intact.add(m.src)
         self._countVotes()
 
     def _onLeaderMessage(self, m: Message) -> None:
@@ -467,14 +511,19 @@ class RaftNode:
             return self._notLeader()
         return self.leader.readIndex()  # type: ignore[no-any-return]
 
-    def changeMembership(self, action: str, nodeId: str, address: str = "") -> Deferred[Any]:
+    def changeMembership(
+        self, action: str, nodeId: str, address: str = "", epoch: int | None = None
+    ) -> Deferred[Any]:
         """
         C{action} is one of C{addLearner}, C{addVoter} (learner first,
-        promoted once caught up), C{remove}.
+        promoted once caught up), C{remove}, or C{epoch} (only record
+        C{epoch}).  C{epoch}, when given, is recorded with the new
+        configuration; a change with an epoch below the configuration's
+        fails with L{suite.raft.membership.MembershipError}.
         """
         if self.leader is None:
             return self._notLeader()
-        return self.leader.changeMembership(action, nodeId, address)  # type: ignore[no-any-return]
+        return self.leader.changeMembership(action, nodeId, address, epoch)  # type: ignore[no-any-return]
 
     def transferLeadership(self, target: str | None = None) -> Deferred[Any]:
         """
@@ -500,5 +549,8 @@ class RaftNode:
             "snapshotIndex": self.log.snapshotIndex,
             "voters": sorted(config.voters),
             "learners": sorted(config.learners),
+            "configEpoch": config.epoch,
+            "incarnation": self.incarnationNumber,
+            "voteIntact": self.votesIntact(),
             "matchIndex": self.leader.matchIndexes() if self.leader is not None else {},
         }

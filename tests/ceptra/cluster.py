@@ -34,6 +34,7 @@ class CeptraCluster:
     cp: Identity
     client: Identity
     placement: dict[str, list[str]] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
 
     @property
     def statePath(self) -> str:
@@ -41,9 +42,16 @@ class CeptraCluster:
 
     def writeState(self, placement: dict[str, list[str]] | None = None, **extra: Any) -> str:
         """
-        Write the control plane's state file (JSON) for C{placement}.
+        Write the control plane's state file (JSON) for C{placement}; a
+        partition whose replicas change gets the next placement epoch, as an
+        operator raises it.
         """
         if placement is not None:
+            for p, replicas in placement.items():
+                if p not in self.epochs:
+                    self.epochs[p] = 1
+                elif self.placement.get(p) != replicas:
+                    self.epochs[p] += 1
             self.placement = placement
         state = {
             "nodes": {
@@ -54,7 +62,9 @@ class CeptraCluster:
                 }
                 for n in self.names
             },
-            "partitions": [{"id": p, "replicas": r} for p, r in sorted(self.placement.items())],
+            "partitions": [
+                {"id": p, "replicas": r, "epoch": self.epochs[p]} for p, r in sorted(self.placement.items())
+            ],
             "features": {},
             "warmup": {p: {"ready": True, "progress": 1.0} for p in self.placement},
             "activation": {"barriers": []},

@@ -20,9 +20,12 @@ from suite.ceptra.health import ActivationHealth, PartitionsHealth
 from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
 from suite.ceptra.partitions import NotHosted, PartitionManager
+from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
+from suite.raft.incarnation import MemoryIncarnations
 from suite.raft.interfaces import IRaftStateMachine
 from suite.raft.multi import DialPolicy
+from suite.raft.sessions import SessionApplier
 from suite.raft.settings import RaftSettings
 from suite.raft.storage import MemoryStorage
 from tests.raft.test_multi import Network
@@ -45,12 +48,21 @@ def spiffe(name: str) -> str:
     return f"spiffe://example.org/ceptra/{name}"
 
 
-def routingOf(placement: dict[str, list[str]], names: list[str], revision: int = 1) -> Routing:
+def routingOf(
+    placement: dict[str, list[str]], names: list[str], revision: int = 1, epochs: dict[str, int] | None = None
+) -> Routing:
+    """
+    A routing feed document: partitions at epoch C{revision} unless
+    C{epochs} says otherwise.
+    """
     return parseRouting(
         {
             "revision": revision,
             "nodes": {n: {"raft": f"addr-{n}", "admin": f"admin-{n}", "spiffe": spiffe(n)} for n in names},
-            "partitions": [{"id": p, "replicas": r} for p, r in placement.items()],
+            "partitions": [
+                {"id": p, "replicas": r, "epoch": (epochs or {}).get(p, revision)}
+                for p, r in placement.items()
+            ],
         }
     )
 
@@ -155,13 +167,18 @@ class Cluster:
     Partition managers of C{names} on one simulated network.
     """
 
-    def __init__(self, names: list[str], placement: dict[str, list[str]], seed: int = 1) -> None:
+    def __init__(
+        self, names: list[str], placement: dict[str, list[str]], seed: int = 1, snapshotThreshold: int = 20
+    ) -> None:
         self.clock = Clock()
         self.rng = random.Random(seed)
         self.net = Network(self.clock, self.rng)
         self.names = names
+        self.snapshotThreshold = snapshotThreshold
         self.routing = routingOf(placement, names)
         self.disks: dict[str, MemoryStorage] = {}
+        self.incarnations = MemoryIncarnations(self.rng)
+        self.ledgers: dict[str, MemoryPlacementFile] = {}
         self.managers: dict[str, PartitionManager] = {}
         for n in names:
             self.start(n)
@@ -177,12 +194,14 @@ class Cluster:
             "wal",
             "snap",
             dial=DialPolicy(0.5, 3, 0.02),
-            settings=RaftSettings(snapshotThreshold=20),
+            settings=RaftSettings(snapshotThreshold=self.snapshotThreshold),
             interval=0.05,
             retireGrace=5.0,
             connect=self.net.connector(spiffe(name)),
             storageFactory=storage,
             rng=random.Random(self.rng.random()),
+            ledger=PlacementLedger(self.ledgers.setdefault(name, MemoryPlacementFile())),
+            incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
         )
         self.net.listeners[f"addr-{name}"] = (spiffe(name), m.multi)
         m.startService()
@@ -192,6 +211,26 @@ class Cluster:
     def run(self, seconds: float, step: float = 0.002) -> None:
         for _ in range(int(seconds / step)):
             self.clock.advance(step)
+
+    def crash(self, name: str, wipe: bool = False) -> None:
+        """
+        Stop C{name}'s node abruptly; with C{wipe}, its disk is lost too
+        (WALs, snapshots, incarnations, placement ledger).
+        """
+        m = self.managers.pop(name)
+        m.stopService()
+        del self.net.listeners[f"addr-{name}"]
+        for x, y, pipe in self.net.pipes:
+            if spiffe(name) in (x, y):
+                pipe.loseConnection()
+        if wipe:
+            for key in [k for k in self.disks if k.startswith(f"{name}:")]:
+                del self.disks[key]
+                self.incarnations.forget(key)
+            self.ledgers.pop(name, None)
+
+    def hashes(self, pid: str) -> set[str]:
+        return {m.partitions[pid].machine.stateHash() for m in self.managers.values() if pid in m.partitions}
 
     def leader(self, pid: str) -> PartitionManager | None:
         for m in self.managers.values():
@@ -332,7 +371,8 @@ class ActivationHealthTests(SynchronousTestCase):
 
 class DisasterRecoveryTests(SynchronousTestCase):
     """
-    The procedures of docs/disaster_recovery.md, on the simulated cluster.
+    The procedures of docs/disaster_recovery.md, on the simulated cluster
+    (the same procedures run with real processes in test_dr_e2e.py).
     """
 
     def loaded(self) -> tuple[Cluster, list[Any]]:
@@ -349,26 +389,12 @@ class DisasterRecoveryTests(SynchronousTestCase):
         self.assertEqual(len(acked), 30)
         return c, acked
 
-    def crash(self, c: Cluster, name: str, wipe: bool) -> None:
-        m = c.managers.pop(name)
-        m.stopService()
-        del c.net.listeners[f"addr-{name}"]
-        for x, y, pipe in c.net.pipes:
-            if spiffe(name) in (x, y):
-                pipe.loseConnection()
-        if wipe:
-            for key in [k for k in c.disks if k.startswith(f"{name}:")]:
-                del c.disks[key]
-
-    def hashes(self, c: Cluster) -> set[str]:
-        return {m.partitions["p0"].machine.stateHash() for m in c.managers.values()}
-
     def test_replicaLossRestart(self) -> None:
         """
         A replica whose process died (disk intact) restarts and catches up.
         """
         c, _ = self.loaded()
-        self.crash(c, "c", wipe=False)
+        c.crash("c")
         c.run(1.5)
         leader = c.leader("p0")
         assert leader is not None
@@ -376,14 +402,38 @@ class DisasterRecoveryTests(SynchronousTestCase):
         c.run(1.0)
         c.start("c")
         c.run(3.0)
-        self.assertEqual(len(self.hashes(c)), 1)
+        self.assertEqual(len(c.hashes("p0")), 1)
         self.assertEqual(c.managers["c"].partitions["p0"].machine.events, 70)
+
+    def test_replicaDiskLostRestartEmpty(self) -> None:
+        """
+        A replica whose disk is gone restarts empty under the same SPIFFE
+        ID: its vote does not count until the leader has rebuilt it (a
+        snapshot, then entries) and recorded its new storage incarnation;
+        then it holds every event and votes again.
+        """
+        c, _ = self.loaded()
+        old = c.managers["c"].partitions["p0"].node.incarnationNumber
+        c.crash("c", wipe=True)
+        c.start("c")
+        c.run(0.3)
+        status = c.managers["c"].partitionStatus("p0")
+        self.assertNotEqual(status["incarnation"], old)
+        c.run(3.0)
+        status = c.managers["c"].partitionStatus("p0", withHash=True)
+        self.assertTrue(status["voteIntact"], status)
+        self.assertEqual(len(c.hashes("p0")), 1)
+        self.assertEqual(c.managers["c"].partitions["p0"].machine.events, 60)
+        leader = c.leader("p0")
+        assert leader is not None
+        config = leader.partitions["p0"].node.configs.latest()
+        self.assertEqual(config.incarnationOf(spiffe("c")), status["incarnation"])
 
     def test_replicaLossDiskGone(self) -> None:
         """
-        A replica whose disk is gone is replaced, not restarted empty: moving
-        it in the placement to another node adds that node (it catches up
-        from the leader) and removes the lost one.
+        A replica can also be moved off a lost node: raising the epoch with
+        the replica on another node adds that node (it catches up from the
+        leader) and removes the lost one.
         """
         c = Cluster(["a", "b", "c", "d"], {"p0": ["a", "b", "c"]})
         c.run(2.0)
@@ -392,7 +442,7 @@ class DisasterRecoveryTests(SynchronousTestCase):
         leader.propose("p0", rulesEntry(RULES))
         leader.propose("p0", eventsEntry(events(60)))
         c.run(1.0)
-        self.crash(c, "c", wipe=True)
+        c.crash("c", wipe=True)
         c.routing = routingOf({"p0": ["a", "b", "d"]}, c.names, revision=2)
         c.run(4.0)
         leader = c.leader("p0")
@@ -400,36 +450,32 @@ class DisasterRecoveryTests(SynchronousTestCase):
         self.assertEqual(
             set(leader.partitions["p0"].node.configs.latest().voters), {spiffe("a"), spiffe("b"), spiffe("d")}
         )
-        self.assertEqual(len(self.hashes(c)), 1)
+        self.assertEqual(len(c.hashes("p0")), 1)
         self.assertEqual(c.managers["d"].partitions["p0"].machine.events, 60)
 
-    def test_quorumLossRestoreFromSurvivor(self) -> None:
+    def test_quorumLossDisksGone(self) -> None:
         """
         Two of three replicas lose their disks: no leader, readiness says
-        so.  Restoring the survivor's WAL and snapshot onto the replacements
-        (same SPIFFE IDs) brings the group back with every acknowledged event.
+        so.  Restarting them empty under the same SPIFFE IDs, with the
+        survivor running, elects the survivor by every vote; it rebuilds the
+        others with every acknowledged event.
         """
         c, _ = self.loaded()
-        self.crash(c, "b", wipe=True)
-        self.crash(c, "c", wipe=True)
+        c.crash("b", wipe=True)
+        c.crash("c", wipe=True)
         c.run(2.0)
         self.assertIn("no raft leader known", " ".join(c.managers["a"].notReadyReasons()))
-        # Procedure: stop the survivor, copy its partition directories to the
-        # replacement nodes, start all three.
-        self.crash(c, "a", wipe=False)
-        import copy
-
-        survivor = c.disks["a:wal/p0"]
-        for name in ("b", "c"):
-            c.disks[f"{name}:wal/p0"] = copy.deepcopy(survivor)
-        for name in ("a", "b", "c"):
-            c.start(name)
+        c.start("b")
+        c.run(2.0)
+        self.assertIsNone(c.leader("p0"), "a leader without every voter")
+        c.start("c")
         c.run(3.0)
-        self.assertIsNotNone(c.leader("p0"))
-        self.assertEqual(len(self.hashes(c)), 1)
-        self.assertEqual(c.managers["b"].partitions["p0"].machine.events, 60)
         leader = c.leader("p0")
         assert leader is not None
+        self.assertEqual(leader.spiffe, spiffe("a"))
+        self.assertEqual(len(c.hashes("p0")), 1)
+        self.assertEqual(c.managers["b"].partitions["p0"].machine.events, 60)
+        self.assertTrue(all(m.partitionStatus("p0")["voteIntact"] for m in c.managers.values()))
         done: list[Any] = []
         leader.propose("p0", eventsEntry(events(5, 1000))).addCallback(done.append)
         c.run(0.5)
@@ -437,24 +483,27 @@ class DisasterRecoveryTests(SynchronousTestCase):
 
     def test_restoreFromSnapshotOnly(self) -> None:
         """
-        Every replica lost: a node started from a copied snapshot alone (no
-        WAL) restores the engine state as of the snapshot.
+        Every replica lost: one node started from a copied snapshot alone (no
+        WAL), the others empty, restores the engine state as of the snapshot
+        on every replica.
         """
         c, _ = self.loaded()
         survivor = c.disks["a:wal/p0"]
         self.assertIsNotNone(survivor.state.snapshot)
         meta, _data = survivor.state.snapshot  # type: ignore[misc]
+        expected = PartitionMachine("p0")
+        SessionApplier(expected, 10).restore(_data)
         for name in ("a", "b", "c"):
-            self.crash(c, name, wipe=True)
-        from suite.raft.storage import MemoryStorage
-
+            c.crash(name, wipe=True)
+        restored = c.disks["a:wal/p0"] = MemoryStorage()
+        restored.state.snapshot = survivor.state.snapshot
         for name in ("a", "b", "c"):
-            disk = c.disks[f"{name}:wal/p0"] = MemoryStorage()
-            disk.state.snapshot = survivor.state.snapshot
             c.start(name)
         c.run(3.0)
         self.assertIsNotNone(c.leader("p0"))
-        self.assertEqual(len(self.hashes(c)), 1)
-        # The snapshot's state, plus the new leader's no-op entry.
-        self.assertEqual(c.managers["a"].partitions["p0"].node.lastApplied, meta.index + 1)
-        self.assertGreater(c.managers["a"].partitions["p0"].machine.events, 0)
+        self.assertEqual(len(c.hashes("p0")), 1)
+        for m in c.managers.values():
+            part = m.partitions["p0"]
+            self.assertGreater(part.node.lastApplied, meta.index)
+            self.assertEqual(part.machine.events, expected.events)
+            self.assertGreater(part.machine.events, 0)

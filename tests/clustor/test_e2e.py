@@ -50,7 +50,10 @@ class ControlPlaneProcessTests(TestCase):
         self.assertEqual(routing["revision"], 1)
         self.assertEqual([p["id"] for p in routing["partitions"]], ["p0", "p1"])
 
-        writeState(directory, STATE_YAML.replace("replicas: [ceptra-b]", "replicas: [ceptra-a, ceptra-b]"))
+        writeState(
+            directory,
+            STATE_YAML.replace("replicas: [ceptra-b]", "replicas: [ceptra-a, ceptra-b]\n    epoch: 2"),
+        )
         proc.sendSignal(signal.SIGHUP)
 
         async def revised() -> bool:

@@ -13,11 +13,12 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.clustor.interfaces import IControlPlaneStore
 from suite.clustor.server import ControlPlaneStore, StateReloader, addFeedResources
-from suite.clustor.state import StateError
+from suite.clustor.state import FEEDS, FeedDocument, StateError
 from suite.web.admin import AdminRoot
 from tests.clustor.helpers import STATE_YAML, captureLogs, writeState
 
@@ -72,6 +73,26 @@ class StoreTests(SynchronousTestCase):
         """
         self.assertFalse(self.store.reload())
         self.assertEqual(self.store.revision, 1)
+
+    def test_reloadEpochs(self) -> None:
+        """
+        Replicas change only with a higher epoch, and no reload lowers an
+        epoch: such files are refused like invalid ones, naming the key.
+        """
+        directory = os.path.dirname(self.path)
+        moved = STATE_YAML.replace("replicas: [ceptra-b]", "replicas: [ceptra-a]")
+        for text, why in (
+            (moved, "partitions[1].epoch: replicas of p1 changed from ['ceptra-b'] to ['ceptra-a'] without"),
+            (moved.replace("replicas: [ceptra-a]", "replicas: [ceptra-a]\n    epoch: 3"), None),
+            (STATE_YAML.replace("replicas: [ceptra-b]", "replicas: [ceptra-a]\n    epoch: 2"), "lower"),
+        ):
+            writeState(directory, text)
+            self.assertEqual(self.store.reload(), why is None)
+            if why is not None:
+                self.assertIn(why, self.events[-1]["reason"])
+        self.assertEqual(self.store.reloadFailures, 2)
+        doc = json.loads(self.store.document("routing").body)
+        self.assertEqual(doc["partitions"][1], {"id": "p1", "replicas": ["ceptra-a"], "epoch": 3})
 
     def test_reloadInvalidKeepsOld(self) -> None:
         """
@@ -137,6 +158,69 @@ class FeedResourceTests(SynchronousTestCase):
         d = self.client.post("http://cp.test/routing", data=b"{}")
         self.client.flush()
         self.assertEqual(self.successResultOf(d).code, 405)
+
+
+@implementer(IControlPlaneStore)
+class _MemoryStore:
+    """
+    An L{IControlPlaneStore} holding documents given in memory (no file):
+    each C{publish} changes one feed and bumps the revision.
+    """
+
+    path = "<memory>"
+
+    def __init__(self) -> None:
+        self.revision = 1
+        self.documents = {f: FeedDocument(f, b'{"feed": "%s"}' % f.encode(), f'"{f}-1"') for f in FEEDS}
+        self.reloads = 0
+
+    def document(self, feed: str) -> FeedDocument:
+        return self.documents[feed]
+
+    def reload(self) -> bool:
+        self.reloads += 1
+        return False
+
+    def publish(self, feed: str, body: bytes) -> None:
+        self.revision += 1
+        self.documents[feed] = FeedDocument(feed, body, f'"{feed}-{self.revision}"')
+
+
+class FeedResourceSeamTests(SynchronousTestCase):
+    """
+    The feed resources depend only on L{IControlPlaneStore}: served from an
+    in-memory store they follow its documents, tags and revision.
+    """
+
+    def setUp(self) -> None:
+        self.store = _MemoryStore()
+        root = AdminRoot()
+        addFeedResources(root, self.store)
+        self.client: Any = StubTreq(root)
+
+    get = FeedResourceTests.get
+
+    def test_interface(self) -> None:
+        """
+        The in-memory store provides L{IControlPlaneStore}.
+        """
+        self.assertTrue(verifyObject(IControlPlaneStore, self.store))
+
+    def test_followsTheStore(self) -> None:
+        """
+        A publication shows at once: new body, new ETag, new revision; the
+        old tag no longer matches and the new one gets 304.
+        """
+        response, body = self.get("/features")
+        self.assertEqual(body, b'{"feed": "features"}')
+        self.assertEqual(response.headers.getRawHeaders(b"etag"), [b'"features-1"'])
+        self.store.publish("features", b'{"feed": "features", "flags": {}}')
+        response, body = self.get("/features", headers={"If-None-Match": '"features-1"'})
+        self.assertEqual((response.code, body), (200, b'{"feed": "features", "flags": {}}'))
+        self.assertEqual(response.headers.getRawHeaders(b"x-clustor-revision"), [b"2"])
+        response, body = self.get("/features", headers={"If-None-Match": '"x", "features-2"'})
+        self.assertEqual((response.code, body), (304, b""))
+        self.assertEqual(self.store.reloads, 0)
 
 
 class ReloaderTests(SynchronousTestCase):

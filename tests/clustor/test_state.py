@@ -48,7 +48,7 @@ class ParseStateTests(SynchronousTestCase):
         routing = json.loads(one["routing"].body)
         self.assertEqual(routing["feed"], "routing")
         self.assertEqual(routing["revision"], 1)
-        self.assertEqual(routing["partitions"][1], {"id": "p1", "replicas": ["ceptra-b"]})
+        self.assertEqual(routing["partitions"][1], {"id": "p1", "replicas": ["ceptra-b"], "epoch": 1})
         self.assertEqual(one["features"].etag, two["features"].etag)
         self.assertNotEqual(one["features"].etag, one["warmup"].etag)
 
@@ -78,6 +78,13 @@ class ParseStateTests(SynchronousTestCase):
             "partitions: [{id: 'bad id', replicas: [a]}]", "partitions[0].id", "not a valid id"
         )
         self.assertRejected("partitions: [{id: p0, replicas: [a], leader: b}]", "partitions[0].leader")
+        for bad in ("0", "true", "1.5", "'2'"):
+            self.assertRejected(
+                f"partitions: [{{id: p0, replicas: [a], epoch: {bad}}}]", "partitions[0].epoch", "integer"
+            )
+        self.assertEqual(
+            parseState("partitions: [{id: p0, replicas: [a], epoch: 9}]").partitions[0]["epoch"], 9
+        )
         self.assertRejected(
             "nodes: {a: {}}\npartitions: [{id: p0, replicas: [b]}]",
             "partitions[0].replicas",

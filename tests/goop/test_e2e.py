@@ -367,7 +367,7 @@ class BrowserTests(TestCase, HubFixture):
         await proc.waitFor(lambda: browser.script(js), what, timeout=60, interval=0.2)
 
     async def test_dashboardShowsNewPeer(self) -> None:
-        """The rendezvous dashboard shows a peer published while the page is open (SSE)."""
+        """The rendezvous dashboard shows a peer published while the page is open (SSE), label and name."""
         hub, url = await self.startHub(self)
         browser = webdriver.Browser(self)
         await browser.start()
@@ -378,7 +378,7 @@ class BrowserTests(TestCase, HubFixture):
         d = os.path.abspath(self.mktemp())
         os.makedirs(d)
         who = loadIdentity(d)
-        body, sig = signedPublication(who, "browser-peer", 4242, 60)
+        body, sig = signedPublication(who, "browser-peer", 4242, 60, name="browser-name")
         r = await treq.post(
             url + "/publish",
             data=body,
@@ -395,6 +395,10 @@ class BrowserTests(TestCase, HubFixture):
         )
         text = await browser.script("return document.getElementById('peers').textContent")
         self.assertIn("browser-peer", text)
+        name = await browser.script(
+            f"return document.querySelector('tr.peer[data-peer=\"{who.peerId}\"] td.name').textContent"
+        )
+        self.assertEqual(name, "browser-name")
 
     async def test_logsPageShowsHistory(self) -> None:
         """The viewer's Logs page shows the recent history at once, even while the live tail cannot connect (its cap is full)."""

@@ -12,7 +12,14 @@ from typing import Any
 
 import treq
 from twisted.internet import reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import ResponseDone
+from twisted.web.iweb import UNKNOWN_LENGTH
 
 from suite.goop.identity import loadIdentity
 from suite.goop.p2p.discovery import HubClient, PeerDirectory
@@ -44,9 +51,18 @@ class RepublishTests(TestCase):
         # JSON errors everywhere: the rendezvous-only viewer has no peer list,
         # and neither it nor the hub answers an unknown API path with HTML.
         m = await first.waitForLog(r"viewer on (http://127\.0\.0\.1:\d+)/")
-        for missing in (m.group(1) + "/api/peers", m.group(1) + "/api/nothing", url + "/api/nothing"):
-            r = await treq.get(missing, persistent=False)
-            self.assertEqual(r.code, 404, missing)
+        viewer = m.group(1)
+        for method, missing, code in (
+            ("GET", viewer + "/api/peers", 404),
+            ("GET", viewer + "/api/nothing", 404),
+            ("GET", viewer + "/api/logs/nothing", 404),
+            ("GET", url + "/api/nothing", 404),
+            ("GET", url + "/nothing", 404),
+            ("PUT", url + "/publish", 405),
+            ("DELETE", url + "/peers.json", 405),
+        ):
+            r = await treq.request(method, missing, persistent=False)
+            self.assertEqual(r.code, code, missing)
             self.assertTrue(r.headers.getRawHeaders(b"content-type")[0].startswith(b"application/json"))
             self.assertIn("error", json.loads(await r.content()))
 
@@ -80,3 +96,103 @@ class RepublishTests(TestCase):
         await second.waitFor(listed, "the republication", timeout=10)
         self.assertEqual((client.streams, client.beats), (2, 1))
         self.assertEqual(client.published, 2)
+
+
+class _Response:
+    """What the hub client reads of a response: code, body, length."""
+
+    def __init__(self, code: int, body: bytes = b"", stream: bool = False) -> None:
+        self.code = code
+        self.body = body
+        self.stream = stream
+        self.length = UNKNOWN_LENGTH
+        self.protocol: Protocol | None = None
+
+    def content(self) -> Deferred[bytes]:
+        return succeed(self.body)
+
+    def deliverBody(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        if not self.stream:
+            protocol.dataReceived(self.body)
+            protocol.connectionLost(Failure(ResponseDone()))
+
+    def end(self) -> None:
+        assert self.protocol is not None
+        self.protocol.connectionLost(Failure(ResponseDone()))
+
+
+class _Hub:
+    """The hub as the client sees it over HTTP, up or down, on one clock."""
+
+    def __init__(self, clock: MemoryReactorClock) -> None:
+        self.clock = clock
+        self.up = True
+        self.requests: list[tuple[float, str, str]] = []
+        self.streams: list[_Response] = []
+
+    def _record(self, method: str, url: str) -> None:
+        self.requests.append((self.clock.seconds(), method, url.rsplit("/", 1)[1]))
+
+    def post(self, url: str, **kw: Any) -> Deferred[_Response]:
+        self._record("POST", url)
+        return succeed(_Response(200, b"{}")) if self.up else fail(ConnectionRefusedError())
+
+    def get(self, url: str, **kw: Any) -> Deferred[_Response]:
+        self._record("GET", url)
+        if not self.up:
+            return fail(ConnectionRefusedError())
+        if url.endswith("/events"):
+            self.streams.append(_Response(200, stream=True))
+            return succeed(self.streams[-1])
+        return succeed(_Response(200, b"[]"))
+
+
+class ReconnectTests(SynchronousTestCase):
+    def test_publishOnEveryReconnect(self) -> None:
+        """
+        The event stream ends (the hub went away) and the hub is down for a
+        while: the client retries the stream every 2 s and publishes the
+        moment it is back, with an hour between heartbeats; then follows
+        the new stream.
+        """
+        clock = MemoryReactorClock()
+        identity = loadIdentity(self._dir())
+        client = HubClient(
+            clock, identity, "http://hub", PeerDirectory(identity.peerId), lambda: "p", lambda: 1, 120, 3600
+        )
+        hub = _Hub(clock)
+        client.http = hub  # type: ignore[assignment]
+        client.start()
+        self.assertEqual(
+            [r[1:] for r in hub.requests],
+            [("POST", "publish"), ("GET", "peers.json"), ("GET", "events"), ("GET", "peers.json")],
+        )
+        clock.advance(100)
+        hub.requests.clear()
+        hub.up = False
+        hub.streams[0].end()
+        clock.advance(2)
+        clock.advance(2)
+        self.assertEqual(hub.requests, [(102.0, "GET", "events"), (104.0, "GET", "events")])
+        hub.up = True
+        clock.advance(2)
+        self.assertEqual(
+            hub.requests[2:],
+            [(106.0, "GET", "events"), (106.0, "POST", "publish"), (106.0, "GET", "peers.json")],
+        )
+        self.assertEqual((client.streams, client.beats, client.published), (2, 1, 2))
+        # The stream is followed again: an event on it updates the directory.
+        assert hub.streams[1].protocol is not None
+        hub.streams[1].protocol.dataReceived(
+            b'event: join\ndata: {"peer_id": "other", "addrs": ["127.0.0.1:2"]}\n\n'
+        )
+        self.assertIsNotNone(client.directory.get("other"))
+        client.stop()
+        self.assertEqual(hub.requests[-1][1:], ("POST", "publish"))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def _dir(self) -> str:
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        return d

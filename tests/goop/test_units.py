@@ -18,7 +18,6 @@ from zope.interface.verify import verifyObject
 from suite.daemon import ConfigError
 from suite.goop.config import CONFIG_NAME, defaultDocument, loadConfig
 from suite.goop.identity import loadIdentity, verifySignature
-from suite.goop.interfaces import IDataStore, ILuaEngine, IPeerDirectory, IRendezvousHub
 from suite.goop.peer.site import resolveSitePath
 from suite.goop.peer.store import DataStore
 from suite.goop.rendezvous.templates import TemplateStore
@@ -162,7 +161,6 @@ class StoreTests(TestCase):
     async def test_permissions(self) -> None:
         """owner-only, peers-read and peers-write are enforced on every op for other peers."""
         s, o, p = self.store, self.owner, self.other
-        verifyObject(IDataStore, s)
         for name, perm in (("secret", "owner-only"), ("board", "peers-read"), ("wall", "peers-write")):
             r = await s.execute(
                 o,
@@ -228,19 +226,6 @@ class StoreTests(TestCase):
 
 
 class InterfaceTests(SynchronousTestCase):
-    def test_verifyObjects(self) -> None:
-        """The hub, the Lua engine and the peer directory provide their interfaces."""
-        from twisted.internet.task import Clock
-
-        from suite.goop.lua.engine import LuaEngine
-        from suite.goop.p2p.discovery import PeerDirectory
-        from suite.goop.rendezvous.hub import RendezvousHub
-
-        clock = Clock()
-        verifyObject(IRendezvousHub, RendezvousHub(clock, port=0))
-        verifyObject(ILuaEngine, LuaEngine(clock, "/nonexistent", "/nonexistent/data.db"))
-        verifyObject(IPeerDirectory, PeerDirectory("x"))
-
     def test_verifyFoundationInterfaces(self) -> None:
         """Health checks, the log buffer and the TLS creator provide the Twisted/suite interfaces."""
         from twisted.internet.defer import succeed
@@ -396,10 +381,13 @@ class FuzzTests(SynchronousTestCase):
             lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=3),
             max_leaves=8,
         )
-        sections = st.sampled_from(["profile", "p2p", "presence", "viewer", "other"])
+        sections = st.sampled_from(
+            ["profile", "p2p", "presence", "viewer", "other", "site", "peerName", "rendezvous"]
+        )
         keys = st.sampled_from(
             [
                 "label",
+                "name",
                 "email",
                 "listen_port",
                 "mdns_tag",
@@ -473,7 +461,7 @@ class FuzzTests(SynchronousTestCase):
         @settings(max_examples=150, deadline=None)
         @given(
             fields=st.dictionaries(
-                st.sampled_from(["ts", "ttl", "port", "label", "addrs", "kind", "rendezvous"]), odd
+                st.sampled_from(["ts", "ttl", "port", "label", "name", "addrs", "kind", "rendezvous"]), odd
             )
         )
         def check(fields: dict) -> None:  # type: ignore[type-arg]
@@ -487,6 +475,7 @@ class FuzzTests(SynchronousTestCase):
             self.assertIsInstance(pub["port"], int)
             self.assertNotIsInstance(pub["port"], bool)
             self.assertTrue(all(isinstance(a, str) for a in pub["addrs"]))
+            self.assertTrue(isinstance(pub["name"], str) and len(pub["name"]) <= 64)
             json.dumps(pub, allow_nan=False)
 
         check()

@@ -14,28 +14,23 @@ import msgpack
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.gossip.codec import Codec
+from suite.gossip.fields import BadMAC, Incomplete, MalformedPacket, checkMeta, decodeMeta, encodeMeta
 from suite.gossip.lzw import LZWError, compress, decompress
 from suite.gossip.messages import (
     Ack,
     Alive,
-    BadMAC,
-    Codec,
     Dead,
     ErrorReply,
-    Incomplete,
     IndirectPing,
     Left,
-    MalformedPacket,
     MemberState,
     Nack,
     Ping,
     PushPull,
     Suspect,
     User,
-    checkMeta,
-    decodeMeta,
     encodeMessage,
-    encodeMeta,
 )
 from suite.gossip.security import DecryptError, Keyring, parseKey
 

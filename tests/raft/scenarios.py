@@ -23,6 +23,11 @@ divergent replicas or a non-linearizable history.
   - C{restartStorm}: voters are killed and restarted right after they vote.
   - C{membershipSplit}: two voters added at once, then the old members are
     cut off from the leader and the new ones.
+  - C{diskLoss}: a member loses its disk and restarts empty under the same
+    id (storage incarnations on), while another follower lags and the
+    leader is then cut off or crashed; or the leader itself loses its disk.
+    The empty member's vote must not count until the leader has caught it
+    up and recorded its new incarnation, and it must get its vote back.
 """
 
 from __future__ import annotations
@@ -418,6 +423,57 @@ def membershipSplit(seed: int) -> Simulation:
     return finish(sim, clients)
 
 
+def diskLoss(seed: int) -> Simulation:
+    plan = random.Random(seed * 67867967 + 23)
+    faults = Faults(
+        drop=plan.choice([0.0, 0.01, 0.05]),
+        duplicate=plan.choice([0.0, 0.05]),
+        minDelay=0.0005,
+        maxDelay=plan.choice([0.002, 0.01]),
+        diskDelay=(0.0002, plan.choice([0.001, 0.005])),
+        torn=plan.random() < 0.5,
+    )
+    settings = RaftSettings(
+        snapshotThreshold=plan.choice([15, 40, 1000]), snapshotChunkBytes=plan.choice([64, 65536])
+    )
+    sim = Simulation(seed, plan.choice([3, 3, 5]), faults, settings, family="diskLoss", incarnations=True)
+    clients = startClients(
+        sim,
+        [SimClient(sim, f"c{i}", ["x", "y"], timeout=0.2, ops=("put", "append", "get")) for i in range(3)],
+    )
+    for _ in range(plan.randint(2, 4)):
+        if not waitLeader(sim) or not sim.runUntil(lambda: not sim.unrecorded, 3.0):
+            break
+        sim.run(plan.uniform(0.05, 0.2))
+        leader = sim.leader()
+        if leader is None:
+            continue
+        victim, lagging = plan.sample(sorted(set(sim.nodes) - {leader.id}), 2)
+        how = plan.choice(["isolateLeader", "crashLeader", "plain", "wipeLeader"])
+        if how in ("isolateLeader", "crashLeader"):
+            # Entries now commit without the lagging follower.
+            sim.network.oneWay(leader.id, lagging)
+            sim.run(plan.uniform(0.05, 0.2))
+        if how == "wipeLeader":
+            victim = leader.id
+        sim.wipe(victim)
+        sim.restart(victim)
+        sim.run(plan.uniform(0.0, 0.05))
+        if how == "isolateLeader":
+            sim.network.partition({leader.id}, set(sim.nodes) - {leader.id})
+        elif how == "crashLeader":
+            sim.crash(leader.id)
+            sim.network.heal()
+        sim.run(plan.uniform(0.5, 1.0))
+        sim.network.heal()
+        for m in sorted(sim.nodes):
+            sim.restart(m)
+    finish(sim, clients)
+    if not sim.runUntil(lambda: not sim.unrecorded, 5.0):
+        sim.fail(f"{sorted(sim.unrecorded)} never got their vote back")
+    return sim
+
+
 FAMILIES: dict[str, Family] = {
     "nemesis": Family(nemesis, 400),
     "staleRead": Family(staleRead, 24),
@@ -426,4 +482,5 @@ FAMILIES: dict[str, Family] = {
     "crashLoss": Family(crashLoss, 16),
     "restartStorm": Family(restartStorm, 16),
     "membershipSplit": Family(membershipSplit, 8),
+    "diskLoss": Family(diskLoss, 24),
 }

@@ -107,3 +107,15 @@ class MutationTests(SynchronousTestCase):
         Two membership changes in flight are caught.
         """
         self.caught("two-config-changes")
+
+    def test_emptyStorageVotes(self) -> None:
+        """
+        A member restarted on empty storage whose vote counts is caught.
+        """
+        self.caught("empty-storage-votes")
+
+    def test_staleIncarnationProgress(self) -> None:
+        """
+        A leader that keeps a lost copy's acknowledgements is caught.
+        """
+        self.caught("stale-incarnation-progress")

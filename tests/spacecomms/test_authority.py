@@ -16,7 +16,7 @@ from suite.spacecomms.cdm.model import CDMError
 from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import Envelope
-from suite.spacecomms.node import NotOriginator
+from suite.spacecomms.local import NotOriginator
 from suite.spacecomms.signing import Signer
 from tests.spacecomms.sim import SimNet
 

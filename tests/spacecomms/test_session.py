@@ -6,12 +6,14 @@ heartbeats, timeouts, malformed input and the interfaces.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import msgpack
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.spacecomms.cdm.sample import sampleCDM
@@ -45,6 +47,101 @@ def _frames(data: bytes) -> list[Envelope]:
         out.append(decodeEnvelope(data[4 : 4 + n]))
         data = data[4 + n :]
     return out
+
+
+@implementer(IMessageSink)
+class RecordingSink:
+    """
+    An L{IMessageSink} that records what a session hands it; it admits the
+    peers in C{admit} and refuses others with C{UNAUTHORIZED}.
+    """
+
+    def __init__(self, nodeId: str, admit: tuple[str, ...]) -> None:
+        self.nodeId = nodeId
+        self.admit = admit
+        self.events: list[tuple[str, Any]] = []
+
+    def checkHello(self, hello: Envelope, expectedPeer: str | None) -> tuple[str, str] | None:
+        peer = hello.payload["node_id"]
+        self.events.append(("hello", peer))
+        return None if peer in self.admit else ("UNAUTHORIZED", f"not {peer}")
+
+    def sessionEstablished(self, link: IPeerLink) -> None:
+        self.events.append(("established", link.peerId))
+
+    def sessionLost(self, link: IPeerLink, reason: str) -> None:
+        self.events.append(("lost", link.peerId))
+
+    def envelopeReceived(self, link: IPeerLink, envelope: Envelope) -> None:
+        self.events.append((envelope.message_type, link.peerId))
+
+    def heartbeatCounts(self) -> dict[str, int]:
+        return {"cdm_count": 7, "object_count": 0}
+
+    def helloPayload(self, peerId: str | None) -> dict[str, Any]:
+        return {
+            "node_id": self.nodeId,
+            "node_name": self.nodeId,
+            "versions": ["1.0"],
+            "capabilities": ["cdm"],
+            "auth_token": TOKEN,
+        }
+
+
+class SinkSeamTests(SynchronousTestCase):
+    """
+    A session knows its node only as an L{IMessageSink}: two sessions
+    between recording sinks, no node at all.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
+
+    def connect(
+        self, admit: tuple[str, ...]
+    ) -> tuple[RecordingSink, RecordingSink, PeerProtocol, iosim.IOPump]:
+        a = RecordingSink("A", ("B",))
+        b = RecordingSink("B", admit)
+        self.assertTrue(verifyObject(IMessageSink, a))
+
+        def client() -> PeerProtocol:
+            return PeerProtocol(a, "A", self.clock, "B", 1, 3, 64 * 1024, a.helloPayload)
+
+        def server() -> PeerProtocol:
+            return PeerProtocol(b, "B", self.clock, None, 1, 3, 64 * 1024, b.helloPayload)
+
+        c, _, pump = iosim.connectedServerAndClient(server, client, clock=self.clock)
+        pump.flush()
+        return a, b, c, pump
+
+    def test_sessionThroughTheSink(self) -> None:
+        """
+        The handshake asks each sink, both report the session, heartbeats
+        carry the sink's counts and arrive as envelopes, and closing
+        reports the loss on both sides.
+        """
+        a, b, c, pump = self.connect(admit=("A",))
+        self.assertEqual(a.events, [("hello", "B"), ("established", "B")])
+        self.assertEqual(b.events, [("hello", "A"), ("established", "A")])
+        self.clock.advance(1)
+        pump.flush()
+        self.assertIn(("HEARTBEAT", "A"), b.events)
+        self.assertIn(("HEARTBEAT", "B"), a.events)
+        c.close("test over")
+        pump.flush()
+        self.assertEqual(a.events[-1], ("lost", "B"))
+        self.assertEqual(b.events[-1], ("lost", "A"))
+
+    def test_refusedByTheSink(self) -> None:
+        """
+        A HELLO the sink refuses ends the connection; no session is reported.
+        """
+        a, b, c, pump = self.connect(admit=())
+        self.assertEqual(b.events, [("hello", "A")])
+        self.assertNotIn(("established", "B"), a.events)
+        self.assertTrue(c.transport.disconnected or c.transport.disconnecting)
 
 
 class SessionTests(SynchronousTestCase):

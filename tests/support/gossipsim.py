@@ -21,10 +21,10 @@ import msgpack
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from suite.gossip.fields import Address
 from suite.gossip.interfaces import IGossipDelegate, IMembershipListener
 from suite.gossip.member import Member
 from suite.gossip.memory import MemoryNetwork
-from suite.gossip.messages import Address
 from suite.gossip.node import GossipNode
 from suite.gossip.settings import GossipSettings
 

@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from suite.raft.incarnation import MemoryIncarnations
 from suite.raft.interfaces import IRaftStorage, IRaftTransport
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
 from suite.raft.messages import Configuration, Entry, Message, SnapshotMeta, decodeMessage, encodeMessage
@@ -358,9 +359,14 @@ class Simulation:
     faults: Faults = field(default_factory=Faults)
     settings: RaftSettings = field(default_factory=RaftSettings)
     family: str = "nemesis"
+    #: Give every node a storage incarnation (needed to lose disks, L{wipe}).
+    incarnations: bool = False
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.incarnationStore = MemoryIncarnations(self.rng) if self.incarnations else None
+        #: Nodes whose disk was lost and whose new incarnation is not recorded yet.
+        self.unrecorded: set[str] = set()
         self.clock = Clock()
         self.network = SimNetwork(self.clock, self.rng, self.faults)
         ids = [f"n{i}" for i in range(1, self.size + 1)]
@@ -394,6 +400,7 @@ class Simulation:
             bootstrap if bootstrap is not None else self.bootstrap,
             self.settings,
             random.Random(self.rng.random()),
+            self.incarnationStore.claim(nodeId) if self.incarnationStore is not None else None,
         )
         s.checkedIndex = s.checkedTerm = 0
         d = Deferred.fromCoroutine(s.node.start())
@@ -413,6 +420,20 @@ class Simulation:
         s.clock.kill()
         s.node.stop()
         s.node = None
+
+    def wipe(self, nodeId: str) -> None:
+        """
+        Crash C{nodeId} and lose its disk: it restarts (on L{restart}) with
+        empty storage under the same id.
+        """
+        assert self.incarnationStore is not None, "losing a disk needs incarnations=True"
+        self.crash(nodeId)
+        old = self.nodes[nodeId].disk
+        disk = Disk()
+        disk.rate, disk.offset = old.rate, old.offset
+        self.nodes[nodeId].disk = disk
+        self.incarnationStore.forget(nodeId)
+        self.unrecorded.add(nodeId)
 
     def pause(self, nodeId: str, seconds: float) -> None:
         """
@@ -468,6 +489,8 @@ class Simulation:
             n = s.node
             if n is None:
                 continue
+            if s.id in self.unrecorded and n.incarnation is not None and n.votesIntact():
+                self.unrecorded.discard(s.id)
             if n.leader is not None:
                 other = self.leaders.setdefault(n.term, n.id)
                 if other != n.id:

@@ -30,6 +30,7 @@ from suite.daemon import ConfigError
 from suite.goop.config import defaultDocument, loadConfig, parseHostPort, writeConfig
 from suite.goop.webutil import (
     HostGuard,
+    JSONErrorsSite,
     PageRoot,
     finishRequest,
     header,
@@ -38,7 +39,6 @@ from suite.goop.webutil import (
     loadSecret,
     readBody,
 )
-from suite.web.limits import LimitedSite
 
 __all__ = ["Manager", "runManager", "managerResource"]
 
@@ -93,6 +93,7 @@ class Manager:
                 c = loadConfig(d, create=False)
                 entry.update(
                     label=c.displayLabel,
+                    peer_name=c.peerName,
                     rendezvous=c.rendezvousOnly or c.rendezvousHost,
                     rendezvous_only=c.rendezvousOnly,
                     viewer=self.viewerURL(c.httpAddr),
@@ -241,7 +242,7 @@ def runManager(options: Any) -> int:
     async def main(r: Any) -> None:
         manager = Manager(r, options["peers-dir"])
         guarded = managerResource(manager, host)
-        site = LimitedSite(guarded, maxBodyBytes=16 * 1024)
+        site = JSONErrorsSite(guarded, maxBodyBytes=16 * 1024)
         site.noisy = False
         p = await serverFromString(r, f"tcp:{port}:interface={host}").listen(site)
         guarded.port = p.getHost().port

@@ -20,10 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from suite.goop.identity import Identity
-from suite.goop.interfaces import IPeerDirectory
+from suite.goop.limits import MAX_PEER_NAME
 
 __all__ = ["PeerDirectory", "HubClient", "MdnsDiscovery", "signedPublication"]
 
@@ -40,30 +39,32 @@ def signedPublication(
     rendezvous: bool = False,
     now: float | None = None,
     seq: int | None = None,
+    name: str = "",
 ) -> tuple[bytes, str]:
     """
-    The body and signature of one C{/publish}.  C{seq} orders a peer's
-    publications (the hub refuses one not newer than the last it saw); by
-    default the time in microseconds.
+    The body and signature of one C{/publish}.  C{label} is the site's
+    display name, C{name} the peer's own short name (sent when set).
+    C{seq} orders a peer's publications (the hub refuses one not newer than
+    the last it saw); by default the time in microseconds.
     """
     ts = time.time() if now is None else now
-    body = json.dumps(
-        {
-            "peer_id": identity.peerId,
-            "public_key": identity.publicB64,
-            "label": label,
-            "port": port,
-            "ttl": ttl,
-            "ts": ts,
-            "seq": int(ts * 1e6) if seq is None else seq,
-            "kind": kind,
-            "rendezvous": rendezvous,
-        }
-    ).encode()
+    doc: dict[str, Any] = {
+        "peer_id": identity.peerId,
+        "public_key": identity.publicB64,
+        "label": label,
+        "port": port,
+        "ttl": ttl,
+        "ts": ts,
+        "seq": int(ts * 1e6) if seq is None else seq,
+        "kind": kind,
+        "rendezvous": rendezvous,
+    }
+    if name:
+        doc["name"] = name
+    body = json.dumps(doc).encode()
     return body, identity.sign(body)
 
 
-@implementer(IPeerDirectory)
 class PeerDirectory:
     """Known peers from every source, keyed by peer id."""
 
@@ -110,6 +111,7 @@ class HubClient:
         ttl: int,
         heartbeat: float,
         rendezvous: bool = False,
+        name: Callable[[], str] = lambda: "",
     ) -> None:
         from treq.client import HTTPClient
         from twisted.web.client import Agent, HTTPConnectionPool
@@ -119,6 +121,7 @@ class HubClient:
         self.url = url.rstrip("/")
         self.directory = directory
         self.label = label
+        self.name = name
         self.port = port
         self.ttl = ttl
         self.rendezvous = rendezvous
@@ -149,7 +152,15 @@ class HubClient:
         now = self.reactor.seconds()
         self.seq = max(self.seq + 1, int(now * 1e6))
         body, sig = signedPublication(
-            self.identity, self.label(), self.port(), self.ttl, kind, self.rendezvous, now, self.seq
+            self.identity,
+            self.label(),
+            self.port(),
+            self.ttl,
+            kind,
+            self.rendezvous,
+            now,
+            self.seq,
+            name=self.name(),
         )
         hdrs: Any = {"content-type": "application/json", "x-goop-signature": sig}
         resp = await self.http.post(
@@ -319,6 +330,7 @@ class MdnsDiscovery:
         label: str,
         directory: PeerDirectory,
         interfaces: Sequence[str] = (),
+        name: str = "",
     ) -> None:
         self.reactor = reactor
         self.identity = identity
@@ -326,6 +338,7 @@ class MdnsDiscovery:
         self.serviceType = f"_{tag}._tcp.local."
         self.port = port
         self.label = label
+        self.name = name
         self.directory = directory
         self.zc: Any = None
         self.info: Any = None
@@ -350,7 +363,7 @@ class MdnsDiscovery:
                 name,
                 addresses=[socket.inet_aton(a) for a in announced],
                 port=self.port(),
-                properties={"peer_id": self.identity.peerId, "label": self.label[:200]},
+                properties=self.properties(),
             )
             self.zc.register_service(self.info)
             self.browser = ServiceBrowser(self.zc, self.serviceType, handlers=[self._changed])
@@ -358,6 +371,13 @@ class MdnsDiscovery:
         d = deferToThread(work)
         d.addErrback(lambda f: log.warn("mDNS unavailable: {err}", err=f.getErrorMessage()))
         return d
+
+    def properties(self) -> dict[str, str]:
+        """The TXT properties announced: peer id, label and (when set) name."""
+        props = {"peer_id": self.identity.peerId, "label": self.label[:200]}
+        if self.name:
+            props["name"] = self.name[:MAX_PEER_NAME]
+        return props
 
     def _changed(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
         if getattr(state_change, "name", "") == "Removed":
@@ -372,7 +392,8 @@ class MdnsDiscovery:
         pid = props.get("peer_id", "")
         record: dict[str, Any] = {
             "peer_id": pid,
-            "label": props.get("label", ""),
+            "label": props.get("label", "")[:200],
+            "name": props.get("name", "")[:MAX_PEER_NAME],
             "addrs": [f"{a}:{info.port}" for a in info.parsed_addresses()],
         }
         if pid:

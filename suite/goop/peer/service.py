@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
@@ -18,27 +18,21 @@ from twisted.python.failure import Failure
 from suite.daemon import ConfigError, barrierFor, watchListening
 from suite.goop.config import GoopConfig, parseHostPort, readDocument, validateDocument, writeConfig
 from suite.goop.fatal import FatalHandler, failStartup, logOnly
-from suite.goop.groups import GroupService
 from suite.goop.health import DatabaseHealth, LoopLag
 from suite.goop.identity import Identity, loadIdentity
 from suite.goop.logbuffer import LogBuffer
-from suite.goop.lua.engine import LuaEngine
-from suite.goop.p2p.discovery import HubClient, MdnsDiscovery, PeerDirectory
-from suite.goop.p2p.streams import (
-    DATA_PROTOCOL,
-    GROUP_PROTOCOL,
-    SITE_PROTOCOL,
-    StreamServerFactory,
-    listenStreams,
-    openStream,
-)
-from suite.goop.p2p.tls import PeerTLS
-from suite.goop.peer.site import SiteFiles
-from suite.goop.peer.store import DataStore
 from suite.goop.peer.viewer import makeViewer
-from suite.goop.rendezvous.hub import RendezvousHub
-from suite.goop.webutil import loadSecret
-from suite.web.limits import LimitedSite
+from suite.goop.webutil import JSONErrorsSite, loadSecret
+
+# What only some peers run is imported where it starts, so a process loads
+# only what its configuration uses (docs/performance.md, resident memory):
+# the hub (rendezvous_host), and for a full peer (not rendezvous-only) its
+# data store and Lua pool, P2P streams, groups and discovery.
+if TYPE_CHECKING:
+    from suite.goop.groups import GroupService
+    from suite.goop.p2p.discovery import HubClient, MdnsDiscovery, PeerDirectory
+    from suite.goop.peer.store import DataStore
+    from suite.goop.rendezvous.hub import RendezvousHub
 
 __all__ = ["PeerService", "makePeerService", "makeRendezvousOnly"]
 
@@ -77,6 +71,8 @@ class PeerService(MultiService):
         self.lag = LoopLag(reactor)
         self.hub: RendezvousHub | None = None
         if config.rendezvousHost:
+            from suite.goop.rendezvous.hub import RendezvousHub
+
             self.hub = RendezvousHub(
                 reactor,
                 config.rendezvousPort,
@@ -104,6 +100,19 @@ class PeerService(MultiService):
         self._listeners: list[Any] = []
         self._extra: list[Any] = []
         if not minimal:
+            from suite.goop.groups import GroupService
+            from suite.goop.lua.engine import LuaEngine
+            from suite.goop.p2p.discovery import PeerDirectory
+            from suite.goop.p2p.streams import (
+                DATA_PROTOCOL,
+                GROUP_PROTOCOL,
+                SITE_PROTOCOL,
+                StreamServerFactory,
+            )
+            from suite.goop.p2p.tls import PeerTLS
+            from suite.goop.peer.site import SiteFiles
+            from suite.goop.peer.store import DataStore
+
             self._prepareDirectory()
             self.directory = PeerDirectory(self.identity.peerId)
             self.lua = LuaEngine(reactor, config.path("lua"), config.path("data.db"))
@@ -180,6 +189,9 @@ class PeerService(MultiService):
 
     async def _start(self) -> None:
         if not self.minimal:
+            from suite.goop.p2p.discovery import HubClient, MdnsDiscovery
+            from suite.goop.p2p.streams import listenStreams
+
             assert self.store is not None and self.directory is not None
             await self.store.start()
             port = await self._bind(
@@ -201,6 +213,7 @@ class PeerService(MultiService):
                     self.config.ttlSeconds,
                     self.config.heartbeatSeconds,
                     rendezvous=self.config.rendezvousHost,
+                    name=lambda: self.config.peerName,
                 )
                 self.hubClient.start()
             if self.config.mdnsTag:
@@ -212,6 +225,7 @@ class PeerService(MultiService):
                     self.config.displayLabel,
                     self.directory,
                     self.config.mdnsInterfaces,
+                    name=self.config.peerName,
                 )
                 await self.mdns.start()
         addr = self._viewerAddress()
@@ -222,7 +236,7 @@ class PeerService(MultiService):
             )
             tail.start()
             self._extra.append(tail)
-            site = LimitedSite(resource, maxBodyBytes=256 * 1024)
+            site = JSONErrorsSite(resource, maxBodyBytes=256 * 1024)
             site.displayTracebacks = False
             site.noisy = False
             listening = await self._bind(
@@ -269,13 +283,15 @@ class PeerService(MultiService):
         return {
             "peer_id": self.identity.peerId,
             "label": self.config.label,
+            "name": self.config.peerName,
             "email": self.config.email,
             "config": readDocument(self.config.directory),
         }
 
     def updateProfile(self, doc: dict[str, Any]) -> None:
         """
-        Change C{goop.json} from the settings page: C{label}/C{email} (live),
+        Change C{goop.json} from the settings page: C{label}/C{name}/C{email}
+        (live; the next publication carries them),
         or a whole C{config} document (validated; other keys apply at restart).
         """
         current = readDocument(self.config.directory)
@@ -284,7 +300,7 @@ class PeerService(MultiService):
                 raise ValueError("config must be a JSON object")
             current = doc["config"]
         profile = dict(current.get("profile") or {})
-        for key in ("label", "email"):
+        for key in ("label", "name", "email"):
             if key in doc:
                 profile[key] = doc[key]
         current["profile"] = profile
@@ -293,7 +309,9 @@ class PeerService(MultiService):
         except ConfigError as e:
             raise ValueError(str(e)) from None
         writeConfig(self.config.directory, current)
-        self.config = dataclasses.replace(self.config, label=checked.label, email=checked.email)
+        self.config = dataclasses.replace(
+            self.config, label=checked.label, peerName=checked.peerName, email=checked.email
+        )
 
     def addressOf(self, peerId: str) -> str | None:
         rec = self.directory.get(peerId) if self.directory else None
@@ -303,6 +321,8 @@ class PeerService(MultiService):
 
     def remoteRequest(self, peerId: str, kind: str, request: dict[str, Any]) -> Deferred[dict[str, Any]]:
         """One request over a fresh stream to C{peerId} (site or data)."""
+        from suite.goop.p2p.streams import DATA_PROTOCOL, SITE_PROTOCOL, openStream
+
         proto = SITE_PROTOCOL if kind == "site" else DATA_PROTOCOL
 
         async def run() -> dict[str, Any]:
@@ -318,6 +338,8 @@ class PeerService(MultiService):
         return Deferred.fromCoroutine(run())
 
     def openGroupStream(self, peerId: str) -> Deferred[Any]:
+        from suite.goop.p2p.streams import GROUP_PROTOCOL, openStream
+
         addr = self.addressOf(peerId)
         if addr is None:
             from twisted.internet.defer import fail

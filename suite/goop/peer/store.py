@@ -25,9 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from zope.interface import implementer
 
-from suite.goop.interfaces import IDataStore
 from suite.goop.limits import TokenBucket
 from suite.goop.sqlthread import SQLiteThread
 
@@ -118,7 +116,6 @@ def _value(v: Any) -> Any:
     raise DataError("values must be strings, numbers, booleans or null")
 
 
-@implementer(IDataStore)
 class DataStore:
     """The data operations over one C{data.db}."""
 

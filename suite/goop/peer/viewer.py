@@ -7,7 +7,7 @@ The peer's local viewer (C{viewer.http_addr}, loopback by default).
     C{/goop/site/1.0.0} and served with a C{Content-Security-Policy: sandbox}
     (opaque origin) so remote pages cannot act on the viewer's origin;
   - C{/site/<path>}: this peer's own site (never C{lua/});
-  - C{/self}: settings (GET page, POST JSON {label, email} or {config});
+  - C{/self}: settings (GET page, POST JSON {label, name, email} or {config});
   - C{/logs}: live log tail (SSE at C{/api/logs/stream}), C{/api/logs} JSON;
   - C{/api/data}: POST JSON {peer?, request} runs a data request locally or
     on another peer;
@@ -103,14 +103,16 @@ class _Home(Resource):
         p = self.peer
         rows = "".join(
             f'<tr class="peer" data-peer="{html.escape(r["peer_id"])}"><td><a href="/p/{html.escape(r["peer_id"])}/">'
-            f"{html.escape(r.get('label') or '(no label)')}</a></td><td><code>{html.escape(r['peer_id'][:16])}…</code></td>"
+            f"{html.escape(r.get('label') or '(no label)')}</a></td><td class=name>{html.escape(str(r.get('name') or ''))}</td>"
+            f"<td><code>{html.escape(r['peer_id'][:16])}…</code></td>"
             f"<td>{html.escape(', '.join(r.get('addrs', [])))}</td><td>{html.escape(r.get('source', ''))}</td></tr>"
             for r in (p.directory.peers() if p.directory else [])
         )
+        own = f"Peer name <b id=name>{html.escape(p.config.peerName)}</b> · " if p.config.peerName else ""
         body = (
-            f"<h1>{html.escape(p.config.displayLabel)}</h1><p>Peer ID <code id=self>{html.escape(p.identity.peerId)}</code>"
+            f"<h1>{html.escape(p.config.displayLabel)}</h1><p>{own}Peer ID <code id=self>{html.escape(p.identity.peerId)}</code>"
             f" · P2P port {p.p2pPort} · <a href='/site/'>own site</a></p>"
-            f"<h2>Peers</h2><table><tr><th>Label</th><th>ID</th><th>Addresses</th><th>Via</th></tr>{rows}</table>"
+            f"<h2>Peers</h2><table><tr><th>Label</th><th>Name</th><th>ID</th><th>Addresses</th><th>Via</th></tr>{rows}</table>"
         )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", PAGE_CSP)
@@ -201,6 +203,7 @@ class _Self(Resource):
         body = (
             f"<h1>Settings</h1><p>Peer ID <code>{html.escape(self.peer.identity.peerId)}</code></p>"
             f"<form id=f><label>Label <input name=label value='{html.escape(c.label)}'></label> "
+            f"<label>Peer name <input name=name maxlength=64 value='{html.escape(c.peerName)}'></label> "
             f"<label>Email <input name=email value='{html.escape(c.email)}'></label> <button>Save</button></form>"
             f"<p id=msg></p><h2>goop.json</h2><form id=c><textarea id=cfg name=cfg rows=24 cols=70>"
             f"{html.escape(json.dumps(self.peer.settings()['config'], indent=2))}</textarea><br>"
@@ -213,7 +216,7 @@ class _Self(Resource):
             + "<script>const TOKEN=document.querySelector('meta[name=goop-token]').content;"
             "document.getElementById('f').onsubmit=async(e)=>{e.preventDefault();"
             "const f=new FormData(e.target);const r=await fetch('/self',{method:'POST',headers:{'content-type':'application/json','x-goop-token':TOKEN},"
-            "body:JSON.stringify({label:f.get('label'),email:f.get('email')})});"
+            "body:JSON.stringify({label:f.get('label'),name:f.get('name'),email:f.get('email')})});"
             "document.getElementById('msg').textContent=r.ok?'saved':(await r.text());};"
             "document.getElementById('c').onsubmit=async(e)=>{e.preventDefault();let doc;"
             "try{doc=JSON.parse(document.getElementById('cfg').value)}catch(x){document.getElementById('msg').textContent='not JSON: '+x;return}"

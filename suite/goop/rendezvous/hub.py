@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -27,15 +27,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from suite.daemon import barrierFor, watchListening
 from suite.goop.fatal import FatalHandler, logOnly
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
-from suite.goop.interfaces import IRendezvousHub
 from suite.goop.logbuffer import LogBuffer
 from suite.goop.metrics import HubCollector, addAdminResources
-from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
 from suite.goop.rendezvous.registry import (
     MAX_PUBLISH_BYTES,
     PeerRegistry,
@@ -47,6 +44,7 @@ from suite.goop.rendezvous.templates import TemplateStore
 from suite.goop.sse import SSEHub
 from suite.goop.webutil import (
     JSONDirectory,
+    JSONErrorsSite,
     MountedAt,
     PageRoot,
     clientIP,
@@ -56,7 +54,9 @@ from suite.goop.webutil import (
     parseNetworks,
     readBody,
 )
-from suite.web.limits import LimitedSite
+
+if TYPE_CHECKING:
+    from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
 
 __all__ = ["RendezvousHub"]
 
@@ -64,7 +64,6 @@ log = Logger()
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@implementer(IRendezvousHub)
 class RendezvousHub(Service):
     """Registry + web surface + optional shared peer DB."""
 
@@ -103,7 +102,12 @@ class RendezvousHub(Service):
             reactor, maxClients=maxSSEClients, maxPerIP=maxSSEPerIP, trustedProxies=trustedProxies
         )
         self.limiter = TokenBucket(publishRate, publishBurst)
-        self.peerDb = SharedPeerDB(reactor, peerDbFile) if peerDbFile else None
+        self.peerDb: SharedPeerDB | None = None
+        if peerDbFile:
+            # Imported only with a shared peer DB: a hub without one does not load sqlite3.
+            from suite.goop.rendezvous.peerdb import SharedPeerDB
+
+            self.peerDb = SharedPeerDB(reactor, peerDbFile)
         self.syncInterval = syncInterval
         self.lag = LoopLag(reactor)
         self.listening: Any = None
@@ -168,7 +172,7 @@ class RendezvousHub(Service):
         return self.peerDb.start(now).addCallback(loaded)
 
     def listen(self) -> Deferred[Any]:
-        site = LimitedSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
+        site = JSONErrorsSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
         site.displayTracebacks = False
         site.noisy = False
         ep = serverFromString(self.reactor, f"tcp:{self.port}:interface={self.interface}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.goop.identity import verifySignature
-from suite.goop.limits import TokenBucket
+from suite.goop.limits import TokenBucket, peerNameProblem
 
 __all__ = ["PeerRegistry", "PublishError", "verifyPublication", "TokenBucket", "MAX_PUBLISH_BYTES"]
 
@@ -63,6 +63,13 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
     label = doc.get("label", "")
     if not isinstance(label, str):
         raise PublishError("label must be a string")
+    # The peer's own short name: optional (older peers do not send it).
+    name = doc.get("name", "")
+    if not isinstance(name, str):
+        raise PublishError("name must be a string")
+    problem = peerNameProblem(name)
+    if problem:
+        raise PublishError(f"name: {problem}")
     port = doc.get("port", 0)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise PublishError("port must be 0..65535")
@@ -85,6 +92,7 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
         "peer_id": peerId,
         "public_key": pub,
         "label": label[:200],
+        "name": name,
         "addrs": addrs,
         "port": port,
         "rendezvous": bool(doc.get("rendezvous", False)),
@@ -168,7 +176,7 @@ class PeerRegistry:
         self._track(pid, record["expires"])
         if old is None:
             return "join", record
-        if old.record["addrs"] != record["addrs"] or old.record["label"] != record["label"]:
+        if any(old.record.get(k) != record.get(k) for k in ("addrs", "label", "name")):
             return "update", record
         return "heartbeat", record
 

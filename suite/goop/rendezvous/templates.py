@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import tarfile
 from typing import Any
 
 __all__ = ["TemplateStore", "validName", "MAX_BUNDLE_BYTES"]
@@ -76,6 +75,9 @@ class TemplateStore:
         root = self._dir(name)
         if root is None:
             return None
+        # Imported here: a hub that never serves a bundle does not load tarfile.
+        import tarfile
+
         buf = io.BytesIO()
         total = 0
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:

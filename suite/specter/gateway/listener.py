@@ -27,12 +27,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from suite.daemon import ConfigError
+from suite.netutil import noDelay
 from suite.specter.gateway.core import TCP_ALPN, TUNNEL_ALPN, Gateway, GatewayLink
 from suite.specter.gateway.h2 import h2Channel
 from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
 from suite.specter.gateway.proxyproto import headerless
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
-from suite.specter.tunnel.mux import eagerWrites, noDelay
+from suite.specter.tunnel.mux import eagerWrites
 
 __all__ = ["GatewayFactory", "PublicCertificates", "makeTLSFactory", "selfSignedCertificate", "VISITOR_ALPNS"]
 

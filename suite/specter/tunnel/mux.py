@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.netutil import noDelay
 from suite.specter.tunnel.frames import (
     CLOSE,
     CONTROL,
@@ -49,7 +50,6 @@ __all__ = [
     "Link",
     "Stream",
     "LocalSide",
-    "noDelay",
     "eagerWrites",
     "closeTransport",
     "abortTransport",
@@ -61,22 +61,6 @@ log = Logger()
 DEFAULT_WINDOW = 256 * 1024
 DEFAULT_CHUNK = 16 * 1024
 _pack = HEADER.pack
-
-
-def noDelay(transport: Any) -> None:
-    """
-    Turn Nagle's algorithm off on the TCP connection under C{transport}
-    (through a TLS layer if there is one): spliced request/response traffic
-    must not wait for delayed ACKs.
-    """
-    for _ in range(3):
-        setter = getattr(transport, "setTcpNoDelay", None)
-        if setter is not None and hasattr(transport, "socket"):
-            setter(True)
-            return
-        transport = getattr(transport, "transport", None)
-        if transport is None:
-            return
 
 
 def _socketTransport(transport: Any) -> Any:

@@ -100,9 +100,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         (
             (
                 "follower.py",
-                "        node.whenDurable(\n            lambda: node.send(AppendEntriesResponse("
-                "node.id, m.src, m.term, True, lastNew, epoch=m.epoch))\n        )",
-                "        node.send(AppendEntriesResponse(node.id, m.src, m.term, True, lastNew, epoch=m.epoch))",
+                "        node.whenDurable(\n            lambda: node.send(\n                AppendEntriesResponse(\n"
+                "                    node.id, m.src, m.term, True, lastNew, epoch=m.epoch, incarnation=incarnation\n"
+                "                )\n            )\n        )",
+                "        node.send(\n            AppendEntriesResponse(\n"
+                "                node.id, m.src, m.term, True, lastNew, epoch=m.epoch, incarnation=incarnation\n"
+                "            )\n        )",
             ),
         ),
         ("crashLoss",),
@@ -154,6 +157,30 @@ MUTATIONS: tuple[Mutation, ...] = (
             ),
         ),
         ("restartStorm",),
+    ),
+    Mutation(
+        "empty-storage-votes",
+        "a member restarted on empty storage counts its vote as if it still had its log",
+        (
+            (
+                "node.py",
+                "        return votesIntact(self.configs.latest(), self.id, self.incarnation)",
+                "        return True",
+            ),
+        ),
+        ("diskLoss",),
+    ),
+    Mutation(
+        "stale-incarnation-progress",
+        "the leader keeps what a member acknowledged before it lost its storage",
+        (
+            (
+                "membership.py",
+                "            pr.match = 0\n            pr.becomeProbe(node.log.lastIndex() + 1)\n",
+                "",
+            ),
+        ),
+        ("diskLoss",),
     ),
     Mutation(
         "two-config-changes",

@@ -1,0 +1,269 @@
+"""
+Resident memory of an idle Goop2 CLI peer and rendezvous hub.
+
+Starts C{goop2 rendezvous HUBDIR} and C{goop2 peer PEERDIR} (the guide's
+defaults: mDNS on, the viewer on loopback, publishing to the hub) on free
+loopback ports, waits until the hub lists the peer and both answer
+C{/healthz}, lets them settle, then reads C{/proc/PID/status} (C{VmRSS},
+C{RssAnon}, C{RssFile}) and the CPU time each used to start
+(C{/proc/PID/stat}).  Also measured: a peer with mDNS off, and the floor of
+any Twisted web server on this interpreter (reactor + C{twisted.web}
+serving one port).  With C{--imports}, the resident memory after each step
+of importing what a peer imports, in a fresh interpreter.
+
+Each figure is the median of C{BENCH_RUNS} (default 3) runs.  The
+processes load compiled bytecode as an installed suite does (pip compiles
+it at install): the bench compiles C{suite/} first and runs its children
+without C{PYTHONDONTWRITEBYTECODE}; compiling modules from source at every
+start would add several MB of heap to each process.
+
+Last line: C{peer_rss_mb=... hub_rss_mb=... peer_nomdns_rss_mb=...
+peer_anon_mb=... hub_anon_mb=... twisted_floor_rss_mb=... peer_start_cpu_s=...
+hub_start_cpu_s=... loadavg=...}.
+
+Run: C{.venv/bin/python bench/goop_memory.py [--imports]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+BIN = os.path.dirname(sys.executable)
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The children's environment: bytecode is read (and written) as installed.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
+
+FLOOR = """
+import sys
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
+def show():
+    print(open("/proc/self/status").read())
+    reactor.stop()
+reactor.callLater(1, show)
+reactor.run()
+"""
+
+#: What a peer imports, in import order, for C{--imports}.
+IMPORT_STEPS = [
+    "ssl",
+    "zope.interface",
+    "OpenSSL.SSL",
+    "twisted.internet.reactor",
+    "twisted.web.server",
+    "twisted.scripts.twistd",
+    "suite.daemon",
+    "suite.goop.tap",
+    "suite.goop.peer.service",
+    "treq",
+    "zeroconf",
+]
+
+STEPS = """
+import importlib, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+last = rss()
+print(f"{'(interpreter)':28s} {last:6.1f} MB")
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    now = rss()
+    print(f"{name:28s} {now:6.1f} MB  (+{now - last:.1f}, {len(sys.modules)} modules)")
+    last = now
+"""
+
+
+def freePort() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def status(pid: int) -> dict[str, float]:
+    """VmRSS, RssAnon and RssFile of C{pid} in MB."""
+    out: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(rest.split()[0]) / 1024.0
+    return out
+
+
+def cpuSeconds(pid: int) -> float:
+    """User + system CPU time C{pid} has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status), bytes(r.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), b""
+    except OSError:
+        return 0, b""
+
+
+def waitFor(check: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what}: the process exited with {proc.returncode}")
+        if check():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{what}: not within {timeout:.0f} s")
+
+
+def writeConfig(d: str, doc: dict[str, Any]) -> str:
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "goop.json"), "w") as f:
+        json.dump(doc, f)
+    return d
+
+
+def start(args: list[str], log: str) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [os.path.join(BIN, "goop2"), *args], stdout=out, stderr=subprocess.STDOUT, env=ENV
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def oneRun(root: str, mdns: bool) -> dict[str, float]:
+    """One hub and one peer; their memory and start-up CPU."""
+    hubPort, hubViewer, p2p, viewer = freePort(), freePort(), freePort(), freePort()
+    hubDir = writeConfig(
+        os.path.join(root, "hub"),
+        {
+            "presence": {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": hubPort},
+            "viewer": {"http_addr": f"127.0.0.1:{hubViewer}"},
+        },
+    )
+    peerDir = writeConfig(
+        os.path.join(root, "peer"),
+        {
+            "profile": {"label": "bench"},
+            "p2p": {"listen_port": p2p, "mdns_tag": "goop-bench" if mdns else ""},
+            "presence": {"rendezvous_wan": f"http://127.0.0.1:{hubPort}"},
+            "viewer": {"http_addr": f"127.0.0.1:{viewer}"},
+        },
+    )
+    hub = start(["rendezvous", hubDir], os.path.join(root, "hub.log"))
+    peer: subprocess.Popen[bytes] | None = None
+    try:
+        waitFor(lambda: get(f"http://127.0.0.1:{hubPort}/healthz")[0] == 200, "hub", hub)
+        peer = start(["peer", peerDir], os.path.join(root, "peer.log"))
+        p = peer
+        waitFor(lambda: get(f"http://127.0.0.1:{viewer}/healthz")[0] == 200, "peer viewer", p)
+        waitFor(lambda: b'"label":"bench"' in get(f"http://127.0.0.1:{hubPort}/peers.json")[1], "publish", p)
+        time.sleep(SETTLE)
+        h, q = status(hub.pid), status(peer.pid)
+        return {
+            "hub_rss": h["VmRSS"],
+            "hub_anon": h["RssAnon"],
+            "hub_file": h["RssFile"],
+            "hub_cpu": cpuSeconds(hub.pid),
+            "peer_rss": q["VmRSS"],
+            "peer_anon": q["RssAnon"],
+            "peer_file": q["RssFile"],
+            "peer_cpu": cpuSeconds(peer.pid),
+        }
+    finally:
+        if peer is not None:
+            stop(peer)
+        stop(hub)
+
+
+def floor() -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", FLOOR], capture_output=True, text=True, check=True, env=ENV
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise SystemExit("floor: no VmRSS")
+
+
+def median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def main() -> None:
+    root = tempfile.mkdtemp(prefix="goop-memory-")
+    began = time.monotonic()
+    compileall = [
+        sys.executable,
+        "-m",
+        "compileall",
+        "-q",
+        os.path.join(HERE, "suite"),
+        os.path.join(HERE, "twisted"),
+    ]
+    subprocess.run(compileall, check=True, env=ENV)
+    try:
+        if "--imports" in sys.argv[1:]:
+            print("resident memory after each import (fresh interpreter):")
+            sys.stdout.flush()
+            subprocess.run([sys.executable, "-c", STEPS, *IMPORT_STEPS], check=True, env=ENV)
+        floors = [floor() for _ in range(RUNS)]
+        runs = [oneRun(os.path.join(root, f"run{i}"), mdns=True) for i in range(RUNS)]
+        quiet = [oneRun(os.path.join(root, f"quiet{i}"), mdns=False) for i in range(RUNS)]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    for label, rs in (("peer, mDNS on", runs), ("peer, mDNS off", quiet)):
+        print(
+            f"{label}: peer RSS {median(rs, 'peer_rss'):.1f} MB "
+            f"(anonymous {median(rs, 'peer_anon'):.1f}, file-backed {median(rs, 'peer_file'):.1f}), "
+            f"start-up CPU {median(rs, 'peer_cpu'):.2f} s; "
+            f"hub RSS {median(rs, 'hub_rss'):.1f} MB "
+            f"(anonymous {median(rs, 'hub_anon'):.1f}, file-backed {median(rs, 'hub_file'):.1f}), "
+            f"start-up CPU {median(rs, 'hub_cpu'):.2f} s"
+        )
+    print(f"Twisted web server floor: {statistics.median(floors):.1f} MB RSS")
+    print(f"elapsed {time.monotonic() - began:.0f} s, {RUNS} runs each, medians")
+    print(
+        f"peer_rss_mb={median(runs, 'peer_rss'):.1f} hub_rss_mb={median(runs + quiet, 'hub_rss'):.1f} "
+        f"peer_nomdns_rss_mb={median(quiet, 'peer_rss'):.1f} "
+        f"peer_anon_mb={median(runs, 'peer_anon'):.1f} hub_anon_mb={median(runs + quiet, 'hub_anon'):.1f} "
+        f"twisted_floor_rss_mb={statistics.median(floors):.1f} "
+        f"peer_start_cpu_s={median(runs, 'peer_cpu'):.2f} hub_start_cpu_s={median(runs + quiet, 'hub_cpu'):.2f} "
+        f"loadavg={os.getloadavg()[0]:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
