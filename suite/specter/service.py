@@ -252,7 +252,7 @@ def _advertisedAddress(options: Any, bundle: Any) -> str:
 
 
 def _storeFactory(
-    options: Any, reactor: Any, dataDir: str, shared: ThreadPool, pools: list[ThreadPool]
+    options: Any, reactor: Any, dataDir: str, addr: str, shared: ThreadPool, pools: list[ThreadPool]
 ) -> Callable[[int], Any]:
     """
     Opens vnode C{index}'s store (C{--kv}); SQLite gets a thread of its own
@@ -308,7 +308,7 @@ def _ringNode(
 
     transport = WireTransport(reactor, dialling)
     ringState = RingStateFile(dataDir, lambda f: deferToThreadPool(reactor, shared, f))
-    storeFactory = _storeFactory(options, reactor, dataDir, shared, pools)
+    storeFactory = _storeFactory(options, reactor, dataDir, addr, shared, pools)
     node = ChordNode(addr, transport, reactor, config, storeFactory, ringState=ringState)
     return node, transport
 
