@@ -64,18 +64,14 @@ class Phase(Enum):
         """
         Whether KV calls are served in this phase.
         """
-        return self in _SERVING
+        return self is Phase.ACTIVE or self is Phase.TRANSFERRING
 
     @property
     def gone(self) -> bool:
         """
         Whether the vnode has left the ring (or withdrew before joining).
         """
-        return self in _GONE
-
-
-_SERVING = frozenset({Phase.ACTIVE, Phase.TRANSFERRING})
-_GONE = frozenset({Phase.LEFT, Phase.WITHDRAWN})
+        return self is Phase.LEFT or self is Phase.WITHDRAWN
 
 
 class TransferAnswer(Enum):
