@@ -22,8 +22,9 @@ from suite.kv.records import ringId
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, between, inRange, vnodeId
-from suite.specter.chord.machine import MembershipCore, TransferAnswer, buildMembership
+from suite.specter.chord.machine import MembershipCore, Phase, TransferAnswer, buildMembership
 from suite.specter.chord.node import ChordConfig, ChordNode
+from suite.specter.chord.rounds import RoundsCore, buildRounds
 from suite.specter.chord.wire import ChordServerFactory, FrameProtocol, WireTransport, pack
 from suite.specter.interfaces import IChordTransport, IRing
 from suite.specter.rpc import RPCFactory
@@ -132,18 +133,162 @@ class MembershipMachineTests(SynchronousTestCase):
             ("Leaving", "leave"): ["whenLeft"],
             ("Leaving", "left"): ["becameLeft"],
         }
+        # the state each (state, input) pair leads to, where it changes
+        moves: dict[tuple[str, str], str] = {
+            ("Inactive", "start"): "Joining",
+            ("Inactive", "leave"): "Withdrawn",
+            ("Joining", "joined"): "Active",
+            ("Joining", "leave"): "Withdrawn",
+            ("Active", "transferStarted"): "Transferring",
+            ("Active", "leave"): "Leaving",
+            ("Transferring", "transferDone"): "Active",
+            ("Transferring", "leave"): "Leaving",
+            ("Leaving", "left"): "Left",
+        }
+        # what the questions answer in each state
+        transfer = {
+            "Inactive": TransferAnswer.BUSY,
+            "Joining": TransferAnswer.BUSY,
+            "Active": TransferAnswer.STARTED,
+            "Transferring": TransferAnswer.BUSY,
+            "Leaving": TransferAnswer.LEAVING,
+            "Left": TransferAnswer.LEAVING,
+            "Withdrawn": TransferAnswer.BUSY,
+        }
+        refused = {s: E.NOT_OWNER if s in ("Leaving", "Left") else E.BUSY for s in paths}
         for state, path in paths.items():
             for name in inputs:
                 r = Recorder()
-                m = buildMembership(MembershipCore(r))
+                core = MembershipCore(r)
+                m = buildMembership(core)
                 for step in path:
                     getattr(m, step)()
+                self.assertEqual(core.phase.value, state.lower())
                 before = len(r.events)
                 try:
-                    getattr(m, name)()
+                    answer = getattr(m, name)()
                 except Exception as e:
                     self.fail(f"{state} does not answer {name}: {e!r}")
                 self.assertEqual(r.events[before:], expected.get((state, name), []), (state, name))
+                self.assertEqual(core.phase.value, moves.get((state, name), state).lower(), (state, name))
+                if name == "transferStarted":
+                    self.assertIs(answer, transfer[state], state)
+                elif name == "kvRefused":
+                    self.assertEqual(answer, refused[state], state)
+                elif name != "leave":
+                    self.assertIsNone(answer, (state, name))
+
+    def test_servingAndGoneFollowThePhase(self) -> None:
+        """
+        KV calls are served in Active and Transferring only; Left and
+        Withdrawn are gone; the phase is recorded before the entering
+        transition's outputs run, so an output sees the state it leads to.
+        """
+        self.assertEqual({p for p in Phase if p.serving}, {Phase.ACTIVE, Phase.TRANSFERRING})
+        self.assertEqual({p for p in Phase if p.gone}, {Phase.LEFT, Phase.WITHDRAWN})
+        seen: list[Phase] = []
+
+        class Watching(Recorder):
+            def becameActive(self) -> None:
+                seen.append(core.phase)
+
+            def beginLeave(self) -> Deferred[None]:
+                seen.append(core.phase)
+                return succeed(None)
+
+            def becameLeft(self) -> None:
+                seen.append(core.phase)
+
+        core = MembershipCore(Watching())
+        m = buildMembership(core)
+        m.start()
+        m.joined()
+        m.leave()
+        m.left()
+        self.assertEqual(seen, [Phase.ACTIVE, Phase.LEAVING, Phase.LEFT])
+
+
+class RoundsMachineTests(SynchronousTestCase):
+    """
+    Idle -> Waiting -> Running -> Waiting ...; any -> Stopped.
+    """
+
+    def build(self) -> tuple[Any, Clock, list[Deferred[None]]]:
+        clock = Clock()
+        rounds: list[Deferred[None]] = []
+
+        def runRound() -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+            rounds.append(d)
+            return d
+
+        return buildRounds(RoundsCore(clock, lambda: 5.0, runRound)), clock, rounds
+
+    def test_oneRoundAtATime(self) -> None:
+        """
+        A round starts when the timer fires; the next is timed only after it
+        ended; stopping cancels the timer and no round follows.
+        """
+        r, clock, rounds = self.build()
+        r.start()
+        clock.advance(4.9)
+        self.assertEqual(rounds, [])
+        clock.advance(0.1)
+        self.assertEqual(len(rounds), 1)
+        clock.advance(60)
+        self.assertEqual(len(rounds), 1)  # still running: no second round
+        rounds[0].callback(None)
+        clock.advance(5)
+        self.assertEqual(len(rounds), 2)
+        rounds[1].errback(RuntimeError("a failed round"))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        r.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(60)
+        self.assertEqual(len(rounds), 2)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_everyStateAnswersEveryInput(self) -> None:
+        """
+        Each state, reached by its shortest path, answers each input; the
+        rounds started and the timers pending afterwards match the table.
+        """
+        paths: dict[str, list[str]] = {
+            "Idle": [],
+            "Waiting": ["start"],
+            "Running": ["start", "due"],
+            "Stopped": ["stop"],
+        }
+        # (rounds started by the input, timers pending after it)
+        expected: dict[tuple[str, str], tuple[int, int]] = {
+            ("Idle", "start"): (0, 1),
+            ("Idle", "due"): (0, 0),
+            ("Idle", "finished"): (0, 0),
+            ("Idle", "stop"): (0, 0),
+            ("Waiting", "start"): (0, 1),
+            ("Waiting", "due"): (1, 0),
+            ("Waiting", "finished"): (0, 1),
+            ("Waiting", "stop"): (0, 0),
+            ("Running", "start"): (0, 0),
+            ("Running", "due"): (0, 0),
+            ("Running", "finished"): (0, 1),
+            ("Running", "stop"): (0, 0),
+            ("Stopped", "start"): (0, 0),
+            ("Stopped", "due"): (0, 0),
+            ("Stopped", "finished"): (0, 0),
+            ("Stopped", "stop"): (0, 0),
+        }
+        for (state, name), (started, timers) in expected.items():
+            r, clock, rounds = self.build()
+            for step in paths[state]:
+                getattr(r, step)()
+            before = len(rounds)
+            try:
+                getattr(r, name)()
+            except Exception as e:
+                self.fail(f"{state} does not answer {name}: {e!r}")
+            self.assertEqual(len(rounds) - before, started, (state, name))
+            self.assertEqual(len(clock.getDelayedCalls()), timers, (state, name))
 
 
 class IdTests(SynchronousTestCase):

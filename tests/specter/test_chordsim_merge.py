@@ -47,11 +47,19 @@ class Oracle:
         if not done or isinstance(done[0], Failure):
             raise AssertionError(f"{op} {key!r} through {node.addr} failed: {done}")
         result = done[0]
-        if op == "delete" and result is False:
-            return  # nothing was there: no write
         owners = [v for n in side for v in n.vnodes if v.serving and v.owns(ringId(key))]
         assert len(owners) == 1, owners
         version = owners[0].store.table.version("v", key)
+        if op == "delete" and result is False:
+            # nothing was there: no write, unless the call was retried (a
+            # slow store outlasted the RPC timeout) after its first attempt
+            # deleted the key: then the owner holds a tombstone newer than
+            # every acknowledged write, and that deletion is the newest
+            earlier = [v for v, _ in self.acked.get(key, [])]
+            if version is None or owners[0].store.table.read("v", key) is not None:
+                return
+            if not earlier or version <= max(earlier):
+                return
         self.acked.setdefault(key, []).append((version, value if op == "put" else None))
 
     def newest(self) -> dict[bytes, bytes | None]:

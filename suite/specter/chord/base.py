@@ -10,7 +10,6 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from suite.kv.records import KINDS, Incoming
@@ -20,9 +19,10 @@ from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, inRange
 
 if TYPE_CHECKING:
-    from suite.specter.chord.machine import Membership
+    from suite.specter.chord.machine import Membership, MembershipCore, Phase
     from suite.specter.chord.node import ChordNode
     from suite.specter.chord.replication import Replicator
+    from suite.specter.chord.rounds import Rounds
 
 __all__ = ["VnodeBase", "records", "version"]
 
@@ -86,12 +86,33 @@ class VnodeBase:
     transferredTo: dict[VnodeRef, VnodeRef]
     grantedBefore: VnodeRef | None
     seed: str | None
-    serving: bool
-    gone: bool
     replicator: Replicator
     membership: Membership
-    _timer: IDelayedCall | None
-    _running: bool
+    #: the membership machine's core: its phase says whether KV calls are served
+    membershipCore: MembershipCore
+    #: the maintenance rounds (started when active, stopped on leaving)
+    rounds: Rounds
+
+    @property
+    def phase(self) -> Phase:
+        """
+        The membership phase, as the machine last entered it.
+        """
+        return self.membershipCore.phase
+
+    @property
+    def serving(self) -> bool:
+        """
+        Whether KV calls are served (Active or Transferring).
+        """
+        return self.membershipCore.phase.serving
+
+    @property
+    def gone(self) -> bool:
+        """
+        Whether the vnode has left the ring (Left or Withdrawn).
+        """
+        return self.membershipCore.phase.gone
 
     async def stabilize(self) -> None:
         """
@@ -158,11 +179,6 @@ class VnodeBase:
         """
         self.succs = [s for s in self.succs if s != dead] or [self.ref]
         self.fingers = [None if f == dead else f for f in self.fingers]
-
-    def _stopTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
 
     async def _sleep(self, seconds: float) -> None:
         d: Deferred[None] = Deferred()

@@ -10,6 +10,13 @@ write the replica holds and the owner missed is never overwritten.  A
 replica that matched the current range is checked again only after
 C{antiEntropy} seconds, unless a copy to it failed or the owned range
 changed meanwhile.
+
+An owner whose range changed (it joined, or took over a failed
+predecessor's range, perhaps before the ring agreed who that was) may lack
+records its replicas hold: until repair has compared the new range with
+every replica, a read first fetches the key's records from the replicas
+and keeps the newer ones, so the old holders serve reads until the new
+owner has the records.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from suite.kv.records import Lease, LeaseHeld, LeaseLost, bucketBounds
+from suite.kv.records import KINDS, Lease, LeaseHeld, LeaseLost, bucketBounds
 from suite.specter.chord import errors as E
+from suite.specter.chord.base import records as _records
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
 
@@ -91,6 +99,8 @@ class Replicator:
         self.replicated = 0
         self.replicaFailures = 0
         self.repairs = 0
+        #: reads that took newer records from a replica first
+        self.readThroughs = 0
         self.pipes: dict[VnodeRef, _Pipe] = {}
         #: replica -> (low, high, when): that replica matched our range then
         self.clean: dict[VnodeRef, tuple[int, int, float]] = {}
@@ -118,6 +128,8 @@ class Replicator:
         if op not in OPS or len(args) != OPS[op]:
             raise RemoteError(E.BAD_REQUEST, f"unknown operation {op!r} or wrong arguments")
         store = self.vnode.store
+        if op in READS and self.unsettled():
+            await self.readThrough(key)
         try:
             if op == "get":
                 return await store.get(key)
@@ -145,6 +157,39 @@ class Replicator:
             raise RemoteError(E.LEASE_LOST, str(e)) from None
         await self.copy(key)
         return result
+
+    def unsettled(self) -> bool:
+        """
+        Whether some replica has not been compared with the current owned
+        range yet (so it may hold records of that range this vnode lacks).
+        """
+        rng = self.vnode.ownedRange()
+        if rng is None:
+            return False
+        low, high = rng
+        if low == self.vnode.ref.id:
+            low = high
+        for target in self.replicas():
+            seen = self.clean.get(target)
+            if seen is None or seen[:2] != (low, high):
+                return True
+        return False
+
+    async def readThrough(self, key: bytes) -> None:
+        """
+        Take the replicas' records of C{key} that are newer than ours.
+        """
+        v = self.vnode
+        slots = [[kind, key] for kind in KINDS]
+        for target in self.replicas():
+            if v.node.suspected(target.addr):
+                continue
+            try:
+                got, _ = await v.call(target, "fetch", slots)
+                if got and await v.store.importRecords(_records(got)):
+                    self.readThroughs += 1
+            except RemoteError:
+                continue
 
     async def copy(self, key: bytes) -> None:
         targets = self.replicas()
@@ -244,6 +289,7 @@ class Replicator:
             "replicated": self.replicated,
             "replicaFailures": self.replicaFailures,
             "repairs": self.repairs,
+            "readThroughs": self.readThroughs,
         }
 
 

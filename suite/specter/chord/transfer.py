@@ -88,7 +88,7 @@ class Transfer(Reconcile):
             await self._sleep(min(2.0, 0.05 * 2 ** min(attempt, 6)) * (0.5 + self.node.rng.random()))
 
     async def _leave(self) -> None:
-        self._stopTimer()
+        self.rounds.stop()
         timeouts = 0
         stalledSince: float | None = None
         for _attempt in range(2_000):
