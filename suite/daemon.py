@@ -151,7 +151,7 @@ def withSuiteOptions(cls: type[_O]) -> type[_O]:
     C{cls} (a L{usage.Options} used as a subcommand or shown as one) with
     the suite's C{--version} and argument normalisation.
     """
-    return _suiteSubclass(cls)  # type: ignore[return-value]
+    return _suiteSubclass(cls)
 
 
 def _wrapSubCommands(options: usage.Options) -> None:
@@ -554,7 +554,7 @@ def onlySuitePlugin(serverOptions: type[usage.Options], pluginName: str) -> type
     """
     from twisted.application.service import IServiceMaker
 
-    from twisted.plugins import suite_plugins  # type: ignore[attr-defined]
+    from twisted.plugins import suite_plugins
 
     makers = [
         m

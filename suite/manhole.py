@@ -167,7 +167,7 @@ def loadOrCreateHostKey(path: str | None = None) -> keys.Key:
         fp = FilePath(path)
         if fp.exists():
             try:
-                key = keys.Key.fromString(fp.getContent())
+                key: keys.Key = keys.Key.fromString(fp.getContent())
             except (keys.BadKeyError, keys.EncryptedKeyError, ValueError) as e:
                 raise ManholeError(f"manhole host key {path}: not a usable private key ({e})") from None
             if key.isPublic():
@@ -223,11 +223,11 @@ def _sshFactory(namespace: dict[str, Any], authorizedKeys: str, hostKey: keys.Ke
     def chainedProtocolFactory() -> insults.ServerProtocol:
         return insults.ServerProtocol(manhole.ColoredManhole, namespace)
 
-    realm.chainedProtocolFactory = chainedProtocolFactory  # type: ignore[method-assign,assignment]
+    realm.chainedProtocolFactory = chainedProtocolFactory  # type: ignore[assignment]
     checker = SSHPublicKeyChecker(AuthorizedKeysFile(authorizedKeys))
     factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))  # type: ignore[arg-type]
     # Instance attributes: on ConchFactory these are shared class attributes.
-    factory.publicKeys = {hostKey.sshType(): hostKey.public()}  # type: ignore[dict-item]
+    factory.publicKeys = {hostKey.sshType(): hostKey.public()}
     factory.privateKeys = {hostKey.sshType(): hostKey}  # type: ignore[dict-item]
     return factory
 
@@ -261,7 +261,7 @@ class _TelnetBootstrap(telnet.TelnetBootstrapProtocol):
 
 def _telnetFactory(namespace: dict[str, Any]) -> Factory:
     factory = ServerFactory()
-    factory.protocol = lambda: telnet.TelnetTransport(  # type: ignore[assignment,misc]
+    factory.protocol = lambda: telnet.TelnetTransport(
         _TelnetBootstrap,
         insults.ServerProtocol,
         manhole.ColoredManhole,

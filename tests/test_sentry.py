@@ -73,7 +73,7 @@ class ReportingTests(TestCase):
         message; secrets in fields and URLs are redacted.
         """
         site, received = sentryStandIn()
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         dsn = f"http://publickey@127.0.0.1:{port.getHost().port}/42"
         publisher = LogPublisher()
@@ -118,7 +118,7 @@ class ReportingTests(TestCase):
         it is, without the DSN's key.
         """
         site, received = sentryStandIn()
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         base = os.path.abspath(self.mktemp())
         initBundle(os.path.join(base, "cert"), ["127.0.0.1"])

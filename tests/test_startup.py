@@ -371,7 +371,7 @@ class DaemonsFailLoudlyTests(SynchronousTestCase):
         os.symlink(str(os.getpid()), lock)
         self.addCleanup(os.unlink, lock)
         state = writeState(self.mktemp())
-        self.port = os.path.basename(path)  # type: ignore[assignment]
+        self.port = os.path.basename(path)
         self._startFails(
             twistdArgs(
                 "clustor-cp",

@@ -82,7 +82,7 @@ def parseDockerEndpoint(reactor: Any, value: str) -> IStreamClientEndpoint:
         value = "unix:" + value[len("unix://") :]
     if value.startswith("/"):
         value = "unix:" + value
-    return clientFromString(reactor, value)
+    return IStreamClientEndpoint(clientFromString(reactor, value))
 
 
 @implementer(IAgentEndpointFactory)

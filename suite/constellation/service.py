@@ -98,7 +98,7 @@ def makeDNSProvider(options: Mapping[str, Any], reactor: Any) -> IDNSProvider | 
         from suite.constellation.rfc2136 import RFC2136Provider, readTSIGKey
 
         key = readTSIGKey(options["tsig-key-file"])
-        return RFC2136Provider(reactor, tuple(options["dns-server"]), options["dns-zone"], key)  # type: ignore[arg-type]
+        return RFC2136Provider(reactor, tuple(options["dns-server"]), options["dns-zone"], key)
     return None
 
 

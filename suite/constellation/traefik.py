@@ -201,4 +201,4 @@ class ProviderRoot(Resource):
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"":
             return self
-        return self.admin.getChildWithDefault(path, request)
+        return IResource(self.admin.getChildWithDefault(path, request))

@@ -311,7 +311,7 @@ class LDAPBindChecker:
             return plain
         assert self._endpointString is not None
         try:
-            return clientFromString(reactor, self._endpointString)
+            return IStreamClientEndpoint(clientFromString(reactor, self._endpointString))
         except Exception as e:
             raise ValueError(f"LDAP endpoint {self._endpointString!r}: {e}") from None
 

@@ -114,7 +114,7 @@ def readBody(request: Request, limit: int) -> bytes | None:
         return None
     assert request.content is not None
     request.content.seek(0)
-    data = request.content.read(limit + 1)
+    data: bytes = request.content.read(limit + 1)
     if len(data) > limit:
         return None
     return data
@@ -134,7 +134,7 @@ class _JSONErrors:
         self.inner = inner
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
-        return self.inner.getChildWithDefault(name, request)
+        return IResource(self.inner.getChildWithDefault(name, request))
 
     def putChild(self, path: bytes, child: IResource) -> None:
         raise NotImplementedError("a rendering wrapper has no children")
@@ -366,7 +366,8 @@ class HostGuard(Resource):
         refused = self.refusal(request)
         if refused is not None:
             return JSONErrorPage(*refused)
-        return self.inner.getChildWithDefault(path, request)
+        child: Resource = self.inner.getChildWithDefault(path, request)
+        return child
 
     def render(self, request: Request) -> bytes:
         refused = self.refusal(request)

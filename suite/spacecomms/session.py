@@ -125,7 +125,7 @@ def _build() -> TypeMachine[SessionInputs, SessionCore]:
         if verdict is None:
             inputs.helloAccepted(hello.payload["node_id"])
         else:
-            code, reason = verdict  # type: ignore[misc]
+            code, reason = verdict
             inputs.helloRejected(code, reason)
 
     @hello.upon(SessionInputs.helloAccepted).to(established)

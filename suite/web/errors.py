@@ -96,7 +96,7 @@ class JSONErrorResource(Resource):
         self.reason = reason
         self.extra = extra
 
-    def render(self, request: IRequest) -> bytes:  # type: ignore[override]
+    def render(self, request: IRequest) -> bytes:
         return jsonError(request, self.code, self.reason, **self.extra)
 
 

@@ -178,7 +178,7 @@ class ReadinessResource(JSONMethodsMixin, Resource):
         self.clock = clock
         self.timeout = timeout
 
-    def render_GET(self, request: Request) -> int | bytes:  # type: ignore[override]
+    def render_GET(self, request: Request) -> int | bytes:
         d = collectReadiness(self.providers, self.clock, self.timeout)
         finished = [False]
         request.notifyFinish().addErrback(lambda _: finished.__setitem__(0, True))

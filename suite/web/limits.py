@@ -302,10 +302,10 @@ class LimitedSite(Site):
             peer=peerText,
         )
 
-    def protocol(self) -> Any:  # type: ignore[override]
+    def protocol(self) -> Any:
         channel = LimitedChannel()
         channel.MAX_LENGTH = self.maxHeaderBytes + 2
         # Let our own checks answer first; these are the stock backstops.
         channel.totalHeadersSize = self.maxHeaderBytes + 1024
         channel.maxHeaders = self.maxHeaderCount + 1
-        return http._GenericHTTPChannelProtocol(channel)  # type: ignore[attr-defined]
+        return http._GenericHTTPChannelProtocol(channel)

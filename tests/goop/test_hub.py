@@ -126,7 +126,7 @@ class HubTests(TestCase):
         a = ident(self)
         self.assertEqual(await self.publish(url, a, "alpha"), 200)
         code, peers = await self.getJSON(url + "/peers.json")
-        self.assertEqual([p["label"] for p in peers], ["alpha"])  # type: ignore[union-attr]
+        self.assertEqual([p["label"] for p in peers], ["alpha"])
         r = await treq.post(
             url + "/publish", data=b'{"peer_id": "x"}', headers={"x-goop-signature": "AA=="}, persistent=False
         )
@@ -236,7 +236,7 @@ class HubTests(TestCase):
         await hub1.sync()
         await hub2.sync()
         code, peers = await self.getJSON(url2 + "/peers.json")
-        self.assertEqual([p["label"] for p in peers], ["shared"])  # type: ignore[union-attr]
+        self.assertEqual([p["label"] for p in peers], ["shared"])
         self.assertEqual([(e, d["peer_id"]) for e, d in events], [("join", a.peerId)])  # type: ignore[index]
         self.assertEqual(await self.publish(url1, a, kind="offline"), 200)
         await hub1.sync()

@@ -144,7 +144,7 @@ class PoolTests(SynchronousTestCase):
         def spawnProcess(proto: Any, *args: Any, **kwargs: Any) -> None:
             spawned.append(proto)
 
-        reactor.spawnProcess = spawnProcess  # type: ignore[method-assign]
+        reactor.spawnProcess = spawnProcess
         p = WorkerPool(reactor, {}, **kw)
         p.spawned = spawned  # type: ignore[attr-defined]
         return p, reactor

@@ -41,7 +41,7 @@ class StreamTests(TestCase):
         self.factory.addRequestHandler(SITE_PROTOCOL, SiteFiles(reactor, site).handle)
         self.seen: list[str] = []
 
-        def data(peer: str, req: dict) -> dict:  # type: ignore[type-arg]
+        def data(peer: str, req: dict) -> dict:
             self.seen.append(peer)
             return {"ok": True, "data": req.get("op")}
 
@@ -50,7 +50,7 @@ class StreamTests(TestCase):
         self.addCleanup(self.port.stopListening)
         self.addr = f"127.0.0.1:{self.port.getHost().port}"
 
-    async def open(self, proto: str, expected: str | None = None):  # type: ignore[no-untyped-def]
+    async def open(self, proto: str, expected: str | None = None):
         s = await openStream(reactor, PeerTLS(self.client), self.addr, expected or self.server.peerId, proto)
 
         def close() -> object:

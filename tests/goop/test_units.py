@@ -409,7 +409,7 @@ class FuzzTests(SynchronousTestCase):
 
         @settings(max_examples=300, deadline=None)
         @given(doc=docs)
-        def check(doc: dict) -> None:  # type: ignore[type-arg]
+        def check(doc: dict) -> None:
             try:
                 validateDocument("/tmp", doc)
             except ConfigError as e:
@@ -464,7 +464,7 @@ class FuzzTests(SynchronousTestCase):
                 st.sampled_from(["ts", "ttl", "port", "label", "name", "addrs", "kind", "rendezvous"]), odd
             )
         )
-        def check(fields: dict) -> None:  # type: ignore[type-arg]
+        def check(fields: dict) -> None:
             doc = {"peer_id": who.peerId, "public_key": who.publicB64, "ts": 1000.0, **fields}
             body = json.dumps(doc).encode()
             try:
@@ -526,21 +526,21 @@ class HostGuardTests(SynchronousTestCase):
             "[::1:8080",
             "a:b:8080",
         ):
-            self.assertEqual(g.refusal(self.request(bad))[0], 421, bad)  # type: ignore[index]
+            self.assertEqual(g.refusal(self.request(bad))[0], 421, bad)
 
     def test_wildcardAcceptsLiterals(self) -> None:
         """A viewer on 0.0.0.0 answers any IP literal with its port (a rebinding page sends a name), but no name."""
         g = self.guard("0.0.0.0")
         self.assertIsNone(g.refusal(self.request("192.168.1.5:8080")))
-        self.assertEqual(g.refusal(self.request("evil.example:8080"))[0], 421)  # type: ignore[index]
+        self.assertEqual(g.refusal(self.request("evil.example:8080"))[0], 421)
 
     def test_tokenForChanges(self) -> None:
         """POST, PUT and DELETE need the token; GET does not."""
         g = self.guard()
         self.assertIsNone(g.refusal(self.request("localhost:8080", b"GET")))
         for method in (b"POST", b"PUT", b"DELETE"):
-            self.assertEqual(g.refusal(self.request("localhost:8080", method))[0], 403)  # type: ignore[index]
-            self.assertEqual(g.refusal(self.request("localhost:8080", method, "x" * 43))[0], 403)  # type: ignore[index]
+            self.assertEqual(g.refusal(self.request("localhost:8080", method))[0], 403)
+            self.assertEqual(g.refusal(self.request("localhost:8080", method, "x" * 43))[0], 403)
             self.assertIsNone(g.refusal(self.request("localhost:8080", method, "s" * 43)))
 
     def test_secretFile(self) -> None:

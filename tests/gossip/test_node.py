@@ -296,7 +296,7 @@ class DelegateTests(SynchronousTestCase):
         of pending user messages is bounded.
         """
         node = self.sim.add("solo")
-        self.assertRaises(ValueError, node.queueBroadcast, "text")  # type: ignore[arg-type]
+        self.assertRaises(ValueError, node.queueBroadcast, "text")
         self.assertRaises(ValueError, node.queueBroadcast, b"x" * 2000)
         for i in range(node.settings.maxUserBroadcasts + 10):
             node.queueBroadcast(str(i).encode())

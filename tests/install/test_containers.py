@@ -125,7 +125,7 @@ class HealthProbeTests(TestCase):
         The HEALTHCHECK command exits 0 for a live endpoint and 1, with one
         line naming the URL, for a closed port.
         """
-        port = reactor.listenTCP(0, Site(_Health()), interface="127.0.0.1")  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, Site(_Health()), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         live = await deferToThread(_probe, f"http://127.0.0.1:{port.getHost().port}/healthz")
         self.assertEqual(live.returncode, 0, live.stderr)

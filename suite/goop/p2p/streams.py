@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -222,10 +222,11 @@ class StreamServerFactory(Factory):
 
 def listenStreams(
     reactor: Any, tls: PeerTLS, port: int, factory: StreamServerFactory, interface: str = ""
-) -> Deferred[Any]:
+) -> Deferred[IListeningPort]:
     """Listen for TLS streams on C{port} (all interfaces unless given)."""
     desc = f"tcp:{port}" + (f":interface={interface}" if interface else "")
-    return serverFromString(reactor, desc).listen(TLSMemoryBIOFactory(tls, False, factory))
+    endpoint = IStreamServerEndpoint(serverFromString(reactor, desc))
+    return endpoint.listen(TLSMemoryBIOFactory(tls, False, factory))
 
 
 class PeerMismatch(Exception):
@@ -348,7 +349,7 @@ def openStream(
         tls, clientFromString(reactor, f"tcp:host={host}:port={int(port)}:timeout={int(timeout)}")
     )
     d = ep.connect(_ClientFactory(proto))
-    d2: Deferred[StreamClient] = d.addCallback(lambda _: proto.ready)  # type: ignore[assignment]
+    d2: Deferred[StreamClient] = d.addCallback(lambda _: proto.ready)
     d = d2  # type: ignore[assignment]
     d2.addTimeout(timeout, reactor, onTimeoutCancel=lambda r, t: _timedOut(proto, t))
     return d2
