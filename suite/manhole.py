@@ -209,6 +209,7 @@ class _ManholeSession(manhole_ssh.TerminalSession):
             self._terminal.proto.loseConnection()
 
 
+@implementer(portal.IRealm)
 class _ManholeRealm(manhole_ssh.TerminalRealm):
     sessionFactory = _ManholeSession
 
@@ -223,11 +224,13 @@ def _sshFactory(namespace: dict[str, Any], authorizedKeys: str, hostKey: keys.Ke
     def chainedProtocolFactory() -> insults.ServerProtocol:
         return insults.ServerProtocol(manhole.ColoredManhole, namespace)
 
+    # Twisted types this as the ServerProtocol class; any callable making one will do.
     realm.chainedProtocolFactory = chainedProtocolFactory  # type: ignore[assignment]
     checker = SSHPublicKeyChecker(AuthorizedKeysFile(authorizedKeys))
-    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))  # type: ignore[arg-type]
+    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))
     # Instance attributes: on ConchFactory these are shared class attributes.
     factory.publicKeys = {hostKey.sshType(): hostKey.public()}
+    # Twisted annotates the values as bytes, but its SSH transport uses keys.Key objects.
     factory.privateKeys = {hostKey.sshType(): hostKey}  # type: ignore[dict-item]
     return factory
 

@@ -218,7 +218,7 @@ class FeedClient(Service):
         self._loop = None
         for d in list(self._pending):
             d.cancel()
-        return super().stopService()  # type: ignore[no-any-return]
+        super().stopService()
 
     # polling
 

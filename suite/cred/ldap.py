@@ -176,6 +176,7 @@ def _makeClient() -> Any:
     # Imported here: ldaptor's client module imports the global reactor.
     from ldaptor.protocols.ldap.ldapclient import LDAPClient
 
+    # ldaptor ships no types: its LDAPClient is Any to mypy.
     class _BoundedLDAPClient(LDAPClient):  # type: ignore[misc]
         def dataReceived(self, data: bytes) -> None:
             if len(self.buffer) + len(data) > MAX_RESPONSE_BYTES:

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-def header(request: Request, name: str) -> str:
+def header(request: IRequest, name: str) -> str:
     """One request header as text ("" when absent)."""
     value = request.getHeader(name.encode("ascii"))
     if value is None:
@@ -99,7 +99,7 @@ def clientIP(request: Request, trusted: Networks = ()) -> str:
     return fwd[0][:64] if fwd and fwd[0] else host
 
 
-def jsonResponse(request: Request, code: int, body: Any) -> bytes:
+def jsonResponse(request: IRequest, code: int, body: Any) -> bytes:
     """Set the status and content type; return the JSON body."""
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
@@ -149,7 +149,7 @@ class _JSONErrors:
             request.setHeader(b"allow", b", ".join(allowed))
             method = request.method.decode("ascii", "replace")[:16]
             return jsonResponse(
-                request,  # type: ignore[arg-type]
+                request,
                 405,
                 {"error": f"method {method} not allowed", "allowed": [m.decode() for m in allowed]},
             )
@@ -158,7 +158,7 @@ class _JSONErrors:
             kind = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
             if not kind.startswith(b"application/json"):
                 reason = RESPONSES.get(code, b"error").decode("ascii", "replace").lower()
-                return jsonResponse(request, code, {"error": reason})  # type: ignore[arg-type]
+                return jsonResponse(request, code, {"error": reason})
         return body
 
 
@@ -220,11 +220,12 @@ class MountedAt(Resource):
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         rest = self.segments[1:]
-        postpath: list[bytes] = request.postpath  # type: ignore[assignment]
+        postpath, prepath = request.postpath, request.prepath
+        assert postpath is not None and prepath is not None  # set by the site before traversal
         if path != self.segments[0] or postpath[: len(rest)] != rest:
             return JSONErrorPage(404, "no such resource")
         for _ in rest:
-            request.prepath.append(postpath.pop(0))  # type: ignore[union-attr]
+            prepath.append(postpath.pop(0))
         if not postpath:
             return _SlashRedirect()
         return self.inner

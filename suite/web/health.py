@@ -130,7 +130,7 @@ def collectReadiness(
 
         def failed(f: Failure) -> tuple[str, HealthReport]:
             log.failure("health check {provider} failed", f, provider=name)
-            text = f.getErrorMessage() or f.type.__name__  # type: ignore[union-attr]
+            text = f.getErrorMessage() or type(f.value).__name__
             reason = " ".join(text.split())
             if f.check(Exception) and not reason:
                 reason = "health check failed"

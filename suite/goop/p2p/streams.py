@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
@@ -97,7 +97,12 @@ class RequestResponse:
             return
         self.busy = True
         message = self.queue.popleft()
-        d = maybeDeferred(self.handler, self.peerId, message)
+
+        def handle() -> Deferred[dict[str, Any]]:
+            result = self.handler(self.peerId, message)
+            return result if isinstance(result, Deferred) else succeed(result)
+
+        d = maybeDeferred(handle)
 
         def failed(f: Any) -> dict[str, Any]:
             log.failure("stream request failed", f)
@@ -109,7 +114,7 @@ class RequestResponse:
                 self.send(response)
                 self._next()
 
-        d.addErrback(failed).addCallback(reply)  # type: ignore[call-overload]
+        d.addErrback(failed).addCallback(reply)
 
     def lost(self) -> None:
         self.gone = True
@@ -348,11 +353,10 @@ def openStream(
     ep = wrapClientTLS(
         tls, clientFromString(reactor, f"tcp:host={host}:port={int(port)}:timeout={int(timeout)}")
     )
-    d = ep.connect(_ClientFactory(proto))
-    d2: Deferred[StreamClient] = d.addCallback(lambda _: proto.ready)
-    d = d2  # type: ignore[assignment]
-    d2.addTimeout(timeout, reactor, onTimeoutCancel=lambda r, t: _timedOut(proto, t))
-    return d2
+    connected = ep.connect(_ClientFactory(proto))
+    ready: Deferred[StreamClient] = connected.addCallback(lambda _: proto.ready)
+    ready.addTimeout(timeout, reactor, onTimeoutCancel=lambda r, t: _timedOut(proto, t))
+    return ready
 
 
 def _timedOut(proto: StreamClient, timeout: float) -> Any:
