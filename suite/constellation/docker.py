@@ -82,7 +82,8 @@ def parseDockerEndpoint(reactor: Any, value: str) -> IStreamClientEndpoint:
         value = "unix:" + value[len("unix://") :]
     if value.startswith("/"):
         value = "unix:" + value
-    return IStreamClientEndpoint(clientFromString(reactor, value))
+    endpoint: IStreamClientEndpoint = clientFromString(reactor, value)
+    return endpoint
 
 
 @implementer(IAgentEndpointFactory)

@@ -205,4 +205,5 @@ class ProviderRoot(Resource):
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"":
             return self
-        return IResource(self.admin.getChildWithDefault(path, request))
+        child: IResource = self.admin.getChildWithDefault(path, request)
+        return child

@@ -312,7 +312,8 @@ class LDAPBindChecker:
             return plain
         assert self._endpointString is not None
         try:
-            return IStreamClientEndpoint(clientFromString(reactor, self._endpointString))
+            endpoint: IStreamClientEndpoint = clientFromString(reactor, self._endpointString)
+            return endpoint
         except Exception as e:
             raise ValueError(f"LDAP endpoint {self._endpointString!r}: {e}") from None
 

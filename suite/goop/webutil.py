@@ -134,7 +134,8 @@ class _JSONErrors:
         self.inner = inner
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
-        return IResource(self.inner.getChildWithDefault(name, request))
+        child: IResource = self.inner.getChildWithDefault(name, request)
+        return child
 
     def putChild(self, path: bytes, child: IResource) -> None:
         raise NotImplementedError("a rendering wrapper has no children")

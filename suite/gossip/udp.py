@@ -202,11 +202,11 @@ class NetworkTransport:
         self.receiver = receiver
         # One byte more than the limit, so oversized datagrams are seen (and
         # dropped by the node) rather than silently truncated.
-        udp = self._udp = IUDPTransport(
-            self.reactor.listenUDP(
-                self.port, _Datagrams(self), interface=self.host, maxPacketSize=self.maxIncomingBytes + 1
-            )
+        # The reactor's UDP port: an IListeningPort that is an IUDPTransport too.
+        udp: IUDPTransport = self.reactor.listenUDP(
+            self.port, _Datagrams(self), interface=self.host, maxPacketSize=self.maxIncomingBytes + 1
         )
+        self._udp = udp
         if self.port == 0:
             self.port = udp.getHost().port
         factory: Any = Factory.forProtocol(lambda: _ServerStream(self))

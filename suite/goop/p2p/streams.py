@@ -230,7 +230,7 @@ def listenStreams(
 ) -> Deferred[IListeningPort]:
     """Listen for TLS streams on C{port} (all interfaces unless given)."""
     desc = f"tcp:{port}" + (f":interface={interface}" if interface else "")
-    endpoint = IStreamServerEndpoint(serverFromString(reactor, desc))
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, desc)
     return endpoint.listen(TLSMemoryBIOFactory(tls, False, factory))
 
 

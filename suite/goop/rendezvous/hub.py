@@ -177,8 +177,8 @@ class RendezvousHub(Service):
         site = JSONErrorsSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
         site.displayTracebacks = False
         site.noisy = False
-        ep = IStreamServerEndpoint(
-            serverFromString(self.reactor, f"tcp:{self.port}:interface={self.interface}")
+        ep: IStreamServerEndpoint = serverFromString(
+            self.reactor, f"tcp:{self.port}:interface={self.interface}"
         )
         d = ep.listen(site)
 
