@@ -262,7 +262,14 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     raftListener.setServiceParent(root)
     mtls = options["admin-tls"] == "mtls"
     api = ClientAPI(
-        manager, manager.currentRouting, http, reactor, hub, retry, scheme="https" if mtls else "http"
+        manager,
+        manager.currentRouting,
+        http,
+        reactor,
+        hub,
+        retry,
+        scheme="https" if mtls else "http",
+        combineDelay=options["ingest-combine-ms"] / 1000.0,
     )
     manager.onResults = api.publishResults
     manager.wantResults = api.wantsResults

@@ -219,6 +219,34 @@ class ProvidesTests(SynchronousTestCase):
         self.assertIn("not in the ring: cannot reach any known ring peer", report.reasons[0])
 
 
+class WhenServingTests(SynchronousTestCase):
+    """
+    L{ChordNode.whenServing}: the event that every vnode serves.
+    """
+
+    def test_firesWhenTheLastVnodeServes(self) -> None:
+        """
+        Fires once every vnode of the process serves (not before), at once
+        afterwards; a cancelled wait is forgotten.
+        """
+        clock = Clock()
+        net = SimNetwork(clock, random.Random(1))
+        node = _node(clock, net)
+        waiting, cancelled = node.whenServing(), node.whenServing()
+        cancelled.cancel()
+        self.failureResultOf(cancelled)
+        node.start(None, bootstrap=True)
+        for _ in range(100):
+            if waiting.called:
+                break
+            self.assertFalse(all(v.serving for v in node.vnodes))
+            clock.advance(0.1)
+        self.assertTrue(all(v.serving for v in node.vnodes))
+        self.successResultOf(waiting)
+        self.successResultOf(node.whenServing())
+        node.stop()
+
+
 class FrameProtocolTests(SynchronousTestCase):
     """
     Length-prefixed msgpack frames between two protocols in memory.

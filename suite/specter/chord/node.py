@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -167,6 +167,8 @@ class ChordNode:
         self._joinLoggedAt: float | None = None
         self._troubleSince = 0.0
         self._joinSuppressed = 0
+        #: who waits for every vnode here to serve (L{whenServing})
+        self._servingWaiters: list[Deferred[None]] = []
 
     # -- lifecycle -------------------------------------------------------------
     def firstVnode(self) -> Vnode:
@@ -300,6 +302,21 @@ class ChordNode:
             log.info("in the ring again")
         self.joinProblem = None
         self._joinLoggedAt = None
+        if self._servingWaiters and all(v.serving for v in self.vnodes):
+            waiters, self._servingWaiters = self._servingWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def whenServing(self) -> Deferred[None]:
+        """
+        A Deferred that fires once every vnode of this process serves keys
+        (at once if they do); cancellable.
+        """
+        if all(v.serving for v in self.vnodes):
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._servingWaiters.remove(d))
+        self._servingWaiters.append(d)
+        return d
 
     def status(self) -> dict[str, Any]:
         """

@@ -109,11 +109,7 @@ class _TwoGateways(TestCase):
         )
         client.start()
 
-        async def stop() -> None:
-            client.stop()
-            await _until(lambda: all(h.link is None for h in client.handles.values()))
-
-        self.addCleanup(stop)
+        self.addCleanup(client.stop)
         return client, registered
 
     async def _get(self, gateway: int, host: str) -> tuple[str, int]:
@@ -261,11 +257,7 @@ class BackPressureTests(_TwoGateways):
         )
         client.start()
 
-        async def stop() -> None:
-            client.stop()
-            await _until(lambda: all(h.link is None for h in client.handles.values()))
-
-        self.addCleanup(stop)
+        self.addCleanup(client.stop)
         host = await registered
         with open(self.cacert, "rb") as f:
             trust = Certificate.loadPEM(f.read())
