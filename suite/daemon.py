@@ -548,7 +548,7 @@ def runConsole(
     app.run(runApp, onlySuitePlugin(ServerOptions, pluginName))
 
 
-def onlySuitePlugin(serverOptions: type[usage.Options], pluginName: str) -> type[usage.Options]:
+def onlySuitePlugin(serverOptions: type[_O], pluginName: str) -> type[_O]:
     """
     twistd's C{ServerOptions} knowing only the suite's plugin C{pluginName}.
 

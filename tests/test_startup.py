@@ -333,7 +333,7 @@ class DaemonsFailLoudlyTests(SynchronousTestCase):
         """
         specter server with --listen-internal taken (it used to keep running).
         """
-        from suite.pki.command import initBundle
+        from suite.pki.ca import initBundle
 
         base = self.mktemp()
         initBundle(os.path.join(base, "cert"), ["127.0.0.1"])

@@ -12,6 +12,7 @@ import tarfile
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -149,7 +150,7 @@ class TemplateTests(SynchronousTestCase):
 
 
 class StoreTests(TestCase):
-    def setUp(self) -> None:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]  # trial waits for a Deferred from setUp
         d = self.mktemp()
         os.makedirs(d)
         self.owner = "o" * 64
@@ -303,7 +304,8 @@ class HealthTests(SynchronousTestCase):
         lag.start()
         clock.advance(3.0)  # one tick fires 2.5 s late
         db = DatabaseHealth("data_db", lambda: fail(OSError("disk I/O error")), clock)
-        req = DummyRequest([b""])
+        # Any: DummyRequest stands in for a server Request without being one.
+        req: Any = DummyRequest([b""])
         HealthzResource(lambda: [lag, db]).render_GET(req)
         self.assertEqual(req.responseCode, 503)
         body = json.loads(b"".join(req.written))
@@ -312,7 +314,7 @@ class HealthTests(SynchronousTestCase):
         self.assertIn("data_db: database: disk I/O error", body["reasons"])
         lag.stop()
 
-        ok = DummyRequest([b""])
+        ok: Any = DummyRequest([b""])
         HealthzResource(lambda: []).render_GET(ok)
         self.assertEqual(json.loads(b"".join(ok.written))["status"], "ok")
 
