@@ -402,6 +402,9 @@ class _Gateway:
     class config:
         apexes = [APEX, "other.test"]
 
+    def __init__(self) -> None:
+        self.afterLinkRead: list[Any] = []
+
     def isPublicName(self, name: str) -> bool:
         name = name.rstrip(".").lower()
         return any(name == a or name.endswith("." + a) for a in self.config.apexes)

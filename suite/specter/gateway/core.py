@@ -94,6 +94,10 @@ class Gateway:
         self.servesH3: Callable[[str], bool] = lambda host: True
         #: Called with a link whose client drains (drop its idle streams).
         self.onLinkDraining: list[Callable[[Any], None]] = []
+        #: Called after the frames of one read from a tunnel link were
+        #: handled (the HTTP/2 front end and the TLS writes send the
+        #: responses they carried; see L{GatewayLink.readHandled}).
+        self.afterLinkRead: list[Callable[[], None]] = []
         self.apexResource: Any = None
         self.apexSite: Any = None
         #: The L{suite.specter.customdomains.CustomDomains} answering
@@ -476,6 +480,15 @@ class GatewayLink(Link):
 
     def streamOpened(self, stream: Any, meta: dict[str, Any]) -> None:
         stream.reset("clients may not open streams")
+
+    def readHandled(self) -> None:
+        """
+        Everything one read from the network carried has been handled (the
+        gateway's TLS transport calls this after each read): the hooks send
+        the answers it carried.
+        """
+        for hook in self.gateway.afterLinkRead:
+            hook()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         super().connectionLost(reason)
