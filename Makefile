@@ -67,10 +67,11 @@ bench-deps: setup
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-lint: setup
-	$(VENV)/bin/ruff check suite tests bench twisted containers
-	$(VENV)/bin/ruff format --check suite tests bench twisted containers
+lint: setup typecheck
+	$(VENV)/bin/ruff check suite tests bench twisted containers stubs
+	$(VENV)/bin/ruff format --check suite tests bench twisted containers stubs
 
+# mypy over suite/ (strict) and tests/ (setup.cfg [mypy]: packages, flags).
 typecheck: setup
 	$(VENV)/bin/mypy
 

@@ -15,7 +15,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
@@ -51,7 +51,8 @@ __all__ = [
 
 log = Logger(namespace="suite.daemon")
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _O = TypeVar("_O", bound=usage.Options)
 
 
@@ -106,22 +107,23 @@ def _printVersion(options: usage.Options) -> None:
     raise SystemExit(0)
 
 
-class _SuiteSubOptions:
+class _SuiteSubOptions(usage.Options):
     """
-    Mixed into every subcommand's options: the suite's C{--version}, and the
-    same argument normalisation as L{DaemonOptions}.
+    Mixed into every subcommand's options (first among its bases): the
+    suite's C{--version}, and the same argument normalisation as
+    L{DaemonOptions}.
     """
 
     def opt_version(self) -> None:
         """
         Print the suite's and Twisted's versions and exit.
         """
-        _printVersion(self)  # type: ignore[arg-type]
+        _printVersion(self)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         args = list(sys.argv[1:] if options is None else options)
-        _wrapSubCommands(self)  # type: ignore[arg-type]
-        super().parseOptions(_normaliseArgs(self, args))  # type: ignore[misc, arg-type]
+        _wrapSubCommands(self)
+        super().parseOptions(_normaliseArgs(self, args))
 
 
 _WRAPPED: dict[type, type] = {}
@@ -151,7 +153,7 @@ def withSuiteOptions(cls: type[_O]) -> type[_O]:
     C{cls} (a L{usage.Options} used as a subcommand or shown as one) with
     the suite's C{--version} and argument normalisation.
     """
-    return _suiteSubclass(cls)  # type: ignore[return-value]
+    return _suiteSubclass(cls)
 
 
 def _wrapSubCommands(options: usage.Options) -> None:
@@ -168,6 +170,7 @@ def _wrapSubCommands(options: usage.Options) -> None:
         if isinstance(parser, type) and issubclass(parser, usage.Options):
             parser = _suiteSubclass(parser)
         wrapped.append([name, short, parser, doc])
+    # subCommands is declared by the Options classes that have subcommands.
     options.subCommands = wrapped  # type: ignore[attr-defined]
 
 
@@ -238,7 +241,8 @@ def _normaliseArgs(options: usage.Options, args: list[str]) -> list[str]:
         return out
     command = args[at]
     tail = args[at + 1 :]
-    parser = next(p for n, s, p, d in options.subCommands if command in (n, s))  # type: ignore[attr-defined]
+    subCommands: list[Any] = getattr(options, "subCommands", [])
+    parser = next(p for n, s, p, d in subCommands if command in (n, s))
     try:
         sub = parser()
     except Exception:
@@ -369,16 +373,16 @@ class DaemonOptions(usage.Options):
                 raise ConfigError(f"--manhole: {e}") from None
 
 
-def exitOnConfigError(prog: str) -> Callable[[_F], _F]:
+def exitOnConfigError(prog: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """
     Decorate a C{makeService}: a L{usage.UsageError} (including
     L{ConfigError}) or an C{OSError} raised while building the service is
     printed as one line naming its cause and the process exits with code 2.
     """
 
-    def decorate(f: _F) -> _F:
+    def decorate(f: Callable[_P, _R]) -> Callable[_P, _R]:
         @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             try:
                 return f(*args, **kwargs)
             except (usage.UsageError, OSError) as e:
@@ -386,7 +390,7 @@ def exitOnConfigError(prog: str) -> Callable[[_F], _F]:
                 sys.stderr.flush()
                 raise SystemExit(2) from None
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 
@@ -456,6 +460,7 @@ def _installLogObserver(root: IService, options: Any) -> None:
             parent.setComponent(ILogObserver, suitelogging.observer())
         return original(parent)
 
+    # Shadows the method on this one instance, on purpose.
     root.setServiceParent = setServiceParent  # type: ignore[method-assign]
 
 
@@ -543,7 +548,7 @@ def runConsole(
     app.run(runApp, onlySuitePlugin(ServerOptions, pluginName))
 
 
-def onlySuitePlugin(serverOptions: type[usage.Options], pluginName: str) -> type[usage.Options]:
+def onlySuitePlugin(serverOptions: type[_O], pluginName: str) -> type[_O]:
     """
     twistd's C{ServerOptions} knowing only the suite's plugin C{pluginName}.
 
@@ -554,7 +559,7 @@ def onlySuitePlugin(serverOptions: type[usage.Options], pluginName: str) -> type
     """
     from twisted.application.service import IServiceMaker
 
-    from twisted.plugins import suite_plugins  # type: ignore[attr-defined]
+    from twisted.plugins import suite_plugins
 
     makers = [
         m
@@ -564,6 +569,7 @@ def onlySuitePlugin(serverOptions: type[usage.Options], pluginName: str) -> type
     if not makers:
         raise ConfigError(f"no twistd plugin named {pluginName!r} in twisted.plugins.suite_plugins")
 
+    # mypy takes no class held in a variable as a base.
     class Options(serverOptions):  # type: ignore[valid-type,misc]
         @staticmethod
         def _getPlugins(interface: Any) -> list[Any]:

@@ -8,7 +8,6 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite import fileutil
 from suite.fileutil import writeAtomically
 
 
@@ -54,7 +53,7 @@ class WriteAtomicallyTests(SynchronousTestCase):
         def short(fd: int, data: bytes | memoryview) -> int:
             return real(fd, bytes(data[:7]))
 
-        self.patch(fileutil.os, "write", short)
+        self.patch(os, "write", short)
         writeAtomically(self.path, b"0123456789" * 10)
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), b"0123456789" * 10)
@@ -69,7 +68,7 @@ class WriteAtomicallyTests(SynchronousTestCase):
         def broken(fd: int) -> None:
             raise OSError(28, "No space left on device")
 
-        self.patch(fileutil.os, "fsync", broken)
+        self.patch(os, "fsync", broken)
         self.assertRaises(OSError, writeAtomically, self.path, b"new")
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), b"old")

@@ -132,7 +132,7 @@ class PrivateAPITests(SynchronousTestCase):
         from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 
         pool = HTTPConnectionPool(MemoryReactorClock())
-        self.assertIs(pool._factory, _HTTP11ClientFactory)  # type: ignore[attr-defined]
+        self.assertIs(pool._factory, _HTTP11ClientFactory)
         self.assertTrue(hasattr(_HTTP11ClientFactory, "noisy"))
 
     def test_alpn(self) -> None:

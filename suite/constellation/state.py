@@ -73,7 +73,7 @@ class _Assembly:
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(obj, use_bin_type=True)
 
 
 def _unpack(data: bytes, maxBytes: int) -> Any:

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-def header(request: Request, name: str) -> str:
+def header(request: IRequest, name: str) -> str:
     """One request header as text ("" when absent)."""
     value = request.getHeader(name.encode("ascii"))
     if value is None:
@@ -99,7 +99,7 @@ def clientIP(request: Request, trusted: Networks = ()) -> str:
     return fwd[0][:64] if fwd and fwd[0] else host
 
 
-def jsonResponse(request: Request, code: int, body: Any) -> bytes:
+def jsonResponse(request: IRequest, code: int, body: Any) -> bytes:
     """Set the status and content type; return the JSON body."""
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
@@ -114,7 +114,7 @@ def readBody(request: Request, limit: int) -> bytes | None:
         return None
     assert request.content is not None
     request.content.seek(0)
-    data = request.content.read(limit + 1)
+    data: bytes = request.content.read(limit + 1)
     if len(data) > limit:
         return None
     return data
@@ -134,7 +134,8 @@ class _JSONErrors:
         self.inner = inner
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
-        return self.inner.getChildWithDefault(name, request)
+        child: IResource = self.inner.getChildWithDefault(name, request)
+        return child
 
     def putChild(self, path: bytes, child: IResource) -> None:
         raise NotImplementedError("a rendering wrapper has no children")
@@ -149,7 +150,7 @@ class _JSONErrors:
             request.setHeader(b"allow", b", ".join(allowed))
             method = request.method.decode("ascii", "replace")[:16]
             return jsonResponse(
-                request,  # type: ignore[arg-type]
+                request,
                 405,
                 {"error": f"method {method} not allowed", "allowed": [m.decode() for m in allowed]},
             )
@@ -158,7 +159,7 @@ class _JSONErrors:
             kind = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
             if not kind.startswith(b"application/json"):
                 reason = RESPONSES.get(code, b"error").decode("ascii", "replace").lower()
-                return jsonResponse(request, code, {"error": reason})  # type: ignore[arg-type]
+                return jsonResponse(request, code, {"error": reason})
         return body
 
 
@@ -220,11 +221,12 @@ class MountedAt(Resource):
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         rest = self.segments[1:]
-        postpath: list[bytes] = request.postpath  # type: ignore[assignment]
+        postpath, prepath = request.postpath, request.prepath
+        assert postpath is not None and prepath is not None  # set by the site before traversal
         if path != self.segments[0] or postpath[: len(rest)] != rest:
             return JSONErrorPage(404, "no such resource")
         for _ in rest:
-            request.prepath.append(postpath.pop(0))  # type: ignore[union-attr]
+            prepath.append(postpath.pop(0))
         if not postpath:
             return _SlashRedirect()
         return self.inner
@@ -366,7 +368,8 @@ class HostGuard(Resource):
         refused = self.refusal(request)
         if refused is not None:
             return JSONErrorPage(*refused)
-        return self.inner.getChildWithDefault(path, request)
+        child: Resource = self.inner.getChildWithDefault(path, request)
+        return child
 
     def render(self, request: Request) -> bytes:
         refused = self.refusal(request)

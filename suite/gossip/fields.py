@@ -95,7 +95,7 @@ def pack(obj: Any) -> bytes:
     """
     msgpack in its original spec (strings and bytes both raw), as memberlist writes.
     """
-    return msgpack.packb(obj, use_bin_type=False)  # type: ignore[no-any-return]
+    return msgpack.packb(obj, use_bin_type=False)
 
 
 def packIP(host: str) -> bytes:

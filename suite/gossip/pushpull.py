@@ -58,7 +58,7 @@ def exchange(host: PushPullHost, address: Address, join: bool) -> Deferred[bool]
     """
     host.count("pushPulls")
     payload = host.codec.encodeStream(PushPull(join, host.localStates(), host.userState(join)))
-    d: Deferred[bytes] = host.transport.exchangeState(address, payload)  # type: ignore[assignment]
+    d = host.transport.exchangeState(address, payload)
     d.addTimeout(host.settings.pushPullTimeout, host.clock)
     where = formatAddress(address)
 

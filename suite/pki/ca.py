@@ -53,6 +53,8 @@ __all__ = [
     "writeClientCertificate",
     "CLIENT_CERT",
     "CLIENT_KEY",
+    "certificateToPEM",
+    "keyToPEM",
 ]
 
 DEFAULT_CA_DAYS = 3650

@@ -109,7 +109,22 @@ class StoreTests(SynchronousTestCase):
         self.assertIn("partitions[0].replicas", reasons[0])
 
 
-class FeedResourceTests(SynchronousTestCase):
+class _FeedClientMixin(SynchronousTestCase):
+    """
+    C{get} through the test's in-memory client (a L{StubTreq}).
+    """
+
+    client: Any
+
+    def get(self, path: str, **kw: Any) -> tuple[Any, bytes]:
+        d = self.client.get("http://cp.test" + path, **kw)
+        self.client.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(response.content())
+        return response, body
+
+
+class FeedResourceTests(_FeedClientMixin):
     """
     The feed resources serve JSON with an ETag and honour If-None-Match.
     """
@@ -119,14 +134,7 @@ class FeedResourceTests(SynchronousTestCase):
         self.store = ControlPlaneStore(self.path)
         root = AdminRoot()
         addFeedResources(root, self.store)
-        self.client: Any = StubTreq(root)
-
-    def get(self, path: str, **kw: Any) -> tuple[Any, bytes]:
-        d = self.client.get("http://cp.test" + path, **kw)
-        self.client.flush()
-        response = self.successResultOf(d)
-        body = self.successResultOf(response.content())
-        return response, body
+        self.client = StubTreq(root)
 
     def test_everyFeed(self) -> None:
         """
@@ -186,7 +194,7 @@ class _MemoryStore:
         self.documents[feed] = FeedDocument(feed, body, f'"{feed}-{self.revision}"')
 
 
-class FeedResourceSeamTests(SynchronousTestCase):
+class FeedResourceSeamTests(_FeedClientMixin):
     """
     The feed resources depend only on L{IControlPlaneStore}: served from an
     in-memory store they follow its documents, tags and revision.
@@ -196,9 +204,7 @@ class FeedResourceSeamTests(SynchronousTestCase):
         self.store = _MemoryStore()
         root = AdminRoot()
         addFeedResources(root, self.store)
-        self.client: Any = StubTreq(root)
-
-    get = FeedResourceTests.get
+        self.client = StubTreq(root)
 
     def test_interface(self) -> None:
         """

@@ -12,6 +12,7 @@ import tarfile
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -149,7 +150,7 @@ class TemplateTests(SynchronousTestCase):
 
 
 class StoreTests(TestCase):
-    def setUp(self) -> None:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]  # trial waits for a Deferred from setUp
         d = self.mktemp()
         os.makedirs(d)
         self.owner = "o" * 64
@@ -303,7 +304,8 @@ class HealthTests(SynchronousTestCase):
         lag.start()
         clock.advance(3.0)  # one tick fires 2.5 s late
         db = DatabaseHealth("data_db", lambda: fail(OSError("disk I/O error")), clock)
-        req = DummyRequest([b""])
+        # Any: DummyRequest stands in for a server Request without being one.
+        req: Any = DummyRequest([b""])
         HealthzResource(lambda: [lag, db]).render_GET(req)
         self.assertEqual(req.responseCode, 503)
         body = json.loads(b"".join(req.written))
@@ -312,7 +314,7 @@ class HealthTests(SynchronousTestCase):
         self.assertIn("data_db: database: disk I/O error", body["reasons"])
         lag.stop()
 
-        ok = DummyRequest([b""])
+        ok: Any = DummyRequest([b""])
         HealthzResource(lambda: []).render_GET(ok)
         self.assertEqual(json.loads(b"".join(ok.written))["status"], "ok")
 
@@ -409,7 +411,7 @@ class FuzzTests(SynchronousTestCase):
 
         @settings(max_examples=300, deadline=None)
         @given(doc=docs)
-        def check(doc: dict) -> None:  # type: ignore[type-arg]
+        def check(doc: dict) -> None:
             try:
                 validateDocument("/tmp", doc)
             except ConfigError as e:
@@ -464,7 +466,7 @@ class FuzzTests(SynchronousTestCase):
                 st.sampled_from(["ts", "ttl", "port", "label", "name", "addrs", "kind", "rendezvous"]), odd
             )
         )
-        def check(fields: dict) -> None:  # type: ignore[type-arg]
+        def check(fields: dict) -> None:
             doc = {"peer_id": who.peerId, "public_key": who.publicB64, "ts": 1000.0, **fields}
             body = json.dumps(doc).encode()
             try:
@@ -526,21 +528,21 @@ class HostGuardTests(SynchronousTestCase):
             "[::1:8080",
             "a:b:8080",
         ):
-            self.assertEqual(g.refusal(self.request(bad))[0], 421, bad)  # type: ignore[index]
+            self.assertEqual(g.refusal(self.request(bad))[0], 421, bad)
 
     def test_wildcardAcceptsLiterals(self) -> None:
         """A viewer on 0.0.0.0 answers any IP literal with its port (a rebinding page sends a name), but no name."""
         g = self.guard("0.0.0.0")
         self.assertIsNone(g.refusal(self.request("192.168.1.5:8080")))
-        self.assertEqual(g.refusal(self.request("evil.example:8080"))[0], 421)  # type: ignore[index]
+        self.assertEqual(g.refusal(self.request("evil.example:8080"))[0], 421)
 
     def test_tokenForChanges(self) -> None:
         """POST, PUT and DELETE need the token; GET does not."""
         g = self.guard()
         self.assertIsNone(g.refusal(self.request("localhost:8080", b"GET")))
         for method in (b"POST", b"PUT", b"DELETE"):
-            self.assertEqual(g.refusal(self.request("localhost:8080", method))[0], 403)  # type: ignore[index]
-            self.assertEqual(g.refusal(self.request("localhost:8080", method, "x" * 43))[0], 403)  # type: ignore[index]
+            self.assertEqual(g.refusal(self.request("localhost:8080", method))[0], 403)
+            self.assertEqual(g.refusal(self.request("localhost:8080", method, "x" * 43))[0], 403)
             self.assertIsNone(g.refusal(self.request("localhost:8080", method, "s" * 43)))
 
     def test_secretFile(self) -> None:

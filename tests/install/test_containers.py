@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from tests.support.http import serveLoopback
 from tests.support.process import freePort
 
 SRC = Path(__file__).resolve().parents[2]
@@ -125,9 +126,8 @@ class HealthProbeTests(TestCase):
         The HEALTHCHECK command exits 0 for a live endpoint and 1, with one
         line naming the URL, for a closed port.
         """
-        port = reactor.listenTCP(0, Site(_Health()), interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
-        live = await deferToThread(_probe, f"http://127.0.0.1:{port.getHost().port}/healthz")
+        portNumber = await serveLoopback(self, Site(_Health()))
+        live = await deferToThread(_probe, f"http://127.0.0.1:{portNumber}/healthz")
         self.assertEqual(live.returncode, 0, live.stderr)
         dead = await deferToThread(_probe, f"http://127.0.0.1:{freePort()}/healthz")
         self.assertEqual(dead.returncode, 1)

@@ -6,11 +6,11 @@ heartbeats, timeouts, malformed input and the interfaces.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -23,6 +23,7 @@ from suite.spacecomms.interfaces import IMessageSink, IPeerLink, IRecordStore
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.session import PeerProtocol
 from suite.spacecomms.store import MemoryStore
+from tests.spacecomms.sim import stored
 
 TOKEN = "session-token-1234"
 
@@ -88,6 +89,14 @@ class RecordingSink:
         }
 
 
+def fake(protocol: PeerProtocol) -> iosim.FakeTransport:
+    """
+    The in-memory transport iosim connected C{protocol} with.
+    """
+    assert isinstance(protocol.transport, iosim.FakeTransport)
+    return protocol.transport
+
+
 class SinkSeamTests(SynchronousTestCase):
     """
     A session knows its node only as an L{IMessageSink}: two sessions
@@ -141,7 +150,7 @@ class SinkSeamTests(SynchronousTestCase):
         a, b, c, pump = self.connect(admit=())
         self.assertEqual(b.events, [("hello", "A")])
         self.assertNotIn(("established", "B"), a.events)
-        self.assertTrue(c.transport.disconnected or c.transport.disconnecting)
+        self.assertTrue(fake(c).disconnected or fake(c).disconnecting)
 
 
 class SessionTests(SynchronousTestCase):
@@ -154,8 +163,9 @@ class SessionTests(SynchronousTestCase):
         self.clock.advance(1_700_000_000)
         self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
         self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def _connect(
         self, aToken: str = TOKEN, bToken: str = TOKEN
@@ -187,7 +197,7 @@ class SessionTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IPeerLink, c))
         self.assertTrue(verifyObject(IMessageSink, a))
         self.assertTrue(verifyObject(IRecordStore, MemoryStore()))
-        c.transport.loseConnection()
+        fake(c).loseConnection()
         pump.flush()
 
     def test_handshakeAndExchange(self) -> None:
@@ -201,8 +211,8 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(self._logged("peer session established")), 2)
         a.ingestCDM(sampleCDM("S-1"))
         pump.flush()
-        self.assertTrue(b.store.get("cdm", "S-1").active)
-        c.transport.loseConnection()
+        self.assertTrue(stored(b.store, "cdm", "S-1").active)
+        fake(c).loseConnection()
         pump.flush()
         self.assertEqual(a.links, {})
         self.assertEqual(b.links, {})
@@ -220,7 +230,7 @@ class SessionTests(SynchronousTestCase):
         self.assertIn("A", b.links)
         self.assertIn("A", b.metrics.latency)
         self.assertIn("B", a.metrics.latency)
-        c.transport.loseConnection()
+        fake(c).loseConnection()
         pump.flush()
 
     def test_timeout(self) -> None:
@@ -245,9 +255,9 @@ class SessionTests(SynchronousTestCase):
         )
         c.sendString(bad)
         c.sendString(b"\xc1 not msgpack")
-        s.transport.getOutBuffer()
+        fake(s).getOutBuffer()
         pump.pump()
-        out = _frames(s.transport.getOutBuffer())
+        out = _frames(fake(s).getOutBuffer())
         errors = [e for e in out if e.message_type == "ERROR"]
         self.assertEqual([e.payload["code"] for e in errors], ["INVALID_MESSAGE", "INVALID_MESSAGE"])
         self.assertIn("message_type", errors[0].payload["message"])
@@ -257,7 +267,7 @@ class SessionTests(SynchronousTestCase):
         a.ingestCDM(sampleCDM("S-2"))
         pump.flush()
         self.assertIsNotNone(b.store.get("cdm", "S-2"))
-        c.transport.loseConnection()
+        fake(c).loseConnection()
         pump.flush()
 
     def test_invalidCDMFromPeer(self) -> None:
@@ -277,13 +287,13 @@ class SessionTests(SynchronousTestCase):
             )
         )
         pump.pump()
-        out = _frames(s.transport.getOutBuffer())
+        out = _frames(fake(s).getOutBuffer())
         self.assertEqual([e.payload["code"] for e in out if e.message_type == "ERROR"], ["INVALID_MESSAGE"])
         self.assertTrue(self._logged("cdm validation failed"))
         self.assertIsNone(b.store.get("cdm", "BAD-1"))
         pump.flush()
         self.assertIn("A", b.links)
-        c.transport.loseConnection()
+        fake(c).loseConnection()
         pump.flush()
 
     def test_wrongToken(self) -> None:

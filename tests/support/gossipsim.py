@@ -104,7 +104,7 @@ class VersionedState:
             self.gossip.queueBroadcast(msgpack.packb(newer))
 
     def localState(self, join: bool) -> bytes:
-        return msgpack.packb([[o, v, x] for o, (v, x) in sorted(self.entries.items())])  # type: ignore[no-any-return]
+        return msgpack.packb([[o, v, x] for o, (v, x) in sorted(self.entries.items())])
 
     def mergeRemoteState(self, data: bytes, join: bool) -> None:
         self.merged.append((data, join))

@@ -122,7 +122,7 @@ async def sleep(seconds: float) -> None:
     """
     Yield to the reactor for C{seconds} (for polling real processes only).
     """
-    await deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+    await deferLater(reactor, seconds, lambda: None)
 
 
 class WaitTimeout(AssertionError):

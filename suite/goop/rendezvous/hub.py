@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -54,6 +55,7 @@ from suite.goop.webutil import (
     parseNetworks,
     readBody,
 )
+from suite.netutil import boundPort
 
 if TYPE_CHECKING:
     from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
@@ -110,7 +112,7 @@ class RendezvousHub(Service):
             self.peerDb = SharedPeerDB(reactor, peerDbFile)
         self.syncInterval = syncInterval
         self.lag = LoopLag(reactor)
-        self.listening: Any = None
+        self.listening: IListeningPort | None = None
         self.published = 0
         self.refused = 0
         self._evict = LoopingCall(self.evictExpired)
@@ -171,25 +173,26 @@ class RendezvousHub(Service):
 
         return self.peerDb.start(now).addCallback(loaded)
 
-    def listen(self) -> Deferred[Any]:
+    def listen(self) -> Deferred[IListeningPort]:
         site = JSONErrorsSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
         site.displayTracebacks = False
         site.noisy = False
-        ep = serverFromString(self.reactor, f"tcp:{self.port}:interface={self.interface}")
+        ep: IStreamServerEndpoint = serverFromString(
+            self.reactor, f"tcp:{self.port}:interface={self.interface}"
+        )
         d = ep.listen(site)
 
-        def ok(p: Any) -> Any:
+        def ok(p: IListeningPort) -> IListeningPort:
             self.listening = p
             log.info(
                 "rendezvous hub listening on http://{host}:{port}{base}/",
                 host=self.interface,
-                port=p.getHost().port,
+                port=boundPort(p),
                 base=self.basePath,
             )
             return p
 
-        d.addCallback(ok)
-        return d
+        return d.addCallback(ok)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
