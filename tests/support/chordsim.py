@@ -48,12 +48,30 @@ class SimNetwork:
         #: by an earlier life (a crashed process) go nowhere
         self.current: dict[str, Any] = {}
         self.messages = 0
+        #: while partitioned, the group of each address: messages between
+        #: groups are lost (addresses in no group reach everyone)
+        self.groups: dict[str, int] = {}
+
+    def partition(self, *groups: list[str]) -> None:
+        """
+        Cut the network between C{groups} (lists of addresses) until L{heal}.
+        """
+        self.groups = {a: i for i, g in enumerate(groups) for a in g}
+
+    def heal(self) -> None:
+        self.groups = {}
+
+    def _cut(self, src: str, dst: str) -> bool:
+        a, b = self.groups.get(src), self.groups.get(dst)
+        return a is not None and b is not None and a != b
 
     def _delay(self) -> float:
         return self.rng.uniform(*self.delay)
 
     def _lost(self, *addrs: str) -> bool:
-        return any(a in self.crashed or a not in self.nodes for a in addrs) or self.rng.random() < self.drop
+        if any(a in self.crashed or a not in self.nodes for a in addrs) or self._cut(*addrs):
+            return True
+        return self.rng.random() < self.drop
 
     def deliver(
         self,

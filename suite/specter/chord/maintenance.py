@@ -43,6 +43,7 @@ class Maintenance(VnodeBase):
         if self.ticks % self.node.config.repairEvery == 0:
             await self.replicator.repair()
         self.node.saveRingState()
+        self.node.maybeProbe()
 
     async def stabilize(self) -> None:
         alive = [s for s in self.succs if not self.node.suspected(s.addr)]
