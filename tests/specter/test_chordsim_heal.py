@@ -8,8 +8,11 @@ and every key reads its newest acknowledged write through every process.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.specter.chord import errors as E
 from tests.specter import test_chordsim_merge as merge
 from tests.support.chordsim import Cluster
 
@@ -86,3 +89,42 @@ class PartitionHealTests(SynchronousTestCase):
         The same with stores that answer later, as SQLite's writer thread does.
         """
         self.partitionHeals(52, threaded=True)
+
+
+class HealCallTests(SynchronousTestCase):
+    """
+    The probe and the C{heal} call inside one ring change nothing.
+    """
+
+    def setUp(self) -> None:
+        self.c = Cluster(seed=53)
+        self.c.add(NAMES[0], None)
+        self.c.run(2)
+        for name in NAMES[1:4]:
+            self.c.add(name, NAMES[0])
+            self.c.run(3)
+        self.c.run(10)
+
+    def test_sameRing(self) -> None:
+        """
+        Probing a process of the same ring finds no other ring, and a
+        C{heal} naming a peer of this ring is refused.
+        """
+        node = self.c.net.nodes[NAMES[1]]
+        found: list[object] = []
+        Deferred.fromCoroutine(node.heal(NAMES[2])).addBoth(found.append)
+        self.c.run(5)
+        self.assertEqual(found, [False])
+        answers: list[object] = []
+        node.dispatch(None, "heal", [NAMES[2]]).addBoth(answers.append)
+        self.assertEqual(answers, [False])
+        self.assertEqual(node.heals, 0)
+        self.assertEqual(self.c.ringProblems(), [])
+
+    def test_badPeer(self) -> None:
+        """
+        A C{heal} whose address is not a string is a bad request.
+        """
+        answers: list[Failure] = []
+        self.c.net.nodes[NAMES[1]].dispatch(None, "heal", [7]).addErrback(answers.append)
+        self.assertEqual(answers[0].value.code, E.BAD_REQUEST)
