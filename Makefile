@@ -6,10 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client dnsperf knot
-DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx bind9 caddy
+DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx bind9 caddy docker-compose
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup system-deps bench-deps diagrams lint typecheck unit clean spec-sync-write dev-validate install uninstall
+.PHONY: run test setup system-deps bench-deps diagrams lint typecheck unit clean spec-sync-write dev-validate install uninstall \
+	base-image images
 
 # Production install (docs/install.md): venv in $(PREFIX)/venv, users, directories, units.
 # Run again to upgrade. DESTDIR stages everything under another root.
@@ -42,10 +43,11 @@ system-deps:
 # State-machine diagrams (automat-visualize) into docs/diagrams/, one SVG per
 # machine; needs graphviz's dot (installed here if missing) and the graphviz
 # Python package (installed into the venv).  Not part of CI.
-MACHINE_MODULES := suite.gossip.member suite.gossip.prober suite.specter.chord.machine \
+MACHINE_MODULES := suite.gossip.member suite.gossip.prober suite.specter.chord.machine suite.specter.chord.rounds \
 	suite.raft.roles suite.raft.progress suite.raft.multi suite.spacecomms.session suite.clustor.freshness \
 	suite.acme.renewal suite.ceptra.lifecycle suite.goop.groups suite.goop.lua.pool \
-	suite.specter.tunnel.machine suite.constellation.leases
+	suite.specter.tunnel.machine suite.specter.tunnel.stream suite.specter.gateway.lifecycle suite.specter.gateway.visitormachine \
+	suite.constellation.leases suite.raft.walbatch suite.ceptra.combine
 diagrams: setup
 	@command -v dot >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
@@ -65,15 +67,27 @@ bench-deps: setup
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-lint: setup
-	$(VENV)/bin/ruff check suite tests bench twisted
-	$(VENV)/bin/ruff format --check suite tests bench twisted
+lint: setup typecheck
+	$(VENV)/bin/ruff check suite tests bench twisted containers stubs
+	$(VENV)/bin/ruff format --check suite tests bench twisted containers stubs
 
+# mypy over suite/ (strict) and tests/ (setup.cfg [mypy]: packages, flags).
 typecheck: setup
 	$(VENV)/bin/mypy
 
 unit: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) -q tests
+
+# Container images (docs/containers.md), built offline for the engine `docker` reaches
+# (DOCKER_HOST): base-image = Debian's python3 from the host's apt sources, imported as
+# suite-base:local (cached in var/containers by content hash); images = the base, a wheelhouse
+# built here, and every family's Dockerfile target (FAMILIES="goop specter" for some).
+FAMILIES ?=
+base-image:
+	$(PYTHON) containers/build.py --base-only
+
+images: setup
+	$(PY) containers/build.py $(FAMILIES)
 
 install:
 	sh scripts/install.sh PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)

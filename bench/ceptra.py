@@ -13,7 +13,11 @@ Phases:
      acknowledged events missing from the partition afterwards (counted on
      every replica; duplicates would show as a surplus).
 
-    .venv/bin/python bench/ceptra.py [--quick] [--profile --keep]
+    .venv/bin/python bench/ceptra.py [--quick] [--profile --keep] [--py-spy DIR]
+
+C{--py-spy DIR} samples the three ceptra processes with py-spy during the
+throughput and the 10,000 events/s phases (collapsed stacks, one file per
+phase and node, in DIR).
 
 The last line: events_per_s_partition=... p99_ms=... lost_events=... cpu_us_per_event=...
 (CPU of the three ceptra processes per acknowledged event in the throughput phase.)
@@ -87,6 +91,8 @@ class Bench:
         self.ts = 0
         self.serverCpuUs = 0.0
         self.clientCpuUs = 0.0
+        self.nodeCpuUs: dict[str, float] = {}
+        self.leaderName = ""
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         full = dict(os.environ)
@@ -181,12 +187,12 @@ class Bench:
         )
         return r.code, json.loads(await r.content())
 
-    def cpuSeconds(self) -> float:
+    def cpuByNode(self) -> dict[str, float]:
         """
-        User + system CPU seconds used so far by the three ceptra processes
-        (from /proc; 0 where unavailable).
+        User + system CPU seconds used so far by each ceptra process (from
+        /proc; absent where unavailable).
         """
-        total = 0.0
+        out: dict[str, float] = {}
         tick = os.sysconf("SC_CLK_TCK")
         for name in NAMES:
             proc = self.procs.get(name)
@@ -197,14 +203,54 @@ class Bench:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += (int(fields[11]) + int(fields[12])) / tick
-        return total
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        return out
+
+    def cpuSeconds(self) -> float:
+        """
+        User + system CPU seconds used so far by the three ceptra processes.
+        """
+        return sum(self.cpuByNode().values())
+
+    def sample(self, seconds: float, phase: str) -> list[subprocess.Popen[bytes]]:
+        """
+        With C{--py-spy DIR}: start py-spy on every node for C{seconds}.
+        """
+        if "--py-spy" not in sys.argv:
+            return []
+        out = sys.argv[sys.argv.index("--py-spy") + 1]
+        os.makedirs(out, exist_ok=True)
+        spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+        return [
+            subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--nonblocking",
+                    "--threads",
+                    "-r",
+                    "200",
+                    "-d",
+                    str(int(seconds)),
+                    "-f",
+                    "raw",
+                    "-o",
+                    os.path.join(out, f"{phase}-{name}.txt"),
+                    "-p",
+                    str(self.procs[name].pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for name in NAMES
+        ]
 
     async def throughput(self) -> float:
         leader = await self.leader()
         acked = 0
-        cpu0, client0 = self.cpuSeconds(), time.process_time()
+        cpu0, client0 = self.cpuByNode(), time.process_time()
         stop = time.monotonic() + THROUGHPUT_SECONDS
+        spies = self.sample(THROUGHPUT_SECONDS - 1, "throughput")
 
         async def worker() -> None:
             nonlocal acked
@@ -215,16 +261,40 @@ class Bench:
 
         started = time.monotonic()
         await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(INFLIGHT)])
-        self.serverCpuUs = (self.cpuSeconds() - cpu0) / max(acked, 1) * 1e6
+        cpu1 = self.cpuByNode()
+        self.serverCpuUs = (sum(cpu1.values()) - sum(cpu0.values())) / max(acked, 1) * 1e6
+        self.nodeCpuUs = {n: (cpu1[n] - cpu0.get(n, 0.0)) / max(acked, 1) * 1e6 for n in cpu1}
+        self.leaderName = leader
+        for spy in spies:
+            spy.wait()
         self.clientCpuUs = (time.process_time() - client0) / max(acked, 1) * 1e6
         return acked / (time.monotonic() - started)
 
+    async def warm(self, name: str, connections: int) -> None:
+        """
+        Open C{connections} kept-alive connections to C{name} (the pool
+        keeps them), as a long-running client has: the paced phases then
+        measure ingest, not mTLS handshakes for connections the pool lacks.
+        """
+
+        async def one() -> int:
+            r = await treq.get(self.cluster.admin(name) + "/healthz", agent=self.agent, timeout=10)
+            await r.content()
+            return int(r.code)
+
+        codes = await defer.gatherResults([defer.Deferred.fromCoroutine(one()) for _ in range(connections)])
+        assert all(code == 200 for code in codes), codes
+
     async def latency(self, rate: int = 10_000, per: int = 100) -> tuple[list[float], int]:
         leader = await self.leader()
+        connections = self.agent._pool.maxPersistentPerHost
+        await self.warm(leader, connections)
+        slots = defer.DeferredSemaphore(connections)
         interval = per / rate
         latencies: list[float] = []
         pending: list[defer.Deferred[Any]] = []
         late = 0
+        spies = self.sample(LATENCY_SECONDS - 1, f"latency{rate}") if rate == 10_000 else []
         start = time.monotonic()
         n = 0
         while time.monotonic() - start < LATENCY_SECONDS:
@@ -242,8 +312,18 @@ class Bench:
                 if result[0] == 200:
                     latencies.append((time.monotonic() - sent) * 1000.0)
 
-            pending.append(defer.Deferred.fromCoroutine(self.post(leader, body)).addCallback(done))
+            # At most as many requests in flight as the pool keeps
+            # connections: beyond it each request would pay a full mTLS
+            # handshake on the leader, which feeds the backlog it comes
+            # from.  Latency still counts from the batch's sending time.
+            pending.append(
+                slots.run(
+                    lambda body=body: defer.Deferred.fromCoroutine(self.post(leader, body))
+                ).addCallback(done)
+            )
         await defer.DeferredList(pending, consumeErrors=True)
+        for spy in spies:
+            spy.wait()
         return latencies, late
 
     async def killLeader(self) -> tuple[int, int, str]:
@@ -327,7 +407,11 @@ class Bench:
         say(f"throughput: {rate:.0f} events/s acknowledged (batches of {BATCH}, {INFLIGHT} in flight)")
         say(
             f"CPU per acknowledged event: {self.serverCpuUs:.1f} us in the three ceptra processes, "
-            f"{self.clientCpuUs:.1f} us in the client (load average {os.getloadavg()[0]:.1f})"
+            f"{self.clientCpuUs:.1f} us in the client (load average {os.getloadavg()[0]:.1f}); by node: "
+            + ", ".join(
+                f"{n}{' (leader)' if n == self.leaderName else ''} {us:.1f} us"
+                for n, us in sorted(self.nodeCpuUs.items())
+            )
         )
         await task.deferLater(reactor, 2.0, lambda: None)
         low, _ = await self.latency(rate=1_000, per=10)

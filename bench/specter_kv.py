@@ -9,11 +9,13 @@ Measures, in one run:
     flight on each of six connections spread over the three processes (best
     of two runs);
   - put ops/s on the aof and sqlite backends alone (one store, in process,
-    best of three runs; aof includes the final write+fsync);
+    best of three runs; aof includes the final write+fsync), and the CPU
+    time per put (all threads of the process, so load-independent);
   - lookup hop count versus ring size (converged rings built in memory,
     iterative lookups from random vnodes with successor lists of 4);
   - the time a leaving process takes to hand its keys over (2-process ring,
-    R=1), scaled to 100,000 keys.
+    R=1), scaled to 100,000 keys, and the CPU time both processes spend
+    on it.
 The last line holds the figures as key=value pairs.
 """
 
@@ -147,7 +149,16 @@ def runClients(ports: list[int], op: str, keys: list[bytes], window: int = 64) -
     return result[0]
 
 
-def benchRing(base: str, cert: str, n: int) -> tuple[float, float]:
+def cpuSeconds(pid: int) -> float:
+    """
+    User plus system CPU seconds used so far by process C{pid} (all its threads).
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def benchRing(base: str, cert: str, n: int) -> tuple[float, float, float]:
     procs = [Proc(base, "r0", cert, "--replicas", "3")]
     try:
         procs[0].ready()
@@ -158,11 +169,14 @@ def benchRing(base: str, cert: str, n: int) -> tuple[float, float]:
         time.sleep(3)
         ports = [p.rpc for p in procs]
         puts = gets = 0.0
+        cpu = float("inf")
         for attempt in range(2):  # best of two: other work on the machine adds noise
             keys = [b"bench-%d-%d" % (attempt, i) for i in range(n)]
+            before = sum(cpuSeconds(p.p.pid) for p in procs)
             puts = max(puts, _inChild(runClients, ports, "put", keys))
+            cpu = min(cpu, (sum(cpuSeconds(p.p.pid) for p in procs) - before) / n)
             gets = max(gets, _inChild(runClients, ports, "get", keys))
-        return puts, gets
+        return puts, gets, cpu
     finally:
         for p in procs:
             p.kill()
@@ -195,14 +209,14 @@ def _inChild(fn: Any, *args: Any) -> Any:
     return eval(data.decode())
 
 
-def benchBackend(base: str, backend: str, n: int) -> float:
+def benchBackend(base: str, backend: str, n: int) -> tuple[float, float]:
     from twisted.internet import defer, task
     from twisted.internet.threads import deferToThreadPool
     from twisted.python.threadpool import ThreadPool
 
     from suite.kv import openStore
 
-    out: list[float] = []
+    out: list[tuple[float, float]] = []
 
     async def main(reactor: Any) -> None:
         pool = ThreadPool(1, 1)
@@ -213,6 +227,7 @@ def benchBackend(base: str, backend: str, n: int) -> float:
         )
         value = b"v" * 64
         start = time.perf_counter()
+        cpu = time.process_time()
         batch = []
         for i in range(n):
             batch.append(store.put(b"key-%d" % i, value))
@@ -222,7 +237,7 @@ def benchBackend(base: str, backend: str, n: int) -> float:
         await defer.gatherResults(batch)
         if kind == "aof":
             await store.flush()
-        out.append(n / (time.perf_counter() - start))
+        out.append((n / (time.perf_counter() - start), (time.process_time() - cpu) / n))
         await store.close()
         pool.stop()
 
@@ -298,7 +313,7 @@ def benchHops(sizes: list[int], lookups: int = 2000) -> dict[int, float]:
     return {size: _hops(size, lookups) for size in sizes}
 
 
-def benchHandover(base: str, cert: str, n: int) -> tuple[float, int]:
+def benchHandover(base: str, cert: str, n: int) -> tuple[float, int, float]:
     a = Proc(base, "h0", cert, "--replicas", "1")
     procs = [a]
     try:
@@ -310,14 +325,18 @@ def benchHandover(base: str, cert: str, n: int) -> tuple[float, int]:
         keys = [b"handover-%d" % i for i in range(n)]
         _inChild(runClients, [a.rpc, b.rpc], "put", keys)
         held = _inChild(_records, a.rpc)
+        cpuBefore = cpuSeconds(a.p.pid) + cpuSeconds(b.p.pid)
         start = time.perf_counter()
         a.p.send_signal(signal.SIGTERM)
-        a.p.wait(300)
+        # wait4 gives the CPU time of the leaver's whole life
+        _, status, usage = os.wait4(a.p.pid, 0)
+        a.p.returncode = status
         elapsed = time.perf_counter() - start
+        cpu = usage.ru_utime + usage.ru_stime + cpuSeconds(b.p.pid) - cpuBefore
         kept = _inChild(_records, b.rpc)
         if kept < n:
             raise SystemExit(f"handover lost keys: the remaining process holds {kept} of {n}")
-        return elapsed, held
+        return elapsed, held, cpu
     finally:
         for p in procs:
             p.kill()
@@ -357,22 +376,36 @@ def main() -> None:
 
         cert = os.path.join(base, "cert")
         initBundle(cert, ["127.0.0.1"])
-        aof = max(_inChild(benchBackend, base, f"aof{i}", int(200_000 * scale)) for i in range(3))
-        print(f"aof backend: {aof:,.0f} puts/s", flush=True)
-        sqlite = max(_inChild(benchBackend, base, f"sqlite{i}", int(50_000 * scale)) for i in range(3))
-        print(f"sqlite backend: {sqlite:,.0f} puts/s", flush=True)
+        runs = [_inChild(benchBackend, base, f"aof{i}", int(200_000 * scale)) for i in range(3)]
+        aof, aofCpu = max(r[0] for r in runs), min(r[1] for r in runs)
+        print(f"aof backend: {aof:,.0f} puts/s, {aofCpu * 1e6:.1f} us CPU per put", flush=True)
+        runs = [_inChild(benchBackend, base, f"sqlite{i}", int(50_000 * scale)) for i in range(3)]
+        sqlite, sqliteCpu = max(r[0] for r in runs), min(r[1] for r in runs)
+        print(f"sqlite backend: {sqlite:,.0f} puts/s, {sqliteCpu * 1e6:.1f} us CPU per put", flush=True)
         hops = benchHops([16, 64, 256, 1024] if not args.quick else [16, 64])
         for size, h in hops.items():
             print(f"lookup hops, ring of {size} vnodes: {h:.2f} (log2 N = {math.log2(size):.0f})", flush=True)
-        puts, gets = benchRing(base, cert, int(60_000 * scale))
-        print(f"ring (3 processes, 15 vnodes, R=3, aof): {puts:,.0f} puts/s, {gets:,.0f} gets/s", flush=True)
-        elapsed, held = benchHandover(base, cert, int(200_000 * scale))
+        puts, gets, ringCpu = benchRing(base, cert, int(60_000 * scale))
+        print(
+            f"ring (3 processes, 15 vnodes, R=3, aof): {puts:,.0f} puts/s, {gets:,.0f} gets/s, "
+            f"{ringCpu * 1e6:.0f} us server CPU per put",
+            flush=True,
+        )
+        elapsed, held, handoverCpu = benchHandover(base, cert, int(200_000 * scale))
         per100k = elapsed * 100_000 / max(held, 1)
-        print(f"handover: {held} keys in {elapsed:.2f}s (scaled to 100k keys: {per100k:.2f}s)", flush=True)
+        cpu100k = handoverCpu * 100_000 / max(held, 1)
+        print(
+            f"handover: {held} keys in {elapsed:.2f}s (scaled to 100k keys: {per100k:.2f}s, "
+            f"{cpu100k:.2f}s CPU of both processes)",
+            flush=True,
+        )
         hopText = " ".join(f"hops_{size}={h:.2f}" for size, h in hops.items())
         print(
             f"ring_puts_per_s={puts:.0f} ring_gets_per_s={gets:.0f} aof_puts_per_s={aof:.0f} "
-            f"sqlite_puts_per_s={sqlite:.0f} handover_100k_s={per100k:.2f} handover_keys={held} {hopText}"
+            f"sqlite_puts_per_s={sqlite:.0f} handover_100k_s={per100k:.2f} handover_keys={held} {hopText} "
+            f"ring_cpu_us_per_put={ringCpu * 1e6:.0f} aof_cpu_us_per_put={aofCpu * 1e6:.1f} "
+            f"sqlite_cpu_us_per_put={sqliteCpu * 1e6:.1f} handover_100k_cpu_s={cpu100k:.2f} "
+            f"load1={os.getloadavg()[0]:.2f}"
         )
     finally:
         shutil.rmtree(base, ignore_errors=True)

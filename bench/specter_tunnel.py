@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -108,6 +110,7 @@ def wrk(url: str, duration: int, connections: int, threads: int, host: str | Non
         argv[1:1] = ["-H", f"Host: {host}"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    count = re.search(r"(\d+) requests in", out)
 
     def pct(p: str) -> float:
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
@@ -120,6 +123,7 @@ def wrk(url: str, duration: int, connections: int, threads: int, host: str | Non
     socketErrors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": rps,
+        "requests": float(count.group(1)) if count else 0.0,
         "p50": pct("50"),
         "p99": pct("99"),
         "non2xx": float(errors.group(1)) if errors else 0.0,
@@ -139,13 +143,14 @@ def h2load(
     return {"rps": float(m.group(1)) if m else 0.0, "failed": float(ok.group(2)) if ok else float("nan")}
 
 
-def cpuSeconds(pid: int) -> float:
+def cpuSeconds(pid: int, system: bool = False) -> float:
     """
-    User + system CPU time of process C{pid} so far, in seconds.
+    User + system CPU time of process C{pid} so far, in seconds (with
+    C{system}, the system time only).
     """
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return ((0 if system else int(fields[11])) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bulkMBps(host: str, port: int, cacert: str) -> float:
@@ -157,13 +162,75 @@ def bulkMBps(host: str, port: int, cacert: str) -> float:
     return float(out[0]) / float(out[1]) / 1e6 if len(out) == 2 and float(out[1]) else 0.0
 
 
+class Profiler:
+    """
+    py-spy recordings of the gateway and the tunnel client while one
+    phase runs (collapsed stacks, C{DIR/<phase>-<process>.txt}).
+    """
+
+    def __init__(self, directory: str | None, pids: dict[str, int], syscalls: bool = False) -> None:
+        self.directory = directory
+        self.pids = pids
+        self.syscalls = syscalls
+        self.running: list[subprocess.Popen[bytes]] = []
+        if directory is not None:
+            tool = "perf" if syscalls else "py-spy"
+            if shutil.which(tool) is None and not os.path.exists(os.path.join(BIN, tool)):
+                raise SystemExit(f"--profile needs {tool}")
+            os.makedirs(directory, exist_ok=True)
+
+    def start(self, phase: str) -> None:
+        if self.directory is None:
+            return
+        spy = os.path.join(BIN, "py-spy") if os.path.exists(os.path.join(BIN, "py-spy")) else "py-spy"
+        for name, pid in self.pids.items():
+            out = os.path.join(self.directory, f"{phase}-{name}.txt")
+            argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
+            if os.environ.get("PYSPY_GIL"):
+                argv.append("--gil")  # only samples holding the GIL: no time in system calls
+            if self.syscalls:
+                events = "syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait"
+                argv = ["perf", "stat", "-e", events, "-p", str(pid)]
+            self.running.append(
+                subprocess.Popen([*argv, "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+
+    def stop(self) -> None:
+        for proc in self.running:
+            proc.send_signal(signal.SIGINT)
+        for proc in self.running:
+            proc.wait(30)
+        self.running = []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--gateway", choices=("ring", "standalone"), default="ring")
     parser.add_argument("--h2-only", action="store_true", help="HTTP/2 figures and CPU per request only")
+    parser.add_argument(
+        "--http1-only", action="store_true", help="HTTP/1.1 nginx and tunnel figures and CPU per request only"
+    )
+    parser.add_argument(
+        "--bulk-only", action="store_true", help="the 64 MiB download through the tunnel only"
+    )
     parser.add_argument("--h2-requests", type=int, default=20000)
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record py-spy profiles (collapsed stacks) of the gateway and the client during the tunnel runs",
+    )
+    parser.add_argument(
+        "--tree",
+        metavar="DIR",
+        help="run the gateway and the tunnel client from another checkout (e.g. older code, for A/B runs)",
+    )
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="with --profile: count send, receive and epoll_wait calls (perf stat) instead of sampling stacks",
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "h2load"):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -225,7 +292,9 @@ def main() -> None:
                 sys.executable, "-m", "suite.specter.gateway", "--listen", f"tcp:{gw}:interface=127.0.0.1",
                 "--cert-dir", certs, "--apex", APEX, "--data-dir", os.path.join(base, "data"),
             ]  # fmt: skip
-        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+        tree = os.path.abspath(args.tree) if args.tree else ROOT
+        env = dict(os.environ, PYTHONPATH=tree) if args.tree else None
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tree, env=env))
         waitPort(gw)
         clientLog = os.path.join(base, "client.log")
         procs.append(
@@ -246,7 +315,8 @@ def main() -> None:
                 ],
                 stdout=subprocess.PIPE,
                 stderr=open(clientLog, "wb"),
-                cwd=ROOT,
+                cwd=tree,
+                env=env,
             )  # fmt: skip
         )
         assert procs[-1].stdout is not None
@@ -256,34 +326,114 @@ def main() -> None:
         tunnelURL = f"https://127.0.0.1:{gw}/"
         # warm up
         wrk(tunnelURL, 2, 8, 1, host)
+        profiler = Profiler(args.profile, {"gateway": procs[-2].pid, "client": procs[-1].pid}, args.syscalls)
+        gatewayPid, clientPid = procs[-2].pid, procs[-1].pid
+
+        nginxPid = procs[0].pid
+
+        def nginxWorkers() -> list[int]:
+            try:
+                with open(f"/proc/{nginxPid}/task/{nginxPid}/children") as f:
+                    return [int(p) for p in f.read().split()]
+            except OSError:
+                return []
+
+        def snapshot() -> dict[str, float]:
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return {
+                "gateway": cpuSeconds(gatewayPid),
+                "gatewaySystem": cpuSeconds(gatewayPid, system=True),
+                "client": cpuSeconds(clientPid),
+                "nginx": sum(cpuSeconds(p) for p in nginxWorkers()),
+                "loadgen": children.ru_utime + children.ru_stime,
+            }
+
+        def cpuPerRequest(phase: str, run: Any) -> tuple[dict[str, float], dict[str, float]]:
+            """
+            Run C{run()} (a load generator returning its figures); also
+            return the CPU time per completed request (µs) of the gateway,
+            the client, nginx's worker and the load generator.
+            """
+            profiler.start(phase)
+            before = snapshot()
+            result: dict[str, float] = run()
+            after = snapshot()
+            profiler.stop()
+            done = max(1.0, result["requests"])
+            return result, {k: (after[k] - before[k]) / done * 1e6 for k in before}
+
+        def h2tunnelRun() -> dict[str, float]:
+            result = h2load(tunnelURL, args.h2_requests, 16, 10, host)
+            result["requests"] = args.h2_requests - result["failed"]
+            return result
+
+        load = lambda: f"loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"  # noqa: E731
+        d, c = args.duration, args.connections
+
+        def h2nginxRun() -> dict[str, float]:
+            result = h2load(f"https://127.0.0.1:{proxyH2}/", 100000, 16, 10)
+            result["requests"] = 100000 - result["failed"]
+            return result
+
+        def figures(prefix: str, tunnel: dict[str, float], nginx: dict[str, float]) -> str:
+            """
+            CPU per request of each process, of the whole tunnel path
+            (gateway, client, nginx as the backend, load generator) and of
+            the nginx path (nginx as proxy and backend, load generator),
+            and their ratio: what the throughput ratio would be if the
+            processes had the CPUs to themselves.
+            """
+            tunnelPath = sum(v for k, v in tunnel.items() if k != "gatewaySystem")
+            nginxPath = nginx["nginx"] + nginx["loadgen"]
+            return (
+                f"{prefix}gateway_cpu_us={tunnel['gateway']:.0f} {prefix}gateway_sys_us={tunnel['gatewaySystem']:.0f} "
+                f"{prefix}client_cpu_us={tunnel['client']:.0f} "
+                f"{prefix}tunnel_path_cpu_us={tunnelPath:.0f} {prefix}nginx_path_cpu_us={nginxPath:.0f} "
+                f"{prefix}cpu_ratio={nginxPath / tunnelPath if tunnelPath else 0.0:.3f}"
+            )
+
         if args.h2_only:
             h2load(tunnelURL, 2000, 16, 10, host)
-            gatewayPid, clientPid = procs[-2].pid, procs[-1].pid
-            h2nginx = h2load(f"https://127.0.0.1:{proxyH2}/", 100000, 16, 10)
-            before = cpuSeconds(gatewayPid), cpuSeconds(clientPid)
-            h2tunnel = h2load(tunnelURL, args.h2_requests, 16, 10, host)
-            after = cpuSeconds(gatewayPid), cpuSeconds(clientPid)
-            done = max(1.0, args.h2_requests - h2tunnel["failed"])
+            h2nginx, h2nginxCpu = cpuPerRequest("h2nginx", h2nginxRun)
+            h2tunnel, h2cpu = cpuPerRequest("h2", h2tunnelRun)
             print(f"h2load nginx_h2 rps={h2nginx['rps']:.0f} failed={h2nginx['failed']:.0f}")
             print(f"h2load tunnel rps={h2tunnel['rps']:.0f} failed={h2tunnel['failed']:.0f}")
             print(
                 f"nginx_h2_rps={h2nginx['rps']:.0f} h2_tunnel_rps={h2tunnel['rps']:.0f} "
                 f"h2_tunnel_over_nginx_h2={h2tunnel['rps'] / h2nginx['rps'] if h2nginx['rps'] else 0.0:.3f} "
-                f"h2_gateway_cpu_us={(after[0] - before[0]) / done * 1e6:.0f} "
-                f"h2_client_cpu_us={(after[1] - before[1]) / done * 1e6:.0f} "
-                f"loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"
+                f"{figures('h2_', h2cpu, h2nginxCpu)} {load()}"
             )
             return
-        d, c = args.duration, args.connections
+        if args.bulk_only:
+            profiler.start("bulk")
+            before = snapshot()
+            bulk = bulkMBps(host, gw, os.path.join(base, "data", "gateway", "selfsigned.crt"))
+            after = snapshot()
+            profiler.stop()
+            perMB = {k: (after[k] - before[k]) / 64 * 1e3 for k in ("gateway", "client")}
+            print(
+                f"tunnel_bulk_MBps={bulk:.0f} bulk_gateway_cpu_ms_per_MiB={perMB['gateway']:.2f} "
+                f"bulk_client_cpu_ms_per_MiB={perMB['client']:.2f} {load()}"
+            )
+            return
+        if args.http1_only:
+            viaNginx, nginxCpu = cpuPerRequest("nginx", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2))
+            tunnel, cpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
+            print(
+                f"nginx_rps={viaNginx['rps']:.0f} tunnel_rps={tunnel['rps']:.0f} "
+                f"c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} tunnel_non2xx={tunnel['non2xx']:.0f} "
+                f"{figures('', cpu, nginxCpu)} {load()}"
+            )
+            return
         direct = wrk(f"http://127.0.0.1:{backend}/", d, c, 2)
-        viaNginx = wrk(f"http://127.0.0.1:{proxy}/", d, c, 2)
+        viaNginx, nginxCpu = cpuPerRequest("nginx", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2))
         viaNginxTLS = wrk(f"https://127.0.0.1:{proxyTLS}/", d, c, 2)
-        tunnel = wrk(tunnelURL, d, c, 2, host)
+        tunnel, cpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
         direct1 = wrk(f"http://127.0.0.1:{backend}/", 4, 1, 1)
         tunnel1 = wrk(tunnelURL, 4, 1, 1, host)
         h2direct = h2load(f"http://127.0.0.1:{backendH2}/", 100000, 16, 10)
-        h2nginx = h2load(f"https://127.0.0.1:{proxyH2}/", 100000, 16, 10)
-        h2tunnel = h2load(tunnelURL, 20000, 16, 10, host)
+        h2nginx, h2nginxCpu = cpuPerRequest("h2nginx", h2nginxRun)
+        h2tunnel, h2cpu = cpuPerRequest("h2", h2tunnelRun)
         bulk = bulkMBps(host, gw, os.path.join(base, "data", "gateway", "selfsigned.crt"))
         rows = [
             ("direct", direct),
@@ -310,9 +460,11 @@ def main() -> None:
             f"tunnel_added_p50_ms={tunnel1['p50'] - direct1['p50']:.3f} h2_tunnel_rps={h2tunnel['rps']:.0f} "
             f"h2_direct_rps={h2direct['rps']:.0f} direct_p50_ms={direct['p50']:.2f} direct_p99_ms={direct['p99']:.2f} "
             f"nginx_p50_ms={viaNginx['p50']:.2f} nginx_p99_ms={viaNginx['p99']:.2f} tunnel_p50_ms={tunnel['p50']:.2f} "
-            f"tunnel_p99_ms={tunnel['p99']:.2f} tunnel_bulk_MBps={bulk:.0f} nginx_tls_rps={viaNginxTLS['rps']:.0f} c_over_a={tunnel['rps'] / direct['rps']:.3f} c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} "
+            f"tunnel_p99_ms={tunnel['p99']:.2f} tunnel_bulk_MBps={bulk:.0f} nginx_tls_rps={viaNginxTLS['rps']:.0f} "
+            f"{figures('', cpu, nginxCpu)} {figures('h2_', h2cpu, h2nginxCpu)} "
+            f"c_over_a={tunnel['rps'] / direct['rps']:.3f} c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} "
             f"nginx_h2_rps={h2nginx['rps']:.0f} h2_tunnel_over_nginx_h2={h2tunnel['rps'] / h2nginx['rps'] if h2nginx['rps'] else 0.0:.3f} "
-            f"loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"
+            f"{load()}"
         )
     finally:
         for p in reversed(procs):

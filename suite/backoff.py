@@ -29,7 +29,7 @@ class Backoff:
         """
         The next delay; each call doubles the ceiling.
         """
-        ceiling = min(self.maximum, self.initial * (2**self.failures))
+        ceiling = min(self.maximum, self.initial * (2.0**self.failures))
         self.failures += 1
         if not self.jitter:
             return ceiling

@@ -5,23 +5,30 @@ the one-line error contract, and the console-script front door.
 Every daemon's C{Options} subclasses L{DaemonOptions}; its C{makeService} is
 wrapped with L{exitOnConfigError} so a bad flag, key or file ends the process
 with one line on stderr naming it and exit code 2, never a traceback.
+The start-up barrier listeners report to lives in L{suite.startup}; its
+names are importable from here too.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
+
+from suite.startup import (
+    BARRIER_ATTRIBUTE,
+    GuardedEndpointService,
+    StartupBarrier,
+    barrierFor,
+    listenFailureReason,
+    watchListening,
+)
 
 __all__ = [
     "ConfigError",
@@ -35,6 +42,7 @@ __all__ = [
     "barrierFor",
     "watchListening",
     "GuardedEndpointService",
+    "BARRIER_ATTRIBUTE",
     "listenFailureReason",
     "suiteVersion",
     "versionText",
@@ -43,7 +51,8 @@ __all__ = [
 
 log = Logger(namespace="suite.daemon")
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _O = TypeVar("_O", bound=usage.Options)
 
 
@@ -98,22 +107,23 @@ def _printVersion(options: usage.Options) -> None:
     raise SystemExit(0)
 
 
-class _SuiteSubOptions:
+class _SuiteSubOptions(usage.Options):
     """
-    Mixed into every subcommand's options: the suite's C{--version}, and the
-    same argument normalisation as L{DaemonOptions}.
+    Mixed into every subcommand's options (first among its bases): the
+    suite's C{--version}, and the same argument normalisation as
+    L{DaemonOptions}.
     """
 
     def opt_version(self) -> None:
         """
         Print the suite's and Twisted's versions and exit.
         """
-        _printVersion(self)  # type: ignore[arg-type]
+        _printVersion(self)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         args = list(sys.argv[1:] if options is None else options)
-        _wrapSubCommands(self)  # type: ignore[arg-type]
-        super().parseOptions(_normaliseArgs(self, args))  # type: ignore[misc, arg-type]
+        _wrapSubCommands(self)
+        super().parseOptions(_normaliseArgs(self, args))
 
 
 _WRAPPED: dict[type, type] = {}
@@ -143,7 +153,7 @@ def withSuiteOptions(cls: type[_O]) -> type[_O]:
     C{cls} (a L{usage.Options} used as a subcommand or shown as one) with
     the suite's C{--version} and argument normalisation.
     """
-    return _suiteSubclass(cls)  # type: ignore[return-value]
+    return _suiteSubclass(cls)
 
 
 def _wrapSubCommands(options: usage.Options) -> None:
@@ -160,6 +170,7 @@ def _wrapSubCommands(options: usage.Options) -> None:
         if isinstance(parser, type) and issubclass(parser, usage.Options):
             parser = _suiteSubclass(parser)
         wrapped.append([name, short, parser, doc])
+    # subCommands is declared by the Options classes that have subcommands.
     options.subCommands = wrapped  # type: ignore[attr-defined]
 
 
@@ -230,7 +241,8 @@ def _normaliseArgs(options: usage.Options, args: list[str]) -> list[str]:
         return out
     command = args[at]
     tail = args[at + 1 :]
-    parser = next(p for n, s, p, d in options.subCommands if command in (n, s))  # type: ignore[attr-defined]
+    subCommands: list[Any] = getattr(options, "subCommands", [])
+    parser = next(p for n, s, p, d in subCommands if command in (n, s))
     try:
         sub = parser()
     except Exception:
@@ -361,16 +373,16 @@ class DaemonOptions(usage.Options):
                 raise ConfigError(f"--manhole: {e}") from None
 
 
-def exitOnConfigError(prog: str) -> Callable[[_F], _F]:
+def exitOnConfigError(prog: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """
     Decorate a C{makeService}: a L{usage.UsageError} (including
     L{ConfigError}) or an C{OSError} raised while building the service is
     printed as one line naming its cause and the process exits with code 2.
     """
 
-    def decorate(f: _F) -> _F:
+    def decorate(f: Callable[_P, _R]) -> Callable[_P, _R]:
         @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             try:
                 return f(*args, **kwargs)
             except (usage.UsageError, OSError) as e:
@@ -378,287 +390,9 @@ def exitOnConfigError(prog: str) -> Callable[[_F], _F]:
                 sys.stderr.flush()
                 raise SystemExit(2) from None
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
-
-
-#: The attribute of a daemon's root service holding its L{StartupBarrier}.
-BARRIER_ATTRIBUTE = "startupBarrier"
-
-
-def listenFailureReason(failure: Failure | BaseException) -> str:
-    """
-    The reason a listener could not bind, in the words an operator expects
-    (Twisted reports a unix socket held by a live process as a lock it
-    cannot acquire).
-    """
-    error = failure.value if isinstance(failure, Failure) else failure
-    socketError = getattr(error, "socketError", None)
-    text = str(socketError) if socketError is not None else str(error)
-    if "Cannot acquire lock" in text or "Cannot acquire lock" in str(error):
-        return "address already in use (another process listens on this socket)"
-    if isinstance(socketError, OSError) and socketError.strerror:
-        return socketError.strerror.lower()
-    return " ".join(text.split()) or error.__class__.__name__
-
-
-def _hardExit(code: int, pidfile: str | None) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    if pidfile:
-        try:
-            os.unlink(pidfile)
-        except OSError:
-            pass
-    os._exit(code)
-
-
-def _notifySystemd(state: bytes, environ: Mapping[str, str]) -> None:
-    """
-    Tell systemd (C{Type=notify} units) about C{state}, when
-    C{NOTIFY_SOCKET} names a socket; otherwise do nothing.
-    """
-    path = environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    if path.startswith("@"):
-        path = "\0" + path[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(path)
-            s.sendall(state)
-    except OSError as e:
-        log.warn("cannot notify systemd on {path}: {error}", path=path, error=e)
-
-
-class StartupBarrier:
-    """
-    The start-up barrier of one daemon: every listener registers the
-    Deferred of its bind (L{watchListening}); once the reactor runs and every
-    registered listener is listening, the daemon logs one C{started} line
-    naming them, tells systemd C{READY=1} and fires L{whenStarted}.  The
-    first listener that cannot bind is one critical line naming its flag,
-    its address and the reason; under twistd the process then stops with
-    exit status 1, so a supervisor sees the failure instead of a
-    half-started daemon.
-
-    @ivar fatal: end the process with exit status 1 on failure (true when
-        run by twistd; services built by tests only log).
-    @ivar stopOnFailure: stop the reactor on failure (by default when
-        C{fatal}); a runner that is not twistd checks L{failed} afterwards.
-    """
-
-    def __init__(
-        self,
-        prog: str,
-        reactor: Any = None,
-        fatal: bool = False,
-        pidfile: str | None = None,
-        environ: Mapping[str, str] | None = None,
-        stopOnFailure: bool | None = None,
-    ) -> None:
-        self.prog = prog
-        self.reactor = reactor
-        self.fatal = fatal
-        self.stopOnFailure = fatal if stopOnFailure is None else stopOnFailure
-        self.pidfile = pidfile
-        self.environ: Mapping[str, str] = os.environ if environ is None else environ
-        self.listening: list[str] = []
-        self.failed: str | None = None
-        self._pending = 0
-        self._sealed = False
-        self._done = False
-        self._waiters: list[Deferred[list[str]]] = []
-
-    def expect(self, what: str, description: str, d: Deferred[Any]) -> Deferred[Any]:
-        """
-        Wait for the listener C{what} (its flag or key) binding
-        C{description}; C{d} fires with the listening port or fails.  The
-        result passes through unchanged; a failure is consumed here.
-        """
-        self._pending += 1
-
-        def listened(port: Any) -> Any:
-            self._pending -= 1
-            self.listening.append(f"{description} ({what})")
-            self._check()
-            return port
-
-        def failed(f: Failure) -> None:
-            self._pending -= 1
-            self.fail(what, f"cannot listen on {description}: {listenFailureReason(f)}")
-
-        return d.addCallbacks(listened, failed)
-
-    def fail(self, what: str, reason: str) -> None:
-        """
-        Start-up failed: one critical line, then (when fatal) stop with
-        exit status 1.  Only the first failure is reported.
-        """
-        if self.failed is not None:
-            return
-        self.failed = f"{what}: {reason}"
-        log.critical("{what}: {reason}", what=what, reason=reason, fatal=True)
-        waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            w.errback(RuntimeError(self.failed))
-        reactor = self.reactor
-        if reactor is None or not (self.fatal or self.stopOnFailure):
-            return
-        if self.fatal:
-            reactor.addSystemEventTrigger("after", "shutdown", _hardExit, 1, self.pidfile)
-        if getattr(reactor, "running", False):
-            reactor.stop()
-        else:
-            reactor.callWhenRunning(reactor.stop)
-
-    def whenStarted(self) -> Deferred[list[str]]:
-        """
-        A Deferred firing with the listeners' descriptions once every one
-        listens (failing if one cannot).
-        """
-        d: Deferred[list[str]] = Deferred()
-        if self.failed is not None:
-            d.errback(RuntimeError(self.failed))
-        elif self._done:
-            d.callback(list(self.listening))
-        else:
-            self._waiters.append(d)
-        return d
-
-    def attach(self, root: IService) -> StartupBarrier:
-        """
-        Become the barrier of the daemon whose root service is C{root}, and
-        seal once the reactor runs (after twistd started every service):
-        from then on, the daemon is started when nothing is pending.
-        """
-        setattr(root, BARRIER_ATTRIBUTE, self)
-        reactor = self.reactor
-        if getattr(reactor, "running", False) and hasattr(reactor, "callLater"):
-            reactor.callLater(0, self._seal)
-        elif reactor is not None and hasattr(reactor, "callWhenRunning"):
-            reactor.callWhenRunning(self._seal)
-        else:
-            self._seal()
-        return self
-
-    def _seal(self) -> None:
-        self._sealed = True
-        self._check()
-
-    def _check(self) -> None:
-        if not self._sealed or self._pending or self._done or self.failed is not None:
-            return
-        self._done = True
-        if self.listening:
-            log.info(
-                "{prog} started: listening on {listeners}",
-                prog=self.prog,
-                listeners=", ".join(self.listening),
-            )
-        else:
-            log.info("{prog} started", prog=self.prog)
-        _notifySystemd(b"READY=1", self.environ)
-        waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            w.callback(list(self.listening))
-
-
-def barrierFor(service: IService) -> StartupBarrier | None:
-    """
-    The L{StartupBarrier} of the daemon C{service} belongs to: the one
-    attached to C{service} or to any of its parents.
-    """
-    node: Any = service
-    while node is not None:
-        found = getattr(node, BARRIER_ATTRIBUTE, None)
-        if isinstance(found, StartupBarrier):
-            return found
-        node = getattr(node, "parent", None)
-    return None
-
-
-def watchListening(
-    service: IService,
-    what: str,
-    description: str,
-    d: Deferred[Any],
-    reactor: Any = None,
-) -> Deferred[Any]:
-    """
-    Register the bind C{d} of the listener C{what} (a flag or key) on
-    C{description} with the barrier of C{service}'s daemon.  Without a
-    barrier (a service built outside a daemon), a failure is logged as one
-    critical line and the reactor, when given, is stopped.
-    """
-    barrier = barrierFor(service)
-    if barrier is not None:
-        return barrier.expect(what, description, d)
-
-    def failed(f: Failure) -> None:
-        log.critical(
-            "{what}: cannot listen on {endpoint}: {reason}",
-            what=what,
-            endpoint=description,
-            reason=listenFailureReason(f),
-        )
-        if reactor is not None and hasattr(reactor, "stop"):
-            if getattr(reactor, "running", False):
-                reactor.stop()
-            else:
-                reactor.callWhenRunning(reactor.stop)
-
-    return d.addErrback(failed)
-
-
-class GuardedEndpointService(StreamServerEndpointService):
-    """
-    A L{StreamServerEndpointService} whose bind is watched by the daemon's
-    L{StartupBarrier}: a port that cannot be bound fails start-up with one
-    line naming C{flag} and C{description} instead of an unhandled error.
-    """
-
-    def __init__(self, endpoint: Any, factory: Any, flag: str, description: str, reactor: Any = None) -> None:
-        super().__init__(endpoint, factory)
-        self.flag = flag
-        self.description = description
-        self.reactor = reactor
-        self.port: Any = None
-
-    def privilegedStartService(self) -> None:
-        if self._waitingForPort is not None:
-            return
-        Service.privilegedStartService(self)
-        self._waitingForPort = self.endpoint.listen(self.factory)
-
-        def listened(port: Any) -> Any:
-            self.port = port
-            return port
-
-        self._waitingForPort.addCallback(listened)
-        watchListening(self, self.flag, self.description, self._waitingForPort, self.reactor)
-
-    def startService(self) -> None:
-        Service.startService(self)
-        if self._waitingForPort is None:
-            self.privilegedStartService()
-
-    def stopService(self) -> Any:
-        d = self._waitingForPort
-        Service.stopService(self)
-        if d is None:
-            return None
-        self._waitingForPort = None
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
-        if not d.called:
-            d.cancel()
-        return None
 
 
 def _isTwistdOptions(options: Any) -> bool:
@@ -726,6 +460,7 @@ def _installLogObserver(root: IService, options: Any) -> None:
             parent.setComponent(ILogObserver, suitelogging.observer())
         return original(parent)
 
+    # Shadows the method on this one instance, on purpose.
     root.setServiceParent = setServiceParent  # type: ignore[method-assign]
 
 
@@ -813,7 +548,7 @@ def runConsole(
     app.run(runApp, onlySuitePlugin(ServerOptions, pluginName))
 
 
-def onlySuitePlugin(serverOptions: type[usage.Options], pluginName: str) -> type[usage.Options]:
+def onlySuitePlugin(serverOptions: type[_O], pluginName: str) -> type[_O]:
     """
     twistd's C{ServerOptions} knowing only the suite's plugin C{pluginName}.
 
@@ -824,7 +559,7 @@ def onlySuitePlugin(serverOptions: type[usage.Options], pluginName: str) -> type
     """
     from twisted.application.service import IServiceMaker
 
-    from twisted.plugins import suite_plugins  # type: ignore[attr-defined]
+    from twisted.plugins import suite_plugins
 
     makers = [
         m
@@ -834,6 +569,7 @@ def onlySuitePlugin(serverOptions: type[usage.Options], pluginName: str) -> type
     if not makers:
         raise ConfigError(f"no twistd plugin named {pluginName!r} in twisted.plugins.suite_plugins")
 
+    # mypy takes no class held in a variable as a base.
     class Options(serverOptions):  # type: ignore[valid-type,misc]
         @staticmethod
         def _getPlugins(interface: Any) -> list[Any]:

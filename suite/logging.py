@@ -20,16 +20,20 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
+from constantly import NamedConstant
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
+    LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
     PredicateResult,
     formatEvent,
     globalLogBeginner,
 )
+from zope.interface import implementer
 
 __all__ = [
     "Secret",
@@ -98,7 +102,8 @@ def parseLevel(name: str) -> LogLevel:
     if key == "trace":
         key = "debug"
     try:
-        return LogLevel.levelWithName(key)
+        level: LogLevel = LogLevel.levelWithName(key)
+        return level
     except Exception:
         raise ValueError(f"unknown log level {name!r} (use debug, info, warn, error or critical)") from None
 
@@ -244,18 +249,24 @@ def textObserver(stream: IO[str] | None = None) -> ILogObserver:
 _FACTORY_NOISE = ("Starting factory {factory!r}", "Stopping factory {factory!r}")
 
 
-def _factoryNoise(level: LogLevel) -> Any:
-    def predicate(event: Mapping[str, Any]) -> PredicateResult:
-        if level > LogLevel.debug and event.get("log_format") in _FACTORY_NOISE:
-            return PredicateResult.no
-        return PredicateResult.maybe
+@implementer(ILogFilterPredicate)
+class _FactoryNoise:
+    """
+    Drops L{_FACTORY_NOISE} unless C{level} is debug.
+    """
 
-    return predicate
+    def __init__(self, level: LogLevel) -> None:
+        self.level = level
+
+    def __call__(self, event: LogEvent) -> NamedConstant:
+        noise = self.level > LogLevel.debug and event.get("log_format") in _FACTORY_NOISE
+        result: NamedConstant = PredicateResult.no if noise else PredicateResult.maybe
+        return result
 
 
 def _filtered(obs: ILogObserver, level: LogLevel) -> ILogObserver:
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    return FilteringLogObserver(obs, [_factoryNoise(level), predicate])
+    return FilteringLogObserver(obs, [_FactoryNoise(level), predicate])
 
 
 def observer() -> ILogObserver:

@@ -167,7 +167,7 @@ def loadOrCreateHostKey(path: str | None = None) -> keys.Key:
         fp = FilePath(path)
         if fp.exists():
             try:
-                key = keys.Key.fromString(fp.getContent())
+                key: keys.Key = keys.Key.fromString(fp.getContent())
             except (keys.BadKeyError, keys.EncryptedKeyError, ValueError) as e:
                 raise ManholeError(f"manhole host key {path}: not a usable private key ({e})") from None
             if key.isPublic():
@@ -209,6 +209,7 @@ class _ManholeSession(manhole_ssh.TerminalSession):
             self._terminal.proto.loseConnection()
 
 
+@implementer(portal.IRealm)
 class _ManholeRealm(manhole_ssh.TerminalRealm):
     sessionFactory = _ManholeSession
 
@@ -223,11 +224,13 @@ def _sshFactory(namespace: dict[str, Any], authorizedKeys: str, hostKey: keys.Ke
     def chainedProtocolFactory() -> insults.ServerProtocol:
         return insults.ServerProtocol(manhole.ColoredManhole, namespace)
 
-    realm.chainedProtocolFactory = chainedProtocolFactory  # type: ignore[method-assign,assignment]
+    # Twisted types this as the ServerProtocol class; any callable making one will do.
+    realm.chainedProtocolFactory = chainedProtocolFactory  # type: ignore[assignment]
     checker = SSHPublicKeyChecker(AuthorizedKeysFile(authorizedKeys))
-    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))  # type: ignore[arg-type]
+    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))
     # Instance attributes: on ConchFactory these are shared class attributes.
-    factory.publicKeys = {hostKey.sshType(): hostKey.public()}  # type: ignore[dict-item]
+    factory.publicKeys = {hostKey.sshType(): hostKey.public()}
+    # Twisted annotates the values as bytes, but its SSH transport uses keys.Key objects.
     factory.privateKeys = {hostKey.sshType(): hostKey}  # type: ignore[dict-item]
     return factory
 
@@ -261,7 +264,7 @@ class _TelnetBootstrap(telnet.TelnetBootstrapProtocol):
 
 def _telnetFactory(namespace: dict[str, Any]) -> Factory:
     factory = ServerFactory()
-    factory.protocol = lambda: telnet.TelnetTransport(  # type: ignore[assignment,misc]
+    factory.protocol = lambda: telnet.TelnetTransport(
         _TelnetBootstrap,
         insults.ServerProtocol,
         manhole.ColoredManhole,

@@ -7,7 +7,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-__all__ = ["isIPAddress", "noDelay"]
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IListeningPort
+
+__all__ = ["isIPAddress", "noDelay", "boundPort"]
 
 
 def isIPAddress(text: str) -> bool:
@@ -41,3 +44,16 @@ def noDelay(transport: Any) -> None:
                 pass
             return
         transport = getattr(transport, "transport", None)
+
+
+def boundPort(port: IListeningPort) -> int:
+    """
+    The port number a TCP or UDP listener is bound to (the one the system
+    chose for port 0).
+
+    @raise TypeError: when C{port} does not listen on an IP address.
+    """
+    address = port.getHost()
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        raise TypeError(f"not an IP listener: {address!r}")
+    return address.port

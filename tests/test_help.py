@@ -73,7 +73,7 @@ class HelpTextTests(SynchronousTestCase):
         No C{C{...}}, C{L{...}} or other epytext markup in any help text of
         any console script, plugin, subcommand or plugin description.
         """
-        texts = []
+        texts: list[tuple[str, str]] = []
         for name, factory in _consoleOptions().items():
             texts.extend(_walk(factory(), name))
         for maker in getPlugins(IServiceMaker):

@@ -133,7 +133,7 @@ class InProcessSurfacesTests(SynchronousTestCase):
 
         hub = RendezvousHub(Clock(), templatesDir=self.mktemp())
         registry = CollectorRegistry(auto_describe=True)
-        registry.register(HubCollector(hub))  # type: ignore[arg-type]
+        registry.register(HubCollector(hub))
         text = generate_latest(registry).decode()
         self.assertIn("goop_hub_peers 0.0", text)
         self.assertEqual(lintExposition(text, "goop"), [])

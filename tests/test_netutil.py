@@ -4,10 +4,13 @@ Tests for L{suite.netutil}.
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from suite.netutil import isIPAddress, noDelay
+from suite.netutil import boundPort, isIPAddress, noDelay
 
 
 class _TCP(StringTransport):
@@ -79,3 +82,38 @@ class IsIPAddressTests(SynchronousTestCase):
             self.assertTrue(isIPAddress(text), text)
         for text in ("localhost", "[::1]", "", "1.2.3", "example.com"):
             self.assertFalse(isIPAddress(text), text)
+
+
+@implementer(IListeningPort)
+class _Port:
+    def __init__(self, address: IAddress) -> None:
+        self.address = address
+
+    def startListening(self) -> None:
+        pass
+
+    def stopListening(self) -> None:
+        pass
+
+    def getHost(self) -> IAddress:
+        return self.address
+
+
+class BoundPortTests(SynchronousTestCase):
+    """
+    L{boundPort} reads the port number of an IP listener.
+    """
+
+    def test_ip(self) -> None:
+        """
+        TCP and UDP listeners on IPv4 or IPv6 give their port number.
+        """
+        self.assertEqual(boundPort(_Port(IPv4Address("TCP", "127.0.0.1", 8081))), 8081)
+        self.assertEqual(boundPort(_Port(IPv6Address("UDP", "::1", 7946))), 7946)
+
+    def test_notIP(self) -> None:
+        """
+        A listener on a unix socket has no port number: a L{TypeError} says so.
+        """
+        e = self.assertRaises(TypeError, boundPort, _Port(UNIXAddress("/tmp/x.sock")))
+        self.assertIn("not an IP listener", str(e))

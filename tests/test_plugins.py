@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from twisted.application.service import IServiceMaker
-from twisted.plugin import IPlugin, getPlugins
+from twisted.application.service import IServiceMaker, ServiceMaker
+from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.process import BIN
@@ -29,7 +29,7 @@ class PluginDiscoveryTests(SynchronousTestCase):
         """
         Every suite daemon is an IServiceMaker plugin with a tap module.
         """
-        makers = {p.tapname: p for p in getPlugins(IServiceMaker) if IPlugin.providedBy(p)}
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker) if isinstance(p, ServiceMaker)}
         for name in PLUGINS:
             self.assertIn(name, makers)
             self.assertTrue(makers[name].module.startswith("suite."))

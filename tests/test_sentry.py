@@ -18,6 +18,7 @@ from suite.daemon import ConfigError
 from suite.pki.ca import initBundle
 from suite.sentry import SentryService, checkDSN
 from suite.specter.options import Options as SpecterOptions
+from tests.support.http import serveLoopback
 from tests.support.process import DaemonProcess, freePort, scriptArgs
 from tests.support.sentry import Envelope, sentryStandIn
 
@@ -73,9 +74,8 @@ class ReportingTests(TestCase):
         message; secrets in fields and URLs are redacted.
         """
         site, received = sentryStandIn()
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
-        dsn = f"http://publickey@127.0.0.1:{port.getHost().port}/42"
+        portNumber = await serveLoopback(self, site)
+        dsn = f"http://publickey@127.0.0.1:{portNumber}/42"
         publisher = LogPublisher()
         service = SentryService(dsn, reactor, publisher=publisher, release="test@1")
         service.startService()
@@ -118,8 +118,7 @@ class ReportingTests(TestCase):
         it is, without the DSN's key.
         """
         site, received = sentryStandIn()
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
+        portNumber = await serveLoopback(self, site)
         base = os.path.abspath(self.mktemp())
         initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
         ring, internal = freePort(), freePort()
@@ -143,7 +142,7 @@ class ReportingTests(TestCase):
                 "--virtual",
                 "1",
             ),
-            env={"SENTRY_DSN": f"http://publickey@127.0.0.1:{port.getHost().port}/42"},
+            env={"SENTRY_DSN": f"http://publickey@127.0.0.1:{portNumber}/42"},
             name="specter",
         ).start()
         await proc.waitForHTTP(f"http://127.0.0.1:{internal}/readyz")

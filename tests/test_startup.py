@@ -333,7 +333,7 @@ class DaemonsFailLoudlyTests(SynchronousTestCase):
         """
         specter server with --listen-internal taken (it used to keep running).
         """
-        from suite.pki.command import initBundle
+        from suite.pki.ca import initBundle
 
         base = self.mktemp()
         initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
@@ -371,7 +371,7 @@ class DaemonsFailLoudlyTests(SynchronousTestCase):
         os.symlink(str(os.getpid()), lock)
         self.addCleanup(os.unlink, lock)
         state = writeState(self.mktemp())
-        self.port = os.path.basename(path)  # type: ignore[assignment]
+        self.port = os.path.basename(path)
         self._startFails(
             twistdArgs(
                 "clustor-cp",

@@ -20,15 +20,15 @@ import twisted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: Twisted's HTTP/2 sending loop and the three methods that feed it, which
-#: suite/specter/gateway/h2.py's BatchingH2Connection re-implements (frames
-#: of a turn written together): fingerprints of the reviewed version's source.
-H2_SEND_LOOP = "962d5b59c8d38671"
-H2_FEEDERS = {
-    "writeHeaders": "2780487f07d28fd7",
-    "writeDataToStream": "073b03004c5d6012",
-    "endRequest": "12a4b4c2ddd303c6",
-}
+#: tcp.Connection.write and FileDescriptor.write (its buffering path), which
+#: eagerWrites falls back to (suite/specter/tunnel/twistedio.py):
+#: fingerprints of the reviewed version's source.
+TCP_WRITE = ("ea311df0946d3f99", "3e46c97fc173bc7e")
+
+
+#: TLSMemoryBIOProtocol._flushReceiveBIO and _flushSendBIO, which
+#: LeanTLSTransport re-implements (suite/specter/tunnel/twistedio.py).
+TLS_READ_LOOP = ("b45e129f60c44862", "c034168e4f0faf2c")
 
 
 def _fingerprint(f: Any) -> str:
@@ -40,54 +40,89 @@ class PrivateAPITests(SynchronousTestCase):
     One test per private API, failing with what to review.
     """
 
-    def test_http2Connection(self) -> None:
+    def test_tcpWriteBuffer(self) -> None:
         """
-        suite/specter/gateway/h2.py subclasses twisted.web._http2.H2Connection
-        and re-implements its sending loop over its private state.
+        suite/specter/tunnel/twistedio.py (eagerWrites) reads the write
+        buffer state of twisted.internet.tcp.Connection and falls back to
+        its own C{write}: the attributes are there, C{write} is the
+        buffering one of L{FileDescriptor}, and C{writeSomeData} returns
+        the count sent (or an exception instance).
         """
-        from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
+        from twisted.internet import tcp
+        from twisted.internet.abstract import FileDescriptor
+        from twisted.internet.protocol import Protocol
 
-        self.assertIsNotNone(_END_STREAM_SENTINEL)
-        self.assertEqual(
-            _fingerprint(H2Connection._sendPrioritisedData),
-            H2_SEND_LOOP,
-            "twisted.web._http2.H2Connection._sendPrioritisedData changed: review "
-            "BatchingH2Connection in suite/specter/gateway/h2.py, then update H2_SEND_LOOP",
-        )
-        for method, print_ in H2_FEEDERS.items():
-            self.assertEqual(
-                _fingerprint(getattr(H2Connection, method)),
-                print_,
-                f"twisted.web._http2.H2Connection.{method} changed: review "
-                f"BatchingH2Connection.{method} in suite/specter/gateway/h2.py, then update H2_FEEDERS",
-            )
-        connection = H2Connection(MemoryReactorClock())
+        class _Socket:
+            def setblocking(self, flag: bool) -> None:
+                pass
+
+            def fileno(self) -> int:
+                return 99
+
+            def send(self, data: Any) -> int:
+                return 2
+
+        conn = tcp.Connection(_Socket(), Protocol(), MemoryReactorClock())  # type: ignore[arg-type]
         for name in (
-            "_stillProducing",
-            "priority",
-            "_sendingDeferred",
-            "_consumerBlocked",
-            "conn",
-            "_outboundStreamQueues",
-            "streams",
-            "_reactor",
+            "dataBuffer",
+            "_tempDataBuffer",
+            "disconnecting",
+            "_writeDisconnecting",
+            "_writeDisconnected",
+            "TLS",
         ):
-            self.assertTrue(hasattr(connection, name), f"H2Connection.{name} is gone")
-        for name in ("_requestDone", "remainingOutboundWindow", "resetTimeout", "_tryToWriteControlData"):
-            self.assertTrue(callable(getattr(connection, name, None)), f"H2Connection.{name}() is gone")
+            self.assertTrue(hasattr(conn, name), f"tcp.Connection.{name} is gone")
+        self.assertEqual(
+            (_fingerprint(tcp.Connection.write), _fingerprint(FileDescriptor.write)),
+            TCP_WRITE,
+            "tcp.Connection.write changed: review eagerWrites in suite/specter/tunnel/twistedio.py, "
+            "then update TCP_WRITE",
+        )
+        self.assertEqual(conn.writeSomeData(b"abcd"), 2)
 
-    def test_newclient(self) -> None:
+    def test_tlsLost(self) -> None:
         """
-        suite/specter/gateway/h2.py drives HTTP/1.1 over tunnel streams with
-        twisted.web._newclient's protocol and request.
+        suite/specter/tunnel/twistedio.py (closeTransport) reads
+        TLSMemoryBIOProtocol._lostTLSConnection.
         """
-        from twisted.web._newclient import HTTP11ClientProtocol, Request
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        self.assertIn(
+            "self._lostTLSConnection = True", inspect.getsource(TLSMemoryBIOProtocol.connectionLost)
+        )
+        self.assertIs(TLSMemoryBIOProtocol._lostTLSConnection, False)
+
+    def test_tlsReadLoop(self) -> None:
+        """
+        suite/specter/tunnel/twistedio.py (LeanTLSTransport) re-implements
+        TLSMemoryBIOProtocol._flushReceiveBIO and _flushSendBIO, and reads
+        the memory BIOs of pyOpenSSL's Connection through OpenSSL's
+        BIO_get_mem_data.
+        """
+        from OpenSSL import SSL
+        from OpenSSL._util import ffi, lib
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
 
         self.assertEqual(
-            list(inspect.signature(Request.__init__).parameters),
-            ["self", "method", "uri", "headers", "bodyProducer", "persistent"],
+            (
+                _fingerprint(TLSMemoryBIOProtocol._flushReceiveBIO),
+                _fingerprint(TLSMemoryBIOProtocol._flushSendBIO),
+            ),
+            TLS_READ_LOOP,
+            "TLSMemoryBIOProtocol's BIO loops changed: review LeanTLSTransport in "
+            "suite/specter/tunnel/twistedio.py, then update TLS_READ_LOOP",
         )
-        self.assertIn("quiescentCallback", inspect.signature(HTTP11ClientProtocol.__init__).parameters)
+        connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        connection.set_connect_state()
+        with self.assertRaises(SSL.WantReadError):
+            connection.do_handshake()
+        pending = lib.BIO_get_mem_data(connection._from_ssl, ffi.NULL)
+        self.assertGreater(pending, 0)
+        self.assertEqual(len(connection.bio_read(65536)), pending)
+        self.assertEqual(lib.BIO_get_mem_data(connection._from_ssl, ffi.NULL), 0)
+        self.assertEqual(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL), 0)
+        connection.bio_write(b"12345")
+        self.assertEqual(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL), 5)
 
     def test_clientFactory(self) -> None:
         """
@@ -97,7 +132,7 @@ class PrivateAPITests(SynchronousTestCase):
         from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 
         pool = HTTPConnectionPool(MemoryReactorClock())
-        self.assertIs(pool._factory, _HTTP11ClientFactory)  # type: ignore[attr-defined]
+        self.assertIs(pool._factory, _HTTP11ClientFactory)
         self.assertTrue(hasattr(_HTTP11ClientFactory, "noisy"))
 
     def test_alpn(self) -> None:

@@ -71,7 +71,7 @@ __all__ = [
 
 log = Logger(namespace="acme.client")
 
-_T = TypeVar("_T")
+_T = TypeVar("_T", bound=jose.JSONDeSerializable)
 
 USER_AGENT = b"twisted-suite-acme/0.1"
 JOSE_JSON = b"application/jose+json"
@@ -140,7 +140,7 @@ def _problemType(response: ACMEResponse) -> str | None:
 
 def _decoded(cls: type[_T], document: Any, what: str, url: str) -> _T:
     try:
-        return cls.from_json(document)  # type: ignore[attr-defined, no-any-return]
+        return cls.from_json(document)
     except (jose.DeserializationError, ValueError, TypeError, KeyError) as e:
         raise ACMEProtocolError(f"malformed {what} from {url}: {e}")
 

@@ -10,7 +10,14 @@ L{ICertificateStore}.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from suite.acme.store import StoredCertificate
 
 __all__ = ["IChallengePublisher", "ICertificateStore", "ICertificateIssuer"]
 
@@ -29,7 +36,7 @@ class IChallengePublisher(Interface):
     once validation is over, whether it succeeded or not.
     """
 
-    def publish(name, value):  # type: ignore[no-untyped-def]
+    def publish(name: str, value: str) -> Deferred[None]:
         """
         Make C{value} one of the TXT values of C{name}.
 
@@ -42,7 +49,7 @@ class IChallengePublisher(Interface):
             the authoritative servers see the value.
         """
 
-    def unpublish(name, value):  # type: ignore[no-untyped-def]
+    def unpublish(name: str, value: str) -> Deferred[None]:
         """
         Remove C{value} from the TXT values of C{name}; removing a value that
         is not there is not an error.
@@ -58,24 +65,24 @@ class ICertificateStore(Interface):
     I/O) happens off the reactor thread.
     """
 
-    def loadAccountKey():  # type: ignore[no-untyped-def]
+    def loadAccountKey() -> Deferred[bytes | None]:
         """
         Fire with the account's private key as PEM L{bytes}, or C{None} when
         no account key was saved yet.
         """
 
-    def saveAccountKey(pem):  # type: ignore[no-untyped-def]
+    def saveAccountKey(pem: bytes) -> Deferred[None]:
         """
         Keep the account's private key (PEM L{bytes}); fire with C{None}.
         """
 
-    def loadCertificate(name):  # type: ignore[no-untyped-def]
+    def loadCertificate(name: str) -> Deferred[StoredCertificate | None]:
         """
         Fire with the L{suite.acme.store.StoredCertificate} saved under
         C{name} (a certificate's first domain name), or C{None}.
         """
 
-    def saveCertificate(name, certificate):  # type: ignore[no-untyped-def]
+    def saveCertificate(name: str, certificate: StoredCertificate) -> Deferred[None]:
         """
         Keep C{certificate} (a L{suite.acme.store.StoredCertificate}) under
         C{name}, replacing what was there as one step; fire with C{None}.
@@ -90,7 +97,7 @@ class ICertificateIssuer(Interface):
 
     description = Attribute("Where certificates come from, for logs (the ACME directory URL).")
 
-    def issue(names):  # type: ignore[no-untyped-def]
+    def issue(names: Sequence[str]) -> Deferred[StoredCertificate]:
         """
         Obtain a certificate for the domain names C{names} (a sequence of
         L{str}, wildcards such as C{*.example.test} allowed) with a fresh

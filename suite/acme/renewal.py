@@ -476,4 +476,5 @@ class RenewalService(Service):
     def stopService(self) -> Deferred[None] | None:
         for machine in self.machines.values():
             machine.stop()
-        return super().stopService()
+        stopped: Deferred[None] | None = super().stopService()
+        return stopped

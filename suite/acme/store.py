@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from suite.acme.interfaces import ICertificateStore
+from suite.fileutil import writeAtomically
 
 __all__ = ["StoredCertificate", "MemoryCertificateStore", "FileCertificateStore", "fileNameFor"]
 
@@ -154,15 +155,7 @@ class FileCertificateStore:
 
     def _write(self, fileName: str, data: bytes) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        path = os.path.join(self.directory, fileName)
-        tmp = f"{path}.tmp.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        writeAtomically(os.path.join(self.directory, fileName), data)
 
     def loadAccountKey(self) -> Deferred[bytes | None]:
         return self._run(self._read, self.ACCOUNT_KEY)

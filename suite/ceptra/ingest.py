@@ -6,7 +6,10 @@ The CEPtra client API on the admin listener (mTLS, SPIFFE allow list):
     C{{"event_id": str, "key": str, "ts": number, "fields": {...}}}.  Events
     are routed by the 64-bit hash of C{key} (L{suite.ceptra.routing}); each
     partition's share becomes one Raft entry, proposed here when this node
-    leads the partition and forwarded to its leader otherwise.  C{200}
+    leads the partition and forwarded to its leader otherwise; the shares
+    of requests arriving in the same reactor turn (or within
+    C{CEPTRA_INGEST_COMBINE_MS}) are combined into one entry
+    (L{suite.ceptra.combine}), each answered with its own counts.  C{200}
     means every share is committed (and applied on the leader); on C{503}
     the body says which shares committed, and resending the batch is safe
     (events are deduplicated by C{event_id}).
@@ -35,7 +38,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from suite.ceptra.machine import eventsEntry, rulesDigest, rulesEntry
+from suite.ceptra.combine import Combiner
+from suite.ceptra.machine import rulesDigest, rulesEntry
 from suite.ceptra.partitions import NotHosted, PartitionManager
 from suite.ceptra.routing import Routing
 from suite.raft.multi import DialPolicy
@@ -177,6 +181,8 @@ class ClientAPI:
     @param http: a treq-like client with the node's mTLS identity (for
         forwarding to other nodes' admin listeners).
     @param scheme: C{https} (admin mTLS) or C{http}.
+    @param combineDelay: seconds a partition's leader collects concurrent
+        requests into one entry (0: the reactor turn they arrive in).
     """
 
     def __init__(
@@ -188,6 +194,7 @@ class ClientAPI:
         hub: SSEHub,
         retry: DialPolicy,
         scheme: str = "https",
+        combineDelay: float = 0.0,
     ) -> None:
         self.manager = manager
         self.routing = routing
@@ -197,6 +204,7 @@ class ClientAPI:
         self.retry = retry
         self.scheme = scheme
         self.forwarded = 0
+        self.combiner = Combiner(manager.propose, reactor, combineDelay)
 
     def publishResults(self, partition: str, index: int, results: list[dict[str, Any]]) -> None:
         """
@@ -224,10 +232,18 @@ class ClientAPI:
             shares.setdefault(pid, []).append(ev)
         return shares
 
-    async def submit(self, pid: str, entry: bytes, path: str, body: bytes, hops: int) -> dict[str, Any]:
+    async def submit(
+        self,
+        pid: str,
+        propose: Callable[[], Deferred[Any]],
+        path: str,
+        body: bytes | Callable[[], bytes],
+        hops: int,
+    ) -> dict[str, Any]:
         """
-        Commit C{entry} in C{pid}: locally when leading, else forward
-        C{body} to C{path} on the leader's admin listener; retried per the
+        Commit in C{pid}: locally with C{propose()} when leading, else
+        forward C{body} (or what C{body()} makes, the first time it is
+        needed) to C{path} on the leader's admin listener; retried per the
         Raft client settings.
         """
         last = "no attempt made"
@@ -237,7 +253,7 @@ class ClientAPI:
             part = self.manager.partitions.get(pid)
             if part is not None and part.serving() and part.node.leader is not None:
                 try:
-                    result = await self.manager.propose(pid, entry)
+                    result = await propose()
                 except NotLeader as e:
                     last = str(e)
                     continue
@@ -250,6 +266,8 @@ class ClientAPI:
             if target is None:
                 last = f"partition {pid}: no leader or replica address known"
                 continue
+            if not isinstance(body, bytes):
+                body = body()
             try:
                 code, answer = await self._forward(target, path, pid, body, hops + 1)
             except Exception as e:
@@ -311,8 +329,14 @@ class ClientAPI:
             )
 
         async def one(pid: str, share: list[dict[str, Any]]) -> dict[str, Any]:
-            body = json.dumps({"events": share}).encode()
-            return await self.submit(pid, eventsEntry(share), "/ingest", body, hops)
+            # The forwarded body is encoded only if the share is forwarded.
+            return await self.submit(
+                pid,
+                lambda: self.combiner.submit(pid, share),
+                "/ingest",
+                lambda: json.dumps({"events": share}).encode(),
+                hops,
+            )
 
         return await self._all({pid: one(pid, share) for pid, share in shares.items()}, len(events))
 
@@ -322,7 +346,13 @@ class ClientAPI:
         if not pids:
             raise Unavailable("the routing table has no partitions yet")
         entry = rulesEntry(doc)
-        return await self._all({pid: self.submit(pid, entry, "/rules", body, hops) for pid in pids}, None)
+
+        def propose(pid: str) -> Callable[[], Deferred[Any]]:
+            return lambda: self.manager.propose(pid, entry)
+
+        return await self._all(
+            {pid: self.submit(pid, propose(pid), "/rules", body, hops) for pid in pids}, None
+        )
 
     async def _all(self, work: dict[str, Any], total: int | None) -> tuple[int, Any]:
         pids = list(work)

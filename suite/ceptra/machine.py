@@ -2,11 +2,13 @@
 A partition's Raft state machine: the CEP engine, plus rule versioning.
 
 Log entries are the engine's own payloads (L{suite.ceptra.engine.codec}):
-C{E1} + a JSON batch of events (one ingest batch per entry), C{R1} + a JSON
-rules document.  The engine deduplicates events by C{event_id} inside its
+C{E2} + the events of one or more ingest requests in msgpack columns (C{E1}
++ a JSON batch of events, written by earlier versions or for values msgpack
+cannot carry, is applied too), C{R1} + a JSON rules document.  The engine deduplicates events by C{event_id} inside its
 bounded horizon, so a batch resent after a lost acknowledgement is not
 counted twice; the result handed back to the proposer says how many events
-of the batch were new.  A rules entry bumps this partition's rules version
+of the batch were new (for an entry combining several requests, under
+C{"segments"}, one count per request).  A rules entry bumps this partition's rules version
 and records the document's digest (the features-feed follower compares it).
 
 Everything here is deterministic: replaying the log, or restoring a
@@ -25,8 +27,8 @@ from typing import Any
 import msgpack
 from zope.interface import implementer
 
-from suite.ceptra.engine import PartitionEngine, encodeEvents, encodeRules
-from suite.ceptra.engine.codec import RULES_TAG
+from suite.ceptra.engine import PartitionEngine, encodeRules
+from suite.ceptra.engine.codec import RULES_TAG, encodeBatch
 from suite.raft.interfaces import IRaftStateMachine
 
 __all__ = ["PartitionMachine", "eventsEntry", "rulesEntry", "rulesDigest", "partitionNumber"]
@@ -52,14 +54,12 @@ def rulesDigest(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def eventsEntry(events: list[dict[str, Any]]) -> bytes:
+def eventsEntry(*requests: list[dict[str, Any]]) -> bytes:
     """
-    The log entry of one batch of validated events
-    (C{{"event_id", "key", "ts", "fields"}}).
+    The log entry of the validated events (C{{"event_id", "key", "ts",
+    "fields"}}) of one or more requests, in order.
     """
-    return encodeEvents(
-        [{**e["fields"], "event_id": e["event_id"], "key": e["key"], "ts": e["ts"]} for e in events]
-    )
+    return encodeBatch(requests)
 
 
 def rulesEntry(doc: Any) -> bytes:
@@ -129,6 +129,11 @@ class PartitionMachine:
         }
         if after[2] != before[2]:
             answer["rejected"] = after[2] - before[2]
+        segments = self.engine.lastSegments
+        if len(segments) > 1:
+            answer["segments"] = [
+                {"accepted": a, "duplicates": d, **({"rejected": r} if r else {})} for a, d, r in segments
+            ]
         if command[:2] == RULES_TAG:
             if after[2] == before[2] and self._rulesApplied(command):
                 self.rulesVersion += 1

@@ -6,7 +6,6 @@ the variables are read here, in L{Options.postOptions}, and nowhere else.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from typing import Any
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions
+from suite.netutil import isIPAddress
 from suite.web.listen import hostPortEndpoint, parseHostPort
 
 __all__ = ["Options", "ENV"]
@@ -141,7 +141,8 @@ ENV: dict[str, tuple[str, str | None, str]] = {
     "snapshot-threshold": (
         "CEPTRA_SNAPSHOT_THRESHOLD",
         "2000",
-        "Applied log entries (batches) between engine snapshots (1-10000000).",
+        "Applied log entries (batches) between engine snapshots (1-10000000; each replica uses it +-25%, "
+        "so replicas of a partition do not snapshot at once).",
     ),
     "ready-max-lag": (
         "CEPTRA_READY_MAX_LAG",
@@ -152,6 +153,12 @@ ENV: dict[str, tuple[str, str | None, str]] = {
         "CEPTRA_MAX_BATCH_BYTES",
         "4194304",
         "Largest ingest request body, in bytes (1024-67108864).",
+    ),
+    "ingest-combine-ms": (
+        "CEPTRA_INGEST_COMBINE_MS",
+        "0",
+        "How long a partition's leader collects concurrent ingest requests into one Raft entry, "
+        "in ms (0-100; 0: the requests that arrive in the same reactor turn).",
     ),
 }
 
@@ -167,6 +174,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "snapshot-threshold": (1, 10_000_000),
     "ready-max-lag": (0, 1_000_000_000),
     "max-batch-bytes": (1024, 64 * 1024 * 1024),
+    "ingest-combine-ms": (0, 100),
 }
 
 _SPIFFE = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")
@@ -180,11 +188,7 @@ def _label(flag: str) -> str:
 
 
 def _isHost(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return bool(_HOSTNAME.match(value))
+    return isIPAddress(value) or bool(_HOSTNAME.match(value))
 
 
 class Options(DaemonOptions):

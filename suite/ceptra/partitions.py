@@ -14,9 +14,12 @@ Placements are taken from the feed in increasing epoch order only
 (L{suite.ceptra.placement.PlacementLedger}).  Reconciliation (every
 C{interval} seconds, and whenever the feed changes):
 
-  - a partition listed for this node gets a Raft group: a WAL under
-    C{WAL_DIR/<partition>} (with the storage's incarnation,
-    L{suite.raft.incarnation}), snapshots under C{SNAPSHOT_DIR/<partition>},
+  - a partition listed for this node gets a Raft group: its records in
+    the node's shared WAL in C{WAL_DIR} (one fsync per batch across
+    groups, L{suite.raft.wal.SharedWAL}; a single-group WAL found in
+    C{WAL_DIR/<partition>} is taken over), the storage's incarnation in
+    C{WAL_DIR/<partition>} (L{suite.raft.incarnation}), snapshots under
+    C{SNAPSHOT_DIR/<partition>},
     the partition's engine (L{suite.ceptra.machine.PartitionMachine}) as
     state machine, and the placement's replicas as bootstrap voters;
   - the leader of a hosted partition moves the group's configuration toward
@@ -38,7 +41,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -57,12 +60,13 @@ from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
 from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.routing import Routing
+from suite.netutil import isIPAddress
 from suite.raft.incarnation import Claim, fileClaim
 from suite.raft.messages import Configuration
 from suite.raft.multi import DialPolicy, GroupTransport, MultiRaftTransport
 from suite.raft.node import RaftNode
 from suite.raft.settings import NotLeader, RaftSettings
-from suite.raft.wal import WALStorage
+from suite.raft.wal import SharedWAL
 
 __all__ = ["NotHosted", "Partition", "PartitionManager"]
 
@@ -190,7 +194,8 @@ class PartitionManager(Service):
         self.interval = interval
         self.retireGrace = retireGrace
         self.maxLag = maxLag
-        self.storageFactory = storageFactory or (lambda w, s: WALStorage(w, s, reactor))
+        self.wal: SharedWAL | None = None
+        self.storageFactory = storageFactory or self._groupStorage
         self.incarnations = incarnations or (lambda w: fileClaim(w, reactor))
         self.ledger = ledger or PlacementLedger()
         self._feedRouting: Routing | None = None
@@ -213,6 +218,11 @@ class PartitionManager(Service):
         if registry is not None:
             registry.register(_PartitionCollector(self))  # type: ignore[arg-type]
 
+    def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
+        if self.wal is None:
+            self.wal = SharedWAL(self.walDir, self.reactor)
+        return self.wal.group(os.path.basename(walDir), snapshotDir, importFrom=walDir)
+
     # -- transport --------------------------------------------------------
 
     def _identify(self, transport: Any) -> str | None:
@@ -230,17 +240,14 @@ class PartitionManager(Service):
             self.reactor, f"tcp:host={host}:port={port}:timeout={max(1, round(timeout))}"
         )
         if self.bundle is not None:
-            import ipaddress
-
             from suite.pki.tls import clientContextFactory
 
             expected = self.routing.nodeByRaftAddress(address)
             if expected is None or not expected.spiffe:
                 return fail(ConnectionError(f"no node with a SPIFFE ID listed at {address}"))
-            try:
-                ipaddress.ip_address(host)
+            if isIPAddress(host):
                 creator = clientContextFactory(self.bundle, ipAddress=host, spiffeId=expected.spiffe)
-            except ValueError:
+            else:
                 creator = clientContextFactory(self.bundle, hostname=host, spiffeId=expected.spiffe)
             endpoint = wrapClientTLS(creator, endpoint)
         return endpoint.connect(factory)  # type: ignore[no-any-return]
@@ -277,6 +284,8 @@ class PartitionManager(Service):
             for part in parts:
                 if part.closing is not None:
                     await part.closing
+            if self.wal is not None:
+                await self.wal.close()
 
         return Deferred.fromCoroutine(closing())
 
@@ -337,6 +346,13 @@ class PartitionManager(Service):
         bootstrap = Configuration(
             frozenset(voters), frozenset(), tuple(sorted(voters.items())), routing.epochs.get(pid, 0)
         )
+        rng = random.Random(self.rng.random())
+        # Replicas snapshot at different moments (the threshold +-25% each):
+        # a snapshot stalls its replica, and the others keep the quorum.
+        threshold = self.settings.snapshotThreshold
+        settings = replace(
+            self.settings, snapshotThreshold=max(1, round(threshold * rng.uniform(0.75, 1.25)))
+        )
         node = RaftNode(
             self.spiffe,
             self.reactor,
@@ -344,8 +360,8 @@ class PartitionManager(Service):
             transport,
             machine,
             bootstrap,
-            self.settings,
-            random.Random(self.rng.random()),
+            settings,
+            rng,
             self.incarnations(walDir),
         )
         part = Partition(pid, node, storage, machine, transport, self)

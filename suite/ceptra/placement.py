@@ -29,7 +29,6 @@ applied epoch is older than the group's configuration changes nothing.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +38,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from suite.ceptra.routing import Routing
+from suite.fileutil import writeAtomically
 
 __all__ = ["FILENAME", "Placed", "PlacementFile", "PlacementLedger"]
 
@@ -89,22 +89,8 @@ class PlacementFile:
     def write(self, placements: Mapping[str, Placed]) -> Deferred[None]:
         body = json.dumps({pid: p.toJSON() for pid, p in sorted(placements.items())}).encode()
         return deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), _writeAtomically, self.path, body
+            self.reactor, self.reactor.getThreadPool(), writeAtomically, self.path, body, 0o644
         )
-
-
-def _writeAtomically(path: str, body: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def parseLedger(doc: Any) -> dict[str, Placed]:

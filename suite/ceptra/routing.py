@@ -16,9 +16,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 __all__ = ["NodeInfo", "Routing", "keyHash", "parseRouting"]
+
+_MAX_CACHED_KEYS = 65536
 
 
 def keyHash(key: str) -> int:
@@ -53,7 +56,10 @@ class Routing:
     #: partition -> placement epoch (0 when the feed gives none)
     epochs: Mapping[str, int] = field(default_factory=dict)
 
-    @property
+    #: Partition of each key seen with this revision (bounded).
+    _byKey: dict[str, str] = field(default_factory=dict, compare=False, repr=False, init=False)
+
+    @cached_property
     def partitionIds(self) -> list[str]:
         return sorted(self.partitions)
 
@@ -62,9 +68,15 @@ class Routing:
         The partition an event with C{key} belongs to (None without partitions).
         """
         ids = self.partitionIds
-        if not ids:
-            return None
-        return ids[keyHash(key) % len(ids)]
+        if len(ids) < 2:
+            return ids[0] if ids else None
+        byKey = self._byKey
+        pid = byKey.get(key)
+        if pid is None:
+            if len(byKey) >= _MAX_CACHED_KEYS:
+                byKey.clear()
+            pid = byKey[key] = ids[keyHash(key) % len(ids)]
+        return pid
 
     def nodeBySpiffe(self, spiffe: str) -> str | None:
         for name in sorted(self.nodes):

@@ -24,7 +24,6 @@ Start-up order (each step fails fast with one line naming its cause):
 from __future__ import annotations
 
 import gc
-import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +47,7 @@ from suite.ceptra.routing import Routing, parseRouting
 from suite.ceptra.storage import prepareStorage
 from suite.clustor.feeds import FeedClient
 from suite.daemon import attachCommon
+from suite.netutil import isIPAddress
 from suite.pki.bundle import Bundle, checkNodeIdentity, loadIdentity
 from suite.pki.tls import clientContextFactory, serverContextFactory
 from suite.raft.multi import DialPolicy
@@ -61,14 +61,6 @@ from suite.web.sse import SSEHub
 __all__ = ["makeService", "MTLSPolicy", "loadNodeIdentity"]
 
 log = Logger(namespace="ceptra")
-
-
-def _isIP(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 @implementer(IPolicyForHTTPS)
@@ -94,7 +86,7 @@ class MTLSPolicy:
         if creator is None:
             if len(self._creators) >= self.MAX_CACHED:
                 self._creators.clear()
-            if _isIP(host):
+            if isIPAddress(host):
                 creator = clientContextFactory(self.bundle, ipAddress=host)
             else:
                 creator = clientContextFactory(self.bundle, hostname=host)
@@ -120,8 +112,8 @@ def loadNodeIdentity(options: Mapping[str, Any]) -> Bundle:
     label = f"CEPTRA_TLS_IDENTITY_CERT ({options['tls-identity-cert']})"
     checkNodeIdentity(
         bundle,
-        hostname=None if _isIP(host) else host,
-        ipAddress=host if _isIP(host) else None,
+        hostname=None if isIPAddress(host) else host,
+        ipAddress=host if isIPAddress(host) else None,
         spiffeId=options["node-spiffe"],
         label=label,
     )
@@ -270,7 +262,14 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     raftListener.setServiceParent(root)
     mtls = options["admin-tls"] == "mtls"
     api = ClientAPI(
-        manager, manager.currentRouting, http, reactor, hub, retry, scheme="https" if mtls else "http"
+        manager,
+        manager.currentRouting,
+        http,
+        reactor,
+        hub,
+        retry,
+        scheme="https" if mtls else "http",
+        combineDelay=options["ingest-combine-ms"] / 1000.0,
     )
     manager.onResults = api.publishResults
     manager.wantResults = api.wantsResults

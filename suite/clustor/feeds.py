@@ -173,7 +173,7 @@ class FeedClient(Service):
         self._loop: LoopingCall | None = None
         self._pending: set[Deferred[Any]] = set()
         self.errorCounts: dict[str, int] = {name: 0 for name in self._feeds}
-        registry.register(_FeedCollector(self))  # type: ignore[arg-type]
+        registry.register(_FeedCollector(self))
 
     # IFeedClient
 
@@ -218,7 +218,7 @@ class FeedClient(Service):
         self._loop = None
         for d in list(self._pending):
             d.cancel()
-        return super().stopService()  # type: ignore[no-any-return]
+        super().stopService()
 
     # polling
 
@@ -257,7 +257,7 @@ class FeedClient(Service):
         d.addCallback(self._gotResponse, st)
         # The timeout covers the whole fetch, body included: cancelling a
         # Deferred waiting on the body cancels the body collection too.
-        d.addTimeout(self.timeoutMs / 1000.0, self.clock)  # type: ignore[arg-type]
+        d.addTimeout(self.timeoutMs / 1000.0, self.clock)
         d.addCallbacks(self._succeeded, self._failed, callbackArgs=(st, started), errbackArgs=(st, started))
         self._pending.add(d)
         d.addBoth(self._forget, d)

@@ -5,7 +5,12 @@ the feed client that CEPtra nodes use to follow it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from suite.clustor.state import FeedDocument
 
 __all__ = ["IControlPlaneStore", "IFeedClient"]
 
@@ -19,13 +24,13 @@ class IControlPlaneStore(Interface):
     path = Attribute("The state file this store reads.")
     revision = Attribute("Counter bumped each time the published content changes (starts at 1).")
 
-    def document(feed):  # type: ignore[no-untyped-def]
+    def document(feed: str) -> FeedDocument:
         """
         The current L{suite.clustor.state.FeedDocument} for C{feed}
         (one of L{suite.clustor.state.FEEDS}).
         """
 
-    def reload():  # type: ignore[no-untyped-def]
+    def reload() -> bool:
         """
         Re-read the state file.  Return C{True} when the content changed;
         on an invalid file keep serving the previous state, log the one-line
@@ -41,18 +46,18 @@ class IFeedClient(Interface):
 
     feeds = Attribute("The feed names followed (e.g. placement, features, warmup, activation).")
 
-    def stalenessMs(feed):  # type: ignore[no-untyped-def]
+    def stalenessMs(feed: str) -> float:
         """
         Milliseconds since C{feed} was last refreshed successfully (since the
         client started when it never was).
         """
 
-    def latest(feed):  # type: ignore[no-untyped-def]
+    def latest(feed: str) -> dict[str, Any] | None:
         """
         The last successfully fetched document of C{feed} as a dict, or C{None}.
         """
 
-    def isStale(feed):  # type: ignore[no-untyped-def]
+    def isStale(feed: str) -> bool:
         """
         C{True} when C{feed} was never fetched or is older than the
         staleness threshold.

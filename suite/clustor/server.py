@@ -240,8 +240,8 @@ class StateReloader(Service):
         d = self.runInThread(loadStateFile, self.store.path)
 
         def failed(f: Failure) -> None:
-            if f.check(StateError):
-                self.store.refuse(f.value)  # type: ignore[arg-type]
+            if isinstance(f.value, StateError):
+                self.store.refuse(f.value)
             else:
                 log.failure("state reload failed", f)
 
@@ -280,4 +280,4 @@ class StateReloader(Service):
         if self._uninstall is not None:
             self._uninstall()
             self._uninstall = None
-        return super().stopService()  # type: ignore[no-any-return]
+        super().stopService()

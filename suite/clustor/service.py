@@ -83,7 +83,7 @@ class _StoreCollector:
 
 def _metrics(store: ControlPlaneStore) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(_StoreCollector(store))  # type: ignore[arg-type]
+    registry.register(_StoreCollector(store))
     return registry
 
 

@@ -113,6 +113,7 @@ class RaftAgent(MultiService):
         bootstrap: bool,
         bootstrapped: bool,
         stableDir: str,
+        joinConfigured: bool = False,
         bootstrapWait: float = 5.0,
         removeAfter: float = 60.0,
         interval: float = 1.0,
@@ -129,6 +130,8 @@ class RaftAgent(MultiService):
         self.bootstrapFlag = bootstrap
         self.bootstrapped = bootstrapped
         self.stableDir = stableDir
+        self.joinConfigured = joinConfigured
+        self._aloneLogged = -1e18
         self.bootstrapWait = bootstrapWait
         self.removeAfter = removeAfter
         self.interval = interval
@@ -239,6 +242,17 @@ class RaftAgent(MultiService):
             if any(published.get(name, ("", False))[1] for name in alive if name != self.node.id):
                 return  # a group exists: wait for its leader to add us
             others = [n for n in alive if n != self.node.id]
+            if not others and self.joinConfigured:
+                # told to join a cluster but nobody reached yet (slow or
+                # failed --join): founding alone here would split the
+                # cluster into two groups, each with its own lease holders
+                if now - self._aloneLogged >= 30.0:
+                    self._aloneLogged = now
+                    log.warn(
+                        "no --join peer reached yet: not founding a Raft group alone "
+                        "(start the first node without --join, or with --bootstrap)"
+                    )
+                return
             if min([*others, self.node.id], key=candidateOrder) != self.node.id:
                 return  # a better node will found the group
             if others:
@@ -393,6 +407,7 @@ def makeRaftAgent(
         bootstrap=bool(options.get("bootstrap")),
         bootstrapped=bootstrapped,
         stableDir=dirs["stable"],
+        joinConfigured=bool(options.get("join")),
         bootstrapWait=float(options.get("raft-bootstrap-wait") or 5.0),
         removeAfter=float(options.get("raft-remove-after") or 60.0),
         leaseSettings=leaseSettings,

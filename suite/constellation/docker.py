@@ -32,7 +32,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -82,7 +82,8 @@ def parseDockerEndpoint(reactor: Any, value: str) -> IStreamClientEndpoint:
         value = "unix:" + value[len("unix://") :]
     if value.startswith("/"):
         value = "unix:" + value
-    return clientFromString(reactor, value)
+    endpoint: IStreamClientEndpoint = clientFromString(reactor, value)
+    return endpoint
 
 
 @implementer(IAgentEndpointFactory)
@@ -186,6 +187,7 @@ class _LineReader(Protocol):
 
     def stop(self, reason: Exception | None = None) -> None:
         if self.transport is not None:
+            # A response body's transport is a producer; ITransport does not say so.
             self.transport.stopProducing()  # type: ignore[attr-defined]
         if not self.done.called:
             if reason is None:
@@ -193,7 +195,7 @@ class _LineReader(Protocol):
             else:
                 self.done.errback(reason)
 
-    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.done.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss, ConnectionDone):

@@ -112,7 +112,7 @@ def encodeLeaseCommand(op: str, name: str, holder: str, token: int, duration: fl
     """
     One lease command for L{LeaseStateMachine.apply}.
     """
-    return msgpack.packb([op, name, holder, token, duration])  # type: ignore[no-any-return]
+    return msgpack.packb([op, name, holder, token, duration])
 
 
 @implementer(IRaftStateMachine)
@@ -129,7 +129,11 @@ class LeaseStateMachine:
     def get(self, name: str) -> Lease:
         return self.leases.get(name) or Lease(None, 0, 0.0)
 
-    def apply(self, index: int, command: bytes) -> object:
+    def apply(self, index: int, command: bytes) -> list[bool | int | str | None]:
+        """
+        Apply one lease command; the proposer gets back C{[applied, token,
+        holder, reason]} (C{reason} empty when applied).
+        """
         try:
             op, name, holder, token, duration = msgpack.unpackb(command, raw=False)
             if not (
@@ -159,9 +163,7 @@ class LeaseStateMachine:
         return [ok, current.token, current.holder, "" if ok else "lease changed"]
 
     def snapshot(self) -> bytes:
-        return msgpack.packb(  # type: ignore[no-any-return]
-            {k: [v.holder, v.token, v.duration] for k, v in sorted(self.leases.items())}
-        )
+        return msgpack.packb({k: [v.holder, v.token, v.duration] for k, v in sorted(self.leases.items())})
 
     def restore(self, data: bytes) -> None:
         raw = msgpack.unpackb(data, raw=False)

@@ -10,7 +10,6 @@ computing it from names it may spell differently.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from suite.gossip.node import GossipNode
 from suite.gossip.security import Keyring, readKeyFile
 from suite.gossip.settings import GossipSettings
 from suite.gossip.udp import NetworkTransport
+from suite.netutil import isIPAddress
 
 __all__ = ["GossipService", "readGossipKey", "resolvePeers"]
 
@@ -92,8 +92,8 @@ class GossipService(Service):
         host, port = options["bind-addr"], int(options["bind-port"])
         try:
             peers = [parseAddress(p) for p in options.get("join") or []]
-            self.seeds = [p for p in peers if _isIP(p[0])]
-            self.named = [p for p in peers if not _isIP(p[0])]
+            self.seeds = [p for p in peers if isIPAddress(p[0])]
+            self.named = [p for p in peers if not isIPAddress(p[0])]
             address = advertisable((host, port), self.seeds[0] if self.seeds else None)
         except usage.UsageError as e:
             raise ConfigError(f"--join / --bind-addr: {e}") from None
@@ -167,14 +167,6 @@ class GossipService(Service):
 
     def summary(self) -> dict[str, Any]:
         return self.node.summary()
-
-
-def _isIP(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def resolvePeers(reactor: Any, peers: Sequence[tuple[str, int]]) -> Deferred[list[tuple[str, int]]]:

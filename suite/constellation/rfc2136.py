@@ -32,7 +32,7 @@ import dns.tsigkeyring
 import dns.update
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -86,7 +86,8 @@ class _Exchange(Protocol):
         self.wire, self.done, self.buf = wire, done, b""
 
     def connectionMade(self) -> None:
-        self.transport.write(struct.pack(">H", len(self.wire)) + self.wire)  # type: ignore[union-attr]
+        assert self.transport is not None
+        self.transport.write(struct.pack(">H", len(self.wire)) + self.wire)
 
     def dataReceived(self, data: bytes) -> None:
         self.buf += data
@@ -95,9 +96,10 @@ class _Exchange(Protocol):
             if len(self.buf) >= 2 + length:
                 if not self.done.called:
                     self.done.callback(self.buf[2 : 2 + length])
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                assert self.transport is not None
+                self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.done.called:
             self.done.errback(DNSUpdateError("connection closed before an answer"))
 

@@ -98,7 +98,7 @@ def makeDNSProvider(options: Mapping[str, Any], reactor: Any) -> IDNSProvider | 
         from suite.constellation.rfc2136 import RFC2136Provider, readTSIGKey
 
         key = readTSIGKey(options["tsig-key-file"])
-        return RFC2136Provider(reactor, tuple(options["dns-server"]), options["dns-zone"], key)  # type: ignore[arg-type]
+        return RFC2136Provider(reactor, tuple(options["dns-server"]), options["dns-zone"], key)
     return None
 
 
@@ -247,9 +247,16 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     tokens = Gauge(
         "constellation_lease_token", "Current fencing token of the lease.", ["lease"], registry=registry
     )
+
+    def held(name: str) -> Callable[[], float]:
+        return lambda: float(keeper.acting(name) is not None)
+
+    def token(name: str) -> Callable[[], float]:
+        return lambda: float(leases.get(name).token)
+
     for name in (LB_LEADER, DNS_WRITER):
-        holding.labels(name).set_function(lambda n=name: float(keeper.acting(n) is not None))  # type: ignore[misc]
-        tokens.labels(name).set_function(lambda n=name: float(leases.get(n).token))  # type: ignore[misc]
+        holding.labels(name).set_function(held(name))
+        tokens.labels(name).set_function(token(name))
     Gauge(
         "constellation_dns_writes", "DNS write batches applied by this node.", registry=registry
     ).set_function(lambda: float(dnsWriter.writes))

@@ -37,7 +37,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from suite.gossip.interfaces import IGossipDelegate, IMembershipListener
+from suite.gossip.interfaces import IGossipDelegate, IMembership, IMembershipListener
 
 __all__ = ["ClusterState", "DepartureListener", "StateError", "admitFrom"]
 
@@ -73,7 +73,7 @@ class _Assembly:
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(obj, use_bin_type=True)
 
 
 def _unpack(data: bytes, maxBytes: int) -> Any:
@@ -369,11 +369,12 @@ class DepartureListener:
             self.inner.memberLeft(member)
 
 
-def admitFrom(node: Any) -> Callable[[str], bool]:
+def admitFrom(membership: IMembership) -> Callable[[str], bool]:
     """
     An C{admit} predicate for L{ClusterState}: refuse origins the gossip
-    node C{node} holds as dead or left.
+    membership holds as dead or left.
     """
+    node = IMembership(membership)
 
     def admit(origin: str) -> bool:
         member = node.member(origin)

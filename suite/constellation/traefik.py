@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -169,12 +170,15 @@ class ProviderRoot(Resource):
         for section in ("routers", "services", "middlewares"):
             httpBranch.putChild(
                 section.encode(),
-                _ConfigPage(lambda s=section: self.config()["http"][s]),  # type: ignore[misc]
+                _ConfigPage(partial(self._httpSection, section)),
             )
         api.putChild(b"http", httpBranch)
         api.putChild(b"state", _JSONPage(self.state))
         self.putChild(b"api", api)
         self.warp = warp
+
+    def _httpSection(self, name: str) -> Any:
+        return self.config()["http"][name]
 
     def config(self) -> dict[str, Any]:
         """
@@ -201,4 +205,5 @@ class ProviderRoot(Resource):
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"":
             return self
-        return self.admin.getChildWithDefault(path, request)
+        child: IResource = self.admin.getChildWithDefault(path, request)
+        return child

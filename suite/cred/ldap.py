@@ -176,6 +176,7 @@ def _makeClient() -> Any:
     # Imported here: ldaptor's client module imports the global reactor.
     from ldaptor.protocols.ldap.ldapclient import LDAPClient
 
+    # ldaptor ships no types: its LDAPClient is Any to mypy.
     class _BoundedLDAPClient(LDAPClient):  # type: ignore[misc]
         def dataReceived(self, data: bytes) -> None:
             if len(self.buffer) + len(data) > MAX_RESPONSE_BYTES:
@@ -311,7 +312,8 @@ class LDAPBindChecker:
             return plain
         assert self._endpointString is not None
         try:
-            return clientFromString(reactor, self._endpointString)
+            endpoint: IStreamClientEndpoint = clientFromString(reactor, self._endpointString)
+            return endpoint
         except Exception as e:
             raise ValueError(f"LDAP endpoint {self._endpointString!r}: {e}") from None
 

@@ -126,7 +126,9 @@ class Authenticator:
 
     def authenticate(self, credentials: ICredentials) -> Deferred[IPrincipal]:
         if self._portal is not None:
-            d = self._portal.login(credentials, None, IPrincipal)
+            d: Deferred[tuple[object, object, Callable[[], None]]] = self._portal.login(
+                credentials, None, IPrincipal
+            )
             return d.addCallback(lambda result: IPrincipal(result[1]))
         return Deferred.fromCoroutine(self._tryCheckers(credentials))
 
@@ -399,7 +401,7 @@ class _ErrorResource(Resource):
         self._challenge = challenge
         self._retryAfter = retryAfter
 
-    def render(self, request: IRequest) -> bytes:  # type: ignore[override]
+    def render(self, request: IRequest) -> bytes:
         if self._challenge is not None:
             request.setHeader(b"WWW-Authenticate", self._challenge)
         if self._retryAfter > 0:

@@ -96,29 +96,29 @@ def parseHostPort(text: str) -> tuple[str, int]:
 
 
 def _hostPort(key: str, v: Any) -> str:
-    v = _str(key, v)
-    if v == "":
-        return v
+    text = _str(key, v)
+    if text == "":
+        return text
     try:
-        host, _ = parseHostPort(v)
+        host, _ = parseHostPort(text)
         ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
     except ValueError as e:
-        raise ConfigError(f"{CONFIG_NAME}: {key}: {v!r} is not IP:PORT ({e})") from None
-    return v
+        raise ConfigError(f"{CONFIG_NAME}: {key}: {text!r} is not IP:PORT ({e})") from None
+    return text
 
 
 def _url(key: str, v: Any) -> str:
-    v = _str(key, v)
-    if v and not (v.startswith("http://") or v.startswith("https://")):
-        raise ConfigError(f"{CONFIG_NAME}: {key}: must be an http:// or https:// URL, got {v!r}")
-    return v.rstrip("/")
+    text = _str(key, v)
+    if text and not (text.startswith("http://") or text.startswith("https://")):
+        raise ConfigError(f"{CONFIG_NAME}: {key}: must be an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
 
 
 def _mdnsTag(key: str, v: Any) -> str:
-    v = _str(key, v)
-    if (v and not all(c.isascii() and (c.isalnum() or c == "-") for c in v)) or len(v) > 15:
+    text = _str(key, v)
+    if (text and not all(c.isascii() and (c.isalnum() or c == "-") for c in text)) or len(text) > 15:
         raise ConfigError(f"{CONFIG_NAME}: {key}: a DNS-SD service name: letters, digits and '-', at most 15")
-    return v
+    return text
 
 
 def _nameList(key: str, v: Any) -> tuple[str, ...]:

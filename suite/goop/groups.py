@@ -44,7 +44,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.backoff import Backoff
-from suite.goop.interfaces import IGroupTransport
 
 __all__ = ["GroupService", "HostGroup", "HostMember", "MemberCore", "memberMachine", "MemberInputs"]
 
@@ -57,7 +56,7 @@ MAX_GROUPS = 64
 INBOX = 100
 
 
-@implementer(IGroupTransport, IPushProducer)
+@implementer(IPushProducer)
 class HostMember:
     """The host's handle on one member connection, with a bounded queue."""
 

@@ -8,7 +8,6 @@ import hmac
 import html
 import ipaddress
 import json
-import os
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +19,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from suite.fileutil import writeAtomically
+from suite.netutil import isIPAddress
 from suite.web.limits import LimitedRequest, LimitedSite
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 
-def header(request: Request, name: str) -> str:
+def header(request: IRequest, name: str) -> str:
     """One request header as text ("" when absent)."""
     value = request.getHeader(name.encode("ascii"))
     if value is None:
@@ -98,7 +99,7 @@ def clientIP(request: Request, trusted: Networks = ()) -> str:
     return fwd[0][:64] if fwd and fwd[0] else host
 
 
-def jsonResponse(request: Request, code: int, body: Any) -> bytes:
+def jsonResponse(request: IRequest, code: int, body: Any) -> bytes:
     """Set the status and content type; return the JSON body."""
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
@@ -113,7 +114,7 @@ def readBody(request: Request, limit: int) -> bytes | None:
         return None
     assert request.content is not None
     request.content.seek(0)
-    data = request.content.read(limit + 1)
+    data: bytes = request.content.read(limit + 1)
     if len(data) > limit:
         return None
     return data
@@ -133,7 +134,8 @@ class _JSONErrors:
         self.inner = inner
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
-        return self.inner.getChildWithDefault(name, request)
+        child: IResource = self.inner.getChildWithDefault(name, request)
+        return child
 
     def putChild(self, path: bytes, child: IResource) -> None:
         raise NotImplementedError("a rendering wrapper has no children")
@@ -148,7 +150,7 @@ class _JSONErrors:
             request.setHeader(b"allow", b", ".join(allowed))
             method = request.method.decode("ascii", "replace")[:16]
             return jsonResponse(
-                request,  # type: ignore[arg-type]
+                request,
                 405,
                 {"error": f"method {method} not allowed", "allowed": [m.decode() for m in allowed]},
             )
@@ -157,7 +159,7 @@ class _JSONErrors:
             kind = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
             if not kind.startswith(b"application/json"):
                 reason = RESPONSES.get(code, b"error").decode("ascii", "replace").lower()
-                return jsonResponse(request, code, {"error": reason})  # type: ignore[arg-type]
+                return jsonResponse(request, code, {"error": reason})
         return body
 
 
@@ -219,11 +221,12 @@ class MountedAt(Resource):
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         rest = self.segments[1:]
-        postpath: list[bytes] = request.postpath  # type: ignore[assignment]
+        postpath, prepath = request.postpath, request.prepath
+        assert postpath is not None and prepath is not None  # set by the site before traversal
         if path != self.segments[0] or postpath[: len(rest)] != rest:
             return JSONErrorPage(404, "no such resource")
         for _ in rest:
-            request.prepath.append(postpath.pop(0))  # type: ignore[union-attr]
+            prepath.append(postpath.pop(0))
         if not postpath:
             return _SlashRedirect()
         return self.inner
@@ -296,10 +299,7 @@ def loadSecret(path: str) -> str:
     except (OSError, UnicodeDecodeError):
         pass
     value = secrets.token_urlsafe(32)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(value + "\n")
-    os.replace(path + ".tmp", path)
+    writeAtomically(path, (value + "\n").encode("ascii"))
     return value
 
 
@@ -320,14 +320,6 @@ def splitHost(value: str) -> tuple[str, int | None]:
     if not port.isdigit() or ":" in name:
         return "", None
     return name, int(port)
-
-
-def _isLiteral(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 class HostGuard(Resource):
@@ -359,7 +351,7 @@ class HostGuard(Resource):
         if (port if port is not None else 80) != self.port:
             return 421, "the Host header does not name this server's port"
         wildcard = self.bindHost in ("0.0.0.0", "::", "")
-        literal = _isLiteral(name)
+        literal = isIPAddress(name)
         if not (
             name in self.names
             or name == "localhost"
@@ -376,7 +368,8 @@ class HostGuard(Resource):
         refused = self.refusal(request)
         if refused is not None:
             return JSONErrorPage(*refused)
-        return self.inner.getChildWithDefault(path, request)
+        child: Resource = self.inner.getChildWithDefault(path, request)
+        return child
 
     def render(self, request: Request) -> bytes:
         refused = self.refusal(request)

@@ -8,6 +8,7 @@ leaves gracefully on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     log = Logger(namespace="suite.gossip")
     settings = GossipSettings.local() if options["profile"] == "local" else GossipSettings()
     if options["label"]:
-        settings = settings.scaled(label=options["label"])
+        settings = dataclasses.replace(settings, label=options["label"])
     host, port = options["bindAddress"]
     transport = NetworkTransport(
         reactor, host, port, settings.maxPacketBytes, settings.maxStateBytes, settings.pushPullTimeout

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from suite.gossip.broadcast import TransmitQueue
+from suite.gossip.codec import COMPOUND_ITEM_OVERHEAD, Codec
+from suite.gossip.fields import Address
 from suite.gossip.interfaces import IGossipTransport
-from suite.gossip.messages import COMPOUND_ITEM_OVERHEAD, Address, Codec, Message, User, encodeMessage
+from suite.gossip.messages import Message, User, encodeMessage
 from suite.gossip.roster import REACHABLE, Roster
 from suite.gossip.settings import GossipSettings
 

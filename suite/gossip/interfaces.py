@@ -12,9 +12,13 @@ state of push-pull, as memberlist's Delegate does).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from suite.gossip.member import Member
 
 __all__ = ["IGossipTransport", "IPacketReceiver", "IMembershipListener", "IMembership", "IGossipDelegate"]
 
@@ -58,7 +62,7 @@ class IGossipTransport(Interface):
         Deliver packets and state requests to C{receiver} from now on.
         """
 
-    def stopListening() -> object:
+    def stopListening() -> Deferred[object] | None:
         """
         Stop receiving; return a L{Deferred} that fires when closed (or None).
         """
@@ -69,7 +73,7 @@ class IGossipTransport(Interface):
         network errors.
         """
 
-    def exchangeState(address: tuple[str, int], data: bytes) -> object:
+    def exchangeState(address: tuple[str, int], data: bytes) -> Deferred[bytes]:
         """
         Open a stream to C{address}, send C{data}, and return a L{Deferred}
         firing with the peer's reply (C{bytes}) or failing.
@@ -83,29 +87,29 @@ class IMembershipListener(Interface):
     defer any call back into the node to a later reactor turn.
     """
 
-    def memberJoined(member: object) -> None:
+    def memberJoined(member: Member) -> None:
         """
         A member (a L{suite.gossip.member.Member}) is alive for the first
         time, or again after being dead or gone.
         """
 
-    def memberUpdated(member: object) -> None:
+    def memberUpdated(member: Member) -> None:
         """
         An alive member changed its metadata or address, or refuted a
         suspicion.
         """
 
-    def memberSuspected(member: object) -> None:
+    def memberSuspected(member: Member) -> None:
         """
         A member is suspected of having failed.
         """
 
-    def memberDied(member: object) -> None:
+    def memberDied(member: Member) -> None:
         """
         A member was declared dead.
         """
 
-    def memberLeft(member: object) -> None:
+    def memberLeft(member: Member) -> None:
         """
         A member left gracefully.
         """
@@ -118,17 +122,23 @@ class IMembership(Interface):
 
     name = Attribute("This node's name (C{str}).")
 
-    def start(seeds: Iterable[tuple[str, int]]) -> Any:
+    def start(seeds: Iterable[tuple[str, int]]) -> Deferred[int]:
         """
         Start listening, probing and gossiping, and join through C{seeds}
         (a sequence of C{(host, port)}); return a L{Deferred} firing with the
         number of seeds that answered (retries continue in the background).
         """
 
-    def members() -> object:
+    def members() -> list[Member]:
         """
         A list of L{suite.gossip.member.Member} for every known member,
         including this node.
+        """
+
+    def member(name: str) -> Member | None:
+        """
+        The L{suite.gossip.member.Member} called C{name} (this node too), or
+        C{None} for a name never heard of or already reaped.
         """
 
     def setMetadata(meta: Mapping[str, Any]) -> None:
@@ -149,7 +159,7 @@ class IMembership(Interface):
             packet.
         """
 
-    def leave() -> object:
+    def leave() -> Deferred[None]:
         """
         Tell the cluster this node is leaving, stop, and return a L{Deferred}
         firing when done.

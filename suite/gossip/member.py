@@ -32,7 +32,8 @@ from typing import Any, Protocol
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from suite.gossip.messages import Address, Alive, Dead, Left, Suspect, Update
+from suite.gossip.fields import Address
+from suite.gossip.messages import Alive, Dead, Left, Suspect, Update
 
 __all__ = [
     "Member",

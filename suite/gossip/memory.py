@@ -16,8 +16,8 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from suite.gossip.fields import Address
 from suite.gossip.interfaces import IGossipTransport, IPacketReceiver
-from suite.gossip.messages import Address
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 

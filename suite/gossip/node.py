@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -37,7 +36,19 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.gossip import pushpull
+from suite.gossip.codec import Codec
+from suite.gossip.delegation import GuardedDelegate
 from suite.gossip.dissemination import Disseminator
+from suite.gossip.fields import (
+    PROTOCOL_CURRENT,
+    PROTOCOL_MAX,
+    PROTOCOL_MIN,
+    Address,
+    BadMAC,
+    Incomplete,
+    MalformedPacket,
+    checkMeta,
+)
 from suite.gossip.interfaces import (
     IGossipDelegate,
     IGossipTransport,
@@ -45,30 +56,21 @@ from suite.gossip.interfaces import (
     IMembershipListener,
     IPacketReceiver,
 )
-from suite.gossip.member import Member, MemberCore, Status, Suspicion, newMemberMachine
+from suite.gossip.member import Member, Status
+from suite.gossip.merge import MemberUpdates
 from suite.gossip.messages import (
-    PROTOCOL_CURRENT,
-    PROTOCOL_MAX,
-    PROTOCOL_MIN,
     Ack,
-    Address,
     Alive,
-    BadMAC,
-    Codec,
     Dead,
-    Incomplete,
     IndirectPing,
     Left,
-    MalformedPacket,
     MemberState,
     Message,
     Nack,
     Ping,
     PushPull,
     Suspect,
-    Update,
     User,
-    checkMeta,
     encodeMessage,
 )
 from suite.gossip.prober import Prober
@@ -80,14 +82,6 @@ from suite.netutil import isIPAddress
 __all__ = ["GossipNode"]
 
 log = Logger()
-
-_LISTENER_METHODS = {
-    "joined": "memberJoined",
-    "updated": "memberUpdated",
-    "suspect": "memberSuspected",
-    "dead": "memberDied",
-    "left": "memberLeft",
-}
 
 
 class _DropLog:
@@ -159,10 +153,8 @@ class GossipNode:
             self.settings.compressStreams,
         )
         self.vsn = bytes([PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_CURRENT, *self.settings.delegateVersions])
-        self._vsn: dict[str, bytes] = {}
-        self._rawMeta: dict[str, bytes] = {}
         self.listener = None if listener is None else IMembershipListener(listener)
-        self.delegate = None if delegate is None else IGossipDelegate(delegate)
+        self.delegation = GuardedDelegate(delegate)
         self.meta = checkMeta(meta or {}, self.settings.maxMetaBytes)
         self.rng = rng or random.Random()
         # memberlist ignores a new member's alive at incarnation 0.
@@ -176,7 +168,28 @@ class GossipNode:
         self.dissemination = Disseminator(self.settings, self.codec, self.transport, self.roster, self._count)
         self._calls: set[IDelayedCall] = set()
         self.drops = _DropLog(clock)
+        self.updates = MemberUpdates(
+            self,
+            self.settings,
+            clock,
+            self.roster,
+            self.dissemination,
+            self.listener,
+            self.drops,
+            self._count,
+        )
         self._introduced: dict[str, float] = {}
+
+    @property
+    def delegate(self) -> IGossipDelegate | None:
+        """
+        The daemon's delegate, if any.
+        """
+        return self.delegation.delegate
+
+    @delegate.setter
+    def delegate(self, delegate: IGossipDelegate | None) -> None:
+        self.delegation.delegate = delegate
 
     @property
     def awareness(self) -> int:
@@ -395,145 +408,59 @@ class GossipNode:
         elif isinstance(m, Nack):
             self.prober.nackReceived(m.seq)
         elif isinstance(m, Alive):
-            self._onAlive(m)
+            self.updates.alive(m)
         elif isinstance(m, Suspect):
-            self._onSuspect(m)
+            self.updates.suspect(m)
         elif isinstance(m, Dead):
-            self._onDead(m)
+            self.updates.dead(m)
         elif isinstance(m, User):
             self._onUser(m.data)
         else:
-            self._onLeft(m)
+            self.updates.left(m)
 
     # -- the delegate ----------------------------------------------------
 
     def _onUser(self, data: bytes) -> None:
         self._count("userMessages")
-        if self.delegate is None:
-            return
-        try:
-            self.delegate.notifyMsg(data)
-        except Exception:
-            log.failure("gossip delegate failed on a user message")
+        self.delegation.notifyMsg(data)
 
     def userState(self, join: bool) -> bytes:
-        if self.delegate is None:
-            return b""
-        try:
-            state = self.delegate.localState(join)
-        except Exception:
-            log.failure("gossip delegate failed to give its local state")
-            return b""
-        if not isinstance(state, bytes):
-            log.error("gossip delegate's local state is not bytes; sending none")
-            return b""
-        return state
+        """
+        The delegate's state for a push-pull.
+        """
+        return self.delegation.localState(join)
 
     def mergeUserState(self, data: bytes, join: bool) -> None:
-        if self.delegate is None or not data:
-            return
-        try:
-            self.delegate.mergeRemoteState(data, join)
-        except Exception:
-            log.failure("gossip delegate failed to merge a remote state")
+        """
+        Hand a peer's push-pull user state to the delegate.
+        """
+        self.delegation.mergeRemoteState(data, join)
 
-    # -- merging updates -------------------------------------------------
+    # -- this node, as others see it (see L{suite.gossip.merge}) ------------
 
-    def _onAlive(self, m: Alive) -> None:
-        if m.vsn[0] > PROTOCOL_CURRENT or m.vsn[1] < PROTOCOL_CURRENT:
-            self.drops.drop("incompatible alive", m.name, f"protocol versions {list(m.vsn[:3])}")
-            return
-        if m.name == self.name:
-            if m.incarnation > self.incarnation and not self.leaving:
-                # An older life of this node, or someone else's stale view.
-                self._refute(m.incarnation, unhealthy=False)
-            return
-        entry = self.roster.get(m.name)
-        if entry is None or not self.roster.known(m.name):
-            try:
-                meta = checkMeta(m.meta, self.settings.maxMetaBytes)
-            except ValueError:
-                self._count("oversizedMeta")
-                return
-            self._remember(m)
-            core = MemberCore(m.name, m.address, m.incarnation, meta, self, clock=self.clock)
-            self.roster.add(core, newMemberMachine(core))
-            self.rebroadcast(m)
-            self.notify("joined", core.snapshot(Status.ALIVE))
-            return
-        core, machine = entry
-        if m.incarnation > core.incarnation:
-            self._remember(m)
-            machine.aliveNewer(m.incarnation, m.address, m.meta)
+    def mergeStates(self, states: Iterable[MemberState], source: str) -> None:
+        """
+        Merge the member states a push-pull from C{source} carried.
+        """
+        self.updates.mergeStates(states, source)
 
-    def _remember(self, m: Alive) -> None:
-        # What memberlist needs passed on unchanged, and the versions that
-        # decide how to talk to the member.
-        self._vsn[m.name] = m.vsn
-        if m.rawMeta is None:
-            self._rawMeta.pop(m.name, None)
-        else:
-            self._rawMeta[m.name] = m.rawMeta
-        if m.vsn[1] < 5:
-            self.dissemination.oldProtocol.add(m.address)
-        else:
-            self.dissemination.oldProtocol.discard(m.address)
-
-    def _onSuspect(self, m: Suspect) -> None:
-        if m.name == self.name:
-            self._selfAccused(m.incarnation)
-            return
-        entry = self.roster.get(m.name)
-        if entry is None:
-            return
-        if m.incarnation > entry[0].incarnation:
-            entry[1].suspectedAgain(m.incarnation, m.source)
-        elif m.incarnation == entry[0].incarnation:
-            entry[1].suspected(m.incarnation, m.source)
-
-    def _selfAccused(self, incarnation: int) -> None:
+    def accused(self, incarnation: int) -> None:
+        """
+        Someone suspects this node or declares it dead at C{incarnation}.
+        """
         if self.leaving:
             return
         if incarnation >= self.incarnation:
-            self._refute(incarnation, unhealthy=True)
+            self.refute(incarnation, unhealthy=True)
         else:
             # The sender has a stale view: say again who we are, so the
             # reply to its probe (or the next gossip) carries it.
             self._queueSelf()
 
-    def _onDead(self, m: Dead) -> None:
-        if m.name == self.name:
-            self._selfAccused(m.incarnation)
-            return
-        entry = self.roster.get(m.name)
-        if entry is not None and m.incarnation >= entry[0].incarnation:
-            entry[1].declaredDead(m.incarnation, m.source)
-
-    def _onLeft(self, m: Left) -> None:
-        if m.name == self.name:
-            if m.incarnation >= self.incarnation and not self.leaving:
-                self._refute(m.incarnation, unhealthy=False)
-            return
-        entry = self.roster.get(m.name)
-        if entry is not None and m.incarnation >= entry[0].incarnation:
-            entry[1].departed(m.incarnation)
-
-    def mergeStates(self, states: Iterable[MemberState], source: str) -> None:
-        for s in states:
-            known = s.name == self.name or self.roster.known(s.name)
-            if s.status == "alive":
-                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta, s.vsn, s.rawMeta))
-            elif s.status == "suspect":
-                self._onAlive(Alive(s.name, s.incarnation, s.address, s.meta, s.vsn, s.rawMeta))
-                self._onSuspect(Suspect(s.name, s.incarnation, source))
-            elif s.status == "dead" and known:
-                # Another node's verdict is only a suspicion here: the member
-                # may be reachable from this side.
-                self._onSuspect(Suspect(s.name, s.incarnation, source))
-            elif s.status == "left" and known:
-                self._onLeft(Left(s.name, s.incarnation))
-
-    def _refute(self, incarnation: int, unhealthy: bool) -> None:
+    def refute(self, incarnation: int, unhealthy: bool) -> None:
+        """
+        Answer a stale view of this node with a higher incarnation.
+        """
         self.incarnation = max(self.incarnation, incarnation) + 1
         if unhealthy:
             self.prober.adjustAwareness(+1)
@@ -546,9 +473,12 @@ class GossipNode:
         self._queueSelf()
 
     def _queueSelf(self) -> None:
-        self.rebroadcast(Alive(self.name, self.incarnation, self.address, dict(self.meta), self.vsn))
+        self.updates.rebroadcast(Alive(self.name, self.incarnation, self.address, dict(self.meta), self.vsn))
 
     def localStates(self) -> list[MemberState]:
+        """
+        Every member's state as push-pull carries it, this node first.
+        """
         me = MemberState(
             self.name,
             self.address,
@@ -557,61 +487,7 @@ class GossipNode:
             self.meta,
             self.vsn,
         )
-        rest = [
-            MemberState(
-                c.name,
-                c.address,
-                c.incarnation,
-                standing.status,
-                c.meta,
-                self._vsn.get(c.name, self.vsn),
-                self._rawMeta.get(c.name),
-            )
-            for c, _, standing in self.roster.current()
-        ]
-        return [me, *rest]
-
-    # -- MemberActions (called by member machines) -------------------------
-
-    def notify(self, event: str, member: Member) -> None:
-        """
-        Record a member's state change in the roster, log it and tell the
-        listener.
-        """
-        self.roster.observe(member)
-        fields = {"member": member.name, "address": _fmt(member.address), "incarnation": member.incarnation}
-        if event == "dead":
-            log.warn("member {member} at {address} is dead (incarnation {incarnation})", **fields)
-        elif event == "joined":
-            log.info("member {member} joined at {address} (incarnation {incarnation})", **fields)
-        elif event == "suspect":
-            log.info("member {member} at {address} is suspect (incarnation {incarnation})", **fields)
-        elif event == "left":
-            log.info("member {member} at {address} left (incarnation {incarnation})", **fields)
-        else:
-            log.info("member {member} at {address} updated (incarnation {incarnation})", **fields)
-        if self.listener is not None:
-            try:
-                getattr(self.listener, _LISTENER_METHODS[event])(member)
-            except Exception:
-                log.failure(
-                    "membership listener failed on {event} of {member}", event=event, member=member.name
-                )
-
-    def rebroadcast(self, message: Update) -> None:
-        """
-        Queue an update about a member for piggybacking.
-        """
-        if isinstance(message, Alive) and message.name in self._vsn:
-            message = replace(message, vsn=self._vsn[message.name], rawMeta=self._rawMeta.get(message.name))
-        self.dissemination.queueUpdate(message.name, encodeMessage(message))
-
-    def newSuspicion(self, core: MemberCore, source: str, expire: Callable[[], None]) -> Suspicion:
-        """
-        A suspicion timer sized for the current cluster.
-        """
-        low, high, expected = self.settings.suspicionBounds(self.roster.liveCount())
-        return Suspicion(self.clock, low, high, expected, source, expire, self.name)
+        return [me, *self.updates.memberStates()]
 
     # -- probing (see L{suite.gossip.prober}) ------------------------------
 
@@ -632,13 +508,13 @@ class GossipNode:
         """
         The highest memberlist protocol member C{name} speaks.
         """
-        return self._vsn.get(name, self.vsn)[1]
+        return self.updates.protocolVersion(name)
 
     def suspectMember(self, message: Suspect) -> None:
         """
         Handle a suspicion raised by this node's own probe.
         """
-        self._onSuspect(message)
+        self.updates.suspect(message)
 
     def count(self, what: str) -> None:
         """

@@ -28,8 +28,9 @@ from typing import Any, Protocol
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from suite.gossip.fields import Address
 from suite.gossip.member import MemberCore, Status
-from suite.gossip.messages import Ack, Address, IndirectPing, Message, Nack, Ping, Suspect
+from suite.gossip.messages import Ack, IndirectPing, Message, Nack, Ping, Suspect
 from suite.gossip.roster import Roster
 from suite.gossip.settings import GossipSettings
 

@@ -16,8 +16,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.gossip.codec import Codec
+from suite.gossip.fields import Address, MalformedPacket
 from suite.gossip.interfaces import IGossipTransport
-from suite.gossip.messages import Address, Codec, ErrorReply, MalformedPacket, MemberState, PushPull
+from suite.gossip.messages import ErrorReply, MemberState, PushPull
 from suite.gossip.settings import GossipSettings
 
 __all__ = ["PushPullHost", "exchange", "serve", "formatAddress"]
@@ -56,7 +58,7 @@ def exchange(host: PushPullHost, address: Address, join: bool) -> Deferred[bool]
     """
     host.count("pushPulls")
     payload = host.codec.encodeStream(PushPull(join, host.localStates(), host.userState(join)))
-    d: Deferred[bytes] = host.transport.exchangeState(address, payload)  # type: ignore[assignment]
+    d = host.transport.exchangeState(address, payload)
     d.addTimeout(host.settings.pushPullTimeout, host.clock)
     where = formatAddress(address)
 

@@ -5,7 +5,7 @@ Timers and limits of the gossip protocol, with memberlist-like defaults.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 __all__ = ["GossipSettings", "DEFAULT_PORT"]
 
@@ -92,12 +92,6 @@ class GossipSettings:
             reconnectInterval=2.0,
             leavePropagateDelay=0.3,
         )
-
-    def scaled(self, **changes: object) -> GossipSettings:
-        """
-        A copy with C{changes}.
-        """
-        return replace(self, **changes)  # type: ignore[arg-type]
 
     def retransmitLimit(self, members: int) -> int:
         """

@@ -3,7 +3,7 @@ The network transport: UDP datagrams for probes and gossip, TCP streams for
 push-pull, on one port number.
 
 A stream carries one request and at most one reply, each a memberlist
-stream message (see L{suite.gossip.messages}): the receiver's
+stream message (see L{suite.gossip.codec}): the receiver's
 C{streamComplete} says when the bytes read so far hold a whole message.
 Streams over C{maxStateBytes} and streams idle for C{timeout} are closed;
 a reply also ends when the peer closes the connection.  With C{serverTLS}
@@ -17,17 +17,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, ITCPTransport, ITransport, IUDPTransport
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.gossip.fields import Address
 from suite.gossip.interfaces import IGossipTransport, IPacketReceiver
-from suite.gossip.messages import Address
 
 __all__ = ["NetworkTransport"]
 
@@ -60,9 +61,29 @@ class _OneMessage(Protocol):
     def connectionMade(self) -> None:
         self._timer = self.owner.reactor.callLater(self.owner.timeout, self._timedOut)
 
+    def _connection(self) -> ITransport:
+        # Set by makeConnection, before any other call.
+        assert self.transport is not None
+        return self.transport
+
+    def _abort(self) -> None:
+        """
+        Drop the connection now (TCP, or TLS over TCP; anything else is closed).
+        """
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.abortConnection()
+        else:
+            self._connection().loseConnection()
+
+    def _peer(self) -> tuple[str, int]:
+        peer = self._connection().getPeer()
+        if isinstance(peer, (IPv4Address, IPv6Address)):
+            return (peer.host, peer.port)
+        return ("", 0)
+
     def _timedOut(self) -> None:
         self._timer = None
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self._abort()
 
     def dataReceived(self, data: bytes) -> None:
         if self._done:
@@ -72,10 +93,10 @@ class _OneMessage(Protocol):
             self._done = True
             log.warn(
                 "closing gossip stream from {peer}: over {limit} bytes",
-                peer=str(self.transport.getPeer()),  # type: ignore[union-attr]
+                peer=str(self._connection().getPeer()),
                 limit=self.owner.maxStateBytes,
             )
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self._abort()
             return
         receiver = self.owner.receiver
         if receiver is None or receiver.streamComplete(self._buffer):
@@ -95,11 +116,10 @@ class _OneMessage(Protocol):
 class _ServerStream(_OneMessage):
     def messageReceived(self, message: bytes) -> None:
         receiver = self.owner.receiver
-        peer: Any = self.transport.getPeer()  # type: ignore[union-attr]
-        reply = None if receiver is None else receiver.stateReceived(message, (peer.host, peer.port))
+        reply = None if receiver is None else receiver.stateReceived(message, self._peer())
         if reply is not None:
-            self.transport.write(reply)  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+            self._connection().write(reply)
+        self._connection().loseConnection()
 
 
 class _ClientStream(_OneMessage):
@@ -110,12 +130,12 @@ class _ClientStream(_OneMessage):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.transport.write(self.request)  # type: ignore[union-attr]
+        self._connection().write(self.request)
 
     def messageReceived(self, message: bytes) -> None:
         if not self.result.called:
             self.result.callback(message)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._connection().loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
@@ -172,7 +192,7 @@ class NetworkTransport:
         self.timeout = timeout
         self.serverTLS, self.clientTLS = serverTLS, clientTLS
         self.receiver: IPacketReceiver | None = None
-        self._udp: IListeningPort | None = None
+        self._udp: IUDPTransport | None = None
         self._tcp: IListeningPort | None = None
 
     def startListening(self, receiver: IPacketReceiver) -> None:
@@ -182,11 +202,13 @@ class NetworkTransport:
         self.receiver = receiver
         # One byte more than the limit, so oversized datagrams are seen (and
         # dropped by the node) rather than silently truncated.
-        self._udp = self.reactor.listenUDP(
+        # The reactor's UDP port: an IListeningPort that is an IUDPTransport too.
+        udp: IUDPTransport = self.reactor.listenUDP(
             self.port, _Datagrams(self), interface=self.host, maxPacketSize=self.maxIncomingBytes + 1
         )
+        self._udp = udp
         if self.port == 0:
-            self.port = self._udp.getHost().port  # type: ignore[union-attr]
+            self.port = udp.getHost().port
         factory: Any = Factory.forProtocol(lambda: _ServerStream(self))
         factory.noisy = False
         if self.serverTLS is not None:
@@ -194,7 +216,7 @@ class NetworkTransport:
         try:
             self._tcp = self.reactor.listenTCP(self.port, factory, interface=self.host)
         except Exception:
-            self._udp.stopListening()
+            udp.stopListening()
             self._udp = None
             raise
 
@@ -210,7 +232,7 @@ class NetworkTransport:
         if len(data) > self.maxPacketBytes:
             raise ValueError(f"packet of {len(data)} bytes exceeds {self.maxPacketBytes}")
         try:
-            self._udp.write(data, address)  # type: ignore[attr-defined]
+            self._udp.write(data, address)
         except (OSError, ValueError) as e:
             # ValueError: Twisted's InvalidAddressError for a host name; UDP
             # addresses must be IP literals (the runner resolves its own).
@@ -222,7 +244,7 @@ class NetworkTransport:
         def cancel(d: Deferred[bytes]) -> None:
             proto = holder[0].protocolInstance if holder else None
             if proto is not None and proto.transport is not None:
-                proto.transport.abortConnection()  # type: ignore[attr-defined]
+                proto._abort()
             connector.disconnect()
 
         result: Deferred[bytes] = Deferred(cancel)

@@ -9,6 +9,8 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from suite.kv.versions import TOMBSTONE_HORIZON
+
 __all__ = ["openStore", "BACKENDS"]
 
 BACKENDS = ("aof", "sqlite", "memory")
@@ -21,23 +23,29 @@ def openStore(
     clock: IReactorTime,
     runner: Any,
     flushInterval: float = 3.0,
+    origin: int = 0,
+    horizon: float = TOMBSTONE_HORIZON,
 ) -> Any:
     """
     Open vnode C{index}'s store under C{dataDir/index} with C{backend}.
     C{runner} runs a blocking callable off the reactor thread (one per store
     for SQLite, so it has a single writer) and returns a L{Deferred}.
+    C{origin} is the writer id in the versions the store stamps (the
+    vnode's id); tombstones are kept C{horizon} seconds.
     """
     directory = os.path.join(dataDir, str(index))
     if backend == "memory":
         from suite.kv.memory import MemoryStore
 
-        return MemoryStore(clock)
+        return MemoryStore(clock, origin=origin, horizon=horizon)
     if backend == "aof":
         from suite.kv.aof import AOFStore
 
-        return AOFStore(directory, clock, runner, flushInterval=flushInterval)
+        return AOFStore(directory, clock, runner, flushInterval=flushInterval, origin=origin, horizon=horizon)
     if backend == "sqlite":
         from suite.kv.sqlite import SQLiteStore
 
-        return SQLiteStore(directory, os.path.join(dataDir, "cache"), clock, runner)
+        return SQLiteStore(
+            directory, os.path.join(dataDir, "cache"), clock, runner, origin=origin, horizon=horizon
+        )
     raise ValueError(f"unknown KV backend {backend!r}")

@@ -1,11 +1,16 @@
 """
 The default backend: records in memory, every change appended to a log.
 
-File format (C{<dir>/kv.aof})::
+File format (C{<dir>/kv.aof}), format version 2::
 
-    header  b"SPKVAOF" + format version (1 byte)
-    record  version (1 byte) | length (u32 BE) | CRC-32 of body (u32 BE) | body
-    body    msgpack [kind, key, payload-or-nil]
+    header  b"SPKVAOF" + format version (1 byte, 2)
+    record  format version (1 byte) | length (u32 BE) | CRC-32 of body (u32 BE) | body
+    body    msgpack [kind, key, payload-or-nil, hlc, origin]
+
+A nil payload with a version is a tombstone; nil at version 0 (hlc and
+origin 0) forgets the record.  Format 1 files (body C{[kind, key,
+payload-or-nil]}, nil deleting) are still read: their records get version
+0, and the file is rewritten in format 2 at once.
 
 Writes are acknowledged at once and buffered; a timer flushes the buffer
 and fsyncs it off the reactor thread about every C{flushInterval} seconds
@@ -32,24 +37,58 @@ from zope.interface import implementer
 from suite.daemon import ConfigError
 from suite.kv.interfaces import IKeyValueStore
 from suite.kv.memory import TableStore
+from suite.kv.records import Record
+from suite.kv.versions import TOMBSTONE_HORIZON
 
-__all__ = ["AOFStore", "MAGIC", "FORMAT_VERSION", "encodeRecord", "Runner"]
+__all__ = ["AOFStore", "MAGIC", "FORMAT_VERSION", "encodeRecord", "encodeRecordV1", "Runner"]
 
 T = TypeVar("T")
 Runner = Callable[[Callable[[], Any]], "Deferred[Any]"]
 MAGIC = b"SPKVAOF"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the format before versions, still read
+FORMAT_V1 = 1
 _FRAME = struct.Struct(">BII")
 MAX_RECORD = 64 * 1024 * 1024
 log = Logger()
 
 
-def encodeRecord(kind: str, key: bytes, payload: bytes | None) -> bytes:
+def encodeRecord(kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> bytes:
     """
     One framed log record.
     """
-    body: bytes = msgpack.packb([kind, key, payload])
+    body: bytes = msgpack.packb([kind, key, payload, hlc, origin])
     return _FRAME.pack(FORMAT_VERSION, len(body), zlib.crc32(body)) + body
+
+
+def encodeRecordV1(kind: str, key: bytes, payload: bytes | None) -> bytes:
+    """
+    One framed record of format 1 (for tests of the upgrade).
+    """
+    body: bytes = msgpack.packb([kind, key, payload])
+    return _FRAME.pack(FORMAT_V1, len(body), zlib.crc32(body)) + body
+
+
+def _writeSnapshot(path: str, directory: str, items: list[Record]) -> int:
+    """
+    Write a fresh log holding C{items} next to C{path}, fsync it and rename
+    it over C{path}; return its size.  Blocking.
+    """
+    tmp = path + ".compact"
+    with open(tmp, "wb") as f:
+        f.write(MAGIC + bytes([FORMAT_VERSION]))
+        for kind, key, payload, hlc, origin in items:
+            f.write(encodeRecord(kind, key, payload, hlc, origin))
+        f.flush()
+        os.fsync(f.fileno())
+        size = f.tell()
+    os.replace(tmp, path)
+    dirfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+    return size
 
 
 @implementer(IKeyValueStore)
@@ -70,8 +109,10 @@ class AOFStore(TableStore):
         runner: Runner,
         flushInterval: float = 3.0,
         compactMinBytes: int = 4 * 1024 * 1024,
+        origin: int = 0,
+        horizon: float = TOMBSTONE_HORIZON,
     ) -> None:
-        super().__init__(clock)
+        super().__init__(clock, origin, horizon)
         self.directory = directory
         self.path = os.path.join(directory, "kv.aof")
         self.runner = runner
@@ -113,29 +154,41 @@ class AOFStore(TableStore):
             return
         if data[: len(MAGIC)] != MAGIC:
             raise ConfigError(f"{self.path}: not a Specter AOF file")
-        if data[len(MAGIC)] != FORMAT_VERSION:
-            raise ConfigError(f"{self.path}: unsupported AOF format version {data[len(MAGIC)]}")
+        fileVersion = data[len(MAGIC)]
+        if fileVersion not in (FORMAT_V1, FORMAT_VERSION):
+            raise ConfigError(f"{self.path}: unsupported AOF format version {fileVersion}")
         pos = len(header)
         end = len(data)
         count = 0
         table = self.table
+        high = 0
         while pos < end:
             if end - pos < _FRAME.size:
                 break
             version, length, crc = _FRAME.unpack_from(data, pos)
             start = pos + _FRAME.size
-            if version != FORMAT_VERSION or length > MAX_RECORD or start + length > end:
+            if version != fileVersion or length > MAX_RECORD or start + length > end:
                 break
             body = data[start : start + length]
             if zlib.crc32(body) != crc:
                 break
             try:
-                kind, key, payload = msgpack.unpackb(body)
+                if fileVersion == FORMAT_V1:
+                    kind, key, payload = msgpack.unpackb(body)
+                    hlc = origin = 0
+                else:
+                    kind, key, payload, hlc, origin = msgpack.unpackb(body)
             except Exception:
                 break
-            table.write(kind, key, payload)
+            if payload is None and hlc == 0 and origin == 0:
+                table.forget(kind, key)
+            else:
+                table.write(kind, key, payload, hlc, origin)
+                if hlc > high:
+                    high = hlc
             count += 1
             pos = start + length
+        self.hlc.observe(high)
         if pos < end:
             self.repairedBytes = end - pos
             log.warn(
@@ -149,10 +202,21 @@ class AOFStore(TableStore):
                 f.flush()
                 os.fsync(f.fileno())
         self.fileBytes = pos
+        if fileVersion == FORMAT_V1:
+            self.fileBytes = _writeSnapshot(self.path, self.directory, self._items())
+            log.info(
+                "AOF {path}: rewrote {records} records of format 1 in format {newFormat} (version 0 each)",
+                path=self.path,
+                records=len(table.versions),
+                newFormat=FORMAT_VERSION,
+            )
+
+    def _items(self) -> list[Record]:
+        return self.table.records()
 
     # -- persistence ----------------------------------------------------
-    def _persist(self, kind: str, key: bytes, payload: bytes | None) -> None:
-        self.pending.append(encodeRecord(kind, key, payload))
+    def _persist(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
+        self.pending.append(encodeRecord(kind, key, payload, hlc, origin))
 
     def _schedule(self) -> None:
         if not self._closed:
@@ -200,29 +264,16 @@ class AOFStore(TableStore):
 
     def _needsCompaction(self) -> bool:
         return self.fileBytes > self.compactMinBytes and self.fileBytes > 2 * (
-            self.table.bytes + 16 * len(self.table.data)
+            self.table.bytes + 40 * len(self.table.versions)
         )
 
     def _compact(self) -> Deferred[None]:
-        items = list(self.table.data.items())
+        items = self._items()
         self.pending = []
-        tmp = self.path + ".compact"
         old = self._fh
 
         def write() -> Any:
-            with open(tmp, "wb") as f:
-                f.write(MAGIC + bytes([FORMAT_VERSION]))
-                for (kind, key), payload in items:
-                    f.write(encodeRecord(kind, key, payload))
-                f.flush()
-                os.fsync(f.fileno())
-                size = f.tell()
-            os.replace(tmp, self.path)
-            dirfd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
+            size = _writeSnapshot(self.path, self.directory, items)
             old.close()
             return size, open(self.path, "ab")
 

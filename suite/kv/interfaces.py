@@ -23,9 +23,18 @@ class IKeyValueStore(Interface):
     ring position L{suite.kv.records.ringId}C{(key)}; the range methods
     select records by that position, the half-open ring interval
     C{(low, high]} (wrapping past zero when C{low >= high}).
+
+    Every record carries the L{suite.kv.versions.Version} of the write that
+    made it, stamped by this store's L{suite.kv.versions.HybridClock}; a
+    deletion leaves a tombstone (a C{None} payload with its version) that is
+    purged once older than the store's C{horizon}.  Records are exchanged as
+    C{(kind, key, payload-or-None, hlc, origin)} (L{suite.kv.records.Record}:
+    the version kept flat, as records move in bulk).
     """
 
     name = Attribute("Backend name: 'memory', 'aof' or 'sqlite'.")
+    hlc = Attribute("The L{suite.kv.versions.HybridClock} stamping this store's writes.")
+    horizon = Attribute("Seconds a tombstone is kept before it is purged.")
 
     def get(key):  # type: ignore[no-untyped-def]
         """
@@ -83,30 +92,46 @@ class IKeyValueStore(Interface):
 
     def exportKey(key):  # type: ignore[no-untyped-def]
         """
-        Fire with every record of C{key}, with C{None} payloads for absent
-        kinds (so importing them elsewhere reproduces this state exactly).
+        Fire with every record of C{key} this store holds, tombstones
+        included (so importing them elsewhere carries deletions too).
         """
 
     def exportRange(low, high):  # type: ignore[no-untyped-def]
         """
-        Fire with the list of C{(kind, key, payload)} records in C{(low, high]}.
+        Fire with the list of C{(kind, key, payload, hlc, origin)} records in
+        C{(low, high]}, tombstones included.
         """
 
     def importRecords(records):  # type: ignore[no-untyped-def]
         """
-        Write C{(kind, key, payload)} records; a C{None} payload deletes.
+        Merge C{(kind, key, payload, hlc, origin)} records from elsewhere: each
+        replaces the record held only if it is newer (see
+        L{suite.kv.versions.newer}), so an import never loses a newer write
+        and importing the same records twice, or in another order, ends the
+        same.  A tombstone older than C{horizon} is ignored (it may have
+        been purged here already).  A record whose C{hlc} is C{None} (sent
+        by a peer from before versions) is written as a new write.  Fire
+        with how many were installed.
         """
 
     def removeRange(low, high):  # type: ignore[no-untyped-def]
         """
-        Delete every record in C{(low, high]}; fire with how many.
+        Forget every record and tombstone in C{(low, high]} (local clean-up,
+        not a deletion: nothing of it travels); fire with how many.
+        """
+
+    def purge():  # type: ignore[no-untyped-def]
+        """
+        Forget the tombstones older than C{horizon} now (writes also do this
+        about once a minute); fire with how many.
         """
 
     def digestRange(low, high, buckets=1):  # type: ignore[no-untyped-def]
         """
         Fire with a list of C{(count, digest)}, one per bucket of
         C{(low, high]} split by L{suite.kv.records.bucketBounds}; equal on
-        two stores exactly when they hold the same records there.
+        two stores exactly when they hold the same records (versions and
+        tombstones included) there.
         """
 
     def stats():  # type: ignore[no-untyped-def]

@@ -13,37 +13,65 @@ from zope.interface import implementer
 
 from suite.kv import records as r
 from suite.kv.interfaces import IKeyValueStore
+from suite.kv.versions import TOMBSTONE_HORIZON, HybridClock, Version, versionAt
 
-__all__ = ["TableStore", "MemoryStore"]
+__all__ = ["TableStore", "MemoryStore", "PURGE_EVERY"]
 
 T = TypeVar("T")
+#: seconds between two purges of expired tombstones (done by a write)
+PURGE_EVERY = 60.0
 
 
 class TableStore:
     """
     A store whose records live in a L{records.Table}; subclasses persist
-    each write through L{_persist}.
+    each change through L{_persist}.
+
+    @param origin: the writer id stamped into every version (a vnode id).
+    @param horizon: seconds a tombstone is kept.
     """
 
     name = "table"
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, origin: int = 0, horizon: float = TOMBSTONE_HORIZON) -> None:
         self.clock = clock
         self.table = r.Table()
+        self.hlc = HybridClock(clock.seconds, origin)
+        self.horizon = horizon
         self.writes = 0
         self.reads = 0
+        self.installed = 0
+        self.stale = 0
+        self.purged = 0
+        self._purgeAt = 0
 
     # the Tx protocol, with persistence
     def read(self, kind: str, key: bytes) -> bytes | None:
         return self.table.read(kind, key)
 
-    def write(self, kind: str, key: bytes, payload: bytes | None) -> None:
-        self.table.write(kind, key, payload)
-        self.writes += 1
-        self._persist(kind, key, payload)
+    def stamp(self) -> Version:
+        return self.hlc.stamp()
 
-    def _persist(self, kind: str, key: bytes, payload: bytes | None) -> None:
-        pass
+    def write(self, kind: str, key: bytes, payload: bytes | None) -> None:
+        hlc, origin = self.hlc.stamp()
+        self.table.write(kind, key, payload, hlc, origin)
+        self.writes += 1
+        self._persist(kind, key, payload, hlc, origin)
+        if hlc >= self._purgeAt:
+            self._purgeExpired()
+
+    def _persist(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
+        """
+        Record a change: a record, a tombstone, or (C{None} at version 0) a
+        record forgotten.
+        """
+
+    def _purgeExpired(self) -> int:
+        now = self.clock.seconds()
+        self._purgeAt = versionAt(now + PURGE_EVERY).hlc
+        count = self.table.purge(versionAt(now - self.horizon))
+        self.purged += count
+        return count
 
     def _run(self, op: Callable[..., T], *args: Any) -> Deferred[T]:
         try:
@@ -88,28 +116,60 @@ class TableStore:
     def exportRange(self, low: int, high: int) -> Deferred[list[r.Record]]:
         return succeed(self.table.inRange(low, high))
 
-    def importRecords(self, records: Iterable[r.Record]) -> Deferred[None]:
-        for kind, key, payload in records:
-            if kind in r.KINDS and (payload is not None or self.table.read(kind, key) is not None):
-                self.write(kind, key, payload)
-        return succeed(None)
+    def importRecords(self, records: Iterable[r.Incoming]) -> Deferred[int]:
+        table = self.table
+        count = 0
+        now = self.clock.seconds()
+        # a tombstone past the horizon is as good as none (it may be purged here already)
+        expired = versionAt(now - self.horizon).hlc
+        observe = self.hlc.observe
+        for kind, key, payload, hlc, origin in records:
+            if kind not in r.KINDS:
+                continue
+            if hlc is None:
+                # from a peer without versions: a write made now, as it expects
+                if payload is not None or table.read(kind, key) is not None:
+                    self.write(kind, key, payload)
+                    count += 1
+            elif payload is None and hlc < expired:
+                self.stale += 1
+            elif table.install(kind, key, payload, hlc, origin):
+                observe(hlc)
+                self._persist(kind, key, payload, hlc, origin)
+                count += 1
+            else:
+                self.stale += 1
+        self.installed += count
+        if versionAt(now).hlc >= self._purgeAt:
+            self._purgeExpired()
+        return succeed(count)
 
     def removeRange(self, low: int, high: int) -> Deferred[int]:
         doomed = self.table.inRange(low, high)
-        for kind, key, _ in doomed:
-            self.write(kind, key, None)
+        for kind, key, _, _, _ in doomed:
+            self.table.forget(kind, key)
+            self._persist(kind, key, None, 0, 0)
         return succeed(len(doomed))
 
+    def purge(self) -> Deferred[int]:
+        return succeed(self._purgeExpired())
+
     def digestRange(self, low: int, high: int, buckets: int = 1) -> Deferred[list[tuple[int, int]]]:
+        if versionAt(self.clock.seconds()).hlc >= self._purgeAt:
+            self._purgeExpired()
         return succeed(self.table.digests(low, high, buckets))
 
     def stats(self) -> dict[str, Any]:
         return {
             "backend": self.name,
             "records": len(self.table.data),
+            "tombstones": len(self.table.tombstones),
             "bytes": self.table.bytes,
             "writes": self.writes,
             "reads": self.reads,
+            "installed": self.installed,
+            "stale": self.stale,
+            "purged": self.purged,
         }
 
     def close(self) -> Deferred[None]:

@@ -2,8 +2,11 @@
 Records, ring positions and the operations every backend shares.
 
 Each operation is written once against a tiny transaction protocol
-(C{read(kind, key)} / C{write(kind, key, payload)}); the in-memory table
-runs it on the reactor thread, SQLite runs it on its writer thread.
+(C{read(kind, key)} / C{write(kind, key, payload)} / C{stamp()}); the
+in-memory table runs it on the reactor thread, SQLite runs it on its writer
+thread.  A backend stamps every write with a new L{Version} (see
+L{suite.kv.versions}); writing C{None} leaves a tombstone with its version,
+so a deletion wins over older copies of the record met later.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from typing import Protocol
 
 import msgpack
 
+from suite.kv.versions import Version, newer
+
 __all__ = [
     "RING_BITS",
     "RING_SIZE",
     "ringId",
     "inRange",
     "Record",
+    "Incoming",
     "Lease",
     "LeaseHeld",
     "LeaseLost",
@@ -36,6 +42,7 @@ __all__ = [
     "opRenew",
     "opRelease",
     "recordDigest",
+    "recordHash",
     "bucketBounds",
     "digestBuckets",
     "Table",
@@ -46,7 +53,12 @@ RING_SIZE = 1 << RING_BITS
 KINDS = ("v", "s", "l")
 VALUE, SET, LEASE = KINDS
 
-Record = tuple[str, bytes, "bytes | None"]
+#: C{(kind, key, payload, hlc, origin)}: C{(hlc, origin)} is the record's
+#: L{Version}, kept flat (records move in bulk); a C{None} payload is a tombstone
+Record = tuple[str, bytes, "bytes | None", int, int]
+#: a record to import; a C{None} hlc (from a peer before versions) means a
+#: record installed as a new local write, as such peers expect
+Incoming = tuple[str, bytes, "bytes | None", "int | None", int]
 
 
 def ringId(key: bytes) -> int:
@@ -98,6 +110,8 @@ class Tx(Protocol):
     def read(self, kind: str, key: bytes) -> bytes | None: ...
 
     def write(self, kind: str, key: bytes, payload: bytes | None) -> None: ...
+
+    def stamp(self) -> Version: ...
 
 
 def _members(tx: Tx, prefix: bytes) -> list[bytes]:
@@ -160,7 +174,9 @@ def opAcquire(tx: Tx, name: bytes, holder: bytes, ttl: float, now: float) -> Lea
     if current is not None and expires > now and current != holder:
         raise LeaseHeld(f"lease {name!r} is held until {expires:.3f}")
     if current != holder or expires <= now:
-        token += 1
+        # a fresh stamp: two copies of the lease granted apart (rings that
+        # later merge) never share a token, so the loser's holder is fenced
+        token = max(token + 1, tx.stamp().hlc)
     _writeLease(tx, name, holder, token, now + ttl)
     return Lease(name, holder, token, now + ttl)
 
@@ -192,12 +208,22 @@ def bucketBounds(low: int, high: int, buckets: int) -> list[tuple[int, int]]:
     return [(s % RING_SIZE, e % RING_SIZE) for s, e in zip(starts, ends, strict=True)]
 
 
+def recordHash(kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> int:
+    """
+    A 64-bit hash of one record (tombstones and versions included).
+    """
+    h = hashlib.blake2b(kind.encode() + b"\0" + key + b"\0", digest_size=8)
+    h.update(b"\x00" if payload is None else b"\x01" + payload)
+    h.update(hlc.to_bytes(8, "big") + origin.to_bytes(8, "big"))
+    return int.from_bytes(h.digest(), "big")
+
+
 def digestBuckets(
-    items: Iterable[tuple[int, str, bytes, bytes]], low: int, high: int, buckets: int
+    items: Iterable[tuple[int, str, bytes, bytes | None, int, int]], low: int, high: int, buckets: int
 ) -> list[tuple[int, int]]:
     """
-    Per-bucket C{(count, digest)} of C{(ringId, kind, key, payload)} items
-    lying in C{(low, high]}, buckets as in L{bucketBounds}.
+    Per-bucket C{(count, digest)} of C{(ringId, kind, key, payload, hlc,
+    origin)} items lying in C{(low, high]}, buckets as in L{bucketBounds}.
     """
     import bisect
 
@@ -205,76 +231,169 @@ def digestBuckets(
     ends = [span * (i + 1) // buckets for i in range(buckets)]
     counts = [0] * buckets
     accs = [0] * buckets
-    for kid, kind, key, payload in items:
+    for kid, kind, key, payload, hlc, origin in items:
         off = (kid - low) % RING_SIZE
         if off == 0 or off > span:
             continue
         i = bisect.bisect_left(ends, off)
-        h = hashlib.blake2b(kind.encode() + b"\0" + key + b"\0" + payload, digest_size=8)
         counts[i] += 1
-        accs[i] ^= int.from_bytes(h.digest(), "big")
+        accs[i] ^= recordHash(kind, key, payload, hlc, origin)
     return list(zip(counts, accs, strict=True))
 
 
 def recordDigest(records: Iterable[Record]) -> tuple[int, int]:
     """
-    An order-independent digest of records: their count and the XOR of
-    each record's 64-bit hash.
+    An order-independent digest of records (tombstones included): their
+    count and the XOR of each record's 64-bit hash.
     """
     count = 0
     acc = 0
-    for kind, key, payload in records:
-        if payload is None:
-            continue
+    for kind, key, payload, hlc, origin in records:
         count += 1
-        h = hashlib.blake2b(kind.encode() + b"\0" + key + b"\0" + payload, digest_size=8)
-        acc ^= int.from_bytes(h.digest(), "big")
+        acc ^= recordHash(kind, key, payload, hlc, origin)
     return count, acc
+
+
+_MASK64 = (1 << 64) - 1
 
 
 class Table:
     """
     An in-memory record table (used by the memory and aof backends).
 
-    C{data} maps C{(kind, key)} to the payload; C{ids} caches each key's
-    ring position.
+    C{data} maps C{(kind, key)} to the live payload; C{versions} maps every
+    record, live or tombstone, to its version packed in one integer
+    (C{hlc << 64 | origin}, ordered as the version: one small object per
+    record, which the garbage collector never visits); C{tombstones} holds
+    the tombstones' packed versions; C{ids} caches each key's ring position.
     """
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, bytes], bytes] = {}
+        self.versions: dict[tuple[str, bytes], int] = {}
+        self.tombstones: dict[tuple[str, bytes], int] = {}
         self.ids: dict[bytes, int] = {}
         self.bytes = 0
 
     def read(self, kind: str, key: bytes) -> bytes | None:
         return self.data.get((kind, key))
 
-    def write(self, kind: str, key: bytes, payload: bytes | None) -> None:
+    def version(self, kind: str, key: bytes) -> Version | None:
+        """
+        The version of the record (or tombstone) held for C{(kind, key)}.
+        """
+        packed = self.versions.get((kind, key))
+        return None if packed is None else Version(packed >> 64, packed & _MASK64)
+
+    def write(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
+        """
+        Set a record (a tombstone when C{payload} is C{None}), whatever was there.
+        """
         slot = (kind, key)
+        data = self.data
+        old = data.pop(slot, None)
+        size = self.bytes
+        if old is not None:
+            size -= len(old) + len(key)
+        elif self.tombstones and slot in self.tombstones:
+            del self.tombstones[slot]
+            size -= len(key)
+        packed = (hlc << 64) | origin
+        self.versions[slot] = packed
+        if payload is not None:
+            data[slot] = payload
+            size += len(payload) + len(key)
+        else:
+            self.tombstones[slot] = packed
+            size += len(key)
+        self.bytes = size
+        if key not in self.ids:
+            self.ids[key] = ringId(key)
+
+    def install(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> bool:
+        """
+        Set a record copied from elsewhere if it wins over the one held
+        (see L{suite.kv.versions.newer}); whether it did.
+        """
+        held = self.versions.get((kind, key))
+        if held is not None:
+            packed = (hlc << 64) | origin
+            if packed < held:
+                return False
+            if packed == held:
+                v = Version(hlc, origin)
+                if not newer(payload, v, self.data.get((kind, key)), v):
+                    return False
+        self.write(kind, key, payload, hlc, origin)
+        return True
+
+    def forget(self, kind: str, key: bytes) -> bool:
+        """
+        Drop a record or tombstone without a trace; whether there was one.
+        """
+        slot = (kind, key)
+        if self.versions.pop(slot, None) is None:
+            return False
         old = self.data.pop(slot, None)
         if old is not None:
             self.bytes -= len(old) + len(key)
-        if payload is not None:
-            self.data[slot] = payload
-            self.bytes += len(payload) + len(key)
-            if key not in self.ids:
-                self.ids[key] = ringId(key)
+        else:
+            del self.tombstones[slot]
+            self.bytes -= len(key)
+        return True
+
+    def purge(self, before: Version) -> int:
+        """
+        Forget the tombstones older than C{before}; how many.
+        """
+        cutoff = (before[0] << 64) | before[1]
+        doomed = [slot for slot, packed in self.tombstones.items() if packed < cutoff]
+        for kind, key in doomed:
+            self.forget(kind, key)
+        return len(doomed)
+
+    def records(self) -> list[Record]:
+        """
+        Every record and tombstone.
+        """
+        data = self.data
+        return [
+            (slot[0], slot[1], data.get(slot), packed >> 64, packed & _MASK64)
+            for slot, packed in self.versions.items()
+        ]
 
     def exportKey(self, key: bytes) -> list[Record]:
-        return [(kind, key, self.data.get((kind, key))) for kind in KINDS]
+        out: list[Record] = []
+        for kind in KINDS:
+            slot = (kind, key)
+            packed = self.versions.get(slot)
+            if packed is not None:
+                out.append((kind, key, self.data.get(slot), packed >> 64, packed & _MASK64))
+        return out
 
     def digests(self, low: int, high: int, buckets: int) -> list[tuple[int, int]]:
         ids = self.ids
-        return digestBuckets(
-            ((ids[key], kind, key, payload) for (kind, key), payload in self.data.items()), low, high, buckets
+        data = self.data
+        items = (
+            (ids[slot[1]], slot[0], slot[1], data.get(slot), packed >> 64, packed & _MASK64)
+            for slot, packed in self.versions.items()
         )
+        return digestBuckets(items, low, high, buckets)
 
     def inRange(self, low: int, high: int) -> list[Record]:
         ids = self.ids
+        data = self.data
+        versions = self.versions
         out: list[Record] = []
-        for (kind, key), payload in self.data.items():
+        append = out.append
+        wraps = low >= high
+        for slot in versions:
+            key = slot[1]
             kid = ids.get(key)
             if kid is None:
                 kid = ids[key] = ringId(key)
-            if inRange(kid, low, high):
-                out.append((kind, key, payload))
+            # inRange(kid, low, high), inlined: this loop visits every record
+            if (kid > low or kid <= high) if wraps else (low < kid <= high):
+                packed = versions[slot]
+                append((slot[0], key, data.get(slot), packed >> 64, packed & _MASK64))
         return out

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from suite.fileutil import syncDirectory, writeAtomically
 from suite.pki.bundle import (
     CA_CERT,
     CA_KEY,
@@ -52,6 +53,8 @@ __all__ = [
     "writeClientCertificate",
     "CLIENT_CERT",
     "CLIENT_KEY",
+    "certificateToPEM",
+    "keyToPEM",
 ]
 
 DEFAULT_CA_DAYS = 3650
@@ -352,28 +355,6 @@ def mintSelfSigned(
 # --- writing ---------------------------------------------------------------
 
 
-def _writeAtomically(path: str, data: bytes, mode: int) -> None:
-    temporary = f"{path}.tmp{os.getpid()}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
 def _writeFiles(
     directory: str, files: dict[str, tuple[bytes, int]], force: bool, guard: Iterable[str]
 ) -> None:
@@ -392,12 +373,8 @@ def _writeFiles(
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         for name, (data, mode) in files.items():
-            _writeAtomically(os.path.join(directory, name), data, mode)
-        dirfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+            writeAtomically(os.path.join(directory, name), data, mode, syncDir=False)
+        syncDirectory(directory)
     except OSError as e:
         raise BundleError(f"{e.filename or directory}: cannot write: {e.strerror or e}")
 

@@ -9,7 +9,15 @@ bundle.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from suite.pki.bundle import Bundle
+    from suite.pki.verify import PeerIdentity
 
 __all__ = ["IPeerVerifier", "ICertificateSource"]
 
@@ -25,7 +33,7 @@ class IPeerVerifier(Interface):
 
     description = Attribute("A short human-readable text naming the expected peer, for logs.")
 
-    def verifyPeer(certificate):  # type: ignore[no-untyped-def]
+    def verifyPeer(certificate: x509.Certificate) -> PeerIdentity:
         """
         Check the peer's leaf certificate.
 
@@ -48,7 +56,7 @@ class ICertificateSource(Interface):
 
     description = Attribute("Where the bundle is read from, for messages (a path or 'environment').")
 
-    def loadBundle():  # type: ignore[no-untyped-def]
+    def loadBundle() -> Bundle:
         """
         Read and check the bundle now.
 

@@ -14,7 +14,6 @@ C{SSL4ServerEndpoint}, L{wrapClientTLS}, or the endpoint helpers below.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +39,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from suite.netutil import isIPAddress
 from suite.pki.bundle import Bundle, BundleError
 from suite.pki.interfaces import IPeerVerifier
 from suite.pki.keys import PrivateKey
@@ -340,11 +340,8 @@ def clientContextFactory(
     if verifier is None:
         verifier = PeerPolicy(hostname=hostname, ipAddress=ipAddress, spiffeId=spiffeId)
     serverName = None
-    if hostname is not None:
-        try:
-            ipaddress.ip_address(hostname)
-        except ValueError:
-            serverName = hostname
+    if hostname is not None and not isIPAddress(hostname):
+        serverName = hostname
     options = _options(
         bundle,
         bundle.trustRoots,

@@ -1,6 +1,7 @@
 """
 Run one replicated KV node: C{python -m suite.raft --help}; change the
-group's membership: C{python -m suite.raft member --help}.
+group's membership: C{python -m suite.raft member --help}; inspect, export
+or drop a group of a stopped node's WAL: C{python -m suite.raft wal}.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         from suite.raft.admin import main as member
 
         return member(args[1:])
+    if args[:1] == ["wal"]:
+        from suite.raft.walctl import main as wal
+
+        return wal(args[1:])
     options = Options()
     try:
         options.parseOptions(args)

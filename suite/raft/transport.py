@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from suite.netutil import noDelay
 from suite.raft.interfaces import IRaftTransport
 from suite.raft.messages import MalformedMessage, Message, decodeMessage, encodeMessage
 
@@ -144,24 +145,6 @@ class FrameProtocol(Protocol):
             return str(self.transport.getPeer())  # type: ignore[union-attr]
         except Exception:
             return "unknown peer"
-
-
-def noDelay(transport: Any) -> None:
-    """
-    Turn Nagle's algorithm off on the TCP connection under C{transport}
-    (through TLS wrappers): frames are small and latency-bound.
-    """
-    for _ in range(4):
-        if transport is None:
-            return
-        setter = getattr(type(transport), "setTcpNoDelay", None)
-        if setter is not None:
-            try:
-                transport.setTcpNoDelay(True)
-            except (OSError, AttributeError, NotImplementedError):
-                pass
-            return
-        transport = getattr(transport, "transport", None)
 
 
 def certificateName(transport: Any) -> str | None:

@@ -1,514 +1,409 @@
 """
-Durable Raft storage on files: a write-ahead log in segments plus snapshot
-files (L{suite.raft.snapshot}).
+Durable Raft storage on files: a write-ahead log in segments
+(L{suite.raft.segments}) plus snapshot files (L{suite.raft.snapshot}).
 
-Segment C{wal-<seq>.log}: a 5-byte header C{b"RWAL" + version}, then records
-C{[u32 length][u32 crc32][u8 type][payload]} (length counts type+payload,
-the CRC covers them).  Record types: 1 hard state C{[term, vote]}, 2 append
-C{[truncateAfter|-1, [entry...]]}, 3 compaction C{[index, term]}, 4
-checkpoint C{[term, vote, index, term, [entry...]]} (starts a segment after
-rotation; older segments are then deleted).
+One L{SharedWAL} serves every Raft group of a node: each group's
+L{GroupStorage} (an L{IRaftStorage}) queues its records at one batching
+point, and everything queued in one reactor turn is written and made
+durable by the storage thread with one fsync; each Deferred fires after the
+fsync that covers it (Raft acknowledges nothing before that).  Records
+queued while a batch is being written go into the next batch.
+L{WALStorage} is a log with one group, as a single Raft node uses it.
 
-Writes are queued on the reactor thread and written + fsynced by one
-worker thread in batches (group commit); each Deferred fires after the
-fsync that covers it.  At start-up an incomplete or bad record at the very
-end of the newest segment is a torn write and is cut off; a bad record
-anywhere else stops start-up with the file name and offset.
+Two small machines (L{suite.raft.walbatch}) hold the log's state: the
+batching point (Idle, Scheduled, Writing, Broken) and the spare segment
+(NoSpare, Preparing, Ready, Consumed: once the segment is half full the
+next one is filled ahead of time on another thread, so rotation renames it
+instead of stalling appends behind a 16 MiB write).
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import struct
-import threading
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from suite.daemon import ConfigError
 from suite.raft.interfaces import IRaftStorage
 from suite.raft.messages import Entry, SnapshotMeta
+from suite.raft.segments import (
+    APPEND,
+    COMPACT,
+    DROP,
+    HARDSTATE,
+    SPARE,
+    CorruptLog,
+    GroupLog,
+    SegmentWriter,
+    StorageDirectoryError,
+    checkpointRecord,
+    encodeRecord,
+    groupHeader,
+    groupRecord,
+    prepareDirectory,
+)
 from suite.raft.snapshot import SnapshotStore
 from suite.raft.storage import Recovered, applyAppend, applyCompaction
+from suite.raft.walbatch import (
+    BatchCore,
+    BatchMachine,
+    Chunk,
+    Runner,
+    SpareCore,
+    SpareMachine,
+    StorageThread,
+)
+
+__all__ = [
+    "CorruptLog",
+    "GroupStorage",
+    "SPARE",
+    "SharedWAL",
+    "StorageDirectoryError",
+    "StorageThread",
+    "WALStorage",
+    "prepareDirectory",
+]
 
 log = Logger()
 
-MAGIC = b"RWAL"
-VERSION = 1
-HEADER = MAGIC + bytes([VERSION])
-RECORD = struct.Struct(">II")
-HARDSTATE, APPEND, COMPACT, CHECKPOINT = 1, 2, 3, 4
-SPARE = "next-segment.tmp"
-MAX_RECORD = 256 * 1024 * 1024
+
+# -- the shared log -----------------------------------------------------------
 
 
-class CorruptLog(ConfigError):
+class _Once:
     """
-    A WAL record that is not at the tail is damaged: start-up refuses.
+    Run a coroutine once; every caller of L{wait} gets its outcome.
     """
 
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self.work = work
+        self.waiting: list[Deferred[None]] | None = None
+        self.outcome: Failure | None | bool = False
 
-class StorageDirectoryError(ConfigError):
-    """
-    A configured storage directory cannot be created or written.
-    """
-
-
-def prepareDirectory(path: str, what: str) -> str:
-    """
-    Create C{path} and prove it writable with a C{.write_probe} file; raise
-    L{StorageDirectoryError} naming the path otherwise.
-    """
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write_probe")
-        with open(probe, "wb") as f:
-            f.write(b"ok\n")
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise StorageDirectoryError(f"{what} directory {path} is not writable: {e.strerror or e}")
-    return path
-
-
-def _zero(data: bytes, offset: int) -> bool:
-    return data.count(0, offset) == len(data) - offset
-
-
-def _check(data: bytes, offset: int) -> tuple[str | None, bool]:
-    """
-    Validate the record at C{offset}: (problem or None, whether the damage
-    is confined to the tail, i.e. nothing but zeros follows it).
-    """
-    if offset + RECORD.size > len(data):
-        return "incomplete record header", True
-    length, crc = RECORD.unpack_from(data, offset)
-    end = offset + RECORD.size + length
-    if length == 0 or length > MAX_RECORD:
-        return f"bad record length {length}", _zero(data, offset + RECORD.size)
-    if end > len(data):
-        return "record runs past the end of the segment", True
-    if zlib.crc32(data[offset + RECORD.size : end]) != crc:
-        return "CRC mismatch", _zero(data, end)
-    return None, False
-
-
-def encodeRecord(kind: int, payload: bytes) -> bytes:
-    body = bytes([kind]) + payload
-    return RECORD.pack(len(body), zlib.crc32(body)) + body
-
-
-def _entries(raw: list[Any]) -> list[Entry]:
-    return [Entry(*e) for e in raw]
-
-
-def _fsyncDirectory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Writer:
-    """
-    File work; only ever runs on the storage thread.
-    """
-
-    def __init__(self, walDir: str, segmentBytes: int) -> None:
-        self.walDir = walDir
-        self.segmentBytes = segmentBytes
-        self.file: Any = None
-        self.size = 0
-        self.seq = 0
-
-    def segments(self) -> list[str]:
-        names = sorted(n for n in os.listdir(self.walDir) if n.startswith("wal-") and n.endswith(".log"))
-        return [os.path.join(self.walDir, n) for n in names]
-
-    def recover(self) -> Recovered:
-        spare = os.path.join(self.walDir, SPARE)
-        if os.path.exists(spare):
-            os.unlink(spare)
-        state = Recovered()
-        base = 0
-        segments = self.segments()
-        validEnd = 0
-        for number, path in enumerate(segments):
-            last = number == len(segments) - 1
-            with open(path, "rb") as f:
-                data = f.read()
-            if len(data) < 5 and last:
-                self._cut(path, 0, "incomplete segment header")
-                data = HEADER
-            if data[:4] != MAGIC or len(data) < 5:
-                raise CorruptLog(f"WAL segment {path} has a bad header; refusing to start")
-            if data[4] != VERSION:
-                raise CorruptLog(f"WAL segment {path} has format version {data[4]}, expected {VERSION}")
-            offset = 5
-            while offset < len(data):
-                if data[offset : offset + RECORD.size] == bytes(RECORD.size) and _zero(data, offset):
-                    break  # the preallocated, never written tail
-                problem, tail = _check(data, offset)
-                if problem is not None:
-                    if last and tail:
-                        self._cut(path, offset, problem)
-                        break
-                    raise CorruptLog(
-                        f"corrupt WAL record in {path} at offset {offset}: {problem}; refusing to start"
-                    )
-                length, _ = RECORD.unpack_from(data, offset)
-                end = offset + RECORD.size + length
-                kind = data[offset + RECORD.size]
-                try:
-                    base = self._replay(state, base, kind, data[offset + RECORD.size + 1 : end])
-                except (ValueError, TypeError) as e:
-                    raise CorruptLog(
-                        f"corrupt WAL record in {path} at offset {offset}: {e}; refusing to start"
-                    )
-                offset = end
-            validEnd = offset
-            self.seq = int(os.path.basename(path)[4:-4], 16)
-        if segments:
-            self._open(self.seq, validEnd)
+    def wait(self) -> Deferred[None]:
+        if self.outcome is None:
+            return succeed(None)
+        if isinstance(self.outcome, Failure):
+            return fail(self.outcome)
+        d: Deferred[None] = Deferred()
+        if self.waiting is None:
+            self.waiting = [d]
+            Deferred.fromCoroutine(self.work()).addBoth(self._done)
         else:
-            self._create(1)
-        return state
-
-    def _cut(self, path: str, offset: int, problem: str) -> None:
-        log.warn(
-            "repairing torn WAL tail in {path} at offset {offset} ({problem})",
-            path=path,
-            offset=offset,
-            problem=problem,
-        )
-        with open(path, "r+b") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(offset)
-            f.write(bytes(size - offset))
-            if offset < 5:
-                f.seek(0)
-                f.write(HEADER)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _replay(self, state: Recovered, base: int, kind: int, body: bytes) -> int:
-        value = msgpack.unpackb(body, raw=False)
-        if kind == HARDSTATE:
-            state.term, state.votedFor = value
-        elif kind == APPEND:
-            truncate, raw = value
-            applyAppend(state.entries, None if truncate < 0 else truncate, _entries(raw), base)
-        elif kind == COMPACT:
-            index, term = value
-            meta = SnapshotMeta(index, term, None)  # type: ignore[arg-type]
-            state.entries = applyCompaction(state.entries, base, meta)
-            base = index
-        elif kind == CHECKPOINT:
-            state.term, state.votedFor, base, _, raw = value
-            state.entries = _entries(raw)
-        else:
-            raise ValueError(f"unknown record type {kind}")
-        return base
-
-    def _fill(self, path: str) -> None:
-        """
-        Write a segment file: header, then zeros up to the segment size, so
-        later appends rewrite allocated blocks and fdatasync stays cheap.
-        """
-        with open(path, "wb") as f:
-            f.write(HEADER)
-            remaining = self.segmentBytes - len(HEADER)
-            block = bytes(1024 * 1024)
-            while remaining > 0:
-                f.write(block[: min(remaining, len(block))])
-                remaining -= len(block)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def prepareSpare(self) -> None:
-        """
-        Fill the next segment ahead of time (on the preparing thread).
-        """
-        self._fill(os.path.join(self.walDir, SPARE))
-
-    def _create(self, seq: int, useSpare: bool = False) -> None:
-        path = os.path.join(self.walDir, f"wal-{seq:016x}.log")
-        if useSpare:
-            os.replace(os.path.join(self.walDir, SPARE), path)
-        else:
-            self._fill(path)
-        _fsyncDirectory(self.walDir)
-        self._open(seq, len(HEADER))
-
-    def _open(self, seq: int, offset: int) -> None:
-        if self.file is not None:
-            self.file.close()
-        self.seq = seq
-        self.file = open(os.path.join(self.walDir, f"wal-{seq:016x}.log"), "r+b")
-        self.file.seek(offset)
-        self.size = offset
-
-    def write(self, chunks: list[bytes | Callable[[], None]]) -> None:
-        for c in chunks:
-            if isinstance(c, bytes):
-                self.file.write(c)
-                self.size += len(c)
-            else:
-                self.file.flush()
-                c()
-        self.file.flush()
-        os.fdatasync(self.file.fileno())
-
-    def rotate(self, checkpoint: bytes, useSpare: bool = False) -> None:
-        old = self.segments()
-        self._create(self.seq + 1, useSpare)
-        self.file.write(checkpoint)
-        self.file.flush()
-        os.fdatasync(self.file.fileno())
-        self.size = self.file.tell()
-        for path in old:
-            os.unlink(path)
-        _fsyncDirectory(self.walDir)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-
-class StorageThread:
-    """
-    One worker thread that runs file work in submission order; each result
-    comes back on the reactor thread through C{callFromThread}.
-
-    The WAL hands it one batch per fsync; this costs the reactor thread
-    about 40% less CPU per hand-off than C{deferToThreadPool} (no context
-    propagation, no worker-team coordination, a C queue).
-    """
-
-    def __init__(self, reactor: Any, name: str) -> None:
-        self.reactor = reactor
-        self.name = name
-        self.started = False
-        self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-        self._thread.start()
-        self.started = True
-
-    def stop(self) -> None:
-        """
-        Let the thread finish what was submitted, and wait for it.
-        """
-        if self._thread is None:
-            return
-        self.started = False
-        self._queue.put(None)
-        self._thread.join()
-        self._thread = None
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self._queue.put((fn, args, d))
+            self.waiting.append(d)
         return d
 
-    def _work(self) -> None:
-        callFromThread = self.reactor.callFromThread
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            fn, args, d = item
-            try:
-                result = fn(*args)
-            except BaseException:
-                callFromThread(d.errback, Failure())
+    def _done(self, result: object) -> None:
+        self.outcome = result if isinstance(result, Failure) else None
+        waiting, self.waiting = self.waiting or [], []
+        for d in waiting:
+            if isinstance(result, Failure):
+                d.errback(result)
             else:
-                callFromThread(d.callback, result)
+                d.callback(None)
+
+
+class SharedWAL:
+    """
+    One write-ahead log for any number of Raft groups: one batching point,
+    one storage thread, one fsync per batch across groups.
+
+    @param runner: where the writes run (default: a L{StorageThread});
+        C{spareRunner} likewise for preparing the next segment.
+    @param writer: the segment files (default: a L{SegmentWriter} on
+        C{walDir}).
+    """
+
+    def __init__(
+        self,
+        walDir: str,
+        reactor: Any,
+        segmentBytes: int = 16 * 1024 * 1024,
+        *,
+        runner: Runner | None = None,
+        spareRunner: Runner | None = None,
+        writer: SegmentWriter | None = None,
+    ) -> None:
+        self.clock = reactor
+        self.walDir = prepareDirectory(walDir, "WAL")
+        self.writer = writer or SegmentWriter(self.walDir, segmentBytes)
+        self.runner: Runner = runner or StorageThread(reactor, "raft-wal")
+        self.spareRunner: Runner = spareRunner or StorageThread(reactor, "raft-wal-prepare")
+        self._queue = BatchCore(self)
+        self.batcher = BatchMachine(self._queue)
+        self.spare = SpareMachine(SpareCore(self))
+        #: Every group the log holds state for (attached or not): what a
+        #: rotation's checkpoint carries.
+        self.states: dict[str, GroupLog] = {}
+        self.attached: dict[str, GroupStorage] = {}
+        #: Batches written (one fsync each).
+        self.batches = 0
+        self._loaded = _Once(self._load)
+        self._closing = _Once(self._close)
+
+    # -- start-up -----------------------------------------------------------
+
+    def load(self) -> Deferred[None]:
+        """
+        Read the log back (once, however many groups ask).
+        """
+        return self._loaded.wait()
+
+    async def _load(self) -> None:
+        if not self.runner.started:
+            self.runner.start()
+            self.spareRunner.start()
+        self.states = await self.runner.run(self.writer.recover)
+
+    def group(self, group: str, snapshotDir: str, importFrom: str | None = None) -> GroupStorage:
+        """
+        The storage of C{group} (snapshots in C{snapshotDir}).  With
+        C{importFrom}: a single-group WAL directory whose state is taken
+        over when this log holds nothing for the group (migration from
+        per-group logs, or a group exported from another node); its
+        segments are then renamed C{*.log.imported} (other files there,
+        such as an incarnation file, stay).
+        """
+        if group in self.attached:
+            raise ValueError(f"WAL group {group!r} is already open")
+        if group:
+            groupHeader(group)
+        storage = GroupStorage(self, group, snapshotDir, importFrom)
+        self.attached[group] = storage
+        return storage
+
+    # -- writing --------------------------------------------------------------
+
+    def submit(self, item: Chunk) -> Deferred[None]:
+        """
+        Queue a record (or file work); fires once it is durable.
+        """
+        d = self._queue.add(item)
+        self.batcher.queued()
+        return d
+
+    def sync(self) -> Deferred[None]:
+        """
+        Fires once everything queued so far is durable.
+        """
+        return self.batcher.syncRequested()
+
+    def afterBatch(self) -> None:
+        """
+        A batch is durable: prepare the next segment once this one is half
+        full.
+        """
+        if self.writer.size >= self.writer.segmentBytes // 2:
+            self.spare.segmentHalfFull()
+
+    def maybeRotate(self) -> Deferred[None] | None:
+        """
+        After a compaction: when the segment is full, queue a rotation whose
+        checkpoint carries every group's state.
+        """
+        if self.writer.size <= self.writer.segmentBytes:
+            return None
+        checkpoint = b"".join(checkpointRecord(g, s) for g, s in sorted(self.states.items()))
+        useSpare = self.spare.rotating()
+        d = self.submit(lambda: self.writer.rotate(checkpoint, useSpare))
+
+        def renamed(result: object) -> object:
+            self.spare.rotated()
+            return result
+
+        d.addBoth(renamed)
+        return d
+
+    def drop(self, group: str) -> Deferred[None]:
+        """
+        Forget C{group}'s state (a replica that left for good); fires when
+        durable.  The group must not be open.
+        """
+        if group in self.attached:
+            raise ValueError(f"WAL group {group!r} is open")
+        self.states.pop(group, None)
+        return self.submit(encodeRecord(DROP, groupHeader(group)))
+
+    def close(self) -> Deferred[None]:
+        """
+        Wait for the queue to drain, then release the files and threads.
+        """
+        return self._closing.wait()
+
+    async def _close(self) -> None:
+        if not self.runner.started:
+            return
+        try:
+            while self._queue.items:
+                await self.sync()
+            await self.sync()
+        finally:
+            await self.runner.run(self.writer.close)
+            self.runner.stop()
+            self.spareRunner.stop()
+
+
+def _retireSegments(source: SegmentWriter) -> None:
+    """
+    Rename a taken-over WAL's segments C{*.log.imported} (kept for
+    inspection, never read again); other files of the directory stay.
+    """
+    for path in source.segments():
+        os.replace(path, path + ".imported")
+    source.syncDirectory(source.walDir)
 
 
 @implementer(IRaftStorage)
-class WALStorage:
+class GroupStorage:
     """
-    L{IRaftStorage} on a WAL directory and a snapshot directory.
+    L{IRaftStorage} of one group on a L{SharedWAL} and its own snapshot
+    directory.
     """
 
-    def __init__(self, walDir: str, snapshotDir: str, reactor: Any, segmentBytes: int = 16 * 1024 * 1024):
-        self.reactor = reactor
-        self.walDir = prepareDirectory(walDir, "WAL")
+    def __init__(self, wal: SharedWAL, group: str, snapshotDir: str, importFrom: str | None = None) -> None:
+        self.wal = wal
+        self.group = group
         self.snapshots = SnapshotStore(prepareDirectory(snapshotDir, "snapshot"))
-        self.writer = _Writer(self.walDir, segmentBytes)
-        self.pool = StorageThread(reactor, "raft-wal")
-        self.sparePool = ThreadPool(1, 1, name="raft-wal-prepare")
-        self.spare = "none"
-        self.queue: list[bytes | Callable[[], None]] = []
-        self.waiters: list[Deferred[None]] = []
-        self.current: list[Deferred[None]] = []
-        self.flushing = False
-        self.term = 0
-        self.votedFor: str | None = None
-        self.entries: list[Entry] = []
-        self.base, self.baseTerm = 0, 0
+        self.importFrom = importFrom
+        self.state = GroupLog()
         self.latest: tuple[SnapshotMeta, bytes] | None = None
-        self.batches = 0
+        self.closed = False
 
-    def _run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return self.pool.run(fn, *args)
+    # The group's live state (what a checkpoint writes).
+
+    @property
+    def term(self) -> int:
+        return self.state.recovered.term
+
+    @property
+    def votedFor(self) -> str | None:
+        return self.state.recovered.votedFor
+
+    @property
+    def entries(self) -> list[Entry]:
+        return self.state.recovered.entries
 
     async def _load(self) -> Recovered:
-        if not self.pool.started:
-            self.pool.start()
-            self.sparePool.start()
-        snap = await self._run(self.snapshots.loadLatest)
-        state: Recovered = await self._run(self.writer.recover)
+        wal = self.wal
+        await wal.load()
+        snap = await wal.runner.run(self.snapshots.loadLatest)
+        state = wal.states.get(self.group)
+        if state is None and self.importFrom is not None:
+            state = await self._import(self.importFrom)
+        if state is None:
+            state = GroupLog()
+        wal.states[self.group] = self.state = state
+        r = state.recovered
         if snap is not None:
             meta = snap[0]
-            if state.entries:
+            if r.entries:
                 # As if the compaction record had been written: keep the
                 # suffix only if the log holds the snapshot's last entry.
-                state.entries = applyCompaction(state.entries, state.entries[0].index - 1, meta)
-            state.snapshot = snap
-        elif state.entries and state.entries[0].index != 1:
+                r.entries = applyCompaction(r.entries, r.entries[0].index - 1, meta)
+            state.base, state.baseTerm = meta.index, meta.term
+        elif r.entries and r.entries[0].index != 1:
             raise CorruptLog(
-                f"WAL in {self.walDir} starts at index {state.entries[0].index} but no snapshot was found "
-                f"in {self.snapshots.directory}; refusing to start"
+                f"WAL in {wal.walDir} starts group {self.group or '(unnamed)'} at index "
+                f"{r.entries[0].index} but no snapshot was found in {self.snapshots.directory}; "
+                "refusing to start"
             )
-        self.term, self.votedFor = state.term, state.votedFor
         self.latest = snap
-        self.base = snap[0].index if snap else 0
-        self.baseTerm = snap[0].term if snap else 0
-        self.entries = list(state.entries)
+        return Recovered(r.term, r.votedFor, snap, list(r.entries))
+
+    async def _import(self, path: str) -> GroupLog | None:
+        if not os.path.isdir(path) or not any(
+            n.startswith("wal-") and n.endswith(".log") for n in os.listdir(path)
+        ):
+            return None
+        source = SegmentWriter(path, 0)
+        groups: dict[str, GroupLog] = await self.wal.runner.run(source.recover, False)
+        state = groups.get("")
+        if state is None:
+            return None
+        log.info(
+            "taking over the WAL of group {group} from {path}", group=self.group or "(unnamed)", path=path
+        )
+        self.wal.states[self.group] = state
+        await self.wal.submit(checkpointRecord(self.group, state))
+        await self.wal.runner.run(_retireSegments, source)
         return state
 
     def load(self) -> Deferred[Recovered]:
         return Deferred.fromCoroutine(self._load())
 
-    def _submit(self, item: bytes | Callable[[], None]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.queue.append(item)
-        self.waiters.append(d)
-        if not self.flushing:
-            self._flush()
-        return d
-
-    def _flush(self) -> None:
-        chunks, self.queue = self.queue, []
-        waiters, self.waiters = self.waiters, []
-        self.current = waiters
-        self.flushing = True
-        self.batches += 1
-
-        def done(result: object) -> object:
-            self.flushing = False
-            self._maybePrepareSpare()
-            for w in waiters:
-                w.callback(None)
-            if self.queue:
-                self._flush()
-            return None
-
-        def failed(f: Any) -> None:
-            self.flushing = False
-            log.failure("WAL write failed in {dir}", f, dir=self.walDir)
-            for w in waiters:
-                w.errback(f)
-
-        self._run(self.writer.write, chunks).addCallbacks(done, failed)
-
-    def _maybePrepareSpare(self) -> None:
-        """
-        Once the segment is half full, fill the next one on another thread
-        so rotation does not stall appends behind a 16 MiB write.
-        """
-        if self.spare != "none" or self.writer.size < self.writer.segmentBytes // 2:
-            return
-        self.spare = "preparing"
-
-        def ready(_: object) -> None:
-            self.spare = "ready"
-
-        def failed(f: Any) -> None:
-            self.spare = "none"
-            log.warn(
-                "cannot prepare the next WAL segment in {dir}: {why}",
-                dir=self.walDir,
-                why=f.getErrorMessage(),
-            )
-
-        deferToThreadPool(self.reactor, self.sparePool, self.writer.prepareSpare).addCallbacks(ready, failed)
+    def _record(self, kind: int, body: bytes) -> Deferred[None]:
+        return self.wal.submit(groupRecord(self.group, kind, body))
 
     def saveHardState(self, term: int, votedFor: str | None) -> Deferred[None]:
-        self.term, self.votedFor = term, votedFor
-        return self._submit(encodeRecord(HARDSTATE, msgpack.packb([term, votedFor])))
+        r = self.state.recovered
+        r.term, r.votedFor = term, votedFor
+        return self._record(HARDSTATE, msgpack.packb([term, votedFor]))
 
     def appendEntries(self, truncateAfter: int | None, entries: Sequence[Entry]) -> Deferred[None]:
-        applyAppend(self.entries, truncateAfter, list(entries), self.base)
+        applyAppend(self.state.recovered.entries, truncateAfter, list(entries), self.state.base)
         payload = [-1 if truncateAfter is None else truncateAfter, list(entries)]
-        return self._submit(encodeRecord(APPEND, msgpack.packb(payload, use_bin_type=True)))
+        return self._record(APPEND, msgpack.packb(payload, use_bin_type=True))
 
     def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:
+        state = self.state
         self.latest = (meta, data)
-        self.entries = applyCompaction(self.entries, self.base, meta)
-        self.base, self.baseTerm = meta.index, meta.term
-        self._submit(lambda: self.snapshots.save(meta, data))
-        record = encodeRecord(COMPACT, msgpack.packb([meta.index, meta.term]))
-        d = self._submit(record)
-        if self.writer.size > self.writer.segmentBytes:
-            checkpoint = encodeRecord(
-                CHECKPOINT,
-                msgpack.packb(
-                    [self.term, self.votedFor, self.base, self.baseTerm, self.entries],
-                    use_bin_type=True,
-                ),
-            )
-            useSpare = self.spare == "ready"
-            if useSpare:
-                # No new spare may be prepared until the rename is done.
-                self.spare = "consumed"
-            d = self._submit(lambda: self.writer.rotate(checkpoint, useSpare))
-            if useSpare:
-
-                def renamed(result: object) -> object:
-                    self.spare = "none"
-                    return result
-
-                d.addBoth(renamed)
-        return d
+        state.recovered.entries = applyCompaction(state.recovered.entries, state.base, meta)
+        state.base, state.baseTerm = meta.index, meta.term
+        self.wal.submit(lambda: self.snapshots.save(meta, data))
+        d = self._record(COMPACT, msgpack.packb([meta.index, meta.term]))
+        rotation = self.wal.maybeRotate()
+        return d if rotation is None else rotation
 
     def readSnapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         return self.latest
 
     def sync(self) -> Deferred[None]:
-        if not self.flushing and not self.queue:
-            return succeed(None)
-        if not self.queue:
-            d: Deferred[None] = Deferred()
-            self.current.append(d)
-            return d
-        return self._submit(b"")
+        return self.wal.sync()
+
+    def close(self) -> Deferred[None]:
+        """
+        Detach this group from the log (which keeps its state; the group may
+        be opened again at once) and wait until its writes are durable.
+        """
+        if not self.closed:
+            self.closed = True
+            if self.wal.attached.get(self.group) is self:
+                del self.wal.attached[self.group]
+        return self.wal.sync()
+
+
+@implementer(IRaftStorage)
+class WALStorage(GroupStorage):
+    """
+    L{IRaftStorage} on a WAL directory of its own (one group) and a
+    snapshot directory; closing it closes the log.
+    """
+
+    def __init__(self, walDir: str, snapshotDir: str, reactor: Any, segmentBytes: int = 16 * 1024 * 1024):
+        wal = SharedWAL(walDir, reactor, segmentBytes)
+        super().__init__(wal, "", snapshotDir)
+        wal.attached[""] = self
+        self.walDir = wal.walDir
+
+    @property
+    def writer(self) -> SegmentWriter:
+        return self.wal.writer
+
+    @property
+    def batches(self) -> int:
+        return self.wal.batches
 
     def close(self) -> Deferred[None]:
         async def closing() -> None:
-            if not self.pool.started:
-                return
-            while self.flushing or self.queue:
-                await self.sync()
-            await self._run(self.writer.close)
-            self.pool.stop()
-            self.sparePool.stop()
+            try:
+                await super(WALStorage, self).close()
+            finally:
+                await self.wal.close()
 
         return Deferred.fromCoroutine(closing())

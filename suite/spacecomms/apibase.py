@@ -38,7 +38,7 @@ def iso(seconds: float | None) -> str | None:
 
 
 def arg(request: IRequest, name: str) -> str | None:
-    values = (request.args or {}).get(name.encode())
+    values: list[bytes] | None = (request.args or {}).get(name.encode())
     if not values:
         return None
     try:

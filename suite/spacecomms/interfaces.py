@@ -8,7 +8,13 @@ L{IMessageSink} and are reached back through L{IPeerLink}.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from suite.spacecomms.envelope import Envelope
+    from suite.spacecomms.store import Record
 
 __all__ = ["IRecordStore", "IMessageSink", "IPeerLink"]
 
@@ -24,7 +30,7 @@ class IRecordStore(Interface):
         Bring earlier state back (replay a log); called once before use.
         """
 
-    def put(record):
+    def put(record: Record) -> None:
         """
         Insert or replace C{record} (a L{suite.spacecomms.store.Record}).
         """
@@ -34,12 +40,12 @@ class IRecordStore(Interface):
         Forget a record entirely (retention cleanup, stale re-sync entries).
         """
 
-    def get(kind, key):
+    def get(kind: str, key: str) -> Record | None:
         """
         The record of C{kind} (C{cdm} or C{object}) named C{key}, or None.
         """
 
-    def records(kind):
+    def records(kind: str) -> list[Record]:
         """
         Every record of C{kind}, active or withdrawn.
         """
@@ -69,7 +75,7 @@ class IPeerLink(Interface):
 
     peerId = Attribute("The configured id of the peer at the other end.")
 
-    def sendEnvelope(envelope):
+    def sendEnvelope(envelope: Envelope) -> None:
         """
         Queue one L{suite.spacecomms.envelope.Envelope} to the peer.
         """
@@ -85,23 +91,23 @@ class IMessageSink(Interface):
     What a session hands authenticated peers and their messages to.
     """
 
-    def checkHello(hello, expectedPeer):
+    def checkHello(hello: Envelope, expectedPeer: str | None) -> tuple[str, str] | None:
         """
         Return None to accept a HELLO envelope, or an (error code, reason)
         tuple to refuse it.
         """
 
-    def sessionEstablished(link):
+    def sessionEstablished(link: IPeerLink) -> None:
         """
         A session to C{link.peerId} finished its handshake.
         """
 
-    def sessionLost(link, reason):
+    def sessionLost(link: IPeerLink, reason: str) -> None:
         """
         An established session ended.
         """
 
-    def envelopeReceived(link, envelope):
+    def envelopeReceived(link: IPeerLink, envelope: Envelope) -> None:
         """
         A routed message arrived on an established session.
         """

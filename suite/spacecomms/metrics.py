@@ -96,7 +96,7 @@ class NodeMetrics:
         )
         self._window: deque[tuple[float, int, int]] = deque()
         self._recent: deque[tuple[float, float]] = deque()
-        self.registry.register(_Live(self))  # type: ignore[arg-type]
+        self.registry.register(_Live(self))
 
     def _bump(self, msgs: int, errs: int) -> None:
         now = self.node.now()

@@ -15,7 +15,8 @@ from suite.spacecomms.apibase import ID, MAX_LIMIT, APIError, Base, arg, body, i
 from suite.spacecomms.cdm.jsonfmt import fromDict
 from suite.spacecomms.cdm.model import CDMError, decode, encode, epochSeconds
 from suite.spacecomms.envelope import OBJECT_WITHDRAW_REASONS, WITHDRAW_REASONS
-from suite.spacecomms.node import NotOriginator, SpaceNode
+from suite.spacecomms.local import NotOriginator
+from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.store import Record
 
 __all__ = ["CDMs", "Objects", "MAX_STATE_BYTES"]

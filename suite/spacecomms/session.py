@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from automat import TypeMachine, TypeMachineBuilder
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -125,7 +127,7 @@ def _build() -> TypeMachine[SessionInputs, SessionCore]:
         if verdict is None:
             inputs.helloAccepted(hello.payload["node_id"])
         else:
-            code, reason = verdict  # type: ignore[misc]
+            code, reason = verdict
             inputs.helloRejected(code, reason)
 
     @hello.upon(SessionInputs.helloAccepted).to(established)
@@ -149,13 +151,13 @@ def _build() -> TypeMachine[SessionInputs, SessionCore]:
             peer_address=core.protocol.peerAddress(),
         )
         core.protocol.sendError(code, reason)
-        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+        core.protocol.disconnect()
 
     @hello.upon(SessionInputs.messageReceived).to(closing)
     def earlyMessage(inputs: SessionInputs, core: SessionCore, data: HelloData, envelope: Envelope) -> None:
         data.timer.cancel()
         core.protocol.sendError("UNAUTHORIZED", "HELLO must come first", envelope.message_id)
-        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+        core.protocol.disconnect()
 
     @hello.upon(SessionInputs.timedOut).to(closing)
     def helloTimeout(inputs: SessionInputs, core: SessionCore, data: HelloData) -> None:
@@ -164,14 +166,14 @@ def _build() -> TypeMachine[SessionInputs, SessionCore]:
             seconds=core.timeoutSeconds,
             peer_address=core.protocol.peerAddress(),
         )
-        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+        core.protocol.disconnect()
 
     hello.upon(SessionInputs.heartbeatDue).loop().returns(None)
 
     @hello.upon(SessionInputs.closeRequested).to(closing)
     def closeEarly(inputs: SessionInputs, core: SessionCore, data: HelloData, reason: str) -> None:
         data.timer.cancel()
-        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+        core.protocol.disconnect()
 
     @hello.upon(SessionInputs.connectionLost).to(closed)
     def lostEarly(inputs: SessionInputs, core: SessionCore, data: HelloData, reason: str) -> None:
@@ -209,14 +211,14 @@ def _build() -> TypeMachine[SessionInputs, SessionCore]:
             seconds=core.timeoutSeconds,
         )
         core.sink.sessionLost(core.protocol, "timeout")
-        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+        core.protocol.disconnect()
 
     @established.upon(SessionInputs.closeRequested).to(closing)
     def closeSession(inputs: SessionInputs, core: SessionCore, data: EstablishedData, reason: str) -> None:
         _stop(data)
         log.info("peer session lost with {peer}: {reason}", peer=data.peerId, reason=reason)
         core.sink.sessionLost(core.protocol, reason)
-        core.protocol.transport.loseConnection()  # type: ignore[union-attr]
+        core.protocol.disconnect()
 
     @established.upon(SessionInputs.connectionLost).to(closed)
     def lost(inputs: SessionInputs, core: SessionCore, data: EstablishedData, reason: str) -> None:
@@ -262,7 +264,7 @@ class PeerProtocol(Int32StringReceiver):
         heartbeatSeconds: float,
         timeoutSeconds: float,
         maxFrameBytes: int,
-        hello: Any,
+        hello: Callable[[str | None], dict[str, Any]],
     ) -> None:
         self.sink = sink
         self._sniffed = False
@@ -279,11 +281,20 @@ class PeerProtocol(Int32StringReceiver):
         )
 
     def peerAddress(self) -> str:
-        try:
-            a: Any = self.transport.getPeer()  # type: ignore[union-attr]
+        """
+        C{host:port} of the peer, for log lines (C{?} when not on TCP).
+        """
+        a = self.transport.getPeer() if self.transport is not None else None
+        if isinstance(a, (IPv4Address, IPv6Address)):
             return f"{a.host}:{a.port}"
-        except Exception:
-            return "?"
+        return "?"
+
+    def disconnect(self) -> None:
+        """
+        Close the connection once what was written is sent.
+        """
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def certificateNames(self) -> set[str] | None:
         """
@@ -353,8 +364,9 @@ class PeerProtocol(Int32StringReceiver):
             + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
             % len(raw)
         )
-        self.transport.write(head + (b"" if data.startswith(b"HEAD") else raw))  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        assert self.transport is not None  # the request arrived on it
+        self.transport.write(head + (b"" if data.startswith(b"HEAD") else raw))
+        self.disconnect()
 
     def stringReceived(self, data: bytes) -> None:
         try:
@@ -388,7 +400,7 @@ class PeerProtocol(Int32StringReceiver):
             limit=self.MAX_LENGTH,
         )
         self.sendError("INVALID_MESSAGE", f"frame of {length} bytes exceeds the {self.MAX_LENGTH}-byte limit")
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.disconnect()
 
     # -- outputs used by the machine and the node --------------------------
 

@@ -65,7 +65,7 @@ def _checker(pub: Any) -> Callable[[bytes, bytes], None] | None:
     if isinstance(pub, rsa.RSAPublicKey):
         return lambda sig, data: pub.verify(sig, data, _PKCS1, _SHA256)
     if isinstance(pub, ed25519.Ed25519PublicKey):
-        return pub.verify  # type: ignore[no-any-return]
+        return pub.verify
     return None
 
 

@@ -20,15 +20,17 @@ import hashlib
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from suite.spacecomms.envelope import DIGEST_BUCKETS
@@ -202,7 +204,11 @@ class FileStore(MemoryStore):
     log = Logger()
 
     def __init__(
-        self, path: str, reactor: IReactorTime, threadpool: Any = None, fsyncInterval: float = 1.0
+        self,
+        path: str,
+        reactor: IReactorTime,
+        threadpool: ThreadPool | None = None,
+        fsyncInterval: float = 1.0,
     ) -> None:
         super().__init__()
         self.path = path
@@ -324,15 +330,15 @@ class FileStore(MemoryStore):
         d.addCallbacks(swap, failed)
         return d
 
-    def _inThread(self, f: Any) -> Deferred[Any]:
+    def _inThread(self, f: Callable[[], None]) -> Deferred[None]:
         pool = self._threadpool
         if pool is None and IReactorThreads.providedBy(self._reactor):
             pool = self._reactor.getThreadPool()
-        if pool is None:
-            from twisted.internet.defer import maybeDeferred
+        if pool is not None and IReactorFromThreads.providedBy(self._reactor):
+            return deferToThreadPool(self._reactor, pool, f)
+        from twisted.internet.defer import maybeDeferred
 
-            return maybeDeferred(f)
-        return deferToThreadPool(self._reactor, pool, f)  # type: ignore[arg-type]
+        return maybeDeferred(f)
 
     def _fsync(self) -> Deferred[None] | None:
         if not self._dirty or self._fsyncing or self._fd is None:

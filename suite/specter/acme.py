@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from zope.interface import implementer
@@ -251,7 +251,7 @@ class LeasedIssuer:
         """
         if self.store is None or self.clock is None:
             return None
-        stored = await self.store.loadCertificate(names[0])
+        stored: StoredCertificate | None = await self.store.loadCertificate(names[0])
         if stored is None or not set(names) <= set(stored.names):
             return None
         if stored.notAfter - self.clock.seconds() <= self.fresherThan:
@@ -351,36 +351,39 @@ class ACMEService(Service):
 
     name = "specter-acme"
 
-    def __init__(self, renewal: Any, node: Any, clock: Any, interval: float = 0.5) -> None:
+    def __init__(self, renewal: Any, node: Any, clock: Any) -> None:
         self.renewal = renewal
         self.node = node
         self.clock = clock
-        self.interval = interval
+        #: The wait for the ring (L{suite.specter.chord.node.ChordNode.whenServing}).
+        self._serving: Deferred[None] | None = None
         self._call: Any = None
         #: A L{suite.specter.customdomains.CustomDomainWatcher} started
         #: with the renewal service.
         self.watcher: Any = None
 
-    def _ready(self) -> bool:
-        return all(getattr(v, "serving", False) for v in self.node.vnodes)
+    def _ringServes(self, _: None) -> None:
+        self._serving = None
+        # on the next turn: the ring announced it from inside a vnode's
+        # membership machine, which must not be reentered
+        self._call = self.clock.callLater(0, self._start)
 
-    def _check(self) -> None:
+    def _start(self) -> None:
         self._call = None
-        if not self.running:
-            return
-        if self._ready():
-            self.renewal.startService()
-            if self.watcher is not None:
-                self.watcher.start()
-        else:
-            self._call = self.clock.callLater(self.interval, self._check)
+        self.renewal.startService()
+        if self.watcher is not None:
+            self.watcher.start()
 
     def startService(self) -> None:
         super().startService()
-        self._call = self.clock.callLater(0, self._check)
+        self._serving = self.node.whenServing()
+        self._serving.addCallbacks(self._ringServes, lambda f: f.trap(CancelledError))
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        if self._serving is not None:
+            self._serving.cancel()
+        self._serving = None
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from suite.daemon import ConfigError
+from suite.netutil import isIPAddress
 
 __all__ = [
     "parseSize",
@@ -93,11 +94,8 @@ def parsePeerAddress(flag: str, text: str) -> tuple[str, int]:
     rather than a name that never resolves.
     """
     host, port = parseHostPort(flag, text, 443)
-    try:
-        ipaddress.ip_address(host)
+    if isIPAddress(host):
         return host, port
-    except ValueError:
-        pass
     name = host.rstrip(".")
     labels = name.split(".")
     if name != "localhost" and (len(labels) < 2 or not all(_LABEL.match(x) for x in labels)):

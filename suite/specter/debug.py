@@ -42,15 +42,14 @@ def _json(request: Any, code: int, body: Any) -> bytes:
 
 def _phase(vnode: Any) -> str:
     """
-    The membership phase of C{vnode}, as its machine's outputs left it.
+    The membership phase of C{vnode}, as its machine last entered it.
     """
-    if getattr(vnode, "gone", False):
-        return "left"
-    if getattr(vnode, "_left", None) is not None:
-        return "leaving"
-    if getattr(vnode, "serving", False):
-        return "active"
-    return "joining"
+    phase: str = vnode.phase.value
+    return _PHASES.get(phase, phase)
+
+
+#: phases shown under the names the debug page has always used
+_PHASES = {"inactive": "joining", "transferring": "active", "withdrawn": "left"}
 
 
 def migratorState(node: Any) -> dict[str, Any]:

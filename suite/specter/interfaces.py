@@ -41,6 +41,13 @@ class IRing(Interface):
         Fire with C{(owner, replicas, hops)} for C{key}.
         """
 
+    def lookupVersions(key):  # type: ignore[no-untyped-def]
+        """
+        Fire with C{(owner, replicas, hops, versions)} for C{key}, where
+        C{versions} lists C{[kind, hlc, origin, live]} for each record of
+        the key the owner holds (tombstones with C{live} false).
+        """
+
     def holders(key):  # type: ignore[no-untyped-def]
         """
         Fire with the indexes of local vnodes holding a value for C{key}.

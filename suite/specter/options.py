@@ -167,6 +167,13 @@ class ServerOptions(ListenMixin, DaemonOptions):
         ["replicas", None, "3", "Copies of each key (owner + R-1 successors on distinct processes)."],
         ["aof-flush-interval", None, "3", "Seconds between AOF flush+fsync."],
         [
+            "tombstone-horizon",
+            None,
+            "604800",
+            "Seconds a deleted key's tombstone is kept (7 days); copies of a ring kept apart "
+            "longer may bring deleted keys back when they merge.",
+        ],
+        [
             "stabilize-interval",
             None,
             "0.5",
@@ -247,6 +254,7 @@ class ServerOptions(ListenMixin, DaemonOptions):
         self["virtual"] = self._number("virtual", int, 1, 64)
         self["replicas"] = self._number("replicas", int, 1, 7)
         self["aof-flush-interval"] = self._number("aof-flush-interval", float, 0.01, 300)
+        self["tombstone-horizon"] = self._number("tombstone-horizon", float, 60, 10 * 365 * 86400)
         self["stabilize-interval"] = self._number("stabilize-interval", float, 0.01, 60)
         self["rpc-timeout"] = self._number("rpc-timeout", float, 0.1, 120)
         if self["kv"] not in KV_BACKENDS:

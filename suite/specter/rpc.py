@@ -19,13 +19,14 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.kv.versions import Version, describe
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.replication import OPS
 from suite.specter.chord.wire import FrameProtocol
 from suite.specter.interfaces import IRing
 
-__all__ = ["RPCFactory", "RPCClient", "connectRPC", "MAX_KEY", "MAX_VALUE", "MAX_TTL"]
+__all__ = ["RPCFactory", "RPCClient", "connectRPC", "versionsOut", "MAX_KEY", "MAX_VALUE", "MAX_TTL"]
 
 log = Logger()
 MAX_KEY = 4096
@@ -33,6 +34,21 @@ MAX_VALUE = 8 * 1024 * 1024
 RPC_MAX_FRAME = 16 * 1024 * 1024
 #: the longest lease an RPC may ask for, in seconds (one day)
 MAX_TTL = 86400.0
+
+
+KIND_NAMES = {"v": "value", "s": "set", "l": "lease"}
+
+
+def versionsOut(versions: list[Any]) -> dict[str, Any]:
+    """
+    The versions of a key's records for people: per kind (C{value},
+    C{set}, C{lease}), the stamp, its time, counter, origin and whether the
+    record is a tombstone.
+    """
+    out: dict[str, Any] = {}
+    for kind, hlc, origin, live in versions:
+        out[KIND_NAMES.get(kind, kind)] = {**describe(Version(hlc, origin)), "deleted": not live}
+    return out
 
 
 def _ttl(value: Any) -> float:
@@ -97,8 +113,13 @@ class RPCFactory(Factory):
             if len(args) != 1:
                 raise RemoteError(E.BAD_REQUEST, "lookup takes [key]")
             key = _bytes(args[0], "key", MAX_KEY)
-            return self.ring.lookup(key).addCallback(
-                lambda r: {"owner": list(r[0]), "replicas": [list(x) for x in r[1]], "hops": r[2]}
+            return self.ring.lookupVersions(key).addCallback(
+                lambda r: {
+                    "owner": list(r[0]),
+                    "replicas": [list(x) for x in r[1]],
+                    "hops": r[2],
+                    "versions": versionsOut(r[3]),
+                }
             )
         if method == "holders":
             if len(args) != 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -30,6 +31,7 @@ from suite.daemon import (
     notImplementedYet,
 )
 from suite.specter.addresses import privateSocket
+from suite.specter.chord.ids import vnodeId
 from suite.specter.chord.node import ChordConfig, ChordNode
 from suite.specter.chord.ringstate import RingStateFile
 from suite.specter.chord.wire import ALPN, ChordServerFactory, WireTransport
@@ -119,7 +121,7 @@ class SpecterService(MultiService):
         log.info("left the ring")
         self.node.stop()
         self.transport.close()
-        await super().stopService()  # type: ignore[misc]
+        await super().stopService()
         await DeferredList([s.close() for s in self.stores], consumeErrors=True)
         for pool in self.pools:
             pool.stop()
@@ -174,9 +176,46 @@ def _loadBundle(options: Any) -> Any:
 
 def makeServerService(options: Any, reactor: Any) -> SpecterService:
     """
-    Build the ring node from parsed L{suite.specter.options.ServerOptions}.
+    Build the ring node from parsed L{suite.specter.options.ServerOptions}:
+    the root service, then one child per builder below.
     """
     wiring = _gatewayWiring()
+    withGateway = _checkFeatures(options, wiring)
+    bundle = _loadBundle(options)
+    dataDir = _prepareDataDir(options)
+    addr = _advertisedAddress(options, bundle)
+    pools: list[ThreadPool] = []
+    node, transport = _ringNode(options, reactor, bundle, dataDir, addr, pools)
+    root = _rootService(options, reactor, node, pools, transport)
+    _addSentry(options, root)
+    chordFactory = ChordServerFactory(node.dispatch, reactor)
+    gatewayService = None
+    if withGateway:
+        # the gateway owns the TCP port and hands the ring's ALPN to chordFactory
+        gatewayService = wiring.makeRingGateway(options, bundle, node, chordFactory, reactor)
+        gatewayService.setServiceParent(root)
+    else:
+        _addRingListeners(options, reactor, bundle, chordFactory, root)
+    rpcFactory = _addRPC(options, reactor, node, root)
+    registry = _metricsRegistry(node, rpcFactory)
+    ldap = _ldapChecker(options, reactor)
+    resource = _helperResource(options, reactor, node, registry, ldap)
+    if gatewayService is not None:
+        views = _addACME(options, reactor, node, root, gatewayService, registry)
+        password = options["auth_pass"]
+        secret = password.reveal() if password else None
+        wiring.observeGateway(
+            gatewayService, registry, resource, options["auth_user"], secret, ldap, more=views
+        )
+    _addHelper(options, reactor, resource, root)
+    return root
+
+
+def _checkFeatures(options: Any, wiring: Any) -> bool:
+    """
+    Whether the gateway is part of this node; features asked for but not
+    built (yet, or without the gateway) stop start-up.
+    """
     withGateway = wiring is not None and wiring.gatewayRequested(options)
     later = options.laterFeatures()
     if withGateway:
@@ -185,31 +224,42 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         raise notImplementedYet("; ".join(later))
     if options.get("acme") and not withGateway:
         raise notImplementedYet("ACME certificates (--acme) without the gateway")
-    from suite.pki.tls import clientContextFactory, serverContextFactory
-    from suite.web.admin import makeAdminResource, makeAdminService
+    return bool(withGateway)
 
-    bundle = _loadBundle(options)
-    dataDir = options["data-dir"]
+
+def _prepareDataDir(options: Any) -> str:
+    """
+    C{--data-dir}, created if needed; it must be writable.
+    """
+    dataDir: str = options["data-dir"]
     try:
         os.makedirs(dataDir, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--data-dir: cannot create {dataDir}: {e.strerror}") from None
     if not os.access(dataDir, os.W_OK):
         raise ConfigError(f"--data-dir: {dataDir} is not writable")
+    return dataDir
+
+
+def _advertisedAddress(options: Any, bundle: Any) -> str:
+    """
+    C{HOST:PORT} (C{[V6]:PORT}) peers dial; the node certificate must name
+    the host.
+    """
     host, port = options["advertise-addr"]
-    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     _checkAdvertised(bundle, host)
-    config = ChordConfig(
-        virtual=options["virtual"],
-        replicas=options["replicas"],
-        successors=max(8, min(32, options["replicas"] * options["virtual"] + 2)),
-        stabilizeInterval=options["stabilize-interval"],
-        rpcTimeout=options["rpc-timeout"],
-    )
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _storeFactory(
+    options: Any, reactor: Any, dataDir: str, addr: str, shared: ThreadPool, pools: list[ThreadPool]
+) -> Callable[[int], Any]:
+    """
+    Opens vnode C{index}'s store (C{--kv}); SQLite gets a thread of its own
+    per store, the append-only files share C{shared}.  The store stamps its
+    versions with the id of the vnode it belongs to (C{addr}'s vnode C{index}).
+    """
     backend = options["kv"]
-    pools: list[ThreadPool] = []
-    shared = ThreadPool(1, 2, name="specter-aof")
-    pools.append(shared)
 
     def storeFactory(index: int) -> Any:
         pool = shared
@@ -221,8 +271,37 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
             return deferToThreadPool(reactor, pool, f)
 
         return kv.openStore(
-            backend, dataDir, index, reactor, runner, flushInterval=options["aof-flush-interval"]
+            backend,
+            dataDir,
+            index,
+            reactor,
+            runner,
+            flushInterval=options["aof-flush-interval"],
+            # the writer id in every version this vnode stamps
+            origin=vnodeId(addr, index),
+            horizon=options["tombstone-horizon"],
         )
+
+    return storeFactory
+
+
+def _ringNode(
+    options: Any, reactor: Any, bundle: Any, dataDir: str, addr: str, pools: list[ThreadPool]
+) -> tuple[ChordNode, WireTransport]:
+    """
+    The Chord node (its vnodes and their stores) and its mTLS transport.
+    """
+    from suite.pki.tls import clientContextFactory
+
+    config = ChordConfig(
+        virtual=options["virtual"],
+        replicas=options["replicas"],
+        successors=max(8, min(32, options["replicas"] * options["virtual"] + 2)),
+        stabilizeInterval=options["stabilize-interval"],
+        rpcTimeout=options["rpc-timeout"],
+    )
+    shared = ThreadPool(1, 2, name="specter-aof")
+    pools.append(shared)
 
     def dialling(peerHost: str) -> Any:
         # the peer's certificate must name the address it is dialled at
@@ -230,9 +309,19 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
 
     transport = WireTransport(reactor, dialling)
     ringState = RingStateFile(dataDir, lambda f: deferToThreadPool(reactor, shared, f))
+    storeFactory = _storeFactory(options, reactor, dataDir, addr, shared, pools)
     node = ChordNode(addr, transport, reactor, config, storeFactory, ringState=ringState)
+    return node, transport
+
+
+def _rootService(
+    options: Any, reactor: Any, node: ChordNode, pools: list[ThreadPool], transport: WireTransport
+) -> SpecterService:
+    """
+    The root service: joins through the first C{--join}, leaves on stop.
+    """
     joins = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in options["join"]]
-    root = SpecterService(
+    return SpecterService(
         node,
         joins[0] if joins else None,
         pools,
@@ -242,24 +331,40 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         bootstrap=options["bootstrap"],
         alsoJoin=tuple(joins[1:]),
     )
+
+
+def _addSentry(options: Any, root: SpecterService) -> None:
+    """
+    Report errors to Sentry, with C{--sentry}.
+    """
     if options["sentry"]:
         from suite.sentry import SentryService
 
-        SentryService(options["sentry"], reactor, release=f"specter@{_version()}").setServiceParent(root)
+        SentryService(options["sentry"], root.reactor, release=f"specter@{_version()}").setServiceParent(root)
         log.info("errors are reported to Sentry, with info-level breadcrumbs")
-    chordFactory = ChordServerFactory(node.dispatch, reactor)
-    gatewayService = None
-    if withGateway:
-        # the gateway owns the TCP port and hands the ring's ALPN to chordFactory
-        gatewayService = wiring.makeRingGateway(options, bundle, node, chordFactory, reactor)
-        gatewayService.setServiceParent(root)
-    else:
-        tlsFactory = serverContextFactory(bundle, requireClientCert=True, acceptableProtocols=[ALPN])
-        for h, p in options["tcp-binds"]:
-            endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
-            wrapped = TLSMemoryBIOFactory(tlsFactory, False, chordFactory)
-            svc = GuardedEndpointService(endpoint, wrapped, "--listen", f"{h}:{p}")
-            svc.setServiceParent(root)
+
+
+def _addRingListeners(
+    options: Any, reactor: Any, bundle: Any, chordFactory: ChordServerFactory, root: SpecterService
+) -> None:
+    """
+    The ring's own mTLS listeners (C{--listen-tcp}), when no gateway owns
+    the port.
+    """
+    from suite.pki.tls import serverContextFactory
+
+    tlsFactory = serverContextFactory(bundle, requireClientCert=True, acceptableProtocols=[ALPN])
+    for h, p in options["tcp-binds"]:
+        endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
+        wrapped = TLSMemoryBIOFactory(tlsFactory, False, chordFactory)
+        svc = GuardedEndpointService(endpoint, wrapped, "--listen", f"{h}:{p}")
+        svc.setServiceParent(root)
+
+
+def _addRPC(options: Any, reactor: Any, node: ChordNode, root: SpecterService) -> RPCFactory:
+    """
+    The RPC listener (C{--listen-rpc}) for C{specter kv} and friends.
+    """
     rpcFactory = RPCFactory(node, reactor)
     rpc = GuardedEndpointService(
         serverFromString(reactor, privateSocket("--listen-rpc", options["rpc-endpoint"])),
@@ -268,26 +373,48 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         options["rpc-endpoint"],
     )
     rpc.setServiceParent(root)
+    return rpcFactory
+
+
+def _metricsRegistry(node: ChordNode, rpcFactory: RPCFactory) -> Any:
+    """
+    The Prometheus registry /metrics serves, with the ring's collector.
+    """
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    registry.register(RingCollector(node, rpcFactory))  # type: ignore[arg-type]
+    registry.register(RingCollector(node, rpcFactory))
+    return registry
+
+
+def _ldapChecker(options: Any, reactor: Any) -> Any:
+    """
+    The LDAP bind checker of C{--auth-ldap}, or None.
+    """
+    if not options["auth-ldap"]:
+        return None
+    from suite.cred.ldap import LDAPBindChecker
+
+    try:
+        return LDAPBindChecker(
+            options["auth-ldap"],
+            options["auth-ldap-dn"],
+            groupFilter=options["auth-ldap-group"],
+            reactor=reactor,
+        )
+    except ValueError as e:
+        raise ConfigError(f"--auth-ldap: {e}") from None
+
+
+def _helperResource(options: Any, reactor: Any, node: ChordNode, registry: Any, ldap: Any) -> Any:
+    """
+    The loopback helper's resource: health, metrics, the ring's views.
+    """
+    from suite.web.admin import makeAdminResource
+
     admin = makeAdminResource([RingHealth(node)], registry=registry, clock=reactor)
     password = options["auth_pass"]
-    ldap = None
-    if options["auth-ldap"]:
-        from suite.cred.ldap import LDAPBindChecker
-
-        try:
-            ldap = LDAPBindChecker(
-                options["auth-ldap"],
-                options["auth-ldap-dn"],
-                groupFilter=options["auth-ldap-group"],
-                reactor=reactor,
-            )
-        except ValueError as e:
-            raise ConfigError(f"--auth-ldap: {e}") from None
-    resource = makeHelperResource(
+    return makeHelperResource(
         node,
         admin,
         options["auth_user"],
@@ -296,40 +423,53 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
         registry=registry,
         clock=reactor,
     )
-    if gatewayService is not None:
-        secret = password.reveal() if password else None
-        views: dict[bytes, Any] = {}
-        if options["acme"]:
-            from suite.specter.acme import ACMECollector, ACMEInventory, makeACMEService
-            from suite.specter.customdomains import CustomDomainWatcher, makeCustomDomains
 
-            certificates = gatewayService.certificates
-            assert certificates is not None
 
-            def install(name: str, stored: Any) -> None:
-                if name in certificates.apexes:
-                    # TCP and QUIC (HTTP/3) both choose it by SNI from here on
-                    certificates.install(name, stored.chainPEM, stored.keyPEM)
-                else:
-                    certificates.installCustom(name, stored.chainPEM, stored.keyPEM)
+def _addACME(
+    options: Any, reactor: Any, node: ChordNode, root: SpecterService, gatewayService: Any, registry: Any
+) -> dict[bytes, Any]:
+    """
+    With C{--acme}: certificates for the apexes and the custom domains,
+    renewed once the ring serves; returns the helper views it adds.
+    """
+    views: dict[bytes, Any] = {}
+    if not options["acme"]:
+        return views
+    from suite.specter.acme import ACMECollector, ACMEInventory, makeACMEService
+    from suite.specter.customdomains import CustomDomainWatcher, makeCustomDomains
 
-            acme = makeACMEService(options, node, reactor, install)
-            domains = makeCustomDomains(options, node, reactor)
-            gatewayService.gateway.customDomains = domains
+    certificates = gatewayService.certificates
+    assert certificates is not None
 
-            def forget(domain: str) -> None:
-                acme.renewal.remove(domain)
-                certificates.uninstallCustom(domain)
+    def install(name: str, stored: Any) -> None:
+        if name in certificates.apexes:
+            # TCP and QUIC (HTTP/3) both choose it by SNI from here on
+            certificates.install(name, stored.chainPEM, stored.keyPEM)
+        else:
+            certificates.installCustom(name, stored.chainPEM, stored.keyPEM)
 
-            acme.watcher = CustomDomainWatcher(
-                domains, gatewayService.gateway, reactor, acme.renewal.add, removeCertificate=forget
-            )
-            acme.setServiceParent(root)
-            registry.register(ACMECollector(acme))  # type: ignore[arg-type]
-            views[b"acme"] = ACMEInventory(acme, options["acme-directory"], certificates.serves)
-        wiring.observeGateway(
-            gatewayService, registry, resource, options["auth_user"], secret, ldap, more=views
-        )
+    acme = makeACMEService(options, node, reactor, install)
+    domains = makeCustomDomains(options, node, reactor)
+    gatewayService.gateway.customDomains = domains
+
+    def forget(domain: str) -> None:
+        acme.renewal.remove(domain)
+        certificates.uninstallCustom(domain)
+
+    acme.watcher = CustomDomainWatcher(
+        domains, gatewayService.gateway, reactor, acme.renewal.add, removeCertificate=forget
+    )
+    acme.setServiceParent(root)
+    registry.register(ACMECollector(acme))
+    views[b"acme"] = ACMEInventory(acme, options["acme-directory"], certificates.serves)
+    return views
+
+
+def _addHelper(options: Any, reactor: Any, resource: Any, root: SpecterService) -> None:
+    """
+    The loopback helper site (C{--listen-internal}).
+    """
+    from suite.web.admin import makeAdminService
+
     helper = makeAdminService(options["internal-endpoint"], resource, reactor, flag="--listen-internal")
     helper.setServiceParent(root)
-    return root

@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_SIZE
+from suite.specter.rpc import versionsOut
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
 
@@ -123,10 +124,10 @@ class _KeyStats(Resource):
             return _json(request, 200, self.node.stats())
         if len(raw) > MAX_KEY:
             return _json(request, 400, {"error": f"key longer than {MAX_KEY} bytes"})
-        d: Deferred[Any] = self.node.lookup(raw)
+        d: Deferred[Any] = self.node.lookupVersions(raw)
 
         def done(r: Any) -> None:
-            owner, replicas, hops = r
+            owner, replicas, hops, versions = r
             request.write(
                 _json(
                     request,
@@ -136,6 +137,7 @@ class _KeyStats(Resource):
                         "owner": owner.short(),
                         "replicas": [x.short() for x in replicas],
                         "hops": hops,
+                        "versions": versionsOut(versions),
                     },
                 )
             )

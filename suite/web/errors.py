@@ -66,15 +66,16 @@ def jsonError(request: IRequest, code: int, reason: str, **extra: Any) -> bytes:
     return jsonResponse(request, body, code)
 
 
-class JSONMethodsMixin:
+class JSONMethodsMixin(Resource):
     """
-    Mix into a L{Resource} (before it) so an unsupported method gets a JSON
-    C{405} with an C{Allow} header instead of Twisted's HTML page.
+    A L{Resource} base (listed first when there are others) under which an
+    unsupported method gets a JSON C{405} with an C{Allow} header instead of
+    Twisted's HTML page.
     """
 
     def render(self, request: IRequest) -> Any:
         try:
-            return super().render(request)  # type: ignore[misc]
+            return super().render(request)
         except UnsupportedMethod as e:
             methods: list[bytes] = list(e.allowedMethods or ())
             allowed = [m.decode("ascii", "replace") for m in methods]
@@ -96,7 +97,7 @@ class JSONErrorResource(Resource):
         self.reason = reason
         self.extra = extra
 
-    def render(self, request: IRequest) -> bytes:  # type: ignore[override]
+    def render(self, request: IRequest) -> bytes:
         return jsonError(request, self.code, self.reason, **self.extra)
 
 

@@ -130,7 +130,7 @@ def collectReadiness(
 
         def failed(f: Failure) -> tuple[str, HealthReport]:
             log.failure("health check {provider} failed", f, provider=name)
-            text = f.getErrorMessage() or f.type.__name__  # type: ignore[union-attr]
+            text = f.getErrorMessage() or type(f.value).__name__
             reason = " ".join(text.split())
             if f.check(Exception) and not reason:
                 reason = "health check failed"
@@ -178,7 +178,7 @@ class ReadinessResource(JSONMethodsMixin, Resource):
         self.clock = clock
         self.timeout = timeout
 
-    def render_GET(self, request: Request) -> int | bytes:  # type: ignore[override]
+    def render_GET(self, request: Request) -> int | bytes:
         d = collectReadiness(self.providers, self.clock, self.timeout)
         finished = [False]
         request.notifyFinish().addErrback(lambda _: finished.__setitem__(0, True))

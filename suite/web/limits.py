@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -186,8 +187,11 @@ class LimitedChannel(http.HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._rejected:
             self._drained += len(data)
-            if self._drained > DRAIN_BYTES and self.transport is not None:
-                self.transport.abortConnection()  # type: ignore[attr-defined]
+            if self._drained > DRAIN_BYTES:
+                if ITCPTransport.providedBy(self.transport):
+                    self.transport.abortConnection()
+                elif self.transport is not None:
+                    self.transport.loseConnection()
             return
         super().dataReceived(data)
 
@@ -302,10 +306,10 @@ class LimitedSite(Site):
             peer=peerText,
         )
 
-    def protocol(self) -> Any:  # type: ignore[override]
+    def protocol(self) -> Any:
         channel = LimitedChannel()
         channel.MAX_LENGTH = self.maxHeaderBytes + 2
         # Let our own checks answer first; these are the stock backstops.
         channel.totalHeadersSize = self.maxHeaderBytes + 1024
         channel.maxHeaders = self.maxHeaderCount + 1
-        return http._GenericHTTPChannelProtocol(channel)  # type: ignore[attr-defined]
+        return http._GenericHTTPChannelProtocol(channel)

@@ -154,7 +154,7 @@ class SSEResource(JSONMethodsMixin, Resource):
         super().__init__()
         self.hub = hub
 
-    def render_GET(self, request: Request) -> int | bytes:  # type: ignore[override]
+    def render_GET(self, request: Request) -> int | bytes:
         return self.hub._connect(request)
 
     def render_HEAD(self, request: Request) -> bytes:

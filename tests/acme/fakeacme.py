@@ -357,7 +357,7 @@ class FakeACMEResource(Resource):
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=90))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=True)
-            .sign(self.state.caKey, hashes.SHA256())  # type: ignore[arg-type]
+            .sign(self.state.caKey, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM) + self.state.caCert.public_bytes(
             serialization.Encoding.PEM

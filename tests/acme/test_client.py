@@ -114,7 +114,7 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(json.loads(requests[0].payload)["termsOfServiceAgreed"], True)
         self.assertEqual(json.loads(requests[0].payload)["contact"], ["mailto:ops@example.test"])
         account = h.client.accountURL
-        seenNonces = set()
+        seenNonces: set[str] = set()
         for r in requests:
             self.assertEqual(r.contentType, "application/jose+json")
             self.assertEqual(r.protected["alg"], "ES256")

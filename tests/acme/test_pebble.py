@@ -38,7 +38,7 @@ class PebbleTests(TestCase):
             pebble.directoryURL,  # type: ignore[attr-defined]
             accountKey or generatePrivateKeyPEM("ec"),
             publisher,
-            clock=reactor,  # type: ignore[arg-type]
+            clock=reactor,
             http=pebble.http,  # type: ignore[attr-defined]
             runInThread=threadRunner(reactor),
             contact=["mailto:ops@example.test"],
@@ -78,7 +78,7 @@ class PebbleTests(TestCase):
         await store.saveCertificate("a.example.test", stored)
         again = await store.loadCertificate("a.example.test")
         assert again is not None
-        self.assertGreater(again.notAfter, reactor.seconds())  # type: ignore[attr-defined]
+        self.assertGreater(again.notAfter, reactor.seconds())
         # the wildcard and the plain name share _acme-challenge.example.test
         # and _acme-challenge.a.example.test; both were answered, then removed
         published = {name for kind, name, _ in publisher.history if kind == "publish"}
@@ -124,7 +124,7 @@ class PebbleTests(TestCase):
             client,
             store,
             [["c.example.test", "*.c.example.test"]],
-            reactor,  # type: ignore[arg-type]
+            reactor,
             onIssued=lambda name, cert: announced.callback((name, cert)),
         )
         service.startService()

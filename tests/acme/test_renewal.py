@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -51,10 +52,10 @@ class FakeIssuer:
     description = "fake"
 
     def __init__(self) -> None:
-        self.calls: list[tuple[list[str], defer.Deferred[StoredCertificate]]] = []
+        self.calls: list[tuple[Sequence[str], defer.Deferred[StoredCertificate]]] = []
         self.cancelled = 0
 
-    def issue(self, names: list[str]) -> defer.Deferred[StoredCertificate]:
+    def issue(self, names: Sequence[str]) -> defer.Deferred[StoredCertificate]:
         def cancel(d: Any) -> None:
             self.cancelled += 1
 

@@ -91,7 +91,11 @@ class ListeningHub(SSEHub):
     clientCount = 1  # type: ignore[assignment]
 
 
-class APITests(SynchronousTestCase):
+class APIFixture(SynchronousTestCase):
+    """
+    Three nodes, two partitions led by C{a}, and C{a}'s client API.
+    """
+
     def setUp(self) -> None:
         self.cluster = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"], "p1": ["a", "b", "c"]})
         self.cluster.run(2.0)
@@ -120,6 +124,8 @@ class APITests(SynchronousTestCase):
             req.write(result)
         return answer(req)
 
+
+class APITests(APIFixture):
     def test_ingestRulesResults(self) -> None:
         """
         Rules go to every partition; a batch is split by key and each share

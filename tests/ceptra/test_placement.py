@@ -139,9 +139,9 @@ class LedgerTests(SynchronousTestCase):
         path = os.path.join(directory, "placement.json")
         store = PlacementFile(path, Clock())
         self.assertEqual(store.read(), {})
-        from suite.ceptra.placement import _writeAtomically
+        from suite.fileutil import writeAtomically
 
-        _writeAtomically(path, json.dumps({"p0": {"epoch": 3, "replicas": ["a"]}}).encode())
+        writeAtomically(path, json.dumps({"p0": {"epoch": 3, "replicas": ["a"]}}).encode())
         self.assertEqual(store.read(), {"p0": Placed(3, ("a",))})
         with open(path, "w") as f:
             f.write("{")

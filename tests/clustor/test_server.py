@@ -13,11 +13,12 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.clustor.interfaces import IControlPlaneStore
 from suite.clustor.server import ControlPlaneStore, StateReloader, addFeedResources
-from suite.clustor.state import StateError
+from suite.clustor.state import FEEDS, FeedDocument, StateError
 from suite.web.admin import AdminRoot
 from tests.clustor.helpers import STATE_YAML, captureLogs, writeState
 
@@ -108,7 +109,22 @@ class StoreTests(SynchronousTestCase):
         self.assertIn("partitions[0].replicas", reasons[0])
 
 
-class FeedResourceTests(SynchronousTestCase):
+class _FeedClientMixin(SynchronousTestCase):
+    """
+    C{get} through the test's in-memory client (a L{StubTreq}).
+    """
+
+    client: Any
+
+    def get(self, path: str, **kw: Any) -> tuple[Any, bytes]:
+        d = self.client.get("http://cp.test" + path, **kw)
+        self.client.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(response.content())
+        return response, body
+
+
+class FeedResourceTests(_FeedClientMixin):
     """
     The feed resources serve JSON with an ETag and honour If-None-Match.
     """
@@ -118,14 +134,7 @@ class FeedResourceTests(SynchronousTestCase):
         self.store = ControlPlaneStore(self.path)
         root = AdminRoot()
         addFeedResources(root, self.store)
-        self.client: Any = StubTreq(root)
-
-    def get(self, path: str, **kw: Any) -> tuple[Any, bytes]:
-        d = self.client.get("http://cp.test" + path, **kw)
-        self.client.flush()
-        response = self.successResultOf(d)
-        body = self.successResultOf(response.content())
-        return response, body
+        self.client = StubTreq(root)
 
     def test_everyFeed(self) -> None:
         """
@@ -157,6 +166,67 @@ class FeedResourceTests(SynchronousTestCase):
         d = self.client.post("http://cp.test/routing", data=b"{}")
         self.client.flush()
         self.assertEqual(self.successResultOf(d).code, 405)
+
+
+@implementer(IControlPlaneStore)
+class _MemoryStore:
+    """
+    An L{IControlPlaneStore} holding documents given in memory (no file):
+    each C{publish} changes one feed and bumps the revision.
+    """
+
+    path = "<memory>"
+
+    def __init__(self) -> None:
+        self.revision = 1
+        self.documents = {f: FeedDocument(f, b'{"feed": "%s"}' % f.encode(), f'"{f}-1"') for f in FEEDS}
+        self.reloads = 0
+
+    def document(self, feed: str) -> FeedDocument:
+        return self.documents[feed]
+
+    def reload(self) -> bool:
+        self.reloads += 1
+        return False
+
+    def publish(self, feed: str, body: bytes) -> None:
+        self.revision += 1
+        self.documents[feed] = FeedDocument(feed, body, f'"{feed}-{self.revision}"')
+
+
+class FeedResourceSeamTests(_FeedClientMixin):
+    """
+    The feed resources depend only on L{IControlPlaneStore}: served from an
+    in-memory store they follow its documents, tags and revision.
+    """
+
+    def setUp(self) -> None:
+        self.store = _MemoryStore()
+        root = AdminRoot()
+        addFeedResources(root, self.store)
+        self.client = StubTreq(root)
+
+    def test_interface(self) -> None:
+        """
+        The in-memory store provides L{IControlPlaneStore}.
+        """
+        self.assertTrue(verifyObject(IControlPlaneStore, self.store))
+
+    def test_followsTheStore(self) -> None:
+        """
+        A publication shows at once: new body, new ETag, new revision; the
+        old tag no longer matches and the new one gets 304.
+        """
+        response, body = self.get("/features")
+        self.assertEqual(body, b'{"feed": "features"}')
+        self.assertEqual(response.headers.getRawHeaders(b"etag"), [b'"features-1"'])
+        self.store.publish("features", b'{"feed": "features", "flags": {}}')
+        response, body = self.get("/features", headers={"If-None-Match": '"features-1"'})
+        self.assertEqual((response.code, body), (200, b'{"feed": "features", "flags": {}}'))
+        self.assertEqual(response.headers.getRawHeaders(b"x-clustor-revision"), [b"2"])
+        response, body = self.get("/features", headers={"If-None-Match": '"x", "features-2"'})
+        self.assertEqual((response.code, body), (304, b""))
+        self.assertEqual(self.store.reloads, 0)
 
 
 class ReloaderTests(SynchronousTestCase):

@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.support.dockerd import DockerEngine
+from tests.support.http import httpHeaders
 from tests.support.process import BIN, DaemonProcess, freePort, scriptArgs, sleep
 
 DOMAIN = "example.test"
@@ -113,7 +114,10 @@ class ClusterTests(TestCase):
         for _ in range(n):
             try:
                 r = await treq.get(
-                    f"http://127.0.0.1:{web}/", headers={"Host": host}, timeout=5, persistent=False
+                    f"http://127.0.0.1:{web}/",
+                    headers=httpHeaders({"Host": host}),
+                    timeout=5,
+                    persistent=False,
                 )
                 body = (await r.content()).decode().strip()
             except Exception as e:

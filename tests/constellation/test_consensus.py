@@ -142,6 +142,23 @@ class AgentTests(SynchronousTestCase):
         self.assertTrue(os.path.exists(os.path.join(self.stable, BOOTSTRAP_MARKER)))
         self.assertEqual(self.published[-1], {"addr": "edge2:1", "member": True})
 
+    def test_joinerNeverFoundsAlone(self) -> None:
+        """
+        A node started with --join that has reached nobody does not found a
+        group of its own (two groups would each grant the leases), however
+        long it waits; once a peer is alive the usual rule applies.
+        """
+        members = [Member("cloudserver2", ("h", 1), "alive", 1, {})]
+        agent = self.make("cloudserver2", members, {}, joinConfigured=True)
+        for _ in range(3):
+            self.clock.advance(60)
+            agent.step()
+        self.assertEqual(self.node.configs.config.voters, frozenset())
+        self.assertFalse(os.path.exists(os.path.join(self.stable, BOOTSTRAP_MARKER)))
+        members.append(Member("edge9", ("h", 2), "alive", 1, {}))
+        agent.step()
+        self.assertEqual(self.node.configs.config.voters, frozenset({"cloudserver2"}))
+
     def test_waitForGroupOrBetterNode(self) -> None:
         """
         A member publishing a group, or a better alive node: do not found one.

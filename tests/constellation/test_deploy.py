@@ -25,6 +25,7 @@ from suite.constellation.deploy.cli import deploy as runDeploy
 from suite.constellation.deploy.spec import LABEL_HASH, LABEL_SERVICE
 from suite.constellation.docker import DockerClient
 from tests.support.dockerd import IMAGE, DockerEngine
+from tests.support.http import httpHeaders
 from tests.support.process import BIN, DaemonProcess, freePort, scriptArgs
 
 DOMAIN = "example.test"
@@ -439,7 +440,7 @@ class DeployTests(TestCase):
             try:
                 r = await treq.get(
                     f"http://127.0.0.1:{web}/",
-                    headers={"Host": f"site.{DOMAIN}"},
+                    headers=httpHeaders({"Host": f"site.{DOMAIN}"}),
                     timeout=5,
                     persistent=False,
                 )

@@ -44,7 +44,8 @@ class _Catalog:
 
 
 def post(resource: DeclarationResource, body: bytes, host: str = "127.0.0.1") -> tuple[int, Any]:
-    request = DummyRequest([b""])
+    # Any: DummyRequest stands in for an IRequest without declaring it.
+    request: Any = DummyRequest([b""])
     request.method = b"POST"
     request.client = IPv4Address("TCP", host, 5555)
     request.content = io.BytesIO(body)
@@ -76,7 +77,7 @@ class DeclarationTests(SynchronousTestCase):
         self.assertEqual(code, 202)
         entry = self.state.entries("a")[PREFIX + "st"]
         self.assertEqual(entry, {"file": FILE, "env": {"ARG": "1"}, "prune": True, "issued": 100.0})
-        request = DummyRequest([b""])
+        request: Any = DummyRequest([b""])
         body = json.loads(self.resource.render(request))
         self.assertEqual(body["declarations"]["st"]["digest"], answer["digest"])
         self.assertEqual(body["results"], {"st": {"ok": True}})

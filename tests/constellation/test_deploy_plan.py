@@ -172,7 +172,7 @@ class PlanTests(SynchronousTestCase):
         healthy, before the old one is stopped and removed and the new one
         renamed; the extra networks are attached before start.
         """
-        nets = {"a": {}, "b": {}}
+        nets: dict[str, dict[str, Any]] = {"a": {}, "b": {}}
         self.apply(
             stack(
                 {

@@ -80,6 +80,7 @@ class WriterTests(SynchronousTestCase):
         self.addCleanup(self.writer.stopService)
         self.clock.advance(0)
         self.assertEqual(self.provider.applied, [])
+        assert self.writer.last is not None
         self.assertEqual(self.writer.last["outcome"], "not the DNS writer")
         self.token = 3
         self.writer.poke()
@@ -117,10 +118,12 @@ class WriterTests(SynchronousTestCase):
         self.addCleanup(self.writer.stopService)
         self.clock.advance(0)
         self.assertEqual(self.provider.applied, [])
+        assert self.writer.last is not None
         self.assertTrue(self.writer.last["outcome"].startswith("fenced"))
         dry = DNSWriter(self.provider, self.clock, lambda: 9, lambda: dict(self.desired), dryRun=True)
         dry.startService()
         self.addCleanup(dry.stopService)
         self.clock.advance(0)
         self.assertEqual(self.provider.applied, [])
+        assert dry.last is not None
         self.assertEqual(dry.last["changes"], [["example.org", ["192.0.2.1"]]])

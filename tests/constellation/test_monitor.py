@@ -41,18 +41,18 @@ class _Client:
     def negotiate(self) -> Any:
         raise NotImplementedError()
 
-    def containers(self, labels: Any, all: bool = False) -> Any:
+    def containers(self, labels: Any = (), all: bool = False) -> Any:
         raise NotImplementedError()
 
     def inspect(self, containerID: str) -> Any:
         raise NotImplementedError()
 
-    def monitored(self, labels: Any) -> Deferred[list[Container]]:
+    def monitored(self, labels: Any = ()) -> Deferred[list[Container]]:
         d: Deferred[list[Container]] = Deferred()
         self.calls.append(d)
         return d
 
-    def events(self, onEvent: Any, labels: Any) -> EventStream:
+    def events(self, onEvent: Any, labels: Any = ()) -> EventStream:
         stream = EventStream()
         self.streams.append((stream, onEvent))
         return stream

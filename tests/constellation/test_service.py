@@ -81,7 +81,11 @@ class MakeServiceTests(SynchronousTestCase):
         self.events = captureLogs(self)
         import shutil
 
-        self.addCleanup(lambda: [shutil.rmtree(d, True) for d in _DATA])
+        def removeData() -> None:
+            for d in _DATA:
+                shutil.rmtree(d, True)
+
+        self.addCleanup(removeData)
 
     def messages(self) -> list[str]:
         return [e.get("log_format", "") for e in self.events]

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgpack
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.constellation.state import ClusterState, DepartureListener, admitFrom
-from suite.gossip.interfaces import IGossipDelegate, IMembershipListener
+from suite.gossip.interfaces import IGossipDelegate, IMembership, IMembershipListener
 from suite.gossip.member import Member
 from suite.gossip.node import GossipNode
 from suite.gossip.settings import GossipSettings
@@ -33,6 +35,37 @@ def pair(**kw: Any) -> tuple[ClusterState, ClusterState, list[bytes]]:
     return a, b, sent
 
 
+@implementer(IMembership)
+class FakeMembership:
+    """
+    An L{IMembership} whose members a test sets directly.
+    """
+
+    name = "self"
+
+    def __init__(self, *members: Member) -> None:
+        self.known = {m.name: m for m in members}
+        self.broadcasts: list[bytes] = []
+
+    def start(self, seeds: Iterable[tuple[str, int]]) -> Any:
+        raise NotImplementedError
+
+    def members(self) -> list[Member]:
+        return list(self.known.values())
+
+    def member(self, name: str) -> Member | None:
+        return self.known.get(name)
+
+    def setMetadata(self, meta: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def queueBroadcast(self, data: bytes) -> None:
+        self.broadcasts.append(data)
+
+    def leave(self) -> Any:
+        raise NotImplementedError
+
+
 class ClusterStateTests(SynchronousTestCase):
     """
     Merging by per-origin versions.
@@ -45,6 +78,29 @@ class ClusterStateTests(SynchronousTestCase):
         state = ClusterState("a", 1, Clock())
         self.assertTrue(verifyObject(IGossipDelegate, state))
         self.assertTrue(verifyObject(IMembershipListener, DepartureListener(state)))
+
+    def test_admitFromMembership(self) -> None:
+        """
+        C{admitFrom} asks only the membership: origins it holds as dead or
+        left are refused, alive, suspect and unknown ones admitted; updates
+        from a refused origin are dropped.
+        """
+        membership = FakeMembership(
+            Member("up", ("10.0.0.1", 7946), "alive", 1, {}),
+            Member("odd", ("10.0.0.2", 7946), "suspect", 1, {}),
+            Member("down", ("10.0.0.3", 7946), "dead", 2, {}),
+            Member("gone", ("10.0.0.4", 7946), "left", 3, {}),
+        )
+        self.assertTrue(verifyObject(IMembership, membership))
+        admit = admitFrom(membership)
+        self.assertEqual([o for o in ("up", "odd", "down", "gone", "new") if admit(o)], ["up", "odd", "new"])
+        for status, held in (("alive", True), ("left", False)):
+            a, b, sent = pair()
+            b.admit = admitFrom(FakeMembership(Member("a", ("10.0.0.5", 7946), status, 1, {})))
+            a.update({"node": {"priority": 1}})
+            for data in sent:
+                b.notifyMsg(data)
+            self.assertEqual("a" in b.origins(), held, status)
 
     def test_broadcastDelta(self) -> None:
         """

@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from suite.goop.identity import loadIdentity
 from suite.goop.p2p.discovery import signedPublication
 from tests.goop.test_e2e import HubFixture, getJSON, openStream, tokenFor, writeConfig
+from tests.support.http import httpHeaders
 from tests.support.process import DaemonProcess, freePort, twistdArgs
 
 #: The peer's Lua time limit (suite.goop.lua.engine) and the allowance the audit gives.
@@ -76,7 +77,10 @@ class LuaAttackTests(TestCase):
         headers = {"content-type": "application/json", "x-goop-token": await tokenFor(viewer)}
         started = time.monotonic()
         r = await treq.post(
-            viewer + "/api/data", data=json.dumps(body).encode(), headers=headers, persistent=False
+            viewer + "/api/data",
+            data=json.dumps(body).encode(),
+            headers=httpHeaders(headers),
+            persistent=False,
         )
         result = json.loads(await r.content())
         return result, time.monotonic() - started
@@ -161,7 +165,7 @@ class RebindingTests(TestCase):
                     method,
                     viewer + path,
                     data=body,
-                    headers={**headers, "content-type": "application/json"},
+                    headers=httpHeaders({**headers, "content-type": "application/json"}),
                     persistent=False,
                 )
                 self.assertEqual(r.code, 421, (method, path))
@@ -172,21 +176,24 @@ class RebindingTests(TestCase):
             f"127.0.0.1:{vport + 1}",
             "",
         ):
-            r = await treq.get(viewer + "/self", headers={"host": host}, persistent=False)
+            r = await treq.get(viewer + "/self", headers=httpHeaders({"host": host}), persistent=False)
             self.assertEqual(r.code, 421, host)
             await r.content()
         for host in (f"localhost:{vport}", f"127.0.0.1:{vport}", f"[::1]:{vport}", f"peer.lan:{vport}"):
-            r = await treq.get(viewer + "/self", headers={"host": host}, persistent=False)
+            r = await treq.get(viewer + "/self", headers=httpHeaders({"host": host}), persistent=False)
             self.assertEqual(r.code, 200, host)
             await r.content()
         # the right Host without the token: 403; with it: accepted
         good = {"content-type": "application/json", "host": f"localhost:{vport}"}
         post = b'{"config": {"viewer": {"http_addr": "0.0.0.0:%d"}}}' % vport
-        r = await treq.post(viewer + "/self", data=post, headers=good, persistent=False)
+        r = await treq.post(viewer + "/self", data=post, headers=httpHeaders(good), persistent=False)
         self.assertEqual(r.code, 403)
         self.assertIn("x-goop-token", (await r.json())["error"])
         r = await treq.post(
-            viewer + "/self", data=post, headers={**good, "x-goop-token": "wrong" * 10}, persistent=False
+            viewer + "/self",
+            data=post,
+            headers=httpHeaders({**good, "x-goop-token": "wrong" * 10}),
+            persistent=False,
         )
         self.assertEqual(r.code, 403)
         await r.content()
@@ -195,7 +202,7 @@ class RebindingTests(TestCase):
         r = await treq.post(
             viewer + "/self",
             data=b'{"label": "renamed"}',
-            headers={**good, "x-goop-token": token},
+            headers=httpHeaders({**good, "x-goop-token": token}),
             persistent=False,
         )
         self.assertEqual(r.code, 200)
@@ -218,14 +225,14 @@ class RebindingTests(TestCase):
         }
         for method, path in (("GET", "/"), ("GET", "/api/peers"), ("POST", "/api/peers")):
             r = await treq.request(
-                method, url + path, data=b'{"name": "evil"}', headers=evil, persistent=False
+                method, url + path, data=b'{"name": "evil"}', headers=httpHeaders(evil), persistent=False
             )
             self.assertEqual(r.code, 421, (method, path))
             await r.content()
         r = await treq.post(
             url + "/api/peers",
             data=b'{"name": "evil"}',
-            headers={"content-type": "application/json"},
+            headers=httpHeaders({"content-type": "application/json"}),
             persistent=False,
         )
         self.assertEqual(r.code, 403)
@@ -235,7 +242,7 @@ class RebindingTests(TestCase):
         r = await treq.post(
             url + "/api/peers",
             data=b'{"name": "good"}',
-            headers={"content-type": "application/json", "x-goop-token": token},
+            headers=httpHeaders({"content-type": "application/json", "x-goop-token": token}),
             persistent=False,
         )
         self.assertEqual(r.code, 200)
@@ -256,7 +263,7 @@ class HubAbuseTests(TestCase, HubFixture):
             r = await treq.post(
                 url + "/publish",
                 data=body,
-                headers={"x-goop-signature": sig, "x-forwarded-for": f"198.51.100.{i + 1}"},
+                headers=httpHeaders({"x-goop-signature": sig, "x-forwarded-for": f"198.51.100.{i + 1}"}),
                 persistent=False,
             )
             codes.append(r.code)
@@ -272,17 +279,17 @@ class HubAbuseTests(TestCase, HubFixture):
             for _, sock in streams:
                 sock.close()
         # replay: online, offline, then the old online record again
-        other = loadIdentity(
-            os.path.join(d, "other") + "/"
-            if os.makedirs(os.path.join(d, "other"))
-            else os.path.join(d, "other")
-        )
+        os.makedirs(os.path.join(d, "other"))
+        other = loadIdentity(os.path.join(d, "other"))
         online = signedPublication(other, "replayed", 4002, 60)
         offline = signedPublication(other, "replayed", 4002, 60, "offline")
         for (body, sig), code in ((online, 200), (offline, 200), (online, 400)):
             for _ in range(50):
                 r = await treq.post(
-                    url + "/publish", data=body, headers={"x-goop-signature": sig}, persistent=False
+                    url + "/publish",
+                    data=body,
+                    headers=httpHeaders({"x-goop-signature": sig}),
+                    persistent=False,
                 )
                 if r.code != 429:
                     break

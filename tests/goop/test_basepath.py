@@ -20,6 +20,7 @@ from suite.daemon import ConfigError
 from suite.goop.config import validateDocument
 from suite.goop.identity import loadIdentity
 from suite.goop.p2p.discovery import HubClient, PeerDirectory, signedPublication
+from tests.support.http import httpHeaders
 from tests.support.process import DaemonProcess, freePort, scriptArgs
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
@@ -162,7 +163,7 @@ class PrefixThroughProxy:
         r = await treq.post(
             base + "/publish",
             data=body,
-            headers={"content-type": "application/json", "x-goop-signature": sig},
+            headers=httpHeaders({"content-type": "application/json", "x-goop-signature": sig}),
             persistent=False,
         )
         case.assertEqual(r.code, 200, await r.text())

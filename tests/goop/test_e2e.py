@@ -20,6 +20,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from suite.goop.identity import loadIdentity
 from suite.goop.p2p.discovery import signedPublication
 from tests.goop import webdriver
+from tests.support.http import httpHeaders
 from tests.support.process import DaemonProcess, freePort, scriptArgs, twistdArgs
 
 
@@ -52,7 +53,7 @@ async def tokenFor(url: str) -> str:
 
 async def postJSON(url: str, body: Any) -> tuple[int, Any]:
     headers = {"content-type": "application/json", "x-goop-token": await tokenFor(url)}
-    r = await treq.post(url, data=json.dumps(body).encode(), headers=headers, persistent=False)
+    r = await treq.post(url, data=json.dumps(body).encode(), headers=httpHeaders(headers), persistent=False)
     return r.code, json.loads(await r.content())
 
 
@@ -202,10 +203,12 @@ class PeersTests(TestCase, HubFixture):
         r = await treq.post(
             viewers["b"] + "/self",
             data=b"label=x",
-            headers={
-                "content-type": "application/x-www-form-urlencoded",
-                "x-goop-token": await tokenFor(viewers["b"]),
-            },
+            headers=httpHeaders(
+                {
+                    "content-type": "application/x-www-form-urlencoded",
+                    "x-goop-token": await tokenFor(viewers["b"]),
+                }
+            ),
             persistent=False,
         )
         self.assertEqual(r.code, 403)
@@ -221,11 +224,13 @@ class PeersTests(TestCase, HubFixture):
         r = await treq.post(
             viewers["b"] + "/api/data",
             data=b'{"request": {"op": "tables"}}',
-            headers={
-                "content-type": "application/json",
-                "origin": "null",
-                "x-goop-token": await tokenFor(viewers["b"]),
-            },
+            headers=httpHeaders(
+                {
+                    "content-type": "application/json",
+                    "origin": "null",
+                    "x-goop-token": await tokenFor(viewers["b"]),
+                }
+            ),
             persistent=False,
         )
         self.assertEqual(r.code, 403)
@@ -271,7 +276,7 @@ class SharedPeerDBTests(TestCase):
         who = loadIdentity(d)
         body, sig = signedPublication(who, "via-hub0", 4001, 120)
         r0 = await treq.post(
-            urls[0] + "/publish", data=body, headers={"x-goop-signature": sig}, persistent=False
+            urls[0] + "/publish", data=body, headers=httpHeaders({"x-goop-signature": sig}), persistent=False
         )
         self.assertEqual(r0.code, 200)
         await r0.content()
@@ -382,7 +387,7 @@ class BrowserTests(TestCase, HubFixture):
         r = await treq.post(
             url + "/publish",
             data=body,
-            headers={"x-goop-signature": sig, "content-type": "application/json"},
+            headers=httpHeaders({"x-goop-signature": sig, "content-type": "application/json"}),
             persistent=False,
         )
         self.assertEqual(r.code, 200)
@@ -413,7 +418,12 @@ class BrowserTests(TestCase, HubFixture):
         history = await getJSON(viewer + "/api/logs")
         self.assertTrue(any("viewer on" in e["text"] for e in history))
         streams = [openStream(vport, "/api/logs/stream") for _ in range(32)]
-        self.addCleanup(lambda: [sock.close() for _, sock in streams])
+
+        def closeAll() -> None:
+            for _, sock in streams:
+                sock.close()
+
+        self.addCleanup(closeAll)
         self.assertEqual(openStream(vport, "/api/logs/stream")[0], 429)
         browser = webdriver.Browser(self)
         await browser.start()

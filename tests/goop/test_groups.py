@@ -11,7 +11,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface.verify import verifyObject
 
 from suite.goop.groups import (
     SILENCE_SECONDS,
@@ -21,7 +20,6 @@ from suite.goop.groups import (
     MemberInputs,
     memberMachine,
 )
-from suite.goop.interfaces import IGroupTransport
 
 
 class FakeStream:
@@ -60,7 +58,6 @@ class HostTests(SynchronousTestCase):
         msgs = [m for m in outB if m["type"] == "msg"]
         self.assertEqual(msgs, [{"type": "msg", "group": "g", "from": "a", "data": "hi"}])
         self.assertEqual([m for m in outA if m["type"] == "msg"], [])
-        verifyObject(IGroupTransport, a.member)
 
     def test_slowMemberDropped(self) -> None:
         """A member whose connection pushes back is queued, then dropped; others get every message at once."""

@@ -105,7 +105,11 @@ class GroupSimulationTests(SynchronousTestCase):
         inbox: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
         members = {}
         for n in names:
-            svc = GroupService(net.clock, n, lambda host, n=n: net.open(n))
+
+            def dial(host: str, n: str = n) -> Any:
+                return net.open(n)
+
+            svc = GroupService(net.clock, n, dial)
             svc.join("host", "g", inbox[n].append)
             members[n] = svc
         net.run(1.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import treq
 from twisted.internet import reactor
@@ -17,6 +18,32 @@ from suite.goop.identity import Identity, loadIdentity
 from suite.goop.p2p.discovery import signedPublication
 from suite.goop.rendezvous.hub import RendezvousHub
 from suite.goop.rendezvous.registry import PeerRegistry, PublishError, TokenBucket, verifyPublication
+from suite.netutil import boundPort
+from tests.support.http import httpHeaders
+
+
+async def hubURL(hub: RendezvousHub) -> str:
+    """
+    The base URL of a started C{hub}, once it listens.
+    """
+    for _ in range(100):
+        if hub.listening is not None:
+            return f"http://127.0.0.1:{boundPort(hub.listening)}"
+        await deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError("the hub did not start listening")
+
+
+async def syncNow(hub: RendezvousHub) -> None:
+    """
+    One whole sync of C{hub} with its peer DB, begun now: C{sync} does not
+    start one while its periodic sync is still running.
+    """
+    while True:
+        d = hub.sync()
+        if d is not None:
+            await d
+            return
+        await deferLater(reactor, 0.01, lambda: None)
 
 
 def ident(case: SynchronousTestCase) -> Identity:
@@ -74,7 +101,8 @@ class RegistryTests(SynchronousTestCase):
 
         from suite.goop.webutil import clientIP, parseNetworks
 
-        def req(peer: str, xff: str) -> DummyRequest:
+        def req(peer: str, xff: str) -> Any:
+            # Any: DummyRequest stands in for a server Request without being one.
             r = DummyRequest([b""])
             r.client = IPv4Address("TCP", peer, 1234)
             r.requestHeaders.addRawHeader(b"x-forwarded-for", xff.encode())
@@ -98,12 +126,8 @@ class HubTests(TestCase):
     async def startHub(self, **kw: object) -> tuple[RendezvousHub, str]:
         hub = RendezvousHub(reactor, port=0, **kw)  # type: ignore[arg-type]
         hub.startService()
-        for _ in range(100):
-            if hub.listening is not None:
-                break
-            await deferLater(reactor, 0.02, lambda: None)
         self.addCleanup(hub.stopService)
-        return hub, f"http://127.0.0.1:{hub.listening.getHost().port}"
+        return hub, await hubURL(hub)
 
     async def publish(
         self, url: str, who: Identity, label: str = "p", kind: str = "online", ip: str | None = None
@@ -112,11 +136,11 @@ class HubTests(TestCase):
         headers = {"content-type": "application/json", "x-goop-signature": sig}
         if ip:
             headers["x-forwarded-for"] = ip
-        r = await treq.post(url + "/publish", data=body, headers=headers, persistent=False)
+        r = await treq.post(url + "/publish", data=body, headers=httpHeaders(headers), persistent=False)
         await r.content()
         return int(r.code)
 
-    async def getJSON(self, url: str) -> tuple[int, object]:
+    async def getJSON(self, url: str) -> tuple[int, Any]:
         r = await treq.get(url, persistent=False)
         return r.code, json.loads(await r.content())
 
@@ -126,9 +150,12 @@ class HubTests(TestCase):
         a = ident(self)
         self.assertEqual(await self.publish(url, a, "alpha"), 200)
         code, peers = await self.getJSON(url + "/peers.json")
-        self.assertEqual([p["label"] for p in peers], ["alpha"])  # type: ignore[union-attr]
+        self.assertEqual([p["label"] for p in peers], ["alpha"])
         r = await treq.post(
-            url + "/publish", data=b'{"peer_id": "x"}', headers={"x-goop-signature": "AA=="}, persistent=False
+            url + "/publish",
+            data=b'{"peer_id": "x"}',
+            headers=httpHeaders({"x-goop-signature": "AA=="}),
+            persistent=False,
         )
         self.assertEqual(r.code, 400)
         self.assertIn("public_key", (await r.json())["error"])
@@ -169,14 +196,22 @@ class HubTests(TestCase):
         """Behind a configured proxy, the per-address SSE cap counts X-Forwarded-For addresses."""
         hub, url = await self.startHub(maxSSEPerIP=1, trustedProxies=["127.0.0.1"])
         r1 = await treq.get(
-            url + "/events", headers={"x-forwarded-for": "203.0.113.1"}, unbuffered=True, persistent=False
+            url + "/events",
+            headers=httpHeaders({"x-forwarded-for": "203.0.113.1"}),
+            unbuffered=True,
+            persistent=False,
         )
         self.assertEqual(r1.code, 200)
-        r2 = await treq.get(url + "/events", headers={"x-forwarded-for": "203.0.113.1"}, persistent=False)
+        r2 = await treq.get(
+            url + "/events", headers=httpHeaders({"x-forwarded-for": "203.0.113.1"}), persistent=False
+        )
         self.assertEqual(r2.code, 429)
         await r2.content()
         r3 = await treq.get(
-            url + "/events", headers={"x-forwarded-for": "203.0.113.2"}, unbuffered=True, persistent=False
+            url + "/events",
+            headers=httpHeaders({"x-forwarded-for": "203.0.113.2"}),
+            unbuffered=True,
+            persistent=False,
         )
         self.assertEqual(r3.code, 200)
         self.assertEqual(hub.sse.clientCount, 2)
@@ -189,10 +224,15 @@ class HubTests(TestCase):
         """Without trusted_proxies, rotating X-Forwarded-For does not get past the per-address SSE cap."""
         hub, url = await self.startHub(maxSSEPerIP=1)
         r1 = await treq.get(
-            url + "/events", headers={"x-forwarded-for": "203.0.113.1"}, unbuffered=True, persistent=False
+            url + "/events",
+            headers=httpHeaders({"x-forwarded-for": "203.0.113.1"}),
+            unbuffered=True,
+            persistent=False,
         )
         self.assertEqual(r1.code, 200)
-        r2 = await treq.get(url + "/events", headers={"x-forwarded-for": "203.0.113.2"}, persistent=False)
+        r2 = await treq.get(
+            url + "/events", headers=httpHeaders({"x-forwarded-for": "203.0.113.2"}), persistent=False
+        )
         self.assertEqual(r2.code, 429)
         await r2.content()
         done = treq.collect(r1, lambda b: None)
@@ -209,9 +249,9 @@ class HubTests(TestCase):
         hub, url = await self.startHub(templatesDir=tdir, peerDbFile=db)
         code, body = await self.getJSON(url + "/healthz")
         self.assertEqual(code, 200)
-        self.assertEqual(set(body["checks"]), {"event_loop", "peer_db"})  # type: ignore[index]
-        self.assertEqual((await self.getJSON(url + "/api/templates"))[1][0]["name"], "blog")  # type: ignore[index]
-        self.assertEqual((await self.getJSON(url + "/api/templates/blog/manifest.json"))[1]["title"], "Blog")  # type: ignore[index]
+        self.assertEqual(set(body["checks"]), {"event_loop", "peer_db"})
+        self.assertEqual((await self.getJSON(url + "/api/templates"))[1][0]["name"], "blog")
+        self.assertEqual((await self.getJSON(url + "/api/templates/blog/manifest.json"))[1]["title"], "Blog")
         r = await treq.get(url + "/api/templates/blog/bundle", persistent=False)
         self.assertEqual(r.headers.getRawHeaders("content-type"), ["application/gzip"])
         self.assertEqual((await r.content())[:2], b"\x1f\x8b")
@@ -233,14 +273,14 @@ class HubTests(TestCase):
         hub2.sse.publish = lambda event, data, id=None: events.append((event, data))  # type: ignore[method-assign]
         a = ident(self)
         self.assertEqual(await self.publish(url1, a, "shared"), 200)
-        await hub1.sync()
-        await hub2.sync()
+        await syncNow(hub1)
+        await syncNow(hub2)
         code, peers = await self.getJSON(url2 + "/peers.json")
-        self.assertEqual([p["label"] for p in peers], ["shared"])  # type: ignore[union-attr]
+        self.assertEqual([p["label"] for p in peers], ["shared"])
         self.assertEqual([(e, d["peer_id"]) for e, d in events], [("join", a.peerId)])  # type: ignore[index]
         self.assertEqual(await self.publish(url1, a, kind="offline"), 200)
-        await hub1.sync()
-        await hub2.sync()
+        await syncNow(hub1)
+        await syncNow(hub2)
         self.assertEqual((await self.getJSON(url2 + "/peers.json"))[1], [])
         self.assertEqual(events[-1][0], "leave")
 

@@ -8,6 +8,8 @@ name is refused naming the key.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.daemon import ConfigError
@@ -70,7 +72,7 @@ class LegacyKeysTests(SynchronousTestCase):
         control characters or surrounding spaces is refused with one line
         naming the key it came from.
         """
-        cases = [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"peerName": 7}, "goop.json: peerName: must be a string"),
             ({"profile": {"name": ["x"]}}, "goop.json: profile.name: must be a string"),
             ({"peerName": "x" * 65}, "goop.json: peerName: 'xxxx"),

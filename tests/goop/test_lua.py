@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from suite.goop.lua.engine import LuaEngine, LuaError, RateLimits
 from suite.goop.lua.ssrf import SSRFError, checkAddress, guardedRequest
 from suite.goop.peer.store import addStampDefaults
+from tests.support.http import serveLoopback
 
 
 class SandboxTests(TestCase):
@@ -209,8 +210,7 @@ class RebindingTests(TestCase):
 
         root = Resource()
         root.putChild(b"x", Data(b"public content", "text/plain"))
-        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
+        portNumber = await serveLoopback(self, Site(root))
         answers = [["93.184.216.34"], ["127.0.0.1"]]
         resolved: list[str] = []
         connected: list[tuple[str, int]] = []
@@ -222,7 +222,7 @@ class RebindingTests(TestCase):
         def connect(address: tuple[str, int], timeout: float) -> socket.socket:
             connected.append(address)
             # stand-in for the public host: the test server on loopback
-            return socket.create_connection(("127.0.0.1", port.getHost().port), timeout=timeout)
+            return socket.create_connection(("127.0.0.1", portNumber), timeout=timeout)
 
         status, headers, body = await deferToThread(
             guardedRequest, "GET", "http://news.example:8080/x", None, None, 5.0, resolver, connect

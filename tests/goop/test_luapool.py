@@ -144,7 +144,8 @@ class PoolTests(SynchronousTestCase):
         def spawnProcess(proto: Any, *args: Any, **kwargs: Any) -> None:
             spawned.append(proto)
 
-        reactor.spawnProcess = spawnProcess  # type: ignore[method-assign]
+        # MemoryReactorClock has no spawnProcess: the pool needs only this one.
+        reactor.spawnProcess = spawnProcess  # type: ignore[attr-defined]
         p = WorkerPool(reactor, {}, **kw)
         p.spawned = spawned  # type: ignore[attr-defined]
         return p, reactor

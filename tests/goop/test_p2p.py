@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from suite.goop.identity import Identity, loadIdentity
@@ -21,6 +22,7 @@ from suite.goop.p2p.streams import (
 )
 from suite.goop.p2p.tls import PeerTLS
 from suite.goop.peer.site import SiteFiles
+from suite.netutil import boundPort
 
 
 class StreamTests(TestCase):
@@ -29,7 +31,7 @@ class StreamTests(TestCase):
         os.makedirs(d)
         return loadIdentity(d)
 
-    async def setUp(self) -> None:
+    async def setUp(self) -> None:  # type: ignore[override]  # trial awaits a coroutine setUp
         self.server, self.client = self.ident(), self.ident()
         site = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(site, "lua"))
@@ -41,16 +43,16 @@ class StreamTests(TestCase):
         self.factory.addRequestHandler(SITE_PROTOCOL, SiteFiles(reactor, site).handle)
         self.seen: list[str] = []
 
-        def data(peer: str, req: dict) -> dict:  # type: ignore[type-arg]
+        def data(peer: str, req: dict) -> dict:
             self.seen.append(peer)
             return {"ok": True, "data": req.get("op")}
 
         self.factory.addRequestHandler(DATA_PROTOCOL, data)
         self.port = await listenStreams(reactor, PeerTLS(self.server), 0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
-        self.addr = f"127.0.0.1:{self.port.getHost().port}"
+        self.addr = f"127.0.0.1:{boundPort(self.port)}"
 
-    async def open(self, proto: str, expected: str | None = None):  # type: ignore[no-untyped-def]
+    async def open(self, proto: str, expected: str | None = None):
         s = await openStream(reactor, PeerTLS(self.client), self.addr, expected or self.server.peerId, proto)
 
         def close() -> object:
@@ -92,10 +94,15 @@ class StreamTests(TestCase):
 
         proto = StreamClient(None, SITE_PROTOCOL)
         ep = wrapClientTLS(
-            Anonymous(), clientFromString(reactor, f"tcp:host=127.0.0.1:port={self.port.getHost().port}")
+            Anonymous(), clientFromString(reactor, f"tcp:host=127.0.0.1:port={boundPort(self.port)}")
         )
         await ep.connect(_ClientFactory(proto))
-        self.addCleanup(lambda: (proto.close(), proto.whenClosed())[1])
+
+        def closeStream() -> Deferred[None]:
+            proto.close()
+            return proto.whenClosed()
+
+        self.addCleanup(closeStream)
         try:
             await proto.ready  # TLS 1.3: the client may finish before the server refuses it
             answer = proto.request({"path": "/"})

@@ -13,7 +13,6 @@ from typing import Any
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.goop.identity import Identity, loadIdentity
@@ -21,6 +20,8 @@ from suite.goop.p2p.discovery import MdnsDiscovery, PeerDirectory, signedPublica
 from suite.goop.rendezvous.hub import RendezvousHub
 from suite.goop.rendezvous.registry import PeerRegistry, PublishError, verifyPublication
 from tests.goop.test_e2e import getJSON, postJSON, writeConfig
+from tests.goop.test_hub import hubURL, syncNow
+from tests.support.http import httpHeaders
 from tests.support.process import DaemonProcess, freePort, twistdArgs
 
 
@@ -136,12 +137,8 @@ class SharedDBNameTests(TestCase):
     async def startHub(self, db: str) -> tuple[RendezvousHub, str]:
         hub = RendezvousHub(reactor, port=0, peerDbFile=db)
         hub.startService()
-        for _ in range(100):
-            if hub.listening is not None:
-                break
-            await deferLater(reactor, 0.02, lambda: None)
         self.addCleanup(hub.stopService)
-        return hub, f"http://127.0.0.1:{hub.listening.getHost().port}"
+        return hub, await hubURL(hub)
 
     async def test_nameTravelsThroughPeerDB(self) -> None:
         """A name published to one hub is stored in the shared peer DB and listed by the other hub."""
@@ -150,10 +147,12 @@ class SharedDBNameTests(TestCase):
         hub2, url2 = await self.startHub(db)
         a = ident(self)
         body, sig = signedPublication(a, "Shared Site", 4001, 60, name="shared-peer")
-        r = await treq.post(url1 + "/publish", data=body, headers={"x-goop-signature": sig}, persistent=False)
+        r = await treq.post(
+            url1 + "/publish", data=body, headers=httpHeaders({"x-goop-signature": sig}), persistent=False
+        )
         self.assertEqual(r.code, 200, await r.content())
-        await hub1.sync()
-        await hub2.sync()
+        await syncNow(hub1)
+        await syncNow(hub2)
         peers = await getJSON(url2 + "/peers.json")
         self.assertEqual([(p["label"], p["name"]) for p in peers], [("Shared Site", "shared-peer")])
 
@@ -220,7 +219,7 @@ class PeerNameEndToEndTests(TestCase):
         other = loadIdentity(d)
         body, sig = signedPublication(other, "Other Site", 4002, 60, name="other-peer")
         r = await treq.post(
-            hubURL + "/publish", data=body, headers={"x-goop-signature": sig}, persistent=False
+            hubURL + "/publish", data=body, headers=httpHeaders({"x-goop-signature": sig}), persistent=False
         )
         self.assertEqual(r.code, 200, await r.content())
 

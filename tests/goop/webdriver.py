@@ -12,6 +12,7 @@ from typing import Any
 import treq
 from twisted.trial.unittest import TestCase
 
+from tests.support.http import httpHeaders
 from tests.support.process import DaemonProcess, freePort
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -65,7 +66,7 @@ class Browser:
             method,
             self.base + path,
             data=json.dumps(body or {}).encode() if method == "POST" else None,
-            headers={"content-type": "application/json"},
+            headers=httpHeaders({"content-type": "application/json"}),
             persistent=False,
             timeout=60,
         )

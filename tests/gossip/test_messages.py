@@ -14,28 +14,24 @@ import msgpack
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.gossip.codec import Codec
+from suite.gossip.fields import BadMAC, Incomplete, MalformedPacket, checkMeta, decodeMeta, encodeMeta
 from suite.gossip.lzw import LZWError, compress, decompress
 from suite.gossip.messages import (
     Ack,
     Alive,
-    BadMAC,
-    Codec,
     Dead,
     ErrorReply,
-    Incomplete,
     IndirectPing,
     Left,
-    MalformedPacket,
     MemberState,
+    Message,
     Nack,
     Ping,
     PushPull,
     Suspect,
     User,
-    checkMeta,
-    decodeMeta,
     encodeMessage,
-    encodeMeta,
 )
 from suite.gossip.security import DecryptError, Keyring, parseKey
 
@@ -77,7 +73,7 @@ class GoldenTests(SynchronousTestCase):
         self.assertEqual(Codec().unpackPacket(ALIVE), [m])
 
     def test_others(self) -> None:
-        cases = [
+        cases: list[tuple[Message, bytes]] = [
             (
                 IndirectPing(3, "c", ("10.0.0.3", 7946), "a", ("10.0.0.1", 7946), True),
                 b"\x01\x88\xa5SeqNo\x03\xa6Target\xa4\x0a\x00\x00\x03\xa4Port\xcd\x1f\x0a\xa4Node\xa1c"
@@ -248,10 +244,10 @@ class PacketTests(SynchronousTestCase):
             if i % 3 == 0:
                 data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80)))
             else:
-                data = bytearray(rng.choice(valid))
+                mutated = bytearray(rng.choice(valid))
                 for _ in range(rng.randrange(1, 4)):
-                    data[rng.randrange(len(data))] = rng.randrange(256)
-                data = bytes(data)
+                    mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+                data = bytes(mutated)
             for codec in (Codec(), Codec(ring), Codec(label="x")):
                 try:
                     codec.unpackPacket(data)

@@ -5,19 +5,21 @@ Tests for L{GossipNode} on the in-memory network, and its observability.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from suite.gossip import delegation, merge
 from suite.gossip import node as nodeModule
+from suite.gossip.codec import Codec
 from suite.gossip.interfaces import IGossipDelegate, IGossipTransport, IMembership, IPacketReceiver
 from suite.gossip.memory import MemoryNetwork
-from suite.gossip.messages import Ack, Alive, Codec, Ping, Suspect, encodeMessage
+from suite.gossip.messages import Ack, Alive, Ping, Suspect, encodeMessage
 from suite.gossip.node import GossipNode
 from suite.gossip.observe import GossipHealth, register
 from suite.gossip.settings import GossipSettings
@@ -33,7 +35,8 @@ class NodeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.sim = Simulation(1)
         self.logged: list[dict[str, Any]] = []
-        self.patch(nodeModule, "log", Logger(observer=self.logged.append))
+        for module in (nodeModule, merge, delegation):
+            self.patch(module, "log", Logger(observer=cast(ILogObserver, self.logged.append)))
 
     def tearDown(self) -> None:
         self.sim.stopAll()
@@ -293,7 +296,7 @@ class DelegateTests(SynchronousTestCase):
         of pending user messages is bounded.
         """
         node = self.sim.add("solo")
-        self.assertRaises(ValueError, node.queueBroadcast, "text")  # type: ignore[arg-type]
+        self.assertRaises(ValueError, node.queueBroadcast, "text")
         self.assertRaises(ValueError, node.queueBroadcast, b"x" * 2000)
         for i in range(node.settings.maxUserBroadcasts + 10):
             node.queueBroadcast(str(i).encode())
@@ -337,7 +340,7 @@ class DelegateTests(SynchronousTestCase):
                 raise RuntimeError("boom")
 
         logged: list[dict[str, Any]] = []
-        self.patch(nodeModule, "log", Logger(observer=logged.append))
+        self.patch(delegation, "log", Logger(observer=cast(ILogObserver, logged.append)))
         a = self.sim.add("a")
         b = self.sim.add("b")
         b.delegate = Broken()

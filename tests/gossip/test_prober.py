@@ -11,8 +11,9 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.gossip.fields import Address
 from suite.gossip.member import Member, MemberCore, MemberInputs, Suspicion, newMemberMachine
-from suite.gossip.messages import Ack, Address, IndirectPing, Message, Nack, Update
+from suite.gossip.messages import Ack, IndirectPing, Message, Nack, Update
 from suite.gossip.prober import ProbeCore, ProbeInputs, ProbeRound, RelayCore, RelayInputs, RelayProbe
 
 TARGET = MemberCore("t", ("10.0.0.9", 7946), 4, {}, actions=None)  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ class SerfInteropTests(TestCase):
             raise SkipTest("Debian's serf is not installed (make system-deps installs it)")
 
     def serf(self, name: str, port: int, rpc: int, *args: str) -> DaemonProcess:
+        assert SERF is not None
         argv = [
             SERF,
             "agent",

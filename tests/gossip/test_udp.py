@@ -157,6 +157,10 @@ class MutualTLSTests(TestCase):
         receivers = []
         for name in ("a", "b"):
             bundle = loadBundle(os.path.join(base, name))
+
+            def dial(host: str, bundle: Any = bundle) -> Any:
+                return clientContextFactory(bundle, ipAddress=host)
+
             r = Receiver(f"state-{name}.".encode())
             t = NetworkTransport(
                 reactor,
@@ -164,7 +168,7 @@ class MutualTLSTests(TestCase):
                 freePort(),
                 timeout=5.0,
                 serverTLS=serverContextFactory(bundle),
-                clientTLS=lambda host, bundle=bundle: clientContextFactory(bundle, ipAddress=host),
+                clientTLS=dial,
             )
             t.startListening(r)
             self.addCleanup(t.stopListening)

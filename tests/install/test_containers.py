@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from tests.support.http import serveLoopback
 from tests.support.process import freePort
 
 SRC = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ class DockerfileTests(SynchronousTestCase):
             body = " ".join(lines)
             self.assertIn("HEALTHCHECK", body, family)
             self.assertIn("/opt/suite/healthcheck.py", body, family)
-            self.assertRegex(body, r"HEALTH_URL=http://127\.0\.0\.1:\d+/health", family)
+            self.assertRegex(body, r"HEALTH_URL=https?://127\.0\.0\.1:\d+/health", family)
             entry = re.search(r'ENTRYPOINT \["/opt/suite/venv/bin/([^"]+)"\]', body)
             assert entry is not None, family
             self.assertEqual(entry.group(1), script)
@@ -108,10 +109,11 @@ class _Health(Resource):
         return b"ok"
 
 
-def _probe(url: str) -> subprocess.CompletedProcess[str]:
+def _probe(url: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEALTH_", "CEPTRA_", "CLUSTOR_"))}
     return subprocess.run(
-        [sys.executable, str(SRC / "containers/healthcheck.py")],
-        env=dict(os.environ, HEALTH_URL=url),
+        [sys.executable, "-I", "-S", str(SRC / "containers/healthcheck.py")],
+        env=dict(env, HEALTH_URL=url, **extra),
         capture_output=True,
         text=True,
         timeout=30,
@@ -124,10 +126,51 @@ class HealthProbeTests(TestCase):
         The HEALTHCHECK command exits 0 for a live endpoint and 1, with one
         line naming the URL, for a closed port.
         """
-        port = reactor.listenTCP(0, Site(_Health()), interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
-        live = await deferToThread(_probe, f"http://127.0.0.1:{port.getHost().port}/healthz")
+        portNumber = await serveLoopback(self, Site(_Health()))
+        live = await deferToThread(_probe, f"http://127.0.0.1:{portNumber}/healthz")
         self.assertEqual(live.returncode, 0, live.stderr)
         dead = await deferToThread(_probe, f"http://127.0.0.1:{freePort()}/healthz")
         self.assertEqual(dead.returncode, 1)
         self.assertTrue(dead.stderr.startswith("unhealthy: http://127.0.0.1:"), dead.stderr)
+
+    async def test_probeMutualTLS(self) -> None:
+        """
+        Against an mTLS listener (CEPtra's admin API, clustor-cp with TLS)
+        the probe presents the daemon's own identity from its CEPTRA_TLS_*
+        or CLUSTOR_CP_TLS_* variables and passes; with the trust bundle but
+        no certificate it fails with one line.
+        """
+        from suite.pki.bundle import loadIdentity
+        from suite.pki.tls import serverContextFactory
+        from tests.clustor.certs import CertAuthority
+
+        ca = CertAuthority(os.path.abspath(self.mktemp()))
+        node = ca.identity("node-1", "spiffe://example.org/ceptra/node-1")
+        port = reactor.listenSSL(  # type: ignore[attr-defined]
+            0,
+            Site(_Health()),
+            serverContextFactory(loadIdentity(node.cert, node.key, node.trust)),
+            interface="127.0.0.1",
+        )
+        self.addCleanup(port.stopListening)
+        url = f"https://127.0.0.1:{port.getHost().port}/healthz"
+        ceptra = await deferToThread(
+            _probe,
+            url,
+            CEPTRA_TLS_IDENTITY_CERT=node.cert,
+            CEPTRA_TLS_IDENTITY_KEY=node.key,
+            CEPTRA_TLS_TRUST_BUNDLE=node.trust,
+        )
+        self.assertEqual(ceptra.returncode, 0, ceptra.stderr)
+        clustor = await deferToThread(
+            _probe,
+            url,
+            CLUSTOR_CP_TLS_IDENTITY_CERT=node.cert,
+            CLUSTOR_CP_TLS_IDENTITY_KEY=node.key,
+            CLUSTOR_CP_TLS_TRUST_BUNDLE=node.trust,
+        )
+        self.assertEqual(clustor.returncode, 0, clustor.stderr)
+        anonymous = await deferToThread(_probe, url, HEALTH_TLS_CA=node.trust)
+        self.assertEqual(anonymous.returncode, 1)
+        self.assertTrue(anonymous.stderr.startswith(f"unhealthy: {url}: "), anonymous.stderr)
+        self.assertEqual(len(anonymous.stderr.splitlines()), 1, anonymous.stderr)

@@ -18,9 +18,25 @@ from zope.interface.verify import verifyObject
 from suite.kv import openStore
 from suite.kv.aof import AOFStore
 from suite.kv.interfaces import IKeyValueStore
-from suite.kv.memory import MemoryStore
+from suite.kv.memory import PURGE_EVERY, MemoryStore
 from suite.kv.records import RING_SIZE, LeaseHeld, LeaseLost, bucketBounds, inRange, ringId
 from suite.kv.sqlite import SQLiteStore
+from suite.kv.versions import ZERO, Version, versionAt
+
+
+def ver(record: Any) -> Version:
+    """
+    The version of an exported record.
+    """
+    return Version(record[3], record[4])
+
+
+def rec(kind: str, key: bytes, payload: bytes | None, version: Version) -> Any:
+    """
+    A record to import, with its version.
+    """
+    return (kind, key, payload, version.hlc, version.origin)
+
 
 if TYPE_CHECKING:
     _Base = TestCase
@@ -44,8 +60,19 @@ class _Backend(_Base):
     def runner(self, f: Any) -> Any:
         return deferToThreadPool(reactor, self.pool, f)  # type: ignore[arg-type]
 
-    def open(self) -> Any:
-        store = openStore(self.backend, self.dataDir, 0, self.clock, self.runner, flushInterval=3.0)
+    origin = 0xA1B2C3D4E5F60718
+
+    def open(self, index: int = 0) -> Any:
+        store = openStore(
+            self.backend,
+            self.dataDir,
+            index,
+            self.clock,
+            self.runner,
+            flushInterval=3.0,
+            origin=self.origin,
+            horizon=3600.0,
+        )
         self.addCleanup(store.close)
         return store
 
@@ -118,7 +145,7 @@ class _Backend(_Base):
         low, high = RING_SIZE // 3, RING_SIZE // 3 * 2
         inside = {k for k in keys if inRange(ringId(k), low, high)}
         recs = await s.exportRange(low, high)
-        self.assertEqual({k for kind, k, _ in recs if kind == "v"}, inside)
+        self.assertEqual({k for kind, k, *_ in recs if kind == "v"}, inside)
         other = MemoryStore(self.clock)
         await other.importRecords(recs)
         self.assertEqual(await other.digestRange(low, high), await s.digestRange(low, high))
@@ -136,21 +163,137 @@ class _Backend(_Base):
         self.assertEqual(removed, len(recs))
         self.assertEqual(await s.exportRange(low, high), [])
         wrapped = await s.exportRange(high, low)
-        self.assertEqual(len([1 for kind, _, _ in wrapped if kind == "v"]), len(keys) - len(inside))
+        self.assertEqual(len([1 for kind, *_ in wrapped if kind == "v"]), len(keys) - len(inside))
 
     async def test_exportKeyTombstones(self) -> None:
         """
-        exportKey names every kind, with None for the absent ones, so
-        importing it reproduces deletions too.
+        exportKey carries a deletion as a tombstone with its version, so
+        importing it deletes elsewhere too, and an older copy of the value
+        imported afterwards does not bring it back.
         """
         s = self.store
         await s.put(b"x", b"1")
+        first = await s.exportKey(b"x")
+        self.assertEqual([(k, key, p) for k, key, p, *_ in first], [("v", b"x", b"1")])
         other = MemoryStore(self.clock)
-        await other.importRecords(await s.exportKey(b"x"))
+        await other.importRecords(first)
         self.assertEqual(await other.get(b"x"), b"1")
         await s.delete(b"x")
-        await other.importRecords(await s.exportKey(b"x"))
+        [gone] = await s.exportKey(b"x")
+        self.assertIsNone(gone[2])
+        self.assertGreater(ver(gone), ver(first[0]))
+        self.assertEqual(await other.importRecords(await s.exportKey(b"x")), 1)
         self.assertIsNone(await other.get(b"x"))
+        self.assertEqual(await other.importRecords(first), 0)
+        self.assertIsNone(await other.get(b"x"))
+
+    async def test_versionsGrow(self) -> None:
+        """
+        Every write gets a newer version than the last, stamped with the
+        store's origin, even when the clock stands still.
+        """
+        s = self.store
+        seen = []
+        for i in range(5):
+            await s.put(b"k", b"%d" % i)
+            [held] = await s.exportKey(b"k")
+            seen.append(ver(held))
+        self.assertEqual(seen, sorted(set(seen)))
+        self.assertEqual({v.origin for v in seen}, {self.origin})
+        self.assertEqual(seen[0].wallMs, int(self.clock.seconds() * 1000))
+
+    async def test_importKeepsNewer(self) -> None:
+        """
+        Imported records replace only older ones: a newer local write
+        survives an older copy, a newer copy replaces the local one, and the
+        store's clock moves past what it installed.
+        """
+        s = self.store
+        await s.put(b"a", b"local")
+        [held] = await s.exportKey(b"a")
+        local = ver(held)
+        older = Version(local.hlc - 1, 7)
+        ahead = Version(local.hlc + (3600_000 << 16), 7)
+        count = await s.importRecords([rec("v", b"a", b"older", older), rec("v", b"b", b"new", ahead)])
+        self.assertEqual(count, 1)
+        self.assertEqual(await s.get(b"a"), b"local")
+        self.assertEqual(await s.get(b"b"), b"new")
+        await s.importRecords([rec("v", b"a", b"newer", Version(local.hlc + 1, 0))])
+        self.assertEqual(await s.get(b"a"), b"newer")
+        # a write after installing a version from a clock an hour ahead is newer still
+        await s.put(b"b", b"after")
+        [held] = await s.exportKey(b"b")
+        after = ver(held)
+        self.assertGreater(after, ahead)
+        # a record from a peer without versions is a write made now
+        await s.importRecords([("v", b"b", b"legacy", None, 0)])
+        self.assertEqual(await s.get(b"b"), b"legacy")
+        [held] = await s.exportKey(b"b")
+        self.assertGreater(ver(held), after)
+
+    async def test_mergeAnyOrder(self) -> None:
+        """
+        Importing the same records in any order, or twice, ends with the
+        same digest, and the copy that wins is the newest.
+        """
+        recs = [
+            ("v", b"k", b"one", 5 << 16, 1),
+            ("v", b"k", b"two", 5 << 16, 2),
+            ("v", b"k", None, 4 << 16, 3),
+            ("s", b"k", b"\x90", 9 << 16, 1),
+            ("l", b"j", None, 9 << 16, 1),
+        ]
+        digests = set()
+        for order in (recs, recs[::-1], recs[2:] + recs[:2]):
+            store = self.open(index=len(digests) + 1)
+            await store.importRecords(order)
+            await store.importRecords(order)
+            self.assertEqual(await store.get(b"k"), b"two")
+            digests.add(tuple(await store.digestRange(0, 0)))
+        self.assertEqual(len(digests), 1)
+
+    async def test_leaseTokensFromStamps(self) -> None:
+        """
+        A new grant's fencing token comes from a fresh stamp: two copies of
+        a lease granted apart (rings that merge later) share a token only if
+        granted in the same millisecond.
+        """
+        s = self.store
+        a = await s.acquireLease(b"L", b"alice", 10)
+        self.assertEqual(a.token, int(self.clock.seconds() * 1000) << 16)
+        other = self.open(index=5)
+        self.clock.advance(0.001)
+        b = await other.acquireLease(b"L", b"bob", 10)
+        self.assertNotEqual(a.token, b.token)
+        self.clock.advance(11)
+        c = await s.acquireLease(b"L", b"carol", 10)
+        self.assertGreater(c.token, a.token)
+
+    async def test_tombstonesPurged(self) -> None:
+        """
+        A tombstone is kept for the horizon and forgotten after it, by
+        purge() or by a write about a minute later.
+        """
+        s = self.store
+        await s.put(b"gone", b"1")
+        await s.put(b"also", b"1")
+        await s.delete(b"gone")
+        await s.delete(b"also")
+        self.assertEqual(await s.purge(), 0)
+        self.assertEqual(len(await s.exportRange(0, 0)), 2)
+        self.clock.advance(s.horizon + 1)
+        self.assertEqual(await s.purge(), 2)
+        self.assertEqual(await s.exportRange(0, 0), [])
+        await s.put(b"x", b"1")
+        await s.delete(b"x")
+        self.clock.advance(s.horizon + PURGE_EVERY + 1)
+        await s.put(b"y", b"1")
+        self.assertEqual([k for _, k, *_ in await s.exportRange(0, 0)], [b"y"])
+        # an expired tombstone from elsewhere is not taken back; a live one is
+        old = versionAt(self.clock.seconds() - s.horizon - 1, 5)
+        fresh = versionAt(self.clock.seconds() - 1, 5)
+        self.assertEqual(await s.importRecords([rec("v", b"x", None, old), rec("v", b"z", None, fresh)]), 1)
+        self.assertEqual([k for _, k, *_ in await s.exportRange(0, 0)], [b"y", b"z"])
 
 
 class MemoryTests(_Backend, TestCase):
@@ -244,6 +387,63 @@ class AOFTests(_Backend, TestCase):
         again = self.open()
         self.assertEqual(await again.get(b"k5"), b"x" * 100 + b"19")
 
+    async def test_formatOneLoads(self) -> None:
+        """
+        A log of format 1 (records without versions) loads: its records get
+        version 0 (a deletion there removes the key), the file is rewritten
+        in format 2 at once, and a later write is newer than all of them.
+        """
+        from suite.kv.aof import FORMAT_VERSION, MAGIC, encodeRecordV1
+
+        d = os.path.join(self.dataDir, "7")
+        os.makedirs(d)
+        path = os.path.join(d, "kv.aof")
+        with open(path, "wb") as f:
+            f.write(MAGIC + b"\x01")
+            f.write(encodeRecordV1("v", b"a", b"1"))
+            f.write(encodeRecordV1("v", b"b", b"2"))
+            f.write(encodeRecordV1("s", b"p", b"\x91\xc4\x01c"))
+            f.write(encodeRecordV1("v", b"b", None))
+            f.write(encodeRecordV1("v", b"a", b"one"))
+        store = self.open(index=7)
+        self.assertEqual(await store.get(b"a"), b"one")
+        self.assertIsNone(await store.get(b"b"))
+        self.assertEqual(await store.prefixList(b"p"), [b"c"])
+        self.assertEqual(
+            sorted(await store.exportRange(0, 0)),
+            [("s", b"p", b"\x91\xc4\x01c", 0, 0), ("v", b"a", b"one", 0, 0)],
+        )
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(8), MAGIC + bytes([FORMAT_VERSION]))
+        await store.put(b"c", b"3")
+        [held] = await store.exportKey(b"c")
+        self.assertGreater(ver(held), ZERO)
+        await store.close()
+        again = self.open(index=7)
+        self.assertEqual(await again.get(b"a"), b"one")
+        self.assertEqual(await again.get(b"c"), b"3")
+        self.assertEqual(await again.exportKey(b"c"), [held])
+
+    async def test_tombstonesPersist(self) -> None:
+        """
+        Tombstones and versions survive a restart and a compaction, and the
+        clock resumes past the newest version in the log.
+        """
+        s = self.store
+        s.compactMinBytes = 1
+        await s.put(b"a", b"1")
+        await s.delete(b"a")
+        for i in range(20):
+            await s.put(b"b", b"%d" % i)
+        before = sorted(await s.exportRange(0, 0))
+        await s.flush()
+        await s.flush()
+        self.assertGreaterEqual(s.compactions, 1)
+        await s.close()
+        again = self.open()
+        self.assertEqual(sorted(await again.exportRange(0, 0)), before)
+        self.assertGreaterEqual(again.hlc.last, max(r[3] for r in before))
+
     def test_notAnAOF(self) -> None:
         """
         A foreign file in place of the log is refused, naming it.
@@ -275,6 +475,46 @@ class SQLiteTests(_Backend, TestCase):
         self.assertEqual(await again.prefixList(b"p"), [b"c"])
         self.assertTrue(os.path.isdir(os.path.join(self.dataDir, "cache")))
         self.assertIsInstance(again, SQLiteStore)
+
+    async def test_schemaZeroMigrated(self) -> None:
+        """
+        A database made before versions (schema 0) is migrated when opened:
+        its records are there with version 0, the schema version is 2, and
+        tombstones and versions work from then on and survive a restart.
+        """
+        import sqlite3
+
+        d = os.path.join(self.dataDir, "3")
+        os.makedirs(d)
+        path = os.path.join(d, "kv.sqlite")
+        db = sqlite3.connect(path)
+        db.executescript(
+            "CREATE TABLE records (kind TEXT NOT NULL, key BLOB NOT NULL, rid INTEGER NOT NULL,"
+            " payload BLOB NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID;"
+            "CREATE INDEX records_rid ON records (rid);"
+        )
+        for key, value in ((b"a", b"1"), (b"b", b"2")):
+            db.execute("INSERT INTO records VALUES ('v', ?, ?, ?)", (key, ringId(key) - (1 << 63), value))
+        db.commit()
+        db.close()
+        store = self.open(index=3)
+        self.assertEqual(await store.get(b"a"), b"1")
+        self.assertEqual(
+            sorted(await store.exportRange(0, 0)), [("v", b"a", b"1", 0, 0), ("v", b"b", b"2", 0, 0)]
+        )
+        self.assertTrue(await store.delete(b"b"))
+        [held] = await store.exportKey(b"b")
+        self.assertIsNone(held[2])
+        version = ver(held)
+        self.assertEqual(version.origin, self.origin)
+        await store.close()
+        db = sqlite3.connect(path)
+        self.assertEqual(db.execute("PRAGMA user_version").fetchone(), (2,))
+        db.close()
+        again = self.open(index=3)
+        self.assertEqual(await again.exportKey(b"b"), [held])
+        self.assertGreaterEqual(again.hlc.last, version.hlc)
+        self.assertEqual(await again.get(b"a"), b"1")
 
 
 class SQLiteCloseTests(TestCase):

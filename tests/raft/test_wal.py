@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
-from twisted.trial.unittest import TestCase
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.raft.messages import Configuration, Entry, SnapshotMeta
 from suite.raft.snapshot import CorruptSnapshot, SnapshotStore
 from suite.raft.storage import Recovered
-from suite.raft.wal import CorruptLog, StorageDirectoryError, WALStorage, prepareDirectory
+from suite.raft.wal import CorruptLog, SharedWAL, StorageDirectoryError, WALStorage, prepareDirectory
 
 CONFIG = Configuration(frozenset({"a", "b", "c"}))
 
@@ -31,7 +34,7 @@ class WALTests(TestCase):
 
     async def open(self, segmentBytes: int = 64 * 1024) -> tuple[WALStorage, Recovered]:
         storage = WALStorage(self.walDir, self.snapDir, reactor, segmentBytes=segmentBytes)
-        self.addCleanup(lambda: storage.close() if storage.pool.started else None)
+        self.addCleanup(lambda: storage.close() if storage.wal.runner.started else None)
         return storage, await storage.load()
 
     async def fill(self, count: int = 10) -> None:
@@ -194,23 +197,36 @@ class SpareSegmentTests(TestCase):
         Once a segment is half full a spare is prepared on another thread;
         rotation renames it into place and everything reloads.
         """
-        from twisted.internet.task import deferLater
-
         from suite.raft.wal import SPARE
 
         base = self.mktemp()
         storage = WALStorage(base + "/wal", base + "/snap", reactor, segmentBytes=4096)
+        prepared: list[Deferred[object]] = []
+        run = storage.wal.spareRunner.run
+
+        def spy(fn: Any, *args: Any) -> Deferred[object]:
+            d = run(fn, *args)
+            prepared.append(d)
+            return d
+
+        storage.wal.spareRunner.run = spy  # type: ignore[method-assign]
         await storage.load()
         await storage.appendEntries(None, [Entry(1, i, 0, b"z" * 100) for i in range(1, 50)])
         await storage.sync()
-        for _ in range(500):
-            if storage.spare == "ready":
-                break
-            await deferLater(reactor, 0.01, lambda: None)
-        self.assertEqual(storage.spare, "ready")
+        self.assertEqual(len(prepared), 1)
+        await prepared[0]
         self.assertTrue(os.path.exists(os.path.join(base, "wal", SPARE)))
+        renames = []
+        replace = os.replace
+
+        def spyReplace(src: str, dst: str) -> None:
+            renames.append(os.path.basename(src))
+            replace(src, dst)
+
+        self.patch(os, "replace", spyReplace)
         await storage.saveSnapshot(SnapshotMeta(20, 1, CONFIG), b"state")
         await storage.close()
+        self.assertIn(SPARE, renames)
         self.assertFalse(os.path.exists(os.path.join(base, "wal", SPARE)))
         self.assertEqual(len([n for n in os.listdir(base + "/wal") if n.endswith(".log")]), 1)
         storage = WALStorage(base + "/wal", base + "/snap", reactor, segmentBytes=4096)
@@ -288,3 +304,234 @@ class SnapshotBeforeCompactionTests(TestCase):
         recovered = await storage.load()
         await storage.close()
         self.assertEqual([e.index for e in recovered.entries], [6, 7])
+
+
+class FakeRunner:
+    """
+    Records work handed to it; the test fires the Deferreds.
+    """
+
+    def __init__(self) -> None:
+        self.started = True
+        self.calls: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def run(self, fn: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((fn, args, d))
+        return d
+
+
+class MachineTests(SynchronousTestCase):
+    """
+    The WAL's two machines: every input in every state.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.runner = FakeRunner()
+        self.spareRunner = FakeRunner()
+        self.wal = SharedWAL(
+            self.mktemp(), self.clock, 4096, runner=self.runner, spareRunner=self.spareRunner
+        )
+
+    # -- batches ------------------------------------------------------------
+
+    def batchIn(self, state: str) -> tuple[Any, list[Deferred[None]]]:
+        """
+        The batch machine brought into C{state}; the Deferreds of the
+        records written so far.
+        """
+        m, waiters = self.wal.batcher, []
+        if state == "Idle":
+            return m, waiters
+        waiters.append(self.wal.submit(b"rec"))
+        if state == "Scheduled":
+            return m, waiters
+        self.clock.advance(0)
+        self.assertEqual(len(self.runner.calls), 1)
+        if state == "Writing":
+            return m, waiters
+        self.runner.calls[0][2].errback(Failure(OSError("disk gone")))
+        self.flushLoggedErrors(OSError)
+        for d in waiters:
+            self.failureResultOf(d, OSError)
+        return m, []
+
+    def test_batchIdle(self) -> None:
+        """
+        Idle: a record schedules one end-of-turn write; a sync fires at
+        once; stray completions are ignored.
+        """
+        m, _ = self.batchIn("Idle")
+        self.assertEqual(m.written(), [])
+        self.assertEqual(m.writeFailed(Failure(OSError())), [])
+        m.turnEnded()
+        self.assertEqual(self.runner.calls, [])
+        self.successResultOf(m.syncRequested())
+        self.wal.submit(b"a")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_batchScheduled(self) -> None:
+        """
+        Scheduled: more records join the same batch; the end of the turn
+        hands the whole queue to the storage thread at once.
+        """
+        m, waiters = self.batchIn("Scheduled")
+        waiters.append(self.wal.submit(b"b"))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(m.written(), [])
+        self.assertEqual(m.writeFailed(Failure(OSError())), [])
+        synced = m.syncRequested()
+        m.turnEnded()
+        [(_, (chunks,), d)] = self.runner.calls
+        self.assertEqual(chunks, [b"rec", b"b"])
+        self.assertNoResult(synced)
+        d.callback(None)
+        for w in [*waiters, synced]:
+            self.successResultOf(w)
+
+    def test_batchWriting(self) -> None:
+        """
+        Writing: records queued now wait for the next batch; completion
+        fires the batch's Deferreds and schedules the next batch; a sync
+        with nothing queued rides on the batch in progress.
+        """
+        m, waiters = self.batchIn("Writing")
+        synced = m.syncRequested()
+        m.turnEnded()
+        self.assertEqual(len(self.runner.calls), 1)
+        later = self.wal.submit(b"next")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.runner.calls[0][2].callback(None)
+        self.successResultOf(waiters[0])
+        self.successResultOf(synced)
+        self.assertNoResult(later)
+        self.clock.advance(0)
+        self.assertEqual(self.runner.calls[1][1], ([b"next"],))
+
+    def test_fileWorkStartsABatch(self) -> None:
+        """
+        Records queued before file work (a snapshot file, a rotation) are
+        written and synced without waiting for it; the file work and what
+        follows it make the next batch.
+        """
+        before = self.wal.submit(b"a")
+        work = self.wal.submit(lambda: None)
+        after = self.wal.submit(b"b")
+        self.clock.advance(0)
+        [(_, (chunks,), d)] = self.runner.calls
+        self.assertEqual(chunks, [b"a"])
+        d.callback(None)
+        self.successResultOf(before)
+        self.assertNoResult(work)
+        self.clock.advance(0)
+        (_, (chunks,), d) = self.runner.calls[1]
+        self.assertEqual(len(chunks), 2)
+        self.assertEqual(chunks[1], b"b")
+        d.callback(None)
+        self.successResultOf(work)
+        self.successResultOf(after)
+
+    def test_batchWritingFails(self) -> None:
+        """
+        Writing: a failed write fails the batch and everything queued.
+        """
+        m, waiters = self.batchIn("Writing")
+        queued = self.wal.submit(b"next")
+        self.runner.calls[0][2].errback(Failure(OSError("EIO")))
+        self.flushLoggedErrors(OSError)
+        self.failureResultOf(waiters[0], OSError)
+        self.failureResultOf(queued, OSError)
+
+    def test_batchBroken(self) -> None:
+        """
+        Broken: nothing is written any more; every record and sync fails.
+        """
+        m, _ = self.batchIn("Broken")
+        d = self.wal.submit(b"x")
+        self.clock.advance(0)
+        self.failureResultOf(d, OSError)
+        self.assertEqual(len(self.runner.calls), 1)
+        m.turnEnded()
+        self.assertEqual(m.written(), [])
+        self.assertEqual(m.writeFailed(Failure(OSError())), [])
+        self.failureResultOf(m.syncRequested(), OSError)
+
+    # -- spare segments -------------------------------------------------------
+
+    def spareIn(self, state: str) -> Any:
+        m = self.wal.spare
+        if state == "NoSpare":
+            return m
+        m.segmentHalfFull()
+        self.assertEqual(len(self.spareRunner.calls), 1)
+        if state == "Preparing":
+            return m
+        self.spareRunner.calls[0][2].callback(None)
+        if state == "Ready":
+            return m
+        self.assertTrue(m.rotating())
+        return m
+
+    def test_spareNone(self) -> None:
+        """
+        NoSpare: a half-full segment starts filling the next one; a rotation
+        cannot use a spare.
+        """
+        m = self.spareIn("NoSpare")
+        m.prepared()
+        m.prepareFailed("x")
+        m.rotated()
+        self.assertFalse(m.rotating())
+        self.assertEqual(self.spareRunner.calls, [])
+        m.segmentHalfFull()
+        self.assertEqual(self.spareRunner.calls[0][0], self.wal.writer.prepareSpare)
+
+    def test_sparePreparing(self) -> None:
+        """
+        Preparing: no second preparation; a rotation now fills its own
+        segment; a failure goes back to NoSpare (to be tried again).
+        """
+        m = self.spareIn("Preparing")
+        m.segmentHalfFull()
+        m.rotated()
+        self.assertFalse(m.rotating())
+        self.assertEqual(len(self.spareRunner.calls), 1)
+        m.prepareFailed("disk full")
+        m.segmentHalfFull()
+        self.assertEqual(len(self.spareRunner.calls), 2)
+        m.prepared()
+        self.assertTrue(m.rotating())
+
+    def test_spareReady(self) -> None:
+        """
+        Ready: the next rotation takes the spare (once).
+        """
+        m = self.spareIn("Ready")
+        m.segmentHalfFull()
+        m.prepared()
+        m.prepareFailed("x")
+        m.rotated()
+        self.assertEqual(len(self.spareRunner.calls), 1)
+        self.assertTrue(m.rotating())
+        self.assertFalse(m.rotating())
+
+    def test_spareConsumed(self) -> None:
+        """
+        Consumed: no new spare until the rotation that took it is done.
+        """
+        m = self.spareIn("Consumed")
+        m.segmentHalfFull()
+        m.prepared()
+        m.prepareFailed("x")
+        self.assertFalse(m.rotating())
+        self.assertEqual(len(self.spareRunner.calls), 1)
+        m.rotated()
+        m.segmentHalfFull()
+        self.assertEqual(len(self.spareRunner.calls), 2)

@@ -6,19 +6,30 @@ one Clock, a seeded RNG, per-message delay, drop, partition and crash.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
 from suite.spacecomms.config import Config, PeerConfig, Policies
 from suite.spacecomms.envelope import Envelope, decodeEnvelope
-from suite.spacecomms.interfaces import IPeerLink
+from suite.spacecomms.interfaces import IPeerLink, IRecordStore
 from suite.spacecomms.node import SpaceNode
-from suite.spacecomms.store import MemoryStore
+from suite.spacecomms.store import MemoryStore, Record
 
 TOKEN = "sim-token-12345678"
+
+
+def stored(store: IRecordStore, kind: str, key: str) -> Record:
+    """
+    The record of C{kind} named C{key} in C{store}; failing the test when
+    there is none.
+    """
+    record = store.get(kind, key)
+    if record is None:
+        raise AssertionError(f"no {kind} {key!r} in the store")
+    return record
 
 
 @implementer(IPeerLink)
@@ -61,10 +72,10 @@ class SimNet:
         self.links: dict[tuple[str, str], SimLink] = {}
         self.lastArrival: dict[tuple[str, str], float] = {}
         self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
+        globalLogPublisher.addObserver(cast(ILogObserver, self.events.append))
 
     def stop(self) -> None:
-        globalLogPublisher.removeObserver(self.events.append)
+        globalLogPublisher.removeObserver(cast(ILogObserver, self.events.append))
         for n in self.nodes.values():
             n.stop()
 

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import yaml
+from twisted.web.http_headers import Headers
 
 from tests.support.process import DaemonProcess, freePort, twistdArgs
 
@@ -130,8 +131,8 @@ def startNode(testCase: Any, spec: NodeSpec, extraEnv: dict[str, str] | None = N
     return proc.start()
 
 
-def auth(token: str = ADMIN) -> dict[bytes, list[bytes]]:
-    return {b"Authorization": [f"Bearer {token}".encode()]}
+def auth(token: str = ADMIN) -> Headers:
+    return Headers({b"Authorization": [f"Bearer {token}".encode()]})
 
 
 async def getJSON(url: str, token: str = ADMIN) -> tuple[int, Any]:
@@ -151,7 +152,7 @@ async def send(
     import treq
 
     headers = auth(token)
-    headers[b"Content-Type"] = [contentType.encode()]
+    headers.setRawHeaders(b"Content-Type", [contentType.encode()])
     r = await treq.request(method, url, data=body, headers=headers, timeout=5, persistent=False)
     content = await r.content()
     try:

@@ -5,11 +5,11 @@ The REST API in memory (treq's StubTreq over the resource tree).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.spacecomms.api import makeAPIResource, makeTokenChecker
@@ -18,6 +18,7 @@ from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Config, PeerConfig, Policies, TokenConfig
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.store import MemoryStore
+from tests.spacecomms.sim import stored
 
 ADMIN, WRITER, READER = "admin-secret-1", "writer-secret-1", "reader-secret-1"
 
@@ -57,10 +58,12 @@ class _APIBase(SynchronousTestCase):
         resource = makeAPIResource(
             self.node, makeTokenChecker(cfg.tokens), lambda pid: "disconnected", add, remove
         )
-        self.client = StubTreq(resource)
+        # StubTreq makes its request methods at run time.
+        self.client: Any = StubTreq(resource)
         self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def call(
         self,
@@ -334,7 +337,7 @@ class AuthorityAPITests(_APIBase):
             "POST", "/cdms", encode(sampleCDM("F-1", object2="42001"), "json"), token=WRITER
         )
         self.assertEqual(code, 409)
-        self.assertEqual(self.node.store.get("cdm", "F-1").origin, "B")
+        self.assertEqual(stored(self.node.store, "cdm", "F-1").origin, "B")
         self.assertEqual(self.call("DELETE", "/cdms/F-1?override=true", token=WRITER)[0], 403)
         self.assertEqual(self.call("DELETE", "/cdms/F-1?override=maybe")[0], 400)
         code, body = self.call("DELETE", "/cdms/F-1?override=true&reason=ERROR")

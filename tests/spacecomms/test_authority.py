@@ -16,9 +16,9 @@ from suite.spacecomms.cdm.model import CDMError
 from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import Envelope
-from suite.spacecomms.node import NotOriginator
+from suite.spacecomms.local import NotOriginator
 from suite.spacecomms.signing import Signer
-from tests.spacecomms.sim import SimNet
+from tests.spacecomms.sim import SimNet, stored
 
 OPEN = Policies()
 
@@ -116,7 +116,7 @@ class HostilePeerSimulationTests(SynchronousTestCase):
                 self.assertEqual((line["kind"], line["key"], line["node"]), ("cdm", "X-1", "B"))
         for n in "ABC":
             self.assertEqual(self.net.state(n)["X-1"], (True, None), n)
-        self.assertLess(self.net.stores["B"].get("cdm", "X-1").sequence, sequenceLimit(now, 300))
+        self.assertLess(stored(self.net.stores["B"], "cdm", "X-1").sequence, sequenceLimit(now, 300))
 
         # A's own update is still accepted everywhere.
         newer = sampleCDM("X-1", object2="41001", missDistance=99.0)
@@ -124,7 +124,8 @@ class HostilePeerSimulationTests(SynchronousTestCase):
         self.assertTrue(created)
         self.net.run(1)
         for n in "BC":
-            got = self.net.stores[n].get("cdm", "X-1")
+            got = stored(self.net.stores[n], "cdm", "X-1")
+            assert got.body is not None
             self.assertEqual(
                 (got.sequence, got.body["relative_metadata_data"]["MISS_DISTANCE"]), (record.sequence, 99.0)
             )
@@ -134,17 +135,17 @@ class HostilePeerSimulationTests(SynchronousTestCase):
         H cannot rewrite A's CDM (announce as itself, or a forged relay
         that does not start at its source) but can announce its own CDMs.
         """
-        body = self.net.stores["A"].get("cdm", "X-1").body
+        body = stored(self.net.stores["A"], "cdm", "X-1").body
         assert body is not None
         seq = int(self.net.clock.seconds() * 1_000_000) + 10
         self._send("CDM_ANNOUNCE", "H", {"cdm_id": "X-1", "sequence": seq, "cdm": body}, ("H",))
         self._send("CDM_ANNOUNCE", "A", {"cdm_id": "X-1", "sequence": seq, "cdm": body}, ("C", "H"))
         self.assertTrue(self._dropped("belongs to originator A, not H"))
         self.assertTrue(self._dropped("path does not start at source_node A"))
-        self.assertEqual(self.net.stores["C"].get("cdm", "X-1").origin, "A")
+        self.assertEqual(stored(self.net.stores["C"], "cdm", "X-1").origin, "A")
         self.net.nodes["H"].ingestCDM(sampleCDM("H-1", object2="41002"))
         self.net.run(1)
-        self.assertEqual(self.net.stores["C"].get("cdm", "H-1").origin, "H")
+        self.assertEqual(stored(self.net.stores["C"], "cdm", "H-1").origin, "H")
 
     def test_localRefusalAndOverride(self) -> None:
         """
@@ -166,7 +167,7 @@ class HostilePeerSimulationTests(SynchronousTestCase):
         self.assertTrue(record.override)
         self.net.run(1)
         for n in "ABC":
-            got = self.net.stores[n].get("cdm", "X-1")
+            got = stored(self.net.stores[n], "cdm", "X-1")
             self.assertEqual(
                 (got.active, got.reason, got.origin, got.override), (False, "ERROR", "C", True), n
             )
@@ -204,8 +205,8 @@ class HostilePeerSimulationTests(SynchronousTestCase):
             self.assertEqual(len(self._dropped(reason)), 1, reason)
         for n in "ABC":
             self.assertEqual(net.state(n)["X-1"], (True, None), n)
-        stored = net.stores["C"].get("cdm", "X-1")
-        self.assertEqual(stored.cert, self.signers["A"].certDER)
+        record = stored(net.stores["C"], "cdm", "X-1")
+        self.assertEqual(record.cert, self.signers["A"].certDER)
 
     def test_overrideNotHonouredWithoutTrust(self) -> None:
         """
@@ -288,7 +289,7 @@ class LegacyEntriesTests(SynchronousTestCase):
         net.connect("A", "B")
         net.run(1)
         self.assertEqual(net.state("C").get("OLD-SIG"), (True, None))
-        self.assertEqual(net.stores["C"].get("cdm", "OLD-SIG").cert, signers["A"].certDER)
+        self.assertEqual(stored(net.stores["C"], "cdm", "OLD-SIG").cert, signers["A"].certDER)
 
 
 class AntiEntropySimulationTests(SynchronousTestCase):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 
@@ -32,7 +33,7 @@ async def _cdmState(spec: NodeSpec, proc: DaemonProcess, cdmId: str, status: str
     return await proc.waitFor(check, f"CDM {cdmId} {status} at {spec.name}", timeout=30)
 
 
-async def _post(spec: NodeSpec, cdmId: str, **kw: object) -> None:
+async def _post(spec: NodeSpec, cdmId: str, **kw: Any) -> None:
     code, body = await send(
         "POST", spec.url("/cdms"), encode(sampleCDM(cdmId, **kw), "kvn").encode(), contentType="text/plain"
     )

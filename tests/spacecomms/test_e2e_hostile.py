@@ -17,6 +17,7 @@ from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import parseConfig
 from suite.spacecomms.envelope import Envelope
 from suite.spacecomms.service import SpaceCommsService
+from tests.spacecomms.sim import stored
 from tests.spacecomms.support import NodeSpec, env, getJSON, makeCertificates, send, startNode
 from tests.support.process import DaemonProcess
 
@@ -82,7 +83,7 @@ class HostilePeerTests(TestCase):
         assert hostile.node.signer is not None
         hostile.node.signer.sign("CDM_WITHDRAW", "A", signedByH)
         forge("CDM_WITHDRAW", "A", signedByH, ("A", "H"))
-        body0 = hostile.node.store.get("cdm", "HX-1").body
+        body0 = stored(hostile.node.store, "cdm", "HX-1").body
         forge("CDM_ANNOUNCE", "H", {"cdm_id": "HX-1", "sequence": seq + 1, "cdm": body0}, ("H",))
         for reason in (
             r"dropped CDM_WITHDRAW \w+ from H for cdm HX-1: sequence: 4611686018427387904 is more than",

@@ -102,5 +102,6 @@ class GuideMetricsTests(SynchronousTestCase):
         c.queueDepth = lambda: 0  # type: ignore[method-assign]
         self.assertEqual(c.queuedMessages(), 0)
         pump.flush()
+        assert c.transport is not None
         c.transport.loseConnection()
         pump.flush()

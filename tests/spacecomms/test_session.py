@@ -6,12 +6,14 @@ heartbeats, timeouts, malformed input and the interfaces.
 from __future__ import annotations
 
 import struct
+from typing import Any, cast
 
 import msgpack
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.spacecomms.cdm.sample import sampleCDM
@@ -21,6 +23,7 @@ from suite.spacecomms.interfaces import IMessageSink, IPeerLink, IRecordStore
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.session import PeerProtocol
 from suite.spacecomms.store import MemoryStore
+from tests.spacecomms.sim import stored
 
 TOKEN = "session-token-1234"
 
@@ -47,6 +50,109 @@ def _frames(data: bytes) -> list[Envelope]:
     return out
 
 
+@implementer(IMessageSink)
+class RecordingSink:
+    """
+    An L{IMessageSink} that records what a session hands it; it admits the
+    peers in C{admit} and refuses others with C{UNAUTHORIZED}.
+    """
+
+    def __init__(self, nodeId: str, admit: tuple[str, ...]) -> None:
+        self.nodeId = nodeId
+        self.admit = admit
+        self.events: list[tuple[str, Any]] = []
+
+    def checkHello(self, hello: Envelope, expectedPeer: str | None) -> tuple[str, str] | None:
+        peer = hello.payload["node_id"]
+        self.events.append(("hello", peer))
+        return None if peer in self.admit else ("UNAUTHORIZED", f"not {peer}")
+
+    def sessionEstablished(self, link: IPeerLink) -> None:
+        self.events.append(("established", link.peerId))
+
+    def sessionLost(self, link: IPeerLink, reason: str) -> None:
+        self.events.append(("lost", link.peerId))
+
+    def envelopeReceived(self, link: IPeerLink, envelope: Envelope) -> None:
+        self.events.append((envelope.message_type, link.peerId))
+
+    def heartbeatCounts(self) -> dict[str, int]:
+        return {"cdm_count": 7, "object_count": 0}
+
+    def helloPayload(self, peerId: str | None) -> dict[str, Any]:
+        return {
+            "node_id": self.nodeId,
+            "node_name": self.nodeId,
+            "versions": ["1.0"],
+            "capabilities": ["cdm"],
+            "auth_token": TOKEN,
+        }
+
+
+def fake(protocol: PeerProtocol) -> iosim.FakeTransport:
+    """
+    The in-memory transport iosim connected C{protocol} with.
+    """
+    assert isinstance(protocol.transport, iosim.FakeTransport)
+    return protocol.transport
+
+
+class SinkSeamTests(SynchronousTestCase):
+    """
+    A session knows its node only as an L{IMessageSink}: two sessions
+    between recording sinks, no node at all.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
+
+    def connect(
+        self, admit: tuple[str, ...]
+    ) -> tuple[RecordingSink, RecordingSink, PeerProtocol, iosim.IOPump]:
+        a = RecordingSink("A", ("B",))
+        b = RecordingSink("B", admit)
+        self.assertTrue(verifyObject(IMessageSink, a))
+
+        def client() -> PeerProtocol:
+            return PeerProtocol(a, "A", self.clock, "B", 1, 3, 64 * 1024, a.helloPayload)
+
+        def server() -> PeerProtocol:
+            return PeerProtocol(b, "B", self.clock, None, 1, 3, 64 * 1024, b.helloPayload)
+
+        c, _, pump = iosim.connectedServerAndClient(server, client, clock=self.clock)
+        pump.flush()
+        return a, b, c, pump
+
+    def test_sessionThroughTheSink(self) -> None:
+        """
+        The handshake asks each sink, both report the session, heartbeats
+        carry the sink's counts and arrive as envelopes, and closing
+        reports the loss on both sides.
+        """
+        a, b, c, pump = self.connect(admit=("A",))
+        self.assertEqual(a.events, [("hello", "B"), ("established", "B")])
+        self.assertEqual(b.events, [("hello", "A"), ("established", "A")])
+        self.clock.advance(1)
+        pump.flush()
+        self.assertIn(("HEARTBEAT", "A"), b.events)
+        self.assertIn(("HEARTBEAT", "B"), a.events)
+        c.close("test over")
+        pump.flush()
+        self.assertEqual(a.events[-1], ("lost", "B"))
+        self.assertEqual(b.events[-1], ("lost", "A"))
+
+    def test_refusedByTheSink(self) -> None:
+        """
+        A HELLO the sink refuses ends the connection; no session is reported.
+        """
+        a, b, c, pump = self.connect(admit=())
+        self.assertEqual(b.events, [("hello", "A")])
+        self.assertNotIn(("established", "B"), a.events)
+        self.assertTrue(fake(c).disconnected or fake(c).disconnecting)
+
+
 class SessionTests(SynchronousTestCase):
     """
     Two nodes, A dialing B, over an iosim pump.
@@ -57,8 +163,9 @@ class SessionTests(SynchronousTestCase):
         self.clock.advance(1_700_000_000)
         self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
         self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def _connect(
         self, aToken: str = TOKEN, bToken: str = TOKEN
@@ -90,7 +197,7 @@ class SessionTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IPeerLink, c))
         self.assertTrue(verifyObject(IMessageSink, a))
         self.assertTrue(verifyObject(IRecordStore, MemoryStore()))
-        c.transport.loseConnection()
+        fake(c).loseConnection()
         pump.flush()
 
     def test_handshakeAndExchange(self) -> None:
@@ -104,8 +211,8 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(self._logged("peer session established")), 2)
         a.ingestCDM(sampleCDM("S-1"))
         pump.flush()
-        self.assertTrue(b.store.get("cdm", "S-1").active)
-        c.transport.loseConnection()
+        self.assertTrue(stored(b.store, "cdm", "S-1").active)
+        fake(c).loseConnection()
         pump.flush()
         self.assertEqual(a.links, {})
         self.assertEqual(b.links, {})
@@ -123,7 +230,7 @@ class SessionTests(SynchronousTestCase):
         self.assertIn("A", b.links)
         self.assertIn("A", b.metrics.latency)
         self.assertIn("B", a.metrics.latency)
-        c.transport.loseConnection()
+        fake(c).loseConnection()
         pump.flush()
 
     def test_timeout(self) -> None:
@@ -148,9 +255,9 @@ class SessionTests(SynchronousTestCase):
         )
         c.sendString(bad)
         c.sendString(b"\xc1 not msgpack")
-        s.transport.getOutBuffer()
+        fake(s).getOutBuffer()
         pump.pump()
-        out = _frames(s.transport.getOutBuffer())
+        out = _frames(fake(s).getOutBuffer())
         errors = [e for e in out if e.message_type == "ERROR"]
         self.assertEqual([e.payload["code"] for e in errors], ["INVALID_MESSAGE", "INVALID_MESSAGE"])
         self.assertIn("message_type", errors[0].payload["message"])
@@ -160,7 +267,7 @@ class SessionTests(SynchronousTestCase):
         a.ingestCDM(sampleCDM("S-2"))
         pump.flush()
         self.assertIsNotNone(b.store.get("cdm", "S-2"))
-        c.transport.loseConnection()
+        fake(c).loseConnection()
         pump.flush()
 
     def test_invalidCDMFromPeer(self) -> None:
@@ -180,13 +287,13 @@ class SessionTests(SynchronousTestCase):
             )
         )
         pump.pump()
-        out = _frames(s.transport.getOutBuffer())
+        out = _frames(fake(s).getOutBuffer())
         self.assertEqual([e.payload["code"] for e in out if e.message_type == "ERROR"], ["INVALID_MESSAGE"])
         self.assertTrue(self._logged("cdm validation failed"))
         self.assertIsNone(b.store.get("cdm", "BAD-1"))
         pump.flush()
         self.assertIn("A", b.links)
-        c.transport.loseConnection()
+        fake(c).loseConnection()
         pump.flush()
 
     def test_wrongToken(self) -> None:

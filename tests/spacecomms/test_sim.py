@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import Envelope
+from suite.spacecomms.interfaces import IPeerLink
 from tests.spacecomms.sim import SimNet
 
 OPEN = Policies()
@@ -100,6 +102,7 @@ class RoutingSimulationTests(SynchronousTestCase):
         withdraw = net.links[("A", "B")].sent[-1]
         net.clock.advance(1)
         link = net.links[("B", "A")]
+        self.assertTrue(verifyObject(IPeerLink, link))
         # Deliver a fresh copy of the old announce after the withdrawal.
         b.envelopeReceived(link, withdraw)
         replay = Envelope(

@@ -13,6 +13,7 @@ from zope.interface.verify import verifyObject
 
 from suite.spacecomms.interfaces import IRecordStore
 from suite.spacecomms.store import FileStore, MemoryStore, Record, encodeEntry, readEntries
+from tests.spacecomms.sim import stored
 
 
 def _rec(key: str, seq: int = 1, active: bool = True) -> Record:
@@ -115,7 +116,7 @@ class StoreTests(SynchronousTestCase):
         self.assertLess(len(entries), 3000)
         s.close()
         t = self._open()
-        self.assertEqual(t.get("cdm", "hot").sequence, 2999)
+        self.assertEqual(stored(t, "cdm", "hot").sequence, 2999)
         self.assertIsNotNone(t.get("cdm", "cold"))
 
     def test_periodicFsync(self) -> None:

@@ -300,11 +300,11 @@ class ServiceTests(SynchronousTestCase):
         shows each certificate's state.
         """
 
-        class Vnode:
-            serving = False
+        serving: defer.Deferred[None] = defer.Deferred()
 
         class Node:
-            vnodes = [Vnode(), Vnode()]
+            def whenServing(self) -> defer.Deferred[None]:
+                return serving
 
         clock = Clock()
         clock.advance(T0)
@@ -313,16 +313,16 @@ class ServiceTests(SynchronousTestCase):
         renewal = RenewalService(
             issuer, RingCertificateStore(ring, "ops@x.test"), certificateNames([APEX]), clock
         )
-        service = ACMEService(renewal, Node(), clock, interval=0.5)
+        service = ACMEService(renewal, Node(), clock)
         service.startService()
         clock.advance(2)
         self.assertFalse(renewal.running)
         collected = {m.name: m for m in ACMECollector(service).collect()}
         idle = [s for s in collected["specter_acme_certificate_state"].samples if s.value == 1.0]
         self.assertEqual([s.labels["state"] for s in idle], ["Idle"])
-        for v in Node.vnodes:
-            v.serving = True
-        clock.advance(0.5)
+        serving.callback(None)
+        self.assertFalse(renewal.running)  # not inside the vnode machine that announced it
+        clock.advance(0)
         self.assertTrue(renewal.running)
         self.assertEqual(len(issuer.calls), 1)
         collected = {m.name: m for m in ACMECollector(service).collect()}
@@ -401,6 +401,9 @@ def _exchange(client: SSL.Connection, server: SSL.Connection, data: bytes) -> by
 class _Gateway:
     class config:
         apexes = [APEX, "other.test"]
+
+    def __init__(self) -> None:
+        self.afterLinkRead: list[Any] = []
 
     def isPublicName(self, name: str) -> bool:
         name = name.rstrip(".").lower()

@@ -22,8 +22,9 @@ from suite.kv.records import ringId
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, between, inRange, vnodeId
-from suite.specter.chord.machine import MembershipCore, TransferAnswer, buildMembership
+from suite.specter.chord.machine import MembershipCore, Phase, TransferAnswer, buildMembership
 from suite.specter.chord.node import ChordConfig, ChordNode
+from suite.specter.chord.rounds import RoundsCore, buildRounds
 from suite.specter.chord.wire import ChordServerFactory, FrameProtocol, WireTransport, pack
 from suite.specter.interfaces import IChordTransport, IRing
 from suite.specter.rpc import RPCFactory
@@ -132,18 +133,162 @@ class MembershipMachineTests(SynchronousTestCase):
             ("Leaving", "leave"): ["whenLeft"],
             ("Leaving", "left"): ["becameLeft"],
         }
+        # the state each (state, input) pair leads to, where it changes
+        moves: dict[tuple[str, str], str] = {
+            ("Inactive", "start"): "Joining",
+            ("Inactive", "leave"): "Withdrawn",
+            ("Joining", "joined"): "Active",
+            ("Joining", "leave"): "Withdrawn",
+            ("Active", "transferStarted"): "Transferring",
+            ("Active", "leave"): "Leaving",
+            ("Transferring", "transferDone"): "Active",
+            ("Transferring", "leave"): "Leaving",
+            ("Leaving", "left"): "Left",
+        }
+        # what the questions answer in each state
+        transfer = {
+            "Inactive": TransferAnswer.BUSY,
+            "Joining": TransferAnswer.BUSY,
+            "Active": TransferAnswer.STARTED,
+            "Transferring": TransferAnswer.BUSY,
+            "Leaving": TransferAnswer.LEAVING,
+            "Left": TransferAnswer.LEAVING,
+            "Withdrawn": TransferAnswer.BUSY,
+        }
+        refused = {s: E.NOT_OWNER if s in ("Leaving", "Left") else E.BUSY for s in paths}
         for state, path in paths.items():
             for name in inputs:
                 r = Recorder()
-                m = buildMembership(MembershipCore(r))
+                core = MembershipCore(r)
+                m = buildMembership(core)
                 for step in path:
                     getattr(m, step)()
+                self.assertEqual(core.phase.value, state.lower())
                 before = len(r.events)
                 try:
-                    getattr(m, name)()
+                    answer = getattr(m, name)()
                 except Exception as e:
                     self.fail(f"{state} does not answer {name}: {e!r}")
                 self.assertEqual(r.events[before:], expected.get((state, name), []), (state, name))
+                self.assertEqual(core.phase.value, moves.get((state, name), state).lower(), (state, name))
+                if name == "transferStarted":
+                    self.assertIs(answer, transfer[state], state)
+                elif name == "kvRefused":
+                    self.assertEqual(answer, refused[state], state)
+                elif name != "leave":
+                    self.assertIsNone(answer, (state, name))
+
+    def test_servingAndGoneFollowThePhase(self) -> None:
+        """
+        KV calls are served in Active and Transferring only; Left and
+        Withdrawn are gone; the phase is recorded before the entering
+        transition's outputs run, so an output sees the state it leads to.
+        """
+        self.assertEqual({p for p in Phase if p.serving}, {Phase.ACTIVE, Phase.TRANSFERRING})
+        self.assertEqual({p for p in Phase if p.gone}, {Phase.LEFT, Phase.WITHDRAWN})
+        seen: list[Phase] = []
+
+        class Watching(Recorder):
+            def becameActive(self) -> None:
+                seen.append(core.phase)
+
+            def beginLeave(self) -> Deferred[None]:
+                seen.append(core.phase)
+                return succeed(None)
+
+            def becameLeft(self) -> None:
+                seen.append(core.phase)
+
+        core = MembershipCore(Watching())
+        m = buildMembership(core)
+        m.start()
+        m.joined()
+        m.leave()
+        m.left()
+        self.assertEqual(seen, [Phase.ACTIVE, Phase.LEAVING, Phase.LEFT])
+
+
+class RoundsMachineTests(SynchronousTestCase):
+    """
+    Idle -> Waiting -> Running -> Waiting ...; any -> Stopped.
+    """
+
+    def build(self) -> tuple[Any, Clock, list[Deferred[None]]]:
+        clock = Clock()
+        rounds: list[Deferred[None]] = []
+
+        def runRound() -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+            rounds.append(d)
+            return d
+
+        return buildRounds(RoundsCore(clock, lambda: 5.0, runRound)), clock, rounds
+
+    def test_oneRoundAtATime(self) -> None:
+        """
+        A round starts when the timer fires; the next is timed only after it
+        ended; stopping cancels the timer and no round follows.
+        """
+        r, clock, rounds = self.build()
+        r.start()
+        clock.advance(4.9)
+        self.assertEqual(rounds, [])
+        clock.advance(0.1)
+        self.assertEqual(len(rounds), 1)
+        clock.advance(60)
+        self.assertEqual(len(rounds), 1)  # still running: no second round
+        rounds[0].callback(None)
+        clock.advance(5)
+        self.assertEqual(len(rounds), 2)
+        rounds[1].errback(RuntimeError("a failed round"))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        r.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(60)
+        self.assertEqual(len(rounds), 2)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_everyStateAnswersEveryInput(self) -> None:
+        """
+        Each state, reached by its shortest path, answers each input; the
+        rounds started and the timers pending afterwards match the table.
+        """
+        paths: dict[str, list[str]] = {
+            "Idle": [],
+            "Waiting": ["start"],
+            "Running": ["start", "due"],
+            "Stopped": ["stop"],
+        }
+        # (rounds started by the input, timers pending after it)
+        expected: dict[tuple[str, str], tuple[int, int]] = {
+            ("Idle", "start"): (0, 1),
+            ("Idle", "due"): (0, 0),
+            ("Idle", "finished"): (0, 0),
+            ("Idle", "stop"): (0, 0),
+            ("Waiting", "start"): (0, 1),
+            ("Waiting", "due"): (1, 0),
+            ("Waiting", "finished"): (0, 1),
+            ("Waiting", "stop"): (0, 0),
+            ("Running", "start"): (0, 0),
+            ("Running", "due"): (0, 0),
+            ("Running", "finished"): (0, 1),
+            ("Running", "stop"): (0, 0),
+            ("Stopped", "start"): (0, 0),
+            ("Stopped", "due"): (0, 0),
+            ("Stopped", "finished"): (0, 0),
+            ("Stopped", "stop"): (0, 0),
+        }
+        for (state, name), (started, timers) in expected.items():
+            r, clock, rounds = self.build()
+            for step in paths[state]:
+                getattr(r, step)()
+            before = len(rounds)
+            try:
+                getattr(r, name)()
+            except Exception as e:
+                self.fail(f"{state} does not answer {name}: {e!r}")
+            self.assertEqual(len(rounds) - before, started, (state, name))
+            self.assertEqual(len(clock.getDelayedCalls()), timers, (state, name))
 
 
 class IdTests(SynchronousTestCase):
@@ -217,6 +362,34 @@ class ProvidesTests(SynchronousTestCase):
         report = RingHealth(node).check()
         self.assertFalse(report.ready)
         self.assertIn("not in the ring: cannot reach any known ring peer", report.reasons[0])
+
+
+class WhenServingTests(SynchronousTestCase):
+    """
+    L{ChordNode.whenServing}: the event that every vnode serves.
+    """
+
+    def test_firesWhenTheLastVnodeServes(self) -> None:
+        """
+        Fires once every vnode of the process serves (not before), at once
+        afterwards; a cancelled wait is forgotten.
+        """
+        clock = Clock()
+        net = SimNetwork(clock, random.Random(1))
+        node = _node(clock, net)
+        waiting, cancelled = node.whenServing(), node.whenServing()
+        cancelled.cancel()
+        self.failureResultOf(cancelled)
+        node.start(None, bootstrap=True)
+        for _ in range(100):
+            if waiting.called:
+                break
+            self.assertFalse(all(v.serving for v in node.vnodes))
+            clock.advance(0.1)
+        self.assertTrue(all(v.serving for v in node.vnodes))
+        self.successResultOf(waiting)
+        self.successResultOf(node.whenServing())
+        node.stop()
 
 
 class FrameProtocolTests(SynchronousTestCase):
@@ -317,12 +490,18 @@ class RPCTests(SynchronousTestCase):
         self.successResultOf(self.call("kv", "append", "p", ["a"]))
         self.assertEqual(self.successResultOf(self.call("kv", "list", b"p", [])), [b"a"])
         lease = self.successResultOf(self.call("kv", "acquire", b"L", [b"me", 10]))
-        self.assertEqual(lease[2], 1)
+        # the fencing token is the grant's stamp: wall-clock milliseconds << 16
+        self.assertEqual(lease[2] >> 16, int(self.clock.seconds() * 1000) - 100)
         self.assertEqual(
             self.failureResultOf(self.call("kv", "acquire", b"L", [b"you", 10]), RemoteError).value.code,
             E.LEASE_HELD,
         )
         self.assertIn("owner", self.successResultOf(self.call("lookup", b"k")))
+        self.successResultOf(self.call("kv", "delete", b"k", []))
+        found = self.successResultOf(self.call("lookup", b"k"))
+        self.assertEqual(list(found["versions"]), ["value"])
+        self.assertTrue(found["versions"]["value"]["deleted"])
+        self.assertEqual(found["versions"]["value"]["time"][:4], "1970")
         self.assertEqual(len(self.successResultOf(self.call("stats"))["vnodes"]), 2)
 
     def test_badRequests(self) -> None:
@@ -513,11 +692,35 @@ class RetriedJoinTests(SynchronousTestCase):
         second.addBoth(answers.append)
         self.assertEqual(len(exports), 2)
         for d in exports:
-            d.callback([["v", b"k", b"1"]])
+            d.callback([("v", b"k", b"1", 7, 9)])
         self.assertEqual(len(answers), 2)
         for a in answers:
-            self.assertEqual(a[0], [["v", b"k", b"1"]])
+            self.assertEqual(a[0], [("v", b"k", b"1", 7, 9)])
             self.assertEqual(a[1], list(v.ref))
         self.assertIs(v.membership.transferStarted(), TransferAnswer.STARTED)  # Active again
         v.membership.transferDone()
         self.assertEqual(v.pred, joiner)
+
+
+class WireRecordTests(SynchronousTestCase):
+    """
+    Records on the node-to-node wire carry their versions, flat.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        Records travel flat, C{[kind, key, payload, hlc, origin]}; records()
+        reads them back, reads records of peers without versions with none
+        (a C{None} hlc), and refuses malformed ones.
+        """
+        from suite.specter.chord.base import records
+        from suite.specter.chord.wire import pack, unpack
+
+        recs = [("v", b"k", b"1", 7, 2**64 - 1), ("s", b"p", None, 8, 0)]
+        sent = unpack(pack(recs))
+        self.assertEqual(sent, [["v", b"k", b"1", 7, 2**64 - 1], ["s", b"p", None, 8, 0]])
+        self.assertEqual(records(sent), recs)
+        self.assertEqual(records([["v", b"k", b"old"]]), [("v", b"k", b"old", None, 0)])
+        for bad in (["v", b"k", b"1", -1, 0], ["v", b"k", b"1", "7", 0], ["x", b"k", b"1", 7, 0]):
+            e = self.assertRaises(RemoteError, records, [bad])
+            self.assertEqual(e.code, E.BAD_REQUEST)

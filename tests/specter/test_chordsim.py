@@ -384,3 +384,58 @@ class RestartSimulationTests(SynchronousTestCase):
         founders = [n.addr for n in c.live() if n.founding]
         self.assertEqual(founders, [names[0]])
         ChurnSimulationTests.check(self, c, writer)  # type: ignore[arg-type]
+
+
+class ReadThroughSimulationTests(SynchronousTestCase):
+    """
+    An owner whose range changed and that has not compared it with its
+    replicas yet reads through them: the old holders serve a key until the
+    new owner has its records.
+    """
+
+    def read(self, c: Cluster, key: bytes) -> list[Any]:
+        out: list[Any] = []
+        c.live()[0].kv("get", key, []).addBoth(out.append)
+        c.run(3)
+        return out
+
+    def test_unsettledOwnerReadsThroughItsReplicas(self) -> None:
+        """
+        Missing at the owner and held by a replica: read through while the
+        owner's range is unsettled (and the record kept), a miss once
+        repair has found the range clean.
+        """
+        c = Cluster(seed=11)
+        c.add("p0:1", None)
+        c.run(2)
+        for i in range(1, 4):
+            c.add(f"p{i}:1", "p0:1")
+            c.run(3)
+        c.run(10)
+        writer = Writer(c)
+        writer.write()
+        c.run(2)
+        key, value = next(iter(writer.acked.items()))
+        kid = ringId(key)
+        owner = c.expectedOwner(kid)
+        self.assertTrue(owner.replicator.replicas())
+
+        def forget() -> None:
+            self.assertEqual(owner.store.table.read("v", key), value)
+            owner.store.removeRange((kid - 1) % (1 << 64), kid)
+            self.assertIsNone(owner.store.table.read("v", key))
+
+        # the range was compared with every replica: a miss is a miss
+        forget()
+        for r in owner.replicator.replicas():
+            owner.replicator.clean[r] = (*owner.ownedRange(), c.clock.seconds())  # type: ignore[misc]
+        self.assertFalse(owner.replicator.unsettled())
+        self.assertEqual(self.read(c, key), [None])
+        self.assertEqual(owner.replicator.readThroughs, 0)
+
+        # the range changed since (or was never compared): read through
+        owner.replicator.clean = {}
+        self.assertTrue(owner.replicator.unsettled())
+        self.assertEqual(self.read(c, key), [value])
+        self.assertEqual(owner.replicator.readThroughs, 1)
+        self.assertEqual(owner.store.table.read("v", key), value)

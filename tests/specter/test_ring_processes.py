@@ -6,6 +6,7 @@ bad RPC and HTTP input gets errors while the node keeps serving.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -180,6 +181,11 @@ class SingleProcessTests(TestCase):
         self.assertEqual(await kv("append", "set", "a"), (0, "true\n"))
         code, out = await kv("get", "colour")
         self.assertEqual((code, out), (0, "blue\n"))
+        code, out = await kv("lookup", "colour")
+        self.assertEqual(code, 0, out)
+        version = json.loads(out)["versions"]["value"]
+        self.assertEqual(sorted(version), ["counter", "deleted", "hlc", "origin", "time"])
+        self.assertFalse(version["deleted"])
         code, out = await kv("get", "nothing")
         self.assertEqual(code, 1)
         self.assertIn("not found", out)

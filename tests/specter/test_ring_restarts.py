@@ -27,16 +27,16 @@ class RestartTests(TestCase):
 
     timeout = 240
 
-    async def startRing(self) -> list[RingProcess]:
+    async def startRing(self, *extra: str, seedExtra: tuple[str, ...] = ()) -> list[RingProcess]:
         base = self.mktemp()
         os.makedirs(base)
         certs = makeBundles(base, 3)
-        seed = self.process(base, "p0", certs[0])
+        seed = self.process(base, "p0", certs[0], *extra, *seedExtra)
         seed.start()
         await seed.ready()
         ring = [seed]
         for i in (1, 2):
-            p = self.process(base, f"p{i}", certs[i], "--join", seed.addr)
+            p = self.process(base, f"p{i}", certs[i], *extra, "--join", seed.addr)
             p.start()
             await p.ready()
             ring.append(p)
@@ -56,7 +56,7 @@ class RestartTests(TestCase):
         p.start()
         await p.ready()
 
-    async def write(self, p: RingProcess, keys: dict[bytes, bytes], n: int, tag: str) -> None:
+    async def write(self, p: RingProcess, keys: dict[bytes, bytes | None], n: int, tag: str) -> None:
         client = await p.rpc()
         for i in range(n):
             k, v = b"%s-%d" % (tag.encode(), i), b"value-%s-%d" % (tag.encode(), i)
@@ -92,7 +92,9 @@ class RestartTests(TestCase):
 
         await ring[0].proc.waitFor(agree, "one ring agreed by every process", timeout=timeout, interval=0.5)
 
-    async def allReadable(self, ring: list[RingProcess], keys: dict[bytes, bytes], settle: float = 0) -> None:
+    async def allReadable(
+        self, ring: list[RingProcess], keys: dict[bytes, bytes | None], settle: float = 0
+    ) -> None:
         """
         Every key reads back its value through every process; with
         C{settle}, keys still moving to new vnodes get that many seconds to
@@ -110,7 +112,7 @@ class RestartTests(TestCase):
                 self.assertEqual(await client.kv("get", k), v, (p.name, k))
 
     async def check(
-        self, ring: list[RingProcess], keys: dict[bytes, bytes], tag: str, settle: float = 0
+        self, ring: list[RingProcess], keys: dict[bytes, bytes | None], tag: str, settle: float = 0
     ) -> None:
         await self.oneRing(ring)
         for p in ring:
@@ -201,6 +203,76 @@ class RestartTests(TestCase):
         # agrees, so reads get a bounded time for the hand-over
         await self.check(ring, keys, "moved", settle=30)
 
+    async def test_bootstrapSplitMerges(self) -> None:
+        """
+        The seed killed and started with --bootstrap on its old data while
+        the two others go on: two rings with a shared history, each taking
+        writes and deletions of the same keys.  Started again with its
+        unchanged command, the seed rejoins and the keys merge by version:
+        every key reads its newest acknowledged write through every node
+        (deletions stay deleted), and lookup shows the winning version.
+        """
+        from tests.support.process import sleep
+
+        fast = ("--aof-flush-interval", "0.05")
+        ring = await self.startRing(*fast, seedExtra=("--kv", "sqlite"))
+        seed = ring[0]
+        expect: dict[bytes, bytes | None] = {}
+        await self.write(ring[1], expect, 20, "k")
+        seed.proc.kill9()
+        await seed.proc.waitExit(10)
+        await self.forgotten(ring[1:], seed.addr)
+        await sleep(5)  # fix-fingers replaces the fingers that named it, too
+        lone = RingProcess(
+            self,
+            os.path.dirname(seed.dataDir),
+            "p0-bootstrap",
+            seed.argv[seed.argv.index("--cert") + 1],
+            "--replicas",
+            "2",
+            *fast,
+            "--kv",
+            "sqlite",
+            "--bootstrap",
+            port=seed.port,
+            dataDir=seed.dataDir,
+        )
+        lone.start()
+        await lone.ready()
+        await lone.proc.waitForLog(r"founding a new ring \(--bootstrap\)")
+        a, b = await ring[1].rpc(), await lone.rpc()
+
+        async def phase(client: Any, keys: list[bytes], tag: bytes, op: str = "put") -> None:
+            for k in keys:
+                if op == "put":
+                    await client.kv("put", k, b"%s-%s" % (k, tag))
+                    expect[k] = b"%s-%s" % (k, tag)
+                elif await client.kv("delete", k):
+                    expect[k] = None  # (a key this side never saw stays as it was)
+            await sleep(0.01)  # the next phase's stamps are later (ms clock)
+
+        keys = sorted(expect)
+        await phase(b, keys[:16], b"lone-1")
+        await phase(a, keys[4:12], b"ring-2")
+        await phase(b, keys[8:10], b"lone-3")
+        await phase(a, keys[14:16], b"", "delete")
+        await phase(b, keys[16:18], b"", "delete")
+        await phase(b, [b"only-lone-%d" % i for i in range(5)], b"lone")
+        await phase(a, [b"only-ring-%d" % i for i in range(5)], b"ring")
+        await sleep(0.5)  # flushed (0.05 s interval) before the kill
+        lone.proc.kill9()
+        await lone.proc.waitExit(10)
+        await self.restart(seed)
+        await self.oneRing(ring)
+        await self.allReadable(ring, expect, settle=30)
+        # the winning version is the lone seed's write: one of its vnodes stamped it
+        seedIds = {v["id"] for v in (await self.stats(seed))["vnodes"]}
+        found = await seed.call("lookup", keys[8])
+        self.assertIn(found["versions"]["value"]["origin"], seedIds)
+        self.assertFalse(found["versions"]["value"]["deleted"])
+        found = await ring[2].call("lookup", keys[14])
+        self.assertTrue(found["versions"]["value"]["deleted"])
+
     async def test_leaverForgottenPromptly(self) -> None:
         """
         A process stopped with SIGTERM is gone from every other process's
@@ -208,17 +280,21 @@ class RestartTests(TestCase):
         """
         ring = await self.startRing()
         await ring[2].proc.stop(signal.SIGTERM, timeout=60)
+        await self.forgotten(ring[:2], ring[2].addr, timeout=10)
 
-        async def forgotten() -> bool:
-            for p in ring[:2]:
+    async def forgotten(self, ring: list[RingProcess], addr: str, timeout: float = 30) -> None:
+        """
+        Wait until no vnode of C{ring} names C{addr} as successor or predecessor.
+        """
+
+        async def gone() -> bool:
+            for p in ring:
                 for v in (await self.stats(p))["vnodes"]:
-                    if any(ring[2].addr in s for s in v["successors"]) or ring[2].addr in (
-                        v["predecessor"] or ""
-                    ):
+                    if any(addr in s for s in v["successors"]) or addr in (v["predecessor"] or ""):
                         return False
             return True
 
-        await ring[0].proc.waitFor(forgotten, "the leaver gone from every successor list", timeout=10)
+        await ring[0].proc.waitFor(gone, f"{addr} gone from every successor list", timeout=timeout)
 
 
 class OutOfRingTests(TestCase):

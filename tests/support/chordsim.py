@@ -18,7 +18,7 @@ from zope.interface import implementer
 from suite.kv.memory import MemoryStore
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
-from suite.specter.chord.ids import VnodeRef
+from suite.specter.chord.ids import VnodeRef, vnodeId
 from suite.specter.chord.node import ChordConfig, ChordNode
 from suite.specter.interfaces import IChordTransport, IRingState
 
@@ -48,12 +48,30 @@ class SimNetwork:
         #: by an earlier life (a crashed process) go nowhere
         self.current: dict[str, Any] = {}
         self.messages = 0
+        #: while partitioned, the group of each address: messages between
+        #: groups are lost (addresses in no group reach everyone)
+        self.groups: dict[str, int] = {}
+
+    def partition(self, *groups: list[str]) -> None:
+        """
+        Cut the network between C{groups} (lists of addresses) until L{heal}.
+        """
+        self.groups = {a: i for i, g in enumerate(groups) for a in g}
+
+    def heal(self) -> None:
+        self.groups = {}
+
+    def _cut(self, src: str, dst: str) -> bool:
+        a, b = self.groups.get(src), self.groups.get(dst)
+        return a is not None and b is not None and a != b
 
     def _delay(self) -> float:
         return self.rng.uniform(*self.delay)
 
     def _lost(self, *addrs: str) -> bool:
-        return any(a in self.crashed or a not in self.nodes for a in addrs) or self.rng.random() < self.drop
+        if any(a in self.crashed or a not in self.nodes for a in addrs) or self._cut(*addrs):
+            return True
+        return self.rng.random() < self.drop
 
     def deliver(
         self,
@@ -105,8 +123,8 @@ class ThreadedStore(MemoryStore):
     few milliseconds, now and then after seconds (a long transaction).
     """
 
-    def __init__(self, clock: Clock, rng: random.Random, slow: float = 0.1) -> None:
-        super().__init__(clock)
+    def __init__(self, clock: Clock, rng: random.Random, slow: float = 0.1, origin: int = 0) -> None:
+        super().__init__(clock, origin=origin)
         self.rng = rng
         self.slow = slow
 
@@ -120,7 +138,7 @@ class ThreadedStore(MemoryStore):
         records = self.table.inRange(low, high)
         return self._later(records)
 
-    def importRecords(self, records: Any) -> Deferred[None]:
+    def importRecords(self, records: Any) -> Deferred[Any]:
         d = self._later(None)
         # applied in the writer thread before the answer comes back
         return d.addCallback(lambda _: super(ThreadedStore, self).importRecords(records))
@@ -195,10 +213,13 @@ class Cluster:
     def _store(self, name: str, index: int) -> Any:
         stores = self.disks[name][0]
         if index not in stores:
+            origin = vnodeId(name, index)
             if self.threaded:
-                stores[index] = ThreadedStore(self.clock, random.Random(self.rng.random()), self.slow)
+                stores[index] = ThreadedStore(
+                    self.clock, random.Random(self.rng.random()), self.slow, origin=origin
+                )
             else:
-                stores[index] = MemoryStore(self.clock)
+                stores[index] = MemoryStore(self.clock, origin=origin)
         return stores[index]
 
     def add(self, name: str, seed: str | None, bootstrap: bool = False) -> ChordNode:

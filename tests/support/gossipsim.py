@@ -21,10 +21,10 @@ import msgpack
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from suite.gossip.fields import Address
 from suite.gossip.interfaces import IGossipDelegate, IMembershipListener
 from suite.gossip.member import Member
 from suite.gossip.memory import MemoryNetwork
-from suite.gossip.messages import Address
 from suite.gossip.node import GossipNode
 from suite.gossip.settings import GossipSettings
 
@@ -104,7 +104,7 @@ class VersionedState:
             self.gossip.queueBroadcast(msgpack.packb(newer))
 
     def localState(self, join: bool) -> bytes:
-        return msgpack.packb([[o, v, x] for o, (v, x) in sorted(self.entries.items())])  # type: ignore[no-any-return]
+        return msgpack.packb([[o, v, x] for o, (v, x) in sorted(self.entries.items())])
 
     def mergeRemoteState(self, data: bytes, join: bool) -> None:
         self.merged.append((data, join))

@@ -100,7 +100,7 @@ async def startChallengeDNS(
     factory = server.DNSServerFactory(authorities=[resolver])
     port = freePort()
     udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")  # type: ignore[attr-defined]
-    tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
     running = ChallengeDNS(port, resolver, [udp, tcp])
     for listener in running.listeners:
         testCase.addCleanup(listener.stopListening)

@@ -20,11 +20,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import AlreadyCalled, AlreadyCancelled
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
@@ -393,7 +393,7 @@ class Simulation:
         s.kv = CheckedKV(self, nodeId)
         s.node = RaftNode(
             nodeId,
-            s.clock,
+            cast(IReactorTime, s.clock),  # the part of a reactor RaftNode uses
             s.storage,
             s.transport,
             s.kv,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["Context", "groupOf", "MISSING"]
+__all__ = ["Context", "groupOf", "groupOfValues", "MISSING"]
 
 MISSING: Any = object()
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -60,3 +60,18 @@ def groupOf(groupBy: tuple[str, ...], ev: dict[str, Any]) -> str:
         v = ev.get(groupBy[0])
         return v if type(v) is str else _json.encode(v)
     return _json.encode([ev.get(f) for f in groupBy])
+
+
+def groupOfValues(values: list[Any]) -> str:
+    """
+    L{groupOf} from the group-by fields' values (L{MISSING} or None for a
+    missing field), for events read from columns.
+    """
+    if not values:
+        return "*"
+    if len(values) == 1:
+        v = values[0]
+        if type(v) is str:
+            return v
+        return _json.encode(None if v is MISSING else v)
+    return _json.encode([None if v is MISSING else v for v in values])

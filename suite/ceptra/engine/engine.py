@@ -16,9 +16,10 @@ from hashlib import sha256
 from heapq import heappop, heappush
 from typing import Any
 
+import msgpack
 from zope.interface import implementer
 
-from suite.ceptra.engine.codec import RULES_TAG, decodeEntry
+from suite.ceptra.engine.codec import BATCH_TAG, RULES_TAG, EventBatch, decodeBatch, decodeEntry
 from suite.ceptra.engine.context import Context
 from suite.ceptra.engine.errors import EngineError
 from suite.ceptra.engine.interfaces import IPartitionEngine
@@ -29,6 +30,7 @@ from suite.ceptra.engine.windows import AggregateRule
 __all__ = ["PartitionEngine"]
 
 _SNAPSHOT_FORMAT = 1
+_SNAPSHOT_MAGIC = b"CEPS\x02"
 _MAX_TS = 2**62
 _MAX_ID = 256
 _canon = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -82,6 +84,9 @@ class PartitionEngine:
         self._seenOrder: deque[tuple[int, str]] = deque()
         self._release: list[tuple[int, int, dict[str, Any]]] = []
         self._releaseSeq = 0
+        #: Per combined request of the last C{E2} entry applied: (accepted,
+        #: duplicates, rejected) events; empty after any other entry.
+        self.lastSegments: list[tuple[int, int, int]] = []
 
     # -- applying entries -------------------------------------------------
 
@@ -105,6 +110,16 @@ class PartitionEngine:
         out: list[dict[str, Any]] = []
         ctx.out = out
         ctx.quiet = not results
+        self.lastSegments = []
+        if payload[:2] == BATCH_TAG:
+            try:
+                batch = decodeBatch(payload)
+            except EngineError:
+                self._counters["rejected_entries"] += 1
+                return out
+            self._applyBatch(batch)
+            self._forget()
+            return out
         try:
             tag, body = decodeEntry(payload)
         except EngineError:
@@ -199,6 +214,95 @@ class PartitionEngine:
         counters["late_dropped"] += lateDropped
         counters["late_retracted"] += lateRetracted
         counters["events"] += accepted
+
+    def _applyBatch(self, batch: EventBatch) -> None:
+        """
+        Apply an C{E2} entry in one pass, as L{_applyEvents} applies the same
+        events (the state is the same), and count each combined request's
+        accepted, duplicate and rejected events (L{lastSegments}).  Rules
+        read values and groups from the columns; a dict per event is built
+        only when a rule needs whole events (filters, patterns).
+        """
+        counters = self._counters
+        plans = [rule.columnPlan(batch) for rule in self._aggregates]
+        whole = bool(self._patterns) or any(p is None for p in plans)
+        rules = list(zip(self._aggregates, plans, strict=True))
+        rejected = duplicates = lateDropped = lateRetracted = accepted = 0
+        seen = self._seen
+        remember = self._seenOrder.append
+        patterns = bool(self._patterns)
+        ctx = self._ctx
+        settings = self._settings
+        delay = settings.watermarkDelayMs
+        lateness = settings.allowedLatenessMs if settings.lateEvents == "retract" else None
+        maxTs = self._maxTs
+        wm = self._wm
+        behind = False
+        ids, keys, tss = batch.ids, batch.keys, batch.ts
+        ev: Any = None
+        segments: list[tuple[int, int, int]] = []
+        start = 0
+        for n in batch.segments:
+            marks = (accepted, duplicates, rejected)
+            for i in range(start, start + n):
+                eid = ids[i]
+                ts = tss[i]
+                if (
+                    type(eid) is not str
+                    or not eid
+                    or len(eid) > _MAX_ID
+                    or type(keys[i]) is not str
+                    or type(ts) is not int
+                    or not -_MAX_TS < ts < _MAX_TS
+                ):
+                    rejected += 1
+                    continue
+                if eid in seen:
+                    duplicates += 1
+                    continue
+                if whole:
+                    ev = batch.event(i)
+                late = False
+                if wm is not None and ts < wm:
+                    if lateness is None or ts < wm - lateness:
+                        lateDropped += 1
+                        continue
+                    lateRetracted += 1
+                    late = True
+                    # Windows the watermark has passed are emitted before a
+                    # late event revises them.
+                    if behind:
+                        self._advance(wm)
+                    behind = True
+                accepted += 1
+                seen.add(eid)
+                remember((ts, eid))
+                for rule, plan in rules:
+                    if plan is None:
+                        rule.onEvent(ev, ts, late, ctx)
+                    else:
+                        rule.onColumn(plan, i, ts, late, ctx)
+                if late:
+                    continue
+                if patterns:
+                    heappush(self._release, (ts, self._releaseSeq, ev))
+                    self._releaseSeq += 1
+                if maxTs is None or ts > maxTs:
+                    maxTs = ts
+                    if wm is None or ts - delay > wm:
+                        self._wm = wm = ts - delay
+                        behind = True
+            segments.append((accepted - marks[0], duplicates - marks[1], rejected - marks[2]))
+            start += n
+        self._maxTs = maxTs
+        if behind and wm is not None:
+            self._advance(wm)
+        counters["rejected"] += rejected
+        counters["duplicates"] += duplicates
+        counters["late_dropped"] += lateDropped
+        counters["late_retracted"] += lateRetracted
+        counters["events"] += accepted
+        self.lastSegments = segments
 
     def _advance(self, wm: int) -> None:
         ctx = self._ctx
@@ -349,8 +453,8 @@ class PartitionEngine:
 
     # -- snapshots ----------------------------------------------------------
 
-    def _state(self) -> bytes:
-        state = {
+    def _stateDict(self) -> dict[str, Any]:
+        return {
             "format": _SNAPSHOT_FORMAT,
             "partition": self.partition,
             "last_index": self._lastIndex,
@@ -359,18 +463,28 @@ class PartitionEngine:
             "max_ts": self._maxTs,
             "watermark": self._wm,
             "counters": self._counters,
-            "seen": [list(x) for x in self._seenOrder],
+            # Tuples encode as arrays, in JSON and msgpack alike.
+            "seen": list(self._seenOrder),
             "release": [[ts, seq, ev] for ts, seq, ev in self._release],
             "release_seq": self._releaseSeq,
             "rules": [r.dump() for r in self._rules],
         }
-        return _canon.encode(state).encode("utf-8", "surrogatepass")
+
+    def _state(self) -> bytes:
+        return _canon.encode(self._stateDict()).encode("utf-8", "surrogatepass")
 
     def snapshot(self) -> bytes:
         """
-        The whole state as bytes for L{restore}.
+        The whole state as bytes for L{restore}: C{CEPS} + version 2 +
+        msgpack (about ten times cheaper to make than the canonical JSON),
+        or zlib-compressed canonical JSON (version 1) for state msgpack
+        cannot carry (integers past 64 bits, strings that are not Unicode).
         """
-        return zlib.compress(self._state(), 1)
+        state = self._stateDict()
+        try:
+            return _SNAPSHOT_MAGIC + msgpack.packb(state, use_bin_type=True)
+        except (OverflowError, UnicodeEncodeError, TypeError, ValueError):
+            return zlib.compress(_canon.encode(state).encode("utf-8", "surrogatepass"), 1)
 
     def stateHash(self) -> str:
         """
@@ -385,8 +499,11 @@ class PartitionEngine:
         L{EngineError} when C{data} is not such a snapshot.
         """
         try:
-            state = json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
-            if state.get("format") != _SNAPSHOT_FORMAT:
+            if data[: len(_SNAPSHOT_MAGIC)] == _SNAPSHOT_MAGIC:
+                state = msgpack.unpackb(data[len(_SNAPSHOT_MAGIC) :], raw=False, strict_map_key=False)
+            else:
+                state = json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
+            if not isinstance(state, dict) or state.get("format") != _SNAPSHOT_FORMAT:
                 raise EngineError("snapshot: unknown format")
             eng = cls(partition)
             eng._lastIndex = state["last_index"]
@@ -409,6 +526,16 @@ class PartitionEngine:
                     r.load(dumped)
         except EngineError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError, zlib.error) as e:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            zlib.error,
+            msgpack.ExtraData,
+            msgpack.FormatError,
+            msgpack.StackError,
+        ) as e:
             raise EngineError(f"snapshot: unreadable: {e}") from None
         return eng

@@ -20,7 +20,8 @@ from collections import deque
 from heapq import heapify, heappop, heappush
 from typing import Any
 
-from suite.ceptra.engine.context import MISSING, Context, groupOf
+from suite.ceptra.engine.codec import EventBatch
+from suite.ceptra.engine.context import MISSING, Context, groupOf, groupOfValues
 from suite.ceptra.engine.monoids import INT_LIMIT as _INT_LIMIT
 from suite.ceptra.engine.monoids import makeAggregation
 from suite.ceptra.engine.rules import AggregateSpec
@@ -71,14 +72,7 @@ class AggregateRule:
         if where is not None and not where(ev):
             return
         field = self.field
-        if field is None:
-            v: Any = None
-        else:
-            v = ev.get(field, MISSING)
-            if type(v) is not int or not -_INT_LIMIT < v < _INT_LIMIT or not self.numeric:
-                if v is MISSING or not self.accepts(v):
-                    self.skipped += 1
-                    return
+        v = None if field is None else ev.get(field, MISSING)
         single = self.single
         if single is not None:
             group = ev.get(single)
@@ -86,6 +80,41 @@ class AggregateRule:
                 group = groupOf(self.groupBy, ev)
         else:
             group = groupOf(self.groupBy, ev) if self.groupBy else "*"
+        self._add(group, v, ts, late, ctx)
+
+    def columnPlan(self, batch: EventBatch) -> tuple[Any, ...] | None:
+        """
+        How L{onColumn} reads this rule's value and group from C{batch}'s
+        columns, or None when the rule needs whole events (a C{where}
+        filter).
+        """
+        if self.where is not None:
+            return None
+        value = None if self.field is None else batch.column(self.field)
+        groups = [batch.column(f) for f in self.groupBy]
+        return (value, groups)
+
+    def onColumn(self, plan: tuple[Any, ...], i: int, ts: int, late: bool, ctx: Context) -> None:
+        """
+        Add accepted event C{i} of a batch, read through L{columnPlan}.
+        """
+        values, groups = plan
+        if self.field is None:
+            v = None
+        else:
+            v = values[i] if values is not None else MISSING
+        if len(groups) == 1 and groups[0] is not None and type(groups[0][i]) is str:
+            group = groups[0][i]
+        else:
+            group = groupOfValues([None if col is None else col[i] for col in groups])
+        self._add(group, v, ts, late, ctx)
+
+    def _add(self, group: str, v: Any, ts: int, late: bool, ctx: Context) -> None:
+        if self.field is not None:
+            if type(v) is not int or not -_INT_LIMIT < v < _INT_LIMIT or not self.numeric:
+                if v is MISSING or not self.accepts(v):
+                    self.skipped += 1
+                    return
         gs = self.groups.get(group)
         if gs is None:
             if len(self.groups) >= self.spec.maxGroups:

@@ -131,10 +131,11 @@ async def _agentState(reactor: Any, url: str) -> dict[str, Any]:
         raise DeployError(f"agent {url}: /api/state is larger than {_MAX_STATE} bytes")
     try:
         doc = json.loads(body)
-        doc["node"], doc["nodes"]
-    except (ValueError, KeyError, TypeError):
-        raise DeployError(f"agent {url}: /api/state is not the agent's state document") from None
-    return doc  # type: ignore[no-any-return]
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or "node" not in doc or "nodes" not in doc:
+        raise DeployError(f"agent {url}: /api/state is not the agent's state document")
+    return doc
 
 
 async def _publish(reactor: Any, options: Mapping[str, Any], stack: str) -> None:

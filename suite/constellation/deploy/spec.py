@@ -159,7 +159,7 @@ class ServiceSpec:
         The create body with the deployment labels (service, stack, node,
         content hash and displayable spec).
         """
-        config = json.loads(json.dumps(self.config))
+        config: dict[str, Any] = json.loads(json.dumps(self.config))
         labels = config.setdefault("Labels", {})
         labels[LABEL_SERVICE] = self.name
         labels[LABEL_STACK] = stack
@@ -167,7 +167,7 @@ class ServiceSpec:
         labels.setdefault("com.docker.compose.service", self.name)
         labels[LABEL_SPEC] = json.dumps(self.display, sort_keys=True, separators=(",", ":"))
         labels[LABEL_HASH] = _hash(config)
-        return config  # type: ignore[no-any-return]
+        return config
 
 
 @dataclass(frozen=True)

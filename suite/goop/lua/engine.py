@@ -21,9 +21,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from suite.goop.interfaces import ILuaEngine
 from suite.goop.lua.pool import WorkerPool
 from suite.goop.lua.sandbox import LuaError
 
@@ -74,7 +72,6 @@ class RateLimits:
         return None
 
 
-@implementer(ILuaEngine)
 class LuaEngine:
     """Runs the peer's Lua functions in worker processes."""
 

@@ -18,6 +18,8 @@ import ssl
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from suite.netutil import isIPAddress
+
 __all__ = ["guardedRequest", "SSRFError", "checkAddress", "Resolver"]
 
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -74,7 +76,7 @@ def guardedRequest(
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = [host] if _isLiteral(host) else resolver(host, port)
+        addresses = [host] if isIPAddress(host) else resolver(host, port)
     except OSError as e:
         raise SSRFError(f"cannot resolve {host}: {e}") from None
     if not addresses:
@@ -99,11 +101,3 @@ def guardedRequest(
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
     finally:
         sock.close()
-
-
-def _isLiteral(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -20,10 +20,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from suite.goop.identity import Identity
-from suite.goop.interfaces import IPeerDirectory
 from suite.goop.limits import MAX_PEER_NAME
 
 __all__ = ["PeerDirectory", "HubClient", "MdnsDiscovery", "signedPublication"]
@@ -67,7 +65,6 @@ def signedPublication(
     return body, identity.sign(body)
 
 
-@implementer(IPeerDirectory)
 class PeerDirectory:
     """Known peers from every source, keyed by peer id."""
 

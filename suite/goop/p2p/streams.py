@@ -17,9 +17,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -97,7 +97,12 @@ class RequestResponse:
             return
         self.busy = True
         message = self.queue.popleft()
-        d = maybeDeferred(self.handler, self.peerId, message)
+
+        def handle() -> Deferred[dict[str, Any]]:
+            result = self.handler(self.peerId, message)
+            return result if isinstance(result, Deferred) else succeed(result)
+
+        d = maybeDeferred(handle)
 
         def failed(f: Any) -> dict[str, Any]:
             log.failure("stream request failed", f)
@@ -109,7 +114,7 @@ class RequestResponse:
                 self.send(response)
                 self._next()
 
-        d.addErrback(failed).addCallback(reply)  # type: ignore[call-overload]
+        d.addErrback(failed).addCallback(reply)
 
     def lost(self) -> None:
         self.gone = True
@@ -222,10 +227,11 @@ class StreamServerFactory(Factory):
 
 def listenStreams(
     reactor: Any, tls: PeerTLS, port: int, factory: StreamServerFactory, interface: str = ""
-) -> Deferred[Any]:
+) -> Deferred[IListeningPort]:
     """Listen for TLS streams on C{port} (all interfaces unless given)."""
     desc = f"tcp:{port}" + (f":interface={interface}" if interface else "")
-    return serverFromString(reactor, desc).listen(TLSMemoryBIOFactory(tls, False, factory))
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, desc)
+    return endpoint.listen(TLSMemoryBIOFactory(tls, False, factory))
 
 
 class PeerMismatch(Exception):
@@ -347,11 +353,10 @@ def openStream(
     ep = wrapClientTLS(
         tls, clientFromString(reactor, f"tcp:host={host}:port={int(port)}:timeout={int(timeout)}")
     )
-    d = ep.connect(_ClientFactory(proto))
-    d2: Deferred[StreamClient] = d.addCallback(lambda _: proto.ready)  # type: ignore[assignment]
-    d = d2  # type: ignore[assignment]
-    d2.addTimeout(timeout, reactor, onTimeoutCancel=lambda r, t: _timedOut(proto, t))
-    return d2
+    connected = ep.connect(_ClientFactory(proto))
+    ready: Deferred[StreamClient] = connected.addCallback(lambda _: proto.ready)
+    ready.addTimeout(timeout, reactor, onTimeoutCancel=lambda r, t: _timedOut(proto, t))
+    return ready
 
 
 def _timedOut(proto: StreamClient, timeout: float) -> Any:

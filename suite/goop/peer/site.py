@@ -86,4 +86,4 @@ class SiteFiles:
                 "data": {"content_type": ctype, "size": len(data), "body": base64.b64encode(data).decode()},
             }
 
-        return d.addCallback(answer)  # type: ignore[return-value]
+        return d.addCallback(answer)

@@ -25,10 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from zope.interface import implementer
 
-from suite.goop.interfaces import IDataStore
 from suite.goop.limits import TokenBucket
+from suite.goop.lua.engine import LuaEngine
 from suite.goop.sqlthread import SQLiteThread
 
 __all__ = ["DataStore", "DataError", "PERMISSIONS", "validIdentifier", "OPS"]
@@ -118,7 +117,6 @@ def _value(v: Any) -> Any:
     raise DataError("values must be strings, numbers, booleans or null")
 
 
-@implementer(IDataStore)
 class DataStore:
     """The data operations over one C{data.db}."""
 
@@ -127,7 +125,7 @@ class DataStore:
         reactor: Any,
         path: str,
         ownerId: str,
-        lua: Any = None,
+        lua: LuaEngine | None = None,
         opsPerSecond: float = 20.0,
         burst: float = 100.0,
     ) -> None:
@@ -186,11 +184,12 @@ class DataStore:
         if op == "lua-list":
             return succeed({"ok": True, "data": self.lua.list()})
         fn = request.get("function")
+        if not isinstance(fn, str):
+            return succeed({"ok": False, "error": "invalid function name"})
         d = self.lua.call(caller, fn, request.get("params"))
-        d.addCallbacks(
+        return d.addCallbacks(
             lambda r: {"ok": True, "data": r}, lambda f: {"ok": False, "error": f.getErrorMessage()}
         )
-        return d
 
 
 def _permission(conn: sqlite3.Connection, table: str) -> str:

@@ -21,18 +21,17 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from suite.daemon import barrierFor, watchListening
 from suite.goop.fatal import FatalHandler, logOnly
 from suite.goop.health import DatabaseHealth, HealthzResource, LoopLag
-from suite.goop.interfaces import IRendezvousHub
 from suite.goop.logbuffer import LogBuffer
 from suite.goop.metrics import HubCollector, addAdminResources
 from suite.goop.rendezvous.registry import (
@@ -56,6 +55,7 @@ from suite.goop.webutil import (
     parseNetworks,
     readBody,
 )
+from suite.netutil import boundPort
 
 if TYPE_CHECKING:
     from suite.goop.rendezvous.peerdb import SharedPeerDB, SyncResult
@@ -66,7 +66,6 @@ log = Logger()
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@implementer(IRendezvousHub)
 class RendezvousHub(Service):
     """Registry + web surface + optional shared peer DB."""
 
@@ -113,7 +112,7 @@ class RendezvousHub(Service):
             self.peerDb = SharedPeerDB(reactor, peerDbFile)
         self.syncInterval = syncInterval
         self.lag = LoopLag(reactor)
-        self.listening: Any = None
+        self.listening: IListeningPort | None = None
         self.published = 0
         self.refused = 0
         self._evict = LoopingCall(self.evictExpired)
@@ -174,25 +173,26 @@ class RendezvousHub(Service):
 
         return self.peerDb.start(now).addCallback(loaded)
 
-    def listen(self) -> Deferred[Any]:
+    def listen(self) -> Deferred[IListeningPort]:
         site = JSONErrorsSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
         site.displayTracebacks = False
         site.noisy = False
-        ep = serverFromString(self.reactor, f"tcp:{self.port}:interface={self.interface}")
+        ep: IStreamServerEndpoint = serverFromString(
+            self.reactor, f"tcp:{self.port}:interface={self.interface}"
+        )
         d = ep.listen(site)
 
-        def ok(p: Any) -> Any:
+        def ok(p: IListeningPort) -> IListeningPort:
             self.listening = p
             log.info(
                 "rendezvous hub listening on http://{host}:{port}{base}/",
                 host=self.interface,
-                port=p.getHost().port,
+                port=boundPort(p),
                 base=self.basePath,
             )
             return p
 
-        d.addCallback(ok)
-        return d
+        return d.addCallback(ok)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()

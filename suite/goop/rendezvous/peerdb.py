@@ -60,7 +60,7 @@ class SharedPeerDB:
             return [json.loads(r[0]) for r in rows]
 
         d = self.db.start()
-        return d.addCallback(lambda _: self.db.run(init))  # type: ignore[return-value]
+        return d.addCallback(lambda _: self.db.run(init))
 
     def stop(self) -> Deferred[None]:
         return self.db.stop()

@@ -10,39 +10,61 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from suite.kv.records import KINDS
+from suite.kv.records import KINDS, Incoming
+from suite.kv.versions import Version
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, inRange
 
 if TYPE_CHECKING:
-    from suite.specter.chord.machine import Membership
+    from suite.specter.chord.machine import Membership, MembershipCore, Phase
     from suite.specter.chord.node import ChordNode
     from suite.specter.chord.replication import Replicator
+    from suite.specter.chord.rounds import Rounds
 
-__all__ = ["VnodeBase", "records"]
+__all__ = ["VnodeBase", "records", "version"]
 
 T = TypeVar("T")
 log = Logger()
 
 
-def records(value: Any) -> list[tuple[str, bytes, bytes | None]]:
+_U64 = 1 << 64
+
+
+def version(value: Any) -> Version:
     """
-    Check records received from the wire: C{[kind, key, payload-or-nil]}.
+    Check a version received from the wire: C{[hlc, origin]}, each an
+    unsigned 64-bit integer.
     """
-    out = []
+    hlc, origin = value
+    if type(hlc) is not int or type(origin) is not int or not (0 <= hlc < _U64 and 0 <= origin < _U64):
+        raise RemoteError(E.BAD_REQUEST, "malformed version")
+    return Version(hlc, origin)
+
+
+def records(value: Any) -> list[Incoming]:
+    """
+    Check records received from the wire: C{[kind, key, payload-or-nil, hlc,
+    origin]} (L{suite.kv.records.Record}, flat: one array per record), or
+    C{[kind, key, payload-or-nil]} from a peer without versions (imported
+    as a new write, see L{suite.kv.interfaces}).
+    """
+    out: list[Incoming] = []
+    append = out.append
     for item in value:
-        kind, key, payload = item
-        if (
-            kind not in KINDS
-            or not isinstance(key, bytes)
-            or not (payload is None or isinstance(payload, bytes))
-        ):
+        if len(item) == 5:
+            kind, key, payload, hlc, origin = item
+            # (msgpack integers are below 2**64 already)
+            if type(hlc) is not int or type(origin) is not int or hlc < 0 or origin < 0:
+                raise RemoteError(E.BAD_REQUEST, "malformed version")
+        else:
+            kind, key, payload = item
+            hlc, origin = None, 0
+        if kind not in KINDS or type(key) is not bytes or not (payload is None or type(payload) is bytes):
             raise RemoteError(E.BAD_REQUEST, "malformed record")
-        out.append((kind, key, payload))
+        append((kind, key, payload, hlc, origin))
     return out
 
 
@@ -64,12 +86,33 @@ class VnodeBase:
     transferredTo: dict[VnodeRef, VnodeRef]
     grantedBefore: VnodeRef | None
     seed: str | None
-    serving: bool
-    gone: bool
     replicator: Replicator
     membership: Membership
-    _timer: IDelayedCall | None
-    _running: bool
+    #: the membership machine's core: its phase says whether KV calls are served
+    membershipCore: MembershipCore
+    #: the maintenance rounds (started when active, stopped on leaving)
+    rounds: Rounds
+
+    @property
+    def phase(self) -> Phase:
+        """
+        The membership phase, as the machine last entered it.
+        """
+        return self.membershipCore.phase
+
+    @property
+    def serving(self) -> bool:
+        """
+        Whether KV calls are served (Active or Transferring).
+        """
+        return self.membershipCore.phase.serving
+
+    @property
+    def gone(self) -> bool:
+        """
+        Whether the vnode has left the ring (Left or Withdrawn).
+        """
+        return self.membershipCore.phase.gone
 
     async def stabilize(self) -> None:
         """
@@ -136,11 +179,6 @@ class VnodeBase:
         """
         self.succs = [s for s in self.succs if s != dead] or [self.ref]
         self.fingers = [None if f == dead else f for f in self.fingers]
-
-    def _stopTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
 
     async def _sleep(self, seconds: float) -> None:
         d: Deferred[None] = Deferred()

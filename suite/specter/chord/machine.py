@@ -13,13 +13,19 @@ Every state answers every input (tests/specter/test_chord_units.py drives
 each input in each state), so no caller asks the machine which state it is
 in: C{transferStarted} answers whether a transfer began (only Active starts
 one) and, if not, why; C{kvRefused} names the error for a KV call the vnode
-does not serve.  Whether KV calls are served is a flag the outputs set on
-the vnode (C{becameActive} raises it, C{beginLeave} and C{becameLeft} lower
-it), so the hot path never runs the machine.
+does not serve.
+
+Each state but Inactive carries its L{Phase} as state data, recorded on the
+core as the state is entered (before the transition's outputs run).  Whether
+the vnode serves KV calls, and whether it is gone, are read from that phase
+(L{MembershipCore.phase}); nothing else sets them, and the hot path (and an
+output asking while the machine runs) reads them without running the
+machine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -29,7 +35,43 @@ from twisted.internet.defer import Deferred, succeed
 
 from suite.specter.chord import errors as E
 
-__all__ = ["Membership", "IMembershipActions", "MembershipCore", "TransferAnswer", "buildMembership"]
+__all__ = [
+    "Membership",
+    "IMembershipActions",
+    "MembershipCore",
+    "Phase",
+    "TransferAnswer",
+    "buildMembership",
+]
+
+
+class Phase(Enum):
+    """
+    The membership state a vnode is in, as its machine entered it.
+    """
+
+    INACTIVE = "inactive"
+    JOINING = "joining"
+    ACTIVE = "active"
+    TRANSFERRING = "transferring"
+    LEAVING = "leaving"
+    LEFT = "left"
+    #: left before it ever served
+    WITHDRAWN = "withdrawn"
+
+    @property
+    def serving(self) -> bool:
+        """
+        Whether KV calls are served in this phase.
+        """
+        return self is Phase.ACTIVE or self is Phase.TRANSFERRING
+
+    @property
+    def gone(self) -> bool:
+        """
+        Whether the vnode has left the ring (or withdrew before joining).
+        """
+        return self is Phase.LEFT or self is Phase.WITHDRAWN
 
 
 class TransferAnswer(Enum):
@@ -102,21 +144,32 @@ class IMembershipActions(Protocol):
 @dataclass
 class MembershipCore:
     """
-    The machine's collaborator: the vnode that carries out the outputs.
+    The machine's collaborator: the vnode that carries out the outputs, and
+    the phase of the state the machine is in (written only on entering a
+    state).
     """
 
     actions: IMembershipActions
+    phase: Phase = Phase.INACTIVE
+
+
+def _entering(phase: Phase) -> Callable[[Membership, MembershipCore], Phase]:
+    def enter(m: Membership, core: MembershipCore) -> Phase:
+        core.phase = phase
+        return phase
+
+    return enter
 
 
 def _build() -> TypeMachine[Membership, MembershipCore]:
     b = TypeMachineBuilder(Membership, MembershipCore)
     inactive = b.state("Inactive")
-    joining = b.state("Joining")
-    active = b.state("Active")
-    transferring = b.state("Transferring")
-    leaving = b.state("Leaving")
-    left = b.state("Left")
-    withdrawn = b.state("Withdrawn")
+    joining = b.state("Joining", _entering(Phase.JOINING))
+    active = b.state("Active", _entering(Phase.ACTIVE))
+    transferring = b.state("Transferring", _entering(Phase.TRANSFERRING))
+    leaving = b.state("Leaving", _entering(Phase.LEAVING))
+    left = b.state("Left", _entering(Phase.LEFT))
+    withdrawn = b.state("Withdrawn", _entering(Phase.WITHDRAWN))
 
     # -- questions every state answers
     active.upon(Membership.transferStarted).to(transferring).returns(TransferAnswer.STARTED)
@@ -148,21 +201,21 @@ def _build() -> TypeMachine[Membership, MembershipCore]:
         core.actions.beginJoin()
 
     @joining.upon(Membership.joined).to(active)
-    def _joined(m: Membership, core: MembershipCore) -> None:
+    def _joined(m: Membership, core: MembershipCore, phase: Phase) -> None:
         core.actions.becameActive()
 
     transferring.upon(Membership.transferDone).to(active).returns(None)
 
     @active.upon(Membership.leave).to(leaving)
-    def _leaveActive(m: Membership, core: MembershipCore) -> Deferred[None]:
+    def _leaveActive(m: Membership, core: MembershipCore, phase: Phase) -> Deferred[None]:
         return core.actions.beginLeave()
 
     @transferring.upon(Membership.leave).to(leaving)
-    def _leaveTransferring(m: Membership, core: MembershipCore) -> Deferred[None]:
+    def _leaveTransferring(m: Membership, core: MembershipCore, phase: Phase) -> Deferred[None]:
         return core.actions.beginLeave()
 
     @joining.upon(Membership.leave).to(withdrawn)
-    def _leaveJoining(m: Membership, core: MembershipCore) -> Deferred[None]:
+    def _leaveJoining(m: Membership, core: MembershipCore, phase: Phase) -> Deferred[None]:
         core.actions.abandonJoin()
         core.actions.becameLeft()
         return succeed(None)
@@ -173,30 +226,31 @@ def _build() -> TypeMachine[Membership, MembershipCore]:
         return succeed(None)
 
     @leaving.upon(Membership.leave).loop()
-    def _leaveAgain(m: Membership, core: MembershipCore) -> Deferred[None]:
+    def _leaveAgain(m: Membership, core: MembershipCore, phase: Phase) -> Deferred[None]:
         return core.actions.whenLeft()
 
-    def _leaveLeft(m: Membership, core: MembershipCore) -> Deferred[None]:
+    def _leaveLeft(m: Membership, core: MembershipCore, phase: Phase) -> Deferred[None]:
         return succeed(None)
 
     left.upon(Membership.leave).loop()(_leaveLeft)
     withdrawn.upon(Membership.leave).loop()(_leaveLeft)
 
     @leaving.upon(Membership.left).to(left)
-    def _left(m: Membership, core: MembershipCore) -> None:
+    def _left(m: Membership, core: MembershipCore, phase: Phase) -> None:
         core.actions.becameLeft()
 
     # -- late or out-of-order notices, all harmless: a transfer that ends
     # after a leave began, a join that completes after the vnode left, a
     # second start, a "left" that is not the end of a leave.
-    for s in (joining, active, transferring, leaving, left, withdrawn):
-        s.upon(Membership.start).loop().returns(None)
-    for s in (inactive, active, transferring, leaving, left, withdrawn):
-        s.upon(Membership.joined).loop().returns(None)
-    for s in (inactive, joining, active, leaving, left, withdrawn):
-        s.upon(Membership.transferDone).loop().returns(None)
-    for s in (inactive, joining, active, transferring, left, withdrawn):
-        s.upon(Membership.left).loop().returns(None)
+    # (one loop variable each: mypy types it by the first state's kind)
+    for s1 in (joining, active, transferring, leaving, left, withdrawn):
+        s1.upon(Membership.start).loop().returns(None)
+    for s2 in (inactive, active, transferring, leaving, left, withdrawn):
+        s2.upon(Membership.joined).loop().returns(None)
+    for s3 in (inactive, joining, active, leaving, left, withdrawn):
+        s3.upon(Membership.transferDone).loop().returns(None)
+    for s4 in (inactive, joining, active, transferring, left, withdrawn):
+        s4.upon(Membership.left).loop().returns(None)
     return b.build()
 
 

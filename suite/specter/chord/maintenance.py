@@ -28,22 +28,12 @@ class Maintenance(VnodeBase):
     """
 
     # -- maintenance ------------------------------------------------------------
-    def _scheduleTick(self) -> None:
-        interval = self.node.config.stabilizeInterval
-        self._timer = self.clock.callLater(interval * (0.75 + 0.5 * self.node.rng.random()), self._tick)
+    def _roundInterval(self) -> float:
+        interval: float = self.node.config.stabilizeInterval
+        return interval * (0.75 + 0.5 * self.node.rng.random())
 
-    def _tick(self) -> None:
-        self._timer = None
-        if self._running:
-            return
-        self._running = True
-
-        def done(_: Any) -> None:
-            self._running = False
-            if self.serving:
-                self._scheduleTick()
-
-        self._spawn(self._maintain(), "maintenance").addBoth(done)
+    def _round(self) -> Any:
+        return self._spawn(self._maintain(), "maintenance")
 
     async def _maintain(self) -> None:
         self.ticks += 1
@@ -53,6 +43,7 @@ class Maintenance(VnodeBase):
         if self.ticks % self.node.config.repairEvery == 0:
             await self.replicator.repair()
         self.node.saveRingState()
+        self.node.maybeProbe()
 
     async def stabilize(self) -> None:
         alive = [s for s in self.succs if not self.node.suspected(s.addr)]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -53,6 +53,8 @@ class ChordConfig:
     kvDeadline: float = 30.0
     leaveStall: float = 10.0
     antiEntropy: float = 60.0
+    #: seconds between probes of a formerly known peer outside the ring view
+    healInterval: float = 10.0
 
 
 class _Batcher:
@@ -156,6 +158,15 @@ class ChordNode:
                 count=len(self.knownPeers),
             )
         self._savedPeers = set(self.knownPeers)
+        #: every process this one has been in a ring with (for healing splits)
+        self.formerPeers: set[str] = set(self.knownPeers)
+        self._nextProbe = clock.seconds() + config.healInterval
+        #: the lowest vnode of another ring found by the last probe: a ring
+        #: is only merged when two probes in a row find it (not churn)
+        self._foreign: VnodeRef | None = None
+        #: rejoins into another ring found after a split (see L{heal})
+        self.heals = 0
+        self._rejoinedAt: float | None = None
         self._saving = False
         self._saveAgain = False
         #: addresses tried, in order, when no vnode of this process serves
@@ -167,6 +178,8 @@ class ChordNode:
         self._joinLoggedAt: float | None = None
         self._troubleSince = 0.0
         self._joinSuppressed = 0
+        #: who waits for every vnode here to serve (L{whenServing})
+        self._servingWaiters: list[Deferred[None]] = []
 
     # -- lifecycle -------------------------------------------------------------
     def firstVnode(self) -> Vnode:
@@ -250,6 +263,8 @@ class ChordNode:
             return
         self._saving = True
         self._savedPeers = peers
+        if len(self.formerPeers) < MAX_PEERS:
+            self.formerPeers |= peers
         self.knownPeers = sorted(peers)
 
         def saved(result: Any) -> None:
@@ -300,6 +315,21 @@ class ChordNode:
             log.info("in the ring again")
         self.joinProblem = None
         self._joinLoggedAt = None
+        if self._servingWaiters and all(v.serving for v in self.vnodes):
+            waiters, self._servingWaiters = self._servingWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def whenServing(self) -> Deferred[None]:
+        """
+        A Deferred that fires once every vnode of this process serves keys
+        (at once if they do); cancellable.
+        """
+        if all(v.serving for v in self.vnodes):
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._servingWaiters.remove(d))
+        self._servingWaiters.append(d)
+        return d
 
     def status(self) -> dict[str, Any]:
         """
@@ -375,6 +405,130 @@ class ChordNode:
         )
         raise RemoteError(E.NOT_IN_RING, self.joinProblem or "")
 
+    # -- healing a split ---------------------------------------------------------------
+    def maybeProbe(self) -> None:
+        """
+        Called every maintenance round: at most once per C{healInterval},
+        ask one formerly known process outside the current ring view which
+        ring it is in (L{heal}).
+        """
+        now = self.clock.seconds()
+        if now < self._nextProbe:
+            return
+        self._nextProbe = now + self.config.healInterval * (0.75 + 0.5 * self.rng.random())
+        if not all(v.serving for v in self.vnodes):
+            return
+        outside = sorted(self.formerPeers - self.currentPeers() - {self.addr})
+        if not outside:
+            return
+        peer = self.rng.choice(outside)
+        Deferred.fromCoroutine(self.heal(peer)).addErrback(
+            lambda f: log.failure("probing {peer} for another ring failed", f, peer=peer)
+        )
+
+    async def heal(self, peer: str) -> bool:
+        """
+        If C{peer} serves in another ring (a split that outlasted failure
+        detection), merge: each ring is named by its lowest vnode id (the
+        owner of id 0); the ring with the higher one rejoins the other, one
+        process at a time, exactly as a restarted process rejoins (its
+        records merge by version and re-home).  The lower name of the ring
+        taking processes in only falls and the other's only rises, so every
+        process agrees which side moves.  Returns whether this one rejoined.
+        """
+        try:
+            info = await self.transport.call(peer, None, "status", [], self.config.rpcTimeout)
+        except RemoteError:
+            return False
+        if not isinstance(info, dict):
+            return False
+        refs = [r for r in (ref(x) for x in info.get("serving") or []) if r is not None]
+        if not refs or not all(v.serving for v in self.vnodes):
+            return False
+        entry = self.rng.choice(refs)
+        mine = self.vnodes[0].ref
+        try:
+            state = await self.call(entry, "state")
+            near = {r.addr for r in (ref(x) for x in [state[0], *state[1]]) if r is not None}
+            if near & (self.currentPeers() | {self.addr}):
+                self._foreign = None
+                return False
+            theirs, _ = await self.findSuccessor(0, start=entry)
+            ours, _ = await self.findSuccessor(0)
+            landing, _ = await self.findSuccessor(mine.id, start=entry)
+        except (RemoteError, TypeError, IndexError):
+            return False
+        if theirs == ours or landing == mine or theirs.addr == self.addr:
+            self._foreign = None
+            return False
+        if self._foreign != theirs:
+            # churn in one ring can look like this for a moment: ask again
+            self._foreign = theirs
+            self._nextProbe = min(self._nextProbe, self.clock.seconds() + self.config.healInterval / 2)
+            return False
+        self._foreign = None
+        log.info(
+            "found another ring through {peer} (its lowest vnode {theirs}, ours {ours})",
+            peer=peer,
+            theirs=theirs.short(),
+            ours=ours.short(),
+        )
+        if theirs.id > ours.id:
+            return False
+        self.rejoin(peer)
+        return True
+
+    def rejoin(self, peer: str) -> None:
+        """
+        Leave the current ring without handing keys on and join the ring
+        C{peer} serves in, as a process restarted with C{peer} as its seed:
+        new vnodes on the same stores.
+        """
+        self.heals += 1
+        self._rejoinedAt = self.clock.seconds()
+        # the whole ring moves at once: a ring left half in place would
+        # route through the moved vnodes' ids and interleave with the other
+        for other in sorted(self.currentPeers() - {peer}):
+            self.transport.call(other, None, "heal", [peer], self.config.rpcTimeout).addErrback(
+                lambda _: None
+            )
+        old = self.vnodes
+        for v in old:
+            v.stop()
+        self.vnodes = [Vnode(self, v.ref.index, v.ref.id, v.store) for v in old]
+        self.byId = {v.ref.id: v for v in self.vnodes}
+        self.suspects.clear()
+        self.timeouts.clear()
+        self.seed = peer
+        self.seeds = [peer] + sorted(self.formerPeers - {peer, self.addr})
+        self.founding = False
+        log.info("rejoining through {peer} to merge the two rings", peer=peer)
+
+        def merged(_: Any) -> None:
+            log.info("merged into the ring of {peer}: every vnode serves there", peer=peer)
+
+        self.whenServing().addCallback(merged)
+        for v in self.vnodes:
+            v.start(peer)
+
+    def healRequested(self, peer: Any) -> bool:
+        """
+        The C{heal} call: a process of this ring found the ring C{peer}
+        serves in and rejoins it; this one follows (and tells its own
+        peers), unless it moved lately or already sees C{peer} in its ring.
+        """
+        if not isinstance(peer, str) or peer == self.addr or len(peer) > 1024:
+            raise RemoteError(E.BAD_REQUEST, "heal: bad peer address")
+        now = self.clock.seconds()
+        if self._rejoinedAt is not None and now - self._rejoinedAt < self.config.healInterval:
+            return False
+        if peer in self.currentPeers() or not all(v.serving for v in self.vnodes):
+            return False
+        log.info("a peer of this ring found another ring through {peer}", peer=peer)
+        self.formerPeers.add(peer)
+        self.rejoin(peer)
+        return True
+
     def stop(self) -> None:
         for v in self.vnodes:
             v.stop()
@@ -431,6 +585,8 @@ class ChordNode:
                 return maybeDeferred(self.hello)
             if method == "status":
                 return maybeDeferred(self.status)
+            if method == "heal" and len(args) == 1:
+                return maybeDeferred(self.healRequested, args[0])
             if (
                 method == "multi"
                 and len(args) == 1
@@ -580,7 +736,12 @@ class ChordNode:
         return Deferred.fromCoroutine(self._kv(op, key, args))
 
     async def _lookup(self, key: bytes) -> tuple[VnodeRef, list[VnodeRef], int]:
+        owner, replicas, hops, _ = await self._lookupVersions(key)
+        return owner, replicas, hops
+
+    async def _lookupVersions(self, key: bytes) -> tuple[VnodeRef, list[VnodeRef], int, list[Any]]:
         owner, hops = await self.findSuccessor(ringId(key))
+        versions = await self.call(owner, "recordVersions", key)
         state = await self.call(owner, "state")
         succs = [r for r in (ref(s) for s in state[1]) if r is not None]
         want = self.config.replicas - 1
@@ -592,10 +753,17 @@ class ChordNode:
             if s.addr not in seen:
                 seen.add(s.addr)
                 replicas.append(s)
-        return owner, replicas, hops
+        return owner, replicas, hops, versions
 
     def lookup(self, key: bytes) -> Deferred[tuple[VnodeRef, list[VnodeRef], int]]:
         return Deferred.fromCoroutine(self._lookup(key))
+
+    def lookupVersions(self, key: bytes) -> Deferred[tuple[VnodeRef, list[VnodeRef], int, list[Any]]]:
+        """
+        L{lookup}, plus the versions of the key's records at the owner:
+        C{[kind, hlc, origin, live]} each.
+        """
+        return Deferred.fromCoroutine(self._lookupVersions(key))
 
     async def _holders(self, key: bytes) -> list[int]:
         out = []

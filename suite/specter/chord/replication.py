@@ -2,22 +2,34 @@
 Replication: the owner applies each KV call to its store, then copies the
 key's resulting records to the next R-1 successors on distinct processes
 and answers once they have acknowledged (or failed).  Repair, run from the
-maintenance loop, compares range digests with each replica and resends the
-whole owned range where they differ.  A replica that matched the current
-range is checked again only after C{antiEntropy} seconds, unless a copy to
-it failed or the owned range changed meanwhile.
+maintenance loop, compares range digests (versions and tombstones
+included) with each replica and, for each bucket that differs, exchanges
+records by version with it (see L{suite.specter.chord.reconcile}): the
+owner takes the replica's newer copies and sends its own newer ones, so a
+write the replica holds and the owner missed is never overwritten.  A
+replica that matched the current range is checked again only after
+C{antiEntropy} seconds, unless a copy to it failed or the owned range
+changed meanwhile.
+
+An owner whose range changed (it joined, or took over a failed
+predecessor's range, perhaps before the ring agreed who that was) may lack
+records its replicas hold: until repair has compared the new range with
+every replica, a read first fetches the key's records from the replicas
+and keeps the newer ones, so the old holders serve reads until the new
+owner has the records.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from suite.kv.records import Lease, LeaseHeld, LeaseLost, bucketBounds
+from suite.kv.records import KINDS, Lease, LeaseHeld, LeaseLost, bucketBounds
 from suite.specter.chord import errors as E
+from suite.specter.chord.base import records as _records
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
 
@@ -30,7 +42,6 @@ log = Logger()
 READS = {"get": 0, "list": 0, "contains": 1}
 WRITES = {"put": 1, "delete": 0, "append": 1, "remove": 1, "acquire": 2, "renew": 2, "release": 1}
 OPS = {**READS, **WRITES}
-SYNC_CHUNK = 4096
 BUCKETS = 32
 
 
@@ -88,6 +99,8 @@ class Replicator:
         self.replicated = 0
         self.replicaFailures = 0
         self.repairs = 0
+        #: reads that took newer records from a replica first
+        self.readThroughs = 0
         self.pipes: dict[VnodeRef, _Pipe] = {}
         #: replica -> (low, high, when): that replica matched our range then
         self.clean: dict[VnodeRef, tuple[int, int, float]] = {}
@@ -115,6 +128,8 @@ class Replicator:
         if op not in OPS or len(args) != OPS[op]:
             raise RemoteError(E.BAD_REQUEST, f"unknown operation {op!r} or wrong arguments")
         store = self.vnode.store
+        if op in READS and self.unsettled():
+            await self.readThrough(key)
         try:
             if op == "get":
                 return await store.get(key)
@@ -143,6 +158,39 @@ class Replicator:
         await self.copy(key)
         return result
 
+    def unsettled(self) -> bool:
+        """
+        Whether some replica has not been compared with the current owned
+        range yet (so it may hold records of that range this vnode lacks).
+        """
+        rng = self.vnode.ownedRange()
+        if rng is None:
+            return False
+        low, high = rng
+        if low == self.vnode.ref.id:
+            low = high
+        for target in self.replicas():
+            seen = self.clean.get(target)
+            if seen is None or seen[:2] != (low, high):
+                return True
+        return False
+
+    async def readThrough(self, key: bytes) -> None:
+        """
+        Take the replicas' records of C{key} that are newer than ours.
+        """
+        v = self.vnode
+        slots = [[kind, key] for kind in KINDS]
+        for target in self.replicas():
+            if v.node.suspected(target.addr):
+                continue
+            try:
+                got, _ = await v.call(target, "fetch", slots)
+                if got and await v.store.importRecords(_records(got)):
+                    self.readThroughs += 1
+            except RemoteError:
+                continue
+
     async def copy(self, key: bytes) -> None:
         targets = self.replicas()
         if any(t not in targets for t in self.clean):
@@ -150,7 +198,20 @@ class Replicator:
             self.clean = {t: seen for t, seen in self.clean.items() if t in targets}
         if not targets:
             return
-        records = await self.vnode.store.exportKey(key)
+        await self._send(targets, await self.vnode.store.exportKey(key))
+
+    async def copyKeys(self, keys: list[bytes]) -> None:
+        """
+        Copy the records now held for C{keys} to the replicas (after a merge).
+        """
+        targets = self.replicas()
+        self.clean = {}
+        if not targets:
+            return
+        held = await gatherResults([self.vnode.store.exportKey(key) for key in keys])
+        await self._send(targets, [rec for recs in held for rec in recs])
+
+    async def _send(self, targets: list[VnodeRef], records: list[Any]) -> None:
         calls = []
         for t in targets:
             pipe = self.pipes.get(t)
@@ -198,23 +259,27 @@ class Replicator:
                     self.clean[target] = (low, high, now)
                     continue
                 bounds = bucketBounds(low, high, BUCKETS)
-                sent = 0
+                sent = taken = 0
                 for i in differ:
                     blo, bhi = bounds[i]
-                    live = [r for r in await v.store.exportRange(blo, bhi) if r[2] is not None]
-                    await v.call(target, "syncRange", blo, bhi, live[:SYNC_CHUNK])
-                    for j in range(SYNC_CHUNK, len(live), SYNC_CHUNK):
-                        await v.call(target, "replicate", live[j : j + SYNC_CHUNK])
-                    sent += len(live)
+                    out, into = await v.exchangeBucket(target, blo, bhi)
+                    sent += out
+                    taken += into
                 self.repairs += 1
                 self.clean[target] = (low, high, now)
+                if taken:
+                    # newer records came from this replica: the others need them too
+                    self.clean = {target: self.clean[target]}
+                    mine = None
                 log.info(
-                    "vnode {vnode} repaired replica {replica} ({buckets} of {total} buckets, {count} records)",
+                    "vnode {vnode} repaired replica {replica} ({buckets} of {total} buckets, "
+                    "{count} records sent, {taken} newer ones taken from it)",
                     vnode=v.ref.short(),
                     replica=target.short(),
                     buckets=len(differ),
                     total=BUCKETS,
                     count=sent,
+                    taken=taken,
                 )
             except RemoteError:
                 continue
@@ -224,6 +289,7 @@ class Replicator:
             "replicated": self.replicated,
             "replicaFailures": self.replicaFailures,
             "repairs": self.repairs,
+            "readThroughs": self.readThroughs,
         }
 
 

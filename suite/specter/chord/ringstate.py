@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from suite.daemon import ConfigError
+from suite.fileutil import writeAtomically
 from suite.specter.interfaces import IRingState
 
 __all__ = ["RingStateFile", "RING_STATE", "MAX_STATE"]
@@ -63,20 +64,4 @@ class RingStateFile:
 
     def save(self, state: dict[str, Any]) -> Deferred[None]:
         data = json.dumps(state, indent=1, sort_keys=True).encode() + b"\n"
-        return self.runner(lambda: _writeAtomically(self.path, data))
-
-
-def _writeAtomically(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dirfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+        return self.runner(lambda: writeAtomically(self.path, data))

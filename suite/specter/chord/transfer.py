@@ -11,11 +11,11 @@ from typing import Any
 from twisted.logger import Logger
 
 from suite.specter.chord import errors as E
-from suite.specter.chord.base import VnodeBase
 from suite.specter.chord.base import records as _records
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_BITS, VnodeRef, between, ref
 from suite.specter.chord.machine import TransferAnswer
+from suite.specter.chord.reconcile import RECORD_BUDGET, Reconcile, chunked
 
 __all__ = ["Transfer", "HANDOFF_CHUNK"]
 
@@ -23,7 +23,7 @@ log = Logger()
 HANDOFF_CHUNK = 4096
 
 
-class Transfer(VnodeBase):
+class Transfer(Reconcile):
     """
     Join, leave and range handlers.
     """
@@ -52,8 +52,10 @@ class Transfer(VnodeBase):
                 oldPred = ref(answer[1])
                 succs = [ref(s) for s in answer[2]]
                 older = ref(answer[3]) if len(answer) > 3 else None
-                # merged with what an earlier life of this vnode kept on disk:
-                # after a whole-ring restart that copy may be the only one
+                # merged by version with what an earlier life of this vnode
+                # kept on disk: after a whole-ring restart that copy may be
+                # the only one, and after a ring founded apart (--bootstrap)
+                # either side may hold the newer write
                 await self.store.importRecords(records)
                 self.pred = oldPred
                 if oldPred is not None and older is not None:
@@ -70,6 +72,8 @@ class Transfer(VnodeBase):
                 self.membership.joined()
                 if oldPred is not None and oldPred != target:
                     self.call(oldPred, "newSuccessor", list(self.ref)).addErrback(lambda _: None)
+                # what this directory holds outside the new range goes to its owners
+                self._spawn(self._rehome(), "re-homing")
                 return
             except RemoteError as e:
                 # after a timeout ask the same successor again: it may have
@@ -84,7 +88,7 @@ class Transfer(VnodeBase):
             await self._sleep(min(2.0, 0.05 * 2 ** min(attempt, 6)) * (0.5 + self.node.rng.random()))
 
     async def _leave(self) -> None:
-        self._stopTimer()
+        self.rounds.stop()
         timeouts = 0
         stalledSince: float | None = None
         for _attempt in range(2_000):
@@ -94,8 +98,8 @@ class Transfer(VnodeBase):
                 break
             try:
                 records = await self.store.exportRange(*rng)
-                for i in range(0, len(records), HANDOFF_CHUNK):
-                    await self.call(target, "replicate", records[i : i + HANDOFF_CHUNK])
+                for chunk in chunked(records, RECORD_BUDGET, HANDOFF_CHUNK):
+                    await self.call(target, "replicate", chunk)
                 await self.call(target, "handoff", list(self.ref), list(self.pred) if self.pred else None)
                 log.info(
                     "vnode {vnode} handed its range to {succ}", vnode=self.ref.short(), succ=target.short()
@@ -233,6 +237,5 @@ class Transfer(VnodeBase):
         return [list(b) for b in await self.store.digestRange(int(low), int(high), buckets)]
 
     async def remote_syncRange(self, low: int, high: int, records: Any) -> None:
-        recs = _records(records)
-        await self.store.removeRange(int(low), int(high))
-        await self.store.importRecords(recs)
+        # repair from a peer without versions: merged, never dropping a newer write
+        await self.store.importRecords(_records(records))

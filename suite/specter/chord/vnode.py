@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from suite.specter.chord import errors as E
@@ -19,6 +18,7 @@ from suite.specter.chord.ids import RING_BITS, VnodeRef, ringId
 from suite.specter.chord.machine import MembershipCore, buildMembership
 from suite.specter.chord.maintenance import Maintenance
 from suite.specter.chord.replication import Replicator
+from suite.specter.chord.rounds import RoundsCore, buildRounds
 from suite.specter.chord.transfer import Transfer
 
 if TYPE_CHECKING:
@@ -51,32 +51,27 @@ class Vnode(Maintenance, Transfer):
         #: the predecessor before that one, when the range granted covered it too
         self.grantedBefore: VnodeRef | None = None
         self.seed: str | None = None
-        self._timer: IDelayedCall | None = None
         self._leaveWaiters: list[Deferred[None]] = []
-        self._running = False
-        #: set by the membership machine's outputs: KV calls may be served
-        self.serving = False
-        self.gone = False
         self.replicator = Replicator(self)
-        self.membership = buildMembership(MembershipCore(self))
+        self.membershipCore = MembershipCore(self)
+        self.membership = buildMembership(self.membershipCore)
+        self.rounds = buildRounds(RoundsCore(self.clock, self._roundInterval, self._round))
 
     # -- membership outputs ---------------------------------------------------
     def beginJoin(self) -> None:
         self._spawn(self._join(), "join")
 
     def becameActive(self) -> None:
-        self.serving = True
         self.node.becameServing()
         log.info(
             "vnode {vnode} active with {count} successors", vnode=self.ref.short(), count=len(self.succs)
         )
-        self._scheduleTick()
+        self.rounds.start()
 
     def abandonJoin(self) -> None:
         pass
 
     def beginLeave(self) -> Deferred[None]:
-        self.serving = False
         self._spawn(self._leave(), "leave")
         return self.whenLeft()
 
@@ -86,9 +81,7 @@ class Vnode(Maintenance, Transfer):
         return d
 
     def becameLeft(self) -> None:
-        self.serving = False
-        self.gone = True
-        self._stopTimer()
+        self.rounds.stop()
         log.info("vnode {vnode} left the ring", vnode=self.ref.short())
         waiters, self._leaveWaiters = self._leaveWaiters, []
         for d in waiters:
@@ -103,7 +96,7 @@ class Vnode(Maintenance, Transfer):
         return self.membership.leave()
 
     def stop(self) -> None:
-        self._stopTimer()
+        self.rounds.stop()
 
     async def remote_kv(self, op: str, key: bytes, args: list[Any]) -> Any:
         if not isinstance(key, bytes) or not isinstance(args, list):
@@ -115,6 +108,17 @@ class Vnode(Maintenance, Transfer):
         if not self.owns(kid):
             raise RemoteError(E.NOT_OWNER, "key not in my range", self.step(kid)[1] if self.pred else None)
         return await self.replicator.apply(op, key, args)
+
+    async def remote_recordVersions(self, key: bytes) -> list[Any]:
+        """
+        The versions of C{key}'s records held here: C{[kind, hlc, origin, live]} each.
+        """
+        if not isinstance(key, bytes):
+            raise RemoteError(E.BAD_REQUEST, "key must be bytes")
+        return [
+            [kind, hlc, origin, payload is not None]
+            for kind, _, payload, hlc, origin in await self.store.exportKey(key)
+        ]
 
     def handler(self, method: str) -> Callable[..., Any] | None:
         return getattr(self, "remote_" + method, None) if method.isidentifier() else None

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.netutil import isIPAddress, noDelay
 from suite.specter.tunnel.machine import Backoff, TunnelLifecycle, newLifecycle
 from suite.specter.tunnel.mux import (
     DEFAULT_CHUNK,
@@ -23,7 +24,6 @@ from suite.specter.tunnel.mux import (
     LocalSide,
     Stream,
     eagerWrites,
-    noDelay,
 )
 
 __all__ = [
@@ -62,13 +62,7 @@ def tunnelCreator(identity: Any, host: str) -> Any:
     from suite.pki.tls import clientContextFactory
     from suite.pki.verify import PeerPolicy
 
-    try:
-        import ipaddress
-
-        ipaddress.ip_address(host)
-        policy = PeerPolicy(ipAddress=host)
-    except ValueError:
-        policy = PeerPolicy(hostname=host)
+    policy = PeerPolicy(ipAddress=host) if isIPAddress(host) else PeerPolicy(hostname=host)
     return clientContextFactory(identity, peerVerifier=policy, acceptableProtocols=[TUNNEL_ALPN])
 
 
@@ -141,23 +135,35 @@ class ClientLink(Link):
     def __init__(self, handle: LinkHandle) -> None:
         super().__init__(handle.client.window, handle.client.chunk)
         self.handle = handle
-        #: The gateway sent something: the TLS handshake was accepted.
-        self.answered = False
+        self._idleWaiters: list[Deferred[None]] = []
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.handle.linkUp(self)
 
     def streamOpened(self, stream: Stream, meta: dict[str, Any]) -> None:
-        if self.handle.stopping:
-            # "no tunnel link" lets the gateway try the visitor elsewhere
-            stream.reset("no tunnel link: the client is shutting down")
-            return
-        self.handle.client.openTarget(stream, meta)
+        self.handle.streamOpened(self, stream, meta)
 
     def controlReceived(self, message: dict[str, Any]) -> None:
-        self.answered = True
-        self.handle.controlReceived(message)
+        self.handle.controlReceived(self, message)
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Fire when the link carries no stream: at once if it carries none,
+        otherwise when its last stream ends.  Cancellable.
+        """
+        if not self.streams:
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._idleWaiters.remove(d))
+        self._idleWaiters.append(d)
+        return d
+
+    def forget(self, sid: int) -> None:
+        super().forget(sid)
+        if not self.streams and self._idleWaiters:
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for d in waiters:
+                d.callback(None)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         super().connectionLost(reason)
@@ -166,20 +172,21 @@ class ClientLink(Link):
 
 class LinkHandle:
     """
-    One gateway link: carries out the lifecycle machine's outputs.
+    One gateway link: its lifecycle machine (L{suite.specter.tunnel.machine}),
+    whose outputs it carries out, and its current connection.
     """
 
     def __init__(self, client: TunnelClient, gateway: str) -> None:
         self.client = client
         self.gateway = gateway
+        #: The link's connection while it is up.
         self.link: ClientLink | None = None
+        #: Who waits for the link to close for good (None: it has).
+        self._closedWaiters: list[Deferred[None]] | None = []
         self.machine: TunnelLifecycle = newLifecycle(self, client.reactor, Backoff(rng=client.rng))
-        self.attempt: Deferred[Any] | None = None
-        #: Shutting down: streams the gateway opens now are refused.
-        self.stopping = False
 
     # -- ILinkActions ---------------------------------------------------------------------
-    def connect(self) -> None:
+    def connect(self) -> Deferred[Any]:
         host, port = splitHostPort(self.gateway)
         endpoint = wrapClientTLS(
             tunnelCreator(self.client.identity, host),
@@ -187,19 +194,18 @@ class LinkHandle:
         )
         factory = Factory.forProtocol(lambda: ClientLink(self))
         factory.noisy = False
-        self.attempt = endpoint.connect(factory)
+        attempt: Deferred[Any] = endpoint.connect(factory)
 
-        def failed(f: Failure) -> None:
-            self.attempt = None
-            log.warn(
-                "cannot link to gateway {gateway}: {error}", gateway=self.gateway, error=f.getErrorMessage()
-            )
-            self.machine.connectionLost()
+        def failed(f: Failure) -> Failure:
+            if not f.check(CancelledError):
+                log.warn(
+                    "cannot link to gateway {gateway}: {error}",
+                    gateway=self.gateway,
+                    error=f.getErrorMessage(),
+                )
+            return f
 
-        def done(_: Any) -> None:
-            self.attempt = None
-
-        self.attempt.addCallbacks(done, failed)
+        return attempt.addErrback(failed)
 
     def register(self) -> None:
         assert self.link is not None
@@ -210,19 +216,29 @@ class LinkHandle:
     def announce(self, hostname: str) -> None:
         self.client.registeredOn(self, hostname)
 
-    def waitForStreams(self) -> None:
+    def reportRefusal(self, reason: str) -> None:
+        self.client.refused(self, reason)
+
+    def noteMove(self) -> None:
         log.info("gateway {gateway} asked us to move; finishing its streams", gateway=self.gateway)
 
-        def check() -> None:
-            if self.link is None or not self.link.streams:
-                self.machine.drained()
-            else:
-                self.client.reactor.callLater(0.1, check)
+    def reportLoss(self, reason: Failure) -> None:
+        failure = tlsFailure(reason)
+        if failure is not None:
+            self.client.tlsFailed(self, *failure)
 
-        check()
+    def acceptStream(self, stream: Stream, meta: dict[str, Any]) -> None:
+        self.client.openTarget(stream, meta)
+
+    def refuseStream(self, stream: Stream) -> None:
+        # "no tunnel link" lets the gateway try the visitor elsewhere
+        stream.reset("no tunnel link: the client is shutting down")
+
+    def whenIdle(self) -> Deferred[None]:
+        assert self.link is not None
+        return self.link.whenIdle()
 
     def finishStreams(self) -> None:
-        self.stopping = True
         if self.link is not None:
             self.link.sendControl({"t": "drain", "id": 2})
 
@@ -234,36 +250,60 @@ class LinkHandle:
             stream.reset("the tunnel client stopped before the response ended")
 
     def disconnect(self) -> None:
-        if self.attempt is not None:
-            self.attempt.cancel()
         if self.link is not None:
             self.link.close()
 
-    # -- events from the link -------------------------------------------------------------
+    def abortConnection(self) -> None:
+        if self.link is not None:
+            self.link.transport.abortConnection()
+
+    def reportClosed(self) -> None:
+        waiters, self._closedWaiters = self._closedWaiters or [], None
+        for d in waiters:
+            d.callback(None)
+
+    # -- for the client -------------------------------------------------------------------
+    def whenClosed(self) -> Deferred[None]:
+        """
+        Fires once the link is closed for good (as the machine announced).
+        """
+        if self._closedWaiters is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._closedWaiters.append(d)
+        return d
+
+    def streamCount(self) -> int:
+        """
+        How many streams the link carries now.
+        """
+        return len(self.link.streams) if self.link is not None else 0
+
+    # -- events from the connection -------------------------------------------------------
     def linkUp(self, link: ClientLink) -> None:
         self.link = link
         self.machine.connected()
 
-    def linkDown(self, link: ClientLink, reason: Failure | None = None) -> None:
+    def linkDown(self, link: ClientLink, reason: Failure) -> None:
         if self.link is link:
             self.link = None
-            if not link.answered and reason is not None and not self.stopping:
-                failure = tlsFailure(reason)
-                if failure is not None:
-                    self.client.tlsFailed(self, *failure)
-            self.machine.connectionLost()
+            self.machine.connectionLost(reason)
 
-    def controlReceived(self, message: dict[str, Any]) -> None:
+    def streamOpened(self, link: ClientLink, stream: Stream, meta: dict[str, Any]) -> None:
+        if self.link is link:
+            self.machine.streamOpened(stream, meta)
+
+    def controlReceived(self, link: ClientLink, message: dict[str, Any]) -> None:
+        if self.link is not link:
+            return
         kind = message.get("t")
         if kind == "registered":
             self.client.learnGateways([str(g) for g in message.get("gateways", [])])
             self.machine.registered(str(message["hostname"]))
-        elif kind == "published":
-            self.machine.published()
         elif kind == "move":
             self.machine.moveRequested()
-        elif kind == "error" and not self.stopping:
-            self.client.refused(self, str(message.get("reason")))
+        elif kind == "error":
+            self.machine.errorReceived(str(message.get("reason")))
 
 
 #: OpenSSL alert reasons by which a gateway refuses our client certificate.
@@ -417,49 +457,35 @@ class TunnelClient:
         Shut down gracefully: every link stops taking new streams (the
         gateways are told), the open ones get up to C{grace} seconds to
         finish, then whatever is left is reset (never closed as if
-        complete) and the links close.  Fires once the links are down (at
-        most 2 s after that).
+        complete) and the links close.  Fires once every link is closed
+        (a link slow to close is aborted after
+        L{suite.specter.tunnel.machine.CLOSE_TIMEOUT} seconds).
         """
-        reactor = self.reactor
         handles = list(self.handles.values())
+        if any(h.link is not None for h in handles):
+            log.info("draining tunnel links (grace {grace} s)", grace=grace)
+        closed = DeferredList([h.whenClosed() for h in handles])
         for handle in handles:
             handle.machine.shutdown()
-        done: Deferred[None] = Deferred()
-        deadline = reactor.seconds() + grace
 
-        def streamsLeft() -> int:
-            return sum(len(h.link.streams) for h in handles if h.link is not None)
-
-        def waitForStreams() -> None:
-            left = streamsLeft()
-            if left and reactor.seconds() < deadline:
-                reactor.callLater(0.05, waitForStreams)
-                return
+        def graceOver() -> None:
+            left = sum(h.streamCount() for h in handles)
             if left:
                 log.warn(
                     "{count} tunnel streams still open after the {grace} s grace period: resetting them",
                     count=left,
                     grace=grace,
                 )
-                for handle in handles:
-                    handle.machine.stop()
-            else:
-                for handle in handles:
-                    handle.machine.drained()
-                    handle.machine.stop()
-            closeBy = reactor.seconds() + 2.0
-            waitForLinks(closeBy)
+            for handle in handles:
+                handle.machine.stop()
 
-        def waitForLinks(closeBy: float) -> None:
-            if any(h.link is not None for h in handles) and reactor.seconds() < closeBy:
-                reactor.callLater(0.05, waitForLinks, closeBy)
-            elif not done.called:
-                done.callback(None)
+        timer = self.reactor.callLater(grace, graceOver)
 
-        if any(h.link is not None for h in handles):
-            log.info("draining tunnel links (grace {grace} s)", grace=grace)
-        waitForStreams()
-        return done
+        def allClosed(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+
+        return closed.addCallback(allClosed)
 
     def openTarget(self, stream: Stream, meta: dict[str, Any] | None = None) -> None:
         """
@@ -470,9 +496,12 @@ class TunnelClient:
         header = proxyHeader(str((meta or {}).get("peer", "")), self.target) if self.proxyProtocol else b""
         self.reactor.connectTCP(host, port, _TargetFactory(stream, f"{host}:{port}", header), timeout=10)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
         """
-        Close every link.
+        Close every link; fires once they are all closed.
         """
-        for handle in self.handles.values():
+        handles = list(self.handles.values())
+        closed = DeferredList([h.whenClosed() for h in handles])
+        for handle in handles:
             handle.machine.stop()
+        return closed.addCallback(lambda _: None)

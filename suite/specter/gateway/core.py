@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.specter.gateway.interfaces import IRouteStore
+from suite.specter.gateway.lifecycle import MOVE, newDrainMachine, newLinkMachine
 from suite.specter.gateway.routes import LinkRegistry, RouteCache, RouteOwned
 from suite.specter.tunnel.mux import Link
 
@@ -80,7 +81,8 @@ class Gateway:
         self.metrics = Metrics()
         self.peers = peers or (lambda: [])
         self.links: set[GatewayLink] = set()
-        self.draining = False
+        #: The gateway's shutdown (L{suite.specter.gateway.lifecycle.DrainMachine}).
+        self.drainMachine = newDrainMachine(self, clock, config.drainSeconds)
         self.overlay: Any = None
         self.overlayLinks: set[Any] = set()
         #: What requests for an apex itself see (C{/_internal} with
@@ -92,6 +94,10 @@ class Gateway:
         self.servesH3: Callable[[str], bool] = lambda host: True
         #: Called with a link whose client drains (drop its idle streams).
         self.onLinkDraining: list[Callable[[Any], None]] = []
+        #: Called after the frames of one read from a tunnel link were
+        #: handled (the HTTP/2 front end and the TLS writes send the
+        #: responses they carried; see L{GatewayLink.readHandled}).
+        self.afterLinkRead: list[Callable[[], None]] = []
         self.apexResource: Any = None
         self.apexSite: Any = None
         #: The L{suite.specter.customdomains.CustomDomains} answering
@@ -199,26 +205,48 @@ class Gateway:
             return None
         return self.altSvc
 
+    @property
+    def draining(self) -> bool:
+        """
+        Whether the gateway is shutting down.
+        """
+        return self.drainMachine.isDraining()
+
     def drain(self) -> Deferred[None]:
         """
-        Ask every client to move to its other links, then close what stays.
+        Ask every client to move to its other links, then close what stays:
+        fires once the last link is gone, or after C{drainSeconds}.
         """
-        self.draining = True
+        done: Deferred[None] = Deferred()
+        self.drainMachine.drainRequested(done)
+        return done
+
+    def linkOpened(self, link: GatewayLink) -> None:
+        """
+        A tunnel link (or command connection) was opened.
+        """
+        self.links.add(link)
+        self.metrics.linksOpened += 1
+        self.drainMachine.linkOpened(link.machine)
+
+    def linkClosed(self, link: GatewayLink) -> None:
+        """
+        A tunnel link was lost.
+        """
+        self.links.discard(link)
+        if not self.links:
+            self.drainMachine.linksGone()
+
+    # -- IDrainActions --------------------------------------------------------------------
+    def askLinksToMove(self) -> None:
         for link in list(self.links):
-            link.sendControl({"t": "move", "reason": "gateway shutting down"})
-        d: Deferred[None] = Deferred()
-        deadline = self.clock.seconds() + self.config.drainSeconds
+            link.machine.gatewayDraining()
+        if not self.links:
+            self.drainMachine.linksGone()
 
-        def check() -> None:
-            if not self.links or self.clock.seconds() >= deadline:
-                for link in list(self.links) + list(self.overlayLinks):
-                    link.transport.abortConnection()
-                d.callback(None)
-            else:
-                self.clock.callLater(0.1, check)
-
-        check()
-        return d
+    def abortLinks(self) -> None:
+        for link in list(self.links) + list(self.overlayLinks):
+            link.transport.abortConnection()
 
 
 class GatewayLink(Link):
@@ -235,66 +263,73 @@ class GatewayLink(Link):
         self.owner = owner
         self.hostnames: dict[str, str] = {}
         self.renewer: LoopingCall | None = None
-        #: The client is shutting down: no new visitors on this link.
-        self.clientDraining = False
+        #: The link's lifecycle (L{suite.specter.gateway.lifecycle.LinkMachine}).
+        self.machine = newLinkMachine(self)
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.gateway.links.add(self)
-        self.gateway.metrics.linksOpened += 1
+        self.gateway.linkOpened(self)
 
     def acceptsStreams(self) -> bool:
         """
-        Whether visitors may be sent down this link (not while draining:
-        they are forwarded to the client's other gateways instead).
+        Whether visitors may be sent down this link (not while either end
+        drains: they are forwarded to the client's other gateways instead).
         """
-        return not self.closed and not self.gateway.draining and not self.clientDraining
+        return self.machine.acceptsStreams()
 
     def controlReceived(self, message: dict[str, Any]) -> None:
         kind = message.get("t")
         rid = message.get("id")
+        if kind == "register":
+            self.machine.registerRequested(message)
+            return
+        if kind == "drain":
+            self.machine.clientDrainRequested(rid)
+            return
         handler = {
-            "register": self._register,
             "ls": self._ls,
             "release": self._release,
             "ping": self._ping,
-            "drain": self._drain,
             "acme": self._acme,
             "validate": self._validate,
         }.get(str(kind))
         if handler is None:
             self.sendControl({"t": "error", "id": rid, "reason": f"unknown control message {kind!r}"})
             return
-        d = Deferred.fromCoroutine(handler(message))
+        Deferred.fromCoroutine(handler(message)).addErrback(self._answerFailure, kind, rid)
 
-        def failed(f: Failure) -> None:
-            expected = f.check(RouteOwned, ValueError)
-            reason = f.getErrorMessage() if expected else "internal error, try again"
-            if not expected:
-                log.failure("control message {kind} failed", f, kind=kind)
-            self.sendControl({"t": "error", "id": rid, "reason": reason})
-
-        d.addErrback(failed)
-
-    async def _drain(self, message: dict[str, Any]) -> None:
+    def _answerFailure(self, f: Failure, kind: Any, rid: Any) -> None:
         """
-        The client is shutting down: send no new visitors down this link
-        (they go to the client's other links, or get a 502), and close the
-        idle pooled streams, which would otherwise hold it open.
+        A control message failed: tell the client why (expected errors by
+        their message, anything else as an internal error, logged).
         """
-        self.clientDraining = True
+        expected = f.check(RouteOwned, ValueError)
+        reason = f.getErrorMessage() if expected else "internal error, try again"
+        if not expected:
+            log.failure("control message {kind} failed", f, kind=kind)
+        self.sendControl({"t": "error", "id": rid, "reason": reason})
+
+    # -- ILinkActions (the link machine's outputs) ------------------------------------------
+    def clientDraining(self, requestId: Any) -> None:
+        """
+        The client is shutting down: no new visitors come down this link
+        (they go to the client's other links, or get a 502); close the idle
+        pooled streams, which would otherwise hold it open.
+        """
         for dropIdle in self.gateway.onLinkDraining:
             dropIdle(self)
         log.info("tunnel client {owner} is draining its link", owner=self.owner)
-        self.sendControl({"t": "draining", "id": message.get("id")})
+        self.sendControl({"t": "draining", "id": requestId})
 
-    async def _ping(self, message: dict[str, Any]) -> None:
-        self.sendControl({"t": "pong", "id": message.get("id")})
+    def askToMove(self) -> None:
+        self.sendControl(dict(MOVE))
 
-    async def _register(self, message: dict[str, Any]) -> None:
-        if self.gateway.draining:
-            self.sendControl({"t": "move", "reason": "gateway shutting down"})
-            return
+    def startRegistration(self, message: dict[str, Any]) -> None:
+        Deferred.fromCoroutine(self._publish(message)).addErrback(
+            self._answerFailure, "register", message.get("id")
+        )
+
+    async def _publish(self, message: dict[str, Any]) -> None:
         if len(self.hostnames) >= self.gateway.config.maxLinksPerClient:
             raise ValueError("too many hostnames on one link")
         wanted = message.get("hostname")
@@ -302,8 +337,10 @@ class GatewayLink(Link):
         kind = "tcp" if message.get("kind") == "tcp" else "http"
         cfg = self.gateway.config
         await self.gateway.routes.publish(hostname, self.owner, kind, cfg.advertise, cfg.leaseTTL)
-        if self.closed:
-            return
+        self.machine.registrationPublished(hostname, kind, message.get("id"))
+
+    def completeRegistration(self, hostname: str, kind: str, requestId: Any) -> None:
+        cfg = self.gateway.config
         self.hostnames[hostname] = kind
         self.gateway.registry.add(hostname, self)
         self.gateway.cache.invalidate(hostname)
@@ -313,7 +350,7 @@ class GatewayLink(Link):
         self.sendControl(
             {
                 "t": "registered",
-                "id": message.get("id"),
+                "id": requestId,
                 "hostname": hostname,
                 "gateways": self.gateway.gateways(),
                 "ttl": cfg.leaseTTL,
@@ -326,6 +363,29 @@ class GatewayLink(Link):
             self.renewer.start(cfg.leaseTTL / 3, now=False).addErrback(
                 lambda f: log.failure("lease renewal loop", f)
             )
+
+    def releaseRoutes(self) -> None:
+        if self.renewer is not None and self.renewer.running:
+            self.renewer.stop()
+        for hostname in self.hostnames:
+            self.gateway.registry.remove(hostname, self)
+            self.gateway.cache.invalidate(hostname)
+            if self.gateway.registry.pick(hostname) is None:
+                self.gateway.routes.withdraw(hostname, self.gateway.config.advertise).addErrback(
+                    lambda f, h=hostname: log.warn(
+                        "withdrawing {hostname} failed: {error}", hostname=h, error=f.getErrorMessage()
+                    )
+                )
+        if self.hostnames:
+            log.info(
+                "tunnel link of {owner} closed ({hostnames})",
+                owner=self.owner,
+                hostnames=", ".join(self.hostnames),
+            )
+
+    # -- other control messages -----------------------------------------------------------
+    async def _ping(self, message: dict[str, Any]) -> None:
+        self.sendControl({"t": "pong", "id": message.get("id")})
 
     def _renew(self) -> Deferred[Any]:
         cfg = self.gateway.config
@@ -421,23 +481,16 @@ class GatewayLink(Link):
     def streamOpened(self, stream: Any, meta: dict[str, Any]) -> None:
         stream.reset("clients may not open streams")
 
+    def readHandled(self) -> None:
+        """
+        Everything one read from the network carried has been handled (the
+        gateway's TLS transport calls this after each read): the hooks send
+        the answers it carried.
+        """
+        for hook in self.gateway.afterLinkRead:
+            hook()
+
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         super().connectionLost(reason)
-        self.gateway.links.discard(self)
-        if self.renewer is not None and self.renewer.running:
-            self.renewer.stop()
-        for hostname in self.hostnames:
-            self.gateway.registry.remove(hostname, self)
-            self.gateway.cache.invalidate(hostname)
-            if self.gateway.registry.pick(hostname) is None:
-                self.gateway.routes.withdraw(hostname, self.gateway.config.advertise).addErrback(
-                    lambda f, h=hostname: log.warn(
-                        "withdrawing {hostname} failed: {error}", hostname=h, error=f.getErrorMessage()
-                    )
-                )
-        if self.hostnames:
-            log.info(
-                "tunnel link of {owner} closed ({hostnames})",
-                owner=self.owner,
-                hostnames=", ".join(self.hostnames),
-            )
+        self.machine.connectionLost()
+        self.gateway.linkClosed(self)

@@ -133,6 +133,9 @@ class RequestRewriter:
         self.buffer = b""
         self.remaining = 0
         self.cache: dict[bytes, bytes] = {}
+        #: Rewritten heads by the head the visitor sent: clients repeat
+        #: the same request head (the rewrite depends only on it and C{ip}).
+        self.heads: dict[bytes, tuple[bytes, int, bool]] = {}
 
     def feed(self, data: bytes) -> bytes:
         """
@@ -170,7 +173,14 @@ class RequestRewriter:
                     data = data[2:]
                     continue
                 head, data = data[:end], data[end + 4 :]
-                rewritten, length, opaque = _rewriteHead(head, self.ip, self.cache)
+                known = self.heads.get(head)
+                if known is None:
+                    known = _rewriteHead(head, self.ip, self.cache)
+                    if len(self.heads) >= 32:
+                        self.heads.clear()
+                    if len(head) <= 2048:
+                        self.heads[head] = known
+                rewritten, length, opaque = known
                 out.append(rewritten)
                 if opaque:
                     self.state = _OPAQUE

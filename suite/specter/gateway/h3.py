@@ -4,7 +4,8 @@ HTTP/3 visitors over QUIC (aioquic), on the same port number over UDP.
 aioquic is asyncio-native, so this needs the asyncio reactor
 (C{twistd --reactor=asyncio}); the QUIC server then shares the event loop
 with Twisted, and each HTTP/3 request is forwarded like an HTTP/2 one (a
-pooled HTTP/1.1 stream through the tunnel, see L{TunnelResource.forward}).
+pooled HTTP/1.1 exchange on a tunnel stream, see
+L{suite.specter.gateway.exchange}).
 QUIC has no PROXY protocol: the gateway sees the UDP source address.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
@@ -21,29 +23,22 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 from aioquic.tls import pull_client_hello
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from suite.specter.gateway.http1 import BadMessage, ResponseHead, buildRequestHead
+from suite.specter.gateway.interfaces import IResponseSink
 
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
-    from suite.specter.gateway.h2 import TunnelResource
+    from suite.specter.gateway.exchange import ExchangePool
 
 __all__ = ["H3Server", "isAsyncioReactor", "chooseCertificateBySNI", "MAX_BODY"]
 
 log = Logger()
 H3_INTERNAL_ERROR = int(ErrorCode.H3_INTERNAL_ERROR)
 MAX_BODY = 8 * 1024 * 1024
-_HOP = {
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-}
 
 
 def isAsyncioReactor(reactor: Any) -> bool:
@@ -97,25 +92,38 @@ class _Request:
         self.body = b""
 
 
-class _H3Body(Protocol):
+@implementer(IResponseSink)
+class _H3Response:
     """
-    Streams a tunnelled response body to one HTTP/3 stream.
+    Streams a tunnelled response to one HTTP/3 stream.
     """
 
     def __init__(self, proto: _H3Protocol, streamId: int) -> None:
         self.proto = proto
         self.streamId = streamId
+        self.started = False
 
-    def dataReceived(self, data: bytes) -> None:
+    def responseStarted(self, head: ResponseHead) -> None:
+        self.started = True
+        self.proto.sendHeaders(self.streamId, [(b":status", b"%d" % head.code), *head.headers])
+
+    def responseData(self, data: bytes) -> None:
         self.proto.sendData(self.streamId, data, False)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        from twisted.web.client import PotentialDataLoss, ResponseDone
+    def responseEnded(self) -> None:
+        self.proto.sendData(self.streamId, b"", True)
 
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.proto.sendData(self.streamId, b"", True)
-        else:  # cut short (the tunnel stream was reset): never end it as if complete
+    def responseFailed(self, reason: str) -> None:
+        if self.started:  # cut short: never end it as if complete
             self.proto.resetStream(self.streamId)
+        else:
+            self.proto.respondError(self.streamId, 502, "the tunnel target did not answer")
+
+    def requestBodyPaused(self) -> None:
+        pass  # the body is in memory already
+
+    def requestBodyResumed(self) -> None:
+        pass
 
 
 class _H3Protocol(QuicConnectionProtocol):
@@ -124,7 +132,7 @@ class _H3Protocol(QuicConnectionProtocol):
     """
 
     gateway: Gateway
-    resource: TunnelResource
+    pool: ExchangePool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -159,6 +167,19 @@ class _H3Protocol(QuicConnectionProtocol):
                 return
             if event.stream_ended:
                 self.handle(event.stream_id)
+
+    def sendHeaders(self, streamId: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """
+        Send the response head on C{streamId}.
+        """
+        if self.http is None:
+            return
+        try:
+            self.http.send_headers(streamId, headers)
+        except Exception as e:  # the stream was reset by the peer
+            log.debug("HTTP/3 stream {id} gone: {error}", id=streamId, error=str(e))
+            return
+        self.transmit()
 
     def sendData(self, streamId: int, data: bytes, end: bool) -> None:
         """
@@ -198,10 +219,15 @@ class _H3Protocol(QuicConnectionProtocol):
         request = self.requests.pop(streamId, None)
         if request is None:
             return
-        pseudo = {k: v for k, v in request.headers if k.startswith(b":")}
-        authority = pseudo.get(b":authority", b"").decode("ascii", "replace")
-        host = authority.lower()
-        host = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
+        peer = self._quic._network_paths[0].addr if self._quic._network_paths else ("?", 0)
+        try:
+            head = buildRequestHead(request.headers, str(peer[0]))
+        except BadMessage as e:
+            self.respondError(streamId, 400, f"malformed request: {e}")
+            return
+        if request.body:
+            head = replace(head, length=len(request.body))
+        host = head.host
         if not host:
             self.respondError(streamId, 400, "no :authority")
             return
@@ -213,47 +239,17 @@ class _H3Protocol(QuicConnectionProtocol):
                     streamId, 404 if found is None else 502, found or f"no tunnel is serving {host}"
                 )
                 return
-            headers = Headers()
-            for k, v in request.headers:
-                if not k.startswith(b":"):
-                    headers.addRawHeader(k, v)
-            peer = self._quic._network_paths[0].addr if self._quic._network_paths else ("?", 0)
-            response, _ = self.resource.forward(
-                found,
-                host,
-                pseudo.get(b":method", b"GET"),
-                pseudo.get(b":path", b"/"),
-                headers,
-                request.body or None,
-                f"{peer[0]}:{peer[1]}",
-                authority=authority,
-            )
-            response.addCallbacks(
-                lambda r: self.respond(streamId, r),
-                lambda f: self.respondError(streamId, 502, "the tunnel target did not answer"),
-            )
+            exchange = self.pool.exchangeFor(found, f"{peer[0]}:{peer[1]}", host)
+            exchange.start(head, _H3Response(self, streamId), bool(request.body))
+            if request.body:
+                exchange.sendBody(request.body)
+                exchange.endBody()
 
         def failed(f: Failure) -> None:
             log.warn("route lookup for {host} failed: {error}", host=host, error=f.getErrorMessage())
             self.respondError(streamId, 502, f"route lookup for {host} failed, try again")
 
         d.addCallbacks(resolved, failed)
-
-    def respond(self, streamId: int, response: Any) -> None:
-        """
-        Send the status and headers, then stream the body.
-        """
-        assert self.http is not None
-        headers = [(b":status", str(response.code).encode())]
-        for name, values in response.headers.getAllRawHeaders():
-            if name.lower() not in _HOP:
-                headers.extend((name.lower(), v) for v in values)
-        try:
-            self.http.send_headers(streamId, headers)
-        except Exception:
-            return
-        self.transmit()
-        response.deliverBody(_H3Body(self, streamId))
 
 
 class H3Server:
@@ -264,7 +260,7 @@ class H3Server:
     def __init__(
         self,
         gateway: Gateway,
-        resource: TunnelResource,
+        pool: ExchangePool,
         binds: list[tuple[str, int]],
         certificate: Any,
         key: Any,
@@ -275,7 +271,7 @@ class H3Server:
         #: SNI name -> (leaf, chain, key) or None (see
         #: L{_H3Protocol.chooseCertificatesWith}).
         self.select = select
-        self.resource = resource
+        self.pool = pool
         self.binds = binds
         self.reactor = reactor
         self.servers: list[Any] = []
@@ -307,12 +303,12 @@ class H3Server:
         """
         loop: asyncio.AbstractEventLoop = self.reactor._asyncioEventloop
         configuration = self.configuration
-        gateway, resource, select = self.gateway, self.resource, self.select
+        gateway, pool, select = self.gateway, self.pool, self.select
 
         def create(*args: Any, **kwargs: Any) -> _H3Protocol:
             proto = _H3Protocol(*args, **kwargs)
             proto.gateway = gateway
-            proto.resource = resource
+            proto.pool = pool
             if select is not None:
                 proto.chooseCertificatesWith(select)
             return proto

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["IRouteStore", "ILinkRegistry"]
+__all__ = ["IRouteStore", "ILinkRegistry", "IResponseSink"]
 
 
 class IRouteStore(Interface):
@@ -68,4 +68,46 @@ class ILinkRegistry(Interface):
     def pick(hostname):  # type: ignore[no-untyped-def]
         """
         A live local link serving C{hostname} (round robin), or L{None}.
+        """
+
+
+class IResponseSink(Interface):
+    """
+    Where an HTTP/2 or HTTP/3 visitor's request takes its response from an
+    L{suite.specter.gateway.exchange.Exchange}: the exchange calls these
+    as the target's answer arrives, in this order: C{responseStarted},
+    C{responseData} any number of times, then C{responseEnded} or
+    C{responseFailed} (at any point, also before C{responseStarted}).
+    """
+
+    def responseStarted(head):  # type: ignore[no-untyped-def]
+        """
+        The response head arrived (a
+        L{suite.specter.gateway.http1.ResponseHead}).
+        """
+
+    def responseData(data):  # type: ignore[no-untyped-def]
+        """
+        A piece of the response body.
+        """
+
+    def responseEnded():  # type: ignore[no-untyped-def]
+        """
+        The response is complete.
+        """
+
+    def responseFailed(reason):  # type: ignore[no-untyped-def]
+        """
+        The exchange broke (C{reason}: a sentence): no response, or one cut
+        short, which must not look complete to the visitor.
+        """
+
+    def requestBodyPaused():  # type: ignore[no-untyped-def]
+        """
+        The tunnel cannot take more of the request body for now.
+        """
+
+    def requestBodyResumed():  # type: ignore[no-untyped-def]
+        """
+        The tunnel can take more of the request body.
         """

@@ -27,12 +27,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from suite.daemon import ConfigError
+from suite.netutil import noDelay
 from suite.specter.gateway.core import TCP_ALPN, TUNNEL_ALPN, Gateway, GatewayLink
-from suite.specter.gateway.h2 import h2Channel
 from suite.specter.gateway.overlay import OVERLAY_ALPN, OverlayLink
 from suite.specter.gateway.proxyproto import headerless
 from suite.specter.gateway.visitor import HTTPVisitor, TCPVisitor
-from suite.specter.tunnel.mux import eagerWrites, noDelay
+from suite.specter.tunnel.mux import eagerWrites
+from suite.specter.tunnel.twistedio import LeanTLSTransport, TurnWrites
 
 __all__ = ["GatewayFactory", "PublicCertificates", "makeTLSFactory", "selfSignedCertificate", "VISITOR_ALPNS"]
 
@@ -267,7 +268,15 @@ def makeTLSFactory(
             connection.set_verify(SSL.VERIFY_NONE, None)
 
     nodeContext.set_tlsext_servername_callback(chooseCertificate)
-    return TLSMemoryBIOFactory(nodeCreator, False, wrapped, clock)
+    factory: Any = TLSMemoryBIOFactory(nodeCreator, False, wrapped, clock)
+    factory.protocol = LeanTLSTransport
+    if clock is None:
+        from twisted.internet import reactor as clock
+    factory.turnWrites = TurnWrites(clock)
+    # what a link read answered leaves when the read is handled (after the
+    # HTTP/2 front end, registered before, queued its frames)
+    gateway.afterLinkRead.append(factory.turnWrites.flush)
+    return factory  # type: ignore[no-any-return]
 
 
 def _issuedBy(certificate: x509.Certificate | None, issuer: x509.Certificate | None) -> bool:
@@ -324,16 +333,18 @@ class GatewayFactory(Factory):
     """
     Builds a connection's protocol from its negotiated ALPN.
 
+    @ivar h2: builds the protocol of an HTTP/2 visitor (an
+        L{suite.specter.gateway.h2.H2Front}); None: C{h2} is refused.
     @ivar extra: more ALPN protocols (name -> factory of a protocol given
         the TLS transport), e.g. the ring's C{specter-chord/1}.
     """
 
     def __init__(
-        self, gateway: Gateway, bundle: Any, site: Any = None, transportBuffer: int | None = None
+        self, gateway: Gateway, bundle: Any, h2: Any = None, transportBuffer: int | None = None
     ) -> None:
         self.gateway = gateway
         self.bundle = bundle
-        self.site = site
+        self.h2 = h2
         self.transportBuffer = transportBuffer
         self.extra: dict[bytes, Callable[[Any], Protocol | None]] = {}
 
@@ -364,9 +375,10 @@ class GatewayFactory(Factory):
         if alpn in (None, b"http/1.1"):
             return HTTPVisitor(self.gateway)
         if alpn == b"h2":
-            if self.site is None:
+            if self.h2 is None:
                 return None
-            return h2Channel(self.site, tls.getPeer())
+            proto: Protocol = self.h2.buildProtocol(tls.getPeer())
+            return proto
         if alpn == TCP_ALPN:
             return TCPVisitor(self.gateway)
         if alpn == TUNNEL_ALPN:

@@ -31,17 +31,20 @@ OVERLAY_ALPN = b"specter-overlay/1"
 
 class _BridgeEnd:
     """
-    Makes stream C{other} look like the local transport of a stream.
+    Makes stream C{other} look like the local transport of stream C{mine}.
     """
 
-    def __init__(self, other: Stream) -> None:
+    def __init__(self, other: Stream, mine: Stream) -> None:
         self.other = other
+        self.mine = mine
 
     def write(self, data: bytes) -> None:
         self.other.send(data)
 
     def loseConnection(self) -> None:
+        # closing this "connection" ends it at once: both streams end
         self.other.localLost()
+        self.mine.localLost()
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         pass
@@ -63,8 +66,8 @@ class StreamBridge:
 
     def __init__(self, a: Stream, b: Stream) -> None:
         sideA, sideB = LocalSide(), LocalSide()
-        sideA.transport = _BridgeEnd(b)
-        sideB.transport = _BridgeEnd(a)
+        sideA.transport = _BridgeEnd(b, a)
+        sideB.transport = _BridgeEnd(a, b)
         a.attach(sideA)
         b.attach(sideB)
 

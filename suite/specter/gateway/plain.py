@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.protocol import Factory
 
 from suite.specter.gateway.visitor import _hostOf, _Visitor, errorPage
+from suite.specter.gateway.visitormachine import Request, VisitorInputs
 from suite.specter.tunnel.mux import closeTransport
 
 if TYPE_CHECKING:
@@ -38,72 +39,48 @@ class PlainHTTPVisitor(_Visitor):
     """
 
     kind = "tcp"
+    retries = False  # CONNECT streams are not retried
 
     def __init__(self, gateway: Gateway, httpsPort: int) -> None:
         super().__init__(gateway)
         self.httpsPort = httpsPort
-        self.head = b""
-        self.routing = False
-        self.replay = None  # CONNECT streams are not retried
 
     def connectionMade(self) -> None:
-        self.startHeadTimer()
+        self.machine.opened()
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.stream is not None:
-            self.stream.send(data)
-            return
-        if self.done:
-            return
-        if self.routing:
-            self.early.append(data)
-            return
-        self.head += data
+    def headReceived(self, head: bytes, inputs: VisitorInputs) -> None:
         limit = self.gateway.config.maxHeaderBytes
-        end = self.head.find(b"\r\n\r\n")
+        end = head.find(b"\r\n\r\n")
         if end < 0 or end + 4 > limit:
-            if len(self.head) > limit or end >= 0:
-                self._answer(errorPage(431, f"request headers exceed {limit} bytes"))
+            if len(head) > limit or end >= 0:
+                inputs.answered(errorPage(431, f"request headers exceed {limit} bytes"))
             return
-        line = self.head[: self.head.find(b"\r\n")].decode("ascii", "replace")
+        line = head[: head.find(b"\r\n")].decode("ascii", "replace")
         parts = line.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            self._answer(errorPage(400, "malformed request line"))
+            inputs.answered(errorPage(400, "malformed request line"))
             return
         method, target, _ = parts
-        head, rest, self.head = self.head[:end], self.head[end + 4 :], b""
+        head, rest = head[:end], head[end + 4 :]
         if method == "CONNECT":
             host = target.rsplit(":", 1)[0].strip("[]").lower() if ":" in target else target.lower()
             if not self.gateway.isPublicName(host):
-                self._answer(errorPage(404, f"{host} is not served here"))
+                inputs.answered(errorPage(404, f"{host} is not served here"))
                 return
-            self.routing = True
-            if rest:
-                self.early.append(rest)
-            self.route(host)
+            inputs.routeRequested(Request(host), [rest] if rest else [])
             return
         named = _hostOf(head)
         if not named or not self.gateway.isPublicName(named):
-            self._answer(errorPage(404, f"{named or 'no host'} is not served here"))
+            inputs.answered(errorPage(404, f"{named or 'no host'} is not served here"))
             return
-        host = named
         port = "" if self.httpsPort == 443 else f":{self.httpsPort}"
         path = target if target.startswith("/") else "/"
-        self._answer(redirect(f"https://{host}{port}{path}"))
+        inputs.answered(redirect(f"https://{named}{port}{path}"))
 
-    def _answer(self, response: bytes) -> None:
-        self.done = True
-        self.stopHeadTimer()
-        self.transport.write(response)
-        closeTransport(self.transport)
-
-    def _splice(self, link: Any) -> None:
+    def beforeSplice(self) -> None:
         self.transport.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-        super()._splice(link)
 
     def fail(self, code: int, detail: str) -> None:
-        self.done = True
-        self.stopHeadTimer()
         self.transport.write(errorPage(code, detail))
         closeTransport(self.transport)
 

@@ -116,17 +116,17 @@ def makeGatewayService(
 ) -> GatewayService:
     """
     Build the gateway: self-signed public certificate for the apexes (kept
-    in C{DATA/gateway}), the ALPN-routing TLS factory, the H2 site.
+    in C{DATA/gateway}), the ALPN-routing TLS factory, the HTTP/2 front end.
     """
-    from suite.specter.gateway.h2 import makeH2Site
+    from suite.specter.gateway.h2 import H2Front
     from suite.specter.gateway.overlay import OverlayPool
 
     gateway = Gateway(config, routes, reactor, peers)
     gateway.overlay = OverlayPool(gateway, bundle, reactor)
     gateway.bundle = bundle
     cert, key, _ = selfSignedCertificate(os.path.join(dataDir, "gateway"), config.apexes)
-    site = makeH2Site(gateway, reactor)
-    factory = GatewayFactory(gateway, bundle, site=site, transportBuffer=config.transportBuffer)
+    front = H2Front(gateway, reactor)
+    factory = GatewayFactory(gateway, bundle, h2=front, transportBuffer=config.transportBuffer)
     factory.extra.update(extra or {})
     certificates = PublicCertificates(config.apexes, cert, key)
     tls: Any = makeTLSFactory(
@@ -147,9 +147,9 @@ def makeGatewayService(
                 "(the specter console script installs it itself)"
             )
         service.h3 = H3Server(
-            gateway, site.resource, udpBinds, cert, key, reactor, select=certificates.quicMaterialFor
+            gateway, front.pool, udpBinds, cert, key, reactor, select=certificates.quicMaterialFor
         )
-        site.resource.altSvc = gateway.altSvc = f'h3=":{udpBinds[0][1]}"; ma=86400'.encode()
+        gateway.altSvc = f'h3=":{udpBinds[0][1]}"; ma=86400'.encode()
         # Alt-Svc only for names whose certificate HTTP/3 presents too
         gateway.servesH3 = lambda host: certificates.quicMaterialFor(host) is not None
     if httpEndpoints:

@@ -1,17 +1,33 @@
 """
-The tunnel link lifecycle machine (one per gateway link of a client).
+The tunnel link lifecycle machine: one per gateway link of a client.
 
-Inputs (L{TunnelLifecycle}): C{start}, C{connected}, C{registered},
-C{published}, C{moveRequested}, C{drained}, C{connectionLost},
-C{reconnectDue}, C{shutdown}, C{stop}.
-Outputs (L{ILinkActions} on the core): C{connect}, C{register},
-C{announce}, C{scheduleReconnect}, C{resetBackoff}, C{waitForStreams},
-C{finishStreams}, C{abortStreams}, C{disconnect}, C{cancelReconnect}.
-States: Connecting -> Registered -> Published -> Draining -> Closed; a lost
-link goes back to Connecting with exponential backoff and jitter.  On
-C{shutdown} (SIGTERM) a live link goes to Stopping: no new streams, the
-open ones finish (C{drained}) or are reset when the grace period ends
-(C{stop}); either way it ends Closed, never redialled.
+Inputs (L{TunnelLifecycle}): C{start}, C{connected}, C{dialFailed},
+C{registered}, C{errorReceived}, C{moveRequested},
+C{streamOpened}, C{drained}, C{connectionLost}, C{reconnectDue},
+C{closeTimedOut}, C{shutdown}, C{stop}.
+
+Outputs (L{ILinkActions}, carried out by the link's handle): C{connect},
+C{register}, C{announce}, C{reportRefusal}, C{noteMove}, C{reportLoss},
+C{acceptStream}, C{refuseStream}, C{whenIdle}, C{finishStreams},
+C{abortStreams}, C{disconnect}, C{abortConnection}, C{reportClosed}; the
+backoff policy (L{suite.backoff.Backoff}) is reset on registration.
+
+States: C{Idle} -> C{Dialing} (data: the connection attempt) ->
+C{Registering} (the link is up, the gateway has not answered) ->
+C{Registered} (the gateway's later C{published} notice changes nothing
+here, so it is not an input).  An error answer first makes it
+C{Refused} (the gateway answered, so a later loss is no TLS refusal).  A
+lost link or failed attempt waits in C{BackingOff} (data: the reconnect
+timer; exponential backoff with jitter) and dials again.  A gateway's
+C{move} makes a live link C{Moving} (data: the wait for its last stream)
+then C{Leaving} (closing; redialled later: the gateway may come back).  On
+C{shutdown} (SIGTERM) a registered link goes to C{Stopping} (data: the
+wait for its last stream): no new streams, the open ones finish
+(C{drained}) or are reset on C{stop} (the grace period ended); then
+C{Closing} (data: a timer that aborts a connection slow to close) and
+C{Closed}, never redialled.  Every per-state resource is created on
+entering its state and cancelled by the transition that leaves it: nothing
+polls.
 """
 
 from __future__ import annotations
@@ -19,12 +35,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from automat import TypeMachineBuilder
+from automat import TypeMachine, TypeMachineBuilder
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 
 from suite.backoff import Backoff
+from suite.specter.tunnel.mux import Stream
 
-__all__ = ["TunnelLifecycle", "ILinkActions", "LifecycleCore", "Backoff", "buildLifecycle"]
+__all__ = [
+    "TunnelLifecycle",
+    "ILinkActions",
+    "LifecycleCore",
+    "Backoff",
+    "buildLifecycle",
+    "newLifecycle",
+    "CLOSE_TIMEOUT",
+]
+
+#: Seconds a closing link may take before its connection is aborted.
+CLOSE_TIMEOUT = 2.0
 
 
 class TunnelLifecycle(Protocol):
@@ -35,7 +65,12 @@ class TunnelLifecycle(Protocol):
 
     def connected(self) -> None:
         """
-        The TLS link is up.
+        The link's connection is up (its TLS handshake under way).
+        """
+
+    def dialFailed(self, reason: Failure) -> None:
+        """
+        The connection attempt failed.
         """
 
     def registered(self, hostname: str) -> None:
@@ -43,29 +78,39 @@ class TunnelLifecycle(Protocol):
         The gateway accepted the tunnel under C{hostname}.
         """
 
-    def published(self) -> None:
+    def errorReceived(self, reason: str) -> None:
         """
-        The route is in the KV.
+        The gateway answered with an error (it refused the registration).
         """
 
     def moveRequested(self) -> None:
         """
-        The gateway is leaving: finish streams and use other links.
+        The gateway is leaving: finish the streams and use other links.
+        """
+
+    def streamOpened(self, stream: Stream, meta: dict[str, Any]) -> None:
+        """
+        The gateway opened a stream (a visitor).
         """
 
     def drained(self) -> None:
         """
-        No stream is left on a draining link.
+        The last stream of a link that finishes its streams ended.
         """
 
-    def connectionLost(self) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         """
-        The link closed or could not be made.
+        The link's connection closed.
         """
 
     def reconnectDue(self) -> None:
         """
         The backoff timer fired.
+        """
+
+    def closeTimedOut(self) -> None:
+        """
+        A closing link did not close in L{CLOSE_TIMEOUT} seconds.
         """
 
     def shutdown(self) -> None:
@@ -80,19 +125,76 @@ class TunnelLifecycle(Protocol):
 
 
 class ILinkActions(Protocol):
-    def connect(self) -> None: ...
+    def connect(self) -> Deferred[Any]:
+        """
+        Dial the gateway; the attempt's Deferred fails if it cannot.
+        """
 
-    def register(self) -> None: ...
+    def register(self) -> None:
+        """
+        Ask the gateway for the hostname.
+        """
 
-    def announce(self, hostname: str) -> None: ...
+    def announce(self, hostname: str) -> None:
+        """
+        The tunnel is up under C{hostname}.
+        """
 
-    def waitForStreams(self) -> None: ...
+    def reportRefusal(self, reason: str) -> None:
+        """
+        The gateway refused the tunnel.
+        """
 
-    def finishStreams(self) -> None: ...
+    def noteMove(self) -> None:
+        """
+        The gateway asked us to move: the link finishes its streams.
+        """
 
-    def abortStreams(self) -> None: ...
+    def reportLoss(self, reason: Failure) -> None:
+        """
+        A link the gateway never answered on was lost (a TLS refusal?).
+        """
 
-    def disconnect(self) -> None: ...
+    def acceptStream(self, stream: Stream, meta: dict[str, Any]) -> None:
+        """
+        Connect a visitor's stream to the target.
+        """
+
+    def refuseStream(self, stream: Stream) -> None:
+        """
+        Refuse a visitor's stream (the client is shutting down).
+        """
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Fires when the link carries no stream (at once if it carries none);
+        cancellable.
+        """
+
+    def finishStreams(self) -> None:
+        """
+        Tell the gateway to send no new visitors down the link.
+        """
+
+    def abortStreams(self) -> None:
+        """
+        Reset the streams still open.
+        """
+
+    def disconnect(self) -> None:
+        """
+        Close the link.
+        """
+
+    def abortConnection(self) -> None:
+        """
+        Abort the link's connection.
+        """
+
+    def reportClosed(self) -> None:
+        """
+        The link is closed for good.
+        """
 
 
 @dataclass
@@ -105,149 +207,273 @@ class LifecycleCore:
     actions: ILinkActions
     clock: IReactorTime
     backoff: Backoff = field(default_factory=Backoff)
-    timer: IDelayedCall | None = None
-    machine: Any = None
 
-    def scheduleReconnect(self) -> None:
-        self.cancelReconnect()
-        self.timer = self.clock.callLater(self.backoff.next(), self._due)
 
-    def _due(self) -> None:
-        self.timer = None
-        self.machine.reconnectDue()
+@dataclass
+class DialData:
+    """
+    C{Dialing}: the connection attempt.
+    """
 
-    def cancelReconnect(self) -> None:
-        if self.timer is not None and self.timer.active():
+    attempt: Deferred[Any]
+
+
+@dataclass
+class BackoffData:
+    """
+    C{BackingOff}: the reconnect timer.
+    """
+
+    timer: IDelayedCall
+
+    def cancel(self) -> None:
+        if self.timer.active():
             self.timer.cancel()
-        self.timer = None
 
 
-def _build() -> Any:
+@dataclass
+class IdleData:
+    """
+    C{Moving} and C{Stopping}: the wait for the link's last stream.
+    """
+
+    idle: Deferred[None]
+
+    def cancel(self) -> None:
+        self.idle.cancel()
+
+
+@dataclass
+class ClosingData:
+    """
+    C{Closing}: the timer that aborts a connection slow to close.
+    """
+
+    timer: IDelayedCall
+
+    def cancel(self) -> None:
+        if self.timer.active():
+            self.timer.cancel()
+
+
+def _ignoreCancel(f: Failure) -> None:
+    f.trap(CancelledError)
+
+
+def _build() -> TypeMachine[TunnelLifecycle, LifecycleCore]:
+    T = TunnelLifecycle
     b = TypeMachineBuilder(TunnelLifecycle, LifecycleCore)
     idle = b.state("Idle")
-    connecting = b.state("Connecting")
+
+    def dial(inputs: TunnelLifecycle, core: LifecycleCore) -> DialData:
+        attempt = core.actions.connect()
+        attempt.addErrback(inputs.dialFailed)
+        return DialData(attempt)
+
+    dialing = b.state("Dialing", dial)
+    registering = b.state("Registering")
+    refused = b.state("Refused")
     registered = b.state("Registered")
-    published = b.state("Published")
-    draining = b.state("Draining")
-    stopping = b.state("Stopping")
+
+    def waitForIdle(inputs: TunnelLifecycle, core: LifecycleCore) -> IdleData:
+        idle = core.actions.whenIdle()
+        idle.addCallbacks(lambda _: inputs.drained(), _ignoreCancel)
+        return IdleData(idle)
+
+    moving = b.state("Moving", waitForIdle)
+    leaving = b.state("Leaving")
+
+    def backOff(inputs: TunnelLifecycle, core: LifecycleCore, reason: Failure) -> BackoffData:
+        return BackoffData(core.clock.callLater(core.backoff.next(), inputs.reconnectDue))
+
+    backingOff = b.state("BackingOff", backOff)
+    stopping = b.state("Stopping", waitForIdle)
+
+    def closeSoon(inputs: TunnelLifecycle, core: LifecycleCore) -> ClosingData:
+        return ClosingData(core.clock.callLater(CLOSE_TIMEOUT, inputs.closeTimedOut))
+
+    closing = b.state("Closing", closeSoon)
     closed = b.state("Closed")
 
-    @idle.upon(TunnelLifecycle.start).to(connecting)
-    def _start(m: TunnelLifecycle, core: LifecycleCore) -> None:
-        core.actions.connect()
+    # -- unlinked: Idle, Dialing, BackingOff -------------------------------------------
+    idle.upon(T.start).to(dialing).returns(None)
 
-    @connecting.upon(TunnelLifecycle.connected).loop()
-    def _connected(m: TunnelLifecycle, core: LifecycleCore) -> None:
+    @idle.upon(T.stop).to(closed)
+    def _stopIdle(inputs: TunnelLifecycle, core: LifecycleCore) -> None:
+        core.actions.reportClosed()
+
+    idle.upon(T.shutdown).to(closed)(_stopIdle)
+
+    @dialing.upon(T.connected).to(registering)
+    def _connected(inputs: TunnelLifecycle, core: LifecycleCore, data: DialData) -> None:
         core.actions.register()
 
-    @connecting.upon(TunnelLifecycle.registered).to(registered)
-    def _registered(m: TunnelLifecycle, core: LifecycleCore, hostname: str) -> None:
+    @dialing.upon(T.dialFailed).to(backingOff)
+    def _dialFailed(inputs: TunnelLifecycle, core: LifecycleCore, data: DialData, reason: Failure) -> None:
+        pass
+
+    @dialing.upon(T.stop).to(closed)
+    def _stopDialing(inputs: TunnelLifecycle, core: LifecycleCore, data: DialData) -> None:
+        data.attempt.cancel()
+        core.actions.reportClosed()
+
+    dialing.upon(T.shutdown).to(closed)(_stopDialing)
+
+    @backingOff.upon(T.reconnectDue).to(dialing)
+    def _redial(inputs: TunnelLifecycle, core: LifecycleCore, data: BackoffData) -> None:
+        data.cancel()
+
+    @backingOff.upon(T.stop).to(closed)
+    def _stopBackingOff(inputs: TunnelLifecycle, core: LifecycleCore, data: BackoffData) -> None:
+        data.cancel()
+        core.actions.reportClosed()
+
+    backingOff.upon(T.shutdown).to(closed)(_stopBackingOff)
+
+    # -- linked: Registering, Refused, Registered, Moving, Leaving ----------------------
+    def _registered(inputs: TunnelLifecycle, core: LifecycleCore, hostname: str) -> None:
         core.backoff.reset()
         core.actions.announce(hostname)
 
-    @connecting.upon(TunnelLifecycle.connectionLost).loop()
-    def _retry(m: TunnelLifecycle, core: LifecycleCore) -> None:
-        core.scheduleReconnect()
+    def _refused(inputs: TunnelLifecycle, core: LifecycleCore, reason: str) -> None:
+        core.actions.reportRefusal(reason)
 
-    @connecting.upon(TunnelLifecycle.reconnectDue).loop()
-    def _redial(m: TunnelLifecycle, core: LifecycleCore) -> None:
-        core.actions.connect()
+    def _accept(inputs: TunnelLifecycle, core: LifecycleCore, stream: Stream, meta: dict[str, Any]) -> None:
+        core.actions.acceptStream(stream, meta)
 
-    registered.upon(TunnelLifecycle.published).to(published).returns(None)
-
-    for live in (registered, published):
-
-        @live.upon(TunnelLifecycle.connectionLost).to(connecting)
-        def _lost(m: TunnelLifecycle, core: LifecycleCore) -> None:
-            core.scheduleReconnect()
-
-        @live.upon(TunnelLifecycle.moveRequested).to(draining)
-        def _move(m: TunnelLifecycle, core: LifecycleCore) -> None:
-            core.actions.waitForStreams()
-
-    @connecting.upon(TunnelLifecycle.moveRequested).loop()
-    def _moveEarly(m: TunnelLifecycle, core: LifecycleCore) -> None:
+    def _disconnect(inputs: TunnelLifecycle, core: LifecycleCore) -> None:
         core.actions.disconnect()
 
-    @draining.upon(TunnelLifecycle.drained).loop()
-    def _drained(m: TunnelLifecycle, core: LifecycleCore) -> None:
+    def _finish(inputs: TunnelLifecycle, core: LifecycleCore) -> None:
+        core.actions.finishStreams()
+
+    def _lost(inputs: TunnelLifecycle, core: LifecycleCore, reason: Failure) -> None:
+        pass
+
+    @registering.upon(T.connectionLost).to(backingOff)
+    def _lostUnanswered(inputs: TunnelLifecycle, core: LifecycleCore, reason: Failure) -> None:
+        core.actions.reportLoss(reason)
+
+    registering.upon(T.registered).to(registered)(_registered)
+    registering.upon(T.errorReceived).to(refused)(_refused)
+    refused.upon(T.registered).to(registered)(_registered)
+    refused.upon(T.errorReceived).loop()(_refused)
+    refused.upon(T.connectionLost).to(backingOff)(_lost)
+    for s in (registering, refused):
+        s.upon(T.shutdown).to(closing)(_disconnect)
+
+    registered.upon(T.registered).loop().returns(None)
+    registered.upon(T.errorReceived).loop()(_refused)
+    registered.upon(T.connectionLost).to(backingOff)(_lost)
+    registered.upon(T.shutdown).to(stopping)(_finish)
+
+    def _move(inputs: TunnelLifecycle, core: LifecycleCore) -> None:
+        core.actions.noteMove()
+
+    for s in (registering, refused, registered):
+        s.upon(T.moveRequested).to(moving)(_move)
+        s.upon(T.stop).to(closing)(_disconnect)
+
+    for s in (registering, refused, registered, leaving):
+        s.upon(T.streamOpened).loop()(_accept)
+
+    @moving.upon(T.drained).to(leaving)
+    def _moved(inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData) -> None:
+        data.cancel()
         core.actions.disconnect()
 
-    @draining.upon(TunnelLifecycle.connectionLost).to(connecting)
-    def _drainedLost(m: TunnelLifecycle, core: LifecycleCore) -> None:
-        core.scheduleReconnect()
+    @moving.upon(T.streamOpened).loop()
+    def _acceptMoving(
+        inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData, stream: Stream, meta: dict[str, Any]
+    ) -> None:
+        core.actions.acceptStream(stream, meta)
 
-    for s in (idle, connecting, registered, published, draining):
+    @moving.upon(T.errorReceived).loop()
+    def _refusedMoving(inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData, reason: str) -> None:
+        core.actions.reportRefusal(reason)
 
-        @s.upon(TunnelLifecycle.stop).to(closed)
-        def _stop(m: TunnelLifecycle, core: LifecycleCore) -> None:
-            core.cancelReconnect()
-            core.actions.disconnect()
+    @moving.upon(T.connectionLost).to(backingOff)
+    def _lostMoving(inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData, reason: Failure) -> None:
+        data.cancel()
 
-    for s in (idle, connecting):
+    @moving.upon(T.shutdown).to(stopping)
+    def _shutdownMoving(inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData) -> None:
+        data.cancel()
+        core.actions.finishStreams()
 
-        @s.upon(TunnelLifecycle.shutdown).to(closed)
-        def _shutdownUnlinked(m: TunnelLifecycle, core: LifecycleCore) -> None:
-            core.cancelReconnect()
-            core.actions.disconnect()
-
-    for s in (registered, published, draining):
-
-        @s.upon(TunnelLifecycle.shutdown).to(stopping)
-        def _shutdown(m: TunnelLifecycle, core: LifecycleCore) -> None:
-            core.actions.finishStreams()
-
-    @stopping.upon(TunnelLifecycle.drained).to(closed)
-    def _stoppedClean(m: TunnelLifecycle, core: LifecycleCore) -> None:
+    @moving.upon(T.stop).to(closing)
+    def _stopMoving(inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData) -> None:
+        data.cancel()
         core.actions.disconnect()
 
-    @stopping.upon(TunnelLifecycle.stop).to(closed)
-    def _stoppedLate(m: TunnelLifecycle, core: LifecycleCore) -> None:
+    for name in ("registered", "moveRequested"):
+        moving.upon(getattr(T, name), nodata=True).loop().returns(None)
+
+    leaving.upon(T.errorReceived).loop()(_refused)
+    leaving.upon(T.connectionLost).to(backingOff)(_lost)
+    leaving.upon(T.shutdown).to(closing).returns(None)
+    leaving.upon(T.stop).to(closing).returns(None)
+    for name in ("registered", "moveRequested"):
+        leaving.upon(getattr(T, name)).loop().returns(None)
+
+    # -- shutting down: Stopping, Closing, Closed --------------------------------------
+    @stopping.upon(T.drained).to(closing)
+    def _stoppedClean(inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData) -> None:
+        data.cancel()
+        core.actions.disconnect()
+
+    @stopping.upon(T.stop).to(closing)
+    def _stoppedLate(inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData) -> None:
+        data.cancel()
         core.actions.abortStreams()
         core.actions.disconnect()
 
-    stopping.upon(TunnelLifecycle.connectionLost).to(closed).returns(None)
+    @stopping.upon(T.connectionLost).to(closed)
+    def _lostStopping(inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData, reason: Failure) -> None:
+        data.cancel()
+        core.actions.reportClosed()
 
-    # late or repeated notices are harmless everywhere
-    for s, ignored in (
-        (
-            idle,
-            (
-                "connected",
-                "registered",
-                "published",
-                "moveRequested",
-                "drained",
-                "connectionLost",
-                "reconnectDue",
-            ),
-        ),
-        (connecting, ("published", "drained", "start")),
-        (registered, ("start", "connected", "registered", "drained", "reconnectDue")),
-        (published, ("start", "connected", "registered", "published", "drained", "reconnectDue")),
-        (draining, ("start", "connected", "registered", "published", "moveRequested", "reconnectDue")),
-        (
-            stopping,
-            ("start", "connected", "registered", "published", "moveRequested", "reconnectDue", "shutdown"),
-        ),
-        (
-            closed,
-            (
-                "start",
-                "connected",
-                "registered",
-                "published",
-                "moveRequested",
-                "drained",
-                "connectionLost",
-                "reconnectDue",
-                "shutdown",
-                "stop",
-            ),
-        ),
-    ):
-        for name in ignored:
-            s.upon(getattr(TunnelLifecycle, name)).loop().returns(None)
+    @stopping.upon(T.streamOpened).loop()
+    def _refuseStopping(
+        inputs: TunnelLifecycle, core: LifecycleCore, data: IdleData, stream: Stream, meta: dict[str, Any]
+    ) -> None:
+        core.actions.refuseStream(stream)
+
+    for name in ("registered", "errorReceived", "moveRequested", "shutdown"):
+        stopping.upon(getattr(T, name), nodata=True).loop().returns(None)
+
+    @closing.upon(T.connectionLost).to(closed)
+    def _closed(inputs: TunnelLifecycle, core: LifecycleCore, data: ClosingData, reason: Failure) -> None:
+        data.cancel()
+        core.actions.reportClosed()
+
+    @closing.upon(T.closeTimedOut).loop()
+    def _slowClose(inputs: TunnelLifecycle, core: LifecycleCore, data: ClosingData) -> None:
+        core.actions.abortConnection()
+
+    @closing.upon(T.streamOpened).loop()
+    def _refuseClosing(
+        inputs: TunnelLifecycle, core: LifecycleCore, data: ClosingData, stream: Stream, meta: dict[str, Any]
+    ) -> None:
+        core.actions.refuseStream(stream)
+
+    for name in ("registered", "errorReceived", "moveRequested", "shutdown", "stop"):
+        closing.upon(getattr(T, name), nodata=True).loop().returns(None)
+
+    # Closed: late notices are harmless (a cancelled attempt's failure)
+    for name in ("dialFailed", "shutdown", "stop"):
+        closed.upon(getattr(T, name)).loop().returns(None)
+
+    # Deliberately impossible (a NoTransition would be a bug):
+    #  - connected outside Dialing: only an attempt makes a connection;
+    #  - dialFailed in any state but Dialing and Closed: a stopped attempt
+    #    is cancelled as Dialing is left for Closed;
+    #  - reconnectDue, drained, closeTimedOut outside BackingOff, Moving or
+    #    Stopping, and Closing: their timers and waits are those states'
+    #    data, cancelled by every transition that leaves them;
+    #  - link events (registered ... connectionLost) in Idle,
+    #    Dialing, BackingOff and Closed: there is no link then;
+    #  - start anywhere but Idle: a handle is started once.
     return b.build()
 
 
@@ -258,9 +484,6 @@ def newLifecycle(
     actions: ILinkActions, clock: IReactorTime, backoff: Backoff | None = None
 ) -> TunnelLifecycle:
     """
-    A lifecycle machine driving C{actions}.
+    A lifecycle machine, C{Idle}, driving C{actions}.
     """
-    core = LifecycleCore(actions, clock, backoff or Backoff())
-    machine: TunnelLifecycle = buildLifecycle(core)
-    core.machine = machine
-    return machine
+    return buildLifecycle(LifecycleCore(actions, clock, backoff or Backoff()))

@@ -111,7 +111,7 @@ class ClientDrainTests(TestCase):
         self.assertNotEqual(late, "200")
         out, err, code = await visitor
         self.assertEqual((out, code), ("first\nsecond\n", 0), err)
-        self.assertEqual(await proc.waitExit(15), 0)
+        self.assertEqual(await proc.waitExit(15), 0, proc.output())
 
     async def test_overdueResponsesReset(self) -> None:
         """
@@ -127,7 +127,7 @@ class ClientDrainTests(TestCase):
         h2 = Deferred.fromCoroutine(self._curl(h, host, "--http2"))
         await factory.started  # type: ignore[attr-defined]
         proc.sendSignal(signal.SIGTERM)
-        self.assertEqual(await proc.waitExit(15), 0)
+        self.assertEqual(await proc.waitExit(15), 0, proc.output())
         self.assertIn("resetting them", proc.output())
         for visitor, name in ((h1, "HTTP/1.1"), (h2, "HTTP/2")):
             out, err, code = await visitor

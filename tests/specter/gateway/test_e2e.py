@@ -420,6 +420,6 @@ class HTTP2LimitTests(TestCase):
         with open(big, "wb") as f:
             f.write(b"x" * (9 * 1024 * 1024))
         out, err, code = await h.curl(host, "--http2", "--data-binary", f"@{big}")
-        self.assertTrue(out.endswith("413 2"), out[-200:])
+        self.assertTrue(out.endswith("413 2"), out[-200:] + err)
         out, err, code = await h.curl(host, "--http2")
         self.assertTrue(out.endswith("200 2"), out)

@@ -44,6 +44,29 @@ class RewriterTests(SynchronousTestCase):
         for step in (1, 2, 3, 7, 64, len(stream)):
             self.assertEqual(_feed(stream, step), expected, step)
 
+    def test_repeatedHeadsRemembered(self) -> None:
+        """
+        A head the visitor sends again is rewritten the same way from what
+        was remembered (the first rewrite is not redone); a different head
+        is rewritten on its own; the memory is bounded.
+        """
+        import suite.specter.gateway.forwarded as forwarded
+
+        rewriter = RequestRewriter("10.0.0.1", 8192)
+        head = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok"
+        first = rewriter.feed(head)
+        calls: list[bytes] = []
+        original = forwarded._rewriteHead
+        self.patch(forwarded, "_rewriteHead", lambda h, ip, cache: calls.append(h) or original(h, ip, cache))
+        self.assertEqual(rewriter.feed(head), first)
+        self.assertEqual(calls, [])
+        other = rewriter.feed(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(other.startswith(b"GET /b HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1"))
+        self.assertEqual(len(calls), 1)
+        for i in range(40):
+            rewriter.feed(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+        self.assertLessEqual(len(rewriter.heads), 32)
+
     def test_upgradeIsOpaque(self) -> None:
         """
         After an Upgrade (or CONNECT) request the rest passes unchanged.

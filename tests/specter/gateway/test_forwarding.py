@@ -109,11 +109,7 @@ class _TwoGateways(TestCase):
         )
         client.start()
 
-        async def stop() -> None:
-            client.stop()
-            await _until(lambda: all(h.link is None for h in client.handles.values()))
-
-        self.addCleanup(stop)
+        self.addCleanup(client.stop)
         return client, registered
 
     async def _get(self, gateway: int, host: str) -> tuple[str, int]:
@@ -261,11 +257,7 @@ class BackPressureTests(_TwoGateways):
         )
         client.start()
 
-        async def stop() -> None:
-            client.stop()
-            await _until(lambda: all(h.link is None for h in client.handles.values()))
-
-        self.addCleanup(stop)
+        self.addCleanup(client.stop)
         host = await registered
         with open(self.cacert, "rb") as f:
             trust = Certificate.loadPEM(f.read())
@@ -275,9 +267,15 @@ class BackPressureTests(_TwoGateways):
         self.addCleanup(lambda: visitor.transport.abortConnection())
         await _until(lambda: bool(firehose.instances) and firehose.instances[0].paused)  # type: ignore[attr-defined]
         backend = firehose.instances[0]  # type: ignore[attr-defined]
-        await deferLater(reactor, 0.5, lambda: None)  # type: ignore[arg-type]
-        written = backend.written
-        await deferLater(reactor, 0.5, lambda: None)  # type: ignore[arg-type]
-        self.assertTrue(backend.paused)
-        self.assertEqual(backend.written, written, "the backend kept writing")
+        # buffers along the path (kernel socket buffers, TLS) may still
+        # drain for a moment and let the backend resume briefly: the
+        # property is that it ends up paused with a bounded amount written
+        written, settled = -1, False
+        for _ in range(40):
+            await deferLater(reactor, 0.5, lambda: None)  # type: ignore[arg-type]
+            if backend.paused and backend.written == written:
+                settled = True
+                break
+            written = backend.written
+        self.assertTrue(settled, f"the backend kept writing ({backend.written} bytes)")
         self.assertLess(written, 32 * 1024 * 1024)

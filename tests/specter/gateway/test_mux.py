@@ -187,7 +187,8 @@ class FlowControlTests(SynchronousTestCase):
     def test_closePropagates(self) -> None:
         """
         Losing the local connection sends CLOSE; the peer closes its local
-        connection and both sides forget the stream.
+        connection, whose end sends CLOSE back; then both sides have
+        forgotten the stream.  Bytes the peer sends in between are dropped.
         """
         stream = self.opener.openStream({})
         side, visitor = _local(stream)
@@ -197,7 +198,13 @@ class FlowControlTests(SynchronousTestCase):
         stream.localLost()
         self.pump()
         self.assertTrue(target.disconnecting)
-        self.assertEqual(self.opener.streams, {})
+        self.assertEqual(list(self.opener.streams), [stream.sid])
+        remote.send(b"late")
+        self.pump()
+        self.assertEqual(visitor.value(), b"")
+        remote.localLost()  # the target's connection ended
+        self.pump()
+        self.assertEqual((self.opener.streams, self.acceptor.streams), ({}, {}))
 
     def test_linkLostClosesStreams(self) -> None:
         """
@@ -239,7 +246,7 @@ class InterfaceTests(SynchronousTestCase):
         from zope.interface.verify import verifyObject
 
         from suite.specter.client.commands import _InsecureCreator, _Splice
-        from suite.specter.gateway.h2 import _Outbound
+        from suite.specter.gateway.exchange import Exchange
         from suite.specter.gateway.listener import _Dispatch
 
         link = _Opener()
@@ -247,7 +254,8 @@ class InterfaceTests(SynchronousTestCase):
         stream = link.openStream({})
         self.assertTrue(verifyObject(IPushProducer, link))
         self.assertTrue(verifyObject(IPushProducer, stream))
-        self.assertTrue(verifyObject(IPushProducer, _Outbound(stream, None)))  # type: ignore[arg-type]
+        pool: Any = type("Pool", (), {"heads": None})()
+        self.assertTrue(verifyObject(IPushProducer, Exchange(pool, link, stream)))
         self.assertTrue(verifyObject(IHandshakeListener, _Dispatch(None)))  # type: ignore[arg-type]
         self.assertTrue(verifyObject(IHandshakeListener, _Splice(None)))  # type: ignore[arg-type]
         self.assertTrue(
@@ -311,7 +319,7 @@ class EagerWriteTests(SynchronousTestCase):
         from twisted.internet.protocol import Protocol
         from twisted.internet.testing import MemoryReactor
 
-        from suite.specter.tunnel.mux import eagerWrites
+        from suite.specter.tunnel.twistedio import eagerWrites
 
         reactor = MemoryReactor()
         sock = _FakeSocket(room)
@@ -408,7 +416,7 @@ class EagerWriteTests(SynchronousTestCase):
         L{eagerWrites} finds the TCP connection under TLS-like wrappers,
         installs itself once, and ignores transports without a socket.
         """
-        from suite.specter.tunnel.mux import _EagerWrite, eagerWrites
+        from suite.specter.tunnel.twistedio import _EagerWrite, eagerWrites
 
         conn, sock, reactor = self._connection()
         installed = conn.write

@@ -37,7 +37,9 @@ class _Ring:
         self.calls.append(op)
 
         class _V:
-            pass
+            # a vnode that owns nothing yet: no read-through to replicas
+            def ownedRange(self) -> None:
+                return None
 
         v = _V()
         v.store = self.store  # type: ignore[attr-defined]

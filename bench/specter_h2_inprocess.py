@@ -1,0 +1,203 @@
+"""
+CPU per request of the Specter gateway's HTTP/2 front end, in process.
+
+One gateway (HTTP/2 visitors, tunnel link, HTTP/1.1 exchanges) is driven
+without sockets or TLS: an C{h2} client sends batches of requests (like
+h2load: 10 streams in flight per connection, 16 connections), a fake tunnel
+client answers each on the link with a 100-byte response, all in memory.
+What it measures is the gateway's own Python per request (the part a
+profile of the real process splits between the front end, the exchanges
+and the multiplexer), free of the load on the machine: the real process
+adds TLS and system calls (see C{bench/specter_tunnel.py}).
+
+Usage::
+
+    .venv/bin/python bench/specter_h2_inprocess.py [--requests 40000] [--profile]
+
+The last line holds the figures as key=value pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from h2.config import H2Configuration  # noqa: E402
+from h2.connection import H2Connection  # noqa: E402
+from h2.events import DataReceived, StreamEnded  # noqa: E402
+from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
+
+from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink  # noqa: E402
+from suite.specter.gateway.h2 import H2Front  # noqa: E402
+from suite.specter.gateway.routes import MemoryRouteStore  # noqa: E402
+from suite.specter.tunnel.frames import DATA, OPEN, FrameDecoder, encodeFrame  # noqa: E402
+
+HOST = "bench.example.test"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 06 Dec 2026 07:00:00 GMT\r\n"
+    b"Content-Type: text/html\r\nContent-Length: 100\r\nLast-Modified: Sun, 06 Dec 2026 06:00:00 GMT\r\n"
+    b'Connection: keep-alive\r\nETag: "6932d4a0-64"\r\nAccept-Ranges: bytes\r\n\r\n' + b"x" * 99 + b"\n"
+)
+
+
+class _Wire:
+    """
+    A transport collecting writes.
+    """
+
+    disconnecting = False
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self.data)
+        self.data.clear()
+        return out
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "10.0.0.1", 5000)
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+
+
+class _Target:
+    """
+    The tunnel client and its target: answers every request head that
+    arrives on a stream with L{RESPONSE}.
+    """
+
+    def __init__(self, link: GatewayLink, wire: _Wire) -> None:
+        self.link = link
+        self.wire = wire
+        self.decoder = FrameDecoder(self._frame)
+        self.answers: list[bytes] = []
+
+    def _frame(self, kind: int, sid: int, payload: bytes) -> None:
+        if kind == DATA and payload.endswith(b"\r\n\r\n"):
+            self.answers.append(encodeFrame(DATA, sid, RESPONSE))
+        elif kind not in (DATA, OPEN):
+            pass
+
+    def pump(self) -> None:
+        self.decoder.feed(self.wire.take())
+        if self.answers:
+            data = b"".join(self.answers)
+            self.answers.clear()
+            self.link.dataReceived(data)
+            self.link.readHandled()
+
+
+def run(requests: int, connections: int, streams: int, profile: Any = None) -> float:
+    clock = Clock()
+    gateway = Gateway(
+        GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"), MemoryRouteStore(clock), clock
+    )
+    linkWire = _Wire()
+    link = GatewayLink(gateway, "bench")
+    link.makeConnection(linkWire)
+    gateway.registry.add(HOST, link)
+    target = _Target(link, linkWire)
+    front = H2Front(gateway, clock)
+    visitors, clients, wires = [], [], []
+    headers = [
+        (":method", "GET"),
+        (":path", "/"),
+        (":scheme", "https"),
+        (":authority", HOST),
+        ("user-agent", "h2load nghttp2/1.52.0"),
+    ]
+    for _ in range(connections):
+        wire = _Wire()
+        visitor = front.buildProtocol(None)
+        visitor.makeConnection(wire)
+        client = H2Connection(H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.receive_data(wire.take())
+        visitor.dataReceived(client.data_to_send())
+        client.receive_data(wire.take())
+        visitors.append(visitor)
+        clients.append(client)
+        wires.append(wire)
+    done = 0
+    cpu = 0.0
+    while done < requests:
+        batch = []
+        for client in clients:
+            for _ in range(streams):
+                client.send_headers(client.get_next_available_stream_id(), headers, end_stream=True)
+            batch.append(client.data_to_send())
+        if profile is not None:
+            profile.enable()
+        start = time.process_time()
+        for visitor, data in zip(visitors, batch, strict=True):
+            visitor.dataReceived(data)
+        clock.advance(0)
+        target.pump()
+        clock.advance(0)
+        cpu += time.process_time() - start
+        if profile is not None:
+            profile.disable()
+        for client, wire in zip(clients, wires, strict=True):
+            for event in client.receive_data(wire.take()):
+                if isinstance(event, StreamEnded):
+                    done += 1
+                elif isinstance(event, DataReceived):
+                    client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        ack = []
+        for client in clients:
+            ack.append(client.data_to_send())
+        if profile is not None:
+            profile.enable()
+        start = time.process_time()
+        for visitor, data in zip(visitors, ack, strict=True):
+            if data:
+                visitor.dataReceived(data)
+        cpu += time.process_time() - start
+        if profile is not None:
+            profile.disable()
+    front.flusher.stop()
+    return cpu / done * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=40000)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--streams", type=int, default=10)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
+    args = parser.parse_args()
+    run(2000, args.connections, args.streams)  # warm up
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()
+        run(args.requests, args.connections, args.streams, profile)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(40)
+    figures = sorted(run(args.requests, args.connections, args.streams) for _ in range(3))
+    print(
+        f"h2_inprocess_cpu_us_per_request={figures[0]:.1f} h2_inprocess_cpu_us_median={figures[1]:.1f} "
+        f"loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""
+The node's records over its L{IRecordStore}: storing announces and
+withdrawal tombstones, superseding older CDMs of the same conjunction,
+withdrawing CDMs after their TCA, retention, and this node's sequence
+numbers.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from suite.spacecomms.cdm.model import CDMError, epochSeconds
+from suite.spacecomms.core import NodeCore, log
+from suite.spacecomms.store import Record
+
+__all__ = ["Ledger", "CONJUNCTION_WINDOW_SECONDS", "CLEANUP_INTERVAL_SECONDS"]
+
+CONJUNCTION_WINDOW_SECONDS = 60.0
+CLEANUP_INTERVAL_SECONDS = 60.0
+
+
+class Ledger:
+    """
+    Records as this node holds them, with the indexes the lifecycle needs
+    (a heap of TCAs, the active CDMs per object pair).
+    """
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+        self._lastSeq = 0
+        self._lastCleanup = float("-inf")
+        self._tcaHeap: list[tuple[float, str]] = []
+        self._pairs: dict[frozenset[str], set[str]] = {}
+
+    def load(self) -> None:
+        """
+        Load the store and rebuild the indexes and the sequence counter.
+        """
+        store = self.core.store
+        store.load()
+        for r in store.records("cdm"):
+            self._lastSeq = max(self._lastSeq, r.sequence if r.origin == self.core.nodeId else 0)
+            if r.active and r.tca is not None:
+                heapq.heappush(self._tcaHeap, (r.tca, r.key))
+                self._pairs.setdefault(frozenset(r.objects), set()).add(r.key)
+
+    def nextSequence(self, after: int = 0) -> int:
+        """
+        A per-originator sequence number: strictly increasing (and above
+        C{after}, the version it replaces), and based on the clock in
+        microseconds so it keeps increasing across restarts.
+        """
+        self._lastSeq = max(self._lastSeq + 1, int(self.core.now() * 1_000_000), after + 1)
+        return self._lastSeq
+
+    def put(self, record: Record) -> None:
+        """
+        Store C{record}, indexing an active CDM by TCA and object pair.
+        """
+        self.core.store.put(record)
+        if record.kind == "cdm" and record.active and record.tca is not None:
+            heapq.heappush(self._tcaHeap, (record.tca, record.key))
+            self._pairs.setdefault(frozenset(record.objects), set()).add(record.key)
+
+    def tombstone(
+        self,
+        old: Record,
+        reason: str,
+        sequence: int,
+        origin: str,
+        learnedFrom: str | None = None,
+        override: bool | None = None,
+        signed: dict[str, Any] | None = None,
+    ) -> Record:
+        """
+        Store a withdrawal of C{old}; C{signed} is the signed payload that
+        made it (None for one this node derives itself: SUPERSEDED,
+        TCA_PASSED), whose signature is kept to re-send it.
+        """
+        now = self.core.now()
+        record = Record(
+            old.kind,
+            old.key,
+            origin,
+            sequence,
+            False,
+            None,
+            reason,
+            old.createdAt,
+            now,
+            learnedFrom,
+            old.tca,
+            old.objects,
+            old.override if override is None else override,
+            None if signed is None else signed.get("signature"),
+            None if signed is None else signed.get("cert"),
+        )
+        self.core.store.put(record)
+        return record
+
+    def supersede(self, record: Record) -> None:
+        """
+        A newer CDM for the same conjunction (same two objects, TCA within
+        a minute) replaces older ones, which are withdrawn as SUPERSEDED.
+        """
+        if record.tca is None or record.body is None:
+            return
+        pair = frozenset(record.objects)
+        keys = self._pairs.get(pair, set())
+        if not keys - {record.key}:
+            return
+        mine = _created(record)
+        for key in sorted(keys):
+            o: Record | None = self.core.store.get("cdm", key)
+            if o is None or not o.active or frozenset(o.objects) != pair:
+                keys.discard(key)
+                continue
+            if o.key == record.key or o.tca is None:
+                continue
+            if abs(o.tca - record.tca) > CONJUNCTION_WINDOW_SECONDS:
+                continue
+            if (_created(o), o.sequence) < (mine, record.sequence):
+                self.tombstone(o, "SUPERSEDED", o.sequence, o.origin, o.learnedFrom)
+                keys.discard(o.key)
+                log.info("cdm {cdm_id} superseded by {newer}", cdm_id=o.key, newer=record.key)
+            elif (_created(o), o.sequence) > (mine, record.sequence):
+                self.tombstone(record, "SUPERSEDED", record.sequence, record.origin, record.learnedFrom)
+                keys.discard(record.key)
+                log.info("cdm {cdm_id} superseded by {newer}", cdm_id=record.key, newer=o.key)
+                return
+
+    def tick(self) -> None:
+        """
+        Withdraw CDMs whose TCA has passed (TCA_PASSED, on every node) and,
+        once a minute, apply the retention limits.
+        """
+        core = self.core
+        store = core.store
+        now = core.now()
+        while self._tcaHeap and self._tcaHeap[0][0] < now:
+            _, key = heapq.heappop(self._tcaHeap)
+            r = store.get("cdm", key)
+            if r is not None and r.active and r.tca is not None and r.tca < now:
+                self.tombstone(r, "TCA_PASSED", r.sequence, r.origin, r.learnedFrom)
+                log.info("cdm {cdm_id} withdrawn: TCA_PASSED", cdm_id=key)
+        config = core.config
+        if config.cleanup_enabled and now - self._lastCleanup >= CLEANUP_INTERVAL_SECONDS:
+            self._lastCleanup = now
+            for kind, hours in (
+                ("cdm", config.cdm_retention_hours),
+                ("object", config.object_retention_hours),
+            ):
+                limit = now - hours * 3600
+                for r in store.records(kind):
+                    if r.updatedAt < limit:
+                        store.remove(kind, r.key)
+                        log.info("retention: removed {kind} {key}", kind=kind, key=r.key)
+
+
+def _created(r: Record) -> float:
+    try:
+        return epochSeconds(str((r.body or {})["header"]["CREATION_DATE"]))
+    except (KeyError, TypeError, CDMError):
+        return 0.0

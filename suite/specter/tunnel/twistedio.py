@@ -1,0 +1,278 @@
+"""
+What the tunnel data path relies on in Twisted beyond its public API, kept
+in this one module.
+
+  - L{eagerWrites} reads and drives the write buffer of
+    C{twisted.internet.tcp.Connection} (C{dataBuffer}, C{_tempDataBuffer},
+    C{_writeDisconnecting}, C{_writeDisconnected}, C{TLS},
+    C{writeSomeData}) to send at once when nothing is buffered;
+  - L{closeTransport} reads C{TLSMemoryBIOProtocol._lostTLSConnection};
+  - L{LeanTLSTransport} re-implements C{TLSMemoryBIOProtocol}'s
+    C{_flushReceiveBIO} and C{_flushSendBIO} (reading the memory BIOs of
+    pyOpenSSL's C{Connection}, C{_into_ssl} and C{_from_ssl}), and replaces
+    C{BufferingTLSTransport}'s per-connection write aggregation (its
+    C{write} instance attribute, C{_aggregator}) with L{TurnWrites}.
+
+C{tests/test_twisted_private.py} checks each of these against the installed
+Twisted (and setup.cfg caps Twisted below the next major release): when a
+check fails after an upgrade, review this module against the new Twisted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
+from twisted.internet import tcp
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+
+__all__ = ["eagerWrites", "abortTransport", "closeTransport", "LeanTLSTransport", "TurnWrites"]
+
+
+def _socketTransport(transport: Any) -> Any:
+    """
+    The L{tcp.Connection} under C{transport} (through TLS and PROXY header
+    wrappers), or L{None}.
+    """
+    for _ in range(4):
+        if isinstance(transport, tcp.Connection):
+            return transport
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
+def eagerWrites(transport: Any) -> None:
+    """
+    Make the TCP connection under C{transport} send at once when its write
+    buffer is empty, instead of registering for writability and sending on
+    the next reactor turn.
+
+    A plain Twisted TCP transport buffers every write, asks epoll to report
+    the socket writable (one C{epoll_ctl}), sends in C{doWrite} and then
+    unregisters (another C{epoll_ctl}): two extra system calls and one
+    extra reactor turn per small response.  Here a write to an idle
+    connection tries C{send()} directly; whatever the kernel did not take
+    (or an error) goes through the normal buffered path, so back-pressure
+    (C{bufferSize}, producers) and error handling are Twisted's own.
+    Writes are still batched one level up: TLS transports aggregate the
+    writes of a reactor turn into one record before they get here.
+    """
+    conn = _socketTransport(transport)
+    if conn is None or "write" in vars(conn):
+        return
+    conn.write = _EagerWrite(conn)
+
+
+class _EagerWrite:
+    """
+    The C{write} of one TCP connection made eager by L{eagerWrites}.
+    """
+
+    __slots__ = ("conn", "buffered")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.buffered = type(conn).write
+
+    def __call__(self, data: bytes) -> None:
+        conn = self.conn
+        if (
+            data
+            and not conn.dataBuffer
+            and not conn._tempDataBuffer
+            and conn.connected
+            and not conn.disconnecting
+            and not conn._writeDisconnecting
+            and not conn._writeDisconnected
+            and not conn.TLS
+        ):
+            sent = conn.writeSomeData(data)
+            if not isinstance(sent, Exception) and sent > 0:
+                if sent >= len(data):
+                    return
+                data = data[sent:]
+        self.buffered(conn, data)
+
+
+def abortTransport(transport: Any) -> None:
+    """
+    Abort the TCP connection under C{transport} (through TLS and PROXY
+    wrappers): a reset without a TLS C{close_notify}, so the peer cannot
+    take what it received for a complete answer.  (A TLS transport's own
+    C{abortConnection} sends C{close_notify} first.)
+    """
+    conn = _socketTransport(transport)
+    (conn if conn is not None else transport).abortConnection()
+
+
+def closeTransport(transport: Any) -> None:
+    """
+    Close C{transport} after dropping its registered producer: a TLS
+    transport does not send its close alert while a producer is registered.
+    """
+    if getattr(transport, "disconnected", False) or getattr(transport, "_lostTLSConnection", False):
+        return
+    unregister = getattr(transport, "unregisterProducer", None)
+    if unregister is not None:
+        try:
+            unregister()
+        except RuntimeError:  # no producer registered (test transports say so)
+            pass
+    transport.loseConnection()
+
+
+def _buffered(bio: Any) -> int:
+    """
+    How many bytes a memory BIO holds.
+    """
+    return int(_lib.BIO_get_mem_data(bio, _ffi.NULL))
+
+
+class TurnWrites:
+    """
+    The writes of many TLS connections, gathered and sent once per reactor
+    turn by one delayed call for all of them (Twisted's TLS transport
+    schedules one per connection), or earlier by L{flush} (the gateway
+    calls it when a tunnel link read has been handled, so the answers it
+    carried leave at once).
+    """
+
+    #: Bytes a connection gathers before they are sent regardless.
+    limit = 64_000
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.dirty: dict[LeanTLSTransport, None] = {}
+        self.call: Any = None
+
+    def add(self, transport: LeanTLSTransport) -> None:
+        """
+        C{transport} has writes to send.
+        """
+        self.dirty[transport] = None
+        if self.call is None:
+            self.call = self.clock.callLater(0, self._turn)
+
+    def _turn(self) -> None:
+        self.call = None
+        self.flush()
+
+    def flush(self) -> None:
+        """
+        Send what every connection gathered.
+        """
+        while self.dirty:
+            dirty, self.dirty = self.dirty, {}
+            for transport in dirty:
+                transport.sendGathered()
+
+    def stop(self) -> None:
+        """
+        Cancel the pending turn (tests, shutdown).
+        """
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+
+
+class LeanTLSTransport(BufferingTLSTransport):
+    """
+    Twisted's TLS transport, reading without an exception per read, and
+    (when its factory has C{turnWrites}) gathering writes per reactor turn
+    with one delayed call for all connections.
+
+    Twisted reads decrypted bytes until pyOpenSSL raises C{WantReadError}
+    and then drains the outgoing BIO, which raises it again when there is
+    nothing to send: two exceptions (each built from OpenSSL's error queue)
+    for every read from the network.  Here the loop stops when neither the
+    incoming BIO nor OpenSSL holds more, and the outgoing BIO is read only
+    when it holds something; what is received, sent and reported is the
+    same; then, when the protocol has a C{readHandled} method, it is told
+    that everything the read carried was delivered (one read often carries
+    several records).  Twisted's transport also gathers the writes of a turn with a
+    delayed call per connection (a visitor gets one answer per turn, so
+    one delayed call per answer, about a seventh of the gateway's CPU per
+    HTTP/1.1 request); L{TurnWrites} does it with one for all.
+    """
+
+    def __init__(self, factory: Any, wrappedProtocol: Any, _connectWrapped: bool = True) -> None:
+        super().__init__(factory, wrappedProtocol, _connectWrapped)
+        self._turnWrites: TurnWrites | None = getattr(factory, "turnWrites", None)
+        self._gathered: list[bytes] = []
+        self._gatheredSize = 0
+        if self._turnWrites is not None:
+            self.write = self._gather  # type: ignore[method-assign]
+
+    def _gather(self, data: bytes) -> None:
+        gathered = self._gathered
+        if not gathered:
+            self._turnWrites.add(self)  # type: ignore[union-attr]
+        gathered.append(data + b"")
+        self._gatheredSize += len(data)
+        if self._gatheredSize > TurnWrites.limit:
+            self.sendGathered()
+
+    def sendGathered(self) -> None:
+        """
+        Encrypt and send what was gathered.
+        """
+        if self._gathered:
+            data = b"".join(self._gathered)
+            self._gathered.clear()
+            self._gatheredSize = 0
+            TLSMemoryBIOProtocol.write(self, data)
+
+    def writeSequence(self, sequence: Any) -> None:
+        self.write(b"".join(sequence))
+
+    def loseConnection(self) -> None:
+        self.sendGathered()
+        super().loseConnection()
+
+    def unregisterProducer(self) -> None:
+        self.sendGathered()  # a disconnecting transport shuts TLS down here
+        super().unregisterProducer()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self._gathered.clear()
+        self._gatheredSize = 0
+        super().connectionLost(reason)
+
+    def _flushSendBIO(self) -> None:
+        connection = self._tlsConnection
+        if connection is not None and _buffered(connection._from_ssl):
+            super()._flushSendBIO()
+
+    def _flushReceiveBIO(self) -> None:
+        self._receiveRecords()
+        if not self._lostTLSConnection:
+            handled = getattr(self.wrappedProtocol, "readHandled", None)
+            if handled is not None:
+                handled()
+
+    def _receiveRecords(self) -> None:
+        while not self._lostTLSConnection:
+            connection = self._tlsConnection
+            try:
+                data = connection.recv(2**15)
+            except WantReadError:
+                break
+            except ZeroReturnError:
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+            except Error:
+                self._tlsShutdownFinished(Failure())
+            else:
+                if not self._aborted:
+                    ProtocolWrapper.dataReceived(self, data)
+                connection = self._tlsConnection
+                if connection is None or (not connection.pending() and not _buffered(connection._into_ssl)):
+                    break
+        if self._tlsConnection is not None:
+            self._flushSendBIO()
