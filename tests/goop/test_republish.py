@@ -196,3 +196,59 @@ class ReconnectTests(SynchronousTestCase):
         d = os.path.abspath(self.mktemp())
         os.makedirs(d)
         return d
+
+
+class _SlowListHub(_Hub):
+    """A hub whose peers.json answers only when the test says so."""
+
+    def __init__(self, clock: MemoryReactorClock) -> None:
+        super().__init__(clock)
+        self.lists: list[Deferred[_Response]] = []
+
+    def get(self, url: str, **kw: Any) -> Deferred[_Response]:
+        if url.endswith("/peers.json"):
+            self._record("GET", url)
+            d: Deferred[_Response] = Deferred()
+            self.lists.append(d)
+            return d
+        return super().get(url, **kw)
+
+
+class SnapshotRaceTests(SynchronousTestCase):
+    def test_eventNewerThanTheList(self) -> None:
+        """
+        A peers.json requested before an event arrives after it: the list
+        neither drops a peer that joined meanwhile, nor brings back one that
+        left, nor overwrites newer details; peers the events did not touch
+        follow the list.
+        """
+        clock = MemoryReactorClock()
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        identity = loadIdentity(d)
+        directory = PeerDirectory(identity.peerId)
+        directory.update({"peer_id": "gone", "addrs": []}, "rendezvous")
+        directory.update({"peer_id": "stale", "addrs": []}, "rendezvous")
+        client = HubClient(clock, identity, "http://hub", directory, lambda: "p", lambda: 1, 120, 3600)
+        hub = _SlowListHub(clock)
+        client.http = hub  # type: ignore[assignment]
+        client.start()
+        assert hub.streams[0].protocol is not None
+        events = hub.streams[0].protocol
+        events.dataReceived(b'event: join\ndata: {"peer_id": "new", "label": "fresh", "addrs": []}\n\n')
+        events.dataReceived(b'event: leave\ndata: {"peer_id": "left"}\n\n')
+        old = [
+            {"peer_id": "left", "addrs": []},
+            {"peer_id": "new", "label": "old", "addrs": []},
+            {"peer_id": "kept", "addrs": []},
+        ]
+        for pending in hub.lists:
+            pending.callback(_Response(200, json.dumps(old).encode()))
+        self.assertEqual(sorted(directory.known), ["kept", "new"])
+        self.assertEqual(directory.get("new")["label"], "fresh")  # type: ignore[index]
+        # A list requested after the events is authoritative again.
+        later = Deferred.fromCoroutine(client._refresh())
+        hub.lists[-1].callback(_Response(200, json.dumps([{"peer_id": "kept", "addrs": []}]).encode()))
+        self.successResultOf(later)
+        self.assertEqual(sorted(directory.known), ["kept"])
+        client.stop()

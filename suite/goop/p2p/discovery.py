@@ -139,6 +139,12 @@ class HubClient:
         self.beats = 0
         self.seq = 0
         self.streams = 0
+        #: Events seen so far, and the event count at which each peer was
+        #: last changed by one: a peers.json snapshot requested before an
+        #: event must not undo it (re-add a peer that left, drop one that
+        #: joined, or overwrite newer details).
+        self._eventsSeen = 0
+        self._touched: dict[str, int] = {}
         # The full list is read on start, on every event-stream (re)connect and
         # every few minutes; in between, SSE events keep the directory current.
         self.refreshEvery = max(1, int(300 // max(heartbeat, 1)))
@@ -182,6 +188,7 @@ class HubClient:
     async def _refresh(self) -> None:
         import treq
 
+        since = self._eventsSeen
         resp = await self.http.get(self.url + "/peers.json", unbuffered=True)
         chunks: list[bytes] = []
         size = [0]
@@ -198,13 +205,16 @@ class HubClient:
         records = json.loads(b"".join(chunks))
         if not isinstance(records, list):
             return
+        newer = {pid for pid, n in self._touched.items() if n > since}
+        self._touched = {pid: n for pid, n in self._touched.items() if n > since}
         seen = set()
         for r in records:
             if isinstance(r, dict) and "peer_id" in r:
                 seen.add(r["peer_id"])
-                self.directory.update(r, "rendezvous")
+                if r["peer_id"] not in newer:
+                    self.directory.update(r, "rendezvous")
         for pid, r in list(self.directory.known.items()):
-            if r.get("source") == "rendezvous" and pid not in seen:
+            if r.get("source") == "rendezvous" and pid not in seen and pid not in newer:
                 self.directory.remove(pid)
 
     def heartbeat(self) -> Deferred[None]:
@@ -280,9 +290,13 @@ class HubClient:
             return
         if not isinstance(record, dict):
             return
+        if event not in ("leave", "join", "update", "heartbeat"):
+            return
+        self._eventsSeen += 1
+        self._touched[str(record.get("peer_id"))] = self._eventsSeen
         if event == "leave":
             self.directory.remove(str(record.get("peer_id")))
-        elif event in ("join", "update", "heartbeat"):
+        else:
             self.directory.update(record, "rendezvous")
 
     def stop(self) -> Deferred[None]:
