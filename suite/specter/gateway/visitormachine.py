@@ -40,6 +40,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.raft.fsm import indexed
 from suite.specter.gateway.forwarded import RequestError
 from suite.specter.tunnel.mux import Stream, abortTransport, closeTransport
 
@@ -596,7 +597,9 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
     return b.build()
 
 
-VisitorMachine = _build()
+#: Looked up by (state, input) in a table (L{suite.raft.fsm.indexed}): automat's
+#: own lookup scans every transition, several microseconds per visitor read.
+VisitorMachine = indexed(_build())
 
 
 def newVisitorMachine(visitor: VisitorSide, gateway: Gateway) -> VisitorInputs:

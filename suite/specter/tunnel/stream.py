@@ -46,6 +46,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from zope.interface import implementer
 
+from suite.raft.fsm import indexed
 from suite.specter.tunnel.frames import (
     CLOSE,
     DATA,
@@ -402,7 +403,7 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     return b.build()
 
 
-buildStream = _build()
+buildStream = indexed(_build())
 
 
 @implementer(IPushProducer)
