@@ -26,11 +26,21 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-__all__ = ["eagerWrites", "abortTransport", "closeTransport", "LeanTLSTransport", "TurnWrites"]
+__all__ = [
+    "eagerWrites",
+    "abortTransport",
+    "closeTransport",
+    "LeanTLSTransport",
+    "TurnWrites",
+    "LeanClientTLSEndpoint",
+]
 
 
 def _socketTransport(transport: Any) -> Any:
@@ -276,3 +286,27 @@ class LeanTLSTransport(BufferingTLSTransport):
                     break
         if self._tlsConnection is not None:
             self._flushSendBIO()
+
+
+@implementer(IStreamClientEndpoint)
+class LeanClientTLSEndpoint:
+    """
+    C{wrapClientTLS} with L{LeanTLSTransport}: connects C{endpoint}, starts
+    TLS as a client with C{creator}, and gathers the writes of all the
+    connections it made with one L{TurnWrites} on C{clock}.  The protocol
+    the connection attempt fires with is the application's (as with
+    C{wrapClientTLS}).
+    """
+
+    def __init__(self, creator: Any, endpoint: Any, clock: Any) -> None:
+        self.creator = creator
+        self.endpoint = endpoint
+        self.clock = clock
+        self.turnWrites = TurnWrites(clock)
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        factory: Any = TLSMemoryBIOFactory(self.creator, True, protocolFactory, self.clock)
+        factory.protocol = LeanTLSTransport
+        factory.turnWrites = self.turnWrites
+        connecting: Deferred[Any] = self.endpoint.connect(factory)
+        return connecting.addCallback(lambda tls: tls.wrappedProtocol)
