@@ -30,6 +30,10 @@ TCP_WRITE = ("ea311df0946d3f99", "3e46c97fc173bc7e")
 #: LeanTLSTransport re-implements (suite/specter/tunnel/twistedio.py).
 TLS_READ_LOOP = ("b45e129f60c44862", "c034168e4f0faf2c")
 
+#: EPollReactor.doPoll, which leanDispatch replaces, and ReactorBase.mainLoop,
+#: which calls it as doIteration (suite/specter/tunnel/twistedio.py).
+EPOLL_LOOP = ("09b62ae68ef01b4b", "769125a86d0cd7e9")
+
 
 def _fingerprint(f: Any) -> str:
     return hashlib.sha256(inspect.getsource(f).encode()).hexdigest()[:16]
@@ -123,6 +127,30 @@ class PrivateAPITests(SynchronousTestCase):
         self.assertEqual(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL), 0)
         connection.bio_write(b"12345")
         self.assertEqual(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL), 5)
+
+    def test_epollLoop(self) -> None:
+        """
+        suite/specter/tunnel/twistedio.py (leanDispatch) replaces
+        EPollReactor.doPoll (the reactor's doIteration, called by
+        ReactorBase.mainLoop) and reads its _poller, _selectables and
+        _doReadOrWrite.
+        """
+        from twisted.internet.base import ReactorBase
+        from twisted.internet.epollreactor import EPollReactor
+
+        self.assertIs(EPollReactor.doIteration, EPollReactor.doPoll)
+        self.assertEqual(
+            (_fingerprint(EPollReactor.doPoll), _fingerprint(ReactorBase.mainLoop)),
+            EPOLL_LOOP,
+            "EPollReactor.doPoll or ReactorBase.mainLoop changed: review leanDispatch in "
+            "suite/specter/tunnel/twistedio.py, then update EPOLL_LOOP",
+        )
+        reactor = EPollReactor()
+        try:
+            for name in ("_poller", "_selectables", "_doReadOrWrite"):
+                self.assertTrue(hasattr(reactor, name), f"EPollReactor.{name} is gone")
+        finally:
+            reactor._poller.close()
 
     def test_clientFactory(self) -> None:
         """

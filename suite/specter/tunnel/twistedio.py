@@ -7,6 +7,8 @@ in this one module.
     C{_writeDisconnecting}, C{_writeDisconnected}, C{TLS},
     C{writeSomeData}) to send at once when nothing is buffered;
   - L{closeTransport} reads C{TLSMemoryBIOProtocol._lostTLSConnection};
+  - L{leanDispatch} replaces C{EPollReactor.doPoll} (as the reactor's
+    C{doIteration}, which C{ReactorBase.mainLoop} calls) for one reactor;
   - L{LeanTLSTransport} re-implements C{TLSMemoryBIOProtocol}'s
     C{_flushReceiveBIO} and C{_flushSendBIO} (reading the memory BIOs of
     pyOpenSSL's C{Connection}, C{_into_ssl} and C{_from_ssl}), and replaces
@@ -20,6 +22,7 @@ check fails after an upgrade, review this module against the new Twisted.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from OpenSSL._util import ffi as _ffi
@@ -27,7 +30,9 @@ from OpenSSL._util import lib as _lib
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -40,7 +45,65 @@ __all__ = [
     "LeanTLSTransport",
     "TurnWrites",
     "LeanClientTLSEndpoint",
+    "leanDispatch",
 ]
+
+
+_log = Logger()
+
+
+def leanDispatch(reactor: Any) -> bool:
+    """
+    Make an epoll C{reactor} hand each network event straight to its
+    C{_doReadOrWrite}; return whether it was done (other reactors are left
+    alone).
+
+    Twisted's C{doPoll} runs every event through
+    C{twisted.python.log.callWithLogger}, which asks the selectable for its
+    log prefix and pushes a fresh log context for the call (about 1.4 µs
+    per event, 5-10 % of the tunnel's CPU per HTTP/1.1 request).  The
+    context only names the connection in C{twisted.python.log} (legacy)
+    messages; the suite logs through C{twisted.logger}, which does not read
+    it.  Errors escaping an event handler are logged and the reactor goes
+    on, as with C{callWithLogger}.
+    """
+    if not isinstance(reactor, EPollReactor) or "doIteration" in vars(reactor):
+        return False
+    reactor.doIteration = _LeanPoll(reactor)  # type: ignore[method-assign]
+    return True
+
+
+class _LeanPoll:
+    """
+    C{EPollReactor.doPoll} without the per-event log context (see
+    L{leanDispatch}).
+    """
+
+    __slots__ = ("reactor",)
+
+    def __init__(self, reactor: EPollReactor) -> None:
+        self.reactor = reactor
+
+    def __call__(self, timeout: float | None) -> None:
+        reactor = self.reactor
+        selectables = reactor._selectables
+        try:
+            events = reactor._poller.poll(-1 if timeout is None else timeout, len(selectables))
+        except OSError as e:
+            if e.errno == errno.EINTR:
+                return
+            raise
+        dispatch = reactor._doReadOrWrite
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue
+            try:
+                dispatch(selectable, fd, event)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                _log.failure("unhandled error handling a network event")
 
 
 def _socketTransport(transport: Any) -> Any:
