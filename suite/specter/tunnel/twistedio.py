@@ -10,14 +10,20 @@ in this one module.
   - L{leanDispatch} replaces C{EPollReactor.doPoll} (as the reactor's
     C{doIteration}, which C{ReactorBase.mainLoop} calls) for one reactor;
   - L{LeanTLSTransport} re-implements C{TLSMemoryBIOProtocol}'s
-    C{_flushReceiveBIO} and C{_flushSendBIO} (reading the memory BIOs of
-    pyOpenSSL's C{Connection}, C{_into_ssl} and C{_from_ssl}), and replaces
-    C{BufferingTLSTransport}'s per-connection write aggregation (its
-    C{write} instance attribute, C{_aggregator}) with L{TurnWrites}.
+    C{dataReceived}, C{_flushReceiveBIO}, C{_flushSendBIO} and (for
+    gathered writes) C{write}/C{_write} once the handshake is done, and
+    replaces C{BufferingTLSTransport}'s per-connection write aggregation
+    (its C{write} instance attribute, C{_aggregator}) with L{TurnWrites}.
+    It calls OpenSSL through pyOpenSSL's bindings (C{SSL_read},
+    C{SSL_write}, C{BIO_write}, C{BIO_get_mem_data} on pyOpenSSL
+    C{Connection}'s C{_ssl}, C{_into_ssl} and C{_from_ssl}) and leaves
+    every failure to pyOpenSSL's C{_raise_ssl_error} and
+    C{_handle_bio_errors}.
 
 C{tests/test_twisted_private.py} checks each of these against the installed
-Twisted (and setup.cfg caps Twisted below the next major release): when a
-check fails after an upgrade, review this module against the new Twisted.
+Twisted and pyOpenSSL (and setup.cfg caps Twisted below the next major
+release): when a check fails after an upgrade, review this module against
+the new version.
 """
 
 from __future__ import annotations
@@ -207,6 +213,14 @@ def _buffered(bio: Any) -> int:
     return int(_lib.BIO_get_mem_data(bio, _ffi.NULL))
 
 
+#: Decrypted bytes read at once (Twisted's size); one buffer for every
+#: connection, copied out before the bytes are delivered.
+_READ_SIZE = 2**15
+_READ_BUFFER = _ffi.new("char[]", _READ_SIZE)
+#: Application bytes per TLS record written (Twisted's size).
+_RECORD = 2**14
+
+
 class TurnWrites:
     """
     The writes of many TLS connections, gathered and sent once per reactor
@@ -293,13 +307,50 @@ class LeanTLSTransport(BufferingTLSTransport):
 
     def sendGathered(self) -> None:
         """
-        Encrypt and send what was gathered.
+        Encrypt and send what was gathered: as records of up to 16 KiB
+        (Twisted's size), all of them in one write to the connection.
         """
-        if self._gathered:
-            data = b"".join(self._gathered)
-            self._gathered.clear()
-            self._gatheredSize = 0
+        gathered = self._gathered
+        if not gathered:
+            return
+        data = gathered[0] if len(gathered) == 1 else b"".join(gathered)
+        gathered.clear()
+        self._gatheredSize = 0
+        connection = self._tlsConnection
+        if (
+            connection is None
+            or not self._handshakeDone
+            or self._appSendBuffer
+            or self._lostTLSConnection
+            or (self.disconnecting and self._producer is None)
+        ):
             TLSMemoryBIOProtocol.write(self, data)
+            return
+        ssl = connection._ssl
+        size = len(data)
+        sent = 0
+        with _ffi.from_buffer(data) as buffer:
+            while sent < size:
+                result = _lib.SSL_write(ssl, buffer + sent, min(size - sent, _RECORD))
+                if result <= 0:
+                    break
+                sent += result
+        pending = _buffered(connection._from_ssl)
+        if pending:
+            self.transport.write(connection.bio_read(pending))  # type: ignore[union-attr]
+        if sent < size:
+            # what OpenSSL did not take, and its error, go Twisted's way
+            TLSMemoryBIOProtocol._write(self, data[sent:])
+
+    def dataReceived(self, data: bytes) -> None:
+        connection = self._tlsConnection
+        if connection is None or not self._handshakeDone or self._appSendBuffer:
+            super().dataReceived(data)
+            return
+        result = _lib.BIO_write(connection._into_ssl, data, len(data))
+        if result <= 0:
+            connection._handle_bio_errors(connection._into_ssl, result)
+        self._flushReceiveBIO()
 
     def writeSequence(self, sequence: Any) -> None:
         self.write(b"".join(sequence))
@@ -332,8 +383,20 @@ class LeanTLSTransport(BufferingTLSTransport):
     def _receiveRecords(self) -> None:
         while not self._lostTLSConnection:
             connection = self._tlsConnection
+            result = _lib.SSL_read(connection._ssl, _READ_BUFFER, _READ_SIZE)
+            if result > 0:
+                data = _ffi.buffer(_READ_BUFFER, result)[:]
+                if not self._aborted:
+                    ProtocolWrapper.dataReceived(self, data)
+                connection = self._tlsConnection
+                if connection is None or (
+                    not _lib.SSL_pending(connection._ssl) and not _buffered(connection._into_ssl)
+                ):
+                    break
+                continue
             try:
-                data = connection.recv(2**15)
+                # pyOpenSSL's own reading of the failure (recv raises the same)
+                connection._raise_ssl_error(connection._ssl, result)
             except WantReadError:
                 break
             except ZeroReturnError:
@@ -342,11 +405,7 @@ class LeanTLSTransport(BufferingTLSTransport):
             except Error:
                 self._tlsShutdownFinished(Failure())
             else:
-                if not self._aborted:
-                    ProtocolWrapper.dataReceived(self, data)
-                connection = self._tlsConnection
-                if connection is None or (not connection.pending() and not _buffered(connection._into_ssl)):
-                    break
+                break
         if self._tlsConnection is not None:
             self._flushSendBIO()
 

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.pki.ca import mintSelfSigned
-from suite.specter.tunnel.twistedio import LeanClientTLSEndpoint, LeanTLSTransport, leanDispatch
+from suite.specter.tunnel.twistedio import LeanClientTLSEndpoint, LeanTLSTransport, TurnWrites, leanDispatch
 
 _CERT, _KEY = mintSelfSigned(["a.test"])
 _TRUST = Certificate(crypto.X509.from_cryptography(_CERT))
@@ -48,14 +48,17 @@ class _Echo(Protocol):
 
 class _Pair:
     """
-    A server TLS transport of class C{cls} and a memory BIO client.
+    A server TLS transport of class C{cls} and a memory BIO client;
+    C{gathered}: the transport's writes are gathered per turn (L{TurnWrites}).
     """
 
-    def __init__(self, cls: type) -> None:
+    def __init__(self, cls: type, gathered: bool = False) -> None:
         self.clock = Clock()
         self.app: Any = Factory.forProtocol(_Echo)
-        factory = TLSMemoryBIOFactory(_OPTIONS, False, self.app, self.clock)
+        factory: Any = TLSMemoryBIOFactory(_OPTIONS, False, self.app, self.clock)
         factory.protocol = cls
+        if gathered:
+            factory.turnWrites = TurnWrites(self.clock)
         self.server = factory.buildProtocol(None)
         self.wire = StringTransport()
         self.server.makeConnection(self.wire)
@@ -105,9 +108,12 @@ class _Pair:
 class LeanTLSTests(SynchronousTestCase):
     def both(self, run: Any) -> None:
         """
-        Run C{run(pair)} over both transports; they must observe the same.
+        Run C{run(pair)} over both transports (the lean one with and
+        without gathered writes); they must observe the same.
         """
-        self.assertEqual(run(_Pair(LeanTLSTransport)), run(_Pair(BufferingTLSTransport)))
+        expected = run(_Pair(BufferingTLSTransport))
+        self.assertEqual(run(_Pair(LeanTLSTransport)), expected)
+        self.assertEqual(run(_Pair(LeanTLSTransport, gathered=True)), expected)
 
     def test_recordsWholeSplitAndBatched(self) -> None:
         """
