@@ -210,7 +210,7 @@ def _buffered(bio: Any) -> int:
     """
     How many bytes a memory BIO holds.
     """
-    return int(_lib.BIO_get_mem_data(bio, _ffi.NULL))
+    return _lib.BIO_get_mem_data(bio, _ffi.NULL)  # type: ignore[no-any-return]
 
 
 #: Decrypted bytes read at once (Twisted's size); one buffer for every
