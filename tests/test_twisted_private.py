@@ -25,6 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: fingerprints of the reviewed version's source.
 TCP_WRITE = ("ea311df0946d3f99", "3e46c97fc173bc7e")
 
+#: tcp.Connection.writeSomeData, which eagerWrites does itself (one socket
+#: send of up to SEND_LIMIT bytes; a failure left to the buffered path).
+TCP_SEND = "2dd0d4209260b94e"
+
 
 #: TLSMemoryBIOProtocol._flushReceiveBIO and _flushSendBIO, which
 #: LeanTLSTransport re-implements (suite/specter/tunnel/twistedio.py).
@@ -92,6 +96,13 @@ class PrivateAPITests(SynchronousTestCase):
             "then update TCP_WRITE",
         )
         self.assertEqual(conn.writeSomeData(b"abcd"), 2)
+        self.assertEqual(
+            _fingerprint(tcp.Connection.writeSomeData),
+            TCP_SEND,
+            "tcp.Connection.writeSomeData changed: review eagerWrites in suite/specter/tunnel/twistedio.py, "
+            "then update TCP_SEND",
+        )
+        self.assertIsInstance(tcp.Connection.SEND_LIMIT, int)
 
     def test_tlsLost(self) -> None:
         """

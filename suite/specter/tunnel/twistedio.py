@@ -148,6 +148,10 @@ def eagerWrites(transport: Any) -> None:
     conn.write = _EagerWrite(conn)
 
 
+#: What one eager send offers the kernel (tcp.Connection.SEND_LIMIT).
+_SEND_LIMIT = tcp.Connection.SEND_LIMIT
+
+
 class _EagerWrite:
     """
     The C{write} of one TCP connection made eager by L{eagerWrites}.
@@ -171,8 +175,13 @@ class _EagerWrite:
             and not conn._writeDisconnected
             and not conn.TLS
         ):
-            sent = conn.writeSomeData(data)
-            if not isinstance(sent, Exception) and sent > 0:
+            # tcp.Connection.writeSomeData without its memoryview and
+            # untilConcludes (Python retries a send interrupted by a signal)
+            try:
+                sent = conn.socket.send(data if len(data) <= _SEND_LIMIT else data[:_SEND_LIMIT])
+            except OSError:
+                sent = 0  # would block, or failed: the buffered path finds out
+            if sent > 0:
                 if sent >= len(data):
                     return
                 data = data[sent:]
@@ -293,6 +302,8 @@ class LeanTLSTransport(BufferingTLSTransport):
         self._turnWrites: TurnWrites | None = getattr(factory, "turnWrites", None)
         self._gathered: list[bytes] = []
         self._gatheredSize = 0
+        self._handledFor: Any = None
+        self._handled: Any = None
         if self._turnWrites is not None:
             self.write = self._gather  # type: ignore[method-assign]
 
@@ -376,9 +387,13 @@ class LeanTLSTransport(BufferingTLSTransport):
     def _flushReceiveBIO(self) -> None:
         self._receiveRecords()
         if not self._lostTLSConnection:
-            handled = getattr(self.wrappedProtocol, "readHandled", None)
-            if handled is not None:
-                handled()
+            protocol = self.wrappedProtocol
+            if protocol is not self._handledFor:
+                # looked up once per protocol (a failed getattr raises inside)
+                self._handledFor = protocol
+                self._handled = getattr(protocol, "readHandled", None)
+            if self._handled is not None:
+                self._handled()
 
     def _receiveRecords(self) -> None:
         while not self._lostTLSConnection:
