@@ -147,7 +147,8 @@ class _Flow:
                     parts.append(_pack(DATA, sid, len(piece)))
                     parts.append(piece.tobytes())
                 link.write(b"".join(parts))
-        self.updateSource()
+        if self.sourcePaused or self.pending or self.sendWindow <= 0 or self.link.writePaused:
+            self.updateSource()  # otherwise it would find nothing to change
 
     def flushPending(self) -> None:
         """

@@ -226,6 +226,10 @@ def _buffered(bio: Any) -> int:
 #: connection, copied out before the bytes are delivered.
 _READ_SIZE = 2**15
 _READ_BUFFER = _ffi.new("char[]", _READ_SIZE)
+#: Encrypted bytes taken from a connection's outgoing BIO at once through
+#: one shared buffer (more is read through pyOpenSSL).
+_OUT_SIZE = 2**17
+_OUT_BUFFER = _ffi.new("char[]", _OUT_SIZE)
 #: Application bytes per TLS record written (Twisted's size).
 _RECORD = 2**14
 
@@ -346,9 +350,7 @@ class LeanTLSTransport(BufferingTLSTransport):
                 if result <= 0:
                     break
                 sent += result
-        pending = _buffered(connection._from_ssl)
-        if pending:
-            self.transport.write(connection.bio_read(pending))  # type: ignore[union-attr]
+        self._flushSendBIO()
         if sent < size:
             # what OpenSSL did not take, and its error, go Twisted's way
             TLSMemoryBIOProtocol._write(self, data[sent:])
@@ -381,8 +383,20 @@ class LeanTLSTransport(BufferingTLSTransport):
 
     def _flushSendBIO(self) -> None:
         connection = self._tlsConnection
-        if connection is not None and _buffered(connection._from_ssl):
-            super()._flushSendBIO()
+        if connection is None:
+            return
+        bio = connection._from_ssl
+        pending = _buffered(bio)
+        if not pending:
+            return
+        if pending > _OUT_SIZE:
+            self.transport.write(connection.bio_read(pending))  # type: ignore[union-attr]
+            return
+        read = _lib.BIO_read(bio, _OUT_BUFFER, pending)
+        if read <= 0:
+            super()._flushSendBIO()  # pyOpenSSL reports what went wrong
+            return
+        self.transport.write(_ffi.buffer(_OUT_BUFFER, read)[:])  # type: ignore[union-attr]
 
     def _flushReceiveBIO(self) -> None:
         self._receiveRecords()
@@ -409,6 +423,8 @@ class LeanTLSTransport(BufferingTLSTransport):
                 ):
                     break
                 continue
+            if _lib.SSL_get_error(connection._ssl, result) == _lib.SSL_ERROR_WANT_READ:
+                break  # a record not complete yet
             try:
                 # pyOpenSSL's own reading of the failure (recv raises the same)
                 connection._raise_ssl_error(connection._ssl, result)

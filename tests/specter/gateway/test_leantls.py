@@ -129,7 +129,21 @@ class LeanTLSTests(SynchronousTestCase):
             pair.deliver(split[7:3000])
             pair.deliver(split[3000:])
             pair.deliver(pair.records(b"y" * 40000))
-            return pair.app.received, pair.backToClient()
+            answers = pair.backToClient()
+            pair.deliver(pair.records(b"z" * 300000))  # answers larger than one buffer
+            return pair.app.received, answers, b"".join(pair.backToClient())
+
+        self.both(run)
+
+    def test_largeWrite(self) -> None:
+        """
+        One write larger than the outgoing buffer arrives whole.
+        """
+
+        def run(pair: _Pair) -> Any:
+            pair.server.write(b"q" * 300000)
+            pair.clock.advance(0)
+            return b"".join(pair.backToClient())
 
         self.both(run)
 
