@@ -39,7 +39,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -416,7 +415,7 @@ class LeanTLSTransport(BufferingTLSTransport):
             if result > 0:
                 data = _ffi.buffer(_READ_BUFFER, result)[:]
                 if not self._aborted:
-                    ProtocolWrapper.dataReceived(self, data)
+                    self.wrappedProtocol.dataReceived(data)  # ProtocolWrapper.dataReceived
                 connection = self._tlsConnection
                 if connection is None or (
                     not _lib.SSL_pending(connection._ssl) and not _buffered(connection._into_ssl)
