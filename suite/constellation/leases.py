@@ -63,6 +63,7 @@ __all__ = [
     "newLeaseHold",
     "KeeperInputs",
     "KeeperCore",
+    "KeeperRounds",
     "newLeaseKeeper",
     "encodeLeaseCommand",
     "candidateOrder",
@@ -350,7 +351,7 @@ newLeaseHold = _buildHold()
 # releases and the leadership transfer of a handover finished) and
 # stopFinished (those of shutdown finished).  Every state answers every
 # input; the ones a state cannot receive change nothing there.
-# States: Idle (constructed, no rounds yet); Running (data: L{_Rounds}: the
+# States: Idle (constructed, no rounds yet); Running (data: L{KeeperRounds}: the
 # round timer, armed by start and cancelled by stop, the leadership seen by
 # the rounds, when each better node was first seen, and the leases with a
 # proposal in flight); HandingOver (the same data: the round timer keeps its
@@ -361,7 +362,7 @@ newLeaseHold = _buildHold()
 
 
 @dataclass
-class _Rounds:
+class KeeperRounds:
     """
     The data of a running keeper: the round timer, the term and the time
     (own monotonic clock) this node was first seen leading in it, when each
@@ -387,7 +388,7 @@ class _Rounds:
 
 
 class KeeperInputs(Protocol):
-    def start(self, rounds: _Rounds) -> None:
+    def start(self, rounds: KeeperRounds) -> None:
         """
         Begin the rounds (C{rounds} fresh).
         """
@@ -404,13 +405,13 @@ class KeeperInputs(Protocol):
         C{until}; or (C{token} None) it failed or changed nothing.
         """
 
-    def handOver(self, target: str, rounds: _Rounds) -> None:
+    def handOver(self, target: str, rounds: KeeperRounds) -> None:
         """
         Node C{target} has better priority and has been alive long enough:
         stop acting, release the leases, transfer leadership to it.
         """
 
-    def handedOver(self, rounds: _Rounds) -> None:
+    def handedOver(self, rounds: KeeperRounds) -> None:
         """
         The releases and the leadership transfer of a handover finished
         (whatever their outcome).
@@ -456,7 +457,7 @@ class KeeperCore:
         return any(hold.token() is not None for hold in self.holds.values())
 
 
-def _round(inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds) -> None:
+def _round(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> None:
     """
     One round on a running keeper: grant, renew or hand over (on the
     leader).
@@ -490,7 +491,7 @@ def _round(inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds) -> None:
                 _propose(inputs, core, rounds, "grant", name, lease.token)
 
 
-def _betterCandidate(core: KeeperCore, rounds: _Rounds, now: float) -> str | None:
+def _betterCandidate(core: KeeperCore, rounds: KeeperRounds, now: float) -> str | None:
     mine = candidateOrder(core.me)
     better = sorted((c for c in core.candidates() if candidateOrder(c) < mine), key=candidateOrder)
     for name in list(rounds.betterSince):
@@ -504,7 +505,9 @@ def _betterCandidate(core: KeeperCore, rounds: _Rounds, now: float) -> str | Non
     return None
 
 
-def _propose(inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds, op: str, name: str, token: int) -> None:
+def _propose(
+    inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds, op: str, name: str, token: int
+) -> None:
     sent = core.now()
     rounds.inflight.add(name)
     d = core.raft.propose(encodeLeaseCommand(op, name, core.me, token, core.settings.duration))
@@ -559,14 +562,16 @@ def _buildKeeper() -> TypeMachine[KeeperInputs, KeeperCore]:
     b = TypeMachineBuilder(KeeperInputs, KeeperCore)
     idle = b.state("Idle")
 
-    def running_(inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds) -> _Rounds:
+    def running_(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> KeeperRounds:
         # Entered at start (fresh data) and after a handover: leadership and
         # better nodes are judged afresh.
         rounds.leaderSince = None
         rounds.betterSince.clear()
         return rounds
 
-    def handingOver_(inputs: KeeperInputs, core: KeeperCore, target: str, rounds: _Rounds) -> _Rounds:
+    def handingOver_(
+        inputs: KeeperInputs, core: KeeperCore, target: str, rounds: KeeperRounds
+    ) -> KeeperRounds:
         return rounds
 
     # Inputs a state never receives, or that no longer matter there, change
@@ -578,7 +583,7 @@ def _buildKeeper() -> TypeMachine[KeeperInputs, KeeperCore]:
 
     # start
     @idle.upon(KeeperInputs.start).to(running)
-    def started(inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds) -> None:
+    def started(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> None:
         rounds.arm(inputs, core)
 
     running.upon(KeeperInputs.start).loop().returns(None)
@@ -588,15 +593,16 @@ def _buildKeeper() -> TypeMachine[KeeperInputs, KeeperCore]:
 
     # tick
     @running.upon(KeeperInputs.tick).loop()
-    def round_(inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds) -> None:
-        rounds.timer = None
+    def round_(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> None:
+        rounds.cancel()
         try:
             _round(inputs, core, rounds)
         finally:
             rounds.arm(inputs, core)
 
     @handingOver.upon(KeeperInputs.tick).loop()
-    def keepBeat(inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds) -> None:
+    def keepBeat(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> None:
+        rounds.cancel()
         rounds.arm(inputs, core)
 
     idle.upon(KeeperInputs.tick).loop().returns(None)
@@ -606,7 +612,12 @@ def _buildKeeper() -> TypeMachine[KeeperInputs, KeeperCore]:
     # answered
     @running.upon(KeeperInputs.answered).loop()
     def answered(
-        inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds, name: str, token: int | None, until: float
+        inputs: KeeperInputs,
+        core: KeeperCore,
+        rounds: KeeperRounds,
+        name: str,
+        token: int | None,
+        until: float,
     ) -> None:
         rounds.inflight.discard(name)
         if token is not None:
@@ -614,7 +625,12 @@ def _buildKeeper() -> TypeMachine[KeeperInputs, KeeperCore]:
 
     @handingOver.upon(KeeperInputs.answered).loop()
     def answeredLate(
-        inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds, name: str, token: int | None, until: float
+        inputs: KeeperInputs,
+        core: KeeperCore,
+        rounds: KeeperRounds,
+        name: str,
+        token: int | None,
+        until: float,
     ) -> None:
         # Not acting while handing over: a grant or renewal that committed
         # now is not used.
@@ -626,7 +642,9 @@ def _buildKeeper() -> TypeMachine[KeeperInputs, KeeperCore]:
 
     # handOver
     @running.upon(KeeperInputs.handOver).to(handingOver)
-    def handOver(inputs: KeeperInputs, core: KeeperCore, data: _Rounds, target: str, rounds: _Rounds) -> None:
+    def handOver(
+        inputs: KeeperInputs, core: KeeperCore, data: KeeperRounds, target: str, rounds: KeeperRounds
+    ) -> None:
         d = _releaseAndTransfer(core, target)
         d.addBoth(lambda _: inputs.handedOver(rounds))
 
@@ -649,12 +667,12 @@ def _buildKeeper() -> TypeMachine[KeeperInputs, KeeperCore]:
         return _shutDown(inputs, core)
 
     @running.upon(KeeperInputs.stop).to(stopping)
-    def stopRunning(inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds) -> Deferred[Any]:
+    def stopRunning(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> Deferred[Any]:
         rounds.cancel()
         return _shutDown(inputs, core)
 
     @handingOver.upon(KeeperInputs.stop).to(stopping)
-    def stopHandingOver(inputs: KeeperInputs, core: KeeperCore, rounds: _Rounds) -> Deferred[Any]:
+    def stopHandingOver(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> Deferred[Any]:
         rounds.cancel()
         return _shutDown(inputs, core)
 
@@ -747,7 +765,7 @@ class LeaseKeeper:
         return out
 
     def start(self) -> None:
-        self.state.start(_Rounds())
+        self.state.start(KeeperRounds())
 
     def stop(self) -> Deferred[Any]:
         """
