@@ -88,7 +88,7 @@ class ListeningHub(SSEHub):
     A hub with one listening client (as far as publishers can tell).
     """
 
-    clientCount = 1  # type: ignore[assignment]
+    clientCount = 1
 
 
 class APIFixture(SynchronousTestCase):

@@ -592,7 +592,7 @@ class SimulationTests(SynchronousTestCase):
 
             def counting(item: Any, name: str = m.name, submit: Any = submit) -> Deferred[None]:
                 records[name] += 1
-                return submit(item)  # type: ignore[no-any-return]
+                return submit(item)
 
             m.disk.wal.submit = counting  # type: ignore[method-assign]
         before = {m.name: m.disk.wal.batches for m in sim.members.values() if m.disk.wal is not None}

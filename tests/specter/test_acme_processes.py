@@ -106,7 +106,7 @@ class ACMEServerTests(TestCase):
         factory = server.DNSServerFactory(authorities=[resolver])
         port = freePort()
         udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")  # type: ignore[attr-defined]
-        tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
         self.addCleanup(udp.stopListening)
         self.addCleanup(tcp.stopListening)
         return port, resolver
@@ -341,7 +341,7 @@ class ACMEServerTests(TestCase):
         the domain to the client's tunnel; another client cannot claim it.
         """
         site = Site(_Backend())
-        backend = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        backend = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(backend.stopListening)
         ring = await self.startAll()
         alice = os.path.join(self.base, "alice")

@@ -605,7 +605,7 @@ class AnswerCacheTests(ZoneTestsMixin, SynchronousTestCase):
         proto = StreamProtocol(factory, self.clock)
         proto.factory = factory
         transport = StringTCP()
-        proto.makeConnection(transport)  # type: ignore[arg-type]
+        proto.makeConnection(transport)
         proto.dataReceived(len(data).to_bytes(2, "big") + data)
         proto.setTimeout(None)
         return transport.data

@@ -44,7 +44,7 @@ class _Slow(Protocol):
         factory.requests += 1
         if factory.requests == factory.expect:
             factory.started.callback(None)
-        self.call = reactor.callLater(factory.delay, self.finish)  # type: ignore[attr-defined]
+        self.call = reactor.callLater(factory.delay, self.finish)
 
     def finish(self) -> None:
         self.transport.write(b"second\n")
