@@ -36,19 +36,30 @@ import ipaddress
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from automat import TypeMachine, TypeMachineBuilder
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from suite.constellation.leases import LeaseKeeper, LeaseSettings, LeaseStateMachine, candidateOrder
 from suite.daemon import ConfigError
 from suite.raft.embed import RaftNodeService, makeRaftNodeService
 from suite.raft.settings import RaftSettings
 
-__all__ = ["derivedBundle", "RaftAgent", "makeRaftAgent", "BOOTSTRAP_MARKER"]
+__all__ = [
+    "derivedBundle",
+    "RaftAgent",
+    "makeRaftAgent",
+    "BOOTSTRAP_MARKER",
+    "ChangeInputs",
+    "ChangeCore",
+    "MembershipChange",
+]
 
 log = Logger(namespace="constellation.raft")
 
@@ -85,6 +96,81 @@ def derivedBundle(gossipKey: bytes, nodeId: str, address: str) -> Any:
     )
     nodeCert, nodeKey = mintCertificate(caCert, caKey, nodeId, ipAddresses=[address], dnsNames=[nodeId])
     return Bundle(caCert, nodeCert, nodeKey, caCert, source="derived from the gossip key")
+
+
+# -- the membership change machine ----------------------------------------
+#
+# The leader changes Raft membership one node at a time.  Inputs
+# (L{ChangeInputs}): begin (propose adding or removing a node), finished
+# (private: the change committed or failed), and the question busy, answered
+# in both states.  States: Idle; Changing (data: L{_Changing}, what is being
+# changed).  Outputs: C{node.changeMembership} and log lines.
+
+
+class ChangeInputs(Protocol):
+    def begin(self, action: str, name: str, address: str) -> None:
+        """
+        Propose C{action} (C{addVoter} or C{remove}) of node C{name} (at
+        C{address}); ignored while a change is in flight.
+        """
+
+    def finished(self, failure: Failure | None) -> None:
+        """
+        The change in flight committed (C{failure} None) or failed.
+        """
+
+    def busy(self) -> bool:
+        """
+        Whether a change is in flight.
+        """
+
+
+@dataclass
+class ChangeCore:
+    node: Any
+
+
+@dataclass
+class _Changing:
+    action: str
+    name: str
+
+
+def _buildChange() -> TypeMachine[ChangeInputs, ChangeCore]:
+    b = TypeMachineBuilder(ChangeInputs, ChangeCore)
+    idle = b.state("Idle")
+
+    def changing_(inputs: ChangeInputs, core: ChangeCore, action: str, name: str, address: str) -> _Changing:
+        return _Changing(action, name)
+
+    changing = b.state("Changing", changing_)
+
+    @idle.upon(ChangeInputs.begin).to(changing)
+    def propose(inputs: ChangeInputs, core: ChangeCore, action: str, name: str, address: str) -> None:
+        d = core.node.changeMembership(action, name, address)
+        d.addCallbacks(lambda _: inputs.finished(None), inputs.finished)
+
+    @changing.upon(ChangeInputs.finished).to(idle)
+    def done(inputs: ChangeInputs, core: ChangeCore, data: _Changing, failure: Failure | None) -> None:
+        if failure is None:
+            log.info("raft membership: {action} {node} done", action=data.action, node=data.name)
+        else:
+            log.info(
+                "raft membership: {action} {node} failed: {why}",
+                action=data.action,
+                node=data.name,
+                why=failure.getErrorMessage(),
+            )
+
+    # One change at a time: callers ask busy first.
+    changing.upon(ChangeInputs.begin).loop().returns(None)
+    idle.upon(ChangeInputs.finished).loop().returns(None)
+    idle.upon(ChangeInputs.busy).loop().returns(False)
+    changing.upon(ChangeInputs.busy).loop().returns(True)
+    return b.build()
+
+
+MembershipChange = _buildChange()
 
 
 class RaftAgent(MultiService):
@@ -138,7 +224,7 @@ class RaftAgent(MultiService):
         self.now = now
         self.startedAt = 0.0
         self.deadSince: dict[str, float] = {}
-        self.changing: str | None = None
+        self.change: ChangeInputs = MembershipChange(ChangeCore(self.node))
         self.lastPublished: dict[str, Any] | None = None
         self.keeper = LeaseKeeper(
             self.node, machine, reactor, now, leaseSettings, candidates=self._handoverCandidates
@@ -277,7 +363,7 @@ class RaftAgent(MultiService):
         return [n for n in config.voters if n in alive and n != self.node.id]
 
     def _manageMembership(self, now: float) -> None:
-        if self.changing is not None:
+        if self.change.busy():
             return
         config = self.node.configs.latest()
         alive = self._alive()
@@ -294,7 +380,7 @@ class RaftAgent(MultiService):
                         node=name,
                         secs=now - since,
                     )
-                    self._change("remove", name, "")
+                    self.change.begin("remove", name, "")
                     return
         for name in sorted(alive, key=candidateOrder):
             if name in members or name == self.node.id:
@@ -303,30 +389,11 @@ class RaftAgent(MultiService):
             if entry is None or not entry[0]:
                 continue
             log.info("peer {node} discovered via gossip: adding it to the Raft group", node=name)
-            self._change("addVoter", name, entry[0])
+            self.change.begin("addVoter", name, entry[0])
             return
         for name in list(self.deadSince):
             if name not in members:
                 del self.deadSince[name]
-
-    def _change(self, action: str, name: str, address: str) -> None:
-        self.changing = name
-        d = self.node.changeMembership(action, name, address)
-
-        def done(result: Any) -> None:
-            self.changing = None
-            log.info("raft membership: {action} {node} done", action=action, node=name)
-
-        def failed(failure: Any) -> None:
-            self.changing = None
-            log.info(
-                "raft membership: {action} {node} failed: {why}",
-                action=action,
-                node=name,
-                why=failure.getErrorMessage(),
-            )
-
-        d.addCallbacks(done, failed)
 
 
 def makeRaftAgent(

@@ -1,23 +1,33 @@
 """
-The Raft identity derived from the gossip key, and the agent's bootstrap
-and membership decisions (with a fake node and gossip view).
+The Raft identity derived from the gossip key, the agent's bootstrap and
+membership decisions (with a fake node and gossip view), and the
+membership change machine.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.constellation.consensus import BOOTSTRAP_MARKER, RaftAgent, derivedBundle
+from suite.constellation.consensus import (
+    BOOTSTRAP_MARKER,
+    ChangeCore,
+    ChangeInputs,
+    MembershipChange,
+    RaftAgent,
+    derivedBundle,
+)
 from suite.constellation.leases import LeaseStateMachine
 from suite.gossip.member import Member
 from suite.raft.messages import Configuration
+from suite.raft.settings import NotLeader
 
 
 class IdentityTests(SynchronousTestCase):
@@ -195,3 +205,74 @@ class AgentTests(SynchronousTestCase):
         self.clock.advance(31)
         agent.step()
         self.assertEqual(self.node.changes[-1], ("remove", "gone", ""))
+
+
+class _PendingNode:
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str, str]] = []
+        self.pending: list[Deferred[None]] = []
+
+    def changeMembership(self, action: str, name: str, address: str) -> Deferred[None]:
+        self.changes.append((action, name, address))
+        d: Deferred[None] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+def changeStateOf(inputs: ChangeInputs) -> str:
+    # automat keeps the current state on the machine's transitioner.
+    return inputs.__automat_transitioner__._state.name  # type: ignore[attr-defined]
+
+
+class MembershipChangeTests(SynchronousTestCase):
+    """
+    The membership change machine: every input in both states.
+    """
+
+    def setUp(self) -> None:
+        self.node = _PendingNode()
+        self.change: ChangeInputs = MembershipChange(ChangeCore(self.node))
+        self.logged: list[str] = []
+        observer = cast(ILogObserver, lambda e: self.logged.append(formatEvent(e)))
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def test_idle(self) -> None:
+        """
+        Idle: not busy; a late finished changes nothing; begin proposes the
+        change and is busy until it finishes.
+        """
+        self.assertFalse(self.change.busy())
+        self.change.finished(None)
+        self.assertEqual((changeStateOf(self.change), self.node.changes, self.logged), ("Idle", [], []))
+        self.change.begin("addVoter", "b", "h:2")
+        self.assertEqual(self.node.changes, [("addVoter", "b", "h:2")])
+        self.assertEqual(changeStateOf(self.change), "Changing")
+        self.assertTrue(self.change.busy())
+
+    def test_changing(self) -> None:
+        """
+        Changing: busy; a second begin proposes nothing; finished -> Idle,
+        logging the outcome.
+        """
+        self.change.begin("addVoter", "b", "h:2")
+        self.change.begin("remove", "c", "")
+        self.assertEqual(self.node.changes, [("addVoter", "b", "h:2")])
+        self.assertTrue(self.change.busy())
+        self.node.pending.pop().callback(None)
+        self.assertEqual(changeStateOf(self.change), "Idle")
+        self.assertIn("raft membership: addVoter b done", self.logged)
+        self.change.begin("remove", "c", "")
+        self.node.pending.pop().errback(NotLeader(None, "no longer leader"))
+        self.assertFalse(self.change.busy())
+        self.assertTrue(any(line.startswith("raft membership: remove c failed") for line in self.logged))
+
+    def test_synchronousAnswer(self) -> None:
+        """
+        A change that fails at once (not leader) leaves the machine Idle.
+        """
+        node = _Node("a")
+        node.changeMembership = lambda *a: fail(NotLeader(None, "no"))  # type: ignore[method-assign]
+        change = MembershipChange(ChangeCore(node))
+        change.begin("remove", "b", "")
+        self.assertFalse(change.busy())
