@@ -22,17 +22,14 @@ from typing import Any, TextIO
 from twisted.python import usage
 
 from suite.daemon import errorLine
-from suite.pki.bundle import BundleError, loadBundle
-from suite.pki.ca import (
-    DEFAULT_CA_DAYS,
-    DEFAULT_CLIENT_DAYS,
-    DEFAULT_NODE_DAYS,
-    initBundle,
-    splitNames,
-    writeClientCertificate,
-    writeNodeCertificate,
-)
+from suite.pki.bundle import BundleError
+from suite.pki.ca import initBundle, writeClientCertificate, writeNodeCertificate
 from suite.pki.keys import KEY_TYPES
+from suite.pki.layout import BUNDLE_FILES, CA_KEY, CLIENT_CA_KEY
+from suite.pki.load import loadBundle
+from suite.pki.mint import DEFAULT_CA_DAYS, DEFAULT_CLIENT_DAYS, DEFAULT_NODE_DAYS
+from suite.pki.names import splitNames
+from suite.pki.validity import formatTime
 from suite.pki.verify import parseSpiffeId
 
 __all__ = [
@@ -59,6 +56,19 @@ def _positiveInt(flag: str, value: Any) -> int:
     if number < 1:
         raise usage.UsageError(f"{flag}: must be at least 1, not {number}")
     return number
+
+
+def _addSpiffeId(options: usage.Options, value: str) -> None:
+    try:
+        parseSpiffeId(value, allowTrustDomain=False)
+    except ValueError as e:
+        raise usage.UsageError(f"--spiffe: {e}")
+    options["spiffe"].append(value)
+
+
+def _checkKeyType(options: usage.Options) -> None:
+    if options["key-type"] not in KEY_TYPES:
+        raise usage.UsageError(f"--key-type: {options['key-type']!r} is not one of {', '.join(KEY_TYPES)}")
 
 
 class _PositionalFirst(usage.Options):
@@ -111,15 +121,10 @@ class _NamesMixin(_PositionalFirst):
 
     def opt_spiffe(self, value: str) -> None:
         """SPIFFE ID of the node (spiffe://trust-domain/path, a URI SAN); repeatable."""
-        try:
-            parseSpiffeId(value, allowTrustDomain=False)
-        except ValueError as e:
-            raise usage.UsageError(f"--spiffe: {e}")
-        self["spiffe"].append(value)
+        _addSpiffeId(self, value)
 
     def _checkKeyType(self) -> None:
-        if self["key-type"] not in KEY_TYPES:
-            raise usage.UsageError(f"--key-type: {self['key-type']!r} is not one of {', '.join(KEY_TYPES)}")
+        _checkKeyType(self)
 
 
 class InitOptions(_NamesMixin):
@@ -211,16 +216,11 @@ class MintClientOptions(_PositionalFirst):
 
     def opt_spiffe(self, value: str) -> None:
         """SPIFFE ID of the client (spiffe://trust-domain/path, a URI SAN); repeatable."""
-        try:
-            parseSpiffeId(value, allowTrustDomain=False)
-        except ValueError as e:
-            raise usage.UsageError(f"--spiffe: {e}")
-        self["spiffe"].append(value)
+        _addSpiffeId(self, value)
 
     def postOptions(self) -> None:
         self["days"] = _positiveInt("--days", self["days"])
-        if self["key-type"] not in KEY_TYPES:
-            raise usage.UsageError(f"--key-type: {self['key-type']!r} is not one of {', '.join(KEY_TYPES)}")
+        _checkKeyType(self)
         if not self["name"]:
             raise usage.UsageError("--name: required (the client certificate's common name)")
         if not self["out"]:
@@ -285,10 +285,9 @@ def runInit(options: InitOptions, out: TextIO | None = None, err: TextIO | None 
         )
     except (BundleError, ValueError) as e:
         return _fail("init", e, err)
-    names = ("ca.crt", "ca.key", "client-ca.crt", "client-ca.key", "node.crt", "node.key")
-    _report(out, [os.path.join(directory, name) for name in names])
+    _report(out, [os.path.join(directory, name) for name in BUNDLE_FILES])
     out.write(f"node certificate: {bundle.identity.describe()}\n")
-    out.write(f"expires: {bundle.nodeCert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC\n")
+    out.write(f"expires: {formatTime(bundle.nodeCert.not_valid_after_utc)}\n")
     return 0
 
 
@@ -315,9 +314,9 @@ def runNode(options: NodeOptions, out: TextIO | None = None, err: TextIO | None 
         return _fail("node", e, err)
     written = [
         name
-        for name in ("ca.crt", "ca.key", "client-ca.crt", "client-ca.key", "node.crt", "node.key")
-        if (name != "ca.key" or bundle.caKey is not None)
-        and (name != "client-ca.key" or bundle.clientCAKey is not None)
+        for name in BUNDLE_FILES
+        if (name != CA_KEY or bundle.caKey is not None)
+        and (name != CLIENT_CA_KEY or bundle.clientCAKey is not None)
     ]
     _report(out, [os.path.join(options["out"], name) for name in written])
     out.write(f"node certificate: {bundle.identity.describe()}\n")

@@ -10,7 +10,6 @@ import os
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.pki.bundle import loadBundle, loadClientIdentity
 from suite.pki.command import (
     InitOptions,
     MintClientOptions,
@@ -21,6 +20,7 @@ from suite.pki.command import (
     runNode,
     runPKI,
 )
+from suite.pki.load import loadBundle, loadClientIdentity
 
 
 class InitOptionsTests(SynchronousTestCase):

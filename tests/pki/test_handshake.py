@@ -33,8 +33,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.pki.bundle import Bundle, BundleError
-from suite.pki.ca import mintCertificate
 from suite.pki.keys import certificateToPEM
+from suite.pki.mint import mintCertificate
 from suite.pki.tls import (
     MTLSClientCreator,
     MTLSPolicyForHTTPS,

@@ -48,7 +48,8 @@ def selfSignedCertificate(directory: str, apexes: list[str]) -> tuple[Any, Any, 
     """
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from suite.pki.ca import certificateToPEM, keyToPEM, mintSelfSigned
+    from suite.pki.keys import certificateToPEM, keyToPEM
+    from suite.pki.mint import mintSelfSigned
 
     names = []
     for apex in apexes:
