@@ -367,7 +367,7 @@ class GatewayFactory(Factory):
         The protocol for a connection that negotiated C{alpn}, or L{None}
         to close it.
         """
-        from suite.pki.tls import peerCertificate
+        from suite.pki.peer import peerCertificate
 
         self._tuneBuffer(tls)
         if alpn in (None, b"http/1.1", b"h2", TCP_ALPN) and headerless(tls):
