@@ -17,6 +17,11 @@ The suite's private CA and mTLS layer.
     providers.
   - L{suite.pki.tls}: mTLS server/client connection creators, peer identity.
   - L{suite.pki.verify}: DNS/IP/SPIFFE peer verification.
+  - L{suite.pki.tlsoptions}: pyOpenSSL options (trust, TLS version, ALPN).
+  - L{suite.pki.verifycallback}: the per-connection verify callback.
+  - L{suite.pki.peer}: the certificate and names a TLS peer presented.
+  - L{suite.pki.endpoints}: TLS stream endpoints.
+  - L{suite.pki.options}: flags of the C{pki init|node|client} commands.
   - L{suite.pki.command}: C{pki init|node|client} command-line front ends.
 """
 
@@ -32,6 +37,11 @@ __all__ = [
     "load",
     "sources",
     "tls",
+    "tlsoptions",
+    "verifycallback",
+    "peer",
+    "endpoints",
+    "options",
     "verify",
     "command",
     "interfaces",
