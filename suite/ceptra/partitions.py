@@ -216,7 +216,7 @@ class PartitionManager(Service):
         self._loop: LoopingCall | None = None
         self.stopping = False
         if registry is not None:
-            registry.register(_PartitionCollector(self))  # type: ignore[arg-type]
+            registry.register(_PartitionCollector(self))
 
     def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
         if self.wal is None:

@@ -201,7 +201,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
-    pool._factory = _QuietClientFactory  # type: ignore[attr-defined]
+    pool._factory = _QuietClientFactory
     http = treq.client.HTTPClient(Agent(reactor, contextFactory=MTLSPolicy(bundle), pool=pool))
     feeds = FeedClient(
         options["control-plane-url"],

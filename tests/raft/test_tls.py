@@ -56,7 +56,7 @@ class MutualTLSTests(TestCase):
         endpoint = wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
         proto = await connectProtocol(endpoint, Sender())
         frame = encodeMessage(message)
-        proto.transport.write(LENGTH.pack(len(frame)) + frame)  # type: ignore[union-attr]
+        proto.transport.write(LENGTH.pack(len(frame)) + frame)
         return proto
 
     async def test_knownNodeDelivered(self) -> None:

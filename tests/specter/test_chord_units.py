@@ -682,7 +682,7 @@ class RetriedJoinTests(SynchronousTestCase):
             exports.append(d)
             return d
 
-        v.store.exportRange = slowExport  # type: ignore[method-assign]
+        v.store.exportRange = slowExport
         joiner = VnodeRef((v.ref.id - 1000) % (1 << 64), "j:1", 0)
         first = Deferred.fromCoroutine(v.remote_join(list(joiner)))
         self.assertIs(v.membership.transferStarted(), TransferAnswer.BUSY)  # Transferring

@@ -351,7 +351,7 @@ class GatewayFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> Protocol:
         proto = _Dispatch(self)
-        proto.factory = self  # type: ignore[assignment]
+        proto.factory = self
         return proto
 
     def _tuneBuffer(self, tls: Any) -> None:

@@ -27,7 +27,7 @@ class UseCertificateTests(SynchronousTestCase):
         self.assertEqual(server.configuration.certificate, leaf)
         self.assertEqual(server.configuration.certificate_chain, [issuer])
         self.assertEqual(
-            keyToPEM(server.configuration.private_key),  # type: ignore[arg-type]
+            keyToPEM(server.configuration.private_key),
             keyToPEM(leafKey),
         )
 
