@@ -13,8 +13,6 @@ The suite's private CA and mTLS layer.
   - L{suite.pki.check}: parse and check PEM inputs into a bundle.
   - L{suite.pki.load}: load bundles (directory, base64 env, separate
     identity files, client directory); check this node's names.
-  - L{suite.pki.sources}: L{ICertificateSource<suite.pki.interfaces.ICertificateSource>}
-    providers.
   - L{suite.pki.tls}: mTLS server/client connection creators, peer identity.
   - L{suite.pki.verify}: DNS/IP/SPIFFE peer verification.
   - L{suite.pki.tlsoptions}: pyOpenSSL options (trust, TLS version, ALPN).
@@ -35,7 +33,6 @@ __all__ = [
     "layout",
     "check",
     "load",
-    "sources",
     "tls",
     "tlsoptions",
     "verifycallback",
