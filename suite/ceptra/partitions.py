@@ -134,7 +134,7 @@ class Partition:
 
 
 def spiffeIdentity(transport: Any) -> list[str]:
-    from suite.pki.tls import peerIdentity
+    from suite.pki.peer import peerIdentity
 
     try:
         return list(peerIdentity(transport).spiffeIds)

@@ -48,7 +48,8 @@ from suite.ceptra.storage import prepareStorage
 from suite.clustor.feeds import FeedClient
 from suite.daemon import attachCommon
 from suite.netutil import isIPAddress
-from suite.pki.bundle import Bundle, checkNodeIdentity, loadIdentity
+from suite.pki.bundle import Bundle
+from suite.pki.load import checkNodeIdentity, loadIdentity
 from suite.pki.tls import clientContextFactory, serverContextFactory
 from suite.raft.multi import DialPolicy
 from suite.raft.settings import RaftSettings

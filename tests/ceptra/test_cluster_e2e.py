@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
 
-from suite.pki.bundle import loadIdentity
+from suite.pki.load import loadIdentity
 from suite.pki.tls import clientContextFactory
 from suite.raft.multi import encodeFrame
 from suite.raft.transport import LENGTH

@@ -13,8 +13,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol, wrapClientTLS
 from twisted.trial.unittest import TestCase
 
-from suite.pki.bundle import loadBundle
-from suite.pki.tls import TLSServerEndpoint, clientContextFactory, serverContextFactory
+from suite.pki.endpoints import TLSServerEndpoint
+from suite.pki.load import loadBundle
+from suite.pki.tls import clientContextFactory, serverContextFactory
 from suite.raft.messages import Heartbeat, Message, encodeMessage
 from suite.raft.transport import LENGTH, FrameProtocol, RaftTransport
 from tests.raft.cluster import makeCluster

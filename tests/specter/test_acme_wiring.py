@@ -493,8 +493,8 @@ class SNITests(SynchronousTestCase):
         """
         from twisted.internet.protocol import Factory, Protocol
 
-        from suite.pki.bundle import loadBundle
         from suite.pki.ca import initBundle
+        from suite.pki.load import loadBundle
 
         certs = os.path.join(self.mktemp(), "certs")
         initBundle(certs, ["127.0.0.1"])

@@ -637,8 +637,8 @@ class CallerIdentityTests(SynchronousTestCase):
     def test_callerMismatch(self) -> None:
         import os
 
-        from suite.pki.bundle import loadBundle
         from suite.pki.ca import initBundle
+        from suite.pki.load import loadBundle
         from suite.specter.chord.wire import callerMismatch
 
         base = self.mktemp()

@@ -19,8 +19,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from suite.pki.bundle import loadClientIdentity
 from suite.pki.ca import initBundle, writeClientCertificate
+from suite.pki.load import loadClientIdentity
 from suite.specter.client.link import TunnelClient
 from suite.specter.gateway.core import GatewayConfig
 from suite.specter.gateway.routes import MemoryRouteStore

@@ -9,7 +9,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.pki.ca import certificateToPEM, keyToPEM, mintSelfSigned
+from suite.pki.keys import certificateToPEM, keyToPEM
+from suite.pki.mint import mintSelfSigned
 from suite.specter.gateway.h3 import H3Server, chooseCertificateBySNI
 from suite.specter.gateway.listener import PublicCertificates
 

@@ -17,7 +17,7 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.pki.ca import mintSelfSigned
+from suite.pki.mint import mintSelfSigned
 from suite.specter.tunnel.twistedio import LeanTLSTransport
 
 _CERT, _KEY = mintSelfSigned(["a.test"])

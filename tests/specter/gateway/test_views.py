@@ -101,8 +101,8 @@ class EnrollmentTests(TestCase):
 
         from twisted.internet.utils import getProcessOutputAndValue
 
-        from suite.pki.bundle import loadClientIdentity
         from suite.pki.ca import initBundle
+        from suite.pki.load import loadClientIdentity
 
         base = os.path.abspath(self.mktemp())
         bundle = initBundle(os.path.join(base, "certs"), ["127.0.0.1"])
