@@ -217,8 +217,18 @@ def _build() -> TypeMachine[HealProbe, HealCore]:
     stopped = b.state("Stopped")
 
     idle.upon(HealProbe.start).to(waiting).returns(None)
-    waiting.upon(HealProbe.due).to(probing).returns(None)
-    suspecting.upon(HealProbe.due).to(probing).returns(None)
+
+    # (a timer's input arriving early: the timer is not needed any more)
+    @waiting.upon(HealProbe.due).to(probing)
+    def _probeWaiting(h: HealProbe, core: HealCore, data: Waiting, suspected: VnodeRef | None) -> None:
+        if data.timer.active():
+            data.timer.cancel()
+
+    @suspecting.upon(HealProbe.due).to(probing)
+    def _probeSuspecting(h: HealProbe, core: HealCore, data: Suspecting, suspected: VnodeRef | None) -> None:
+        if data.timer.active():
+            data.timer.cancel()
+
     probing.upon(HealProbe.nothingFound).to(waiting).returns(None)
     probing.upon(HealProbe.suspect).to(suspecting).returns(None)
 
@@ -226,7 +236,10 @@ def _build() -> TypeMachine[HealProbe, HealCore]:
     def _merge(h: HealProbe, core: HealCore, data: Probing, peer: str) -> None:
         core.rejoin(peer)
 
-    healing.upon(HealProbe.settled).to(waiting).returns(None)
+    @healing.upon(HealProbe.settled).to(waiting)
+    def _settled(h: HealProbe, core: HealCore, data: Healing) -> None:
+        if data.timer.active():
+            data.timer.cancel()
 
     # a peer moved: follow it, leaving any timer or probe behind
     @waiting.upon(HealProbe.healRequested).to(healing)
@@ -271,7 +284,7 @@ def _build() -> TypeMachine[HealProbe, HealCore]:
         s0.upon(HealProbe.stop).to(stopped).returns(None)
 
     # late or repeated notices change nothing
-    def _ignore(h: HealProbe, core: HealCore, data: Any, *args: Any) -> None:
+    def _ignore(h: HealProbe, core: HealCore, data: object, *args: object) -> None:
         pass
 
     late: list[tuple[Any, Any]] = [
