@@ -26,23 +26,15 @@ from zope.interface import implementer
 from suite.specter.chord import errors as E
 from suite.specter.chord import status as _status
 from suite.specter.chord.base import VnodeBase
-from suite.specter.chord.calls import BATCH_INFLIGHT, BATCH_MAX, Calls, dispatch
+from suite.specter.chord.calls import Calls, dispatch
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.heal import HealCore, HealProbe, Inconclusive, buildHealProbe, lookAt, probeOnce
 from suite.specter.chord.ids import VnodeRef, ref, ringId, vnodeId
-from suite.specter.chord.ringview import JOIN_LOG_INTERVAL, MAX_PEERS, REFUSE_AFTER, RingView
+from suite.specter.chord.ringview import RingView
 from suite.specter.chord.vnode import Vnode
 from suite.specter.interfaces import IChordTransport, IRing, IRingState
 
-__all__ = [
-    "BATCH_INFLIGHT",
-    "BATCH_MAX",
-    "JOIN_LOG_INTERVAL",
-    "MAX_PEERS",
-    "REFUSE_AFTER",
-    "ChordConfig",
-    "ChordNode",
-]
+__all__ = ["ChordConfig", "ChordNode"]
 
 log = Logger()
 MAX_HOPS = 64
