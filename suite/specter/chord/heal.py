@@ -6,7 +6,8 @@ A partition that outlasts failure detection leaves two rings, each serving
 on its own.  Every C{healInterval} (jittered) the process asks one process
 it was once in a ring with, and no longer sees, which ring it serves in
 (L{lookAt}).  Each ring is named by its lowest vnode id (the owner of id 0).
-When two probes in a row see the same other ring and its name is the lower,
+When two probes in a row see the same other ring (a probe that learns
+nothing in between keeps the first sighting) and its name is the lower,
 this process rejoins it and tells its peers to follow (the C{heal} call), so
 the ring with the higher name moves as a whole; the lower name of the ring
 taking processes in only falls and the other's only rises, so every process
