@@ -18,7 +18,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.chord import errors as E
-from suite.specter.chord.base import VnodeBase
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, ref, ringId, vnodeId
 from suite.specter.chord.vnode import Vnode
@@ -653,7 +652,7 @@ class ChordNode:
         return [list(v.ref) for v in self.vnodes if v.serving]
 
     # -- lookups ----------------------------------------------------------------------
-    async def entryPoint(self, seed: str | None, exclude: VnodeBase | None = None) -> VnodeRef:
+    async def entryPoint(self, seed: str | None, exclude: Vnode | None = None) -> VnodeRef:
         for v in self.vnodes:
             if v is not exclude and v.serving:
                 return v.ref
