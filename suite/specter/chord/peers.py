@@ -18,7 +18,7 @@ from suite.specter.chord.machine import MembershipCore
 if TYPE_CHECKING:
     from suite.specter.chord.vnode import Vnode
 
-__all__ = ["Peers", "RingNode"]
+__all__ = ["PeerCalls", "Peers", "RingNode"]
 
 
 class RingNode(Protocol):
@@ -35,9 +35,37 @@ class RingNode(Protocol):
     def suspected(self, addr: str) -> bool: ...
 
 
+class PeerCalls(Protocol):
+    """
+    What the parts of a vnode call the rest of the ring through: L{Peers}
+    in a process, a scripted fake in tests of one part.
+    """
+
+    def call(self, target: VnodeRef, method: str, *args: Any) -> Deferred[Any]:
+        """
+        Call C{method} of vnode C{target}; fails with L{RemoteError}.
+        """
+
+    async def findSuccessor(self, kid: int, start: VnodeRef | None = None) -> tuple[VnodeRef, int]:
+        """
+        The vnode responsible for C{kid}, and the remote hops it took to find.
+        """
+
+    async def entryPoint(self, seed: str | None) -> VnodeRef:
+        """
+        A serving vnode to start a lookup from.
+        """
+
+    def suspected(self, addr: str) -> bool:
+        """
+        Whether calls to C{addr} timed out lately (so lookups route around it).
+        """
+
+
 class Peers:
     """
-    The calls of one vnode (C{owner}) to the rest of the ring.
+    The calls of one vnode (C{owner}) to the rest of the ring (a
+    L{PeerCalls}).
 
     @param membership: the owner's membership core: once it is gone, calls
         fail with L{E.GONE} without leaving the process.

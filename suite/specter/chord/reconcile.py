@@ -49,7 +49,7 @@ from suite.specter.chord.base import version as _version
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_SIZE, VnodeRef, inRange, ref, ringId
 from suite.specter.chord.machine import Membership, MembershipCore
-from suite.specter.chord.peers import Peers
+from suite.specter.chord.peers import PeerCalls
 from suite.specter.chord.view import RingView
 
 __all__ = [
@@ -256,7 +256,7 @@ class Reconciler:
         self,
         view: RingView,
         store: Any,
-        peers: Peers,
+        peers: PeerCalls,
         membership: Membership,
         core: MembershipCore,
         clock: IReactorTime,

@@ -35,7 +35,7 @@ from suite.specter.chord.base import records as _records
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
 from suite.specter.chord.machine import MembershipCore
-from suite.specter.chord.peers import Peers
+from suite.specter.chord.peers import PeerCalls
 from suite.specter.chord.reconcile import Calls, exchangeBucket
 from suite.specter.chord.view import RingView
 
@@ -107,7 +107,7 @@ class Replicator:
         self,
         view: RingView,
         store: Any,
-        peers: Peers,
+        peers: PeerCalls,
         membership: MembershipCore,
         clock: IReactorTime,
         replicas: int,
