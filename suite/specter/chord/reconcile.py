@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -134,14 +134,6 @@ def compare(
     return send, want
 
 
-class Calls(Protocol):
-    """
-    How a procedure here calls another vnode (L{Peers.call}).
-    """
-
-    def __call__(self, target: VnodeRef, method: str, *args: Any) -> Deferred[Any]: ...
-
-
 class RecordServer:
     """
     The calls served from a vnode's store alone: C{versions}, C{fetch} and
@@ -214,7 +206,9 @@ class RecordServer:
         await self.store.importRecords(_records(records))
 
 
-async def exchangeBucket(call: Calls, store: Any, target: VnodeRef, low: int, high: int) -> tuple[int, int]:
+async def exchangeBucket(
+    peers: PeerCalls, store: Any, target: VnodeRef, low: int, high: int
+) -> tuple[int, int]:
     """
     Bring C{target}'s copy of C{(low, high]} and the one in C{store} to the
     newest of both; return how many records were sent and how many taken.
@@ -222,7 +216,7 @@ async def exchangeBucket(call: Calls, store: Any, target: VnodeRef, low: int, hi
     theirs: dict[tuple[str, bytes], tuple[int, int, int]] = {}
     start: int | None = None
     while True:
-        entries, nxt = await call(target, "versions", low, high, start)
+        entries, nxt = await peers.call(target, "versions", low, high, start)
         for kind, key, hlc, origin, h in entries:
             v = _version([hlc, origin])
             theirs[(kind, key)] = (v.hlc, v.origin, int(h))
@@ -233,13 +227,13 @@ async def exchangeBucket(call: Calls, store: Any, target: VnodeRef, low: int, hi
     send, want = compare(mine, theirs)
     taken = 0
     while want:
-        got, served = await call(target, "fetch", [list(s) for s in want])
+        got, served = await peers.call(target, "fetch", [list(s) for s in want])
         if not isinstance(served, int) or served < 1:
             raise RemoteError(E.INTERNAL, "bad fetch answer")
         taken += await store.importRecords(_records(got))
         want = want[served:]
     for chunk in chunked(send, RECORD_BUDGET, RECORD_CHUNK):
-        await call(target, "replicate", chunk)
+        await peers.call(target, "replicate", chunk)
     return len(send), taken
 
 

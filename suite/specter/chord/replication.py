@@ -36,7 +36,7 @@ from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
 from suite.specter.chord.machine import MembershipCore
 from suite.specter.chord.peers import PeerCalls
-from suite.specter.chord.reconcile import Calls, exchangeBucket
+from suite.specter.chord.reconcile import exchangeBucket
 from suite.specter.chord.view import RingView
 
 __all__ = ["Replicator", "READS", "WRITES", "OPS"]
@@ -58,8 +58,8 @@ class _Pipe:
     queued meanwhile go together in the next call (group commit).
     """
 
-    def __init__(self, call: Calls, target: VnodeRef, onFailure: Callable[[VnodeRef], None]) -> None:
-        self.call = call
+    def __init__(self, peers: PeerCalls, target: VnodeRef, onFailure: Callable[[VnodeRef], None]) -> None:
+        self.peers = peers
         self.target = target
         self.onFailure = onFailure
         self.queue: list[Any] = []
@@ -89,7 +89,7 @@ class _Pipe:
             if self.queue:
                 self._flush()
 
-        self.call(self.target, "replicate", records).addBoth(done)
+        self.peers.call(self.target, "replicate", records).addBoth(done)
 
 
 class Replicator:
@@ -239,7 +239,7 @@ class Replicator:
         for t in targets:
             pipe = self.pipes.get(t)
             if pipe is None:
-                pipe = self.pipes[t] = _Pipe(self.peers.call, t, self._dirty)
+                pipe = self.pipes[t] = _Pipe(self.peers, t, self._dirty)
             calls.append(pipe.send(records))
         if len(self.pipes) > 4 * len(targets):
             self.pipes = {t: p for t, p in self.pipes.items() if t in targets or p.busy}
@@ -285,7 +285,7 @@ class Replicator:
                 sent = taken = 0
                 for i in differ:
                     blo, bhi = bounds[i]
-                    out, into = await exchangeBucket(self.peers.call, self.store, target, blo, bhi)
+                    out, into = await exchangeBucket(self.peers, self.store, target, blo, bhi)
                     sent += out
                     taken += into
                 self.repairs += 1
