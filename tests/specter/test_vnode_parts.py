@@ -1,7 +1,7 @@
 """
 The parts a vnode is composed of, each on its own: the ring view, the
 maintenance procedures and the hand-off handlers over a scripted
-L{PeerCalls}, the gone vnode's calls, and the vnode's map from call names
+L{IVnodePeers}, the gone vnode's calls, and the vnode's map from call names
 to the parts that answer them.
 """
 
@@ -14,6 +14,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from suite.kv.memory import MemoryStore
 from suite.specter.chord import errors as E
@@ -22,9 +24,10 @@ from suite.specter.chord.ids import RING_BITS, VnodeRef
 from suite.specter.chord.machine import Membership, MembershipCore, Phase, buildMembership
 from suite.specter.chord.maintenance import PRED_FAILURES, Maintenance
 from suite.specter.chord.node import ChordConfig, ChordNode
-from suite.specter.chord.peers import PeerCalls, Peers
+from suite.specter.chord.peers import Peers
 from suite.specter.chord.transfer import Handoff
 from suite.specter.chord.view import RingView
+from suite.specter.interfaces import IVnodePeers
 from tests.support.chordsim import SimNetwork, SimTransport
 
 from .test_chord_units import Recorder
@@ -36,9 +39,10 @@ C = VnodeRef(4000, "c:1", 0)
 P = VnodeRef(500, "p:1", 0)
 
 
+@implementer(IVnodePeers)
 class FakePeers:
     """
-    A scripted L{PeerCalls}: C{answers[(target, method)]} is called with
+    A scripted L{IVnodePeers}: C{answers[(target, method)]} is called with
     the call's arguments (and may raise); every call is recorded.
     """
 
@@ -136,7 +140,7 @@ class RingViewTests(SynchronousTestCase):
 
 class MaintenanceTests(SynchronousTestCase):
     """
-    L{Maintenance} over a scripted L{PeerCalls}.
+    L{Maintenance} over a scripted L{IVnodePeers}.
     """
 
     def setUp(self) -> None:
@@ -367,7 +371,9 @@ class VnodeTests(SynchronousTestCase):
             def suspected(self, addr: str) -> bool:
                 return False
 
-        peers: PeerCalls = Peers(Node(), v.membershipCore, v)
+        peers = Peers(Node(), v.membershipCore, v)
+        self.assertTrue(verifyObject(IVnodePeers, peers))
+        self.assertTrue(verifyObject(IVnodePeers, FakePeers()))
         self.assertTrue(self.successResultOf(peers.call(A, "ping")))
         v.leave()  # Inactive -> Withdrawn
         self.assertTrue(v.gone)

@@ -15,8 +15,8 @@ from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_BITS, VnodeRef, between, fingerStart, inRange, ref
 from suite.specter.chord.machine import MembershipCore
-from suite.specter.chord.peers import PeerCalls
 from suite.specter.chord.view import RingView
+from suite.specter.interfaces import IVnodePeers
 
 __all__ = ["Maintenance", "PRED_FAILURES"]
 
@@ -34,7 +34,7 @@ class Maintenance:
         range, and keeps the predecessor it has.
     """
 
-    def __init__(self, view: RingView, peers: PeerCalls, membership: MembershipCore) -> None:
+    def __init__(self, view: RingView, peers: IVnodePeers, membership: MembershipCore) -> None:
         self.view = view
         self.peers = peers
         self.membership = membership

@@ -9,21 +9,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, fail
+from zope.interface import implementer
 
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
 from suite.specter.chord.machine import MembershipCore
+from suite.specter.interfaces import IVnodePeers
 
 if TYPE_CHECKING:
     from suite.specter.chord.vnode import Vnode
 
-__all__ = ["PeerCalls", "Peers", "RingNode"]
+__all__ = ["Peers", "RingNode"]
 
 
 class RingNode(Protocol):
     """
-    What a vnode's calls into the ring use of its process.
+    What a vnode's calls into the ring use of its process: a structural
+    type, which L{suite.specter.chord.node.ChordNode} satisfies without
+    declaring it.
     """
 
     def call(self, target: VnodeRef, method: str, *args: Any) -> Deferred[Any]: ...
@@ -35,37 +39,10 @@ class RingNode(Protocol):
     def suspected(self, addr: str) -> bool: ...
 
 
-class PeerCalls(Protocol):
-    """
-    What the parts of a vnode call the rest of the ring through: L{Peers}
-    in a process, a scripted fake in tests of one part.
-    """
-
-    def call(self, target: VnodeRef, method: str, *args: Any) -> Deferred[Any]:
-        """
-        Call C{method} of vnode C{target}; fails with L{RemoteError}.
-        """
-
-    async def findSuccessor(self, kid: int, start: VnodeRef | None = None) -> tuple[VnodeRef, int]:
-        """
-        The vnode responsible for C{kid}, and the remote hops it took to find.
-        """
-
-    async def entryPoint(self, seed: str | None) -> VnodeRef:
-        """
-        A serving vnode to start a lookup from.
-        """
-
-    def suspected(self, addr: str) -> bool:
-        """
-        Whether calls to C{addr} timed out lately (so lookups route around it).
-        """
-
-
+@implementer(IVnodePeers)
 class Peers:
     """
-    The calls of one vnode (C{owner}) to the rest of the ring (a
-    L{PeerCalls}).
+    The calls of one vnode (C{owner}) to the rest of the ring.
 
     @param membership: the owner's membership core: once it is gone, calls
         fail with L{E.GONE} without leaving the process.

@@ -49,8 +49,8 @@ from suite.specter.chord.base import version as _version
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_SIZE, VnodeRef, inRange, ref, ringId
 from suite.specter.chord.machine import Membership, MembershipCore
-from suite.specter.chord.peers import PeerCalls
 from suite.specter.chord.view import RingView
+from suite.specter.interfaces import IVnodePeers
 
 __all__ = [
     "RecordServer",
@@ -207,7 +207,7 @@ class RecordServer:
 
 
 async def exchangeBucket(
-    peers: PeerCalls, store: Any, target: VnodeRef, low: int, high: int
+    peers: IVnodePeers, store: Any, target: VnodeRef, low: int, high: int
 ) -> tuple[int, int]:
     """
     Bring C{target}'s copy of C{(low, high]} and the one in C{store} to the
@@ -250,7 +250,7 @@ class Reconciler:
         self,
         view: RingView,
         store: Any,
-        peers: PeerCalls,
+        peers: IVnodePeers,
         membership: Membership,
         core: MembershipCore,
         clock: IReactorTime,

@@ -35,9 +35,9 @@ from suite.specter.chord.base import records as _records
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
 from suite.specter.chord.machine import MembershipCore
-from suite.specter.chord.peers import PeerCalls
 from suite.specter.chord.reconcile import exchangeBucket
 from suite.specter.chord.view import RingView
+from suite.specter.interfaces import IVnodePeers
 
 __all__ = ["Replicator", "READS", "WRITES", "OPS"]
 
@@ -58,7 +58,7 @@ class _Pipe:
     queued meanwhile go together in the next call (group commit).
     """
 
-    def __init__(self, peers: PeerCalls, target: VnodeRef, onFailure: Callable[[VnodeRef], None]) -> None:
+    def __init__(self, peers: IVnodePeers, target: VnodeRef, onFailure: Callable[[VnodeRef], None]) -> None:
         self.peers = peers
         self.target = target
         self.onFailure = onFailure
@@ -107,7 +107,7 @@ class Replicator:
         self,
         view: RingView,
         store: Any,
-        peers: PeerCalls,
+        peers: IVnodePeers,
         membership: MembershipCore,
         clock: IReactorTime,
         replicas: int,

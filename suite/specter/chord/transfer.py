@@ -20,9 +20,9 @@ from suite.specter.chord.base import sleep
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_BITS, VnodeRef, between, ref
 from suite.specter.chord.machine import Membership, TransferAnswer
-from suite.specter.chord.peers import PeerCalls
 from suite.specter.chord.reconcile import RECORD_BUDGET, chunked
 from suite.specter.chord.view import RingView
+from suite.specter.interfaces import IVnodePeers
 
 __all__ = ["Handoff", "HANDOFF_CHUNK"]
 
@@ -49,7 +49,7 @@ class Handoff:
         self,
         view: RingView,
         store: Any,
-        peers: PeerCalls,
+        peers: IVnodePeers,
         membership: Membership,
         clock: IReactorTime,
         rng: random.Random,
