@@ -134,7 +134,7 @@ class Partition:
 
 
 def spiffeIdentity(transport: Any) -> list[str]:
-    from suite.pki.tls import peerIdentity
+    from suite.pki.peer import peerIdentity
 
     try:
         return list(peerIdentity(transport).spiffeIds)
@@ -216,7 +216,7 @@ class PartitionManager(Service):
         self._loop: LoopingCall | None = None
         self.stopping = False
         if registry is not None:
-            registry.register(_PartitionCollector(self))  # type: ignore[arg-type]
+            registry.register(_PartitionCollector(self))
 
     def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
         if self.wal is None:

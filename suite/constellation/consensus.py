@@ -72,7 +72,7 @@ def derivedBundle(gossipKey: bytes, nodeId: str, address: str) -> Any:
     C{gossipKey}.
     """
     from suite.pki.bundle import Bundle
-    from suite.pki.ca import mintCA, mintCertificate
+    from suite.pki.mint import mintCA, mintCertificate
 
     scalar = int.from_bytes(_hkdf(gossipKey, b"raft ca key", 48), "big") % (_CURVE_ORDER - 1) + 1
     caKey = ec.derive_private_key(scalar, ec.SECP256R1())
@@ -359,7 +359,7 @@ def makeRaftAgent(
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bundle = None
     if options.get("raft-cert-dir"):
-        from suite.pki.bundle import loadBundle
+        from suite.pki.load import loadBundle
 
         bundle = loadBundle(options["raft-cert-dir"])
     elif gossipKey is not None:

@@ -228,7 +228,7 @@ class EpochSimulationTests(SynchronousTestCase):
         registry = CollectorRegistry()
         from suite.ceptra.partitions import _PartitionCollector
 
-        registry.register(_PartitionCollector(self.c.managers["d"]))  # type: ignore[arg-type]
+        registry.register(_PartitionCollector(self.c.managers["d"]))
         text = generate_latest(registry).decode()
         self.assertIn('ceptra_partition_placement_epoch{partition="p0"} 2.0', text)
         self.assertIn('ceptra_partition_config_epoch{partition="p0"} 2.0', text)

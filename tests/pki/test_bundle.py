@@ -14,21 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from suite.daemon import ConfigError
-from suite.pki.bundle import (
-    Bundle,
-    BundleError,
-    DirectorySource,
-    EnvironmentSource,
-    StaticSource,
-    checkNodeIdentity,
-    loadBundle,
-    loadBundleFromEnv,
-    loadClientIdentity,
-    loadIdentity,
-)
-from suite.pki.ca import initBundle, mintCA, mintCertificate, writeClientCertificate
+from suite.pki.bundle import Bundle, BundleError
+from suite.pki.ca import initBundle, writeClientCertificate
 from suite.pki.interfaces import ICertificateSource
 from suite.pki.keys import certificateToPEM, keyToPEM
+from suite.pki.load import checkNodeIdentity, loadBundle, loadBundleFromEnv, loadClientIdentity, loadIdentity
+from suite.pki.mint import mintCA, mintCertificate
+from suite.pki.sources import DirectorySource, EnvironmentSource, StaticSource
 
 from . import helpers
 

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.kv.memory import MemoryStore
-from suite.kv.records import RING_SIZE, recordHash, ringId
+from suite.kv.records import RING_SIZE, Record, recordHash, ringId
 from suite.specter.chord import reconcile
 from suite.specter.chord.reconcile import RecordServer, chunked, compare, entry
 
@@ -28,7 +28,7 @@ class CompareTests(SynchronousTestCase):
         asked for; equal: neither; equal versions with different contents:
         both ways.
         """
-        mine = {
+        mine: dict[tuple[str, bytes], Record] = {
             ("v", b"newer-here"): ("v", b"newer-here", b"a", 9, 1),
             ("v", b"only-here"): ("v", b"only-here", b"a", 1, 1),
             ("v", b"same"): ("v", b"same", b"a", 5, 1),
