@@ -25,7 +25,6 @@ from zope.interface import implementer
 
 from suite.specter.chord import errors as E
 from suite.specter.chord import status as _status
-from suite.specter.chord.base import VnodeBase
 from suite.specter.chord.calls import Calls, dispatch
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.heal import HealCore, HealProbe, Inconclusive, buildHealProbe, lookAt, probeOnce
@@ -198,12 +197,6 @@ class ChordNode:
         return self.view.whenServing()
 
     # -- healing a split ---------------------------------------------------------------
-    def maybeProbe(self) -> None:
-        """
-        Called every maintenance round of each vnode.  The probe for a split
-        ring keeps its own timer (L{suite.specter.chord.heal}): nothing to do.
-        """
-
     async def heal(self, peer: str) -> bool:
         """
         Whether C{peer} serves in another ring whose name (its lowest vnode
@@ -294,7 +287,7 @@ class ChordNode:
         return _status.stats(self)
 
     # -- lookups ----------------------------------------------------------------------
-    async def entryPoint(self, seed: str | None, exclude: VnodeBase | None = None) -> VnodeRef:
+    async def entryPoint(self, seed: str | None, exclude: Vnode | None = None) -> VnodeRef:
         for v in self.vnodes:
             if v is not exclude and v.serving:
                 return v.ref
