@@ -119,7 +119,7 @@ class MemberTableTests(SynchronousTestCase):
                 path(machine)
                 self.assertEqual(stateOf(machine), state)
                 del actions.events[:]
-                default = (state, [], 3, 1 if state == "Suspect" else 0)
+                default: tuple[str, list[str], int, int] = (state, [], 3, 1 if state == "Suspect" else 0)
                 self.assertIsNone(call(machine))
                 self.assertEqual(
                     (stateOf(machine), actions.events, core.incarnation, len(clock.getDelayedCalls())),
