@@ -39,6 +39,7 @@ from twisted.logger import Logger
 
 from suite.ceptra.routing import Routing
 from suite.fileutil import writeAtomically
+from suite.serial import SerialJob
 
 __all__ = ["FILENAME", "Placed", "PlacementFile", "PlacementLedger"]
 
@@ -145,8 +146,9 @@ class PlacementLedger:
         #: (partition, "stale" | "conflict") -> feed updates ignored
         self.ignored: dict[tuple[str, str], int] = {}
         self._lastIgnored: dict[str, Placed] = {}
-        self._saving: Deferred[None] | None = None
-        self._dirty = False
+        # One write at a time; placements applied during a write are saved
+        # by one more write after it.
+        self._saver = SerialJob(self._write, "saving the placement ledger", log=log)
 
     def epoch(self, pid: str) -> int:
         """
@@ -200,21 +202,14 @@ class PlacementLedger:
         )
 
     def _save(self) -> None:
-        if self.store is None:
-            return
-        if self._saving is not None:
-            self._dirty = True
-            return
-        self._dirty = False
-        d = self._saving = self.store.write(dict(self.applied))
+        if self.store is not None:
+            self._saver.request()
 
-        def done(_: object) -> None:
-            self._saving = None
-            if self._dirty:
-                self._save()
-
+    def _write(self) -> Deferred[None]:
+        assert self.store is not None
+        d = self.store.write(dict(self.applied))
         d.addErrback(lambda f: log.failure("could not save the placement ledger", f))
-        d.addBoth(done)
+        return d
 
     def toJSON(self) -> dict[str, Any]:
         """
