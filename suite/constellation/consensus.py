@@ -24,7 +24,8 @@ member reports being a Raft member and it is the best (priority, name) of
 the alive members that are not.  The leader adds every alive gossip member
 that publishes a Raft address (learner first, then voter: a real
 membership change) and removes members that gossip has seen dead or gone
-for C{--raft-remove-after} seconds.
+for C{--raft-remove-after} seconds, one change at a time (the machine in
+L{suite.raft.memberchange}).
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ import ipaddress
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import partial
+from typing import Any
 
-from automat import TypeMachine, TypeMachineBuilder
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
@@ -49,6 +49,7 @@ from twisted.python.failure import Failure
 from suite.constellation.leases import LeaseKeeper, LeaseSettings, LeaseStateMachine, candidateOrder
 from suite.daemon import ConfigError
 from suite.raft.embed import RaftNodeService, makeRaftNodeService
+from suite.raft.memberchange import ChangeInputs, newMembershipChange
 from suite.raft.settings import RaftSettings
 
 __all__ = [
@@ -56,9 +57,6 @@ __all__ = [
     "RaftAgent",
     "makeRaftAgent",
     "BOOTSTRAP_MARKER",
-    "ChangeInputs",
-    "ChangeCore",
-    "MembershipChange",
 ]
 
 log = Logger(namespace="constellation.raft")
@@ -98,79 +96,11 @@ def derivedBundle(gossipKey: bytes, nodeId: str, address: str) -> Any:
     return Bundle(caCert, nodeCert, nodeKey, caCert, source="derived from the gossip key")
 
 
-# -- the membership change machine ----------------------------------------
-#
-# The leader changes Raft membership one node at a time.  Inputs
-# (L{ChangeInputs}): begin (propose adding or removing a node), finished
-# (private: the change committed or failed), and the question busy, answered
-# in both states.  States: Idle; Changing (data: L{_Changing}, what is being
-# changed).  Outputs: C{node.changeMembership} and log lines.
-
-
-class ChangeInputs(Protocol):
-    def begin(self, action: str, name: str, address: str) -> None:
-        """
-        Propose C{action} (C{addVoter} or C{remove}) of node C{name} (at
-        C{address}); ignored while a change is in flight.
-        """
-
-    def finished(self, failure: Failure | None) -> None:
-        """
-        The change in flight committed (C{failure} None) or failed.
-        """
-
-    def busy(self) -> bool:
-        """
-        Whether a change is in flight.
-        """
-
-
-@dataclass
-class ChangeCore:
-    node: Any
-
-
-@dataclass
-class _Changing:
-    action: str
-    name: str
-
-
-def _buildChange() -> TypeMachine[ChangeInputs, ChangeCore]:
-    b = TypeMachineBuilder(ChangeInputs, ChangeCore)
-    idle = b.state("Idle")
-
-    def changing_(inputs: ChangeInputs, core: ChangeCore, action: str, name: str, address: str) -> _Changing:
-        return _Changing(action, name)
-
-    changing = b.state("Changing", changing_)
-
-    @idle.upon(ChangeInputs.begin).to(changing)
-    def propose(inputs: ChangeInputs, core: ChangeCore, action: str, name: str, address: str) -> None:
-        d = core.node.changeMembership(action, name, address)
-        d.addCallbacks(lambda _: inputs.finished(None), inputs.finished)
-
-    @changing.upon(ChangeInputs.finished).to(idle)
-    def done(inputs: ChangeInputs, core: ChangeCore, data: _Changing, failure: Failure | None) -> None:
-        if failure is None:
-            log.info("raft membership: {action} {node} done", action=data.action, node=data.name)
-        else:
-            log.info(
-                "raft membership: {action} {node} failed: {why}",
-                action=data.action,
-                node=data.name,
-                why=failure.getErrorMessage(),
-            )
-
-    # One change at a time: callers ask busy first.
-    changing.upon(ChangeInputs.begin).loop().returns(None)
-    idle.upon(ChangeInputs.finished).loop().returns(None)
-    idle.upon(ChangeInputs.busy).loop().returns(False)
-    changing.upon(ChangeInputs.busy).loop().returns(True)
-    return b.build()
-
-
-MembershipChange = _buildChange()
+def _changeEnded(what: str, failure: Failure | None) -> None:
+    if failure is None:
+        log.info("raft membership: {what} done", what=what)
+    else:
+        log.info("raft membership: {what} failed: {why}", what=what, why=failure.getErrorMessage())
 
 
 class RaftAgent(MultiService):
@@ -224,7 +154,7 @@ class RaftAgent(MultiService):
         self.now = now
         self.startedAt = 0.0
         self.deadSince: dict[str, float] = {}
-        self.change: ChangeInputs = MembershipChange(ChangeCore(self.node))
+        self.change: ChangeInputs = newMembershipChange(_changeEnded)
         self.lastPublished: dict[str, Any] | None = None
         self.keeper = LeaseKeeper(
             self.node, machine, reactor, now, leaseSettings, candidates=self._handoverCandidates
@@ -380,7 +310,9 @@ class RaftAgent(MultiService):
                         node=name,
                         secs=now - since,
                     )
-                    self.change.begin("remove", name, "")
+                    self.change.begin(
+                        f"remove {name}", partial(self.node.changeMembership, "remove", name, "")
+                    )
                     return
         for name in sorted(alive, key=candidateOrder):
             if name in members or name == self.node.id:
@@ -389,7 +321,9 @@ class RaftAgent(MultiService):
             if entry is None or not entry[0]:
                 continue
             log.info("peer {node} discovered via gossip: adding it to the Raft group", node=name)
-            self.change.begin("addVoter", name, entry[0])
+            self.change.begin(
+                f"addVoter {name}", partial(self.node.changeMembership, "addVoter", name, entry[0])
+            )
             return
         for name in list(self.deadSince):
             if name not in members:

@@ -323,6 +323,21 @@ class ManagerTests(SynchronousTestCase):
         assert new is not None
         self.assertEqual(set(new.partitions["p0"].node.configs.latest().voters), {spiffe(n) for n in rest})
 
+    def test_stoppedReconcilesNothing(self) -> None:
+        """
+        A stopped manager (its service no longer running) starts no
+        partition, even if asked to reconcile.
+        """
+        c = Cluster(["a"], {"p0": ["a"]})
+        c.run(0.5)
+        m = c.managers["a"]
+        self.assertIn("p0", m.partitions)
+        m.stopService()
+        self.assertEqual((m.running, m.partitions), (0, {}))
+        m.reconcile()
+        c.run(0.5)
+        self.assertEqual(m.partitions, {})
+
     def test_notInRouting(self) -> None:
         c = Cluster(["a"], {"p0": ["a"]})
         c.routing = Routing()

@@ -1,7 +1,7 @@
 """
 The Raft identity derived from the gossip key, the agent's bootstrap and
-membership decisions (with a fake node and gossip view), and the
-membership change machine.
+membership decisions (with a fake node and gossip view), one membership
+change at a time.
 """
 
 from __future__ import annotations
@@ -16,14 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.constellation.consensus import (
-    BOOTSTRAP_MARKER,
-    ChangeCore,
-    ChangeInputs,
-    MembershipChange,
-    RaftAgent,
-    derivedBundle,
-)
+from suite.constellation.consensus import BOOTSTRAP_MARKER, RaftAgent, derivedBundle
 from suite.constellation.leases import LeaseStateMachine
 from suite.gossip.member import Member
 from suite.raft.messages import Configuration
@@ -116,12 +109,33 @@ class _Service:
         self.running = 0
 
 
+class _PendingNode(_Node):
+    """
+    A leader whose membership changes wait in C{pending}.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.pending: list[Deferred[None]] = []
+
+    def changeMembership(self, action: str, name: str, address: str) -> Deferred[None]:
+        self.changes.append((action, name, address))
+        d: Deferred[None] = Deferred()
+        self.pending.append(d)
+        return d
+
+
 class AgentTests(SynchronousTestCase):
     def make(
-        self, name: str, members: list[Member], published: dict[str, tuple[str, bool]], **kw: Any
+        self,
+        name: str,
+        members: list[Member],
+        published: dict[str, tuple[str, bool]],
+        node: _Node | None = None,
+        **kw: Any,
     ) -> RaftAgent:
         self.clock = Clock()
-        self.node = _Node(name)
+        self.node = node or _Node(name)
         self.published: list[dict[str, Any]] = []
         stable = self.mktemp()
         os.makedirs(stable)
@@ -206,73 +220,50 @@ class AgentTests(SynchronousTestCase):
         agent.step()
         self.assertEqual(self.node.changes[-1], ("remove", "gone", ""))
 
-
-class _PendingNode:
-    def __init__(self) -> None:
-        self.changes: list[tuple[str, str, str]] = []
-        self.pending: list[Deferred[None]] = []
-
-    def changeMembership(self, action: str, name: str, address: str) -> Deferred[None]:
-        self.changes.append((action, name, address))
-        d: Deferred[None] = Deferred()
-        self.pending.append(d)
-        return d
-
-
-def changeStateOf(inputs: ChangeInputs) -> str:
-    # automat keeps the current state on the machine's transitioner.
-    return inputs.__automat_transitioner__._state.name  # type: ignore[attr-defined]
-
-
-class MembershipChangeTests(SynchronousTestCase):
-    """
-    The membership change machine: every input in both states.
-    """
-
-    def setUp(self) -> None:
-        self.node = _PendingNode()
-        self.change: ChangeInputs = MembershipChange(ChangeCore(self.node))
-        self.logged: list[str] = []
-        observer = cast(ILogObserver, lambda e: self.logged.append(formatEvent(e)))
+    def captureLog(self) -> list[str]:
+        logged: list[str] = []
+        observer = cast(ILogObserver, lambda e: logged.append(formatEvent(e)))
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return logged
 
-    def test_idle(self) -> None:
+    def test_oneChangeAtATime(self) -> None:
         """
-        Idle: not busy; a late finished changes nothing; begin proposes the
-        change and is busy until it finishes.
+        Membership changes go through the shared machine
+        (L{suite.raft.memberchange}, tested there): while a change is in
+        flight the agent proposes no other; once it ends (committed or
+        failed, each logged) the next is proposed.
         """
-        self.assertFalse(self.change.busy())
-        self.change.finished(None)
-        self.assertEqual((changeStateOf(self.change), self.node.changes, self.logged), ("Idle", [], []))
-        self.change.begin("addVoter", "b", "h:2")
-        self.assertEqual(self.node.changes, [("addVoter", "b", "h:2")])
-        self.assertEqual(changeStateOf(self.change), "Changing")
-        self.assertTrue(self.change.busy())
+        logged = self.captureLog()
+        members = [Member("a", ("h", 1), "alive", 1, {}), Member("b", ("h", 2), "alive", 1, {})]
+        node = _PendingNode("a")
+        agent = self.make("a", members, {"b": ("h:2", False)}, node)
+        node.configs.config = Configuration(frozenset({"a", "gone"}))
+        node.leader = object()
+        agent.step()
+        self.clock.advance(31)
+        agent.step()
+        self.assertEqual(node.changes, [("addVoter", "b", "h:2")])
+        node.pending.pop().callback(None)
+        self.assertIn("raft membership: addVoter b done", logged)
+        agent.step()
+        self.assertEqual(node.changes[-1], ("remove", "gone", ""))
+        node.pending.pop().errback(NotLeader(None, "no longer leader"))
+        self.assertIn("raft membership: remove gone failed: not leader: no longer leader", logged)
+        agent.step()
+        self.assertEqual(len(node.changes), 3)
 
-    def test_changing(self) -> None:
+    def test_changeFailsAtOnce(self) -> None:
         """
-        Changing: busy; a second begin proposes nothing; finished -> Idle,
-        logging the outcome.
+        A change refused at once (not the leader) leaves the agent free to
+        propose again at its next round.
         """
-        self.change.begin("addVoter", "b", "h:2")
-        self.change.begin("remove", "c", "")
-        self.assertEqual(self.node.changes, [("addVoter", "b", "h:2")])
-        self.assertTrue(self.change.busy())
-        self.node.pending.pop().callback(None)
-        self.assertEqual(changeStateOf(self.change), "Idle")
-        self.assertIn("raft membership: addVoter b done", self.logged)
-        self.change.begin("remove", "c", "")
-        self.node.pending.pop().errback(NotLeader(None, "no longer leader"))
-        self.assertFalse(self.change.busy())
-        self.assertTrue(any(line.startswith("raft membership: remove c failed") for line in self.logged))
-
-    def test_synchronousAnswer(self) -> None:
-        """
-        A change that fails at once (not leader) leaves the machine Idle.
-        """
-        node = _Node("a")
-        node.changeMembership = lambda *a: fail(NotLeader(None, "no"))  # type: ignore[method-assign]
-        change = MembershipChange(ChangeCore(node))
-        change.begin("remove", "b", "")
-        self.assertFalse(change.busy())
+        logged = self.captureLog()
+        members = [Member("a", ("h", 1), "alive", 1, {}), Member("b", ("h", 2), "alive", 1, {})]
+        agent = self.make("a", members, {"b": ("h:2", False)})
+        self.node.changeMembership = lambda *a: fail(NotLeader(None, "no"))  # type: ignore[method-assign]
+        self.node.configs.config = Configuration(frozenset({"a"}))
+        self.node.leader = object()
+        agent.step()
+        self.assertFalse(agent.change.busy())
+        self.assertIn("raft membership: addVoter b failed: not leader: no", logged)

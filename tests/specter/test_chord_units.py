@@ -684,9 +684,9 @@ class RetriedJoinTests(SynchronousTestCase):
 
         v.store.exportRange = slowExport
         joiner = VnodeRef((v.ref.id - 1000) % (1 << 64), "j:1", 0)
-        first = Deferred.fromCoroutine(v.remote_join(list(joiner)))
+        first = Deferred.fromCoroutine(v.handoff.remote_join(list(joiner)))
         self.assertIs(v.membership.transferStarted(), TransferAnswer.BUSY)  # Transferring
-        second = Deferred.fromCoroutine(v.remote_join(list(joiner)))
+        second = Deferred.fromCoroutine(v.handoff.remote_join(list(joiner)))
         answers: list[Any] = []
         first.addBoth(answers.append)
         second.addBoth(answers.append)
