@@ -236,6 +236,8 @@ class SerialJob:
         delay: Callable[[], float] | None = None,
         log: Logger | None = None,
     ) -> None:
+        if delay is not None and clock is None:
+            raise ValueError(f"{name}: a start delay needs a clock")
         self._machine = SerialMachine(SerialCore(job, name, clock, delay, log or _log))
 
     def request(self) -> None:

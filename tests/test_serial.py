@@ -334,6 +334,13 @@ class SerialJobTests(SynchronousTestCase):
         self.assertEqual(len(runs), 1)
         self.successResultOf(serial.stop())
 
+    def test_delayNeedsAClock(self) -> None:
+        """
+        A start delay without a clock is refused when the job is built.
+        """
+        with self.assertRaises(ValueError):
+            SerialJob(lambda: None, "job", delay=lambda: 1.0)
+
     def test_stopCancelsAScheduledStart(self) -> None:
         """
         A start waiting for its delay is cancelled by stop.
