@@ -42,13 +42,14 @@ from suite.ceptra.ingest import ClientAPI, FeatureRules, installClientAPI
 from suite.ceptra.logmetrics import LogCounterService
 from suite.ceptra.partitions import PartitionManager
 from suite.ceptra.placement import FILENAME as PLACEMENT_FILE
-from suite.ceptra.placement import PlacementFile, PlacementLedger
+from suite.ceptra.placement import LedgerCloser, PlacementFile, PlacementLedger
 from suite.ceptra.routing import Routing, parseRouting
 from suite.ceptra.storage import prepareStorage
 from suite.clustor.feeds import FeedClient
 from suite.daemon import attachCommon
 from suite.netutil import isIPAddress
-from suite.pki.bundle import Bundle, checkNodeIdentity, loadIdentity
+from suite.pki.bundle import Bundle
+from suite.pki.load import checkNodeIdentity, loadIdentity
 from suite.pki.tls import clientContextFactory, serverContextFactory
 from suite.raft.multi import DialPolicy
 from suite.raft.settings import RaftSettings
@@ -200,7 +201,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
-    pool._factory = _QuietClientFactory  # type: ignore[attr-defined]
+    pool._factory = _QuietClientFactory
     http = treq.client.HTTPClient(Agent(reactor, contextFactory=MTLSPolicy(bundle), pool=pool))
     feeds = FeedClient(
         options["control-plane-url"],
@@ -236,6 +237,9 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         snapshotThreshold=options["snapshot-threshold"],
     )
     hub = SSEHub(reactor)
+    ledger = PlacementLedger(PlacementFile(os.path.join(storage.dataDir, PLACEMENT_FILE), reactor))
+    # Children stop in reverse order: the ledger's last save after the manager stopped.
+    LedgerCloser(ledger).setServiceParent(root)
     manager = PartitionManager(
         options["node-spiffe"],
         reactor,
@@ -247,7 +251,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         settings=settings,
         maxLag=options["ready-max-lag"],
         registry=registry,
-        ledger=PlacementLedger(PlacementFile(os.path.join(storage.dataDir, PLACEMENT_FILE), reactor)),
+        ledger=ledger,
     )
     manager.setName("partitions")
     manager.setServiceParent(root)

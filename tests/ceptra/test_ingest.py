@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import IO, Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
@@ -70,8 +71,16 @@ class ValidationTests(SynchronousTestCase):
             self.assertIn(why, str(cm.exception))
 
 
-def request(method: bytes, path: list[bytes], payload: bytes = b"", **args: str) -> DummyRequest:
-    req = DummyRequest(path)
+class BodyRequest(DummyRequest):
+    """
+    A L{DummyRequest} with a body, as a server request has.
+    """
+
+    content: IO[bytes]
+
+
+def request(method: bytes, path: list[bytes], payload: bytes = b"", **args: str) -> BodyRequest:
+    req = BodyRequest(path)
     req.method = method
     req.content = io.BytesIO(payload)
     req.postpath = list(path)
@@ -88,7 +97,7 @@ class ListeningHub(SSEHub):
     A hub with one listening client (as far as publishers can tell).
     """
 
-    clientCount = 1  # type: ignore[assignment]
+    clientCount = 1
 
 
 class APIFixture(SynchronousTestCase):
@@ -100,8 +109,13 @@ class APIFixture(SynchronousTestCase):
         self.cluster = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"], "p1": ["a", "b", "c"]})
         self.cluster.run(2.0)
         self.hub = ListeningHub(self.cluster.clock)
-        self.published: list[Any] = []
-        self.hub.publish = lambda event, data, id=None: self.published.append((event, data)) or "1"  # type: ignore[method-assign]
+        self.published: list[tuple[str | None, Any]] = []
+
+        def publish(event: str | None, data: Any, id: str | int | None = None) -> str:
+            self.published.append((event, data))
+            return "1"
+
+        self.patch(self.hub, "publish", publish)
         manager = self.cluster.managers["a"]
         self.api = ClientAPI(
             manager, lambda: self.cluster.routing, None, self.cluster.clock, self.hub, DialPolicy(1, 3, 0.05)
@@ -199,3 +213,29 @@ class APITests(APIFixture):
         features["features"]["ceptra.rules"] = "{broken"
         rules.check()
         self.assertIsNotNone(rules.rejected)
+
+    def test_featureRulesOneProposalAtATime(self) -> None:
+        """
+        While a partition's rules proposal is in flight, further checks
+        propose nothing for it; a failed proposal is tried again by the next check.
+        """
+        proposals: list[tuple[str, Deferred[Any]]] = []
+
+        def propose(pid: str, entry: bytes) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            proposals.append((pid, d))
+            return d
+
+        features: dict[str, Any] = {"features": {"ceptra.rules": json.dumps(RULES)}}
+        rules = FeatureRules(self.api, lambda: features)
+        self.api.manager.propose = propose  # type: ignore[method-assign]
+        rules.check()
+        first = sorted(pid for pid, _ in proposals)
+        self.assertTrue(first)
+        rules.check()
+        rules.check()
+        self.assertEqual(sorted(pid for pid, _ in proposals), first)
+        for _, d in proposals:
+            d.errback(RuntimeError("no quorum"))
+        rules.check()
+        self.assertEqual(len(proposals), 2 * len(first))

@@ -19,7 +19,7 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.pki.ca import mintSelfSigned
+from suite.pki.mint import mintSelfSigned
 from suite.specter.tunnel.twistedio import LeanClientTLSEndpoint, LeanTLSTransport, TurnWrites, leanDispatch
 
 _CERT, _KEY = mintSelfSigned(["a.test"])
@@ -35,15 +35,15 @@ class _Echo(Protocol):
     """
 
     def connectionMade(self) -> None:
-        self.factory.received = []  # type: ignore[attr-defined]
-        self.factory.lost = None  # type: ignore[attr-defined]
+        self.factory.received = []
+        self.factory.lost = None
 
     def dataReceived(self, data: bytes) -> None:
-        self.factory.received.append(data)  # type: ignore[attr-defined]
+        self.factory.received.append(data)
         self.transport.write(b"echo:" + data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        self.factory.lost = reason  # type: ignore[attr-defined]
+        self.factory.lost = reason
 
 
 class _Pair:
@@ -342,7 +342,7 @@ class LeanDispatchTests(SynchronousTestCase):
 
         readers = [_Reader(a) for a, _ in pairs]
         for r in readers:
-            reactor.addReader(r)  # type: ignore[arg-type]
+            reactor.addReader(r)
         seen: list[Any] = []
 
         def dispatch(selectable: Any, fd: int, event: int) -> None:
