@@ -422,12 +422,28 @@ def _closeExchange(core: StreamCore) -> None:
 _TOO_LARGE = f"request body larger than {MAX_BODY} bytes"
 
 
-def _reset(core: StreamCore, code: int) -> None:
-    core.response = None
-    _closeExchange(core)
+def _forget(core: StreamCore) -> None:
+    """
+    The stream is over: cancel its exchange, give back the body window it
+    holds, drop the phase objects and the references between them (the
+    core no longer reaches its machine: nothing but the garbage collector's
+    reference counts is needed to free them), and tell the connection.
+    """
+    response, core.response = core.response, None
+    if response is not None:
+        response.sink = None
+    sink, core.sink = core.sink, None
+    if sink is not None:
+        sink.response = None
+        sink.cancel()
     _giveBack(core)
-    core.side.resetStream(core.sid, code)
+    del core.inputs
     core.side.streamClosed(core)
+
+
+def _reset(core: StreamCore, code: int) -> None:
+    core.side.resetStream(core.sid, code)
+    _forget(core)
 
 
 def _build() -> TypeMachine[StreamInputs, StreamCore]:
@@ -480,7 +496,7 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
 
     @opened.upon(S.abandoned).to(closed)
     def _abandonOpened(inputs: StreamInputs, core: StreamCore) -> None:
-        core.side.streamClosed(core)
+        _forget(core)
 
     # -- Routing ----------------------------------------------------------------------------
     @routing.upon(S.resolved).loop()
@@ -547,8 +563,7 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
 
     @routing.upon(S.abandoned).to(closed)
     def _abandonRouting(inputs: StreamInputs, core: StreamCore, data: RouteData) -> None:
-        _giveBack(core)
-        core.side.streamClosed(core)
+        _forget(core)
 
     # -- Forwarding: the exchange runs, no answer yet ---------------------------------------
     @forwarding.upon(S.bodyReceived).loop()
@@ -575,10 +590,13 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     def _rejectForwarding(
         inputs: StreamInputs, core: StreamCore, sink: ExchangeSink, code: int, detail: str
     ) -> None:
-        _closeExchange(core)
         inputs.answered(_errorResponse(core, code, detail))
 
-    forwarding.upon(S.answered).to(responding).returns(None)
+    @forwarding.upon(S.answered).to(responding)
+    def _answerForwarding(
+        inputs: StreamInputs, core: StreamCore, sink: ExchangeSink, response: Response
+    ) -> None:
+        _closeExchange(core)
 
     @forwarding.upon(S.responseStarted).to(responding)
     def _started(inputs: StreamInputs, core: StreamCore, sink: ExchangeSink, response: Response) -> None:
@@ -590,9 +608,7 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
 
     @forwarding.upon(S.abandoned).to(closed)
     def _abandonForwarding(inputs: StreamInputs, core: StreamCore, sink: ExchangeSink) -> None:
-        _closeExchange(core)
-        _giveBack(core)
-        core.side.streamClosed(core)
+        _forget(core)
 
     # -- Responding: the answer is being sent -----------------------------------------------
     @responding.upon(S.bodyReceived).loop()
@@ -627,25 +643,23 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
 
     @responding.upon(S.responseSent).to(closed)
     def _sent(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
-        core.response = None
-        core.sink = None
-        _giveBack(core)
         core.side.streamAnswered()
-        core.side.streamClosed(core)
+        _forget(core)
 
     @responding.upon(S.responseSentEarly).to(draining)
     def _sentEarly(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
-        core.response = None
-        _closeExchange(core)
-        _giveBack(core)
         core.side.streamAnswered()
+        response.sink = None
+        core.response = None
+        sink, core.sink = core.sink, None
+        if sink is not None:
+            sink.response = None
+            sink.cancel()
+        _giveBack(core)
 
     @responding.upon(S.abandoned).to(closed)
     def _abandonResponding(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
-        core.response = None
-        _closeExchange(core)
-        _giveBack(core)
-        core.side.streamClosed(core)
+        _forget(core)
 
     # -- Draining: answered; the rest of the request body is dropped -------------------------
     @draining.upon(S.bodyReceived).loop()
@@ -653,14 +667,20 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
         core.side.giveBack(core.sid, size)
         data.dropped += size
         if data.dropped > DRAIN_LIMIT:
-            inputs.abandoned()
             core.side.resetStream(core.sid, h2.errors.ErrorCodes.NO_ERROR)
+            inputs.abandoned()
 
     @draining.upon(S.bodyEnded).to(closed)
     def _drained(inputs: StreamInputs, core: StreamCore, data: DrainData) -> None:
-        core.side.streamClosed(core)
+        _forget(core)
 
     draining.upon(S.abandoned).to(closed)(_drained)
+
+    # a lookup still running when the request was answered (its body was
+    # too large) or reset ends here unheeded
+    for late in (responding, draining):
+        late.upon(S.resolved).loop().returns(None)
+        late.upon(S.resolveFailed).loop().returns(None)
 
     # -- Closed: late results and bytes ------------------------------------------------------
     @closed.upon(S.bodyReceived).loop()
@@ -673,7 +693,8 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     # Deliberately impossible (a NoTransition would be a bug): Opened is
     # left within the read that opened the stream (no body, lookup or
     # exchange can reach it); lookups answer only in Routing (Opened has
-    # none yet; every later state ignores them); an exchange calls
+    # none yet, Forwarding is reached only by its answer or without one;
+    # every later state ignores them); an exchange calls
     # responseStarted and responseFailed only while it runs (Forwarding,
     # Responding), and is cancelled as those are left; forwarded, answered
     # and bodyTooLarge are private inputs fed by the states that take them;

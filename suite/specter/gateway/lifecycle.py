@@ -43,6 +43,8 @@ from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from suite.raft.fsm import indexed
+
 __all__ = [
     "LinkInputs",
     "ILinkActions",
@@ -193,7 +195,8 @@ def _buildLink() -> TypeMachine[LinkInputs, LinkCore]:
     return b.build()
 
 
-LinkMachine = _buildLink()
+#: Indexed: C{acceptsStreams} is asked for every visitor routed to a link.
+LinkMachine = indexed(_buildLink())
 
 
 def newLinkMachine(actions: ILinkActions) -> LinkInputs:
@@ -369,7 +372,7 @@ def _buildDrain() -> TypeMachine[DrainInputs, DrainCore]:
     return b.build()
 
 
-DrainMachine = _buildDrain()
+DrainMachine = indexed(_buildDrain())
 
 
 def newDrainMachine(actions: IDrainActions, clock: IReactorTime, drainSeconds: float) -> DrainInputs:
