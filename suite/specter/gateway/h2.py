@@ -394,7 +394,7 @@ class H2Visitor(Protocol):
         """
         C{response} has something to send.
         """
-        self.sendable[response.sid] = response
+        self.sendable[response.stream.sid] = response
         self.front.flusher.mark(self)
 
     def resetStream(self, sid: int, code: int) -> None:
@@ -475,6 +475,7 @@ class H2Visitor(Protocol):
                         self._finished(stream)
                         return
                 conn.send_headers(sid, head)
+                stream.inputs.headersSent(response)
             while out:
                 piece = out[0]
                 if piece is END:
@@ -484,8 +485,7 @@ class H2Visitor(Protocol):
                     return
                 room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
                 if room <= 0:
-                    if response.sink is not None:
-                        response.sink.pause()
+                    response.pause()
                     return
                 if len(piece) > room:
                     out[0] = piece[room:]
@@ -501,8 +501,7 @@ class H2Visitor(Protocol):
                 if end:
                     self._finished(stream)
                     return
-            if response.sink is not None:
-                response.sink.resume()
+            response.resume()
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
             log.debug("HTTP/2 stream {sid} of {peer} gone: {error}", sid=sid, peer=self.peer, error=str(e))
             stream.inputs.abandoned()
@@ -520,8 +519,8 @@ class H2Visitor(Protocol):
         """
         self.writePaused = True
         for stream in self.requests.values():
-            if stream.sink is not None:
-                stream.sink.pause()
+            if stream.response is not None:
+                stream.response.pause()
 
     def resumeProducing(self) -> None:
         """
@@ -530,10 +529,11 @@ class H2Visitor(Protocol):
         self.writePaused = False
         for stream in self.requests.values():
             response = stream.response
-            if response is not None and (response.out or response.headers is not None):
-                self.sendable[stream.sid] = response
-            elif stream.sink is not None:
-                stream.sink.resume()
+            if response is not None:
+                if response.out or response.headers is not None:
+                    self.sendable[stream.sid] = response
+                else:
+                    response.resume()
         self.front.flusher.mark(self)
 
     def stopProducing(self) -> None:

@@ -5,43 +5,45 @@ its response on the way back.
 
 Inputs (L{StreamInputs}): C{forwarded}, C{lookingUp}, C{resolved},
 C{resolveFailed}, C{rejected}, C{answered}, C{bodyReceived},
-C{bodyTooLarge}, C{bodyEnded}, C{responseStarted}, C{responseFailed},
+C{bodyTooLarge}, C{bodyEnded}, C{responseFailed}, C{headersSent},
 C{responseSent}, C{responseSentEarly}, C{abandoned}.
 
 Outputs (on the connection, L{StreamSide}, and the exchange): start the
 exchange and send it the request body, acknowledge body bytes to the
-visitor once the tunnel took them, queue a response (or an error page)
-for the connection's next flush, reset the stream, cancel the exchange.
+visitor once the tunnel took them, queue an error page for the
+connection's next flush, reset the stream, cancel the exchange.
 
 States::
 
-    Opened --forwarded--> Forwarding --responseStarted--> Responding --responseSent--> Closed
-      |                       ^                               |
-    lookingUp             forwarded                   responseSentEarly
-      v                       |                               v
-    Routing ------------------+                            Draining --bodyEnded--> Closed
+    Opened --forwarded--> Forwarding --headersSent--> Responding
+      |                       ^  |                            |
+    lookingUp         forwarded  +--responseSent--------------+--> Closed
+      v                       |  +--responseSentEarly---------+--> Draining --bodyEnded--> Closed
+    Routing ------------------+
 
-C{answered} (an error page) leads from C{Opened}, C{Routing} and
-C{Forwarding} to C{Responding}; C{abandoned} (the visitor reset the
-stream, its connection was lost, C{h2} gave the stream up) from any state
-to C{Closed}.  Decisions with two outcomes are loops whose behaviour feeds
-a private input (C{resolved} -> C{forwarded}/C{rejected}, C{rejected} ->
-C{answered}, C{bodyReceived} -> C{bodyTooLarge}).
+C{Forwarding}: the exchange runs and nothing was sent to the visitor yet
+(a failure is still answered with an error page); the target's answer is
+queued on the stream's L{Response} as it comes, and a short one leaves
+whole in one flush (C{responseSent} straight from C{Forwarding}: two inputs
+per request).  C{Responding}: the response head went out (a failure now
+resets the stream), or an error page is queued (C{answered}, from
+C{Opened}, C{Routing} and C{Forwarding}).  C{Draining}: answered before the
+request body ended: the rest of the body is read and dropped, up to
+L{DRAIN_LIMIT}, then the stream is reset.  C{abandoned} (the visitor reset
+the stream, its connection was lost, C{h2} gave the stream up) leads from
+any state to C{Closed}.  Decisions with two outcomes are loops whose
+behaviour feeds a private input (C{resolved} -> C{forwarded}/C{rejected},
+C{rejected} -> C{answered}, C{bodyReceived} -> C{bodyTooLarge}).
 
 State data: C{Routing} holds the request body received before a link was
-found (L{RouteData}); C{Forwarding} the exchange and the sink it answers
-to (L{ExchangeSink}), which lives on in C{Responding} while the target's
-answer comes; C{Responding} the response not sent yet (L{Response});
-C{Draining} (answered before the request body ended: the rest of the body
-is read and dropped, up to L{DRAIN_LIMIT}, then the stream is reset) the
-bytes dropped so far.  Whether the request body ended is C{h2}'s to know
-(the stream's half-closed state); the stream's core keeps only what holds
-for its whole life (its id, request head, body counters) and the two
-objects the connection reaches each phase's data by (C{sink},
-C{response}), set and cleared by the machine.
-
-Response bytes do not go through the machine: the exchange hands them to
-the L{ExchangeSink}, which queues them on the L{Response}.
+found (L{RouteData}); C{Forwarding} and C{Responding} the L{Response} (the
+exchange's sink and the answer not sent yet); C{Draining} the bytes
+dropped so far.  Whether the request body ended is C{h2}'s to know (the
+stream's half-closed state).  The stream's core keeps what holds for its
+whole life (its id, request head, body counters) and C{response}, by which
+the connection reaches the current L{Response} (set and cleared by the
+machine).  Response bytes do not go through the machine: the exchange
+hands them to the L{Response}, which queues them.
 """
 
 from __future__ import annotations
@@ -70,7 +72,6 @@ __all__ = [
     "StreamSide",
     "StreamCore",
     "StreamMachine",
-    "ExchangeSink",
     "Response",
     "RouteData",
     "DrainData",
@@ -149,14 +150,14 @@ class StreamInputs(Protocol):
         The visitor ended the request body.
         """
 
-    def responseStarted(self, response: Response) -> None:
-        """
-        The target's response head arrived.
-        """
-
     def responseFailed(self, reason: str) -> None:
         """
         The exchange broke: no response, or one cut short.
+        """
+
+    def headersSent(self, response: Response) -> None:
+        """
+        The response head went to the visitor, the rest is to follow.
         """
 
     def responseSent(self) -> None:
@@ -228,11 +229,10 @@ class StreamCore:
 
     @ivar unacked: request body bytes received but not yet taken by the
         tunnel (acknowledged to the visitor when they are).
-    @ivar sink: the exchange's sink while an exchange runs.
-    @ivar response: the response while it is being sent (C{Responding}).
+    @ivar response: the answer (C{Forwarding}, C{Responding}).
     """
 
-    __slots__ = ("side", "sid", "head", "bodyFollows", "unacked", "bodyBytes", "sink", "response", "inputs")
+    __slots__ = ("side", "sid", "head", "bodyFollows", "unacked", "bodyBytes", "response", "inputs")
 
     def __init__(self, side: StreamSide, sid: int, head: RequestHead | None, bodyFollows: bool) -> None:
         self.side = side
@@ -241,30 +241,41 @@ class StreamCore:
         self.bodyFollows = bodyFollows
         self.unacked = 0
         self.bodyBytes = 0
-        self.sink: ExchangeSink | None = None
         self.response: Response | None = None
         self.inputs: StreamInputs = None  # type: ignore[assignment]
 
 
 @implementer(IResponseSink)
-class ExchangeSink:
+class Response:
     """
-    C{Forwarding}: the exchange carrying a request, and what it answers
-    to.  The response's bytes go straight to the L{Response} (the machine
-    sees only where the response starts and whether it failed).
+    A stream's answer: the exchange's sink (C{Forwarding}, C{Responding})
+    and what is not sent to the visitor yet; or an error page (no
+    exchange).
 
+    @ivar headers: the response head, until it is sent (then None).
+    @ivar out: body pieces not sent yet (L{END} once complete).
+    @ivar queued: bytes in C{out}.
     @ivar bodyPaused: the tunnel takes no more of the request body for now
         (bytes received meanwhile are acknowledged when it does).
     @ivar paused: the exchange was asked to stop reading the response
         (the visitor's window, its TCP connection or the queue is full).
     """
 
-    __slots__ = ("stream", "exchange", "response", "bodyPaused", "paused")
+    __slots__ = ("stream", "exchange", "headers", "out", "queued", "bodyPaused", "paused")
 
-    def __init__(self, stream: StreamCore, exchange: Exchange | SiteExchange) -> None:
+    def __init__(
+        self,
+        stream: StreamCore,
+        exchange: Exchange | SiteExchange | None,
+        headers: Headers | None = None,
+        out: deque[Any] | None = None,
+        queued: int = 0,
+    ) -> None:
         self.stream = stream
-        self.exchange: Exchange | SiteExchange | None = exchange
-        self.response: Response | None = None
+        self.exchange = exchange
+        self.headers = headers
+        self.out: deque[Any] = deque() if out is None else out
+        self.queued = queued
         self.bodyPaused = False
         self.paused = False
 
@@ -280,26 +291,22 @@ class ExchangeSink:
             altSvc = side.gateway.altSvcFor(stream.head.host)
             if altSvc is not None:
                 headers.append((b"alt-svc", altSvc))
-        response = self.response = Response(stream.sid, headers, deque(), 0, self)
+        self.headers = headers
         if side.writePaused:
             self.pause()
-        stream.inputs.responseStarted(response)
+        side.ready(self)
 
     def responseData(self, data: bytes) -> None:
-        response = self.response
-        assert response is not None
-        response.out.append(data)
-        response.queued += len(data)
-        if response.queued > QUEUE_LIMIT:
+        self.out.append(data)
+        self.queued += len(data)
+        if self.queued > QUEUE_LIMIT:
             self.pause()
-        self.stream.side.ready(response)
+        self.stream.side.ready(self)
 
     def responseEnded(self) -> None:
         self.exchange = None
-        response = self.response
-        assert response is not None
-        response.out.append(END)
-        self.stream.side.ready(response)
+        self.out.append(END)
+        self.stream.side.ready(self)
 
     def responseFailed(self, reason: str) -> None:
         self.exchange = None
@@ -354,24 +361,6 @@ class ExchangeSink:
             exchange.cancel()
 
 
-@dataclass(slots=True)
-class Response:
-    """
-    C{Responding}: a response on its way to the visitor.
-
-    @ivar headers: the head, until it is sent (then None).
-    @ivar out: body pieces not sent yet (L{END} once complete).
-    @ivar queued: bytes in C{out}.
-    @ivar sink: the exchange's sink it comes from (None: an error page).
-    """
-
-    sid: int
-    headers: Headers | None
-    out: deque[Any]
-    queued: int
-    sink: ExchangeSink | None
-
-
 @dataclass
 class RouteData:
     """
@@ -401,7 +390,7 @@ def _errorResponse(core: StreamCore, code: int, detail: str) -> Response:
         (b"content-type", b"text/html; charset=utf-8"),
         (b"content-length", b"%d" % len(body)),
     ]
-    return Response(core.sid, headers, deque([body, END]), len(body), None)
+    return Response(core, None, headers, deque([body, END]), len(body))
 
 
 def _giveBack(core: StreamCore) -> None:
@@ -413,10 +402,11 @@ def _giveBack(core: StreamCore) -> None:
         core.side.giveBack(core.sid, size)
 
 
-def _closeExchange(core: StreamCore) -> None:
-    sink, core.sink = core.sink, None
-    if sink is not None:
-        sink.cancel()
+def _dropResponse(core: StreamCore) -> None:
+    response, core.response = core.response, None
+    if response is not None:
+        response.cancel()
+    _giveBack(core)
 
 
 _TOO_LARGE = f"request body larger than {MAX_BODY} bytes"
@@ -425,18 +415,10 @@ _TOO_LARGE = f"request body larger than {MAX_BODY} bytes"
 def _forget(core: StreamCore) -> None:
     """
     The stream is over: cancel its exchange, give back the body window it
-    holds, drop the phase objects and the references between them (the
-    core no longer reaches its machine: nothing but the garbage collector's
-    reference counts is needed to free them), and tell the connection.
+    holds, drop its answer and its machine (the core no longer reaches
+    the machine, so reference counts alone free them), tell the connection.
     """
-    response, core.response = core.response, None
-    if response is not None:
-        response.sink = None
-    sink, core.sink = core.sink, None
-    if sink is not None:
-        sink.response = None
-        sink.cancel()
-    _giveBack(core)
+    _dropResponse(core)
     del core.inputs
     core.side.streamClosed(core)
 
@@ -456,17 +438,14 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
 
     routing = b.state("Routing", routeData)
 
-    def exchangeSink(
-        inputs: StreamInputs, core: StreamCore, exchange: Exchange | SiteExchange
-    ) -> ExchangeSink:
-        sink = core.sink = ExchangeSink(core, exchange)
-        return sink
+    def forwardData(inputs: StreamInputs, core: StreamCore, exchange: Exchange | SiteExchange) -> Response:
+        response = core.response = Response(core, exchange)
+        return response
 
-    forwarding = b.state("Forwarding", exchangeSink)
+    forwarding = b.state("Forwarding", forwardData)
 
     def respond(inputs: StreamInputs, core: StreamCore, response: Response) -> Response:
         core.response = response
-        core.side.ready(response)
         return response
 
     responding = b.state("Responding", respond)
@@ -480,8 +459,8 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     # -- Opened: the request head was read; the connection routes it at once ---------------
     @opened.upon(S.forwarded).to(forwarding)
     def _forward(inputs: StreamInputs, core: StreamCore, exchange: Exchange | SiteExchange) -> None:
-        assert core.head is not None and core.sink is not None
-        exchange.start(core.head, core.sink, core.bodyFollows)
+        assert core.head is not None and core.response is not None
+        exchange.start(core.head, core.response, core.bodyFollows)
 
     @opened.upon(S.lookingUp).to(routing)
     def _lookUp(inputs: StreamInputs, core: StreamCore) -> None:
@@ -492,7 +471,9 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     def _reject(inputs: StreamInputs, core: StreamCore, code: int, detail: str) -> None:
         inputs.answered(_errorResponse(core, code, detail))
 
-    opened.upon(S.answered).to(responding).returns(None)
+    @opened.upon(S.answered).to(responding)
+    def _answer(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
+        core.side.ready(response)
 
     @opened.upon(S.abandoned).to(closed)
     def _abandonOpened(inputs: StreamInputs, core: StreamCore) -> None:
@@ -520,7 +501,7 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     def _forwardEarly(
         inputs: StreamInputs, core: StreamCore, data: RouteData, exchange: Exchange | SiteExchange
     ) -> None:
-        sink = core.sink
+        sink = core.response
         assert core.head is not None and sink is not None
         exchange.start(core.head, sink, core.bodyFollows)
         ended = False
@@ -541,7 +522,9 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     ) -> None:
         inputs.answered(_errorResponse(core, code, detail))
 
-    routing.upon(S.answered).to(responding).returns(None)
+    @routing.upon(S.answered).to(responding)
+    def _answerRouting(inputs: StreamInputs, core: StreamCore, data: RouteData, response: Response) -> None:
+        core.side.ready(response)
 
     @routing.upon(S.bodyReceived).loop()
     def _keep(inputs: StreamInputs, core: StreamCore, data: RouteData, body: bytes, size: int) -> None:
@@ -565,101 +548,84 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     def _abandonRouting(inputs: StreamInputs, core: StreamCore, data: RouteData) -> None:
         _forget(core)
 
-    # -- Forwarding: the exchange runs, no answer yet ---------------------------------------
-    @forwarding.upon(S.bodyReceived).loop()
-    def _forwardBody(
-        inputs: StreamInputs, core: StreamCore, sink: ExchangeSink, body: bytes, size: int
-    ) -> None:
+    # -- Forwarding: the exchange runs, nothing sent to the visitor yet ---------------------
+    def _body(inputs: StreamInputs, core: StreamCore, response: Response, body: bytes, size: int) -> None:
         core.bodyBytes += len(body)
         if core.bodyBytes > MAX_BODY:
-            inputs.bodyTooLarge()
             core.side.giveBack(core.sid, size)
-            return
-        core.unacked += size
-        sink.sendBody(body)
-
-    @forwarding.upon(S.bodyTooLarge).loop()
-    def _tooLarge(inputs: StreamInputs, core: StreamCore, sink: ExchangeSink) -> None:
-        inputs.rejected(413, _TOO_LARGE)
-
-    @forwarding.upon(S.bodyEnded).loop()
-    def _endBody(inputs: StreamInputs, core: StreamCore, sink: ExchangeSink) -> None:
-        sink.endBody()
-
-    @forwarding.upon(S.rejected).loop()
-    def _rejectForwarding(
-        inputs: StreamInputs, core: StreamCore, sink: ExchangeSink, code: int, detail: str
-    ) -> None:
-        inputs.answered(_errorResponse(core, code, detail))
-
-    @forwarding.upon(S.answered).to(responding)
-    def _answerForwarding(
-        inputs: StreamInputs, core: StreamCore, sink: ExchangeSink, response: Response
-    ) -> None:
-        _closeExchange(core)
-
-    @forwarding.upon(S.responseStarted).to(responding)
-    def _started(inputs: StreamInputs, core: StreamCore, sink: ExchangeSink, response: Response) -> None:
-        pass
-
-    @forwarding.upon(S.responseFailed).loop()
-    def _noAnswer(inputs: StreamInputs, core: StreamCore, sink: ExchangeSink, reason: str) -> None:
-        inputs.rejected(502, f"the tunnel target did not answer: {reason}")
-
-    @forwarding.upon(S.abandoned).to(closed)
-    def _abandonForwarding(inputs: StreamInputs, core: StreamCore, sink: ExchangeSink) -> None:
-        _forget(core)
-
-    # -- Responding: the answer is being sent -----------------------------------------------
-    @responding.upon(S.bodyReceived).loop()
-    def _bodyWhileResponding(
-        inputs: StreamInputs, core: StreamCore, response: Response, body: bytes, size: int
-    ) -> None:
-        sink = response.sink
-        core.bodyBytes += len(body)
-        if core.bodyBytes > MAX_BODY:
             inputs.bodyTooLarge()
-            core.side.giveBack(core.sid, size)
-        elif sink is None or sink.exchange is None:
+        elif response.exchange is None:
             # an error page, or the target answered whole: nobody takes it
             core.side.giveBack(core.sid, size)
         else:
             core.unacked += size
-            sink.sendBody(body)
+            response.sendBody(body)
+
+    forwarding.upon(S.bodyReceived).loop()(_body)
+
+    @forwarding.upon(S.bodyTooLarge).loop()
+    def _tooLarge(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
+        inputs.rejected(413, _TOO_LARGE)
+
+    @forwarding.upon(S.bodyEnded).loop()
+    def _endBody(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
+        response.endBody()
+
+    @forwarding.upon(S.rejected).loop()
+    def _rejectForwarding(
+        inputs: StreamInputs, core: StreamCore, response: Response, code: int, detail: str
+    ) -> None:
+        inputs.answered(_errorResponse(core, code, detail))
+
+    @forwarding.upon(S.answered).to(responding)
+    def _answerForwarding(inputs: StreamInputs, core: StreamCore, old: Response, response: Response) -> None:
+        old.cancel()
+        core.side.ready(response)
+
+    @forwarding.upon(S.responseFailed).loop()
+    def _noAnswer(inputs: StreamInputs, core: StreamCore, response: Response, reason: str) -> None:
+        inputs.rejected(502, f"the tunnel target did not answer: {reason}")
+
+    @forwarding.upon(S.headersSent).to(responding)
+    def _headersSent(inputs: StreamInputs, core: StreamCore, old: Response, response: Response) -> None:
+        pass
+
+    def _sent(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
+        core.side.streamAnswered()
+        _forget(core)
+
+    def _sentEarly(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
+        core.side.streamAnswered()
+        _dropResponse(core)
+
+    def _abandon(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
+        _forget(core)
+
+    forwarding.upon(S.responseSent).to(closed)(_sent)
+    forwarding.upon(S.responseSentEarly).to(draining)(_sentEarly)
+    forwarding.upon(S.abandoned).to(closed)(_abandon)
+
+    # -- Responding: the head went out, or an error page is queued -------------------------
+    responding.upon(S.bodyReceived).loop()(_body)
 
     @responding.upon(S.bodyTooLarge).to(closed)
     def _tooLateTooLarge(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
         _reset(core, h2.errors.ErrorCodes.REFUSED_STREAM)
 
-    @responding.upon(S.bodyEnded).loop()
-    def _endBodyResponding(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
-        if response.sink is not None:
-            response.sink.endBody()
+    responding.upon(S.bodyEnded).loop()(_endBody)
 
     @responding.upon(S.responseFailed).to(closed)
     def _cutShort(inputs: StreamInputs, core: StreamCore, response: Response, reason: str) -> None:
         # an answer cut short is reset, never ended as if complete
         _reset(core, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
-    @responding.upon(S.responseSent).to(closed)
-    def _sent(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
-        core.side.streamAnswered()
-        _forget(core)
+    @responding.upon(S.headersSent).loop()
+    def _pageHeadSent(inputs: StreamInputs, core: StreamCore, old: Response, response: Response) -> None:
+        pass
 
-    @responding.upon(S.responseSentEarly).to(draining)
-    def _sentEarly(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
-        core.side.streamAnswered()
-        response.sink = None
-        core.response = None
-        sink, core.sink = core.sink, None
-        if sink is not None:
-            sink.response = None
-            sink.cancel()
-        _giveBack(core)
-
-    @responding.upon(S.abandoned).to(closed)
-    def _abandonResponding(inputs: StreamInputs, core: StreamCore, response: Response) -> None:
-        _forget(core)
+    responding.upon(S.responseSent).to(closed)(_sent)
+    responding.upon(S.responseSentEarly).to(draining)(_sentEarly)
+    responding.upon(S.abandoned).to(closed)(_abandon)
 
     # -- Draining: answered; the rest of the request body is dropped -------------------------
     @draining.upon(S.bodyReceived).loop()
@@ -694,11 +660,11 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     # left within the read that opened the stream (no body, lookup or
     # exchange can reach it); lookups answer only in Routing (Opened has
     # none yet, Forwarding is reached only by its answer or without one;
-    # every later state ignores them); an exchange calls
-    # responseStarted and responseFailed only while it runs (Forwarding,
-    # Responding), and is cancelled as those are left; forwarded, answered
-    # and bodyTooLarge are private inputs fed by the states that take them;
-    # responseSent and responseSentEarly follow a response's last frame.
+    # every later state ignores them); an exchange reports a failure only
+    # while it runs (Forwarding, Responding) and is cancelled as those are
+    # left; forwarded, answered and bodyTooLarge are private inputs fed by
+    # the states that take them; the connection sends a response (head,
+    # last frame) only in Forwarding and Responding.
     return b.build()
 
 

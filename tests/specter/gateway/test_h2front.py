@@ -24,7 +24,7 @@ from zope.interface.verify import verifyObject
 
 from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink
 from suite.specter.gateway.h2 import MAX_BODY, H2Front
-from suite.specter.gateway.h2stream import ExchangeSink, newStream
+from suite.specter.gateway.h2stream import Response, newStream
 from suite.specter.gateway.interfaces import IResponseSink
 from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.tunnel.frames import (
@@ -188,7 +188,7 @@ class H2FrontTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IPushProducer, self.h.visitor))
         self.assertIs(self.h.transport.producer, self.h.visitor)
         self.assertTrue(
-            verifyObject(IResponseSink, ExchangeSink(newStream(self.h.visitor, 1, None, False), None))
+            verifyObject(IResponseSink, Response(newStream(self.h.visitor, 1, None, False), None))
         )  # type: ignore[arg-type]
 
     def test_settings(self) -> None:
@@ -340,8 +340,8 @@ class H2FrontTests(SynchronousTestCase):
             self.h.client.send_data(1, b"b" * 16000)
         self.h.client.send_data(1, b"b" * 12000, end_stream=True)
         self.h.pump()
-        assert request.sink is not None
-        self.assertTrue(request.sink.bodyPaused)
+        assert request.response is not None
+        self.assertTrue(request.response.bodyPaused)
         self.assertGreater(request.unacked, 0)
         sent = sum(len(p) for k, _, p in self.h.linkFrames() if k == DATA)
         self.h.link.dataReceived(encodeFrame(WINDOW, sid, (400000).to_bytes(4, "big")))

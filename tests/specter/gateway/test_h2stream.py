@@ -127,11 +127,11 @@ _Args = Callable[[StreamCore], tuple[Any, ...]]
 
 
 def _page(stream: StreamCore) -> tuple[Any, ...]:
-    return (Response(stream.sid, [(b":status", b"404")], deque([b"page", END]), 4, None),)
+    return (Response(stream, None, [(b":status", b"404")], deque([b"page", END]), 4),)
 
 
-def _answer(stream: StreamCore) -> tuple[Any, ...]:
-    return (Response(stream.sid, [(b":status", b"200")], deque(), 0, stream.sink),)
+def _sentHead(stream: StreamCore) -> tuple[Any, ...]:
+    return (stream.response,)
 
 
 _INPUTS: list[tuple[str, _Args]] = [
@@ -144,8 +144,8 @@ _INPUTS: list[tuple[str, _Args]] = [
     ("bodyReceived", lambda s: (b"x", 1)),
     ("bodyTooLarge", lambda s: ()),
     ("bodyEnded", lambda s: ()),
-    ("responseStarted", _answer),
     ("responseFailed", lambda s: ("boom",)),
+    ("headersSent", _sentHead),
     ("responseSent", lambda s: ()),
     ("responseSentEarly", lambda s: ()),
     ("abandoned", lambda s: ()),
@@ -155,7 +155,7 @@ _PATHS: dict[str, list[str]] = {
     "Opened": [],
     "Routing": ["lookingUp"],
     "Forwarding": ["forwarded"],
-    "Responding": ["forwarded", "responseStarted"],
+    "Responding": ["forwarded", "headersSent"],
     #: Responding with an error page (no exchange behind it).
     "Responding (page)": ["rejected"],
     "Draining": ["rejected", "responseSentEarly"],
@@ -186,13 +186,15 @@ _TABLE: dict[str, dict[str, tuple[list[str], str]]] = {
         "abandoned": (["closed"], "Closed"),
     },
     "Forwarding": {
-        "rejected": (["ready", "cancel"], "Responding (page)"),
-        "answered": (["ready", "cancel"], "Responding (page)"),
+        "rejected": (["cancel", "ready"], "Responding (page)"),
+        "answered": (["cancel", "ready"], "Responding (page)"),
         "bodyReceived": (["send x", "ack 1"], "Forwarding"),
-        "bodyTooLarge": (["ready", "cancel"], "Responding (page)"),
+        "bodyTooLarge": (["cancel", "ready"], "Responding (page)"),
         "bodyEnded": (["endBody"], "Forwarding"),
-        "responseStarted": (["ready"], "Responding"),
-        "responseFailed": (["ready", "cancel"], "Responding (page)"),
+        "responseFailed": (["cancel", "ready"], "Responding (page)"),
+        "headersSent": ([], "Responding"),
+        "responseSent": (["answered", "cancel", "closed"], "Closed"),
+        "responseSentEarly": (["answered", "cancel"], "Draining"),
         "abandoned": (["cancel", "closed"], "Closed"),
     },
     "Responding": {
@@ -202,6 +204,7 @@ _TABLE: dict[str, dict[str, tuple[list[str], str]]] = {
         "bodyTooLarge": (["reset 7", "cancel", "closed"], "Closed"),
         "bodyEnded": (["endBody"], "Responding"),
         "responseFailed": (["reset 2", "cancel", "closed"], "Closed"),
+        "headersSent": ([], "Responding"),
         "responseSent": (["answered", "cancel", "closed"], "Closed"),
         "responseSentEarly": (["answered", "cancel"], "Draining"),
         "abandoned": (["cancel", "closed"], "Closed"),
@@ -213,6 +216,7 @@ _TABLE: dict[str, dict[str, tuple[list[str], str]]] = {
         "bodyTooLarge": (["reset 7", "closed"], "Closed"),
         "bodyEnded": ([], "Responding (page)"),
         "responseFailed": (["reset 2", "closed"], "Closed"),
+        "headersSent": ([], "Responding (page)"),
         "responseSent": (["answered", "closed"], "Closed"),
         "responseSentEarly": (["answered"], "Draining"),
         "abandoned": (["closed"], "Closed"),
@@ -281,10 +285,12 @@ class EveryInputTests(SynchronousTestCase):
                 self.assertIsNone(_feed(stream, name))
                 self.assertEqual(side.events, outputs, (state, name))
                 self.assertEqual(_state(stream), after.split(" ")[0], (state, name))
-                # the data each phase reaches its connection by
-                self.assertEqual(stream.response is not None, after.startswith("Responding"), (state, name))
+                # the answer the connection reaches in the phases that have one
+                hasResponse = after == "Forwarding" or after.startswith("Responding")
+                self.assertEqual(stream.response is not None, hasResponse, (state, name))
                 if after == "Responding (page)":
-                    self.assertIsNone(stream.sink)
+                    assert stream.response is not None
+                    self.assertIsNone(stream.response.exchange)
 
 
 class StreamTests(SynchronousTestCase):
@@ -330,7 +336,7 @@ class StreamTests(SynchronousTestCase):
         """
         stream, side = _streamIn("Forwarding")
         stream.inputs.bodyReceived(b"x" * (MAX_BODY + 1), 100)
-        self.assertEqual(side.events, ["giveBack 100", "ready", "cancel"])
+        self.assertEqual(side.events, ["giveBack 100", "cancel", "ready"])
         self.assertEqual(side.gateway.metrics.errors, {413: 1})
         stream, side = _streamIn("Responding")
         stream.inputs.bodyReceived(b"x" * (MAX_BODY + 1), 100)
@@ -354,8 +360,8 @@ class StreamTests(SynchronousTestCase):
         when the stream ends.
         """
         stream, side = _streamIn("Forwarding")
-        assert stream.sink is not None
-        stream.sink.requestBodyPaused()
+        assert stream.response is not None
+        stream.response.requestBodyPaused()
         stream.inputs.bodyReceived(b"x", 5)
         self.assertEqual(side.events, ["send x"])
         stream.inputs.abandoned()
@@ -363,22 +369,21 @@ class StreamTests(SynchronousTestCase):
 
     def test_sinkFlowControl(self) -> None:
         """
-        The sink queues the response's bytes on the response (not through
-        the machine), pauses its exchange past QUEUE_LIMIT and when the
-        connection is write-paused, and resumes it.
+        The response queues the target's answer (not through the machine:
+        the stream stays Forwarding until the head is sent), pauses its
+        exchange past QUEUE_LIMIT and when the connection is write-paused,
+        and resumes it.
         """
         stream, side = _streamIn("Forwarding")
-        sink = stream.sink
+        sink = stream.response
         assert sink is not None
         side.writePaused = True
         sink.responseStarted(ResponseHead(200, b"OK", ((b"content-length", b"5"),), 5, False, True))
-        self.assertEqual(_state(stream), "Responding")
+        self.assertEqual(_state(stream), "Forwarding")
         self.assertEqual(side.events, ["pause", "ready"])
         sink.resume()
         sink.responseData(b"x" * (QUEUE_LIMIT + 1))
         sink.responseEnded()
-        response = stream.response
-        assert response is not None
-        self.assertEqual(list(response.out), [b"x" * (QUEUE_LIMIT + 1), END])
+        self.assertEqual(list(sink.out), [b"x" * (QUEUE_LIMIT + 1), END])
         self.assertEqual(side.events, ["pause", "ready", "resume", "pause", "ready", "ready"])
         self.assertIsNone(sink.exchange)
