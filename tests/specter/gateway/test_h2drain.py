@@ -35,7 +35,7 @@ class H2DrainProcessTests(TestCase):
             ["nghttp", "-v", "-t", "20", "-H", f":authority: {host}", f"https://127.0.0.1:{h.port}/slow"],
             name="nghttp",
         ).start()
-        await factory.started  # type: ignore[attr-defined]
+        await factory.started
         h.gateway.sendSignal(signal.SIGTERM)
         self.assertEqual(await nghttp.waitExit(30), 0, nghttp.output())
         out = nghttp.output()

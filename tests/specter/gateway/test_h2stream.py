@@ -117,7 +117,7 @@ def _state(stream: StreamCore) -> str:
     The machine's state, as automat records it (a closed stream's core no
     longer reaches its machine: the tests keep it in L{_MACHINES}).
     """
-    return _MACHINES[id(stream)].__automat_transitioner__._state.name  # type: ignore[attr-defined,no-any-return]
+    return _MACHINES[id(stream)].__automat_transitioner__._state.name  # type: ignore[attr-defined]
 
 
 _MACHINES: dict[int, StreamInputs] = {}
@@ -245,7 +245,7 @@ def _feed(stream: StreamCore, name: str) -> Any:
 
 def _streamIn(state: str) -> tuple[StreamCore, _Side]:
     side = _Side()
-    stream = newStream(side, 1, _HEAD, True)  # type: ignore[arg-type]
+    stream = newStream(side, 1, _HEAD, True)
     _MACHINES.clear()
     _MACHINES[id(stream)] = stream.inputs
     for name in _PATHS[state]:
