@@ -3,8 +3,11 @@ HTTP/2 visitors: a server protocol driving the C{h2} library directly.
 
 Each request is routed by its C{:authority} and forwarded as HTTP/1.1 on
 a pooled tunnel stream (L{suite.specter.gateway.exchange}); the response
-comes back as HEADERS and DATA on the visitor's stream.  What keeps it
-lean per request:
+comes back as HEADERS and DATA on the visitor's stream.  Each stream's
+phase (routing, forwarding, responding, draining its body, closed) is an
+automat machine, L{suite.specter.gateway.h2stream}; this module is the
+connection: it turns C{h2}'s events into the streams' inputs and sends
+what they queue.  What keeps it lean per request:
 
   - HPACK blocks are decoded and encoded once per table state
     (L{suite.specter.gateway.h2internals}), and a request's HTTP/1.1 head is
@@ -25,6 +28,12 @@ lean per request:
 Flow control towards the visitor: a response is sent as the visitor's
 windows allow; while one waits (or the visitor's TCP connection is full)
 its exchange stops granting window to the tunnel target.
+
+When the gateway drains (L{suite.specter.gateway.lifecycle.DrainMachine}),
+each connection sends GOAWAY (C{NO_ERROR}, the last stream it took) without
+closing C{h2}'s connection, refuses streams opened later (C{REFUSED_STREAM}:
+the visitor may retry them elsewhere), lets its streams in flight finish
+and closes when none is left, or at the drain's deadline.
 """
 
 from __future__ import annotations
