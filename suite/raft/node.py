@@ -7,7 +7,10 @@ its outputs.  The role and what belongs to it (a candidate's vote tally,
 the leader's bookkeeping, being stopped) live in that machine: client
 requests (L{propose}, L{readIndex}, L{changeMembership},
 L{transferLeadership}) are its inputs, which the Leader state hands to its
-L{suite.raft.leader.LeaderState} and every other state refuses.  Everything
+L{suite.raft.leader.LeaderState} and every other state refuses.  Until the
+node has loaded its durable state (L{start}) the machine is in Loading and
+every message from a peer is dropped: the term, vote and log it would
+answer from are not known yet.  Everything
 runs on one thread, driven by the injected clock; durable writes go through
 L{IRaftStorage}, whose Deferreds gate every reply that promises durability.
 """
@@ -86,11 +89,12 @@ class RaftNode:
         self.lastApplied = 0
         self.leaderId: str | None = None
         #: The role, as the role machine last announced it (roleChanged).
-        self.roleName = "idle"
+        self.roleName = "loading"
         self._leader: LeaderState | None = None
         self.lastLeaderContact = -1e18
         self.startedAt = -1e18
-        self._electionTimer: IDelayedCall | None = None
+        #: Messages dropped because they arrived while loading.
+        self.droppedWhileLoading = 0
         self._claim = incarnation
         #: This node's storage incarnation (None: incarnations not in use).
         self.incarnation: Incarnation | None = None
@@ -114,12 +118,15 @@ class RaftNode:
 
     async def start(self) -> None:
         """
-        Load durable state and join the group.
+        Load durable state and join the group.  Until then the node answers
+        no peer and refuses every request (the role machine's Loading).
         """
         recovered: Recovered = await self.storage.load()
-        if self._claim is not None:
+        if self._claim is not None and not self.stopped:
             hasState = bool(recovered.term or recovered.votedFor or recovered.entries or recovered.snapshot)
             self.incarnation = await self._claim(hasState)
+        if self.stopped:
+            return
         self.term, self.votedFor = recovered.term, recovered.votedFor
         self.durableTerm = self.term
         if recovered.snapshot is not None:
@@ -141,6 +148,12 @@ class RaftNode:
             first=self.log.snapshotIndex,
             last=self.log.lastIndex(),
         )
+        if self.droppedWhileLoading:
+            log.info(
+                "node {node} dropped {n} messages from peers while loading (they are resent)",
+                node=self.id,
+                n=self.droppedWhileLoading,
+            )
         self.startedAt = self.clock.seconds()
         if self.isVoter() and not self.votesIntact():
             log.warn(
@@ -161,7 +174,13 @@ class RaftNode:
         as C{bootstrap} when it restarts the node, since the group's first
         configuration is not a log entry.
         """
-        if self.stopped or self.term != 0 or self.log.lastIndex() != 0 or self.configs.latest().members():
+        if (
+            self.loading
+            or self.stopped
+            or self.term != 0
+            or self.log.lastIndex() != 0
+            or self.configs.latest().members()
+        ):
             return False
         addresses = ((self.id, address),) if address else ()
         self.configs.reset(0, Configuration(frozenset({self.id}), frozenset(), addresses))
@@ -189,6 +208,13 @@ class RaftNode:
     def stopped(self) -> bool:
         return self.roleName == "stopped"
 
+    @property
+    def loading(self) -> bool:
+        """
+        True until the node has loaded its durable state.
+        """
+        return self.roleName == "loading"
+
     # -- RoleActions ------------------------------------------------------
 
     def roleChanged(self, role: str, leadership: Leadership | None) -> None:
@@ -196,16 +222,18 @@ class RaftNode:
         # The machine leads with what startLeading returned.
         self._leader = cast(LeaderState | None, leadership)
 
-    def armElectionTimer(self) -> None:
-        self.disarmElectionTimer()
+    def startElectionTimer(self) -> IDelayedCall:
         s = self.settings
         delay = self.rng.uniform(s.electionTimeoutMin, s.electionTimeoutMax)
-        self._electionTimer = self.clock.callLater(delay, self.role.electionTimedOut)
+        return self.clock.callLater(delay, self.role.electionTimedOut)
 
-    def disarmElectionTimer(self) -> None:
-        if self._electionTimer is not None and self._electionTimer.active():
-            self._electionTimer.cancel()
-        self._electionTimer = None
+    def messageDropped(self, message: Message) -> None:
+        if not self.droppedWhileLoading:
+            log.info(
+                "node {node} is still loading its log: dropping messages from peers until it has",
+                node=self.id,
+            )
+        self.droppedWhileLoading += 1
 
     def _ownVote(self, ballot: Ballot, term: int) -> None:
         ballot.term, ballot.votes = term, {self.id}
@@ -365,7 +393,7 @@ class RaftNode:
         """
         Handle one inbound message (from the transport).
         """
-        if self.stopped or m.dst != self.id:
+        if m.dst != self.id or not self.role.received(m):
             return
         if isinstance(m, RequestVote) and m.src not in self.configs.latest().voters:
             log.info(
@@ -412,14 +440,10 @@ class RaftNode:
         if grant:
             self.votedFor = m.src
             self._saveHardState()
-            self.armElectionTimerIfFollowing()
+            # Granting a vote restarts the wait, as a heartbeat would.
+            self.role.voteCast()
         reply = RequestVoteResponse(self.id, m.src, self.term, grant, False, self.votesIntact())
         self.whenDurable(lambda: self.send(reply))
-
-    def armElectionTimerIfFollowing(self) -> None:
-        # Granting a vote restarts the wait, as a heartbeat would.
-        if self._electionTimer is not None:
-            self.armElectionTimer()
 
     def _onRequestVoteResponse(self, m: RequestVoteResponse) -> None:
         if m.granted:
@@ -473,6 +497,8 @@ class RaftNode:
         """
         if self.stopped:
             return "this node is stopped"
+        if self.loading:
+            return "this node is still loading its log"
         if self.leader is not None:
             return "this node is the leader"
         if self.id not in self.configs.latest().members():
