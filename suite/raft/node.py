@@ -3,16 +3,18 @@ L{RaftNode}: one Raft participant.
 
 The node owns the term, vote, log, commit and apply indexes and the
 configuration; it feeds the role machine (L{suite.raft.roles}) and performs
-its outputs.  The role and what belongs to it (a candidate's vote tally,
-the leader's bookkeeping, being stopped) live in that machine: client
-requests (L{propose}, L{readIndex}, L{changeMembership},
-L{transferLeadership}) are its inputs, which the Leader state hands to its
-L{suite.raft.leader.LeaderState} and every other state refuses.  Until the
-node has loaded its durable state (L{start}) the machine is in Loading and
-every message from a peer is dropped: the term, vote and log it would
-answer from are not known yet.  Everything
-runs on one thread, driven by the injected clock; durable writes go through
-L{IRaftStorage}, whose Deferreds gate every reply that promises durability.
+its outputs.  The role and what belongs to it (the election timer, a
+candidate's vote tally, the leader's bookkeeping, being stopped) live in
+that machine, whose states also decide which peers' messages are handled
+(L{receive}): until the node has loaded its durable state (L{start}) the
+machine is in Loading and drops every message, since the term, vote and
+log it would answer from are not known yet.  Client requests
+(L{propose}, L{readIndex}, L{changeMembership}, L{transferLeadership}) are
+its inputs, which the Leader state hands to its
+L{suite.raft.leader.LeaderState} and every other state refuses.
+Everything runs on one thread, driven by the injected clock; durable
+writes go through L{IRaftStorage}, whose Deferreds gate every reply that
+promises durability.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from suite.raft.messages import (
 from suite.raft.node import NotLeader, RaftNode
 from suite.raft.storage import MemoryStorage, Recovered
 from tests.raft.test_roles import NullTransport
+from tests.raft.test_sharedwal import scratch
+from tests.raft.walsim import SimDisk
 
 
 class HeldStorage(MemoryStorage):
@@ -175,3 +177,76 @@ class LoadingNodeTests(SynchronousTestCase):
         self.assertEqual(self.node.roleName, "stopped")
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.storage.writes, [])
+
+
+class LoadingOnTheWALTests(SynchronousTestCase):
+    """
+    The same on the real shared WAL (files in a scratch directory, storage
+    threads simulated on a clock that only moves when the test says): what
+    arrives while the WAL is being read back writes no record.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.disk = SimDisk(scratch(self), self.clock, random.Random(3))
+        wal = self.disk.open()
+        storage = wal.group("p0", self.disk.snapshotDir("p0"))
+        loaded = storage.load()
+        self.settle()
+        self.successResultOf(loaded)
+        storage.saveHardState(5, "c")
+        storage.appendEntries(None, [Entry(4, 1), Entry(4, 2)])
+        closed = wal.close()
+        self.settle()
+        self.successResultOf(closed)
+
+    def settle(self) -> None:
+        for _ in range(50):
+            self.clock.advance(0.01)
+
+    def reopen(self) -> Recovered:
+        wal = self.disk.open()
+        loaded = wal.group("p0", self.disk.snapshotDir("p0")).load()
+        self.settle()
+        recovered = self.successResultOf(loaded)
+        closed = wal.close()
+        self.settle()
+        self.successResultOf(closed)
+        return recovered
+
+    def test_nothingWrittenWhileLoading(self) -> None:
+        """
+        Vote requests and appends delivered before the WAL has been read
+        back are dropped: no record is queued, the node starts from the
+        term, vote and entries on disk, and the disk still holds them.
+        """
+        wal = self.disk.open()
+        transport = NullTransport()
+        node = RaftNode(
+            "a",
+            self.clock,
+            wal.group("p0", self.disk.snapshotDir("p0")),
+            transport,
+            KeyValueStateMachine(),
+            Configuration(frozenset({"a", "b", "c"})),
+            rng=random.Random(1),
+        )
+        started = Deferred.fromCoroutine(node.start())
+        for m in (
+            RequestVote("b", "a", 5, 9, 5),
+            RequestVote("b", "a", 6, 9, 5, preVote=True),
+            AppendEntries("b", "a", 6, 0, 0, (Entry(6, 1),), 1),
+            Heartbeat("b", "a", 6, 1, 1),
+        ):
+            node.receive(m)
+        self.assertEqual((wal._queue.items, transport.sent, node.term), ([], [], 0))
+        self.settle()
+        self.successResultOf(started)
+        self.assertEqual((node.term, node.votedFor, node.log.lastIndex(), wal.batches), (5, "c", 2, 0))
+        node.stop()
+        closed = wal.close()
+        self.settle()
+        self.successResultOf(closed)
+        recovered = self.reopen()
+        self.assertEqual((recovered.term, recovered.votedFor), (5, "c"))
+        self.assertEqual(recovered.entries, [Entry(4, 1), Entry(4, 2)])
