@@ -48,7 +48,7 @@ from suite.raft.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from suite.raft.roles import Ballot, Done, Leadership, newRoleMachine
+from suite.raft.roles import Ballot, Done, Leadership, Timer, newRoleMachine
 from suite.raft.sessions import SessionApplier
 from suite.raft.settings import NotLeader, RaftSettings
 from suite.raft.storage import Recovered
@@ -224,9 +224,18 @@ class RaftNode:
         # The machine leads with what startLeading returned.
         self._leader = cast(LeaderState | None, leadership)
 
-    def startElectionTimer(self) -> IDelayedCall:
+    def _electionTimeout(self) -> float:
         s = self.settings
-        delay = self.rng.uniform(s.electionTimeoutMin, s.electionTimeoutMax)
+        return self.rng.uniform(s.electionTimeoutMin, s.electionTimeoutMax)
+
+    def startElectionTimer(self) -> IDelayedCall:
+        return self.clock.callLater(self._electionTimeout(), self.role.electionTimedOut)
+
+    def restartElectionTimer(self, timer: Timer) -> Timer:
+        delay = self._electionTimeout()
+        if timer.active():
+            timer.reset(delay)
+            return timer
         return self.clock.callLater(delay, self.role.electionTimedOut)
 
     def messageDropped(self, message: Message) -> None:

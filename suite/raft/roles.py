@@ -17,7 +17,8 @@ Inputs (L{RoleInputs}), answered in every state:
    them with the node's L{RoleActions.notLeader} error.
 
 Outputs (L{RoleActions} on the node, reached through L{RoleCore}):
-roleChanged, startElectionTimer (returns the L{Timer}), messageDropped,
+roleChanged, startElectionTimer and restartElectionTimer (return the
+L{Timer}), messageDropped,
 beginPreVote, beginElection, openBallot, won, startLeading (returns the
 L{Leadership}), stopLeading, notLeader.
 
@@ -204,6 +205,7 @@ class Timer(Protocol):
 
     def active(self) -> bool: ...
     def cancel(self) -> None: ...
+    def reset(self, secondsFromNow: float) -> None: ...
 
 
 def stopTimer(timer: Timer) -> None:
@@ -254,6 +256,12 @@ class RoleActions(Protocol):
     def startElectionTimer(self) -> Timer:
         """
         Start a randomized election timeout that feeds C{electionTimedOut}.
+        """
+
+    def restartElectionTimer(self, timer: Timer) -> Timer:
+        """
+        Wait a new randomized election timeout: C{timer} moved if it has
+        not run yet (cheaper than a new one), else a new timer.
         """
 
     def messageDropped(self, message: Message) -> None:
@@ -352,8 +360,7 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         stopTimer(data.timer)
 
     def rearm(inputs: RoleInputs, core: RoleCore, data: Waiting) -> None:
-        stopTimer(data.timer)
-        data.timer = core.actions.startElectionTimer()
+        data.timer = core.actions.restartElectionTimer(data.timer)
 
     def recampaign(inputs: RoleInputs, core: RoleCore, campaign: Campaign) -> None:
         core.actions.roleChanged("pre-candidate", None)

@@ -18,7 +18,7 @@ from suite.raft.interfaces import IRaftTransport
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
 from suite.raft.messages import AppendEntries, Configuration, Message
 from suite.raft.node import NotLeader, RaftNode
-from suite.raft.roles import Ballot, Done, Leadership, RoleInputs, newRoleMachine
+from suite.raft.roles import Ballot, Done, Leadership, RoleInputs, Timer, newRoleMachine
 from suite.raft.storage import MemoryStorage
 
 
@@ -65,6 +65,9 @@ class FakeTimer:
         self.cancelled = True
         self.events.append("cancel")
 
+    def reset(self, secondsFromNow: float) -> None:
+        assert self.active(), "reset after it ran or was cancelled"
+
 
 class RecordingActions:
     """
@@ -89,6 +92,13 @@ class RecordingActions:
         timer = FakeTimer(self.events)
         self.timers.append(timer)
         return timer
+
+    def restartElectionTimer(self, timer: Timer) -> Timer:
+        if timer.active():
+            self.events.append("reset")
+            timer.reset(1)
+            return timer
+        return self.startElectionTimer()
 
     def fire(self) -> None:
         """
@@ -203,9 +213,9 @@ EXPECTED: dict[str, dict[str, tuple[list[str], str | None]]] = {
     },
     "follower": {
         "electionTimedOut": (["role:pre-candidate", "arm", "preVote", "cancel"], "pre-candidate"),
-        "leaderDiscovered": (["cancel", "arm"], None),
-        "higherTermSeen": (["cancel", "arm"], None),
-        "voteCast": (["cancel", "arm"], None),
+        "leaderDiscovered": (["reset"], None),
+        "higherTermSeen": (["reset"], None),
+        "voteCast": (["reset"], None),
         "timeoutNowReceived": (["role:candidate", "arm", "cancel", "electionTransfer"], "candidate"),
         "demoted": (["role:learner", "cancel"], "learner"),
         "stopped": (["role:stopped", "cancel"], "stopped"),
@@ -213,8 +223,8 @@ EXPECTED: dict[str, dict[str, tuple[list[str], str | None]]] = {
         **REFUSED,
     },
     "pre-candidate": {
-        "electionTimedOut": (["role:pre-candidate", "cancel", "arm", "preVote"], None),
-        "voteCast": (["cancel", "arm"], None),
+        "electionTimedOut": (["role:pre-candidate", "reset", "preVote"], None),
+        "voteCast": (["reset"], None),
         "preVoteWon": (["role:candidate", "arm", "cancel", "election"], "candidate"),
         "leaderDiscovered": (["role:follower", "arm", "cancel"], "follower"),
         "higherTermSeen": (["role:follower", "arm", "cancel"], "follower"),
@@ -227,7 +237,7 @@ EXPECTED: dict[str, dict[str, tuple[list[str], str | None]]] = {
     },
     "candidate": {
         "electionTimedOut": (["role:pre-candidate", "arm", "preVote", "cancel"], "pre-candidate"),
-        "voteCast": (["cancel", "arm"], None),
+        "voteCast": (["reset"], None),
         "electionWon": (["lead", "role:leader", "cancel"], "leader"),
         "leaderDiscovered": (["role:follower", "arm", "cancel"], "follower"),
         "higherTermSeen": (["role:follower", "arm", "cancel"], "follower"),
@@ -335,6 +345,25 @@ class RoleMachineTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(self.actions.activeTimers(), 0)
+
+    def test_timerRestarts(self) -> None:
+        """
+        A running election timer is moved (a leader's message, a vote
+        given); once it has run out, a new campaign starts a new one.
+        """
+        role, actions = machineIn("follower")
+        role.leaderDiscovered()
+        role.voteCast()
+        self.assertEqual((actions.events, len(actions.timers)), (["reset", "reset"], 1))
+        actions.fire()
+        role.electionTimedOut()
+        actions.fire()
+        role.electionTimedOut()
+        self.assertEqual(
+            actions.events[2:],
+            ["role:pre-candidate", "arm", "preVote", "role:pre-candidate", "arm", "preVote"],
+        )
+        self.assertEqual((actions.activeTimers(), len(actions.timers)), (1, 3))
 
     def test_preVoteTally(self) -> None:
         """

@@ -66,13 +66,16 @@ class HeldCall:
     def __init__(self, clock: NodeClock, delay: float, f: Callable[..., Any], a: Any, kw: Any) -> None:
         self.clock, self.f, self.a, self.kw = clock, f, a, kw
         self.cancelled = self.called = False
-        self.inner = clock.base.callLater(max(0.0, delay) / clock.rate, self._due)
+        #: Bumped by L{reset}: a due time held while the node was paused
+        #: runs nothing once the call has been moved.
+        self.generation = 0
+        self.inner = clock.base.callLater(max(0.0, delay) / clock.rate, self._due, 0)
 
-    def _due(self) -> None:
-        self.clock.run(self._run)
+    def _due(self, generation: int) -> None:
+        self.clock.run(lambda: self._run(generation))
 
-    def _run(self) -> None:
-        if not (self.cancelled or self.called):
+    def _run(self, generation: int) -> None:
+        if not (self.cancelled or self.called) and generation == self.generation:
             self.called = True
             self.f(*self.a, **self.kw)
 
@@ -87,6 +90,17 @@ class HeldCall:
         self.cancelled = True
         if self.inner.active():
             self.inner.cancel()
+
+    def reset(self, delay: float) -> None:
+        """
+        Make the call due C{delay} (node time) from now.
+        """
+        if not self.active():
+            raise AlreadyCalled() if self.called else AlreadyCancelled()
+        if self.inner.active():
+            self.inner.cancel()
+        self.generation += 1
+        self.inner = self.clock.base.callLater(max(0.0, delay) / self.clock.rate, self._due, self.generation)
 
     def getTime(self) -> float:
         return self.clock.offset + self.inner.getTime() * self.clock.rate
