@@ -38,7 +38,7 @@ from twisted.internet.protocol import Factory  # noqa: E402
 from twisted.internet.ssl import CertificateOptions  # noqa: E402
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory  # noqa: E402
 
-from suite.pki.ca import mintSelfSigned  # noqa: E402
+from suite.pki.mint import mintSelfSigned  # noqa: E402
 from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink  # noqa: E402
 from suite.specter.gateway.routes import MemoryRouteStore  # noqa: E402
 from suite.specter.gateway.visitor import HTTPVisitor  # noqa: E402

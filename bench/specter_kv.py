@@ -285,15 +285,14 @@ def _hops(size: int, lookups: int) -> float:
         return ring[bisect.bisect_left(ids, x) % len(ring)]
 
     for j, v in enumerate(ring):
-        v.pred = ring[j - 1].ref
-        v.succs = [ring[(j + k) % size].ref for k in range(1, 5)]
-        v.fingers = [owner(fingerStart(v.ref.id, k)).ref for k in range(RING_BITS)]
+        v.view.pred = ring[j - 1].ref
+        v.view.succs = [ring[(j + k) % size].ref for k in range(1, 5)]
+        v.view.fingers = [owner(fingerStart(v.ref.id, k)).ref for k in range(RING_BITS)]
         # a converged ring: enter Active without joining or maintenance
         v.beginJoin = lambda: None  # type: ignore[method-assign]
         v.becameActive = lambda: None  # type: ignore[method-assign]
         v.membership.start()
         v.membership.joined()
-        v.serving = True
     total = 0
     for _ in range(lookups):
         src = rng.choice(nodes)

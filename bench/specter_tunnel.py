@@ -253,7 +253,8 @@ def main() -> None:
             f.write(os.urandom(64 * 1024 * 1024))
         backend, backendH2, proxy, proxyTLS, gw = freePort(), freePort(), freePort(), freePort(), freePort()
         proxyH2 = freePort()
-        from suite.pki.ca import certificateToPEM, keyToPEM, mintSelfSigned
+        from suite.pki.keys import certificateToPEM, keyToPEM
+        from suite.pki.mint import mintSelfSigned
 
         cert, key = mintSelfSigned(["127.0.0.1"])
         with open(os.path.join(ng, "tls.crt"), "wb") as f:

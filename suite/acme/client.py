@@ -60,7 +60,7 @@ from suite.acme.transport import (
     readLimited,
     threadRunner,
 )
-from suite.pki.keys import keyMatchesCertificate
+from suite.pki.keys import certificateToPEM, keyMatchesCertificate
 
 __all__ = [
     "PollPolicy",
@@ -465,7 +465,7 @@ class ACMEClient:
             key, chain[0]
         ):
             raise ACMEProtocolError(f"certificate at {url} is not for the key this client sent")
-        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+        return certificateToPEM(*chain)
 
 
 def _normalise(names: Sequence[str]) -> list[str]:

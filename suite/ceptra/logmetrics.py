@@ -54,7 +54,7 @@ class LogCounterService(Service):
 
     def __init__(self, registry: CollectorRegistry, publisher: LogPublisher | None = None) -> None:
         self.counts = {level: 0 for level in LEVELS}
-        registry.register(_Collector(self.counts))  # type: ignore[arg-type]
+        registry.register(_Collector(self.counts))
         self.publisher = publisher if publisher is not None else globalLogPublisher
         self.observer = _Counting(self.counts)
         # Count from construction on: the start-up lines logged while the

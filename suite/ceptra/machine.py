@@ -153,7 +153,7 @@ class PartitionMachine:
         return True
 
     def snapshot(self) -> bytes:
-        return msgpack.packb(  # type: ignore[no-any-return]
+        return msgpack.packb(
             {
                 "v": SNAPSHOT_VERSION,
                 "engine": self.engine.snapshot(),

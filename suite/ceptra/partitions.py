@@ -42,6 +42,7 @@ import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -53,6 +54,7 @@ from twisted.internet.endpoints import clientFromString, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.ceptra.interfaces import IRaftStatus
@@ -62,6 +64,7 @@ from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.routing import Routing
 from suite.netutil import isIPAddress
 from suite.raft.incarnation import Claim, fileClaim
+from suite.raft.memberchange import ChangeInputs, newMembershipChange
 from suite.raft.messages import Configuration
 from suite.raft.multi import DialPolicy, GroupTransport, MultiRaftTransport
 from suite.raft.node import RaftNode
@@ -84,7 +87,8 @@ class Partition:
     """
     One hosted partition: its Raft node, storage and engine; its lifecycle
     (Starting, Running, Retiring, Failed, Stopped) is an automat machine
-    (L{suite.ceptra.lifecycle}).
+    (L{suite.ceptra.lifecycle}), and so is the membership change its
+    leader has in flight (L{suite.raft.memberchange}).
     """
 
     pid: str
@@ -93,12 +97,24 @@ class Partition:
     machine: PartitionMachine
     transport: GroupTransport
     manager: PartitionManager
-    change: Deferred[Any] | None = None
-    lastChange: str = ""
     closing: Deferred[Any] | None = None
 
     def __post_init__(self) -> None:
         self.lifecycle = PartitionLifecycle(LifecycleCore(self))
+        #: the membership change in flight, one at a time
+        self.change: ChangeInputs = newMembershipChange(self._changeEnded, self._changeStarted)
+
+    def _changeStarted(self, what: str) -> None:
+        log.info("partition {pid}: membership change: {what}", pid=self.pid, what=what)
+
+    def _changeEnded(self, what: str, failure: Failure | None) -> None:
+        if failure is not None:
+            log.info(
+                "partition {pid}: {what} did not complete: {why}",
+                pid=self.pid,
+                what=what,
+                why=failure.getErrorMessage(),
+            )
 
     # ReplicaActions (the lifecycle's outputs)
 
@@ -134,7 +150,7 @@ class Partition:
 
 
 def spiffeIdentity(transport: Any) -> list[str]:
-    from suite.pki.tls import peerIdentity
+    from suite.pki.peer import peerIdentity
 
     try:
         return list(peerIdentity(transport).spiffeIds)
@@ -214,9 +230,8 @@ class PartitionManager(Service):
         self.partitions: dict[str, Partition] = {}
         self.routing = Routing()
         self._loop: LoopingCall | None = None
-        self.stopping = False
         if registry is not None:
-            registry.register(_PartitionCollector(self))  # type: ignore[arg-type]
+            registry.register(_PartitionCollector(self))
 
     def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
         if self.wal is None:
@@ -262,7 +277,6 @@ class PartitionManager(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.stopping = False
         self._loop = LoopingCall(self.reconcile)
         self._loop.clock = self.reactor
         self._loop.start(self.interval, now=True).addErrback(
@@ -270,7 +284,6 @@ class PartitionManager(Service):
         )
 
     def stopService(self) -> Deferred[None]:
-        self.stopping = True
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
@@ -314,7 +327,7 @@ class PartitionManager(Service):
         return self.routing
 
     def reconcile(self) -> None:
-        if self.stopping:
+        if not self.running:
             return
         routing = self.currentRouting()
         if routing.nodes != self._peersFrom:
@@ -380,7 +393,7 @@ class PartitionManager(Service):
 
     def _driveMembership(self, part: Partition, want: dict[str, str], epoch: int) -> None:
         node = part.node
-        if part.change is not None or not want or node.configs.latestIndex() > node.commitIndex:
+        if part.change.busy() or not want or node.configs.latestIndex() > node.commitIndex:
             return
         config = node.configs.latest()
         if config.epoch > epoch:
@@ -394,48 +407,38 @@ class PartitionManager(Service):
                     epoch=epoch,
                 )
             return
-        members = config.voters | config.learners
-        d: Deferred[Any] | None = None
-        what = ""
-        for peer in sorted(set(want) - config.voters):
-            what = f"add {peer} (epoch {epoch})"
-            d = node.changeMembership("addVoter", peer, want[peer], epoch)
-            break
-        else:
-            for peer in sorted(members - set(want)):
-                if peer == self.spiffe:
-                    targets = sorted((set(want) & config.voters) - {self.spiffe})
-                    if not targets:
-                        return
-                    what = f"hand leadership to {targets[0]} before leaving"
-                    d = node.transferLeadership(targets[0])
-                else:
-                    what = f"remove {peer} (epoch {epoch})"
-                    d = node.changeMembership("remove", peer, "", epoch)
-                break
-            else:
-                if config.epoch < epoch:
-                    what = f"record placement epoch {epoch}"
-                    d = node.changeMembership("epoch", "", "", epoch)
-        if d is None:
-            return
-        part.change = d
-        part.lastChange = what
-        log.info("partition {pid}: membership change: {what}", pid=part.pid, what=what)
+        change = self._nextChange(node, config, want, epoch)
+        if change is not None:
+            part.change.begin(*change)
 
-        def done(result: object) -> None:
-            part.change = None
-
-        def failed(f: Any) -> None:
-            part.change = None
-            log.info(
-                "partition {pid}: {what} did not complete: {why}",
-                pid=part.pid,
-                what=what,
-                why=f.getErrorMessage(),
+    def _nextChange(
+        self, node: RaftNode, config: Configuration, want: dict[str, str], epoch: int
+    ) -> tuple[str, Callable[[], Deferred[Any]]] | None:
+        """
+        The next single-server step from C{config} toward the replicas
+        C{want} at placement C{epoch}: its description and how to start it;
+        C{None} when there is none.
+        """
+        missing = sorted(set(want) - config.voters)
+        if missing:
+            peer = missing[0]
+            return f"add {peer} (epoch {epoch})", partial(
+                node.changeMembership, "addVoter", peer, want[peer], epoch
             )
-
-        d.addCallbacks(done, failed)
+        extra = sorted((config.voters | config.learners) - set(want))
+        if extra and extra[0] == self.spiffe:
+            targets = sorted((set(want) & config.voters) - {self.spiffe})
+            if not targets:
+                return None
+            return f"hand leadership to {targets[0]} before leaving", partial(
+                node.transferLeadership, targets[0]
+            )
+        if extra:
+            peer = extra[0]
+            return f"remove {peer} (epoch {epoch})", partial(node.changeMembership, "remove", peer, "", epoch)
+        if config.epoch < epoch:
+            return f"record placement epoch {epoch}", partial(node.changeMembership, "epoch", "", "", epoch)
+        return None
 
     # -- requests ---------------------------------------------------------
 
@@ -493,7 +496,7 @@ class PartitionManager(Service):
             "configEpoch": config.epoch,
             "incarnation": node.incarnationNumber,
             "voteIntact": node.votesIntact(),
-            "lastMembershipChange": part.lastChange or None,
+            "lastMembershipChange": part.change.last() or None,
             "cep": part.machine.status(),
             **({"stateHash": part.machine.stateHash()} if withHash else {}),
         }

@@ -48,7 +48,8 @@ from suite.ceptra.storage import prepareStorage
 from suite.clustor.feeds import FeedClient
 from suite.daemon import attachCommon
 from suite.netutil import isIPAddress
-from suite.pki.bundle import Bundle, checkNodeIdentity, loadIdentity
+from suite.pki.bundle import Bundle
+from suite.pki.load import checkNodeIdentity, loadIdentity
 from suite.pki.tls import clientContextFactory, serverContextFactory
 from suite.raft.multi import DialPolicy
 from suite.raft.settings import RaftSettings
@@ -200,7 +201,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
-    pool._factory = _QuietClientFactory  # type: ignore[attr-defined]
+    pool._factory = _QuietClientFactory
     http = treq.client.HTTPClient(Agent(reactor, contextFactory=MTLSPolicy(bundle), pool=pool))
     feeds = FeedClient(
         options["control-plane-url"],

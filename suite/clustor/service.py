@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from suite.clustor.server import ControlPlaneStore, StateReloader, addFeedResources, runSynchronously
 from suite.daemon import attachCommon
-from suite.pki.bundle import loadIdentity
+from suite.pki.load import loadIdentity
 from suite.pki.tls import serverContextFactory
 from suite.pki.verify import PeerPolicy
 from suite.web.admin import makeAdminResource

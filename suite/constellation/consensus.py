@@ -24,7 +24,8 @@ member reports being a Raft member and it is the best (priority, name) of
 the alive members that are not.  The leader adds every alive gossip member
 that publishes a Raft address (learner first, then voter: a real
 membership change) and removes members that gossip has seen dead or gone
-for C{--raft-remove-after} seconds.
+for C{--raft-remove-after} seconds, one change at a time (the machine in
+L{suite.raft.memberchange}).
 """
 
 from __future__ import annotations
@@ -36,19 +37,27 @@ import ipaddress
 import os
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from suite.constellation.leases import LeaseKeeper, LeaseSettings, LeaseStateMachine, candidateOrder
 from suite.daemon import ConfigError
 from suite.raft.embed import RaftNodeService, makeRaftNodeService
+from suite.raft.memberchange import ChangeInputs, newMembershipChange
 from suite.raft.settings import RaftSettings
 
-__all__ = ["derivedBundle", "RaftAgent", "makeRaftAgent", "BOOTSTRAP_MARKER"]
+__all__ = [
+    "derivedBundle",
+    "RaftAgent",
+    "makeRaftAgent",
+    "BOOTSTRAP_MARKER",
+]
 
 log = Logger(namespace="constellation.raft")
 
@@ -72,7 +81,7 @@ def derivedBundle(gossipKey: bytes, nodeId: str, address: str) -> Any:
     C{gossipKey}.
     """
     from suite.pki.bundle import Bundle
-    from suite.pki.ca import mintCA, mintCertificate
+    from suite.pki.mint import mintCA, mintCertificate
 
     scalar = int.from_bytes(_hkdf(gossipKey, b"raft ca key", 48), "big") % (_CURVE_ORDER - 1) + 1
     caKey = ec.derive_private_key(scalar, ec.SECP256R1())
@@ -85,6 +94,13 @@ def derivedBundle(gossipKey: bytes, nodeId: str, address: str) -> Any:
     )
     nodeCert, nodeKey = mintCertificate(caCert, caKey, nodeId, ipAddresses=[address], dnsNames=[nodeId])
     return Bundle(caCert, nodeCert, nodeKey, caCert, source="derived from the gossip key")
+
+
+def _changeEnded(what: str, failure: Failure | None) -> None:
+    if failure is None:
+        log.info("raft membership: {what} done", what=what)
+    else:
+        log.info("raft membership: {what} failed: {why}", what=what, why=failure.getErrorMessage())
 
 
 class RaftAgent(MultiService):
@@ -138,7 +154,7 @@ class RaftAgent(MultiService):
         self.now = now
         self.startedAt = 0.0
         self.deadSince: dict[str, float] = {}
-        self.changing: str | None = None
+        self.change: ChangeInputs = newMembershipChange(_changeEnded)
         self.lastPublished: dict[str, Any] | None = None
         self.keeper = LeaseKeeper(
             self.node, machine, reactor, now, leaseSettings, candidates=self._handoverCandidates
@@ -277,7 +293,7 @@ class RaftAgent(MultiService):
         return [n for n in config.voters if n in alive and n != self.node.id]
 
     def _manageMembership(self, now: float) -> None:
-        if self.changing is not None:
+        if self.change.busy():
             return
         config = self.node.configs.latest()
         alive = self._alive()
@@ -294,7 +310,9 @@ class RaftAgent(MultiService):
                         node=name,
                         secs=now - since,
                     )
-                    self._change("remove", name, "")
+                    self.change.begin(
+                        f"remove {name}", partial(self.node.changeMembership, "remove", name, "")
+                    )
                     return
         for name in sorted(alive, key=candidateOrder):
             if name in members or name == self.node.id:
@@ -303,30 +321,13 @@ class RaftAgent(MultiService):
             if entry is None or not entry[0]:
                 continue
             log.info("peer {node} discovered via gossip: adding it to the Raft group", node=name)
-            self._change("addVoter", name, entry[0])
+            self.change.begin(
+                f"addVoter {name}", partial(self.node.changeMembership, "addVoter", name, entry[0])
+            )
             return
         for name in list(self.deadSince):
             if name not in members:
                 del self.deadSince[name]
-
-    def _change(self, action: str, name: str, address: str) -> None:
-        self.changing = name
-        d = self.node.changeMembership(action, name, address)
-
-        def done(result: Any) -> None:
-            self.changing = None
-            log.info("raft membership: {action} {node} done", action=action, node=name)
-
-        def failed(failure: Any) -> None:
-            self.changing = None
-            log.info(
-                "raft membership: {action} {node} failed: {why}",
-                action=action,
-                node=name,
-                why=failure.getErrorMessage(),
-            )
-
-        d.addCallbacks(done, failed)
 
 
 def makeRaftAgent(
@@ -359,7 +360,7 @@ def makeRaftAgent(
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bundle = None
     if options.get("raft-cert-dir"):
-        from suite.pki.bundle import loadBundle
+        from suite.pki.load import loadBundle
 
         bundle = loadBundle(options["raft-cert-dir"])
     elif gossipKey is not None:

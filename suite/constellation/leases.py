@@ -38,7 +38,7 @@ lease at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgpack
@@ -61,6 +61,10 @@ __all__ = [
     "HoldInputs",
     "HoldCore",
     "newLeaseHold",
+    "KeeperInputs",
+    "KeeperCore",
+    "KeeperRounds",
+    "newLeaseKeeper",
     "encodeLeaseCommand",
     "candidateOrder",
 ]
@@ -338,10 +342,367 @@ def _buildHold() -> TypeMachine[HoldInputs, HoldCore]:
 newLeaseHold = _buildHold()
 
 
+# -- the keeper machine -----------------------------------------------------
+#
+# Inputs (L{KeeperInputs}): start and stop (L{LeaseKeeper.start} and
+# L{LeaseKeeper.stop}), plus private ones: tick (the round timer fired),
+# answered (a grant or renewal this node proposed came back), handOver (a
+# round found a node of better priority alive long enough), handedOver (the
+# releases and the leadership transfer of a handover finished) and
+# stopFinished (those of shutdown finished).  Every state answers every
+# input; the ones a state cannot receive change nothing there.
+# States: Idle (constructed, no rounds yet); Running (data: L{KeeperRounds}: the
+# round timer, armed by start and cancelled by stop, the leadership seen by
+# the rounds, when each better node was first seen, and the leases with a
+# proposal in flight); HandingOver (the same data: the round timer keeps its
+# beat but rounds do nothing, and answers only clear the in-flight mark);
+# Stopping (shutdown's releases and transfer in flight); Stopped.
+# Outputs (through L{KeeperCore}): Raft proposals and leadership transfer,
+# the hold machines' inputs, and C{notify}.
+
+
+@dataclass
+class KeeperRounds:
+    """
+    The data of a running keeper: the round timer, the term and the time
+    (own monotonic clock) this node was first seen leading in it, when each
+    node of better priority was first seen alive, and the leases with a
+    grant or renewal in flight.
+    """
+
+    timer: Any = None
+    leaderSince: float | None = None
+    leaderTerm: int = -1
+    betterSince: dict[str, float] = field(default_factory=dict)
+    inflight: set[str] = field(default_factory=set)
+
+    def arm(self, inputs: KeeperInputs, core: KeeperCore) -> None:
+        # Four rounds per renewal interval: a free lease is taken, and a new
+        # leader notices its election, within a quarter of it.
+        self.timer = core.clock.callLater(core.settings.renewInterval / 4, inputs.tick)
+
+    def cancel(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
+class KeeperInputs(Protocol):
+    def start(self, rounds: KeeperRounds) -> None:
+        """
+        Begin the rounds (C{rounds} fresh).
+        """
+
+    def tick(self) -> None:
+        """
+        The round timer fired: grant, renew or hand over (on the leader).
+        """
+
+    def answered(self, name: str, token: int | None, until: float) -> None:
+        """
+        A grant or renewal of C{name} this node proposed came back: it
+        committed for this node with fencing C{token}, acting until
+        C{until}; or (C{token} None) it failed or changed nothing.
+        """
+
+    def handOver(self, target: str, rounds: KeeperRounds) -> None:
+        """
+        Node C{target} has better priority and has been alive long enough:
+        stop acting, release the leases, transfer leadership to it.
+        """
+
+    def handedOver(self, rounds: KeeperRounds) -> None:
+        """
+        The releases and the leadership transfer of a handover finished
+        (whatever their outcome).
+        """
+
+    def stop(self) -> Deferred[Any]:
+        """
+        Shut down: stop acting, release, hand leadership to the best other
+        candidate; fires when that is done.
+        """
+
+    def stopFinished(self) -> None:
+        """
+        The releases and the leadership transfer of shutdown finished.
+        """
+
+
+@dataclass
+class KeeperCore:
+    """
+    The keeper's collaborators, and C{observed}: when (own monotonic clock)
+    a grant or renewal of each lease was last applied here.
+    """
+
+    raft: Any
+    machine: LeaseStateMachine
+    clock: Any
+    now: Callable[[], float]
+    settings: LeaseSettings
+    candidates: Callable[[], Iterable[str]]
+    holds: dict[str, HoldInputs]
+    notify: Callable[[], None]
+    observed: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def me(self) -> str:
+        return str(self.raft.id)
+
+    def isLeader(self) -> bool:
+        return getattr(self.raft, "leader", None) is not None
+
+    def holdsAny(self) -> bool:
+        return any(hold.token() is not None for hold in self.holds.values())
+
+
+def _round(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> None:
+    """
+    One round on a running keeper: grant, renew or hand over (on the
+    leader).
+    """
+    now = core.now()
+    if not core.isLeader():
+        rounds.leaderSince = None
+        return
+    term = getattr(core.raft, "term", 0)
+    if rounds.leaderSince is None or term != rounds.leaderTerm:
+        rounds.leaderSince, rounds.leaderTerm = now, term
+    target = _betterCandidate(core, rounds, now)
+    if target is not None and core.holdsAny():
+        log.info("node {target} has better priority: handing the leases over", target=target)
+        inputs.handOver(target, rounds)
+        return
+    for name in LEASES:
+        if name in rounds.inflight:
+            continue
+        lease = core.machine.get(name)
+        if lease.holder == core.me:
+            until = core.holds[name].until()
+            due = until is None or until - now <= core.settings.holderValidity() - core.settings.renewInterval
+            if due:
+                _propose(inputs, core, rounds, "renew", name, lease.token)
+        elif lease.holder is None:
+            _propose(inputs, core, rounds, "grant", name, lease.token)
+        else:
+            since = max(rounds.leaderSince, core.observed.get(name, rounds.leaderSince))
+            if now - since >= core.settings.takeoverWait():
+                _propose(inputs, core, rounds, "grant", name, lease.token)
+
+
+def _betterCandidate(core: KeeperCore, rounds: KeeperRounds, now: float) -> str | None:
+    mine = candidateOrder(core.me)
+    better = sorted((c for c in core.candidates() if candidateOrder(c) < mine), key=candidateOrder)
+    for name in list(rounds.betterSince):
+        if name not in better:
+            del rounds.betterSince[name]
+    for name in better:
+        rounds.betterSince.setdefault(name, now)
+    for name in better:
+        if now - rounds.betterSince[name] >= core.settings.handoverAfter:
+            return name
+    return None
+
+
+def _propose(
+    inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds, op: str, name: str, token: int
+) -> None:
+    sent = core.now()
+    rounds.inflight.add(name)
+    d = core.raft.propose(encodeLeaseCommand(op, name, core.me, token, core.settings.duration))
+
+    def done(result: Any) -> None:
+        ok, newToken, holder, _ = result
+        confirmed = newToken if ok and holder == core.me else None
+        inputs.answered(name, confirmed, sent + core.settings.holderValidity())
+
+    def failed(failure: Any) -> None:
+        log.debug("lease {op} of {name} failed: {why}", op=op, name=name, why=failure.getErrorMessage())
+        inputs.answered(name, None, 0.0)
+
+    d.addCallbacks(done, failed)
+
+
+def _releaseAndTransfer(core: KeeperCore, target: str | None) -> Deferred[Any]:
+    """
+    Stop acting, propose the release of every lease held, then transfer
+    Raft leadership to C{target} (None: any node).
+    """
+    releases = []
+    for name in sorted(core.holds):
+        token = core.holds[name].released()
+        if token is not None:
+            releases.append(core.raft.propose(encodeLeaseCommand("release", name, core.me, token)))
+    core.notify()
+
+    def transfer(_: object) -> Deferred[Any]:
+        d: Deferred[Any] = core.raft.transferLeadership(target)
+        d.addErrback(lambda f: log.info("leadership handover: {why}", why=f.getErrorMessage()))
+        return d
+
+    d: Deferred[Any] = DeferredList(releases, consumeErrors=True)
+    d.addCallback(transfer)
+    return d
+
+
+def _shutDown(inputs: KeeperInputs, core: KeeperCore) -> Deferred[Any]:
+    others = sorted(core.candidates(), key=candidateOrder)
+    if not core.holdsAny() or not core.isLeader():
+        for hold in core.holds.values():
+            hold.moved("this node is stopping")
+        d: Deferred[Any] = succeed(None)
+    else:
+        d = _releaseAndTransfer(core, others[0] if others else None)
+    d.addBoth(lambda _: inputs.stopFinished())
+    return d
+
+
+def _buildKeeper() -> TypeMachine[KeeperInputs, KeeperCore]:
+    b = TypeMachineBuilder(KeeperInputs, KeeperCore)
+    idle = b.state("Idle")
+
+    def running_(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> KeeperRounds:
+        # Entered at start (fresh data) and after a handover: leadership and
+        # better nodes are judged afresh.
+        rounds.leaderSince = None
+        rounds.betterSince.clear()
+        return rounds
+
+    def handingOver_(
+        inputs: KeeperInputs, core: KeeperCore, target: str, rounds: KeeperRounds
+    ) -> KeeperRounds:
+        return rounds
+
+    # Inputs a state never receives, or that no longer matter there, change
+    # nothing (the .loop().returns(None) lines).
+    running = b.state("Running", running_)
+    handingOver = b.state("HandingOver", handingOver_)
+    stopping = b.state("Stopping")
+    stopped = b.state("Stopped")
+
+    # start
+    @idle.upon(KeeperInputs.start).to(running)
+    def started(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> None:
+        rounds.arm(inputs, core)
+
+    running.upon(KeeperInputs.start).loop().returns(None)
+    handingOver.upon(KeeperInputs.start).loop().returns(None)
+    stopping.upon(KeeperInputs.start).loop().returns(None)
+    stopped.upon(KeeperInputs.start).loop().returns(None)
+
+    # tick
+    @running.upon(KeeperInputs.tick).loop()
+    def round_(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> None:
+        rounds.cancel()
+        try:
+            _round(inputs, core, rounds)
+        finally:
+            rounds.arm(inputs, core)
+
+    @handingOver.upon(KeeperInputs.tick).loop()
+    def keepBeat(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> None:
+        rounds.cancel()
+        rounds.arm(inputs, core)
+
+    idle.upon(KeeperInputs.tick).loop().returns(None)
+    stopping.upon(KeeperInputs.tick).loop().returns(None)
+    stopped.upon(KeeperInputs.tick).loop().returns(None)
+
+    # answered
+    @running.upon(KeeperInputs.answered).loop()
+    def answered(
+        inputs: KeeperInputs,
+        core: KeeperCore,
+        rounds: KeeperRounds,
+        name: str,
+        token: int | None,
+        until: float,
+    ) -> None:
+        rounds.inflight.discard(name)
+        if token is not None:
+            core.holds[name].confirmed(token, until)
+
+    @handingOver.upon(KeeperInputs.answered).loop()
+    def answeredLate(
+        inputs: KeeperInputs,
+        core: KeeperCore,
+        rounds: KeeperRounds,
+        name: str,
+        token: int | None,
+        until: float,
+    ) -> None:
+        # Not acting while handing over: a grant or renewal that committed
+        # now is not used.
+        rounds.inflight.discard(name)
+
+    idle.upon(KeeperInputs.answered).loop().returns(None)
+    stopping.upon(KeeperInputs.answered).loop().returns(None)
+    stopped.upon(KeeperInputs.answered).loop().returns(None)
+
+    # handOver
+    @running.upon(KeeperInputs.handOver).to(handingOver)
+    def handOver(
+        inputs: KeeperInputs, core: KeeperCore, data: KeeperRounds, target: str, rounds: KeeperRounds
+    ) -> None:
+        d = _releaseAndTransfer(core, target)
+        d.addBoth(lambda _: inputs.handedOver(rounds))
+
+    idle.upon(KeeperInputs.handOver).loop().returns(None)
+    handingOver.upon(KeeperInputs.handOver).loop().returns(None)
+    stopping.upon(KeeperInputs.handOver).loop().returns(None)
+    stopped.upon(KeeperInputs.handOver).loop().returns(None)
+
+    # handedOver
+    handingOver.upon(KeeperInputs.handedOver).to(running).returns(None)
+    idle.upon(KeeperInputs.handedOver).loop().returns(None)
+    running.upon(KeeperInputs.handedOver).loop().returns(None)
+    stopping.upon(KeeperInputs.handedOver).loop().returns(None)
+    # Stopped: a handover that shutdown overtook finished.
+    stopped.upon(KeeperInputs.handedOver).loop().returns(None)
+
+    # stop
+    @idle.upon(KeeperInputs.stop).to(stopping)
+    def stopIdle(inputs: KeeperInputs, core: KeeperCore) -> Deferred[Any]:
+        return _shutDown(inputs, core)
+
+    @running.upon(KeeperInputs.stop).to(stopping)
+    def stopRunning(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> Deferred[Any]:
+        rounds.cancel()
+        return _shutDown(inputs, core)
+
+    @handingOver.upon(KeeperInputs.stop).to(stopping)
+    def stopHandingOver(inputs: KeeperInputs, core: KeeperCore, rounds: KeeperRounds) -> Deferred[Any]:
+        rounds.cancel()
+        return _shutDown(inputs, core)
+
+    @stopping.upon(KeeperInputs.stop).loop()
+    def stopAgain(inputs: KeeperInputs, core: KeeperCore) -> Deferred[Any]:
+        return succeed(None)
+
+    @stopped.upon(KeeperInputs.stop).loop()
+    def stopStopped(inputs: KeeperInputs, core: KeeperCore) -> Deferred[Any]:
+        return succeed(None)
+
+    # stopFinished
+    stopping.upon(KeeperInputs.stopFinished).to(stopped).returns(None)
+    idle.upon(KeeperInputs.stopFinished).loop().returns(None)
+    running.upon(KeeperInputs.stopFinished).loop().returns(None)
+    handingOver.upon(KeeperInputs.stopFinished).loop().returns(None)
+    stopped.upon(KeeperInputs.stopFinished).loop().returns(None)
+
+    return b.build()
+
+
+newLeaseKeeper = _buildKeeper()
+
+
 class LeaseKeeper:
     """
     One node's side of the leases: on the Raft leader it grants and renews
-    them for this node; everywhere it answers L{acting}.
+    them for this node; everywhere it answers L{acting}.  Its protocol state
+    is the L{newLeaseKeeper} machine; each lease's hold on this node is a
+    L{newLeaseHold} machine.
 
     @param raft: a L{suite.raft.node.RaftNode} (C{propose},
         C{transferLeadership}, C{status}, C{id}).
@@ -361,20 +722,15 @@ class LeaseKeeper:
     ) -> None:
         self.raft, self.machine, self.clock, self.now = raft, machine, clock, now
         self.settings = settings or LeaseSettings()
-        self.candidates = candidates
         self.me: str = raft.id
+        self.changed: list[Callable[[], None]] = []
         self.holds: dict[str, HoldInputs] = {
             name: newLeaseHold(HoldCore(name, clock, lambda: self.now(), self._notify)) for name in LEASES
         }
-        self.observed: dict[str, float] = {}
-        self.inflight: set[str] = set()
-        self.leaderSince: float | None = None
-        self.leaderTerm = -1
-        self.betterSince: dict[str, float] = {}
-        self.stopping = False
-        self.handingOver = False
-        self.changed: list[Callable[[], None]] = []
-        self._timer: Any = None
+        self.core = KeeperCore(
+            raft, machine, clock, lambda: self.now(), self.settings, candidates, self.holds, self._notify
+        )
+        self.state: KeeperInputs = newLeaseKeeper(self.core)
         machine.listeners.append(self._applied)
 
     # -- public ------------------------------------------------------------
@@ -382,10 +738,11 @@ class LeaseKeeper:
     def acting(self, name: str) -> int | None:
         """
         The fencing token under which this node may act for lease C{name}
-        right now, or None.
+        right now, or None.  (Handing over and stopping release or drop
+        every hold first, and the keeper takes no new one then.)
         """
         hold = self.holds.get(name)
-        if hold is None or self.stopping or self.handingOver:
+        if hold is None:
             return None
         token, until = hold.token(), hold.until()
         if token is None or until is None or self.now() >= until:
@@ -408,34 +765,20 @@ class LeaseKeeper:
         return out
 
     def start(self) -> None:
-        self._schedule()
+        self.state.start(KeeperRounds())
 
     def stop(self) -> Deferred[Any]:
         """
         Stop acting at once, release what this node holds and hand Raft
         leadership to the best other candidate by priority.
         """
-        self.stopping = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        others = sorted(self.candidates(), key=candidateOrder)
-        return self._handOver(others[0] if others else None)
+        return self.state.stop()
 
     # -- internals ---------------------------------------------------------
 
-    def _schedule(self) -> None:
-        # Four rounds per renewal interval: a free lease is taken, and a new
-        # leader notices its election, within a quarter of it.
-        if not self.stopping:
-            self._timer = self.clock.callLater(self.settings.renewInterval / 4, self._tick)
-
-    def _isLeader(self) -> bool:
-        return getattr(self.raft, "leader", None) is not None
-
     def _applied(self, name: str, lease: Lease, op: str, ok: bool) -> None:
         if ok:
-            self.observed[name] = self.now()
+            self.core.observed[name] = self.now()
         hold = self.holds.get(name)
         token = hold.token() if hold is not None else None
         if hold is not None and token is not None and (lease.holder != self.me or lease.token != token):
@@ -445,110 +788,3 @@ class LeaseKeeper:
     def _notify(self) -> None:
         for callback in list(self.changed):
             callback()
-
-    def _holdsAny(self) -> bool:
-        return any(hold.token() is not None for hold in self.holds.values())
-
-    def _tick(self) -> None:
-        self._timer = None
-        try:
-            self.step()
-        finally:
-            self._schedule()
-
-    def step(self) -> None:
-        """
-        One round: grant, renew or hand over (on the leader).
-        """
-        if self.stopping or self.handingOver:
-            return
-        now = self.now()
-        if not self._isLeader():
-            self.leaderSince = None
-            return
-        term = getattr(self.raft, "term", 0)
-        if self.leaderSince is None or term != self.leaderTerm:
-            self.leaderSince, self.leaderTerm = now, term
-        target = self._betterCandidate(now)
-        if target is not None and self._holdsAny():
-            log.info("node {target} has better priority: handing the leases over", target=target)
-            self._handOver(target)
-            return
-        for name in LEASES:
-            if name in self.inflight:
-                continue
-            lease = self.machine.get(name)
-            if lease.holder == self.me:
-                until = self.holds[name].until()
-                due = (
-                    until is None
-                    or until - now <= self.settings.holderValidity() - self.settings.renewInterval
-                )
-                if due:
-                    self._propose("renew", name, lease.token)
-            elif lease.holder is None:
-                self._propose("grant", name, lease.token)
-            else:
-                since = max(self.leaderSince, self.observed.get(name, self.leaderSince))
-                if now - since >= self.settings.takeoverWait():
-                    self._propose("grant", name, lease.token)
-
-    def _betterCandidate(self, now: float) -> str | None:
-        mine = candidateOrder(self.me)
-        better = sorted((c for c in self.candidates() if candidateOrder(c) < mine), key=candidateOrder)
-        for name in list(self.betterSince):
-            if name not in better:
-                del self.betterSince[name]
-        for name in better:
-            self.betterSince.setdefault(name, now)
-        for name in better:
-            if now - self.betterSince[name] >= self.settings.handoverAfter:
-                return name
-        return None
-
-    def _propose(self, op: str, name: str, token: int) -> None:
-        sent = self.now()
-        self.inflight.add(name)
-        duration = self.settings.duration
-        d = self.raft.propose(encodeLeaseCommand(op, name, self.me, token, duration))
-
-        def done(result: Any) -> None:
-            self.inflight.discard(name)
-            ok, newToken, holder, _ = result
-            if not ok or holder != self.me or self.stopping or self.handingOver:
-                return
-            self.holds[name].confirmed(newToken, sent + self.settings.holderValidity())
-
-        def failed(failure: Any) -> None:
-            self.inflight.discard(name)
-            log.debug("lease {op} of {name} failed: {why}", op=op, name=name, why=failure.getErrorMessage())
-
-        d.addCallbacks(done, failed)
-
-    def _handOver(self, target: str | None) -> Deferred[Any]:
-        if not self._holdsAny() or not self._isLeader():
-            for hold in self.holds.values():
-                hold.moved("this node is stopping")
-            return succeed(None)
-        self.handingOver = True
-        releases = []
-        for name in sorted(self.holds):
-            token = self.holds[name].released()
-            if token is not None:
-                releases.append(self.raft.propose(encodeLeaseCommand("release", name, self.me, token)))
-        self._notify()
-
-        def transfer(_: object) -> Deferred[Any]:
-            d: Deferred[Any] = self.raft.transferLeadership(target)
-            d.addErrback(lambda f: log.info("leadership handover: {why}", why=f.getErrorMessage()))
-            return d
-
-        def finished(_: object) -> None:
-            self.handingOver = False
-            self.leaderSince = None
-            self.betterSince.clear()
-
-        d: Deferred[Any] = DeferredList(releases, consumeErrors=True)
-        d.addCallback(transfer)
-        d.addBoth(finished)
-        return d

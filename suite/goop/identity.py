@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from suite.daemon import ConfigError
+from suite.pki.keys import certificateToPEM, keyToPEM
 
 __all__ = ["Identity", "loadIdentity", "peerIdOf", "verifySignature", "KEY_NAME"]
 
@@ -93,12 +94,10 @@ class Identity:
         return self._cert
 
     def certificatePEM(self) -> bytes:
-        return self.certificate().public_bytes(serialization.Encoding.PEM)
+        return certificateToPEM(self.certificate())
 
     def keyPEM(self) -> bytes:
-        return self.privateKey.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        return keyToPEM(self.privateKey)
 
 
 def peerIdOfCertificate(cert: x509.Certificate) -> str:

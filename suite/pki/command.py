@@ -8,239 +8,25 @@ scripts (e.g. C{specter pki init DIR --node HOST}):
   - C{pki client SRC --name NAME --out DIR}: a client certificate signed by
     the client CA.
 
-These are CLIs, so they print what they wrote; errors are one line on
-stderr and exit code 2.
+Their flags are parsed by L{suite.pki.options}.  These are CLIs, so they
+print what they wrote; errors are one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
-
-from twisted.python import usage
+from typing import TextIO
 
 from suite.daemon import errorLine
-from suite.pki.bundle import BundleError, loadBundle
-from suite.pki.ca import (
-    DEFAULT_CA_DAYS,
-    DEFAULT_CLIENT_DAYS,
-    DEFAULT_NODE_DAYS,
-    initBundle,
-    splitNames,
-    writeClientCertificate,
-    writeNodeCertificate,
-)
-from suite.pki.keys import KEY_TYPES
-from suite.pki.verify import parseSpiffeId
+from suite.pki.bundle import BundleError
+from suite.pki.ca import initBundle, writeClientCertificate, writeNodeCertificate
+from suite.pki.layout import BUNDLE_FILES, CA_KEY, CLIENT_CA_KEY
+from suite.pki.load import loadBundle
+from suite.pki.options import InitOptions, MintClientOptions, NodeOptions, PKIOptions
+from suite.pki.validity import formatTime
 
-__all__ = [
-    "InitOptions",
-    "NodeOptions",
-    "MintClientOptions",
-    "PKIOptions",
-    "runInit",
-    "runNode",
-    "runMintClient",
-    "runPKI",
-    "DEFAULT_NODES",
-]
-
-DEFAULT_NODES = ("localhost", "127.0.0.1", "::1")
-"""Names of the node certificate when no C{--node} is given (a local demo)."""
-
-
-def _positiveInt(flag: str, value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise usage.UsageError(f"{flag}: {value!r} is not a whole number of days")
-    if number < 1:
-        raise usage.UsageError(f"{flag}: must be at least 1, not {number}")
-    return number
-
-
-class _PositionalFirst(usage.Options):
-    """
-    Options taking one positional argument that may come before the flags
-    (C{init DIR --node HOST}), which plain getopt parsing would stop at.
-    """
-
-    positionalName = "DIR"
-    positionalKey = "directory"
-
-    def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        args = list(sys.argv[1:] if options is None else options)
-        self._leading: list[str] = []
-        if args and not args[0].startswith("-"):
-            self._leading.append(args.pop(0))
-        super().parseOptions(args)
-
-    def parseArgs(self, *args: str) -> None:
-        positional = [*getattr(self, "_leading", []), *args]
-        if len(positional) != 1:
-            raise usage.UsageError(
-                f"{self.positionalName}: exactly one {self.positionalName} argument is required"
-                + (f", got {len(positional)}" if positional else "")
-            )
-        self[self.positionalKey] = positional[0]
-
-
-class _NamesMixin(_PositionalFirst):
-    """
-    C{--node} and C{--spiffe}, both repeatable (or comma-separated).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self["nodes"] = []
-        self["spiffe"] = []
-
-    def opt_node(self, value: str) -> None:
-        """Host name or IP address of the node (a SAN); repeatable or comma-separated."""
-        for name in value.split(","):
-            name = name.strip()
-            if not name:
-                continue
-            try:
-                splitNames([name])
-            except ValueError as e:
-                raise usage.UsageError(f"--node: {e}")
-            self["nodes"].append(name)
-
-    def opt_spiffe(self, value: str) -> None:
-        """SPIFFE ID of the node (spiffe://trust-domain/path, a URI SAN); repeatable."""
-        try:
-            parseSpiffeId(value, allowTrustDomain=False)
-        except ValueError as e:
-            raise usage.UsageError(f"--spiffe: {e}")
-        self["spiffe"].append(value)
-
-    def _checkKeyType(self) -> None:
-        if self["key-type"] not in KEY_TYPES:
-            raise usage.UsageError(f"--key-type: {self['key-type']!r} is not one of {', '.join(KEY_TYPES)}")
-
-
-class InitOptions(_NamesMixin):
-    """
-    C{pki init DIR [--node HOST]... [--spiffe URI]... [--days N] [--force]}.
-    """
-
-    synopsis = "[options] DIR"
-    longdesc = (
-        "Create a private CA bundle in DIR: ca.crt, ca.key, client-ca.crt, client-ca.key, "
-        "node.crt, node.key (keys mode 0600). Without --node the node certificate names "
-        "localhost, 127.0.0.1 and ::1."
-    )
-    optFlags = [["force", None, "Replace an existing bundle in DIR."]]
-    optParameters = [
-        ["days", None, DEFAULT_NODE_DAYS, "Validity of the node certificate in days."],
-        ["ca-days", None, DEFAULT_CA_DAYS, "Validity of the two CA certificates in days."],
-        ["key-type", None, "ec", "Key type: ec (P-256) or rsa (2048 bits)."],
-        ["ca-name", None, "suite", "Prefix of the CAs' common names."],
-        ["name", None, None, "Common name of the node certificate (default: the first --node)."],
-    ]
-
-    def postOptions(self) -> None:
-        self["days"] = _positiveInt("--days", self["days"])
-        self["ca-days"] = _positiveInt("--ca-days", self["ca-days"])
-        self._checkKeyType()
-        if not self["nodes"] and not self["spiffe"]:
-            self["nodes"] = list(DEFAULT_NODES)
-
-
-class NodeOptions(_NamesMixin):
-    """
-    C{pki node SRC --out DIR --node HOST... [--spiffe URI]...}.
-    """
-
-    positionalName = "SRC"
-    positionalKey = "source"
-
-    synopsis = "[options] SRC --out DIR --node HOST..."
-    longdesc = (
-        "Mint a certificate for another node from the CA in bundle directory SRC (which must "
-        "hold ca.key) and write a complete bundle for it in DIR."
-    )
-    optFlags = [
-        ["force", None, "Replace an existing bundle in the output directory."],
-        ["with-ca-key", None, "Copy ca.key too, so the new node can mint node certificates."],
-        ["without-client-ca-key", None, "Do not copy client-ca.key (the node cannot mint client certs)."],
-    ]
-    optParameters = [
-        ["out", "o", None, "Directory to write the new node's bundle into (required)."],
-        ["days", None, DEFAULT_NODE_DAYS, "Validity of the node certificate in days."],
-        ["key-type", None, "ec", "Key type: ec (P-256) or rsa (2048 bits)."],
-        ["name", None, None, "Common name of the node certificate (default: the first --node)."],
-    ]
-
-    def postOptions(self) -> None:
-        self["days"] = _positiveInt("--days", self["days"])
-        self._checkKeyType()
-        if not self["out"]:
-            raise usage.UsageError("--out: required (the directory for the new node's bundle)")
-        if not self["nodes"] and not self["spiffe"]:
-            raise usage.UsageError("--node: at least one --node or --spiffe is required")
-
-
-class MintClientOptions(_PositionalFirst):
-    """
-    C{pki client SRC --name NAME --out DIR}.
-    """
-
-    positionalName = "SRC"
-    positionalKey = "source"
-
-    synopsis = "[options] SRC --name NAME --out DIR"
-    longdesc = (
-        "Mint a client certificate signed by the client CA of bundle directory SRC (which must "
-        "hold client-ca.key) and write client.crt, client.key and ca.crt into DIR."
-    )
-    optFlags = [["force", None, "Replace existing client files in DIR."]]
-    optParameters = [
-        ["name", "n", None, "Common name of the client certificate (required)."],
-        ["out", "o", None, "Directory to write client.crt, client.key and ca.crt into (required)."],
-        ["days", None, DEFAULT_CLIENT_DAYS, "Validity in days."],
-        ["key-type", None, "ec", "Key type: ec (P-256) or rsa (2048 bits)."],
-    ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self["spiffe"] = []
-
-    def opt_spiffe(self, value: str) -> None:
-        """SPIFFE ID of the client (spiffe://trust-domain/path, a URI SAN); repeatable."""
-        try:
-            parseSpiffeId(value, allowTrustDomain=False)
-        except ValueError as e:
-            raise usage.UsageError(f"--spiffe: {e}")
-        self["spiffe"].append(value)
-
-    def postOptions(self) -> None:
-        self["days"] = _positiveInt("--days", self["days"])
-        if self["key-type"] not in KEY_TYPES:
-            raise usage.UsageError(f"--key-type: {self['key-type']!r} is not one of {', '.join(KEY_TYPES)}")
-        if not self["name"]:
-            raise usage.UsageError("--name: required (the client certificate's common name)")
-        if not self["out"]:
-            raise usage.UsageError("--out: required (the directory for the client files)")
-
-
-class PKIOptions(usage.Options):
-    """
-    C{pki init|node|client ...}: mount this as a subcommand of a console script.
-    """
-
-    subCommands = [
-        ["init", None, InitOptions, "Create a new private CA bundle."],
-        ["node", None, NodeOptions, "Write a bundle for another node from the same CA."],
-        ["client", None, MintClientOptions, "Mint a client certificate from the client CA."],
-    ]
-
-    def postOptions(self) -> None:
-        if self.subCommand is None:
-            raise usage.UsageError("pki: a subcommand is required (init, node or client)")
+__all__ = ["runInit", "runNode", "runMintClient", "runPKI"]
 
 
 def _prog(sub: str) -> str:
@@ -285,10 +71,9 @@ def runInit(options: InitOptions, out: TextIO | None = None, err: TextIO | None 
         )
     except (BundleError, ValueError) as e:
         return _fail("init", e, err)
-    names = ("ca.crt", "ca.key", "client-ca.crt", "client-ca.key", "node.crt", "node.key")
-    _report(out, [os.path.join(directory, name) for name in names])
+    _report(out, [os.path.join(directory, name) for name in BUNDLE_FILES])
     out.write(f"node certificate: {bundle.identity.describe()}\n")
-    out.write(f"expires: {bundle.nodeCert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC\n")
+    out.write(f"expires: {formatTime(bundle.nodeCert.not_valid_after_utc)}\n")
     return 0
 
 
@@ -315,9 +100,9 @@ def runNode(options: NodeOptions, out: TextIO | None = None, err: TextIO | None 
         return _fail("node", e, err)
     written = [
         name
-        for name in ("ca.crt", "ca.key", "client-ca.crt", "client-ca.key", "node.crt", "node.key")
-        if (name != "ca.key" or bundle.caKey is not None)
-        and (name != "client-ca.key" or bundle.clientCAKey is not None)
+        for name in BUNDLE_FILES
+        if (name != CA_KEY or bundle.caKey is not None)
+        and (name != CLIENT_CA_KEY or bundle.clientCAKey is not None)
     ]
     _report(out, [os.path.join(options["out"], name) for name in written])
     out.write(f"node certificate: {bundle.identity.describe()}\n")

@@ -2,9 +2,7 @@
 Interfaces of the PKI layer.
 
 A TLS connection creator from L{suite.pki.tls} asks an L{IPeerVerifier}
-whether the certificate the peer presented names the peer it wanted; a daemon
-that can reload its certificates asks an L{ICertificateSource} for the current
-bundle.
+whether the certificate the peer presented names the peer it wanted.
 """
 
 from __future__ import annotations
@@ -16,10 +14,9 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from suite.pki.bundle import Bundle
     from suite.pki.verify import PeerIdentity
 
-__all__ = ["IPeerVerifier", "ICertificateSource"]
+__all__ = ["IPeerVerifier"]
 
 
 class IPeerVerifier(Interface):
@@ -45,21 +42,4 @@ class IPeerVerifier(Interface):
 
         @raise suite.pki.verify.VerificationError: if the peer is not acceptable,
             with a message saying what was expected and what was found.
-        """
-
-
-class ICertificateSource(Interface):
-    """
-    Where a daemon's certificate bundle comes from: a directory, the
-    environment, or a bundle already in memory.
-    """
-
-    description = Attribute("Where the bundle is read from, for messages (a path or 'environment').")
-
-    def loadBundle() -> Bundle:
-        """
-        Read and check the bundle now.
-
-        @rtype: L{suite.pki.bundle.Bundle}
-        @raise suite.pki.bundle.BundleError: naming the file or variable at fault.
         """

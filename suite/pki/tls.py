@@ -9,33 +9,24 @@ IP SANs through service_identity, SPIFFE URI SANs through
 L{suite.pki.verify}).  TLS 1.2 is the minimum; C{tls13Only} raises it to 1.3.
 
 The creators plug into L{TLSMemoryBIOFactory}, C{reactor.listenSSL},
-C{SSL4ServerEndpoint}, L{wrapClientTLS}, or the endpoint helpers below.
+C{SSL4ServerEndpoint}, L{wrapClientTLS}, or L{suite.pki.endpoints}.  Their
+options come from L{suite.pki.tlsoptions}, their per-connection checks from
+L{suite.pki.verifycallback}; L{suite.pki.peer} tells who the peer is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
 from twisted.internet.interfaces import (
-    IListeningPort,
     IOpenSSLClientConnectionCreator,
     IOpenSSLContextFactory,
     IOpenSSLServerConnectionCreator,
-    IProtocolFactory,
-    IReactorTime,
-    IStreamClientEndpoint,
-    IStreamServerEndpoint,
 )
-from twisted.internet.ssl import Certificate as TwistedCertificate
-from twisted.internet.ssl import CertificateOptions, TLSVersion, trustRootFromCertificates
-from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-from twisted.python.failure import Failure
+from twisted.internet.ssl import CertificateOptions
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -43,155 +34,18 @@ from suite.netutil import isIPAddress
 from suite.pki.bundle import Bundle, BundleError
 from suite.pki.interfaces import IPeerVerifier
 from suite.pki.keys import PrivateKey
-from suite.pki.verify import PeerIdentity, PeerPolicy, VerificationError, identityOf
+from suite.pki.tlsoptions import certificateOptions, minimumVersion, protocolList
+from suite.pki.verify import PeerPolicy
+from suite.pki.verifycallback import verifyCallback
 
 __all__ = [
-    "PeerIdentity",
-    "VerificationError",
     "serverContextFactory",
     "clientContextFactory",
-    "peerIdentity",
-    "peerCertificate",
-    "tlsServerEndpoint",
-    "tlsClientEndpoint",
-    "TLSServerEndpoint",
+    "publicServerContextFactory",
     "MTLSServerCreator",
     "MTLSClientCreator",
     "MTLSPolicyForHTTPS",
-    "publicServerContextFactory",
 ]
-
-log = Logger()
-
-_VerifyCallback = Callable[[SSL.Connection, crypto.X509, int, int, int], bool]
-
-
-def _protocols(acceptableProtocols: Sequence[bytes | str] | None) -> list[bytes] | None:
-    if acceptableProtocols is None:
-        return None
-    return [p.encode("ascii") if isinstance(p, str) else p for p in acceptableProtocols]
-
-
-def _options(
-    bundle: Bundle,
-    trust: Sequence[x509.Certificate],
-    *,
-    presentCertificate: bool,
-    tls13Only: bool,
-    acceptableProtocols: Sequence[bytes | str] | None,
-) -> CertificateOptions:
-    kwargs: dict[str, Any] = {}
-    if presentCertificate:
-        kwargs.update(
-            privateKey=crypto.PKey.from_cryptography_key(bundle.nodeKey),
-            certificate=crypto.X509.from_cryptography(bundle.nodeCert),
-            extraCertChain=[crypto.X509.from_cryptography(c) for c in bundle.nodeChain],
-        )
-    roots = [TwistedCertificate(crypto.X509.from_cryptography(c)) for c in trust]
-    options = CertificateOptions(
-        trustRoot=trustRootFromCertificates(roots),
-        raiseMinimumTo=TLSVersion.TLSv1_3 if tls13Only else TLSVersion.TLSv1_2,
-        acceptableProtocols=_protocols(acceptableProtocols),
-        **kwargs,
-    )
-    _lenientALPN(options.getContext(), _protocols(acceptableProtocols) or [])
-    return options
-
-
-def _lenientALPN(context: SSL.Context, static: Sequence[bytes]) -> None:
-    """
-    Replace Twisted's ALPN select callback on a (cached) context: when this
-    side offers no protocol the client asked for, carry on without ALPN
-    instead of answering C{b""}, which OpenSSL 3 turns into an "internal
-    error" alert (curl offers C{h2}/C{http/1.1} by default).
-    """
-    from twisted.internet._sslverify import protosFromProtocol
-
-    def select(conn: SSL.Connection, offered: Sequence[bytes]) -> Any:
-        ours = protosFromProtocol(conn.get_app_data(), static)
-        for p in ours:
-            if p in offered:
-                return p
-        return SSL.NO_OVERLAPPING_PROTOCOLS
-
-    context.set_alpn_select_callback(select)
-
-
-# OpenSSL X509_V_ERR_* codes worth a plain-words reason.
-_CHAIN_ERRORS = {
-    2: "is not issued by a trusted CA",
-    9: "is not valid yet",
-    10: "has expired",
-    18: "is not issued by a trusted CA",
-    19: "is not issued by a trusted CA",
-    20: "is not issued by a trusted CA",
-    21: "is not issued by a trusted CA",
-    24: "is issued by a certificate that is not a CA",
-    25: "exceeds the CA's path length",
-    26: "is not meant for this use (extended key usage)",
-}
-
-
-def _chainReason(errno: int, depth: int) -> str:
-    reason = _CHAIN_ERRORS.get(errno, "failed verification")
-    untrusted = reason == _CHAIN_ERRORS[2]
-    what = "peer certificate" if depth == 0 or untrusted else f"peer certificate chain (depth {depth})"
-    return f"{what} {reason} (OpenSSL verify error {errno})"
-
-
-def _verifyCallback(
-    tlsProtocol: TLSMemoryBIOProtocol, verifier: IPeerVerifier | None, sendAlert: bool = False
-) -> _VerifyCallback:
-    """
-    A per-connection OpenSSL verify callback.  OpenSSL checks the chain; a
-    chain error is turned into a L{VerificationError} with a plain reason,
-    and on the leaf (depth 0) C{verifier} checks the peer's names.  The
-    protocol learns the reason through C{failVerification}.
-
-    With C{sendAlert} (servers) the connection is not aborted: OpenSSL
-    fails the handshake with its TLS alert, which Twisted sends before
-    closing, so the refused peer learns why (an abort would drop it); the
-    protocol still gets the L{VerificationError} as its reason.
-    """
-    protocolRef: TLSMemoryBIOProtocol | None = tlsProtocol
-
-    def fail(reason: str) -> bool:
-        nonlocal protocolRef
-        log.warn("TLS peer certificate refused: {reason}", reason=reason)
-        if protocolRef is not None:
-            failure = Failure(VerificationError(reason))
-            if sendAlert:
-                protocolRef._reason = failure  # what failVerification records, without the abort
-            else:
-                protocolRef.failVerification(failure)
-        protocolRef = None
-        return False
-
-    def callback(
-        connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int
-    ) -> bool:
-        nonlocal protocolRef
-        try:
-            if not ok:
-                return fail(_chainReason(errno, depth))
-            if depth != 0:
-                return True
-            if verifier is not None:
-                try:
-                    verifier.verifyPeer(certificate.to_cryptography())
-                except VerificationError as e:
-                    return fail(str(e))
-            # The leaf is the last certificate checked: drop the protocol so
-            # no reference cycle outlives the handshake.
-            protocolRef = None
-            return True
-        except BaseException:
-            # An exception must not escape into OpenSSL; fail closed.
-            log.failure("while verifying a TLS peer certificate")
-            protocolRef = None
-            return False
-
-    return callback
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
@@ -221,7 +75,7 @@ class MTLSServerCreator:
         Create the OpenSSL connection for one accepted TLS connection.
         """
         connection = self.options.serverConnectionForTLS(tlsProtocol)
-        connection.set_verify(self._mode, _verifyCallback(tlsProtocol, self.verifier, sendAlert=True))
+        connection.set_verify(self._mode, verifyCallback(tlsProtocol, self.verifier, sendAlert=True))
         return connection
 
     def getContext(self) -> SSL.Context:
@@ -264,7 +118,7 @@ class MTLSClientCreator:
             connection.set_tlsext_host_name(self._serverNameBytes)
         connection.set_verify(
             SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-            _verifyCallback(tlsProtocol, self.verifier),
+            verifyCallback(tlsProtocol, self.verifier),
         )
         return connection
 
@@ -301,7 +155,7 @@ def serverContextFactory(
                 f"{bundle.source or 'bundle'}: no client CA certificate to trust client certificates with"
             )
         trust.append(bundle.clientCACert)
-    options = _options(
+    options = certificateOptions(
         bundle,
         trust,
         presentCertificate=True,
@@ -342,7 +196,7 @@ def clientContextFactory(
     serverName = None
     if hostname is not None and not isIPAddress(hostname):
         serverName = hostname
-    options = _options(
+    options = certificateOptions(
         bundle,
         bundle.trustRoots,
         presentCertificate=useClientCert,
@@ -368,8 +222,8 @@ def publicServerContextFactory(
         privateKey=crypto.PKey.from_cryptography_key(key),
         certificate=crypto.X509.from_cryptography(certificate),
         extraCertChain=[crypto.X509.from_cryptography(c) for c in chain],
-        raiseMinimumTo=TLSVersion.TLSv1_3 if tls13Only else TLSVersion.TLSv1_2,
-        acceptableProtocols=_protocols(acceptableProtocols),
+        raiseMinimumTo=minimumVersion(tls13Only),
+        acceptableProtocols=protocolList(acceptableProtocols),
     )
 
 
@@ -409,78 +263,3 @@ class MTLSPolicyForHTTPS:
             useClientCert=self.useClientCert,
             acceptableProtocols=[b"http/1.1"],
         )
-
-
-def peerCertificate(transport: Any) -> x509.Certificate | None:
-    """
-    The certificate the peer of a TLS C{transport} presented, or L{None}.
-    """
-    getPeerCertificate = getattr(transport, "getPeerCertificate", None)
-    if getPeerCertificate is None:
-        return None
-    certificate = getPeerCertificate()
-    if certificate is None:
-        return None
-    if isinstance(certificate, crypto.X509):
-        return certificate.to_cryptography()
-    if isinstance(certificate, x509.Certificate):
-        return certificate
-    return None
-
-
-def peerIdentity(transport: Any) -> PeerIdentity:
-    """
-    The names in the certificate the peer of a TLS C{transport} presented,
-    so a daemon can derive the peer node's identity from its certificate.
-
-    @raise VerificationError: if the peer presented no certificate (or the
-        transport is not TLS).
-    """
-    certificate = peerCertificate(transport)
-    if certificate is None:
-        raise VerificationError("peer presented no certificate")
-    return identityOf(certificate)
-
-
-@implementer(IStreamServerEndpoint)
-class TLSServerEndpoint:
-    """
-    Wrap any stream server endpoint (TCP, unix) in TLS with a server
-    connection creator.
-    """
-
-    def __init__(
-        self,
-        wrapped: IStreamServerEndpoint,
-        creator: IOpenSSLServerConnectionCreator,
-        clock: IReactorTime | None = None,
-    ) -> None:
-        self.wrapped = wrapped
-        self.creator = creator
-        self.clock = clock
-
-    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        """
-        Listen with C{protocolFactory} wrapped in TLS.
-        """
-        return self.wrapped.listen(TLSMemoryBIOFactory(self.creator, False, protocolFactory, self.clock))
-
-
-def tlsServerEndpoint(
-    reactor: Any, description: str, creator: IOpenSSLServerConnectionCreator
-) -> TLSServerEndpoint:
-    """
-    A TLS server endpoint from an endpoint string (C{tcp:8443:interface=::1},
-    C{unix:/run/x.sock}) and a creator from L{serverContextFactory}.
-    """
-    return TLSServerEndpoint(serverFromString(reactor, description), creator, reactor)
-
-
-def tlsClientEndpoint(
-    reactor: Any, description: str, creator: IOpenSSLClientConnectionCreator
-) -> IStreamClientEndpoint:
-    """
-    A TLS client endpoint from an endpoint string (C{tcp:host=...:port=...})
-    and a creator from L{clientContextFactory}.
-    """
-    return wrapClientTLS(creator, clientFromString(reactor, description))

@@ -93,7 +93,7 @@ async def changeMembership(reactor: Any, options: MemberOptions) -> dict[str, An
     from suite.raft.client import ClientSettings, RaftClient
 
     if not options["insecure"]:
-        from suite.pki.bundle import loadBundle
+        from suite.pki.load import loadBundle
         from suite.pki.tls import clientContextFactory
 
         bundle = loadBundle(options["cert-dir"])

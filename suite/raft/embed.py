@@ -62,7 +62,8 @@ class RaftNodeService(MultiService):
         except (ValueError, TypeError, KeyError) as e:
             raise ConfigError(f"{name} {description!r}: {e}")
         if self.bundle is not None:
-            from suite.pki.tls import TLSServerEndpoint, serverContextFactory
+            from suite.pki.endpoints import TLSServerEndpoint
+            from suite.pki.tls import serverContextFactory
 
             endpoint = TLSServerEndpoint(
                 endpoint, serverContextFactory(self.bundle, trustClientCA=True), self.reactor

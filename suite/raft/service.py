@@ -97,7 +97,7 @@ def makeService(options: Options, reactor: Any) -> RaftNodeService:
     """
     bundle = None
     if not options["insecure"]:
-        from suite.pki.bundle import loadBundle
+        from suite.pki.load import loadBundle
 
         bundle = loadBundle(options["cert-dir"])
     kv = KeyValueStateMachine()

@@ -151,7 +151,7 @@ def certificateName(transport: Any) -> str | None:
     """
     The common name of the peer's certificate, or None.
     """
-    from suite.pki.tls import peerIdentity
+    from suite.pki.peer import peerIdentity
 
     try:
         return peerIdentity(transport).commonName

@@ -54,7 +54,7 @@ class TLSContexts:
     """
 
     def __init__(self, config: Config) -> None:
-        from suite.pki.bundle import loadIdentity
+        from suite.pki.load import loadIdentity
 
         assert config.cert_path and config.key_path
         self.tls13Only = config.tls_min_version == "1.3"

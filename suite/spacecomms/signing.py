@@ -27,6 +27,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from suite.pki.check import issuedBy
+
 _Known = tuple[float, float, set[str], "Callable[[bytes, bytes], None] | None"]
 
 __all__ = ["Signer", "signedBytes", "MAX_SIGNATURE_BYTES", "MAX_CERT_BYTES"]
@@ -124,9 +126,7 @@ class Signer:
         else:
             result = "certificate: not issued by a CA of server.tls.ca_path"
             for ca in self.trust:
-                try:
-                    cert.verify_directly_issued_by(ca)
-                except (ValueError, TypeError, InvalidSignature):
+                if not issuedBy(cert, ca):
                     continue
                 result = (
                     cert.not_valid_before_utc.timestamp(),

@@ -68,7 +68,7 @@ def migratorState(node: Any) -> dict[str, Any]:
                 "successors": [s.addr for s in v.succs],
                 "grantedTo": [
                     {"joiner": f"{j.addr}/{j.index}", "previousPredecessor": f"{p.addr}/{p.index}"}
-                    for j, p in v.transferredTo.items()
+                    for j, p in v.handoff.transferredTo.items()
                 ],
                 "replicaPipes": [
                     {"replica": f"{t.addr}/{t.index}", "queued": len(p.queue), "busy": p.busy}

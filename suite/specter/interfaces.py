@@ -4,9 +4,16 @@ Interfaces of the Specter ring.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from zope.interface import Interface
 
-__all__ = ["IChordTransport", "IRing", "IRingState"]
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from suite.specter.chord.ids import VnodeRef
+
+__all__ = ["IChordTransport", "IRing", "IRingState", "IVnodePeers"]
 
 
 class IChordTransport(Interface):
@@ -74,4 +81,37 @@ class IRingState(Interface):
     def save(state):  # type: ignore[no-untyped-def]
         """
         Replace the saved state durably; fire when it is on disk.
+        """
+
+
+class IVnodePeers(Interface):
+    """
+    How the parts of one vnode (maintenance, hand-off, replication,
+    re-homing) reach the rest of the ring: through its process
+    (L{suite.specter.chord.peers.Peers}), or a scripted fake in the tests
+    of one part.  Failures are L{suite.specter.chord.errors.RemoteError}s.
+    """
+
+    def call(target: VnodeRef, method: str, *args: Any) -> Deferred[Any]:
+        """
+        Call C{method(*args)} on vnode C{target}.
+        """
+
+    async def findSuccessor(kid: int, start: VnodeRef | None = None) -> tuple[VnodeRef, int]:
+        """
+        The vnode responsible for ring position C{kid} (looked up from
+        C{start}, else from any serving vnode), and the remote hops it took.
+        """
+
+    async def entryPoint(seed: str | None) -> VnodeRef:
+        """
+        A serving vnode to start a lookup from: another one of this
+        process, else one learnt from the ring, else one found through
+        C{seed}.
+        """
+
+    def suspected(addr: str) -> bool:
+        """
+        Whether calls to the process at C{addr} timed out lately (lookups
+        route around it).
         """

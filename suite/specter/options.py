@@ -576,7 +576,7 @@ def _clientOptions() -> Any:
 
 
 def _pkiOptions() -> Any:
-    from suite.pki.command import PKIOptions
+    from suite.pki.options import PKIOptions
 
     return PKIOptions
 

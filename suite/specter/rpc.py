@@ -170,4 +170,5 @@ def connectRPC(reactor: Any, description: str) -> Deferred[RPCClient]:
     Connect to a server's --listen-rpc (client endpoint string).
     """
     endpoint = clientFromString(reactor, description)
-    return endpoint.connect(Factory.forProtocol(FrameProtocol)).addCallback(RPCClient)
+    connected: Deferred[FrameProtocol] = endpoint.connect(Factory.forProtocol(FrameProtocol))
+    return connected.addCallback(RPCClient)

@@ -167,7 +167,7 @@ def _checkAdvertised(bundle: Any, host: str) -> None:
 
 
 def _loadBundle(options: Any) -> Any:
-    from suite.pki.bundle import loadBundle, loadBundleFromEnv
+    from suite.pki.load import loadBundle, loadBundleFromEnv
 
     if options["cert-env"]:
         return loadBundleFromEnv(options.environ)

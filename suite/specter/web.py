@@ -308,5 +308,5 @@ def makeHelperResource(
             from suite.specter.debug import mountDebug
 
             mountDebug(internal, node, registry, clock)
-        admin.putChild(b"_internal", requireBasicAuth(internal, checkers, realm="specter"))  # type: ignore[arg-type]
+        admin.putChild(b"_internal", requireBasicAuth(internal, checkers, realm="specter"))
     return admin

@@ -28,7 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.acme.publisher import MemoryChallengePublisher
-from suite.pki.ca import mintCA
+from suite.pki.mint import mintCA
 
 BASE = "https://acme.test"
 

@@ -19,8 +19,8 @@ from suite.acme.errors import ACMEServerError
 from suite.acme.interfaces import ICertificateIssuer
 from suite.acme.renewal import DAY, Backoff, RenewalCore, RenewalService, newLifecycle
 from suite.acme.store import MemoryCertificateStore, StoredCertificate
-from suite.pki.ca import mintCA, mintCertificate
 from suite.pki.keys import certificateToPEM, keyToPEM
+from suite.pki.mint import mintCA, mintCertificate
 from tests.acme.test_client import Harness
 
 T0 = 1_800_000_000.0

@@ -15,8 +15,8 @@ from zope.interface.verify import verifyObject
 from suite.acme.interfaces import ICertificateStore
 from suite.acme.keys import accountJWK, generatePrivateKeyPEM, makeCSR, signatureAlgorithm
 from suite.acme.store import FileCertificateStore, MemoryCertificateStore, StoredCertificate, fileNameFor
-from suite.pki.ca import mintCA, mintCertificate
 from suite.pki.keys import certificateToPEM, keyToPEM
+from suite.pki.mint import mintCA, mintCertificate
 
 
 def sampleCertificate(names: list[str]) -> StoredCertificate:

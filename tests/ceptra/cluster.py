@@ -148,7 +148,7 @@ def clientAgent(identity: Identity, reactor: Any, persistent: bool = True) -> An
     from twisted.web.client import Agent, HTTPConnectionPool
 
     from suite.ceptra.service import MTLSPolicy
-    from suite.pki.bundle import loadIdentity
+    from suite.pki.load import loadIdentity
 
     pool = HTTPConnectionPool(reactor, persistent=persistent)
     pool.maxPersistentPerHost = 8

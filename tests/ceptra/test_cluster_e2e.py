@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import subprocess
-from typing import Any
+from typing import Any, TypedDict
 
 import treq
 from twisted.internet import reactor
@@ -21,10 +21,11 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
 
-from suite.pki.bundle import loadIdentity
+from suite.pki.load import loadIdentity
 from suite.pki.tls import clientContextFactory
 from suite.raft.multi import encodeFrame
 from suite.raft.transport import LENGTH
@@ -34,6 +35,17 @@ from tests.support.process import DaemonProcess, freePort, sleep, twistdArgs
 NAMES = ["a", "b", "c"]
 EVENTS = 2400
 BATCH = 80
+
+
+class _Event(TypedDict):
+    """
+    One ingested event, as posted to C{/ingest}.
+    """
+
+    event_id: str
+    key: str
+    ts: int
+    fields: dict[str, int]
 
 
 class _Watch(Protocol):
@@ -95,7 +107,7 @@ class ClusterTests(TestCase):
 
         # Ingest a stream; kill -9 p0's leader after a third of it.
         rng = random.Random(7)
-        events = [
+        events: list[_Event] = [
             {
                 "event_id": f"ev-{i}",
                 "key": f"user-{rng.randrange(40)}",
@@ -154,6 +166,7 @@ class ClusterTests(TestCase):
         results = await DeferredList(work, consumeErrors=True)
         for ok, value in results:
             if not ok:
+                assert isinstance(value, Failure), value
                 value.raiseException()
         self.assertEqual(len(acked), len(batches))
         self.assertEqual(len(killed), 1)

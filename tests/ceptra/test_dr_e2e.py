@@ -138,7 +138,7 @@ class DisasterRecoveryTests(TestCase):
 
     async def partitions(self, name: str) -> dict[str, Any]:
         _, body = await self.getJSON(name, "/partitions")
-        return body["partitions"]  # type: ignore[no-any-return]
+        return body["partitions"]
 
     async def allReady(self, what: str) -> None:
         async def ready() -> bool:

@@ -17,7 +17,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from suite.ceptra.service import MTLSPolicy
-from suite.pki.bundle import loadIdentity
+from suite.pki.load import loadIdentity
 from suite.pki.tls import clientContextFactory
 from tests.ceptra.support import SPIFFE, makePKI, nodeEnv
 from tests.clustor.certs import Identity

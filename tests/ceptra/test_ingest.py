@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import IO, Any
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
@@ -70,8 +70,16 @@ class ValidationTests(SynchronousTestCase):
             self.assertIn(why, str(cm.exception))
 
 
-def request(method: bytes, path: list[bytes], payload: bytes = b"", **args: str) -> DummyRequest:
-    req = DummyRequest(path)
+class BodyRequest(DummyRequest):
+    """
+    A L{DummyRequest} with a body, as a server request has.
+    """
+
+    content: IO[bytes]
+
+
+def request(method: bytes, path: list[bytes], payload: bytes = b"", **args: str) -> BodyRequest:
+    req = BodyRequest(path)
     req.method = method
     req.content = io.BytesIO(payload)
     req.postpath = list(path)
@@ -88,7 +96,7 @@ class ListeningHub(SSEHub):
     A hub with one listening client (as far as publishers can tell).
     """
 
-    clientCount = 1  # type: ignore[assignment]
+    clientCount = 1
 
 
 class APIFixture(SynchronousTestCase):
@@ -100,8 +108,13 @@ class APIFixture(SynchronousTestCase):
         self.cluster = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"], "p1": ["a", "b", "c"]})
         self.cluster.run(2.0)
         self.hub = ListeningHub(self.cluster.clock)
-        self.published: list[Any] = []
-        self.hub.publish = lambda event, data, id=None: self.published.append((event, data)) or "1"  # type: ignore[method-assign]
+        self.published: list[tuple[str | None, Any]] = []
+
+        def publish(event: str | None, data: Any, id: str | int | None = None) -> str:
+            self.published.append((event, data))
+            return "1"
+
+        self.patch(self.hub, "publish", publish)
         manager = self.cluster.managers["a"]
         self.api = ClientAPI(
             manager, lambda: self.cluster.routing, None, self.cluster.clock, self.hub, DialPolicy(1, 3, 0.05)

@@ -40,7 +40,7 @@ GUIDE_VARIABLES = {
 }
 
 
-def parse(argv: list[str] | None = None, **env: str) -> Options:
+def parse(argv: list[str] | None = None, /, **env: str) -> Options:
     environ = dict(REQUIRED)
     environ.update(env)
     options = Options(environ={k: v for k, v in environ.items() if v is not None})

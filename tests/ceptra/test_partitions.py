@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.ceptra.access import SpiffeAllowList
@@ -22,6 +23,7 @@ from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber,
 from suite.ceptra.partitions import NotHosted, PartitionManager
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
+from suite.clustor.interfaces import IFeedClient
 from suite.raft.incarnation import MemoryIncarnations
 from suite.raft.interfaces import IRaftStateMachine
 from suite.raft.multi import DialPolicy
@@ -321,6 +323,21 @@ class ManagerTests(SynchronousTestCase):
         assert new is not None
         self.assertEqual(set(new.partitions["p0"].node.configs.latest().voters), {spiffe(n) for n in rest})
 
+    def test_stoppedReconcilesNothing(self) -> None:
+        """
+        A stopped manager (its service no longer running) starts no
+        partition, even if asked to reconcile.
+        """
+        c = Cluster(["a"], {"p0": ["a"]})
+        c.run(0.5)
+        m = c.managers["a"]
+        self.assertIn("p0", m.partitions)
+        m.stopService()
+        self.assertEqual((m.running, m.partitions), (0, {}))
+        m.reconcile()
+        c.run(0.5)
+        self.assertEqual(m.partitions, {})
+
     def test_notInRouting(self) -> None:
         c = Cluster(["a"], {"p0": ["a"]})
         c.routing = Routing()
@@ -330,6 +347,7 @@ class ManagerTests(SynchronousTestCase):
 
 class ActivationHealthTests(SynchronousTestCase):
     def test_gates(self) -> None:
+        @implementer(IFeedClient)
         class Feeds:
             feeds = ("placement", "warmup", "activation")
 
@@ -343,7 +361,7 @@ class ActivationHealthTests(SynchronousTestCase):
                     "activation": {"barriers": [{"id": "e1", "partitions": ["p0"], "ready": False}]},
                 }
 
-            def latest(self, feed: str) -> Any:
+            def latest(self, feed: str) -> dict[str, Any] | None:
                 return self.docs.get(feed)
 
             def stalenessMs(self, feed: str) -> float:
@@ -353,11 +371,6 @@ class ActivationHealthTests(SynchronousTestCase):
                 return False
 
         feeds = Feeds()
-        from zope.interface import directlyProvides
-
-        from suite.clustor.interfaces import IFeedClient
-
-        directlyProvides(feeds, IFeedClient)
         health = ActivationHealth(feeds, spiffe("a"))
         report = health.check()
         self.assertFalse(report.ready)

@@ -215,12 +215,22 @@ class EpochSimulationTests(SynchronousTestCase):
     def test_moveOnce(self) -> None:
         """
         An epoch transition becomes exactly its membership changes (add d as
-        a learner, promote it, remove c), each recording the epoch; the
-        applied epoch shows in /partitions and the metrics.
+        a learner, promote it, remove c), each recording the epoch, proposed
+        one at a time by the leader and logged; the applied epoch and the
+        leader's last change show in /partitions and the metrics.
         """
         self.move()
         self.assertMoved()
         self.assertEqual(self.changes(), self.expected())
+        proposed = [
+            e["what"] for e in self.events if e.get("log_format", "").endswith("membership change: {what}")
+        ]
+        self.assertEqual(proposed, [f"add {spiffe('d')} (epoch 2)", f"remove {spiffe('c')} (epoch 2)"])
+        leader = self.c.leader("p0")
+        assert leader is not None
+        self.assertEqual(
+            leader.partitionStatus("p0")["lastMembershipChange"], f"remove {spiffe('c')} (epoch 2)"
+        )
         status = self.c.managers["d"].partitionStatus("p0")
         self.assertEqual(
             (status["placementEpoch"], status["configEpoch"], status["voteIntact"]), (2, 2, True)
@@ -228,7 +238,7 @@ class EpochSimulationTests(SynchronousTestCase):
         registry = CollectorRegistry()
         from suite.ceptra.partitions import _PartitionCollector
 
-        registry.register(_PartitionCollector(self.c.managers["d"]))  # type: ignore[arg-type]
+        registry.register(_PartitionCollector(self.c.managers["d"]))
         text = generate_latest(registry).decode()
         self.assertIn('ceptra_partition_placement_epoch{partition="p0"} 2.0', text)
         self.assertIn('ceptra_partition_config_epoch{partition="p0"} 2.0', text)

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from suite.pki.ca import mintCA, mintCertificate
 from suite.pki.keys import certificateToPEM, keyToPEM
+from suite.pki.mint import mintCA, mintCertificate
 
 __all__ = ["CertAuthority", "Identity"]
 

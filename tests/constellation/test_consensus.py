@@ -1,23 +1,26 @@
 """
-The Raft identity derived from the gossip key, and the agent's bootstrap
-and membership decisions (with a fake node and gossip view).
+The Raft identity derived from the gossip key, the agent's bootstrap and
+membership decisions (with a fake node and gossip view), one membership
+change at a time.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.constellation.consensus import BOOTSTRAP_MARKER, RaftAgent, derivedBundle
 from suite.constellation.leases import LeaseStateMachine
 from suite.gossip.member import Member
 from suite.raft.messages import Configuration
+from suite.raft.settings import NotLeader
 
 
 class IdentityTests(SynchronousTestCase):
@@ -106,12 +109,33 @@ class _Service:
         self.running = 0
 
 
+class _PendingNode(_Node):
+    """
+    A leader whose membership changes wait in C{pending}.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.pending: list[Deferred[None]] = []
+
+    def changeMembership(self, action: str, name: str, address: str) -> Deferred[None]:
+        self.changes.append((action, name, address))
+        d: Deferred[None] = Deferred()
+        self.pending.append(d)
+        return d
+
+
 class AgentTests(SynchronousTestCase):
     def make(
-        self, name: str, members: list[Member], published: dict[str, tuple[str, bool]], **kw: Any
+        self,
+        name: str,
+        members: list[Member],
+        published: dict[str, tuple[str, bool]],
+        node: _Node | None = None,
+        **kw: Any,
     ) -> RaftAgent:
         self.clock = Clock()
-        self.node = _Node(name)
+        self.node = node or _Node(name)
         self.published: list[dict[str, Any]] = []
         stable = self.mktemp()
         os.makedirs(stable)
@@ -195,3 +219,51 @@ class AgentTests(SynchronousTestCase):
         self.clock.advance(31)
         agent.step()
         self.assertEqual(self.node.changes[-1], ("remove", "gone", ""))
+
+    def captureLog(self) -> list[str]:
+        logged: list[str] = []
+        observer = cast(ILogObserver, lambda e: logged.append(formatEvent(e)))
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return logged
+
+    def test_oneChangeAtATime(self) -> None:
+        """
+        Membership changes go through the shared machine
+        (L{suite.raft.memberchange}, tested there): while a change is in
+        flight the agent proposes no other; once it ends (committed or
+        failed, each logged) the next is proposed.
+        """
+        logged = self.captureLog()
+        members = [Member("a", ("h", 1), "alive", 1, {}), Member("b", ("h", 2), "alive", 1, {})]
+        node = _PendingNode("a")
+        agent = self.make("a", members, {"b": ("h:2", False)}, node)
+        node.configs.config = Configuration(frozenset({"a", "gone"}))
+        node.leader = object()
+        agent.step()
+        self.clock.advance(31)
+        agent.step()
+        self.assertEqual(node.changes, [("addVoter", "b", "h:2")])
+        node.pending.pop().callback(None)
+        self.assertIn("raft membership: addVoter b done", logged)
+        agent.step()
+        self.assertEqual(node.changes[-1], ("remove", "gone", ""))
+        node.pending.pop().errback(NotLeader(None, "no longer leader"))
+        self.assertIn("raft membership: remove gone failed: not leader: no longer leader", logged)
+        agent.step()
+        self.assertEqual(len(node.changes), 3)
+
+    def test_changeFailsAtOnce(self) -> None:
+        """
+        A change refused at once (not the leader) leaves the agent free to
+        propose again at its next round.
+        """
+        logged = self.captureLog()
+        members = [Member("a", ("h", 1), "alive", 1, {}), Member("b", ("h", 2), "alive", 1, {})]
+        agent = self.make("a", members, {"b": ("h:2", False)})
+        self.node.changeMembership = lambda *a: fail(NotLeader(None, "no"))  # type: ignore[method-assign]
+        self.node.configs.config = Configuration(frozenset({"a"}))
+        self.node.leader = object()
+        agent.step()
+        self.assertFalse(agent.change.busy())
+        self.assertIn("raft membership: addVoter b failed: not leader: no", logged)

@@ -146,8 +146,8 @@ class MutualTLSTests(TestCase):
         """
         import os
 
-        from suite.pki.bundle import loadBundle
         from suite.pki.ca import initBundle, writeNodeCertificate
+        from suite.pki.load import loadBundle
         from suite.pki.tls import clientContextFactory, serverContextFactory
 
         base = self.mktemp()

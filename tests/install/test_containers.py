@@ -140,7 +140,7 @@ class HealthProbeTests(TestCase):
         or CLUSTOR_CP_TLS_* variables and passes; with the trust bundle but
         no certificate it fails with one line.
         """
-        from suite.pki.bundle import loadIdentity
+        from suite.pki.load import loadIdentity
         from suite.pki.tls import serverContextFactory
         from tests.clustor.certs import CertAuthority
 

@@ -243,7 +243,7 @@ class _Backend(_Base):
             ("s", b"k", b"\x90", 9 << 16, 1),
             ("l", b"j", None, 9 << 16, 1),
         ]
-        digests = set()
+        digests: set[tuple[tuple[int, int], ...]] = set()
         for order in (recs, recs[::-1], recs[2:] + recs[:2]):
             store = self.open(index=len(digests) + 1)
             await store.importRecords(order)

@@ -10,8 +10,8 @@ import functools
 from cryptography import x509
 
 from suite.pki.bundle import Bundle
-from suite.pki.ca import mintCA, mintCertificate
 from suite.pki.keys import PrivateKey
+from suite.pki.mint import mintCA, mintCertificate
 
 SPIFFE_SERVER = "spiffe://example.org/ns/prod/server"
 SPIFFE_CLIENT = "spiffe://example.org/ns/prod/client"

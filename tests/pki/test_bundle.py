@@ -11,24 +11,13 @@ import os
 
 from cryptography.hazmat.primitives import serialization
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface.verify import verifyObject
 
 from suite.daemon import ConfigError
-from suite.pki.bundle import (
-    Bundle,
-    BundleError,
-    DirectorySource,
-    EnvironmentSource,
-    StaticSource,
-    checkNodeIdentity,
-    loadBundle,
-    loadBundleFromEnv,
-    loadClientIdentity,
-    loadIdentity,
-)
-from suite.pki.ca import initBundle, mintCA, mintCertificate, writeClientCertificate
-from suite.pki.interfaces import ICertificateSource
+from suite.pki.bundle import Bundle, BundleError
+from suite.pki.ca import initBundle, writeClientCertificate
 from suite.pki.keys import certificateToPEM, keyToPEM
+from suite.pki.load import checkNodeIdentity, loadBundle, loadBundleFromEnv, loadClientIdentity, loadIdentity
+from suite.pki.mint import mintCA, mintCertificate
 
 from . import helpers
 
@@ -457,14 +446,15 @@ class ClientIdentityTests(SynchronousTestCase):
         self.assertIn("does not match", str(e))
 
 
-class SourceTests(SynchronousTestCase):
+class DirectoryAndEnvironmentTests(SynchronousTestCase):
     """
-    The L{ICertificateSource} implementations.
+    A bundle directory and the C{CERT_*} variables made from it load the same
+    bundle.
     """
 
-    def test_interfaces(self) -> None:
+    def test_sameBundle(self) -> None:
         """
-        Each source provides L{ICertificateSource} and loads its bundle.
+        L{loadBundle} and L{loadBundleFromEnv} give the same certificates.
         """
         directory = self.mktemp()
         bundle = initBundle(directory, ["a.example"])
@@ -475,14 +465,10 @@ class SourceTests(SynchronousTestCase):
             "CERT_NODE_KEY": base64.b64encode(bundle.nodeKeyPEM).decode(),
             "CERT_CLIENT_CA": base64.b64encode(bundle.clientCACertPEM).decode(),
         }
-        sources = [DirectorySource(directory), EnvironmentSource(environ), StaticSource(bundle)]
-        for source in sources:
-            self.assertTrue(verifyObject(ICertificateSource, source))
-            loaded = source.loadBundle()
+        for loaded in [loadBundle(directory), loadBundleFromEnv(environ)]:
             self.assertIsInstance(loaded, Bundle)
             self.assertEqual(loaded.nodeCert, bundle.nodeCert)
-        self.assertEqual([s.description for s in sources], [directory, "environment", directory])
-        self.assertNotIn("CERT_NODE_KEY", repr(sources[1]))
+            self.assertEqual(loaded.caCert, bundle.caCert)
 
 
 class KeyFormatTests(SynchronousTestCase):

@@ -14,18 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.pki.bundle import BundleError, loadBundle
-from suite.pki.ca import (
-    initBundle,
-    mintCA,
-    mintCertificate,
-    mintClientCertificate,
-    mintSelfSigned,
-    splitNames,
-    writeClientCertificate,
-    writeNodeCertificate,
-)
+from suite.pki.bundle import BundleError
+from suite.pki.ca import initBundle, mintClientCertificate, writeClientCertificate, writeNodeCertificate
 from suite.pki.keys import generateKey, keyMatchesCertificate
+from suite.pki.load import loadBundle
+from suite.pki.mint import mintCA, mintCertificate, mintSelfSigned
+from suite.pki.names import splitNames
 
 from . import helpers
 

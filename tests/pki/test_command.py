@@ -10,17 +10,9 @@ import os
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.pki.bundle import loadBundle, loadClientIdentity
-from suite.pki.command import (
-    InitOptions,
-    MintClientOptions,
-    NodeOptions,
-    PKIOptions,
-    runInit,
-    runMintClient,
-    runNode,
-    runPKI,
-)
+from suite.pki.command import runInit, runMintClient, runNode, runPKI
+from suite.pki.load import loadBundle, loadClientIdentity
+from suite.pki.options import InitOptions, MintClientOptions, NodeOptions, PKIOptions
 
 
 class InitOptionsTests(SynchronousTestCase):

@@ -33,22 +33,18 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.pki.bundle import Bundle, BundleError
-from suite.pki.ca import mintCertificate
+from suite.pki.endpoints import TLSServerEndpoint, tlsClientEndpoint, tlsServerEndpoint
 from suite.pki.keys import certificateToPEM
+from suite.pki.mint import mintCertificate
+from suite.pki.peer import peerIdentity
 from suite.pki.tls import (
     MTLSClientCreator,
     MTLSPolicyForHTTPS,
-    PeerIdentity,
-    TLSServerEndpoint,
-    VerificationError,
     clientContextFactory,
-    peerIdentity,
     publicServerContextFactory,
     serverContextFactory,
-    tlsClientEndpoint,
-    tlsServerEndpoint,
 )
-from suite.pki.verify import PeerPolicy
+from suite.pki.verify import PeerIdentity, PeerPolicy, VerificationError
 
 from . import helpers
 from .helpers import SPIFFE_CLIENT, SPIFFE_SERVER

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from suite.pki.ca import mintCertificate
 from suite.pki.interfaces import IPeerVerifier
+from suite.pki.mint import mintCertificate
 from suite.pki.verify import (
     PeerPolicy,
     SpiffeId,

@@ -86,7 +86,7 @@ def makeClient(reactor: Any, specs: list[NodeSpec], clientDir: str, **settings: 
     """
     A L{RaftClient} over mTLS to every node in C{specs}.
     """
-    from suite.pki.bundle import loadBundle
+    from suite.pki.load import loadBundle
     from suite.pki.tls import clientContextFactory
 
     bundle = loadBundle(clientDir)

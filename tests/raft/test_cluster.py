@@ -6,6 +6,8 @@ snapshots and crash recovery.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.raft.kv import encodeCommand
@@ -69,14 +71,15 @@ class ElectionTests(SynchronousTestCase):
         A leader that sees a higher term steps down and says so in the log,
         naming the term and the node it came from.
         """
-        from twisted.logger import formatEvent, globalLogPublisher
+        from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 
         sim = Simulation(14, 3)
         leader = elect(sim)
         other = next(n for n in sim.live() if n is not leader)
         events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         term = leader.term
         leader.receive(Heartbeat(other.id, leader.id, term + 1, 0, 0))
         self.assertIsNone(leader.leader)

@@ -13,15 +13,15 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.raft.interfaces import IRaftStateMachine, IRaftTransport
 from suite.raft.messages import Configuration, Heartbeat, encodeMessage
 from suite.raft.multi import DialPolicy, FrameError, MultiRaftTransport, PeerLink, decodeFrame, encodeFrame
 from suite.raft.node import RaftNode
-from suite.raft.settings import NotLeader, RaftSettings
+from suite.raft.settings import RaftSettings
 from suite.raft.storage import MemoryStorage
+from tests.support.raftsim import Recorder, checkReplicasAgree, proposeRecorded
 
 
 class Pipe:
@@ -115,26 +115,6 @@ class Network:
         return counts
 
 
-@implementer(IRaftStateMachine)
-class Recorder:
-    """
-    Remembers every applied command in order.
-    """
-
-    def __init__(self) -> None:
-        self.applied: list[bytes] = []
-
-    def apply(self, index: int, command: bytes) -> object:
-        self.applied.append(command)
-        return len(self.applied)
-
-    def snapshot(self) -> bytes:
-        return b"\n".join(self.applied)
-
-    def restore(self, data: bytes) -> None:
-        self.applied = data.split(b"\n") if data else []
-
-
 class Member:
     """
     One node: a shared transport and one Raft node per group.
@@ -225,23 +205,16 @@ class MultiSim:
             if leader is None:
                 continue
             self.counter += 1
-            command = f"{g}:{self.counter}".encode()
-
-            def ok(result: object, g: str = g, command: bytes = command) -> None:
-                self.acked[g].append(command)
-
-            leader.propose(command).addCallbacks(ok, lambda f: f.trap(NotLeader, Exception) and None)
+            proposeRecorded(leader, f"{g}:{self.counter}".encode(), self.acked[g])
 
     def check(self) -> None:
         """
         Replicas of a group never disagree on what they applied.
         """
         for g in self.groups:
-            logs = [m.machines[g].applied for m in self.members.values() if g in m.machines]
-            longest = max(logs, key=len)
-            for applied in logs:
-                if applied != longest[: len(applied)]:
-                    raise AssertionError(f"seed {self.seed}: group {g} replicas diverge")
+            checkReplicasAgree(
+                self.seed, g, [m.machines[g].applied for m in self.members.values() if g in m.machines]
+            )
 
 
 class FrameTests(SynchronousTestCase):
@@ -541,6 +514,22 @@ class SimulationTests(SynchronousTestCase):
     def test_seeds(self) -> None:
         for seed in range(8):
             self.scenario(seed)
+
+    def test_recorder(self) -> None:
+        """
+        The simulations' state machine provides L{IRaftStateMachine}; its
+        snapshot restores the commands applied, in order.
+        """
+        machine = Recorder()
+        self.assertTrue(verifyObject(IRaftStateMachine, machine))
+        self.assertEqual([machine.apply(i, c) for i, c in enumerate([b"a", b"b"], 1)], [1, 2])
+        copy = Recorder()
+        copy.restore(machine.snapshot())
+        self.assertEqual(copy.applied, [b"a", b"b"])
+        copy.restore(Recorder().snapshot())
+        self.assertEqual(copy.applied, [])
+        self.assertRaises(AssertionError, checkReplicasAgree, 1, "p0", [[b"a", b"b"], [b"a", b"c"]])
+        checkReplicasAgree(1, "p0", [[b"a", b"b"], [b"a"], []])
 
     def test_oneLinkPerPairWhenQuiet(self) -> None:
         """

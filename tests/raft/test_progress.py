@@ -49,7 +49,7 @@ class RecordingReplicator:
 
 def stateOf(inputs: ProgressInputs) -> str:
     # automat keeps the current state on the machine's transitioner.
-    return inputs.__automat_transitioner__._state.name  # type: ignore[attr-defined,no-any-return]
+    return inputs.__automat_transitioner__._state.name  # type: ignore[attr-defined]
 
 
 def rejection(

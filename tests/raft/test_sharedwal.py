@@ -19,17 +19,23 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from suite.raft.interfaces import IRaftStateMachine, IRaftStorage
+from suite.raft.interfaces import IRaftStorage
 from suite.raft.messages import Configuration, Entry, SnapshotMeta
 from suite.raft.node import RaftNode
-from suite.raft.settings import NotLeader, RaftSettings
+from suite.raft.settings import RaftSettings
 from suite.raft.storage import Recovered
 from suite.raft.wal import GroupStorage, SharedWAL
 from tests.raft.walsim import SimDisk, SimRunner
-from tests.support.raftsim import Faults, SimNetwork, SimTransport
+from tests.support.raftsim import (
+    Faults,
+    Recorder,
+    SimNetwork,
+    SimTransport,
+    checkReplicasAgree,
+    proposeRecorded,
+)
 
 CONFIG = Configuration(frozenset({"n0", "n1", "n2"}))
 
@@ -355,26 +361,6 @@ class ToolTests(SynchronousTestCase):
 # -- the multi-group simulation -------------------------------------------------
 
 
-@implementer(IRaftStateMachine)
-class Recorder:
-    """
-    Remembers every applied command in order (snapshots included).
-    """
-
-    def __init__(self) -> None:
-        self.applied: list[bytes] = []
-
-    def apply(self, index: int, command: bytes) -> object:
-        self.applied.append(command)
-        return len(self.applied)
-
-    def snapshot(self) -> bytes:
-        return b"\n".join(self.applied)
-
-    def restore(self, data: bytes) -> None:
-        self.applied = data.split(b"\n") if data else []
-
-
 class Member:
     """
     One node: one simulated disk and shared WAL, one Raft node per group.
@@ -469,11 +455,7 @@ class WALSim:
                 continue
             self.counter += 1
             command = f"{g}:{self.counter}:".encode() + b"p" * self.rng.randint(0, 300)
-
-            def ok(result: object, g: str = g, command: bytes = command) -> None:
-                self.acked[g].append(command)
-
-            leader.propose(command).addCallbacks(ok, lambda f: f.trap(NotLeader, Exception) and None)
+            proposeRecorded(leader, command, self.acked[g])
 
     def check(self) -> None:
         if self.errors:
@@ -489,12 +471,7 @@ class WALSim:
                     if other != m.name:
                         raise AssertionError(f"seed {self.seed}: two leaders of {g} in term {n.term}")
                 logs.append(m.machines[g].applied)
-            if not logs:
-                continue
-            longest = max(logs, key=len)
-            for applied in logs:
-                if applied != longest[: len(applied)]:
-                    raise AssertionError(f"seed {self.seed}: replicas of {g} diverge")
+            checkReplicasAgree(self.seed, g, logs)
 
     def run(self, seconds: float, step: float = 0.002) -> None:
         for _ in range(int(seconds / step)):
@@ -592,7 +569,7 @@ class SimulationTests(SynchronousTestCase):
 
             def counting(item: Any, name: str = m.name, submit: Any = submit) -> Deferred[None]:
                 records[name] += 1
-                return submit(item)  # type: ignore[no-any-return]
+                return submit(item)
 
             m.disk.wal.submit = counting  # type: ignore[method-assign]
         before = {m.name: m.disk.wal.batches for m in sim.members.values() if m.disk.wal is not None}

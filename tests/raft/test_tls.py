@@ -13,8 +13,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol, wrapClientTLS
 from twisted.trial.unittest import TestCase
 
-from suite.pki.bundle import loadBundle
-from suite.pki.tls import TLSServerEndpoint, clientContextFactory, serverContextFactory
+from suite.pki.endpoints import TLSServerEndpoint
+from suite.pki.load import loadBundle
+from suite.pki.tls import clientContextFactory, serverContextFactory
 from suite.raft.messages import Heartbeat, Message, encodeMessage
 from suite.raft.transport import LENGTH, FrameProtocol, RaftTransport
 from tests.raft.cluster import makeCluster
@@ -55,7 +56,7 @@ class MutualTLSTests(TestCase):
         endpoint = wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
         proto = await connectProtocol(endpoint, Sender())
         frame = encodeMessage(message)
-        proto.transport.write(LENGTH.pack(len(frame)) + frame)  # type: ignore[union-attr]
+        proto.transport.write(LENGTH.pack(len(frame)) + frame)
         return proto
 
     async def test_knownNodeDelivered(self) -> None:

@@ -347,7 +347,8 @@ class MachineTests(SynchronousTestCase):
         The batch machine brought into C{state}; the Deferreds of the
         records written so far.
         """
-        m, waiters = self.wal.batcher, []
+        m = self.wal.batcher
+        waiters: list[Deferred[None]] = []
         if state == "Idle":
             return m, waiters
         waiters.append(self.wal.submit(b"rec"))

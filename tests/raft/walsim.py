@@ -49,7 +49,7 @@ class SimFiles:
             return f.read()
 
     def syncNow(self, f: IO[bytes]) -> None:
-        self.durable[f.name] = self._read(str(f.name))  # type: ignore[arg-type]
+        self.durable[f.name] = self._read(str(f.name))
 
     def syncLater(self, f: IO[bytes]) -> None:
         self.pending[str(f.name)] = self._read(str(f.name))

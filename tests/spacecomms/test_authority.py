@@ -29,7 +29,7 @@ def _signers(base: str, names: list[str]) -> dict[str, Signer]:
     """
     import os
 
-    from suite.pki.bundle import loadIdentity
+    from suite.pki.load import loadIdentity
     from tests.spacecomms.support import makeCertificates
 
     os.makedirs(base)

@@ -24,6 +24,7 @@ from typing import Any
 import treq
 from cryptography import x509
 from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.names import client as dnsclient
 from twisted.names import dns, server
@@ -33,8 +34,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from suite.pki.bundle import loadBundle
 from suite.pki.ca import writeClientCertificate
+from suite.pki.load import loadBundle
 from tests.specter.ring import RingProcess, makeBundles
 from tests.support.pebble import PEBBLE, startPebble
 from tests.support.process import DaemonProcess, freePort, scriptArgs
@@ -106,7 +107,7 @@ class ACMEServerTests(TestCase):
         factory = server.DNSServerFactory(authorities=[resolver])
         port = freePort()
         udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")  # type: ignore[attr-defined]
-        tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
         self.addCleanup(udp.stopListening)
         self.addCleanup(tcp.stopListening)
         return port, resolver
@@ -341,8 +342,12 @@ class ACMEServerTests(TestCase):
         the domain to the client's tunnel; another client cannot claim it.
         """
         site = Site(_Backend())
-        backend = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        # Twisted types Site as a ServerFactory of a protocol proxy that does
+        # not match IReactorTCP.listenTCP's (invariant) factory type.
+        backend = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(backend.stopListening)
+        backendAddress = backend.getHost()
+        assert isinstance(backendAddress, IPv4Address), backendAddress
         ring = await self.startAll()
         alice = os.path.join(self.base, "alice")
         bob = os.path.join(self.base, "bob")
@@ -362,7 +367,7 @@ class ACMEServerTests(TestCase):
                 "--links",
                 "1",
                 "--target",
-                f"http://127.0.0.1:{backend.getHost().port}",
+                f"http://127.0.0.1:{backendAddress.port}",
             ],
             name="client",
         ).start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -19,6 +20,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.acme.renewal import DAY, RenewalService
+from suite.acme.store import StoredCertificate
 from suite.kv.memory import MemoryStore
 from suite.kv.records import LeaseHeld, LeaseLost
 from suite.specter import acmekeys
@@ -253,6 +255,17 @@ class LeaseTests(SynchronousTestCase):
         self.assertEqual(failure.value.code, E.TIMEOUT)
 
 
+def _recordName(names: list[str]) -> Callable[[str, StoredCertificate], None]:
+    """
+    A renewal callback appending the name it is called with to C{names}.
+    """
+
+    def record(name: str, certificate: StoredCertificate) -> None:
+        names.append(name)
+
+    return record
+
+
 class TwoNodesTests(SynchronousTestCase):
     """
     Two nodes' renewal services over one ring: one orders, the other backs
@@ -275,8 +288,8 @@ class TwoNodesTests(SynchronousTestCase):
                 clock,
                 retryInitial=10.0,
                 rng=random.Random(1),
-                onIssued=lambda n, c, name=name: issued[name].append(n),
-                onLoaded=lambda n, c, name=name: loaded[name].append(n),
+                onIssued=_recordName(issued[name]),
+                onLoaded=_recordName(loaded[name]),
             )
         services["a"].startService()
         services["b"].startService()
@@ -480,8 +493,8 @@ class SNITests(SynchronousTestCase):
         """
         from twisted.internet.protocol import Factory, Protocol
 
-        from suite.pki.bundle import loadBundle
         from suite.pki.ca import initBundle
+        from suite.pki.load import loadBundle
 
         certs = os.path.join(self.mktemp(), "certs")
         initBundle(certs, ["127.0.0.1"])

@@ -637,8 +637,8 @@ class CallerIdentityTests(SynchronousTestCase):
     def test_callerMismatch(self) -> None:
         import os
 
-        from suite.pki.bundle import loadBundle
         from suite.pki.ca import initBundle
+        from suite.pki.load import loadBundle
         from suite.specter.chord.wire import callerMismatch
 
         base = self.mktemp()
@@ -682,11 +682,11 @@ class RetriedJoinTests(SynchronousTestCase):
             exports.append(d)
             return d
 
-        v.store.exportRange = slowExport  # type: ignore[method-assign]
+        v.store.exportRange = slowExport
         joiner = VnodeRef((v.ref.id - 1000) % (1 << 64), "j:1", 0)
-        first = Deferred.fromCoroutine(v.remote_join(list(joiner)))
+        first = Deferred.fromCoroutine(v.handoff.remote_join(list(joiner)))
         self.assertIs(v.membership.transferStarted(), TransferAnswer.BUSY)  # Transferring
-        second = Deferred.fromCoroutine(v.remote_join(list(joiner)))
+        second = Deferred.fromCoroutine(v.handoff.remote_join(list(joiner)))
         answers: list[Any] = []
         first.addBoth(answers.append)
         second.addBoth(answers.append)

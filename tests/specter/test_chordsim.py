@@ -428,7 +428,7 @@ class ReadThroughSimulationTests(SynchronousTestCase):
         # the range was compared with every replica: a miss is a miss
         forget()
         for r in owner.replicator.replicas():
-            owner.replicator.clean[r] = (*owner.ownedRange(), c.clock.seconds())  # type: ignore[misc]
+            owner.replicator.clean[r] = (*owner.ownedRange(), c.clock.seconds())
         self.assertFalse(owner.replicator.unsettled())
         self.assertEqual(self.read(c, key), [None])
         self.assertEqual(owner.replicator.readThroughs, 0)

@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.specter.chord import errors as E
+from suite.specter.chord.errors import RemoteError
 from tests.specter import test_chordsim_merge as merge
 from tests.support.chordsim import Cluster
 
@@ -127,4 +128,6 @@ class HealCallTests(SynchronousTestCase):
         """
         answers: list[Failure] = []
         self.c.net.nodes[NAMES[1]].dispatch(None, "heal", [7]).addErrback(answers.append)
-        self.assertEqual(answers[0].value.code, E.BAD_REQUEST)
+        error = answers[0].value
+        assert isinstance(error, RemoteError), error
+        self.assertEqual(error.code, E.BAD_REQUEST)

@@ -237,7 +237,7 @@ class LinkTests(SynchronousTestCase):
     def ask(self, owner: str, message: dict[str, Any]) -> dict[str, Any]:
         link = GatewayLink(self.gateway, owner)
         sent: list[dict[str, Any]] = []
-        link.sendControl = sent.append  # type: ignore[method-assign]
+        self.patch(link, "sendControl", sent.append)
         link.controlReceived({"id": 7, **message})
         self.assertEqual(len(sent), 1)
         self.assertEqual(sent[0]["id"], 7)

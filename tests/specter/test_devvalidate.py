@@ -5,6 +5,7 @@ C{make dev-validate}: a local ring with a tunnel, checked end to end.
 from __future__ import annotations
 
 import os
+import sys
 
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -34,6 +35,6 @@ class FailureTests(SynchronousTestCase):
 
         self.patch(devvalidate, "validate", failing)
         errors: list[str] = []
-        self.patch(devvalidate.sys.stderr, "write", errors.append)
+        self.patch(sys.stderr, "write", errors.append)
         self.assertEqual(devvalidate.main([]), 1)
         self.assertTrue(errors[0].startswith("dev-validate: FAILED: node n1 ready"), errors)

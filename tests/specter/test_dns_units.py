@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -99,13 +99,19 @@ def result(d: Deferred[Any]) -> Any:
     return out[0]
 
 
-class ZoneTestsMixin:
+if TYPE_CHECKING:
+    _Base = SynchronousTestCase
+else:
+    _Base = object
+
+
+class ZoneTestsMixin(_Base):
     def setUpZone(self) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
         self.ring = StubRing()
         self.events: list[dict[str, Any]] = []
-        self.patch(challengesModule, "log", Logger(observer=self.events.append))  # type: ignore[attr-defined]
+        self.patch(challengesModule, "log", Logger(observer=cast(ILogObserver, self.events.append)))
         self.source = RingChallenges(self.clock, "unix:/nowhere", connect=self.ring.connect)
         self.source.startService()
         self.zone = ACMEZone(ZONE, "ops@example.net", NS, self.source, serial=7)
@@ -117,16 +123,23 @@ class ZoneTestsMixin:
 
 
 def payloads(records: list[dns.RRHeader]) -> list[tuple[int, str]]:
-    out = []
+    out: list[tuple[int, str]] = []
     for rr in records:
         p = rr.payload
         if rr.type == dns.TXT:
+            assert isinstance(p, dns.Record_TXT), p
             text = b"".join(p.data).decode()
-        elif rr.type in (dns.A, dns.AAAA):
-            text = p.dottedQuad() if rr.type == dns.A else str(p._address)
+        elif rr.type == dns.A:
+            assert isinstance(p, dns.Record_A), p
+            text = p.dottedQuad()
+        elif rr.type == dns.AAAA:
+            assert isinstance(p, dns.Record_AAAA), p
+            text = str(p._address)
         elif rr.type == dns.NS:
+            assert isinstance(p, dns.Record_NS), p
             text = str(p.name)
         else:
+            assert isinstance(p, dns.Record_SOA), p
             text = str(p.mname)
         out.append((rr.type, text))
     return out
@@ -148,8 +161,10 @@ class ZoneTests(ZoneTestsMixin, SynchronousTestCase):
         soa = self.ask(ZONE, dns.SOA)
         self.assertEqual((soa.rCode, soa.authoritative), (dns.OK, True))
         self.assertEqual(payloads(soa.answers), [(dns.SOA, "ns1.acme.test")])
-        self.assertEqual(str(soa.answers[0].payload.rname), "ops.example.net")
-        self.assertEqual(soa.answers[0].payload.serial, 7)
+        record = soa.answers[0].payload
+        assert isinstance(record, dns.Record_SOA), record
+        self.assertEqual(str(record.rname), "ops.example.net")
+        self.assertEqual(record.serial, 7)
         same = ACMEZone(ZONE, "ops@example.net", NS, self.source).soa.serial
         self.assertEqual(same, ACMEZone(ZONE.upper(), "ops@example.net", NS, self.source).soa.serial)
         self.assertNotEqual(same, ACMEZone(ZONE, "ops@example.net", NS[:1], self.source).soa.serial)
@@ -605,7 +620,7 @@ class AnswerCacheTests(ZoneTestsMixin, SynchronousTestCase):
         proto = StreamProtocol(factory, self.clock)
         proto.factory = factory
         transport = StringTCP()
-        proto.makeConnection(transport)  # type: ignore[arg-type]
+        proto.makeConnection(transport)
         proto.dataReceived(len(data).to_bytes(2, "big") + data)
         proto.setTimeout(None)
         return transport.data

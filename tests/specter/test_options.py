@@ -201,8 +201,8 @@ class ServerOptionsTests(SynchronousTestCase):
         --acme-directory takes an https URL; --acme-ca reads the PEM trust
         roots of the ACME server's HTTPS.
         """
-        from suite.pki.ca import mintCA
         from suite.pki.keys import certificateToPEM
+        from suite.pki.mint import mintCA
 
         path = self.mktemp()
         with open(path, "wb") as f:

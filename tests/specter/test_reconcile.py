@@ -12,18 +12,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.kv.memory import MemoryStore
-from suite.kv.records import RING_SIZE, recordHash, ringId
+from suite.kv.records import RING_SIZE, Record, recordHash, ringId
 from suite.specter.chord import reconcile
-from suite.specter.chord.reconcile import Reconcile, chunked, compare, entry
-
-
-class _Holder(Reconcile):
-    """
-    Just enough of a vnode for the calls that only read its store.
-    """
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
+from suite.specter.chord.reconcile import RecordServer, chunked, compare, entry
 
 
 class CompareTests(SynchronousTestCase):
@@ -37,7 +28,7 @@ class CompareTests(SynchronousTestCase):
         asked for; equal: neither; equal versions with different contents:
         both ways.
         """
-        mine = {
+        mine: dict[tuple[str, bytes], Record] = {
             ("v", b"newer-here"): ("v", b"newer-here", b"a", 9, 1),
             ("v", b"only-here"): ("v", b"only-here", b"a", 1, 1),
             ("v", b"same"): ("v", b"same", b"a", 5, 1),
@@ -91,7 +82,7 @@ class VersionsPagingTests(SynchronousTestCase):
             store.put(key, b"v")
             if i % 3 == 0:
                 store.prefixAppend(key, b"child")
-        holder = _Holder(store)
+        holder = RecordServer(store)
         self.patch(reconcile, "ENTRY_BUDGET", 400)
         for low, high in ((RING_SIZE // 4, RING_SIZE // 4 * 3), (RING_SIZE // 4 * 3, RING_SIZE // 4), (5, 5)):
             want = sorted(

@@ -15,8 +15,8 @@ import tempfile
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from suite.pki.bundle import loadBundle
 from suite.pki.ca import writeNodeCertificate
+from suite.pki.load import loadBundle
 from suite.pki.tls import clientContextFactory
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.wire import ALPN, WireTransport

@@ -319,7 +319,7 @@ class ForeignCATests(TestCase):
         """
         from twisted.internet import reactor
 
-        from suite.pki.bundle import loadBundle
+        from suite.pki.load import loadBundle
         from suite.pki.tls import clientContextFactory
         from suite.specter.chord.wire import ALPN, WireTransport
 

@@ -105,7 +105,7 @@ class RestartTests(TestCase):
             for k, v in keys.items():
                 if settle:
 
-                    async def arrived(client: Any = client, k: bytes = k, v: bytes = v) -> bool:
+                    async def arrived(client: Any = client, k: bytes = k, v: bytes | None = v) -> bool:
                         return bool(await client.kv("get", k) == v)
 
                     await p.proc.waitFor(arrived, f"{k!r} readable through {p.name}", timeout=settle)
@@ -125,7 +125,7 @@ class RestartTests(TestCase):
         back into the ring instead of founding a second one.
         """
         ring = await self.startRing()
-        keys: dict[bytes, bytes] = {}
+        keys: dict[bytes, bytes | None] = {}
         await self.write(ring[1], keys, 50, "before")
         await ring[0].proc.stop(signal.SIGTERM, timeout=60)
         await self.write(ring[2], keys, 20, "meanwhile")
@@ -138,7 +138,7 @@ class RestartTests(TestCase):
         The same after kill -9 of the seed.
         """
         ring = await self.startRing()
-        keys: dict[bytes, bytes] = {}
+        keys: dict[bytes, bytes | None] = {}
         await self.write(ring[1], keys, 50, "before")
         ring[0].proc.kill9()
         await ring[0].proc.waitExit(10)
@@ -152,7 +152,7 @@ class RestartTests(TestCase):
         command.
         """
         ring = await self.startRing()
-        keys: dict[bytes, bytes] = {}
+        keys: dict[bytes, bytes | None] = {}
         await self.write(ring[0], keys, 30, "before")
         for p in ring:
             await p.proc.stop(signal.SIGTERM, timeout=60)
@@ -167,7 +167,7 @@ class RestartTests(TestCase):
         every key.
         """
         ring = await self.startRing()
-        keys: dict[bytes, bytes] = {}
+        keys: dict[bytes, bytes | None] = {}
         await self.write(ring[1], keys, 50, "before")
         stops: list[Deferred[int]] = [Deferred.fromCoroutine(p.proc.stop(signal.SIGTERM, 90)) for p in ring]
         await DeferredList(stops, fireOnOneErrback=True)
@@ -186,7 +186,7 @@ class RestartTests(TestCase):
         logged.
         """
         ring = await self.startRing()
-        keys: dict[bytes, bytes] = {}
+        keys: dict[bytes, bytes | None] = {}
         for p in ring:
             await self.write(p, keys, 10, f"before-{p.name}")
         old = ring[2]

@@ -142,8 +142,9 @@ class LeaseSimulation:
         if node.crashed:
             return
         node.storage.crash()
+        # Raft fails the keeper's pending proposals; the keeper's timers are
+        # on the clock the node leaves behind, so none of its code runs again.
         node.raft.stop()
-        node.keeper.stopping = True
         node.transport.up = False
         node.crashed = True
         node.paused = False

@@ -28,8 +28,8 @@ from twisted.web.client import HTTPConnectionPool
 
 from suite.acme.publisher import MemoryChallengePublisher
 from suite.acme.transport import makeHTTPClient
-from suite.pki.ca import mintCA, mintCertificate
 from suite.pki.keys import certificateToPEM, keyToPEM
+from suite.pki.mint import mintCA, mintCertificate
 from tests.support.process import DaemonProcess, freePort
 
 __all__ = ["PEBBLE", "Pebble", "ChallengeDNS", "startPebble", "startChallengeDNS", "PublisherResolver"]

@@ -32,10 +32,11 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from suite.raft.incarnation import MemoryIncarnations
-from suite.raft.interfaces import IRaftStorage, IRaftTransport
+from suite.raft.interfaces import IRaftStateMachine, IRaftStorage, IRaftTransport
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
 from suite.raft.messages import Configuration, Entry, Message, SnapshotMeta, decodeMessage, encodeMessage
 from suite.raft.node import RaftNode, RaftSettings
+from suite.raft.settings import NotLeader
 from suite.raft.storage import Recovered, applyAppend, applyCompaction
 from tests.support.lincheck import UNKNOWN, Operation
 
@@ -391,6 +392,52 @@ class CheckedKV(KeyValueStateMachine):
         self.lastIndex = self.appliedIndex
 
 
+@implementer(IRaftStateMachine)
+class Recorder:
+    """
+    A state machine remembering every applied command in order (snapshots
+    included), for the multi-group simulations.
+    """
+
+    def __init__(self) -> None:
+        self.applied: list[bytes] = []
+
+    def apply(self, index: int, command: bytes) -> object:
+        self.applied.append(command)
+        return len(self.applied)
+
+    def snapshot(self) -> bytes:
+        return b"\n".join(self.applied)
+
+    def restore(self, data: bytes) -> None:
+        self.applied = data.split(b"\n") if data else []
+
+
+def proposeRecorded(leader: RaftNode, command: bytes, acked: list[bytes]) -> None:
+    """
+    Propose C{command} to C{leader}; append it to C{acked} once it is
+    committed (a proposal that fails, e.g. with L{NotLeader}, is not acked).
+    """
+
+    def ok(result: object) -> None:
+        acked.append(command)
+
+    leader.propose(command).addCallbacks(ok, lambda f: f.trap(NotLeader, Exception) and None)
+
+
+def checkReplicasAgree(seed: int, group: str, logs: Sequence[list[bytes]]) -> None:
+    """
+    Raise if two replicas of C{group} applied different commands: each
+    replica's applied list must be a prefix of the longest.
+    """
+    if not logs:
+        return
+    longest = max(logs, key=len)
+    for applied in logs:
+        if applied != longest[: len(applied)]:
+            raise AssertionError(f"seed {seed}: replicas of {group} diverge")
+
+
 @dataclass
 class SimNode:
     id: str
@@ -741,4 +788,14 @@ class SimClient:
         holder.clock.run(request)
 
 
-__all__ = ["Simulation", "SimClient", "Faults", "InvariantViolation", "NodeClock", "UNKNOWN"]
+__all__ = [
+    "Simulation",
+    "SimClient",
+    "Faults",
+    "InvariantViolation",
+    "NodeClock",
+    "UNKNOWN",
+    "Recorder",
+    "proposeRecorded",
+    "checkReplicasAgree",
+]

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
 from suite.goop.identity import Identity, peerIdOfCertificate
+from suite.pki.peer import peerCertificate
 
 __all__ = ["PeerTLS", "remotePeerId"]
 
@@ -36,11 +36,10 @@ def _verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok:
 
 def remotePeerId(transport: Any) -> str:
     """The authenticated peer id of the other end of a TLS transport."""
-    cert = transport.getPeerCertificate()
+    cert = peerCertificate(transport)
     if cert is None:
         raise ValueError("no peer certificate")
-    c: x509.Certificate = cert.to_cryptography()
-    return peerIdOfCertificate(c)
+    return peerIdOfCertificate(cert)
 
 
 @implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)

@@ -1,8 +1,8 @@
 """
-Ring maintenance of a vnode, on the injected clock with jitter: stabilize
-(adopt a closer successor, refresh the successor list, notify),
-check-predecessor, fix-fingers and (every few rounds) replica repair; the
-lookup step; and the handlers for those calls.
+Ring maintenance of a vnode: stabilize (adopt a closer successor, refresh
+the successor list, notify), check-predecessor and fix-fingers, each run
+once per maintenance round (L{suite.specter.chord.rounds}); the lookup
+step; and the handlers for those calls.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from typing import Any
 from twisted.logger import Logger
 
 from suite.specter.chord import errors as E
-from suite.specter.chord.base import VnodeBase
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_BITS, VnodeRef, between, fingerStart, inRange, ref
+from suite.specter.chord.machine import MembershipCore
+from suite.specter.chord.view import RingView
+from suite.specter.interfaces import IVnodePeers
 
 __all__ = ["Maintenance", "PRED_FAILURES"]
 
@@ -22,89 +24,88 @@ log = Logger()
 PRED_FAILURES = 2
 
 
-class Maintenance(VnodeBase):
+class Maintenance:
     """
-    Maintenance loops and ring-structure handlers.
+    The ring-structure procedures of one vnode (its L{RingView}) and the
+    handlers of the calls peers make for theirs.
+
+    @param membership: the vnode's membership core: a vnode that does not
+        serve neither notifies its successor nor answers lookups for its
+        range, and keeps the predecessor it has.
     """
 
-    # -- maintenance ------------------------------------------------------------
-    def _roundInterval(self) -> float:
-        interval: float = self.node.config.stabilizeInterval
-        return interval * (0.75 + 0.5 * self.node.rng.random())
+    def __init__(self, view: RingView, peers: IVnodePeers, membership: MembershipCore) -> None:
+        self.view = view
+        self.peers = peers
+        self.membership = membership
+        #: the finger fixed next
+        self.nextFinger = 0
 
-    def _round(self) -> Any:
-        return self._spawn(self._maintain(), "maintenance")
-
-    async def _maintain(self) -> None:
-        self.ticks += 1
-        await self.stabilize()
-        await self.checkPredecessor()
-        await self.fixFingers()
-        if self.ticks % self.node.config.repairEvery == 0:
-            await self.replicator.repair()
-        self.node.saveRingState()
-        self.node.maybeProbe()
+    @property
+    def _serving(self) -> bool:
+        return self.membership.phase.serving
 
     async def stabilize(self) -> None:
-        alive = [s for s in self.succs if not self.node.suspected(s.addr)]
-        if alive and alive != self.succs:
-            self.succs = alive
-        for _ in range(len(self.succs) + 1):
-            s = self.succ
-            if s == self.ref:
-                if self.pred is not None and self.pred != self.ref:
-                    self.succs = [self.pred]
+        v = self.view
+        alive = [s for s in v.succs if not self.peers.suspected(s.addr)]
+        if alive and alive != v.succs:
+            v.succs = alive
+        for _ in range(len(v.succs) + 1):
+            s = v.succ
+            if s == v.ref:
+                if v.pred is not None and v.pred != v.ref:
+                    v.succs = [v.pred]
                     continue
                 return
             try:
-                state = await self.call(s, "state")
+                state = await self.peers.call(s, "state")
             except RemoteError as e:
                 if e.code in (E.GONE, E.TIMEOUT):
-                    self.dropPeer(s)
+                    v.dropPeer(s)
                     continue
                 return
             x = ref(state[0])
-            theirs = [ref(v) for v in state[1]]
-            if x is not None and x != self.ref and between(x.id, self.ref.id, s.id):
-                self.setSuccessors([x, s] + [t for t in theirs if t is not None])
+            theirs = [ref(t) for t in state[1]]
+            if x is not None and x != v.ref and between(x.id, v.ref.id, s.id):
+                v.setSuccessors([x, s] + [t for t in theirs if t is not None])
                 continue
-            self.setSuccessors([s] + [t for t in theirs if t is not None])
-            if not self.serving:
+            v.setSuccessors([s] + [t for t in theirs if t is not None])
+            if not self._serving:
                 return
             try:
-                await self.call(s, "notify", list(self.ref))
+                await self.peers.call(s, "notify", list(v.ref))
             except RemoteError:
                 pass
             return
 
     async def checkPredecessor(self) -> None:
-        p = self.pred
-        if p is None or p == self.ref:
+        v = self.view
+        p = v.pred
+        if p is None or p == v.ref:
             return
         try:
-            await self.call(p, "ping")
-            self.predFailures = 0
+            await self.peers.call(p, "ping")
+            v.predFailures = 0
         except RemoteError as e:
-            self.predFailures += 1
-            if e.code == E.GONE or self.predFailures >= PRED_FAILURES:
-                if self.pred == p:
-                    log.info(
-                        "vnode {vnode}: predecessor {pred} is gone", vnode=self.ref.short(), pred=p.short()
-                    )
-                    self.pred = None
-                self.dropPeer(p)
+            v.predFailures += 1
+            if e.code == E.GONE or v.predFailures >= PRED_FAILURES:
+                if v.pred == p:
+                    log.info("vnode {vnode}: predecessor {pred} is gone", vnode=v.ref.short(), pred=p.short())
+                    v.pred = None
+                v.dropPeer(p)
 
     async def fixFingers(self) -> None:
+        v = self.view
         for _ in range(4):
             k = self.nextFinger
             self.nextFinger = (k + 1) % RING_BITS
-            start = fingerStart(self.ref.id, k)
-            if inRange(start, self.ref.id, self.succ.id):
-                self.fingers[k] = self.succ
+            start = fingerStart(v.ref.id, k)
+            if inRange(start, v.ref.id, v.succ.id):
+                v.fingers[k] = v.succ
                 continue
             try:
-                found, _ = await self.node.findSuccessor(start, start=self.ref)
-                self.fingers[k] = found
+                found, _ = await self.peers.findSuccessor(start, start=v.ref)
+                v.fingers[k] = found
             except RemoteError:
                 return
 
@@ -113,25 +114,26 @@ class Maintenance(VnodeBase):
         """
         One step of an iterative lookup: C{(True, owner)} or C{(False, next)}.
         """
-        if self.pred is not None and self.owns(kid) and self.serving:
-            return True, self.ref
-        prev = self.ref
-        for s in self.succs:
+        v = self.view
+        if v.pred is not None and v.owns(kid) and self._serving:
+            return True, v.ref
+        prev = v.ref
+        for s in v.succs:
             if inRange(kid, prev.id, s.id):
                 return True, s
             prev = s
-        best = self.ref
-        suspected = self.node.suspected
-        for f in [*reversed(self.fingers), *self.succs]:
+        best = v.ref
+        suspected = self.peers.suspected
+        for f in [*reversed(v.fingers), *v.succs]:
             if (
                 f is not None
                 and not suspected(f.addr)
-                and between(f.id, self.ref.id, kid)
+                and between(f.id, v.ref.id, kid)
                 and between(f.id, best.id, kid)
             ):
                 best = f
-        if best == self.ref:
-            return True, self.succ
+        if best == v.ref:
+            return True, v.succ
         return False, best
 
     # -- handlers (called through the node dispatcher) --------------------------
@@ -139,37 +141,32 @@ class Maintenance(VnodeBase):
         return True
 
     def remote_state(self) -> list[Any]:
+        v = self.view
         return [
-            list(self.pred) if self.pred else None,
-            [list(s) for s in self.succs],
-            self.serving or self.pred is not None,
+            list(v.pred) if v.pred else None,
+            [list(s) for s in v.succs],
+            self._serving or v.pred is not None,
         ]
 
-    def remote_notify(self, candidate: Any) -> None:
-        c = ref(candidate)
-        if c is None or c == self.ref:
-            return
-        if c == self.pred and c in self.transferredTo:
-            # only serving vnodes notify: the joiner got its range
-            self.transferredTo = {}
-            self.grantedBefore = None
-        if self.pred is None or self.pred == self.ref or between(c.id, self.pred.id, self.ref.id):
-            if self.pred is not None and self.pred != self.ref and not self.serving:
+    def notified(self, c: VnodeRef) -> None:
+        """
+        The C{notify} call from C{c} (another vnode): it may be our
+        predecessor now.
+        """
+        v = self.view
+        if v.pred is None or v.pred == v.ref or between(c.id, v.pred.id, v.ref.id):
+            if v.pred is not None and v.pred != v.ref and not self._serving:
                 return
-            self.pred = c
-            self.predFailures = 0
-            if self.succs == [self.ref]:
-                self.succs = [c]
+            v.setPredecessor(c)
+            if v.succs == [v.ref]:
+                v.succs = [c]
 
     def remote_step(self, kid: int) -> list[Any]:
         done, r = self.step(int(kid))
         return [done, list(r)]
 
     def remote_newSuccessor(self, candidate: Any) -> None:
+        v = self.view
         c = ref(candidate)
-        if (
-            c is not None
-            and c != self.ref
-            and (self.succ == self.ref or between(c.id, self.ref.id, self.succ.id))
-        ):
-            self.setSuccessors([c] + self.succs)
+        if c is not None and c != v.ref and (v.succ == v.ref or between(c.id, v.ref.id, v.succ.id)):
+            v.setSuccessors([c] + v.succs)

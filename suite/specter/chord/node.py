@@ -1,7 +1,14 @@
 """
-One process's share of the ring: its vnodes, the dispatcher for calls that
-arrive from other processes, iterative lookups, and the KV entry point that
-routes an operation to the key's owner and retries on stale ownership.
+One process's share of the ring: its vnodes, iterative lookups, and the KV
+entry point that routes an operation to the key's owner and retries on
+stale ownership.
+
+Its parts live beside it: L{suite.specter.chord.calls} (outgoing calls and
+the dispatcher of incoming ones), L{suite.specter.chord.ringview} (the
+membership view kept across restarts, getting in), L{suite.specter.chord.heal}
+(the probe machine that heals a split ring) and L{suite.specter.chord.status}
+(what the process tells about itself).  C{ChordNode} is the one surface the
+service, the vnodes, the debug pages and the tests use.
 """
 
 from __future__ import annotations
@@ -11,16 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.chord import errors as E
-from suite.specter.chord.base import VnodeBase
+from suite.specter.chord import status as _status
+from suite.specter.chord.calls import Calls, dispatch
 from suite.specter.chord.errors import RemoteError
+from suite.specter.chord.heal import HealCore, HealProbe, Inconclusive, buildHealProbe, lookAt, probeOnce
 from suite.specter.chord.ids import VnodeRef, ref, ringId, vnodeId
+from suite.specter.chord.ringview import RingView
 from suite.specter.chord.vnode import Vnode
 from suite.specter.interfaces import IChordTransport, IRing, IRingState
 
@@ -28,14 +37,6 @@ __all__ = ["ChordConfig", "ChordNode"]
 
 log = Logger()
 MAX_HOPS = 64
-#: seconds between two reports of the same trouble getting into the ring
-JOIN_LOG_INTERVAL = 5.0
-#: the most processes a node asks while looking for its ring
-MAX_PEERS = 1024
-#: seconds out of reach of the ring before KV calls are refused outright
-REFUSE_AFTER = 3.0
-BATCH_INFLIGHT = 4
-BATCH_MAX = 1024
 
 
 @dataclass
@@ -55,55 +56,6 @@ class ChordConfig:
     antiEntropy: float = 60.0
     #: seconds between probes of a formerly known peer outside the ring view
     healInterval: float = 10.0
-
-
-class _Batcher:
-    """
-    KV calls to one peer process: up to L{BATCH_INFLIGHT} C{multi} calls in
-    flight; calls made meanwhile travel together in the next one.
-    """
-
-    def __init__(self, node: ChordNode, addr: str) -> None:
-        self.node = node
-        self.addr = addr
-        self.queue: list[tuple[int, list[Any], Deferred[Any]]] = []
-        self.inflight = 0
-
-    def send(self, vid: int, args: list[Any]) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.queue.append((vid, args, d))
-        if self.inflight < BATCH_INFLIGHT:
-            self._flush()
-        return d
-
-    def _flush(self) -> None:
-        batch, self.queue = self.queue[:BATCH_MAX], self.queue[BATCH_MAX:]
-        self.inflight += 1
-        calls = [[vid, "kv", args] for vid, args, _ in batch]
-        d = self.node.transport.call(self.addr, None, "multi", [calls], self.node.config.rpcTimeout)
-
-        def done(results: Any) -> None:
-            self.inflight -= 1
-            if isinstance(results, Failure) or not isinstance(results, list) or len(results) != len(batch):
-                err = (
-                    results.value
-                    if isinstance(results, Failure) and isinstance(results.value, RemoteError)
-                    else RemoteError(E.GONE, "batch failed")
-                )
-                if err.code == E.TIMEOUT:
-                    self.node._timedOut(self.addr)
-                for _, _, waiting in batch:
-                    waiting.errback(err)
-            else:
-                for (_, _, waiting), (ok, value) in zip(batch, results, strict=True):
-                    if ok:
-                        waiting.callback(value)
-                    else:
-                        waiting.errback(RemoteError.fromWire(value))
-            if self.queue and self.inflight < BATCH_INFLIGHT:
-                self._flush()
-
-        d.addBoth(done)
 
 
 @implementer(IRing)
@@ -134,52 +86,58 @@ class ChordNode:
         self.lookups = 0
         self.hops = 0
         self.retries = 0
-        self.suspects: dict[str, float] = {}
-        self.timeouts: dict[str, int] = {}
         self.seed: str | None = None
-        self.batchers: dict[str, _Batcher] = {}
-        #: where this process's ring membership is kept across restarts
-        self.ringState = IRingState(ringState) if ringState is not None else None
-        history = self.ringState.load() if self.ringState is not None else None
-        #: processes this one was in a ring with (its last saved view)
-        previous = (history or {}).get("addr")
-        self.knownPeers: list[str] = [
-            p for p in (history or {}).get("peers", []) if p not in (addr, previous)
-        ]
-        if previous and previous != addr:
-            # Node identity is the advertise address (vnode ids hash it): a new
-            # one means new ring positions.  Rejoin through the peers known.
-            log.warn(
-                "advertise address changed from {old} to {new}: joining as new vnodes through "
-                "the {count} peers known; this directory's records are merged into the new "
-                "ranges and the ring drops the vnodes of {old} once they stop answering",
-                old=previous,
-                new=addr,
-                count=len(self.knownPeers),
-            )
-        self._savedPeers = set(self.knownPeers)
-        #: every process this one has been in a ring with (for healing splits)
-        self.formerPeers: set[str] = set(self.knownPeers)
-        self._nextProbe = clock.seconds() + config.healInterval
-        #: the lowest vnode of another ring found by the last probe: a ring
-        #: is only merged when two probes in a row find it (not churn)
-        self._foreign: VnodeRef | None = None
+        self.calls = Calls(self)
+        self.view = RingView(self, ringState)
         #: rejoins into another ring found after a split (see L{heal})
         self.heals = 0
-        self._rejoinedAt: float | None = None
-        self._saving = False
-        self._saveAgain = False
-        #: addresses tried, in order, when no vnode of this process serves
-        self.seeds: list[str] = []
-        #: whether this process founds the ring (rather than joining one)
-        self.founding = False
-        #: why this process is not in the ring, while it cannot get in
-        self.joinProblem: str | None = None
-        self._joinLoggedAt: float | None = None
-        self._troubleSince = 0.0
-        self._joinSuppressed = 0
-        #: who waits for every vnode here to serve (L{whenServing})
-        self._servingWaiters: list[Deferred[None]] = []
+        self.healing: HealProbe = buildHealProbe(
+            HealCore(clock, config.healInterval, self.rng, lambda: probeOnce(self), self.rejoin)
+        )
+
+    # -- the view's parts others read --------------------------------------------------
+    @property
+    def ringState(self) -> IRingState | None:
+        return self.view.ringState
+
+    @property
+    def knownPeers(self) -> list[str]:
+        """
+        Processes this one was in a ring with (its last saved view).
+        """
+        return self.view.knownPeers
+
+    @property
+    def formerPeers(self) -> set[str]:
+        """
+        Every process this one has been in a ring with (for healing splits).
+        """
+        return self.view.formerPeers
+
+    @property
+    def seeds(self) -> list[str]:
+        """
+        Addresses tried, in order, when no vnode of this process serves.
+        """
+        return self.view.seeds
+
+    @property
+    def founding(self) -> bool:
+        """
+        Whether this process founds the ring (rather than joining one).
+        """
+        return self.view.founding
+
+    @founding.setter
+    def founding(self, value: bool) -> None:
+        self.view.founding = value
+
+    @property
+    def joinProblem(self) -> str | None:
+        """
+        Why this process is not in the ring, while it cannot get in.
+        """
+        return self.view.joinProblem
 
     # -- lifecycle -------------------------------------------------------------
     def firstVnode(self) -> Vnode:
@@ -191,21 +149,13 @@ class ChordNode:
         failing it, through the peers the ring state names); without, a
         process with ring state rejoins through the peers it knew; one
         without ring state, or told to C{bootstrap}, founds a new ring.
+        Probing for a split ring starts too.
         """
         self.seed = seed
-        given = ([seed] if seed else []) + [a for a in alsoJoin if a != seed]
-        self.seeds = given + [p for p in self.knownPeers if p not in given]
-        self.founding = bootstrap or not self.seeds
-        if self.founding:
-            log.info("founding a new ring" + (" (--bootstrap)" if bootstrap else ""))
-        elif seed is None:
-            log.info(
-                "rejoining the ring through the {count} peers this node knew: {peers}",
-                count=len(self.knownPeers),
-                peers=", ".join(self.knownPeers),
-            )
+        self.view.plan(seed, bootstrap, alsoJoin)
         for v in self.vnodes:
             v.start(seed)
+        self.healing.start()
 
     def leave(self) -> Deferred[Any]:
         """
@@ -215,268 +165,49 @@ class ChordNode:
         self.saveRingState(force=True)
         return DeferredList([v.leave() for v in self.vnodes], consumeErrors=True)
 
-    # -- ring state --------------------------------------------------------------------
-    def currentPeers(self) -> set[str]:
-        """
-        The other processes this one's vnodes know now (successors,
-        predecessors, fingers).
-        """
-        out: set[str] = set()
+    def stop(self) -> None:
         for v in self.vnodes:
-            if v.gone:
-                continue
-            for r in (*v.succs, v.pred, *v.fingers):
-                if r is not None and r.addr != self.addr:
-                    out.add(r.addr)
-        return out
+            v.stop()
+        self.healing.stop()
+
+    # -- ring state and getting in ----------------------------------------------------
+    def currentPeers(self) -> set[str]:
+        return self.view.currentPeers()
 
     def ringSnapshot(self, peers: set[str]) -> dict[str, Any]:
-        return {
-            "format": 1,
-            "addr": self.addr,
-            "peers": sorted(peers),
-            "vnodes": [
-                {
-                    "index": v.ref.index,
-                    "predecessor": list(v.pred) if v.pred else None,
-                    "successors": [list(s) for s in v.succs],
-                }
-                for v in self.vnodes
-            ],
-        }
+        return self.view.snapshot(peers)
 
     def saveRingState(self, force: bool = False) -> None:
-        """
-        Save the ring membership when the set of peers changed (or when
-        C{force}d); an empty view never replaces a saved one, so a process
-        that lost every peer still knows where its ring was.
-        """
-        if self.ringState is None:
-            return
-        if not any(v.serving for v in self.vnodes):
-            return
-        peers = self.currentPeers()
-        if not peers or (peers == self._savedPeers and not force):
-            return
-        if self._saving:
-            self._saveAgain = True
-            return
-        self._saving = True
-        self._savedPeers = peers
-        if len(self.formerPeers) < MAX_PEERS:
-            self.formerPeers |= peers
-        self.knownPeers = sorted(peers)
+        self.view.save(force)
 
-        def saved(result: Any) -> None:
-            self._saving = False
-            if isinstance(result, Failure):
-                log.failure("cannot save the ring state", result)
-                self._savedPeers = set()
-            if self._saveAgain:
-                self._saveAgain = False
-                self.saveRingState()
-
-        self.ringState.save(self.ringSnapshot(peers)).addBoth(saved)
-
-    # -- getting in ----------------------------------------------------------------------
     def joinTrouble(self, reason: str) -> None:
-        """
-        Record why this process is not in the ring and log it, at most once
-        every L{JOIN_LOG_INTERVAL} seconds (with how many retries failed since).
-        """
-        now = self.clock.seconds()
-        if self.joinProblem is None:
-            self._troubleSince = now
-        self.joinProblem = reason
-        if self._joinLoggedAt is not None and now - self._joinLoggedAt < JOIN_LOG_INTERVAL:
-            self._joinSuppressed += 1
-            return
-        log.warn(
-            "not in the ring: {reason} (retrying; {count} more failed attempts since the last report)",
-            reason=reason,
-            count=self._joinSuppressed,
-        )
-        self._joinLoggedAt = now
-        self._joinSuppressed = 0
+        self.view.joinTrouble(reason)
 
     def outOfRing(self) -> str | None:
-        """
-        Why KV calls are refused here: no vnode serves and the ring has been
-        out of reach for L{REFUSE_AFTER} seconds or more.
-        """
-        if self.joinProblem is None or any(v.serving for v in self.vnodes):
-            return None
-        if self.clock.seconds() - self._troubleSince < REFUSE_AFTER:
-            return None
-        return self.joinProblem
+        return self.view.outOfRing()
 
     def becameServing(self) -> None:
-        if self.joinProblem is not None:
-            log.info("in the ring again")
-        self.joinProblem = None
-        self._joinLoggedAt = None
-        if self._servingWaiters and all(v.serving for v in self.vnodes):
-            waiters, self._servingWaiters = self._servingWaiters, []
-            for d in waiters:
-                d.callback(None)
+        self.view.becameServing()
 
     def whenServing(self) -> Deferred[None]:
         """
         A Deferred that fires once every vnode of this process serves keys
         (at once if they do); cancellable.
         """
-        if all(v.serving for v in self.vnodes):
-            return succeed(None)
-        d: Deferred[None] = Deferred(lambda d: self._servingWaiters.remove(d))
-        self._servingWaiters.append(d)
-        return d
-
-    def status(self) -> dict[str, Any]:
-        """
-        The C{status} call: serving vnodes, and whether this process has a
-        ring history (so restarting processes can agree who re-forms it).
-        """
-        return {
-            "serving": [list(v.ref) for v in self.vnodes if v.serving],
-            "history": bool(self.knownPeers),
-            "founding": self.founding,
-            "peers": self.knownPeers[:MAX_PEERS],
-        }
-
-    async def _contactSeeds(self) -> VnodeRef:
-        """
-        A serving vnode of another process, found through the seeds and,
-        transitively, the peers each of them knew.  When every process so
-        found answers and none serves (the whole ring is restarting), the
-        one with the lowest address founds it again: all of them see the
-        same set, so exactly one does.
-        """
-        if not self.seeds:
-            raise RemoteError(E.BUSY, "no serving vnode yet")
-        queue = list(self.seeds)
-        seen = set(queue)
-        answered: dict[str, dict[str, Any]] = {}
-        errors: list[str] = []
-        i = 0
-        while i < len(queue):
-            addr = queue[i]
-            i += 1
-            try:
-                try:
-                    info = await self.transport.call(addr, None, "status", [], self.config.rpcTimeout)
-                except RemoteError as e:
-                    if e.code != E.BAD_REQUEST:
-                        raise
-                    # a peer from before the status call: it only knows hello
-                    hello = await self.transport.call(addr, None, "hello", [], self.config.rpcTimeout)
-                    info = {"serving": hello, "history": False}
-            except RemoteError as e:
-                errors.append(f"{addr}: {e.message or e.code}")
-                continue
-            if not isinstance(info, dict):
-                errors.append(f"{addr}: malformed status answer")
-                continue
-            refs = [r for r in (ref(x) for x in info.get("serving") or []) if r is not None]
-            if refs:
-                self.joinProblem = None
-                return self.rng.choice(refs)
-            answered[addr] = info
-            for peer in info.get("peers") or []:
-                if isinstance(peer, str) and peer != self.addr and peer not in seen and len(seen) < MAX_PEERS:
-                    seen.add(peer)
-                    queue.append(peer)
-        if not answered:
-            self.joinTrouble("cannot reach any known ring peer (" + "; ".join(errors) + ")")
-            raise RemoteError(E.NOT_IN_RING, self.joinProblem or "")
-        restarting = {a for a, info in answered.items() if info.get("history")}
-        if self.knownPeers and restarting == seen and all(self.addr < a for a in seen):
-            if not self.founding:
-                log.info(
-                    "every ring peer is restarting too ({peers}): this node re-forms the ring",
-                    peers=", ".join(sorted(seen)),
-                )
-            self.founding = True
-            raise RemoteError(E.BUSY, "re-forming the ring")
-        self.joinTrouble(
-            "no ring peer serves yet: "
-            + ", ".join(sorted(answered))
-            + " answered (waiting for the ring to re-form"
-            + (f"; unreachable: {'; '.join(errors)})" if errors else ")")
-        )
-        raise RemoteError(E.NOT_IN_RING, self.joinProblem or "")
+        return self.view.whenServing()
 
     # -- healing a split ---------------------------------------------------------------
-    def maybeProbe(self) -> None:
-        """
-        Called every maintenance round: at most once per C{healInterval},
-        ask one formerly known process outside the current ring view which
-        ring it is in (L{heal}).
-        """
-        now = self.clock.seconds()
-        if now < self._nextProbe:
-            return
-        self._nextProbe = now + self.config.healInterval * (0.75 + 0.5 * self.rng.random())
-        if not all(v.serving for v in self.vnodes):
-            return
-        outside = sorted(self.formerPeers - self.currentPeers() - {self.addr})
-        if not outside:
-            return
-        peer = self.rng.choice(outside)
-        Deferred.fromCoroutine(self.heal(peer)).addErrback(
-            lambda f: log.failure("probing {peer} for another ring failed", f, peer=peer)
-        )
-
     async def heal(self, peer: str) -> bool:
         """
-        If C{peer} serves in another ring (a split that outlasted failure
-        detection), merge: each ring is named by its lowest vnode id (the
-        owner of id 0); the ring with the higher one rejoins the other, one
-        process at a time, exactly as a restarted process rejoins (its
-        records merge by version and re-home).  The lower name of the ring
-        taking processes in only falls and the other's only rises, so every
-        process agrees which side moves.  Returns whether this one rejoined.
+        Whether C{peer} serves in another ring whose name (its lowest vnode
+        id) is lower than this ring's: the ring this one moves into once a
+        second probe finds it too.  False when that cannot be told.
         """
         try:
-            info = await self.transport.call(peer, None, "status", [], self.config.rpcTimeout)
-        except RemoteError:
+            found = await lookAt(self, peer)
+        except Inconclusive:
             return False
-        if not isinstance(info, dict):
-            return False
-        refs = [r for r in (ref(x) for x in info.get("serving") or []) if r is not None]
-        if not refs or not all(v.serving for v in self.vnodes):
-            return False
-        entry = self.rng.choice(refs)
-        mine = self.vnodes[0].ref
-        try:
-            state = await self.call(entry, "state")
-            near = {r.addr for r in (ref(x) for x in [state[0], *state[1]]) if r is not None}
-            if near & (self.currentPeers() | {self.addr}):
-                self._foreign = None
-                return False
-            theirs, _ = await self.findSuccessor(0, start=entry)
-            ours, _ = await self.findSuccessor(0)
-            landing, _ = await self.findSuccessor(mine.id, start=entry)
-        except (RemoteError, TypeError, IndexError):
-            return False
-        if theirs == ours or landing == mine or theirs.addr == self.addr:
-            self._foreign = None
-            return False
-        if self._foreign != theirs:
-            # churn in one ring can look like this for a moment: ask again
-            self._foreign = theirs
-            self._nextProbe = min(self._nextProbe, self.clock.seconds() + self.config.healInterval / 2)
-            return False
-        self._foreign = None
-        log.info(
-            "found another ring through {peer} (its lowest vnode {theirs}, ours {ours})",
-            peer=peer,
-            theirs=theirs.short(),
-            ours=ours.short(),
-        )
-        if theirs.id > ours.id:
-            return False
-        self.rejoin(peer)
-        return True
+        return found is not None and found.theirs.id < found.ours.id
 
     def rejoin(self, peer: str) -> None:
         """
@@ -485,7 +216,6 @@ class ChordNode:
         new vnodes on the same stores.
         """
         self.heals += 1
-        self._rejoinedAt = self.clock.seconds()
         # the whole ring moves at once: a ring left half in place would
         # route through the moved vnodes' ids and interleave with the other
         for other in sorted(self.currentPeers() - {peer}):
@@ -497,11 +227,9 @@ class ChordNode:
             v.stop()
         self.vnodes = [Vnode(self, v.ref.index, v.ref.id, v.store) for v in old]
         self.byId = {v.ref.id: v for v in self.vnodes}
-        self.suspects.clear()
-        self.timeouts.clear()
+        self.calls.forget()
         self.seed = peer
-        self.seeds = [peer] + sorted(self.formerPeers - {peer, self.addr})
-        self.founding = False
+        self.view.rejoining(peer)
         log.info("rejoining through {peer} to merge the two rings", peer=peer)
 
         def merged(_: Any) -> None:
@@ -519,141 +247,47 @@ class ChordNode:
         """
         if not isinstance(peer, str) or peer == self.addr or len(peer) > 1024:
             raise RemoteError(E.BAD_REQUEST, "heal: bad peer address")
-        now = self.clock.seconds()
-        if self._rejoinedAt is not None and now - self._rejoinedAt < self.config.healInterval:
-            return False
         if peer in self.currentPeers() or not all(v.serving for v in self.vnodes):
             return False
-        log.info("a peer of this ring found another ring through {peer}", peer=peer)
-        self.formerPeers.add(peer)
-        self.rejoin(peer)
-        return True
-
-    def stop(self) -> None:
-        for v in self.vnodes:
-            v.stop()
+        followed = self.healing.healRequested(peer)
+        if followed:
+            log.info("a peer of this ring found another ring through {peer}", peer=peer)
+        return followed
 
     # -- calls ----------------------------------------------------------------------
     def call(self, target: VnodeRef, method: str, *args: Any) -> Deferred[Any]:
-        if target.addr == self.addr:
-            return self.dispatch(target.id, method, list(args))
-        if method == "kv":
-            batcher = self.batchers.get(target.addr)
-            if batcher is None:
-                batcher = self.batchers[target.addr] = _Batcher(self, target.addr)
-            return batcher.send(target.id, list(args))
-        d: Deferred[Any] = self.transport.call(
-            target.addr, target.id, method, list(args), self.config.rpcTimeout
-        )
-
-        def answered(result: Any) -> Any:
-            self.timeouts.pop(target.addr, None)
-            return result
-
-        def failed(f: Any) -> Any:
-            if f.check(RemoteError) and f.value.code == E.TIMEOUT:
-                self._timedOut(target.addr)
-            else:
-                self.timeouts.pop(target.addr, None)
-            return f
-
-        return d.addCallbacks(answered, failed)
+        return self.calls.call(target, method, list(args))
 
     def _timedOut(self, addr: str) -> None:
-        count = self.timeouts[addr] = self.timeouts.get(addr, 0) + 1
-        if count >= 2:
-            self.suspects[addr] = self.clock.seconds() + 2 * self.config.rpcTimeout
+        self.calls.timedOut(addr)
 
     def suspected(self, addr: str) -> bool:
         """
         Whether calls to C{addr} timed out lately (so lookups route around it).
         """
-        until = self.suspects.get(addr)
-        if until is None:
-            return False
-        if until < self.clock.seconds():
-            del self.suspects[addr]
-            return False
-        return True
+        return self.calls.suspected(addr)
 
     def dispatch(self, vid: int | None, method: str, args: list[Any]) -> Deferred[Any]:
         """
         Run an incoming call; failures are L{RemoteError}s.
         """
-        if vid is None:
-            if method == "hello":
-                return maybeDeferred(self.hello)
-            if method == "status":
-                return maybeDeferred(self.status)
-            if method == "heal" and len(args) == 1:
-                return maybeDeferred(self.healRequested, args[0])
-            if (
-                method == "multi"
-                and len(args) == 1
-                and isinstance(args[0], list)
-                and len(args[0]) <= BATCH_MAX
-            ):
-                return self._multi(args[0])
-            return _fail(RemoteError(E.BAD_REQUEST, f"unknown node method {method!r}"))
-        v = self.byId.get(vid) if isinstance(vid, int) else None
-        if v is None or v.gone:
-            return _fail(RemoteError(E.GONE, "no such vnode"))
-        handler = v.handler(method) if isinstance(method, str) else None
-        if handler is None:
-            return _fail(RemoteError(E.BAD_REQUEST, f"unknown method {method!r}"))
-        if not isinstance(args, list):
-            return _fail(RemoteError(E.BAD_REQUEST, "arguments must be a list"))
-
-        def run() -> Any:
-            result = handler(*args)
-            if hasattr(result, "__await__"):
-                return Deferred.fromCoroutine(result)
-            return result
-
-        d = maybeDeferred(run)
-
-        def wrap(f: Any) -> Any:
-            if f.check(RemoteError):
-                return f
-            if f.check(TypeError, ValueError, KeyError, IndexError, AttributeError):
-                raise RemoteError(E.BAD_REQUEST, f"{method}: bad arguments")
-            log.failure("vnode call {method} failed", f, method=method)
-            raise RemoteError(E.INTERNAL, f"{method} failed")
-
-        return d.addErrback(wrap)
-
-    def _multi(self, calls: list[Any]) -> Deferred[Any]:
-        """
-        Run a batch of vnode calls; answer C{[ok, result-or-error]} for each.
-        """
-        ds = []
-        for call in calls:
-            if not isinstance(call, list) or len(call) != 3 or call[1] == "multi":
-                ds.append(_fail(RemoteError(E.BAD_REQUEST, "malformed batched call")))
-            else:
-                ds.append(self.dispatch(call[0], call[1], call[2]))
-
-        def collect(results: list[tuple[bool, Any]]) -> list[Any]:
-            out = []
-            for ok, value in results:
-                if ok:
-                    out.append([True, value])
-                else:
-                    err = (
-                        value.value
-                        if isinstance(value.value, RemoteError)
-                        else RemoteError(E.INTERNAL, "call failed")
-                    )
-                    out.append([False, err.toWire()])
-            return out
-
-        return DeferredList(ds, consumeErrors=True).addCallback(collect)
+        return dispatch(self, vid, method, args)
 
     def hello(self) -> list[Any]:
-        return [list(v.ref) for v in self.vnodes if v.serving]
+        return _status.hello(self)
+
+    def status(self) -> dict[str, Any]:
+        """
+        The C{status} call: serving vnodes, and whether this process has a
+        ring history (so restarting processes can agree who re-forms it).
+        """
+        return _status.status(self)
+
+    def stats(self) -> dict[str, Any]:
+        return _status.stats(self)
 
     # -- lookups ----------------------------------------------------------------------
-    async def entryPoint(self, seed: str | None, exclude: VnodeBase | None = None) -> VnodeRef:
+    async def entryPoint(self, seed: str | None, exclude: Vnode | None = None) -> VnodeRef:
         for v in self.vnodes:
             if v is not exclude and v.serving:
                 return v.ref
@@ -665,9 +299,9 @@ class ChordNode:
         ]
         if known:
             # learnt from the ring itself (a join answer, a notify): in touch
-            self.joinProblem = None
+            self.view.inTouch()
             return self.rng.choice(known)
-        return await self._contactSeeds()
+        return await self.view.contactSeeds()
 
     async def findSuccessor(self, kid: int, start: VnodeRef | None = None) -> tuple[VnodeRef, int]:
         """
@@ -736,24 +370,8 @@ class ChordNode:
         return Deferred.fromCoroutine(self._kv(op, key, args))
 
     async def _lookup(self, key: bytes) -> tuple[VnodeRef, list[VnodeRef], int]:
-        owner, replicas, hops, _ = await self._lookupVersions(key)
+        owner, replicas, hops, _ = await _status.lookupVersions(self, key)
         return owner, replicas, hops
-
-    async def _lookupVersions(self, key: bytes) -> tuple[VnodeRef, list[VnodeRef], int, list[Any]]:
-        owner, hops = await self.findSuccessor(ringId(key))
-        versions = await self.call(owner, "recordVersions", key)
-        state = await self.call(owner, "state")
-        succs = [r for r in (ref(s) for s in state[1]) if r is not None]
-        want = self.config.replicas - 1
-        replicas: list[VnodeRef] = []
-        seen = {owner.addr}
-        for s in succs:
-            if len(replicas) >= want:
-                break
-            if s.addr not in seen:
-                seen.add(s.addr)
-                replicas.append(s)
-        return owner, replicas, hops, versions
 
     def lookup(self, key: bytes) -> Deferred[tuple[VnodeRef, list[VnodeRef], int]]:
         return Deferred.fromCoroutine(self._lookup(key))
@@ -763,45 +381,11 @@ class ChordNode:
         L{lookup}, plus the versions of the key's records at the owner:
         C{[kind, hlc, origin, live]} each.
         """
-        return Deferred.fromCoroutine(self._lookupVersions(key))
-
-    async def _holders(self, key: bytes) -> list[int]:
-        out = []
-        for v in self.vnodes:
-            if not v.gone and await v.store.get(key) is not None:
-                out.append(v.ref.index)
-        return out
+        return Deferred.fromCoroutine(_status.lookupVersions(self, key))
 
     def holders(self, key: bytes) -> Deferred[list[int]]:
         """
         Indexes of this process's vnodes whose store holds a value for C{key}
         (as owner or replica); for operators and tests.
         """
-        return Deferred.fromCoroutine(self._holders(key))
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "addr": self.addr,
-            "lookups": self.lookups,
-            "hops": self.hops,
-            "retries": self.retries,
-            "vnodes": [
-                {
-                    "index": v.ref.index,
-                    "id": f"{v.ref.id:016x}",
-                    "serving": v.serving,
-                    "predecessor": v.pred.short() if v.pred else None,
-                    "successors": [s.short() for s in v.succs],
-                    "replicas": [s.short() for s in v.replicator.replicas()],
-                    "store": v.store.stats(),
-                    **v.replicator.stats(),
-                }
-                for v in self.vnodes
-            ],
-        }
-
-
-def _fail(e: Exception) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(e)
-    return d
+        return Deferred.fromCoroutine(_status.holders(self, key))

@@ -19,6 +19,11 @@ Both directions compare versions before moving values:
     Records older than half the tombstone horizon are not offered: their
     deletion may have been forgotten already (see docs/specter.md).
 
+L{RecordServer} answers a peer's calls from the store alone (the entries
+and records asked for, digests, copies sent); L{exchangeBucket} is the
+owner's side of repair, run by L{suite.specter.chord.replication}; the
+L{Reconciler} is an owner's side of re-homing and the calls it answers.
+
 Wire entries are C{[kind, key, hlc, origin, hash]}; C{hash} is
 L{suite.kv.records.recordHash} (payload, liveness and version), so equal
 versions with different contents (records from before versions) are told
@@ -27,22 +32,37 @@ apart too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from suite.kv.records import Record, recordHash
 from suite.kv.versions import Version, versionAt
 from suite.specter.chord import errors as E
-from suite.specter.chord.base import VnodeBase
 from suite.specter.chord.base import records as _records
+from suite.specter.chord.base import sleep
 from suite.specter.chord.base import version as _version
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_SIZE, VnodeRef, inRange, ref, ringId
+from suite.specter.chord.machine import Membership, MembershipCore
+from suite.specter.chord.view import RingView
+from suite.specter.interfaces import IVnodePeers
 
-__all__ = ["Reconcile", "entry", "chunked", "compare", "ENTRY_BUDGET", "RECORD_BUDGET", "REHOME_DELAY"]
+__all__ = [
+    "RecordServer",
+    "Reconciler",
+    "exchangeBucket",
+    "entry",
+    "chunked",
+    "compare",
+    "ENTRY_BUDGET",
+    "RECORD_BUDGET",
+    "REHOME_DELAY",
+]
 
 log = Logger()
 #: bytes of entries per C{versions} answer or C{offer} call (about)
@@ -114,12 +134,16 @@ def compare(
     return send, want
 
 
-class Reconcile(VnodeBase):
+class RecordServer:
     """
-    The calls and procedures of reconciliation by version.
+    The calls served from a vnode's store alone: C{versions}, C{fetch} and
+    C{digest} read it; C{replicate} and C{syncRange} merge copies into it
+    by version.
     """
 
-    # -- the calls ------------------------------------------------------------------
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
     async def remote_versions(self, low: int, high: int, start: int | None = None) -> list[Any]:
         """
         Entries of the records held in C{(low, high]} (from C{start} on, a
@@ -170,8 +194,81 @@ class Reconcile(VnodeBase):
                     return [out, served]
         return [out, served]
 
+    async def remote_digest(self, low: int, high: int, buckets: int = 1) -> list[list[int]]:
+        buckets = max(1, min(256, int(buckets)))
+        return [list(b) for b in await self.store.digestRange(int(low), int(high), buckets)]
+
+    async def remote_replicate(self, records: Any) -> None:
+        await self.store.importRecords(_records(records))
+
+    async def remote_syncRange(self, low: int, high: int, records: Any) -> None:
+        # repair from a peer without versions: merged, never dropping a newer write
+        await self.store.importRecords(_records(records))
+
+
+async def exchangeBucket(
+    peers: IVnodePeers, store: Any, target: VnodeRef, low: int, high: int
+) -> tuple[int, int]:
+    """
+    Bring C{target}'s copy of C{(low, high]} and the one in C{store} to the
+    newest of both; return how many records were sent and how many taken.
+    """
+    theirs: dict[tuple[str, bytes], tuple[int, int, int]] = {}
+    start: int | None = None
+    while True:
+        entries, nxt = await peers.call(target, "versions", low, high, start)
+        for kind, key, hlc, origin, h in entries:
+            v = _version([hlc, origin])
+            theirs[(kind, key)] = (v.hlc, v.origin, int(h))
+        if nxt is None:
+            break
+        start = int(nxt)
+    mine = {(rec[0], rec[1]): rec for rec in await store.exportRange(low, high)}
+    send, want = compare(mine, theirs)
+    taken = 0
+    while want:
+        got, served = await peers.call(target, "fetch", [list(s) for s in want])
+        if not isinstance(served, int) or served < 1:
+            raise RemoteError(E.INTERNAL, "bad fetch answer")
+        taken += await store.importRecords(_records(got))
+        want = want[served:]
+    for chunk in chunked(send, RECORD_BUDGET, RECORD_CHUNK):
+        await peers.call(target, "replicate", chunk)
+    return len(send), taken
+
+
+class Reconciler:
+    """
+    An owner's side of re-homing: offering the records held outside its
+    range to their owners, and taking those offered to it.
+
+    @param copyKeys: copy the records now held for some keys to the
+        replicas (L{suite.specter.chord.replication.Replicator.copyKeys}).
+    """
+
+    def __init__(
+        self,
+        view: RingView,
+        store: Any,
+        peers: IVnodePeers,
+        membership: Membership,
+        core: MembershipCore,
+        clock: IReactorTime,
+        rng: random.Random,
+        copyKeys: Callable[[list[bytes]], Awaitable[None]],
+    ) -> None:
+        self.view = view
+        self.store = store
+        self.peers = peers
+        self.membership = membership
+        self.core = core
+        self.clock = clock
+        self.rng = rng
+        self.copyKeys = copyKeys
+
+    # -- the calls ------------------------------------------------------------------
     def _checkServing(self) -> None:
-        if not self.serving:
+        if not self.core.phase.serving:
             code = self.membership.kvRefused()
             raise RemoteError(code, "vnode not serving")
 
@@ -188,7 +285,7 @@ class Reconcile(VnodeBase):
         for i, (kind, key, hlc, origin, h) in enumerate(entries):
             if not isinstance(key, bytes):
                 raise RemoteError(E.BAD_REQUEST, "key must be bytes")
-            if self.owns(ringId(key)):
+            if self.view.owns(ringId(key)):
                 mine.append((i, kind, key, _version([hlc, origin]), int(h)))
             else:
                 notMine.append(i)
@@ -212,66 +309,39 @@ class Reconcile(VnodeBase):
         """
         self._checkServing()
         recs = _records(records)
-        mine = [rec for rec in recs if self.owns(ringId(rec[1]))]
-        notMine = [i for i, rec in enumerate(recs) if not self.owns(ringId(rec[1]))]
+        owns = self.view.owns
+        mine = [rec for rec in recs if owns(ringId(rec[1]))]
+        notMine = [i for i, rec in enumerate(recs) if not owns(ringId(rec[1]))]
         if mine:
             installed = await self.store.importRecords(mine)
             if installed:
                 log.info(
                     "vnode {vnode} took {count} newer records offered from elsewhere",
-                    vnode=self.ref.short(),
+                    vnode=self.view.ref.short(),
                     count=installed,
                 )
-                await self.replicator.copyKeys(sorted({rec[1] for rec in mine}))
+                await self.copyKeys(sorted({rec[1] for rec in mine}))
         return notMine
 
-    # -- repair: one differing bucket ----------------------------------------------------
-    async def exchangeBucket(self, target: VnodeRef, low: int, high: int) -> tuple[int, int]:
-        """
-        Bring C{target}'s copy of C{(low, high]} and ours to the newest of
-        both; return how many records were sent and how many taken.
-        """
-        theirs: dict[tuple[str, bytes], tuple[int, int, int]] = {}
-        start: int | None = None
-        while True:
-            entries, nxt = await self.call(target, "versions", low, high, start)
-            for kind, key, hlc, origin, h in entries:
-                v = _version([hlc, origin])
-                theirs[(kind, key)] = (v.hlc, v.origin, int(h))
-            if nxt is None:
-                break
-            start = int(nxt)
-        mine = {(rec[0], rec[1]): rec for rec in await self.store.exportRange(low, high)}
-        send, want = compare(mine, theirs)
-        taken = 0
-        while want:
-            got, served = await self.call(target, "fetch", [list(s) for s in want])
-            if not isinstance(served, int) or served < 1:
-                raise RemoteError(E.INTERNAL, "bad fetch answer")
-            taken += await self.store.importRecords(_records(got))
-            want = want[served:]
-        for chunk in chunked(send, RECORD_BUDGET, RECORD_CHUNK):
-            await self.call(target, "replicate", chunk)
-        return len(send), taken
-
     # -- re-homing ----------------------------------------------------------------------------
-    async def _rehome(self) -> None:
+    async def rehome(self) -> None:
         """
         Offer the records held outside our range to their owners; retried
         in rounds until every one is placed (or refused as older).
         """
-        await self._sleep(REHOME_DELAY * (0.5 + self.node.rng.random()))
+        v = self.view
+        await sleep(self.clock, REHOME_DELAY * (0.5 + self.rng.random()))
         pending: list[Record] | None = None
         offered = 0
         for attempt in range(REHOME_ROUNDS):
-            if self.gone or not self.serving:
+            if self.core.phase.gone or not self.core.phase.serving:
                 return
-            rng = self.ownedRange()
+            rng = v.ownedRange()
             if rng is None:
-                await self._sleep(1.0)
+                await sleep(self.clock, 1.0)
                 continue
             low, high = rng
-            if low == self.ref.id:
+            if low == v.ref.id:
                 return  # alone: everything is ours
             if pending is None:
                 cutoff = versionAt(self.clock.seconds() - self.store.horizon / 2).hlc
@@ -281,19 +351,19 @@ class Reconcile(VnodeBase):
                 if not pending:
                     return
             else:
-                pending = [rec for rec in pending if not self.owns(ringId(rec[1]))]
+                pending = [rec for rec in pending if not v.owns(ringId(rec[1]))]
             pending = await self._place(pending)
             if not pending:
                 log.info(
                     "vnode {vnode} offered {count} records outside its range to their owners",
-                    vnode=self.ref.short(),
+                    vnode=v.ref.short(),
                     count=offered,
                 )
                 return
-            await self._sleep(min(8.0, 0.5 * 2**attempt) * (0.5 + self.node.rng.random()))
+            await sleep(self.clock, min(8.0, 0.5 * 2**attempt) * (0.5 + self.rng.random()))
         log.warn(
             "vnode {vnode}: {count} records outside its range could not be offered to their owners",
-            vnode=self.ref.short(),
+            vnode=v.ref.short(),
             count=len(pending or []),
         )
 
@@ -307,12 +377,12 @@ class Reconcile(VnodeBase):
         left: list[Record] = []
         i = 0
         while i < len(recs):
-            if self.owns(ids[i]):
+            if self.view.owns(ids[i]):
                 i += 1
                 continue
             try:
-                owner, _ = await self.node.findSuccessor(ids[i])
-                state = await self.call(owner, "state")
+                owner, _ = await self.peers.findSuccessor(ids[i])
+                state = await self.peers.call(owner, "state")
                 pred = ref(state[0])
                 j = i
                 if pred is not None:
@@ -332,10 +402,10 @@ class Reconcile(VnodeBase):
     async def _offer(self, owner: VnodeRef, arc: list[Record]) -> list[Record]:
         left: list[Record] = []
         for chunk in chunked(arc, ENTRY_BUDGET, RECORD_CHUNK):
-            wanted, notMine = await self.call(owner, "offer", [entry(rec) for rec in chunk])
+            wanted, notMine = await self.peers.call(owner, "offer", [entry(rec) for rec in chunk])
             left.extend(chunk[i] for i in notMine)
             taking = [chunk[i] for i in wanted]
             for part in chunked(taking, RECORD_BUDGET, RECORD_CHUNK):
-                refused = await self.call(owner, "merge", part)
+                refused = await self.peers.call(owner, "merge", part)
                 left.extend(part[i] for i in refused)
         return left

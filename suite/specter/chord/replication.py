@@ -21,9 +21,11 @@ owner has the records.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,9 +34,10 @@ from suite.specter.chord import errors as E
 from suite.specter.chord.base import records as _records
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
-
-if TYPE_CHECKING:
-    from suite.specter.chord.vnode import Vnode
+from suite.specter.chord.machine import MembershipCore
+from suite.specter.chord.reconcile import exchangeBucket
+from suite.specter.chord.view import RingView
+from suite.specter.interfaces import IVnodePeers
 
 __all__ = ["Replicator", "READS", "WRITES", "OPS"]
 
@@ -55,8 +58,8 @@ class _Pipe:
     queued meanwhile go together in the next call (group commit).
     """
 
-    def __init__(self, vnode: Vnode, target: VnodeRef, onFailure: Any) -> None:
-        self.vnode = vnode
+    def __init__(self, peers: IVnodePeers, target: VnodeRef, onFailure: Callable[[VnodeRef], None]) -> None:
+        self.peers = peers
         self.target = target
         self.onFailure = onFailure
         self.queue: list[Any] = []
@@ -86,16 +89,37 @@ class _Pipe:
             if self.queue:
                 self._flush()
 
-        self.vnode.call(self.target, "replicate", records).addBoth(done)
+        self.peers.call(self.target, "replicate", records).addBoth(done)
 
 
 class Replicator:
     """
-    Replication and repair for one vnode.
+    Replication and repair for one vnode: the owner of the range its
+    L{RingView} gives, whose records are in C{store}.
+
+    @param membership: the vnode's membership core (repair runs only while
+        the vnode serves).
+    @param replicas: how many copies of each record the ring keeps (R).
+    @param antiEntropy: seconds before a replica that matched is compared again.
     """
 
-    def __init__(self, vnode: Vnode) -> None:
-        self.vnode = vnode
+    def __init__(
+        self,
+        view: RingView,
+        store: Any,
+        peers: IVnodePeers,
+        membership: MembershipCore,
+        clock: IReactorTime,
+        replicas: int,
+        antiEntropy: float,
+    ) -> None:
+        self.view = view
+        self.store = store
+        self.peers = peers
+        self.membership = membership
+        self.clock = clock
+        self.copies = replicas
+        self.antiEntropy = antiEntropy
         self.replicated = 0
         self.replicaFailures = 0
         self.repairs = 0
@@ -112,8 +136,8 @@ class Replicator:
         """
         The next R-1 successors on processes other than this one and each other.
         """
-        v = self.vnode
-        want = v.node.config.replicas - 1
+        v = self.view
+        want = self.copies - 1
         out: list[VnodeRef] = []
         seen = {v.ref.addr}
         for s in v.succs:
@@ -127,7 +151,7 @@ class Replicator:
     async def apply(self, op: str, key: bytes, args: list[Any]) -> Any:
         if op not in OPS or len(args) != OPS[op]:
             raise RemoteError(E.BAD_REQUEST, f"unknown operation {op!r} or wrong arguments")
-        store = self.vnode.store
+        store = self.store
         if op in READS and self.unsettled():
             await self.readThrough(key)
         try:
@@ -163,11 +187,11 @@ class Replicator:
         Whether some replica has not been compared with the current owned
         range yet (so it may hold records of that range this vnode lacks).
         """
-        rng = self.vnode.ownedRange()
+        rng = self.view.ownedRange()
         if rng is None:
             return False
         low, high = rng
-        if low == self.vnode.ref.id:
+        if low == self.view.ref.id:
             low = high
         for target in self.replicas():
             seen = self.clean.get(target)
@@ -179,14 +203,13 @@ class Replicator:
         """
         Take the replicas' records of C{key} that are newer than ours.
         """
-        v = self.vnode
         slots = [[kind, key] for kind in KINDS]
         for target in self.replicas():
-            if v.node.suspected(target.addr):
+            if self.peers.suspected(target.addr):
                 continue
             try:
-                got, _ = await v.call(target, "fetch", slots)
-                if got and await v.store.importRecords(_records(got)):
+                got, _ = await self.peers.call(target, "fetch", slots)
+                if got and await self.store.importRecords(_records(got)):
                     self.readThroughs += 1
             except RemoteError:
                 continue
@@ -198,7 +221,7 @@ class Replicator:
             self.clean = {t: seen for t, seen in self.clean.items() if t in targets}
         if not targets:
             return
-        await self._send(targets, await self.vnode.store.exportKey(key))
+        await self._send(targets, await self.store.exportKey(key))
 
     async def copyKeys(self, keys: list[bytes]) -> None:
         """
@@ -208,7 +231,7 @@ class Replicator:
         self.clean = {}
         if not targets:
             return
-        held = await gatherResults([self.vnode.store.exportKey(key) for key in keys])
+        held = await gatherResults([self.store.exportKey(key) for key in keys])
         await self._send(targets, [rec for recs in held for rec in recs])
 
     async def _send(self, targets: list[VnodeRef], records: list[Any]) -> None:
@@ -216,7 +239,7 @@ class Replicator:
         for t in targets:
             pipe = self.pipes.get(t)
             if pipe is None:
-                pipe = self.pipes[t] = _Pipe(self.vnode, t, self._dirty)
+                pipe = self.pipes[t] = _Pipe(self.peers, t, self._dirty)
             calls.append(pipe.send(records))
         if len(self.pipes) > 4 * len(targets):
             self.pipes = {t: p for t, p in self.pipes.items() if t in targets or p.busy}
@@ -231,29 +254,29 @@ class Replicator:
         """
         Bring every replica's copy of the owned range in line with ours.
         """
-        v = self.vnode
+        v = self.view
         rng = v.ownedRange()
-        if rng is None or not v.serving:
+        if rng is None or not self.membership.phase.serving:
             return
         low, high = rng
         if low == v.ref.id:
             low = high  # alone: the whole ring
         mine = None
-        now = v.clock.seconds()
+        now = self.clock.seconds()
         targets = self.replicas()
         # a replica that dropped out (crashed) and came back is checked afresh
         self.clean = {t: seen for t, seen in self.clean.items() if t in targets}
         for target in targets:
             seen = self.clean.get(target)
-            if seen is not None and seen[:2] == (low, high) and now - seen[2] < v.node.config.antiEntropy:
+            if seen is not None and seen[:2] == (low, high) and now - seen[2] < self.antiEntropy:
                 continue
             pipe = self.pipes.get(target)
             if pipe is not None and pipe.busy:
                 continue  # copies in flight: digests would differ for now
             try:
-                theirs = await v.call(target, "digest", low, high, BUCKETS)
+                theirs = await self.peers.call(target, "digest", low, high, BUCKETS)
                 if mine is None:
-                    mine = [list(b) for b in await v.store.digestRange(low, high, BUCKETS)]
+                    mine = [list(b) for b in await self.store.digestRange(low, high, BUCKETS)]
                 differ = [i for i in range(BUCKETS) if list(theirs[i]) != mine[i]]
                 if not differ:
                     self.clean[target] = (low, high, now)
@@ -262,7 +285,7 @@ class Replicator:
                 sent = taken = 0
                 for i in differ:
                     blo, bhi = bounds[i]
-                    out, into = await v.exchangeBucket(target, blo, bhi)
+                    out, into = await exchangeBucket(self.peers, self.store, target, blo, bhi)
                     sent += out
                     taken += into
                 self.repairs += 1

@@ -29,6 +29,7 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.pki.peer import peerCertificate
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.interfaces import IChordTransport
@@ -231,15 +232,10 @@ class ChordServerFactory(Factory):
 
 
 def _peerCertificate(proto: FrameProtocol) -> Any:
-    transport = proto.transport
-    get = getattr(transport, "getPeerCertificate", None)
-    if get is None:
-        return None
     try:
-        cert = get()
+        return peerCertificate(proto.transport)
     except Exception:
         return None
-    return cert.to_cryptography() if cert is not None else None
 
 
 @implementer(IChordTransport)

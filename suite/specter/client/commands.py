@@ -242,7 +242,7 @@ class ClientOptions(usage.Options):
 
 
 def _identity(options: ClientOptions) -> Any:
-    from suite.pki.bundle import loadClientIdentity
+    from suite.pki.load import loadClientIdentity
 
     return loadClientIdentity(options["cert-dir"])
 

@@ -83,7 +83,7 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
         from suite.web.admin import makeAdminResource, makeAdminService
 
         registry = CollectorRegistry()
-        registry.register(DNSCollector(factory, challenges))  # type: ignore[arg-type]
+        registry.register(DNSCollector(factory, challenges))
         admin = makeAdminResource([RingRPCHealth(challenges)], registry=registry, clock=reactor)
         helper = makeAdminService(options["internal-endpoint"], admin, reactor, flag="--listen-internal")
         helper.setServiceParent(root)

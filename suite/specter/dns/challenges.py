@@ -49,7 +49,8 @@ def connectQuietly(reactor: Any, description: str) -> Deferred[RPCClient]:
     L{suite.specter.rpc.connectRPC} without a log line per connection attempt.
     """
     endpoint = clientFromString(reactor, description)
-    return endpoint.connect(_QuietFactory()).addCallback(RPCClient)
+    connected: Deferred[FrameProtocol] = endpoint.connect(_QuietFactory())
+    return connected.addCallback(RPCClient)
 
 
 class RingChallenges(Service):

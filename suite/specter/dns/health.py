@@ -5,12 +5,16 @@ C{/healthz}, C{/readyz} (ready while the ring RPC answers) and C{/metrics}.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
+from prometheus_client.metrics_core import Metric
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.acmekeys import MANAGED
+from suite.specter.dns.challenges import RingChallenges
+from suite.specter.dns.server import ACMEDNSFactory
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
 
@@ -26,14 +30,14 @@ class RingRPCHealth:
 
     name = "ring-rpc"
 
-    def __init__(self, challenges: Any) -> None:
+    def __init__(self, challenges: RingChallenges) -> None:
         self.challenges = challenges
 
     def check(self) -> Deferred[HealthReport]:
         def ok(values: list[bytes]) -> HealthReport:
             return HealthReport(True, (), {"rpc": self.challenges.description})
 
-        def bad(f: Any) -> HealthReport:
+        def bad(f: Failure) -> HealthReport:
             return HealthReport(False, (f"ring RPC unavailable: {f.getErrorMessage()}",))
 
         return self.challenges.txt(MANAGED).addCallbacks(ok, bad)
@@ -44,11 +48,11 @@ class DNSCollector:
     Prometheus metrics of the solver, read at scrape time.
     """
 
-    def __init__(self, factory: Any, challenges: Any) -> None:
+    def __init__(self, factory: ACMEDNSFactory, challenges: RingChallenges) -> None:
         self.factory = factory
         self.challenges = challenges
 
-    def collect(self) -> Any:
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         stats = self.factory.stats

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor
 
     from suite.logging import startLogging
-    from suite.pki.bundle import loadBundle
+    from suite.pki.load import loadBundle
     from suite.specter.gateway.core import GatewayConfig
     from suite.specter.gateway.routes import MemoryRouteStore
     from suite.specter.gateway.service import makeGatewayService

@@ -295,7 +295,7 @@ class H3Server:
         chain, key = loadChain(chainPEM, keyPEM)
         self.configuration.certificate = chain[0]
         self.configuration.certificate_chain = chain[1:]
-        self.configuration.private_key = key  # type: ignore[assignment]
+        self.configuration.private_key = key
 
     def start(self) -> Deferred[None]:
         """

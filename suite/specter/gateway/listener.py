@@ -48,7 +48,8 @@ def selfSignedCertificate(directory: str, apexes: list[str]) -> tuple[Any, Any, 
     """
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from suite.pki.ca import certificateToPEM, keyToPEM, mintSelfSigned
+    from suite.pki.keys import certificateToPEM, keyToPEM
+    from suite.pki.mint import mintSelfSigned
 
     names = []
     for apex in apexes:
@@ -350,7 +351,7 @@ class GatewayFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> Protocol:
         proto = _Dispatch(self)
-        proto.factory = self  # type: ignore[assignment]
+        proto.factory = self
         return proto
 
     def _tuneBuffer(self, tls: Any) -> None:
@@ -366,7 +367,7 @@ class GatewayFactory(Factory):
         The protocol for a connection that negotiated C{alpn}, or L{None}
         to close it.
         """
-        from suite.pki.tls import peerCertificate
+        from suite.pki.peer import peerCertificate
 
         self._tuneBuffer(tls)
         if alpn in (None, b"http/1.1", b"h2", TCP_ALPN) and headerless(tls):

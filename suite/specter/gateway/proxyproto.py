@@ -37,7 +37,7 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
             and self._parser is None
             and data[:1] == _TLS_HANDSHAKE
             and self.factory.allowHeaderless
-        ):  # type: ignore[attr-defined]
+        ):
             self.headerless = True
             self.wrappedProtocol.dataReceived(data)
             return

@@ -252,7 +252,8 @@ class RouteCache:
             self.entries[hostname] = (self.clock.seconds() + (self.ttl if route else self.negativeTTL), route)
             return route
 
-        return self.store.lookup(hostname).addCallback(remember)
+        answer: Deferred[Route | None] = self.store.lookup(hostname)
+        return answer.addCallback(remember)
 
     def invalidate(self, hostname: str) -> None:
         """

@@ -90,7 +90,7 @@ class GatewayService(MultiService):
             self.h3.stop()
         await DeferredList([Deferred.fromCoroutine(_stopPort(p)) for p in self.ports], consumeErrors=True)
         self.ports = []
-        await super().stopService()  # type: ignore[misc]
+        await super().stopService()
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())

@@ -147,7 +147,7 @@ def mountTunnelViews(
     if existing is None:
         inner = Resource()
         for name, child in extra.items():
-            inner.putChild(name, child)  # type: ignore[arg-type]
+            inner.putChild(name, child)
         admin.putChild(b"_internal", inner)
         return
     admin.putChild(b"_internal", _Overlay(existing, extra))

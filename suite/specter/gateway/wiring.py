@@ -61,7 +61,7 @@ def _udpBinds(options: Any, reactor: Any) -> list[tuple[str, int]] | None:
     if not binds:
         return None
     if options.get("listen-udp") or isAsyncioReactor(reactor):
-        return binds  # type: ignore[return-value]
+        return binds
     log.warn(
         "QUIC/HTTP/3 is off: it needs the asyncio reactor (twistd --reactor=asyncio specter ..., "
         "or the specter console script) to serve it on {binds}",

@@ -153,7 +153,7 @@ def aggregateWindows(
                 last = ts
                 cur.append(v)
             if cur:
-                out[(group, start, last + gap)] = cur  # type: ignore[index,operator]
+                out[(group, start, last + gap)] = cur  # type: ignore[index]
     return out
 
 

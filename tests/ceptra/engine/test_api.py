@@ -256,7 +256,7 @@ class RobustnessTests(SynchronousTestCase):
         snapshot-able, hashable and JSON-reportable.
         """
         eng = PartitionEngine(partition=0)
-        rules = [
+        rules: list[dict[str, object]] = [
             {
                 "name": fn,
                 "type": "aggregate",

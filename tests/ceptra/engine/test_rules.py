@@ -28,7 +28,7 @@ PATTERN: dict[str, Any] = {
 }
 
 
-def doc(*rules: dict[str, Any], version: int = 1, **extra: Any) -> dict[str, Any]:
+def doc(*rules: object, version: int = 1, **extra: Any) -> dict[str, Any]:
     return {"version": version, "rules": list(rules), **extra}
 
 

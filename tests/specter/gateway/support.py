@@ -13,5 +13,5 @@ def listenLocal(factory: Any) -> tuple[Any, int]:
     """
     from twisted.internet import reactor
 
-    port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")
     return port, int(port.getHost().port)

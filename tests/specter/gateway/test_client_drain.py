@@ -37,14 +37,15 @@ class _Slow(Protocol):
         self.head += data
         if b"\r\n\r\n" not in self.head:
             return
-        factory: Any = self.factory
+        factory = self.factory
+        assert isinstance(factory, _SlowFactory)
         self.transport.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nfirst\n"
         )
         factory.requests += 1
         if factory.requests == factory.expect:
             factory.started.callback(None)
-        self.call = reactor.callLater(factory.delay, self.finish)  # type: ignore[attr-defined]
+        self.call = reactor.callLater(factory.delay, self.finish)
 
     def finish(self) -> None:
         self.transport.write(b"second\n")
@@ -56,16 +57,27 @@ class _Slow(Protocol):
             call.cancel()
 
 
-def _slowBackend(test: TestCase, delay: float, expect: int = 1) -> tuple[Factory, int]:
+class _SlowFactory(Factory[_Slow]):
+    """
+    Builds L{_Slow}: each waits C{delay} seconds before finishing;
+    C{started} fires once C{expect} requests arrived.
+    """
+
+    protocol = _Slow
+
+    def __init__(self, delay: float, expect: int) -> None:
+        self.delay = delay
+        self.requests = 0
+        self.expect = expect
+        self.started: Deferred[None] = Deferred()
+
+
+def _slowBackend(test: TestCase, delay: float, expect: int = 1) -> tuple[_SlowFactory, int]:
     """
     A L{_Slow} backend; its factory's C{started} fires once C{expect}
     requests arrived.
     """
-    factory = Factory.forProtocol(_Slow)
-    factory.delay = delay  # type: ignore[attr-defined]
-    factory.requests = 0  # type: ignore[attr-defined]
-    factory.expect = expect  # type: ignore[attr-defined]
-    factory.started = Deferred()  # type: ignore[attr-defined]
+    factory = _SlowFactory(delay, expect)
     port, number = _listen(factory)
     test.addCleanup(port.stopListening)
     return factory, number
@@ -103,7 +115,7 @@ class ClientDrainTests(TestCase):
         proc = h.client("tunnel", "--drain-timeout", "20", "--target", f"http://127.0.0.1:{backendPort}")
         host = (await proc.waitForLog(r"tunnel (\S+) linked through")).group(1)
         visitor = Deferred.fromCoroutine(self._curl(h, host, "--http1.1"))
-        await factory.started  # type: ignore[attr-defined]
+        await factory.started
         proc.sendSignal(signal.SIGTERM)
         await proc.waitForLog("draining tunnel links")
         await h.gateway.waitForLog("is draining its link")
@@ -125,7 +137,7 @@ class ClientDrainTests(TestCase):
         host = (await proc.waitForLog(r"tunnel (\S+) linked through")).group(1)
         h1 = Deferred.fromCoroutine(self._curl(h, host, "--http1.1"))
         h2 = Deferred.fromCoroutine(self._curl(h, host, "--http2"))
-        await factory.started  # type: ignore[attr-defined]
+        await factory.started
         proc.sendSignal(signal.SIGTERM)
         self.assertEqual(await proc.waitExit(15), 0, proc.output())
         self.assertIn("resetting them", proc.output())

@@ -57,7 +57,12 @@ class RewriterTests(SynchronousTestCase):
         first = rewriter.feed(head)
         calls: list[bytes] = []
         original = forwarded._rewriteHead
-        self.patch(forwarded, "_rewriteHead", lambda h, ip, cache: calls.append(h) or original(h, ip, cache))
+
+        def rewriteHead(h: bytes, ip: str, cache: dict[bytes, bytes]) -> tuple[bytes, int, bool]:
+            calls.append(h)
+            return original(h, ip, cache)
+
+        self.patch(forwarded, "_rewriteHead", rewriteHead)
         self.assertEqual(rewriter.feed(head), first)
         self.assertEqual(calls, [])
         other = rewriter.feed(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")

@@ -19,8 +19,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from suite.pki.bundle import loadClientIdentity
 from suite.pki.ca import initBundle, writeClientCertificate
+from suite.pki.load import loadClientIdentity
 from suite.specter.client.link import TunnelClient
 from suite.specter.gateway.core import GatewayConfig
 from suite.specter.gateway.routes import MemoryRouteStore
@@ -42,7 +42,7 @@ async def _until(predicate: Any, timeout: float = 10.0) -> None:
     for _ in range(int(timeout / 0.05)):
         if predicate():
             return
-        await deferLater(reactor, 0.05, lambda: None)  # type: ignore[arg-type]
+        await deferLater(reactor, 0.05, lambda: None)
     raise AssertionError("condition not reached")
 
 
@@ -68,7 +68,7 @@ class _TwoGateways(TestCase):
         port, portNumber = listenLocal(site)
         self.addCleanup(port.stopListening)
         self.backend = portNumber
-        self.routes = MemoryRouteStore(reactor)  # type: ignore[arg-type]
+        self.routes = MemoryRouteStore(reactor)
         self.ports = [freePort(), freePort()]
         addrs = [f"127.0.0.1:{p}" for p in self.ports]
         self.services = []
@@ -193,7 +193,7 @@ class _Firehose(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.registerProducer(self, True)
-        self.factory.instances.append(self)  # type: ignore[attr-defined]
+        self.factory.instances.append(self)
         self._pump()
 
     def _pump(self) -> None:
@@ -201,7 +201,7 @@ class _Firehose(Protocol):
             return
         self.transport.write(b"z" * 65536)
         self.written += 65536
-        reactor.callLater(0, self._pump)  # type: ignore[attr-defined]
+        reactor.callLater(0, self._pump)
 
     def pauseProducing(self) -> None:
         self.paused = True
@@ -272,7 +272,7 @@ class BackPressureTests(_TwoGateways):
         # property is that it ends up paused with a bounded amount written
         written, settled = -1, False
         for _ in range(40):
-            await deferLater(reactor, 0.5, lambda: None)  # type: ignore[arg-type]
+            await deferLater(reactor, 0.5, lambda: None)
             if backend.paused and backend.written == written:
                 settled = True
                 break

@@ -5,7 +5,7 @@ on a StringTransport standing in for the client and its target.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import h2.events
 from h2.config import H2Configuration
@@ -34,6 +34,8 @@ from suite.specter.tunnel.frames import (
     decodeControl,
     encodeFrame,
 )
+
+_Event = TypeVar("_Event", bound=h2.events.Event)
 
 HOST = "app.example.test"
 
@@ -140,8 +142,11 @@ class _Harness:
         self.link.dataReceived(b"".join(encodeFrame(DATA, sid, data) for sid, data in pieces))
         self.link.readHandled()  # what the gateway's TLS transport calls after a read
 
-    def of(self, kind: type, sid: int | None = None) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind) and (sid is None or e.stream_id == sid)]
+    def of(self, kind: type[_Event]) -> list[_Event]:
+        """
+        The events of type C{kind} the client has received.
+        """
+        return [e for e in self.events if isinstance(e, kind)]
 
 
 def _streamsOpened(frames: list[tuple[int, int, bytes]]) -> list[int]:
@@ -224,7 +229,9 @@ class H2FrontTests(SynchronousTestCase):
         (sid,) = _streamsOpened(self.h.linkFrames())
         self.h.answer((sid, b"HTTP/1.1 204 No Content\r\n\r\n"))
         self.h.pump()
-        self.assertEqual(self.h.of(h2.events.ResponseReceived)[0].stream_ended.stream_id, 1)
+        ended = self.h.of(h2.events.ResponseReceived)[0].stream_ended
+        assert ended is not None
+        self.assertEqual(ended.stream_id, 1)
         self.assertEqual(self.h.of(h2.events.DataReceived), [])
 
     def test_altSvc(self) -> None:
@@ -418,7 +425,9 @@ class H2FrontTests(SynchronousTestCase):
         self.h.visitor.dataReceived(b"\x00\x00\x01\x09\x00\x00\x00\x00\x05x")  # CONTINUATION out of place
         self.assertTrue(self.h.transport.disconnecting)
         events = self.h.client.receive_data(self.h.transport.value())
-        self.assertEqual(events[-1].error_code, ErrorCodes.PROTOCOL_ERROR)
+        goaway = events[-1]
+        assert isinstance(goaway, h2.events.ConnectionTerminated), events
+        self.assertEqual(goaway.error_code, ErrorCodes.PROTOCOL_ERROR)
 
     def test_rapidReset(self) -> None:
         """

@@ -72,8 +72,17 @@ class CodecEquivalenceTests(SynchronousTestCase):
         decoder.decode(first, raw=True)
         decoded = decoder.decode(second, raw=True)
         calls: list[object] = []
-        self.patch(Encoder, "encode", lambda *a, **k: calls.append(a) or b"")
-        self.patch(Decoder, "decode", lambda *a, **k: calls.append(a) or [])
+
+        def encode(*a: object, **k: object) -> bytes:
+            calls.append(a)
+            return b""
+
+        def decode(*a: object, **k: object) -> list[tuple[bytes, bytes]]:
+            calls.append(a)
+            return []
+
+        self.patch(Encoder, "encode", encode)
+        self.patch(Decoder, "decode", decode)
         self.assertEqual(encoder.encode(headers), second)
         self.assertIs(decoder.decode(second, raw=True), decoded)
         self.assertEqual(calls, [])

@@ -9,7 +9,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.pki.ca import certificateToPEM, keyToPEM, mintSelfSigned
+from suite.pki.keys import certificateToPEM, keyToPEM
+from suite.pki.mint import mintSelfSigned
 from suite.specter.gateway.h3 import H3Server, chooseCertificateBySNI
 from suite.specter.gateway.listener import PublicCertificates
 
@@ -26,7 +27,7 @@ class UseCertificateTests(SynchronousTestCase):
         self.assertEqual(server.configuration.certificate, leaf)
         self.assertEqual(server.configuration.certificate_chain, [issuer])
         self.assertEqual(
-            keyToPEM(server.configuration.private_key),  # type: ignore[arg-type]
+            keyToPEM(server.configuration.private_key),
             keyToPEM(leafKey),
         )
 

@@ -17,7 +17,7 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.pki.ca import mintSelfSigned
+from suite.pki.mint import mintSelfSigned
 from suite.specter.tunnel.twistedio import LeanTLSTransport
 
 _CERT, _KEY = mintSelfSigned(["a.test"])
@@ -32,15 +32,15 @@ class _Echo(Protocol):
     """
 
     def connectionMade(self) -> None:
-        self.factory.received = []  # type: ignore[attr-defined]
-        self.factory.lost = None  # type: ignore[attr-defined]
+        self.factory.received = []
+        self.factory.lost = None
 
     def dataReceived(self, data: bytes) -> None:
-        self.factory.received.append(data)  # type: ignore[attr-defined]
+        self.factory.received.append(data)
         self.transport.write(b"echo:" + data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        self.factory.lost = reason  # type: ignore[attr-defined]
+        self.factory.lost = reason
 
 
 class _Pair:

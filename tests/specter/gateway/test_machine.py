@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from automat import NoTransition
@@ -277,7 +278,7 @@ class EveryInputTests(SynchronousTestCase):
         Each state's fingerprint is its own (so the next test can tell
         where a transition led).
         """
-        prints = {state: repr(_fingerprint(lambda state=state: self.machineIn(state))) for state in _PATHS}
+        prints = {state: repr(_fingerprint(partial(self.machineIn, state))) for state in _PATHS}
         self.assertEqual(len(set(prints.values())), len(prints), prints)
 
     def test_everyInputInEveryState(self) -> None:
@@ -285,7 +286,7 @@ class EveryInputTests(SynchronousTestCase):
         Each input in each state gives the table's outputs and leads to
         its state; the others raise NoTransition and change nothing.
         """
-        prints = {state: _fingerprint(lambda state=state: self.machineIn(state)) for state in _PATHS}
+        prints = {state: _fingerprint(partial(self.machineIn, state)) for state in _PATHS}
         for state in _PATHS:
             for name, args in _INPUTS:
                 m = self.machineIn(state)
@@ -297,7 +298,7 @@ class EveryInputTests(SynchronousTestCase):
                 outputs, after = expected
                 self.assertIsNone(m.feed(name, args))
                 self.assertEqual(m.actions.events, outputs, (state, name))
-                now = _fingerprint(lambda s=state, i=(name, args): self.machineIn(s, i))
+                now = _fingerprint(partial(self.machineIn, state, (name, args)))
                 self.assertEqual(now, prints[after], (state, name, after))
 
 

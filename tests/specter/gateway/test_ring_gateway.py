@@ -18,8 +18,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from suite.pki.bundle import loadBundle
 from suite.pki.ca import writeClientCertificate
+from suite.pki.load import loadBundle
 from tests.specter.gateway.support import listenLocal
 from tests.specter.ring import RingProcess, makeBundles
 from tests.support.process import DaemonProcess

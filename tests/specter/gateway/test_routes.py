@@ -32,19 +32,15 @@ class _Ring:
         self.calls: list[str] = []
 
     def kv(self, op: str, key: bytes, args: list[Any]) -> Deferred[Any]:
+        from suite.specter.chord.ids import VnodeRef
         from suite.specter.chord.replication import Replicator
+        from suite.specter.chord.view import RingView
 
         self.calls.append(op)
-
-        class _V:
-            # a vnode that owns nothing yet: no read-through to replicas
-            def ownedRange(self) -> None:
-                return None
-
-        v = _V()
-        v.store = self.store  # type: ignore[attr-defined]
-        rep = Replicator(v)  # type: ignore[arg-type]
-        rep.replicas = lambda: []  # type: ignore[method-assign]
+        # a vnode that owns nothing yet (no read-through to replicas) and
+        # has no replicas: no peer is ever called
+        view = RingView(VnodeRef(1, "a:1", 0), successors=1)
+        rep = Replicator(view, self.store, None, None, Clock(), replicas=1, antiEntropy=60.0)  # type: ignore[arg-type]
         return Deferred.fromCoroutine(rep.apply(op, key, args))
 
 

@@ -33,7 +33,7 @@ class ViewsTests(TestCase):
         internal.putChild(b"chord", Data(b"ring", "text/plain"))
         admin.putChild(
             b"_internal", requireBasicAuth(internal, StaticPasswordChecker({"ops": "pw"}), realm="specter")
-        )  # type: ignore[arg-type]
+        )
         clock = Clock()
         gateway = Gateway(
             GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"), MemoryRouteStore(clock), clock
@@ -81,7 +81,7 @@ class CollectorTests(TestCase):
         )
         gateway.metrics.errors[404] = 3
         registry = CollectorRegistry()
-        registry.register(GatewayCollector(gateway))  # type: ignore[arg-type]
+        registry.register(GatewayCollector(gateway))
         text = generate_latest(registry).decode()
         self.assertIn("specter_gateway_links 0.0", text)
         self.assertIn('specter_gateway_errors_total{code="404"} 3.0', text)
@@ -101,8 +101,8 @@ class EnrollmentTests(TestCase):
 
         from twisted.internet.utils import getProcessOutputAndValue
 
-        from suite.pki.bundle import loadClientIdentity
         from suite.pki.ca import initBundle
+        from suite.pki.load import loadClientIdentity
 
         base = os.path.abspath(self.mktemp())
         bundle = initBundle(os.path.join(base, "certs"), ["127.0.0.1"])
