@@ -233,7 +233,7 @@ class Campaign(Waiting):
     campaign when it runs out) and the tally.
     """
 
-    ballot: Ballot = field(default_factory=lambda: Ballot())
+    ballot: Ballot = field(default_factory=Ballot)
 
 
 @dataclass
