@@ -5,10 +5,10 @@ L{HubClient} publishes a signed record every C{heartbeat_seconds} with the
 configured TTL, reads C{/peers.json}, and follows C{/events} (SSE) for
 joins and leaves (one stream at a time, retried 2 s after it ends: the
 machine in L{suite.goop.p2p.hubfollow}); on shutdown it publishes
-C{offline}.  L{MdnsDiscovery}
-announces and browses C{_<mdns_tag>._tcp.local.} with zeroconf (its blocking
-calls run on threads); an empty C{p2p.mdns_tag} turns it off, and
-C{p2p.mdns_interfaces} (IP addresses) limits it to those interfaces.
+C{offline}.  L{MdnsDiscovery} announces and browses
+C{_<mdns_tag>._tcp.local.} with zeroconf (its blocking calls run on
+threads); an empty C{p2p.mdns_tag} turns it off, and C{p2p.mdns_interfaces}
+(IP addresses) limits it to those interfaces.
 """
 
 from __future__ import annotations
@@ -239,7 +239,9 @@ class HubClient:
     def _readStream(self, opened: Callable[[], None]) -> Deferred[None]:
         """
         Request C{/events}, say when the hub answers it, and read its
-        frames until it ends.
+        frames until it ends.  (An answer that arrives while the machine
+        is still entering Following, which only a synchronous test double
+        does, is said once that transition is over: automat queues it.)
         """
         buf = bytearray()
 
