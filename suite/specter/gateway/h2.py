@@ -53,7 +53,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.gateway.exchange import Exchange, ExchangePool, SiteExchange
-from suite.specter.gateway.h2internals import installCachingCodecs, remoteOpen, sendGoAway, sendResponse
+from suite.specter.gateway.h2internals import (
+    installCachingCodecs,
+    receive,
+    remoteOpen,
+    sendGoAway,
+    sendResponse,
+)
 from suite.specter.gateway.h2stream import END, MAX_BODY, Response, StreamCore, newStream
 from suite.specter.gateway.http1 import BadMessage, RequestHead, buildRequestHead
 
@@ -208,16 +214,28 @@ class H2Visitor(Protocol):
             return
         self.lastActivity = self.front.clock.seconds()
         try:
-            events = self.conn.receive_data(data)
+            for item in receive(self.conn, data):
+                if type(item) is tuple:
+                    self._requestReceived(*item)
+                elif self._events(item):
+                    return
+                if self.closed:
+                    return
         except h2.exceptions.ProtocolError as e:
             log.info("HTTP/2 visitor {peer} broke the protocol: {error}", peer=self.peer, error=str(e))
             self._terminate()
             return
+        self.flush()
+
+    def _events(self, events: list[Any]) -> bool:
+        """
+        Handle C{h2}'s events; whether the connection is closed.
+        """
         event: Any
         for event in events:
             kind = type(event)
             if kind is h2.events.RequestReceived:
-                self._requestReceived(event)
+                self._requestReceived(event.stream_id, event.headers, event.stream_ended is not None)
             elif kind is h2.events.DataReceived:
                 self._dataReceived(event)
             elif kind is h2.events.StreamEnded:
@@ -228,10 +246,10 @@ class H2Visitor(Protocol):
                 self._windowOpened(getattr(event, "stream_id", 0))
             elif kind is h2.events.ConnectionTerminated:
                 self._terminate()
-                return
+                return True
             if self.closed:
-                return
-        self.flush()
+                return True
+        return False
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self.closed = True
@@ -311,20 +329,19 @@ class H2Visitor(Protocol):
             self.heads[key] = found
         return found
 
-    def _requestReceived(self, event: Any) -> None:
-        sid = event.stream_id
+    def _requestReceived(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         if self.lastStreamId is not None and sid > self.lastStreamId:
             # opened after our GOAWAY: never processed, the visitor may
             # safely retry it elsewhere
             self.resetStream(sid, _REFUSED)
             return
-        head = self._requestHead(event.headers)
+        head = self._requestHead(headers)
         if isinstance(head, str):
-            stream = newStream(self, sid, None, event.stream_ended is None)
+            stream = newStream(self, sid, None, not ended)
             self.requests[sid] = stream
             stream.inputs.rejected(400, f"malformed request: {head}")
             return
-        stream = newStream(self, sid, head, event.stream_ended is None)
+        stream = newStream(self, sid, head, not ended)
         self.requests[sid] = stream
         inputs = stream.inputs
         if head.length > MAX_BODY:

@@ -29,6 +29,14 @@ to send (or receive) anything more on the streams in flight, which a
 graceful shutdown lets finish (RFC 9113, section 6.8).  L{remoteOpen}
 tells whether the visitor still sends on a stream (its state machine).
 
+L{receive} reads what a visitor sent: a HEADERS frame that opens a request
+whole (END_HEADERS, no padding) is taken here, doing what
+C{H2Connection._receive_headers_frame} and C{H2Stream.receive_headers} do
+for it (the same state machine inputs, stream creation, concurrency limit
+and content-length bookkeeping) without building frame and event objects;
+every other frame, and any frame while C{h2} holds part of one, goes to
+C{receive_data} in order.
+
 L{sendResponse} sends a short response's HEADERS and DATA frames in one
 call, doing what C{H2Connection.send_headers} and C{send_data} do for a
 server's response (the same state machine inputs, window accounting and
@@ -50,10 +58,11 @@ caps C{h2} and C{hpack} below their next major releases.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from h2.connection import ConnectionInputs, H2Connection
+from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection, _decode_headers
+from h2.exceptions import ProtocolError, TooManyStreamsError
 from h2.stream import StreamInputs, StreamState
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
@@ -65,6 +74,7 @@ __all__ = [
     "sendResponse",
     "sendGoAway",
     "remoteOpen",
+    "receive",
     "CACHE_ENTRIES",
     "CACHE_BLOCK_BYTES",
 ]
@@ -254,3 +264,101 @@ def remoteOpen(connection: H2Connection, sid: int) -> bool:
         StreamState.OPEN,
         StreamState.HALF_CLOSED_LOCAL,
     )
+
+
+_PRIORITY, _PADDED = 0x20, 0x8
+_FAST_FLAGS = _END_STREAM | _END_HEADERS | _PRIORITY
+_PRIORITY_FIELDS = struct.Struct("!LB")
+
+
+def receive(connection: H2Connection, data: bytes) -> Iterator[Any]:
+    """
+    Read C{data} from the peer of server C{connection}, in order: yields
+    C{(stream id, headers, ended)} for each request opened by a whole
+    HEADERS frame (as C{RequestReceived} would carry them), and the list of
+    C{h2}'s events for the other frames.  The consumer handles each item
+    before the next frame is read (and may stop reading).
+
+    @raise ProtocolError: as C{receive_data} would (the connection is then
+        terminated).
+    """
+    buffer: Any = connection.incoming_buffer
+    end = len(data)
+    pos = 0
+    if buffer._preamble_len or buffer._headers_buffer:
+        yield connection.receive_data(data)
+        return
+    held = buffer._data
+    while held and pos < end:
+        # complete the frame h2 holds the start of, through h2
+        if len(held) < 9:
+            need = 9 - len(held)
+        else:
+            need = 9 + ((held[0] << 16) | (held[1] << 8) | held[2]) - len(held)
+        yield connection.receive_data(data[pos : pos + need])
+        pos += need
+        held = buffer._data
+    slow = pos
+    unpack = _FRAME.unpack_from
+    while pos + 9 <= end:
+        high, low, kind, flags, sid = unpack(data, pos)
+        stop = pos + 9 + ((high << 8) | low)
+        if stop > end:
+            break
+        if kind == _HEADERS and flags & _END_HEADERS and not flags & ~_FAST_FLAGS:
+            if slow < pos:
+                yield connection.receive_data(data[slow:pos])
+            slow = pos
+            start = pos + 9
+            sid &= 0x7FFFFFFF
+            if flags & _PRIORITY:
+                start += 5
+                dependsOn = (
+                    _PRIORITY_FIELDS.unpack_from(data, pos + 9)[0] & 0x7FFFFFFF if start <= stop else sid
+                )
+            else:
+                dependsOn = -1
+            if (
+                sid & 1
+                and sid > connection.highest_inbound_stream_id
+                and dependsOn != sid
+                and stop - pos - 9 <= connection.max_inbound_frame_size
+                and not buffer._data
+                and not buffer._headers_buffer
+            ):
+                ended = bool(flags & _END_STREAM)
+                headers = _openRequest(connection, sid, data[start:stop], ended, dependsOn >= 0)
+                slow = stop
+                yield (sid, headers, ended)
+        pos = stop
+    if slow < end:
+        yield connection.receive_data(data[slow:])
+
+
+def _openRequest(connection: H2Connection, sid: int, block: bytes, ended: bool, priority: bool) -> Any:
+    """
+    What C{_receive_headers_frame} does for a HEADERS frame opening stream
+    C{sid} of a server connection; the request's headers.
+    """
+    try:
+        limit = connection.local_settings.max_concurrent_streams
+        # open streams are at most the streams known; counting them also
+        # forgets the closed ones
+        if len(connection.streams) >= limit:
+            count = connection.open_inbound_streams
+            if count + 1 > limit:
+                raise TooManyStreamsError(f"Max inbound streams is {limit}, {count} open")
+        headers = _decode_headers(connection.decoder, block)
+        connection.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        stream = connection._begin_new_stream(sid, AllowedStreamIDs.ODD)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.RECV_HEADERS)
+        if ended:
+            machine.process_input(StreamInputs.RECV_END_STREAM)
+        stream._initialize_content_length(headers)
+        if priority:
+            connection.state_machine.process_input(ConnectionInputs.RECV_PRIORITY)
+    except ProtocolError as e:
+        connection._terminate_connection(e.error_code)
+        raise
+    return headers
