@@ -277,7 +277,11 @@ def receive(connection: H2Connection, data: bytes) -> Iterator[Any]:
     C{(stream id, headers, ended)} for each request opened by a whole
     HEADERS frame (as C{RequestReceived} would carry them), and the list of
     C{h2}'s events for the other frames.  The consumer handles each item
-    before the next frame is read (and may stop reading).
+    before the next frame is read (and may stop reading).  Requests are
+    read here only on a connection configured, as the gateway's, neither
+    to validate nor to normalise nor to decode received headers (the
+    front end checks them as it builds the HTTP/1.1 head); any other
+    connection reads through C{receive_data} alone.
 
     @raise ProtocolError: as C{receive_data} would (the connection is then
         terminated).
@@ -285,7 +289,16 @@ def receive(connection: H2Connection, data: bytes) -> Iterator[Any]:
     buffer: Any = connection.incoming_buffer
     end = len(data)
     pos = 0
-    if buffer._preamble_len or buffer._headers_buffer:
+    config = connection.config
+    if (
+        buffer._preamble_len
+        or buffer._headers_buffer
+        or config.client_side
+        or config.validate_inbound_headers
+        or config.normalize_inbound_headers
+        or config.header_encoding
+    ):
+        # h2's own reading (this path neither validates nor decodes headers)
         yield connection.receive_data(data)
         return
     held = buffer._data

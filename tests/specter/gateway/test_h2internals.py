@@ -9,6 +9,8 @@ import inspect
 import re
 
 import h2.connection
+import h2.events
+import h2.exceptions
 import h2.stream
 import hpack
 from hpack import Decoder, Encoder
@@ -21,6 +23,7 @@ from suite.specter.gateway.h2internals import (
     CachingDecoder,
     CachingEncoder,
     installCachingCodecs,
+    receive,
     remoteOpen,
     sendGoAway,
     sendResponse,
@@ -341,3 +344,246 @@ class GoAwayTests(SynchronousTestCase):
         client.end_stream(3)
         server.receive_data(client.data_to_send())
         self.assertFalse(remoteOpen(server, 3))
+
+
+def _fresh(validate: bool = False) -> tuple[h2.connection.H2Connection, h2.connection.H2Connection]:
+    """
+    A server connection past its preamble and settings (configured as the
+    gateway's unless C{validate}), and its client.
+    """
+    from h2.config import H2Configuration
+
+    server = h2.connection.H2Connection(
+        H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=validate,
+            normalize_inbound_headers=False,
+        )
+    )
+    installCachingCodecs(server)
+    server.initiate_connection()
+    client = h2.connection.H2Connection(H2Configuration(client_side=True))
+    client.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    server.data_to_send()
+    return server, client
+
+
+def _plainItems(server: h2.connection.H2Connection, data: bytes) -> list[object]:
+    """
+    What L{receive} should yield, read through h2 alone: requests as
+    (stream id, headers, ended), other events by kind and stream.
+    """
+    items: list[object] = []
+    for event in server.receive_data(data):
+        if isinstance(event, h2.events.RequestReceived):
+            items.append((event.stream_id, list(event.headers), event.stream_ended is not None))
+        elif not isinstance(event, (h2.events.StreamEnded, h2.events.PriorityUpdated)) or not any(
+            isinstance(i, tuple) and i[0] == event.stream_id for i in items
+        ):
+            items.append((type(event).__name__, getattr(event, "stream_id", 0)))
+    return items
+
+
+def _fastItems(server: h2.connection.H2Connection, data: bytes, cuts: list[int]) -> list[object]:
+    items: list[object] = []
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    for piece in pieces:
+        for item in receive(server, piece):
+            if isinstance(item, tuple):
+                items.append((item[0], list(item[1]), item[2]))
+            else:
+                items.extend(
+                    (item_.stream_id, list(item_.headers), item_.stream_ended is not None)
+                    if isinstance(item_, h2.events.RequestReceived)
+                    else (type(item_).__name__, getattr(item_, "stream_id", 0))
+                    for item_ in item
+                    if not isinstance(item_, (h2.events.StreamEnded, h2.events.PriorityUpdated))
+                    or not any(isinstance(i, tuple) and i[0] == item_.stream_id for i in items)
+                )
+    return items
+
+
+def _state(connection: h2.connection.H2Connection) -> object:
+    return (
+        connection.state_machine.state,
+        connection.highest_inbound_stream_id,
+        connection.open_inbound_streams,
+        connection.inbound_flow_control_window,
+        {
+            sid: (
+                s.state_machine.state,
+                s.state_machine.client,
+                s.state_machine.headers_received,
+                s._expected_content_length,
+                s.inbound_flow_control_window,
+            )
+            for sid, s in connection.streams.items()
+        },
+        connection.data_to_send(),
+    )
+
+
+def _frame(sid: int, block: bytes, flags: int = 0x5) -> bytes:
+    """
+    A HEADERS frame (by default END_STREAM and END_HEADERS).
+    """
+    import struct
+
+    return struct.pack("!HBBBL", len(block) >> 8, len(block) & 0xFF, 1, flags, sid) + block
+
+
+_requests = st.lists(
+    st.tuples(
+        st.sampled_from(["get", "post", "bodyless-post", "priority", "big", "reset"]),
+        st.sampled_from([b"", b"x", b"y" * 300]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+class ReceiveTests(SynchronousTestCase):
+    """
+    L{receive} reads a visitor's bytes as C{h2}'s C{receive_data} would:
+    the same requests and events in the same order, the same connection and
+    stream state afterwards, however the bytes are cut.
+    """
+
+    def _clientBytes(self, client: h2.connection.H2Connection, requests: list[tuple[str, bytes]]) -> bytes:
+        for kind, body in requests:
+            sid = client.get_next_available_stream_id()
+            headers = [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "a")]
+            if kind == "big":
+                headers.append(("x-big", "v" * 20000))  # HEADERS and CONTINUATION
+            if kind in ("post", "bodyless-post"):
+                headers[0] = (":method", "POST")
+                headers.append(("content-length", str(len(body))))
+            end = kind not in ("post", "reset")
+            if kind == "priority":
+                client.send_headers(sid, headers, end_stream=end, priority_weight=16, priority_depends_on=0)
+            else:
+                client.send_headers(sid, headers, end_stream=end)
+            if kind == "post":
+                client.send_data(sid, body, end_stream=True)
+            elif kind == "reset":
+                client.reset_stream(sid)
+        return client.data_to_send()
+
+    @settings(max_examples=120, deadline=None)
+    @given(_requests, st.lists(st.integers(min_value=1, max_value=400), max_size=4))
+    def test_sameAsH2(self, requests: list[tuple[str, bytes]], cuts: list[int]) -> None:
+        """
+        Any mix of requests (with and without bodies, priority, header
+        blocks beyond one frame, resets), cut anywhere: same items, same
+        state.
+        """
+        plain, client = _fresh()
+        fast, _ = _fresh()
+        data = self._clientBytes(client, requests)
+        for _ in range(2):  # the second time, the HPACK cache answers
+            expected = _plainItems(plain, data)
+            marks = sorted({c for c in cuts if c < len(data)})
+            self.assertEqual(_fastItems(fast, data, marks), expected)
+            self.assertEqual(_state(fast), _state(plain))
+            data = self._clientBytes(client, requests)
+
+    def test_fastPath(self) -> None:
+        """
+        A request in one HEADERS frame is yielded by L{receive} itself (no
+        h2 event).
+        """
+        server, client = _fresh()
+        data = self._clientBytes(client, [("get", b"")])
+        items = list(receive(server, data))
+        self.assertEqual(len(items), 1)
+        self.assertIsInstance(items[0], tuple)
+        self.assertEqual(items[0][0], 1)
+
+    def test_validatingConnection(self) -> None:
+        """
+        A connection that validates received headers reads through h2
+        alone (which refuses a request without :authority).
+        """
+        server, client = _fresh(validate=True)
+        block = client.encoder.encode([(":method", "GET"), (":path", "/"), (":scheme", "https")])
+        with self.assertRaises(h2.exceptions.ProtocolError):
+            list(receive(server, _frame(1, block)))
+
+    def _errors(self, data: bytes, fast: bool) -> tuple[str, bytes]:
+        server, _ = _fresh()
+        try:
+            if fast:
+                list(receive(server, data))
+            else:
+                server.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            return type(e).__name__, server.data_to_send()
+        return "", server.data_to_send()
+
+    def test_protocolErrors(self) -> None:
+        """
+        An even stream id, a stream id going down, a stream depending on
+        itself, an undecodable block, too many streams: the same error and
+        the same GOAWAY as h2's.
+        """
+        import struct
+
+        frame = _frame
+        _, client = _fresh()
+        block = client.encoder.encode([(":method", "GET"), (":path", "/"), (":scheme", "https")])
+        many = b"".join(frame(1 + 2 * i, block, 0x4) for i in range(101))
+        for data in (
+            frame(2, block),
+            frame(5, block) + frame(3, block),
+            frame(7, struct.pack("!LB", 7, 0) + block, 0x25),
+            frame(1, b"\xff\xff\xff\xff"),
+            many,
+        ):
+            self.assertEqual(self._errors(data, True), self._errors(data, False))
+            self.assertNotEqual(self._errors(data, True)[0], "")
+
+    def test_mirroredMethods(self) -> None:
+        """
+        The h2 methods whose work receive does are the reviewed ones.
+        """
+        import hashlib
+
+        from h2.connection import H2Connection
+        from h2.frame_buffer import FrameBuffer
+        from h2.stream import H2Stream
+
+        prints = {
+            name: hashlib.sha256(_source(method).encode()).hexdigest()[:16]
+            for name, method in (
+                ("H2Connection.receive_data", H2Connection.receive_data),
+                ("H2Connection._receive_frame", H2Connection._receive_frame),
+                ("H2Connection._receive_headers_frame", H2Connection._receive_headers_frame),
+                ("H2Connection._receive_priority_frame", H2Connection._receive_priority_frame),
+                ("H2Connection._begin_new_stream", H2Connection._begin_new_stream),
+                ("H2Stream.receive_headers", H2Stream.receive_headers),
+                ("H2Stream._process_received_headers", H2Stream._process_received_headers),
+                ("FrameBuffer.add_data", FrameBuffer.add_data),
+                ("FrameBuffer.__next__", FrameBuffer.__next__),
+                ("FrameBuffer._update_header_buffer", FrameBuffer._update_header_buffer),
+            )
+        }
+        self.assertEqual(prints, RECEIVE_MIRRORED, "review receive in suite/specter/gateway/h2internals.py")
+
+
+#: Fingerprints of the h2 source receive mirrors (h2 4.4.1).
+RECEIVE_MIRRORED: dict[str, str] = {
+    "H2Connection.receive_data": "4470c8fafce8153a",
+    "H2Connection._receive_frame": "39b2e16b4fd74ed0",
+    "H2Connection._receive_headers_frame": "4a014e7d795a15a5",
+    "H2Connection._receive_priority_frame": "08c3fce59d57d537",
+    "H2Connection._begin_new_stream": "de40fc0b03dfa443",
+    "H2Stream.receive_headers": "6bb0626547ebe2da",
+    "H2Stream._process_received_headers": "991976183ebe21df",
+    "FrameBuffer.add_data": "887d4a892f823f4a",
+    "FrameBuffer.__next__": "54792a1319f7ef52",
+    "FrameBuffer._update_header_buffer": "e32970a56626afcc",
+}
