@@ -61,7 +61,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection, _decode_headers
+from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, H2Connection, _decode_headers
 from h2.exceptions import ProtocolError, TooManyStreamsError
 from h2.stream import StreamInputs, StreamState
 from hpack import Decoder, Encoder
@@ -185,6 +185,17 @@ _HEADERS, _CONTINUATION, _DATA = 0x1, 0x9, 0x0
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
+_SERVER_OPEN = ConnectionState.SERVER_OPEN
+#: Inputs that leave a server connection's state machine in SERVER_OPEN,
+#: doing nothing else: skipped there (the rest of its states go to h2).
+QUIET_INPUTS = (
+    ConnectionInputs.RECV_HEADERS,
+    ConnectionInputs.RECV_PRIORITY,
+    ConnectionInputs.SEND_HEADERS,
+    ConnectionInputs.SEND_DATA,
+)
+
+
 def _frameHeader(kind: int, flags: int, sid: int, length: int) -> bytes:
     return _FRAME.pack(length >> 8, length & 0xFF, kind, flags, sid)
 
@@ -213,7 +224,9 @@ def sendResponse(
         or size > connection.outbound_flow_control_window
     ):
         return False
-    connection.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+    connectionMachine = connection.state_machine
+    if connectionMachine.state is not _SERVER_OPEN:
+        connectionMachine.process_input(ConnectionInputs.SEND_HEADERS)
     machine = stream.state_machine
     machine.process_input(StreamInputs.SEND_HEADERS)
     block = connection.encoder.encode(headers)
@@ -231,7 +244,8 @@ def sendResponse(
             last = _END_HEADERS if i == len(pieces) else 0
             out += [_frameHeader(_CONTINUATION, last, sid, len(piece)), piece]
     if size:
-        connection.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        if connectionMachine.state is not _SERVER_OPEN:
+            connectionMachine.process_input(ConnectionInputs.SEND_DATA)
         machine.process_input(StreamInputs.SEND_DATA)
         if end:
             machine.process_input(StreamInputs.SEND_END_STREAM)
@@ -362,15 +376,17 @@ def _openRequest(connection: H2Connection, sid: int, block: bytes, ended: bool, 
             if count + 1 > limit:
                 raise TooManyStreamsError(f"Max inbound streams is {limit}, {count} open")
         headers = _decode_headers(connection.decoder, block)
-        connection.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        connectionMachine = connection.state_machine
+        if connectionMachine.state is not _SERVER_OPEN:
+            connectionMachine.process_input(ConnectionInputs.RECV_HEADERS)
         stream = connection._begin_new_stream(sid, AllowedStreamIDs.ODD)
         machine = stream.state_machine
         machine.process_input(StreamInputs.RECV_HEADERS)
         if ended:
             machine.process_input(StreamInputs.RECV_END_STREAM)
         stream._initialize_content_length(headers)
-        if priority:
-            connection.state_machine.process_input(ConnectionInputs.RECV_PRIORITY)
+        if priority and connectionMachine.state is not _SERVER_OPEN:
+            connectionMachine.process_input(ConnectionInputs.RECV_PRIORITY)
     except ProtocolError as e:
         connection._terminate_connection(e.error_code)
         raise

@@ -574,6 +574,22 @@ class ReceiveTests(SynchronousTestCase):
         self.assertEqual(prints, RECEIVE_MIRRORED, "review receive in suite/specter/gateway/h2internals.py")
 
 
+class QuietInputTests(SynchronousTestCase):
+    def test_quietInServerOpen(self) -> None:
+        """
+        The connection inputs skipped in SERVER_OPEN leave it there and run
+        nothing.
+        """
+        from h2.connection import ConnectionState, H2ConnectionStateMachine
+
+        from suite.specter.gateway.h2internals import QUIET_INPUTS
+
+        table = H2ConnectionStateMachine._transitions
+        for quiet in QUIET_INPUTS:
+            self.assertEqual(table[(ConnectionState.SERVER_OPEN, quiet)], (None, ConnectionState.SERVER_OPEN))
+        self.assertIn("self.state = target_state", _source(H2ConnectionStateMachine.process_input))
+
+
 #: Fingerprints of the h2 source receive mirrors (h2 4.4.1).
 RECEIVE_MIRRORED: dict[str, str] = {
     "H2Connection.receive_data": "4470c8fafce8153a",
