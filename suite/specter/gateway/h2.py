@@ -60,7 +60,7 @@ from suite.specter.gateway.h2internals import (
     sendGoAway,
     sendResponse,
 )
-from suite.specter.gateway.h2stream import END, MAX_BODY, Response, StreamCore, newStream
+from suite.specter.gateway.h2stream import END, MAX_BODY, Response, StreamCore, forwardedStream, newStream
 from suite.specter.gateway.http1 import BadMessage, RequestHead, buildRequestHead
 
 if TYPE_CHECKING:
@@ -341,31 +341,37 @@ class H2Visitor(Protocol):
             self.requests[sid] = stream
             stream.inputs.rejected(400, f"malformed request: {head}")
             return
-        stream = newStream(self, sid, head, not ended)
+        bodyFollows = not ended
+        host = head.host
+        gateway = self.gateway
+        if head.length <= MAX_BODY and host and host not in gateway.config.apexes:
+            link = gateway.registry.pick(host)
+            if link is not None:
+                # the common case: the stream opens forwarding
+                self.requests[sid] = forwardedStream(
+                    self, sid, head, bodyFollows, self.front.pool.exchangeFor(link, self.peer, host)
+                )
+                return
+            stream = newStream(self, sid, head, bodyFollows)
+            self.requests[sid] = stream
+            stream.inputs.lookingUp()
+            return
+        stream = newStream(self, sid, head, bodyFollows)
         self.requests[sid] = stream
         inputs = stream.inputs
         if head.length > MAX_BODY:
             inputs.rejected(413, f"request body larger than {MAX_BODY} bytes")
             return
-        host = head.host
         if not host:
             inputs.rejected(400, "no :authority or Host header")
             return
-        gateway = self.gateway
-        if host in gateway.config.apexes:
-            if gateway.apexSite is None:
-                inputs.rejected(404, "nothing is served on the apex here")
-                return
-            front = self.front
-            inputs.forwarded(
-                SiteExchange(gateway.apexSite, self.transport.getPeer(), front.pool.heads, front.clock)
-            )
+        if gateway.apexSite is None:
+            inputs.rejected(404, "nothing is served on the apex here")
             return
-        link = gateway.registry.pick(host)
-        if link is not None:
-            inputs.forwarded(self.front.pool.exchangeFor(link, self.peer, host))
-        else:
-            inputs.lookingUp()
+        front = self.front
+        inputs.forwarded(
+            SiteExchange(gateway.apexSite, self.transport.getPeer(), front.pool.heads, front.clock)
+        )
 
     def _dataReceived(self, event: Any) -> None:
         stream = self.requests.get(event.stream_id)

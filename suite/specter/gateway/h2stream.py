@@ -21,6 +21,11 @@ States::
       v                       |  +--responseSentEarly---------+--> Draining --bodyEnded--> Closed
     Routing ------------------+
 
+A stream whose route the connection finds as it opens (a local link
+serves its host) starts in C{Forwarding} with its exchange started
+(L{forwardedStream}: automat's construction in a given state, one input
+fewer per request); the others start in C{Opened}.
+
 C{Forwarding}: the exchange runs and nothing was sent to the visitor yet
 (a failure is still answered with an error page); the target's answer is
 queued on the stream's L{Response} as it comes, and a short one leaves
@@ -80,6 +85,7 @@ __all__ = [
     "DRAIN_LIMIT",
     "QUEUE_LIMIT",
     "newStream",
+    "forwardedStream",
 ]
 
 log = Logger()
@@ -428,7 +434,7 @@ def _reset(core: StreamCore, code: int) -> None:
     _forget(core)
 
 
-def _build() -> TypeMachine[StreamInputs, StreamCore]:
+def _build() -> tuple[TypeMachine[StreamInputs, StreamCore], Any]:
     S = StreamInputs
     b = TypeMachineBuilder(StreamInputs, StreamCore)
     opened = b.state("Opened")
@@ -665,10 +671,11 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     # left; forwarded, answered and bodyTooLarge are private inputs fed by
     # the states that take them; the connection sends a response (head,
     # last frame) only in Forwarding and Responding.
-    return b.build()
+    return b.build(), forwarding
 
 
-StreamMachine = indexed(_build())
+_machine, _FORWARDING = _build()
+StreamMachine = indexed(_machine)
 
 
 def newStream(side: StreamSide, sid: int, head: RequestHead | None, bodyFollows: bool) -> StreamCore:
@@ -677,4 +684,24 @@ def newStream(side: StreamSide, sid: int, head: RequestHead | None, bodyFollows:
     """
     core = StreamCore(side, sid, head, bodyFollows)
     core.inputs = StreamMachine(core)
+    return core
+
+
+def _response(inputs: StreamInputs, core: StreamCore) -> Response | None:
+    return core.response
+
+
+def forwardedStream(
+    side: StreamSide, sid: int, head: RequestHead, bodyFollows: bool, exchange: Exchange | SiteExchange
+) -> StreamCore:
+    """
+    A stream whose route is known as it opens: its machine starts in
+    C{Forwarding} with its L{Response} (where C{Opened} goes by
+    C{forwarded}, one input fewer per request) and C{exchange} is started,
+    as C{forwarded} would.
+    """
+    core = StreamCore(side, sid, head, bodyFollows)
+    response = core.response = Response(core, exchange)
+    core.inputs = StreamMachine(core, _FORWARDING, _response)
+    exchange.start(head, response, bodyFollows)
     return core

@@ -22,6 +22,7 @@ from suite.specter.gateway.h2stream import (
     Response,
     StreamCore,
     StreamInputs,
+    forwardedStream,
     newStream,
 )
 from suite.specter.gateway.http1 import ResponseHead, buildRequestHead
@@ -155,6 +156,8 @@ _PATHS: dict[str, list[str]] = {
     "Opened": [],
     "Routing": ["lookingUp"],
     "Forwarding": ["forwarded"],
+    #: Forwarding as the connection opens a stream whose route it knows.
+    "Forwarding (opened so)": [],
     "Responding": ["forwarded", "headersSent"],
     #: Responding with an error page (no exchange behind it).
     "Responding (page)": ["rejected"],
@@ -197,6 +200,7 @@ _TABLE: dict[str, dict[str, tuple[list[str], str]]] = {
         "responseSentEarly": (["answered", "cancel"], "Draining"),
         "abandoned": (["cancel", "closed"], "Closed"),
     },
+    "Forwarding (opened so)": {},
     "Responding": {
         "resolved": ([], "Responding"),
         "resolveFailed": ([], "Responding"),
@@ -238,6 +242,9 @@ _TABLE: dict[str, dict[str, tuple[list[str], str]]] = {
 }
 
 
+_TABLE["Forwarding (opened so)"] = _TABLE["Forwarding"]
+
+
 def _feed(stream: StreamCore, name: str) -> Any:
     args = dict(_INPUTS)[name](stream)
     return getattr(_MACHINES[id(stream)], name)(*args)
@@ -245,7 +252,11 @@ def _feed(stream: StreamCore, name: str) -> Any:
 
 def _streamIn(state: str) -> tuple[StreamCore, _Side]:
     side = _Side()
-    stream = newStream(side, 1, _HEAD, True)
+    if state == "Forwarding (opened so)":
+        stream = forwardedStream(side, 1, _HEAD, True, _Exchange(side.events))  # type: ignore[arg-type]
+        assert side.events == ["start"]
+    else:
+        stream = newStream(side, 1, _HEAD, True)
     _MACHINES.clear()
     _MACHINES[id(stream)] = stream.inputs
     for name in _PATHS[state]:
