@@ -9,6 +9,11 @@ automat machine, L{suite.specter.gateway.h2stream}; this module is the
 connection: it turns C{h2}'s events into the streams' inputs and sends
 what they queue.  What keeps it lean per request:
 
+  - a request opened by one HEADERS frame is read without C{h2}'s frame
+    and event objects (L{suite.specter.gateway.h2internals.receive}; every
+    other frame goes through C{h2}), and a stream whose route is known as
+    it opens starts forwarding at once (one machine input per short
+    answer);
   - HPACK blocks are decoded and encoded once per table state
     (L{suite.specter.gateway.h2internals}), and a request's HTTP/1.1 head is
     built once per distinct header list on a connection;
