@@ -61,9 +61,9 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, H2Connection, _decode_headers
+from h2.connection import ConnectionInputs, ConnectionState, H2Connection, _decode_headers
 from h2.exceptions import ProtocolError, TooManyStreamsError
-from h2.stream import StreamInputs, StreamState
+from h2.stream import H2Stream, StreamInputs, StreamState
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
 
@@ -379,7 +379,17 @@ def _openRequest(connection: H2Connection, sid: int, block: bytes, ended: bool, 
         connectionMachine = connection.state_machine
         if connectionMachine.state is not _SERVER_OPEN:
             connectionMachine.process_input(ConnectionInputs.RECV_HEADERS)
-        stream = connection._begin_new_stream(sid, AllowedStreamIDs.ODD)
+        # what _begin_new_stream does for a new stream id of the client's
+        # (receive checked it is odd and above the highest one seen)
+        stream = H2Stream(
+            sid,
+            config=connection.config,
+            inbound_window_size=connection.local_settings.initial_window_size,
+            outbound_window_size=connection.remote_settings.initial_window_size,
+        )
+        stream.max_outbound_frame_size = connection.max_outbound_frame_size
+        connection.streams[sid] = stream
+        connection.highest_inbound_stream_id = sid
         machine = stream.state_machine
         machine.process_input(StreamInputs.RECV_HEADERS)
         if ended:
