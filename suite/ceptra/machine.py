@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from suite.ceptra.engine import PartitionEngine, encodeRules
 from suite.ceptra.engine.codec import RULES_TAG, encodeBatch
-from suite.raft.interfaces import IRaftStateMachine
+from suite.raft.interfaces import IRaftSnapshotCapture, IRaftStateMachine
 
 __all__ = ["PartitionMachine", "eventsEntry", "rulesEntry", "rulesDigest", "partitionNumber"]
 
@@ -69,7 +69,7 @@ def rulesEntry(doc: Any) -> bytes:
     return encodeRules(doc)
 
 
-@implementer(IRaftStateMachine)
+@implementer(IRaftStateMachine, IRaftSnapshotCapture)
 class PartitionMachine:
     """
     @param onResults: called with C{(partition, index, results)} after each
@@ -153,16 +153,34 @@ class PartitionMachine:
         return True
 
     def snapshot(self) -> bytes:
-        return msgpack.packb(
-            {
-                "v": SNAPSHOT_VERSION,
-                "engine": self.engine.snapshot(),
-                "rulesVersion": self.rulesVersion,
-                "rulesDigest": self.rulesDigest,
-                "lastIndex": self.lastIndex,
-            },
-            use_bin_type=True,
-        )
+        return self.captureSnapshot()()
+
+    # -- IRaftSnapshotCapture ---------------------------------------------
+
+    def captureSnapshot(self) -> Callable[[], bytes]:
+        """
+        Freeze the state now (the engine's L{PartitionEngine.capture}, about
+        a tenth of encoding it); the function returned gives the bytes
+        L{snapshot} gives now, and may run in a thread while entries are
+        applied.
+        """
+        engine = self.engine.capture()
+        rulesVersion, digest, lastIndex = self.rulesVersion, self.rulesDigest, self.lastIndex
+
+        def encode() -> bytes:
+            packed: bytes = msgpack.packb(
+                {
+                    "v": SNAPSHOT_VERSION,
+                    "engine": engine(),
+                    "rulesVersion": rulesVersion,
+                    "rulesDigest": digest,
+                    "lastIndex": lastIndex,
+                },
+                use_bin_type=True,
+            )
+            return packed
+
+        return encode
 
     def restore(self, data: bytes) -> None:
         state = msgpack.unpackb(data, raw=False)

@@ -7,10 +7,11 @@ take effect once.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import msgpack
 
-from suite.raft.interfaces import IRaftStateMachine
+from suite.raft.interfaces import IRaftSnapshotCapture, IRaftStateMachine
 from suite.raft.messages import NORMAL, Entry
 
 
@@ -58,11 +59,30 @@ class SessionApplier:
         return result
 
     def snapshot(self) -> bytes:
-        packed: bytes = msgpack.packb(
-            [[[k, s, r] for k, (s, r) in self.sessions.items()], self.stateMachine.snapshot()],
-            use_bin_type=True,
-        )
-        return packed
+        return self.captureSnapshot()()
+
+    def captureSnapshot(self) -> Callable[[], bytes]:
+        """
+        Freeze the sessions and the state machine now; the function returned
+        gives the bytes L{snapshot} gives now, in any thread.  A state
+        machine that provides L{IRaftSnapshotCapture} is captured (cheap);
+        any other is snapshotted at once, here.
+        """
+        sessions = [[k, s, r] for k, (s, r) in self.sessions.items()]
+        capture = IRaftSnapshotCapture(self.stateMachine, None)
+        if capture is not None:
+            inner = capture.captureSnapshot()
+        else:
+            data = self.stateMachine.snapshot()
+
+            def inner() -> bytes:
+                return data
+
+        def encode() -> bytes:
+            packed: bytes = msgpack.packb([sessions, inner()], use_bin_type=True)
+            return packed
+
+        return encode
 
     def restore(self, data: bytes) -> None:
         sessions, inner = msgpack.unpackb(data, raw=False)
