@@ -15,8 +15,14 @@ of --rounds; the machine's load matters little.
 
     .venv/bin/python bench/ceptra_stages.py [--batch N] [--warm N] [--rounds N]
 
+The snapshot of the warmed state is measured too: C{snapshot_sync_ms} is
+the CPU a synchronous snapshot takes (what the reactor thread spent before
+snapshots were encoded in a thread), C{snapshot_reactor_ms} the CPU of the
+capture that is all the reactor thread spends now (best of --rounds).
+
 The last line: leader_us_per_event=... follower_us_per_event=...
 replicas3_us_per_event=... ceiling_events_per_s_one_core=...
+snapshot_reactor_ms=... snapshot_sync_ms=...
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import gc
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +96,63 @@ def best(rounds: int, fn: Callable[[], object]) -> float:
     return t
 
 
+def snapshotFigures(machine: PartitionMachine, rounds: int) -> dict[str, float]:
+    """
+    What a snapshot of C{machine} costs the reactor thread: the synchronous
+    C{snapshot()} (as before) against the capture alone; the encoding's CPU
+    in its thread; and the longest the main thread waited for the
+    interpreter lock while a thread encoded (a busy loop timing its turns).
+    """
+    sync = best(rounds, machine.snapshot)
+    capture = best(rounds, machine.captureSnapshot)
+    encode = gap = baseline = float("inf")
+    size = 0
+    for _ in range(rounds):
+        job = machine.captureSnapshot()
+        cpu: list[float] = []
+
+        def work(job: Callable[[], bytes] = job, cpu: list[float] = cpu) -> None:
+            t0 = time.thread_time()
+            cpu.append(len(job()))
+            cpu.append(time.thread_time() - t0)
+
+        gap = min(gap, longestWait(work))
+        size = int(cpu[0])
+        encode = min(encode, cpu[1])
+
+        def spin(until: float = time.perf_counter() + encode) -> None:
+            while time.perf_counter() < until:
+                pass
+
+        baseline = min(baseline, longestWait(spin))
+    return {
+        "sync_ms": sync * 1e3,
+        "capture_ms": capture * 1e3,
+        "encode_ms": encode * 1e3,
+        "gap_ms": gap * 1e3,
+        "baseline_ms": baseline * 1e3,
+        "bytes": size,
+    }
+
+
+def longestWait(target: Callable[[], object]) -> float:
+    """
+    Run C{target} in a thread; meanwhile time the turns of a busy loop on
+    this thread: the longest wait between two turns (seconds).
+    """
+    thread = threading.Thread(target=target)
+    longest = 0.0
+    last = time.perf_counter()
+    thread.start()
+    while thread.is_alive():
+        sum(range(200))
+        now = time.perf_counter()
+        longest = max(longest, now - last)
+        last = now
+    thread.join()
+    return longest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=1000)
@@ -110,6 +174,7 @@ def main() -> None:
         machine.apply(index, eventsEntry(events))
         before.apply(index, jsonEntry(events))
         index += 1
+    snap = snapshotFigures(machine, args.rounds)
     n = args.requests * args.batch
     bodies = [json.dumps(src.events(args.batch)).encode() for _ in range(args.requests)]
     parsed = [validateEvents(b) for b in bodies]
@@ -177,9 +242,17 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}; batch {args.batch}, state warmed with {args.warm} events\n"
     )
     sys.stdout.write(
+        f"snapshot of that state ({snap['bytes'] / 1e6:.1f} MB): on the reactor thread before "
+        f"{snap['sync_ms']:.1f} ms; now a capture of {snap['capture_ms']:.1f} ms there, then "
+        f"{snap['encode_ms']:.1f} ms of encoding in a thread, during which the longest wait "
+        f"of the main thread was {snap['gap_ms']:.1f} ms (wall clock; {snap['baseline_ms']:.1f} ms "
+        "beside a pure-Python thread as long: the interpreter lock's switching and the host)\n"
+    )
+    sys.stdout.write(
         f"leader_us_per_event={leader:.2f} follower_us_per_event={follower:.2f} "
         f"replicas3_us_per_event={leader + 2 * follower:.2f} "
-        f"ceiling_events_per_s_one_core={1e6 / leader:.0f}\n"
+        f"ceiling_events_per_s_one_core={1e6 / leader:.0f} "
+        f"snapshot_reactor_ms={snap['capture_ms']:.1f} snapshot_sync_ms={snap['sync_ms']:.1f}\n"
     )
 
 

@@ -30,6 +30,7 @@ from zope.interface import implementer
 from suite.ceptra.engine import PartitionEngine, encodeRules
 from suite.ceptra.engine.codec import RULES_TAG, encodeBatch
 from suite.raft.interfaces import IRaftSnapshotCapture, IRaftStateMachine
+from suite.raft.snapshot import binHeader
 
 __all__ = ["PartitionMachine", "eventsEntry", "rulesEntry", "rulesDigest", "partitionNumber"]
 
@@ -168,17 +169,17 @@ class PartitionMachine:
         rulesVersion, digest, lastIndex = self.rulesVersion, self.rulesDigest, self.lastIndex
 
         def encode() -> bytes:
-            packed: bytes = msgpack.packb(
-                {
-                    "v": SNAPSHOT_VERSION,
-                    "engine": engine(),
-                    "rulesVersion": rulesVersion,
-                    "rulesDigest": digest,
-                    "lastIndex": lastIndex,
-                },
+            # The msgpack map {"v", "engine", "rulesVersion", "rulesDigest",
+            # "lastIndex"}, without copying the engine's bytes twice.
+            data = engine()
+            head = msgpack.packb({"v": SNAPSHOT_VERSION}, use_bin_type=True)
+            tail = msgpack.packb(
+                {"rulesVersion": rulesVersion, "rulesDigest": digest, "lastIndex": lastIndex},
                 use_bin_type=True,
             )
-            return packed
+            return b"".join(
+                (b"\x85", head[1:], msgpack.packb("engine"), binHeader(len(data)), data, tail[1:])
+            )
 
         return encode
 

@@ -13,6 +13,7 @@ import msgpack
 
 from suite.raft.interfaces import IRaftSnapshotCapture, IRaftStateMachine
 from suite.raft.messages import NORMAL, Entry
+from suite.raft.snapshot import binHeader
 
 
 class StaleRequest(Exception):
@@ -79,8 +80,9 @@ class SessionApplier:
                 return data
 
         def encode() -> bytes:
-            packed: bytes = msgpack.packb([sessions, inner()], use_bin_type=True)
-            return packed
+            # msgpack.packb([sessions, data]) without copying data twice.
+            data = inner()
+            return b"".join((b"\x92", msgpack.packb(sessions, use_bin_type=True), binHeader(len(data)), data))
 
         return encode
 

@@ -19,10 +19,11 @@ from zope.interface import implementer, implementer_only
 from zope.interface.verify import verifyObject
 
 from suite.raft.interfaces import IRaftSnapshotCapture, IRaftStateMachine
-from suite.raft.messages import Configuration, SnapshotMeta
+from suite.raft.messages import NORMAL, Configuration, Entry, SnapshotMeta
 from suite.raft.node import RaftNode
 from suite.raft.sessions import SessionApplier
 from suite.raft.settings import RaftSettings
+from suite.raft.snapshot import binHeader
 from suite.raft.snapshotter import SnapshotCore, SnapshotInputs, Snapshotter, newSnapshotter
 from suite.raft.storage import MemoryStorage
 from tests.raft.test_roles import NullTransport
@@ -356,3 +357,23 @@ class NodeTests(SynchronousTestCase):
         self.clock.advance(0.3)
         self.propose(*[b"s"] * 4)
         self.assertEqual(node.log.snapshotIndex, 5)
+
+
+class FormatTests(SynchronousTestCase):
+    def test_binHeader(self) -> None:
+        """
+        The header plus the bytes is msgpack's encoding of the bytes, at
+        every header width.
+        """
+        for n in (0, 1, 255, 256, 65535, 65536, 70000):
+            data = b"x" * n
+            self.assertEqual(binHeader(n) + data, msgpack.packb(data, use_bin_type=True), n)
+
+    def test_sessionsFormat(self) -> None:
+        """
+        A session applier's snapshot is the msgpack pair [sessions, state].
+        """
+        applier = SessionApplier(Journal())
+        applier.apply(Entry(1, 1, NORMAL, b"c", "client", 3))
+        data = applier.snapshot()
+        self.assertEqual(data, msgpack.packb([[["client", 3, 1]], msgpack.packb([b"c"])], use_bin_type=True))

@@ -120,6 +120,21 @@ class CaptureTests(SynchronousTestCase):
         m.apply(3, eventsEntry([{"event_id": "b", "key": "k", "ts": 9, "fields": {"x": 2}}]))
         data = encode()
         self.assertEqual(data, expected)
+        # The format of one msgpack map, as ever.
+        engine = PartitionEngine.restore(m.number, msgpack.unpackb(data)["engine"])
+        self.assertEqual(
+            data,
+            msgpack.packb(
+                {
+                    "v": 2,
+                    "engine": engine.snapshot(),
+                    "rulesVersion": 1,
+                    "rulesDigest": m.rulesDigest,
+                    "lastIndex": 2,
+                },
+                use_bin_type=True,
+            ),
+        )
         copy = PartitionMachine("p3")
         copy.restore(data)
         self.assertEqual(copy.stateHash(), before)
