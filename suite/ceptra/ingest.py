@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import treq
@@ -44,6 +45,7 @@ from suite.ceptra.partitions import NotHosted, PartitionManager
 from suite.ceptra.routing import Routing
 from suite.raft.multi import DialPolicy
 from suite.raft.settings import NotLeader
+from suite.serial import SerialJob
 from suite.web.errors import JSONMethodsMixin, jsonError, jsonResponse
 from suite.web.sse import SSEHub
 
@@ -559,8 +561,10 @@ class FeatureRules:
     def __init__(self, api: ClientAPI, features: Callable[[], Any]) -> None:
         self.api = api
         self.features = features
-        self.pending: set[str] = set()
         self.rejected: str | None = None
+        # One proposal in flight per partition; a check meanwhile proposes nothing more.
+        self._proposals: dict[str, SerialJob] = {}
+        self._rules: Any = None
 
     def check(self) -> None:
         from suite.ceptra.engine import EngineError, validateRules
@@ -585,17 +589,22 @@ class FeatureRules:
             log.warn("features feed {key} holds invalid rules, not applied: {why}", key=self.KEY, why=str(e))
             return
         for pid, part in sorted(self.api.manager.partitions.items()):
-            if not part.serving() or part.node.leader is None or pid in self.pending:
+            if not part.serving() or part.node.leader is None:
                 continue
             if part.machine.rulesDigest == digest:
                 continue
-            self.pending.add(pid)
-            d = self.api.manager.propose(pid, rulesEntry(rules))
-            d.addErrback(self._failed, pid)
-            d.addBoth(self._done, pid)
+            self._rules = rules
+            proposal = self._proposals.get(pid)
+            if proposal is None:
+                proposal = self._proposals[pid] = SerialJob(
+                    partial(self._propose, pid), f"proposing rules for {pid}", log=log
+                )
+            proposal.poll()
+
+    def _propose(self, pid: str) -> Deferred[Any]:
+        d = self.api.manager.propose(pid, rulesEntry(self._rules))
+        d.addErrback(self._failed, pid)
+        return d
 
     def _failed(self, f: Any, pid: str) -> None:
         log.info("rules for {pid} not applied yet: {why}", pid=pid, why=f.getErrorMessage())
-
-    def _done(self, result: object, pid: str) -> None:
-        self.pending.discard(pid)

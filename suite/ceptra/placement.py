@@ -33,14 +33,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from suite.ceptra.routing import Routing
 from suite.fileutil import writeAtomically
+from suite.serial import SerialJob
 
-__all__ = ["FILENAME", "Placed", "PlacementFile", "PlacementLedger"]
+__all__ = ["FILENAME", "LedgerCloser", "Placed", "PlacementFile", "PlacementLedger"]
 
 log = Logger(namespace="ceptra.placement")
 
@@ -145,8 +147,11 @@ class PlacementLedger:
         #: (partition, "stale" | "conflict") -> feed updates ignored
         self.ignored: dict[tuple[str, str], int] = {}
         self._lastIgnored: dict[str, Placed] = {}
-        self._saving: Deferred[None] | None = None
-        self._dirty = False
+        # One write at a time; placements applied during a write are saved
+        # by one more write after it.
+        self._saver = SerialJob(self._write, "saving the placement ledger", log=log)
+        #: what the store holds (as far as this ledger wrote it)
+        self._stored: dict[str, Placed] = dict(self.applied)
 
     def epoch(self, pid: str) -> int:
         """
@@ -200,21 +205,40 @@ class PlacementLedger:
         )
 
     def _save(self) -> None:
-        if self.store is None:
-            return
-        if self._saving is not None:
-            self._dirty = True
-            return
-        self._dirty = False
-        d = self._saving = self.store.write(dict(self.applied))
+        if self.store is not None:
+            self._saver.request()
 
-        def done(_: object) -> None:
-            self._saving = None
-            if self._dirty:
-                self._save()
+    def _write(self) -> Deferred[None]:
+        assert self.store is not None
+        placements = dict(self.applied)
+        d = self.store.write(placements)
 
-        d.addErrback(lambda f: log.failure("could not save the placement ledger", f))
-        d.addBoth(done)
+        def written(_: object) -> None:
+            self._stored = placements
+
+        d.addCallbacks(written, lambda f: log.failure("could not save the placement ledger", f))
+        return d
+
+    def close(self) -> Deferred[None]:
+        """
+        Stop saving at shutdown without losing an applied placement: wait
+        for the write in progress, then write once more if placements were
+        applied that the store does not hold yet.  Later updates are kept in
+        memory only.
+        """
+        stopped = self._saver.stop()
+        store = self.store
+        if store is None:
+            return stopped
+
+        def last(_: object) -> Deferred[None] | None:
+            if self.applied == self._stored:
+                return None
+            d = store.write(dict(self.applied))
+            d.addErrback(lambda f: log.failure("could not save the placement ledger", f))
+            return d
+
+        return stopped.addCallback(last)
 
     def toJSON(self) -> dict[str, Any]:
         """
@@ -227,3 +251,17 @@ class PlacementLedger:
             "applied": {pid: p.toJSON() for pid, p in sorted(self.applied.items())},
             "ignoredUpdates": ignored,
         }
+
+
+class LedgerCloser(Service):
+    """
+    Close the placement ledger at shutdown (parented before the partition
+    manager, so it stops after it and the last placements are saved).
+    """
+
+    def __init__(self, ledger: PlacementLedger) -> None:
+        self.ledger = ledger
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.ledger.close()

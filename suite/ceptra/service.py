@@ -42,7 +42,7 @@ from suite.ceptra.ingest import ClientAPI, FeatureRules, installClientAPI
 from suite.ceptra.logmetrics import LogCounterService
 from suite.ceptra.partitions import PartitionManager
 from suite.ceptra.placement import FILENAME as PLACEMENT_FILE
-from suite.ceptra.placement import PlacementFile, PlacementLedger
+from suite.ceptra.placement import LedgerCloser, PlacementFile, PlacementLedger
 from suite.ceptra.routing import Routing, parseRouting
 from suite.ceptra.storage import prepareStorage
 from suite.clustor.feeds import FeedClient
@@ -237,6 +237,9 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         snapshotThreshold=options["snapshot-threshold"],
     )
     hub = SSEHub(reactor)
+    ledger = PlacementLedger(PlacementFile(os.path.join(storage.dataDir, PLACEMENT_FILE), reactor))
+    # Children stop in reverse order: the ledger's last save after the manager stopped.
+    LedgerCloser(ledger).setServiceParent(root)
     manager = PartitionManager(
         options["node-spiffe"],
         reactor,
@@ -248,7 +251,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         settings=settings,
         maxLag=options["ready-max-lag"],
         registry=registry,
-        ledger=PlacementLedger(PlacementFile(os.path.join(storage.dataDir, PLACEMENT_FILE), reactor)),
+        ledger=ledger,
     )
     manager.setName("partitions")
     manager.setServiceParent(root)

@@ -32,6 +32,7 @@ from suite.clustor.state import (
     checkTransition,
     loadStateFile,
 )
+from suite.serial import SerialJob
 
 __all__ = ["ControlPlaneStore", "FeedResource", "StateReloader", "addFeedResources", "runSynchronously"]
 
@@ -218,8 +219,8 @@ class StateReloader(Service):
         self.runInThread = runInThread
         self._uninstall: Callable[[], None] | None = None
         self._poll: LoopingCall | None = None
-        self._reloading = False
-        self._again = False
+        # One reload at a time; one asked for while it runs is done once more after it.
+        self._reloads = SerialJob(self._reload, "state reload", log=log)
 
     def _onSighup(self) -> None:
         self.callFromSignal(self._reloadFromSignal)
@@ -230,12 +231,12 @@ class StateReloader(Service):
 
     def reloadNow(self) -> None:
         """
-        Read the file off the reactor thread and publish it if valid.
+        Read the file off the reactor thread and publish it if valid (once
+        more after the reload in progress, if one runs).
         """
-        if self._reloading:
-            self._again = True
-            return
-        self._reloading = True
+        self._reloads.request()
+
+    def _reload(self) -> Deferred[None]:
         self.store.markRead()
         d = self.runInThread(loadStateFile, self.store.path)
 
@@ -245,22 +246,17 @@ class StateReloader(Service):
             else:
                 log.failure("state reload failed", f)
 
-        def done(_: object) -> None:
-            self._reloading = False
-            if self._again and self.running:
-                self._again = False
-                self.reloadNow()
-
         d.addCallbacks(self.store.apply, failed)
-        d.addBoth(done)
+        return d
 
     def checkFile(self) -> None:
         """
-        Reload when the state file changed on disk.
+        Reload when the state file changed on disk (unless a reload runs:
+        a change made after it read the file is seen by the next check).
         """
-        if not self._reloading and self.store.changedOnDisk():
+        if self.store.changedOnDisk():
             log.info("state file {path} changed on disk, reloading", path=self.store.path)
-            self.reloadNow()
+            self._reloads.poll()
 
     def startService(self) -> None:
         super().startService()
@@ -274,6 +270,7 @@ class StateReloader(Service):
             )
 
     def stopService(self) -> None:
+        self._reloads.stop()
         if self._poll is not None and self._poll.running:
             self._poll.stop()
         self._poll = None

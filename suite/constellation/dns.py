@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from suite.constellation.interfaces import IDNSProvider
+from suite.serial import SerialJob
 
 __all__ = ["plan", "diff", "Fenced", "DNSWriter", "FENCE_LABEL"]
 
@@ -102,15 +103,15 @@ class DNSWriter(Service):
         self.interval = interval
         self.minGap = minGap
         self.wallClock = wallClock
-        self.running_: Deferred[Any] | None = None
-        self.pending = False
         self.lastStart = -1e18
         self.lastPlan: dict[str, list[str]] = {}
         self.last: dict[str, Any] | None = None
         self.writes = 0
         self.failures = 0
         self._timer: Any = None
-        self._soon: Any = None
+        # One pass at a time, each at least minGap after the last one began;
+        # a poke during a pass asks for one more after it.
+        self._passes = SerialJob(self._run, "DNS reconcile", clock=reactor, delay=self._wait, log=log)
 
     def startService(self) -> None:
         super().startService()
@@ -123,10 +124,10 @@ class DNSWriter(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        for call in (self._timer, self._soon):
-            if call is not None and call.active():
-                call.cancel()
-        self._timer = self._soon = None
+        self._passes.stop()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _periodic(self) -> None:
         self._timer = self.reactor.callLater(self.interval, self._periodic)
@@ -136,15 +137,11 @@ class DNSWriter(Service):
         """
         Something changed: reconcile soon (rate-limited, coalesced).
         """
-        if not self.running:
-            return
-        if self.running_ is not None:
-            self.pending = True
-            return
-        if self._soon is not None and self._soon.active():
-            return
-        wait = max(0.0, self.lastStart + self.minGap - self.reactor.seconds())
-        self._soon = self.reactor.callLater(wait, self._run)
+        if self.running:
+            self._passes.request()
+
+    def _wait(self) -> float:
+        return max(0.0, self.lastStart + self.minGap - float(self.reactor.seconds()))
 
     def pokeIfChanged(self) -> None:
         """
@@ -153,18 +150,9 @@ class DNSWriter(Service):
         if self.running and self.desired() != self.lastPlan:
             self.poke()
 
-    def _run(self) -> None:
-        self._soon = None
+    def _run(self) -> Deferred[dict[str, Any]]:
         self.lastStart = self.reactor.seconds()
-        self.running_ = Deferred.fromCoroutine(self.reconcile())
-
-        def done(_: object) -> None:
-            self.running_ = None
-            if self.pending:
-                self.pending = False
-                self.poke()
-
-        self.running_.addBoth(done)
+        return Deferred.fromCoroutine(self.reconcile())
 
     async def reconcile(self) -> dict[str, Any]:
         """

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from suite.backoff import Backoff
 from suite.constellation.docker import Container, DockerError, EventStream
 from suite.constellation.interfaces import IContainerEngine
+from suite.serial import SerialJob
 
 __all__ = ["DockerMonitor"]
 
@@ -61,8 +62,8 @@ class DockerMonitor(Service):
         self.containers: list[Container] | None = None
         self._next: IDelayedCall | None = None
         self._soon: IDelayedCall | None = None
-        self._inFlight: Deferred[None] | None = None
-        self._again = False
+        # One check at a time; one asked for while it runs follows it at once.
+        self._checks = SerialJob(self._startCheck, "Docker health check", log=log)
         self._stream: EventStream | None = None
         self._streamRetry: IDelayedCall | None = None
 
@@ -80,6 +81,7 @@ class DockerMonitor(Service):
 
     def stopService(self) -> None:
         super().stopService()
+        self._checks.stop()
         for call in (self._next, self._soon, self._streamRetry):
             if call is not None and call.active():
                 call.cancel()
@@ -103,21 +105,18 @@ class DockerMonitor(Service):
 
     # -- checks ----------------------------------------------------------
 
-    def check(self) -> Deferred[None]:
+    def check(self) -> None:
         """
         Check now (or right after the check in progress); the next periodic
         check comes C{interval} seconds after this one ends.
         """
-        if self._inFlight is not None:
-            self._again = True
-            return self._inFlight
+        self._checks.request()
+
+    def _startCheck(self) -> Deferred[None]:
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._next = None
-        d = Deferred.fromCoroutine(self._check())
-        self._inFlight = d
-        d.addBoth(self._checked)
-        return d
+        return Deferred.fromCoroutine(self._check()).addBoth(self._checked)
 
     async def _check(self) -> None:
         containers = await self.client.monitored(self.labels)
@@ -129,7 +128,6 @@ class DockerMonitor(Service):
         self.publish(containers)
 
     def _checked(self, result: None | Failure) -> None:
-        self._inFlight = None
         if isinstance(result, Failure):
             message = (
                 str(result.value) if result.check(DockerError) else f"docker: {result.getErrorMessage()}"
@@ -137,13 +135,9 @@ class DockerMonitor(Service):
             if message != self.lastError:
                 log.warn("service health check failed: {error}", error=message)
             self.lastError = message
-        if not self.running:
-            return
-        if self._again:
-            self._again = False
-            self.check()
-            return
-        self._next = self.clock.callLater(self.interval, self.check)
+        if self.running:
+            # Cancelled at once by the next check if one was asked for meanwhile.
+            self._next = self.clock.callLater(self.interval, self.check)
 
     # -- events ----------------------------------------------------------
 

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from suite.constellation.interfaces import IContainerEngine
+from suite.serial import SerialJob
 
 __all__ = ["WarpMonitor"]
 
@@ -50,7 +51,8 @@ class WarpMonitor(Service):
         }
         self.checks = 0
         self._timer: Any = None
-        self._running: Deferred[Any] | None = None
+        # One check at a time: a tick during a slow check is skipped.
+        self._checks = SerialJob(lambda: Deferred.fromCoroutine(self.check()), "WARP check", log=log)
 
     def startService(self) -> None:
         super().startService()
@@ -58,15 +60,14 @@ class WarpMonitor(Service):
 
     def stopService(self) -> None:
         super().stopService()
+        self._checks.stop()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
     def _tick(self) -> None:
         self._timer = self.reactor.callLater(self.interval, self._tick)
-        if self._running is None:
-            self._running = Deferred.fromCoroutine(self.check())
-            self._running.addBoth(lambda _: setattr(self, "_running", None))
+        self._checks.poll()
 
     async def check(self) -> dict[str, Any]:
         status: dict[str, Any] = {

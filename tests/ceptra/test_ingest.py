@@ -9,6 +9,7 @@ import io
 import json
 from typing import IO, Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
@@ -212,3 +213,29 @@ class APITests(APIFixture):
         features["features"]["ceptra.rules"] = "{broken"
         rules.check()
         self.assertIsNotNone(rules.rejected)
+
+    def test_featureRulesOneProposalAtATime(self) -> None:
+        """
+        While a partition's rules proposal is in flight, further checks
+        propose nothing for it; a failed proposal is tried again by the next check.
+        """
+        proposals: list[tuple[str, Deferred[Any]]] = []
+
+        def propose(pid: str, entry: bytes) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            proposals.append((pid, d))
+            return d
+
+        features: dict[str, Any] = {"features": {"ceptra.rules": json.dumps(RULES)}}
+        rules = FeatureRules(self.api, lambda: features)
+        self.api.manager.propose = propose  # type: ignore[method-assign]
+        rules.check()
+        first = sorted(pid for pid, _ in proposals)
+        self.assertTrue(first)
+        rules.check()
+        rules.check()
+        self.assertEqual(sorted(pid for pid, _ in proposals), first)
+        for _, d in proposals:
+            d.errback(RuntimeError("no quorum"))
+        rules.check()
+        self.assertEqual(len(proposals), 2 * len(first))

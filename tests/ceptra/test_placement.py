@@ -12,11 +12,13 @@ import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.ceptra.machine import eventsEntry, rulesEntry
 from suite.ceptra.placement import (
+    LedgerCloser,
     MemoryPlacementFile,
     Placed,
     PlacementFile,
@@ -37,6 +39,22 @@ def doc(revision: int, partitions: dict[str, tuple[int, list[str]]]) -> Any:
         revision,
         {p: e for p, (e, _) in partitions.items()},
     )
+
+
+class SlowPlacementFile(MemoryPlacementFile):
+    """
+    A ledger store whose writes the test finishes by hand.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Deferred[None]] = []
+
+    def write(self, placements: Any) -> Deferred[None]:
+        super().write(placements)
+        d: Deferred[None] = Deferred()
+        self.pending.append(d)
+        return d
 
 
 class LedgerTests(SynchronousTestCase):
@@ -129,6 +147,37 @@ class LedgerTests(SynchronousTestCase):
         self.assertEqual(store.writes, 1)
         store.pending.pop(0).callback(None)
         self.assertEqual((store.writes, store.saved), (2, {"p0": Placed(3, ("c",))}))
+
+    def test_closeSavesWhatWasApplied(self) -> None:
+        """
+        Closing waits for the write in progress and writes once more only if
+        placements were applied that the store does not hold; updates after
+        closing are not saved.  The closer service closes the ledger on stop.
+        """
+        store = SlowPlacementFile()
+        ledger = PlacementLedger(store)
+        ledger.update(doc(1, {"p0": (1, ["a"])}))
+        ledger.update(doc(2, {"p0": (2, ["b"])}))  # asks for a second write
+        closing = LedgerCloser(ledger)
+        closing.startService()
+        closed = closing.stopService()
+        self.assertNoResult(closed)
+        ledger.update(doc(3, {"p0": (3, ["c"])}))  # applied while closing
+        store.pending.pop(0).callback(None)
+        self.assertNoResult(closed)  # the last write, with everything applied
+        self.assertEqual((store.writes, store.saved), (2, {"p0": Placed(3, ("c",))}))
+        store.pending.pop(0).callback(None)
+        self.successResultOf(closed)
+        ledger.update(doc(4, {"p0": (4, ["d"])}))
+        self.assertEqual((store.writes, store.pending), (2, []))
+
+        idle = SlowPlacementFile()
+        ledger = PlacementLedger(idle)
+        ledger.update(doc(1, {"p0": (1, ["a"])}))
+        idle.pending.pop(0).callback(None)
+        self.successResultOf(ledger.close())  # the store holds everything
+        self.assertEqual(idle.writes, 1)
+        self.successResultOf(PlacementLedger(None).close())
 
     def test_file(self) -> None:
         """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -127,3 +127,41 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual(self.provider.applied, [])
         assert dry.last is not None
         self.assertEqual(dry.last["changes"], [["example.org", ["192.0.2.1"]]])
+
+    def test_pokesDuringAPassAskForOneMore(self) -> None:
+        """
+        Pokes while a pass waits on the provider ask for exactly one more
+        pass after it, at least C{minGap} after it began; after stop, a pass
+        in progress ends and nothing more runs.
+        """
+        reads: list[Deferred[dict[str, list[str]]]] = []
+
+        def records(names: Any) -> Deferred[dict[str, list[str]]]:
+            d: Deferred[dict[str, list[str]]] = Deferred()
+            reads.append(d)
+            return d
+
+        self.provider.records = records  # type: ignore[method-assign]
+        self.token = 3
+        self.writer.startService()
+        self.clock.advance(0)
+        self.assertEqual(len(reads), 1)
+        for _ in range(3):
+            self.writer.poke()
+        self.clock.advance(5)
+        self.assertEqual(len(reads), 1)  # one pass at a time
+        reads[0].callback({})
+        self.assertEqual(len(self.provider.applied), 1)
+        self.clock.advance(0)
+        self.assertEqual(len(reads), 2)  # the rate limit has passed: at once
+        self.writer.poke()
+        reads[1].callback({"example.org": ["192.0.2.1"]})
+        self.clock.advance(0.9)
+        self.assertEqual(len(reads), 2)  # 1 s after the second pass began
+        self.clock.advance(0.1)
+        self.assertEqual(len(reads), 3)
+        self.writer.poke()
+        self.writer.stopService()
+        reads[2].callback({"example.org": ["192.0.2.1"]})
+        self.clock.advance(120)
+        self.assertEqual((len(reads), self.clock.getDelayedCalls()), (3, []))

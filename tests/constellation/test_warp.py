@@ -5,12 +5,13 @@ egress probe against a local HTTP server.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -94,3 +95,40 @@ class WarpTests(TestCase):
         monitor.stopService()
         clock.advance(60)
         self.assertEqual(monitor.checks, 2)
+
+
+class _SlowEngine:
+    """
+    An engine whose inspections the test answers by hand.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Deferred[dict[str, Any]]] = []
+
+    def inspect(self, name: str) -> Deferred[dict[str, Any]]:
+        d: Deferred[dict[str, Any]] = Deferred()
+        self.calls.append(d)
+        return d
+
+
+class WarpScheduleTests(SynchronousTestCase):
+    def test_slowCheckSkipsTicks(self) -> None:
+        """
+        Ticks while a check waits on the engine start nothing (no pile-up);
+        the next tick after it ends checks again.
+        """
+        clock = Clock()
+        engine = _SlowEngine()
+        monitor = WarpMonitor(cast(Any, engine), clock, "warp", None, interval=30.0)
+        monitor.startService()
+        self.addCleanup(monitor.stopService)
+        clock.advance(0)
+        clock.advance(30)
+        clock.advance(30)
+        self.assertEqual((len(engine.calls), monitor.checks), (1, 0))
+        engine.calls[0].callback({"State": {"Running": True, "Status": "running"}})
+        self.assertEqual((monitor.checks, monitor.status()["healthy"]), (1, True))
+        clock.advance(29)
+        self.assertEqual(len(engine.calls), 1)
+        clock.advance(1)
+        self.assertEqual(len(engine.calls), 2)
