@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import msgpack  # noqa: E402
 
+from suite.ceptra.engine import engine  # noqa: E402
 from suite.ceptra.engine.codec import encodeEvents  # noqa: E402
 from suite.ceptra.ingest import validateEvents  # noqa: E402
 from suite.ceptra.machine import PartitionMachine, eventsEntry, rulesEntry  # noqa: E402
@@ -100,57 +101,70 @@ def snapshotFigures(machine: PartitionMachine, rounds: int) -> dict[str, float]:
     """
     What a snapshot of C{machine} costs the reactor thread: the synchronous
     C{snapshot()} (as before) against the capture alone; the encoding's CPU
-    in its thread; and the longest the main thread waited for the
-    interpreter lock while a thread encoded (a busy loop timing its turns).
+    in its thread; and how a thread making system calls, as the reactor
+    does, fares while a thread encodes (its calls per second against an
+    idle process's, and its longest wait), paced as the engine does and,
+    for comparison, unpaced.
     """
     sync = best(rounds, machine.snapshot)
     capture = best(rounds, machine.captureSnapshot)
-    encode = gap = baseline = float("inf")
+    encode = float("inf")
     size = 0
+    idle = max(syscalls(lambda: time.sleep(0.2))[0] for _ in range(rounds))
+    paced: list[tuple[float, float]] = []
+    unpaced: list[tuple[float, float]] = []
     for _ in range(rounds):
-        job = machine.captureSnapshot()
-        cpu: list[float] = []
+        for pace, runs in ((0.001, paced), (float("inf"), unpaced)):
+            engine._Pacer.SLICE = pace
+            job = machine.captureSnapshot()
+            cpu: list[float] = []
 
-        def work(job: Callable[[], bytes] = job, cpu: list[float] = cpu) -> None:
-            t0 = time.thread_time()
-            cpu.append(len(job()))
-            cpu.append(time.thread_time() - t0)
+            def work(job: Callable[[], bytes] = job, cpu: list[float] = cpu) -> None:
+                t0 = time.thread_time()
+                cpu.append(len(job()))
+                cpu.append(time.thread_time() - t0)
 
-        gap = min(gap, longestWait(work))
-        size = int(cpu[0])
-        encode = min(encode, cpu[1])
-
-        def spin(until: float = time.perf_counter() + encode) -> None:
-            while time.perf_counter() < until:
-                pass
-
-        baseline = min(baseline, longestWait(spin))
+            runs.append(syscalls(work))
+            size = int(cpu[0])
+            if runs is paced:
+                encode = min(encode, cpu[1])
+    engine._Pacer.SLICE = 0.001
     return {
         "sync_ms": sync * 1e3,
         "capture_ms": capture * 1e3,
         "encode_ms": encode * 1e3,
-        "gap_ms": gap * 1e3,
-        "baseline_ms": baseline * 1e3,
+        "paced_share": max(r for r, _ in paced) / idle,
+        "paced_wait_ms": min(w for _, w in paced) * 1e3,
+        "unpaced_share": max(r for r, _ in unpaced) / idle,
+        "unpaced_wait_ms": min(w for _, w in unpaced) * 1e3,
         "bytes": size,
     }
 
 
-def longestWait(target: Callable[[], object]) -> float:
+def syscalls(target: Callable[[], object]) -> tuple[float, float]:
     """
-    Run C{target} in a thread; meanwhile time the turns of a busy loop on
-    this thread: the longest wait between two turns (seconds).
+    Run C{target} in a thread; meanwhile make system calls (a byte through
+    a pipe, which lets go of the interpreter lock twice, as a reactor's
+    reads and writes do) on this thread: calls per second and the longest
+    wait between two (seconds).
     """
+    r, w = os.pipe()
     thread = threading.Thread(target=target)
     longest = 0.0
-    last = time.perf_counter()
+    n = 0
+    start = last = time.perf_counter()
     thread.start()
     while thread.is_alive():
-        sum(range(200))
+        os.write(w, b"x")
+        os.read(r, 1)
+        n += 1
         now = time.perf_counter()
         longest = max(longest, now - last)
         last = now
     thread.join()
-    return longest
+    os.close(r)
+    os.close(w)
+    return n / (last - start), longest
 
 
 def main() -> None:
@@ -244,9 +258,10 @@ def main() -> None:
     sys.stdout.write(
         f"snapshot of that state ({snap['bytes'] / 1e6:.1f} MB): on the reactor thread before "
         f"{snap['sync_ms']:.1f} ms; now a capture of {snap['capture_ms']:.1f} ms there, then "
-        f"{snap['encode_ms']:.1f} ms of encoding in a thread, during which the longest wait "
-        f"of the main thread was {snap['gap_ms']:.1f} ms (wall clock; {snap['baseline_ms']:.1f} ms "
-        "beside a pure-Python thread as long: the interpreter lock's switching and the host)\n"
+        f"{snap['encode_ms']:.1f} ms of CPU encoding in a thread; meanwhile a thread making "
+        f"system calls kept {snap['paced_share']:.0%} of its idle rate, longest wait "
+        f"{snap['paced_wait_ms']:.1f} ms (unpaced encoding: {snap['unpaced_share']:.0%}, "
+        f"{snap['unpaced_wait_ms']:.1f} ms)\n"
     )
     sys.stdout.write(
         f"leader_us_per_event={leader:.2f} follower_us_per_event={follower:.2f} "

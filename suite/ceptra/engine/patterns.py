@@ -134,13 +134,13 @@ class PatternRule:
             "matches": self.matches,
         }
 
-    def capture(self, copy: bool = True) -> Callable[[], Any]:
+    def capture(self, copy: bool = True) -> Callable[[Callable[[], None]], Any]:
         """
         Freeze the rule's state now (its L{dump}, which holds no live
         state); the function returned gives it, in any thread.
         """
         state = self.dump()
-        return lambda: state
+        return lambda pause: state
 
     def load(self, obj: Any) -> None:
         """

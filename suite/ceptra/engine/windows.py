@@ -30,6 +30,10 @@ from suite.ceptra.engine.rules import AggregateSpec
 __all__ = ["AggregateRule"]
 
 
+def _noPause() -> None:
+    pass
+
+
 class AggregateRule:
     """
     The state of one aggregation rule in one partition.
@@ -474,9 +478,9 @@ class AggregateRule:
         """
         Canonical JSON form of the rule's state.
         """
-        return self.capture(copy=False)()
+        return self.capture(copy=False)(_noPause)
 
-    def capture(self, copy: bool = True) -> Callable[[], Any]:
+    def capture(self, copy: bool = True) -> Callable[[Callable[[], None]], Any]:
         """
         Freeze the rule's state now; the function returned builds its
         L{dump} as of now, in any thread, however the rule changes since.
@@ -484,7 +488,8 @@ class AggregateRule:
         Groups of tumbling, hopping and session windows are dumped at once
         (their accumulators may change in place); a sliding group's lists
         and window dict are copied (C{copy}; its window pairs are immutable)
-        and dumped by the function.  Without C{copy} the function must be
+        and dumped by the function, which calls its argument between
+        groups (a pause, in a thread).  Without C{copy} the function must be
         called before the rule changes (L{dump}).
         """
         agg = self.agg
@@ -510,11 +515,12 @@ class AggregateRule:
         purges = self.purges[:] if copy else self.purges
         seq, skipped, overflow = self.seq, self.skipped, self.overflow
 
-        def build() -> Any:
+        def build(pause: Callable[[], None]) -> Any:
             out = groups[:]
             for group, g in sliding:
                 windows = [[t, w[0], w[1]] for t, w in g[4].items()]
                 out.append([group, [g[0], g[1], g[2], g[3], windows, g[5], g[6]]])
+                pause()
             return {
                 "groups": out,
                 # One canonical list whichever queue holds each entry.
