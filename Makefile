@@ -43,10 +43,10 @@ system-deps:
 # State-machine diagrams (automat-visualize) into docs/diagrams/, one SVG per
 # machine; needs graphviz's dot (installed here if missing) and the graphviz
 # Python package (installed into the venv).  Not part of CI.
-MACHINE_MODULES := suite.gossip.member suite.gossip.prober suite.specter.chord.machine suite.specter.chord.rounds suite.specter.chord.heal \
+MACHINE_MODULES := suite.gossip.member suite.gossip.prober suite.gossip.lifecycle suite.specter.chord.machine suite.specter.chord.rounds suite.specter.chord.heal \
 	suite.raft.roles suite.raft.progress suite.raft.multi suite.spacecomms.session suite.clustor.freshness \
-	suite.acme.renewal suite.ceptra.lifecycle suite.goop.groups suite.goop.lua.pool \
-	suite.specter.tunnel.machine suite.specter.tunnel.stream suite.specter.gateway.lifecycle suite.specter.gateway.visitormachine \
+	suite.acme.renewal suite.ceptra.lifecycle suite.goop.groups suite.goop.lua.pool suite.goop.p2p.hubfollow \
+	suite.specter.tunnel.machine suite.specter.tunnel.stream suite.specter.gateway.lifecycle suite.specter.gateway.visitormachine suite.specter.gateway.h2stream \
 	suite.constellation.leases suite.raft.memberchange suite.raft.walbatch suite.ceptra.combine suite.serial \
 	suite.raft.snapshotter
 diagrams: setup

@@ -344,6 +344,7 @@ def main() -> None:
             return {
                 "gateway": cpuSeconds(gatewayPid),
                 "gatewaySystem": cpuSeconds(gatewayPid, system=True),
+                "clientSystem": cpuSeconds(clientPid, system=True),
                 "client": cpuSeconds(clientPid),
                 "nginx": sum(cpuSeconds(p) for p in nginxWorkers()),
                 "loadgen": children.ru_utime + children.ru_stime,
@@ -384,11 +385,11 @@ def main() -> None:
             and their ratio: what the throughput ratio would be if the
             processes had the CPUs to themselves.
             """
-            tunnelPath = sum(v for k, v in tunnel.items() if k != "gatewaySystem")
+            tunnelPath = sum(v for k, v in tunnel.items() if k not in ("gatewaySystem", "clientSystem"))
             nginxPath = nginx["nginx"] + nginx["loadgen"]
             return (
                 f"{prefix}gateway_cpu_us={tunnel['gateway']:.0f} {prefix}gateway_sys_us={tunnel['gatewaySystem']:.0f} "
-                f"{prefix}client_cpu_us={tunnel['client']:.0f} "
+                f"{prefix}client_cpu_us={tunnel['client']:.0f} {prefix}client_sys_us={tunnel['clientSystem']:.0f} "
                 f"{prefix}tunnel_path_cpu_us={tunnelPath:.0f} {prefix}nginx_path_cpu_us={nginxPath:.0f} "
                 f"{prefix}cpu_ratio={nginxPath / tunnelPath if tunnelPath else 0.0:.3f}"
             )

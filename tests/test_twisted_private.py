@@ -25,10 +25,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: fingerprints of the reviewed version's source.
 TCP_WRITE = ("ea311df0946d3f99", "3e46c97fc173bc7e")
 
+#: tcp.Connection.writeSomeData, which eagerWrites does itself (one socket
+#: send of up to SEND_LIMIT bytes; a failure left to the buffered path).
+TCP_SEND = "2dd0d4209260b94e"
+
 
 #: TLSMemoryBIOProtocol._flushReceiveBIO and _flushSendBIO, which
 #: LeanTLSTransport re-implements (suite/specter/tunnel/twistedio.py).
 TLS_READ_LOOP = ("b45e129f60c44862", "c034168e4f0faf2c")
+
+#: TLSMemoryBIOProtocol.dataReceived, write and _write, which LeanTLSTransport
+#: bypasses once the handshake is done (suite/specter/tunnel/twistedio.py).
+TLS_WRITE = ("0c9326eac628dc89", "e029bcaebbb754c2", "b795cc8e83620d7d")
+
+#: pyOpenSSL's Connection.recv, send, bio_write and _raise_ssl_error, whose
+#: calls into OpenSSL LeanTLSTransport makes itself (leaving failures to
+#: _raise_ssl_error and _handle_bio_errors).
+PYOPENSSL_IO = ("84b0e9671ae37797", "3a17d0bf025164cf", "2198d63b78ada6dc", "04b0d7964c73ea9e")
+
+#: EPollReactor.doPoll, which leanDispatch replaces, and ReactorBase.mainLoop,
+#: which calls it as doIteration (suite/specter/tunnel/twistedio.py).
+EPOLL_LOOP = ("09b62ae68ef01b4b", "769125a86d0cd7e9")
 
 
 def _fingerprint(f: Any) -> str:
@@ -79,6 +96,13 @@ class PrivateAPITests(SynchronousTestCase):
             "then update TCP_WRITE",
         )
         self.assertEqual(conn.writeSomeData(b"abcd"), 2)
+        self.assertEqual(
+            _fingerprint(tcp.Connection.writeSomeData),
+            TCP_SEND,
+            "tcp.Connection.writeSomeData changed: review eagerWrites in suite/specter/tunnel/twistedio.py, "
+            "then update TCP_SEND",
+        )
+        self.assertIsInstance(tcp.Connection.SEND_LIMIT, int)
 
     def test_tlsLost(self) -> None:
         """
@@ -123,6 +147,64 @@ class PrivateAPITests(SynchronousTestCase):
         self.assertEqual(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL), 0)
         connection.bio_write(b"12345")
         self.assertEqual(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL), 5)
+
+    def test_tlsWritePath(self) -> None:
+        """
+        suite/specter/tunnel/twistedio.py (LeanTLSTransport) replaces
+        TLSMemoryBIOProtocol's dataReceived and write/_write after the
+        handshake with calls into OpenSSL through pyOpenSSL's bindings,
+        as pyOpenSSL's Connection.recv, send and bio_write make them.
+        """
+        from OpenSSL import SSL
+        from OpenSSL._util import lib
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        self.assertEqual(
+            tuple(
+                _fingerprint(getattr(TLSMemoryBIOProtocol, n)) for n in ("dataReceived", "write", "_write")
+            ),
+            TLS_WRITE,
+            "TLSMemoryBIOProtocol's dataReceived/write/_write changed: review LeanTLSTransport in "
+            "suite/specter/tunnel/twistedio.py, then update TLS_WRITE",
+        )
+        self.assertEqual(
+            tuple(
+                _fingerprint(getattr(SSL.Connection, n))
+                for n in ("recv", "send", "bio_write", "_raise_ssl_error")
+            ),
+            PYOPENSSL_IO,
+            "pyOpenSSL's Connection I/O changed: review LeanTLSTransport in "
+            "suite/specter/tunnel/twistedio.py, then update PYOPENSSL_IO",
+        )
+        for name in ("SSL_read", "SSL_write", "SSL_pending", "BIO_write", "BIO_get_mem_data"):
+            self.assertTrue(hasattr(lib, name), f"OpenSSL binding {name} is gone")
+        connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        for name in ("_ssl", "_into_ssl", "_from_ssl", "_handle_bio_errors"):
+            self.assertTrue(hasattr(connection, name), f"pyOpenSSL Connection.{name} is gone")
+
+    def test_epollLoop(self) -> None:
+        """
+        suite/specter/tunnel/twistedio.py (leanDispatch) replaces
+        EPollReactor.doPoll (the reactor's doIteration, called by
+        ReactorBase.mainLoop) and reads its _poller, _selectables and
+        _doReadOrWrite.
+        """
+        from twisted.internet.base import ReactorBase
+        from twisted.internet.epollreactor import EPollReactor
+
+        self.assertIs(EPollReactor.doIteration, EPollReactor.doPoll)
+        self.assertEqual(
+            (_fingerprint(EPollReactor.doPoll), _fingerprint(ReactorBase.mainLoop)),
+            EPOLL_LOOP,
+            "EPollReactor.doPoll or ReactorBase.mainLoop changed: review leanDispatch in "
+            "suite/specter/tunnel/twistedio.py, then update EPOLL_LOOP",
+        )
+        reactor = EPollReactor()
+        try:
+            for name in ("_poller", "_selectables", "_doReadOrWrite"):
+                self.assertTrue(hasattr(reactor, name), f"EPollReactor.{name} is gone")
+        finally:
+            reactor._poller.close()
 
     def test_clientFactory(self) -> None:
         """

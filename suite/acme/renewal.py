@@ -6,14 +6,18 @@ The lifecycle machine (automat C{TypeMachineBuilder}):
 
   inputs (L{CertificateLifecycle}): C{start}, C{found(notAfter)},
       C{missing}, C{loadFailed(reason)}, C{checkDue}, C{renewalDue},
-      C{issued(notAfter)}, C{failed(reason)}, C{retryDue}, C{stop}.
+      C{issued(notAfter)}, C{failed(reason)}, C{retryDue}, C{stop}; the
+      query C{describe()} (a L{LifecycleStatus}), answered in every state.
   outputs (L{RenewalCore} methods): C{load}, C{order}, C{scheduleCheck},
-      C{examine}, C{scheduleRetry}, C{resetBackoff}, C{cancelTimer},
-      C{cancelWork}.
-  states: Idle -> Loading -> Ordering (no usable certificate in the store)
-      or Valid; Valid -> Renewing once the certificate is within
-      C{renewBefore} of expiry; Ordering/Renewing -> Valid when issued, or
-      Failed (jittered exponential backoff) -> Loading again; any -> Stopped.
+      C{scheduleRetry}, reset the backoff; leaving a state cancels its
+      work or timer.
+  states: Idle -> Loading (data: the store read) -> Ordering (data: the
+      order; no usable certificate in the store) or Valid (data: the
+      expiry and the check timer); Valid -> Renewing (data: the order)
+      once the certificate is within C{renewBefore} of expiry;
+      Ordering/Renewing -> Valid when issued, or Failed (data: the reason
+      and the retry timer, a jittered exponential backoff) -> Loading
+      again; any -> Stopped.
 
 The store is the source of truth: after a failure the machine reloads it,
 so a certificate written meanwhile (by another process) is picked up.
@@ -40,6 +44,7 @@ from suite.backoff import Backoff
 __all__ = [
     "DAY",
     "CertificateLifecycle",
+    "LifecycleStatus",
     "RenewalCore",
     "Backoff",
     "LifecycleMachine",
@@ -108,6 +113,27 @@ class CertificateLifecycle(Protocol):
         The service stopped.
         """
 
+    def describe(self) -> LifecycleStatus:
+        """
+        The state the certificate is in, for status pages and metrics.
+        """
+
+
+@dataclass(frozen=True)
+class LifecycleStatus:
+    """
+    What L{CertificateLifecycle.describe} answers.
+
+    @ivar state: the state's name (C{Idle}, C{Loading}, C{Ordering},
+        C{Valid}, C{Renewing}, C{Failed}, C{Stopped}).
+    @ivar notAfter: when the certificate in use expires, if one is known.
+    @ivar reason: why the last attempt failed (C{Failed} only).
+    """
+
+    state: str
+    notAfter: float | None
+    reason: str | None = None
+
 
 @dataclass
 class RenewalCore:
@@ -124,7 +150,10 @@ class RenewalCore:
     @ivar onLoaded: called with C{(name, certificate)} each time a usable
         certificate is read from the store (at start and after a failure,
         when another process may have saved one).
-    @ivar history: the states entered, for logs and tests.
+    @ivar notAfter: when the certificate in use expires, once one was
+        found or issued.
+    @ivar history: the states entered, for logs and tests (the machine
+        answers C{describe} with its current state).
     """
 
     names: tuple[str, ...]
@@ -136,10 +165,7 @@ class RenewalCore:
     backoff: Backoff = field(default_factory=lambda: Backoff(60.0, 6 * 3600.0))
     onIssued: Callable[[str, StoredCertificate], object] | None = None
     onLoaded: Callable[[str, StoredCertificate], object] | None = None
-    machine: Any = None
     notAfter: float | None = None
-    timer: IDelayedCall | None = None
-    work: Deferred[Any] | None = None
     history: list[str] = field(default_factory=list)
 
     @property
@@ -156,32 +182,28 @@ class RenewalCore:
 
     # -- outputs -------------------------------------------------------------
 
-    def load(self) -> None:
+    def load(self, inputs: CertificateLifecycle) -> Deferred[None]:
         """
         Read the stored certificate and feed C{found}/C{missing}/C{loadFailed}.
         """
 
         def loaded(stored: StoredCertificate | None) -> None:
-            self.work = None
             if stored is None or not set(self.names) <= set(stored.names):
-                self.machine.missing()
+                inputs.missing()
                 return
             if self.onLoaded is not None:
                 try:
                     self.onLoaded(self.name, stored)
                 except Exception:
                     log.failure("certificate {name}: onLoaded failed", name=self.name)
-            self.machine.found(stored.notAfter)
+            inputs.found(stored.notAfter)
 
         def broken(failure: Failure) -> None:
-            self.work = None
-            self.machine.loadFailed(failure.getErrorMessage())
+            inputs.loadFailed(failure.getErrorMessage())
 
-        d = self.store.loadCertificate(self.name)
-        self.work = d
-        d.addCallbacks(loaded, broken)
+        return self.store.loadCertificate(self.name).addCallbacks(loaded, broken)
 
-    def order(self) -> None:
+    def order(self, inputs: CertificateLifecycle) -> Deferred[None]:
         """
         Ask the issuer for a certificate, save it, feed C{issued}/C{failed}.
         """
@@ -198,146 +220,206 @@ class RenewalCore:
             notAfter: float = stored.notAfter
             return notAfter
 
-        def done(notAfter: float) -> None:
-            self.work = None
-            self.machine.issued(notAfter)
-
         def broken(failure: Failure) -> None:
-            self.work = None
-            self.machine.failed(failure.getErrorMessage())
+            inputs.failed(failure.getErrorMessage())
 
-        d = Deferred.fromCoroutine(obtain())
-        self.work = d
-        d.addCallbacks(done, broken)
+        return Deferred.fromCoroutine(obtain()).addCallbacks(inputs.issued, broken)
 
-    def dueAt(self) -> float:
+    def dueAt(self, notAfter: float) -> float:
         """
-        When renewal is due for the current certificate.
+        When renewal is due for a certificate expiring at C{notAfter}.
         """
-        assert self.notAfter is not None
-        return self.notAfter - self.renewBefore
+        return notAfter - self.renewBefore
 
-    def scheduleCheck(self) -> None:
+    def scheduleCheck(self, inputs: CertificateLifecycle, notAfter: float) -> IDelayedCall:
         """
         Wake up at the renewal time, or after C{checkInterval} if sooner.
         """
-        self.cancelTimer()
-        delay = max(0.0, min(self.checkInterval, self.dueAt() - self.clock.seconds()))
-        self.timer = self.clock.callLater(delay, self._fire, "checkDue")
+        delay = max(0.0, min(self.checkInterval, self.dueAt(notAfter) - self.clock.seconds()))
+        return self.clock.callLater(delay, inputs.checkDue)
 
-    def examine(self) -> None:
-        """
-        Feed C{renewalDue} if the certificate is in its renewal window,
-        otherwise sleep again.
-        """
-        if self.clock.seconds() >= self.dueAt():
-            self.machine.renewalDue()
-        else:
-            self.scheduleCheck()
-
-    def scheduleRetry(self) -> None:
+    def scheduleRetry(self, inputs: CertificateLifecycle) -> IDelayedCall:
         """
         Retry after the next backoff delay.
         """
-        self.cancelTimer()
         delay = self.backoff.next()
         log.info("certificate {name}: retrying in {delay:.0f} s", name=self.name, delay=delay)
-        self.timer = self.clock.callLater(delay, self._fire, "retryDue")
+        return self.clock.callLater(delay, inputs.retryDue)
 
-    def _fire(self, inputName: str) -> None:
-        self.timer = None
-        getattr(self.machine, inputName)()
 
-    def cancelTimer(self) -> None:
-        if self.timer is not None and self.timer.active():
+@dataclass
+class Working:
+    """
+    State data of C{Loading}, C{Ordering} and C{Renewing}: the store read
+    or the order in flight.
+    """
+
+    work: Deferred[None]
+
+    def cancel(self) -> None:
+        self.work.cancel()
+
+
+@dataclass
+class Holding:
+    """
+    State data of C{Valid}: the certificate's expiry and the timer of the
+    next expiry check.
+    """
+
+    notAfter: float
+    timer: IDelayedCall
+
+    def cancel(self) -> None:
+        if self.timer.active():
             self.timer.cancel()
-        self.timer = None
 
-    def cancelWork(self) -> None:
-        work, self.work = self.work, None
-        if work is not None:
-            work.cancel()
+
+@dataclass
+class Waiting:
+    """
+    State data of C{Failed}: why, and the timer of the retry.
+    """
+
+    reason: str
+    timer: IDelayedCall
+
+    def cancel(self) -> None:
+        if self.timer.active():
+            self.timer.cancel()
+
+
+def _describer(name: str) -> Callable[[CertificateLifecycle, RenewalCore], LifecycleStatus]:
+    """
+    The answer of state C{name} to C{describe}.
+    """
+
+    def describe(m: CertificateLifecycle, core: RenewalCore) -> LifecycleStatus:
+        return LifecycleStatus(name, core.notAfter)
+
+    return describe
 
 
 def _build() -> TypeMachine[CertificateLifecycle, RenewalCore]:
     b = TypeMachineBuilder(CertificateLifecycle, RenewalCore)
-    idle = b.state("Idle")
-    loading = b.state("Loading")
-    ordering = b.state("Ordering")
-    valid = b.state("Valid")
-    renewing = b.state("Renewing")
-    failed = b.state("Failed")
-    stopped = b.state("Stopped")
     C = CertificateLifecycle
+
+    def loadingData(m: CertificateLifecycle, core: RenewalCore) -> Working:
+        return Working(core.load(m))
+
+    def orderData(m: CertificateLifecycle, core: RenewalCore) -> Working:
+        return Working(core.order(m))
+
+    def validData(m: CertificateLifecycle, core: RenewalCore, notAfter: float) -> Holding:
+        return Holding(notAfter, core.scheduleCheck(m, notAfter))
+
+    def failedData(m: CertificateLifecycle, core: RenewalCore, reason: str) -> Waiting:
+        return Waiting(reason, core.scheduleRetry(m))
+
+    idle = b.state("Idle")
+    loading = b.state("Loading", loadingData)
+    ordering = b.state("Ordering", orderData)
+    valid = b.state("Valid", validData)
+    renewing = b.state("Renewing", orderData)
+    failed = b.state("Failed", failedData)
+    stopped = b.state("Stopped")
 
     @idle.upon(C.start).to(loading)
     def _start(m: CertificateLifecycle, core: RenewalCore) -> None:
         core.enter("Loading")
-        core.load()
 
     @loading.upon(C.missing).to(ordering)
-    def _missing(m: CertificateLifecycle, core: RenewalCore) -> None:
+    def _missing(m: CertificateLifecycle, core: RenewalCore, data: Working) -> None:
+        data.cancel()
         core.enter("Ordering")
         log.info("certificate {name}: none stored, ordering one", name=core.name)
-        core.order()
 
     @loading.upon(C.found).to(valid)
-    def _found(m: CertificateLifecycle, core: RenewalCore, notAfter: float) -> None:
+    def _found(m: CertificateLifecycle, core: RenewalCore, data: Working, notAfter: float) -> None:
+        data.cancel()
         core.enter("Valid")
         core.notAfter = notAfter
         log.info("certificate {name}: stored, valid until {notAfter:.0f}", name=core.name, notAfter=notAfter)
-        core.scheduleCheck()
 
     @loading.upon(C.loadFailed).to(failed)
-    def _loadFailed(m: CertificateLifecycle, core: RenewalCore, reason: str) -> None:
+    def _loadFailed(m: CertificateLifecycle, core: RenewalCore, data: Working, reason: str) -> None:
+        data.cancel()
         core.enter("Failed")
         log.error("certificate {name}: cannot read the store: {reason}", name=core.name, reason=reason)
-        core.scheduleRetry()
 
     @valid.upon(C.checkDue).loop()
-    def _checkDue(m: CertificateLifecycle, core: RenewalCore) -> None:
-        core.examine()
+    def _checkDue(m: CertificateLifecycle, core: RenewalCore, data: Holding) -> None:
+        # Feed renewalDue in the renewal window, otherwise sleep again.
+        if core.clock.seconds() >= core.dueAt(data.notAfter):
+            m.renewalDue()
+        else:
+            data.cancel()
+            data.timer = core.scheduleCheck(m, data.notAfter)
 
     @valid.upon(C.renewalDue).to(renewing)
-    def _renew(m: CertificateLifecycle, core: RenewalCore) -> None:
+    def _renew(m: CertificateLifecycle, core: RenewalCore, data: Holding) -> None:
+        data.cancel()
         core.enter("Renewing")
-        core.cancelTimer()
         log.info("certificate {name}: renewing", name=core.name)
-        core.order()
 
     for working in (ordering, renewing):
 
         @working.upon(C.issued).to(valid)
-        def _issued(m: CertificateLifecycle, core: RenewalCore, notAfter: float) -> None:
+        def _issued(m: CertificateLifecycle, core: RenewalCore, data: Working, notAfter: float) -> None:
+            data.cancel()
             core.enter("Valid")
             core.backoff.reset()
             core.notAfter = notAfter
             log.info(
                 "certificate {name}: issued, valid until {notAfter:.0f}", name=core.name, notAfter=notAfter
             )
-            core.scheduleCheck()
 
         @working.upon(C.failed).to(failed)
-        def _failed(m: CertificateLifecycle, core: RenewalCore, reason: str) -> None:
+        def _failed(m: CertificateLifecycle, core: RenewalCore, data: Working, reason: str) -> None:
+            data.cancel()
             core.enter("Failed")
             log.error("certificate {name}: issuance failed: {reason}", name=core.name, reason=reason)
-            core.scheduleRetry()
 
     @failed.upon(C.retryDue).to(loading)
-    def _retry(m: CertificateLifecycle, core: RenewalCore) -> None:
+    def _retry(m: CertificateLifecycle, core: RenewalCore, data: Waiting) -> None:
+        data.cancel()
         core.enter("Loading")
-        core.load()
 
-    for s in (idle, loading, ordering, valid, renewing, failed):
+    @idle.upon(C.stop).to(stopped)
+    def _stopIdle(m: CertificateLifecycle, core: RenewalCore) -> None:
+        core.enter("Stopped")
 
-        @s.upon(C.stop).to(stopped)
-        def _stop(m: CertificateLifecycle, core: RenewalCore) -> None:
+    for working in (loading, ordering, renewing):
+
+        @working.upon(C.stop).to(stopped)
+        def _stopWork(m: CertificateLifecycle, core: RenewalCore, data: Working) -> None:
+            data.cancel()
             core.enter("Stopped")
-            core.cancelTimer()
-            core.cancelWork()
+
+    @valid.upon(C.stop).to(stopped)
+    def _stopValid(m: CertificateLifecycle, core: RenewalCore, data: Holding) -> None:
+        data.cancel()
+        core.enter("Stopped")
+
+    @failed.upon(C.stop).to(stopped)
+    def _stopFailed(m: CertificateLifecycle, core: RenewalCore, data: Waiting) -> None:
+        data.cancel()
+        core.enter("Stopped")
+
+    # describe: every state answers with its name (Failed also with why).
+    idle.upon(C.describe).loop()(_describer("Idle"))
+    loading.upon(C.describe, nodata=True).loop()(_describer("Loading"))
+    ordering.upon(C.describe, nodata=True).loop()(_describer("Ordering"))
+    valid.upon(C.describe, nodata=True).loop()(_describer("Valid"))
+    renewing.upon(C.describe, nodata=True).loop()(_describer("Renewing"))
+    stopped.upon(C.describe).loop()(_describer("Stopped"))
+
+    @failed.upon(C.describe).loop()
+    def _describeFailed(m: CertificateLifecycle, core: RenewalCore, data: Waiting) -> LifecycleStatus:
+        return LifecycleStatus("Failed", core.notAfter, data.reason)
 
     # Every other input is a late or stray notice: ignored where it lands.
-    handled = {
+    handled: dict[Any, set[str]] = {
         idle: {"start", "stop"},
         loading: {"missing", "found", "loadFailed", "stop"},
         ordering: {"issued", "failed", "stop"},
@@ -372,9 +454,7 @@ def newLifecycle(core: RenewalCore) -> CertificateLifecycle:
     """
     A lifecycle machine driving C{core}.
     """
-    machine = LifecycleMachine(core)
-    core.machine = machine
-    return machine
+    return LifecycleMachine(core)
 
 
 class RenewalService(Service):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import treq
@@ -35,6 +36,7 @@ from zope.interface import implementer
 
 from suite.clustor.freshness import FeedFreshness, FreshnessCore, FreshnessMachine
 from suite.clustor.interfaces import IFeedClient
+from suite.serial import SerialJob
 
 __all__ = [
     "DEFAULT_STALE_MS",
@@ -66,8 +68,10 @@ class _FeedState:
     lastSuccess: float | None = None
     lastLatencyMs: float | None = None
     lastError: str | None = None
-    inFlight: bool = False
     freshness: FeedFreshness | None = None
+    #: runs this feed's fetches one at a time (a poll while one is in
+    #: flight is skipped)
+    fetching: SerialJob | None = None
 
 
 def _collectLimited(response: Any, limit: int) -> Deferred[bytes]:
@@ -163,6 +167,8 @@ class FeedClient(Service):
             name: _FeedState(name, base + path) for name, path in paths.items()
         }
         self.feeds = tuple(self._feeds)
+        for st in self._feeds.values():
+            st.fetching = SerialJob(partial(self._fetch, st), f"control-plane feed {st.name}", log=log)
         self.http = http
         self.clock = clock
         self.intervalMs = intervalMs
@@ -228,8 +234,8 @@ class FeedClient(Service):
         staleness.
         """
         for st in self._feeds.values():
-            if not st.inFlight:
-                self._fetch(st)
+            assert st.fetching is not None
+            st.fetching.poll()
         self.checkStaleness()
 
     def checkStaleness(self) -> None:
@@ -247,8 +253,7 @@ class FeedClient(Service):
             st.freshness = FreshnessMachine(FreshnessCore(st.name, log))
         return st.freshness
 
-    def _fetch(self, st: _FeedState) -> None:
-        st.inFlight = True
+    def _fetch(self, st: _FeedState) -> Deferred[Any]:
         started = self.clock.seconds()
         headers = {b"accept": [b"application/json"]}
         if st.etag is not None:
@@ -262,6 +267,7 @@ class FeedClient(Service):
         self._pending.add(d)
         d.addBoth(self._forget, d)
         d.addErrback(lambda f: log.failure("control-plane feed {feed}: unexpected error", f, feed=st.name))
+        return d
 
     def _forget(self, result: object, d: Deferred[Any]) -> object:
         self._pending.discard(d)
@@ -288,7 +294,6 @@ class FeedClient(Service):
         return _collectLimited(response, self.maxBytes).addCallback(parse)
 
     def _succeeded(self, result: tuple[dict[str, Any], bytes | None], st: _FeedState, started: float) -> None:
-        st.inFlight = False
         now = self.clock.seconds()
         st.document, st.etag = result
         st.lastSuccess = now
@@ -297,7 +302,6 @@ class FeedClient(Service):
         self._freshness(st).refreshed()
 
     def _failed(self, failure: Failure, st: _FeedState, started: float) -> None:
-        st.inFlight = False
         if not self.running and failure.check(CancelledError):
             return
         now = self.clock.seconds()

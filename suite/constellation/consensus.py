@@ -248,6 +248,8 @@ class RaftAgent(MultiService):
         return {m.name: m for m in self.members() if m.status == "alive"}
 
     def _maybeBootstrap(self, now: float) -> None:
+        if self.node.loading:
+            return  # its term and log are not read yet: nothing to decide on
         if self.node.term != 0 or self.node.log.lastIndex() != 0:
             return  # it has history: a leader will (re)add it
         if not self.bootstrapFlag:

@@ -50,8 +50,10 @@ class LocalMember(Protocol):
 
     name: str
     incarnation: int
-    leaving: bool
     vsn: bytes
+
+    @property
+    def leaving(self) -> bool: ...
 
     def refute(self, incarnation: int, unhealthy: bool) -> None: ...
     def accused(self, incarnation: int) -> None: ...

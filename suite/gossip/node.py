@@ -21,6 +21,9 @@ successful probe, and stretches probe timers by score + 1; suspicion
 timeouts start high and fall with independent confirmations
 (L{suite.gossip.member.Suspicion}); a suspected member's probe carries the
 suspicion so it can refute at once.
+
+The node's own lifecycle (start, leave, stop) is the machine of
+L{suite.gossip.lifecycle}; C{running} and C{leaving} read the phase it names.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from suite.gossip.interfaces import (
     IMembershipListener,
     IPacketReceiver,
 )
+from suite.gossip.lifecycle import DEPARTING, UP, LifecycleCore, LifecycleInputs, LifecycleMachine
 from suite.gossip.member import Member, Status
 from suite.gossip.merge import MemberUpdates
 from suite.gossip.messages import (
@@ -161,8 +165,14 @@ class GossipNode:
         self.incarnation = 1
         self.stats: dict[str, int] = {}
         self.seeds: list[Address] = []
-        self.running = False
-        self.leaving = False
+        self.lifecycleCore = LifecycleCore(
+            self,
+            name,
+            clock,
+            self.settings.leavePropagateDelay / 2 if self.settings.serfLeaveIntent else 0.0,
+            self.settings.leavePropagateDelay,
+        )
+        self.lifecycle: LifecycleInputs = LifecycleMachine(self.lifecycleCore)
         self.roster = Roster(clock, self.rng)
         self.prober = Prober(self)
         self.dissemination = Disseminator(self.settings, self.codec, self.transport, self.roster, self._count)
@@ -192,6 +202,22 @@ class GossipNode:
         self.delegation.delegate = delegate
 
     @property
+    def running(self) -> bool:
+        """
+        Whether this node takes part in the protocol (running or leaving),
+        as its lifecycle machine says.
+        """
+        return self.lifecycleCore.phase in UP
+
+    @property
+    def leaving(self) -> bool:
+        """
+        Whether this node has announced its leave, as its lifecycle machine
+        says.
+        """
+        return self.lifecycleCore.phase in DEPARTING
+
+    @property
     def awareness(self) -> int:
         """
         The Lifeguard local health score (0 is healthy).
@@ -207,15 +233,30 @@ class GossipNode:
         @return: a L{Deferred} firing with the number of seeds that answered.
         """
         self.seeds = [(str(h), int(p)) for h, p in seeds if (h, p) != tuple(self.address)]
+        try:
+            return self.lifecycle.start(self.seeds)
+        except Exception:
+            self.lifecycle.listenFailed()
+            raise
+
+    def listen(self) -> None:
+        """
+        Start the transport listening (for the lifecycle machine).
+        """
         self.transport.startListening(self)
-        self.running = True
+
+    def begin(self, seeds: Sequence[Address]) -> Deferred[int]:
+        """
+        Start the protocol timers and join through C{seeds} (for the
+        lifecycle machine).
+        """
         s = self.settings
         self._later(self.rng.uniform(0, s.probeInterval), self._probeTick)
         self._later(self.rng.uniform(0, s.gossipInterval), self._gossipTick)
         self._later(s.pushPullInterval * self.rng.uniform(0.5, 1.0), self._pushPullTick)
         self._later(s.reconnectInterval * self.rng.uniform(0.5, 1.0), self._reconnectTick)
         log.info("gossip node {name} started on {address}", name=self.name, address=_fmt(self.address))
-        return self.join(self.seeds)
+        return self.join(seeds)
 
     def join(self, seeds: Sequence[Address]) -> Deferred[int]:
         """
@@ -272,43 +313,47 @@ class GossipNode:
     def leave(self) -> Deferred[None]:
         """
         Announce a graceful leave, keep gossiping it for
-        C{leavePropagateDelay}, then stop.
+        C{leavePropagateDelay}, then stop (see L{suite.gossip.lifecycle}).
         """
-        if not self.running or self.leaving:
-            return succeed(None)
-        self.leaving = True
-        log.info("gossip node {name} leaving", name=self.name)
-        delay = 0.0
-        if self.settings.serfLeaveIntent:
-            # Serf shows a member as left (not failed) only when its leave
-            # intent arrives before memberlist's leave message.
-            intent = User(serfLeaveIntent(self.name, self.incarnation + 1))
-            for core in self.roster.pick(self.settings.gossipNodes * 2, LIVE):
-                self._send(core.address, intent)
-            self.dissemination.userMessages.queue("serf-leave", encodeMessage(intent))
-            delay = self.settings.leavePropagateDelay / 2
-
-        def announce() -> None:
-            message = Left(self.name, self.incarnation)
-            self.dissemination.queueUpdate(self.name, encodeMessage(message))
-            for core in self.roster.pick(self.settings.gossipNodes, LIVE):
-                self._send(core.address, message)
-
-        d: Deferred[None] = Deferred()
-        if delay:
-            self._later(delay, announce)
-        else:
-            announce()
-        self._later(delay + self.settings.leavePropagateDelay, lambda: self.stop().chainDeferred(d))
-        return d
+        waiter: Deferred[None] = Deferred()
+        self.lifecycle.leave(waiter)
+        return waiter
 
     def stop(self) -> Deferred[None]:
         """
         Stop every timer and the transport (no leave message: use L{leave}).
         """
-        if not self.running:
-            return succeed(None)
-        self.running = False
+        waiter: Deferred[None] = Deferred()
+        self.lifecycle.stop(waiter)
+        return waiter
+
+    def sendLeaveIntent(self) -> None:
+        """
+        Tell Serf agents this node leaves, when configured to (for the
+        lifecycle machine): Serf shows a member as left (not failed) only
+        when its leave intent arrives before memberlist's leave message.
+        """
+        if not self.settings.serfLeaveIntent:
+            return
+        intent = User(serfLeaveIntent(self.name, self.incarnation + 1))
+        for core in self.roster.pick(self.settings.gossipNodes * 2, LIVE):
+            self._send(core.address, intent)
+        self.dissemination.userMessages.queue("serf-leave", encodeMessage(intent))
+
+    def announceLeft(self) -> None:
+        """
+        Gossip this node's leave message (for the lifecycle machine).
+        """
+        message = Left(self.name, self.incarnation)
+        self.dissemination.queueUpdate(self.name, encodeMessage(message))
+        for core in self.roster.pick(self.settings.gossipNodes, LIVE):
+            self._send(core.address, message)
+
+    def endService(self) -> Deferred[None]:
+        """
+        Stop every timer and the transport, forget the cluster (for the
+        lifecycle machine).
+        """
         for call in list(self._calls):
             if call.active():
                 call.cancel()

@@ -40,7 +40,9 @@ class PushPullHost(Protocol):
     transport: IGossipTransport
     settings: GossipSettings
     clock: IReactorTime
-    running: bool
+
+    @property
+    def running(self) -> bool: ...
 
     @property
     def drops(self) -> DropLog: ...

@@ -19,7 +19,22 @@ message whose C{src} differs from the link's authenticated peer is rejected.
 Outbound dials are driven by L{DialPolicy}: a connect timeout, and after a
 failure an exponential backoff from C{backoff} seconds; after C{attempts}
 consecutive failures a warning is logged once and the backoff stays at its
-ceiling until the peer answers again.
+ceiling until the peer answers again.  Each peer dialled has a dial machine
+(L{DialMachine}):
+
+  inputs (L{DialInputs}): C{needed}, C{failed(why)}, C{reached}, C{stop};
+      its own steps C{dial(backoff)}, C{backOff(backoff, why)},
+      C{elapsed(backoff)}.
+  outputs: connect (one attempt), warn once at C{attempts} failures, log
+      the peer reachable again; cancel the attempt or the timer on leaving.
+  states: Idle -> Dialing (data: the attempt, the failures before it) ->
+      BackingOff (data: the failures, the timer) -> Unreached (data: the
+      failures; the next needed message dials again) -> Dialing ...;
+      Dialing/BackingOff/Unreached -> Idle when a link is authenticated;
+      any -> Stopped when the transport closes.
+
+A link's authentication is the link machine's (L{LinkMachine}): Pending ->
+Open or Closed.
 
     multi = MultiRaftTransport("a", reactor, connect, {"b": "10.0.0.2:26021"})
     node = RaftNode("a", reactor, storage, multi.group("p0"), stateMachine, bootstrap)
@@ -32,11 +47,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from automat import TypeMachine, TypeMachineBuilder
-from twisted.internet.interfaces import IHandshakeListener, IReactorTime
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from suite.backoff import Backoff
 from suite.raft.interfaces import IRaftTransport
 from suite.raft.messages import (
     AppendEntries,
@@ -49,6 +66,9 @@ from suite.raft.messages import (
 from suite.raft.transport import DEFAULT_MAX_FRAME, FrameProtocol, certificateName
 
 __all__ = [
+    "DialCore",
+    "DialInputs",
+    "DialMachine",
     "DialPolicy",
     "GroupTransport",
     "LinkCore",
@@ -122,6 +142,228 @@ class DialPolicy:
         if failures <= 0:
             return 0.0
         return float(self.backoff * 2 ** (min(failures, max(self.attempts, 1)) - 1))
+
+    def newBackoff(self) -> Backoff:
+        """
+        The delays of this policy as a L{Backoff} (no jitter): its n-th
+        delay is C{delay(n)}.
+        """
+        return Backoff(self.backoff, self.delay(max(self.attempts, 1)), jitter=False)
+
+
+class DialInputs(Protocol):
+    """
+    Inputs of the machine dialling one peer (L{DialMachine}).  C{needed},
+    C{failed}, C{reached} and C{stop} come from the transport; C{dial},
+    C{backOff} and C{elapsed} are the machine's own steps, carrying the
+    peer's L{Backoff} (its count of consecutive failures) from state to
+    state.
+    """
+
+    def needed(self) -> None:
+        """
+        A message waits for the peer and no link carries it.
+        """
+
+    def dial(self, backoff: Backoff) -> None:
+        """
+        Start an attempt; C{backoff} counts the failures before it.
+        """
+
+    def failed(self, why: str) -> None:
+        """
+        The attempt failed: the connection was refused or timed out, or it
+        closed (or was refused) before the peer was authenticated.
+        """
+
+    def backOff(self, backoff: Backoff, why: str) -> None:
+        """
+        Wait before the next attempt; C{backoff} counts this failure too.
+        """
+
+    def elapsed(self, backoff: Backoff) -> None:
+        """
+        The wait after a failure is over.
+        """
+
+    def reached(self) -> None:
+        """
+        A link to the peer (dialled by either side) was authenticated.
+        """
+
+    def stop(self) -> None:
+        """
+        The transport closed.
+        """
+
+
+@dataclass
+class DialCore:
+    """
+    What the dial machine's outputs act on: the transport and the peer.
+    """
+
+    owner: MultiRaftTransport
+    peer: str
+
+    def connect(self, inputs: DialInputs) -> Deferred[Any]:
+        """
+        One connection attempt to the peer's address; its failure feeds
+        C{failed}.  Success is reported by the link once authenticated.
+        """
+        owner = self.owner
+        address = owner.peers.get(self.peer)
+        owner.dials += 1
+        peer = self.peer
+        factory: Factory = Factory.forProtocol(lambda: PeerLink(owner, peer))
+        factory.noisy = False
+        attempt: Deferred[Any]
+        if address is None:
+            attempt = fail(ValueError(f"no address for {peer}"))
+        else:
+            attempt = owner.connect(address, factory, owner.dial.timeout)
+        attempt.addErrback(lambda f: inputs.failed(f.getErrorMessage()))
+        return attempt
+
+    def reachable(self, backoff: Backoff) -> None:
+        if backoff.failures >= self.owner.dial.attempts:
+            log.info("Raft peer {peer} is reachable again", peer=self.peer)
+
+
+@dataclass
+class Dialing:
+    """
+    State data of C{Dialing}: the attempt in flight and the failures
+    before it.
+    """
+
+    backoff: Backoff
+    attempt: Deferred[Any]
+
+
+@dataclass
+class BackingOff:
+    """
+    State data of C{BackingOff}: the consecutive failures and the timer
+    ending the wait.
+    """
+
+    backoff: Backoff
+    timer: IDelayedCall
+
+    def cancel(self) -> None:
+        if self.timer.active():
+            self.timer.cancel()
+
+
+@dataclass
+class Unreached:
+    """
+    State data of C{Unreached}: the consecutive failures so far (the next
+    needed message dials again).
+    """
+
+    backoff: Backoff
+
+
+def _buildDialMachine() -> TypeMachine[DialInputs, DialCore]:
+    D = DialInputs
+    builder = TypeMachineBuilder(DialInputs, DialCore)
+    idle = builder.state("Idle")
+
+    def dialingData(inputs: DialInputs, core: DialCore, backoff: Backoff) -> Dialing:
+        return Dialing(backoff, core.connect(inputs))
+
+    dialing = builder.state("Dialing", dialingData)
+
+    def backingOffData(inputs: DialInputs, core: DialCore, backoff: Backoff, why: str) -> BackingOff:
+        return BackingOff(backoff, core.owner.clock.callLater(backoff.next(), inputs.elapsed, backoff))
+
+    backingOff = builder.state("BackingOff", backingOffData)
+
+    def unreachedData(inputs: DialInputs, core: DialCore, backoff: Backoff) -> Unreached:
+        return Unreached(backoff)
+
+    unreached = builder.state("Unreached", unreachedData)
+    stopped = builder.state("Stopped")
+
+    # Idle: no failure since the peer was last reached.
+    @idle.upon(D.needed).loop()
+    def dialFirst(inputs: DialInputs, core: DialCore) -> None:
+        inputs.dial(core.owner.dial.newBackoff())
+
+    idle.upon(D.dial).to(dialing).returns(None)
+    for name in ("failed", "backOff", "elapsed", "reached"):
+        idle.upon(getattr(D, name)).loop().returns(None)
+    idle.upon(D.stop).to(stopped).returns(None)
+
+    # Dialing: one attempt in flight.
+    for name in ("needed", "dial", "elapsed"):
+        dialing.upon(getattr(D, name)).loop().returns(None)
+
+    @dialing.upon(D.failed).loop()
+    def attemptFailed(inputs: DialInputs, core: DialCore, data: Dialing, why: str) -> None:
+        inputs.backOff(data.backoff, why)
+
+    @dialing.upon(D.backOff).to(backingOff)
+    def wait(inputs: DialInputs, core: DialCore, data: Dialing, backoff: Backoff, why: str) -> None:
+        if backoff.failures == core.owner.dial.attempts:
+            log.warn(
+                "Raft peer {peer} at {address} unreachable after {n} attempts: {why}",
+                peer=core.peer,
+                address=core.owner.peers.get(core.peer),
+                n=backoff.failures,
+                why=why,
+            )
+
+    @dialing.upon(D.reached).to(idle)
+    def dialReached(inputs: DialInputs, core: DialCore, data: Dialing) -> None:
+        data.attempt.cancel()
+        core.reachable(data.backoff)
+
+    @dialing.upon(D.stop).to(stopped)
+    def stopDialing(inputs: DialInputs, core: DialCore, data: Dialing) -> None:
+        data.attempt.cancel()
+
+    # BackingOff: waiting out the delay after a failure.
+    for name in ("needed", "dial", "failed", "backOff"):
+        backingOff.upon(getattr(D, name)).loop().returns(None)
+
+    @backingOff.upon(D.elapsed).to(unreached)
+    def waited(inputs: DialInputs, core: DialCore, data: BackingOff, backoff: Backoff) -> None:
+        data.cancel()
+
+    @backingOff.upon(D.reached).to(idle)
+    def reachedWaiting(inputs: DialInputs, core: DialCore, data: BackingOff) -> None:
+        data.cancel()
+        core.reachable(data.backoff)
+
+    @backingOff.upon(D.stop).to(stopped)
+    def stopWaiting(inputs: DialInputs, core: DialCore, data: BackingOff) -> None:
+        data.cancel()
+
+    # Unreached: the wait is over; the next needed message dials again.
+    @unreached.upon(D.needed).loop()
+    def redial(inputs: DialInputs, core: DialCore, data: Unreached) -> None:
+        inputs.dial(data.backoff)
+
+    unreached.upon(D.dial).to(dialing).returns(None)
+    for name in ("failed", "backOff", "elapsed"):
+        unreached.upon(getattr(D, name)).loop().returns(None)
+
+    @unreached.upon(D.reached).to(idle)
+    def reachedUnreached(inputs: DialInputs, core: DialCore, data: Unreached) -> None:
+        core.reachable(data.backoff)
+
+    unreached.upon(D.stop).to(stopped).returns(None)
+
+    for name in ("needed", "dial", "failed", "backOff", "elapsed", "reached", "stop"):
+        stopped.upon(getattr(D, name)).loop().returns(None)
+    return builder.build()
+
+
+#: One per peer dialled: C{DialMachine(DialCore(transport, peer))}.
+DialMachine = _buildDialMachine()
 
 
 class LinkInputs(Protocol):
@@ -390,9 +632,8 @@ class MultiRaftTransport:
         self.maxFrameBytes = maxFrameBytes
         self.groups: dict[str, GroupTransport] = {}
         self.links: dict[str, PeerLink] = {}
-        self._nextDial: dict[str, float] = {}
-        self._failures: dict[str, int] = {}
-        self._dialing: set[str] = set()
+        #: One dial machine per peer dialled (L{DialMachine}).
+        self.dialers: dict[str, DialInputs] = {}
         self.rejected = 0
         self.rejectedLinks = 0
         self.unknownGroup = 0
@@ -454,11 +695,9 @@ class MultiRaftTransport:
         return factory
 
     def linkUp(self, peer: str, link: PeerLink) -> None:
-        self._dialing.discard(peer)
-        if self._failures.get(peer, 0) >= self.dial.attempts:
-            log.info("Raft peer {peer} is reachable again", peer=peer)
-        self._failures.pop(peer, None)
-        self._nextDial.pop(peer, None)
+        dialer = self.dialers.get(peer)
+        if dialer is not None:
+            dialer.reached()
         current = self.links.get(peer)
         if current is None or current.transport is None or getattr(current.transport, "disconnecting", False):
             self.links[peer] = link
@@ -478,40 +717,20 @@ class MultiRaftTransport:
         self._dial(message.dst)
 
     def _dial(self, peer: str) -> None:
-        address = self.peers.get(peer)
-        if address is None or peer in self._dialing:
+        if peer not in self.peers:
             return
-        now = self.clock.seconds()
-        if self._nextDial.get(peer, -1.0) > now:
-            return
-        self._dialing.add(peer)
-        self.dials += 1
-        factory: Factory = Factory.forProtocol(lambda: PeerLink(self, peer))
-        factory.noisy = False
-
-        # Success is reported by the link once authenticated (linkUp); a
-        # link closing before that reports a failure (dialFailed).
-        d = self.connect(address, factory, self.dial.timeout)
-        d.addErrback(lambda f: self.dialFailed(peer, f.getErrorMessage()))
+        dialer = self.dialers.get(peer)
+        if dialer is None:
+            dialer = self.dialers[peer] = DialMachine(DialCore(self, peer))
+        dialer.needed()
 
     def dialFailed(self, peer: str, why: str) -> None:
         """
         An attempt to reach C{peer} failed: back off before the next one.
         """
-        if peer not in self._dialing:
-            return
-        self._dialing.discard(peer)
-        failures = self._failures.get(peer, 0) + 1
-        self._failures[peer] = failures
-        self._nextDial[peer] = self.clock.seconds() + self.dial.delay(failures)
-        if failures == self.dial.attempts:
-            log.warn(
-                "Raft peer {peer} at {address} unreachable after {n} attempts: {why}",
-                peer=peer,
-                address=self.peers.get(peer),
-                n=failures,
-                why=why,
-            )
+        dialer = self.dialers.get(peer)
+        if dialer is not None:
+            dialer.failed(why)
 
     def deliver(self, group: str, peer: str, body: bytes) -> None:
         self.framesReceived += 1
@@ -540,6 +759,8 @@ class MultiRaftTransport:
 
     def close(self) -> None:
         self.closed = True
+        for dialer in self.dialers.values():
+            dialer.stop()
         for link in list(self.links.values()):
             if link.transport is not None:
                 link.transport.loseConnection()

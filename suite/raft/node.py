@@ -3,13 +3,18 @@ L{RaftNode}: one Raft participant.
 
 The node owns the term, vote, log, commit and apply indexes and the
 configuration; it feeds the role machine (L{suite.raft.roles}) and performs
-its outputs.  The role and what belongs to it (a candidate's vote tally,
-the leader's bookkeeping, being stopped) live in that machine: client
-requests (L{propose}, L{readIndex}, L{changeMembership},
-L{transferLeadership}) are its inputs, which the Leader state hands to its
-L{suite.raft.leader.LeaderState} and every other state refuses.  Everything
-runs on one thread, driven by the injected clock; durable writes go through
-L{IRaftStorage}, whose Deferreds gate every reply that promises durability.
+its outputs.  The role and what belongs to it (the election timer, a
+candidate's vote tally, the leader's bookkeeping, being stopped) live in
+that machine, whose states also decide which peers' messages are handled
+(L{receive}): until the node has loaded its durable state (L{start}) the
+machine is in Loading and drops every message, since the term, vote and
+log it would answer from are not known yet.  Client requests
+(L{propose}, L{readIndex}, L{changeMembership}, L{transferLeadership}) are
+its inputs, which the Leader state hands to its
+L{suite.raft.leader.LeaderState} and every other state refuses.
+Everything runs on one thread, driven by the injected clock; durable
+writes go through L{IRaftStorage}, whose Deferreds gate every reply that
+promises durability.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from suite.raft.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from suite.raft.roles import Ballot, Done, Leadership, newRoleMachine
+from suite.raft.roles import Ballot, Done, Leadership, Timer, newRoleMachine
 from suite.raft.sessions import SessionApplier
 from suite.raft.settings import NotLeader, RaftSettings
 from suite.raft.storage import Recovered
@@ -86,11 +91,12 @@ class RaftNode:
         self.lastApplied = 0
         self.leaderId: str | None = None
         #: The role, as the role machine last announced it (roleChanged).
-        self.roleName = "idle"
+        self.roleName = "loading"
         self._leader: LeaderState | None = None
         self.lastLeaderContact = -1e18
         self.startedAt = -1e18
-        self._electionTimer: IDelayedCall | None = None
+        #: Messages dropped because they arrived while loading.
+        self.droppedWhileLoading = 0
         self._claim = incarnation
         #: This node's storage incarnation (None: incarnations not in use).
         self.incarnation: Incarnation | None = None
@@ -114,12 +120,15 @@ class RaftNode:
 
     async def start(self) -> None:
         """
-        Load durable state and join the group.
+        Load durable state and join the group.  Until then the node answers
+        no peer and refuses every request (the role machine's Loading).
         """
         recovered: Recovered = await self.storage.load()
-        if self._claim is not None:
+        if self._claim is not None and not self.stopped:
             hasState = bool(recovered.term or recovered.votedFor or recovered.entries or recovered.snapshot)
             self.incarnation = await self._claim(hasState)
+        if self.stopped:
+            return
         self.term, self.votedFor = recovered.term, recovered.votedFor
         self.durableTerm = self.term
         if recovered.snapshot is not None:
@@ -141,6 +150,12 @@ class RaftNode:
             first=self.log.snapshotIndex,
             last=self.log.lastIndex(),
         )
+        if self.droppedWhileLoading:
+            log.info(
+                "node {node} dropped {n} messages from peers while loading (they are resent)",
+                node=self.id,
+                n=self.droppedWhileLoading,
+            )
         self.startedAt = self.clock.seconds()
         if self.isVoter() and not self.votesIntact():
             log.warn(
@@ -161,7 +176,13 @@ class RaftNode:
         as C{bootstrap} when it restarts the node, since the group's first
         configuration is not a log entry.
         """
-        if self.stopped or self.term != 0 or self.log.lastIndex() != 0 or self.configs.latest().members():
+        if (
+            self.loading
+            or self.stopped
+            or self.term != 0
+            or self.log.lastIndex() != 0
+            or self.configs.latest().members()
+        ):
             return False
         addresses = ((self.id, address),) if address else ()
         self.configs.reset(0, Configuration(frozenset({self.id}), frozenset(), addresses))
@@ -189,6 +210,13 @@ class RaftNode:
     def stopped(self) -> bool:
         return self.roleName == "stopped"
 
+    @property
+    def loading(self) -> bool:
+        """
+        True until the node has loaded its durable state.
+        """
+        return self.roleName == "loading"
+
     # -- RoleActions ------------------------------------------------------
 
     def roleChanged(self, role: str, leadership: Leadership | None) -> None:
@@ -196,16 +224,27 @@ class RaftNode:
         # The machine leads with what startLeading returned.
         self._leader = cast(LeaderState | None, leadership)
 
-    def armElectionTimer(self) -> None:
-        self.disarmElectionTimer()
+    def _electionTimeout(self) -> float:
         s = self.settings
-        delay = self.rng.uniform(s.electionTimeoutMin, s.electionTimeoutMax)
-        self._electionTimer = self.clock.callLater(delay, self.role.electionTimedOut)
+        return self.rng.uniform(s.electionTimeoutMin, s.electionTimeoutMax)
 
-    def disarmElectionTimer(self) -> None:
-        if self._electionTimer is not None and self._electionTimer.active():
-            self._electionTimer.cancel()
-        self._electionTimer = None
+    def startElectionTimer(self) -> IDelayedCall:
+        return self.clock.callLater(self._electionTimeout(), self.role.electionTimedOut)
+
+    def restartElectionTimer(self, timer: Timer) -> Timer:
+        delay = self._electionTimeout()
+        if timer.active():
+            timer.reset(delay)
+            return timer
+        return self.clock.callLater(delay, self.role.electionTimedOut)
+
+    def messageDropped(self, message: Message) -> None:
+        if not self.droppedWhileLoading:
+            log.info(
+                "node {node} is still loading its log: dropping messages from peers until it has",
+                node=self.id,
+            )
+        self.droppedWhileLoading += 1
 
     def _ownVote(self, ballot: Ballot, term: int) -> None:
         ballot.term, ballot.votes = term, {self.id}
@@ -365,7 +404,7 @@ class RaftNode:
         """
         Handle one inbound message (from the transport).
         """
-        if self.stopped or m.dst != self.id:
+        if m.dst != self.id or not self.role.received(m):
             return
         if isinstance(m, RequestVote) and m.src not in self.configs.latest().voters:
             log.info(
@@ -412,14 +451,10 @@ class RaftNode:
         if grant:
             self.votedFor = m.src
             self._saveHardState()
-            self.armElectionTimerIfFollowing()
+            # Granting a vote restarts the wait, as a heartbeat would.
+            self.role.voteCast()
         reply = RequestVoteResponse(self.id, m.src, self.term, grant, False, self.votesIntact())
         self.whenDurable(lambda: self.send(reply))
-
-    def armElectionTimerIfFollowing(self) -> None:
-        # Granting a vote restarts the wait, as a heartbeat would.
-        if self._electionTimer is not None:
-            self.armElectionTimer()
 
     def _onRequestVoteResponse(self, m: RequestVoteResponse) -> None:
         if m.granted:
@@ -473,6 +508,8 @@ class RaftNode:
         """
         if self.stopped:
             return "this node is stopped"
+        if self.loading:
+            return "this node is still loading its log"
         if self.leader is not None:
             return "this node is the leader"
         if self.id not in self.configs.latest().members():

@@ -7,26 +7,38 @@ Inputs (L{RoleInputs}), answered in every state:
    leaderDiscovered, higherTermSeen, quorumLost, timeoutNowReceived,
    promoted, demoted, stopped;
  - the vote tally: voteGranted (a peer granted a pre-vote or vote),
-   voteSaved (the candidate's own vote is durable: it may ask for votes);
+   voteSaved (the candidate's own vote is durable: it may ask for votes),
+   voteCast (this node granted its vote: the wait for a leader restarts);
+ - messages from peers: received, which answers whether the node may
+   handle the message (not while Loading, when its term, vote and log are
+   still unknown, nor once Stopped: the sender resends);
  - client requests: propose, read, changeMembership, transferLeadership.
    The Leader hands them to its L{Leadership}; every other role refuses
    them with the node's L{RoleActions.notLeader} error.
 
 Outputs (L{RoleActions} on the node, reached through L{RoleCore}):
-roleChanged, armElectionTimer, disarmElectionTimer, beginPreVote,
-beginElection, openBallot, won, startLeading (returns the
+roleChanged, startElectionTimer and restartElectionTimer (return the
+L{Timer}), messageDropped,
+beginPreVote, beginElection, openBallot, won, startLeading (returns the
 L{Leadership}), stopLeading, notLeader.
 
-States and their data: Idle, Follower, PreCandidate (its L{Ballot}),
-Candidate (its L{Ballot}, opened once its own vote is durable), Leader
+States and their data: Loading (from construction until the node has
+loaded its durable state: no timer runs, every message is dropped, client
+requests are refused), Follower (L{Waiting}: its election timer),
+PreCandidate and Candidate (L{Campaign}: the election timer and the
+L{Ballot}, a candidate's opened once its own vote is durable), Leader
 (L{Leading}: the leader's bookkeeping for its term), Learner, Stopped.
+The election timer exists exactly while the node follows or campaigns: it
+is started on entering Follower, PreCandidate or Candidate and cancelled
+by the transition that leaves.
 
 Terms, votes and the log live in L{suite.raft.node.RaftNode}, which feeds
 inputs and performs the outputs.  The node and its callers read the role
 at any moment, also from callbacks that run inside a transition (where
-automat refuses to answer an input), so every change of role is announced
-through C{roleChanged}: the role's name and, on entering Leader, that
-state's L{Leadership} (None again as soon as leadership ends).
+automat postpones any input until the transition is over), so every
+change of role is announced through C{roleChanged}: the role's name and,
+on entering Leader, that state's L{Leadership} (None again as soon as
+leadership ends).
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred
 
 from suite.raft.fsm import indexed
+from suite.raft.messages import Message
 
 Done = Callable[[object, "Exception | None"], None]
 """
@@ -50,7 +63,7 @@ is committed and applied, C{done(None, error)} when it failed.
 class RoleInputs(Protocol):
     def started(self) -> None:
         """
-        The node has loaded its state and joins the cluster.
+        The node has loaded its durable state and joins the cluster.
         """
 
     def electionTimedOut(self) -> None:
@@ -116,6 +129,17 @@ class RoleInputs(Protocol):
         if the election was started by a leadership transfer.
         """
 
+    def voteCast(self) -> None:
+        """
+        This node granted its vote to a candidate: like a message from a
+        leader, that restarts the wait before campaigning.
+        """
+
+    def received(self, message: Message) -> bool:
+        """
+        C{message} arrived from a peer: whether the node may handle it.
+        """
+
     def propose(self, command: bytes, client: str, seq: int, done: Done) -> None:
         """
         A client asks to replicate C{command} (session C{client}, sequence
@@ -174,6 +198,44 @@ class Ballot:
     intact: set[str] = field(default_factory=set)
 
 
+class Timer(Protocol):
+    """
+    A pending call (an L{twisted.internet.interfaces.IDelayedCall}).
+    """
+
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+    def reset(self, secondsFromNow: float) -> None: ...
+
+
+def stopTimer(timer: Timer) -> None:
+    """
+    Cancel C{timer} unless it already ran.
+    """
+    if timer.active():
+        timer.cancel()
+
+
+@dataclass
+class Waiting:
+    """
+    The Follower state's data: the election timer, which campaigns when no
+    leader is heard from for a randomized election timeout.
+    """
+
+    timer: Timer
+
+
+@dataclass
+class Campaign(Waiting):
+    """
+    The PreCandidate and Candidate states' data: the election timer (a new
+    campaign when it runs out) and the tally.
+    """
+
+    ballot: Ballot = field(default_factory=Ballot)
+
+
 @dataclass
 class Leading:
     """
@@ -186,13 +248,28 @@ class Leading:
 class RoleActions(Protocol):
     def roleChanged(self, role: str, leadership: Leadership | None) -> None:
         """
-        The machine entered C{role} (idle, follower, pre-candidate,
+        The machine entered C{role} (loading, follower, pre-candidate,
         candidate, leader, learner, stopped); C{leadership} is the Leader
         state's data while leading, else None.
         """
 
-    def armElectionTimer(self) -> None: ...
-    def disarmElectionTimer(self) -> None: ...
+    def startElectionTimer(self) -> Timer:
+        """
+        Start a randomized election timeout that feeds C{electionTimedOut}.
+        """
+
+    def restartElectionTimer(self, timer: Timer) -> Timer:
+        """
+        Wait a new randomized election timeout: C{timer} moved if it has
+        not run yet (cheaper than a new one), else a new timer.
+        """
+
+    def messageDropped(self, message: Message) -> None:
+        """
+        C{message} arrived before the node loaded its durable state and is
+        dropped (its sender resends).
+        """
+
     def beginPreVote(self, ballot: Ballot) -> None:
         """
         Fill C{ballot} for the next term with our own pre-vote and ask the
@@ -229,28 +306,35 @@ class RoleCore:
 
 def _build() -> TypeMachine[RoleInputs, RoleCore]:
     b = TypeMachineBuilder(RoleInputs, RoleCore)
-    idle = b.state("Idle")
-    follower = b.state("Follower")
+    loading = b.state("Loading")
 
-    def preCandidacy(inputs: RoleInputs, core: RoleCore) -> Ballot:
-        ballot = Ballot()
-        campaign(inputs, core, ballot)
-        return ballot
+    # Entering a state that has an election timer starts it (the state data
+    # factories); every transition leaving such a state cancels it.
 
-    def campaign(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        core.actions.roleChanged("pre-candidate", None)
-        core.actions.armElectionTimer()
+    def waiting(inputs: RoleInputs, core: RoleCore) -> Waiting:
+        core.actions.roleChanged("follower", None)
+        return Waiting(core.actions.startElectionTimer())
+
+    follower = b.state("Follower", waiting)
+
+    def canvass(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
         core.actions.beginPreVote(ballot)
         if core.actions.won(ballot, True):
             inputs.preVoteWon()
 
+    def preCandidacy(inputs: RoleInputs, core: RoleCore) -> Campaign:
+        core.actions.roleChanged("pre-candidate", None)
+        campaign = Campaign(core.actions.startElectionTimer())
+        canvass(inputs, core, campaign.ballot)
+        return campaign
+
     preCandidate = b.state("PreCandidate", preCandidacy)
 
-    def candidacy(inputs: RoleInputs, core: RoleCore) -> Ballot:
+    def candidacy(inputs: RoleInputs, core: RoleCore) -> Campaign:
         # The election starts in the transition (which knows whether a
         # transfer led here); the ballot opens once our vote is durable.
         core.actions.roleChanged("candidate", None)
-        return Ballot()
+        return Campaign(core.actions.startElectionTimer())
 
     candidate = b.state("Candidate", candidacy)
 
@@ -264,85 +348,71 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     stopped = b.state("Stopped")
 
     # -- role changes -------------------------------------------------------
+    #
+    # Transitions into Follower, PreCandidate, Candidate and Leader are
+    # announced by those states' data factories; into Learner and Stopped
+    # by the transition.
 
-    def toFollower(inputs: RoleInputs, core: RoleCore) -> None:
-        core.actions.roleChanged("follower", None)
-        core.actions.armElectionTimer()
+    def entered(inputs: RoleInputs, core: RoleCore) -> None:
+        pass  # the new state's data factory did the work
 
-    def ballotToFollower(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        toFollower(inputs, core)
+    def left(inputs: RoleInputs, core: RoleCore, data: Waiting) -> None:
+        stopTimer(data.timer)
 
-    def toPreCandidate(inputs: RoleInputs, core: RoleCore) -> None:
-        pass  # the PreCandidate state's data factory campaigns
+    def rearm(inputs: RoleInputs, core: RoleCore, data: Waiting) -> None:
+        data.timer = core.actions.restartElectionTimer(data.timer)
 
-    def ballotToPreCandidate(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        pass
+    def recampaign(inputs: RoleInputs, core: RoleCore, campaign: Campaign) -> None:
+        core.actions.roleChanged("pre-candidate", None)
+        rearm(inputs, core, campaign)
+        canvass(inputs, core, campaign.ballot)
 
-    def recampaign(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        campaign(inputs, core, ballot)
+    def elect(inputs: RoleInputs, core: RoleCore, campaign: Campaign) -> None:
+        stopTimer(campaign.timer)
+        core.actions.beginElection(False)
 
-    def elect(inputs: RoleInputs, core: RoleCore, transfer: bool) -> None:
-        core.actions.armElectionTimer()
-        core.actions.beginElection(transfer)
-
-    def ballotToCandidate(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        elect(inputs, core, False)
-
-    def toTransferCandidate(inputs: RoleInputs, core: RoleCore) -> None:
-        elect(inputs, core, True)
-
-    def ballotToTransferCandidate(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        elect(inputs, core, True)
-
-    def toLeader(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        core.actions.disarmElectionTimer()
+    def electOnTransfer(inputs: RoleInputs, core: RoleCore, data: Waiting) -> None:
+        stopTimer(data.timer)
+        core.actions.beginElection(True)
 
     def toLearner(inputs: RoleInputs, core: RoleCore) -> None:
         core.actions.roleChanged("learner", None)
-        core.actions.disarmElectionTimer()
 
-    def ballotToLearner(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        toLearner(inputs, core)
+    def waitingToLearner(inputs: RoleInputs, core: RoleCore, data: Waiting) -> None:
+        core.actions.roleChanged("learner", None)
+        stopTimer(data.timer)
 
     def toStopped(inputs: RoleInputs, core: RoleCore) -> None:
         core.actions.roleChanged("stopped", None)
-        core.actions.disarmElectionTimer()
 
-    def ballotToStopped(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
-        toStopped(inputs, core)
+    def waitingToStopped(inputs: RoleInputs, core: RoleCore, data: Waiting) -> None:
+        core.actions.roleChanged("stopped", None)
+        stopTimer(data.timer)
 
-    def resign(core: RoleCore, leading: Leading, role: str) -> None:
-        # Announced first: whoever the leader's failed waiters call back
-        # finds this node no longer leading.
-        core.actions.roleChanged(role, None)
+    def resign(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
+        # Announced first (by the Follower state's factory, or here): whoever
+        # the leader's failed waiters call back finds this node no longer
+        # leading.
         leading.leadership.stop()
         core.actions.stopLeading(leading.leadership)
 
-    def resignToFollower(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
-        resign(core, leading, "follower")
-        core.actions.armElectionTimer()
-
     def resignToLearner(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
-        resign(core, leading, "learner")
-        core.actions.disarmElectionTimer()
+        core.actions.roleChanged("learner", None)
+        resign(inputs, core, leading)
 
     def resignToStopped(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
-        resign(core, leading, "stopped")
-        core.actions.disarmElectionTimer()
+        core.actions.roleChanged("stopped", None)
+        resign(inputs, core, leading)
 
     def ignore(inputs: RoleInputs, core: RoleCore) -> None:
         pass
 
-    def ignoreInCampaign(inputs: RoleInputs, core: RoleCore, ballot: Ballot) -> None:
+    def ignoreWith(inputs: RoleInputs, core: RoleCore, data: object) -> None:
         pass
 
-    def ignoreLeading(inputs: RoleInputs, core: RoleCore, leading: Leading) -> None:
-        pass
-
-    # Idle
-    idle.upon(RoleInputs.started).to(follower)(toFollower)
-    idle.upon(RoleInputs.stopped).to(stopped)(toStopped)
-    idle.upon(RoleInputs.demoted).to(learner)(toLearner)
+    # Loading: nothing happens until the node has loaded its state.
+    loading.upon(RoleInputs.started).to(follower)(entered)
+    loading.upon(RoleInputs.stopped).to(stopped)(toStopped)
     for i in (
         RoleInputs.electionTimedOut,
         RoleInputs.preVoteWon,
@@ -352,16 +422,19 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         RoleInputs.quorumLost,
         RoleInputs.timeoutNowReceived,
         RoleInputs.promoted,
+        RoleInputs.demoted,
+        RoleInputs.voteCast,
     ):
-        idle.upon(i).loop()(ignore)
+        loading.upon(i).loop()(ignore)
 
     # Follower
-    follower.upon(RoleInputs.electionTimedOut).to(preCandidate)(toPreCandidate)
-    follower.upon(RoleInputs.leaderDiscovered).loop()(toFollower)
-    follower.upon(RoleInputs.higherTermSeen).loop()(toFollower)
-    follower.upon(RoleInputs.timeoutNowReceived).to(candidate)(toTransferCandidate)
-    follower.upon(RoleInputs.demoted).to(learner)(toLearner)
-    follower.upon(RoleInputs.stopped).to(stopped)(toStopped)
+    follower.upon(RoleInputs.electionTimedOut).to(preCandidate)(left)
+    follower.upon(RoleInputs.leaderDiscovered).loop()(rearm)
+    follower.upon(RoleInputs.higherTermSeen).loop()(rearm)
+    follower.upon(RoleInputs.voteCast).loop()(rearm)
+    follower.upon(RoleInputs.timeoutNowReceived).to(candidate)(electOnTransfer)
+    follower.upon(RoleInputs.demoted).to(learner)(waitingToLearner)
+    follower.upon(RoleInputs.stopped).to(stopped)(waitingToStopped)
     for i in (
         RoleInputs.started,
         RoleInputs.preVoteWon,
@@ -369,26 +442,28 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         RoleInputs.quorumLost,
         RoleInputs.promoted,
     ):
-        follower.upon(i).loop()(ignore)
+        follower.upon(i).loop()(ignoreWith)
 
     # PreCandidate
     preCandidate.upon(RoleInputs.electionTimedOut).loop()(recampaign)
-    preCandidate.upon(RoleInputs.preVoteWon).to(candidate)(ballotToCandidate)
-    preCandidate.upon(RoleInputs.leaderDiscovered).to(follower)(ballotToFollower)
-    preCandidate.upon(RoleInputs.higherTermSeen).to(follower)(ballotToFollower)
-    preCandidate.upon(RoleInputs.timeoutNowReceived).to(candidate)(ballotToTransferCandidate)
-    preCandidate.upon(RoleInputs.demoted).to(learner)(ballotToLearner)
-    preCandidate.upon(RoleInputs.stopped).to(stopped)(ballotToStopped)
+    preCandidate.upon(RoleInputs.voteCast).loop()(rearm)
+    preCandidate.upon(RoleInputs.preVoteWon).to(candidate)(elect)
+    preCandidate.upon(RoleInputs.leaderDiscovered).to(follower)(left)
+    preCandidate.upon(RoleInputs.higherTermSeen).to(follower)(left)
+    preCandidate.upon(RoleInputs.timeoutNowReceived).to(candidate)(electOnTransfer)
+    preCandidate.upon(RoleInputs.demoted).to(learner)(waitingToLearner)
+    preCandidate.upon(RoleInputs.stopped).to(stopped)(waitingToStopped)
     for i in (RoleInputs.started, RoleInputs.electionWon, RoleInputs.quorumLost, RoleInputs.promoted):
-        preCandidate.upon(i).loop()(ignoreInCampaign)
+        preCandidate.upon(i).loop()(ignoreWith)
 
     # Candidate
-    candidate.upon(RoleInputs.electionTimedOut).to(preCandidate)(ballotToPreCandidate)
-    candidate.upon(RoleInputs.electionWon).to(leader)(toLeader)
-    candidate.upon(RoleInputs.leaderDiscovered).to(follower)(ballotToFollower)
-    candidate.upon(RoleInputs.higherTermSeen).to(follower)(ballotToFollower)
-    candidate.upon(RoleInputs.demoted).to(learner)(ballotToLearner)
-    candidate.upon(RoleInputs.stopped).to(stopped)(ballotToStopped)
+    candidate.upon(RoleInputs.electionTimedOut).to(preCandidate)(left)
+    candidate.upon(RoleInputs.voteCast).loop()(rearm)
+    candidate.upon(RoleInputs.electionWon).to(leader)(left)
+    candidate.upon(RoleInputs.leaderDiscovered).to(follower)(left)
+    candidate.upon(RoleInputs.higherTermSeen).to(follower)(left)
+    candidate.upon(RoleInputs.demoted).to(learner)(waitingToLearner)
+    candidate.upon(RoleInputs.stopped).to(stopped)(waitingToStopped)
     for i in (
         RoleInputs.started,
         RoleInputs.preVoteWon,
@@ -396,11 +471,11 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         RoleInputs.timeoutNowReceived,
         RoleInputs.promoted,
     ):
-        candidate.upon(i).loop()(ignoreInCampaign)
+        candidate.upon(i).loop()(ignoreWith)
 
     # Leader
-    leader.upon(RoleInputs.higherTermSeen).to(follower)(resignToFollower)
-    leader.upon(RoleInputs.quorumLost).to(follower)(resignToFollower)
+    leader.upon(RoleInputs.higherTermSeen).to(follower)(resign)
+    leader.upon(RoleInputs.quorumLost).to(follower)(resign)
     leader.upon(RoleInputs.demoted).to(learner)(resignToLearner)
     leader.upon(RoleInputs.stopped).to(stopped)(resignToStopped)
     for i in (
@@ -411,11 +486,12 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         RoleInputs.leaderDiscovered,
         RoleInputs.timeoutNowReceived,
         RoleInputs.promoted,
+        RoleInputs.voteCast,
     ):
-        leader.upon(i).loop()(ignoreLeading)
+        leader.upon(i).loop()(ignoreWith)
 
     # Learner
-    learner.upon(RoleInputs.promoted).to(follower)(toFollower)
+    learner.upon(RoleInputs.promoted).to(follower)(entered)
     learner.upon(RoleInputs.stopped).to(stopped)(toStopped)
     for i in (
         RoleInputs.started,
@@ -427,6 +503,7 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         RoleInputs.quorumLost,
         RoleInputs.timeoutNowReceived,
         RoleInputs.demoted,
+        RoleInputs.voteCast,
     ):
         learner.upon(i).loop()(ignore)
 
@@ -443,8 +520,30 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
         RoleInputs.promoted,
         RoleInputs.demoted,
         RoleInputs.stopped,
+        RoleInputs.voteCast,
     ):
         stopped.upon(i).loop()(ignore)
+
+    # -- messages from peers --------------------------------------------------
+
+    @loading.upon(RoleInputs.received).loop()
+    def dropWhileLoading(inputs: RoleInputs, core: RoleCore, message: Message) -> bool:
+        core.actions.messageDropped(message)
+        return False
+
+    @stopped.upon(RoleInputs.received).loop()
+    def dropWhenStopped(inputs: RoleInputs, core: RoleCore, message: Message) -> bool:
+        return False
+
+    @learner.upon(RoleInputs.received).loop()
+    def admit(inputs: RoleInputs, core: RoleCore, message: Message) -> bool:
+        return True
+
+    def admitWith(inputs: RoleInputs, core: RoleCore, data: object, message: Message) -> bool:
+        return True
+
+    for active in (follower, preCandidate, candidate, leader):
+        active.upon(RoleInputs.received).loop()(admitWith)
 
     # -- the vote tally -------------------------------------------------------
 
@@ -455,8 +554,15 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
 
     @preCandidate.upon(RoleInputs.voteGranted).loop()
     def preVoteGranted(
-        inputs: RoleInputs, core: RoleCore, ballot: Ballot, voter: str, term: int, preVote: bool, intact: bool
+        inputs: RoleInputs,
+        core: RoleCore,
+        campaign: Campaign,
+        voter: str,
+        term: int,
+        preVote: bool,
+        intact: bool,
     ) -> None:
+        ballot = campaign.ballot
         if preVote and term == ballot.term:
             count(ballot, voter, intact)
             if core.actions.won(ballot, True):
@@ -464,15 +570,23 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
 
     @candidate.upon(RoleInputs.voteGranted).loop()
     def voteGranted(
-        inputs: RoleInputs, core: RoleCore, ballot: Ballot, voter: str, term: int, preVote: bool, intact: bool
+        inputs: RoleInputs,
+        core: RoleCore,
+        campaign: Campaign,
+        voter: str,
+        term: int,
+        preVote: bool,
+        intact: bool,
     ) -> None:
+        ballot = campaign.ballot
         if not preVote and ballot.term and term == ballot.term:
             count(ballot, voter, intact)
             if core.actions.won(ballot, False):
                 inputs.electionWon()
 
     @candidate.upon(RoleInputs.voteSaved).loop()
-    def openBallot(inputs: RoleInputs, core: RoleCore, ballot: Ballot, term: int, transfer: bool) -> None:
+    def openBallot(inputs: RoleInputs, core: RoleCore, campaign: Campaign, term: int, transfer: bool) -> None:
+        ballot = campaign.ballot
         if not ballot.term and core.actions.openBallot(ballot, term, transfer):
             if core.actions.won(ballot, False):
                 inputs.electionWon()
@@ -482,36 +596,24 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     ) -> None:
         pass
 
-    def grantIgnoredLeading(
-        inputs: RoleInputs,
-        core: RoleCore,
-        leading: Leading,
-        voter: str,
-        term: int,
-        preVote: bool,
-        intact: bool,
+    def grantIgnoredWith(
+        inputs: RoleInputs, core: RoleCore, data: object, voter: str, term: int, preVote: bool, intact: bool
     ) -> None:
         pass
 
     def savedIgnored(inputs: RoleInputs, core: RoleCore, term: int, transfer: bool) -> None:
         pass
 
-    def savedIgnoredInCampaign(
-        inputs: RoleInputs, core: RoleCore, ballot: Ballot, term: int, transfer: bool
-    ) -> None:
+    def savedIgnoredWith(inputs: RoleInputs, core: RoleCore, data: object, term: int, transfer: bool) -> None:
         pass
 
-    def savedIgnoredLeading(
-        inputs: RoleInputs, core: RoleCore, leading: Leading, term: int, transfer: bool
-    ) -> None:
-        pass
-
-    for s in (idle, follower, learner, stopped):
-        s.upon(RoleInputs.voteGranted).loop()(grantIgnored)
-        s.upon(RoleInputs.voteSaved).loop()(savedIgnored)
-    preCandidate.upon(RoleInputs.voteSaved).loop()(savedIgnoredInCampaign)
-    leader.upon(RoleInputs.voteGranted).loop()(grantIgnoredLeading)
-    leader.upon(RoleInputs.voteSaved).loop()(savedIgnoredLeading)
+    for plain in (loading, learner, stopped):
+        plain.upon(RoleInputs.voteGranted).loop()(grantIgnored)
+        plain.upon(RoleInputs.voteSaved).loop()(savedIgnored)
+    for notCampaigning in (follower, leader):
+        notCampaigning.upon(RoleInputs.voteGranted).loop()(grantIgnoredWith)
+    for notCandidate in (follower, preCandidate, leader):
+        notCandidate.upon(RoleInputs.voteSaved).loop()(savedIgnoredWith)
 
     # -- client requests: the Leader serves them, every other role refuses ----
 
@@ -572,20 +674,18 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     def refuseTransfer(inputs: RoleInputs, core: RoleCore, target: str | None, result: Deferred[Any]) -> None:
         result.errback(core.actions.notLeader())
 
-    def refuseProposeInCampaign(
-        inputs: RoleInputs, core: RoleCore, ballot: Ballot, command: bytes, client: str, seq: int, done: Done
+    def refuseProposeWith(
+        inputs: RoleInputs, core: RoleCore, data: object, command: bytes, client: str, seq: int, done: Done
     ) -> None:
         done(None, core.actions.notLeader())
 
-    def refuseReadInCampaign(
-        inputs: RoleInputs, core: RoleCore, ballot: Ballot, result: Deferred[int]
-    ) -> None:
+    def refuseReadWith(inputs: RoleInputs, core: RoleCore, data: object, result: Deferred[int]) -> None:
         result.errback(core.actions.notLeader())
 
-    def refuseChangeInCampaign(
+    def refuseChangeWith(
         inputs: RoleInputs,
         core: RoleCore,
-        ballot: Ballot,
+        data: object,
         action: str,
         nodeId: str,
         address: str,
@@ -594,21 +694,21 @@ def _build() -> TypeMachine[RoleInputs, RoleCore]:
     ) -> None:
         result.errback(core.actions.notLeader())
 
-    def refuseTransferInCampaign(
-        inputs: RoleInputs, core: RoleCore, ballot: Ballot, target: str | None, result: Deferred[Any]
+    def refuseTransferWith(
+        inputs: RoleInputs, core: RoleCore, data: object, target: str | None, result: Deferred[Any]
     ) -> None:
         result.errback(core.actions.notLeader())
 
-    for s in (idle, follower, learner, stopped):
-        s.upon(RoleInputs.propose).loop()(refusePropose)
-        s.upon(RoleInputs.read).loop()(refuseRead)
-        s.upon(RoleInputs.changeMembership).loop()(refuseChange)
-        s.upon(RoleInputs.transferLeadership).loop()(refuseTransfer)
-    for c in (preCandidate, candidate):
-        c.upon(RoleInputs.propose).loop()(refuseProposeInCampaign)
-        c.upon(RoleInputs.read).loop()(refuseReadInCampaign)
-        c.upon(RoleInputs.changeMembership).loop()(refuseChangeInCampaign)
-        c.upon(RoleInputs.transferLeadership).loop()(refuseTransferInCampaign)
+    for dataless in (loading, learner, stopped):
+        dataless.upon(RoleInputs.propose).loop()(refusePropose)
+        dataless.upon(RoleInputs.read).loop()(refuseRead)
+        dataless.upon(RoleInputs.changeMembership).loop()(refuseChange)
+        dataless.upon(RoleInputs.transferLeadership).loop()(refuseTransfer)
+    for timed in (follower, preCandidate, candidate):
+        timed.upon(RoleInputs.propose).loop()(refuseProposeWith)
+        timed.upon(RoleInputs.read).loop()(refuseReadWith)
+        timed.upon(RoleInputs.changeMembership).loop()(refuseChangeWith)
+        timed.upon(RoleInputs.transferLeadership).loop()(refuseTransferWith)
 
     return b.build()
 
@@ -621,6 +721,6 @@ Factory: C{RoleMachine(RoleCore(actions))} returns a L{RoleInputs}.
 
 def newRoleMachine(actions: RoleActions) -> RoleInputs:
     """
-    Build a role machine driving C{actions}, in Idle.
+    Build a role machine driving C{actions}, in Loading.
     """
     return RoleMachine(RoleCore(actions))

@@ -10,7 +10,9 @@ torn or corrupt tail is cut off; the log is rewritten (compacted) at start-up
 and whenever it holds more than twice the live records, in a thread, with
 appends made meanwhile carried over before the swap.  Appends are plain
 C{write}s (the page cache survives a killed process); C{fsync} runs in a
-thread every second.
+thread every second when something was appended since the last one began
+(one at a time: a tick while one runs is skipped, and appends made
+meanwhile are fsynced at the next tick).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from suite.serial import SerialJob
 from suite.spacecomms.envelope import DIGEST_BUCKETS
 from suite.spacecomms.interfaces import IRecordStore
 
@@ -216,10 +219,12 @@ class FileStore(MemoryStore):
         self._threadpool = threadpool
         self._fd: int | None = None
         self._entries = 0
+        #: appended to since the last fsync began
         self._dirty = False
         self._compacting: list[bytes] | None = None
-        self._fsyncing = False
-        self._fsyncCall = LoopingCall(self._fsync)
+        #: one fsync at a time; a tick while one runs is skipped
+        self._syncs = SerialJob(self._fsync, f"store {path}: fsync", log=self.log)
+        self._fsyncCall = LoopingCall(self._syncs.poll)
         self._fsyncCall.clock = reactor
         self._fsyncInterval = fsyncInterval
 
@@ -341,17 +346,16 @@ class FileStore(MemoryStore):
         return maybeDeferred(f)
 
     def _fsync(self) -> Deferred[None] | None:
-        if not self._dirty or self._fsyncing or self._fd is None:
+        """
+        One fsync of the log, in a thread, if it was appended to since the
+        last one began.
+        """
+        if not self._dirty or self._fd is None:
             return None
         self._dirty = False
-        self._fsyncing = True
         fd = self._fd
 
-        def done(_: object) -> None:
-            self._fsyncing = False
-
         def failed(f: Any) -> None:
-            self._fsyncing = False
             self.log.failure("store {path}: fsync failed", f, path=self.path)
 
         def sync() -> None:
@@ -364,12 +368,13 @@ class FileStore(MemoryStore):
                     raise
 
         d = self._inThread(sync)
-        d.addCallbacks(done, failed)
+        d.addErrback(failed)
         return d
 
     def close(self) -> Deferred[None]:
         if self._fsyncCall.running:
             self._fsyncCall.stop()
+        self._syncs.stop()
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)

@@ -400,9 +400,9 @@ class ACMEService(Service):
         before the ring is ready).
         """
         out = []
-        for name, core in self.renewal.cores.items():
-            state = core.history[-1] if core.history else "Idle"
-            out.append((name, state, core.notAfter))
+        for name, machine in self.renewal.machines.items():
+            status = machine.describe()
+            out.append((name, status.state, status.notAfter))
         return out
 
 

@@ -120,6 +120,8 @@ class SpecterService(MultiService):
             timer.cancel()
         log.info("left the ring")
         self.node.stop()
+        # the view saved before leaving reaches ring.json before the pool stops
+        await self.node.closeRingState()
         self.transport.close()
         await super().stopService()
         await DeferredList([s.close() for s in self.stores], consumeErrors=True)

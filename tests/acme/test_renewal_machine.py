@@ -1,18 +1,20 @@
 """
 The certificate lifecycle machine alone (L{suite.acme.renewal}): every input
-in every state, over a core whose outputs are recorded instead of run.
+in every state, over a store and an issuer that record what they are asked
+and never answer, on a fake clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.acme.interfaces import ICertificateIssuer, ICertificateStore
-from suite.acme.renewal import Backoff, CertificateLifecycle, RenewalCore, newLifecycle
+from suite.acme.renewal import Backoff, CertificateLifecycle, LifecycleStatus, RenewalCore, newLifecycle
 
 
 def stateOf(inputs: CertificateLifecycle) -> str:
@@ -28,41 +30,27 @@ class RecordingBackoff(Backoff):
         super().reset()
 
 
-class RecordingCore(RenewalCore):
+class Recorder:
     """
-    A core whose outputs record their names (and the states entered) in
-    C{events}; nothing is loaded, ordered or timed.
+    A store and an issuer in one: each read or order is recorded, and so is
+    its cancellation; none is ever answered.
     """
 
-    events: list[str]
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
 
-    def enter(self, state: str) -> None:
-        super().enter(state)
-        self.events.append(f"enter {state}")
+    def pending(self, what: str) -> Deferred[Any]:
+        self.events.append(what)
+        return Deferred(lambda d: self.events.append("cancel"))
 
-    def load(self) -> None:
-        self.events.append("load")
+    def loadCertificate(self, name: str) -> Deferred[Any]:
+        return self.pending("load")
 
-    def order(self) -> None:
-        self.events.append("order")
-
-    def scheduleCheck(self) -> None:
-        self.events.append("scheduleCheck")
-
-    def examine(self) -> None:
-        self.events.append("examine")
-
-    def scheduleRetry(self) -> None:
-        self.events.append("scheduleRetry")
-
-    def cancelTimer(self) -> None:
-        self.events.append("cancelTimer")
-
-    def cancelWork(self) -> None:
-        self.events.append("cancelWork")
+    def issue(self, names: Sequence[str]) -> Deferred[Any]:
+        return self.pending("order")
 
 
-#: One call of each input (the machine's whole alphabet).
+#: One call of each input that changes things (describe is a query).
 CALLS: dict[str, Callable[[CertificateLifecycle], None]] = {
     "start": lambda m: m.start(),
     "found": lambda m: m.found(100.0),
@@ -87,31 +75,47 @@ PATHS: dict[str, tuple[str, ...]] = {
     "Stopped": ("stop",),
 }
 
-STOP = ("Stopped", ["enter Stopped", "cancelTimer", "cancelWork"], None)
-ISSUED = ("Valid", ["enter Valid", "resetBackoff", "scheduleCheck"], 200.0)
-FAILED = ("Failed", ["enter Failed", "scheduleRetry"], None)
+#: What each state answers to describe.
+DESCRIBED: dict[str, LifecycleStatus] = {
+    "Idle": LifecycleStatus("Idle", None),
+    "Loading": LifecycleStatus("Loading", None),
+    "Ordering": LifecycleStatus("Ordering", None),
+    "Valid": LifecycleStatus("Valid", 100.0),
+    "Renewing": LifecycleStatus("Renewing", 100.0),
+    "Failed": LifecycleStatus("Failed", None, "disk"),
+    "Stopped": LifecycleStatus("Stopped", None),
+}
 
-#: (state, input) -> (state after, outputs, notAfter after); C{None} for
-#: notAfter means the state's own (100 once a certificate was found).
-#: Every pair not listed is a late or stray notice the state ignores.
-ANSWERS: dict[tuple[str, str], tuple[str, list[str], float | None]] = {
-    ("Idle", "start"): ("Loading", ["enter Loading", "load"], None),
-    ("Idle", "stop"): STOP,
-    ("Loading", "found"): ("Valid", ["enter Valid", "scheduleCheck"], 100.0),
-    ("Loading", "missing"): ("Ordering", ["enter Ordering", "order"], None),
+CHECK = [30.0]  # the expiry check: checkInterval, sooner than renewal (at 50)
+RETRY = [60.0]  # the first backoff delay
+Answer = tuple[str, list[str], list[float], float | None]
+STOP: Answer = ("Stopped", ["cancel"], [], None)
+ISSUED: Answer = ("Valid", ["cancel", "resetBackoff"], CHECK, 200.0)
+FAILED: Answer = ("Failed", ["cancel"], RETRY, None)
+
+#: (state, input) -> (state after, events in order, timers pending after,
+#: notAfter after); C{None} for notAfter means the state's own.  Events:
+#: C{load}, C{order}, C{cancel} (of the read or order in flight),
+#: C{resetBackoff}.  Every pair not listed is a late or stray notice the
+#: state ignores: nothing changes.
+ANSWERS: dict[tuple[str, str], Answer] = {
+    ("Idle", "start"): ("Loading", ["load"], [], None),
+    ("Idle", "stop"): ("Stopped", [], [], None),
+    ("Loading", "found"): ("Valid", ["cancel"], CHECK, 100.0),
+    ("Loading", "missing"): ("Ordering", ["order", "cancel"], [], None),
     ("Loading", "loadFailed"): FAILED,
     ("Loading", "stop"): STOP,
     ("Ordering", "issued"): ISSUED,
     ("Ordering", "failed"): FAILED,
     ("Ordering", "stop"): STOP,
-    ("Valid", "checkDue"): ("Valid", ["examine"], None),
-    ("Valid", "renewalDue"): ("Renewing", ["enter Renewing", "cancelTimer", "order"], None),
-    ("Valid", "stop"): STOP,
+    ("Valid", "checkDue"): ("Valid", [], CHECK, None),
+    ("Valid", "renewalDue"): ("Renewing", ["order"], [], None),
+    ("Valid", "stop"): ("Stopped", [], [], None),
     ("Renewing", "issued"): ISSUED,
     ("Renewing", "failed"): FAILED,
     ("Renewing", "stop"): STOP,
-    ("Failed", "retryDue"): ("Loading", ["enter Loading", "load"], None),
-    ("Failed", "stop"): STOP,
+    ("Failed", "retryDue"): ("Loading", ["load"], [], None),
+    ("Failed", "stop"): ("Stopped", [], [], None),
 }
 
 
@@ -120,42 +124,95 @@ class LifecycleMachineTests(SynchronousTestCase):
     Every input in every state of the certificate lifecycle.
     """
 
-    def reach(self, state: str) -> tuple[CertificateLifecycle, RecordingCore]:
-        backoff = RecordingBackoff(60.0, 3600.0)
-        core = RecordingCore(
+    def reach(self, state: str) -> tuple[CertificateLifecycle, RenewalCore]:
+        self.clock = Clock()
+        self.events: list[str] = []
+        backoff = RecordingBackoff(60.0, 3600.0, jitter=False)
+        backoff.events = self.events
+        recorder = Recorder(self.events)
+        core = RenewalCore(
             ("a.example.test",),
-            cast(ICertificateIssuer, None),
-            cast(ICertificateStore, None),
-            Clock(),
+            cast(ICertificateIssuer, recorder),
+            cast(ICertificateStore, recorder),
+            self.clock,
+            renewBefore=50.0,
+            checkInterval=30.0,
             backoff=backoff,
         )
-        core.events = backoff.events = []
         machine = newLifecycle(core)
         for step in PATHS[state]:
             CALLS[step](machine)
         self.assertEqual(stateOf(machine), state)
-        del core.events[:]
+        del self.events[:]
         return machine, core
+
+    def timers(self) -> list[float]:
+        return [c.getTime() - self.clock.seconds() for c in self.clock.getDelayedCalls()]
 
     def test_alphabet(self) -> None:
         """
-        The calls are the machine's whole input alphabet.
+        The calls and describe are the machine's whole input alphabet.
         """
-        self.assertEqual(set(CALLS), {n for n in vars(CertificateLifecycle) if not n.startswith("_")})
+        self.assertEqual(
+            set(CALLS) | {"describe"}, {n for n in vars(CertificateLifecycle) if not n.startswith("_")}
+        )
 
     def test_everyInputInEveryState(self) -> None:
         """
-        Each input in each state: the state after, the outputs in order,
-        the expiry it keeps; unlisted pairs change nothing.
+        Each input in each state: the state after, what was asked or
+        cancelled in order, the timers left, the expiry kept; unlisted
+        pairs change nothing.
         """
         for state in PATHS:
             for name in CALLS:
                 machine, core = self.reach(state)
-                before = core.notAfter
-                after, events, notAfter = ANSWERS.get((state, name), (state, [], None))
+                before = (core.notAfter, self.timers())
+                after, events, timers, notAfter = ANSWERS.get(
+                    (state, name), (state, [], before[1], before[0])
+                )
                 self.assertIsNone(CALLS[name](machine))
                 self.assertEqual(
-                    (stateOf(machine), core.events, core.notAfter),
-                    (after, events, before if notAfter is None else notAfter),
+                    (stateOf(machine), self.events, self.timers(), core.notAfter),
+                    (after, events, timers, before[0] if notAfter is None else notAfter),
                     f"{state} + {name}",
                 )
+
+    def test_describeInEveryState(self) -> None:
+        """
+        Every state answers describe with its name, the expiry of the
+        certificate in use and (Failed) why; asking changes nothing.
+        """
+        for state, expected in DESCRIBED.items():
+            machine, core = self.reach(state)
+            timers = self.timers()
+            self.assertEqual(machine.describe(), expected, state)
+            self.assertEqual((stateOf(machine), self.events, self.timers()), (state, [], timers))
+
+    def test_leavingCancels(self) -> None:
+        """
+        Whatever a state holds is gone once stop leaves it: no timer, and
+        the read or order in flight cancelled.
+        """
+        for state in PATHS:
+            machine, core = self.reach(state)
+            machine.stop()
+            self.assertEqual(self.clock.getDelayedCalls(), [], state)
+
+    def test_checkDueInWindow(self) -> None:
+        """
+        The check timer sleeps at most checkInterval; once the certificate
+        is within renewBefore of expiry the check renews it.
+        """
+        machine, core = self.reach("Valid")
+        self.clock.advance(30.0)
+        self.assertEqual((stateOf(machine), self.timers()), ("Valid", [20.0]))
+        self.clock.advance(20.0)
+        self.assertEqual((stateOf(machine), self.events, self.timers()), ("Renewing", ["order"], []))
+
+    def test_retryTimer(self) -> None:
+        """
+        The retry timer of Failed feeds retryDue: the store is read again.
+        """
+        machine, core = self.reach("Failed")
+        self.clock.advance(60.0)
+        self.assertEqual((stateOf(machine), self.events), ("Loading", ["load"]))

@@ -224,6 +224,23 @@ class FeedClientTests(SynchronousTestCase):
         client.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_restartAfterStop(self) -> None:
+        """
+        Stopping cancels the fetches in flight, and a restarted client
+        fetches every feed again at once.
+        """
+        hanging = _Hanging()
+        client = self.makeClient(http=hanging, timeoutMs=60_000)
+        self.assertEqual(len(hanging.calls), 4)
+        client.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual([d.called for d in hanging.calls], [True] * 4)
+        client.startService()
+        self.assertEqual(len(hanging.calls), 8)
+        self.clock.advance(1)
+        self.assertEqual(len(hanging.calls), 8)  # still in flight: no duplicate
+        client.stopService()
+
     def test_stalledBodyTimesOut(self) -> None:
         """
         The timeout covers the body too: a response whose body never ends

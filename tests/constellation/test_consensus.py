@@ -67,8 +67,11 @@ class _Node:
         self.configs = _Configs()
         self.leader: Any = None
         self.changes: list[tuple[str, str, str]] = []
+        self.loading = False
 
     def bootstrap(self, address: str) -> bool:
+        if self.loading:
+            return False
         self.configs.config = Configuration(frozenset({self.id}), frozenset(), ((self.id, address),))
         return True
 
@@ -165,6 +168,24 @@ class AgentTests(SynchronousTestCase):
         self.assertEqual(self.node.configs.config.voters, frozenset({"edge2"}))
         self.assertTrue(os.path.exists(os.path.join(self.stable, BOOTSTRAP_MARKER)))
         self.assertEqual(self.published[-1], {"addr": "edge2:1", "member": True})
+
+    def test_noDecisionWhileLoading(self) -> None:
+        """
+        While the node is still reading its log (term 0 and an empty log
+        only because nothing is read yet) the agent decides nothing: no
+        bootstrap marker is written, no group founded; once loaded, the
+        usual rule applies.
+        """
+        agent = self.make("edge2", [Member("edge2", ("h", 1), "alive", 1, {})], {})
+        self.node.loading = True
+        self.clock.advance(60)
+        agent.step()
+        self.assertEqual(self.node.configs.config.voters, frozenset())
+        self.assertFalse(os.path.exists(os.path.join(self.stable, BOOTSTRAP_MARKER)))
+        self.node.loading = False
+        agent.step()
+        self.assertEqual(self.node.configs.config.voters, frozenset({"edge2"}))
+        self.assertTrue(os.path.exists(os.path.join(self.stable, BOOTSTRAP_MARKER)))
 
     def test_joinerNeverFoundsAlone(self) -> None:
         """

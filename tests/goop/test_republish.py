@@ -192,6 +192,39 @@ class ReconnectTests(SynchronousTestCase):
         self.assertEqual(hub.requests[-1][1:], ("POST", "publish"))
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_oneStreamAtATime(self) -> None:
+        """
+        The event stream is followed by one request at a time: each end of
+        it (or failure to open it) schedules exactly one retry 2 s later,
+        however often the heartbeat runs meanwhile; a stop while waiting
+        cancels the retry and no stream is requested after it.
+        """
+        clock = MemoryReactorClock()
+        identity = loadIdentity(self._dir())
+        client = HubClient(
+            clock, identity, "http://hub", PeerDirectory(identity.peerId), lambda: "p", lambda: 1, 120, 0.5
+        )
+        hub = _Hub(clock)
+        client.http = hub  # type: ignore[assignment]
+        client.start()
+
+        def streamRequests() -> list[float]:
+            return [t for t, _, what in hub.requests if what == "events"]
+
+        self.assertEqual(streamRequests(), [0.0])
+        clock.advance(5)  # ten heartbeats: the open stream is not requested again
+        self.assertEqual(streamRequests(), [0.0])
+        hub.up = False
+        hub.streams[0].end()
+        for _ in range(8):
+            clock.advance(0.5)
+        self.assertEqual(streamRequests(), [0.0, 7.0, 9.0])
+        self.assertEqual(len(hub.streams), 1)
+        client.stop()
+        clock.advance(10)
+        self.assertEqual(streamRequests(), [0.0, 7.0, 9.0])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def _dir(self) -> str:
         d = os.path.abspath(self.mktemp())
         os.makedirs(d)

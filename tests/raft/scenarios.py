@@ -28,6 +28,12 @@ divergent replicas or a non-linearizable history.
     leader is then cut off or crashed; or the leader itself loses its disk.
     The empty member's vote must not count until the leader has caught it
     up and recorded its new incarnation, and it must get its vote back.
+  - C{slowLoad}: reading the log back at start-up takes from a millisecond
+    to a second while clients keep writing and the others keep electing
+    and replicating; leaders, followers, two members at once, members right
+    after they voted, and members still loading are crashed and restarted.
+    A loading member must not act on anything (no vote, term, leader,
+    write or reply) before its own term, vote and log are loaded.
 """
 
 from __future__ import annotations
@@ -474,6 +480,74 @@ def diskLoss(seed: int) -> Simulation:
     return sim
 
 
+def slowLoad(seed: int) -> Simulation:
+    plan = random.Random(seed * 92821 + 29)
+    faults = Faults(
+        drop=plan.choice([0.0, 0.01, 0.05]),
+        duplicate=plan.choice([0.0, 0.1, 0.3]),
+        minDelay=0.0005,
+        maxDelay=plan.choice([0.002, 0.01, 0.03]),
+        diskDelay=(0.0002, plan.choice([0.001, 0.005])),
+        torn=plan.random() < 0.5,
+        loadDelay=(0.001, plan.choice([0.05, 0.3, 1.0])),
+    )
+    settings = RaftSettings(
+        snapshotThreshold=plan.choice([15, 40, 1000]), snapshotChunkBytes=plan.choice([64, 65536])
+    )
+    sim = Simulation(seed, plan.choice([3, 3, 5]), faults, settings, family="slowLoad")
+    clients = startClients(
+        sim,
+        [SimClient(sim, f"c{i}", ["x", "y"], timeout=0.2, ops=("put", "append", "get")) for i in range(3)],
+    )
+
+    def bounce(member: str) -> None:
+        sim.crash(member)
+        sim.restart(member)
+
+    for _ in range(plan.randint(3, 6)):
+        if not waitLeader(sim):
+            sim.run(0.5)
+            continue
+        sim.run(plan.uniform(0.02, 0.3))
+        leader = sim.leader()
+        if leader is None:
+            continue
+        followers = sorted(set(sim.nodes) - {leader.id})
+        what = plan.choice(["leader", "follower", "two", "voters", "whileLoading"])
+        if what == "leader":
+            bounce(leader.id)
+        elif what == "follower":
+            bounce(plan.choice(followers))
+        elif what == "two":
+            bounce(leader.id)
+            bounce(plan.choice(followers))
+        elif what == "whileLoading":
+            victim = plan.choice(sorted(sim.nodes))
+            bounce(victim)
+            sim.run(plan.uniform(0.001, 0.05))
+            bounce(victim)
+        else:
+            # Restart voters as soon as they have voted for someone else, so
+            # that vote requests of that term reach them while they load.
+            bounce(leader.id)
+            end = sim.clock.seconds() + plan.uniform(0.3, 1.0)
+            while sim.clock.seconds() < end:
+                sim.run(0.002)
+                for holder in list(sim.nodes.values()):
+                    n = holder.node
+                    if (
+                        n is not None
+                        and n.votedFor not in (None, n.id)
+                        and n.leaderId is None
+                        and n.durableTerm == n.term
+                        and holder.storage is not None
+                        and not holder.storage.queue
+                    ):
+                        bounce(n.id)
+        sim.run(plan.uniform(0.2, 1.0))
+    return finish(sim, clients)
+
+
 FAMILIES: dict[str, Family] = {
     "nemesis": Family(nemesis, 400),
     "staleRead": Family(staleRead, 24),
@@ -483,4 +557,5 @@ FAMILIES: dict[str, Family] = {
     "restartStorm": Family(restartStorm, 16),
     "membershipSplit": Family(membershipSplit, 8),
     "diskLoss": Family(diskLoss, 24),
+    "slowLoad": Family(slowLoad, 24),
 }

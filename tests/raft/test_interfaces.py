@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -69,6 +70,11 @@ class VerifyTests(SynchronousTestCase):
         )
         health = RaftHealth(node)
         self.assertTrue(verifyObject(IHealth, health))
+        report = health.check()
+        self.assertFalse(report.ready)
+        self.assertIn("still loading its log", report.reasons[0])
+        Deferred.fromCoroutine(node.start())
+        self.addCleanup(node.stop)
         report = health.check()
         self.assertFalse(report.ready)
         self.assertIn("no leader is known", report.reasons[0])

@@ -7,17 +7,29 @@ cuts, partitions and crashes.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from suite.raft.interfaces import IRaftStateMachine, IRaftTransport
 from suite.raft.messages import Configuration, Heartbeat, encodeMessage
-from suite.raft.multi import DialPolicy, FrameError, MultiRaftTransport, PeerLink, decodeFrame, encodeFrame
+from suite.raft.multi import (
+    DialCore,
+    DialInputs,
+    DialMachine,
+    DialPolicy,
+    FrameError,
+    MultiRaftTransport,
+    PeerLink,
+    decodeFrame,
+    encodeFrame,
+)
 from suite.raft.node import RaftNode
 from suite.raft.settings import RaftSettings
 from suite.raft.storage import MemoryStorage
@@ -231,6 +243,15 @@ class FrameTests(SynchronousTestCase):
     def test_backoff(self) -> None:
         policy = DialPolicy(timeout=1.0, attempts=3, backoff=0.1)
         self.assertEqual([policy.delay(n) for n in range(6)], [0.0, 0.1, 0.2, 0.4, 0.4, 0.4])
+
+    def test_backoffObject(self) -> None:
+        """
+        The policy's L{Backoff} gives the same delays as C{delay}.
+        """
+        for attempts in (0, 1, 3):
+            policy = DialPolicy(timeout=1.0, attempts=attempts, backoff=0.1)
+            backoff = policy.newBackoff()
+            self.assertEqual([backoff.next() for _ in range(5)], [policy.delay(n) for n in range(1, 6)])
 
     def test_interface(self) -> None:
         multi = MultiRaftTransport("a", Clock(), lambda *a: fail(Exception()), {}, secure=False)
@@ -463,6 +484,153 @@ class LinkMachineTests(SynchronousTestCase):
         link.machine.frame("p0", b"x")
         link.machine.lost()
         self.assertEqual((owner.calls, owner.rejected, owner.rejectedLinks), ([], 0, 0))
+
+
+def stateOf(inputs: object) -> str:
+    # automat keeps the current state on the machine's transitioner.
+    return inputs.__automat_transitioner__._state.name  # type: ignore[attr-defined]
+
+
+#: One call of each input of the dial machine (its whole alphabet); the
+#: backoffs handed over count no failure yet.
+DIAL_CALLS: dict[str, Callable[[DialInputs, DialPolicy], None]] = {
+    "needed": lambda m, p: m.needed(),
+    "dial": lambda m, p: m.dial(p.newBackoff()),
+    "failed": lambda m, p: m.failed("refused"),
+    "backOff": lambda m, p: m.backOff(p.newBackoff(), "refused"),
+    "elapsed": lambda m, p: m.elapsed(p.newBackoff()),
+    "reached": lambda m, p: m.reached(),
+    "stop": lambda m, p: m.stop(),
+}
+
+#: How to reach each state (with one failure behind BackingOff and Unreached).
+DIAL_PATHS: dict[str, tuple[str, ...]] = {
+    "Idle": (),
+    "Dialing": ("needed",),
+    "BackingOff": ("needed", "failed"),
+    "Unreached": ("needed", "failed", "wait"),
+    "Stopped": ("stop",),
+}
+
+#: (state, input) -> (state after, events, timers pending after).  Events:
+#: C{connect}, C{cancel} (of the attempt in flight), C{warn unreachable},
+#: C{info reachable}.  Every pair not listed changes nothing.
+DIAL_ANSWERS: dict[tuple[str, str], tuple[str, list[str], list[float]]] = {
+    ("Idle", "needed"): ("Dialing", ["connect"], []),
+    ("Idle", "dial"): ("Dialing", ["connect"], []),
+    ("Idle", "stop"): ("Stopped", [], []),
+    ("Dialing", "failed"): ("BackingOff", ["warn unreachable"], [0.1]),
+    ("Dialing", "backOff"): ("BackingOff", ["warn unreachable"], [0.1]),
+    ("Dialing", "reached"): ("Idle", ["cancel"], []),
+    ("Dialing", "stop"): ("Stopped", ["cancel"], []),
+    ("BackingOff", "elapsed"): ("Unreached", [], []),
+    ("BackingOff", "reached"): ("Idle", ["info reachable"], []),
+    ("BackingOff", "stop"): ("Stopped", [], []),
+    ("Unreached", "needed"): ("Dialing", ["connect"], []),
+    ("Unreached", "dial"): ("Dialing", ["connect"], []),
+    ("Unreached", "reached"): ("Idle", ["info reachable"], []),
+    ("Unreached", "stop"): ("Stopped", [], []),
+}
+
+
+class DialMachineTests(SynchronousTestCase):
+    """
+    Every input of the dial machine in every state (Idle, Dialing,
+    BackingOff, Unreached, Stopped).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.events: list[str] = []
+
+    def connect(self, address: str, factory: Any, timeout: float) -> Deferred[Any]:
+        self.events.append("connect")
+        return Deferred(lambda d: self.events.append("cancel"))
+
+    def machine(self, attempts: int = 1) -> tuple[DialInputs, MultiRaftTransport]:
+        policy = DialPolicy(timeout=1.0, attempts=attempts, backoff=0.1)
+        multi = MultiRaftTransport("a", self.clock, self.connect, {"b": "addr-b"}, secure=False, dial=policy)
+        return DialMachine(DialCore(multi, "b")), multi
+
+    def timers(self) -> list[float]:
+        return [round(c.getTime() - self.clock.seconds(), 6) for c in self.clock.getDelayedCalls()]
+
+    def record(self, action: Callable[..., None], *args: Any) -> None:
+        with capturedLogs() as logged:
+            action(*args)
+        for event in logged:
+            text = event.get("log_format", "")
+            if "Raft peer" in text:
+                what = "unreachable" if "unreachable" in text else "reachable"
+                self.events.append(f"{event['log_level'].name} {what}")
+
+    def test_everyInputInEveryState(self) -> None:
+        """
+        Each input in each state: the state after, what it did, the timers
+        left; unlisted pairs change nothing.
+        """
+        for state, path in DIAL_PATHS.items():
+            for name, call in DIAL_CALLS.items():
+                machine, multi = self.machine()
+                for step in path:
+                    if step == "wait":
+                        self.clock.advance(0.1)
+                    else:
+                        self.record(DIAL_CALLS[step], machine, multi.dial)
+                self.assertEqual(stateOf(machine), state)
+                before = self.timers()
+                del self.events[:]
+                self.record(call, machine, multi.dial)
+                after, events, timers = DIAL_ANSWERS.get((state, name), (state, [], before))
+                self.assertEqual(
+                    (stateOf(machine), self.events, self.timers()),
+                    (after, events, timers),
+                    f"{state} + {name}",
+                )
+                machine.stop()
+                self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_failuresCarried(self) -> None:
+        """
+        The failure count goes from state to state: delays double up to the
+        ceiling, the warning comes once at C{attempts}, and a link ends it.
+        """
+        machine, multi = self.machine(attempts=3)
+        delays = []
+        for _ in range(4):
+            self.record(machine.needed)
+            self.record(machine.failed, "refused")
+            delays += self.timers()
+            self.clock.advance(delays[-1])
+        self.assertEqual(delays, [0.1, 0.2, 0.4, 0.4])
+        self.assertEqual(self.events, ["connect"] * 3 + ["warn unreachable", "connect"])
+        self.record(machine.reached)
+        self.assertEqual(self.events[-1], "info reachable")
+        self.record(machine.needed)
+        self.record(machine.failed, "refused")
+        self.assertEqual(self.timers(), [0.1])
+        self.assertEqual(multi.dials, 5)
+
+    def test_transportDrivesDialers(self) -> None:
+        """
+        The transport feeds its dialers: a send dials, a link up (either
+        way) resets, closing stops them and leaves no timer.
+        """
+        machine, multi = self.machine()
+        multi.send("p0", Heartbeat("a", "b", 1, 0))
+        multi.send("p0", Heartbeat("a", "z", 1, 0))  # no address: never dialled
+        self.assertEqual(sorted(multi.dialers), ["b"])
+        self.assertEqual(stateOf(multi.dialers["b"]), "Dialing")
+        multi.dialFailed("b", "refused")
+        multi.dialFailed("c", "refused")
+        self.assertEqual(stateOf(multi.dialers["b"]), "BackingOff")
+        multi.linkUp("b", PeerLink(multi, None))
+        self.assertEqual(stateOf(multi.dialers["b"]), "Idle")
+        multi.send("p0", Heartbeat("a", "b", 1, 0))
+        multi.dialFailed("b", "refused")
+        multi.close()
+        self.assertEqual(stateOf(multi.dialers["b"]), "Stopped")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class SimulationTests(SynchronousTestCase):

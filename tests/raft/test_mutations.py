@@ -119,3 +119,9 @@ class MutationTests(SynchronousTestCase):
         A leader that keeps a lost copy's acknowledgements is caught.
         """
         self.caught("stale-incarnation-progress")
+
+    def test_serveWhileLoading(self) -> None:
+        """
+        A node that answers peers before it has loaded its log is caught.
+        """
+        self.caught("serve-while-loading")

@@ -16,9 +16,9 @@ from zope.interface import implementer
 
 from suite.raft.interfaces import IRaftTransport
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
-from suite.raft.messages import Configuration, Message
+from suite.raft.messages import AppendEntries, Configuration, Message
 from suite.raft.node import NotLeader, RaftNode
-from suite.raft.roles import Ballot, Done, Leadership, RoleInputs, newRoleMachine
+from suite.raft.roles import Ballot, Done, Leadership, RoleInputs, Timer, newRoleMachine
 from suite.raft.storage import MemoryStorage
 
 
@@ -48,6 +48,27 @@ class FakeLeadership:
         self.events.append("transfer")
 
 
+class FakeTimer:
+    """
+    An election timer that records its cancellation.
+    """
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.cancelled = self.fired = False
+
+    def active(self) -> bool:
+        return not (self.cancelled or self.fired)
+
+    def cancel(self) -> None:
+        assert self.active(), "cancelled after it ran or twice"
+        self.cancelled = True
+        self.events.append("cancel")
+
+    def reset(self, secondsFromNow: float) -> None:
+        assert self.active(), "reset after it ran or was cancelled"
+
+
 class RecordingActions:
     """
     L{RoleActions} that records every output; a quorum is C{quorum} votes.
@@ -58,18 +79,39 @@ class RecordingActions:
         self.quorum = quorum
         self.term = 0
         self.refusal = NotLeader(None, "not the leader")
-        self.role = "idle"
+        self.role = "loading"
         self.leadership: Leadership | None = None
+        self.timers: list[FakeTimer] = []
 
     def roleChanged(self, role: str, leadership: Leadership | None) -> None:
         self.events.append(f"role:{role}")
         self.role, self.leadership = role, leadership
 
-    def armElectionTimer(self) -> None:
+    def startElectionTimer(self) -> FakeTimer:
         self.events.append("arm")
+        timer = FakeTimer(self.events)
+        self.timers.append(timer)
+        return timer
 
-    def disarmElectionTimer(self) -> None:
-        self.events.append("disarm")
+    def restartElectionTimer(self, timer: Timer) -> Timer:
+        if timer.active():
+            self.events.append("reset")
+            timer.reset(1)
+            return timer
+        return self.startElectionTimer()
+
+    def fire(self) -> None:
+        """
+        The running election timer runs out (it is no longer active).
+        """
+        (timer,) = [t for t in self.timers if t.active()]
+        timer.fired = True
+
+    def activeTimers(self) -> int:
+        return sum(1 for t in self.timers if t.active())
+
+    def messageDropped(self, message: Message) -> None:
+        self.events.append("drop")
 
     def beginPreVote(self, ballot: Ballot) -> None:
         self.events.append("preVote")
@@ -104,12 +146,12 @@ class RecordingActions:
 
 #: How to reach each state from a new machine.
 PATHS: dict[str, tuple[str, ...]] = {
-    "idle": (),
+    "loading": (),
     "follower": ("started",),
     "pre-candidate": ("started", "electionTimedOut"),
     "candidate": ("started", "electionTimedOut", "preVoteWon"),
     "leader": ("started", "electionTimedOut", "preVoteWon", "electionWon"),
-    "learner": ("demoted",),
+    "learner": ("started", "demoted"),
     "stopped": ("stopped",),
 }
 
@@ -123,8 +165,9 @@ def quiet() -> Deferred[Any]:
     return d
 
 
-#: One call of each input (the machine's whole alphabet).
-CALLS: dict[str, Callable[[RoleInputs], None]] = {
+#: One call of each input (the machine's whole alphabet); an input that
+#: answers returns its answer.
+CALLS: dict[str, Callable[[RoleInputs], object]] = {
     "started": lambda r: r.started(),
     "electionTimedOut": lambda r: r.electionTimedOut(),
     "preVoteWon": lambda r: r.preVoteWon(),
@@ -140,6 +183,10 @@ CALLS: dict[str, Callable[[RoleInputs], None]] = {
     "voteGranted": lambda r: r.voteGranted("b", 1, True, True),
     # this node's vote for term 1 is durable
     "voteSaved": lambda r: r.voteSaved(1, False),
+    # this node granted its vote to a candidate
+    "voteCast": lambda r: r.voteCast(),
+    # a leader's append arrives
+    "received": lambda r: r.received(AppendEntries("b", "me", 1, 0, 0, (), 0)),
     "propose": lambda r: r.propose(b"x", "c", 1, lambda result, error: None),
     "read": lambda r: r.read(quiet()),
     "changeMembership": lambda r: r.changeMembership("addVoter", "d", "", None, quiet()),
@@ -154,61 +201,75 @@ REFUSED = {
 }
 
 #: (state, input) -> (outputs, new state; None: unchanged).  Every pair not
-#: listed is ignored: no output, same state.
+#: listed is ignored: no output, same state.  An input that answers adds
+#: "answer:<answer>".  Entering a state with data runs its factory first,
+#: then the transition's output (which cancels the timer of the state left).
 EXPECTED: dict[str, dict[str, tuple[list[str], str | None]]] = {
-    "idle": {
+    "loading": {
         "started": (["role:follower", "arm"], "follower"),
-        "demoted": (["role:learner", "disarm"], "learner"),
-        "stopped": (["role:stopped", "disarm"], "stopped"),
+        "stopped": (["role:stopped"], "stopped"),
+        "received": (["drop", "answer:False"], None),
         **REFUSED,
     },
     "follower": {
-        "electionTimedOut": (["role:pre-candidate", "arm", "preVote"], "pre-candidate"),
-        "leaderDiscovered": (["role:follower", "arm"], None),
-        "higherTermSeen": (["role:follower", "arm"], None),
-        "timeoutNowReceived": (["role:candidate", "arm", "electionTransfer"], "candidate"),
-        "demoted": (["role:learner", "disarm"], "learner"),
-        "stopped": (["role:stopped", "disarm"], "stopped"),
+        "electionTimedOut": (["role:pre-candidate", "arm", "preVote", "cancel"], "pre-candidate"),
+        "leaderDiscovered": (["reset"], None),
+        "higherTermSeen": (["reset"], None),
+        "voteCast": (["reset"], None),
+        "timeoutNowReceived": (["role:candidate", "arm", "cancel", "electionTransfer"], "candidate"),
+        "demoted": (["role:learner", "cancel"], "learner"),
+        "stopped": (["role:stopped", "cancel"], "stopped"),
+        "received": (["answer:True"], None),
         **REFUSED,
     },
     "pre-candidate": {
-        "electionTimedOut": (["role:pre-candidate", "arm", "preVote"], None),
-        "preVoteWon": (["role:candidate", "arm", "election"], "candidate"),
-        "leaderDiscovered": (["role:follower", "arm"], "follower"),
-        "higherTermSeen": (["role:follower", "arm"], "follower"),
-        "timeoutNowReceived": (["role:candidate", "arm", "electionTransfer"], "candidate"),
-        "demoted": (["role:learner", "disarm"], "learner"),
-        "stopped": (["role:stopped", "disarm"], "stopped"),
-        "voteGranted": (["role:candidate", "arm", "election"], "candidate"),
+        "electionTimedOut": (["role:pre-candidate", "reset", "preVote"], None),
+        "voteCast": (["reset"], None),
+        "preVoteWon": (["role:candidate", "arm", "cancel", "election"], "candidate"),
+        "leaderDiscovered": (["role:follower", "arm", "cancel"], "follower"),
+        "higherTermSeen": (["role:follower", "arm", "cancel"], "follower"),
+        "timeoutNowReceived": (["role:candidate", "arm", "cancel", "electionTransfer"], "candidate"),
+        "demoted": (["role:learner", "cancel"], "learner"),
+        "stopped": (["role:stopped", "cancel"], "stopped"),
+        "voteGranted": (["role:candidate", "arm", "cancel", "election"], "candidate"),
+        "received": (["answer:True"], None),
         **REFUSED,
     },
     "candidate": {
-        "electionTimedOut": (["role:pre-candidate", "arm", "preVote"], "pre-candidate"),
-        "electionWon": (["lead", "role:leader", "disarm"], "leader"),
-        "leaderDiscovered": (["role:follower", "arm"], "follower"),
-        "higherTermSeen": (["role:follower", "arm"], "follower"),
-        "demoted": (["role:learner", "disarm"], "learner"),
-        "stopped": (["role:stopped", "disarm"], "stopped"),
+        "electionTimedOut": (["role:pre-candidate", "arm", "preVote", "cancel"], "pre-candidate"),
+        "voteCast": (["reset"], None),
+        "electionWon": (["lead", "role:leader", "cancel"], "leader"),
+        "leaderDiscovered": (["role:follower", "arm", "cancel"], "follower"),
+        "higherTermSeen": (["role:follower", "arm", "cancel"], "follower"),
+        "demoted": (["role:learner", "cancel"], "learner"),
+        "stopped": (["role:stopped", "cancel"], "stopped"),
         "voteSaved": (["ballot:1"], None),
+        "received": (["answer:True"], None),
         **REFUSED,
     },
     "leader": {
-        "higherTermSeen": (["role:follower", "timersStopped", "resign", "arm"], "follower"),
-        "quorumLost": (["role:follower", "timersStopped", "resign", "arm"], "follower"),
-        "demoted": (["role:learner", "timersStopped", "resign", "disarm"], "learner"),
-        "stopped": (["role:stopped", "timersStopped", "resign", "disarm"], "stopped"),
+        "higherTermSeen": (["role:follower", "arm", "timersStopped", "resign"], "follower"),
+        "quorumLost": (["role:follower", "arm", "timersStopped", "resign"], "follower"),
+        "demoted": (["role:learner", "timersStopped", "resign"], "learner"),
+        "stopped": (["role:stopped", "timersStopped", "resign"], "stopped"),
         "propose": (["submit"], None),
         "read": (["read"], None),
         "changeMembership": (["change"], None),
         "transferLeadership": (["transfer"], None),
+        "received": (["answer:True"], None),
     },
     "learner": {
         "promoted": (["role:follower", "arm"], "follower"),
-        "stopped": (["role:stopped", "disarm"], "stopped"),
+        "stopped": (["role:stopped"], "stopped"),
+        "received": (["answer:True"], None),
         **REFUSED,
     },
-    "stopped": {**REFUSED},
+    "stopped": {"received": (["answer:False"], None), **REFUSED},
 }
+
+#: The roles that wait for a leader or campaign: each has one election
+#: timer running; no other role has one.
+TIMED = {"follower", "pre-candidate", "candidate"}
 
 
 def machineIn(state: str, quorum: int = 2) -> tuple[RoleInputs, RecordingActions]:
@@ -233,13 +294,17 @@ class RoleMachineTests(SynchronousTestCase):
     def test_everyInputInEveryState(self) -> None:
         """
         Every state answers every input as the table says; the leader's
-        data is announced exactly while in Leader.
+        data is announced exactly while in Leader; an election timer runs
+        exactly while following or campaigning.
         """
         self.assertEqual(set(CALLS), {n for n in dir(RoleInputs) if not n.startswith("_")})
+        self.assertEqual(set(EXPECTED), set(PATHS))
         for state in PATHS:
             for name, call in CALLS.items():
                 role, actions = machineIn(state)
-                call(role)
+                answer = call(role)
+                if answer is not None:
+                    actions.events.append(f"answer:{answer}")
                 events, after = EXPECTED[state].get(name, ([], None))
                 self.assertEqual(
                     (actions.events, actions.role), (events, after or state), f"{name} in {state}"
@@ -247,13 +312,18 @@ class RoleMachineTests(SynchronousTestCase):
                 self.assertEqual(
                     actions.leadership is not None, actions.role == "leader", f"{name} in {state}"
                 )
+                self.assertEqual(
+                    actions.activeTimers(), 1 if actions.role in TIMED else 0, f"{name} in {state}"
+                )
 
     def test_electionPath(self) -> None:
         """
-        Follower -> PreCandidate -> Candidate -> Leader, arming the election
-        timer on each step and starting the leader on election.
+        Follower -> PreCandidate -> Candidate -> Leader, starting a new
+        election timer on each step (cancelling the running one) and
+        starting the leader on election, which runs no election timer.
         """
         self.role.started()
+        self.actions.fire()
         self.role.electionTimedOut()
         self.role.preVoteWon()
         self.role.electionWon()
@@ -267,12 +337,33 @@ class RoleMachineTests(SynchronousTestCase):
                 "preVote",
                 "role:candidate",
                 "arm",
+                "cancel",
                 "election",
                 "lead",
                 "role:leader",
-                "disarm",
+                "cancel",
             ],
         )
+        self.assertEqual(self.actions.activeTimers(), 0)
+
+    def test_timerRestarts(self) -> None:
+        """
+        A running election timer is moved (a leader's message, a vote
+        given); once it has run out, a new campaign starts a new one.
+        """
+        role, actions = machineIn("follower")
+        role.leaderDiscovered()
+        role.voteCast()
+        self.assertEqual((actions.events, len(actions.timers)), (["reset", "reset"], 1))
+        actions.fire()
+        role.electionTimedOut()
+        actions.fire()
+        role.electionTimedOut()
+        self.assertEqual(
+            actions.events[2:],
+            ["role:pre-candidate", "arm", "preVote", "role:pre-candidate", "arm", "preVote"],
+        )
+        self.assertEqual((actions.activeTimers(), len(actions.timers)), (1, 3))
 
     def test_preVoteTally(self) -> None:
         """
@@ -287,7 +378,9 @@ class RoleMachineTests(SynchronousTestCase):
         role.voteGranted("c", 1, True, False)
         self.assertEqual((actions.events, actions.role), ([], "pre-candidate"))
         role.voteGranted("d", 1, True, True)
-        self.assertEqual((actions.events, actions.role), (["role:candidate", "arm", "election"], "candidate"))
+        self.assertEqual(
+            (actions.events, actions.role), (["role:candidate", "arm", "cancel", "election"], "candidate")
+        )
 
     def test_votesCountOnceTheOwnVoteIsDurable(self) -> None:
         """
@@ -304,7 +397,7 @@ class RoleMachineTests(SynchronousTestCase):
         role.voteGranted("b", 2, False, True)
         self.assertEqual((actions.events[1:], actions.role), (["ballot:1"], "candidate"))
         role.voteGranted("b", 1, False, True)
-        self.assertEqual((actions.events[2:], actions.role), (["lead", "role:leader", "disarm"], "leader"))
+        self.assertEqual((actions.events[2:], actions.role), (["lead", "role:leader", "cancel"], "leader"))
 
     def test_singleVoterElectsItself(self) -> None:
         """
@@ -312,6 +405,7 @@ class RoleMachineTests(SynchronousTestCase):
         won at once.
         """
         role, actions = machineIn("follower", quorum=1)
+        actions.fire()
         role.electionTimedOut()
         self.assertEqual(actions.role, "candidate")
         role.voteSaved(1, False)
@@ -324,11 +418,12 @@ class RoleMachineTests(SynchronousTestCase):
                 "preVote",
                 "role:candidate",
                 "arm",
+                "cancel",
                 "election",
                 "ballot:1",
                 "lead",
                 "role:leader",
-                "disarm",
+                "cancel",
             ],
         )
 
@@ -340,7 +435,9 @@ class RoleMachineTests(SynchronousTestCase):
         role, actions = machineIn("follower")
         role.timeoutNowReceived()
         role.voteSaved(1, True)
-        self.assertEqual(actions.events, ["role:candidate", "arm", "electionTransfer", "ballot:1:transfer"])
+        self.assertEqual(
+            actions.events, ["role:candidate", "arm", "cancel", "electionTransfer", "ballot:1:transfer"]
+        )
 
     def test_refusalsReachTheCaller(self) -> None:
         """
@@ -357,13 +454,13 @@ class RoleMachineTests(SynchronousTestCase):
     def test_leaderStepsDownOnQuorumLoss(self) -> None:
         """
         CheckQuorum failure announces the follower role (so the leader's
-        failed waiters find no leader), stops the leader's timers, resigns
-        and re-arms the election timer.
+        failed waiters find no leader) and starts its election timer, then
+        stops the leader's timers and resigns.
         """
         role, actions = machineIn("leader")
         self.assertIsInstance(actions.leadership, FakeLeadership)
         role.quorumLost()
-        self.assertEqual(actions.events, ["role:follower", "timersStopped", "resign", "arm"])
+        self.assertEqual(actions.events, ["role:follower", "arm", "timersStopped", "resign"])
         self.assertIsNone(actions.leadership)
 
     def test_learnerNeverCampaigns(self) -> None:

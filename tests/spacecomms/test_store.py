@@ -6,8 +6,11 @@ replay, torn-tail repair and compaction.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -128,6 +131,56 @@ class StoreTests(SynchronousTestCase):
         self.clock.advance(1.0)
         self.assertFalse(s._dirty)
         s.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_fsyncOneAtATime(self) -> None:
+        """
+        One fsync at a time: ticks and appends while one runs start no
+        other; the appends are fsynced by exactly one more, at the first
+        tick after it ended; with nothing appended since, none runs.
+        """
+        synced: list[int] = []
+        self.patch(os, "fsync", synced.append)
+        s = self._open()
+        del synced[:]  # the log rewritten at start-up
+        runs: list[tuple[Callable[[], None], Deferred[None]]] = []
+
+        def inThread(f: Callable[[], None]) -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+            runs.append((f, d))
+            return d
+
+        self.patch(s, "_inThread", inThread)
+        self.clock.advance(1.0)
+        self.assertEqual(runs, [])  # nothing appended
+        s.put(_rec("a"))
+        self.clock.advance(1.0)
+        self.assertEqual(len(runs), 1)
+        for key in ("b", "c", "d"):
+            s.put(_rec(key))
+            self.clock.advance(1.0)
+        self.assertEqual(len(runs), 1)
+        f, d = runs[0]
+        f()
+        d.callback(None)
+        self.assertEqual((len(runs), len(synced)), (1, 1))
+        self.clock.advance(1.0)
+        self.assertEqual(len(runs), 2)
+        runs[1][1].callback(None)
+        self.clock.advance(5.0)
+        self.assertEqual(len(runs), 2)
+        # a failed fsync is logged and the next appends are fsynced again
+        s.put(_rec("e"))
+        self.clock.advance(1.0)
+        runs[2][1].errback(Failure(OSError(5, "I/O error")))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        s.put(_rec("f"))
+        self.clock.advance(1.0)
+        self.assertEqual(len(runs), 4)
+        # close fsyncs the log at once, an fsync in flight or not
+        del synced[:]
+        s.close()
+        self.assertEqual(len(synced), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_digest(self) -> None:

@@ -10,7 +10,10 @@ rate (clock drift) over the shared clock, and process pauses during which
 nothing of the node runs (timers, messages, disk completions and client
 requests wait until it resumes, as under SIGSTOP or a long GC pause).  After every step the simulator
 checks election safety, log matching, leader completeness and state-machine
-safety; clients record a history for the linearizability checker.
+safety, that no disk ever records two votes in one term, and that no node
+acts (writes, sends, takes a term, vote or leader) before its storage has
+loaded (which may take a while: C{Faults.loadDelay}); clients record a
+history for the linearizability checker.
 
 Replay a failing scenario with C{RAFT_SEED=<seed> pytest tests/raft/test_simulation.py}.
 """
@@ -52,6 +55,7 @@ class Faults:
     wire: bool = False
     corrupt: float = 0.0  # chance a message's bytes are damaged in flight (then rejected)
     torn: bool = False  # a crash keeps a random prefix of the unsynced writes
+    loadDelay: tuple[float, float] = (0.0, 0.0)  # how long reading the disk back at start-up takes
 
 
 class HeldCall:
@@ -63,13 +67,16 @@ class HeldCall:
     def __init__(self, clock: NodeClock, delay: float, f: Callable[..., Any], a: Any, kw: Any) -> None:
         self.clock, self.f, self.a, self.kw = clock, f, a, kw
         self.cancelled = self.called = False
-        self.inner = clock.base.callLater(max(0.0, delay) / clock.rate, self._due)
+        #: Bumped by L{reset}: a due time held while the node was paused
+        #: runs nothing once the call has been moved.
+        self.generation = 0
+        self.inner = clock.base.callLater(max(0.0, delay) / clock.rate, self._due, 0)
 
-    def _due(self) -> None:
-        self.clock.run(self._run)
+    def _due(self, generation: int) -> None:
+        self.clock.run(lambda: self._run(generation))
 
-    def _run(self) -> None:
-        if not (self.cancelled or self.called):
+    def _run(self, generation: int) -> None:
+        if not (self.cancelled or self.called) and generation == self.generation:
             self.called = True
             self.f(*self.a, **self.kw)
 
@@ -84,6 +91,17 @@ class HeldCall:
         self.cancelled = True
         if self.inner.active():
             self.inner.cancel()
+
+    def reset(self, delay: float) -> None:
+        """
+        Make the call due C{delay} (node time) from now.
+        """
+        if not self.active():
+            raise AlreadyCalled() if self.called else AlreadyCancelled()
+        if self.inner.active():
+            self.inner.cancel()
+        self.generation += 1
+        self.inner = self.clock.base.callLater(max(0.0, delay) / self.clock.rate, self._due, self.generation)
 
     def getTime(self) -> float:
         return self.clock.offset + self.inner.getTime() * self.clock.rate
@@ -206,9 +224,16 @@ class SimTransport:
         self.process = process if process is not None else NodeClock(network.clock)
         self.up = True
         self.receiver: Callable[[Message], None] | None = None
+        #: Whether the node may send yet (its storage has loaded); what it
+        #: sent before is kept in C{early}.
+        self.ready: Callable[[], bool] = lambda: True
+        self.early: list[str] = []
         network.endpoints[nodeId] = self
 
     def send(self, message: Message) -> None:
+        if not self.ready():
+            self.early.append(type(message).__name__)
+            return
         if self.up:
             self.network.deliver(message)
 
@@ -228,13 +253,27 @@ class Disk:
         self.state = Recovered()
         self.rate = 1.0  # the machine's clock rate (drift), kept across restarts
         self.offset = 0.0
+        #: term -> the vote this disk recorded in it; a second, different
+        #: vote in the same term goes to C{doubleVotes}.
+        self.votes: dict[int, str] = {}
+        self.doubleVotes: list[str] = []
+
+    def recordHardState(self, term: int, votedFor: str | None) -> None:
+        self.state.term, self.state.votedFor = term, votedFor
+        if votedFor is not None:
+            first = self.votes.setdefault(term, votedFor)
+            if first != votedFor:
+                self.doubleVotes.append(f"voted for {first} and then {votedFor} in term {term}")
 
 
 @implementer(IRaftStorage)
 class SimStorage:
     """
     Ordered writes that become durable (all queued ones at once: group
-    commit) after a disk delay; a crash drops the queue.
+    commit) after a disk delay; a crash drops the queue.  Reading the disk
+    back (L{load}) takes C{faults.loadDelay}; a write or sync asked for
+    before then is not performed but kept in C{early} (the checker fails
+    the scenario).
     """
 
     def __init__(self, disk: Disk, clock: NodeClock | Clock, rng: random.Random, faults: Faults) -> None:
@@ -244,13 +283,18 @@ class SimStorage:
         self.latestSnapshot = disk.state.snapshot
         self.slow = 1.0
         self.dead = False
+        self.loaded = False
+        self.early: list[str] = []
 
     def _base(self) -> int:
         s = self.disk.state.snapshot
         return s[0].index if s else 0
 
-    def _enqueue(self, op: Callable[[], None]) -> Deferred[None]:
+    def _enqueue(self, op: Callable[[], None], what: str) -> Deferred[None]:
         d: Deferred[None] = Deferred()
+        if not self.loaded:
+            self.early.append(what)
+            return d
         if self.dead:
             return d
         self.queue.append((op, d))
@@ -278,20 +322,30 @@ class SimStorage:
                 op()
         self.queue = []
 
-    def load(self) -> Deferred[Recovered]:
+    def _read(self) -> Recovered:
+        self.loaded = True
         s = self.disk.state
-        return succeed(Recovered(s.term, s.votedFor, s.snapshot, list(s.entries)))
+        return Recovered(s.term, s.votedFor, s.snapshot, list(s.entries))
+
+    def load(self) -> Deferred[Recovered]:
+        lo, hi = self.faults.loadDelay
+        if not hi:
+            return succeed(self._read())
+        d: Deferred[Recovered] = Deferred()
+        self.clock.callLater(self.rng.uniform(lo, hi), lambda: d.callback(self._read()))
+        return d
 
     def saveHardState(self, term: int, votedFor: str | None) -> Deferred[None]:
         def op() -> None:
-            self.disk.state.term, self.disk.state.votedFor = term, votedFor
+            self.disk.recordHardState(term, votedFor)
 
-        return self._enqueue(op)
+        return self._enqueue(op, f"hard state {term}/{votedFor}")
 
     def appendEntries(self, truncateAfter: int | None, entries: Sequence[Entry]) -> Deferred[None]:
         entries = list(entries)
         return self._enqueue(
-            lambda: applyAppend(self.disk.state.entries, truncateAfter, entries, self._base())
+            lambda: applyAppend(self.disk.state.entries, truncateAfter, entries, self._base()),
+            f"append after {truncateAfter} of {len(entries)}",
         )
 
     def saveSnapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred[None]:
@@ -302,15 +356,17 @@ class SimStorage:
             s.entries = applyCompaction(s.entries, self._base(), meta)
             s.snapshot = (meta, data)
 
-        return self._enqueue(op)
+        return self._enqueue(op, f"snapshot at {meta.index}")
 
     def readSnapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         return self.latestSnapshot
 
     def sync(self) -> Deferred[None]:
+        if not self.loaded:
+            return self._enqueue(lambda: None, "sync")
         if not self.queue:
             return succeed(None)
-        return self._enqueue(lambda: None)
+        return self._enqueue(lambda: None, "sync")
 
     def close(self) -> Deferred[None]:
         return succeed(None)
@@ -437,6 +493,8 @@ class Simulation:
         s.clock = NodeClock(self.clock, s.disk.rate, s.disk.offset)
         s.storage = SimStorage(s.disk, s.clock, self.rng, self.faults)
         s.transport = SimTransport(self.network, nodeId, s.clock)
+        storage = s.storage
+        s.transport.ready = lambda: storage.loaded
         s.kv = CheckedKV(self, nodeId)
         s.node = RaftNode(
             nodeId,
@@ -536,6 +594,7 @@ class Simulation:
             n = s.node
             if n is None:
                 continue
+            self.checkLoading(s, n)
             if s.id in self.unrecorded and n.incarnation is not None and n.votesIntact():
                 self.unrecorded.discard(s.id)
             if n.leader is not None:
@@ -546,6 +605,23 @@ class Simulation:
                     self.knownLeaderTerms.add((n.id, n.term))
                     self.checkCompleteness(n)
             self.checkLog(s, n)
+
+    def checkLoading(self, s: SimNode, n: RaftNode) -> None:
+        """
+        Nothing from the network reaches a node before its log is loaded:
+        no write, no message, no term, vote or leader; and no disk holds
+        two votes in a term.
+        """
+        if s.disk.doubleVotes:
+            self.fail(f"{s.id} {s.disk.doubleVotes[0]}")
+        assert s.storage is not None and s.transport is not None
+        if s.storage.early or s.transport.early:
+            self.fail(
+                f"{s.id} acted before its log was loaded: wrote {s.storage.early[:3]}, "
+                f"sent {s.transport.early[:3]}"
+            )
+        if not s.storage.loaded and (n.term or n.votedFor or n.leaderId or n.log.lastIndex()):
+            self.fail(f"{s.id} took term {n.term}, vote {n.votedFor}, leader {n.leaderId} before loading")
 
     def checkLog(self, s: SimNode, n: RaftNode) -> None:
         lg = n.log

@@ -3,10 +3,12 @@ Finding other peers: the rendezvous hub (WAN) and mDNS (LAN).
 
 L{HubClient} publishes a signed record every C{heartbeat_seconds} with the
 configured TTL, reads C{/peers.json}, and follows C{/events} (SSE) for
-joins and leaves; on shutdown it publishes C{offline}.  L{MdnsDiscovery}
-announces and browses C{_<mdns_tag>._tcp.local.} with zeroconf (its blocking
-calls run on threads); an empty C{p2p.mdns_tag} turns it off, and
-C{p2p.mdns_interfaces} (IP addresses) limits it to those interfaces.
+joins and leaves (one stream at a time, retried 2 s after it ends: the
+machine in L{suite.goop.p2p.hubfollow}); on shutdown it publishes
+C{offline}.  L{MdnsDiscovery} announces and browses
+C{_<mdns_tag>._tcp.local.} with zeroconf (its blocking calls run on
+threads); an empty C{p2p.mdns_tag} turns it off, and C{p2p.mdns_interfaces}
+(IP addresses) limits it to those interfaces.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from twisted.logger import Logger
 
 from suite.goop.identity import Identity
 from suite.goop.limits import MAX_PEER_NAME
+from suite.goop.p2p.hubfollow import FollowCore, FollowMachine
 
 __all__ = ["PeerDirectory", "HubClient", "MdnsDiscovery", "signedPublication"]
 
@@ -132,13 +135,12 @@ class HubClient:
         self._loop = LoopingCall(self.heartbeat)
         self._loop.clock = reactor
         self.interval = heartbeat
-        self._events: Deferred[Any] | None = None
-        self._retry: Any = None
-        self.running = False
         self.published = 0
         self.beats = 0
         self.seq = 0
-        self.streams = 0
+        #: Following C{/events}: one stream at a time, 2 s between them.
+        self._followCore = FollowCore(reactor, self._readStream, self._streamAnswered)
+        self._follow = FollowMachine(self._followCore)
         #: Events seen so far, and the event count at which each peer was
         #: last changed by one: a peers.json snapshot requested before an
         #: event must not undo it (re-add a peer that left, drop one that
@@ -149,10 +151,14 @@ class HubClient:
         # every few minutes; in between, SSE events keep the directory current.
         self.refreshEvery = max(1, int(300 // max(heartbeat, 1)))
 
+    @property
+    def streams(self) -> int:
+        """Event streams the hub answered so far."""
+        return self._followCore.streams
+
     def start(self) -> None:
-        self.running = True
         self._loop.start(self.interval, now=True).addErrback(lambda f: log.failure("hub heartbeat", f))
-        self.follow()
+        self._follow.start()
 
     async def _publish(self, kind: str = "online") -> None:
         now = self.reactor.seconds()
@@ -230,13 +236,13 @@ class HubClient:
         )
         return d
 
-    def follow(self) -> None:
+    def _readStream(self, opened: Callable[[], None]) -> Deferred[None]:
         """
-        Follow C{/events}; reconnect after a pause when it ends.  Every
-        reconnection publishes at once (the hub may have restarted).
+        Request C{/events}, say when the hub answers it, and read its
+        frames until it ends.  (An answer that arrives while the machine
+        is still entering Following, which only a synchronous test double
+        does, is said once that transition is over: automat queues it.)
         """
-        if not self.running:
-            return
         buf = bytearray()
 
         def chunk(data: bytes) -> None:
@@ -255,25 +261,23 @@ class HubClient:
                 return
             import treq
 
-            self.streams += 1
-            if self.streams > 1:
-                # The stream came back (a hub restart, a proxy timeout): the
-                # hub may have lost this peer, so publish now rather than at
-                # the next heartbeat.
-                again = Deferred.fromCoroutine(self._publish())
-                again.addErrback(lambda f: log.info("republish failed: {err}", err=f.getErrorMessage()))
-            refresh = Deferred.fromCoroutine(self._refresh())
-            refresh.addErrback(lambda f: log.info("peer list refresh failed: {err}", err=f.getErrorMessage()))
-
+            opened()
             await treq.collect(resp, chunk)
 
-        self._events = Deferred.fromCoroutine(run())
-        self._events.addErrback(lambda f: None)
-        self._events.addBoth(lambda _: self._again())
+        return Deferred.fromCoroutine(run())
 
-    def _again(self) -> None:
-        if self.running:
-            self._retry = self.reactor.callLater(2.0, self.follow)
+    def _streamAnswered(self, again: bool) -> None:
+        """
+        The hub answered an event stream: re-read the peer list, and when
+        the stream came back (a hub restart, a proxy timeout) publish now
+        rather than at the next heartbeat, as the hub may have lost this
+        peer.
+        """
+        if again:
+            republish = Deferred.fromCoroutine(self._publish())
+            republish.addErrback(lambda f: log.info("republish failed: {err}", err=f.getErrorMessage()))
+        refresh = Deferred.fromCoroutine(self._refresh())
+        refresh.addErrback(lambda f: log.info("peer list refresh failed: {err}", err=f.getErrorMessage()))
 
     def _frame(self, frame: str) -> None:
         event, data = "message", []
@@ -300,13 +304,9 @@ class HubClient:
             self.directory.update(record, "rendezvous")
 
     def stop(self) -> Deferred[None]:
-        self.running = False
         if self._loop.running:
             self._loop.stop()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        if self._events is not None:
-            self._events.cancel()
+        self._follow.stop()
         d = Deferred.fromCoroutine(self._publish("offline"))
         d.addTimeout(2, self.reactor)
         d.addErrback(lambda f: None)

@@ -180,6 +180,13 @@ class ChordNode:
     def saveRingState(self, force: bool = False) -> None:
         self.view.save(force)
 
+    def closeRingState(self) -> Deferred[None]:
+        """
+        Stop saving the ring state (at shutdown, after L{leave}): fires once
+        the write in progress and the last view asked for are written.
+        """
+        return self.view.close()
+
     def joinTrouble(self, reason: str) -> None:
         self.view.joinTrouble(reason)
 

@@ -3,6 +3,12 @@ A process's view of its ring membership: the peers it knows now and knew
 before (kept across restarts in the ring state), the seeds it gets in
 through, why it is not in the ring while it cannot get in, and who waits
 for all its vnodes to serve.
+
+The ring state is saved one write at a time: a view asked to be saved
+while a write is in progress is written once more after it (the newest
+view asked for, however many were), and L{RingView.close} waits for the
+write in progress and writes the last view asked for if the file does not
+hold it yet, so a stop never loses the view saved before leaving.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.serial import SerialJob
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, ref
@@ -62,8 +69,11 @@ class RingView:
         self._savedPeers = set(self.knownPeers)
         #: every process this one has been in a ring with (for healing splits)
         self.formerPeers: set[str] = set(self.knownPeers)
-        self._saving = False
-        self._saveAgain = False
+        #: writes the ring state one at a time, coalescing requests made meanwhile
+        self._saver = SerialJob(self._write, "saving the ring state", log=log)
+        #: the newest view asked to be saved, and the last one written
+        self._pending: dict[str, Any] | None = None
+        self._written: dict[str, Any] | None = None
         #: addresses tried, in order, when no vnode of this process serves
         self.seeds: list[str] = []
         #: whether this process founds the ring (rather than joining one)
@@ -136,7 +146,8 @@ class RingView:
         """
         Save the ring membership when the set of peers changed (or when
         C{force}d); an empty view never replaces a saved one, so a process
-        that lost every peer still knows where its ring was.
+        that lost every peer still knows where its ring was.  Asked while a
+        write is in progress, the view is written once more after it.
         """
         if self.ringState is None:
             return
@@ -145,25 +156,46 @@ class RingView:
         peers = self.currentPeers()
         if not peers or (peers == self._savedPeers and not force):
             return
-        if self._saving:
-            self._saveAgain = True
-            return
-        self._saving = True
         self._savedPeers = peers
         if len(self.formerPeers) < MAX_PEERS:
             self.formerPeers |= peers
         self.knownPeers = sorted(peers)
+        self._pending = self.snapshot(peers)
+        self._saver.request()
 
-        def saved(result: Any) -> None:
-            self._saving = False
-            if isinstance(result, Failure):
-                log.failure("cannot save the ring state", result)
-                self._savedPeers = set()
-            if self._saveAgain:
-                self._saveAgain = False
-                self.save()
+    def _write(self) -> Deferred[None]:
+        """
+        Write the newest view asked for (one write at a time, see L{save}).
+        """
+        assert self.ringState is not None and self._pending is not None
+        state = self._pending
 
-        self.ringState.save(self.snapshot(peers)).addBoth(saved)
+        def written(_: object) -> None:
+            self._written = state
+
+        def failed(f: Failure) -> None:
+            log.failure("cannot save the ring state", f)
+            self._savedPeers = set()
+
+        d: Deferred[None] = self.ringState.save(state)
+        return d.addCallbacks(written, failed)
+
+    def close(self) -> Deferred[None]:
+        """
+        Stop saving (at shutdown): wait for the write in progress, then write
+        the last view asked for if the file does not hold it yet.  Later
+        views are not saved.
+        """
+        stopped = self._saver.stop()
+
+        def last(_: object) -> Deferred[None] | None:
+            ringState, state = self.ringState, self._pending
+            if ringState is None or state is None or state is self._written:
+                return None
+            d: Deferred[None] = ringState.save(state)
+            return d.addErrback(lambda f: log.failure("cannot save the ring state", f))
+
+        return stopped.addCallback(last)
 
     # -- getting in ----------------------------------------------------------------
     def joinTrouble(self, reason: str) -> None:

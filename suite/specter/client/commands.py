@@ -261,6 +261,9 @@ async def _tunnel(reactor: Any, options: ClientOptions) -> int:
         if not done.called:
             done.callback(1)
 
+    from suite.specter.tunnel.twistedio import leanDispatch
+
+    leanDispatch(reactor)
     client = TunnelClient(
         reactor,
         identity,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,6 +25,7 @@ from suite.specter.tunnel.mux import (
     Stream,
     eagerWrites,
 )
+from suite.specter.tunnel.twistedio import LeanClientTLSEndpoint
 
 __all__ = [
     "ClientLink",
@@ -188,9 +189,10 @@ class LinkHandle:
     # -- ILinkActions ---------------------------------------------------------------------
     def connect(self) -> Deferred[Any]:
         host, port = splitHostPort(self.gateway)
-        endpoint = wrapClientTLS(
+        endpoint = LeanClientTLSEndpoint(
             tunnelCreator(self.client.identity, host),
             HostnameEndpoint(self.client.reactor, host, port, timeout=10),
+            self.client.reactor,
         )
         factory = Factory.forProtocol(lambda: ClientLink(self))
         factory.noisy = False

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.specter.gateway.interfaces import IRouteStore
-from suite.specter.gateway.lifecycle import MOVE, newDrainMachine, newLinkMachine
+from suite.specter.gateway.lifecycle import MOVE, DrainingVisitor, newDrainMachine, newLinkMachine
 from suite.specter.gateway.routes import LinkRegistry, RouteCache, RouteOwned
 from suite.specter.tunnel.mux import Link
 
@@ -81,6 +81,9 @@ class Gateway:
         self.metrics = Metrics()
         self.peers = peers or (lambda: [])
         self.links: set[GatewayLink] = set()
+        #: HTTP/2 visitor connections (the drain tells them to go away
+        #: and waits for them).
+        self.visitors: set[DrainingVisitor] = set()
         #: The gateway's shutdown (L{suite.specter.gateway.lifecycle.DrainMachine}).
         self.drainMachine = newDrainMachine(self, clock, config.drainSeconds)
         self.overlay: Any = None
@@ -234,19 +237,42 @@ class Gateway:
         A tunnel link was lost.
         """
         self.links.discard(link)
-        if not self.links:
+        if not self.links and not self.visitors:
+            self.drainMachine.linksGone()
+
+    def visitorOpened(self, visitor: DrainingVisitor) -> None:
+        """
+        An HTTP/2 visitor connection was opened.
+        """
+        self.visitors.add(visitor)
+        self.drainMachine.visitorOpened(visitor)
+
+    def visitorClosed(self, visitor: DrainingVisitor) -> None:
+        """
+        An HTTP/2 visitor connection was closed.
+        """
+        self.visitors.discard(visitor)
+        if not self.links and not self.visitors:
             self.drainMachine.linksGone()
 
     # -- IDrainActions --------------------------------------------------------------------
+    def askVisitorsToLeave(self) -> None:
+        for visitor in list(self.visitors):
+            visitor.goAway()
+
     def askLinksToMove(self) -> None:
         for link in list(self.links):
             link.machine.gatewayDraining()
-        if not self.links:
+        if not self.links and not self.visitors:
             self.drainMachine.linksGone()
 
     def abortLinks(self) -> None:
         for link in list(self.links) + list(self.overlayLinks):
             link.transport.abortConnection()
+
+    def closeVisitors(self) -> None:
+        for visitor in list(self.visitors):
+            visitor.close()
 
 
 class GatewayLink(Link):

@@ -3,8 +3,11 @@ HTTP/2 visitors: a server protocol driving the C{h2} library directly.
 
 Each request is routed by its C{:authority} and forwarded as HTTP/1.1 on
 a pooled tunnel stream (L{suite.specter.gateway.exchange}); the response
-comes back as HEADERS and DATA on the visitor's stream.  What keeps it
-lean per request:
+comes back as HEADERS and DATA on the visitor's stream.  Each stream's
+phase (routing, forwarding, responding, draining its body, closed) is an
+automat machine, L{suite.specter.gateway.h2stream}; this module is the
+connection: it turns C{h2}'s events into the streams' inputs and sends
+what they queue.  What keeps it lean per request:
 
   - HPACK blocks are decoded and encoded once per table state
     (L{suite.specter.gateway.h2internals}), and a request's HTTP/1.1 head is
@@ -25,11 +28,16 @@ lean per request:
 Flow control towards the visitor: a response is sent as the visitor's
 windows allow; while one waits (or the visitor's TCP connection is full)
 its exchange stops granting window to the tunnel target.
+
+When the gateway drains (L{suite.specter.gateway.lifecycle.DrainMachine}),
+each connection sends GOAWAY (C{NO_ERROR}, the last stream it took) without
+closing C{h2}'s connection, refuses streams opened later (C{REFUSED_STREAM}:
+the visitor may retry them elsewhere), lets its streams in flight finish
+and closes when none is left, or at the drain's deadline.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import h2.errors
@@ -45,10 +53,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.gateway.exchange import Exchange, ExchangePool, SiteExchange
-from suite.specter.gateway.h2internals import installCachingCodecs, sendResponse
-from suite.specter.gateway.http1 import BadMessage, RequestHead, ResponseHead, buildRequestHead
-from suite.specter.gateway.interfaces import IResponseSink
-from suite.specter.gateway.visitor import errorPage
+from suite.specter.gateway.h2internals import installCachingCodecs, remoteOpen, sendGoAway, sendResponse
+from suite.specter.gateway.h2stream import END, MAX_BODY, Response, StreamCore, newStream
+from suite.specter.gateway.http1 import BadMessage, RequestHead, buildRequestHead
 
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
@@ -56,18 +63,11 @@ if TYPE_CHECKING:
 __all__ = ["H2Front", "H2Visitor", "TurnFlusher", "MAX_BODY", "STREAM_WINDOW", "CONNECTION_WINDOW"]
 
 log = Logger()
-#: Largest HTTP/2 request body accepted (413 beyond).
-MAX_BODY = 8 * 1024 * 1024
 #: Initial window of each visitor stream (request bodies).
 STREAM_WINDOW = 1024 * 1024
 #: Window of a visitor connection (all its request bodies together).
 CONNECTION_WINDOW = 4 * 1024 * 1024
 MAX_CONCURRENT_STREAMS = 128
-#: Request body bytes read and dropped after an early answer before the
-#: stream is reset.
-DRAIN_LIMIT = 16 * 1024 * 1024
-#: Response bytes queued for a visitor stream before its exchange pauses.
-QUEUE_LIMIT = 64 * 1024
 #: Streams a visitor may reset before it has had as many answers: beyond
 #: that (and twice the answers), the connection is closed (rapid reset).
 RESET_ALLOWANCE = 200
@@ -79,12 +79,8 @@ _CONFIG = H2Configuration(
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
 )
-_END = object()
-#: The :status fields of common answers (one object each: their hashes are
-#: computed once for the HPACK cache's lookups).
-_STATUS = {
-    code: (b":status", b"%d" % code) for code in (200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 500)
-}
+_NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
+_REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
 
 
 class TurnFlusher:
@@ -150,94 +146,16 @@ class H2Front:
         return H2Visitor(self)
 
 
-@implementer(IResponseSink)
-class _Request:
-    """
-    One visitor stream: its request on the way to the target and the
-    response on the way back.
-
-    @ivar out: response pieces not sent yet (C{_END} once complete).
-    @ivar unacked: request body bytes received but not yet taken by the
-        tunnel (acknowledged to the visitor when they are).
-    """
-
-    def __init__(self, visitor: H2Visitor, sid: int, bodyFollows: bool) -> None:
-        self.visitor = visitor
-        self.sid = sid
-        self.exchange: Exchange | SiteExchange | None = None
-        self.head: RequestHead | None = None
-        self.bodyFollows = bodyFollows
-        self.ended = not bodyFollows
-        self.early: list[bytes] = []
-        self.unacked = 0
-        self.bodyBytes = 0
-        self.bodyPaused = False
-        self.responseHead: list[tuple[bytes, bytes]] | None = None
-        self.responded = False
-        self.out: deque[Any] = deque()
-        self.queued = 0
-        self.paused = False
-        self.done = False
-
-    # -- IResponseSink ---------------------------------------------------------------------
-    def responseStarted(self, head: ResponseHead) -> None:
-        status = _STATUS.get(head.code)
-        if status is None:
-            status = (b":status", b"%d" % head.code)
-        headers = [status, *head.headers]
-        assert self.head is not None
-        altSvc = self.visitor.gateway.altSvcFor(self.head.host)
-        if altSvc is not None:
-            headers.append((b"alt-svc", altSvc))
-        self.responseHead = headers
-        self.visitor.ready(self)
-
-    def responseData(self, data: bytes) -> None:
-        self.out.append(data)
-        self.queued += len(data)
-        if self.queued > QUEUE_LIMIT:
-            self._pauseExchange()
-        self.visitor.ready(self)
-
-    def responseEnded(self) -> None:
-        self.out.append(_END)
-        self.exchange = None
-        self.visitor.ready(self)
-
-    def responseFailed(self, reason: str) -> None:
-        self.exchange = None
-        if self.done:
-            return
-        if self.responseHead is None and not self.responded:
-            self.visitor.answer(self, 502, f"the tunnel target did not answer: {reason}")
-        else:  # cut short: reset, never end as if complete
-            self.visitor.resetStream(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-
-    def requestBodyPaused(self) -> None:
-        self.bodyPaused = True
-
-    def requestBodyResumed(self) -> None:
-        self.bodyPaused = False
-        if self.unacked:
-            self.visitor.acknowledge(self)
-
-    # -- helpers ---------------------------------------------------------------------------
-    def _pauseExchange(self) -> None:
-        if not self.paused and self.exchange is not None:
-            self.paused = True
-            self.exchange.pauseResponse()
-
-    def _resumeExchange(self) -> None:
-        if self.paused:
-            self.paused = False
-            if self.exchange is not None:
-                self.exchange.resumeResponse()
-
-
 @implementer(IPushProducer)
 class H2Visitor(Protocol):
     """
-    One HTTP/2 visitor connection.
+    One HTTP/2 visitor connection; each of its streams is a
+    L{suite.specter.gateway.h2stream} machine.
+
+    @ivar lastStreamId: None while the connection takes new streams; once
+        the gateway drains, the last stream id its GOAWAY named (streams
+        up to it finish, later ones are refused and the connection closes
+        when none is left).
     """
 
     transport: Any = None
@@ -246,13 +164,10 @@ class H2Visitor(Protocol):
         self.front = front
         self.gateway = front.gateway
         self.conn = H2Connection(_CONFIG)
-        self.requests: dict[int, _Request] = {}
-        #: Requests with something to send at the next flush.
-        self.sendable: dict[int, _Request] = {}
+        self.requests: dict[int, StreamCore] = {}
+        #: Responses with something to send at the next flush.
+        self.sendable: dict[int, Response] = {}
         self.heads: dict[tuple[Any, ...], RequestHead | str] = {}
-        #: Streams answered before their request body ended: bytes of the
-        #: body read since (and dropped).
-        self.draining: dict[int, int] = {}
         self.ip = "?"
         self.peer = "?:0"
         self.writePaused = False
@@ -261,6 +176,7 @@ class H2Visitor(Protocol):
         self.resets = 0
         self.lastActivity = 0.0
         self.idleCall: Any = None
+        self.lastStreamId: int | None = None
 
     # -- connection ------------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -284,6 +200,8 @@ class H2Visitor(Protocol):
         self.lastActivity = self.front.clock.seconds()
         self.idleCall = self.front.clock.callLater(self.front.idleTimeout, self._idleCheck)
         self.flush()
+        # while the gateway drains, this is told to go away at once
+        self.gateway.visitorOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self.closed:
@@ -320,11 +238,12 @@ class H2Visitor(Protocol):
         if self.idleCall is not None and self.idleCall.active():
             self.idleCall.cancel()
         self.idleCall = None
-        requests, self.requests = self.requests, {}
         self.sendable = {}
-        for request in requests.values():
-            self._drop(request)
+        for stream in list(self.requests.values()):
+            stream.inputs.abandoned()
+        self.requests = {}
         self.front.flusher.dirty.pop(self, None)
+        self.gateway.visitorClosed(self)
 
     def _terminate(self, code: int | None = None) -> None:
         """
@@ -336,6 +255,11 @@ class H2Visitor(Protocol):
             except h2.exceptions.ProtocolError:
                 pass
         self.flush()
+        self._hangUp()
+
+    def _hangUp(self) -> None:
+        if self.closed:
+            return
         self.closed = True
         try:
             self.transport.unregisterProducer()
@@ -350,7 +274,28 @@ class H2Visitor(Protocol):
             self.idleCall = clock.callLater(max(1.0, self.front.idleTimeout - idle), self._idleCheck)
             return
         self.idleCall = None
-        self._terminate(h2.errors.ErrorCodes.NO_ERROR)
+        self._terminate(_NO_ERROR)
+
+    # -- the gateway drains (suite.specter.gateway.lifecycle.DrainMachine) ------------------
+    def goAway(self) -> None:
+        """
+        Tell the visitor to open no more streams here (GOAWAY, NO_ERROR,
+        naming the last stream taken); close once the streams in flight
+        are done.
+        """
+        if self.closed or self.lastStreamId is not None:
+            return
+        self.lastStreamId = self.conn.highest_inbound_stream_id
+        sendGoAway(self.conn, self.lastStreamId, _NO_ERROR)
+        self.flush()
+
+    def close(self) -> None:
+        """
+        The drain's deadline: close now, whatever is in flight.
+        """
+        if not self.closed:
+            self.goAway()
+            self._hangUp()
 
     # -- requests --------------------------------------------------------------------------
     def _requestHead(self, headers: list[tuple[bytes, bytes]]) -> RequestHead | str:
@@ -368,251 +313,188 @@ class H2Visitor(Protocol):
 
     def _requestReceived(self, event: Any) -> None:
         sid = event.stream_id
-        request = _Request(self, sid, event.stream_ended is None)
-        self.requests[sid] = request
+        if self.lastStreamId is not None and sid > self.lastStreamId:
+            # opened after our GOAWAY: never processed, the visitor may
+            # safely retry it elsewhere
+            self.resetStream(sid, _REFUSED)
+            return
         head = self._requestHead(event.headers)
         if isinstance(head, str):
-            self.answer(request, 400, f"malformed request: {head}")
+            stream = newStream(self, sid, None, event.stream_ended is None)
+            self.requests[sid] = stream
+            stream.inputs.rejected(400, f"malformed request: {head}")
             return
-        request.head = head
+        stream = newStream(self, sid, head, event.stream_ended is None)
+        self.requests[sid] = stream
+        inputs = stream.inputs
         if head.length > MAX_BODY:
-            self.answer(request, 413, f"request body larger than {MAX_BODY} bytes")
+            inputs.rejected(413, f"request body larger than {MAX_BODY} bytes")
             return
         host = head.host
         if not host:
-            self.answer(request, 400, "no :authority or Host header")
+            inputs.rejected(400, "no :authority or Host header")
             return
         gateway = self.gateway
         if host in gateway.config.apexes:
             if gateway.apexSite is None:
-                self.answer(request, 404, "nothing is served on the apex here")
+                inputs.rejected(404, "nothing is served on the apex here")
                 return
-            exchange = SiteExchange(
-                gateway.apexSite, self.transport.getPeer(), self.front.pool.heads, self.front.clock
+            front = self.front
+            inputs.forwarded(
+                SiteExchange(gateway.apexSite, self.transport.getPeer(), front.pool.heads, front.clock)
             )
-            self._start(request, exchange)
             return
         link = gateway.registry.pick(host)
         if link is not None:
-            self._start(request, self.front.pool.exchangeFor(link, self.peer, host))
-            return
-        d = gateway.resolve(host)
-        d.addCallbacks(self._resolved, self._resolveFailed, callbackArgs=(request,), errbackArgs=(request,))
-
-    def _resolved(self, found: Any, request: _Request) -> None:
-        if request.done or self.closed:
-            return
-        assert request.head is not None
-        if found is None or isinstance(found, str):
-            self.answer(
-                request, 404 if found is None else 502, found or f"no tunnel is serving {request.head.host}"
-            )
+            inputs.forwarded(self.front.pool.exchangeFor(link, self.peer, host))
         else:
-            self._start(request, self.front.pool.exchangeFor(found, self.peer, request.head.host))
-        self.flush()
-
-    def _resolveFailed(self, failure: Failure, request: _Request) -> None:
-        assert request.head is not None
-        host = request.head.host
-        log.warn("route lookup for {host} failed: {error}", host=host, error=failure.getErrorMessage())
-        if not request.done and not self.closed:
-            self.answer(request, 502, f"route lookup for {host} failed, try again")
-            self.flush()
-
-    def _start(self, request: _Request, exchange: Exchange | SiteExchange) -> None:
-        assert request.head is not None
-        request.exchange = exchange
-        exchange.start(request.head, request, request.bodyFollows)
-        if request.early:
-            early, request.early = request.early, []
-            for piece in early:
-                exchange.sendBody(piece)
-            if not request.bodyPaused:
-                self.acknowledge(request)
-        if request.ended and request.bodyFollows:
-            exchange.endBody()
+            inputs.lookingUp()
 
     def _dataReceived(self, event: Any) -> None:
-        sid = event.stream_id
-        request = self.requests.get(sid)
-        size = event.flow_controlled_length
-        if request is None or request.done:
-            self.conn.acknowledge_received_data(size, sid)
-            drained = self.draining.get(sid)
-            if drained is not None:
-                drained += size
-                self.draining[sid] = drained
-                if drained > DRAIN_LIMIT:
-                    del self.draining[sid]
-                    self.conn.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
-            return
-        data = event.data
-        request.bodyBytes += len(data)
-        if request.bodyBytes > MAX_BODY:
-            if request.responseHead is None and not request.responded:
-                exchange, request.exchange = request.exchange, None
-                if exchange is not None:
-                    exchange.cancel()
-                self.answer(request, 413, f"request body larger than {MAX_BODY} bytes")
-            else:
-                self.resetStream(request, h2.errors.ErrorCodes.REFUSED_STREAM)
-            self.conn.acknowledge_received_data(size, sid)
-            return
-        request.unacked += size
-        exchange = request.exchange
-        if exchange is None:
-            request.early.append(data)
-            return
-        exchange.sendBody(data)
-        if not request.bodyPaused:
-            self.acknowledge(request)
-
-    def acknowledge(self, request: _Request) -> None:
-        """
-        The tunnel took C{request}'s body bytes: reopen the visitor's windows.
-        """
-        size, request.unacked = request.unacked, 0
-        if size and not self.closed:
-            try:
-                self.conn.acknowledge_received_data(size, request.sid)
-            except h2.exceptions.ProtocolError:
-                return
-            self.front.flusher.mark(self)
+        stream = self.requests.get(event.stream_id)
+        if stream is None:
+            self.giveBack(event.stream_id, event.flow_controlled_length)
+        else:
+            stream.inputs.bodyReceived(event.data, event.flow_controlled_length)
 
     def _streamEnded(self, sid: int) -> None:
-        self.draining.pop(sid, None)
-        request = self.requests.get(sid)
-        if request is None or request.ended:
-            return
-        request.ended = True
-        if request.exchange is not None:
-            request.exchange.endBody()
+        stream = self.requests.get(sid)
+        # a request without a body ended with its head (nothing to tell)
+        if stream is not None and stream.bodyFollows:
+            stream.inputs.bodyEnded()
 
     def _streamReset(self, sid: int) -> None:
-        self.draining.pop(sid, None)
-        request = self.requests.pop(sid, None)
-        if request is None:
+        stream = self.requests.get(sid)
+        if stream is None:
             return
-        self.sendable.pop(sid, None)
-        self._drop(request)
+        stream.inputs.abandoned()
         self.resets += 1
         if self.resets > RESET_ALLOWANCE and self.resets > 2 * self.answered:
             log.warn("HTTP/2 visitor {peer} reset too many streams", peer=self.peer)
             self._terminate(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
-    def _drop(self, request: _Request) -> None:
-        request.done = True
-        exchange, request.exchange = request.exchange, None
-        if exchange is not None:
-            exchange.cancel()
-        self._giveBack(request)
+    # -- StreamSide ------------------------------------------------------------------------
+    def exchangeFor(self, link: Any, host: str) -> Exchange:
+        """
+        An exchange on C{link} for a request to C{host}.
+        """
+        return self.front.pool.exchangeFor(link, self.peer, host)
 
-    def _giveBack(self, request: _Request) -> None:
+    def acknowledge(self, stream: StreamCore) -> None:
         """
-        Body bytes of a finished request that were never acknowledged go
-        back to the connection's window.
+        The tunnel took C{stream}'s body bytes: reopen the visitor's windows.
         """
-        if request.unacked and not self.closed:
-            self.acknowledge(request)
+        size, stream.unacked = stream.unacked, 0
+        if size:
+            self.giveBack(stream.sid, size)
 
-    # -- responses -------------------------------------------------------------------------
-    def ready(self, request: _Request) -> None:
+    def giveBack(self, sid: int, size: int) -> None:
         """
-        C{request} has something to send.
+        Reopen the visitor's windows by C{size} bytes of stream C{sid}.
         """
-        if request.done:
-            return
-        self.sendable[request.sid] = request
+        if size and not self.closed:
+            try:
+                self.conn.acknowledge_received_data(size, sid)
+            except h2.exceptions.ProtocolError:
+                return
+            self.front.flusher.mark(self)
+
+    def ready(self, response: Response) -> None:
+        """
+        C{response} has something to send.
+        """
+        self.sendable[response.stream.sid] = response
         self.front.flusher.mark(self)
 
-    def answer(self, request: _Request, code: int, detail: str) -> None:
+    def resetStream(self, sid: int, code: int) -> None:
         """
-        Answer C{request} with an error page from the gateway.
+        Reset stream C{sid} (a response cut short, or refused).
         """
-        errors = self.gateway.metrics.errors
-        errors[code] = errors.get(code, 0) + 1
-        page = errorPage(code, detail)
-        body = page[page.index(b"\r\n\r\n") + 4 :]
-        request.responseHead = [
-            (b":status", b"%d" % code),
-            (b"content-type", b"text/html; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
-        request.out = deque([body, _END])
-        request.queued = len(body)
-        self.sendable[request.sid] = request
-        self.front.flusher.mark(self)
-
-    def resetStream(self, request: _Request, code: int) -> None:
-        """
-        Reset C{request}'s stream (a response cut short, or refused).
-        """
-        if request.done:
-            return
-        self.requests.pop(request.sid, None)
-        self.sendable.pop(request.sid, None)
-        self._drop(request)
         try:
-            self.conn.reset_stream(request.sid, code)
+            self.conn.reset_stream(sid, code)
         except h2.exceptions.ProtocolError:
             pass
         self.front.flusher.mark(self)
 
+    def streamAnswered(self) -> None:
+        """
+        A response was sent whole.
+        """
+        self.answered += 1
+
+    def streamClosed(self, stream: StreamCore) -> None:
+        """
+        C{stream} is over.
+        """
+        sid = stream.sid
+        if self.requests.get(sid) is stream:
+            del self.requests[sid]
+        self.sendable.pop(sid, None)
+        if self.lastStreamId is not None:
+            self.front.flusher.mark(self)  # the flush closes a drained connection
+
+    # -- responses -------------------------------------------------------------------------
     def _windowOpened(self, sid: int) -> None:
         if sid:
-            request = self.requests.get(sid)
-            if request is not None and request.out:
-                self.sendable[sid] = request
+            stream = self.requests.get(sid)
+            if stream is not None:
+                response = stream.response
+                if response is not None and response.out:
+                    self.sendable[sid] = response
         else:
-            for request in self.requests.values():
-                if request.out:
-                    self.sendable[request.sid] = request
+            for stream in self.requests.values():
+                response = stream.response
+                if response is not None and response.out:
+                    self.sendable[stream.sid] = response
 
     def flush(self) -> None:
         """
         Send the frames of every stream that has something ready, in one
-        write.
+        write; once the gateway drains and no stream is left, close.
         """
         if self.closed:
             return
         ready = self.sendable
         if ready and not self.writePaused:
             self.sendable = {}
-            for request in ready.values():
-                if not request.done:
-                    self._send(request)
+            requests = self.requests
+            for sid, response in ready.items():
+                stream = requests.get(sid)
+                if stream is not None and stream.response is response:
+                    self._send(stream, response)
         data = self.conn.data_to_send()
         if data:
             self.transport.write(data)
+        if self.lastStreamId is not None and not self.requests:
+            self._hangUp()
 
-    def _send(self, request: _Request) -> None:
+    def _send(self, stream: StreamCore, response: Response) -> None:
         conn = self.conn
-        sid = request.sid
-        out = request.out
+        sid = stream.sid
+        out = response.out
         try:
-            head = request.responseHead
-            if head is not None and not request.responded:
-                request.responded = True
-                if out and out[-1] is _END and len(out) <= 2:
+            head = response.headers
+            if head is not None:
+                response.headers = None
+                if out and out[-1] is END and len(out) <= 2:
                     # the whole response is here: HEADERS and DATA in one go
                     if sendResponse(conn, sid, head, out[0] if len(out) == 2 else b"", True):
                         out.clear()
-                        request.queued = 0
-                        self._finished(request)
+                        response.queued = 0
+                        self._finished(stream)
                         return
                 conn.send_headers(sid, head)
-            if not request.responded:
-                return
+                stream.inputs.headersSent(response)
             while out:
                 piece = out[0]
-                if piece is _END:
+                if piece is END:
                     out.popleft()
                     conn.end_stream(sid)
-                    self._finished(request)
+                    self._finished(stream)
                     return
                 room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
                 if room <= 0:
-                    request._pauseExchange()
+                    response.pause()
                     return
                 if len(piece) > room:
                     out[0] = piece[room:]
@@ -620,32 +502,24 @@ class H2Visitor(Protocol):
                     end = False
                 else:
                     out.popleft()
-                    end = len(out) == 1 and out[0] is _END
+                    end = len(out) == 1 and out[0] is END
                     if end:
                         out.popleft()
-                request.queued -= len(piece)
+                response.queued -= len(piece)
                 conn.send_data(sid, piece, end_stream=end)
                 if end:
-                    self._finished(request)
+                    self._finished(stream)
                     return
-            request._resumeExchange()
+            response.resume()
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
             log.debug("HTTP/2 stream {sid} of {peer} gone: {error}", sid=sid, peer=self.peer, error=str(e))
-            self.requests.pop(sid, None)
-            self._drop(request)
+            stream.inputs.abandoned()
 
-    def _finished(self, request: _Request) -> None:
-        request.done = True
-        self.answered += 1
-        self.requests.pop(request.sid, None)
-        if not request.ended:
-            # answered before the body ended: the rest of the body is read
-            # and dropped (up to DRAIN_LIMIT), then the stream is reset
-            exchange, request.exchange = request.exchange, None
-            if exchange is not None:
-                exchange.cancel()
-            self.draining[request.sid] = 0
-        self._giveBack(request)
+    def _finished(self, stream: StreamCore) -> None:
+        if stream.bodyFollows and remoteOpen(self.conn, stream.sid):
+            stream.inputs.responseSentEarly()
+        else:
+            stream.inputs.responseSent()
 
     # -- IPushProducer: the visitor's TCP connection is full ----------------------------
     def pauseProducing(self) -> None:
@@ -653,19 +527,22 @@ class H2Visitor(Protocol):
         Stop sending; the exchanges stop reading from their targets.
         """
         self.writePaused = True
-        for request in self.requests.values():
-            request._pauseExchange()
+        for stream in self.requests.values():
+            if stream.response is not None:
+                stream.response.pause()
 
     def resumeProducing(self) -> None:
         """
         Carry on sending.
         """
         self.writePaused = False
-        for request in self.requests.values():
-            if request.out or (request.responseHead is not None and not request.responded):
-                self.sendable[request.sid] = request
-            else:
-                request._resumeExchange()
+        for stream in self.requests.values():
+            response = stream.response
+            if response is not None:
+                if response.out or response.headers is not None:
+                    self.sendable[stream.sid] = response
+                else:
+                    response.resume()
         self.front.flusher.mark(self)
 
     def stopProducing(self) -> None:

@@ -23,6 +23,12 @@ input gives the same output, so it is looked up instead.
     table (the table changes, nothing is cached); the next time every
     field is indexed, the table does not change and the block is kept.
 
+L{sendGoAway} queues a GOAWAY frame without moving C{h2}'s connection
+state machine to CLOSED: C{close_connection} does, and C{h2} then refuses
+to send (or receive) anything more on the streams in flight, which a
+graceful shutdown lets finish (RFC 9113, section 6.8).  L{remoteOpen}
+tells whether the visitor still sends on a stream (its state machine).
+
 L{sendResponse} sends a short response's HEADERS and DATA frames in one
 call, doing what C{H2Connection.send_headers} and C{send_data} do for a
 server's response (the same state machine inputs, window accounting and
@@ -48,7 +54,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from h2.connection import ConnectionInputs, H2Connection
-from h2.stream import StreamInputs
+from h2.stream import StreamInputs, StreamState
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
 
@@ -57,6 +63,8 @@ __all__ = [
     "CachingEncoder",
     "installCachingCodecs",
     "sendResponse",
+    "sendGoAway",
+    "remoteOpen",
     "CACHE_ENTRIES",
     "CACHE_BLOCK_BYTES",
 ]
@@ -222,3 +230,27 @@ def sendResponse(
         connection.outbound_flow_control_window -= size
     connection._data_to_send += b"".join(out)
     return True
+
+
+_GOAWAY = 0x7
+
+
+def sendGoAway(connection: H2Connection, lastStreamId: int, code: int) -> None:
+    """
+    Queue GOAWAY (C{lastStreamId}, C{code}) on C{connection}, leaving its
+    state machine open so the streams up to C{lastStreamId} can finish.
+    """
+    payload = struct.pack("!LL", lastStreamId & 0x7FFFFFFF, code)
+    connection._data_to_send += _frameHeader(_GOAWAY, 0, 0, len(payload)) + payload
+
+
+def remoteOpen(connection: H2Connection, sid: int) -> bool:
+    """
+    Whether the peer may still send on stream C{sid} (it has not ended or
+    reset it).
+    """
+    stream = connection.streams.get(sid)
+    return stream is not None and stream.state_machine.state in (
+        StreamState.OPEN,
+        StreamState.HALF_CLOSED_LOCAL,
+    )

@@ -19,14 +19,19 @@ command connection from C{specter client ls|release|acme|validate}):
 L{DrainMachine}, one per gateway, its shutdown (SIGTERM):
 
   - Inputs (L{DrainInputs}): C{drainRequested}, C{linkOpened},
-    C{linksGone}, C{deadlinePassed}, C{isDraining}.
-  - Outputs (L{IDrainActions}, carried out by the gateway): C{askLinksToMove},
-    C{abortLinks}; the waiters' Deferreds fire on leaving C{Draining}.
+    C{visitorOpened}, C{linksGone}, C{deadlinePassed}, C{isDraining}.
+  - Outputs (L{IDrainActions}, carried out by the gateway):
+    C{askVisitorsToLeave} (HTTP/2 visitors get GOAWAY: they open no more
+    streams here, those in flight finish), C{askLinksToMove},
+    C{abortLinks} and C{closeVisitors}; the waiters' Deferreds fire on
+    leaving C{Draining}.
   - States: C{Serving} -> C{Draining} (data: the waiters and the deadline
-    timer, cancelled by the last link's loss) -> C{Drained}.
+    timer, cancelled once nothing is left) -> C{Drained}.
 
-Nothing polls: the gateway feeds C{linksGone} when its last link is lost,
-and the deadline is a timer owned by the C{Draining} state.
+Nothing polls: the gateway feeds C{linksGone} when its last tunnel link
+and its last HTTP/2 visitor connection are gone (a visitor connection
+closes itself once its streams are done), and the deadline is a timer
+owned by the C{Draining} state.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from suite.raft.fsm import indexed
+
 __all__ = [
     "LinkInputs",
     "ILinkActions",
@@ -45,6 +52,7 @@ __all__ = [
     "LinkMachine",
     "DrainInputs",
     "IDrainActions",
+    "DrainingVisitor",
     "DrainCore",
     "DrainData",
     "DrainMachine",
@@ -187,7 +195,8 @@ def _buildLink() -> TypeMachine[LinkInputs, LinkCore]:
     return b.build()
 
 
-LinkMachine = _buildLink()
+#: Indexed: C{acceptsStreams} is asked for every visitor routed to a link.
+LinkMachine = indexed(_buildLink())
 
 
 def newLinkMachine(actions: ILinkActions) -> LinkInputs:
@@ -195,6 +204,22 @@ def newLinkMachine(actions: ILinkActions) -> LinkInputs:
     A link machine, C{Active}, acting on C{actions}.
     """
     return LinkMachine(LinkCore(actions))
+
+
+class DrainingVisitor(Protocol):
+    """
+    A visitor connection that can leave gracefully (an HTTP/2 connection).
+    """
+
+    def goAway(self) -> None:
+        """
+        Take no new requests; close once those in flight are done.
+        """
+
+    def close(self) -> None:
+        """
+        Close now.
+        """
 
 
 class DrainInputs(Protocol):
@@ -209,9 +234,14 @@ class DrainInputs(Protocol):
         A tunnel link (its machine) was opened.
         """
 
+    def visitorOpened(self, visitor: DrainingVisitor) -> None:
+        """
+        A visitor connection that can leave gracefully was opened.
+        """
+
     def linksGone(self) -> None:
         """
-        No tunnel link is left.
+        No tunnel link and no HTTP/2 visitor connection is left.
         """
 
     def deadlinePassed(self) -> None:
@@ -226,6 +256,11 @@ class DrainInputs(Protocol):
 
 
 class IDrainActions(Protocol):
+    def askVisitorsToLeave(self) -> None:
+        """
+        Tell every HTTP/2 visitor to open no more streams here.
+        """
+
     def askLinksToMove(self) -> None:
         """
         Tell every link's client to move; feed C{linksGone} when none is left.
@@ -234,6 +269,11 @@ class IDrainActions(Protocol):
     def abortLinks(self) -> None:
         """
         Abort the tunnel links and overlay links still open.
+        """
+
+    def closeVisitors(self) -> None:
+        """
+        Close the HTTP/2 visitor connections still open.
         """
 
 
@@ -270,9 +310,11 @@ def _buildDrain() -> TypeMachine[DrainInputs, DrainCore]:
 
     @serving.upon(DrainInputs.drainRequested).to(drainingState)
     def begin(inputs: DrainInputs, core: DrainCore, done: Deferred[None]) -> None:
+        core.actions.askVisitorsToLeave()
         core.actions.askLinksToMove()
 
     serving.upon(DrainInputs.linkOpened).loop().returns(None)
+    serving.upon(DrainInputs.visitorOpened).loop().returns(None)
     serving.upon(DrainInputs.linksGone).loop().returns(None)
     serving.upon(DrainInputs.isDraining).loop().returns(False)
 
@@ -284,6 +326,7 @@ def _buildDrain() -> TypeMachine[DrainInputs, DrainCore]:
         if data.timer.active():
             data.timer.cancel()
         core.actions.abortLinks()
+        core.actions.closeVisitors()
         waiters, data.waiters = data.waiters, []
         for d in waiters:
             d.callback(None)
@@ -300,16 +343,27 @@ def _buildDrain() -> TypeMachine[DrainInputs, DrainCore]:
     def joinDraining(inputs: DrainInputs, core: DrainCore, data: DrainData, link: LinkInputs) -> None:
         link.joinedDrainingGateway()
 
+    @drainingState.upon(DrainInputs.visitorOpened).loop()
+    def leaveDraining(
+        inputs: DrainInputs, core: DrainCore, data: DrainData, visitor: DrainingVisitor
+    ) -> None:
+        visitor.goAway()
+
     drainingState.upon(DrainInputs.isDraining).loop().returns(True)
 
     @drained.upon(DrainInputs.drainRequested).loop()
     def alreadyDrained(inputs: DrainInputs, core: DrainCore, done: Deferred[None]) -> None:
         core.actions.abortLinks()
+        core.actions.closeVisitors()
         done.callback(None)
 
     @drained.upon(DrainInputs.linkOpened).loop()
     def joinDrained(inputs: DrainInputs, core: DrainCore, link: LinkInputs) -> None:
         link.joinedDrainingGateway()
+
+    @drained.upon(DrainInputs.visitorOpened).loop()
+    def leaveDrained(inputs: DrainInputs, core: DrainCore, visitor: DrainingVisitor) -> None:
+        visitor.goAway()
 
     drained.upon(DrainInputs.linksGone).loop().returns(None)
     drained.upon(DrainInputs.isDraining).loop().returns(True)
@@ -318,7 +372,7 @@ def _buildDrain() -> TypeMachine[DrainInputs, DrainCore]:
     return b.build()
 
 
-DrainMachine = _buildDrain()
+DrainMachine = indexed(_buildDrain())
 
 
 def newDrainMachine(actions: IDrainActions, clock: IReactorTime, drainSeconds: float) -> DrainInputs:

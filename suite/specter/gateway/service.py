@@ -24,6 +24,7 @@ from suite.specter.gateway.listener import (
     makeTLSFactory,
     selfSignedCertificate,
 )
+from suite.specter.tunnel.twistedio import leanDispatch
 
 __all__ = ["GatewayService", "makeGatewayService"]
 
@@ -66,6 +67,7 @@ class GatewayService(MultiService):
             self.ports.append(port)
 
     def startService(self) -> None:
+        leanDispatch(self.reactor)
         self.privilegedStartService()
         super().startService()
         log.info(

@@ -10,6 +10,7 @@ state is its L{suite.specter.gateway.visitormachine.VisitorMachine}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -92,6 +93,8 @@ class _Visitor(LocalSide):
     kind = "http"
     #: Whether a stream that fails before answering may be tried again.
     retries = True
+    #: Streaming's data path, given and taken back by the machine.
+    forward: Callable[[bytes], None] | None = None
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -124,7 +127,11 @@ class _Visitor(LocalSide):
 
     # -- events -------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
-        self.machine.bytesReceived(data)
+        forward = self.forward
+        if forward is not None:
+            forward(data)
+        else:
+            self.machine.bytesReceived(data)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self.machine.connectionLost()

@@ -24,7 +24,10 @@ timer; C{Routing} and C{Replaying} the request and the bytes to send once
 a link is found; C{Streaming} the stream and the replay buffer: what was
 sent before anything came back (at most L{REPLAY_LIMIT} bytes, None once
 too late), so a stream that fails at once can be tried once more
-(C{Replaying}, whose stream keeps no replay buffer).  Decisions with two
+(C{Replaying}, whose stream keeps no replay buffer).  While it is
+C{Streaming} the machine lends the visitor its data path (L{_Forward}:
+reads are forwarded without an input each) and takes it back on leaving.
+Decisions with two
 outcomes are loops whose behaviour feeds a private input
 (C{resolved} -> C{spliced}/C{rejected}, C{streamReset} ->
 C{retryChosen}/C{streamFailed}).
@@ -32,6 +35,7 @@ C{retryChosen}/C{streamFailed}).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +44,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.raft.fsm import indexed
 from suite.specter.gateway.forwarded import RequestError
 from suite.specter.tunnel.mux import Stream, abortTransport, closeTransport
 
@@ -159,6 +164,9 @@ class VisitorSide(Protocol):
     kind: str
     retries: bool
     transport: Any
+    #: Streaming's data path, set by the machine while it is Streaming
+    #: (see L{_Forward}); None: reads go to the machine as C{bytesReceived}.
+    forward: Callable[[bytes], None] | None
 
     def peer(self) -> str:
         """
@@ -253,6 +261,48 @@ class StreamData:
     request: Request
     stream: Stream
     replay: Replay | None
+
+
+class _Forward:
+    """
+    Streaming's data path: what C{bytesReceived} does in C{Streaming}
+    (L{_forwardChunk}), without an automat input per read (the lookup,
+    output calls and reentrancy bookkeeping cost about as much as the
+    forwarding itself).  The machine gives one to the visitor
+    (C{VisitorSide.forward}) as it enters C{Streaming} and takes it back in
+    every transition out of it, so the machine still decides where bytes
+    go; whatever else happens to a streaming visitor is an input.
+    """
+
+    __slots__ = ("inputs", "core", "data")
+
+    def __init__(self, inputs: VisitorInputs, core: VisitorCore, data: StreamData) -> None:
+        self.inputs = inputs
+        self.core = core
+        self.data = data
+
+    def __call__(self, chunk: bytes) -> None:
+        _forwardChunk(self.inputs, self.core, self.data, chunk)
+
+
+def _forwardChunk(inputs: VisitorInputs, core: VisitorCore, data: StreamData, chunk: bytes) -> None:
+    """
+    Rewrite C{chunk}, keep it for a retry while that is possible, and send
+    it on the stream.
+    """
+    rewritten = _rewritten(inputs, core, chunk)
+    if rewritten is None:
+        return
+    if data.replay is not None and not data.replay.keep(rewritten, data.stream):
+        data.replay = None
+    data.stream.send(rewritten)
+
+
+def _leaveStreaming(core: VisitorCore) -> None:
+    """
+    Take Streaming's data path back from the visitor.
+    """
+    core.visitor.forward = None
 
 
 class _FirstHeadInjector:
@@ -399,7 +449,9 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
     def streamData(
         inputs: VisitorInputs, core: VisitorCore, request: Request, stream: Stream, replay: Replay | None
     ) -> StreamData:
-        return StreamData(request, stream, replay)
+        data = StreamData(request, stream, replay)
+        core.visitor.forward = _Forward(inputs, core, data)
+        return data
 
     streaming = b.state("Streaming", streamData)
     done = b.state("Done")
@@ -533,12 +585,7 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
     # -- Streaming --------------------------------------------------------------------------
     @streaming.upon(V.bytesReceived).loop()
     def _forward(inputs: VisitorInputs, core: VisitorCore, data: StreamData, chunk: bytes) -> None:
-        rewritten = _rewritten(inputs, core, chunk)
-        if rewritten is None:
-            return
-        if data.replay is not None and not data.replay.keep(rewritten, data.stream):
-            data.replay = None
-        data.stream.send(rewritten)
+        _forwardChunk(inputs, core, data, chunk)
 
     @streaming.upon(V.streamReset).loop()
     def _reset(inputs: VisitorInputs, core: VisitorCore, data: StreamData, reason: str) -> None:
@@ -561,10 +608,12 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
     def _retry(
         inputs: VisitorInputs, core: VisitorCore, data: StreamData, request: Request, early: list[bytes]
     ) -> None:
+        _leaveStreaming(core)
         _route(inputs, core, request, early, False)
 
     @streaming.upon(V.streamFailed).to(done)
     def _failed(inputs: VisitorInputs, core: VisitorCore, data: StreamData, reason: str) -> None:
+        _leaveStreaming(core)
         if data.stream.bytesIn == 0 and core.visitor.kind == "http":
             core.visitor.fail(502, f"the tunnel could not reach its target: {reason}")
         else:
@@ -574,12 +623,14 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
 
     @streaming.upon(V.framingBroken).to(done)
     def _badStreamedHead(inputs: VisitorInputs, core: VisitorCore, data: StreamData, error: str) -> None:
+        _leaveStreaming(core)
         _logFraming(core, error)
         data.stream.reset(f"the visitor broke HTTP/1.1 framing: {error}")
         core.visitor.transport.abortConnection()
 
     @streaming.upon(V.connectionLost).to(done)
     def _gone(inputs: VisitorInputs, core: VisitorCore, data: StreamData) -> None:
+        _leaveStreaming(core)
         data.stream.localLost()
 
     # -- Done: late results and bytes are dropped -------------------------------------------
@@ -596,7 +647,9 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
     return b.build()
 
 
-VisitorMachine = _build()
+#: Looked up by (state, input) in a table (L{suite.raft.fsm.indexed}): automat's
+#: own lookup scans every transition, several microseconds per visitor read.
+VisitorMachine = indexed(_build())
 
 
 def newVisitorMachine(visitor: VisitorSide, gateway: Gateway) -> VisitorInputs:

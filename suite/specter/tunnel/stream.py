@@ -46,6 +46,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from zope.interface import implementer
 
+from suite.raft.fsm import indexed
 from suite.specter.tunnel.frames import (
     CLOSE,
     DATA,
@@ -146,7 +147,8 @@ class _Flow:
                     parts.append(_pack(DATA, sid, len(piece)))
                     parts.append(piece.tobytes())
                 link.write(b"".join(parts))
-        self.updateSource()
+        if self.sourcePaused or self.pending or self.sendWindow <= 0 or self.link.writePaused:
+            self.updateSource()  # otherwise it would find nothing to change
 
     def flushPending(self) -> None:
         """
@@ -402,7 +404,7 @@ def _build() -> TypeMachine[StreamInputs, StreamCore]:
     return b.build()
 
 
-buildStream = _build()
+buildStream = indexed(_build())
 
 
 @implementer(IPushProducer)

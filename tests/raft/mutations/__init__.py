@@ -200,6 +200,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         ("membershipSplit",),
     ),
+    Mutation(
+        "serve-while-loading",
+        "a node handles votes and appends before its own term, vote and log are loaded",
+        (
+            (
+                "roles.py",
+                "        core.actions.messageDropped(message)\n        return False",
+                "        return True",
+            ),
+        ),
+        ("slowLoad",),
+    ),
 )
 
 

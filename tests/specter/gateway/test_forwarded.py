@@ -72,6 +72,26 @@ class RewriterTests(SynchronousTestCase):
             rewriter.feed(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
         self.assertLessEqual(len(rewriter.heads), 32)
 
+    def test_oneRequestPerRead(self) -> None:
+        """
+        Reads that each hold one whole request (the keep-alive visitor's
+        usual read) are rewritten the same way every time, whether the
+        head was seen before or not, and a known head that announces a
+        body still has its body followed.
+        """
+        rewriter = RequestRewriter("10.0.0.1", 8192)
+        get = b"GET / HTTP/1.1\r\nHost: h.test\r\n\r\n"
+        post = b"POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 4\r\n\r\n"
+        rewrittenGet = b"GET / HTTP/1.1\r\nHost: h.test\r\n" + FWD + b"\r\n"
+        rewrittenPost = post[:-2] + FWD + b"\r\n"
+        for _ in range(3):
+            self.assertEqual(rewriter.feed(get), rewrittenGet)
+            self.assertEqual(rewriter.feed(post), rewrittenPost)
+            # the body ends with a blank line and looks like a known head
+            self.assertEqual(rewriter.feed(b"\r\n\r\n"), b"\r\n\r\n")
+        self.assertEqual(rewriter.feed(get[:5]), b"")
+        self.assertEqual(rewriter.feed(get[5:]), rewrittenGet)
+
     def test_upgradeIsOpaque(self) -> None:
         """
         After an Upgrade (or CONNECT) request the rest passes unchanged.

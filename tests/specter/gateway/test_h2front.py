@@ -13,15 +13,18 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
 from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink
-from suite.specter.gateway.h2 import MAX_BODY, H2Front, _Request
+from suite.specter.gateway.h2 import MAX_BODY, H2Front
+from suite.specter.gateway.h2stream import Response, newStream
 from suite.specter.gateway.interfaces import IResponseSink
 from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.tunnel.frames import (
@@ -85,6 +88,11 @@ class _Harness:
         if clientSettings:
             self.client.update_settings(clientSettings)
         self.events: list[Any] = []
+        #: GOAWAY frames the gateway sent, as (last stream id, error code),
+        #: kept from C{h2}'s client when C{stripGoAway} (which ends its
+        #: connection on one: it cannot let streams in flight finish).
+        self.goAways: list[tuple[int, int]] = []
+        self.stripGoAway = False
         self.pump()
         self.decoded = 0
         self.frames: list[tuple[int, int, bytes]] = []
@@ -102,6 +110,8 @@ class _Harness:
             self.clock.advance(0)
             out = self.transport.value()
             self.transport.clear()
+            if self.stripGoAway:
+                out = self._takeGoAways(out)
             if not data and not out:
                 break
             if out:
@@ -112,6 +122,17 @@ class _Harness:
                 new += events
         self.events += new
         return new
+
+    def _takeGoAways(self, data: bytes) -> bytes:
+        kept = []
+        while data:
+            length = int.from_bytes(data[:3], "big")
+            frame, data = data[: 9 + length], data[9 + length :]
+            if frame[3] == 7:  # GOAWAY
+                self.goAways.append((int.from_bytes(frame[9:13], "big"), int.from_bytes(frame[13:17], "big")))
+            else:
+                kept.append(frame)
+        return b"".join(kept)
 
     def request(
         self,
@@ -149,6 +170,13 @@ class _Harness:
         return [e for e in self.events if isinstance(e, kind)]
 
 
+def _stateOf(inputs: Any) -> str:
+    """
+    The state of a stream machine (automat's own record of it).
+    """
+    return inputs.__automat_transitioner__._state.name
+
+
 def _streamsOpened(frames: list[tuple[int, int, bytes]]) -> list[int]:
     return [s for k, s, _ in frames if k == OPEN]
 
@@ -164,7 +192,9 @@ class H2FrontTests(SynchronousTestCase):
         """
         self.assertTrue(verifyObject(IPushProducer, self.h.visitor))
         self.assertIs(self.h.transport.producer, self.h.visitor)
-        self.assertTrue(verifyObject(IResponseSink, _Request(self.h.visitor, 1, False)))
+        self.assertTrue(
+            verifyObject(IResponseSink, Response(newStream(self.h.visitor, 1, None, False), None))
+        )
 
     def test_settings(self) -> None:
         """
@@ -317,7 +347,8 @@ class H2FrontTests(SynchronousTestCase):
             self.h.client.send_data(1, b"b" * 16000)
         self.h.client.send_data(1, b"b" * 12000, end_stream=True)
         self.h.pump()
-        self.assertTrue(request.bodyPaused)
+        assert request.response is not None
+        self.assertTrue(request.response.bodyPaused)
         self.assertGreater(request.unacked, 0)
         sent = sum(len(p) for k, _, p in self.h.linkFrames() if k == DATA)
         self.h.link.dataReceived(encodeFrame(WINDOW, sid, (400000).to_bytes(4, "big")))
@@ -340,7 +371,7 @@ class H2FrontTests(SynchronousTestCase):
         self.h.client.send_data(1, b"x" * 16000)
         self.h.pump()
         self.assertEqual(self.h.of(h2.events.StreamReset), [])
-        self.assertEqual(self.h.visitor.draining, {1: 16000})
+        self.assertEqual(_stateOf(self.h.visitor.requests[1].inputs), "Draining")
 
     def test_visitorReset(self) -> None:
         """
@@ -460,3 +491,97 @@ class H2FrontTests(SynchronousTestCase):
         self.assertEqual(self.h.linkFrames(), [(CLOSE, sid, b"")])
         self.h.clock.advance(0)
         self.assertEqual(self.h.clock.getDelayedCalls(), [])
+
+
+class H2DrainTests(SynchronousTestCase):
+    """
+    The gateway drains: HTTP/2 visitors get GOAWAY, their streams in flight
+    finish, later streams are refused, the connection closes when its
+    streams are done or at the drain's deadline.
+    """
+
+    def setUp(self) -> None:
+        self.h = _Harness()
+        self.h.stripGoAway = True
+
+    def test_goAwayThenInFlightFinish(self) -> None:
+        """
+        GOAWAY names the last stream taken (NO_ERROR); a stream the visitor
+        opened meanwhile is refused (it may retry it elsewhere); the two in
+        flight are answered whole, then the connection closes and, with the
+        link gone too, the drain ends.
+        """
+        h = self.h
+        h.request(1)
+        h.request(3)
+        h.pump()
+        streams = _streamsOpened(h.linkFrames())
+        self.assertEqual(len(streams), 2)
+        done = h.gateway.drain()
+        h.pump()
+        self.assertEqual(h.goAways, [(3, ErrorCodes.NO_ERROR)])
+        self.assertFalse(h.transport.disconnecting)
+        h.request(5)
+        h.pump()
+        (refused,) = h.of(h2.events.StreamReset)
+        self.assertEqual((refused.stream_id, refused.error_code), (5, ErrorCodes.REFUSED_STREAM))
+        self.assertEqual(_streamsOpened(h.linkFrames()), [])
+        h.answer((streams[0], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        h.pump()
+        self.assertFalse(h.transport.disconnecting)
+        h.answer((streams[1], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        h.pump()
+        self.assertEqual(sorted(e.stream_id for e in h.of(h2.events.StreamEnded)), [1, 3])
+        self.assertEqual([e.data for e in h.of(h2.events.DataReceived)], [b"ok", b"ok"])
+        self.assertTrue(h.transport.disconnecting)
+        self.assertEqual(h.goAways, [(3, ErrorCodes.NO_ERROR)])
+        h.visitor.connectionLost()
+        self.assertNoResult(done)
+        h.link.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(done)
+
+    def test_idleVisitorClosedAtOnce(self) -> None:
+        """
+        A visitor with nothing in flight gets GOAWAY (last stream 0 before
+        any) and is closed at once; the drain does not wait for it.
+        """
+        h = self.h
+        h.link.connectionLost(Failure(ConnectionDone()))
+        done = h.gateway.drain()
+        h.pump()
+        self.assertEqual(h.goAways, [(0, ErrorCodes.NO_ERROR)])
+        self.assertTrue(h.transport.disconnecting)
+        self.assertNoResult(done)
+        h.visitor.connectionLost()
+        self.successResultOf(done)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_deadline(self) -> None:
+        """
+        A stream still in flight at the drain's deadline: the connection is
+        closed then.
+        """
+        h = self.h
+        h.request(1)
+        h.pump()
+        done = h.gateway.drain()
+        h.pump()
+        h.clock.advance(4.9)
+        self.assertFalse(h.transport.disconnecting)
+        h.clock.advance(0.1)
+        self.assertTrue(h.transport.disconnecting)
+        self.successResultOf(done)
+
+    def test_openedWhileDraining(self) -> None:
+        """
+        A visitor connecting while the gateway drains is told to go away
+        right after the server preface, and closed.
+        """
+        self.h.gateway.drain()
+        visitor = self.h.front.buildProtocol(None)
+        transport = StringTransport()
+        visitor.makeConnection(transport)
+        self.assertTrue(transport.disconnecting)
+        events = H2Connection(H2Configuration(client_side=True)).receive_data(transport.value())
+        terminated = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual([(e.last_stream_id, e.error_code) for e in terminated], [(0, ErrorCodes.NO_ERROR)])

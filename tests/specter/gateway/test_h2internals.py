@@ -21,6 +21,8 @@ from suite.specter.gateway.h2internals import (
     CachingDecoder,
     CachingEncoder,
     installCachingCodecs,
+    remoteOpen,
+    sendGoAway,
     sendResponse,
 )
 
@@ -291,3 +293,51 @@ MIRRORED: dict[str, str] = {
     "H2Stream.send_data": "9742a001ccca6af7",
     "H2Stream._build_headers_frames": "493a6b6df9e19c1e",
 }
+
+
+class GoAwayTests(SynchronousTestCase):
+    """
+    L{sendGoAway} queues the frame C{close_connection} would, without
+    closing C{h2}'s connection: the streams in flight can still answer.
+    L{remoteOpen} follows the client's side of a stream.
+    """
+
+    def test_sameFrameAsH2(self) -> None:
+        """
+        The bytes are those of C{close_connection}'s GOAWAY.
+        """
+        ours, _ = _server()
+        theirs, _ = _server()
+        ours.data_to_send()
+        theirs.data_to_send()
+        sendGoAway(ours, 3, 0)
+        theirs.close_connection(0, last_stream_id=3)
+        self.assertEqual(ours.data_to_send(), theirs.data_to_send())
+
+    def test_streamsStillAnswer(self) -> None:
+        """
+        After it, the server still sends a response on a stream in flight
+        and receives the rest of a request body.
+        """
+        server, client = _server()
+        sendGoAway(server, 3, 0)
+        self.assertEqual(server.state_machine.state, h2.connection.ConnectionState.SERVER_OPEN)
+        server.send_headers(1, [(b":status", b"204")], end_stream=True)
+        client.send_data(3, b"body", end_stream=True)
+        events = server.receive_data(client.data_to_send())
+        self.assertEqual([type(e).__name__ for e in events], ["DataReceived", "StreamEnded"])
+
+    def test_remoteOpen(self) -> None:
+        """
+        Stream 1's request ended with its head, stream 3's body is still
+        coming until it ends; an unknown stream is not open.
+        """
+        server, client = _server()
+        self.assertEqual(
+            (remoteOpen(server, 1), remoteOpen(server, 3), remoteOpen(server, 5)), (False, True, False)
+        )
+        server.send_headers(3, [(b":status", b"200")], end_stream=True)
+        self.assertTrue(remoteOpen(server, 3))
+        client.end_stream(3)
+        server.receive_data(client.data_to_send())
+        self.assertFalse(remoteOpen(server, 3))

@@ -6,21 +6,24 @@ batched, a clean close, a broken record.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import CertificateOptions
+from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.pki.mint import mintSelfSigned
-from suite.specter.tunnel.twistedio import LeanTLSTransport
+from suite.specter.tunnel.twistedio import LeanClientTLSEndpoint, LeanTLSTransport, TurnWrites, leanDispatch
 
 _CERT, _KEY = mintSelfSigned(["a.test"])
+_TRUST = Certificate(crypto.X509.from_cryptography(_CERT))
 _OPTIONS = CertificateOptions(
     privateKey=crypto.PKey.from_cryptography_key(_KEY), certificate=crypto.X509.from_cryptography(_CERT)
 )
@@ -45,14 +48,17 @@ class _Echo(Protocol):
 
 class _Pair:
     """
-    A server TLS transport of class C{cls} and a memory BIO client.
+    A server TLS transport of class C{cls} and a memory BIO client;
+    C{gathered}: the transport's writes are gathered per turn (L{TurnWrites}).
     """
 
-    def __init__(self, cls: type) -> None:
+    def __init__(self, cls: type, gathered: bool = False) -> None:
         self.clock = Clock()
         self.app: Any = Factory.forProtocol(_Echo)
-        factory = TLSMemoryBIOFactory(_OPTIONS, False, self.app, self.clock)
+        factory: Any = TLSMemoryBIOFactory(_OPTIONS, False, self.app, self.clock)
         factory.protocol = cls
+        if gathered:
+            factory.turnWrites = TurnWrites(self.clock)
         self.server = factory.buildProtocol(None)
         self.wire = StringTransport()
         self.server.makeConnection(self.wire)
@@ -102,9 +108,12 @@ class _Pair:
 class LeanTLSTests(SynchronousTestCase):
     def both(self, run: Any) -> None:
         """
-        Run C{run(pair)} over both transports; they must observe the same.
+        Run C{run(pair)} over both transports (the lean one with and
+        without gathered writes); they must observe the same.
         """
-        self.assertEqual(run(_Pair(LeanTLSTransport)), run(_Pair(BufferingTLSTransport)))
+        expected = run(_Pair(BufferingTLSTransport))
+        self.assertEqual(run(_Pair(LeanTLSTransport)), expected)
+        self.assertEqual(run(_Pair(LeanTLSTransport, gathered=True)), expected)
 
     def test_recordsWholeSplitAndBatched(self) -> None:
         """
@@ -120,7 +129,21 @@ class LeanTLSTests(SynchronousTestCase):
             pair.deliver(split[7:3000])
             pair.deliver(split[3000:])
             pair.deliver(pair.records(b"y" * 40000))
-            return pair.app.received, pair.backToClient()
+            answers = pair.backToClient()
+            pair.deliver(pair.records(b"z" * 300000))  # answers larger than one buffer
+            return pair.app.received, answers, b"".join(pair.backToClient())
+
+        self.both(run)
+
+    def test_largeWrite(self) -> None:
+        """
+        One write larger than the outgoing buffer arrives whole.
+        """
+
+        def run(pair: _Pair) -> Any:
+            pair.server.write(b"q" * 300000)
+            pair.clock.advance(0)
+            return b"".join(pair.backToClient())
 
         self.both(run)
 
@@ -210,3 +233,124 @@ class ReadHandledTests(SynchronousTestCase):
         pair.server.wrappedProtocol = _Handled()
         pair.deliver(pair.records(b"a", b"b", b"c"))
         self.assertEqual(events, ["data", "data", "data", "handled"])
+
+
+class _Endpoint:
+    """
+    A stream client endpoint that connects what it is given to a
+    L{StringTransport} at once.
+    """
+
+    def __init__(self) -> None:
+        self.wire = StringTransport()
+        self.protocol: Any = None
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        self.protocol = factory.buildProtocol(None)
+        self.protocol.makeConnection(self.wire)
+        return succeed(self.protocol)
+
+
+class _Recorder(Protocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+
+class LeanClientTLSEndpointTests(SynchronousTestCase):
+    def test_clientOverLeanTransport(self) -> None:
+        """
+        The endpoint connects as a TLS client over L{LeanTLSTransport},
+        fires with the application's protocol, and what the application
+        writes in one turn reaches the server as one read after the turn.
+        """
+        clock = Clock()
+        inner = _Endpoint()
+        endpoint = LeanClientTLSEndpoint(optionsForClientTLS("a.test", trustRoot=_TRUST), inner, clock)
+        app = _Recorder()
+        connected = self.successResultOf(endpoint.connect(Factory.forProtocol(lambda: app)))
+        self.assertIs(connected, app)
+        self.assertIsInstance(inner.protocol, LeanTLSTransport)
+
+        serverApp: Any = Factory.forProtocol(_Echo)
+        serverFactory = TLSMemoryBIOFactory(_OPTIONS, False, serverApp, clock)
+        server = serverFactory.buildProtocol(None)
+        serverWire = StringTransport()
+        server.makeConnection(serverWire)
+
+        def carry() -> None:
+            for _ in range(6):
+                if inner.wire.value():
+                    data = inner.wire.value()
+                    inner.wire.clear()
+                    server.dataReceived(data)
+                if serverWire.value():
+                    data = serverWire.value()
+                    serverWire.clear()
+                    inner.protocol.dataReceived(data)
+                clock.advance(0)
+
+        carry()  # the handshake
+        app.transport.write(b"ping ")  # type: ignore[union-attr]
+        app.transport.write(b"pong")  # type: ignore[union-attr]
+        self.assertEqual(inner.wire.value(), b"")
+        carry()
+        self.assertEqual(serverApp.received, [b"ping pong"])
+        self.assertEqual(app.received, [b"echo:ping pong"])
+
+
+class LeanDispatchTests(SynchronousTestCase):
+    def test_onlyEpollReactorsOnce(self) -> None:
+        """
+        Only an epoll reactor is changed, and only once.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        self.assertFalse(leanDispatch(MemoryReactorClock()))
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        self.assertTrue(leanDispatch(reactor))
+        self.assertFalse(leanDispatch(reactor))
+
+    def test_dispatchAndErrors(self) -> None:
+        """
+        Every ready selectable is handed to C{_doReadOrWrite}; an error
+        escaping it is logged and the next event is still dispatched.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        leanDispatch(reactor)
+        pairs = [socket.socketpair() for _ in range(2)]
+        for a, b in pairs:
+            self.addCleanup(a.close)
+            self.addCleanup(b.close)
+            b.send(b"x")
+
+        class _Reader:
+            def __init__(self, sock: socket.socket) -> None:
+                self.sock = sock
+
+            def fileno(self) -> int:
+                return self.sock.fileno()
+
+            def logPrefix(self) -> str:
+                return "reader"
+
+        readers = [_Reader(a) for a, _ in pairs]
+        for r in readers:
+            reactor.addReader(r)
+        seen: list[Any] = []
+
+        def dispatch(selectable: Any, fd: int, event: int) -> None:
+            seen.append(selectable)
+            if len(seen) == 1:
+                raise RuntimeError("boom")
+
+        reactor._doReadOrWrite = dispatch  # type: ignore[method-assign]
+        reactor.doIteration(0)
+        self.assertEqual(sorted(map(id, seen)), sorted(map(id, readers)))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -177,6 +177,9 @@ class _DrainActions:
         self.machine: Any = None
         self.links = 0
 
+    def askVisitorsToLeave(self) -> None:
+        self.events.append("askVisitorsToLeave")
+
     def askLinksToMove(self) -> None:
         self.events.append("askLinksToMove")
         if not self.links:
@@ -185,13 +188,30 @@ class _DrainActions:
     def abortLinks(self) -> None:
         self.events.append("abortLinks")
 
+    def closeVisitors(self) -> None:
+        self.events.append("closeVisitors")
+
+
+_BEGIN = ["askVisitorsToLeave", "askLinksToMove"]
+_FINISH = ["abortLinks", "closeVisitors"]
+
 
 class _JoiningLink:
+    """
+    A link (or HTTP/2 visitor connection) opened meanwhile.
+    """
+
     def __init__(self, events: list[str]) -> None:
         self.events = events
 
     def joinedDrainingGateway(self) -> None:
         self.events.append("joined")
+
+    def goAway(self) -> None:
+        self.events.append("goAway")
+
+    def close(self) -> None:
+        self.events.append("close")
 
 
 class DrainMachineTests(SynchronousTestCase):
@@ -221,12 +241,13 @@ class DrainMachineTests(SynchronousTestCase):
         machine, actions, clock, _ = self.machineIn("Serving")
         self.assertFalse(machine.isDraining())
         machine.linkOpened(_JoiningLink(actions.events))
+        machine.visitorOpened(_JoiningLink(actions.events))
         machine.linksGone()
         self.assertEqual((actions.events, clock.getDelayedCalls()), ([], []))
         self.assertRaises(NoTransition, machine.deadlinePassed)
         done: Deferred[None] = Deferred()
         machine.drainRequested(done)
-        self.assertEqual(actions.events, ["askLinksToMove"])
+        self.assertEqual(actions.events, _BEGIN)
         self.assertNoResult(done)
         self.assertEqual(len(clock.getDelayedCalls()), 1)
         self.assertTrue(machine.isDraining())
@@ -241,7 +262,7 @@ class DrainMachineTests(SynchronousTestCase):
         done: Deferred[None] = Deferred()
         machine.drainRequested(done)
         self.assertIsNone(self.successResultOf(done))
-        self.assertEqual(actions.events, ["askLinksToMove", "abortLinks"])
+        self.assertEqual(actions.events, _BEGIN + _FINISH)
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_draining(self) -> None:
@@ -254,10 +275,11 @@ class DrainMachineTests(SynchronousTestCase):
         second: Deferred[None] = Deferred()
         machine.drainRequested(second)
         machine.linkOpened(_JoiningLink(actions.events))
-        self.assertEqual(actions.events, ["joined"])
+        machine.visitorOpened(_JoiningLink(actions.events))
+        self.assertEqual(actions.events, ["joined", "goAway"])
         self.assertNoResult(waiting[0])
         machine.linksGone()
-        self.assertEqual(actions.events, ["joined", "abortLinks"])
+        self.assertEqual(actions.events, ["joined", "goAway", *_FINISH])
         self.successResultOf(waiting[0])
         self.successResultOf(second)
         self.assertEqual(clock.getDelayedCalls(), [])
@@ -271,10 +293,10 @@ class DrainMachineTests(SynchronousTestCase):
         clock.advance(4.9)
         self.assertNoResult(waiting[0])
         clock.advance(0.1)
-        self.assertEqual(actions.events, ["abortLinks"])
+        self.assertEqual(actions.events, _FINISH)
         self.successResultOf(waiting[0])
         machine.linksGone()
-        self.assertEqual(actions.events, ["abortLinks"])
+        self.assertEqual(actions.events, _FINISH)
 
     def test_drained(self) -> None:
         """
@@ -287,8 +309,9 @@ class DrainMachineTests(SynchronousTestCase):
         machine.drainRequested(again)
         self.successResultOf(again)
         machine.linkOpened(_JoiningLink(actions.events))
+        machine.visitorOpened(_JoiningLink(actions.events))
         machine.linksGone()
-        self.assertEqual(actions.events, ["abortLinks", "joined"])
+        self.assertEqual(actions.events, [*_FINISH, "joined", "goAway"])
         self.assertRaises(NoTransition, machine.deadlinePassed)
         self.assertEqual(clock.getDelayedCalls(), [])
 

@@ -358,6 +358,20 @@ class EagerWriteTests(SynchronousTestCase):
         conn.write(b"ij")
         self.assertEqual(sock.sent[-1], b"ij")
 
+    def test_sendLimit(self) -> None:
+        """
+        One eager send offers the kernel at most Twisted's C{SEND_LIMIT};
+        the rest is buffered.
+        """
+        from twisted.internet import tcp
+
+        conn, sock, reactor = self._connection(room=1 << 20)
+        conn.write(b"z" * (tcp.Connection.SEND_LIMIT + 10))
+        self.assertEqual([len(s) for s in sock.sent], [tcp.Connection.SEND_LIMIT])
+        self.assertEqual(reactor.getWriters(), [conn])
+        conn.doWrite()
+        self.assertEqual(len(b"".join(sock.sent)), tcp.Connection.SEND_LIMIT + 10)
+
     def test_wouldBlockBuffers(self) -> None:
         """
         A socket that takes nothing (C{EAGAIN}) leaves the whole write to the

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.specter.gateway.core import Gateway, GatewayConfig
+from suite.specter.gateway.forwarded import RequestError
 from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.gateway.visitor import HTTPVisitor
 from suite.specter.gateway.visitormachine import (
@@ -128,6 +129,7 @@ class _Side:
 
     kind = "http"
     retries = True
+    forward: Any = None
 
     def __init__(self, events: list[str]) -> None:
         self.events = events
@@ -339,6 +341,48 @@ class EveryInputTests(SynchronousTestCase):
                 self.assertEqual(m.events, outputs, (state, name))
                 now = _fingerprint(lambda s=state, i=(name, args): self.machineIn(s, i))  # type: ignore[misc]
                 self.assertEqual(now, prints[after], (state, name, after))
+
+    def test_forwardOnlyWhileStreaming(self) -> None:
+        """
+        The visitor holds Streaming's data path exactly while the machine
+        is Streaming; it does what C{bytesReceived} does there, and after
+        every input that leaves Streaming it is gone.
+        """
+        for state in _PATHS:
+            streaming = state.startswith("Streaming")
+            m = self.machineIn(state)
+            self.assertEqual(m.side.forward is not None, streaming, state)
+            if not streaming:
+                continue
+            m.side.forward(b"x")
+            viaInput = self.machineIn(state)
+            viaInput.feed("bytesReceived", (b"x",))
+            self.assertEqual(m.events, viaInput.events)
+            for name, args in _INPUTS:
+                expected = _TABLE[state].get(name)
+                if expected is None or expected[1].startswith("Streaming"):
+                    continue
+                m = self.machineIn(state)
+                m.feed(name, args)
+                self.assertIsNone(m.side.forward, (state, name))
+
+    def test_forwardBrokenFraming(self) -> None:
+        """
+        A visitor that breaks the framing on Streaming's data path ends the
+        machine as C{bytesReceived} would (stream reset, connection
+        aborted, no data path left).
+        """
+        m = self.machineIn("Streaming")
+
+        def broken(data: bytes) -> bytes:
+            raise RequestError("bad")
+
+        m.side.rewrite = broken  # type: ignore[method-assign]
+        m.side.forward(b"x")
+        self.assertEqual(m.events, ["reset the visitor broke HTTP/1.1 framing: bad", "abort"])
+        self.assertIsNone(m.side.forward)
+        m.feed("bytesReceived", (b"y",))  # Done drops late bytes
+        self.assertEqual(len(m.events), 2)
 
     def test_headTimer(self) -> None:
         """
