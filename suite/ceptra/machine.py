@@ -70,6 +70,19 @@ def rulesEntry(doc: Any) -> bytes:
     return encodeRules(doc)
 
 
+def _encodeMachine(engine: bytes, rulesVersion: int, digest: str | None, lastIndex: int) -> bytes:
+    """
+    The msgpack map C{"v", "engine", "rulesVersion", "rulesDigest",
+    "lastIndex"} of a partition machine's snapshot, without copying the
+    engine's bytes twice.
+    """
+    head = msgpack.packb({"v": SNAPSHOT_VERSION}, use_bin_type=True)
+    tail = msgpack.packb(
+        {"rulesVersion": rulesVersion, "rulesDigest": digest, "lastIndex": lastIndex}, use_bin_type=True
+    )
+    return b"".join((b"\x85", head[1:], msgpack.packb("engine"), binHeader(len(engine)), engine, tail[1:]))
+
+
 @implementer(IRaftStateMachine, IRaftSnapshotCapture)
 class PartitionMachine:
     """
@@ -154,7 +167,10 @@ class PartitionMachine:
         return True
 
     def snapshot(self) -> bytes:
-        return self.captureSnapshot()()
+        # At once, on the calling thread (the node's own snapshot): the
+        # engine's snapshot, not its capture, whose encoding paces itself
+        # with sleeps meant for a thread beside the reactor's.
+        return _encodeMachine(self.engine.snapshot(), self.rulesVersion, self.rulesDigest, self.lastIndex)
 
     # -- IRaftSnapshotCapture ---------------------------------------------
 
@@ -169,17 +185,7 @@ class PartitionMachine:
         rulesVersion, digest, lastIndex = self.rulesVersion, self.rulesDigest, self.lastIndex
 
         def encode() -> bytes:
-            # The msgpack map {"v", "engine", "rulesVersion", "rulesDigest",
-            # "lastIndex"}, without copying the engine's bytes twice.
-            data = engine()
-            head = msgpack.packb({"v": SNAPSHOT_VERSION}, use_bin_type=True)
-            tail = msgpack.packb(
-                {"rulesVersion": rulesVersion, "rulesDigest": digest, "lastIndex": lastIndex},
-                use_bin_type=True,
-            )
-            return b"".join(
-                (b"\x85", head[1:], msgpack.packb("engine"), binHeader(len(data)), data, tail[1:])
-            )
+            return _encodeMachine(engine(), rulesVersion, digest, lastIndex)
 
         return encode
 

@@ -23,6 +23,13 @@ class StaleRequest(Exception):
     """
 
 
+def _packSnapshot(sessions: list[list[object]], data: bytes) -> bytes:
+    """
+    C{msgpack.packb([sessions, data])} without copying C{data} twice.
+    """
+    return b"".join((b"\x92", msgpack.packb(sessions, use_bin_type=True), binHeader(len(data)), data))
+
+
 class SessionApplier:
     """
     Apply committed entries to an L{IRaftStateMachine}, deduplicating
@@ -60,7 +67,10 @@ class SessionApplier:
         return result
 
     def snapshot(self) -> bytes:
-        return self.captureSnapshot()()
+        # At once, on the calling thread (the node's own snapshot): the state
+        # machine's snapshot, never its capture, whose encoding is meant for
+        # a thread.
+        return _packSnapshot([[k, s, r] for k, (s, r) in self.sessions.items()], self.stateMachine.snapshot())
 
     def captureSnapshot(self) -> Callable[[], bytes]:
         """
@@ -80,9 +90,7 @@ class SessionApplier:
                 return data
 
         def encode() -> bytes:
-            # msgpack.packb([sessions, data]) without copying data twice.
-            data = inner()
-            return b"".join((b"\x92", msgpack.packb(sessions, use_bin_type=True), binHeader(len(data)), data))
+            return _packSnapshot(sessions, inner())
 
         return encode
 

@@ -17,9 +17,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from suite.ceptra.engine import PartitionEngine, encodeEvents, encodeRules
+from suite.ceptra.engine import engine as engineModule
 from suite.ceptra.engine.engine import _packPieces
 from suite.ceptra.machine import PartitionMachine, eventsEntry, rulesEntry
 from suite.raft.interfaces import IRaftSnapshotCapture
+from suite.raft.sessions import SessionApplier
 from tests.ceptra.engine.test_determinism import logs, replay, rulesDoc
 from tests.ceptra.engine.test_oracle import FUNCTIONS
 
@@ -139,6 +141,39 @@ class CaptureTests(SynchronousTestCase):
         copy.restore(data)
         self.assertEqual(copy.stateHash(), before)
         self.assertEqual(copy.events, 1)
+
+    def test_snapshotNeverPaces(self) -> None:
+        """
+        C{snapshot()} of the machine and of its session applier (the node's
+        own snapshot, on the reactor thread) never sleeps; only the
+        encoding of a capture (in a thread) paces itself.  The clock of the
+        pacer advances a second at each reading: every pause is due.
+        """
+        slept: list[float] = []
+        readings = iter(range(10**9))
+
+        class Clock:
+            @staticmethod
+            def perf_counter() -> float:
+                return float(next(readings))
+
+            @staticmethod
+            def sleep(seconds: float) -> None:
+                slept.append(seconds)
+
+        self.patch(engineModule, "time", Clock)
+        m = PartitionMachine("p3")
+        m.apply(1, rulesEntry(rulesDoc(1, {"kind": "sliding", "size_ms": 40}, {}, FUNCTIONS[:2])))
+        m.apply(2, eventsEntry([{"event_id": "a", "key": "k", "ts": 5, "fields": {"x": 1}}]))
+        applier = SessionApplier(m, 10)
+        expected = m.snapshot()
+        wrapped = applier.snapshot()
+        self.assertEqual(slept, [])
+        self.assertEqual(m.captureSnapshot()(), expected)
+        self.assertNotEqual(slept, [])
+        del slept[:]
+        self.assertEqual(applier.captureSnapshot()(), wrapped)
+        self.assertNotEqual(slept, [])
 
     def test_piecesEqualOneCall(self) -> None:
         """
