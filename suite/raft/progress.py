@@ -35,7 +35,7 @@ from typing import Protocol
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.logger import Logger
 
-from suite.raft.fsm import indexed
+from suite.fsm import indexed
 from suite.raft.log import RaftLog
 from suite.raft.messages import AppendEntriesResponse, Entry, SnapshotMeta
 from suite.raft.settings import RaftSettings

@@ -50,7 +50,7 @@ from typing import Any, Protocol
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred
 
-from suite.raft.fsm import indexed
+from suite.fsm import indexed
 from suite.raft.messages import Message
 
 Done = Callable[[object, "Exception | None"], None]

@@ -58,7 +58,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from suite.raft.fsm import indexed
+from suite.fsm import indexed
 from suite.specter.gateway.exchange import Exchange, SiteExchange
 from suite.specter.gateway.http1 import RequestHead, ResponseHead
 from suite.specter.gateway.interfaces import IResponseSink

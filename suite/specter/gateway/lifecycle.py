@@ -43,7 +43,7 @@ from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from suite.raft.fsm import indexed
+from suite.fsm import indexed
 
 __all__ = [
     "LinkInputs",

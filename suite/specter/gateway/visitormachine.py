@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from suite.raft.fsm import indexed
+from suite.fsm import indexed
 from suite.specter.gateway.forwarded import RequestError
 from suite.specter.tunnel.mux import Stream, abortTransport, closeTransport
 

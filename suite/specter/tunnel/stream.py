@@ -46,7 +46,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from zope.interface import implementer
 
-from suite.raft.fsm import indexed
+from suite.fsm import indexed
 from suite.specter.tunnel.frames import (
     CLOSE,
     DATA,

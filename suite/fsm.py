@@ -1,12 +1,14 @@
 """
-Constant-time transition lookup for the Raft machines.
+Constant-time transition lookup for automat machines on hot paths.
 
 automat finds the transition for an input by scanning every transition of
 the machine and comparing states by value: for the role machine (a hundred
-transitions) that is tens of microseconds per input.  The Raft machines
-take inputs on hot paths (every proposal, every replication answer), so
-L{indexed} gives a built machine a lookup table keyed by (state, input),
-built once from the transitions automat recorded.  The transitions and
+transitions) that is tens of microseconds per input.  Machines that take
+inputs on hot paths (Raft roles and replication progress on every proposal
+and answer; Specter's visitor, HTTP/2 stream, tunnel stream and gateway
+lifecycle machines on every request) use L{indexed}, which gives a built
+machine a lookup table keyed by (state, input), built once from the
+transitions automat recorded.  The transitions and
 their outputs are automat's own; only the search is replaced.
 """
 
