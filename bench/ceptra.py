@@ -331,14 +331,14 @@ class Bench:
         Stream with retries while the leader is killed; return (acknowledged,
         counted on every replica, details).
         """
-        acked = 0
+        acked = unaccepted = 0
         leader = await self.leader()
         stop = time.monotonic() + (4.0 if QUICK else 6.0)
         killed = False
         t0 = time.monotonic()
 
         async def send(body: bytes) -> None:
-            nonlocal acked
+            nonlocal acked, unaccepted
             for attempt in range(100):
                 target = NAMES[attempt % 3] if attempt else leader
                 if self.procs[target].poll() is not None:
@@ -350,6 +350,9 @@ class Bench:
                     continue
                 if code == 200:
                     acked += answer["events"]
+                    # Acknowledged but neither new nor a duplicate: dropped
+                    # as late (older than the watermark) or rejected.
+                    unaccepted += answer["events"] - answer.get("accepted", 0) - answer.get("duplicates", 0)
                     return
                 await task.deferLater(reactor, 0.1, lambda: None)
             raise RuntimeError("a batch was never acknowledged")
@@ -387,7 +390,8 @@ class Bench:
         hashes = {c[2] for c in counts.values()}
         detail = (
             f"killed {leader} after 1.0 s of a {time.monotonic() - t0:.0f} s stream; replicas hold "
-            f"{sorted(events)} events of the phase total, state hashes equal: {len(hashes) == 1}"
+            f"{sorted(events)} events of the phase total, state hashes equal: {len(hashes) == 1}; "
+            f"acknowledged but not accepted (late or rejected): {unaccepted}"
         )
         return acked, min(events), detail
 

@@ -15,8 +15,14 @@ of --rounds; the machine's load matters little.
 
     .venv/bin/python bench/ceptra_stages.py [--batch N] [--warm N] [--rounds N]
 
+The snapshot of the warmed state is measured too: C{snapshot_sync_ms} is
+the CPU a synchronous snapshot takes (what the reactor thread spent before
+snapshots were encoded in a thread), C{snapshot_reactor_ms} the CPU of the
+capture that is all the reactor thread spends now (best of --rounds).
+
 The last line: leader_us_per_event=... follower_us_per_event=...
 replicas3_us_per_event=... ceiling_events_per_s_one_core=...
+snapshot_reactor_ms=... snapshot_sync_ms=...
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import gc
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import msgpack  # noqa: E402
 
+from suite.ceptra.engine import engine  # noqa: E402
 from suite.ceptra.engine.codec import encodeEvents  # noqa: E402
 from suite.ceptra.ingest import validateEvents  # noqa: E402
 from suite.ceptra.machine import PartitionMachine, eventsEntry, rulesEntry  # noqa: E402
@@ -89,6 +97,76 @@ def best(rounds: int, fn: Callable[[], object]) -> float:
     return t
 
 
+def snapshotFigures(machine: PartitionMachine, rounds: int) -> dict[str, float]:
+    """
+    What a snapshot of C{machine} costs the reactor thread: the synchronous
+    C{snapshot()} (as before) against the capture alone; the encoding's CPU
+    in its thread; and how a thread making system calls, as the reactor
+    does, fares while a thread encodes (its calls per second against an
+    idle process's, and its longest wait), paced as the engine does and,
+    for comparison, unpaced.
+    """
+    sync = best(rounds, machine.snapshot)
+    capture = best(rounds, machine.captureSnapshot)
+    encode = float("inf")
+    size = 0
+    idle = max(syscalls(lambda: time.sleep(0.2))[0] for _ in range(rounds))
+    paced: list[tuple[float, float]] = []
+    unpaced: list[tuple[float, float]] = []
+    for _ in range(rounds):
+        for pace, runs in ((0.001, paced), (float("inf"), unpaced)):
+            engine._Pacer.SLICE = pace
+            job = machine.captureSnapshot()
+            cpu: list[float] = []
+
+            def work(job: Callable[[], bytes] = job, cpu: list[float] = cpu) -> None:
+                t0 = time.thread_time()
+                cpu.append(len(job()))
+                cpu.append(time.thread_time() - t0)
+
+            runs.append(syscalls(work))
+            size = int(cpu[0])
+            if runs is paced:
+                encode = min(encode, cpu[1])
+    engine._Pacer.SLICE = 0.001
+    return {
+        "sync_ms": sync * 1e3,
+        "capture_ms": capture * 1e3,
+        "encode_ms": encode * 1e3,
+        "paced_share": max(r for r, _ in paced) / idle,
+        "paced_wait_ms": min(w for _, w in paced) * 1e3,
+        "unpaced_share": max(r for r, _ in unpaced) / idle,
+        "unpaced_wait_ms": min(w for _, w in unpaced) * 1e3,
+        "bytes": size,
+    }
+
+
+def syscalls(target: Callable[[], object]) -> tuple[float, float]:
+    """
+    Run C{target} in a thread; meanwhile make system calls (a byte through
+    a pipe, which lets go of the interpreter lock twice, as a reactor's
+    reads and writes do) on this thread: calls per second and the longest
+    wait between two (seconds).
+    """
+    r, w = os.pipe()
+    thread = threading.Thread(target=target)
+    longest = 0.0
+    n = 0
+    start = last = time.perf_counter()
+    thread.start()
+    while thread.is_alive():
+        os.write(w, b"x")
+        os.read(r, 1)
+        n += 1
+        now = time.perf_counter()
+        longest = max(longest, now - last)
+        last = now
+    thread.join()
+    os.close(r)
+    os.close(w)
+    return n / (last - start), longest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=1000)
@@ -110,6 +188,7 @@ def main() -> None:
         machine.apply(index, eventsEntry(events))
         before.apply(index, jsonEntry(events))
         index += 1
+    snap = snapshotFigures(machine, args.rounds)
     n = args.requests * args.batch
     bodies = [json.dumps(src.events(args.batch)).encode() for _ in range(args.requests)]
     parsed = [validateEvents(b) for b in bodies]
@@ -177,9 +256,18 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}; batch {args.batch}, state warmed with {args.warm} events\n"
     )
     sys.stdout.write(
+        f"snapshot of that state ({snap['bytes'] / 1e6:.1f} MB): on the reactor thread before "
+        f"{snap['sync_ms']:.1f} ms; now a capture of {snap['capture_ms']:.1f} ms there, then "
+        f"{snap['encode_ms']:.1f} ms of CPU encoding in a thread; meanwhile a thread making "
+        f"system calls kept {snap['paced_share']:.0%} of its idle rate, longest wait "
+        f"{snap['paced_wait_ms']:.1f} ms (unpaced encoding: {snap['unpaced_share']:.0%}, "
+        f"{snap['unpaced_wait_ms']:.1f} ms)\n"
+    )
+    sys.stdout.write(
         f"leader_us_per_event={leader:.2f} follower_us_per_event={follower:.2f} "
         f"replicas3_us_per_event={leader + 2 * follower:.2f} "
-        f"ceiling_events_per_s_one_core={1e6 / leader:.0f}\n"
+        f"ceiling_events_per_s_one_core={1e6 / leader:.0f} "
+        f"snapshot_reactor_ms={snap['capture_ms']:.1f} snapshot_sync_ms={snap['sync_ms']:.1f}\n"
     )
 
 

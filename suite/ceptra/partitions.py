@@ -49,10 +49,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import clientFromString, wrapClientTLS
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -69,11 +71,16 @@ from suite.raft.messages import Configuration
 from suite.raft.multi import DialPolicy, GroupTransport, MultiRaftTransport
 from suite.raft.node import RaftNode
 from suite.raft.settings import NotLeader, RaftSettings
+from suite.raft.snapshotter import Runner, SnapshotInputs, newSnapshotter
 from suite.raft.wal import SharedWAL
 
 __all__ = ["NotHosted", "Partition", "PartitionManager"]
 
 log = Logger(namespace="ceptra.partitions")
+
+#: The node's own (synchronous) snapshot threshold, as a multiple of the
+#: snapshotter's: reached only if encodings in the thread fall behind.
+SNAPSHOT_BACKSTOP = 4
 
 
 class NotHosted(Exception):
@@ -98,6 +105,8 @@ class Partition:
     transport: GroupTransport
     manager: PartitionManager
     closing: Deferred[Any] | None = None
+    #: the snapshots encoded off the reactor thread (L{suite.raft.snapshotter})
+    snapshots: SnapshotInputs | None = None
 
     def __post_init__(self) -> None:
         self.lifecycle = PartitionLifecycle(LifecycleCore(self))
@@ -173,6 +182,9 @@ class PartitionManager(Service):
     @param ledger: the applied placements (default: in memory only).
     @param incarnations: override the storage incarnations (tests):
         C{incarnations(walDir) -> Claim}.
+    @param snapshotRunner: runs a snapshot's encoding off the reactor
+        thread (default: the reactor's thread pool; a reactor without
+        threads, as in tests, encodes at once).
     """
 
     def __init__(
@@ -196,6 +208,7 @@ class PartitionManager(Service):
         rng: random.Random | None = None,
         ledger: PlacementLedger | None = None,
         incarnations: Callable[[str], Claim] | None = None,
+        snapshotRunner: Runner | None = None,
     ) -> None:
         self.spiffe = spiffe
         self.rng = rng or random.Random()
@@ -213,6 +226,7 @@ class PartitionManager(Service):
         self.wal: SharedWAL | None = None
         self.storageFactory = storageFactory or self._groupStorage
         self.incarnations = incarnations or (lambda w: fileClaim(w, reactor))
+        self.snapshotRunner = snapshotRunner or self._encodeInThread
         self.ledger = ledger or PlacementLedger()
         self._feedRouting: Routing | None = None
         self._peersFrom: Any = None
@@ -232,6 +246,11 @@ class PartitionManager(Service):
         self._loop: LoopingCall | None = None
         if registry is not None:
             registry.register(_PartitionCollector(self))
+
+    def _encodeInThread(self, encode: Callable[[], bytes]) -> Deferred[bytes]:
+        if IReactorThreads.providedBy(self.reactor):
+            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), encode)
+        return succeed(encode())
 
     def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
         if self.wal is None:
@@ -360,12 +379,13 @@ class PartitionManager(Service):
             frozenset(voters), frozenset(), tuple(sorted(voters.items())), routing.epochs.get(pid, 0)
         )
         rng = random.Random(self.rng.random())
-        # Replicas snapshot at different moments (the threshold +-25% each):
-        # a snapshot stalls its replica, and the others keep the quorum.
-        threshold = self.settings.snapshotThreshold
-        settings = replace(
-            self.settings, snapshotThreshold=max(1, round(threshold * rng.uniform(0.75, 1.25)))
-        )
+        # Replicas snapshot at different moments (the threshold +-25% each),
+        # so that their encoding threads do not all compete at once.  The
+        # engine is captured on the reactor thread and encoded in a thread
+        # (the snapshotter); the node's own, synchronous, snapshot is the
+        # backstop should encodings fall behind.
+        threshold = max(1, round(self.settings.snapshotThreshold * rng.uniform(0.75, 1.25)))
+        settings = replace(self.settings, snapshotThreshold=threshold * SNAPSHOT_BACKSTOP)
         node = RaftNode(
             self.spiffe,
             self.reactor,
@@ -378,6 +398,7 @@ class PartitionManager(Service):
             self.incarnations(walDir),
         )
         part = Partition(pid, node, storage, machine, transport, self)
+        part.snapshots = newSnapshotter(node, threshold, self.snapshotRunner)
         self.partitions[pid] = part
         log.info("starting partition {pid} (replicas {voters})", pid=pid, voters=sorted(voters))
         Deferred.fromCoroutine(node.start()).addCallbacks(

@@ -44,6 +44,23 @@ class IRaftStateMachine(Interface):
         """
 
 
+class IRaftSnapshotCapture(Interface):
+    """
+    A state machine whose snapshot can be encoded off the reactor thread
+    (L{suite.raft.snapshotter}): the capture is cheap and runs on the
+    reactor thread; the encoding runs in a thread while entries are
+    applied.
+    """
+
+    def captureSnapshot() -> Callable[[], bytes]:
+        """
+        Freeze the state as of the last applied index; return a function,
+        safe to call once from another thread while L{IRaftStateMachine.apply}
+        goes on, that returns the bytes L{IRaftStateMachine.snapshot} would
+        return now.
+        """
+
+
 class IRaftLog(Interface):
     """
     The in-memory view of the replicated log: entries after a compaction

@@ -7,11 +7,13 @@ take effect once.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import msgpack
 
-from suite.raft.interfaces import IRaftStateMachine
+from suite.raft.interfaces import IRaftSnapshotCapture, IRaftStateMachine
 from suite.raft.messages import NORMAL, Entry
+from suite.raft.snapshot import binHeader
 
 
 class StaleRequest(Exception):
@@ -19,6 +21,13 @@ class StaleRequest(Exception):
     The client already moved past this sequence number; the command was not
     applied now (it was applied earlier, or superseded).
     """
+
+
+def _packSnapshot(sessions: list[list[object]], data: bytes) -> bytes:
+    """
+    C{msgpack.packb([sessions, data])} without copying C{data} twice.
+    """
+    return b"".join((b"\x92", msgpack.packb(sessions, use_bin_type=True), binHeader(len(data)), data))
 
 
 class SessionApplier:
@@ -58,11 +67,32 @@ class SessionApplier:
         return result
 
     def snapshot(self) -> bytes:
-        packed: bytes = msgpack.packb(
-            [[[k, s, r] for k, (s, r) in self.sessions.items()], self.stateMachine.snapshot()],
-            use_bin_type=True,
-        )
-        return packed
+        # At once, on the calling thread (the node's own snapshot): the state
+        # machine's snapshot, never its capture, whose encoding is meant for
+        # a thread.
+        return _packSnapshot([[k, s, r] for k, (s, r) in self.sessions.items()], self.stateMachine.snapshot())
+
+    def captureSnapshot(self) -> Callable[[], bytes]:
+        """
+        Freeze the sessions and the state machine now; the function returned
+        gives the bytes L{snapshot} gives now, in any thread.  A state
+        machine that provides L{IRaftSnapshotCapture} is captured (cheap);
+        any other is snapshotted at once, here.
+        """
+        sessions = [[k, s, r] for k, (s, r) in self.sessions.items()]
+        capture = IRaftSnapshotCapture(self.stateMachine, None)
+        if capture is not None:
+            inner = capture.captureSnapshot()
+        else:
+            data = self.stateMachine.snapshot()
+
+            def inner() -> bytes:
+                return data
+
+        def encode() -> bytes:
+            return _packSnapshot(sessions, inner())
+
+        return encode
 
     def restore(self, data: bytes) -> None:
         sessions, inner = msgpack.unpackb(data, raw=False)

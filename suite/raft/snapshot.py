@@ -25,6 +25,19 @@ VERSION = 1
 HEAD = struct.Struct(">4sBIQ")
 
 
+def binHeader(n: int) -> bytes:
+    """
+    msgpack's header of a binary value of C{n} bytes: C{header + data} is
+    C{msgpack.packb(data, use_bin_type=True)}, without copying C{data} into
+    the packer.
+    """
+    if n < 0x100:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
 class CorruptSnapshot(ConfigError):
     """
     A snapshot file failed its checks; start-up refuses.

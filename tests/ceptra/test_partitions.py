@@ -29,6 +29,7 @@ from suite.raft.interfaces import IRaftStateMachine
 from suite.raft.multi import DialPolicy
 from suite.raft.sessions import SessionApplier
 from suite.raft.settings import RaftSettings
+from suite.raft.snapshotter import Runner
 from suite.raft.storage import MemoryStorage
 from tests.raft.test_multi import Network
 
@@ -170,8 +171,14 @@ class Cluster:
     """
 
     def __init__(
-        self, names: list[str], placement: dict[str, list[str]], seed: int = 1, snapshotThreshold: int = 20
+        self,
+        names: list[str],
+        placement: dict[str, list[str]],
+        seed: int = 1,
+        snapshotThreshold: int = 20,
+        snapshotRunner: Runner | None = None,
     ) -> None:
+        self.snapshotRunner = snapshotRunner
         self.clock = Clock()
         self.rng = random.Random(seed)
         self.net = Network(self.clock, self.rng)
@@ -204,6 +211,7 @@ class Cluster:
             rng=random.Random(self.rng.random()),
             ledger=PlacementLedger(self.ledgers.setdefault(name, MemoryPlacementFile())),
             incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
+            snapshotRunner=self.snapshotRunner,
         )
         self.net.listeners[f"addr-{name}"] = (spiffe(name), m.multi)
         m.startService()

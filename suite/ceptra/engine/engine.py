@@ -10,8 +10,10 @@ that applied the same log hold the same state and the same L{stateHash}.
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from hashlib import sha256
 from heapq import heappop, heappush
 from typing import Any
@@ -38,6 +40,114 @@ _canon = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=F
 _MAX_DEPTH = 32
 
 Rule = AggregateRule | PatternRule
+
+
+#: About how many values one msgpack call packs: bounds how long a call
+#: holds the interpreter lock when a snapshot is encoded in a thread.
+_PIECE = 4096
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+Pause = Callable[[], None]
+
+
+def _noPause() -> None:
+    pass
+
+
+class _Pacer:
+    """
+    Called between the pieces of an encoding that runs in a thread beside
+    the reactor's: once the thread has worked for L{SLICE} seconds it
+    sleeps as long, letting go of the interpreter lock.  Without it the
+    reactor thread, which lets go of the lock at every system call, waits
+    up to the interpreter's switch interval (5 ms) to get it back each
+    time; with it, about a slice at most, and it gets half the lock.
+    """
+
+    SLICE = 0.001
+
+    def __init__(self) -> None:
+        self.since = time.perf_counter()
+
+    def __call__(self) -> None:
+        worked = time.perf_counter() - self.since
+        if worked >= self.SLICE:
+            time.sleep(min(worked, 0.01))
+            self.since = time.perf_counter()
+
+
+def _arrayHead(n: int) -> int:
+    """
+    The length of msgpack's header of an array of C{n} items.
+    """
+    return 1 if n < 16 else 3 if n < 0x10000 else 5
+
+
+def _packPieces(value: Any, out: list[bytes], pause: Pause = _noPause) -> None:
+    """
+    Append the msgpack encoding of C{value} to C{out} in pieces: the same
+    bytes as C{msgpack.packb(value, use_bin_type=True)}, made by many short
+    calls instead of one long one, with C{pause()} after each.
+    """
+    t = type(value)
+    if t is dict:
+        out.append(_packer.pack_map_header(len(value)))
+        for k, v in value.items():
+            out.append(msgpack.packb(k, use_bin_type=True))
+            _packPieces(v, out, pause)
+    elif t is list or t is tuple:
+        step = _PIECE // _size(value[0], _PIECE) if value else 1
+        if step > 1:
+            if len(value) <= step:
+                out.append(msgpack.packb(value, use_bin_type=True))
+                return
+            out.append(_packer.pack_array_header(len(value)))
+            for i in range(0, len(value), step):
+                piece = value[i : i + step]
+                out.append(msgpack.packb(piece, use_bin_type=True)[_arrayHead(len(piece)) :])
+                pause()
+        else:
+            out.append(_packer.pack_array_header(len(value)))
+            for v in value:
+                _packPieces(v, out, pause)
+    else:
+        out.append(msgpack.packb(value, use_bin_type=True))
+        pause()
+
+
+def _size(value: Any, cap: int) -> int:
+    """
+    About how many values C{value} holds (counted up to C{cap}).
+    """
+    t = type(value)
+    if t is list or t is tuple:
+        n = 1
+        for v in value:
+            n += _size(v, cap - n)
+            if n >= cap:
+                break
+        return n
+    if t is dict:
+        n = 1
+        for v in value.values():
+            n += 1 + _size(v, cap - n)
+            if n >= cap:
+                break
+        return n
+    return 1
+
+
+def _encodeState(state: dict[str, Any], pause: Pause = _noPause) -> bytes:
+    """
+    L{PartitionEngine.snapshot}'s bytes of the state dict C{state}.
+    """
+    out = [_SNAPSHOT_MAGIC]
+    try:
+        _packPieces(state, out, pause)
+    except (OverflowError, UnicodeEncodeError, TypeError, ValueError):
+        return zlib.compress(_canon.encode(state).encode("utf-8", "surrogatepass"), 1)
+    return b"".join(out)
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -454,7 +564,22 @@ class PartitionEngine:
     # -- snapshots ----------------------------------------------------------
 
     def _stateDict(self) -> dict[str, Any]:
-        return {
+        return self._freeze(copy=False)(_noPause)
+
+    def _freeze(self, copy: bool = True) -> Callable[[Pause], dict[str, Any]]:
+        """
+        Freeze the state now: the function returned builds the state dict
+        (the snapshot's content) as of now, in any thread, however the
+        engine changes since.  The mutable parts are copied (C{copy}: the
+        dedup order, the release queue, the counters, each rule's
+        L{AggregateRule.capture}); without C{copy} the function must be
+        called before the next L{apply}.
+        """
+        seen: Any = list(self._seenOrder) if copy else self._seenOrder
+        release = self._release[:] if copy else self._release
+        counters = dict(self._counters) if copy else self._counters
+        rules = [r.capture(copy) for r in self._rules]
+        head = {
             "format": _SNAPSHOT_FORMAT,
             "partition": self.partition,
             "last_index": self._lastIndex,
@@ -462,13 +587,21 @@ class PartitionEngine:
             "since": [[r.name, r.since] for r in self._rules],
             "max_ts": self._maxTs,
             "watermark": self._wm,
-            "counters": self._counters,
-            # Tuples encode as arrays, in JSON and msgpack alike.
-            "seen": list(self._seenOrder),
-            "release": [[ts, seq, ev] for ts, seq, ev in self._release],
-            "release_seq": self._releaseSeq,
-            "rules": [r.dump() for r in self._rules],
         }
+        releaseSeq = self._releaseSeq
+
+        def build(pause: Pause = _noPause) -> dict[str, Any]:
+            return {
+                **head,
+                "counters": counters,
+                # Tuples encode as arrays, in JSON and msgpack alike.
+                "seen": seen if type(seen) is list else list(seen),
+                "release": [[ts, seq, ev] for ts, seq, ev in release],
+                "release_seq": releaseSeq,
+                "rules": [dump(pause) for dump in rules],
+            }
+
+        return build
 
     def _state(self) -> bytes:
         return _canon.encode(self._stateDict()).encode("utf-8", "surrogatepass")
@@ -480,11 +613,24 @@ class PartitionEngine:
         or zlib-compressed canonical JSON (version 1) for state msgpack
         cannot carry (integers past 64 bits, strings that are not Unicode).
         """
-        state = self._stateDict()
-        try:
-            return _SNAPSHOT_MAGIC + msgpack.packb(state, use_bin_type=True)
-        except (OverflowError, UnicodeEncodeError, TypeError, ValueError):
-            return zlib.compress(_canon.encode(state).encode("utf-8", "surrogatepass"), 1)
+        return _encodeState(self._stateDict())
+
+    def capture(self) -> Callable[[], bytes]:
+        """
+        Freeze the state now, cheaply (copies of the mutable parts, no
+        encoding); the function returned gives the bytes L{snapshot} gives
+        now, and may run in another thread while L{apply} goes on.  It
+        encodes in pieces and, every millisecond of work, sleeps as long
+        (L{_Pacer}), so that it never keeps the interpreter lock from the
+        reactor thread for long.
+        """
+        state = self._freeze()
+
+        def encode() -> bytes:
+            pause = _Pacer()
+            return _encodeState(state(pause), pause)
+
+        return encode
 
     def stateHash(self) -> str:
         """

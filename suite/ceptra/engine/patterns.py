@@ -22,6 +22,7 @@ starts its own.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from suite.ceptra.engine.context import Context, groupOf
@@ -132,6 +133,14 @@ class PatternRule:
             "overflow": self.overflow,
             "matches": self.matches,
         }
+
+    def capture(self, copy: bool = True) -> Callable[[Callable[[], None]], Any]:
+        """
+        Freeze the rule's state now (its L{dump}, which holds no live
+        state); the function returned gives it, in any thread.
+        """
+        state = self.dump()
+        return lambda pause: state
 
     def load(self, obj: Any) -> None:
         """

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
+from collections.abc import Callable
 from heapq import heapify, heappop, heappush
 from typing import Any
 
@@ -27,6 +28,10 @@ from suite.ceptra.engine.monoids import makeAggregation
 from suite.ceptra.engine.rules import AggregateSpec
 
 __all__ = ["AggregateRule"]
+
+
+def _noPause() -> None:
+    pass
 
 
 class AggregateRule:
@@ -136,8 +141,9 @@ class AggregateRule:
 
     def _newGroup(self) -> Any:
         if self.kind == "sliding":
-            # [timestamps, values, prefix sums, head, windows {t: [emitted, value]},
-            #  sorted window ts, purge scheduled]
+            # [timestamps, values, prefix sums, head, windows {t: (emitted, value)},
+            #  sorted window ts, purge scheduled]; a window's pair is replaced,
+            #  never changed in place (L{capture} copies the dict, not the pairs)
             return [[], [], [0], 0, {}, [], False]
         if self.kind == "session":
             return []
@@ -252,7 +258,7 @@ class AggregateRule:
                     pre.append(acc)
         windows = gs[4]
         if ts not in windows:
-            windows[ts] = [False, None]
+            windows[ts] = (False, None)
             wts = gs[5]
             if not wts or ts > wts[-1]:
                 wts.append(ts)
@@ -274,8 +280,9 @@ class AggregateRule:
                 w = windows[t]
                 if w[0]:
                     ctx.emit("retract", self.name, group, t - self.size + 1, t + 1, w[1])
-                    w[1] = self._slidingValue(gs, t)
-                    ctx.emit("update", self.name, group, t - self.size + 1, t + 1, w[1])
+                    value = self._slidingValue(gs, t)
+                    windows[t] = (True, value)
+                    ctx.emit("update", self.name, group, t - self.size + 1, t + 1, value)
                 i += 1
 
     def _slidingValue(self, gs: list[Any], t: int) -> Any:
@@ -319,10 +326,10 @@ class AggregateRule:
             if gs is None:
                 continue
             if kind == "sliding":
-                w = gs[4].get(start)
+                sw = gs[4]
+                w = sw.get(start)
                 if w is None or w[0]:
                     continue
-                w[0] = True
                 if fast == "sum":
                     tsl = gs[0]
                     lo = bisect_right(tsl, start - size, gs[3])
@@ -330,7 +337,7 @@ class AggregateRule:
                     value = pre[bisect_right(tsl, start, lo)] - pre[lo]
                 else:
                     value = self._slidingValue(gs, start)
-                w[1] = value
+                sw[start] = (True, value)
                 if not quiet:
                     out.append(
                         {
@@ -471,34 +478,60 @@ class AggregateRule:
         """
         Canonical JSON form of the rule's state.
         """
+        return self.capture(copy=False)(_noPause)
+
+    def capture(self, copy: bool = True) -> Callable[[Callable[[], None]], Any]:
+        """
+        Freeze the rule's state now; the function returned builds its
+        L{dump} as of now, in any thread, however the rule changes since.
+
+        Groups of tumbling, hopping and session windows are dumped at once
+        (their accumulators may change in place); a sliding group's lists
+        and window dict are copied (C{copy}; its window pairs are immutable)
+        and dumped by the function, which calls its argument between
+        groups (a pause, in a thread).  Without C{copy} the function must be
+        called before the rule changes (L{dump}).
+        """
         agg = self.agg
+        sliding: list[tuple[str, list[Any]]] = []
         groups: list[Any] = []
-        for group, gs in self.groups.items():
-            if self.kind == "sliding":
-                vals = gs[1] if self.spec.field is not None else len(gs[1])
-                g: Any = [
-                    gs[0],
-                    vals,
-                    gs[2],
-                    gs[3],
-                    [[t, w[0], w[1]] for t, w in gs[4].items()],
-                    gs[5],
-                    gs[6],
-                ]
-            elif self.kind == "session":
-                g = [[s[0], s[1], agg.dump(s[2]), s[3], s[4]] for s in gs]
+        if self.kind == "sliding":
+            counted = self.spec.field is None
+            if copy:
+                for group, gs in self.groups.items():
+                    vals = len(gs[1]) if counted else gs[1][:]
+                    sliding.append((group, [gs[0][:], vals, gs[2][:], gs[3], gs[4].copy(), gs[5][:], gs[6]]))
             else:
-                g = [[start, agg.dump(w[0]), w[1], w[2]] for start, w in gs.items()]
-            groups.append([group, g])
-        return {
-            "groups": groups,
-            # One canonical list whichever queue holds each entry.
-            "fires": [list(f) for f in sorted([*self.fires, *self.ordered])],
-            "purges": [list(p) for p in self.purges],
-            "seq": self.seq,
-            "skipped": self.skipped,
-            "overflow": self.overflow,
-        }
+                for group, gs in self.groups.items():
+                    vals = len(gs[1]) if counted else gs[1]
+                    sliding.append((group, [gs[0], vals, gs[2], gs[3], gs[4], gs[5], gs[6]]))
+        elif self.kind == "session":
+            for group, gs in self.groups.items():
+                groups.append([group, [[s[0], s[1], agg.dump(s[2]), s[3], s[4]] for s in gs]])
+        else:
+            for group, gs in self.groups.items():
+                groups.append([group, [[start, agg.dump(w[0]), w[1], w[2]] for start, w in gs.items()]])
+        fires = [*self.fires, *self.ordered]
+        purges = self.purges[:] if copy else self.purges
+        seq, skipped, overflow = self.seq, self.skipped, self.overflow
+
+        def build(pause: Callable[[], None]) -> Any:
+            out = groups[:]
+            for group, g in sliding:
+                windows = [[t, w[0], w[1]] for t, w in g[4].items()]
+                out.append([group, [g[0], g[1], g[2], g[3], windows, g[5], g[6]]])
+                pause()
+            return {
+                "groups": out,
+                # One canonical list whichever queue holds each entry.
+                "fires": [list(f) for f in sorted(fires)],
+                "purges": [list(p) for p in purges],
+                "seq": seq,
+                "skipped": skipped,
+                "overflow": overflow,
+            }
+
+        return build
 
     def load(self, obj: Any) -> None:
         """
@@ -509,7 +542,7 @@ class AggregateRule:
         for group, g in obj["groups"]:
             if self.kind == "sliding":
                 vals = g[1] if self.spec.field is not None else [None] * int(g[1])
-                self.groups[group] = [g[0], vals, g[2], g[3], {t: [e, v] for t, e, v in g[4]}, g[5], g[6]]
+                self.groups[group] = [g[0], vals, g[2], g[3], {t: (e, v) for t, e, v in g[4]}, g[5], g[6]]
             elif self.kind == "session":
                 self.groups[group] = [[s[0], s[1], agg.load(s[2]), s[3], s[4]] for s in g]
             else:
