@@ -647,7 +647,7 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
     return b.build()
 
 
-#: Looked up by (state, input) in a table (L{suite.raft.fsm.indexed}): automat's
+#: Looked up by (state, input) in a table (L{suite.fsm.indexed}): automat's
 #: own lookup scans every transition, several microseconds per visitor read.
 VisitorMachine = indexed(_build())
 
