@@ -34,8 +34,9 @@ Flow control towards the visitor: a response is sent as the visitor's
 windows allow; while one waits (or the visitor's TCP connection is full)
 its exchange stops granting window to the tunnel target.
 
-When the gateway drains (L{suite.specter.gateway.lifecycle.DrainMachine}),
-each connection sends GOAWAY (C{NO_ERROR}, the last stream it took) without
+The connection's lifecycle (open, going away, closed) is a machine of its
+own, L{suite.specter.gateway.h2conn}.  When the gateway drains
+(L{suite.specter.gateway.lifecycle.DrainMachine}), each connection sends GOAWAY (C{NO_ERROR}, the last stream it took) without
 closing C{h2}'s connection, refuses streams opened later (C{REFUSED_STREAM}:
 the visitor may retry them elsewhere), lets its streams in flight finish
 and closes when none is left, or at the drain's deadline.
@@ -58,6 +59,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.gateway.exchange import Exchange, ExchangePool, SiteExchange
+from suite.specter.gateway.h2conn import CLOSED, OPEN, ConnectionInputs, ConnectionSide, Phase, newConnection
 from suite.specter.gateway.h2internals import (
     installCachingCodecs,
     receive,
@@ -158,18 +160,23 @@ class H2Front:
 
 
 @implementer(IPushProducer)
-class H2Visitor(Protocol):
+class H2Visitor(Protocol, ConnectionSide):
     """
-    One HTTP/2 visitor connection; each of its streams is a
+    One HTTP/2 visitor connection; its lifecycle is a
+    L{suite.specter.gateway.h2conn} machine and each of its streams a
     L{suite.specter.gateway.h2stream} machine.
 
-    @ivar lastStreamId: None while the connection takes new streams; once
-        the gateway drains, the last stream id its GOAWAY named (streams
-        up to it finish, later ones are refused and the connection closes
-        when none is left).
+    @ivar phase: the lifecycle's state, lent by its machine
+        (L{suite.specter.gateway.h2conn.Phase}): open, going away (with
+        the last stream id its GOAWAY named: streams up to it finish,
+        later ones are refused and the connection closes when none is
+        left), or closed.
+    @ivar writePaused: whether the visitor's TCP connection is full (the
+        transport's producer API; flow control, not a lifecycle state).
     """
 
     transport: Any = None
+    phase: Phase
 
     def __init__(self, front: H2Front) -> None:
         self.front = front
@@ -182,12 +189,11 @@ class H2Visitor(Protocol):
         self.ip = "?"
         self.peer = "?:0"
         self.writePaused = False
-        self.closed = False
         self.answered = 0
         self.resets = 0
         self.lastActivity = 0.0
         self.idleCall: Any = None
-        self.lastStreamId: int | None = None
+        self.lifecycle: ConnectionInputs = newConnection(self)
 
     # -- connection ------------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -215,7 +221,7 @@ class H2Visitor(Protocol):
         self.gateway.visitorOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closed:
+        if self.phase is CLOSED:
             return
         self.lastActivity = self.front.clock.seconds()
         try:
@@ -224,7 +230,7 @@ class H2Visitor(Protocol):
                     self._requestReceived(*item)
                 elif self._events(item):
                     return
-                if self.closed:
+                if self.phase is CLOSED:
                     return
         except h2.exceptions.ProtocolError as e:
             log.info("HTTP/2 visitor {peer} broke the protocol: {error}", peer=self.peer, error=str(e))
@@ -252,12 +258,18 @@ class H2Visitor(Protocol):
             elif kind is h2.events.ConnectionTerminated:
                 self._terminate()
                 return True
-            if self.closed:
+            if self.phase is CLOSED:
                 return True
         return False
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        self.closed = True
+        self.lifecycle.connectionLost()
+
+    def release(self) -> None:
+        """
+        The transport is gone: drop the streams, the idle timer and what
+        was queued (the lifecycle machine's output).
+        """
         if self.idleCall is not None and self.idleCall.active():
             self.idleCall.cancel()
         self.idleCall = None
@@ -278,12 +290,13 @@ class H2Visitor(Protocol):
             except h2.exceptions.ProtocolError:
                 pass
         self.flush()
-        self._hangUp()
+        self.lifecycle.hungUp()
 
-    def _hangUp(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+    def hangUp(self) -> None:
+        """
+        Stop producing and lose the transport (the lifecycle machine's
+        output as it closes).
+        """
         try:
             self.transport.unregisterProducer()
         except RuntimeError:
@@ -306,19 +319,27 @@ class H2Visitor(Protocol):
         naming the last stream taken); close once the streams in flight
         are done.
         """
-        if self.closed or self.lastStreamId is not None:
-            return
-        self.lastStreamId = self.conn.highest_inbound_stream_id
-        sendGoAway(self.conn, self.lastStreamId, _NO_ERROR)
-        self.flush()
+        self.lifecycle.drainStarted()
 
     def close(self) -> None:
         """
         The drain's deadline: close now, whatever is in flight.
         """
-        if not self.closed:
-            self.goAway()
-            self._hangUp()
+        self.lifecycle.deadlineReached()
+
+    def highestStreamId(self) -> int:
+        """
+        The highest stream id the visitor opened.
+        """
+        return int(self.conn.highest_inbound_stream_id)
+
+    def sendGoAway(self, lastStreamId: int) -> None:
+        """
+        Send GOAWAY (C{NO_ERROR}, C{lastStreamId}) and what else is ready
+        (the lifecycle machine's output).
+        """
+        sendGoAway(self.conn, lastStreamId, _NO_ERROR)
+        self.flush()
 
     # -- requests --------------------------------------------------------------------------
     def _requestHead(self, headers: list[tuple[bytes, bytes]]) -> RequestHead | str:
@@ -335,7 +356,8 @@ class H2Visitor(Protocol):
         return found
 
     def _requestReceived(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
-        if self.lastStreamId is not None and sid > self.lastStreamId:
+        lastStreamId = self.phase.lastStreamId
+        if lastStreamId is not None and sid > lastStreamId:
             # opened after our GOAWAY: never processed, the visitor may
             # safely retry it elsewhere
             self.resetStream(sid, _REFUSED)
@@ -420,7 +442,7 @@ class H2Visitor(Protocol):
         """
         Reopen the visitor's windows by C{size} bytes of stream C{sid}.
         """
-        if size and not self.closed:
+        if size and self.phase is not CLOSED:
             try:
                 self.conn.acknowledge_received_data(size, sid)
             except h2.exceptions.ProtocolError:
@@ -458,7 +480,7 @@ class H2Visitor(Protocol):
         if self.requests.get(sid) is stream:
             del self.requests[sid]
         self.sendable.pop(sid, None)
-        if self.lastStreamId is not None:
+        if self.phase.lastStreamId is not None:
             self.front.flusher.mark(self)  # the flush closes a drained connection
 
     # -- responses -------------------------------------------------------------------------
@@ -480,7 +502,7 @@ class H2Visitor(Protocol):
         Send the frames of every stream that has something ready, in one
         write; once the gateway drains and no stream is left, close.
         """
-        if self.closed:
+        if self.phase is CLOSED:
             return
         ready = self.sendable
         if ready and not self.writePaused:
@@ -493,8 +515,8 @@ class H2Visitor(Protocol):
         data = self.conn.data_to_send()
         if data:
             self.transport.write(data)
-        if self.lastStreamId is not None and not self.requests:
-            self._hangUp()
+        if self.phase is not OPEN and not self.requests:
+            self.lifecycle.drained()
 
     def _send(self, stream: StreamCore, response: Response) -> None:
         conn = self.conn
