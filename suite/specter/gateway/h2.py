@@ -44,6 +44,7 @@ and closes when none is left, or at the drain's deadline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import h2.errors
@@ -52,14 +53,14 @@ import h2.exceptions
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.settings import SettingCodes, Settings
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.gateway.exchange import Exchange, ExchangePool, SiteExchange
-from suite.specter.gateway.h2conn import CLOSED, OPEN, ConnectionInputs, ConnectionSide, Phase, newConnection
+from suite.specter.gateway.h2conn import CLOSED, ConnectionInputs, ConnectionSide, Phase, newConnection
 from suite.specter.gateway.h2internals import (
     installCachingCodecs,
     receive,
@@ -192,7 +193,6 @@ class H2Visitor(Protocol, ConnectionSide):
         self.answered = 0
         self.resets = 0
         self.lastActivity = 0.0
-        self.idleCall: Any = None
         self.lifecycle: ConnectionInputs = newConnection(self)
 
     # -- connection ------------------------------------------------------------------------
@@ -215,7 +215,7 @@ class H2Visitor(Protocol, ConnectionSide):
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.transport.registerProducer(self, True)
         self.lastActivity = self.front.clock.seconds()
-        self.idleCall = self.front.clock.callLater(self.front.idleTimeout, self._idleCheck)
+        self.lifecycle.opened()
         self.flush()
         # while the gateway drains, this is told to go away at once
         self.gateway.visitorOpened(self)
@@ -267,12 +267,9 @@ class H2Visitor(Protocol, ConnectionSide):
 
     def release(self) -> None:
         """
-        The transport is gone: drop the streams, the idle timer and what
-        was queued (the lifecycle machine's output).
+        The transport is gone: drop the streams and what was queued (the
+        lifecycle machine's output).
         """
-        if self.idleCall is not None and self.idleCall.active():
-            self.idleCall.cancel()
-        self.idleCall = None
         self.sendable = {}
         for stream in list(self.requests.values()):
             stream.inputs.abandoned()
@@ -303,14 +300,34 @@ class H2Visitor(Protocol, ConnectionSide):
             pass
         self.transport.loseConnection()
 
-    def _idleCheck(self) -> None:
-        clock = self.front.clock
-        idle = clock.seconds() - self.lastActivity
-        if self.requests or idle < self.front.idleTimeout:
-            self.idleCall = clock.callLater(max(1.0, self.front.idleTimeout - idle), self._idleCheck)
-            return
-        self.idleCall = None
-        self._terminate(_NO_ERROR)
+    def idleWait(self) -> float | None:
+        """
+        How long until the connection may be idle for the idle timeout;
+        None if it is (no stream, nothing received for that long).
+        """
+        timeout: float = self.front.idleTimeout
+        idle: float = self.front.clock.seconds() - self.lastActivity
+        if self.requests or idle < timeout:
+            return max(1.0, timeout - idle)
+        return None
+
+    def callLater(self, delay: float, call: Callable[[], None]) -> IDelayedCall:
+        """
+        Call C{call} in C{delay} seconds (the idle check's timer).
+        """
+        delayed: IDelayedCall = self.front.clock.callLater(delay, call)
+        return delayed
+
+    def terminate(self) -> None:
+        """
+        Send GOAWAY (C{NO_ERROR}) closing C{h2}'s connection (the idle
+        timeout; the lifecycle machine's output).
+        """
+        try:
+            self.conn.close_connection(_NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            pass
+        self.flush()
 
     # -- the gateway drains (suite.specter.gateway.lifecycle.DrainMachine) ------------------
     def goAway(self) -> None:
@@ -515,7 +532,7 @@ class H2Visitor(Protocol, ConnectionSide):
         data = self.conn.data_to_send()
         if data:
             self.transport.write(data)
-        if self.phase is not OPEN and not self.requests:
+        if self.phase.lastStreamId is not None and not self.requests:
             self.lifecycle.drained()
 
     def _send(self, stream: StreamCore, response: Response) -> None:
