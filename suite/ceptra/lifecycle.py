@@ -79,7 +79,6 @@ class ReplicaActions(Protocol):
         Stop the node, whose storage could not be loaded.
         """
 
-
     def shutdown(self) -> None: ...
 
 
