@@ -7,9 +7,13 @@ The lifecycle of one hosted partition's replica, as an automat machine.
            data: why), Stopped.
   inputs:  loaded(), loadFailed(why), placed(), unplaced(now, member,
            grace), stop(); queries serving() -> bool, describe() -> dict.
-  outputs: open the group's transport once loaded; log placement changes;
-           stop the replica (node, transport group, storage) when it has
-           left its group or the grace period is over.
+  outputs: stop the node when its load failed (it never serves: Raft's
+           Stopped, not Loading, then drops its peers' messages); log
+           placement changes; stop the replica (node, transport group,
+           storage) when it has left its group or the grace period is over.
+
+Until the node has loaded, its own role machine (Loading) drops every
+message the group's transport delivers; nothing here gates the transport.
 """
 
 from __future__ import annotations
@@ -70,7 +74,10 @@ class ReplicaActions(Protocol):
 
     pid: str
 
-    def open(self) -> None: ...
+    def abandon(self) -> None:
+        """
+        Stop the node, whose storage could not be loaded.
+        """
 
     def shutdown(self) -> None: ...
 
@@ -109,13 +116,12 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     stopped = b.state("Stopped")
 
     # Starting
-    @starting.upon(PartitionInputs.loaded).to(running)
-    def open(inputs: PartitionInputs, core: LifecycleCore) -> None:
-        core.replica.open()
+    starting.upon(PartitionInputs.loaded).to(running).returns(None)
 
     @starting.upon(PartitionInputs.loadFailed).to(failed)
     def fail(inputs: PartitionInputs, core: LifecycleCore, why: str) -> None:
         log.critical("partition {pid} failed to start: {why}", pid=core.replica.pid, why=why)
+        core.replica.abandon()
 
     starting.upon(PartitionInputs.placed).loop().returns(None)
     starting.upon(PartitionInputs.unplaced).loop().returns(None)

@@ -127,8 +127,8 @@ class Partition:
 
     # ReplicaActions (the lifecycle's outputs)
 
-    def open(self) -> None:
-        self.transport.paused = False
+    def abandon(self) -> None:
+        self.node.stop()
 
     def shutdown(self) -> None:
         self.node.stop()
@@ -373,8 +373,9 @@ class PartitionManager(Service):
         walDir = os.path.join(self.walDir, pid)
         storage = self.storageFactory(walDir, os.path.join(self.snapshotDir, pid))
         machine = PartitionMachine(pid, onResults=self._results, wantResults=self._wantResults)
+        # Until the node has loaded its WAL, its role machine (Loading)
+        # drops what the group's transport delivers; the senders resend.
         transport = self.multi.group(pid)
-        transport.paused = True  # until the node has loaded its WAL
         bootstrap = Configuration(
             frozenset(voters), frozenset(), tuple(sorted(voters.items())), routing.epochs.get(pid, 0)
         )

@@ -581,9 +581,6 @@ class GroupTransport:
         #: (AppendEntries and Heartbeat carry it): how far the group has
         #: committed, as this replica last heard.
         self.leaderCommit = 0
-        #: While true, inbound messages of this group are dropped (e.g. until
-        #: the group's node has loaded its storage; Raft resends).
-        self.paused = False
 
     def send(self, message: Message) -> None:
         self.owner.send(self.group, message)
@@ -754,7 +751,7 @@ class MultiRaftTransport:
             return
         if isinstance(message, (AppendEntries, Heartbeat)) and message.commit > target.leaderCommit:
             target.leaderCommit = message.commit
-        if target.receiver is not None and not target.paused:
+        if target.receiver is not None:
             target.receiver(message)
 
     def close(self) -> None:

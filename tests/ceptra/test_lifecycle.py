@@ -17,8 +17,8 @@ class Replica:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def open(self) -> None:
-        self.calls.append("open")
+    def abandon(self) -> None:
+        self.calls.append("abandon")
 
     def shutdown(self) -> None:
         self.calls.append("shutdown")
@@ -47,10 +47,10 @@ class LifecycleTests(SynchronousTestCase):
         m.unplaced(1.0, False, 30.0)
         self.assertEqual(r.calls, [])
         m.loaded()
-        self.assertEqual((r.calls, m.serving()), (["open"], True))
+        self.assertEqual((r.calls, m.serving()), ([], True))
         m, r = machine("Starting")
         m.loadFailed("disk")
-        self.assertEqual(m.describe(), {"state": "failed", "error": "disk"})
+        self.assertEqual((r.calls, m.describe()), (["abandon"], {"state": "failed", "error": "disk"}))
         m, r = machine("Starting")
         m.stop()
         self.assertEqual((r.calls, m.describe()), (["shutdown"], {"state": "stopped"}))

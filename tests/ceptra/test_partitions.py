@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -30,7 +31,7 @@ from suite.raft.multi import DialPolicy
 from suite.raft.sessions import SessionApplier
 from suite.raft.settings import RaftSettings
 from suite.raft.snapshotter import Runner
-from suite.raft.storage import MemoryStorage
+from suite.raft.storage import MemoryStorage, Recovered
 from tests.raft.test_multi import Network
 
 RULES = {
@@ -163,6 +164,11 @@ class AllowListTests(SynchronousTestCase):
         self.assertFalse(allow.permits(spiffe("b")))
         self.assertFalse(allow.permits("spiffe://clients.org.evil/x"))
         self.assertFalse(allow.permits("spiffe://example.org/ops/admin2"))
+
+
+class UnloadableStorage(MemoryStorage):
+    def load(self) -> Deferred[Recovered]:
+        return fail(OSError("bad WAL"))
 
 
 class Cluster:
@@ -330,6 +336,27 @@ class ManagerTests(SynchronousTestCase):
         new = c.leader("p0")
         assert new is not None
         self.assertEqual(set(new.partitions["p0"].node.configs.latest().voters), {spiffe(n) for n in rest})
+
+    def test_loadFailedStopsNode(self) -> None:
+        """
+        A replica whose storage cannot be loaded fails, and its node is
+        Stopped (it never serves): the group's messages that keep arriving
+        are dropped without being taken for messages to a node still
+        loading; the other replicas carry on.
+        """
+        c = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"]})
+        c.run(1.0)
+        c.crash("c")
+        c.disks["c:wal/p0"] = UnloadableStorage()
+        m = c.start("c")
+        c.run(1.0)
+        part = m.partitions["p0"]
+        self.assertEqual(part.lifecycle.describe(), {"state": "failed", "error": "bad WAL"})
+        self.assertTrue(part.node.stopped)
+        self.assertGreater(m.multi.framesReceived, 0)
+        self.assertEqual(m.multi.unknownGroup, 0)
+        self.assertEqual(part.node.droppedWhileLoading, 0)
+        self.assertIsNotNone(c.leader("p0"))
 
     def test_stoppedReconcilesNothing(self) -> None:
         """

@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from suite.raft.interfaces import IRaftStateMachine, IRaftTransport
-from suite.raft.messages import Configuration, Heartbeat, encodeMessage
+from suite.raft.kv import KeyValueStateMachine
+from suite.raft.messages import AppendEntries, Configuration, Entry, Heartbeat, encodeMessage
 from suite.raft.multi import (
     DialCore,
     DialInputs,
@@ -32,7 +33,8 @@ from suite.raft.multi import (
 )
 from suite.raft.node import RaftNode
 from suite.raft.settings import RaftSettings
-from suite.raft.storage import MemoryStorage
+from suite.raft.storage import MemoryStorage, Recovered
+from tests.raft.test_loading import HeldStorage
 from tests.support.raftsim import Recorder, checkReplicasAgree, proposeRecorded
 
 
@@ -299,21 +301,51 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual(self.b.rejected, 1)
         self.assertEqual(self.got, [])
 
-    def test_paused(self) -> None:
+    def test_loadingNodeDropsAndCounts(self) -> None:
         """
-        A paused group drops what arrives; resumed, it receives again.
+        Messages of a group whose node is still loading its storage are
+        delivered to the node, whose Loading role drops and counts them:
+        nothing is written, appended, applied or answered (the sender
+        resends); the leader's announced commit is noted all the same.
+        Once loaded, the node handles what arrives.
         """
-        self.b.group("p0").paused = True
-        for _ in range(2):
-            self.a.send("p0", Heartbeat("a", "b", 1, 7))
+        storage = HeldStorage(Recovered(0, None, None, []))
+        machine = KeyValueStateMachine()
+        node = RaftNode(
+            "b",
+            self.clock,
+            storage,
+            self.b.group("p1"),
+            machine,
+            Configuration(frozenset({"a", "b"})),
+            rng=random.Random(1),
+        )
+        started = Deferred.fromCoroutine(node.start())
+        self.addCleanup(node.stop)
+        for _ in range(2):  # the first dials the link (and is lost), the second arrives
+            self.a.send("p0", Heartbeat("a", "b", 1, 0))
             self.clock.advance(0.1)
-        self.assertEqual(self.got, [])
-        self.assertEqual(self.b.group("p0").leaderCommit, 7)
-        self.b.group("p0").paused = False
-        self.a.send("p0", Heartbeat("a", "b", 1, 8))
-        self.clock.advance(0.1)
-        self.assertEqual(len(self.got), 1)
-        self.assertEqual(self.b.group("p0").leaderCommit, 8)
+        self.assertEqual((len(self.got), self.b.framesReceived), (1, 1))
+        entry = Entry(1, 1)
+        for _ in range(2):
+            self.a.send("p1", AppendEntries("a", "b", 1, 0, 0, (entry,), 1))
+            self.a.send("p1", Heartbeat("a", "b", 1, 1))
+            self.clock.advance(0.01)
+        self.assertEqual(self.b.framesReceived, 5)
+        self.assertEqual(node.droppedWhileLoading, 4)
+        self.assertEqual(storage.writes, [])
+        self.assertEqual((node.log.lastIndex(), node.commitIndex, node.lastApplied), (0, 0, 0))
+        self.assertEqual((node.term, node.leaderId, node.roleName), (0, None, "loading"))
+        self.assertEqual(self.a.framesReceived, 0)  # nothing answered
+        self.assertEqual(self.b.group("p1").leaderCommit, 1)
+        storage.release()
+        self.successResultOf(started)
+        self.a.send("p1", AppendEntries("a", "b", 1, 0, 0, (entry,), 1))
+        for _ in range(10):
+            self.clock.advance(0.01)
+        self.assertEqual(node.droppedWhileLoading, 4)
+        self.assertEqual((node.term, node.leaderId, node.log.lastIndex()), (1, "a", 1))
+        self.assertEqual(self.a.framesReceived, 1)  # acknowledged
 
     def test_unknownGroupAndGarbage(self) -> None:
         self.a.send("p9", Heartbeat("a", "b", 1, 0))
