@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -281,6 +282,29 @@ class HandoffTests(SynchronousTestCase):
         view.pred = joiner
         h.predecessorServes(joiner)
         self.assertEqual((h.transferredTo, h.grantedBefore), ({}, None))
+
+    def test_stuckJoinSaysWhy(self) -> None:
+        """
+        A join that keeps getting retryable answers (silent one by one)
+        says every 20 attempts that it is still joining, and why.
+        """
+        h, _, _ = self.handoff(Phase.ACTIVE)
+        clock = h.clock
+        assert isinstance(clock, Clock)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        d = Deferred.fromCoroutine(h.join("seed:1"))
+        for _ in range(45):
+            clock.advance(3.0)
+        lines = [formatEvent(e) for e in events if e.get("log_namespace") == "suite.specter.chord.transfer"]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("still joining after 20 attempts: ", lines[0])
+        self.assertIn("no entry point here", lines[0])
+        self.assertIn("after 40 attempts", lines[1])
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d)
 
     def test_handoffRefusedWhileLeaving(self) -> None:
         """

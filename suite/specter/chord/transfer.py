@@ -139,6 +139,15 @@ class Handoff:
                     target = None
                 if not e.retryable and e.code != E.NOT_IN_RING:  # that one the node reports
                     log.warn("vnode {vnode} join attempt failed: {error}", vnode=v.ref.short(), error=str(e))
+                elif attempt and attempt % 20 == 0:
+                    # retryable answers are silent; a join that keeps
+                    # getting them says so (about every 30 s) and why
+                    log.warn(
+                        "vnode {vnode} still joining after {n} attempts: {error}",
+                        vnode=v.ref.short(),
+                        n=attempt,
+                        error=str(e),
+                    )
             attempt += 1
             await sleep(self.clock, min(2.0, 0.05 * 2 ** min(attempt, 6)) * (0.5 + self.rng.random()))
 
