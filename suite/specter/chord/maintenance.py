@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_BITS, VnodeRef, between, fingerStart, inRange, ref
-from suite.specter.chord.machine import MembershipCore
+from suite.specter.chord.machine import MembershipCore, Phase
 from suite.specter.chord.view import RingView
 from suite.specter.interfaces import IVnodePeers
 
@@ -50,6 +50,8 @@ class Maintenance:
         alive = [s for s in v.succs if not self.peers.suspected(s.addr)]
         if alive and alive != v.succs:
             v.succs = alive
+        #: successors found to hold no range this round (see below)
+        rangeless: set[VnodeRef] = set()
         for _ in range(len(v.succs) + 1):
             s = v.succ
             if s == v.ref:
@@ -64,9 +66,19 @@ class Maintenance:
                     v.dropPeer(s)
                     continue
                 return
+            if len(state) > 2 and not state[2]:
+                # a vnode that neither serves nor knows its predecessor is
+                # still joining: a restarted process's vnode answering at an
+                # id that this list kept from its earlier life.  Taken as
+                # our successor it would close the ring on itself (its list
+                # is just itself) and every lookup past it would end at a
+                # vnode that grants nothing: skip it until it has joined.
+                rangeless.add(s)
+                v.dropPeer(s)
+                continue
             x = ref(state[0])
             theirs = [ref(t) for t in state[1]]
-            if x is not None and x != v.ref and between(x.id, v.ref.id, s.id):
+            if x is not None and x != v.ref and x not in rangeless and between(x.id, v.ref.id, s.id):
                 v.setSuccessors([x, s] + [t for t in theirs if t is not None])
                 continue
             v.setSuccessors([s] + [t for t in theirs if t is not None])
@@ -154,6 +166,11 @@ class Maintenance:
         predecessor now.
         """
         v = self.view
+        if self.membership.phase in (Phase.INACTIVE, Phase.JOINING):
+            # a joiner learns its predecessor from the range it is granted;
+            # taken from a notify, it would tell the ring it holds a range
+            # (see stabilize) while it holds none
+            return
         if v.pred is None or v.pred == v.ref or between(c.id, v.pred.id, v.ref.id):
             if v.pred is not None and v.pred != v.ref and not self._serving:
                 return

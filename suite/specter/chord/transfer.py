@@ -114,7 +114,7 @@ class Handoff:
                 # the only one, and after a ring founded apart (--bootstrap)
                 # either side may hold the newer write
                 await self.store.importRecords(records)
-                v.pred = oldPred
+                v.setPredecessor(oldPred)
                 if oldPred is not None and older is not None:
                     # our predecessor may still be joining: let its retry find us
                     self.transferredTo = {oldPred: older}
@@ -247,6 +247,13 @@ class Handoff:
         else:
             if not started:
                 raise RemoteError(E.BUSY, "not accepting transfers now")
+            if v.pred == j:
+                # the joiner is our predecessor, yet we granted it nothing:
+                # that is its earlier life (a process restarted with the same
+                # vnode ids), kept because the joiner answers its pings.  Our
+                # real predecessor's notify (refused while this one stood in
+                # its way) sets the range that is to be split.
+                v.setPredecessor(None)
             if v.pred is None:
                 raise RemoteError(E.BUSY, "predecessor unknown")
             if v.pred != v.ref and not between(j.id, v.pred.id, v.ref.id):
@@ -257,7 +264,7 @@ class Handoff:
             # its way: the new one gets that range too, and can answer the
             # earlier joiner's retry (see join)
             older = self.transferredTo.get(old) if old != v.ref else None
-            v.pred = j
+            v.setPredecessor(j)
             self.transferredTo = {j: old}
             self.grantedBefore = older
         low = older if older is not None else old
