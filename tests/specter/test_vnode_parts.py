@@ -74,12 +74,13 @@ class FakePeers:
 
 def _membership(phase: Phase) -> tuple[Membership, MembershipCore]:
     """
-    A membership machine driven to C{phase} (Active, Leaving).
+    A membership machine driven to C{phase} (Joining, Active, Leaving).
     """
     core = MembershipCore(Recorder())
     machine = buildMembership(core)
     machine.start()
-    machine.joined()
+    if phase is not Phase.JOINING:
+        machine.joined()
     if phase is Phase.LEAVING:
         machine.leave()
     assert core.phase is phase
@@ -187,6 +188,21 @@ class MaintenanceTests(SynchronousTestCase):
         _run(self, self.maintenance(Phase.ACTIVE).stabilize())
         self.assertEqual(self.view.succs, [B])
 
+    def test_stabilizeSkipsRangelessSuccessor(self) -> None:
+        """
+        A successor that neither serves nor knows its predecessor (a joining
+        vnode at an id the list kept from its earlier life) is skipped, and
+        not taken back as the next successor's predecessor: the one after it
+        becomes the first successor and is notified.
+        """
+        self.view.succs = [A, B]
+        self.peers.answers[(A, "state")] = lambda: [None, [list(A)], False]
+        self.peers.answers[(B, "state")] = lambda: [list(A), [list(C)], True]
+        self.peers.answers[(B, "notify")] = lambda who: None
+        _run(self, self.maintenance(Phase.ACTIVE).stabilize())
+        self.assertEqual(self.view.succs, [B, C])
+        self.assertEqual(self.peers.calls[-1], (B, "notify", (list(ME),)))
+
     def test_checkPredecessor(self) -> None:
         """
         A predecessor is forgotten after L{PRED_FAILURES} timeouts in a row
@@ -232,6 +248,10 @@ class MaintenanceTests(SynchronousTestCase):
         self.assertEqual(self.view.pred, closer)
         m.notified(P)  # not closer
         self.assertEqual(self.view.pred, closer)
+        # a joining vnode learns its predecessor from its grant alone
+        self.view.setPredecessor(None)
+        self.maintenance(Phase.JOINING).notified(closer)
+        self.assertIsNone(self.view.pred)
 
 
 class HandoffTests(SynchronousTestCase):
@@ -282,6 +302,26 @@ class HandoffTests(SynchronousTestCase):
         view.pred = joiner
         h.predecessorServes(joiner)
         self.assertEqual((h.transferredTo, h.grantedBefore), ({}, None))
+
+    def test_joinFromStalePredecessor(self) -> None:
+        """
+        A join from the vnode that is already our predecessor though we
+        granted it nothing (its id's earlier life) drops that predecessor
+        and asks the joiner to retry; the real predecessor's notify is then
+        taken and the next join is granted, with no failed pings counted
+        against the joiner.
+        """
+        h, view, _ = self.handoff(Phase.ACTIVE)
+        joiner = VnodeRef(800, "j:1", 0)
+        view.setPredecessor(joiner)
+        view.predFailures = 1
+        f = self.failureResultOf(Deferred.fromCoroutine(h.remote_join(list(joiner))), RemoteError)
+        self.assertEqual((f.value.code, view.pred), (E.BUSY, None))
+        view.setPredecessor(P)
+        view.predFailures = 1
+        answer = _run(self, h.remote_join(list(joiner)))
+        self.assertEqual(answer[1], list(P))
+        self.assertEqual((view.pred, view.predFailures), (joiner, 0))
 
     def test_stuckJoinSaysWhy(self) -> None:
         """
