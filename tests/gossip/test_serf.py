@@ -108,6 +108,9 @@ class SerfInteropTests(TestCase):
         await self.waitStatus(serf1, ports[1], "alpha", "alive", 20)
         await self.waitStatus(serf1, ports[1], "bravo", "alive", 20)
         await self.waitStatus(serf2, ports[5], "bravo", "alive", 20)
+        # serf1 hears of serf2 by gossip (from ours or from serf2), a moment
+        # after ours have logged the join
+        await self.waitStatus(serf1, ports[1], "serf2", "alive", 20)
         members = await self.members(ports[1])
         self.assertEqual(members["alpha"][1], "role=web")
         self.assertEqual(sorted(members), ["alpha", "bravo", "serf1", "serf2"])
