@@ -2,8 +2,12 @@
 Wiring of C{specter server}: stores, the ring node, the mTLS listener, the
 RPC listener and the loopback helper site, as one L{MultiService}.
 
-On stop (SIGINT/SIGTERM) every vnode first Leaves, handing its keys to its
-successor, before the listeners close and the stores are flushed.
+The ring node enters the ring only once every listener listens (the
+daemon's start-up barrier): a process that cannot bind a port never joins,
+so it never announces, hands off or leaves vnodes of its address.  On stop
+(SIGINT/SIGTERM) every vnode first Leaves, handing its keys to its
+successor, before the listeners close and the stores are flushed.  The data
+directory is locked for the life of the process (L{DataDirLock}).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from suite import kv
 from suite.daemon import (
     ConfigError,
     GuardedEndpointService,
+    barrierFor,
     errorLine,
     listenFailureReason,
     notImplementedYet,
@@ -35,6 +40,7 @@ from suite.specter.chord.ids import vnodeId
 from suite.specter.chord.node import ChordConfig, ChordNode
 from suite.specter.chord.ringstate import RingStateFile
 from suite.specter.chord.wire import ALPN, ChordServerFactory, WireTransport
+from suite.specter.datadir import DataDirLock
 from suite.specter.rpc import RPCFactory
 from suite.specter.web import RingCollector, RingHealth, makeHelperResource
 
@@ -79,8 +85,12 @@ class SpecterService(MultiService):
         reactor: Any,
         bootstrap: bool = False,
         alsoJoin: tuple[str, ...] = (),
+        dataLock: DataDirLock | None = None,
     ) -> None:
         super().__init__()
+        self.dataLock = dataLock
+        #: whether the node was started (it is not when a listener failed)
+        self.nodeStarted = False
         self.node = node
         self.seed = seed
         self.bootstrap = bootstrap
@@ -99,7 +109,20 @@ class SpecterService(MultiService):
     def startService(self) -> None:
         for pool in self.pools:
             pool.start()
+        if self.dataLock is not None:
+            self.dataLock.writePid()
         self._listenErrors(super().startService)
+        barrier = barrierFor(self)
+        if barrier is None:
+            self._startNode()
+            return
+        # only once every listener listens; a failed bind never joins the ring
+        barrier.whenStarted().addCallbacks(lambda _: self._startNode(), lambda _: None)
+
+    def _startNode(self) -> None:
+        if not self.running or self.nodeStarted:
+            return
+        self.nodeStarted = True
         log.info(
             "ring node {addr} starting {count} vnodes (join {seed})",
             addr=self.node.addr,
@@ -109,6 +132,20 @@ class SpecterService(MultiService):
         self.node.start(self.seed, bootstrap=self.bootstrap, alsoJoin=self.alsoJoin)
 
     async def _stop(self) -> None:
+        if self.nodeStarted:
+            await self._leave()
+        self.node.stop()
+        # the view saved before leaving reaches ring.json before the pool stops
+        await self.node.closeRingState()
+        self.transport.close()
+        await super().stopService()
+        await DeferredList([s.close() for s in self.stores], consumeErrors=True)
+        for pool in self.pools:
+            pool.stop()
+        if self.dataLock is not None:
+            self.dataLock.release()
+
+    async def _leave(self) -> None:
         log.info("leaving the ring: handing keys on")
         leave = self.node.leave()
         timer = self.reactor.callLater(LEAVE_TIMEOUT, leave.cancel)
@@ -119,14 +156,6 @@ class SpecterService(MultiService):
         if timer.active():
             timer.cancel()
         log.info("left the ring")
-        self.node.stop()
-        # the view saved before leaving reaches ring.json before the pool stops
-        await self.node.closeRingState()
-        self.transport.close()
-        await super().stopService()
-        await DeferredList([s.close() for s in self.stores], consumeErrors=True)
-        for pool in self.pools:
-            pool.stop()
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -186,9 +215,11 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
     bundle = _loadBundle(options)
     dataDir = _prepareDataDir(options)
     addr = _advertisedAddress(options, bundle)
+    # before any store or ring state file is opened
+    dataLock = DataDirLock("--data-dir", dataDir)
     pools: list[ThreadPool] = []
     node, transport = _ringNode(options, reactor, bundle, dataDir, addr, pools)
-    root = _rootService(options, reactor, node, pools, transport)
+    root = _rootService(options, reactor, node, pools, transport, dataLock)
     _addSentry(options, root)
     chordFactory = ChordServerFactory(node.dispatch, reactor)
     gatewayService = None
@@ -317,7 +348,12 @@ def _ringNode(
 
 
 def _rootService(
-    options: Any, reactor: Any, node: ChordNode, pools: list[ThreadPool], transport: WireTransport
+    options: Any,
+    reactor: Any,
+    node: ChordNode,
+    pools: list[ThreadPool],
+    transport: WireTransport,
+    dataLock: DataDirLock | None = None,
 ) -> SpecterService:
     """
     The root service: joins through the first C{--join}, leaves on stop.
@@ -332,6 +368,7 @@ def _rootService(
         reactor,
         bootstrap=options["bootstrap"],
         alsoJoin=tuple(joins[1:]),
+        dataLock=dataLock,
     )
 
 
@@ -356,10 +393,12 @@ def _addRingListeners(
     from suite.pki.tls import serverContextFactory
 
     tlsFactory = serverContextFactory(bundle, requireClientCert=True, acceptableProtocols=[ALPN])
+    # the flag that named the binds (--listen-tcp, else --listen-addr, else the default)
+    flag = "--listen-addr" if options["listen-addr"] and not options["listen-tcp"] else "--listen-tcp"
     for h, p in options["tcp-binds"]:
         endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
         wrapped = TLSMemoryBIOFactory(tlsFactory, False, chordFactory)
-        svc = GuardedEndpointService(endpoint, wrapped, "--listen", f"{h}:{p}")
+        svc = GuardedEndpointService(endpoint, wrapped, flag, f"{h}:{p}")
         svc.setServiceParent(root)
 
 

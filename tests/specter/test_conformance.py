@@ -1,0 +1,158 @@
+"""
+Operator-guide conformance of C{specter server} start-up and shutdown: one
+process per data directory, and a process whose listeners cannot bind
+never enters the ring.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, cast
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from suite.daemon import ConfigError, StartupBarrier
+from suite.pki.ca import initBundle
+from suite.specter.datadir import LOCK_FILE, DataDirLock
+from suite.specter.options import Options
+
+
+def _options(base: str, *extra: str) -> Any:
+    o = Options(environ={})
+    o.parseOptions(
+        [
+            "server",
+            "--data",
+            os.path.join(base, "data"),
+            "--cert",
+            os.path.join(base, "cert"),
+            "--virtual",
+            "2",
+            "--listen-tcp",
+            "127.0.0.1:7443",
+            *extra,
+        ]
+    )
+    return o.subOptions
+
+
+def _releaseAtEnd(test: SynchronousTestCase, root: Any) -> None:
+    lock = root.dataLock
+    assert isinstance(lock, DataDirLock)
+    test.addCleanup(lock.release)
+
+
+class DataDirLockTests(SynchronousTestCase):
+    """
+    Two processes on one C{--data-dir} would replay, append to and compact
+    the same files and announce the same vnode ids: the second stops at
+    start-up naming the flag and the holder.
+    """
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        initBundle(os.path.join(self.base, "cert"), ["127.0.0.1"])
+
+    def test_secondNodeOnOneDirectoryRefused(self) -> None:
+        """
+        A second server built on a data directory a running one holds fails
+        with one L{ConfigError} naming C{--data-dir}, the directory and the
+        holder's pid; no store of the second one is opened.
+        """
+        from suite.specter.service import makeServerService
+
+        first = makeServerService(_options(self.base), MemoryReactorClock())
+        _releaseAtEnd(self, first)
+        data = os.path.join(self.base, "data")
+        before = {
+            name: os.stat(os.path.join(data, "0", name)).st_mtime_ns
+            for name in os.listdir(os.path.join(data, "0"))
+        }
+        e = self.assertRaises(ConfigError, makeServerService, _options(self.base), MemoryReactorClock())
+        self.assertTrue(str(e).startswith("--data-dir: "), str(e))
+        self.assertIn(f"{data} is in use by another process (pid {os.getpid()})", str(e))
+        after = {
+            name: os.stat(os.path.join(data, "0", name)).st_mtime_ns
+            for name in os.listdir(os.path.join(data, "0"))
+        }
+        self.assertEqual(before, after)
+
+    def test_releasedOnStop(self) -> None:
+        """
+        The lock is the process's until it gives it up; then another takes it.
+        """
+        data = os.path.join(self.base, "d")
+        os.makedirs(data)
+        lock = DataDirLock("--data-dir", data)
+        with open(os.path.join(data, LOCK_FILE)) as f:
+            self.assertEqual(f.read(), f"{os.getpid()}\n")
+        self.assertRaises(ConfigError, DataDirLock, "--data-dir", data)
+        lock.release()
+        DataDirLock("--data-dir", data).release()
+
+    def test_unopenable(self) -> None:
+        """
+        A lock file that cannot be opened is one error naming the flag.
+        """
+        data = os.path.join(self.base, "d")
+        os.makedirs(os.path.join(data, LOCK_FILE))  # a directory where the file goes
+        e = self.assertRaises(ConfigError, DataDirLock, "--data-dir", data)
+        self.assertTrue(str(e).startswith("--data-dir: cannot open"), str(e))
+
+
+class StartAfterListenersTests(SynchronousTestCase):
+    """
+    The ring node enters the ring only once every listener listens: a
+    process that cannot bind its port (often a second copy of a running
+    node, with its address and so its vnode ids) must not join, hand off or
+    leave vnodes in the live node's name.
+    """
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        initBundle(os.path.join(self.base, "cert"), ["127.0.0.1"])
+        self.events: list[LogEvent] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def _root(self) -> tuple[Any, StartupBarrier, MemoryReactorClock]:
+        from suite.specter.service import makeServerService
+
+        reactor = MemoryReactorClock()
+        root = makeServerService(_options(self.base, "--kv", "memory"), reactor)
+        _releaseAtEnd(self, root)
+        barrier = StartupBarrier("server", reactor).attach(root)
+        return root, barrier, reactor
+
+    def _starting(self) -> list[LogEvent]:
+        return [e for e in self.events if "starting {count} vnodes" in e.get("log_format", "")]
+
+    def test_failedBindNeverStartsTheNode(self) -> None:
+        """
+        A listener that cannot bind: no vnode starts joining, and stopping
+        hands nothing off.
+        """
+        root, barrier, reactor = self._root()
+        root.startService()
+        barrier.fail("--listen-tcp", "cannot listen on 127.0.0.1:7443: address already in use")
+        reactor.run()
+        self.assertEqual(self._starting(), [])
+        self.assertEqual([v.phase.name for v in root.node.vnodes], ["INACTIVE", "INACTIVE"])
+        d = root.stopService()
+        self.successResultOf(d)
+        self.assertFalse(any("leaving the ring" in e.get("log_format", "") for e in self.events))
+        self.assertFalse(os.path.exists(os.path.join(self.base, "data", "ring.json")))
+
+    def test_startsOnceListening(self) -> None:
+        """
+        Once every listener listens, the vnodes start joining.
+        """
+        root, barrier, reactor = self._root()
+        root.startService()
+        self.assertEqual(self._starting(), [])
+        reactor.run()  # the barrier seals; every (memory) bind succeeded
+        self.assertEqual(len(self._starting()), 1)
+        self.assertNotIn("INACTIVE", [v.phase.name for v in root.node.vnodes])
