@@ -63,18 +63,25 @@ class PlainHTTPVisitor(_Visitor):
         method, target, _ = parts
         head, rest = head[:end], head[end + 4 :]
         if method == "CONNECT":
-            host = target.rsplit(":", 1)[0].strip("[]").lower() if ":" in target else target.lower()
+            host = _connectHost(target)
+            if host is None:
+                inputs.answered(errorPage(400, "CONNECT needs HOST:PORT (a port from 1 to 65535)"))
+                return
             if not self.gateway.isPublicName(host):
                 inputs.answered(errorPage(404, f"{host} is not served here"))
                 return
             inputs.routeRequested(Request(host), [rest] if rest else [])
             return
         named = _hostOf(head)
+        path = target if target.startswith("/") else "/"
+        absolute = _absoluteForm(target)
+        if absolute is not None:
+            # RFC 9112 3.2.2: the target's authority wins over Host
+            named, path = absolute
         if not named or not self.gateway.isPublicName(named):
             inputs.answered(errorPage(404, f"{named or 'no host'} is not served here"))
             return
         port = "" if self.httpsPort == 443 else f":{self.httpsPort}"
-        path = target if target.startswith("/") else "/"
         inputs.answered(redirect(f"https://{named}{port}{path}"))
 
     def beforeSplice(self) -> None:
@@ -83,6 +90,37 @@ class PlainHTTPVisitor(_Visitor):
     def fail(self, code: int, detail: str) -> None:
         self.transport.write(errorPage(code, detail))
         closeTransport(self.transport)
+
+
+def _connectHost(target: str) -> str | None:
+    """
+    The host of a CONNECT target C{HOST:PORT} (C{[V6]:PORT}), lower-cased;
+    None when the target has no valid port.
+    """
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]").lower()
+
+
+def _absoluteForm(target: str) -> tuple[str, str] | None:
+    """
+    The host and path of an absolute-form target (C{http://HOST[:PORT]/PATH?Q}),
+    or None for any other form.
+    """
+    from urllib.parse import urlsplit
+
+    if not target.lower().startswith(("http://", "https://")):
+        return None
+    try:
+        parts = urlsplit(target)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    path = parts.path or "/"
+    return host.lower(), path + (f"?{parts.query}" if parts.query else "")
 
 
 class PlainHTTPFactory(Factory):

@@ -133,6 +133,34 @@ class VisitorTests(SynchronousTestCase):
         self.assertIn(b"Location: https://app.example.test:8443/a?b=c\r\n", transport.value())
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 308 "))
 
+    def test_redirectAbsoluteForm(self) -> None:
+        """
+        An absolute-form target (a proxy-style request) is redirected to its
+        own host and path, which win over the Host header (RFC 9112 3.2.2).
+        """
+        visitor = PlainHTTPVisitor(self.gateway, 8443)
+        transport = self.visit(visitor)
+        visitor.dataReceived(
+            b"GET http://App.example.test/x/y?q=1 HTTP/1.1\r\nHost: other.example.test\r\n\r\n"
+        )
+        self.assertIn(b"Location: https://app.example.test:8443/x/y?q=1\r\n", transport.value())
+        visitor = PlainHTTPVisitor(self.gateway, 8443)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"GET http://internal.corp/x HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
+        self.assertIn(b"internal.corp is not served here", transport.value())
+
+    def test_connectWithoutPort400(self) -> None:
+        """
+        A CONNECT target without a valid port is a 400 saying so.
+        """
+        for target in (b"app.example.test", b"app.example.test:0", b"app.example.test:99999", b":443"):
+            visitor = PlainHTTPVisitor(self.gateway, 443)
+            transport = self.visit(visitor)
+            visitor.dataReceived(b"CONNECT " + target + b" HTTP/1.1\r\n\r\n")
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), target)
+            self.assertIn(b"CONNECT needs HOST:PORT", transport.value())
+
     def test_connect(self) -> None:
         """
         CONNECT to a tunnel hostname answers 200 and splices what follows.
