@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -26,6 +27,8 @@ from suite.web.interfaces import IHealth
 __all__ = ["makeHelperResource", "RingHealth", "RingCollector"]
 
 MAX_KEY = 4096
+
+log = Logger()
 
 
 def _json(request: Any, code: int, body: Any) -> bytes:
@@ -122,11 +125,17 @@ class _KeyStats(Resource):
         raw = request.args.get(b"key", [None])[0]
         if raw is None:
             return _json(request, 200, self.node.stats())
+        if not raw:
+            return _json(request, 400, {"error": "key: must not be empty"})
         if len(raw) > MAX_KEY:
             return _json(request, 400, {"error": f"key longer than {MAX_KEY} bytes"})
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
         d: Deferred[Any] = self.node.lookupVersions(raw)
 
         def done(r: Any) -> None:
+            if gone:
+                return
             owner, replicas, hops, versions = r
             request.write(
                 _json(
@@ -144,8 +153,14 @@ class _KeyStats(Resource):
             request.finish()
 
         def failed(f: Any) -> None:
-            code = f.value.code if f.check(RemoteError) else "internal"
-            request.write(_json(request, 503, {"error": code}))
+            if gone:
+                return
+            if f.check(RemoteError):
+                body = {"error": f.value.code, "reason": f.value.message or f.value.code}
+            else:
+                log.failure("lookup of a key for /_internal/chord/stats failed", f)
+                body = {"error": "internal", "reason": f.getErrorMessage()}
+            request.write(_json(request, 503, body))
             request.finish()
 
         d.addCallbacks(done, failed)

@@ -6,6 +6,7 @@ never enters the ring.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, cast
 
@@ -156,3 +157,67 @@ class StartAfterListenersTests(SynchronousTestCase):
         reactor.run()  # the barrier seals; every (memory) bind succeeded
         self.assertEqual(len(self._starting()), 1)
         self.assertNotIn("INACTIVE", [v.phase.name for v in root.node.vnodes])
+
+
+class KeyStatsTests(SynchronousTestCase):
+    """
+    C{/_internal/chord/stats?key=K}: bad input is a 400 with the reason, a
+    lookup that fails a 503 saying why.
+    """
+
+    def _render(self, node: Any, key: bytes) -> Any:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.specter.web import _KeyStats
+
+        request = DummyRequest([b""])
+        request.args = {b"key": [key]}
+        result = _KeyStats(node).render_GET(request)
+        if isinstance(result, bytes):
+            request.write(result)
+            request.finish()
+        return request
+
+    def test_emptyKey400(self) -> None:
+        """
+        An empty key (the ring refuses one) is a 400 naming C{key}.
+        """
+        request = self._render(object(), b"")
+        self.assertEqual(request.responseCode, 400)
+        self.assertIn(b'"key: must not be empty"', b"".join(request.written))
+
+    def test_failedLookupSaysWhy(self) -> None:
+        """
+        A node out of its ring answers 503 with the error code and its reason.
+        """
+        from twisted.internet.defer import fail
+
+        from suite.specter.chord.errors import RemoteError
+
+        class Node:
+            def lookupVersions(self, key: bytes) -> Any:
+                return fail(RemoteError("not-in-ring", "no peer of 127.0.0.1:7440 answers"))
+
+        request = self._render(Node(), b"k")
+        self.assertEqual(request.responseCode, 503)
+        body = json.loads(b"".join(request.written))
+        self.assertEqual(body, {"error": "not-in-ring", "reason": "no peer of 127.0.0.1:7440 answers"})
+
+    def test_visitorGone(self) -> None:
+        """
+        An answer that comes after the visitor left is dropped, not written.
+        """
+        from twisted.internet.defer import Deferred
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        pending: Deferred[Any] = Deferred()
+
+        class Node:
+            def lookupVersions(self, key: bytes) -> Any:
+                return pending
+
+        request = self._render(Node(), b"k")
+        request.processingFailed(Failure(ConnectionDone("the visitor left")))
+        pending.errback(Exception("late"))
+        self.assertEqual(request.written, [])
