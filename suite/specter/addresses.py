@@ -220,6 +220,7 @@ class ListenMixin:
 
     def _finishListen(self: Any, defaultPort: int) -> None:
         env = self.environ
+        flagOf = {"listen-addr": "--listen-addr", "listen-tcp": "--listen-tcp", "listen-udp": "--listen-udp"}
         for key, name in (
             ("listen-addr", "LISTEN_ADDR"),
             ("listen-tcp", "LISTEN_TCP"),
@@ -227,7 +228,8 @@ class ListenMixin:
         ):
             if not self[key] and env.get(name):
                 self[key] = splitEnv(env[name])
-        flagOf = {"listen-addr": "--listen-addr", "listen-tcp": "--listen-tcp", "listen-udp": "--listen-udp"}
+                # an error names where the value came from
+                flagOf[key] = f"{name} ({flagOf[key]})"
         for key in flagOf:
             self[key] = [parseHostPort(flagOf[key], v, defaultPort) for v in self[key]]
         self["tcp-binds"] = list(self["listen-tcp"] or self["listen-addr"])

@@ -221,3 +221,31 @@ class KeyStatsTests(SynchronousTestCase):
         request.processingFailed(Failure(ConnectionDone("the visitor left")))
         pending.errback(Exception("late"))
         self.assertEqual(request.written, [])
+
+
+class EnvironmentErrorTests(SynchronousTestCase):
+    """
+    A bad value taken from an environment variable names that variable
+    (and its flag), so the operator looks in the right place.
+    """
+
+    def test_listenEnvNamed(self) -> None:
+        for name, flag in (
+            ("LISTEN_ADDR", "--listen-addr"),
+            ("LISTEN_TCP", "--listen-tcp"),
+            ("LISTEN_UDP", "--listen-udp"),
+        ):
+            for command in (["server", "--data", "d", "--cert", "c", "--apex", "example.com"], ["dns"]):
+                o = Options(environ={name: "127.0.0.1:1, 127.0.0.1:99999"})
+                args = command + ["--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone/192.0.2.1"]
+                if command[0] == "server":
+                    args = command
+                e = self.assertRaises(ConfigError, o.parseOptions, args)
+                self.assertTrue(str(e).startswith(f"{name} ({flag}): '127.0.0.1:99999'"), str(e))
+        o = Options(environ={"LISTEN_ADDR": "127.0.0.1:99999"})
+        e = self.assertRaises(
+            ConfigError,
+            o.parseOptions,
+            ["server", "--data", "d", "--cert", "c", "--listen-addr", "127.0.0.1:0"],
+        )
+        self.assertTrue(str(e).startswith("--listen-addr: "), str(e))
