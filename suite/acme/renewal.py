@@ -154,6 +154,7 @@ class RenewalCore:
         found or issued.
     @ivar history: the states entered, for logs and tests (the machine
         answers C{describe} with its current state).
+    @ivar retryDelay: seconds until the retry of the last failed attempt.
     """
 
     names: tuple[str, ...]
@@ -167,6 +168,8 @@ class RenewalCore:
     onLoaded: Callable[[str, StoredCertificate], object] | None = None
     notAfter: float | None = None
     history: list[str] = field(default_factory=list)
+    #: seconds until the retry of the last failed attempt
+    retryDelay: float = 0.0
 
     @property
     def name(self) -> str:
@@ -242,9 +245,15 @@ class RenewalCore:
         """
         Retry after the next backoff delay.
         """
-        delay = self.backoff.next()
-        log.info("certificate {name}: retrying in {delay:.0f} s", name=self.name, delay=delay)
+        delay = self.retryDelay = self.backoff.next()
         return self.clock.callLater(delay, inputs.retryDue)
+
+    def logRetry(self) -> None:
+        """
+        Say when the failed attempt is tried again (after the line saying
+        why it failed: the state's data, which scheduled it, is built first).
+        """
+        log.info("certificate {name}: retrying in {delay:.0f} s", name=self.name, delay=self.retryDelay)
 
 
 @dataclass
@@ -346,6 +355,7 @@ def _build() -> TypeMachine[CertificateLifecycle, RenewalCore]:
         data.cancel()
         core.enter("Failed")
         log.error("certificate {name}: cannot read the store: {reason}", name=core.name, reason=reason)
+        core.logRetry()
 
     @valid.upon(C.checkDue).loop()
     def _checkDue(m: CertificateLifecycle, core: RenewalCore, data: Holding) -> None:
@@ -379,6 +389,7 @@ def _build() -> TypeMachine[CertificateLifecycle, RenewalCore]:
             data.cancel()
             core.enter("Failed")
             log.error("certificate {name}: issuance failed: {reason}", name=core.name, reason=reason)
+            core.logRetry()
 
     @failed.upon(C.retryDue).to(loading)
     def _retry(m: CertificateLifecycle, core: RenewalCore, data: Waiting) -> None:

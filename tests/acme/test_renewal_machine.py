@@ -216,3 +216,27 @@ class LifecycleMachineTests(SynchronousTestCase):
         machine, core = self.reach("Failed")
         self.clock.advance(60.0)
         self.assertEqual((stateOf(machine), self.events), ("Loading", ["load"]))
+
+    def test_failureThenRetryLogged(self) -> None:
+        """
+        A failed order or read logs why, then when it is tried again, in
+        that order (as the operator guide shows them).
+        """
+        from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+
+        events: list[LogEvent] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        for state, step, why in (
+            ("Ordering", "failed", "issuance failed: refused"),
+            ("Loading", "loadFailed", "cannot read the store: disk"),
+        ):
+            machine, core = self.reach(state)
+            del events[:]
+            CALLS[step](machine)
+            lines = [formatEvent(e) for e in events if e.get("log_namespace") == "acme.renewal"]
+            self.assertEqual(
+                lines,
+                [f"certificate a.example.test: {why}", "certificate a.example.test: retrying in 60 s"],
+            )
