@@ -236,7 +236,8 @@ class LifecycleMachineTests(SynchronousTestCase):
             del events[:]
             CALLS[step](machine)
             lines = [formatEvent(e) for e in events if e.get("log_namespace") == "acme.renewal"]
+            told = [line for line in lines if why in line or "retrying" in line]
             self.assertEqual(
-                lines,
+                told,
                 [f"certificate a.example.test: {why}", "certificate a.example.test: retrying in 60 s"],
             )
