@@ -8,6 +8,7 @@ first start); the few flags here only tune the hub's abuse limits.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -28,6 +29,11 @@ class _DirOptions(usage.Options):
             raise usage.UsageError("a peer directory is required")
         self["directory"] = directory
 
+    def postOptions(self) -> None:
+        # A rate with a burst below one request would refuse every publication.
+        if self.get("publish-rate", 0) > 0 and self.get("publish-burst", 1) < 1:
+            raise usage.UsageError("--publish-burst: must be at least 1 while --publish-rate is set")
+
     def getSynopsis(self) -> str:
         return super().getSynopsis() + " <peer-directory>"
 
@@ -38,16 +44,41 @@ def _positive(name: str) -> Any:
             f = float(v)
         except ValueError:
             raise ValueError(f"--{name}: not a number: {v!r}") from None
-        if f < 0:
-            raise ValueError(f"--{name}: must not be negative")
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"--{name}: must be a finite number, not negative: {v!r}")
         return f
 
     return coerce
 
 
+def _count(name: str, lo: int) -> Any:
+    def coerce(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise ValueError(f"--{name}: not an integer: {v!r}") from None
+        if not lo <= n <= 1_000_000:
+            raise ValueError(f"--{name}: must be between {lo} and 1000000, got {n}")
+        return n
+
+    return coerce
+
+
 HUB_PARAMETERS: list[list[Any]] = [
-    ["max-sse-clients", None, 2048, "Cap on concurrent /events clients (429 above it).", int],
-    ["max-sse-per-ip", None, 64, "Cap on /events clients per client address.", int],
+    [
+        "max-sse-clients",
+        None,
+        2048,
+        "Cap on concurrent /events clients (429 above it).",
+        _count("max-sse-clients", 1),
+    ],
+    [
+        "max-sse-per-ip",
+        None,
+        64,
+        "Cap on /events clients per client address.",
+        _count("max-sse-per-ip", 1),
+    ],
     [
         "publish-rate",
         None,

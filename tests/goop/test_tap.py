@@ -40,6 +40,30 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, parse)
         self.assertRaises(usage.UsageError, parse, "rendezvous", "--publish-rate", "-1", "/tmp/x")
 
+    def test_hubLimitErrors(self) -> None:
+        """
+        A cap below 1, a non-integer cap, a rate or burst that is not finite,
+        or a burst below 1 with a rate set is a usage error naming the flag
+        (not a traceback from deep inside the hub).
+        """
+        for flag, value in [
+            ("--max-sse-clients", "-3"),
+            ("--max-sse-clients", "0"),
+            ("--max-sse-clients", "x"),
+            ("--max-sse-per-ip", "-1"),
+            ("--max-sse-per-ip", "0"),
+            ("--max-sse-per-ip", "2.5"),
+            ("--publish-rate", "nan"),
+            ("--publish-rate", "inf"),
+            ("--publish-burst", "inf"),
+            ("--publish-burst", "0.5"),
+        ]:
+            for sub in ("peer", "rendezvous"):
+                e = self.assertRaises(usage.UsageError, parse, sub, flag, value, "/tmp/x")
+                self.assertIn(flag, str(e), (sub, flag, value))
+        o = parse("rendezvous", "--publish-rate", "0", "--publish-burst", "0", "/tmp/x")
+        self.assertEqual(o.subOptions["publish-rate"], 0.0)
+
 
 class MakeServiceTests(SynchronousTestCase):
     def setUp(self) -> None:
