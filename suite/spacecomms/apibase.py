@@ -6,6 +6,7 @@ request helpers.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -52,12 +53,29 @@ def body(request: IRequest) -> bytes:
     return content.read() if content is not None else b""
 
 
+def _noConstant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 def jsonBody(request: IRequest) -> Any:
+    """
+    The request body as JSON; NaN, Infinity and numbers out of the float
+    range (which Python's parser would accept) are refused.
+    """
     raw = body(request)
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise APIError(400, "request body: not valid JSON")
+        return json.loads(raw, parse_constant=_noConstant, parse_float=_finite)
+    except RecursionError:
+        raise APIError(400, "request body: not valid JSON (nested too deeply)")
+    except ValueError as e:
+        raise APIError(400, f"request body: not valid JSON ({str(e)[:120]})")
 
 
 class Base(Resource):

@@ -14,7 +14,7 @@ from twisted.web.resource import IResource
 from suite.spacecomms.apibase import ID, MAX_LIMIT, APIError, Base, arg, body, iso, jsonBody, log
 from suite.spacecomms.cdm.jsonfmt import fromDict
 from suite.spacecomms.cdm.model import CDMError, decode, encode, epochSeconds
-from suite.spacecomms.envelope import OBJECT_WITHDRAW_REASONS, WITHDRAW_REASONS
+from suite.spacecomms.envelope import OBJECT_WITHDRAW_REASONS, WITHDRAW_REASONS, stateProblem
 from suite.spacecomms.local import NotOriginator
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.store import Record
@@ -259,6 +259,9 @@ class Objects(Base):
         if not isinstance(oid, str) or not ID.match(oid):
             raise APIError(400, "body.object_id: required, 1-128 letters, digits, '.', '_', ':' or '-'")
         state = {k: v for k, v in doc.items() if k != "object_id"}
+        problem = stateProblem(state, "body")
+        if problem is not None:
+            raise APIError(400, f"{problem[0]}: {problem[1]}")
         if len(json.dumps(state)) > MAX_STATE_BYTES:
             raise APIError(413, f"request body: an object state is limited to {MAX_STATE_BYTES} bytes")
         r = self.node.announceObject(oid, state)

@@ -220,6 +220,19 @@ class APITests(_APIBase):
         self.assertEqual(self.call("POST", "/objects", '{"name": "no id"}')[0], 400)
         self.assertEqual(self.call("POST", "/objects", "[1]")[0], 400)
         self.assertEqual(self.call("POST", "/objects", "{")[0], 400)
+        # NaN, Infinity and numbers beyond the float range are not JSON: a
+        # state holding them could not be served back (or read by a peer's
+        # JSON client), so they are refused with the reason.
+        for bad in (
+            '{"object_id": "N", "x": NaN}',
+            '{"object_id": "N", "x": {"y": [-Infinity]}}',
+            '{"object_id": "N", "x": 1e999}',
+            '{"object_id": "N", "x": ' + "[" * 40 + "]" * 40 + "}",
+        ):
+            code, body = self.call("POST", "/objects", bad)
+            self.assertEqual(code, 400, bad)
+            self.assertIn("error", body)
+        self.assertEqual(self.call("GET", "/objects/N")[0], 404)
         big = json.dumps({"object_id": "BIG", "blob": "x" * 300_000})
         self.assertEqual(self.call("POST", "/objects", big)[0], 413)
         self.assertEqual([o["object_id"] for o in self.call("GET", "/objects")[1]["objects"]], ["SAT-1"])
