@@ -15,7 +15,9 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
+from suite.cred.web import principalOf
 from suite.spacecomms.cdm.sample import isoTime
+from suite.spacecomms.logsetup import debugEnabled
 from suite.spacecomms.node import SpaceNode
 from suite.web.errors import jsonError, jsonResponse
 
@@ -99,6 +101,19 @@ class Base(Resource):
         method = (request.method or b"").decode("ascii", "replace").upper()
         if method == "HEAD" and "GET" in self.methods:
             method = "GET"
+        out = self._dispatch(method, request)
+        if debugEnabled():
+            principal = principalOf(request)
+            log.debug(
+                "api {method} {path} -> {code} (token {principal})",
+                method=method[:10],
+                path=(request.uri or b"")[:200].decode("utf-8", "replace"),
+                code=getattr(request, "code", 200),
+                principal=principal.name if principal is not None else "-",
+            )
+        return out
+
+    def _dispatch(self, method: str, request: IRequest) -> bytes:
         if method not in self.methods:
             request.setHeader(b"Allow", ", ".join(self.methods).encode())
             return jsonError(request, 405, f"method {method[:10]} not allowed")

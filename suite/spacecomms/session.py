@@ -34,6 +34,7 @@ from zope.interface import implementer
 from suite.netutil import noDelay
 from suite.spacecomms.envelope import Envelope, EnvelopeError, decodeEnvelope
 from suite.spacecomms.interfaces import IMessageSink, IPeerLink
+from suite.spacecomms.logsetup import debugEnabled
 
 __all__ = ["PeerProtocol", "SessionInputs", "SessionCore", "SessionMachine"]
 
@@ -379,6 +380,8 @@ class PeerProtocol(Int32StringReceiver):
             )
             self.sendError("INVALID_MESSAGE", str(e), e.messageId)
             return
+        if debugEnabled():
+            self._debugFrame("from", env, len(data))
         try:
             if env.message_type == "HELLO":
                 self.machine.helloReceived(env)
@@ -391,6 +394,22 @@ class PeerProtocol(Int32StringReceiver):
                 peer=self.peerId,
             )
             self.sendError("INTERNAL_ERROR", "internal error", env.message_id)
+
+    def _debugFrame(self, direction: str, env: Envelope, size: int) -> None:
+        """
+        One debug line per frame: its type, id, hops, path and size (never
+        the payload, which may hold an C{auth_token}).
+        """
+        log.debug(
+            "frame {direction} {peer}: {message_type} {message_id} hop {hop_count} path {path} ({size} bytes)",
+            direction=direction,
+            peer=self.peerId or self.peerAddress(),
+            message_type=env.message_type,
+            message_id=env.message_id,
+            hop_count=env.hop_count,
+            path="/".join(env.path),
+            size=size,
+        )
 
     def lengthLimitExceeded(self, length: int) -> None:
         log.warn(
@@ -417,6 +436,8 @@ class PeerProtocol(Int32StringReceiver):
                 limit=self.MAX_LENGTH,
             )
             return
+        if debugEnabled():
+            self._debugFrame("to", envelope, len(data))
         self.sendString(data)
         self._sentBytes += 4 + len(data)
         self._frameEnds.append(self._sentBytes)

@@ -207,6 +207,30 @@ class APITests(_APIBase):
         self.assertEqual(self.call("GET", "/cdms/NOPE")[0], 404)
         self.assertEqual(self.call("DELETE", "/cdms/NOPE")[0], 404)
 
+    def test_debugAccessLines(self) -> None:
+        """
+        At logging level debug each API request is one debug line with the
+        method, path, status and the token id (never its secret); at info
+        there is none.
+        """
+        from suite.spacecomms import logsetup
+
+        before = dict(logsetup._settings)
+        self.addCleanup(logsetup._settings.update, before)
+        logsetup.configure("json", "info", "stderr")
+        self.call("GET", "/peers")
+        self.assertEqual([e for e in self.events if "api {method}" in e.get("log_format", "")], [])
+        logsetup.configure("json", "debug", "stderr")
+        self.call("GET", "/peers", token=READER)
+        self.call("GET", "/cdms/NOPE", token=ADMIN)
+        lines = [
+            (e["method"], e["path"], e["code"], e["principal"])
+            for e in self.events
+            if "api {method}" in e.get("log_format", "")
+        ]
+        self.assertEqual(lines, [("GET", "/peers", 200, "readonly"), ("GET", "/cdms/NOPE", 404, "admin")])
+        self.assertNotIn(READER, repr(self.events))
+
     def test_objects(self) -> None:
         """
         Object states are announced, listed, fetched and withdrawn.

@@ -218,6 +218,41 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(b.links, {})
         self.assertEqual(len(self._logged("peer session lost")), 2)
 
+    def test_debugFrames(self) -> None:
+        """
+        At logging level debug (SPACECOMMS_LOG_LEVEL=debug) every frame sent
+        and received is one debug line naming the peer, type and id, never
+        the payload (the HELLO's auth_token); at info none is emitted.
+        """
+        from twisted.logger import LogLevel
+
+        from suite.spacecomms import logsetup
+
+        before = dict(logsetup._settings)
+        self.addCleanup(logsetup._settings.update, before)
+        logsetup.configure("json", "info", "stderr")
+        a, b, c, s, pump = self._connect()
+        self.assertEqual(self._logged("frame {direction}"), [])
+        logsetup.configure("json", "debug", "stderr")
+        a.ingestCDM(sampleCDM("D-1"))
+        pump.flush()
+        frames = self._logged("frame {direction}")
+        seen = {(e["direction"], e["peer"], e["message_type"]) for e in frames}
+        self.assertIn(("to", "B", "CDM_ANNOUNCE"), seen)
+        self.assertIn(("from", "A", "CDM_ANNOUNCE"), seen)
+        self.assertTrue(all(e["log_level"] == LogLevel.debug for e in frames))
+        fake(c).loseConnection()
+        pump.flush()
+        # The HELLO (with its auth_token) is logged by type only.
+        logsetup.configure("json", "debug", "stderr")
+        self.events.clear()
+        a, b, c, s, pump = self._connect()
+        hellos = [e for e in self._logged("frame {direction}") if e["message_type"] == "HELLO"]
+        self.assertEqual(len(hellos), 4)  # each side sends one and receives one
+        self.assertNotIn(TOKEN, repr(self.events))
+        fake(c).loseConnection()
+        pump.flush()
+
     def test_heartbeatsKeepSessionAlive(self) -> None:
         """
         Heartbeats every interval keep both sides up past the timeout and
