@@ -437,3 +437,70 @@ class SessionTests(SynchronousTestCase):
         self.clock.advance(3.1)
         self.assertTrue(t.disconnecting)
         s.connectionLost(None)
+
+
+class ReconnectBackoffTests(SynchronousTestCase):
+    """
+    The dialer's reconnect delays follow protocol.reconnect_initial_seconds,
+    doubling up to reconnect_max_seconds (the guide's defaults 1 and 30).
+    """
+
+    def test_delays(self) -> None:
+        """
+        The first retry waits the initial delay, each next one twice as long,
+        capped at the maximum; jitter only ever shortens it (by under 20%).
+        """
+        from suite.spacecomms.peers import reconnectDelay
+
+        self.assertEqual(
+            [reconnectDelay(n, 1.0, 30.0, 0.0) for n in range(1, 9)], [1, 2, 4, 8, 16, 30, 30, 30]
+        )
+        self.assertEqual(reconnectDelay(10_000, 1.0, 30.0, 0.0), 30.0)
+        for n in (1, 3, 50):
+            shortest = reconnectDelay(n, 1.0, 30.0, 0.999999)
+            self.assertTrue(0.8 * reconnectDelay(n, 1.0, 30.0, 0.0) < shortest <= 30.0)
+
+    def test_managerFollowsConfig(self) -> None:
+        """
+        A refused dial is retried after reconnect_initial_seconds (not twice
+        that plus a second, as Twisted's stock policy would), and a reload's
+        new timings apply to the running client.
+        """
+        import dataclasses
+
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.python.failure import Failure
+
+        from suite.spacecomms.peers import PeerManager
+
+        reactor = MemoryReactorClock()
+        node = _node("A", "B", reactor)
+        self.addCleanup(node.stop)
+        node.config = dataclasses.replace(
+            node.config, reconnect_initial_seconds=4.0, reconnect_max_seconds=60.0
+        )
+        manager = PeerManager(node, reactor)
+        manager.startService()
+        self.addCleanup(manager.stopService)
+
+        def refuse() -> float:
+            before = set(reactor.getDelayedCalls())
+            factory = reactor.tcpClients[-1][2]
+            factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+            (retry,) = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
+            delay: float = retry.getTime() - reactor.seconds()
+            dials = len(reactor.tcpClients)
+            reactor.advance(delay)
+            self.assertEqual(len(reactor.tcpClients), dials + 1)
+            return delay
+
+        first = refuse()
+        self.assertTrue(3.2 < first <= 4.0, first)
+        second = refuse()
+        self.assertTrue(6.4 < second <= 8.0, second)
+        node.config = dataclasses.replace(
+            node.config, reconnect_initial_seconds=1.0, reconnect_max_seconds=2.0
+        )
+        third = refuse()
+        self.assertTrue(1.6 < third <= 2.0, third)
