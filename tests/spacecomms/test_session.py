@@ -487,7 +487,7 @@ class ReconnectBackoffTests(SynchronousTestCase):
         def refuse() -> float:
             before = set(reactor.getDelayedCalls())
             factory = reactor.tcpClients[-1][2]
-            factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+            factory.clientConnectionFailed(reactor.connectors[-1], Failure(ConnectionRefusedError()))
             (retry,) = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
             delay: float = retry.getTime() - reactor.seconds()
             dials = len(reactor.tcpClients)
