@@ -40,6 +40,10 @@ __all__ = ["PeerProtocol", "SessionInputs", "SessionCore", "SessionMachine"]
 
 log = Logger(namespace="spacecomms.session")
 
+#: The first four bytes of an HTTP request.  Read as a frame length each is
+#: over a gigabyte, far above any frame limit, so none can start a frame.
+_HTTP_PREFIXES = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC", b"TRAC", b"CONN")
+
 
 class SessionInputs(Protocol):
     def connected(self) -> None:
@@ -339,7 +343,7 @@ class PeerProtocol(Int32StringReceiver):
     def dataReceived(self, data: bytes) -> None:
         if not self._sniffed:
             self._sniffed = True
-            if data[:4] in (b"GET ", b"HEAD"):
+            if data[:4] in _HTTP_PREFIXES:
                 self._answerHTTP(data)
                 return
         super().dataReceived(data)
@@ -350,7 +354,10 @@ class PeerProtocol(Int32StringReceiver):
         curl): answer C{/health} with a small JSON document and close.
         """
         path = data.split(b" ", 2)[1] if data.count(b" ") >= 2 else b""
-        if path.split(b"?")[0] == b"/health":
+        if data[:4] not in (b"GET ", b"HEAD"):
+            code = b"405 Method Not Allowed"
+            body = json.dumps({"error": "this is the SpaceComms peer port; only GET /health is served here"})
+        elif path.split(b"?")[0] == b"/health":
             code = b"200 OK"
             body = json.dumps(
                 {"status": "healthy", "node_id": self.nodeId, "protocol": "spacecomms", "versions": ["1.0"]}

@@ -383,14 +383,22 @@ class SessionTests(SynchronousTestCase):
     def test_httpHealthOnPeerPort(self) -> None:
         """
         `curl https://peer:8443/health` gets a JSON answer from the peer
-        port; other paths get 404; the connection is closed either way.
+        port; other paths get 404, other methods 405; the connection is
+        closed either way.
         """
         b = _node("B", "A", self.clock)
         self.addCleanup(b.stop)
         from twisted.internet.testing import StringTransport
 
         answers = []
-        for request in (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /cdms HTTP/1.1\r\n\r\n"):
+        requests = (
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /cdms HTTP/1.1\r\n\r\n",
+            b"POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"DELETE /peers/x HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+        )
+        for request in requests:
             s = PeerProtocol(b, "B", self.clock, None, 1, 3, 1024, b.helloPayload)
             t = StringTransport()
             s.makeConnection(t)
@@ -401,6 +409,11 @@ class SessionTests(SynchronousTestCase):
         self.assertTrue(answers[0].startswith(b"HTTP/1.0 200 OK"), answers[0])
         self.assertIn(b'"node_id": "B"', answers[0])
         self.assertTrue(answers[1].startswith(b"HTTP/1.0 404"), answers[1])
+        # Any other method is an HTTP 405 with the reason, not a binary
+        # ERROR frame about a gigabyte-long "frame".
+        for answer in answers[2:]:
+            self.assertTrue(answer.startswith(b"HTTP/1.0 405"), answer)
+            self.assertIn(b"only GET /health", answer)
 
     def test_oversizedEnvelopeNotSent(self) -> None:
         """
