@@ -618,6 +618,8 @@ class GroupService:
         key = f"{hostId}/{name}"
         if key in self.memberships:
             return self.memberships[key][0]
+        if len(self.memberships) >= MAX_GROUPS:
+            raise ValueError(f"too many group memberships (at most {MAX_GROUPS})")
         inbox = self.inbox.setdefault(key, collections.deque(maxlen=INBOX))
 
         def deliver(event: dict[str, Any]) -> None:

@@ -220,3 +220,79 @@ class MemberMachineTests(SynchronousTestCase):
         self.assertEqual(len(retry), 1)
         m.leave()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class GroupsAPITests(SynchronousTestCase):
+    """
+    The viewer's C{POST /api/groups}: bad input is a 4xx with the reason,
+    never a membership that can only fail (a made-up host) or a silent 200
+    for a group this peer neither hosts nor belongs to.
+    """
+
+    SELF, OTHER = "a" * 64, "b" * 64
+
+    def setUp(self) -> None:
+        from suite.goop.peer.viewer import _Groups
+
+        self.clock = Clock()
+        self.svc = GroupService(self.clock, self.SELF, lambda p: Deferred())
+        self.addCleanup(self.svc.stop)
+
+        class Peer:
+            groups = self.svc
+
+        self.resource = _Groups(Peer())
+
+    def post(self, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        import io
+        import json
+
+        from twisted.web.test.requesthelper import DummyRequest
+
+        # Any: DummyRequest stands in for a server Request without being one.
+        request: Any = DummyRequest([b""])
+        request.method = b"POST"
+        request.requestHeaders.setRawHeaders(b"content-type", [b"application/json"])
+        request.content = io.BytesIO(json.dumps(doc).encode())
+        body = self.resource.render(request)
+        return request.responseCode or 200, json.loads(body)
+
+    def test_badInput(self) -> None:
+        """
+        Unknown actions, host ids that are not peer ids (or this peer's own),
+        and actions on groups not joined or not hosted are refused.
+        """
+        cases = [
+            ({"action": "nope", "group": "g"}, 400, "action"),
+            ({"action": "join", "group": "g"}, 400, "host"),
+            ({"action": "join", "group": "g", "host": "abc"}, 400, "host"),
+            ({"action": "join", "group": "g", "host": 5}, 400, "host"),
+            ({"action": "join", "group": "g", "host": self.SELF}, 400, "host"),
+            ({"action": "send", "group": "g", "host": self.OTHER, "data": 1}, 404, "not a member"),
+            ({"action": "state", "group": "g", "host": self.OTHER}, 404, "not a member"),
+            ({"action": "leave", "group": "g", "host": self.OTHER}, 404, "not a member"),
+            ({"action": "close", "group": "g"}, 404, "hosted here"),
+        ]
+        for doc, code, reason in cases:
+            got, body = self.post(doc)
+            self.assertEqual(got, code, doc)
+            self.assertIn(reason, body["error"], doc)
+        self.assertEqual(self.svc.memberships, {})
+
+    def test_validFlow(self) -> None:
+        """
+        Joining a real peer id, sending, leaving, creating and closing work;
+        memberships are capped like hosted groups.
+        """
+        from suite.goop.groups import MAX_GROUPS
+
+        self.assertEqual(self.post({"action": "join", "group": "g", "host": self.OTHER})[0], 200)
+        self.assertEqual(self.post({"action": "send", "group": "g", "host": self.OTHER, "data": 1})[0], 200)
+        self.assertEqual(self.post({"action": "leave", "group": "g", "host": self.OTHER})[0], 200)
+        self.assertEqual(self.post({"action": "create", "group": "mine"})[0], 200)
+        self.assertEqual(self.post({"action": "close", "group": "mine"})[0], 200)
+        for i in range(MAX_GROUPS):
+            self.assertEqual(self.post({"action": "join", "group": f"g{i}", "host": self.OTHER})[0], 200)
+        code, body = self.post({"action": "join", "group": "one-more", "host": self.OTHER})
+        self.assertEqual(code, 400)
+        self.assertIn("too many", body["error"])
