@@ -262,7 +262,7 @@ class GroupsAPITests(SynchronousTestCase):
         Unknown actions, host ids that are not peer ids (or this peer's own),
         and actions on groups not joined or not hosted are refused.
         """
-        cases = [
+        cases: list[tuple[dict[str, Any], int, str]] = [
             ({"action": "nope", "group": "g"}, 400, "action"),
             ({"action": "join", "group": "g"}, 400, "host"),
             ({"action": "join", "group": "g", "host": "abc"}, 400, "host"),
