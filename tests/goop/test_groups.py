@@ -296,3 +296,48 @@ class GroupsAPITests(SynchronousTestCase):
         code, body = self.post({"action": "join", "group": "one-more", "host": self.OTHER})
         self.assertEqual(code, 400)
         self.assertIn("too many", body["error"])
+
+
+class SettingsAPITests(SynchronousTestCase):
+    """
+    The viewer's C{POST /self} names a key it does not know instead of
+    answering 200 and ignoring it (a misspelt C{"lable"} was silently lost).
+    """
+
+    def test_unknownKey(self) -> None:
+        """
+        Only label, name, email and config are accepted.
+        """
+        import io
+        import json
+
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.goop.peer.viewer import _Self
+
+        updates: list[dict[str, Any]] = []
+
+        class Peer:
+            def updateProfile(self, doc: dict[str, Any]) -> None:
+                updates.append(doc)
+
+            def settings(self) -> dict[str, Any]:
+                return {"label": "x"}
+
+        resource = _Self(Peer())
+
+        def post(doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            # Any: DummyRequest stands in for a server Request without being one.
+            request: Any = DummyRequest([b""])
+            request.method = b"POST"
+            request.requestHeaders.setRawHeaders(b"content-type", [b"application/json"])
+            request.content = io.BytesIO(json.dumps(doc).encode())
+            body = resource.render(request)
+            return request.responseCode or 200, json.loads(body)
+
+        code, body = post({"lable": "typo"})
+        self.assertEqual(code, 400)
+        self.assertIn("lable: unknown key", body["error"])
+        self.assertEqual(updates, [])
+        self.assertEqual(post({"label": "ok", "email": "a@b"})[0], 200)
+        self.assertEqual(updates, [{"label": "ok", "email": "a@b"}])

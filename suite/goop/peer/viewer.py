@@ -240,6 +240,13 @@ class _Self(Resource):
             assert isinstance(doc, dict)
         except (ValueError, AssertionError):
             return jsonResponse(request, 400, {"error": "body must be a JSON object"})
+        unknown = sorted(set(doc) - {"label", "name", "email", "config"})
+        if unknown:
+            return jsonResponse(
+                request,
+                400,
+                {"error": f"{unknown[0][:40]}: unknown key (expected label, name, email or config)"},
+            )
         try:
             self.peer.updateProfile(doc)
         except ValueError as e:
