@@ -79,15 +79,17 @@ class SQLiteThread:
     def stop(self) -> Deferred[None]:
         """Close the connection and stop the thread."""
 
-        def close(conn: sqlite3.Connection) -> None:
-            conn.close()
-            self.conn = None
+        def close() -> None:
+            # Never opens the database just to close it (it may not open).
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
 
         if not self._started:
             d: Deferred[None] = Deferred()
             d.callback(None)
             return d
-        d2 = self.run(close)
+        d2: Deferred[None] = deferToThreadPool(self.reactor, self.pool, close)
 
         def stopPool(result: object) -> object:
             self._started = False

@@ -157,6 +157,21 @@ def hubKwargs(sub: Any) -> dict[str, Any]:
     }
 
 
+def _checkWritable(key: str, path: str) -> None:
+    """
+    Refuse at start-up (naming C{key}) a file that cannot be created or
+    written, rather than failing once the reactor runs.
+    """
+    if os.path.isdir(path):
+        raise ConfigError(f"goop.json: {key}: {path} is a directory, not a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"goop.json: {key}: directory does not exist: {parent}")
+    target = path if os.path.exists(path) else parent
+    if not os.access(target, os.W_OK):
+        raise ConfigError(f"goop.json: {key}: cannot write {target}")
+
+
 @exitOnConfigError("goop")
 def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
     """Build the peer or rendezvous service tree (C{reactor} for tests)."""
@@ -174,6 +189,8 @@ def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
     subOptions = options.subOptions
     directory = os.path.abspath(subOptions["directory"])
     config = loadConfig(directory)
+    if config.peerDbFile and (sub == "rendezvous" or config.rendezvousHost):
+        _checkWritable("presence.peer_db_path", config.peerDbFile)
     logs = LogBuffer()
     globalLogPublisher.addObserver(logs)
     for w in config.warnings:

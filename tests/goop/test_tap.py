@@ -101,6 +101,30 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIn("presence.rendezvous_host", err.getvalue())
         self.assertEqual(err.getvalue().count("\n"), 1)
 
+    def test_peerDbPathChecked(self) -> None:
+        """
+        A presence.peer_db_path whose directory does not exist stops
+        start-up with one line naming the key (exit 2), before the reactor
+        runs, instead of a runtime failure and a traceback.
+        """
+        missing = os.path.join(os.path.abspath(self.mktemp()), "nope", "peers.db")
+        d = self.dir(
+            {
+                "presence": {
+                    "rendezvous_only": True,
+                    "rendezvous_host": True,
+                    "rendezvous_port": 0,
+                    "peer_db_path": missing,
+                }
+            }
+        )
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        e = self.assertRaises(SystemExit, makeService, parse("rendezvous", d), MemoryReactorClock())
+        self.assertEqual(e.code, 2)
+        self.assertIn("presence.peer_db_path: directory does not exist", err.getvalue())
+        self.assertEqual(err.getvalue().count("\n"), 1)
+
     def test_rendezvousOnly(self) -> None:
         """A rendezvous-only directory runs the hub and a minimal viewer, no P2P store."""
         d = self.dir({"presence": {"rendezvous_host": True, "rendezvous_only": True}})
