@@ -26,6 +26,7 @@ from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
+    InvalidLogLevelError,
     LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
@@ -104,7 +105,7 @@ def parseLevel(name: str) -> LogLevel:
     try:
         level: LogLevel = LogLevel.levelWithName(key)
         return level
-    except Exception:
+    except InvalidLogLevelError:
         raise ValueError(f"unknown log level {name!r} (use debug, info, warn, error or critical)") from None
 
 

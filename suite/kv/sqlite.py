@@ -28,6 +28,7 @@ from suite.kv.aof import Runner
 from suite.kv.interfaces import IKeyValueStore
 from suite.kv.memory import PURGE_EVERY
 from suite.kv.versions import TOMBSTONE_HORIZON, HybridClock, Version, newer, versionAt
+from suite.sqlitetx import rollbackAfterError
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION"]
 
@@ -81,7 +82,7 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
             raise sqlite3.DatabaseError(f"{path}: schema version {current} is newer than this program's")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        rollbackAfterError(db)
         raise
 
 
@@ -264,7 +265,7 @@ class SQLiteStore:
                     self.purged += tx.purge(versionAt(now - self.horizon))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                rollbackAfterError(self._db)
                 raise
             return results
 

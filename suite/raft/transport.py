@@ -152,10 +152,11 @@ def certificateName(transport: Any) -> str | None:
     The common name of the peer's certificate, or None.
     """
     from suite.pki.peer import peerIdentity
+    from suite.pki.verify import VerificationError
 
     try:
         return peerIdentity(transport).commonName
-    except Exception:
+    except VerificationError:  # no certificate, or unparsable names
         return None
 
 

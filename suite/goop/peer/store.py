@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred
 from suite.goop.limits import TokenBucket
 from suite.goop.lua.engine import LuaEngine
 from suite.goop.sqlthread import SQLiteThread
+from suite.sqlitetx import rollbackAfterError
 
 __all__ = ["DataStore", "DataError", "PERMISSIONS", "validIdentifier", "OPS"]
 
@@ -66,7 +67,7 @@ def addStampDefaults(conn: sqlite3.Connection) -> int:
         conn.execute("PRAGMA writable_schema = OFF")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollbackAfterError(conn)
         raise
     return len(rows)
 
@@ -369,7 +370,7 @@ def _createTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
         conn.execute(f"INSERT INTO {META}(name, permission) VALUES (?, ?)", (table, perm))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollbackAfterError(conn)
         raise
     return {"name": table, "permission": perm}
 
@@ -397,7 +398,7 @@ def _renameTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
         conn.execute(f"UPDATE {META} SET name = ? WHERE name = ?", (new, table))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollbackAfterError(conn)
         raise
     return {"name": new}
 
@@ -409,7 +410,7 @@ def _deleteTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
         conn.execute(f"DELETE FROM {META} WHERE name = ?", (table,))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollbackAfterError(conn)
         raise
     return {"deleted": table}
 

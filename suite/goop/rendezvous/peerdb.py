@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from suite.goop.sqlthread import SQLiteThread
+from suite.sqlitetx import rollbackAfterError
 
 __all__ = ["SharedPeerDB", "SyncResult"]
 
@@ -113,7 +114,7 @@ class SharedPeerDB:
                 ).fetchall()
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollbackAfterError(conn)
                 raise
             if evrows:
                 self.lastEventId = int(evrows[-1][0])
