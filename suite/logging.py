@@ -199,7 +199,7 @@ def formatJSON(event: Mapping[str, Any]) -> str:
         try:
             record["error"] = failure.getErrorMessage()
             record["traceback"] = failure.getTraceback()
-        except Exception:
+        except Exception:  # inside a log observer: never raise
             record["error"] = repr(failure)
     return json.dumps(record, separators=(",", ":"), default=repr) + "\n"
 

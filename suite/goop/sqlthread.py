@@ -71,7 +71,7 @@ class SQLiteThread:
             try:
                 result = fn(conn)
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException:  # undone and re-raised
                 # Undo and re-raise: the caller's Deferred fails with the
                 # error of C{fn} (or of the COMMIT), never with a failing
                 # ROLLBACK's, and no transaction is left open.

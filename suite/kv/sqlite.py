@@ -81,7 +81,7 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
         elif current > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"{path}: schema version {current} is newer than this program's")
         db.execute("COMMIT")
-    except BaseException:
+    except BaseException:  # undone and re-raised
         rollbackAfterError(db)
         raise
 
@@ -264,7 +264,7 @@ class SQLiteStore:
                     self._purgeAt = now + PURGE_EVERY
                     self.purged += tx.purge(versionAt(now - self.horizon))
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException:  # undone and re-raised
                 rollbackAfterError(self._db)
                 raise
             return results

@@ -143,7 +143,7 @@ class FrameProtocol(Protocol):
     def describePeer(self) -> str:
         try:
             return str(self.transport.getPeer())  # type: ignore[union-attr]
-        except Exception:
+        except Exception:  # only names the peer in log lines
             return "unknown peer"
 
 

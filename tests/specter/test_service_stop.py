@@ -5,6 +5,7 @@ and a leave that times out or fails is logged and the node stops anyway.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -38,7 +39,7 @@ class _Transport:
 
 
 class StopTests(SynchronousTestCase):
-    def stop(self, leave: Deferred[None]) -> tuple[_Node, Clock, Deferred[None], list[Any]]:
+    def stop(self, leave: Deferred[None]) -> tuple[_Node, Clock, Deferred[None], Sequence[Any]]:
         node, clock, transport = _Node(leave), Clock(), _Transport()
         service = SpecterService(node, None, [], [], transport, clock)  # type: ignore[arg-type]
         with capturedLogs() as events:

@@ -66,7 +66,7 @@ def addStampDefaults(conn: sqlite3.Connection) -> int:
         conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
         conn.execute("PRAGMA writable_schema = OFF")
         conn.execute("COMMIT")
-    except BaseException:
+    except BaseException:  # undone and re-raised
         rollbackAfterError(conn)
         raise
     return len(rows)
@@ -369,7 +369,7 @@ def _createTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
         )
         conn.execute(f"INSERT INTO {META}(name, permission) VALUES (?, ?)", (table, perm))
         conn.execute("COMMIT")
-    except BaseException:
+    except BaseException:  # undone and re-raised
         rollbackAfterError(conn)
         raise
     return {"name": table, "permission": perm}
@@ -397,7 +397,7 @@ def _renameTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
         conn.execute(f"ALTER TABLE {q(table)} RENAME TO {q(new)}")
         conn.execute(f"UPDATE {META} SET name = ? WHERE name = ?", (new, table))
         conn.execute("COMMIT")
-    except BaseException:
+    except BaseException:  # undone and re-raised
         rollbackAfterError(conn)
         raise
     return {"name": new}
@@ -409,7 +409,7 @@ def _deleteTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
         conn.execute(f"DROP TABLE {q(table)}")
         conn.execute(f"DELETE FROM {META} WHERE name = ?", (table,))
         conn.execute("COMMIT")
-    except BaseException:
+    except BaseException:  # undone and re-raised
         rollbackAfterError(conn)
         raise
     return {"deleted": table}

@@ -113,7 +113,7 @@ class SharedPeerDB:
                     (self.lastEventId,),
                 ).fetchall()
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException:  # undone and re-raised
                 rollbackAfterError(conn)
                 raise
             if evrows:

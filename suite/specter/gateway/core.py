@@ -192,7 +192,7 @@ class Gateway:
         for peer in self.overlay.order(others):
             try:
                 return await self.overlay.linkTo(peer)
-            except Exception as e:
+            except Exception as e:  # next peer; logged
                 log.warn(
                     "cannot forward {hostname} to {peer}: {error}", hostname=hostname, peer=peer, error=str(e)
                 )
