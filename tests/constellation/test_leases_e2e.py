@@ -19,7 +19,7 @@ import treq
 from twisted.trial.unittest import TestCase
 
 from tests.support.bind9 import Bind9Server
-from tests.support.process import DaemonProcess, freePort, scriptArgs, sleep
+from tests.support.process import DaemonProcess, freePort, scriptArgs, waitUntil
 
 DOMAIN = "example.test"
 LEASE_SECONDS = 5.0
@@ -104,18 +104,11 @@ def gossipKeyFile(test: TestCase) -> str:
 
 
 async def waitFor(predicate: Any, what: str, timeout: float, agents: list[Agent]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = await predicate()
-        except Exception:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {a.name}\n{a.proc.output()[-3000:]}" for a in agents)
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
-        await sleep(0.05)
+    def described() -> str:
+        tails = "\n".join(f"--- {a.name}\n{a.proc.output()[-3000:]}" for a in agents)
+        return f"{what}\n{tails}"
+
+    return await waitUntil(predicate, described, timeout)
 
 
 async def startCluster(test: TestCase) -> tuple[Bind9Server, dict[str, Agent]]:
