@@ -17,8 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from suite.pki.ca import initBundle, writeClientCertificate
-from tests.specter.gateway.test_e2e import PY, GatewayHarness, _listen
+from tests.specter.gateway.support import GatewayHarness, listenLocal
 
 
 class _Slow(Protocol):
@@ -78,7 +77,7 @@ def _slowBackend(test: TestCase, delay: float, expect: int = 1) -> tuple[_SlowFa
     requests arrived.
     """
     factory = _SlowFactory(delay, expect)
-    port, number = _listen(factory)
+    port, number = listenLocal(factory)
     test.addCleanup(port.stopListening)
     return factory, number
 
@@ -156,30 +155,9 @@ class RefusedCertificateTests(TestCase):
         --verbose) names the TLS alert and the refusal, and exits 1.
         """
         h = GatewayHarness(self)
-        other = initBundle(os.path.join(h.base, "other"), ["127.0.0.1"])
-        mallory = os.path.join(h.base, "mallory")
-        writeClientCertificate(other, "mallory", mallory)
-        with (
-            open(os.path.join(h.certs, "ca.crt"), "rb") as f,
-            open(os.path.join(mallory, "ca.crt"), "wb") as g,
-        ):
-            g.write(f.read())
+        mallory = h.foreignClient()
         await h.start()
-        out, err, code = await getProcessOutputAndValue(
-            PY,
-            [
-                "-m",
-                "suite.specter.client",
-                "--server",
-                f"127.0.0.1:{h.port}",
-                "--cert-dir",
-                mallory,
-                "tunnel",
-                "--target",
-                "http://127.0.0.1:1",
-            ],
-            env=os.environ,
-        )
+        out, err, code = await h.runClient("tunnel", "--target", "http://127.0.0.1:1", identity=mallory)
         self.assertEqual(code, 1)
         lines = [line for line in err.decode().splitlines() if not line.startswith("{")]
         self.assertEqual(len(lines), 1, err)

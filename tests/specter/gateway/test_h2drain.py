@@ -12,8 +12,8 @@ import signal
 
 from twisted.trial.unittest import TestCase
 
+from tests.specter.gateway.support import GatewayHarness
 from tests.specter.gateway.test_client_drain import _slowBackend
-from tests.specter.gateway.test_e2e import GatewayHarness
 from tests.support.process import DaemonProcess
 
 
