@@ -15,13 +15,14 @@ GOAWAY (RFC 9114 section 5.2) on its control stream naming the first
 request stream the visitor has not opened, rejects requests on later
 streams (C{H3_REQUEST_REJECTED}: the visitor may retry them elsewhere),
 lets those in flight finish and closes the QUIC connection
-(C{H3_NO_ERROR}) once every one was answered and acknowledged, or at the
-drain's deadline.  An open connection pays nothing for this: the checks
+(C{H3_NO_ERROR}) once every one was answered and acknowledged and the
+GOAWAY was acknowledged too, or at the drain's deadline.  An open connection pays nothing for this: the checks
 are the data path the machine lends the connection while it goes away.
 
 aioquic has no API for a server's GOAWAY, nor for which request streams
-were opened or are finished: L{sendGoAway}, L{nextRequestStreamId} and
-L{requestsLeft} read its internals (checked by
+were opened or are finished, nor for what the peer acknowledged:
+L{sendGoAway}, L{nextRequestStreamId}, L{requestsLeft} and
+L{controlStreamDelivered} read its internals (checked by
 C{tests/specter/gateway/test_h3drain.py}).
 """
 
@@ -38,7 +39,7 @@ from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection, e
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
+from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, ProtocolNegotiated, QuicEvent
 from aioquic.tls import pull_client_hello
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -60,6 +61,7 @@ __all__ = [
     "sendGoAway",
     "nextRequestStreamId",
     "requestsLeft",
+    "controlStreamDelivered",
     "MAX_BODY",
 ]
 
@@ -67,6 +69,8 @@ log = Logger()
 H3_INTERNAL_ERROR = int(ErrorCode.H3_INTERNAL_ERROR)
 H3_NO_ERROR = int(ErrorCode.H3_NO_ERROR)
 H3_REQUEST_REJECTED = int(ErrorCode.H3_REQUEST_REJECTED)
+#: The QUIC events the connection's lifecycle machine hears of.
+_LIFECYCLE_EVENTS = frozenset({HandshakeCompleted, ConnectionTerminated})
 MAX_BODY = 8 * 1024 * 1024
 
 
@@ -146,6 +150,20 @@ def requestsLeft(quic: QuicConnection, below: int) -> bool:
         if streamId & 3 == 0 and streamId < below and not stream.is_finished:
             return True
     return False
+
+
+def controlStreamDelivered(http: H3Connection) -> bool:
+    """
+    Whether the peer acknowledged everything sent on the control stream of
+    C{http} (so a GOAWAY queued there arrived): aioquic's stream sender
+    moves C{_buffer_start} up to C{_buffer_stop} as the data is
+    acknowledged.
+    """
+    stream = http._quic._streams.get(http._local_control_stream_id)  # type: ignore[arg-type]
+    if stream is None:
+        return True
+    sender = stream.sender
+    return bool(sender._buffer_start == sender._buffer_stop)
 
 
 class _Request:
@@ -248,13 +266,20 @@ class _H3Protocol(QuicConnectionProtocol, H3ConnectionSide):
         if http is not None:
             for h3event in http.handle_event(event):
                 self.onRequestEvent(h3event)
-            if type(event) is ConnectionTerminated:
-                self.lifecycle.connectionLost()
+            if type(event) in _LIFECYCLE_EVENTS:
+                self._lifecycleEvent(event)
         elif type(event) is ProtocolNegotiated and event.alpn_protocol in H3_ALPN:
             self.http = H3Connection(self._quic)
+
+    def _lifecycleEvent(self, event: QuicEvent) -> None:
+        if type(event) is HandshakeCompleted:
+            # (not at ProtocolNegotiated: a close before the handshake
+            # completes could not carry H3_NO_ERROR)
             self.lifecycle.opened()
             # while the gateway drains, this is told to go away at once
             self.gateway.visitorOpened(self.leaving)
+        else:
+            self.lifecycle.connectionLost()
 
     # -- H3ConnectionSide: the gateway drains ------------------------------------------
     def nextRequestStreamId(self) -> int:
@@ -327,11 +352,18 @@ class _H3Protocol(QuicConnectionProtocol, H3ConnectionSide):
     def _transmitAndCheck(self) -> None:
         """
         Going away's C{transmit}: send, then close if no request below the
-        GOAWAY's id is left.
+        GOAWAY's id is left and the GOAWAY arrived (closing drops what is
+        not sent yet).
         """
         QuicConnectionProtocol.transmit(self)
         goingAway = self.goingAway
-        if goingAway is not None and not requestsLeft(self._quic, goingAway.streamId):
+        http = self.http
+        if (
+            goingAway is not None
+            and http is not None
+            and not requestsLeft(self._quic, goingAway.streamId)
+            and controlStreamDelivered(http)
+        ):
             self.lifecycle.streamsDone()
 
     # -- requests ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """
 The lifecycle of one HTTP/3 visitor connection
-(L{suite.specter.gateway.h3.H3Protocol}): open once HTTP/3 is negotiated,
+(L{suite.specter.gateway.h3._H3Protocol}): open once the QUIC handshake
+that negotiated HTTP/3 is complete,
 going away once the gateway drains, closed.
 
 Inputs (L{H3ConnectionInputs}): C{opened}, C{drainStarted},
@@ -63,7 +64,7 @@ class GoingAway:
 class H3ConnectionInputs(Protocol):
     def opened(self) -> None:
         """
-        HTTP/3 was negotiated: the connection serves requests.
+        The handshake that negotiated HTTP/3 is complete.
         """
 
     def drainStarted(self) -> None:
@@ -74,7 +75,8 @@ class H3ConnectionInputs(Protocol):
     def streamsDone(self) -> None:
         """
         No request below the GOAWAY's stream id is left (every one was
-        answered and acknowledged, or reset).
+        answered and acknowledged, or reset), and the GOAWAY itself was
+        acknowledged.
         """
 
     def deadlineReached(self) -> None:
