@@ -28,6 +28,32 @@ def listenLocal(factory: Any) -> tuple[Any, int]:
     return port, int(port.getHost().port)
 
 
+async def curlTLS(
+    host: str, port: int, cacert: str, path: str, *flags: str, maxTime: float = 10
+) -> tuple[str, str, int]:
+    """
+    C{curl https://HOST:PORT/PATH} on loopback (C{--resolve}), trusting
+    C{cacert}, with C{flags} before the URL: its output, error output and
+    exit code.
+    """
+    out, err, code = await getProcessOutputAndValue(
+        "curl",
+        [
+            "-sS",
+            "--max-time",
+            f"{maxTime:g}",
+            "--cacert",
+            cacert,
+            "--resolve",
+            f"{host}:{port}:127.0.0.1",
+            *flags,
+            f"https://{host}:{port}{path}",
+        ],
+        env=os.environ,
+    )
+    return out.decode(), err.decode(), code
+
+
 class GatewayHarness:
     """
     A CA, a gateway process and helpers for one test.
@@ -119,21 +145,6 @@ class GatewayHarness:
         return proc, match.group(1)
 
     async def curl(self, host: str, *extra: str) -> tuple[str, str, int]:
-        out, err, code = await getProcessOutputAndValue(
-            "curl",
-            [
-                "-sS",
-                "--max-time",
-                "10",
-                "--cacert",
-                self.cacert,
-                "--resolve",
-                f"{host}:{self.port}:127.0.0.1",
-                "-w",
-                "\n%{http_code} %{http_version}",
-                *extra,
-                f"https://{host}:{self.port}/path?q=1",
-            ],
-            env=os.environ,
+        return await curlTLS(
+            host, self.port, self.cacert, "/path?q=1", "-w", "\n%{http_code} %{http_version}", *extra
         )
-        return out.decode(), err.decode(), code

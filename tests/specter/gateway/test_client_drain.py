@@ -7,17 +7,15 @@ ends the command with exit status 1.
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from tests.specter.gateway.support import GatewayHarness, listenLocal
+from tests.specter.gateway.support import GatewayHarness, curlTLS, listenLocal
 
 
 class _Slow(Protocol):
@@ -86,22 +84,7 @@ class ClientDrainTests(TestCase):
     timeout = 90
 
     async def _curl(self, h: GatewayHarness, host: str, *flags: str) -> tuple[str, str, int]:
-        out, err, code = await getProcessOutputAndValue(
-            "curl",
-            [
-                "-sS",
-                "--max-time",
-                "20",
-                "--cacert",
-                h.cacert,
-                "--resolve",
-                f"{host}:{h.port}:127.0.0.1",
-                *flags,
-                f"https://{host}:{h.port}/slow",
-            ],
-            env=os.environ,
-        )
-        return out.decode(), err.decode(), code
+        return await curlTLS(host, h.port, h.cacert, "/slow", *flags, maxTime=20)
 
     async def test_inFlightResponsesFinish(self) -> None:
         """

@@ -15,8 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from tests.specter.gateway.test_client_drain import _slowBackend
 from tests.specter.gateway.support import PY, GatewayHarness
+from tests.specter.gateway.test_client_drain import _slowBackend
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "h3drainclient.py")
 
