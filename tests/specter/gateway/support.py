@@ -90,9 +90,12 @@ class GatewayHarness:
         self.gateway.start()
         await self.gateway.waitForPort(self.port)
 
-    def client(self, *args: str, identity: str | None = None, name: str = "client") -> DaemonProcess:
-        argv = [
-            PY,
+    def clientArgs(self, *args: str, identity: str | None = None) -> list[str]:
+        """
+        The arguments (after the interpreter) of C{specter client ARGS}
+        against the gateway with C{identity} (alice's by default).
+        """
+        return [
             "-m",
             "suite.specter.client",
             "--server",
@@ -101,7 +104,9 @@ class GatewayHarness:
             identity or self.alice,
             *args,
         ]
-        return DaemonProcess(self.test, argv, name=name).start()
+
+    def client(self, *args: str, identity: str | None = None, name: str = "client") -> DaemonProcess:
+        return DaemonProcess(self.test, [PY, *self.clientArgs(*args, identity=identity)], name=name).start()
 
     def foreignClient(self, name: str = "mallory") -> str:
         """
@@ -125,17 +130,7 @@ class GatewayHarness:
         (alice's by default) to its end: its output, error output and code.
         """
         out, err, code = await getProcessOutputAndValue(
-            PY,
-            [
-                "-m",
-                "suite.specter.client",
-                "--server",
-                f"127.0.0.1:{self.port}",
-                "--cert-dir",
-                identity or self.alice,
-                *args,
-            ],
-            env=os.environ,
+            PY, self.clientArgs(*args, identity=identity), env=os.environ
         )
         return out, err, code
 
