@@ -380,8 +380,7 @@ class ChordNode:
                 # (prev stays: it is the last vnode that answered)
                 current = nxt
                 continue
-            mine = self.byId.get(nxt.id) if nxt.addr == self.addr else None
-            if mine is not None and not mine.serving:
+            if self._idle(nxt):
                 # one of our own vnodes that does not serve (a successor
                 # list elsewhere still names its id): known without asking
                 avoid.add(nxt)
@@ -400,6 +399,13 @@ class ChordNode:
                 return nxt, hops
             prev, current = current, nxt
         raise RemoteError(E.BUSY, "lookup did not converge")
+
+    def _idle(self, r: VnodeRef) -> bool:
+        """
+        Whether C{r} is a vnode of this process that does not serve.
+        """
+        mine = self.byId.get(r.id) if r.addr == self.addr else None
+        return mine is not None and not mine.serving
 
     async def _around(
         self, via: VnodeRef, kid: int, avoid: set[VnodeRef]
@@ -426,7 +432,7 @@ class ChordNode:
         low = via
         best: VnodeRef | None = None
         for s in succs:
-            if s == via or s in avoid or self.suspected(s.addr):
+            if s == via or s in avoid or self.suspected(s.addr) or self._idle(s):
                 continue
             if inRange(kid, low.id, s.id):
                 return (True, s), hops
