@@ -572,3 +572,70 @@ class ReadThroughSimulationTests(SynchronousTestCase):
         self.assertEqual(self.read(c, key), [value])
         self.assertEqual(owner.replicator.readThroughs, 1)
         self.assertEqual(owner.store.table.read("v", key), value)
+
+
+class RouteAroundTests(SynchronousTestCase):
+    """
+    A lookup that reaches a vnode not serving goes on without it.
+    """
+
+    def test_staleFingersToAVnodeGone(self) -> None:
+        """
+        Every finger of the vnode a lookup starts from names a vnode that
+        is not there (as after a restart with fewer vnodes) and its
+        successor list does not reach the key: the lookup goes on through
+        that list instead of coming back to the same finger until it gives
+        up.
+        """
+        from suite.specter.chord.ids import RING_SIZE
+
+        c = Cluster(seed=5)
+        c.add("p0:1", None)
+        c.run(2)
+        for name in ("p1:1", "p2:1"):
+            c.add(name, "p0:1")
+            c.run(3)
+        c.run(10)
+        node = c.net.nodes["p0:1"]
+        x = node.vnodes[0]
+        kid = (x.ref.id + RING_SIZE // 2) % RING_SIZE
+        ghost = VnodeRef((kid - 1) % RING_SIZE, "p1:1", 99)
+        x.view.fingers = [ghost] * len(x.view.fingers)
+        x.view.succs = x.view.succs[:2]
+        found: list[Any] = []
+        Deferred.fromCoroutine(node.findSuccessor(kid, start=x.ref)).addBoth(found.append)
+        c.run(2)
+        self.assertEqual([f[0] for f in found], [c.expectedOwner(kid).ref])
+        self.assertGreater(node.rerouted, 0)
+
+    def test_joinerRefusesWithItsSuccessor(self) -> None:
+        """
+        A joining vnode answers a step, a join and a KV call with "busy",
+        naming the successor it knows; lookups of its own process never end
+        at it.
+        """
+        from suite.specter.chord import errors as E
+        from suite.specter.chord.errors import RemoteError
+
+        c = Cluster(seed=6)
+        c.add("p0:1", None)
+        c.run(3)
+        joiner = c.add("p1:1", "p0:1")
+        j = joiner.vnodes[0]
+        self.assertIs(j.phase, Phase.JOINING)
+        s = c.net.nodes["p0:1"].vnodes[0].ref
+        j.view.succs = [s]
+        for method, args in (
+            ("step", [1]),
+            ("join", [list(VnodeRef(5, "q:1", 0))]),
+            ("kv", ["get", b"k", []]),
+        ):
+            out: list[Any] = []
+            joiner.dispatch(j.ref.id, method, args).addBoth(out.append)
+            self.assertIsInstance(out[0], Failure, method)
+            e = out[0].value
+            self.assertIsInstance(e, RemoteError)
+            self.assertEqual((e.code, e.message, e.hint), (E.BUSY, E.NOT_SERVING, s), method)
+        self.assertIs(j.phase, Phase.JOINING)
+        c.run(5)
+        self.assertTrue(all(v.serving for v in joiner.vnodes))
