@@ -5,6 +5,7 @@ REST resources for CDMs (/cdms) and object states (/objects).
 from __future__ import annotations
 
 import json
+import re
 import time as _time
 from typing import Any
 
@@ -64,10 +65,16 @@ def _timeArg(request: IRequest, name: str) -> float | None:
     value = arg(request, name)
     if value is None:
         return None
+    if _DATE_ONLY.match(value):
+        value += "T00:00:00"  # an ISO date alone: midnight UTC
     try:
         return epochSeconds(value, name)
     except CDMError:
-        raise APIError(400, f"query parameter {name}: not a time (YYYY-MM-DDThh:mm:ss[.d][Z])")
+        raise APIError(400, f"query parameter {name}: not a time (YYYY-MM-DD[Thh:mm:ss[.d][Z]])")
+
+
+#: A calendar (YYYY-MM-DD) or day-of-year (YYYY-DDD) date without a time.
+_DATE_ONLY = re.compile(r"^\d{4}-(?:\d{2}-\d{2}|\d{3})$")
 
 
 def _limit(request: IRequest) -> int:

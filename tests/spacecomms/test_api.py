@@ -185,7 +185,20 @@ class APITests(_APIBase):
         self.assertEqual(
             [c["cdm_id"] for c in self.call("GET", "/cdms?status=withdrawn")[1]["cdms"]], ["L-3"]
         )
-        for bad in ("limit=0", "limit=x", "sort=name", "tca_from=today", "status=gone"):
+        # A date alone (ISO calendar or CCSDS day-of-year) is midnight UTC.
+        day = isoTime(now + 86400 * 2)[:10]
+        code, body = self.call("GET", f"/cdms?tca_from={day}&tca_to=2100-001&sort=tca")
+        self.assertEqual([c["cdm_id"] for c in body["cdms"]], ["L-1", "L-2", "L-4"])
+        code, body = self.call("GET", "/cdms?tca_to=2000-01-01")
+        self.assertEqual((code, body["cdms"]), (200, []))
+        for bad in (
+            "limit=0",
+            "limit=x",
+            "sort=name",
+            "tca_from=today",
+            "tca_from=2026-13-01",
+            "status=gone",
+        ):
             self.assertEqual(self.call("GET", f"/cdms?{bad}")[0], 400, bad)
 
     def test_getAndDeleteCDM(self) -> None:
