@@ -213,6 +213,16 @@ class CDMItem(Base):
         fmt = arg(request, "format") or "json"
         if fmt not in ("kvn", "xml", "json"):
             raise APIError(400, "query parameter format: must be kvn, xml or json")
+        if fmt != "json" and r.body is None:
+            # A withdrawn CDM keeps no document: say so rather than answer
+            # JSON to a client that asked for KVN or XML.
+            view = {k: v for k, v in _cdmView(r).items() if k != "reason"}
+            raise APIError(
+                410,
+                f"CDM {self.key[:80]!r} is withdrawn ({r.reason}): no {fmt.upper()} document",
+                withdraw_reason=r.reason,
+                **view,
+            )
         if fmt == "json" or r.body is None:
             return 200, _cdmView(r, full=True)
         text = encode(fromDict(r.body), fmt)

@@ -217,6 +217,13 @@ class APITests(_APIBase):
         code, body = self.call("DELETE", "/cdms/G-1?reason=ERROR")
         self.assertEqual((code, body["status"], body["reason"]), (200, "withdrawn", "ERROR"))
         self.assertEqual(self.call("DELETE", "/cdms/G-1")[0], 409)
+        # A withdrawn CDM has no document: KVN/XML is 410 with the reason,
+        # JSON the summary.
+        for fmt in ("kvn", "xml"):
+            code, body = self.call("GET", f"/cdms/G-1?format={fmt}")
+            self.assertEqual((code, body["status"], body["withdraw_reason"]), (410, "withdrawn", "ERROR"))
+            self.assertIn("withdrawn", body["error"])
+        self.assertEqual(self.call("GET", "/cdms/G-1")[1]["status"], "withdrawn")
         self.assertEqual(self.call("GET", "/cdms/NOPE")[0], 404)
         self.assertEqual(self.call("DELETE", "/cdms/NOPE")[0], 404)
 
