@@ -157,6 +157,20 @@ def hubKwargs(sub: Any) -> dict[str, Any]:
     }
 
 
+def _fileLimit(hub: bool, subOptions: Any) -> None:
+    """
+    Raise the open-file limit; warn when a hub's SSE cap cannot fit in it.
+    """
+    from suite.goop.limits import FD_HEADROOM, raiseFileLimit
+
+    needed = int(subOptions["max-sse-clients"]) + FD_HEADROOM if hub else FD_HEADROOM
+    before, after, warning = raiseFileLimit(needed)
+    if after != before:
+        log.info("open-file limit raised from {before} to {after}", before=before, after=after)
+    if warning:
+        log.warn("{warning}", warning=warning)
+
+
 def _checkWritable(key: str, path: str) -> None:
     """
     Refuse at start-up (naming C{key}) a file that cannot be created or
@@ -195,6 +209,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
     globalLogPublisher.addObserver(logs)
     for w in config.warnings:
         log.warn("{warning}", warning=w)
+    _fileLimit(sub == "rendezvous" or config.rendezvousHost or config.rendezvousOnly, subOptions)
     root = MultiService()
     namespace: dict[str, object] = {"config": config}
     if sub == "rendezvous" or config.rendezvousOnly:

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import sys
+from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
@@ -133,3 +134,81 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue(peer.minimal)
         self.assertIsNone(peer.store)
         self.assertEqual(peer.hub.port, 8787)
+
+
+class FileLimitTests(SynchronousTestCase):
+    """
+    The daemon raises its open-file limit so the hub's SSE cap fits.
+    """
+
+    def fake(self, soft: int, hard: int, fail: bool = False) -> tuple[Any, Any, list[tuple[int, int]]]:
+        import resource
+
+        calls: list[tuple[int, int]] = []
+
+        def getrlimit(which: int) -> tuple[int, int]:
+            self.assertEqual(which, resource.RLIMIT_NOFILE)
+            return soft, hard
+
+        def setrlimit(which: int, limits: tuple[int, int]) -> None:
+            if fail:
+                raise ValueError("not allowed")
+            calls.append(limits)
+
+        return getrlimit, setrlimit, calls
+
+    def test_raisedToHard(self) -> None:
+        """
+        A systemd-style 1024 soft limit is raised to the hard limit; no
+        warning when the cap fits.
+        """
+        from suite.goop.limits import raiseFileLimit
+
+        get, set_, calls = self.fake(1024, 524288)
+        self.assertEqual(raiseFileLimit(2048 + 1024, get, set_), (1024, 524288, None))
+        self.assertEqual(calls, [(524288, 524288)])
+
+    def test_warnsWhenTooLow(self) -> None:
+        """
+        When the hard limit (or a refused raise) leaves too few descriptors
+        for the SSE cap, the warning names --max-sse-clients and LimitNOFILE.
+        """
+        from suite.goop.limits import raiseFileLimit
+
+        for get, set_, _calls in (self.fake(1024, 2048), self.fake(1024, 524288, fail=True)):
+            before, after, warning = raiseFileLimit(3072, get, set_)
+            self.assertEqual(before, 1024)
+            self.assertLess(after, 3072)
+            assert warning is not None
+            self.assertIn("--max-sse-clients", warning)
+            self.assertIn("LimitNOFILE", warning)
+
+    def test_makeServiceRaises(self) -> None:
+        """
+        makeService for a hub asks for the cap plus headroom.
+        """
+        from twisted.logger import globalLogPublisher
+
+        from suite.goop import limits
+
+        asked: list[int] = []
+
+        def fakeRaise(needed: int) -> tuple[int, int, str | None]:
+            asked.append(needed)
+            return 1024, 4096, "too low"
+
+        self.patch(limits, "raiseFileLimit", fakeRaise)
+        before = list(globalLogPublisher._observers)
+        self.addCleanup(lambda: setattr(globalLogPublisher, "_observers", before))
+        events: list[dict[str, Any]] = []
+        observer: Any = events.append
+        globalLogPublisher.addObserver(observer)
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        with open(os.path.join(d, "goop.json"), "w") as f:
+            json.dump(
+                {"presence": {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": 0}}, f
+            )
+        makeService(parse("rendezvous", "--max-sse-clients", "5000", d), reactor=MemoryReactorClock())
+        self.assertEqual(asked, [5000 + limits.FD_HEADROOM])
+        self.assertTrue(any(e.get("warning") == "too low" for e in events))
