@@ -236,6 +236,12 @@ class ConfigTests(SynchronousTestCase):
         self.assertIn(
             "SPACECOMMS_LOG_LEVEL: unknown log level 'chatty' (use debug, info, warn, error)", e.reasons
         )
+        # A token from the environment meets the same length rule as one in
+        # the file (a three-character admin token is refused, not used).
+        for name in ("SPACECOMMS_ADMIN_TOKEN", "SPACECOMMS_READONLY_TOKEN"):
+            e = self.assertRaises(ConfigInvalid, parseConfig, doc, {name: "abc", "OTHER": "x"})
+            self.assertTrue(any(r.startswith(f"{name}: must be 8") for r in e.reasons), e.reasons)
+            self.assertNotIn("abc", " ".join(e.reasons))
 
     def test_tokenSecretsDistinct(self) -> None:
         """
