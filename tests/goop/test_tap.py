@@ -212,3 +212,45 @@ class FileLimitTests(SynchronousTestCase):
         makeService(parse("rendezvous", "--max-sse-clients", "5000", d), reactor=MemoryReactorClock())
         self.assertEqual(asked, [5000 + limits.FD_HEADROOM])
         self.assertTrue(any(e.get("warning") == "too low" for e in events))
+
+
+class ManagerStartTests(SynchronousTestCase):
+    """
+    C{goop2 manager} that cannot start says why in one line and exits
+    non-zero (it printed a Twisted traceback for both).
+    """
+
+    def runManager(self, *args: str) -> Any:
+        import subprocess
+
+        from tests.support.process import scriptArgs
+
+        return subprocess.run(
+            scriptArgs("goop2", "manager", *args), capture_output=True, text=True, timeout=60
+        )
+
+    def test_unusablePeersDir(self) -> None:
+        """A peers directory that cannot be created: exit 2, one line naming --peers-dir."""
+        blocker = os.path.abspath(self.mktemp())
+        with open(blocker, "w") as f:
+            f.write("a file")
+        r = self.runManager("--listen", "127.0.0.1:0", "--peers-dir", os.path.join(blocker, "peers"))
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertIn("--peers-dir: cannot create", r.stderr)
+
+    def test_portInUse(self) -> None:
+        """A listen address in use: exit 1, one line naming --listen."""
+        import socket
+
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = self.runManager("--listen", f"127.0.0.1:{port}", "--peers-dir", os.path.abspath(self.mktemp()))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(
+            r.stderr.splitlines(),
+            [f"goop2: error: --listen: cannot listen on 127.0.0.1:{port}: address already in use"],
+        )
