@@ -308,7 +308,10 @@ class FileStore(MemoryStore):
     @staticmethod
     def _writeSnapshot(path: str, frames: list[bytes]) -> None:
         tmp = path + ".compact"
-        with open(tmp, "wb") as f:
+        # 0600 like the appends' O_CREAT: the log is the operator's data.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "wb") as f:
             for fr in frames:
                 f.write(fr)
             f.flush()
