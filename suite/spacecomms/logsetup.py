@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-from twisted.logger import FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate
+from twisted.logger import ILogObserver, LogLevel
 
 from suite import logging as suitelogging
 
@@ -59,5 +59,4 @@ def observer() -> ILogObserver:
         if _settings["format"] == "pretty"
         else suitelogging.jsonObserver(stream)
     )
-    level = suitelogging.parseLevel(_settings["level"])
-    return FilteringLogObserver(base, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    return suitelogging.filtered(base, _settings["level"])

@@ -534,3 +534,43 @@ class StartupChecksTests(SynchronousTestCase):
         self.assertEqual(validateConfig(o, io.StringIO(), err), 1)
         self.assertIn("storage.file_path: ", err.getvalue())
         self.assertIn("is a directory", err.getvalue())
+
+
+class LogObserverTests(SynchronousTestCase):
+    """
+    The observer C{spacecomms start} installs filters like the suite's: by
+    level, and without Twisted's "Starting factory <... at 0x...>" chatter
+    at info (it appeared on every start).
+    """
+
+    def test_filtered(self) -> None:
+        """Info drops debug events and factory chatter; debug keeps both."""
+        import json
+
+        from twisted.logger import LogLevel
+
+        from suite.spacecomms import logsetup
+
+        before = dict(logsetup._settings)
+        self.addCleanup(logsetup._settings.update, before)
+        out = os.path.abspath(self.mktemp())
+        events = [
+            {
+                "log_level": LogLevel.info,
+                "log_format": "Starting factory {factory!r}",
+                "factory": "F",
+                "log_namespace": "x",
+                "log_time": 1.0,
+            },
+            {"log_level": LogLevel.debug, "log_format": "frame", "log_namespace": "x", "log_time": 1.0},
+            {"log_level": LogLevel.info, "log_format": "kept", "log_namespace": "x", "log_time": 1.0},
+        ]
+        for level, expected in (("info", ["kept"]), ("debug", ["Starting factory 'F'", "frame", "kept"])):
+            if os.path.exists(out):
+                os.remove(out)
+            logsetup.configure("json", level, out)
+            observer = logsetup.observer()
+            for e in events:
+                observer(dict(e))
+            with open(out) as f:
+                self.assertEqual([json.loads(line)["msg"] for line in f], expected, level)
