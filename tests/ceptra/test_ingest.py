@@ -63,9 +63,11 @@ class ValidationTests(SynchronousTestCase):
             (body([{**good, "fields": {str(i): i for i in range(65)}}]), "at most 64"),
             (body([good] * (MAX_EVENTS + 1)), "limit is"),
             (b"{\n", "line 1 is not JSON"),
+            (b"[" * 100_000, "body is nested too deeply"),
+            (b"[]\n" + b"[" * 100_000 + b"\n", "line 2 is nested too deeply"),
         ]
         for raw, why in cases:
-            kind = "application/x-ndjson" if raw == b"{\n" else "application/json"
+            kind = "application/x-ndjson" if raw.startswith((b"{\n", b"[]\n")) else "application/json"
             with self.assertRaises(IngestError, msg=why) as cm:
                 validateEvents(raw, kind)
             self.assertIn(why, str(cm.exception))
@@ -190,6 +192,8 @@ class APITests(APIFixture):
         code, out = self.render(RulesResource(self.api), request(b"POST", [], body({"rules": 1})))
         self.assertEqual(code, 400)
         self.assertIn("invalid rules", out["error"])
+        code, out = self.render(RulesResource(self.api), request(b"POST", [], b"[" * 100_000))
+        self.assertEqual((code, out["error"]), (400, "rules document is nested too deeply"))
         req = request(b"POST", [], body(events(40)))
         req.requestHeaders.setRawHeaders(b"x-ceptra-partition", [b"p0"])
         code, out = self.render(IngestResource(self.api), req)

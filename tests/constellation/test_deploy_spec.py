@@ -261,6 +261,12 @@ class SpecTests(SynchronousTestCase):
             loadStack(path, {}, self.secrets, "/srv", None)
         self.assertIn("not valid YAML at line", str(caught.exception))
         with open(path, "w") as f:
+            f.write("services: {a: " + "[" * 20_000 + "]" * 20_000 + "}\n")
+        with self.assertRaises(SpecError) as caught:
+            loadStack(path, {}, self.secrets, "/srv", None)
+        self.assertIn("not valid YAML", str(caught.exception))
+        self.assertIn("nest", str(caught.exception))
+        with open(path, "w") as f:
             f.write("services:\n  a: {image: x}\n")
         self.assertEqual(loadStack(path, {}, self.secrets, "/srv", None).name, os.path.basename(path))
         with open(EXAMPLE) as f:

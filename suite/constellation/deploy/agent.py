@@ -38,7 +38,7 @@ from twisted.web.resource import Resource
 
 from suite.constellation.deploy.placement import clusterPlacer
 from suite.constellation.deploy.plan import DeployError, applyPlan, makePlan
-from suite.constellation.deploy.spec import SpecError, parseStack
+from suite.constellation.deploy.spec import SpecError, loadYAML, parseStack
 from suite.constellation.docker import DockerError
 from suite.constellation.interfaces import IContainerEngine, IServiceCatalog
 from suite.constellation.state import ClusterState
@@ -159,7 +159,7 @@ class DeployReconciler(Service):
             result: dict[str, Any] = {"digest": digest, "from": decl["origin"], "at": time.time()}
             lines: list[str] = []
             try:
-                document = yaml.safe_load(decl["file"])
+                document = loadYAML(decl["file"])
                 stack = parseStack(
                     document, stackName, decl["env"], self.secretsPath, self.configPath, self.domain
                 )
@@ -235,10 +235,12 @@ class DeclarationResource(JSONMethodsMixin, Resource):
                 raise TypeError()
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
                 raise TypeError()
+        except RecursionError:
+            return jsonError(request, 400, "declaration is nested too deeply")
         except (ValueError, KeyError, TypeError):
             return jsonError(request, 400, 'expected {"stack": NAME, "file": YAML, "env": {VAR: VALUE}}')
         try:
-            if not isinstance(yaml.safe_load(text), dict):
+            if not isinstance(loadYAML(text), dict):
                 raise SpecError("file: not a mapping")
         except (yaml.YAMLError, SpecError) as e:
             return jsonError(request, 400, f"not a deployment file: {str(e).splitlines()[0]}")

@@ -131,7 +131,7 @@ async def _agentState(reactor: Any, url: str) -> dict[str, Any]:
         raise DeployError(f"agent {url}: /api/state is larger than {_MAX_STATE} bytes")
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict) or "node" not in doc or "nodes" not in doc:
         raise DeployError(f"agent {url}: /api/state is not the agent's state document")
@@ -166,7 +166,7 @@ async def _publish(reactor: Any, options: Mapping[str, Any], stack: str) -> None
     if response.code != 202:
         try:
             reason = json.loads(answer).get("error")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             reason = None
         raise DeployError(
             f"agent {options['agent']}: declaration refused: HTTP {response.code} {reason or ''}".strip()
