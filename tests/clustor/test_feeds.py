@@ -10,8 +10,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from treq.testing import StubTreq
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
