@@ -332,6 +332,32 @@ class RaftAgent(MultiService):
                 del self.deadSince[name]
 
 
+def loadRaftBundle(directory: str, nodeId: str, address: str) -> Any:
+    """
+    Load the C{--raft-cert-dir} bundle and check that its node certificate
+    is this node's for Raft: peers take a link's sender from the
+    certificate's common name and dial the advertised address, so the
+    common name must be the node name and the address one of its IP SANs.
+
+    @raise ConfigError: naming the flag, the file and what is wrong.
+    """
+    from suite.pki.bundle import BundleError
+    from suite.pki.load import checkNodeIdentity, loadBundle
+
+    label = "--raft-cert-dir (CONSTELLATION_RAFT_CERT_DIR)"
+    try:
+        bundle = loadBundle(directory)
+        identity = checkNodeIdentity(bundle, ipAddress=address, label=os.path.join(directory, "node.crt"))
+    except BundleError as e:
+        raise ConfigError(f"{label}: {e}") from None
+    if identity.commonName != nodeId:
+        raise ConfigError(
+            f"{label}: {os.path.join(directory, 'node.crt')}: the node certificate's common name is "
+            f"{identity.commonName!r}, not this node's name {nodeId!r} (--ts-hostname)"
+        )
+    return bundle
+
+
 def makeRaftAgent(
     options: Mapping[str, Any],
     reactor: Any,
@@ -362,9 +388,7 @@ def makeRaftAgent(
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bundle = None
     if options.get("raft-cert-dir"):
-        from suite.pki.load import loadBundle
-
-        bundle = loadBundle(options["raft-cert-dir"])
+        bundle = loadRaftBundle(options["raft-cert-dir"], nodeId, host)
     elif gossipKey is not None:
         bundle = derivedBundle(gossipKey, nodeId, host)
     else:

@@ -142,6 +142,38 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertFalse([m for m in self.messages() if "has no shared key" in m])
 
+    def test_raftCertDir(self) -> None:
+        """
+        --raft-cert-dir: a missing bundle, or a node certificate not named
+        after the node or without its Raft address, is one error naming the
+        flag at start-up; the node's own bundle turns on Raft mTLS.
+        """
+        from suite.pki.ca import initBundle, writeNodeCertificate
+
+        base = self.mktemp()
+        argv = ["--bind-addr", "127.0.0.1", "--raft-cert-dir"]
+        good = os.path.join(base, "good")
+        initBundle(good, ["127.0.0.1"], commonName="cloudserver1")
+        otherName = os.path.join(base, "name")
+        writeNodeCertificate(good, otherName, ["127.0.0.1"], commonName="edge2")
+        otherIP = os.path.join(base, "ip")
+        writeNodeCertificate(good, otherIP, ["10.9.9.9"], commonName="cloudserver1")
+        for directory, why in (
+            (os.path.join(base, "missing"), "no such certificate bundle directory"),
+            (otherName, "common name is 'edge2', not this node's name 'cloudserver1'"),
+            (otherIP, "127.0.0.1"),
+        ):
+            with self.assertRaises(ConfigError) as cm:
+                service.makeService(options([*argv, directory]), _Reactor())
+            self.assertTrue(
+                str(cm.exception).startswith("--raft-cert-dir (CONSTELLATION_RAFT_CERT_DIR): "),
+                str(cm.exception),
+            )
+            self.assertIn(why, str(cm.exception))
+        root = service.makeService(options([*argv, good]), _Reactor())
+        self.assertEqual(root.getServiceNamed("raft-agent").name, "raft-agent")
+        self.assertFalse([m for m in self.messages() if "runs without TLS" in m])
+
     def test_remoteProvider(self) -> None:
         """
         A non-loopback provider needs --allow-remote-provider.
