@@ -34,7 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 
 from suite.constellation.deploy.placement import clusterPlacer
 from suite.constellation.deploy.plan import DeployError, applyPlan, makePlan
@@ -42,7 +42,7 @@ from suite.constellation.deploy.spec import SpecError, loadYAML, parseStack
 from suite.constellation.docker import DockerError
 from suite.constellation.interfaces import IContainerEngine, IServiceCatalog
 from suite.constellation.state import ClusterState
-from suite.web.errors import JSONMethodsMixin, jsonError, jsonResponse
+from suite.web.errors import JSONMethodsMixin, JSONNoResource, jsonError, jsonResponse
 
 __all__ = ["DeclarationResource", "DeployReconciler", "PREFIX", "newestDeclarations"]
 
@@ -186,8 +186,6 @@ class DeclarationResource(JSONMethodsMixin, Resource):
     C{POST} a declaration (from a loopback client only).
     """
 
-    isLeaf = True
-
     def __init__(
         self,
         state: ClusterState,
@@ -196,6 +194,11 @@ class DeclarationResource(JSONMethodsMixin, Resource):
     ) -> None:
         super().__init__()
         self.state, self.results, self.clock = state, results, clock
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        if path == b"":
+            return self
+        return JSONNoResource(f"no resource {request.path.decode('utf-8', 'replace')}")
 
     def render_GET(self, request: IRequest) -> bytes:
         decls = newestDeclarations(self.state)
