@@ -161,7 +161,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         dryRun=bool(options.get("dns-dry-run")),
         interval=float(options.get("dns-interval") or 60.0),
     )
-    keeper.changed.append(dnsWriter.poke)
+    # Renewals notify too: reconcile only when the plan or the writer's token changed.
+    keeper.changed.append(dnsWriter.pokeIfChanged)
     state.onChange = dnsWriter.pokeIfChanged
     monitor: DockerMonitor | None = None
     engine: DockerClient | None = None

@@ -116,6 +116,10 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue([m for m in messages if "runs without TLS" in m])
         for sub in ("logs", "stable", "snapshots"):
             self.assertTrue(os.path.isdir(os.path.join(opts["data-dir"], "raft", sub)))
+        # Lease notifications (every renewal) reach the DNS writer only
+        # through its check of the plan and its token.
+        writer = root.getServiceNamed("dns-writer")
+        self.assertEqual(root.getServiceNamed("raft-agent").keeper.changed, [writer.pokeIfChanged])
 
     def test_gossipKey(self) -> None:
         """
