@@ -502,6 +502,8 @@ class ResultsResource(_APIResource):
         only = args.get(b"partition", [None])[0]
         only = only.decode("utf-8", "replace") if only is not None else None
         routing = self.api.routing()
+        if only is not None and only not in routing.partitionIds:
+            return jsonError(request, 404, f"no partition {only!r} in the routing table")
         out: dict[str, Any] = {}
         elsewhere: dict[str, list[str]] = {}
         for pid in routing.partitionIds:
