@@ -63,6 +63,7 @@ def readCloudflareToken(secretsPath: str) -> Secret:
     path = os.path.join(secretsPath, TOKEN_FILE)
     try:
         with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode & 0o777
             data = f.read(_MAX_TOKEN_BYTES + 1)
     except OSError as e:
         raise ConfigError(
@@ -73,6 +74,12 @@ def readCloudflareToken(secretsPath: str) -> Secret:
     token = data.decode("utf-8", "replace").strip()
     if not token:
         raise ConfigError(f"SECRETS_PATH: {path} is empty")
+    if mode & 0o077:
+        log.warn(
+            "SECRETS_PATH: {path} is readable by other users (mode {mode}): chmod 600 it, as the guide says",
+            path=path,
+            mode=f"{mode:04o}",
+        )
     return Secret(token)
 
 

@@ -211,13 +211,20 @@ class MakeServiceTests(SynchronousTestCase):
     def test_cloudflareProvider(self) -> None:
         """
         With a token, the DNS writer uses the Cloudflare provider; the token
-        is never shown.
+        is never shown; a token file other users can read is warned about.
         """
         secrets = self.mktemp()
         os.makedirs(secrets)
-        with open(os.path.join(secrets, "cf-api-token.txt"), "w") as f:
+        token = os.path.join(secrets, "cf-api-token.txt")
+        with open(token, "w") as f:
             f.write("sekrit-token-value\n")
+        os.chmod(token, 0o644)
+        service.readCloudflareToken(secrets)
+        loose = [m for m in self.messages() if "readable by other users" in m]
+        self.assertEqual(len(loose), 1)
+        os.chmod(token, 0o600)
         root = service.makeService(options(CLOUDFLARE_ZONE_ID=ZONE, SECRETS_PATH=secrets), _Reactor())
+        self.assertEqual(len([m for m in self.messages() if "readable by other users" in m]), 1)
         writer = root.getServiceNamed("dns-writer")
         self.assertEqual(writer.provider.name, "cloudflare")
         self.assertFalse(writer.dryRun)
