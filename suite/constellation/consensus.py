@@ -48,6 +48,7 @@ from twisted.python.failure import Failure
 
 from suite.constellation.leases import LeaseKeeper, LeaseSettings, LeaseStateMachine, candidateOrder
 from suite.daemon import ConfigError
+from suite.fileutil import DirectoryLock, DirectoryLocked
 from suite.raft.embed import RaftNodeService, makeRaftNodeService
 from suite.raft.memberchange import ChangeInputs, newMembershipChange
 from suite.raft.settings import RaftSettings
@@ -367,7 +368,7 @@ def makeRaftAgent(
     members: Callable[[], list[Any]],
     raftAddresses: Callable[[], Mapping[str, tuple[str, bool]]],
     publish: Callable[[dict[str, Any]], None],
-) -> tuple[RaftNodeService, RaftAgent, LeaseStateMachine]:
+) -> tuple[RaftNodeService, RaftAgent, LeaseStateMachine, DirectoryLock]:
     """
     Build the Raft service and the agent that follows gossip.
 
@@ -382,6 +383,13 @@ def makeRaftAgent(
             os.makedirs(path, mode=0o700, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"--data-dir (DATA_DIR): cannot create {path}: {e.strerror or e}") from None
+    try:
+        # One agent per data directory: a second process on the same WAL would corrupt it.
+        lock = DirectoryLock(root, dirs["logs"])
+    except DirectoryLocked as e:
+        raise ConfigError(f"--data-dir (DATA_DIR): {e}: is another agent running on it?") from None
+    except OSError as e:
+        raise ConfigError(f"--data-dir (DATA_DIR): cannot lock {root}: {e.strerror or e}") from None
     bootstrapped = os.path.exists(os.path.join(dirs["stable"], BOOTSTRAP_MARKER))
     port = int(options["raft-port"])
     host = advertise
@@ -439,4 +447,4 @@ def makeRaftAgent(
         removeAfter=float(options.get("raft-remove-after") or 60.0),
         leaseSettings=leaseSettings,
     )
-    return service, agent, machine
+    return service, agent, machine, lock

@@ -143,7 +143,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
                 out[origin] = (record["addr"], bool(record.get("member")))
         return out
 
-    raftService, raftAgent, leases = makeRaftAgent(
+    raftService, raftAgent, leases, dataLock = makeRaftAgent(
         options,
         reactor,
         advertise=advertise,
@@ -324,6 +324,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     site = LimitedSite(provider, reactor=reactor)
 
     root = MultiService()
+    dataLock.setServiceParent(root)  # first: released after everything else stopped
     gossip.setServiceParent(root)
     if monitor is not None:
         monitor.setServiceParent(root)

@@ -19,6 +19,7 @@ from suite.constellation.interfaces import IServiceCatalog
 from suite.constellation.options import Options
 from suite.daemon import ConfigError
 from tests.clustor.helpers import captureLogs
+from tests.test_fileutil import lockedElsewhere
 
 ZONE = "0123456789abcdef0123456789abcdef"
 
@@ -100,7 +101,9 @@ class MakeServiceTests(SynchronousTestCase):
         reactor = _Reactor()
         opts = options()
         root = service.makeService(opts, reactor)
-        self.assertEqual([s.name for s in root], ["gossip", "raft-agent", "dns-writer", "http-provider"])
+        self.assertEqual(
+            [s.name for s in root], ["data-lock", "gossip", "raft-agent", "dns-writer", "http-provider"]
+        )
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual(
@@ -178,6 +181,23 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(root.getServiceNamed("raft-agent").name, "raft-agent")
         self.assertFalse([m for m in self.messages() if "runs without TLS" in m])
 
+    def test_dataDirInUse(self) -> None:
+        """
+        A second agent on a data directory another process holds fails at
+        start-up with one line naming the flag, the directory and that
+        process.
+        """
+        data = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(data, "raft"))
+        pid = lockedElsewhere(self, os.path.join(data, "raft"))
+        with self.assertRaises(ConfigError) as cm:
+            service.makeService(options(DATA_DIR=data), _Reactor())
+        self.assertEqual(
+            str(cm.exception),
+            f"--data-dir (DATA_DIR): {os.path.realpath(data)}/raft is in use by another process (pid {pid}): "
+            "is another agent running on it?",
+        )
+
     def test_remoteProvider(self) -> None:
         """
         A non-loopback provider needs --allow-remote-provider.
@@ -191,7 +211,7 @@ class MakeServiceTests(SynchronousTestCase):
             options(["--http-provider", "tcp:8081:interface=0.0.0.0", "--allow-remote-provider"]),
             MemoryReactorClock(),
         )
-        self.assertEqual(len(list(root)), 4)
+        self.assertEqual(len(list(root)), 5)
 
     def test_cloudflareNeedsToken(self) -> None:
         """
@@ -264,7 +284,16 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual(
             [s.name for s in root],
-            ["gossip", "docker-monitor", "raft-agent", "dns-writer", "deploy", "public-ip", "http-provider"],
+            [
+                "data-lock",
+                "gossip",
+                "docker-monitor",
+                "raft-agent",
+                "dns-writer",
+                "deploy",
+                "public-ip",
+                "http-provider",
+            ],
         )
         state = root.getServiceNamed("gossip").state
         self.assertEqual(
@@ -292,7 +321,7 @@ class MakeServiceTests(SynchronousTestCase):
         root = service.makeService(options(["--manhole", f"unix:{path}"]), reactor)
         self.assertEqual(
             sorted(s.name for s in root),
-            ["dns-writer", "gossip", "http-provider", "manhole", "raft-agent"],
+            ["data-lock", "dns-writer", "gossip", "http-provider", "manhole", "raft-agent"],
         )
         root.startService()
         self.addCleanup(root.stopService)
