@@ -57,7 +57,7 @@ def writeAtomically(path: str, data: bytes, mode: int = 0o600, syncDir: bool = T
         finally:
             os.close(fd)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException:  # clean up and re-raise
         try:
             os.unlink(temporary)
         except OSError:

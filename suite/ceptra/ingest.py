@@ -276,7 +276,7 @@ class ClientAPI:
                 body = body()
             try:
                 code, answer = await self._forward(target, path, pid, body, hops + 1)
-            except Exception as e:
+            except Exception as e:  # next target; the last reason is reported
                 last = f"forwarding to {target}: {e}"
                 continue
             if code == 200:

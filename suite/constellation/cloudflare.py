@@ -80,7 +80,7 @@ class CloudflareProvider:
                 method, url, headers=headers, data=data, timeout=self.timeout, persistent=False
             )
             raw = await response.content()
-        except Exception as e:
+        except Exception as e:  # one CloudflareError with the reason
             raise CloudflareError(f"{method} dns_records{path}: {e}") from None
         if len(raw) > _MAX_BODY:
             raise CloudflareError(f"{method} dns_records{path}: answer larger than {_MAX_BODY} bytes")

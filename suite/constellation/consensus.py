@@ -202,7 +202,7 @@ class RaftAgent(MultiService):
         self._timer = None
         try:
             self.step()
-        except Exception:
+        except Exception:  # the loop must keep running: logged
             log.failure("raft membership step failed")
         self._schedule()
 

@@ -206,7 +206,7 @@ class DNSWriter(Service):
             self.failures += 1
             result["outcome"] = f"fenced: {e}"
             log.warn("DNS write refused by the fence: {why}", why=str(e))
-        except Exception as e:
+        except Exception as e:  # the loop keeps running: counted, logged
             self.failures += 1
             result["outcome"] = f"failed: {e}"
             log.warn("DNS reconcile failed: {why}", why=str(e))

@@ -338,7 +338,7 @@ class DockerClient:
             raise DockerError(f"{what}: no answer within {timeout:g} s") from None
         except ConnectError as e:
             raise DockerError(f"{what}: cannot connect: {e.osError or e}") from None
-        except Exception as e:
+        except Exception as e:  # one DockerError with the reason
             if _cancelled(e):
                 raise DockerError(f"{what}: no answer within {timeout:g} s") from None
             raise DockerError(f"{what}: {_oneLine(e)}") from None

@@ -184,7 +184,7 @@ class RFC2136Provider:
             kwargs = {"keyring": self.keyring, "request_mac": message.mac}
         try:
             return dns.message.from_wire(data, **kwargs)
-        except Exception as e:
+        except Exception as e:  # untrusted input: one DNSUpdateError
             raise DNSUpdateError(f"bad answer from {host}:{port}: {e}") from None
 
     async def _query(self, name: str | dns.name.Name, rdtype: str) -> list[str]:
@@ -231,7 +231,7 @@ class RFC2136Provider:
             return await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), transfer)
         except DNSUpdateError:
             raise
-        except Exception as e:
+        except Exception as e:  # one DNSUpdateError with the reason
             raise DNSUpdateError(f"zone transfer from {host}:{port} failed: {e}") from None
 
     async def fenceValue(self) -> int | None:

@@ -90,7 +90,7 @@ class WarpMonitor(Service):
                     reasons.append(f"container {self.container} is {state.get('Status') or 'not running'}")
                 elif health not in (None, "healthy"):
                     reasons.append(f"container {self.container} health is {health}")
-            except Exception as e:
+            except Exception as e:  # health boundary: the reason is reported
                 status["containerState"] = None
                 reasons.append(f"container {self.container}: {e}")
         if self.probeURL:
@@ -101,7 +101,7 @@ class WarpMonitor(Service):
                 status["egressStatus"] = response.code
                 if not 200 <= response.code < 300:
                     reasons.append(f"egress probe answered HTTP {response.code}")
-            except Exception as e:
+            except Exception as e:  # health boundary: the reason is reported
                 status["egressStatus"] = None
                 reasons.append(f"egress probe failed: {e.__class__.__name__}")
             status["egressMs"] = round((self.reactor.seconds() - started) * 1000.0, 1)

@@ -292,7 +292,7 @@ class LimitedSite(Site):
         try:
             peer = request.getClientAddress()
             peerText = getattr(peer, "host", None) or str(peer)
-        except Exception:
+        except Exception:  # only names the peer in the access log
             peerText = "-"
         path = (getattr(request, "path", b"") or b"").decode("utf-8", "replace")
         method = (getattr(request, "method", b"") or b"").decode("ascii", "replace")

@@ -159,7 +159,7 @@ async def _publish(reactor: Any, options: Mapping[str, Any], stack: str) -> None
             reactor=reactor,
         )
         answer = await response.content()
-    except Exception as e:
+    except Exception as e:  # command line: one DeployError line
         raise DeployError(
             f"agent {options['agent']}: declaration not handed over: {type(e).__name__}: {e}"
         ) from None
@@ -183,7 +183,7 @@ async def _placement(
         state = await _agentState(reactor, url)
     except DeployError:
         raise
-    except Exception as e:
+    except Exception as e:  # command line: one DeployError line
         if not options["agentExplicit"] and isinstance(e, ConnectError):
             say(f"no agent at {url}; deploying for node {options['node']} only")
             return options["node"], localPlacer(options["node"]), False

@@ -107,7 +107,7 @@ class _LeanPoll:
                 dispatch(selectable, fd, event)
             except KeyboardInterrupt:
                 raise
-            except BaseException:
+            except BaseException:  # the reactor loop must go on: logged
                 _log.failure("unhandled error handling a network event")
 
 
