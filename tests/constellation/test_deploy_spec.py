@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from twisted.internet.defer import Deferred
@@ -382,6 +382,7 @@ class CommandTests(SynchronousTestCase):
         from twisted.internet.defer import succeed
 
         from suite.constellation.deploy import cli
+        from suite.constellation.deploy.plan import DeployError
 
         path = self.mktemp()
         with open(path, "w") as f:
@@ -392,7 +393,7 @@ class CommandTests(SynchronousTestCase):
 
         async def makePlan(engine: Any, stack: Any, *args: Any, **kw: Any) -> Any:
             plans.append(stack)
-            raise cli.DeployError("stop here")
+            raise DeployError("stop here")
 
         self.patch(cli, "makePlan", makePlan)
         for environ, domain in (({}, "agent.example"), ({"DOMAIN": "mine.example"}, "mine.example")):
@@ -400,7 +401,7 @@ class CommandTests(SynchronousTestCase):
             options.parseOptions([path, "--dry-run"])
             options["environ"] = environ
             self.successResultOf(
-                Deferred.fromCoroutine(cli.deploy(None, options, io.StringIO(), engine=object()))
+                Deferred.fromCoroutine(cli.deploy(None, options, io.StringIO(), engine=cast(Any, object())))
             )
             labels = plans[-1].service("web").containerConfig("s", "n1")["Labels"]
             self.assertEqual(labels["traefik.http.routers.web.rule"], f"Host(`web.{domain}`)")
