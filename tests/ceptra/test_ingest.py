@@ -169,6 +169,17 @@ class APITests(APIFixture):
         self.assertEqual(code, 404)
         code, out = self.render(ResultsResource(self.api), request(b"GET", [b"per_key"], partition="p1"))
         self.assertEqual((code, sorted(out["partitions"])), (200, ["p1"]))
+        self.assertTrue(out["partitions"]["p1"]["leader"])
+        follower = ClientAPI(
+            self.cluster.managers["b"],
+            lambda: self.cluster.routing,
+            None,
+            self.cluster.clock,
+            self.hub,
+            DialPolicy(1, 3, 0.05),
+        )
+        code, out = self.render(ResultsResource(follower), request(b"GET", [b"per_key"], partition="p1"))
+        self.assertEqual((code, out["partitions"]["p1"]["leader"]), (200, False))
         code, out = self.render(ResultsResource(self.api), request(b"GET", [b"per_key"], partition="zz"))
         self.assertEqual((code, out["error"]), (404, "no partition 'zz' in the routing table"))
         code, out = self.render(RoutingResource(self.api), request(b"GET", []))
