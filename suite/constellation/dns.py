@@ -9,7 +9,12 @@ leases or the cluster state change, at most once per C{minGap} seconds
 (rate limit), writing only the names whose addresses differ (minimal diff).
 It checks that it still holds the lease right before every write and hands
 the provider the token, so a provider that can fence rejects a deposed
-writer's late write (see each provider's C{fencing}).  With C{dryRun} it
+writer's late write (see each provider's C{fencing}).  A pass that fails
+(the provider unreachable or erring) is retried sooner than the next
+interval, after a capped backoff (C{retryInitial} seconds, doubling up to
+C{interval}), through the same coalescing job; any pass that does not fail
+starts the backoff again from C{retryInitial}.  A fenced write is not
+retried (a writer with a higher token has written).  With C{dryRun} it
 logs the plan and the changes it would make and writes nothing.
 """
 
@@ -24,6 +29,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from suite.backoff import Backoff
 from suite.constellation.interfaces import IDNSProvider
 from suite.serial import SerialJob
 
@@ -93,6 +99,7 @@ class DNSWriter(Service):
         dryRun: bool = False,
         interval: float = 60.0,
         minGap: float = 1.0,
+        retryInitial: float = 1.0,
         wallClock: Callable[[], float] = time.time,
     ) -> None:
         self.provider = provider
@@ -110,6 +117,9 @@ class DNSWriter(Service):
         self.writes = 0
         self.failures = 0
         self._timer: Any = None
+        # After a failed pass: the next try sooner than the interval.
+        self._backoff = Backoff(initial=retryInitial, maximum=max(retryInitial, interval), jitter=False)
+        self._retry: Any = None
         # One pass at a time, each at least minGap after the last one began;
         # a poke during a pass asks for one more after it.
         self._passes = SerialJob(self._run, "DNS reconcile", clock=reactor, delay=self._wait, log=log)
@@ -129,6 +139,12 @@ class DNSWriter(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._cancelRetry()
+
+    def _cancelRetry(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
 
     def _periodic(self) -> None:
         self._timer = self.reactor.callLater(self.interval, self._periodic)
@@ -155,7 +171,28 @@ class DNSWriter(Service):
 
     def _run(self) -> Deferred[dict[str, Any]]:
         self.lastStart = self.reactor.seconds()
-        return Deferred.fromCoroutine(self.reconcile())
+        return Deferred.fromCoroutine(self.reconcile()).addCallback(self._scheduleRetry)
+
+    def _scheduleRetry(self, result: dict[str, Any]) -> dict[str, Any]:
+        """
+        After a failed pass, run one more after the backoff's delay (unless
+        a pass is scheduled or running by then); after any other, start the
+        backoff again.
+        """
+        self._cancelRetry()
+        if not str(result.get("outcome", "")).startswith("failed"):
+            self._backoff.reset()
+        elif self.running:
+            delay = self._backoff.next()
+            result["retryIn"] = delay
+            log.info("DNS reconcile: retrying in {delay:.0f} s", delay=delay)
+            self._retry = self.reactor.callLater(delay, self._retryDue)
+        return result
+
+    def _retryDue(self) -> None:
+        self._retry = None
+        if self.running:
+            self._passes.poll()
 
     async def reconcile(self) -> dict[str, Any]:
         """
