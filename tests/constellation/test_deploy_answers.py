@@ -59,9 +59,9 @@ class AnswerLimitTests(TestCase):
 
     def setUp(self) -> None:
         self.agent = _Agent()
-        port = reactor.listenTCP(0, Site(self.agent), interface="127.0.0.1")  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, Site(self.agent), interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)
-        self.url = f"http://127.0.0.1:{port.getHost().port}"
+        self.url = f"http://127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
         self.dir = self.mktemp()
         os.makedirs(self.dir)
         self.file = os.path.join(self.dir, "stack.yml")
@@ -76,7 +76,7 @@ class AnswerLimitTests(TestCase):
         out, err = io.StringIO(), io.StringIO()
         saved, sys.stderr = sys.stderr, err
         try:
-            code = await runDeploy(reactor, options, out, engine=FakeEngine())  # type: ignore[arg-type]
+            code = await runDeploy(reactor, options, out, engine=FakeEngine())
         finally:
             sys.stderr = saved
         return code, out.getvalue(), err.getvalue()
