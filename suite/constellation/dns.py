@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -33,7 +34,7 @@ from suite.backoff import Backoff
 from suite.constellation.interfaces import IDNSProvider
 from suite.serial import SerialJob
 
-__all__ = ["plan", "diff", "Fenced", "DNSWriter", "FENCE_LABEL"]
+__all__ = ["plan", "diff", "Fenced", "DNSWriter", "DNSCollector", "FENCE_LABEL"]
 
 log = Logger(namespace="constellation.dns")
 
@@ -261,6 +262,28 @@ class DNSWriter(Service):
             "writes": self.writes,
             "failures": self.failures,
         }
+
+
+class DNSCollector:
+    """
+    The writer's counters, read at scrape time: C{constellation_dns_writes_total}
+    (write batches applied by this node) and C{constellation_dns_failures_total}
+    (failed or fenced passes).
+    """
+
+    def __init__(self, writer: DNSWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        # CounterMetricFamily adds the _total suffix to the exposed samples.
+        yield CounterMetricFamily(
+            "constellation_dns_writes", "DNS write batches applied by this node.", value=self.writer.writes
+        )
+        yield CounterMetricFamily(
+            "constellation_dns_failures",
+            "DNS reconcile passes of this node that failed or were fenced.",
+            value=self.writer.failures,
+        )
 
 
 def _describe(p: Mapping[str, list[str]]) -> str:
