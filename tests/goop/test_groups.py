@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.goop.groups import (
@@ -439,3 +440,99 @@ class SignedMessageTests(SynchronousTestCase):
             {"type": "msg", "group": "g", "from": self.alice.peerId, "data": "old peer"}
         )
         self.assertEqual(self.events("bob")[-1]["verified"], False)
+
+    def welcomeFor(self) -> dict[str, Any]:
+        """What the host sends a member joining now (the state set by alice)."""
+        out: list[dict[str, Any]] = []
+        t = StringTransport()
+        self.hostSvc.hostSession("carol", out.append, t.loseConnection, t).received(
+            {"type": "join", "group": "g"}
+        )
+        return out[0]
+
+    def joinWith(self, welcome: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+        """
+        A fresh member handed C{welcome}: its membership events, its inbox
+        and the warnings logged.
+        """
+        from suite.goop.identity import loadIdentity
+
+        d = self.mktemp()
+        import os
+
+        os.makedirs(d)
+        who = loadIdentity(d)
+        stream = FakeStream()
+        svc = GroupService(self.clock, who.peerId, self.opener(stream), identity=who)
+        self.addCleanup(svc.stop)
+        svc.join(self.host.peerId, "g")
+        logged: list[str] = []
+
+        def warned(event: dict[str, Any]) -> None:
+            if event.get("log_level") == LogLevel.warn:
+                logged.append(formatEvent(event) or "")
+
+        observe: Any = warned
+
+        globalLogPublisher.addObserver(observe)
+        try:
+            stream.onMessage(welcome)
+        finally:
+            globalLogPublisher.removeObserver(observe)
+        core = svc.memberships[f"{self.host.peerId}/g"][1]
+        return list(core.events), list(svc.inbox[f"{self.host.peerId}/g"]), logged
+
+    def test_welcomeSnapshotSigned(self) -> None:
+        """
+        The welcome carries the state with the signature of the member who
+        set it; the joining member marks it verified.
+        """
+        self.members["alice"].send(self.host.peerId, "g", {"score": 3}, kind="state")
+        self.sessions["alice"].received(self.streams["alice"].sent[-1])
+        welcome = self.welcomeFor()
+        self.assertEqual(welcome["state"], {"score": 3})
+        self.assertEqual(welcome["stateSignature"]["from"], self.alice.peerId)
+        events, inbox, logged = self.joinWith(welcome)
+        self.assertEqual((events, logged), (["joined"], []))
+        self.assertEqual(
+            (inbox[0]["type"], inbox[0]["state"], inbox[0]["verified"], inbox[0]["stateFrom"]),
+            ("welcome", {"score": 3}, True, self.alice.peerId),
+        )
+        self.assertNotIn("stateSignature", inbox[0])
+
+    def test_forgedWelcomeRefused(self) -> None:
+        """
+        A welcome whose snapshot the host altered, attributed to another
+        peer, signed for another group or kind, or whose signature is
+        malformed is refused with a logged reason: the member does not join
+        (its welcome timer runs out and it retries).
+        """
+        self.members["alice"].send(self.host.peerId, "g", {"score": 3}, kind="state")
+        self.sessions["alice"].received(self.streams["alice"].sent[-1])
+        welcome = self.welcomeFor()
+        proof = welcome["stateSignature"]
+        self.members["alice"].send(self.host.peerId, "g", {"score": 3}, kind="msg")
+        asMsg = self.streams["alice"].sent[-1]
+        forged = [
+            ({**welcome, "state": {"score": 300}}, "state signature"),
+            ({**welcome, "stateSignature": {**proof, "from": self.bob.peerId}}, "another peer"),
+            (
+                {**welcome, "group": "g", "stateSignature": {**proof, "seq": proof["seq"] + 1}},
+                "state signature",
+            ),
+            (
+                {**welcome, "stateSignature": {**proof, "seq": asMsg["seq"], "sig": asMsg["sig"]}},
+                "state signature",
+            ),
+            ({**welcome, "stateSignature": "yes"}, "malformed"),
+            ({**welcome, "stateSignature": {**proof, "seq": True}}, "malformed"),
+        ]
+        for message, reason in forged:
+            events, inbox, logged = self.joinWith(dict(message))
+            self.assertEqual((events, inbox), ([], []), message)
+            self.assertEqual(len(logged), 1, logged)
+            self.assertIn("refused the welcome", logged[0])
+            self.assertIn(reason, logged[0])
+        # An unsigned snapshot (set by a member without a key) joins unverified.
+        events, inbox, _ = self.joinWith({"type": "welcome", "group": "g", "members": [], "state": None})
+        self.assertEqual((events, inbox[0]["verified"]), (["joined"], False))
