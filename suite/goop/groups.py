@@ -16,8 +16,12 @@ only while that member's connection pushes back, and drops a member whose
 queue overflows, so a slow member never delays the others.
 
 Each membership is an automat machine (inputs, outputs, states below).
-Members ping every 3 s; a host silent for 10 s is declared lost (detected
-within 11 s) and the member reconnects with backoff.
+A joined member's heartbeat ticks every second (C{PING_SECONDS}): each tick
+pings the host, or declares it lost once nothing (pong or any other
+message) has come from it for more than 10 s (C{SILENCE_SECONDS}), so a
+host that falls silent is declared lost at the first tick more than 10 s
+after its last message: within 11 s (exactly 11 s when that message landed
+on a tick).  The member then reconnects with backoff.
 
   inputs:  start, welcomed, connectFailed, connectionLost, hostSilent,
            hostClosed, retryDue, leave
@@ -78,7 +82,8 @@ __all__ = [
 ]
 
 log = Logger()
-PING_SECONDS = 3.0
+#: A joined member's heartbeat period (a ping, or the silence check).
+PING_SECONDS = 1.0
 SILENCE_SECONDS = 10.0
 MAX_QUEUE = 1000
 MAX_MEMBERS = 256
@@ -520,7 +525,7 @@ def _build() -> TypeMachine[MemberInputs, MemberCore]:
     def heartbeat(inputs: MemberInputs, core: MemberCore) -> _Joined:
         loop = LoopingCall(core.tick)
         loop.clock = core.clock
-        loop.start(1.0, now=False)
+        loop.start(PING_SECONDS, now=False)
         return _Joined(loop)
 
     def retryTimer(inputs: MemberInputs, core: MemberCore) -> _Waiting:

@@ -5,6 +5,7 @@ delaying others, and host failure detected by heartbeats (Clock-driven).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -14,6 +15,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.goop.groups import (
+    PING_SECONDS,
     SILENCE_SECONDS,
     GroupService,
     HostMember,
@@ -90,7 +92,7 @@ class HostTests(SynchronousTestCase):
 
 class MemberTests(SynchronousTestCase):
     def test_hostCrashDetectedAndReconnect(self) -> None:
-        """A silent host is declared lost within 15 s and the member reconnects."""
+        """A silent host is declared lost within 11 s and the member reconnects."""
         clock = Clock()
         streams: list[FakeStream] = []
 
@@ -111,14 +113,44 @@ class MemberTests(SynchronousTestCase):
         crashedAt = clock.seconds()
         while not any(e["type"] == "host-lost" for e in events):
             clock.advance(0.5)
-            self.assertLess(clock.seconds() - crashedAt, 15)
-        self.assertLessEqual(clock.seconds() - crashedAt, SILENCE_SECONDS + 1.5)
+            self.assertLessEqual(clock.seconds() - crashedAt, 11)
+        self.assertEqual(clock.seconds() - crashedAt, 11)
         self.assertTrue(streams[0].closed)
         clock.advance(1.0)
         self.assertEqual(len(streams), 2)
         self.assertEqual(streams[1].sent[0], {"type": "join", "group": "g"})
         svc.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_silenceDetectionBound(self) -> None:
+        """
+        The heartbeat pings every PING_SECONDS (1 s); the host is declared
+        lost at the first tick more than SILENCE_SECONDS after its last
+        message, whenever within the tick that message came: never later
+        than 11 s (the figure docs/goop.md and docs/security.md give), and
+        exactly 11 s when it came on a tick.
+        """
+        self.assertEqual((PING_SECONDS, SILENCE_SECONDS), (1.0, 10.0))
+        for offset in (0.0, 0.25, 0.5, 0.999):
+            clock = Clock()
+            stream = FakeStream()
+            svc = GroupService(clock, "me", lambda peer, s=stream: succeed(s))
+            events: list[dict[str, Any]] = []
+            svc.join("host", "g", events.append)
+            stream.onMessage({"type": "welcome", "group": "g", "members": ["me"]})
+            for _ in range(5):
+                clock.advance(1)
+            self.assertEqual(sum(m["type"] == "ping" for m in stream.sent), 5)  # one a second
+            clock.advance(offset)
+            stream.onMessage({"type": "msg", "group": "g", "from": "x", "data": 1})
+            lastHeard = clock.seconds()
+            while not any(e["type"] == "host-lost" for e in events):
+                clock.advance(math.floor(clock.seconds()) + 1 - clock.seconds())  # to the next tick
+            lost = clock.seconds() - lastHeard
+            self.assertGreater(lost, SILENCE_SECONDS)
+            self.assertLessEqual(lost, 11.0 + 1e-9)
+            self.assertAlmostEqual(lost, 11.0 - offset, places=6)
+            svc.stop()
 
     def test_noWelcomeRetries(self) -> None:
         """A host that accepts the stream but never welcomes is treated as silent; the member retries."""
