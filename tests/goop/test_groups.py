@@ -134,7 +134,7 @@ class MemberTests(SynchronousTestCase):
         for offset in (0.0, 0.25, 0.5, 0.999):
             clock = Clock()
             stream = FakeStream()
-            svc = GroupService(clock, "me", lambda peer, s=stream: succeed(s))
+            svc = GroupService(clock, "me", SignedMessageTests.opener(stream))
             events: list[dict[str, Any]] = []
             svc.join("host", "g", events.append)
             stream.onMessage({"type": "welcome", "group": "g", "members": ["me"]})
