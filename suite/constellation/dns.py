@@ -12,8 +12,9 @@ the provider the token, so a provider that can fence rejects a deposed
 writer's late write (see each provider's C{fencing}).  A pass that fails
 (the provider unreachable or erring) is retried sooner than the next
 interval, after a capped backoff (C{retryInitial} seconds, doubling up to
-C{interval}), through the same coalescing job; any pass that does not fail
-starts the backoff again from C{retryInitial}.  A fenced write is not
+C{interval}), by the reconcile job itself (L{SerialJob}'s C{retry}: a poke
+during the wait runs the pass sooner); any pass that does not fail starts
+the backoff again from C{retryInitial}.  A fenced write is not
 retried (a writer with a higher token has written).  With C{dryRun} it
 logs the plan and the changes it would make and writes nothing.
 """
@@ -120,10 +121,12 @@ class DNSWriter(Service):
         self._timer: Any = None
         # After a failed pass: the next try sooner than the interval.
         self._backoff = Backoff(initial=retryInitial, maximum=max(retryInitial, interval), jitter=False)
-        self._retry: Any = None
         # One pass at a time, each at least minGap after the last one began;
         # a poke during a pass asks for one more after it.
-        self._passes = SerialJob(self._run, "DNS reconcile", clock=reactor, delay=self._wait, log=log)
+        # A failed pass is retried after the backoff's delay.
+        self._passes = SerialJob(
+            self._run, "DNS reconcile", clock=reactor, delay=self._wait, log=log, retry=self._retryIn
+        )
 
     def startService(self) -> None:
         super().startService()
@@ -140,12 +143,6 @@ class DNSWriter(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._cancelRetry()
-
-    def _cancelRetry(self) -> None:
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
 
     def _periodic(self) -> None:
         self._timer = self.reactor.callLater(self.interval, self._periodic)
@@ -172,28 +169,20 @@ class DNSWriter(Service):
 
     def _run(self) -> Deferred[dict[str, Any]]:
         self.lastStart = self.reactor.seconds()
-        return Deferred.fromCoroutine(self.reconcile()).addCallback(self._scheduleRetry)
+        return Deferred.fromCoroutine(self.reconcile())
 
-    def _scheduleRetry(self, result: dict[str, Any]) -> dict[str, Any]:
+    def _retryIn(self, result: object) -> float | None:
         """
-        After a failed pass, run one more after the backoff's delay (unless
-        a pass is scheduled or running by then); after any other, start the
-        backoff again.
+        After a failed pass, the backoff's next delay; after any other,
+        none (and the backoff starts again).
         """
-        self._cancelRetry()
-        if not str(result.get("outcome", "")).startswith("failed"):
+        if not isinstance(result, dict) or not str(result.get("outcome", "")).startswith("failed"):
             self._backoff.reset()
-        elif self.running:
-            delay = self._backoff.next()
-            result["retryIn"] = delay
-            log.info("DNS reconcile: retrying in {delay:.0f} s", delay=delay)
-            self._retry = self.reactor.callLater(delay, self._retryDue)
-        return result
-
-    def _retryDue(self) -> None:
-        self._retry = None
-        if self.running:
-            self._passes.poll()
+            return None
+        delay = self._backoff.next()
+        result["retryIn"] = delay
+        log.info("DNS reconcile: retrying in {delay:.0f} s", delay=delay)
+        return delay
 
     async def reconcile(self) -> dict[str, Any]:
         """
