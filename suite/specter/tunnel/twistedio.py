@@ -8,12 +8,17 @@ in this one module.
     C{writeSomeData}) to send at once when nothing is buffered;
   - L{closeTransport} reads C{TLSMemoryBIOProtocol._lostTLSConnection};
   - L{leanDispatch} replaces C{EPollReactor.doPoll} (as the reactor's
-    C{doIteration}, which C{ReactorBase.mainLoop} calls) for one reactor;
+    C{doIteration}, which C{ReactorBase.mainLoop} calls) for one reactor,
+    and handles a readable TCP connection as C{_doReadOrWrite} and
+    C{tcp.Connection.doRead}/C{_dataReceived} do (C{socket}, C{bufferSize},
+    C{protocol}, C{fileno}; C{_disconnectSelectable}, C{_NO_FILEDESC});
   - L{LeanTLSTransport} re-implements C{TLSMemoryBIOProtocol}'s
     C{dataReceived}, C{_flushReceiveBIO}, C{_flushSendBIO} and (for
     gathered writes) C{write}/C{_write} once the handshake is done, and
     replaces C{BufferingTLSTransport}'s per-connection write aggregation
-    (its C{write} instance attribute, C{_aggregator}) with L{TurnWrites}.
+    (its C{write} instance attribute, C{_aggregator}) with L{TurnWrites},
+    which sends from a hook of the lean poll; for an eager connection
+    under it, it sends as L{eagerWrites} does, from OpenSSL's buffer.
     It calls OpenSSL through pyOpenSSL's bindings (C{SSL_read},
     C{SSL_write}, C{BIO_write}, C{BIO_get_mem_data} on pyOpenSSL
     C{Connection}'s C{_ssl}, C{_into_ssl} and C{_from_ssl}) and leaves
@@ -390,7 +395,7 @@ class LeanTLSTransport(BufferingTLSTransport):
     """
     Twisted's TLS transport, reading without an exception per read, and
     (when its factory has C{turnWrites}) gathering writes per reactor turn
-    with one delayed call for all connections.
+    for all connections at once (L{TurnWrites}).
 
     Twisted reads decrypted bytes until pyOpenSSL raises C{WantReadError}
     and then drains the outgoing BIO, which raises it again when there is
@@ -403,7 +408,11 @@ class LeanTLSTransport(BufferingTLSTransport):
     several records).  Twisted's transport also gathers the writes of a turn with a
     delayed call per connection (a visitor gets one answer per turn, so
     one delayed call per answer, about a seventh of the gateway's CPU per
-    HTTP/1.1 request); L{TurnWrites} does it with one for all.
+    HTTP/1.1 request); L{TurnWrites} does it once for all.  Once the
+    handshake is done, a read (L{dataReceived}) and a send of what was
+    gathered (L{sendGathered}) each run in one Python function in the
+    common case (about 0.4 µs less per read and per answer than through
+    Twisted's separate steps).
     """
 
     def __init__(self, factory: Any, wrappedProtocol: Any, _connectWrapped: bool = True) -> None:
@@ -471,15 +480,18 @@ class LeanTLSTransport(BufferingTLSTransport):
         pending = _lib.BIO_get_mem_data(bio, _ffi.NULL)
         if not pending:
             return
-        write = self.transport.write  # type: ignore[union-attr]
-        if pending > _OUT_SIZE or type(write) is not _EagerWrite:
-            self._flushSendBIO()
+        if pending > _OUT_SIZE:
+            self.transport.write(connection.bio_read(pending))  # type: ignore[union-attr]
             return
         read = _lib.BIO_read(bio, _OUT_BUFFER, pending)
         if read <= 0:
             TLSMemoryBIOProtocol._flushSendBIO(self)  # pyOpenSSL reports what went wrong
             return
         out = _ffi.buffer(_OUT_BUFFER, read)
+        write = self.transport.write  # type: ignore[union-attr]
+        if type(write) is not _EagerWrite:
+            write(out[:])
+            return
         conn = write.conn
         if (
             not conn.dataBuffer
