@@ -26,6 +26,7 @@ from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
+    InvalidLogLevelError,
     LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
@@ -104,7 +105,7 @@ def parseLevel(name: str) -> LogLevel:
     try:
         level: LogLevel = LogLevel.levelWithName(key)
         return level
-    except Exception:
+    except InvalidLogLevelError:
         raise ValueError(f"unknown log level {name!r} (use debug, info, warn, error or critical)") from None
 
 
@@ -198,7 +199,7 @@ def formatJSON(event: Mapping[str, Any]) -> str:
         try:
             record["error"] = failure.getErrorMessage()
             record["traceback"] = failure.getTraceback()
-        except Exception:
+        except Exception:  # inside a log observer: never raise
             record["error"] = repr(failure)
     return json.dumps(record, separators=(",", ":"), default=repr) + "\n"
 

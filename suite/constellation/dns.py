@@ -105,6 +105,7 @@ class DNSWriter(Service):
         self.wallClock = wallClock
         self.lastStart = -1e18
         self.lastPlan: dict[str, list[str]] = {}
+        self.lastToken: int | None = None
         self.last: dict[str, Any] | None = None
         self.writes = 0
         self.failures = 0
@@ -145,9 +146,11 @@ class DNSWriter(Service):
 
     def pokeIfChanged(self) -> None:
         """
-        The cluster state changed: reconcile only if the plan did.
+        The cluster state or the leases changed: reconcile only if the plan
+        or the token under which this node may write did (a lease renewal,
+        every fifth of the lease, changes neither).
         """
-        if self.running and self.desired() != self.lastPlan:
+        if self.running and (self.desired() != self.lastPlan or self.acting() != self.lastToken):
             self.poke()
 
     def _run(self) -> Deferred[dict[str, Any]]:
@@ -163,7 +166,7 @@ class DNSWriter(Service):
             log.info("DNS plan: {plan}", plan=_describe(desired))
             self.lastPlan = desired
         result: dict[str, Any] = {"at": self.wallClock(), "changes": [], "token": None}
-        token = self.acting()
+        token = self.lastToken = self.acting()
         if self.dryRun:
             result["outcome"] = "dry run"
             if self.provider is not None and token is not None:
@@ -203,7 +206,7 @@ class DNSWriter(Service):
             self.failures += 1
             result["outcome"] = f"fenced: {e}"
             log.warn("DNS write refused by the fence: {why}", why=str(e))
-        except Exception as e:
+        except Exception as e:  # the loop keeps running: counted, logged
             self.failures += 1
             result["outcome"] = f"failed: {e}"
             log.warn("DNS reconcile failed: {why}", why=str(e))

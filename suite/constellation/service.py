@@ -63,6 +63,7 @@ def readCloudflareToken(secretsPath: str) -> Secret:
     path = os.path.join(secretsPath, TOKEN_FILE)
     try:
         with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode & 0o777
             data = f.read(_MAX_TOKEN_BYTES + 1)
     except OSError as e:
         raise ConfigError(
@@ -73,6 +74,12 @@ def readCloudflareToken(secretsPath: str) -> Secret:
     token = data.decode("utf-8", "replace").strip()
     if not token:
         raise ConfigError(f"SECRETS_PATH: {path} is empty")
+    if mode & 0o077:
+        log.warn(
+            "SECRETS_PATH: {path} is readable by other users (mode {mode}): chmod 600 it, as the guide says",
+            path=path,
+            mode=f"{mode:04o}",
+        )
     return Secret(token)
 
 
@@ -136,7 +143,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
                 out[origin] = (record["addr"], bool(record.get("member")))
         return out
 
-    raftService, raftAgent, leases = makeRaftAgent(
+    raftService, raftAgent, leases, dataLock = makeRaftAgent(
         options,
         reactor,
         advertise=advertise,
@@ -161,7 +168,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         dryRun=bool(options.get("dns-dry-run")),
         interval=float(options.get("dns-interval") or 60.0),
     )
-    keeper.changed.append(dnsWriter.poke)
+    # Renewals notify too: reconcile only when the plan or the writer's token changed.
+    keeper.changed.append(dnsWriter.pokeIfChanged)
     state.onChange = dnsWriter.pokeIfChanged
     monitor: DockerMonitor | None = None
     engine: DockerClient | None = None
@@ -316,6 +324,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     site = LimitedSite(provider, reactor=reactor)
 
     root = MultiService()
+    dataLock.setServiceParent(root)  # first: released after everything else stopped
     gossip.setServiceParent(root)
     if monitor is not None:
         monitor.setServiceParent(root)

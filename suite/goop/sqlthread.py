@@ -16,6 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from suite.sqlitetx import rollbackAfterError
+
 __all__ = ["SQLiteThread"]
 
 T = TypeVar("T")
@@ -68,10 +70,13 @@ class SQLiteThread:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException:  # undone and re-raised
+                # Undo and re-raise: the caller's Deferred fails with the
+                # error of C{fn} (or of the COMMIT), never with a failing
+                # ROLLBACK's, and no transaction is left open.
+                rollbackAfterError(conn)
                 raise
-            conn.execute("COMMIT")
             return result
 
         return self.run(work)

@@ -89,7 +89,7 @@ class Base(Resource):
             result = handler(request)
         except APIError as e:
             return jsonError(request, e.code, e.reason, **e.extra)
-        except Exception:
+        except Exception:  # per request: logged, HTTP 500
             log.failure("internal error serving {method} {path}", method=method, path=request.path[:200])
             return jsonError(request, 500, "internal error")
         if isinstance(result, bytes):

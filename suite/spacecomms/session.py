@@ -384,7 +384,7 @@ class PeerProtocol(Int32StringReceiver):
                 self.machine.helloReceived(env)
             else:
                 self.machine.messageReceived(env)
-        except Exception:
+        except Exception:  # the session keeps serving: logged, peer told
             log.failure(
                 "internal error handling {message_type} from {peer}",
                 message_type=env.message_type,

@@ -107,6 +107,33 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual(self.provider.applied[-1], ([("example.org", ["192.0.2.1"])], 3))
         self.assertEqual(self.writer.status()["lastReconcile"]["outcome"], "updated")
 
+    def test_renewalsDoNotReconcile(self) -> None:
+        """
+        The lease keeper notifies on every renewal: with the same plan and
+        the same token that starts no pass (the interval alone does), while
+        a new token, or losing the lease, does.
+        """
+        self.token = 3
+        self.writer.startService()
+        self.addCleanup(self.writer.stopService)
+        self.clock.advance(0)
+        started = self.writer.lastStart
+        for _ in range(30):
+            self.writer.pokeIfChanged()
+            self.clock.advance(1)
+        self.assertEqual(self.writer.lastStart, started)
+        self.token = 4
+        self.writer.pokeIfChanged()
+        self.clock.advance(0)
+        self.assertEqual(self.writer.lastStart, self.clock.seconds())
+        assert self.writer.last is not None
+        self.assertEqual(self.writer.last["token"], 4)
+        self.token = None
+        self.clock.advance(1)
+        self.writer.pokeIfChanged()
+        self.clock.advance(0)
+        self.assertEqual(self.writer.last["outcome"], "not the DNS writer")
+
     def test_fencedAndDryRun(self) -> None:
         """
         A fenced write is reported, not retried blindly; a dry run writes

@@ -318,6 +318,31 @@ class HealthTests(SynchronousTestCase):
         HealthzResource(lambda: []).render_GET(ok)
         self.assertEqual(json.loads(b"".join(ok.written))["status"], "ok")
 
+    def test_raisingProviderLogged(self) -> None:
+        """
+        A provider whose check raises makes /healthz answer 503 naming the
+        error, and the error is logged with its traceback, not swallowed.
+        """
+        from twisted.logger import capturedLogs
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.goop.health import HealthzResource
+
+        class Broken:
+            name = "broken"
+
+            def check(self) -> object:
+                raise KeyError("oops")
+
+        req: Any = DummyRequest([b""])
+        with capturedLogs() as events:
+            HealthzResource(lambda: [Broken()]).render_GET(req)  # type: ignore[list-item]
+        self.assertEqual(req.responseCode, 503)
+        self.assertEqual(json.loads(b"".join(req.written))["reasons"], ["broken: 'oops'"])
+        [event] = [e for e in events if "log_failure" in e]
+        self.assertEqual(event["name"], "broken")
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
 
 class InjectionPropertyTests(SynchronousTestCase):
     def test_arbitraryNamesAndValues(self) -> None:
@@ -584,3 +609,36 @@ class HostGuardTests(SynchronousTestCase):
             (c.trustedProxies, c.allowedHosts, c.mdnsInterfaces),
             (("127.0.0.1/32", "10.0.0.0/8"), ("peer.lan",), ("127.0.0.1",)),
         )
+
+
+class LogBufferTests(SynchronousTestCase):
+    """
+    L{suite.goop.logbuffer.LogBuffer} keeps every event at or above its
+    level, formatted.
+    """
+
+    def test_unformattableEventKept(self) -> None:
+        """
+        An event whose format cannot be filled is kept, its text saying so
+        and naming the format, and listeners hear of it.
+        """
+        from twisted.logger import LogLevel
+
+        from suite.goop.logbuffer import LogBuffer
+
+        buffer = LogBuffer()
+        heard: list[dict[str, object]] = []
+        buffer.listeners.append(heard.append)
+        buffer(
+            {
+                "log_format": "{missing!r:bad}",
+                "log_level": LogLevel.warn,
+                "log_time": 1.0,
+                "log_namespace": "x",
+            }
+        )
+        [entry] = buffer.snapshot()
+        self.assertEqual(heard, [entry])
+        self.assertEqual(entry["level"], "warn")
+        self.assertIn("Unable to format event", str(entry["text"]))
+        self.assertIn("{missing!r:bad}", str(entry["text"]))

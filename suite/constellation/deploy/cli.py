@@ -29,6 +29,7 @@ from suite.constellation.deploy.plan import DeployError, applyPlan, makePlan
 from suite.constellation.deploy.spec import ServiceSpec, SpecError, loadStack
 from suite.constellation.docker import DockerClient, DockerError
 from suite.constellation.interfaces import IContainerEngine
+from suite.constellation.options import ENV as AGENT_ENV
 
 __all__ = ["DeployOptions", "deploy", "main", "DEFAULT_AGENT"]
 
@@ -109,10 +110,18 @@ class DeployOptions(usage.Options):
         self["docker"] = self["docker"] or env.get("CONSTELLATION_DOCKER") or "unix:/var/run/docker.sock"
         self["agentExplicit"] = bool(self["agent"] or env.get("CONSTELLATION_AGENT"))
         self["agent"] = (self["agent"] or env.get("CONSTELLATION_AGENT") or DEFAULT_AGENT).rstrip("/")
+        if not re.match(r"^https?://[^/?#\s]+$", self["agent"]):
+            raise usage.UsageError(
+                f"--agent (CONSTELLATION_AGENT): {self['agent']!r} is not http(s)://HOST[:PORT]"
+            )
         self["node"] = self["node"] or env.get("TS_HOSTNAME") or socket.gethostname()
         self["config-path"] = env.get("CONFIG_PATH") or "/opt/constellation/volumes"
         self["secrets-path"] = env.get("SECRETS_PATH") or "/opt/constellation/secrets"
-        self["domain"] = env.get("DOMAIN") or "bolabaden.org"
+        # Unset, the agent's DOMAIN is used when one answers (the hash of
+        # what is deployed must be the one its reconciler computes), else
+        # the agent's default.
+        self["domain-set"] = bool(env.get("DOMAIN"))
+        self["domain"] = env.get("DOMAIN") or AGENT_ENV["domain"][1]
         if self["timeout"] is not None:
             try:
                 self["timeout"] = float(self["timeout"])
@@ -131,7 +140,7 @@ async def _agentState(reactor: Any, url: str) -> dict[str, Any]:
         raise DeployError(f"agent {url}: /api/state is larger than {_MAX_STATE} bytes")
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict) or "node" not in doc or "nodes" not in doc:
         raise DeployError(f"agent {url}: /api/state is not the agent's state document")
@@ -159,14 +168,14 @@ async def _publish(reactor: Any, options: Mapping[str, Any], stack: str) -> None
             reactor=reactor,
         )
         answer = await response.content()
-    except Exception as e:
+    except Exception as e:  # command line: one DeployError line
         raise DeployError(
             f"agent {options['agent']}: declaration not handed over: {type(e).__name__}: {e}"
         ) from None
     if response.code != 202:
         try:
             reason = json.loads(answer).get("error")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             reason = None
         raise DeployError(
             f"agent {options['agent']}: declaration refused: HTTP {response.code} {reason or ''}".strip()
@@ -175,22 +184,26 @@ async def _publish(reactor: Any, options: Mapping[str, Any], stack: str) -> None
 
 async def _placement(
     reactor: Any, options: Mapping[str, Any], say: Callable[[str], None]
-) -> tuple[str, Callable[[ServiceSpec], tuple[bool, str]], bool]:
+) -> tuple[str, Callable[[ServiceSpec], tuple[bool, str]], bool, str | None]:
+    """
+    This node, the placer, whether an agent answered, and the agent's domain.
+    """
     if options["no-agent"]:
-        return options["node"], localPlacer(options["node"]), False
+        return options["node"], localPlacer(options["node"]), False, None
     url = options["agent"]
     try:
         state = await _agentState(reactor, url)
     except DeployError:
         raise
-    except Exception as e:
+    except Exception as e:  # command line: one DeployError line
         if not options["agentExplicit"] and isinstance(e, ConnectError):
             say(f"no agent at {url}; deploying for node {options['node']} only")
-            return options["node"], localPlacer(options["node"]), False
+            return options["node"], localPlacer(options["node"]), False, None
         raise DeployError(f"agent {url}: {type(e).__name__}: {e}") from None
     node = str(state["node"])
     say(f"agent {url}: node {node}, {len(state['nodes'])} node(s) in the cluster")
-    return node, clusterPlacer(state["nodes"], node), True
+    domain = state.get("domain")
+    return node, clusterPlacer(state["nodes"], node), True, domain if isinstance(domain, str) else None
 
 
 async def deploy(
@@ -217,7 +230,16 @@ async def deploy(
         )
         if engine is None:
             engine = DockerClient(reactor, options["docker"])
-        node, placed, agentUsed = await _placement(reactor, options, say)
+        node, placed, agentUsed, agentDomain = await _placement(reactor, options, say)
+        if not options.get("domain-set") and agentDomain and agentDomain != options["domain"]:
+            # DOMAIN unset here: build what the agents' reconcilers build.
+            stack = loadStack(
+                options["file"],
+                options.get("environ") or os.environ,
+                options["secrets-path"],
+                options["config-path"],
+                agentDomain,
+            )
         plan = await makePlan(engine, stack, node, placed, prune=bool(options["prune"]))
     except (SpecError, DeployError, DockerError) as e:
         sys.stderr.write(f"constellation deploy: error: {e}\n")

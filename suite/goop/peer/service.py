@@ -163,7 +163,7 @@ class PeerService(MultiService):
         bound = self._bound.pop(key, None)
         try:
             port = await listen
-        except Exception:
+        except Exception:  # reported to the barrier, re-raised
             if bound is None:
                 raise
             bound.errback(Failure())

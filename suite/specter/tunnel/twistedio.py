@@ -182,7 +182,7 @@ class _LeanPoll:
                                 else:
                                     why = CONNECTION_DONE
                             inRead = True
-                    except BaseException:
+                    except BaseException:  # as _doReadOrWrite: logged, the connection dropped
                         why = sys.exc_info()[1]
                         inRead = False
                         legacyLog.err()
@@ -190,7 +190,7 @@ class _LeanPoll:
                         reactor._disconnectSelectable(selectable, why, inRead)
                 except KeyboardInterrupt:
                     raise
-                except BaseException:
+                except BaseException:  # the reactor loop must go on: logged
                     _log.failure("unhandled error handling a network event")
             after = self.after
             while after:
@@ -200,7 +200,7 @@ class _LeanPoll:
                         hook()
                     except KeyboardInterrupt:
                         raise
-                    except BaseException:
+                    except BaseException:  # the reactor loop must go on: logged
                         _log.failure("unhandled error after handling network events")
                 after = self.after
         finally:
