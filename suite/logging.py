@@ -46,6 +46,7 @@ __all__ = [
     "redactEvent",
     "startLogging",
     "parseLevel",
+    "filtered",
 ]
 
 REDACTED = "***"
@@ -268,6 +269,14 @@ class _FactoryNoise:
 def _filtered(obs: ILogObserver, level: LogLevel) -> ILogObserver:
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     return FilteringLogObserver(obs, [_FactoryNoise(level), predicate])
+
+
+def filtered(obs: ILogObserver, level: LogLevel | str) -> ILogObserver:
+    """
+    C{obs} behind the suite's filter: events below C{level} are dropped, and
+    Twisted's per-factory "Starting factory" chatter unless C{level} is debug.
+    """
+    return _filtered(obs, parseLevel(level) if isinstance(level, str) else level)
 
 
 def observer() -> ILogObserver:

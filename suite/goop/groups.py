@@ -44,6 +44,7 @@ the limit drops the member (closed, and its groups told it left).
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -56,6 +57,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.backoff import Backoff
+from suite.goop.identity import verifySignature
 
 __all__ = [
     "GroupService",
@@ -76,6 +78,35 @@ MAX_QUEUE = 1000
 MAX_MEMBERS = 256
 MAX_GROUPS = 64
 INBOX = 100
+#: How far a signed message's C{seq} (microseconds) may lie from the
+#: receiver's clock: older ones are refused as replays.
+SIGNED_WINDOW_SECONDS = 300.0
+
+
+def signedBytes(host: str, group: str, kind: str, seq: int, data: Any) -> bytes:
+    """
+    What a member signs for one C{msg} or C{state}: the group (by host and
+    name), the kind, the sequence and the data, as canonical JSON.  Binding
+    the host and group keeps a signature from being replayed elsewhere.
+    """
+    doc = {"data": data, "group": group, "host": host, "seq": seq, "type": kind}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _signature(msg: dict[str, Any]) -> dict[str, Any]:
+    """The signature fields of a member's message that a host relays."""
+    out: dict[str, Any] = {}
+    seq, key, sig = msg.get("seq"), msg.get("key"), msg.get("sig")
+    if (
+        isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and isinstance(key, str)
+        and len(key) <= 64
+        and isinstance(sig, str)
+        and len(sig) <= 128
+    ):
+        out = {"seq": seq, "key": key, "sig": sig}
+    return out
 
 
 # -- the host's link to one member --------------------------------------------
@@ -338,13 +369,20 @@ class HostSession:
     def _msg(self, group: HostGroup, msg: dict[str, Any]) -> None:
         peerId = self.member.peerId
         group.broadcast(
-            {"type": "msg", "group": group.name, "from": peerId, "data": msg.get("data")}, exclude=peerId
+            {"type": "msg", "group": group.name, "from": peerId, "data": msg.get("data"), **_signature(msg)},
+            exclude=peerId,
         )
 
     def _state(self, group: HostGroup, msg: dict[str, Any]) -> None:
         group.state = msg.get("data")
         group.broadcast(
-            {"type": "state", "group": group.name, "from": self.member.peerId, "data": group.state}
+            {
+                "type": "state",
+                "group": group.name,
+                "from": self.member.peerId,
+                "data": group.state,
+                **_signature(msg),
+            }
         )
 
     def _leave(self, group: HostGroup, msg: dict[str, Any]) -> None:
@@ -582,13 +620,21 @@ memberMachine = _build()
 class GroupService:
     """Hosted groups and this peer's memberships."""
 
-    def __init__(self, clock: Any, selfId: str, openStream: Callable[[str], Deferred[Any]]) -> None:
+    def __init__(
+        self, clock: Any, selfId: str, openStream: Callable[[str], Deferred[Any]], identity: Any = None
+    ) -> None:
         self.clock = clock
         self.selfId = selfId
         self.openStream = openStream
+        #: signs this peer's msg/state (an L{suite.goop.identity.Identity});
+        #: None sends them unsigned
+        self.identity = identity
         self.hosted: dict[str, HostGroup] = {}
         self.memberships: dict[str, tuple[MemberInputs, MemberCore]] = {}
         self.inbox: dict[str, collections.deque[dict[str, Any]]] = {}
+        self._lastSent = 0
+        #: per membership and sender, the highest signed seq accepted
+        self._lastSeen: dict[str, dict[str, int]] = {}
 
     def createGroup(self, name: str) -> HostGroup:
         if name not in self.hosted:
@@ -618,9 +664,14 @@ class GroupService:
         key = f"{hostId}/{name}"
         if key in self.memberships:
             return self.memberships[key][0]
+        if len(self.memberships) >= MAX_GROUPS:
+            raise ValueError(f"too many group memberships (at most {MAX_GROUPS})")
         inbox = self.inbox.setdefault(key, collections.deque(maxlen=INBOX))
+        seen = self._lastSeen.setdefault(key, {})
 
         def deliver(event: dict[str, Any]) -> None:
+            if event.get("type") in ("msg", "state") and not self._verify(hostId, name, event, seen):
+                return
             inbox.append(event)
             if onEvent is not None:
                 onEvent(event)
@@ -634,10 +685,66 @@ class GroupService:
 
     def send(self, hostId: str, name: str, data: Any, kind: str = "msg") -> None:
         entry = self.memberships.get(f"{hostId}/{name}")
-        if entry is not None:
-            entry[1].send({"type": kind, "group": name, "data": data})
+        if entry is None:
+            return
+        message: dict[str, Any] = {"type": kind, "group": name, "data": data}
+        if self.identity is not None:
+            seq = max(self._lastSent + 1, int(self.clock.seconds() * 1e6))
+            self._lastSent = seq
+            message.update(
+                seq=seq,
+                key=self.identity.publicB64,
+                sig=self.identity.sign(signedBytes(hostId, name, kind, seq, data)),
+            )
+        entry[1].send(message)
+
+    def _verify(self, hostId: str, name: str, event: dict[str, Any], seen: dict[str, int]) -> bool:
+        """
+        Mark a relayed msg/state C{verified} when its sender signed it (for
+        this host and group, recently, not seen before); drop it, logged,
+        when it carries a signature that does not hold (a host forging or
+        replaying a member's words).  Unsigned messages pass unverified.
+        """
+        sender = event.get("from")
+        if "sig" not in event:
+            event["verified"] = False
+            return True
+        seq = event.get("seq")
+        reason = None
+        try:
+            signer = verifySignature(
+                str(event.get("key")),
+                str(event.get("sig")),
+                signedBytes(hostId, name, str(event.get("type")), int(seq or 0), event.get("data")),
+            )
+        except (ValueError, TypeError) as e:
+            reason = str(e)
+        else:
+            if signer != sender:
+                reason = "signed by another peer than its sender"
+            elif not isinstance(seq, int) or abs(seq / 1e6 - self.clock.seconds()) > SIGNED_WINDOW_SECONDS:
+                reason = "seq outside the replay window"
+            elif seq <= seen.get(signer, 0):
+                reason = "replayed (seq not above the last one)"
+        if reason is not None:
+            log.warn(
+                "group {group} at {host}: dropped a {kind} relayed as from {sender}: {reason}",
+                group=name,
+                host=hostId[:16],
+                kind=event.get("type"),
+                sender=str(sender)[:16],
+                reason=reason,
+            )
+            return False
+        assert isinstance(signer, str) and isinstance(seq, int)
+        seen[signer] = seq
+        for k in ("key", "sig"):
+            event.pop(k, None)
+        event["verified"] = True
+        return True
 
     def leave(self, hostId: str, name: str) -> None:
+        self._lastSeen.pop(f"{hostId}/{name}", None)
         entry = self.memberships.pop(f"{hostId}/{name}", None)
         if entry is not None:
             entry[0].leave()

@@ -6,6 +6,7 @@ request helpers.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,9 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
+from suite.cred.web import principalOf
 from suite.spacecomms.cdm.sample import isoTime
+from suite.spacecomms.logsetup import debugEnabled
 from suite.spacecomms.node import SpaceNode
 from suite.web.errors import jsonError, jsonResponse
 
@@ -52,12 +55,29 @@ def body(request: IRequest) -> bytes:
     return content.read() if content is not None else b""
 
 
+def _noConstant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 def jsonBody(request: IRequest) -> Any:
+    """
+    The request body as JSON; NaN, Infinity and numbers out of the float
+    range (which Python's parser would accept) are refused.
+    """
     raw = body(request)
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise APIError(400, "request body: not valid JSON")
+        return json.loads(raw, parse_constant=_noConstant, parse_float=_finite)
+    except RecursionError:
+        raise APIError(400, "request body: not valid JSON (nested too deeply)")
+    except ValueError as e:
+        raise APIError(400, f"request body: not valid JSON ({str(e)[:120]})")
 
 
 class Base(Resource):
@@ -81,6 +101,19 @@ class Base(Resource):
         method = (request.method or b"").decode("ascii", "replace").upper()
         if method == "HEAD" and "GET" in self.methods:
             method = "GET"
+        out = self._dispatch(method, request)
+        if debugEnabled():
+            principal = principalOf(request)
+            log.debug(
+                "api {method} {path} -> {code} (token {principal})",
+                method=method[:10],
+                path=(request.uri or b"")[:200].decode("utf-8", "replace"),
+                code=getattr(request, "code", 200),
+                principal=principal.name if principal is not None else "-",
+            )
+        return out
+
+    def _dispatch(self, method: str, request: IRequest) -> bytes:
         if method not in self.methods:
             request.setHeader(b"Allow", ", ".join(self.methods).encode())
             return jsonError(request, 405, f"method {method[:10]} not allowed")

@@ -151,11 +151,13 @@ class SpaceCommsService(MultiService):
         self.reactor = reactor
         self.environ = environ
         self.installSignals = installSignals
-        store = (
-            FileStore(config.file_path, reactor)
-            if config.storage_type == "file" and config.file_path
-            else MemoryStore()
-        )
+        store: MemoryStore = MemoryStore()
+        if config.storage_type == "file" and config.file_path:
+            store = FileStore(config.file_path, reactor)
+            try:
+                store.lock()
+            except OSError as e:
+                raise ConfigError(f"storage.file_path: {e}") from None
         self.node = SpaceNode(config, store, reactor)
         self.tls = startupChecks(config)
         if self.tls is not None:

@@ -195,6 +195,8 @@ class PeersTests(TestCase, HubFixture):
         )
         states = await procs["b"].waitFor(lambda: events("state"), "state relayed by the host")
         self.assertEqual((states[0]["from"], states[0]["data"]), (ids["b"], {"n": 1}))
+        # signed by b end to end: the host relayed it, it could not have altered it
+        self.assertIs(states[0]["verified"], True)
         procs["a"].kill9()
         killedAt = time.monotonic()
         await procs["b"].waitFor(lambda: events("host-lost"), "host loss detected", timeout=15)

@@ -159,6 +159,19 @@ class StoreTests(TestCase):
         self.addCleanup(self.store.stop)
         return self.store.start()
 
+    async def test_fileMode(self) -> None:
+        """
+        data.db (with its -wal and -shm files) is created readable by the
+        peer's user only, whatever the umask: it holds owner-only tables.
+        """
+        import stat
+
+        await self.store.execute(self.owner, {"op": "create-table", "table": "t", "columns": {"a": "TEXT"}})
+        path = self.store.db.path
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                self.assertEqual(stat.S_IMODE(os.stat(path + suffix).st_mode), 0o600, suffix)
+
     async def test_permissions(self) -> None:
         """owner-only, peers-read and peers-write are enforced on every op for other peers."""
         s, o, p = self.store, self.owner, self.other

@@ -185,7 +185,20 @@ class APITests(_APIBase):
         self.assertEqual(
             [c["cdm_id"] for c in self.call("GET", "/cdms?status=withdrawn")[1]["cdms"]], ["L-3"]
         )
-        for bad in ("limit=0", "limit=x", "sort=name", "tca_from=today", "status=gone"):
+        # A date alone (ISO calendar or CCSDS day-of-year) is midnight UTC.
+        day = isoTime(now + 86400 * 2)[:10]
+        code, body = self.call("GET", f"/cdms?tca_from={day}&tca_to=2100-001&sort=tca")
+        self.assertEqual([c["cdm_id"] for c in body["cdms"]], ["L-1", "L-2", "L-4"])
+        code, body = self.call("GET", "/cdms?tca_to=2000-01-01")
+        self.assertEqual((code, body["cdms"]), (200, []))
+        for bad in (
+            "limit=0",
+            "limit=x",
+            "sort=name",
+            "tca_from=today",
+            "tca_from=2026-13-01",
+            "status=gone",
+        ):
             self.assertEqual(self.call("GET", f"/cdms?{bad}")[0], 400, bad)
 
     def test_getAndDeleteCDM(self) -> None:
@@ -204,8 +217,39 @@ class APITests(_APIBase):
         code, body = self.call("DELETE", "/cdms/G-1?reason=ERROR")
         self.assertEqual((code, body["status"], body["reason"]), (200, "withdrawn", "ERROR"))
         self.assertEqual(self.call("DELETE", "/cdms/G-1")[0], 409)
+        # A withdrawn CDM has no document: KVN/XML is 410 with the reason,
+        # JSON the summary.
+        for fmt in ("kvn", "xml"):
+            code, body = self.call("GET", f"/cdms/G-1?format={fmt}")
+            self.assertEqual((code, body["status"], body["withdraw_reason"]), (410, "withdrawn", "ERROR"))
+            self.assertIn("withdrawn", body["error"])
+        self.assertEqual(self.call("GET", "/cdms/G-1")[1]["status"], "withdrawn")
         self.assertEqual(self.call("GET", "/cdms/NOPE")[0], 404)
         self.assertEqual(self.call("DELETE", "/cdms/NOPE")[0], 404)
+
+    def test_debugAccessLines(self) -> None:
+        """
+        At logging level debug each API request is one debug line with the
+        method, path, status and the token id (never its secret); at info
+        there is none.
+        """
+        from suite.spacecomms import logsetup
+
+        before = dict(logsetup._settings)
+        self.addCleanup(logsetup._settings.update, before)
+        logsetup.configure("json", "info", "stderr")
+        self.call("GET", "/peers")
+        self.assertEqual([e for e in self.events if "api {method}" in e.get("log_format", "")], [])
+        logsetup.configure("json", "debug", "stderr")
+        self.call("GET", "/peers", token=READER)
+        self.call("GET", "/cdms/NOPE", token=ADMIN)
+        lines = [
+            (e["method"], e["path"], e["code"], e["principal"])
+            for e in self.events
+            if "api {method}" in e.get("log_format", "")
+        ]
+        self.assertEqual(lines, [("GET", "/peers", 200, "readonly"), ("GET", "/cdms/NOPE", 404, "admin")])
+        self.assertNotIn(READER, repr(self.events))
 
     def test_objects(self) -> None:
         """
@@ -220,6 +264,19 @@ class APITests(_APIBase):
         self.assertEqual(self.call("POST", "/objects", '{"name": "no id"}')[0], 400)
         self.assertEqual(self.call("POST", "/objects", "[1]")[0], 400)
         self.assertEqual(self.call("POST", "/objects", "{")[0], 400)
+        # NaN, Infinity and numbers beyond the float range are not JSON: a
+        # state holding them could not be served back (or read by a peer's
+        # JSON client), so they are refused with the reason.
+        for bad in (
+            '{"object_id": "N", "x": NaN}',
+            '{"object_id": "N", "x": {"y": [-Infinity]}}',
+            '{"object_id": "N", "x": 1e999}',
+            '{"object_id": "N", "x": ' + "[" * 40 + "]" * 40 + "}",
+        ):
+            code, body = self.call("POST", "/objects", bad)
+            self.assertEqual(code, 400, bad)
+            self.assertIn("error", body)
+        self.assertEqual(self.call("GET", "/objects/N")[0], 404)
         big = json.dumps({"object_id": "BIG", "blob": "x" * 300_000})
         self.assertEqual(self.call("POST", "/objects", big)[0], 413)
         self.assertEqual([o["object_id"] for o in self.call("GET", "/objects")[1]["objects"]], ["SAT-1"])

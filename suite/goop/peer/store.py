@@ -131,7 +131,8 @@ class DataStore:
         burst: float = 100.0,
     ) -> None:
         self.reactor = reactor
-        self.db = SQLiteThread(reactor, path, name="goop-data")
+        # The peer's private tables: readable by its user only.
+        self.db = SQLiteThread(reactor, path, name="goop-data", createMode=0o600)
         self.ownerId = ownerId
         self.lua = lua
         self.limiter = TokenBucket(opsPerSecond, burst)
