@@ -243,10 +243,9 @@ def _normaliseArgs(options: usage.Options, args: list[str]) -> list[str]:
     tail = args[at + 1 :]
     subCommands: list[Any] = getattr(options, "subCommands", [])
     parser = next(p for n, s, p, d in subCommands if command in (n, s))
-    try:
-        sub = parser()
-    except Exception:
-        return out + [command, *tail]
+    # parseOptions builds the same parser next: an error building it is
+    # raised here instead, not hidden by skipping the normalisation.
+    sub = parser()
     subNames, subValues = _known(sub)
     moved: list[str] = []
     kept: list[str] = []

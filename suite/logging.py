@@ -26,6 +26,7 @@ from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
+    InvalidLogLevelError,
     LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
@@ -45,6 +46,7 @@ __all__ = [
     "redactEvent",
     "startLogging",
     "parseLevel",
+    "filtered",
 ]
 
 REDACTED = "***"
@@ -104,7 +106,7 @@ def parseLevel(name: str) -> LogLevel:
     try:
         level: LogLevel = LogLevel.levelWithName(key)
         return level
-    except Exception:
+    except InvalidLogLevelError:
         raise ValueError(f"unknown log level {name!r} (use debug, info, warn, error or critical)") from None
 
 
@@ -198,7 +200,7 @@ def formatJSON(event: Mapping[str, Any]) -> str:
         try:
             record["error"] = failure.getErrorMessage()
             record["traceback"] = failure.getTraceback()
-        except Exception:
+        except Exception:  # inside a log observer: never raise
             record["error"] = repr(failure)
     return json.dumps(record, separators=(",", ":"), default=repr) + "\n"
 
@@ -267,6 +269,14 @@ class _FactoryNoise:
 def _filtered(obs: ILogObserver, level: LogLevel) -> ILogObserver:
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     return FilteringLogObserver(obs, [_FactoryNoise(level), predicate])
+
+
+def filtered(obs: ILogObserver, level: LogLevel | str) -> ILogObserver:
+    """
+    C{obs} behind the suite's filter: events below C{level} are dropped, and
+    Twisted's per-factory "Starting factory" chatter unless C{level} is debug.
+    """
+    return _filtered(obs, parseLevel(level) if isinstance(level, str) else level)
 
 
 def observer() -> ILogObserver:

@@ -84,6 +84,25 @@ class GoopConfTests(SynchronousTestCase):
             self.assertEqual(config.warnings, (), name)
 
 
+class GoopGuidePathTests(SynchronousTestCase):
+    """
+    The Goop2 guide runs C{sudo cp docs/goop-rendezvous.service
+    /etc/systemd/system/} from the source tree and links
+    C{./Caddyfile.example} beside itself (docs/): both paths exist and are
+    the shipped files under conf/goop, so the guide's commands work as
+    written.
+    """
+
+    def test_paths(self) -> None:
+        for name, target in (
+            ("goop-rendezvous.service", "goop-rendezvous.service"),
+            ("Caddyfile.example", "Caddyfile.example"),
+        ):
+            path = os.path.join(ROOT, "docs", name)
+            self.assertTrue(os.path.isfile(path), path)
+            self.assertEqual(os.path.realpath(path), os.path.realpath(os.path.join(CONF, "goop", target)))
+
+
 class SystemdUnitTests(SynchronousTestCase):
     """
     Every unit under conf/ starts one of the installed console scripts.

@@ -5,10 +5,42 @@ Tests for L{suite.fileutil}.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.fileutil import writeAtomically
+from suite.fileutil import LOCK_NAME, DirectoryLock, DirectoryLocked, lockDirectory, writeAtomically
+
+_HOLDER = (
+    "import sys; from suite.fileutil import lockDirectory; "
+    "f = lockDirectory(sys.argv[1]); print('locked', flush=True); sys.stdin.read()"
+)
+
+
+def lockedElsewhere(case: SynchronousTestCase, directory: str) -> int:
+    """
+    Lock C{directory} from another process, which holds the lock until the
+    test ends; return that process's id.
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, directory],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+
+    def release() -> None:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(30)
+        assert child.stdout is not None
+        child.stdout.close()
+
+    case.addCleanup(release)
+    assert child.stdout is not None
+    case.assertEqual(child.stdout.readline(), b"locked\n")
+    return child.pid
 
 
 class WriteAtomicallyTests(SynchronousTestCase):
@@ -73,3 +105,44 @@ class WriteAtomicallyTests(SynchronousTestCase):
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), b"old")
         self.assertEqual(os.listdir(self.directory), ["state"])
+
+
+class DirectoryLockTests(SynchronousTestCase):
+    """
+    L{lockDirectory} and L{DirectoryLock}: one process per directory.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+
+    def test_otherProcessRefused(self) -> None:
+        """
+        While another process holds the lock, taking it fails naming the
+        directory and that process; the same process may take it twice.
+        """
+        pid = lockedElsewhere(self, self.directory)
+        with self.assertRaises(DirectoryLocked) as cm:
+            lockDirectory(self.directory)
+        self.assertEqual(str(cm.exception), f"{self.directory} is in use by another process (pid {pid})")
+        with self.assertRaises(DirectoryLocked):
+            DirectoryLock(self.directory)
+
+    def test_serviceHoldsUntilStopped(self) -> None:
+        """
+        L{DirectoryLock} holds the lock (the file names this process) from
+        construction until it stops; another process can then take it.
+        """
+        other = os.path.join(self.directory, "other")
+        os.makedirs(other)
+        lock = DirectoryLock(self.directory, other, self.directory + "/")
+        self.assertEqual(len(lock.files), 2)
+        with open(os.path.join(self.directory, LOCK_NAME)) as f:
+            self.assertEqual(f.read(), f"{os.getpid()}\n")
+        lock.startService()
+        lock.stopService()
+        self.assertEqual(lock.files, [])
+        lockedElsewhere(self, self.directory)
+        with self.assertRaises(DirectoryLocked):
+            lock.startService()
+        self.assertEqual(lock.files, [])

@@ -28,6 +28,7 @@ from suite.daemon import (
     watchListening,
 )
 from tests.clustor.helpers import captureLogs
+from tests.constellation.support import agentArgs
 from tests.support.process import freePort, scriptArgs, twistdArgs
 
 
@@ -270,16 +271,9 @@ class DaemonsFailLoudlyTests(SynchronousTestCase):
         self._startFails(
             scriptArgs(
                 "constellation",
-                "--http-provider",
-                f"tcp:{self.port}:interface=127.0.0.1",
-                "--bind-addr",
-                "127.0.0.1",
-                "--bind-port",
-                str(freePort()),
-                "--raft-port",
-                str(freePort()),
-                "--data-dir",
-                self.mktemp(),
+                *agentArgs(
+                    self.port, freePort(), freePort(), profile=None, extra=["--data-dir", self.mktemp()]
+                ),
             ),
             "--http-provider",
         )
@@ -291,16 +285,9 @@ class DaemonsFailLoudlyTests(SynchronousTestCase):
         self._startFails(
             scriptArgs(
                 "constellation",
-                "--http-provider",
-                f"tcp:{freePort()}:interface=127.0.0.1",
-                "--bind-addr",
-                "127.0.0.1",
-                "--bind-port",
-                str(self.port),
-                "--raft-port",
-                str(freePort()),
-                "--data-dir",
-                self.mktemp(),
+                *agentArgs(
+                    freePort(), self.port, freePort(), profile=None, extra=["--data-dir", self.mktemp()]
+                ),
             ),
             "--bind-port",
         )

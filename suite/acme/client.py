@@ -412,7 +412,7 @@ class ACMEClient:
         for name, value in published:
             try:
                 await self.publisher.unpublish(name, value)
-            except Exception:
+            except Exception:  # best-effort clean-up: logged, the rest go on
                 log.failure("could not unpublish the DNS-01 value of {name}", name=name)
 
     async def _poll(self, url: str, what: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

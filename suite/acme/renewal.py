@@ -197,7 +197,7 @@ class RenewalCore:
             if self.onLoaded is not None:
                 try:
                     self.onLoaded(self.name, stored)
-                except Exception:
+                except Exception:  # a listener's bug must not stop renewal: logged
                     log.failure("certificate {name}: onLoaded failed", name=self.name)
             inputs.found(stored.notAfter)
 

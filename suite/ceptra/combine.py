@@ -92,7 +92,7 @@ class CombineCore:
     def send(self, shares: list[Share]) -> None:
         try:
             entry = eventsEntry(*[s.events for s in shares])
-        except Exception:
+        except Exception:  # handed to every share's waiter
             failure = Failure()
             self.clock.callLater(0, _fail, shares, failure)
             return

@@ -88,11 +88,15 @@ def _parseBody(body: bytes, contentType: str) -> list[Any]:
                 items.append(json.loads(line))
             except ValueError:
                 raise IngestError(f"line {n} is not JSON") from None
+            except RecursionError:
+                raise IngestError(f"line {n} is nested too deeply") from None
             if len(items) > MAX_EVENTS:
                 raise IngestError(f"more than {MAX_EVENTS} events in one batch")
         return items
     try:
         doc = json.loads(body)
+    except RecursionError:
+        raise IngestError("body is nested too deeply") from None
     except ValueError:
         raise IngestError('body is not JSON (send a JSON array, {"events": [...]}, or NDJSON)') from None
     if isinstance(doc, dict) and isinstance(doc.get("events"), list):
@@ -272,7 +276,7 @@ class ClientAPI:
                 body = body()
             try:
                 code, answer = await self._forward(target, path, pid, body, hops + 1)
-            except Exception as e:
+            except Exception as e:  # next target; the last reason is reported
                 last = f"forwarding to {target}: {e}"
                 continue
             if code == 200:
@@ -316,7 +320,7 @@ class ClientAPI:
         raw = await _collect(response, MAX_ANSWER_BYTES)
         try:
             answer = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             answer = {"error": raw[:200].decode("utf-8", "replace")}
         return response.code, answer if isinstance(answer, dict) else {"answer": answer}
 
@@ -453,6 +457,8 @@ class RulesResource(_APIResource):
             doc = json.loads(body)
         except ValueError:
             return jsonError(request, 400, "rules document is not JSON")
+        except RecursionError:
+            return jsonError(request, 400, "rules document is nested too deeply")
         try:
             validateRules(doc)
         except EngineError as e:
@@ -496,6 +502,8 @@ class ResultsResource(_APIResource):
         only = args.get(b"partition", [None])[0]
         only = only.decode("utf-8", "replace") if only is not None else None
         routing = self.api.routing()
+        if only is not None and only not in routing.partitionIds:
+            return jsonError(request, 404, f"no partition {only!r} in the routing table")
         out: dict[str, Any] = {}
         elsewhere: dict[str, list[str]] = {}
         for pid in routing.partitionIds:
@@ -577,7 +585,7 @@ class FeatureRules:
         if isinstance(rules, str):
             try:
                 rules = json.loads(rules)
-            except ValueError:
+            except (ValueError, RecursionError):
                 rules = {"invalid": "not JSON"}
         digest = rulesDigest(rules)
         if digest == self.rejected:

@@ -160,10 +160,11 @@ class Partition:
 
 def spiffeIdentity(transport: Any) -> list[str]:
     from suite.pki.peer import peerIdentity
+    from suite.pki.verify import VerificationError
 
     try:
         return list(peerIdentity(transport).spiffeIds)
-    except Exception:
+    except VerificationError:  # no certificate, or unparsable names
         return []
 
 

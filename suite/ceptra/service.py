@@ -46,7 +46,8 @@ from suite.ceptra.placement import LedgerCloser, PlacementFile, PlacementLedger
 from suite.ceptra.routing import Routing, parseRouting
 from suite.ceptra.storage import prepareStorage
 from suite.clustor.feeds import FeedClient
-from suite.daemon import attachCommon
+from suite.daemon import ConfigError, attachCommon
+from suite.fileutil import DirectoryLock, DirectoryLocked
 from suite.netutil import isIPAddress
 from suite.pki.bundle import Bundle
 from suite.pki.load import checkNodeIdentity, loadIdentity
@@ -192,8 +193,16 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         reactor = _reactor
     bundle = loadNodeIdentity(options)
     storage = prepareStorage(options["data-dir"], options["wal-dir"], options["snapshot-dir"])
+    try:
+        # One node per storage: a second process on the same WAL would corrupt it.
+        lock = DirectoryLock(storage.dataDir, storage.walDir, storage.snapshotDir)
+    except DirectoryLocked as e:
+        raise ConfigError(f"CEPTRA_DATA_DIR: {e}: is another ceptra node running on this storage?") from None
+    except OSError as e:
+        raise ConfigError(f"CEPTRA_DATA_DIR: cannot lock {storage.dataDir}: {e.strerror or e}") from None
 
     root = MultiService()
+    lock.setServiceParent(root)
     registry = MillisecondsRegistry(auto_describe=True)
     logCounter = LogCounterService(registry)
     logCounter.setName("log-metrics")

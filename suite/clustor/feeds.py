@@ -219,12 +219,14 @@ class FeedClient(Service):
         )
 
     def stopService(self) -> None:
+        # Not running before the fetches in flight are cancelled: their
+        # failures (cancelled connections and lookups) are not reported.
+        super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
         for d in list(self._pending):
             d.cancel()
-        super().stopService()
 
     # polling
 
@@ -302,7 +304,7 @@ class FeedClient(Service):
         self._freshness(st).refreshed()
 
     def _failed(self, failure: Failure, st: _FeedState, started: float) -> None:
-        if not self.running and failure.check(CancelledError):
+        if not self.running:
             return
         now = self.clock.seconds()
         st.lastLatencyMs = (now - started) * 1000.0

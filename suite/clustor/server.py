@@ -33,6 +33,8 @@ from suite.clustor.state import (
     loadStateFile,
 )
 from suite.serial import SerialJob
+from suite.web.conditional import etagMatches
+from suite.web.errors import JSONMethodsMixin, JSONNoResource
 
 __all__ = ["ControlPlaneStore", "FeedResource", "StateReloader", "addFeedResources", "runSynchronously"]
 
@@ -123,34 +125,39 @@ class ControlPlaneStore:
         return True
 
 
-class FeedResource(Resource):
+class FeedResource(JSONMethodsMixin, Resource):
     """
     C{GET /<feed>}: the feed's JSON document with C{ETag} and
-    C{X-Clustor-Revision}; C{304} when C{If-None-Match} matches.
+    C{X-Clustor-Revision}; C{304} when C{If-None-Match} matches.  Another
+    method is a JSON C{405}, a path below the feed a JSON C{404}.
     """
-
-    isLeaf = True
-    allowedMethods = (b"GET", b"HEAD")
 
     def __init__(self, store: IControlPlaneStore, feed: str) -> None:
         super().__init__()
         self.store = IControlPlaneStore(store)
         self.feed = feed
 
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return JSONNoResource(f"no feed {request.path.decode('utf-8', 'replace')}")
+
     def render_GET(self, request: Request) -> bytes:
         doc = self.store.document(self.feed)
         request.setHeader(b"etag", doc.etag.encode())
         request.setHeader(b"x-clustor-revision", str(self.store.revision).encode())
         request.setHeader(b"cache-control", b"no-cache")
-        match = request.getHeader(b"if-none-match")
-        if match is not None and doc.etag.encode() in [m.strip() for m in match.split(b",")]:
+        if etagMatches(request.getHeader(b"if-none-match"), doc.etag.encode()):
             request.setResponseCode(304)
             return b""
         request.setHeader(b"content-type", b"application/json")
         return doc.body
 
     def render_HEAD(self, request: Request) -> bytes:
-        return self.render_GET(request)
+        body = self.render_GET(request)
+        if body:
+            request.setHeader(b"content-length", str(len(body)).encode())
+        return b""
 
 
 def addFeedResources(root: Resource, store: IControlPlaneStore) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import treq
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -32,6 +33,12 @@ log = Logger(namespace="constellation.dns")
 
 DEFAULT_API = "https://api.cloudflare.com/client/v4"
 _MAX_BODY = 4 * 1024 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
 TTL = 60
 
 
@@ -75,18 +82,40 @@ class CloudflareProvider:
             b"Content-Type": [b"application/json"],
         }
         data = json.dumps(body).encode() if body is not None else None
+
+        async def fetch() -> tuple[Any, bytes]:
+            response = await treq.request(method, url, headers=headers, data=data, persistent=False)
+            chunks: list[bytes] = []
+            size = 0
+
+            def collect(chunk: bytes) -> None:
+                nonlocal size
+                size += len(chunk)
+                if size > _MAX_BODY:
+                    raise _TooLarge()
+                chunks.append(chunk)
+
+            await treq.collect(response, collect)
+            return response, b"".join(chunks)
+
+        # The timeout and the size limit cover the whole answer, body included.
+        fetching = Deferred.fromCoroutine(fetch())
+        fetching.addTimeout(self.timeout, self.reactor)
         try:
-            response = await treq.request(
-                method, url, headers=headers, data=data, timeout=self.timeout, persistent=False
-            )
-            raw = await response.content()
-        except Exception as e:
+            response, raw = await fetching
+        except _TooLarge:
+            raise CloudflareError(
+                f"{method} dns_records{path}: answer larger than {_MAX_BODY} bytes"
+            ) from None
+        except (TimeoutError, CancelledError):
+            raise CloudflareError(
+                f"{method} dns_records{path}: no answer within {self.timeout:g} s"
+            ) from None
+        except Exception as e:  # one CloudflareError with the reason
             raise CloudflareError(f"{method} dns_records{path}: {e}") from None
-        if len(raw) > _MAX_BODY:
-            raise CloudflareError(f"{method} dns_records{path}: answer larger than {_MAX_BODY} bytes")
         try:
             doc = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CloudflareError(f"{method} dns_records{path}: HTTP {response.code}, not JSON") from None
         if not isinstance(doc, dict) or not doc.get("success"):
             errors = doc.get("errors") if isinstance(doc, dict) else None

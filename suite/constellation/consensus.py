@@ -48,6 +48,7 @@ from twisted.python.failure import Failure
 
 from suite.constellation.leases import LeaseKeeper, LeaseSettings, LeaseStateMachine, candidateOrder
 from suite.daemon import ConfigError
+from suite.fileutil import DirectoryLock, DirectoryLocked
 from suite.raft.embed import RaftNodeService, makeRaftNodeService
 from suite.raft.memberchange import ChangeInputs, newMembershipChange
 from suite.raft.settings import RaftSettings
@@ -201,7 +202,7 @@ class RaftAgent(MultiService):
         self._timer = None
         try:
             self.step()
-        except Exception:
+        except Exception:  # the loop must keep running: logged
             log.failure("raft membership step failed")
         self._schedule()
 
@@ -332,6 +333,32 @@ class RaftAgent(MultiService):
                 del self.deadSince[name]
 
 
+def loadRaftBundle(directory: str, nodeId: str, address: str) -> Any:
+    """
+    Load the C{--raft-cert-dir} bundle and check that its node certificate
+    is this node's for Raft: peers take a link's sender from the
+    certificate's common name and dial the advertised address, so the
+    common name must be the node name and the address one of its IP SANs.
+
+    @raise ConfigError: naming the flag, the file and what is wrong.
+    """
+    from suite.pki.bundle import BundleError
+    from suite.pki.load import checkNodeIdentity, loadBundle
+
+    label = "--raft-cert-dir (CONSTELLATION_RAFT_CERT_DIR)"
+    try:
+        bundle = loadBundle(directory)
+        identity = checkNodeIdentity(bundle, ipAddress=address, label=os.path.join(directory, "node.crt"))
+    except BundleError as e:
+        raise ConfigError(f"{label}: {e}") from None
+    if identity.commonName != nodeId:
+        raise ConfigError(
+            f"{label}: {os.path.join(directory, 'node.crt')}: the node certificate's common name is "
+            f"{identity.commonName!r}, not this node's name {nodeId!r} (--ts-hostname)"
+        )
+    return bundle
+
+
 def makeRaftAgent(
     options: Mapping[str, Any],
     reactor: Any,
@@ -341,7 +368,7 @@ def makeRaftAgent(
     members: Callable[[], list[Any]],
     raftAddresses: Callable[[], Mapping[str, tuple[str, bool]]],
     publish: Callable[[dict[str, Any]], None],
-) -> tuple[RaftNodeService, RaftAgent, LeaseStateMachine]:
+) -> tuple[RaftNodeService, RaftAgent, LeaseStateMachine, DirectoryLock]:
     """
     Build the Raft service and the agent that follows gossip.
 
@@ -356,15 +383,20 @@ def makeRaftAgent(
             os.makedirs(path, mode=0o700, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"--data-dir (DATA_DIR): cannot create {path}: {e.strerror or e}") from None
+    try:
+        # One agent per data directory: a second process on the same WAL would corrupt it.
+        lock = DirectoryLock(root, dirs["logs"])
+    except DirectoryLocked as e:
+        raise ConfigError(f"--data-dir (DATA_DIR): {e}: is another agent running on it?") from None
+    except OSError as e:
+        raise ConfigError(f"--data-dir (DATA_DIR): cannot lock {root}: {e.strerror or e}") from None
     bootstrapped = os.path.exists(os.path.join(dirs["stable"], BOOTSTRAP_MARKER))
     port = int(options["raft-port"])
     host = advertise
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bundle = None
     if options.get("raft-cert-dir"):
-        from suite.pki.load import loadBundle
-
-        bundle = loadBundle(options["raft-cert-dir"])
+        bundle = loadRaftBundle(options["raft-cert-dir"], nodeId, host)
     elif gossipKey is not None:
         bundle = derivedBundle(gossipKey, nodeId, host)
     else:
@@ -415,4 +447,4 @@ def makeRaftAgent(
         removeAfter=float(options.get("raft-remove-after") or 60.0),
         leaseSettings=leaseSettings,
     )
-    return service, agent, machine
+    return service, agent, machine, lock

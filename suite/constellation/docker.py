@@ -21,6 +21,7 @@ C{tcp:host:2375}); C{unix:///path} (Docker's own spelling) is accepted too.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -337,8 +338,9 @@ class DockerClient:
         except (TimeoutError, CancelledError):
             raise DockerError(f"{what}: no answer within {timeout:g} s") from None
         except ConnectError as e:
-            raise DockerError(f"{what}: cannot connect: {e.osError or e}") from None
-        except Exception as e:
+            reason = os.strerror(e.osError) if isinstance(e.osError, int) else e.osError or _oneLine(e)
+            raise DockerError(f"{what}: cannot connect: {reason}") from None
+        except Exception as e:  # one DockerError with the reason
             if _cancelled(e):
                 raise DockerError(f"{what}: no answer within {timeout:g} s") from None
             raise DockerError(f"{what}: {_oneLine(e)}") from None

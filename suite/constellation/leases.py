@@ -150,7 +150,7 @@ class LeaseStateMachine:
                 and len(holder) <= _MAX_NAME
             ):
                 raise TypeError("field types")
-        except Exception:
+        except Exception:  # deterministic apply: a bad command is an answer
             return [False, 0, None, "malformed lease command"]
         current = self.get(name)
         ok = False

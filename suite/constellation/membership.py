@@ -132,7 +132,7 @@ class GossipService(Service):
             )
         try:
             joined = self.node.start(self.seeds)
-        except Exception as e:
+        except Exception as e:  # reported to the start-up barrier
             watchListening(self, "--bind-port", f"{self.bind} (gossip)", fail(e), self.reactor)
             return
         watchListening(self, "--bind-port", f"{self.bind} (gossip)", succeed(None), self.reactor)

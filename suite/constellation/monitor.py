@@ -70,7 +70,8 @@ class DockerMonitor(Service):
     def startService(self) -> None:
         super().startService()
         log.info(
-            "watching Docker containers on {endpoint} (labels {labels}) every {interval:g} s",
+            "service health monitoring: watching Docker containers on {endpoint} (labels {labels}) "
+            "every {interval:g} s",
             endpoint=self.client.description,
             labels=",".join(self.labels) or "any",
             interval=self.interval,
@@ -124,8 +125,33 @@ class DockerMonitor(Service):
         if self.lastError is not None:
             log.info("Docker engine on {endpoint} answers again", endpoint=self.client.description)
         self.lastError = None
+        self._logChanges(containers)
         self.containers = containers
         self.publish(containers)
+
+    def _logChanges(self, containers: list[Container]) -> None:
+        """
+        One line per container whose health changed since the last check
+        (every container at the first), as C{service health: NAME is ...}.
+        """
+        before = {c.name: _health(c) for c in self.containers or ()}
+        now = {c.name: _health(c) for c in containers}
+        for name in sorted(now):
+            state, was = now[name], before.get(name)
+            if state == was:
+                continue
+            emit = log.warn if state == "unhealthy" else log.info
+            if was is None:
+                emit("service health: {container} is {health}", container=name, health=state)
+            else:
+                emit(
+                    "service health: {container} is now {health} (was {was})",
+                    container=name,
+                    health=state,
+                    was=was,
+                )
+        for name in sorted(set(before) - set(now)):
+            log.info("service health: {container} is no longer running", container=name)
 
     def _checked(self, result: None | Failure) -> None:
         if isinstance(result, Failure):
@@ -167,3 +193,9 @@ class DockerMonitor(Service):
         delay = self.backoff.next()
         log.debug("Docker events: {why}; following again in {delay:.1f} s", why=why, delay=delay)
         self._streamRetry = self.clock.callLater(delay, self._follow)
+
+
+def _health(container: Container) -> str:
+    if not container.running:
+        return "stopped"
+    return "running (no healthcheck)" if container.health == "none" else container.health

@@ -71,7 +71,7 @@ async def detectPublicIP(
             errors.append(f"{url}: answer larger than {MAX_ANSWER} bytes")
         except (TimeoutError, CancelledError):
             errors.append(f"{url}: no answer within {timeout:g} s")
-        except Exception as e:
+        except Exception as e:  # next source; every reason is reported
             reasons = getattr(e, "reasons", None)
             if reasons and any(r.check(CancelledError) for r in reasons):
                 errors.append(f"{url}: no answer within {timeout:g} s")

@@ -17,6 +17,7 @@ fence is exact for this provider.
 
 from __future__ import annotations
 
+import binascii
 import re
 import struct
 from collections.abc import Sequence
@@ -61,24 +62,45 @@ class DNSUpdateError(Exception):
     """
 
 
+#: The algorithms C{tsig-keygen} writes, as dnspython names them.
+TSIG_ALGORITHMS = {
+    "hmac-md5": "hmac-md5.sig-alg.reg.int",
+    "hmac-sha1": "hmac-sha1",
+    "hmac-sha224": "hmac-sha224",
+    "hmac-sha256": "hmac-sha256",
+    "hmac-sha384": "hmac-sha384",
+    "hmac-sha512": "hmac-sha512",
+}
+_TSIG_FLAG = "--tsig-key-file (CONSTELLATION_TSIG_KEY_FILE)"
+
+
 def readTSIGKey(path: str) -> tuple[str, str, str]:
     """
     C{(name, algorithm, base64 secret)} from a BIND key file as
-    C{tsig-keygen} writes it.
+    C{tsig-keygen} writes it; the algorithm as dnspython names it.
 
-    @raise ConfigError: naming the file.
+    @raise ConfigError: naming the flag, the file and what is wrong with it.
     """
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read(_MAX_KEY_FILE + 1)
     except OSError as e:
-        raise ConfigError(f"--tsig-key-file: cannot read {path}: {e.strerror or e}") from None
+        raise ConfigError(f"{_TSIG_FLAG}: cannot read {path}: {e.strerror or e}") from None
     m = _KEY.search(text)
     if len(text) > _MAX_KEY_FILE or m is None:
         raise ConfigError(
-            f'--tsig-key-file: {path} is not a key file (key "NAME" {{ algorithm ...; secret "..."; }};)'
+            f'{_TSIG_FLAG}: {path} is not a key file (key "NAME" {{ algorithm ...; secret "..."; }};)'
         )
-    return m.group("name"), m.group("alg").lower(), m.group("secret")
+    algorithm = m.group("alg").lower().removesuffix(".sig-alg.reg.int")
+    if algorithm not in TSIG_ALGORITHMS:
+        raise ConfigError(
+            f"{_TSIG_FLAG}: {path}: algorithm {m.group('alg')!r} is not one of {', '.join(TSIG_ALGORITHMS)}"
+        )
+    try:
+        binascii.a2b_base64(m.group("secret").encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{_TSIG_FLAG}: {path}: the secret is not base64") from None
+    return m.group("name"), TSIG_ALGORITHMS[algorithm], m.group("secret")
 
 
 class _Exchange(Protocol):
@@ -162,7 +184,7 @@ class RFC2136Provider:
             kwargs = {"keyring": self.keyring, "request_mac": message.mac}
         try:
             return dns.message.from_wire(data, **kwargs)
-        except Exception as e:
+        except Exception as e:  # untrusted input: one DNSUpdateError
             raise DNSUpdateError(f"bad answer from {host}:{port}: {e}") from None
 
     async def _query(self, name: str | dns.name.Name, rdtype: str) -> list[str]:
@@ -209,7 +231,7 @@ class RFC2136Provider:
             return await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), transfer)
         except DNSUpdateError:
             raise
-        except Exception as e:
+        except Exception as e:  # one DNSUpdateError with the reason
             raise DNSUpdateError(f"zone transfer from {host}:{port} failed: {e}") from None
 
     async def fenceValue(self) -> int | None:

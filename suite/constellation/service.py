@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from suite.constellation.catalog import ClusterCatalog
 from suite.constellation.consensus import makeRaftAgent
 from suite.constellation.deploy.agent import DeclarationResource, DeployReconciler
-from suite.constellation.dns import DNSWriter, plan
+from suite.constellation.dns import DNSCollector, DNSWriter, plan
 from suite.constellation.docker import Container, DockerClient
 from suite.constellation.interfaces import IDNSProvider
 from suite.constellation.labels import serviceRecord
@@ -63,6 +63,7 @@ def readCloudflareToken(secretsPath: str) -> Secret:
     path = os.path.join(secretsPath, TOKEN_FILE)
     try:
         with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode & 0o777
             data = f.read(_MAX_TOKEN_BYTES + 1)
     except OSError as e:
         raise ConfigError(
@@ -73,6 +74,12 @@ def readCloudflareToken(secretsPath: str) -> Secret:
     token = data.decode("utf-8", "replace").strip()
     if not token:
         raise ConfigError(f"SECRETS_PATH: {path} is empty")
+    if mode & 0o077:
+        log.warn(
+            "SECRETS_PATH: {path} is readable by other users (mode {mode}): chmod 600 it, as the guide says",
+            path=path,
+            mode=f"{mode:04o}",
+        )
     return Secret(token)
 
 
@@ -136,7 +143,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
                 out[origin] = (record["addr"], bool(record.get("member")))
         return out
 
-    raftService, raftAgent, leases = makeRaftAgent(
+    raftService, raftAgent, leases, dataLock = makeRaftAgent(
         options,
         reactor,
         advertise=advertise,
@@ -161,7 +168,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         dryRun=bool(options.get("dns-dry-run")),
         interval=float(options.get("dns-interval") or 60.0),
     )
-    keeper.changed.append(dnsWriter.poke)
+    # Renewals notify too: reconcile only when the plan or the writer's token changed.
+    keeper.changed.append(dnsWriter.pokeIfChanged)
     state.onChange = dnsWriter.pokeIfChanged
     monitor: DockerMonitor | None = None
     engine: DockerClient | None = None
@@ -257,9 +265,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     for name in (LB_LEADER, DNS_WRITER):
         holding.labels(name).set_function(held(name))
         tokens.labels(name).set_function(token(name))
-    Gauge(
-        "constellation_dns_writes", "DNS write batches applied by this node.", registry=registry
-    ).set_function(lambda: float(dnsWriter.writes))
+    registry.register(DNSCollector(dnsWriter))
 
     def raftHealth() -> HealthReport:
         status = raftAgent.status()
@@ -316,6 +322,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     site = LimitedSite(provider, reactor=reactor)
 
     root = MultiService()
+    dataLock.setServiceParent(root)  # first: released after everything else stopped
     gossip.setServiceParent(root)
     if monitor is not None:
         monitor.setServiceParent(root)

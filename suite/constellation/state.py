@@ -81,7 +81,7 @@ def _unpack(data: bytes, maxBytes: int) -> Any:
         raise StateError(f"message of {len(data)} bytes exceeds {maxBytes}")
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-    except Exception as e:
+    except Exception as e:  # untrusted input: any decoder error is malformed
         raise StateError(f"undecodable state message ({type(e).__name__})") from None
 
 

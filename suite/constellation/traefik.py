@@ -25,7 +25,8 @@ from twisted.web.resource import IResource, Resource
 
 from suite.constellation.catalog import ServiceEntry
 from suite.constellation.interfaces import IServiceCatalog
-from suite.web.errors import JSONNoResource, jsonResponse
+from suite.web.conditional import etagMatches
+from suite.web.errors import JSONMethodsMixin, JSONNoResource, jsonResponse
 
 __all__ = ["dynamicConfig", "traefikDocument", "ProviderRoot"]
 
@@ -100,12 +101,22 @@ def _body(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
-class _ConfigPage(Resource):
+class _Page(JSONMethodsMixin, Resource):
+    """
+    A page of the provider: a method it does not serve is a JSON C{405},
+    and a path below it a JSON C{404} (a trailing slash is the page itself).
+    """
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        if path == b"":
+            return self
+        return JSONNoResource(f"no resource {request.path.decode('utf-8', 'replace')}")
+
+
+class _ConfigPage(_Page):
     """
     A JSON document with a strong ETag; a matching C{If-None-Match} is a 304.
     """
-
-    isLeaf = True
 
     def __init__(self, produce: Callable[[], Any]) -> None:
         super().__init__()
@@ -117,16 +128,13 @@ class _ConfigPage(Resource):
         request.setHeader(b"ETag", etag)
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-        match = request.getHeader(b"if-none-match")
-        if match is not None and ({etag, b"*"} & {m.strip() for m in match.split(b",")}):
+        if etagMatches(request.getHeader(b"if-none-match"), etag):
             request.setResponseCode(304)
             return b""
         return body
 
 
-class _JSONPage(Resource):
-    isLeaf = True
-
+class _JSONPage(_Page):
     def __init__(self, produce: Callable[[], Any]) -> None:
         super().__init__()
         self.produce = produce
@@ -135,12 +143,18 @@ class _JSONPage(Resource):
         return jsonResponse(request, self.produce())
 
 
-class _Branch(Resource):
-    def getChild(self, path: bytes, request: IRequest) -> IResource:
-        return JSONNoResource(f"no resource {request.path.decode('utf-8', 'replace')}")
+class _Branch(_Page):
+    """
+    C{/api}, C{/api/http}: an index of what is below.
+    """
+
+    def render_GET(self, request: IRequest) -> bytes:
+        base = request.path.decode("utf-8", "replace").rstrip("/")
+        names = sorted(f"{base}/{k.decode('ascii', 'replace')}" for k in self.children if k)
+        return jsonResponse(request, {"endpoints": names})
 
 
-class ProviderRoot(Resource):
+class ProviderRoot(JSONMethodsMixin, Resource):
     """
     The provider's root: C{/} is the whole dynamic configuration; C{/api/...}
     are the sections and the state view; anything else is looked up in

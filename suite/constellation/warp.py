@@ -14,7 +14,7 @@ from typing import Any
 
 import treq
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
 
 from suite.constellation.interfaces import IContainerEngine
@@ -23,6 +23,13 @@ from suite.serial import SerialJob
 __all__ = ["WarpMonitor"]
 
 log = Logger(namespace="constellation.warp")
+
+#: Most of the egress probe's answer that is read (the trace page is ~300 bytes).
+MAX_PROBE_BYTES = 64 * 1024
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class WarpMonitor(Service):
@@ -90,18 +97,25 @@ class WarpMonitor(Service):
                     reasons.append(f"container {self.container} is {state.get('Status') or 'not running'}")
                 elif health not in (None, "healthy"):
                     reasons.append(f"container {self.container} health is {health}")
-            except Exception as e:
+            except Exception as e:  # health boundary: the reason is reported
                 status["containerState"] = None
                 reasons.append(f"container {self.container}: {e}")
         if self.probeURL:
             started = self.reactor.seconds()
             try:
-                response = await treq.get(self.probeURL, timeout=self.timeout, persistent=False)
-                await response.content()
-                status["egressStatus"] = response.code
-                if not 200 <= response.code < 300:
-                    reasons.append(f"egress probe answered HTTP {response.code}")
-            except Exception as e:
+                probe = Deferred.fromCoroutine(self._probe(self.probeURL))
+                probe.addTimeout(self.timeout, self.reactor)
+                code = await probe
+                status["egressStatus"] = code
+                if not 200 <= code < 300:
+                    reasons.append(f"egress probe answered HTTP {code}")
+            except _TooLarge:
+                status["egressStatus"] = None
+                reasons.append(f"egress probe answered more than {MAX_PROBE_BYTES} bytes")
+            except (TimeoutError, CancelledError):
+                status["egressStatus"] = None
+                reasons.append(f"egress probe took longer than {self.timeout:g} s")
+            except Exception as e:  # health boundary: the reason is reported
                 status["egressStatus"] = None
                 reasons.append(f"egress probe failed: {e.__class__.__name__}")
             status["egressMs"] = round((self.reactor.seconds() - started) * 1000.0, 1)
@@ -117,6 +131,23 @@ class WarpMonitor(Service):
         if self.onChange is not None:
             self.onChange(status)
         return status
+
+    async def _probe(self, url: str) -> int:
+        """
+        Fetch C{url}, reading at most L{MAX_PROBE_BYTES} of its answer (the
+        whole fetch is bounded by the caller's timeout); its status code.
+        """
+        response = await treq.get(url, persistent=False, reactor=self.reactor)
+        read = 0
+
+        def collect(data: bytes) -> None:
+            nonlocal read
+            read += len(data)
+            if read > MAX_PROBE_BYTES:
+                raise _TooLarge()
+
+        await treq.collect(response, collect)
+        return int(response.code)
 
     def status(self) -> dict[str, Any]:
         return dict(self.last)

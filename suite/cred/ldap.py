@@ -158,7 +158,7 @@ def _loadTrustRoot(path: str) -> Any:
         raise ValueError(f"LDAP CA file {path}: no PEM certificate found")
     try:
         loaded = [Certificate.loadPEM(pem) for pem in certificates]
-    except Exception as e:
+    except Exception as e:  # configuration error naming the file
         raise ValueError(f"LDAP CA file {path}: unreadable certificate: {e}") from None
     return trustRootFromCertificates(loaded)
 
@@ -168,7 +168,7 @@ def _parseFilter(text: str) -> Any:
 
     try:
         return ldapfilter.parseFilter(text)
-    except Exception as e:
+    except Exception as e:  # configuration error naming the filter
         raise ValueError(f"group filter {text!r} is not a valid LDAP filter: {e}") from None
 
 
@@ -314,7 +314,7 @@ class LDAPBindChecker:
         try:
             endpoint: IStreamClientEndpoint = clientFromString(reactor, self._endpointString)
             return endpoint
-        except Exception as e:
+        except Exception as e:  # configuration error naming the endpoint
             raise ValueError(f"LDAP endpoint {self._endpointString!r}: {e}") from None
 
     def _getReactor(self) -> Any:

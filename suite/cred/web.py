@@ -341,7 +341,7 @@ def _client(request: IRequest) -> str:
         # A unix socket (or anything without a host) is one client.
         name = getattr(peer, "name", None)
         return f"unix:{_safeName(name)}" if name is not None else type(peer).__name__
-    except Exception:
+    except Exception:  # only names the client for rate limits/logs
         return "-"
 
 

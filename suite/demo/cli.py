@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer, protocol, task
+from twisted.internet.error import ProcessExitedAlready
 
 from suite.demo.plan import DemoDaemon, plan
 
@@ -177,8 +178,8 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
         if not r.ended.called:
             try:
                 r.transport.signalProcess("TERM")
-            except Exception:
-                pass
+            except ProcessExitedAlready:
+                pass  # it ended meanwhile
     deadline = reactor.callLater(20, _killAll, running)
     await allEnded
     if deadline.active():
@@ -198,8 +199,8 @@ def _killAll(running: list[Running]) -> None:
         if not r.ended.called:
             try:
                 r.transport.signalProcess("KILL")
-            except Exception:
-                pass
+            except ProcessExitedAlready:
+                pass  # it ended meanwhile
 
 
 def main(argv: list[str] | None = None) -> None:

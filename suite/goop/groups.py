@@ -5,13 +5,23 @@ C{/goop/group/1.0.0}.
 Member -> host: C{join}, C{msg}, C{state}, C{leave}, C{ping}.
 Host -> member: C{welcome}, C{members}, C{msg}, C{state}, C{leave},
 C{close}, C{pong}, C{error}.  The host stamps C{from} itself (a member
-cannot speak for another), keeps a bounded queue per member that is filled
+cannot speak for another), relays the sender's signature of each C{msg} and
+C{state} (L{signedBytes}), and hands a joining member the group state with
+the signature of the member who set it (C{stateSignature} in the
+C{welcome}), so the member can check that the host did not forge the
+snapshot; a welcome whose snapshot signature does not hold is refused
+(logged, never joined: the welcome timer runs out and the member retries).
+It keeps a bounded queue per member that is filled
 only while that member's connection pushes back, and drops a member whose
 queue overflows, so a slow member never delays the others.
 
 Each membership is an automat machine (inputs, outputs, states below).
-Members ping every 3 s; a host silent for 10 s is declared lost (detected
-within 11 s) and the member reconnects with backoff.
+A joined member's heartbeat ticks every second (C{PING_SECONDS}): each tick
+pings the host, or declares it lost once nothing (pong or any other
+message) has come from it for more than 10 s (C{SILENCE_SECONDS}), so a
+host that falls silent is declared lost at the first tick more than 10 s
+after its last message: within 11 s (exactly 11 s when that message landed
+on a tick).  The member then reconnects with backoff.
 
   inputs:  start, welcomed, connectFailed, connectionLost, hostSilent,
            hostClosed, retryDue, leave
@@ -44,6 +54,7 @@ the limit drops the member (closed, and its groups told it left).
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -56,6 +67,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from suite.backoff import Backoff
+from suite.goop.identity import verifySignature
 
 __all__ = [
     "GroupService",
@@ -70,12 +82,42 @@ __all__ = [
 ]
 
 log = Logger()
-PING_SECONDS = 3.0
+#: A joined member's heartbeat period (a ping, or the silence check).
+PING_SECONDS = 1.0
 SILENCE_SECONDS = 10.0
 MAX_QUEUE = 1000
 MAX_MEMBERS = 256
 MAX_GROUPS = 64
 INBOX = 100
+#: How far a signed message's C{seq} (microseconds) may lie from the
+#: receiver's clock: older ones are refused as replays.
+SIGNED_WINDOW_SECONDS = 300.0
+
+
+def signedBytes(host: str, group: str, kind: str, seq: int, data: Any) -> bytes:
+    """
+    What a member signs for one C{msg} or C{state}: the group (by host and
+    name), the kind, the sequence and the data, as canonical JSON.  Binding
+    the host and group keeps a signature from being replayed elsewhere.
+    """
+    doc = {"data": data, "group": group, "host": host, "seq": seq, "type": kind}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _signature(msg: dict[str, Any]) -> dict[str, Any]:
+    """The signature fields of a member's message that a host relays."""
+    out: dict[str, Any] = {}
+    seq, key, sig = msg.get("seq"), msg.get("key"), msg.get("sig")
+    if (
+        isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and isinstance(key, str)
+        and len(key) <= 64
+        and isinstance(sig, str)
+        and len(sig) <= 128
+    ):
+        out = {"seq": seq, "key": key, "sig": sig}
+    return out
 
 
 # -- the host's link to one member --------------------------------------------
@@ -261,6 +303,8 @@ class HostGroup:
         self.hostId = hostId
         self.members: dict[str, HostMember] = {}
         self.state: Any = None
+        #: who set L{state} and their signature of it (empty when unsigned)
+        self.stateSignature: dict[str, Any] = {}
 
     def broadcast(self, message: dict[str, Any], exclude: str | None = None) -> None:
         for pid, m in list(self.members.items()):
@@ -324,27 +368,37 @@ class HostSession:
             return
         group.members[m.peerId] = m
         self.groups.add(group.name)
-        m.sendMessage(
-            {
-                "type": "welcome",
-                "group": group.name,
-                "host": group.hostId,
-                "members": group.memberList(),
-                "state": group.state,
-            }
-        )
+        welcome = {
+            "type": "welcome",
+            "group": group.name,
+            "host": group.hostId,
+            "members": group.memberList(),
+            "state": group.state,
+        }
+        if group.stateSignature:
+            welcome["stateSignature"] = dict(group.stateSignature)
+        m.sendMessage(welcome)
         group.announce()
 
     def _msg(self, group: HostGroup, msg: dict[str, Any]) -> None:
         peerId = self.member.peerId
         group.broadcast(
-            {"type": "msg", "group": group.name, "from": peerId, "data": msg.get("data")}, exclude=peerId
+            {"type": "msg", "group": group.name, "from": peerId, "data": msg.get("data"), **_signature(msg)},
+            exclude=peerId,
         )
 
     def _state(self, group: HostGroup, msg: dict[str, Any]) -> None:
         group.state = msg.get("data")
+        signature = _signature(msg)
+        group.stateSignature = {"from": self.member.peerId, **signature} if signature else {}
         group.broadcast(
-            {"type": "state", "group": group.name, "from": self.member.peerId, "data": group.state}
+            {
+                "type": "state",
+                "group": group.name,
+                "from": self.member.peerId,
+                "data": group.state,
+                **signature,
+            }
         )
 
     def _leave(self, group: HostGroup, msg: dict[str, Any]) -> None:
@@ -393,6 +447,9 @@ class MemberCore:
     lastHeard: float = 0.0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=30.0, jitter=False))
     events: list[str] = field(default_factory=list)
+    #: whether a host message may be acted on (signatures hold); a refused
+    #: welcome is not a welcome
+    verify: Callable[[dict[str, Any]], bool] = lambda msg: True
 
     def send(self, message: dict[str, Any]) -> None:
         if self.stream is not None and not self.stream.closed:
@@ -402,6 +459,8 @@ class MemberCore:
         self.lastHeard = self.clock.seconds()
         kind = msg.get("type")
         if kind == "pong":
+            return
+        if not self.verify(msg):
             return
         if kind == "welcome":
             self.machine.welcomed()
@@ -466,7 +525,7 @@ def _build() -> TypeMachine[MemberInputs, MemberCore]:
     def heartbeat(inputs: MemberInputs, core: MemberCore) -> _Joined:
         loop = LoopingCall(core.tick)
         loop.clock = core.clock
-        loop.start(1.0, now=False)
+        loop.start(PING_SECONDS, now=False)
         return _Joined(loop)
 
     def retryTimer(inputs: MemberInputs, core: MemberCore) -> _Waiting:
@@ -582,13 +641,21 @@ memberMachine = _build()
 class GroupService:
     """Hosted groups and this peer's memberships."""
 
-    def __init__(self, clock: Any, selfId: str, openStream: Callable[[str], Deferred[Any]]) -> None:
+    def __init__(
+        self, clock: Any, selfId: str, openStream: Callable[[str], Deferred[Any]], identity: Any = None
+    ) -> None:
         self.clock = clock
         self.selfId = selfId
         self.openStream = openStream
+        #: signs this peer's msg/state (an L{suite.goop.identity.Identity});
+        #: None sends them unsigned
+        self.identity = identity
         self.hosted: dict[str, HostGroup] = {}
         self.memberships: dict[str, tuple[MemberInputs, MemberCore]] = {}
         self.inbox: dict[str, collections.deque[dict[str, Any]]] = {}
+        self._lastSent = 0
+        #: per membership and sender, the highest signed seq accepted
+        self._lastSeen: dict[str, dict[str, int]] = {}
 
     def createGroup(self, name: str) -> HostGroup:
         if name not in self.hosted:
@@ -618,14 +685,25 @@ class GroupService:
         key = f"{hostId}/{name}"
         if key in self.memberships:
             return self.memberships[key][0]
+        if len(self.memberships) >= MAX_GROUPS:
+            raise ValueError(f"too many group memberships (at most {MAX_GROUPS})")
         inbox = self.inbox.setdefault(key, collections.deque(maxlen=INBOX))
+        seen = self._lastSeen.setdefault(key, {})
 
         def deliver(event: dict[str, Any]) -> None:
             inbox.append(event)
             if onEvent is not None:
                 onEvent(event)
 
-        core = MemberCore(self.clock, name, lambda: self.openStream(hostId), deliver)
+        def verify(event: dict[str, Any]) -> bool:
+            kind = event.get("type")
+            if kind in ("msg", "state"):
+                return self._verify(hostId, name, event, seen)
+            if kind == "welcome":
+                return self._verifyWelcome(hostId, name, event, seen)
+            return True
+
+        core = MemberCore(self.clock, name, lambda: self.openStream(hostId), deliver, verify=verify)
         machine = memberMachine(core)
         core.machine = machine
         self.memberships[f"{hostId}/{name}"] = (machine, core)
@@ -634,10 +712,115 @@ class GroupService:
 
     def send(self, hostId: str, name: str, data: Any, kind: str = "msg") -> None:
         entry = self.memberships.get(f"{hostId}/{name}")
-        if entry is not None:
-            entry[1].send({"type": kind, "group": name, "data": data})
+        if entry is None:
+            return
+        message: dict[str, Any] = {"type": kind, "group": name, "data": data}
+        if self.identity is not None:
+            seq = max(self._lastSent + 1, int(self.clock.seconds() * 1e6))
+            self._lastSent = seq
+            message.update(
+                seq=seq,
+                key=self.identity.publicB64,
+                sig=self.identity.sign(signedBytes(hostId, name, kind, seq, data)),
+            )
+        entry[1].send(message)
+
+    def _verify(self, hostId: str, name: str, event: dict[str, Any], seen: dict[str, int]) -> bool:
+        """
+        Mark a relayed msg/state C{verified} when its sender signed it (for
+        this host and group, recently, not seen before); drop it, logged,
+        when it carries a signature that does not hold (a host forging or
+        replaying a member's words).  Unsigned messages pass unverified.
+        """
+        sender = event.get("from")
+        if "sig" not in event:
+            event["verified"] = False
+            return True
+        seq = event.get("seq")
+        reason = None
+        try:
+            signer = verifySignature(
+                str(event.get("key")),
+                str(event.get("sig")),
+                signedBytes(hostId, name, str(event.get("type")), int(seq or 0), event.get("data")),
+            )
+        except (ValueError, TypeError) as e:
+            reason = str(e)
+        else:
+            if signer != sender:
+                reason = "signed by another peer than its sender"
+            elif not isinstance(seq, int) or abs(seq / 1e6 - self.clock.seconds()) > SIGNED_WINDOW_SECONDS:
+                reason = "seq outside the replay window"
+            elif seq <= seen.get(signer, 0):
+                reason = "replayed (seq not above the last one)"
+        if reason is not None:
+            log.warn(
+                "group {group} at {host}: dropped a {kind} relayed as from {sender}: {reason}",
+                group=name,
+                host=hostId[:16],
+                kind=event.get("type"),
+                sender=str(sender)[:16],
+                reason=reason,
+            )
+            return False
+        assert isinstance(signer, str) and isinstance(seq, int)
+        seen[signer] = seq
+        for k in ("key", "sig"):
+            event.pop(k, None)
+        event["verified"] = True
+        return True
+
+    def _verifyWelcome(self, hostId: str, name: str, event: dict[str, Any], seen: dict[str, int]) -> bool:
+        """
+        Check the group state snapshot of a welcome against the signature of
+        the member who set it (C{stateSignature}: C{from}, C{seq}, C{key},
+        C{sig} over L{signedBytes} of this host, group, C{"state"}, C{seq}
+        and the state): mark the welcome C{verified}, or refuse it, logged,
+        when the signature does not hold (a host forging or altering the
+        snapshot).  A snapshot may be old, so no replay window applies, but
+        a C{seq} from the future is refused.  A welcome without a signature
+        (no state, or one set unsigned) passes unverified.
+        """
+        proof = event.get("stateSignature")
+        if proof is None:
+            event["verified"] = False
+            return True
+        reason = None
+        signer = None
+        seq = proof.get("seq") if isinstance(proof, dict) else None
+        if not isinstance(proof, dict) or not isinstance(seq, int) or isinstance(seq, bool):
+            reason = "malformed state signature"
+        else:
+            try:
+                signer = verifySignature(
+                    str(proof.get("key")),
+                    str(proof.get("sig")),
+                    signedBytes(hostId, name, "state", seq, event.get("state")),
+                )
+            except (ValueError, TypeError) as e:
+                reason = f"state signature: {e}"
+            else:
+                if signer != proof.get("from"):
+                    reason = "state signed by another peer than the one named"
+                elif seq / 1e6 - self.clock.seconds() > SIGNED_WINDOW_SECONDS:
+                    reason = "state seq from the future"
+        if reason is not None:
+            log.warn(
+                "group {group} at {host}: refused the welcome: {reason}",
+                group=name,
+                host=hostId[:16],
+                reason=reason,
+            )
+            return False
+        assert isinstance(signer, str) and isinstance(seq, int)
+        seen[signer] = max(seen.get(signer, 0), seq)
+        event.pop("stateSignature", None)
+        event["stateFrom"] = signer
+        event["verified"] = True
+        return True
 
     def leave(self, hostId: str, name: str) -> None:
+        self._lastSeen.pop(f"{hostId}/{name}", None)
         entry = self.memberships.pop(f"{hostId}/{name}", None)
         if entry is not None:
             entry[0].leave()

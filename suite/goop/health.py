@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -18,6 +19,8 @@ from zope.interface import implementer
 from suite.goop.webutil import finishRequest
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
+
+log = Logger()
 
 __all__ = ["LoopLag", "DatabaseHealth", "HealthzResource"]
 
@@ -97,7 +100,11 @@ class HealthzResource(Resource):
                 try:
                     rep: Any = await maybeDeferred(p.check)
                 except Exception as e:
-                    rep = HealthReport(False, (str(e),))
+                    # A provider reports trouble in its HealthReport; one that
+                    # raises is a bug.  /healthz still answers (the check reads
+                    # as failed, with the error) and the traceback is logged.
+                    log.failure("health check {name} raised", name=p.name)
+                    rep = HealthReport(False, (str(e) or type(e).__name__,))
                 results[p.name] = {"ready": rep.ready, **dict(rep.details)}
                 reasons.extend(f"{p.name}: {r}" for r in rep.reasons)
 

@@ -5,7 +5,14 @@ for a peer's short name shared by C{goop.json} and the hub.
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket", "MAX_PEER_NAME", "peerNameProblem"]
+import resource
+from collections.abc import Callable
+
+__all__ = ["TokenBucket", "MAX_PEER_NAME", "peerNameProblem", "raiseFileLimit", "FD_HEADROOM"]
+
+#: Descriptors kept beyond the SSE cap for listeners, publishes, health
+#: checks, the database, logs and the P2P streams.
+FD_HEADROOM = 1024
 
 #: The longest peer name (C{profile.name}) a peer may set or a hub accepts.
 MAX_PEER_NAME = 64
@@ -50,3 +57,38 @@ class TokenBucket:
         for k, (_, last) in list(self.buckets.items()):
             if now - last >= full:
                 del self.buckets[k]
+
+
+def raiseFileLimit(
+    needed: int,
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+) -> tuple[int, int, str | None]:
+    """
+    Raise the soft limit on open files to the hard limit (as Go programs do
+    at start), so every SSE client the hub's caps allow has a descriptor.
+    Without it a systemd service starts with 1,024: a flood of event-stream
+    clients would fill the table below C{--max-sse-clients}, and the hub
+    would then accept and drop every other connection, health checks and
+    publications included.
+
+    @return: the soft limit before and after, and a warning when it is still
+        below C{needed}.
+    """
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    after = soft
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            after = target
+        except (OSError, ValueError):
+            after = soft
+    if after != resource.RLIM_INFINITY and after < needed:
+        return (
+            soft,
+            after,
+            f"open-file limit {after} is below the {needed} the hub's --max-sse-clients needs "
+            f"(with {FD_HEADROOM} to spare); raise LimitNOFILE= in the unit or lower --max-sse-clients",
+        )
+    return soft, after, None

@@ -37,10 +37,9 @@ class LogBuffer:
             return  # the same event replayed by the log beginner's start-up buffer
         self._recent.append(key)
         clean = redactEvent(event)
-        try:
-            text = formatEvent(clean)
-        except Exception:
-            text = str(clean.get("log_format", ""))
+        # formatEvent never raises: an event it cannot format comes back as
+        # "Unable to format event ..." naming the event, which is kept.
+        text = formatEvent(clean)
         level = clean.get("log_level")
         self._seq += 1
         entry = {

@@ -8,6 +8,7 @@ threads.  Databases are opened in WAL mode.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+
+from suite.sqlitetx import rollbackAfterError
 
 __all__ = ["SQLiteThread"]
 
@@ -26,9 +29,19 @@ class SQLiteThread:
     A single worker thread holding a SQLite connection to C{path}.
     """
 
-    def __init__(self, reactor: Any, path: str, name: str = "goop-sqlite", busyTimeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        path: str,
+        name: str = "goop-sqlite",
+        busyTimeout: float = 5.0,
+        createMode: int | None = None,
+    ) -> None:
         self.reactor = reactor
         self.path = path
+        #: permissions of the database file when this creates it (SQLite
+        #: gives its -wal and -shm files the same); None leaves it to the umask
+        self.createMode = createMode
         self.busyTimeout = busyTimeout
         self.pool = ThreadPool(1, 1, name=name)
         self.conn: sqlite3.Connection | None = None
@@ -43,6 +56,11 @@ class SQLiteThread:
 
     def _open(self) -> sqlite3.Connection:
         if self.conn is None:
+            if self.createMode is not None and not os.path.exists(self.path):
+                try:
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.createMode))
+                except FileExistsError:
+                    pass
             conn = sqlite3.connect(
                 self.path, timeout=self.busyTimeout, isolation_level=None, check_same_thread=False
             )
@@ -68,10 +86,13 @@ class SQLiteThread:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException:  # undone and re-raised
+                # Undo and re-raise: the caller's Deferred fails with the
+                # error of C{fn} (or of the COMMIT), never with a failing
+                # ROLLBACK's, and no transaction is left open.
+                rollbackAfterError(conn)
                 raise
-            conn.execute("COMMIT")
             return result
 
         return self.run(work)
@@ -79,15 +100,17 @@ class SQLiteThread:
     def stop(self) -> Deferred[None]:
         """Close the connection and stop the thread."""
 
-        def close(conn: sqlite3.Connection) -> None:
-            conn.close()
-            self.conn = None
+        def close() -> None:
+            # Never opens the database just to close it (it may not open).
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
 
         if not self._started:
             d: Deferred[None] = Deferred()
             d.callback(None)
             return d
-        d2 = self.run(close)
+        d2: Deferred[None] = deferToThreadPool(self.reactor, self.pool, close)
 
         def stopPool(result: object) -> object:
             self._started = False

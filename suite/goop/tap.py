@@ -8,6 +8,7 @@ first start); the few flags here only tune the hub's abuse limits.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -28,6 +29,11 @@ class _DirOptions(usage.Options):
             raise usage.UsageError("a peer directory is required")
         self["directory"] = directory
 
+    def postOptions(self) -> None:
+        # A rate with a burst below one request would refuse every publication.
+        if self.get("publish-rate", 0) > 0 and self.get("publish-burst", 1) < 1:
+            raise usage.UsageError("--publish-burst: must be at least 1 while --publish-rate is set")
+
     def getSynopsis(self) -> str:
         return super().getSynopsis() + " <peer-directory>"
 
@@ -38,16 +44,41 @@ def _positive(name: str) -> Any:
             f = float(v)
         except ValueError:
             raise ValueError(f"--{name}: not a number: {v!r}") from None
-        if f < 0:
-            raise ValueError(f"--{name}: must not be negative")
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"--{name}: must be a finite number, not negative: {v!r}")
         return f
 
     return coerce
 
 
+def _count(name: str, lo: int) -> Any:
+    def coerce(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise ValueError(f"--{name}: not an integer: {v!r}") from None
+        if not lo <= n <= 1_000_000:
+            raise ValueError(f"--{name}: must be between {lo} and 1000000, got {n}")
+        return n
+
+    return coerce
+
+
 HUB_PARAMETERS: list[list[Any]] = [
-    ["max-sse-clients", None, 2048, "Cap on concurrent /events clients (429 above it).", int],
-    ["max-sse-per-ip", None, 64, "Cap on /events clients per client address.", int],
+    [
+        "max-sse-clients",
+        None,
+        2048,
+        "Cap on concurrent /events clients (429 above it).",
+        _count("max-sse-clients", 1),
+    ],
+    [
+        "max-sse-per-ip",
+        None,
+        64,
+        "Cap on /events clients per client address.",
+        _count("max-sse-per-ip", 1),
+    ],
     [
         "publish-rate",
         None,
@@ -126,6 +157,35 @@ def hubKwargs(sub: Any) -> dict[str, Any]:
     }
 
 
+def _fileLimit(hub: bool, subOptions: Any) -> None:
+    """
+    Raise the open-file limit; warn when a hub's SSE cap cannot fit in it.
+    """
+    from suite.goop.limits import FD_HEADROOM, raiseFileLimit
+
+    needed = int(subOptions["max-sse-clients"]) + FD_HEADROOM if hub else FD_HEADROOM
+    before, after, warning = raiseFileLimit(needed)
+    if after != before:
+        log.info("open-file limit raised from {before} to {after}", before=before, after=after)
+    if warning:
+        log.warn("{warning}", warning=warning)
+
+
+def _checkWritable(key: str, path: str) -> None:
+    """
+    Refuse at start-up (naming C{key}) a file that cannot be created or
+    written, rather than failing once the reactor runs.
+    """
+    if os.path.isdir(path):
+        raise ConfigError(f"goop.json: {key}: {path} is a directory, not a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"goop.json: {key}: directory does not exist: {parent}")
+    target = path if os.path.exists(path) else parent
+    if not os.access(target, os.W_OK):
+        raise ConfigError(f"goop.json: {key}: cannot write {target}")
+
+
 @exitOnConfigError("goop")
 def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
     """Build the peer or rendezvous service tree (C{reactor} for tests)."""
@@ -143,10 +203,13 @@ def makeService(options: usage.Options, reactor: Any = None) -> MultiService:
     subOptions = options.subOptions
     directory = os.path.abspath(subOptions["directory"])
     config = loadConfig(directory)
+    if config.peerDbFile and (sub == "rendezvous" or config.rendezvousHost):
+        _checkWritable("presence.peer_db_path", config.peerDbFile)
     logs = LogBuffer()
     globalLogPublisher.addObserver(logs)
     for w in config.warnings:
         log.warn("{warning}", warning=w)
+    _fileLimit(sub == "rendezvous" or config.rendezvousHost or config.rendezvousOnly, subOptions)
     root = MultiService()
     namespace: dict[str, object] = {"config": config}
     if sub == "rendezvous" or config.rendezvousOnly:

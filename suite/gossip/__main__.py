@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     def start() -> None:
         try:
             d = node.start(options["join"])
-        except Exception as e:
+        except Exception as e:  # command line: one line, exit 1
             log.critical("cannot start gossip on {host}:{port}: {error}", host=host, port=port, error=str(e))
             status[0] = 1
             reactor.stop()

@@ -391,6 +391,6 @@ class Codec:
             if final:
                 raise MalformedPacket("truncated stream message") from None
             raise Incomplete("more msgpack") from None
-        except Exception as e:
+        except Exception as e:  # untrusted input: any decoder error is malformed
             raise MalformedPacket(f"bad msgpack: {e.__class__.__name__}") from None
         return out, start + unpacker.tell()

@@ -32,7 +32,7 @@ class GuardedDelegate:
             return
         try:
             self.delegate.notifyMsg(data)
-        except Exception:
+        except Exception:  # user delegate boundary: logged
             log.failure("gossip delegate failed on a user message")
 
     def localState(self, join: bool) -> bytes:
@@ -44,7 +44,7 @@ class GuardedDelegate:
             return b""
         try:
             state = self.delegate.localState(join)
-        except Exception:
+        except Exception:  # user delegate boundary: logged
             log.failure("gossip delegate failed to give its local state")
             return b""
         if not isinstance(state, bytes):
@@ -60,5 +60,5 @@ class GuardedDelegate:
             return
         try:
             self.delegate.mergeRemoteState(data, join)
-        except Exception:
+        except Exception:  # user delegate boundary: logged
             log.failure("gossip delegate failed to merge a remote state")

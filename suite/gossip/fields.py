@@ -180,7 +180,7 @@ def unpackOne(body: bytes) -> Any:
     """
     try:
         return msgpack.unpackb(body, raw=True, strict_map_key=False, max_bin_len=1 << 26, max_str_len=1 << 26)
-    except Exception as e:
+    except Exception as e:  # untrusted input: any decoder error is malformed
         raise MalformedPacket(f"bad msgpack: {e.__class__.__name__}") from None
 
 
@@ -202,7 +202,7 @@ def decodeMeta(raw: bytes) -> dict[str, Any]:
     if raw[0] == 0xFF:
         try:
             value = msgpack.unpackb(raw[1:], raw=False, strict_map_key=True)
-        except Exception:
+        except Exception:  # not Serf tags: read as a role below
             value = None
         if isinstance(value, dict):
             return value

@@ -239,7 +239,7 @@ class MemberUpdates:
         if self.listener is not None:
             try:
                 getattr(self.listener, _LISTENER_METHODS[event])(member)
-            except Exception:
+            except Exception:  # listener boundary: logged, gossip goes on
                 log.failure(
                     "membership listener failed on {event} of {member}", event=event, member=member.name
                 )

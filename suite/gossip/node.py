@@ -235,7 +235,7 @@ class GossipNode:
         self.seeds = [(str(h), int(p)) for h, p in seeds if (h, p) != tuple(self.address)]
         try:
             return self.lifecycle.start(self.seeds)
-        except Exception:
+        except Exception:  # clean up and re-raise
             self.lifecycle.listenFailed()
             raise
 

@@ -215,7 +215,7 @@ class NetworkTransport:
             factory = TLSMemoryBIOFactory(self.serverTLS, False, factory)
         try:
             self._tcp = self.reactor.listenTCP(self.port, factory, interface=self.host)
-        except Exception:
+        except Exception:  # clean up and re-raise
             udp.stopListening()
             self._udp = None
             raise

@@ -178,7 +178,7 @@ class AOFStore(TableStore):
                     hlc = origin = 0
                 else:
                     kind, key, payload, hlc, origin = msgpack.unpackb(body)
-            except Exception:
+            except Exception:  # a corrupt record ends replay: cut and logged below
                 break
             if payload is None and hlc == 0 and origin == 0:
                 table.forget(kind, key)

@@ -76,7 +76,7 @@ class TableStore:
     def _run(self, op: Callable[..., T], *args: Any) -> Deferred[T]:
         try:
             return succeed(op(self, *args))
-        except Exception:
+        except Exception:  # handed to the caller's Deferred
             return fail()
 
     def get(self, key: bytes) -> Deferred[bytes | None]:

@@ -28,6 +28,7 @@ from suite.kv.aof import Runner
 from suite.kv.interfaces import IKeyValueStore
 from suite.kv.memory import PURGE_EVERY
 from suite.kv.versions import TOMBSTONE_HORIZON, HybridClock, Version, newer, versionAt
+from suite.sqlitetx import rollbackAfterError
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION"]
 
@@ -80,8 +81,8 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
         elif current > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"{path}: schema version {current} is newer than this program's")
         db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
+    except BaseException:  # undone and re-raised
+        rollbackAfterError(db)
         raise
 
 
@@ -263,8 +264,8 @@ class SQLiteStore:
                     self._purgeAt = now + PURGE_EVERY
                     self.purged += tx.purge(versionAt(now - self.horizon))
                 self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException:  # undone and re-raised
+                rollbackAfterError(self._db)
                 raise
             return results
 

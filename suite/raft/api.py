@@ -60,7 +60,7 @@ class ClientAPIProtocol(FrameProtocol):
                 and isinstance(seq, int)
             ):
                 raise TypeError("field types")
-        except Exception as e:
+        except Exception as e:  # untrusted input: logged, answered
             log.warn(
                 "rejecting malformed client request from {peer}: {why}", peer=self.describePeer(), why=str(e)
             )

@@ -128,7 +128,7 @@ class RaftClient:
             except (TimeoutError, ConnectionError, OSError) as e:
                 last = f"{node}: {e.__class__.__name__} {e}"
                 self.connections.pop(node, None)
-            except Exception as e:  # connection refused and friends
+            except Exception as e:  # any failure of the pluggable connector: next node
                 last = f"{node}: {e.__class__.__name__} {e}"
                 self.connections.pop(node, None)
             self.target = self.order[(self.order.index(node) + 1) % len(self.order)]

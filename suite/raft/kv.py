@@ -45,7 +45,7 @@ class KeyValueStateMachine:
         self.appliedIndex = index
         try:
             op, key, value = msgpack.unpackb(command, raw=False)
-        except Exception:
+        except Exception:  # deterministic apply: a bad command is an answer
             return ["error", "malformed command"]
         if op == "put":
             old = self.data.get(key)

@@ -336,7 +336,7 @@ def decodeMessage(frame: bytes) -> Message:
     """
     try:
         raw = msgpack.unpackb(frame, raw=False, use_list=False, strict_map_key=True, max_bin_len=len(frame))
-    except Exception as e:
+    except Exception as e:  # untrusted input: any decoder error is malformed
         raise MalformedMessage(f"not msgpack: {e.__class__.__name__}")
     if type(raw) is not tuple or not raw or type(raw[0]) is not int or raw[0] not in MESSAGE_TYPES:
         raise MalformedMessage("unknown message type")

@@ -496,8 +496,16 @@ class RaftNode:
         meta = SnapshotMeta(index, term, self.configs.at(index))
         data = self.applier.snapshot()
         log.info("node {node} snapshots at {index} ({size} bytes)", node=self.id, index=index, size=len(data))
-        self.log.compact(index, term)
-        self.configs.compact(index, meta.configuration)
+        self.compactTo(meta, data)
+
+    def compactTo(self, meta: SnapshotMeta, data: bytes) -> None:
+        """
+        Drop the log up to C{meta.index} (applied, with C{meta.term}) and
+        store C{data}, the state machine's snapshot at that index; a failed
+        write stops the node as any storage failure does.
+        """
+        self.log.compact(meta.index, meta.term)
+        self.configs.compact(meta.index, meta.configuration)
         self.storage.saveSnapshot(meta, data).addErrback(self._storageFailed)
 
     # -- client API -------------------------------------------------------

@@ -228,9 +228,7 @@ class NodeSnapshotHost:
             )
             return False
         log.info("node {node} snapshots at {index} ({size} bytes)", node=node.id, index=index, size=len(data))
-        node.log.compact(index, meta.term)
-        node.configs.compact(index, meta.configuration)
-        node.storage.saveSnapshot(meta, data).addErrback(node._storageFailed)
+        node.compactTo(meta, data)
         return True
 
 

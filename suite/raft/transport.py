@@ -143,7 +143,7 @@ class FrameProtocol(Protocol):
     def describePeer(self) -> str:
         try:
             return str(self.transport.getPeer())  # type: ignore[union-attr]
-        except Exception:
+        except Exception:  # only names the peer in log lines
             return "unknown peer"
 
 
@@ -152,10 +152,11 @@ def certificateName(transport: Any) -> str | None:
     The common name of the peer's certificate, or None.
     """
     from suite.pki.peer import peerIdentity
+    from suite.pki.verify import VerificationError
 
     try:
         return peerIdentity(transport).commonName
-    except Exception:
+    except VerificationError:  # no certificate, or unparsable names
         return None
 
 

@@ -113,7 +113,7 @@ class StorageThread:
             fn, args, d = item
             try:
                 result = fn(*args)
-            except BaseException:
+            except BaseException:  # handed to the caller's Deferred
                 callFromThread(d.errback, Failure())
             else:
                 callFromThread(d.callback, result)

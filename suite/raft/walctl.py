@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import BinaryIO
 
+from suite.fileutil import DirectoryLocked, lockDirectory
 from suite.raft.segments import (
     DROP,
     CorruptLog,
@@ -59,11 +61,30 @@ def describe(groups: dict[str, GroupLog]) -> list[str]:
     return lines
 
 
+def _stopped(walDir: str) -> BinaryIO:
+    """
+    The lock of C{walDir}, which a running node holds (L{lockDirectory}).
+
+    @raise CorruptLog: a node runs on it.
+    """
+    if not os.path.isdir(walDir):
+        raise CorruptLog(f"{walDir} is not a directory")
+    try:
+        return lockDirectory(walDir)
+    except DirectoryLocked as e:
+        raise CorruptLog(f"{e}: stop the node first") from None
+
+
 def export(walDir: str, group: str, dest: str) -> str:
     """
     Write C{group}'s state as a single-group WAL in C{dest} (created; must
-    not hold a WAL already).
+    not hold a WAL already).  Refused while a node runs on C{walDir}.
     """
+    with _stopped(walDir):
+        return _export(walDir, group, dest)
+
+
+def _export(walDir: str, group: str, dest: str) -> str:
     groups = readGroups(walDir)
     state = groups.get(group)
     if state is None:
@@ -80,8 +101,14 @@ def export(walDir: str, group: str, dest: str) -> str:
 
 def drop(walDir: str, group: str) -> None:
     """
-    Append a record that forgets C{group}.
+    Append a record that forgets C{group}.  Refused while a node runs on
+    C{walDir}.
     """
+    with _stopped(walDir):
+        _drop(walDir, group)
+
+
+def _drop(walDir: str, group: str) -> None:
     if group not in readGroups(walDir):
         raise CorruptLog(f"the WAL in {walDir} holds no group {group!r}")
     writer = SegmentWriter(walDir, 16 * 1024 * 1024)

@@ -177,7 +177,7 @@ def _rule(writePermission: Permission) -> Callable[[IRequest], Permission | None
 def _storeHealth(node: SpaceNode) -> HealthReport:
     try:
         count = node.store.count("cdm", True)
-    except Exception as e:
+    except Exception as e:  # health boundary: /readyz shows the error
         return HealthReport(False, (f"store: {e}",))
     return HealthReport(True, (), {"cdms_active": count})
 

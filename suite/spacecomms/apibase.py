@@ -6,6 +6,7 @@ request helpers.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -14,11 +15,26 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
+from suite.cred.web import principalOf
 from suite.spacecomms.cdm.sample import isoTime
+from suite.spacecomms.logsetup import debugEnabled
 from suite.spacecomms.node import SpaceNode
 from suite.web.errors import jsonError, jsonResponse
+from suite.web.limits import LimitedSite
 
-__all__ = ["APIError", "Base", "NotFound", "arg", "body", "jsonBody", "iso", "log", "MAX_LIMIT", "ID"]
+__all__ = [
+    "APIError",
+    "APISite",
+    "Base",
+    "NotFound",
+    "arg",
+    "body",
+    "jsonBody",
+    "iso",
+    "log",
+    "MAX_LIMIT",
+    "ID",
+]
 
 log = Logger(namespace="spacecomms.api")
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -52,12 +68,29 @@ def body(request: IRequest) -> bytes:
     return content.read() if content is not None else b""
 
 
+def _noConstant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 def jsonBody(request: IRequest) -> Any:
+    """
+    The request body as JSON; NaN, Infinity and numbers out of the float
+    range (which Python's parser would accept) are refused.
+    """
     raw = body(request)
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise APIError(400, "request body: not valid JSON")
+        return json.loads(raw, parse_constant=_noConstant, parse_float=_finite)
+    except RecursionError:
+        raise APIError(400, "request body: not valid JSON (nested too deeply)")
+    except ValueError as e:
+        raise APIError(400, f"request body: not valid JSON ({str(e)[:120]})")
 
 
 class Base(Resource):
@@ -81,6 +114,9 @@ class Base(Resource):
         method = (request.method or b"").decode("ascii", "replace").upper()
         if method == "HEAD" and "GET" in self.methods:
             method = "GET"
+        return self._dispatch(method, request)
+
+    def _dispatch(self, method: str, request: IRequest) -> bytes:
         if method not in self.methods:
             request.setHeader(b"Allow", ", ".join(self.methods).encode())
             return jsonError(request, 405, f"method {method[:10]} not allowed")
@@ -89,13 +125,42 @@ class Base(Resource):
             result = handler(request)
         except APIError as e:
             return jsonError(request, e.code, e.reason, **e.extra)
-        except Exception:
+        except Exception:  # per request: logged, HTTP 500
             log.failure("internal error serving {method} {path}", method=method, path=request.path[:200])
             return jsonError(request, 500, "internal error")
         if isinstance(result, bytes):
             return result
         code, body = result
         return jsonResponse(request, body, code)
+
+
+class APISite(LimitedSite):
+    """
+    The API's site: its one access line per request is SpaceComms' own,
+    C{api METHOD PATH -> CODE (token ID)} at debug, with the id of the token
+    that made the request (never its secret) and the path without the query
+    string; it replaces the shared access log (so a request is logged once)
+    and is built only when the level is debug.
+    """
+
+    def log(self, request: Any) -> None:
+        if not debugEnabled():
+            return
+        principal = principalOf(request)
+        try:
+            peer = request.getClientAddress()
+            peerText = getattr(peer, "host", None) or str(peer)
+        except Exception:  # only names the peer in the line
+            peerText = "-"
+        log.debug(
+            "api {method} {path} -> {code} (token {principal})",
+            method=(request.method or b"").decode("ascii", "replace")[:10],
+            path=(request.path or b"")[:200].decode("utf-8", "replace"),
+            code=getattr(request, "code", 0),
+            bytes=getattr(request, "sentLength", 0),
+            peer=peerText,
+            principal=principal.name if principal is not None else "-",
+        )
 
 
 class NotFound(Resource):

@@ -389,7 +389,9 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         ("SPACECOMMS_READONLY_TOKEN", "readonly", ("read",)),
     ):
         value = env.get(envName)
-        if value:
+        if value and not 8 <= len(value) <= 4096:
+            c.error(envName, "must be 8 to 4096 characters (the API token it sets)")
+        elif value:
             tokens = [t for t in tokens if t.id != tid and t.secret != value]
             tokens.append(TokenConfig(tid, value, perms))
     ids = [t.id for t in tokens]

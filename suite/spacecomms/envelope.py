@@ -31,6 +31,8 @@ __all__ = [
     "DIGEST_BUCKETS",
     "MAX_SUMMARY_ENTRIES",
     "MAX_PULL_ITEMS",
+    "MAX_STATE_DEPTH",
+    "stateProblem",
 ]
 
 PROTOCOL_VERSION = "1.0"
@@ -53,6 +55,8 @@ DIGEST_BUCKETS = 256
 MAX_SUMMARY_ENTRIES = 2000
 MAX_PULL_ITEMS = 500
 _KINDS = ("cdm", "object")
+#: Deepest nesting of maps and lists inside an object state.
+MAX_STATE_DEPTH = 32
 
 
 class EnvelopeError(ValueError):
@@ -66,6 +70,36 @@ class EnvelopeError(ValueError):
         self.field = field
         self.reason = reason
         self.messageId = messageId
+
+
+def stateProblem(state: Any, path: str) -> tuple[str, str] | None:
+    """
+    Why an object state is not plain JSON data, as (field, reason), or None.
+
+    A state is served by the REST API as JSON, so it may hold only maps with
+    string keys, lists, strings, booleans, null, integers and finite numbers,
+    nested at most L{MAX_STATE_DEPTH} deep (msgpack from a peer could carry
+    NaN, binary or integer keys, which no JSON client can read back).
+    """
+    stack: list[tuple[Any, str, int]] = [(state, path, 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_STATE_DEPTH:
+                return where, f"nested deeper than {MAX_STATE_DEPTH} levels"
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if not isinstance(k, str):
+                        return where, f"keys must be strings, got {type(k).__name__}"
+                    stack.append((v, f"{where}.{k[:40]}", depth + 1))
+            else:
+                stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return where, "must be a finite number (NaN and Infinity are not JSON)"
+        elif value is not None and not isinstance(value, (str, int, bool)):
+            return where, f"must be JSON data, not {type(value).__name__}"
+    return None
 
 
 def newMessageId() -> str:
@@ -172,7 +206,9 @@ def checkPayload(mtype: str, p: dict[str, Any], mid: str | None) -> None:
         if mtype == "CDM_ANNOUNCE":
             _need(p, "cdm", dict, w, mid)
         elif mtype == "OBJECT_STATE_ANNOUNCE":
-            _need(p, "state", dict, w, mid)
+            problem = stateProblem(_need(p, "state", dict, w, mid), w + "state")
+            if problem is not None:
+                raise EnvelopeError(*problem, mid)
         elif mtype == "CDM_WITHDRAW":
             reason = _need(p, "reason", str, w, mid)
             if reason not in WITHDRAW_REASONS:

@@ -13,13 +13,21 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-from twisted.logger import FilteringLogObserver, ILogObserver, LogLevelFilterPredicate
+from twisted.logger import ILogObserver, LogLevel
 
 from suite import logging as suitelogging
 
-__all__ = ["configure", "observer"]
+__all__ = ["configure", "observer", "debugEnabled"]
 
-_settings: dict[str, Any] = {"format": "json", "level": "info", "output": "stderr"}
+_settings: dict[str, Any] = {"format": "json", "level": "info", "output": "stderr", "debug": False}
+
+
+def debugEnabled() -> bool:
+    """
+    Whether the configured level is debug: the per-frame and per-request
+    lines are built only then (they would cost every message otherwise).
+    """
+    return bool(_settings["debug"])
 
 
 def configure(fmt: str, level: str, output: str) -> None:
@@ -28,6 +36,7 @@ def configure(fmt: str, level: str, output: str) -> None:
     L{suite.logging}.
     """
     _settings.update(format=fmt, level=level, output=output)
+    _settings["debug"] = suitelogging.parseLevel(level) <= LogLevel.debug
     suitelogging.setLevel(level)
     suitelogging.setVerbose(fmt == "pretty")
 
@@ -50,5 +59,4 @@ def observer() -> ILogObserver:
         if _settings["format"] == "pretty"
         else suitelogging.jsonObserver(stream)
     )
-    level = suitelogging.parseLevel(_settings["level"])
-    return FilteringLogObserver(base, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    return suitelogging.filtered(base, _settings["level"])

@@ -328,6 +328,7 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                         },
                         "400": _ERR,
                         "404": _ERR,
+                        "410": _ERR,
                         **_AUTH,
                     },
                 },

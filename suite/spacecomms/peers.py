@@ -7,9 +7,10 @@ so a pair keeps a single session.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
 from twisted.internet.protocol import Factory
@@ -21,7 +22,18 @@ from suite.spacecomms.config import Config, PeerConfig
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.session import PeerProtocol
 
-__all__ = ["PeerManager"]
+__all__ = ["PeerManager", "reconnectDelay"]
+
+
+def reconnectDelay(attempt: int, initial: float, maximum: float, jitter: float) -> float:
+    """
+    Seconds before reconnect attempt C{attempt} (1 after the first failure):
+    C{initial}, doubling each time, never above C{maximum}.  C{jitter} in
+    [0, 1) shortens the delay by up to a fifth, so peers that lost each other
+    at once do not redial in step.
+    """
+    delay = min(initial * 2.0 ** min(max(attempt - 1, 0), 64), maximum)
+    return delay * (1.0 - 0.2 * jitter)
 
 
 class _PeerFactory(Factory):
@@ -124,14 +136,19 @@ class PeerManager(MultiService):
             svc = ClientService(
                 self._endpoint(cfg),
                 _PeerFactory(self, pid),
-                retryPolicy=backoffPolicy(
-                    self.config.reconnect_initial_seconds, self.config.reconnect_max_seconds, factor=2.0
-                ),
+                retryPolicy=self._retryDelay,
                 clock=self.reactor,
             )
             svc.setServiceParent(self)
             self.clients[pid] = (cfg, svc)
             self.log.info("dialing peer {peer} at {host}:{port}", peer=pid, host=cfg.host, port=cfg.port)
+
+    def _retryDelay(self, attempt: int) -> float:
+        # Read at every retry, so a SIGHUP's new timings apply to running clients.
+        cfg = self.config
+        return reconnectDelay(
+            attempt, cfg.reconnect_initial_seconds, cfg.reconnect_max_seconds, random.random()
+        )
 
     def _endpoint(self, cfg: PeerConfig) -> Any:
         host = cfg.host.replace(":", "\\:")

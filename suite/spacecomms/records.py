@@ -5,6 +5,7 @@ REST resources for CDMs (/cdms) and object states (/objects).
 from __future__ import annotations
 
 import json
+import re
 import time as _time
 from typing import Any
 
@@ -14,7 +15,7 @@ from twisted.web.resource import IResource
 from suite.spacecomms.apibase import ID, MAX_LIMIT, APIError, Base, arg, body, iso, jsonBody, log
 from suite.spacecomms.cdm.jsonfmt import fromDict
 from suite.spacecomms.cdm.model import CDMError, decode, encode, epochSeconds
-from suite.spacecomms.envelope import OBJECT_WITHDRAW_REASONS, WITHDRAW_REASONS
+from suite.spacecomms.envelope import OBJECT_WITHDRAW_REASONS, WITHDRAW_REASONS, stateProblem
 from suite.spacecomms.local import NotOriginator
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.store import Record
@@ -64,10 +65,16 @@ def _timeArg(request: IRequest, name: str) -> float | None:
     value = arg(request, name)
     if value is None:
         return None
+    if _DATE_ONLY.match(value):
+        value += "T00:00:00"  # an ISO date alone: midnight UTC
     try:
         return epochSeconds(value, name)
     except CDMError:
-        raise APIError(400, f"query parameter {name}: not a time (YYYY-MM-DDThh:mm:ss[.d][Z])")
+        raise APIError(400, f"query parameter {name}: not a time (YYYY-MM-DD[Thh:mm:ss[.d][Z]])")
+
+
+#: A calendar (YYYY-MM-DD) or day-of-year (YYYY-DDD) date without a time.
+_DATE_ONLY = re.compile(r"^\d{4}-(?:\d{2}-\d{2}|\d{3})$")
 
 
 def _limit(request: IRequest) -> int:
@@ -206,6 +213,16 @@ class CDMItem(Base):
         fmt = arg(request, "format") or "json"
         if fmt not in ("kvn", "xml", "json"):
             raise APIError(400, "query parameter format: must be kvn, xml or json")
+        if fmt != "json" and r.body is None:
+            # A withdrawn CDM keeps no document: say so rather than answer
+            # JSON to a client that asked for KVN or XML.
+            view = {k: v for k, v in _cdmView(r).items() if k != "reason"}
+            raise APIError(
+                410,
+                f"CDM {self.key[:80]!r} is withdrawn ({r.reason}): no {fmt.upper()} document",
+                withdraw_reason=r.reason,
+                **view,
+            )
         if fmt == "json" or r.body is None:
             return 200, _cdmView(r, full=True)
         text = encode(fromDict(r.body), fmt)
@@ -259,6 +276,9 @@ class Objects(Base):
         if not isinstance(oid, str) or not ID.match(oid):
             raise APIError(400, "body.object_id: required, 1-128 letters, digits, '.', '_', ':' or '-'")
         state = {k: v for k, v in doc.items() if k != "object_id"}
+        problem = stateProblem(state, "body")
+        if problem is not None:
+            raise APIError(400, f"{problem[0]}: {problem[1]}")
         if len(json.dumps(state)) > MAX_STATE_BYTES:
             raise APIError(413, f"request body: an object state is limited to {MAX_STATE_BYTES} bytes")
         r = self.node.announceObject(oid, state)

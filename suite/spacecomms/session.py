@@ -34,10 +34,15 @@ from zope.interface import implementer
 from suite.netutil import noDelay
 from suite.spacecomms.envelope import Envelope, EnvelopeError, decodeEnvelope
 from suite.spacecomms.interfaces import IMessageSink, IPeerLink
+from suite.spacecomms.logsetup import debugEnabled
 
 __all__ = ["PeerProtocol", "SessionInputs", "SessionCore", "SessionMachine"]
 
 log = Logger(namespace="spacecomms.session")
+
+#: The first four bytes of an HTTP request.  Read as a frame length each is
+#: over a gigabyte, far above any frame limit, so none can start a frame.
+_HTTP_PREFIXES = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC", b"TRAC", b"CONN")
 
 
 class SessionInputs(Protocol):
@@ -338,7 +343,7 @@ class PeerProtocol(Int32StringReceiver):
     def dataReceived(self, data: bytes) -> None:
         if not self._sniffed:
             self._sniffed = True
-            if data[:4] in (b"GET ", b"HEAD"):
+            if data[:4] in _HTTP_PREFIXES:
                 self._answerHTTP(data)
                 return
         super().dataReceived(data)
@@ -349,7 +354,10 @@ class PeerProtocol(Int32StringReceiver):
         curl): answer C{/health} with a small JSON document and close.
         """
         path = data.split(b" ", 2)[1] if data.count(b" ") >= 2 else b""
-        if path.split(b"?")[0] == b"/health":
+        if data[:4] not in (b"GET ", b"HEAD"):
+            code = b"405 Method Not Allowed"
+            body = json.dumps({"error": "this is the SpaceComms peer port; only GET /health is served here"})
+        elif path.split(b"?")[0] == b"/health":
             code = b"200 OK"
             body = json.dumps(
                 {"status": "healthy", "node_id": self.nodeId, "protocol": "spacecomms", "versions": ["1.0"]}
@@ -379,18 +387,36 @@ class PeerProtocol(Int32StringReceiver):
             )
             self.sendError("INVALID_MESSAGE", str(e), e.messageId)
             return
+        if debugEnabled():
+            self._debugFrame("from", env, len(data))
         try:
             if env.message_type == "HELLO":
                 self.machine.helloReceived(env)
             else:
                 self.machine.messageReceived(env)
-        except Exception:
+        except Exception:  # the session keeps serving: logged, peer told
             log.failure(
                 "internal error handling {message_type} from {peer}",
                 message_type=env.message_type,
                 peer=self.peerId,
             )
             self.sendError("INTERNAL_ERROR", "internal error", env.message_id)
+
+    def _debugFrame(self, direction: str, env: Envelope, size: int) -> None:
+        """
+        One debug line per frame: its type, id, hops, path and size (never
+        the payload, which may hold an C{auth_token}).
+        """
+        log.debug(
+            "frame {direction} {peer}: {message_type} {message_id} hop {hop_count} path {path} ({size} bytes)",
+            direction=direction,
+            peer=self.peerId or self.peerAddress(),
+            message_type=env.message_type,
+            message_id=env.message_id,
+            hop_count=env.hop_count,
+            path="/".join(env.path),
+            size=size,
+        )
 
     def lengthLimitExceeded(self, length: int) -> None:
         log.warn(
@@ -417,6 +443,8 @@ class PeerProtocol(Int32StringReceiver):
                 limit=self.MAX_LENGTH,
             )
             return
+        if debugEnabled():
+            self._debugFrame("to", envelope, len(data))
         self.sendString(data)
         self._sentBytes += 4 + len(data)
         self._frameEnds.append(self._sentBytes)

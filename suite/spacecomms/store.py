@@ -18,6 +18,7 @@ meanwhile are fsynced at the next tick).
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import struct
@@ -39,7 +40,7 @@ from suite.serial import SerialJob
 from suite.spacecomms.envelope import DIGEST_BUCKETS
 from suite.spacecomms.interfaces import IRecordStore
 
-__all__ = ["Record", "MemoryStore", "FileStore", "FORMAT_VERSION", "bucketOf", "entryHash"]
+__all__ = ["Record", "MemoryStore", "FileStore", "StoreLocked", "FORMAT_VERSION", "bucketOf", "entryHash"]
 
 FORMAT_VERSION = 1
 _HEAD = struct.Struct(">II")
@@ -198,10 +199,22 @@ def readEntries(data: bytes) -> tuple[list[dict[str, Any]], int]:
     return out, pos
 
 
+class StoreLocked(OSError):
+    """
+    Another process holds the store's lock (C{PATH.lock}).
+    """
+
+
 @implementer(IRecordStore)
 class FileStore(MemoryStore):
     """
     L{MemoryStore} plus an append-only log at C{path}.
+
+    One process at a time: L{lock} takes an exclusive C{flock} on
+    C{PATH.lock} (the log itself is replaced by every compaction, so it
+    cannot carry the lock).  A second node on the same file would replay,
+    compact and replace it under the first, whose later appends would go to
+    an unlinked file and be lost.
     """
 
     log = Logger()
@@ -227,6 +240,31 @@ class FileStore(MemoryStore):
         self._fsyncCall = LoopingCall(self._syncs.poll)
         self._fsyncCall.clock = reactor
         self._fsyncInterval = fsyncInterval
+        self._lockFd: int | None = None
+
+    def lock(self) -> None:
+        """
+        Take the store's exclusive lock, held until L{close} (and across
+        twistd's fork, as C{flock} locks are).
+
+        @raise StoreLocked: naming the process that holds it, when known.
+        """
+        if self._lockFd is not None:
+            return
+        path = self.path + ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise StoreLocked(f"{self.path} is in use by {who} (it holds {path})") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lockFd = fd
 
     def load(self) -> None:
         """
@@ -270,7 +308,10 @@ class FileStore(MemoryStore):
     @staticmethod
     def _writeSnapshot(path: str, frames: list[bytes]) -> None:
         tmp = path + ".compact"
-        with open(tmp, "wb") as f:
+        # 0600 like the appends' O_CREAT: the log is the operator's data.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "wb") as f:
             for fr in frames:
                 f.write(fr)
             f.flush()
@@ -379,4 +420,7 @@ class FileStore(MemoryStore):
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
+        if self._lockFd is not None:
+            os.close(self._lockFd)
+            self._lockFd = None
         return succeed(None)

@@ -279,7 +279,7 @@ class LeasedIssuer:
         finally:
             try:
                 await self.ring.kv("release", lease, [token])
-            except Exception as e:
+            except Exception as e:  # the lease lapses by itself: logged
                 log.warn("could not release the ACME lease of {name}: {e}", name=names[0], e=e)
         return stored
 
@@ -502,7 +502,7 @@ def makeACMEService(
     def installSafely(name: str, stored: StoredCertificate) -> None:
         try:
             install(name, stored)
-        except Exception:
+        except Exception:  # a bad certificate must not stop renewal: logged
             log.failure("installing the ACME certificate of {name}", name=name)
         else:
             log.info(

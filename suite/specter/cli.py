@@ -53,7 +53,7 @@ def runKV(options: usage.Options) -> int:
             client = await Deferred.fromCoroutine(
                 _withTimeout(reactor, connectRPC(reactor, kvOptions["rpc-client"]), kvOptions["timeout"])
             )
-        except Exception as e:
+        except Exception as e:  # command line: one line, exit 1
             sys.stderr.write(
                 errorLine("specter kv", Exception(f"--rpc: cannot connect to {kvOptions['rpc']}: {e}"))
             )
@@ -101,7 +101,7 @@ async def _withTimeout(reactor: Any, d: Any, timeout: float) -> Any:
     timer = reactor.callLater(timeout, d.cancel)
     try:
         return await d
-    except Exception as e:
+    except Exception as e:  # re-raised (as a timeout when the timer fired)
         if not timer.active():
             raise RemoteError(E.TIMEOUT, f"no answer within {timeout}s") from None
         raise e

@@ -214,7 +214,7 @@ class CustomDomains:
         finally:
             try:
                 await self.ring.kv("release", lease, [granted[2]])
-            except Exception as e:
+            except Exception as e:  # the lease lapses by itself: logged
                 log.warn("could not release the claim lease of {domain}: {e}", domain=name, e=e)
 
     def claim(self, domain: str, owner: str, hostname: str) -> Deferred[CustomDomain]:
@@ -237,7 +237,7 @@ class CustomDomains:
             ) from None
         except (DNSQueryTimeoutError, TimeoutError):
             raise ValidationFailed(f"looking up {name} timed out: is the DNS resolver reachable?") from None
-        except Exception as e:
+        except Exception as e:  # resolver boundary: a reason for the caller
             raise ValidationFailed(f"looking up {name} failed: {e or type(e).__name__}") from None
         found = [
             str(a.payload.name).lower().rstrip(".")

@@ -169,7 +169,7 @@ def _checkCA(ring: DevRing, certs: str) -> None:
         leaf = x509.load_pem_x509_certificate(pem.encode())
         try:
             leaf.verify_directly_issued_by(ca)
-        except Exception:
+        except Exception:  # any verification failure is a failed check
             raise CheckFailed(
                 f"node {node['addr']} presents a certificate not issued by the ring's CA"
             ) from None
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailed as e:
         sys.stderr.write(f"dev-validate: FAILED: {e} (logs in {base})\n")
         return 1
-    except Exception as e:
+    except Exception as e:  # command line: one line, exit 1
         sys.stderr.write(f"dev-validate: FAILED: {type(e).__name__}: {e} (logs in {base})\n")
         return 1
     if not keep:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
@@ -151,8 +151,11 @@ class SpecterService(MultiService):
         timer = self.reactor.callLater(LEAVE_TIMEOUT, leave.cancel)
         try:
             await leave
-        except BaseException as e:  # cancelled by the timer
-            log.warn("leave did not finish in {s}s: {e}", s=LEAVE_TIMEOUT, e=e)
+        except CancelledError:  # by the timer
+            log.warn("leave did not finish in {s}s", s=LEAVE_TIMEOUT)
+        except Exception:
+            # the node stops whatever went wrong; what did is logged
+            log.failure("leaving the ring failed; stopping anyway")
         if timer.active():
             timer.cancel()
         log.info("left the ring")

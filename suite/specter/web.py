@@ -100,6 +100,11 @@ class RingCollector:
             ("specter_lookups", "Completed ring lookups.", node.lookups),
             ("specter_lookup_hops", "Remote hops taken by those lookups.", node.hops),
             ("specter_kv_retries", "KV calls retried after stale ownership or a busy vnode.", node.retries),
+            (
+                "specter_lookup_reroutes",
+                "Lookup steps routed around a vnode that did not serve (joining, leaving, gone).",
+                node.rerouted,
+            ),
         ):
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)

@@ -119,7 +119,8 @@ def loopbackEndpoint(description: str, allowRemote: bool = False, what: str = "e
     """
     Check that C{description} listens on loopback or a unix socket and return
     it, with C{interface=127.0.0.1} (or C{::1}) added to a TCP endpoint that
-    names no interface (so the default is loopback, never all interfaces).
+    names no interface (so the default is loopback, never all interfaces),
+    and C{mode=600} to a unix endpoint that names no mode (owner only).
 
     @param allowRemote: allow any interface and any endpoint type.
     @param what: the flag or setting, for the message (C{"--admin"}).
@@ -129,7 +130,8 @@ def loopbackEndpoint(description: str, allowRemote: bool = False, what: str = "e
     if kind == "unix":
         if not args and "address" not in kwargs:
             raise EndpointError(f"{what} {description!r}: a unix endpoint needs a path")
-        return description
+        # Twisted makes the socket 0666 unless told otherwise: owner only.
+        return description if "mode" in kwargs else f"{description}:mode=600"
     if kind in _TCP_KINDS:
         ifacePosition = _TCP_KINDS[kind]
         interface = kwargs.get("interface")

@@ -13,7 +13,8 @@ Every HTTP surface of the suite serves through L{LimitedSite}:
 
 HTTP/1.1 connections are checked at the channel; requests arriving over
 HTTP/2 are checked by the request object (the excess body is dropped and
-the request answered C{413}).
+the request answered C{413}; headers past the same limits, as HPACK
+decoded them, are answered C{431}).
 """
 
 from __future__ import annotations
@@ -101,17 +102,39 @@ class LimitedRequest(Request):
             return
         super().handleContentChunk(data)
 
+    def _refuse(self, code: int, reason: str) -> None:
+        self.setResponseCode(code, _REASONS.get(code))
+        self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        if self.clientproto != b"HTTP/2":
+            self.setHeader(b"Connection", b"close")
+        self.write(json.dumps({"error": reason}).encode("utf-8") + b"\n")
+        self.finish()
+
+    def _headersTooLarge(self) -> str | None:
+        """
+        Over HTTP/2 the channel's header checks do not run: the same limits,
+        applied to the decoded request line and headers.
+        """
+        if self.clientproto != b"HTTP/2":
+            return None
+        site = getattr(self.channel, "site", None)
+        maxBytes = getattr(site, "maxHeaderBytes", None)
+        maxCount = getattr(site, "maxHeaderCount", None)
+        values = [(k, v) for k, vs in self.requestHeaders.getAllRawHeaders() for v in vs]
+        size = len(self.method) + len(self.uri) + sum(len(k) + len(v) + 4 for k, v in values)
+        if maxBytes is not None and size > maxBytes:
+            return f"request headers larger than {maxBytes} bytes"
+        if maxCount is not None and len(values) > maxCount:
+            return f"more than {maxCount} request headers"
+        return None
+
     def process(self) -> None:
         if self.bodyTooLarge:
-            limit = self._limit()
-            self.setResponseCode(413)
-            self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-            if self.clientproto != b"HTTP/2":
-                self.setHeader(b"Connection", b"close")
-            self.write(
-                json.dumps({"error": f"request body larger than {limit} bytes"}).encode("utf-8") + b"\n"
-            )
-            self.finish()
+            self._refuse(413, f"request body larger than {self._limit()} bytes")
+            return
+        tooLarge = self._headersTooLarge()
+        if tooLarge is not None:
+            self._refuse(431, tooLarge)
             return
         super().process()
 
@@ -292,7 +315,7 @@ class LimitedSite(Site):
         try:
             peer = request.getClientAddress()
             peerText = getattr(peer, "host", None) or str(peer)
-        except Exception:
+        except Exception:  # only names the peer in the access log
             peerText = "-"
         path = (getattr(request, "path", b"") or b"").decode("utf-8", "replace")
         method = (getattr(request, "method", b"") or b"").decode("ascii", "replace")

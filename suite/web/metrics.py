@@ -157,7 +157,7 @@ class MetricsResource(JSONMethodsMixin, Resource):
             source = _FilteredRegistry(self.registry, self._hidden)
         try:
             body = generate_latest(source)
-        except Exception as e:
+        except Exception as e:  # per request: logged, HTTP 500 with the reason
             log.failure("collecting metrics failed")
             return jsonError(request, 500, f"collecting metrics failed: {e}")
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))

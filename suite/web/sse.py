@@ -124,14 +124,14 @@ class _Client:
         try:
             request.unregisterProducer()
             request.finish()
-        except Exception:
+        except Exception:  # a client going away: logged, others served
             log.failure("closing event-stream client failed")
 
 
 def _host(request: IRequest) -> str:
     try:
         address = request.getClientAddress()
-    except Exception:
+    except Exception:  # only names the client in log lines
         return "-"
     return str(getattr(address, "host", None) or address)
 
@@ -139,7 +139,7 @@ def _host(request: IRequest) -> str:
 def _peer(request: IRequest) -> str:
     try:
         return str(request.getClientAddress())
-    except Exception:
+    except Exception:  # only names the client in log lines
         return "-"
 
 
@@ -287,7 +287,7 @@ class SSEHub:
             try:
                 for frame in self.initial():
                     client.send(frame)
-            except Exception:
+            except Exception:  # a producer's bug must not cost the stream: logged
                 log.failure("initial event-stream frames failed")
         lastId = request.getHeader(b"Last-Event-ID")
         if lastId is not None:

@@ -63,9 +63,11 @@ class ValidationTests(SynchronousTestCase):
             (body([{**good, "fields": {str(i): i for i in range(65)}}]), "at most 64"),
             (body([good] * (MAX_EVENTS + 1)), "limit is"),
             (b"{\n", "line 1 is not JSON"),
+            (b"[" * 100_000, "body is nested too deeply"),
+            (b"[]\n" + b"[" * 100_000 + b"\n", "line 2 is nested too deeply"),
         ]
         for raw, why in cases:
-            kind = "application/x-ndjson" if raw == b"{\n" else "application/json"
+            kind = "application/x-ndjson" if raw.startswith((b"{\n", b"[]\n")) else "application/json"
             with self.assertRaises(IngestError, msg=why) as cm:
                 validateEvents(raw, kind)
             self.assertIn(why, str(cm.exception))
@@ -165,6 +167,21 @@ class APITests(APIFixture):
         self.assertTrue(all(v["index"] > 0 for v in out["partitions"].values()))
         code, out = self.render(ResultsResource(self.api), request(b"GET", [b"nope"]))
         self.assertEqual(code, 404)
+        code, out = self.render(ResultsResource(self.api), request(b"GET", [b"per_key"], partition="p1"))
+        self.assertEqual((code, sorted(out["partitions"])), (200, ["p1"]))
+        self.assertTrue(out["partitions"]["p1"]["leader"])
+        follower = ClientAPI(
+            self.cluster.managers["b"],
+            lambda: self.cluster.routing,
+            None,
+            self.cluster.clock,
+            self.hub,
+            DialPolicy(1, 3, 0.05),
+        )
+        code, out = self.render(ResultsResource(follower), request(b"GET", [b"per_key"], partition="p1"))
+        self.assertEqual((code, out["partitions"]["p1"]["leader"]), (200, False))
+        code, out = self.render(ResultsResource(self.api), request(b"GET", [b"per_key"], partition="zz"))
+        self.assertEqual((code, out["error"]), (404, "no partition 'zz' in the routing table"))
         code, out = self.render(RoutingResource(self.api), request(b"GET", []))
         self.assertEqual([p["leader"] for p in out["partitions"]], ["a", "a"])
         code, out = self.render(PartitionsResource(self.api), request(b"GET", []))
@@ -190,6 +207,8 @@ class APITests(APIFixture):
         code, out = self.render(RulesResource(self.api), request(b"POST", [], body({"rules": 1})))
         self.assertEqual(code, 400)
         self.assertIn("invalid rules", out["error"])
+        code, out = self.render(RulesResource(self.api), request(b"POST", [], b"[" * 100_000))
+        self.assertEqual((code, out["error"]), (400, "rules document is nested too deeply"))
         req = request(b"POST", [], body(events(40)))
         req.requestHeaders.setRawHeaders(b"x-ceptra-partition", [b"p0"])
         code, out = self.render(IngestResource(self.api), req)

@@ -25,6 +25,7 @@ from suite.daemon import ConfigError
 from suite.web.interfaces import IHealth
 from tests.ceptra.support import SPIFFE, makePKI, nodeOptions
 from tests.clustor.certs import CertAuthority
+from tests.test_fileutil import lockedElsewhere
 
 
 class IdentityTests(SynchronousTestCase):
@@ -181,6 +182,25 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual({(c[0], c[1]) for c in reactor.tcpClients}, {("127.0.0.1", 26555)})
         root.stopService()
+
+    def test_storageInUse(self) -> None:
+        """
+        A second node on storage another process holds fails at start-up
+        with one line naming the directory and that process.
+        """
+        base = self.mktemp()
+        _, identity = makePKI(os.path.join(base, "pki"))
+        options = nodeOptions(base, identity)
+        wal = os.path.join(base, "data", "wal")
+        os.makedirs(wal)
+        pid = lockedElsewhere(self, wal)
+        with self.assertRaises(ConfigError) as cm:
+            service.makeService(options, MemoryReactorClock())
+        self.assertEqual(
+            str(cm.exception),
+            f"CEPTRA_DATA_DIR: {os.path.realpath(wal)} is in use by another process (pid {pid}): "
+            "is another ceptra node running on this storage?",
+        )
 
     def test_plainAdminOffLoopbackRefused(self) -> None:
         """

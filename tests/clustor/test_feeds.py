@@ -10,8 +10,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from treq.testing import StubTreq
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -240,6 +241,29 @@ class FeedClientTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(len(hanging.calls), 8)  # still in flight: no duplicate
         client.stopService()
+
+    def test_stopIsQuiet(self) -> None:
+        """
+        The fetches that stopping cancels are not reported as failed fetches,
+        whatever error the cancelled connection attempt ends with.
+        """
+
+        class Connecting(_Hanging):
+            def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
+                d: Deferred[Any] = Deferred(
+                    lambda d: d.errback(ConnectingCancelledError(IPv4Address("TCP", "127.0.0.1", 1)))
+                )
+                self.calls.append(d)
+                return d
+
+        for http in (_Hanging(), Connecting()):
+            client = self.makeClient(http=http, timeoutMs=60_000)
+            client.stopService()
+            self.assertEqual([d.called for d in http.calls], [True] * 4)
+            self.assertEqual([e for e in self.events if "fetch failed" in e.get("log_format", "")], [])
+            self.assertEqual(self.metric("clustor_feed_errors_total", "placement"), 0.0)
+            self.assertIsNone(client.lastError("placement"))
+            self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_stalledBodyTimesOut(self) -> None:
         """

@@ -159,13 +159,50 @@ class FeedResourceTests(_FeedClientMixin):
         response, body = self.get("/routing", headers={"If-None-Match": '"other"'})
         self.assertEqual(response.code, 200)
 
+    def test_notModifiedWeakAndAny(self) -> None:
+        """
+        If-None-Match compares weakly and takes lists and C{*} (RFC 9110).
+        """
+        etag = self.store.document("routing").etag
+        for match in ("W/" + etag, '"other", ' + etag, "*"):
+            response, body = self.get("/routing", headers={"If-None-Match": match})
+            self.assertEqual((response.code, body), (304, b""), match)
+
     def test_methodNotAllowed(self) -> None:
         """
-        Feeds are read-only.
+        Feeds are read-only: every other method is a JSON 405 naming GET and
+        HEAD (never Twisted's HTML pages, nor 501); a path below a feed is
+        a JSON 404.
         """
-        d = self.client.post("http://cp.test/routing", data=b"{}")
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            d = self.client.request(method, "http://cp.test/routing", data=b"{}")
+            self.client.flush()
+            response = self.successResultOf(d)
+            self.assertEqual(response.code, 405, method)
+            body = json.loads(self.successResultOf(response.content()))
+            self.assertEqual(body["error"], f"method {method} not allowed")
+            self.assertEqual(sorted(body["allowed"]), ["GET", "HEAD"])
+        response, body = self.get("/routing/x")
+        self.assertEqual((response.code, json.loads(body)), (404, {"error": "no feed /routing/x"}))
+        response, body = self.get("/routing/")
+        self.assertEqual(json.loads(body)["feed"], "routing")
+
+    def test_head(self) -> None:
+        """
+        HEAD answers the headers of GET, the length of the document and no
+        body, without Twisted's warning about a HEAD body.
+        """
+        events = captureLogs(self)
+        d = self.client.head("http://cp.test/features")
         self.client.flush()
-        self.assertEqual(self.successResultOf(d).code, 405)
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            response.headers.getRawHeaders(b"content-length"),
+            [str(len(self.store.document("features").body)).encode()],
+        )
+        self.assertEqual(self.successResultOf(response.content()), b"")
+        self.assertEqual([e for e in events if "HEAD" in e.get("log_format", "")], [])
 
 
 @implementer(IControlPlaneStore)

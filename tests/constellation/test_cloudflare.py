@@ -4,6 +4,8 @@ The Cloudflare provider against a local stand-in of the v4 DNS records API.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import TestCase
@@ -21,6 +23,8 @@ DOMAIN = "example.test"
 
 
 class CloudflareTests(TestCase):
+    timeout = 60
+
     async def _serve(self) -> tuple[CloudflareStandIn, str]:
         standIn = CloudflareStandIn(ZONE, "tok")
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(standIn))
@@ -59,3 +63,47 @@ class CloudflareTests(TestCase):
             self.assertNotIn("wrong", str(e))
         else:
             self.fail("no CloudflareError")
+
+    async def test_boundedAnswer(self) -> None:
+        """
+        An answer larger than 4 MiB is refused without being read whole, and
+        one whose body stops coming fails at the timeout: one line each.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET
+
+        pending: list[Any] = []
+
+        class Endless(Resource):
+            isLeaf = True
+
+            def __init__(self, stall: bool) -> None:
+                super().__init__()
+                self.stall = stall
+
+            def render_GET(self, request: Any) -> Any:
+                pending.append(request)
+                if self.stall:
+                    request.write(b'{"success": true, "result": [')
+                else:
+                    for _ in range(5):
+                        request.write(b" " * (1024 * 1024))
+                return NOT_DONE_YET
+
+        def finish() -> None:
+            for request in pending:
+                if not request.finished and not request._disconnected:
+                    request.finish()
+
+        self.addCleanup(finish)
+        for stall, why in ((False, "answer larger than 4194304 bytes"), (True, "no answer within 0.5 s")):
+            port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(Endless(stall)))
+            self.addCleanup(port.stopListening)
+            api = f"http://127.0.0.1:{port.getHost().port}/client/v4"
+            provider = CloudflareProvider(
+                reactor, ZONE, Secret("tok"), DOMAIN, api, timeout=0.5 if stall else 30
+            )
+            with self.assertRaises(CloudflareError) as caught:
+                await provider.records([DOMAIN])
+            self.assertIn(why, str(caught.exception))
+            self.assertNotIn("\n", str(caught.exception))

@@ -19,9 +19,10 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from tests.constellation.support import dockerArgs, startAgent
 from tests.support.dockerd import DockerEngine
 from tests.support.http import httpHeaders
-from tests.support.process import BIN, DaemonProcess, freePort, scriptArgs, sleep
+from tests.support.process import BIN, DaemonProcess, freePort, sleep
 
 DOMAIN = "example.test"
 
@@ -56,39 +57,16 @@ class ClusterTests(TestCase):
     def agent(
         self, name: str, gossip: int, join: list[str], env: dict[str, str] | None = None
     ) -> tuple[DaemonProcess, str]:
-        http = freePort()
-        args = [
-            "--http-provider",
-            f"tcp:{http}:interface=127.0.0.1",
-            "--bind-addr",
-            "127.0.0.1",
-            "--bind-port",
-            str(gossip),
-            "--raft-port",
-            str(freePort()),
-            "--gossip-profile",
-            "local",
-            "--docker",
-            self.engine.endpoint,
-            "--docker-label",
-            f"constellation.node={name}",
-            "--entrypoints",
-            "web",
-            "--cert-resolver",
-            "none",
-        ]
-        if join:
-            args += ["--join", ",".join(join)]
-        environ = {
-            "TS_HOSTNAME": f"node-{name}",
-            "DOMAIN": DOMAIN,
-            "DATA_DIR": self.mktemp(),
-            "CONSTELLATION_PUBLIC_IP_SOURCES": "none",
-        }
-        environ.update(env or {})
-        proc = DaemonProcess(self, scriptArgs("constellation", *args), env=environ, name=f"agent-{name}")
-        proc.start()
-        return proc, f"http://127.0.0.1:{http}"
+        agent = startAgent(
+            self,
+            f"node-{name}",
+            gossip=gossip,
+            extra=dockerArgs(self.engine.endpoint, name),
+            join=join,
+            env={"DOMAIN": DOMAIN, **(env or {})},
+            procName=f"agent-{name}",
+        )
+        return agent.proc, agent.url
 
     def container(self, name: str, node: str, service: str, port: int, router: bool = False) -> str:
         labels = {

@@ -24,9 +24,10 @@ from suite.constellation.deploy.cli import DeployOptions
 from suite.constellation.deploy.cli import deploy as runDeploy
 from suite.constellation.deploy.spec import LABEL_HASH, LABEL_SERVICE
 from suite.constellation.docker import DockerClient
+from tests.constellation.support import dockerArgs, startAgent
 from tests.support.dockerd import IMAGE, DockerEngine
 from tests.support.http import httpHeaders
-from tests.support.process import BIN, DaemonProcess, freePort, scriptArgs
+from tests.support.process import BIN, DaemonProcess, freePort
 
 DOMAIN = "example.test"
 SECRET = "s3cr3t-value-never-shown"
@@ -92,42 +93,16 @@ class DeployTests(TestCase):
         """
         A real agent for node C{node-NAME} watching its own containers of the test engine.
         """
-        http = freePort()
-        args = [
-            "--http-provider",
-            f"tcp:{http}:interface=127.0.0.1",
-            "--bind-addr",
-            "127.0.0.1",
-            "--bind-port",
-            str(gossip),
-            "--raft-port",
-            str(freePort()),
-            "--gossip-profile",
-            "local",
-            "--docker",
-            self.engine.endpoint,
-            "--docker-label",
-            f"constellation.node=node-{name}",
-            "--docker-interval",
-            "1",
-            "--entrypoints",
-            "web",
-            "--cert-resolver",
-            "none",
-        ]
-        if join:
-            args += ["--join", ",".join(join)]
-        env = {
-            "TS_HOSTNAME": f"node-{name}",
-            "DOMAIN": DOMAIN,
-            "DATA_DIR": self.mktemp(),
-            "SECRETS_PATH": self.secrets,
-            "CONFIG_PATH": self.config,
-            "CONSTELLATION_PUBLIC_IP_SOURCES": "none",
-        }
-        proc = DaemonProcess(self, scriptArgs("constellation", *args), env=env, name=f"agent-{name}")
-        proc.start()
-        return proc, f"http://127.0.0.1:{http}"
+        agent = startAgent(
+            self,
+            f"node-{name}",
+            gossip=gossip,
+            extra=dockerArgs(self.engine.endpoint, f"node-{name}", interval=1),
+            join=join,
+            env={"DOMAIN": DOMAIN, "SECRETS_PATH": self.secrets, "CONFIG_PATH": self.config},
+            procName=f"agent-{name}",
+        )
+        return agent.proc, agent.url
 
     async def getJSON(self, url: str) -> Any:
         r = await treq.get(url, timeout=5, persistent=False)

@@ -99,6 +99,19 @@ class DeclarationTests(SynchronousTestCase):
         )
         self.assertEqual(self.state.entries("a"), {})
 
+    def test_nestedTooDeeply(self) -> None:
+        """
+        A body or a file nested past what the parsers take gets a 400 with a
+        reason, not a server error.
+        """
+        code, answer = post(self.resource, b"[" * 100_000)
+        self.assertEqual((code, answer["error"]), (400, "declaration is nested too deeply"))
+        deep = json.dumps({"stack": "st", "file": "a: " + "[" * 50_000}).encode()
+        code, answer = post(self.resource, deep)
+        self.assertEqual(code, 400)
+        self.assertIn("not a deployment file", answer["error"])
+        self.assertEqual(self.state.entries("a"), {})
+
     def test_newest(self) -> None:
         """
         Of declarations held by several nodes, the most recently issued wins.

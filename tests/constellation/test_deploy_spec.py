@@ -4,11 +4,14 @@ The deployment file's validation and resolution, and placement.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
-from typing import Any
+from typing import Any, cast
 
 import yaml
+from twisted.internet.defer import Deferred
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.constellation.deploy.cli import DeployOptions
@@ -261,6 +264,12 @@ class SpecTests(SynchronousTestCase):
             loadStack(path, {}, self.secrets, "/srv", None)
         self.assertIn("not valid YAML at line", str(caught.exception))
         with open(path, "w") as f:
+            f.write("services: {a: " + "[" * 20_000 + "]" * 20_000 + "}\n")
+        with self.assertRaises(SpecError) as caught:
+            loadStack(path, {}, self.secrets, "/srv", None)
+        self.assertIn("not valid YAML", str(caught.exception))
+        self.assertIn("nest", str(caught.exception))
+        with open(path, "w") as f:
             f.write("services:\n  a: {image: x}\n")
         self.assertEqual(loadStack(path, {}, self.secrets, "/srv", None).name, os.path.basename(path))
         with open(EXAMPLE) as f:
@@ -358,6 +367,44 @@ class CommandTests(SynchronousTestCase):
         defaults = DeployOptions({})
         defaults.parseOptions(["s.yml"])
         self.assertEqual((defaults["agent"], defaults["agentExplicit"]), ("http://127.0.0.1:8081", False))
+        self.assertEqual((defaults["domain"], defaults["domain-set"]), ("example.org", False))
+        for bad in ("notaurl", "ftp://x", "http://"):
+            with self.assertRaises(UsageError) as caught:
+                DeployOptions({}).parseOptions(["s.yml", "--agent", bad])
+            self.assertIn("--agent (CONSTELLATION_AGENT)", str(caught.exception))
+
+    def test_agentDomain(self) -> None:
+        """
+        Without DOMAIN, hosts are completed with the answering agent's
+        domain, so what the command deploys is what the agents' reconcilers
+        build from the same declaration; DOMAIN, when set, wins.
+        """
+        from twisted.internet.defer import succeed
+
+        from suite.constellation.deploy import cli
+        from suite.constellation.deploy.plan import DeployError
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("services:\n  web:\n    image: nginx\n    expose: {host: web, port: 80}\n")
+        state = {"node": "n1", "domain": "agent.example", "nodes": [{"name": "n1", "status": "alive"}]}
+        self.patch(cli, "_agentState", lambda reactor, url: succeed(state))
+        plans: list[Any] = []
+
+        async def makePlan(engine: Any, stack: Any, *args: Any, **kw: Any) -> Any:
+            plans.append(stack)
+            raise DeployError("stop here")
+
+        self.patch(cli, "makePlan", makePlan)
+        for environ, domain in (({}, "agent.example"), ({"DOMAIN": "mine.example"}, "mine.example")):
+            options = DeployOptions(environ)
+            options.parseOptions([path, "--dry-run"])
+            options["environ"] = environ
+            self.successResultOf(
+                Deferred.fromCoroutine(cli.deploy(None, options, io.StringIO(), engine=cast(Any, object())))
+            )
+            labels = plans[-1].service("web").containerConfig("s", "n1")["Labels"]
+            self.assertEqual(labels["traefik.http.routers.web.rule"], f"Host(`web.{domain}`)")
 
     def test_oneLineErrors(self) -> None:
         """

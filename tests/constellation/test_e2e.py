@@ -11,6 +11,7 @@ import subprocess
 import treq
 from twisted.trial.unittest import TestCase
 
+from tests.constellation.support import agentArgs, startAgent
 from tests.support.process import DaemonProcess, freePort, scriptArgs
 
 
@@ -23,25 +24,8 @@ class AgentProcessTests(TestCase):
         """
         /healthz, the empty Traefik configuration and the guide's success line.
         """
-        port = freePort()
-        proc = DaemonProcess(
-            self,
-            scriptArgs(
-                "constellation",
-                "--http-provider",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--bind-addr",
-                "127.0.0.1",
-                "--bind-port",
-                str(freePort()),
-                "--raft-port",
-                str(freePort()),
-            ),
-            env={"TS_HOSTNAME": "cloudserver7", "DATA_DIR": self.mktemp()},
-            name="constellation",
-        )
-        proc.start()
-        base = f"http://127.0.0.1:{port}"
+        agent = startAgent(self, "cloudserver7", profile=None, procName="constellation")
+        proc, base = agent.proc, agent.url
         await proc.waitForHTTP(base + "/healthz")
         await proc.waitForLog("Constellation Agent started successfully")
         r = await treq.get(base + "/api/http/routers", persistent=False)
@@ -59,17 +43,7 @@ class AgentProcessTests(TestCase):
         """
         secrets = self.mktemp()
         result = subprocess.run(
-            scriptArgs(
-                "constellation",
-                "--http-provider",
-                f"tcp:{freePort()}:interface=127.0.0.1",
-                "--bind-addr",
-                "127.0.0.1",
-                "--bind-port",
-                str(freePort()),
-                "--raft-port",
-                str(freePort()),
-            ),
+            scriptArgs("constellation", *agentArgs(freePort(), freePort(), freePort(), profile=None)),
             capture_output=True,
             text=True,
             timeout=60,
@@ -95,29 +69,14 @@ class ClusterTests(TestCase):
     timeout = 90
 
     def _agent(self, name: str, gossipPort: int, join: int | None) -> tuple[DaemonProcess, str]:
-        http = freePort()
-        argv = [
-            "constellation",
-            "--http-provider",
-            f"tcp:{http}:interface=127.0.0.1",
-            "--bind-addr",
-            "127.0.0.1",
-            "--bind-port",
-            str(gossipPort),
-            "--raft-port",
-            str(freePort()),
-            "--gossip-profile",
-            "local",
-        ]
-        if join is not None:
-            argv += ["--join", f"127.0.0.1:{join}"]
-        proc = DaemonProcess(
+        agent = startAgent(
             self,
-            scriptArgs(*argv),
-            env={"TS_HOSTNAME": name, "DATA_DIR": self.mktemp(), "PUBLIC_IP": "127.0.0.1"},
-            name=name,
-        ).start()
-        return proc, f"http://127.0.0.1:{http}"
+            name,
+            gossip=gossipPort,
+            join=[f"127.0.0.1:{join}"] if join is not None else [],
+            env={"PUBLIC_IP": "127.0.0.1"},
+        )
+        return agent.proc, agent.url
 
     async def _nodes(self, base: str) -> dict[str, str]:
         r = await treq.get(base + "/api/state", persistent=False)

@@ -9,7 +9,6 @@ serves the new apex within 10 s; SIGTERM hands over within one renewal.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import time
@@ -18,27 +17,14 @@ from typing import Any
 import treq
 from twisted.trial.unittest import TestCase
 
+from tests.constellation.support import Agent
+from tests.constellation.support import startAgent as startAgentProcess
 from tests.support.bind9 import Bind9Server
-from tests.support.process import DaemonProcess, freePort, scriptArgs, sleep
+from tests.support.process import waitUntil
 
 DOMAIN = "example.test"
 LEASE_SECONDS = 5.0
 IPS = {"cloudserver1": "192.0.2.1", "edge2": "192.0.2.2", "edge3": "192.0.2.3"}
-
-
-class Agent:
-    def __init__(
-        self, proc: DaemonProcess, http: str, gossip: int, name: str, argv: list[str], env: dict[str, str]
-    ) -> None:
-        self.proc, self.http, self.gossip, self.name = proc, http, gossip, name
-        self.argv, self.env = argv, env
-
-    def restart(self, test: TestCase) -> None:
-        self.proc = DaemonProcess(test, self.argv, env=self.env, name=self.name + "-2").start()
-
-    async def state(self) -> Any:
-        r = await treq.get(f"{self.http}/api/state", timeout=2, persistent=False)
-        return json.loads(await r.content())
 
 
 def startAgent(
@@ -48,45 +34,31 @@ def startAgent(
     join: list[int],
     extra: list[str] = (),  # type: ignore[assignment]
 ) -> Agent:
-    http, gossip, raft = freePort(), freePort(), freePort()
-    args = [
-        "--http-provider",
-        f"tcp:{http}:interface=127.0.0.1",
-        "--bind-addr",
-        "127.0.0.1",
-        "--bind-port",
-        str(gossip),
-        "--raft-port",
-        str(raft),
-        "--gossip-profile",
-        "local",
-        "--dns-server",
-        f"127.0.0.1:{server.port}",
-        "--tsig-key-file",
-        server.keyFile,
-        "--raft-election-ms",
-        "300",
-        "--lease-seconds",
-        str(LEASE_SECONDS),
-        "--raft-bootstrap-wait",
-        "2",
-        "--raft-remove-after",
-        "600",
-        *extra,
-    ]
-    if join:
-        args += ["--join", ",".join(f"127.0.0.1:{p}" for p in join)]
-    env = {
-        "CONSTELLATION_GOSSIP_KEY_FILE": gossipKeyFile(test),
-        "TS_HOSTNAME": name,
-        "DOMAIN": DOMAIN,
-        "PUBLIC_IP": IPS[name],
-        "DATA_DIR": test.mktemp(),
-        "CONSTELLATION_PUBLIC_IP_SOURCES": "none",
-    }
-    argv = scriptArgs("constellation", *args)
-    proc = DaemonProcess(test, argv, env=env, name=name).start()
-    return Agent(proc, f"http://127.0.0.1:{http}", gossip, name, argv, env)
+    return startAgentProcess(
+        test,
+        name,
+        extra=[
+            "--dns-server",
+            f"127.0.0.1:{server.port}",
+            "--tsig-key-file",
+            server.keyFile,
+            "--raft-election-ms",
+            "300",
+            "--lease-seconds",
+            str(LEASE_SECONDS),
+            "--raft-bootstrap-wait",
+            "2",
+            "--raft-remove-after",
+            "600",
+            *extra,
+        ],
+        join=[f"127.0.0.1:{p}" for p in join],
+        env={
+            "CONSTELLATION_GOSSIP_KEY_FILE": gossipKeyFile(test),
+            "DOMAIN": DOMAIN,
+            "PUBLIC_IP": IPS[name],
+        },
+    )
 
 
 def gossipKeyFile(test: TestCase) -> str:
@@ -104,18 +76,11 @@ def gossipKeyFile(test: TestCase) -> str:
 
 
 async def waitFor(predicate: Any, what: str, timeout: float, agents: list[Agent]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = await predicate()
-        except Exception:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {a.name}\n{a.proc.output()[-3000:]}" for a in agents)
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
-        await sleep(0.05)
+    def described() -> str:
+        tails = "\n".join(f"--- {a.name}\n{a.proc.output()[-3000:]}" for a in agents)
+        return f"{what}\n{tails}"
+
+    return await waitUntil(predicate, described, timeout)
 
 
 async def startCluster(test: TestCase) -> tuple[Bind9Server, dict[str, Agent]]:
@@ -215,5 +180,5 @@ class LeaseClusterTests(TestCase):
         await waitFor(lambda: apexIs(IPS["edge2"]), "apex -> edge2 after kill -9", 10, rest)
         self.assertLess(time.monotonic() - started, 10.0)
         self.assertEqual(await writers(rest), ["edge2"])
-        r = await treq.get(f"{agents['edge3'].http}/readyz", timeout=2, persistent=False)
+        r = await treq.get(f"{agents['edge3'].url}/readyz", timeout=2, persistent=False)
         self.assertEqual(r.code, 200, (await r.content()).decode())

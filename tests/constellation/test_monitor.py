@@ -139,6 +139,42 @@ class DockerMonitorTests(SynchronousTestCase):
         self.assertEqual(self.published, [["web"], [], ["web"]])
         self.assertEqual(self.monitor.status()["checks"], 3)
 
+    def test_healthChangesLogged(self) -> None:
+        """
+        Every container's health is logged at the first check and whenever
+        it changes, as the guide's C{grep "service health"} expects; an
+        unchanged check logs nothing, a container turning unhealthy is a
+        warning.
+        """
+
+        def lines() -> list[tuple[str, str]]:
+            from twisted.logger import formatEvent
+
+            return [
+                (e["log_level"].name, formatEvent(e))
+                for e in self.events
+                if formatEvent(e).startswith("service health")
+            ]
+
+        self.assertEqual(len(lines()), 1)  # the start line
+        self.assertIn("service health monitoring: watching Docker containers", lines()[0][1])
+        self.client.calls[0].callback([container("web"), container("db", "starting"), container("x", "none")])
+        self.clock.advance(10)
+        self.client.calls[1].callback([container("web"), container("db", "starting"), container("x", "none")])
+        self.clock.advance(10)
+        self.client.calls[2].callback([container("web", "unhealthy"), container("db")])
+        self.assertEqual(
+            lines()[1:],
+            [
+                ("info", "service health: db is starting"),
+                ("info", "service health: web is healthy"),
+                ("info", "service health: x is running (no healthcheck)"),
+                ("info", "service health: db is now healthy (was starting)"),
+                ("warn", "service health: web is now unhealthy (was healthy)"),
+                ("info", "service health: x is no longer running"),
+            ],
+        )
+
     def test_failure(self) -> None:
         """
         A failed check is logged once, keeps the last containers, and the

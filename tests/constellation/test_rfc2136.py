@@ -34,6 +34,28 @@ class KeyFileTests(TestCase):
         e = self.assertRaises(ConfigError, readTSIGKey, os.path.join(path, "missing"))
         self.assertIn("cannot read", str(e))
 
+    def test_algorithmAndSecret(self) -> None:
+        """
+        An algorithm tsig-keygen does not write, or a secret that is not
+        base64, fails at start-up naming the flag, not at every update;
+        hmac-md5 is given its DNS name.
+        """
+        path = self.mktemp()
+        for alg, secret, why in (
+            ("hmac-foo", "c2VjcmV0", "algorithm 'hmac-foo' is not one of hmac-md5, hmac-sha1"),
+            ("hmac-sha256", "c2VjcmV", "the secret is not base64"),
+        ):
+            with open(path, "w") as f:
+                f.write(f'key "k1" {{\n\talgorithm {alg};\n\tsecret "{secret}";\n}};\n')
+            e = self.assertRaises(ConfigError, readTSIGKey, path)
+            self.assertTrue(str(e).startswith("--tsig-key-file (CONSTELLATION_TSIG_KEY_FILE): "), str(e))
+            self.assertIn(why, str(e))
+        with open(path, "w") as f:
+            f.write('key "k1" {\n\talgorithm HMAC-MD5;\n\tsecret "c2VjcmV0";\n};\n')
+        key = readTSIGKey(path)
+        self.assertEqual(key, ("k1", "hmac-md5.sig-alg.reg.int", "c2VjcmV0"))
+        RFC2136Provider(None, ("127.0.0.1", 53), ZONE, key)
+
 
 class Bind9Tests(TestCase):
     timeout = 60

@@ -19,6 +19,7 @@ from suite.constellation.interfaces import IServiceCatalog
 from suite.constellation.options import Options
 from suite.daemon import ConfigError
 from tests.clustor.helpers import captureLogs
+from tests.test_fileutil import lockedElsewhere
 
 ZONE = "0123456789abcdef0123456789abcdef"
 
@@ -100,7 +101,9 @@ class MakeServiceTests(SynchronousTestCase):
         reactor = _Reactor()
         opts = options()
         root = service.makeService(opts, reactor)
-        self.assertEqual([s.name for s in root], ["gossip", "raft-agent", "dns-writer", "http-provider"])
+        self.assertEqual(
+            [s.name for s in root], ["data-lock", "gossip", "raft-agent", "dns-writer", "http-provider"]
+        )
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual(
@@ -116,6 +119,10 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue([m for m in messages if "runs without TLS" in m])
         for sub in ("logs", "stable", "snapshots"):
             self.assertTrue(os.path.isdir(os.path.join(opts["data-dir"], "raft", sub)))
+        # Lease notifications (every renewal) reach the DNS writer only
+        # through its check of the plan and its token.
+        writer = root.getServiceNamed("dns-writer")
+        self.assertEqual(root.getServiceNamed("raft-agent").keeper.changed, [writer.pokeIfChanged])
 
     def test_gossipKey(self) -> None:
         """
@@ -142,6 +149,55 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertFalse([m for m in self.messages() if "has no shared key" in m])
 
+    def test_raftCertDir(self) -> None:
+        """
+        --raft-cert-dir: a missing bundle, or a node certificate not named
+        after the node or without its Raft address, is one error naming the
+        flag at start-up; the node's own bundle turns on Raft mTLS.
+        """
+        from suite.pki.ca import initBundle, writeNodeCertificate
+
+        base = self.mktemp()
+        argv = ["--bind-addr", "127.0.0.1", "--raft-cert-dir"]
+        good = os.path.join(base, "good")
+        initBundle(good, ["127.0.0.1"], commonName="cloudserver1")
+        otherName = os.path.join(base, "name")
+        writeNodeCertificate(good, otherName, ["127.0.0.1"], commonName="edge2")
+        otherIP = os.path.join(base, "ip")
+        writeNodeCertificate(good, otherIP, ["10.9.9.9"], commonName="cloudserver1")
+        for directory, why in (
+            (os.path.join(base, "missing"), "no such certificate bundle directory"),
+            (otherName, "common name is 'edge2', not this node's name 'cloudserver1'"),
+            (otherIP, "127.0.0.1"),
+        ):
+            with self.assertRaises(ConfigError) as cm:
+                service.makeService(options([*argv, directory]), _Reactor())
+            self.assertTrue(
+                str(cm.exception).startswith("--raft-cert-dir (CONSTELLATION_RAFT_CERT_DIR): "),
+                str(cm.exception),
+            )
+            self.assertIn(why, str(cm.exception))
+        root = service.makeService(options([*argv, good]), _Reactor())
+        self.assertEqual(root.getServiceNamed("raft-agent").name, "raft-agent")
+        self.assertFalse([m for m in self.messages() if "runs without TLS" in m])
+
+    def test_dataDirInUse(self) -> None:
+        """
+        A second agent on a data directory another process holds fails at
+        start-up with one line naming the flag, the directory and that
+        process.
+        """
+        data = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(data, "raft"))
+        pid = lockedElsewhere(self, os.path.join(data, "raft"))
+        with self.assertRaises(ConfigError) as cm:
+            service.makeService(options(DATA_DIR=data), _Reactor())
+        self.assertEqual(
+            str(cm.exception),
+            f"--data-dir (DATA_DIR): {os.path.realpath(data)}/raft is in use by another process (pid {pid}): "
+            "is another agent running on it?",
+        )
+
     def test_remoteProvider(self) -> None:
         """
         A non-loopback provider needs --allow-remote-provider.
@@ -155,7 +211,7 @@ class MakeServiceTests(SynchronousTestCase):
             options(["--http-provider", "tcp:8081:interface=0.0.0.0", "--allow-remote-provider"]),
             MemoryReactorClock(),
         )
-        self.assertEqual(len(list(root)), 4)
+        self.assertEqual(len(list(root)), 5)
 
     def test_cloudflareNeedsToken(self) -> None:
         """
@@ -175,13 +231,20 @@ class MakeServiceTests(SynchronousTestCase):
     def test_cloudflareProvider(self) -> None:
         """
         With a token, the DNS writer uses the Cloudflare provider; the token
-        is never shown.
+        is never shown; a token file other users can read is warned about.
         """
         secrets = self.mktemp()
         os.makedirs(secrets)
-        with open(os.path.join(secrets, "cf-api-token.txt"), "w") as f:
+        token = os.path.join(secrets, "cf-api-token.txt")
+        with open(token, "w") as f:
             f.write("sekrit-token-value\n")
+        os.chmod(token, 0o644)
+        service.readCloudflareToken(secrets)
+        loose = [m for m in self.messages() if "readable by other users" in m]
+        self.assertEqual(len(loose), 1)
+        os.chmod(token, 0o600)
         root = service.makeService(options(CLOUDFLARE_ZONE_ID=ZONE, SECRETS_PATH=secrets), _Reactor())
+        self.assertEqual(len([m for m in self.messages() if "readable by other users" in m]), 1)
         writer = root.getServiceNamed("dns-writer")
         self.assertEqual(writer.provider.name, "cloudflare")
         self.assertFalse(writer.dryRun)
@@ -221,7 +284,16 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual(
             [s.name for s in root],
-            ["gossip", "docker-monitor", "raft-agent", "dns-writer", "deploy", "public-ip", "http-provider"],
+            [
+                "data-lock",
+                "gossip",
+                "docker-monitor",
+                "raft-agent",
+                "dns-writer",
+                "deploy",
+                "public-ip",
+                "http-provider",
+            ],
         )
         state = root.getServiceNamed("gossip").state
         self.assertEqual(
@@ -249,7 +321,7 @@ class MakeServiceTests(SynchronousTestCase):
         root = service.makeService(options(["--manhole", f"unix:{path}"]), reactor)
         self.assertEqual(
             sorted(s.name for s in root),
-            ["dns-writer", "gossip", "http-provider", "manhole", "raft-agent"],
+            ["data-lock", "dns-writer", "gossip", "http-provider", "manhole", "raft-agent"],
         )
         root.startService()
         self.addCleanup(root.stopService)

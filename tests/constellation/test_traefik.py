@@ -184,6 +184,40 @@ class ProviderResourceTests(SynchronousTestCase):
         self.assertIn("error", body)
         self.assertEqual(self.get("/nope")[0], 404)
 
+    def request(self, method: str, path: str) -> tuple[int, Any, Any]:
+        d = self.client.request(method, "http://localhost:8081" + path, data=b"x")
+        self.client.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(response.content())
+        return response.code, response.headers, json.loads(body)
+
+    def test_methodsAndPaths(self) -> None:
+        """
+        A method a page does not serve is a JSON 405 naming the allowed ones
+        (never Twisted's HTML pages, nor 501); a path below a page is a JSON
+        404; C{/api} and C{/api/http} list what is below them.
+        """
+        for path in ("/", "/api/http/routers", "/api/http/services", "/api/state", "/api", "/api/http"):
+            for method in ("POST", "PUT", "DELETE", "PATCH"):
+                code, headers, body = self.request(method, path)
+                self.assertEqual(code, 405, (method, path))
+                self.assertEqual(body["error"], f"method {method} not allowed")
+                self.assertIn("GET", body["allowed"])
+                self.assertIn(b"GET", headers.getRawHeaders(b"allow")[0])
+        for path in ("/api/http/routers/x", "/api/state/x", "/api/http/x", "/api/http/routers/x/y"):
+            code, body = self.get(path)
+            self.assertEqual(code, 404, path)
+            self.assertEqual(body["error"], f"no resource {path}")
+        self.assertEqual(self.get("/api/http/routers/"), (200, {}))
+        self.assertEqual(
+            self.get("/api/http"),
+            (
+                200,
+                {"endpoints": ["/api/http/middlewares", "/api/http/routers", "/api/http/services"]},
+            ),
+        )
+        self.assertEqual(self.get("/api"), (200, {"endpoints": ["/api/http", "/api/state"]}))
+
     def test_etag(self) -> None:
         """
         The configuration carries an ETag; the same ETag in If-None-Match is
@@ -198,6 +232,10 @@ class ProviderResourceTests(SynchronousTestCase):
         second = self.successResultOf(d)
         self.assertEqual(second.code, 304)
         self.assertEqual(self.successResultOf(second.content()), b"")
+        for match in (b"W/" + etag, b'"other", ' + etag, b"*"):
+            d = self.client.get("http://localhost:8081/", headers={b"If-None-Match": [match]})
+            self.client.flush()
+            self.assertEqual(self.successResultOf(d).code, 304, match)
         self.catalog.put(entry("whoami", "cloudserver1", "http://10.0.0.1:80"))
         d = self.client.get("http://localhost:8081/", headers={b"If-None-Match": [etag]})
         self.client.flush()

@@ -13,7 +13,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
 from suite.constellation.docker import DockerClient
 from suite.constellation.warp import WarpMonitor
@@ -30,6 +30,65 @@ class _Probe(Resource):
     def render_GET(self, request: Any) -> bytes:
         request.setResponseCode(self.code)
         return b"warp=on\n"
+
+
+class _Endless(Resource):
+    """
+    Answers 200 and a body that never ends: C{chunk} bytes at once, then
+    nothing more (C{trickle}) or far more than any probe reads.
+    """
+
+    isLeaf = True
+
+    def __init__(self, trickle: bool) -> None:
+        super().__init__()
+        self.trickle = trickle
+        self.requests: list[Any] = []
+
+    def render_GET(self, request: Any) -> Any:
+        self.requests.append(request)
+        request.write(b"x" * 1024 if self.trickle else b"x" * (1024 * 1024))
+        return NOT_DONE_YET
+
+
+class ProbeLimitTests(TestCase):
+    """
+    The egress probe reads a bounded answer within a bounded time.
+    """
+
+    timeout = 30
+
+    async def serve(self, resource: Resource) -> str:
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(resource))
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}/cdn-cgi/trace"
+
+    async def test_largeAnswer(self) -> None:
+        """
+        An answer past 64 KiB is not read to its end: the probe fails,
+        saying so.
+        """
+        endless = _Endless(trickle=False)
+        monitor = WarpMonitor(None, reactor, "warp", await self.serve(endless), timeout=30)
+        status = await monitor.check()
+        self.assertIn("egress probe answered more than 65536 bytes", status["reason"])
+        self.assertIsNone(status["egressStatus"])
+        for request in endless.requests:
+            if not request.finished and not request._disconnected:
+                request.finish()
+
+    async def test_bodyNeverEnds(self) -> None:
+        """
+        An answer whose body stops coming fails the probe at the timeout
+        (the body included), so the check ends and the next one runs.
+        """
+        endless = _Endless(trickle=True)
+        monitor = WarpMonitor(None, reactor, "warp", await self.serve(endless), timeout=0.5)
+        status = await monitor.check()
+        self.assertIn("egress probe took longer than 0.5 s", status["reason"])
+        for request in endless.requests:
+            if not request.finished and not request._disconnected:
+                request.finish()
 
 
 class WarpTests(TestCase):

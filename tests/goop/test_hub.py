@@ -144,6 +144,39 @@ class HubTests(TestCase):
         r = await treq.get(url, persistent=False)
         return r.code, json.loads(await r.content())
 
+    async def test_peerDbUnopenable(self) -> None:
+        """
+        A shared peer DB that cannot be opened fails the hub's start naming
+        presence.peer_db_path, and stopping it then logs no failed "final
+        sync" (there is nothing to sync).
+        """
+        from twisted.logger import globalLogPublisher
+
+        blocker = os.path.abspath(self.mktemp())
+        with open(blocker, "w") as f:
+            f.write("a file, not a directory")
+        fatal: list[tuple[str, str]] = []
+        events: list[dict[str, Any]] = []
+        observer: Any = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        hub = RendezvousHub(
+            reactor,
+            port=0,
+            peerDbFile=os.path.join(blocker, "peers.db"),
+            onFatal=lambda what, f: fatal.append((what, f.getErrorMessage())),
+        )
+        hub.startService()
+        for _ in range(100):
+            if fatal:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(len(fatal), 1)
+        self.assertIn("presence.peer_db_path: cannot open", fatal[0][1])
+        stopped: Any = hub.stopService()
+        await stopped
+        self.assertEqual([e for e in events if "final peer DB sync" in str(e.get("log_format"))], [])
+
     async def test_publishAndList(self) -> None:
         """A signed publish appears in /peers.json; a forged one is refused; offline removes it."""
         hub, url = await self.startHub()

@@ -262,3 +262,45 @@ class SSRFTests(SynchronousTestCase):
 
         self.assertRaises(SSRFError, guardedRequest, "GET", "http://evil.example/", resolver=resolver)
         self.assertEqual(calls, ["evil.example"])
+
+
+class SandboxBoundaryTests(SynchronousTestCase):
+    """
+    L{suite.goop.lua.sandbox.Sandbox.run} is the user-script boundary: any
+    error becomes an answer, and one that is not a Lua error is reported on
+    stderr (which the parent logs) rather than swallowed.
+    """
+
+    def test_pythonErrorReported(self) -> None:
+        """
+        A Python error raised under a call answers C{ok: False} naming it
+        and writes its traceback to stderr.
+        """
+        import io
+        import sys
+
+        from suite.goop.lua import sandbox
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "data.db")
+        sqlite3.connect(path).close()
+
+        def broken(self: object, value: object, depth: int = 0) -> object:
+            raise RuntimeError("conversion bug")
+
+        self.patch(sandbox._Api, "fromLua", broken)
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        box = sandbox.Sandbox(path, 64 * 1024 * 1024)
+        job = {
+            "caller": "peer",
+            "function": "f",
+            "source": "function call(request) return 1 end",
+            "params": None,
+            "timeout": 5.0,
+        }
+        answer = box.run(job, lambda level, text: None)
+        self.assertEqual(answer, {"ok": False, "error": "RuntimeError: conversion bug"})
+        self.assertIn("Lua call 'f' failed in Python", stderr.getvalue())
+        self.assertIn("RuntimeError: conversion bug", stderr.getvalue())

@@ -115,6 +115,23 @@ class MdnsNameTests(SynchronousTestCase):
         self.assertEqual(m.properties(), {"peer_id": who.peerId, "label": "My Site", "name": "my-peer"})
         unnamed = MdnsDiscovery(Reactor(), who, "goop-test", lambda: 1, "My Site", directory)
         self.assertEqual(unnamed.properties(), {"peer_id": who.peerId, "label": "My Site"})
+        # A long non-ASCII label and name still make a TXT record zeroconf
+        # accepts (each string at most 255 bytes), cut at a character boundary.
+        import socket
+
+        from zeroconf import ServiceInfo
+
+        wide = MdnsDiscovery(Reactor(), who, "goop-test", lambda: 1, "é" * 200, directory, name="ü" * 64)
+        props = wide.properties()
+        ServiceInfo(
+            wide.serviceType,
+            "x." + wide.serviceType,
+            addresses=[socket.inet_aton("127.0.0.1")],
+            port=1,
+            properties=props,
+        )
+        self.assertEqual(props["label"], "é" * 124)
+        self.assertEqual(props["name"], "ü" * 64)
         m._changed(ZC(), m.serviceType, "x", Added())
         [record] = directory.peers()
         self.assertEqual((record["label"], record["name"]), ("Lan Site", "lan-peer"))

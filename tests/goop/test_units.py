@@ -159,6 +159,19 @@ class StoreTests(TestCase):
         self.addCleanup(self.store.stop)
         return self.store.start()
 
+    async def test_fileMode(self) -> None:
+        """
+        data.db (with its -wal and -shm files) is created readable by the
+        peer's user only, whatever the umask: it holds owner-only tables.
+        """
+        import stat
+
+        await self.store.execute(self.owner, {"op": "create-table", "table": "t", "columns": {"a": "TEXT"}})
+        path = self.store.db.path
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                self.assertEqual(stat.S_IMODE(os.stat(path + suffix).st_mode), 0o600, suffix)
+
     async def test_permissions(self) -> None:
         """owner-only, peers-read and peers-write are enforced on every op for other peers."""
         s, o, p = self.store, self.owner, self.other
@@ -317,6 +330,31 @@ class HealthTests(SynchronousTestCase):
         ok: Any = DummyRequest([b""])
         HealthzResource(lambda: []).render_GET(ok)
         self.assertEqual(json.loads(b"".join(ok.written))["status"], "ok")
+
+    def test_raisingProviderLogged(self) -> None:
+        """
+        A provider whose check raises makes /healthz answer 503 naming the
+        error, and the error is logged with its traceback, not swallowed.
+        """
+        from twisted.logger import capturedLogs
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.goop.health import HealthzResource
+
+        class Broken:
+            name = "broken"
+
+            def check(self) -> object:
+                raise KeyError("oops")
+
+        req: Any = DummyRequest([b""])
+        with capturedLogs() as events:
+            HealthzResource(lambda: [Broken()]).render_GET(req)  # type: ignore[list-item]
+        self.assertEqual(req.responseCode, 503)
+        self.assertEqual(json.loads(b"".join(req.written))["reasons"], ["broken: 'oops'"])
+        [event] = [e for e in events if "log_failure" in e]
+        self.assertEqual(event["name"], "broken")
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
 
 class InjectionPropertyTests(SynchronousTestCase):
@@ -584,3 +622,36 @@ class HostGuardTests(SynchronousTestCase):
             (c.trustedProxies, c.allowedHosts, c.mdnsInterfaces),
             (("127.0.0.1/32", "10.0.0.0/8"), ("peer.lan",), ("127.0.0.1",)),
         )
+
+
+class LogBufferTests(SynchronousTestCase):
+    """
+    L{suite.goop.logbuffer.LogBuffer} keeps every event at or above its
+    level, formatted.
+    """
+
+    def test_unformattableEventKept(self) -> None:
+        """
+        An event whose format cannot be filled is kept, its text saying so
+        and naming the format, and listeners hear of it.
+        """
+        from twisted.logger import LogLevel
+
+        from suite.goop.logbuffer import LogBuffer
+
+        buffer = LogBuffer()
+        heard: list[dict[str, object]] = []
+        buffer.listeners.append(heard.append)
+        buffer(
+            {
+                "log_format": "{missing!r:bad}",
+                "log_level": LogLevel.warn,
+                "log_time": 1.0,
+                "log_namespace": "x",
+            }
+        )
+        [entry] = buffer.snapshot()
+        self.assertEqual(heard, [entry])
+        self.assertEqual(entry["level"], "warn")
+        self.assertIn("Unable to format event", str(entry["text"]))
+        self.assertIn("{missing!r:bad}", str(entry["text"]))

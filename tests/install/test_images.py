@@ -30,7 +30,7 @@ import yaml
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.support.dockerd import DockerEngine
-from tests.support.process import freePort
+from tests.support.process import WaitTimeout, freePort, pollUntil
 
 SRC = Path(__file__).resolve().parents[2]
 UID = 10001
@@ -201,14 +201,12 @@ class ImageTests(SynchronousTestCase):
             assert isinstance(peers, list), peers
 
         def checkPeer() -> None:
-            deadline = time.monotonic() + 30
-            listed: list[object] = []
-            while time.monotonic() < deadline:
-                listed = [p.get("peer_id") for p in json.loads(_get(f"{hubURL}/peers.json"))]
-                if listed:
-                    break
-                time.sleep(0.5)
-            assert listed, "the peer never appeared at the hub"
+            pollUntil(
+                lambda: [p.get("peer_id") for p in json.loads(_get(f"{hubURL}/peers.json"))],
+                "the peer to appear at the hub",
+                30,
+                0.5,
+            )
             assert (peerData / "identity.key").exists(), "the peer wrote nothing to /data"
 
         return [Family("goop-peer", checkPeer), Family("goop-hub", checkHub)]
@@ -405,10 +403,12 @@ class ImageTests(SynchronousTestCase):
         Poll every container's health at once; a container that exits or
         turns unhealthy is reported at once with its log tail.
         """
-        deadline = time.monotonic() + timeout
         pending = set(names)
         problems: dict[str, str] = {}
-        while pending and time.monotonic() < deadline:
+
+        def settled() -> bool:
+            if not pending:
+                return True
             out = engine.docker(
                 "inspect",
                 "-f",
@@ -423,9 +423,13 @@ class ImageTests(SynchronousTestCase):
                 elif status != "running" or health == "unhealthy":
                     pending.discard(name)
                     problems[name] = f"{status}/{health}: {self.logs(engine, name)}"
-            time.sleep(0.5)
-        for name in pending:
-            problems[name] = f"not healthy after {timeout} s: {self.logs(engine, name)}"
+            return not pending
+
+        try:
+            pollUntil(settled, "every container to be healthy", timeout, 0.5)
+        except WaitTimeout:
+            for name in pending:
+                problems[name] = f"not healthy after {timeout} s: {self.logs(engine, name)}"
         return problems
 
     def logs(self, engine: DockerEngine, name: str) -> str:

@@ -10,9 +10,11 @@ Replay one scenario: C{WAL_SEED=<seed> pytest tests/raft/test_sharedwal.py}.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -356,6 +358,28 @@ class ToolTests(SynchronousTestCase):
         self.assertEqual([line.split("\t")[0] for line in walctl.describe(walctl.readGroups(walDir))], ["g1"])
         self.assertEqual(walctl.main(["groups"]), 2)
         self.assertEqual(walctl.main(["groups", os.path.join(base, "missing")]), 1)
+
+    def test_runningNodeRefused(self) -> None:
+        """
+        C{export} and C{drop} refuse a WAL that a running node holds (its
+        daemon locks the directory); C{groups} only reads, and works.
+        """
+        from suite.raft import walctl
+        from tests.test_fileutil import lockedElsewhere
+
+        walDir = os.path.join(scratch(self), "wal")
+        os.makedirs(walDir)
+        pid = lockedElsewhere(self, walDir)
+        errors = io.StringIO()
+        self.patch(sys, "stderr", errors)
+        self.assertEqual(walctl.main(["drop", walDir, "g1"]), 1)
+        self.assertEqual(walctl.main(["export", walDir, "g1", walDir + "-out"]), 1)
+        self.assertEqual(walctl.main(["groups", walDir]), 0)
+        self.assertEqual(
+            errors.getvalue().splitlines(),
+            [f"suite.raft wal: {walDir} is in use by another process (pid {pid}): stop the node first"] * 2,
+        )
+        self.assertFalse(os.path.exists(walDir + "-out"))
 
 
 # -- the multi-group simulation -------------------------------------------------

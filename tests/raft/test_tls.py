@@ -5,7 +5,6 @@ certificate.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -19,7 +18,7 @@ from suite.pki.tls import clientContextFactory, serverContextFactory
 from suite.raft.messages import Heartbeat, Message, encodeMessage
 from suite.raft.transport import LENGTH, FrameProtocol, RaftTransport
 from tests.raft.cluster import makeCluster
-from tests.support.process import freePort, sleep
+from tests.support.process import freePort, waitUntil
 
 
 class Sender(FrameProtocol):
@@ -65,9 +64,7 @@ class MutualTLSTests(TestCase):
         """
         owner, received, port, specs, _ = await self.setUpServer()
         proto = await self.send(specs[1].certDir, port, Heartbeat("n2", "n1", 1, 0, 0))
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            await sleep(0.02)
+        await waitUntil(lambda: received, "the heartbeat to be delivered", 10, 0.02)
         self.assertEqual(received, [Heartbeat("n2", "n1", 1, 0, 0)])
         proto.transport.loseConnection()  # type: ignore[union-attr]
         await proto.lost

@@ -58,6 +58,7 @@ class _APIBase(SynchronousTestCase):
         resource = makeAPIResource(
             self.node, makeTokenChecker(cfg.tokens), lambda pid: "disconnected", add, remove
         )
+        self.resource = resource
         # StubTreq makes its request methods at run time.
         self.client: Any = StubTreq(resource)
         self.events: list[dict] = []
@@ -185,7 +186,20 @@ class APITests(_APIBase):
         self.assertEqual(
             [c["cdm_id"] for c in self.call("GET", "/cdms?status=withdrawn")[1]["cdms"]], ["L-3"]
         )
-        for bad in ("limit=0", "limit=x", "sort=name", "tca_from=today", "status=gone"):
+        # A date alone (ISO calendar or CCSDS day-of-year) is midnight UTC.
+        day = isoTime(now + 86400 * 2)[:10]
+        code, body = self.call("GET", f"/cdms?tca_from={day}&tca_to=2100-001&sort=tca")
+        self.assertEqual([c["cdm_id"] for c in body["cdms"]], ["L-1", "L-2", "L-4"])
+        code, body = self.call("GET", "/cdms?tca_to=2000-01-01")
+        self.assertEqual((code, body["cdms"]), (200, []))
+        for bad in (
+            "limit=0",
+            "limit=x",
+            "sort=name",
+            "tca_from=today",
+            "tca_from=2026-13-01",
+            "status=gone",
+        ):
             self.assertEqual(self.call("GET", f"/cdms?{bad}")[0], 400, bad)
 
     def test_getAndDeleteCDM(self) -> None:
@@ -204,8 +218,71 @@ class APITests(_APIBase):
         code, body = self.call("DELETE", "/cdms/G-1?reason=ERROR")
         self.assertEqual((code, body["status"], body["reason"]), (200, "withdrawn", "ERROR"))
         self.assertEqual(self.call("DELETE", "/cdms/G-1")[0], 409)
+        # A withdrawn CDM has no document: KVN/XML is 410 with the reason,
+        # JSON the summary.
+        for fmt in ("kvn", "xml"):
+            code, body = self.call("GET", f"/cdms/G-1?format={fmt}")
+            self.assertEqual((code, body["status"], body["withdraw_reason"]), (410, "withdrawn", "ERROR"))
+            self.assertIn("withdrawn", body["error"])
+        self.assertEqual(self.call("GET", "/cdms/G-1")[1]["status"], "withdrawn")
         self.assertEqual(self.call("GET", "/cdms/NOPE")[0], 404)
         self.assertEqual(self.call("DELETE", "/cdms/NOPE")[0], 404)
+
+    def test_debugAccessLines(self) -> None:
+        """
+        At logging level debug each API request through the API's site is
+        logged once: one debug line with the method, the path (without the
+        query string), the status and the token id (never its secret), and
+        no shared access-log line beside it; at info there is none.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from suite.spacecomms import logsetup
+        from suite.spacecomms.apibase import APISite
+
+        site = APISite(self.resource, timeout=None)
+
+        def request(path: str, token: str | None) -> bytes:
+            proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5))
+            assert proto is not None
+            transport = StringTransport()
+            proto.makeConnection(transport)
+            auth = f"Authorization: Bearer {token}\r\n" if token else ""
+            proto.dataReceived(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode())
+            proto.connectionLost(None)
+            return transport.value()
+
+        def perRequest() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in self.events
+                if e.get("log_namespace") in ("spacecomms.api", "suite.web.access")
+                and "{method}" in e.get("log_format", "")
+            ]
+
+        before = dict(logsetup._settings)
+        self.addCleanup(logsetup._settings.update, before)
+        logsetup.configure("json", "info", "stderr")
+        self.assertIn(b" 200 ", request("/peers", ADMIN))
+        self.assertEqual(perRequest(), [])
+        logsetup.configure("json", "debug", "stderr")
+        request("/peers?token=" + WRITER, READER)
+        request("/cdms/NOPE", ADMIN)
+        request("/cdms", None)
+        lines = [
+            (e["log_namespace"], e["method"], e["path"], e["code"], e["principal"]) for e in perRequest()
+        ]
+        self.assertEqual(
+            lines,
+            [
+                ("spacecomms.api", "GET", "/peers", 200, "readonly"),
+                ("spacecomms.api", "GET", "/cdms/NOPE", 404, "admin"),
+                ("spacecomms.api", "GET", "/cdms", 401, "-"),
+            ],
+        )
+        self.assertNotIn(READER, repr(self.events))
+        self.assertNotIn(WRITER, repr(self.events))
 
     def test_objects(self) -> None:
         """
@@ -220,6 +297,19 @@ class APITests(_APIBase):
         self.assertEqual(self.call("POST", "/objects", '{"name": "no id"}')[0], 400)
         self.assertEqual(self.call("POST", "/objects", "[1]")[0], 400)
         self.assertEqual(self.call("POST", "/objects", "{")[0], 400)
+        # NaN, Infinity and numbers beyond the float range are not JSON: a
+        # state holding them could not be served back (or read by a peer's
+        # JSON client), so they are refused with the reason.
+        for bad in (
+            '{"object_id": "N", "x": NaN}',
+            '{"object_id": "N", "x": {"y": [-Infinity]}}',
+            '{"object_id": "N", "x": 1e999}',
+            '{"object_id": "N", "x": ' + "[" * 40 + "]" * 40 + "}",
+        ):
+            code, body = self.call("POST", "/objects", bad)
+            self.assertEqual(code, 400, bad)
+            self.assertIn("error", body)
+        self.assertEqual(self.call("GET", "/objects/N")[0], 404)
         big = json.dumps({"object_id": "BIG", "blob": "x" * 300_000})
         self.assertEqual(self.call("POST", "/objects", big)[0], 413)
         self.assertEqual([o["object_id"] for o in self.call("GET", "/objects")[1]["objects"]], ["SAT-1"])

@@ -236,6 +236,12 @@ class ConfigTests(SynchronousTestCase):
         self.assertIn(
             "SPACECOMMS_LOG_LEVEL: unknown log level 'chatty' (use debug, info, warn, error)", e.reasons
         )
+        # A token from the environment meets the same length rule as one in
+        # the file (a three-character admin token is refused, not used).
+        for name in ("SPACECOMMS_ADMIN_TOKEN", "SPACECOMMS_READONLY_TOKEN"):
+            e = self.assertRaises(ConfigInvalid, parseConfig, doc, {name: "abc", "OTHER": "x"})
+            self.assertTrue(any(r.startswith(f"{name}: must be 8") for r in e.reasons), e.reasons)
+            self.assertNotIn("abc", " ".join(e.reasons))
 
     def test_tokenSecretsDistinct(self) -> None:
         """
@@ -399,6 +405,70 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
         self.assertIn("node.id: is required", r.stderr)
 
+    def test_storeInUseOneLine(self) -> None:
+        """
+        A second node on a file store another process holds exits 2 with
+        one line naming storage.file_path and the holder, before it touches
+        the store: the running node's log is neither replayed nor replaced
+        (a compaction by the second would send the first's appends to an
+        unlinked file).  validate-config still passes (it checks a file, not
+        whether it is in use).
+        """
+        from twisted.internet.task import Clock
+
+        from suite.spacecomms.store import FileStore, Record
+
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        data = os.path.join(d, "data")
+        holder = FileStore(data, Clock())
+        holder.lock()
+        holder.load()
+        self.addCleanup(holder.close)
+        holder.put(Record("object", "SAT-1", "n1", 1, body={"x": 1}))
+        before = os.stat(data)
+        cfg = os.path.join(d, "c.yaml")
+        with open(cfg, "w") as f:
+            f.write(
+                "node: {id: n1}\nserver: {port: 0, peer_port: 0}\napi: {auth: {enabled: false}}\n"
+                f"storage: {{type: file, file_path: {data}}}\n"
+            )
+        r = self._exec(twistdArgs("spacecomms", "--config", cfg), {})
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("storage.file_path:", r.stderr)
+        self.assertIn(f"in use by process {os.getpid()}", r.stderr)
+        after = os.stat(data)
+        self.assertEqual((after.st_ino, after.st_size), (before.st_ino, before.st_size))
+        r = self._exec(scriptArgs("spacecomms", "validate-config", "--config", cfg), {})
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
+class StoreLockTests(SynchronousTestCase):
+    """
+    One FileStore per file at a time.
+    """
+
+    def test_lock(self) -> None:
+        """
+        A second lock on the same store fails naming the holder's pid until
+        the first store closes.
+        """
+        from twisted.internet.task import Clock
+
+        from suite.spacecomms.store import FileStore, StoreLocked
+
+        path = os.path.join(os.path.abspath(self.mktemp()))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        first, second = FileStore(path, Clock()), FileStore(path, Clock())
+        first.lock()
+        first.lock()  # idempotent
+        e = self.assertRaises(StoreLocked, second.lock)
+        self.assertIn(f"process {os.getpid()}", str(e))
+        first.close()
+        second.lock()
+        second.close()
+
 
 class StartupChecksTests(SynchronousTestCase):
     """
@@ -464,3 +534,43 @@ class StartupChecksTests(SynchronousTestCase):
         self.assertEqual(validateConfig(o, io.StringIO(), err), 1)
         self.assertIn("storage.file_path: ", err.getvalue())
         self.assertIn("is a directory", err.getvalue())
+
+
+class LogObserverTests(SynchronousTestCase):
+    """
+    The observer C{spacecomms start} installs filters like the suite's: by
+    level, and without Twisted's "Starting factory <... at 0x...>" chatter
+    at info (it appeared on every start).
+    """
+
+    def test_filtered(self) -> None:
+        """Info drops debug events and factory chatter; debug keeps both."""
+        import json
+
+        from twisted.logger import LogLevel
+
+        from suite.spacecomms import logsetup
+
+        before = dict(logsetup._settings)
+        self.addCleanup(logsetup._settings.update, before)
+        out = os.path.abspath(self.mktemp())
+        events = [
+            {
+                "log_level": LogLevel.info,
+                "log_format": "Starting factory {factory!r}",
+                "factory": "F",
+                "log_namespace": "x",
+                "log_time": 1.0,
+            },
+            {"log_level": LogLevel.debug, "log_format": "frame", "log_namespace": "x", "log_time": 1.0},
+            {"log_level": LogLevel.info, "log_format": "kept", "log_namespace": "x", "log_time": 1.0},
+        ]
+        for level, expected in (("info", ["kept"]), ("debug", ["Starting factory 'F'", "frame", "kept"])):
+            if os.path.exists(out):
+                os.remove(out)
+            logsetup.configure("json", level, out)
+            observer = logsetup.observer()
+            for e in events:
+                observer(dict(e))
+            with open(out) as f:
+                self.assertEqual([json.loads(line)["msg"] for line in f], expected, level)

@@ -190,6 +190,9 @@ class NodeInputFuzzTests(SynchronousTestCase):
             except EnvelopeError as e:
                 assert e.field
                 return
+            if mtype == "OBJECT_STATE_ANNOUNCE":
+                # A state that passes is one the REST API can serve as JSON.
+                json.dumps(env.payload["state"], allow_nan=False)
             net.nodes["B"].envelopeReceived(net.links[("B", "A")], env)
         finally:
             net.stop()
@@ -241,3 +244,52 @@ class FuzzTests(SynchronousTestCase):
         or rejected naming a field.
         """
         _check(text, "json")
+
+
+class ObjectStateTests(SynchronousTestCase):
+    """
+    An object state from a peer must be plain JSON data: the REST API serves
+    it as JSON, so NaN, Infinity, binary values, non-string keys and deep
+    nesting are refused at the envelope, naming the field.
+    """
+
+    def _frame(self, state: object) -> bytes:
+        return msgpack.packb(
+            {
+                "protocol_version": "1.0",
+                "message_id": "st1",
+                "timestamp": 1_700_000_000.0,
+                "source_node": "A",
+                "message_type": "OBJECT_STATE_ANNOUNCE",
+                "hop_count": 0,
+                "ttl": 60,
+                "path": ["A"],
+                "payload": {"object_id": "SAT-1", "sequence": 5, "state": state},
+            },
+            use_bin_type=True,
+        )
+
+    def test_refused(self) -> None:
+        """
+        Each kind of non-JSON value is an EnvelopeError naming where it is.
+        """
+        deep: object = 1
+        for _ in range(40):
+            deep = [deep]
+        for state, field in [
+            ({"x": float("nan")}, "payload.state.x"),
+            ({"a": {"b": [1, float("inf")]}}, "payload.state.a.b[1]"),
+            ({"x": b"raw"}, "payload.state.x"),
+            ({"a": {1: "int key"}}, "payload.state.a"),
+            ({"deep": deep}, "payload.state.deep"),
+        ]:
+            e = self.assertRaises(EnvelopeError, decodeEnvelope, self._frame(state))
+            self.assertTrue(e.field.startswith(field), (state, e.field, e.reason))
+
+    def test_accepted(self) -> None:
+        """
+        Ordinary JSON data (nested maps and lists, every scalar type) passes.
+        """
+        state = {"name": "one", "n": 3, "r": 1.5, "ok": True, "none": None, "v": [[1, 2], {"k": "v"}]}
+        env = decodeEnvelope(self._frame(state))
+        self.assertEqual(env.payload["state"], state)

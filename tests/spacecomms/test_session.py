@@ -218,6 +218,41 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(b.links, {})
         self.assertEqual(len(self._logged("peer session lost")), 2)
 
+    def test_debugFrames(self) -> None:
+        """
+        At logging level debug (SPACECOMMS_LOG_LEVEL=debug) every frame sent
+        and received is one debug line naming the peer, type and id, never
+        the payload (the HELLO's auth_token); at info none is emitted.
+        """
+        from twisted.logger import LogLevel
+
+        from suite.spacecomms import logsetup
+
+        before = dict(logsetup._settings)
+        self.addCleanup(logsetup._settings.update, before)
+        logsetup.configure("json", "info", "stderr")
+        a, b, c, s, pump = self._connect()
+        self.assertEqual(self._logged("frame {direction}"), [])
+        logsetup.configure("json", "debug", "stderr")
+        a.ingestCDM(sampleCDM("D-1"))
+        pump.flush()
+        frames = self._logged("frame {direction}")
+        seen = {(e["direction"], e["peer"], e["message_type"]) for e in frames}
+        self.assertIn(("to", "B", "CDM_ANNOUNCE"), seen)
+        self.assertIn(("from", "A", "CDM_ANNOUNCE"), seen)
+        self.assertTrue(all(e["log_level"] == LogLevel.debug for e in frames))
+        fake(c).loseConnection()
+        pump.flush()
+        # The HELLO (with its auth_token) is logged by type only.
+        logsetup.configure("json", "debug", "stderr")
+        self.events.clear()
+        a, b, c, s, pump = self._connect()
+        hellos = [e for e in self._logged("frame {direction}") if e["message_type"] == "HELLO"]
+        self.assertEqual(len(hellos), 4)  # each side sends one and receives one
+        self.assertNotIn(TOKEN, repr(self.events))
+        fake(c).loseConnection()
+        pump.flush()
+
     def test_heartbeatsKeepSessionAlive(self) -> None:
         """
         Heartbeats every interval keep both sides up past the timeout and
@@ -348,14 +383,22 @@ class SessionTests(SynchronousTestCase):
     def test_httpHealthOnPeerPort(self) -> None:
         """
         `curl https://peer:8443/health` gets a JSON answer from the peer
-        port; other paths get 404; the connection is closed either way.
+        port; other paths get 404, other methods 405; the connection is
+        closed either way.
         """
         b = _node("B", "A", self.clock)
         self.addCleanup(b.stop)
         from twisted.internet.testing import StringTransport
 
         answers = []
-        for request in (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /cdms HTTP/1.1\r\n\r\n"):
+        requests = (
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /cdms HTTP/1.1\r\n\r\n",
+            b"POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"DELETE /peers/x HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+        )
+        for request in requests:
             s = PeerProtocol(b, "B", self.clock, None, 1, 3, 1024, b.helloPayload)
             t = StringTransport()
             s.makeConnection(t)
@@ -366,6 +409,11 @@ class SessionTests(SynchronousTestCase):
         self.assertTrue(answers[0].startswith(b"HTTP/1.0 200 OK"), answers[0])
         self.assertIn(b'"node_id": "B"', answers[0])
         self.assertTrue(answers[1].startswith(b"HTTP/1.0 404"), answers[1])
+        # Any other method is an HTTP 405 with the reason, not a binary
+        # ERROR frame about a gigabyte-long "frame".
+        for answer in answers[2:]:
+            self.assertTrue(answer.startswith(b"HTTP/1.0 405"), answer)
+            self.assertIn(b"only GET /health", answer)
 
     def test_oversizedEnvelopeNotSent(self) -> None:
         """
@@ -402,3 +450,70 @@ class SessionTests(SynchronousTestCase):
         self.clock.advance(3.1)
         self.assertTrue(t.disconnecting)
         s.connectionLost(None)
+
+
+class ReconnectBackoffTests(SynchronousTestCase):
+    """
+    The dialer's reconnect delays follow protocol.reconnect_initial_seconds,
+    doubling up to reconnect_max_seconds (the guide's defaults 1 and 30).
+    """
+
+    def test_delays(self) -> None:
+        """
+        The first retry waits the initial delay, each next one twice as long,
+        capped at the maximum; jitter only ever shortens it (by under 20%).
+        """
+        from suite.spacecomms.peers import reconnectDelay
+
+        self.assertEqual(
+            [reconnectDelay(n, 1.0, 30.0, 0.0) for n in range(1, 9)], [1, 2, 4, 8, 16, 30, 30, 30]
+        )
+        self.assertEqual(reconnectDelay(10_000, 1.0, 30.0, 0.0), 30.0)
+        for n in (1, 3, 50):
+            shortest = reconnectDelay(n, 1.0, 30.0, 0.999999)
+            self.assertTrue(0.8 * reconnectDelay(n, 1.0, 30.0, 0.0) < shortest <= 30.0)
+
+    def test_managerFollowsConfig(self) -> None:
+        """
+        A refused dial is retried after reconnect_initial_seconds (not twice
+        that plus a second, as Twisted's stock policy would), and a reload's
+        new timings apply to the running client.
+        """
+        import dataclasses
+
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.python.failure import Failure
+
+        from suite.spacecomms.peers import PeerManager
+
+        reactor = MemoryReactorClock()
+        node = _node("A", "B", reactor)
+        self.addCleanup(node.stop)
+        node.config = dataclasses.replace(
+            node.config, reconnect_initial_seconds=4.0, reconnect_max_seconds=60.0
+        )
+        manager = PeerManager(node, reactor)
+        manager.startService()
+        self.addCleanup(manager.stopService)
+
+        def refuse() -> float:
+            before = set(reactor.getDelayedCalls())
+            factory = reactor.tcpClients[-1][2]
+            factory.clientConnectionFailed(reactor.connectors[-1], Failure(ConnectionRefusedError()))
+            (retry,) = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
+            delay: float = retry.getTime() - reactor.seconds()
+            dials = len(reactor.tcpClients)
+            reactor.advance(delay)
+            self.assertEqual(len(reactor.tcpClients), dials + 1)
+            return delay
+
+        first = refuse()
+        self.assertTrue(3.2 < first <= 4.0, first)
+        second = refuse()
+        self.assertTrue(6.4 < second <= 8.0, second)
+        node.config = dataclasses.replace(
+            node.config, reconnect_initial_seconds=1.0, reconnect_max_seconds=2.0
+        )
+        third = refuse()
+        self.assertTrue(1.6 < third <= 2.0, third)

@@ -122,6 +122,23 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(stored(t, "cdm", "hot").sequence, 2999)
         self.assertIsNotNone(t.get("cdm", "cold"))
 
+    def test_fileMode(self) -> None:
+        """
+        The log is 0600 whether created by an append, rewritten at start-up
+        or replaced by a compaction.
+        """
+        import stat
+
+        s = self._open()
+        for i in range(3000):
+            s.put(_rec("hot", i))
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        s.close()
+        os.chmod(self.path, 0o644)
+        t = self._open()
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        t.close()
+
     def test_periodicFsync(self) -> None:
         """
         The fsync loop runs on the clock and stops on close.

@@ -73,9 +73,9 @@ class MembershipMachineTests(SynchronousTestCase):
         """
         r = Recorder()
         m = buildMembership(MembershipCore(r))
-        self.assertIs(m.transferStarted(), TransferAnswer.BUSY)
+        self.assertIs(m.transferStarted(), TransferAnswer.NOT_SERVING)
         m.start()
-        self.assertIs(m.transferStarted(), TransferAnswer.BUSY)
+        self.assertIs(m.transferStarted(), TransferAnswer.NOT_SERVING)
         self.assertEqual(m.kvRefused(), E.BUSY)
         m.joined()
         self.assertIs(m.transferStarted(), TransferAnswer.STARTED)
@@ -102,9 +102,9 @@ class MembershipMachineTests(SynchronousTestCase):
         self.successResultOf(m.leave())
         m.joined()
         self.assertEqual(r.events, ["beginJoin", "abandonJoin", "becameLeft"])
-        # it never served: KV calls and transfers are "busy", as before it joined
+        # it never served: KV calls are "busy" and transfers refused, as before it joined
         self.assertEqual(m.kvRefused(), E.BUSY)
-        self.assertIs(m.transferStarted(), TransferAnswer.BUSY)
+        self.assertIs(m.transferStarted(), TransferAnswer.NOT_SERVING)
 
     def test_everyStateAnswersEveryInput(self) -> None:
         """
@@ -147,13 +147,13 @@ class MembershipMachineTests(SynchronousTestCase):
         }
         # what the questions answer in each state
         transfer = {
-            "Inactive": TransferAnswer.BUSY,
-            "Joining": TransferAnswer.BUSY,
+            "Inactive": TransferAnswer.NOT_SERVING,
+            "Joining": TransferAnswer.NOT_SERVING,
             "Active": TransferAnswer.STARTED,
             "Transferring": TransferAnswer.BUSY,
             "Leaving": TransferAnswer.LEAVING,
             "Left": TransferAnswer.LEAVING,
-            "Withdrawn": TransferAnswer.BUSY,
+            "Withdrawn": TransferAnswer.NOT_SERVING,
         }
         refused = {s: E.NOT_OWNER if s in ("Leaving", "Left") else E.BUSY for s in paths}
         for state, path in paths.items():

@@ -241,7 +241,9 @@ class MaintenanceTests(SynchronousTestCase):
         kid = ME.id - 1
         self.assertEqual(self.maintenance(Phase.ACTIVE).step(kid), (True, ME))
         leaving = self.maintenance(Phase.LEAVING)
-        self.assertNotEqual(leaving.step(kid), (True, ME))
+        with self.assertRaises(RemoteError) as refused:
+            leaving.step(kid)
+        self.assertEqual((refused.exception.code, refused.exception.around), (E.BUSY, A))
         m = self.maintenance(Phase.ACTIVE)
         closer = VnodeRef(900, "q:1", 0)
         m.notified(closer)

@@ -31,12 +31,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 
 from twisted.trial.unittest import SkipTest
 
-from tests.support.process import withParentDeath
+from tests.support.process import WaitTimeout, pollUntil, withParentDeath
 
 __all__ = ["DockerEngine", "IMAGE"]
 
@@ -108,25 +107,29 @@ class DockerEngine:
             process = subprocess.Popen(
                 withParentDeath(args, "TERM"), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def answeredOrExited() -> bool:
             if process.poll() is not None:
-                if self.storageDriver != "vfs":
-                    # overlay2 unsupported here (the log says why): vfs works anywhere
-                    self.storageDriver = "vfs"
-                    shutil.rmtree(os.path.join(self.dir, "root"), ignore_errors=True)
-                    return self.start(timeout)
-                raise RuntimeError(f"dockerd exited with {process.returncode}: {self.logTail()}")
-            if os.path.exists(self.socket):
-                result = subprocess.run(
-                    [docker, "-H", "unix://" + self.socket, "version"], capture_output=True, timeout=30
-                )
-                if result.returncode == 0:
-                    break
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"dockerd did not answer within {timeout} s: {self.logTail()}")
-            time.sleep(0.1)
+                return True
+            if not os.path.exists(self.socket):
+                return False
+            result = subprocess.run(
+                [docker, "-H", "unix://" + self.socket, "version"], capture_output=True, timeout=30
+            )
+            return result.returncode == 0
+
+        try:
+            pollUntil(answeredOrExited, "dockerd to answer", timeout)
+        except WaitTimeout as e:
+            process.kill()
+            raise RuntimeError(f"{e}: {self.logTail()}") from None
+        if process.poll() is not None:
+            if self.storageDriver != "vfs":
+                # overlay2 unsupported here (the log says why): vfs works anywhere
+                self.storageDriver = "vfs"
+                shutil.rmtree(os.path.join(self.dir, "root"), ignore_errors=True)
+                return self.start(timeout)
+            raise RuntimeError(f"dockerd exited with {process.returncode}: {self.logTail()}")
         self.process = process
         self._importImage()
 
@@ -216,14 +219,13 @@ class DockerEngine:
         Block until C{name}'s health is C{status} (a short wait: the
         healthchecks here run every second).
         """
-        deadline = time.monotonic() + timeout
-        got = ""
-        while time.monotonic() < deadline:
-            got = self.docker("inspect", "-f", "{{.State.Health.Status}}", name, check=False)
-            if got == status:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"container {name} is {got!r}, not {status!r}, after {timeout} s")
+        got = [""]
+
+        def reached() -> bool:
+            got[0] = self.docker("inspect", "-f", "{{.State.Health.Status}}", name, check=False)
+            return got[0] == status
+
+        pollUntil(reached, lambda: f"container {name} to be {status!r} (it is {got[0]!r})", timeout, 0.2)
 
     def stop(self) -> None:
         """

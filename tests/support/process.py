@@ -22,12 +22,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
+
+T = TypeVar("T")
 
 BIN = os.path.dirname(sys.executable)
 _SETPRIV = shutil.which("setpriv")
@@ -127,6 +129,60 @@ async def sleep(seconds: float) -> None:
 
 class WaitTimeout(AssertionError):
     pass
+
+
+def pollUntil(
+    check: Callable[[], T], what: str | Callable[[], str], timeout: float, interval: float = 0.1
+) -> T:
+    """
+    Call C{check()} until it returns a true value and return that value;
+    raise L{WaitTimeout} naming C{what} (text, or a callable giving it, so it
+    may describe the last state seen) once C{timeout} seconds have passed.
+
+    This blocks: it is for code that runs without the reactor (C{setUpClass},
+    the Docker engine fixture, synchronous image tests).  Code on the reactor
+    uses L{DaemonProcess.waitFor}.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            description = what() if callable(what) else what
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {description}")
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+async def waitUntil(
+    predicate: Callable[[], Any],
+    what: str | Callable[[], str],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+) -> Any:
+    """
+    Poll C{predicate()} (which may return a Deferred or coroutine) on the
+    reactor until it gives a true value, and return that value.  An
+    exception counts as "not yet"; once C{timeout} seconds have passed,
+    raise L{WaitTimeout} naming C{what} (text, or a callable giving it) and
+    the last exception seen.
+    """
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            result = predicate()
+            if hasattr(result, "__await__") or hasattr(result, "addCallback"):
+                result = await result
+        except Exception as e:
+            last, result = e, None
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            description = what() if callable(what) else what
+            error = f" (last error: {last.__class__.__name__}: {last})" if last is not None else ""
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {description}{error}")
+        await sleep(interval)
 
 
 class DaemonProcess:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from typing import Any
 
 import treq
@@ -55,7 +56,8 @@ class EndpointCheckTests(SynchronousTestCase):
         """
         self.assertEqual(loopbackEndpoint("tcp:9000"), "tcp:9000:interface=127.0.0.1")
         self.assertEqual(loopbackEndpoint("tcp6:9000"), "tcp6:9000:interface=\\:\\:1")
-        self.assertEqual(loopbackEndpoint("unix:/tmp/x"), "unix:/tmp/x")
+        self.assertEqual(loopbackEndpoint("unix:/tmp/x"), "unix:/tmp/x:mode=600")
+        self.assertEqual(loopbackEndpoint("unix:/tmp/x:mode=660"), "unix:/tmp/x:mode=660")
 
     def test_refusesRemote(self) -> None:
         """
@@ -164,7 +166,8 @@ class AdminServiceTests(TestCase):
 
     async def test_unixSocket(self) -> None:
         """
-        The admin site also serves on a unix socket.
+        The admin site also serves on a unix socket, which only its owner
+        may connect to.
         """
         os.makedirs(self.mktemp())
         path = os.path.join(self.mktemp(), "admin.sock")
@@ -172,6 +175,7 @@ class AdminServiceTests(TestCase):
         service = makeAdminService(f"unix:{path}", makeAdminResource([]), reactor)
         service.startService()
         self.addCleanup(service.stopService)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         agent = Agent.usingEndpointFactory(reactor, _UnixEndpoints(path))
         response = await treq.get("http://admin/healthz", agent=agent)
         self.assertEqual((response.code, await response.text()), (200, "ok\n"))

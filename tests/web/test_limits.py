@@ -231,7 +231,7 @@ class AccessLogTests(SynchronousTestCase):
 
 class HTTP2LimitTests(TestCase):
     """
-    Over HTTP/2 the request object enforces the body limit.
+    Over HTTP/2 the request object enforces the body and header limits.
     """
 
     async def test_h2BodyLimit(self) -> None:
@@ -274,4 +274,48 @@ class HTTP2LimitTests(TestCase):
         self.assertEqual(status, {1: b"413", 3: b"413", 5: b"200"})
         self.assertEqual(json.loads(bodies[1]), {"error": "request body larger than 1000 bytes"})
         self.assertEqual(bodies[5], b"10")
+        self.assertEqual(echo.calls, 1)
+
+    async def test_h2HeaderLimit(self) -> None:
+        """
+        HTTP/2 requests whose decoded headers pass the site's byte or count
+        limit get a JSON 431, as over HTTP/1.1, and never reach the resource.
+        """
+        import h2.config
+        import h2.connection
+        import h2.events
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.task import deferLater
+        from twisted.internet.testing import StringTransport
+
+        echo = Echo()
+        site = LimitedSite(echo, maxHeaderBytes=4096, maxHeaderCount=20, reactor=reactor, timeout=None)
+        protocol: Any = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost, Failure(ConnectionDone()))
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        base = [(":method", "POST"), (":path", "/"), (":scheme", "https"), (":authority", "t")]
+        for streamID, extra in (
+            (1, [("x-big", "a" * 5000)]),
+            (3, [(f"x-{i}", "1") for i in range(25)]),
+            (5, [("x-small", "a" * 100)]),
+        ):
+            client.send_headers(streamID, base + extra)
+            client.send_data(streamID, b"hi", end_stream=True)
+        protocol.dataReceived(client.data_to_send())
+        for _ in range(5):
+            await deferLater(reactor, 0)
+        status: dict[int, bytes] = {}
+        bodies: dict[int, bytes] = {}
+        for event in client.receive_data(transport.value()):
+            if isinstance(event, h2.events.ResponseReceived):
+                status[event.stream_id] = dict(event.headers)[b":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                bodies[event.stream_id] = bodies.get(event.stream_id, b"") + event.data
+        self.assertEqual(status, {1: b"431", 3: b"431", 5: b"200"})
+        self.assertEqual(json.loads(bodies[1]), {"error": "request headers larger than 4096 bytes"})
+        self.assertEqual(json.loads(bodies[3]), {"error": "more than 20 request headers"})
         self.assertEqual(echo.calls, 1)

@@ -34,15 +34,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 
 from suite.constellation.deploy.placement import clusterPlacer
 from suite.constellation.deploy.plan import DeployError, applyPlan, makePlan
-from suite.constellation.deploy.spec import SpecError, parseStack
+from suite.constellation.deploy.spec import SpecError, loadYAML, parseStack
 from suite.constellation.docker import DockerError
 from suite.constellation.interfaces import IContainerEngine, IServiceCatalog
 from suite.constellation.state import ClusterState
-from suite.web.errors import JSONMethodsMixin, jsonError, jsonResponse
+from suite.web.errors import JSONMethodsMixin, JSONNoResource, jsonError, jsonResponse
 
 __all__ = ["DeclarationResource", "DeployReconciler", "PREFIX", "newestDeclarations"]
 
@@ -159,7 +159,7 @@ class DeployReconciler(Service):
             result: dict[str, Any] = {"digest": digest, "from": decl["origin"], "at": time.time()}
             lines: list[str] = []
             try:
-                document = yaml.safe_load(decl["file"])
+                document = loadYAML(decl["file"])
                 stack = parseStack(
                     document, stackName, decl["env"], self.secretsPath, self.configPath, self.domain
                 )
@@ -186,8 +186,6 @@ class DeclarationResource(JSONMethodsMixin, Resource):
     C{POST} a declaration (from a loopback client only).
     """
 
-    isLeaf = True
-
     def __init__(
         self,
         state: ClusterState,
@@ -196,6 +194,11 @@ class DeclarationResource(JSONMethodsMixin, Resource):
     ) -> None:
         super().__init__()
         self.state, self.results, self.clock = state, results, clock
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        if path == b"":
+            return self
+        return JSONNoResource(f"no resource {request.path.decode('utf-8', 'replace')}")
 
     def render_GET(self, request: IRequest) -> bytes:
         decls = newestDeclarations(self.state)
@@ -235,10 +238,12 @@ class DeclarationResource(JSONMethodsMixin, Resource):
                 raise TypeError()
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
                 raise TypeError()
+        except RecursionError:
+            return jsonError(request, 400, "declaration is nested too deeply")
         except (ValueError, KeyError, TypeError):
             return jsonError(request, 400, 'expected {"stack": NAME, "file": YAML, "env": {VAR: VALUE}}')
         try:
-            if not isinstance(yaml.safe_load(text), dict):
+            if not isinstance(loadYAML(text), dict):
                 raise SpecError("file: not a mapping")
         except (yaml.YAMLError, SpecError) as e:
             return jsonError(request, 400, f"not a deployment file: {str(e).splitlines()[0]}")

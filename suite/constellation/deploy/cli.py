@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import treq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError
 from twisted.internet.task import react
 from twisted.python import usage
@@ -29,12 +29,14 @@ from suite.constellation.deploy.plan import DeployError, applyPlan, makePlan
 from suite.constellation.deploy.spec import ServiceSpec, SpecError, loadStack
 from suite.constellation.docker import DockerClient, DockerError
 from suite.constellation.interfaces import IContainerEngine
+from suite.constellation.options import ENV as AGENT_ENV
 
-__all__ = ["DeployOptions", "deploy", "main", "DEFAULT_AGENT"]
+__all__ = ["DeployOptions", "deploy", "main", "DEFAULT_AGENT", "MAX_ANSWER"]
 
 #: The agent's HTTP provider, where C{/api/state} is served by default.
 DEFAULT_AGENT = "http://127.0.0.1:8081"
-_MAX_STATE = 4 * 1024 * 1024
+#: Largest agent answer read (C{/api/state}, C{/api/deploy}), body included.
+MAX_ANSWER = 1024 * 1024
 _VARS = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -109,10 +111,18 @@ class DeployOptions(usage.Options):
         self["docker"] = self["docker"] or env.get("CONSTELLATION_DOCKER") or "unix:/var/run/docker.sock"
         self["agentExplicit"] = bool(self["agent"] or env.get("CONSTELLATION_AGENT"))
         self["agent"] = (self["agent"] or env.get("CONSTELLATION_AGENT") or DEFAULT_AGENT).rstrip("/")
+        if not re.match(r"^https?://[^/?#\s]+$", self["agent"]):
+            raise usage.UsageError(
+                f"--agent (CONSTELLATION_AGENT): {self['agent']!r} is not http(s)://HOST[:PORT]"
+            )
         self["node"] = self["node"] or env.get("TS_HOSTNAME") or socket.gethostname()
         self["config-path"] = env.get("CONFIG_PATH") or "/opt/constellation/volumes"
         self["secrets-path"] = env.get("SECRETS_PATH") or "/opt/constellation/secrets"
-        self["domain"] = env.get("DOMAIN") or "bolabaden.org"
+        # Unset, the agent's DOMAIN is used when one answers (the hash of
+        # what is deployed must be the one its reconciler computes), else
+        # the agent's default.
+        self["domain-set"] = bool(env.get("DOMAIN"))
+        self["domain"] = env.get("DOMAIN") or AGENT_ENV["domain"][1]
         if self["timeout"] is not None:
             try:
                 self["timeout"] = float(self["timeout"])
@@ -122,16 +132,47 @@ class DeployOptions(usage.Options):
                 raise usage.UsageError("--timeout: must be positive")
 
 
+class _TooLarge(Exception):
+    pass
+
+
+async def _readAnswer(reactor: Any, response: Any, agent: str, path: str, timeout: float = 10.0) -> bytes:
+    """
+    The body of an agent's answer, at most L{MAX_ANSWER} bytes within
+    C{timeout} seconds; reading stops (and the connection is dropped) as
+    soon as the answer is larger.
+    """
+    chunks: list[bytes] = []
+    size = 0
+
+    def collect(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise _TooLarge()
+        chunks.append(chunk)
+
+    reading: Deferred[None] = treq.collect(response, collect)
+    reading.addTimeout(timeout, reactor)
+    try:
+        await reading
+    except _TooLarge:
+        raise DeployError(
+            f"agent {agent}: {path} answer is larger than {MAX_ANSWER} bytes (1 MiB); is this the agent?"
+        ) from None
+    except (TimeoutError, CancelledError):
+        raise DeployError(f"agent {agent}: {path} answer not read within {timeout:g} s") from None
+    return b"".join(chunks)
+
+
 async def _agentState(reactor: Any, url: str) -> dict[str, Any]:
     response = await treq.get(url + "/api/state", timeout=10, persistent=False, reactor=reactor)
     if response.code != 200:
         raise DeployError(f"agent {url}: /api/state answered HTTP {response.code}")
-    body = await response.content()
-    if len(body) > _MAX_STATE:
-        raise DeployError(f"agent {url}: /api/state is larger than {_MAX_STATE} bytes")
+    body = await _readAnswer(reactor, response, url, "/api/state")
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict) or "node" not in doc or "nodes" not in doc:
         raise DeployError(f"agent {url}: /api/state is not the agent's state document")
@@ -158,15 +199,17 @@ async def _publish(reactor: Any, options: Mapping[str, Any], stack: str) -> None
             persistent=False,
             reactor=reactor,
         )
-        answer = await response.content()
-    except Exception as e:
+        answer = await _readAnswer(reactor, response, options["agent"], "/api/deploy")
+    except DeployError:
+        raise
+    except Exception as e:  # command line: one DeployError line
         raise DeployError(
             f"agent {options['agent']}: declaration not handed over: {type(e).__name__}: {e}"
         ) from None
     if response.code != 202:
         try:
             reason = json.loads(answer).get("error")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             reason = None
         raise DeployError(
             f"agent {options['agent']}: declaration refused: HTTP {response.code} {reason or ''}".strip()
@@ -175,22 +218,26 @@ async def _publish(reactor: Any, options: Mapping[str, Any], stack: str) -> None
 
 async def _placement(
     reactor: Any, options: Mapping[str, Any], say: Callable[[str], None]
-) -> tuple[str, Callable[[ServiceSpec], tuple[bool, str]], bool]:
+) -> tuple[str, Callable[[ServiceSpec], tuple[bool, str]], bool, str | None]:
+    """
+    This node, the placer, whether an agent answered, and the agent's domain.
+    """
     if options["no-agent"]:
-        return options["node"], localPlacer(options["node"]), False
+        return options["node"], localPlacer(options["node"]), False, None
     url = options["agent"]
     try:
         state = await _agentState(reactor, url)
     except DeployError:
         raise
-    except Exception as e:
+    except Exception as e:  # command line: one DeployError line
         if not options["agentExplicit"] and isinstance(e, ConnectError):
             say(f"no agent at {url}; deploying for node {options['node']} only")
-            return options["node"], localPlacer(options["node"]), False
+            return options["node"], localPlacer(options["node"]), False, None
         raise DeployError(f"agent {url}: {type(e).__name__}: {e}") from None
     node = str(state["node"])
     say(f"agent {url}: node {node}, {len(state['nodes'])} node(s) in the cluster")
-    return node, clusterPlacer(state["nodes"], node), True
+    domain = state.get("domain")
+    return node, clusterPlacer(state["nodes"], node), True, domain if isinstance(domain, str) else None
 
 
 async def deploy(
@@ -217,7 +264,16 @@ async def deploy(
         )
         if engine is None:
             engine = DockerClient(reactor, options["docker"])
-        node, placed, agentUsed = await _placement(reactor, options, say)
+        node, placed, agentUsed, agentDomain = await _placement(reactor, options, say)
+        if not options.get("domain-set") and agentDomain and agentDomain != options["domain"]:
+            # DOMAIN unset here: build what the agents' reconcilers build.
+            stack = loadStack(
+                options["file"],
+                options.get("environ") or os.environ,
+                options["secrets-path"],
+                options["config-path"],
+                agentDomain,
+            )
         plan = await makePlan(engine, stack, node, placed, prune=bool(options["prune"]))
     except (SpecError, DeployError, DockerError) as e:
         sys.stderr.write(f"constellation deploy: error: {e}\n")

@@ -310,7 +310,7 @@ async def _swap(
         except DockerError as e:
             raise DeployError(f"service {spec.name}: {e}") from None
         await _wait(engine, cid, spec, clock, spec.healthWait if timeout is None else timeout)
-    except BaseException:
+    except BaseException:  # clean up and re-raise
         if cid is not None:
             try:
                 await engine.removeContainer(cid, True)

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -156,6 +158,13 @@ class Sandbox:
         except MemoryError:
             return {"ok": False, "error": MEMORY_LIMIT}
         except Exception as e:
+            # The user-script boundary: whatever the call raised, the worker
+            # answers and serves the next call.  An error that is no Lua
+            # error is ours (or a value we cannot convert): its traceback goes
+            # to stderr, which the parent logs, as well as to the caller.
+            sys.stderr.write(
+                f"Lua call {str(job['function'])[:100]!r} failed in Python:\n{traceback.format_exc()}"
+            )
             return {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
         finally:
             api.close()

@@ -20,7 +20,7 @@ from typing import Any
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.error import CannotListenError, ProcessExitedAlready
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -237,14 +237,30 @@ def runManager(options: Any) -> int:
     if not isLoopback(host):
         sys.stderr.write("goop2: error: --listen: the manager binds loopback only\n")
         return 2
-    suitelogging.startLogging(verbose=False)
+    peersDir = os.path.abspath(options["peers-dir"])
+    try:
+        os.makedirs(peersDir, exist_ok=True)
+    except OSError as e:
+        sys.stderr.write(f"goop2: error: --peers-dir: cannot create {peersDir}: {e.strerror}\n")
+        return 2
+    if not os.access(peersDir, os.W_OK):
+        sys.stderr.write(f"goop2: error: --peers-dir: cannot write {peersDir}\n")
+        return 2
+    failed: list[str] = []
 
     async def main(r: Any) -> None:
-        manager = Manager(r, options["peers-dir"])
+        manager = Manager(r, peersDir)
         guarded = managerResource(manager, host)
         site = JSONErrorsSite(guarded, maxBodyBytes=16 * 1024)
         site.noisy = False
-        p = await serverFromString(r, f"tcp:{port}:interface={host}").listen(site)
+        try:
+            p = await serverFromString(r, f"tcp:{port}:interface={host}").listen(site)
+        except CannotListenError as e:
+            reason = e.socketError.strerror if isinstance(e.socketError, OSError) else str(e.socketError)
+            failed.append(f"goop2: error: --listen: cannot listen on {host}:{port}: {str(reason).lower()}\n")
+            return
+        # Logging starts once the page is up, so a failure above is one line.
+        suitelogging.startLogging(verbose=False)
         guarded.port = p.getHost().port
         sys.stdout.write(f"goop2 manager: http://{host}:{p.getHost().port}/ (peers in {manager.peersDir})\n")
         sys.stdout.flush()
@@ -255,5 +271,14 @@ def runManager(options: Any) -> int:
         await done
         manager.stopAll()
 
-    task.react(lambda r: Deferred.fromCoroutine(main(r)))
+    try:
+        task.react(lambda r: Deferred.fromCoroutine(main(r)))
+    except SystemExit as e:
+        if failed:
+            sys.stderr.write(failed[0])
+            return 1
+        return int(e.code or 0)
+    if failed:
+        sys.stderr.write(failed[0])
+        return 1
     return 0

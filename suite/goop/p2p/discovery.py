@@ -332,6 +332,18 @@ def lanAddresses() -> list[str]:
     return found or ["127.0.0.1"]
 
 
+def _fitTXT(key: str, value: str) -> str:
+    """
+    C{value} cut (at a character boundary) so C{key=value} fits in one
+    255-byte DNS-SD TXT string.
+    """
+    room = 255 - len(key.encode()) - 1
+    raw = value.encode("utf-8")
+    if len(raw) <= room:
+        return value
+    return raw[:room].decode("utf-8", "ignore")
+
+
 class MdnsDiscovery:
     """Announce and browse peers on the LAN with zeroconf."""
 
@@ -387,10 +399,15 @@ class MdnsDiscovery:
         return d
 
     def properties(self) -> dict[str, str]:
-        """The TXT properties announced: peer id, label and (when set) name."""
-        props = {"peer_id": self.identity.peerId, "label": self.label[:200]}
+        """
+        The TXT properties announced: peer id, label and (when set) name,
+        each cut to fit one TXT string (255 bytes with its key): 200
+        characters of non-ASCII text can be 800 bytes, which zeroconf refuses,
+        and the peer would not be announced at all.
+        """
+        props = {"peer_id": self.identity.peerId, "label": _fitTXT("label", self.label[:200])}
         if self.name:
-            props["name"] = self.name[:MAX_PEER_NAME]
+            props["name"] = _fitTXT("name", self.name[:MAX_PEER_NAME])
         return props
 
     def _changed(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:

@@ -119,7 +119,9 @@ class PeerService(MultiService):
             self.store = DataStore(reactor, config.path("data.db"), self.identity.peerId, lua=self.lua)
             self.site = SiteFiles(reactor, config.path("site"))
             self.tls = PeerTLS(self.identity)
-            self.groups = GroupService(reactor, self.identity.peerId, self.openGroupStream)
+            self.groups = GroupService(
+                reactor, self.identity.peerId, self.openGroupStream, identity=self.identity
+            )
             self.streams = StreamServerFactory()
             self.streams.addRequestHandler(SITE_PROTOCOL, self.site.handle)
             self.streams.addRequestHandler(DATA_PROTOCOL, self.store.execute)
@@ -163,7 +165,7 @@ class PeerService(MultiService):
         bound = self._bound.pop(key, None)
         try:
             port = await listen
-        except Exception:
+        except Exception:  # reported to the barrier, re-raised
             if bound is None:
                 raise
             bound.errback(Failure())

@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred
 from suite.goop.limits import TokenBucket
 from suite.goop.lua.engine import LuaEngine
 from suite.goop.sqlthread import SQLiteThread
+from suite.sqlitetx import rollbackAfterError
 
 __all__ = ["DataStore", "DataError", "PERMISSIONS", "validIdentifier", "OPS"]
 
@@ -65,8 +66,8 @@ def addStampDefaults(conn: sqlite3.Connection) -> int:
         conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
         conn.execute("PRAGMA writable_schema = OFF")
         conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException:  # undone and re-raised
+        rollbackAfterError(conn)
         raise
     return len(rows)
 
@@ -130,7 +131,8 @@ class DataStore:
         burst: float = 100.0,
     ) -> None:
         self.reactor = reactor
-        self.db = SQLiteThread(reactor, path, name="goop-data")
+        # The peer's private tables: readable by its user only.
+        self.db = SQLiteThread(reactor, path, name="goop-data", createMode=0o600)
         self.ownerId = ownerId
         self.lua = lua
         self.limiter = TokenBucket(opsPerSecond, burst)
@@ -368,8 +370,8 @@ def _createTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
         )
         conn.execute(f"INSERT INTO {META}(name, permission) VALUES (?, ?)", (table, perm))
         conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException:  # undone and re-raised
+        rollbackAfterError(conn)
         raise
     return {"name": table, "permission": perm}
 
@@ -396,8 +398,8 @@ def _renameTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
         conn.execute(f"ALTER TABLE {q(table)} RENAME TO {q(new)}")
         conn.execute(f"UPDATE {META} SET name = ? WHERE name = ?", (new, table))
         conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException:  # undone and re-raised
+        rollbackAfterError(conn)
         raise
     return {"name": new}
 
@@ -408,8 +410,8 @@ def _deleteTable(conn: sqlite3.Connection, table: str, caller: str, r: dict[str,
         conn.execute(f"DROP TABLE {q(table)}")
         conn.execute(f"DELETE FROM {META} WHERE name = ?", (table,))
         conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException:  # undone and re-raised
+        rollbackAfterError(conn)
         raise
     return {"deleted": table}
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -239,6 +240,13 @@ class _Self(Resource):
             assert isinstance(doc, dict)
         except (ValueError, AssertionError):
             return jsonResponse(request, 400, {"error": "body must be a JSON object"})
+        unknown = sorted(set(doc) - {"label", "name", "email", "config"})
+        if unknown:
+            return jsonResponse(
+                request,
+                400,
+                {"error": f"{unknown[0][:40]}: unknown key (expected label, name, email or config)"},
+            )
         try:
             self.peer.updateProfile(doc)
         except ValueError as e:
@@ -333,25 +341,46 @@ class _Groups(Resource):
         except (ValueError, KeyError, TypeError, AssertionError):
             return jsonResponse(request, 400, {"error": "body must be {action, group, host?, data?}"})
         g = self.peer.groups
-        host = str(doc.get("host", ""))
+        host = doc.get("host", "")
+        if action not in _GROUP_ACTIONS:
+            return jsonResponse(
+                request, 400, {"error": f"action: must be one of {', '.join(_GROUP_ACTIONS)}"}
+            )
+        if action in ("join", "send", "state", "leave"):
+            if not isinstance(host, str) or not _PEER_ID.match(host):
+                return jsonResponse(
+                    request, 400, {"error": f"host: {action} needs the hosting peer's id (64 hex digits)"}
+                )
+            if host == g.selfId:
+                return jsonResponse(
+                    request,
+                    400,
+                    {"error": "host: this peer; groups hosted here are used with create and close"},
+                )
+            if action != "join" and f"{host}/{group}" not in g.memberships:
+                return jsonResponse(
+                    request, 404, {"error": f"not a member of group {group!r} at {host[:16]}"}
+                )
+        elif action == "close" and group not in g.hosted:
+            return jsonResponse(request, 404, {"error": f"no group {group!r} hosted here"})
         try:
             if action == "create":
                 g.createGroup(group)
             elif action == "close":
                 g.closeGroup(group)
-            elif action == "join" and host:
+            elif action == "join":
                 g.join(host, group)
-            elif action in ("send", "state") and host:
+            elif action in ("send", "state"):
                 g.send(host, group, doc.get("data"), "msg" if action == "send" else "state")
-            elif action == "leave" and host:
-                g.leave(host, group)
             else:
-                return jsonResponse(
-                    request, 400, {"error": f"unknown action or missing host: {str(action)[:20]}"}
-                )
+                g.leave(host, group)
         except ValueError as e:
             return jsonResponse(request, 400, {"error": str(e)})
         return jsonResponse(request, 200, g.describe())
+
+
+_GROUP_ACTIONS = ("create", "close", "join", "send", "state", "leave")
+_PEER_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 def makeViewer(

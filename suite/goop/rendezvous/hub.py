@@ -105,6 +105,7 @@ class RendezvousHub(Service):
         )
         self.limiter = TokenBucket(publishRate, publishBurst)
         self.peerDb: SharedPeerDB | None = None
+        self.peerDbFile = peerDbFile
         if peerDbFile:
             # Imported only with a shared peer DB: a hub without one does not load sqlite3.
             from suite.goop.rendezvous.peerdb import SharedPeerDB
@@ -121,6 +122,8 @@ class RendezvousHub(Service):
         self._sync = LoopingCall(self.sync)
         self._sync.clock = reactor
         self._syncing = False
+        #: the shared peer DB opened (only then is there anything to sync at stop)
+        self._dbReady = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -169,9 +172,16 @@ class RendezvousHub(Service):
             for r in records:
                 self.registry.merge(r)
             log.info("shared peer DB: {count} live peers", count=len(records))
+            self._dbReady = True
             self._sync.start(self.syncInterval, now=False)
 
-        return self.peerDb.start(now).addCallback(loaded)
+        def failed(f: Failure) -> Failure:
+            f.value = RuntimeError(
+                f"presence.peer_db_path: cannot open {self.peerDbFile}: {f.getErrorMessage()}"
+            )
+            return f
+
+        return self.peerDb.start(now).addCallbacks(loaded, failed)
 
     def listen(self) -> Deferred[IListeningPort]:
         site = JSONErrorsSite(self.resource(), maxBodyBytes=MAX_PUBLISH_BYTES)
@@ -208,7 +218,7 @@ class RendezvousHub(Service):
         if self.peerDb is not None:
             db = self.peerDb
             # Write what was accepted since the last sync, then close.
-            final = db.sync(self.reactor.seconds()) if db.db._started else succeed(None)
+            final = db.sync(self.reactor.seconds()) if self._dbReady else succeed(None)
             final.addErrback(lambda f: log.failure("final peer DB sync failed", f))
             final.addCallback(lambda _: db.stop())
             ds.append(final)

@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from suite.goop.sqlthread import SQLiteThread
+from suite.sqlitetx import rollbackAfterError
 
 __all__ = ["SharedPeerDB", "SyncResult"]
 
@@ -112,8 +113,8 @@ class SharedPeerDB:
                     (self.lastEventId,),
                 ).fetchall()
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException:  # undone and re-raised
+                rollbackAfterError(conn)
                 raise
             if evrows:
                 self.lastEventId = int(evrows[-1][0])

@@ -21,6 +21,8 @@ __all__ = [
     "LEAVING",
     "NOT_IN_RING",
     "FORBIDDEN",
+    "NOT_SERVING",
+    "notServing",
 ]
 
 NOT_OWNER = "not-owner"
@@ -37,6 +39,8 @@ NOT_IN_RING = "not-in-ring"
 #: the caller's certificate does not name the address it claims
 FORBIDDEN = "forbidden"
 RETRYABLE = frozenset({NOT_OWNER, BUSY, GONE, TIMEOUT, LEAVING})
+#: the message of L{notServing}
+NOT_SERVING = "not serving yet"
 
 
 class RemoteError(Exception):
@@ -57,6 +61,13 @@ class RemoteError(Exception):
     def toWire(self) -> list[Any]:
         return [self.code, self.message, list(self.hint) if self.hint else None]
 
+    @property
+    def around(self) -> VnodeRef | None:
+        """
+        For a L{notServing} refusal, the vnode to go on to at once.
+        """
+        return self.hint if self.code == BUSY else None
+
     @classmethod
     def fromWire(cls, value: Any) -> RemoteError:
         try:
@@ -64,3 +75,15 @@ class RemoteError(Exception):
             return cls(str(code), str(message), ref(hint))
         except (TypeError, ValueError):
             return cls(INTERNAL, "malformed error from peer")
+
+
+def notServing(around: VnodeRef | None) -> RemoteError:
+    """
+    The refusal of a vnode that does not serve (still joining, leaving,
+    withdrawn) to a call that should go to the vnode holding its position:
+    L{BUSY}, so it is retried, with the successor it knows (if any) as the
+    hint.  A L{BUSY} error with a hint is always this refusal: the caller
+    goes on to the hint at once instead of waiting for the join (a peer of
+    an earlier release, ignoring the hint, retries after a pause).
+    """
+    return RemoteError(BUSY, NOT_SERVING, around)

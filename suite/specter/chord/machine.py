@@ -12,7 +12,8 @@ answers "busy" rather than pointing at a successor).
 Every state answers every input (tests/specter/test_chord_units.py drives
 each input in each state), so no caller asks the machine which state it is
 in: C{transferStarted} answers whether a transfer began (only Active starts
-one) and, if not, why; C{kvRefused} names the error for a KV call the vnode
+one) and, if not, why (busy with another transfer, not serving yet,
+leaving); C{kvRefused} names the error for a KV call the vnode
 does not serve.
 
 Each state but Inactive carries its L{Phase} as state data, recorded on the
@@ -81,8 +82,11 @@ class TransferAnswer(Enum):
 
     #: the transfer began; call C{transferDone} when it ends
     STARTED = "started"
-    #: not now (joining, or another transfer is running)
+    #: not now: another transfer is running
     BUSY = "busy"
+    #: the vnode holds no range yet (or withdrew before it had one): the
+    #: caller should go to the vnode that holds it instead
+    NOT_SERVING = "not-serving"
     #: the vnode is leaving or has left
     LEAVING = "leaving"
 
@@ -174,10 +178,10 @@ def _build() -> TypeMachine[Membership, MembershipCore]:
     # -- questions every state answers
     active.upon(Membership.transferStarted).to(transferring).returns(TransferAnswer.STARTED)
     for state, answer in (
-        (inactive, TransferAnswer.BUSY),
-        (joining, TransferAnswer.BUSY),
+        (inactive, TransferAnswer.NOT_SERVING),
+        (joining, TransferAnswer.NOT_SERVING),
         (transferring, TransferAnswer.BUSY),
-        (withdrawn, TransferAnswer.BUSY),
+        (withdrawn, TransferAnswer.NOT_SERVING),
         (leaving, TransferAnswer.LEAVING),
         (left, TransferAnswer.LEAVING),
     ):

@@ -125,9 +125,18 @@ class Maintenance:
     def step(self, kid: int) -> tuple[bool, VnodeRef]:
         """
         One step of an iterative lookup: C{(True, owner)} or C{(False, next)}.
+
+        A vnode that does not serve (joining, leaving, gone) answers no
+        step: its view may be an earlier life's or empty, and whatever it
+        named (itself above all) would send the lookup to a vnode that
+        holds no range.  It refuses with L{E.BUSY} and, as the hint, the
+        successor it knows, so the asker routes around it (see
+        L{suite.specter.chord.node.ChordNode.findSuccessor}).
         """
         v = self.view
-        if v.pred is not None and v.owns(kid) and self._serving:
+        if not self._serving:
+            raise E.notServing(v.around(self.peers.suspected))
+        if v.pred is not None and v.owns(kid):
             return True, v.ref
         prev = v.ref
         for s in v.succs:

@@ -28,7 +28,7 @@ from suite.specter.chord import status as _status
 from suite.specter.chord.calls import Calls, dispatch
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.heal import HealCore, HealProbe, Inconclusive, buildHealProbe, lookAt, probeOnce
-from suite.specter.chord.ids import VnodeRef, ref, ringId, vnodeId
+from suite.specter.chord.ids import VnodeRef, between, inRange, ref, ringId, vnodeId
 from suite.specter.chord.ringview import RingView
 from suite.specter.chord.vnode import Vnode
 from suite.specter.interfaces import IChordTransport, IRing, IRingState
@@ -37,6 +37,19 @@ __all__ = ["ChordConfig", "ChordNode"]
 
 log = Logger()
 MAX_HOPS = 64
+
+
+def _stepAnswer(answer: Any) -> tuple[bool, VnodeRef]:
+    """
+    Decode a C{step} answer, C{[done, vnode]}.
+    """
+    try:
+        decoded = ref(answer[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        decoded = None
+    if decoded is None:
+        raise RemoteError(E.INTERNAL, "bad step answer")
+    return bool(answer[0]), decoded
 
 
 @dataclass
@@ -86,6 +99,8 @@ class ChordNode:
         self.lookups = 0
         self.hops = 0
         self.retries = 0
+        #: lookup steps routed around a vnode that did not serve
+        self.rerouted = 0
         self.seed: str | None = None
         self.calls = Calls(self)
         self.view = RingView(self, ringState)
@@ -314,33 +329,117 @@ class ChordNode:
         """
         Iterative lookup of the vnode responsible for C{kid}; also returns
         the number of remote hops it took.
+
+        A vnode on the way that does not serve (still joining, leaving, or
+        gone from its process) is routed around rather than waited for: the
+        lookup goes on at the successor it names, else through the
+        successor list of the vnode that led to it, skipping every vnode
+        that refused this lookup (L{rerouted} counts these).
         """
         current = start or await self.entryPoint(None)
         hops = 0
+        #: the vnode whose answer led to C{current}
+        prev: VnodeRef | None = None
+        #: vnodes that refused a step of this lookup
+        avoid: set[VnodeRef] = set()
         for _ in range(MAX_HOPS):
             local = self.byId.get(current.id) if current.addr == self.addr else None
-            if local is not None and not local.gone:
-                done, nxt = local.step(kid)
-            else:
-                hops += 1
-                try:
-                    answer = await self.call(current, "step", kid)
-                except RemoteError as e:
-                    if e.code not in (E.TIMEOUT, E.GONE) or current == start:
-                        raise
-                    current = start if start is not None else await self.entryPoint(None)
+            try:
+                if local is not None and not local.gone:
+                    done, nxt = local.step(kid)
+                else:
+                    hops += 1
+                    done, nxt = _stepAnswer(await self.call(current, "step", kid))
+            except RemoteError as e:
+                # BUSY from a step: the vnode does not serve (see Maintenance.step)
+                hinted = e.around is not None and e.around not in avoid and e.around != current
+                if e.code not in (E.TIMEOUT, E.GONE, E.BUSY):
+                    raise
+                if current == start and not hinted:
+                    # (its hint is no answer to this lookup)
+                    raise RemoteError(e.code, e.message) from None
+                around: tuple[bool, VnodeRef] | None = None
+                if e.code != E.TIMEOUT:
+                    avoid.add(current)
+                    self.rerouted += 1
+                    if hinted and e.around is not None:
+                        around = (False, e.around)
+                    elif prev is not None:
+                        around, extra = await self._around(prev, kid, avoid)
+                        hops += extra
+                if around is None:
+                    if e.code == E.BUSY:
+                        raise RemoteError(E.BUSY, "lookup found no serving vnode") from None
+                    prev, current = None, start if start is not None else await self.entryPoint(None)
                     continue
-                done = bool(answer[0])
-                decoded = ref(answer[1])
-                if decoded is None:
-                    raise RemoteError(E.INTERNAL, "bad step answer")
-                nxt = decoded
+                done, nxt = around
+                if done:
+                    self.lookups += 1
+                    self.hops += hops
+                    return nxt, hops
+                # (prev stays: it is the last vnode that answered)
+                current = nxt
+                continue
+            if self._idle(nxt):
+                # one of our own vnodes that does not serve (a successor
+                # list elsewhere still names its id): known without asking
+                avoid.add(nxt)
+            if nxt in avoid:
+                # an answer naming a vnode that refused this lookup: go on
+                # through the answering vnode's successors instead
+                self.rerouted += 1
+                found, extra = await self._around(current, kid, avoid)
+                hops += extra
+                if found is None:
+                    raise RemoteError(E.BUSY, "lookup found no serving vnode")
+                done, nxt = found
             if done:
                 self.lookups += 1
                 self.hops += hops
                 return nxt, hops
-            current = nxt
+            prev, current = current, nxt
         raise RemoteError(E.BUSY, "lookup did not converge")
+
+    def _idle(self, r: VnodeRef) -> bool:
+        """
+        Whether C{r} is a vnode of this process that does not serve.
+        """
+        mine = self.byId.get(r.id) if r.addr == self.addr else None
+        return mine is not None and not mine.serving
+
+    async def _around(
+        self, via: VnodeRef, kid: int, avoid: set[VnodeRef]
+    ) -> tuple[tuple[bool, VnodeRef] | None, int]:
+        """
+        The step C{via} would answer for C{kid} from its successor list
+        alone, were the vnodes in C{avoid} not in the ring: C{(True,
+        owner)}, C{(False, next)}, or None when the list gives no way on.
+        Also the remote hops that took.
+        """
+        local = self.byId.get(via.id) if via.addr == self.addr else None
+        hops = 0
+        try:
+            if local is not None and not local.gone:
+                succs = list(local.succs)
+            else:
+                hops = 1
+                state = await self.call(via, "state")
+                succs = [r for r in (ref(s) for s in state[1]) if r is not None]
+        except RemoteError:
+            return None, hops
+        except (TypeError, ValueError, IndexError):
+            raise RemoteError(E.INTERNAL, "bad state answer") from None
+        low = via
+        best: VnodeRef | None = None
+        for s in succs:
+            if s == via or s in avoid or self.suspected(s.addr) or self._idle(s):
+                continue
+            if inRange(kid, low.id, s.id):
+                return (True, s), hops
+            if between(s.id, via.id, kid):
+                best = s
+            low = s
+        return ((False, best) if best is not None else None), hops
 
     # -- IRing ---------------------------------------------------------------------------
     async def _kv(self, op: str, key: bytes, args: list[Any]) -> Any:
@@ -365,8 +464,11 @@ class ChordNode:
                     raise
                 self.retries += 1
                 attempt += 1
-                hint = e.hint if e.code == E.NOT_OWNER and attempt % 4 else None
-                if e.code != E.NOT_OWNER or attempt > 2:
+                # a hint with not-owner, or with busy from a vnode that does
+                # not serve yet (see errors.notServing): go there at once
+                rerouted = e.code == E.NOT_OWNER or e.around is not None
+                hint = e.hint if rerouted and attempt % 4 else None
+                if not rerouted or attempt > 2:
                     d: Deferred[None] = Deferred()
                     self.clock.callLater(
                         min(1.0, 0.02 * attempt) * (0.5 + self.rng.random()), d.callback, None

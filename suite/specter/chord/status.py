@@ -46,6 +46,7 @@ def stats(node: ChordNode) -> dict[str, Any]:
         "lookups": node.lookups,
         "hops": node.hops,
         "retries": node.retries,
+        "rerouted": node.rerouted,
         "vnodes": [
             {
                 "index": v.ref.index,

@@ -90,6 +90,8 @@ class Handoff:
         v = self.view
         attempt = 0
         target: VnodeRef | None = None
+        #: not-serving refusals followed at once in a row
+        followed = 0
         while True:
             if self.founds():
                 v.pred = v.ref
@@ -104,6 +106,10 @@ class Handoff:
                     if target == v.ref:
                         target = None
                         raise RemoteError(E.BUSY, "lookup returned the joiner")
+                if v.succs == [v.ref]:
+                    # until the grant: where a call reaching this vnode
+                    # should go instead (see Maintenance.step)
+                    v.succs = [target]
                 answer = await self.peers.call(target, "join", list(v.ref))
                 records = _records(answer[0])
                 oldPred = ref(answer[1])
@@ -133,6 +139,14 @@ class Handoff:
                 self.rehome()
                 return
             except RemoteError as e:
+                around = e.around
+                if around is not None and around != v.ref and around != target and followed < 4:
+                    # the vnode found does not serve yet: its successor
+                    # holds the range meanwhile
+                    followed += 1
+                    target = around
+                    continue
+                followed = 0
                 # after a timeout ask the same successor again: it may have
                 # switched its predecessor to us already and will resend
                 if e.code != E.TIMEOUT:
@@ -228,8 +242,14 @@ class Handoff:
         retried = v.pred == j and j in self.transferredTo
         # the machine answers whether the export may begin; when it does,
         # transferDone must follow whatever happens
-        started = self.membership.transferStarted() is TransferAnswer.STARTED
+        answer = self.membership.transferStarted()
+        started = answer is TransferAnswer.STARTED
         try:
+            if answer is TransferAnswer.NOT_SERVING and not retried:
+                # a joiner's lookup that found another joiner (named by a
+                # successor list still holding this id): the range is
+                # still held by our successor
+                raise E.notServing(v.around(self.peers.suspected))
             return await self._grant(j, retried, started)
         finally:
             if started:
@@ -290,6 +310,8 @@ class Handoff:
         answer = self.membership.transferStarted()
         if answer is TransferAnswer.LEAVING:
             raise RemoteError(E.LEAVING, "leaving too")
+        if answer is TransferAnswer.NOT_SERVING:
+            raise E.notServing(None)
         if answer is not TransferAnswer.STARTED:
             raise RemoteError(E.BUSY, "not accepting transfers now")
         try:

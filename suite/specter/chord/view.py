@@ -7,6 +7,8 @@ changes the ring structure is handed the same L{RingView}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from suite.specter.chord.ids import RING_BITS, VnodeRef, inRange
 
 __all__ = ["RingView"]
@@ -74,6 +76,17 @@ class RingView:
             if len(out) >= self.successors:
                 break
         self.succs = out or [self.ref]
+
+    def around(self, suspected: Callable[[str], bool]) -> VnodeRef | None:
+        """
+        Where a call that reached this vnode while it does not serve should
+        go instead: the first successor known that is neither this vnode
+        nor on a suspected process, if any.
+        """
+        for s in self.succs:
+            if s != self.ref and not suspected(s.addr):
+                return s
+        return None
 
     def dropPeer(self, dead: VnodeRef) -> None:
         """

@@ -267,7 +267,9 @@ class Vnode:
         kid = ringId(key)
         if not self.serving:
             code = self.membership.kvRefused()
-            raise RemoteError(code, "vnode not serving", self.succ if code == E.NOT_OWNER else None)
+            if code == E.NOT_OWNER:
+                raise RemoteError(code, "vnode not serving", self.succ)
+            raise E.notServing(self.view.around(self.node.suspected))
         if not self.owns(kid):
             raise RemoteError(E.NOT_OWNER, "key not in my range", self.step(kid)[1] if self.pred else None)
         return await self.replicator.apply(op, key, args)

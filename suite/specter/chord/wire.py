@@ -102,7 +102,7 @@ class FrameProtocol(Int32StringReceiver):
         try:
             msg = unpack(data)
             kind = msg[0]
-        except Exception:
+        except Exception:  # untrusted input: logged, closed
             log.warn("peer sent an undecodable frame; closing")
             self._close()
             return
@@ -234,7 +234,7 @@ class ChordServerFactory(Factory):
 def _peerCertificate(proto: FrameProtocol) -> Any:
     try:
         return peerCertificate(proto.transport)
-    except Exception:
+    except Exception:  # no certificate readable: treated as none
         return None
 
 

@@ -556,7 +556,7 @@ def runClient(options: ClientOptions, argv0: str = "specter client") -> int:
             except usage.UsageError as e:
                 sys.stderr.write(errorLine(argv0, e))
                 code[0] = 2
-            except Exception as e:
+            except Exception as e:  # command line: one line, exit 1
                 sys.stderr.write(errorLine(argv0, Exception(f"--server {options['server'][0]}: {e}")))
                 code[0] = 1
 

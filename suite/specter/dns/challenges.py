@@ -150,7 +150,7 @@ class RingChallenges(Service):
         except CancelledError:
             self._forget(client)
             raise self._failed(f"no answer within {self.timeout:g}s") from None
-        except Exception as e:
+        except Exception as e:  # ring boundary: a reason for the caller
             raise self._failed(str(e) or e.__class__.__name__) from None
         finally:
             if timer.active():

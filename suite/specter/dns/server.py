@@ -156,7 +156,7 @@ def _parse(data: bytes) -> dns.Message | None:
     message = dns.Message()
     try:
         message.fromStr(data)
-    except Exception:
+    except Exception:  # untrusted input: a malformed query is dropped
         return None
     return message
 

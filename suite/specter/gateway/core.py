@@ -81,7 +81,7 @@ class Gateway:
         self.metrics = Metrics()
         self.peers = peers or (lambda: [])
         self.links: set[GatewayLink] = set()
-        #: HTTP/2 visitor connections (the drain tells them to go away
+        #: HTTP/2 and HTTP/3 visitor connections (the drain tells them to go away
         #: and waits for them).
         self.visitors: set[DrainingVisitor] = set()
         #: The gateway's shutdown (L{suite.specter.gateway.lifecycle.DrainMachine}).
@@ -192,7 +192,7 @@ class Gateway:
         for peer in self.overlay.order(others):
             try:
                 return await self.overlay.linkTo(peer)
-            except Exception as e:
+            except Exception as e:  # next peer; logged
                 log.warn(
                     "cannot forward {hostname} to {peer}: {error}", hostname=hostname, peer=peer, error=str(e)
                 )
@@ -242,14 +242,14 @@ class Gateway:
 
     def visitorOpened(self, visitor: DrainingVisitor) -> None:
         """
-        An HTTP/2 visitor connection was opened.
+        An HTTP/2 or HTTP/3 visitor connection was opened.
         """
         self.visitors.add(visitor)
         self.drainMachine.visitorOpened(visitor)
 
     def visitorClosed(self, visitor: DrainingVisitor) -> None:
         """
-        An HTTP/2 visitor connection was closed.
+        An HTTP/2 or HTTP/3 visitor connection was closed.
         """
         self.visitors.discard(visitor)
         if not self.links and not self.visitors:

@@ -34,12 +34,16 @@ Flow control towards the visitor: a response is sent as the visitor's
 windows allow; while one waits (or the visitor's TCP connection is full)
 its exchange stops granting window to the tunnel target.
 
-The connection's lifecycle (open, going away, closed) is a machine of its
-own, L{suite.specter.gateway.h2conn}.  When the gateway drains
-(L{suite.specter.gateway.lifecycle.DrainMachine}), each connection sends GOAWAY (C{NO_ERROR}, the last stream it took) without
-closing C{h2}'s connection, refuses streams opened later (C{REFUSED_STREAM}:
-the visitor may retry them elsewhere), lets its streams in flight finish
-and closes when none is left, or at the drain's deadline.
+The connection's lifecycle (open, announced, going away, closed) is a
+machine of its own, L{suite.specter.gateway.h2conn}.  When the gateway
+drains (L{suite.specter.gateway.lifecycle.DrainMachine}), each connection
+shuts down in two steps (RFC 9113 section 6.8) without closing C{h2}'s
+connection: GOAWAY (C{NO_ERROR}, stream 2^31-1) and a PING; once the PING
+is acknowledged (or after a second, or at the drain's deadline) GOAWAY
+naming the last stream it took.  Streams opened before that are served;
+later ones are refused (C{REFUSED_STREAM}: the visitor may retry them
+elsewhere); the streams in flight finish and the connection closes when
+none is left, or at the drain's deadline.
 """
 
 from __future__ import annotations
@@ -60,7 +64,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.specter.gateway.exchange import Exchange, ExchangePool, SiteExchange
-from suite.specter.gateway.h2conn import CLOSED, ConnectionInputs, ConnectionSide, Phase, newConnection
+from suite.specter.gateway.h2conn import (
+    CLOSED,
+    MAX_STREAM_ID,
+    ConnectionInputs,
+    ConnectionSide,
+    Phase,
+    newConnection,
+)
 from suite.specter.gateway.h2internals import (
     installCachingCodecs,
     receive,
@@ -95,6 +106,8 @@ _CONFIG = H2Configuration(
 )
 _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 _REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
+#: The opaque data of the PING sent with the first GOAWAY of a drain.
+DRAIN_PING = b"drain\x00\x00\x00"
 
 
 class TurnFlusher:
@@ -168,10 +181,11 @@ class H2Visitor(Protocol, ConnectionSide):
     L{suite.specter.gateway.h2stream} machine.
 
     @ivar phase: the lifecycle's state, lent by its machine
-        (L{suite.specter.gateway.h2conn.Phase}): open, going away (with
-        the last stream id its GOAWAY named: streams up to it finish,
-        later ones are refused and the connection closes when none is
-        left), or closed.
+        (L{suite.specter.gateway.h2conn.Phase}): open, announced (the
+        first GOAWAY is out, naming 2^31-1: every stream is still taken),
+        going away (with the last stream id the final GOAWAY named:
+        streams up to it finish, later ones are refused and the connection
+        closes when none is left), or closed.
     @ivar writePaused: whether the visitor's TCP connection is full (the
         transport's producer API; flow control, not a lifecycle state).
     """
@@ -258,6 +272,9 @@ class H2Visitor(Protocol, ConnectionSide):
             elif kind is h2.events.ConnectionTerminated:
                 self._terminate()
                 return True
+            elif kind is h2.events.PingAckReceived and event.ping_data == DRAIN_PING:
+                # every stream the visitor opened before the first GOAWAY is here
+                self.lifecycle.pingAcked()
             if self.phase is CLOSED:
                 return True
         return False
@@ -333,8 +350,8 @@ class H2Visitor(Protocol, ConnectionSide):
     def goAway(self) -> None:
         """
         Tell the visitor to open no more streams here (GOAWAY, NO_ERROR,
-        naming the last stream taken); close once the streams in flight
-        are done.
+        2^31-1 and a PING, then GOAWAY naming the last stream taken); close
+        once the streams in flight are done.
         """
         self.lifecycle.drainStarted()
 
@@ -349,6 +366,18 @@ class H2Visitor(Protocol, ConnectionSide):
         The highest stream id the visitor opened.
         """
         return int(self.conn.highest_inbound_stream_id)
+
+    def announceGoAway(self) -> None:
+        """
+        Send GOAWAY (C{NO_ERROR}, 2^31-1) and a PING, and what else is
+        ready (the lifecycle machine's output as the drain begins).
+        """
+        sendGoAway(self.conn, MAX_STREAM_ID, _NO_ERROR)
+        try:
+            self.conn.ping(DRAIN_PING)
+        except h2.exceptions.ProtocolError:
+            pass  # the grace's timer sends the final GOAWAY
+        self.flush()
 
     def sendGoAway(self, lastStreamId: int) -> None:
         """

@@ -1,36 +1,50 @@
 """
 The lifecycle of one HTTP/2 visitor connection
-(L{suite.specter.gateway.h2.H2Visitor}): open, going away once the gateway
-drains, closed.
+(L{suite.specter.gateway.h2.H2Visitor}): open, announcing its shutdown and
+then going away once the gateway drains, closed.
 
 Inputs (L{ConnectionInputs}): C{opened}, C{idleTimerFired},
-C{idleExpired}, C{drainStarted}, C{drained}, C{deadlineReached},
-C{hungUp}, C{connectionLost}.
+C{idleExpired}, C{drainStarted}, C{pingAcked}, C{graceElapsed},
+C{drained}, C{deadlineReached}, C{hungUp}, C{connectionLost}.
 
-Outputs (on the L{ConnectionSide}): start and re-arm the idle check, send
-GOAWAY (C{NO_ERROR}, naming the last stream taken, or closing C{h2}'s
-connection on the idle timeout), hang up (unregister the producer, lose
-the connection), release what the connection holds once it is gone.
+Outputs (on the L{ConnectionSide}): start and re-arm the idle check,
+announce the shutdown (GOAWAY C{NO_ERROR} naming stream 2^31-1, and a
+PING), send the final GOAWAY (C{NO_ERROR}, naming the last stream taken,
+or closing C{h2}'s connection on the idle timeout), hang up (unregister
+the producer, lose the connection), release what the connection holds
+once it is gone.
 
 States::
 
-    Connecting --opened--> Open --drainStarted--> GoingAway --drained / deadlineReached / hungUp / idleExpired--> Closed
-                            |                                                                                     ^
-                            +------------------ deadlineReached / hungUp / idleExpired ---------------------------+
+    Connecting --opened--> Open --drainStarted--> Announced --pingAcked / graceElapsed--> GoingAway --drained--> Closed
+                            |                        |                                      |                    ^
+                            |                        +--- deadlineReached / hungUp / idleExpired --------------->+
+                            +--------------------------- deadlineReached / hungUp / idleExpired ---------------->+
 
-and C{connectionLost} leads to C{Closed} from anywhere.  C{Open} and
-C{GoingAway} hold the idle check's timer (started by C{opened}, re-armed
-by C{idleTimerFired} while the connection is busy, cancelled by every
-transition to C{Closed}); C{GoingAway} also holds the last stream id its
-GOAWAY named (streams opened later are refused; the connection closes when
-no stream is left, or at the drain's deadline).  The idle check's two
-outcomes are a loop feeding a private input (C{idleTimerFired} ->
-C{idleExpired}).
+and C{connectionLost} leads to C{Closed} from anywhere.  This is the
+graceful shutdown of RFC 9113 section 6.8: the first GOAWAY tells the
+visitor to open no more streams without naming the last one taken, since
+streams it opened meanwhile may still be on their way; the PING's
+acknowledgement proves they have arrived (the visitor sends it after
+them), so the final GOAWAY, sent on it or after L{GRACE} seconds at most
+(or at the drain's deadline, whichever comes first), names the last
+stream really taken.  Streams opened before it are served.
+
+C{Open}, C{Announced} and C{GoingAway} hold the idle check's timer
+(started by C{opened}, re-armed by C{idleTimerFired} while the connection
+is busy, cancelled by every transition to C{Closed}); C{Announced} also
+holds the bound on the wait for the PING's acknowledgement (its timer
+feeds C{graceElapsed}; cancelled as C{Announced} is left), and names
+stream 2^31-1 as its last; C{GoingAway} holds the last stream id its
+final GOAWAY named (streams opened later are refused; the connection
+closes when no stream is left, or at the drain's deadline).  The idle
+check's two outcomes are a loop feeding a private input
+(C{idleTimerFired} -> C{idleExpired}).
 
 The connection reads its state on every frame and every flush, so the
 machine lends it (L{ConnectionSide.phase}) the current state as a
-L{Phase}: L{CONNECTING}, the C{Open} or C{GoingAway} state's own data,
-or L{CLOSED}.  The
+L{Phase}: L{CONNECTING}, the C{Open}, C{Announced} or C{GoingAway}
+state's own data, or L{CLOSED}.  The
 machine sets it as it enters each state; nothing else does, and a request
 costs no machine input.
 
@@ -53,6 +67,8 @@ from suite.fsm import indexed
 
 __all__ = [
     "CLOSED",
+    "GRACE",
+    "MAX_STREAM_ID",
     "ConnectionInputs",
     "ConnectionMachine",
     "ConnectionSide",
@@ -61,26 +77,41 @@ __all__ = [
 ]
 
 
+#: The stream id the first GOAWAY of a graceful shutdown names (2^31-1).
+MAX_STREAM_ID = 0x7FFFFFFF
+#: Seconds the final GOAWAY waits at most for the PING's acknowledgement.
+GRACE = 1.0
+
+
 class Phase:
     """
     The connection's state as its hot path reads it, and the state data of
-    C{Open} and C{GoingAway}.
+    C{Open}, C{Announced} and C{GoingAway}.
 
-    @ivar name: C{"Open"}, C{"GoingAway"} or C{"Closed"}.
-    @ivar lastStreamId: in C{GoingAway}, the last stream id its GOAWAY
-        named; otherwise None.
-    @ivar idleCall: in C{Open} and C{GoingAway}, the idle check's timer
-        (None before C{opened}); cancelled as the connection closes.
+    @ivar name: C{"Open"}, C{"Announced"}, C{"GoingAway"} or C{"Closed"}.
+    @ivar lastStreamId: in C{Announced} and C{GoingAway}, the last stream
+        id the latest GOAWAY named (L{MAX_STREAM_ID} in C{Announced});
+        otherwise None.
+    @ivar idleCall: in C{Open}, C{Announced} and C{GoingAway}, the idle
+        check's timer (None before C{opened}); cancelled as the connection
+        closes.
+    @ivar graceCall: in C{Announced}, the timer bounding the wait for the
+        PING's acknowledgement; cancelled as C{Announced} is left.
     """
 
-    __slots__ = ("name", "lastStreamId", "idleCall")
+    __slots__ = ("name", "lastStreamId", "idleCall", "graceCall")
 
     def __init__(
-        self, name: str, lastStreamId: int | None = None, idleCall: IDelayedCall | None = None
+        self,
+        name: str,
+        lastStreamId: int | None = None,
+        idleCall: IDelayedCall | None = None,
+        graceCall: IDelayedCall | None = None,
     ) -> None:
         self.name = name
         self.lastStreamId = lastStreamId
         self.idleCall = idleCall
+        self.graceCall = graceCall
 
     def __repr__(self) -> str:
         return f"<Phase {self.name} {self.lastStreamId}>"
@@ -112,6 +143,17 @@ class ConnectionInputs(Protocol):
     def drainStarted(self) -> None:
         """
         The gateway drains: tell the visitor to open no more streams here.
+        """
+
+    def pingAcked(self) -> None:
+        """
+        The visitor acknowledged the PING sent with the first GOAWAY: every
+        stream it opened before is here.
+        """
+
+    def graceElapsed(self) -> None:
+        """
+        L{GRACE} seconds passed without the PING's acknowledgement.
         """
 
     def drained(self) -> None:
@@ -151,6 +193,13 @@ class ConnectionSide:
         """
         raise NotImplementedError()
 
+    def announceGoAway(self) -> None:
+        """
+        Send GOAWAY (C{NO_ERROR}, L{MAX_STREAM_ID}) and a PING, and what
+        else is ready.
+        """
+        raise NotImplementedError()
+
     def sendGoAway(self, lastStreamId: int) -> None:
         """
         Send GOAWAY (C{NO_ERROR}, C{lastStreamId}) and what else is ready.
@@ -166,7 +215,8 @@ class ConnectionSide:
 
     def callLater(self, delay: float, call: Callable[[], None]) -> IDelayedCall:
         """
-        Call C{call} in C{delay} seconds.
+        Call C{call} in C{delay} seconds (the idle check's and the
+        grace's timers).
         """
         raise NotImplementedError()
 
@@ -201,14 +251,22 @@ def _openData(inputs: ConnectionInputs, side: ConnectionSide) -> Phase:
 def _build() -> TypeMachine[ConnectionInputs, ConnectionSide]:
     b = TypeMachineBuilder(ConnectionInputs, ConnectionSide)
 
-    def goingAwayData(inputs: ConnectionInputs, side: ConnectionSide) -> Phase:
+    def announcedData(inputs: ConnectionInputs, side: ConnectionSide) -> Phase:
         # the idle timer carries over from Open
+        grace = side.callLater(GRACE, inputs.graceElapsed)
+        phase = Phase("Announced", MAX_STREAM_ID, side.phase.idleCall, grace)
+        side.phase = phase
+        return phase
+
+    def goingAwayData(inputs: ConnectionInputs, side: ConnectionSide) -> Phase:
+        # the idle timer carries over from Announced
         phase = Phase("GoingAway", side.highestStreamId(), side.phase.idleCall)
         side.phase = phase
         return phase
 
     connecting = b.state("Connecting")
     opened = b.state("Open", _openData)
+    announced = b.state("Announced", announcedData)
     goingAway = b.state("GoingAway", goingAwayData)
     closed = b.state("Closed")
 
@@ -223,7 +281,16 @@ def _build() -> TypeMachine[ConnectionInputs, ConnectionSide]:
         side.release()
 
     # nothing else reaches a connection before its transport is up
-    for name in ("idleTimerFired", "idleExpired", "drainStarted", "drained", "deadlineReached", "hungUp"):
+    for name in (
+        "idleTimerFired",
+        "idleExpired",
+        "drainStarted",
+        "pingAcked",
+        "graceElapsed",
+        "drained",
+        "deadlineReached",
+        "hungUp",
+    ):
         connecting.upon(getattr(ConnectionInputs, name)).loop().returns(None)
 
     def checkIdle(inputs: ConnectionInputs, side: ConnectionSide, phase: Phase) -> None:
@@ -238,27 +305,44 @@ def _build() -> TypeMachine[ConnectionInputs, ConnectionSide]:
         else:
             phase.idleCall = side.callLater(wait, inputs.idleTimerFired)
 
+    def stopGrace(phase: Phase) -> None:
+        graceCall = phase.graceCall
+        phase.graceCall = None
+        if graceCall is not None and graceCall.active():
+            graceCall.cancel()
+
     def leave(side: ConnectionSide, phase: Phase) -> None:
         """
-        Leaving Open or GoingAway for Closed: cancel the idle timer.
+        Leaving Open, Announced or GoingAway for Closed: cancel the timers.
         """
         side.phase = CLOSED
+        stopGrace(phase)
         idleCall = phase.idleCall
         phase.idleCall = None
         if idleCall is not None and idleCall.active():
             idleCall.cancel()
 
-    @opened.upon(ConnectionInputs.drainStarted).to(goingAway)
+    @opened.upon(ConnectionInputs.drainStarted).to(announced)
+    def announce(inputs: ConnectionInputs, side: ConnectionSide, phase: Phase) -> None:
+        side.announceGoAway()
+
     def sendGoAway(inputs: ConnectionInputs, side: ConnectionSide, phase: Phase) -> None:
+        stopGrace(phase)
         lastStreamId = side.phase.lastStreamId
         assert lastStreamId is not None
         side.sendGoAway(lastStreamId)
 
-    @opened.upon(ConnectionInputs.deadlineReached).to(closed)
+    announced.upon(ConnectionInputs.pingAcked).to(goingAway)(sendGoAway)
+    announced.upon(ConnectionInputs.graceElapsed).to(goingAway)(sendGoAway)
+
     def goAwayAndHangUp(inputs: ConnectionInputs, side: ConnectionSide, phase: Phase) -> None:
         side.sendGoAway(side.highestStreamId())
         leave(side, phase)
         side.hangUp()
+
+    opened.upon(ConnectionInputs.deadlineReached).to(closed)(goAwayAndHangUp)
+    # the drain's deadline came before the PING's acknowledgement
+    announced.upon(ConnectionInputs.deadlineReached).to(closed)(goAwayAndHangUp)
 
     def hangUp(inputs: ConnectionInputs, side: ConnectionSide, phase: Phase) -> None:
         leave(side, phase)
@@ -273,13 +357,22 @@ def _build() -> TypeMachine[ConnectionInputs, ConnectionSide]:
         leave(side, phase)
         side.release()
 
-    for live in (opened, goingAway):
+    for live in (opened, announced, goingAway):
         live.upon(ConnectionInputs.opened).loop().returns(None)
         live.upon(ConnectionInputs.idleTimerFired).loop()(checkIdle)
         live.upon(ConnectionInputs.idleExpired).to(closed)(expire)
         live.upon(ConnectionInputs.hungUp).to(closed)(hangUp)
         live.upon(ConnectionInputs.connectionLost).to(closed)(release)
     opened.upon(ConnectionInputs.drained).loop().returns(None)
+    # no PING is outstanding outside Announced, and the grace's timer is
+    # Announced's own (cancelled as it is left): both are ignored elsewhere
+    for s in (opened, goingAway, closed):
+        s.upon(ConnectionInputs.pingAcked).loop().returns(None)
+        s.upon(ConnectionInputs.graceElapsed).loop().returns(None)
+
+    announced.upon(ConnectionInputs.drainStarted).loop().returns(None)
+    # streams opened before the final GOAWAY may still arrive: wait for it
+    announced.upon(ConnectionInputs.drained).loop().returns(None)
 
     goingAway.upon(ConnectionInputs.drainStarted).loop().returns(None)
     goingAway.upon(ConnectionInputs.drained).to(closed)(hangUp)

@@ -7,6 +7,23 @@ with Twisted, and each HTTP/3 request is forwarded like an HTTP/2 one (a
 pooled HTTP/1.1 exchange on a tunnel stream, see
 L{suite.specter.gateway.exchange}).
 QUIC has no PROXY protocol: the gateway sees the UDP source address.
+
+Each connection's lifecycle is a machine (L{suite.specter.gateway.h3conn}).
+When the gateway drains (L{suite.specter.gateway.lifecycle.DrainMachine}
+waits for HTTP/3 connections as for HTTP/2 ones), each connection sends
+GOAWAY (RFC 9114 section 5.2) on its control stream naming the first
+request stream the visitor has not opened, rejects requests on later
+streams (C{H3_REQUEST_REJECTED}: the visitor may retry them elsewhere),
+lets those in flight finish and closes the QUIC connection
+(C{H3_NO_ERROR}) once every one was answered and acknowledged and the
+GOAWAY was acknowledged too, or at the drain's deadline.  An open connection pays nothing for this: the checks
+are the data path the machine lends the connection while it goes away.
+
+aioquic has no API for a server's GOAWAY, nor for which request streams
+were opened or are finished, nor for what the peer acknowledged:
+L{sendGoAway}, L{nextRequestStreamId}, L{requestsLeft} and
+L{controlStreamDelivered} read its internals (checked by
+C{tests/specter/gateway/test_h3drain.py}).
 """
 
 from __future__ import annotations
@@ -17,16 +34,19 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
-from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection, encode_frame
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ProtocolNegotiated, QuicEvent
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, ProtocolNegotiated, QuicEvent
 from aioquic.tls import pull_client_hello
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.specter.gateway.h3conn import GoingAway, H3ConnectionInputs, H3ConnectionSide, newH3Connection
 from suite.specter.gateway.http1 import BadMessage, ResponseHead, buildRequestHead
 from suite.specter.gateway.interfaces import IResponseSink
 
@@ -34,10 +54,23 @@ if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
     from suite.specter.gateway.exchange import ExchangePool
 
-__all__ = ["H3Server", "isAsyncioReactor", "chooseCertificateBySNI", "MAX_BODY"]
+__all__ = [
+    "H3Server",
+    "isAsyncioReactor",
+    "chooseCertificateBySNI",
+    "sendGoAway",
+    "nextRequestStreamId",
+    "requestsLeft",
+    "controlStreamDelivered",
+    "MAX_BODY",
+]
 
 log = Logger()
 H3_INTERNAL_ERROR = int(ErrorCode.H3_INTERNAL_ERROR)
+H3_NO_ERROR = int(ErrorCode.H3_NO_ERROR)
+H3_REQUEST_REJECTED = int(ErrorCode.H3_REQUEST_REJECTED)
+#: The QUIC events the connection's lifecycle machine hears of.
+_LIFECYCLE_EVENTS = frozenset({HandshakeCompleted, ConnectionTerminated})
 MAX_BODY = 8 * 1024 * 1024
 
 
@@ -86,6 +119,53 @@ def chooseCertificateBySNI(quic: Any, select: Callable[[str | None], Any]) -> No
     quic._initialize = initializeThenHook
 
 
+def sendGoAway(http: H3Connection, streamId: int) -> None:
+    """
+    Queue GOAWAY naming C{streamId} on the control stream of C{http}
+    (aioquic keeps that stream's id in C{_local_control_stream_id}).
+    """
+    controlStreamId = http._local_control_stream_id
+    assert controlStreamId is not None
+    http._quic.send_stream_data(controlStreamId, encode_frame(FrameType.GOAWAY, encode_uint_var(streamId)))
+
+
+def nextRequestStreamId(quic: QuicConnection) -> int:
+    """
+    The first client-initiated bidirectional (request) stream id the peer
+    of server connection C{quic} has not opened: aioquic counts the
+    streams opened in C{_local_max_streams_bidi.used} (opening one opens
+    every lower one, RFC 9000 section 2.1).
+    """
+    return int(quic._local_max_streams_bidi.used) * 4
+
+
+def requestsLeft(quic: QuicConnection, below: int) -> bool:
+    """
+    Whether a request stream under C{below} is not finished on server
+    connection C{quic}: its request not wholly read, or its response not
+    wholly acknowledged (or reset).  aioquic keeps the streams in
+    C{_streams} until they are finished and sent for.
+    """
+    for streamId, stream in quic._streams.items():
+        if streamId & 3 == 0 and streamId < below and not stream.is_finished:
+            return True
+    return False
+
+
+def controlStreamDelivered(http: H3Connection) -> bool:
+    """
+    Whether the peer acknowledged everything sent on the control stream of
+    C{http} (so a GOAWAY queued there arrived): aioquic's stream sender
+    moves C{_buffer_start} up to C{_buffer_stop} as the data is
+    acknowledged.
+    """
+    stream = http._quic._streams.get(http._local_control_stream_id)  # type: ignore[arg-type]
+    if stream is None:
+        return True
+    sender = stream.sender
+    return bool(sender._buffer_start == sender._buffer_stop)
+
+
 class _Request:
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -126,9 +206,40 @@ class _H3Response:
         pass
 
 
-class _H3Protocol(QuicConnectionProtocol):
+class _Leaving:
     """
-    One QUIC connection carrying HTTP/3.
+    What the gateway's drain tells an HTTP/3 connection
+    (L{suite.specter.gateway.lifecycle.DrainingVisitor}).
+    """
+
+    __slots__ = ("lifecycle",)
+
+    def __init__(self, lifecycle: H3ConnectionInputs) -> None:
+        self.lifecycle = lifecycle
+
+    def goAway(self) -> None:
+        """
+        Send GOAWAY; close once the requests in flight are done.
+        """
+        self.lifecycle.drainStarted()
+
+    def close(self) -> None:
+        """
+        The drain's deadline: close now.
+        """
+        self.lifecycle.deadlineReached()
+
+
+class _H3Protocol(QuicConnectionProtocol, H3ConnectionSide):
+    """
+    One QUIC connection carrying HTTP/3; its lifecycle is a
+    L{suite.specter.gateway.h3conn} machine.
+
+    @ivar onRequestEvent: what each HTTP/3 event goes to: L{h3EventReceived},
+        or while going away the data path the machine lends
+        (L{_rejectingLater}).
+    @ivar goingAway: while going away, the machine's C{GoingAway} data
+        (lent); otherwise None.
     """
 
     gateway: Gateway
@@ -138,6 +249,11 @@ class _H3Protocol(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self.http: H3Connection | None = None
         self.requests: dict[int, _Request] = {}
+        self.onRequestEvent: Callable[[H3Event], None] = self.h3EventReceived
+        self.goingAway: GoingAway | None = None
+        self.lifecycle = newH3Connection(self)
+        #: What the gateway's drain holds and tells to leave.
+        self.leaving = _Leaving(self.lifecycle)
 
     def chooseCertificatesWith(self, select: Callable[[str | None], Any]) -> None:
         """
@@ -146,12 +262,111 @@ class _H3Protocol(QuicConnectionProtocol):
         chooseCertificateBySNI(self._quic, select)
 
     def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
+        http = self.http
+        if http is not None:
+            for h3event in http.handle_event(event):
+                self.onRequestEvent(h3event)
+            if type(event) in _LIFECYCLE_EVENTS:
+                self._lifecycleEvent(event)
+        elif type(event) is ProtocolNegotiated and event.alpn_protocol in H3_ALPN:
             self.http = H3Connection(self._quic)
-        if self.http is not None:
-            for h3event in self.http.handle_event(event):
-                self.h3EventReceived(h3event)
 
+    def _lifecycleEvent(self, event: QuicEvent) -> None:
+        if type(event) is HandshakeCompleted:
+            # (not at ProtocolNegotiated: a close before the handshake
+            # completes could not carry H3_NO_ERROR)
+            self.lifecycle.opened()
+            # while the gateway drains, this is told to go away at once
+            self.gateway.visitorOpened(self.leaving)
+        else:
+            self.lifecycle.connectionLost()
+
+    # -- H3ConnectionSide: the gateway drains ------------------------------------------
+    def nextRequestStreamId(self) -> int:
+        """
+        The first request stream id the visitor has not opened.
+        """
+        return nextRequestStreamId(self._quic)
+
+    def lendGoingAway(self, goingAway: GoingAway) -> None:
+        """
+        Take going away's data path: requests on streams from
+        C{goingAway.streamId} on are rejected, and each send is followed
+        by the check whether a request below it is left (the instance's
+        C{transmit}, shadowing the class's until it is given back).
+        """
+        self.goingAway = goingAway
+        self.onRequestEvent = self._rejectingLater
+        vars(self)["transmit"] = self._transmitAndCheck
+
+    def _giveBack(self) -> None:
+        self.goingAway = None
+        self.onRequestEvent = self.h3EventReceived
+        vars(self).pop("transmit", None)
+
+    def sendGoAway(self) -> None:
+        """
+        Send GOAWAY naming the stream id going away holds.
+        """
+        assert self.http is not None and self.goingAway is not None
+        sendGoAway(self.http, self.goingAway.streamId)
+        log.debug("HTTP/3 visitor told to go away, streams from {id} on", id=self.goingAway.streamId)
+        self.transmit()
+
+    def closeConnection(self) -> None:
+        """
+        Close the QUIC connection (C{H3_NO_ERROR}).
+        """
+        self._giveBack()
+        self._quic.close(error_code=H3_NO_ERROR)
+        self.transmit()
+
+    def release(self) -> None:
+        """
+        The gateway no longer waits for this connection.
+        """
+        self._giveBack()
+        self.gateway.visitorClosed(self.leaving)
+
+    def _rejectingLater(self, event: H3Event) -> None:
+        """
+        Going away's data path: a request on a stream from the GOAWAY's
+        id on is rejected (once), never processed.
+        """
+        goingAway = self.goingAway
+        assert goingAway is not None
+        if isinstance(event, (HeadersReceived, DataReceived)) and event.stream_id >= goingAway.streamId:
+            streamId = event.stream_id
+            if streamId not in goingAway.refused:
+                goingAway.refused.add(streamId)
+                self.requests.pop(streamId, None)
+                quic = self._quic
+                try:
+                    quic.stop_stream(streamId, H3_REQUEST_REJECTED)
+                except ValueError:
+                    pass  # nothing more to read
+                quic.reset_stream(streamId, H3_REQUEST_REJECTED)
+            return
+        self.h3EventReceived(event)
+
+    def _transmitAndCheck(self) -> None:
+        """
+        Going away's C{transmit}: send, then close if no request below the
+        GOAWAY's id is left and the GOAWAY arrived (closing drops what is
+        not sent yet).
+        """
+        QuicConnectionProtocol.transmit(self)
+        goingAway = self.goingAway
+        http = self.http
+        if (
+            goingAway is not None
+            and http is not None
+            and not requestsLeft(self._quic, goingAway.streamId)
+            and controlStreamDelivered(http)
+        ):
+            self.lifecycle.streamsDone()
+
+    # -- requests ------------------------------------------------------------------------
     def h3EventReceived(self, event: H3Event) -> None:
         if isinstance(event, HeadersReceived):
             request = self.requests.setdefault(event.stream_id, _Request())

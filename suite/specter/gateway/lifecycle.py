@@ -21,16 +21,16 @@ L{DrainMachine}, one per gateway, its shutdown (SIGTERM):
   - Inputs (L{DrainInputs}): C{drainRequested}, C{linkOpened},
     C{visitorOpened}, C{linksGone}, C{deadlinePassed}, C{isDraining}.
   - Outputs (L{IDrainActions}, carried out by the gateway):
-    C{askVisitorsToLeave} (HTTP/2 visitors get GOAWAY: they open no more
-    streams here, those in flight finish), C{askLinksToMove},
+    C{askVisitorsToLeave} (HTTP/2 and HTTP/3 visitors get GOAWAY: they
+    open no more streams here, those in flight finish), C{askLinksToMove},
     C{abortLinks} and C{closeVisitors}; the waiters' Deferreds fire on
     leaving C{Draining}.
   - States: C{Serving} -> C{Draining} (data: the waiters and the deadline
     timer, cancelled once nothing is left) -> C{Drained}.
 
 Nothing polls: the gateway feeds C{linksGone} when its last tunnel link
-and its last HTTP/2 visitor connection are gone (a visitor connection
-closes itself once its streams are done), and the deadline is a timer
+and its last HTTP/2 and HTTP/3 visitor connection are gone (a visitor
+connection closes itself once its streams are done), and the deadline is a timer
 owned by the C{Draining} state.
 """
 
@@ -208,7 +208,8 @@ def newLinkMachine(actions: ILinkActions) -> LinkInputs:
 
 class DrainingVisitor(Protocol):
     """
-    A visitor connection that can leave gracefully (an HTTP/2 connection).
+    A visitor connection that can leave gracefully (an HTTP/2 or HTTP/3
+    connection).
     """
 
     def goAway(self) -> None:
@@ -241,7 +242,7 @@ class DrainInputs(Protocol):
 
     def linksGone(self) -> None:
         """
-        No tunnel link and no HTTP/2 visitor connection is left.
+        No tunnel link and no HTTP/2 or HTTP/3 visitor connection is left.
         """
 
     def deadlinePassed(self) -> None:
@@ -258,7 +259,7 @@ class DrainInputs(Protocol):
 class IDrainActions(Protocol):
     def askVisitorsToLeave(self) -> None:
         """
-        Tell every HTTP/2 visitor to open no more streams here.
+        Tell every HTTP/2 and HTTP/3 visitor to open no more streams here.
         """
 
     def askLinksToMove(self) -> None:
@@ -273,7 +274,7 @@ class IDrainActions(Protocol):
 
     def closeVisitors(self) -> None:
         """
-        Close the HTTP/2 visitor connections still open.
+        Close the HTTP/2 and HTTP/3 visitor connections still open.
         """
 
 

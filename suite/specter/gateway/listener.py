@@ -317,7 +317,7 @@ class _Dispatch(Protocol):
         tls = self.transport
         try:
             proto = self.factory.protocolFor(tls.negotiatedProtocol, tls)
-        except Exception:
+        except Exception:  # per connection: logged, closed
             log.failure("choosing the protocol of a gateway connection")
             proto = None
         if proto is None:

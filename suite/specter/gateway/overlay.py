@@ -121,7 +121,7 @@ class OverlayLink(Link):
         try:
             peer: Any = self.transport.getPeer()
             return f"{peer.host}:{peer.port}"
-        except Exception:
+        except Exception:  # only names the peer in log lines
             return "?"
 
 

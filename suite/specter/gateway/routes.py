@@ -23,11 +23,15 @@ from typing import Any
 import msgpack
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from zope.interface import implementer
 
+from suite.specter.chord.errors import RemoteError
 from suite.specter.gateway.interfaces import ILinkRegistry, IRouteStore
 
 __all__ = ["Route", "RouteOwned", "MemoryRouteStore", "RingRouteStore", "RouteCache", "LinkRegistry"]
+
+log = Logger()
 
 
 @dataclass(frozen=True)
@@ -196,9 +200,11 @@ class RingRouteStore:
             raise RouteOwned(f"{hostname} belongs to another client")
         await self.ring.kv("delete", _key("route", hostname), [])
         try:
+            # an expired or re-granted lease answers False: nothing to do
             await self.ring.kv("release", _key("lease", hostname), [entry["token"]])
-        except Exception:
-            pass  # an expired or re-granted lease needs no release
+        except RemoteError as e:
+            # the route is gone; the lease lapses by itself at its expiry
+            log.warn("could not release the lease of {hostname}: {error}", hostname=hostname, error=str(e))
         for gw in await self.ring.kv("list", _key("gw", hostname), []):
             await self.ring.kv("remove", _key("gw", hostname), [gw])
         await self.ring.kv("remove", _key("hosts", owner), [hostname.encode()])

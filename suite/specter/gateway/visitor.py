@@ -67,7 +67,7 @@ def serverName(transport: Any) -> str | None:
         return None
     try:
         name = getHandle().get_servername()
-    except Exception:
+    except Exception:  # no SNI readable: routed by Host
         return None
     return name.decode("ascii", "replace").lower() if name else None
 

@@ -75,7 +75,7 @@ def decodeControl(payload: bytes) -> dict[str, Any]:
     """
     try:
         message = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except Exception as e:
+    except Exception as e:  # untrusted input: any decoder error is malformed
         raise FrameError(f"malformed control payload: {e}") from None
     if not isinstance(message, dict):
         raise FrameError("control payload is not a map")

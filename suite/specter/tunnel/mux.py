@@ -129,7 +129,7 @@ class Link(Protocol):
         try:
             peer: Any = self.transport.getPeer()
             return f"{peer.host}:{peer.port}"
-        except Exception:
+        except Exception:  # only names the peer in log lines
             return "?"
 
     def _frame(self, kind: int, sid: int, payload: bytes) -> None:

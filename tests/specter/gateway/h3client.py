@@ -15,10 +15,33 @@ from typing import Any
 
 from aioquic.asyncio import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.buffer import Buffer, BufferReadError
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
+
+#: The HTTP/3 GOAWAY frame type (RFC 9114 section 7.2.6).
+GOAWAY = 0x7
+
+
+def controlFrames(data: bytes) -> list[tuple[int, bytes]]:
+    """
+    The whole frames (type, payload) in the bytes C{data} of a peer's
+    HTTP/3 control stream so far (aioquic's client ignores GOAWAY, so tests
+    read it here).
+    """
+    buf = Buffer(data=data)
+    frames: list[tuple[int, bytes]] = []
+    try:
+        buf.pull_uint_var()  # the stream type
+        while not buf.eof():
+            kind = buf.pull_uint_var()
+            size = buf.pull_uint_var()
+            frames.append((kind, buf.pull_bytes(size)))
+    except BufferReadError:
+        pass
+    return frames
 
 
 class Client(QuicConnectionProtocol):

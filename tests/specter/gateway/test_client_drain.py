@@ -7,18 +7,15 @@ ends the command with exit status 1.
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from suite.pki.ca import initBundle, writeClientCertificate
-from tests.specter.gateway.test_e2e import PY, GatewayHarness, _listen
+from tests.specter.gateway.support import GatewayHarness, curlTLS, listenLocal
 
 
 class _Slow(Protocol):
@@ -78,7 +75,7 @@ def _slowBackend(test: TestCase, delay: float, expect: int = 1) -> tuple[_SlowFa
     requests arrived.
     """
     factory = _SlowFactory(delay, expect)
-    port, number = _listen(factory)
+    port, number = listenLocal(factory)
     test.addCleanup(port.stopListening)
     return factory, number
 
@@ -87,22 +84,7 @@ class ClientDrainTests(TestCase):
     timeout = 90
 
     async def _curl(self, h: GatewayHarness, host: str, *flags: str) -> tuple[str, str, int]:
-        out, err, code = await getProcessOutputAndValue(
-            "curl",
-            [
-                "-sS",
-                "--max-time",
-                "20",
-                "--cacert",
-                h.cacert,
-                "--resolve",
-                f"{host}:{h.port}:127.0.0.1",
-                *flags,
-                f"https://{host}:{h.port}/slow",
-            ],
-            env=os.environ,
-        )
-        return out.decode(), err.decode(), code
+        return await curlTLS(host, h.port, h.cacert, "/slow", *flags, maxTime=20)
 
     async def test_inFlightResponsesFinish(self) -> None:
         """
@@ -156,30 +138,9 @@ class RefusedCertificateTests(TestCase):
         --verbose) names the TLS alert and the refusal, and exits 1.
         """
         h = GatewayHarness(self)
-        other = initBundle(os.path.join(h.base, "other"), ["127.0.0.1"])
-        mallory = os.path.join(h.base, "mallory")
-        writeClientCertificate(other, "mallory", mallory)
-        with (
-            open(os.path.join(h.certs, "ca.crt"), "rb") as f,
-            open(os.path.join(mallory, "ca.crt"), "wb") as g,
-        ):
-            g.write(f.read())
+        mallory = h.foreignClient()
         await h.start()
-        out, err, code = await getProcessOutputAndValue(
-            PY,
-            [
-                "-m",
-                "suite.specter.client",
-                "--server",
-                f"127.0.0.1:{h.port}",
-                "--cert-dir",
-                mallory,
-                "tunnel",
-                "--target",
-                "http://127.0.0.1:1",
-            ],
-            env=os.environ,
-        )
+        out, err, code = await h.runClient("tunnel", "--target", "http://127.0.0.1:1", identity=mallory)
         self.assertEqual(code, 1)
         lines = [line for line in err.decode().splitlines() if not line.startswith("{")]
         self.assertEqual(len(lines), 1, err)

@@ -6,7 +6,6 @@ backend on loopback and real curl.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
@@ -15,12 +14,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from suite.pki.ca import initBundle, writeClientCertificate
-from tests.specter.gateway.support import listenLocal
-from tests.support.process import DaemonProcess, freePort
-
-PY = sys.executable
-APEX = "example.test"
+from tests.specter.gateway.support import APEX, PY, GatewayHarness, listenLocal
+from tests.support.process import freePort
 
 
 class _Hello(Resource):
@@ -38,86 +33,6 @@ class _Echo(Protocol):
         self.transport.write(data)
 
 
-class GatewayHarness:
-    """
-    A CA, a gateway process and helpers for one test.
-    """
-
-    def __init__(self, test: TestCase) -> None:
-        self.test = test
-        self.base = os.path.abspath(test.mktemp())
-        os.makedirs(self.base)
-        self.certs = os.path.join(self.base, "certs")
-        bundle = initBundle(self.certs, ["127.0.0.1"])
-        self.alice = os.path.join(self.base, "alice")
-        writeClientCertificate(bundle, "alice", self.alice)
-        self.port = freePort()
-        self.data = os.path.join(self.base, "data")
-        self.cacert = os.path.join(self.data, "gateway", "selfsigned.crt")
-
-    async def start(self, *extra: str) -> None:
-        argv = [
-            PY,
-            "-m",
-            "suite.specter.gateway",
-            "--listen",
-            f"tcp:{self.port}:interface=127.0.0.1",
-            "--cert-dir",
-            self.certs,
-            "--apex",
-            APEX,
-            "--data-dir",
-            self.data,
-            *extra,
-        ]
-        self.gateway = DaemonProcess(self.test, argv, name="gateway")
-        self.gateway.start()
-        await self.gateway.waitForPort(self.port)
-
-    def client(self, *args: str, identity: str | None = None, name: str = "client") -> DaemonProcess:
-        argv = [
-            PY,
-            "-m",
-            "suite.specter.client",
-            "--server",
-            f"127.0.0.1:{self.port}",
-            "--cert-dir",
-            identity or self.alice,
-            *args,
-        ]
-        return DaemonProcess(self.test, argv, name=name).start()
-
-    async def tunnel(self, target: str) -> tuple[DaemonProcess, str]:
-        proc = self.client("tunnel", "--target", target, name=f"tunnel-{freePort()}")
-        match = await proc.waitForLog(r"tunnel (\S+) linked through")
-        return proc, match.group(1)
-
-    async def curl(self, host: str, *extra: str) -> tuple[str, str, int]:
-        out, err, code = await getProcessOutputAndValue(
-            "curl",
-            [
-                "-sS",
-                "--max-time",
-                "10",
-                "--cacert",
-                self.cacert,
-                "--resolve",
-                f"{host}:{self.port}:127.0.0.1",
-                "-w",
-                "\n%{http_code} %{http_version}",
-                *extra,
-                f"https://{host}:{self.port}/path?q=1",
-            ],
-            env=os.environ,
-        )
-        return out.decode(), err.decode(), code
-
-
-def _listen(factory: Any) -> tuple[Any, int]:
-    port, portNumber = listenLocal(factory)
-    return port, portNumber
-
-
 class GatewayEndToEndTests(TestCase):
     timeout = 90
 
@@ -126,7 +41,7 @@ class GatewayEndToEndTests(TestCase):
         curl over HTTP/1.1 and HTTP/2 reaches the backend through gateway and
         tunnel; an unknown host gets 404, oversized headers 431.
         """
-        port, backendPort = _listen(Site(_Hello()))
+        port, backendPort = listenLocal(Site(_Hello()))
         self.addCleanup(port.stopListening)
         h = GatewayHarness(self)
         await h.start()
@@ -154,7 +69,7 @@ class GatewayEndToEndTests(TestCase):
         backend through the raw-TCP ALPN and come back on stdout; 'ls' lists
         the hostname and 'release' forgets it.
         """
-        port, echoPort = _listen(Factory.forProtocol(_Echo))
+        port, echoPort = listenLocal(Factory.forProtocol(_Echo))
         self.addCleanup(port.stopListening)
         h = GatewayHarness(self)
         await h.start()
@@ -201,33 +116,12 @@ class GatewayEndToEndTests(TestCase):
         self.assertEqual((code, out), (0, b"ping through the tunnel\n"), err)
         out, err, code = await getProcessOutputAndValue(PY, ["-c", script, *base, host], env=os.environ)
         self.assertNotEqual(code, 0, "an unverifiable gateway certificate must fail")
-        out, err, code = await getProcessOutputAndValue(
-            PY,
-            ["-m", "suite.specter.client", "--server", f"127.0.0.1:{h.port}", "--cert-dir", h.alice, "ls"],
-            env=os.environ,
-        )
+        out, err, code = await h.runClient("ls")
         self.assertEqual(code, 0, err)
         self.assertIn(host, out.decode().split())
-        out, err, code = await getProcessOutputAndValue(
-            PY,
-            [
-                "-m",
-                "suite.specter.client",
-                "--server",
-                f"127.0.0.1:{h.port}",
-                "--cert-dir",
-                h.alice,
-                "release",
-                host,
-            ],
-            env=os.environ,
-        )
+        out, err, code = await h.runClient("release", host)
         self.assertEqual(code, 0, err)
-        out, err, code = await getProcessOutputAndValue(
-            PY,
-            ["-m", "suite.specter.client", "--server", f"127.0.0.1:{h.port}", "--cert-dir", h.alice, "ls"],
-            env=os.environ,
-        )
+        out, err, code = await h.runClient("ls")
         self.assertNotIn(host, out.decode().split())
 
     async def test_foreignClientCertificateRefused(self) -> None:
@@ -235,31 +129,9 @@ class GatewayEndToEndTests(TestCase):
         A client certificate from another CA cannot open a tunnel link.
         """
         h = GatewayHarness(self)
-        other = initBundle(os.path.join(h.base, "other"), ["127.0.0.1"])
-        mallory = os.path.join(h.base, "mallory")
-        writeClientCertificate(other, "mallory", mallory)
-        # mallory trusts the real gateway CA, so only the gateway's check can refuse her
-        with (
-            open(os.path.join(h.certs, "ca.crt"), "rb") as f,
-            open(os.path.join(mallory, "ca.crt"), "wb") as g,
-        ):
-            g.write(f.read())
+        mallory = h.foreignClient()
         await h.start()
-        out, err, code = await getProcessOutputAndValue(
-            PY,
-            [
-                "-m",
-                "suite.specter.client",
-                "--server",
-                f"127.0.0.1:{h.port}",
-                "--cert-dir",
-                mallory,
-                "--timeout",
-                "5",
-                "ls",
-            ],
-            env=os.environ,
-        )
+        out, err, code = await h.runClient("--timeout", "5", "ls", identity=mallory)
         self.assertNotEqual(code, 0)
         self.assertIn(b"specter client", err)
         await h.gateway.waitForLog("TLS peer certificate refused")
@@ -306,7 +178,7 @@ class GatewayEdgeTests(TestCase):
         """
         from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
-        port, backendPort = _listen(HAProxyWrappingFactory(Site(_WhoAmI())))
+        port, backendPort = listenLocal(HAProxyWrappingFactory(Site(_WhoAmI())))
         self.addCleanup(port.stopListening)
         h = GatewayHarness(self)
         await h.start("--proxy-protocol")
@@ -335,7 +207,7 @@ class GatewayEdgeTests(TestCase):
         The plain HTTP listener tunnels CONNECT to a tunnel hostname and
         redirects anything else to HTTPS.
         """
-        port, backendPort = _listen(Site(_Hello()))
+        port, backendPort = listenLocal(Site(_Hello()))
         self.addCleanup(port.stopListening)
         h = GatewayHarness(self)
         httpPort = freePort()
@@ -384,7 +256,7 @@ class HTTP3Tests(TestCase):
         listener (gateway on the asyncio reactor); HTTP/2 answers carry
         Alt-Svc for h3, and so does the first HTTP/1.1 answer of a connection.
         """
-        port, backendPort = _listen(Site(_Hello()))
+        port, backendPort = listenLocal(Site(_Hello()))
         self.addCleanup(port.stopListening)
         h = GatewayHarness(self)
         await h.start("--listen-udp", f"127.0.0.1:{h.port}")
@@ -411,7 +283,7 @@ class HTTP2LimitTests(TestCase):
         An HTTP/2 request body over the limit is answered 413, and the
         gateway keeps serving.
         """
-        port, backendPort = _listen(Site(_Hello()))
+        port, backendPort = listenLocal(Site(_Hello()))
         self.addCleanup(port.stopListening)
         h = GatewayHarness(self)
         await h.start()

@@ -13,7 +13,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -25,7 +24,7 @@ from suite.specter.client.link import TunnelClient
 from suite.specter.gateway.core import GatewayConfig
 from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.gateway.service import makeGatewayService
-from tests.specter.gateway.support import listenLocal
+from tests.specter.gateway.support import curlTLS, listenLocal
 from tests.support.process import freePort
 
 APEX = "example.test"
@@ -115,24 +114,8 @@ class _TwoGateways(TestCase):
     async def _get(self, gateway: int, host: str) -> tuple[str, int]:
         port = self.ports[gateway]
         cacert = os.path.join(self.base, f"gw{gateway}", "gateway", "selfsigned.crt")
-        out, err, code = await getProcessOutputAndValue(
-            "curl",
-            [
-                "-sS",
-                "--max-time",
-                "10",
-                "--http1.1",
-                "--cacert",
-                cacert,
-                "--resolve",
-                f"{host}:{port}:127.0.0.1",
-                "-w",
-                "\n%{http_code}",
-                f"https://{host}:{port}/",
-            ],
-            env=os.environ,
-        )
-        return out.decode(), code
+        out, _, code = await curlTLS(host, port, cacert, "/", "--http1.1", "-w", "\n%{http_code}")
+        return out, code
 
 
 class ForwardingTests(_TwoGateways):

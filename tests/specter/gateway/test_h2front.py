@@ -23,9 +23,11 @@ from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
 from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink
-from suite.specter.gateway.h2 import MAX_BODY, H2Front
+from suite.specter.gateway.h2 import DRAIN_PING, MAX_BODY, H2Front
+from suite.specter.gateway.h2conn import MAX_STREAM_ID
 from suite.specter.gateway.h2stream import Response, newStream
 from suite.specter.gateway.interfaces import IResponseSink
+from suite.specter.gateway.lifecycle import newDrainMachine
 from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.tunnel.frames import (
     CLOSE,
@@ -93,6 +95,8 @@ class _Harness:
         #: connection on one: it cannot let streams in flight finish).
         self.goAways: list[tuple[int, int]] = []
         self.stripGoAway = False
+        #: Whether the client never sees (so never acknowledges) a PING.
+        self.dropPings = False
         self.pump()
         self.decoded = 0
         self.frames: list[tuple[int, int, bytes]] = []
@@ -112,6 +116,8 @@ class _Harness:
             self.transport.clear()
             if self.stripGoAway:
                 out = self._takeGoAways(out)
+            if self.dropPings:
+                out = self._dropPings(out)
             if not data and not out:
                 break
             if out:
@@ -131,6 +137,15 @@ class _Harness:
             if frame[3] == 7:  # GOAWAY
                 self.goAways.append((int.from_bytes(frame[9:13], "big"), int.from_bytes(frame[13:17], "big")))
             else:
+                kept.append(frame)
+        return b"".join(kept)
+
+    def _dropPings(self, data: bytes) -> bytes:
+        kept = []
+        while data:
+            length = int.from_bytes(data[:3], "big")
+            frame, data = data[: 9 + length], data[9 + length :]
+            if frame[3] != 6:  # PING
                 kept.append(frame)
         return b"".join(kept)
 
@@ -495,9 +510,11 @@ class H2FrontTests(SynchronousTestCase):
 
 class H2DrainTests(SynchronousTestCase):
     """
-    The gateway drains: HTTP/2 visitors get GOAWAY, their streams in flight
-    finish, later streams are refused, the connection closes when its
-    streams are done or at the drain's deadline.
+    The gateway drains: HTTP/2 visitors get the two GOAWAYs of a graceful
+    shutdown (2^31-1 with a PING, then the last stream taken once the PING
+    is acknowledged or after a second), their streams in flight finish,
+    later streams are refused, the connection closes when its streams are
+    done or at the drain's deadline.
     """
 
     def setUp(self) -> None:
@@ -506,10 +523,11 @@ class H2DrainTests(SynchronousTestCase):
 
     def test_goAwayThenInFlightFinish(self) -> None:
         """
-        GOAWAY names the last stream taken (NO_ERROR); a stream the visitor
-        opened meanwhile is refused (it may retry it elsewhere); the two in
-        flight are answered whole, then the connection closes and, with the
-        link gone too, the drain ends.
+        GOAWAY 2^31-1 and a PING, then (on the PING's acknowledgement)
+        GOAWAY naming the last stream taken (NO_ERROR); a stream the
+        visitor opened after that is refused (it may retry it elsewhere);
+        the two in flight are answered whole, then the connection closes
+        and, with the link gone too, the drain ends.
         """
         h = self.h
         h.request(1)
@@ -519,7 +537,10 @@ class H2DrainTests(SynchronousTestCase):
         self.assertEqual(len(streams), 2)
         done = h.gateway.drain()
         h.pump()
-        self.assertEqual(h.goAways, [(3, ErrorCodes.NO_ERROR)])
+        self.assertEqual(h.goAways, [(MAX_STREAM_ID, ErrorCodes.NO_ERROR), (3, ErrorCodes.NO_ERROR)])
+        self.assertEqual([e.ping_data for e in h.of(h2.events.PingReceived)], [DRAIN_PING])
+        # the grace's timer is gone: the idle check and the drain's deadline are left
+        self.assertEqual(sorted(c.getTime() for c in h.clock.getDelayedCalls()), [5.0, 60.0])
         self.assertFalse(h.transport.disconnecting)
         h.request(5)
         h.pump()
@@ -534,22 +555,75 @@ class H2DrainTests(SynchronousTestCase):
         self.assertEqual(sorted(e.stream_id for e in h.of(h2.events.StreamEnded)), [1, 3])
         self.assertEqual([e.data for e in h.of(h2.events.DataReceived)], [b"ok", b"ok"])
         self.assertTrue(h.transport.disconnecting)
-        self.assertEqual(h.goAways, [(3, ErrorCodes.NO_ERROR)])
+        self.assertEqual(h.goAways, [(MAX_STREAM_ID, ErrorCodes.NO_ERROR), (3, ErrorCodes.NO_ERROR)])
         h.visitor.connectionLost()
         self.assertNoResult(done)
         h.link.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(done)
 
-    def test_idleVisitorClosedAtOnce(self) -> None:
+    def test_streamBetweenGoAwaysServed(self) -> None:
         """
-        A visitor with nothing in flight gets GOAWAY (last stream 0 before
-        any) and is closed at once; the drain does not wait for it.
+        A stream the visitor opened before it read the first GOAWAY (sent
+        before its PING's acknowledgement) is taken, not refused: the
+        final GOAWAY names it and it is answered (here by the gateway
+        itself, as the only tunnel link was asked to move), while the
+        stream in flight finishes.
+        """
+        h = self.h
+        h.request(1)
+        h.pump()
+        (stream,) = _streamsOpened(h.linkFrames())
+        done = h.gateway.drain()
+        h.request(3)  # crosses the first GOAWAY on the wire
+        h.pump()
+        self.assertEqual(h.goAways, [(MAX_STREAM_ID, ErrorCodes.NO_ERROR), (3, ErrorCodes.NO_ERROR)])
+        self.assertEqual(h.of(h2.events.StreamReset), [])
+        self.assertEqual([e.stream_id for e in h.of(h2.events.ResponseReceived)], [3])
+        self.assertFalse(h.transport.disconnecting)
+        h.answer((stream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        h.pump()
+        self.assertEqual(sorted(e.stream_id for e in h.of(h2.events.StreamEnded)), [1, 3])
+        self.assertTrue(h.transport.disconnecting)
+        h.visitor.connectionLost()
+        h.link.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(done)
+
+    def test_graceWithoutAck(self) -> None:
+        """
+        A visitor that does not acknowledge the PING gets the final GOAWAY
+        a second after the first; streams it opened meanwhile are served,
+        and an idle connection then closes.
+        """
+        h = self.h
+        h.dropPings = True
+        h.link.connectionLost(Failure(ConnectionDone()))
+        done = h.gateway.drain()
+        h.pump()
+        self.assertEqual(h.goAways, [(MAX_STREAM_ID, ErrorCodes.NO_ERROR)])
+        self.assertFalse(h.transport.disconnecting)  # nothing in flight, but announced only
+        h.clock.advance(0.99)
+        h.pump()
+        self.assertEqual(len(h.goAways), 1)
+        h.clock.advance(0.01)
+        h.pump()
+        self.assertEqual(h.goAways, [(MAX_STREAM_ID, ErrorCodes.NO_ERROR), (0, ErrorCodes.NO_ERROR)])
+        self.assertTrue(h.transport.disconnecting)
+        self.assertNoResult(done)
+        h.visitor.connectionLost()
+        self.successResultOf(done)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_idleVisitorClosedOnAck(self) -> None:
+        """
+        A visitor with nothing in flight gets GOAWAY 2^31-1, then, on the
+        PING's acknowledgement, GOAWAY naming stream 0 (none taken) and is
+        closed at once; the drain does not wait for it.
         """
         h = self.h
         h.link.connectionLost(Failure(ConnectionDone()))
         done = h.gateway.drain()
         h.pump()
-        self.assertEqual(h.goAways, [(0, ErrorCodes.NO_ERROR)])
+        self.assertEqual(h.goAways, [(MAX_STREAM_ID, ErrorCodes.NO_ERROR), (0, ErrorCodes.NO_ERROR)])
         self.assertTrue(h.transport.disconnecting)
         self.assertNoResult(done)
         h.visitor.connectionLost()
@@ -572,16 +646,53 @@ class H2DrainTests(SynchronousTestCase):
         self.assertTrue(h.transport.disconnecting)
         self.successResultOf(done)
 
+    def test_deadlineBeforeAck(self) -> None:
+        """
+        A drain deadline shorter than the grace: the final GOAWAY goes out
+        at the deadline, naming the last stream taken, and the connection
+        closes.
+        """
+        h = self.h
+        h.dropPings = True
+        h.gateway.config.drainSeconds = 0.5
+        h.gateway.drainMachine = newDrainMachine(h.gateway, h.clock, 0.5)
+        h.request(1)
+        h.pump()
+        done = h.gateway.drain()
+        h.pump()
+        h.clock.advance(0.5)
+        self.assertTrue(h.transport.disconnecting)
+        h.pump()
+        self.assertEqual(h.goAways, [(MAX_STREAM_ID, ErrorCodes.NO_ERROR), (1, ErrorCodes.NO_ERROR)])
+        self.successResultOf(done)
+
     def test_openedWhileDraining(self) -> None:
         """
         A visitor connecting while the gateway drains is told to go away
-        right after the server preface, and closed.
+        right after the server preface (GOAWAY 2^31-1 and a PING), and
+        closed once the final GOAWAY is out.
         """
         self.h.gateway.drain()
         visitor = self.h.front.buildProtocol(None)
         transport = StringTransport()
         visitor.makeConnection(transport)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(_goAways(transport.value()), [MAX_STREAM_ID])
+        self.assertIn(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + DRAIN_PING, transport.value())
+        self.h.clock.advance(1)
         self.assertTrue(transport.disconnecting)
-        events = H2Connection(H2Configuration(client_side=True)).receive_data(transport.value())
-        terminated = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
-        self.assertEqual([(e.last_stream_id, e.error_code) for e in terminated], [(0, ErrorCodes.NO_ERROR)])
+        self.assertEqual(_goAways(transport.value()), [MAX_STREAM_ID, 0])
+
+
+def _goAways(data: bytes) -> list[int]:
+    """
+    The last stream ids of the GOAWAY frames in C{data} (after the
+    SETTINGS the server starts with).
+    """
+    found = []
+    while data:
+        length = int.from_bytes(data[:3], "big")
+        frame, data = data[: 9 + length], data[9 + length :]
+        if frame[3] == 7:
+            found.append(int.from_bytes(frame[9:13], "big"))
+    return found

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tests.specter.gateway.test_e2e import PY, GatewayHarness, _listen
+from tests.specter.gateway.support import PY, GatewayHarness, listenLocal
 
 _SEEN = (b"host", b"x-forwarded-for", b"x-forwarded-proto", b"forwarded")
 
@@ -32,7 +32,7 @@ class ForwardedHeadersTests(TestCase):
     timeout = 90
 
     async def test_sameHeadersOverEveryProtocol(self) -> None:
-        port, backendPort = _listen(Site(_Headers()))
+        port, backendPort = listenLocal(Site(_Headers()))
         self.addCleanup(port.stopListening)
         h = GatewayHarness(self)
         await h.start("--listen-udp", f"127.0.0.1:{h.port}")

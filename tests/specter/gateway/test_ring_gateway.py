@@ -20,11 +20,28 @@ from twisted.web.server import Site
 
 from suite.pki.ca import writeClientCertificate
 from suite.pki.load import loadBundle
-from tests.specter.gateway.support import listenLocal
+from tests.specter.gateway.support import curlTLS, listenLocal
 from tests.specter.ring import RingProcess, makeBundles
-from tests.support.process import DaemonProcess
+from tests.support.process import DaemonProcess, waitUntil
 
 APEX = "example.test"
+
+
+async def _servedThrough(host: str, node: RingProcess, cacert: str) -> tuple[str, str]:
+    """
+    Poll C{https://HOST/x} through C{node}'s gateway until it answers 200
+    (the route reaches the ring first); the last output and error output.
+    """
+    last = ("", "")
+
+    async def served() -> bool:
+        nonlocal last
+        out, err, _ = await curlTLS(host, node.port, cacert, "/x", "-w", "\n%{http_code}")
+        last = (out, err)
+        return out.endswith("200")
+
+    await waitUntil(served, lambda: f"the tunnel served through {node.addr}: {last}", 30, 0.2)
+    return last
 
 
 class _Hello(Resource):
@@ -84,30 +101,8 @@ class RingGatewayTests(TestCase):
         host = (await client.waitForLog(r"tunnel (\S+) linked through")).group(1)
         for node in (a, b):
             cacert = os.path.join(node.dataDir, "gateway", "selfsigned.crt")
-            out, err, code = b"", b"", 0
-            for _ in range(50):
-                out, err, code = await getProcessOutputAndValue(
-                    "curl",
-                    [
-                        "-sS",
-                        "--max-time",
-                        "10",
-                        "--cacert",
-                        cacert,
-                        "--resolve",
-                        f"{host}:{node.port}:127.0.0.1",
-                        "-w",
-                        "\n%{http_code}",
-                        f"https://{host}:{node.port}/x",
-                    ],
-                    env=os.environ,
-                )
-                if out.endswith(b"200"):
-                    break
-                from tests.support.process import sleep
-
-                await sleep(0.2)
-            self.assertEqual(out.decode(), "ring backend /x\n200", err)
+            out, err = await _servedThrough(host, node, cacert)
+            self.assertEqual(out, "ring backend /x\n200", err)
         r: Any = await treq.get(
             f"http://127.0.0.1:{b.httpPort}/_internal/tunnels", auth=("ops", "pw"), persistent=False
         )
@@ -194,20 +189,5 @@ class RingGatewayTests(TestCase):
         out, err, code = await load
         self.assertIn(b"3000 succeeded, 0 failed", out, out.decode()[-800:])
         c.proc.kill9()
-        out, err, code = await getProcessOutputAndValue(
-            "curl",
-            [
-                "-sS",
-                "--max-time",
-                "10",
-                "--cacert",
-                cacert,
-                "--resolve",
-                f"{host}:{a.port}:127.0.0.1",
-                "-w",
-                "\n%{http_code}",
-                f"https://{host}:{a.port}/after",
-            ],
-            env=os.environ,
-        )
-        self.assertEqual(out.decode(), "ring backend /after\n200", err)
+        out, err, code = await curlTLS(host, a.port, cacert, "/after", "-w", "\n%{http_code}")
+        self.assertEqual(out, "ring backend /after\n200", err)

@@ -208,6 +208,63 @@ class RingExpiryTests(_GatewayExpiry, SynchronousTestCase):
         self.assertEqual(len(members), 1)
 
 
+class _FailingRelease(_Ring):
+    """
+    A ring whose lease releases fail (the ring cannot be reached).
+    """
+
+    def kv(self, op: str, key: bytes, args: list[Any]) -> Deferred[Any]:
+        if op == "release":
+            from twisted.internet.defer import fail
+
+            from suite.specter.chord import errors as E
+            from suite.specter.chord.errors import RemoteError
+
+            self.calls.append(op)
+            return fail(RemoteError(E.TIMEOUT, "no answer"))
+        return super().kv(op, key, args)
+
+
+class RingReleaseTests(SynchronousTestCase):
+    def test_failedLeaseReleaseLogged(self) -> None:
+        """
+        A route whose lease cannot be released is still released (the
+        lease lapses by itself) and the failure is logged, not swallowed.
+        """
+        from twisted.logger import LogLevel, capturedLogs
+
+        clock = Clock()
+        ring = _FailingRelease(_memoryStore(clock))
+        store = RingRouteStore(ring, clock)
+        self.successResultOf(store.publish("a.example.test", "alice", "http", "g1:443", 30))
+        with capturedLogs() as events:
+            self.assertTrue(self.successResultOf(store.release("a.example.test", "alice")))
+        self.assertIn("release", ring.calls)
+        self.assertIsNone(self.successResultOf(store.lookup("a.example.test")))
+        [event] = [e for e in events if e.get("hostname") == "a.example.test"]
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(event["error"], "timeout: no answer")
+
+    def test_otherErrorsRaised(self) -> None:
+        """
+        An error that is not the ring's fails the release instead of being
+        taken for a lapsed lease.
+        """
+
+        class Broken(_Ring):
+            def kv(self, op: str, key: bytes, args: list[Any]) -> Deferred[Any]:
+                if op == "release":
+                    from twisted.internet.defer import fail
+
+                    return fail(TypeError("bug"))
+                return super().kv(op, key, args)
+
+        clock = Clock()
+        store = RingRouteStore(Broken(_memoryStore(clock)), clock)
+        self.successResultOf(store.publish("a.example.test", "alice", "http", "g1:443", 30))
+        self.failureResultOf(store.release("a.example.test", "alice"), TypeError)
+
+
 class OverlayOrderTests(SynchronousTestCase):
     def test_failedPeersLast(self) -> None:
         """
