@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.daemon import ConfigError, StartupBarrier
 from suite.pki.ca import initBundle
@@ -125,6 +125,14 @@ class StartAfterListenersTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         root = makeServerService(_options(self.base, "--kv", "memory"), reactor)
         _releaseAtEnd(self, root)
+
+        def stopPools() -> None:
+            # the node's leave never ends on a memory reactor: stop its threads here
+            for pool in root.pools:
+                if pool.started:
+                    pool.stop()
+
+        self.addCleanup(stopPools)
         barrier = StartupBarrier("server", reactor).attach(root)
         return root, barrier, reactor
 
@@ -249,3 +257,48 @@ class EnvironmentErrorTests(SynchronousTestCase):
             ["server", "--data", "d", "--cert", "c", "--listen-addr", "127.0.0.1:0"],
         )
         self.assertTrue(str(e).startswith("--listen-addr: "), str(e))
+
+
+class SIGINTTests(TestCase):
+    """
+    The guide: the process traps SIGINT and SIGTERM and leaves the ring.
+    """
+
+    async def test_sigintWhenStartedIgnored(self) -> None:
+        """
+        A node started with SIGINT ignored (a background job of a script)
+        still leaves the ring and exits on SIGINT.
+        """
+        import signal
+        import sys
+
+        from tests.support.process import DaemonProcess, freePort, scriptArgs
+
+        base = os.path.abspath(self.mktemp())
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        ignoring = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
+        argv = scriptArgs(
+            "specter",
+            "server",
+            "--data",
+            os.path.join(base, "data"),
+            "--cert",
+            os.path.join(base, "cert"),
+            "--virtual",
+            "1",
+            "--kv",
+            "memory",
+            "--listen-tcp",
+            f"127.0.0.1:{freePort()}",
+            "--listen-rpc",
+            f"tcp://127.0.0.1:{freePort()}",
+            "--listen-internal",
+            f"tcp://127.0.0.1:{freePort()}",
+        )
+        node = DaemonProcess(self, [sys.executable, "-c", ignoring, *argv], name="node").start()
+        await node.waitForLog(r"active with \d+ successors")
+        node.sendSignal(signal.SIGINT)
+        # twistd ends by re-raising the signal that stopped it
+        self.assertIn(await node.waitExit(30), (0, -signal.SIGINT))
+        self.assertIn("Received SIGINT", node.output())
+        self.assertIn("left the ring", node.output())
