@@ -14,7 +14,9 @@ Every HTTP surface of the suite serves through L{LimitedSite}:
 HTTP/1.1 connections are checked at the channel; requests arriving over
 HTTP/2 are checked by the request object (the excess body is dropped and
 the request answered C{413}; headers past the same limits, as HPACK
-decoded them, are answered C{431}).
+decoded them, are answered C{431}, with one log line); a header block more
+than four times C{maxHeaderBytes} (as sent or decoded) ends the HTTP/2
+connection with C{GOAWAY} (L{suite.web.http2}).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from suite.web.http2 import LimitedHTTPChannelProtocol
+
 __all__ = [
     "LimitedSite",
     "LimitedRequest",
@@ -44,6 +48,9 @@ accessLog = Logger(namespace="suite.web.access")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_MAX_HEADER_COUNT = 100
+#: Over HTTP/2 a header block up to this many times C{maxHeaderBytes} is
+#: decoded and answered C{431}; a larger one ends the connection (GOAWAY).
+HEADER_BLOCK_FACTOR = 4
 #: How long a rejected connection keeps draining (and discarding) the
 #: client's unread body so the client can read the error before the close.
 DRAIN_SECONDS = 2.0
@@ -103,6 +110,14 @@ class LimitedRequest(Request):
         super().handleContentChunk(data)
 
     def _refuse(self, code: int, reason: str) -> None:
+        if self.clientproto == b"HTTP/2":
+            # Over HTTP/1.1 the channel has logged its own line.
+            log.info(
+                "rejected request from {peer}: {code} {reason}",
+                peer=str(getattr(self.getClientAddress(), "host", None) or self.getClientAddress()),
+                code=code,
+                reason=reason,
+            )
         self.setResponseCode(code, _REASONS.get(code))
         self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
         if self.clientproto != b"HTTP/2":
@@ -276,6 +291,10 @@ class LimitedSite(Site):
     @param maxBodyBytes: largest accepted request body (default 1 MiB).
     @param maxHeaderBytes: largest request line plus headers (default 16 KiB).
     @param maxHeaderCount: most header lines (default 100).
+    @param maxHeaderBlockBytes: over HTTP/2, the largest header block
+        (compressed, C{HEADERS} plus C{CONTINUATION}s, and decoded) before
+        the connection ends with C{GOAWAY} (default four times
+        C{maxHeaderBytes}); smaller ones over the limits above get C{431}.
     @param accessLogLevel: level of the one access-log event per request
         (method, path without the query string, code, bytes, peer); debug by
         default so health probes and scrapes stay quiet.
@@ -289,6 +308,7 @@ class LimitedSite(Site):
         maxBodyBytes: int = DEFAULT_MAX_BODY_BYTES,
         maxHeaderBytes: int = DEFAULT_MAX_HEADER_BYTES,
         maxHeaderCount: int = DEFAULT_MAX_HEADER_COUNT,
+        maxHeaderBlockBytes: int | None = None,
         accessLogLevel: LogLevel = LogLevel.debug,
         **kwargs: Any,
     ) -> None:
@@ -296,6 +316,7 @@ class LimitedSite(Site):
             ("maxBodyBytes", maxBodyBytes),
             ("maxHeaderBytes", maxHeaderBytes),
             ("maxHeaderCount", maxHeaderCount),
+            ("maxHeaderBlockBytes", 0 if maxHeaderBlockBytes is None else maxHeaderBlockBytes),
         ):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
@@ -304,6 +325,9 @@ class LimitedSite(Site):
         self.maxBodyBytes = maxBodyBytes
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaderCount = maxHeaderCount
+        self.maxHeaderBlockBytes = (
+            HEADER_BLOCK_FACTOR * maxHeaderBytes if maxHeaderBlockBytes is None else maxHeaderBlockBytes
+        )
         self.accessLogLevel = accessLogLevel
 
     def log(self, request: Any) -> None:
@@ -335,4 +359,6 @@ class LimitedSite(Site):
         # Let our own checks answer first; these are the stock backstops.
         channel.totalHeadersSize = self.maxHeaderBytes + 1024
         channel.maxHeaders = self.maxHeaderCount + 1
-        return http._GenericHTTPChannelProtocol(channel)
+        protocol = LimitedHTTPChannelProtocol(channel)
+        protocol.maxHeaderBlockBytes = self.maxHeaderBlockBytes
+        return protocol
