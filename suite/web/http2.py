@@ -102,7 +102,7 @@ class _PeerConnection(h2.connection.H2Connection):
 
     protocolError: str | None = None
 
-    def receive_data(self, data: bytes) -> list[Any]:
+    def receive_data(self, data: Any) -> list[Any]:
         try:
             return super().receive_data(data)
         except h2.exceptions.ProtocolError as e:
@@ -115,7 +115,7 @@ def _isClosed(conn: h2.connection.H2Connection) -> bool:
     return bool(conn.state_machine.state == h2.connection.ConnectionState.CLOSED)
 
 
-class LimitedH2Connection(H2Connection):  # type: ignore[misc]
+class LimitedH2Connection(H2Connection):
     """
     An L{H2Connection} enforcing a header block limit (see the module
     docstring).
@@ -126,6 +126,8 @@ class LimitedH2Connection(H2Connection):  # type: ignore[misc]
 
     maxHeaderBlockBytes = 64 * 1024
     _refused = False
+
+    conn: _PeerConnection
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -139,7 +141,7 @@ class LimitedH2Connection(H2Connection):  # type: ignore[misc]
 
     def _peerText(self) -> str:
         try:
-            peer = self.transport.getPeer()
+            peer = self.transport.getPeer()  # type: ignore[union-attr]
         except Exception:  # only names the peer in the log line
             return "-"
         return str(getattr(peer, "host", None) or peer)
@@ -234,7 +236,7 @@ class LimitedH2Connection(H2Connection):  # type: ignore[misc]
         super().openStreamWindow(streamID, increment)
 
 
-class LimitedHTTPChannelProtocol(http._GenericHTTPChannelProtocol):  # type: ignore[misc]
+class LimitedHTTPChannelProtocol(http._GenericHTTPChannelProtocol):
     """
     Twisted's HTTP/1.1-or-HTTP/2 switch, switching to L{LimitedH2Connection}
     when TLS negotiated C{h2}.
@@ -244,14 +246,14 @@ class LimitedHTTPChannelProtocol(http._GenericHTTPChannelProtocol):  # type: ign
 
     def dataReceived(self, data: bytes) -> None:
         if self._negotiatedProtocol is None:
-            channel = self._channel
+            channel: Any = self._channel
             if getattr(channel.transport, "negotiatedProtocol", None) == b"h2":
                 # As the stock switch does, with our connection class.
                 networkProducer = channel._networkProducer
                 networkProducer.unregisterProducer()
                 channel.setTimeout(None)
                 transport = channel.transport
-                h2channel = LimitedH2Connection()
+                h2channel: Any = LimitedH2Connection(getattr(self._factory, "reactor", None))
                 h2channel.maxHeaderBlockBytes = self.maxHeaderBlockBytes
                 h2channel.requestFactory = self._requestFactory
                 h2channel.site = self._site
@@ -261,5 +263,5 @@ class LimitedHTTPChannelProtocol(http._GenericHTTPChannelProtocol):  # type: ign
                 self._channel = h2channel
                 h2channel.makeConnection(transport)
                 networkProducer.registerProducer(h2channel, True)
-                self._negotiatedProtocol = b"h2"
+                self._negotiatedProtocol = b"h2"  # type: ignore[assignment]
         super().dataReceived(data)
