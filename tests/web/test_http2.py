@@ -51,7 +51,9 @@ class Hello(Resource):
         return b"ok"
 
 
-def headerFrames(block: bytes, streamID: int, chunk: int = 16384, endStream: bool = True, endHeaders: bool = True) -> bytes:
+def headerFrames(
+    block: bytes, streamID: int, chunk: int = 16384, endStream: bool = True, endHeaders: bool = True
+) -> bytes:
     pieces = [block[i : i + chunk] for i in range(0, len(block), chunk)] or [b""]
     out = []
     for i, piece in enumerate(pieces):
@@ -85,8 +87,9 @@ class H2Client:
         self.buffer = b""
         self.frames: list[Any] = []
         self.logged: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.logged.append)
-        case.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+        observer: Any = self.logged.append
+        globalLogPublisher.addObserver(observer)
+        case.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def close(self) -> None:
         if not self.transport.disconnected:
@@ -304,13 +307,18 @@ class AnswerTests(SynchronousTestCase):
         body: nothing raises, the stream is forgotten.
         """
         client = H2Client(self)
-        client.send(headerFrames(client.block([("x-big", "a" * 20000)]), 1) + RstStreamFrame(1, error_code=8).serialize())
+        client.send(
+            headerFrames(client.block([("x-big", "a" * 20000)]), 1)
+            + RstStreamFrame(1, error_code=8).serialize()
+        )
         client.send(
             headerFrames(client.block([("x-big", "a" * 20000)]), 3, endStream=False)
             + DataFrame(3, data=b"x", flags=["END_STREAM"]).serialize()
             + RstStreamFrame(3, error_code=8).serialize()
         )
-        client.send(headerFrames(client.block([]), 5, endStream=False) + RstStreamFrame(5, error_code=8).serialize())
+        client.send(
+            headerFrames(client.block([]), 5, endStream=False) + RstStreamFrame(5, error_code=8).serialize()
+        )
         client.run()
         self.assertEqual(client.failures(), [])
         self.assertEqual(client.protocol._channel.streams, {})
@@ -326,7 +334,9 @@ class AnswerTests(SynchronousTestCase):
         the sending loop.
         """
         client = H2Client(self)
-        client.send(headerFrames(client.block([("x-big", "a" * 20000)]), 1) + DataFrame(1, data=b"x").serialize())
+        client.send(
+            headerFrames(client.block([("x-big", "a" * 20000)]), 1) + DataFrame(1, data=b"x").serialize()
+        )
         client.run()
         self.assertEqual(client.failures(), [])
         self.assertEqual(client.protocol._channel.streams, {})
@@ -380,8 +390,9 @@ class HTTP11Tests(SynchronousTestCase):
         limit.
         """
         logged: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        observer: Any = logged.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         site = LimitedSite(Hello(), reactor=Clock())
         connection = Connection(site)
         self.addCleanup(connection.close)
