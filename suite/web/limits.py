@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -72,6 +72,14 @@ def _rawResponse(code: int, reason: str) -> bytes:
             body,
         ]
     )
+
+
+def _peerText(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:  # only names the peer in a log line
+        return "-"
+    return str(getattr(peer, "host", None) or peer)
 
 
 class LimitedRequest(Request):
@@ -196,7 +204,7 @@ class LimitedChannel(http.HTTPChannel):
         self._rejected = True
         log.info(
             "rejected request from {peer}: {code} {reason}",
-            peer=str(getattr(self.transport, "getPeer", lambda: "-")()),
+            peer=_peerText(self.transport),
             code=code,
             reason=reason,
         )
@@ -206,8 +214,11 @@ class LimitedChannel(http.HTTPChannel):
         self.persistent = False
         # Half-close: the client sees the end of the response at once while
         # we keep reading (and discarding) what it is still sending.
+        # Not over TLS: its wrapper would half-close the TCP connection under
+        # the TLS session, which then fails (a traceback) at the client's
+        # close_notify; the drain timer closes it instead.
         halfClose = getattr(self.transport, "loseWriteConnection", None)
-        if halfClose is not None:
+        if halfClose is not None and not ISSLTransport.providedBy(self.transport):
             halfClose()
         self._drainCall = self.callLater(DRAIN_SECONDS, self._closeRejected)
 

@@ -402,3 +402,24 @@ class HTTP11Tests(SynchronousTestCase):
         self.assertTrue(connection.received().startswith(b"HTTP/1.1 431 "))
         self.assertEqual([e for e in logged if "log_failure" in e], [])
         self.assertEqual(len([e for e in logged if "rejected request" in str(e.get("log_format"))]), 1)
+
+    def test_rejectOverTLSKeepsSession(self) -> None:
+        """
+        Over TLS the 431 does not half-close the TCP connection under the
+        TLS session (its close would then fail with a traceback at the
+        client's close_notify); the drain timer closes the connection.
+        """
+        from twisted.internet.interfaces import ISSLTransport
+        from zope.interface import directlyProvides
+
+        clock = Clock()
+        site = LimitedSite(Hello(), reactor=clock)
+        connection = Connection(site)
+        halfClosed: list[bool] = []
+        connection.transport.loseWriteConnection = lambda: halfClosed.append(True)  # type: ignore[attr-defined]
+        directlyProvides(connection.transport, ISSLTransport)
+        connection.send(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+        self.assertTrue(connection.received().startswith(b"HTTP/1.1 431 "))
+        self.assertEqual(halfClosed, [])
+        clock.advance(5)
+        self.assertTrue(connection.transport.disconnecting)
