@@ -19,7 +19,7 @@ from suite.demo.plan import plan
 from tests.support.metriclint import GUIDE_NAMES, MILLISECOND_DAEMONS, lintExposition, promtool
 from tests.support.process import DaemonProcess
 
-PORTS = (4001, 7440, 7946, 8080, 8081, 8088, 8443, 8787, 9090, 9990, 11180, 26010, 26020, 26021)
+PORTS = (4001, 7440, 7946, 8080, 8081, 8088, 8300, 8443, 8787, 9090, 9990, 11180, 26010, 26020, 26021)
 
 
 def _free(port: int) -> bool:
@@ -48,6 +48,18 @@ class DemoTests(TestCase):
         self.assertEqual(names, {"specter", "spacecomms", "clustor-cp", "ceptra", "constellation", "goop2"})
         for d in daemons:
             self.assertTrue(d.urls, d.name)
+
+    def test_portBaseMovesEveryPort(self) -> None:
+        """
+        C{--port-base} moves every port a daemon of the demo is given (the
+        ports the end-to-end test checks are free are all of them).
+        """
+        ports = set()
+        for d in plan(self.mktemp(), 1):
+            for arg in [*d.argv, *d.env.values()]:
+                ports.update(int(p) for p in re.findall(r"(?:^|[:=])(\d{4,5})(?:$|:)", arg))
+        self.assertEqual(sorted(p - 1 for p in ports if p - 1 in PORTS), sorted(p - 1 for p in ports))
+        self.assertEqual({p - 1 for p in ports} | {4001, 8080, 8088, 8443, 8787, 9090}, set(PORTS))
 
     async def test_demoComesUpAndStops(self) -> None:
         """
