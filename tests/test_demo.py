@@ -54,7 +54,7 @@ class DemoTests(TestCase):
         C{--port-base} moves every port a daemon of the demo is given (the
         ports the end-to-end test checks are free are all of them).
         """
-        ports = set()
+        ports: set[int] = set()
         for d in plan(self.mktemp(), 1):
             for arg in [*d.argv, *d.env.values()]:
                 ports.update(int(p) for p in re.findall(r"(?:^|[:=])(\d{4,5})(?:$|:)", arg))
