@@ -388,9 +388,9 @@ def main() -> None:
             tunnelPath = sum(v for k, v in tunnel.items() if k not in ("gatewaySystem", "clientSystem"))
             nginxPath = nginx["nginx"] + nginx["loadgen"]
             return (
-                f"{prefix}gateway_cpu_us={tunnel['gateway']:.0f} {prefix}gateway_sys_us={tunnel['gatewaySystem']:.0f} "
-                f"{prefix}client_cpu_us={tunnel['client']:.0f} {prefix}client_sys_us={tunnel['clientSystem']:.0f} "
-                f"{prefix}tunnel_path_cpu_us={tunnelPath:.0f} {prefix}nginx_path_cpu_us={nginxPath:.0f} "
+                f"{prefix}gateway_cpu_us={tunnel['gateway']:.1f} {prefix}gateway_sys_us={tunnel['gatewaySystem']:.1f} "
+                f"{prefix}client_cpu_us={tunnel['client']:.1f} {prefix}client_sys_us={tunnel['clientSystem']:.1f} "
+                f"{prefix}tunnel_path_cpu_us={tunnelPath:.1f} {prefix}nginx_path_cpu_us={nginxPath:.1f} "
                 f"{prefix}cpu_ratio={nginxPath / tunnelPath if tunnelPath else 0.0:.3f}"
             )
 

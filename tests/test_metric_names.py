@@ -45,7 +45,8 @@ class LintTests(SynchronousTestCase):
 
     def test_rules(self) -> None:
         """
-        Missing help, counters without _total, gauges with it, camelCase,
+        Missing help, counters without _total, gauges with it or named for
+        a count of events, camelCase,
         non-base and abbreviated units, the type in the name, reserved
         suffixes, ':' and a missing prefix are each reported.
         """
@@ -63,6 +64,7 @@ class LintTests(SynchronousTestCase):
             ("# HELP goop_x_bucket x\n# TYPE goop_x_bucket gauge\ngoop_x_bucket 1\n", "_bucket"),
             ("# HELP goop:x x\n# TYPE goop:x gauge\ngoop:x 1\n", "':'"),
             ("# HELP peers x\n# TYPE peers gauge\npeers 1\n", "not prefixed"),
+            ("# HELP goop_writes x\n# TYPE goop_writes gauge\ngoop_writes 1\n", "count of events"),
         ]
         for text, needle in cases:
             self.assertProblem(text, "goop", needle)
@@ -123,6 +125,26 @@ class InProcessSurfacesTests(SynchronousTestCase):
         self.assertEqual(lintExposition(text, "spacecomms"), [])
         self.assertIn("spacecomms_cdms_active 3.0", text)
         self.assertEqual(promtool(text, GUIDE_NAMES["spacecomms"]) or [], [])
+
+    def test_constellationDNS(self) -> None:
+        """
+        Constellation's DNS writer counts: counters with _total.
+        """
+        from suite.constellation.dns import DNSCollector, DNSWriter
+
+        writer = DNSWriter(None, Clock(), lambda: None, dict)
+        writer.writes, writer.failures = 3, 2
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(DNSCollector(writer))
+        text = generate_latest(registry).decode()
+        self.assertIn("# TYPE constellation_dns_writes_total counter", text)
+        self.assertIn("constellation_dns_writes_total 3.0", text)
+        self.assertIn("constellation_dns_failures_total 2.0", text)
+        self.assertEqual(lintExposition(text, "constellation"), [])
+        self.assertEqual(promtool(text) or [], [])
+        wrong = CollectorRegistry()
+        Gauge("constellation_dns_writes", "Old.", registry=wrong).set(3)
+        self.assertNotEqual(lintExposition(generate_latest(wrong).decode(), "constellation"), [])
 
     def test_goopHub(self) -> None:
         """

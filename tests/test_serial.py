@@ -15,12 +15,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.serial import SerialCore, SerialJob, SerialMachine
 
+#: The retry delay of L{Env}'s failed runs (longer than its 1 s start delay).
+RETRY = 5.0
+
 
 class Env:
     """
     A job whose runs the test ends by hand, a clock, and a record of what
     happened: C{"start"} (a run began), C{"failed"} (a failed run was
-    logged), C{"stopped"} (a stop waiter fired).
+    logged), C{"stopped"} (a stop waiter fired).  A failed run is retried
+    after L{RETRY} seconds.
     """
 
     def __init__(self, delay: float | None = 1.0) -> None:
@@ -36,7 +40,14 @@ class Env:
 
         self.log = Logger(observer=LogPublisher(cast(ILogObserver, observe)))
         self.machine: Any = SerialMachine(
-            SerialCore(self.job, "test job", self.clock, None if delay is None else (lambda: delay), self.log)
+            SerialCore(
+                self.job,
+                "test job",
+                self.clock,
+                None if delay is None else (lambda: delay),
+                self.log,
+                retry=lambda result: RETRY if isinstance(result, Failure) else None,
+            )
         )
 
     def job(self) -> Deferred[None]:
@@ -64,12 +75,14 @@ def inState(state: str) -> Env:
     m = env.machine
     if state != "Idle" and state != "Stopped":
         m.request()
-    if state in ("Running", "RunningAgain", "Stopping"):
+    if state in ("Running", "RunningAgain", "Stopping", "Retrying"):
         env.clock.advance(1.0)
     if state == "RunningAgain":
         m.request()
     if state in ("Stopping", "Stopped"):
         env.stop()
+    if state == "Retrying":
+        env.runs[-1].errback(RuntimeError("boom"))
     env.events.clear()
     return env
 
@@ -79,8 +92,10 @@ def stateOf(env: Env) -> str:
     Tell the state from behaviour alone (this drives the machine on).
     """
     before = len(env.events)
-    if env.clock.getDelayedCalls():
-        return "Scheduled"  # only Scheduled keeps a timer
+    timers = env.clock.getDelayedCalls()
+    if timers:
+        # only Scheduled (1 s start delay) and Retrying (RETRY) keep a timer
+        return "Retrying" if timers[0].getTime() - env.clock.seconds() > 1.0 else "Scheduled"
 
     def moved() -> bool:
         return bool(env.clock.getDelayedCalls()) or "start" in env.events[before:]
@@ -104,10 +119,13 @@ def feed(env: Env, state: str, input: str) -> None:
     elif input == "poll":
         m.poll()
     elif input == "due":
-        if state == "Scheduled":
-            env.clock.advance(1.0)  # the real timer feeds it
+        timers = env.clock.getDelayedCalls()
+        if state in ("Scheduled", "Retrying"):
+            env.clock.advance(timers[0].getTime() - env.clock.seconds())  # the real timer feeds it
         else:
             m.due()
+    elif input == "retryLater":
+        m.retryLater(RETRY)
     elif input in ("finished", "failed"):
         result: object = None if input == "finished" else Failure(RuntimeError("boom"))
         if run is None:
@@ -140,7 +158,7 @@ TABLE: dict[tuple[str, str], tuple[list[str], str]] = {
     ("Running", "poll"): ([], "Running"),
     ("Running", "due"): ([], "Running"),
     ("Running", "finished"): ([], "Idle"),
-    ("Running", "failed"): (["failed"], "Idle"),
+    ("Running", "failed"): (["failed"], "Retrying"),
     ("Running", "stop"): ([], "Stopping"),
     ("RunningAgain", "request"): ([], "RunningAgain"),
     ("RunningAgain", "poll"): ([], "RunningAgain"),
@@ -160,10 +178,23 @@ TABLE: dict[tuple[str, str], tuple[list[str], str]] = {
     ("Stopped", "finished"): ([], "Stopped"),
     ("Stopped", "failed"): ([], "Stopped"),
     ("Stopped", "stop"): (["stopped"], "Stopped"),
+    ("Idle", "retryLater"): ([], "Retrying"),
+    ("Scheduled", "retryLater"): ([], "Scheduled"),
+    ("Running", "retryLater"): ([], "Running"),
+    ("RunningAgain", "retryLater"): ([], "RunningAgain"),
+    ("Stopping", "retryLater"): ([], "Stopping"),
+    ("Stopped", "retryLater"): ([], "Stopped"),
+    ("Retrying", "request"): ([], "Scheduled"),
+    ("Retrying", "poll"): ([], "Retrying"),
+    ("Retrying", "due"): (["start"], "Running"),
+    ("Retrying", "finished"): ([], "Retrying"),
+    ("Retrying", "failed"): ([], "Retrying"),
+    ("Retrying", "retryLater"): ([], "Retrying"),
+    ("Retrying", "stop"): (["stopped"], "Stopped"),
 }
 
-STATES = ["Idle", "Scheduled", "Running", "RunningAgain", "Stopping", "Stopped"]
-INPUTS = ["request", "poll", "due", "finished", "failed", "stop"]
+STATES = ["Idle", "Scheduled", "Running", "RunningAgain", "Retrying", "Stopping", "Stopped"]
+INPUTS = ["request", "poll", "due", "finished", "failed", "retryLater", "stop"]
 
 
 class SerialMachineTests(SynchronousTestCase):
@@ -353,3 +384,45 @@ class SerialJobTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         clock.advance(10)
         self.assertEqual(runs, [])
+
+    def test_retry(self) -> None:
+        """
+        A run whose result asks for a retry runs again after the delay
+        C{retry} gives for it; a poll during the wait changes nothing, a
+        request starts it sooner (after the start delay), a stop cancels it;
+        a run whose result asks for none leaves the job idle.  Retries need
+        a clock.
+        """
+        clock = Clock()
+        runs: list[Deferred[None]] = []
+        asked: list[object] = []
+
+        def retry(result: object) -> float | None:
+            asked.append(result)
+            return 3.0 if isinstance(result, Failure) else None
+
+        quiet = Logger(observer=LogPublisher(cast(ILogObserver, lambda e: None)))
+        serial = SerialJob(recorder(runs), "job", clock=clock, retry=retry, log=quiet)
+        serial.request()
+        runs[0].errback(RuntimeError("down"))
+        self.assertIsInstance(asked[-1], Failure)
+        serial.poll()
+        clock.advance(2.9)
+        self.assertEqual(len(runs), 1)
+        clock.advance(0.1)
+        self.assertEqual(len(runs), 2)
+        runs[1].errback(RuntimeError("down"))
+        clock.advance(1)
+        serial.request()  # sooner than the retry
+        self.assertEqual(len(runs), 3)
+        runs[2].callback(None)
+        self.assertIsNone(asked[-1])
+        clock.advance(10)
+        self.assertEqual((len(runs), clock.getDelayedCalls()), (3, []))
+        serial.request()
+        runs[3].errback(RuntimeError("down"))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        self.successResultOf(serial.stop())
+        self.assertEqual(clock.getDelayedCalls(), [])
+        with self.assertRaises(ValueError):
+            SerialJob(lambda: None, "job", retry=lambda result: 1.0)

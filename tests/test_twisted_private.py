@@ -8,6 +8,7 @@ the check (and the C{twisted} upper bound in setup.cfg).
 from __future__ import annotations
 
 import configparser
+import errno
 import hashlib
 import inspect
 import os
@@ -46,6 +47,12 @@ PYOPENSSL_IO = ("84b0e9671ae37797", "3a17d0bf025164cf", "2198d63b78ada6dc", "04b
 #: EPollReactor.doPoll, which leanDispatch replaces, and ReactorBase.mainLoop,
 #: which calls it as doIteration (suite/specter/tunnel/twistedio.py).
 EPOLL_LOOP = ("09b62ae68ef01b4b", "769125a86d0cd7e9")
+
+#: PosixReactorBase._doReadOrWrite and EPollReactor._disconnectSelectable,
+#: tcp.Connection.doRead and _dataReceived: leanDispatch handles a readable
+#: TCP connection (EPOLLIN alone) as they do, calling _disconnectSelectable
+#: itself (suite/specter/tunnel/twistedio.py).
+EPOLL_READ = ("5ffee55b79492b00", "9d6de0e555ea44fe", "20ac74ffecd6b7f2", "7ed147aeca0c7f8a")
 
 
 def _fingerprint(f: Any) -> str:
@@ -201,10 +208,43 @@ class PrivateAPITests(SynchronousTestCase):
         )
         reactor = EPollReactor()
         try:
-            for name in ("_poller", "_selectables", "_doReadOrWrite"):
+            for name in ("_poller", "_selectables", "_doReadOrWrite", "_disconnectSelectable"):
                 self.assertTrue(hasattr(reactor, name), f"EPollReactor.{name} is gone")
         finally:
             reactor._poller.close()
+
+    def test_epollRead(self) -> None:
+        """
+        suite/specter/tunnel/twistedio.py (leanDispatch) does what
+        _doReadOrWrite and tcp.Connection.doRead do for a readable TCP
+        connection: the event constants, the error values and the
+        connection attributes it reads are there, and the code it mirrors
+        is the reviewed version.
+        """
+        import select
+
+        from twisted.internet import main, posixbase, tcp
+        from twisted.internet.epollreactor import EPollReactor
+
+        self.assertEqual(
+            (
+                _fingerprint(EPollReactor._doReadOrWrite),
+                _fingerprint(EPollReactor._disconnectSelectable),
+                _fingerprint(tcp.Connection.doRead),
+                _fingerprint(tcp.Connection._dataReceived),
+            ),
+            EPOLL_READ,
+            "Twisted's read dispatch or tcp.Connection.doRead changed: review leanDispatch in "
+            "suite/specter/tunnel/twistedio.py, then update EPOLL_READ",
+        )
+        self.assertEqual(EPollReactor._POLL_IN, select.EPOLLIN)
+        self.assertIs(posixbase.CONNECTION_LOST, main.CONNECTION_LOST)
+        self.assertIsInstance(posixbase._NO_FILEDESC, Exception)
+        self.assertEqual(tcp.EWOULDBLOCK, errno.EWOULDBLOCK)
+        self.assertIn(
+            "self.fileno: Callable[[], int] = skt.fileno", inspect.getsource(tcp.Connection.__init__)
+        )
+        self.assertIsInstance(tcp.Connection.bufferSize, int)
 
     def test_clientFactory(self) -> None:
         """

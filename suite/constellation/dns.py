@@ -9,7 +9,13 @@ leases or the cluster state change, at most once per C{minGap} seconds
 (rate limit), writing only the names whose addresses differ (minimal diff).
 It checks that it still holds the lease right before every write and hands
 the provider the token, so a provider that can fence rejects a deposed
-writer's late write (see each provider's C{fencing}).  With C{dryRun} it
+writer's late write (see each provider's C{fencing}).  A pass that fails
+(the provider unreachable or erring) is retried sooner than the next
+interval, after a capped backoff (C{retryInitial} seconds, doubling up to
+C{interval}), by the reconcile job itself (L{SerialJob}'s C{retry}: a poke
+during the wait runs the pass sooner); any pass that does not fail starts
+the backoff again from C{retryInitial}.  A fenced write is not
+retried (a writer with a higher token has written).  With C{dryRun} it
 logs the plan and the changes it would make and writes nothing.
 """
 
@@ -17,17 +23,19 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from suite.backoff import Backoff
 from suite.constellation.interfaces import IDNSProvider
 from suite.serial import SerialJob
 
-__all__ = ["plan", "diff", "Fenced", "DNSWriter", "FENCE_LABEL"]
+__all__ = ["plan", "diff", "Fenced", "DNSWriter", "DNSCollector", "FENCE_LABEL"]
 
 log = Logger(namespace="constellation.dns")
 
@@ -93,6 +101,7 @@ class DNSWriter(Service):
         dryRun: bool = False,
         interval: float = 60.0,
         minGap: float = 1.0,
+        retryInitial: float = 1.0,
         wallClock: Callable[[], float] = time.time,
     ) -> None:
         self.provider = provider
@@ -110,9 +119,14 @@ class DNSWriter(Service):
         self.writes = 0
         self.failures = 0
         self._timer: Any = None
+        # After a failed pass: the next try sooner than the interval.
+        self._backoff = Backoff(initial=retryInitial, maximum=max(retryInitial, interval), jitter=False)
         # One pass at a time, each at least minGap after the last one began;
         # a poke during a pass asks for one more after it.
-        self._passes = SerialJob(self._run, "DNS reconcile", clock=reactor, delay=self._wait, log=log)
+        # A failed pass is retried after the backoff's delay.
+        self._passes = SerialJob(
+            self._run, "DNS reconcile", clock=reactor, delay=self._wait, log=log, retry=self._retryIn
+        )
 
     def startService(self) -> None:
         super().startService()
@@ -156,6 +170,19 @@ class DNSWriter(Service):
     def _run(self) -> Deferred[dict[str, Any]]:
         self.lastStart = self.reactor.seconds()
         return Deferred.fromCoroutine(self.reconcile())
+
+    def _retryIn(self, result: object) -> float | None:
+        """
+        After a failed pass, the backoff's next delay; after any other,
+        none (and the backoff starts again).
+        """
+        if not isinstance(result, dict) or not str(result.get("outcome", "")).startswith("failed"):
+            self._backoff.reset()
+            return None
+        delay = self._backoff.next()
+        result["retryIn"] = delay
+        log.info("DNS reconcile: retrying in {delay:.0f} s", delay=delay)
+        return delay
 
     async def reconcile(self) -> dict[str, Any]:
         """
@@ -224,6 +251,28 @@ class DNSWriter(Service):
             "writes": self.writes,
             "failures": self.failures,
         }
+
+
+class DNSCollector:
+    """
+    The writer's counters, read at scrape time: C{constellation_dns_writes_total}
+    (write batches applied by this node) and C{constellation_dns_failures_total}
+    (failed or fenced passes).
+    """
+
+    def __init__(self, writer: DNSWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        # CounterMetricFamily adds the _total suffix to the exposed samples.
+        yield CounterMetricFamily(
+            "constellation_dns_writes", "DNS write batches applied by this node.", value=self.writer.writes
+        )
+        yield CounterMetricFamily(
+            "constellation_dns_failures",
+            "DNS reconcile passes of this node that failed or were fenced.",
+            value=self.writer.failures,
+        )
 
 
 def _describe(p: Mapping[str, list[str]]) -> str:

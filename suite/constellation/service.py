@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from suite.constellation.catalog import ClusterCatalog
 from suite.constellation.consensus import makeRaftAgent
 from suite.constellation.deploy.agent import DeclarationResource, DeployReconciler
-from suite.constellation.dns import DNSWriter, plan
+from suite.constellation.dns import DNSCollector, DNSWriter, plan
 from suite.constellation.docker import Container, DockerClient
 from suite.constellation.interfaces import IDNSProvider
 from suite.constellation.labels import serviceRecord
@@ -265,9 +265,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     for name in (LB_LEADER, DNS_WRITER):
         holding.labels(name).set_function(held(name))
         tokens.labels(name).set_function(token(name))
-    Gauge(
-        "constellation_dns_writes", "DNS write batches applied by this node.", registry=registry
-    ).set_function(lambda: float(dnsWriter.writes))
+    registry.register(DNSCollector(dnsWriter))
 
     def raftHealth() -> HealthReport:
         status = raftAgent.status()

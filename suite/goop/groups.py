@@ -5,13 +5,23 @@ C{/goop/group/1.0.0}.
 Member -> host: C{join}, C{msg}, C{state}, C{leave}, C{ping}.
 Host -> member: C{welcome}, C{members}, C{msg}, C{state}, C{leave},
 C{close}, C{pong}, C{error}.  The host stamps C{from} itself (a member
-cannot speak for another), keeps a bounded queue per member that is filled
+cannot speak for another), relays the sender's signature of each C{msg} and
+C{state} (L{signedBytes}), and hands a joining member the group state with
+the signature of the member who set it (C{stateSignature} in the
+C{welcome}), so the member can check that the host did not forge the
+snapshot; a welcome whose snapshot signature does not hold is refused
+(logged, never joined: the welcome timer runs out and the member retries).
+It keeps a bounded queue per member that is filled
 only while that member's connection pushes back, and drops a member whose
 queue overflows, so a slow member never delays the others.
 
 Each membership is an automat machine (inputs, outputs, states below).
-Members ping every 3 s; a host silent for 10 s is declared lost (detected
-within 11 s) and the member reconnects with backoff.
+A joined member's heartbeat ticks every second (C{PING_SECONDS}): each tick
+pings the host, or declares it lost once nothing (pong or any other
+message) has come from it for more than 10 s (C{SILENCE_SECONDS}), so a
+host that falls silent is declared lost at the first tick more than 10 s
+after its last message: within 11 s (exactly 11 s when that message landed
+on a tick).  The member then reconnects with backoff.
 
   inputs:  start, welcomed, connectFailed, connectionLost, hostSilent,
            hostClosed, retryDue, leave
@@ -72,7 +82,8 @@ __all__ = [
 ]
 
 log = Logger()
-PING_SECONDS = 3.0
+#: A joined member's heartbeat period (a ping, or the silence check).
+PING_SECONDS = 1.0
 SILENCE_SECONDS = 10.0
 MAX_QUEUE = 1000
 MAX_MEMBERS = 256
@@ -292,6 +303,8 @@ class HostGroup:
         self.hostId = hostId
         self.members: dict[str, HostMember] = {}
         self.state: Any = None
+        #: who set L{state} and their signature of it (empty when unsigned)
+        self.stateSignature: dict[str, Any] = {}
 
     def broadcast(self, message: dict[str, Any], exclude: str | None = None) -> None:
         for pid, m in list(self.members.items()):
@@ -355,15 +368,16 @@ class HostSession:
             return
         group.members[m.peerId] = m
         self.groups.add(group.name)
-        m.sendMessage(
-            {
-                "type": "welcome",
-                "group": group.name,
-                "host": group.hostId,
-                "members": group.memberList(),
-                "state": group.state,
-            }
-        )
+        welcome = {
+            "type": "welcome",
+            "group": group.name,
+            "host": group.hostId,
+            "members": group.memberList(),
+            "state": group.state,
+        }
+        if group.stateSignature:
+            welcome["stateSignature"] = dict(group.stateSignature)
+        m.sendMessage(welcome)
         group.announce()
 
     def _msg(self, group: HostGroup, msg: dict[str, Any]) -> None:
@@ -375,13 +389,15 @@ class HostSession:
 
     def _state(self, group: HostGroup, msg: dict[str, Any]) -> None:
         group.state = msg.get("data")
+        signature = _signature(msg)
+        group.stateSignature = {"from": self.member.peerId, **signature} if signature else {}
         group.broadcast(
             {
                 "type": "state",
                 "group": group.name,
                 "from": self.member.peerId,
                 "data": group.state,
-                **_signature(msg),
+                **signature,
             }
         )
 
@@ -431,6 +447,9 @@ class MemberCore:
     lastHeard: float = 0.0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=30.0, jitter=False))
     events: list[str] = field(default_factory=list)
+    #: whether a host message may be acted on (signatures hold); a refused
+    #: welcome is not a welcome
+    verify: Callable[[dict[str, Any]], bool] = lambda msg: True
 
     def send(self, message: dict[str, Any]) -> None:
         if self.stream is not None and not self.stream.closed:
@@ -440,6 +459,8 @@ class MemberCore:
         self.lastHeard = self.clock.seconds()
         kind = msg.get("type")
         if kind == "pong":
+            return
+        if not self.verify(msg):
             return
         if kind == "welcome":
             self.machine.welcomed()
@@ -504,7 +525,7 @@ def _build() -> TypeMachine[MemberInputs, MemberCore]:
     def heartbeat(inputs: MemberInputs, core: MemberCore) -> _Joined:
         loop = LoopingCall(core.tick)
         loop.clock = core.clock
-        loop.start(1.0, now=False)
+        loop.start(PING_SECONDS, now=False)
         return _Joined(loop)
 
     def retryTimer(inputs: MemberInputs, core: MemberCore) -> _Waiting:
@@ -670,13 +691,19 @@ class GroupService:
         seen = self._lastSeen.setdefault(key, {})
 
         def deliver(event: dict[str, Any]) -> None:
-            if event.get("type") in ("msg", "state") and not self._verify(hostId, name, event, seen):
-                return
             inbox.append(event)
             if onEvent is not None:
                 onEvent(event)
 
-        core = MemberCore(self.clock, name, lambda: self.openStream(hostId), deliver)
+        def verify(event: dict[str, Any]) -> bool:
+            kind = event.get("type")
+            if kind in ("msg", "state"):
+                return self._verify(hostId, name, event, seen)
+            if kind == "welcome":
+                return self._verifyWelcome(hostId, name, event, seen)
+            return True
+
+        core = MemberCore(self.clock, name, lambda: self.openStream(hostId), deliver, verify=verify)
         machine = memberMachine(core)
         core.machine = machine
         self.memberships[f"{hostId}/{name}"] = (machine, core)
@@ -740,6 +767,55 @@ class GroupService:
         seen[signer] = seq
         for k in ("key", "sig"):
             event.pop(k, None)
+        event["verified"] = True
+        return True
+
+    def _verifyWelcome(self, hostId: str, name: str, event: dict[str, Any], seen: dict[str, int]) -> bool:
+        """
+        Check the group state snapshot of a welcome against the signature of
+        the member who set it (C{stateSignature}: C{from}, C{seq}, C{key},
+        C{sig} over L{signedBytes} of this host, group, C{"state"}, C{seq}
+        and the state): mark the welcome C{verified}, or refuse it, logged,
+        when the signature does not hold (a host forging or altering the
+        snapshot).  A snapshot may be old, so no replay window applies, but
+        a C{seq} from the future is refused.  A welcome without a signature
+        (no state, or one set unsigned) passes unverified.
+        """
+        proof = event.get("stateSignature")
+        if proof is None:
+            event["verified"] = False
+            return True
+        reason = None
+        signer = None
+        seq = proof.get("seq") if isinstance(proof, dict) else None
+        if not isinstance(proof, dict) or not isinstance(seq, int) or isinstance(seq, bool):
+            reason = "malformed state signature"
+        else:
+            try:
+                signer = verifySignature(
+                    str(proof.get("key")),
+                    str(proof.get("sig")),
+                    signedBytes(hostId, name, "state", seq, event.get("state")),
+                )
+            except (ValueError, TypeError) as e:
+                reason = f"state signature: {e}"
+            else:
+                if signer != proof.get("from"):
+                    reason = "state signed by another peer than the one named"
+                elif seq / 1e6 - self.clock.seconds() > SIGNED_WINDOW_SECONDS:
+                    reason = "state seq from the future"
+        if reason is not None:
+            log.warn(
+                "group {group} at {host}: refused the welcome: {reason}",
+                group=name,
+                host=hostId[:16],
+                reason=reason,
+            )
+            return False
+        assert isinstance(signer, str) and isinstance(seq, int)
+        seen[signer] = max(seen.get(signer, 0), seq)
+        event.pop("stateSignature", None)
+        event["stateFrom"] = signer
         event["verified"] = True
         return True
 

@@ -20,8 +20,21 @@ from suite.spacecomms.cdm.sample import isoTime
 from suite.spacecomms.logsetup import debugEnabled
 from suite.spacecomms.node import SpaceNode
 from suite.web.errors import jsonError, jsonResponse
+from suite.web.limits import LimitedSite
 
-__all__ = ["APIError", "Base", "NotFound", "arg", "body", "jsonBody", "iso", "log", "MAX_LIMIT", "ID"]
+__all__ = [
+    "APIError",
+    "APISite",
+    "Base",
+    "NotFound",
+    "arg",
+    "body",
+    "jsonBody",
+    "iso",
+    "log",
+    "MAX_LIMIT",
+    "ID",
+]
 
 log = Logger(namespace="spacecomms.api")
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -101,17 +114,7 @@ class Base(Resource):
         method = (request.method or b"").decode("ascii", "replace").upper()
         if method == "HEAD" and "GET" in self.methods:
             method = "GET"
-        out = self._dispatch(method, request)
-        if debugEnabled():
-            principal = principalOf(request)
-            log.debug(
-                "api {method} {path} -> {code} (token {principal})",
-                method=method[:10],
-                path=(request.uri or b"")[:200].decode("utf-8", "replace"),
-                code=getattr(request, "code", 200),
-                principal=principal.name if principal is not None else "-",
-            )
-        return out
+        return self._dispatch(method, request)
 
     def _dispatch(self, method: str, request: IRequest) -> bytes:
         if method not in self.methods:
@@ -129,6 +132,35 @@ class Base(Resource):
             return result
         code, body = result
         return jsonResponse(request, body, code)
+
+
+class APISite(LimitedSite):
+    """
+    The API's site: its one access line per request is SpaceComms' own,
+    C{api METHOD PATH -> CODE (token ID)} at debug, with the id of the token
+    that made the request (never its secret) and the path without the query
+    string; it replaces the shared access log (so a request is logged once)
+    and is built only when the level is debug.
+    """
+
+    def log(self, request: Any) -> None:
+        if not debugEnabled():
+            return
+        principal = principalOf(request)
+        try:
+            peer = request.getClientAddress()
+            peerText = getattr(peer, "host", None) or str(peer)
+        except Exception:  # only names the peer in the line
+            peerText = "-"
+        log.debug(
+            "api {method} {path} -> {code} (token {principal})",
+            method=(request.method or b"").decode("ascii", "replace")[:10],
+            path=(request.path or b"")[:200].decode("utf-8", "replace"),
+            code=getattr(request, "code", 0),
+            bytes=getattr(request, "sentLength", 0),
+            peer=peerText,
+            principal=principal.name if principal is not None else "-",
+        )
 
 
 class NotFound(Resource):

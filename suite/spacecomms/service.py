@@ -19,12 +19,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from suite.daemon import ConfigError, watchListening
 from suite.spacecomms.api import makeAPIResource, makeTokenChecker
+from suite.spacecomms.apibase import APISite
 from suite.spacecomms.config import Config, ConfigInvalid, PeerConfig, loadConfig
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.peers import PeerManager
 from suite.spacecomms.signing import Signer
 from suite.spacecomms.store import FileStore, MemoryStore
-from suite.web.limits import LimitedRequest, LimitedSite
+from suite.web.limits import LimitedRequest
 
 __all__ = ["SpaceCommsService", "TLSContexts", "startupChecks"]
 
@@ -167,7 +168,7 @@ class SpaceCommsService(MultiService):
         self.apiPeers: dict[str, PeerConfig] = {}
         self.checker = makeTokenChecker(config.tokens) if config.auth_enabled else None
         resource = makeAPIResource(self.node, self.checker, self.peers.status, self.addPeer, self.removePeer)
-        self.site = LimitedSite(resource, maxBodyBytes=config.max_body_bytes)
+        self.site = APISite(resource, maxBodyBytes=config.max_body_bytes)
         self.site.requestFactory = _APIRequest
         self.site.displayTracebacks = False
         factory: Any = self.site

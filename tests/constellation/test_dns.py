@@ -192,3 +192,59 @@ class WriterTests(SynchronousTestCase):
         reads[2].callback({"example.org": ["192.0.2.1"]})
         self.clock.advance(120)
         self.assertEqual((len(reads), self.clock.getDelayedCalls()), (3, []))
+
+    def test_failedPassesRetrySooner(self) -> None:
+        """
+        A failed pass is retried after 1 s, then 2, 4, ... capped at the
+        interval, through the same coalescing job; a pass that does not fail
+        starts the backoff again; a fenced write is not retried; stopping
+        cancels a pending retry.
+        """
+        starts: list[float] = []
+        failing = [True]
+        records = self.provider.records
+
+        def flaky(names: Any) -> Any:
+            starts.append(self.clock.seconds())
+            if failing[0]:
+                raise ConnectionRefusedError("provider down")
+            return records(names)
+
+        self.provider.records = flaky  # type: ignore[method-assign]
+        self.token = 3
+        self.writer.startService()
+        self.clock.advance(0)
+        for _ in range(60):
+            self.clock.advance(1)
+        # 0, then +1, +2, +4, +8, +16; the interval's pass at 60 fails too.
+        self.assertEqual(starts, [0, 1, 3, 7, 15, 31, 60])
+        assert self.writer.last is not None
+        self.assertEqual(self.writer.last["retryIn"], 60.0)  # capped at the interval
+        self.assertEqual(self.writer.failures, 7)
+        failing[0] = False
+        del starts[:]
+        self.clock.advance(60)  # the interval's pass and the retry coalesce
+        self.assertEqual(starts, [120])
+        self.assertEqual(self.provider.applied, [([("example.org", ["192.0.2.1"])], 3)])
+        failing[0] = True
+        self.writer.poke()
+        self.clock.advance(1)
+        self.clock.advance(1)
+        self.assertEqual(starts, [120, 121, 122])  # from 1 s again
+        self.writer.stopService()
+        self.clock.advance(300)
+        self.assertEqual((starts, self.clock.getDelayedCalls()), ([120, 121, 122], []))
+
+    def test_fencedIsNotRetried(self) -> None:
+        """
+        A write refused by the fence waits for the next interval.
+        """
+        self.provider.fence = 9
+        self.token = 4
+        self.writer.startService()
+        self.addCleanup(self.writer.stopService)
+        self.clock.advance(0)
+        started = self.writer.lastStart
+        self.clock.advance(59)
+        self.assertEqual(self.writer.lastStart, started)
+        self.assertEqual(self.writer.failures, 1)

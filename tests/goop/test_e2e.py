@@ -197,6 +197,15 @@ class PeersTests(TestCase, HubFixture):
         self.assertEqual((states[0]["from"], states[0]["data"]), (ids["b"], {"n": 1}))
         # signed by b end to end: the host relayed it, it could not have altered it
         self.assertIs(states[0]["verified"], True)
+        # rejoining, b is handed the state snapshot with its setter's signature, checked
+        await postJSON(viewers["b"] + "/api/groups", {"action": "leave", "group": "chat", "host": ids["a"]})
+        await postJSON(viewers["b"] + "/api/groups", {"action": "join", "group": "chat", "host": ids["a"]})
+
+        async def signedWelcomes() -> list[Any]:
+            return [e for e in await events("welcome") if e.get("verified") is True]
+
+        welcomes = await procs["b"].waitFor(signedWelcomes, "a welcome with a signed state snapshot")
+        self.assertEqual((welcomes[0]["state"], welcomes[0]["stateFrom"]), ({"n": 1}, ids["b"]))
         procs["a"].kill9()
         killedAt = time.monotonic()
         await procs["b"].waitFor(lambda: events("host-lost"), "host loss detected", timeout=15)

@@ -5,14 +5,17 @@ delaying others, and host failure detected by heartbeats (Clock-driven).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.goop.groups import (
+    PING_SECONDS,
     SILENCE_SECONDS,
     GroupService,
     HostMember,
@@ -89,7 +92,7 @@ class HostTests(SynchronousTestCase):
 
 class MemberTests(SynchronousTestCase):
     def test_hostCrashDetectedAndReconnect(self) -> None:
-        """A silent host is declared lost within 15 s and the member reconnects."""
+        """A silent host is declared lost within 11 s and the member reconnects."""
         clock = Clock()
         streams: list[FakeStream] = []
 
@@ -110,14 +113,44 @@ class MemberTests(SynchronousTestCase):
         crashedAt = clock.seconds()
         while not any(e["type"] == "host-lost" for e in events):
             clock.advance(0.5)
-            self.assertLess(clock.seconds() - crashedAt, 15)
-        self.assertLessEqual(clock.seconds() - crashedAt, SILENCE_SECONDS + 1.5)
+            self.assertLessEqual(clock.seconds() - crashedAt, 11)
+        self.assertEqual(clock.seconds() - crashedAt, 11)
         self.assertTrue(streams[0].closed)
         clock.advance(1.0)
         self.assertEqual(len(streams), 2)
         self.assertEqual(streams[1].sent[0], {"type": "join", "group": "g"})
         svc.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_silenceDetectionBound(self) -> None:
+        """
+        The heartbeat pings every PING_SECONDS (1 s); the host is declared
+        lost at the first tick more than SILENCE_SECONDS after its last
+        message, whenever within the tick that message came: never later
+        than 11 s (the figure docs/goop.md and docs/security.md give), and
+        exactly 11 s when it came on a tick.
+        """
+        self.assertEqual((PING_SECONDS, SILENCE_SECONDS), (1.0, 10.0))
+        for offset in (0.0, 0.25, 0.5, 0.999):
+            clock = Clock()
+            stream = FakeStream()
+            svc = GroupService(clock, "me", SignedMessageTests.opener(stream))
+            events: list[dict[str, Any]] = []
+            svc.join("host", "g", events.append)
+            stream.onMessage({"type": "welcome", "group": "g", "members": ["me"]})
+            for _ in range(5):
+                clock.advance(1)
+            self.assertEqual(sum(m["type"] == "ping" for m in stream.sent), 5)  # one a second
+            clock.advance(offset)
+            stream.onMessage({"type": "msg", "group": "g", "from": "x", "data": 1})
+            lastHeard = clock.seconds()
+            while not any(e["type"] == "host-lost" for e in events):
+                clock.advance(math.floor(clock.seconds()) + 1 - clock.seconds())  # to the next tick
+            lost = clock.seconds() - lastHeard
+            self.assertGreater(lost, SILENCE_SECONDS)
+            self.assertLessEqual(lost, 11.0 + 1e-9)
+            self.assertAlmostEqual(lost, 11.0 - offset, places=6)
+            svc.stop()
 
     def test_noWelcomeRetries(self) -> None:
         """A host that accepts the stream but never welcomes is treated as silent; the member retries."""
@@ -439,3 +472,99 @@ class SignedMessageTests(SynchronousTestCase):
             {"type": "msg", "group": "g", "from": self.alice.peerId, "data": "old peer"}
         )
         self.assertEqual(self.events("bob")[-1]["verified"], False)
+
+    def welcomeFor(self) -> dict[str, Any]:
+        """What the host sends a member joining now (the state set by alice)."""
+        out: list[dict[str, Any]] = []
+        t = StringTransport()
+        self.hostSvc.hostSession("carol", out.append, t.loseConnection, t).received(
+            {"type": "join", "group": "g"}
+        )
+        return out[0]
+
+    def joinWith(self, welcome: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+        """
+        A fresh member handed C{welcome}: its membership events, its inbox
+        and the warnings logged.
+        """
+        from suite.goop.identity import loadIdentity
+
+        d = self.mktemp()
+        import os
+
+        os.makedirs(d)
+        who = loadIdentity(d)
+        stream = FakeStream()
+        svc = GroupService(self.clock, who.peerId, self.opener(stream), identity=who)
+        self.addCleanup(svc.stop)
+        svc.join(self.host.peerId, "g")
+        logged: list[str] = []
+
+        def warned(event: dict[str, Any]) -> None:
+            if event.get("log_level") == LogLevel.warn:
+                logged.append(formatEvent(event) or "")
+
+        observe: Any = warned
+
+        globalLogPublisher.addObserver(observe)
+        try:
+            stream.onMessage(welcome)
+        finally:
+            globalLogPublisher.removeObserver(observe)
+        core = svc.memberships[f"{self.host.peerId}/g"][1]
+        return list(core.events), list(svc.inbox[f"{self.host.peerId}/g"]), logged
+
+    def test_welcomeSnapshotSigned(self) -> None:
+        """
+        The welcome carries the state with the signature of the member who
+        set it; the joining member marks it verified.
+        """
+        self.members["alice"].send(self.host.peerId, "g", {"score": 3}, kind="state")
+        self.sessions["alice"].received(self.streams["alice"].sent[-1])
+        welcome = self.welcomeFor()
+        self.assertEqual(welcome["state"], {"score": 3})
+        self.assertEqual(welcome["stateSignature"]["from"], self.alice.peerId)
+        events, inbox, logged = self.joinWith(welcome)
+        self.assertEqual((events, logged), (["joined"], []))
+        self.assertEqual(
+            (inbox[0]["type"], inbox[0]["state"], inbox[0]["verified"], inbox[0]["stateFrom"]),
+            ("welcome", {"score": 3}, True, self.alice.peerId),
+        )
+        self.assertNotIn("stateSignature", inbox[0])
+
+    def test_forgedWelcomeRefused(self) -> None:
+        """
+        A welcome whose snapshot the host altered, attributed to another
+        peer, signed for another group or kind, or whose signature is
+        malformed is refused with a logged reason: the member does not join
+        (its welcome timer runs out and it retries).
+        """
+        self.members["alice"].send(self.host.peerId, "g", {"score": 3}, kind="state")
+        self.sessions["alice"].received(self.streams["alice"].sent[-1])
+        welcome = self.welcomeFor()
+        proof = welcome["stateSignature"]
+        self.members["alice"].send(self.host.peerId, "g", {"score": 3}, kind="msg")
+        asMsg = self.streams["alice"].sent[-1]
+        forged = [
+            ({**welcome, "state": {"score": 300}}, "state signature"),
+            ({**welcome, "stateSignature": {**proof, "from": self.bob.peerId}}, "another peer"),
+            (
+                {**welcome, "group": "g", "stateSignature": {**proof, "seq": proof["seq"] + 1}},
+                "state signature",
+            ),
+            (
+                {**welcome, "stateSignature": {**proof, "seq": asMsg["seq"], "sig": asMsg["sig"]}},
+                "state signature",
+            ),
+            ({**welcome, "stateSignature": "yes"}, "malformed"),
+            ({**welcome, "stateSignature": {**proof, "seq": True}}, "malformed"),
+        ]
+        for message, reason in forged:
+            events, inbox, logged = self.joinWith(dict(message))
+            self.assertEqual((events, inbox), ([], []), message)
+            self.assertEqual(len(logged), 1, logged)
+            self.assertIn("refused the welcome", logged[0])
+            self.assertIn(reason, logged[0])
+        # An unsigned snapshot (set by a member without a key) joins unverified.
+        events, inbox, _ = self.joinWith({"type": "welcome", "group": "g", "members": [], "state": None})
+        self.assertEqual((events, inbox[0]["verified"]), (["joined"], False))

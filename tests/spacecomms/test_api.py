@@ -58,6 +58,7 @@ class _APIBase(SynchronousTestCase):
         resource = makeAPIResource(
             self.node, makeTokenChecker(cfg.tokens), lambda pid: "disconnected", add, remove
         )
+        self.resource = resource
         # StubTreq makes its request methods at run time.
         self.client: Any = StubTreq(resource)
         self.events: list[dict] = []
@@ -229,27 +230,59 @@ class APITests(_APIBase):
 
     def test_debugAccessLines(self) -> None:
         """
-        At logging level debug each API request is one debug line with the
-        method, path, status and the token id (never its secret); at info
-        there is none.
+        At logging level debug each API request through the API's site is
+        logged once: one debug line with the method, the path (without the
+        query string), the status and the token id (never its secret), and
+        no shared access-log line beside it; at info there is none.
         """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
         from suite.spacecomms import logsetup
+        from suite.spacecomms.apibase import APISite
+
+        site = APISite(self.resource, timeout=None)
+
+        def request(path: str, token: str | None) -> bytes:
+            proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5))
+            assert proto is not None
+            transport = StringTransport()
+            proto.makeConnection(transport)
+            auth = f"Authorization: Bearer {token}\r\n" if token else ""
+            proto.dataReceived(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode())
+            proto.connectionLost(None)
+            return transport.value()
+
+        def perRequest() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in self.events
+                if e.get("log_namespace") in ("spacecomms.api", "suite.web.access")
+                and "{method}" in e.get("log_format", "")
+            ]
 
         before = dict(logsetup._settings)
         self.addCleanup(logsetup._settings.update, before)
         logsetup.configure("json", "info", "stderr")
-        self.call("GET", "/peers")
-        self.assertEqual([e for e in self.events if "api {method}" in e.get("log_format", "")], [])
+        self.assertIn(b" 200 ", request("/peers", ADMIN))
+        self.assertEqual(perRequest(), [])
         logsetup.configure("json", "debug", "stderr")
-        self.call("GET", "/peers", token=READER)
-        self.call("GET", "/cdms/NOPE", token=ADMIN)
+        request("/peers?token=" + WRITER, READER)
+        request("/cdms/NOPE", ADMIN)
+        request("/cdms", None)
         lines = [
-            (e["method"], e["path"], e["code"], e["principal"])
-            for e in self.events
-            if "api {method}" in e.get("log_format", "")
+            (e["log_namespace"], e["method"], e["path"], e["code"], e["principal"]) for e in perRequest()
         ]
-        self.assertEqual(lines, [("GET", "/peers", 200, "readonly"), ("GET", "/cdms/NOPE", 404, "admin")])
+        self.assertEqual(
+            lines,
+            [
+                ("spacecomms.api", "GET", "/peers", 200, "readonly"),
+                ("spacecomms.api", "GET", "/cdms/NOPE", 404, "admin"),
+                ("spacecomms.api", "GET", "/cdms", 401, "-"),
+            ],
+        )
         self.assertNotIn(READER, repr(self.events))
+        self.assertNotIn(WRITER, repr(self.events))
 
     def test_objects(self) -> None:
         """

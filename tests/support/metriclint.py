@@ -4,7 +4,10 @@ C{promtool check metrics} (help text, C{_total} on counters and only there,
 reserved histogram/summary suffixes, snake_case, base units, no abbreviated
 units, no type in the name, no C{:}) plus the suite's own: every metric is
 prefixed with its daemon's name unless an operator guide dictates the name,
-and C{_ms} units only where a guide dictates them.
+C{_ms} units only where a guide dictates them, and no gauge named for a
+count of events (C{..._writes}, C{..._errors}): a count that only grows is
+a counter, exposed with C{_total} (a gauge set from a running count passes
+promtool's C{_total} rule, since that rule looks at the type alone).
 
 L{promtool} runs the real C{promtool} when it is installed, tolerating only
 its complaints about the guides' C{_ms} names.
@@ -70,6 +73,29 @@ _ABBREVIATIONS = frozenset(
     {"ms", "s", "sec", "secs", "us", "ns", "min", "mins", "hr", "hrs", "kb", "mb", "gb", "pct"}
 )
 _TYPES_IN_NAME = ("counter", "gauge", "histogram", "summary")
+#: Last words of a name that count events: such a gauge should be a counter.
+_EVENT_COUNTS = frozenset(
+    {
+        "writes",
+        "reads",
+        "requests",
+        "errors",
+        "failures",
+        "retries",
+        "restarts",
+        "reconnects",
+        "rejections",
+        "timeouts",
+        "evictions",
+        "drops",
+        "dropped",
+        "sent",
+        "received",
+        "processed",
+        "published",
+        "refused",
+    }
+)
 _SNAKE = re.compile(r"^[a-z_][a-z0-9_]*$")
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s")
 _LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)=")
@@ -156,6 +182,10 @@ def lintExposition(text: str, daemon: str) -> list[str]:
                 say(f'{name}: use base unit "{_NON_BASE_UNITS[word]}" instead of "{word}"')
             if word in _TYPES_IN_NAME and word == family.type:
                 say(f'{name}: metric name should not include type "{word}"')
+        if family.type == "gauge" and words[-1] in _EVENT_COUNTS:
+            say(
+                f'{name}: a gauge named for a count of events ("{words[-1]}"): make it a counter with "_total"'
+            )
         abbreviated = [w for w in words[1:] if w in _ABBREVIATIONS]
         if abbreviated:
             allowed = name in guide or (daemon in MILLISECOND_DAEMONS and abbreviated == ["ms"])

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import treq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError
 from twisted.internet.task import react
 from twisted.python import usage
@@ -31,11 +31,12 @@ from suite.constellation.docker import DockerClient, DockerError
 from suite.constellation.interfaces import IContainerEngine
 from suite.constellation.options import ENV as AGENT_ENV
 
-__all__ = ["DeployOptions", "deploy", "main", "DEFAULT_AGENT"]
+__all__ = ["DeployOptions", "deploy", "main", "DEFAULT_AGENT", "MAX_ANSWER"]
 
 #: The agent's HTTP provider, where C{/api/state} is served by default.
 DEFAULT_AGENT = "http://127.0.0.1:8081"
-_MAX_STATE = 4 * 1024 * 1024
+#: Largest agent answer read (C{/api/state}, C{/api/deploy}), body included.
+MAX_ANSWER = 1024 * 1024
 _VARS = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -131,13 +132,44 @@ class DeployOptions(usage.Options):
                 raise usage.UsageError("--timeout: must be positive")
 
 
+class _TooLarge(Exception):
+    pass
+
+
+async def _readAnswer(reactor: Any, response: Any, agent: str, path: str, timeout: float = 10.0) -> bytes:
+    """
+    The body of an agent's answer, at most L{MAX_ANSWER} bytes within
+    C{timeout} seconds; reading stops (and the connection is dropped) as
+    soon as the answer is larger.
+    """
+    chunks: list[bytes] = []
+    size = 0
+
+    def collect(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise _TooLarge()
+        chunks.append(chunk)
+
+    reading: Deferred[None] = treq.collect(response, collect)
+    reading.addTimeout(timeout, reactor)
+    try:
+        await reading
+    except _TooLarge:
+        raise DeployError(
+            f"agent {agent}: {path} answer is larger than {MAX_ANSWER} bytes (1 MiB); is this the agent?"
+        ) from None
+    except (TimeoutError, CancelledError):
+        raise DeployError(f"agent {agent}: {path} answer not read within {timeout:g} s") from None
+    return b"".join(chunks)
+
+
 async def _agentState(reactor: Any, url: str) -> dict[str, Any]:
     response = await treq.get(url + "/api/state", timeout=10, persistent=False, reactor=reactor)
     if response.code != 200:
         raise DeployError(f"agent {url}: /api/state answered HTTP {response.code}")
-    body = await response.content()
-    if len(body) > _MAX_STATE:
-        raise DeployError(f"agent {url}: /api/state is larger than {_MAX_STATE} bytes")
+    body = await _readAnswer(reactor, response, url, "/api/state")
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
@@ -167,7 +199,9 @@ async def _publish(reactor: Any, options: Mapping[str, Any], stack: str) -> None
             persistent=False,
             reactor=reactor,
         )
-        answer = await response.content()
+        answer = await _readAnswer(reactor, response, options["agent"], "/api/deploy")
+    except DeployError:
+        raise
     except Exception as e:  # command line: one DeployError line
         raise DeployError(
             f"agent {options['agent']}: declaration not handed over: {type(e).__name__}: {e}"

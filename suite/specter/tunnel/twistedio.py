@@ -8,12 +8,17 @@ in this one module.
     C{writeSomeData}) to send at once when nothing is buffered;
   - L{closeTransport} reads C{TLSMemoryBIOProtocol._lostTLSConnection};
   - L{leanDispatch} replaces C{EPollReactor.doPoll} (as the reactor's
-    C{doIteration}, which C{ReactorBase.mainLoop} calls) for one reactor;
+    C{doIteration}, which C{ReactorBase.mainLoop} calls) for one reactor,
+    and handles a readable TCP connection as C{_doReadOrWrite} and
+    C{tcp.Connection.doRead}/C{_dataReceived} do (C{socket}, C{bufferSize},
+    C{protocol}, C{fileno}; C{_disconnectSelectable}, C{_NO_FILEDESC});
   - L{LeanTLSTransport} re-implements C{TLSMemoryBIOProtocol}'s
     C{dataReceived}, C{_flushReceiveBIO}, C{_flushSendBIO} and (for
     gathered writes) C{write}/C{_write} once the handshake is done, and
     replaces C{BufferingTLSTransport}'s per-connection write aggregation
-    (its C{write} instance attribute, C{_aggregator}) with L{TurnWrites}.
+    (its C{write} instance attribute, C{_aggregator}) with L{TurnWrites},
+    which sends from a hook of the lean poll; for an eager connection
+    under it, it sends as L{eagerWrites} does, from OpenSSL's buffer.
     It calls OpenSSL through pyOpenSSL's bindings (C{SSL_read},
     C{SSL_write}, C{BIO_write}, C{BIO_get_mem_data} on pyOpenSSL
     C{Connection}'s C{_ssl}, C{_into_ssl} and C{_from_ssl}) and leaves
@@ -29,6 +34,8 @@ the new version.
 from __future__ import annotations
 
 import errno
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from OpenSSL._util import ffi as _ffi
@@ -38,8 +45,11 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
+from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python import log as legacyLog
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -56,12 +66,16 @@ __all__ = [
 
 _log = Logger()
 
+#: The event of a readable connection (Twisted's C{EPollReactor._POLL_IN}).
+_EPOLLIN = EPollReactor._POLL_IN
+#: What tcp.Connection.doRead takes for "nothing to read yet".
+_EWOULDBLOCK = tcp.EWOULDBLOCK
+
 
 def leanDispatch(reactor: Any) -> bool:
     """
     Make an epoll C{reactor} hand each network event straight to its
-    C{_doReadOrWrite}; return whether it was done (other reactors are left
-    alone).
+    handler; return whether it was done (other reactors are left alone).
 
     Twisted's C{doPoll} runs every event through
     C{twisted.python.log.callWithLogger}, which asks the selectable for its
@@ -71,6 +85,13 @@ def leanDispatch(reactor: Any) -> bool:
     messages; the suite logs through C{twisted.logger}, which does not read
     it.  Errors escaping an event handler are logged and the reactor goes
     on, as with C{callWithLogger}.
+
+    The common event, a TCP connection readable (C{EPOLLIN} alone), is
+    handled here as C{_doReadOrWrite} and C{tcp.Connection.doRead} would
+    handle it, without their three Python calls; every other event goes to
+    C{_doReadOrWrite}.  After the events of a poll are handled, the hooks
+    added to C{after} during them run (L{TurnWrites} sends there what the
+    events made connections write).
     """
     if not isinstance(reactor, EPollReactor) or "doIteration" in vars(reactor):
         return False
@@ -78,16 +99,38 @@ def leanDispatch(reactor: Any) -> bool:
     return True
 
 
+def _leanPoll(clock: Any) -> _LeanPoll | None:
+    """
+    The L{_LeanPoll} of C{clock} if L{leanDispatch} made it lean.
+    """
+    poll = getattr(clock, "doIteration", None)
+    return poll if type(poll) is _LeanPoll else None
+
+
+#: tcp.Connection.doRead, which _LeanPoll does itself for connections whose
+#: doRead and _dataReceived are Twisted's.
+_TCP_DO_READ = tcp.Connection.doRead
+_TCP_DATA_RECEIVED = tcp.Connection._dataReceived
+
+
 class _LeanPoll:
     """
     C{EPollReactor.doPoll} without the per-event log context (see
     L{leanDispatch}).
+
+    @ivar after: hooks to run once the events being handled are (added
+        while C{dispatching}).
+    @ivar dispatching: whether the events of a poll are being handled.
     """
 
-    __slots__ = ("reactor",)
+    __slots__ = ("reactor", "after", "dispatching", "plain")
 
     def __init__(self, reactor: EPollReactor) -> None:
         self.reactor = reactor
+        self.after: list[Callable[[], None]] = []
+        self.dispatching = False
+        #: selectable types known to read as tcp.Connection does
+        self.plain: dict[type, bool] = {}
 
     def __call__(self, timeout: float | None) -> None:
         reactor = self.reactor
@@ -99,16 +142,69 @@ class _LeanPoll:
                 return
             raise
         dispatch = reactor._doReadOrWrite
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is None:
-                continue
-            try:
-                dispatch(selectable, fd, event)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:  # the reactor loop must go on: logged
-                _log.failure("unhandled error handling a network event")
+        plain = self.plain
+        self.dispatching = True
+        try:
+            for fd, event in events:
+                selectable = selectables.get(fd)
+                if selectable is None:
+                    continue
+                try:
+                    if event != _EPOLLIN:
+                        dispatch(selectable, fd, event)
+                        continue
+                    kind = type(selectable)
+                    isPlain = plain.get(kind)
+                    if isPlain is None:
+                        isPlain = plain[kind] = (
+                            isinstance(selectable, tcp.Connection)
+                            and kind._dataReceived is _TCP_DATA_RECEIVED
+                        )
+                    # a connecting or closed tcp.Client reads with another doRead
+                    if not isPlain or getattr(selectable.doRead, "__func__", None) is not _TCP_DO_READ:
+                        dispatch(selectable, fd, event)
+                        continue
+                    # _doReadOrWrite and tcp.Connection.doRead for EPOLLIN alone
+                    why: Any = None
+                    inRead = False
+                    try:
+                        if selectable.fileno() == -1:
+                            why = _NO_FILEDESC
+                        else:
+                            try:
+                                data = selectable.socket.recv(selectable.bufferSize)
+                            except OSError as se:
+                                if se.args[0] != _EWOULDBLOCK:
+                                    why = CONNECTION_LOST
+                            else:
+                                if data:
+                                    selectable.protocol.dataReceived(data)
+                                else:
+                                    why = CONNECTION_DONE
+                            inRead = True
+                    except BaseException:  # as _doReadOrWrite: logged, the connection dropped
+                        why = sys.exc_info()[1]
+                        inRead = False
+                        legacyLog.err()
+                    if why:
+                        reactor._disconnectSelectable(selectable, why, inRead)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:  # the reactor loop must go on: logged
+                    _log.failure("unhandled error handling a network event")
+            after = self.after
+            while after:
+                hooks, self.after = after, []
+                for hook in hooks:
+                    try:
+                        hook()
+                    except KeyboardInterrupt:
+                        raise
+                    except BaseException:  # the reactor loop must go on: logged
+                        _log.failure("unhandled error after handling network events")
+                after = self.after
+        finally:
+            self.dispatching = False
 
 
 def _socketTransport(transport: Any) -> Any:
@@ -236,10 +332,15 @@ _RECORD = 2**14
 class TurnWrites:
     """
     The writes of many TLS connections, gathered and sent once per reactor
-    turn by one delayed call for all of them (Twisted's TLS transport
-    schedules one per connection), or earlier by L{flush} (the gateway
-    calls it when a tunnel link read has been handled, so the answers it
-    carried leave at once).
+    turn for all of them (Twisted's TLS transport schedules a delayed call
+    per connection), or earlier by L{flush} (the gateway calls it when a
+    tunnel link read has been handled, so the answers it carried leave at
+    once).
+
+    On a reactor made lean by L{leanDispatch}, writes made while network
+    events are handled are sent right after the events of that poll, by a
+    hook of the poll; other writes (timed calls, other reactors, tests'
+    C{task.Clock}) are sent by one C{callLater(0)}.
     """
 
     #: Bytes a connection gathers before they are sent regardless.
@@ -249,14 +350,24 @@ class TurnWrites:
         self.clock = clock
         self.dirty: dict[LeanTLSTransport, None] = {}
         self.call: Any = None
+        self.hooked = False
 
     def add(self, transport: LeanTLSTransport) -> None:
         """
         C{transport} has writes to send.
         """
         self.dirty[transport] = None
-        if self.call is None:
-            self.call = self.clock.callLater(0, self._turn)
+        if self.call is None and not self.hooked:
+            poll = _leanPoll(self.clock)
+            if poll is not None and poll.dispatching:
+                self.hooked = True
+                poll.after.append(self._hook)
+            else:
+                self.call = self.clock.callLater(0, self._turn)
+
+    def _hook(self) -> None:
+        self.hooked = False
+        self.flush()
 
     def _turn(self) -> None:
         self.call = None
@@ -284,7 +395,7 @@ class LeanTLSTransport(BufferingTLSTransport):
     """
     Twisted's TLS transport, reading without an exception per read, and
     (when its factory has C{turnWrites}) gathering writes per reactor turn
-    with one delayed call for all connections.
+    for all connections at once (L{TurnWrites}).
 
     Twisted reads decrypted bytes until pyOpenSSL raises C{WantReadError}
     and then drains the outgoing BIO, which raises it again when there is
@@ -297,7 +408,11 @@ class LeanTLSTransport(BufferingTLSTransport):
     several records).  Twisted's transport also gathers the writes of a turn with a
     delayed call per connection (a visitor gets one answer per turn, so
     one delayed call per answer, about a seventh of the gateway's CPU per
-    HTTP/1.1 request); L{TurnWrites} does it with one for all.
+    HTTP/1.1 request); L{TurnWrites} does it once for all.  Once the
+    handshake is done, a read (L{dataReceived}) and a send of what was
+    gathered (L{sendGathered}) each run in one Python function in the
+    common case (about 0.4 µs less per read and per answer than through
+    Twisted's separate steps).
     """
 
     def __init__(self, factory: Any, wrappedProtocol: Any, _connectWrapped: bool = True) -> None:
@@ -323,6 +438,11 @@ class LeanTLSTransport(BufferingTLSTransport):
         """
         Encrypt and send what was gathered: as records of up to 16 KiB
         (Twisted's size), all of them in one write to the connection.
+
+        When the connection under is eager (L{eagerWrites}) and idle, the
+        records are sent from OpenSSL's buffer straight to its socket, as
+        L{_EagerWrite} would send them; anything unusual goes the general
+        way.
         """
         gathered = self._gathered
         if not gathered:
@@ -349,20 +469,92 @@ class LeanTLSTransport(BufferingTLSTransport):
                 if result <= 0:
                     break
                 sent += result
-        self._flushSendBIO()
         if sent < size:
+            self._flushSendBIO()
             # what OpenSSL did not take, and its error, go Twisted's way
             TLSMemoryBIOProtocol._write(self, data[sent:])
+            return
+        # self._flushSendBIO() and _EagerWrite, for records that fit the
+        # shared buffer
+        bio = connection._from_ssl
+        pending = _lib.BIO_get_mem_data(bio, _ffi.NULL)
+        if not pending:
+            return
+        if pending > _OUT_SIZE:
+            self.transport.write(connection.bio_read(pending))  # type: ignore[union-attr]
+            return
+        read = _lib.BIO_read(bio, _OUT_BUFFER, pending)
+        if read <= 0:
+            TLSMemoryBIOProtocol._flushSendBIO(self)  # pyOpenSSL reports what went wrong
+            return
+        out = _ffi.buffer(_OUT_BUFFER, read)
+        write = self.transport.write  # type: ignore[union-attr]
+        if type(write) is not _EagerWrite:
+            write(out[:])
+            return
+        conn = write.conn
+        if (
+            not conn.dataBuffer
+            and not conn._tempDataBuffer
+            and conn.connected
+            and not conn.disconnecting
+            and not conn._writeDisconnecting
+            and not conn._writeDisconnected
+            and not conn.TLS
+        ):
+            try:
+                sent = conn.socket.send(out if read <= _SEND_LIMIT else out[:_SEND_LIMIT])
+            except OSError:
+                sent = 0  # would block, or failed: the buffered path finds out
+            if sent >= read:
+                return
+            write.buffered(conn, out[sent:])
+            return
+        write.buffered(conn, out[:])
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Decrypt and deliver what C{data} completes.  Once the handshake is
+        done this is C{_flushReceiveBIO} (L{_receiveRecords}, then
+        L{_flushSendBIO} when OpenSSL has something to send) in one
+        function: keep the two in step.
+        """
         connection = self._tlsConnection
         if connection is None or not self._handshakeDone or self._appSendBuffer:
             super().dataReceived(data)
             return
-        result = _lib.BIO_write(connection._into_ssl, data, len(data))
+        into = connection._into_ssl
+        result = _lib.BIO_write(into, data, len(data))
         if result <= 0:
-            connection._handle_bio_errors(connection._into_ssl, result)
-        self._flushReceiveBIO()
+            connection._handle_bio_errors(into, result)
+        while not self._lostTLSConnection:
+            ssl = connection._ssl
+            result = _lib.SSL_read(ssl, _READ_BUFFER, _READ_SIZE)
+            if result > 0:
+                if not self._aborted:
+                    self.wrappedProtocol.dataReceived(_ffi.buffer(_READ_BUFFER, result)[:])
+                connection = self._tlsConnection
+                if connection is None or (
+                    not _lib.SSL_pending(connection._ssl)
+                    and not _lib.BIO_get_mem_data(connection._into_ssl, _ffi.NULL)
+                ):
+                    break
+                continue
+            if _lib.SSL_get_error(ssl, result) == _lib.SSL_ERROR_WANT_READ or not self._readFailed(
+                connection, result
+            ):
+                break
+            connection = self._tlsConnection
+        connection = self._tlsConnection
+        if connection is not None and _lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL):
+            self._flushSendBIO()
+        if not self._lostTLSConnection:
+            protocol = self.wrappedProtocol
+            if protocol is not self._handledFor:
+                self._handledFor = protocol
+                self._handled = getattr(protocol, "readHandled", None)
+            if self._handled is not None:
+                self._handled()
 
     def writeSequence(self, sequence: Any) -> None:
         self.write(b"".join(sequence))
@@ -422,22 +614,31 @@ class LeanTLSTransport(BufferingTLSTransport):
                 ):
                     break
                 continue
-            if _lib.SSL_get_error(connection._ssl, result) == _lib.SSL_ERROR_WANT_READ:
-                break  # a record not complete yet
-            try:
-                # pyOpenSSL's own reading of the failure (recv raises the same)
-                connection._raise_ssl_error(connection._ssl, result)
-            except WantReadError:
-                break
-            except ZeroReturnError:
-                self._shutdownTLS()
-                self._tlsShutdownFinished(None)
-            except Error:
-                self._tlsShutdownFinished(Failure())
-            else:
+            if _lib.SSL_get_error(
+                connection._ssl, result
+            ) == _lib.SSL_ERROR_WANT_READ or not self._readFailed(connection, result):
                 break
         if self._tlsConnection is not None:
             self._flushSendBIO()
+
+    def _readFailed(self, connection: Any, result: int) -> bool:
+        """
+        C{SSL_read} returned C{result} (not data, not "a record is not
+        complete yet"): act on it as Twisted does (pyOpenSSL's reading of
+        the failure), and return whether to read on.
+        """
+        try:
+            connection._raise_ssl_error(connection._ssl, result)
+        except WantReadError:
+            return False
+        except ZeroReturnError:
+            self._shutdownTLS()
+            self._tlsShutdownFinished(None)
+        except Error:
+            self._tlsShutdownFinished(Failure())
+        else:
+            return False
+        return True
 
 
 @implementer(IStreamClientEndpoint)

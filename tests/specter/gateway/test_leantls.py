@@ -6,11 +6,14 @@ batched, a clean close, a broken record.
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
 from twisted.internet.task import Clock
@@ -354,3 +357,322 @@ class LeanDispatchTests(SynchronousTestCase):
         reactor.doIteration(0)
         self.assertEqual(sorted(map(id, seen)), sorted(map(id, readers)))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class _Connection(tcp.Connection):
+    """
+    A TCP connection over one end of a socket pair, registered on C{reactor}
+    as a reader.
+    """
+
+    def __init__(self, sock: socket.socket, protocol: Any, reactor: Any) -> None:
+        super().__init__(sock, protocol, reactor)
+        self.connected = 1
+        protocol.makeConnection(self)
+
+
+class _Events(Protocol):
+    """
+    Records what a TCP connection reports.
+    """
+
+    def __init__(self, fail: bool = False) -> None:
+        self.events: list[Any] = []
+        self.fail = fail
+
+    def dataReceived(self, data: bytes) -> None:
+        self.events.append(data)
+        if self.fail:
+            raise ZeroDivisionError("handler failed")
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.events.append(type(reason.value))
+
+
+class LeanReadTests(SynchronousTestCase):
+    """
+    A lean epoll reactor reads TCP connections itself with what Twisted's
+    C{_doReadOrWrite} and C{tcp.Connection.doRead} do.
+    """
+
+    def scenario(self, lean: bool, peerEnd: Any, fail: bool = False) -> tuple[list[Any], int]:
+        """
+        Data then C{peerEnd(peer)} on a connection of a (lean or plain)
+        epoll reactor: what the protocol saw, and how many events went to
+        C{_doReadOrWrite}.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        if lean:
+            self.assertTrue(leanDispatch(reactor))
+        viaTwisted = []
+        original = reactor._doReadOrWrite
+
+        def counted(selectable: Any, fd: int, event: int) -> None:
+            viaTwisted.append(event)
+            original(selectable, fd, event)
+
+        reactor._doReadOrWrite = counted  # type: ignore[method-assign]
+        mine, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        protocol = _Events(fail)
+        connection = _Connection(mine, protocol, reactor)
+        connection.startReading()
+        mine.send(b"left unread")
+        peer.send(b"hello")
+        reactor.doIteration(1)
+        peerEnd(peer)
+        for _ in range(3):
+            if reactor._selectables:
+                reactor.doIteration(0.2)
+        if not reactor._selectables:
+            self.assertEqual(connection.disconnected, 1)
+        return protocol.events, len(viaTwisted)
+
+    def test_dataAndCleanClose(self) -> None:
+        """
+        Data, then the peer's FIN: the data, then a clean close.
+        """
+        plain = self.scenario(False, lambda peer: peer.shutdown(socket.SHUT_WR))
+        lean = self.scenario(True, lambda peer: peer.shutdown(socket.SHUT_WR))
+        self.assertEqual(lean[0], plain[0])
+        self.assertEqual(plain[0][-1], ConnectionDone)
+        self.assertEqual(lean[1], 0)
+
+    def test_reset(self) -> None:
+        """
+        A reset by the peer (it closes with data unread) is a lost
+        connection, as with Twisted.
+        """
+
+        def reset(peer: socket.socket) -> None:
+            peer.close()
+
+        plain = self.scenario(False, reset)
+        lean = self.scenario(True, reset)
+        self.assertEqual(lean[0], plain[0])
+        self.assertEqual(plain[0][-1], ConnectionLost)
+
+    def test_handlerError(self) -> None:
+        """
+        An error escaping the protocol is logged and ends the connection
+        with that error, as with Twisted.
+        """
+        plain = self.scenario(False, lambda peer: None, fail=True)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        lean = self.scenario(True, lambda peer: None, fail=True)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(lean[0], plain[0])
+        self.assertEqual(plain[0], [b"hello", ZeroDivisionError])
+        self.assertEqual(lean[1], 0)
+
+    def test_otherSelectablesViaTwisted(self) -> None:
+        """
+        A connection with its own C{doRead} goes through C{_doReadOrWrite}.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        leanDispatch(reactor)
+        seen: list[int] = []
+        reactor._doReadOrWrite = lambda s, fd, event: seen.append(event)  # type: ignore[method-assign]
+
+        class _Own(_Connection):
+            def doRead(self) -> None:
+                pass
+
+        mine, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        self.addCleanup(mine.close)
+        _Own(mine, _Events(), reactor).startReading()
+        peer.send(b"x")
+        reactor.doIteration(1)
+        self.assertEqual(seen, [select.EPOLLIN])
+
+
+class _FdOnly:
+    """
+    A selectable that is only a file descriptor.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "fd"
+
+
+class AfterEventsTests(SynchronousTestCase):
+    def test_hooksAfterEvents(self) -> None:
+        """
+        Hooks added while events are handled run once all the events of
+        the poll are, including hooks added by hooks; a failing hook is
+        logged and the others still run.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        leanDispatch(reactor)
+        poll: Any = reactor.doIteration
+        order: list[str] = []
+
+        def later() -> None:
+            order.append("later")
+
+        def first() -> None:
+            order.append("first")
+            poll.after.append(later)
+            raise RuntimeError("hook failed")
+
+        def dispatch(selectable: Any, fd: int, event: int) -> None:
+            self.assertTrue(poll.dispatching)
+            order.append("event")
+            if len(order) == 1:
+                poll.after.append(first)
+
+        reactor._doReadOrWrite = dispatch  # type: ignore[method-assign]
+        pairs = [socket.socketpair() for _ in range(2)]
+        for a, b in pairs:
+            self.addCleanup(a.close)
+            self.addCleanup(b.close)
+            b.send(b"x")
+            reactor.addReader(_FdOnly(a))
+        reactor.doIteration(1)
+        self.assertEqual(order, ["event", "event", "first", "later"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertFalse(poll.dispatching)
+        self.assertEqual(poll.after, [])
+
+    def test_turnWritesFromThePoll(self) -> None:
+        """
+        On a lean reactor, writes made while events are handled are sent by
+        a hook of the poll (no delayed call); other writes by a delayed
+        call, as on any other clock.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        leanDispatch(reactor)
+        poll: Any = reactor.doIteration
+        turn = TurnWrites(reactor)
+        sent: list[str] = []
+
+        class _Gathering:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def sendGathered(self) -> None:
+                sent.append(self.name)
+
+        a, b = _Gathering("a"), _Gathering("b")
+        poll.dispatching = True
+        turn.add(a)  # type: ignore[arg-type]
+        turn.add(b)  # type: ignore[arg-type]
+        self.assertEqual(len(poll.after), 1)
+        self.assertIsNone(turn.call)
+        poll.dispatching = False
+        poll.after.pop()()
+        self.assertEqual(sent, ["a", "b"])
+        turn.add(a)  # type: ignore[arg-type]
+        self.assertIsNotNone(turn.call)
+        self.assertEqual(poll.after, [])
+        self.addCleanup(turn.stop)
+        reactor.runUntilCurrent()
+        self.assertEqual(sent, ["a", "b", "a"])
+
+
+class EagerSendTests(SynchronousTestCase):
+    """
+    Gathered writes of a TLS transport over an eager TCP connection are
+    sent straight from OpenSSL's buffer to the socket; what the socket does
+    not take is buffered by the connection.
+    """
+
+    def pair(self, sendBuffer: int | None = None) -> Any:
+        from suite.specter.tunnel.twistedio import eagerWrites
+
+        reactor = MemoryReactorClock()
+        app: Any = Factory.forProtocol(_Echo)
+        factory: Any = TLSMemoryBIOFactory(_OPTIONS, False, app, reactor)
+        factory.protocol = LeanTLSTransport
+        factory.turnWrites = TurnWrites(reactor)
+        mine, peer = socket.socketpair()
+        self.addCleanup(mine.close)
+        self.addCleanup(peer.close)
+        mine.setblocking(False)
+        peer.setblocking(False)
+        tls = factory.buildProtocol(None)
+        connection = _Connection(mine, tls, reactor)
+        eagerWrites(tls)
+        client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        client.set_connect_state()
+
+        def carry() -> list[bytes]:
+            got = []
+            for _ in range(6):
+                try:
+                    client.do_handshake()
+                except SSL.WantReadError:
+                    pass
+                try:
+                    while True:
+                        tls.dataReceived(client.bio_read(65536))
+                except SSL.WantReadError:
+                    pass
+                reactor.advance(0)
+                try:
+                    while True:
+                        client.bio_write(peer.recv(65536))
+                except BlockingIOError:
+                    pass
+                try:
+                    while True:
+                        got.append(client.recv(65536))
+                except SSL.WantReadError:
+                    pass
+            return got
+
+        carry()
+        if sendBuffer is not None:
+            mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sendBuffer)
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sendBuffer)
+        return tls, connection, client, carry, reactor
+
+    def test_straightToTheSocket(self) -> None:
+        """
+        A gathered answer leaves by the socket at once, nothing buffered.
+        """
+        tls, connection, client, carry, reactor = self.pair()
+        tls.write(b"one ")
+        tls.write(b"two")
+        reactor.advance(0)
+        self.assertEqual(connection.dataBuffer, b"")
+        self.assertEqual(connection._tempDataBuffer, [])
+        self.assertEqual(b"".join(carry()), b"one two")
+
+    def test_partialSendBuffered(self) -> None:
+        """
+        What the kernel does not take is left to the connection's buffer
+        (which asks the reactor for writability) and arrives in order.
+        """
+        tls, connection, client, carry, reactor = self.pair(sendBuffer=4096)
+        payload = bytes(range(256)) * 400
+        tls.write(payload)
+        reactor.advance(0)
+        self.assertTrue(connection._tempDataBuffer or connection.dataBuffer)
+        self.assertIn(connection, reactor.getWriters())
+        got = []
+        for _ in range(200):
+            connection.doWrite()
+            got.extend(carry())
+            if b"".join(got) == payload:
+                break
+        self.assertEqual(b"".join(got), payload)
