@@ -107,10 +107,29 @@ def versionText(prog: str | None = None) -> str:
     return f"{name} (twisted-suite) {suiteVersion()}\nTwisted {twisted.__version__}\n"
 
 
-def _printVersion(options: usage.Options) -> None:
-    sys.stdout.write(versionText())
-    sys.stdout.flush()
+def _printAndExit(text: str) -> None:
+    """
+    Write C{text} to stdout and exit 0.  A reader that went away (C{--help
+    | head}) ends the output quietly instead of with a traceback.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's last flush of the
+        # buffered rest does not fail again on the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     raise SystemExit(0)
+
+
+def _printVersion(options: usage.Options) -> None:
+    _printAndExit(versionText())
+
+
+def _printHelp(options: usage.Options) -> None:
+    _printAndExit(str(options) + "\n")
 
 
 class _SuiteSubOptions(usage.Options):
@@ -125,6 +144,12 @@ class _SuiteSubOptions(usage.Options):
         Print the suite's and Twisted's versions and exit.
         """
         _printVersion(self)
+
+    def opt_help(self) -> None:
+        """
+        Display this help and exit.
+        """
+        _printHelp(self)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         args = list(sys.argv[1:] if options is None else options)
@@ -148,6 +173,7 @@ def _suiteSubclass(cls: type) -> type:
                 "__module__": cls.__module__,
                 "__qualname__": cls.__qualname__,
                 "opt_version": _SuiteSubOptions.opt_version,
+                "opt_help": _SuiteSubOptions.opt_help,
             },
         )
         _WRAPPED[cls] = wrapped
@@ -328,6 +354,12 @@ class DaemonOptions(usage.Options):
         Print the suite's and Twisted's versions and exit.
         """
         _printVersion(self)
+
+    def opt_help(self) -> None:
+        """
+        Display this help and exit.
+        """
+        _printHelp(self)
 
     def getSynopsis(self) -> str:
         """

@@ -153,8 +153,15 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
         if not stopping.called:
             reactor.callFromThread(stopping.callback, None)
 
-    signal.signal(signal.SIGINT, onSignal)
-    signal.signal(signal.SIGTERM, onSignal)
+    def installHandlers() -> None:
+        signal.signal(signal.SIGINT, onSignal)
+        signal.signal(signal.SIGTERM, onSignal)
+
+    # The reactor installs its own SIGTERM handler (stop the reactor, leaving
+    # the daemons running) once it runs; ours must replace it, so it goes in
+    # both now and again after start-up.
+    installHandlers()
+    reactor.callWhenRunning(installHandlers)
     try:
         failed = await _waitReady(reactor, running, stopping)
     finally:
