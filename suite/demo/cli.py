@@ -196,12 +196,12 @@ def _reportExit(code: int, name: str) -> int:
     return code
 
 
-def _signalAll(running: list[Running], signal: str) -> None:
-    """Send C{signal} to each daemon still running."""
+def _signalAll(running: list[Running], signalName: str) -> None:
+    """Send C{signalName} (C{"TERM"}, C{"KILL"}) to each daemon still running."""
     for r in running:
         if not r.ended.called:
             try:
-                r.transport.signalProcess(signal)
+                r.transport.signalProcess(signalName)
             except ProcessExitedAlready:
                 pass  # it ended meanwhile
 
