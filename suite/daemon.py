@@ -33,6 +33,8 @@ from suite.startup import (
 __all__ = [
     "ConfigError",
     "DaemonOptions",
+    "EnvTable",
+    "envParameters",
     "notImplementedYet",
     "exitOnConfigError",
     "attachCommon",
@@ -54,6 +56,10 @@ log = Logger(namespace="suite.daemon")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _O = TypeVar("_O", bound=usage.Options)
+
+#: A daemon's environment table: option name -> (variable, default or
+#: C{None}, help text).  See L{envParameters} and L{DaemonOptions.envDefaults}.
+EnvTable = Mapping[str, tuple[str, str | None, str]]
 
 
 class ConfigError(usage.UsageError):
@@ -301,6 +307,17 @@ def _normaliseArgs(options: usage.Options, args: list[str]) -> list[str]:
     return out + moved + [command, *kept]
 
 
+def envParameters(table: EnvTable) -> list[list[Any]]:
+    """
+    C{optParameters} rows for the options of C{table}, each help text naming
+    its variable and default.
+    """
+    return [
+        [flag, None, None, f"{text} [env {env}{', default ' + default if default else ''}]"]
+        for flag, (env, default, text) in table.items()
+    ]
+
+
 class DaemonOptions(usage.Options):
     """
     Options every daemon accepts: C{--verbose} and the opt-in manhole.
@@ -392,6 +409,16 @@ class DaemonOptions(usage.Options):
             if value not in (None, ""):
                 self[key] = value
                 return
+
+    def envDefaults(self, table: EnvTable) -> None:
+        """
+        Fill each option of C{table} not given on the command line from its
+        variable (L{envFallback}), else from its default.
+        """
+        for flag, (env, default, _) in table.items():
+            self.envFallback(flag, env)
+            if self[flag] in (None, "") and default is not None:
+                self[flag] = default
 
     def postOptions(self) -> None:
         manhole = self.get("manhole")

@@ -181,13 +181,8 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
     first: Any = await defer.DeferredList([stopping, allEnded], fireOnOneCallback=True, consumeErrors=True)
     del first
     print("stopping ...")
-    for r in running:
-        if not r.ended.called:
-            try:
-                r.transport.signalProcess("TERM")
-            except ProcessExitedAlready:
-                pass  # it ended meanwhile
-    deadline = reactor.callLater(20, _killAll, running)
+    _signalAll(running, "TERM")
+    deadline = reactor.callLater(20, _signalAll, running, "KILL")
     await allEnded
     if deadline.active():
         deadline.cancel()
@@ -201,11 +196,12 @@ def _reportExit(code: int, name: str) -> int:
     return code
 
 
-def _killAll(running: list[Running]) -> None:
+def _signalAll(running: list[Running], signalName: str) -> None:
+    """Send C{signalName} (C{"TERM"}, C{"KILL"}) to each daemon still running."""
     for r in running:
         if not r.ended.called:
             try:
-                r.transport.signalProcess("KILL")
+                r.transport.signalProcess(signalName)
             except ProcessExitedAlready:
                 pass  # it ended meanwhile
 
