@@ -56,10 +56,17 @@ EPOLL_READ = ("5ffee55b79492b00", "9d6de0e555ea44fe", "20ac74ffecd6b7f2", "7ed14
 
 #: _GenericHTTPChannelProtocol.dataReceived, whose switch to HTTP/2
 #: LimitedHTTPChannelProtocol repeats with its own connection class, and
-#: H2Connection.dataReceived, _sendPrioritisedData and _terminate, which
+#: H2Connection.dataReceived, _sendPrioritisedData, _terminate,
+#: remainingOutboundWindow and _handleWindowUpdate, which
 #: LimitedH2Connection wraps (suite/web/http2.py).
 H2_SWITCH = "78cfa9e577361848"
-H2_CONNECTION = ("750829ca7cb270cd", "962d5b59c8d38671", "bd1de5e20b977e09")
+H2_CONNECTION = (
+    "750829ca7cb270cd",
+    "962d5b59c8d38671",
+    "bd1de5e20b977e09",
+    "1dc7640eb46fbc97",
+    "167aa98e3c8ef72d",
+)
 
 
 def _fingerprint(f: Any) -> str:
@@ -306,7 +313,13 @@ class PrivateAPITests(SynchronousTestCase):
         self.assertEqual(
             tuple(
                 _fingerprint(getattr(H2Connection, n))
-                for n in ("dataReceived", "_sendPrioritisedData", "_terminate")
+                for n in (
+                    "dataReceived",
+                    "_sendPrioritisedData",
+                    "_terminate",
+                    "remainingOutboundWindow",
+                    "_handleWindowUpdate",
+                )
             ),
             H2_CONNECTION,
             "H2Connection changed: review LimitedH2Connection in suite/web/http2.py, then update H2_CONNECTION",

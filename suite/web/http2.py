@@ -31,7 +31,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web._http2 import H2Connection
+from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 
 __all__ = ["LimitedH2Connection", "LimitedHTTPChannelProtocol", "HeaderBlockScanner"]
 
@@ -199,6 +199,29 @@ class LimitedH2Connection(H2Connection):
         if stream is not None:
             stream.connectionLost(Failure(ConnectionLost(f"stream {streamID} was reset")))
             self._requestDone(streamID)
+
+    def remainingOutboundWindow(self, streamID: int) -> int:
+        # The sending loop asks after every turn: a stream with data queued
+        # and no window left waits for the client's WINDOW_UPDATE (which
+        # unblocks it) instead of being picked again and again, a busy loop
+        # for as long as the client keeps its window shut.
+        remaining = int(super().remainingOutboundWindow(streamID))
+        queue = self._outboundStreamQueues.get(streamID)
+        if (
+            queue
+            and queue[0] is not _END_STREAM_SENTINEL
+            and self.conn.local_flow_control_window(streamID) <= 0
+        ):
+            self.priority.block(streamID)
+        return remaining
+
+    def _handleWindowUpdate(self, event: Any) -> None:
+        # The stream unblocked above may be the only one: wake the sending
+        # loop waiting for one.
+        super()._handleWindowUpdate(event)
+        if self._sendingDeferred is not None:
+            waiting, self._sendingDeferred = self._sendingDeferred, None
+            waiting.callback(event.stream_id)
 
     def writeDataToStream(self, streamID: int, data: bytes) -> None:
         if _isClosed(self.conn):

@@ -20,6 +20,7 @@ from hyperframe.frame import (
     HeadersFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -340,6 +341,32 @@ class AnswerTests(SynchronousTestCase):
         client.run()
         self.assertEqual(client.failures(), [])
         self.assertEqual(client.protocol._channel.streams, {})
+
+    def test_zeroWindowNoBusyLoop(self) -> None:
+        """
+        A client keeping its flow-control window at zero: the answer waits
+        for its WINDOW_UPDATE without the sending loop running meanwhile
+        (it used to reschedule itself on every reactor turn), then goes out.
+        """
+        client = H2Client(self)
+        settings = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+        client.send(settings.serialize() + headerFrames(client.block([]), 1))
+        turns = 0
+        while turns < 100:
+            due = [c for c in client.clock.getDelayedCalls() if c.getTime() <= client.clock.seconds()]
+            if not due:
+                break
+            call: Any = due[0]
+            client.clock.calls.remove(call)
+            call.func(*call.args, **call.kw)
+            turns += 1
+        self.assertLess(turns, 100)
+        client.run()
+        self.assertEqual(client.responses()[1], (b"200", b""))
+        client.send(WindowUpdateFrame(1, window_increment=100).serialize())
+        client.run()
+        self.assertEqual(client.responses()[1], (b"200", b"ok"))
+        self.assertEqual(client.failures(), [])
 
 
 class ScannerTests(SynchronousTestCase):
