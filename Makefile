@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_PACKAGES := wrk nginx etcd-server nghttp2-client dnsperf knot
-DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx bind9 caddy docker-compose
+DEBIAN_PACKAGES := slapd ldap-utils bind9-dnsutils curl openssl pebble chromium chromium-driver nghttp2-client serf docker.io busybox-static nginx bind9 caddy docker-compose prometheus
 TEST_WORKERS ?= 2
 
 .PHONY: run test setup system-deps bench-deps diagrams lint typecheck unit clean spec-sync-write dev-validate install uninstall \

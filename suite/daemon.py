@@ -33,6 +33,8 @@ from suite.startup import (
 __all__ = [
     "ConfigError",
     "DaemonOptions",
+    "EnvTable",
+    "envParameters",
     "notImplementedYet",
     "exitOnConfigError",
     "attachCommon",
@@ -54,6 +56,10 @@ log = Logger(namespace="suite.daemon")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _O = TypeVar("_O", bound=usage.Options)
+
+#: A daemon's environment table: option name -> (variable, default or
+#: C{None}, help text).  See L{envParameters} and L{DaemonOptions.envDefaults}.
+EnvTable = Mapping[str, tuple[str, str | None, str]]
 
 
 class ConfigError(usage.UsageError):
@@ -101,10 +107,29 @@ def versionText(prog: str | None = None) -> str:
     return f"{name} (twisted-suite) {suiteVersion()}\nTwisted {twisted.__version__}\n"
 
 
-def _printVersion(options: usage.Options) -> None:
-    sys.stdout.write(versionText())
-    sys.stdout.flush()
+def _printAndExit(text: str) -> None:
+    """
+    Write C{text} to stdout and exit 0.  A reader that went away (C{--help
+    | head}) ends the output quietly instead of with a traceback.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's last flush of the
+        # buffered rest does not fail again on the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     raise SystemExit(0)
+
+
+def _printVersion(options: usage.Options) -> None:
+    _printAndExit(versionText())
+
+
+def _printHelp(options: usage.Options) -> None:
+    _printAndExit(str(options) + "\n")
 
 
 class _SuiteSubOptions(usage.Options):
@@ -119,6 +144,12 @@ class _SuiteSubOptions(usage.Options):
         Print the suite's and Twisted's versions and exit.
         """
         _printVersion(self)
+
+    def opt_help(self) -> None:
+        """
+        Display this help and exit.
+        """
+        _printHelp(self)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         args = list(sys.argv[1:] if options is None else options)
@@ -142,6 +173,7 @@ def _suiteSubclass(cls: type) -> type:
                 "__module__": cls.__module__,
                 "__qualname__": cls.__qualname__,
                 "opt_version": _SuiteSubOptions.opt_version,
+                "opt_help": _SuiteSubOptions.opt_help,
             },
         )
         _WRAPPED[cls] = wrapped
@@ -275,6 +307,17 @@ def _normaliseArgs(options: usage.Options, args: list[str]) -> list[str]:
     return out + moved + [command, *kept]
 
 
+def envParameters(table: EnvTable) -> list[list[Any]]:
+    """
+    C{optParameters} rows for the options of C{table}, each help text naming
+    its variable and default.
+    """
+    return [
+        [flag, None, None, f"{text} [env {env}{', default ' + default if default else ''}]"]
+        for flag, (env, default, text) in table.items()
+    ]
+
+
 class DaemonOptions(usage.Options):
     """
     Options every daemon accepts: C{--verbose} and the opt-in manhole.
@@ -311,6 +354,12 @@ class DaemonOptions(usage.Options):
         Print the suite's and Twisted's versions and exit.
         """
         _printVersion(self)
+
+    def opt_help(self) -> None:
+        """
+        Display this help and exit.
+        """
+        _printHelp(self)
 
     def getSynopsis(self) -> str:
         """
@@ -360,6 +409,16 @@ class DaemonOptions(usage.Options):
             if value not in (None, ""):
                 self[key] = value
                 return
+
+    def envDefaults(self, table: EnvTable) -> None:
+        """
+        Fill each option of C{table} not given on the command line from its
+        variable (L{envFallback}), else from its default.
+        """
+        for flag, (env, default, _) in table.items():
+            self.envFallback(flag, env)
+            if self[flag] in (None, "") and default is not None:
+                self[flag] = default
 
     def postOptions(self) -> None:
         manhole = self.get("manhole")

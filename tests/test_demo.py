@@ -5,6 +5,7 @@ loopback and stops them all cleanly on Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
@@ -18,7 +19,7 @@ from suite.demo.plan import plan
 from tests.support.metriclint import GUIDE_NAMES, MILLISECOND_DAEMONS, lintExposition, promtool
 from tests.support.process import DaemonProcess
 
-PORTS = (4001, 7440, 7946, 8080, 8081, 8088, 8443, 8787, 9090, 9990, 11180, 26010, 26020, 26021)
+PORTS = (4001, 7440, 7946, 8080, 8081, 8088, 8300, 8443, 8787, 9090, 9990, 11180, 26010, 26020, 26021)
 
 
 def _free(port: int) -> bool:
@@ -47,6 +48,18 @@ class DemoTests(TestCase):
         self.assertEqual(names, {"specter", "spacecomms", "clustor-cp", "ceptra", "constellation", "goop2"})
         for d in daemons:
             self.assertTrue(d.urls, d.name)
+
+    def test_portBaseMovesEveryPort(self) -> None:
+        """
+        C{--port-base} moves every port a daemon of the demo is given (the
+        ports the end-to-end test checks are free are all of them).
+        """
+        ports: set[int] = set()
+        for d in plan(self.mktemp(), 1):
+            for arg in [*d.argv, *d.env.values()]:
+                ports.update(int(p) for p in re.findall(r"(?:^|[:=])(\d{4,5})(?:$|:)", arg))
+        self.assertEqual(sorted(p - 1 for p in ports if p - 1 in PORTS), sorted(p - 1 for p in ports))
+        self.assertEqual({p - 1 for p in ports} | {4001, 8080, 8088, 8443, 8787, 9090}, set(PORTS))
 
     async def test_demoComesUpAndStops(self) -> None:
         """
@@ -122,6 +135,87 @@ class DemoTests(TestCase):
             self.assertEqual(promtool(text, _guideAndMilliseconds(text, name)) or [], [], daemon)
         self.assertEqual(len(versions), 1, versions)
         self.assertIn("version=0.0.4", versions.pop())
+
+
+# A stand-in daemon: tells the demo it listens (READY=1 on NOTIFY_SOCKET, as
+# the real ones do), records its pid, then waits for a signal.
+_FAKE_DAEMON = """
+import os, signal, socket, sys
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.getpid()))
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+signal.pause()
+"""
+
+# The demo with its plan replaced by two stand-in daemons.
+_FAKE_DEMO = """
+import os, sys
+import suite.demo.cli as cli
+from suite.demo.plan import DemoDaemon
+
+def plan(base, portBase=0):
+    return [
+        DemoDaemon(name, [sys.executable, "-c", sys.argv[1], os.path.join(base, name + ".pid")],
+                   urls=[("url", "http://127.0.0.1:1/")])
+        for name in ("one", "two")
+    ]
+
+cli.plan = plan
+cli.main(sys.argv[2:])
+"""
+
+
+class DemoSignalTests(TestCase):
+    """
+    Ctrl-C (SIGINT) and SIGTERM sent to the demo alone both stop every
+    daemon it started, and the demo exits 0.
+    """
+
+    timeout = 60
+
+    async def stopWith(self, sig: int) -> None:
+        state = os.path.abspath(self.mktemp())
+        proc = DaemonProcess(
+            self,
+            [sys.executable, "-c", _FAKE_DEMO, _FAKE_DAEMON, "--dir", state],
+            name="demo",
+            stopTimeout=30,
+        ).start()
+        await proc.waitForLog("Ctrl-C stops everything", timeout=30)
+        pids = []
+        for name in ("one", "two"):
+            with open(os.path.join(state, name + ".pid")) as f:
+                pids.append(int(f.read()))
+        self.addCleanup(_killAlive, pids)
+        code = await proc.stop(sig, timeout=30)
+        self.assertEqual(code, 0, proc.output())
+        self.assertIn("all daemons stopped", proc.output())
+        for pid in pids:
+            self.assertFalse(_alive(pid), f"daemon {pid} still runs after the demo exited")
+
+    async def test_sigint(self) -> None:
+        await self.stopWith(signal.SIGINT)
+
+    async def test_sigterm(self) -> None:
+        await self.stopWith(signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _killAlive(pids: list[int]) -> None:
+    """
+    Stop the stand-in daemons a failing demo left behind.
+    """
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _guideAndMilliseconds(text: str, daemon: str) -> set[str]:

@@ -6,6 +6,7 @@ dashed aliases and global options after the subcommand.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -143,6 +144,27 @@ class VersionTests(SynchronousTestCase):
         r = _run(f"{BIN}/twistd", "goop", "--version")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertVersion(r.stdout, "twistd goop")
+
+    def test_helpIntoClosedPipe(self) -> None:
+        """
+        C{--help} (and C{--version}) into a pipe whose reader went away, as
+        with C{| head -1}: exit code 0 and no traceback, for every plugin, a
+        plugin's subcommand and a console script's subcommand.
+        """
+        commands = [[f"{BIN}/twistd", plugin, "--help"] for plugin in PLUGINS]
+        commands += [
+            [f"{BIN}/twistd", "specter", "server", "--help"],
+            [f"{BIN}/specter", "kv", "--help"],
+            [f"{BIN}/goop2", "--version"],
+        ]
+        for argv in commands:
+            read, write = os.pipe()
+            os.close(read)
+            try:
+                r = subprocess.run(argv, stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+            finally:
+                os.close(write)
+            self.assertEqual((r.returncode, r.stderr), (0, ""), " ".join(argv[1:]))
 
 
 class UsageTests(SynchronousTestCase):

@@ -54,6 +54,20 @@ EPOLL_LOOP = ("09b62ae68ef01b4b", "769125a86d0cd7e9")
 #: itself (suite/specter/tunnel/twistedio.py).
 EPOLL_READ = ("5ffee55b79492b00", "9d6de0e555ea44fe", "20ac74ffecd6b7f2", "7ed147aeca0c7f8a")
 
+#: _GenericHTTPChannelProtocol.dataReceived, whose switch to HTTP/2
+#: LimitedHTTPChannelProtocol repeats with its own connection class, and
+#: H2Connection.dataReceived, _sendPrioritisedData, _terminate,
+#: remainingOutboundWindow and _handleWindowUpdate, which
+#: LimitedH2Connection wraps (suite/web/http2.py).
+H2_SWITCH = "78cfa9e577361848"
+H2_CONNECTION = (
+    "750829ca7cb270cd",
+    "962d5b59c8d38671",
+    "bd1de5e20b977e09",
+    "1dc7640eb46fbc97",
+    "167aa98e3c8ef72d",
+)
+
 
 def _fingerprint(f: Any) -> str:
     return hashlib.sha256(inspect.getsource(f).encode()).hexdigest()[:16]
@@ -281,6 +295,35 @@ class PrivateAPITests(SynchronousTestCase):
         self.assertIsInstance(wrapper, HAProxyProtocolWrapper)
         for name in ("_proxyInfo", "_parser", "wrappedProtocol"):
             self.assertTrue(hasattr(wrapper, name), f"HAProxyProtocolWrapper.{name} is gone")
+
+    def test_h2Connection(self) -> None:
+        """
+        suite/web/http2.py repeats Twisted's switch to HTTP/2 and wraps
+        H2Connection's receive and send loops.
+        """
+        from twisted.web import http
+        from twisted.web._http2 import H2Connection
+
+        self.assertEqual(
+            _fingerprint(http._GenericHTTPChannelProtocol.dataReceived),
+            H2_SWITCH,
+            "_GenericHTTPChannelProtocol.dataReceived changed: review LimitedHTTPChannelProtocol in "
+            "suite/web/http2.py, then update H2_SWITCH",
+        )
+        self.assertEqual(
+            tuple(
+                _fingerprint(getattr(H2Connection, n))
+                for n in (
+                    "dataReceived",
+                    "_sendPrioritisedData",
+                    "_terminate",
+                    "remainingOutboundWindow",
+                    "_handleWindowUpdate",
+                )
+            ),
+            H2_CONNECTION,
+            "H2Connection changed: review LimitedH2Connection in suite/web/http2.py, then update H2_CONNECTION",
+        )
 
     def test_upperBound(self) -> None:
         """

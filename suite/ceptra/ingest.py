@@ -31,7 +31,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import treq
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -46,6 +45,7 @@ from suite.ceptra.routing import Routing
 from suite.raft.multi import DialPolicy
 from suite.raft.settings import NotLeader
 from suite.serial import SerialJob
+from suite.web.client import collectBody
 from suite.web.errors import JSONMethodsMixin, jsonError, jsonResponse
 from suite.web.sse import SSEHub
 
@@ -160,24 +160,6 @@ def validateEvents(body: bytes, contentType: str = "application/json") -> list[d
 
 
 MAX_ANSWER_BYTES = 1024 * 1024
-
-
-async def _collect(response: Any, limit: int) -> bytes:
-    """
-    A forwarded request's answer body, refused past C{limit} bytes.
-    """
-    chunks: list[bytes] = []
-    size = 0
-
-    def collector(data: bytes) -> None:
-        nonlocal size
-        size += len(data)
-        if size > limit:
-            raise ValueError(f"answer larger than {limit} bytes")
-        chunks.append(data)
-
-    await treq.collect(response, collector)
-    return b"".join(chunks)
 
 
 class ClientAPI:
@@ -317,7 +299,7 @@ class ClientAPI:
         )
         d.addTimeout(self.retry.timeout, self.reactor)
         response = await d
-        raw = await _collect(response, MAX_ANSWER_BYTES)
+        raw = await collectBody(response, MAX_ANSWER_BYTES)
         try:
             answer = json.loads(raw)
         except (ValueError, RecursionError):

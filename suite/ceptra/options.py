@@ -13,14 +13,14 @@ from urllib.parse import urlsplit
 
 from twisted.python import usage
 
-from suite.daemon import ConfigError, DaemonOptions
+from suite.daemon import ConfigError, DaemonOptions, EnvTable, envParameters
 from suite.netutil import isIPAddress
 from suite.web.listen import hostPortEndpoint, parseHostPort
 
 __all__ = ["Options", "ENV"]
 
 #: flag -> (environment variable, default or None, help)
-ENV: dict[str, tuple[str, str | None, str]] = {
+ENV: EnvTable = {
     "control-plane-url": (
         "CEPTRA_CONTROL_PLANE_URL",
         None,
@@ -204,10 +204,7 @@ class Options(DaemonOptions):
         "feeds and serves /healthz, /readyz and /metrics on CEPTRA_ADMIN_BIND. "
         "Every flag falls back to the environment variable shown."
     )
-    optParameters: list[list[Any]] = [
-        [flag, None, None, f"{text} [env {env}{', default ' + default if default else ''}]"]
-        for flag, (env, default, text) in ENV.items()
-    ] + DaemonOptions.optParameters
+    optParameters: list[list[Any]] = envParameters(ENV) + DaemonOptions.optParameters
 
     compData = usage.Completions(
         optActions={
@@ -223,10 +220,7 @@ class Options(DaemonOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        for flag, (env, default, _) in ENV.items():
-            self.envFallback(flag, env)
-            if self[flag] in (None, "") and default is not None:
-                self[flag] = default
+        self.envDefaults(ENV)
         for flag in (
             "control-plane-url",
             "tls-identity-cert",

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import treq
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -37,6 +36,7 @@ from zope.interface import implementer
 from suite.clustor.freshness import FeedFreshness, FreshnessCore, FreshnessMachine
 from suite.clustor.interfaces import IFeedClient
 from suite.serial import SerialJob
+from suite.web.client import BodyTooLarge, collectBody
 
 __all__ = [
     "DEFAULT_STALE_MS",
@@ -75,17 +75,11 @@ class _FeedState:
 
 
 def _collectLimited(response: Any, limit: int) -> Deferred[bytes]:
-    chunks: list[bytes] = []
-    total = [0]
+    def tooLarge(failure: Failure) -> bytes:
+        failure.trap(BodyTooLarge)
+        raise FeedError(f"response larger than {limit} bytes")
 
-    def collector(data: bytes) -> None:
-        total[0] += len(data)
-        if total[0] > limit:
-            raise FeedError(f"response larger than {limit} bytes")
-        chunks.append(data)
-
-    d: Deferred[None] = treq.collect(response, collector)
-    return d.addCallback(lambda _: b"".join(chunks))
+    return collectBody(response, limit).addErrback(tooLarge)
 
 
 def describeFailure(failure: Failure, timeoutMs: int) -> str:

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from suite.constellation.dns import FENCE_LABEL, Fenced, addressType
 from suite.constellation.interfaces import IDNSProvider
 from suite.logging import Secret
+from suite.web.client import BodyTooLarge, collectBody
 
 __all__ = ["CloudflareProvider", "CloudflareError", "DEFAULT_API"]
 
@@ -33,10 +34,6 @@ log = Logger(namespace="constellation.dns")
 
 DEFAULT_API = "https://api.cloudflare.com/client/v4"
 _MAX_BODY = 4 * 1024 * 1024
-
-
-class _TooLarge(Exception):
-    pass
 
 
 TTL = 60
@@ -85,25 +82,14 @@ class CloudflareProvider:
 
         async def fetch() -> tuple[Any, bytes]:
             response = await treq.request(method, url, headers=headers, data=data, persistent=False)
-            chunks: list[bytes] = []
-            size = 0
-
-            def collect(chunk: bytes) -> None:
-                nonlocal size
-                size += len(chunk)
-                if size > _MAX_BODY:
-                    raise _TooLarge()
-                chunks.append(chunk)
-
-            await treq.collect(response, collect)
-            return response, b"".join(chunks)
+            return response, await collectBody(response, _MAX_BODY)
 
         # The timeout and the size limit cover the whole answer, body included.
         fetching = Deferred.fromCoroutine(fetch())
         fetching.addTimeout(self.timeout, self.reactor)
         try:
             response, raw = await fetching
-        except _TooLarge:
+        except BodyTooLarge:
             raise CloudflareError(
                 f"{method} dns_records{path}: answer larger than {_MAX_BODY} bytes"
             ) from None

@@ -725,7 +725,8 @@ class LeaseKeeper:
         self.me: str = raft.id
         self.changed: list[Callable[[], None]] = []
         self.holds: dict[str, HoldInputs] = {
-            name: newLeaseHold(HoldCore(name, clock, lambda: self.now(), self._notify)) for name in LEASES
+            name: newLeaseHold(HoldCore(name, clock, lambda: self.now(), self._notifyAfterHold))
+            for name in LEASES
         }
         self.core = KeeperCore(
             raft, machine, clock, lambda: self.now(), self.settings, candidates, self.holds, self._notify
@@ -788,3 +789,10 @@ class LeaseKeeper:
     def _notify(self) -> None:
         for callback in list(self.changed):
             callback()
+
+    def _notifyAfterHold(self) -> None:
+        # A hold machine notifies from inside its transition, and the
+        # callbacks ask L{acting}, which gives that machine an input (token,
+        # until) it cannot answer mid-transition: they run in the next
+        # reactor turn instead.
+        self.clock.callLater(0, self._notify)

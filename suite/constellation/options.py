@@ -16,14 +16,14 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python import usage
 
-from suite.daemon import ConfigError, DaemonOptions
+from suite.daemon import ConfigError, DaemonOptions, EnvTable, envParameters
 
 __all__ = ["Options", "ENV", "DEFAULT_HTTP_PROVIDER"]
 
 DEFAULT_HTTP_PROVIDER = "tcp:8081:interface=127.0.0.1"
 
 #: flag -> (environment variable, default, help); default None: unset.
-ENV: dict[str, tuple[str, str | None, str]] = {
+ENV: EnvTable = {
     "ts-hostname": (
         "TS_HOSTNAME",
         None,
@@ -237,10 +237,7 @@ class Options(DaemonOptions):
         ["dns-dry-run", None, "Log the DNS plan and the changes the writer would make; write nothing."],
     ] + DaemonOptions.optFlags
     optParameters: list[list[Any]] = (
-        [
-            [flag, None, None, f"{text} [env {env}{', default ' + default if default else ''}]"]
-            for flag, (env, default, text) in ENV.items()
-        ]
+        envParameters(ENV)
         + [
             ["bind-addr", None, "0.0.0.0", "Gossip bind address."],
             ["bind-port", None, "7946", "Gossip port (TCP and UDP)."],
@@ -265,10 +262,7 @@ class Options(DaemonOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        for flag, (env, default, _) in ENV.items():
-            self.envFallback(flag, env)
-            if self[flag] in (None, "") and default is not None:
-                self[flag] = default
+        self.envDefaults(ENV)
         if not self["ts-hostname"]:
             self["ts-hostname"] = socket.gethostname().split(".")[0]
         name = self["ts-hostname"]

@@ -15,14 +15,12 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 
+from suite.web.client import BodyTooLarge, collectBody
+
 __all__ = ["detectPublicIP", "MAX_ANSWER"]
 
 #: Largest answer read from a source.
 MAX_ANSWER = 256
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _ask(http: HTTPClient, reactor: Any, url: str, timeout: float) -> str:
@@ -32,17 +30,7 @@ async def _ask(http: HTTPClient, reactor: Any, url: str, timeout: float) -> str:
         )
         if response.code != 200:
             raise ValueError(f"HTTP {response.code}")
-        chunks: list[bytes] = []
-
-        def collect(data: bytes) -> None:
-            chunks.append(data)
-            if sum(map(len, chunks)) > MAX_ANSWER:
-                raise _TooLarge()
-
-        import treq
-
-        await treq.collect(response, collect)
-        text = b"".join(chunks).decode("ascii", "replace").strip()
+        text = (await collectBody(response, MAX_ANSWER)).decode("ascii", "replace").strip()
         try:
             return ipaddress.ip_address(text).compressed
         except ValueError:
@@ -67,7 +55,7 @@ async def detectPublicIP(
     for url in sources:
         try:
             return await _ask(http, reactor, url, timeout), errors
-        except _TooLarge:
+        except BodyTooLarge:
             errors.append(f"{url}: answer larger than {MAX_ANSWER} bytes")
         except (TimeoutError, CancelledError):
             errors.append(f"{url}: no answer within {timeout:g} s")

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from suite.constellation.interfaces import IContainerEngine
 from suite.serial import SerialJob
+from suite.web.client import BodyTooLarge, collectBody
 
 __all__ = ["WarpMonitor"]
 
@@ -26,10 +27,6 @@ log = Logger(namespace="constellation.warp")
 
 #: Most of the egress probe's answer that is read (the trace page is ~300 bytes).
 MAX_PROBE_BYTES = 64 * 1024
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class WarpMonitor(Service):
@@ -109,7 +106,7 @@ class WarpMonitor(Service):
                 status["egressStatus"] = code
                 if not 200 <= code < 300:
                     reasons.append(f"egress probe answered HTTP {code}")
-            except _TooLarge:
+            except BodyTooLarge:
                 status["egressStatus"] = None
                 reasons.append(f"egress probe answered more than {MAX_PROBE_BYTES} bytes")
             except (TimeoutError, CancelledError):
@@ -138,15 +135,7 @@ class WarpMonitor(Service):
         whole fetch is bounded by the caller's timeout); its status code.
         """
         response = await treq.get(url, persistent=False, reactor=self.reactor)
-        read = 0
-
-        def collect(data: bytes) -> None:
-            nonlocal read
-            read += len(data)
-            if read > MAX_PROBE_BYTES:
-                raise _TooLarge()
-
-        await treq.collect(response, collect)
+        await collectBody(response, MAX_PROBE_BYTES)
         return int(response.code)
 
     def status(self) -> dict[str, Any]:

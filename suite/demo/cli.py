@@ -153,8 +153,15 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
         if not stopping.called:
             reactor.callFromThread(stopping.callback, None)
 
-    signal.signal(signal.SIGINT, onSignal)
-    signal.signal(signal.SIGTERM, onSignal)
+    def installHandlers() -> None:
+        signal.signal(signal.SIGINT, onSignal)
+        signal.signal(signal.SIGTERM, onSignal)
+
+    # The reactor installs its own SIGTERM handler (stop the reactor, leaving
+    # the daemons running) once it runs; ours must replace it, so it goes in
+    # both now and again after start-up.
+    installHandlers()
+    reactor.callWhenRunning(installHandlers)
     try:
         failed = await _waitReady(reactor, running, stopping)
     finally:
@@ -174,13 +181,8 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
     first: Any = await defer.DeferredList([stopping, allEnded], fireOnOneCallback=True, consumeErrors=True)
     del first
     print("stopping ...")
-    for r in running:
-        if not r.ended.called:
-            try:
-                r.transport.signalProcess("TERM")
-            except ProcessExitedAlready:
-                pass  # it ended meanwhile
-    deadline = reactor.callLater(20, _killAll, running)
+    _signalAll(running, "TERM")
+    deadline = reactor.callLater(20, _signalAll, running, "KILL")
     await allEnded
     if deadline.active():
         deadline.cancel()
@@ -194,11 +196,12 @@ def _reportExit(code: int, name: str) -> int:
     return code
 
 
-def _killAll(running: list[Running]) -> None:
+def _signalAll(running: list[Running], signalName: str) -> None:
+    """Send C{signalName} (C{"TERM"}, C{"KILL"}) to each daemon still running."""
     for r in running:
         if not r.ended.called:
             try:
-                r.transport.signalProcess("KILL")
+                r.transport.signalProcess(signalName)
             except ProcessExitedAlready:
                 pass  # it ended meanwhile
 

@@ -3,8 +3,11 @@ What the demo starts: one L{DemoDaemon} per daemon, with its arguments,
 environment and the URLs printed for the operator, plus the files each needs
 (a private CA, configuration files) written under the demo directory.
 
-Everything binds to 127.0.0.1.  Ports are fixed so the printed URLs stay the
-same from one run to the next; C{--port-base} moves the whole set.
+Everything binds to 127.0.0.1, except Goop's P2P port (goop.json's
+C{p2p.listen_port} has no bind address: it listens on every interface, and
+its streams are authenticated and encrypted).  Ports are fixed so the printed
+URLs stay the same from one run to the next; C{--port-base} moves the whole
+set.
 """
 
 from __future__ import annotations
@@ -216,6 +219,8 @@ def plan(base: str, portBase: int = 0) -> list[DemoDaemon]:
                 "127.0.0.1",
                 "--bind-port",
                 str(port(7946)),
+                "--raft-port",
+                str(port(8300)),
             ],
             env={
                 "TS_HOSTNAME": "demo-node",

@@ -139,7 +139,13 @@ class Options(DaemonOptions):
     subCommands = [
         ["peer", None, PeerOptions, "Run a peer from the peer directory."],
         ["rendezvous", None, RendezvousOptions, "Run the rendezvous hub of the peer directory."],
-        ["manager", None, ManagerOptions, "Serve the local peer manager page (goop2 with no arguments)."],
+        [
+            "manager",
+            None,
+            ManagerOptions,
+            "Serve the local peer manager page: goop2 only (goop2 manager, or goop2 with no arguments), "
+            "not under twistd.",
+        ],
     ]
 
     def postOptions(self) -> None:

@@ -390,18 +390,23 @@ class GossipNode:
         try:
             messages = self.codec.unpackPacket(data, source)
         except MalformedPacket as e:
-            self._count("packetsDropped")
-            self.drops.drop(
-                "unauthenticated packet" if isinstance(e, BadMAC) else "malformed packet",
-                _fmt(source),
-                str(e),
-            )
+            self._dropMalformed("packetsDropped", "packet", source, e)
             return
         self._count("packetsReceived")
         # Updates first, so that an ack sent for a probe in this packet
         # already carries what the updates taught us (e.g. a refutation).
         for m in sorted(messages, key=lambda m: isinstance(m, Ping | IndirectPing | Ack | Nack)):
             self._handle(m)
+
+    def _dropMalformed(self, counter: str, what: str, source: tuple[str, int], e: MalformedPacket) -> None:
+        """
+        Count and log a C{what} (packet or stream) from C{source} that failed
+        to decode or authenticate.
+        """
+        self._count(counter)
+        self.drops.drop(
+            f"unauthenticated {what}" if isinstance(e, BadMAC) else f"malformed {what}", _fmt(source), str(e)
+        )
 
     def streamComplete(self, data: bytes) -> bool:
         try:
@@ -418,12 +423,7 @@ class GossipNode:
         try:
             message = self.codec.decodeStream(data, source)
         except MalformedPacket as e:
-            self._count("statesDropped")
-            self.drops.drop(
-                "unauthenticated stream" if isinstance(e, BadMAC) else "malformed stream",
-                _fmt(source),
-                str(e),
-            )
+            self._dropMalformed("statesDropped", "stream", source, e)
             return None
         if isinstance(message, Ping):
             # memberlist's fallback probe over TCP.

@@ -240,35 +240,39 @@ class LeaderState:
         elif isinstance(m, InstallSnapshotResponse):
             self.onSnapshotResponse(m)
 
-    def onAppendResponse(self, m: AppendEntriesResponse) -> None:
+    def _heardFrom(
+        self, m: AppendEntriesResponse | HeartbeatResponse | InstallSnapshotResponse
+    ) -> Progress | None:
+        """
+        The progress of the follower that answered C{m}, marked active; or
+        C{None} when C{m} is from no tracked follower or a stale incarnation.
+        """
         pr = self.progress.get(m.src)
+        if pr is None or not self.membership.heard(m.src, pr, m.incarnation):
+            return None
+        pr.active = True
+        return pr
+
+    def onAppendResponse(self, m: AppendEntriesResponse) -> None:
+        pr = self._heardFrom(m)
         if pr is None:
             return
-        if not self.membership.heard(m.src, pr, m.incarnation):
-            return
-        pr.active = True
         if m.success:
             pr.inputs.appendAccepted(m.matchIndex)
         else:
             pr.inputs.appendRejected(m)
 
     def onHeartbeatResponse(self, m: HeartbeatResponse) -> None:
-        pr = self.progress.get(m.src)
+        pr = self._heardFrom(m)
         if pr is None:
             return
-        if not self.membership.heard(m.src, pr, m.incarnation):
-            return
-        pr.active = True
         self.reads.acknowledged(m.src, m.context)
         pr.inputs.heartbeatAnswered()
 
     def onSnapshotResponse(self, m: InstallSnapshotResponse) -> None:
-        pr = self.progress.get(m.src)
+        pr = self._heardFrom(m)
         if pr is None:
             return
-        if not self.membership.heard(m.src, pr, m.incarnation):
-            return
-        pr.active = True
         if m.done:
             pr.inputs.snapshotInstalled(m.index)
         else:

@@ -10,6 +10,7 @@ HTTP pieces shared by every daemon.
   - C{sse}: L{SSEHub}, bounded server-sent events.
   - C{endpoint}: loopback-only checks for admin endpoint strings.
   - C{admin}: the admin resource tree and its listening service.
+  - C{client}: L{collectBody}, an HTTP client's answer read within a limit.
 """
 
 __all__: list[str] = []

@@ -7,8 +7,13 @@ explicitly allows more.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 __all__ = ["splitEndpoint", "isLoopbackHost", "loopbackEndpoint", "EndpointError"]
+
+
+#: A backslash escape (the escaped character captured), or a bare NUL.
+_ESCAPE = re.compile(r"\\(.)|\0", re.DOTALL)
 
 
 class EndpointError(ValueError):
@@ -16,26 +21,6 @@ class EndpointError(ValueError):
     An endpoint string is malformed or not allowed here; the message names
     the string and the reason.
     """
-
-
-def _splitEscaped(text: str, sep: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
-            current.append(text[i + 1])
-            i += 2
-            continue
-        if ch == sep:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    parts.append("".join(current))
-    return parts
 
 
 def _rawPieces(text: str) -> list[str]:
@@ -59,7 +44,11 @@ def _rawPieces(text: str) -> list[str]:
 
 
 def _unescape(text: str) -> str:
-    return "".join(_splitEscaped(text, "\0"))
+    """
+    C{text} with each backslash escape replaced by the character it escapes
+    (and any bare NUL dropped).
+    """
+    return _ESCAPE.sub(lambda m: m.group(1) or "", text)
 
 
 def splitEndpoint(description: str) -> tuple[str, list[str], dict[str, str]]:

@@ -14,7 +14,9 @@ Every HTTP surface of the suite serves through L{LimitedSite}:
 HTTP/1.1 connections are checked at the channel; requests arriving over
 HTTP/2 are checked by the request object (the excess body is dropped and
 the request answered C{413}; headers past the same limits, as HPACK
-decoded them, are answered C{431}).
+decoded them, are answered C{431}, with one log line); a header block more
+than four times C{maxHeaderBytes} (as sent or decoded) ends the HTTP/2
+connection with C{GOAWAY} (L{suite.web.http2}).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+
+from suite.web.http2 import LimitedHTTPChannelProtocol
 
 __all__ = [
     "LimitedSite",
@@ -44,6 +48,9 @@ accessLog = Logger(namespace="suite.web.access")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 DEFAULT_MAX_HEADER_COUNT = 100
+#: Over HTTP/2 a header block up to this many times C{maxHeaderBytes} is
+#: decoded and answered C{431}; a larger one ends the connection (GOAWAY).
+HEADER_BLOCK_FACTOR = 4
 #: How long a rejected connection keeps draining (and discarding) the
 #: client's unread body so the client can read the error before the close.
 DRAIN_SECONDS = 2.0
@@ -65,6 +72,14 @@ def _rawResponse(code: int, reason: str) -> bytes:
             body,
         ]
     )
+
+
+def _peerText(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:  # only names the peer in a log line
+        return "-"
+    return str(getattr(peer, "host", None) or peer)
 
 
 class LimitedRequest(Request):
@@ -103,6 +118,14 @@ class LimitedRequest(Request):
         super().handleContentChunk(data)
 
     def _refuse(self, code: int, reason: str) -> None:
+        if self.clientproto == b"HTTP/2":
+            # Over HTTP/1.1 the channel has logged its own line.
+            log.info(
+                "rejected request from {peer}: {code} {reason}",
+                peer=str(getattr(self.getClientAddress(), "host", None) or self.getClientAddress()),
+                code=code,
+                reason=reason,
+            )
         self.setResponseCode(code, _REASONS.get(code))
         self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
         if self.clientproto != b"HTTP/2":
@@ -181,7 +204,7 @@ class LimitedChannel(http.HTTPChannel):
         self._rejected = True
         log.info(
             "rejected request from {peer}: {code} {reason}",
-            peer=str(getattr(self.transport, "getPeer", lambda: "-")()),
+            peer=_peerText(self.transport),
             code=code,
             reason=reason,
         )
@@ -191,8 +214,11 @@ class LimitedChannel(http.HTTPChannel):
         self.persistent = False
         # Half-close: the client sees the end of the response at once while
         # we keep reading (and discarding) what it is still sending.
+        # Not over TLS: its wrapper would half-close the TCP connection under
+        # the TLS session, which then fails (a traceback) at the client's
+        # close_notify; the drain timer closes it instead.
         halfClose = getattr(self.transport, "loseWriteConnection", None)
-        if halfClose is not None:
+        if halfClose is not None and not ISSLTransport.providedBy(self.transport):
             halfClose()
         self._drainCall = self.callLater(DRAIN_SECONDS, self._closeRejected)
 
@@ -276,6 +302,10 @@ class LimitedSite(Site):
     @param maxBodyBytes: largest accepted request body (default 1 MiB).
     @param maxHeaderBytes: largest request line plus headers (default 16 KiB).
     @param maxHeaderCount: most header lines (default 100).
+    @param maxHeaderBlockBytes: over HTTP/2, the largest header block
+        (compressed, C{HEADERS} plus C{CONTINUATION}s, and decoded) before
+        the connection ends with C{GOAWAY} (default four times
+        C{maxHeaderBytes}); smaller ones over the limits above get C{431}.
     @param accessLogLevel: level of the one access-log event per request
         (method, path without the query string, code, bytes, peer); debug by
         default so health probes and scrapes stay quiet.
@@ -289,6 +319,7 @@ class LimitedSite(Site):
         maxBodyBytes: int = DEFAULT_MAX_BODY_BYTES,
         maxHeaderBytes: int = DEFAULT_MAX_HEADER_BYTES,
         maxHeaderCount: int = DEFAULT_MAX_HEADER_COUNT,
+        maxHeaderBlockBytes: int | None = None,
         accessLogLevel: LogLevel = LogLevel.debug,
         **kwargs: Any,
     ) -> None:
@@ -296,6 +327,7 @@ class LimitedSite(Site):
             ("maxBodyBytes", maxBodyBytes),
             ("maxHeaderBytes", maxHeaderBytes),
             ("maxHeaderCount", maxHeaderCount),
+            ("maxHeaderBlockBytes", 0 if maxHeaderBlockBytes is None else maxHeaderBlockBytes),
         ):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
@@ -304,6 +336,9 @@ class LimitedSite(Site):
         self.maxBodyBytes = maxBodyBytes
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaderCount = maxHeaderCount
+        self.maxHeaderBlockBytes = (
+            HEADER_BLOCK_FACTOR * maxHeaderBytes if maxHeaderBlockBytes is None else maxHeaderBlockBytes
+        )
         self.accessLogLevel = accessLogLevel
 
     def log(self, request: Any) -> None:
@@ -335,4 +370,6 @@ class LimitedSite(Site):
         # Let our own checks answer first; these are the stock backstops.
         channel.totalHeadersSize = self.maxHeaderBytes + 1024
         channel.maxHeaders = self.maxHeaderCount + 1
-        return http._GenericHTTPChannelProtocol(channel)
+        protocol = LimitedHTTPChannelProtocol(channel)
+        protocol.maxHeaderBlockBytes = self.maxHeaderBlockBytes
+        return protocol

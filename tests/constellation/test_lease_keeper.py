@@ -103,6 +103,8 @@ class KeeperMachineTests(SynchronousTestCase):
         self.k.start(self.rounds)
         self.clock.advance(0.25)
         self.raft.answer(2)
+        # The holds' change notifications run in the next reactor turn.
+        self.clock.advance(0)
         self.assertEqual(self.keeper.acting(LB_LEADER), 1)
         self.assertEqual(self.keeper.acting(DNS_WRITER), 1)
 
@@ -217,6 +219,7 @@ class KeeperMachineTests(SynchronousTestCase):
         self.assertEqual(len(self.events), 2)
         self.raft.answer(2)
         self.assertEqual(self.rounds.inflight, set())
+        self.clock.advance(0)
         del self.events[:]
         self.clock.advance(0.5)
         self.assertEqual(self.events, [])
@@ -299,6 +302,7 @@ class KeeperMachineTests(SynchronousTestCase):
         del self.events[:]
         d = self.k.stop()
         self.assertIsNone(self.successResultOf(d))
+        self.clock.advance(0)
         self.assertEqual((stateOf(self.k), self.events), ("Stopped", ["notify", "notify"]))
         self.assertEqual(self.timers(), [])
         self.assertIsNone(self.keeper.acting(DNS_WRITER))
@@ -328,3 +332,21 @@ class KeeperMachineTests(SynchronousTestCase):
         self.raft.answer(2)
         self.assertIsNone(self.keeper.acting(DNS_WRITER))
         self.assertEqual(self.rounds.inflight, set())
+
+    def test_changeCallbacksMayAskActing(self) -> None:
+        """
+        A change callback asks L{LeaseKeeper.acting} (the DNS writer's does):
+        it sees the lease as acquired, and as gone once it ran out.
+        """
+        seen: list[tuple[int | None, int | None]] = []
+        self.keeper.changed.append(
+            lambda: seen.append((self.keeper.acting(LB_LEADER), self.keeper.acting(DNS_WRITER)))
+        )
+        self.k.start(self.rounds)
+        self.clock.advance(0.25)
+        self.raft.answer(2)
+        self.clock.advance(0)
+        self.assertEqual(seen[-1], (1, 1))
+        self.raft.leader = None
+        self.clock.advance(10)
+        self.assertEqual(seen[-1], (None, None))

@@ -30,6 +30,7 @@ from suite.constellation.deploy.spec import ServiceSpec, SpecError, loadStack
 from suite.constellation.docker import DockerClient, DockerError
 from suite.constellation.interfaces import IContainerEngine
 from suite.constellation.options import ENV as AGENT_ENV
+from suite.web.client import BodyTooLarge, collectBody
 
 __all__ = ["DeployOptions", "deploy", "main", "DEFAULT_AGENT", "MAX_ANSWER"]
 
@@ -132,37 +133,22 @@ class DeployOptions(usage.Options):
                 raise usage.UsageError("--timeout: must be positive")
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _readAnswer(reactor: Any, response: Any, agent: str, path: str, timeout: float = 10.0) -> bytes:
     """
     The body of an agent's answer, at most L{MAX_ANSWER} bytes within
     C{timeout} seconds; reading stops (and the connection is dropped) as
     soon as the answer is larger.
     """
-    chunks: list[bytes] = []
-    size = 0
-
-    def collect(chunk: bytes) -> None:
-        nonlocal size
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            raise _TooLarge()
-        chunks.append(chunk)
-
-    reading: Deferred[None] = treq.collect(response, collect)
+    reading = collectBody(response, MAX_ANSWER)
     reading.addTimeout(timeout, reactor)
     try:
-        await reading
-    except _TooLarge:
+        return await reading
+    except BodyTooLarge:
         raise DeployError(
             f"agent {agent}: {path} answer is larger than {MAX_ANSWER} bytes (1 MiB); is this the agent?"
         ) from None
     except (TimeoutError, CancelledError):
         raise DeployError(f"agent {agent}: {path} answer not read within {timeout:g} s") from None
-    return b"".join(chunks)
 
 
 async def _agentState(reactor: Any, url: str) -> dict[str, Any]:

@@ -192,23 +192,17 @@ class HubClient:
             self.published += 1
 
     async def _refresh(self) -> None:
-        import treq
+        from suite.web.client import BodyTooLarge, collectBody
 
         since = self._eventsSeen
         resp = await self.http.get(self.url + "/peers.json", unbuffered=True)
-        chunks: list[bytes] = []
-        size = [0]
-
-        def collect(data: bytes) -> None:
-            size[0] += len(data)
-            if size[0] > MAX_PEERS_JSON:
-                raise ValueError("peers.json larger than the limit")
-            chunks.append(data)
-
-        await treq.collect(resp, collect)
+        try:
+            body = await collectBody(resp, MAX_PEERS_JSON)
+        except BodyTooLarge:
+            raise ValueError("peers.json larger than the limit") from None
         if resp.code != 200:
             return
-        records = json.loads(b"".join(chunks))
+        records = json.loads(body)
         if not isinstance(records, list):
             return
         newer = {pid for pid, n in self._touched.items() if n > since}

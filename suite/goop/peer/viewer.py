@@ -90,16 +90,24 @@ def _jsonRequestOK(request: Request) -> str | None:
 _finish = finishRequest
 
 
-class _Home(Resource):
+class _PeerResource(Resource):
+    """A viewer resource serving one peer's state."""
+
     def __init__(self, peer: Any) -> None:
         super().__init__()
         self.peer = peer
+
+
+class _RootPage(_PeerResource):
+    """A viewer root: renders itself at C{/}; unknown children are 404."""
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
         return JSONErrorPage(404, "no such page")
 
+
+class _Home(_RootPage):
     def render_GET(self, request: Request) -> bytes:
         p = self.peer
         rows = "".join(
@@ -120,25 +128,17 @@ class _Home(Resource):
         return _page(p.config.displayLabel, body, p)
 
 
-class _PeersJSON(Resource):
+class _PeersJSON(_PeerResource):
     isLeaf = True
-
-    def __init__(self, peer: Any) -> None:
-        super().__init__()
-        self.peer = peer
 
     def render_GET(self, request: Request) -> bytes:
         return jsonResponse(request, 200, self.peer.directory.peers() if self.peer.directory else [])
 
 
-class _Remote(Resource):
+class _Remote(_PeerResource):
     """C{/p/<peer-id>/<path>}."""
 
     isLeaf = True
-
-    def __init__(self, peer: Any) -> None:
-        super().__init__()
-        self.peer = peer
 
     def render_GET(self, request: Request) -> bytes | int:
         parts = request.postpath
@@ -165,12 +165,8 @@ class _Remote(Resource):
         return NOT_DONE_YET
 
 
-class _OwnSite(Resource):
+class _OwnSite(_PeerResource):
     isLeaf = True
-
-    def __init__(self, peer: Any) -> None:
-        super().__init__()
-        self.peer = peer
 
     def render_GET(self, request: Request) -> int:
         path = b"/".join(request.postpath or []).decode("utf-8", "replace")
@@ -190,12 +186,8 @@ class _OwnSite(Resource):
         return NOT_DONE_YET
 
 
-class _Self(Resource):
+class _Self(_PeerResource):
     isLeaf = True
-
-    def __init__(self, peer: Any) -> None:
-        super().__init__()
-        self.peer = peer
 
     def render_GET(self, request: Request) -> bytes:
         c = self.peer.config
@@ -254,12 +246,8 @@ class _Self(Resource):
         return jsonResponse(request, 200, self.peer.settings())
 
 
-class _Logs(Resource):
+class _Logs(_PeerResource):
     isLeaf = True
-
-    def __init__(self, peer: Any) -> None:
-        super().__init__()
-        self.peer = peer
 
     def render_GET(self, request: Request) -> bytes:
         body = (
@@ -274,23 +262,15 @@ class _Logs(Resource):
         return _page("Logs", body, self.peer)
 
 
-class _LogsJSON(Resource):
+class _LogsJSON(_PeerResource):
     isLeaf = False
-
-    def __init__(self, peer: Any) -> None:
-        super().__init__()
-        self.peer = peer
 
     def render_GET(self, request: Request) -> bytes:
         return jsonResponse(request, 200, self.peer.logs.snapshot())
 
 
-class _Data(Resource):
+class _Data(_PeerResource):
     isLeaf = True
-
-    def __init__(self, peer: Any) -> None:
-        super().__init__()
-        self.peer = peer
 
     def render_POST(self, request: Request) -> bytes | int:
         bad = _jsonRequestOK(request)
@@ -315,14 +295,10 @@ class _Data(Resource):
         return NOT_DONE_YET
 
 
-class _Groups(Resource):
+class _Groups(_PeerResource):
     """C{/api/groups}: GET state; POST {action: create|close|join|send|state|leave, group, host?, data?}."""
 
     isLeaf = True
-
-    def __init__(self, peer: Any) -> None:
-        super().__init__()
-        self.peer = peer
 
     def render_GET(self, request: Request) -> bytes:
         return jsonResponse(request, 200, self.peer.groups.describe())
@@ -413,16 +389,7 @@ def makeViewer(
     return HostGuard(root, bindHost, peer.viewerSecret, names), tail
 
 
-class _MinimalRoot(Resource):
-    def __init__(self, peer: Any) -> None:
-        super().__init__()
-        self.peer = peer
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        if path == b"":
-            return self
-        return JSONErrorPage(404, "no such page")
-
+class _MinimalRoot(_RootPage):
     def render_GET(self, request: Request) -> bytes:
         request.redirect(b"/self")
         return b""
