@@ -42,6 +42,7 @@ class StopTests(SynchronousTestCase):
     def stop(self, leave: Deferred[None]) -> tuple[_Node, Clock, Deferred[None], Sequence[Any]]:
         node, clock, transport = _Node(leave), Clock(), _Transport()
         service = SpecterService(node, None, [], [], transport, clock)  # type: ignore[arg-type]
+        service.nodeStarted = True  # its listeners listened and the node joined
         with capturedLogs() as events:
             d = service.stopService()
             clock.advance(LEAVE_TIMEOUT)
@@ -58,6 +59,18 @@ class StopTests(SynchronousTestCase):
         self.assertEqual(event["log_failure"].getErrorMessage(), "ring gone")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_neverStartedDoesNotLeave(self) -> None:
+        """
+        A node that never started (a listener failed to bind) does not leave
+        the ring in the name of the vnodes it never announced.
+        """
+        node, clock, transport = _Node(Deferred()), Clock(), _Transport()
+        service = SpecterService(node, None, [], [], transport, clock)  # type: ignore[arg-type]
+        with capturedLogs() as events:
+            self.successResultOf(service.stopService())
+        self.assertTrue(node.stopped)
+        self.assertFalse([e for e in events if "leav" in e.get("log_format", "")])
 
     def test_leaveTimeout(self) -> None:
         """
