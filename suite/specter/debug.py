@@ -9,7 +9,9 @@ Debug pages under C{/_internal} (behind its credentials):
   the reactor thread for N seconds (1 to 60, default 10) with the standard
   library's C{cProfile}, answered as C{pstats} text (top 60 functions by
   cumulative time) or, with C{format=pstats}, as a C{pstats} dump for
-  C{python -m pstats} / snakeviz.  One profile at a time (409 otherwise).
+  C{python -m pstats} / snakeviz.  One profile at a time (409 otherwise);
+- C{/_internal/debug} and C{/_internal/debug/pprof}: a JSON index of the
+  pages below them (C{{"endpoints": [{"path", "method", "what"}]}}).
 """
 
 from __future__ import annotations
@@ -209,14 +211,50 @@ class _Profile(Resource):
         request.finish()
 
 
+#: The debug pages: path under C{/_internal}, method, what it answers.
+DEBUG_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
+    ("/_internal/debug/vars", "GET", "JSON snapshot of every /metrics sample plus process figures"),
+    (
+        "/_internal/debug/pprof/profile?seconds=N",
+        "GET",
+        f"CPU profile of the reactor thread for N seconds (default {PROFILE_DEFAULT_SECONDS},"
+        f" at most {PROFILE_MAX_SECONDS}) as pstats text; &format=pstats for a pstats dump",
+    ),
+)
+
+
+class _Index(Resource):
+    """
+    A JSON index of the debug pages under a prefix (C{/_internal/debug},
+    C{/_internal/debug/pprof}), so the directory itself answers.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        if path == b"":  # the same index with a trailing slash
+            return self
+        return super().getChild(path, request)  # type: ignore[no-any-return]
+
+    def render_GET(self, request: Any) -> bytes:
+        listed = [
+            {"path": path, "method": method, "what": what}
+            for path, method, what in DEBUG_ENDPOINTS
+            if path.startswith(self.prefix + "/")
+        ]
+        return _json(request, 200, {"endpoints": listed})
+
+
 def mountDebug(internal: Resource, node: Any, registry: Any, clock: Any) -> None:
     """
     Put the debug pages under C{internal} (the C{/_internal} tree).
     """
     internal.putChild(b"migrator", _Migrator(node))
-    debug = Resource()
+    debug = _Index("/_internal/debug")
     debug.putChild(b"vars", _Vars(registry))
-    pprof = Resource()
+    pprof = _Index("/_internal/debug/pprof")
     pprof.putChild(b"profile", _Profile(clock))
     debug.putChild(b"pprof", pprof)
     internal.putChild(b"debug", debug)

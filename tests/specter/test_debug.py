@@ -43,3 +43,41 @@ class ProfileTests(SynchronousTestCase):
             page.render_GET(request)
             self.assertEqual(request.responseCode, 400, args)
         self.assertFalse(page.running)
+
+
+class IndexTests(SynchronousTestCase):
+    def _get(self, path: bytes) -> DummyRequest:
+        import json
+
+        from twisted.web.resource import Resource, getChildForRequest
+
+        from suite.specter.debug import mountDebug
+
+        internal = Resource()
+        mountDebug(internal, None, None, Clock())
+        request = DummyRequest(path.split(b"/"))
+        page = getChildForRequest(internal, request)
+        body = page.render(request)
+        request.written.append(body)
+        request.parsed = json.loads(body)  # type: ignore[attr-defined]
+        return request
+
+    def test_pprofIndex(self) -> None:
+        """
+        GET /_internal/debug/pprof (with or without a trailing slash) is a
+        JSON index naming the profile page, not a 405.
+        """
+        for path in (b"debug/pprof", b"debug/pprof/"):
+            request = self._get(path)
+            self.assertEqual(request.responseCode or 200, 200, path)
+            self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [b"application/json"])
+            paths = [e["path"] for e in request.parsed["endpoints"]]  # type: ignore[attr-defined]
+            self.assertEqual(paths, ["/_internal/debug/pprof/profile?seconds=N"], path)
+
+    def test_debugIndex(self) -> None:
+        """
+        GET /_internal/debug lists every debug page.
+        """
+        request = self._get(b"debug")
+        paths = [e["path"] for e in request.parsed["endpoints"]]  # type: ignore[attr-defined]
+        self.assertEqual(paths, ["/_internal/debug/vars", "/_internal/debug/pprof/profile?seconds=N"])
