@@ -12,7 +12,14 @@ C{Content-Length} or chunks) and rewrites each request head on the way.
 
 from __future__ import annotations
 
-__all__ = ["FORWARDING_HEADERS", "forwardingLines", "forwardedValue", "RequestRewriter", "RequestError"]
+__all__ = [
+    "FORWARDING_HEADERS",
+    "forwardingLines",
+    "forwardedValue",
+    "hostConflict",
+    "RequestRewriter",
+    "RequestError",
+]
 
 #: Request headers the gateway owns (lower case).
 FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"})
@@ -64,6 +71,53 @@ def _headerValue(lower: bytes, head: bytes, name: bytes) -> bytes | None:
     return head[start : end if end >= 0 else len(head)].strip()
 
 
+_HOST = b"\r\nhost:"
+
+
+def _bareHost(authority: bytes) -> bytes:
+    """
+    The host of a (lower-case) authority C{[USERINFO@]HOST[:PORT]}: its port
+    and user information dropped, IPv6 brackets kept.
+    """
+    authority = authority.rpartition(b"@")[2]
+    if authority.startswith(b"["):
+        return authority[: authority.find(b"]") + 1]
+    return authority.rpartition(b":")[0] if b":" in authority else authority
+
+
+def hostConflict(lower: bytes) -> str | None:
+    """
+    Why a request head must be refused for its C{Host} (RFC 9112 3.2 and
+    5.1): a second C{Host} line, whitespace before a C{Host} colon, or a
+    C{Host} naming another host than an absolute-form target; None when
+    nothing is wrong.
+
+    @param lower: the head, lower-cased, without its blank line.
+    """
+    first = lower.find(_HOST)
+    if first >= 0 and lower.find(_HOST, first + 7) >= 0:
+        return "more than one Host header (RFC 9112 3.2)"
+    if b"\r\nhost " in lower or b"\r\nhost\t" in lower:
+        return "whitespace between the Host header name and its colon"
+    if first < 0:
+        return None
+    space = lower.find(b" ")
+    if lower[space + 1 : space + 5] != b"http":
+        return None  # the usual origin-form target
+    line = lower[: lower.find(b"\r\n")]
+    target = line[space + 1 :].partition(b" ")[0]
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme not in (b"http", b"https"):
+        return None
+    for stop in b"/?#":
+        rest = rest.split(bytes((stop,)), 1)[0]
+    end = lower.find(b"\r\n", first + 7)
+    named = lower[first + 7 : end if end >= 0 else len(lower)].strip()
+    if _bareHost(rest) != _bareHost(named):
+        return "the Host header disagrees with the request target's host (RFC 9112 3.2.2)"
+    return None
+
+
 def _withoutForwarding(head: bytes) -> bytes:
     """
     C{head} without its forwarding header lines.
@@ -93,6 +147,9 @@ def _rewriteHead(head: bytes, ip: str, cache: dict[bytes, bytes]) -> tuple[bytes
     if b"\r\nx-forwarded-" in lower or b"\r\nforwarded" in lower:
         head = _withoutForwarding(head)
         lower = head.lower()
+    conflict = hostConflict(lower)
+    if conflict is not None:
+        raise RequestError(conflict)
     host = _headerValue(lower, head, b"\r\nhost:") or b""
     length = 0
     chunked = False
@@ -121,6 +178,9 @@ class RequestRewriter:
     """
     Follows the requests a visitor sends on one HTTP/1.1 connection and
     rewrites each head (see L{_rewriteHead}); bodies pass unchanged.
+    A head with two C{Host} lines, or a C{Host} other than its
+    absolute-form target's host, is a L{RequestError} (checked once per
+    distinct head: repeated heads come from L{heads}).
     After a CONNECT or an C{Upgrade} request the rest is passed through.
 
     @ivar limit: the longest request head accepted.

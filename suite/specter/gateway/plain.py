@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import Factory
 
+from suite.specter.gateway.forwarded import hostConflict
 from suite.specter.gateway.visitor import _hostOf, _Visitor, errorPage
 from suite.specter.gateway.visitormachine import Request, VisitorInputs
 from suite.specter.tunnel.mux import closeTransport
@@ -62,6 +63,10 @@ class PlainHTTPVisitor(_Visitor):
             return
         method, target, _ = parts
         head, rest = head[:end], head[end + 4 :]
+        conflict = hostConflict(head.lower())
+        if conflict is not None:  # two Hosts, or one naming another host than the target
+            inputs.answered(errorPage(400, conflict))
+            return
         if method == "CONNECT":
             host = _connectHost(target)
             if host is None:
@@ -76,7 +81,6 @@ class PlainHTTPVisitor(_Visitor):
         path = target if target.startswith("/") else "/"
         absolute = _absoluteForm(target)
         if absolute is not None:
-            # RFC 9112 3.2.2: the target's authority wins over Host
             named, path = absolute
         if not named or not self.gateway.isPublicName(named):
             inputs.answered(errorPage(404, f"{named or 'no host'} is not served here"))

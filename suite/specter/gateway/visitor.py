@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from suite.specter.gateway.forwarded import RequestError, RequestRewriter
+from suite.specter.gateway.forwarded import RequestError, RequestRewriter, hostConflict
 from suite.specter.gateway.visitormachine import (
     REPLAY_LIMIT,
     Request,
@@ -178,6 +178,11 @@ class HTTPVisitor(_Visitor):
             inputs.rejected(400, "no Host header")
             return
         if host in self.gateway.config.apexes:
+            # other heads meet this check in the rewriter (RFC 9112 3.2)
+            conflict = hostConflict(head[:end].lower())
+            if conflict is not None:
+                inputs.rejected(400, conflict)
+                return
             inputs.apexRequested([head])
             return
         try:

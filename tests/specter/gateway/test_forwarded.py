@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.specter.gateway.forwarded import RequestError, RequestRewriter, forwardedValue, forwardingLines
+from suite.specter.gateway.forwarded import (
+    RequestError,
+    RequestRewriter,
+    forwardedValue,
+    forwardingLines,
+    hostConflict,
+)
 
 FWD = forwardingLines("10.0.0.1", "h.test")
 
@@ -111,8 +117,31 @@ class RewriterTests(SynchronousTestCase):
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n",
             b"GET / HTTP/1.1\r\nForwarded: x\r\nno colon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: a.test\r\nX: 1\r\nHOST: a.test\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost\t: a.test\r\n\r\n",
+            b"GET http://b.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            b"GET https://user@[::1]:8443/x HTTP/1.1\r\nHost: [::2]:8443\r\n\r\n",
         ):
             self.assertRaises(RequestError, _feed, bad, 1000, 64)
+
+    def test_hostConflict(self) -> None:
+        """
+        L{hostConflict} passes one Host, absolute-form targets naming it
+        (whatever port or user information), and none; it names what is
+        wrong otherwise.
+        """
+        for fine in (
+            b"get / http/1.1\r\nhost: a.test",
+            b"get / http/1.1",
+            b"get http://a.test:80/x http/1.1\r\nhost: a.test",
+            b"get https://u@[::1]:8443?q http/1.1\r\nhost: [::1]",
+            b"get http://b.test/ http/1.1",
+            b"get / http/1.1\r\nhostname: b.test\r\nhost: a.test\r\nx-host: c.test",
+        ):
+            self.assertIsNone(hostConflict(fine), fine)
+        self.assertIn("more than one", hostConflict(b"get / http/1.1\r\nhost: a\r\nhost: a") or "")
+        self.assertIn("disagrees", hostConflict(b"get http://b.test/ http/1.1\r\nhost: a.test") or "")
 
     def test_forwardedValue(self) -> None:
         """

@@ -136,19 +136,94 @@ class VisitorTests(SynchronousTestCase):
     def test_redirectAbsoluteForm(self) -> None:
         """
         An absolute-form target (a proxy-style request) is redirected to its
-        own host and path, which win over the Host header (RFC 9112 3.2.2).
+        own host and path (RFC 9112 3.2.2), whether a Host header naming the
+        same host (any case, any port) comes with it or none does.
         """
+        for host in (b"Host: APP.example.test:80\r\n", b""):
+            visitor = PlainHTTPVisitor(self.gateway, 8443)
+            transport = self.visit(visitor)
+            visitor.dataReceived(b"GET http://App.example.test/x/y?q=1 HTTP/1.1\r\n" + host + b"\r\n")
+            self.assertIn(b"Location: https://app.example.test:8443/x/y?q=1\r\n", transport.value())
         visitor = PlainHTTPVisitor(self.gateway, 8443)
         transport = self.visit(visitor)
-        visitor.dataReceived(
-            b"GET http://App.example.test/x/y?q=1 HTTP/1.1\r\nHost: other.example.test\r\n\r\n"
-        )
-        self.assertIn(b"Location: https://app.example.test:8443/x/y?q=1\r\n", transport.value())
-        visitor = PlainHTTPVisitor(self.gateway, 8443)
-        transport = self.visit(visitor)
-        visitor.dataReceived(b"GET http://internal.corp/x HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        visitor.dataReceived(b"GET http://internal.corp/x HTTP/1.1\r\n\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
         self.assertIn(b"internal.corp is not served here", transport.value())
+
+    def test_plainHostConflict400(self) -> None:
+        """
+        The plain listener refuses, with 400 and the reason, a request with
+        two Host headers, a Host with whitespace before its colon, or a
+        Host naming another host than an absolute-form target; it neither
+        redirects by the first Host nor opens a CONNECT tunnel.
+        """
+        cases = [
+            (
+                b"GET / HTTP/1.1\r\nHost: app.example.test\r\nhost: evil.example\r\n\r\n",
+                b"more than one Host",
+            ),
+            (b"GET / HTTP/1.1\r\nHost : app.example.test\r\n\r\n", b"whitespace"),
+            (b"GET http://app.example.test/ HTTP/1.1\r\nHost: evil.example\r\n\r\n", b"disagrees"),
+            (b"GET http://evil.example/ HTTP/1.1\r\nHost: app.example.test\r\n\r\n", b"disagrees"),
+            (
+                b"CONNECT app.example.test:443 HTTP/1.1\r\nHost: app.example.test\r\nHost: x\r\n\r\n",
+                b"more than one Host",
+            ),
+        ]
+        for request, reason in cases:
+            visitor = PlainHTTPVisitor(self.gateway, 8443)
+            transport = self.visit(visitor)
+            visitor.dataReceived(request)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"), request)
+            self.assertIn(reason, transport.value())
+            self.assertNotIn(b"Location:", transport.value())
+            self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.wire.value(), b"")
+
+    def test_tlsHostConflict400(self) -> None:
+        """
+        On the TLS listener a first request with two Host headers (or a Host
+        naming another host than its absolute-form target) is a 400 with the
+        reason, not routed by its first Host, for tunnel hostnames and the
+        apex alike; nothing reaches a tunnel.
+        """
+        cases = [
+            (
+                b"GET / HTTP/1.1\r\nHost: app.example.test\r\nHost: evil.example\r\n\r\n",
+                b"more than one Host",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: example.test\r\nHOST: app.example.test\r\n\r\n",
+                b"more than one Host",
+            ),
+            (b"GET http://evil.example/ HTTP/1.1\r\nHost: app.example.test\r\n\r\n", b"disagrees"),
+            (b"GET https://app.example.test/ HTTP/1.1\r\nHost: example.test\r\n\r\n", b"disagrees"),
+        ]
+        for request, reason in cases:
+            visitor = HTTPVisitor(self.gateway)
+            transport = self.visit(visitor)
+            visitor.dataReceived(request)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"), request)
+            self.assertIn(reason, transport.value())
+            self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.wire.value(), b"")
+
+    def test_laterHostConflictResets(self) -> None:
+        """
+        A later request on a spliced connection with two Host headers is not
+        passed to the tunnel: the stream is reset and the visitor cut off
+        (a 400 cannot be slipped into the target's responses).
+        """
+        visitor = HTTPVisitor(self.gateway)
+        transport = self.visit(visitor)
+        visitor.dataReceived(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        visitor.dataReceived(b"GET /x HTTP/1.1\r\nHost: app.example.test\r\nHost: evil.example\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        from suite.specter.tunnel.frames import RESET
+
+        frames = _frames(self.wire.value())
+        self.assertEqual(frames[-1][0], RESET)
+        self.assertNotIn(b"evil.example", b"".join(p for k, _, p in frames if k == DATA))
 
     def test_connectWithoutPort400(self) -> None:
         """
