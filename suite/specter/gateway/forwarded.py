@@ -147,10 +147,21 @@ def _rewriteHead(head: bytes, ip: str, cache: dict[bytes, bytes]) -> tuple[bytes
     if b"\r\nx-forwarded-" in lower or b"\r\nforwarded" in lower:
         head = _withoutForwarding(head)
         lower = head.lower()
-    conflict = hostConflict(lower)
-    if conflict is not None:
-        raise RequestError(conflict)
-    host = _headerValue(lower, head, b"\r\nhost:") or b""
+    first = lower.find(b"\r\nhost")
+    if (
+        first >= 0
+        and lower[first + 6 : first + 7] == b":"
+        and lower.find(b"\r\nhost", first + 6) < 0
+        and not lower.startswith(b"http", lower.find(b" ") + 1)
+    ):
+        # the usual head: one Host line and an origin-form target
+        end = lower.find(b"\r\n", first + 7)
+        host = head[first + 7 : end if end >= 0 else len(head)].strip()
+    else:
+        conflict = hostConflict(lower)
+        if conflict is not None:
+            raise RequestError(conflict)
+        host = _headerValue(lower, head, _HOST) or b""
     length = 0
     chunked = False
     encoding = _headerValue(lower, lower, b"\r\ntransfer-encoding:")
