@@ -11,7 +11,7 @@ Debug pages under C{/_internal} (behind its credentials):
   cumulative time) or, with C{format=pstats}, as a C{pstats} dump for
   C{python -m pstats} / snakeviz.  One profile at a time (409 otherwise);
 - C{/_internal/debug} and C{/_internal/debug/pprof}: a JSON index of the
-  pages below them (C{{"endpoints": [{"path", "method", "what"}]}}).
+  pages below them (C{{"endpoints": [{"path", "query", "method", "what"}]}}).
 """
 
 from __future__ import annotations
@@ -211,14 +211,15 @@ class _Profile(Resource):
         request.finish()
 
 
-#: The debug pages: path under C{/_internal}, method, what it answers.
-DEBUG_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
-    ("/_internal/debug/vars", "GET", "JSON snapshot of every /metrics sample plus process figures"),
+#: The debug pages: path, query, method, what it answers.
+DEBUG_ENDPOINTS: tuple[tuple[str, str, str, str], ...] = (
+    ("/_internal/debug/vars", "", "GET", "JSON snapshot of every /metrics sample plus process figures"),
     (
-        "/_internal/debug/pprof/profile?seconds=N",
+        "/_internal/debug/pprof/profile",
+        "seconds=N[&format=pstats]",
         "GET",
         f"CPU profile of the reactor thread for N seconds (default {PROFILE_DEFAULT_SECONDS},"
-        f" at most {PROFILE_MAX_SECONDS}) as pstats text; &format=pstats for a pstats dump",
+        f" at most {PROFILE_MAX_SECONDS}) as pstats text, or a pstats dump with format=pstats",
     ),
 )
 
@@ -240,8 +241,8 @@ class _Index(Resource):
 
     def render_GET(self, request: Any) -> bytes:
         listed = [
-            {"path": path, "method": method, "what": what}
-            for path, method, what in DEBUG_ENDPOINTS
+            {"path": path, "query": query, "method": method, "what": what}
+            for path, query, method, what in DEBUG_ENDPOINTS
             if path.startswith(self.prefix + "/")
         ]
         return _json(request, 200, {"endpoints": listed})
