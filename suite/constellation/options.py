@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.logger import Logger
@@ -18,7 +19,7 @@ from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions, EnvTable, envParameters
 
-__all__ = ["Options", "ENV", "DEFAULT_HTTP_PROVIDER"]
+__all__ = ["Options", "ENV", "DEFAULT_HTTP_PROVIDER", "warnPlaceholderDomain"]
 
 DEFAULT_HTTP_PROVIDER = "tcp:8081:interface=127.0.0.1"
 
@@ -270,12 +271,7 @@ class Options(DaemonOptions):
             raise ConfigError(
                 f"{_label('ts-hostname')}: {name!r} is not a host name (letters, digits and '-', at most 63)"
             )
-        if self["domain"] == ENV["domain"][1] and not self.environ.get("DOMAIN"):
-            Logger(namespace="constellation.options").warn(
-                "{flag} not set: routers are built for the placeholder domain {domain}; set your own",
-                flag=_label("domain"),
-                domain=ENV["domain"][1],
-            )
+        self.placeholderDomain = self["domain"] == ENV["domain"][1] and not self.environ.get("DOMAIN")
         domain = self["domain"].strip().lower()
         if not _isDomain(domain):
             raise ConfigError(f"{_label('domain')}: {domain!r} is not a domain name")
@@ -407,3 +403,18 @@ class Options(DaemonOptions):
             raise ConfigError(f"{_label('warp-probe-url')}: {probe!r} is not an http(s) URL")
         if self["gossip-profile"] not in ("lan", "local"):
             raise ConfigError(f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan or local")
+
+
+def warnPlaceholderDomain(options: Mapping[str, Any]) -> None:
+    """
+    Say so when the agent runs with the placeholder domain (no C{--domain}
+    or C{DOMAIN}).  Called once when the service is built: the console
+    script parses its options twice (its own check, then twistd's), and a
+    warning from parsing would be logged twice.
+    """
+    if getattr(options, "placeholderDomain", False):
+        Logger(namespace="constellation.options").warn(
+            "{flag} not set: routers are built for the placeholder domain {domain}; set your own",
+            flag=_label("domain"),
+            domain=ENV["domain"][1],
+        )

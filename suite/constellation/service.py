@@ -34,6 +34,7 @@ from suite.constellation.labels import serviceRecord
 from suite.constellation.leases import DNS_WRITER, LB_LEADER
 from suite.constellation.membership import GossipService
 from suite.constellation.monitor import DockerMonitor
+from suite.constellation.options import warnPlaceholderDomain
 from suite.constellation.priority import nodePriority
 from suite.constellation.publicip import detectPublicIP
 from suite.constellation.state import ClusterState
@@ -119,6 +120,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    warnPlaceholderDomain(options)
     node = options["ts-hostname"]
     dnsProvider = makeDNSProvider(options, reactor)
     priority = nodePriority(node)
