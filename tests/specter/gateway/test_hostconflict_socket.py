@@ -5,6 +5,8 @@ two Host headers (RFC 9112 3.2) with 400 and the reason.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -30,6 +32,7 @@ class _Raw(Protocol):
         self.done: Deferred[bytes] = Deferred()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(self.request)
 
     def dataReceived(self, data: bytes) -> None:
@@ -53,7 +56,8 @@ class PlainSocketTests(TestCase):
             MemoryRouteStore(clock),
             clock,
         )
-        port = reactor.listenTCP(0, PlainHTTPFactory(gateway, 443), interface="127.0.0.1")  # type: ignore[attr-defined]
+        tcp: Any = reactor
+        port = tcp.listenTCP(0, PlainHTTPFactory(gateway, 443), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
 
