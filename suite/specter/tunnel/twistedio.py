@@ -260,27 +260,39 @@ class _EagerWrite:
 
     def __call__(self, data: bytes) -> None:
         conn = self.conn
-        if (
-            data
-            and not conn.dataBuffer
-            and not conn._tempDataBuffer
-            and conn.connected
-            and not conn.disconnecting
-            and not conn._writeDisconnecting
-            and not conn._writeDisconnected
-            and not conn.TLS
-        ):
-            # tcp.Connection.writeSomeData without its memoryview and
-            # untilConcludes (Python retries a send interrupted by a signal)
-            try:
-                sent = conn.socket.send(data if len(data) <= _SEND_LIMIT else data[:_SEND_LIMIT])
-            except OSError:
-                sent = 0  # would block, or failed: the buffered path finds out
+        if data:
+            sent = _sendNow(conn, data, len(data))
             if sent > 0:
                 if sent >= len(data):
                     return
                 data = data[sent:]
         self.buffered(conn, data)
+
+
+def _sendNow(conn: Any, data: Any, size: int) -> int:
+    """
+    Send what the kernel takes of C{data} (C{size} bytes) on C{conn} at once
+    when nothing is buffered and the connection is open (L{eagerWrites});
+    return how many bytes left (0 otherwise, or when the send would block
+    or failed: the buffered path finds out).  This is
+    C{tcp.Connection.writeSomeData} without its memoryview and
+    C{untilConcludes} (Python retries a send interrupted by a signal).
+    """
+    if (
+        conn.dataBuffer
+        or conn._tempDataBuffer
+        or not conn.connected
+        or conn.disconnecting
+        or conn._writeDisconnecting
+        or conn._writeDisconnected
+        or conn.TLS
+    ):
+        return 0
+    try:
+        sent: int = conn.socket.send(data if size <= _SEND_LIMIT else data[:_SEND_LIMIT])
+    except OSError:
+        return 0
+    return sent
 
 
 def abortTransport(transport: Any) -> None:
@@ -493,24 +505,9 @@ class LeanTLSTransport(BufferingTLSTransport):
             write(out[:])
             return
         conn = write.conn
-        if (
-            not conn.dataBuffer
-            and not conn._tempDataBuffer
-            and conn.connected
-            and not conn.disconnecting
-            and not conn._writeDisconnecting
-            and not conn._writeDisconnected
-            and not conn.TLS
-        ):
-            try:
-                sent = conn.socket.send(out if read <= _SEND_LIMIT else out[:_SEND_LIMIT])
-            except OSError:
-                sent = 0  # would block, or failed: the buffered path finds out
-            if sent >= read:
-                return
+        sent = _sendNow(conn, out, read)
+        if sent < read:
             write.buffered(conn, out[sent:])
-            return
-        write.buffered(conn, out[:])
 
     def dataReceived(self, data: bytes) -> None:
         """
