@@ -68,7 +68,9 @@ class RoutingMachine(RuleBasedStateMachine):
             for a, b in EDGES:
                 if (a, b) not in self.net.links:
                     self.net.connect(a, b)
-            self.net.run(3)
+            # past the sim's resync grace (5 s): an entry dropped at a
+            # reconnect's resync is announced again within it
+            self.net.run(8)
             states = {n: self.net.state(n) for n in NAMES}
             for n in NAMES:
                 assert states[n] == states["A"], f"{n} differs from A: {states[n]} != {states['A']}"
