@@ -30,10 +30,14 @@ C{interval} seconds, and whenever the feed changes):
     remaining voter.  A leader whose applied epoch is older than the
     configuration's changes nothing, so no epoch transition is applied
     twice or undone, across restarts and leader changes;
-  - a partition no longer listed keeps running until its group's
-    configuration no longer includes this node (or C{retireGrace} seconds
-    pass), then stops (the replica's lifecycle machine,
-    L{suite.ceptra.lifecycle}).
+  - a partition no longer listed keeps running, taking part in its group
+    (voting, replicating, answering the leader), until a configuration
+    without this node is committed (the leader tells a removed replica so),
+    then stops; the grace period (C{retireGrace} seconds) stops only a
+    replica whose own latest configuration already excludes it (it missed
+    the leader's word) or whose log is empty, or every replica of a
+    partition dropped from the routing table (the replica's lifecycle
+    machine, L{suite.ceptra.lifecycle}).
 """
 
 from __future__ import annotations
@@ -361,11 +365,34 @@ class PartitionManager(Service):
         for pid, part in sorted(self.partitions.items()):
             if pid in hosted:
                 part.lifecycle.placed()
+            elif pid not in routing.partitions:
+                part.lifecycle.dropped(now, self.retireGrace)
             else:
-                member = self.spiffe in part.node.configs.latest().members()
-                part.lifecycle.unplaced(now, member, self.retireGrace)
+                self._unplaced(part, now)
             if part.serving() and part.node.leader is not None and pid in routing.partitions:
                 self._driveMembership(part, self.voters(routing, pid), routing.epochs.get(pid, 0))
+
+    def _unplaced(self, part: Partition, now: float) -> None:
+        """
+        Tell C{part}'s lifecycle, placed elsewhere now, where this node
+        stands in its group: a member of the latest configuration it holds
+        (it keeps taking part), excluded by it (it may stop once that
+        configuration is known committed), or removed by a committed one.
+        """
+        node = part.node
+        if node.loading:
+            part.lifecycle.unplaced(now)
+            return
+        latest = self.spiffe in node.configs.latest().members()
+        committed = self.spiffe in node.configs.at(node.commitIndex).members()
+        if not latest and not committed:
+            part.lifecycle.removed()
+        elif not latest or node.log.lastIndex() == 0:
+            # An empty log: this replica never held anything of the group's
+            # (its configuration is only the placement's bootstrap).
+            part.lifecycle.excluded(now, self.retireGrace)
+        else:
+            part.lifecycle.unplaced(now)
 
     def _start(self, pid: str, routing: Routing) -> None:
         voters = self.voters(routing, pid)

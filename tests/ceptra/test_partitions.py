@@ -29,11 +29,11 @@ from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
 from suite.raft.incarnation import MemoryIncarnations
 from suite.raft.interfaces import IRaftStateMachine
+from suite.raft.messages import Entry
 from suite.raft.multi import DialPolicy
 from suite.raft.sessions import SessionApplier
 from suite.raft.settings import RaftSettings
 from suite.raft.snapshotter import Runner
-from suite.raft.messages import Entry
 from suite.raft.storage import MemoryStorage, Recovered
 from tests.raft.test_multi import Network
 
