@@ -258,6 +258,7 @@ class Cluster:
             ledger=PlacementLedger(self.ledgers.setdefault(name, MemoryPlacementFile())),
             incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
             snapshotRunner=self.snapshotRunner,
+            holdsReplica=lambda pid: f"{name}:wal/{pid}" in self.disks,
         )
         self.net.listeners[f"addr-{name}"] = (spiffe(name), m.multi)
         m.startService()
@@ -565,6 +566,48 @@ class ReplicaMoveTests(SynchronousTestCase):
         took = self.move("a", ["b", "a", "c"], during=cut, within=15.0)
         self.assertGreater(took, 8.0)
         self.assertLess(took, 11.0)
+
+
+class RestartDuringMoveTests(SynchronousTestCase):
+    def test_removedReplicaRestarts(self) -> None:
+        """
+        b applies placement epoch 2 (p2 moves from {a, b} to {a, c}) and
+        its process stops before the group has removed it; restarted, it
+        finds its replica of p2 on disk and starts it although p2 is placed
+        elsewhere: the group needs b to commit the move.  Once it is
+        removed, b stops the replica, and does not start it again.
+        """
+        c = Cluster(["a", "b", "c"], {"p2": ["a", "b"]}, seed=4)
+        c.run(2.0)
+        leader = c.leader("p2")
+        assert leader is not None
+        leader.propose("p2", rulesEntry(RULES))
+        leader.propose("p2", eventsEntry(events(50)))
+        c.run(1.0)
+        new = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        c.routes["b"] = new
+        c.run(0.3)
+        self.assertEqual(c.managers["b"].partitionStatus("p2")["state"], "retiring")
+        c.crash("b")
+        c.routing = new
+        c.routes.clear()
+        c.run(1.0)
+        b = c.start("b")
+        self.assertEqual(b.ledger.epoch("p2"), 2)
+
+        def moved() -> bool:
+            current = c.leader("p2")
+            if current is None:
+                return False
+            node = current.partitions["p2"].node
+            config = node.configs.at(node.commitIndex)
+            return config.voters == {spiffe("a"), spiffe("c")} and "p2" not in b.partitions
+
+        self.assertLess(c.run(10.0, until=moved), 4.0)
+        self.assertEqual(c.managers["c"].partitions["p2"].machine.events, 50)
+        self.assertEqual(len(c.hashes("p2")), 1)
+        c.run(1.0)
+        self.assertNotIn("p2", b.partitions)
 
 
 class ActivationHealthTests(SynchronousTestCase):
