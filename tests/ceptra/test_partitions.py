@@ -456,7 +456,7 @@ class ReplicaMoveTests(SynchronousTestCase):
         configuration without b and that no leader loses its quorum; return
         how long the move took (from the first node applying epoch 2).
         """
-        c = Cluster(["a", "b", "c"], {"p2": ["a", "b"]}, seed=seed, slowDisks=slowDisks)
+        c = self.cluster = Cluster(["a", "b", "c"], {"p2": ["a", "b"]}, seed=seed, slowDisks=slowDisks)
         c.run(2.0)
         current = c.leader("p2")
         assert current is not None
@@ -550,6 +550,33 @@ class ReplicaMoveTests(SynchronousTestCase):
         """
         for seed in (1, 2, 3):
             took = self.move("a", ["c", "a", "b"], {"a": 0.02}, seed=seed)
+            self.assertLess(took, 3.0)
+
+    def test_leaderChangesDuringMove(self) -> None:
+        """
+        Leadership passes from a to c as soon as c is a voter, before b is
+        removed: c carries out the rest of the move and tells b.
+        """
+        transferred: list[float] = []
+
+        def handOver(c: Cluster) -> None:
+            def check() -> None:
+                part = c.managers["a"].partitions["p2"]
+                if part.node.leader is not None and spiffe("c") in part.node.configs.latest().voters:
+                    transferred.append(c.clock.seconds())
+                    part.node.transferLeadership(spiffe("c")).addErrback(lambda f: None)
+                else:
+                    c.clock.callLater(0.002, check)
+
+            check()
+
+        for seed in (1, 2, 3):
+            transferred.clear()
+            took = self.move("a", ["b", "a", "c"], {"b": 0.02}, seed=seed, during=handOver)
+            self.assertEqual(len(transferred), 1)
+            leader = self.cluster.leader("p2")
+            assert leader is not None
+            self.assertEqual(leader.spiffe, spiffe("c"))
             self.assertLess(took, 3.0)
 
     def test_graceDoesNotStopVoter(self) -> None:
