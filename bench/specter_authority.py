@@ -37,7 +37,12 @@ _COMMON = [
     (b"cookie", b"session=0123456789abcdef"),
     (b"sec-fetch-dest", b"document"),
 ]
-_PSEUDO = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"app.example.com"), (b":path", b"/")]
+_PSEUDO = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"app.example.com"),
+    (b":path", b"/"),
+]
 
 CASES = {
     "authority_only": _PSEUDO + _COMMON,

@@ -94,7 +94,9 @@ def checkAuthority(authority: bytes | None, host: bytes | None, scheme: bytes) -
         if host is None:
             raise BadMessage("no :authority or Host header")
         authority = host
-    elif host is not None and host != authority and _normalised(host, scheme) != _normalised(authority, scheme):
+    elif (
+        host is not None and host != authority and _normalised(host, scheme) != _normalised(authority, scheme)
+    ):
         raise BadMessage("the Host header disagrees with :authority (RFC 9113 8.3.1)")
     if not _AUTHORITY.match(authority):
         if b"@" in authority:

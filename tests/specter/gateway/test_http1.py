@@ -98,7 +98,12 @@ class RequestHeadTests(SynchronousTestCase):
         written out aside; the target's Host and the routing key are the
         :authority.
         """
-        pseudo = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"App.example")]
+        pseudo = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":path", b"/"),
+            (b":authority", b"App.example"),
+        ]
         for host in [b"App.example", b"app.EXAMPLE", b"app.example:443"]:
             head = buildRequestHead([*pseudo, (b"host", host)], "10.0.0.1")
             self.assertEqual((head.host, head.authority), ("app.example", "App.example"), host)
@@ -122,16 +127,25 @@ class RequestHeadTests(SynchronousTestCase):
             ([*base, (b":authority", b"a.example"), (b"host", b"")], "disagrees"),
             ([*base, (b":authority", b""), (b"host", b"a.example")], "disagrees"),
             ([*base, (b":authority", b"a.example"), (b"host", b" a.example")], "disagrees"),
-            ([*base, (b":authority", b"a.example"), (b"host", b"a.example"), (b"host", b"b.example")], "more than one Host"),
+            (
+                [*base, (b":authority", b"a.example"), (b"host", b"a.example"), (b"host", b"b.example")],
+                "more than one Host",
+            ),
             ([*base, (b"host", b"a.example"), (b"host", b"b.example")], "more than one Host"),
-            ([*base, (b":authority", b"a.example"), (b":authority", b"b.example")], "more than one :authority"),
+            (
+                [*base, (b":authority", b"a.example"), (b":authority", b"b.example")],
+                "more than one :authority",
+            ),
             (base, "no :authority or Host"),
             ([*base, (b":authority", b"")], "malformed :authority"),
             ([*base, (b"host", b"")], "malformed :authority"),
             ([*base, (b":authority", b"a example")], "malformed :authority"),
             ([*base, (b":authority", b"a\texample")], "malformed :authority"),
             ([*base, (b":authority", b"user@a.example")], "user information"),
-            ([*base, (b":authority", b"user:pw@a.example"), (b"host", b"user:pw@a.example")], "user information"),
+            (
+                [*base, (b":authority", b"user:pw@a.example"), (b"host", b"user:pw@a.example")],
+                "user information",
+            ),
             ([*base, (b"host", b"b.example@a.example")], "user information"),
         ]:
             with self.assertRaises(BadMessage, msg=repr(headers)) as caught:
