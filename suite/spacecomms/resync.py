@@ -33,7 +33,15 @@ from suite.spacecomms.store import Record
 if TYPE_CHECKING:
     from suite.spacecomms.node import SpaceNode
 
-__all__ = ["sendSync", "entryEnvelope", "forwardedKinds", "DERIVED", "ResyncInputs", "ResyncCore", "ResyncMachine"]
+__all__ = [
+    "sendSync",
+    "entryEnvelope",
+    "forwardedKinds",
+    "DERIVED",
+    "ResyncInputs",
+    "ResyncCore",
+    "ResyncMachine",
+]
 
 log = Logger(namespace="spacecomms.node")
 
@@ -63,6 +71,8 @@ def _candidates(node: SpaceNode, peer: str) -> list[tuple[str, str]]:
                 continue
             out.append((kind, r.key))
     return out
+
+
 def entryEnvelope(node: SpaceNode, r: Record, flag: str = "sync") -> Envelope:
     """
     The announce or withdrawal that re-states C{r} to a peer, marked with

@@ -194,9 +194,7 @@ class ResyncSimulationTests(SynchronousTestCase):
         self.assertEqual(b["RS-3"], (True, None))
         self.assertEqual(b["RS-4"], (True, None))
         self.assertEqual(net.state("A")["RS-5"], (True, None))
-        self.assertTrue(
-            [e for e in net.logged("re-sync from {peer} complete") if e["why"] == "END_OF_SYNC"]
-        )
+        self.assertTrue([e for e in net.logged("re-sync from {peer} complete") if e["why"] == "END_OF_SYNC"])
 
     def test_relayThatLostAnEntryGetsItBack(self) -> None:
         """
@@ -343,9 +341,7 @@ class ResyncSimulationTests(SynchronousTestCase):
         net.run(2)
         self.assertFalse(net.nodes["B"].syncing("A"))
         self.assertIn("GR-1", net.state("B"))
-        self.assertTrue(
-            [e for e in net.logged("re-sync from {peer} complete") if e["why"] == "grace time"]
-        )
+        self.assertTrue([e for e in net.logged("re-sync from {peer} complete") if e["why"] == "grace time"])
 
 
 class LifecycleSimulationTests(SynchronousTestCase):
