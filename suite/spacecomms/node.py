@@ -35,7 +35,7 @@ from suite.spacecomms.ledger import Ledger
 from suite.spacecomms.local import LocalUpdates
 from suite.spacecomms.metrics import NodeMetrics
 from suite.spacecomms.peering import PeerTable
-from suite.spacecomms.resync import endSync, sendSync
+from suite.spacecomms.resync import ResyncCore, ResyncInputs, ResyncMachine, sendSync
 from suite.spacecomms.router import Router, TokenBucket
 from suite.spacecomms.signing import Signer
 from suite.spacecomms.store import Record
@@ -69,8 +69,8 @@ class SpaceNode:
         self.forwarder = Forwarder(self.core, self.peers)
         self.local = LocalUpdates(self.core, self.ledger, self.forwarder)
         self.inbound = Inbound(self.core, self.peers, self.ledger, self.forwarder)
-        #: Open re-syncs from peers: what each re-announced so far, and the grace timer.
-        self.syncs: dict[str, tuple[set[tuple[str, str]], IDelayedCall]] = {}
+        #: Each established peer's re-sync towards this node (open or done).
+        self.syncs: dict[str, ResyncInputs] = {}
         #: The next batch of this node's re-sync to each peer.
         self.syncSends: dict[str, IDelayedCall] = {}
         self.onPeersChanged: list[Callable[[], None]] = []
@@ -156,9 +156,8 @@ class SpaceNode:
             self._tick.stop()
         self.antiEntropy.stop()
         self.inbound.stop()
-        for _, call in self.syncs.values():
-            if call.active():
-                call.cancel()
+        for sync in self.syncs.values():
+            sync.sessionLost()
         self.syncs.clear()
         for call in self.syncSends.values():
             if call.active():
@@ -237,12 +236,11 @@ class SpaceNode:
         link = IPeerLink(link)
         peer = link.peerId
         self.peers.attach(link)
-        if peer in self.syncs:
-            self.syncs.pop(peer)[1].cancel()
-        self.syncs[peer] = (
-            set(),
-            self.clock.callLater(self.config.resync_grace_seconds, endSync, self, peer, "grace time"),
-        )
+        old = self.syncs.pop(peer, None)
+        if old is not None:
+            old.sessionLost()
+        sync = self.syncs[peer] = ResyncMachine(ResyncCore(self, link, self.config.resync_grace_seconds))
+        sync.started()
         sendSync(self, link)
         for cb in self.onPeersChanged:
             cb()
@@ -250,9 +248,9 @@ class SpaceNode:
     def sessionLost(self, link: IPeerLink, reason: str) -> None:
         peer = link.peerId
         if self.peers.detach(link):
-            entry = self.syncs.pop(peer, None)
-            if entry is not None and entry[1].active():
-                entry[1].cancel()
+            sync = self.syncs.pop(peer, None)
+            if sync is not None:
+                sync.sessionLost()
             send = self.syncSends.pop(peer, None)
             if send is not None and send.active():
                 send.cancel()
@@ -263,17 +261,12 @@ class SpaceNode:
     def envelopeReceived(self, link: IPeerLink, env: Envelope) -> None:
         peer = link.peerId
         self.metrics.received()
-        sync = self.syncs.get(peer)
         routed = env.message_type in ROUTED_TYPES
-        if routed and sync is not None:
-            # Re-announced during the sync window: counts as refreshed even
-            # if it is dropped below, so it is never mistaken for stale.
-            sync[0].add(entryKind(env))
         bucket = self.buckets.get(peer)
         if (
             routed
             and bucket is not None
-            and not self._exempt(peer, env, sync is not None)
+            and not self._exempt(peer, env, self.syncing(peer))
             and not bucket.take()
         ):
             self.inbound.rateLimited(link, env)
@@ -291,7 +284,9 @@ class SpaceNode:
             self.metrics.heartbeat(peer, max(0.0, self.now() - env.timestamp) * 1000.0)
             return
         if mtype == "END_OF_SYNC":
-            endSync(self, peer, "END_OF_SYNC")
+            sync = self.syncs.get(peer)
+            if sync is not None:
+                sync.endOfSync()
             return
         if mtype == "ERROR":
             self.log.warn(
@@ -308,6 +303,14 @@ class SpaceNode:
             self.antiEntropy.received(link, env)
             return
         self.inbound.apply(link, env)
+
+    def syncing(self, peer: str) -> bool:
+        """
+        Whether C{peer}'s re-sync towards this node is open (from the
+        session's start until its END_OF_SYNC or the grace time).
+        """
+        sync = self.syncs.get(peer)
+        return sync is not None and sync.syncing()
 
     def _exempt(self, peer: str, env: Envelope, syncing: bool) -> bool:
         """

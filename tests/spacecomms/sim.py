@@ -72,6 +72,8 @@ class SimNet:
         self.links: dict[tuple[str, str], SimLink] = {}
         self.lastArrival: dict[tuple[str, str], float] = {}
         self.events: list[dict[str, Any]] = []
+        #: While not None, sent messages wait here until L{release}d.
+        self.held: list[tuple[SimLink, bytes]] | None = None
         globalLogPublisher.addObserver(cast(ILogObserver, self.events.append))
 
     def stop(self) -> None:
@@ -123,7 +125,40 @@ class SimNet:
         self.nodes[name] = node
         return node
 
+    def hold(self) -> None:
+        """
+        Keep every message sent from now on until the test releases it, in
+        the order the test chooses (L{release}, L{releaseAll}).
+        """
+        self.held = []
+
+    def release(self, src: str, dst: str, messageType: str) -> None:
+        """
+        Deliver now the first held message of C{messageType} from C{src} to
+        C{dst} (dropped, as on the wire, if that session is gone).
+        """
+        assert self.held is not None
+        for i, (link, data) in enumerate(self.held):
+            if (link.src, link.peerId) == (src, dst) and decodeEnvelope(data).message_type == messageType:
+                del self.held[i]
+                self._arrive(link, data)
+                return
+        raise AssertionError(f"no {messageType} held from {src} to {dst}")
+
+    def releaseAll(self) -> None:
+        """
+        Deliver the held messages in the order they were sent, and those
+        they cause, until none is left; then stop holding.
+        """
+        while self.held:
+            link, data = self.held.pop(0)
+            self._arrive(link, data)
+        self.held = None
+
     def transmit(self, link: SimLink, data: bytes) -> None:
+        if self.held is not None:
+            self.held.append((link, data))
+            return
         if self.rng.random() < self.dropRate:
             return
         key = (link.src, link.peerId)

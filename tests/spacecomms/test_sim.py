@@ -14,7 +14,7 @@ from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import Envelope
 from suite.spacecomms.interfaces import IPeerLink
-from tests.spacecomms.sim import SimNet
+from tests.spacecomms.sim import SimNet, stored
 
 OPEN = Policies()
 
@@ -142,6 +142,12 @@ class RoutingSimulationTests(SynchronousTestCase):
         self.assertIn("POL-1", net.state("B"))
         self.assertNotIn("POL-1", net.state("C"))
         self.assertIn("SAT-1", net.state("C", "object"))
+        # A reconnection's re-sync follows the same forward policy.
+        net.disconnect("B", "C")
+        net.connect("B", "C")
+        net.run(1)
+        self.assertNotIn("POL-1", net.state("C"))
+        self.assertIn("SAT-1", net.state("C", "object"))
 
         net2 = SimNet(4)
         self.addCleanup(net2.stop)
@@ -156,14 +162,14 @@ class RoutingSimulationTests(SynchronousTestCase):
 
 class ResyncSimulationTests(SynchronousTestCase):
     """
-    Reconnection re-announces state and drops stale learned entries.
+    Reconnection re-announces state; no entry a node accepted is dropped.
     """
 
     def test_partitionHealsAndResyncs(self) -> None:
         """
         Changes made on either side of a partition reach the other side
-        after reconnection, and an entry the peer no longer has is dropped
-        once its END_OF_SYNC arrives.
+        after reconnection; an entry the peer no longer has is kept (only a
+        withdrawal removes an entry from service).
         """
         net = SimNet(5)
         self.addCleanup(net.stop)
@@ -184,11 +190,70 @@ class ResyncSimulationTests(SynchronousTestCase):
         net.run(1)
         b = net.state("B")
         self.assertEqual(b["RS-1"], (False, "ERROR"))
-        self.assertNotIn("RS-2", b)
+        self.assertEqual(b["RS-2"], (True, None))
         self.assertEqual(b["RS-3"], (True, None))
         self.assertEqual(b["RS-4"], (True, None))
         self.assertEqual(net.state("A")["RS-5"], (True, None))
-        self.assertTrue(net.logged("dropped {dropped} stale entries"))
+        self.assertTrue([e for e in net.logged("re-sync from {peer} complete") if e["why"] == "END_OF_SYNC"])
+
+    def test_relayThatLostAnEntryGetsItBack(self) -> None:
+        """
+        A relay that comes back without an entry it relayed (a restart on
+        memory storage) gets it back from the peer it taught, which keeps
+        it: the re-sync also carries what the peer taught.
+        """
+        net = SimNet(14)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B"), ("B", "C")])
+        net.nodes["A"].ingestCDM(sampleCDM("LOST-1"))
+        net.run(1)
+        self.assertEqual(stored(net.stores["C"], "cdm", "LOST-1").learnedFrom, "B")
+        net.disconnect("A", "B")
+        net.disconnect("B", "C")
+        net.stores["B"].remove("cdm", "LOST-1")
+        net.connect("B", "C")
+        net.run(1)
+        self.assertEqual(net.state("C")["LOST-1"], (True, None))
+        self.assertEqual(net.state("B")["LOST-1"], (True, None))
+        self.assertEqual(stored(net.stores["B"], "cdm", "LOST-1").learnedFrom, "C")
+
+    def test_mutualRelearningLosesNothing(self) -> None:
+        """
+        Two relays that re-learned an entry from each other during
+        simultaneous re-syncs both keep it through their next reconnection.
+
+        A originates X; B and C learn it from A.  The three sessions of the
+        triangle restart at once, and the originator's END_OF_SYNC reaches B
+        and C before its re-announcement of X (a reordering the simulation
+        allows), while B's and C's re-announcements of X to each other come
+        in between.  Then B and C reconnect once more.  When END_OF_SYNC
+        made a node drop what the peer had taught it and not re-announced,
+        B and C each dropped X at A's END_OF_SYNC, took it back from the
+        other (A's late copy was then no newer), and so each held X as
+        taught by the other; the next B-C re-sync left X out both ways
+        (nobody re-announced what the peer had taught it) and both dropped
+        it, with no session left to bring it back before anti-entropy.
+        """
+        net = SimNet(15)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B"), ("B", "C"), ("A", "C")], anti_entropy_interval_seconds=0)
+        net.nodes["A"].ingestCDM(sampleCDM("MUT-1"))
+        net.run(1)
+        net.hold()
+        for a, b in (("A", "B"), ("A", "C"), ("B", "C")):
+            net.disconnect(a, b)
+            net.connect(a, b)
+        net.release("A", "B", "END_OF_SYNC")
+        net.release("A", "C", "END_OF_SYNC")
+        net.release("C", "B", "CDM_ANNOUNCE")
+        net.release("B", "C", "CDM_ANNOUNCE")
+        net.releaseAll()
+        net.run(1)
+        net.disconnect("B", "C")
+        net.connect("B", "C")
+        net.run(1)
+        for n in "ABC":
+            self.assertEqual(net.state(n), {"MUT-1": (True, None)}, n)
 
     def test_largeResyncInBatches(self) -> None:
         """
@@ -256,10 +321,11 @@ class ResyncSimulationTests(SynchronousTestCase):
         self.assertIn("CR-2", net.state("B"))
         self.assertIn("CR-2", net.state("C"))
 
-    def test_graceTimeDropsWithoutEndOfSync(self) -> None:
+    def test_graceTimeClosesTheSync(self) -> None:
         """
-        If END_OF_SYNC never comes, un-refreshed entries learned from the
-        peer are dropped after resync_grace_seconds.
+        If END_OF_SYNC never comes, the peer's re-sync closes after
+        resync_grace_seconds (anti-entropy runs towards it again); what
+        was learned from the peer is kept.
         """
         net = SimNet(7)
         self.addCleanup(net.stop)
@@ -271,9 +337,11 @@ class ResyncSimulationTests(SynchronousTestCase):
         net.dropRate = 1.0
         net.connect("A", "B")
         net.run(4)
-        self.assertIn("GR-1", net.state("B"))
+        self.assertTrue(net.nodes["B"].syncing("A"))
         net.run(2)
-        self.assertNotIn("GR-1", net.state("B"))
+        self.assertFalse(net.nodes["B"].syncing("A"))
+        self.assertIn("GR-1", net.state("B"))
+        self.assertTrue([e for e in net.logged("re-sync from {peer} complete") if e["why"] == "grace time"])
 
 
 class LifecycleSimulationTests(SynchronousTestCase):
