@@ -594,6 +594,50 @@ class ReplicaMoveTests(SynchronousTestCase):
         self.assertGreater(took, 8.0)
         self.assertLess(took, 11.0)
 
+    def test_removedBeforeHearingAndLeaderChanges(self) -> None:
+        """
+        b cannot hear a while a removes it: the configuration without b
+        commits with a and c, then a hands leadership to c, which never knew
+        b as a member, before b has received that configuration.  b, a voter
+        in the latest configuration it holds, hears no leader and asks for
+        votes; the leader answers a replica outside its configuration by
+        replicating to it until it holds the configuration removing it, then
+        tells it that configuration is committed, and b stops.
+        """
+        handedOver: list[float] = []
+
+        def isolate(c: Cluster) -> None:
+            a = c.managers["a"].partitions["p2"].node
+
+            def promoted() -> None:
+                config = a.configs.at(a.commitIndex)
+                if a.leader is not None and spiffe("c") in config.voters and spiffe("b") in config.voters:
+                    c.net.partition(spiffe("a"), spiffe("b"))
+                    removed()
+                else:
+                    c.clock.callLater(0.002, promoted)
+
+            def removed() -> None:
+                if a.leader is not None and spiffe("b") not in a.configs.at(a.commitIndex).members():
+                    handedOver.append(c.clock.seconds())
+                    a.transferLeadership(spiffe("c")).addErrback(lambda f: None)
+                    c.clock.callLater(0.5, c.net.heal)
+                else:
+                    c.clock.callLater(0.002, removed)
+
+            promoted()
+
+        for seed in (1, 2, 3):
+            handedOver.clear()
+            took = self.move("a", ["b", "a", "c"], {"b": 0.02}, seed=seed, during=isolate, within=8.0)
+            self.assertEqual(len(handedOver), 1)
+            # b stopped once it held the configuration removing it.
+            a = self.cluster.managers["a"].partitions["p2"].node
+            self.assertNotIn(spiffe("b"), a.configs.latest().members())
+            held = self.cluster.disks["b:wal/p2"].state.entries
+            self.assertGreaterEqual(held[-1].index, a.configs.latestIndex())
+            self.assertLess(took, 4.0)
+
 
 class RestartDuringMoveTests(SynchronousTestCase):
     def test_removedReplicaRestarts(self) -> None:
