@@ -7,11 +7,12 @@ the admin allow list.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +26,7 @@ from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
 from suite.ceptra.partitions import NotHosted, PartitionManager
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
+from suite.ceptra.retire import markRetired, moveRetired, pendingRetirements, purge
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
 from suite.raft.incarnation import MemoryIncarnations
@@ -217,7 +219,14 @@ class Cluster:
         snapshotThreshold: int = 20,
         snapshotRunner: Runner | None = None,
         slowDisks: dict[str, float] | None = None,
+        root: str | None = None,
     ) -> None:
+        #: with C{root}: each node's storage directories are real, under
+        #: C{root/<name>} (its data directory), and retired replicas' data
+        #: is moved to its C{retired/}; the Raft storage stays in memory
+        self.root = root
+        self.fileRunner: Callable[..., Deferred[Any]] | None = None
+        self.retiredKeep = 86400.0
         self.snapshotRunner = snapshotRunner
         self.clock = Clock()
         self.rng = random.Random(seed)
@@ -235,8 +244,18 @@ class Cluster:
             self.start(n)
 
     def start(self, name: str) -> PartitionManager:
+        dataDir = None if self.root is None else os.path.join(self.root, name)
+        walRoot, snapRoot = ("wal", "snap") if dataDir is None else (f"{dataDir}/wal", f"{dataDir}/snap")
+
         def storage(walDir: str, snapshotDir: str) -> MemoryStorage:
             key = f"{name}:{walDir}"
+            if dataDir is not None:
+                # What a real node's storage leaves there.
+                for directory in (walDir, snapshotDir):
+                    os.makedirs(directory, exist_ok=True)
+                for path in (os.path.join(walDir, "incarnation"), os.path.join(snapshotDir, "snap-1")):
+                    with open(path, "w") as f:
+                        f.write(name)
             if key not in self.disks:
                 slow = self.slowDisks.get(name)
                 self.disks[key] = MemoryStorage() if slow is None else SlowDisk(self.clock, slow)
@@ -246,8 +265,8 @@ class Cluster:
             spiffe(name),
             self.clock,
             lambda: self.routes.get(name, self.routing),
-            "wal",
-            "snap",
+            walRoot,
+            snapRoot,
             dial=DialPolicy(0.5, 3, 0.02),
             settings=RaftSettings(snapshotThreshold=self.snapshotThreshold),
             interval=0.05,
@@ -258,7 +277,10 @@ class Cluster:
             ledger=PlacementLedger(self.ledgers.setdefault(name, MemoryPlacementFile())),
             incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
             snapshotRunner=self.snapshotRunner,
-            holdsReplica=lambda pid: f"{name}:wal/{pid}" in self.disks,
+            holdsReplica=None if dataDir is not None else lambda pid: f"{name}:wal/{pid}" in self.disks,
+            dataDir=dataDir,
+            fileRunner=self.fileRunner,
+            retiredKeep=self.retiredKeep,
         )
         self.net.listeners[f"addr-{name}"] = (spiffe(name), m.multi)
         m.startService()
@@ -679,6 +701,157 @@ class RestartDuringMoveTests(SynchronousTestCase):
         self.assertEqual(len(c.hashes("p2")), 1)
         c.run(1.0)
         self.assertNotIn("p2", b.partitions)
+
+
+class RetiredReplicaTests(SynchronousTestCase):
+    """
+    A replica removed from its group for good is retired: its data moves to
+    the data directory's C{retired/}, it is never started again, and old
+    retired copies are deleted; a crash at any point of this restarts
+    correctly.
+    """
+
+    def moved(self, c: Cluster) -> bool:
+        leader = c.leader("p2")
+        if leader is None:
+            return False
+        node = leader.partitions["p2"].node
+        b = c.managers.get("b")
+        return (
+            node.configs.at(node.commitIndex).voters == {spiffe("a"), spiffe("c")}
+            and b is not None
+            and "p2" not in b.partitions
+            and not b.reclaiming
+        )
+
+    def cluster(self) -> tuple[Cluster, str]:
+        root = self.mktemp()
+        os.makedirs(root)
+        c = Cluster(["a", "b", "c"], {"p2": ["a", "b"]}, root=root)
+        c.run(2.0)
+        leader = c.leader("p2")
+        assert leader is not None
+        leader.propose("p2", rulesEntry(RULES))
+        leader.propose("p2", eventsEntry(events(20)))
+        c.run(0.5)
+        return c, root
+
+    def retired(self, root: str) -> list[str]:
+        path = os.path.join(root, "b", "retired")
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+    def test_retiredDataMovedNotRestarted(self) -> None:
+        c, root = self.cluster()
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        with capturedLogs() as logs:
+            self.assertLess(c.run(5.0, until=lambda: self.moved(c)), 4.0)
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "wal", "p2")))
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "snap", "p2")))
+        [name] = self.retired(root)
+        self.assertRegex(name, r"^p2-2-\d+$")
+        copy = os.path.join(root, "b", "retired", name)
+        self.assertEqual(sorted(os.listdir(os.path.join(copy, "wal"))), ["incarnation", "retired"])
+        self.assertEqual(os.listdir(os.path.join(copy, "snapshots")), ["snap-1"])
+        lines = [e["log_format"].format(**e) for e in logs if "replica retired" in e.get("log_format", "")]
+        self.assertEqual(lines, [f"partition p2 replica retired; data moved to {copy}"])
+        # Restarted, b does not start p2 again; the copy stays (24 h).
+        c.crash("b")
+        b = c.start("b")
+        c.run(1.0)
+        self.assertNotIn("p2", b.partitions)
+        self.assertEqual(self.retired(root), [name])
+        # Restarted once the copy is older than the keep time: deleted.
+        c.crash("b")
+        c.retiredKeep = 30.0
+        c.clock.advance(40.0)
+        b = c.start("b")
+        c.run(0.2)
+        self.assertEqual(self.retired(root), [])
+        self.assertNotIn("p2", b.partitions)
+
+    def test_crashBeforeMove(self) -> None:
+        """
+        The node stops after writing the marker, before moving anything:
+        restarted, it does not start the replica and finishes the move.
+        """
+        c, root = self.cluster()
+
+        def crashingMove(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+            if fn is moveRetired:
+                return fail(OSError("the node stopped"))
+            return succeed(fn(*args))
+
+        c.crash("b")
+        c.fileRunner = crashingMove
+        c.start("b")
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        c.run(5.0, until=lambda: self.moved(c))
+        self.assertTrue(self.moved(c))
+        self.assertTrue(os.path.exists(os.path.join(root, "b", "wal", "p2", "retired")))
+        self.assertTrue(os.path.exists(os.path.join(root, "b", "snap", "p2")))
+        c.crash("b")
+        c.fileRunner = None
+        with capturedLogs() as logs:
+            b = c.start("b")
+            c.run(1.0)
+        self.assertNotIn("p2", b.partitions)
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "wal", "p2")))
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "snap", "p2")))
+        self.assertEqual(len(self.retired(root)), 1)
+        formats = [e.get("log_format", "") for e in logs]
+        self.assertIn("partition {pid}: finishing the retirement of its replica", formats)
+        self.assertNotIn(
+            "starting the replica of partition {pid} this node still holds (placed on {voters} "
+            "now): it takes part until its group's configuration without it is committed",
+            formats,
+        )
+
+
+class RetireFilesTests(SynchronousTestCase):
+    """
+    The file steps of a retirement (L{suite.ceptra.retire}), and a crash in
+    the middle of the move.
+    """
+
+    def test_crashMidMove(self) -> None:
+        root = self.mktemp()
+        wal, snap = os.path.join(root, "wal"), os.path.join(root, "snap")
+        for directory in (os.path.join(wal, "p2"), os.path.join(snap, "p2"), os.path.join(wal, "p1")):
+            os.makedirs(directory)
+        for path in (os.path.join(wal, "p2", "incarnation"), os.path.join(snap, "p2", "snap-7")):
+            with open(path, "w") as f:
+                f.write("x")
+        self.assertEqual(pendingRetirements(wal), [])
+        name = markRetired(wal, "p2", 2, 1000.0)
+        self.assertEqual(name, "p2-2-1000")
+        self.assertEqual(markRetired(wal, "p2", 3, 2000.0), name)  # the marker is kept
+        self.assertEqual(pendingRetirements(wal), [("p2", name)])
+        # The node stops after the snapshots moved, before the WAL did.
+        target = os.path.join(root, "retired", name)
+        os.makedirs(target)
+        os.rename(os.path.join(snap, "p2"), os.path.join(target, "snapshots"))
+        self.assertEqual(pendingRetirements(wal), [("p2", name)])
+        self.assertEqual(moveRetired(root, wal, snap, "p2", name), target)
+        self.assertEqual(pendingRetirements(wal), [])
+        self.assertEqual(sorted(os.listdir(wal)), ["p1"])
+        self.assertEqual(sorted(os.listdir(os.path.join(target, "wal"))), ["incarnation", "retired"])
+        self.assertEqual(os.listdir(os.path.join(target, "snapshots")), ["snap-7"])
+        self.assertEqual(moveRetired(root, wal, snap, "p2", name), target)  # again: nothing to do
+        self.assertEqual(purge(root, 3600.0, 1000.0 + 3600.0), [])
+        self.assertEqual(purge(root, 3600.0, 1000.0 + 3601.0), [target])
+        self.assertEqual(os.listdir(os.path.join(root, "retired")), [])
+
+    def test_unreadableMarker(self) -> None:
+        """
+        A marker that cannot be read still marks the replica retired.
+        """
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "p2"))
+        with open(os.path.join(root, "p2", "retired"), "w") as f:
+            f.write("{trunc")
+        [(pid, name)] = pendingRetirements(root)
+        self.assertEqual(pid, "p2")
+        self.assertRegex(name, r"^p2-0-\d+$")
 
 
 class ActivationHealthTests(SynchronousTestCase):
