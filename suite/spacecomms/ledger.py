@@ -29,6 +29,10 @@ class Ledger:
     def __init__(self, core: NodeCore) -> None:
         self.core = core
         self._lastSeq = 0
+        #: The highest sequence of this node's own entries held from before
+        #: this start or restored by peers since (not raised by updates made
+        #: here): what this node states in its HELLO as C{own_sequence}.
+        self.restoreMark = 0
         self._lastCleanup = float("-inf")
         self._tcaHeap: list[tuple[float, str]] = []
         self._pairs: dict[frozenset[str], set[str]] = {}
@@ -39,8 +43,12 @@ class Ledger:
         """
         store = self.core.store
         store.load()
+        for kind in ("cdm", "object"):
+            for r in store.records(kind):
+                if r.origin == self.core.nodeId:
+                    self._lastSeq = max(self._lastSeq, r.sequence)
+        self.restoreMark = self._lastSeq
         for r in store.records("cdm"):
-            self._lastSeq = max(self._lastSeq, r.sequence if r.origin == self.core.nodeId else 0)
             if r.active and r.tca is not None:
                 heapq.heappush(self._tcaHeap, (r.tca, r.key))
                 self._pairs.setdefault(frozenset(r.objects), set()).add(r.key)
@@ -54,11 +62,21 @@ class Ledger:
         self._lastSeq = max(self._lastSeq + 1, int(self.core.now() * 1_000_000), after + 1)
         return self._lastSeq
 
+    def restored(self, sequence: int) -> None:
+        """
+        A peer gave back one of this node's own entries: later sequences
+        follow it, and later sessions ask only for what is newer.
+        """
+        self._lastSeq = max(self._lastSeq, sequence)
+        self.restoreMark = max(self.restoreMark, sequence)
+
     def put(self, record: Record) -> None:
         """
         Store C{record}, indexing an active CDM by TCA and object pair.
         """
         self.core.store.put(record)
+        if record.origin == self.core.nodeId:
+            self._lastSeq = max(self._lastSeq, record.sequence)
         if record.kind == "cdm" and record.active and record.tca is not None:
             heapq.heappush(self._tcaHeap, (record.tca, record.key))
             self._pairs.setdefault(frozenset(record.objects), set()).add(record.key)
@@ -97,6 +115,8 @@ class Ledger:
             None if signed is None else signed.get("cert"),
         )
         self.core.store.put(record)
+        if origin == self.core.nodeId:
+            self._lastSeq = max(self._lastSeq, sequence)
         return record
 
     def supersede(self, record: Record) -> None:

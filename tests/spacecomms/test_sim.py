@@ -269,15 +269,18 @@ class ResyncSimulationTests(SynchronousTestCase):
         net.connect("A", "B")
         link = net.links[("A", "B")]
         self.assertEqual(len(link.sent), 200)
-        self.assertIn("B", net.nodes["A"].syncSends)
+        self.assertTrue(net.nodes["A"].sends["B"].sending())
         net.run(1)
         self.assertEqual(link.sent[-1].message_type, "END_OF_SYNC")
         self.assertEqual(link.sent[-1].payload["count"], 450)
         self.assertEqual(len(net.state("B", "object")), 450)
         net.disconnect("A", "B")
         net.connect("A", "B")
+        sender = net.nodes["A"].sends["B"]
+        self.assertTrue(sender.sending())
         net.disconnect("A", "B")
-        self.assertEqual(net.nodes["A"].syncSends, {})
+        self.assertEqual(net.nodes["A"].sends, {})
+        self.assertFalse(sender.sending())
         net.run(1)
 
     def test_resyncNotRateLimited(self) -> None:
