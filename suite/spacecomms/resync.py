@@ -173,6 +173,15 @@ class SendingData:
     timer: IDelayedCall | None = None
 
 
+def _cancel(data: SendingData) -> None:
+    """
+    Cancel the pending batch, if any.
+    """
+    if data.timer is not None and data.timer.active():
+        data.timer.cancel()
+    data.timer = None
+
+
 def _buildSend() -> TypeMachine[SendInputs, SendCore]:
     b = TypeMachineBuilder(SendInputs, SendCore)
 
@@ -192,7 +201,7 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
     @sendingState.upon(SendInputs.batchDue).loop()
     def batch(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
         node, link = core.node, core.link
-        data.timer = None
+        _cancel(data)
         end = data.position + SYNC_BATCH
         for kind, key in data.keys[data.position : end]:
             r: Record | None = node.store.get(kind, key)
@@ -216,6 +225,7 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
 
     @sendingState.upon(SendInputs.finished).to(sent)
     def finish(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
+        _cancel(data)
         node, peer = core.node, core.link.peerId
         core.link.sendEnvelope(
             Envelope("END_OF_SYNC", node.nodeId, {"count": data.sent}, timestamp=node.now(), path=(node.nodeId,))
@@ -230,8 +240,7 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
 
     @sendingState.upon(SendInputs.sessionLost).to(abandoned)
     def abandon(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
-        if data.timer is not None and data.timer.active():
-            data.timer.cancel()
+        _cancel(data)
         log.info("re-sync to {peer} abandoned: session gone", peer=core.link.peerId, node=core.node.nodeId)
 
     sendingState.upon(SendInputs.sending).loop().returns(True)
