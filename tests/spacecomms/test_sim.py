@@ -490,13 +490,13 @@ class RestoreSimulationTests(SynchronousTestCase):
 
         # A's clock is behind: without the restored sequences its update
         # would look older than the version B holds and be ignored.
+        state = net.nodes["A"].announceObject("SAT-DR", {"name": "dr", "v": 2})
+        self.assertGreater(state.sequence, heldObject.sequence)
         record, created = net.nodes["A"].ingestCDM(sampleCDM("DR-0", object2="46000", missDistance=140.0))
         self.assertTrue(created)
         self.assertGreater(record.sequence, held["DR-0"].sequence)
         gone = net.nodes["A"].withdrawCDM("DR-1", "FALSE_POSITIVE")
         self.assertIsNotNone(gone)
-        state = net.nodes["A"].announceObject("SAT-DR", {"name": "dr", "v": 2})
-        self.assertGreater(state.sequence, heldObject.sequence)
         net.run(1)
         for n in "BC":
             self.assertEqual(stored(net.stores[n], "object", "SAT-DR").body, {"name": "dr", "v": 2}, n)
