@@ -38,7 +38,9 @@ def main(n: int) -> str:
     net.connect("B", "C")
     now = net.clock.seconds()
     for i in range(n):
-        net.nodes["A"].ingestCDM(sampleCDM(f"R-{i}", tca=now + 86400 + i, created=now, object2=str(50000 + i)))
+        net.nodes["A"].ingestCDM(
+            sampleCDM(f"R-{i}", tca=now + 86400 + i, created=now, object2=str(50000 + i))
+        )
     net.run(2)
     assert len(net.state("C")) == n
     cpu = time.process_time()

@@ -228,7 +228,9 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
         _cancel(data)
         node, peer = core.node, core.link.peerId
         core.link.sendEnvelope(
-            Envelope("END_OF_SYNC", node.nodeId, {"count": data.sent}, timestamp=node.now(), path=(node.nodeId,))
+            Envelope(
+                "END_OF_SYNC", node.nodeId, {"count": data.sent}, timestamp=node.now(), path=(node.nodeId,)
+            )
         )
         log.info(
             "re-sync to {peer}: sent {count} entries and END_OF_SYNC ({restored} of them its own, restored)",

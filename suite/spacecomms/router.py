@@ -114,9 +114,7 @@ class Router:
         self.maxSkew = maxSkew
         self.seen = SeenCache(clock, seenLifetime)
 
-    def inbound(
-        self, env: Envelope, fromPeer: str, policies: Policies, restoring: bool = False
-    ) -> Decision:
+    def inbound(self, env: Envelope, fromPeer: str, policies: Policies, restoring: bool = False) -> Decision:
         """
         Decide whether a routed message from C{fromPeer} is taken in.
         C{restoring}: C{fromPeer}'s re-sync is open, so one of this node's

@@ -48,7 +48,9 @@ class SkewedClock:
     def seconds(self) -> float:
         return self.clock.seconds() + self.offset
 
-    def callLater(self, delay: float, callable: Callable[..., Any], *args: object, **kw: object) -> IDelayedCall:
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], *args: object, **kw: object
+    ) -> IDelayedCall:
         return self.clock.callLater(delay, callable, *args, **kw)
 
     def getDelayedCalls(self) -> Sequence[IDelayedCall]:

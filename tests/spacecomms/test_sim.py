@@ -6,7 +6,7 @@ an in-memory network (one Clock, seeded RNG).
 from __future__ import annotations
 
 from collections import Counter
-from typing import cast
+from typing import Any, cast
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import SynchronousTestCase
@@ -478,10 +478,14 @@ class RestoreSimulationTests(SynchronousTestCase):
         self.assertEqual(net.state("A"), net.state("B"))
         for key, r in held.items():
             got = stored(net.stores["A"], "cdm", key)
-            self.assertEqual((got.origin, got.sequence, got.active, got.body), ("A", r.sequence, r.active, r.body))
+            self.assertEqual(
+                (got.origin, got.sequence, got.active, got.body), ("A", r.sequence, r.active, r.body)
+            )
             self.assertEqual(got.learnedFrom, "B")
         self.assertEqual(stored(net.stores["A"], "object", "SAT-DR").sequence, heldObject.sequence)
-        self.assertEqual(len(net.logged("re-sync from {peer} restored {count} entries this node originated")), 1)
+        self.assertEqual(
+            len(net.logged("re-sync from {peer} restored {count} entries this node originated")), 1
+        )
         restoredLines = [
             e for e in net.logged("routing decision: applied") if e["node"] == "A" and e["peer"] == "B"
         ]
@@ -504,7 +508,9 @@ class RestoreSimulationTests(SynchronousTestCase):
             got = stored(net.stores[n], "cdm", "DR-0")
             assert got.body is not None
             self.assertEqual(
-                (got.sequence, got.body["relative_metadata_data"]["MISS_DISTANCE"]), (record.sequence, 140.0), n
+                (got.sequence, got.body["relative_metadata_data"]["MISS_DISTANCE"]),
+                (record.sequence, 140.0),
+                n,
             )
             self.assertEqual(net.state(n)["DR-1"], (False, "FALSE_POSITIVE"), n)
 
@@ -559,12 +565,12 @@ class RestoreSimulationTests(SynchronousTestCase):
         a = net.restart("A")
         hello = a.helloPayload
 
-        def olderHello(peer: str | None) -> dict[str, object]:
+        def olderHello(peer: str | None) -> dict[str, Any]:
             payload = hello(peer)
             payload["capabilities"] = [c for c in payload["capabilities"] if c != "restore"]
             return payload
 
-        a.helloPayload = olderHello  # type: ignore[method-assign]
+        a.helloPayload = olderHello  # type: ignore[method-assign, assignment]
         net.connect("A", "B")
         net.run(1)
         self.assertEqual(net.state("A"), {})
