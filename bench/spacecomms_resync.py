@@ -4,6 +4,8 @@ N CDMs originated by A on the line A - B - C.
 
 - relay: the B - C session drops and comes back; messages and bytes each
   way of its re-sync (C re-announces to B what B taught it).
+- steady: the A - B session drops and comes back, A's store intact;
+  what B sends A (none of A's own CDMs: A states it holds them).
 - restore: A loses its store and restarts under the same node id; messages
   and bytes B sends A on reconnection, and how many of A's own CDMs A holds
   again afterwards.
@@ -49,6 +51,10 @@ def main(n: int) -> str:
     net.run(2)
     bcMsgs, bcBytes = traffic(net, "B", "C")
     cbMsgs, cbBytes = traffic(net, "C", "B")
+    net.disconnect("A", "B")
+    net.connect("A", "B")
+    net.run(2)
+    steadyMsgs, steadyBytes = traffic(net, "B", "A")
     net.crash("A")
     net.stores["A"] = MemoryStore()
     net.restart("A")
@@ -60,7 +66,8 @@ def main(n: int) -> str:
     net.stop()
     return (
         f"n={n} relay_b_to_c_msgs={bcMsgs} relay_b_to_c_bytes={bcBytes} relay_c_to_b_msgs={cbMsgs} "
-        f"relay_c_to_b_bytes={cbBytes} restore_b_to_a_msgs={baMsgs} restore_b_to_a_bytes={baBytes} "
+        f"relay_c_to_b_bytes={cbBytes} steady_b_to_a_msgs={steadyMsgs} steady_b_to_a_bytes={steadyBytes} "
+        f"restore_b_to_a_msgs={baMsgs} restore_b_to_a_bytes={baBytes} "
         f"restored={restored} cpu_s={cpu:.2f} load1={os.getloadavg()[0]:.2f}"
     )
 

@@ -31,8 +31,11 @@ class Ledger:
         self._lastSeq = 0
         #: The highest sequence of this node's own entries held from before
         #: this start or restored by peers since (not raised by updates made
-        #: here): what this node states in its HELLO as C{own_sequence}.
-        self.restoreMark = 0
+        #: here, so those do not hide the ones peers still have to give back).
+        self._mark = 0
+        #: Whether a peer's re-sync (one that could restore) has completed
+        #: since this start; from then on the node states all it holds.
+        self._rejoined = False
         self._lastCleanup = float("-inf")
         self._tcaHeap: list[tuple[float, str]] = []
         self._pairs: dict[frozenset[str], set[str]] = {}
@@ -47,7 +50,7 @@ class Ledger:
             for r in store.records(kind):
                 if r.origin == self.core.nodeId:
                     self._lastSeq = max(self._lastSeq, r.sequence)
-        self.restoreMark = self._lastSeq
+        self._mark = self._lastSeq
         for r in store.records("cdm"):
             if r.active and r.tca is not None:
                 heapq.heappush(self._tcaHeap, (r.tca, r.key))
@@ -62,13 +65,32 @@ class Ledger:
         self._lastSeq = max(self._lastSeq + 1, int(self.core.now() * 1_000_000), after + 1)
         return self._lastSeq
 
+    @property
+    def restoreMark(self) -> int:
+        """
+        What this node states in its HELLO as C{own_sequence}: its own
+        entries newer than this are what it asks peers to give back.  Until
+        a peer's re-sync completes after a start, the highest sequence it
+        loaded or was given back (an update made meanwhile through the API
+        must not hide the older entries peers still hold); from then on the
+        highest it holds, so later reconnections re-send none of its own
+        entries.
+        """
+        return self._lastSeq if self._rejoined else self._mark
+
+    def rejoined(self) -> None:
+        """
+        A peer that restores finished its re-sync to this node.
+        """
+        self._rejoined = True
+
     def restored(self, sequence: int) -> None:
         """
         A peer gave back one of this node's own entries: later sequences
         follow it, and later sessions ask only for what is newer.
         """
         self._lastSeq = max(self._lastSeq, sequence)
-        self.restoreMark = max(self.restoreMark, sequence)
+        self._mark = max(self._mark, sequence)
 
     def put(self, record: Record) -> None:
         """

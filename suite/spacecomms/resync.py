@@ -350,6 +350,9 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
     def ended(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:
         data.timer.cancel()
         complete(core, data, "END_OF_SYNC")
+        if core.node.peerCapable(core.link.peerId, "restore"):
+            # The peer gave back all it held of this node's own entries.
+            core.node.ledger.rejoined()
 
     @opened.upon(ResyncInputs.graceExpired).to(done)
     def expired(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:

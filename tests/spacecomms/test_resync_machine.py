@@ -36,10 +36,23 @@ def stateOf(inputs: object) -> str:
     return inputs.__automat_transitioner__._state.name  # type: ignore[attr-defined]
 
 
+class FakeLedger:
+    def __init__(self) -> None:
+        self.rejoins = 0
+
+    def rejoined(self) -> None:
+        self.rejoins += 1
+
+
 class FakeNode:
     def __init__(self) -> None:
         self.clock = Clock()
         self.nodeId = "A"
+        self.ledger = FakeLedger()
+        self.capable = True
+
+    def peerCapable(self, peer: str, capability: str) -> bool:
+        return self.capable and capability == "restore"
 
 
 class FakeLink:
@@ -168,6 +181,25 @@ class ResyncMachineTests(SynchronousTestCase):
         self.assertEqual((stateOf(machine), self.lines), ("Done", [(COMPLETE, "grace time")]))
         self.assertFalse(machine.syncing())
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_endOfSyncRejoins(self) -> None:
+        """
+        END_OF_SYNC from a peer that restores tells the ledger this node
+        has rejoined (it then states all it holds in its next HELLOs); the
+        grace time, or a peer without the capability, does not.
+        """
+        for capable, ending, rejoins in (
+            (True, "endOfSync", 1),
+            (True, "graceExpired", 0),
+            (False, "endOfSync", 0),
+        ):
+            node = FakeNode()
+            node.capable = capable
+            machine = ResyncMachine(ResyncCore(cast(SpaceNode, node), cast(IPeerLink, FakeLink()), 5.0))
+            machine.started()
+            CALLS[ending](machine)
+            machine.endOfSync()
+            self.assertEqual(node.ledger.rejoins, rejoins, (capable, ending))
 
     def test_restoredCounted(self) -> None:
         """

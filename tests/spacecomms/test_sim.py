@@ -546,6 +546,29 @@ class RestoreSimulationTests(SynchronousTestCase):
         net.run(1)
         self.assertEqual([e for e in net.links[("B", "A")].sent if e.payload.get("restore")], [])
 
+    def test_apiUseBeforeRejoiningHidesNothing(self) -> None:
+        """
+        A restarts empty and takes a new CDM through its API before its
+        session to B is back: it still gets its older CDMs back.  Once B's
+        re-sync has completed, A states all it holds, so a later
+        reconnection re-sends none of A's own entries, old or new.
+        """
+        net = self._spread(44)
+        self._loseStore(net, "A")
+        net.run(0.5)
+        net.nodes["A"].ingestCDM(sampleCDM("DR-NEW", object2="46100"))
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(net.state("A"), net.state("B"))
+        self.assertEqual(len([e for e in net.links[("B", "A")].sent if e.payload.get("restore")]), 4)
+        net.nodes["A"].ingestCDM(sampleCDM("DR-NEWER", object2="46101"))
+        net.run(1)
+        net.disconnect("A", "B")
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual([e for e in net.links[("B", "A")].sent if e.payload.get("restore")], [])
+        self.assertEqual(net.state("A"), net.state("B"))
+
     def test_ownEntriesRefusedOutsideARestore(self) -> None:
         """
         A peer that did not ask for a restore (an older version, without
