@@ -29,9 +29,9 @@ class Ledger:
     def __init__(self, core: NodeCore) -> None:
         self.core = core
         self._lastSeq = 0
-        #: The highest sequence of this node's own entries held from before
-        #: this start or restored by peers since (not raised by updates made
-        #: here, so those do not hide the ones peers still have to give back).
+        #: The highest sequence of this node's own entries loaded at start
+        #: (not raised by updates made here, so those do not hide the ones
+        #: peers still have to give back, nor by a restore cut short).
         self._mark = 0
         #: Whether a peer's re-sync (one that could restore) has completed
         #: since this start; from then on the node states all it holds.
@@ -71,8 +71,8 @@ class Ledger:
         What this node states in its HELLO as C{own_sequence}: its own
         entries newer than this are what it asks peers to give back.  Until
         a peer's re-sync completes after a start, the highest sequence it
-        loaded or was given back (an update made meanwhile through the API
-        must not hide the older entries peers still hold); from then on the
+        loaded (an update made meanwhile through the API must not hide the
+        older entries peers still hold); from then on the
         highest it holds, so later reconnections re-send none of its own
         entries.
         """
@@ -87,10 +87,11 @@ class Ledger:
     def restored(self, sequence: int) -> None:
         """
         A peer gave back one of this node's own entries: later sequences
-        follow it, and later sessions ask only for what is newer.
+        follow it.  (The restore mark moves only once a peer's whole
+        re-sync has come: entries come in store order, not by sequence, so
+        a re-sync cut short may have skipped older ones.)
         """
         self._lastSeq = max(self._lastSeq, sequence)
-        self._mark = max(self._mark, sequence)
 
     def put(self, record: Record) -> None:
         """
