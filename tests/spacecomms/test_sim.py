@@ -569,6 +569,27 @@ class RestoreSimulationTests(SynchronousTestCase):
         self.assertEqual([e for e in net.links[("B", "A")].sent if e.payload.get("restore")], [])
         self.assertEqual(net.state("A"), net.state("B"))
 
+    def test_restoreCutShortIsRetried(self) -> None:
+        """
+        B's re-sync reaches A only after A's grace time closed it: the
+        restores are refused as loops, A still states its empty store, and
+        the next session gives everything back.
+        """
+        net = self._spread(45)
+        self._loseStore(net, "A")
+        net.hold()
+        net.connect("A", "B")
+        net.run(6)
+        self.assertFalse(net.nodes["A"].syncing("B"))
+        net.releaseAll()
+        self.assertEqual(net.state("A"), {})
+        self.assertEqual(net.nodes["A"].helloPayload("B")["own_sequence"], 0)
+        net.disconnect("A", "B")
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(net.state("A"), net.state("B"))
+        self.assertGreater(net.nodes["A"].helloPayload("B")["own_sequence"], 0)
+
     def test_ownEntriesRefusedOutsideARestore(self) -> None:
         """
         A peer that did not ask for a restore (an older version, without
