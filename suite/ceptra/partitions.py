@@ -266,6 +266,9 @@ class PartitionManager(Service):
         self.fileRunner = fileRunner or self._inThread
         #: partition -> its retirement in progress (data being moved)
         self.reclaiming: dict[str, Deferred[None]] = {}
+        #: partitions whose retired replica could not be moved in this run
+        #: (never started: its move is tried again at the next start)
+        self._retireFailed: set[str] = set()
         self._lastPurge: float | None = None
         #: partitions started, or looked for on disk, in this run
         self._looked: set[str] = set()
@@ -332,6 +335,7 @@ class PartitionManager(Service):
         self.reclaiming[pid] = d
 
         def failed(f: Failure) -> None:
+            self._retireFailed.add(pid)
             log.warn(
                 "partition {pid}: moving the retired replica's data failed: {why}; "
                 "it is not started again, and moved at the next start",
@@ -362,20 +366,37 @@ class PartitionManager(Service):
 
     def _resumeRetirements(self) -> None:
         """
-        At start-up: finish the retirements a crash cut short.
+        At start-up, before any replica starts: finish the retirements a
+        crash cut short (one directory listing, and a stat per partition).
         """
         if self.dataDir is None:
             return
+        try:
+            pending = pendingRetirements(self.walDir)
+        except OSError as e:
+            log.warn("looking for retired replicas in {dir}: {why}", dir=self.walDir, why=e)
+            return
+        for pid, name in pending:
+            self._resume(pid, name)
 
-        async def resume() -> None:
-            for pid, name in await self.fileRunner(pendingRetirements, self.walDir):
-                if pid not in self.reclaiming:
-                    log.info("partition {pid}: finishing the retirement of its replica", pid=pid)
-                    self._track(pid, Deferred.fromCoroutine(self._finish(pid, name)))
+    def _resume(self, pid: str, name: str) -> None:
+        log.info("partition {pid}: finishing the retirement of its replica", pid=pid)
+        self._track(pid, Deferred.fromCoroutine(self._finish(pid, name)))
 
-        Deferred.fromCoroutine(resume()).addErrback(
-            lambda f: log.warn("looking for retired replicas: {why}", why=f.getErrorMessage())
-        )
+    def _retired(self, pid: str) -> bool:
+        """
+        Whether C{pid}'s replica here is retired (its data not moved yet):
+        then it is not started; its move is resumed, once per run.
+        """
+        if self.dataDir is None or pid in self.reclaiming:
+            return pid in self.reclaiming
+        if pid in self._retireFailed:
+            return True
+        found = marker(self.walDir, pid)
+        if found is None:
+            return False
+        self._resume(pid, str(found["name"]))
+        return True
 
     def _purgeRetired(self) -> None:
         """
@@ -555,6 +576,9 @@ class PartitionManager(Service):
     def _start(self, pid: str, routing: Routing, placed: bool = True) -> None:
         voters = self.voters(routing, pid)
         if placed and self.spiffe not in voters:
+            return
+        if self._retired(pid):
+            # (placed here again: started afresh once the data is moved)
             return
         self._looked.add(pid)
         walDir = os.path.join(self.walDir, pid)

@@ -250,6 +250,10 @@ class Cluster:
         def storage(walDir: str, snapshotDir: str) -> MemoryStorage:
             key = f"{name}:{walDir}"
             if dataDir is not None:
+                if not os.path.exists(walDir) and key in self.disks:
+                    # Its directory was moved away (retired): a new replica.
+                    del self.disks[key]
+                    self.incarnations.forget(key)
                 # What a real node's storage leaves there.
                 for directory in (walDir, snapshotDir):
                     os.makedirs(directory, exist_ok=True)
@@ -805,6 +809,35 @@ class RetiredReplicaTests(SynchronousTestCase):
             "now): it takes part until its group's configuration without it is committed",
             formats,
         )
+
+    def test_placedAgainAfterCrash(self) -> None:
+        """
+        The node stops with its retired replica's data not moved yet, and
+        the partition is placed on it again meanwhile: restarted, it moves
+        the old data away first, then starts a fresh replica, which the
+        group adds back and catches up.
+        """
+        c, root = self.cluster()
+        c.crash("b")
+        c.fileRunner = lambda fn, *args: (
+            fail(OSError("the node stopped")) if fn is moveRetired else succeed(fn(*args))
+        )
+        c.start("b")
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        c.run(5.0, until=lambda: self.moved(c))
+        self.assertTrue(os.path.exists(os.path.join(root, "b", "wal", "p2", "retired")))
+        c.crash("b")
+        c.fileRunner = None
+        c.routing = routingOf({"p2": ["a", "c", "b"]}, c.names, revision=3)
+        b = c.start("b")
+
+        def back() -> bool:
+            part = b.partitions.get("p2")
+            return part is not None and part.serving() and part.machine.events == 20
+
+        self.assertLess(c.run(6.0, until=back), 5.0)
+        self.assertEqual(len(self.retired(root)), 1)
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "wal", "p2", "retired")))
 
 
 class RetireFilesTests(SynchronousTestCase):
