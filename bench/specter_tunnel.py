@@ -153,6 +153,22 @@ def cpuSeconds(pid: int, system: bool = False) -> float:
     return ((0 if system else int(fields[11])) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def contextSwitches(pid: int) -> tuple[int, int]:
+    """
+    The voluntary (the process waited) and involuntary (it was preempted)
+    context switches of process C{pid} so far, over all its threads.
+    """
+    voluntary = involuntary = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 def bulkMBps(host: str, port: int, cacert: str) -> float:
     argv = [
         "curl", "-sS", "--http1.1", "--cacert", cacert, "--resolve", f"{host}:{port}:127.0.0.1",
@@ -185,11 +201,39 @@ class Profiler:
         spy = os.path.join(BIN, "py-spy") if os.path.exists(os.path.join(BIN, "py-spy")) else "py-spy"
         for name, pid in self.pids.items():
             out = os.path.join(self.directory, f"{phase}-{name}.txt")
-            argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
+            argv = [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                os.environ.get("PYSPY_RATE", "250"),
+                "--format",
+                "raw",
+                "--nonblocking",
+            ]
             if os.environ.get("PYSPY_GIL"):
                 argv.append("--gil")  # only samples holding the GIL: no time in system calls
-            if self.syscalls:
-                events = "syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait"
+            if os.environ.get(
+                "PERF_RECORD"
+            ):  # native profile: where the CPU goes (interpreter, OpenSSL, kernel)
+                argv = ["perf", "record", "-F", "999", "-p", str(pid)]
+            elif self.syscalls:
+                events = ",".join(
+                    f"syscalls:sys_enter_{call}"
+                    for call in (
+                        "sendto",
+                        "recvfrom",
+                        "epoll_wait",
+                        "epoll_ctl",
+                        "write",
+                        "read",
+                        "writev",
+                        "sendmsg",
+                        "readv",
+                        "recvmsg",
+                    )  # fmt: skip
+                )
                 argv = ["perf", "stat", "-e", events, "-p", str(pid)]
             self.running.append(
                 subprocess.Popen([*argv, "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -339,9 +383,18 @@ def main() -> None:
             except OSError:
                 return []
 
+        if args.syscalls:
+            for worker in nginxWorkers():
+                profiler.pids[f"nginx{worker}"] = worker
+
         def snapshot() -> dict[str, float]:
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            gatewaySwitches, clientSwitches = contextSwitches(gatewayPid), contextSwitches(clientPid)
             return {
+                "gatewayWaits": gatewaySwitches[0],
+                "gatewayPreempted": gatewaySwitches[1],
+                "clientWaits": clientSwitches[0],
+                "clientPreempted": clientSwitches[1],
                 "gateway": cpuSeconds(gatewayPid),
                 "gatewaySystem": cpuSeconds(gatewayPid, system=True),
                 "clientSystem": cpuSeconds(clientPid, system=True),
@@ -385,13 +438,19 @@ def main() -> None:
             and their ratio: what the throughput ratio would be if the
             processes had the CPUs to themselves.
             """
-            tunnelPath = sum(v for k, v in tunnel.items() if k not in ("gatewaySystem", "clientSystem"))
+            tunnelPath = sum(v for k, v in tunnel.items() if k in ("gateway", "client", "nginx", "loadgen"))
             nginxPath = nginx["nginx"] + nginx["loadgen"]
             return (
                 f"{prefix}gateway_cpu_us={tunnel['gateway']:.1f} {prefix}gateway_sys_us={tunnel['gatewaySystem']:.1f} "
                 f"{prefix}client_cpu_us={tunnel['client']:.1f} {prefix}client_sys_us={tunnel['clientSystem']:.1f} "
                 f"{prefix}tunnel_path_cpu_us={tunnelPath:.1f} {prefix}nginx_path_cpu_us={nginxPath:.1f} "
-                f"{prefix}cpu_ratio={nginxPath / tunnelPath if tunnelPath else 0.0:.3f}"
+                f"{prefix}cpu_ratio={nginxPath / tunnelPath if tunnelPath else 0.0:.3f} "
+                f"{prefix}gateway_waits_per_kreq={tunnel['gatewayWaits'] / 1000:.0f} "
+                f"{prefix}gateway_preempted_per_kreq={tunnel['gatewayPreempted'] / 1000:.0f} "
+                f"{prefix}client_waits_per_kreq={tunnel['clientWaits'] / 1000:.0f} "
+                f"{prefix}client_preempted_per_kreq={tunnel['clientPreempted'] / 1000:.0f} "
+                f"{prefix}nginx_proxy_cpu_us={nginx['nginx']:.1f} {prefix}backend_cpu_us={tunnel['nginx']:.1f} "
+                f"{prefix}loadgen_nginx_cpu_us={nginx['loadgen']:.1f} {prefix}loadgen_tunnel_cpu_us={tunnel['loadgen']:.1f}"
             )
 
         if args.h2_only:
@@ -421,9 +480,18 @@ def main() -> None:
         if args.http1_only:
             viaNginx, nginxCpu = cpuPerRequest("nginx", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2))
             tunnel, cpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
+            if os.environ.get("NGINX_TLS_CPU"):
+                viaTLS, tlsCpu = cpuPerRequest(
+                    "nginxtls", lambda: wrk(f"https://127.0.0.1:{proxyTLS}/", d, c, 2)
+                )
+                print(
+                    f"nginx_tls_rps={viaTLS['rps']:.0f} nginx_tls_worker_cpu_us={tlsCpu['nginx']:.1f} "
+                    f"loadgen_tls_cpu_us={tlsCpu['loadgen']:.1f}"
+                )
             print(
                 f"nginx_rps={viaNginx['rps']:.0f} tunnel_rps={tunnel['rps']:.0f} "
                 f"c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} tunnel_non2xx={tunnel['non2xx']:.0f} "
+                f"nginx_requests={viaNginx['requests']:.0f} tunnel_requests={tunnel['requests']:.0f} "
                 f"{figures('', cpu, nginxCpu)} {load()}"
             )
             return
