@@ -184,13 +184,16 @@ class Profiler:
     phase runs (collapsed stacks, C{DIR/<phase>-<process>.txt}).
     """
 
-    def __init__(self, directory: str | None, pids: dict[str, int], syscalls: bool = False) -> None:
+    def __init__(
+        self, directory: str | None, pids: dict[str, int], syscalls: bool = False, perf: bool = False
+    ) -> None:
         self.directory = directory
+        self.perf = perf
         self.pids = pids
         self.syscalls = syscalls
         self.running: list[subprocess.Popen[bytes]] = []
         if directory is not None:
-            tool = "perf" if syscalls else "py-spy"
+            tool = "perf" if syscalls or perf else "py-spy"
             if shutil.which(tool) is None and not os.path.exists(os.path.join(BIN, tool)):
                 raise SystemExit(f"--profile needs {tool}")
             os.makedirs(directory, exist_ok=True)
@@ -214,9 +217,7 @@ class Profiler:
             ]
             if os.environ.get("PYSPY_GIL"):
                 argv.append("--gil")  # only samples holding the GIL: no time in system calls
-            if os.environ.get(
-                "PERF_RECORD"
-            ):  # native profile: where the CPU goes (interpreter, OpenSSL, kernel)
+            if self.perf:  # a native profile: where the CPU goes (interpreter, OpenSSL, kernel)
                 argv = ["perf", "record", "-F", "999", "-p", str(pid)]
             elif self.syscalls:
                 events = ",".join(
@@ -275,7 +276,26 @@ def main() -> None:
         action="store_true",
         help="with --profile: count send, receive and epoll_wait calls (perf stat) instead of sampling stacks",
     )
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="with --profile: record native profiles (perf record: interpreter, OpenSSL, kernel) instead",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --http1-only: measure nginx then the tunnel this many times, alternated; "
+        "c_over_b is the median of the rounds' ratios (each pair measured a few seconds apart)",
+    )
+    parser.add_argument(
+        "--tls-reference",
+        action="store_true",
+        help="with --http1-only: also nginx proxying TLS from wrk, with its CPU and wrk's per request",
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
     for tool in ("nginx", "wrk", "h2load"):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
             raise SystemExit(f"{tool} is required")
@@ -371,7 +391,9 @@ def main() -> None:
         tunnelURL = f"https://127.0.0.1:{gw}/"
         # warm up
         wrk(tunnelURL, 2, 8, 1, host)
-        profiler = Profiler(args.profile, {"gateway": procs[-2].pid, "client": procs[-1].pid}, args.syscalls)
+        profiler = Profiler(
+            args.profile, {"gateway": procs[-2].pid, "client": procs[-1].pid}, args.syscalls, args.perf
+        )
         gatewayPid, clientPid = procs[-2].pid, procs[-1].pid
 
         nginxPid = procs[0].pid
@@ -478,9 +500,20 @@ def main() -> None:
             )
             return
         if args.http1_only:
-            viaNginx, nginxCpu = cpuPerRequest("nginx", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2))
-            tunnel, cpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
-            if os.environ.get("NGINX_TLS_CPU"):
+            rounds = []
+            for n in range(args.rounds):
+                suffix = f"-{n + 1}" if n else ""
+                viaNginx, nginxCpu = cpuPerRequest(
+                    f"nginx{suffix}", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2)
+                )
+                tunnel, cpu = cpuPerRequest(f"http1{suffix}", lambda: wrk(tunnelURL, d, c, 2, host))
+                rounds.append((viaNginx, nginxCpu, tunnel, cpu))
+                if args.rounds > 1:
+                    print(
+                        f"round {n + 1}: nginx_rps={viaNginx['rps']:.0f} tunnel_rps={tunnel['rps']:.0f} "
+                        f"c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} {figures('', cpu, nginxCpu)} {load()}"
+                    )
+            if args.tls_reference:
                 viaTLS, tlsCpu = cpuPerRequest(
                     "nginxtls", lambda: wrk(f"https://127.0.0.1:{proxyTLS}/", d, c, 2)
                 )
@@ -488,9 +521,34 @@ def main() -> None:
                     f"nginx_tls_rps={viaTLS['rps']:.0f} nginx_tls_worker_cpu_us={tlsCpu['nginx']:.1f} "
                     f"loadgen_tls_cpu_us={tlsCpu['loadgen']:.1f}"
                 )
+            ratios = sorted(t["rps"] / v["rps"] for v, _, t, _ in rounds)
+            # CPU per request over all rounds (weighted by the requests of each)
+            nginxDone = sum(max(1.0, v["requests"]) for v, _, _, _ in rounds)
+            tunnelDone = sum(max(1.0, t["requests"]) for _, _, t, _ in rounds)
+            nginxCpu = {
+                k: sum(nc[k] * max(1.0, v["requests"]) for v, nc, _, _ in rounds) / nginxDone
+                for k in rounds[0][1]
+            }
+            cpu = {
+                k: sum(tc[k] * max(1.0, t["requests"]) for _, _, t, tc in rounds) / tunnelDone
+                for k in rounds[0][3]
+            }
+            viaNginx = {
+                "rps": sorted(v["rps"] for v, _, _, _ in rounds)[len(rounds) // 2],
+                "requests": nginxDone,
+            }
+            tunnel = {
+                "rps": sorted(t["rps"] for _, _, t, _ in rounds)[len(rounds) // 2],
+                "requests": tunnelDone,
+                "non2xx": sum(t["non2xx"] for _, _, t, _ in rounds),
+            }
+            cOverB = (
+                ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1 :][:2]) / 2
+            )
+            perRound = f"c_over_b_rounds={','.join(f'{r:.3f}' for r in ratios)} " if args.rounds > 1 else ""
             print(
                 f"nginx_rps={viaNginx['rps']:.0f} tunnel_rps={tunnel['rps']:.0f} "
-                f"c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} tunnel_non2xx={tunnel['non2xx']:.0f} "
+                f"c_over_b={cOverB:.3f} {perRound}tunnel_non2xx={tunnel['non2xx']:.0f} "
                 f"nginx_requests={viaNginx['requests']:.0f} tunnel_requests={tunnel['requests']:.0f} "
                 f"{figures('', cpu, nginxCpu)} {load()}"
             )
