@@ -19,6 +19,17 @@ Usage::
     .venv/bin/python bench/specter_tunnel.py [--duration 8] [--connections 64]
         [--gateway ring|standalone] [--h2-only] [--h2-requests 20000]
 
+``--http1-only`` measures only HTTP/1.1 (nginx, then the tunnel), with the
+CPU per request of every process on each path (gateway, client, the nginx
+worker as proxy or as backend, wrk) and the context switches per 1,000
+requests of the gateway and the client (``*_waits_per_kreq``: it slept in
+epoll; ``*_preempted_per_kreq``: the scheduler took the CPU away);
+``--rounds N`` alternates the two phases N times and reports the median of
+the N ratios, so that a change in the machine's load between two phases
+8 s apart weighs less.  ``--profile DIR`` records py-spy stacks
+(``--perf``: native perf profiles; ``--syscalls``: perf counts of the
+socket and epoll calls of the gateway, the client and nginx's worker).
+
 ``--h2-only`` measures only HTTP/2 (nginx terminating h2, then the
 tunnel) and adds the CPU time the gateway and the tunnel client spent per
 tunnelled HTTP/2 request (``h2_gateway_cpu_us``, ``h2_client_cpu_us``:
