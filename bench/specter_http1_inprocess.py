@@ -31,7 +31,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from OpenSSL import SSL, crypto  # noqa: E402
+from OpenSSL import SSL  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.protocol import Factory  # noqa: E402
@@ -39,6 +39,7 @@ from twisted.internet.ssl import CertificateOptions  # noqa: E402
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory  # noqa: E402
 
 from suite.pki.mint import mintSelfSigned  # noqa: E402
+from suite.pki.tlsoptions import presentedCredentials  # noqa: E402
 from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink  # noqa: E402
 from suite.specter.gateway.routes import MemoryRouteStore  # noqa: E402
 from suite.specter.gateway.visitor import HTTPVisitor  # noqa: E402
@@ -145,9 +146,7 @@ class _Client:
 
 def run(requests: int, connections: int, lean: bool, profile: Any = None) -> float:
     cert, key = mintSelfSigned(["127.0.0.1"])
-    options = CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key), certificate=crypto.X509.from_cryptography(cert)
-    )
+    options = CertificateOptions(**presentedCredentials(key, cert, ()))
     gateway = Gateway(
         GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"), MemoryRouteStore(reactor), reactor
     )

@@ -2,15 +2,35 @@
 The lifecycle of one hosted partition's replica, as an automat machine.
 
   states:  Starting (initial; the node loads its WAL and snapshot),
-           Running, Retiring (placement no longer lists this node; data:
-           since when), Failed (the WAL or snapshot could not be loaded;
-           data: why), Stopped.
-  inputs:  loaded(), loadFailed(why), placed(), unplaced(now, member,
-           grace), stop(); queries serving() -> bool, describe() -> dict.
+           Running, Retiring (placement no longer lists this node, its
+           group's configuration still does; data: since when), Leaving
+           (this node's latest configuration excludes it, but it does not
+           know that configuration committed yet; data: since when),
+           Dropped (the partition left the routing table; data: since
+           when), Failed (the WAL or snapshot could not be loaded; data:
+           why), Stopped.
+  inputs:  loaded(), loadFailed(why), placed(); when placement does not
+           list this node: unplaced(now) (the group's latest configuration
+           still names it), excluded(now, grace) (it does not, or this
+           replica's log is empty: nothing of the group's is here),
+           removed() (a configuration without this node is committed),
+           dropped(now, grace) (the partition left the routing table: no
+           leader moves its group, every replica retires); stop();
+           queries serving() -> bool, describe() -> dict.
   outputs: stop the node when its load failed (it never serves: Raft's
            Stopped, not Loading, then drops its peers' messages); log
            placement changes; stop the replica (node, transport group,
-           storage) when it has left its group or the grace period is over.
+           storage).
+
+A replica being moved away keeps taking part in its group (voting,
+replicating, answering the leader) until a configuration without it is
+committed: the group may need its vote until then (a group of two cannot
+commit without it).  The leader tells a removed replica once the
+configuration removing it is committed (L{suite.raft.leader}); the grace
+period only ends a replica that the group cannot need any more (Leaving:
+the configuration in its own log excludes it) or whose partition was
+dropped altogether (Dropped), never one its group still counts as a
+member.
 
 Until the node has loaded, its own role machine (Loading) drops every
 message the group's transport delivers; nothing here gates the transport.
@@ -45,10 +65,28 @@ class PartitionInputs(Protocol):
         The routing table lists this node for the partition.
         """
 
-    def unplaced(self, now: float, member: bool, grace: float) -> None:
+    def unplaced(self, now: float) -> None:
         """
-        The routing table does not list this node; C{member} says whether the
-        group's configuration still names it.
+        The routing table does not list this node; the group's latest
+        configuration (as this replica holds it) still names it.
+        """
+
+    def excluded(self, now: float, grace: float) -> None:
+        """
+        The routing table does not list this node, and the latest
+        configuration this replica holds does not name it (or its log is
+        empty), but it does not know that configuration committed.
+        """
+
+    def removed(self) -> None:
+        """
+        The routing table does not list this node, and a configuration
+        without it is committed.
+        """
+
+    def dropped(self, now: float, grace: float) -> None:
+        """
+        The partition is no longer in the routing table at all.
         """
 
     def stop(self) -> None:
@@ -93,8 +131,21 @@ class Retiring:
 
 
 @dataclass
+class Leaving:
+    since: float
+
+
+@dataclass
+class Dropped:
+    since: float
+
+
+@dataclass
 class Failed:
     why: str
+
+
+UNPLACED = ("unplaced", "excluded", "removed", "dropped")
 
 
 def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
@@ -102,12 +153,20 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     starting = b.state("Starting")
     running = b.state("Running")
 
-    def retiringData(
-        inputs: PartitionInputs, core: LifecycleCore, now: float, member: bool, grace: float
-    ) -> Retiring:
+    def retiringData(inputs: PartitionInputs, core: LifecycleCore, now: float) -> Retiring:
         return Retiring(now)
 
     retiring = b.state("Retiring", retiringData)
+
+    def droppedData(inputs: PartitionInputs, core: LifecycleCore, now: float, grace: float) -> Dropped:
+        return Dropped(now)
+
+    dropped = b.state("Dropped", droppedData)
+
+    def leavingData(inputs: PartitionInputs, core: LifecycleCore, now: float, grace: float) -> Leaving:
+        return Leaving(now)
+
+    leaving = b.state("Leaving", leavingData)
 
     def failedData(inputs: PartitionInputs, core: LifecycleCore, why: str) -> Failed:
         return Failed(why)
@@ -115,7 +174,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     failed = b.state("Failed", failedData)
     stopped = b.state("Stopped")
 
-    # Starting
+    # Starting: until loaded, the replica's configuration is not known.
     starting.upon(PartitionInputs.loaded).to(running).returns(None)
 
     @starting.upon(PartitionInputs.loadFailed).to(failed)
@@ -123,8 +182,8 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
         log.critical("partition {pid} failed to start: {why}", pid=core.replica.pid, why=why)
         core.replica.abandon()
 
-    starting.upon(PartitionInputs.placed).loop().returns(None)
-    starting.upon(PartitionInputs.unplaced).loop().returns(None)
+    for name in ("placed",) + UNPLACED:
+        starting.upon(getattr(PartitionInputs, name)).loop().returns(None)
 
     @starting.upon(PartitionInputs.stop).to(stopped)
     def stopStarting(inputs: PartitionInputs, core: LifecycleCore) -> None:
@@ -139,8 +198,33 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     running.upon(PartitionInputs.placed).loop().returns(None)
 
     @running.upon(PartitionInputs.unplaced).to(retiring)
-    def retire(inputs: PartitionInputs, core: LifecycleCore, now: float, member: bool, grace: float) -> None:
-        log.info("partition {pid} is no longer placed on this node; retiring", pid=core.replica.pid)
+    def retire(inputs: PartitionInputs, core: LifecycleCore, now: float) -> None:
+        log.info(
+            "partition {pid} is no longer placed on this node; it keeps taking part in its group "
+            "until a configuration without it is committed",
+            pid=core.replica.pid,
+        )
+
+    @running.upon(PartitionInputs.excluded).to(leaving)
+    def leave(inputs: PartitionInputs, core: LifecycleCore, now: float, grace: float) -> None:
+        log.info(
+            "partition {pid} is no longer placed on this node, and its group's latest configuration "
+            "excludes it; stopping once that is committed",
+            pid=core.replica.pid,
+        )
+
+    @running.upon(PartitionInputs.dropped).to(dropped)
+    def drop(inputs: PartitionInputs, core: LifecycleCore, now: float, grace: float) -> None:
+        log.info(
+            "partition {pid} is no longer in the routing table; stopping in {grace} s",
+            pid=core.replica.pid,
+            grace=grace,
+        )
+
+    @running.upon(PartitionInputs.removed).to(stopped)
+    def stopRemoved(inputs: PartitionInputs, core: LifecycleCore) -> None:
+        log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
+        core.replica.shutdown()
 
     @running.upon(PartitionInputs.stop).to(stopped)
     def stopRunning(inputs: PartitionInputs, core: LifecycleCore) -> None:
@@ -149,7 +233,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     running.upon(PartitionInputs.serving).loop().returns(True)
     running.upon(PartitionInputs.describe).loop().returns({"state": "running"})
 
-    # Retiring
+    # Retiring: still a member of the group's latest configuration.
     retiring.upon(PartitionInputs.loaded).loop().returns(None)
     retiring.upon(PartitionInputs.loadFailed).loop().returns(None)
 
@@ -157,16 +241,35 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def placedAgain(inputs: PartitionInputs, core: LifecycleCore, data: Retiring) -> None:
         log.info("partition {pid} is placed on this node again", pid=core.replica.pid)
 
-    @retiring.upon(PartitionInputs.unplaced).loop()
-    def checkRetired(
-        inputs: PartitionInputs, core: LifecycleCore, data: Retiring, now: float, member: bool, grace: float
-    ) -> None:
-        if not member or now - data.since > grace:
-            inputs.stop()
+    retiring.upon(PartitionInputs.unplaced).loop().returns(None)
 
-    @retiring.upon(PartitionInputs.stop).to(stopped)
+    @retiring.upon(PartitionInputs.excluded).to(leaving)
+    def leaveRetiring(
+        inputs: PartitionInputs, core: LifecycleCore, data: Retiring, now: float, grace: float
+    ) -> None:
+        log.info(
+            "partition {pid}: its group's latest configuration excludes this node; stopping once "
+            "that is committed",
+            pid=core.replica.pid,
+        )
+
+    @retiring.upon(PartitionInputs.dropped).to(dropped)
+    def dropRetiring(
+        inputs: PartitionInputs, core: LifecycleCore, data: Retiring, now: float, grace: float
+    ) -> None:
+        log.info(
+            "partition {pid} is no longer in the routing table; stopping in {grace} s",
+            pid=core.replica.pid,
+            grace=grace,
+        )
+
+    @retiring.upon(PartitionInputs.removed).to(stopped)
     def stopRetiring(inputs: PartitionInputs, core: LifecycleCore, data: Retiring) -> None:
         log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
+        core.replica.shutdown()
+
+    @retiring.upon(PartitionInputs.stop).to(stopped)
+    def stopRetired(inputs: PartitionInputs, core: LifecycleCore, data: Retiring) -> None:
         core.replica.shutdown()
 
     retiring.upon(PartitionInputs.serving).loop().returns(True)
@@ -175,8 +278,100 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def describeRetiring(inputs: PartitionInputs, core: LifecycleCore, data: Retiring) -> dict[str, Any]:
         return {"state": "retiring", "since": data.since}
 
+    # Leaving: the latest configuration this replica holds excludes it.
+    leaving.upon(PartitionInputs.loaded).loop().returns(None)
+    leaving.upon(PartitionInputs.loadFailed).loop().returns(None)
+
+    @leaving.upon(PartitionInputs.placed).to(running)
+    def placedBack(inputs: PartitionInputs, core: LifecycleCore, data: Leaving) -> None:
+        log.info("partition {pid} is placed on this node again", pid=core.replica.pid)
+
+    @leaving.upon(PartitionInputs.unplaced).to(retiring)
+    def undone(inputs: PartitionInputs, core: LifecycleCore, data: Leaving, now: float) -> None:
+        log.info(
+            "partition {pid}: the configuration excluding this node was undone; it still takes part",
+            pid=core.replica.pid,
+        )
+
+    @leaving.upon(PartitionInputs.excluded).loop()
+    def checkLeft(
+        inputs: PartitionInputs, core: LifecycleCore, data: Leaving, now: float, grace: float
+    ) -> None:
+        if now - data.since > grace:
+            log.info(
+                "partition {pid}: excluded from its group's configuration for {grace} s without "
+                "hearing that it committed; stopping",
+                pid=core.replica.pid,
+                grace=grace,
+            )
+            inputs.stop()
+
+    @leaving.upon(PartitionInputs.dropped).loop()
+    def checkLeftDropped(
+        inputs: PartitionInputs, core: LifecycleCore, data: Leaving, now: float, grace: float
+    ) -> None:
+        if now - data.since > grace:
+            inputs.stop()
+
+    @leaving.upon(PartitionInputs.removed).to(stopped)
+    def stopLeaving(inputs: PartitionInputs, core: LifecycleCore, data: Leaving) -> None:
+        log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
+        core.replica.shutdown()
+
+    @leaving.upon(PartitionInputs.stop).to(stopped)
+    def stopLeft(inputs: PartitionInputs, core: LifecycleCore, data: Leaving) -> None:
+        core.replica.shutdown()
+
+    leaving.upon(PartitionInputs.serving).loop().returns(True)
+
+    @leaving.upon(PartitionInputs.describe).loop()
+    def describeLeaving(inputs: PartitionInputs, core: LifecycleCore, data: Leaving) -> dict[str, Any]:
+        return {"state": "leaving", "since": data.since}
+
+    # Dropped: the partition left the routing table; no leader moves its
+    # group, every replica stops after the grace period.
+    dropped.upon(PartitionInputs.loaded).loop().returns(None)
+    dropped.upon(PartitionInputs.loadFailed).loop().returns(None)
+
+    @dropped.upon(PartitionInputs.placed).to(running)
+    def placedOnceMore(inputs: PartitionInputs, core: LifecycleCore, data: Dropped) -> None:
+        log.info("partition {pid} is placed on this node again", pid=core.replica.pid)
+
+    @dropped.upon(PartitionInputs.unplaced).to(retiring)
+    def routedAgain(inputs: PartitionInputs, core: LifecycleCore, data: Dropped, now: float) -> None:
+        log.info("partition {pid} is in the routing table again (elsewhere)", pid=core.replica.pid)
+
+    @dropped.upon(PartitionInputs.excluded).to(leaving)
+    def leaveDropped(
+        inputs: PartitionInputs, core: LifecycleCore, data: Dropped, now: float, grace: float
+    ) -> None:
+        log.info("partition {pid} is in the routing table again (elsewhere)", pid=core.replica.pid)
+
+    @dropped.upon(PartitionInputs.dropped).loop()
+    def checkDropped(
+        inputs: PartitionInputs, core: LifecycleCore, data: Dropped, now: float, grace: float
+    ) -> None:
+        if now - data.since > grace:
+            inputs.stop()
+
+    @dropped.upon(PartitionInputs.removed).to(stopped)
+    def stopDropped(inputs: PartitionInputs, core: LifecycleCore, data: Dropped) -> None:
+        log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
+        core.replica.shutdown()
+
+    @dropped.upon(PartitionInputs.stop).to(stopped)
+    def stopDroppedNow(inputs: PartitionInputs, core: LifecycleCore, data: Dropped) -> None:
+        log.info("stopping partition {pid}: no longer in the routing table", pid=core.replica.pid)
+        core.replica.shutdown()
+
+    dropped.upon(PartitionInputs.serving).loop().returns(True)
+
+    @dropped.upon(PartitionInputs.describe).loop()
+    def describeDropped(inputs: PartitionInputs, core: LifecycleCore, data: Dropped) -> dict[str, Any]:
+        return {"state": "dropped", "since": data.since}
+
     # Failed
-    for name in ("loaded", "loadFailed", "placed", "unplaced"):
+    for name in ("loaded", "loadFailed", "placed") + UNPLACED:
         failed.upon(getattr(PartitionInputs, name)).loop().returns(None)
 
     @failed.upon(PartitionInputs.stop).to(stopped)
@@ -190,7 +385,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
         return {"state": "failed", "error": data.why}
 
     # Stopped
-    for name in ("loaded", "loadFailed", "placed", "unplaced", "stop"):
+    for name in ("loaded", "loadFailed", "placed", "stop") + UNPLACED:
         stopped.upon(getattr(PartitionInputs, name)).loop().returns(None)
     stopped.upon(PartitionInputs.serving).loop().returns(False)
     stopped.upon(PartitionInputs.describe).loop().returns({"state": "stopped"})

@@ -30,10 +30,18 @@ C{interval} seconds, and whenever the feed changes):
     remaining voter.  A leader whose applied epoch is older than the
     configuration's changes nothing, so no epoch transition is applied
     twice or undone, across restarts and leader changes;
-  - a partition no longer listed keeps running until its group's
-    configuration no longer includes this node (or C{retireGrace} seconds
-    pass), then stops (the replica's lifecycle machine,
-    L{suite.ceptra.lifecycle}).
+  - a partition no longer listed keeps running, taking part in its group
+    (voting, replicating, answering the leader), until a configuration
+    without this node is committed (the leader tells a removed replica so),
+    then stops; the grace period (C{retireGrace} seconds) stops only a
+    replica whose own latest configuration already excludes it (it missed
+    the leader's word) or whose log is empty, or every replica of a
+    partition dropped from the routing table (the replica's lifecycle
+    machine, L{suite.ceptra.lifecycle});
+  - a replica found on disk at start-up (its incarnation file in
+    C{WAL_DIR/<partition>}) of a partition still routed but placed
+    elsewhere is started too, and retires as above: a node restarted in the
+    middle of a move still takes part until its group has removed it.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.routing import Routing
 from suite.netutil import isIPAddress
+from suite.raft.incarnation import FILENAME as INCARNATION_FILE
 from suite.raft.incarnation import Claim, fileClaim
 from suite.raft.memberchange import ChangeInputs, newMembershipChange
 from suite.raft.messages import Configuration
@@ -186,6 +195,8 @@ class PartitionManager(Service):
     @param snapshotRunner: runs a snapshot's encoding off the reactor
         thread (default: the reactor's thread pool; a reactor without
         threads, as in tests, encodes at once).
+    @param holdsReplica: override (tests) whether this node's storage holds
+        a replica of a partition (default: its incarnation file exists).
     """
 
     def __init__(
@@ -210,6 +221,7 @@ class PartitionManager(Service):
         ledger: PlacementLedger | None = None,
         incarnations: Callable[[str], Claim] | None = None,
         snapshotRunner: Runner | None = None,
+        holdsReplica: Callable[[str], bool] | None = None,
     ) -> None:
         self.spiffe = spiffe
         self.rng = rng or random.Random()
@@ -228,6 +240,9 @@ class PartitionManager(Service):
         self.storageFactory = storageFactory or self._groupStorage
         self.incarnations = incarnations or (lambda w: fileClaim(w, reactor))
         self.snapshotRunner = snapshotRunner or self._encodeInThread
+        self.holdsReplica = holdsReplica or self._holdsReplica
+        #: partitions started, or looked for on disk, in this run
+        self._looked: set[str] = set()
         self.ledger = ledger or PlacementLedger()
         self._feedRouting: Routing | None = None
         self._peersFrom: Any = None
@@ -252,6 +267,10 @@ class PartitionManager(Service):
         if IReactorThreads.providedBy(self.reactor):
             return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), encode)
         return succeed(encode())
+
+    def _holdsReplica(self, pid: str) -> bool:
+        # One stat per partition, once per run.
+        return os.path.exists(os.path.join(self.walDir, pid, INCARNATION_FILE))
 
     def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
         if self.wal is None:
@@ -357,20 +376,52 @@ class PartitionManager(Service):
         hosted = set(routing.hosted(me)) if me is not None else set()
         for pid in sorted(hosted - set(self.partitions)):
             self._start(pid, routing)
+        for pid in sorted(set(routing.partitions) - hosted - set(self.partitions) - self._looked):
+            # A replica left on disk by an earlier run, of a partition
+            # placed elsewhere now: its group may still count on it (the
+            # node stopped during a move), so it takes part again until a
+            # configuration without it is committed.
+            self._looked.add(pid)
+            if self.holdsReplica(pid):
+                self._start(pid, routing, placed=False)
         now = self.reactor.seconds()
         for pid, part in sorted(self.partitions.items()):
             if pid in hosted:
                 part.lifecycle.placed()
+            elif pid not in routing.partitions:
+                part.lifecycle.dropped(now, self.retireGrace)
             else:
-                member = self.spiffe in part.node.configs.latest().members()
-                part.lifecycle.unplaced(now, member, self.retireGrace)
+                self._unplaced(part, now)
             if part.serving() and part.node.leader is not None and pid in routing.partitions:
                 self._driveMembership(part, self.voters(routing, pid), routing.epochs.get(pid, 0))
 
-    def _start(self, pid: str, routing: Routing) -> None:
-        voters = self.voters(routing, pid)
-        if self.spiffe not in voters:
+    def _unplaced(self, part: Partition, now: float) -> None:
+        """
+        Tell C{part}'s lifecycle, placed elsewhere now, where this node
+        stands in its group: a member of the latest configuration it holds
+        (it keeps taking part), excluded by it (it may stop once that
+        configuration is known committed), or removed by a committed one.
+        """
+        node = part.node
+        if node.loading:
+            part.lifecycle.unplaced(now)
             return
+        latest = self.spiffe in node.configs.latest().members()
+        committed = self.spiffe in node.configs.at(node.commitIndex).members()
+        if not latest and not committed:
+            part.lifecycle.removed()
+        elif not latest or node.log.lastIndex() == 0:
+            # An empty log: this replica never held anything of the group's
+            # (its configuration is only the placement's bootstrap).
+            part.lifecycle.excluded(now, self.retireGrace)
+        else:
+            part.lifecycle.unplaced(now)
+
+    def _start(self, pid: str, routing: Routing, placed: bool = True) -> None:
+        voters = self.voters(routing, pid)
+        if placed and self.spiffe not in voters:
+            return
+        self._looked.add(pid)
         walDir = os.path.join(self.walDir, pid)
         storage = self.storageFactory(walDir, os.path.join(self.snapshotDir, pid))
         machine = PartitionMachine(pid, onResults=self._results, wantResults=self._wantResults)
@@ -402,7 +453,15 @@ class PartitionManager(Service):
         part = Partition(pid, node, storage, machine, transport, self)
         part.snapshots = newSnapshotter(node, threshold, self.snapshotRunner)
         self.partitions[pid] = part
-        log.info("starting partition {pid} (replicas {voters})", pid=pid, voters=sorted(voters))
+        if placed:
+            log.info("starting partition {pid} (replicas {voters})", pid=pid, voters=sorted(voters))
+        else:
+            log.info(
+                "starting the replica of partition {pid} this node still holds (placed on {voters} "
+                "now): it takes part until its group's configuration without it is committed",
+                pid=pid,
+                voters=sorted(voters),
+            )
         Deferred.fromCoroutine(node.start()).addCallbacks(
             lambda _: part.lifecycle.loaded(), lambda f: part.lifecycle.loadFailed(f.getErrorMessage())
         )

@@ -121,6 +121,22 @@ def _mdnsTag(key: str, v: Any) -> str:
     return text
 
 
+def _listenAddr(key: str, v: Any) -> str:
+    """
+    The IP address the P2P streams bind (C{p2p.listen_addr}); C{""} for
+    every IPv4 interface.  Returned in its canonical form.
+    """
+    text = _str(key, v)
+    if text == "":
+        return text
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ConfigError(
+            f'{CONFIG_NAME}: {key}: {text[:80]!r} is not an IP address ("" for all interfaces)'
+        ) from None
+
+
 def _nameList(key: str, v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or len(v) > 64:
         raise ConfigError(f"{CONFIG_NAME}: {key}: must be a list of at most 64 host names")
@@ -161,6 +177,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
     "profile": {"label": ("", _str), "name": ("", _peerName), "email": ("", _str)},
     "p2p": {
         "listen_port": (0, _int(0, 65535)),
+        "listen_addr": ("", _listenAddr),
         "mdns_tag": ("goop-mdns", _mdnsTag),
         "mdns_interfaces": ([], _interfaceList),
     },
@@ -183,6 +200,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
 #: written into a new goop.json.
 EXTENSIONS = {
     "profile.name",
+    "p2p.listen_addr",
     "p2p.mdns_interfaces",
     "presence.trusted_proxies",
     "presence.rendezvous_base_path",
@@ -210,6 +228,7 @@ class GoopConfig:
     peerName: str = ""
     email: str = ""
     listenPort: int = 0
+    listenAddr: str = ""
     mdnsTag: str = "goop-mdns"
     ttlSeconds: int = 120
     heartbeatSeconds: int = 30
@@ -337,6 +356,7 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
         peerName=values["profile.name"],
         email=values["profile.email"],
         listenPort=values["p2p.listen_port"],
+        listenAddr=values["p2p.listen_addr"],
         mdnsTag=values["p2p.mdns_tag"],
         ttlSeconds=values["presence.ttl_seconds"],
         heartbeatSeconds=values["presence.heartbeat_seconds"],

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cryptography import x509
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLContextFactory,
@@ -34,7 +34,7 @@ from suite.netutil import isIPAddress
 from suite.pki.bundle import Bundle, BundleError
 from suite.pki.interfaces import IPeerVerifier
 from suite.pki.keys import PrivateKey
-from suite.pki.tlsoptions import certificateOptions, minimumVersion, protocolList
+from suite.pki.tlsoptions import certificateOptions, minimumVersion, presentedCredentials, protocolList
 from suite.pki.verify import PeerPolicy
 from suite.pki.verifycallback import verifyCallback
 
@@ -219,11 +219,9 @@ def publicServerContextFactory(
     e.g. with an ACME or self-signed certificate; TLS 1.2+ (or 1.3 only).
     """
     return CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),
-        certificate=crypto.X509.from_cryptography(certificate),
-        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain],
         raiseMinimumTo=minimumVersion(tls13Only),
         acceptableProtocols=protocolList(acceptableProtocols),
+        **presentedCredentials(key, certificate, chain),
     )
 
 

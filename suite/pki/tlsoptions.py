@@ -15,8 +15,9 @@ from twisted.internet.ssl import Certificate as TwistedCertificate
 from twisted.internet.ssl import CertificateOptions, TLSVersion, trustRootFromCertificates
 
 from suite.pki.bundle import Bundle
+from suite.pki.keys import PrivateKey
 
-__all__ = ["protocolList", "certificateOptions", "lenientALPN", "minimumVersion"]
+__all__ = ["protocolList", "certificateOptions", "lenientALPN", "minimumVersion", "presentedCredentials"]
 
 
 def minimumVersion(tls13Only: bool) -> TLSVersion:
@@ -37,6 +38,23 @@ def protocolList(acceptableProtocols: Sequence[bytes | str] | None) -> list[byte
     return [p.encode("ascii") if isinstance(p, str) else p for p in acceptableProtocols]
 
 
+def presentedCredentials(
+    key: PrivateKey, certificate: x509.Certificate, chain: Sequence[x509.Certificate]
+) -> dict[str, Any]:
+    """
+    The C{privateKey}, C{certificate} and C{extraCertChain} arguments of
+    L{CertificateOptions}, as cryptography objects.
+
+    Twisted (26.10) hands them unchanged to pyOpenSSL's
+    C{Context.use_privatekey}, C{use_certificate} and
+    C{add_extra_chain_cert}, which take cryptography objects; passing
+    pyOpenSSL's C{PKey}/C{X509} wrappers there is deprecated since pyOpenSSL
+    24.3.  (Twisted's annotations still name the wrappers, hence the
+    untyped mapping.)
+    """
+    return {"privateKey": key, "certificate": certificate, "extraCertChain": list(chain)}
+
+
 def certificateOptions(
     bundle: Bundle,
     trust: Sequence[x509.Certificate],
@@ -52,11 +70,7 @@ def certificateOptions(
     """
     kwargs: dict[str, Any] = {}
     if presentCertificate:
-        kwargs.update(
-            privateKey=crypto.PKey.from_cryptography_key(bundle.nodeKey),
-            certificate=crypto.X509.from_cryptography(bundle.nodeCert),
-            extraCertChain=[crypto.X509.from_cryptography(c) for c in bundle.nodeChain],
-        )
+        kwargs.update(presentedCredentials(bundle.nodeKey, bundle.nodeCert, bundle.nodeChain))
     roots = [TwistedCertificate(crypto.X509.from_cryptography(c)) for c in trust]
     options = CertificateOptions(
         trustRoot=trustRootFromCertificates(roots),

@@ -26,6 +26,7 @@ from suite.raft.messages import (
     NORMAL,
     AppendEntries,
     AppendEntriesResponse,
+    Configuration,
     Entry,
     Heartbeat,
     HeartbeatResponse,
@@ -97,6 +98,10 @@ class LeaderState:
         self.transferDone: Deferred[Any] | None = None
         self.transferTimer: IDelayedCall | None = None
         self.membership = MembershipChanges(self)
+        #: peers a committed configuration removed -> the index of that
+        #: configuration: still replicated to until they hold it, then told
+        #: it is committed (L{_releaseDeparted})
+        self.departing: dict[str, int] = {}
         self._loops: list[LoopingCall] = []
 
     # -- lifecycle ----------------------------------------------------------
@@ -282,6 +287,8 @@ class LeaderState:
         if self.transferTarget == peer and pr.match >= self.node.log.lastIndex():
             self.node.send(TimeoutNow(self.node.id, peer, self.term))
         self.membership.progressed(peer)
+        if peer in self.departing:
+            self._releaseDeparted(peer)
 
     # -- commit and apply ---------------------------------------------------
 
@@ -306,10 +313,34 @@ class LeaderState:
             else:
                 self._report(done, result, None)
         if entry.kind == CONFIG and not self.abandoned:
-            members = self.node.configs.latest().members()
-            for peer in [p for p in self.progress if p not in members]:
-                del self.progress[peer]
+            members = Configuration.decode(entry.data).members() | self.node.configs.latest().members()
+            for peer in list(self.progress):
+                if peer in members:
+                    self.departing.pop(peer, None)
+                else:
+                    self.departing.setdefault(peer, entry.index)
+                    self._releaseDeparted(peer)
             self.node._checkMembership()
+            self.membership.configCommitted()
+
+    def _releaseDeparted(self, peer: str) -> None:
+        """
+        Stop replicating to C{peer}, which a committed configuration
+        removed, once it holds that configuration: a last heartbeat tells it
+        the configuration is committed, so that it knows it may stop (a
+        removed replica does not stop while the group may still need it).
+        """
+        index = self.departing.get(peer)
+        pr = self.progress.get(peer)
+        node = self.node
+        if index is not None and peer in node.configs.latest().members():
+            del self.departing[peer]  # added again
+            return
+        if index is None or pr is None or pr.match < index or node.commitIndex < index:
+            return
+        del self.departing[peer]
+        del self.progress[peer]
+        node.send(Heartbeat(node.id, peer, self.term, min(pr.match, node.commitIndex)))
 
     def appliedUpTo(self, index: int) -> None:
         if not self.committedInTerm and self.node.commitIndex >= self.noopIndex:

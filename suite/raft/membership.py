@@ -136,8 +136,9 @@ class MembershipChanges:
     """
     The leader's single-server changes: one uncommitted at a time, only
     after the leader committed in its term; C{addVoter} adds a learner and
-    promotes it once its match index is within C{catchupMargin} of the
-    commit index.
+    promotes it once it holds the latest configuration and its match index
+    is within C{catchupMargin} of the commit index (checked as it
+    progresses and whenever a configuration commits).
     """
 
     def __init__(self, leader: LeaderState) -> None:
@@ -165,6 +166,15 @@ class MembershipChanges:
         for peer in list(self.catchups):
             self._checkCatchup(peer)
         self.maybeRecord()
+
+    def configCommitted(self) -> None:
+        """
+        A configuration entry committed: a learner that caught up while a
+        configuration was uncommitted (C{_checkCatchup} waits for it) is
+        promoted now, as it may never progress again to be checked.
+        """
+        if self.leader.committedInTerm:
+            self.termCommitted()
 
     # -- incarnations ---------------------------------------------------------
 
@@ -293,6 +303,10 @@ class MembershipChanges:
         if pr is None or node.configs.latestIndex() > node.commitIndex:
             return
         if pr.match + node.settings.catchupMargin < node.commitIndex:
+            return
+        if pr.match < node.configs.latestIndex():
+            # It has not answered yet, or holds not even the configuration
+            # that made it a learner: however short the log, not caught up.
             return
         d = self.catchups.pop(peer)
         epoch = self.catchupEpochs.pop(peer, None)

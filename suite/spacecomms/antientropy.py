@@ -36,7 +36,7 @@ from suite.spacecomms.envelope import (
     Envelope,
 )
 from suite.spacecomms.interfaces import IPeerLink
-from suite.spacecomms.resync import entryEnvelope
+from suite.spacecomms.resync import DERIVED, entryEnvelope
 from suite.spacecomms.store import Record, bucketOf
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class AntiEntropy:
         self.rounds += 1
         node = self.node
         for peer, link in list(node.links.items()):
-            if peer in node.syncs or not node.peerCapable(peer, "antientropy"):
+            if node.syncing(peer) or not node.peerCapable(peer, "antientropy"):
                 continue
             kinds = self._kinds(peer, accepting=True)
             if not kinds:
@@ -199,7 +199,7 @@ class AntiEntropy:
             r: Record | None = self.node.store.get(kind, key)
             if r is None or r.origin == link.peerId:
                 continue
-            if not r.active and r.reason in ("SUPERSEDED", "TCA_PASSED"):
+            if not r.active and r.reason in DERIVED:
                 continue  # every node derives these itself
             out = entryEnvelope(self.node, r, "repair")
             self.node.router.seen.seen(out.message_id)

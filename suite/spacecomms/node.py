@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -35,7 +35,7 @@ from suite.spacecomms.ledger import Ledger
 from suite.spacecomms.local import LocalUpdates
 from suite.spacecomms.metrics import NodeMetrics
 from suite.spacecomms.peering import PeerTable
-from suite.spacecomms.resync import endSync, sendSync
+from suite.spacecomms.resync import ResyncCore, ResyncInputs, ResyncMachine, SendInputs, sendSync
 from suite.spacecomms.router import Router, TokenBucket
 from suite.spacecomms.signing import Signer
 from suite.spacecomms.store import Record
@@ -69,10 +69,11 @@ class SpaceNode:
         self.forwarder = Forwarder(self.core, self.peers)
         self.local = LocalUpdates(self.core, self.ledger, self.forwarder)
         self.inbound = Inbound(self.core, self.peers, self.ledger, self.forwarder)
-        #: Open re-syncs from peers: what each re-announced so far, and the grace timer.
-        self.syncs: dict[str, tuple[set[tuple[str, str]], IDelayedCall]] = {}
-        #: The next batch of this node's re-sync to each peer.
-        self.syncSends: dict[str, IDelayedCall] = {}
+        self.peers.ownSequence = lambda: self.ledger.restoreMark
+        #: Each established peer's re-sync towards this node (open or done).
+        self.syncs: dict[str, ResyncInputs] = {}
+        #: This node's re-sync to each established peer (sending or sent).
+        self.sends: dict[str, SendInputs] = {}
         self.onPeersChanged: list[Callable[[], None]] = []
         self._tick = LoopingCall(self.ledger.tick)
         self._tick.clock = clock
@@ -156,14 +157,12 @@ class SpaceNode:
             self._tick.stop()
         self.antiEntropy.stop()
         self.inbound.stop()
-        for _, call in self.syncs.values():
-            if call.active():
-                call.cancel()
+        for sync in self.syncs.values():
+            sync.sessionLost()
         self.syncs.clear()
-        for call in self.syncSends.values():
-            if call.active():
-                call.cancel()
-        self.syncSends.clear()
+        for send in self.sends.values():
+            send.sessionLost()
+        self.sends.clear()
         return self.store.close()
 
     def now(self) -> float:
@@ -237,25 +236,27 @@ class SpaceNode:
         link = IPeerLink(link)
         peer = link.peerId
         self.peers.attach(link)
-        if peer in self.syncs:
-            self.syncs.pop(peer)[1].cancel()
-        self.syncs[peer] = (
-            set(),
-            self.clock.callLater(self.config.resync_grace_seconds, endSync, self, peer, "grace time"),
-        )
-        sendSync(self, link)
+        old = self.syncs.pop(peer, None)
+        if old is not None:
+            old.sessionLost()
+        oldSend = self.sends.pop(peer, None)
+        if oldSend is not None:
+            oldSend.sessionLost()
+        sync = self.syncs[peer] = ResyncMachine(ResyncCore(self, link, self.config.resync_grace_seconds))
+        sync.started()
+        self.sends[peer] = sendSync(self, link, self.peers.restoreAfter.get(peer))
         for cb in self.onPeersChanged:
             cb()
 
     def sessionLost(self, link: IPeerLink, reason: str) -> None:
         peer = link.peerId
         if self.peers.detach(link):
-            entry = self.syncs.pop(peer, None)
-            if entry is not None and entry[1].active():
-                entry[1].cancel()
-            send = self.syncSends.pop(peer, None)
-            if send is not None and send.active():
-                send.cancel()
+            sync = self.syncs.pop(peer, None)
+            if sync is not None:
+                sync.sessionLost()
+            send = self.sends.pop(peer, None)
+            if send is not None:
+                send.sessionLost()
             self.antiEntropy.peerGone(peer)
         for cb in self.onPeersChanged:
             cb()
@@ -263,17 +264,12 @@ class SpaceNode:
     def envelopeReceived(self, link: IPeerLink, env: Envelope) -> None:
         peer = link.peerId
         self.metrics.received()
-        sync = self.syncs.get(peer)
         routed = env.message_type in ROUTED_TYPES
-        if routed and sync is not None:
-            # Re-announced during the sync window: counts as refreshed even
-            # if it is dropped below, so it is never mistaken for stale.
-            sync[0].add(entryKind(env))
         bucket = self.buckets.get(peer)
         if (
             routed
             and bucket is not None
-            and not self._exempt(peer, env, sync is not None)
+            and not self._exempt(peer, env, self.syncing(peer))
             and not bucket.take()
         ):
             self.inbound.rateLimited(link, env)
@@ -291,7 +287,9 @@ class SpaceNode:
             self.metrics.heartbeat(peer, max(0.0, self.now() - env.timestamp) * 1000.0)
             return
         if mtype == "END_OF_SYNC":
-            endSync(self, peer, "END_OF_SYNC")
+            sync = self.syncs.get(peer)
+            if sync is not None:
+                sync.endOfSync()
             return
         if mtype == "ERROR":
             self.log.warn(
@@ -307,7 +305,18 @@ class SpaceNode:
         if mtype in REPAIR_TYPES:
             self.antiEntropy.received(link, env)
             return
-        self.inbound.apply(link, env)
+        sync = self.syncs.get(peer)
+        restoring = sync is not None and sync.syncing()
+        if self.inbound.apply(link, env, restoring) and env.source_node == self.nodeId and sync is not None:
+            sync.restored()
+
+    def syncing(self, peer: str) -> bool:
+        """
+        Whether C{peer}'s re-sync towards this node is open (from the
+        session's start until its END_OF_SYNC or the grace time).
+        """
+        sync = self.syncs.get(peer)
+        return sync is not None and sync.syncing()
 
     def _exempt(self, peer: str, env: Envelope, syncing: bool) -> bool:
         """

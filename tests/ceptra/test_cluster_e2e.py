@@ -15,7 +15,6 @@ import signal
 import subprocess
 from typing import Any, TypedDict
 
-import pytest
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
@@ -64,11 +63,6 @@ class _Watch(Protocol):
 class ClusterTests(TestCase):
     timeout = 240
 
-    @pytest.mark.xfail(
-        reason="known failure: moving p2 from b to c can stall (b retires p2 when it applies the new "
-        "placement, before the Raft configuration has removed it, and the leader loses its quorum)",
-        strict=False,
-    )
     async def test_cluster(self) -> None:
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)

@@ -10,6 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
 
+STATES = ("Starting", "Running", "Retiring", "Leaving", "Dropped", "Failed", "Stopped")
+
 
 class Replica:
     pid = "p0"
@@ -27,10 +29,14 @@ class Replica:
 def machine(state: str) -> tuple[Any, Replica]:
     replica = Replica()
     m = PartitionLifecycle(LifecycleCore(replica))
-    if state in ("Running", "Retiring"):
+    if state in ("Running", "Retiring", "Leaving", "Dropped"):
         m.loaded()
     if state == "Retiring":
-        m.unplaced(10.0, True, 30.0)
+        m.unplaced(10.0)
+    if state == "Leaving":
+        m.excluded(10.0, 30.0)
+    if state == "Dropped":
+        m.dropped(10.0, 30.0)
     if state == "Failed":
         m.loadFailed("bad snapshot")
     if state == "Stopped":
@@ -39,69 +45,136 @@ def machine(state: str) -> tuple[Any, Replica]:
     return m, replica
 
 
+#: input -> the arguments it is given in the table
+INPUTS: dict[str, tuple[Any, ...]] = {
+    "loaded": (),
+    "loadFailed": ("late",),
+    "placed": (),
+    "unplaced": (20.0,),
+    "excluded": (20.0, 30.0),
+    "removed": (),
+    "dropped": (20.0, 30.0),
+    "stop": (),
+}
+
+#: (state, input) -> (state described after it, replica calls); inputs at
+#: t=20 s, within the 30 s grace period of a machine retiring since t=10 s.
+TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
+    ("Starting", "loaded"): ("running", []),
+    ("Starting", "loadFailed"): ("failed", ["abandon"]),
+    ("Starting", "placed"): ("starting", []),
+    ("Starting", "unplaced"): ("starting", []),
+    ("Starting", "excluded"): ("starting", []),
+    ("Starting", "removed"): ("starting", []),
+    ("Starting", "dropped"): ("starting", []),
+    ("Starting", "stop"): ("stopped", ["shutdown"]),
+    ("Running", "loaded"): ("running", []),
+    ("Running", "loadFailed"): ("running", []),
+    ("Running", "placed"): ("running", []),
+    ("Running", "unplaced"): ("retiring", []),
+    ("Running", "excluded"): ("leaving", []),
+    ("Running", "removed"): ("stopped", ["shutdown"]),
+    ("Running", "dropped"): ("dropped", []),
+    ("Running", "stop"): ("stopped", ["shutdown"]),
+    ("Retiring", "loaded"): ("retiring", []),
+    ("Retiring", "loadFailed"): ("retiring", []),
+    ("Retiring", "placed"): ("running", []),
+    ("Retiring", "unplaced"): ("retiring", []),
+    ("Retiring", "excluded"): ("leaving", []),
+    ("Retiring", "removed"): ("stopped", ["shutdown"]),
+    ("Retiring", "dropped"): ("dropped", []),
+    ("Retiring", "stop"): ("stopped", ["shutdown"]),
+    ("Leaving", "loaded"): ("leaving", []),
+    ("Leaving", "loadFailed"): ("leaving", []),
+    ("Leaving", "placed"): ("running", []),
+    ("Leaving", "unplaced"): ("retiring", []),
+    ("Leaving", "excluded"): ("leaving", []),
+    ("Leaving", "removed"): ("stopped", ["shutdown"]),
+    ("Leaving", "dropped"): ("leaving", []),
+    ("Leaving", "stop"): ("stopped", ["shutdown"]),
+    ("Dropped", "loaded"): ("dropped", []),
+    ("Dropped", "loadFailed"): ("dropped", []),
+    ("Dropped", "placed"): ("running", []),
+    ("Dropped", "unplaced"): ("retiring", []),
+    ("Dropped", "excluded"): ("leaving", []),
+    ("Dropped", "removed"): ("stopped", ["shutdown"]),
+    ("Dropped", "dropped"): ("dropped", []),
+    ("Dropped", "stop"): ("stopped", ["shutdown"]),
+    ("Failed", "stop"): ("stopped", ["shutdown"]),
+    ("Stopped", "stop"): ("stopped", []),
+}
+for _name in INPUTS:
+    TABLE.setdefault(("Failed", _name), ("failed", []))
+    TABLE.setdefault(("Stopped", _name), ("stopped", []))
+
+
 class LifecycleTests(SynchronousTestCase):
-    def test_starting(self) -> None:
-        m, r = machine("Starting")
-        self.assertEqual((m.serving(), m.describe()), (False, {"state": "starting"}))
-        m.placed()
-        m.unplaced(1.0, False, 30.0)
-        self.assertEqual(r.calls, [])
-        m.loaded()
+    def test_everyInputEveryState(self) -> None:
+        """
+        Every input in every state: the state it leads to and what it does
+        to the replica; the queries answer in every state.
+        """
+        self.assertEqual(len(TABLE), len(STATES) * len(INPUTS))
+        serving = {"running": True, "retiring": True, "leaving": True, "dropped": True}
+        for (state, name), (after, calls) in sorted(TABLE.items()):
+            m, r = machine(state)
+            getattr(m, name)(*INPUTS[name])
+            described = m.describe()
+            self.assertEqual((described["state"], r.calls), (after, calls), (state, name))
+            self.assertEqual(m.serving(), serving.get(after, False), (state, name))
+
+    def test_describe(self) -> None:
+        self.assertEqual(machine("Starting")[0].describe(), {"state": "starting"})
+        self.assertEqual(machine("Running")[0].describe(), {"state": "running"})
+        self.assertEqual(machine("Retiring")[0].describe(), {"state": "retiring", "since": 10.0})
+        self.assertEqual(machine("Leaving")[0].describe(), {"state": "leaving", "since": 10.0})
+        self.assertEqual(machine("Dropped")[0].describe(), {"state": "dropped", "since": 10.0})
+        self.assertEqual(machine("Failed")[0].describe(), {"state": "failed", "error": "bad snapshot"})
+        self.assertEqual(machine("Stopped")[0].describe(), {"state": "stopped"})
+
+    def test_retiringMemberIgnoresGrace(self) -> None:
+        """
+        A replica its group still counts as a member keeps running however
+        long it retires: no grace period ends it (the group may need its
+        vote); only a committed configuration without it does.
+        """
+        m, r = machine("Retiring")
+        m.unplaced(10_000.0)
         self.assertEqual((r.calls, m.serving()), ([], True))
-        m, r = machine("Starting")
-        m.loadFailed("disk")
-        self.assertEqual((r.calls, m.describe()), (["abandon"], {"state": "failed", "error": "disk"}))
-        m, r = machine("Starting")
-        m.stop()
+        self.assertEqual(m.describe(), {"state": "retiring", "since": 10.0})
+        m.removed()
         self.assertEqual((r.calls, m.describe()), (["shutdown"], {"state": "stopped"}))
 
-    def test_running(self) -> None:
-        m, r = machine("Running")
-        m.loaded()
-        m.loadFailed("late")
-        m.placed()
-        self.assertEqual((r.calls, m.describe(), m.serving()), ([], {"state": "running"}, True))
-        m.unplaced(5.0, True, 30.0)
-        self.assertEqual(m.describe(), {"state": "retiring", "since": 5.0})
-        m, r = machine("Running")
-        m.stop()
-        self.assertEqual((r.calls, m.serving()), (["shutdown"], False))
-
-    def test_retiring(self) -> None:
+    def test_leavingGrace(self) -> None:
+        """
+        A replica whose own latest configuration excludes it stops once it
+        learns that configuration committed, or after the grace period
+        counted from when it was first excluded.
+        """
         m, r = machine("Retiring")
-        self.assertTrue(m.serving())
-        m.loaded()
-        m.loadFailed("late")
-        m.unplaced(20.0, True, 30.0)  # still a member, within the grace period
+        m.excluded(35.0, 30.0)
+        self.assertEqual(m.describe(), {"state": "leaving", "since": 35.0})
+        m.excluded(65.0, 30.0)
         self.assertEqual(r.calls, [])
-        m.placed()
-        self.assertEqual(m.describe(), {"state": "running"})
-        m, r = machine("Retiring")
-        m.unplaced(11.0, False, 30.0)  # the group removed this node
+        m.excluded(65.5, 30.0)
         self.assertEqual((r.calls, m.describe()), (["shutdown"], {"state": "stopped"}))
-        m, r = machine("Retiring")
-        m.unplaced(41.0, True, 30.0)  # grace period over
-        self.assertEqual(r.calls, ["shutdown"])
-        m, r = machine("Retiring")
-        m.stop()
-        self.assertEqual(r.calls, ["shutdown"])
+        m, r = machine("Leaving")
+        m.unplaced(12.0)  # the excluding configuration was truncated
+        m.excluded(50.0, 30.0)
+        m.excluded(79.0, 30.0)
+        self.assertEqual((r.calls, m.describe()), ([], {"state": "leaving", "since": 50.0}))
 
-    def test_failed(self) -> None:
-        m, r = machine("Failed")
-        for call in (m.loaded, m.placed):
-            call()
-        m.loadFailed("again")
-        m.unplaced(1.0, False, 0.0)
-        self.assertEqual((r.calls, m.serving()), ([], False))
-        self.assertEqual(m.describe(), {"state": "failed", "error": "bad snapshot"})
-        m.stop()
+    def test_droppedGrace(self) -> None:
+        """
+        A partition dropped from the routing table retires every replica
+        after the grace period.
+        """
+        m, r = machine("Retiring")
+        m.dropped(5.0, 30.0)  # counted from the drop, not from the retiring
+        m.dropped(35.0, 30.0)
+        self.assertEqual((r.calls, m.describe()), ([], {"state": "dropped", "since": 5.0}))
+        m.dropped(35.5, 30.0)
         self.assertEqual((r.calls, m.describe()), (["shutdown"], {"state": "stopped"}))
-
-    def test_stopped(self) -> None:
-        m, r = machine("Stopped")
-        m.loaded()
-        m.loadFailed("x")
-        m.placed()
-        m.unplaced(1.0, False, 0.0)
-        m.stop()
-        self.assertEqual((r.calls, m.serving(), m.describe()), ([], False, {"state": "stopped"}))
+        m, r = machine("Leaving")
+        m.dropped(40.5, 30.0)
+        self.assertEqual(r.calls, ["shutdown"])

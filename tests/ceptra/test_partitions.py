@@ -8,10 +8,12 @@ the admin allow list.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -27,6 +29,7 @@ from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
 from suite.raft.incarnation import MemoryIncarnations
 from suite.raft.interfaces import IRaftStateMachine
+from suite.raft.messages import Entry
 from suite.raft.multi import DialPolicy
 from suite.raft.sessions import SessionApplier
 from suite.raft.settings import RaftSettings
@@ -171,9 +174,39 @@ class UnloadableStorage(MemoryStorage):
         return fail(OSError("bad WAL"))
 
 
+class SlowDisk(MemoryStorage):
+    """
+    L{MemoryStorage} on a slow disk: every write, and every sync, is durable
+    C{delay} seconds after it is asked for (in order), on C{clock}.
+    """
+
+    def __init__(self, clock: Clock, delay: float) -> None:
+        super().__init__()
+        self.clock, self.delay = clock, delay
+
+    def _later(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.clock.callLater(self.delay, d.callback, None)
+        return d
+
+    def saveHardState(self, term: int, votedFor: str | None) -> Deferred[None]:
+        super().saveHardState(term, votedFor)
+        return self._later()
+
+    def appendEntries(self, truncateAfter: int | None, entries: Sequence[Entry]) -> Deferred[None]:
+        super().appendEntries(truncateAfter, entries)
+        return self._later()
+
+    def sync(self) -> Deferred[None]:
+        return self._later()
+
+
 class Cluster:
     """
-    Partition managers of C{names} on one simulated network.
+    Partition managers of C{names} on one simulated network.  Each node reads
+    C{routing}, unless C{routes} gives it a routing table of its own (a feed
+    update reaching the nodes at different times); a node listed in
+    C{slowDisks} writes with that delay (L{SlowDisk}).
     """
 
     def __init__(
@@ -183,6 +216,7 @@ class Cluster:
         seed: int = 1,
         snapshotThreshold: int = 20,
         snapshotRunner: Runner | None = None,
+        slowDisks: dict[str, float] | None = None,
     ) -> None:
         self.snapshotRunner = snapshotRunner
         self.clock = Clock()
@@ -191,6 +225,8 @@ class Cluster:
         self.names = names
         self.snapshotThreshold = snapshotThreshold
         self.routing = routingOf(placement, names)
+        self.routes: dict[str, Routing] = {}
+        self.slowDisks = dict(slowDisks or {})
         self.disks: dict[str, MemoryStorage] = {}
         self.incarnations = MemoryIncarnations(self.rng)
         self.ledgers: dict[str, MemoryPlacementFile] = {}
@@ -200,12 +236,16 @@ class Cluster:
 
     def start(self, name: str) -> PartitionManager:
         def storage(walDir: str, snapshotDir: str) -> MemoryStorage:
-            return self.disks.setdefault(f"{name}:{walDir}", MemoryStorage())
+            key = f"{name}:{walDir}"
+            if key not in self.disks:
+                slow = self.slowDisks.get(name)
+                self.disks[key] = MemoryStorage() if slow is None else SlowDisk(self.clock, slow)
+            return self.disks[key]
 
         m = PartitionManager(
             spiffe(name),
             self.clock,
-            lambda: self.routing,
+            lambda: self.routes.get(name, self.routing),
             "wal",
             "snap",
             dial=DialPolicy(0.5, 3, 0.02),
@@ -218,15 +258,24 @@ class Cluster:
             ledger=PlacementLedger(self.ledgers.setdefault(name, MemoryPlacementFile())),
             incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
             snapshotRunner=self.snapshotRunner,
+            holdsReplica=lambda pid: f"{name}:wal/{pid}" in self.disks,
         )
         self.net.listeners[f"addr-{name}"] = (spiffe(name), m.multi)
         m.startService()
         self.managers[name] = m
         return m
 
-    def run(self, seconds: float, step: float = 0.002) -> None:
+    def run(self, seconds: float, step: float = 0.002, until: Callable[[], bool] | None = None) -> float:
+        """
+        Advance the clock by C{seconds} in steps, or until C{until()} holds
+        after a step; return the time taken.
+        """
+        start = self.clock.seconds()
         for _ in range(int(seconds / step)):
             self.clock.advance(step)
+            if until is not None and until():
+                break
+        return self.clock.seconds() - start
 
     def crash(self, name: str, wipe: bool = False) -> None:
         """
@@ -378,6 +427,214 @@ class ManagerTests(SynchronousTestCase):
         c.routing = Routing()
         c.run(0.2)
         self.assertIn("is not in the routing table", c.managers["a"].notReadyReasons()[0])
+
+
+class ReplicaMoveTests(SynchronousTestCase):
+    """
+    Moving a replica of a two-replica group, p2 from {a, b} to {a, c}: until
+    a configuration without b is committed, b is one of the group's only two
+    voters, so it keeps taking part (voting, replicating, answering the
+    leader) whatever order the nodes apply placement epoch 2 in, however
+    slow a node's disk is and however long the move takes.
+    """
+
+    def move(
+        self,
+        leader: str,
+        order: list[str],
+        slowDisks: dict[str, float] | None = None,
+        seed: int = 1,
+        gap: float = 0.3,
+        during: Callable[[Cluster], None] | None = None,
+        within: float = 10.0,
+    ) -> float:
+        """
+        Start p2 on {a, b} led by C{leader}, load it, then apply epoch 2 on
+        the nodes of C{order} one after the other, C{gap} seconds apart
+        (C{during} is called once the first has applied it).  Check at every
+        step that b's replica runs until the group has committed a
+        configuration without b and that no leader loses its quorum; return
+        how long the move took (from the first node applying epoch 2).
+        """
+        c = self.cluster = Cluster(["a", "b", "c"], {"p2": ["a", "b"]}, seed=seed, slowDisks=slowDisks)
+        c.run(2.0)
+        current = c.leader("p2")
+        assert current is not None
+        if current.spiffe != spiffe(leader):
+            current.partitions["p2"].node.transferLeadership(spiffe(leader))
+            c.run(1.0)
+        first = c.leader("p2")
+        assert first is not None and first.spiffe == spiffe(leader)
+        first.propose("p2", rulesEntry(RULES))
+        first.propose("p2", eventsEntry(events(50)))
+        c.run(1.0)
+        b = c.managers["b"]
+        self.assertEqual(b.partitions["p2"].machine.events, 50)
+        early: list[str] = []
+
+        def committedVoters() -> frozenset[str]:
+            voters: frozenset[str] = frozenset()
+            for m in c.managers.values():
+                part = m.partitions.get("p2")
+                if part is not None and part.node.leader is not None:
+                    voters = part.node.configs.at(part.node.commitIndex).voters
+            return voters
+
+        lastVoters = [committedVoters()]
+
+        def moved() -> bool:
+            voters = committedVoters() or lastVoters[0]
+            if "p2" not in b.partitions and spiffe("b") in voters and not early:
+                early.append(f"b stopped p2 at {c.clock.seconds():.3f} while a voter of {sorted(voters)}")
+            lastVoters[0] = voters
+            leaderNow = c.leader("p2")
+            if leaderNow is None:
+                return False
+            node = leaderNow.partitions["p2"].node
+            config = node.configs.at(node.commitIndex)
+            onC = c.managers["c"].partitions.get("p2")
+            return (
+                config.voters == {spiffe("a"), spiffe("c")}
+                and not config.learners
+                and "p2" not in b.partitions
+                and onC is not None
+                and onC.machine.events == 50
+                and onC.machine.stateHash() == leaderNow.partitions["p2"].machine.stateHash()
+            )
+
+        new = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        with capturedLogs() as logs:
+            start = c.clock.seconds()
+            for k, name in enumerate(order):
+                c.routes[name] = new
+                if k == 0 and during is not None:
+                    during(c)
+                if not moved():
+                    c.run(gap, until=moved)
+            c.routing = new
+            c.routes.clear()
+            if not moved():
+                c.run(within, until=moved)
+            took = c.clock.seconds() - start
+        stepDowns = [e["log_format"] for e in logs if "lost contact with a quorum" in e.get("log_format", "")]
+        self.assertEqual(early, [])
+        self.assertEqual(stepDowns, [])
+        self.assertTrue(moved(), f"p2 did not move within {took:.1f} s")
+        # The retired replica is gone; a and c agree.
+        self.assertEqual(len(c.hashes("p2")), 1)
+        return took
+
+    def test_removedReplicaAppliesFirst(self) -> None:
+        """
+        b applies epoch 2 first and its disk is slow, so the leader commits
+        with b's acknowledgement late: c catches up while the configuration
+        recording c is still uncommitted, and is promoted once it commits.
+        """
+        for seed in (1, 2, 3):
+            took = self.move("a", ["b", "a", "c"], {"b": 0.02}, seed=seed)
+            self.assertLess(took, 3.0)
+
+    def test_leaderMovedAway(self) -> None:
+        """
+        The leader itself (b) is moved off, applies epoch 2 first and has a
+        slow disk: it hands leadership to a, which adds c and removes b.
+        """
+        for seed in (1, 2, 3):
+            took = self.move("b", ["b", "c", "a"], {"b": 0.02}, seed=seed)
+            self.assertLess(took, 3.0)
+
+    def test_newReplicaAppliesFirst(self) -> None:
+        """
+        c applies epoch 2 first (and starts p2 with a configuration it has
+        only from the placement), the leader next, b last.
+        """
+        for seed in (1, 2, 3):
+            took = self.move("a", ["c", "a", "b"], {"a": 0.02}, seed=seed)
+            self.assertLess(took, 3.0)
+
+    def test_leaderChangesDuringMove(self) -> None:
+        """
+        Leadership passes from a to c as soon as c is a voter, before b is
+        removed: c carries out the rest of the move and tells b.
+        """
+        transferred: list[float] = []
+
+        def handOver(c: Cluster) -> None:
+            def check() -> None:
+                part = c.managers["a"].partitions["p2"]
+                if part.node.leader is not None and spiffe("c") in part.node.configs.latest().voters:
+                    transferred.append(c.clock.seconds())
+                    part.node.transferLeadership(spiffe("c")).addErrback(lambda f: None)
+                else:
+                    c.clock.callLater(0.002, check)
+
+            check()
+
+        for seed in (1, 2, 3):
+            transferred.clear()
+            took = self.move("a", ["b", "a", "c"], {"b": 0.02}, seed=seed, during=handOver)
+            self.assertEqual(len(transferred), 1)
+            leader = self.cluster.leader("p2")
+            assert leader is not None
+            self.assertEqual(leader.spiffe, spiffe("c"))
+            self.assertLess(took, 3.0)
+
+    def test_graceDoesNotStopVoter(self) -> None:
+        """
+        c cannot be reached for longer than the retiring grace period (5 s
+        here): b, still a voter, keeps running past it, and the move
+        completes once c is reachable.
+        """
+
+        def cut(c: Cluster) -> None:
+            c.net.partition(spiffe("a"), spiffe("c"))
+            c.clock.callLater(8.0, c.net.heal)
+
+        took = self.move("a", ["b", "a", "c"], during=cut, within=15.0)
+        self.assertGreater(took, 8.0)
+        self.assertLess(took, 11.0)
+
+
+class RestartDuringMoveTests(SynchronousTestCase):
+    def test_removedReplicaRestarts(self) -> None:
+        """
+        b applies placement epoch 2 (p2 moves from {a, b} to {a, c}) and
+        its process stops before the group has removed it; restarted, it
+        finds its replica of p2 on disk and starts it although p2 is placed
+        elsewhere: the group needs b to commit the move.  Once it is
+        removed, b stops the replica, and does not start it again.
+        """
+        c = Cluster(["a", "b", "c"], {"p2": ["a", "b"]}, seed=4)
+        c.run(2.0)
+        leader = c.leader("p2")
+        assert leader is not None
+        leader.propose("p2", rulesEntry(RULES))
+        leader.propose("p2", eventsEntry(events(50)))
+        c.run(1.0)
+        new = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        c.routes["b"] = new
+        c.run(0.3)
+        self.assertEqual(c.managers["b"].partitionStatus("p2")["state"], "retiring")
+        c.crash("b")
+        c.routing = new
+        c.routes.clear()
+        c.run(1.0)
+        b = c.start("b")
+        self.assertEqual(b.ledger.epoch("p2"), 2)
+
+        def moved() -> bool:
+            current = c.leader("p2")
+            if current is None:
+                return False
+            node = current.partitions["p2"].node
+            config = node.configs.at(node.commitIndex)
+            return config.voters == {spiffe("a"), spiffe("c")} and "p2" not in b.partitions
+
+        self.assertLess(c.run(10.0, until=moved), 4.0)
+        self.assertEqual(c.managers["c"].partitions["p2"].machine.events, 50)
+        self.assertEqual(len(c.hashes("p2")), 1)
+        c.run(1.0)
+        self.assertNotIn("p2", b.partitions)
 
 
 class ActivationHealthTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-The host's link to one group member as a table (L{suite.goop.groups}): every
+The host's link to one group member as a table (L{suite.goop.groups.hostlink}): every
 input in every state, with the state after, what is written to the member
 (or closed) in order, and the backlog left.
 """

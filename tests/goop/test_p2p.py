@@ -6,6 +6,7 @@ protocols, stream caps and line limits.
 from __future__ import annotations
 
 import os
+import warnings
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -125,3 +126,27 @@ class StreamTests(TestCase):
         third = await self.open(DATA_PROTOCOL)
         with self.assertRaises(ConnectionError):
             await third.request({"op": "tables"})
+
+
+class NoDeprecatedObjectsTests(TestCase):
+    """
+    The peer TLS context hands pyOpenSSL cryptography objects, not its
+    deprecated C{X509}/C{PKey} wrappers.
+    """
+
+    def test_context(self) -> None:
+        """Building the context emits no deprecation warning."""
+        d = self.mktemp()
+        os.makedirs(d)
+        identity = loadIdentity(d)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            PeerTLS(identity)
+        self.assertEqual(
+            [
+                f"{w.filename}:{w.lineno}: {w.message}"
+                for w in caught
+                if issubclass(w.category, DeprecationWarning)
+            ],
+            [],
+        )

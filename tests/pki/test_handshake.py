@@ -535,14 +535,13 @@ def _tls12Client() -> MTLSClientCreator:
     """
     A client with the test node certificate that speaks at most TLS 1.2.
     """
-    from OpenSSL import crypto
+    from suite.pki.tlsoptions import presentedCredentials
 
     bundle = helpers.clientBundle()
     options = CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(bundle.nodeKey),
-        certificate=crypto.X509.from_cryptography(bundle.nodeCert),
         trustRoot=_trust(bundle),
         lowerMaximumSecurityTo=TLSVersion.TLSv1_2,
+        **presentedCredentials(bundle.nodeKey, bundle.nodeCert, ()),
     )
     return MTLSClientCreator(options, verifier=PeerPolicy(hostname="server.example"), serverName=None)
 

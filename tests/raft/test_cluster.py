@@ -256,6 +256,64 @@ class MembershipTests(SynchronousTestCase):
         self.assertEqual(n4.applier.stateMachine.get("k29"), "v")  # type: ignore[attr-defined]
         self.assertEqual(n4.roleName, "follower")
 
+    def test_learnerCaughtUpWhileConfigUncommitted(self) -> None:
+        """
+        A learner that catches up while the configuration adding it is still
+        uncommitted (the other voter of a group of two is slow to
+        acknowledge) is promoted once that configuration commits, although
+        it makes no progress after it.
+        """
+        sim = Simulation(34, 2)
+        leader = elect(sim)
+        for i in range(5):
+            leader.propose(encodeCommand("put", f"k{i}", "v"))
+        sim.run(0.2)
+        other = next(n for n in sim.nodes if n != leader.id)
+        sim.addNode("n3")
+        sim.network.partition({other}, set(sim.nodes) - {other})
+        d = leader.changeMembership("addVoter", "n3")
+        sim.run(0.15)
+        n3 = sim.nodes["n3"].node
+        assert n3 is not None
+        self.assertEqual(n3.log.lastIndex(), leader.log.lastIndex())  # caught up
+        self.assertNoResult(d)
+        sim.network.heal()
+        sim.run(0.5)
+        self.successResultOf(d)
+        self.assertEqual(leader.configs.latest().voters, {leader.id, other, "n3"})
+
+    def test_silentLearnerNotPromoted(self) -> None:
+        """
+        A learner that never answered is not promoted, however short the
+        log (its match index is within the catch-up margin of nothing).
+        """
+        sim = Simulation(35, 3)
+        leader = elect(sim)
+        d = leader.changeMembership("addVoter", "absent")
+        sim.run(1.0)
+        self.assertNoResult(d)
+        config = leader.configs.latest()
+        self.assertEqual((config.voters, config.learners), (set(sim.nodes), {"absent"}))
+
+    def test_removedMemberLearnsItLeft(self) -> None:
+        """
+        A removed follower is told that the configuration removing it
+        committed (a last heartbeat with the commit index), so it knows it
+        may stop; before that, it is replicated to like any member.
+        """
+        sim = Simulation(36, 3)
+        leader = elect(sim)
+        gone = sorted(n for n in sim.nodes if n != leader.id)[0]
+        d = leader.changeMembership("remove", gone)
+        sim.run(0.5)
+        self.successResultOf(d)
+        node = sim.nodes[gone].node
+        assert node is not None
+        index = leader.configs.latestIndex()
+        self.assertGreaterEqual(node.commitIndex, index)
+        self.assertNotIn(gone, node.configs.at(node.commitIndex).members())
+        self.assertNotIn(gone, leader.leader.progress if leader.leader else {})
+
     def test_oneChangeAtATime(self) -> None:
         """
         A second change while one is uncommitted is refused with a reason.

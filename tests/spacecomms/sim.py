@@ -6,8 +6,10 @@ one Clock, a seeded RNG, per-message delay, drop, partition and crash.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
@@ -30,6 +32,29 @@ def stored(store: IRecordStore, kind: str, key: str) -> Record:
     if record is None:
         raise AssertionError(f"no {kind} {key!r} in the store")
     return record
+
+
+@implementer(IReactorTime)
+class SkewedClock:
+    """
+    The simulation's clock as a node whose system clock is C{offset}
+    seconds off sees it (timers still run on the shared clock).
+    """
+
+    def __init__(self, clock: Clock, offset: float) -> None:
+        self.clock = clock
+        self.offset = offset
+
+    def seconds(self) -> float:
+        return self.clock.seconds() + self.offset
+
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], *args: object, **kw: object
+    ) -> IDelayedCall:
+        return self.clock.callLater(delay, callable, *args, **kw)
+
+    def getDelayedCalls(self) -> Sequence[IDelayedCall]:
+        return self.clock.getDelayedCalls()
 
 
 @implementer(IPeerLink)
@@ -72,6 +97,8 @@ class SimNet:
         self.links: dict[tuple[str, str], SimLink] = {}
         self.lastArrival: dict[tuple[str, str], float] = {}
         self.events: list[dict[str, Any]] = []
+        #: While not None, sent messages wait here until L{release}d.
+        self.held: list[tuple[SimLink, bytes]] | None = None
         globalLogPublisher.addObserver(cast(ILogObserver, self.events.append))
 
     def stop(self) -> None:
@@ -97,6 +124,14 @@ class SimNet:
         return node
 
     def connect(self, a: str, b: str) -> None:
+        # The HELLO exchange: each side checks the other's HELLO (and so
+        # learns its capabilities and the own_sequence it states).
+        for src, dst in ((a, b), (b, a)):
+            hello = Envelope(
+                "HELLO", src, self.nodes[src].helloPayload(dst), timestamp=self.clock.seconds(), path=(src,)
+            )
+            verdict = self.nodes[dst].checkHello(decodeEnvelope(hello.encode()), None)
+            assert verdict is None, verdict
         ab, ba = SimLink(self, a, b), SimLink(self, b, a)
         self.links[(a, b)], self.links[(b, a)] = ab, ba
         self.nodes[a].sessionEstablished(ab)
@@ -116,14 +151,51 @@ class SimNet:
                 self.disconnect(a, b)
         self.nodes.pop(name).stop()
 
-    def restart(self, name: str) -> SpaceNode:
+    def restart(self, name: str, clock: IReactorTime | None = None) -> SpaceNode:
+        """
+        Start C{name} again on its store (replace C{self.stores[name]}
+        first to lose it), on the shared clock or on C{clock}.
+        """
         cfg = self.configs[name]
-        node = SpaceNode(cfg, self.stores[name], self.clock)
+        node = SpaceNode(cfg, self.stores[name], clock or self.clock)
         node.start()
         self.nodes[name] = node
         return node
 
+    def hold(self) -> None:
+        """
+        Keep every message sent from now on until the test releases it, in
+        the order the test chooses (L{release}, L{releaseAll}).
+        """
+        self.held = []
+
+    def release(self, src: str, dst: str, messageType: str) -> None:
+        """
+        Deliver now the first held message of C{messageType} from C{src} to
+        C{dst} (dropped, as on the wire, if that session is gone).
+        """
+        assert self.held is not None
+        for i, (link, data) in enumerate(self.held):
+            if (link.src, link.peerId) == (src, dst) and decodeEnvelope(data).message_type == messageType:
+                del self.held[i]
+                self._arrive(link, data)
+                return
+        raise AssertionError(f"no {messageType} held from {src} to {dst}")
+
+    def releaseAll(self) -> None:
+        """
+        Deliver the held messages in the order they were sent, and those
+        they cause, until none is left; then stop holding.
+        """
+        while self.held:
+            link, data = self.held.pop(0)
+            self._arrive(link, data)
+        self.held = None
+
     def transmit(self, link: SimLink, data: bytes) -> None:
+        if self.held is not None:
+            self.held.append((link, data))
+            return
         if self.rng.random() < self.dropRate:
             return
         key = (link.src, link.peerId)

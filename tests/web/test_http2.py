@@ -46,9 +46,12 @@ class Hello(Resource):
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0
+        #: The Host each request carried (all of its values).
+        self.hosts: list[bytes] = []
 
     def render_GET(self, request: Request) -> bytes:
         self.calls += 1
+        self.hosts += request.requestHeaders.getRawHeaders(b"host", [])
         return b"ok"
 
 
@@ -450,3 +453,50 @@ class HTTP11Tests(SynchronousTestCase):
         self.assertEqual(halfClosed, [])
         clock.advance(5)
         self.assertTrue(connection.transport.disconnecting)
+
+
+class AuthorityTests(SynchronousTestCase):
+    """
+    RFC 9113 8.3.1 on the shared HTTP/2 server: a request's C{Host} must
+    equal its C{:authority}, so a surface that accepts only its own C{Host}
+    (a guard against DNS rebinding) sees the one authority the request
+    names.  hyper-h2's header validation (left on) refuses the others:
+    the connection ends with GOAWAY C{PROTOCOL_ERROR} before any resource
+    runs.
+    """
+
+    def request(self, headers: list[tuple[str, str]]) -> H2Client:
+        client = H2Client(self)
+        client.send(headerFrames(bytes(client.encoder.encode(headers)), 1))
+        client.run()
+        return client
+
+    def test_mismatchRefused(self) -> None:
+        """
+        Host naming another host than :authority, a second Host, or
+        neither: GOAWAY PROTOCOL_ERROR, one log line, no resource called.
+        """
+        for headers in [
+            [*BASE, ("host", "evil.example")],
+            [*BASE, ("host", "t"), ("host", "evil.example")],
+            [(":method", "GET"), (":scheme", "https"), (":path", "/")],
+        ]:
+            client = self.request(headers)
+            goaway = client.goaway()
+            assert goaway is not None, headers
+            self.assertEqual(goaway.error_code, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.assertEqual(client.responses(), {})
+            self.assertEqual(client.resource.calls, 0)
+            self.assertEqual(len(client.lines("refused HTTP/2 connection")), 1)
+            self.assertEqual(client.failures(), [])
+
+    def test_agreeingHostServed(self) -> None:
+        """
+        A Host equal to :authority, or :authority alone, is served; every
+        Host value the resource sees (Twisted adds :authority as one) is
+        that one authority.
+        """
+        for headers in ([*BASE, ("host", "t")], BASE):
+            client = self.request(headers)
+            self.assertEqual(client.responses()[1][0], b"200")
+            self.assertEqual(set(client.resource.hosts), {b"t"})

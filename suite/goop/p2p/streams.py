@@ -18,7 +18,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    clientFromString,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -38,6 +43,8 @@ __all__ = [
     "StreamClient",
     "RequestHandler",
     "listenStreams",
+    "streamsDescription",
+    "streamsEndpoint",
 ]
 
 log = Logger()
@@ -228,10 +235,28 @@ class StreamServerFactory(Factory):
 def listenStreams(
     reactor: Any, tls: PeerTLS, port: int, factory: StreamServerFactory, interface: str = ""
 ) -> Deferred[IListeningPort]:
-    """Listen for TLS streams on C{port} (all interfaces unless given)."""
-    desc = f"tcp:{port}" + (f":interface={interface}" if interface else "")
-    endpoint: IStreamServerEndpoint = serverFromString(reactor, desc)
-    return endpoint.listen(TLSMemoryBIOFactory(tls, False, factory))
+    """
+    Listen for TLS streams on C{port} at the IP address C{interface} (IPv4
+    or IPv6); C{""} is every IPv4 interface.
+    """
+    return streamsEndpoint(reactor, port, interface).listen(TLSMemoryBIOFactory(tls, False, factory))
+
+
+def streamsEndpoint(reactor: Any, port: int, interface: str = "") -> IStreamServerEndpoint:
+    """The TCP endpoint of L{listenStreams}."""
+    if ":" in interface:
+        return TCP6ServerEndpoint(reactor, port, interface=interface)
+    return TCP4ServerEndpoint(reactor, port, interface=interface)
+
+
+def streamsDescription(port: int, interface: str = "") -> str:
+    """
+    How start-up messages name the P2P listener: C{tcp:4001} on every
+    interface, else C{127.0.0.1:4001} or C{[::1]:4001}.
+    """
+    if not interface:
+        return f"tcp:{port}"
+    return f"[{interface}]:{port}" if ":" in interface else f"{interface}:{port}"
 
 
 class PeerMismatch(Exception):

@@ -50,8 +50,10 @@ class PeerTLS:
         self.identity = identity
         ctx = SSL.Context(SSL.TLS_METHOD)
         ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-        ctx.use_certificate(crypto.X509.from_cryptography(identity.certificate()))
-        ctx.use_privatekey(crypto.PKey.from_cryptography_key(identity.privateKey))
+        # pyOpenSSL takes cryptography objects here; its own X509/PKey
+        # wrappers are deprecated as arguments.
+        ctx.use_certificate(identity.certificate())
+        ctx.use_privatekey(identity.privateKey)
         ctx.check_privatekey()
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)

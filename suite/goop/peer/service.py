@@ -146,7 +146,11 @@ class PeerService(MultiService):
         self._bound: dict[str, Deferred[Any]] = {}
         if barrierFor(self) is not None:
             if not self.minimal:
-                self._expect("p2p.listen_port", f"tcp:{self.config.listenPort}")
+                from suite.goop.p2p.streams import streamsDescription
+
+                self._expect(
+                    "p2p.listen_port", streamsDescription(self.config.listenPort, self.config.listenAddr)
+                )
             addr = self._viewerAddress()
             if addr:
                 self._expect("viewer.http_addr", addr)
@@ -197,12 +201,18 @@ class PeerService(MultiService):
             assert self.store is not None and self.directory is not None
             await self.store.start()
             port = await self._bind(
-                "p2p.listen_port", listenStreams(self.reactor, self.tls, self.config.listenPort, self.streams)
+                "p2p.listen_port",
+                listenStreams(
+                    self.reactor, self.tls, self.config.listenPort, self.streams, self.config.listenAddr
+                ),
             )
             self._listeners.append(port)
             self.p2pPort = port.getHost().port
             log.info(
-                "peer {peer} P2P streams on port {port}", peer=self.identity.peerId[:16], port=self.p2pPort
+                "peer {peer} P2P streams on {host} port {port}",
+                peer=self.identity.peerId[:16],
+                host=port.getHost().host,
+                port=self.p2pPort,
             )
             if self.hubURL:
                 self.hubClient = HubClient(

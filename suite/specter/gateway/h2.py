@@ -19,7 +19,8 @@ what they queue.  What keeps it lean per request:
     built once per distinct header list on a connection;
   - C{h2}'s header validation is replaced by the checks the HTTP/1.1 head
     needs (L{suite.specter.gateway.http1.buildRequestHead}: no CR, LF or
-    NUL, lower-case token names, well-formed pseudo-headers);
+    NUL, lower-case token names, well-formed pseudo-headers, one authority:
+    a C{Host} must agree with C{:authority}, RFC 9113 section 8.3.1);
   - responses are queued and sent in one pass when the frames that carried
     them have all been read (end of a link read, end of a visitor read, or
     else once per reactor turn): a short response leaves as one HEADERS and

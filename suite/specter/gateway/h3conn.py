@@ -26,6 +26,20 @@ streams refused since (L{GoingAway}); the connection reads them through
 the data path the machine lends it while it is C{GoingAway} and takes
 back on leaving, so an open connection's requests cost no input and no
 check.
+
+Unlike HTTP/2's machine (L{suite.specter.gateway.h2conn}: C{Announced}
+and its one-second C{GRACE}), there is one GOAWAY and no bound of its own
+on the wait for its acknowledgement.  HTTP/2's bound ends the time between
+its two GOAWAYs, while the first (naming 2^31-1) leaves the set of streams
+taken open; RFC 9114 section 5.2's GOAWAY names the first stream not
+processed, fixed as C{GoingAway} is entered, so nothing is left open.  The
+close waits for the GOAWAY's acknowledgement so that the visitor learns
+which requests were not processed (and may retry them) before the
+C{CONNECTION_CLOSE}; QUIC acknowledges within a round trip plus the ACK
+delay and retransmits what is lost, and a visitor that never
+acknowledges is closed by C{deadlineReached} (the drain's deadline) or by
+QUIC's idle timeout (C{connectionLost}).  A shorter bound would only
+close before the visitor could know.
 """
 
 from __future__ import annotations

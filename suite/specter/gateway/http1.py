@@ -22,6 +22,7 @@ __all__ = [
     "ChunkedDecoder",
     "HeadCache",
     "buildRequestHead",
+    "checkAuthority",
     "parseResponseHead",
     "HEAD_LIMIT",
     "HOP_BY_HOP",
@@ -47,6 +48,11 @@ _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: Bytes never allowed in a value that ends up in an HTTP/1.1 head.
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+#: What an authority (RFC 3986 3.2: reg-name or IP literal, port) may hold,
+#: user information aside.
+_AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]+\Z")
+#: The port a scheme's authority may leave out (RFC 3986 6.2.3).
+_DEFAULT_PORTS = {b"https": b":443", b"http": b":80"}
 _BODYLESS_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
 
 
@@ -54,6 +60,49 @@ class BadMessage(Exception):
     """
     A message broke HTTP framing or header rules; the text says how.
     """
+
+
+def _normalised(authority: bytes, scheme: bytes) -> bytes:
+    """
+    C{authority} after scheme-based normalisation (RFC 3986 6.2.3): lower
+    case, the scheme's default port (else 443) left out.
+    """
+    authority = authority.lower()
+    port = _DEFAULT_PORTS.get(scheme, b":443")
+    if authority.endswith(port):
+        return authority[: -len(port)]
+    return authority
+
+
+def checkAuthority(authority: bytes | None, host: bytes | None, scheme: bytes) -> bytes:
+    """
+    The one authority of an HTTP/2 or HTTP/3 request (RFC 9113 8.3.1, RFC
+    9114 4.3.1): its C{:authority}, else its C{Host} header.  When both are
+    present they must name the same host and port (compared after
+    scheme-based normalisation: case, and the default port written out or
+    not); neither may be empty, and the authority may not carry user
+    information.  The caller has refused a second C{Host} or
+    C{:authority}.
+
+    @param authority: the C{:authority} value, None when absent.
+    @param host: the C{Host} header's value, None when absent.
+    @param scheme: the C{:scheme} value (C{b""} when absent).
+
+    @raise BadMessage: when the request is malformed for its authority.
+    """
+    if authority is None:
+        if host is None:
+            raise BadMessage("no :authority or Host header")
+        authority = host
+    elif (
+        host is not None and host != authority and _normalised(host, scheme) != _normalised(authority, scheme)
+    ):
+        raise BadMessage("the Host header disagrees with :authority (RFC 9113 8.3.1)")
+    if not _AUTHORITY.match(authority):
+        if b"@" in authority:
+            raise BadMessage(":authority with user information (RFC 9113 8.3.1)")
+        raise BadMessage("missing or malformed :authority")
+    return authority
 
 
 @dataclass(frozen=True)
@@ -97,14 +146,19 @@ def buildRequestHead(headers: Sequence[tuple[bytes, bytes]], ip: str) -> Request
     forwarding headers are dropped, cookies joined, the forwarding lines
     added (L{forwardingLines}).
 
+    The request's authority is the one of L{checkAuthority}: routing and
+    the target's C{Host} use that one value.
+
     @raise BadMessage: if the request is malformed (missing or unknown
         pseudo-headers, a header name that is not a lower-case token, a
-        value with CR, LF or NUL, CONNECT).
+        value with CR, LF or NUL, CONNECT, an authority refused by
+        L{checkAuthority}).
     """
-    method = path = authority = b""
+    method = path = scheme = b""
+    authority: bytes | None = None
     regular: list[bytes] = []
     cookies: list[bytes] = []
-    hostHeader = b""
+    hostHeader: bytes | None = None
     length = -1
     pseudoDone = False
     for name, value in headers:
@@ -116,8 +170,12 @@ def buildRequestHead(headers: Sequence[tuple[bytes, bytes]], ip: str) -> Request
             elif name == b":path":
                 path = value
             elif name == b":authority":
+                if authority is not None:
+                    raise BadMessage("more than one :authority")
                 authority = value
-            elif name != b":scheme":
+            elif name == b":scheme":
+                scheme = value
+            else:
                 raise BadMessage(f"unknown pseudo-header {name.decode('ascii', 'replace')}")
             continue
         pseudoDone = True
@@ -127,6 +185,8 @@ def buildRequestHead(headers: Sequence[tuple[bytes, bytes]], ip: str) -> Request
             raise BadMessage("header value with CR, LF or NUL")
         if name in _DROP:
             if name == b"host":
+                if hostHeader is not None:
+                    raise BadMessage("more than one Host header")
                 hostHeader = value
             elif name == b"content-length":
                 if not value.isdigit():
@@ -145,9 +205,7 @@ def buildRequestHead(headers: Sequence[tuple[bytes, bytes]], ip: str) -> Request
         raise BadMessage("missing or malformed :method")
     if not path or _BAD_TARGET.search(path) or not (path[:1] == b"/" or path == b"*"):
         raise BadMessage("missing or malformed :path")
-    authority = authority or hostHeader
-    if _BAD_VALUE.search(authority) or b" " in authority:
-        raise BadMessage("malformed :authority")
+    authority = checkAuthority(authority, hostHeader, scheme)
     text = authority.decode("ascii", "replace")
     host = text.lower()
     if host.startswith("["):

@@ -43,6 +43,8 @@ from suite.specter.tunnel.frames import (
 _Event = TypeVar("_Event", bound=h2.events.Event)
 
 HOST = "app.example.test"
+#: A second tunnel, on its own link.
+OTHER = "other.example.test"
 
 
 class _Apex(Resource):
@@ -506,6 +508,74 @@ class H2FrontTests(SynchronousTestCase):
         self.assertEqual(self.h.linkFrames(), [(CLOSE, sid, b"")])
         self.h.clock.advance(0)
         self.assertEqual(self.h.clock.getDelayedCalls(), [])
+
+
+class H2AuthorityTests(SynchronousTestCase):
+    """
+    RFC 9113 8.3.1: a request's C{Host} header must agree with its
+    C{:authority}; the gateway answers a request that breaks the rule 400
+    (as every malformed request) and routes none of it by either name.
+    """
+
+    def setUp(self) -> None:
+        self.h = _Harness(validate=False)
+        self.other = GatewayLink(self.h.gateway, "other-owner")
+        self.otherWire = StringTransport()
+        self.other.makeConnection(self.otherWire)
+        self.h.gateway.registry.add(OTHER, self.other)
+
+    def statuses(self) -> dict[int, bytes]:
+        return {e.stream_id: dict(e.headers)[b":status"] for e in self.h.of(h2.events.ResponseReceived)}
+
+    def bodies(self) -> dict[int, bytes]:
+        return {e.stream_id: e.data for e in self.h.of(h2.events.DataReceived)}
+
+    def test_malformedAuthorityRefused(self) -> None:
+        """
+        Host naming another tunnel than :authority, or another port; two
+        Host headers; two :authority; user information; a Host alone for
+        a tunnel beside a second one: 400 with the reason, no tunnel
+        stream opened on either link.
+        """
+        cases = [
+            [(":authority", HOST), ("host", OTHER)],
+            [(":authority", "nobody.example.test"), ("host", HOST)],
+            [(":authority", HOST), ("host", HOST + ":8443")],
+            [(":authority", HOST), ("host", HOST), ("host", OTHER)],
+            [("host", OTHER), ("host", HOST)],
+            [(":authority", HOST), (":authority", OTHER)],
+            [(":authority", "user@" + HOST)],
+        ]
+        for n, extra in enumerate(cases):
+            pseudo = [(":method", "GET"), (":scheme", "https"), (":path", "/")]
+            ordered = [*pseudo, *(h for h in extra if h[0][0] == ":"), *(h for h in extra if h[0][0] != ":")]
+            self.h.client.send_headers(1 + 2 * n, ordered, end_stream=True)
+        self.h.pump()
+        self.assertEqual(self.statuses(), {1 + 2 * n: b"400" for n in range(len(cases))})
+        bodies = self.bodies()
+        self.assertIn(b"the Host header disagrees with :authority", bodies[1])
+        self.assertIn(b"the Host header disagrees with :authority", bodies[3])
+        self.assertIn(b"the Host header disagrees with :authority", bodies[5])
+        self.assertIn(b"more than one Host header", bodies[7])
+        self.assertIn(b"more than one Host header", bodies[9])
+        self.assertIn(b"more than one :authority", bodies[11])
+        self.assertIn(b"user information", bodies[13])
+        self.assertEqual(self.h.linkFrames(), [])
+        self.assertEqual(self.otherWire.value(), b"")
+        self.assertEqual(self.h.gateway.metrics.errors, {400: len(cases)})
+
+    def test_agreeingHostForwarded(self) -> None:
+        """
+        A Host equal to :authority up to case and the default port is
+        forwarded by the :authority, which is the Host the target sees.
+        """
+        self.h.request(1, host=HOST, extra=[("host", "APP.example.test:443")])
+        self.h.pump()
+        (kind, _, meta), (_, _, head) = self.h.linkFrames()
+        self.assertEqual((kind, decodeControl(meta)["host"]), (OPEN, HOST))
+        self.assertTrue(head.startswith(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n"))
+        self.assertNotIn(b"APP", head)
+        self.assertEqual(self.otherWire.value(), b"")
 
 
 class H2DrainTests(SynchronousTestCase):

@@ -43,7 +43,7 @@ class RequestHeadTests(SynchronousTestCase):
                 (b"connection", b"x"),
                 (b"x-forwarded-for", b"1.2.3.4"),
                 (b"forwarded", b"for=evil"),
-                (b"host", b"evil"),
+                (b"host", b"a.EXAMPLE.test:8443"),
                 (b"cookie", b"a=1"),
                 (b"te", b"trailers"),
                 (b"cookie", b"b=2"),
@@ -90,7 +90,67 @@ class RequestHeadTests(SynchronousTestCase):
         """
         head = buildRequestHead([(b":method", b"GET"), (b":path", b"/"), (b"host", b"[::1]:80")], "10.0.0.1")
         self.assertEqual((head.host, head.authority), ("[::1]", "[::1]:80"))
-        self.assertEqual(buildRequestHead([(b":method", b"GET"), (b":path", b"/")], "1.2.3.4").host, "")
+
+    def test_authorityAndHost(self) -> None:
+        """
+        A Host header beside :authority must name the same host and port
+        (RFC 9113 8.3.1, RFC 9114 4.3.1): case and the scheme's default port
+        written out aside; the target's Host and the routing key are the
+        :authority.
+        """
+        pseudo = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":path", b"/"),
+            (b":authority", b"App.example"),
+        ]
+        for host in [b"App.example", b"app.EXAMPLE", b"app.example:443"]:
+            head = buildRequestHead([*pseudo, (b"host", host)], "10.0.0.1")
+            self.assertEqual((head.host, head.authority), ("app.example", "App.example"), host)
+            self.assertIn(b"\r\nHost: App.example\r\n", head.head)
+        plain = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a:80")]
+        self.assertEqual(buildRequestHead([*plain, (b"host", b"a")], "10.0.0.1").host, "a")
+
+    def test_authorityRefused(self) -> None:
+        """
+        A request whose Host and :authority name different hosts or ports,
+        with two Host headers or two :authority, with neither, with an
+        empty one, or whose authority carries user information is
+        malformed: it never picks a route.
+        """
+        base = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/")]
+        for headers, reason in [
+            ([*base, (b":authority", b"a.example"), (b"host", b"b.example")], "disagrees"),
+            ([*base, (b":authority", b"a.example"), (b"host", b"a.example:8443")], "disagrees"),
+            ([*base, (b":authority", b"a.example:8443"), (b"host", b"a.example")], "disagrees"),
+            ([*base, (b":authority", b"a.example"), (b"host", b"a.example:80")], "disagrees"),
+            ([*base, (b":authority", b"a.example"), (b"host", b"")], "disagrees"),
+            ([*base, (b":authority", b""), (b"host", b"a.example")], "disagrees"),
+            ([*base, (b":authority", b"a.example"), (b"host", b" a.example")], "disagrees"),
+            (
+                [*base, (b":authority", b"a.example"), (b"host", b"a.example"), (b"host", b"b.example")],
+                "more than one Host",
+            ),
+            ([*base, (b"host", b"a.example"), (b"host", b"b.example")], "more than one Host"),
+            (
+                [*base, (b":authority", b"a.example"), (b":authority", b"b.example")],
+                "more than one :authority",
+            ),
+            (base, "no :authority or Host"),
+            ([*base, (b":authority", b"")], "malformed :authority"),
+            ([*base, (b"host", b"")], "malformed :authority"),
+            ([*base, (b":authority", b"a example")], "malformed :authority"),
+            ([*base, (b":authority", b"a\texample")], "malformed :authority"),
+            ([*base, (b":authority", b"user@a.example")], "user information"),
+            (
+                [*base, (b":authority", b"user:pw@a.example"), (b"host", b"user:pw@a.example")],
+                "user information",
+            ),
+            ([*base, (b"host", b"b.example@a.example")], "user information"),
+        ]:
+            with self.assertRaises(BadMessage, msg=repr(headers)) as caught:
+                buildRequestHead(headers, "10.0.0.1")
+            self.assertIn(reason, str(caught.exception), repr(headers))
 
     def test_malformed(self) -> None:
         """

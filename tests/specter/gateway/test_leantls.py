@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.pki.mint import mintSelfSigned
+from suite.pki.tlsoptions import presentedCredentials
 from suite.specter.tunnel.twistedio import (
     LeanClientTLSEndpoint,
     LeanTLSTransport,
@@ -33,9 +34,7 @@ from suite.specter.tunnel.twistedio import (
 
 _CERT, _KEY = mintSelfSigned(["a.test"])
 _TRUST = Certificate(crypto.X509.from_cryptography(_CERT))
-_OPTIONS = CertificateOptions(
-    privateKey=crypto.PKey.from_cryptography_key(_KEY), certificate=crypto.X509.from_cryptography(_CERT)
-)
+_OPTIONS = CertificateOptions(**presentedCredentials(_KEY, _CERT, ()))
 
 
 class _Echo(Protocol):

@@ -1,38 +1,6 @@
 """
-Leases on Raft: C{lb_leader} and C{dns_writer}.
-
-The replicated part is L{LeaseStateMachine}: per lease a holder (or none)
-and a fencing token.  Three commands change it, each a compare-and-set so
-that a stale proposal changes nothing:
-
-  - C{grant(name, holder, expectToken)}: succeeds only if the token is
-    still C{expectToken} (the proposer judged that lease expired or free);
-    the token becomes C{max token ever + 1}, so tokens strictly increase.
-  - C{renew(name, holder, token)}: succeeds only if C{holder} holds C{token}.
-  - C{release(name, holder, token)}: the same check; the lease becomes free.
-
-Only the Raft leader proposes, and it proposes leases for itself only: the
-holder of a lease is always a node that was leader when it proposed.
-L{LeaseKeeper} does the time keeping, on monotonic clocks and with
-durations only (clocks of different nodes are never compared):
-
-  - The holder is I{acting} until C{sent + duration * (1 - drift)}, C{sent}
-    being its own clock reading taken I{before} it proposed the grant or
-    renewal that succeeded.  It checks this before every action
-    (L{LeaseKeeper.acting}).
-  - A leader grants a lease that another node holds only after
-    C{duration * (1 + drift) + margin} has passed on its own clock since the
-    later of its own election and the last grant or renewal it applied.
-
-A renewal committed in an older term was proposed before the new leader's
-election (a quorum moved to the new term in between), and one committed
-later is applied later; either way the wait starts after C{sent}, so the
-old holder stops acting before the lease can be granted elsewhere, as long
-as clock rates differ by less than C{drift}.  A holder that cannot renew
-(crashed leader, lost quorum, partition) simply runs out.  On shutdown, or
-when a node of better priority is alive, the holder stops acting, releases
-both leases and hands Raft leadership over; the next leader grants a free
-lease at once.
+The keeper machine (L{newLeaseKeeper}) and L{LeaseKeeper}, one node's side
+of the leases: grants, renewals, handover and shutdown.
 """
 
 from __future__ import annotations
@@ -41,305 +9,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgpack
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from suite.constellation.priority import nodePriority
-from suite.raft.interfaces import IRaftStateMachine
-
-__all__ = [
-    "LB_LEADER",
-    "DNS_WRITER",
-    "LEASES",
-    "Lease",
-    "LeaseSettings",
-    "LeaseStateMachine",
-    "LeaseKeeper",
-    "HoldInputs",
-    "HoldCore",
-    "newLeaseHold",
-    "KeeperInputs",
-    "KeeperCore",
-    "KeeperRounds",
-    "newLeaseKeeper",
-    "encodeLeaseCommand",
-    "candidateOrder",
-]
+from suite.constellation.leases import hold
+from suite.constellation.leases.hold import HoldCore, HoldInputs
+from suite.constellation.leases.table import (
+    LEASES,
+    Lease,
+    LeaseSettings,
+    LeaseStateMachine,
+    candidateOrder,
+    encodeLeaseCommand,
+)
 
 log = Logger(namespace="constellation.leases")
-
-LB_LEADER = "lb_leader"
-DNS_WRITER = "dns_writer"
-LEASES = (LB_LEADER, DNS_WRITER)
-_LABEL = {LB_LEADER: "LB leader", DNS_WRITER: "DNS writer"}
-_MAX_NAME = 64
-
-
-@dataclass(frozen=True)
-class Lease:
-    """
-    The replicated state of one lease.
-    """
-
-    holder: str | None
-    token: int
-    duration: float
-
-
-@dataclass
-class LeaseSettings:
-    """
-    Seconds: a grant or renewal lasts C{duration}; the holder renews every
-    C{renewInterval}; C{drift} bounds the relative rate error of two
-    nodes' monotonic clocks; C{margin} is added to the wait before a lease
-    held by another node is granted; a node of better priority must be seen
-    alive for C{handoverAfter} before the holder hands over to it.
-    """
-
-    duration: float = 5.0
-    renewInterval: float = 1.0
-    drift: float = 0.02
-    margin: float = 0.2
-    handoverAfter: float = 3.0
-
-    def holderValidity(self) -> float:
-        return self.duration * (1.0 - self.drift)
-
-    def takeoverWait(self) -> float:
-        return self.duration * (1.0 + self.drift) + self.margin
-
-
-def encodeLeaseCommand(op: str, name: str, holder: str, token: int, duration: float = 0.0) -> bytes:
-    """
-    One lease command for L{LeaseStateMachine.apply}.
-    """
-    return msgpack.packb([op, name, holder, token, duration])
-
-
-@implementer(IRaftStateMachine)
-class LeaseStateMachine:
-    """
-    The replicated leases.  Deterministic: no clocks; L{listeners} are told
-    C{(name, lease, op, ok)} after every applied command.
-    """
-
-    def __init__(self) -> None:
-        self.leases: dict[str, Lease] = {}
-        self.listeners: list[Callable[[str, Lease, str, bool], None]] = []
-
-    def get(self, name: str) -> Lease:
-        return self.leases.get(name) or Lease(None, 0, 0.0)
-
-    def apply(self, index: int, command: bytes) -> list[bool | int | str | None]:
-        """
-        Apply one lease command; the proposer gets back C{[applied, token,
-        holder, reason]} (C{reason} empty when applied).
-        """
-        try:
-            op, name, holder, token, duration = msgpack.unpackb(command, raw=False)
-            if not (
-                isinstance(op, str)
-                and isinstance(name, str)
-                and isinstance(holder, str)
-                and isinstance(token, int)
-                and isinstance(duration, (int, float))
-                and 0 < len(name) <= _MAX_NAME
-                and len(holder) <= _MAX_NAME
-            ):
-                raise TypeError("field types")
-        except Exception:  # deterministic apply: a bad command is an answer
-            return [False, 0, None, "malformed lease command"]
-        current = self.get(name)
-        ok = False
-        if op == "grant" and current.token == token and holder:
-            current = Lease(holder, token + 1, float(duration))
-            ok = True
-        elif op in ("renew", "release") and current.holder == holder and current.token == token:
-            current = Lease(holder if op == "renew" else None, token, current.duration)
-            ok = True
-        if ok:
-            self.leases[name] = current
-        for listener in list(self.listeners):
-            listener(name, current, op, ok)
-        return [ok, current.token, current.holder, "" if ok else "lease changed"]
-
-    def snapshot(self) -> bytes:
-        return msgpack.packb({k: [v.holder, v.token, v.duration] for k, v in sorted(self.leases.items())})
-
-    def restore(self, data: bytes) -> None:
-        raw = msgpack.unpackb(data, raw=False)
-        self.leases = {str(k): Lease(v[0], int(v[1]), float(v[2])) for k, v in raw.items()}
-
-
-def candidateOrder(name: str) -> tuple[int, str]:
-    """
-    Sort key of lease candidates: priority (lower wins), then name.
-    """
-    return (nodePriority(name), name)
-
-
-# -- the per-lease hold machine -------------------------------------------
-#
-# Inputs (L{HoldInputs}): confirmed (a grant or renewal for this node
-# committed), expired (private: the expiry timer fired), moved (the lease
-# changed hands or token), released (this node gives the lease up), plus
-# the questions token and until, answered in every state.
-# Outputs (through L{HoldCore}): log lines and C{notify} (the keeper's
-# change callbacks).
-# States: Free; Holding (data: L{_Held}, the fencing token, the end of
-# acting and the expiry timer, armed on entry and re-armed by a renewal,
-# cancelled by the transition that leaves).
-
-
-class HoldInputs(Protocol):
-    def confirmed(self, token: int, until: float) -> None:
-        """
-        A grant or renewal proposed by this node committed: it may act under
-        C{token} until C{until} (its own monotonic clock).
-        """
-
-    def expired(self) -> None:
-        """
-        The expiry timer fired: the lease was not renewed in time.
-        """
-
-    def moved(self, why: str) -> None:
-        """
-        The replicated lease no longer names this node with its token, or
-        this node stops holding it for C{why}.
-        """
-
-    def released(self) -> int | None:
-        """
-        This node hands the lease over: stop acting; the token to release,
-        or None if nothing is held.
-        """
-
-    def token(self) -> int | None:
-        """
-        The fencing token held (acting or not), or None.
-        """
-
-    def until(self) -> float | None:
-        """
-        When acting ends on this node's clock, or None.
-        """
-
-
-@dataclass
-class HoldCore:
-    name: str
-    clock: Any
-    now: Callable[[], float]
-    notify: Callable[[], None]
-
-
-@dataclass
-class _Held:
-    token: int
-    until: float
-    timer: Any = None
-
-    def arm(self, inputs: HoldInputs, core: HoldCore) -> None:
-        self.cancel()
-
-        def fire() -> None:
-            # The reactor's clock and the monotonic one may differ a little:
-            # a timer that fires early waits for the rest.
-            self.timer = None
-            if core.now() >= self.until:
-                inputs.expired()
-            else:
-                self.arm(inputs, core)
-
-        self.timer = core.clock.callLater(max(0.0, self.until - core.now()), fire)
-
-    def cancel(self) -> None:
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-
-
-def _buildHold() -> TypeMachine[HoldInputs, HoldCore]:
-    b = TypeMachineBuilder(HoldInputs, HoldCore)
-    free = b.state("Free")
-
-    def holding_(inputs: HoldInputs, core: HoldCore, token: int, until: float) -> _Held:
-        held = _Held(token, until)
-        held.arm(inputs, core)
-        return held
-
-    holding = b.state("Holding", holding_)
-
-    @free.upon(HoldInputs.confirmed).to(holding)
-    def acquired(inputs: HoldInputs, core: HoldCore, token: int, until: float) -> None:
-        log.info("acquired {label} lease (fencing token {fence})", label=_LABEL[core.name], fence=token)
-        core.notify()
-
-    @holding.upon(HoldInputs.confirmed).loop()
-    def renewed(inputs: HoldInputs, core: HoldCore, held: _Held, token: int, until: float) -> None:
-        held.token, held.until = token, until
-        held.arm(inputs, core)
-
-    @free.upon(HoldInputs.expired).loop()
-    def stale(inputs: HoldInputs, core: HoldCore) -> None:
-        pass
-
-    @holding.upon(HoldInputs.expired).to(free)
-    def ranOut(inputs: HoldInputs, core: HoldCore, held: _Held) -> None:
-        lose(core, held, "not renewed in time")
-
-    @free.upon(HoldInputs.moved).loop()
-    def notHeld(inputs: HoldInputs, core: HoldCore, why: str) -> None:
-        pass
-
-    @holding.upon(HoldInputs.moved).to(free)
-    def lost(inputs: HoldInputs, core: HoldCore, held: _Held, why: str) -> None:
-        lose(core, held, why)
-
-    def lose(core: HoldCore, held: _Held, why: str) -> None:
-        held.cancel()
-        log.warn(
-            "lost {label} lease (fencing token {fence}): {why}",
-            label=_LABEL[core.name],
-            fence=held.token,
-            why=why,
-        )
-        core.notify()
-
-    @free.upon(HoldInputs.released).loop()
-    def nothingToRelease(inputs: HoldInputs, core: HoldCore) -> int | None:
-        return None
-
-    @holding.upon(HoldInputs.released).to(free)
-    def release(inputs: HoldInputs, core: HoldCore, held: _Held) -> int | None:
-        held.cancel()
-        log.info("releasing {label} lease (fencing token {fence})", label=_LABEL[core.name], fence=held.token)
-        return held.token
-
-    @free.upon(HoldInputs.token).loop()
-    def noToken(inputs: HoldInputs, core: HoldCore) -> int | None:
-        return None
-
-    @holding.upon(HoldInputs.token).loop()
-    def heldToken(inputs: HoldInputs, core: HoldCore, held: _Held) -> int | None:
-        return held.token
-
-    @free.upon(HoldInputs.until).loop()
-    def noUntil(inputs: HoldInputs, core: HoldCore) -> float | None:
-        return None
-
-    @holding.upon(HoldInputs.until).loop()
-    def heldUntil(inputs: HoldInputs, core: HoldCore, held: _Held) -> float | None:
-        return held.until
-
-    return b.build()
-
-
-newLeaseHold = _buildHold()
 
 
 # -- the keeper machine -----------------------------------------------------
@@ -702,7 +387,8 @@ class LeaseKeeper:
     One node's side of the leases: on the Raft leader it grants and renews
     them for this node; everywhere it answers L{acting}.  Its protocol state
     is the L{newLeaseKeeper} machine; each lease's hold on this node is a
-    L{newLeaseHold} machine.
+    L{hold.newLeaseHold} machine (reached through its module, so that
+    C{make diagrams} draws it once, from L{suite.constellation.leases.hold}).
 
     @param raft: a L{suite.raft.node.RaftNode} (C{propose},
         C{transferLeadership}, C{status}, C{id}).
@@ -725,7 +411,7 @@ class LeaseKeeper:
         self.me: str = raft.id
         self.changed: list[Callable[[], None]] = []
         self.holds: dict[str, HoldInputs] = {
-            name: newLeaseHold(HoldCore(name, clock, lambda: self.now(), self._notifyAfterHold))
+            name: hold.newLeaseHold(HoldCore(name, clock, lambda: self.now(), self._notifyAfterHold))
             for name in LEASES
         }
         self.core = KeeperCore(
