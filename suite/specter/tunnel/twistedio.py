@@ -19,6 +19,12 @@ in this one module.
     (its C{write} instance attribute, C{_aggregator}) with L{TurnWrites},
     which sends from a hook of the lean poll; for an eager connection
     under it, it sends as L{eagerWrites} does, from OpenSSL's buffer.
+    It keeps the attributes of C{TLSMemoryBIOProtocol} and
+    C{ProtocolWrapper} its read and write paths read (C{_tlsConnection},
+    C{_handshakeDone}, C{_appSendBuffer}, C{_lostTLSConnection},
+    C{_aborted}, C{disconnecting}, C{_producer}, C{wrappedProtocol},
+    C{transport}) as properties stored in a slotted L{_TLSState}, which
+    Twisted's code sets and reads through them.
     It calls OpenSSL through pyOpenSSL's bindings (C{SSL_read},
     C{SSL_write}, C{BIO_write}, C{BIO_get_mem_data} on pyOpenSSL
     C{Connection}'s C{_ssl}, C{_into_ssl} and C{_from_ssl}) and leaves
