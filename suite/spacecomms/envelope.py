@@ -185,6 +185,9 @@ def checkPayload(mtype: str, p: dict[str, Any], mid: str | None) -> None:
         _need(p, "capabilities", list, w, mid)
         if not isinstance(p.get("auth_token", ""), str):
             raise EnvelopeError(w + "auth_token", "must be a string", mid)
+        own = p.get("own_sequence", 0)
+        if not isinstance(own, int) or isinstance(own, bool) or not 0 <= own < 2**63:
+            raise EnvelopeError(w + "own_sequence", "must be an integer in [0, 2**63)", mid)
     elif mtype == "HEARTBEAT":
         _need(p, "sequence", int, w, mid)
     elif mtype == "ERROR":

@@ -88,19 +88,23 @@ class Inbound:
             node=self.core.nodeId,
         )
 
-    def apply(self, link: IPeerLink, env: Envelope) -> None:
+    def apply(self, link: IPeerLink, env: Envelope, restoring: bool = False) -> bool:
         """
         Apply a routed message from C{link}'s peer if every rule admits it,
-        and forward it on.
+        and forward it on; return whether it was applied.  C{restoring}:
+        the peer's re-sync is open, so it may give back this node's own
+        entries (L{isRestore}); those are checked like any relayed message
+        (with TLS, this node's own signature must verify) and not forwarded.
         """
         core = self.core
         peer = link.peerId
         p = env.payload
         kind, key = entryKind(env)
-        decision = core.router.inbound(env, peer, self.peers.policies(peer))
+        decision = core.router.inbound(env, peer, self.peers.policies(peer), restoring)
         if not decision.accept:
             self._dropped(env, peer, kind, key, decision.reason)
-            return
+            return False
+        restore = env.source_node == core.nodeId
         started = _time.perf_counter()
         seq = p["sequence"]
         old: Record | None = core.store.get(kind, key)
@@ -110,10 +114,10 @@ class Inbound:
             refusal, overriding = ownership(env, kind, key, old, core.config.override_nodes)
         if refusal is not None:
             self._dropped(env, peer, kind, key, refusal)
-            return
+            return False
         if old is not None and old.version() >= (seq, env.source_node):
             self._decision("ignored", env, peer, kind, key, ": not newer than the stored version")
-            return
+            return False
         if core.signer is not None and env.source_node != peer:
             # Relayed: the originator's signature speaks for it.  (First-hand
             # messages are authenticated by the session itself: its token
@@ -121,7 +125,7 @@ class Inbound:
             refusal = core.signer.verify(env.message_type, env.source_node, p, core.now())
             if refusal is not None:
                 self._dropped(env, peer, kind, key, refusal)
-                return
+                return False
         signature, cert = p.get("signature"), p.get("cert")
         if overriding:
             log.warn(
@@ -146,7 +150,7 @@ class Inbound:
                     peer=peer,
                 )
                 self.forwarder.error(link, "INVALID_MESSAGE", f"cdm validation failed: {e}", env.message_id)
-                return
+                return False
             if cdm.messageId != key:
                 self.forwarder.error(
                     link,
@@ -154,7 +158,7 @@ class Inbound:
                     "payload.cdm_id differs from the CDM's MESSAGE_ID",
                     env.message_id,
                 )
-                return
+                return False
             record = Record(
                 "cdm",
                 key,
@@ -196,7 +200,13 @@ class Inbound:
         else:
             base = old or Record(kind, key, env.source_node, seq, False, createdAt=now)
             self.ledger.tombstone(base, p.get("reason") or "ERROR", seq, env.source_node, peer, override, p)
-        targets = self.forwarder.forward(env, peer)
+        if restore:
+            # The peers that held it had it already; this node only takes
+            # it back, and numbers its next updates after it.
+            self.ledger.restored(seq)
+            forwarding = "not forwarded (restore of this node's own entry)"
+        else:
+            forwarding = self.forwarder.describe(env, peer, self.forwarder.forward(env, peer))
         self._decision(
             "applied",
             env,
@@ -205,8 +215,9 @@ class Inbound:
             key,
             " (origin {origin}); {forwarding}",
             origin=env.source_node,
-            forwarding=self.forwarder.describe(env, peer, targets),
+            forwarding=forwarding,
         )
+        return True
 
     def _dropped(self, env: Envelope, peer: str, kind: str, key: str, reason: str) -> None:
         self._decision("dropped", env, peer, kind, key, ": {reason}", reason=reason)

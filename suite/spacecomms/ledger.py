@@ -29,6 +29,13 @@ class Ledger:
     def __init__(self, core: NodeCore) -> None:
         self.core = core
         self._lastSeq = 0
+        #: The highest sequence of this node's own entries loaded at start
+        #: (not raised by updates made here, so those do not hide the ones
+        #: peers still have to give back, nor by a restore cut short).
+        self._mark = 0
+        #: Whether a peer's re-sync (one that could restore) has completed
+        #: since this start; from then on the node states all it holds.
+        self._rejoined = False
         self._lastCleanup = float("-inf")
         self._tcaHeap: list[tuple[float, str]] = []
         self._pairs: dict[frozenset[str], set[str]] = {}
@@ -39,8 +46,12 @@ class Ledger:
         """
         store = self.core.store
         store.load()
+        for kind in ("cdm", "object"):
+            for r in store.records(kind):
+                if r.origin == self.core.nodeId:
+                    self._lastSeq = max(self._lastSeq, r.sequence)
+        self._mark = self._lastSeq
         for r in store.records("cdm"):
-            self._lastSeq = max(self._lastSeq, r.sequence if r.origin == self.core.nodeId else 0)
             if r.active and r.tca is not None:
                 heapq.heappush(self._tcaHeap, (r.tca, r.key))
                 self._pairs.setdefault(frozenset(r.objects), set()).add(r.key)
@@ -54,11 +65,41 @@ class Ledger:
         self._lastSeq = max(self._lastSeq + 1, int(self.core.now() * 1_000_000), after + 1)
         return self._lastSeq
 
+    @property
+    def restoreMark(self) -> int:
+        """
+        What this node states in its HELLO as C{own_sequence}: its own
+        entries newer than this are what it asks peers to give back.  Until
+        a peer's re-sync completes after a start, the highest sequence it
+        loaded (an update made meanwhile through the API must not hide the
+        older entries peers still hold); from then on the
+        highest it holds, so later reconnections re-send none of its own
+        entries.
+        """
+        return self._lastSeq if self._rejoined else self._mark
+
+    def rejoined(self) -> None:
+        """
+        A peer that restores finished its re-sync to this node.
+        """
+        self._rejoined = True
+
+    def restored(self, sequence: int) -> None:
+        """
+        A peer gave back one of this node's own entries: later sequences
+        follow it.  (The restore mark moves only once a peer's whole
+        re-sync has come: entries come in store order, not by sequence, so
+        a re-sync cut short may have skipped older ones.)
+        """
+        self._lastSeq = max(self._lastSeq, sequence)
+
     def put(self, record: Record) -> None:
         """
         Store C{record}, indexing an active CDM by TCA and object pair.
         """
         self.core.store.put(record)
+        if record.origin == self.core.nodeId:
+            self._lastSeq = max(self._lastSeq, record.sequence)
         if record.kind == "cdm" and record.active and record.tca is not None:
             heapq.heappush(self._tcaHeap, (record.tca, record.key))
             self._pairs.setdefault(frozenset(record.objects), set()).add(record.key)
@@ -97,6 +138,8 @@ class Ledger:
             None if signed is None else signed.get("cert"),
         )
         self.core.store.put(record)
+        if origin == self.core.nodeId:
+            self._lastSeq = max(self._lastSeq, sequence)
         return record
 
     def supersede(self, record: Record) -> None:

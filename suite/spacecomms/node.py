@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -35,7 +35,7 @@ from suite.spacecomms.ledger import Ledger
 from suite.spacecomms.local import LocalUpdates
 from suite.spacecomms.metrics import NodeMetrics
 from suite.spacecomms.peering import PeerTable
-from suite.spacecomms.resync import ResyncCore, ResyncInputs, ResyncMachine, sendSync
+from suite.spacecomms.resync import ResyncCore, ResyncInputs, ResyncMachine, SendInputs, sendSync
 from suite.spacecomms.router import Router, TokenBucket
 from suite.spacecomms.signing import Signer
 from suite.spacecomms.store import Record
@@ -69,10 +69,11 @@ class SpaceNode:
         self.forwarder = Forwarder(self.core, self.peers)
         self.local = LocalUpdates(self.core, self.ledger, self.forwarder)
         self.inbound = Inbound(self.core, self.peers, self.ledger, self.forwarder)
+        self.peers.ownSequence = lambda: self.ledger.restoreMark
         #: Each established peer's re-sync towards this node (open or done).
         self.syncs: dict[str, ResyncInputs] = {}
-        #: The next batch of this node's re-sync to each peer.
-        self.syncSends: dict[str, IDelayedCall] = {}
+        #: This node's re-sync to each established peer (sending or sent).
+        self.sends: dict[str, SendInputs] = {}
         self.onPeersChanged: list[Callable[[], None]] = []
         self._tick = LoopingCall(self.ledger.tick)
         self._tick.clock = clock
@@ -159,10 +160,9 @@ class SpaceNode:
         for sync in self.syncs.values():
             sync.sessionLost()
         self.syncs.clear()
-        for call in self.syncSends.values():
-            if call.active():
-                call.cancel()
-        self.syncSends.clear()
+        for send in self.sends.values():
+            send.sessionLost()
+        self.sends.clear()
         return self.store.close()
 
     def now(self) -> float:
@@ -239,9 +239,12 @@ class SpaceNode:
         old = self.syncs.pop(peer, None)
         if old is not None:
             old.sessionLost()
+        oldSend = self.sends.pop(peer, None)
+        if oldSend is not None:
+            oldSend.sessionLost()
         sync = self.syncs[peer] = ResyncMachine(ResyncCore(self, link, self.config.resync_grace_seconds))
         sync.started()
-        sendSync(self, link)
+        self.sends[peer] = sendSync(self, link, self.peers.restoreAfter.get(peer))
         for cb in self.onPeersChanged:
             cb()
 
@@ -251,9 +254,9 @@ class SpaceNode:
             sync = self.syncs.pop(peer, None)
             if sync is not None:
                 sync.sessionLost()
-            send = self.syncSends.pop(peer, None)
-            if send is not None and send.active():
-                send.cancel()
+            send = self.sends.pop(peer, None)
+            if send is not None:
+                send.sessionLost()
             self.antiEntropy.peerGone(peer)
         for cb in self.onPeersChanged:
             cb()
@@ -302,7 +305,10 @@ class SpaceNode:
         if mtype in REPAIR_TYPES:
             self.antiEntropy.received(link, env)
             return
-        self.inbound.apply(link, env)
+        sync = self.syncs.get(peer)
+        restoring = sync is not None and sync.syncing()
+        if self.inbound.apply(link, env, restoring) and env.source_node == self.nodeId and sync is not None:
+            sync.restored()
 
     def syncing(self, peer: str) -> bool:
         """

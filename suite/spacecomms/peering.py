@@ -8,7 +8,7 @@ a peer.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from suite.spacecomms.config import PeerConfig, Policies
@@ -19,7 +19,7 @@ from suite.spacecomms.router import TokenBucket
 
 __all__ = ["PeerTable", "CAPABILITIES"]
 
-CAPABILITIES = ["cdm", "object_state", "resync", "antientropy"]
+CAPABILITIES = ["cdm", "object_state", "resync", "antientropy", "restore"]
 
 
 class PeerTable:
@@ -33,6 +33,12 @@ class PeerTable:
         self.links: dict[str, IPeerLink] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self.caps: dict[str, frozenset[str]] = {}
+        #: The C{own_sequence} each peer stated in its HELLO (None: it did
+        #: not ask for a restore of its own entries).
+        self.restoreAfter: dict[str, int | None] = {}
+        #: What this node states as its own C{own_sequence} (the ledger's
+        #: restore mark, set by the node).
+        self.ownSequence: Callable[[], int] = lambda: 0
 
     def replace(self, peers: Iterable[PeerConfig]) -> None:
         """
@@ -78,7 +84,9 @@ class PeerTable:
             return ("UNAUTHORIZED", f"expected node {expectedPeer}, got {peerId}")
         if not hmac.compare_digest(p.get("auth_token", "").encode(), peer.auth_token.encode()):
             return ("UNAUTHORIZED", "auth token mismatch")
-        self.caps[peerId] = frozenset(c for c in p["capabilities"] if isinstance(c, str))
+        caps = self.caps[peerId] = frozenset(c for c in p["capabilities"] if isinstance(c, str))
+        own = p.get("own_sequence")
+        self.restoreAfter[peerId] = own if "restore" in caps and isinstance(own, int) else None
         return None
 
     def helloPayload(self, peerId: str | None) -> dict[str, Any]:
@@ -92,6 +100,7 @@ class PeerTable:
             "versions": list(SUPPORTED_VERSIONS),
             "capabilities": CAPABILITIES,
             "auth_token": token,
+            "own_sequence": self.ownSequence(),
         }
 
     def attach(self, link: IPeerLink) -> None:

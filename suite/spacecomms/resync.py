@@ -2,17 +2,27 @@
 Re-synchronisation after a session comes up.
 
 Each side re-announces every entry it holds except those the peer
-originated (L{sendSync}), then sends END_OF_SYNC.  That includes entries
-the peer taught it: a peer may have lost its copy (a restart on memory
-storage, a store restored from an older backup), and an entry is only ever
-withdrawn by an explicit withdrawal, never by a peer's silence.  An entry
-the peer already holds is ignored there as not newer.
+originated (L{sendSync}, driven by a L{SendMachine} whose state data holds
+the batch timer), then sends END_OF_SYNC.  That includes entries the peer
+taught it: a peer may have lost its copy (a restart on memory storage, a
+store restored from an older backup), and an entry is only ever withdrawn
+by an explicit withdrawal, never by a peer's silence.  An entry the peer
+already holds is ignored there as not newer.
+
+Restore: a peer states in its HELLO (C{own_sequence}, with the C{restore}
+capability) the highest sequence it held of its own entries when it
+started.  The re-sync to it then also carries the entries it originated
+with a newer sequence, marked C{"restore": true}, with their original
+sequence and signature: a node that came back with an empty or older store
+gets its own CDMs and object states back, and its next sequence numbers
+follow theirs.
 
 The receiving side of each session keeps its peer's re-sync in a
 L{ResyncMachine}: open from the session's start until END_OF_SYNC arrives
 or C{resync_grace_seconds} pass.  While it is open the peer's
 re-announcements are not counted by the rate limit and no anti-entropy
-round runs towards that peer.  Closing it drops nothing: what a node
+round runs towards that peer, and its restores of this node's own entries
+are taken in (and counted).  Closing it drops nothing: what a node
 accepted stays until it is withdrawn, superseded, past its TCA or past
 retention.
 """
@@ -35,6 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "sendSync",
+    "SendInputs",
+    "SendCore",
+    "SendMachine",
     "entryEnvelope",
     "forwardedKinds",
     "DERIVED",
@@ -60,14 +73,21 @@ def forwardedKinds(node: SpaceNode, peer: str) -> tuple[str, ...]:
     return tuple(k for k, ok in (("cdm", pol.forward_cdm), ("object", pol.forward_object_state)) if ok)
 
 
-def _candidates(node: SpaceNode, peer: str) -> list[tuple[str, str]]:
+def _candidates(node: SpaceNode, peer: str, restoreAfter: int | None) -> list[tuple[str, str]]:
+    """
+    The entries a re-sync to C{peer} re-states: all its forward policies
+    let it send except what the peer originated, and, when the peer asked
+    for a restore (L{SendCore.restoreAfter}), the peer's own entries newer
+    than the sequence it stated.  Tombstones this node derived itself
+    (L{DERIVED}) are never sent.
+    """
     out = []
     for kind in forwardedKinds(node, peer):
         for rec in node.store.records(kind):
             r: Record = rec
-            if r.origin == peer:
-                continue
             if not r.active and r.reason in DERIVED:
+                continue
+            if r.origin == peer and (restoreAfter is None or r.sequence <= restoreAfter):
                 continue
             out.append((kind, r.key))
     return out
@@ -109,41 +129,146 @@ def entryEnvelope(node: SpaceNode, r: Record, flag: str = "sync") -> Envelope:
     )
 
 
-def sendSync(node: SpaceNode, link: IPeerLink) -> None:
-    """
-    Re-announce this node's entries to a newly connected peer (all that its
-    forward policies let it send, except what the peer originated), then
-    send END_OF_SYNC.  Entries go out in batches of L{SYNC_BATCH}, one
-    batch per reactor turn, each read from the store as it is sent; the
-    sync stops if the session goes away.
-    """
-    peer = link.peerId
-    keys = _candidates(node, peer)
-    sent = 0
+class SendInputs(Protocol):
+    def begin(self) -> None:
+        "The session is established: start re-stating this node's entries."
 
-    def step(start: int) -> None:
-        nonlocal sent
-        node.syncSends.pop(peer, None)
-        if node.links.get(peer) is not link:
-            node.log.info("re-sync to {peer} abandoned: session gone", peer=peer)
-            return
-        for kind, key in keys[start : start + SYNC_BATCH]:
+    def batchDue(self) -> None:
+        "Send the next batch (the first at once, each next one a reactor turn later)."
+
+    def finished(self) -> None:
+        "Every entry was sent: send END_OF_SYNC."
+
+    def sending(self) -> bool:
+        "Whether batches are still to go."
+
+    def sessionLost(self) -> None:
+        "The session is gone (lost, replaced, or the node stops)."
+
+
+@dataclass
+class SendCore:
+    """
+    What one re-sync to a peer talks to: the node, the session, and the
+    sequence the peer stated in its HELLO for its own entries
+    (C{own_sequence}; None when it did not ask for a restore).
+    """
+
+    node: SpaceNode
+    link: IPeerLink
+    restoreAfter: int | None = None
+
+
+@dataclass
+class SendingData:
+    """
+    A re-sync under way: the entries to re-state (read from the store as
+    each is sent), how far it got, and the timer of the next batch.
+    """
+
+    keys: list[tuple[str, str]]
+    position: int = 0
+    sent: int = 0
+    restored: int = 0
+    timer: IDelayedCall | None = None
+
+
+def _cancel(data: SendingData) -> None:
+    """
+    Cancel the pending batch, if any.
+    """
+    if data.timer is not None and data.timer.active():
+        data.timer.cancel()
+    data.timer = None
+
+
+def _buildSend() -> TypeMachine[SendInputs, SendCore]:
+    b = TypeMachineBuilder(SendInputs, SendCore)
+
+    def sendingFactory(inputs: SendInputs, core: SendCore) -> SendingData:
+        return SendingData(_candidates(core.node, core.link.peerId, core.restoreAfter))
+
+    idle = b.state("Idle")
+    sendingState = b.state("Sending", sendingFactory)
+    sent = b.state("Sent")
+    abandoned = b.state("Abandoned")
+
+    @idle.upon(SendInputs.begin).to(sendingState)
+    def begin(inputs: SendInputs, core: SendCore) -> None:
+        # The first batch goes out at once, with the session's first messages.
+        inputs.batchDue()
+
+    @sendingState.upon(SendInputs.batchDue).loop()
+    def batch(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
+        node, link = core.node, core.link
+        _cancel(data)
+        end = data.position + SYNC_BATCH
+        for kind, key in data.keys[data.position : end]:
             r: Record | None = node.store.get(kind, key)
             if r is None or (not r.active and r.reason in DERIVED):
                 continue
             env = entryEnvelope(node, r)
+            if r.origin == link.peerId:
+                if core.restoreAfter is None or r.sequence <= core.restoreAfter:
+                    continue
+                # The peer's own entry, which it lacks: marked so it accepts it.
+                env.payload["restore"] = True
+                data.restored += 1
             node.router.seen.seen(env.message_id)
             link.sendEnvelope(env)
-            sent += 1
-        if start + SYNC_BATCH < len(keys):
-            node.syncSends[peer] = node.clock.callLater(0, step, start + SYNC_BATCH)
-            return
-        link.sendEnvelope(
-            Envelope("END_OF_SYNC", node.nodeId, {"count": sent}, timestamp=node.now(), path=(node.nodeId,))
-        )
-        node.log.info("re-sync to {peer}: sent {count} entries and END_OF_SYNC", peer=peer, count=sent)
+            data.sent += 1
+        data.position = end
+        if end < len(data.keys):
+            data.timer = node.clock.callLater(0, inputs.batchDue)
+        else:
+            inputs.finished()
 
-    step(0)
+    @sendingState.upon(SendInputs.finished).to(sent)
+    def finish(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
+        _cancel(data)
+        node, peer = core.node, core.link.peerId
+        core.link.sendEnvelope(
+            Envelope(
+                "END_OF_SYNC", node.nodeId, {"count": data.sent}, timestamp=node.now(), path=(node.nodeId,)
+            )
+        )
+        log.info(
+            "re-sync to {peer}: sent {count} entries and END_OF_SYNC ({restored} of them its own, restored)",
+            peer=peer,
+            count=data.sent,
+            restored=data.restored,
+            node=node.nodeId,
+        )
+
+    @sendingState.upon(SendInputs.sessionLost).to(abandoned)
+    def abandon(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
+        _cancel(data)
+        log.info("re-sync to {peer} abandoned: session gone", peer=core.link.peerId, node=core.node.nodeId)
+
+    sendingState.upon(SendInputs.sending).loop().returns(True)
+    for final in (sent, abandoned):
+        final.upon(SendInputs.sending).loop().returns(False)
+    sent.upon(SendInputs.sessionLost).to(abandoned).returns(None)
+    abandoned.upon(SendInputs.sessionLost).loop().returns(None)
+    # Not answered: anything but begin in Idle (the node feeds begin as it
+    # makes the machine), begin again, batchDue and finished outside
+    # Sending (only Sending schedules them; leaving it cancels the timer).
+    return b.build()
+
+
+SendMachine = _buildSend()
+
+
+def sendSync(node: SpaceNode, link: IPeerLink, restoreAfter: int | None = None) -> SendInputs:
+    """
+    Start re-stating this node's entries to a newly connected peer (all
+    that its forward policies let it send, except what the peer originated
+    unless it asked for a restore), then END_OF_SYNC: a L{SendMachine},
+    returned so the node can feed it C{sessionLost}.
+    """
+    machine = SendMachine(SendCore(node, link, restoreAfter))
+    machine.begin()
+    return machine
 
 
 class ResyncInputs(Protocol):
@@ -152,6 +277,9 @@ class ResyncInputs(Protocol):
 
     def syncing(self) -> bool:
         "Whether the peer's re-sync is still open."
+
+    def restored(self) -> None:
+        "One of this node's own entries, re-stated by the peer, was applied."
 
     def endOfSync(self) -> None:
         "The peer's END_OF_SYNC arrived."
@@ -177,10 +305,12 @@ class ResyncCore:
 @dataclass
 class OpenData:
     """
-    An open re-sync: the timer that closes it if END_OF_SYNC never comes.
+    An open re-sync: the timer that closes it if END_OF_SYNC never comes,
+    and how many of this node's own entries it restored so far.
     """
 
     timer: IDelayedCall
+    restored: int = 0
 
 
 def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
@@ -194,27 +324,41 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
     done = b.state("Done")
     gone = b.state("Gone")
 
-    def complete(core: ResyncCore, why: str) -> None:
+    def complete(core: ResyncCore, data: OpenData, why: str) -> None:
         log.info(
             "re-sync from {peer} complete ({why})",
             peer=core.link.peerId,
             why=why,
             node=core.node.nodeId,
         )
+        if data.restored:
+            log.info(
+                "re-sync from {peer} restored {count} entries this node originated",
+                peer=core.link.peerId,
+                count=data.restored,
+                node=core.node.nodeId,
+            )
 
     new.upon(ResyncInputs.started).to(opened).returns(None)
     opened.upon(ResyncInputs.syncing).loop().returns(True)
 
+    @opened.upon(ResyncInputs.restored).loop()
+    def count(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:
+        data.restored += 1
+
     @opened.upon(ResyncInputs.endOfSync).to(done)
     def ended(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:
         data.timer.cancel()
-        complete(core, "END_OF_SYNC")
+        complete(core, data, "END_OF_SYNC")
+        if core.node.peerCapable(core.link.peerId, "restore"):
+            # The peer gave back all it held of this node's own entries.
+            core.node.ledger.rejoined()
 
     @opened.upon(ResyncInputs.graceExpired).to(done)
     def expired(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:
         if data.timer.active():
             data.timer.cancel()
-        complete(core, "grace time")
+        complete(core, data, "grace time")
 
     @opened.upon(ResyncInputs.sessionLost).to(gone)
     def abandoned(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:
@@ -227,8 +371,9 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
     done.upon(ResyncInputs.sessionLost).to(gone).returns(None)
     gone.upon(ResyncInputs.sessionLost).loop().returns(None)
     # Not answered: anything but started in New (the node feeds started as
-    # it makes the machine), started again, and graceExpired outside Open
-    # (leaving Open cancels its timer).
+    # it makes the machine), started again, graceExpired outside Open
+    # (leaving Open cancels its timer), and restored outside Open (a node
+    # takes its own entries back only while the peer's re-sync is open).
     return b.build()
 
 

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import Envelope
 
-__all__ = ["TokenBucket", "SeenCache", "Decision", "Router"]
+__all__ = ["TokenBucket", "SeenCache", "Decision", "Router", "isRestore"]
 
 
 class TokenBucket:
@@ -86,6 +86,20 @@ def isCDM(env: Envelope) -> bool:
     return env.message_type.startswith("CDM_")
 
 
+def isRestore(env: Envelope, nodeId: str, fromPeer: str) -> bool:
+    """
+    Whether C{env} is C{fromPeer} giving back one of C{nodeId}'s own
+    entries: marked C{"restore": true}, originated by C{nodeId}, and
+    relayed by C{fromPeer} alone (path C{[nodeId, fromPeer]}).
+    """
+    return (
+        env.payload.get("restore") is True
+        and env.source_node == nodeId
+        and tuple(env.path) == (nodeId, fromPeer)
+        and env.hop_count == 1
+    )
+
+
 class Router:
     """
     The routing rules of one node.
@@ -100,12 +114,16 @@ class Router:
         self.maxSkew = maxSkew
         self.seen = SeenCache(clock, seenLifetime)
 
-    def inbound(self, env: Envelope, fromPeer: str, policies: Policies) -> Decision:
+    def inbound(self, env: Envelope, fromPeer: str, policies: Policies, restoring: bool = False) -> Decision:
         """
         Decide whether a routed message from C{fromPeer} is taken in.
+        C{restoring}: C{fromPeer}'s re-sync is open, so one of this node's
+        own entries it re-states first-hand, marked C{restore}, is a
+        restore, not a loop.
         """
         if env.source_node == self.nodeId or self.nodeId in env.path:
-            return Decision(False, "loop: this node is already on the path")
+            if not (restoring and isRestore(env, self.nodeId, fromPeer)):
+                return Decision(False, "loop: this node is already on the path")
         if self.seen.seen(env.message_id):
             return Decision(False, "loop: duplicate message id")
         if env.hop_count >= self.maxHops:

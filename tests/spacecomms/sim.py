@@ -6,8 +6,10 @@ one Clock, a seeded RNG, per-message delay, drop, partition and crash.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
@@ -30,6 +32,29 @@ def stored(store: IRecordStore, kind: str, key: str) -> Record:
     if record is None:
         raise AssertionError(f"no {kind} {key!r} in the store")
     return record
+
+
+@implementer(IReactorTime)
+class SkewedClock:
+    """
+    The simulation's clock as a node whose system clock is C{offset}
+    seconds off sees it (timers still run on the shared clock).
+    """
+
+    def __init__(self, clock: Clock, offset: float) -> None:
+        self.clock = clock
+        self.offset = offset
+
+    def seconds(self) -> float:
+        return self.clock.seconds() + self.offset
+
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], *args: object, **kw: object
+    ) -> IDelayedCall:
+        return self.clock.callLater(delay, callable, *args, **kw)
+
+    def getDelayedCalls(self) -> Sequence[IDelayedCall]:
+        return self.clock.getDelayedCalls()
 
 
 @implementer(IPeerLink)
@@ -99,6 +124,14 @@ class SimNet:
         return node
 
     def connect(self, a: str, b: str) -> None:
+        # The HELLO exchange: each side checks the other's HELLO (and so
+        # learns its capabilities and the own_sequence it states).
+        for src, dst in ((a, b), (b, a)):
+            hello = Envelope(
+                "HELLO", src, self.nodes[src].helloPayload(dst), timestamp=self.clock.seconds(), path=(src,)
+            )
+            verdict = self.nodes[dst].checkHello(decodeEnvelope(hello.encode()), None)
+            assert verdict is None, verdict
         ab, ba = SimLink(self, a, b), SimLink(self, b, a)
         self.links[(a, b)], self.links[(b, a)] = ab, ba
         self.nodes[a].sessionEstablished(ab)
@@ -118,9 +151,13 @@ class SimNet:
                 self.disconnect(a, b)
         self.nodes.pop(name).stop()
 
-    def restart(self, name: str) -> SpaceNode:
+    def restart(self, name: str, clock: IReactorTime | None = None) -> SpaceNode:
+        """
+        Start C{name} again on its store (replace C{self.stores[name]}
+        first to lose it), on the shared clock or on C{clock}.
+        """
         cfg = self.configs[name]
-        node = SpaceNode(cfg, self.stores[name], self.clock)
+        node = SpaceNode(cfg, self.stores[name], clock or self.clock)
         node.start()
         self.nodes[name] = node
         return node

@@ -292,6 +292,72 @@ class LegacyEntriesTests(SynchronousTestCase):
         self.assertEqual(stored(net.stores["C"], "cdm", "OLD-SIG").cert, signers["A"].certDER)
 
 
+class SignedRestoreTests(SynchronousTestCase):
+    """
+    With TLS, a node takes its own entries back only under its own
+    signature: what a peer restores keeps the originator's signature and
+    certificate, and a peer cannot slip in a version the node never made.
+    """
+
+    def test_restoreKeepsTheOriginatorsSignature(self) -> None:
+        from suite.spacecomms.store import MemoryStore
+
+        signers = _signers(self.mktemp(), ["A", "B"])
+        net = SimNet(32)
+        self.addCleanup(net.stop)
+        net.clock.advance(time.time() - net.clock.seconds())
+        net.addNode("A", {"B": OPEN}).signer = signers["A"]
+        net.addNode("B", {"A": OPEN}).signer = signers["B"]
+        net.connect("A", "B")
+        net.nodes["A"].ingestCDM(sampleCDM("SIG-R", object2="45101"))
+        net.run(1)
+        original = stored(net.stores["B"], "cdm", "SIG-R")
+        self.assertIsNotNone(original.signature)
+
+        def restart() -> None:
+            net.crash("A")
+            net.stores["A"] = MemoryStore()
+            net.restart("A").signer = signers["A"]
+
+        # B alters A's CDM and offers it as a restore: A's signature does
+        # not verify, so A refuses it.
+        restart()
+        net.connect("A", "B")
+        assert original.body is not None
+        forged = {**original.body, "relative_metadata_data": {**original.body["relative_metadata_data"]}}
+        forged["relative_metadata_data"]["MISS_DISTANCE"] = 1.0
+        env = Envelope(
+            "CDM_ANNOUNCE",
+            "A",
+            {
+                "cdm_id": "SIG-R",
+                "sequence": original.sequence + 1,
+                "cdm": forged,
+                "sync": True,
+                "restore": True,
+                "signature": original.signature,
+                "cert": original.cert,
+            },
+            timestamp=net.clock.seconds(),
+            hop_count=1,
+            path=("A", "B"),
+        )
+        net.nodes["A"].envelopeReceived(net.links[("A", "B")], env)
+        refused = [
+            e
+            for e in net.logged("routing decision: dropped")
+            if e["node"] == "A" and e["reason"].startswith("authority: signature")
+        ]
+        self.assertEqual(len(refused), 1)
+        # B's own re-sync then gives back the version A signed.
+        net.run(1)
+        got = stored(net.stores["A"], "cdm", "SIG-R")
+        self.assertEqual(
+            (got.sequence, got.body, got.signature, got.cert),
+            (original.sequence, original.body, original.signature, signers["A"].certDER),
+        )
+
+
 class AntiEntropySimulationTests(SynchronousTestCase):
     """
     Lost relays are repaired by the digest exchange, without reconnecting.
@@ -376,12 +442,17 @@ class EnvelopeBoundsTests(SynchronousTestCase):
 
     def test_bounds(self) -> None:
         """
-        ttl 1e12, timestamp 1e10 and a sequence of 2**63 are refused naming
-        the field; the bounds themselves are accepted.
+        ttl 1e12, timestamp 1e10, a sequence of 2**63 and a HELLO's
+        own_sequence outside [0, 2**63) are refused naming the field; the
+        bounds themselves are accepted.
         """
         from suite.spacecomms.envelope import EnvelopeError, decodeEnvelope
 
         decodeEnvelope(self._frame(ttl=86400, timestamp=4102444799.0))
+        hello = {"node_id": "A", "versions": ["1.0"], "capabilities": ["restore"]}
+        # A HELLO from an older node states no own_sequence.
+        decodeEnvelope(self._frame(message_type="HELLO", payload=hello))
+        decodeEnvelope(self._frame(message_type="HELLO", payload={**hello, "own_sequence": 2**63 - 1}))
         for kw, field in (
             ({"ttl": 1e12}, "ttl"),
             ({"timestamp": 1e10}, "timestamp"),
@@ -401,6 +472,9 @@ class EnvelopeBoundsTests(SynchronousTestCase):
                 "payload.entries",
             ),
             ({"message_type": "PULL", "payload": {"items": [["cdm", "X"]] * 501}}, "payload.items"),
+            ({"message_type": "HELLO", "payload": {**hello, "own_sequence": -1}}, "payload.own_sequence"),
+            ({"message_type": "HELLO", "payload": {**hello, "own_sequence": 2**63}}, "payload.own_sequence"),
+            ({"message_type": "HELLO", "payload": {**hello, "own_sequence": "1"}}, "payload.own_sequence"),
         ):
             with self.assertRaises(EnvelopeError) as e:
                 decodeEnvelope(self._frame(**kw))

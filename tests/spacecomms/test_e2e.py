@@ -194,3 +194,67 @@ class TriangleTests(TestCase):
         await procs["C"].waitForLog(r"dropped CDM_ANNOUNCE .*policy: accept_cdm is false")
         code, _ = await getJSON(c.url("/cdms/TRI-2"))
         self.assertEqual(code, 404)
+
+
+class DisasterRecoveryTests(TestCase):
+    """
+    A node that loses its store comes back under the same node id and gets
+    the CDMs it originated back from its peer (docs/spacecomms.md,
+    Disaster Recovery).
+    """
+
+    timeout = 120
+
+    async def test_lostStoreRestoredFromPeer(self) -> None:
+        """
+        A originates two CDMs, B learns them; A is killed, its storage file
+        deleted, and A restarted: once its session to B is back, A's
+        C{GET /cdms} lists both again (origin A, learned from B); A can then
+        update one and withdraw the other, and B takes both changes.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        certs = makeCertificates(base, ["A", "B"])
+        a, b = (NodeSpec(base, n, certs[n]) for n in "AB")
+        a.addPeer(b)
+        b.addPeer(a)
+        pa, pb = startNode(self, a), startNode(self, b)
+        await _connected(a, pa, 1)
+        await _connected(b, pb, 1)
+        await _post(a, "DR-1", object2="42001")
+        await _post(a, "DR-2", object2="42002")
+        await _cdmState(b, pb, "DR-1", "active")
+        await _cdmState(b, pb, "DR-2", "active")
+
+        pa.kill9()
+        await pa.waitExit(10)
+        for name in os.listdir(base):
+            if name.startswith("A.db"):
+                os.remove(os.path.join(base, name))
+        pa2 = startNode(self, a)
+        await pa2.waitForLog(r"re-sync from B restored 2 entries this node originated")
+        code, listing = await getJSON(a.url("/cdms"))
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            sorted((c["cdm_id"], c["origin"], c["learned_from"]) for c in listing["cdms"]),
+            [("DR-1", "A", "B"), ("DR-2", "A", "B")],
+        )
+
+        # A's next version and withdrawal follow the restored ones.
+        code, body = await send(
+            "POST",
+            a.url("/cdms"),
+            encode(sampleCDM("DR-1", object2="42001", missDistance=77.0), "kvn").encode(),
+            contentType="text/plain",
+        )
+        self.assertEqual(code, 201, body)
+        code, _ = await send("DELETE", a.url("/cdms/DR-2?reason=FALSE_POSITIVE"))
+        self.assertEqual(code, 200)
+
+        async def updated() -> bool:
+            code, body = await getJSON(b.url("/cdms/DR-1"))
+            return code == 200 and body["miss_distance_m"] == 77.0
+
+        await pb.waitFor(updated, "B to hold A's new version of DR-1", timeout=30)
+        gone = await _cdmState(b, pb, "DR-2", "withdrawn")
+        self.assertEqual(gone["reason"], "FALSE_POSITIVE")

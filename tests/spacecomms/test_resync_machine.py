@@ -1,6 +1,7 @@
 """
-The re-sync machine alone (L{suite.spacecomms.resync.ResyncMachine}): every
-input in every state, with its grace timer on a L{task.Clock}.  The inputs
+The re-sync machines alone (L{suite.spacecomms.resync.ResyncMachine}, the
+receiving side, and L{suite.spacecomms.resync.SendMachine}, the sending
+side): every input in every state, with their timers on a L{task.Clock}.  The inputs
 a state does not answer are the ones it cannot receive, and the table says
 why.
 """
@@ -15,20 +16,43 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.spacecomms.config import Config, PeerConfig
+from suite.spacecomms.envelope import Envelope
 from suite.spacecomms.interfaces import IPeerLink
 from suite.spacecomms.node import SpaceNode
-from suite.spacecomms.resync import ResyncCore, ResyncInputs, ResyncMachine
+from suite.spacecomms.resync import (
+    ResyncCore,
+    ResyncInputs,
+    ResyncMachine,
+    SendCore,
+    SendInputs,
+    SendMachine,
+)
+from suite.spacecomms.store import MemoryStore, Record
 
 
-def stateOf(inputs: ResyncInputs) -> str:
+def stateOf(inputs: object) -> str:
     # automat keeps the current state on the machine's transitioner.
     return inputs.__automat_transitioner__._state.name  # type: ignore[attr-defined]
+
+
+class FakeLedger:
+    def __init__(self) -> None:
+        self.rejoins = 0
+
+    def rejoined(self) -> None:
+        self.rejoins += 1
 
 
 class FakeNode:
     def __init__(self) -> None:
         self.clock = Clock()
         self.nodeId = "A"
+        self.ledger = FakeLedger()
+        self.capable = True
+
+    def peerCapable(self, peer: str, capability: str) -> bool:
+        return self.capable and capability == "restore"
 
 
 class FakeLink:
@@ -38,6 +62,7 @@ class FakeLink:
 CALLS: dict[str, Callable[[ResyncInputs], object]] = {
     "started": lambda m: m.started(),
     "syncing": lambda m: m.syncing(),
+    "restored": lambda m: m.restored(),
     "endOfSync": lambda m: m.endOfSync(),
     "graceExpired": lambda m: m.graceExpired(),
     "sessionLost": lambda m: m.sessionLost(),
@@ -54,19 +79,23 @@ PATHS: dict[str, tuple[str, ...]] = {
 #: (state, input) pairs the machine does not answer, and why they cannot
 #: happen: the node feeds C{started} as it makes the machine, before any
 #: other input, and never again; C{graceExpired} comes only from the
-#: timer of Open, which leaving Open cancels.
+#: timer of Open, which leaving Open cancels; C{restored} only follows a
+#: restore the node took in because C{syncing} answered true.
 IMPOSSIBLE = (
     {("New", name) for name in CALLS if name != "started"}
     | {(state, "started") for state in PATHS if state != "New"}
     | {("Done", "graceExpired"), ("Gone", "graceExpired")}
+    | {("Done", "restored"), ("Gone", "restored")}
 )
 
 #: (state, input) -> (state after, answer, log lines, pending timers).  The
 #: grace time is 5; a graceExpired fed by hand cancels the timer.
 COMPLETE = "re-sync from {peer} complete ({why})"
+RESTORED = "re-sync from {peer} restored {count} entries this node originated"
 TABLE: dict[tuple[str, str], tuple[str, object, list[tuple[str, str]], list[float]]] = {
     ("New", "started"): ("Open", None, [], [5.0]),
     ("Open", "syncing"): ("Open", True, [], [5.0]),
+    ("Open", "restored"): ("Open", None, [], [5.0]),
     ("Open", "endOfSync"): ("Done", None, [(COMPLETE, "END_OF_SYNC")], []),
     ("Open", "graceExpired"): ("Done", None, [(COMPLETE, "grace time")], []),
     ("Open", "sessionLost"): ("Gone", None, [], []),
@@ -90,6 +119,8 @@ class ResyncMachineTests(SynchronousTestCase):
         def observe(event: dict[str, Any]) -> None:
             if event.get("log_format") == COMPLETE:
                 self.lines.append((COMPLETE, event["why"]))
+            elif event.get("log_format") == RESTORED:
+                self.lines.append((RESTORED, str(event["count"])))
 
         observer = cast(ILogObserver, observe)
         globalLogPublisher.addObserver(observer)
@@ -150,3 +181,173 @@ class ResyncMachineTests(SynchronousTestCase):
         self.assertEqual((stateOf(machine), self.lines), ("Done", [(COMPLETE, "grace time")]))
         self.assertFalse(machine.syncing())
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_endOfSyncRejoins(self) -> None:
+        """
+        END_OF_SYNC from a peer that restores tells the ledger this node
+        has rejoined (it then states all it holds in its next HELLOs); the
+        grace time, or a peer without the capability, does not.
+        """
+        for capable, ending, rejoins in (
+            (True, "endOfSync", 1),
+            (True, "graceExpired", 0),
+            (False, "endOfSync", 0),
+        ):
+            node = FakeNode()
+            node.capable = capable
+            machine = ResyncMachine(ResyncCore(cast(SpaceNode, node), cast(IPeerLink, FakeLink()), 5.0))
+            machine.started()
+            CALLS[ending](machine)
+            machine.endOfSync()
+            self.assertEqual(node.ledger.rejoins, rejoins, (capable, ending))
+
+    def test_restoredCounted(self) -> None:
+        """
+        The restores an open re-sync brought are counted, and said once
+        when it closes.
+        """
+        machine, clock = self.reach("Open")
+        machine.restored()
+        machine.restored()
+        machine.endOfSync()
+        self.assertEqual(self.lines, [(COMPLETE, "END_OF_SYNC"), (RESTORED, "2")])
+
+
+class RecordingLink:
+    """
+    The session to B: records what is sent.
+    """
+
+    peerId = "B"
+
+    def __init__(self) -> None:
+        self.sent: list[Envelope] = []
+
+    def sendEnvelope(self, envelope: Envelope) -> None:
+        self.sent.append(envelope)
+
+    def close(self, reason: str) -> None:
+        pass
+
+
+SEND_CALLS: dict[str, Callable[[SendInputs], object]] = {
+    "begin": lambda m: m.begin(),
+    "batchDue": lambda m: m.batchDue(),
+    "finished": lambda m: m.finished(),
+    "sending": lambda m: m.sending(),
+    "sessionLost": lambda m: m.sessionLost(),
+}
+
+#: How to reach each state from a new machine (250 entries: two batches).
+SEND_PATHS: dict[str, tuple[str, ...]] = {
+    "Idle": (),
+    "Sending": ("begin",),
+    "Sent": ("begin", "batchDue"),
+    "Abandoned": ("begin", "sessionLost"),
+}
+
+#: The node feeds C{begin} as it makes the machine, before any other
+#: input, and never again; C{batchDue} and C{finished} come only from
+#: Sending (its timer, its last batch), which leaving Sending cancels.
+SEND_IMPOSSIBLE = (
+    {("Idle", name) for name in SEND_CALLS if name != "begin"}
+    | {(state, "begin") for state in SEND_PATHS if state != "Idle"}
+    | {(state, name) for state in ("Sent", "Abandoned") for name in ("batchDue", "finished")}
+)
+
+#: (state, input) -> (state after, answer, messages sent, END_OF_SYNC count or None, pending timers).
+SEND_TABLE: dict[tuple[str, str], tuple[str, object, int, int | None, int]] = {
+    ("Idle", "begin"): ("Sending", None, 200, None, 1),
+    ("Sending", "batchDue"): ("Sent", None, 51, 250, 0),
+    ("Sending", "finished"): ("Sent", None, 1, 200, 0),
+    ("Sending", "sending"): ("Sending", True, 0, None, 1),
+    ("Sending", "sessionLost"): ("Abandoned", None, 0, None, 0),
+    ("Sent", "sending"): ("Sent", False, 0, None, 0),
+    ("Sent", "sessionLost"): ("Abandoned", None, 0, None, 0),
+    ("Abandoned", "sending"): ("Abandoned", False, 0, None, 0),
+    ("Abandoned", "sessionLost"): ("Abandoned", None, 0, None, 0),
+}
+
+
+class SendMachineTests(SynchronousTestCase):
+    """
+    Every input in every state of the machine that sends this node's
+    re-sync to a peer (batches of 200, one per reactor turn).
+    """
+
+    def reach(self, state: str, restoreAfter: int | None = None) -> tuple[SendInputs, Clock, RecordingLink]:
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        config = Config(node_id="A", node_name="A", peers=(PeerConfig("B", "https://b:1", "B", 1, "t" * 16),))
+        node = SpaceNode(config, MemoryStore(), clock)
+        for i in range(240):
+            node.announceObject(f"O-{i}", {"i": i})
+        for i in range(10):
+            node.store.put(Record("object", f"B-{i}", "B", 1_700_000_000_000_000 + i, True, {"i": i}))
+        link = RecordingLink()
+        machine = SendMachine(SendCore(node, cast(IPeerLink, link), restoreAfter))
+        for step in SEND_PATHS[state]:
+            SEND_CALLS[step](machine)
+        self.assertEqual(stateOf(machine), state)
+        del link.sent[:]
+        return machine, clock, link
+
+    def test_alphabet(self) -> None:
+        """
+        The calls are the machine's whole input alphabet, and the table
+        with the impossible pairs covers every input in every state.
+        """
+        names = {n for n in vars(SendInputs) if not n.startswith("_")}
+        self.assertEqual(set(SEND_CALLS), names)
+        self.assertEqual(set(SEND_TABLE) | SEND_IMPOSSIBLE, {(s, n) for s in SEND_PATHS for n in SEND_CALLS})
+        self.assertEqual(set(SEND_TABLE) & SEND_IMPOSSIBLE, set())
+
+    def test_everyInputInEveryState(self) -> None:
+        """
+        Each answered input: the state after, the answer, what was sent,
+        the timers left (the restore of B's own entries is asked for, from
+        sequence 0: 250 entries in all).
+        """
+        for (state, name), (after, answer, count, end, timers) in sorted(SEND_TABLE.items()):
+            machine, clock, link = self.reach(state, 0)
+            self.assertEqual(SEND_CALLS[name](machine), answer, f"{state} + {name}")
+            last = link.sent[-1] if link.sent else None
+            self.assertEqual(
+                (
+                    stateOf(machine),
+                    len(link.sent),
+                    last.payload["count"]
+                    if last is not None and last.message_type == "END_OF_SYNC"
+                    else None,
+                    len(clock.getDelayedCalls()),
+                ),
+                (after, count, end, timers),
+                f"{state} + {name}",
+            )
+
+    def test_impossibleInputsRefused(self) -> None:
+        """
+        The inputs a state cannot receive are not answered there.
+        """
+        for state, name in sorted(SEND_IMPOSSIBLE):
+            machine, clock, link = self.reach(state, 0)
+            self.assertRaises(NoTransition, SEND_CALLS[name], machine)
+            self.assertEqual((stateOf(machine), link.sent), (state, []), f"{state} + {name}")
+
+    def test_timerFeedsTheMachine(self) -> None:
+        """
+        The batch timer is the machine's state data: the next batch goes a
+        reactor turn later, then END_OF_SYNC.  B's own entries go only when
+        it asked for them (newer than the sequence it stated), marked
+        restore.
+        """
+        for restoreAfter, total, restored in ((None, 240, 0), (1_700_000_000_000_004, 245, 5), (0, 250, 10)):
+            machine, clock, link = self.reach("Idle", restoreAfter)
+            machine.begin()
+            self.assertEqual(len(link.sent), 200)
+            clock.advance(0)
+            self.assertEqual(stateOf(machine), "Sent")
+            self.assertEqual(link.sent[-1].payload, {"count": total})
+            marked = [e for e in link.sent if e.payload.get("restore")]
+            self.assertEqual(len(marked), restored)
+            self.assertTrue(all(e.source_node == "B" and e.path == ("B", "A") for e in marked))

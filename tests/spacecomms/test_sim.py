@@ -6,7 +6,9 @@ an in-memory network (one Clock, seeded RNG).
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any, cast
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -14,7 +16,8 @@ from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import Envelope
 from suite.spacecomms.interfaces import IPeerLink
-from tests.spacecomms.sim import SimNet, stored
+from suite.spacecomms.store import MemoryStore, Record
+from tests.spacecomms.sim import SimNet, SkewedClock, stored
 
 OPEN = Policies()
 
@@ -269,15 +272,18 @@ class ResyncSimulationTests(SynchronousTestCase):
         net.connect("A", "B")
         link = net.links[("A", "B")]
         self.assertEqual(len(link.sent), 200)
-        self.assertIn("B", net.nodes["A"].syncSends)
+        self.assertTrue(net.nodes["A"].sends["B"].sending())
         net.run(1)
         self.assertEqual(link.sent[-1].message_type, "END_OF_SYNC")
         self.assertEqual(link.sent[-1].payload["count"], 450)
         self.assertEqual(len(net.state("B", "object")), 450)
         net.disconnect("A", "B")
         net.connect("A", "B")
+        sender = net.nodes["A"].sends["B"]
+        self.assertTrue(sender.sending())
         net.disconnect("A", "B")
-        self.assertEqual(net.nodes["A"].syncSends, {})
+        self.assertEqual(net.nodes["A"].sends, {})
+        self.assertFalse(sender.sending())
         net.run(1)
 
     def test_resyncNotRateLimited(self) -> None:
@@ -418,3 +424,226 @@ class LifecycleSimulationTests(SynchronousTestCase):
         self.assertEqual((line["peer"], line["count"]), ("A", 5))
         errors = [e for e in net.links[("B", "A")].sent if e.message_type == "ERROR"]
         self.assertEqual([e.payload["code"] for e in errors], ["RATE_LIMITED"])
+
+
+class RestoreSimulationTests(SynchronousTestCase):
+    """
+    Disaster recovery: a node that comes back under the same node id with
+    an empty or older store gets the entries it originated back from its
+    peers' re-syncs, with their sequences, and numbers its next updates
+    after them.
+    """
+
+    def _spread(self, seed: int) -> SimNet:
+        """
+        A - B - C; A originates three CDMs (one updated twice, one
+        withdrawn) and an object state, and they reach C.
+        """
+        net = SimNet(seed)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B"), ("B", "C")])
+        a = net.nodes["A"]
+        for i in range(3):
+            a.ingestCDM(sampleCDM(f"DR-{i}", object2=str(46000 + i)))
+        for miss in (120.0, 130.0):
+            # Two updates within one instant: sequences one apart, ahead of the clock.
+            a.ingestCDM(sampleCDM("DR-0", object2="46000", missDistance=miss))
+        a.withdrawCDM("DR-2", "FALSE_POSITIVE")
+        a.announceObject("SAT-DR", {"name": "dr"})
+        net.run(1)
+        self.assertEqual(net.state("C"), net.state("A"))
+        return net
+
+    def _loseStore(self, net: SimNet, name: str, clock: object = None) -> None:
+        net.crash(name)
+        net.stores[name] = MemoryStore()
+        net.restart(name, cast(IReactorTime, clock) if clock is not None else None)
+
+    def test_lostStoreRestoredAndUpdatable(self) -> None:
+        """
+        A loses its store and restarts with its clock two minutes behind:
+        B's re-sync gives back every CDM and object A originated (the
+        withdrawn one as withdrawn) with the originator's sequences, they are
+        not sent on, A's API has them again, and A's next update and
+        withdrawal (and its next object state, which follows no stored
+        version) are newer than what B and C hold, so they take them.
+        """
+        net = self._spread(41)
+        held = {r.key: r for r in net.stores["B"].records("cdm")}
+        heldObject = stored(net.stores["B"], "object", "SAT-DR")
+        self._loseStore(net, "A", SkewedClock(net.clock, -120.0))
+        self.assertEqual(net.state("A"), {})
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(net.state("A"), net.state("B"))
+        for key, r in held.items():
+            got = stored(net.stores["A"], "cdm", key)
+            self.assertEqual(
+                (got.origin, got.sequence, got.active, got.body), ("A", r.sequence, r.active, r.body)
+            )
+            self.assertEqual(got.learnedFrom, "B")
+        self.assertEqual(stored(net.stores["A"], "object", "SAT-DR").sequence, heldObject.sequence)
+        self.assertEqual(
+            len(net.logged("re-sync from {peer} restored {count} entries this node originated")), 1
+        )
+        restoredLines = [
+            e for e in net.logged("routing decision: applied") if e["node"] == "A" and e["peer"] == "B"
+        ]
+        self.assertEqual(len(restoredLines), 4)
+        self.assertTrue(all("restore of this node's own entry" in e["forwarding"] for e in restoredLines))
+
+        # A's clock is behind: without the restored sequences its update
+        # would look older than the version B holds and be ignored.
+        state = net.nodes["A"].announceObject("SAT-DR", {"name": "dr", "v": 2})
+        self.assertGreater(state.sequence, heldObject.sequence)
+        record, created = net.nodes["A"].ingestCDM(sampleCDM("DR-0", object2="46000", missDistance=140.0))
+        self.assertTrue(created)
+        self.assertGreater(record.sequence, held["DR-0"].sequence)
+        gone = net.nodes["A"].withdrawCDM("DR-1", "FALSE_POSITIVE")
+        self.assertIsNotNone(gone)
+        net.run(1)
+        for n in "BC":
+            self.assertEqual(stored(net.stores[n], "object", "SAT-DR").body, {"name": "dr", "v": 2}, n)
+        for n in "BC":
+            got = stored(net.stores[n], "cdm", "DR-0")
+            assert got.body is not None
+            self.assertEqual(
+                (got.sequence, got.body["relative_metadata_data"]["MISS_DISTANCE"]),
+                (record.sequence, 140.0),
+                n,
+            )
+            self.assertEqual(net.state(n)["DR-1"], (False, "FALSE_POSITIVE"), n)
+
+    def test_olderStoreGetsOnlyWhatIsNewer(self) -> None:
+        """
+        A restarts from an older copy of its store: it states its highest
+        own sequence, and B sends back only A's entries newer than that.
+        """
+        net = SimNet(42)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B")])
+        a = net.nodes["A"]
+        a.ingestCDM(sampleCDM("OLD-0", object2="47000"))
+        net.run(1)
+        backup = MemoryStore()
+        for r in net.stores["A"].records("cdm"):
+            backup.put(Record(**r.toJSON()))
+        for i in range(1, 3):
+            a.ingestCDM(sampleCDM(f"OLD-{i}", object2=str(47000 + i)))
+            net.run(0.1)
+        net.run(1)
+        net.crash("A")
+        net.stores["A"] = backup
+        net.restart("A")
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(net.state("A"), net.state("B"))
+        toA = [e for e in net.links[("B", "A")].sent if e.payload.get("restore")]
+        self.assertEqual(sorted(e.payload["cdm_id"] for e in toA), ["OLD-1", "OLD-2"])
+        # Nothing is restored on the next reconnection: A states what it holds.
+        net.disconnect("A", "B")
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual([e for e in net.links[("B", "A")].sent if e.payload.get("restore")], [])
+
+    def test_apiUseBeforeRejoiningHidesNothing(self) -> None:
+        """
+        A restarts empty and takes a new CDM through its API before its
+        session to B is back: it still gets its older CDMs back.  Once B's
+        re-sync has completed, A states all it holds, so a later
+        reconnection re-sends none of A's own entries, old or new.
+        """
+        net = self._spread(44)
+        self._loseStore(net, "A")
+        net.run(0.5)
+        net.nodes["A"].ingestCDM(sampleCDM("DR-NEW", object2="46100"))
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(net.state("A"), net.state("B"))
+        self.assertEqual(len([e for e in net.links[("B", "A")].sent if e.payload.get("restore")]), 4)
+        net.nodes["A"].ingestCDM(sampleCDM("DR-NEWER", object2="46101"))
+        net.run(1)
+        net.disconnect("A", "B")
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual([e for e in net.links[("B", "A")].sent if e.payload.get("restore")], [])
+        self.assertEqual(net.state("A"), net.state("B"))
+
+    def test_restoreCutShortIsRetried(self) -> None:
+        """
+        B's re-sync reaches A only after A's grace time closed it: the
+        restores are refused as loops, A still states its empty store, and
+        the next session gives everything back.
+        """
+        net = self._spread(45)
+        self._loseStore(net, "A")
+        net.hold()
+        net.connect("A", "B")
+        net.run(6)
+        self.assertFalse(net.nodes["A"].syncing("B"))
+        net.releaseAll()
+        self.assertEqual(net.state("A"), {})
+        self.assertEqual(net.nodes["A"].helloPayload("B")["own_sequence"], 0)
+        net.disconnect("A", "B")
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(net.state("A"), net.state("B"))
+        self.assertGreater(net.nodes["A"].helloPayload("B")["own_sequence"], 0)
+
+    def test_ownEntriesRefusedOutsideARestore(self) -> None:
+        """
+        A peer that did not ask for a restore (an older version, without
+        the restore capability) is sent none; and A's own entries coming
+        back are still loops unless they are a restore made first-hand
+        while B's re-sync is open: unmarked, after END_OF_SYNC, or relayed
+        over a longer path, each is dropped.
+        """
+        net = SimNet(43)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B")])
+        net.nodes["A"].ingestCDM(sampleCDM("LOOP-1", object2="48000"))
+        net.run(1)
+        r = stored(net.stores["B"], "cdm", "LOOP-1")
+        net.crash("A")
+        net.stores["A"] = MemoryStore()
+        a = net.restart("A")
+        hello = a.helloPayload
+
+        def olderHello(peer: str | None) -> dict[str, Any]:
+            payload = hello(peer)
+            payload["capabilities"] = [c for c in payload["capabilities"] if c != "restore"]
+            return payload
+
+        a.helloPayload = olderHello  # type: ignore[method-assign, assignment]
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(net.state("A"), {})
+        self.assertEqual([e for e in net.links[("B", "A")].sent if e.payload.get("restore")], [])
+
+        def send(payload: dict[str, object], path: tuple[str, ...]) -> None:
+            env = Envelope(
+                "CDM_ANNOUNCE",
+                "A",
+                {"cdm_id": "LOOP-1", "sequence": r.sequence, "cdm": r.body, **payload},
+                timestamp=net.clock.seconds(),
+                hop_count=len(path) - 1,
+                path=path,
+            )
+            a.envelopeReceived(net.links[("A", "B")], env)
+
+        send({"restore": True}, ("A", "B"))  # B's re-sync is over
+        net.disconnect("A", "B")
+        net.connect("A", "B")  # B's re-sync is open until its END_OF_SYNC arrives
+        self.assertTrue(a.syncing("B"))
+        send({"sync": True}, ("A", "B"))
+        send({"restore": True}, ("A", "C", "B"))
+        self.assertEqual(net.state("A"), {})
+        loops = [
+            e
+            for e in net.logged("routing decision: dropped")
+            if e["node"] == "A" and e["reason"].startswith("loop: this node is already on the path")
+        ]
+        self.assertEqual(len(loops), 3)
+        send({"restore": True, "sync": True}, ("A", "B"))
+        self.assertEqual(net.state("A"), {"LOOP-1": (True, None)})
+        self.assertEqual(stored(net.stores["A"], "cdm", "LOOP-1").sequence, r.sequence)
