@@ -16,10 +16,26 @@ from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.envelope import Envelope
 from suite.spacecomms.interfaces import IPeerLink
+from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.store import MemoryStore, Record
 from tests.spacecomms.sim import SimNet, SkewedClock, stored
 
 OPEN = Policies()
+
+
+def _without(node: SpaceNode, capability: str) -> None:
+    """
+    Make C{node} announce no C{capability} in its HELLOs from now on (as
+    an older version does).
+    """
+    hello = node.helloPayload
+
+    def olderHello(peer: str | None) -> dict[str, Any]:
+        payload = hello(peer)
+        payload["capabilities"] = [c for c in payload["capabilities"] if c != capability]
+        return payload
+
+    node.helloPayload = olderHello  # type: ignore[method-assign]
 
 
 def _mesh(net: SimNet, edges: list[tuple[str, str]], **overrides: object) -> None:
@@ -236,10 +252,14 @@ class ResyncSimulationTests(SynchronousTestCase):
         taught by the other; the next B-C re-sync left X out both ways
         (nobody re-announced what the peer had taught it) and both dropped
         it, with no session left to bring it back before anti-entropy.
+        (Nodes without the sync_summary capability: with it, nobody
+        re-announces X, which all three hold.)
         """
         net = SimNet(15)
         self.addCleanup(net.stop)
         _mesh(net, [("A", "B"), ("B", "C"), ("A", "C")], anti_entropy_interval_seconds=0)
+        for node in net.nodes.values():
+            _without(node, "sync_summary")
         net.nodes["A"].ingestCDM(sampleCDM("MUT-1"))
         net.run(1)
         net.hold()
@@ -260,8 +280,9 @@ class ResyncSimulationTests(SynchronousTestCase):
 
     def test_largeResyncInBatches(self) -> None:
         """
-        A re-sync larger than one batch goes out over several reactor turns
-        and still ends with END_OF_SYNC; losing the session mid-way stops it.
+        A re-sync larger than one batch goes out over several reactor turns,
+        once the peer's summary is in, and still ends with END_OF_SYNC;
+        losing the session mid-way stops it.
         """
         net = SimNet(12)
         self.addCleanup(net.stop)
@@ -269,10 +290,15 @@ class ResyncSimulationTests(SynchronousTestCase):
         net.addNode("B", {"A": OPEN})
         for i in range(450):
             net.nodes["A"].announceObject(f"OBJ-{i}", {"i": i})
+        net.hold()
         net.connect("A", "B")
         link = net.links[("A", "B")]
-        self.assertEqual(len(link.sent), 200)
+        self.assertEqual([e.message_type for e in link.sent], ["SYNC_SUMMARY"])
         self.assertTrue(net.nodes["A"].sends["B"].sending())
+        net.release("B", "A", "SYNC_SUMMARY")
+        self.assertEqual(len(link.sent), 201)
+        self.assertTrue(net.nodes["A"].sends["B"].sending())
+        net.releaseAll()
         net.run(1)
         self.assertEqual(link.sent[-1].message_type, "END_OF_SYNC")
         self.assertEqual(link.sent[-1].payload["count"], 450)
@@ -414,6 +440,7 @@ class LifecycleSimulationTests(SynchronousTestCase):
         net.addNode("A", {"B": OPEN}, anti_entropy_interval_seconds=0)
         net.addNode("B", {"A": Policies(rate_limit_per_second=1, rate_limit_burst=3)})
         net.connect("A", "B")
+        net.run(0.2)  # the (empty) re-sync both ways is over
         for i in range(8):
             net.nodes["A"].ingestCDM(sampleCDM(f"RL-{i}", object2=str(i)))
         net.run(0.5)
