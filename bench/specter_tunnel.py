@@ -19,6 +19,17 @@ Usage::
     .venv/bin/python bench/specter_tunnel.py [--duration 8] [--connections 64]
         [--gateway ring|standalone] [--h2-only] [--h2-requests 20000]
 
+``--http1-only`` measures only HTTP/1.1 (nginx, then the tunnel), with the
+CPU per request of every process on each path (gateway, client, the nginx
+worker as proxy or as backend, wrk) and the context switches per 1,000
+requests of the gateway and the client (``*_waits_per_kreq``: it slept in
+epoll; ``*_preempted_per_kreq``: the scheduler took the CPU away);
+``--rounds N`` alternates the two phases N times and reports the median of
+the N ratios, so that a change in the machine's load between two phases
+8 s apart weighs less.  ``--profile DIR`` records py-spy stacks
+(``--perf``: native perf profiles; ``--syscalls``: perf counts of the
+socket and epoll calls of the gateway, the client and nginx's worker).
+
 ``--h2-only`` measures only HTTP/2 (nginx terminating h2, then the
 tunnel) and adds the CPU time the gateway and the tunnel client spent per
 tunnelled HTTP/2 request (``h2_gateway_cpu_us``, ``h2_client_cpu_us``:
@@ -153,6 +164,22 @@ def cpuSeconds(pid: int, system: bool = False) -> float:
     return ((0 if system else int(fields[11])) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def contextSwitches(pid: int) -> tuple[int, int]:
+    """
+    The voluntary (the process waited) and involuntary (it was preempted)
+    context switches of process C{pid} so far, over all its threads.
+    """
+    voluntary = involuntary = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 def bulkMBps(host: str, port: int, cacert: str) -> float:
     argv = [
         "curl", "-sS", "--http1.1", "--cacert", cacert, "--resolve", f"{host}:{port}:127.0.0.1",
@@ -168,13 +195,16 @@ class Profiler:
     phase runs (collapsed stacks, C{DIR/<phase>-<process>.txt}).
     """
 
-    def __init__(self, directory: str | None, pids: dict[str, int], syscalls: bool = False) -> None:
+    def __init__(
+        self, directory: str | None, pids: dict[str, int], syscalls: bool = False, perf: bool = False
+    ) -> None:
         self.directory = directory
+        self.perf = perf
         self.pids = pids
         self.syscalls = syscalls
         self.running: list[subprocess.Popen[bytes]] = []
         if directory is not None:
-            tool = "perf" if syscalls else "py-spy"
+            tool = "perf" if syscalls or perf else "py-spy"
             if shutil.which(tool) is None and not os.path.exists(os.path.join(BIN, tool)):
                 raise SystemExit(f"--profile needs {tool}")
             os.makedirs(directory, exist_ok=True)
@@ -185,11 +215,37 @@ class Profiler:
         spy = os.path.join(BIN, "py-spy") if os.path.exists(os.path.join(BIN, "py-spy")) else "py-spy"
         for name, pid in self.pids.items():
             out = os.path.join(self.directory, f"{phase}-{name}.txt")
-            argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
+            argv = [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                os.environ.get("PYSPY_RATE", "250"),
+                "--format",
+                "raw",
+                "--nonblocking",
+            ]
             if os.environ.get("PYSPY_GIL"):
                 argv.append("--gil")  # only samples holding the GIL: no time in system calls
-            if self.syscalls:
-                events = "syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait"
+            if self.perf:  # a native profile: where the CPU goes (interpreter, OpenSSL, kernel)
+                argv = ["perf", "record", "-F", "999", "-p", str(pid)]
+            elif self.syscalls:
+                events = ",".join(
+                    f"syscalls:sys_enter_{call}"
+                    for call in (
+                        "sendto",
+                        "recvfrom",
+                        "epoll_wait",
+                        "epoll_ctl",
+                        "write",
+                        "read",
+                        "writev",
+                        "sendmsg",
+                        "readv",
+                        "recvmsg",
+                    )  # fmt: skip
+                )
                 argv = ["perf", "stat", "-e", events, "-p", str(pid)]
             self.running.append(
                 subprocess.Popen([*argv, "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -231,7 +287,26 @@ def main() -> None:
         action="store_true",
         help="with --profile: count send, receive and epoll_wait calls (perf stat) instead of sampling stacks",
     )
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="with --profile: record native profiles (perf record: interpreter, OpenSSL, kernel) instead",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --http1-only: measure nginx then the tunnel this many times, alternated; "
+        "c_over_b is the median of the rounds' ratios (each pair measured a few seconds apart)",
+    )
+    parser.add_argument(
+        "--tls-reference",
+        action="store_true",
+        help="with --http1-only: also nginx proxying TLS from wrk, with its CPU and wrk's per request",
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
     for tool in ("nginx", "wrk", "h2load"):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
             raise SystemExit(f"{tool} is required")
@@ -327,7 +402,9 @@ def main() -> None:
         tunnelURL = f"https://127.0.0.1:{gw}/"
         # warm up
         wrk(tunnelURL, 2, 8, 1, host)
-        profiler = Profiler(args.profile, {"gateway": procs[-2].pid, "client": procs[-1].pid}, args.syscalls)
+        profiler = Profiler(
+            args.profile, {"gateway": procs[-2].pid, "client": procs[-1].pid}, args.syscalls, args.perf
+        )
         gatewayPid, clientPid = procs[-2].pid, procs[-1].pid
 
         nginxPid = procs[0].pid
@@ -339,9 +416,18 @@ def main() -> None:
             except OSError:
                 return []
 
+        if args.syscalls:
+            for worker in nginxWorkers():
+                profiler.pids[f"nginx{worker}"] = worker
+
         def snapshot() -> dict[str, float]:
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            gatewaySwitches, clientSwitches = contextSwitches(gatewayPid), contextSwitches(clientPid)
             return {
+                "gatewayWaits": gatewaySwitches[0],
+                "gatewayPreempted": gatewaySwitches[1],
+                "clientWaits": clientSwitches[0],
+                "clientPreempted": clientSwitches[1],
                 "gateway": cpuSeconds(gatewayPid),
                 "gatewaySystem": cpuSeconds(gatewayPid, system=True),
                 "clientSystem": cpuSeconds(clientPid, system=True),
@@ -385,13 +471,19 @@ def main() -> None:
             and their ratio: what the throughput ratio would be if the
             processes had the CPUs to themselves.
             """
-            tunnelPath = sum(v for k, v in tunnel.items() if k not in ("gatewaySystem", "clientSystem"))
+            tunnelPath = sum(v for k, v in tunnel.items() if k in ("gateway", "client", "nginx", "loadgen"))
             nginxPath = nginx["nginx"] + nginx["loadgen"]
             return (
                 f"{prefix}gateway_cpu_us={tunnel['gateway']:.1f} {prefix}gateway_sys_us={tunnel['gatewaySystem']:.1f} "
                 f"{prefix}client_cpu_us={tunnel['client']:.1f} {prefix}client_sys_us={tunnel['clientSystem']:.1f} "
                 f"{prefix}tunnel_path_cpu_us={tunnelPath:.1f} {prefix}nginx_path_cpu_us={nginxPath:.1f} "
-                f"{prefix}cpu_ratio={nginxPath / tunnelPath if tunnelPath else 0.0:.3f}"
+                f"{prefix}cpu_ratio={nginxPath / tunnelPath if tunnelPath else 0.0:.3f} "
+                f"{prefix}gateway_waits_per_kreq={tunnel['gatewayWaits'] / 1000:.0f} "
+                f"{prefix}gateway_preempted_per_kreq={tunnel['gatewayPreempted'] / 1000:.0f} "
+                f"{prefix}client_waits_per_kreq={tunnel['clientWaits'] / 1000:.0f} "
+                f"{prefix}client_preempted_per_kreq={tunnel['clientPreempted'] / 1000:.0f} "
+                f"{prefix}nginx_proxy_cpu_us={nginx['nginx']:.1f} {prefix}backend_cpu_us={tunnel['nginx']:.1f} "
+                f"{prefix}loadgen_nginx_cpu_us={nginx['loadgen']:.1f} {prefix}loadgen_tunnel_cpu_us={tunnel['loadgen']:.1f}"
             )
 
         if args.h2_only:
@@ -419,11 +511,56 @@ def main() -> None:
             )
             return
         if args.http1_only:
-            viaNginx, nginxCpu = cpuPerRequest("nginx", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2))
-            tunnel, cpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
+            rounds = []
+            for n in range(args.rounds):
+                suffix = f"-{n + 1}" if n else ""
+                viaNginx, nginxCpu = cpuPerRequest(
+                    f"nginx{suffix}", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2)
+                )
+                tunnel, cpu = cpuPerRequest(f"http1{suffix}", lambda: wrk(tunnelURL, d, c, 2, host))
+                rounds.append((viaNginx, nginxCpu, tunnel, cpu))
+                if args.rounds > 1:
+                    print(
+                        f"round {n + 1}: nginx_rps={viaNginx['rps']:.0f} tunnel_rps={tunnel['rps']:.0f} "
+                        f"c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} {figures('', cpu, nginxCpu)} {load()}"
+                    )
+            if args.tls_reference:
+                viaTLS, tlsCpu = cpuPerRequest(
+                    "nginxtls", lambda: wrk(f"https://127.0.0.1:{proxyTLS}/", d, c, 2)
+                )
+                print(
+                    f"nginx_tls_rps={viaTLS['rps']:.0f} nginx_tls_worker_cpu_us={tlsCpu['nginx']:.1f} "
+                    f"loadgen_tls_cpu_us={tlsCpu['loadgen']:.1f}"
+                )
+            ratios = sorted(t["rps"] / v["rps"] for v, _, t, _ in rounds)
+            # CPU per request over all rounds (weighted by the requests of each)
+            nginxDone = sum(max(1.0, v["requests"]) for v, _, _, _ in rounds)
+            tunnelDone = sum(max(1.0, t["requests"]) for _, _, t, _ in rounds)
+            nginxCpu = {
+                k: sum(nc[k] * max(1.0, v["requests"]) for v, nc, _, _ in rounds) / nginxDone
+                for k in rounds[0][1]
+            }
+            cpu = {
+                k: sum(tc[k] * max(1.0, t["requests"]) for _, _, t, tc in rounds) / tunnelDone
+                for k in rounds[0][3]
+            }
+            viaNginx = {
+                "rps": sorted(v["rps"] for v, _, _, _ in rounds)[len(rounds) // 2],
+                "requests": nginxDone,
+            }
+            tunnel = {
+                "rps": sorted(t["rps"] for _, _, t, _ in rounds)[len(rounds) // 2],
+                "requests": tunnelDone,
+                "non2xx": sum(t["non2xx"] for _, _, t, _ in rounds),
+            }
+            cOverB = (
+                ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1 :][:2]) / 2
+            )
+            perRound = f"c_over_b_rounds={','.join(f'{r:.3f}' for r in ratios)} " if args.rounds > 1 else ""
             print(
                 f"nginx_rps={viaNginx['rps']:.0f} tunnel_rps={tunnel['rps']:.0f} "
-                f"c_over_b={tunnel['rps'] / viaNginx['rps']:.3f} tunnel_non2xx={tunnel['non2xx']:.0f} "
+                f"c_over_b={cOverB:.3f} {perRound}tunnel_non2xx={tunnel['non2xx']:.0f} "
+                f"nginx_requests={viaNginx['requests']:.0f} tunnel_requests={tunnel['requests']:.0f} "
                 f"{figures('', cpu, nginxCpu)} {load()}"
             )
             return

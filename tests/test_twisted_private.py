@@ -137,6 +137,42 @@ class PrivateAPITests(SynchronousTestCase):
         )
         self.assertIs(TLSMemoryBIOProtocol._lostTLSConnection, False)
 
+    def test_tlsStateAttributes(self) -> None:
+        """
+        suite/specter/tunnel/twistedio.py (LeanTLSTransport) keeps these
+        attributes of Twisted's TLS transport in a slotted object, as
+        properties: Twisted must still set them on the transport with
+        these names (and the class defaults it relies on must hold), and
+        pyOpenSSL's Connection must keep its C{SSL *} and memory BIOs for
+        its lifetime.
+        """
+        from OpenSSL import SSL
+        from twisted.internet.protocol import Protocol
+        from twisted.protocols.policies import ProtocolWrapper
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        tls = inspect.getsource(TLSMemoryBIOProtocol)
+        wrapper = inspect.getsource(ProtocolWrapper)
+        for name in ("_tlsConnection", "_handshakeDone", "_appSendBuffer", "_lostTLSConnection", "_aborted"):
+            self.assertIn(f"self.{name} = ", tls, name)
+        self.assertIn("self._producer = ", tls)
+        self.assertIn("self.disconnecting = ", tls)
+        self.assertIn("self.wrappedProtocol = ", wrapper)
+        self.assertIn("self.transport = transport", inspect.getsource(Protocol.makeConnection))
+        self.assertEqual(
+            (
+                TLSMemoryBIOProtocol._handshakeDone,
+                TLSMemoryBIOProtocol._lostTLSConnection,
+                TLSMemoryBIOProtocol._aborted,
+                TLSMemoryBIOProtocol._producer,
+                ProtocolWrapper.disconnecting,
+            ),
+            (False, False, False, None, 0),
+        )
+        self.assertIn("_ssl", SSL.Connection.__init__.__code__.co_names)
+        self.assertIn("_into_ssl", SSL.Connection.__init__.__code__.co_names)
+        self.assertIn("_from_ssl", SSL.Connection.__init__.__code__.co_names)
+
     def test_tlsReadLoop(self) -> None:
         """
         suite/specter/tunnel/twistedio.py (LeanTLSTransport) re-implements

@@ -8,25 +8,30 @@ The lifecycle of one hosted partition's replica, as an automat machine.
            know that configuration committed yet; data: since when),
            Dropped (the partition left the routing table; data: since
            when), Failed (the WAL or snapshot could not be loaded; data:
-           why), Stopped.
+           why), Retired (a configuration without this node is committed:
+           the replica stopped and its data is reclaimed; data: the
+           placement epoch of that configuration), Stopped.
   inputs:  loaded(), loadFailed(why), placed(); when placement does not
            list this node: unplaced(now) (the group's latest configuration
            still names it), excluded(now, grace) (it does not, or this
            replica's log is empty: nothing of the group's is here),
-           removed() (a configuration without this node is committed),
+           removed(epoch) (a configuration without this node, of placement
+           C{epoch}, is committed),
            dropped(now, grace) (the partition left the routing table: no
            leader moves its group, every replica retires); stop();
            queries serving() -> bool, describe() -> dict.
   outputs: stop the node when its load failed (it never serves: Raft's
            Stopped, not Loading, then drops its peers' messages); log
            placement changes; stop the replica (node, transport group,
-           storage).
+           storage); retire it (stop it, then move its data out of the
+           storage directories: L{suite.ceptra.retire}).
 
 A replica being moved away keeps taking part in its group (voting,
 replicating, answering the leader) until a configuration without it is
 committed: the group may need its vote until then (a group of two cannot
-commit without it).  The leader tells a removed replica once the
-configuration removing it is committed (L{suite.raft.leader}); the grace
+commit without it); only then is it Retired and its data reclaimed.  The
+leader tells a removed replica once the configuration removing it is
+committed (L{suite.raft.leader}); the grace
 period only ends a replica that the group cannot need any more (Leaving:
 the configuration in its own log excludes it) or whose partition was
 dropped altogether (Dropped), never one its group still counts as a
@@ -78,10 +83,10 @@ class PartitionInputs(Protocol):
         empty), but it does not know that configuration committed.
         """
 
-    def removed(self) -> None:
+    def removed(self, epoch: int) -> None:
         """
         The routing table does not list this node, and a configuration
-        without it is committed.
+        without it (of placement C{epoch}) is committed.
         """
 
     def dropped(self, now: float, grace: float) -> None:
@@ -119,6 +124,12 @@ class ReplicaActions(Protocol):
 
     def shutdown(self) -> None: ...
 
+    def retire(self, epoch: int) -> None:
+        """
+        Shut the replica down and reclaim its data: it left its group for
+        good (a configuration of placement C{epoch} without it committed).
+        """
+
 
 @dataclass
 class LifecycleCore:
@@ -138,6 +149,11 @@ class Leaving:
 @dataclass
 class Dropped:
     since: float
+
+
+@dataclass
+class Retired:
+    epoch: int
 
 
 @dataclass
@@ -172,7 +188,16 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
         return Failed(why)
 
     failed = b.state("Failed", failedData)
+
+    def retiredData(inputs: PartitionInputs, core: LifecycleCore, epoch: int) -> Retired:
+        return Retired(epoch)
+
+    retired = b.state("Retired", retiredData)
     stopped = b.state("Stopped")
+
+    def leftGroup(core: LifecycleCore, epoch: int) -> None:
+        log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
+        core.replica.retire(epoch)
 
     # Starting: until loaded, the replica's configuration is not known.
     starting.upon(PartitionInputs.loaded).to(running).returns(None)
@@ -221,10 +246,9 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
             grace=grace,
         )
 
-    @running.upon(PartitionInputs.removed).to(stopped)
-    def stopRemoved(inputs: PartitionInputs, core: LifecycleCore) -> None:
-        log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
-        core.replica.shutdown()
+    @running.upon(PartitionInputs.removed).to(retired)
+    def stopRemoved(inputs: PartitionInputs, core: LifecycleCore, epoch: int) -> None:
+        leftGroup(core, epoch)
 
     @running.upon(PartitionInputs.stop).to(stopped)
     def stopRunning(inputs: PartitionInputs, core: LifecycleCore) -> None:
@@ -263,10 +287,9 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
             grace=grace,
         )
 
-    @retiring.upon(PartitionInputs.removed).to(stopped)
-    def stopRetiring(inputs: PartitionInputs, core: LifecycleCore, data: Retiring) -> None:
-        log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
-        core.replica.shutdown()
+    @retiring.upon(PartitionInputs.removed).to(retired)
+    def stopRetiring(inputs: PartitionInputs, core: LifecycleCore, data: Retiring, epoch: int) -> None:
+        leftGroup(core, epoch)
 
     @retiring.upon(PartitionInputs.stop).to(stopped)
     def stopRetired(inputs: PartitionInputs, core: LifecycleCore, data: Retiring) -> None:
@@ -313,10 +336,9 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
         if now - data.since > grace:
             inputs.stop()
 
-    @leaving.upon(PartitionInputs.removed).to(stopped)
-    def stopLeaving(inputs: PartitionInputs, core: LifecycleCore, data: Leaving) -> None:
-        log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
-        core.replica.shutdown()
+    @leaving.upon(PartitionInputs.removed).to(retired)
+    def stopLeaving(inputs: PartitionInputs, core: LifecycleCore, data: Leaving, epoch: int) -> None:
+        leftGroup(core, epoch)
 
     @leaving.upon(PartitionInputs.stop).to(stopped)
     def stopLeft(inputs: PartitionInputs, core: LifecycleCore, data: Leaving) -> None:
@@ -354,10 +376,9 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
         if now - data.since > grace:
             inputs.stop()
 
-    @dropped.upon(PartitionInputs.removed).to(stopped)
-    def stopDropped(inputs: PartitionInputs, core: LifecycleCore, data: Dropped) -> None:
-        log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
-        core.replica.shutdown()
+    @dropped.upon(PartitionInputs.removed).to(retired)
+    def stopDropped(inputs: PartitionInputs, core: LifecycleCore, data: Dropped, epoch: int) -> None:
+        leftGroup(core, epoch)
 
     @dropped.upon(PartitionInputs.stop).to(stopped)
     def stopDroppedNow(inputs: PartitionInputs, core: LifecycleCore, data: Dropped) -> None:
@@ -383,6 +404,15 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     @failed.upon(PartitionInputs.describe).loop()
     def describeFailed(inputs: PartitionInputs, core: LifecycleCore, data: Failed) -> dict[str, Any]:
         return {"state": "failed", "error": data.why}
+
+    # Retired: stopped for good, its data reclaimed.
+    for name in ("loaded", "loadFailed", "placed", "stop") + UNPLACED:
+        retired.upon(getattr(PartitionInputs, name)).loop().returns(None)
+    retired.upon(PartitionInputs.serving).loop().returns(False)
+
+    @retired.upon(PartitionInputs.describe).loop()
+    def describeRetired(inputs: PartitionInputs, core: LifecycleCore, data: Retired) -> dict[str, Any]:
+        return {"state": "retired", "epoch": data.epoch}
 
     # Stopped
     for name in ("loaded", "loadFailed", "placed", "stop") + UNPLACED:

@@ -154,6 +154,12 @@ ENV: EnvTable = {
         "4194304",
         "Largest ingest request body, in bytes (1024-67108864).",
     ),
+    "retired-keep-s": (
+        "CEPTRA_RETIRED_KEEP_S",
+        "86400",
+        "How long the data of a replica moved off this node is kept under ${CEPTRA_DATA_DIR}/retired "
+        "once its group removed it, in seconds (0-31536000; 0: deleted at the next check, within a minute).",
+    ),
     "ingest-combine-ms": (
         "CEPTRA_INGEST_COMBINE_MS",
         "0",
@@ -175,6 +181,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "ready-max-lag": (0, 1_000_000_000),
     "max-batch-bytes": (1024, 64 * 1024 * 1024),
     "ingest-combine-ms": (0, 100),
+    "retired-keep-s": (0, 31_536_000),
 }
 
 _SPIFFE = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")

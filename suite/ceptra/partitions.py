@@ -41,7 +41,12 @@ C{interval} seconds, and whenever the feed changes):
   - a replica found on disk at start-up (its incarnation file in
     C{WAL_DIR/<partition>}) of a partition still routed but placed
     elsewhere is started too, and retires as above: a node restarted in the
-    middle of a move still takes part until its group has removed it.
+    middle of a move still takes part until its group has removed it;
+  - a replica stopped because a configuration without this node committed
+    is retired: with C{dataDir}, its data is moved to
+    C{DATA_DIR/retired/} (L{suite.ceptra.retire}; copies older than
+    C{retiredKeep} seconds are deleted), and it is never started again
+    (its marker; a retirement cut short is finished at start-up).
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
 from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.placement import PlacementLedger
+from suite.ceptra.retire import marker, markRetired, moveRetired, pendingRetirements, purge
 from suite.ceptra.routing import Routing
 from suite.netutil import isIPAddress
 from suite.raft.incarnation import FILENAME as INCARNATION_FILE
@@ -139,6 +145,10 @@ class Partition:
     def abandon(self) -> None:
         self.node.stop()
 
+    def retire(self, epoch: int) -> None:
+        self.shutdown()
+        self.manager.reclaim(self, epoch)
+
     def shutdown(self) -> None:
         self.node.stop()
         self.manager.multi.dropGroup(self.pid)
@@ -196,7 +206,14 @@ class PartitionManager(Service):
         thread (default: the reactor's thread pool; a reactor without
         threads, as in tests, encodes at once).
     @param holdsReplica: override (tests) whether this node's storage holds
-        a replica of a partition (default: its incarnation file exists).
+        a replica of a partition (default: its incarnation file exists, and
+        no retirement marker).
+    @param dataDir: where retired replicas' data goes (C{retired/});
+        C{None}: a retired replica's data is left in place (simulations).
+    @param retiredKeep: how long a retired replica's data is kept, in
+        seconds.
+    @param fileRunner: runs blocking file work (default: the reactor's
+        thread pool; a reactor without threads runs it at once).
     """
 
     def __init__(
@@ -222,6 +239,9 @@ class PartitionManager(Service):
         incarnations: Callable[[str], Claim] | None = None,
         snapshotRunner: Runner | None = None,
         holdsReplica: Callable[[str], bool] | None = None,
+        dataDir: str | None = None,
+        retiredKeep: float = 86400.0,
+        fileRunner: Callable[..., Deferred[Any]] | None = None,
     ) -> None:
         self.spiffe = spiffe
         self.rng = rng or random.Random()
@@ -241,6 +261,15 @@ class PartitionManager(Service):
         self.incarnations = incarnations or (lambda w: fileClaim(w, reactor))
         self.snapshotRunner = snapshotRunner or self._encodeInThread
         self.holdsReplica = holdsReplica or self._holdsReplica
+        self.dataDir = dataDir
+        self.retiredKeep = retiredKeep
+        self.fileRunner = fileRunner or self._inThread
+        #: partition -> its retirement in progress (data being moved)
+        self.reclaiming: dict[str, Deferred[None]] = {}
+        #: partitions whose retired replica could not be moved in this run
+        #: (never started: its move is tried again at the next start)
+        self._retireFailed: set[str] = set()
+        self._lastPurge: float | None = None
         #: partitions started, or looked for on disk, in this run
         self._looked: set[str] = set()
         self.ledger = ledger or PlacementLedger()
@@ -268,9 +297,128 @@ class PartitionManager(Service):
             return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), encode)
         return succeed(encode())
 
+    def _inThread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        if IReactorThreads.providedBy(self.reactor):
+            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
+        try:
+            return succeed(fn(*args))
+        except Exception:
+            return fail()
+
     def _holdsReplica(self, pid: str) -> bool:
-        # One stat per partition, once per run.
-        return os.path.exists(os.path.join(self.walDir, pid, INCARNATION_FILE))
+        # A few stats per partition, once per run.
+        return os.path.exists(os.path.join(self.walDir, pid, INCARNATION_FILE)) and (
+            marker(self.walDir, pid) is None
+        )
+
+    # -- retired replicas -------------------------------------------------
+
+    def reclaim(self, part: Partition, epoch: int) -> None:
+        """
+        C{part} left its group for good (a configuration of placement
+        C{epoch} without this node committed) and is shut down: move its
+        data to C{DATA_DIR/retired/}, once its storage is closed.
+        """
+        if self.dataDir is None or part.pid in self.reclaiming:
+            return
+        pid = part.pid
+
+        async def reclaiming() -> None:
+            if part.closing is not None:
+                await part.closing
+            name = await self.fileRunner(markRetired, self.walDir, pid, epoch, self.reactor.seconds())
+            await self._finish(pid, name)
+
+        self._track(pid, Deferred.fromCoroutine(reclaiming()))
+
+    def _track(self, pid: str, d: Deferred[None]) -> None:
+        self.reclaiming[pid] = d
+
+        def failed(f: Failure) -> None:
+            self._retireFailed.add(pid)
+            log.warn(
+                "partition {pid}: moving the retired replica's data failed: {why}; "
+                "it is not started again, and moved at the next start",
+                pid=pid,
+                why=f.getErrorMessage(),
+            )
+
+        def done(_: object) -> None:
+            if self.reclaiming.get(pid) is d:
+                del self.reclaiming[pid]
+
+        d.addErrback(failed).addBoth(done)
+
+    async def _finish(self, pid: str, name: str) -> None:
+        """
+        Forget C{pid}'s records in the shared WAL, then move its
+        directories (both steps idempotent: a retirement cut short is
+        finished the same way).
+        """
+        assert self.dataDir is not None
+        if self.storageFactory == self._groupStorage:
+            if self.wal is None:
+                self.wal = SharedWAL(self.walDir, self.reactor)
+            await self.wal.load()
+            await self.wal.drop(pid)
+        where = await self.fileRunner(moveRetired, self.dataDir, self.walDir, self.snapshotDir, pid, name)
+        log.info("partition {pid} replica retired; data moved to {where}", pid=pid, where=where)
+
+    def _resumeRetirements(self) -> None:
+        """
+        At start-up, before any replica starts: finish the retirements a
+        crash cut short (one directory listing, and a stat per partition).
+        """
+        if self.dataDir is None:
+            return
+        try:
+            pending = pendingRetirements(self.walDir)
+        except OSError as e:
+            log.warn("looking for retired replicas in {dir}: {why}", dir=self.walDir, why=e)
+            return
+        for pid, name in pending:
+            self._resume(pid, name)
+
+    def _resume(self, pid: str, name: str) -> None:
+        log.info("partition {pid}: finishing the retirement of its replica", pid=pid)
+        self._track(pid, Deferred.fromCoroutine(self._finish(pid, name)))
+
+    def _retired(self, pid: str) -> bool:
+        """
+        Whether C{pid}'s replica here is retired (its data not moved yet):
+        then it is not started; its move is resumed, once per run.
+        """
+        if self.dataDir is None or pid in self.reclaiming:
+            return pid in self.reclaiming
+        if pid in self._retireFailed:
+            return True
+        found = marker(self.walDir, pid)
+        if found is None:
+            return False
+        self._resume(pid, str(found["name"]))
+        return True
+
+    def _purgeRetired(self) -> None:
+        """
+        Delete retired copies older than C{retiredKeep} (at start-up, then
+        at most once a minute).
+        """
+        now = self.reactor.seconds()
+        if self.dataDir is None or (self._lastPurge is not None and now - self._lastPurge < 60.0):
+            return
+        self._lastPurge = now
+
+        def purged(paths: list[str]) -> None:
+            for path in paths:
+                log.info(
+                    "deleted retired replica data {path} (older than {keep} s)",
+                    path=path,
+                    keep=self.retiredKeep,
+                )
+
+        self.fileRunner(purge, self.dataDir, self.retiredKeep, now).addCallbacks(
+            purged, lambda f: log.warn("deleting old retired replica data: {why}", why=f.getErrorMessage())
+        )
 
     def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
         if self.wal is None:
@@ -316,6 +464,7 @@ class PartitionManager(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._resumeRetirements()
         self._loop = LoopingCall(self.reconcile)
         self._loop.clock = self.reactor
         self._loop.start(self.interval, now=True).addErrback(
@@ -336,6 +485,8 @@ class PartitionManager(Service):
             for part in parts:
                 if part.closing is not None:
                     await part.closing
+            for reclaim in list(self.reclaiming.values()):
+                await reclaim
             if self.wal is not None:
                 await self.wal.close()
 
@@ -374,9 +525,14 @@ class PartitionManager(Service):
             self.multi.setPeers({i.spiffe: i.raft for i in routing.nodes.values() if i.spiffe and i.raft})
         me = routing.nodeBySpiffe(self.spiffe)
         hosted = set(routing.hosted(me)) if me is not None else set()
-        for pid in sorted(hosted - set(self.partitions)):
+        self._purgeRetired()
+        for pid in sorted(hosted - set(self.partitions) - set(self.reclaiming)):
+            # (placed here again while its retired replica's data is being
+            # moved: started afresh once that is done)
             self._start(pid, routing)
-        for pid in sorted(set(routing.partitions) - hosted - set(self.partitions) - self._looked):
+        for pid in sorted(
+            set(routing.partitions) - hosted - set(self.partitions) - self._looked - set(self.reclaiming)
+        ):
             # A replica left on disk by an earlier run, of a partition
             # placed elsewhere now: its group may still count on it (the
             # node stopped during a move), so it takes part again until a
@@ -407,9 +563,9 @@ class PartitionManager(Service):
             part.lifecycle.unplaced(now)
             return
         latest = self.spiffe in node.configs.latest().members()
-        committed = self.spiffe in node.configs.at(node.commitIndex).members()
-        if not latest and not committed:
-            part.lifecycle.removed()
+        current = node.configs.at(node.commitIndex)
+        if not latest and self.spiffe not in current.members():
+            part.lifecycle.removed(current.epoch)
         elif not latest or node.log.lastIndex() == 0:
             # An empty log: this replica never held anything of the group's
             # (its configuration is only the placement's bootstrap).
@@ -420,6 +576,9 @@ class PartitionManager(Service):
     def _start(self, pid: str, routing: Routing, placed: bool = True) -> None:
         voters = self.voters(routing, pid)
         if placed and self.spiffe not in voters:
+            return
+        if self._retired(pid):
+            # (placed here again: started afresh once the data is moved)
             return
         self._looked.add(pid)
         walDir = os.path.join(self.walDir, pid)

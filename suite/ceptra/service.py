@@ -261,6 +261,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         maxLag=options["ready-max-lag"],
         registry=registry,
         ledger=ledger,
+        dataDir=storage.dataDir,
+        retiredKeep=float(options["retired-keep-s"]),
     )
     manager.setName("partitions")
     manager.setServiceParent(root)

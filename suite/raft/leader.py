@@ -342,6 +342,31 @@ class LeaderState:
         del self.progress[peer]
         node.send(Heartbeat(node.id, peer, self.term, min(pr.match, node.commitIndex)))
 
+    def remindRemoved(self, peer: str, term: int) -> None:
+        """
+        C{peer}, at C{term}, asked for votes, but the latest configuration
+        does not count it as a member: a configuration removing it may
+        have committed before it received it, under a leader that lost
+        leadership before telling it (a new leader does not know it).
+        Replicate to it until it holds the latest configuration, which
+        excludes it, and that configuration is committed; then tell it
+        (L{_releaseDeparted}).  A peer with a later term than ours is left
+        alone: answering it would depose this leader.
+        """
+        node = self.node
+        if self.abandoned or peer in self.progress or term > self.term:
+            return
+        log.info(
+            "leader {node}: {peer}, not a member of the group's configuration, asks for votes; "
+            "replicating to it until it holds the configuration without it",
+            node=node.id,
+            peer=peer,
+        )
+        # Probing from the last entry: there is something to send at once.
+        self.progress[peer] = self.newProgress(peer, max(1, node.log.lastIndex()))
+        self.departing[peer] = node.configs.latestIndex()
+        self.sendAppend(peer)
+
     def appliedUpTo(self, index: int) -> None:
         if not self.committedInTerm and self.node.commitIndex >= self.noopIndex:
             self.committedInTerm = True

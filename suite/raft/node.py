@@ -407,6 +407,11 @@ class RaftNode:
         if m.dst != self.id or not self.role.received(m):
             return
         if isinstance(m, RequestVote) and m.src not in self.configs.latest().voters:
+            leading = self.leader
+            if leading is not None and m.src not in self.configs.latest().members():
+                # Perhaps removed by a configuration it never received (the
+                # leader that removed it lost leadership first): tell it.
+                leading.remindRemoved(m.src, m.term - 1 if m.preVote else m.term)
             log.info(
                 "node {node}: ignoring vote request from {src}, which is not a voter", node=self.id, src=m.src
             )

@@ -307,6 +307,36 @@ class ClusterTests(TestCase):
 
         await nodes["c"].waitFor(moved, "p2 to move from b to c", timeout=60, interval=0.3)
 
+        # b's replica of p2 is retired: its data moved under retired/, and b
+        # restarted does not start it again.
+        dataB = os.path.join(base, "data", "b")
+
+        def retired() -> list[str] | None:
+            root = os.path.join(dataB, "retired")
+            names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+            return names if names and not os.path.exists(os.path.join(dataB, "wal", "p2")) else None
+
+        [copy] = await nodes["b"].waitFor(retired, "b's p2 data to be retired", timeout=10, interval=0.1)
+        self.assertTrue(copy.startswith("p2-2-"), copy)
+        self.assertFalse(os.path.exists(os.path.join(dataB, "snapshots", "p2")))
+        self.assertIn("partition p2 replica retired; data moved to", nodes["b"].output())
+        await nodes["b"].stop(signal.SIGTERM)
+        before = len(nodes["b"].output())
+        restarted = startNode("b")
+
+        async def bRunning() -> bool:
+            try:
+                _, body = await getJSON("b", "/partitions")
+            except Exception:
+                return False
+            parts = body["partitions"]
+            return all(parts.get(p, {}).get("state") == "running" for p in ("p0", "p1"))
+
+        await restarted.waitFor(bRunning, "b restarted", timeout=30, interval=0.2)
+        after = restarted.output()[before:]
+        self.assertNotIn("replica of partition p2", after)
+        self.assertNotIn("starting partition p2", after)
+
         # A stale placement feed flips /readyz, with the reason.
         await cp.stop(signal.SIGTERM)
 

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
 
-STATES = ("Starting", "Running", "Retiring", "Leaving", "Dropped", "Failed", "Stopped")
+STATES = ("Starting", "Running", "Retiring", "Leaving", "Dropped", "Failed", "Retired", "Stopped")
 
 
 class Replica:
@@ -24,6 +24,9 @@ class Replica:
 
     def shutdown(self) -> None:
         self.calls.append("shutdown")
+
+    def retire(self, epoch: int) -> None:
+        self.calls.append(f"retire {epoch}")
 
 
 def machine(state: str) -> tuple[Any, Replica]:
@@ -39,6 +42,9 @@ def machine(state: str) -> tuple[Any, Replica]:
         m.dropped(10.0, 30.0)
     if state == "Failed":
         m.loadFailed("bad snapshot")
+    if state == "Retired":
+        m.loaded()
+        m.removed(2)
     if state == "Stopped":
         m.stop()
     replica.calls.clear()
@@ -52,7 +58,7 @@ INPUTS: dict[str, tuple[Any, ...]] = {
     "placed": (),
     "unplaced": (20.0,),
     "excluded": (20.0, 30.0),
-    "removed": (),
+    "removed": (3,),
     "dropped": (20.0, 30.0),
     "stop": (),
 }
@@ -73,7 +79,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Running", "placed"): ("running", []),
     ("Running", "unplaced"): ("retiring", []),
     ("Running", "excluded"): ("leaving", []),
-    ("Running", "removed"): ("stopped", ["shutdown"]),
+    ("Running", "removed"): ("retired", ["retire 3"]),
     ("Running", "dropped"): ("dropped", []),
     ("Running", "stop"): ("stopped", ["shutdown"]),
     ("Retiring", "loaded"): ("retiring", []),
@@ -81,7 +87,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Retiring", "placed"): ("running", []),
     ("Retiring", "unplaced"): ("retiring", []),
     ("Retiring", "excluded"): ("leaving", []),
-    ("Retiring", "removed"): ("stopped", ["shutdown"]),
+    ("Retiring", "removed"): ("retired", ["retire 3"]),
     ("Retiring", "dropped"): ("dropped", []),
     ("Retiring", "stop"): ("stopped", ["shutdown"]),
     ("Leaving", "loaded"): ("leaving", []),
@@ -89,7 +95,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Leaving", "placed"): ("running", []),
     ("Leaving", "unplaced"): ("retiring", []),
     ("Leaving", "excluded"): ("leaving", []),
-    ("Leaving", "removed"): ("stopped", ["shutdown"]),
+    ("Leaving", "removed"): ("retired", ["retire 3"]),
     ("Leaving", "dropped"): ("leaving", []),
     ("Leaving", "stop"): ("stopped", ["shutdown"]),
     ("Dropped", "loaded"): ("dropped", []),
@@ -97,7 +103,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Dropped", "placed"): ("running", []),
     ("Dropped", "unplaced"): ("retiring", []),
     ("Dropped", "excluded"): ("leaving", []),
-    ("Dropped", "removed"): ("stopped", ["shutdown"]),
+    ("Dropped", "removed"): ("retired", ["retire 3"]),
     ("Dropped", "dropped"): ("dropped", []),
     ("Dropped", "stop"): ("stopped", ["shutdown"]),
     ("Failed", "stop"): ("stopped", ["shutdown"]),
@@ -105,6 +111,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
 }
 for _name in INPUTS:
     TABLE.setdefault(("Failed", _name), ("failed", []))
+    TABLE.setdefault(("Retired", _name), ("retired", []))
     TABLE.setdefault(("Stopped", _name), ("stopped", []))
 
 
@@ -130,6 +137,7 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(machine("Leaving")[0].describe(), {"state": "leaving", "since": 10.0})
         self.assertEqual(machine("Dropped")[0].describe(), {"state": "dropped", "since": 10.0})
         self.assertEqual(machine("Failed")[0].describe(), {"state": "failed", "error": "bad snapshot"})
+        self.assertEqual(machine("Retired")[0].describe(), {"state": "retired", "epoch": 2})
         self.assertEqual(machine("Stopped")[0].describe(), {"state": "stopped"})
 
     def test_retiringMemberIgnoresGrace(self) -> None:
@@ -142,8 +150,8 @@ class LifecycleTests(SynchronousTestCase):
         m.unplaced(10_000.0)
         self.assertEqual((r.calls, m.serving()), ([], True))
         self.assertEqual(m.describe(), {"state": "retiring", "since": 10.0})
-        m.removed()
-        self.assertEqual((r.calls, m.describe()), (["shutdown"], {"state": "stopped"}))
+        m.removed(4)
+        self.assertEqual((r.calls, m.describe()), (["retire 4"], {"state": "retired", "epoch": 4}))
 
     def test_leavingGrace(self) -> None:
         """

@@ -7,11 +7,12 @@ the admin allow list.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +26,7 @@ from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
 from suite.ceptra.partitions import NotHosted, PartitionManager
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
+from suite.ceptra.retire import markRetired, moveRetired, pendingRetirements, purge
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
 from suite.raft.incarnation import MemoryIncarnations
@@ -217,7 +219,14 @@ class Cluster:
         snapshotThreshold: int = 20,
         snapshotRunner: Runner | None = None,
         slowDisks: dict[str, float] | None = None,
+        root: str | None = None,
     ) -> None:
+        #: with C{root}: each node's storage directories are real, under
+        #: C{root/<name>} (its data directory), and retired replicas' data
+        #: is moved to its C{retired/}; the Raft storage stays in memory
+        self.root = root
+        self.fileRunner: Callable[..., Deferred[Any]] | None = None
+        self.retiredKeep = 86400.0
         self.snapshotRunner = snapshotRunner
         self.clock = Clock()
         self.rng = random.Random(seed)
@@ -235,8 +244,22 @@ class Cluster:
             self.start(n)
 
     def start(self, name: str) -> PartitionManager:
+        dataDir = None if self.root is None else os.path.join(self.root, name)
+        walRoot, snapRoot = ("wal", "snap") if dataDir is None else (f"{dataDir}/wal", f"{dataDir}/snap")
+
         def storage(walDir: str, snapshotDir: str) -> MemoryStorage:
             key = f"{name}:{walDir}"
+            if dataDir is not None:
+                if not os.path.exists(walDir) and key in self.disks:
+                    # Its directory was moved away (retired): a new replica.
+                    del self.disks[key]
+                    self.incarnations.forget(key)
+                # What a real node's storage leaves there.
+                for directory in (walDir, snapshotDir):
+                    os.makedirs(directory, exist_ok=True)
+                for path in (os.path.join(walDir, "incarnation"), os.path.join(snapshotDir, "snap-1")):
+                    with open(path, "w") as f:
+                        f.write(name)
             if key not in self.disks:
                 slow = self.slowDisks.get(name)
                 self.disks[key] = MemoryStorage() if slow is None else SlowDisk(self.clock, slow)
@@ -246,8 +269,8 @@ class Cluster:
             spiffe(name),
             self.clock,
             lambda: self.routes.get(name, self.routing),
-            "wal",
-            "snap",
+            walRoot,
+            snapRoot,
             dial=DialPolicy(0.5, 3, 0.02),
             settings=RaftSettings(snapshotThreshold=self.snapshotThreshold),
             interval=0.05,
@@ -258,7 +281,10 @@ class Cluster:
             ledger=PlacementLedger(self.ledgers.setdefault(name, MemoryPlacementFile())),
             incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
             snapshotRunner=self.snapshotRunner,
-            holdsReplica=lambda pid: f"{name}:wal/{pid}" in self.disks,
+            holdsReplica=None if dataDir is not None else lambda pid: f"{name}:wal/{pid}" in self.disks,
+            dataDir=dataDir,
+            fileRunner=self.fileRunner,
+            retiredKeep=self.retiredKeep,
         )
         self.net.listeners[f"addr-{name}"] = (spiffe(name), m.multi)
         m.startService()
@@ -594,6 +620,50 @@ class ReplicaMoveTests(SynchronousTestCase):
         self.assertGreater(took, 8.0)
         self.assertLess(took, 11.0)
 
+    def test_removedBeforeHearingAndLeaderChanges(self) -> None:
+        """
+        b cannot hear a while a removes it: the configuration without b
+        commits with a and c, then a hands leadership to c, which never knew
+        b as a member, before b has received that configuration.  b, a voter
+        in the latest configuration it holds, hears no leader and asks for
+        votes; the leader answers a replica outside its configuration by
+        replicating to it until it holds the configuration removing it, then
+        tells it that configuration is committed, and b stops.
+        """
+        handedOver: list[float] = []
+
+        def isolate(c: Cluster) -> None:
+            a = c.managers["a"].partitions["p2"].node
+
+            def promoted() -> None:
+                config = a.configs.at(a.commitIndex)
+                if a.leader is not None and spiffe("c") in config.voters and spiffe("b") in config.voters:
+                    c.net.partition(spiffe("a"), spiffe("b"))
+                    removed()
+                else:
+                    c.clock.callLater(0.002, promoted)
+
+            def removed() -> None:
+                if a.leader is not None and spiffe("b") not in a.configs.at(a.commitIndex).members():
+                    handedOver.append(c.clock.seconds())
+                    a.transferLeadership(spiffe("c")).addErrback(lambda f: None)
+                    c.clock.callLater(0.5, c.net.heal)
+                else:
+                    c.clock.callLater(0.002, removed)
+
+            promoted()
+
+        for seed in (1, 2, 3):
+            handedOver.clear()
+            took = self.move("a", ["b", "a", "c"], {"b": 0.02}, seed=seed, during=isolate, within=8.0)
+            self.assertEqual(len(handedOver), 1)
+            # b stopped once it held the configuration removing it.
+            a = self.cluster.managers["a"].partitions["p2"].node
+            self.assertNotIn(spiffe("b"), a.configs.latest().members())
+            held = self.cluster.disks["b:wal/p2"].state.entries
+            self.assertGreaterEqual(held[-1].index, a.configs.latestIndex())
+            self.assertLess(took, 4.0)
+
 
 class RestartDuringMoveTests(SynchronousTestCase):
     def test_removedReplicaRestarts(self) -> None:
@@ -635,6 +705,186 @@ class RestartDuringMoveTests(SynchronousTestCase):
         self.assertEqual(len(c.hashes("p2")), 1)
         c.run(1.0)
         self.assertNotIn("p2", b.partitions)
+
+
+class RetiredReplicaTests(SynchronousTestCase):
+    """
+    A replica removed from its group for good is retired: its data moves to
+    the data directory's C{retired/}, it is never started again, and old
+    retired copies are deleted; a crash at any point of this restarts
+    correctly.
+    """
+
+    def moved(self, c: Cluster) -> bool:
+        leader = c.leader("p2")
+        if leader is None:
+            return False
+        node = leader.partitions["p2"].node
+        b = c.managers.get("b")
+        return (
+            node.configs.at(node.commitIndex).voters == {spiffe("a"), spiffe("c")}
+            and b is not None
+            and "p2" not in b.partitions
+            and not b.reclaiming
+        )
+
+    def cluster(self) -> tuple[Cluster, str]:
+        root = self.mktemp()
+        os.makedirs(root)
+        c = Cluster(["a", "b", "c"], {"p2": ["a", "b"]}, root=root)
+        c.run(2.0)
+        leader = c.leader("p2")
+        assert leader is not None
+        leader.propose("p2", rulesEntry(RULES))
+        leader.propose("p2", eventsEntry(events(20)))
+        c.run(0.5)
+        return c, root
+
+    def retired(self, root: str) -> list[str]:
+        path = os.path.join(root, "b", "retired")
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+    def test_retiredDataMovedNotRestarted(self) -> None:
+        c, root = self.cluster()
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        with capturedLogs() as logs:
+            self.assertLess(c.run(5.0, until=lambda: self.moved(c)), 4.0)
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "wal", "p2")))
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "snap", "p2")))
+        [name] = self.retired(root)
+        self.assertRegex(name, r"^p2-2-\d+$")
+        copy = os.path.join(root, "b", "retired", name)
+        self.assertEqual(sorted(os.listdir(os.path.join(copy, "wal"))), ["incarnation", "retired"])
+        self.assertEqual(os.listdir(os.path.join(copy, "snapshots")), ["snap-1"])
+        lines = [e["log_format"].format(**e) for e in logs if "replica retired" in e.get("log_format", "")]
+        self.assertEqual(lines, [f"partition p2 replica retired; data moved to {copy}"])
+        # Restarted, b does not start p2 again; the copy stays (24 h).
+        c.crash("b")
+        b = c.start("b")
+        c.run(1.0)
+        self.assertNotIn("p2", b.partitions)
+        self.assertEqual(self.retired(root), [name])
+        # Restarted once the copy is older than the keep time: deleted.
+        c.crash("b")
+        c.retiredKeep = 30.0
+        c.clock.advance(40.0)
+        b = c.start("b")
+        c.run(0.2)
+        self.assertEqual(self.retired(root), [])
+        self.assertNotIn("p2", b.partitions)
+
+    def test_crashBeforeMove(self) -> None:
+        """
+        The node stops after writing the marker, before moving anything:
+        restarted, it does not start the replica and finishes the move.
+        """
+        c, root = self.cluster()
+
+        def crashingMove(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+            if fn is moveRetired:
+                return fail(OSError("the node stopped"))
+            return succeed(fn(*args))
+
+        c.crash("b")
+        c.fileRunner = crashingMove
+        c.start("b")
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        c.run(5.0, until=lambda: self.moved(c))
+        self.assertTrue(self.moved(c))
+        self.assertTrue(os.path.exists(os.path.join(root, "b", "wal", "p2", "retired")))
+        self.assertTrue(os.path.exists(os.path.join(root, "b", "snap", "p2")))
+        c.crash("b")
+        c.fileRunner = None
+        with capturedLogs() as logs:
+            b = c.start("b")
+            c.run(1.0)
+        self.assertNotIn("p2", b.partitions)
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "wal", "p2")))
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "snap", "p2")))
+        self.assertEqual(len(self.retired(root)), 1)
+        formats = [e.get("log_format", "") for e in logs]
+        self.assertIn("partition {pid}: finishing the retirement of its replica", formats)
+        self.assertNotIn(
+            "starting the replica of partition {pid} this node still holds (placed on {voters} "
+            "now): it takes part until its group's configuration without it is committed",
+            formats,
+        )
+
+    def test_placedAgainAfterCrash(self) -> None:
+        """
+        The node stops with its retired replica's data not moved yet, and
+        the partition is placed on it again meanwhile: restarted, it moves
+        the old data away first, then starts a fresh replica, which the
+        group adds back and catches up.
+        """
+        c, root = self.cluster()
+        c.crash("b")
+        c.fileRunner = lambda fn, *args: (
+            fail(OSError("the node stopped")) if fn is moveRetired else succeed(fn(*args))
+        )
+        c.start("b")
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        c.run(5.0, until=lambda: self.moved(c))
+        self.assertTrue(os.path.exists(os.path.join(root, "b", "wal", "p2", "retired")))
+        c.crash("b")
+        c.fileRunner = None
+        c.routing = routingOf({"p2": ["a", "c", "b"]}, c.names, revision=3)
+        b = c.start("b")
+
+        def back() -> bool:
+            part = b.partitions.get("p2")
+            return part is not None and part.serving() and part.machine.events == 20
+
+        self.assertLess(c.run(6.0, until=back), 5.0)
+        self.assertEqual(len(self.retired(root)), 1)
+        self.assertFalse(os.path.exists(os.path.join(root, "b", "wal", "p2", "retired")))
+
+
+class RetireFilesTests(SynchronousTestCase):
+    """
+    The file steps of a retirement (L{suite.ceptra.retire}), and a crash in
+    the middle of the move.
+    """
+
+    def test_crashMidMove(self) -> None:
+        root = self.mktemp()
+        wal, snap = os.path.join(root, "wal"), os.path.join(root, "snap")
+        for directory in (os.path.join(wal, "p2"), os.path.join(snap, "p2"), os.path.join(wal, "p1")):
+            os.makedirs(directory)
+        for path in (os.path.join(wal, "p2", "incarnation"), os.path.join(snap, "p2", "snap-7")):
+            with open(path, "w") as f:
+                f.write("x")
+        self.assertEqual(pendingRetirements(wal), [])
+        name = markRetired(wal, "p2", 2, 1000.0)
+        self.assertEqual(name, "p2-2-1000")
+        self.assertEqual(markRetired(wal, "p2", 3, 2000.0), name)  # the marker is kept
+        self.assertEqual(pendingRetirements(wal), [("p2", name)])
+        # The node stops after the snapshots moved, before the WAL did.
+        target = os.path.join(root, "retired", name)
+        os.makedirs(target)
+        os.rename(os.path.join(snap, "p2"), os.path.join(target, "snapshots"))
+        self.assertEqual(pendingRetirements(wal), [("p2", name)])
+        self.assertEqual(moveRetired(root, wal, snap, "p2", name), target)
+        self.assertEqual(pendingRetirements(wal), [])
+        self.assertEqual(sorted(os.listdir(wal)), ["p1"])
+        self.assertEqual(sorted(os.listdir(os.path.join(target, "wal"))), ["incarnation", "retired"])
+        self.assertEqual(os.listdir(os.path.join(target, "snapshots")), ["snap-7"])
+        self.assertEqual(moveRetired(root, wal, snap, "p2", name), target)  # again: nothing to do
+        self.assertEqual(purge(root, 3600.0, 1000.0 + 3600.0), [])
+        self.assertEqual(purge(root, 3600.0, 1000.0 + 3601.0), [target])
+        self.assertEqual(os.listdir(os.path.join(root, "retired")), [])
+
+    def test_unreadableMarker(self) -> None:
+        """
+        A marker that cannot be read still marks the replica retired.
+        """
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "p2"))
+        with open(os.path.join(root, "p2", "retired"), "w") as f:
+            f.write("{trunc")
+        [(pid, name)] = pendingRetirements(root)
+        self.assertEqual(pid, "p2")
+        self.assertRegex(name, r"^p2-0-\d+$")
 
 
 class ActivationHealthTests(SynchronousTestCase):

@@ -24,7 +24,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.pki.mint import mintSelfSigned
 from suite.pki.tlsoptions import presentedCredentials
-from suite.specter.tunnel.twistedio import LeanClientTLSEndpoint, LeanTLSTransport, TurnWrites, leanDispatch
+from suite.specter.tunnel.twistedio import (
+    LeanClientTLSEndpoint,
+    LeanTLSTransport,
+    TurnWrites,
+    _TLSState,
+    leanDispatch,
+)
 
 _CERT, _KEY = mintSelfSigned(["a.test"])
 _TRUST = Certificate(crypto.X509.from_cryptography(_CERT))
@@ -214,6 +220,73 @@ class LeanTLSTests(SynchronousTestCase):
             self.assertEqual(pair.app.received, [b"ping"])
         self.assertEqual(raised.count("LeanTLSTransport"), 0)
         self.assertEqual(raised.count("BufferingTLSTransport"), 2)
+
+
+class StateTests(SynchronousTestCase):
+    """
+    The attributes of Twisted's TLS transport that the lean paths read are
+    kept in a slotted L{_TLSState}; Twisted's code still sets and reads
+    them on the transport.
+    """
+
+    def test_twistedAttributesKeptInState(self) -> None:
+        """
+        What Twisted sets (at connection, handshake, abort, close) is
+        what the state holds, and reads on the transport see the same;
+        the OpenSSL pointers follow the pyOpenSSL connection.
+        """
+        pair = _Pair(LeanTLSTransport, gathered=True)
+        server: Any = pair.server
+        state = server._state
+        self.assertIsInstance(state, _TLSState)
+        self.assertTrue(server._handshakeDone)
+        self.assertTrue(state.handshakeDone)
+        connection = server._tlsConnection
+        self.assertIs(state.tlsConnection, connection)
+        self.assertIs(state.ssl, connection._ssl)
+        self.assertIs(state.into, connection._into_ssl)
+        self.assertIs(state.out, connection._from_ssl)
+        self.assertIs(state.transport, pair.wire)
+        self.assertIs(server.transport, pair.wire)
+        self.assertIs(state.wrappedProtocol, server.wrappedProtocol)
+        self.assertEqual((state.aborted, state.lostTLSConnection, state.disconnecting), (False, False, 0))
+        server.abortConnection()
+        self.assertEqual((state.aborted, state.disconnecting), (True, True))
+        self.assertTrue(server._aborted)
+        server.connectionLost(Failure(ConnectionError()))
+        self.assertIsNone(server._tlsConnection)
+        self.assertEqual((state.ssl, state.into, state.out), (None, None, None))
+        self.assertIsNone(server.wrappedProtocol)
+
+    def test_defaultsBeforeConnection(self) -> None:
+        """
+        Before it is connected the transport reads as Twisted's class
+        defaults say.
+        """
+        factory: Any = TLSMemoryBIOFactory(_OPTIONS, False, Factory.forProtocol(_Echo), Clock())
+        factory.protocol = LeanTLSTransport
+        server: Any = factory.buildProtocol(None)
+        reference: Any = BufferingTLSTransport(factory, _Echo())
+        for name in (
+            "_handshakeDone",
+            "_lostTLSConnection",
+            "_aborted",
+            "disconnecting",
+            "_producer",
+            "transport",
+        ):
+            self.assertEqual(getattr(server, name), getattr(reference, name), name)
+
+    def test_unknownAttributesFromTheTransportUnder(self) -> None:
+        """
+        An attribute the TLS transport lacks is still looked up on the
+        transport under it (C{ProtocolWrapper.__getattr__}).
+        """
+        pair = _Pair(LeanTLSTransport)
+        pair.wire.marker = "here"  # type: ignore[attr-defined]
+        self.assertEqual(pair.server.marker, "here")
+        with self.assertRaises(AttributeError):
+            _ = pair.server.nothingByThisName
 
 
 class ReadHandledTests(SynchronousTestCase):
