@@ -43,6 +43,7 @@ retention.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "sendSync",
     "summaryFrames",
+    "iterSummaryFrames",
     "Held",
     "SUMMARY",
     "SendInputs",
@@ -81,7 +83,16 @@ __all__ = [
 
 log = Logger(namespace="spacecomms.node")
 
+#: Re-stated entries sent per reactor turn.
 SYNC_BATCH = 200
+
+#: Entries of the store looked at per reactor turn of a re-sync (most may
+#: be left out when the peer's summary shows it holds them).
+SYNC_SCAN = 2000
+
+#: SYNC_SUMMARY frames (each at most SYNC_SUMMARY_FRAME_BYTES) built and
+#: sent per reactor turn.
+SUMMARY_FRAMES_PER_TURN = 8
 
 #: The HELLO capability of a node that sends, and waits for, a summary.
 SUMMARY = "sync_summary"
@@ -121,23 +132,27 @@ def _wanted(r: Record, peer: str, restoreAfter: int | None, held: Held | None) -
     return True
 
 
-def _candidates(
-    node: SpaceNode, peer: str, restoreAfter: int | None, held: Held | None
-) -> list[tuple[str, str]]:
+def _candidates(node: SpaceNode, peer: str) -> list[Record]:
     """
-    The entries a re-sync to C{peer} re-states: all its forward policies
-    let it send that L{_wanted} admits.
+    The entries a re-sync to C{peer} may re-state: all its forward policies
+    let it send, as a snapshot of the store (a copy of its lists, no work
+    per entry); each batch looks up the current version and asks
+    L{_wanted} whether it goes.
     """
-    out = []
+    out: list[Record] = []
     for kind in forwardedKinds(node, peer):
-        for rec in node.store.records(kind):
-            r: Record = rec
-            if _wanted(r, peer, restoreAfter, held):
-                out.append((kind, r.key))
+        out.extend(node.store.records(kind))
     return out
 
 
 def summaryFrames(node: SpaceNode, peer: str) -> list[Envelope]:
+    """
+    All the frames of L{iterSummaryFrames} at once.
+    """
+    return list(iterSummaryFrames(node, peer))
+
+
+def iterSummaryFrames(node: SpaceNode, peer: str) -> Iterator[Envelope]:
     """
     The SYNC_SUMMARY frames that tell C{peer} what this node holds: one
     C{[kind, key, origin, sequence, active]} per entry of the kinds it
@@ -146,7 +161,9 @@ def summaryFrames(node: SpaceNode, peer: str) -> list[Envelope]:
     unless asked for a restore), at most L{MAX_SYNC_SUMMARY_ENTRIES} (the
     entries left out are then re-stated in full).  Each frame is at most
     L{SYNC_SUMMARY_FRAME_BYTES}; the last is marked C{"more": false}, and
-    there is always one.
+    there is always one.  Each frame is built only when it is asked for,
+    so a large summary goes out over many reactor turns (over a snapshot
+    of the store taken when its kind's turn comes).
     """
 
     def frame(entries: list[list[Any]], more: bool) -> Envelope:
@@ -161,7 +178,6 @@ def summaryFrames(node: SpaceNode, peer: str) -> list[Envelope]:
     # An empty frame's size, plus the two bytes a list of more than 15
     # entries adds to its header.
     budget = SYNC_SUMMARY_FRAME_BYTES - len(frame([], True).encode()) - 2
-    frames: list[Envelope] = []
     entries: list[list[Any]] = []
     size = total = 0
     for kind in forwardedKinds(node, peer):
@@ -174,13 +190,12 @@ def summaryFrames(node: SpaceNode, peer: str) -> list[Envelope]:
             entry = [kind, r.key, r.origin, r.sequence, r.active]
             n = len(msgpack.packb(entry, use_bin_type=True))
             if entries and size + n > budget:
-                frames.append(frame(entries, True))
+                yield frame(entries, True)
                 entries, size = [], 0
             entries.append(entry)
             size += n
             total += 1
-    frames.append(frame(entries, False))
-    return frames
+    yield frame(entries, False)
 
 
 def entryEnvelope(node: SpaceNode, r: Record, flag: str = "sync") -> Envelope:
@@ -277,12 +292,13 @@ class ComparingData:
 @dataclass
 class SendingData:
     """
-    A re-sync under way: the entries to re-state (read from the store as
-    each is sent), the peer's summary (None without one), how far it got,
-    and the timer of the next batch.
+    A re-sync under way: the entries that may be re-stated (a snapshot;
+    each is read again from the store as its turn comes), the peer's
+    summary (None without one), how far it got, and the timer of the next
+    batch.
     """
 
-    keys: list[tuple[str, str]]
+    keys: list[Record]
     held: Held | None = None
     position: int = 0
     sent: int = 0
@@ -307,7 +323,7 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
         return ComparingData(core.node.clock.callLater(wait, inputs.summaryOverdue))
 
     def sendingFactory(inputs: SendInputs, core: SendCore, held: Held | None) -> SendingData:
-        return SendingData(_candidates(core.node, core.link.peerId, core.restoreAfter, held), held)
+        return SendingData(_candidates(core.node, core.link.peerId), held)
 
     idle = b.state("Idle")
     comparing = b.state("Comparing", comparingFactory)
@@ -392,9 +408,12 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
     def batch(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
         node, link = core.node, core.link
         _cancel(data)
-        end = data.position + SYNC_BATCH
-        for kind, key in data.keys[data.position : end]:
-            r: Record | None = node.store.get(kind, key)
+        # At most SYNC_BATCH entries sent and SYNC_SCAN looked at per turn.
+        end, stop, sentBefore = data.position, min(data.position + SYNC_SCAN, len(data.keys)), data.sent
+        while end < stop and data.sent - sentBefore < SYNC_BATCH:
+            snap = data.keys[end]
+            end += 1
+            r: Record | None = node.store.get(snap.kind, snap.key)
             if r is None or not _wanted(r, link.peerId, core.restoreAfter, data.held):
                 continue
             env = entryEnvelope(node, r)
@@ -476,6 +495,9 @@ class ResyncInputs(Protocol):
     def started(self) -> None:
         "The session is established: the peer's re-sync begins."
 
+    def summaryDue(self) -> None:
+        "Send the next frames of this node's summary (the first at once, each next a reactor turn later)."
+
     def syncing(self) -> bool:
         "Whether the peer's re-sync is still open."
 
@@ -504,21 +526,60 @@ class ResyncCore:
 
 
 @dataclass
+class SummaryProgress:
+    """
+    This node's summary to the peer, under way: the frames still to build
+    and send, how many went out (frames, entries), and the timer of the
+    next turn's frames.
+    """
+
+    frames: Iterator[Envelope]
+    sentFrames: int = 0
+    sentEntries: int = 0
+    timer: IDelayedCall | None = None
+
+    def cancel(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
+@dataclass
 class OpenData:
     """
     An open re-sync: the timer that closes it if END_OF_SYNC never comes,
-    and how many of this node's own entries it restored so far.
+    how many of this node's own entries it restored so far, and this
+    node's summary to the peer while it is being sent (None when the peer
+    is sent none, or once it is all sent).
     """
 
     timer: IDelayedCall
     restored: int = 0
+    summary: SummaryProgress | None = None
+
+
+def _leaveOpen(data: OpenData) -> None:
+    """
+    Cancel the grace timer and stop a summary still under way (nothing is
+    written to a session that is gone or a re-sync that is over).
+    """
+    if data.timer.active():
+        data.timer.cancel()
+    if data.summary is not None:
+        data.summary.cancel()
+        data.summary = None
 
 
 def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
     b = TypeMachineBuilder(ResyncInputs, ResyncCore)
 
     def openFactory(inputs: ResyncInputs, core: ResyncCore) -> OpenData:
-        return OpenData(core.node.clock.callLater(core.graceSeconds, inputs.graceExpired))
+        node, peer = core.node, core.link.peerId
+        summary = None
+        if node.peerCapable(peer, SUMMARY):
+            # Tell the peer what this node holds, so it re-states only the rest.
+            summary = SummaryProgress(iterSummaryFrames(node, peer))
+        return OpenData(node.clock.callLater(core.graceSeconds, inputs.graceExpired), summary=summary)
 
     new = b.state("New")
     opened = b.state("Open", openFactory)
@@ -542,20 +603,33 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
 
     @new.upon(ResyncInputs.started).to(opened)
     def start(inputs: ResyncInputs, core: ResyncCore) -> None:
-        node, peer = core.node, core.link.peerId
-        if not node.peerCapable(peer, SUMMARY):
+        # The summary's first frames go out at once (fed once Open holds its data).
+        inputs.summaryDue()
+
+    @opened.upon(ResyncInputs.summaryDue).loop()
+    def summarise(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:
+        progress = data.summary
+        if progress is None:
             return
-        # Tell the peer what this node holds, so it re-states only the rest.
-        frames = summaryFrames(node, peer)
-        for env in frames:
+        progress.cancel()
+        for _ in range(SUMMARY_FRAMES_PER_TURN):
+            env = next(progress.frames, None)
+            if env is None:
+                break
             core.link.sendEnvelope(env)
-        log.info(
-            "re-sync from {peer}: sent a summary of {count} entries in {frames} frames",
-            peer=peer,
-            count=sum(len(f.payload["entries"]) for f in frames),
-            frames=len(frames),
-            node=node.nodeId,
-        )
+            progress.sentFrames += 1
+            progress.sentEntries += len(env.payload["entries"])
+            if not env.payload["more"]:
+                data.summary = None
+                log.info(
+                    "re-sync from {peer}: sent a summary of {count} entries in {frames} frames",
+                    peer=core.link.peerId,
+                    count=progress.sentEntries,
+                    frames=progress.sentFrames,
+                    node=core.node.nodeId,
+                )
+                return
+        progress.timer = core.node.clock.callLater(0, inputs.summaryDue)
 
     opened.upon(ResyncInputs.syncing).loop().returns(True)
 
@@ -565,7 +639,7 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
 
     @opened.upon(ResyncInputs.endOfSync).to(done)
     def ended(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:
-        data.timer.cancel()
+        _leaveOpen(data)
         complete(core, data, "END_OF_SYNC")
         if core.node.peerCapable(core.link.peerId, "restore"):
             # The peer gave back all it held of this node's own entries.
@@ -573,13 +647,12 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
 
     @opened.upon(ResyncInputs.graceExpired).to(done)
     def expired(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:
-        if data.timer.active():
-            data.timer.cancel()
+        _leaveOpen(data)
         complete(core, data, "grace time")
 
     @opened.upon(ResyncInputs.sessionLost).to(gone)
     def abandoned(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:
-        data.timer.cancel()
+        _leaveOpen(data)
 
     for final in (done, gone):
         final.upon(ResyncInputs.syncing).loop().returns(False)
@@ -588,8 +661,8 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
     done.upon(ResyncInputs.sessionLost).to(gone).returns(None)
     gone.upon(ResyncInputs.sessionLost).loop().returns(None)
     # Not answered: anything but started in New (the node feeds started as
-    # it makes the machine), started again, graceExpired outside Open
-    # (leaving Open cancels its timer), and restored outside Open (a node
+    # it makes the machine), started again, graceExpired and summaryDue
+    # outside Open (leaving Open cancels their timers), and restored outside Open (a node
     # takes its own entries back only while the peer's re-sync is open).
     return b.build()
 

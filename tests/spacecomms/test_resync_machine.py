@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from suite.spacecomms import resync
 from suite.spacecomms.config import Config, PeerConfig
 from suite.spacecomms.envelope import MAX_SYNC_SUMMARY_ENTRIES, SYNC_SUMMARY_FRAME_BYTES, Envelope
 from suite.spacecomms.interfaces import IPeerLink
@@ -62,6 +63,7 @@ class FakeLink:
 
 CALLS: dict[str, Callable[[ResyncInputs], object]] = {
     "started": lambda m: m.started(),
+    "summaryDue": lambda m: m.summaryDue(),
     "syncing": lambda m: m.syncing(),
     "restored": lambda m: m.restored(),
     "endOfSync": lambda m: m.endOfSync(),
@@ -81,12 +83,15 @@ PATHS: dict[str, tuple[str, ...]] = {
 #: happen: the node feeds C{started} as it makes the machine, before any
 #: other input, and never again; C{graceExpired} comes only from the
 #: timer of Open, which leaving Open cancels; C{restored} only follows a
-#: restore the node took in because C{syncing} answered true.
+#: restore the node took in because C{syncing} answered true;
+#: C{summaryDue} comes only from Open (C{started}, then its own timer),
+#: which leaving Open cancels.
 IMPOSSIBLE = (
     {("New", name) for name in CALLS if name != "started"}
     | {(state, "started") for state in PATHS if state != "New"}
     | {("Done", "graceExpired"), ("Gone", "graceExpired")}
     | {("Done", "restored"), ("Gone", "restored")}
+    | {("Done", "summaryDue"), ("Gone", "summaryDue")}
 )
 
 #: (state, input) -> (state after, answer, log lines, pending timers).  The
@@ -96,6 +101,7 @@ RESTORED = "re-sync from {peer} restored {count} entries this node originated"
 TABLE: dict[tuple[str, str], tuple[str, object, list[tuple[str, str]], list[float]]] = {
     ("New", "started"): ("Open", None, [], [5.0]),
     ("Open", "syncing"): ("Open", True, [], [5.0]),
+    ("Open", "summaryDue"): ("Open", None, [], [5.0]),
     ("Open", "restored"): ("Open", None, [], [5.0]),
     ("Open", "endOfSync"): ("Done", None, [(COMPLETE, "END_OF_SYNC")], []),
     ("Open", "graceExpired"): ("Done", None, [(COMPLETE, "grace time")], []),
@@ -495,6 +501,7 @@ class SummaryTests(SynchronousTestCase):
         link = RecordingLink()
         machine = ResyncMachine(ResyncCore(node, cast(IPeerLink, link), 5.0))
         machine.started()
+        cast(Clock, node.clock).advance(0)
         self.assertGreater(len(link.sent), 10)
         self.assertTrue(all(e.message_type == "SYNC_SUMMARY" for e in link.sent))
         self.assertTrue(all(len(e.encode()) <= SYNC_SUMMARY_FRAME_BYTES for e in link.sent))
@@ -521,3 +528,142 @@ class SummaryTests(SynchronousTestCase):
         machine = ResyncMachine(ResyncCore(node, cast(IPeerLink, link), 5.0))
         machine.started()
         self.assertEqual(link.sent, [])
+
+
+def oneTurn(clock: Clock) -> None:
+    """
+    One reactor turn: run the calls due now, but not those they schedule
+    (L{Clock.advance} would run those too, in the same call).
+    """
+    due = [c for c in clock.calls if c.getTime() <= clock.seconds()]
+    for call in due:
+        if call.active():
+            clock.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+
+
+class BatchingTests(SynchronousTestCase):
+    """
+    A large re-sync never holds the reactor for the whole store: the
+    summary and the re-stated entries go out in bounded batches, one per
+    reactor turn, and stop when the session is gone.
+    """
+
+    ENTRIES = 20_000
+
+    def node(self) -> SpaceNode:
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        config = Config(node_id="A", node_name="A", peers=(PeerConfig("B", "https://b:1", "B", 1, "t" * 16),))
+        node = SpaceNode(config, MemoryStore(), clock)
+        self.clock = clock
+        for i in range(self.ENTRIES):
+            node.store.put(Record("object", f"K-{i:05d}", "C", 10 + i, True, {}))
+        return node
+
+    def turns(self, clock: Clock, link: RecordingLink, limit: int = 10_000) -> list[int]:
+        """
+        Run the reactor turn by turn while there is a timer due now: how
+        many messages each turn sent.
+        """
+        counts: list[int] = []
+        while any(c.getTime() <= clock.seconds() for c in clock.getDelayedCalls()) and len(counts) < limit:
+            before = len(link.sent)
+            oneTurn(clock)
+            counts.append(len(link.sent) - before)
+        return counts
+
+    def test_summaryOverManyTurns(self) -> None:
+        """
+        A summary of 20,000 entries goes out over many turns, at most
+        SUMMARY_FRAMES_PER_TURN frames each, in order (every entry once,
+        the last frame alone marked more false).
+        """
+        node = self.node()
+        link = RecordingLink()
+        machine = ResyncMachine(ResyncCore(node, cast(IPeerLink, link), 30.0))
+        machine.started()
+        first = len(link.sent)
+        counts = [first, *self.turns(self.clock, link)]
+        self.assertEqual(first, resync.SUMMARY_FRAMES_PER_TURN)
+        self.assertGreater(len(counts), 5)
+        self.assertLessEqual(max(counts), resync.SUMMARY_FRAMES_PER_TURN)
+        listed = [entry[1] for e in link.sent for entry in e.payload["entries"]]
+        self.assertEqual(listed, [f"K-{i:05d}" for i in range(self.ENTRIES)])
+        self.assertEqual([e.payload["more"] for e in link.sent], [True] * (len(link.sent) - 1) + [False])
+        # Only the grace timer is left; the re-sync is still open.
+        self.assertEqual([c.getTime() - self.clock.seconds() for c in self.clock.getDelayedCalls()], [30.0])
+        self.assertTrue(machine.syncing())
+
+    def test_sessionLostMidSummary(self) -> None:
+        """
+        The session lost (or the peer's re-sync ended) half-way through the
+        summary: no more frames are sent and no timer is left.
+        """
+        for ending in ("sessionLost", "endOfSync", "graceExpired"):
+            node = self.node()
+            link = RecordingLink()
+            machine = ResyncMachine(ResyncCore(node, cast(IPeerLink, link), 30.0))
+            machine.started()
+            oneTurn(self.clock)
+            oneTurn(self.clock)
+            sent = len(link.sent)
+            self.assertEqual(sent, 3 * resync.SUMMARY_FRAMES_PER_TURN)
+            CALLS[ending](machine)
+            self.assertEqual(self.clock.getDelayedCalls(), [], ending)
+            self.clock.advance(60)
+            self.assertEqual(len(link.sent), sent, ending)
+            self.assertTrue(link.sent[-1].payload["more"])
+
+    def test_restatedOverManyTurns(self) -> None:
+        """
+        Re-stating 20,000 entries, of which the peer's summary shows it
+        holds all but every tenth: each turn looks at no more than
+        SYNC_SCAN entries of the store and sends no more than SYNC_BATCH;
+        the 2,000 it lacks go, then END_OF_SYNC.
+        """
+        node = self.node()
+        looked: list[int] = [0]
+        get = node.store.get
+
+        def counting(kind: str, key: str) -> Record | None:
+            looked[0] += 1
+            return get(kind, key)
+
+        node.store.get = counting  # type: ignore[method-assign]
+        link = RecordingLink()
+        machine = SendMachine(SendCore(node, cast(IPeerLink, link)))
+        machine.awaitSummary()
+        held = [["object", f"K-{i:05d}", "C", 10 + i, True] for i in range(self.ENTRIES) if i % 10]
+        for start in range(0, len(held), 100):
+            machine.summaryReceived({"entries": held[start : start + 100], "more": True})
+        machine.summaryReceived({"entries": [], "more": False})
+        perTurn = [(len(link.sent), looked[0])]
+        while stateOf(machine) == "Sending":
+            before = (len(link.sent), looked[0])
+            oneTurn(self.clock)
+            perTurn.append((len(link.sent) - before[0], looked[0] - before[1]))
+        self.assertEqual(stateOf(machine), "Sent")
+        self.assertGreaterEqual(len(perTurn), self.ENTRIES // resync.SYNC_SCAN)
+        self.assertLessEqual(max(sent for sent, _ in perTurn), resync.SYNC_BATCH + 1)
+        self.assertLessEqual(max(n for _, n in perTurn), resync.SYNC_SCAN)
+        self.assertEqual(link.sent[-1].payload, {"count": self.ENTRIES // 10})
+        keys = [e.payload["object_id"] for e in link.sent[:-1]]
+        self.assertEqual(keys, [f"K-{i:05d}" for i in range(0, self.ENTRIES, 10)])
+
+    def test_sessionLostMidRestating(self) -> None:
+        """
+        The session lost half-way through re-stating: no more entries and
+        no END_OF_SYNC are sent, and no timer is left.
+        """
+        node = self.node()
+        link = RecordingLink()
+        machine = SendMachine(SendCore(node, cast(IPeerLink, link)))
+        machine.begin(None)
+        oneTurn(self.clock)
+        self.assertEqual(len(link.sent), 2 * resync.SYNC_BATCH)
+        machine.sessionLost()
+        self.assertEqual((stateOf(machine), self.clock.getDelayedCalls()), ("Abandoned", []))
+        self.clock.advance(60)
+        self.assertEqual(len(link.sent), 2 * resync.SYNC_BATCH)
