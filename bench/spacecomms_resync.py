@@ -11,6 +11,13 @@ N CDMs originated by A on the line A - B - C.
   and bytes B sends A on reconnection, and how many of A's own CDMs A holds
   again afterwards.
 
+The initial spread of the N CDMs to C is awaited (polled, up to
+SPREAD_TIMEOUT simulated seconds; the bench fails with a clear line if C
+does not hold them all by then), and so is each re-sync (until no
+session's re-sync is still open or sending).  max_turn_ms is the longest
+single reactor turn (one timer or one message delivery, wall time) of the
+relay re-sync, where each side builds and sends its summary.
+
 Last line: key=value figures.  Usage: bench/spacecomms_resync.py [N]
 """
 
@@ -19,11 +26,64 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.store import MemoryStore
 from tests.spacecomms.sim import SimNet
+
+#: Simulated seconds the initial spread, and each re-sync, may take.
+SPREAD_TIMEOUT = 600.0
+SETTLE_TIMEOUT = 120.0
+
+
+class TurnTimer:
+    """
+    Wraps the simulation clock's callLater so each call it runs (one
+    reactor turn) is timed on the wall clock.
+    """
+
+    def __init__(self, net: SimNet) -> None:
+        self.longest = 0.0
+        original = net.clock.callLater
+
+        def callLater(delay: float, f: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+            def timed(*a: Any, **kw: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return f(*a, **kw)
+                finally:
+                    self.longest = max(self.longest, time.perf_counter() - start)
+
+            return original(delay, timed, *a, **kw)
+
+        net.clock.callLater = callLater  # type: ignore[method-assign]
+
+
+def waitFor(net: SimNet, done: Callable[[], bool], timeout: float, what: str) -> None:
+    """
+    Run the simulation until C{done}, or fail naming C{what}.
+    """
+    waited = 0.0
+    while not done():
+        if waited >= timeout:
+            raise SystemExit(f"spacecomms_resync: {what} not done within {timeout:.0f} simulated seconds")
+        net.run(0.5)
+        waited += 0.5
+
+
+def settled(net: SimNet) -> bool:
+    """
+    Whether no session's re-sync is still open or sending.
+    """
+    for node in net.nodes.values():
+        if any(m.syncing() for m in node.syncs.values()):
+            return False
+        if any(m.sending() for m in node.sends.values()):
+            return False
+    return True
 
 
 def traffic(net: SimNet, src: str, dst: str) -> tuple[int, int]:
@@ -33,6 +93,7 @@ def traffic(net: SimNet, src: str, dst: str) -> tuple[int, int]:
 
 def main(n: int) -> str:
     net = SimNet(1)
+    turns = TurnTimer(net)
     open_ = Policies()
     net.addNode("A", {"B": open_})
     net.addNode("B", {"A": open_, "C": open_})
@@ -44,17 +105,26 @@ def main(n: int) -> str:
         net.nodes["A"].ingestCDM(
             sampleCDM(f"R-{i}", tca=now + 86400 + i, created=now, object2=str(50000 + i))
         )
-    net.run(2)
-    assert len(net.state("C")) == n
+    waitFor(
+        net,
+        lambda: len(net.state("C")) >= n,
+        SPREAD_TIMEOUT,
+        f"initial spread of {n} CDMs to C (it holds {len(net.state('C'))})",
+    )
+    waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "initial re-syncs")
     cpu = time.process_time()
     net.disconnect("B", "C")
+    turns.longest = 0.0
     net.connect("B", "C")
     net.run(2)
+    waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "relay re-sync")
+    longest = turns.longest
     bcMsgs, bcBytes = traffic(net, "B", "C")
     cbMsgs, cbBytes = traffic(net, "C", "B")
     net.disconnect("A", "B")
     net.connect("A", "B")
     net.run(2)
+    waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "steady re-sync")
     steadyMsgs, steadyBytes = traffic(net, "B", "A")
     steadyAbMsgs, steadyAbBytes = traffic(net, "A", "B")
     net.crash("A")
@@ -62,6 +132,7 @@ def main(n: int) -> str:
     net.restart("A")
     net.connect("A", "B")
     net.run(2)
+    waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "restore re-sync")
     baMsgs, baBytes = traffic(net, "B", "A")
     restored = sum(1 for r in net.stores["A"].records("cdm") if r.origin == "A")
     cpu = time.process_time() - cpu
@@ -71,7 +142,7 @@ def main(n: int) -> str:
         f"relay_c_to_b_bytes={cbBytes} steady_b_to_a_msgs={steadyMsgs} steady_b_to_a_bytes={steadyBytes} "
         f"steady_a_to_b_msgs={steadyAbMsgs} steady_a_to_b_bytes={steadyAbBytes} "
         f"restore_b_to_a_msgs={baMsgs} restore_b_to_a_bytes={baBytes} "
-        f"restored={restored} cpu_s={cpu:.2f} load1={os.getloadavg()[0]:.2f}"
+        f"restored={restored} cpu_s={cpu:.2f} max_turn_ms={longest * 1000:.1f} load1={os.getloadavg()[0]:.2f}"
     )
 
 
