@@ -7,11 +7,13 @@ the admin allow list.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
@@ -24,7 +26,7 @@ from suite.ceptra.engine import EngineError
 from suite.ceptra.health import ActivationHealth, PartitionsHealth
 from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
-from suite.ceptra.partitions import NotHosted, PartitionManager
+from suite.ceptra.partitions import NotHosted, PartitionManager, _PartitionCollector
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
 from suite.ceptra.retire import markRetired, moveRetired, pendingRetirements, purge
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
@@ -38,6 +40,7 @@ from suite.raft.settings import RaftSettings
 from suite.raft.snapshotter import Runner
 from suite.raft.storage import MemoryStorage, Recovered
 from tests.raft.test_multi import Network
+from tests.support.metriclint import lintExposition
 
 RULES = {
     "version": 1,
@@ -838,6 +841,117 @@ class RetiredReplicaTests(SynchronousTestCase):
         self.assertLess(c.run(6.0, until=back), 5.0)
         self.assertEqual(len(self.retired(root)), 1)
         self.assertFalse(os.path.exists(os.path.join(root, "b", "wal", "p2", "retired")))
+
+
+class RetiredStatusTests(SynchronousTestCase):
+    """
+    A retired replica is reported as such (C{/partitions}, the readiness
+    details, a metric) until its retired copy is deleted, and readiness
+    does not count it as a partition that failed to start.
+    """
+
+    moved = RetiredReplicaTests.moved
+    cluster = RetiredReplicaTests.cluster
+    retired = RetiredReplicaTests.retired
+
+    def partitionsPage(self, manager: PartitionManager) -> Any:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.ceptra.ingest import ClientAPI, PartitionsResource
+        from suite.web.sse import SSEHub
+
+        api = ClientAPI(
+            manager,
+            lambda: manager.routing,
+            None,
+            manager.reactor,
+            SSEHub(manager.reactor),
+            DialPolicy(1, 3, 0.05),
+        )
+        return json.loads(PartitionsResource(api).render_GET(DummyRequest([])))
+
+    def exposition(self, manager: PartitionManager) -> str:
+        registry = CollectorRegistry()
+        registry.register(_PartitionCollector(manager))
+        text = generate_latest(registry).decode()
+        self.assertEqual(lintExposition(text, "ceptra"), [])
+        return text
+
+    def test_retiredReported(self) -> None:
+        c, root = self.cluster()
+        c.fileRunner = lambda fn, *args: (
+            fail(OSError("the node stopped")) if fn is moveRetired else succeed(fn(*args))
+        )
+        c.crash("b")
+        b = c.start("b")
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        c.run(5.0, until=lambda: self.moved(c))
+        self.assertTrue(self.moved(c))
+        # Retired, its data not moved yet (the move failed in this run).
+        name = markRetired(os.path.join(root, "b", "wal"), "p2", 0, 0.0)  # (the existing marker's name)
+        at = int(name.rsplit("-", 1)[1])
+        copy = os.path.join(root, "b", "retired", name)
+        retired = {
+            "partition": "p2",
+            "state": "retired",
+            "epoch": 2,
+            "retiredAt": at,
+            "keptUntil": at + 86400,
+            "data": copy,
+            "moved": False,
+        }
+        self.assertEqual(b.partitionStatus("p2"), retired)
+        page = self.partitionsPage(b)
+        self.assertEqual((page["partitions"], page["retired"]), ({}, {"p2": retired}))
+        self.assertEqual(b.notReadyReasons(), ())
+        check = PartitionsHealth(b).check()
+        self.assertEqual((check.ready, check.details["retired"]), (True, {"p2": retired}))
+        self.assertIn('ceptra_partition_retired{partition="p2"} 1.0', self.exposition(b))
+        # Restarted: the move is finished, and the copy still reported.
+        c.crash("b")
+        c.fileRunner = None
+        b = c.start("b")
+        c.run(1.0)
+        moved = {**retired, "moved": True}
+        self.assertEqual(self.retired(root), [name])
+        self.assertEqual(b.partitionStatus("p2"), moved)
+        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": moved})
+        self.assertEqual(b.notReadyReasons(), ())
+        # Restarted again: found on disk.
+        c.crash("b")
+        b = c.start("b")
+        c.run(0.2)
+        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": moved})
+        self.assertIn('ceptra_partition_retired{partition="p2"} 1.0', self.exposition(b))
+        # Once the copy is deleted, nothing is reported any more.
+        b.retiredKeep = 30.0
+        c.run(61.0, step=0.05)
+        self.assertEqual(self.retired(root), [])
+        self.assertEqual(b.partitionStatus("p2"), {"partition": "p2", "state": "not started"})
+        self.assertEqual(self.partitionsPage(b)["retired"], {})
+        self.assertNotIn("ceptra_partition_retired{", self.exposition(b))
+
+    def test_placedAgain(self) -> None:
+        """
+        Placed on this node again, the partition is a hosted one: its new
+        replica's status is its own, and its old copy is still listed as
+        retired until deleted.
+        """
+        c, root = self.cluster()
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        self.assertLess(c.run(5.0, until=lambda: self.moved(c)), 4.0)
+        b = c.managers["b"]
+        c.routing = routingOf({"p2": ["a", "c", "b"]}, c.names, revision=3)
+
+        def back() -> bool:
+            part = b.partitions.get("p2")
+            return part is not None and part.serving() and part.machine.events == 20
+
+        self.assertLess(c.run(6.0, until=back), 5.0)
+        self.assertEqual(b.partitionStatus("p2")["state"], "running")
+        page = self.partitionsPage(b)
+        self.assertEqual(page["partitions"]["p2"]["state"], "running")
+        self.assertEqual(page["retired"]["p2"]["epoch"], 2)
 
 
 class RetireFilesTests(SynchronousTestCase):
