@@ -28,7 +28,7 @@ from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
 from suite.ceptra.partitions import NotHosted, PartitionManager, _PartitionCollector
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
-from suite.ceptra.retire import markRetired, moveRetired, pendingRetirements, purge
+from suite.ceptra.retire import markRetired, moveRetired, parseName, pendingRetirements, purge, retiredCopies
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
 from suite.raft.incarnation import MemoryIncarnations
@@ -710,12 +710,10 @@ class RestartDuringMoveTests(SynchronousTestCase):
         self.assertNotIn("p2", b.partitions)
 
 
-class RetiredReplicaTests(SynchronousTestCase):
+class RetiredFixture(SynchronousTestCase):
     """
-    A replica removed from its group for good is retired: its data moves to
-    the data directory's C{retired/}, it is never started again, and old
-    retired copies are deleted; a crash at any point of this restarts
-    correctly.
+    Three nodes with real data directories; b holds a replica of p2, to be
+    moved to c.
     """
 
     def moved(self, c: Cluster) -> bool:
@@ -746,6 +744,15 @@ class RetiredReplicaTests(SynchronousTestCase):
     def retired(self, root: str) -> list[str]:
         path = os.path.join(root, "b", "retired")
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+class RetiredReplicaTests(RetiredFixture):
+    """
+    A replica removed from its group for good is retired: its data moves to
+    the data directory's C{retired/}, it is never started again, and old
+    retired copies are deleted; a crash at any point of this restarts
+    correctly.
+    """
 
     def test_retiredDataMovedNotRestarted(self) -> None:
         c, root = self.cluster()
@@ -843,16 +850,12 @@ class RetiredReplicaTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(os.path.join(root, "b", "wal", "p2", "retired")))
 
 
-class RetiredStatusTests(SynchronousTestCase):
+class RetiredStatusTests(RetiredFixture):
     """
     A retired replica is reported as such (C{/partitions}, the readiness
     details, a metric) until its retired copy is deleted, and readiness
     does not count it as a partition that failed to start.
     """
-
-    moved = RetiredReplicaTests.moved
-    cluster = RetiredReplicaTests.cluster
-    retired = RetiredReplicaTests.retired
 
     def partitionsPage(self, manager: PartitionManager) -> Any:
         from twisted.web.test.requesthelper import DummyRequest
@@ -888,7 +891,7 @@ class RetiredStatusTests(SynchronousTestCase):
         c.run(5.0, until=lambda: self.moved(c))
         self.assertTrue(self.moved(c))
         # Retired, its data not moved yet (the move failed in this run).
-        name = markRetired(os.path.join(root, "b", "wal"), "p2", 0, 0.0)  # (the existing marker's name)
+        [(_, name)] = pendingRetirements(os.path.join(root, "b", "wal"))
         at = int(name.rsplit("-", 1)[1])
         copy = os.path.join(root, "b", "retired", name)
         retired = {
@@ -987,6 +990,20 @@ class RetireFilesTests(SynchronousTestCase):
         self.assertEqual(purge(root, 3600.0, 1000.0 + 3600.0), [])
         self.assertEqual(purge(root, 3600.0, 1000.0 + 3601.0), [target])
         self.assertEqual(os.listdir(os.path.join(root, "retired")), [])
+
+    def test_names(self) -> None:
+        """
+        A retired copy's name gives its partition (which may hold dashes),
+        epoch and time; the copies kept are listed.
+        """
+        self.assertEqual(parseName("p-2-7-1000"), ("p-2", 7, 1000))
+        for junk in ("p2", "p2-x-1000", "p2-2-", "-2-1000", "p2-2-1.5"):
+            self.assertIsNone(parseName(junk), junk)
+        root = self.mktemp()
+        self.assertEqual(retiredCopies(root), [])
+        os.makedirs(os.path.join(root, "retired", "p2-2-1000"))
+        open(os.path.join(root, "retired", "stray"), "w").close()
+        self.assertEqual(retiredCopies(root), [("p2-2-1000", os.path.join(root, "retired", "p2-2-1000"))])
 
     def test_unreadableMarker(self) -> None:
         """
