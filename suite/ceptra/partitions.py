@@ -46,7 +46,9 @@ C{interval} seconds, and whenever the feed changes):
     is retired: with C{dataDir}, its data is moved to
     C{DATA_DIR/retired/} (L{suite.ceptra.retire}; copies older than
     C{retiredKeep} seconds are deleted), and it is never started again
-    (its marker; a retirement cut short is finished at start-up).
+    (its marker; a retirement cut short is finished at start-up).  Until
+    its copy is deleted it is reported as retired (C{retiredCopies}: status
+    pages, C{ceptra_partition_retired}), never as a replica not started.
 """
 
 from __future__ import annotations
