@@ -432,6 +432,25 @@ class FastPathTests(SynchronousTestCase):
             for event in self.events():
                 self.assertEqual(formatJSON(event), _formatJSONGeneral(event), event.get("log_format"))
 
+    def test_simpleFormatsSkipTwistedFormatter(self) -> None:
+        """
+        Formats of plain named fields are rendered from the parsed cache,
+        without Twisted's formatter; the others still use it.
+        """
+        calls: list[object] = []
+        general = suitelogging.formatEvent
+
+        def counting(event: Any) -> str:
+            calls.append(event)
+            return general(event)
+
+        self.patch(suitelogging, "formatEvent", counting)
+        line = suitelogging.formatJSON({"log_format": "a {x!r} {y:>3}", "x": "é", "y": 7, "log_time": 1.0})
+        self.assertEqual(json.loads(line)["msg"], "a 'é'   7")
+        self.assertEqual(calls, [])
+        suitelogging.formatJSON({"log_format": "a {p.x}", "p": _Point(), "log_time": 1.0})
+        self.assertEqual(len(calls), 1)
+
     def test_formatCacheBounded(self) -> None:
         """
         The cache of parsed formats stays bounded when formats are built
