@@ -438,7 +438,7 @@ class FastPathTests(SynchronousTestCase):
         without Twisted's formatter; the others still use it.
         """
         calls: list[object] = []
-        general = suitelogging.formatEvent
+        from twisted.logger import formatEvent as general
 
         def counting(event: Any) -> str:
             calls.append(event)
