@@ -5,7 +5,8 @@ N CDMs originated by A on the line A - B - C.
 - relay: the B - C session drops and comes back; messages and bytes each
   way of its re-sync (C re-announces to B what B taught it).
 - steady: the A - B session drops and comes back, A's store intact;
-  what B sends A (none of A's own CDMs: A states it holds them).
+  what B sends A (none of A's own CDMs: A states it holds them) and what
+  A sends B (its CDMs, unless B's summary shows it holds them).
 - restore: A loses its store and restarts under the same node id; messages
   and bytes B sends A on reconnection, and how many of A's own CDMs A holds
   again afterwards.
@@ -55,6 +56,7 @@ def main(n: int) -> str:
     net.connect("A", "B")
     net.run(2)
     steadyMsgs, steadyBytes = traffic(net, "B", "A")
+    steadyAbMsgs, steadyAbBytes = traffic(net, "A", "B")
     net.crash("A")
     net.stores["A"] = MemoryStore()
     net.restart("A")
@@ -67,6 +69,7 @@ def main(n: int) -> str:
     return (
         f"n={n} relay_b_to_c_msgs={bcMsgs} relay_b_to_c_bytes={bcBytes} relay_c_to_b_msgs={cbMsgs} "
         f"relay_c_to_b_bytes={cbBytes} steady_b_to_a_msgs={steadyMsgs} steady_b_to_a_bytes={steadyBytes} "
+        f"steady_a_to_b_msgs={steadyAbMsgs} steady_a_to_b_bytes={steadyAbBytes} "
         f"restore_b_to_a_msgs={baMsgs} restore_b_to_a_bytes={baBytes} "
         f"restored={restored} cpu_s={cpu:.2f} load1={os.getloadavg()[0]:.2f}"
     )

@@ -113,6 +113,8 @@ class PartitionsHealth:
         reasons = tuple(self.raft.notReadyReasons())
         details = {
             "partitions": {pid: self.manager.partitionStatus(pid) for pid in self.manager.hostedIds()},
+            # replicas that left their group for good: not failures
+            "retired": self.manager.retiredStatuses(),
         }
         return HealthReport(not reasons, reasons, details)
 

@@ -46,7 +46,9 @@ C{interval} seconds, and whenever the feed changes):
     is retired: with C{dataDir}, its data is moved to
     C{DATA_DIR/retired/} (L{suite.ceptra.retire}; copies older than
     C{retiredKeep} seconds are deleted), and it is never started again
-    (its marker; a retirement cut short is finished at start-up).
+    (its marker; a retirement cut short is finished at start-up).  Until
+    its copy is deleted it is reported as retired (C{retiredCopies}: status
+    pages, C{ceptra_partition_retired}), never as a replica not started.
 """
 
 from __future__ import annotations
@@ -76,7 +78,16 @@ from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
 from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.placement import PlacementLedger
-from suite.ceptra.retire import marker, markRetired, moveRetired, pendingRetirements, purge
+from suite.ceptra.retire import (
+    RETIRED_DIR,
+    marker,
+    markRetired,
+    moveRetired,
+    parseName,
+    pendingRetirements,
+    purge,
+    retiredCopies,
+)
 from suite.ceptra.routing import Routing
 from suite.netutil import isIPAddress
 from suite.raft.incarnation import FILENAME as INCARNATION_FILE
@@ -96,6 +107,23 @@ log = Logger(namespace="ceptra.partitions")
 #: The node's own (synchronous) snapshot threshold, as a multiple of the
 #: snapshotter's: reached only if encodings in the thread fall behind.
 SNAPSHOT_BACKSTOP = 4
+
+
+@dataclass
+class RetiredCopy:
+    """
+    The data of a replica retired on this node, kept under
+    C{DATA_DIR/retired/} until it is deleted (for status pages).
+    """
+
+    #: the placement epoch of the configuration that removed the replica
+    epoch: int
+    #: when it retired (unix time, from the copy's name)
+    at: int
+    #: where its data goes (or went)
+    path: str
+    #: whether its data is moved there yet
+    moved: bool
 
 
 class NotHosted(Exception):
@@ -270,6 +298,8 @@ class PartitionManager(Service):
         #: (never started: its move is tried again at the next start)
         self._retireFailed: set[str] = set()
         self._lastPurge: float | None = None
+        #: partition -> its latest retired copy kept here, until deleted
+        self.retiredCopies: dict[str, RetiredCopy] = {}
         #: partitions started, or looked for on disk, in this run
         self._looked: set[str] = set()
         self.ledger = ledger or PlacementLedger()
@@ -322,11 +352,14 @@ class PartitionManager(Service):
         if self.dataDir is None or part.pid in self.reclaiming:
             return
         pid = part.pid
+        now = self.reactor.seconds()
+        self._noteRetired(f"{pid}-{epoch}-{int(now)}", moved=False)
 
         async def reclaiming() -> None:
             if part.closing is not None:
                 await part.closing
-            name = await self.fileRunner(markRetired, self.walDir, pid, epoch, self.reactor.seconds())
+            name = await self.fileRunner(markRetired, self.walDir, pid, epoch, now)
+            self._noteRetired(name, moved=False)
             await self._finish(pid, name)
 
         self._track(pid, Deferred.fromCoroutine(reclaiming()))
@@ -362,7 +395,23 @@ class PartitionManager(Service):
             await self.wal.load()
             await self.wal.drop(pid)
         where = await self.fileRunner(moveRetired, self.dataDir, self.walDir, self.snapshotDir, pid, name)
+        self._noteRetired(name, moved=True)
         log.info("partition {pid} replica retired; data moved to {where}", pid=pid, where=where)
+
+    def _noteRetired(self, name: str, moved: bool) -> None:
+        """
+        Remember the retired copy C{name} for status pages, unless a later
+        copy of its partition is known.
+        """
+        parsed = parseName(name)
+        if parsed is None or self.dataDir is None:
+            return
+        pid, epoch, at = parsed
+        known = self.retiredCopies.get(pid)
+        if known is None or known.at <= at:
+            self.retiredCopies[pid] = RetiredCopy(
+                epoch, at, os.path.join(self.dataDir, RETIRED_DIR, name), moved
+            )
 
     def _resumeRetirements(self) -> None:
         """
@@ -372,11 +421,17 @@ class PartitionManager(Service):
         if self.dataDir is None:
             return
         try:
+            for name, _ in retiredCopies(self.dataDir):
+                self._noteRetired(name, moved=True)
+        except OSError as e:
+            log.warn("listing retired replicas in {dir}: {why}", dir=self.dataDir, why=e)
+        try:
             pending = pendingRetirements(self.walDir)
         except OSError as e:
             log.warn("looking for retired replicas in {dir}: {why}", dir=self.walDir, why=e)
             return
         for pid, name in pending:
+            self._noteRetired(name, moved=False)
             self._resume(pid, name)
 
     def _resume(self, pid: str, name: str) -> None:
@@ -409,6 +464,10 @@ class PartitionManager(Service):
         self._lastPurge = now
 
         def purged(paths: list[str]) -> None:
+            gone = set(paths)
+            for pid, copy in list(self.retiredCopies.items()):
+                if copy.path in gone:
+                    del self.retiredCopies[pid]
             for path in paths:
                 log.info(
                     "deleted retired replica data {path} (older than {keep} s)",
@@ -713,9 +772,33 @@ class PartitionManager(Service):
         me = self.routing.nodeBySpiffe(self.spiffe)
         return self.routing.hosted(me) if me is not None else []
 
+    def retiredStatus(self, pid: str) -> dict[str, Any]:
+        """
+        The status of C{pid}'s retired copy kept here (C{retiredCopies}).
+        """
+        copy = self.retiredCopies[pid]
+        return {
+            "partition": pid,
+            "state": "retired",
+            "epoch": copy.epoch,
+            "retiredAt": copy.at,
+            "keptUntil": copy.at + round(self.retiredKeep),
+            "data": copy.path,
+            "moved": copy.moved,
+        }
+
+    def retiredStatuses(self) -> dict[str, dict[str, Any]]:
+        """
+        The retired copies kept here, by partition, until deleted.
+        """
+        return {pid: self.retiredStatus(pid) for pid in sorted(self.retiredCopies)}
+
     def partitionStatus(self, pid: str, withHash: bool = False) -> dict[str, Any]:
         part = self.partitions.get(pid)
         if part is None:
+            if pid in self.retiredCopies and pid not in self.hostedIds():
+                # Left its group for good: not a replica that failed to start.
+                return self.retiredStatus(pid)
             return {"partition": pid, "state": "not started"}
         state = dict(part.lifecycle.describe())
         if not part.serving():
@@ -826,6 +909,14 @@ class _PartitionCollector:
             "under the applied epoch (conflict).",
             labels=["partition", "reason"],
         )
+        retired = GaugeMetricFamily(
+            "ceptra_partition_retired",
+            "1 while the data of this node's retired replica of the partition is kept under the data "
+            "directory's retired/ (until deleted).",
+            labels=labels,
+        )
+        for pid in sorted(self.manager.retiredCopies):
+            retired.add_metric([pid], 1)
         ledger = self.manager.ledger
         for pid in sorted(ledger.applied):
             placementEpoch.add_metric([pid], ledger.epoch(pid))
@@ -856,7 +947,7 @@ class _PartitionCollector:
         )
         rejected.add_metric([], multi.rejectedLinks)
         yield from (committed, match, applied, leader, term, events, dups, rules, links, frames, rejected)
-        yield from (placementEpoch, configEpoch, intact, ignored)
+        yield from (placementEpoch, configEpoch, intact, ignored, retired)
 
 
 __all__ += ["NotLeader"]

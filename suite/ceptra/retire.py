@@ -30,7 +30,17 @@ from typing import Any
 
 from suite.fileutil import syncDirectory, writeAtomically
 
-__all__ = ["MARKER", "RETIRED_DIR", "marker", "markRetired", "moveRetired", "pendingRetirements", "purge"]
+__all__ = [
+    "MARKER",
+    "RETIRED_DIR",
+    "marker",
+    "markRetired",
+    "moveRetired",
+    "parseName",
+    "pendingRetirements",
+    "purge",
+    "retiredCopies",
+]
 
 #: The marker of a replica being retired, in its C{WAL_DIR/<partition>}.
 MARKER = "retired"
@@ -130,6 +140,29 @@ def pendingRetirements(walDir: str) -> list[tuple[str, str]]:
             if found is not None:
                 out.append((pid, str(found["name"])))
     return out
+
+
+def parseName(name: str) -> tuple[str, int, int] | None:
+    """
+    (partition, placement epoch, unix time) of a retired copy's name
+    C{<partition>-<epoch>-<time>}, or C{None}.
+    """
+    parts = name.rsplit("-", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def retiredCopies(dataDir: str) -> list[tuple[str, str]]:
+    """
+    (name, path) of every retired copy kept under C{DATA_DIR/retired/}.
+    """
+    root = os.path.join(dataDir, RETIRED_DIR)
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [(name, os.path.join(root, name)) for name in names if os.path.isdir(os.path.join(root, name))]
 
 
 def _retiredAt(root: str, name: str) -> float:

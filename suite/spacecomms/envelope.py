@@ -32,7 +32,10 @@ __all__ = [
     "MAX_SUMMARY_ENTRIES",
     "MAX_PULL_ITEMS",
     "MAX_STATE_DEPTH",
+    "MAX_SYNC_SUMMARY_ENTRIES",
+    "SYNC_SUMMARY_FRAME_BYTES",
     "stateProblem",
+    "summaryEntryProblem",
 ]
 
 PROTOCOL_VERSION = "1.0"
@@ -40,7 +43,15 @@ SUPPORTED_VERSIONS = ("1.0",)
 ROUTED_TYPES = ("OBJECT_STATE_ANNOUNCE", "OBJECT_STATE_WITHDRAW", "CDM_ANNOUNCE", "CDM_WITHDRAW")
 #: Anti-entropy exchange between two peers (never routed further).
 REPAIR_TYPES = ("DIGEST", "DIGEST_SUMMARY", "PULL")
-MESSAGE_TYPES = ("HELLO", "HEARTBEAT", "ERROR", "END_OF_SYNC", *ROUTED_TYPES, *REPAIR_TYPES)
+MESSAGE_TYPES = (
+    "HELLO",
+    "HEARTBEAT",
+    "ERROR",
+    "SYNC_SUMMARY",
+    "END_OF_SYNC",
+    *ROUTED_TYPES,
+    *REPAIR_TYPES,
+)
 WITHDRAW_REASONS = ("SUPERSEDED", "TCA_PASSED", "FALSE_POSITIVE", "ERROR")
 OBJECT_WITHDRAW_REASONS = ("DECAYED", "NO_LONGER_TRACKED", "ERROR", "OPERATOR_REQUEST")
 ERROR_CODES = ("INVALID_MESSAGE", "UNSUPPORTED_VERSION", "UNAUTHORIZED", "RATE_LIMITED", "INTERNAL_ERROR")
@@ -54,6 +65,11 @@ MAX_TIMESTAMP = 4102444800.0
 DIGEST_BUCKETS = 256
 MAX_SUMMARY_ENTRIES = 2000
 MAX_PULL_ITEMS = 500
+#: Most entries one re-sync summary (all its SYNC_SUMMARY frames) may list.
+MAX_SYNC_SUMMARY_ENTRIES = 500_000
+#: Largest SYNC_SUMMARY frame a node sends: the smallest C{max_frame_bytes}
+#: any node accepts, so every peer takes it whatever its own limit.
+SYNC_SUMMARY_FRAME_BYTES = 4096
 _KINDS = ("cdm", "object")
 #: Deepest nesting of maps and lists inside an object state.
 MAX_STATE_DEPTH = 32
@@ -99,6 +115,27 @@ def stateProblem(state: Any, path: str) -> tuple[str, str] | None:
                 return where, "must be a finite number (NaN and Infinity are not JSON)"
         elif value is not None and not isinstance(value, (str, int, bool)):
             return where, f"must be JSON data, not {type(value).__name__}"
+    return None
+
+
+def summaryEntryProblem(e: Any) -> str | None:
+    """
+    Why one entry of a SYNC_SUMMARY or DIGEST_SUMMARY is not
+    C{[kind, key, origin, sequence, active]}, or None.
+    """
+    if not isinstance(e, list) or len(e) != 5:
+        return "must be [kind, key, origin, sequence, active]"
+    kind, key, origin, sequence, active = e
+    if kind not in _KINDS:
+        return "kind must be cdm or object"
+    if not isinstance(key, str) or not _ID.match(key):
+        return "key is not a valid identifier"
+    if not isinstance(origin, str) or not _ID.match(origin):
+        return "origin is not a valid node id"
+    if not isinstance(sequence, int) or isinstance(sequence, bool) or not 0 <= sequence < 2**63:
+        return "sequence must be an integer in [0, 2**63)"
+    if not isinstance(active, bool):
+        return "active must be a boolean"
     return None
 
 

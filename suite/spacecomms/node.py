@@ -286,6 +286,11 @@ class SpaceNode:
         if mtype == "HEARTBEAT":
             self.metrics.heartbeat(peer, max(0.0, self.now() - env.timestamp) * 1000.0)
             return
+        if mtype == "SYNC_SUMMARY":
+            send = self.sends.get(peer)
+            if send is not None:
+                send.summaryReceived(env.payload)
+            return
         if mtype == "END_OF_SYNC":
             sync = self.syncs.get(peer)
             if sync is not None:

@@ -17,6 +17,20 @@ sequence and signature: a node that came back with an empty or older store
 gets its own CDMs and object states back, and its next sequence numbers
 follow theirs.
 
+Summary: when both sides announce the C{sync_summary} capability, each
+side's receiving machine starts by sending the peer a summary of what it
+holds (L{summaryFrames}: one C{[kind, key, origin, sequence, active]} per
+entry of the kinds it forwards to that peer, except those it originated,
+in C{SYNC_SUMMARY} frames of at most L{SYNC_SUMMARY_FRAME_BYTES}, the last
+marked C{"more": false}).  The sending machine waits for the peer's
+summary (state C{Comparing}) and then re-states only the entries the peer
+lacks or holds in an older version: exactly those the peer would not
+ignore as "not newer".  The restore rule for the peer's own entries is
+unchanged.  A summary that is malformed or lists more than
+L{MAX_SYNC_SUMMARY_ENTRIES} entries closes the session with the reason;
+one that is not complete within half the grace time is given up and
+everything is re-stated, as with a peer without the capability.
+
 The receiving side of each session keeps its peer's re-sync in a
 L{ResyncMachine}: open from the session's start until END_OF_SYNC arrives
 or C{resync_grace_seconds} pass.  While it is open the peer's
@@ -29,14 +43,20 @@ retention.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgpack
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from suite.spacecomms.envelope import Envelope
+from suite.spacecomms.envelope import (
+    MAX_SYNC_SUMMARY_ENTRIES,
+    SYNC_SUMMARY_FRAME_BYTES,
+    Envelope,
+    summaryEntryProblem,
+)
 from suite.spacecomms.interfaces import IPeerLink
 from suite.spacecomms.store import Record
 
@@ -45,6 +65,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "sendSync",
+    "summaryFrames",
+    "Held",
+    "SUMMARY",
     "SendInputs",
     "SendCore",
     "SendMachine",
@@ -60,6 +83,12 @@ log = Logger(namespace="spacecomms.node")
 
 SYNC_BATCH = 200
 
+#: The HELLO capability of a node that sends, and waits for, a summary.
+SUMMARY = "sync_summary"
+
+#: A peer's summary: (kind, key) -> the version it holds, (sequence, origin).
+Held = dict[tuple[str, str], tuple[int, str]]
+
 #: Withdrawal reasons every node derives itself; such tombstones are never sent.
 DERIVED = ("SUPERSEDED", "TCA_PASSED")
 
@@ -73,24 +102,85 @@ def forwardedKinds(node: SpaceNode, peer: str) -> tuple[str, ...]:
     return tuple(k for k, ok in (("cdm", pol.forward_cdm), ("object", pol.forward_object_state)) if ok)
 
 
-def _candidates(node: SpaceNode, peer: str, restoreAfter: int | None) -> list[tuple[str, str]]:
+def _wanted(r: Record, peer: str, restoreAfter: int | None, held: Held | None) -> bool:
+    """
+    Whether a re-sync to C{peer} re-states C{r}: not a tombstone this node
+    derived itself (L{DERIVED}); of the peer's own entries only those newer
+    than the sequence it stated when it asked for a restore; of the others,
+    when the peer sent a summary (C{held}), only those it lacks or holds in
+    an older version.
+    """
+    if not r.active and r.reason in DERIVED:
+        return False
+    if r.origin == peer:
+        return restoreAfter is not None and r.sequence > restoreAfter
+    if held is not None:
+        theirs = held.get((r.kind, r.key))
+        if theirs is not None and theirs >= r.version():
+            return False
+    return True
+
+
+def _candidates(
+    node: SpaceNode, peer: str, restoreAfter: int | None, held: Held | None
+) -> list[tuple[str, str]]:
     """
     The entries a re-sync to C{peer} re-states: all its forward policies
-    let it send except what the peer originated, and, when the peer asked
-    for a restore (L{SendCore.restoreAfter}), the peer's own entries newer
-    than the sequence it stated.  Tombstones this node derived itself
-    (L{DERIVED}) are never sent.
+    let it send that L{_wanted} admits.
     """
     out = []
     for kind in forwardedKinds(node, peer):
         for rec in node.store.records(kind):
             r: Record = rec
-            if not r.active and r.reason in DERIVED:
-                continue
-            if r.origin == peer and (restoreAfter is None or r.sequence <= restoreAfter):
-                continue
-            out.append((kind, r.key))
+            if _wanted(r, peer, restoreAfter, held):
+                out.append((kind, r.key))
     return out
+
+
+def summaryFrames(node: SpaceNode, peer: str) -> list[Envelope]:
+    """
+    The SYNC_SUMMARY frames that tell C{peer} what this node holds: one
+    C{[kind, key, origin, sequence, active]} per entry of the kinds it
+    forwards to C{peer} (what its policies let the peer know of), except
+    the entries this node originated (the peer never re-states those
+    unless asked for a restore), at most L{MAX_SYNC_SUMMARY_ENTRIES} (the
+    entries left out are then re-stated in full).  Each frame is at most
+    L{SYNC_SUMMARY_FRAME_BYTES}; the last is marked C{"more": false}, and
+    there is always one.
+    """
+
+    def frame(entries: list[list[Any]], more: bool) -> Envelope:
+        return Envelope(
+            "SYNC_SUMMARY",
+            node.nodeId,
+            {"entries": entries, "more": more},
+            timestamp=node.now(),
+            path=(node.nodeId,),
+        )
+
+    # An empty frame's size, plus the two bytes a list of more than 15
+    # entries adds to its header.
+    budget = SYNC_SUMMARY_FRAME_BYTES - len(frame([], True).encode()) - 2
+    frames: list[Envelope] = []
+    entries: list[list[Any]] = []
+    size = total = 0
+    for kind in forwardedKinds(node, peer):
+        for rec in node.store.records(kind):
+            r: Record = rec
+            if r.origin == node.nodeId:
+                continue
+            if total >= MAX_SYNC_SUMMARY_ENTRIES:
+                break
+            entry = [kind, r.key, r.origin, r.sequence, r.active]
+            n = len(msgpack.packb(entry, use_bin_type=True))
+            if entries and size + n > budget:
+                frames.append(frame(entries, True))
+                entries, size = [], 0
+            entries.append(entry)
+            size += n
+            total += 1
+    frames.append(frame(entries, False))
+    return frames
 
 
 def entryEnvelope(node: SpaceNode, r: Record, flag: str = "sync") -> Envelope:
@@ -130,8 +220,20 @@ def entryEnvelope(node: SpaceNode, r: Record, flag: str = "sync") -> Envelope:
 
 
 class SendInputs(Protocol):
-    def begin(self) -> None:
-        "The session is established: start re-stating this node's entries."
+    def awaitSummary(self) -> None:
+        "The session is established with a peer that sends a summary: wait for it."
+
+    def summaryReceived(self, payload: dict[str, Any]) -> None:
+        "A SYNC_SUMMARY frame arrived from the peer."
+
+    def summaryRefused(self, reason: str) -> None:
+        "The peer's summary is malformed or too large: close the session."
+
+    def summaryOverdue(self) -> None:
+        "The peer's summary was not complete within half the grace time."
+
+    def begin(self, held: Held | None) -> None:
+        "Start re-stating this node's entries (all, or those the peer's summary C{held} lacks)."
 
     def batchDue(self) -> None:
         "Send the next batch (the first at once, each next one a reactor turn later)."
@@ -160,13 +262,28 @@ class SendCore:
 
 
 @dataclass
+class ComparingData:
+    """
+    Waiting for the peer's summary: what it listed so far, in how many
+    frames, and the timer that gives up waiting.
+    """
+
+    timer: IDelayedCall
+    held: Held = field(default_factory=dict)
+    listed: int = 0
+    frames: int = 0
+
+
+@dataclass
 class SendingData:
     """
     A re-sync under way: the entries to re-state (read from the store as
-    each is sent), how far it got, and the timer of the next batch.
+    each is sent), the peer's summary (None without one), how far it got,
+    and the timer of the next batch.
     """
 
     keys: list[tuple[str, str]]
+    held: Held | None = None
     position: int = 0
     sent: int = 0
     restored: int = 0
@@ -185,18 +302,91 @@ def _cancel(data: SendingData) -> None:
 def _buildSend() -> TypeMachine[SendInputs, SendCore]:
     b = TypeMachineBuilder(SendInputs, SendCore)
 
-    def sendingFactory(inputs: SendInputs, core: SendCore) -> SendingData:
-        return SendingData(_candidates(core.node, core.link.peerId, core.restoreAfter))
+    def comparingFactory(inputs: SendInputs, core: SendCore) -> ComparingData:
+        wait = core.node.config.resync_grace_seconds / 2
+        return ComparingData(core.node.clock.callLater(wait, inputs.summaryOverdue))
+
+    def sendingFactory(inputs: SendInputs, core: SendCore, held: Held | None) -> SendingData:
+        return SendingData(_candidates(core.node, core.link.peerId, core.restoreAfter, held), held)
 
     idle = b.state("Idle")
+    comparing = b.state("Comparing", comparingFactory)
     sendingState = b.state("Sending", sendingFactory)
     sent = b.state("Sent")
     abandoned = b.state("Abandoned")
 
     @idle.upon(SendInputs.begin).to(sendingState)
-    def begin(inputs: SendInputs, core: SendCore) -> None:
+    def begin(inputs: SendInputs, core: SendCore, held: Held | None) -> None:
         # The first batch goes out at once, with the session's first messages.
         inputs.batchDue()
+
+    idle.upon(SendInputs.awaitSummary).to(comparing).returns(None)
+
+    @comparing.upon(SendInputs.summaryReceived).loop()
+    def collect(inputs: SendInputs, core: SendCore, data: ComparingData, payload: dict[str, Any]) -> None:
+        entries, more = payload.get("entries"), payload.get("more")
+        if not isinstance(entries, list) or not isinstance(more, bool):
+            inputs.summaryRefused("SYNC_SUMMARY: payload must hold entries (a list) and more (a boolean)")
+            return
+        if data.listed + len(entries) > MAX_SYNC_SUMMARY_ENTRIES:
+            inputs.summaryRefused(f"SYNC_SUMMARY: a summary lists at most {MAX_SYNC_SUMMARY_ENTRIES} entries")
+            return
+        for i, e in enumerate(entries):
+            problem = summaryEntryProblem(e)
+            if problem is not None:
+                inputs.summaryRefused(f"SYNC_SUMMARY: payload.entries[{i}]: {problem}")
+                return
+        for kind, key, origin, sequence, _active in entries:
+            data.held[(kind, key)] = (sequence, origin)
+        data.listed += len(entries)
+        data.frames += 1
+        if not more:
+            inputs.begin(data.held)
+
+    @comparing.upon(SendInputs.begin).to(sendingState)
+    def compared(inputs: SendInputs, core: SendCore, data: ComparingData, held: Held | None) -> None:
+        if data.timer.active():
+            data.timer.cancel()
+        if held is not None:
+            log.info(
+                "re-sync to {peer}: its summary lists {count} entries in {frames} frames",
+                peer=core.link.peerId,
+                count=data.listed,
+                frames=data.frames,
+                node=core.node.nodeId,
+            )
+        inputs.batchDue()
+
+    @comparing.upon(SendInputs.summaryOverdue).loop()
+    def overdue(inputs: SendInputs, core: SendCore, data: ComparingData) -> None:
+        log.warn(
+            "re-sync to {peer}: no complete summary within {seconds}s; re-stating every entry",
+            peer=core.link.peerId,
+            seconds=core.node.config.resync_grace_seconds / 2,
+            node=core.node.nodeId,
+        )
+        inputs.begin(None)
+
+    @comparing.upon(SendInputs.summaryRefused).to(abandoned)
+    def refuse(inputs: SendInputs, core: SendCore, data: ComparingData, reason: str) -> None:
+        if data.timer.active():
+            data.timer.cancel()
+        log.warn(
+            "re-sync to {peer} abandoned: {reason}; closing the session",
+            peer=core.link.peerId,
+            reason=reason,
+            node=core.node.nodeId,
+        )
+        core.node.forwarder.error(core.link, "INVALID_MESSAGE", reason)
+        core.link.close(reason)
+
+    @comparing.upon(SendInputs.sessionLost).to(abandoned)
+    def abandonWait(inputs: SendInputs, core: SendCore, data: ComparingData) -> None:
+        if data.timer.active():
+            data.timer.cancel()
+        log.info("re-sync to {peer} abandoned: session gone", peer=core.link.peerId, node=core.node.nodeId)
+
+    comparing.upon(SendInputs.sending).loop().returns(True)
 
     @sendingState.upon(SendInputs.batchDue).loop()
     def batch(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
@@ -205,12 +395,10 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
         end = data.position + SYNC_BATCH
         for kind, key in data.keys[data.position : end]:
             r: Record | None = node.store.get(kind, key)
-            if r is None or (not r.active and r.reason in DERIVED):
+            if r is None or not _wanted(r, link.peerId, core.restoreAfter, data.held):
                 continue
             env = entryEnvelope(node, r)
             if r.origin == link.peerId:
-                if core.restoreAfter is None or r.sequence <= core.restoreAfter:
-                    continue
                 # The peer's own entry, which it lacks: marked so it accepts it.
                 env.payload["restore"] = True
                 data.restored += 1
@@ -248,11 +436,19 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
     sendingState.upon(SendInputs.sending).loop().returns(True)
     for final in (sent, abandoned):
         final.upon(SendInputs.sending).loop().returns(False)
+    # A summary frame after the summary (or from a peer this node does not
+    # wait for) changes nothing.
+    for later in (sendingState, sent, abandoned):
+        later.upon(SendInputs.summaryReceived).loop().returns(None)
     sent.upon(SendInputs.sessionLost).to(abandoned).returns(None)
     abandoned.upon(SendInputs.sessionLost).loop().returns(None)
-    # Not answered: anything but begin in Idle (the node feeds begin as it
-    # makes the machine), begin again, batchDue and finished outside
-    # Sending (only Sending schedules them; leaving it cancels the timer).
+    # Not answered: anything but begin or awaitSummary in Idle (the node
+    # feeds one of them as it makes the machine), either again later
+    # (begin in Comparing is the machine's own, once the summary is in),
+    # summaryRefused and summaryOverdue outside Comparing (only Comparing
+    # feeds them; leaving it cancels the timer), batchDue and finished
+    # outside Sending (only Sending schedules them; leaving it cancels the
+    # timer).
     return b.build()
 
 
@@ -264,10 +460,15 @@ def sendSync(node: SpaceNode, link: IPeerLink, restoreAfter: int | None = None) 
     Start re-stating this node's entries to a newly connected peer (all
     that its forward policies let it send, except what the peer originated
     unless it asked for a restore), then END_OF_SYNC: a L{SendMachine},
-    returned so the node can feed it C{sessionLost}.
+    returned so the node can feed it the peer's summary and
+    C{sessionLost}.  With a peer that sends a summary (the
+    C{sync_summary} capability) it first waits for that summary.
     """
     machine = SendMachine(SendCore(node, link, restoreAfter))
-    machine.begin()
+    if node.peerCapable(link.peerId, SUMMARY):
+        machine.awaitSummary()
+    else:
+        machine.begin(None)
     return machine
 
 
@@ -339,7 +540,23 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
                 node=core.node.nodeId,
             )
 
-    new.upon(ResyncInputs.started).to(opened).returns(None)
+    @new.upon(ResyncInputs.started).to(opened)
+    def start(inputs: ResyncInputs, core: ResyncCore) -> None:
+        node, peer = core.node, core.link.peerId
+        if not node.peerCapable(peer, SUMMARY):
+            return
+        # Tell the peer what this node holds, so it re-states only the rest.
+        frames = summaryFrames(node, peer)
+        for env in frames:
+            core.link.sendEnvelope(env)
+        log.info(
+            "re-sync from {peer}: sent a summary of {count} entries in {frames} frames",
+            peer=peer,
+            count=sum(len(f.payload["entries"]) for f in frames),
+            frames=len(frames),
+            node=node.nodeId,
+        )
+
     opened.upon(ResyncInputs.syncing).loop().returns(True)
 
     @opened.upon(ResyncInputs.restored).loop()

@@ -320,6 +320,14 @@ class ClusterTests(TestCase):
         self.assertTrue(copy.startswith("p2-2-"), copy)
         self.assertFalse(os.path.exists(os.path.join(dataB, "snapshots", "p2")))
         self.assertIn("partition p2 replica retired; data moved to", nodes["b"].output())
+        # Reported as retired (not as a partition that failed to start) until deleted.
+        _, onB = await getJSON("b", "/partitions")
+        self.assertNotIn("p2", onB["partitions"])
+        retiredP2 = onB["retired"]["p2"]
+        self.assertEqual(
+            (retiredP2["state"], retiredP2["epoch"], retiredP2["moved"], os.path.basename(retiredP2["data"])),
+            ("retired", 2, True, copy),
+        )
         await nodes["b"].stop(signal.SIGTERM)
         before = len(nodes["b"].output())
         restarted = startNode("b")
@@ -336,6 +344,8 @@ class ClusterTests(TestCase):
         after = restarted.output()[before:]
         self.assertNotIn("replica of partition p2", after)
         self.assertNotIn("starting partition p2", after)
+        _, onB = await getJSON("b", "/partitions")
+        self.assertEqual(onB["retired"]["p2"], retiredP2)
 
         # A stale placement feed flips /readyz, with the reason.
         await cp.stop(signal.SIGTERM)

@@ -7,11 +7,13 @@ the admin allow list.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
@@ -24,9 +26,9 @@ from suite.ceptra.engine import EngineError
 from suite.ceptra.health import ActivationHealth, PartitionsHealth
 from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
-from suite.ceptra.partitions import NotHosted, PartitionManager
+from suite.ceptra.partitions import NotHosted, PartitionManager, _PartitionCollector
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
-from suite.ceptra.retire import markRetired, moveRetired, pendingRetirements, purge
+from suite.ceptra.retire import markRetired, moveRetired, parseName, pendingRetirements, purge, retiredCopies
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
 from suite.raft.incarnation import MemoryIncarnations
@@ -38,6 +40,7 @@ from suite.raft.settings import RaftSettings
 from suite.raft.snapshotter import Runner
 from suite.raft.storage import MemoryStorage, Recovered
 from tests.raft.test_multi import Network
+from tests.support.metriclint import lintExposition
 
 RULES = {
     "version": 1,
@@ -707,12 +710,10 @@ class RestartDuringMoveTests(SynchronousTestCase):
         self.assertNotIn("p2", b.partitions)
 
 
-class RetiredReplicaTests(SynchronousTestCase):
+class RetiredFixture(SynchronousTestCase):
     """
-    A replica removed from its group for good is retired: its data moves to
-    the data directory's C{retired/}, it is never started again, and old
-    retired copies are deleted; a crash at any point of this restarts
-    correctly.
+    Three nodes with real data directories; b holds a replica of p2, to be
+    moved to c.
     """
 
     def moved(self, c: Cluster) -> bool:
@@ -743,6 +744,15 @@ class RetiredReplicaTests(SynchronousTestCase):
     def retired(self, root: str) -> list[str]:
         path = os.path.join(root, "b", "retired")
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+class RetiredReplicaTests(RetiredFixture):
+    """
+    A replica removed from its group for good is retired: its data moves to
+    the data directory's C{retired/}, it is never started again, and old
+    retired copies are deleted; a crash at any point of this restarts
+    correctly.
+    """
 
     def test_retiredDataMovedNotRestarted(self) -> None:
         c, root = self.cluster()
@@ -840,6 +850,113 @@ class RetiredReplicaTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(os.path.join(root, "b", "wal", "p2", "retired")))
 
 
+class RetiredStatusTests(RetiredFixture):
+    """
+    A retired replica is reported as such (C{/partitions}, the readiness
+    details, a metric) until its retired copy is deleted, and readiness
+    does not count it as a partition that failed to start.
+    """
+
+    def partitionsPage(self, manager: PartitionManager) -> Any:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.ceptra.ingest import ClientAPI, PartitionsResource
+        from suite.web.sse import SSEHub
+
+        api = ClientAPI(
+            manager,
+            lambda: manager.routing,
+            None,
+            manager.reactor,
+            SSEHub(manager.reactor),
+            DialPolicy(1, 3, 0.05),
+        )
+        return json.loads(PartitionsResource(api).render_GET(DummyRequest([])))
+
+    def exposition(self, manager: PartitionManager) -> str:
+        registry = CollectorRegistry()
+        registry.register(_PartitionCollector(manager))
+        text = generate_latest(registry).decode()
+        self.assertEqual(lintExposition(text, "ceptra"), [])
+        return text
+
+    def test_retiredReported(self) -> None:
+        c, root = self.cluster()
+        c.fileRunner = lambda fn, *args: (
+            fail(OSError("the node stopped")) if fn is moveRetired else succeed(fn(*args))
+        )
+        c.crash("b")
+        b = c.start("b")
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        c.run(5.0, until=lambda: self.moved(c))
+        self.assertTrue(self.moved(c))
+        # Retired, its data not moved yet (the move failed in this run).
+        [(_, name)] = pendingRetirements(os.path.join(root, "b", "wal"))
+        at = int(name.rsplit("-", 1)[1])
+        copy = os.path.join(root, "b", "retired", name)
+        retired = {
+            "partition": "p2",
+            "state": "retired",
+            "epoch": 2,
+            "retiredAt": at,
+            "keptUntil": at + 86400,
+            "data": copy,
+            "moved": False,
+        }
+        self.assertEqual(b.partitionStatus("p2"), retired)
+        page = self.partitionsPage(b)
+        self.assertEqual((page["partitions"], page["retired"]), ({}, {"p2": retired}))
+        self.assertEqual(b.notReadyReasons(), ())
+        check = PartitionsHealth(b).check()
+        self.assertEqual((check.ready, check.details["retired"]), (True, {"p2": retired}))
+        self.assertIn('ceptra_partition_retired{partition="p2"} 1.0', self.exposition(b))
+        # Restarted: the move is finished, and the copy still reported.
+        c.crash("b")
+        c.fileRunner = None
+        b = c.start("b")
+        c.run(1.0)
+        moved = {**retired, "moved": True}
+        self.assertEqual(self.retired(root), [name])
+        self.assertEqual(b.partitionStatus("p2"), moved)
+        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": moved})
+        self.assertEqual(b.notReadyReasons(), ())
+        # Restarted again: found on disk.
+        c.crash("b")
+        b = c.start("b")
+        c.run(0.2)
+        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": moved})
+        self.assertIn('ceptra_partition_retired{partition="p2"} 1.0', self.exposition(b))
+        # Once the copy is deleted, nothing is reported any more.
+        b.retiredKeep = 30.0
+        c.run(61.0, step=0.05)
+        self.assertEqual(self.retired(root), [])
+        self.assertEqual(b.partitionStatus("p2"), {"partition": "p2", "state": "not started"})
+        self.assertEqual(self.partitionsPage(b)["retired"], {})
+        self.assertNotIn("ceptra_partition_retired{", self.exposition(b))
+
+    def test_placedAgain(self) -> None:
+        """
+        Placed on this node again, the partition is a hosted one: its new
+        replica's status is its own, and its old copy is still listed as
+        retired until deleted.
+        """
+        c, root = self.cluster()
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        self.assertLess(c.run(5.0, until=lambda: self.moved(c)), 4.0)
+        b = c.managers["b"]
+        c.routing = routingOf({"p2": ["a", "c", "b"]}, c.names, revision=3)
+
+        def back() -> bool:
+            part = b.partitions.get("p2")
+            return part is not None and part.serving() and part.machine.events == 20
+
+        self.assertLess(c.run(6.0, until=back), 5.0)
+        self.assertEqual(b.partitionStatus("p2")["state"], "running")
+        page = self.partitionsPage(b)
+        self.assertEqual(page["partitions"]["p2"]["state"], "running")
+        self.assertEqual(page["retired"]["p2"]["epoch"], 2)
+
+
 class RetireFilesTests(SynchronousTestCase):
     """
     The file steps of a retirement (L{suite.ceptra.retire}), and a crash in
@@ -873,6 +990,20 @@ class RetireFilesTests(SynchronousTestCase):
         self.assertEqual(purge(root, 3600.0, 1000.0 + 3600.0), [])
         self.assertEqual(purge(root, 3600.0, 1000.0 + 3601.0), [target])
         self.assertEqual(os.listdir(os.path.join(root, "retired")), [])
+
+    def test_names(self) -> None:
+        """
+        A retired copy's name gives its partition (which may hold dashes),
+        epoch and time; the copies kept are listed.
+        """
+        self.assertEqual(parseName("p-2-7-1000"), ("p-2", 7, 1000))
+        for junk in ("p2", "p2-x-1000", "p2-2-", "-2-1000", "p2-2-1.5"):
+            self.assertIsNone(parseName(junk), junk)
+        root = self.mktemp()
+        self.assertEqual(retiredCopies(root), [])
+        os.makedirs(os.path.join(root, "retired", "p2-2-1000"))
+        open(os.path.join(root, "retired", "stray"), "w").close()
+        self.assertEqual(retiredCopies(root), [("p2-2-1000", os.path.join(root, "retired", "p2-2-1000"))])
 
     def test_unreadableMarker(self) -> None:
         """

@@ -20,9 +20,11 @@ from tests.goop.test_e2e import HubFixture, getJSON, openStream, tokenFor, write
 from tests.support.http import httpHeaders
 from tests.support.process import DaemonProcess, freePort, twistdArgs, waitUntil
 
-#: The peer's Lua time limit (suite.goop.lua.engine) and the allowance the audit gives.
-LIMIT = 5.0
-SLACK = 1.0
+#: The exact deadline (the limit plus 0.5 s of grace, then the kill) is
+#: checked on a fake clock in tests/goop/test_luapool.py.  Here wall-clock
+#: time only tells a wedged peer (no answer at all) from a working one, so
+#: the bound leaves room for a loaded machine instead of restating it.
+WEDGED = 20.0
 
 SCRIPTS = {
     "normal": "function call(request) return {sum = 1 + (request.params.n or 1), n = goop.db.scalar('SELECT 2')} end",
@@ -87,14 +89,14 @@ class LuaAttackTests(TestCase):
 
     async def healthy(self, viewer: str) -> None:
         started = time.monotonic()
-        r = await treq.get(viewer + "/healthz", persistent=False, timeout=2)
+        r = await treq.get(viewer + "/healthz", persistent=False, timeout=WEDGED)
         self.assertEqual(r.code, 200, await r.text())
-        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertLess(time.monotonic() - started, WEDGED)
         result, _ = await self.call(viewer, "normal", {"n": 41})
         self.assertEqual(result, {"ok": True, "data": {"sum": 42, "n": 2}})
 
     async def test_luaCannotWedgeThePeer(self) -> None:
-        """Finalizer bomb, pattern backtracking, endless loop, memory bombs, fork/exec and output floods: each ends in an error within the limit + 1 s, and the peer answers right after."""
+        """Finalizer bomb, pattern backtracking, endless loop, memory bombs, fork/exec and output floods: each ends in its limit's error (the deadline itself is checked on a fake clock), the peer answers /healthz while a worker is stuck, and right after."""
         proc, viewer, d = await self.startPeer()
         await self.healthy(viewer)
         marker = os.path.abspath(self.mktemp())
@@ -115,14 +117,16 @@ class LuaAttackTests(TestCase):
                 from twisted.internet.defer import Deferred
 
                 running = Deferred.fromCoroutine(pending)
-                r = await treq.get(viewer + "/healthz", persistent=False, timeout=2)
+                r = await treq.get(viewer + "/healthz", persistent=False, timeout=WEDGED)
                 self.assertEqual(r.code, 200)
+                # answered while the worker is still stuck, not after its kill
+                self.assertFalse(running.called, "healthz waited for the stuck worker")
                 await r.content()
                 result, elapsed = await running
             else:
                 result, elapsed = await self.call(viewer, name, {"marker": marker})
             self.assertEqual(result, {"ok": False, "error": error}, name)
-            self.assertLess(elapsed, LIMIT + SLACK, name)
+            self.assertLess(elapsed, WEDGED, name)
             await self.healthy(viewer)
         self.assertFalse(os.path.exists(marker))
         self.assertNotIn("Traceback", proc.output())
@@ -253,11 +257,17 @@ class RebindingTests(TestCase):
 class HubAbuseTests(TestCase, HubFixture):
     async def test_forwardedForAndReplay(self) -> None:
         """Rotating X-Forwarded-For gets past neither the /publish rate limit nor the SSE cap; a replayed online record after offline is refused."""
-        hub, url = await self.startHub(self)
+        # Every address's bucket starts with BURST tokens and gains RATE a
+        # second: however slowly a loaded machine sends the 40 requests,
+        # no more than BURST + RATE * elapsed of them can pass if they all
+        # count against the one real address (the sender's, 127.0.0.1).
+        rate, burst = 1.0, 20
+        hub, url = await self.startHub(self, "--publish-rate", str(rate), "--publish-burst", str(burst))
         d = os.path.abspath(self.mktemp())
         os.makedirs(d)
         who = loadIdentity(d)
         codes = []
+        started = time.monotonic()
         for i in range(40):
             body, sig = signedPublication(who, "flood", 4001, 60)
             r = await treq.post(
@@ -268,8 +278,10 @@ class HubAbuseTests(TestCase, HubFixture):
             )
             codes.append(r.code)
             await r.content()
-        self.assertLess(codes.count(200), 30)
-        self.assertGreater(codes.count(429), 10)
+        elapsed = time.monotonic() - started
+        self.assertEqual(codes[:burst], [200] * burst)
+        self.assertLessEqual(set(codes), {200, 429})
+        self.assertLessEqual(codes.count(200), burst + int(rate * elapsed) + 1, f"{elapsed:.1f} s: {codes}")
         # SSE: 64 clients per address whatever they claim to forward
         port = int(url.rsplit(":", 1)[1])
         streams = [openStream(port, "/events", f"198.51.100.{i + 1}") for i in range(65)]

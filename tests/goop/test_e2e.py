@@ -72,7 +72,11 @@ def openStream(port: int, path: str, forwardedFor: str = "") -> tuple[int, socke
 
 
 class HubFixture:
-    async def startHub(self, case: TestCase) -> tuple[DaemonProcess, str]:
+    async def startHub(self, case: TestCase, *options: str) -> tuple[DaemonProcess, str]:
+        """
+        A rendezvous hub on loopback, started with the hub C{options}
+        (C{--publish-rate 1} ...) and answering C{/healthz}.
+        """
         port = freePort()
         d = writeConfig(
             os.path.abspath(case.mktemp()),
@@ -80,7 +84,7 @@ class HubFixture:
                 "presence": {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": port},
             },
         )
-        hub = DaemonProcess(case, twistdArgs("goop", "rendezvous", d), name="hub").start()
+        hub = DaemonProcess(case, twistdArgs("goop", "rendezvous", *options, d), name="hub").start()
         url = f"http://127.0.0.1:{port}"
         await hub.waitForHTTP(url + "/healthz")
         return hub, url

@@ -285,3 +285,31 @@ class SnapshotRaceTests(SynchronousTestCase):
         self.successResultOf(later)
         self.assertEqual(sorted(directory.known), ["kept"])
         client.stop()
+
+
+class StopTests(SynchronousTestCase):
+    def test_stopCancelsRunningRequests(self) -> None:
+        """
+        Requests the client started on its own (the first heartbeat's and
+        the answered stream's peer-list reads) and still running when it
+        stops are cancelled by the stop: nothing of the client is left
+        running after it, for the agent to retry against a hub that is gone.
+        """
+        clock = MemoryReactorClock()
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        identity = loadIdentity(d)
+        client = HubClient(
+            clock, identity, "http://hub", PeerDirectory(identity.peerId), lambda: "p", lambda: 1, 120, 3600
+        )
+        hub = _SlowListHub(clock)
+        client.http = hub  # type: ignore[assignment]
+        client.start()
+        self.assertEqual(len(hub.lists), 2)
+        self.assertEqual([pending.called for pending in hub.lists], [False, False])
+        stopped = client.stop()
+        self.assertEqual([pending.called for pending in hub.lists], [True, True])
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(hub.requests[-1][1:], ("POST", "publish"))
+        self.assertEqual(client.published, 2)
+        self.assertEqual(clock.getDelayedCalls(), [])

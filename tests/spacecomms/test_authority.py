@@ -380,6 +380,7 @@ class AntiEntropySimulationTests(SynchronousTestCase):
             net.addNode("C", {"B": slow}, anti_entropy_interval_seconds=5)
             net.connect("A", "B")
             net.connect("B", "C")
+            net.run(0.2)  # the (empty) re-syncs are over
             links = dict(net.nodes["B"].links)
             now = net.clock.seconds()
             for i in range(600):

@@ -17,7 +17,7 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.spacecomms.config import Config, PeerConfig
-from suite.spacecomms.envelope import Envelope
+from suite.spacecomms.envelope import MAX_SYNC_SUMMARY_ENTRIES, SYNC_SUMMARY_FRAME_BYTES, Envelope
 from suite.spacecomms.interfaces import IPeerLink
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.resync import (
@@ -27,6 +27,7 @@ from suite.spacecomms.resync import (
     SendCore,
     SendInputs,
     SendMachine,
+    summaryFrames,
 )
 from suite.spacecomms.store import MemoryStore, Record
 
@@ -222,16 +223,24 @@ class RecordingLink:
 
     def __init__(self) -> None:
         self.sent: list[Envelope] = []
+        self.closed: list[str] = []
 
     def sendEnvelope(self, envelope: Envelope) -> None:
         self.sent.append(envelope)
 
     def close(self, reason: str) -> None:
-        pass
+        self.closed.append(reason)
 
+
+#: A summary frame from B: it holds A's O-0 in a newer version.
+SUMMARY = {"entries": [["object", "O-0", "A", 2**62, True]], "more": False}
 
 SEND_CALLS: dict[str, Callable[[SendInputs], object]] = {
-    "begin": lambda m: m.begin(),
+    "awaitSummary": lambda m: m.awaitSummary(),
+    "summaryReceived": lambda m: m.summaryReceived(SUMMARY),
+    "summaryRefused": lambda m: m.summaryRefused("SYNC_SUMMARY: broken"),
+    "summaryOverdue": lambda m: m.summaryOverdue(),
+    "begin": lambda m: m.begin(None),
     "batchDue": lambda m: m.batchDue(),
     "finished": lambda m: m.finished(),
     "sending": lambda m: m.sending(),
@@ -241,29 +250,49 @@ SEND_CALLS: dict[str, Callable[[SendInputs], object]] = {
 #: How to reach each state from a new machine (250 entries: two batches).
 SEND_PATHS: dict[str, tuple[str, ...]] = {
     "Idle": (),
+    "Comparing": ("awaitSummary",),
     "Sending": ("begin",),
     "Sent": ("begin", "batchDue"),
     "Abandoned": ("begin", "sessionLost"),
 }
 
-#: The node feeds C{begin} as it makes the machine, before any other
-#: input, and never again; C{batchDue} and C{finished} come only from
-#: Sending (its timer, its last batch), which leaving Sending cancels.
+#: The node feeds C{begin} or C{awaitSummary} as it makes the machine,
+#: before any other input, and never again (C{begin} in Comparing is the
+#: machine's own, once the summary is complete); C{summaryRefused} and
+#: C{summaryOverdue} come only from Comparing (its checks, its timer),
+#: which leaving Comparing cancels; C{batchDue} and C{finished} come only
+#: from Sending (its timer, its last batch), which leaving Sending cancels.
 SEND_IMPOSSIBLE = (
-    {("Idle", name) for name in SEND_CALLS if name != "begin"}
-    | {(state, "begin") for state in SEND_PATHS if state != "Idle"}
-    | {(state, name) for state in ("Sent", "Abandoned") for name in ("batchDue", "finished")}
+    {("Idle", name) for name in SEND_CALLS if name not in ("begin", "awaitSummary")}
+    | {(state, "begin") for state in ("Sending", "Sent", "Abandoned")}
+    | {(state, "awaitSummary") for state in SEND_PATHS if state != "Idle"}
+    | {
+        (state, name)
+        for state in ("Sending", "Sent", "Abandoned")
+        for name in ("summaryRefused", "summaryOverdue")
+    }
+    | {(state, name) for state in ("Comparing", "Sent", "Abandoned") for name in ("batchDue", "finished")}
 )
 
 #: (state, input) -> (state after, answer, messages sent, END_OF_SYNC count or None, pending timers).
 SEND_TABLE: dict[tuple[str, str], tuple[str, object, int, int | None, int]] = {
     ("Idle", "begin"): ("Sending", None, 200, None, 1),
+    ("Idle", "awaitSummary"): ("Comparing", None, 0, None, 1),
+    ("Comparing", "summaryReceived"): ("Sending", None, 200, None, 1),
+    ("Comparing", "summaryRefused"): ("Abandoned", None, 1, None, 0),
+    ("Comparing", "summaryOverdue"): ("Sending", None, 200, None, 1),
+    ("Comparing", "begin"): ("Sending", None, 200, None, 1),
+    ("Comparing", "sending"): ("Comparing", True, 0, None, 1),
+    ("Comparing", "sessionLost"): ("Abandoned", None, 0, None, 0),
+    ("Sending", "summaryReceived"): ("Sending", None, 0, None, 1),
     ("Sending", "batchDue"): ("Sent", None, 51, 250, 0),
     ("Sending", "finished"): ("Sent", None, 1, 200, 0),
     ("Sending", "sending"): ("Sending", True, 0, None, 1),
     ("Sending", "sessionLost"): ("Abandoned", None, 0, None, 0),
+    ("Sent", "summaryReceived"): ("Sent", None, 0, None, 0),
     ("Sent", "sending"): ("Sent", False, 0, None, 0),
     ("Sent", "sessionLost"): ("Abandoned", None, 0, None, 0),
+    ("Abandoned", "summaryReceived"): ("Abandoned", None, 0, None, 0),
     ("Abandoned", "sending"): ("Abandoned", False, 0, None, 0),
     ("Abandoned", "sessionLost"): ("Abandoned", None, 0, None, 0),
 }
@@ -343,7 +372,7 @@ class SendMachineTests(SynchronousTestCase):
         """
         for restoreAfter, total, restored in ((None, 240, 0), (1_700_000_000_000_004, 245, 5), (0, 250, 10)):
             machine, clock, link = self.reach("Idle", restoreAfter)
-            machine.begin()
+            machine.begin(None)
             self.assertEqual(len(link.sent), 200)
             clock.advance(0)
             self.assertEqual(stateOf(machine), "Sent")
@@ -351,3 +380,144 @@ class SendMachineTests(SynchronousTestCase):
             marked = [e for e in link.sent if e.payload.get("restore")]
             self.assertEqual(len(marked), restored)
             self.assertTrue(all(e.source_node == "B" and e.path == ("B", "A") for e in marked))
+
+    def test_summaryLeavesOutWhatThePeerHolds(self) -> None:
+        """
+        With a summary (here in two frames) only the entries the peer lacks
+        or holds in an older version are re-stated: O-0 it holds newer,
+        O-1 it holds at the same version, O-2 older, O-3 withdrawn at the
+        same version; its own entries still follow the restore rule.
+        """
+        machine, clock, link = self.reach("Comparing", 0)
+        node = cast(SpaceNode, machine.__automat_core__.node)  # type: ignore[attr-defined]
+        seq = {i: node.store.get("object", f"O-{i}").sequence for i in range(4)}  # type: ignore[union-attr]
+        machine.summaryReceived(
+            {
+                "entries": [["object", "O-0", "A", seq[0] + 1, True], ["object", "O-1", "A", seq[1], True]],
+                "more": True,
+            }
+        )
+        self.assertEqual((stateOf(machine), link.sent), ("Comparing", []))
+        machine.summaryReceived(
+            {
+                "entries": [["object", "O-2", "A", seq[2] - 1, True], ["object", "O-3", "A", seq[3], False]],
+                "more": False,
+            }
+        )
+        clock.advance(0)
+        self.assertEqual(stateOf(machine), "Sent")
+        self.assertEqual(link.sent[-1].payload, {"count": 247})
+        keys = {e.payload["object_id"] for e in link.sent[:-1]}
+        self.assertIn("O-2", keys)
+        self.assertEqual(keys & {"O-0", "O-1", "O-3"}, set())
+        self.assertEqual(len([e for e in link.sent if e.payload.get("restore")]), 10)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_summaryOverdue(self) -> None:
+        """
+        A summary not complete within half the grace time (15 of 30
+        seconds) is given up: every entry is re-stated, as to a peer
+        without the capability.
+        """
+        machine, clock, link = self.reach("Comparing")
+        machine.summaryReceived({"entries": [["object", "O-0", "A", 2**62, True]], "more": True})
+        clock.advance(14.9)
+        self.assertEqual((stateOf(machine), link.sent), ("Comparing", []))
+        clock.advance(0.1)
+        clock.advance(0)
+        self.assertEqual(stateOf(machine), "Sent")
+        self.assertEqual(link.sent[-1].payload, {"count": 240})
+
+    def test_badSummaryClosesTheSession(self) -> None:
+        """
+        A malformed summary frame, or one past the cap, is answered with
+        ERROR INVALID_MESSAGE naming the fault and the session is closed
+        with that reason; nothing is re-stated.
+        """
+        good = ["object", "O-0", "A", 1, True]
+        for payload, reason in (
+            ({"more": False}, "payload must hold entries (a list) and more (a boolean)"),
+            ({"entries": [], "more": "no"}, "payload must hold entries (a list) and more (a boolean)"),
+            ({"entries": [good, ["object", "O-1"]], "more": False}, "payload.entries[1]: must be"),
+            ({"entries": [["node", "O-1", "A", 1, True]], "more": False}, "kind must be cdm or object"),
+            ({"entries": [["cdm", "bad key", "A", 1, True]], "more": False}, "key is not a valid"),
+            ({"entries": [["cdm", "K", "A", -1, True]], "more": False}, "sequence must be an integer"),
+            ({"entries": [["cdm", "K", "A", True, True]], "more": False}, "sequence must be an integer"),
+            ({"entries": [["cdm", "K", "A", 1, 1]], "more": False}, "active must be a boolean"),
+            ({"entries": [good] * (MAX_SYNC_SUMMARY_ENTRIES + 1), "more": False}, "at most 500000 entries"),
+        ):
+            machine, clock, link = self.reach("Comparing")
+            machine.summaryReceived(payload)
+            self.assertEqual(stateOf(machine), "Abandoned")
+            [error] = link.sent
+            self.assertEqual(error.message_type, "ERROR")
+            self.assertEqual(error.payload["code"], "INVALID_MESSAGE")
+            self.assertIn(reason, error.payload["message"])
+            self.assertEqual(link.closed, [error.payload["message"]])
+            self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_summaryCapOverFrames(self) -> None:
+        """
+        The cap counts the entries of all the summary's frames.
+        """
+        machine, clock, link = self.reach("Comparing")
+        entry = ["object", "O-0", "A", 1, True]
+        machine.summaryReceived({"entries": [entry] * MAX_SYNC_SUMMARY_ENTRIES, "more": True})
+        self.assertEqual(stateOf(machine), "Comparing")
+        machine.summaryReceived({"entries": [entry], "more": False})
+        self.assertEqual(stateOf(machine), "Abandoned")
+        self.assertEqual(link.closed, ["SYNC_SUMMARY: a summary lists at most 500000 entries"])
+
+
+class SummaryTests(SynchronousTestCase):
+    """
+    The summary a node's receiving machine sends a peer with the
+    sync_summary capability.
+    """
+
+    def node(self, entries: int) -> SpaceNode:
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        config = Config(node_id="A", node_name="A", peers=(PeerConfig("B", "https://b:1", "B", 1, "t" * 16),))
+        node = SpaceNode(config, MemoryStore(), clock)
+        for i in range(entries):
+            node.store.put(Record("object", f"K-{i:05d}-{'x' * 100}", "C" * 100, 10 + i, i % 3 != 0, {}))
+        node.announceObject("MINE", {"i": 0})
+        return node
+
+    def test_startedSendsTheSummary(self) -> None:
+        """
+        The receiving machine opens by telling a capable peer what this
+        node holds, except what it originated: frames of at most
+        SYNC_SUMMARY_FRAME_BYTES, the last marked more false.
+        """
+        node = self.node(1000)
+        link = RecordingLink()
+        machine = ResyncMachine(ResyncCore(node, cast(IPeerLink, link), 5.0))
+        machine.started()
+        self.assertGreater(len(link.sent), 10)
+        self.assertTrue(all(e.message_type == "SYNC_SUMMARY" for e in link.sent))
+        self.assertTrue(all(len(e.encode()) <= SYNC_SUMMARY_FRAME_BYTES for e in link.sent))
+        self.assertEqual([e.payload["more"] for e in link.sent], [True] * (len(link.sent) - 1) + [False])
+        listed = [entry for e in link.sent for entry in e.payload["entries"]]
+        self.assertEqual(len(listed), 1000)
+        self.assertEqual(listed[3], ["object", f"K-00003-{'x' * 100}", "C" * 100, 13, False])
+        self.assertNotIn("MINE", {k for _, k, *_ in listed})
+
+    def test_emptySummary(self) -> None:
+        """
+        A node holding nothing to list still sends one (final) frame.
+        """
+        frames = summaryFrames(self.node(0), "B")
+        self.assertEqual([f.payload for f in frames], [{"entries": [], "more": False}])
+
+    def test_notToAnOlderPeer(self) -> None:
+        """
+        A peer without the capability is sent no summary.
+        """
+        node = self.node(10)
+        node.peers.caps["B"] = frozenset({"cdm", "resync"})
+        link = RecordingLink()
+        machine = ResyncMachine(ResyncCore(node, cast(IPeerLink, link), 5.0))
+        machine.started()
+        self.assertEqual(link.sent, [])

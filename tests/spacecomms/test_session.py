@@ -305,6 +305,74 @@ class SessionTests(SynchronousTestCase):
         fake(c).loseConnection()
         pump.flush()
 
+    def test_summaryOverTheSession(self) -> None:
+        """
+        Both sides announce sync_summary in their HELLOs, so each sends
+        its summary first; a reconnection between nodes that agree then
+        re-sends no entry.
+        """
+        a, b, c, s, pump = self._connect()
+        a.ingestCDM(sampleCDM("S-3"))
+        pump.flush()
+        self.assertIn("sync_summary", a.peers.caps["B"])
+        self.assertEqual(len(self._logged("sent a summary of {count} entries")), 2)
+        fake(c).loseConnection()
+        pump.flush()
+        c2, s2, pump2 = self._reconnect(a, b)
+        self.assertEqual(sorted(a.links), ["B"])
+        # Without the summary A would re-send S-3 (count 1).
+        self.assertEqual(
+            [e["count"] for e in self._logged("re-sync to {peer}: sent {count} entries")], [0, 0, 0, 0]
+        )
+        fake(c2).loseConnection()
+        pump2.flush()
+
+    def _reconnect(self, a: SpaceNode, b: SpaceNode) -> tuple[PeerProtocol, PeerProtocol, iosim.IOPump]:
+        def client() -> PeerProtocol:
+            return PeerProtocol(a, "A", self.clock, "B", 1, 3, 64 * 1024, a.helloPayload)
+
+        def server() -> PeerProtocol:
+            return PeerProtocol(b, "B", self.clock, None, 1, 3, 64 * 1024, b.helloPayload)
+
+        c, s, pump = iosim.connectedServerAndClient(server, client, clock=self.clock)
+        pump.flush()
+        return c, s, pump
+
+    def test_badSummaryClosesTheSession(self) -> None:
+        """
+        A malformed SYNC_SUMMARY while the receiver waits for the summary
+        is answered with ERROR INVALID_MESSAGE naming the fault, and the
+        session is closed with that reason (no traceback).
+        """
+        a = _node("A", "B", self.clock)
+        b = _node("B", "A", self.clock)
+        self.addCleanup(a.stop)
+        self.addCleanup(b.stop)
+
+        def client() -> PeerProtocol:
+            return PeerProtocol(a, "A", self.clock, "B", 1, 3, 64 * 1024, a.helloPayload)
+
+        def server() -> PeerProtocol:
+            return PeerProtocol(b, "B", self.clock, None, 1, 3, 64 * 1024, b.helloPayload)
+
+        c, s, pump = iosim.connectedServerAndClient(server, client, clock=self.clock, greet=False)
+        pump.pump()  # A's HELLO reaches B: B is up and waits for A's summary
+        self.assertIn("A", b.links)
+        bad = Envelope(
+            "SYNC_SUMMARY", "A", {"entries": [["cdm", "S-1", "A", "x", True]], "more": False}, path=("A",)
+        )
+        c.sendString(bad.encode())
+        fake(s).getOutBuffer()
+        pump.pump()
+        errors = [e for e in _frames(fake(s).getOutBuffer()) if e.message_type == "ERROR"]
+        self.assertEqual([e.payload["code"] for e in errors], ["INVALID_MESSAGE"])
+        self.assertIn("payload.entries[0]: sequence must be an integer", errors[0].payload["message"])
+        pump.flush()
+        self.assertEqual((a.links, b.links), ({}, {}))
+        [line] = self._logged("re-sync to {peer} abandoned: {reason}")
+        self.assertIn("sequence must be an integer", line["reason"])
+        self.assertEqual([e for e in self.events if "log_failure" in e], [])
+
     def test_invalidCDMFromPeer(self) -> None:
         """
         A CDM_ANNOUNCE whose CDM fails validation is logged as

@@ -14,12 +14,39 @@ from zope.interface.verify import verifyObject
 
 from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
-from suite.spacecomms.envelope import Envelope
+from suite.spacecomms.envelope import (
+    MAX_SYNC_SUMMARY_ENTRIES,
+    ROUTED_TYPES,
+    SYNC_SUMMARY_FRAME_BYTES,
+    Envelope,
+    decodeEnvelope,
+)
 from suite.spacecomms.interfaces import IPeerLink
+from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.store import MemoryStore, Record
 from tests.spacecomms.sim import SimNet, SkewedClock, stored
 
 OPEN = Policies()
+
+
+def _without(node: SpaceNode, capability: str) -> None:
+    """
+    Make C{node} behave from now on as an older version without
+    C{capability}: it does not announce it in its HELLOs, nor use it with
+    peers that do.
+    """
+    hello, capable = node.helloPayload, node.peerCapable
+
+    def olderHello(peer: str | None) -> dict[str, Any]:
+        payload = hello(peer)
+        payload["capabilities"] = [c for c in payload["capabilities"] if c != capability]
+        return payload
+
+    def olderCapable(peer: str, name: str) -> bool:
+        return name != capability and capable(peer, name)
+
+    node.helloPayload = olderHello  # type: ignore[method-assign, assignment]
+    node.peerCapable = olderCapable  # type: ignore[method-assign, assignment]
 
 
 def _mesh(net: SimNet, edges: list[tuple[str, str]], **overrides: object) -> None:
@@ -236,10 +263,14 @@ class ResyncSimulationTests(SynchronousTestCase):
         taught by the other; the next B-C re-sync left X out both ways
         (nobody re-announced what the peer had taught it) and both dropped
         it, with no session left to bring it back before anti-entropy.
+        (Nodes without the sync_summary capability: with it, nobody
+        re-announces X, which all three hold.)
         """
         net = SimNet(15)
         self.addCleanup(net.stop)
         _mesh(net, [("A", "B"), ("B", "C"), ("A", "C")], anti_entropy_interval_seconds=0)
+        for node in net.nodes.values():
+            _without(node, "sync_summary")
         net.nodes["A"].ingestCDM(sampleCDM("MUT-1"))
         net.run(1)
         net.hold()
@@ -260,8 +291,9 @@ class ResyncSimulationTests(SynchronousTestCase):
 
     def test_largeResyncInBatches(self) -> None:
         """
-        A re-sync larger than one batch goes out over several reactor turns
-        and still ends with END_OF_SYNC; losing the session mid-way stops it.
+        A re-sync larger than one batch goes out over several reactor turns,
+        once the peer's summary is in, and still ends with END_OF_SYNC;
+        losing the session mid-way stops it.
         """
         net = SimNet(12)
         self.addCleanup(net.stop)
@@ -269,10 +301,15 @@ class ResyncSimulationTests(SynchronousTestCase):
         net.addNode("B", {"A": OPEN})
         for i in range(450):
             net.nodes["A"].announceObject(f"OBJ-{i}", {"i": i})
+        net.hold()
         net.connect("A", "B")
         link = net.links[("A", "B")]
-        self.assertEqual(len(link.sent), 200)
+        self.assertEqual([e.message_type for e in link.sent], ["SYNC_SUMMARY"])
         self.assertTrue(net.nodes["A"].sends["B"].sending())
+        net.release("B", "A", "SYNC_SUMMARY")
+        self.assertEqual(len(link.sent), 201)
+        self.assertTrue(net.nodes["A"].sends["B"].sending())
+        net.releaseAll()
         net.run(1)
         self.assertEqual(link.sent[-1].message_type, "END_OF_SYNC")
         self.assertEqual(link.sent[-1].payload["count"], 450)
@@ -414,6 +451,7 @@ class LifecycleSimulationTests(SynchronousTestCase):
         net.addNode("A", {"B": OPEN}, anti_entropy_interval_seconds=0)
         net.addNode("B", {"A": Policies(rate_limit_per_second=1, rate_limit_burst=3)})
         net.connect("A", "B")
+        net.run(0.2)  # the (empty) re-sync both ways is over
         for i in range(8):
             net.nodes["A"].ingestCDM(sampleCDM(f"RL-{i}", object2=str(i)))
         net.run(0.5)
@@ -647,3 +685,208 @@ class RestoreSimulationTests(SynchronousTestCase):
         send({"restore": True, "sync": True}, ("A", "B"))
         self.assertEqual(net.state("A"), {"LOOP-1": (True, None)})
         self.assertEqual(stored(net.stores["A"], "cdm", "LOOP-1").sequence, r.sequence)
+
+
+def _entries(net: SimNet, src: str, dst: str) -> list[tuple[str, str]]:
+    """
+    The entries (message type, id) the current session from C{src} sent
+    C{dst}.
+    """
+    return sorted(
+        (e.message_type, str(e.payload.get("cdm_id") or e.payload.get("object_id")))
+        for e in net.links[(src, dst)].sent
+        if e.message_type in ROUTED_TYPES
+    )
+
+
+class SummarySimulationTests(SynchronousTestCase):
+    """
+    Re-sync with a summary (the sync_summary capability): each side tells
+    the other what it holds, and is sent only what it lacks or holds in an
+    older version.
+    """
+
+    def _line(self, seed: int) -> SimNet:
+        """
+        A - B - C; A originates ten CDMs (one withdrawn) and three object
+        states, and they reach C.  No anti-entropy.
+        """
+        net = SimNet(seed)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B"), ("B", "C")], anti_entropy_interval_seconds=0)
+        a = net.nodes["A"]
+        for i in range(10):
+            a.ingestCDM(sampleCDM(f"X-{i}", object2=str(60000 + i)))
+        for i in range(3):
+            a.announceObject(f"OBJ-{i}", {"i": i})
+        net.run(1)
+        a.withdrawCDM("X-9", "FALSE_POSITIVE")
+        net.run(1)
+        self.assertEqual(net.state("C"), net.state("A"))
+        self.assertEqual(net.state("C", "object"), net.state("A", "object"))
+        return net
+
+    def _reconnect(self, net: SimNet) -> None:
+        net.disconnect("B", "C")
+        net.connect("B", "C")
+        net.run(1)
+
+    def _same(self, net: SimNet, *names: str) -> None:
+        for kind in ("cdm", "object"):
+            for n in names[1:]:
+                self.assertEqual(net.state(n, kind), net.state(names[0], kind), (n, kind))
+
+    def test_identicalStoresSendNothing(self) -> None:
+        """
+        Peers holding the same entries re-send none of them: a summary
+        each way, then END_OF_SYNC with count 0.
+        """
+        net = self._line(31)
+        self._reconnect(net)
+        for src, dst in (("B", "C"), ("C", "B")):
+            sent = net.links[(src, dst)].sent
+            self.assertEqual(_entries(net, src, dst), [])
+            self.assertEqual(
+                [e.message_type for e in sent if e.message_type != "HEARTBEAT"],
+                ["SYNC_SUMMARY", "END_OF_SYNC"],
+            )
+            self.assertEqual(sent[0].payload["more"], False)
+            self.assertEqual(len(sent[0].payload["entries"]), 13)
+            self.assertEqual(sent[-1].payload, {"count": 0})
+        self._same(net, "A", "B", "C")
+
+    def test_peerMissingSomeIsSentExactlyThose(self) -> None:
+        """
+        A peer that lost some entries (a store restored from an older
+        backup) is sent exactly those.
+        """
+        net = self._line(32)
+        net.disconnect("B", "C")
+        for kind, key in (("cdm", "X-2"), ("cdm", "X-9"), ("object", "OBJ-1")):
+            net.stores["C"].remove(kind, key)
+        net.connect("B", "C")
+        net.run(1)
+        self.assertEqual(
+            _entries(net, "B", "C"),
+            [("CDM_ANNOUNCE", "X-2"), ("CDM_WITHDRAW", "X-9"), ("OBJECT_STATE_ANNOUNCE", "OBJ-1")],
+        )
+        self.assertEqual(_entries(net, "C", "B"), [])
+        self._same(net, "A", "B", "C")
+
+    def test_olderVersionsAreSentTheNewer(self) -> None:
+        """
+        Entries the peer holds in an older version (updated or withdrawn
+        while it was away) are sent in their newer version, each way; what
+        it holds as new or newer is not.
+        """
+        net = self._line(33)
+        net.disconnect("B", "C")
+        a = net.nodes["A"]
+        a.announceObject("OBJ-0", {"i": 100})
+        a.withdrawCDM("X-3", "ERROR")
+        a.ingestCDM(sampleCDM("X-10", object2="60010"))
+        net.nodes["C"].announceObject("OBJ-C", {"c": 1})
+        net.run(1)
+        net.connect("B", "C")
+        net.run(1)
+        self.assertEqual(
+            _entries(net, "B", "C"),
+            [("CDM_ANNOUNCE", "X-10"), ("CDM_WITHDRAW", "X-3"), ("OBJECT_STATE_ANNOUNCE", "OBJ-0")],
+        )
+        self.assertEqual(_entries(net, "C", "B"), [("OBJECT_STATE_ANNOUNCE", "OBJ-C")])
+        self.assertEqual(net.state("C")["X-3"], (False, "ERROR"))
+        self.assertEqual(stored(net.stores["C"], "object", "OBJ-0").body, {"i": 100})
+        self._same(net, "A", "B", "C")
+
+    def test_olderPeerGetsEverything(self) -> None:
+        """
+        With a peer without the capability (an older version) neither side
+        sends a summary and each re-states every entry, as before; either
+        side lacking it is enough.
+        """
+        for older in ("B", "C"):
+            net = self._line(34)
+            _without(net.nodes[older], "sync_summary")
+            self._reconnect(net)
+            for src, dst in (("B", "C"), ("C", "B")):
+                sent = net.links[(src, dst)].sent
+                self.assertNotIn("SYNC_SUMMARY", {e.message_type for e in sent})
+            self.assertEqual(len(_entries(net, "B", "C")), 13)
+            # C re-states what B taught it too (all it did not originate).
+            self.assertEqual(len(_entries(net, "C", "B")), 13)
+            self._same(net, "A", "B", "C")
+
+    def test_badSummaryClosesTheSession(self) -> None:
+        """
+        A malformed summary, or one over the cap, closes the session: the
+        peer is told why (ERROR INVALID_MESSAGE) and the line says it; no
+        traceback, and the next session re-syncs as usual.
+        """
+        for entries, reason in (
+            ([["cdm", "X-1", "A", "one", True]], "sequence must be an integer"),
+            ([["cdm", "X-1", "A", 1, True]] * (MAX_SYNC_SUMMARY_ENTRIES + 1), "at most 500000 entries"),
+        ):
+            net = self._line(35)
+            net.hold()
+            net.disconnect("B", "C")
+            net.connect("B", "C")
+            link = net.links[("B", "C")]
+            bad = Envelope(
+                "SYNC_SUMMARY", "C", {"entries": entries, "more": False}, timestamp=net.clock.seconds()
+            )
+            net.nodes["B"].envelopeReceived(link, decodeEnvelope(bad.encode()))
+            self.assertNotIn(("B", "C"), net.links)
+            [error] = [e for e in link.sent if e.message_type == "ERROR"]
+            self.assertEqual(error.payload["code"], "INVALID_MESSAGE")
+            self.assertIn(reason, error.payload["message"])
+            [line] = net.logged("re-sync to {peer} abandoned: {reason}")
+            self.assertIn(reason, line["reason"])
+            self.assertEqual([e for e in net.events if "log_failure" in e], [])
+            net.held = None
+            net.connect("B", "C")
+            net.run(1)
+            self._same(net, "A", "B", "C")
+
+    def test_summaryLostMeansEverything(self) -> None:
+        """
+        A summary that never arrives is given up after half the grace
+        time: the entries all go, within the peer's open re-sync.
+        """
+        net = self._line(36)
+        net.hold()
+        net.disconnect("B", "C")
+        net.connect("B", "C")
+        assert net.held is not None
+        net.held = [
+            (link, data)
+            for link, data in net.held
+            if decodeEnvelope(data).message_type != "SYNC_SUMMARY" or link.src != "C"
+        ]
+        net.releaseAll()
+        net.run(2.4)
+        self.assertEqual(_entries(net, "B", "C"), [])
+        net.run(0.2)
+        self.assertEqual(len(_entries(net, "B", "C")), 13)
+        self.assertTrue(net.logged("re-sync to {peer}: no complete summary"))
+        self.assertFalse(net.logged("rate limit exceeded"))
+        self._same(net, "A", "B", "C")
+
+    def test_largeSummaryInFrames(self) -> None:
+        """
+        A summary of many entries goes in several frames, none over
+        SYNC_SUMMARY_FRAME_BYTES, and still spares every entry.
+        """
+        net = SimNet(37)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B")], anti_entropy_interval_seconds=0)
+        for i in range(300):
+            net.nodes["A"].announceObject(f"OBJECT-{i:04d}-{'y' * 60}", {"i": i})
+        net.run(1)
+        net.disconnect("A", "B")
+        net.connect("A", "B")
+        net.run(1)
+        frames = [e for e in net.links[("B", "A")].sent if e.message_type == "SYNC_SUMMARY"]
+        self.assertGreater(len(frames), 3)
+        self.assertTrue(all(len(f.encode()) <= SYNC_SUMMARY_FRAME_BYTES for f in frames))
+        self.assertEqual(sum(len(f.payload["entries"]) for f in frames), 300)
+        self.assertEqual(_entries(net, "A", "B"), [])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import treq
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
@@ -14,6 +15,9 @@ from suite.pki.ca import initBundle, writeNodeCertificate
 from suite.specter.addresses import clientEndpoint
 from suite.specter.rpc import RPCClient, connectRPC
 from tests.support.process import DaemonProcess, freePort, scriptArgs
+
+#: The C{/_internal} credentials of L{RingProcess.withInternalAuth}.
+INTERNAL_AUTH = ("ops", "ring-test")
 
 
 def makeBundles(base: str, count: int) -> list[str]:
@@ -78,6 +82,13 @@ class RingProcess:
         self.proc = DaemonProcess(test, self.argv, name=name, stopTimeout=60)
         self.client: RPCClient | None = None
 
+    def withInternalAuth(self) -> RingProcess:
+        """
+        Serve C{/_internal} with L{INTERNAL_AUTH} (for L{chordStats}).
+        """
+        self.proc.env.update(INTERNAL_USER=INTERNAL_AUTH[0], INTERNAL_PASS=INTERNAL_AUTH[1])
+        return self
+
     def start(self) -> RingProcess:
         self.proc.start()
         # a ring stopping all at once has nobody to hand keys to: end it fast
@@ -100,3 +111,40 @@ class RingProcess:
     async def call(self, method: str, *args: Any) -> Any:
         client = await self.rpc()
         return await client.call(method, *args)
+
+
+async def chordStats(p: RingProcess) -> Any:
+    """
+    C{p}'s C{/_internal/chord/stats}.
+    """
+    r = await treq.get(
+        f"http://127.0.0.1:{p.httpPort}/_internal/chord/stats",
+        auth=INTERNAL_AUTH,
+        persistent=False,
+        timeout=5,
+    )
+    return await r.json()
+
+
+async def waitOneRing(ring: list[RingProcess], timeout: float = 60) -> None:
+    """
+    Wait until the processes' stats agree on one ring: every vnode serves
+    and its first successor is the next vnode of all of them, in ring order.
+    """
+
+    async def agree() -> bool:
+        everyone = [await chordStats(p) for p in ring]
+        vnodes = sorted(
+            ((int(v["id"], 16), f"{s['addr']}#{v['index']}") for s in everyone for v in s["vnodes"]),
+        )
+        nextOf = {vnodes[i][1]: vnodes[(i + 1) % len(vnodes)] for i in range(len(vnodes))}
+        for s in everyone:
+            for v in s["vnodes"]:
+                if not v["serving"] or not v["successors"]:
+                    return False
+                want = nextOf[f"{s['addr']}#{v['index']}"]
+                if v["successors"][0] != f"{want[1]}@{want[0]:016x}":
+                    return False
+        return True
+
+    await ring[0].proc.waitFor(agree, "one ring agreed by every process", timeout=timeout, interval=0.5)

@@ -18,7 +18,7 @@ import treq
 from twisted.trial.unittest import TestCase
 
 from suite.specter.chord.errors import RemoteError
-from tests.specter.ring import RingProcess, makeBundles
+from tests.specter.ring import RingProcess, makeBundles, waitOneRing
 from tests.support.process import scriptArgs, sleep
 
 KEYS = 200
@@ -35,19 +35,20 @@ class ThreeProcessRingTests(TestCase):
         base = self.mktemp()
         os.makedirs(base)
         certs = makeBundles(base, 3)
-        seed = RingProcess(self, base, "p0", certs[0], *extra).start()
+        seed = RingProcess(self, base, "p0", certs[0], *extra).withInternalAuth().start()
         await seed.ready()
         others = [
-            RingProcess(self, base, f"p{i}", certs[i], "--join", seed.addr, *extra).start() for i in (1, 2)
+            RingProcess(self, base, f"p{i}", certs[i], "--join", seed.addr, *extra).withInternalAuth().start()
+            for i in (1, 2)
         ]
         for p in others:
             await p.ready()
         ring = [seed, *others]
-        await self.settle(ring)
+        # Ready is per process; keys are written once all three agree on
+        # one ring (every vnode's successor in place), however long the
+        # joins take to stabilise on a busy machine.
+        await waitOneRing(ring)
         return ring
-
-    async def settle(self, ring: list[RingProcess], seconds: float = 2.0) -> None:
-        await sleep(seconds)
 
     async def writeKeys(self, proc: RingProcess) -> dict[bytes, bytes]:
         keys = {b"key-%d" % i: b"value-%d" % i for i in range(KEYS)}

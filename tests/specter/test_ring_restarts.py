@@ -15,9 +15,7 @@ import treq
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.trial.unittest import TestCase
 
-from tests.specter.ring import RingProcess, makeBundles
-
-AUTH = ("ops", "ring-test")
+from tests.specter.ring import RingProcess, chordStats, makeBundles, waitOneRing
 
 
 class RestartTests(TestCase):
@@ -44,9 +42,7 @@ class RestartTests(TestCase):
         return ring
 
     def process(self, base: str, name: str, cert: str, *extra: str) -> RingProcess:
-        p = RingProcess(self, base, name, cert, "--replicas", "2", *extra)
-        p.proc.env.update(INTERNAL_USER=AUTH[0], INTERNAL_PASS=AUTH[1])
-        return p
+        return RingProcess(self, base, name, cert, "--replicas", "2", *extra).withInternalAuth()
 
     async def restart(self, p: RingProcess) -> None:
         """
@@ -64,33 +60,10 @@ class RestartTests(TestCase):
             keys[k] = v
 
     async def stats(self, p: RingProcess) -> Any:
-        r = await treq.get(
-            f"http://127.0.0.1:{p.httpPort}/_internal/chord/stats", auth=AUTH, persistent=False, timeout=5
-        )
-        return await r.json()
+        return await chordStats(p)
 
     async def oneRing(self, ring: list[RingProcess], timeout: float = 60) -> None:
-        """
-        Wait until the processes' stats agree on one ring: every vnode's
-        first successor is the next vnode of all of them, in ring order.
-        """
-
-        async def agree() -> bool:
-            everyone = [await self.stats(p) for p in ring]
-            vnodes = sorted(
-                ((int(v["id"], 16), f"{s['addr']}#{v['index']}") for s in everyone for v in s["vnodes"]),
-            )
-            nextOf = {vnodes[i][1]: vnodes[(i + 1) % len(vnodes)] for i in range(len(vnodes))}
-            for s in everyone:
-                for v in s["vnodes"]:
-                    if not v["serving"] or not v["successors"]:
-                        return False
-                    want = nextOf[f"{s['addr']}#{v['index']}"]
-                    if v["successors"][0] != f"{want[1]}@{want[0]:016x}":
-                        return False
-            return True
-
-        await ring[0].proc.waitFor(agree, "one ring agreed by every process", timeout=timeout, interval=0.5)
+        await waitOneRing(ring, timeout)
 
     async def allReadable(
         self, ring: list[RingProcess], keys: dict[bytes, bytes | None], settle: float = 0

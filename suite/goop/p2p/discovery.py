@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from suite.goop.identity import Identity
 from suite.goop.limits import MAX_PEER_NAME
@@ -147,6 +148,10 @@ class HubClient:
         #: joined, or overwrite newer details).
         self._eventsSeen = 0
         self._touched: dict[str, int] = {}
+        #: Requests started on their own (heartbeats, the publish and list
+        #: read on a stream's answer): stop() cancels those still running,
+        #: so none is left behind (or retried by the agent) after it.
+        self._running: set[Deferred[None]] = set()
         # The full list is read on start, on every event-stream (re)connect and
         # every few minutes; in between, SSE events keep the directory current.
         self.refreshEvery = max(1, int(300 // max(heartbeat, 1)))
@@ -224,11 +229,26 @@ class HubClient:
             if self.beats == 1 or self.beats % self.refreshEvery == 0:
                 await self._refresh()
 
-        d = Deferred.fromCoroutine(beat())
+        d = self._track(Deferred.fromCoroutine(beat()))
         d.addErrback(
             lambda f: log.info("rendezvous {url} unreachable: {err}", url=self.url, err=f.getErrorMessage())
         )
         return d
+
+    def _track(self, d: Deferred[None]) -> Deferred[None]:
+        """
+        Keep C{d} among the running requests until it ends; a cancel by
+        L{stop} ends it quietly.
+        """
+        self._running.add(d)
+
+        def ended(result: Any) -> Any:
+            self._running.discard(d)
+            if isinstance(result, Failure) and result.check(CancelledError):
+                return None
+            return result
+
+        return d.addBoth(ended)
 
     def _readStream(self, opened: Callable[[], None]) -> Deferred[None]:
         """
@@ -268,9 +288,9 @@ class HubClient:
         peer.
         """
         if again:
-            republish = Deferred.fromCoroutine(self._publish())
+            republish = self._track(Deferred.fromCoroutine(self._publish()))
             republish.addErrback(lambda f: log.info("republish failed: {err}", err=f.getErrorMessage()))
-        refresh = Deferred.fromCoroutine(self._refresh())
+        refresh = self._track(Deferred.fromCoroutine(self._refresh()))
         refresh.addErrback(lambda f: log.info("peer list refresh failed: {err}", err=f.getErrorMessage()))
 
     def _frame(self, frame: str) -> None:
@@ -301,6 +321,8 @@ class HubClient:
         if self._loop.running:
             self._loop.stop()
         self._follow.stop()
+        for running in list(self._running):
+            running.cancel()
         d = Deferred.fromCoroutine(self._publish("offline"))
         d.addTimeout(2, self.reactor)
         d.addErrback(lambda f: None)
