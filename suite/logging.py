@@ -186,8 +186,10 @@ _SECRET_NAMES: dict[str, bool] = {}
 _SECRET_NAMES_MAX = 4096
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr)
 _RESERVED = frozenset(("time", "level", "logger", "msg", "error", "traceback"))
-#: The whole-second part of the last time stamp: (second, text).
-_lastSecond: list[Any] = [None, ""]
+#: The whole-second part of the last time stamp, (second, text), replaced
+#: as one tuple so that lines logged from threads never pair one second's
+#: number with another's text.
+_lastSecond: list[tuple[int, str]] = [(-1, "")]
 _formatter = Formatter()
 
 
@@ -286,11 +288,12 @@ def _redactedFields(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def _stamp(when: float) -> str:
     second = int(when)
-    last = _lastSecond
-    if last[0] != second or when < 0:
-        last[0] = second
-        last[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
-    return f"{last[1]}.{int((when % 1) * 1000):03d}Z"
+    cached = _lastSecond[0]
+    if cached[0] != second or when < 0:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)))
+        if when >= 0:  # before 1970, int() and gmtime() round apart
+            _lastSecond[0] = cached
+    return f"{cached[1]}.{int((when % 1) * 1000):03d}Z"
 
 
 def formatJSON(event: Mapping[str, Any]) -> str:

@@ -417,6 +417,8 @@ class FastPathTests(SynchronousTestCase):
             },
             {"log_format": "step failed {n}", "n": 1, "log_failure": failure, "log_level": LogLevel.critical},
             {"log_format": "negative time", "log_time": -1.5},
+            {"log_format": "just before 1970", "log_time": -0.5},
+            {"log_format": "just after 1970", "log_time": 0.25},
         ]
         return [{**base, **case} for case in cases]
 
