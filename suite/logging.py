@@ -18,6 +18,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping
+from string import Formatter
 from typing import IO, Any
 
 from constantly import NamedConstant
@@ -175,10 +176,171 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+#: Parsed log formats: the format string -> its (literal, field name,
+#: conversion, spec) parts, or None when a part needs Twisted's formatter
+#: (attribute or index access, calls, nested specs, positional fields).
+_FORMATS: dict[str, tuple[tuple[str, str | None, str | None, str], ...] | None] = {}
+_FORMATS_MAX = 1024
+#: Field name -> whether it names a secret.
+_SECRET_NAMES: dict[str, bool] = {}
+_SECRET_NAMES_MAX = 4096
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr)
+_RESERVED = frozenset(("time", "level", "logger", "msg", "error", "traceback"))
+#: The whole-second part of the last time stamp, (second, text), replaced
+#: as one tuple so that lines logged from threads never pair one second's
+#: number with another's text.
+_lastSecond: list[tuple[int, str]] = [(-1, "")]
+_formatter = Formatter()
+
+
+def _secretName(name: str) -> bool:
+    known = _SECRET_NAMES.get(name)
+    if known is None:
+        known = _isSecretName(name)
+        if len(_SECRET_NAMES) >= _SECRET_NAMES_MAX:
+            _SECRET_NAMES.clear()
+        _SECRET_NAMES[name] = known
+    return known
+
+
+def _parsedFormat(fmt: str) -> tuple[tuple[str, str | None, str | None, str], ...] | None:
+    try:
+        return _FORMATS[fmt]
+    except KeyError:
+        pass
+    parts: tuple[tuple[str, str | None, str | None, str], ...] | None
+    try:
+        parsed = tuple(_formatter.parse(fmt))
+    except ValueError:
+        parts = None
+    else:
+        simple = all(
+            name is None
+            or (name.isidentifier() and conversion in (None, "s", "r", "a") and "{" not in (spec or ""))
+            for _, name, spec, conversion in parsed
+        )
+        parts = (
+            tuple((literal, name, conversion, spec or "") for literal, name, spec, conversion in parsed)
+            if simple
+            else None
+        )
+    if len(_FORMATS) >= _FORMATS_MAX:
+        _FORMATS.clear()
+    _FORMATS[fmt] = parts
+    return parts
+
+
+def _message(event: Mapping[str, Any], fields: Mapping[str, Any]) -> str:
+    """
+    The formatted message of C{event}, its non-C{log_} fields taken from
+    C{fields} (redacted): what L{formatEvent} gives on the redacted event,
+    without re-parsing the format for every event.
+    """
+    fmt = event.get("log_format")
+    if type(fmt) is str and "log_flattened" not in event:
+        parts = _parsedFormat(fmt)
+        if parts is not None:
+            out = []
+            try:
+                for literal, name, conversion, spec in parts:
+                    out.append(literal)
+                    if name is None:
+                        continue
+                    value = event[name] if name.startswith("log_") else fields[name]
+                    if conversion is not None:
+                        value = (
+                            str(value)
+                            if conversion == "s"
+                            else repr(value)
+                            if conversion == "r"
+                            else ascii(value)
+                        )
+                    out.append(format(value, spec))
+            except Exception:
+                pass
+            else:
+                return "".join(out)
+    whole = dict(event)
+    whole.update(fields)
+    return formatEvent(whole)
+
+
+def _redactedFields(event: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The non-C{log_} fields of C{event}, redacted as L{redactEvent} does.
+    """
+    fields: dict[str, Any] = {}
+    for k, v in event.items():
+        if k.startswith("log_"):
+            continue
+        if _secretName(k):
+            fields[k] = REDACTED
+            continue
+        t = type(v)
+        if t is str:
+            fields[k] = _URL_PASSWORD.sub(r"\1***@", v) if "://" in v else v
+        elif t is int or t is float or t is bool or v is None:
+            fields[k] = v
+        else:
+            fields[k] = _redactValue(v)
+    return fields
+
+
+def _stamp(when: float) -> str:
+    second = int(when)
+    cached = _lastSecond[0]
+    if cached[0] != second or when < 0:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)))
+        if when >= 0:  # before 1970, int() and gmtime() round apart
+            _lastSecond[0] = cached
+    return f"{cached[1]}.{int((when % 1) * 1000):03d}Z"
+
+
 def formatJSON(event: Mapping[str, Any]) -> str:
     """
     One JSON object per line: time, level, logger, msg, then the event's own
     named fields (redacted) and the error traceback if any.
+
+    One pass over the event: field names are checked for secrets once per
+    name, each format string is parsed once, the time stamp's seconds are
+    formatted once per second, one encoder serves every line; the output is
+    that of L{_formatJSONGeneral}.
+    """
+    fields = _redactedFields(event)
+    level = event.get("log_level")
+    when = event.get("log_time") or time.time()
+    msg = _message(event, fields)
+    record: dict[str, Any] = {
+        "time": _stamp(when),
+        "level": getattr(level, "name", "info"),
+        "logger": event.get("log_namespace", "-"),
+        "msg": _URL_PASSWORD.sub(r"\1***@", msg) if "://" in msg else msg,
+    }
+    for k, v in fields.items():
+        if k in _SKIP_FIELDS:
+            continue
+        # Never let a field overwrite time/level/logger/msg/error.
+        key = k if k not in record and k not in _RESERVED else f"{k}_"
+        t = type(v)
+        if t is str or t is int or t is bool or v is None:
+            record[key] = v
+        else:
+            record[key] = _jsonable(v)
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            record["error"] = failure.getErrorMessage()
+            record["traceback"] = failure.getTraceback()
+        except Exception:  # inside a log observer: never raise
+            record["error"] = repr(failure)
+    return _ENCODER.encode(record) + "\n"
+
+
+def _formatJSONGeneral(event: Mapping[str, Any]) -> str:
+    """
+    L{formatJSON} the general way: a redacted copy of the whole event,
+    Twisted's formatter, a new encoder.  The reference the fast path is
+    tested against.
     """
     event = redactEvent(event)
     level = event.get("log_level")

@@ -338,3 +338,140 @@ class ObserverTests(SynchronousTestCase, _SettingsMixin):
         self.assertIs(parseLevel("critical"), LogLevel.critical)
         e = self.assertRaises(ValueError, parseLevel, "loud")
         self.assertIn("'loud'", str(e))
+
+
+class _Point:
+    x = 3
+
+    def __repr__(self) -> str:
+        return "<Point 3>"
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    L{suite.logging.formatJSON} (parsed formats cached, one pass over the
+    event) writes exactly what the general path L{_formatJSONGeneral}
+    (Twisted's formatter on a redacted copy) writes.
+    """
+
+    def events(self) -> list[dict[str, Any]]:
+        try:
+            raise ValueError("broken ünïcode thing")
+        except ValueError:
+            from twisted.python.failure import Failure
+
+            failure = Failure()
+        base = {"log_level": LogLevel.info, "log_namespace": "suite.test", "log_time": 1765000000.25}
+        cases: list[dict[str, Any]] = [
+            {
+                "log_format": "routing decision: accepted {message_type} {message_id} from {peer}; {forwarding}",
+                "message_type": "cdm_announce",
+                "message_id": "a3f1",
+                "peer": "node-a",
+                "forwarding": "forwarded to node-c",
+                "node": "node-b",
+            },
+            {"log_format": "ünïcode {name} → {value}", "name": "Ŝatelito", "value": "日本", "n": 1.5},
+            {"log_format": "spec {n:>6.2f} {n!r} {s!s} {s!a} {{braces}}", "n": 2.0, "s": "ä"},
+            {
+                "log_format": "nested {cfg} {items}",
+                "cfg": {"token": "t0p", "deep": {"password": "p"}},
+                "items": [1, ("a", b"\xff")],
+            },
+            {"log_format": "url {u}", "u": "https://user:pw@example.org/x", "plain": "https://user:pw@h/"},
+            {
+                "log_format": "secret {credential} {authToken}",
+                "credential": Secret("hunter2"),
+                "authToken": "abc",
+            },
+            {"log_format": "missing {nothere}", "x": 1},
+            {
+                "log_format": "attr {p.x} idx {l[0]} call {f()}",
+                "p": _Point(),
+                "l": [9],
+                "f": lambda: "called",
+            },
+            {"log_format": "positional {} {0}", "a": 1},
+            {"log_format": "bad {unclosed", "a": 1},
+            {"log_format": "bad spec {n:zz}", "n": 1},
+            {"log_format": "conv {n!x}", "n": 1},
+            {"log_format": "ns {log_namespace} {system}", "system": "-", "isError": 0, "format": "legacy"},
+            {"log_format": None, "message": ("legacy",)},
+            {"log_format": b"bytes {n}", "n": 1},
+            {
+                "log_format": "odd {nan} {obj}",
+                "nan": float("nan"),
+                "obj": _Point(),
+                "raw": b"\xffab",
+                "t": True,
+                "z": None,
+            },
+            {
+                "log_format": "reserved",
+                "msg": "m",
+                "msg_": "m2",
+                "logger": "l",
+                "error": "e",
+                "traceback": "tb",
+                "time": 1,
+            },
+            {"log_format": "step failed {n}", "n": 1, "log_failure": failure, "log_level": LogLevel.critical},
+            {"log_format": "negative time", "log_time": -1.5},
+            {"log_format": "just before 1970", "log_time": -0.5},
+            {"log_format": "just after 1970", "log_time": 0.25},
+        ]
+        return [{**base, **case} for case in cases]
+
+    def test_sameAsGeneralPath(self) -> None:
+        """
+        Representative events (non-ASCII, format specs and conversions,
+        nested and secret fields, unformattable formats, failures, reserved
+        names) give byte-identical lines, twice (the second from the caches).
+        """
+        from suite.logging import _formatJSONGeneral, formatJSON
+
+        for _ in range(2):
+            for event in self.events():
+                self.assertEqual(formatJSON(event), _formatJSONGeneral(event), event.get("log_format"))
+
+    def test_simpleFormatsSkipTwistedFormatter(self) -> None:
+        """
+        Formats of plain named fields are rendered from the parsed cache,
+        without Twisted's formatter; the others still use it.
+        """
+        calls: list[object] = []
+        from twisted.logger import formatEvent as general
+
+        def counting(event: Any) -> str:
+            calls.append(event)
+            return general(event)
+
+        self.patch(suitelogging, "formatEvent", counting)
+        line = suitelogging.formatJSON({"log_format": "a {x!r} {y:>3}", "x": "é", "y": 7, "log_time": 1.0})
+        self.assertEqual(json.loads(line)["msg"], "a 'é'   7")
+        self.assertEqual(calls, [])
+        suitelogging.formatJSON({"log_format": "a {p.x}", "p": _Point(), "log_time": 1.0})
+        self.assertEqual(len(calls), 1)
+
+    def test_formatCacheBounded(self) -> None:
+        """
+        The cache of parsed formats stays bounded when formats are built
+        from data.
+        """
+        for i in range(suitelogging._FORMATS_MAX + 10):
+            suitelogging.formatJSON({"log_format": f"n{i} {{v}}", "v": i, "log_time": 1.0})
+        self.assertLessEqual(len(suitelogging._FORMATS), suitelogging._FORMATS_MAX)
+
+    def test_sameSecondStamp(self) -> None:
+        """
+        Time stamps in the same second share the cached seconds but keep
+        their own milliseconds; a new second is formatted anew.
+        """
+        lines = [
+            json.loads(suitelogging.formatJSON({"log_format": "t", "log_time": t}))
+            for t in (10.25, 10.75, 11.5)
+        ]
+        self.assertEqual(
+            [r["time"] for r in lines],
+            ["1970-01-01T00:00:10.250Z", "1970-01-01T00:00:10.750Z", "1970-01-01T00:00:11.500Z"],
+        )

@@ -277,6 +277,13 @@ class TokenChecker:
             return fail(UnauthorizedLogin("unknown or missing bearer token"))
         return succeed(name)
 
+    def avatarIdNow(self, credentials: Any) -> str | None:
+        """
+        Synchronous L{requestAvatarId} for the accepting case: the token's
+        name, or C{None} (then L{requestAvatarId} gives the refusal).
+        """
+        return self.check(IBearerToken(credentials).token)
+
     def principalFor(self, avatarId: str) -> IPrincipal:
         principal = self._principals.get(avatarId)
         if principal is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
@@ -132,6 +133,36 @@ class Authenticator:
             return d.addCallback(lambda result: IPrincipal(result[1]))
         return Deferred.fromCoroutine(self._tryCheckers(credentials))
 
+    def authenticateNow(self, credentials: ICredentials) -> IPrincipal | None:
+        """
+        The principal when the first checker for C{credentials} accepts them
+        synchronously (it has an C{avatarIdNow}, as
+        L{suite.cred.tokens.TokenChecker} does), without a Deferred; C{None}
+        when L{authenticate} must decide (a portal, a checker without
+        C{avatarIdNow}, or a refusal, which that path reports).
+        """
+        if self._portal is not None:
+            return None
+        for checker in self._checkers:
+            if not any(i.providedBy(credentials) for i in checker.credentialInterfaces):
+                continue
+            now = getattr(checker, "avatarIdNow", None)
+            if now is None:
+                return None
+            avatarId = now(credentials)
+            if avatarId is None:
+                return None
+            return self._principal(checker, avatarId)
+        return None
+
+    def _principal(self, checker: ICredentialsChecker, avatarId: Any) -> IPrincipal:
+        if isinstance(avatarId, bytes):
+            avatarId = avatarId.decode("utf-8", "replace")
+        source = IPrincipalSource(checker, None)
+        if source is not None:
+            return source.principalFor(avatarId)
+        return Principal(str(avatarId), self._default)
+
     async def _tryCheckers(self, credentials: ICredentials) -> IPrincipal:
         unavailable: Failure | None = None
         refused: Failure | None = None
@@ -147,12 +178,7 @@ class Authenticator:
             except LoginFailed:
                 refused = Failure()
                 continue
-            if isinstance(avatarId, bytes):
-                avatarId = avatarId.decode("utf-8", "replace")
-            source = IPrincipalSource(checker, None)
-            if source is not None:
-                return source.principalFor(avatarId)
-            return Principal(str(avatarId), self._default)
+            return self._principal(checker, avatarId)
         if unavailable is not None:
             unavailable.raiseException()
         if refused is not None:
@@ -231,6 +257,11 @@ class _Guard:
         if credentials is None:
             presented = request.getHeader(b"authorization") is not None
             return self._refuse(request, 401, reason, name, publicReason=reason, presented=presented)
+        # Fast path: a checker that accepts synchronously (API tokens) needs
+        # no Deferred; refusals and other checkers take the general path.
+        principal = self._authenticator.authenticateNow(credentials)
+        if principal is not None:
+            return self._authenticated(principal, request)
         d: Deferred[Any] = self._authenticator.authenticate(credentials)
         d.addCallbacks(
             self._authenticated,
@@ -378,6 +409,10 @@ class _BasicGuard(_Guard):
         return UsernamePassword(user, password), "", name
 
 
+#: Whitespace as C{str.isspace} sees it (the same Unicode property).
+_SPACE = re.compile(r"\s")
+
+
 class _BearerGuard(_Guard):
     def _credentials(self, request: IRequest) -> tuple[ICredentials | None, str, str | None]:
         auth = _authorization(request)
@@ -386,7 +421,7 @@ class _BearerGuard(_Guard):
         scheme, value = auth
         if scheme != "bearer":
             return None, "expected a Bearer token", None
-        if not value or len(value) > MAX_TOKEN_LENGTH or any(c.isspace() for c in value):
+        if not value or len(value) > MAX_TOKEN_LENGTH or _SPACE.search(value) is not None:
             return None, "malformed bearer token", None
         return BearerToken(value), "", None
 

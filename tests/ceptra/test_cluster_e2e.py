@@ -319,7 +319,8 @@ class ClusterTests(TestCase):
         [copy] = await nodes["b"].waitFor(retired, "b's p2 data to be retired", timeout=10, interval=0.1)
         self.assertTrue(copy.startswith("p2-2-"), copy)
         self.assertFalse(os.path.exists(os.path.join(dataB, "snapshots", "p2")))
-        self.assertIn("partition p2 replica retired; data moved to", nodes["b"].output())
+        # the line is logged once the move is done; it may still be in the pipe
+        await nodes["b"].waitForLog("partition p2 replica retired; data moved to", timeout=10)
         # Reported as retired (not as a partition that failed to start) until deleted.
         _, onB = await getJSON("b", "/partitions")
         self.assertNotIn("p2", onB["partitions"])

@@ -195,12 +195,58 @@ class BearerTests(WrapperTestsMixin, SynchronousTestCase):
         root = requireBearer(Protected(), tokens(), None)
         self.assertEqual(self.render(root, request([], b"Bearer " + READ_TOKEN.encode()))[0], 200)
 
+    def test_synchronousAccept(self) -> None:
+        """
+        A token checker that accepts answers without a Deferred: the
+        wrapped resource itself comes back from traversal, with the
+        principal set; wrong, forbidden and unicode-space tokens still go
+        their ways.
+        """
+        guard = requireBearer(Protected(), tokens(), WRITE)
+        req = request([b"api"], b"Bearer " + ADMIN_TOKEN.encode())
+        req.prepath = [b"api"]
+        req.postpath = []
+        self.assertIsInstance(guard.getChildWithDefault(b"api", req), Protected)
+        principal = principalOf(req)  # type: ignore[arg-type]
+        assert principal is not None
+        self.assertEqual(principal.name, "admin")
+        for header, code in [
+            (b"Bearer not-the-token-xyz", 401),
+            (b"Bearer " + READ_TOKEN.encode(), 403),
+            (b"Bearer " + ADMIN_TOKEN.encode() + b"\xa0x", 401),
+        ]:
+            self.assertEqual(self.render(self.root, request([b"api"], header))[0], code, header)
+
+    def test_authenticateNow(self) -> None:
+        """
+        L{web.Authenticator.authenticateNow} gives the principal of a
+        synchronous acceptance and C{None} where the general path decides:
+        refusals, checkers without C{avatarIdNow}, portals, credentials no
+        checker takes.
+        """
+        from suite.cred.tokens import BearerToken
+
+        auth = web.Authenticator(tokens())
+        self.assertEqual(auth.authenticateNow(BearerToken(ADMIN_TOKEN)).name, "admin")  # type: ignore[union-attr]
+        self.assertIsNone(auth.authenticateNow(BearerToken("nope-not-a-token")))
+        self.assertIsNone(web.Authenticator([FixedChecker("alice")]).authenticateNow(_userPassword()))
+        realm = PrincipalRealm(tokens())
+        portal = Portal(realm, [tokens()])
+        self.assertIsNone(web.Authenticator(portal).authenticateNow(BearerToken(ADMIN_TOKEN)))
+        self.assertIsNone(auth.authenticateNow(_userPassword()))
+
     def test_putChildRefused(self) -> None:
         """
         Children go on the wrapped resource, not the wrapper.
         """
         guard = requireBearer(Protected(), tokens())
         self.assertRaises(NotImplementedError, guard.putChild, b"x", Resource())
+
+
+def _userPassword() -> Any:
+    from twisted.cred.credentials import UsernamePassword
+
+    return UsernamePassword(b"alice", b"pw")
 
 
 @implementer(ICredentialsChecker)

@@ -1,0 +1,134 @@
+"""
+CPU per call of two per-CDM costs outside the protocol work, each against
+its general path, alternated in one process (about 20 s):
+
+- log: one C{routing decision} line through L{twisted.logger.Logger}, the
+  suite's level filter and a file observer, written by the one-pass
+  L{suite.logging.formatJSON} and by the general path
+  (C{_formatJSONGeneral}: Twisted's formatter on a redacted copy).
+- guard: the bearer guard's traversal step for C{POST /cdms} with a valid
+  token, accepted synchronously (the token checker's C{avatarIdNow}) and
+  through the general Deferred path (the same checker without it).
+
+Last line: key=value figures (best round, microseconds of CPU per call).
+Usage: bench/spacecomms_hotpaths.py [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.internet.defer import Deferred
+from twisted.logger import FileLogObserver, Logger, LogPublisher
+from twisted.web.resource import Resource
+from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
+
+from suite import logging as suitelogging
+from suite.cred.interfaces import IBearerToken, IPrincipal, IPrincipalSource
+from suite.cred.tokens import READ, WRITE, TokenChecker
+from suite.cred.web import requireBearer
+from suite.spacecomms.api import _rule
+
+TOKEN = "s3cret-token-value-0123456789"
+
+
+def logLine(formatter: Callable[[Any], str]) -> Callable[[int], None]:
+    stream = io.StringIO()
+    log = Logger(
+        observer=LogPublisher(suitelogging.filtered(FileLogObserver(stream, formatter), "info")),
+        namespace="suite.spacecomms.inbound",
+    )
+
+    def run(n: int) -> None:
+        for i in range(n):
+            log.info(
+                "routing decision: accepted {message_type} {message_id} from {peer} for {kind} {key}"
+                " (origin {origin}); {forwarding}",
+                message_type="CDM_ANNOUNCE",
+                message_id=f"a3f1c2d4-5e6f-7081-92a3-{i:012d}",
+                node="node-b",
+                peer="node-a",
+                kind="cdm",
+                key=f"CDM-{i}",
+                origin="node-a",
+                forwarding="forwarded to node-c",
+            )
+        stream.seek(0)
+        stream.truncate()
+
+    return run
+
+
+@implementer(ICredentialsChecker, IPrincipalSource)
+class _GeneralOnly:
+    """
+    The token checker without its synchronous answer.
+    """
+
+    credentialInterfaces = (IBearerToken,)
+
+    def __init__(self, checker: TokenChecker) -> None:
+        self._checker = checker
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        return self._checker.requestAvatarId(credentials)
+
+    def principalFor(self, avatarId: str) -> IPrincipal:
+        return self._checker.principalFor(avatarId)
+
+
+class _Leaf(Resource):
+    isLeaf = True
+
+
+def guard(general: bool) -> Callable[[int], None]:
+    checker = TokenChecker({"op": (TOKEN, [READ, WRITE])})
+    wrapped = requireBearer(_Leaf(), _GeneralOnly(checker) if general else checker, _rule(WRITE))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            request = DummyRequest([b"cdms"])
+            request.method = b"POST"
+            request.requestHeaders.setRawHeaders(b"authorization", [b"Bearer " + TOKEN.encode()])
+            request.prepath = [b"cdms"]
+            request.postpath = []
+            if not isinstance(wrapped.getChildWithDefault(b"cdms", request), _Leaf):
+                raise SystemExit("the guard refused a valid token")
+
+    return run
+
+
+def perCall(run: Callable[[int], None], n: int) -> float:
+    start = time.process_time()
+    run(n)
+    return (time.process_time() - start) / n * 1e6
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    cases = {
+        "log_general": (logLine(suitelogging._formatJSONGeneral), 20000),
+        "log_onepass": (logLine(suitelogging.formatJSON), 20000),
+        "guard_general": (guard(True), 20000),
+        "guard_sync": (guard(False), 20000),
+    }
+    best: dict[str, float] = {}
+    for r in range(rounds):
+        figures = {name: perCall(run, n) for name, (run, n) in cases.items()}
+        for name, us in figures.items():
+            best[name] = min(best.get(name, us), us)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.1f} us" for k, v in figures.items()))
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(" ".join(f"{k}_us={v:.1f}" for k, v in best.items()))
+
+
+if __name__ == "__main__":
+    main()
