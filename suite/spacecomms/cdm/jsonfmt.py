@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from suite.spacecomms.cdm import fields as F
-from suite.spacecomms.cdm.model import CDM, MAX_TEXT, CDMError, Segment, convert
+from suite.spacecomms.cdm.model import CDM, MAX_TEXT, CDMError, Segment, convert, epochValid
 
 __all__ = ["parseJSON", "writeJSON", "toDict", "fromDict", "MAX_JSON_BYTES"]
 
@@ -33,7 +33,14 @@ def _plain(text: str) -> bool:
     return 0 < len(text) <= MAX_TEXT and text.isprintable() and text[0] != " " and text[-1] != " "
 
 
-def _section(obj: Any, name: str, table: dict[str, F.Field], prefix: str) -> tuple[dict[str, Any], list[str]]:
+def _sectionGeneral(
+    obj: Any, name: str, table: dict[str, F.Field], prefix: str
+) -> tuple[dict[str, Any], list[str]]:
+    """
+    One section, keyword by keyword through L{convert}: the reference the
+    fast pass (L{_section}) must agree with, and the path that names the
+    first keyword at fault.
+    """
     if not isinstance(obj, dict):
         raise CDMError(name, "must be an object")
     values: dict[str, Any] = {}
@@ -57,6 +64,69 @@ def _section(obj: Any, name: str, table: dict[str, F.Field], prefix: str) -> tup
     return values, comments
 
 
+class _Kind:
+    """
+    A keyword kind the fast pass tests by identity.
+    """
+
+
+# Per keyword, what the fast pass accepts unchanged: a kind marker, or for
+# an enumeration the set of its canonical values.
+_FLOAT, _STR, _EPOCH, _INT = _Kind(), _Kind(), _Kind(), _Kind()
+_KINDS = {"float": _FLOAT, "str": _STR, "epoch": _EPOCH, "int": _INT}
+_Accepts = _Kind | frozenset[str]
+
+
+def _accepts(table: dict[str, F.Field]) -> dict[str, _Accepts]:
+    return {n: frozenset(f.enum) if f.kind == "enum" else _KINDS[f.kind] for n, f in table.items()}
+
+
+_HEADER_ACCEPTS = _accepts(F.HEADER_BY_NAME)
+_RELATIVE_ACCEPTS = _accepts(F.RELATIVE_BY_NAME)
+_METADATA_ACCEPTS = _accepts(F.METADATA_BY_NAME)
+_DATA_ACCEPTS = _accepts(F.DATA_BY_NAME)
+
+
+def _fastSection(obj: dict[str, Any], accepts: dict[str, _Accepts]) -> bool:
+    """
+    True when every member of C{obj} is a value L{_sectionGeneral} keeps
+    exactly as it is (finite floats, plain text, canonical enumerations,
+    valid epochs, non-negative integers, a list of comment strings); False
+    sends the section down the general path, which names the fault.
+    """
+    for key, raw in obj.items():
+        t = type(raw)
+        k = accepts.get(key)
+        if t is float:
+            if k is _FLOAT and raw - raw == 0.0:
+                continue
+            return False
+        if t is str:
+            if not (0 < len(raw) <= MAX_TEXT and raw.isprintable() and raw[0] != " " and raw[-1] != " "):
+                return False
+            if k is _STR or (k is _EPOCH and epochValid(raw)) or (type(k) is frozenset and raw in k):
+                continue
+            return False
+        if t is int:
+            if k is _INT and raw >= 0:
+                continue
+            return False
+        if key == "COMMENT" and t is list and all(type(c) is str for c in raw):
+            continue
+        return False
+    return True
+
+
+def _section(
+    obj: Any, name: str, table: dict[str, F.Field], accepts: dict[str, _Accepts], prefix: str
+) -> tuple[dict[str, Any], list[str]]:
+    if type(obj) is dict and _fastSection(obj, accepts):
+        values = dict(obj)
+        comments = values.pop("COMMENT", None)
+        return values, list(comments) if comments is not None else []
+    return _sectionGeneral(obj, name, table, prefix)
+
+
 def fromDict(doc: Any) -> CDM:
     """
     Build an L{CDM} from the JSON object model.
@@ -70,9 +140,11 @@ def fromDict(doc: Any) -> CDM:
     if not isinstance(version, str):
         raise CDMError(F.VERSION_KEY, "missing or not a string")
     cdm = CDM(version=version)
-    cdm.header, cdm.headerComments = _section(doc.get("header"), "header", F.HEADER_BY_NAME, "")
+    cdm.header, cdm.headerComments = _section(
+        doc.get("header"), "header", F.HEADER_BY_NAME, _HEADER_ACCEPTS, ""
+    )
     cdm.relative, cdm.relativeComments = _section(
-        doc.get("relative_metadata_data"), "relative_metadata_data", F.RELATIVE_BY_NAME, ""
+        doc.get("relative_metadata_data"), "relative_metadata_data", F.RELATIVE_BY_NAME, _RELATIVE_ACCEPTS, ""
     )
     segs = doc.get("segments")
     if not isinstance(segs, list):
@@ -85,9 +157,11 @@ def fromDict(doc: Any) -> CDM:
             raise CDMError(prefix + "segment", "each segment is an object with metadata and data")
         seg = Segment()
         seg.metadata, seg.metadataComments = _section(
-            s["metadata"], prefix + "metadata", F.METADATA_BY_NAME, prefix
+            s["metadata"], prefix + "metadata", F.METADATA_BY_NAME, _METADATA_ACCEPTS, prefix
         )
-        seg.data, seg.dataComments = _section(s["data"], prefix + "data", F.DATA_BY_NAME, prefix)
+        seg.data, seg.dataComments = _section(
+            s["data"], prefix + "data", F.DATA_BY_NAME, _DATA_ACCEPTS, prefix
+        )
         cdm.segments.append(seg)
     return cdm
 

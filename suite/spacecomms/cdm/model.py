@@ -152,6 +152,27 @@ def epochSeconds(text: str, where: str = "epoch") -> float:
     return days * 86400 + hh * 3600 + mm * 60 + ss + (float(frac) if frac else 0.0)
 
 
+_CALENDAR = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,12})?Z?", re.ASCII)
+_MONTH_LAST = {f"{m:02d}": f"{d:02d}" for m, d in enumerate(_MONTH_DAYS, start=1)}
+
+
+def epochValid(text: str) -> bool:
+    """
+    True for a calendar-form time, ASCII digits and no surrounding space,
+    that L{epochSeconds} accepts (checked on the digits' text, without
+    computing the time); False leaves the verdict to L{epochSeconds}.
+    """
+    if _CALENDAR.fullmatch(text) is None:
+        return False
+    last = _MONTH_LAST.get(text[5:7])
+    day = text[8:10]
+    if last is None or day < "01":
+        return False
+    if day > last and not (day == "29" and last == "28" and _isLeap(int(text[:4]))):
+        return False
+    return text[11:13] <= "23" and text[14:16] <= "59" and text[17:19] <= "60"
+
+
 def convert(f: F.Field, raw: Any, where: str) -> Any:
     """
     Convert C{raw} (text from KVN/XML, or a JSON value) to the field's type,
@@ -205,7 +226,7 @@ def convert(f: F.Field, raw: Any, where: str) -> Any:
         if canon not in f.enum:
             raise CDMError(where, f"{text[:40]!r} is not one of {', '.join(f.enum)}")
         return canon
-    if kind == "epoch":
+    if kind == "epoch" and not epochValid(text):
         epochSeconds(text, where)
     return text
 
@@ -222,7 +243,16 @@ def checkUnits(f: F.Field, units: str | None, where: str) -> None:
         raise CDMError(where, f"units must be [{f.units}], got [{units[:20]}]")
 
 
+_MANDATORY = {
+    id(table): frozenset(f.name for f in table if f.mandatory)
+    for table in (F.HEADER, F.RELATIVE, F.METADATA, F.DATA)
+}
+
+
 def _checkSection(values: Mapping[str, Any], table: tuple[F.Field, ...], prefix: str) -> None:
+    required = _MANDATORY.get(id(table))
+    if required is not None and values.keys() >= required:
+        return
     for f in table:
         if f.mandatory and f.name not in values:
             raise CDMError(prefix + f.name, "missing mandatory field")
