@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from twisted.python.monkey import MonkeyPatcher
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.spacecomms.cdm import CDMError, decode, encode
-from suite.spacecomms.cdm import jsonfmt, model
+from suite.spacecomms.cdm import CDMError, decode, encode, jsonfmt, model
 from suite.spacecomms.cdm.jsonfmt import toDict
 from suite.spacecomms.cdm.model import epochSeconds, epochValid
 from suite.spacecomms.cdm.sample import sampleCDM
