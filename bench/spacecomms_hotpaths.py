@@ -9,18 +9,28 @@ its general path, alternated in one process (about 20 s):
 - guard: the bearer guard's traversal step for C{POST /cdms} with a valid
   token, accepted synchronously (the token checker's C{avatarIdNow}) and
   through the general Deferred path (the same checker without it).
+- decode: C{suite.spacecomms.cdm.decode} of the benchmark's sample CDM as
+  JSON (C{POST /cdms}) and as KVN, and the JSON model building alone
+  (C{fromDict}, as for a relayed CDM), by this tree's code and, with
+  C{--baseline REV}, by the CDM package of git revision REV loaded beside it.
 
 Last line: key=value figures (best round, microseconds of CPU per call).
-Usage: bench/spacecomms_hotpaths.py [ROUNDS]
+Usage: bench/spacecomms_hotpaths.py [--baseline REV] [--only PREFIX] [ROUNDS]
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import io
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
@@ -105,6 +115,55 @@ def guard(general: bool) -> Callable[[int], None]:
     return run
 
 
+_CDM_MODULES = ("fields", "model", "jsonfmt", "kvn", "xml", "sample")
+
+
+def baselineCDM(rev: str, where: str) -> ModuleType:
+    """
+    The C{suite.spacecomms.cdm} package of git revision C{rev}, importable
+    beside this tree's as C{cdm_<rev>} (its own imports renamed to match).
+    """
+    name = "cdm_" + "".join(c if c.isalnum() else "_" for c in rev)
+    os.makedirs(os.path.join(where, name), exist_ok=True)
+    for module in ("__init__", *_CDM_MODULES):
+        text = subprocess.run(
+            ["git", "show", f"{rev}:suite/spacecomms/cdm/{module}.py"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        with open(os.path.join(where, name, module + ".py"), "w") as f:
+            f.write(text.replace("suite.spacecomms.cdm", name))
+    sys.path.insert(0, where)
+    return importlib.import_module(name)
+
+
+def decodeCases(cdm: ModuleType, label: str) -> dict[str, tuple[Callable[[int], None], int]]:
+    sample = importlib.import_module(cdm.__name__ + ".sample")
+    jsonfmt = importlib.import_module(cdm.__name__ + ".jsonfmt")
+    example = sample.sampleCDM("MSGIDXX", object2="OBJIDXX", created=1.7e9, tca=1.7e9 + 3 * 86400)
+    jsonText = cdm.encode(example, "json").encode()
+    kvnText = cdm.encode(example, "kvn").encode()
+    doc = json.loads(jsonText)
+
+    def run(data: bytes, fmt: str) -> Callable[[int], None]:
+        def loop(n: int) -> None:
+            for _ in range(n):
+                cdm.decode(data, fmt)
+
+        return loop
+
+    def build(n: int) -> None:
+        for _ in range(n):
+            jsonfmt.fromDict(doc)
+
+    return {
+        f"decode_json_{label}": (run(jsonText, "json"), 3000),
+        f"decode_kvn_{label}": (run(kvnText, "kvn"), 1500),
+        f"fromdict_{label}": (build, 3000),
+    }
+
+
 def perCall(run: Callable[[int], None], n: int) -> float:
     start = time.process_time()
     run(n)
@@ -112,20 +171,41 @@ def perCall(run: Callable[[int], None], n: int) -> float:
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    parser = argparse.ArgumentParser()
+    parser.add_argument("rounds", nargs="?", type=int, default=3)
+    parser.add_argument("--baseline", help="git revision whose CDM package to time beside this tree's")
+    parser.add_argument(
+        "--only", help="run only the cases whose names start with one of these (comma-separated)"
+    )
+    args = parser.parse_args()
+    rounds = args.rounds
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    cases = {
+    from suite.spacecomms import cdm as currentCDM
+
+    cases: dict[str, tuple[Callable[[int], None], int]] = {
         "log_general": (logLine(suitelogging._formatJSONGeneral), 20000),
         "log_onepass": (logLine(suitelogging.formatJSON), 20000),
         "guard_general": (guard(True), 20000),
         "guard_sync": (guard(False), 20000),
     }
+    scratch = tempfile.TemporaryDirectory()
+    if args.baseline:
+        cases.update(decodeCases(baselineCDM(args.baseline, scratch.name), "old"))
+    cases.update(decodeCases(currentCDM, "new"))
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k.startswith(tuple(args.only.split(",")))}
+    sizes = {
+        fmt: len(currentCDM.encode(importlib.import_module("suite.spacecomms.cdm.sample").sampleCDM(), fmt))
+        for fmt in ("json", "kvn")
+    }
+    print(f"sample CDM: {sizes['json']} bytes as JSON, {sizes['kvn']} bytes as KVN")
     best: dict[str, float] = {}
     for r in range(rounds):
         figures = {name: perCall(run, n) for name, (run, n) in cases.items()}
         for name, us in figures.items():
             best[name] = min(best.get(name, us), us)
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.1f} us" for k, v in figures.items()))
+    scratch.cleanup()
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     print(" ".join(f"{k}_us={v:.1f}" for k, v in best.items()))
 
