@@ -70,37 +70,47 @@ class _Kind:
     """
 
 
-# Per keyword, what the fast pass accepts unchanged: a kind marker, or for
-# an enumeration the set of its canonical values.
-_FLOAT, _STR, _EPOCH, _INT = _Kind(), _Kind(), _Kind(), _Kind()
-_KINDS = {"float": _FLOAT, "str": _STR, "epoch": _EPOCH, "int": _INT}
-_Accepts = _Kind | frozenset[str]
+_STR, _EPOCH, _INT = _Kind(), _Kind(), _Kind()
+_KINDS = {"str": _STR, "epoch": _EPOCH, "int": _INT}
 
 
-def _accepts(table: dict[str, F.Field]) -> dict[str, _Accepts]:
-    return {n: frozenset(f.enum) if f.kind == "enum" else _KINDS[f.kind] for n, f in table.items()}
+class _Accepts:
+    """
+    What the fast pass accepts unchanged in one section: the float keywords,
+    and for the others a kind marker or, for an enumeration, the set of its
+    canonical values.
+    """
+
+    def __init__(self, table: dict[str, F.Field]) -> None:
+        self.floats = frozenset(n for n, f in table.items() if f.kind == "float")
+        self.others: dict[str, _Kind | frozenset[str]] = {
+            n: frozenset(f.enum) if f.kind == "enum" else _KINDS[f.kind]
+            for n, f in table.items()
+            if f.kind != "float"
+        }
 
 
-_HEADER_ACCEPTS = _accepts(F.HEADER_BY_NAME)
-_RELATIVE_ACCEPTS = _accepts(F.RELATIVE_BY_NAME)
-_METADATA_ACCEPTS = _accepts(F.METADATA_BY_NAME)
-_DATA_ACCEPTS = _accepts(F.DATA_BY_NAME)
+_HEADER_ACCEPTS = _Accepts(F.HEADER_BY_NAME)
+_RELATIVE_ACCEPTS = _Accepts(F.RELATIVE_BY_NAME)
+_METADATA_ACCEPTS = _Accepts(F.METADATA_BY_NAME)
+_DATA_ACCEPTS = _Accepts(F.DATA_BY_NAME)
 
 
-def _fastSection(obj: dict[str, Any], accepts: dict[str, _Accepts]) -> bool:
+def _fastSection(obj: dict[str, Any], accepts: _Accepts) -> bool:
     """
     True when every member of C{obj} is a value L{_sectionGeneral} keeps
     exactly as it is (finite floats, plain text, canonical enumerations,
     valid epochs, non-negative integers, a list of comment strings); False
     sends the section down the general path, which names the fault.
     """
+    floats, others = accepts.floats, accepts.others
     for key, raw in obj.items():
         t = type(raw)
-        k = accepts.get(key)
         if t is float:
-            if k is _FLOAT and raw - raw == 0.0:
+            if key in floats and raw - raw == 0.0:
                 continue
             return False
+        k = others.get(key)
         if t is str:
             if not (0 < len(raw) <= MAX_TEXT and raw.isprintable() and raw[0] != " " and raw[-1] != " "):
                 return False
@@ -118,7 +128,7 @@ def _fastSection(obj: dict[str, Any], accepts: dict[str, _Accepts]) -> bool:
 
 
 def _section(
-    obj: Any, name: str, table: dict[str, F.Field], accepts: dict[str, _Accepts], prefix: str
+    obj: Any, name: str, table: dict[str, F.Field], accepts: _Accepts, prefix: str
 ) -> tuple[dict[str, Any], list[str]]:
     if type(obj) is dict and _fastSection(obj, accepts):
         values = dict(obj)

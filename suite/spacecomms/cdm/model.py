@@ -152,25 +152,26 @@ def epochSeconds(text: str, where: str = "epoch") -> float:
     return days * 86400 + hh * 3600 + mm * 60 + ss + (float(frac) if frac else 0.0)
 
 
-_CALENDAR = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,12})?Z?", re.ASCII)
-_MONTH_LAST = {f"{m:02d}": f"{d:02d}" for m, d in enumerate(_MONTH_DAYS, start=1)}
+# Calendar times whose date and time of day are in range, checked by the
+# pattern itself; 29 February (valid in leap years only) takes the second.
+_TIME_OF_DAY = r"T(?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)(?:\.\d{1,12})?Z?"
+_CALENDAR = re.compile(
+    r"\d{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    + _TIME_OF_DAY,
+    re.ASCII,
+)
+_LEAP_DAY = re.compile(r"\d{4}-02-29" + _TIME_OF_DAY, re.ASCII)
 
 
 def epochValid(text: str) -> bool:
     """
     True for a calendar-form time, ASCII digits and no surrounding space,
-    that L{epochSeconds} accepts (checked on the digits' text, without
-    computing the time); False leaves the verdict to L{epochSeconds}.
+    that L{epochSeconds} accepts (checked by pattern, without computing the
+    time); False leaves the verdict to L{epochSeconds}.
     """
-    if _CALENDAR.fullmatch(text) is None:
-        return False
-    last = _MONTH_LAST.get(text[5:7])
-    day = text[8:10]
-    if last is None or day < "01":
-        return False
-    if day > last and not (day == "29" and last == "28" and _isLeap(int(text[:4]))):
-        return False
-    return text[11:13] <= "23" and text[14:16] <= "59" and text[17:19] <= "60"
+    if _CALENDAR.fullmatch(text) is not None:
+        return True
+    return _LEAP_DAY.fullmatch(text) is not None and _isLeap(int(text[:4]))
 
 
 def convert(f: F.Field, raw: Any, where: str) -> Any:
