@@ -8,8 +8,10 @@ and, for invalid input, the same error.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +20,8 @@ from hypothesis import strategies as st
 from twisted.python.monkey import MonkeyPatcher
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.spacecomms.cdm import CDMError, decode, encode, jsonfmt, model
+from suite.spacecomms.cdm import CDMError, decode, encode, jsonfmt, kvn, model
+from suite.spacecomms.cdm import fields as F
 from suite.spacecomms.cdm.jsonfmt import toDict
 from suite.spacecomms.cdm.model import epochSeconds, epochValid
 from suite.spacecomms.cdm.sample import sampleCDM
@@ -241,3 +244,92 @@ def _accepted(text: str) -> bool:
     except CDMError:
         return False
     return True
+
+
+# KVN lines put in place of, or after, a line of the sample document.
+_KVN_LINES = (
+    "COMMENT",
+    "COMMENTS x",
+    "COMMENT\tx",
+    "COMMENTx = 1",
+    "C",
+    "CO",
+    "CR_R",
+    "CR_R = ",
+    "cr_r = 1.0",
+    "CR_R = 1.0 [M**2]",
+    "CR_R = 1.0 [m**2 ]",
+    "CR_R = 1.0 []",
+    "CR_R = 1.0 [km]",
+    "CR_R = 1.0 [m**2",
+    "CR_R = 1.0 [ m**2]",
+    "OBJECT_NAME = X [m]",
+    "OBJECT_NAME = X []",
+    "X1 = 1",
+    "1X = 1",
+    "_X = 1",
+    "X-Y = 1",
+    "= 1",
+    "X = 1.0 [km] extra",
+    "X = 1.0[km]",
+    "X = 1.0 [KM]",
+    "CCSDS_CDM_VERS = 1.0",
+    "CCSDS_CDM_VERS = 1.0 [m]",
+    "MISS_DISTANCE = 5 [m]",
+    "MISS_DISTANCE = 5 [s]",
+    "MISS_DISTANCE = nan [m]",
+    "TCA = 2010-02-29T00:00:00",
+    "TCA = 2012-02-29T00:00:00 [s]",
+    "TCA = 2012-02-29T00:00:00",
+    "RELATIVE_SPEED = 1 [m/s]",
+    "RELATIVE_SPEED = 1 [M/S]",
+    "OBJECT = OBJECT1",
+)
+_KVN_TARGETS = ("CCSDS_CDM_VERS", "MISS_DISTANCE", "CR_R", "OBJECT_NAME", "COMMENT", "TCA")
+
+
+class KVNOutcomeTests(SynchronousTestCase):
+    """
+    The KVN parser's shortcuts (comment detection, keyword check, units
+    check) leave every outcome as the line-by-line parser before them gave:
+    cdm_kvn_outcomes.json holds what that parser (revision dd264fc) gave for
+    each changed document, the error text or a digest of the JSON encoding.
+    """
+
+    def test_outcomesAsRecorded(self) -> None:
+        with open(os.path.join(os.path.dirname(__file__), "cdm_kvn_outcomes.json")) as f:
+            recorded = json.load(f)
+        cdm = sampleCDM("KVN-1", created=1.7e9, tca=1.7e9 + 3 * 86400)
+        cdm.segments[0].metadataComments.append("x")
+        lines = encode(cdm, "kvn").splitlines()
+        got = {}
+        for target in _KVN_TARGETS:
+            at = next(i for i, line in enumerate(lines) if line.startswith(target))
+            for replacement in _KVN_LINES:
+                for mode in ("replace", "insert"):
+                    changed = list(lines)
+                    if mode == "replace":
+                        changed[at] = replacement
+                    else:
+                        changed.insert(at + 1, replacement)
+                    try:
+                        back = decode("\n".join(changed) + "\n", "kvn")
+                    except CDMError as e:
+                        outcome = str(e)
+                    else:
+                        digest = hashlib.sha256(encode(back, "json").encode()).hexdigest()[:16]
+                        outcome = "ok " + digest
+                    got[f"{target}|{mode}|{replacement}"] = outcome
+        self.assertEqual(len(recorded), 432)
+        for key, outcome in recorded.items():
+            self.assertEqual(got[key], outcome, key)
+        self.assertEqual(got.keys(), recorded.keys())
+
+    def test_tableKeywordsAreKeywords(self) -> None:
+        """
+        Every keyword in the tables has the KVN keyword form, so the parser
+        may skip the pattern for a keyword it finds in them.
+        """
+        for name in [*kvn._TABLE, F.VERSION_KEY]:
+            self.assertIsNotNone(kvn._KEY.match(name), name)
+        self.assertNotIn("COMMENT", kvn._TABLE)

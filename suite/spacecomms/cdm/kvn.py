@@ -54,7 +54,7 @@ def parseKVN(text: str) -> CDM:
             raise CDMError(
                 line[:30].split("=")[0].strip() or "cdm", f"line longer than {MAX_LINE} characters"
             )
-        comment = _comment(line) if line[0] == "C" else None
+        comment = _comment(line) if line.startswith("COMMENT") else None
         if comment is not None:
             if section == "start":
                 raise CDMError(F.VERSION_KEY, "must be the first keyword")
@@ -62,7 +62,8 @@ def parseKVN(text: str) -> CDM:
             continue
         key, eq, rest = line.partition("=")
         key = key.strip()
-        if not eq or not _KEY.match(key):
+        found = _TABLE.get(key)
+        if not eq or (found is None and key != F.VERSION_KEY and not _KEY.match(key)):
             name = key[:40] if key and _KEY.match(key) else (F.VERSION_KEY if section == "start" else "cdm")
             raise CDMError(name, f"expected KEYWORD = value, got {line[:40]!r}")
         value, units = rest.strip(), None
@@ -81,7 +82,6 @@ def parseKVN(text: str) -> CDM:
         if section == "start":
             raise CDMError(F.VERSION_KEY, "must be the first keyword")
         target: dict[str, Any]
-        found = _TABLE.get(key)
         if found is None:
             raise CDMError(key[:40], "unknown keyword")
         code, f = found
@@ -115,7 +115,7 @@ def parseKVN(text: str) -> CDM:
         where = prefix + key
         if key in target:
             raise CDMError(where, "duplicate keyword")
-        if units is not None and (f.units is None or units.lower() != f.units.lower()):
+        if units is not None and units != f.units and (f.units is None or units.lower() != f.units.lower()):
             checkUnits(f, units, where)
         if f.kind == "float":
             try:
