@@ -215,15 +215,30 @@ class FastPathTests(SynchronousTestCase):
                     for clock in ("00:00:00", "23:59:60", "24:00:00", "23:60:00", "00:00:61", "12:00:00.5Z"):
                         text = f"{year}-{month:02d}-{day:02d}T{clock}"
                         self.assertEqual(epochValid(text), _accepted(text), text)
+                        if _accepted(text):
+                            self.assertEqual(epochSeconds(text), model._epochSecondsGeneral(text, "t"), text)
 
     @settings(max_examples=400, deadline=None)
-    @given(st.text(alphabet="0123456789-T:.Z \u0663", min_size=0, max_size=34))
+    @given(
+        st.text(alphabet="0123456789-T:.Z \u0663", min_size=0, max_size=34)
+        | st.from_regex(r"\A\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-6]\d:[0-6]\d(\.\d{1,14})?Z?\Z")
+    )
     def test_epochValidIsSound(self, text: str) -> None:
         """
-        Whatever L{epochValid} accepts, L{epochSeconds} accepts too.
+        Whatever L{epochValid} accepts, L{epochSeconds} accepts too, and
+        L{epochSeconds} gives what its general path gives.
         """
         if epochValid(text):
             self.assertTrue(_accepted(text), text)
+        try:
+            general: float | str = model._epochSecondsGeneral(text, "t")
+        except CDMError as e:
+            general = str(e)
+        try:
+            fast: float | str = epochSeconds(text, "t")
+        except CDMError as e:
+            fast = str(e)
+        self.assertEqual(fast, general, text)
 
     def test_missingMandatoryStillNamed(self) -> None:
         """

@@ -131,6 +131,24 @@ def epochSeconds(text: str, where: str = "epoch") -> float:
     """
     Seconds since 1970 for a CCSDS ASCII time (calendar or day-of-year form).
     """
+    t = text.strip()
+    if _CALENDAR.fullmatch(t) is not None:
+        frac = t[19:].rstrip("Z")
+        days = _daysFromCivil(int(t[:4]), int(t[5:7]), int(t[8:10]))
+        return (
+            days * 86400
+            + int(t[11:13]) * 3600
+            + int(t[14:16]) * 60
+            + int(t[17:19])
+            + (float(frac) if frac else 0.0)
+        )
+    return _epochSecondsGeneral(text, where)
+
+
+def _epochSecondsGeneral(text: str, where: str) -> float:
+    """
+    L{epochSeconds} by the general pattern, with its range checks and errors.
+    """
     m = _EPOCH.match(text.strip())
     if not m:
         raise CDMError(where, f"not a CCSDS time (YYYY-MM-DDThh:mm:ss[.d]): {text[:40]!r}")
