@@ -49,7 +49,7 @@ from typing import Any, Protocol
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.logger import Logger
 
-__all__ = ["PartitionInputs", "LifecycleCore", "PartitionLifecycle"]
+__all__ = ["PartitionInputs", "LifecycleCore", "PartitionLifecycle", "DESCRIBED_STATES"]
 
 log = Logger(namespace="ceptra.partitions")
 
@@ -162,6 +162,11 @@ class Failed:
 
 
 UNPLACED = ("unplaced", "excluded", "removed", "dropped")
+
+#: The C{state} each of the machine's states describes itself as (its
+#: C{describe()["state"]}), in the machine's order: the label values of
+#: C{ceptra_partition_state}.
+DESCRIBED_STATES = ("starting", "running", "retiring", "leaving", "dropped", "failed", "retired", "stopped")
 
 
 def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:

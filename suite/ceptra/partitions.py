@@ -75,7 +75,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.ceptra.interfaces import IRaftStatus
-from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
+from suite.ceptra.lifecycle import DESCRIBED_STATES, LifecycleCore, PartitionLifecycle
 from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.retire import (
@@ -793,6 +793,19 @@ class PartitionManager(Service):
         """
         return {pid: self.retiredStatus(pid) for pid in sorted(self.retiredCopies)}
 
+    def replicaStates(self) -> dict[str, str]:
+        """
+        The lifecycle state of each replica here, by partition: as its
+        lifecycle machine describes it; a retired copy kept here whose
+        partition has no replica here, as its retired status does.
+        """
+        states = {pid: str(part.lifecycle.describe()["state"]) for pid, part in self.partitions.items()}
+        hosted = set(self.hostedIds())
+        for pid in self.retiredCopies:
+            if pid not in states and pid not in hosted:
+                states[pid] = str(self.retiredStatus(pid)["state"])
+        return states
+
     def partitionStatus(self, pid: str, withHash: bool = False) -> dict[str, Any]:
         part = self.partitions.get(pid)
         if part is None:
@@ -917,6 +930,15 @@ class _PartitionCollector:
         )
         for pid in sorted(self.manager.retiredCopies):
             retired.add_metric([pid], 1)
+        lifecycle = GaugeMetricFamily(
+            "ceptra_partition_state",
+            "1 for the lifecycle state this node's replica of the partition is in, 0 for the others "
+            "(a retired replica whose data is kept is in state retired).",
+            labels=["partition", "state"],
+        )
+        for pid, current in sorted(self.manager.replicaStates().items()):
+            for state in DESCRIBED_STATES + (() if current in DESCRIBED_STATES else (current,)):
+                lifecycle.add_metric([pid, state], 1 if state == current else 0)
         ledger = self.manager.ledger
         for pid in sorted(ledger.applied):
             placementEpoch.add_metric([pid], ledger.epoch(pid))
@@ -947,7 +969,7 @@ class _PartitionCollector:
         )
         rejected.add_metric([], multi.rejectedLinks)
         yield from (committed, match, applied, leader, term, events, dups, rules, links, frames, rejected)
-        yield from (placementEpoch, configEpoch, intact, ignored, retired)
+        yield from (placementEpoch, configEpoch, intact, ignored, retired, lifecycle)
 
 
 __all__ += ["NotLeader"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.ceptra.lifecycle import LifecycleCore, PartitionLifecycle
+from suite.ceptra.lifecycle import DESCRIBED_STATES, LifecycleCore, PartitionLifecycle
 
 STATES = ("Starting", "Running", "Retiring", "Leaving", "Dropped", "Failed", "Retired", "Stopped")
 
@@ -129,6 +129,13 @@ class LifecycleTests(SynchronousTestCase):
             described = m.describe()
             self.assertEqual((described["state"], r.calls), (after, calls), (state, name))
             self.assertEqual(m.serving(), serving.get(after, False), (state, name))
+
+    def test_describedStates(self) -> None:
+        """
+        C{DESCRIBED_STATES} lists the state each of the machine's states
+        describes itself as, in order (the metric's label values).
+        """
+        self.assertEqual(tuple(machine(s)[0].describe()["state"] for s in STATES), DESCRIBED_STATES)
 
     def test_describe(self) -> None:
         self.assertEqual(machine("Starting")[0].describe(), {"state": "starting"})

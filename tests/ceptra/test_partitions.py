@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
@@ -25,6 +26,7 @@ from suite.ceptra.access import SpiffeAllowList
 from suite.ceptra.engine import EngineError
 from suite.ceptra.health import ActivationHealth, PartitionsHealth
 from suite.ceptra.interfaces import IRaftStatus
+from suite.ceptra.lifecycle import DESCRIBED_STATES
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
 from suite.ceptra.partitions import NotHosted, PartitionManager, _PartitionCollector
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
@@ -40,7 +42,7 @@ from suite.raft.settings import RaftSettings
 from suite.raft.snapshotter import Runner
 from suite.raft.storage import MemoryStorage, Recovered
 from tests.raft.test_multi import Network
-from tests.support.metriclint import lintExposition
+from tests.support.metriclint import lintExposition, promtool
 
 RULES = {
     "version": 1,
@@ -204,6 +206,29 @@ class SlowDisk(MemoryStorage):
 
     def sync(self) -> Deferred[None]:
         return self._later()
+
+
+def stateGauge(test: SynchronousTestCase, manager: PartitionManager) -> dict[str, str]:
+    """
+    The state C{ceptra_partition_state} gives each partition of C{manager}'s
+    (lint-clean exposition): every state has its series, exactly one is 1.
+    """
+    registry = CollectorRegistry()
+    registry.register(_PartitionCollector(manager))
+    text = generate_latest(registry).decode()
+    test.assertEqual(lintExposition(text, "ceptra"), [])
+    series: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "ceptra_partition_state":
+            for sample in family.samples:
+                series.setdefault(sample.labels["partition"], {})[sample.labels["state"]] = sample.value
+    current = {}
+    for pid, values in series.items():
+        test.assertEqual(sorted(values), sorted(DESCRIBED_STATES), pid)
+        [state] = [s for s, v in values.items() if v == 1]
+        test.assertEqual(sum(values.values()), 1, pid)
+        current[pid] = state
+    return current
 
 
 class Cluster:
@@ -435,6 +460,8 @@ class ManagerTests(SynchronousTestCase):
         self.assertEqual(m.multi.unknownGroup, 0)
         self.assertEqual(part.node.droppedWhileLoading, 0)
         self.assertIsNotNone(c.leader("p0"))
+        self.assertEqual(stateGauge(self, m), {"p0": "failed"})
+        self.assertEqual(stateGauge(self, c.managers["a"]), {"p0": "running"})
 
     def test_stoppedReconcilesNothing(self) -> None:
         """
@@ -955,6 +982,46 @@ class RetiredStatusTests(RetiredFixture):
         page = self.partitionsPage(b)
         self.assertEqual(page["partitions"]["p2"]["state"], "running")
         self.assertEqual(page["retired"]["p2"]["epoch"], 2)
+
+
+class StateGaugeTests(RetiredFixture):
+    """
+    C{ceptra_partition_state} follows a replica's lifecycle machine.
+    """
+
+    def test_followsReplica(self) -> None:
+        """
+        b's replica of p2 is starting while its storage loads, then running;
+        moved off b it is retiring until the configuration without b
+        commits, then retired (its copy kept); a stopped node lists no
+        replica.
+        """
+        c, root = self.cluster()
+        c.crash("b")
+        [key] = [k for k in c.disks if k.startswith("b:") and k.endswith("p2")]
+        disk = c.disks[key]
+        load = disk.load
+        gate: Deferred[None] = Deferred()
+        self.patch(disk, "load", lambda: gate.addCallback(lambda _: load()))
+        b = c.start("b")
+        c.run(0.2)
+        self.assertEqual(stateGauge(self, b), {"p2": "starting"})
+        gate.callback(None)
+        c.run(1.0)
+        self.assertEqual(stateGauge(self, b), {"p2": "running"})
+        c.routing = routingOf({"p2": ["a", "c"]}, c.names, revision=2)
+        c.run(5.0, until=lambda: b.partitionStatus("p2")["state"] != "running")
+        self.assertEqual(stateGauge(self, b), {"p2": "retiring"})
+        registry = CollectorRegistry()
+        registry.register(_PartitionCollector(b))
+        self.assertIn(promtool(generate_latest(registry).decode(), ()), ([], None))
+        c.run(5.0, until=lambda: self.moved(c))
+        self.assertTrue(self.moved(c))
+        self.assertEqual(stateGauge(self, b), {"p2": "retired"})
+        a = c.managers["a"]
+        self.assertEqual(stateGauge(self, a), {"p2": "running"})
+        a.stopService()
+        self.assertEqual(stateGauge(self, a), {})
 
 
 class RetireFilesTests(SynchronousTestCase):
