@@ -121,7 +121,9 @@ class SentryService(Service):
             default_integrations=False,
             auto_enabling_integrations=False,
             integrations=[],
-            send_default_pii=False,
+            # no personal data: sentry-sdk's default (send_default_pii off; the
+            # option itself is deprecated in favour of data_collection, which
+            # older 2.x releases lack), and no integrations that would collect it
             # a frame's locals may hold tokens and keys: never send them
             include_local_variables=False,
             max_breadcrumbs=100,

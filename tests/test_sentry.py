@@ -80,6 +80,7 @@ class ReportingTests(TestCase):
         service = SentryService(dsn, reactor, publisher=publisher, release="test@1")
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
+        self.assertFalse(service.client.should_send_default_pii())
         log = Logger(namespace="suite.test", observer=publisher)
         # secrets made at run time, so only runtime data could carry them out
         password, token, urlPass = "hun" + "ter2", "tok-" + "secret", "s3" + "cret"

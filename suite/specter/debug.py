@@ -27,6 +27,8 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from suite.web.errors import JSONNoResource
+
 __all__ = ["mountDebug", "migratorState", "varsSnapshot", "PROFILE_MAX_SECONDS"]
 
 log = Logger()
@@ -237,7 +239,7 @@ class _Index(Resource):
     def getChild(self, path: bytes, request: Any) -> Resource:
         if path == b"":  # the same index with a trailing slash
             return self
-        return super().getChild(path, request)  # type: ignore[no-any-return]
+        return JSONNoResource(f"no debug page {self.prefix}/{path.decode('utf-8', 'replace')}")
 
     def render_GET(self, request: Any) -> bytes:
         listed = [

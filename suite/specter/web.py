@@ -315,12 +315,15 @@ def makeHelperResource(
         checkers.append(ldapChecker)
     if checkers:
         from suite.cred.web import requireBasicAuth
+        from suite.web.admin import AdminRoot
 
-        internal = Resource()
-        chord = Resource()
+        # JSON indexes and JSON 404s for the directories (Twisted's default
+        # is a deprecated HTML page)
+        internal = AdminRoot()
+        chord = AdminRoot()
         chord.putChild(b"stats", _KeyStats(node))
         chord.putChild(b"graph", _Graph(node))
-        kv = Resource()
+        kv = AdminRoot()
         kv.putChild(b"stats", _KVStats(node))
         internal.putChild(b"chord", chord)
         internal.putChild(b"kv", kv)

@@ -534,13 +534,40 @@ class HelperSiteTests(SynchronousTestCase):
         """
         Without credentials /_internal is not mounted at all (404).
         """
-        from twisted.web.resource import NoResource, Resource
+        from suite.specter.web import makeHelperResource
+        from suite.web.admin import AdminRoot
+        from suite.web.errors import JSONNoResource
+
+        root = makeHelperResource(object(), AdminRoot(), None, None)
+        child = root.getChildWithDefault(b"_internal", DummyRequest([b"_internal"]))
+        self.assertIsInstance(child, JSONNoResource)
+
+    def test_internalDirectoriesAnswerJSON(self) -> None:
+        """
+        With credentials, /_internal and /_internal/chord list what they hold
+        and an unknown page under them is a JSON 404, not Twisted's HTML page.
+        """
+        import json
+
+        from twisted.web.resource import getChildForRequest
 
         from suite.specter.web import makeHelperResource
+        from suite.web.admin import AdminRoot
 
-        root = makeHelperResource(object(), Resource(), None, None)
-        child = root.getChildWithDefault(b"_internal", DummyRequest([b"_internal"]))
-        self.assertIsInstance(child, NoResource)
+        root = makeHelperResource(object(), AdminRoot(), "ops", "pw")
+        guard = root.getChildWithDefault(b"_internal", DummyRequest([b"_internal"]))
+        internal = guard._wrapped  # behind the Basic guard
+        for path, code, body in (
+            (b"chord", 200, {"endpoints": ["/graph", "/stats"]}),
+            (b"kv", 200, {"endpoints": ["/stats"]}),
+        ):
+            request = DummyRequest([path])
+            page = getChildForRequest(internal, request)
+            self.assertEqual((request.responseCode or 200, json.loads(page.render(request))), (code, body), path)
+        request = DummyRequest([b"chord", b"nope"])
+        page = getChildForRequest(internal, request)
+        answer = json.loads(page.render(request))
+        self.assertEqual((request.responseCode, answer["error"]), (404, "no admin resource /nope"))
 
 
 class BatchTests(SynchronousTestCase):

@@ -81,3 +81,11 @@ class IndexTests(SynchronousTestCase):
         request = self._get(b"debug")
         paths = [e["path"] for e in request.parsed["endpoints"]]  # type: ignore[attr-defined]
         self.assertEqual(paths, ["/_internal/debug/vars", "/_internal/debug/pprof/profile"])
+
+    def test_unknownDebugPage(self) -> None:
+        """
+        An unknown page under /_internal/debug is a JSON 404 naming it.
+        """
+        request = self._get(b"debug/nope")
+        self.assertEqual(request.responseCode, 404)
+        self.assertEqual(request.parsed["error"], "no debug page /_internal/debug/nope")  # type: ignore[attr-defined]

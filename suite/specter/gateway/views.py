@@ -134,9 +134,10 @@ def mountTunnelViews(
     if not checkers:
         return
     from suite.cred.web import requireBasicAuth
+    from suite.web.admin import AdminRoot
 
     existing = admin.children.get(b"_internal")
-    pki = Resource()
+    pki = AdminRoot()  # JSON index and JSON 404s
     pki.putChild(b"client", ClientEnrollment(gateway.bundle))
     extra = {
         b"tunnels": requireBasicAuth(TunnelViews(gateway), checkers, realm="specter"),
@@ -145,7 +146,7 @@ def mountTunnelViews(
     for name, view in (more or {}).items():
         extra[name] = requireBasicAuth(view, checkers, realm="specter")
     if existing is None:
-        inner = Resource()
+        inner = AdminRoot()
         for name, child in extra.items():
             inner.putChild(name, child)
         admin.putChild(b"_internal", inner)
