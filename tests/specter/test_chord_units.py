@@ -563,7 +563,9 @@ class HelperSiteTests(SynchronousTestCase):
         ):
             request = DummyRequest([path])
             page = getChildForRequest(internal, request)
-            self.assertEqual((request.responseCode or 200, json.loads(page.render(request))), (code, body), path)
+            self.assertEqual(
+                (request.responseCode or 200, json.loads(page.render(request))), (code, body), path
+            )
         request = DummyRequest([b"chord", b"nope"])
         page = getChildForRequest(internal, request)
         answer = json.loads(page.render(request))
