@@ -326,6 +326,14 @@ def formatJSON(event: Mapping[str, Any]) -> str:
             record[key] = v
         else:
             record[key] = _jsonable(v)
+    _addFailure(record, event)
+    return _ENCODER.encode(record) + "\n"
+
+
+def _addFailure(record: dict[str, Any], event: Mapping[str, Any]) -> None:
+    """
+    The event's failure, if any, as C{error} and C{traceback} of C{record}.
+    """
     failure = event.get("log_failure")
     if failure is not None:
         try:
@@ -333,7 +341,6 @@ def formatJSON(event: Mapping[str, Any]) -> str:
             record["traceback"] = failure.getTraceback()
         except Exception:  # inside a log observer: never raise
             record["error"] = repr(failure)
-    return _ENCODER.encode(record) + "\n"
 
 
 def _formatJSONGeneral(event: Mapping[str, Any]) -> str:
@@ -357,13 +364,7 @@ def _formatJSONGeneral(event: Mapping[str, Any]) -> str:
         # Never let a field overwrite time/level/logger/msg/error.
         key = k if k not in record and k not in ("error", "traceback") else f"{k}_"
         record[key] = _jsonable(v)
-    failure = event.get("log_failure")
-    if failure is not None:
-        try:
-            record["error"] = failure.getErrorMessage()
-            record["traceback"] = failure.getTraceback()
-        except Exception:  # inside a log observer: never raise
-            record["error"] = repr(failure)
+    _addFailure(record, event)
     return json.dumps(record, separators=(",", ":"), default=repr) + "\n"
 
 
