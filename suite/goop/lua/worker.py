@@ -68,6 +68,17 @@ def _write(out: BinaryIO, message: dict[str, Any]) -> None:
     out.flush()
 
 
+def _prepare(sandbox: Any) -> None:
+    """
+    Build the next call's runtime while no job is waiting (a failure here is
+    met again, and answered, by the call itself).
+    """
+    try:
+        sandbox.prepare()
+    except Exception:
+        pass
+
+
 def main(argv: list[str]) -> int:
     config = json.loads(argv[1]) if len(argv) > 1 else {}
     out = os.fdopen(os.dup(1), "wb")
@@ -84,6 +95,7 @@ def main(argv: list[str]) -> int:
     _write(out, {"ready": True})
     stdin = sys.stdin.buffer
     while True:
+        _prepare(sandbox)
         line = stdin.readline(MAX_JOB_BYTES + 1)
         if not line:
             return 0
