@@ -36,12 +36,13 @@ from zope.interface import implementer
 
 from suite.goop.lua.sandbox import TIME_LIMIT
 
-__all__ = ["WorkerPool", "WorkerMachine", "WorkerCore", "Job", "MAX_ANSWER_BYTES"]
+__all__ = ["WorkerPool", "WorkerMachine", "WorkerCore", "Job", "JobPipe", "MAX_ANSWER_BYTES"]
 
 log = Logger()
 MAX_ANSWER_BYTES = 2 * 1024 * 1024
 MAX_STDERR_BYTES = 16 * 1024
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
 
 
 @dataclass
@@ -201,7 +202,7 @@ WorkerMachine = _build()
 
 
 @implementer(IWriteDescriptor)
-class _JobPipe:
+class JobPipe:
     """
     The peer's end of a worker's stdin.  A job is written to the pipe at once,
     in the turn that dispatches it: the worker has read every earlier job
@@ -265,7 +266,7 @@ class _WorkerProcess(ProcessProtocol):
 
     def __init__(self, pool: WorkerPool) -> None:
         self.pool = pool
-        self.jobs: _JobPipe | None = None
+        self.jobs: JobPipe | None = None
         self.buffer = b""
         self.stderrSeen = 0
         self.killedBecause = ""
@@ -313,7 +314,7 @@ class _WorkerProcess(ProcessProtocol):
 
     def _line(self, line: bytes) -> None:
         try:
-            message = json.loads(line)
+            message = _decode(line.decode("utf-8"))
             assert isinstance(message, dict)
         except (ValueError, AssertionError):
             self.killedBecause = "unreadable answer"
@@ -394,7 +395,7 @@ class WorkerPool:
         w = _WorkerProcess(self)
         self.workers.append(w)
         env = dict(os.environ)
-        # The worker's stdin is a pipe of ours (see _JobPipe), not one the reactor writes.
+        # The worker's stdin is a pipe of ours (see JobPipe), not one the reactor writes.
         readEnd, writeEnd = os.pipe()
         try:
             self.reactor.spawnProcess(
@@ -405,7 +406,7 @@ class WorkerPool:
             raise
         finally:
             os.close(readEnd)
-        w.jobs = _JobPipe(self.reactor, writeEnd)
+        w.jobs = JobPipe(self.reactor, writeEnd)
 
     def submit(self, message: dict[str, Any], limit: float) -> Deferred[dict[str, Any]]:
         """Queue one job; fires with the worker's answer (never fails)."""
@@ -432,6 +433,8 @@ class WorkerPool:
         self._dispatch()
 
     def workerGone(self, w: _WorkerProcess, wasReady: bool) -> None:
+        if w.jobs is not None:
+            w.jobs.close()
         if w in self.workers:
             self.workers.remove(w)
             if not w.ended.called:

@@ -78,6 +78,7 @@ class CpuBudget:
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
 
 
 def _write(out: int, message: dict[str, Any]) -> None:
@@ -125,7 +126,7 @@ def main(argv: list[str]) -> int:
             _write(out, {"ok": False, "error": "job too large"})
             return 1
         try:
-            job = json.loads(line)
+            job = _decode(line.decode("utf-8"))
         except ValueError:
             _write(out, {"ok": False, "error": "job is not JSON"})
             continue
