@@ -327,12 +327,12 @@ class CpuBudgetTests(SynchronousTestCase):
         used = [10.25]
         limits: list[tuple[int, int]] = []
         self.patch(
-            worker.resource,
+            resource,
             "getrusage",
             lambda who: SimpleNamespace(ru_utime=used[0], ru_stime=0.0),
         )
-        self.patch(worker.resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, 3600))
-        self.patch(worker.resource, "setrlimit", lambda which, pair: limits.append(pair))
+        self.patch(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, 3600))
+        self.patch(resource, "setrlimit", lambda which, pair: limits.append(pair))
         budget = worker.CpuBudget()
         budget.allow(6.0)
         self.assertEqual(limits, [(17, 3600)])

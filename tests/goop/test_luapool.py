@@ -236,9 +236,14 @@ class JobPipeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.readEnd, writeEnd = os.pipe()
-        self.addCleanup(lambda: self.readEnd >= 0 and os.close(self.readEnd))
+        self.addCleanup(self.closeReadEnd)
         self.pipe = JobPipe(self.reactor, writeEnd)
         self.addCleanup(self.pipe.close)
+
+    def closeReadEnd(self) -> None:
+        if self.readEnd >= 0:
+            os.close(self.readEnd)
+            self.readEnd = -1
 
     def read(self) -> bytes:
         os.set_blocking(self.readEnd, False)
@@ -275,8 +280,7 @@ class JobPipeTests(SynchronousTestCase):
 
     def test_readerGone(self) -> None:
         """Writing after the worker's end closed closes ours quietly (the process's end says why)."""
-        os.close(self.readEnd)
-        self.readEnd = -1
+        self.closeReadEnd()
         self.pipe.send(b"job\n")
         self.assertEqual(self.pipe.fileno(), -1)
         self.pipe.send(b"job\n")
