@@ -212,7 +212,7 @@ def _withoutSAN() -> x509.Certificate:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "bare.example.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -390,7 +390,12 @@ class H3MisdirectedTests(SynchronousTestCase):
             sid = h.client.get_next_available_stream_id()
             h.http.send_headers(
                 sid,
-                [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", authority.encode())],
+                [
+                    (b":method", b"GET"),
+                    (b":scheme", b"https"),
+                    (b":path", b"/"),
+                    (b":authority", authority.encode()),
+                ],
                 end_stream=True,
             )
             sids.append(sid)
