@@ -45,7 +45,6 @@ from twisted.internet.task import Clock  # noqa: E402
 
 from suite.pki.mint import mintSelfSigned  # noqa: E402
 from suite.pki.tlsoptions import presentedCredentials  # noqa: E402
-
 from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink  # noqa: E402
 from suite.specter.gateway.h2 import H2Front  # noqa: E402
 from suite.specter.gateway.routes import MemoryRouteStore  # noqa: E402
