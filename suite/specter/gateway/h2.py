@@ -20,7 +20,10 @@ what they queue.  What keeps it lean per request:
   - C{h2}'s header validation is replaced by the checks the HTTP/1.1 head
     needs (L{suite.specter.gateway.http1.buildRequestHead}: no CR, LF or
     NUL, lower-case token names, well-formed pseudo-headers, one authority:
-    a C{Host} must agree with C{:authority}, RFC 9113 section 8.3.1);
+    a C{Host} must agree with C{:authority}, RFC 9113 section 8.3.1),
+    and the check that the certificate presented on the connection covers
+    the authority (421 Misdirected Request otherwise, RFC 9113 section
+    9.1.2; L{suite.specter.gateway.certnames}), both cached with the head;
   - responses are queued and sent in one pass when the frames that carried
     them have all been read (end of a link read, end of a visitor read, or
     else once per reactor turn): a short response leaves as one HEADERS and

@@ -7,6 +7,9 @@ with Twisted, and each HTTP/3 request is forwarded like an HTTP/2 one (a
 pooled HTTP/1.1 exchange on a tunnel stream, see
 L{suite.specter.gateway.exchange}).
 QUIC has no PROXY protocol: the gateway sees the UDP source address.
+A request whose authority the certificate presented on the connection
+does not cover is answered 421 Misdirected Request (RFC 9114 section
+4.3.1; L{suite.specter.gateway.certnames}) and routed nowhere.
 
 Each connection's lifecycle is a machine (L{suite.specter.gateway.h3conn}).
 When the gateway drains (L{suite.specter.gateway.lifecycle.DrainMachine}
