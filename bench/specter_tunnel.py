@@ -133,6 +133,7 @@ def _named(url: str, host: str) -> tuple[str, str]:
 
 def wrk(url: str, duration: int, connections: int, threads: int, host: str | None = None) -> dict[str, float]:
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    hosts = ""
     if host:
         # wrk sends the URL's host as SNI, and the gateway answers 421 to a
         # Host its certificate for that SNI does not cover: the URL names
@@ -144,7 +145,11 @@ def wrk(url: str, duration: int, connections: int, threads: int, host: str | Non
             f.write(f"127.0.0.1 localhost {host}\n")
         argv[-1] = named
         argv[:0] = ["unshare", "-rm", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
+    finally:
+        if host:
+            os.unlink(hosts)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     count = re.search(r"(\d+) requests in", out)
 
