@@ -11,11 +11,12 @@ already holds is ignored there as not newer.
 
 Restore: a peer states in its HELLO (C{own_sequence}, with the C{restore}
 capability) the highest sequence it held of its own entries when it
-started.  The re-sync to it then also carries the entries it originated
-with a newer sequence, marked C{"restore": true}, with their original
-sequence and signature: a node that came back with an empty or older store
-gets its own CDMs and object states back, and its next sequence numbers
-follow theirs.
+started, to each node until that node's re-sync to it has completed once.
+The re-sync to it then also carries the entries it originated with a
+newer sequence, marked C{"restore": true}, with their original sequence
+and signature: a node that came back with an empty or older store gets its
+own CDMs and object states back from every peer that holds them, and its
+next sequence numbers follow theirs.
 
 Summary: when both sides announce the C{sync_summary} capability, each
 side's receiving machine starts by sending the peer a summary of what it
@@ -25,8 +26,9 @@ in C{SYNC_SUMMARY} frames of at most L{SYNC_SUMMARY_FRAME_BYTES}, the last
 marked C{"more": false}).  The sending machine waits for the peer's
 summary (state C{Comparing}) and then re-states only the entries the peer
 lacks or holds in an older version: exactly those the peer would not
-ignore as "not newer".  The restore rule for the peer's own entries is
-unchanged.  A summary that is malformed or lists more than
+ignore as "not newer".  That holds for the peer's own entries too (of
+those above its C{own_sequence}, which its summary lists): a restore from
+a second peer sends only what the first one did not give back.  A summary that is malformed or lists more than
 L{MAX_SYNC_SUMMARY_ENTRIES} entries closes the session with the reason;
 one that is not complete within half the grace time is given up and
 everything is re-stated, as with a peer without the capability.
