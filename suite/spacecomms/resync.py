@@ -21,17 +21,19 @@ next sequence numbers follow theirs.
 Summary: when both sides announce the C{sync_summary} capability, each
 side's receiving machine starts by sending the peer a summary of what it
 holds (L{summaryFrames}: one C{[kind, key, origin, sequence, active]} per
-entry of the kinds it forwards to that peer, except those it originated,
-in C{SYNC_SUMMARY} frames of at most L{SYNC_SUMMARY_FRAME_BYTES}, the last
-marked C{"more": false}).  The sending machine waits for the peer's
-summary (state C{Comparing}) and then re-states only the entries the peer
-lacks or holds in an older version: exactly those the peer would not
-ignore as "not newer".  That holds for the peer's own entries too (of
-those above its C{own_sequence}, which its summary lists): a restore from
-a second peer sends only what the first one did not give back.  A summary that is malformed or lists more than
-L{MAX_SYNC_SUMMARY_ENTRIES} entries closes the session with the reason;
-one that is not complete within half the grace time is given up and
-everything is re-stated, as with a peer without the capability.
+entry of the kinds it forwards to that peer, except those it originated at
+or below the C{own_sequence} it states to that peer, in C{SYNC_SUMMARY}
+frames of at most L{SYNC_SUMMARY_FRAME_BYTES}, the last marked
+C{"more": false}).  The sending machine waits for the peer's summary
+(state C{Comparing}) and then re-states only the entries the peer lacks or
+holds in an older version: exactly those the peer would not ignore as
+"not newer".  That holds for the peer's own entries too (of those above
+its C{own_sequence}, which its summary lists): a restore from a second
+peer sends only what the first one did not give back.  A summary that is
+malformed or lists more than L{MAX_SYNC_SUMMARY_ENTRIES} entries closes
+the session with the reason; one that is not complete within half the
+grace time is given up and everything is re-stated, as with a peer
+without the capability.
 
 The receiving side of each session keeps its peer's re-sync in a
 L{ResyncMachine}: open from the session's start until END_OF_SYNC arrives
