@@ -726,6 +726,10 @@ def _ownListed(net: SimNet, src: str, dst: str) -> list[str]:
     ]
 
 
+#: A, its three peers, and two links between the peers.
+RANDOM_EDGES = [("A", "B"), ("A", "C"), ("A", "D"), ("B", "C"), ("C", "D")]
+
+
 class RestoreFromEveryPeerTests(SynchronousTestCase):
     """
     A node that lost its store gets its own entries back from every peer
@@ -894,6 +898,90 @@ class RestoreFromEveryPeerTests(SynchronousTestCase):
             got = stored(net.stores["A"], r.kind, key)
             self.assertGreater(got.sequence, r.sequence)
             self.assertEqual(stored(net.stores["C"], r.kind, key).sequence, got.sequence, key)
+
+    def _act(self, net: SimNet, i: int, toggle: bool) -> None:
+        """
+        One random step: a link fails or comes back (if C{toggle}), A
+        withdraws a CDM, or A announces or updates one; then a little time.
+        """
+        rng, a = net.rng, net.nodes["A"]
+        action = rng.random()
+        if toggle and action < 0.25:
+            x, y = rng.choice(RANDOM_EDGES)
+            if (x, y) in net.links:
+                net.disconnect(x, y)
+            else:
+                net.connect(x, y)
+        elif action < 0.35:
+            live = sorted(k for k, (active, _) in net.state("A").items() if active)
+            if live:
+                a.withdrawCDM(rng.choice(live), "FALSE_POSITIVE")
+        else:
+            n = rng.randrange(16)
+            a.ingestCDM(sampleCDM(f"P-{n}", object2=str(49500 + n), missDistance=100.0 + i))
+        net.run(rng.uniform(0, 0.1))
+
+    def test_randomPartitionsThenLoss(self) -> None:
+        """
+        Seeded runs: A originates, updates and withdraws CDMs while links
+        fail and come back at random; then one peer is cut off while A
+        updates more, and A loses its store while its re-sync to that
+        peer, back, is half delivered (it goes in store order, not by
+        sequence): each peer holds a different part of A's entries, the
+        cut-off one possibly newer versions of some and older ones of
+        others.  A's sessions come back one at a time in a random order.
+        A ends holding, for each of its entries, the newest version any
+        peer held, and a second round of reconnections gives it back
+        nothing.
+        """
+        for seed in range(16):
+            net = SimNet(700 + seed)
+            self.addCleanup(net.stop)
+            _mesh(net, RANDOM_EDGES, anti_entropy_interval_seconds=0)
+            rng = net.rng
+            for i in range(30):
+                self._act(net, i, True)
+            for x, y in RANDOM_EDGES:
+                if (x, y) not in net.links:
+                    net.connect(x, y)
+            net.run(1)
+            cut = rng.choice("BCD")
+            for x, y in RANDOM_EDGES:
+                if cut in (x, y):
+                    net.disconnect(x, y)
+            for i in range(30, 45):
+                self._act(net, i, False)
+            net.run(1)
+            net.hold()
+            net.connect("A", cut)
+            net.release(cut, "A", "SYNC_SUMMARY")
+            assert net.held is not None
+            toCut = [(link, data) for link, data in net.held if (link.src, link.peerId) == ("A", cut)]
+            for link, data in toCut[: rng.randrange(len(toCut) + 1)]:
+                net._arrive(link, data)
+            net.held = None
+            newest: dict[str, tuple[int, bool]] = {}
+            for peer in "BCD":
+                for r in net.stores[peer].records("cdm"):
+                    if r.origin == "A" and (r.key not in newest or newest[r.key][0] < r.sequence):
+                        newest[r.key] = (r.sequence, r.active)
+            net.crash("A")
+            for x, y in list(net.links):
+                net.disconnect(x, y)
+            net.stores["A"] = MemoryStore()
+            net.restart("A")
+            order = ["B", "C", "D"]
+            rng.shuffle(order)
+            for peer in order:
+                net.connect("A", peer)
+                net.run(1)
+            got = {r.key: (r.sequence, r.active) for r in net.stores["A"].records("cdm")}
+            self.assertEqual(got, newest, seed)
+            for peer in order:
+                net.disconnect("A", peer)
+                net.connect("A", peer)
+                net.run(1)
+                self.assertEqual(_restores(net, peer, "A"), [], (seed, peer))
 
     def test_peerWithoutSummary(self) -> None:
         """
