@@ -26,11 +26,18 @@ from suite.ceptra.access import SpiffeAllowList
 from suite.ceptra.engine import EngineError
 from suite.ceptra.health import ActivationHealth, PartitionsHealth
 from suite.ceptra.interfaces import IRaftStatus
-from suite.ceptra.lifecycle import DESCRIBED_STATES
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
 from suite.ceptra.partitions import NotHosted, PartitionManager, _PartitionCollector
+from suite.ceptra.partitions.lifecycle import DESCRIBED_STATES
+from suite.ceptra.partitions.retire import (
+    markRetired,
+    moveRetired,
+    parseName,
+    pendingRetirements,
+    purge,
+    retiredCopies,
+)
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
-from suite.ceptra.retire import markRetired, moveRetired, parseName, pendingRetirements, purge, retiredCopies
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
 from suite.raft.incarnation import MemoryIncarnations
@@ -954,7 +961,7 @@ class RetiredStatusTests(RetiredFixture):
         self.assertEqual(self.partitionsPage(b)["retired"], {"p2": moved})
         self.assertIn('ceptra_partition_retired{partition="p2"} 1.0', self.exposition(b))
         # Once the copy is deleted, nothing is reported any more.
-        b.retiredKeep = 30.0
+        b.disk.keep = 30.0
         c.run(61.0, step=0.05)
         self.assertEqual(self.retired(root), [])
         self.assertEqual(b.partitionStatus("p2"), {"partition": "p2", "state": "not started"})
@@ -1026,7 +1033,7 @@ class StateGaugeTests(RetiredFixture):
 
 class RetireFilesTests(SynchronousTestCase):
     """
-    The file steps of a retirement (L{suite.ceptra.retire}), and a crash in
+    The file steps of a retirement (L{suite.ceptra.partitions.retire}), and a crash in
     the middle of the move.
     """
 
