@@ -27,8 +27,7 @@ from suite.ceptra.engine import EngineError
 from suite.ceptra.health import ActivationHealth, PartitionsHealth
 from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
-from suite.ceptra.partitions import NotHosted, PartitionManager, _PartitionCollector
-from suite.ceptra.partitions.lifecycle import DESCRIBED_STATES
+from suite.ceptra.partitions import REPORTED_STATES, NotHosted, PartitionManager, _PartitionCollector
 from suite.ceptra.partitions.retire import (
     markRetired,
     moveRetired,
@@ -231,7 +230,7 @@ def stateGauge(test: SynchronousTestCase, manager: PartitionManager) -> dict[str
                 series.setdefault(sample.labels["partition"], {})[sample.labels["state"]] = sample.value
     current = {}
     for pid, values in series.items():
-        test.assertEqual(sorted(values), sorted(DESCRIBED_STATES), pid)
+        test.assertEqual(sorted(values), sorted(REPORTED_STATES), pid)
         [state] = [s for s, v in values.items() if v == 1]
         test.assertEqual(sum(values.values()), 1, pid)
         current[pid] = state
@@ -939,10 +938,10 @@ class RetiredStatusTests(RetiredFixture):
         }
         self.assertEqual(b.partitionStatus("p2"), retired)
         page = self.partitionsPage(b)
-        self.assertEqual((page["partitions"], page["retired"]), ({}, {"p2": retired}))
+        self.assertEqual((page["partitions"], page["retired"]), ({}, {"p2": [retired]}))
         self.assertEqual(b.notReadyReasons(), ())
         check = PartitionsHealth(b).check()
-        self.assertEqual((check.ready, check.details["retired"]), (True, {"p2": retired}))
+        self.assertEqual((check.ready, check.details["retired"]), (True, {"p2": [retired]}))
         self.assertIn('ceptra_partition_retired{partition="p2"} 1.0', self.exposition(b))
         # Restarted: the move is finished, and the copy still reported.
         c.crash("b")
@@ -952,13 +951,13 @@ class RetiredStatusTests(RetiredFixture):
         moved = {**retired, "moved": True}
         self.assertEqual(self.retired(root), [name])
         self.assertEqual(b.partitionStatus("p2"), moved)
-        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": moved})
+        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": [moved]})
         self.assertEqual(b.notReadyReasons(), ())
         # Restarted again: found on disk.
         c.crash("b")
         b = c.start("b")
         c.run(0.2)
-        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": moved})
+        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": [moved]})
         self.assertIn('ceptra_partition_retired{partition="p2"} 1.0', self.exposition(b))
         # Once the copy is deleted, nothing is reported any more.
         b.disk.keep = 30.0
@@ -988,7 +987,7 @@ class RetiredStatusTests(RetiredFixture):
         self.assertEqual(b.partitionStatus("p2")["state"], "running")
         page = self.partitionsPage(b)
         self.assertEqual(page["partitions"]["p2"]["state"], "running")
-        self.assertEqual(page["retired"]["p2"]["epoch"], 2)
+        self.assertEqual([copy["epoch"] for copy in page["retired"]["p2"]], [2])
 
 
 class StateGaugeTests(RetiredFixture):
