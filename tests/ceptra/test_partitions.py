@@ -316,6 +316,9 @@ class Cluster:
             incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
             snapshotRunner=self.snapshotRunner,
             holdsReplica=None if dataDir is not None else lambda pid: f"{name}:wal/{pid}" in self.disks,
+            heldReplicas=None
+            if dataDir is not None
+            else lambda: sorted(k.split(":wal/", 1)[1] for k in self.disks if k.startswith(f"{name}:wal/")),
             dataDir=dataDir,
             fileRunner=self.fileRunner,
             retiredKeep=self.retiredKeep,
@@ -778,6 +781,29 @@ class RetiredFixture(SynchronousTestCase):
         path = os.path.join(root, "b", "retired")
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
+    def partitionsPage(self, manager: PartitionManager) -> Any:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.ceptra.ingest import ClientAPI, PartitionsResource
+        from suite.web.sse import SSEHub
+
+        api = ClientAPI(
+            manager,
+            lambda: manager.routing,
+            None,
+            manager.reactor,
+            SSEHub(manager.reactor),
+            DialPolicy(1, 3, 0.05),
+        )
+        return json.loads(PartitionsResource(api).render_GET(DummyRequest([])))
+
+    def exposition(self, manager: PartitionManager) -> str:
+        registry = CollectorRegistry()
+        registry.register(_PartitionCollector(manager))
+        text = generate_latest(registry).decode()
+        self.assertEqual(lintExposition(text, "ceptra"), [])
+        return text
+
 
 class RetiredReplicaTests(RetiredFixture):
     """
@@ -889,29 +915,6 @@ class RetiredStatusTests(RetiredFixture):
     details, a metric) until its retired copy is deleted, and readiness
     does not count it as a partition that failed to start.
     """
-
-    def partitionsPage(self, manager: PartitionManager) -> Any:
-        from twisted.web.test.requesthelper import DummyRequest
-
-        from suite.ceptra.ingest import ClientAPI, PartitionsResource
-        from suite.web.sse import SSEHub
-
-        api = ClientAPI(
-            manager,
-            lambda: manager.routing,
-            None,
-            manager.reactor,
-            SSEHub(manager.reactor),
-            DialPolicy(1, 3, 0.05),
-        )
-        return json.loads(PartitionsResource(api).render_GET(DummyRequest([])))
-
-    def exposition(self, manager: PartitionManager) -> str:
-        registry = CollectorRegistry()
-        registry.register(_PartitionCollector(manager))
-        text = generate_latest(registry).decode()
-        self.assertEqual(lintExposition(text, "ceptra"), [])
-        return text
 
     def test_retiredReported(self) -> None:
         c, root = self.cluster()
