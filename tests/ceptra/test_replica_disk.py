@@ -156,7 +156,12 @@ class StoppedReplicaTests(RetiredFixture):
     then as orphaned once the partition leaves the routing table.
     """
 
-    def test_graceStoppedReplicaReported(self) -> None:
+    def cutOff(self) -> tuple[Cluster, str, float]:
+        """
+        Move p2 off b, and cut b off from a and c as soon as it holds the
+        configuration excluding it, before it hears that it committed;
+        return the cluster, its root and when b was cut off.
+        """
         c, root = self.cluster()
         b = c.managers["b"]
         cut: list[float] = []
@@ -180,6 +185,11 @@ class StoppedReplicaTests(RetiredFixture):
         self.assertEqual(len(cut), 1)
         c.run(0.2)
         self.assertEqual(b.partitionStatus("p2")["state"], "leaving")
+        return c, root, cut[0]
+
+    def test_graceStoppedReplicaReported(self) -> None:
+        c, root, cut = self.cutOff()
+        b = c.managers["b"]
         with capturedLogs() as logs:
             c.run(6.0, step=0.01, until=lambda: "p2" not in b.partitions)
         self.assertNotIn("p2", b.partitions)
@@ -191,7 +201,7 @@ class StoppedReplicaTests(RetiredFixture):
             "since": since,
             "data": [f"{wal}/p2", f"{snap}/p2"],
         }
-        self.assertGreater(since, cut[0] + 5.0)
+        self.assertGreater(since, cut + 5.0)
         self.assertEqual(b.partitionStatus("p2"), stopped)
         page = self.partitionsPage(b)
         self.assertEqual((page["stopped"], page["orphaned"], page["retired"]), ({"p2": stopped}, {}, {}))
@@ -222,6 +232,26 @@ class StoppedReplicaTests(RetiredFixture):
             b.partitionStatus("p2")["remove"],
             f"python -m suite.raft wal drop {wal} p2 && rm -r {wal}/p2 {snap}/p2",
         )
+
+    def test_stoppedRetiresAfterRestart(self) -> None:
+        """
+        Restarted, the node starts its stopped replica again (its partition
+        is routed, elsewhere): its group tells it that it was removed, and
+        only then is its data retired.
+        """
+        c, root, _ = self.cutOff()
+        c.run(6.0, step=0.01, until=lambda: "p2" not in c.managers["b"].partitions)
+        self.assertEqual(stateGauge(self, c.managers["b"]), {"p2": "stopped"})
+        c.net.heal()
+        c.crash("b")
+        b = c.start("b")
+        self.assertLess(c.run(5.0, until=lambda: bool(self.retired(root)) and not b.reclaiming), 4.0)
+        [name] = self.retired(root)
+        self.assertRegex(name, r"^p2-2-\d+$")
+        self.assertEqual(stateGauge(self, b), {"p2": "retired"})
+        page = self.partitionsPage(b)
+        self.assertEqual((page["stopped"], page["orphaned"], len(page["retired"]["p2"])), ({}, {}, 1))
+        self.assertFalse(os.path.exists(f"{root}/b/wal/p2"))
 
 
 class RetiredCopiesTests(RetiredFixture):
