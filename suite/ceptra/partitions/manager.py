@@ -27,7 +27,7 @@ from zope.interface import implementer
 from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.partitions.disk import ReplicaDisk
-from suite.ceptra.partitions.disk import heldReplicas as heldReplicas_
+from suite.ceptra.partitions.disk import heldReplicas as listHeldReplicas
 from suite.ceptra.partitions.replica import NotHosted, Partition
 from suite.ceptra.partitions.retire import marker
 from suite.ceptra.partitions.status import PartitionCollector
@@ -139,8 +139,7 @@ class PartitionManager(Service):
         self.incarnations = incarnations or (lambda w: fileClaim(w, reactor))
         self.snapshotRunner = snapshotRunner or self._encodeInThread
         self.holdsReplica = holdsReplica or self._holdsReplica
-        self.heldReplicas = heldReplicas or partial(heldReplicas_, walDir)
-        self.dataDir = dataDir
+        self.heldReplicas = heldReplicas or partial(listHeldReplicas, walDir)
         #: retired copies and stopped replicas (L{suite.ceptra.partitions.disk})
         self.disk = ReplicaDisk(
             reactor,
