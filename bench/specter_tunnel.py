@@ -36,6 +36,11 @@ the N ratios, so that a change in the machine's load between two phases
 (``--perf``: native perf profiles; ``--syscalls``: perf counts of the
 socket and epoll calls of the gateway, the client and nginx's worker).
 
+``--busy N`` keeps N CPU hogs (``yes > /dev/null``) running beside every
+measurement (started after the warm-up, stopped at the end): the busy
+machine of the targets is ``--busy 2`` on this 2-core host, both cores
+saturated; ``busy=N`` is printed with the load average.
+
 ``--h2-only`` measures only HTTP/2 (nginx terminating h2, then the
 tunnel) and adds the CPU time the gateway and the tunnel client spent per
 tunnelled HTTP/2 request (``h2_gateway_cpu_us``, ``h2_client_cpu_us``:
@@ -337,7 +342,16 @@ def main() -> None:
         action="store_true",
         help="with --http1-only: also nginx proxying TLS from wrk, with its CPU and wrk's per request",
     )
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N CPU hogs (yes > /dev/null) running during the measurements (a busy machine)",
+    )
     args = parser.parse_args()
+    if args.busy < 0:
+        raise SystemExit("--busy must be 0 or more")
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
     for tool in ("nginx", "wrk", "h2load"):
@@ -349,6 +363,7 @@ def main() -> None:
     base = tempfile.mkdtemp(prefix="specter-bench-")
     os.chmod(base, 0o755)  # nginx workers may run as another user
     procs: list[subprocess.Popen[bytes]] = []
+    hogs: list[subprocess.Popen[bytes]] = []
     try:
         certs = os.path.join(base, "certs")
         bundle = initBundle(certs, ["127.0.0.1"])
@@ -435,6 +450,8 @@ def main() -> None:
         tunnelURL = f"https://127.0.0.1:{gw}/"
         # warm up
         wrk(tunnelURL, 2, 8, 1, host)
+        for _ in range(args.busy):
+            hogs.append(subprocess.Popen(["yes"], stdout=subprocess.DEVNULL))
         profiler = Profiler(
             args.profile, {"gateway": procs[-2].pid, "client": procs[-1].pid}, args.syscalls, args.perf
         )
@@ -488,7 +505,7 @@ def main() -> None:
             result["requests"] = args.h2_requests - result["failed"]
             return result
 
-        load = lambda: f"loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"  # noqa: E731
+        load = lambda: f"busy={args.busy} loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"  # noqa: E731
         d, c = args.duration, args.connections
 
         def h2nginxRun() -> dict[str, float]:
@@ -639,6 +656,9 @@ def main() -> None:
             f"{load()}"
         )
     finally:
+        for p in hogs:
+            p.kill()
+            p.wait()
         for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
