@@ -18,8 +18,10 @@ without C{PYTHONDONTWRITEBYTECODE}; compiling modules from source at every
 start would add several MB of heap to each process.
 
 Last line: C{peer_rss_mb=... hub_rss_mb=... peer_nomdns_rss_mb=...
-peer_anon_mb=... hub_anon_mb=... twisted_floor_rss_mb=... peer_start_cpu_s=...
-hub_start_cpu_s=... loadavg=...}.
+peer_anon_mb=... hub_anon_mb=... peer_pss_mb=... peer_uss_mb=...
+twisted_floor_rss_mb=... peer_start_cpu_s=... hub_start_cpu_s=... loadavg=...}.
+RSS is the headline; PSS and USS (from C{/proc/PID/smaps_rollup}) show how
+much of it is library code shared with other processes.
 
 Run: C{.venv/bin/python bench/goop_memory.py [--imports]}
 """
@@ -62,32 +64,45 @@ reactor.run()
 
 #: What a peer imports, in import order, for C{--imports}.
 IMPORT_STEPS = [
-    "ssl",
     "zope.interface",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "cryptography.x509",
+    "ssl",
     "OpenSSL.SSL",
+    "twisted.internet.defer",
     "twisted.internet.reactor",
     "twisted.web.server",
     "twisted.scripts.twistd",
     "suite.daemon",
     "suite.goop.tap",
     "suite.goop.peer.service",
-    "treq",
+    "suite.goop.p2p.discovery",
+    "twisted.web.client",
     "zeroconf",
 ]
 
+#: The steps run as the goop2 console script runs: without Twisted's HTTP/2
+#: module (suite.goop.cli.withoutHTTP2).
 STEPS = """
 import importlib, sys
+sys.modules["twisted.web._http2"] = None
 def rss():
+    out = {}
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(rest.split()[0]) / 1024.0
+    return out
 last = rss()
-print(f"{'(interpreter)':28s} {last:6.1f} MB")
+print(f"{'(interpreter)':52s} {last['VmRSS']:6.1f} MB")
 for name in sys.argv[1:]:
     importlib.import_module(name)
     now = rss()
-    print(f"{name:28s} {now:6.1f} MB  (+{now - last:.1f}, {len(sys.modules)} modules)")
+    d = {k: now[k] - last[k] for k in now}
+    print(
+        f"{name:52s} {now['VmRSS']:6.1f} MB  (+{d['VmRSS']:.1f}: anonymous +{d['RssAnon']:.1f}, "
+        f"file +{d['RssFile']:.1f}; {len(sys.modules)} modules)"
+    )
     last = now
 """
 
@@ -101,13 +116,25 @@ def freePort() -> int:
 
 
 def status(pid: int) -> dict[str, float]:
-    """VmRSS, RssAnon and RssFile of C{pid} in MB."""
+    """
+    VmRSS, RssAnon and RssFile of C{pid} in MB, and from C{smaps_rollup}
+    its Pss (shared pages divided among the processes mapping them) and
+    Uss (pages only it maps: what one more such process costs).
+    """
     out: dict[str, float] = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
             if key in ("VmRSS", "RssAnon", "RssFile"):
                 out[key] = int(rest.split()[0]) / 1024.0
+    out["Uss"] = 0.0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key == "Pss":
+                out["Pss"] = int(rest.split()[0]) / 1024.0
+            elif key in ("Private_Clean", "Private_Dirty"):
+                out["Uss"] += int(rest.split()[0]) / 1024.0
     return out
 
 
@@ -200,6 +227,8 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
             "peer_rss": q["VmRSS"],
             "peer_anon": q["RssAnon"],
             "peer_file": q["RssFile"],
+            "peer_pss": q["Pss"],
+            "peer_uss": q["Uss"],
             "peer_cpu": cpuSeconds(peer.pid),
         }
     finally:
@@ -247,7 +276,8 @@ def main() -> None:
     for label, rs in (("peer, mDNS on", runs), ("peer, mDNS off", quiet)):
         print(
             f"{label}: peer RSS {median(rs, 'peer_rss'):.1f} MB "
-            f"(anonymous {median(rs, 'peer_anon'):.1f}, file-backed {median(rs, 'peer_file'):.1f}), "
+            f"(anonymous {median(rs, 'peer_anon'):.1f}, file-backed {median(rs, 'peer_file'):.1f}; "
+            f"PSS {median(rs, 'peer_pss'):.1f}, USS {median(rs, 'peer_uss'):.1f}), "
             f"start-up CPU {median(rs, 'peer_cpu'):.2f} s; "
             f"hub RSS {median(rs, 'hub_rss'):.1f} MB "
             f"(anonymous {median(rs, 'hub_anon'):.1f}, file-backed {median(rs, 'hub_file'):.1f}), "
@@ -259,6 +289,7 @@ def main() -> None:
         f"peer_rss_mb={median(runs, 'peer_rss'):.1f} hub_rss_mb={median(runs + quiet, 'hub_rss'):.1f} "
         f"peer_nomdns_rss_mb={median(quiet, 'peer_rss'):.1f} "
         f"peer_anon_mb={median(runs, 'peer_anon'):.1f} hub_anon_mb={median(runs + quiet, 'hub_anon'):.1f} "
+        f"peer_pss_mb={median(runs, 'peer_pss'):.1f} peer_uss_mb={median(runs, 'peer_uss'):.1f} "
         f"twisted_floor_rss_mb={statistics.median(floors):.1f} "
         f"peer_start_cpu_s={median(runs, 'peer_cpu'):.2f} hub_start_cpu_s={median(runs + quiet, 'hub_cpu'):.2f} "
         f"loadavg={os.getloadavg()[0]:.1f}"

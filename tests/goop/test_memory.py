@@ -159,11 +159,11 @@ class LazyImportTests(SynchronousTestCase):
 class ConsoleScriptTests(SynchronousTestCase):
     def test_peerWithoutHTTP2(self) -> None:
         """
-        C{goop2 peer DIR} with a rendezvous hub configured (so the HTTP
-        client is loaded too), running: neither hyper-h2, hpack, hyperframe
-        nor Twisted's or the suite's HTTP/2 module is imported, though
-        C{twisted.web.http} is; the viewer answers C{/healthz} over
-        HTTP/1.1.
+        C{goop2 peer DIR} with a rendezvous hub configured, running: its
+        hub client is on Twisted's C{Agent} (loaded) without treq; neither
+        hyper-h2, hpack, hyperframe nor Twisted's or the suite's HTTP/2
+        module is imported, though C{twisted.web.http} is; the viewer
+        answers C{/healthz} over HTTP/1.1.
         """
         viewer = f"127.0.0.1:{freePort()}"
         d = writeConfig(
@@ -177,7 +177,7 @@ class ConsoleScriptTests(SynchronousTestCase):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
         result = subprocess.run(
             [sys.executable, "-c", CLI_PROBE, viewer, "peer", d],
-            input=json.dumps([*HTTP2, "twisted.web.http", "suite.web.limits"]),
+            input=json.dumps([*HTTP2, "treq", "twisted.web.client", "twisted.web.http", "suite.web.limits"]),
             capture_output=True,
             text=True,
             timeout=120,
@@ -187,7 +187,9 @@ class ConsoleScriptTests(SynchronousTestCase):
         if result.returncode != 0 or not lines:
             raise AssertionError(result.stderr[-3000:])
         out = json.loads(lines[-1])
-        self.assertEqual(out.get("loaded"), ["suite.web.limits", "twisted.web.http"], out)
+        self.assertEqual(
+            out.get("loaded"), ["suite.web.limits", "twisted.web.client", "twisted.web.http"], out
+        )
         self.assertEqual(out.get("code"), 200, out)
         self.assertEqual(json.loads(out["body"]).get("status"), "ok", out)
 
