@@ -8,7 +8,8 @@ C{/healthz}, lets them settle, then reads C{/proc/PID/status} (C{VmRSS},
 C{RssAnon}, C{RssFile}) and the CPU time each used to start
 (C{/proc/PID/stat}).  Also measured: a peer with mDNS off, and the floor of
 any Twisted web server on this interpreter (reactor + C{twisted.web}
-serving one port).  With C{--imports}, the resident memory after each step
+serving one port), with and without Twisted's HTTP/2 module (which
+C{goop2} keeps out).  With C{--imports}, the resident memory after each step
 of importing what a peer imports, in a fresh interpreter.
 
 Each figure is the median of C{BENCH_RUNS} (default 3) runs.  The
@@ -19,7 +20,7 @@ start would add several MB of heap to each process.
 
 Last line: C{peer_rss_mb=... hub_rss_mb=... peer_nomdns_rss_mb=...
 peer_anon_mb=... hub_anon_mb=... peer_pss_mb=... peer_uss_mb=...
-twisted_floor_rss_mb=... peer_start_cpu_s=... hub_start_cpu_s=... loadavg=...}.
+twisted_floor_rss_mb=... twisted_floor_noh2_rss_mb=... peer_start_cpu_s=... hub_start_cpu_s=... loadavg=...}.
 RSS is the headline; PSS and USS (from C{/proc/PID/smaps_rollup}) show how
 much of it is library code shared with other processes.
 
@@ -51,6 +52,8 @@ SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
 
 FLOOR = """
 import sys
+if sys.argv[1:] == ["--no-http2"]:
+    sys.modules["twisted.web._http2"] = None
 from twisted.internet import reactor
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -237,9 +240,9 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
         stop(hub)
 
 
-def floor() -> float:
+def floor(*args: str) -> float:
     out = subprocess.run(
-        [sys.executable, "-c", FLOOR], capture_output=True, text=True, check=True, env=ENV
+        [sys.executable, "-c", FLOOR, *args], capture_output=True, text=True, check=True, env=ENV
     ).stdout
     for line in out.splitlines():
         if line.startswith("VmRSS:"):
@@ -269,6 +272,7 @@ def main() -> None:
             sys.stdout.flush()
             subprocess.run([sys.executable, "-c", STEPS, *IMPORT_STEPS], check=True, env=ENV)
         floors = [floor() for _ in range(RUNS)]
+        bare = [floor("--no-http2") for _ in range(RUNS)]
         runs = [oneRun(os.path.join(root, f"run{i}"), mdns=True) for i in range(RUNS)]
         quiet = [oneRun(os.path.join(root, f"quiet{i}"), mdns=False) for i in range(RUNS)]
     finally:
@@ -283,7 +287,10 @@ def main() -> None:
             f"(anonymous {median(rs, 'hub_anon'):.1f}, file-backed {median(rs, 'hub_file'):.1f}), "
             f"start-up CPU {median(rs, 'hub_cpu'):.2f} s"
         )
-    print(f"Twisted web server floor: {statistics.median(floors):.1f} MB RSS")
+    print(
+        f"Twisted web server floor: {statistics.median(floors):.1f} MB RSS, "
+        f"{statistics.median(bare):.1f} MB without HTTP/2 (as goop2 runs)"
+    )
     print(f"elapsed {time.monotonic() - began:.0f} s, {RUNS} runs each, medians")
     print(
         f"peer_rss_mb={median(runs, 'peer_rss'):.1f} hub_rss_mb={median(runs + quiet, 'hub_rss'):.1f} "
@@ -291,6 +298,7 @@ def main() -> None:
         f"peer_anon_mb={median(runs, 'peer_anon'):.1f} hub_anon_mb={median(runs + quiet, 'hub_anon'):.1f} "
         f"peer_pss_mb={median(runs, 'peer_pss'):.1f} peer_uss_mb={median(runs, 'peer_uss'):.1f} "
         f"twisted_floor_rss_mb={statistics.median(floors):.1f} "
+        f"twisted_floor_noh2_rss_mb={statistics.median(bare):.1f} "
         f"peer_start_cpu_s={median(runs, 'peer_cpu'):.2f} hub_start_cpu_s={median(runs + quiet, 'hub_cpu'):.2f} "
         f"loadavg={os.getloadavg()[0]:.1f}"
     )
