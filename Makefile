@@ -45,7 +45,7 @@ system-deps:
 # Python package (installed into the venv).  Not part of CI.
 MACHINE_MODULES := suite.gossip.member suite.gossip.prober suite.gossip.lifecycle suite.specter.chord.machine suite.specter.chord.rounds suite.specter.chord.heal \
 	suite.raft.roles suite.raft.progress suite.raft.multi suite.spacecomms.session suite.spacecomms.resync suite.clustor.freshness \
-	suite.acme.renewal suite.ceptra.lifecycle suite.goop.groups.hostlink suite.goop.groups.member suite.goop.lua.pool suite.goop.p2p.hubfollow \
+	suite.acme.renewal suite.ceptra.partitions.lifecycle suite.goop.groups.hostlink suite.goop.groups.member suite.goop.lua.pool suite.goop.p2p.hubfollow \
 	suite.specter.tunnel.machine suite.specter.tunnel.stream suite.specter.gateway.lifecycle suite.specter.gateway.visitormachine suite.specter.gateway.h2stream suite.specter.gateway.h2conn suite.specter.gateway.h3conn \
 	suite.constellation.leases.hold suite.constellation.leases.keeper suite.raft.memberchange suite.raft.walbatch suite.ceptra.combine suite.serial \
 	suite.raft.snapshotter

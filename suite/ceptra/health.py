@@ -113,8 +113,10 @@ class PartitionsHealth:
         reasons = tuple(self.raft.notReadyReasons())
         details = {
             "partitions": {pid: self.manager.partitionStatus(pid) for pid in self.manager.hostedIds()},
-            # replicas that left their group for good: not failures
-            "retired": self.manager.retiredStatuses(),
+            # replicas that no longer run here, data kept (retired ones left
+            # their group for good; stopped and orphaned ones were never told
+            # so): never reasons, they are not hosted partitions
+            **self.manager.diskStatuses(),
         }
         return HealthReport(not reasons, reasons, details)
 

@@ -522,7 +522,7 @@ class PartitionsResource(_APIResource):
                     p: manager.partitionStatus(p, withHash=True) for p in sorted(manager.partitions)
                 },
                 "placement": manager.ledger.toJSON(),
-                "retired": manager.retiredStatuses(),
+                **manager.diskStatuses(),
             },
         )
 

@@ -324,7 +324,8 @@ class ClusterTests(TestCase):
         # Reported as retired (not as a partition that failed to start) until deleted.
         _, onB = await getJSON("b", "/partitions")
         self.assertNotIn("p2", onB["partitions"])
-        retiredP2 = onB["retired"]["p2"]
+        [retiredP2] = onB["retired"]["p2"]
+        self.assertEqual((onB["stopped"], onB["orphaned"]), ({}, {}))
         self.assertEqual(
             (retiredP2["state"], retiredP2["epoch"], retiredP2["moved"], os.path.basename(retiredP2["data"])),
             ("retired", 2, True, copy),
@@ -346,7 +347,7 @@ class ClusterTests(TestCase):
         self.assertNotIn("replica of partition p2", after)
         self.assertNotIn("starting partition p2", after)
         _, onB = await getJSON("b", "/partitions")
-        self.assertEqual(onB["retired"]["p2"], retiredP2)
+        self.assertEqual(onB["retired"]["p2"], [retiredP2])
 
         # A stale placement feed flips /readyz, with the reason.
         await cp.stop(signal.SIGTERM)

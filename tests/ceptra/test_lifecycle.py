@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.ceptra.lifecycle import DESCRIBED_STATES, LifecycleCore, PartitionLifecycle
+from suite.ceptra.partitions.lifecycle import DESCRIBED_STATES, LifecycleCore, PartitionLifecycle
 
 STATES = ("Starting", "Running", "Retiring", "Leaving", "Dropped", "Failed", "Retired", "Stopped")
 

@@ -26,11 +26,17 @@ from suite.ceptra.access import SpiffeAllowList
 from suite.ceptra.engine import EngineError
 from suite.ceptra.health import ActivationHealth, PartitionsHealth
 from suite.ceptra.interfaces import IRaftStatus
-from suite.ceptra.lifecycle import DESCRIBED_STATES
 from suite.ceptra.machine import PartitionMachine, eventsEntry, partitionNumber, rulesEntry
-from suite.ceptra.partitions import NotHosted, PartitionManager, _PartitionCollector
+from suite.ceptra.partitions import REPORTED_STATES, NotHosted, PartitionManager, _PartitionCollector
+from suite.ceptra.partitions.retire import (
+    markRetired,
+    moveRetired,
+    parseName,
+    pendingRetirements,
+    purge,
+    retiredCopies,
+)
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
-from suite.ceptra.retire import markRetired, moveRetired, parseName, pendingRetirements, purge, retiredCopies
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
 from suite.raft.incarnation import MemoryIncarnations
@@ -224,7 +230,7 @@ def stateGauge(test: SynchronousTestCase, manager: PartitionManager) -> dict[str
                 series.setdefault(sample.labels["partition"], {})[sample.labels["state"]] = sample.value
     current = {}
     for pid, values in series.items():
-        test.assertEqual(sorted(values), sorted(DESCRIBED_STATES), pid)
+        test.assertEqual(sorted(values), sorted(REPORTED_STATES), pid)
         [state] = [s for s, v in values.items() if v == 1]
         test.assertEqual(sum(values.values()), 1, pid)
         current[pid] = state
@@ -310,6 +316,9 @@ class Cluster:
             incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
             snapshotRunner=self.snapshotRunner,
             holdsReplica=None if dataDir is not None else lambda pid: f"{name}:wal/{pid}" in self.disks,
+            heldReplicas=None
+            if dataDir is not None
+            else lambda: sorted(k.split(":wal/", 1)[1] for k in self.disks if k.startswith(f"{name}:wal/")),
             dataDir=dataDir,
             fileRunner=self.fileRunner,
             retiredKeep=self.retiredKeep,
@@ -772,6 +781,29 @@ class RetiredFixture(SynchronousTestCase):
         path = os.path.join(root, "b", "retired")
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
+    def partitionsPage(self, manager: PartitionManager) -> Any:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.ceptra.ingest import ClientAPI, PartitionsResource
+        from suite.web.sse import SSEHub
+
+        api = ClientAPI(
+            manager,
+            lambda: manager.routing,
+            None,
+            manager.reactor,
+            SSEHub(manager.reactor),
+            DialPolicy(1, 3, 0.05),
+        )
+        return json.loads(PartitionsResource(api).render_GET(DummyRequest([])))
+
+    def exposition(self, manager: PartitionManager) -> str:
+        registry = CollectorRegistry()
+        registry.register(_PartitionCollector(manager))
+        text = generate_latest(registry).decode()
+        self.assertEqual(lintExposition(text, "ceptra"), [])
+        return text
+
 
 class RetiredReplicaTests(RetiredFixture):
     """
@@ -884,29 +916,6 @@ class RetiredStatusTests(RetiredFixture):
     does not count it as a partition that failed to start.
     """
 
-    def partitionsPage(self, manager: PartitionManager) -> Any:
-        from twisted.web.test.requesthelper import DummyRequest
-
-        from suite.ceptra.ingest import ClientAPI, PartitionsResource
-        from suite.web.sse import SSEHub
-
-        api = ClientAPI(
-            manager,
-            lambda: manager.routing,
-            None,
-            manager.reactor,
-            SSEHub(manager.reactor),
-            DialPolicy(1, 3, 0.05),
-        )
-        return json.loads(PartitionsResource(api).render_GET(DummyRequest([])))
-
-    def exposition(self, manager: PartitionManager) -> str:
-        registry = CollectorRegistry()
-        registry.register(_PartitionCollector(manager))
-        text = generate_latest(registry).decode()
-        self.assertEqual(lintExposition(text, "ceptra"), [])
-        return text
-
     def test_retiredReported(self) -> None:
         c, root = self.cluster()
         c.fileRunner = lambda fn, *args: (
@@ -932,10 +941,10 @@ class RetiredStatusTests(RetiredFixture):
         }
         self.assertEqual(b.partitionStatus("p2"), retired)
         page = self.partitionsPage(b)
-        self.assertEqual((page["partitions"], page["retired"]), ({}, {"p2": retired}))
+        self.assertEqual((page["partitions"], page["retired"]), ({}, {"p2": [retired]}))
         self.assertEqual(b.notReadyReasons(), ())
         check = PartitionsHealth(b).check()
-        self.assertEqual((check.ready, check.details["retired"]), (True, {"p2": retired}))
+        self.assertEqual((check.ready, check.details["retired"]), (True, {"p2": [retired]}))
         self.assertIn('ceptra_partition_retired{partition="p2"} 1.0', self.exposition(b))
         # Restarted: the move is finished, and the copy still reported.
         c.crash("b")
@@ -945,16 +954,16 @@ class RetiredStatusTests(RetiredFixture):
         moved = {**retired, "moved": True}
         self.assertEqual(self.retired(root), [name])
         self.assertEqual(b.partitionStatus("p2"), moved)
-        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": moved})
+        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": [moved]})
         self.assertEqual(b.notReadyReasons(), ())
         # Restarted again: found on disk.
         c.crash("b")
         b = c.start("b")
         c.run(0.2)
-        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": moved})
+        self.assertEqual(self.partitionsPage(b)["retired"], {"p2": [moved]})
         self.assertIn('ceptra_partition_retired{partition="p2"} 1.0', self.exposition(b))
         # Once the copy is deleted, nothing is reported any more.
-        b.retiredKeep = 30.0
+        b.disk.keep = 30.0
         c.run(61.0, step=0.05)
         self.assertEqual(self.retired(root), [])
         self.assertEqual(b.partitionStatus("p2"), {"partition": "p2", "state": "not started"})
@@ -981,7 +990,7 @@ class RetiredStatusTests(RetiredFixture):
         self.assertEqual(b.partitionStatus("p2")["state"], "running")
         page = self.partitionsPage(b)
         self.assertEqual(page["partitions"]["p2"]["state"], "running")
-        self.assertEqual(page["retired"]["p2"]["epoch"], 2)
+        self.assertEqual([copy["epoch"] for copy in page["retired"]["p2"]], [2])
 
 
 class StateGaugeTests(RetiredFixture):
@@ -1026,7 +1035,7 @@ class StateGaugeTests(RetiredFixture):
 
 class RetireFilesTests(SynchronousTestCase):
     """
-    The file steps of a retirement (L{suite.ceptra.retire}), and a crash in
+    The file steps of a retirement (L{suite.ceptra.partitions.retire}), and a crash in
     the middle of the move.
     """
 

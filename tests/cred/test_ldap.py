@@ -120,7 +120,7 @@ class ConfigurationTests(SynchronousTestCase):
         """
         The checker provides ICredentialsChecker and IPrincipalSource.
         """
-        checker = LDAPBindChecker("ldap://127.0.0.1:389", TEMPLATE, reactor=Clock())
+        checker = LDAPBindChecker("ldap://127.0.0.1:389", TEMPLATE, reactor=MemoryReactorClock())
         self.assertTrue(verifyObject(ICredentialsChecker, checker))
         self.assertTrue(verifyObject(IPrincipalSource, checker))
         limited = LDAPBindChecker("ldap://h", TEMPLATE, permissions=["read"])

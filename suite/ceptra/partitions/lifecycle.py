@@ -24,7 +24,7 @@ The lifecycle of one hosted partition's replica, as an automat machine.
            Stopped, not Loading, then drops its peers' messages); log
            placement changes; stop the replica (node, transport group,
            storage); retire it (stop it, then move its data out of the
-           storage directories: L{suite.ceptra.retire}).
+           storage directories: L{suite.ceptra.partitions.retire}).
 
 A replica being moved away keeps taking part in its group (voting,
 replicating, answering the leader) until a configuration without it is

@@ -1,68 +1,19 @@
 """
-The partitions a CEPtra node hosts: one Raft group per partition, all over
-one shared multi-Raft transport (L{suite.raft.multi}) on C{CEPTRA_RAFT_BIND}.
-
-Raft node ids are SPIFFE IDs.  The routing feed names, for each node, its
-Raft address and SPIFFE ID, and for each partition its replicas; this node
-finds itself by C{CEPTRA_NODE_SPIFFE}.  A peer is accepted only with a
-certificate from the trust bundle carrying the SPIFFE ID the routing table
-gives for that address (outbound: checked in the TLS handshake and again by
-the link; inbound: the SPIFFE ID must be a known node, and each message's
-sender must be that ID).
-
-Placements are taken from the feed in increasing epoch order only
-(L{suite.ceptra.placement.PlacementLedger}).  Reconciliation (every
-C{interval} seconds, and whenever the feed changes):
-
-  - a partition listed for this node gets a Raft group: its records in
-    the node's shared WAL in C{WAL_DIR} (one fsync per batch across
-    groups, L{suite.raft.wal.SharedWAL}; a single-group WAL found in
-    C{WAL_DIR/<partition>} is taken over), the storage's incarnation in
-    C{WAL_DIR/<partition>} (L{suite.raft.incarnation}), snapshots under
-    C{SNAPSHOT_DIR/<partition>},
-    the partition's engine (L{suite.ceptra.machine.PartitionMachine}) as
-    state machine, and the placement's replicas as bootstrap voters;
-  - the leader of a hosted partition moves the group's configuration toward
-    the applied placement one single-server change at a time, each
-    recording the placement's epoch in the configuration: missing replicas
-    are added (as learners, promoted once caught up), extra members
-    removed; a leader that is itself to leave hands leadership to a
-    remaining voter.  A leader whose applied epoch is older than the
-    configuration's changes nothing, so no epoch transition is applied
-    twice or undone, across restarts and leader changes;
-  - a partition no longer listed keeps running, taking part in its group
-    (voting, replicating, answering the leader), until a configuration
-    without this node is committed (the leader tells a removed replica so),
-    then stops; the grace period (C{retireGrace} seconds) stops only a
-    replica whose own latest configuration already excludes it (it missed
-    the leader's word) or whose log is empty, or every replica of a
-    partition dropped from the routing table (the replica's lifecycle
-    machine, L{suite.ceptra.lifecycle});
-  - a replica found on disk at start-up (its incarnation file in
-    C{WAL_DIR/<partition>}) of a partition still routed but placed
-    elsewhere is started too, and retires as above: a node restarted in the
-    middle of a move still takes part until its group has removed it;
-  - a replica stopped because a configuration without this node committed
-    is retired: with C{dataDir}, its data is moved to
-    C{DATA_DIR/retired/} (L{suite.ceptra.retire}; copies older than
-    C{retiredKeep} seconds are deleted), and it is never started again
-    (its marker; a retirement cut short is finished at start-up).  Until
-    its copy is deleted it is reported as retired (C{retiredCopies}: status
-    pages, C{ceptra_partition_retired}), never as a replica not started.
+The partition manager: starts, stops and reconfigures this node's
+partitions from the routing feed (the package's docstring tells how,
+L{suite.ceptra.partitions}).
 """
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import clientFromString, wrapClientTLS
@@ -71,138 +22,34 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.ceptra.interfaces import IRaftStatus
-from suite.ceptra.lifecycle import DESCRIBED_STATES, LifecycleCore, PartitionLifecycle
 from suite.ceptra.machine import PartitionMachine
+from suite.ceptra.partitions.disk import ReplicaDisk
+from suite.ceptra.partitions.disk import heldReplicas as listHeldReplicas
+from suite.ceptra.partitions.replica import NotHosted, Partition
+from suite.ceptra.partitions.retire import marker
+from suite.ceptra.partitions.status import PartitionCollector
 from suite.ceptra.placement import PlacementLedger
-from suite.ceptra.retire import (
-    RETIRED_DIR,
-    marker,
-    markRetired,
-    moveRetired,
-    parseName,
-    pendingRetirements,
-    purge,
-    retiredCopies,
-)
 from suite.ceptra.routing import Routing
 from suite.netutil import isIPAddress
 from suite.raft.incarnation import FILENAME as INCARNATION_FILE
 from suite.raft.incarnation import Claim, fileClaim
-from suite.raft.memberchange import ChangeInputs, newMembershipChange
 from suite.raft.messages import Configuration
-from suite.raft.multi import DialPolicy, GroupTransport, MultiRaftTransport
+from suite.raft.multi import DialPolicy, MultiRaftTransport
 from suite.raft.node import RaftNode
-from suite.raft.settings import NotLeader, RaftSettings
-from suite.raft.snapshotter import Runner, SnapshotInputs, newSnapshotter
+from suite.raft.settings import RaftSettings
+from suite.raft.snapshotter import Runner, newSnapshotter
 from suite.raft.wal import SharedWAL
 
-__all__ = ["NotHosted", "Partition", "PartitionManager"]
+__all__ = ["SNAPSHOT_BACKSTOP", "PartitionManager"]
 
 log = Logger(namespace="ceptra.partitions")
 
 #: The node's own (synchronous) snapshot threshold, as a multiple of the
 #: snapshotter's: reached only if encodings in the thread fall behind.
 SNAPSHOT_BACKSTOP = 4
-
-
-@dataclass
-class RetiredCopy:
-    """
-    The data of a replica retired on this node, kept under
-    C{DATA_DIR/retired/} until it is deleted (for status pages).
-    """
-
-    #: the placement epoch of the configuration that removed the replica
-    epoch: int
-    #: when it retired (unix time, from the copy's name)
-    at: int
-    #: where its data goes (or went)
-    path: str
-    #: whether its data is moved there yet
-    moved: bool
-
-
-class NotHosted(Exception):
-    """
-    This node has no replica of the partition.
-    """
-
-
-@dataclass(eq=False)
-class Partition:
-    """
-    One hosted partition: its Raft node, storage and engine; its lifecycle
-    (Starting, Running, Retiring, Failed, Stopped) is an automat machine
-    (L{suite.ceptra.lifecycle}), and so is the membership change its
-    leader has in flight (L{suite.raft.memberchange}).
-    """
-
-    pid: str
-    node: RaftNode
-    storage: Any
-    machine: PartitionMachine
-    transport: GroupTransport
-    manager: PartitionManager
-    closing: Deferred[Any] | None = None
-    #: the snapshots encoded off the reactor thread (L{suite.raft.snapshotter})
-    snapshots: SnapshotInputs | None = None
-
-    def __post_init__(self) -> None:
-        self.lifecycle = PartitionLifecycle(LifecycleCore(self))
-        #: the membership change in flight, one at a time
-        self.change: ChangeInputs = newMembershipChange(self._changeEnded, self._changeStarted)
-
-    def _changeStarted(self, what: str) -> None:
-        log.info("partition {pid}: membership change: {what}", pid=self.pid, what=what)
-
-    def _changeEnded(self, what: str, failure: Failure | None) -> None:
-        if failure is not None:
-            log.info(
-                "partition {pid}: {what} did not complete: {why}",
-                pid=self.pid,
-                what=what,
-                why=failure.getErrorMessage(),
-            )
-
-    # ReplicaActions (the lifecycle's outputs)
-
-    def abandon(self) -> None:
-        self.node.stop()
-
-    def retire(self, epoch: int) -> None:
-        self.shutdown()
-        self.manager.reclaim(self, epoch)
-
-    def shutdown(self) -> None:
-        self.node.stop()
-        self.manager.multi.dropGroup(self.pid)
-        if self.manager.partitions.get(self.pid) is self:
-            del self.manager.partitions[self.pid]
-        self.closing = self.storage.close()
-        self.closing.addErrback(
-            lambda f: log.warn("closing the WAL of {pid}: {why}", pid=self.pid, why=f.getErrorMessage())
-        )
-
-    # views
-
-    def serving(self) -> bool:
-        return bool(self.lifecycle.serving())
-
-    def committedIndex(self) -> int:
-        """
-        How far the group has committed, as this replica knows it.
-        """
-        return max(self.node.commitIndex, self.transport.leaderCommit)
-
-    def matchIndex(self) -> int:
-        """
-        How far this replica's log is known to match the leader's.
-        """
-        return self.node.commitIndex
 
 
 def spiffeIdentity(transport: Any) -> list[str]:
@@ -236,6 +83,8 @@ class PartitionManager(Service):
     @param holdsReplica: override (tests) whether this node's storage holds
         a replica of a partition (default: its incarnation file exists, and
         no retirement marker).
+    @param heldReplicas: override (tests) the partitions whose replica this
+        node's storage holds (default: L{heldReplicas} of C{walDir}).
     @param dataDir: where retired replicas' data goes (C{retired/});
         C{None}: a retired replica's data is left in place (simulations).
     @param retiredKeep: how long a retired replica's data is kept, in
@@ -267,6 +116,7 @@ class PartitionManager(Service):
         incarnations: Callable[[str], Claim] | None = None,
         snapshotRunner: Runner | None = None,
         holdsReplica: Callable[[str], bool] | None = None,
+        heldReplicas: Callable[[], list[str]] | None = None,
         dataDir: str | None = None,
         retiredKeep: float = 86400.0,
         fileRunner: Callable[..., Deferred[Any]] | None = None,
@@ -289,17 +139,20 @@ class PartitionManager(Service):
         self.incarnations = incarnations or (lambda w: fileClaim(w, reactor))
         self.snapshotRunner = snapshotRunner or self._encodeInThread
         self.holdsReplica = holdsReplica or self._holdsReplica
-        self.dataDir = dataDir
-        self.retiredKeep = retiredKeep
-        self.fileRunner = fileRunner or self._inThread
-        #: partition -> its retirement in progress (data being moved)
-        self.reclaiming: dict[str, Deferred[None]] = {}
-        #: partitions whose retired replica could not be moved in this run
-        #: (never started: its move is tried again at the next start)
-        self._retireFailed: set[str] = set()
-        self._lastPurge: float | None = None
-        #: partition -> its latest retired copy kept here, until deleted
-        self.retiredCopies: dict[str, RetiredCopy] = {}
+        self.heldReplicas = heldReplicas or partial(listHeldReplicas, walDir)
+        #: retired copies and stopped replicas (L{suite.ceptra.partitions.disk})
+        self.disk = ReplicaDisk(
+            reactor,
+            walDir,
+            snapshotDir,
+            dataDir,
+            retiredKeep,
+            fileRunner or self._inThread,
+            self._forgetGroup,
+        )
+        #: whether the replicas held on disk were looked at once this node
+        #: was in the routing table (orphaned ones are reported)
+        self._scanned = False
         #: partitions started, or looked for on disk, in this run
         self._looked: set[str] = set()
         self.ledger = ledger or PlacementLedger()
@@ -320,7 +173,7 @@ class PartitionManager(Service):
         self.routing = Routing()
         self._loop: LoopingCall | None = None
         if registry is not None:
-            registry.register(_PartitionCollector(self))
+            registry.register(PartitionCollector(self))
 
     def _encodeInThread(self, encode: Callable[[], bytes]) -> Deferred[bytes]:
         if IReactorThreads.providedBy(self.reactor):
@@ -341,7 +194,14 @@ class PartitionManager(Service):
             marker(self.walDir, pid) is None
         )
 
-    # -- retired replicas -------------------------------------------------
+    # -- replicas no longer running here ----------------------------------
+
+    @property
+    def reclaiming(self) -> dict[str, Deferred[None]]:
+        """
+        Partition -> its retirement in progress (data being moved).
+        """
+        return self.disk.reclaiming
 
     def reclaim(self, part: Partition, epoch: int) -> None:
         """
@@ -349,135 +209,50 @@ class PartitionManager(Service):
         C{epoch} without this node committed) and is shut down: move its
         data to C{DATA_DIR/retired/}, once its storage is closed.
         """
-        if self.dataDir is None or part.pid in self.reclaiming:
+        self.disk.reclaim(part.pid, part.closing, epoch)
+
+    def replicaStopped(self, part: Partition) -> None:
+        """
+        C{part} stopped without its removal known committed (the grace
+        period, or the node shutting down): while the node runs, its data
+        stays in place and it is reported (stopped, or orphaned).
+        """
+        if not self.running:
             return
-        pid = part.pid
-        now = self.reactor.seconds()
-        self._noteRetired(f"{pid}-{epoch}-{int(now)}", moved=False)
+        if self.disk.noteStopped(part.pid, self.reactor.seconds(), part.pid in self.routing.partitions):
+            # Started again, as at start-up, should its partition be routed again.
+            self._looked.discard(part.pid)
 
-        async def reclaiming() -> None:
-            if part.closing is not None:
-                await part.closing
-            name = await self.fileRunner(markRetired, self.walDir, pid, epoch, now)
-            self._noteRetired(name, moved=False)
-            await self._finish(pid, name)
-
-        self._track(pid, Deferred.fromCoroutine(reclaiming()))
-
-    def _track(self, pid: str, d: Deferred[None]) -> None:
-        self.reclaiming[pid] = d
-
-        def failed(f: Failure) -> None:
-            self._retireFailed.add(pid)
-            log.warn(
-                "partition {pid}: moving the retired replica's data failed: {why}; "
-                "it is not started again, and moved at the next start",
-                pid=pid,
-                why=f.getErrorMessage(),
-            )
-
-        def done(_: object) -> None:
-            if self.reclaiming.get(pid) is d:
-                del self.reclaiming[pid]
-
-        d.addErrback(failed).addBoth(done)
-
-    async def _finish(self, pid: str, name: str) -> None:
-        """
-        Forget C{pid}'s records in the shared WAL, then move its
-        directories (both steps idempotent: a retirement cut short is
-        finished the same way).
-        """
-        assert self.dataDir is not None
+    async def _forgetGroup(self, pid: str) -> None:
         if self.storageFactory == self._groupStorage:
             if self.wal is None:
                 self.wal = SharedWAL(self.walDir, self.reactor)
             await self.wal.load()
             await self.wal.drop(pid)
-        where = await self.fileRunner(moveRetired, self.dataDir, self.walDir, self.snapshotDir, pid, name)
-        self._noteRetired(name, moved=True)
-        log.info("partition {pid} replica retired; data moved to {where}", pid=pid, where=where)
 
-    def _noteRetired(self, name: str, moved: bool) -> None:
+    def _lookForOrphans(self, routing: Routing) -> None:
         """
-        Remember the retired copy C{name} for status pages, unless a later
-        copy of its partition is known.
-        """
-        parsed = parseName(name)
-        if parsed is None or self.dataDir is None:
-            return
-        pid, epoch, at = parsed
-        known = self.retiredCopies.get(pid)
-        if known is None or known.at <= at:
-            self.retiredCopies[pid] = RetiredCopy(
-                epoch, at, os.path.join(self.dataDir, RETIRED_DIR, name), moved
-            )
-
-    def _resumeRetirements(self) -> None:
-        """
-        At start-up, before any replica starts: finish the retirements a
-        crash cut short (one directory listing, and a stat per partition).
-        """
-        if self.dataDir is None:
-            return
-        try:
-            for name, _ in retiredCopies(self.dataDir):
-                self._noteRetired(name, moved=True)
-        except OSError as e:
-            log.warn("listing retired replicas in {dir}: {why}", dir=self.dataDir, why=e)
-        try:
-            pending = pendingRetirements(self.walDir)
-        except OSError as e:
-            log.warn("looking for retired replicas in {dir}: {why}", dir=self.walDir, why=e)
-            return
-        for pid, name in pending:
-            self._noteRetired(name, moved=False)
-            self._resume(pid, name)
-
-    def _resume(self, pid: str, name: str) -> None:
-        log.info("partition {pid}: finishing the retirement of its replica", pid=pid)
-        self._track(pid, Deferred.fromCoroutine(self._finish(pid, name)))
-
-    def _retired(self, pid: str) -> bool:
-        """
-        Whether C{pid}'s replica here is retired (its data not moved yet):
-        then it is not started; its move is resumed, once per run.
-        """
-        if self.dataDir is None or pid in self.reclaiming:
-            return pid in self.reclaiming
-        if pid in self._retireFailed:
-            return True
-        found = marker(self.walDir, pid)
-        if found is None:
-            return False
-        self._resume(pid, str(found["name"]))
-        return True
-
-    def _purgeRetired(self) -> None:
-        """
-        Delete retired copies older than C{retiredKeep} (at start-up, then
-        at most once a minute).
+        Once this node is in the routing table: report the replicas held on
+        disk of partitions not in it (once per run), and follow the stopped
+        replicas' partitions in and out of it.
         """
         now = self.reactor.seconds()
-        if self.dataDir is None or (self._lastPurge is not None and now - self._lastPurge < 60.0):
-            return
-        self._lastPurge = now
-
-        def purged(paths: list[str]) -> None:
-            gone = set(paths)
-            for pid, copy in list(self.retiredCopies.items()):
-                if copy.path in gone:
-                    del self.retiredCopies[pid]
-            for path in paths:
-                log.info(
-                    "deleted retired replica data {path} (older than {keep} s)",
-                    path=path,
-                    keep=self.retiredKeep,
-                )
-
-        self.fileRunner(purge, self.dataDir, self.retiredKeep, now).addCallbacks(
-            purged, lambda f: log.warn("deleting old retired replica data: {why}", why=f.getErrorMessage())
-        )
+        if not self._scanned:
+            self._scanned = True
+            try:
+                held = self.heldReplicas()
+            except OSError as e:
+                log.warn("looking for replicas in {dir}: {why}", dir=self.walDir, why=e)
+                held = []
+            for pid in held:
+                if (
+                    pid not in routing.partitions
+                    and pid not in self.partitions
+                    and pid not in self.reclaiming
+                ):
+                    self.disk.noteStopped(pid, now, False, found=True)
+        for pid in self.disk.routingChanged(routing.partitions):
+            self._looked.discard(pid)
 
     def _groupStorage(self, walDir: str, snapshotDir: str) -> Any:
         if self.wal is None:
@@ -523,7 +298,7 @@ class PartitionManager(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._resumeRetirements()
+        self.disk.resume()
         self._loop = LoopingCall(self.reconcile)
         self._loop.clock = self.reactor
         self._loop.start(self.interval, now=True).addErrback(
@@ -538,6 +313,8 @@ class PartitionManager(Service):
         for part in parts:
             part.lifecycle.stop()
         self.partitions.clear()
+        # (found again at the next start)
+        self.disk.stopped.clear()
         self.multi.close()
 
         async def closing() -> None:
@@ -584,7 +361,9 @@ class PartitionManager(Service):
             self.multi.setPeers({i.spiffe: i.raft for i in routing.nodes.values() if i.spiffe and i.raft})
         me = routing.nodeBySpiffe(self.spiffe)
         hosted = set(routing.hosted(me)) if me is not None else set()
-        self._purgeRetired()
+        self.disk.purgeOld()
+        if me is not None:
+            self._lookForOrphans(routing)
         for pid in sorted(hosted - set(self.partitions) - set(self.reclaiming)):
             # (placed here again while its retired replica's data is being
             # moved: started afresh once that is done)
@@ -636,10 +415,11 @@ class PartitionManager(Service):
         voters = self.voters(routing, pid)
         if placed and self.spiffe not in voters:
             return
-        if self._retired(pid):
+        if self.disk.retired(pid):
             # (placed here again: started afresh once the data is moved)
             return
         self._looked.add(pid)
+        self.disk.stopped.pop(pid, None)
         walDir = os.path.join(self.walDir, pid)
         storage = self.storageFactory(walDir, os.path.join(self.snapshotDir, pid))
         machine = PartitionMachine(pid, onResults=self._results, wantResults=self._wantResults)
@@ -772,46 +552,51 @@ class PartitionManager(Service):
         me = self.routing.nodeBySpiffe(self.spiffe)
         return self.routing.hosted(me) if me is not None else []
 
-    def retiredStatus(self, pid: str) -> dict[str, Any]:
+    def retiredStatuses(self) -> dict[str, list[dict[str, Any]]]:
         """
-        The status of C{pid}'s retired copy kept here (C{retiredCopies}).
+        Every retired copy kept here, by partition, until deleted.
         """
-        copy = self.retiredCopies[pid]
-        return {
-            "partition": pid,
-            "state": "retired",
-            "epoch": copy.epoch,
-            "retiredAt": copy.at,
-            "keptUntil": copy.at + round(self.retiredKeep),
-            "data": copy.path,
-            "moved": copy.moved,
-        }
+        return self.disk.retiredStatuses()
 
-    def retiredStatuses(self) -> dict[str, dict[str, Any]]:
+    def diskStatuses(self) -> dict[str, Any]:
         """
-        The retired copies kept here, by partition, until deleted.
+        The replicas whose data this node keeps though they do not run
+        here (status pages): C{retired} (every retired copy, by
+        partition), C{stopped} and C{orphaned} (stopped without their
+        removal known committed; orphaned: their partition is not in the
+        routing table).
         """
-        return {pid: self.retiredStatus(pid) for pid in sorted(self.retiredCopies)}
+        return {
+            "retired": self.disk.retiredStatuses(),
+            "stopped": self.disk.stoppedStatuses(orphaned=False),
+            "orphaned": self.disk.stoppedStatuses(orphaned=True),
+        }
 
     def replicaStates(self) -> dict[str, str]:
         """
         The lifecycle state of each replica here, by partition: as its
-        lifecycle machine describes it; a retired copy kept here whose
-        partition has no replica here, as its retired status does.
+        lifecycle machine describes it; a replica stopped with its data in
+        place as C{stopped} or C{orphaned}; a retired copy kept here whose
+        partition has no replica here as C{retired}.
         """
         states = {pid: str(part.lifecycle.describe()["state"]) for pid, part in self.partitions.items()}
+        for pid in self.disk.stopped:
+            states.setdefault(pid, str(self.disk.stoppedStatus(pid)["state"]))
         hosted = set(self.hostedIds())
-        for pid in self.retiredCopies:
+        for pid in self.disk.copies:
             if pid not in states and pid not in hosted:
-                states[pid] = str(self.retiredStatus(pid)["state"])
+                states[pid] = "retired"
         return states
 
     def partitionStatus(self, pid: str, withHash: bool = False) -> dict[str, Any]:
         part = self.partitions.get(pid)
         if part is None:
-            if pid in self.retiredCopies and pid not in self.hostedIds():
-                # Left its group for good: not a replica that failed to start.
-                return self.retiredStatus(pid)
+            if pid in self.disk.stopped:
+                return self.disk.stoppedStatus(pid)
+            if pid in self.disk.copies and pid not in self.hostedIds():
+                # Left its group for good: not a replica that failed to start
+                # (its latest copy; every copy is under retired).
+                return self.disk.retiredList(pid)[-1]
             return {"partition": pid, "state": "not started"}
         state = dict(part.lifecycle.describe())
         if not part.serving():
@@ -865,111 +650,3 @@ class PartitionManager(Service):
                 elif applyLag > self.maxLag:
                     reasons.append(f"partition {pid}: applying {applyLag} entries behind commit")
         return tuple(reasons)
-
-
-class _PartitionCollector:
-    def __init__(self, manager: PartitionManager) -> None:
-        self.manager = manager
-
-    def collect(self) -> Iterator[Metric]:
-        labels = ["partition"]
-        committed = GaugeMetricFamily(
-            "ceptra_partition_committed_index",
-            "Highest log index the partition's group committed.",
-            labels=labels,
-        )
-        match = GaugeMetricFamily(
-            "ceptra_partition_match_index",
-            "Highest log index of this replica known to match the leader's log.",
-            labels=labels,
-        )
-        applied = GaugeMetricFamily(
-            "ceptra_partition_applied_index", "Highest log index applied to the engine.", labels=labels
-        )
-        leader = GaugeMetricFamily(
-            "ceptra_partition_leader", "1 when this node leads the partition's group.", labels=labels
-        )
-        term = GaugeMetricFamily(
-            "ceptra_partition_term", "Current Raft term of the partition.", labels=labels
-        )
-        events = CounterMetricFamily(
-            "ceptra_partition_events", "Events applied to the partition's engine.", labels=labels
-        )
-        dups = CounterMetricFamily(
-            "ceptra_partition_duplicate_events", "Events dropped as duplicates by event_id.", labels=labels
-        )
-        rules = GaugeMetricFamily(
-            "ceptra_partition_rules_version", "Rules documents applied to the partition.", labels=labels
-        )
-        placementEpoch = GaugeMetricFamily(
-            "ceptra_partition_placement_epoch",
-            "Placement epoch this node applied for the partition (from the routing feed).",
-            labels=labels,
-        )
-        configEpoch = GaugeMetricFamily(
-            "ceptra_partition_config_epoch",
-            "Placement epoch recorded in the partition's Raft configuration.",
-            labels=labels,
-        )
-        intact = GaugeMetricFamily(
-            "ceptra_partition_vote_intact",
-            "1 when the group has recorded this replica's storage incarnation (its vote counts).",
-            labels=labels,
-        )
-        ignored = CounterMetricFamily(
-            "ceptra_placement_ignored_updates",
-            "Routing feed placements ignored: an older epoch (stale) or another placement "
-            "under the applied epoch (conflict).",
-            labels=["partition", "reason"],
-        )
-        retired = GaugeMetricFamily(
-            "ceptra_partition_retired",
-            "1 while the data of this node's retired replica of the partition is kept under the data "
-            "directory's retired/ (until deleted).",
-            labels=labels,
-        )
-        for pid in sorted(self.manager.retiredCopies):
-            retired.add_metric([pid], 1)
-        lifecycle = GaugeMetricFamily(
-            "ceptra_partition_state",
-            "1 for the lifecycle state this node's replica of the partition is in, 0 for the others "
-            "(a retired replica whose data is kept is in state retired).",
-            labels=["partition", "state"],
-        )
-        for pid, current in sorted(self.manager.replicaStates().items()):
-            for state in DESCRIBED_STATES + (() if current in DESCRIBED_STATES else (current,)):
-                lifecycle.add_metric([pid, state], 1 if state == current else 0)
-        ledger = self.manager.ledger
-        for pid in sorted(ledger.applied):
-            placementEpoch.add_metric([pid], ledger.epoch(pid))
-        for (pid, reason), n in sorted(ledger.ignored.items()):
-            ignored.add_metric([pid, reason], n)
-        for pid, part in sorted(self.manager.partitions.items()):
-            if not part.serving():
-                continue
-            committed.add_metric([pid], part.committedIndex())
-            match.add_metric([pid], part.matchIndex())
-            applied.add_metric([pid], part.node.lastApplied)
-            leader.add_metric([pid], 1 if part.node.leader is not None else 0)
-            term.add_metric([pid], part.node.term)
-            events.add_metric([pid], part.machine.events)
-            dups.add_metric([pid], part.machine.duplicates)
-            rules.add_metric([pid], part.machine.rulesVersion)
-            configEpoch.add_metric([pid], part.node.configs.latest().epoch)
-            intact.add_metric([pid], 1 if part.node.votesIntact() else 0)
-        multi = self.manager.multi
-        links = GaugeMetricFamily(
-            "ceptra_raft_links", "Open Raft links to peer nodes (shared by all partitions)."
-        )
-        links.add_metric([], len(multi.links))
-        frames = CounterMetricFamily("ceptra_raft_frames_sent", "Raft frames sent over the shared links.")
-        frames.add_metric([], multi.framesSent)
-        rejected = CounterMetricFamily(
-            "ceptra_raft_rejected_links", "Raft links refused: unknown or mismatched peer identity."
-        )
-        rejected.add_metric([], multi.rejectedLinks)
-        yield from (committed, match, applied, leader, term, events, dups, rules, links, frames, rejected)
-        yield from (placementEpoch, configEpoch, intact, ignored, retired, lifecycle)
-
-
-__all__ += ["NotLeader"]

@@ -1,0 +1,112 @@
+"""
+One hosted partition's replica: its Raft node, storage and engine, its
+lifecycle machine (L{suite.ceptra.partitions.lifecycle}) and the
+membership change its leader has in flight (L{suite.raft.memberchange}).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from suite.ceptra.machine import PartitionMachine
+from suite.ceptra.partitions.lifecycle import LifecycleCore, PartitionLifecycle
+from suite.raft.memberchange import ChangeInputs, newMembershipChange
+from suite.raft.multi import GroupTransport
+from suite.raft.node import RaftNode
+from suite.raft.snapshotter import SnapshotInputs
+
+if TYPE_CHECKING:
+    from suite.ceptra.partitions.manager import PartitionManager
+
+__all__ = ["NotHosted", "Partition"]
+
+log = Logger(namespace="ceptra.partitions")
+
+
+class NotHosted(Exception):
+    """
+    This node has no replica of the partition.
+    """
+
+
+@dataclass(eq=False)
+class Partition:
+    """
+    One hosted partition: its Raft node, storage and engine; its lifecycle
+    (Starting, Running, Retiring, Leaving, Dropped, Failed, Retired,
+    Stopped) is an automat machine (L{suite.ceptra.partitions.lifecycle}),
+    and so is the membership change its leader has in flight
+    (L{suite.raft.memberchange}).
+    """
+
+    pid: str
+    node: RaftNode
+    storage: Any
+    machine: PartitionMachine
+    transport: GroupTransport
+    manager: PartitionManager
+    closing: Deferred[Any] | None = None
+    #: the snapshots encoded off the reactor thread (L{suite.raft.snapshotter})
+    snapshots: SnapshotInputs | None = None
+
+    def __post_init__(self) -> None:
+        self.lifecycle = PartitionLifecycle(LifecycleCore(self))
+        #: the membership change in flight, one at a time
+        self.change: ChangeInputs = newMembershipChange(self._changeEnded, self._changeStarted)
+
+    def _changeStarted(self, what: str) -> None:
+        log.info("partition {pid}: membership change: {what}", pid=self.pid, what=what)
+
+    def _changeEnded(self, what: str, failure: Failure | None) -> None:
+        if failure is not None:
+            log.info(
+                "partition {pid}: {what} did not complete: {why}",
+                pid=self.pid,
+                what=what,
+                why=failure.getErrorMessage(),
+            )
+
+    # ReplicaActions (the lifecycle's outputs)
+
+    def abandon(self) -> None:
+        self.node.stop()
+
+    def retire(self, epoch: int) -> None:
+        self._close()
+        self.manager.reclaim(self, epoch)
+
+    def shutdown(self) -> None:
+        self._close()
+        self.manager.replicaStopped(self)
+
+    def _close(self) -> None:
+        self.node.stop()
+        self.manager.multi.dropGroup(self.pid)
+        if self.manager.partitions.get(self.pid) is self:
+            del self.manager.partitions[self.pid]
+        self.closing = self.storage.close()
+        self.closing.addErrback(
+            lambda f: log.warn("closing the WAL of {pid}: {why}", pid=self.pid, why=f.getErrorMessage())
+        )
+
+    # views
+
+    def serving(self) -> bool:
+        return bool(self.lifecycle.serving())
+
+    def committedIndex(self) -> int:
+        """
+        How far the group has committed, as this replica knows it.
+        """
+        return max(self.node.commitIndex, self.transport.leaderCommit)
+
+    def matchIndex(self) -> int:
+        """
+        How far this replica's log is known to match the leader's.
+        """
+        return self.node.commitIndex
