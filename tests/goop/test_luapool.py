@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from suite.goop.lua.pool import Job, JobPipe, WorkerCore, WorkerMachine, WorkerPool
 
@@ -257,6 +259,10 @@ class JobPipeTests(SynchronousTestCase):
                 break
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def test_interface(self) -> None:
+        """The reactor can drive it as a write descriptor."""
+        self.assertTrue(verifyObject(IWriteDescriptor, self.pipe))
 
     def test_smallJobWrittenAtOnce(self) -> None:
         """A job that fits the pipe is in it when send returns; no writer is registered."""
