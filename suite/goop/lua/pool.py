@@ -397,16 +397,16 @@ class WorkerPool:
         env = dict(os.environ)
         # The worker's stdin is a pipe of ours (see JobPipe), not one the reactor writes.
         readEnd, writeEnd = os.pipe()
+        w.jobs = JobPipe(self.reactor, writeEnd)
         try:
             self.reactor.spawnProcess(
                 w, self.argv[0], self.argv, env=env, childFDs={0: readEnd, 1: "r", 2: "r"}
             )
         except BaseException:
-            os.close(writeEnd)
+            w.jobs.close()
             raise
         finally:
             os.close(readEnd)
-        w.jobs = JobPipe(self.reactor, writeEnd)
 
     def submit(self, message: dict[str, Any], limit: float) -> Deferred[dict[str, Any]]:
         """Queue one job; fires with the worker's answer (never fails)."""
