@@ -160,7 +160,7 @@ class ConsoleScriptTests(SynchronousTestCase):
     def test_peerWithoutHTTP2(self) -> None:
         """
         C{goop2 peer DIR} with a rendezvous hub configured, running: its
-        hub client is on Twisted's C{Agent} (loaded) without treq; neither
+        hub client is loaded; neither
         hyper-h2, hpack, hyperframe nor Twisted's or the suite's HTTP/2
         module is imported, though C{twisted.web.http} is; the viewer
         answers C{/healthz} over HTTP/1.1.
@@ -177,7 +177,7 @@ class ConsoleScriptTests(SynchronousTestCase):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
         result = subprocess.run(
             [sys.executable, "-c", CLI_PROBE, viewer, "peer", d],
-            input=json.dumps([*HTTP2, "treq", "twisted.web.client", "twisted.web.http", "suite.web.limits"]),
+            input=json.dumps([*HTTP2, "twisted.web.client", "twisted.web.http", "suite.web.limits"]),
             capture_output=True,
             text=True,
             timeout=120,

@@ -32,64 +32,6 @@ __all__ = ["PeerDirectory", "HubClient", "MdnsDiscovery", "signedPublication"]
 
 log = Logger()
 MAX_PEERS_JSON = 32 * 1024 * 1024
-#: The largest other answer read whole (a publish's, a refused stream's).
-MAX_ANSWER = 1024 * 1024
-
-
-class _Answer:
-    """A hub's answer as L{HubClient} reads it: code, length, body."""
-
-    def __init__(self, response: Any) -> None:
-        self.response = response
-        self.code: int = response.code
-        self.length: Any = response.length
-
-    def deliverBody(self, protocol: Any) -> None:
-        self.response.deliverBody(protocol)
-
-    def content(self) -> Deferred[bytes]:
-        """The whole body (at most L{MAX_ANSWER} bytes)."""
-        from suite.web.client import collectBody
-
-        return collectBody(self.response, MAX_ANSWER)
-
-
-class HubHTTP:
-    """
-    The requests of a hub client on Twisted's C{Agent}: cookies kept,
-    redirects followed, gzip bodies decoded, as treq's client does (whose
-    extra modules a peer need not load: docs/performance.md).
-    """
-
-    def __init__(self, reactor: Any, pool: Any) -> None:
-        from http.cookiejar import CookieJar
-
-        from twisted.web.client import Agent, ContentDecoderAgent, CookieAgent, GzipDecoder, RedirectAgent
-
-        agent = CookieAgent(Agent(reactor, pool=pool, connectTimeout=10), CookieJar())
-        self.agent = ContentDecoderAgent(RedirectAgent(agent), [(b"gzip", GzipDecoder)])
-
-    def request(
-        self, method: bytes, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> Deferred[_Answer]:
-        from io import BytesIO
-
-        from hyperlink import EncodedURL
-        from twisted.web.client import FileBodyProducer
-        from twisted.web.http_headers import Headers
-
-        uri = EncodedURL.from_text(url).to_uri().to_text().encode("ascii")
-        hdrs = Headers({k: [v] for k, v in (headers or {}).items()})
-        producer = None if body is None else FileBodyProducer(BytesIO(body))
-        d: Deferred[Any] = self.agent.request(method, uri, hdrs, producer)
-        return d.addCallback(_Answer)
-
-    def get(self, url: str, unbuffered: bool = True) -> Deferred[_Answer]:
-        """C{GET url}; the body is read by the caller."""
-        return self.request(b"GET", url)
-
-    def post(self, url: str, data: bytes, headers: dict[str, str]) -> Deferred[_Answer]:
-        return self.request(b"POST", url, data, headers)
 
 
 def signedPublication(
@@ -175,7 +117,8 @@ class HubClient:
         rendezvous: bool = False,
         name: Callable[[], str] = lambda: "",
     ) -> None:
-        from twisted.web.client import HTTPConnectionPool
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent, HTTPConnectionPool
 
         self.reactor = reactor
         self.identity = identity
@@ -189,7 +132,7 @@ class HubClient:
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 2
         self.pool = pool
-        self.http = HubHTTP(reactor, pool)
+        self.http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=10))
         self._loop = LoopingCall(self.heartbeat)
         self._loop.clock = reactor
         self.interval = heartbeat
@@ -236,7 +179,7 @@ class HubClient:
             self.seq,
             name=self.name(),
         )
-        hdrs = {"content-type": "application/json", "x-goop-signature": sig}
+        hdrs: Any = {"content-type": "application/json", "x-goop-signature": sig}
         resp = await self.http.post(
             self.url + "/publish",
             data=body,
@@ -330,10 +273,10 @@ class HubClient:
             if resp.code != 200:
                 await resp.content()
                 return
-            from suite.web.client import collect
+            import treq
 
             opened()
-            await collect(resp, chunk)
+            await treq.collect(resp, chunk)
 
         return Deferred.fromCoroutine(run())
 
