@@ -9,6 +9,7 @@ defaults on first start.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -272,13 +273,30 @@ def defaultDocument() -> dict[str, dict[str, Any]]:
 
 
 def writeConfig(directory: str, document: dict[str, Any]) -> None:
-    """Atomically write C{document} as the directory's C{goop.json}."""
+    """
+    Atomically and durably write C{document} as the directory's
+    C{goop.json}: the new file is flushed to disk before it replaces the old
+    one, and the directory after, so a crash or power loss leaves either the
+    old or the new settings, never an empty file.
+    """
     path = os.path.join(directory, CONFIG_NAME)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(document, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def readDocument(directory: str) -> dict[str, Any]:

@@ -128,6 +128,8 @@ class Manager:
 
     def start(self, name: str) -> dict[str, Any]:
         d = self._dir(name)
+        if not os.path.isdir(d):
+            raise ValueError(f"no peer named {name}")
         if name in self.running:
             return {"name": name, "running": True}
         c = loadConfig(d, create=False)
@@ -195,6 +197,8 @@ class _API(Resource):
             return jsonResponse(request, 413, {"error": "body too large"})
         try:
             body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
             if verb == "delete" and len(parts) == 1:
                 d = self.manager.delete(parts[0])
                 d.addCallback(lambda r: finishRequest(request, jsonResponse(request, 200, r)))
@@ -205,12 +209,15 @@ class _API(Resource):
                 )
                 return NOT_DONE_YET
             if not parts:
-                result = self.manager.create(str(body.get("name", "")), bool(body.get("rendezvous", False)))
+                name, rendezvous = body.get("name", ""), body.get("rendezvous", False)
+                if not isinstance(name, str) or not isinstance(rendezvous, bool):
+                    raise ValueError("body must be {name: string, rendezvous?: true|false}")
+                result = self.manager.create(name, rendezvous)
             elif len(parts) == 2 and parts[1] in ("start", "stop"):
                 result = getattr(self.manager, parts[1])(parts[0])
             else:
                 return jsonResponse(request, 404, {"error": "no such action"})
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, ConfigError) as e:
             return jsonResponse(request, 400, {"error": str(e)})
         return jsonResponse(request, 200, result)
 

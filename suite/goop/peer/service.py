@@ -16,11 +16,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.daemon import ConfigError, barrierFor, watchListening
-from suite.goop.config import GoopConfig, parseHostPort, readDocument, validateDocument, writeConfig
+from suite.goop.config import (
+    CONFIG_NAME,
+    GoopConfig,
+    parseHostPort,
+    readDocument,
+    validateDocument,
+    writeConfig,
+)
 from suite.goop.fatal import FatalHandler, failStartup, logOnly
 from suite.goop.health import DatabaseHealth, LoopLag
 from suite.goop.identity import Identity, loadIdentity
 from suite.goop.logbuffer import LogBuffer
+from suite.goop.peer.errors import SettingsError
 from suite.goop.peer.viewer import makeViewer
 from suite.goop.webutil import JSONErrorsSite, loadSecret
 
@@ -34,7 +42,7 @@ if TYPE_CHECKING:
     from suite.goop.peer.store import DataStore
     from suite.goop.rendezvous.hub import RendezvousHub
 
-__all__ = ["PeerService", "makePeerService", "makeRendezvousOnly"]
+__all__ = ["PeerService", "SettingsError", "makePeerService", "makeRendezvousOnly"]
 
 
 class _Reported(Exception):
@@ -306,12 +314,21 @@ class PeerService(MultiService):
         (live; the next publication carries them),
         or a whole C{config} document (validated; other keys apply at restart).
         """
-        current = readDocument(self.config.directory)
         if "config" in doc:
+            # A whole document replaces the file, so it also repairs one
+            # that no longer reads.
             if not isinstance(doc["config"], dict):
                 raise ValueError("config must be a JSON object")
             current = doc["config"]
-        profile = dict(current.get("profile") or {})
+        else:
+            try:
+                current = readDocument(self.config.directory)
+            except ConfigError as e:
+                raise SettingsError(f"{e}; save a whole goop.json to replace it") from None
+        section = current.get("profile", {})
+        if not isinstance(section, dict):
+            raise ValueError(f"{CONFIG_NAME}: profile: must be an object")
+        profile = dict(section)
         for key in ("label", "name", "email"):
             if key in doc:
                 profile[key] = doc[key]
@@ -320,7 +337,10 @@ class PeerService(MultiService):
             checked = validateDocument(self.config.directory, current)
         except ConfigError as e:
             raise ValueError(str(e)) from None
-        writeConfig(self.config.directory, current)
+        try:
+            writeConfig(self.config.directory, current)
+        except OSError as e:
+            raise SettingsError(f"{CONFIG_NAME}: cannot write: {e.strerror or e}") from None
         self.config = dataclasses.replace(
             self.config, label=checked.label, peerName=checked.peerName, email=checked.email
         )

@@ -38,6 +38,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.goop.health import HealthzResource
 from suite.goop.metrics import PeerCollector, addAdminResources
+from suite.goop.peer.errors import SettingsError
 from suite.goop.sse import SSEHub, formatEvent
 from suite.goop.webutil import (
     HostGuard,
@@ -243,6 +244,8 @@ class _Self(_PeerResource):
             self.peer.updateProfile(doc)
         except ValueError as e:
             return jsonResponse(request, 400, {"error": str(e)})
+        except SettingsError as e:
+            return jsonResponse(request, 500, {"error": str(e)})
         return jsonResponse(request, 200, self.peer.settings())
 
 

@@ -1,0 +1,148 @@
+"""
+Bad input to the settings page (C{/self}) and the manager's API is an HTTP
+error with a reason, never a traceback or a 500 "internal error"; a
+goop.json that no longer reads is named, and a whole document saved on
+C{/self} replaces (repairs) it.  goop.json is written durably.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import treq
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from suite.goop.config import readDocument, writeConfig
+from tests.goop.test_e2e import tokenFor
+from tests.goop.test_e2e import writeConfig as writeRaw
+from tests.support.http import httpHeaders
+from tests.support.process import DaemonProcess, freePort, scriptArgs, twistdArgs
+
+
+async def post(url: str, token: str, body: bytes, method: str = "POST") -> tuple[int, Any]:
+    r = await treq.request(
+        method,
+        url,
+        data=body,
+        headers=httpHeaders({"content-type": "application/json", "x-goop-token": token}),
+        persistent=False,
+    )
+    return r.code, json.loads(await r.content())
+
+
+class SettingsPageErrorsTests(TestCase):
+    async def test_selfBadInput(self) -> None:
+        """
+        C{/self}: a C{profile} that is not an object is 400 naming it; a
+        goop.json broken on disk makes a label change a 500 naming the file
+        (the file untouched); saving a whole document repairs it.
+        """
+        hubPort, vport = freePort(), freePort()
+        d = writeRaw(
+            os.path.abspath(self.mktemp()),
+            {
+                "presence": {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": hubPort},
+                "viewer": {"http_addr": f"127.0.0.1:{vport}"},
+            },
+        )
+        proc = DaemonProcess(self, twistdArgs("goop", "rendezvous", d), name="settings").start()
+        viewer = f"http://127.0.0.1:{vport}"
+        await proc.waitForHTTP(viewer + "/healthz")
+        token = await tokenFor(viewer)
+        for body in (
+            b'{"config": {"profile": 5}}',
+            b'{"config": {"profile": [1]}}',
+            b'{"config": {"profile": "ab"}}',
+        ):
+            code, doc = await post(viewer + "/self", token, body)
+            self.assertEqual(code, 400, body)
+            self.assertEqual(doc["error"], "goop.json: profile: must be an object")
+        path = os.path.join(d, "goop.json")
+        with open(path, "w") as f:
+            f.write("{broken")
+        code, doc = await post(viewer + "/self", token, b'{"label": "x"}')
+        self.assertEqual(code, 500)
+        self.assertIn("goop.json: not valid JSON", doc["error"])
+        self.assertIn("save a whole goop.json", doc["error"])
+        with open(path) as f:
+            self.assertEqual(f.read(), "{broken")
+        whole = {
+            "profile": {"label": "repaired"},
+            "presence": {"rendezvous_only": True, "rendezvous_host": True, "rendezvous_port": hubPort},
+            "viewer": {"http_addr": f"127.0.0.1:{vport}"},
+        }
+        code, doc = await post(viewer + "/self", token, json.dumps({"config": whole}).encode())
+        self.assertEqual(code, 200, doc)
+        self.assertEqual(readDocument(d)["profile"]["label"], "repaired")
+        self.assertNotIn("Traceback", proc.output())
+        self.assertNotIn('"critical"', proc.output())
+
+
+class ManagerErrorsTests(TestCase):
+    async def test_managerBadInput(self) -> None:
+        """
+        The manager's API: a body that is not an object, a name that is not
+        a string, starting a peer that does not exist or whose goop.json
+        does not read: 400 with the reason.
+        """
+        peersDir = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(peersDir, "broken"))
+        with open(os.path.join(peersDir, "broken", "goop.json"), "w") as f:
+            f.write("{broken")
+        mgr = DaemonProcess(
+            self,
+            scriptArgs("goop2", "manager", "--peers-dir", peersDir, "--listen", f"127.0.0.1:{freePort()}"),
+            name="manager",
+        ).start()
+        m = await mgr.waitForLog(r"goop2 manager: (http://127\.0\.0\.1:\d+)/")
+        api = m.group(1) + "/api/peers"
+        token = await tokenFor(m.group(1))
+        cases = [
+            ("", b"[1]", "body must be a JSON object"),
+            ("", b'{"name": 5}', "body must be {name: string"),
+            ("", b'{"name": "a", "rendezvous": "yes"}', "body must be {name: string"),
+            ("/nope/start", b"{}", "no peer named nope"),
+            ("/broken/start", b"{}", "goop.json: not valid JSON"),
+        ]
+        for path, body, reason in cases:
+            code, doc = await post(api + path, token, body)
+            self.assertEqual(code, 400, (path, body))
+            self.assertIn(reason, doc["error"], (path, body))
+        self.assertEqual(sorted(os.listdir(peersDir)), [".manager.secret", "broken"])
+        self.assertNotIn("Traceback", mgr.output())
+
+
+class DurableWriteTests(SynchronousTestCase):
+    def test_flushedBeforeReplace(self) -> None:
+        """
+        The new goop.json is fsynced before it replaces the old one, and the
+        directory after; a failed write leaves the old file and no temporary.
+        """
+        d = self.mktemp()
+        os.makedirs(d)
+        calls: list[str] = []
+        realFsync, realReplace = os.fsync, os.replace
+
+        def fsync(fd: int) -> None:
+            calls.append("fsync-dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync-file")
+            realFsync(fd)
+
+        def replace(a: str, b: str) -> None:
+            calls.append("replace")
+            realReplace(a, b)
+
+        self.patch(os, "fsync", fsync)
+        self.patch(os, "replace", replace)
+        writeConfig(d, {"profile": {"label": "one"}})
+        self.assertEqual(calls, ["fsync-file", "replace", "fsync-dir"])
+
+        def failing(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        self.patch(os, "fsync", failing)
+        with self.assertRaises(OSError):
+            writeConfig(d, {"profile": {"label": "two"}})
+        self.assertEqual(readDocument(d), {"profile": {"label": "one"}})
+        self.assertEqual(sorted(os.listdir(d)), ["goop.json"])
