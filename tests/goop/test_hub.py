@@ -68,6 +68,35 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(reg.evict(1059.0), [])
         self.assertEqual([r["peer_id"] for r in reg.evict(1061.0)], [a.peerId])
 
+    def test_onlyTheSourceAddressRecorded(self) -> None:
+        """
+        A publication's own C{addrs} are ignored (followers would dial
+        them); a TTL outside 5..86400 or a C{rendezvous} that is not a
+        boolean is refused with the reason, not clamped or coerced.
+        """
+        a = ident(self)
+
+        def publish(**fields: object) -> dict[str, object]:
+            doc = {"peer_id": a.peerId, "public_key": a.publicB64, "ts": 1000.0, "ttl": 60, **fields}
+            body = json.dumps(doc).encode()
+            return verifyPublication(body, a.sign(body), 1000.0, "1.2.3.4")
+
+        self.assertEqual(
+            publish(port=4001, addrs=["10.0.0.7:22", "127.0.0.1:6379"])["addrs"], ["1.2.3.4:4001"]
+        )
+        self.assertEqual(publish(port=0, addrs=["10.0.0.7:22"])["addrs"], [])
+        self.assertEqual(publish(ttl=5)["ttl"], 5)
+        self.assertEqual(publish(ttl=86400)["ttl"], 86400)
+        for ttl in (4, 0, -1, 86401, 10**12):
+            with self.assertRaises(PublishError) as e:
+                publish(ttl=ttl)
+            self.assertEqual(str(e.exception), "ttl must be an integer from 5 to 86400")
+        self.assertIs(publish(rendezvous=True)["rendezvous"], True)
+        for bad in ("yes", 1, None):
+            with self.assertRaises(PublishError) as e:
+                publish(rendezvous=bad)
+            self.assertEqual(str(e.exception), "rendezvous must be true or false")
+
     def test_replayAfterOfflineRefused(self) -> None:
         """A peer's old "online" record replayed after its "offline" is refused (per-peer sequence)."""
         a = ident(self)

@@ -57,9 +57,8 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
     ):
         raise PublishError("ts missing or too far from the hub's clock")
     ttl = doc.get("ttl", 120)
-    if not isinstance(ttl, int) or isinstance(ttl, bool):
-        raise PublishError("ttl must be an integer")
-    ttl = max(MIN_TTL, min(MAX_TTL, ttl))
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not MIN_TTL <= ttl <= MAX_TTL:
+        raise PublishError(f"ttl must be an integer from {MIN_TTL} to {MAX_TTL}")
     label = doc.get("label", "")
     if not isinstance(label, str):
         raise PublishError("label must be a string")
@@ -73,21 +72,19 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
     port = doc.get("port", 0)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise PublishError("port must be 0..65535")
-    addrs: list[str] = []
-    if port:
-        addrs.append(f"{sourceIP}:{port}")
-    claimed = doc.get("addrs", [])
-    if not isinstance(claimed, list):
-        raise PublishError("addrs must be a list")
-    for a in claimed[:8]:
-        if isinstance(a, str) and len(a) <= 100 and a not in addrs:
-            addrs.append(a)
+    # The only address recorded is the one the publication came from: a
+    # peer's own list of addresses (C{addrs}) is ignored, or any key holder
+    # could point every follower's dials at a host and port of its choosing.
+    addrs = [f"{sourceIP}:{port}"] if port else []
     seq = doc.get("seq", int(ts * 1e6))
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
         raise PublishError("seq must be a non-negative integer")
     kind = doc.get("kind", "online")
     if kind not in ("online", "offline"):
         raise PublishError("kind must be online or offline")
+    rendezvous = doc.get("rendezvous", False)
+    if not isinstance(rendezvous, bool):
+        raise PublishError("rendezvous must be true or false")
     return {
         "peer_id": peerId,
         "public_key": pub,
@@ -95,7 +92,7 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
         "name": name,
         "addrs": addrs,
         "port": port,
-        "rendezvous": bool(doc.get("rendezvous", False)),
+        "rendezvous": rendezvous,
         "ttl": ttl,
         "ts": float(ts),
         "seq": seq,
