@@ -57,6 +57,34 @@ class SandboxTests(TestCase):
         self.assertEqual(r, {"who": "peer-a", "x": 5, "n": 1, "j": "[1, 2]", "s": 42})
         self.assertIn(name, self.engine.list())
 
+    async def test_kvRefusesWhatItCannotStore(self) -> None:
+        """
+        goop.kv keys are strings (or numbers); a table or nil key, or a
+        value holding a function, is an error naming the call, and the
+        stored value is untouched (a function never turns a set into a
+        delete).
+        """
+        name = self.script('goop.kv.set("k", {a = 1})')
+        await self.engine.call("peer", name, None)
+        for body, reason in (
+            ('goop.kv.set("k", print)', "goop.kv.set: cannot store a function"),
+            ('goop.kv.set("k", {f = print})', "goop.kv.set: cannot store a function"),
+            ('goop.kv.set("k", {1, {2, goop.log.info}})', "goop.kv.set: cannot store a function"),
+            ("goop.kv.set({}, 1)", "goop.kv.set: the key must be a string"),
+            ("goop.kv.set(nil, 1)", "goop.kv.set: the key must be a string"),
+            ("return goop.kv.get({})", "goop.kv.get: the key must be a string"),
+            ("goop.kv.delete(true)", "goop.kv.delete: the key must be a string"),
+        ):
+            msg = await self.refused(body)
+            self.assertIn(reason, msg, body)
+        # each script has its own namespace: read the first one's key back
+        with open(os.path.join(self.dir, "lua", name + ".lua"), "w") as f:
+            f.write(
+                'function call(request)\ngoop.kv.set(7, "seven")\n'
+                'return {k = goop.kv.get("k"), seven = goop.kv.get("7")}\nend\n'
+            )
+        self.assertEqual(await self.engine.call("peer", name, None), {"k": {"a": 1}, "seven": "seven"})
+
     async def test_noEscapes(self) -> None:
         """os.execute, io.open, require, load, dofile, debug and package are absent."""
         for body in (

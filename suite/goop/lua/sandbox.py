@@ -299,11 +299,14 @@ class _Api:
         if what == "json.decode":
             return self.toLua(json.loads(str(a[0] if a else "")))
         if what == "kv.get":
-            return self._kvGet(str(a[0] if a else ""))
+            return self._kvGet(self._kvKey(what, a))
         if what == "kv.set":
-            return self._kvSet(str(a[0] if a else ""), self.fromLua(a[1] if len(a) > 1 else None))
+            key = self._kvKey(what, a)
+            value = a[1] if len(a) > 1 else None
+            self._dataOnly(what, value)
+            return self._kvSet(key, self.fromLua(value))
         if what == "kv.delete":
-            return self._kvSet(str(a[0] if a else ""), None)
+            return self._kvSet(self._kvKey(what, a), None)
         if what == "http.get":
             return self._http("GET", str(a[0] if a else ""), None, a[1] if len(a) > 1 else None)
         if what == "http.post":
@@ -396,6 +399,34 @@ class _Api:
             raise LuaError(f"goop.db.exec: {e}") from None
 
     # kv (namespaced per function, in data.db)
+    @staticmethod
+    def _kvKey(what: str, a: tuple[Any, ...]) -> str:
+        """The key argument: a string or a number, never a table or nil."""
+        key = a[0] if a else None
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "replace")
+        if isinstance(key, bool) or not isinstance(key, (str, int, float)):
+            raise LuaError(f"goop.{what}: the key must be a string")
+        return str(key)
+
+    def _dataOnly(self, what: str, value: Any, depth: int = 0) -> None:
+        """
+        Refuse a value holding a function, coroutine or userdata: stored, it
+        would silently become nil (and a set a delete).
+        """
+        import lupa
+
+        kind = lupa.lua_type(value)
+        if kind is None:
+            return
+        if kind != "table":
+            raise LuaError(f"goop.{what}: cannot store a {kind}")
+        if depth > MAX_DEPTH:
+            raise LuaError("value nested too deeply")
+        for k, v in value.items():
+            self._dataOnly(what, k, depth + 1)
+            self._dataOnly(what, v, depth + 1)
+
     def _kvConn(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.dataPath, timeout=2.0, isolation_level=None)
         conn.execute(
