@@ -238,6 +238,26 @@ class StoreTests(TestCase):
         r = await s.execute(o, {"op": "query", "table": "t", "where": {"a": "' OR 1=1 --"}})
         self.assertEqual(r, {"ok": True, "data": []})
 
+    async def test_queryPaging(self) -> None:
+        """
+        C{limit} above 1000 is refused with the reason (never cut short, which
+        a pager would read as the end of the table); a boolean is not a
+        number; C{limit}/C{offset} page through the rows in C{_id} order.
+        """
+        s, o = self.store, self.owner
+        await s.execute(o, {"op": "create-table", "table": "t", "columns": ["a"]})
+        for i in range(5):
+            await s.execute(o, {"op": "insert", "table": "t", "data": {"a": str(i)}})
+        r = await s.execute(o, {"op": "query", "table": "t", "limit": 1001})
+        self.assertEqual(r, {"ok": False, "error": "limit must be at most 1000 (page with offset)"})
+        for bad in ({"limit": True}, {"offset": False}, {"limit": -1}, {"offset": "1"}):
+            r = await s.execute(o, {"op": "query", "table": "t", **bad})
+            self.assertEqual(r["error"], "limit and offset must be non-negative integers", bad)
+        r = await s.execute(o, {"op": "query", "table": "t", "columns": ["a"], "limit": 2, "offset": 3})
+        self.assertEqual(r, {"ok": True, "data": [{"a": "3"}, {"a": "4"}]})
+        r = await s.execute(o, {"op": "query", "table": "t", "columns": ["a"], "limit": 1000})
+        self.assertEqual(len(r["data"]), 5)
+
 
 class InterfaceTests(SynchronousTestCase):
     def test_verifyFoundationInterfaces(self) -> None:

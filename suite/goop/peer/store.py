@@ -291,10 +291,21 @@ def _query(conn: sqlite3.Connection, table: str, caller: str, r: dict[str, Any],
         raise DataError("columns must name existing columns")
     where, args = _where(conn, table, r)
     limit, offset = r.get("limit", 100), r.get("offset", 0)
-    if not isinstance(limit, int) or not isinstance(offset, int) or limit < 0 or offset < 0:
+    if (
+        not isinstance(limit, int)
+        or not isinstance(offset, int)
+        or isinstance(limit, bool)
+        or isinstance(offset, bool)
+        or limit < 0
+        or offset < 0
+    ):
         raise DataError("limit and offset must be non-negative integers")
+    if limit > MAX_LIMIT:
+        # Refused rather than cut: a caller paging by the rows it got back
+        # would take a short page for the end of the table.
+        raise DataError(f"limit must be at most {MAX_LIMIT} (page with offset)")
     sql = f'SELECT {", ".join(q(c) for c in cols)} FROM {q(table)}{where} ORDER BY "_id" LIMIT ? OFFSET ?'
-    rows = conn.execute(sql, [*args, min(limit, MAX_LIMIT), offset]).fetchall()
+    rows = conn.execute(sql, [*args, limit, offset]).fetchall()
     return [dict(zip(cols, row, strict=False)) for row in rows]
 
 
