@@ -146,3 +146,32 @@ class DurableWriteTests(SynchronousTestCase):
             writeConfig(d, {"profile": {"label": "two"}})
         self.assertEqual(readDocument(d), {"profile": {"label": "one"}})
         self.assertEqual(sorted(os.listdir(d)), ["goop.json"])
+
+
+class GroupNameTests(TestCase):
+    async def test_groupNamesPrintable(self) -> None:
+        """
+        C{/api/groups}: a group name that is empty, longer than 64
+        characters, holds a control character or surrounding spaces is 400
+        with the reason and no group is created; a plain name is accepted.
+        """
+        vport = freePort()
+        d = writeRaw(
+            os.path.abspath(self.mktemp()),
+            {
+                "p2p": {"listen_port": 0, "listen_addr": "127.0.0.1", "mdns_tag": ""},
+                "viewer": {"http_addr": f"127.0.0.1:{vport}"},
+            },
+        )
+        proc = DaemonProcess(self, twistdArgs("goop", "peer", d), name="groups").start()
+        viewer = f"http://127.0.0.1:{vport}"
+        await proc.waitForHTTP(viewer + "/healthz")
+        token = await tokenFor(viewer)
+        for name in ("", "g\n2", "x" * 65, " g", "g\x00"):
+            code, doc = await post(
+                viewer + "/api/groups", token, json.dumps({"action": "create", "group": name}).encode()
+            )
+            self.assertEqual(code, 400, name)
+            self.assertTrue(doc["error"].startswith("group: 1 to 64 printable characters"), doc)
+        code, doc = await post(viewer + "/api/groups", token, b'{"action": "create", "group": "chat room"}')
+        self.assertEqual((code, doc), (200, {"hosted": {"chat room": []}, "memberships": []}))

@@ -316,9 +316,18 @@ class _Groups(_PeerResource):
         try:
             doc = json.loads(raw)
             action, group = doc["action"], doc["group"]
-            assert isinstance(group, str) and 0 < len(group) <= 64
+            assert isinstance(group, str)
         except (ValueError, KeyError, TypeError, AssertionError):
             return jsonResponse(request, 400, {"error": "body must be {action, group, host?, data?}"})
+        if not 0 < len(group) <= 64 or not group.isprintable() or group != group.strip():
+            # Group names reach log lines and every member's page.
+            return jsonResponse(
+                request,
+                400,
+                {
+                    "error": "group: 1 to 64 printable characters without control characters or surrounding spaces"
+                },
+            )
         g = self.peer.groups
         host = doc.get("host", "")
         if action not in _GROUP_ACTIONS:
