@@ -175,3 +175,48 @@ class GroupNameTests(TestCase):
             self.assertTrue(doc["error"].startswith("group: 1 to 64 printable characters"), doc)
         code, doc = await post(viewer + "/api/groups", token, b'{"action": "create", "group": "chat room"}')
         self.assertEqual((code, doc), (200, {"hosted": {"chat room": []}, "memberships": []}))
+
+
+class RemoteSiteAnswerTests(SynchronousTestCase):
+    def render(self, answer: Any) -> Any:
+        from twisted.internet.defer import succeed
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.goop.peer.viewer import _Remote
+
+        class Peer:
+            def remoteRequest(self, peerId: str, kind: str, request: dict[str, Any]) -> Any:
+                return succeed(answer)
+
+        request = DummyRequest([b"a" * 64, b"index.html"])
+        _Remote(Peer()).render(request)
+        self.assertEqual(request.finished, 1)
+        return request
+
+    def test_malformedAnswers(self) -> None:
+        """
+        C{/p/<peer>/<path>}: an answer from the other peer that is not a
+        file (no data, a body that is not base64, a content type that is not
+        a string) is a 502 with the reason, never a request left hanging.
+        """
+        for answer in (
+            {"ok": True},
+            {"ok": True, "data": "x"},
+            {"ok": True, "data": {"body": "not base64!"}},
+            {"ok": True, "data": {"body": 5}},
+            {"ok": True, "data": {"content_type": 5, "body": ""}},
+        ):
+            request = self.render(answer)
+            self.assertEqual(request.responseCode, 502, answer)
+            self.assertEqual(
+                json.loads(b"".join(request.written)), {"error": "the peer sent a malformed file"}
+            )
+
+    def test_file(self) -> None:
+        """A file is served with its type, sandboxed."""
+        request = self.render({"ok": True, "data": {"content_type": "text/html", "body": "aGk="}})
+        self.assertEqual(b"".join(request.written), b"hi")
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [b"text/html"])
+        self.assertTrue(
+            request.responseHeaders.getRawHeaders(b"content-security-policy")[0].startswith(b"sandbox")
+        )

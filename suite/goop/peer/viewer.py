@@ -151,15 +151,23 @@ class _Remote(_PeerResource):
 
         def done(resp: dict[str, Any]) -> None:
             if not resp.get("ok"):
-                _finish(request, jsonResponse(request, 404, {"error": resp.get("error", "not found")}))
+                _finish(request, jsonResponse(request, 404, {"error": str(resp.get("error", "not found"))}))
                 return
-            data = resp["data"]
-            request.setHeader(
-                b"content-type", str(data.get("content_type", "application/octet-stream")).encode()
-            )
+            # The answer is the other peer's word: anything but a file is a
+            # 502 naming the fault, never a request left hanging.
+            data = resp.get("data")
+            ctype = data.get("content_type", "application/octet-stream") if isinstance(data, dict) else None
+            try:
+                if not isinstance(ctype, str) or not isinstance(data, dict):
+                    raise ValueError
+                body = base64.b64decode(data.get("body", ""), validate=True)
+            except (ValueError, TypeError):
+                _finish(request, jsonResponse(request, 502, {"error": "the peer sent a malformed file"}))
+                return
+            request.setHeader(b"content-type", ctype.encode("utf-8", "replace"))
             request.setHeader(b"content-security-policy", REMOTE_CSP)
             request.setHeader(b"x-content-type-options", b"nosniff")
-            _finish(request, base64.b64decode(data.get("body", "")))
+            _finish(request, body)
 
         d.addErrback(lambda f: {"ok": False, "error": f"peer unreachable: {f.getErrorMessage()}"})
         d.addCallback(done)
