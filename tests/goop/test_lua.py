@@ -85,6 +85,27 @@ class SandboxTests(TestCase):
             )
         self.assertEqual(await self.engine.call("peer", name, None), {"k": {"a": 1}, "seven": "seven"})
 
+    async def test_httpArgumentsChecked(self) -> None:
+        """
+        goop.http: a body that is not a string, opts that are not a table,
+        header values that are not strings, a port out of range: an error
+        naming the call, before any connection (a table body was sent as
+        its Python text).
+        """
+        for body, reason in (
+            ('goop.http.post("http://192.0.2.1/", {a = 1})', "goop.http.post: the body must be a string"),
+            ('goop.http.post("http://192.0.2.1/", true)', "goop.http.post: the body must be a string"),
+            ('goop.http.get("http://192.0.2.1/", "x")', "goop.http.get: opts must be a table"),
+            ('goop.http.get("http://192.0.2.1/", {headers = "x"})', "goop.http.get: opts.headers must be"),
+            (
+                'goop.http.get("http://192.0.2.1/", {headers = {a = {1}}})',
+                "goop.http.get: opts.headers must be",
+            ),
+            ('goop.http.get("http://example.com:99999/")', "goop.http: Port out of range"),
+        ):
+            msg = await self.refused(body)
+            self.assertIn(reason, msg, body)
+
     async def test_noEscapes(self) -> None:
         """os.execute, io.open, require, load, dofile, debug and package are absent."""
         for body in (

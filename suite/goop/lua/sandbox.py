@@ -479,9 +479,20 @@ class _Api:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise LuaError(TIME_LIMIT)
+        name = f"goop.http.{method.lower()}"
         options = self.fromLua(opts) if opts is not None else {}
-        headers = options.get("headers") if isinstance(options, dict) else None
-        data = None if body is None else str(self.fromLua(body)).encode()
+        if not isinstance(options, dict):
+            raise LuaError(f"{name}: opts must be a table such as {{headers = {{...}}}}")
+        headers = options.get("headers")
+        if headers is not None and (
+            not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values())
+        ):
+            raise LuaError(f"{name}: opts.headers must be a table of name = string value")
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        if body is not None and (isinstance(body, bool) or not isinstance(body, (str, int, float))):
+            raise LuaError(f"{name}: the body must be a string (goop.json.encode a table)")
+        data = None if body is None else str(body).encode()
         try:
             status, hdrs, content = guardedRequest(
                 method,
@@ -493,6 +504,7 @@ class _Api:
             )
         except SSRFError as e:
             raise LuaError(f"goop.http: {e}") from None
-        except OSError as e:
+        except (OSError, ValueError) as e:
+            # ValueError: a port out of range, a header value with a newline
             raise LuaError(f"goop.http: {e}") from None
         return self.toLua({"status": status, "headers": hdrs, "body": content.decode("utf-8", "replace")})
