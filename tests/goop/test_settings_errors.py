@@ -220,3 +220,34 @@ class RemoteSiteAnswerTests(SynchronousTestCase):
         self.assertTrue(
             request.responseHeaders.getRawHeaders(b"content-security-policy")[0].startswith(b"sandbox")
         )
+
+
+class PeerDirectoryErrorsTests(TestCase):
+    def peerDir(self) -> str:
+        return writeRaw(
+            os.path.abspath(self.mktemp()),
+            {
+                "p2p": {"listen_port": 0, "listen_addr": "127.0.0.1", "mdns_tag": ""},
+                "viewer": {"http_addr": f"127.0.0.1:{freePort()}"},
+            },
+        )
+
+    async def test_siteNotADirectory(self) -> None:
+        """A file where site/ belongs stops start-up naming it (exit 2), not an errno."""
+        d = self.peerDir()
+        with open(os.path.join(d, "site"), "w") as f:
+            f.write("not a directory")
+        proc = DaemonProcess(self, twistdArgs("goop", "peer", d), name="site-file").start()
+        self.assertEqual(await proc.waitExit(30), 2)
+        self.assertIn(f"{d}/site: exists and is not a directory", proc.output())
+        self.assertNotIn("Errno", proc.output())
+
+    async def test_corruptDatabase(self) -> None:
+        """A data.db SQLite cannot open stops start-up with a line naming the file (non-zero exit)."""
+        d = self.peerDir()
+        with open(os.path.join(d, "data.db"), "wb") as f:
+            f.write(b"garbage" * 1000)
+        proc = DaemonProcess(self, twistdArgs("goop", "peer", d), name="bad-db").start()
+        self.assertNotEqual(await proc.waitExit(30), 0)
+        self.assertIn(f"{d}/data.db: cannot open: file is not a database", proc.output())
+        self.assertNotIn("Traceback", proc.output())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
@@ -136,12 +137,18 @@ class PeerService(MultiService):
             self.streams.addSessionFactory(GROUP_PROTOCOL, self.groups.hostSession)
 
     def _prepareDirectory(self) -> None:
-        site = self.config.path("site")
-        if not os.path.isdir(site):
-            os.makedirs(site)
-            with open(os.path.join(site, "index.html"), "wb") as f:
-                f.write(DEFAULT_INDEX)
-        os.makedirs(self.config.path("lua"), exist_ok=True)
+        site, lua = self.config.path("site"), self.config.path("lua")
+        for path in (site, lua):
+            if os.path.lexists(path) and not os.path.isdir(path):
+                raise ConfigError(f"{path}: exists and is not a directory")
+        try:
+            if not os.path.isdir(site):
+                os.makedirs(site)
+                with open(os.path.join(site, "index.html"), "wb") as f:
+                    f.write(DEFAULT_INDEX)
+            os.makedirs(lua, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{e.filename or self.config.directory}: cannot create: {e.strerror}") from None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -207,7 +214,10 @@ class PeerService(MultiService):
             from suite.goop.p2p.streams import listenStreams
 
             assert self.store is not None and self.directory is not None
-            await self.store.start()
+            try:
+                await self.store.start()
+            except sqlite3.Error as e:
+                raise RuntimeError(f"{self.config.path('data.db')}: cannot open: {e}") from None
             port = await self._bind(
                 "p2p.listen_port",
                 listenStreams(
