@@ -36,8 +36,12 @@ class SQLiteThread:
         name: str = "goop-sqlite",
         busyTimeout: float = 5.0,
         createMode: int | None = None,
+        durable: bool = False,
     ) -> None:
         self.reactor = reactor
+        #: C{synchronous=FULL}: a commit that returned survives a power loss
+        #: (C{NORMAL}, the default here, survives a crash of the process only)
+        self.durable = durable
         self.path = path
         #: permissions of the database file when this creates it (SQLite
         #: gives its -wal and -shm files the same); None leaves it to the umask
@@ -66,7 +70,7 @@ class SQLiteThread:
             )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self.conn = conn
         return self.conn

@@ -159,6 +159,14 @@ class StoreTests(TestCase):
         self.addCleanup(self.store.stop)
         return self.store.start()
 
+    async def test_durableCommits(self) -> None:
+        """
+        data.db commits with C{synchronous=FULL}: a write the store has
+        answered survives a power loss, not only a crash of the peer.
+        """
+        level = await self.store.db.run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+        self.assertEqual(level, 2)
+
     async def test_fileMode(self) -> None:
         """
         data.db (with its -wal and -shm files) is created readable by the

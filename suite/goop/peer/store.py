@@ -132,7 +132,9 @@ class DataStore:
     ) -> None:
         self.reactor = reactor
         # The peer's private tables: readable by its user only.
-        self.db = SQLiteThread(reactor, path, name="goop-data", createMode=0o600)
+        # durable: an acknowledged write (a peer's insert, the owner's edit)
+        # is on disk, not only in the WAL's page cache
+        self.db = SQLiteThread(reactor, path, name="goop-data", createMode=0o600, durable=True)
         self.ownerId = ownerId
         self.lua = lua
         self.limiter = TokenBucket(opsPerSecond, burst)
