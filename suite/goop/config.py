@@ -364,6 +364,14 @@ def validateDocument(directory: str, doc: dict[str, Any]) -> GoopConfig:
         warnings.append(
             f"{CONFIG_NAME}: viewer.http_addr: {addr} is not loopback; put an authenticating proxy in front"
         )
+    templates = os.path.realpath(os.path.join(directory, values["presence.templates_dir"]))
+    peerDir = os.path.realpath(directory)
+    if templates == peerDir or peerDir.startswith(templates.rstrip(os.sep) + os.sep):
+        # The store serves its sub-directories to anyone: lua/ would be one.
+        raise ConfigError(
+            f"{CONFIG_NAME}: presence.templates_dir: {values['presence.templates_dir']!r} is the peer "
+            'directory or holds it; use a directory of its own (default "templates")'
+        )
     if values["presence.heartbeat_seconds"] >= values["presence.ttl_seconds"]:
         raise ConfigError(
             f"{CONFIG_NAME}: presence.heartbeat_seconds: must be smaller than presence.ttl_seconds"

@@ -148,6 +148,30 @@ class TemplateTests(SynchronousTestCase):
             self.assertIsNone(store.bundle(bad), bad)
             self.assertIsNone(store.manifest(bad), bad)
 
+    def test_onlyTemplatesBundled(self) -> None:
+        """
+        A directory without a manifest (not listed) is not served as a
+        bundle; a templates_dir that is the peer directory or holds it (it
+        would serve lua/) stops start-up naming the key.
+        """
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "private"))
+        with open(os.path.join(root, "private", "secret.lua"), "w") as f:
+            f.write("-- source")
+        store = TemplateStore(root)
+        self.assertEqual(store.list(), [])
+        self.assertIsNone(store.bundle("private"))
+        peer = os.path.abspath(os.path.join(self.mktemp(), "peer"))
+        os.makedirs(peer)
+        for bad in ("", ".", "..", "/", "./", peer):
+            write(os.path.join(peer, "goop.json"), {"presence": {"templates_dir": bad}})
+            with self.assertRaises(ConfigError) as e:
+                loadConfig(peer)
+            self.assertIn("goop.json: presence.templates_dir:", str(e.exception), bad)
+        for good in ("templates", "site/templates", os.path.join(os.path.dirname(peer), "shared")):
+            write(os.path.join(peer, "goop.json"), {"presence": {"templates_dir": good}})
+            self.assertEqual(loadConfig(peer).templatesDir, good)
+
 
 class StoreTests(TestCase):
     def setUp(self) -> Deferred[None]:  # type: ignore[override]  # trial waits for a Deferred from setUp

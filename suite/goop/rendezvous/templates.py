@@ -73,7 +73,8 @@ class TemplateStore:
     def bundle(self, name: str) -> bytes | None:
         """Build the tar.gz for C{name} (blocking: call it from a thread)."""
         root = self._dir(name)
-        if root is None:
+        # Only a template (a directory with a manifest, as listed) is served.
+        if root is None or self.manifest(name) is None:
             return None
         # Imported here: a hub that never serves a bundle does not load tarfile.
         import tarfile
