@@ -37,6 +37,14 @@ def _str(key: str, v: Any) -> str:
     return v
 
 
+def _line(key: str, v: Any) -> str:
+    """One line of display text (a label, an email address): no control characters."""
+    text = _str(key, v)
+    if not all(c.isprintable() or c == " " for c in text):
+        raise ConfigError(f"{CONFIG_NAME}: {key}: {text[:80]!r} holds a control character (one line of text)")
+    return text
+
+
 def _peerName(key: str, v: Any) -> str:
     """The peer's own short name (C{profile.name}); C{""} for none."""
     text = _str(key, v)
@@ -175,7 +183,7 @@ def _interfaceList(key: str, v: Any) -> tuple[str, ...]:
 
 
 SCHEMA: dict[str, dict[str, tuple[Any, Validator]]] = {
-    "profile": {"label": ("", _str), "name": ("", _peerName), "email": ("", _str)},
+    "profile": {"label": ("", _line), "name": ("", _peerName), "email": ("", _line)},
     "p2p": {
         "listen_port": (0, _int(0, 65535)),
         "listen_addr": ("", _listenAddr),

@@ -73,6 +73,9 @@ class ConfigTests(SynchronousTestCase):
             ({"viewer": {"http_addr": "nowhere"}}, "viewer.http_addr"),
             ({"presence": {"rendezvous_wan": "ftp://x"}}, "presence.rendezvous_wan"),
             ({"p2p": []}, "p2p"),
+            ({"profile": {"label": "two\nlines"}}, "profile.label: 'two\\nlines' holds a control character"),
+            ({"profile": {"email": "a@b\r\nBcc: c"}}, "profile.email:"),
+            ({"site": "tab\there"}, "site:"),
         ]
         for doc, key in cases:
             d = self.mktemp()
