@@ -251,3 +251,63 @@ class PeerDirectoryErrorsTests(TestCase):
         self.assertNotEqual(await proc.waitExit(30), 0)
         self.assertIn(f"{d}/data.db: cannot open: file is not a database", proc.output())
         self.assertNotIn("Traceback", proc.output())
+
+
+class RemoteAnswerTimeoutTests(SynchronousTestCase):
+    def test_silentPeer(self) -> None:
+        """
+        A site or data request to a peer that accepts the stream but never
+        answers ends after 60 s with a reason, and the stream is closed.
+        """
+        from twisted.internet.defer import Deferred, succeed
+        from twisted.internet.task import Clock
+
+        from suite.goop.p2p import streams
+        from suite.goop.peer.service import REMOTE_ANSWER_TIMEOUT, PeerService
+
+        class Stream:
+            closed = False
+
+            def request(self, obj: dict[str, Any]) -> Deferred[dict[str, Any]]:
+                return Deferred()
+
+            def close(self) -> None:
+                self.closed = True
+
+        stream = Stream()
+        self.patch(streams, "openStream", lambda *a: succeed(stream))
+
+        class Peer:
+            reactor = Clock()
+            tls = None
+
+            def addressOf(self, peerId: str) -> str:
+                return "127.0.0.1:1"
+
+        peer = Peer()
+        results: list[dict[str, Any]] = []
+        PeerService.remoteRequest(peer, "a" * 64, "data", {"op": "tables"}).addCallback(results.append)  # type: ignore[arg-type]
+        peer.reactor.advance(REMOTE_ANSWER_TIMEOUT - 1)
+        self.assertEqual((results, stream.closed), ([], False))
+        peer.reactor.advance(1)
+        self.assertEqual(results, [{"ok": False, "error": "the peer did not answer within 60 s"}])
+        self.assertTrue(stream.closed)
+
+    def test_clientClosesOnNonObject(self) -> None:
+        """A stream answer that is JSON but not an object closes the stream; the request fails."""
+        from twisted.internet.testing import StringTransport
+
+        from suite.goop.p2p.streams import StreamClient
+
+        client = StreamClient(None, "/goop/data/1.0.0")
+        client.ready.addErrback(lambda f: None)  # no TLS handshake here
+        transport = StringTransport()
+        client.makeConnection(transport)
+        answer = client.request({"op": "tables"})
+        failures: list[Any] = []
+        answer.addErrback(failures.append)
+        client.lineReceived(b"[1, 2]")
+        self.assertTrue(transport.disconnecting)
+        client.connectionLost(None)
+        self.assertEqual(len(failures), 1)
+        self.assertIsInstance(failures[0].value, ConnectionError)

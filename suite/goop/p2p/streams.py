@@ -328,6 +328,8 @@ class StreamClient(LineReceiver):
             self.transport.loseConnection()
             return
         if not isinstance(message, dict):
+            # not the protocol: the pending requests fail when it closes
+            self.transport.loseConnection()
             return
         if self.pending:
             self.pending.popleft().callback(message)

@@ -11,6 +11,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
@@ -44,6 +45,11 @@ if TYPE_CHECKING:
     from suite.goop.rendezvous.hub import RendezvousHub
 
 __all__ = ["PeerService", "SettingsError", "makePeerService", "makeRendezvousOnly"]
+
+
+#: How long a site or data request to another peer may wait for its answer:
+#: a Lua call may queue behind 64 others on that peer's two workers.
+REMOTE_ANSWER_TIMEOUT = 60.0
 
 
 class _Reported(Exception):
@@ -372,8 +378,14 @@ class PeerService(MultiService):
             if addr is None:
                 return {"ok": False, "error": "unknown peer"}
             stream = await openStream(self.reactor, self.tls, addr, peerId, proto)
+            answer = stream.request(request)
+            # A peer that accepts the stream but never answers must not hold
+            # the viewer's request (and the connection) for ever.
+            answer.addTimeout(REMOTE_ANSWER_TIMEOUT, self.reactor)
             try:
-                return await stream.request(request)
+                return await answer
+            except defer.TimeoutError:
+                return {"ok": False, "error": f"the peer did not answer within {REMOTE_ANSWER_TIMEOUT:g} s"}
             finally:
                 stream.close()
 
