@@ -18,7 +18,7 @@ from suite.goop.config import readDocument, writeConfig
 from tests.goop.test_e2e import tokenFor
 from tests.goop.test_e2e import writeConfig as writeRaw
 from tests.support.http import httpHeaders
-from tests.support.process import DaemonProcess, freePort, scriptArgs, twistdArgs
+from tests.support.process import DaemonProcess, freePort, scriptArgs, twistdArgs, waitUntil
 
 
 async def post(url: str, token: str, body: bytes, method: str = "POST") -> tuple[int, Any]:
@@ -311,3 +311,44 @@ class RemoteAnswerTimeoutTests(SynchronousTestCase):
         client.connectionLost(None)
         self.assertEqual(len(failures), 1)
         self.assertIsInstance(failures[0].value, ConnectionError)
+
+
+class ManagerDeleteTests(TestCase):
+    async def test_deleteWaitsForThePeer(self) -> None:
+        """
+        Deleting a running peer answers once its process has ended and its
+        directory is gone (nothing left behind by a peer still writing);
+        deleting a peer that does not exist is 400, not "deleted".
+        """
+        peersDir = os.path.abspath(self.mktemp())
+        mgr = DaemonProcess(
+            self,
+            scriptArgs("goop2", "manager", "--peers-dir", peersDir, "--listen", f"127.0.0.1:{freePort()}"),
+            name="manager",
+        ).start()
+        m = await mgr.waitForLog(r"goop2 manager: (http://127\.0\.0\.1:\d+)/")
+        api = m.group(1) + "/api/peers"
+        token = await tokenFor(m.group(1))
+        self.assertEqual((await post(api, token, b'{"name": "doomed"}'))[0], 200)
+        code, started = await post(api + "/doomed/start", token, b"{}")
+        self.assertEqual(code, 200, started)
+        viewer = started["viewer"]
+        # wait until the peer answers, so it is really running and writing
+
+        async def answers() -> bool:
+            try:
+                r = await treq.get(viewer + "/healthz", persistent=False)
+                await r.content()
+                return r.code == 200
+            except Exception:
+                return False
+
+        await waitUntil(answers, "the peer's viewer", 30)
+        code, doc = await post(api + "/doomed", token, b"", method="DELETE")
+        self.assertEqual((code, doc), (200, {"name": "doomed", "deleted": True}))
+        self.assertFalse(os.path.exists(os.path.join(peersDir, "doomed")))
+        r = await treq.get(api, persistent=False)
+        self.assertEqual(json.loads(await r.content()), [])
+        self.assertFalse(await answers())
+        code, doc = await post(api + "/nope", token, b"", method="DELETE")
+        self.assertEqual((code, doc), (400, {"error": "no peer named nope"}))

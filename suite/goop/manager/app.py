@@ -44,6 +44,8 @@ from suite.goop.webutil import (
 __all__ = ["Manager", "runManager", "managerResource"]
 
 log = Logger()
+#: Seconds a deleted peer's process has to stop before it is killed.
+STOP_GRACE = 10.0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -64,6 +66,8 @@ class _Child(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Any) -> None:
         self.manager.running.pop(self.name, None)
+        for d in self.manager.exited.pop(self.name, []):
+            d.callback(None)
         log.info("peer {name} stopped", name=self.name)
 
 
@@ -75,6 +79,8 @@ class Manager:
         self.peersDir = os.path.abspath(peersDir)
         self.goop2 = goop2 or os.path.join(os.path.dirname(sys.executable), "goop2")
         self.running: dict[str, Any] = {}
+        #: waiters for a running peer's exit, by name
+        self.exited: dict[str, list[Deferred[None]]] = {}
         os.makedirs(self.peersDir, exist_ok=True)
         self.secret = loadSecret(os.path.join(self.peersDir, ".manager.secret"))
 
@@ -158,9 +164,35 @@ class Manager:
         return {"name": name, "running": False}
 
     def delete(self, name: str) -> Deferred[dict[str, Any]]:
+        """
+        Stop the peer, wait for its process to end (killed after
+        L{STOP_GRACE} seconds), then remove its directory: a peer still
+        writing would leave files behind.
+        """
         d = self._dir(name)
-        self.stop(name)
-        return deferToThread(shutil.rmtree, d, True).addCallback(lambda _: {"name": name, "deleted": True})
+        if not os.path.isdir(d):
+            raise ValueError(f"no peer named {name}")
+        gone: Deferred[None] = Deferred()
+        if name in self.running:
+            proc = self.running[name]
+            self.exited.setdefault(name, []).append(gone)
+            self.stop(name)
+
+            def kill() -> None:
+                try:
+                    proc.signalProcess("KILL")
+                except ProcessExitedAlready:
+                    pass
+
+            killer = self.reactor.callLater(STOP_GRACE, kill)
+            gone.addBoth(lambda r: (killer.cancel() if killer.active() else None, r)[1])
+        else:
+            gone.callback(None)
+
+        def remove(_: object) -> Deferred[None]:
+            return deferToThread(shutil.rmtree, d)
+
+        return gone.addCallback(remove).addCallback(lambda _: {"name": name, "deleted": True})
 
     def stopAll(self) -> None:
         for proc in list(self.running.values()):
