@@ -126,6 +126,8 @@ class _JSONErrors:
     Render C{inner}, answering in JSON where Twisted would answer HTML: an
     unsupported method (405 with C{Allow}) and any error page a resource
     returns (Twisted's C{NoResource} of a resource without C{getChild}, ...).
+    A leaf resource is found for any path below it; unless it says it reads
+    those sub-paths (C{takesSubpaths = True}), they are a JSON 404.
     """
 
     isLeaf = True
@@ -141,6 +143,15 @@ class _JSONErrors:
         raise NotImplementedError("a rendering wrapper has no children")
 
     def render(self, request: IRequest) -> Any:
+        postpath = getattr(request, "postpath", None) or ()
+        if (
+            getattr(self.inner, "isLeaf", False)
+            and not getattr(self.inner, "takesSubpaths", False)
+            and any(postpath)
+        ):
+            # /peers.json/x, /self/x ...: a leaf that does not read the rest
+            # of the path would answer it as itself
+            return jsonResponse(request, 404, {"error": "no such resource"})
         try:
             body = self.inner.render(request)
         except UnsupportedMethod as e:
@@ -184,6 +195,7 @@ class JSONErrorPage(Resource):
     """A leaf answering every method with one JSON error."""
 
     isLeaf = True
+    takesSubpaths = True  # its own error, whatever follows
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__()

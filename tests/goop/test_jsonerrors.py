@@ -88,3 +88,27 @@ class JSONErrorsTests(SynchronousTestCase):
         code, headers, body = answer(root, b"HEAD", b"/page")
         self.assertEqual((code, body), (200, b""))
         self.assertEqual(headers[b"content-length"], b"11")
+
+
+class SubpathTests(SynchronousTestCase):
+    def test_leafSubpathsAre404(self) -> None:
+        """
+        A path below a leaf that does not read sub-paths (C{/peers.json/x},
+        C{/healthz/x}) is a JSON 404, not the leaf's answer; a leaf that
+        reads them (templates) and an error page (its own code) are
+        unchanged.
+        """
+        from suite.goop.webutil import JSONErrorPage
+
+        hub = RendezvousHub(MemoryReactorClock(), templatesDir=self.mktemp())
+        for path in (b"/peers.json/x", b"/logs.json/x", b"/publish/x", b"/healthz/x", b"/events/x"):
+            code, headers, body = answer(hub.resource(), b"GET", path)
+            self.assertEqual((code, json.loads(body)), (404, {"error": "no such resource"}), path)
+        code, _, body = answer(hub.resource(), b"GET", b"/peers.json")
+        self.assertEqual((code, json.loads(body)), (200, []))
+        code, _, body = answer(hub.resource(), b"GET", b"/api/templates/nope/manifest.json")
+        self.assertEqual((code, json.loads(body)), (404, {"error": "no template named nope"}))
+        root = Resource()
+        root.putChild(b"gone", JSONErrorPage(421, "wrong host"))
+        code, _, body = answer(root, b"GET", b"/gone/a/b")
+        self.assertEqual((code, json.loads(body)), (421, {"error": "wrong host"}))

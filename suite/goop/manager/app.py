@@ -204,6 +204,7 @@ class Manager:
 
 class _API(Resource):
     isLeaf = True
+    takesSubpaths = True
 
     def __init__(self, manager: Manager) -> None:
         super().__init__()

@@ -140,6 +140,7 @@ class _Remote(_PeerResource):
     """C{/p/<peer-id>/<path>}."""
 
     isLeaf = True
+    takesSubpaths = True
 
     def render_GET(self, request: Request) -> bytes | int:
         parts = request.postpath
@@ -176,6 +177,7 @@ class _Remote(_PeerResource):
 
 class _OwnSite(_PeerResource):
     isLeaf = True
+    takesSubpaths = True
 
     def render_GET(self, request: Request) -> int:
         path = b"/".join(request.postpath or []).decode("utf-8", "replace")

@@ -369,6 +369,7 @@ _TPL = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class _Templates(Resource):
     isLeaf = True
+    takesSubpaths = True
 
     def __init__(self, hub: RendezvousHub) -> None:
         super().__init__()
