@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
@@ -218,6 +217,8 @@ class PeerService(MultiService):
         if not self.minimal:
             from suite.goop.p2p.discovery import HubClient, MdnsDiscovery
             from suite.goop.p2p.streams import listenStreams
+
+            import sqlite3  # a full peer's only (the hub-only process never loads it)
 
             assert self.store is not None and self.directory is not None
             try:
