@@ -215,10 +215,10 @@ class PeerService(MultiService):
 
     async def _start(self) -> None:
         if not self.minimal:
+            import sqlite3  # a full peer's only (the hub-only process never loads it)
+
             from suite.goop.p2p.discovery import HubClient, MdnsDiscovery
             from suite.goop.p2p.streams import listenStreams
-
-            import sqlite3  # a full peer's only (the hub-only process never loads it)
 
             assert self.store is not None and self.directory is not None
             try:
