@@ -59,6 +59,14 @@ class SettingsPageErrorsTests(TestCase):
             code, doc = await post(viewer + "/self", token, body)
             self.assertEqual(code, 400, body)
             self.assertEqual(doc["error"], "goop.json: profile: must be an object")
+        code, doc = await post(
+            viewer + "/self",
+            token,
+            b'{"config": {"presence": {"rendezvous_only": true, "rendezvous_host": false}}}',
+        )
+        self.assertEqual(code, 400)
+        self.assertTrue(doc["error"].startswith("goop.json: presence.rendezvous_host: must be true"), doc)
+        self.assertTrue(readDocument(d)["presence"]["rendezvous_host"])
         path = os.path.join(d, "goop.json")
         with open(path, "w") as f:
             f.write("{broken")

@@ -354,6 +354,12 @@ class PeerService(MultiService):
             checked = validateDocument(self.config.directory, current)
         except ConfigError as e:
             raise ValueError(str(e)) from None
+        if (self.minimal or checked.rendezvousOnly) and not checked.rendezvousHost:
+            # the start-up check of rendezvous mode: saved, the peer would not start again
+            raise ValueError(
+                f"{CONFIG_NAME}: presence.rendezvous_host: must be true for rendezvous mode "
+                "(with it false this peer would not start again)"
+            )
         try:
             writeConfig(self.config.directory, current)
         except OSError as e:
