@@ -12,6 +12,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.web.error import UnsupportedMethod
 from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
@@ -24,6 +26,8 @@ from suite.netutil import isIPAddress
 from suite.web.limits import LimitedRequest, LimitedSite
 
 __all__ = [
+    "tcpServerEndpoint",
+    "httpURL",
     "JSONErrorsSite",
     "PageRoot",
     "finishRequest",
@@ -389,3 +393,19 @@ class HostGuard(Resource):
             return jsonResponse(request, refused[0], {"error": refused[1]})
         result: bytes = self.inner.render(request)
         return result
+
+
+def tcpServerEndpoint(reactor: Any, host: str, port: int) -> IStreamServerEndpoint:
+    """
+    A TCP listening endpoint on C{host} (an IPv4 or IPv6 literal, or
+    C{localhost}) and C{port}: built directly, since an IPv6 literal in an
+    endpoint string would need its colons escaped.
+    """
+    if ":" in host:
+        return TCP6ServerEndpoint(reactor, port, interface=host)
+    return TCP4ServerEndpoint(reactor, port, interface=host)
+
+
+def httpURL(host: str, port: int) -> str:
+    """C{http://host:port} with an IPv6 literal in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

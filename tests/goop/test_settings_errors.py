@@ -360,3 +360,48 @@ class ManagerDeleteTests(TestCase):
         self.assertFalse(await answers())
         code, doc = await post(api + "/nope", token, b"", method="DELETE")
         self.assertEqual((code, doc), (400, {"error": "no peer named nope"}))
+
+
+class IPv6ViewerTests(TestCase):
+    async def test_viewerOnIPv6Loopback(self) -> None:
+        """
+        C{viewer.http_addr: "[::1]:PORT"} (accepted by the config check)
+        serves the viewer there; it failed start-up with an internal
+        endpoint-string error.
+        """
+        import socket
+
+        from twisted.trial.unittest import SkipTest
+
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+                s.bind(("::1", 0))
+        except OSError:
+            raise SkipTest("no IPv6 loopback here") from None
+        vport = freePort()
+        d = writeRaw(
+            os.path.abspath(self.mktemp()),
+            {
+                "p2p": {"listen_port": 0, "listen_addr": "127.0.0.1", "mdns_tag": ""},
+                "viewer": {"http_addr": f"[::1]:{vport}"},
+            },
+        )
+        proc = DaemonProcess(self, twistdArgs("goop", "peer", d), name="v6").start()
+        await proc.waitForLog(rf"viewer on http://\[::1\]:{vport}/")
+
+        def get() -> tuple[int, bytes]:
+            import http.client
+
+            conn = http.client.HTTPConnection("::1", vport, timeout=10)
+            try:
+                conn.request("GET", "/healthz")  # Host: [::1]:PORT
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            finally:
+                conn.close()
+
+        from twisted.internet.threads import deferToThread
+
+        code, body = await deferToThread(get)
+        self.assertEqual(code, 200)
+        self.assertEqual(json.loads(body)["status"], "ok")

@@ -20,7 +20,6 @@ from typing import Any
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError, ProcessExitedAlready
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -35,11 +34,14 @@ from suite.goop.webutil import (
     PageRoot,
     finishRequest,
     header,
+    httpURL,
     isLoopback,
     jsonResponse,
     loadSecret,
     readBody,
+    tcpServerEndpoint,
 )
+from suite.netutil import boundPort
 
 __all__ = ["Manager", "runManager", "managerResource"]
 
@@ -115,7 +117,7 @@ class Manager:
         if not addr:
             return ""
         host, port = parseHostPort(addr)
-        return f"http://{host}:{port}"
+        return httpURL(host, port)
 
     def create(self, name: str, rendezvous: bool = False) -> dict[str, Any]:
         d = self._dir(name)
@@ -295,15 +297,15 @@ def runManager(options: Any) -> int:
         site = JSONErrorsSite(guarded, maxBodyBytes=16 * 1024)
         site.noisy = False
         try:
-            p = await serverFromString(r, f"tcp:{port}:interface={host}").listen(site)
+            p = await tcpServerEndpoint(r, host, port).listen(site)
         except CannotListenError as e:
             reason = e.socketError.strerror if isinstance(e.socketError, OSError) else str(e.socketError)
             failed.append(f"goop2: error: --listen: cannot listen on {host}:{port}: {str(reason).lower()}\n")
             return
         # Logging starts once the page is up, so a failure above is one line.
         suitelogging.startLogging(verbose=False)
-        guarded.port = p.getHost().port
-        sys.stdout.write(f"goop2 manager: http://{host}:{p.getHost().port}/ (peers in {manager.peersDir})\n")
+        guarded.port = boundPort(p)
+        sys.stdout.write(f"goop2 manager: {httpURL(host, guarded.port)}/ (peers in {manager.peersDir})\n")
         sys.stdout.flush()
         done: Deferred[None] = Deferred()
         r.addSystemEventTrigger("before", "shutdown", manager.stopAll)

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -31,7 +30,7 @@ from suite.goop.identity import Identity, loadIdentity
 from suite.goop.logbuffer import LogBuffer
 from suite.goop.peer.errors import SettingsError
 from suite.goop.peer.viewer import makeViewer
-from suite.goop.webutil import JSONErrorsSite, loadSecret
+from suite.goop.webutil import JSONErrorsSite, httpURL, loadSecret, tcpServerEndpoint
 
 # What only some peers run is imported where it starts, so a process loads
 # only what its configuration uses (docs/performance.md, resident memory):
@@ -278,12 +277,12 @@ class PeerService(MultiService):
             site.noisy = False
             listening = await self._bind(
                 "viewer.http_addr",
-                serverFromString(self.reactor, f"tcp:{port}:interface={host}").listen(site),
+                tcpServerEndpoint(self.reactor, host, port).listen(site),
             )
             self._listeners.append(listening)
             self.viewerPort = listening.getHost().port
             resource.port = self.viewerPort
-            log.info("viewer on http://{host}:{port}/", host=host, port=self.viewerPort)
+            log.info("viewer on {url}/", url=httpURL(host, self.viewerPort), host=host, port=self.viewerPort)
 
     async def _stop(self) -> None:
         if self.hubClient is not None:
