@@ -415,11 +415,17 @@ def loadConfig(directory: str, create: bool = True) -> GoopConfig:
     file when absent (and C{create} is true).
     """
     if not os.path.isdir(directory):
-        if not create:
-            raise ConfigError(f"{directory}: not a directory")
-        os.makedirs(directory, exist_ok=True)
+        if not create or os.path.lexists(directory):
+            raise ConfigError(f"{directory}: not a directory (the peer directory)")
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{directory}: cannot create the peer directory: {e.strerror}") from None
     if not os.path.exists(os.path.join(directory, CONFIG_NAME)):
         if not create:
             raise ConfigError(f"{os.path.join(directory, CONFIG_NAME)}: does not exist")
-        writeConfig(directory, defaultDocument())
+        try:
+            writeConfig(directory, defaultDocument())
+        except OSError as e:
+            raise ConfigError(f"{os.path.join(directory, CONFIG_NAME)}: cannot write: {e.strerror}") from None
     return validateDocument(directory, readDocument(directory))

@@ -84,6 +84,16 @@ class ConfigTests(SynchronousTestCase):
             e = self.assertRaises(ConfigError, loadConfig, d)
             self.assertIn(key, str(e))
 
+    def test_directoryIsAFile(self) -> None:
+        """A peer directory that is a file (or under one) is one line naming it, not an errno."""
+        f = os.path.abspath(self.mktemp())
+        with open(f, "w") as out:
+            out.write("x")
+        e = self.assertRaises(ConfigError, loadConfig, f)
+        self.assertEqual(str(e), f"{f}: not a directory (the peer directory)")
+        e = self.assertRaises(ConfigError, loadConfig, os.path.join(f, "peer"))
+        self.assertIn(f"{f}/peer: cannot create the peer directory: ", str(e))
+
     def test_notJSON(self) -> None:
         """A file that is not JSON is refused naming the file."""
         d = self.mktemp()
