@@ -283,6 +283,17 @@ class StoreTests(TestCase):
         r = await s.execute(o, {"op": "query", "table": "t", "where": {"a": "' OR 1=1 --"}})
         self.assertEqual(r, {"ok": True, "data": []})
 
+    async def test_finiteNumbersOnly(self) -> None:
+        """1e400, NaN and Infinity (which Python's JSON parser accepts) are refused, in data and in where."""
+        s, o = self.store, self.owner
+        await s.execute(o, {"op": "create-table", "table": "t", "columns": {"a": "REAL"}})
+        for value in (float("inf"), float("-inf"), float("nan")):
+            r = await s.execute(o, {"op": "insert", "table": "t", "data": {"a": value}})
+            self.assertEqual(r, {"ok": False, "error": "numbers must be finite"})
+            r = await s.execute(o, {"op": "query", "table": "t", "where": {"a": value}})
+            self.assertEqual(r, {"ok": False, "error": "numbers must be finite"})
+        self.assertEqual((await s.execute(o, {"op": "insert", "table": "t", "data": {"a": 1.5}}))["ok"], True)
+
     async def test_queryPaging(self) -> None:
         """
         C{limit} above 1000 is refused with the reason (never cut short, which

@@ -18,6 +18,7 @@ statements run on the database thread.
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 import time
@@ -113,6 +114,10 @@ def _value(v: Any) -> Any:
         raise DataError("integers must fit in 64 bits")
     if isinstance(v, str) and len(v) > MAX_VALUE_CHARS:
         raise DataError(f"strings are limited to {MAX_VALUE_CHARS} characters")
+    if isinstance(v, float) and not math.isfinite(v):
+        # 1e400, NaN, Infinity parse in Python; stored, they read back as
+        # "Inf" text or as JSON no other client can parse
+        raise DataError("numbers must be finite")
     if v is None or isinstance(v, (str, int, float, bool)):
         return v
     raise DataError("values must be strings, numbers, booleans or null")
