@@ -85,6 +85,12 @@ class RegistryTests(SynchronousTestCase):
             publish(port=4001, addrs=["10.0.0.7:22", "127.0.0.1:6379"])["addrs"], ["1.2.3.4:4001"]
         )
         self.assertEqual(publish(port=0, addrs=["10.0.0.7:22"])["addrs"], [])
+        body = json.dumps(
+            {"peer_id": a.peerId, "public_key": a.publicB64, "ts": 1000.0, "port": 4001}
+        ).encode()
+        self.assertEqual(
+            verifyPublication(body, a.sign(body), 1000.0, "2001:db8::1")["addrs"], ["[2001:db8::1]:4001"]
+        )
         self.assertEqual(publish(ttl=5)["ttl"], 5)
         self.assertEqual(publish(ttl=86400)["ttl"], 86400)
         for ttl in (4, 0, -1, 86401, 10**12):

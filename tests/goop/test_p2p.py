@@ -74,6 +74,27 @@ class StreamTests(TestCase):
         self.assertEqual(await d.request({"op": "tables"}), {"ok": True, "data": "tables"})
         self.assertEqual(self.seen, [self.client.peerId])
 
+    async def test_ipv6Address(self) -> None:
+        """
+        A peer listening on an IPv6 address (C{p2p.listen_addr: "::1"}, or an
+        mDNS AAAA record) is dialled at C{[::1]:PORT}; the endpoint string
+        this used to build could not hold an IPv6 literal.
+        """
+        import socket
+
+        from twisted.trial.unittest import SkipTest
+
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            raise SkipTest("no IPv6 loopback here") from None
+        port = await listenStreams(reactor, PeerTLS(self.server), 0, self.factory, interface="::1")
+        self.addCleanup(port.stopListening)
+        self.addr = f"[::1]:{boundPort(port)}"
+        s = await self.open(SITE_PROTOCOL)
+        self.assertTrue((await s.request({"path": "/"}))["ok"])
+
     async def test_wrongPeerRefused(self) -> None:
         """Dialling an address whose key is not the expected peer fails."""
         with self.assertRaises(PeerMismatch):

@@ -441,7 +441,9 @@ class MdnsDiscovery:
             "peer_id": pid,
             "label": props.get("label", "")[:200],
             "name": props.get("name", "")[:MAX_PEER_NAME],
-            "addrs": [f"{a}:{info.port}" for a in info.parsed_addresses()],
+            "addrs": [
+                f"[{a}]:{info.port}" if ":" in a else f"{a}:{info.port}" for a in info.parsed_addresses()
+            ],
         }
         if pid:
             self.names[name] = pid

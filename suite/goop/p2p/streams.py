@@ -19,9 +19,10 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
     TCP4ServerEndpoint,
+    TCP6ClientEndpoint,
     TCP6ServerEndpoint,
-    clientFromString,
     wrapClientTLS,
 )
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort, IStreamServerEndpoint
@@ -377,9 +378,13 @@ def openStream(
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     proto = StreamClient(expectedPeerId, protocolId)
-    ep = wrapClientTLS(
-        tls, clientFromString(reactor, f"tcp:host={host}:port={int(port)}:timeout={int(timeout)}")
+    # Built directly: an IPv6 literal in an endpoint string needs its colons escaped.
+    tcp = (
+        TCP6ClientEndpoint(reactor, host, int(port), timeout=timeout)
+        if ":" in host
+        else TCP4ClientEndpoint(reactor, host, int(port), timeout=timeout)
     )
+    ep = wrapClientTLS(tls, tcp)
     connected = ep.connect(_ClientFactory(proto))
     ready: Deferred[StreamClient] = connected.addCallback(lambda _: proto.ready)
     ready.addTimeout(timeout, reactor, onTimeoutCancel=lambda r, t: _timedOut(proto, t))

@@ -75,7 +75,8 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
     # The only address recorded is the one the publication came from: a
     # peer's own list of addresses (C{addrs}) is ignored, or any key holder
     # could point every follower's dials at a host and port of its choosing.
-    addrs = [f"{sourceIP}:{port}"] if port else []
+    host = f"[{sourceIP}]" if ":" in sourceIP else sourceIP
+    addrs = [f"{host}:{port}"] if port else []
     seq = doc.get("seq", int(ts * 1e6))
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
         raise PublishError("seq must be a non-negative integer")
