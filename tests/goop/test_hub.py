@@ -98,6 +98,11 @@ class RegistryTests(SynchronousTestCase):
                 publish(ttl=ttl)
             self.assertEqual(str(e.exception), "ttl must be an integer from 5 to 86400")
         self.assertIs(publish(rendezvous=True)["rendezvous"], True)
+        for label in ("two\nlines", "bell\x07", "esc\x1b[31m"):
+            with self.assertRaises(PublishError) as e:
+                publish(label=label)
+            self.assertEqual(str(e.exception), "label: one line of text without control characters")
+        self.assertEqual(publish(label="Mon site · été")["label"], "Mon site · été")
         for bad in ("yes", 1, None):
             with self.assertRaises(PublishError) as e:
                 publish(rendezvous=bad)

@@ -62,6 +62,8 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
     label = doc.get("label", "")
     if not isinstance(label, str):
         raise PublishError("label must be a string")
+    if not all(c.isprintable() or c == " " for c in label):
+        raise PublishError("label: one line of text without control characters")
     # The peer's own short name: optional (older peers do not send it).
     name = doc.get("name", "")
     if not isinstance(name, str):
