@@ -106,6 +106,14 @@ class SandboxTests(TestCase):
             msg = await self.refused(body)
             self.assertIn(reason, msg, body)
 
+    async def test_sqlArgumentsFinite(self) -> None:
+        """1/0 and 0/0 as SQL arguments are refused (stored, they read back as "Inf" or null)."""
+        for body in ('return goop.db.scalar("SELECT ?", 1/0)', 'return goop.db.query("SELECT ?", 0/0)'):
+            self.assertIn("SQL arguments must be finite numbers", await self.refused(body), body)
+        self.assertEqual(
+            await self.engine.call("peer", self.script('return goop.db.scalar("SELECT ?", 2.5)'), None), 2.5
+        )
+
     async def test_noEscapes(self) -> None:
         """os.execute, io.open, require, load, dofile, debug and package are absent."""
         for body in (

@@ -23,6 +23,7 @@ C{_created}, as rows written over the data protocol are.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 import time
@@ -281,6 +282,8 @@ class _Api:
         for x in out:
             if not (x is None or isinstance(x, (str, int, float, bool))):
                 raise LuaError("SQL arguments must be scalars")
+            if isinstance(x, float) and not math.isfinite(x):
+                raise LuaError("SQL arguments must be finite numbers (not 1/0 or 0/0)")
         return out
 
     def dispatch(self, what: str, *a: Any) -> Any:
