@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite.daemon import ConfigError
+from suite.goop.jsonutil import parseJSON
 from suite.goop.limits import peerNameProblem
 
 __all__ = ["GoopConfig", "loadConfig", "defaultDocument", "writeConfig", "CONFIG_NAME", "parseHostPort"]
@@ -318,7 +319,7 @@ def readDocument(directory: str) -> dict[str, Any]:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        doc = parseJSON(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(doc, dict):

@@ -59,6 +59,9 @@ class SettingsPageErrorsTests(TestCase):
             code, doc = await post(viewer + "/self", token, body)
             self.assertEqual(code, 400, body)
             self.assertEqual(doc["error"], "goop.json: profile: must be an object")
+        deep = b'{"config": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        code, doc = await post(viewer + "/self", token, deep)
+        self.assertEqual((code, doc), (400, {"error": "body must be a JSON object"}))
         code, doc = await post(
             viewer + "/self",
             token,
@@ -302,7 +305,10 @@ class RemoteAnswerTimeoutTests(SynchronousTestCase):
         self.assertTrue(stream.closed)
 
     def test_clientClosesOnNonObject(self) -> None:
-        """A stream answer that is JSON but not an object closes the stream; the request fails."""
+        """
+        A stream answer that is not a JSON object (here an array nested
+        deeper than the decoder follows) closes the stream; the request fails.
+        """
         from twisted.internet.testing import StringTransport
 
         from suite.goop.p2p.streams import StreamClient
@@ -314,7 +320,7 @@ class RemoteAnswerTimeoutTests(SynchronousTestCase):
         answer = client.request({"op": "tables"})
         failures: list[Any] = []
         answer.addErrback(failures.append)
-        client.lineReceived(b"[1, 2]")
+        client.lineReceived(b"[" * 100000 + b"]" * 100000)  # deeper than the decoder follows
         self.assertTrue(transport.disconnecting)
         client.connectionLost(None)
         self.assertEqual(len(failures), 1)
@@ -405,3 +411,30 @@ class IPv6ViewerTests(TestCase):
         code, body = await deferToThread(get)
         self.assertEqual(code, 200)
         self.assertEqual(json.loads(body)["status"], "ok")
+
+
+class DeepJSONTests(SynchronousTestCase):
+    def test_deepJSONRefused(self) -> None:
+        """
+        JSON nested deeper than the decoder follows is a ValueError like
+        any malformed input: a publication is refused with the reason, a
+        goop.json names the file.
+        """
+        from suite.daemon import ConfigError
+        from suite.goop.config import loadConfig
+        from suite.goop.jsonutil import parseJSON
+        from suite.goop.rendezvous.registry import PublishError, verifyPublication
+
+        deep = b"[" * 100000 + b"]" * 100000
+        with self.assertRaises(ValueError):
+            parseJSON(deep)
+        with self.assertRaises(PublishError) as e:
+            verifyPublication(deep, "AA==", 1000.0, "127.0.0.1")
+        self.assertEqual(str(e.exception), "body is not JSON")
+        d = self.mktemp()
+        os.makedirs(d)
+        with open(os.path.join(d, "goop.json"), "wb") as f:
+            f.write(deep)
+        with self.assertRaises(ConfigError) as c:
+            loadConfig(d)
+        self.assertIn("goop.json: not valid JSON: JSON nested too deeply", str(c.exception))

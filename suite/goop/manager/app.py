@@ -9,7 +9,6 @@ stopped with the manager.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -28,6 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.daemon import ConfigError
 from suite.goop.config import defaultDocument, loadConfig, parseHostPort, writeConfig
+from suite.goop.jsonutil import parseJSON
 from suite.goop.webutil import (
     HostGuard,
     JSONErrorsSite,
@@ -231,7 +231,7 @@ class _API(Resource):
         if raw is None:
             return jsonResponse(request, 413, {"error": "body too large"})
         try:
-            body = json.loads(raw or b"{}")
+            body = parseJSON(raw or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("body must be a JSON object")
             if verb == "delete" and len(parts) == 1:

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.goop.identity import Identity
+from suite.goop.jsonutil import parseJSON
 from suite.goop.limits import MAX_PEER_NAME
 from suite.goop.p2p.hubfollow import FollowCore, FollowMachine
 
@@ -207,7 +208,7 @@ class HubClient:
             raise ValueError("peers.json larger than the limit") from None
         if resp.code != 200:
             return
-        records = json.loads(body)
+        records = parseJSON(body)
         if not isinstance(records, list):
             return
         newer = {pid for pid, n in self._touched.items() if n > since}
@@ -303,7 +304,7 @@ class HubClient:
         if not data:
             return
         try:
-            record = json.loads("\n".join(data))
+            record = parseJSON("\n".join(data))
         except ValueError:
             return
         if not isinstance(record, dict):

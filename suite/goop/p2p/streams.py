@@ -33,6 +33,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from suite.goop.jsonutil import parseJSON
 from suite.goop.p2p.tls import PeerTLS, remotePeerId
 
 __all__ = [
@@ -172,7 +173,7 @@ class StreamServerProtocol(LineReceiver, TimeoutMixin):
             self.session = make(self.peerId, self._send, self.transport.loseConnection, self.transport)
             return
         try:
-            message = json.loads(line)
+            message = parseJSON(line)
         except ValueError:
             message = None
         if not isinstance(message, dict):
@@ -324,7 +325,7 @@ class StreamClient(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         try:
-            message = json.loads(line)
+            message = parseJSON(line)
         except ValueError:
             self.transport.loseConnection()
             return

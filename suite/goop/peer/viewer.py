@@ -37,6 +37,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from suite.goop.health import HealthzResource
+from suite.goop.jsonutil import parseJSON
 from suite.goop.metrics import PeerCollector, addAdminResources
 from suite.goop.peer.errors import SettingsError
 from suite.goop.sse import SSEHub, formatEvent
@@ -239,7 +240,7 @@ class _Self(_PeerResource):
         if raw is None:
             return jsonResponse(request, 413, {"error": "body too large"})
         try:
-            doc = json.loads(raw)
+            doc = parseJSON(raw)
             assert isinstance(doc, dict)
         except (ValueError, AssertionError):
             return jsonResponse(request, 400, {"error": "body must be a JSON object"})
@@ -293,7 +294,7 @@ class _Data(_PeerResource):
         if raw is None:
             return jsonResponse(request, 413, {"error": "body too large"})
         try:
-            doc = json.loads(raw)
+            doc = parseJSON(raw)
             req = doc["request"]
             assert isinstance(req, dict)
         except (ValueError, KeyError, TypeError, AssertionError):
@@ -324,7 +325,7 @@ class _Groups(_PeerResource):
         if raw is None:
             return jsonResponse(request, 413, {"error": "body too large"})
         try:
-            doc = json.loads(raw)
+            doc = parseJSON(raw)
             action, group = doc["action"], doc["group"]
             assert isinstance(group, str)
         except (ValueError, KeyError, TypeError, AssertionError):

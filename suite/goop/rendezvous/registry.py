@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.goop.identity import verifySignature
+from suite.goop.jsonutil import parseJSON
 from suite.goop.limits import TokenBucket, peerNameProblem
 
 __all__ = ["PeerRegistry", "PublishError", "verifyPublication", "TokenBucket", "MAX_PUBLISH_BYTES"]
@@ -34,7 +35,7 @@ def verifyPublication(body: bytes, signature: str, now: float, sourceIP: str) ->
     Check a signed C{/publish} body and return the public peer record.
     """
     try:
-        doc = json.loads(body.decode("utf-8"))
+        doc = parseJSON(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise PublishError("body is not JSON") from None
     if not isinstance(doc, dict):

@@ -10,10 +10,11 @@ resolves outside it are skipped), so no path traversal can reach other files.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 from typing import Any
+
+from suite.goop.jsonutil import parseJSON
 
 __all__ = ["TemplateStore", "validName", "MAX_BUNDLE_BYTES"]
 
@@ -50,7 +51,7 @@ class TemplateStore:
         try:
             with open(path, "rb") as f:
                 raw = f.read(MAX_MANIFEST_BYTES + 1)
-            doc = json.loads(raw) if len(raw) <= MAX_MANIFEST_BYTES else None
+            doc = parseJSON(raw) if len(raw) <= MAX_MANIFEST_BYTES else None
         except (OSError, ValueError):
             return None
         if not isinstance(doc, dict):
