@@ -114,6 +114,23 @@ class SandboxTests(TestCase):
             await self.engine.call("peer", self.script('return goop.db.scalar("SELECT ?", 2.5)'), None), 2.5
         )
 
+    async def test_queryRowsNotCutShort(self) -> None:
+        """
+        goop.db.query answering more than 1000 rows is an error asking for
+        a LIMIT (it returned the first 1000 as if they were all); a refused
+        write names the rule.
+        """
+        body = (
+            'return goop.db.query("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d)'
+            ' SELECT i FROM n")'
+        )
+        msg = await self.refused(body % 1001)
+        self.assertIn("goop.db.query: more than 1000 rows; add a LIMIT", msg)
+        rows = await self.engine.call("peer", self.script(body % 1000), None)
+        self.assertEqual(len(rows), 1000)
+        msg = await self.refused('goop.db.exec("CREATE TABLE x (a)")')
+        self.assertIn("not authorized (it writes only to the tables of the -- @writes line", msg)
+
     async def test_noEscapes(self) -> None:
         """os.execute, io.open, require, load, dofile, debug and package are absent."""
         for body in (

@@ -91,6 +91,16 @@ end
 """
 
 
+#: Rows one goop.db.query may return.
+MAX_QUERY_ROWS = 1000
+
+
+def _denied(e: sqlite3.Error, rule: str) -> str:
+    """SQLite's error, with the rule spelled out when the authorizer refused."""
+    text = str(e)
+    return f"{text} ({rule})" if text == "not authorized" else text
+
+
 class LuaError(Exception):
     """A Lua call was refused or failed; the message says why."""
 
@@ -384,11 +394,18 @@ class _Api:
             cur = self._conn(False).execute(sql, a)
             try:
                 cols = [d[0] for d in cur.description or ()]
-                return [dict(zip(cols, row, strict=False)) for row in cur.fetchmany(1000)]
+                rows = cur.fetchmany(MAX_QUERY_ROWS + 1)
+                if len(rows) > MAX_QUERY_ROWS:
+                    # refused rather than cut short: a count or a sum over
+                    # the first rows would look like the whole answer
+                    raise LuaError(
+                        f"goop.db.query: more than {MAX_QUERY_ROWS} rows; add a LIMIT (and OFFSET)"
+                    )
+                return [dict(zip(cols, row, strict=False)) for row in rows]
             finally:
                 cur.close()  # no read snapshot outlives the query
         except sqlite3.Error as e:
-            raise LuaError(f"goop.db.query: {e}") from None
+            raise LuaError(f"goop.db.query: {_denied(e, 'it only reads')}") from None
 
     def _scalar(self, sql: str, a: list[Any]) -> Any:
         rows = self._query(sql, a)
@@ -399,7 +416,9 @@ class _Api:
             cur = self._conn(True).execute(sql, a)
             return {"changes": cur.rowcount, "last_id": cur.lastrowid}
         except sqlite3.Error as e:
-            raise LuaError(f"goop.db.exec: {e}") from None
+            raise LuaError(
+                f"goop.db.exec: {_denied(e, 'it writes only to the tables of the -- @writes line; no schema changes, ATTACH or PRAGMA')}"
+            ) from None
 
     # kv (namespaced per function, in data.db)
     @staticmethod
