@@ -131,6 +131,18 @@ class SandboxTests(TestCase):
         msg = await self.refused('goop.db.exec("CREATE TABLE x (a)")')
         self.assertIn("not authorized (it writes only to the tables of the -- @writes line", msg)
 
+    async def test_resultsAreStrictJSON(self) -> None:
+        """
+        A result or a goop.json.encode holding 1/0 or 0/0 is an error: it
+        was answered as C{Infinity}/C{NaN}, which no JSON client parses.
+        """
+        msg = await self.refused("return {a = 1/0}")
+        self.assertIn("result is not JSON", msg)
+        msg = await self.refused("return {b = 0/0}")
+        self.assertIn("result is not JSON", msg)
+        msg = await self.refused("return goop.json.encode({a = -1/0})")
+        self.assertIn("goop.json.encode: numbers must be finite", msg)
+
     async def test_noEscapes(self) -> None:
         """os.execute, io.open, require, load, dofile, debug and package are absent."""
         for body in (

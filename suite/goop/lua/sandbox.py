@@ -308,7 +308,10 @@ class _Api:
         if what == "db.exec":
             return self.toLua(self._exec(str(a[0]), self._args(a[1:])))
         if what == "json.encode":
-            return json.dumps(self.fromLua(a[0] if a else None))
+            try:
+                return json.dumps(self.fromLua(a[0] if a else None), allow_nan=False)
+            except ValueError:
+                raise LuaError("goop.json.encode: numbers must be finite (not 1/0 or 0/0)") from None
         if what == "json.decode":
             return self.toLua(json.loads(str(a[0] if a else "")))
         if what == "kv.get":

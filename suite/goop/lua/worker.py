@@ -77,7 +77,8 @@ class CpuBudget:
         self.soft = soft
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+# allow_nan=False: a result holding 1/0 or 0/0 would be JSON no client parses
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _decode = json.JSONDecoder().decode
 
 
