@@ -11,6 +11,7 @@ import html
 import json
 import math
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -332,4 +333,19 @@ def makeHelperResource(
 
             mountDebug(internal, node, registry, clock)
         admin.putChild(b"_internal", requireBasicAuth(internal, checkers, realm="specter"))
+        _internalRoots[admin] = internal
     return admin
+
+
+#: The C{/_internal} directory (behind its credentials) of each helper
+#: resource made by L{makeHelperResource}, so the gateway's pages join it
+#: (and its JSON index) rather than sit beside it.
+_internalRoots: WeakKeyDictionary[Resource, Resource] = WeakKeyDictionary()
+
+
+def internalRoot(admin: Resource) -> Resource | None:
+    """
+    The C{/_internal} directory of C{admin}, already behind the
+    C{/_internal} credentials, or L{None} when it has none.
+    """
+    return _internalRoots.get(admin)

@@ -66,6 +66,11 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
     zone = ACMEZone(zoneName, email, options["acme-ns"], challenges)
     factory = ACMEDNSFactory(zone, reactor, rateLimit=options.get("rate-limit") or 0.0)
     root = DNSService(zone, factory, challenges)
+    if options.get("sentry"):
+        from suite.sentry import SentryService
+        from suite.specter.service import _version
+
+        SentryService(options["sentry"], reactor, release=f"specter@{_version()}").setServiceParent(root)
     challenges.setServiceParent(root)
     default = [("0.0.0.0", DEFAULT_PORT)]
     for host, port in options["udp-binds"] or default:

@@ -134,11 +134,20 @@ def mountTunnelViews(
     if not checkers:
         return
     from suite.cred.web import requireBasicAuth
+    from suite.specter.web import internalRoot
     from suite.web.admin import AdminRoot
 
-    existing = admin.children.get(b"_internal")
     pki = AdminRoot()  # JSON index and JSON 404s
     pki.putChild(b"client", ClientEnrollment(gateway.bundle))
+    inner = internalRoot(admin)
+    if inner is not None:
+        # the ring's /_internal directory is already behind these
+        # credentials: the pages join it and are listed in its index
+        views: dict[bytes, Resource] = {b"tunnels": TunnelViews(gateway), b"pki": pki, **(more or {})}
+        for name, view in views.items():
+            inner.putChild(name, view)
+        return
+    existing = admin.children.get(b"_internal")
     extra = {
         b"tunnels": requireBasicAuth(TunnelViews(gateway), checkers, realm="specter"),
         b"pki": requireBasicAuth(pki, checkers, realm="specter"),
