@@ -463,6 +463,8 @@ class CommandLineTests(TestCase):
             ),
             (("server", "--data", "/tmp/x"), "--cert-dir"),
             (("dns", "--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone/nope"), "--acme-ns"),
+            (("client", "connect", "--linger", "-1", "app.example.com"), "--linger"),
+            (("kv", "--timeout", "-1", "get", "k"), "--timeout"),
             (
                 (
                     "dns",
@@ -480,6 +482,105 @@ class CommandLineTests(TestCase):
             self.assertEqual(r.returncode, 1 if needle == "cannot listen" else 2, r.stderr)
             self.assertIn(needle, r.stderr)
             self.assertNotIn("Traceback", r.stderr)
+
+
+class BoundsTests(SynchronousTestCase):
+    """
+    Values that parse but make no sense are refused naming the flag (or the
+    environment variable they came from).
+    """
+
+    def test_bufferBounds(self) -> None:
+        """
+        --transport-buffer is 1KiB to 16MiB (each socket read allocates that
+        much); --proxy-buffer 1KiB to 1MiB (a DATA frame's largest payload).
+        """
+        apex = (*BASE, "--apex", "example.com")
+        o = parse(*apex, "--transport-buffer", "16MiB", "--proxy-buffer", "1MiB")
+        self.assertEqual((o["transport-buffer"], o["proxy-buffer"]), (16 << 20, 1 << 20))
+        o = parse(*apex, "--transport-buffer", "1KiB", "--proxy-buffer", "1024")
+        self.assertEqual((o["transport-buffer"], o["proxy-buffer"]), (1024, 1024))
+        for flag, value in (
+            ("--transport-buffer", "4000MiB"),
+            ("--transport-buffer", "17MiB"),
+            ("--transport-buffer", "1023"),
+            ("--proxy-buffer", "2MiB"),
+            ("--proxy-buffer", "1"),
+        ):
+            e = self.assertRaises(ConfigError, parse, *apex, flag, value)
+            self.assertIn(f"{flag}: must be between", str(e))
+
+    def test_integerWording(self) -> None:
+        """
+        A flag taking an integer says so.
+        """
+        e = self.assertRaises(ConfigError, parse, *BASE, "--virtual", "abc")
+        self.assertEqual(str(e), "--virtual: 'abc' is not an integer")
+
+    def test_sentryFromEnvironment(self) -> None:
+        """
+        Both daemons take --sentry or SENTRY_DSN; a malformed DSN from the
+        environment names the variable, and the key is never echoed.
+        """
+        dns = (
+            "dns",
+            "--acme",
+            "acme://ops@example.net@acme-hosted.net",
+            "--acme-ns",
+            "ns1.acme-hosted.net/192.0.2.1",
+        )
+        for argv in (BASE, dns):
+            e = self.assertRaises(ConfigError, parse, *argv, env={"SENTRY_DSN": "secretkey-garbage"})
+            self.assertTrue(str(e).startswith("SENTRY_DSN (--sentry): not a Sentry DSN"), str(e))
+            self.assertNotIn("secretkey", str(e))
+            e = self.assertRaises(ConfigError, parse, *argv, "--sentry", "secretkey-garbage")
+            self.assertTrue(str(e).startswith("--sentry: "), str(e))
+            dsn = "https://key@sentry.example/1"
+            self.assertEqual(parse(*argv, env={"SENTRY_DSN": dsn})["sentry"], dsn)
+            self.assertEqual(parse(*argv, "--sentry", dsn)["sentry"], dsn)
+
+    def test_dnsSentryService(self) -> None:
+        """
+        specter dns with --sentry runs the Sentry service; without, none.
+        """
+        from suite.sentry import SentryService
+        from suite.specter.dns import makeDNSService
+
+        dns = (
+            "dns",
+            "--acme",
+            "acme://ops@example.net@acme-hosted.net",
+            "--acme-ns",
+            "ns1.acme-hosted.net/192.0.2.1",
+        )
+        for extra, expected in (((), 0), (("--sentry", "https://key@sentry.example/1"), 1)):
+            root = makeDNSService(parse(*dns, *extra), MemoryReactorClock())
+            found = [s for s in root if isinstance(s, SentryService)]
+            self.assertEqual(len(found), expected, extra)
+
+    def test_clientAndKVSeconds(self) -> None:
+        """
+        specter client --timeout and specter kv --timeout are more than 0
+        (and at most an hour); connect --linger is 0 or more: a bad value is
+        a usage error naming the flag, not a failure after connecting.
+        """
+        self.assertEqual(parse("client", "--timeout", "2.5", "ls", console=True)["timeout"], 2.5)
+        o = parse("client", "connect", "--linger", "0", "app.example.com", console=True)
+        self.assertEqual(o.subOptions["linger"], 0.0)
+        self.assertEqual(parse("kv", "--timeout", "0.5", "get", "k", console=True)["timeout"], 0.5)
+        for argv, flag in (
+            (("client", "--timeout", "0", "ls"), "--timeout"),
+            (("client", "--timeout", "-5", "ls"), "--timeout"),
+            (("client", "--timeout", "nan", "ls"), "--timeout"),
+            (("client", "--timeout", "1e9", "ls"), "--timeout"),
+            (("client", "connect", "--linger", "-1", "h.example.com"), "--linger"),
+            (("client", "connect", "--linger", "abc", "h.example.com"), "--linger"),
+            (("kv", "--timeout", "-1", "get", "k"), "--timeout"),
+            (("kv", "--timeout", "0", "get", "k"), "--timeout"),
+            (("kv", "--timeout", "inf", "get", "k"), "--timeout"),
+        ):
+            e = self.assertRaises(usage.UsageError, parse, *argv, console=True)
+            self.assertTrue(str(e).startswith(f"{flag}: "), (argv, str(e)))
 
 
 class CertEnvTests(SynchronousTestCase):

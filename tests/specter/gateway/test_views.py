@@ -87,6 +87,41 @@ class CollectorTests(TestCase):
         self.assertIn('specter_gateway_errors_total{code="404"} 3.0', text)
 
 
+class IndexTests(TestCase):
+    async def test_gatewayPagesInTheIndex(self) -> None:
+        """
+        On the ring's helper resource, the gateway's pages join the one
+        C{/_internal} directory: its JSON index lists them beside the ring's
+        pages, and they answer behind the same credentials.
+        """
+        from suite.specter.web import makeHelperResource
+        from suite.web.admin import makeAdminResource
+
+        clock = Clock()
+        admin = makeHelperResource(object(), makeAdminResource([]), "ops", "pw")
+        gateway = Gateway(
+            GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"), MemoryRouteStore(clock), clock
+        )
+        mountTunnelViews(admin, gateway, "ops", "pw", more={b"acme": Data(b"{}", "application/json")})
+        port, portNumber = listenLocal(Site(admin))
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{portNumber}/_internal"
+        r: Any = await treq.get(base, auth=("ops", "pw"), persistent=False)
+        self.assertEqual(r.code, 200)
+        self.assertEqual(
+            json.loads(await r.content())["endpoints"], ["/acme", "/chord", "/kv", "/pki", "/tunnels"]
+        )
+        r = await treq.get(f"{base}/tunnels", auth=("ops", "pw"), persistent=False)
+        self.assertEqual(r.code, 200)
+        self.assertEqual(json.loads(await r.content())["gateway"], "127.0.0.1:443")
+        r = await treq.get(f"{base}/pki", auth=("ops", "pw"), persistent=False)
+        self.assertEqual(json.loads(await r.content()), {"endpoints": ["/client"]})
+        for page in ("", "/tunnels", "/pki/client", "/acme"):
+            r = await treq.get(f"{base}{page}", auth=("ops", "wrong"), persistent=False)
+            self.assertEqual(r.code, 401, page)
+            await r.content()
+
+
 class EnrollmentTests(TestCase):
     timeout = 60
 
