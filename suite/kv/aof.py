@@ -126,7 +126,7 @@ class AOFStore(TableStore):
         self._flushing: Deferred[None] | None = None
         self._timer: IDelayedCall | None = None
         self._closed = False
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         self._replay()
         self._fh = open(self.path, "ab")
         self._schedule()

@@ -269,11 +269,20 @@ def _prepareDataDir(options: Any) -> str:
     """
     dataDir: str = options["data-dir"]
     try:
-        os.makedirs(dataDir, exist_ok=True)
+        # private: the KV files hold ACME private keys and every value
+        os.makedirs(dataDir, mode=0o700, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--data-dir: cannot create {dataDir}: {e.strerror}") from None
     if not os.access(dataDir, os.W_OK):
         raise ConfigError(f"--data-dir: {dataDir} is not writable")
+    mode = os.stat(dataDir).st_mode & 0o777
+    if mode & 0o007:
+        log.warn(
+            "--data-dir: {dir} is open to other users (mode {mode}); it holds the ring KV, "
+            "ACME private keys included: chmod 700 {dir}",
+            dir=dataDir,
+            mode=f"{mode:04o}",
+        )
     return dataDir
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from typing import Any
 
 from twisted.application.service import IServiceCollection
 from twisted.internet.testing import MemoryReactorClock
@@ -333,6 +334,69 @@ class MakeServiceTests(SynchronousTestCase):
         for i in range(3):
             self.assertTrue(os.path.exists(os.path.join(base, "data", str(i), "kv.aof")))
         self.assertEqual(root.node.addr, "127.0.0.1:7443")
+
+    def test_privateDataDirectory(self) -> None:
+        """
+        The data directory and each vnode's store directory are created
+        0700 (the KV holds ACME private keys); an existing data directory
+        open to other users is kept but named in a warning.
+        """
+        import stat
+
+        from twisted.logger import globalLogPublisher
+
+        from suite.specter.service import makeServerService
+
+        base = os.path.abspath(self.mktemp())
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        warnings: list[str] = []
+
+        def warned(event: dict[str, object]) -> None:
+            if "open to other users" in str(event.get("log_format", "")):
+                warnings.append(str(event["dir"]))
+
+        observe: Any = warned
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        for kv in ("aof", "sqlite"):
+            data = os.path.join(base, kv)
+            argv = (
+                "server",
+                "--data",
+                data,
+                "--cert",
+                os.path.join(base, "cert"),
+                "--virtual",
+                "1",
+                "--kv",
+                kv,
+            )
+            root: Any = makeServerService(
+                parse(*argv, "--listen-tcp", "127.0.0.1:7443"), MemoryReactorClock()
+            )
+            for path in [data, os.path.join(data, "0")] + (
+                [os.path.join(data, "cache")] if kv == "sqlite" else []
+            ):
+                self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o700, path)
+            root.dataLock.release()
+        self.assertEqual(warnings, [])
+        shared = os.path.join(base, "shared")
+        os.makedirs(shared, mode=0o755)
+        makeServerService(
+            parse(
+                "server",
+                "--data",
+                shared,
+                "--cert",
+                os.path.join(base, "cert"),
+                "--listen-tcp",
+                "127.0.0.1:7443",
+            ),
+            MemoryReactorClock(),
+        )
+        self.assertEqual(warnings, [shared])
 
     def test_gatewayFlagsNeedApex(self) -> None:
         """
