@@ -305,6 +305,10 @@ def _storeFactory(
     versions with the id of the vnode it belongs to (C{addr}'s vnode C{index}).
     """
     backend = options["kv"]
+    if backend == "memory":
+        log.warn(
+            "--kv memory: this node keeps its keys in memory only; they are lost when it stops (tests only)"
+        )
 
     def storeFactory(index: int) -> Any:
         pool = shared

@@ -398,6 +398,35 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual(warnings, [shared])
 
+    def test_memoryBackendWarns(self) -> None:
+        """
+        C{--kv memory} (tests only) says at start that the keys are lost on stop.
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        from suite.specter.service import makeServerService
+
+        base = os.path.abspath(self.mktemp())
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        warnings: list[str] = []
+
+        def warned(event: dict[str, object]) -> None:
+            if event.get("log_level") == LogLevel.warn:
+                warnings.append(str(event.get("log_format", "")))
+
+        observe: Any = warned
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        for kv, expected in (("aof", 0), ("memory", 1)):
+            data = os.path.join(base, kv)
+            argv = ("server", "--data", data, "--cert", os.path.join(base, "cert"), "--kv", kv)
+            del warnings[:]
+            root: Any = makeServerService(
+                parse(*argv, "--listen-tcp", "127.0.0.1:7443"), MemoryReactorClock()
+            )
+            root.dataLock.release()
+            self.assertEqual(len([w for w in warnings if w.startswith("--kv memory:")]), expected, warnings)
+
     def test_gatewayFlagsNeedApex(self) -> None:
         """
         Gateway flags without C{--apex} fail at parsing, naming the missing
