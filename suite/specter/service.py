@@ -223,7 +223,7 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
     pools: list[ThreadPool] = []
     node, transport = _ringNode(options, reactor, bundle, dataDir, addr, pools)
     root = _rootService(options, reactor, node, pools, transport, dataLock)
-    _addSentry(options, root)
+    addSentry(options, root, reactor)
     chordFactory = ChordServerFactory(node.dispatch, reactor)
     gatewayService = None
     if withGateway:
@@ -388,14 +388,14 @@ def _rootService(
     )
 
 
-def _addSentry(options: Any, root: SpecterService) -> None:
+def addSentry(options: Any, root: MultiService, reactor: Any) -> None:
     """
-    Report errors to Sentry, with C{--sentry}.
+    Report errors to Sentry, with C{--sentry} (C{specter server} and C{specter dns}).
     """
-    if options["sentry"]:
+    if options.get("sentry"):
         from suite.sentry import SentryService
 
-        SentryService(options["sentry"], root.reactor, release=f"specter@{_version()}").setServiceParent(root)
+        SentryService(options["sentry"], reactor, release=f"specter@{_version()}").setServiceParent(root)
         log.info("errors are reported to Sentry, with info-level breadcrumbs")
 
 
