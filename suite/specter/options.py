@@ -67,6 +67,12 @@ class ServerOptions(ListenMixin, DaemonOptions):
         ],
         ["proxy-protocol", None, "Require a PROXY protocol header on the TCP listeners (gateway)."],
         [
+            "aof-sync",
+            None,
+            "aof backend: acknowledge each write only once it is fsynced (group commit) instead of "
+            "fsyncing every --aof-flush-interval.",
+        ],
+        [
             "rpc-allow-remote",
             None,
             "Allow --listen-rpc on a non-loopback TCP address (the RPC has no authentication).",
@@ -262,6 +268,11 @@ class ServerOptions(ListenMixin, DaemonOptions):
         self["rpc-timeout"] = self._number("rpc-timeout", float, 0.1, 120)
         if self["kv"] not in KV_BACKENDS:
             raise ConfigError(f"--kv: {self['kv']!r} is not one of {', '.join(KV_BACKENDS)}")
+        if self["aof-sync"] and self["kv"] != "aof":
+            raise ConfigError(
+                f"--aof-sync: only for --kv aof (--kv {self['kv']} "
+                + ("acknowledges after its commit)" if self["kv"] == "sqlite" else "keeps nothing on disk)")
+            )
         for key, high in (("transport-buffer", MAX_TRANSPORT_BUFFER), ("proxy-buffer", MAX_PAYLOAD)):
             self[key] = parseSize(f"--{key}", str(self[key]))
             if not MIN_BUFFER <= self[key] <= high:

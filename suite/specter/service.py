@@ -326,6 +326,7 @@ def _storeFactory(
             reactor,
             runner,
             flushInterval=options["aof-flush-interval"],
+            sync=bool(options.get("aof-sync")),
             # the writer id in every version this vnode stamps
             origin=vnodeId(addr, index),
             horizon=options["tombstone-horizon"],

@@ -603,6 +603,16 @@ class BoundsTests(SynchronousTestCase):
             e = self.assertRaises(ConfigError, parse, *apex, flag, value)
             self.assertIn(f"{flag}: must be between", str(e))
 
+    def test_aofSync(self) -> None:
+        """
+        --aof-sync is off by default, on when given, and only for --kv aof.
+        """
+        self.assertFalse(parse(*BASE)["aof-sync"])
+        self.assertTrue(parse(*BASE, "--aof-sync")["aof-sync"])
+        for kv in ("sqlite", "memory"):
+            e = self.assertRaises(ConfigError, parse, *BASE, "--aof-sync", "--kv", kv)
+            self.assertTrue(str(e).startswith("--aof-sync: only for --kv aof"), str(e))
+
     def test_integerWording(self) -> None:
         """
         A flag taking an integer says so.
