@@ -22,6 +22,7 @@ from zope.interface import implementer
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_SIZE
 from suite.specter.rpc import versionsOut
+from suite.web.errors import JSONMethodsMixin
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
 
@@ -120,7 +121,7 @@ class RingCollector:
                 yield c
 
 
-class _KeyStats(Resource):
+class _KeyStats(JSONMethodsMixin):
     isLeaf = True
 
     def __init__(self, node: Any) -> None:
@@ -173,7 +174,7 @@ class _KeyStats(Resource):
         return NOT_DONE_YET
 
 
-class _KVStats(Resource):
+class _KVStats(JSONMethodsMixin):
     isLeaf = True
 
     def __init__(self, node: Any) -> None:
@@ -213,7 +214,7 @@ code{font-size:11px}
 """
 
 
-class _Graph(Resource):
+class _Graph(JSONMethodsMixin):
     """
     C{/_internal/chord/graph}: the ring as this process sees it.  Every
     vnode is labelled with its address, index and id prefix; hovering one

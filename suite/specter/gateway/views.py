@@ -13,13 +13,14 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 
 from suite.specter.gateway.core import Gateway
+from suite.web.errors import JSONMethodsMixin
 
 __all__ = ["TunnelViews", "ClientEnrollment", "mountTunnelViews", "GatewayCollector", "apexResource"]
 
 log = Logger()
 
 
-class TunnelViews(Resource):
+class TunnelViews(JSONMethodsMixin):
     """
     The tunnel view.
     """
@@ -55,7 +56,7 @@ class TunnelViews(Resource):
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
-class ClientEnrollment(Resource):
+class ClientEnrollment(JSONMethodsMixin):
     """
     C{POST /_internal/pki/client} with form field C{name}: mint a client
     certificate from the node's client CA and answer its PEMs as JSON

@@ -120,6 +120,18 @@ class IndexTests(TestCase):
             r = await treq.get(f"{base}{page}", auth=("ops", "wrong"), persistent=False)
             self.assertEqual(r.code, 401, page)
             await r.content()
+        # a method a page does not serve: a JSON 405 naming the allowed ones
+        for method, page, allowed in (
+            ("GET", "/pki/client", ["HEAD", "POST"]),
+            ("POST", "/tunnels", ["GET", "HEAD"]),
+            ("POST", "/chord/stats", ["GET", "HEAD"]),
+            ("DELETE", "/kv/stats", ["GET", "HEAD"]),
+        ):
+            r = await treq.request(method, f"{base}{page}", auth=("ops", "pw"), persistent=False)
+            self.assertEqual(r.code, 405, page)
+            body = json.loads(await r.content())
+            self.assertEqual(body["error"], f"method {method} not allowed", page)
+            self.assertEqual(sorted(body["allowed"]), allowed, page)
 
 
 class EnrollmentTests(TestCase):
