@@ -90,6 +90,7 @@ def _peerView(node: SpaceNode, status: Callable[[str], str], pid: str) -> dict[s
 
 class Peers(Base):
     methods = ("GET", "POST")
+    queryParameters: dict[str, tuple[str, ...]] = {}
 
     def __init__(
         self,
@@ -132,6 +133,7 @@ class Peers(Base):
 
 class PeerItem(Base):
     methods = ("GET", "DELETE")
+    queryParameters: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, peers: Peers, pid: str) -> None:
         super().__init__(peers.node)
@@ -157,17 +159,17 @@ def makeTokenChecker(tokens: Any) -> TokenChecker:
     return TokenChecker({t.id: (t.secret, t.permissions) for t in tokens})
 
 
-def _rule(writePermission: Permission) -> Callable[[IRequest], Permission | None]:
+def _rule(writePermission: Permission, override: bool = False) -> Callable[[IRequest], Permission | None]:
     """
     read for GET/HEAD, C{writePermission} for anything else, admin for an
-    C{?override=} (changing another operator's CDM).
+    C{?override=} where it exists (changing another operator's CDM).
     """
 
     def rule(request: IRequest) -> Permission | None:
         method = (request.method or b"").upper()
         if method in (b"GET", b"HEAD"):
             return READ
-        if b"override" in (request.args or {}):
+        if override and b"override" in (request.args or {}):
             return ADMIN
         return writePermission
 
@@ -200,13 +202,13 @@ def makeAPIResource(
     root.putChild(b"readyz", ReadinessResource([FunctionHealth("store", lambda: _storeHealth(node))]))
     root.putChild(b"metrics", Metrics(node))
     root.putChild(b"openapi.json", OpenAPI(node))
-    guarded: dict[bytes, tuple[IResource, Permission]] = {
-        b"peers": (Peers(node, peerStatus, addPeer, removePeer), ADMIN),
-        b"cdms": (CDMs(node), WRITE),
-        b"objects": (Objects(node), WRITE),
+    guarded: dict[bytes, tuple[IResource, Permission, bool]] = {
+        b"peers": (Peers(node, peerStatus, addPeer, removePeer), ADMIN, False),
+        b"cdms": (CDMs(node), WRITE, True),
+        b"objects": (Objects(node), WRITE, False),
     }
-    for name, (resource, writePermission) in guarded.items():
+    for name, (resource, writePermission, override) in guarded.items():
         if checker is not None:
-            resource = requireBearer(resource, checker, _rule(writePermission), realm="spacecomms")
+            resource = requireBearer(resource, checker, _rule(writePermission, override), realm="spacecomms")
         root.putChild(name, resource)
     return root

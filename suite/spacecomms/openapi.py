@@ -214,7 +214,7 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                 "get": {
                     "summary": "List peers",
                     "security": _SECURE,
-                    "responses": {**_ok("PeerList"), **_AUTH},
+                    "responses": {**_ok("PeerList"), "400": _ERR, **_AUTH},
                 },
                 "post": {
                     "summary": "Add a peer (admin)",
@@ -234,12 +234,12 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                 "get": {
                     "summary": "One peer",
                     "security": _SECURE,
-                    "responses": {**_ok("Peer"), "404": _ERR, **_AUTH},
+                    "responses": {**_ok("Peer"), "400": _ERR, "404": _ERR, **_AUTH},
                 },
                 "delete": {
                     "summary": "Remove a peer (admin)",
                     "security": _SECURE,
-                    "responses": {"200": {"description": "removed"}, "404": _ERR, **_AUTH},
+                    "responses": {"200": {"description": "removed"}, "400": _ERR, "404": _ERR, **_AUTH},
                 },
             },
             "/cdms": {
@@ -377,7 +377,7 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                 "get": {
                     "summary": "One object state",
                     "security": _SECURE,
-                    "responses": {**_ok("ObjectView"), "404": _ERR, **_AUTH},
+                    "responses": {**_ok("ObjectView"), "400": _ERR, "404": _ERR, **_AUTH},
                 },
                 "delete": {
                     "summary": "Withdraw an object state",

@@ -202,6 +202,44 @@ class APITests(_APIBase):
         ):
             self.assertEqual(self.call("GET", f"/cdms?{bad}")[0], 400, bad)
 
+    def test_unknownOrRepeatedQueryParameters(self) -> None:
+        """
+        A query parameter an endpoint does not take (a typo such as
+        C{?limt=}, C{?override=} on objects) or one given twice is 400
+        naming it, never silently ignored; nothing is changed.
+        """
+        self.call("POST", "/cdms", encode(sampleCDM("Q-1"), "json"))
+        self.call("POST", "/objects", '{"object_id": "SAT-1"}')
+        for method, path, name in (
+            ("GET", "/cdms?limt=1", "limt"),
+            ("GET", "/cdms?limit=1&limit=2", "limit"),
+            ("GET", "/cdms/Q-1?reason=ERROR", "reason"),
+            ("DELETE", "/cdms/Q-1?reasn=ERROR", "reasn"),
+            ("GET", "/objects?sort=tca", "sort"),
+            ("POST", "/objects?override=true", "override"),
+            ("DELETE", "/objects/SAT-1?reason=DECAYED&override=true", "override"),
+            ("GET", "/peers?status=connected", "status"),
+            ("DELETE", "/peers/B?force=1", "force"),
+        ):
+            body = '{"object_id": "SAT-2"}' if method == "POST" else None
+            code, answer = self.call(method, path, body)
+            self.assertEqual(code, 400, path)
+            self.assertIn(f"query parameter {name}:", answer["error"], path)
+        # What was refused changed nothing.
+        self.assertEqual(self.call("GET", "/cdms/Q-1")[1]["status"], "active")
+        self.assertEqual(self.call("GET", "/objects/SAT-1")[1]["status"], "active")
+        self.assertEqual(self.call("GET", "/objects/SAT-2")[0], 404)
+        self.assertEqual(self.call("GET", "/peers/B")[0], 200)
+        # ?override= is an admin matter only where it exists (CDMs): a
+        # writer's object request is refused for the parameter, not for
+        # lacking admin.
+        code, answer = self.call("POST", "/objects?override=true", '{"object_id": "SAT-3"}', token=WRITER)
+        self.assertEqual(code, 400)
+        self.assertEqual(self.call("POST", "/cdms?override=true", "{}", token=WRITER)[0], 403)
+        # The parameters each endpoint takes still work, and --tca is no sort.
+        self.assertEqual(self.call("GET", "/cdms?limit=1&sort=-tca&status=all&object=12345")[0], 200)
+        self.assertEqual(self.call("GET", "/cdms?sort=--tca")[0], 400)
+
     def test_getAndDeleteCDM(self) -> None:
         """
         GET /cdms/{id} returns JSON, KVN or XML; DELETE withdraws it once.
@@ -267,7 +305,7 @@ class APITests(_APIBase):
         self.assertIn(b" 200 ", request("/peers", ADMIN))
         self.assertEqual(perRequest(), [])
         logsetup.configure("json", "debug", "stderr")
-        request("/peers?token=" + WRITER, READER)
+        request("/cdms?origin=" + WRITER, READER)
         request("/cdms/NOPE", ADMIN)
         request("/cdms", None)
         lines = [
@@ -276,7 +314,7 @@ class APITests(_APIBase):
         self.assertEqual(
             lines,
             [
-                ("spacecomms.api", "GET", "/peers", 200, "readonly"),
+                ("spacecomms.api", "GET", "/cdms", 200, "readonly"),
                 ("spacecomms.api", "GET", "/cdms/NOPE", 404, "admin"),
                 ("spacecomms.api", "GET", "/cdms", 401, "-"),
             ],
