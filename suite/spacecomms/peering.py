@@ -101,6 +101,9 @@ class PeerTable:
             "capabilities": CAPABILITIES,
             "auth_token": token,
             "own_sequence": self.ownSequence(peerId),
+            # The peer heartbeats at least every third of it (see
+            # suite.spacecomms.session.heartbeatPeriod).
+            "session_timeout_seconds": self.core.config.session_timeout_seconds,
         }
 
     def attach(self, link: IPeerLink) -> None:

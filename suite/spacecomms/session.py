@@ -52,8 +52,8 @@ class SessionInputs(Protocol):
     def helloReceived(self, hello: Envelope) -> None:
         "A HELLO arrived."
 
-    def helloAccepted(self, peerId: str) -> None:
-        "The peer's HELLO checked out."
+    def helloAccepted(self, peerId: str, peerTimeout: float | None = None) -> None:
+        "The peer's HELLO checked out (with the session timeout it stated, if any)."
 
     def helloRejected(self, code: str, reason: str) -> None:
         "The peer's HELLO was refused."
@@ -88,6 +88,22 @@ class SessionCore:
     timeoutSeconds: float
 
 
+#: The shortest heartbeat period a peer's stated timeout can ask for.
+MIN_HEARTBEAT_SECONDS = 0.05
+
+
+def heartbeatPeriod(ownSeconds: float, peerTimeout: float | None) -> float:
+    """
+    How often to send HEARTBEAT: every C{heartbeat_interval_seconds}, or a
+    third of the C{session_timeout_seconds} the peer stated in its HELLO
+    when that is shorter, so that two operators' differing timings never
+    make the peer time the session out (and both re-sync) over and over.
+    """
+    if peerTimeout is None:
+        return ownSeconds
+    return min(ownSeconds, max(peerTimeout / 3, MIN_HEARTBEAT_SECONDS))
+
+
 @dataclass
 class HelloData:
     timer: IDelayedCall
@@ -109,10 +125,12 @@ def _build() -> TypeMachine[SessionInputs, SessionCore]:
 
     hello = b.state("Hello", helloFactory)
 
-    def establishedFactory(inputs: SessionInputs, core: SessionCore, peerId: str) -> EstablishedData:
+    def establishedFactory(
+        inputs: SessionInputs, core: SessionCore, peerId: str, peerTimeout: float | None = None
+    ) -> EstablishedData:
         hb = LoopingCall(inputs.heartbeatDue)
         hb.clock = core.clock
-        hb.start(core.heartbeatSeconds, now=False)
+        hb.start(heartbeatPeriod(core.heartbeatSeconds, peerTimeout), now=False)
         return EstablishedData(peerId, hb, core.clock.callLater(core.timeoutSeconds, inputs.timedOut))
 
     established = b.state("Established", establishedFactory)
@@ -130,13 +148,19 @@ def _build() -> TypeMachine[SessionInputs, SessionCore]:
         if verdict is None:
             verdict = core.protocol.checkCertificate(hello.payload["node_id"])
         if verdict is None:
-            inputs.helloAccepted(hello.payload["node_id"])
+            inputs.helloAccepted(hello.payload["node_id"], hello.payload.get("session_timeout_seconds"))
         else:
             code, reason = verdict
             inputs.helloRejected(code, reason)
 
     @hello.upon(SessionInputs.helloAccepted).to(established)
-    def establish(inputs: SessionInputs, core: SessionCore, data: HelloData, peerId: str) -> None:
+    def establish(
+        inputs: SessionInputs,
+        core: SessionCore,
+        data: HelloData,
+        peerId: str,
+        peerTimeout: float | None = None,
+    ) -> None:
         data.timer.cancel()
         core.protocol.peerId = peerId
         if core.expectedPeer is None:

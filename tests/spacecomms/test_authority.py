@@ -444,8 +444,9 @@ class EnvelopeBoundsTests(SynchronousTestCase):
     def test_bounds(self) -> None:
         """
         ttl 1e12, timestamp 1e10, a sequence of 2**63 and a HELLO's
-        own_sequence outside [0, 2**63) are refused naming the field; the
-        bounds themselves are accepted.
+        own_sequence outside [0, 2**63) or session_timeout_seconds outside
+        (0, 7 days] are refused naming the field; the bounds themselves are
+        accepted.
         """
         from suite.spacecomms.envelope import EnvelopeError, decodeEnvelope
 
@@ -454,7 +455,9 @@ class EnvelopeBoundsTests(SynchronousTestCase):
         # A HELLO from an older node states no own_sequence.
         decodeEnvelope(self._frame(message_type="HELLO", payload=hello))
         decodeEnvelope(self._frame(message_type="HELLO", payload={**hello, "own_sequence": 2**63 - 1}))
-        for kw, field in (
+        decodeEnvelope(self._frame(message_type="HELLO", payload={**hello, "session_timeout_seconds": 0.1}))
+        timeoutField = "payload.session_timeout_seconds"
+        for kw, field in [
             ({"ttl": 1e12}, "ttl"),
             ({"timestamp": 1e10}, "timestamp"),
             ({"timestamp": -1.0}, "timestamp"),
@@ -476,7 +479,10 @@ class EnvelopeBoundsTests(SynchronousTestCase):
             ({"message_type": "HELLO", "payload": {**hello, "own_sequence": -1}}, "payload.own_sequence"),
             ({"message_type": "HELLO", "payload": {**hello, "own_sequence": 2**63}}, "payload.own_sequence"),
             ({"message_type": "HELLO", "payload": {**hello, "own_sequence": "1"}}, "payload.own_sequence"),
-        ):
+        ] + [
+            ({"message_type": "HELLO", "payload": {**hello, "session_timeout_seconds": bad}}, timeoutField)
+            for bad in (0, -1, float("nan"), float("inf"), True, "120", 7 * 86400 + 1)
+        ]:
             with self.assertRaises(EnvelopeError) as e:
                 decodeEnvelope(self._frame(**kw))
             self.assertEqual(e.exception.field, field, kw)

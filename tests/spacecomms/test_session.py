@@ -28,13 +28,15 @@ from tests.spacecomms.sim import stored
 TOKEN = "session-token-1234"
 
 
-def _node(name: str, peer: str, clock: Clock, token: str = TOKEN) -> SpaceNode:
+def _node(
+    name: str, peer: str, clock: Clock, token: str = TOKEN, heartbeat: float = 1, timeout: float = 3
+) -> SpaceNode:
     cfg = Config(
         node_id=name,
         node_name=name,
         peers=(PeerConfig(peer, f"https://{peer}:1", peer, 1, token, Policies()),),
-        heartbeat_interval_seconds=1,
-        session_timeout_seconds=3,
+        heartbeat_interval_seconds=heartbeat,
+        session_timeout_seconds=timeout,
     )
     node = SpaceNode(cfg, MemoryStore(), clock)
     node.start()
@@ -265,6 +267,41 @@ class SessionTests(SynchronousTestCase):
         self.assertIn("A", b.links)
         self.assertIn("A", b.metrics.latency)
         self.assertIn("B", a.metrics.latency)
+        fake(c).loseConnection()
+        pump.flush()
+
+    def test_differingTimingsKeepSessionUp(self) -> None:
+        """
+        Two operators configure different timings (A the guide's 30 s
+        heartbeat and 120 s timeout, B 1 s and 3 s): each states its
+        session timeout in HELLO and A heartbeats every third of B's, so
+        neither side times the session out; A's heartbeats go out every
+        second, never faster than the 50 ms floor however short a timeout a
+        peer states.
+        """
+        from suite.spacecomms.session import heartbeatPeriod
+
+        a = _node("A", "B", self.clock, heartbeat=30, timeout=120)
+        b = _node("B", "A", self.clock, heartbeat=1, timeout=3)
+        self.addCleanup(a.stop)
+        self.addCleanup(b.stop)
+        self.assertEqual(a.helloPayload("B")["session_timeout_seconds"], 120)
+        c, s, pump = iosim.connectedServerAndClient(
+            lambda: PeerProtocol(b, "B", self.clock, None, 1, 3, 64 * 1024, b.helloPayload),
+            lambda: PeerProtocol(a, "A", self.clock, "B", 30, 120, 64 * 1024, a.helloPayload),
+            clock=self.clock,
+        )
+        pump.flush()
+        self.assertEqual((sorted(a.links), sorted(b.links)), (["B"], ["A"]))
+        for _ in range(60):
+            self.clock.advance(0.5)
+            pump.flush()
+        self.assertEqual((sorted(a.links), sorted(b.links)), (["B"], ["A"]))
+        self.assertEqual(self._logged("no message for"), [])
+        self.assertEqual(heartbeatPeriod(30, 3), 1)
+        self.assertEqual(heartbeatPeriod(1, 120), 1)
+        self.assertEqual(heartbeatPeriod(30, None), 30)
+        self.assertEqual(heartbeatPeriod(30, 0.001), 0.05)
         fake(c).loseConnection()
         pump.flush()
 
