@@ -13,11 +13,12 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, LogLevel
+from twisted.logger import ILogObserver, LogEvent, LogLevel
+from zope.interface import implementer
 
 from suite import logging as suitelogging
 
-__all__ = ["configure", "observer", "debugEnabled"]
+__all__ = ["configure", "observer", "debugEnabled", "setLevel"]
 
 _settings: dict[str, Any] = {"format": "json", "level": "info", "output": "stderr", "debug": False}
 
@@ -41,6 +42,39 @@ def configure(fmt: str, level: str, output: str) -> None:
     suitelogging.setVerbose(fmt == "pretty")
 
 
+def setLevel(level: str) -> None:
+    """
+    Change the level at run time (a SIGHUP reload of C{logging.level}):
+    the observer built by L{observer} and the debug-only lines follow.
+    """
+    _settings["level"] = level
+    _settings["debug"] = suitelogging.parseLevel(level) <= LogLevel.debug
+    suitelogging.setLevel(level)
+    for live in _live:
+        live.setLevel(level)
+
+
+@implementer(ILogObserver)
+class _Levelled:
+    """
+    The configured observer behind a level filter that L{setLevel} can
+    replace.
+    """
+
+    def __init__(self, base: ILogObserver, level: str) -> None:
+        self.base = base
+        self.setLevel(level)
+
+    def setLevel(self, level: str) -> None:
+        self.current = suitelogging.filtered(self.base, level)
+
+    def __call__(self, event: LogEvent) -> None:
+        self.current(event)
+
+
+_live: list[_Levelled] = []
+
+
 def _stream(output: str) -> IO[str]:
     if output == "stdout":
         return sys.stdout
@@ -59,4 +93,6 @@ def observer() -> ILogObserver:
         if _settings["format"] == "pretty"
         else suitelogging.jsonObserver(stream)
     )
-    return suitelogging.filtered(base, _settings["level"])
+    live = _Levelled(base, _settings["level"])
+    _live[:] = [live]
+    return live

@@ -30,22 +30,27 @@ from suite.web.limits import LimitedRequest
 __all__ = ["SpaceCommsService", "TLSContexts", "startupChecks"]
 
 ALPN = b"spacecomms/1.0"
-RESTART_ONLY = (
-    "node_id",
-    "host",
-    "port",
-    "peer_host",
-    "peer_port",
-    "tls_enabled",
-    "cert_path",
-    "key_path",
-    "ca_path",
-    "ca_source",
-    "tls_min_version",
-    "api_tls",
-    "storage_type",
-    "file_path",
-)
+#: Settings a reload cannot change, by the configuration key they come from.
+RESTART_ONLY_KEYS = {
+    "node_id": "node.id",
+    "host": "server.host",
+    "port": "server.port",
+    "peer_host": "server.peer_host",
+    "peer_port": "server.peer_port",
+    "tls_enabled": "server.tls.enabled",
+    "cert_path": "server.tls.cert_path",
+    "key_path": "server.tls.key_path",
+    "ca_path": "server.tls.ca_path",
+    "ca_source": "server.tls.ca_path",
+    "tls_min_version": "server.tls.min_version",
+    "api_tls": "server.tls.api",
+    "max_body_bytes": "server.max_body_bytes",
+    "storage_type": "storage.type",
+    "file_path": "storage.file_path",
+    "log_format": "logging.format",
+    "log_output": "logging.output",
+}
+RESTART_ONLY = tuple(RESTART_ONLY_KEYS)
 
 
 class TLSContexts:
@@ -252,7 +257,7 @@ class SpaceCommsService(MultiService):
             new = loadConfig(path, self.environ)
         except ConfigInvalid as e:
             self.log.error(
-                "config reload failed, keeping the old configuration: {reasons}",
+                "config reload failed, keeping the old configuration: {path}: {reasons}",
                 reasons="; ".join(e.reasons),
                 path=path,
             )
@@ -272,9 +277,11 @@ class SpaceCommsService(MultiService):
                     reason=str(e),
                 )
                 return False
-        ignored = [k for k in RESTART_ONLY if getattr(new, k) != getattr(self.config, k)]
+        ignored = sorted(
+            {RESTART_ONLY_KEYS[k] for k in RESTART_ONLY if getattr(new, k) != getattr(self.config, k)}
+        )
         if new.auth_enabled != self.config.auth_enabled:
-            ignored.append("auth_enabled")
+            ignored.append("api.auth.enabled")
         if ignored:
             self.log.warn(
                 "config reload: changes to {keys} need a restart and were not applied",
@@ -287,6 +294,7 @@ class SpaceCommsService(MultiService):
         # Apply: nothing above has changed running state.
         if checker is not None and self.checker is not None:
             self.checker.setTokens({t.id: (t.secret, t.permissions) for t in new.tokens})
+        levelChanged = new.log_level != self.config.log_level
         self.config = new
         self.node.config = new
         self.node.router.maxHops = new.max_hop_count
@@ -295,5 +303,14 @@ class SpaceCommsService(MultiService):
             pol = self.node.policies(pid)
             bucket = self.node.buckets[pid]
             bucket.rate, bucket.burst = pol.rate_limit_per_second, pol.rate_limit_burst
-        self.log.info("configuration reloaded from {path}: {count} peers", path=path, count=len(peers))
+        if levelChanged:
+            from suite.spacecomms.logsetup import setLevel
+
+            setLevel(new.log_level)
+        self.log.info(
+            "configuration reloaded from {path}: {count} peers, logging level {logging_level}",
+            path=path,
+            count=len(peers),
+            logging_level=new.log_level,
+        )
         return True

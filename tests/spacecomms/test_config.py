@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactorClock
@@ -574,3 +575,83 @@ class LogObserverTests(SynchronousTestCase):
                 observer(dict(e))
             with open(out) as f:
                 self.assertEqual([json.loads(line)["msg"] for line in f], expected, level)
+
+
+class ReloadTests(SynchronousTestCase):
+    """
+    SIGHUP reload (L{SpaceCommsService.reload}) over a memory reactor.
+    """
+
+    def setUp(self) -> None:
+        from twisted.logger import ILogObserver, globalLogPublisher
+
+        from suite.spacecomms import logsetup
+
+        self.path = os.path.abspath(self.mktemp())
+        self.events: list[dict] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        before = dict(logsetup._settings)
+        self.addCleanup(logsetup._settings.update, before)
+        self.addCleanup(logsetup._live.clear)
+
+    def write(self, logging: str, server: str = "") -> None:
+        with open(self.path, "w") as f:
+            f.write(
+                "node: {id: n1}\n"
+                f"server: {{port: 0, peer_port: 0{server}}}\n"
+                'api: {auth: {tokens: [{id: a, secret: "token-12345", permissions: [read]}]}}\n'
+                f"logging: {{{logging}}}\n"
+            )
+
+    def lines(self, text: str) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.events if text in e.get("log_format", "")]
+
+    def test_levelAppliedOthersNamed(self) -> None:
+        """
+        A reload applies logging.level at once (the observer twistd built
+        and the debug-only lines follow it); logging.format, logging.output
+        and server.max_body_bytes are named, by their keys, as needing a
+        restart and keep their values; an invalid file is refused naming the
+        file and the reason, and changes nothing.
+        """
+        from io import StringIO
+
+        from twisted.logger import Logger
+
+        from suite import logging as suitelogging
+        from suite.spacecomms import logsetup
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        self.write("level: info")
+        logsetup.configure("json", "info", "stderr")
+        built = logsetup.observer()
+        out = StringIO()
+        cast(Any, built).base = suitelogging.jsonObserver(out)
+        cast(Any, built).setLevel("info")
+        probe = Logger(namespace="probe", observer=built)
+        service = SpaceCommsService(loadConfig(self.path, {}), MemoryReactorClock(), environ={})
+        probe.debug("probe line one")
+        self.assertFalse(logsetup.debugEnabled())
+
+        self.write("level: debug, format: pretty, output: stderr", ", max_body_bytes: 2048")
+        self.assertTrue(service.reload())
+        self.assertTrue(logsetup.debugEnabled())
+        probe.debug("probe line two")
+        self.assertNotIn("probe line one", out.getvalue())
+        self.assertIn("probe line two", out.getvalue())
+        [warning] = self.lines("need a restart")
+        self.assertIn("logging.format, logging.output, server.max_body_bytes", warning)
+        self.assertEqual((service.config.log_format, service.config.max_body_bytes), ("json", 1024 * 1024))
+        self.assertIn("logging level debug", self.lines("configuration reloaded")[-1])
+
+        with open(self.path, "a") as f:
+            f.write("bogus: 1\n")
+        self.assertFalse(service.reload())
+        [failed] = self.lines("config reload failed")
+        self.assertIn(f"keeping the old configuration: {self.path}: bogus: unknown section", failed)
+        self.assertTrue(logsetup.debugEnabled())
