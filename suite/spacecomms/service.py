@@ -202,7 +202,7 @@ class SpaceCommsService(MultiService):
         d.addCallback(listening)
         watchListening(self, "server.port", desc, d, self.reactor)
         self.log.info(
-            "spacecomms node {node_id} up: API on {host}:{port}, peers on {peer_host}:{peer_port}, {count} peers configured",
+            "spacecomms node {node_id} starting: API on {host}:{port}, peers on {peer_host}:{peer_port}, {count} peers configured",
             node_id=self.config.node_id,
             host=self.config.host,
             port=self.config.port,
