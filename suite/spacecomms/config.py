@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from suite.daemon import ConfigError
+from suite.spacecomms.envelope import MAX_PATH, MAX_TTL_SECONDS
 
 __all__ = [
     "Config",
@@ -481,6 +482,10 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
     timeout = c.number(proto, "session_timeout_seconds", "protocol", 120.0, 0.1, 86400 * 7)
     if timeout <= hb:
         c.error("protocol.session_timeout_seconds", "must be greater than heartbeat_interval_seconds")
+    initial = c.number(proto, "reconnect_initial_seconds", "protocol", 1.0, 0.01, 3600)
+    ceiling = c.number(proto, "reconnect_max_seconds", "protocol", 30.0, 0.01, 86400)
+    if ceiling < initial:
+        c.error("protocol.reconnect_max_seconds", f"must be at least reconnect_initial_seconds ({initial:g})")
     cfg = Config(
         node_id=nodeId,
         node_name=nodeName,
@@ -513,14 +518,16 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         log_output=output,
         heartbeat_interval_seconds=hb,
         session_timeout_seconds=timeout,
-        max_hop_count=c.number(proto, "max_hop_count", "protocol", 10, 1, 255, integer=True),
-        message_ttl_seconds=c.number(proto, "message_ttl_seconds", "protocol", 300.0, 1, 86400 * 30),
+        # A message's path holds at most MAX_PATH nodes and its ttl at most
+        # MAX_TTL_SECONDS: every peer refuses anything beyond as invalid.
+        max_hop_count=c.number(proto, "max_hop_count", "protocol", 10, 1, MAX_PATH, integer=True),
+        message_ttl_seconds=c.number(proto, "message_ttl_seconds", "protocol", 300.0, 1, MAX_TTL_SECONDS),
         resync_grace_seconds=c.number(proto, "resync_grace_seconds", "protocol", 30.0, 0, 86400),
         max_frame_bytes=c.number(
             proto, "max_frame_bytes", "protocol", 1024 * 1024, 4096, 64 * 1024 * 1024, integer=True
         ),
-        reconnect_initial_seconds=c.number(proto, "reconnect_initial_seconds", "protocol", 1.0, 0.01, 3600),
-        reconnect_max_seconds=c.number(proto, "reconnect_max_seconds", "protocol", 30.0, 0.01, 86400),
+        reconnect_initial_seconds=initial,
+        reconnect_max_seconds=ceiling,
         max_clock_skew_seconds=c.number(proto, "max_clock_skew_seconds", "protocol", 300.0, 1, 86400),
         anti_entropy_interval_seconds=c.number(
             proto, "anti_entropy_interval_seconds", "protocol", 10.0, 0, 86400

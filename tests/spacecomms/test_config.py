@@ -214,6 +214,40 @@ class ConfigTests(SynchronousTestCase):
         ):
             self.assertIn(path, text)
 
+    def test_protocolLimitsPeersAccept(self) -> None:
+        """
+        A message_ttl_seconds over a day or a max_hop_count over 64 (the
+        ttl and path every peer accepts) would make every peer refuse this
+        node's messages as invalid: both are refused naming the key, as is
+        a reconnect_max_seconds below reconnect_initial_seconds; the
+        bounds themselves are accepted.
+        """
+        base = {"node": {"id": "n"}, "api": {"auth": {"enabled": False}}}
+        for proto, key in (
+            ({"message_ttl_seconds": 86401}, "protocol.message_ttl_seconds: must be between 1 and 86400"),
+            ({"max_hop_count": 65}, "protocol.max_hop_count: must be between 1 and 64"),
+            (
+                {"reconnect_initial_seconds": 60, "reconnect_max_seconds": 30},
+                "protocol.reconnect_max_seconds: must be at least reconnect_initial_seconds (60)",
+            ),
+        ):
+            e = self.assertRaises(ConfigInvalid, parseConfig, {**base, "protocol": proto}, {})
+            self.assertEqual(len(e.reasons), 1, e.reasons)
+            self.assertIn(key, e.reasons[0])
+        cfg = parseConfig(
+            {
+                **base,
+                "protocol": {
+                    "message_ttl_seconds": 86400,
+                    "max_hop_count": 64,
+                    "reconnect_initial_seconds": 5,
+                    "reconnect_max_seconds": 5,
+                },
+            },
+            {},
+        )
+        self.assertEqual((cfg.message_ttl_seconds, cfg.max_hop_count), (86400, 64))
+
     def test_environmentOverrides(self) -> None:
         """
         SPACECOMMS_LOG_LEVEL overrides logging.level; SPACECOMMS_ADMIN_TOKEN
