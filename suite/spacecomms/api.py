@@ -128,6 +128,12 @@ class Peers(Base):
             raise APIError(409, f"peer {peer.id} already exists")
         self.addPeer(peer)
         log.info("peer {peer} added through the API", peer=peer.id)
+        if not peer.auth_token:
+            log.warn(
+                "peer {peer} was added without an auth_token: any node that claims to be {peer} "
+                "(with TLS: that holds a certificate naming it) is accepted as that peer",
+                peer=peer.id,
+            )
         return 201, _peerView(self.node, self.status, peer.id)
 
 

@@ -121,6 +121,45 @@ def startupChecks(config: Config) -> TLSContexts | None:
     return TLSContexts(config) if config.tls_enabled else None
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposureWarnings(config: Config) -> list[str]:
+    """
+    What in a valid configuration leaves the node open, one line each
+    (logged at warn on start-up): an API without tokens, bearer tokens
+    sent in clear text beyond loopback, peers without a shared token.
+    """
+    out = []
+    api = f"{config.host}:{config.port}"
+    if not config.auth_enabled:
+        out.append(
+            f"api.auth.enabled is false: anyone who reaches the API on {api} can add or remove peers "
+            "and submit or withdraw CDMs and object states"
+        )
+    elif not config.api_tls and not _loopback(config.host):
+        out.append(
+            f"server.tls.api is false: API bearer tokens cross the network in clear text to {api}; "
+            "set server.tls.api: true or bind server.host to loopback behind a TLS proxy"
+        )
+    for i, peer in enumerate(config.peers):
+        if not peer.auth_token:
+            out.append(
+                f"peers[{i}].auth_token is empty: any node that "
+                + ("holds a certificate naming" if config.tls_enabled else "claims to be")
+                + f" {peer.id} is accepted as that peer"
+            )
+    return out
+
+
 class _APIRequest(LimitedRequest):
     """
     The API takes JSON, KVN and XML bodies, never HTML form posts: skip
@@ -214,6 +253,8 @@ class SpaceCommsService(MultiService):
             self.log.warn(
                 "server.tls.enabled is false: peer sessions run over plain TCP without TLS; use this for development only"
             )
+        for warning in exposureWarnings(self.config):
+            self.log.warn("{warning}", warning=warning)
         if self.installSignals:
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
 

@@ -248,6 +248,36 @@ class ConfigTests(SynchronousTestCase):
         )
         self.assertEqual((cfg.message_ttl_seconds, cfg.max_hop_count), (86400, 64))
 
+    def test_exposureWarnings(self) -> None:
+        """
+        A valid configuration that leaves the node open gets one warning
+        line per opening at start-up: no API tokens, tokens in clear text
+        beyond loopback, a peer without a shared token; the guide's
+        loopback API with tokens and peer tokens gets none.
+        """
+        from suite.spacecomms.service import exposureWarnings
+
+        def warnings(**doc: object) -> list[str]:
+            base: dict[str, object] = {
+                "node": {"id": "n"},
+                "api": {"auth": {"tokens": [{"id": "a", "secret": "token-12345"}]}},
+                "peers": [{"id": "p", "address": "p:1", "auth_token": "peer-token-1"}],
+            }
+            return exposureWarnings(parseConfig({**base, **doc}, {}))
+
+        self.assertEqual(warnings(), [])
+        self.assertEqual(warnings(server={"host": "::1"}), [])
+        [line] = warnings(api={"auth": {"enabled": False}})
+        self.assertTrue(
+            line.startswith("api.auth.enabled is false: anyone who reaches the API on 127.0.0.1:8080")
+        )
+        [line] = warnings(server={"host": "0.0.0.0"})
+        self.assertTrue(line.startswith("server.tls.api is false: API bearer tokens cross the network"))
+        [line] = warnings(peers=[{"id": "p", "address": "p:1"}])
+        self.assertEqual(
+            line, "peers[0].auth_token is empty: any node that claims to be p is accepted as that peer"
+        )
+
     def test_environmentOverrides(self) -> None:
         """
         SPACECOMMS_LOG_LEVEL overrides logging.level; SPACECOMMS_ADMIN_TOKEN
