@@ -134,9 +134,10 @@ def _loopback(host: str) -> bool:
 
 def exposureWarnings(config: Config) -> list[str]:
     """
-    What in a valid configuration leaves the node open, one line each
-    (logged at warn on start-up): an API without tokens, bearer tokens
-    sent in clear text beyond loopback, peers without a shared token.
+    What in a valid configuration leaves the node open or its data
+    unkept, one line each (logged at warn on start-up): an API without
+    tokens, bearer tokens sent in clear text beyond loopback, a memory
+    store beside a configured file path, peers without a shared token.
     """
     out = []
     api = f"{config.host}:{config.port}"
@@ -149,6 +150,11 @@ def exposureWarnings(config: Config) -> list[str]:
         out.append(
             f"server.tls.api is false: API bearer tokens cross the network in clear text to {api}; "
             "set server.tls.api: true or bind server.host to loopback behind a TLS proxy"
+        )
+    if config.storage_type == "memory" and config.file_path:
+        out.append(
+            f"storage.type is memory: everything this node holds is lost when it stops "
+            f"(storage.file_path {config.file_path} is not used; set storage.type: file to keep it)"
         )
     for i, peer in enumerate(config.peers):
         if not peer.auth_token:

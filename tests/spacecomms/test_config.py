@@ -273,6 +273,10 @@ class ConfigTests(SynchronousTestCase):
         )
         [line] = warnings(server={"host": "0.0.0.0"})
         self.assertTrue(line.startswith("server.tls.api is false: API bearer tokens cross the network"))
+        # The guide's example: memory storage beside a file path.
+        [line] = warnings(storage={"type": "memory", "file_path": "/var/lib/spacecomms/data"})
+        self.assertTrue(line.startswith("storage.type is memory: everything this node holds is lost"))
+        self.assertEqual(warnings(storage={"type": "memory"}), [])
         [line] = warnings(peers=[{"id": "p", "address": "p:1"}])
         self.assertEqual(
             line, "peers[0].auth_token is empty: any node that claims to be p is accepted as that peer"
