@@ -282,6 +282,76 @@ class ConfigTests(SynchronousTestCase):
             line, "peers[0].auth_token is empty: any node that claims to be p is accepted as that peer"
         )
 
+    def test_secretFiles(self) -> None:
+        """
+        An API token's secret_file and a peer's auth_token_file hold the
+        secret (a secrets manager's mount; the trailing newline is not
+        part of it); an unreadable or short file, or both forms at once,
+        is refused naming the key; POST /peers cannot name a file.
+        """
+        secret = os.path.join(self.dir, "admin.token")
+        peerToken = os.path.join(self.dir, "peer.token")
+        with open(secret, "w") as f:
+            f.write("admin-secret-from-file\n")
+        with open(peerToken, "w") as f:
+            f.write("peer-secret-from-file")
+        cfg = parseConfig(
+            {
+                "node": {"id": "n"},
+                "api": {
+                    "auth": {"tokens": [{"id": "admin", "secret_file": secret, "permissions": ["admin"]}]}
+                },
+                "peers": [{"id": "p", "address": "p:1", "auth_token_file": peerToken}],
+            },
+            {},
+        )
+        self.assertEqual(cfg.tokens[0].secret, "admin-secret-from-file")
+        self.assertEqual(cfg.peers[0].auth_token, "peer-secret-from-file")
+        with open(os.path.join(self.dir, "short"), "w") as f:
+            f.write("short\n")
+        for token, peer, reason in (
+            (
+                {"secret_file": os.path.join(self.dir, "missing")},
+                {},
+                "api.auth.tokens[0].secret_file: cannot read",
+            ),
+            (
+                {"secret_file": os.path.join(self.dir, "short")},
+                {},
+                "api.auth.tokens[0].secret_file: must be at least 8 characters",
+            ),
+            (
+                {"secret_file": secret, "secret": "admin-secret-1"},
+                {},
+                "api.auth.tokens[0].secret_file: set secret or secret_file, not both",
+            ),
+            (
+                {"secret_file": secret},
+                {"auth_token_file": self.dir},
+                "peers[0].auth_token_file: cannot read",
+            ),
+            (
+                {"secret_file": secret},
+                {"auth_token_file": peerToken, "auth_token": "x"},
+                "peers[0].auth_token_file: set auth_token or auth_token_file, not both",
+            ),
+        ):
+            doc = {
+                "node": {"id": "n"},
+                "api": {"auth": {"tokens": [{"id": "admin", **token}]}},
+                "peers": [{"id": "p", "address": "p:1", **peer}],
+            }
+            e = self.assertRaises(ConfigInvalid, parseConfig, doc, {})
+            self.assertEqual(len(e.reasons), 1, e.reasons)
+            self.assertIn(reason, e.reasons[0])
+        from suite.spacecomms.config import _Checker, parsePeer
+
+        c = _Checker({})
+        parsePeer(c, {"id": "p", "address": "p:1", "auth_token_file": peerToken}, "body")
+        self.assertEqual(
+            c.errors, ["body.auth_token_file: unknown key (expected id, address, auth_token, policies)"]
+        )
+
     def test_environmentOverrides(self) -> None:
         """
         SPACECOMMS_LOG_LEVEL overrides logging.level; SPACECOMMS_ADMIN_TOKEN
@@ -723,3 +793,28 @@ class ReloadTests(SynchronousTestCase):
         [failed] = self.lines("config reload failed")
         self.assertIn(f"keeping the old configuration: {self.path}: bogus: unknown section", failed)
         self.assertTrue(logsetup.debugEnabled())
+
+    def test_rotatedSecretFile(self) -> None:
+        """
+        A token kept in a secret_file is rotated by rewriting the file and
+        sending SIGHUP: the new secret is accepted, the old one no longer.
+        """
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        secret = self.path + ".token"
+        with open(secret, "w") as f:
+            f.write("first-secret-123\n")
+        with open(self.path, "w") as f:
+            f.write(
+                "node: {id: n1}\nserver: {port: 0, peer_port: 0}\n"
+                f'api: {{auth: {{tokens: [{{id: a, secret_file: "{secret}", permissions: [read]}}]}}}}\n'
+            )
+        service = SpaceCommsService(loadConfig(self.path, {}), MemoryReactorClock(), environ={})
+        assert service.checker is not None
+        self.assertEqual(service.checker.check("first-secret-123"), "a")
+        with open(secret, "w") as f:
+            f.write("second-secret-456\n")
+        self.assertTrue(service.reload())
+        self.assertEqual(service.checker.check("second-secret-456"), "a")
+        self.assertIsNone(service.checker.check("first-secret-123"))
