@@ -88,6 +88,15 @@ class SessionCore:
     timeoutSeconds: float
 
 
+#: Most bytes queued to a peer and not yet sent before the session is
+#: closed: a peer that reads slower than it is sent to (while its
+#: heartbeats keep the session up) would otherwise grow this node's memory
+#: without bound.  The dialer reconnects and the re-sync (which waits for
+#: the queue, see suite.spacecomms.resync.SYNC_QUEUE_BYTES) repairs.
+MAX_QUEUE_BYTES = 64 * 1024 * 1024
+#: Bytes written between two looks at the queue.
+QUEUE_CHECK_BYTES = 1024 * 1024
+
 #: The shortest heartbeat period a peer's stated timeout can ask for.
 MIN_HEARTBEAT_SECONDS = 0.05
 
@@ -304,6 +313,8 @@ class PeerProtocol(Int32StringReceiver):
         self._hbSequence = 0
         self._sentBytes = 0
         self._frameEnds: deque[int] = deque()
+        self._nextQueueCheck = QUEUE_CHECK_BYTES
+        self._overflowing = False
         self.peerId = expectedPeer or ""
         self.machine = SessionMachine(
             SessionCore(self, sink, clock, expectedPeer, heartbeatSeconds, timeoutSeconds)
@@ -474,6 +485,20 @@ class PeerProtocol(Int32StringReceiver):
         self._frameEnds.append(self._sentBytes)
         if len(self._frameEnds) > 100_000:
             self._frameEnds.popleft()
+        if self._sentBytes >= self._nextQueueCheck:
+            self._nextQueueCheck = self._sentBytes + QUEUE_CHECK_BYTES
+            queued = self.queueDepth()
+            if queued > MAX_QUEUE_BYTES and not self._overflowing:
+                self._overflowing = True
+                log.warn(
+                    "peer session with {peer}: {queued} bytes queued and not read (over the {limit}-byte limit); "
+                    "closing it (the next re-sync repairs what it missed)",
+                    peer=self.peerId,
+                    queued=queued,
+                    limit=MAX_QUEUE_BYTES,
+                )
+                # Not from inside the caller's loop over the sessions.
+                self.clock.callLater(0, self.close, "send queue over its limit")
 
     def sendHello(self, peerId: str) -> None:
         self.sendEnvelope(

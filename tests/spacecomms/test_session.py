@@ -305,6 +305,29 @@ class SessionTests(SynchronousTestCase):
         fake(c).loseConnection()
         pump.flush()
 
+    def test_unreadQueueClosesTheSession(self) -> None:
+        """
+        A peer that does not read what is sent to it (its heartbeats keep
+        the session up) makes the queue grow: past MAX_QUEUE_BYTES the
+        session is closed with one warning, once, and not from inside the
+        send.
+        """
+        from suite.spacecomms.session import MAX_QUEUE_BYTES
+
+        a, b, c, s, pump = self._connect()
+        cast(Any, c).queueDepth = lambda: MAX_QUEUE_BYTES + 1
+        c._nextQueueCheck = 0
+        c.sendHeartbeat()
+        c._nextQueueCheck = 0
+        c.sendHeartbeat()
+        self.assertEqual(sorted(a.links), ["B"])
+        self.clock.advance(0)
+        pump.flush()
+        self.assertEqual((a.links, b.links), ({}, {}))
+        [line] = self._logged("bytes queued and not read")
+        self.assertEqual(line["peer"], "B")
+        self.assertTrue(self._logged("peer session lost"))
+
     def test_timeout(self) -> None:
         """
         When nothing arrives for session_timeout_seconds the session closes.
