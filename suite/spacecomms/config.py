@@ -589,6 +589,31 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """
+    YAML's safe loader, refusing a key given twice in one mapping (which
+    plain YAML loading settles silently in favour of the last).
+    """
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for keyNode, _ in node.value:
+                if keyNode.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(keyNode, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the loader itself says so
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", keyNode.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def loadConfig(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """
     Read, expand and check the YAML file at C{path}.
@@ -603,7 +628,7 @@ def loadConfig(path: str, environ: Mapping[str, str] | None = None) -> Config:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigInvalid([f"larger than {MAX_CONFIG_BYTES} bytes"], path)
     try:
-        doc = yaml.safe_load(data)
+        doc = yaml.load(data, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"

@@ -411,6 +411,28 @@ class ConfigTests(SynchronousTestCase):
         e = self.assertRaises(ConfigInvalid, loadConfig, os.path.join(self.dir, "missing.yaml"), {})
         self.assertIn("cannot read the file", str(e))
 
+    def test_duplicateKeys(self) -> None:
+        """
+        A key given twice in one mapping (two `server:` sections, `id` twice
+        in a peer) is refused naming its line, rather than the last one
+        silently winning; YAML merge keys still work.
+        """
+        e = self.assertRaises(
+            ConfigInvalid,
+            loadConfig,
+            self.write("node: {id: a}\nserver:\n  port: 1\nserver:\n  port: 2\n"),
+            {},
+        )
+        self.assertEqual(e.reasons, ["line 4: invalid YAML (duplicate key 'server')"])
+        text = (
+            "node: {id: a}\napi: {auth: {enabled: false}}\npeers:\n  - id: p\n    address: p:1\n    id: q\n"
+        )
+        e = self.assertRaises(ConfigInvalid, loadConfig, self.write(text), {})
+        self.assertEqual(e.reasons, ["line 6: invalid YAML (duplicate key 'id')"])
+        merged = "x-peer: &p {address: p:1}\nnode: {id: a}\napi: {auth: {enabled: false}}\npeers:\n  - <<: *p\n    id: p\n"
+        e = self.assertRaises(ConfigInvalid, loadConfig, self.write(merged), {})
+        self.assertEqual([r.split(":")[0] for r in e.reasons], ["x-peer"])
+
     def test_parseAddress(self) -> None:
         """
         Peer addresses take the guide's https://host:port form and others.
