@@ -584,6 +584,16 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         override_nodes=tuple(overrideNodes),
         path=source,
     )
+    wildcard = ("0.0.0.0", "::", "")
+    if (
+        cfg.port == cfg.peer_port != 0
+        and (cfg.host == cfg.peer_host or cfg.host in wildcard or cfg.peer_host in wildcard)
+        and not any(e.startswith(("server.port", "server.peer_port")) for e in c.errors)
+    ):
+        c.error(
+            "server.peer_port",
+            f"must differ from server.port ({cfg.port}): the API and the peer listener cannot share a port",
+        )
     if c.errors:
         raise ConfigInvalid(c.errors, source)
     return cfg

@@ -282,6 +282,25 @@ class ConfigTests(SynchronousTestCase):
             line, "peers[0].auth_token is empty: any node that claims to be p is accepted as that peer"
         )
 
+    def test_apiAndPeerPortsDiffer(self) -> None:
+        """
+        The API and the peer listener on one port of one address (or of the
+        wildcard) is refused naming server.peer_port; on two addresses it
+        is fine.
+        """
+        base = {"node": {"id": "n"}, "api": {"auth": {"enabled": False}}}
+        for server in ({"port": 8443}, {"port": 9000, "peer_port": 9000, "host": "127.0.0.1"}):
+            e = self.assertRaises(ConfigInvalid, parseConfig, {**base, "server": server}, {})
+            self.assertEqual(len(e.reasons), 1, e.reasons)
+            self.assertTrue(e.reasons[0].startswith("server.peer_port: must differ from server.port"))
+        parseConfig(
+            {
+                **base,
+                "server": {"port": 9000, "peer_port": 9000, "host": "127.0.0.1", "peer_host": "127.0.0.2"},
+            },
+            {},
+        )
+
     def test_secretFiles(self) -> None:
         """
         An API token's secret_file and a peer's auth_token_file hold the
