@@ -118,6 +118,10 @@ class Peers(Base):
         doc = jsonBody(request)
         if not isinstance(doc, dict):
             raise APIError(400, "request body: must be a JSON object")
+        for key in ("peer_id", "id", "address", "auth_token"):
+            # (The file's YAML may spell a number for a string; JSON says what it means.)
+            if key in doc and not isinstance(doc[key], str):
+                raise APIError(400, f"body.{key}: must be a string", errors=[f"body.{key}: must be a string"])
         c = _Checker({})
         peer = parsePeer(c, doc, "body")
         if c.errors or peer is None:

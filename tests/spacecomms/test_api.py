@@ -382,6 +382,11 @@ class APITests(_APIBase):
         self.assertEqual(code, 400)
         self.assertIn("body.address", body["error"])
         self.assertIn("body.policies.accept_cdm", body["error"])
+        # A JSON number is no token (nor id, nor address).
+        for key, value in (("auth_token", 12345678), ("peer_id", 7), ("address", None)):
+            code, body = self.call("POST", "/peers", json.dumps({**new, "peer_id": "E", key: value}))
+            self.assertEqual((code, body["error"]), (400, f"body.{key}: must be a string"))
+        self.assertEqual(self.call("GET", "/peers/E")[0], 404)
         self.assertEqual(self.call("GET", "/peers/C")[1]["address"], "https://c.example.com:8443")
         self.assertEqual(self.call("DELETE", "/peers/C")[0], 200)
         self.assertEqual(self.call("GET", "/peers/C")[0], 404)
