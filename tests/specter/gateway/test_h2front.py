@@ -60,7 +60,9 @@ class _Harness:
     connection and the client driving it.
     """
 
-    def __init__(self, clientSettings: dict[int, int] | None = None, validate: bool = True) -> None:
+    def __init__(
+        self, clientSettings: dict[int, int] | None = None, validate: bool = True, handle: Any = None
+    ) -> None:
         self.clock = Clock()
         self.gateway = Gateway(
             GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"),
@@ -82,6 +84,9 @@ class _Harness:
             write(data)
 
         self.transport.write = counting  # type: ignore[method-assign]
+        if handle is not None:
+            # a TLS transport's: the certificate the handshake presented
+            self.transport.getHandle = lambda: handle  # type: ignore[attr-defined]
         self.visitor.makeConnection(self.transport)
         self.client = H2Connection(
             H2Configuration(

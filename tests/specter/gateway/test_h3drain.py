@@ -74,7 +74,7 @@ class _Harness:
     and aioquic's client at the other end.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, certificate: tuple[Any, Any] | None = None) -> None:
         self.clock = Clock()
         self.gateway = Gateway(
             GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"),
@@ -91,7 +91,7 @@ class _Harness:
             )
         )
         serverConfig = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
-        serverConfig.certificate, serverConfig.private_key = _CERTIFICATE
+        serverConfig.certificate, serverConfig.private_key = certificate or _CERTIFICATE
         quic = QuicConnection(
             configuration=serverConfig,
             original_destination_connection_id=self.client.original_destination_connection_id,
