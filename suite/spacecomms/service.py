@@ -296,10 +296,21 @@ class SpaceCommsService(MultiService):
 
     def reload(self) -> bool:
         """
-        Re-read the configuration file and apply peers, policies, tokens and
-        protocol timings at once, or nothing.  Returns whether it applied.
+        Reopen the log file (after a rotation), re-read the configuration
+        file and apply peers, policies, tokens, protocol timings and the log
+        level at once, or nothing.  Returns whether it applied.
         """
         path = self.config.path
+        from suite.spacecomms.logsetup import reopen
+
+        try:
+            reopen()
+        except OSError as e:
+            self.log.error(
+                "cannot reopen the log file {output}: {reason}; still writing to the old one",
+                output=self.config.log_output,
+                reason=e.strerror or str(e),
+            )
         try:
             new = loadConfig(path, self.environ)
         except ConfigInvalid as e:

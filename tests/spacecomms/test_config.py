@@ -859,3 +859,48 @@ class ReloadTests(SynchronousTestCase):
         self.assertTrue(service.reload())
         self.assertEqual(service.checker.check("second-secret-456"), "a")
         self.assertIsNone(service.checker.check("first-secret-123"))
+
+    def test_logFileReopened(self) -> None:
+        """
+        SIGHUP reopens a logging.output file, so after logrotate moved it
+        away the node writes to a new file at the configured path; if the
+        path cannot be opened the node says so and keeps the old file.
+        """
+        from twisted.logger import Logger
+
+        from suite.spacecomms import logsetup
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        logPath = self.path + ".log"
+        self.write(f'level: info, output: "{logPath}"')
+        config = loadConfig(self.path, {})
+        logsetup.configure("json", "info", logPath)
+        built = logsetup.observer()
+        self.addCleanup(lambda: cast(Any, built).stream.close())
+        probe = Logger(namespace="probe", observer=built)
+        service = SpaceCommsService(config, MemoryReactorClock(), environ={})
+        probe.info("before rotation")
+        os.rename(logPath, logPath + ".1")
+        probe.info("still the old file")
+        self.assertTrue(service.reload())
+        probe.info("after rotation")
+        with open(logPath + ".1") as f:
+            old = f.read()
+        with open(logPath) as f:
+            new = f.read()
+        self.assertIn("before rotation", old)
+        self.assertIn("still the old file", old)
+        self.assertNotIn("after rotation", old)
+        self.assertIn("after rotation", new)
+
+        os.rename(logPath, logPath + ".2")
+        os.mkdir(logPath)  # the path cannot be opened as a file now
+        self.assertTrue(service.reload())
+        [line] = self.lines("cannot reopen the log file")
+        self.assertIn(
+            f"cannot reopen the log file {logPath}: Is a directory; still writing to the old one", line
+        )
+        probe.info("kept writing")
+        with open(logPath + ".2") as f:
+            self.assertIn("kept writing", f.read())
