@@ -496,6 +496,16 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, Options(environ={}).parseOptions, [])
         self.assertIsInstance(e, ConfigError)
         self.assertIn("--config", str(e))
+        # Before and after the subcommand: one file, or a usage error.
+        o = Options(environ={})
+        o.parseOptions(["--config", "x.yaml", "start", "--config", "x.yaml"])
+        self.assertEqual(o["config"], "x.yaml")
+        e = self.assertRaises(
+            usage.UsageError,
+            Options(environ={}).parseOptions,
+            ["--config", "x.yaml", "start", "--config", "y.yaml"],
+        )
+        self.assertEqual(str(e), "--config: given twice, as x.yaml and y.yaml: name one file")
 
     def test_makeService(self) -> None:
         """
