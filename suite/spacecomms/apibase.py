@@ -19,6 +19,7 @@ from suite.cred.web import principalOf
 from suite.spacecomms.cdm.sample import isoTime
 from suite.spacecomms.logsetup import debugEnabled
 from suite.spacecomms.node import SpaceNode
+from suite.spacecomms.store import StoreWriteError
 from suite.web.errors import jsonError, jsonResponse
 from suite.web.limits import LimitedSite
 
@@ -130,6 +131,12 @@ class Base(Resource):
             result = handler(request)
         except APIError as e:
             return jsonError(request, e.code, e.reason, **e.extra)
+        except StoreWriteError as e:
+            # Not acknowledged: what the log does not hold was not kept (nor
+            # announced), and the client may retry.
+            log.error("{method} {path}: {reason}", method=method, path=request.path[:200], reason=str(e))
+            request.setHeader(b"Retry-After", b"10")
+            return jsonError(request, 503, f"{e}; not done, retry later")
         except Exception:  # per request: logged, HTTP 500
             log.failure("internal error serving {method} {path}", method=method, path=request.path[:200])
             return jsonError(request, 500, "internal error")

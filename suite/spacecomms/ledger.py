@@ -12,7 +12,7 @@ from typing import Any
 
 from suite.spacecomms.cdm.model import CDMError, epochSeconds
 from suite.spacecomms.core import NodeCore, log
-from suite.spacecomms.store import Record
+from suite.spacecomms.store import Record, StoreWriteError
 
 __all__ = ["Ledger", "CONJUNCTION_WINDOW_SECONDS", "CLEANUP_INTERVAL_SECONDS"]
 
@@ -187,7 +187,15 @@ class Ledger:
             _, key = heapq.heappop(self._tcaHeap)
             r = store.get("cdm", key)
             if r is not None and r.active and r.tca is not None and r.tca < now:
-                self.tombstone(r, "TCA_PASSED", r.sequence, r.origin, r.learnedFrom)
+                try:
+                    self.tombstone(r, "TCA_PASSED", r.sequence, r.origin, r.learnedFrom)
+                except StoreWriteError as e:
+                    # Tried again next tick; the timer must not stop.
+                    heapq.heappush(self._tcaHeap, (r.tca, key))
+                    log.error(
+                        "cdm {cdm_id}: TCA_PASSED not recorded yet: {reason}", cdm_id=key, reason=str(e)
+                    )
+                    return
                 log.info("cdm {cdm_id} withdrawn: TCA_PASSED", cdm_id=key)
         config = core.config
         if config.cleanup_enabled and now - self._lastCleanup >= CLEANUP_INTERVAL_SECONDS:
@@ -199,7 +207,17 @@ class Ledger:
                 limit = now - hours * 3600
                 for r in store.records(kind):
                     if r.updatedAt < limit:
-                        store.remove(kind, r.key)
+                        try:
+                            store.remove(kind, r.key)
+                        except StoreWriteError as e:
+                            self._lastCleanup = now - CLEANUP_INTERVAL_SECONDS  # again next tick
+                            log.error(
+                                "retention: {kind} {key} not removed yet: {reason}",
+                                kind=kind,
+                                key=r.key,
+                                reason=str(e),
+                            )
+                            return
                         log.info("retention: removed {kind} {key}", kind=kind, key=r.key)
 
 

@@ -35,6 +35,7 @@ from suite.netutil import noDelay
 from suite.spacecomms.envelope import Envelope, EnvelopeError, decodeEnvelope
 from suite.spacecomms.interfaces import IMessageSink, IPeerLink
 from suite.spacecomms.logsetup import debugEnabled
+from suite.spacecomms.store import StoreWriteError
 
 __all__ = ["PeerProtocol", "SessionInputs", "SessionCore", "SessionMachine"]
 
@@ -429,6 +430,17 @@ class PeerProtocol(Int32StringReceiver):
                 self.machine.helloReceived(env)
             else:
                 self.machine.messageReceived(env)
+        except StoreWriteError as e:
+            # Not stored, so not acknowledged: a later re-sync or
+            # anti-entropy round brings it again.
+            log.error(
+                "{message_type} {message_id} from {peer} not stored: {reason}",
+                message_type=env.message_type,
+                message_id=env.message_id,
+                peer=self.peerId,
+                reason=str(e),
+            )
+            self.sendError("INTERNAL_ERROR", "the receiver cannot store it now", env.message_id)
         except Exception:  # the session keeps serving: logged, peer told
             log.failure(
                 "internal error handling {message_type} from {peer}",

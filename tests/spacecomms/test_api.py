@@ -489,3 +489,61 @@ class AuthorityAPITests(_APIBase):
         self.assertEqual(body["field"], "TCA")
         self.assertIn("has passed", body["error"])
         self.assertIsNone(self.node.store.get("cdm", "OLD-1"))
+
+
+class FullDiskTests(SynchronousTestCase):
+    """
+    A file store that cannot append (a full disk): the API answers 503 and
+    keeps nothing it did not log; the TCA timer keeps running.
+    """
+
+    def test_postRefusedThenAccepted(self) -> None:
+        import errno
+        import os
+
+        from suite.spacecomms import store as storeModule
+        from suite.spacecomms.store import FileStore
+
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        path = os.path.join(os.path.abspath(self.mktemp()), "data")
+        os.makedirs(os.path.dirname(path))
+        store = FileStore(path, clock)
+        cfg = Config(
+            node_id="A", node_name="A", tokens=(TokenConfig("admin", ADMIN, ("read", "write", "admin")),)
+        )
+        node = SpaceNode(cfg, store, clock)
+        node.start()
+        self.addCleanup(node.stop)
+        client: Any = StubTreq(
+            makeAPIResource(node, makeTokenChecker(cfg.tokens), lambda pid: "-", print, bool)
+        )
+        headers = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+
+        def post(body: str) -> tuple[int, Any, Any]:
+            r = self.successResultOf(client.request("POST", "http://node/cdms", data=body, headers=headers))
+            return r.code, json.loads(self.successResultOf(client.content(r))), r.headers
+
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        realWrite = os.write
+        self.patch(storeModule.os, "write", full)
+        code, body, responseHeaders = post(encode(sampleCDM("FULL-1", tca=clock.seconds() + 5), "json"))
+        self.assertEqual(code, 503)
+        self.assertIn("cannot append (No space left on device); not done, retry later", body["error"])
+        self.assertEqual(responseHeaders.getRawHeaders("retry-after"), ["10"])
+        self.assertIsNone(store.get("cdm", "FULL-1"))
+
+        # A CDM stored before the disk filled passes its TCA: its
+        # withdrawal waits for the disk, and the timer keeps running.
+        self.patch(storeModule.os, "write", realWrite)
+        self.assertEqual(post(encode(sampleCDM("TCA-1", tca=clock.seconds() + 2), "json"))[0], 201)
+        self.patch(storeModule.os, "write", full)
+        clock.advance(3)
+        clock.advance(1)
+        self.assertTrue(stored(store, "cdm", "TCA-1").active)
+        self.patch(storeModule.os, "write", realWrite)
+        clock.advance(1)
+        self.assertEqual(stored(store, "cdm", "TCA-1").reason, "TCA_PASSED")
+        self.assertEqual(post(encode(sampleCDM("FULL-1", tca=clock.seconds() + 86400), "json"))[0], 201)

@@ -328,6 +328,30 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(line["peer"], "B")
         self.assertTrue(self._logged("peer session lost"))
 
+    def test_storeFullKeepsSession(self) -> None:
+        """
+        A routed message the receiver cannot store (a full disk) is logged
+        in one line, answered INTERNAL_ERROR, not kept; the session stays
+        up, and the next re-sync brings it.
+        """
+        from suite.spacecomms.store import StoreWriteError
+
+        a, b, c, s, pump = self._connect()
+
+        def full(record: object) -> None:
+            raise StoreWriteError("store B.db: cannot append (No space left on device)")
+
+        self.patch(b.store, "put", full)
+        a.ingestCDM(sampleCDM("FULL-1"))
+        pump.flush()
+        [line] = self._logged("not stored")
+        self.assertEqual((line["peer"], line["message_type"]), ("A", "CDM_ANNOUNCE"))
+        self.assertIsNone(b.store.get("cdm", "FULL-1"))
+        self.assertEqual(self._logged("internal error handling"), [])
+        self.assertEqual((sorted(a.links), sorted(b.links)), (["B"], ["A"]))
+        fake(c).loseConnection()
+        pump.flush()
+
     def test_timeout(self) -> None:
         """
         When nothing arrives for session_timeout_seconds the session closes.
