@@ -501,7 +501,6 @@ class FullDiskTests(SynchronousTestCase):
         import errno
         import os
 
-        from suite.spacecomms import store as storeModule
         from suite.spacecomms.store import FileStore
 
         clock = Clock()
@@ -528,7 +527,7 @@ class FullDiskTests(SynchronousTestCase):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         realWrite = os.write
-        self.patch(storeModule.os, "write", full)
+        self.patch(os, "write", full)
         code, body, responseHeaders = post(encode(sampleCDM("FULL-1", tca=clock.seconds() + 5), "json"))
         self.assertEqual(code, 503)
         self.assertIn("cannot append (No space left on device); not done, retry later", body["error"])
@@ -537,13 +536,13 @@ class FullDiskTests(SynchronousTestCase):
 
         # A CDM stored before the disk filled passes its TCA: its
         # withdrawal waits for the disk, and the timer keeps running.
-        self.patch(storeModule.os, "write", realWrite)
+        self.patch(os, "write", realWrite)
         self.assertEqual(post(encode(sampleCDM("TCA-1", tca=clock.seconds() + 2), "json"))[0], 201)
-        self.patch(storeModule.os, "write", full)
+        self.patch(os, "write", full)
         clock.advance(3)
         clock.advance(1)
         self.assertTrue(stored(store, "cdm", "TCA-1").active)
-        self.patch(storeModule.os, "write", realWrite)
+        self.patch(os, "write", realWrite)
         clock.advance(1)
         self.assertEqual(stored(store, "cdm", "TCA-1").reason, "TCA_PASSED")
         self.assertEqual(post(encode(sampleCDM("FULL-1", tca=clock.seconds() + 86400), "json"))[0], 201)

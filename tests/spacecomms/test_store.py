@@ -115,7 +115,6 @@ class StoreTests(SynchronousTestCase):
         """
         import errno
 
-        from suite.spacecomms import store as storeModule
         from suite.spacecomms.store import StoreWriteError
 
         s = self._open()
@@ -127,14 +126,14 @@ class StoreTests(SynchronousTestCase):
             realWrite(fd, bytes(data[: len(data) // 2]))
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        self.patch(storeModule.os, "write", half)
+        self.patch(os, "write", half)
         e = self.assertRaises(StoreWriteError, s.put, _rec("FULL"))
         self.assertIn("cannot append (No space left on device)", str(e))
         self.assertIsNone(s.get("cdm", "FULL"))
         self.assertEqual(os.path.getsize(self.path), size)
         self.assertRaises(StoreWriteError, s.remove, "cdm", "BEFORE")
         self.assertIsNotNone(s.get("cdm", "BEFORE"))
-        self.patch(storeModule.os, "write", realWrite)
+        self.patch(os, "write", realWrite)
         s.put(_rec("AFTER"))
         s.close()
         again = self._open()
