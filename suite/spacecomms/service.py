@@ -209,6 +209,17 @@ class SpaceCommsService(MultiService):
                 store.lock()
             except OSError as e:
                 raise ConfigError(f"storage.file_path: {e}") from None
+            try:
+                # Here, not at startService, so that a store that cannot be
+                # replayed and rewritten (a full disk, a directory not
+                # writable) stops start-up with one line naming the key.
+                store.load()
+            except OSError as e:
+                store.close()
+                where = f" ({e.filename})" if e.filename else ""
+                raise ConfigError(
+                    f"storage.file_path: cannot load {config.file_path}: {e.strerror or e}{where}"
+                ) from None
         self.node = SpaceNode(config, store, reactor)
         self.tls = startupChecks(config)
         if self.tls is not None:

@@ -285,8 +285,11 @@ class FileStore(MemoryStore):
     def load(self) -> None:
         """
         Replay the log (repairing a torn tail), compact it, open it for
-        appends and start the periodic fsync.  Runs before the node serves.
+        appends and start the periodic fsync.  Runs before the node serves;
+        once (again, it does nothing).
         """
+        if self._fd is not None:
+            return
         data = b""
         if os.path.exists(self.path):
             with open(self.path, "rb") as f:

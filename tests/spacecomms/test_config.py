@@ -665,6 +665,44 @@ class StartupChecksTests(SynchronousTestCase):
     validate-config runs the checks start-up runs.
     """
 
+    def test_storeThatCannotLoad(self) -> None:
+        """
+        A file store that cannot be replayed and rewritten at start-up (a
+        full disk, a directory it cannot write) stops makeService with one
+        line naming storage.file_path and exit code 2, not a traceback from
+        startService; the lock is let go.
+        """
+        import errno
+
+        from suite.spacecomms.store import FileStore
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        path = os.path.join(base, "a.yaml")
+        with open(path, "w") as f:
+            f.write(
+                f"node: {{id: A}}\napi: {{auth: {{enabled: false}}}}\nstorage: {{type: file, file_path: {base}/data}}\n"
+            )
+
+        def full(target: str, frames: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", target + ".compact")
+
+        original = FileStore.__dict__["_writeSnapshot"]
+        self.addCleanup(setattr, FileStore, "_writeSnapshot", original)
+        FileStore._writeSnapshot = staticmethod(full)  # type: ignore[method-assign,assignment]
+        o = Options(environ={})
+        o.parseOptions(["--config", path])
+        e = self.assertRaises(SystemExit, makeService, o, reactor=MemoryReactorClock(), installSignals=False)
+        self.assertEqual(e.code, 2)
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        e2 = self.assertRaises(ConfigError, SpaceCommsService, loadConfig(path, {}), MemoryReactorClock())
+        self.assertEqual(
+            str(e2),
+            f"storage.file_path: cannot load {base}/data: No space left on device ({base}/data.compact)",
+        )
+
     def test_keyNotMatchingCertificate(self) -> None:
         """
         A TLS key that does not belong to the certificate makes
