@@ -130,7 +130,10 @@ class Peers(Base):
             raise APIError(400, "body.peer_id: must differ from this node's id")
         if peer.id in self.node.peerConfigs:
             raise APIError(409, f"peer {peer.id} already exists")
-        self.addPeer(peer)
+        try:
+            self.addPeer(peer)
+        except OSError as e:
+            raise APIError(503, f"cannot keep the peer ({e.strerror or e}): not added; retry later")
         log.info("peer {peer} added through the API", peer=peer.id)
         if not peer.auth_token:
             log.warn(
@@ -156,7 +159,13 @@ class PeerItem(Base):
         return 200, _peerView(self.node, self.peers.status, self.pid)
 
     def do_DELETE(self, request: IRequest) -> Any:
-        if not self.peers.removePeer(self.pid):
+        try:
+            removed = self.peers.removePeer(self.pid)
+        except OSError as e:
+            raise APIError(
+                503, f"cannot rewrite the kept peers ({e.strerror or e}): not removed; retry later"
+            )
+        if not removed:
             raise APIError(404, f"no peer {self.pid[:80]!r}")
         log.info("peer {peer} removed through the API", peer=self.pid)
         return 200, {"peer_id": self.pid, "status": "removed"}

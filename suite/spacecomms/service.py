@@ -20,6 +20,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from suite.daemon import ConfigError, watchListening
 from suite.spacecomms.api import makeAPIResource, makeTokenChecker
 from suite.spacecomms.apibase import APISite
+from suite.spacecomms.apipeers import PeerFile
 from suite.spacecomms.config import Config, ConfigInvalid, PeerConfig, loadConfig
 from suite.spacecomms.node import SpaceNode
 from suite.spacecomms.peers import PeerManager
@@ -102,7 +103,8 @@ def startupChecks(config: Config) -> TLSContexts | None:
     """
     The checks start-up makes beyond the configuration file itself: the
     TLS identity loads, its key matches its certificate, the certificate
-    chains to C{ca_path}; the store and log files can be written.
+    chains to C{ca_path}; the store and log files can be written; the
+    peers kept from C{POST /peers} can be read back.
     C{validate-config} runs the same.
 
     @raise suite.daemon.ConfigError: naming the key and the problem.
@@ -118,6 +120,8 @@ def startupChecks(config: Config) -> TLSContexts | None:
         target = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
         if not os.access(target, os.W_OK):
             raise ConfigError(f"{key}: cannot write {target}")
+    if config.storage_type == "file" and config.file_path:
+        PeerFile(config.file_path + ".peers").load()
     return TLSContexts(config) if config.tls_enabled else None
 
 
@@ -221,12 +225,25 @@ class SpaceCommsService(MultiService):
                     f"storage.file_path: cannot load {config.file_path}: {e.strerror or e}{where}"
                 ) from None
         self.node = SpaceNode(config, store, reactor)
+        #: Peers added with POST /peers (kept beside a file store).
+        self.apiPeers: dict[str, PeerConfig] = {}
+        self.peerFile: PeerFile | None = None
+        if config.storage_type == "file" and config.file_path:
+            self.peerFile = PeerFile(config.file_path + ".peers", reactor)
+            try:
+                kept = self.peerFile.load()
+            except ConfigError:
+                store.close()
+                raise
+            configured = {p.id for p in config.peers}
+            self.apiPeers = {p.id: p for p in kept if p.id not in configured and p.id != config.node_id}
+            if self.apiPeers:
+                self.node.setPeers([*config.peers, *self.apiPeers.values()])
         self.tls = startupChecks(config)
         if self.tls is not None:
             self.node.signer = Signer.fromBundle(self.tls.bundle)
         self.peers = PeerManager(self.node, reactor, self.tls)
         self.peers.setServiceParent(self)
-        self.apiPeers: dict[str, PeerConfig] = {}
         self.checker = makeTokenChecker(config.tokens) if config.auth_enabled else None
         resource = makeAPIResource(self.node, self.checker, self.peers.status, self.addPeer, self.removePeer)
         self.site = APISite(resource, maxBodyBytes=config.max_body_bytes)
@@ -293,15 +310,34 @@ class SpaceCommsService(MultiService):
     # -- peers through the API -----------------------------------------
 
     def addPeer(self, peer: PeerConfig) -> None:
+        """
+        A peer from C{POST /peers}: kept in C{PATH.peers} (with a file
+        store) before it is used, so it comes back after a restart.
+
+        @raise OSError: when it cannot be kept (nothing changes).
+        """
+        self._keep({**self.apiPeers, peer.id: peer})
         self.apiPeers[peer.id] = peer
         self.node.setPeers([*self.node.peerConfigs.values(), peer])
 
     def removePeer(self, peerId: str) -> bool:
+        """
+        C{DELETE /peers/{id}}: forget the peer (one from the configuration
+        file comes back at the next reload or restart).
+
+        @raise OSError: when the peer file cannot be rewritten (nothing changes).
+        """
         if peerId not in self.node.peerConfigs:
             return False
-        self.apiPeers.pop(peerId, None)
+        if peerId in self.apiPeers:
+            self._keep({k: v for k, v in self.apiPeers.items() if k != peerId})
+            del self.apiPeers[peerId]
         self.node.setPeers([p for p in self.node.peerConfigs.values() if p.id != peerId])
         return True
+
+    def _keep(self, peers: dict[str, PeerConfig]) -> None:
+        if self.peerFile is not None:
+            self.peerFile.save(sorted(peers.values(), key=lambda p: p.id))
 
     # -- SIGHUP ----------------------------------------------------------
 

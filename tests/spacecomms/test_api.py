@@ -546,3 +546,26 @@ class FullDiskTests(SynchronousTestCase):
         clock.advance(1)
         self.assertEqual(stored(store, "cdm", "TCA-1").reason, "TCA_PASSED")
         self.assertEqual(post(encode(sampleCDM("FULL-1", tca=clock.seconds() + 86400), "json"))[0], 201)
+
+
+class KeptPeersFailTests(_APIBase):
+    """
+    A peer that cannot be kept (its file cannot be written) is neither added
+    nor removed: 503 with the reason.
+    """
+
+    def test_cannotKeep(self) -> None:
+        import errno
+
+        def fail(peer: object) -> Any:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        client: Any = StubTreq(makeAPIResource(self.node, None, lambda pid: "-", fail, fail))
+        body = json.dumps({"peer_id": "C", "address": "https://c:1", "auth_token": "peer-token-c"})
+        r = self.successResultOf(client.request("POST", "http://node/peers", data=body))
+        self.assertEqual(r.code, 503)
+        error = json.loads(self.successResultOf(client.content(r)))["error"]
+        self.assertEqual(error, "cannot keep the peer (No space left on device): not added; retry later")
+        r = self.successResultOf(client.request("DELETE", "http://node/peers/B"))
+        self.assertEqual(r.code, 503)
+        self.assertEqual(sorted(self.node.peerConfigs), ["B"])

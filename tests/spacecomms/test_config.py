@@ -952,3 +952,89 @@ class ReloadTests(SynchronousTestCase):
         probe.info("kept writing")
         with open(logPath + ".2") as f:
             self.assertIn("kept writing", f.read())
+
+
+class KeptPeersTests(SynchronousTestCase):
+    """
+    Peers added with POST /peers are kept beside a file store (PATH.peers)
+    and come back after a restart.
+    """
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.path = os.path.join(self.base, "a.yaml")
+        self.write([])
+
+    def write(self, peers: list[str]) -> None:
+        with open(self.path, "w") as f:
+            f.write(
+                "node: {id: A}\napi: {auth: {enabled: false}}\n"
+                f"storage: {{type: file, file_path: {self.base}/data}}\n"
+                f"peers: [{', '.join(peers)}]\n"
+            )
+
+    def service(self) -> Any:
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        service = SpaceCommsService(loadConfig(self.path, {}), MemoryReactorClock(), environ={})
+        service.node.start()
+        return service
+
+    def test_keptAcrossRestarts(self) -> None:
+        """
+        A peer added through the API is written to PATH.peers (mode 0600:
+        it holds the token) and is back after a restart; one removed stays
+        removed; once the configuration file lists the same id, the file's
+        entry is the one used.
+        """
+        import stat
+
+        from suite.spacecomms.config import PeerConfig, Policies
+
+        first = self.service()
+        first.addPeer(PeerConfig("C", "https://c:1", "c", 1, "peer-token-c", Policies(forward_cdm=False)))
+        first.addPeer(PeerConfig("D", "https://d:1", "d", 1, "peer-token-d", Policies()))
+        kept = os.path.join(self.base, "data.peers")
+        self.assertEqual(stat.S_IMODE(os.stat(kept).st_mode), 0o600)
+        first.node.stop()
+
+        second = self.service()
+        self.assertEqual(sorted(second.node.peerConfigs), ["C", "D"])
+        self.assertFalse(second.node.peerConfigs["C"].policies.forward_cdm)
+        self.assertEqual(second.node.peerConfigs["D"].auth_token, "peer-token-d")
+        self.assertTrue(second.removePeer("D"))
+        second.node.stop()
+
+        self.write(['{id: C, address: "https://c.example:2", auth_token: file-token-c}'])
+        third = self.service()
+        self.assertEqual(sorted(third.node.peerConfigs), ["C"])
+        self.assertEqual(third.node.peerConfigs["C"].address, "https://c.example:2")
+        self.assertEqual(sorted(third.apiPeers), [])
+        third.node.stop()
+
+    def test_badFileStopsStartUp(self) -> None:
+        """
+        A PATH.peers that is not what the node wrote stops start-up naming
+        the file, rather than dropping peers silently.
+        """
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService, startupChecks
+
+        for text, reason in (
+            ("{", "not valid JSON"),
+            ('[{"peer_id": "x y", "address": "h:1"}]', "[0].peer_id"),
+        ):
+            with open(os.path.join(self.base, "data.peers"), "w") as f:
+                f.write(text)
+            e = self.assertRaises(
+                ConfigError, SpaceCommsService, loadConfig(self.path, {}), MemoryReactorClock()
+            )
+            self.assertIn(f"{self.base}/data.peers", str(e))
+            self.assertIn(reason, str(e))
+            self.assertIn("fix or remove it", str(e))
+            # validate-config runs the same check.
+            self.assertEqual(
+                str(self.assertRaises(ConfigError, startupChecks, loadConfig(self.path, {}))), str(e)
+            )

@@ -7,13 +7,14 @@ not take.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from tests.spacecomms.support import NodeSpec, env, getJSON
+from tests.spacecomms.support import NodeSpec, env, getJSON, send
 from tests.support.process import DaemonProcess, scriptArgs, sleep
 
 
@@ -40,7 +41,8 @@ class GuideOperatorTests(TestCase):
         session stays up (A heartbeats every third of B's timeout). A's
         API refuses `?limt=` with 400 naming it. Writing `logging.level:
         debug` and sending SIGHUP switches A's API request lines on
-        without a restart.
+        without a restart. A peer added with POST /peers is back after A
+        restarts.
         """
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
@@ -83,3 +85,21 @@ class GuideOperatorTests(TestCase):
         await pa.waitForLog("configuration reloaded from .*logging level debug")
         self.assertEqual((await getJSON(a.url("/cdms?limit=1")))[0], 200)
         await pa.waitForLog(r"api GET /cdms -> 200 \(token admin\)")
+
+        # The guide's "Add peer via API", then a restart: the peer is back.
+        new = {
+            "peer_id": "peer-new-operator",
+            "address": "https://127.0.0.1:9",
+            "auth_token": "peer-token-new",
+        }
+        code, _ = await send("POST", a.url("/peers"), json.dumps(new).encode())
+        self.assertEqual(code, 201)
+        # twistd ends by re-raising the SIGTERM it handled (systemd counts that as a clean stop).
+        self.assertIn(await pa.stop(), (0, -signal.SIGTERM))
+        pa2 = DaemonProcess(
+            self, scriptArgs("spacecomms", "start", "--config", a.configPath), env(), name="A2"
+        )
+        pa2.start()
+        await pa2.waitForHTTP(a.url("/health"))
+        code, body = await getJSON(a.url("/peers/peer-new-operator"))
+        self.assertEqual((code, body["address"]), (200, "https://127.0.0.1:9"))
