@@ -175,6 +175,26 @@ class Ledger:
                 log.info("cdm {cdm_id} superseded by {newer}", cdm_id=record.key, newer=o.key)
                 return
 
+    def retentionLimit(self, kind: str) -> float | None:
+        """
+        With C{storage.cleanup.enabled}, the POSIX time before which an entry
+        of C{kind} last changed by its originator is past retention.
+        """
+        config = self.core.config
+        if not config.cleanup_enabled:
+            return None
+        hours = config.cdm_retention_hours if kind == "cdm" else config.object_retention_hours
+        return self.core.now() - hours * 3600
+
+    def pastRetention(self, kind: str, sequence: int) -> bool:
+        """
+        Whether an entry whose originator last changed it at C{sequence}
+        (microseconds of its clock) is past retention here: removed, and
+        not taken back from a peer that still holds it.
+        """
+        limit = self.retentionLimit(kind)
+        return limit is not None and sequence / 1e6 < limit
+
     def tick(self) -> None:
         """
         Withdraw CDMs whose TCA has passed (TCA_PASSED, on every node) and,
@@ -206,7 +226,10 @@ class Ledger:
             ):
                 limit = now - hours * 3600
                 for r in store.records(kind):
-                    if r.updatedAt < limit:
+                    # Counted from the originator's last change (its
+                    # sequence), as every node counts it, so that peers do
+                    # not hand back, as new, what each other dropped.
+                    if min(r.updatedAt, r.sequence / 1e6) < limit:
                         try:
                             store.remove(kind, r.key)
                         except StoreWriteError as e:
