@@ -240,6 +240,18 @@ def checkPayload(mtype: str, p: dict[str, Any], mid: str | None) -> None:
             )
     elif mtype == "HEARTBEAT":
         _need(p, "sequence", int, w, mid)
+        echo = p.get("echo")
+        if echo is not None and not (
+            isinstance(echo, list)
+            and len(echo) == 2
+            and isinstance(echo[0], int)
+            and not isinstance(echo[0], bool)
+            and 0 <= echo[0] < 2**63
+            and isinstance(echo[1], (int, float))
+            and not isinstance(echo[1], bool)
+            and 0 <= echo[1] <= MAX_SESSION_TIMEOUT * 1000
+        ):
+            raise EnvelopeError(w + "echo", "must be [heartbeat sequence, milliseconds held]", mid)
     elif mtype == "ERROR":
         code = _need(p, "code", str, w, mid)
         if code not in ERROR_CODES:

@@ -19,7 +19,7 @@ from suite.spacecomms.router import TokenBucket
 
 __all__ = ["PeerTable", "CAPABILITIES"]
 
-CAPABILITIES = ["cdm", "object_state", "resync", "antientropy", "restore", "sync_summary"]
+CAPABILITIES = ["cdm", "object_state", "resync", "antientropy", "restore", "sync_summary", "heartbeat_echo"]
 
 
 class PeerTable:

@@ -312,6 +312,10 @@ class PeerProtocol(Int32StringReceiver):
         self.MAX_LENGTH = maxFrameBytes
         self._hello = hello
         self._hbSequence = 0
+        #: When each of the last heartbeats this side sent went out.
+        self._hbSentAt: dict[int, float] = {}
+        #: The peer's last heartbeat: its sequence and when it arrived.
+        self._hbLast: tuple[int, float] | None = None
         self._sentBytes = 0
         self._frameEnds: deque[int] = deque()
         self._nextQueueCheck = QUEUE_CHECK_BYTES
@@ -521,16 +525,30 @@ class PeerProtocol(Int32StringReceiver):
 
     def sendHeartbeat(self) -> None:
         self._hbSequence += 1
-        counts = self.sink.heartbeatCounts()
-        self.sendEnvelope(
-            Envelope(
-                "HEARTBEAT",
-                self.nodeId,
-                {"sequence": self._hbSequence, **counts},
-                timestamp=self.clock.seconds(),
-                path=(self.nodeId,),
-            )
-        )
+        now = self.clock.seconds()
+        payload: dict[str, Any] = {"sequence": self._hbSequence, **self.sink.heartbeatCounts()}
+        if self._hbLast is not None:
+            # The peer's last heartbeat and how long it was held here: the
+            # peer so measures a round trip on its own clock alone.
+            seq, arrived = self._hbLast
+            payload["echo"] = [seq, round(max(0.0, now - arrived) * 1000.0, 3)]
+        self._hbSentAt[self._hbSequence] = now
+        self._hbSentAt.pop(self._hbSequence - 8, None)
+        self.sendEnvelope(Envelope("HEARTBEAT", self.nodeId, payload, timestamp=now, path=(self.nodeId,)))
+
+    def heartbeatLatency(self, envelope: Envelope) -> float | None:
+        """
+        A HEARTBEAT arrived: remember it (the next one this side sends
+        echoes it), and return half the round trip, in milliseconds, of
+        the heartbeat of this side's it echoes, if any: a latency measured
+        on this node's clock alone, whatever the skew between the two.
+        """
+        now = self.clock.seconds()
+        self._hbLast = (int(envelope.payload["sequence"]), now)
+        echo = envelope.payload.get("echo")
+        if echo is None or echo[0] not in self._hbSentAt:
+            return None
+        return max(0.0, (now - self._hbSentAt[echo[0]]) * 1000.0 - float(echo[1])) / 2
 
     def sendError(self, code: str, reason: str, ref: str | None = None) -> None:
         self.sendEnvelope(

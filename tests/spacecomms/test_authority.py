@@ -456,6 +456,13 @@ class EnvelopeBoundsTests(SynchronousTestCase):
         decodeEnvelope(self._frame(message_type="HELLO", payload=hello))
         decodeEnvelope(self._frame(message_type="HELLO", payload={**hello, "own_sequence": 2**63 - 1}))
         decodeEnvelope(self._frame(message_type="HELLO", payload={**hello, "session_timeout_seconds": 0.1}))
+        decodeEnvelope(self._frame(message_type="HEARTBEAT", payload={"sequence": 1, "echo": [3, 12.5]}))
+        for badEcho in ([1], [-1, 0], [1, -0.5], [1, float("nan")], [True, 1], "1,2", [1, 1e12]):
+            with self.assertRaises(EnvelopeError) as e:
+                decodeEnvelope(
+                    self._frame(message_type="HEARTBEAT", payload={"sequence": 1, "echo": badEcho})
+                )
+            self.assertEqual(e.exception.field, "payload.echo", badEcho)
         for bad in (0, -1, float("nan"), float("inf"), True, "120", 7 * 86400 + 1):
             payload = {**hello, "session_timeout_seconds": bad}
             with self.assertRaises(EnvelopeError) as e:

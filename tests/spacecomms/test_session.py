@@ -155,6 +155,72 @@ class SinkSeamTests(SynchronousTestCase):
         self.assertTrue(fake(c).disconnected or fake(c).disconnecting)
 
 
+class HeartbeatLatencyTests(SynchronousTestCase):
+    """
+    heartbeat_latency_ms from the echo of this side's heartbeat: half the
+    round trip on this node's clock, whatever the peer's clock says.
+    """
+
+    def test_echoedRoundTrip(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        sink = RecordingSink("A", ("B",))
+        p = PeerProtocol(sink, "A", clock, "B", 30, 120, 64 * 1024, sink.helloPayload)
+        p.makeConnection(StringTransport())
+        p.sendHeartbeat()  # A's heartbeat 1
+        clock.advance(0.2)
+
+        def heartbeat(payload: dict[str, Any]) -> Envelope:
+            # B's clock is an hour ahead: its timestamps say nothing here.
+            return Envelope("HEARTBEAT", "B", payload, timestamp=clock.seconds() + 3600, path=("B",))
+
+        # B held A's heartbeat 150 ms before its own went out: 200 - 150 = 50 ms
+        # round trip, 25 ms each way.
+        self.assertAlmostEqual(
+            cast(float, p.heartbeatLatency(heartbeat({"sequence": 7, "echo": [1, 150.0]}))), 25.0, 3
+        )
+        # No echo (or of a heartbeat A does not remember): no figure.
+        self.assertIsNone(p.heartbeatLatency(heartbeat({"sequence": 8})))
+        self.assertIsNone(p.heartbeatLatency(heartbeat({"sequence": 9, "echo": [99, 1.0]})))
+        # A's next heartbeat echoes B's last one and how long A held it.
+        clock.advance(0.5)
+        p.sendHeartbeat()
+        frames = [f for f in _frames(cast(Any, p.transport).value()) if f.message_type == "HEARTBEAT"]
+        self.assertNotIn("echo", frames[0].payload)
+        self.assertEqual(frames[1].payload["echo"], [9, 500.0])
+
+    def test_metricBetweenNodes(self) -> None:
+        """
+        Between two nodes of this version the figure comes from the echo:
+        with no delay on the wire it is 0, however far apart their
+        heartbeats' timestamps are; from a peer that does not echo, the
+        age of its heartbeat is used.
+        """
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        a, b = _node("A", "B", clock), _node("B", "A", clock)
+        self.addCleanup(a.stop)
+        self.addCleanup(b.stop)
+        c, s, pump = iosim.connectedServerAndClient(
+            lambda: PeerProtocol(b, "B", clock, None, 1, 3, 64 * 1024, b.helloPayload),
+            lambda: PeerProtocol(a, "A", clock, "B", 1, 3, 64 * 1024, a.helloPayload),
+            clock=clock,
+        )
+        pump.flush()
+        for _ in range(4):
+            clock.advance(1)
+            pump.flush()
+        self.assertEqual((a.metrics.latency["B"], b.metrics.latency["A"]), (0.0, 0.0))
+        a.peers.caps["B"] = frozenset({"cdm"})  # as from an older node
+        old = Envelope("HEARTBEAT", "B", {"sequence": 99}, timestamp=clock.seconds() - 2.5, path=("B",))
+        a.envelopeReceived(c, old)
+        self.assertEqual(a.metrics.latency["B"], 2500.0)
+        fake(c).loseConnection()
+        pump.flush()
+
+
 class SessionTests(SynchronousTestCase):
     """
     Two nodes, A dialing B, over an iosim pump.
