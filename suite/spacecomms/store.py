@@ -247,6 +247,8 @@ class FileStore(MemoryStore):
         self._reactor = reactor
         self._threadpool = threadpool
         self._fd: int | None = None
+        #: Bytes in the log, where the next append starts (a failed one is cut back to it).
+        self._size = 0
         self._entries = 0
         #: appended to since the last fsync began
         self._dirty = False
@@ -306,6 +308,7 @@ class FileStore(MemoryStore):
             self._apply(e)
         self._writeSnapshot(self.path, self._snapshotEntries())
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
         self._entries = sum(len(v) for v in self._data.values())
         self.log.info("store {path}: replayed {entries} entries", path=self.path, entries=len(entries))
         self._fsyncCall.start(self._fsyncInterval, now=False)
@@ -368,20 +371,21 @@ class FileStore(MemoryStore):
 
         @raise StoreWriteError: naming the file and the reason.
         """
-        start = os.lseek(fd, 0, os.SEEK_END)
         view = memoryview(frame)
         try:
             while view:
                 view = view[os.write(fd, view) :]
         except OSError as e:
             try:
-                os.ftruncate(fd, start)
+                os.ftruncate(fd, self._size)
             except OSError:
+                self._size = os.fstat(fd).st_size
                 self.log.error(
                     "store {path}: cannot cut a failed append back off; the next start-up cuts it",
                     path=self.path,
                 )
             raise StoreWriteError(f"store {self.path}: cannot append ({e.strerror or e})") from None
+        self._size += len(frame)
 
     def put(self, record: Record) -> None:
         # The log first: what it does not hold is not kept in memory either.
@@ -419,6 +423,7 @@ class FileStore(MemoryStore):
                 os.close(self._fd)
             os.replace(self.path + ".next", self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._size = os.fstat(self._fd).st_size
             self._entries = live + len(extra)
             self.log.info(
                 "store {path}: compacted to {entries} entries", path=self.path, entries=self._entries
