@@ -6,7 +6,6 @@ JSON, behind the same credentials as the rest of C{/_internal}.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from twisted.logger import Logger
@@ -53,9 +52,6 @@ class TunnelViews(JSONMethodsMixin):
         return json.dumps(body, indent=2).encode() + b"\n"
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-
-
 class ClientEnrollment(JSONMethodsMixin):
     """
     C{POST /_internal/pki/client} with form field C{name}: mint a client
@@ -76,8 +72,12 @@ class ClientEnrollment(JSONMethodsMixin):
 
         names = request.args.get(b"name") or []
         name = names[0].decode("utf-8", "replace") if names else ""
-        if not _NAME.match(name):
-            return jsonError(request, 400, "name: 1-64 characters from A-Z a-z 0-9 . _ @ - are required")
+        from suite.pki.names import clientName
+
+        try:
+            clientName(name)
+        except ValueError as e:
+            return jsonError(request, 400, f"name: {e}")
         if self.bundle is None or self.bundle.clientCAKey is None:
             return jsonError(
                 request, 503, "this node holds no client-ca.key; cannot mint client certificates"

@@ -134,6 +134,27 @@ class IndexTests(TestCase):
             self.assertEqual(sorted(body["allowed"]), allowed, page)
 
 
+class EnrollmentNameTests(TestCase):
+    def test_badNames(self) -> None:
+        """
+        The enrollment page refuses a name outside the client name rule (a
+        trailing newline included) with a 400 naming the rule, before
+        minting anything.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.specter.gateway.views import ClientEnrollment
+
+        page = ClientEnrollment(None)
+        for bad in (b"alice\n", b"bad name", b"", b"x" * 65):
+            request = DummyRequest([])
+            request.method = b"POST"
+            request.args = {b"name": [bad]}
+            body = json.loads(page.render_POST(request))
+            self.assertEqual(request.responseCode, 400, bad)
+            self.assertTrue(body["error"].startswith("name: must be 1-64 characters"), body)
+
+
 class EnrollmentTests(TestCase):
     timeout = 60
 
