@@ -681,6 +681,7 @@ class BoundsTests(SynchronousTestCase):
             (("kv", "--timeout", "-1", "get", "k"), "--timeout"),
             (("kv", "--timeout", "0", "get", "k"), "--timeout"),
             (("kv", "--timeout", "inf", "get", "k"), "--timeout"),
+            (("client", "enroll", "--name", "bad name", "http://127.0.0.1:9999"), "--name"),
         ):
             e = self.assertRaises(usage.UsageError, parse, *argv, console=True)
             self.assertTrue(str(e).startswith(f"{flag}: "), (argv, str(e)))

@@ -166,6 +166,12 @@ class EnrollOptions(usage.Options):
     def postOptions(self) -> None:
         if not self["name"]:
             raise ConfigError("--name: required")
+        from suite.pki.names import clientName
+
+        try:
+            clientName(self["name"])
+        except ValueError as e:
+            raise ConfigError(f"--name: {e}") from None
         self["user"] = self["user"] or os.environ.get("INTERNAL_USER")
         self["password"] = os.environ.get("SPECTER_INTERNAL_PASS") or os.environ.get("INTERNAL_PASS")
         if not self["user"] or not self["password"]:
