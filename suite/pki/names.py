@@ -51,7 +51,7 @@ def dnsName(name: str) -> str:
             ascii = name.encode("idna").decode("ascii")
         except UnicodeError:
             raise ValueError(f"{name!r} is not a valid DNS name")
-    if len(ascii) > 253 or not _DNS_NAME.match(ascii):
+    if len(ascii) > 253 or not _DNS_NAME.fullmatch(ascii):
         raise ValueError(f"{name!r} is neither an IP address nor a valid DNS name")
     return ascii.rstrip(".").lower()
 

@@ -555,14 +555,14 @@ class CommandLineTests(TestCase):
                 "cannot listen",
             ),
             (("server", "--data", "/tmp/x"), "--cert-dir"),
-            (("dns", "--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone/nope"), "--acme-ns"),
+            (("dns", "--acme", "acme://a@b.example@zone", "--acme-ns", "ns1.zone/nope"), "--acme-ns"),
             (("client", "connect", "--linger", "-1", "app.example.com"), "--linger"),
             (("kv", "--timeout", "-1", "get", "k"), "--timeout"),
             (
                 (
                     "dns",
                     "--acme",
-                    "acme://a@b@zone",
+                    "acme://a@b.example@zone",
                     "--acme-ns",
                     "ns1.zone/192.0.2.1",
                     "--listen-addr",
@@ -612,6 +612,48 @@ class BoundsTests(SynchronousTestCase):
         for kv in ("sqlite", "memory"):
             e = self.assertRaises(ConfigError, parse, *BASE, "--aof-sync", "--kv", kv)
             self.assertTrue(str(e).startswith("--aof-sync: only for --kv aof"), str(e))
+
+    def test_acmeURI(self) -> None:
+        """
+        acme://EMAIL@ACME_ZONE: the zone is a DNS name (kept lower-case,
+        without a trailing dot); EMAIL is an address with one @, no spaces and
+        a dotted domain. A bad part is named.
+        """
+        ns = ("--acme-ns", "ns1.acme-hosted.net/192.0.2.1")
+        o = parse("dns", "--acme", "acme://ops@example.net@ACME-Hosted.net.", *ns)
+        self.assertEqual(o["acme"], ("ops@example.net", "acme-hosted.net"))
+        o = parse("dns", "--acme", "acme://first.last+tag@example.co.uk@acme-hosted.net", *ns)
+        self.assertEqual(o["acme"][0], "first.last+tag@example.co.uk")
+        for uri, part in (
+            ("acme://ops@exa mple.net@acme-hosted.net", "EMAIL"),
+            ("acme://o ps@example.net@acme-hosted.net", "EMAIL"),
+            ("acme://ops@localhost@acme-hosted.net", "EMAIL"),
+            ("acme://ops@example.net@bad_zone!", "ACME_ZONE"),
+            ("acme://ops@example.net@*.acme-hosted.net", "ACME_ZONE"),
+            ("acme://ops@example.net@acme-hosted.net\n", "ACME_ZONE"),
+        ):
+            for argv in (("dns", "--acme", uri, *ns), (*BASE, "--apex", "example.com", "--acme", uri)):
+                e = self.assertRaises(ConfigError, parse, *argv)
+                self.assertTrue(str(e).startswith(f"--acme: {part} of acme://EMAIL@ACME_ZONE"), (uri, str(e)))
+
+    def test_namesAreWholeStrings(self) -> None:
+        """
+        Name checks match the whole string: a trailing newline (which a
+        regular expression's C{$} lets through) is refused in DNS names,
+        KV challenge labels, custom domains and peer addresses.
+        """
+        from suite.pki.names import dnsName
+        from suite.specter.acmekeys import validDomain, validLabel
+        from suite.specter.addresses import parsePeerAddress
+
+        self.assertEqual(dnsName("Acme-Hosted.net."), "acme-hosted.net")
+        self.assertRaises(ValueError, dnsName, "acme-hosted.net\n")
+        self.assertTrue(validDomain("shop.example.com"))
+        self.assertFalse(validDomain("shop.example.com\n"))
+        self.assertTrue(validLabel("managed"))
+        self.assertFalse(validLabel("managed\n"))
+        self.assertEqual(parsePeerAddress("--join", "node1.example.com:443"), ("node1.example.com", 443))
+        self.assertRaises(ConfigError, parsePeerAddress, "--join", "node1.example.com\n:443")
 
     def test_integerWording(self) -> None:
         """
