@@ -10,8 +10,9 @@ computing it from names it may spell differently.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -23,6 +24,7 @@ from zope.interface import implementer
 
 from suite.constellation.priority import nodePriority
 from suite.constellation.state import ClusterState, DepartureListener, admitFrom
+from suite.constellation.tailscale import DEFAULT_SOCKET, TailnetView, TailscaleError, discover
 from suite.daemon import ConfigError, watchListening
 from suite.gossip.__main__ import advertisable, parseAddress
 from suite.gossip.interfaces import IMembershipListener
@@ -85,16 +87,41 @@ class GossipService(Service):
 
     name = "gossip"
 
-    def __init__(self, options: Mapping[str, Any], reactor: Any, state: ClusterState | None = None) -> None:
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        reactor: Any,
+        state: ClusterState | None = None,
+        discoverer: Callable[[str, int], TailnetView | None] = discover,
+    ) -> None:
         self.reactor = reactor
         self.state = state
         settings = GossipSettings.local() if options.get("gossip-profile") == "local" else GossipSettings()
         host, port = options["bind-addr"], int(options["bind-port"])
+        #: Seeds found by Tailscale discovery (used when --join is not given).
+        self.discovered: list[tuple[str, int]] = []
+        #: What discovery said, logged when the service starts: (level, format, fields).
+        self.discoveryNote: tuple[str, str, dict[str, Any]] | None = None
+        tailnet = self._discover(options, host, discoverer)
         try:
             peers = [parseAddress(p) for p in options.get("join") or []]
             self.seeds = [p for p in peers if isIPAddress(p[0])]
             self.named = [p for p in peers if not isIPAddress(p[0])]
-            address = advertisable((host, port), self.seeds[0] if self.seeds else None)
+            if tailnet is not None and not peers:
+                self.discovered = [(ip, port) for _, ip in tailnet.peers]
+            candidates = self.seeds or self.discovered
+            toward = candidates[0] if candidates else None
+            if (
+                tailnet is not None
+                and tailnet.selfAddresses
+                and not self.seeds
+                and ipaddress.ip_address(host).is_unspecified
+            ):
+                # Peers reach this node over the tailnet (named --join peers
+                # are not resolved yet, so no route can be asked for).
+                address = (tailnet.selfAddresses[0], port)
+            else:
+                address = advertisable((host, port), toward)
         except usage.UsageError as e:
             raise ConfigError(f"--join / --bind-addr: {e}") from None
         self.key = readGossipKey(options.get("gossip-key-file"))
@@ -121,9 +148,64 @@ class GossipService(Service):
         self.bind = f"{host}:{port}"
         self.remoteWithoutKey = self.key is None and host not in ("127.0.0.1", "::1")
 
+    def _discover(
+        self,
+        options: Mapping[str, Any],
+        host: str,
+        discoverer: Callable[[str, int], TailnetView | None],
+    ) -> TailnetView | None:
+        """
+        Read the tailnet when C{--discover tailscale}; remember what to log.
+        """
+        if options.get("discover") != "tailscale":
+            return None
+        path = options.get("tailscale-socket") or DEFAULT_SOCKET
+        version = ipaddress.ip_address(host).version
+        try:
+            tailnet = discoverer(path, version)
+        except TailscaleError as e:
+            self.discoveryNote = (
+                "warn",
+                "Tailscale discovery: cannot read the status of tailscaled on {path}: {why}; "
+                "peers only from --join",
+                {"path": path, "why": str(e)},
+            )
+            return None
+        if tailnet is None:
+            self.discoveryNote = (
+                "info",
+                "Tailscale discovery: no tailscaled socket at {path}; peers only from --join",
+                {"path": path},
+            )
+            return None
+        if tailnet.backendState != "Running":
+            self.discoveryNote = (
+                "warn",
+                "Tailscale discovery: tailscaled on {path} is {backend}, not Running: "
+                "no peers discovered; peers only from --join",
+                {"path": path, "backend": tailnet.backendState},
+            )
+            return None
+        if options.get("join"):
+            self.discoveryNote = (
+                "info",
+                "Tailscale discovery: --join is given, so the tailnet's peers are not used as seeds",
+                {},
+            )
+        else:
+            self.discoveryNote = (
+                "info",
+                "Tailscale discovery: {count} online tailnet peer(s) ({names}); joining through them",
+                {"count": len(tailnet.peers), "names": ", ".join(n for n, _ in tailnet.peers) or "none"},
+            )
+        return tailnet
+
     def startService(self) -> None:
         super().startService()
         log.info("Initializing gossip cluster...")
+        if self.discoveryNote is not None:
+            level, text, fields = self.discoveryNote
+            (log.warn if level == "warn" else log.info)(text, **fields)
         if self.remoteWithoutKey:
             log.warn(
                 "gossip on {bind} has no shared key: anyone who can reach the port can join or "
@@ -131,7 +213,7 @@ class GossipService(Service):
                 bind=self.bind,
             )
         try:
-            joined = self.node.start(self.seeds)
+            joined = self.node.start(self.seeds + self.discovered)
         except Exception as e:  # reported to the start-up barrier
             watchListening(self, "--bind-port", f"{self.bind} (gossip)", fail(e), self.reactor)
             return
@@ -151,10 +233,17 @@ class GossipService(Service):
             d.addCallback(resolved).addCallback(report)
         elif self.seeds:
             joined.addCallback(self._joined, total)
+        elif self.discovered:
+            joined.addCallback(self._joined, len(self.discovered), discovered=True)
 
-    def _joined(self, count: int, total: int) -> None:
+    def _joined(self, count: int, total: int, discovered: bool = False) -> None:
         if count:
             log.info("joined the cluster through {count} of {total} peers", count=count, total=total)
+        elif discovered:
+            log.info(
+                "none of the {total} Tailscale peers answered gossip: running alone until one does",
+                total=total,
+            )
         else:
             log.warn(
                 "no peer of --join answered ({total} tried); running alone until one does",

@@ -64,6 +64,17 @@ ENV: EnvTable = {
         None,
         "Comma-separated HOST[:PORT] gossip peers to join (port 7946 by default); none: bootstrap a new cluster.",
     ),
+    "discover": (
+        "CONSTELLATION_DISCOVER",
+        "tailscale",
+        "Peer discovery when --join is not given: tailscale (the online peers of this node's tailnet, "
+        "read from tailscaled at start-up) or none.",
+    ),
+    "tailscale-socket": (
+        "CONSTELLATION_TAILSCALE_SOCKET",
+        "/var/run/tailscale/tailscaled.sock",
+        "Socket of the local tailscaled's API, read by --discover tailscale.",
+    ),
     "gossip-key-file": (
         "CONSTELLATION_GOSSIP_KEY_FILE",
         None,
@@ -401,6 +412,10 @@ class Options(DaemonOptions):
             self["warp-probe-url"] = None
         elif not probe.startswith(("http://", "https://")):
             raise ConfigError(f"{_label('warp-probe-url')}: {probe!r} is not an http(s) URL")
+        discover = (self["discover"] or "").strip().lower()
+        if discover not in ("tailscale", "none"):
+            raise ConfigError(f"{_label('discover')}: {self['discover']!r} is not tailscale or none")
+        self["discover"] = discover
         if self["gossip-profile"] not in ("lan", "local"):
             raise ConfigError(f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan or local")
 

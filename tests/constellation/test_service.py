@@ -68,6 +68,8 @@ def options(argv: list[str] | None = None, **env: str) -> Options:
         env["DATA_DIR"] = tempfile.mkdtemp(prefix="constellation-test-")
         _DATA.append(env["DATA_DIR"])
     env.setdefault("CONSTELLATION_PUBLIC_IP_SOURCES", "none")
+    # no host's own tailscaled is read
+    env.setdefault("CONSTELLATION_TAILSCALE_SOCKET", "/nonexistent/tailscaled.sock")
     o = Options(environ=env)
     o.parseOptions(argv or [])
     return o
