@@ -62,7 +62,8 @@ ENV: EnvTable = {
     "join": (
         "CONSTELLATION_JOIN",
         None,
-        "Comma-separated HOST[:PORT] gossip peers to join (port 7946 by default); none: bootstrap a new cluster.",
+        "Comma-separated HOST[:PORT] gossip peers to join (port 7946 by default); none: the peers "
+        "--discover finds, else bootstrap a new cluster.",
     ),
     "discover": (
         "CONSTELLATION_DISCOVER",
