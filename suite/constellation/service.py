@@ -55,6 +55,16 @@ TOKEN_FILE = "cf-api-token.txt"
 _MAX_TOKEN_BYTES = 4096
 
 
+def _userName() -> str:
+    """The name of the user the agent runs as (its uid when it has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def readCloudflareToken(secretsPath: str) -> Secret:
     """
     Read C{SECRETS_PATH/cf-api-token.txt}.
@@ -67,8 +77,13 @@ def readCloudflareToken(secretsPath: str) -> Secret:
             mode = os.fstat(f.fileno()).st_mode & 0o777
             data = f.read(_MAX_TOKEN_BYTES + 1)
     except OSError as e:
+        hint = ""
+        if isinstance(e, PermissionError):
+            user = _userName()
+            hint = f" (the agent runs as user {user}: chown {user} {path}, or make it readable by that user)"
         raise ConfigError(
-            f"SECRETS_PATH: cannot read {path} (needed because CLOUDFLARE_ZONE_ID is set): {e.strerror or e}"
+            f"SECRETS_PATH: cannot read {path} (needed because CLOUDFLARE_ZONE_ID is set): "
+            f"{e.strerror or e}{hint}"
         ) from None
     if len(data) > _MAX_TOKEN_BYTES:
         raise ConfigError(f"SECRETS_PATH: {path} is larger than {_MAX_TOKEN_BYTES} bytes")

@@ -84,6 +84,29 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(o["join"], ["a.ts.net:7946", "b.ts.net"])
         self.assertEqual(parse(["--domain", "other.net"], DOMAIN="example.org")["domain"], "other.net")
 
+    def test_shippedEnvironmentLeavesTheGuideVariablesToTheUnit(self) -> None:
+        """
+        The guide sets its variables as Environment= lines of the unit, and
+        systemd lets the unit's EnvironmentFile win over those: the shipped
+        environment file sets none of them (nor does the unit), so what the
+        operator writes in the unit takes effect.
+        """
+        import configparser
+        import os
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        guide = {"TS_HOSTNAME", "DOMAIN", "PUBLIC_IP", "CONFIG_PATH", "SECRETS_PATH", "DATA_DIR"}
+        guide.add("CLOUDFLARE_ZONE_ID")
+        with open(os.path.join(root, "conf", "constellation", "constellation.env")) as f:
+            assigned = {
+                line.partition("=")[0].strip() for line in f if line.strip() and not line.startswith("#")
+            }
+        self.assertEqual(assigned & guide, set())
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.read(os.path.join(root, "conf", "systemd", "constellation-agent.service"))
+        self.assertEqual(unit["Service"]["EnvironmentFile"], "/etc/suite/constellation.env")
+        self.assertNotIn("Environment", unit["Service"])
+
     def test_ports(self) -> None:
         """
         --bind-addr, --bind-port and --raft-port are parsed.

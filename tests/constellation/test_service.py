@@ -230,6 +230,37 @@ class MakeServiceTests(SynchronousTestCase):
             service.makeService(options(CLOUDFLARE_ZONE_ID=ZONE, SECRETS_PATH=secrets), MemoryReactorClock())
         self.assertIn("is empty", str(cm.exception))
 
+    def test_cloudflareTokenUnreadable(self) -> None:
+        """
+        A token file the agent's user may not read (the guide's root-owned
+        0600 file under a unit that runs as another user) says who must be
+        able to read it.
+        """
+        import builtins
+        import pwd
+
+        secrets = self.mktemp()
+        os.makedirs(secrets)
+        token = os.path.join(secrets, "cf-api-token.txt")
+        with open(token, "w") as f:
+            f.write("sekrit-token-value\n")
+        realOpen = builtins.open
+
+        def denyingOpen(path: Any, *args: Any, **kw: Any) -> Any:
+            if path == token:
+                raise PermissionError(13, "Permission denied", path)
+            return realOpen(path, *args, **kw)
+
+        self.patch(builtins, "open", denyingOpen)
+        with self.assertRaises(ConfigError) as cm:
+            service.readCloudflareToken(secrets)
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        self.assertEqual(
+            str(cm.exception),
+            f"SECRETS_PATH: cannot read {token} (needed because CLOUDFLARE_ZONE_ID is set): Permission denied "
+            f"(the agent runs as user {user}: chown {user} {token}, or make it readable by that user)",
+        )
+
     def test_cloudflareProvider(self) -> None:
         """
         With a token, the DNS writer uses the Cloudflare provider; the token
