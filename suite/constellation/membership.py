@@ -34,7 +34,7 @@ from suite.gossip.settings import GossipSettings
 from suite.gossip.udp import NetworkTransport
 from suite.netutil import isIPAddress
 
-__all__ = ["GossipService", "readGossipKey", "resolvePeers"]
+__all__ = ["GossipService", "gossipSettings", "readGossipKey", "resolvePeers"]
 
 log = Logger(namespace="constellation.gossip")
 
@@ -53,6 +53,28 @@ def readGossipKey(path: str | None) -> Keyring | None:
         return readKeyFile(path)
     except ValueError as e:
         raise ConfigError(f"--gossip-key-file (CONSTELLATION_GOSSIP_KEY_FILE): {e}") from None
+
+
+def gossipSettings(profile: str) -> GossipSettings:
+    """
+    The timers of C{--gossip-profile}: C{lan} (memberlist's LAN defaults),
+    C{wan} (memberlist's WAN timers, for slow or relayed links: the guide's
+    "increase timeout for slow networks") or C{local} (loopback, tests).
+    """
+    if profile == "local":
+        return GossipSettings.local()
+    if profile == "wan":
+        return GossipSettings(
+            probeInterval=5.0,
+            probeTimeout=3.0,
+            gossipInterval=0.5,
+            gossipNodes=4,
+            gossipToTheDead=60.0,
+            suspicionMult=6,
+            pushPullInterval=60.0,
+            pushPullTimeout=30.0,
+        )
+    return GossipSettings()
 
 
 @implementer(IMembershipListener)
@@ -96,7 +118,7 @@ class GossipService(Service):
     ) -> None:
         self.reactor = reactor
         self.state = state
-        settings = GossipSettings.local() if options.get("gossip-profile") == "local" else GossipSettings()
+        settings = gossipSettings(options.get("gossip-profile") or "lan")
         host, port = options["bind-addr"], int(options["bind-port"])
         #: Seeds found by Tailscale discovery (used when --join is not given).
         self.discovered: list[tuple[str, int]] = []

@@ -179,7 +179,8 @@ ENV: EnvTable = {
     "gossip-profile": (
         "CONSTELLATION_GOSSIP_PROFILE",
         "lan",
-        "Gossip timers: lan (memberlist's LAN defaults) or local (fast; loopback clusters and tests).",
+        "Gossip timers: lan (memberlist's LAN defaults), wan (memberlist's WAN timers, for slow or "
+        "relayed links) or local (fast; loopback clusters and tests).",
     ),
 }
 
@@ -417,8 +418,10 @@ class Options(DaemonOptions):
         if discover not in ("tailscale", "none"):
             raise ConfigError(f"{_label('discover')}: {self['discover']!r} is not tailscale or none")
         self["discover"] = discover
-        if self["gossip-profile"] not in ("lan", "local"):
-            raise ConfigError(f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan or local")
+        if self["gossip-profile"] not in ("lan", "wan", "local"):
+            raise ConfigError(
+                f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan, wan or local"
+            )
 
 
 def warnPlaceholderDomain(options: Mapping[str, Any]) -> None:

@@ -107,6 +107,27 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(unit["Service"]["EnvironmentFile"], "/etc/suite/constellation.env")
         self.assertNotIn("Environment", unit["Service"])
 
+    def test_gossipProfile(self) -> None:
+        """
+        --gossip-profile lan (default), wan (memberlist's WAN timers, for
+        the guide's slow networks) or local; anything else names the flag.
+        """
+        from suite.constellation.membership import gossipSettings
+        from suite.gossip.settings import GossipSettings
+
+        self.assertEqual(parse()["gossip-profile"], "lan")
+        self.assertEqual(parse(CONSTELLATION_GOSSIP_PROFILE="wan")["gossip-profile"], "wan")
+        self.assertEqual(gossipSettings("lan"), GossipSettings())
+        self.assertEqual(gossipSettings("local"), GossipSettings.local())
+        wan = gossipSettings("wan")
+        self.assertEqual((wan.probeInterval, wan.probeTimeout, wan.suspicionMult), (5.0, 3.0, 6))
+        self.assertEqual((wan.pushPullInterval, wan.pushPullTimeout), (60.0, 30.0))
+        self.assertGreater(wan.suspicionBounds(3)[0], GossipSettings().suspicionBounds(3)[0])
+        self.assertError(
+            "--gossip-profile (CONSTELLATION_GOSSIP_PROFILE): 'slow' is not lan, wan",
+            ["--gossip-profile", "slow"],
+        )
+
     def test_ports(self) -> None:
         """
         --bind-addr, --bind-port and --raft-port are parsed.
