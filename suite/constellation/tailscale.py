@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ __all__ = [
     "DEFAULT_SOCKET",
     "MAX_STATUS_BYTES",
     "NoTailscale",
+    "STARTING_STATES",
+    "STARTING_WAIT",
     "TIMEOUT",
     "TailnetView",
     "TailscaleError",
@@ -163,16 +166,37 @@ def parseStatus(status: Any, version: int = 4) -> TailnetView:
     return view
 
 
-def discover(path: str, version: int = 4, reader: Callable[[str], Any] = readStatus) -> TailnetView | None:
+#: Backend states of a tailscaled that is still coming up (at boot).
+STARTING_STATES = frozenset({"NoState", "Starting"})
+#: How long start-up waits for such a tailscaled to be Running.
+STARTING_WAIT = 10.0
+
+
+def discover(
+    path: str,
+    version: int = 4,
+    reader: Callable[[str], Any] = readStatus,
+    wait: float = STARTING_WAIT,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> TailnetView | None:
     """
     The tailnet seen from C{tailscaled} on C{path}; None when there is no
-    such socket (no Tailscale on this host).
+    such socket (no Tailscale on this host).  A tailscaled still starting
+    (the agent started with the host) is asked again every half second for
+    up to C{wait} seconds, so the node does not advertise another address
+    or miss its peers for being early.
 
     @raise TailscaleError: when the socket is there but the status cannot
         be read.
     """
-    try:
-        status = reader(path)
-    except NoTailscale:
-        return None
-    return parseStatus(status, version)
+    deadline = clock() + wait
+    while True:
+        try:
+            status = reader(path)
+        except NoTailscale:
+            return None
+        view = parseStatus(status, version)
+        if view.backendState not in STARTING_STATES or clock() >= deadline:
+            return view
+        sleep(0.5)

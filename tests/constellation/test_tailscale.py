@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -88,6 +89,42 @@ class ParseTests(SynchronousTestCase):
             parseStatus([1, 2])
         view = parseStatus({"BackendState": "NeedsLogin", "Peer": None})
         self.assertEqual((view.backendState, view.selfAddresses, view.peers), ("NeedsLogin", [], []))
+
+
+class DiscoverTests(SynchronousTestCase):
+    """
+    A tailscaled still starting is waited for, briefly.
+    """
+
+    def test_waitsWhileStarting(self) -> None:
+        """
+        NoState and Starting are asked again every half second until
+        Running, or until the wait is over; other states answer at once.
+        """
+        clock = Clock()
+        answers = ["NoState", "Starting", "Running"]
+        asked: list[str] = []
+
+        def reader(path: str) -> Any:
+            asked.append(path)
+            return status(["100.64.0.1"], {"a": (["100.64.0.2"], True)}, answers.pop(0))
+
+        view = discover("/ts.sock", reader=reader, sleep=clock.advance, clock=clock.seconds)
+        assert view is not None
+        self.assertEqual((view.backendState, view.peers), ("Running", [("a", "100.64.0.2")]))
+        self.assertEqual((len(asked), clock.seconds()), (3, 1.0))
+
+        def starting(path: str) -> Any:
+            asked.append(path)
+            return status([], {}, "Starting")
+
+        del asked[:]
+        view = discover("/ts.sock", reader=starting, wait=3, sleep=clock.advance, clock=clock.seconds)
+        assert view is not None
+        self.assertEqual((view.backendState, len(asked)), ("Starting", 7))
+        view = discover("/ts.sock", reader=lambda p: status([], {}, "NeedsLogin"), sleep=clock.advance)
+        assert view is not None
+        self.assertEqual(view.backendState, "NeedsLogin")
 
 
 class _Handler(socketserver.BaseRequestHandler):
