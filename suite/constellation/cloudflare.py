@@ -155,9 +155,8 @@ class CloudflareProvider:
         for name, addrs in changes:
             existing = [r for r in await self._list(name) if r.get("type") in ("A", "AAAA")]
             have = {r["content"]: r for r in existing}
-            for address, record in have.items():
-                if address not in addrs:
-                    await self._call("DELETE", f"/{record['id']}")
+            # Add before removing: a name never resolves to nothing mid-change,
+            # and a batch that fails half-way leaves the old address in place.
             for address in addrs:
                 if address not in have:
                     await self._call(
@@ -172,3 +171,6 @@ class CloudflareProvider:
                             "comment": comment,
                         },
                     )
+            for address, record in have.items():
+                if address not in addrs:
+                    await self._call("DELETE", f"/{record['id']}")
