@@ -400,7 +400,11 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
 
 class _PublicIPDetection(Service):
     """
-    Detect the public IP at start-up (PUBLIC_IP unset) and publish it.
+    Detect the public IP (PUBLIC_IP unset) at start-up and publish it; ask
+    again every C{interval} seconds (the address of a home connection
+    changes), and every C{retry} seconds while no source answers (the
+    network may not be up yet at boot).  A change is published, so the DNS
+    plan follows; a failed check keeps the last address known.
     """
 
     name = "public-ip"
@@ -412,25 +416,62 @@ class _PublicIPDetection(Service):
         state: ClusterState,
         gossip: GossipService,
         meta: dict[str, Any],
+        detect: Callable[..., Any] = detectPublicIP,
+        interval: float = 300.0,
+        retry: float = 30.0,
     ) -> None:
         self.reactor, self.sources, self.state, self.gossip, self.meta = reactor, sources, state, gossip, meta
+        self.detect, self.interval, self.retry = detect, interval, retry
         self.found: str | None = None
+        self.failing = False
+        self._timer: Any = None
 
     def startService(self) -> None:
         super().startService()
-        d = Deferred.fromCoroutine(detectPublicIP(self.reactor, self.sources))
+        self._check()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        d = Deferred.fromCoroutine(self.detect(self.reactor, self.sources))
         d.addCallback(self._detected)
         d.addErrback(lambda f: log.failure("public IP detection failed", f))
+        d.addBoth(self._schedule)
+
+    def _schedule(self, result: object) -> None:
+        if self.running:
+            delay = self.retry if self.found is None or self.failing else self.interval
+            self._timer = self.reactor.callLater(delay, self._check)
 
     def _detected(self, result: tuple[str | None, list[str]]) -> None:
         ip, errors = result
-        for error in errors:
-            log.warn("public IP source failed: {error}", error=error)
         if ip is None:
-            log.warn("public IP not detected from {n} sources; set PUBLIC_IP", n=len(self.sources))
+            if not self.failing:
+                # once per run of failures: a retry every 30 s would flood the log
+                for error in errors:
+                    log.warn("public IP source failed: {error}", error=error)
+                log.warn(
+                    "public IP not detected from {n} sources; set PUBLIC_IP (retrying every {retry:g} s)",
+                    n=len(self.sources),
+                    retry=self.retry,
+                )
+            self.failing = True
             return
+        self.failing = False
+        if ip == self.found:
+            return
+        if self.found is None:
+            for error in errors:
+                log.warn("public IP source failed: {error}", error=error)
+            log.info("public IP {ip} detected", ip=ip)
+        else:
+            log.warn("public IP changed from {old} to {ip}", old=self.found, ip=ip)
         self.found = ip
-        log.info("public IP {ip} detected", ip=ip)
         self.meta["ip"] = ip
         self.state.update({"node": dict(self.meta)})
         if self.gossip.node.running:
