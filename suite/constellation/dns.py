@@ -232,7 +232,13 @@ class DNSWriter(Service):
         except Fenced as e:
             self.failures += 1
             result["outcome"] = f"fenced: {e}"
-            log.warn("DNS write refused by the fence: {why}", why=str(e))
+            log.warn(
+                "DNS write refused by the fence: {why}; if no other cluster writes this zone "
+                "(this cluster's Raft data was reset or restored from a backup, so its tokens "
+                "started again), delete the zone's {fence} TXT record and the writer takes over",
+                why=str(e),
+                fence=FENCE_LABEL,
+            )
         except Exception as e:  # the loop keeps running: counted, logged
             self.failures += 1
             result["outcome"] = f"failed: {e}"

@@ -139,6 +139,9 @@ class WriterTests(SynchronousTestCase):
         A fenced write is reported, not retried blindly; a dry run writes
         nothing but lists the changes.
         """
+        from tests.clustor.helpers import captureLogs
+
+        self.events = captureLogs(self)
         self.provider.fence = 9
         self.token = 4
         self.writer.startService()
@@ -239,6 +242,9 @@ class WriterTests(SynchronousTestCase):
         """
         A write refused by the fence waits for the next interval.
         """
+        from tests.clustor.helpers import captureLogs
+
+        self.events = captureLogs(self)
         self.provider.fence = 9
         self.token = 4
         self.writer.startService()
@@ -248,3 +254,8 @@ class WriterTests(SynchronousTestCase):
         self.clock.advance(59)
         self.assertEqual(self.writer.lastStart, started)
         self.assertEqual(self.writer.failures, 1)
+        from twisted.logger import formatEvent
+
+        fenced = [formatEvent(e) for e in self.events if "refused by the fence" in e.get("log_format", "")]
+        self.assertEqual(len(fenced), 1)
+        self.assertIn("delete the zone's _constellation-fence TXT record", fenced[0])
