@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from suite.constellation.catalog import ClusterCatalog
 from suite.constellation.consensus import makeRaftAgent
-from suite.constellation.deploy.agent import DeclarationResource, DeployReconciler
+from suite.constellation.deploy.agent import DeclarationResource, DeclarationStore, DeployReconciler
 from suite.constellation.dns import DNSCollector, DNSWriter, plan
 from suite.constellation.docker import Container, DockerClient
 from suite.constellation.interfaces import IDNSProvider
@@ -214,6 +214,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
             options["config-path"],
             options["domain"],
             float(options.get("docker-interval") or 10.0),
+            store=_declarationStore(options["data-dir"], reactor),
         )
     warp: WarpMonitor | None = None
     if options.get("warp-container"):
@@ -396,6 +397,25 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         reactor,
     )
     return root
+
+
+def _declarationStore(dataDir: str, reactor: Any) -> DeclarationStore:
+    """
+    C{DATA_DIR/deploy}: deployment declarations kept across restarts.
+
+    @raise ConfigError: when the directory cannot be created or read.
+    """
+    from twisted.internet.threads import deferToThreadPool
+
+    store = DeclarationStore(
+        os.path.join(dataDir, "deploy"), lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)
+    )
+    try:
+        os.makedirs(store.directory, mode=0o700, exist_ok=True)
+        os.listdir(store.directory)
+    except OSError as e:
+        raise ConfigError(f"--data-dir (DATA_DIR): cannot use {store.directory}: {e.strerror or e}") from None
+    return store
 
 
 class _PublicIPDetection(Service):
