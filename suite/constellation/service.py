@@ -335,7 +335,12 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         extra=lambda: {"raft": raftAgent.status(), "dns": dnsWriter.status()},
     )
     provider.getStaticEntity(b"api").putChild(
-        b"deploy", DeclarationResource(state, lambda: deployer.results if deployer else {})
+        b"deploy",
+        DeclarationResource(
+            state,
+            lambda: deployer.results if deployer else {},
+            stored=deployer.keep if deployer else None,
+        ),
     )
     site = LimitedSite(provider, reactor=reactor)
 

@@ -305,6 +305,20 @@ class StoreTests(SynchronousTestCase):
         with open(path) as f:
             self.assertEqual(json.load(f)["env"], {"ARG": "3"})
 
+    def test_keptWhenHanded(self) -> None:
+        """
+        A declaration handed over by POST is written at once, not at the
+        next round.
+        """
+        state, _, reconciler = self.reconciler()
+        resource = DeclarationResource(state, lambda: reconciler.results, lambda: 7.0, stored=reconciler.keep)
+        code, _ = post(resource, json.dumps({"stack": "st", "file": FILE, "env": {"ARG": "1"}}).encode())
+        self.assertEqual((code, self.writes), (202, ["write"]))
+        with open(os.path.join(self.directory, "st.json")) as f:
+            self.assertEqual(json.load(f), {"file": FILE, "env": {"ARG": "1"}, "prune": False, "issued": 7.0})
+        self.tick()
+        self.assertEqual(self.writes, ["write"])
+
     def test_unreadableSkipped(self) -> None:
         """
         A kept file that is not a declaration is logged and left out; other

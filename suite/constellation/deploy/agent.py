@@ -222,6 +222,14 @@ class DeployReconciler(Service):
             self._loop.stop()
         self._loop = None
 
+    def keep(self, stack: str, decl: dict[str, Any]) -> None:
+        """
+        A declaration was handed to this agent: keep it on disk now (not at
+        the next round, which a restart could come before).
+        """
+        if self.store is not None:
+            self.store.save(stack, decl)
+
     def _nodes(self) -> list[dict[str, Any]]:
         return [n.toJSON() for n in self.catalog.nodes()]
 
@@ -289,9 +297,10 @@ class DeclarationResource(JSONMethodsMixin, Resource):
         state: ClusterState,
         results: Callable[[], Mapping[str, Any]],
         clock: Callable[[], float] = time.time,
+        stored: Callable[[str, dict[str, Any]], object] | None = None,
     ) -> None:
         super().__init__()
-        self.state, self.results, self.clock = state, results, clock
+        self.state, self.results, self.clock, self.stored = state, results, clock, stored
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"":
@@ -349,5 +358,7 @@ class DeclarationResource(JSONMethodsMixin, Resource):
             return jsonError(request, 400, f"not a deployment file: {str(e).splitlines()[0]}")
         entry = {"file": text, "env": env, "prune": bool(decl.get("prune")), "issued": self.clock()}
         self.state.update({PREFIX + stack: entry})
+        if self.stored is not None:
+            self.stored(stack, entry)
         log.info("deployment declaration {stack} stored ({n} bytes)", stack=stack, n=len(text))
         return jsonResponse(request, {"stack": stack, "digest": _digest(entry)}, 202)
