@@ -378,6 +378,11 @@ class Options(DaemonOptions):
                 f"({self['raft-election-ms'] / 1000:g} s)"
             )
         provider = (self["dns-provider"] or "").strip().lower()
+        if not provider and self["cloudflare-zone-id"] and self["dns-server"]:
+            raise ConfigError(
+                f"{_label('dns-provider')}: both {_label('cloudflare-zone-id')} and {_label('dns-server')} "
+                "are set: name the provider to use (cloudflare or rfc2136)"
+            )
         if not provider:
             provider = (
                 "cloudflare" if self["cloudflare-zone-id"] else "rfc2136" if self["dns-server"] else "none"
@@ -387,6 +392,12 @@ class Options(DaemonOptions):
         self["dns-provider"] = provider
         if provider == "cloudflare" and not self["cloudflare-zone-id"]:
             raise ConfigError(f"{_label('cloudflare-zone-id')}: required by --dns-provider cloudflare")
+        if provider != "rfc2136":
+            for flag in ("dns-server", "tsig-key-file", "dns-zone"):
+                if self[flag]:
+                    raise ConfigError(
+                        f"{_label(flag)}: only used by --dns-provider rfc2136 (the provider is {provider})"
+                    )
         if provider == "rfc2136":
             if not self["dns-server"]:
                 raise ConfigError(f"{_label('dns-server')}: required by --dns-provider rfc2136")

@@ -230,6 +230,33 @@ class LeaseAndDNSOptionsTests(SynchronousTestCase):
         self.assertError("--dns-server", ["--dns-server", "ns1.example.org", "--tsig-key-file", "k"])
         self.assertError("CLOUDFLARE_ZONE_ID", ["--dns-provider", "cloudflare"])
         self.assertError("--dns-provider", ["--dns-provider", "route53"])
+        # settings that would be ignored are refused, naming them
+        zone = "0123456789abcdef0123456789abcdef"
+        self.assertError(
+            "both --cloudflare-zone-id (CLOUDFLARE_ZONE_ID) and --dns-server (CONSTELLATION_DNS_SERVER) are set",
+            ["--dns-server", "192.0.2.53", "--tsig-key-file", "k"],
+            CLOUDFLARE_ZONE_ID=zone,
+        )
+        self.assertEqual(
+            parse(
+                ["--dns-provider", "rfc2136", "--dns-server", "192.0.2.53", "--tsig-key-file", "k"],
+                CLOUDFLARE_ZONE_ID=zone,
+            )["dns-provider"],
+            "rfc2136",
+        )
+        self.assertError(
+            "--tsig-key-file (CONSTELLATION_TSIG_KEY_FILE): only used by --dns-provider rfc2136 "
+            "(the provider is none)",
+            ["--tsig-key-file", "k"],
+        )
+        self.assertError(
+            "CONSTELLATION_DNS_ZONE", CLOUDFLARE_ZONE_ID=zone, CONSTELLATION_DNS_ZONE="example.org"
+        )
+        self.assertError(
+            "--dns-server",
+            ["--dns-provider", "cloudflare", "--dns-server", "192.0.2.53"],
+            CLOUDFLARE_ZONE_ID=zone,
+        )
 
     def test_timings(self) -> None:
         """
