@@ -4,6 +4,12 @@ gateway container's state and Docker health through the engine API, and
 an egress probe (an HTTP GET of C{--warp-probe-url} that must answer 2xx
 within C{timeout}).  Healthy when the container runs, its healthcheck (if
 it has one) says healthy, and the probe succeeds.
+
+The probe runs from the agent, so it checks this host's way to the URL,
+not the way through the WARP tunnel: only the container's own healthcheck
+(as in C{conf/constellation/stack.yml}: the Cloudflare trace must say
+C{warp=on}) checks the tunnel.  A container without one is said to be so,
+once, and C{tunnelChecked} is false in the status.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class WarpMonitor(Service):
             "reason": "not checked yet",
         }
         self.checks = 0
+        self._toldNoHealthcheck = False
         self._timer: Any = None
         # One check at a time: a tick during a slow check is skipped.
         self._checks = SerialJob(lambda: Deferred.fromCoroutine(self.check()), "WARP check", log=log)
@@ -90,6 +97,15 @@ class WarpMonitor(Service):
                 status["containerState"] = state.get("Status")
                 health = (state.get("Health") or {}).get("Status")
                 status["containerHealth"] = health
+                status["tunnelChecked"] = health is not None
+                if health is None and state.get("Running") and not self._toldNoHealthcheck:
+                    self._toldNoHealthcheck = True
+                    log.warn(
+                        "WARP container {container} has no healthcheck: traffic through the tunnel is "
+                        "not checked (the egress probe runs from the agent's host); give it one, e.g. "
+                        "curl -fsS https://www.cloudflare.com/cdn-cgi/trace | grep -q warp=on",
+                        container=self.container,
+                    )
                 if not state.get("Running"):
                     reasons.append(f"container {self.container} is {state.get('Status') or 'not running'}")
                 elif health not in (None, "healthy"):

@@ -122,6 +122,7 @@ class WarpTests(TestCase):
         status = await monitor.check()
         self.assertTrue(status["healthy"], status)
         self.assertEqual((status["containerState"], status["containerHealth"]), ("running", "healthy"))
+        self.assertIs(status["tunnelChecked"], True)
         self.assertEqual(status["egressStatus"], 200)
         probe.code = 503
         status = await monitor.check()
@@ -138,6 +139,29 @@ class WarpTests(TestCase):
         self.assertIn("no-such-warp", status["reason"])
         self.assertEqual(len(changes), 3)
         self.assertEqual(monitor.status()["healthy"], False)
+
+    async def test_withoutHealthcheck(self) -> None:
+        """
+        A WARP container without a healthcheck leaves the tunnel unchecked:
+        said once, and shown as C{tunnelChecked: false}.
+        """
+        from twisted.logger import formatEvent
+
+        from tests.clustor.helpers import captureLogs
+
+        events = captureLogs(self)
+        _, url = await self.probe()
+        name = "warp-nohealth"
+        self.addCleanup(self.engine.remove, name)
+        self.engine.run(name)
+        monitor = WarpMonitor(DockerClient(reactor, self.engine.endpoint), reactor, name, url)
+        status = await monitor.check()
+        self.assertTrue(status["healthy"], status)
+        self.assertIs(status["tunnelChecked"], False)
+        await monitor.check()
+        told = [formatEvent(e) for e in events if "has no healthcheck" in e.get("log_format", "")]
+        self.assertEqual(len(told), 1)
+        self.assertIn("WARP container warp-nohealth has no healthcheck", told[0])
 
     def test_schedule(self) -> None:
         """
