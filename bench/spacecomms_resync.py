@@ -7,9 +7,14 @@ N CDMs originated by A on the line A - B - C.
 - steady: the A - B session drops and comes back, A's store intact;
   what B sends A (none of A's own CDMs: A states it holds them) and what
   A sends B (its CDMs, unless B's summary shows it holds them).
-- restore: A loses its store and restarts under the same node id; messages
-  and bytes B sends A on reconnection, and how many of A's own CDMs A holds
-  again afterwards.
+- restore: A loses its store and restarts under the same node id; B had
+  lost the oldest tenth of A's CDMs (as retention or an older backup of
+  B's store would); messages and bytes B sends A on reconnection.
+- restore2: then C, also a peer of A (the A - C session comes up only
+  now), has its first session with A: messages and bytes C sends A (the
+  tenth B lacked, the rest left out by A's summary) and A sends C (its
+  summary lists the CDMs B gave back), and how many of A's own CDMs A
+  holds again afterwards.
 
 The initial spread of the N CDMs to C is awaited (polled, up to
 SPREAD_TIMEOUT simulated seconds; the bench fails with a clear line if C
@@ -101,9 +106,10 @@ def main(n: int) -> str:
     # not anti-entropy repairing what the default burst (1,000) dropped.
     # Re-sync traffic is exempt from the rate limit either way.
     open_ = Policies(rate_limit_burst=max(1000, 2 * n))
-    net.addNode("A", {"B": open_})
+    # C is a peer of A too, but their session comes up only for restore2.
+    net.addNode("A", {"B": open_, "C": open_})
     net.addNode("B", {"A": open_, "C": open_})
-    net.addNode("C", {"B": open_})
+    net.addNode("C", {"B": open_, "A": open_})
     net.connect("A", "B")
     net.connect("B", "C")
     now = net.clock.seconds()
@@ -144,10 +150,19 @@ def main(n: int) -> str:
     net.crash("A")
     net.stores["A"] = MemoryStore()
     net.restart("A")
+    oldest = sorted(net.stores["B"].records("cdm"), key=lambda r: r.sequence)[: n // 10]
+    for r in oldest:
+        net.stores["B"].remove("cdm", r.key)
     net.connect("A", "B")
     net.run(2)
     waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "restore re-sync")
     baMsgs, baBytes = traffic(net, "B", "A")
+    fromB = sum(1 for r in net.stores["A"].records("cdm") if r.origin == "A")
+    net.connect("A", "C")
+    net.run(2)
+    waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "second restore re-sync")
+    caMsgs, caBytes = traffic(net, "C", "A")
+    acMsgs, acBytes = traffic(net, "A", "C")
     restored = sum(1 for r in net.stores["A"].records("cdm") if r.origin == "A")
     cpu = time.process_time() - cpu
     net.stop()
@@ -155,7 +170,9 @@ def main(n: int) -> str:
         f"n={n} relay_b_to_c_msgs={bcMsgs} relay_b_to_c_bytes={bcBytes} relay_c_to_b_msgs={cbMsgs} "
         f"relay_c_to_b_bytes={cbBytes} steady_b_to_a_msgs={steadyMsgs} steady_b_to_a_bytes={steadyBytes} "
         f"steady_a_to_b_msgs={steadyAbMsgs} steady_a_to_b_bytes={steadyAbBytes} "
-        f"restore_b_to_a_msgs={baMsgs} restore_b_to_a_bytes={baBytes} "
+        f"restore_b_to_a_msgs={baMsgs} restore_b_to_a_bytes={baBytes} restored_from_b={fromB} "
+        f"restore2_c_to_a_msgs={caMsgs} restore2_c_to_a_bytes={caBytes} "
+        f"restore2_a_to_c_msgs={acMsgs} restore2_a_to_c_bytes={acBytes} "
         f"restored={restored} cpu_s={cpu:.2f} max_turn_ms={longest * 1000:.1f} load1={os.getloadavg()[0]:.2f}"
     )
 

@@ -33,9 +33,9 @@ class Ledger:
         #: (not raised by updates made here, so those do not hide the ones
         #: peers still have to give back, nor by a restore cut short).
         self._mark = 0
-        #: Whether a peer's re-sync (one that could restore) has completed
-        #: since this start; from then on the node states all it holds.
-        self._rejoined = False
+        #: The peers whose re-sync (one that could restore) has completed
+        #: since this start; to each of them the node states all it holds.
+        self._rejoined: set[str] = set()
         self._lastCleanup = float("-inf")
         self._tcaHeap: list[tuple[float, str]] = []
         self._pairs: dict[frozenset[str], set[str]] = {}
@@ -65,31 +65,33 @@ class Ledger:
         self._lastSeq = max(self._lastSeq + 1, int(self.core.now() * 1_000_000), after + 1)
         return self._lastSeq
 
-    @property
-    def restoreMark(self) -> int:
+    def restoreMark(self, peer: str | None) -> int:
         """
-        What this node states in its HELLO as C{own_sequence}: its own
-        entries newer than this are what it asks peers to give back.  Until
-        a peer's re-sync completes after a start, the highest sequence it
-        loaded (an update made meanwhile through the API must not hide the
-        older entries peers still hold); from then on the
-        highest it holds, so later reconnections re-send none of its own
+        What this node states to C{peer} in its HELLO as C{own_sequence}:
+        its own entries newer than this are what it asks that peer to give
+        back.  Until that peer's re-sync has completed after a start, the
+        highest sequence it loaded (an update made meanwhile through the
+        API, or what another peer gave back, must not hide the older
+        entries this peer may still hold); from then on the highest it
+        holds, so later reconnections to that peer re-send none of its own
         entries.
         """
-        return self._lastSeq if self._rejoined else self._mark
+        return self._lastSeq if peer in self._rejoined else self._mark
 
-    def rejoined(self) -> None:
+    def rejoined(self, peer: str) -> None:
         """
-        A peer that restores finished its re-sync to this node.
+        C{peer}, which restores, finished its re-sync to this node: it gave
+        back all it held of this node's own entries.
         """
-        self._rejoined = True
+        self._rejoined.add(peer)
 
     def restored(self, sequence: int) -> None:
         """
         A peer gave back one of this node's own entries: later sequences
-        follow it.  (The restore mark moves only once a peer's whole
-        re-sync has come: entries come in store order, not by sequence, so
-        a re-sync cut short may have skipped older ones.)
+        follow it.  (The restore mark stated to a peer moves only once that
+        peer's whole re-sync has come: entries come in store order, not by
+        sequence, so a re-sync cut short may have skipped older ones; and
+        another peer may hold older ones this one lacked.)
         """
         self._lastSeq = max(self._lastSeq, sequence)
 

@@ -69,7 +69,7 @@ class SpaceNode:
         self.forwarder = Forwarder(self.core, self.peers)
         self.local = LocalUpdates(self.core, self.ledger, self.forwarder)
         self.inbound = Inbound(self.core, self.peers, self.ledger, self.forwarder)
-        self.peers.ownSequence = lambda: self.ledger.restoreMark
+        self.peers.ownSequence = self.ledger.restoreMark
         #: Each established peer's re-sync towards this node (open or done).
         self.syncs: dict[str, ResyncInputs] = {}
         #: This node's re-sync to each established peer (sending or sent).

@@ -36,9 +36,9 @@ class PeerTable:
         #: The C{own_sequence} each peer stated in its HELLO (None: it did
         #: not ask for a restore of its own entries).
         self.restoreAfter: dict[str, int | None] = {}
-        #: What this node states as its own C{own_sequence} (the ledger's
-        #: restore mark, set by the node).
-        self.ownSequence: Callable[[], int] = lambda: 0
+        #: What this node states to a peer as its own C{own_sequence} (the
+        #: ledger's restore mark for that peer, set by the node).
+        self.ownSequence: Callable[[str | None], int] = lambda peer: 0
 
     def replace(self, peers: Iterable[PeerConfig]) -> None:
         """
@@ -100,7 +100,7 @@ class PeerTable:
             "versions": list(SUPPORTED_VERSIONS),
             "capabilities": CAPABILITIES,
             "auth_token": token,
-            "own_sequence": self.ownSequence(),
+            "own_sequence": self.ownSequence(peerId),
         }
 
     def attach(self, link: IPeerLink) -> None:

@@ -11,25 +11,29 @@ already holds is ignored there as not newer.
 
 Restore: a peer states in its HELLO (C{own_sequence}, with the C{restore}
 capability) the highest sequence it held of its own entries when it
-started.  The re-sync to it then also carries the entries it originated
-with a newer sequence, marked C{"restore": true}, with their original
-sequence and signature: a node that came back with an empty or older store
-gets its own CDMs and object states back, and its next sequence numbers
-follow theirs.
+started, to each node until that node's re-sync to it has completed once.
+The re-sync to it then also carries the entries it originated with a
+newer sequence, marked C{"restore": true}, with their original sequence
+and signature: a node that came back with an empty or older store gets its
+own CDMs and object states back from every peer that holds them, and its
+next sequence numbers follow theirs.
 
 Summary: when both sides announce the C{sync_summary} capability, each
 side's receiving machine starts by sending the peer a summary of what it
 holds (L{summaryFrames}: one C{[kind, key, origin, sequence, active]} per
-entry of the kinds it forwards to that peer, except those it originated,
-in C{SYNC_SUMMARY} frames of at most L{SYNC_SUMMARY_FRAME_BYTES}, the last
-marked C{"more": false}).  The sending machine waits for the peer's
-summary (state C{Comparing}) and then re-states only the entries the peer
-lacks or holds in an older version: exactly those the peer would not
-ignore as "not newer".  The restore rule for the peer's own entries is
-unchanged.  A summary that is malformed or lists more than
-L{MAX_SYNC_SUMMARY_ENTRIES} entries closes the session with the reason;
-one that is not complete within half the grace time is given up and
-everything is re-stated, as with a peer without the capability.
+entry of the kinds it forwards to that peer, except those it originated at
+or below the C{own_sequence} it states to that peer, in C{SYNC_SUMMARY}
+frames of at most L{SYNC_SUMMARY_FRAME_BYTES}, the last marked
+C{"more": false}).  The sending machine waits for the peer's summary
+(state C{Comparing}) and then re-states only the entries the peer lacks or
+holds in an older version: exactly those the peer would not ignore as
+"not newer".  That holds for the peer's own entries too (of those above
+its C{own_sequence}, which its summary lists): a restore from a second
+peer sends only what the first one did not give back.  A summary that is
+malformed or lists more than L{MAX_SYNC_SUMMARY_ENTRIES} entries closes
+the session with the reason; one that is not complete within half the
+grace time is given up and everything is re-stated, as with a peer
+without the capability.
 
 The receiving side of each session keeps its peer's re-sync in a
 L{ResyncMachine}: open from the session's start until END_OF_SYNC arrives
@@ -117,14 +121,15 @@ def _wanted(r: Record, peer: str, restoreAfter: int | None, held: Held | None) -
     """
     Whether a re-sync to C{peer} re-states C{r}: not a tombstone this node
     derived itself (L{DERIVED}); of the peer's own entries only those newer
-    than the sequence it stated when it asked for a restore; of the others,
-    when the peer sent a summary (C{held}), only those it lacks or holds in
-    an older version.
+    than the sequence it stated when it asked for a restore; and, when the
+    peer sent a summary (C{held}), only those it lacks or holds in an
+    older version (a restoring peer lists its own entries above the
+    sequence it stated, such as those another peer gave back already).
     """
     if not r.active and r.reason in DERIVED:
         return False
-    if r.origin == peer:
-        return restoreAfter is not None and r.sequence > restoreAfter
+    if r.origin == peer and (restoreAfter is None or r.sequence <= restoreAfter):
+        return False
     if held is not None:
         theirs = held.get((r.kind, r.key))
         if theirs is not None and theirs >= r.version():
@@ -157,9 +162,13 @@ def iterSummaryFrames(node: SpaceNode, peer: str) -> Iterator[Envelope]:
     The SYNC_SUMMARY frames that tell C{peer} what this node holds: one
     C{[kind, key, origin, sequence, active]} per entry of the kinds it
     forwards to C{peer} (what its policies let the peer know of), except
-    the entries this node originated (the peer never re-states those
-    unless asked for a restore), at most L{MAX_SYNC_SUMMARY_ENTRIES} (the
-    entries left out are then re-stated in full).  Each frame is at most
+    the entries this node originated at or below the C{own_sequence} it
+    states to C{peer} (the peer re-states only those above it, and only
+    for a restore: so of its own entries a node lists only those it took
+    through its API or got back from other peers since it started, until
+    this peer's restoring re-sync has completed, and none to a peer that
+    does not restore), at most L{MAX_SYNC_SUMMARY_ENTRIES} (the entries
+    left out are then re-stated in full).  Each frame is at most
     L{SYNC_SUMMARY_FRAME_BYTES}; the last is marked C{"more": false}, and
     there is always one.  Each frame is built only when it is asked for,
     so a large summary goes out over many reactor turns (over a snapshot
@@ -180,10 +189,15 @@ def iterSummaryFrames(node: SpaceNode, peer: str) -> Iterator[Envelope]:
     budget = SYNC_SUMMARY_FRAME_BYTES - len(frame([], True).encode()) - 2
     entries: list[list[Any]] = []
     size = total = 0
+    me = node.nodeId
+    restoring = node.peerCapable(peer, "restore")
     for kind in forwardedKinds(node, peer):
+        # Read as each kind's turn comes: a restore completed meanwhile
+        # only raises it (the peer then re-states fewer of them anyway).
+        mark = node.ledger.restoreMark(peer)
         for rec in node.store.records(kind):
             r: Record = rec
-            if r.origin == node.nodeId:
+            if r.origin == me and (not restoring or r.sequence <= mark):
                 continue
             if total >= MAX_SYNC_SUMMARY_ENTRIES:
                 break
@@ -643,7 +657,7 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
         complete(core, data, "END_OF_SYNC")
         if core.node.peerCapable(core.link.peerId, "restore"):
             # The peer gave back all it held of this node's own entries.
-            core.node.ledger.rejoined()
+            core.node.ledger.rejoined(core.link.peerId)
 
     @opened.upon(ResyncInputs.graceExpired).to(done)
     def expired(inputs: ResyncInputs, core: ResyncCore, data: OpenData) -> None:

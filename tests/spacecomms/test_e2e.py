@@ -4,6 +4,7 @@ Three real nodes on loopback with mTLS: a line (A-B-C) and a triangle.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -31,6 +32,14 @@ async def _cdmState(spec: NodeSpec, proc: DaemonProcess, cdmId: str, status: str
         return body if code == 200 and body["status"] == status else None
 
     return await proc.waitFor(check, f"CDM {cdmId} {status} at {spec.name}", timeout=30)
+
+
+def _objectAt(spec: NodeSpec, objectId: str) -> Any:
+    async def check() -> dict | None:
+        code, body = await getJSON(spec.url(f"/objects/{objectId}"))
+        return body if code == 200 else None
+
+    return check
 
 
 async def _post(spec: NodeSpec, cdmId: str, **kw: Any) -> None:
@@ -199,32 +208,49 @@ class TriangleTests(TestCase):
 class DisasterRecoveryTests(TestCase):
     """
     A node that loses its store comes back under the same node id and gets
-    the CDMs it originated back from its peer (docs/spacecomms.md,
-    Disaster Recovery).
+    the entries it originated back from every peer that holds them
+    (docs/spacecomms.md, Disaster Recovery).
     """
 
     timeout = 120
 
-    async def test_lostStoreRestoredFromPeer(self) -> None:
+    async def test_lostStoreRestoredFromEveryPeer(self) -> None:
         """
-        A originates two CDMs, B learns them; A is killed, its storage file
-        deleted, and A restarted: once its session to B is back, A's
-        C{GET /cdms} lists both again (origin A, learned from B); A can then
-        update one and withdraw the other, and B takes both changes.
+        B - A - C.  A originates an object state, which only C is sent (A
+        forwards no object states to B), then two CDMs, which both learn.
+        C is stopped; A is killed, its storage file deleted, and A
+        restarted: once its session to B is back, A's C{GET /cdms} lists
+        both CDMs again (origin A, learned from B), though B held none of
+        the older object state.  C comes back: its re-sync gives A the
+        object state and nothing else (A's summary listed the CDMs B gave
+        back).  A can then update a CDM and withdraw the other, and B
+        takes both changes.
         """
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
-        certs = makeCertificates(base, ["A", "B"])
-        a, b = (NodeSpec(base, n, certs[n]) for n in "AB")
-        a.addPeer(b)
+        certs = makeCertificates(base, ["A", "B", "C"])
+        a, b, c = (NodeSpec(base, n, certs[n]) for n in "ABC")
+        a.addPeer(b, forward_object_state=False)
+        a.addPeer(c)
         b.addPeer(a)
-        pa, pb = startNode(self, a), startNode(self, b)
-        await _connected(a, pa, 1)
+        c.addPeer(a)
+        pa, pb, pc = startNode(self, a), startNode(self, b), startNode(self, c)
+        await _connected(a, pa, 2)
         await _connected(b, pb, 1)
+        await _connected(c, pc, 1)
+        code, body = await send(
+            "POST", a.url("/objects"), json.dumps({"object_id": "SAT-DR", "v": 1}).encode()
+        )
+        self.assertEqual(code, 201, body)
         await _post(a, "DR-1", object2="42001")
         await _post(a, "DR-2", object2="42002")
-        await _cdmState(b, pb, "DR-1", "active")
-        await _cdmState(b, pb, "DR-2", "active")
+        for spec, proc in ((b, pb), (c, pc)):
+            await _cdmState(spec, proc, "DR-1", "active")
+            await _cdmState(spec, proc, "DR-2", "active")
+        await pc.waitFor(_objectAt(c, "SAT-DR"), "C to hold SAT-DR", timeout=30)
+        code, _ = await getJSON(b.url("/objects/SAT-DR"))
+        self.assertEqual(code, 404)
+        await pc.stop()
 
         pa.kill9()
         await pa.waitExit(10)
@@ -239,6 +265,14 @@ class DisasterRecoveryTests(TestCase):
             sorted((c["cdm_id"], c["origin"], c["learned_from"]) for c in listing["cdms"]),
             [("DR-1", "A", "B"), ("DR-2", "A", "B")],
         )
+        code, _ = await getJSON(a.url("/objects/SAT-DR"))
+        self.assertEqual(code, 404)
+
+        pc2 = startNode(self, c)
+        await pa2.waitForLog(r"re-sync from C restored 1 entries this node originated")
+        await pc2.waitForLog(r"re-sync to A: sent 1 entries and END_OF_SYNC \(1 of them its own, restored\)")
+        got = await pa2.waitFor(_objectAt(a, "SAT-DR"), "A to hold SAT-DR again", timeout=30)
+        self.assertEqual((got["origin"], got["learned_from"]), ("A", "C"))
 
         # A's next version and withdrawal follow the restored ones.
         code, body = await send(

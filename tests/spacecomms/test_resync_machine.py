@@ -31,6 +31,7 @@ from suite.spacecomms.resync import (
     summaryFrames,
 )
 from suite.spacecomms.store import MemoryStore, Record
+from tests.spacecomms.sim import stored
 
 
 def stateOf(inputs: object) -> str:
@@ -40,10 +41,10 @@ def stateOf(inputs: object) -> str:
 
 class FakeLedger:
     def __init__(self) -> None:
-        self.rejoins = 0
+        self.rejoins: list[str] = []
 
-    def rejoined(self) -> None:
-        self.rejoins += 1
+    def rejoined(self, peer: str) -> None:
+        self.rejoins.append(peer)
 
 
 class FakeNode:
@@ -191,14 +192,15 @@ class ResyncMachineTests(SynchronousTestCase):
 
     def test_endOfSyncRejoins(self) -> None:
         """
-        END_OF_SYNC from a peer that restores tells the ledger this node
-        has rejoined (it then states all it holds in its next HELLOs); the
-        grace time, or a peer without the capability, does not.
+        END_OF_SYNC from a peer that restores tells the ledger that peer
+        gave back all it held of this node's own entries (the node then
+        states all it holds in its next HELLOs to that peer); the grace
+        time, or a peer without the capability, does not.
         """
         for capable, ending, rejoins in (
-            (True, "endOfSync", 1),
-            (True, "graceExpired", 0),
-            (False, "endOfSync", 0),
+            (True, "endOfSync", ["B"]),
+            (True, "graceExpired", []),
+            (False, "endOfSync", []),
         ):
             node = FakeNode()
             node.capable = capable
@@ -399,7 +401,16 @@ class SendMachineTests(SynchronousTestCase):
         seq = {i: node.store.get("object", f"O-{i}").sequence for i in range(4)}  # type: ignore[union-attr]
         machine.summaryReceived(
             {
-                "entries": [["object", "O-0", "A", seq[0] + 1, True], ["object", "O-1", "A", seq[1], True]],
+                "entries": [
+                    ["object", "O-0", "A", seq[0] + 1, True],
+                    ["object", "O-1", "A", seq[1], True],
+                    # B's own entries it lists (above the mark it stated)
+                    # follow the same rule: B-1 it holds newer, B-2 at the
+                    # same version (given back by another peer), B-3 older.
+                    ["object", "B-1", "B", 1_700_000_000_000_002, True],
+                    ["object", "B-2", "B", 1_700_000_000_000_002, True],
+                    ["object", "B-3", "B", 1_700_000_000_000_000, True],
+                ],
                 "more": True,
             }
         )
@@ -412,11 +423,12 @@ class SendMachineTests(SynchronousTestCase):
         )
         clock.advance(0)
         self.assertEqual(stateOf(machine), "Sent")
-        self.assertEqual(link.sent[-1].payload, {"count": 247})
+        self.assertEqual(link.sent[-1].payload, {"count": 245})
         keys = {e.payload["object_id"] for e in link.sent[:-1]}
         self.assertIn("O-2", keys)
-        self.assertEqual(keys & {"O-0", "O-1", "O-3"}, set())
-        self.assertEqual(len([e for e in link.sent if e.payload.get("restore")]), 10)
+        self.assertEqual(keys & {"O-0", "O-1", "O-3", "B-1", "B-2"}, set())
+        restored = {e.payload["object_id"] for e in link.sent if e.payload.get("restore")}
+        self.assertEqual(restored, {f"B-{i}" for i in range(10)} - {"B-1", "B-2"})
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_summaryOverdue(self) -> None:
@@ -481,7 +493,12 @@ class SummaryTests(SynchronousTestCase):
     sync_summary capability.
     """
 
-    def node(self, entries: int) -> SpaceNode:
+    def node(self, entries: int, rejoined: bool = True) -> SpaceNode:
+        """
+        A node holding C{entries} of another origin and one of its own,
+        made through its API; C{rejoined}: B has given back all it held of
+        A's own entries since A started.
+        """
         clock = Clock()
         clock.advance(1_700_000_000)
         config = Config(node_id="A", node_name="A", peers=(PeerConfig("B", "https://b:1", "B", 1, "t" * 16),))
@@ -489,6 +506,8 @@ class SummaryTests(SynchronousTestCase):
         for i in range(entries):
             node.store.put(Record("object", f"K-{i:05d}-{'x' * 100}", "C" * 100, 10 + i, i % 3 != 0, {}))
         node.announceObject("MINE", {"i": 0})
+        if rejoined:
+            node.ledger.rejoined("B")
         return node
 
     def test_startedSendsTheSummary(self) -> None:
@@ -517,6 +536,50 @@ class SummaryTests(SynchronousTestCase):
         """
         frames = summaryFrames(self.node(0), "B")
         self.assertEqual([f.payload for f in frames], [{"entries": [], "more": False}])
+
+    def test_ownEntriesAboveTheStatedMark(self) -> None:
+        """
+        Of its own entries a node lists those above the C{own_sequence} it
+        states to the peer: until the peer's restoring re-sync completed,
+        those made or given back since it started (not those it loaded
+        from its store), then none; and none to a peer that does not
+        restore.
+        """
+        store = MemoryStore()
+        store.put(Record("object", "LOADED", "A", 5, True, {}))
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        config = Config(
+            node_id="A",
+            node_name="A",
+            peers=tuple(PeerConfig(p, f"https://{p}:1", p, 1, "t" * 16) for p in "BC"),
+        )
+        node = SpaceNode(config, store, clock)
+        node.ledger.load()
+        node.announceObject("MINE", {"i": 0})
+        node.store.put(Record("cdm", "GIVEN", "A", 7, False, None, "ERROR", learnedFrom="C"))
+        node.store.put(Record("object", "OTHER", "C", 9, True, {}))
+
+        def listed(peer: str) -> list[list[Any]]:
+            return [entry for f in summaryFrames(node, peer) for entry in f.payload["entries"]]
+
+        self.assertEqual(node.helloPayload("B")["own_sequence"], 5)
+        self.assertEqual(
+            listed("B"),
+            [
+                ["cdm", "GIVEN", "A", 7, False],
+                ["object", "MINE", "A", stored(node.store, "object", "MINE").sequence, True],
+                ["object", "OTHER", "C", 9, True],
+            ],
+        )
+        node.ledger.rejoined("B")
+        self.assertEqual(
+            node.helloPayload("B")["own_sequence"], stored(node.store, "object", "MINE").sequence
+        )
+        self.assertEqual(listed("B"), [["object", "OTHER", "C", 9, True]])
+        self.assertEqual(len(listed("C")), 3)
+        node.peers.caps["C"] = frozenset({"cdm", "object_state", "resync", "sync_summary"})
+        self.assertEqual(listed("C"), [["object", "OTHER", "C", 9, True]])
 
     def test_notToAnOlderPeer(self) -> None:
         """

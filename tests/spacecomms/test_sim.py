@@ -304,10 +304,12 @@ class ResyncSimulationTests(SynchronousTestCase):
         net.hold()
         net.connect("A", "B")
         link = net.links[("A", "B")]
-        self.assertEqual([e.message_type for e in link.sent], ["SYNC_SUMMARY"])
+        # A's summary lists its own entries made since it started (B has
+        # not restored anything to it yet): four frames.
+        self.assertEqual([e.message_type for e in link.sent], ["SYNC_SUMMARY"] * 4)
         self.assertTrue(net.nodes["A"].sends["B"].sending())
         net.release("B", "A", "SYNC_SUMMARY")
-        self.assertEqual(len(link.sent), 201)
+        self.assertEqual(len(link.sent), 204)
         self.assertTrue(net.nodes["A"].sends["B"].sending())
         net.releaseAll()
         net.run(1)
@@ -697,6 +699,309 @@ def _entries(net: SimNet, src: str, dst: str) -> list[tuple[str, str]]:
         for e in net.links[(src, dst)].sent
         if e.message_type in ROUTED_TYPES
     )
+
+
+def _restores(net: SimNet, src: str, dst: str) -> list[str]:
+    """
+    The ids of the entries the current session from C{src} gave back to
+    C{dst} (marked restore), in the order sent.
+    """
+    return [
+        str(e.payload.get("cdm_id") or e.payload.get("object_id"))
+        for e in net.links[(src, dst)].sent
+        if e.message_type in ROUTED_TYPES and e.payload.get("restore")
+    ]
+
+
+def _ownListed(net: SimNet, src: str, dst: str) -> list[str]:
+    """
+    The entries C{src} originated that its summary to C{dst} listed.
+    """
+    return [
+        entry[1]
+        for e in net.links[(src, dst)].sent
+        if e.message_type == "SYNC_SUMMARY"
+        for entry in e.payload["entries"]
+        if entry[2] == src
+    ]
+
+
+#: A, its three peers, and two links between the peers.
+RANDOM_EDGES = [("A", "B"), ("A", "C"), ("A", "D"), ("B", "C"), ("C", "D")]
+
+
+class RestoreFromEveryPeerTests(SynchronousTestCase):
+    """
+    A node that lost its store gets its own entries back from every peer
+    that holds them: each peer's first restoring re-sync since the node
+    started fills the gaps the earlier ones left, and, with summaries, is
+    sent only those gaps.
+    """
+
+    def _star(self, seed: int, skew: float = 0.0) -> tuple[SimNet, dict[str, Record]]:
+        """
+        B - A - C (B and C are not peers); A originates eight CDMs (one
+        withdrawn) and three object states, which reach B and C.  A then
+        loses its store and restarts (its clock C{skew} seconds off), and B loses
+        the four of A's entries with the lowest sequences (as retention or
+        an older backup of B's store would): B holds only A's newer
+        entries, C holds them all.  Returns A's entries as B and C held
+        them.
+        """
+        net = SimNet(seed)
+        self.addCleanup(net.stop)
+        _mesh(net, [("A", "B"), ("A", "C")], anti_entropy_interval_seconds=0)
+        a = net.nodes["A"]
+        for i in range(3):
+            a.announceObject(f"SAT-{i}", {"i": i})
+            net.run(0.01)
+        for i in range(8):
+            a.ingestCDM(sampleCDM(f"G-{i}", object2=str(49000 + i)))
+            net.run(0.01)
+        a.withdrawCDM("G-6", "FALSE_POSITIVE")
+        net.run(1)
+        self.assertEqual(net.state("B"), net.state("A"))
+        self.assertEqual(net.state("C", "object"), net.state("A", "object"))
+        held = {r.key: r for kind in ("cdm", "object") for r in net.stores["C"].records(kind)}
+        self.assertEqual(len(held), 11)
+        net.crash("A")
+        net.stores["A"] = MemoryStore()
+        net.restart("A", SkewedClock(net.clock, skew))
+        oldest = sorted(held.values(), key=lambda r: r.sequence)[:4]
+        for r in oldest:
+            net.stores["B"].remove(r.kind, r.key)
+        self.lacking = sorted(r.key for r in oldest)
+        return net, held
+
+    def _assertAllBack(self, net: SimNet, held: dict[str, Record]) -> None:
+        for key, r in held.items():
+            got = stored(net.stores["A"], r.kind, key)
+            self.assertEqual(
+                (got.origin, got.sequence, got.active, got.body), ("A", r.sequence, r.active, r.body), key
+            )
+
+    def test_laterPeerFillsTheGaps(self) -> None:
+        """
+        B's re-sync completes first and gives back only what B holds (the
+        newer seven); C's, later, gives back the four older entries B
+        lacked, and only those: A's summary to C listed what B had given
+        back.  A ends with all eleven, each with its sequence, none sent
+        on; A's next update is numbered above all of them although A's
+        clock is now behind.
+        """
+        net, held = self._star(51, -120.0)
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual(len(_restores(net, "B", "A")), 7)
+        self.assertEqual(net.nodes["A"].helloPayload("C")["own_sequence"], 0)
+        self.assertGreater(net.nodes["A"].helloPayload("B")["own_sequence"], 0)
+        net.connect("A", "C")
+        net.run(1)
+        self.assertEqual(sorted(_restores(net, "C", "A")), self.lacking)
+        self.assertEqual(len(_ownListed(net, "A", "C")), 7)
+        self._assertAllBack(net, held)
+        applied = [e for e in net.logged("routing decision: applied") if e["node"] == "A"]
+        self.assertEqual(len(applied), 11)
+        self.assertTrue(all("restore of this node's own entry" in e["forwarding"] for e in applied))
+        # Not sent on: B still lacks what only C gave back.
+        self.assertEqual(
+            sorted(set(held) - set(net.state("B")) - set(net.state("B", "object"))), self.lacking
+        )
+        self.assertEqual(
+            net.nodes["A"].helloPayload("C")["own_sequence"], max(r.sequence for r in held.values())
+        )
+        record, _ = net.nodes["A"].ingestCDM(sampleCDM("G-0", object2="49000", missDistance=150.0))
+        self.assertGreater(record.sequence, max(r.sequence for r in held.values()))
+        net.run(1)
+        self.assertEqual(stored(net.stores["C"], "cdm", "G-0").sequence, record.sequence)
+
+    def test_peerTakingOnlySomeKinds(self) -> None:
+        """
+        B is sent A's CDMs but not its object states (A's forward policy):
+        B's restore, first, holds none of A's objects, which are older than
+        every CDM; C's gives them back.
+        """
+        net = SimNet(52)
+        self.addCleanup(net.stop)
+        cdmOnly = Policies(forward_object_state=False)
+        net.addNode("A", {"B": cdmOnly, "C": OPEN}, anti_entropy_interval_seconds=0)
+        net.addNode("B", {"A": OPEN}, anti_entropy_interval_seconds=0)
+        net.addNode("C", {"A": OPEN}, anti_entropy_interval_seconds=0)
+        net.connect("A", "B")
+        net.connect("A", "C")
+        a = net.nodes["A"]
+        for i in range(3):
+            a.announceObject(f"SAT-{i}", {"i": i})
+        net.run(0.1)
+        for i in range(3):
+            a.ingestCDM(sampleCDM(f"K-{i}", object2=str(49100 + i)))
+        net.run(1)
+        self.assertEqual(net.state("B", "object"), {})
+        objects, cdms = net.state("A", "object"), net.state("A")
+        net.crash("A")
+        net.stores["A"] = MemoryStore()
+        net.restart("A")
+        net.connect("A", "B")
+        net.run(1)
+        self.assertEqual((net.state("A"), net.state("A", "object")), (cdms, {}))
+        net.connect("A", "C")
+        net.run(1)
+        self.assertEqual((net.state("A"), net.state("A", "object")), (cdms, objects))
+        self.assertEqual(sorted(_restores(net, "C", "A")), ["SAT-0", "SAT-1", "SAT-2"])
+
+    def test_steadyStateSendsNoneOfItsOwn(self) -> None:
+        """
+        Once every peer has given back what it held, reconnecting sends A
+        none of its own entries, and A's summaries list none of them; nor
+        does a restart that kept the store.
+        """
+        net, held = self._star(53)
+        net.connect("A", "B")
+        net.run(1)
+        net.connect("A", "C")
+        net.run(1)
+        self._assertAllBack(net, held)
+        for peer in "BC":
+            net.disconnect("A", peer)
+            net.connect("A", peer)
+            net.run(1)
+            self.assertEqual((_restores(net, peer, "A"), _ownListed(net, "A", peer)), ([], []), peer)
+        net.crash("A")
+        net.restart("A")
+        for peer in "BC":
+            net.connect("A", peer)
+            net.run(1)
+            self.assertEqual((_restores(net, peer, "A"), _ownListed(net, "A", peer)), ([], []), peer)
+            self.assertEqual(_entries(net, peer, "A"), [], peer)
+        self._assertAllBack(net, held)
+
+    def test_apiUpdateMeanwhileKept(self) -> None:
+        """
+        Between the two restores A updates, through its API, an entry only
+        C still holds (older) and one B gave back: C gives back neither
+        (A's summary lists both, newer), and A keeps its new versions.
+        """
+        net, held = self._star(54)
+        net.connect("A", "B")
+        net.run(1)
+        gap, given = "SAT-0", "G-7"
+        self.assertIn(gap, self.lacking)
+        a = net.nodes["A"]
+        a.announceObject(gap, {"new": True})
+        self.assertIsNotNone(a.withdrawCDM(given, "ERROR"))
+        net.run(1)
+        net.connect("A", "C")
+        net.run(1)
+        self.assertEqual(sorted(_restores(net, "C", "A")), sorted(set(self.lacking) - {gap}))
+        for key in (gap, given):
+            r = held[key]
+            got = stored(net.stores["A"], r.kind, key)
+            self.assertGreater(got.sequence, r.sequence)
+            self.assertEqual(stored(net.stores["C"], r.kind, key).sequence, got.sequence, key)
+
+    def _act(self, net: SimNet, i: int, toggle: bool) -> None:
+        """
+        One random step: a link fails or comes back (if C{toggle}), A
+        withdraws a CDM, or A announces or updates one; then a little time.
+        """
+        rng, a = net.rng, net.nodes["A"]
+        action = rng.random()
+        if toggle and action < 0.25:
+            x, y = rng.choice(RANDOM_EDGES)
+            if (x, y) in net.links:
+                net.disconnect(x, y)
+            else:
+                net.connect(x, y)
+        elif action < 0.35:
+            live = sorted(k for k, (active, _) in net.state("A").items() if active)
+            if live:
+                a.withdrawCDM(rng.choice(live), "FALSE_POSITIVE")
+        else:
+            n = rng.randrange(16)
+            a.ingestCDM(sampleCDM(f"P-{n}", object2=str(49500 + n), missDistance=100.0 + i))
+        net.run(rng.uniform(0, 0.1))
+
+    def test_randomPartitionsThenLoss(self) -> None:
+        """
+        Seeded runs: A originates, updates and withdraws CDMs while links
+        fail and come back at random; then one peer is cut off while A
+        updates more, and A loses its store while its re-sync to that
+        peer, back, is half delivered (it goes in store order, not by
+        sequence): each peer holds a different part of A's entries, the
+        cut-off one possibly newer versions of some and older ones of
+        others.  A's sessions come back one at a time in a random order.
+        A ends holding, for each of its entries, the newest version any
+        peer held, and a second round of reconnections gives it back
+        nothing.
+        """
+        for seed in range(16):
+            net = SimNet(700 + seed)
+            self.addCleanup(net.stop)
+            _mesh(net, RANDOM_EDGES, anti_entropy_interval_seconds=0)
+            rng = net.rng
+            for i in range(30):
+                self._act(net, i, True)
+            for x, y in RANDOM_EDGES:
+                if (x, y) not in net.links:
+                    net.connect(x, y)
+            net.run(1)
+            cut = rng.choice("BCD")
+            for x, y in RANDOM_EDGES:
+                if cut in (x, y):
+                    net.disconnect(x, y)
+            for i in range(30, 45):
+                self._act(net, i, False)
+            net.run(1)
+            net.hold()
+            net.connect("A", cut)
+            net.release(cut, "A", "SYNC_SUMMARY")
+            assert net.held is not None
+            toCut = [(link, data) for link, data in net.held if (link.src, link.peerId) == ("A", cut)]
+            for link, data in toCut[: rng.randrange(len(toCut) + 1)]:
+                net._arrive(link, data)
+            net.held = None
+            newest: dict[str, tuple[int, bool]] = {}
+            for peer in "BCD":
+                for r in net.stores[peer].records("cdm"):
+                    if r.origin == "A" and (r.key not in newest or newest[r.key][0] < r.sequence):
+                        newest[r.key] = (r.sequence, r.active)
+            net.crash("A")
+            for x, y in list(net.links):
+                net.disconnect(x, y)
+            net.stores["A"] = MemoryStore()
+            net.restart("A")
+            order = ["B", "C", "D"]
+            rng.shuffle(order)
+            for peer in order:
+                net.connect("A", peer)
+                net.run(1)
+            got = {r.key: (r.sequence, r.active) for r in net.stores["A"].records("cdm")}
+            self.assertEqual(got, newest, seed)
+            for peer in order:
+                net.disconnect("A", peer)
+                net.connect("A", peer)
+                net.run(1)
+                self.assertEqual(_restores(net, peer, "A"), [], (seed, peer))
+
+    def test_peerWithoutSummary(self) -> None:
+        """
+        C without the sync_summary capability (an older version): it sends
+        A every entry of A's above the sequence A states (here all eleven),
+        A takes back the four it lacked and ignores the rest as not newer.
+        """
+        net, held = self._star(55)
+        _without(net.nodes["C"], "sync_summary")
+        net.connect("A", "B")
+        net.run(1)
+        net.connect("A", "C")
+        net.run(1)
+        self.assertEqual(len(_restores(net, "C", "A")), 11)
+        self.assertNotIn("SYNC_SUMMARY", {e.message_type for e in net.links[("A", "C")].sent})
+        self._assertAllBack(net, held)
+        ignored = [
+            e for e in net.logged("routing decision: ignored") if e["node"] == "A" and e["peer"] == "C"
+        ]
+        self.assertEqual(len(ignored), 7)
 
 
 class SummarySimulationTests(SynchronousTestCase):
