@@ -175,6 +175,12 @@ ENV: EnvTable = {
         "https://www.cloudflare.com/cdn-cgi/trace",
         "URL fetched to test WARP egress (2xx: healthy).",
     ),
+    "warp-probe-from": (
+        "CONSTELLATION_WARP_PROBE_FROM",
+        "container",
+        "Where the WARP egress probe runs: container (inside the WARP container, through the tunnel) "
+        "or host (from the agent: this host's egress only).",
+    ),
     "warp-interval": ("CONSTELLATION_WARP_INTERVAL", "30", "Seconds between WARP health checks."),
     "gossip-profile": (
         "CONSTELLATION_GOSSIP_PROFILE",
@@ -429,6 +435,10 @@ class Options(DaemonOptions):
         if discover not in ("tailscale", "none"):
             raise ConfigError(f"{_label('discover')}: {self['discover']!r} is not tailscale or none")
         self["discover"] = discover
+        if self["warp-probe-from"] not in ("container", "host"):
+            raise ConfigError(
+                f"{_label('warp-probe-from')}: {self['warp-probe-from']!r} is not container or host"
+            )
         if self["gossip-profile"] not in ("lan", "wan", "local"):
             raise ConfigError(
                 f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan, wan or local"

@@ -224,6 +224,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
             options["warp-container"],
             options.get("warp-probe-url"),
             float(options.get("warp-interval") or 30.0),
+            probeFrom=options.get("warp-probe-from") or "container",
         )
 
     def warpStatus() -> dict[str, Any]:

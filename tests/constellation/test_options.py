@@ -278,3 +278,9 @@ class LeaseAndDNSOptionsTests(SynchronousTestCase):
         )
         self.assertIsNone(o["warp-probe-url"])
         self.assertError("--warp-probe-url", ["--warp-probe-url", "ftp://x"])
+        self.assertEqual(o["warp-probe-from"], "container")
+        self.assertEqual(parse(CONSTELLATION_WARP_PROBE_FROM="host")["warp-probe-from"], "host")
+        self.assertError(
+            "--warp-probe-from (CONSTELLATION_WARP_PROBE_FROM): 'tunnel' is not container or host",
+            ["--warp-probe-from", "tunnel"],
+        )
