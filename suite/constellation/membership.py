@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -37,6 +38,9 @@ from suite.netutil import isIPAddress
 __all__ = ["GossipService", "gossipSettings", "readGossipKey", "resolvePeers"]
 
 log = Logger(namespace="constellation.gossip")
+
+#: Seconds between readings of the tailnet while this node is alone.
+REDISCOVER_INTERVAL = 30.0
 
 
 def readGossipKey(path: str | None) -> Keyring | None:
@@ -125,6 +129,16 @@ class GossipService(Service):
         #: What discovery said, logged when the service starts: (level, format, fields).
         self.discoveryNote: tuple[str, str, dict[str, Any]] | None = None
         tailnet = self._discover(options, host, discoverer)
+        #: Read the tailnet again every L{REDISCOVER_INTERVAL} seconds while
+        #: alone (no --join; tailscaled came up late, or peers changed).
+        self.rediscover: Callable[[], Deferred[TailnetView | None]] | None = None
+        if options.get("discover") == "tailscale" and not options.get("join"):
+            path = options.get("tailscale-socket") or DEFAULT_SOCKET
+            version = ipaddress.ip_address(host).version
+            self.rediscover = lambda: deferToThreadPool(
+                reactor, reactor.getThreadPool(), discoverer, path, version
+            )
+        self._rediscovery: LoopingCall | None = None
         try:
             peers = [parseAddress(p) for p in options.get("join") or []]
             self.seeds = [p for p in peers if isIPAddress(p[0])]
@@ -257,6 +271,39 @@ class GossipService(Service):
             joined.addCallback(self._joined, total)
         elif self.discovered:
             joined.addCallback(self._joined, len(self.discovered), discovered=True)
+        if self.rediscover is not None:
+            self._rediscovery = LoopingCall(self._rediscoverIfAlone)
+            self._rediscovery.clock = self.reactor
+            self._rediscovery.start(REDISCOVER_INTERVAL, now=False)
+
+    def _rediscoverIfAlone(self) -> Deferred[None] | None:
+        """
+        While no other member is alive, read the tailnet again and join
+        the online peers not tried yet (they also become seeds, retried
+        while alone).  A failed read is logged at debug level only.
+        """
+        if self.rediscover is None or self.node.summary()["members"].get("alive", 0) > 1:
+            return None
+
+        def found(tailnet: TailnetView | None) -> None:
+            if tailnet is None or tailnet.backendState != "Running":
+                return
+            port = self.node.address[1]
+            new = [(name, (ip, port)) for name, ip in tailnet.peers if (ip, port) not in self.node.seeds]
+            if not new:
+                return
+            log.info(
+                "Tailscale discovery: {count} new online tailnet peer(s) ({names}); joining through them",
+                count=len(new),
+                names=", ".join(n for n, _ in new),
+            )
+            addresses = [a for _, a in new]
+            self.node.seeds = list(self.node.seeds) + addresses
+            self.node.join(addresses)
+
+        done: Deferred[None] = self.rediscover().addCallback(found)
+        done.addErrback(lambda f: log.debug("Tailscale discovery: {why}", why=f.getErrorMessage()))
+        return done
 
     def _joined(self, count: int, total: int, discovered: bool = False) -> None:
         if count:
@@ -274,6 +321,9 @@ class GossipService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._rediscovery is not None and self._rediscovery.running:
+            self._rediscovery.stop()
+        self._rediscovery = None
         return self.node.leave()
 
     def summary(self) -> dict[str, Any]:

@@ -306,6 +306,42 @@ class GossipDiscoveryTests(SynchronousTestCase):
         self.gossip(TailnetView("Running", ["100.64.0.1"], [("a", "100.64.0.2")]), ["--discover", "none"])
         self.assertEqual(self.asked, [])
 
+    def test_rediscoveryWhileAlone(self) -> None:
+        """
+        Without --join, the tailnet is read again every 30 s while no other
+        member is alive; new online peers become seeds and are joined; once
+        another member is alive it is not read.
+        """
+        from twisted.internet.defer import succeed
+
+        views = [
+            TailnetView("Starting", [], []),
+            TailnetView("Running", ["100.64.0.1"], [("a", "100.64.0.2"), ("b", "100.64.0.3")]),
+        ]
+        g = self.gossip(TailnetView("Running", ["100.64.0.1"], [("a", "100.64.0.2")]), [])
+        asked: list[int] = []
+
+        def rediscover() -> Any:
+            asked.append(1)
+            return succeed(views.pop(0))
+
+        g.rediscover = rediscover
+        reactor = g.reactor
+        reactor.advance(29)
+        self.assertEqual(asked, [])
+        reactor.advance(1)  # tailscaled not running: nothing new
+        self.assertEqual((len(asked), g.node.seeds), (1, [("100.64.0.2", 17946)]))
+        reactor.advance(30)
+        self.assertEqual(g.node.seeds, [("100.64.0.2", 17946), ("100.64.0.3", 17946)])
+        self.assertIn(
+            "Tailscale discovery: 1 new online tailnet peer(s) (b); joining through them", self.logged()
+        )
+        self.patch(g.node, "summary", lambda: {"members": {"alive": 2}})
+        reactor.advance(60)
+        self.assertEqual(len(asked), 2)
+        g.stopService()
+        self.assertFalse([c for c in reactor.getDelayedCalls() if "rediscover" in repr(c.func)])
+
     def test_option(self) -> None:
         """
         --discover (CONSTELLATION_DISCOVER) is tailscale or none.
