@@ -68,6 +68,7 @@ class CloudflareTests(TestCase):
         def limited(request: Any) -> bytes:
             if request.method == b"POST" and b"192.0.2.9" in request.content.getvalue():
                 standIn.calls.append(("POST", request.path.decode()))
+                request.setHeader(b"retry-after", b"7")
                 return standIn._answer(request, 429, errors=[{"code": 10000, "message": "rate limited"}])
             return render(request)
 
@@ -76,6 +77,7 @@ class CloudflareTests(TestCase):
         with self.assertRaises(CloudflareError) as cm:
             await p.apply([(DOMAIN, ["192.0.2.9"])], 5)
         self.assertIn("HTTP 429", str(cm.exception))
+        self.assertEqual(cm.exception.retryAfter, 7.0)
         self.assertEqual(standIn.addresses(DOMAIN), ["192.0.2.1"])
         self.assertNotIn("DELETE", [m for m, _ in standIn.calls[before:]])
         standIn.render = render  # type: ignore[method-assign]
