@@ -19,7 +19,7 @@ from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions, EnvTable, envParameters
 
-__all__ = ["Options", "ENV", "DEFAULT_HTTP_PROVIDER", "warnPlaceholderDomain"]
+__all__ = ["Options", "ENV", "DEFAULT_HTTP_PROVIDER", "warnPlaceholderDomain", "warnPrivatePublicIP"]
 
 DEFAULT_HTTP_PROVIDER = "tcp:8081:interface=127.0.0.1"
 
@@ -443,6 +443,21 @@ class Options(DaemonOptions):
             raise ConfigError(
                 f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan, wan or local"
             )
+
+
+def warnPrivatePublicIP(options: Mapping[str, Any]) -> None:
+    """
+    Say so when C{PUBLIC_IP} is not a globally routable address (a
+    private, loopback or documentation address): the DNS records point at
+    it.  A warning, not an error: split-horizon zones use such addresses.
+    """
+    raw = options.get("public-ip")
+    if raw and not ipaddress.ip_address(raw).is_global:
+        Logger(namespace="constellation.options").warn(
+            "{flag}: {ip} is not a public address; the DNS records of this node will point at it",
+            flag=_label("public-ip"),
+            ip=raw,
+        )
 
 
 def warnPlaceholderDomain(options: Mapping[str, Any]) -> None:

@@ -34,7 +34,7 @@ from suite.constellation.labels import serviceRecord
 from suite.constellation.leases import DNS_WRITER, LB_LEADER
 from suite.constellation.membership import GossipService
 from suite.constellation.monitor import DockerMonitor
-from suite.constellation.options import warnPlaceholderDomain
+from suite.constellation.options import warnPlaceholderDomain, warnPrivatePublicIP
 from suite.constellation.priority import nodePriority
 from suite.constellation.publicip import detectPublicIP
 from suite.constellation.state import ClusterState
@@ -136,6 +136,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
 
         reactor = _reactor
     warnPlaceholderDomain(options)
+    warnPrivatePublicIP(options)
     node = options["ts-hostname"]
     dnsProvider = makeDNSProvider(options, reactor)
     priority = nodePriority(node)

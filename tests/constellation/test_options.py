@@ -44,6 +44,29 @@ class OptionsTests(SynchronousTestCase):
         warnPlaceholderDomain(parse(DOMAIN="example.com"))
         self.assertEqual(len([e for e in events if "placeholder domain" in e.get("log_format", "")]), 1)
 
+    def test_privatePublicIP(self) -> None:
+        """
+        A PUBLIC_IP that is not globally routable is warned about, naming it.
+        """
+        from twisted.logger import formatEvent
+
+        from suite.constellation.options import warnPrivatePublicIP
+        from tests.clustor.helpers import captureLogs
+
+        events = captureLogs(self)
+        for ip in ("10.0.0.3", "100.64.0.1", "8.8.8.8", "2001:4860::8888"):
+            warnPrivatePublicIP(parse(PUBLIC_IP=ip))
+        warnPrivatePublicIP(parse())
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "--public-ip (PUBLIC_IP): 10.0.0.3 is not a public address; the DNS records of this node "
+                "will point at it",
+                "--public-ip (PUBLIC_IP): 100.64.0.1 is not a public address; the DNS records of this node "
+                "will point at it",
+            ],
+        )
+
     def test_defaults(self) -> None:
         """
         The guide's defaults; the node name is the system host name.
