@@ -43,6 +43,8 @@ from typing import Any
 import yaml
 
 from suite.daemon import ConfigError
+from suite.pki.verify import parseSpiffeId
+from suite.web.listen import parseHostPort
 
 __all__ = [
     "FEEDS",
@@ -61,8 +63,40 @@ FEEDS = ("routing", "features", "warmup", "activation")
 #: A state file larger than this is refused (it is read on the reactor thread).
 MAX_STATE_BYTES = 8 * 1024 * 1024
 
-#: libyaml's safe loader when available (much faster on large files).
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    """
+    A mapping of the file gives one key twice.
+    """
+
+    def __init__(self, key: Any, mark: Any) -> None:
+        super().__init__()
+        self.problem = f"key {key!r} given twice in one mapping"
+        self.problem_mark = mark
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """
+    libyaml's safe loader when available (much faster on large files),
+    refusing a key given twice in one mapping (YAML and JSON parsers
+    otherwise keep the last one silently).
+    """
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for keyNode, _ in node.value:
+            key = self.construct_object(keyNode, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base loader says why
+                break
+            if duplicate:
+                raise _DuplicateKey(key, keyNode.start_mark)
+        return super().construct_mapping(node, deep)
+
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _TOP_KEYS = frozenset({"nodes", "partitions", "features", "warmup", "activation"})
@@ -163,6 +197,9 @@ def _scalar(source: str, where: str, value: Any) -> Any:
 
 def _parseNodes(source: str, raw: Any) -> dict[str, dict[str, Any]]:
     nodes: dict[str, dict[str, Any]] = {}
+    #: (key, value) -> node already using it: a SPIFFE ID or a Raft address
+    #: names one node (CEPtra nodes find themselves, and their peers, by them)
+    owners: dict[tuple[str, str], str] = {}
     for name, spec in _mapping(source, "nodes", raw).items():
         _checkId(source, "nodes", name)
         where = f"nodes.{name}"
@@ -173,8 +210,24 @@ def _parseNodes(source: str, raw: Any) -> dict[str, dict[str, Any]]:
                 raise _fail(source, f"{where}.{key}", "unknown key (use raft, admin, spiffe)")
             if not isinstance(value, str) or not value:
                 raise _fail(source, f"{where}.{key}", "must be a non-empty string")
-            if key == "spiffe" and not value.startswith("spiffe://"):
-                raise _fail(source, f"{where}.spiffe", "must be a spiffe:// URI")
+            if key == "spiffe":
+                try:
+                    parseSpiffeId(value, allowTrustDomain=False)
+                except ValueError as e:
+                    raise _fail(source, f"{where}.spiffe", f"must be a spiffe:// URI naming a workload: {e}")
+            else:
+                try:
+                    port = parseHostPort(value, "")[1]
+                except ConfigError as e:
+                    raise _fail(source, f"{where}.{key}", str(e).removeprefix(": ")) from None
+                if port == 0:
+                    raise _fail(
+                        source, f"{where}.{key}", f"{value!r} has port 0 (give the port it listens on)"
+                    )
+            if key in ("spiffe", "raft"):
+                other = owners.setdefault((key, value), name)
+                if other != name:
+                    raise _fail(source, f"{where}.{key}", f"{value!r} is already used by node {other!r}")
             entry[key] = value
         nodes[name] = entry
     return nodes
@@ -265,6 +318,12 @@ def _parseActivation(source: str, raw: Any, partitionIds: set[str]) -> list[dict
             raise _fail(source, f"{where}.id", f"duplicate barrier {bid!r}")
         seen.add(bid)
         parts = _list(source, f"{where}.partitions", b.get("partitions"))
+        if not parts:
+            raise _fail(
+                source,
+                f"{where}.partitions",
+                "must name at least one partition (a barrier holds back the nodes hosting them)",
+            )
         for p in parts:
             if p not in partitionIds:
                 raise _fail(source, f"{where}.partitions", f"unknown partition {p!r}")
