@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions, EnvTable, envParameters
 from suite.netutil import isIPAddress
+from suite.web.endpoint import isLoopbackHost
 from suite.web.listen import hostPortEndpoint, parseHostPort
 
 __all__ = ["Options", "ENV"]
@@ -24,7 +25,7 @@ ENV: EnvTable = {
     "control-plane-url": (
         "CEPTRA_CONTROL_PLANE_URL",
         None,
-        "Control-plane base URL (http:// or https://; https uses the node's mTLS identity). Required.",
+        "Control-plane base URL: https:// (the node's mTLS identity), or http:// on loopback only. Required.",
     ),
     "cp-routing-path": (
         "CEPTRA_CP_ROUTING_PATH",
@@ -301,6 +302,13 @@ class Options(DaemonOptions):
             raise ConfigError(f"{label}: {url!r} has no host")
         if parts.query or parts.fragment:
             raise ConfigError(f"{label}: {url!r} must not have a query or fragment")
+        if parts.scheme == "http" and not isLoopbackHost(parts.hostname):
+            # The routing feed decides where partitions and their data go:
+            # off this host it comes over mTLS only.
+            raise ConfigError(
+                f"{label}: {url!r}: plain http:// is allowed only on loopback; "
+                "use https:// (the node's mTLS identity)"
+            )
         try:
             _ = parts.port
         except ValueError:

@@ -166,3 +166,20 @@ class NodeProcessTests(TestCase):
         self.assertEqual(result.returncode, 2)
         self.assertIn("CEPTRA_CONTROL_PLANE_URL", result.stderr.splitlines()[0])
         self.assertNotIn("Traceback", result.stderr)
+
+    def test_plainControlPlaneOffLoopback(self) -> None:
+        """
+        A plain http:// control plane off loopback is refused before start:
+        one line naming the variable, exit 2, nothing created.
+        """
+        base = os.path.abspath(self.mktemp())
+        _, identity = makePKI(os.path.join(base, "pki"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CEPTRA_")}
+        env.update(nodeEnv(base, identity, url="http://192.0.2.10:26010"))
+        result = subprocess.run(scriptArgs("ceptra"), capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(result.returncode, 2)
+        first = result.stderr.splitlines()[0]
+        self.assertIn("CEPTRA_CONTROL_PLANE_URL", first)
+        self.assertIn("only on loopback", first)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(base, "data")))

@@ -159,6 +159,14 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "no host", CEPTRA_CONTROL_PLANE_URL="https://")
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "query", CEPTRA_CONTROL_PLANE_URL="https://cp/?a=1")
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "port", CEPTRA_CONTROL_PLANE_URL="https://cp:99999")
+        self.assertError(
+            "CEPTRA_CONTROL_PLANE_URL",
+            "only on loopback",
+            CEPTRA_CONTROL_PLANE_URL="http://cp.example.org:26010",
+        )
+        self.assertError("CEPTRA_CONTROL_PLANE_URL", "https://", CEPTRA_CONTROL_PLANE_URL="http://10.0.0.5")
+        for loopback in ("http://127.0.0.1:26010", "http://[::1]:26010", "http://localhost:26010"):
+            self.assertEqual(parse(CEPTRA_CONTROL_PLANE_URL=loopback)["control-plane-url"], loopback)
         self.assertError("CEPTRA_CP_ROUTING_PATH", "absolute path", CEPTRA_CP_ROUTING_PATH="routing")
         self.assertError("CEPTRA_CP_FEATURE_PATH", "absolute path", CEPTRA_CP_FEATURE_PATH="/f?x")
         self.assertError("CEPTRA_CP_WARMUP_PATH", "absolute path", CEPTRA_CP_WARMUP_PATH="w")
