@@ -127,6 +127,9 @@ class NodeProcessTests(TestCase):
         self.assertIn("clustor_system_logs_total", text)
         self.assertIn('ceptra_partition_committed_index{partition="p0"}', text)
         self.assertIn('ceptra_partition_match_index{partition="p0"}', text)
+        # the readiness ratios: p0 (its only voter here) is ready
+        self.assertIn('ceptra_partition_ready{partition="p0"} 1.0', text)
+        self.assertIn("ceptra_ready_partitions_ratio 1.0", text)
         names = {
             line.split("{")[0].split(" ")[0]
             for line in text.splitlines()

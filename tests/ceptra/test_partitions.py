@@ -493,6 +493,55 @@ class ManagerTests(SynchronousTestCase):
         c.run(0.2)
         self.assertIn("is not in the routing table", c.managers["a"].notReadyReasons()[0])
 
+    def readiness(self, manager: PartitionManager) -> tuple[dict[str, float], float]:
+        registry = CollectorRegistry()
+        registry.register(_PartitionCollector(manager))
+        text = generate_latest(registry).decode()
+        self.assertEqual(lintExposition(text, "ceptra"), [])
+        perPartition: dict[str, float] = {}
+        ratio = -1.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "ceptra_partition_ready":
+                    perPartition[sample.labels["partition"]] = sample.value
+                elif sample.name == "ceptra_ready_partitions_ratio":
+                    ratio = sample.value
+        return perPartition, ratio
+
+    def test_readinessRatio(self) -> None:
+        """
+        C{ceptra_partition_ready} is 1 for each hosted partition whose
+        replica passes the raft readiness check and
+        C{ceptra_ready_partitions_ratio} the share of them; a partition that
+        loses its leader drops out of both, and a node outside the routing
+        table is at 0.
+        """
+        c = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"], "p1": ["a", "b", "c"], "p2": ["b", "c"]})
+        a = c.managers["a"]
+        self.assertEqual(self.readiness(a), ({"p0": 0, "p1": 0}, 0.0))
+        c.run(3.0)
+        self.assertEqual(self.readiness(a), ({"p0": 1, "p1": 1}, 1.0))
+        # b and c gone: p0 and p1 lose their leader (or never hear of one again)
+        c.crash("b")
+        c.crash("c")
+        c.run(3.0)
+        self.assertEqual(self.readiness(a), ({"p0": 0, "p1": 0}, 0.0))
+        b = c.start("b")
+        c.start("c")
+        c.run(3.0)
+        self.assertEqual(self.readiness(a), ({"p0": 1, "p1": 1}, 1.0))
+        self.assertEqual(self.readiness(b), ({"p0": 1, "p1": 1, "p2": 1}, 1.0))
+        # Only p2 loses its quorum: a third of b's partitions are not ready.
+        c.crash("c")
+        c.run(3.0)
+        perPartition, ratio = self.readiness(b)
+        self.assertEqual(perPartition, {"p0": 1, "p1": 1, "p2": 0})
+        self.assertAlmostEqual(ratio, 2 / 3)
+        self.assertEqual(len(b.notReadyReasons()), 1)
+        c.routing = routingOf({"p0": ["b"]}, ["b"], revision=2)
+        c.run(0.5)
+        self.assertEqual(self.readiness(a), ({}, 0.0))
+
 
 class ReplicaMoveTests(SynchronousTestCase):
     """

@@ -631,22 +631,32 @@ class PartitionManager(Service):
         if self.routing.nodeBySpiffe(self.spiffe) is None:
             reasons.append(f"this node ({self.spiffe}) is not in the routing table")
         for pid in self.hostedIds():
-            part = self.partitions.get(pid)
-            state = part.lifecycle.describe() if part is not None else {"state": "starting"}
-            if state["state"] == "failed":
-                reasons.append(f"partition {pid}: failed to start: {state['error']}")
-            elif part is None or not part.serving():
-                reasons.append(f"partition {pid}: raft group {state['state']}")
-            elif part.node.leaderId is None:
-                reasons.append(f"partition {pid}: no raft leader known (term {part.node.term})")
-            else:
-                lag = part.committedIndex() - part.matchIndex()
-                applyLag = part.node.commitIndex - part.node.lastApplied
-                if lag > self.maxLag:
-                    reasons.append(
-                        f"partition {pid}: match index {part.matchIndex()} is {lag} behind committed "
-                        f"{part.committedIndex()} (bound {self.maxLag})"
-                    )
-                elif applyLag > self.maxLag:
-                    reasons.append(f"partition {pid}: applying {applyLag} entries behind commit")
+            reason = self.partitionNotReady(pid)
+            if reason is not None:
+                reasons.append(reason)
         return tuple(reasons)
+
+    def partitionNotReady(self, pid: str) -> str | None:
+        """
+        Why this node's replica of the hosted partition C{pid} is not ready
+        (not started, failed, no leader known, or lagging by more than
+        C{maxLag}), or C{None} when it is.
+        """
+        part = self.partitions.get(pid)
+        state = part.lifecycle.describe() if part is not None else {"state": "starting"}
+        if state["state"] == "failed":
+            return f"partition {pid}: failed to start: {state['error']}"
+        if part is None or not part.serving():
+            return f"partition {pid}: raft group {state['state']}"
+        if part.node.leaderId is None:
+            return f"partition {pid}: no raft leader known (term {part.node.term})"
+        lag = part.committedIndex() - part.matchIndex()
+        if lag > self.maxLag:
+            return (
+                f"partition {pid}: match index {part.matchIndex()} is {lag} behind committed "
+                f"{part.committedIndex()} (bound {self.maxLag})"
+            )
+        applyLag = part.node.commitIndex - part.node.lastApplied
+        if applyLag > self.maxLag:
+            return f"partition {pid}: applying {applyLag} entries behind commit"
+        return None
