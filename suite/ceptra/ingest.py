@@ -261,7 +261,9 @@ class ClientAPI:
             except Exception as e:  # next target; the last reason is reported
                 last = f"forwarding to {target}: {e}"
                 continue
-            if code == 200:
+            if code == 200 or (code == 409 and isinstance(answer.get("partitions", {}).get(pid), dict)):
+                # (409: committed there, its engine refused the rules; the
+                # partition's answer says why)
                 return dict(answer.get("partitions", {}).get(pid) or answer)
             last = f"{target} answered {code}: {answer.get('error', answer)}"
             if 400 <= code < 500:
@@ -338,9 +340,16 @@ class ClientAPI:
         def propose(pid: str) -> Callable[[], Deferred[Any]]:
             return lambda: self.manager.propose(pid, entry)
 
-        return await self._all(
+        code, answer = await self._all(
             {pid: self.submit(pid, propose(pid), "/rules", body, hops) for pid in pids}, None
         )
+        refused = {pid: a["error"] for pid, a in answer["partitions"].items() if a.get("error")}
+        if code == 200 and refused:
+            # Committed, but the partitions' engines refused it (its version
+            # is not above theirs): nothing changed there.
+            answer["error"] = "; ".join(f"partition {pid}: {why}" for pid, why in sorted(refused.items()))
+            return 409, answer
+        return code, answer
 
     async def _all(self, work: dict[str, Any], total: int | None) -> tuple[int, Any]:
         pids = list(work)
@@ -553,6 +562,9 @@ class FeatureRules:
         self.api = api
         self.features = features
         self.rejected: str | None = None
+        #: partition -> digest of the document its engine refused (its
+        #: version not above the partition's): not proposed again there
+        self.refusedIn: dict[str, str] = {}
         # One proposal in flight per partition; a check meanwhile proposes nothing more.
         self._proposals: dict[str, SerialJob] = {}
         self._rules: Any = None
@@ -582,7 +594,7 @@ class FeatureRules:
         for pid, part in sorted(self.api.manager.partitions.items()):
             if not part.serving() or part.node.leader is None:
                 continue
-            if part.machine.rulesDigest == digest:
+            if part.machine.rulesDigest == digest or self.refusedIn.get(pid) == digest:
                 continue
             self._rules = rules
             proposal = self._proposals.get(pid)
@@ -593,9 +605,26 @@ class FeatureRules:
             proposal.poll()
 
     def _propose(self, pid: str) -> Deferred[Any]:
-        d = self.api.manager.propose(pid, rulesEntry(self._rules))
-        d.addErrback(self._failed, pid)
+        rules = self._rules
+        d = self.api.manager.propose(pid, rulesEntry(rules))
+        d.addCallbacks(
+            self._answered, self._failed, callbackArgs=(pid, rulesDigest(rules)), errbackArgs=(pid,)
+        )
         return d
+
+    def _answered(self, answer: Any, pid: str, digest: str) -> None:
+        why = answer.get("error") if isinstance(answer, dict) else None
+        if why:
+            # Committed and refused by the engine: proposing it again would
+            # only be refused again (an entry in the log each time).
+            self.refusedIn[pid] = digest
+            log.warn(
+                "features feed {key}: not applied to partition {pid}: {why}; it is not proposed again "
+                "until the flag changes",
+                key=self.KEY,
+                pid=pid,
+                why=why,
+            )
 
     def _failed(self, f: Any, pid: str) -> None:
         log.info("rules for {pid} not applied yet: {why}", pid=pid, why=f.getErrorMessage())

@@ -10,6 +10,7 @@ import json
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
@@ -232,6 +233,60 @@ class APITests(APIFixture):
         features["features"]["ceptra.rules"] = "{broken"
         rules.check()
         self.assertIsNotNone(rules.rejected)
+
+    def test_rulesRefusedInTheLog(self) -> None:
+        """
+        A valid document whose version is not above the partitions' current
+        one is committed but refused by every engine: C{409} with the
+        engine's reason per partition, and the rules are unchanged.
+        """
+        code, out = self.render(RulesResource(self.api), request(b"POST", [], body(RULES)))
+        self.assertEqual(code, 200, out)
+        changed = {**RULES, "rules": [{**RULES["rules"][0], "name": "renamed"}]}  # type: ignore[index]
+        code, out = self.render(RulesResource(self.api), request(b"POST", [], body(changed)))
+        self.assertEqual(code, 409, out)
+        for pid in ("p0", "p1"):
+            self.assertIn(f"partition {pid}: rules document refused: version: must be greater", out["error"])
+            self.assertIn("current version 1", out["partitions"][pid]["error"])
+        for part in self.cluster.managers["a"].partitions.values():
+            self.assertEqual(part.machine.rulesVersion, 1)
+            self.assertIn("per_key", part.machine.engine.status()["rules"])
+        code, out = self.render(
+            RulesResource(self.api), request(b"POST", [], body({**changed, "version": 2}))
+        )
+        self.assertEqual(code, 200, out)
+
+    def test_featureRulesRefusedOnce(self) -> None:
+        """
+        A document in the features feed that the engines refuse (its version
+        not above theirs) is proposed once per partition, with one warning
+        each, and not again until the flag changes: the log does not grow
+        with refused copies of it.
+        """
+        self.render(RulesResource(self.api), request(b"POST", [], body({**RULES, "version": 5})))
+        features: dict[str, Any] = {"features": {"ceptra.rules": json.dumps({**RULES, "version": 3})}}
+        rules = FeatureRules(self.api, lambda: features)
+        manager = self.cluster.managers["a"]
+        with capturedLogs() as logs:
+            for _ in range(6):
+                rules.check()
+                self.cluster.run(0.5)
+        warnings = [
+            e["log_format"].format(**e) for e in logs if "not applied to partition" in e.get("log_format", "")
+        ]
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn("must be greater than the current version 5", warnings[0])
+        indexes = {pid: part.node.commitIndex for pid, part in manager.partitions.items()}
+        for _ in range(4):
+            rules.check()
+            self.cluster.run(0.5)
+        self.assertEqual({pid: part.node.commitIndex for pid, part in manager.partitions.items()}, indexes)
+        # A new document in the flag is proposed (and applied).
+        features["features"]["ceptra.rules"] = json.dumps({**RULES, "version": 6})
+        rules.check()
+        self.cluster.run(0.5)
+        for part in manager.partitions.values():
+            self.assertEqual(part.machine.engine.status()["rules_version"], 6)
 
     def test_featureRulesOneProposalAtATime(self) -> None:
         """

@@ -165,8 +165,16 @@ class MachineTests(SynchronousTestCase):
         """
         m = PartitionMachine("p0")
         self.assertEqual(m.apply(1, b"\xc1")["rejected"], 1)  # type: ignore[index]
-        self.assertEqual(m.apply(2, b"R1{not json")["error"], "rules document rejected by the engine")  # type: ignore[index]
-        self.assertEqual(m.status()["rulesVersion"], 0)
+        self.assertEqual(
+            m.apply(2, b"R1{not json")["error"],  # type: ignore[index]
+            "rules document refused: rejected by the engine",
+        )
+        self.assertEqual(m.apply(3, rulesEntry(RULES))["rulesVersion"], 1)  # type: ignore[index]
+        self.assertEqual(
+            m.apply(4, rulesEntry(RULES))["error"],  # type: ignore[index]
+            "rules document refused: version: must be greater than the current version 1",
+        )
+        self.assertEqual(m.status()["rulesVersion"], 1)
         self.assertRaises(EngineError, rulesEntry, {"rules": "no"})
 
 
