@@ -161,7 +161,16 @@ class APITests(APIFixture):
         self.assertTrue(all({"partition", "index", "results"} <= set(data) for _, data in self.published))
         self.assertEqual({data["partition"] for _, data in self.published}, {"p0", "p1"})
         code, out = self.render(IngestResource(self.api), request(b"POST", [], body(events(40))))
-        self.assertEqual((out["accepted"], out["duplicates"]), (0, 40))
+        self.assertEqual((out["accepted"], out["duplicates"], out["late"]), (0, 40, 0))
+        # Events older than the watermark are committed and dropped as late:
+        # counted as such, per partition and in all.
+        old = [{**e, "event_id": f"old-{i}", "ts": 0} for i, e in enumerate(events(10))]
+        code, out = self.render(
+            IngestResource(self.api), request(b"POST", [], body(old + events(1, start=100, prefix="new")))
+        )
+        self.assertEqual(code, 200, out)
+        self.assertEqual((out["events"], out["accepted"], out["duplicates"], out["late"]), (11, 1, 0, 10))
+        self.assertEqual(sum(p["late"] for p in out["partitions"].values()), 10)
         code, out = self.render(ResultsResource(self.api), request(b"GET", [b"per_key"]))
         self.assertEqual(code, 200)
         self.assertEqual(sorted(out["partitions"]), ["p0", "p1"])
@@ -187,7 +196,7 @@ class APITests(APIFixture):
         self.assertEqual([p["leader"] for p in out["partitions"]], ["a", "a"])
         code, out = self.render(PartitionsResource(self.api), request(b"GET", []))
         self.assertEqual(
-            out["partitions"]["p0"]["cep"]["events"] + out["partitions"]["p1"]["cep"]["events"], 40
+            out["partitions"]["p0"]["cep"]["events"] + out["partitions"]["p1"]["cep"]["events"], 41
         )
         code, out = self.render(RulesResource(self.api), request(b"GET", []))
         self.assertEqual(out["partitions"]["p0"]["rulesVersion"], 1)
