@@ -255,6 +255,16 @@ def _parsePartitions(source: str, raw: Any, nodes: Mapping[str, Any]) -> list[di
             _checkId(source, f"{where}.replicas", r)
             if nodes and r not in nodes:
                 raise _fail(source, f"{where}.replicas", f"unknown node {r!r} (not in nodes)")
+            lacking = [k for k in ("raft", "spiffe") if nodes and k not in nodes[r]]
+            if lacking:
+                # A replica is a Raft group member: reached at its Raft
+                # address, known by its SPIFFE ID.  Without them the nodes
+                # would run the group without it.
+                raise _fail(
+                    source,
+                    f"{where}.replicas",
+                    f"node {r!r} holds a replica but has no {' and no '.join(lacking)} (nodes.{r})",
+                )
         if len(set(replicas)) != len(replicas):
             raise _fail(source, f"{where}.replicas", "lists a replica twice")
         epoch = spec.get("epoch", 1)

@@ -60,7 +60,12 @@ class NodeProcessTests(TestCase):
             twistdArgs(
                 "clustor-cp",
                 "--state",
-                writeState(base, STATE_YAML.replace("spiffe://example.org/ceptra/a", SPIFFE)),
+                writeState(
+                    base,
+                    STATE_YAML.replace("spiffe://example.org/ceptra/a", SPIFFE).replace(
+                        "replicas: [ceptra-a, ceptra-b]", "replicas: [ceptra-a]\n    epoch: 1"
+                    ),
+                ),
                 "--listen",
                 f"tcp:{cpPort}:interface=127.0.0.1",
                 "--tls-identity-cert",
@@ -99,9 +104,8 @@ class NodeProcessTests(TestCase):
             ok = body["checks"]["placement"]["ready"] and body["checks"]["raft"]["ready"]
             return (r.code, body) if ok else None
 
-        # p0's other replica has no SPIFFE ID in the table, so this node is
-        # its group's only voter and leads it; the activation barrier
-        # epoch-1 still holds readiness back.
+        # This node is p0's only replica and leads its group; the activation
+        # barrier epoch-1 still holds readiness back.
         code, body = await node.waitFor(placementReady, "a fresh placement feed and a leader", timeout=30)
         self.assertEqual(code, 503)
         self.assertFalse(body["ready"])
@@ -127,7 +131,7 @@ class NodeProcessTests(TestCase):
         self.assertIn("clustor_system_logs_total", text)
         self.assertIn('ceptra_partition_committed_index{partition="p0"}', text)
         self.assertIn('ceptra_partition_match_index{partition="p0"}', text)
-        # the readiness ratios: p0 (its only voter here) is ready
+        # the readiness ratios: p0, hosted here, is ready
         self.assertIn('ceptra_partition_ready{partition="p0"} 1.0', text)
         self.assertIn("ceptra_ready_partitions_ratio 1.0", text)
         names = {

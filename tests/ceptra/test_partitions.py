@@ -501,6 +501,63 @@ class ManagerTests(SynchronousTestCase):
         c.run(0.2)
         self.assertIn("is not in the routing table", c.managers["a"].notReadyReasons()[0])
 
+    def test_replicaWithoutIdentity(self) -> None:
+        """
+        A placement naming a replica the routing table gives no SPIFFE ID
+        or Raft address is not acted on: its group is not started (a
+        readiness reason says why) and a running group is not shrunk to the
+        replicas that have one; one warning per partition.
+        """
+        c = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"]})
+        c.run(2.0)
+        leader = c.leader("p0")
+        assert leader is not None
+        doc: dict[str, Any] = {
+            "revision": 2,
+            "nodes": {n: {"raft": f"addr-{n}", "admin": f"admin-{n}", "spiffe": spiffe(n)} for n in c.names},
+            "partitions": [
+                {"id": "p0", "replicas": ["a", "b", "c"], "epoch": 2},
+                {"id": "p1", "replicas": ["a", "b", "ghost"], "epoch": 1},
+            ],
+        }
+        del doc["nodes"]["c"]["spiffe"]
+        c.routing = parseRouting(doc)
+        with capturedLogs() as logs:
+            c.run(3.0)
+        self.assertEqual(
+            set(leader.partitions["p0"].node.configs.latest().voters), {spiffe(n) for n in "abc"}
+        )
+        for m in c.managers.values():
+            self.assertNotIn("p1", m.partitions)
+        lines = [
+            e["log_format"].format(**e) for e in logs if "no SPIFFE ID or Raft" in e.get("log_format", "")
+        ]
+        self.assertIn(
+            "partition p0: the routing table gives replicas ['c'] no SPIFFE ID or Raft address: "
+            "no membership change until it does",
+            lines,
+        )
+        self.assertIn(
+            "partition p1: the routing table gives replicas ['ghost'] no SPIFFE ID or Raft address: "
+            "its group is not started here until it does",
+            lines,
+        )
+        # once per node: nothing more while the table stays as it is
+        with capturedLogs() as logs:
+            c.run(2.0)
+        self.assertFalse([e for e in logs if "no SPIFFE ID or Raft" in e.get("log_format", "")])
+        self.assertIn(
+            "partition p1: not started: the routing table gives replicas ['ghost'] no SPIFFE ID or Raft address",
+            c.managers["a"].notReadyReasons(),
+        )
+        # Completed, the placement is acted on.
+        doc["nodes"]["ghost"] = {"raft": "addr-ghost", "spiffe": spiffe("ghost")}
+        doc["nodes"]["c"]["spiffe"] = spiffe("c")
+        doc["revision"] = 3
+        c.routing = parseRouting(doc)
+        c.run(1.0)
+        self.assertIn("p1", c.managers["a"].partitions)
+
     def readiness(self, manager: PartitionManager) -> tuple[dict[str, float], float]:
         registry = CollectorRegistry()
         registry.register(_PartitionCollector(manager))

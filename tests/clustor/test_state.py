@@ -146,6 +146,25 @@ class ParseStateTests(SynchronousTestCase):
         # one node's admin and Raft listeners may share a host
         parseState("nodes: {a: {raft: 'h:1', admin: 'h:2'}, b: {raft: 'h:2'}}\npartitions: []")
 
+    def test_replicaNodesComplete(self) -> None:
+        """
+        With C{nodes}, a node holding a replica has a Raft address and a
+        SPIFFE ID: without them the nodes would run its groups without it.
+        """
+        self.assertRejected(
+            "nodes: {a: {raft: 'h:1'}}\npartitions: [{id: p0, replicas: [a]}]",
+            "partitions[0].replicas",
+            "node 'a' holds a replica but has no spiffe (nodes.a)",
+        )
+        self.assertRejected(
+            "nodes: {a: {admin: 'h:2'}}\npartitions: [{id: p0, replicas: [a]}]",
+            "has no raft and no spiffe",
+        )
+        # a node holding no replica may lack them
+        parseState(
+            "nodes: {a: {raft: 'h:1', spiffe: 'spiffe://x/a'}, b: {}}\npartitions: [{id: p, replicas: [a]}]"
+        )
+
     def test_duplicateKeys(self) -> None:
         """
         A key given twice in one mapping (YAML or JSON) is refused rather

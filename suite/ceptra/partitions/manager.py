@@ -160,6 +160,8 @@ class PartitionManager(Service):
         self._peersFrom: Any = None
         #: (partition, epoch) pairs already logged as behind the group
         self._behind: set[tuple[str, int]] = set()
+        #: partition -> replicas last logged as lacking a SPIFFE ID or Raft address
+        self._unresolvedLogged: dict[str, tuple[str, ...]] = {}
         self.multi = MultiRaftTransport(
             spiffe,
             reactor,
@@ -330,6 +332,37 @@ class PartitionManager(Service):
 
     # -- reconciliation ---------------------------------------------------
 
+    def unresolved(self, routing: Routing, pid: str) -> list[str]:
+        """
+        The replicas of C{pid}'s placement to which the routing table gives
+        no SPIFFE ID or no Raft address: no group member can be made of
+        them, so the group is neither started nor changed toward that
+        placement (it would run without them, with fewer copies than
+        placed).
+        """
+        out = []
+        for name in routing.partitions.get(pid, ()):
+            info = routing.nodes.get(name)
+            if info is None or not info.spiffe or not info.raft:
+                out.append(name)
+        return out
+
+    def _placementUsable(self, routing: Routing, pid: str, what: str) -> bool:
+        missing = self.unresolved(routing, pid)
+        if not missing:
+            self._unresolvedLogged.pop(pid, None)
+            return True
+        if self._unresolvedLogged.get(pid) != tuple(missing):
+            self._unresolvedLogged[pid] = tuple(missing)
+            log.warn(
+                "partition {pid}: the routing table gives replicas {missing} no SPIFFE ID or Raft "
+                "address: {what} until it does",
+                pid=pid,
+                missing=missing,
+                what=what,
+            )
+        return False
+
     def voters(self, routing: Routing, pid: str) -> dict[str, str]:
         """
         SPIFFE ID -> Raft address of the placement's replicas of C{pid}.
@@ -367,7 +400,8 @@ class PartitionManager(Service):
         for pid in sorted(hosted - set(self.partitions) - set(self.reclaiming)):
             # (placed here again while its retired replica's data is being
             # moved: started afresh once that is done)
-            self._start(pid, routing)
+            if self._placementUsable(routing, pid, "its group is not started here"):
+                self._start(pid, routing)
         for pid in sorted(
             set(routing.partitions) - hosted - set(self.partitions) - self._looked - set(self.reclaiming)
         ):
@@ -386,7 +420,12 @@ class PartitionManager(Service):
                 part.lifecycle.dropped(now, self.retireGrace)
             else:
                 self._unplaced(part, now)
-            if part.serving() and part.node.leader is not None and pid in routing.partitions:
+            if (
+                part.serving()
+                and part.node.leader is not None
+                and pid in routing.partitions
+                and self._placementUsable(routing, pid, "no membership change")
+            ):
                 self._driveMembership(part, self.voters(routing, pid), routing.epochs.get(pid, 0))
 
     def _unplaced(self, part: Partition, now: float) -> None:
@@ -643,6 +682,13 @@ class PartitionManager(Service):
         C{maxLag}), or C{None} when it is.
         """
         part = self.partitions.get(pid)
+        if part is None:
+            missing = self.unresolved(self.routing, pid)
+            if missing:
+                return (
+                    f"partition {pid}: not started: the routing table gives replicas {missing} "
+                    "no SPIFFE ID or Raft address"
+                )
         state = part.lifecycle.describe() if part is not None else {"state": "starting"}
         if state["state"] == "failed":
             return f"partition {pid}: failed to start: {state['error']}"
