@@ -429,10 +429,19 @@ class _APIResource(JSONMethodsMixin, Resource):
     """
 
     isLeaf = True
+    #: whether paths below this one are this resource's (C{/results/RULE})
+    subpaths = False
 
     def __init__(self, api: ClientAPI) -> None:
         super().__init__()
         self.api = api
+
+    def render(self, request: Any) -> Any:
+        if not self.subpaths and [p for p in request.postpath if p]:
+            # /partitions/x is no resource: not /partitions (nor an ingest)
+            path = (request.path or b"").decode("utf-8", "replace")[:200]
+            return jsonError(request, 404, f"no admin resource {path}")
+        return super().render(request)
 
 
 class IngestResource(_APIResource):
@@ -488,6 +497,8 @@ class RoutingResource(_APIResource):
 
 
 class ResultsResource(_APIResource):
+    subpaths = True
+
     def render_GET(self, request: Any) -> bytes:
         from suite.ceptra.engine import EngineError
 

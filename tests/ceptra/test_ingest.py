@@ -211,6 +211,31 @@ class APITests(APIFixture):
         code, out = self.render(IngestResource(self.api), request(b"POST", [], body(events(40))))
         self.assertEqual(code, 200)
 
+    def test_noSubpaths(self) -> None:
+        """
+        A path below an API resource is a JSON 404, not that resource
+        (C{POST /ingest/x} ingests nothing); C{/results/RULE} is the one
+        resource with paths below it.
+        """
+        for resource, method, payload in (
+            (IngestResource(self.api), b"POST", body(events(3, prefix="sub"))),
+            (RulesResource(self.api), b"POST", body(RULES)),
+            (RulesResource(self.api), b"GET", b""),
+            (RoutingResource(self.api), b"GET", b""),
+            (PartitionsResource(self.api), b"GET", b""),
+        ):
+            req = request(method, [b"x"], payload)
+            req.path = b"/api/x"
+            req.write(resource.render(req))
+            self.cluster.run(0.5)
+            code, out = answer(req)
+            self.assertEqual((code, out["error"]), (404, "no admin resource /api/x"))
+        for part in self.cluster.managers["a"].partitions.values():
+            self.assertFalse(any(e.startswith("sub") for e in part.machine.engine._seen))
+        req = request(b"GET", [b""])
+        req.write(RoutingResource(self.api).render(req))
+        self.assertEqual(answer(req)[0], 200)
+
     def test_badRequests(self) -> None:
         code, out = self.render(IngestResource(self.api), request(b"POST", [], b"[]"))
         self.assertEqual((code, out["error"]), (400, "empty batch"))
