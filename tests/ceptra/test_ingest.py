@@ -225,7 +225,7 @@ class APITests(APIFixture):
             (PartitionsResource(self.api), b"GET", b""),
         ):
             req = request(method, [b"x"], payload)
-            req.path = b"/api/x"
+            req.path = b"/api/x"  # type: ignore[attr-defined]
             req.write(resource.render(req))
             self.cluster.run(0.5)
             code, out = answer(req)
