@@ -558,6 +558,40 @@ class ManagerTests(SynchronousTestCase):
         c.run(1.0)
         self.assertIn("p1", c.managers["a"].partitions)
 
+    def test_advertisedAddress(self) -> None:
+        """
+        A routing table giving this node a Raft address other than its
+        advertised host and Raft port is warned about, once per address.
+        """
+        c = Cluster(["a"], {"p0": ["a"]})
+        m = c.managers["a"]
+        m.advertise = ("10.0.0.1", 26021)
+
+        def table(raft: str) -> list[str]:
+            c.routing = parseRouting(
+                {
+                    "nodes": {"a": {"raft": raft, "spiffe": spiffe("a")}},
+                    "partitions": [{"id": "p0", "replicas": ["a"], "epoch": 1}],
+                }
+            )
+            with capturedLogs() as logs:
+                c.run(0.5)
+            return [e["log_format"].format(**e) for e in logs if "advertises" in e.get("log_format", "")]
+
+        self.assertEqual(
+            table("10.0.0.2:26021"),
+            [
+                "the routing table gives this node (a) the Raft address 10.0.0.2:26021, but it advertises "
+                "10.0.0.1 and listens on port 26021 (CEPTRA_ADVERTISE_HOST, CEPTRA_RAFT_BIND): peers dial "
+                "10.0.0.2:26021; make it reach this node or correct the control plane's state file"
+            ],
+        )
+        self.assertEqual(len(table("10.0.0.1:26999")), 1)
+        self.assertEqual(table("10.0.0.1:26021"), [])
+        m.advertise = ("Node-A.example.", 26021)
+        self.assertEqual(table("node-a.example:26021"), [])
+        self.assertEqual(len(table("other.example:26021")), 1)
+
     def readiness(self, manager: PartitionManager) -> tuple[dict[str, float], float]:
         registry = CollectorRegistry()
         registry.register(_PartitionCollector(manager))

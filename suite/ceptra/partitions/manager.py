@@ -32,7 +32,8 @@ from suite.ceptra.partitions.replica import NotHosted, Partition
 from suite.ceptra.partitions.retire import marker
 from suite.ceptra.partitions.status import PartitionCollector
 from suite.ceptra.placement import PlacementLedger
-from suite.ceptra.routing import Routing
+from suite.ceptra.routing import NodeInfo, Routing
+from suite.daemon import ConfigError
 from suite.netutil import isIPAddress
 from suite.raft.incarnation import FILENAME as INCARNATION_FILE
 from suite.raft.incarnation import Claim, fileClaim
@@ -42,6 +43,7 @@ from suite.raft.node import RaftNode
 from suite.raft.settings import RaftSettings
 from suite.raft.snapshotter import Runner, newSnapshotter
 from suite.raft.wal import SharedWAL
+from suite.web.listen import parseHostPort
 
 __all__ = ["SNAPSHOT_BACKSTOP", "PartitionManager"]
 
@@ -91,6 +93,8 @@ class PartitionManager(Service):
         seconds.
     @param fileRunner: runs blocking file work (default: the reactor's
         thread pool; a reactor without threads runs it at once).
+    @param advertise: C{(CEPTRA_ADVERTISE_HOST, Raft bind port)}: a routing
+        table giving this node another Raft address is warned about once.
     """
 
     def __init__(
@@ -120,8 +124,13 @@ class PartitionManager(Service):
         dataDir: str | None = None,
         retiredKeep: float = 86400.0,
         fileRunner: Callable[..., Deferred[Any]] | None = None,
+        advertise: tuple[str, int] | None = None,
     ) -> None:
         self.spiffe = spiffe
+        #: (CEPTRA_ADVERTISE_HOST, Raft bind port), checked against the
+        #: routing table's address of this node
+        self.advertise = advertise
+        self._advertiseChecked: str | None = None
         self.rng = rng or random.Random()
         self.reactor = reactor
         self.routingSource = routing
@@ -332,6 +341,31 @@ class PartitionManager(Service):
 
     # -- reconciliation ---------------------------------------------------
 
+    def _checkAdvertised(self, me: NodeInfo) -> None:
+        """
+        Warn once per table address when the routing table's Raft address
+        for this node is not C{CEPTRA_ADVERTISE_HOST} and the Raft bind
+        port: peers dial the table's address.
+        """
+        if self.advertise is None or me.raft == self._advertiseChecked:
+            return
+        self._advertiseChecked = me.raft
+        host, port = self.advertise
+        try:
+            tableHost, tablePort = parseHostPort(me.raft, "raft")
+        except ConfigError:
+            tableHost, tablePort = me.raft, -1
+        if tableHost.lower().rstrip(".") != host.lower().rstrip(".") or (port and tablePort != port):
+            log.warn(
+                "the routing table gives this node ({name}) the Raft address {table}, but it advertises "
+                "{host} and listens on port {port} (CEPTRA_ADVERTISE_HOST, CEPTRA_RAFT_BIND): peers dial "
+                "{table}; make it reach this node or correct the control plane's state file",
+                name=me.name,
+                table=me.raft or "(none)",
+                host=host,
+                port=port,
+            )
+
     def unresolved(self, routing: Routing, pid: str) -> list[str]:
         """
         The replicas of C{pid}'s placement to which the routing table gives
@@ -397,6 +431,7 @@ class PartitionManager(Service):
         self.disk.purgeOld()
         if me is not None:
             self._lookForOrphans(routing)
+            self._checkAdvertised(routing.nodes[me])
         for pid in sorted(hosted - set(self.partitions) - set(self.reclaiming)):
             # (placed here again while its retired replica's data is being
             # moved: started afresh once that is done)
