@@ -190,3 +190,18 @@ class NodeProcessTests(TestCase):
         self.assertIn("only on loopback", first)
         self.assertNotIn("Traceback", result.stderr)
         self.assertFalse(os.path.exists(os.path.join(base, "data")))
+
+    def test_overlappingStorage(self) -> None:
+        """
+        A snapshot directory inside the WAL directory is refused at start:
+        one line naming both variables, exit 2, no traceback.
+        """
+        base = os.path.abspath(self.mktemp())
+        _, identity = makePKI(os.path.join(base, "pki"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CEPTRA_")}
+        env.update(nodeEnv(base, identity, CEPTRA_SNAPSHOT_DIR=os.path.join(base, "data", "wal", "snap")))
+        result = subprocess.run(scriptArgs("ceptra"), capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("CEPTRA_SNAPSHOT_DIR", result.stderr)
+        self.assertIn("is inside CEPTRA_WAL_DIR", result.stderr)

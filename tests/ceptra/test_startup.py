@@ -140,6 +140,37 @@ class StorageTests(SynchronousTestCase):
         self.assertIn("CEPTRA_WAL_DIR", str(cm.exception))
         self.assertIn(blocker, str(cm.exception))
 
+    def test_overlappingDirectories(self) -> None:
+        """
+        WAL and snapshot directories that are the same, one inside the
+        other, the data directory itself, or around it are refused before
+        anything is created, naming both variables; inside the data
+        directory (the default) they are fine.
+        """
+        base = os.path.abspath(self.mktemp())
+        data, wal, snap = (os.path.join(base, n) for n in ("data", "wal", "snap"))
+        for layout, inner, outer in (
+            ((data, wal, wal), "CEPTRA_SNAPSHOT_DIR", "CEPTRA_WAL_DIR"),
+            ((data, wal, os.path.join(wal, "snapshots")), "CEPTRA_SNAPSHOT_DIR", "CEPTRA_WAL_DIR"),
+            ((data, os.path.join(snap, "p0"), snap), "CEPTRA_WAL_DIR", "CEPTRA_SNAPSHOT_DIR"),
+            ((data, data, snap), "CEPTRA_WAL_DIR", "CEPTRA_DATA_DIR"),
+            ((data, wal, data), "CEPTRA_SNAPSHOT_DIR", "CEPTRA_DATA_DIR"),
+            ((os.path.join(wal, "data"), wal, snap), "CEPTRA_DATA_DIR", "CEPTRA_WAL_DIR"),
+        ):
+            with self.assertRaises(ConfigError, msg=repr(layout)) as cm:
+                prepareStorage(*layout)
+            message = str(cm.exception)
+            self.assertTrue(message.startswith(f"{inner}: "), message)
+            self.assertIn(f" {outer} (", message)
+            self.assertNotIn("\n", message)
+            self.assertFalse(os.path.exists(base))
+        # a symbolic link is followed
+        os.makedirs(wal)
+        os.symlink(wal, os.path.join(base, "alias"))
+        self.assertRaises(ConfigError, prepareStorage, data, wal, os.path.join(base, "alias", "s"))
+        layout = prepareStorage(data, os.path.join(data, "wal"), os.path.join(data, "snapshots"))
+        self.assertEqual(layout.walDir, os.path.join(data, "wal"))
+
     def test_probeFails(self) -> None:
         """
         A probe that cannot be written is fatal, naming the probe path.
