@@ -168,8 +168,8 @@ class StorageTests(SynchronousTestCase):
         os.makedirs(wal)
         os.symlink(wal, os.path.join(base, "alias"))
         self.assertRaises(ConfigError, prepareStorage, data, wal, os.path.join(base, "alias", "s"))
-        layout = prepareStorage(data, os.path.join(data, "wal"), os.path.join(data, "snapshots"))
-        self.assertEqual(layout.walDir, os.path.join(data, "wal"))
+        made = prepareStorage(data, os.path.join(data, "wal"), os.path.join(data, "snapshots"))
+        self.assertEqual(made.walDir, os.path.join(data, "wal"))
 
     def test_probeFails(self) -> None:
         """
