@@ -8,7 +8,8 @@ C{/healthz}, lets them settle, then reads C{/proc/PID/status} (C{VmRSS},
 C{RssAnon}, C{RssFile}) and the CPU time each used to start
 (C{/proc/PID/stat}).  Also measured: a peer with mDNS off, and the floor of
 any Twisted web server on this interpreter (reactor + C{twisted.web}
-serving one port).  With C{--imports}, the resident memory after each step
+serving one port), with and without Twisted's HTTP/2 module (which
+C{goop2} keeps out).  With C{--imports}, the resident memory after each step
 of importing what a peer imports, in a fresh interpreter.
 
 Each figure is the median of C{BENCH_RUNS} (default 3) runs.  The
@@ -18,8 +19,10 @@ without C{PYTHONDONTWRITEBYTECODE}; compiling modules from source at every
 start would add several MB of heap to each process.
 
 Last line: C{peer_rss_mb=... hub_rss_mb=... peer_nomdns_rss_mb=...
-peer_anon_mb=... hub_anon_mb=... twisted_floor_rss_mb=... peer_start_cpu_s=...
-hub_start_cpu_s=... loadavg=...}.
+peer_anon_mb=... hub_anon_mb=... peer_pss_mb=... peer_uss_mb=...
+twisted_floor_rss_mb=... twisted_floor_noh2_rss_mb=... peer_start_cpu_s=... hub_start_cpu_s=... loadavg=...}.
+RSS is the headline; PSS and USS (from C{/proc/PID/smaps_rollup}) show how
+much of it is library code shared with other processes.
 
 Run: C{.venv/bin/python bench/goop_memory.py [--imports]}
 """
@@ -49,6 +52,8 @@ SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
 
 FLOOR = """
 import sys
+if sys.argv[1:] == ["--no-http2"]:
+    sys.modules["twisted.web._http2"] = None
 from twisted.internet import reactor
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -62,32 +67,45 @@ reactor.run()
 
 #: What a peer imports, in import order, for C{--imports}.
 IMPORT_STEPS = [
-    "ssl",
     "zope.interface",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "cryptography.x509",
+    "ssl",
     "OpenSSL.SSL",
+    "twisted.internet.defer",
     "twisted.internet.reactor",
     "twisted.web.server",
     "twisted.scripts.twistd",
     "suite.daemon",
     "suite.goop.tap",
     "suite.goop.peer.service",
-    "treq",
+    "suite.goop.p2p.discovery",
+    "twisted.web.client",
     "zeroconf",
 ]
 
+#: The steps run as the goop2 console script runs: without Twisted's HTTP/2
+#: module (suite.goop.cli.withoutHTTP2).
 STEPS = """
 import importlib, sys
+sys.modules["twisted.web._http2"] = None
 def rss():
+    out = {}
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(rest.split()[0]) / 1024.0
+    return out
 last = rss()
-print(f"{'(interpreter)':28s} {last:6.1f} MB")
+print(f"{'(interpreter)':52s} {last['VmRSS']:6.1f} MB")
 for name in sys.argv[1:]:
     importlib.import_module(name)
     now = rss()
-    print(f"{name:28s} {now:6.1f} MB  (+{now - last:.1f}, {len(sys.modules)} modules)")
+    d = {k: now[k] - last[k] for k in now}
+    print(
+        f"{name:52s} {now['VmRSS']:6.1f} MB  (+{d['VmRSS']:.1f}: anonymous +{d['RssAnon']:.1f}, "
+        f"file +{d['RssFile']:.1f}; {len(sys.modules)} modules)"
+    )
     last = now
 """
 
@@ -101,13 +119,25 @@ def freePort() -> int:
 
 
 def status(pid: int) -> dict[str, float]:
-    """VmRSS, RssAnon and RssFile of C{pid} in MB."""
+    """
+    VmRSS, RssAnon and RssFile of C{pid} in MB, and from C{smaps_rollup}
+    its Pss (shared pages divided among the processes mapping them) and
+    Uss (pages only it maps: what one more such process costs).
+    """
     out: dict[str, float] = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
             if key in ("VmRSS", "RssAnon", "RssFile"):
                 out[key] = int(rest.split()[0]) / 1024.0
+    out["Uss"] = 0.0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key == "Pss":
+                out["Pss"] = int(rest.split()[0]) / 1024.0
+            elif key in ("Private_Clean", "Private_Dirty"):
+                out["Uss"] += int(rest.split()[0]) / 1024.0
     return out
 
 
@@ -200,6 +230,8 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
             "peer_rss": q["VmRSS"],
             "peer_anon": q["RssAnon"],
             "peer_file": q["RssFile"],
+            "peer_pss": q["Pss"],
+            "peer_uss": q["Uss"],
             "peer_cpu": cpuSeconds(peer.pid),
         }
     finally:
@@ -208,9 +240,9 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
         stop(hub)
 
 
-def floor() -> float:
+def floor(*args: str) -> float:
     out = subprocess.run(
-        [sys.executable, "-c", FLOOR], capture_output=True, text=True, check=True, env=ENV
+        [sys.executable, "-c", FLOOR, *args], capture_output=True, text=True, check=True, env=ENV
     ).stdout
     for line in out.splitlines():
         if line.startswith("VmRSS:"):
@@ -240,6 +272,7 @@ def main() -> None:
             sys.stdout.flush()
             subprocess.run([sys.executable, "-c", STEPS, *IMPORT_STEPS], check=True, env=ENV)
         floors = [floor() for _ in range(RUNS)]
+        bare = [floor("--no-http2") for _ in range(RUNS)]
         runs = [oneRun(os.path.join(root, f"run{i}"), mdns=True) for i in range(RUNS)]
         quiet = [oneRun(os.path.join(root, f"quiet{i}"), mdns=False) for i in range(RUNS)]
     finally:
@@ -247,19 +280,25 @@ def main() -> None:
     for label, rs in (("peer, mDNS on", runs), ("peer, mDNS off", quiet)):
         print(
             f"{label}: peer RSS {median(rs, 'peer_rss'):.1f} MB "
-            f"(anonymous {median(rs, 'peer_anon'):.1f}, file-backed {median(rs, 'peer_file'):.1f}), "
+            f"(anonymous {median(rs, 'peer_anon'):.1f}, file-backed {median(rs, 'peer_file'):.1f}; "
+            f"PSS {median(rs, 'peer_pss'):.1f}, USS {median(rs, 'peer_uss'):.1f}), "
             f"start-up CPU {median(rs, 'peer_cpu'):.2f} s; "
             f"hub RSS {median(rs, 'hub_rss'):.1f} MB "
             f"(anonymous {median(rs, 'hub_anon'):.1f}, file-backed {median(rs, 'hub_file'):.1f}), "
             f"start-up CPU {median(rs, 'hub_cpu'):.2f} s"
         )
-    print(f"Twisted web server floor: {statistics.median(floors):.1f} MB RSS")
+    print(
+        f"Twisted web server floor: {statistics.median(floors):.1f} MB RSS, "
+        f"{statistics.median(bare):.1f} MB without HTTP/2 (as goop2 runs)"
+    )
     print(f"elapsed {time.monotonic() - began:.0f} s, {RUNS} runs each, medians")
     print(
         f"peer_rss_mb={median(runs, 'peer_rss'):.1f} hub_rss_mb={median(runs + quiet, 'hub_rss'):.1f} "
         f"peer_nomdns_rss_mb={median(quiet, 'peer_rss'):.1f} "
         f"peer_anon_mb={median(runs, 'peer_anon'):.1f} hub_anon_mb={median(runs + quiet, 'hub_anon'):.1f} "
+        f"peer_pss_mb={median(runs, 'peer_pss'):.1f} peer_uss_mb={median(runs, 'peer_uss'):.1f} "
         f"twisted_floor_rss_mb={statistics.median(floors):.1f} "
+        f"twisted_floor_noh2_rss_mb={statistics.median(bare):.1f} "
         f"peer_start_cpu_s={median(runs, 'peer_cpu'):.2f} hub_start_cpu_s={median(runs + quiet, 'hub_cpu'):.2f} "
         f"loadavg={os.getloadavg()[0]:.1f}"
     )

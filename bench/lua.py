@@ -12,9 +12,12 @@ costs), 32 calls in flight, for a few seconds each:
      lookup in C{data.db}).
 
 Last line: C{lua_calls_per_s=... lua_p99_ms=... lua_db_calls_per_s=...
-lua_db_p99_ms=... cpu_us_per_call=... workers=...}; C{cpu_us_per_call} is
-the CPU time (this process and the workers) per call over both runs, which
-says what a call costs whatever else the machine is doing.
+lua_db_p99_ms=... cpu_us_per_call=... peer_cpu_us_per_call=...
+worker_cpu_us_per_call=... trivial_peer_cpu_us=... trivial_worker_cpu_us=...
+workers=... loadavg=...}; C{cpu_us_per_call} is the CPU time (this process
+and the workers) per call over both runs, which says what a call costs
+whatever else the machine is doing; the C{trivial_*} figures are the same for
+the trivial run alone (the workers' share read from C{/proc}, Linux only).
 
 Run: C{.venv/bin/python bench/lua.py}
 """
@@ -51,10 +54,24 @@ DB = (
 )
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and its reaped children (the workers)."""
+def _cpu() -> tuple[float, float]:
+    """CPU seconds of this process (the peer side) and of its reaped children (the workers)."""
     me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _workerCpu(engine: LuaEngine) -> float:
+    """CPU seconds of the engine's live worker processes (from C{/proc}; 0 where there is none)."""
+    total = 0.0
+    for w in engine.pool.workers:
+        pid = getattr(w.transport, "pid", None)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -62,7 +79,7 @@ def percentile(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(len(s) * p))]
 
 
-async def run(reactor: Any, engine: LuaEngine, function: str) -> tuple[float, float]:
+async def run(reactor: Any, engine: LuaEngine, function: str) -> tuple[int, float, float]:
     latencies: list[float] = []
     stop = time.monotonic() + SECONDS
     counter = [0]
@@ -77,7 +94,7 @@ async def run(reactor: Any, engine: LuaEngine, function: str) -> tuple[float, fl
     began = time.monotonic()
     await gatherResults([Deferred.fromCoroutine(client()) for _ in range(IN_FLIGHT)])
     elapsed = time.monotonic() - began
-    return len(latencies) / elapsed, percentile(latencies, 0.99) * 1000
+    return len(latencies), len(latencies) / elapsed, percentile(latencies, 0.99) * 1000
 
 
 async def main(reactor: Any) -> None:
@@ -105,20 +122,30 @@ async def main(reactor: Any) -> None:
             assert await engine.call("bench", "trivial", {"n": 1}) == 2
             assert (await engine.call("bench", "db", {"n": 1}))["count"] == 1000
             cpu0 = _cpu()
-            trivialRate, trivialP99 = await run(reactor, engine, "trivial")
-            trivialCalls = trivialRate * SECONDS
-            print(f"trivial: {trivialRate:.0f} calls/s, p99 {trivialP99:.2f} ms", flush=True)
-            dbRate, dbP99 = await run(reactor, engine, "db")
+            workers0 = _workerCpu(engine)
+            trivialCalls, trivialRate, trivialP99 = await run(reactor, engine, "trivial")
+            trivialPeer = (_cpu()[0] - cpu0[0]) / trivialCalls * 1e6
+            trivialWorker = (_workerCpu(engine) - workers0) / trivialCalls * 1e6
+            print(
+                f"trivial: {trivialRate:.0f} calls/s, p99 {trivialP99:.2f} ms, CPU per call: "
+                f"peer {trivialPeer:.0f} us, workers {trivialWorker:.0f} us",
+                flush=True,
+            )
+            dbCalls, dbRate, dbP99 = await run(reactor, engine, "db")
             print(f"db: {dbRate:.0f} calls/s, p99 {dbP99:.2f} ms", flush=True)
-            calls = trivialCalls + dbRate * SECONDS
+            calls = trivialCalls + dbCalls
         finally:
             await engine.stop()
         # the workers' CPU time is counted once they have been reaped
-        cpuPerCall = (_cpu() - cpu0) / calls * 1e6
+        cpu1 = _cpu()
+        peerPerCall = (cpu1[0] - cpu0[0]) / calls * 1e6
+        workerPerCall = (cpu1[1] - cpu0[1]) / calls * 1e6
         print(
             f"lua_calls_per_s={trivialRate:.0f} lua_p99_ms={trivialP99:.2f} "
             f"lua_db_calls_per_s={dbRate:.0f} lua_db_p99_ms={dbP99:.2f} "
-            f"cpu_us_per_call={cpuPerCall:.0f} workers={WORKERS}"
+            f"cpu_us_per_call={peerPerCall + workerPerCall:.0f} peer_cpu_us_per_call={peerPerCall:.0f} "
+            f"worker_cpu_us_per_call={workerPerCall:.0f} trivial_peer_cpu_us={trivialPeer:.0f} "
+            f"trivial_worker_cpu_us={trivialWorker:.0f} workers={WORKERS} loadavg={os.getloadavg()[0]:.1f}"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

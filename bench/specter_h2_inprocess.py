@@ -10,9 +10,16 @@ profile of the real process splits between the front end, the exchanges
 and the multiplexer), free of the load on the machine: the real process
 adds TLS and system calls (see C{bench/specter_tunnel.py}).
 
+Each visitor connection's transport presents the apex's wildcard
+certificate, as a TLS transport would (C{getHandle}), so every request
+head is checked against it (421 for an authority it does not cover).
+With C{--distinct-paths} every request has a header list of its own (its
+C{:path}), so each request head is built and checked (no head is served
+from the connection's cache): the cost of a new request head.
+
 Usage::
 
-    .venv/bin/python bench/specter_h2_inprocess.py [--requests 40000] [--profile]
+    .venv/bin/python bench/specter_h2_inprocess.py [--requests 40000] [--distinct-paths] [--profile]
 
 The last line holds the figures as key=value pairs.
 """
@@ -30,10 +37,14 @@ sys.path.insert(0, ROOT)
 
 from h2.config import H2Configuration  # noqa: E402
 from h2.connection import H2Connection  # noqa: E402
-from h2.events import DataReceived, StreamEnded  # noqa: E402
+from h2.events import DataReceived, ResponseReceived, StreamEnded  # noqa: E402
+from OpenSSL import SSL  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.ssl import CertificateOptions  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 
+from suite.pki.mint import mintSelfSigned  # noqa: E402
+from suite.pki.tlsoptions import presentedCredentials  # noqa: E402
 from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink  # noqa: E402
 from suite.specter.gateway.h2 import H2Front  # noqa: E402
 from suite.specter.gateway.routes import MemoryRouteStore  # noqa: E402
@@ -47,6 +58,15 @@ RESPONSE = (
 )
 
 
+def _presenting() -> SSL.Connection:
+    """
+    A server-side TLS connection presenting the apex's wildcard
+    certificate (what the gateway's TLS transport hands out as its handle).
+    """
+    cert, key = mintSelfSigned(["example.test", "*.example.test"], days=1)
+    return SSL.Connection(CertificateOptions(**presentedCredentials(key, cert, ())).getContext(), None)
+
+
 class _Wire:
     """
     A transport collecting writes.
@@ -54,8 +74,12 @@ class _Wire:
 
     disconnecting = False
 
-    def __init__(self) -> None:
+    def __init__(self, handle: SSL.Connection | None = None) -> None:
         self.data: list[bytes] = []
+        self.handle = handle
+
+    def getHandle(self) -> SSL.Connection | None:
+        return self.handle
 
     def write(self, data: bytes) -> None:
         self.data.append(data)
@@ -105,7 +129,7 @@ class _Target:
             self.link.readHandled()
 
 
-def run(requests: int, connections: int, streams: int, profile: Any = None) -> float:
+def run(requests: int, connections: int, streams: int, profile: Any = None, distinct: bool = False) -> float:
     clock = Clock()
     gateway = Gateway(
         GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"), MemoryRouteStore(clock), clock
@@ -124,8 +148,9 @@ def run(requests: int, connections: int, streams: int, profile: Any = None) -> f
         (":authority", HOST),
         ("user-agent", "h2load nghttp2/1.52.0"),
     ]
+    handle = _presenting()
     for _ in range(connections):
-        wire = _Wire()
+        wire = _Wire(handle)
         visitor = front.buildProtocol(None)
         visitor.makeConnection(wire)
         client = H2Connection(H2Configuration(client_side=True))
@@ -138,10 +163,14 @@ def run(requests: int, connections: int, streams: int, profile: Any = None) -> f
         wires.append(wire)
     done = 0
     cpu = 0.0
+    sent = 0
     while done < requests:
         batch = []
         for client in clients:
             for _ in range(streams):
+                if distinct:
+                    sent += 1
+                    headers[1] = (":path", f"/{sent}")
                 client.send_headers(client.get_next_available_stream_id(), headers, end_stream=True)
             batch.append(client.data_to_send())
         if profile is not None:
@@ -161,6 +190,8 @@ def run(requests: int, connections: int, streams: int, profile: Any = None) -> f
                     done += 1
                 elif isinstance(event, DataReceived):
                     client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, ResponseReceived) and (b":status", b"200") not in event.headers:
+                    raise SystemExit(f"answered {event.headers}: the bench measures nothing")
         ack = []
         for client in clients:
             ack.append(client.data_to_send())
@@ -183,19 +214,23 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--streams", type=int, default=10)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
+    parser.add_argument(
+        "--distinct-paths", action="store_true", help="a header list of its own for every request"
+    )
     args = parser.parse_args()
-    run(2000, args.connections, args.streams)  # warm up
+    distinct = args.distinct_paths
+    run(2000, args.connections, args.streams, distinct=distinct)  # warm up
     if args.profile:
         import cProfile
         import pstats
 
         profile = cProfile.Profile()
-        run(args.requests, args.connections, args.streams, profile)
+        run(args.requests, args.connections, args.streams, profile, distinct)
         pstats.Stats(profile).sort_stats("tottime").print_stats(40)
-    figures = sorted(run(args.requests, args.connections, args.streams) for _ in range(3))
+    figures = sorted(run(args.requests, args.connections, args.streams, distinct=distinct) for _ in range(3))
     print(
         f"h2_inprocess_cpu_us_per_request={figures[0]:.1f} h2_inprocess_cpu_us_median={figures[1]:.1f} "
-        f"loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"distinct_paths={int(distinct)} loadavg={','.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
 
 

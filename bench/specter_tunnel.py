@@ -14,6 +14,12 @@ with wrk (HTTP/1.1, keep-alive) and h2load (HTTP/2):
 Latency added by the tunnel is also measured at one connection (no
 queueing): ``tunnel_added_p50_ms`` is p50(c) - p50(a) at concurrency 1.
 
+The load generators send the tunnel hostname as SNI (the gateway answers
+421 to a tunnel hostname on a connection whose certificate does not cover
+it): h2load through ``--connect-to``; wrk, which takes its SNI from the
+URL, runs in a private mount namespace (``unshare -rm``) whose
+``/etc/hosts`` resolves the tunnel hostname to 127.0.0.1.
+
 Usage::
 
     .venv/bin/python bench/specter_tunnel.py [--duration 8] [--connections 64]
@@ -120,11 +126,35 @@ http {{
 """
 
 
+def _named(url: str, host: str) -> tuple[str, str]:
+    """
+    C{url} (C{https://127.0.0.1:PORT/...}) with C{host} in place of the
+    address, and the C{HOST:PORT} part.
+    """
+    address, _, rest = url.partition("://")[2].partition("/")
+    port = address.rsplit(":", 1)[1]
+    return f"https://{host}:{port}/{rest}", port
+
+
 def wrk(url: str, duration: int, connections: int, threads: int, host: str | None = None) -> dict[str, float]:
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    hosts = ""
     if host:
-        argv[1:1] = ["-H", f"Host: {host}"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
+        # wrk sends the URL's host as SNI, and the gateway answers 421 to a
+        # Host its certificate for that SNI does not cover: the URL names
+        # the tunnel, resolved to 127.0.0.1 by a hosts file of wrk's own
+        # (a private mount namespace; the system's /etc/hosts is untouched)
+        named, _ = _named(url, host)
+        hosts = os.path.join(tempfile.gettempdir(), f"specter-bench-hosts-{os.getpid()}")
+        with open(hosts, "w") as f:
+            f.write(f"127.0.0.1 localhost {host}\n")
+        argv[-1] = named
+        argv[:0] = ["unshare", "-rm", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
+    finally:
+        if host:
+            os.unlink(hosts)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     count = re.search(r"(\d+) requests in", out)
 
@@ -152,7 +182,10 @@ def h2load(
 ) -> dict[str, float]:
     argv = ["h2load", "-n", str(requests), "-c", str(clients), "-m", str(streams), url]
     if authority:
-        argv[1:1] = ["-H", f":authority: {authority}"]
+        # SNI and :authority the tunnel hostname (else 421), the
+        # connection to the URL's address
+        named, port = _named(url, authority)
+        argv[-1:] = ["--connect-to", f"127.0.0.1:{port}", named]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
     m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     ok = re.search(r"requests: .* (\d+) succeeded, (\d+) failed", out)

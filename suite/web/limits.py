@@ -17,6 +17,11 @@ the request answered C{413}; headers past the same limits, as HPACK
 decoded them, are answered C{431}, with one log line); a header block more
 than four times C{maxHeaderBytes} (as sent or decoded) ends the HTTP/2
 connection with C{GOAWAY} (L{suite.web.http2}).
+
+A process whose Twisted has no HTTP/2 (C{twisted.web.http.H2_ENABLED} is
+false: hyper-h2 missing, or C{twisted.web._http2} kept out of the process,
+as the C{goop2} console script does) serves HTTP/1.1 through Twisted's own
+switch and never imports L{suite.web.http2} or hyper-h2.
 """
 
 from __future__ import annotations
@@ -32,7 +37,12 @@ from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from suite.web.http2 import LimitedHTTPChannelProtocol
+if http.H2_ENABLED:
+    from suite.web.http2 import LimitedHTTPChannelProtocol as _ChannelSwitch
+else:
+    # Without HTTP/2 only ALPN could ask for h2, and Twisted's switch refuses
+    # it; hyper-h2 (about 1.4 MB resident) stays out of the process.
+    _ChannelSwitch = http._GenericHTTPChannelProtocol  # type: ignore[misc]
 
 __all__ = [
     "LimitedSite",
@@ -370,6 +380,6 @@ class LimitedSite(Site):
         # Let our own checks answer first; these are the stock backstops.
         channel.totalHeadersSize = self.maxHeaderBytes + 1024
         channel.maxHeaders = self.maxHeaderCount + 1
-        protocol = LimitedHTTPChannelProtocol(channel)
+        protocol = _ChannelSwitch(channel)
         protocol.maxHeaderBlockBytes = self.maxHeaderBlockBytes
         return protocol

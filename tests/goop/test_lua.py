@@ -110,6 +110,15 @@ class SandboxTests(TestCase):
         self.assertIn("larger than 1 MiB", await self.refused('return string.rep("x", 2 * 1024 * 1024)'))
         self.assertEqual(await self.engine.call("p", self.script("return 7"), None), 7)
 
+    async def test_jobLargerThanThePipe(self) -> None:
+        """A job larger than the worker's pipe (a 200 KiB script and 300 KiB of params) arrives whole."""
+        name = self.script(
+            "return #request.params.blob .. ':' .. #padding", "padding = [[" + "x" * 200_000 + "]]"
+        )
+        blob = "y" * 300_000
+        self.assertEqual(await self.engine.call("p", name, {"blob": blob}), "300000:200000")
+        self.assertEqual(await self.engine.call("p", name, {"blob": "z"}), "1:200000")
+
     async def test_dbWritesDeclaredOnly(self) -> None:
         """goop.db.exec writes only the tables named by @writes; query is read-only."""
         name = self.script('return goop.db.exec("CREATE TABLE evil (a)")', "-- @writes notes")
@@ -304,3 +313,36 @@ class SandboxBoundaryTests(SynchronousTestCase):
         self.assertEqual(answer, {"ok": False, "error": "RuntimeError: conversion bug"})
         self.assertIn("Lua call 'f' failed in Python", stderr.getvalue())
         self.assertIn("RuntimeError: conversion bug", stderr.getvalue())
+
+
+class CpuBudgetTests(SynchronousTestCase):
+    """The worker's CPU-time limit before each job: at least the job's seconds, at most one more."""
+
+    def test_limitMovedOnlyWhenShort(self) -> None:
+        import resource
+        from types import SimpleNamespace
+
+        from suite.goop.lua import worker
+
+        used = [10.25]
+        limits: list[tuple[int, int]] = []
+        self.patch(
+            resource,
+            "getrusage",
+            lambda who: SimpleNamespace(ru_utime=used[0], ru_stime=0.0),
+        )
+        self.patch(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, 3600))
+        self.patch(resource, "setrlimit", lambda which, pair: limits.append(pair))
+        budget = worker.CpuBudget()
+        budget.allow(6.0)
+        self.assertEqual(limits, [(17, 3600)])
+        for spent, settings in ((0.5, 1), (0.24, 1), (0.02, 2), (0.0, 2)):
+            used[0] += spent
+            budget.allow(6.0)
+            left = limits[-1][0] - used[0]
+            self.assertTrue(6.0 <= left <= 7.0, (used[0], limits))
+            self.assertEqual(len(limits), settings)
+        self.assertEqual(limits, [(17, 3600), (18, 3600)])
+        used[0] = 3599.5
+        budget.allow(6.0)
+        self.assertEqual(limits[-1], (3600, 3600))

@@ -5,13 +5,16 @@ with a fake process host and a Clock.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
-from suite.goop.lua.pool import Job, WorkerCore, WorkerMachine, WorkerPool
+from suite.goop.lua.pool import Job, JobPipe, WorkerCore, WorkerMachine, WorkerPool
 
 
 class FakeHost:
@@ -185,3 +188,106 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(len(reactor.getDelayedCalls()), 1)
         p.stop()
         self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_dispatchedWithoutReactorTurn(self) -> None:
+        """A queued job is written to a worker as it becomes ready, and a job for a ready worker at once."""
+        p, reactor = self.pool(size=1)
+        p.start()
+        worker = p.spawned[0]  # type: ignore[attr-defined]
+        sent = FakeJobs()
+        worker.jobs.close()
+        worker.jobs = sent
+        first = p.submit({"n": 1}, 1.0)
+        self.assertEqual(sent.data, [])
+        worker.machine.started()
+        self.assertEqual(sent.data, [b'{"n":1}\n'])
+        second = p.submit({"n": 2}, 1.0)
+        worker.childDataReceived(1, b'{"ok":true,"result":1}\n')
+        self.assertEqual(answerOf(first), {"ok": True, "result": 1})
+        self.assertEqual(sent.data, [b'{"n":1}\n', b'{"n":2}\n'])
+        worker.childDataReceived(1, b'{"ok":true,"result":2}\n')
+        self.assertEqual(answerOf(second), {"ok": True, "result": 2})
+        third = p.submit({"n": 3}, 1.0)
+        self.assertEqual(sent.data[-1], b'{"n":3}\n')
+        self.assertIsNone(answerOf(third))
+        p.stop()
+        self.assertTrue(sent.closed)
+
+
+class FakeJobs:
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def answerOf(d: Any) -> Any:
+    got: list[Any] = []
+    d.addCallback(got.append)
+    return got[0] if got else None
+
+
+class JobPipeTests(SynchronousTestCase):
+    """The peer's end of a worker's stdin."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.readEnd, writeEnd = os.pipe()
+        self.addCleanup(self.closeReadEnd)
+        self.pipe = JobPipe(self.reactor, writeEnd)
+        self.addCleanup(self.pipe.close)
+
+    def closeReadEnd(self) -> None:
+        if self.readEnd >= 0:
+            os.close(self.readEnd)
+            self.readEnd = -1
+
+    def read(self) -> bytes:
+        os.set_blocking(self.readEnd, False)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self.readEnd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def test_interface(self) -> None:
+        """The reactor can drive it as a write descriptor."""
+        self.assertTrue(verifyObject(IWriteDescriptor, self.pipe))
+
+    def test_smallJobWrittenAtOnce(self) -> None:
+        """A job that fits the pipe is in it when send returns; no writer is registered."""
+        self.pipe.send(b'{"n":1}\n')
+        self.assertEqual(self.read(), b'{"n":1}\n')
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_largeJobWrittenAsThePipeDrains(self) -> None:
+        """A job larger than the pipe is written in parts as the reader drains it, whole and in order."""
+        job = bytes(range(256)) * 4096 + b"\n"  # 1 MiB
+        self.pipe.send(job)
+        self.assertEqual(self.reactor.getWriters(), [self.pipe])
+        got = self.read()
+        self.assertLess(len(got), len(job))
+        while self.reactor.getWriters():
+            self.pipe.doWrite()
+            got += self.read()
+        self.assertEqual(got, job)
+        self.pipe.send(b"next\n")
+        self.assertEqual(self.read(), b"next\n")
+
+    def test_readerGone(self) -> None:
+        """Writing after the worker's end closed closes ours quietly (the process's end says why)."""
+        self.closeReadEnd()
+        self.pipe.send(b"job\n")
+        self.assertEqual(self.pipe.fileno(), -1)
+        self.pipe.send(b"job\n")
+        self.assertEqual(self.reactor.getWriters(), [])

@@ -4,7 +4,7 @@ resident memory): a rendezvous hub never imports the peer's data store, Lua
 pool, P2P streams, groups, mDNS or HTTP client; nobody imports
 prometheus_client before the first scrape of C{/metrics}, nor tarfile before
 the first template bundle; a console script does not import every twistd
-plugin.
+plugin, nor (C{goop2}) Twisted's HTTP/2 support with hyper-h2.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from suite.goop.rendezvous.hub import RendezvousHub
 from suite.goop.rendezvous.templates import TemplateStore
+from tests.support.process import freePort
 
 #: Run in a fresh interpreter (this test process has imported everything):
 #: build and start the service of C{sys.argv[1:]} under a memory reactor and
@@ -52,6 +53,56 @@ PEER_ONLY = [
     "zeroconf",
 ]
 ON_DEMAND = ["prometheus_client", "tarfile", "suite.web.metrics", "suite.goop.rendezvous.peerdb"]
+#: What the goop2 console script keeps out of its process (cleartext HTTP
+#: only, so HTTP/2 is never negotiated).
+HTTP2 = ["h2", "h2.connection", "hpack", "hyperframe", "priority", "twisted.web._http2", "suite.web.http2"]
+
+#: Run C{goop2 ARGS} (the console script's C{main}) in a fresh interpreter;
+#: once the viewer at C{sys.argv[1]} accepts connections (the last listener
+#: a peer starts), print which watched modules are loaded, then ask the
+#: viewer for C{/healthz} through the same reactor and print the status.
+CLI_PROBE = """
+import json, os, socket, sys
+from twisted.internet import reactor
+watched = json.loads(sys.stdin.read())
+host, port = sys.argv[1].rsplit(":", 1)
+deadline = reactor.seconds() + 60
+
+def report(**out):
+    # twistd sends sys.stdout to the log; the pipe is still file 1.
+    os.write(1, json.dumps(out).encode() + b"\\n")
+    os._exit(0)
+
+def poll():
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        if reactor.seconds() > deadline:
+            report(error="the viewer never listened")
+        reactor.callLater(0.05, poll)
+        return
+    # A module kept out is None in sys.modules: count only loaded ones.
+    loaded = sorted(m for m in watched if sys.modules.get(m) is not None)
+    from twisted.internet.protocol import Protocol
+    from twisted.web.client import Agent
+
+    class Body(Protocol):
+        def __init__(self, response):
+            self.response, self.data = response, b""
+        def dataReceived(self, data):
+            self.data += data
+        def connectionLost(self, reason):
+            report(loaded=loaded, code=self.response.code, body=self.data.decode())
+
+    def done(response):
+        response.deliverBody(Body(response))
+    d = Agent(reactor).request(b"GET", f"http://{host}:{port}/healthz".encode())
+    d.addCallback(done).addErrback(lambda f: report(loaded=loaded, error=f.getErrorMessage()))
+
+reactor.callWhenRunning(poll)
+from suite.goop.cli import main
+main(sys.argv[2:])
+"""
 
 
 def writeConfig(d: str, doc: dict[str, Any]) -> str:
@@ -103,6 +154,44 @@ class LazyImportTests(SynchronousTestCase):
         )
         loaded = loadedBy(["peer", d], PEER_ONLY + ON_DEMAND + ["suite.goop.rendezvous.hub"])
         self.assertEqual(loaded, sorted(set(PEER_ONLY) - {"zeroconf", "treq"}))
+
+
+class ConsoleScriptTests(SynchronousTestCase):
+    def test_peerWithoutHTTP2(self) -> None:
+        """
+        C{goop2 peer DIR} with a rendezvous hub configured, running: its
+        hub client is loaded; neither
+        hyper-h2, hpack, hyperframe nor Twisted's or the suite's HTTP/2
+        module is imported, though C{twisted.web.http} is; the viewer
+        answers C{/healthz} over HTTP/1.1.
+        """
+        viewer = f"127.0.0.1:{freePort()}"
+        d = writeConfig(
+            os.path.abspath(self.mktemp()),
+            {
+                "p2p": {"listen_port": freePort(), "listen_addr": "127.0.0.1", "mdns_tag": ""},
+                "presence": {"rendezvous_wan": f"http://127.0.0.1:{freePort()}"},
+                "viewer": {"http_addr": viewer},
+            },
+        )
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+        result = subprocess.run(
+            [sys.executable, "-c", CLI_PROBE, viewer, "peer", d],
+            input=json.dumps([*HTTP2, "twisted.web.client", "twisted.web.http", "suite.web.limits"]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        if result.returncode != 0 or not lines:
+            raise AssertionError(result.stderr[-3000:])
+        out = json.loads(lines[-1])
+        self.assertEqual(
+            out.get("loaded"), ["suite.web.limits", "twisted.web.client", "twisted.web.http"], out
+        )
+        self.assertEqual(out.get("code"), 200, out)
+        self.assertEqual(json.loads(out["body"]).get("status"), "ok", out)
 
 
 class OnFirstUseTests(SynchronousTestCase):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -34,6 +35,16 @@ WRITES = re.compile(r"@writes\s+([A-Za-z0-9_, ]+)")
 MAX_SOURCE = 256 * 1024
 #: Address space of one worker process (Python, lupa, SQLite and the Lua heap).
 WORKER_ADDRESS_SPACE = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Script:
+    """A function's source as last read, with what its annotations say."""
+
+    key: tuple[int, int, int]
+    source: str
+    rateLimit: int | None
+    writes: tuple[str, ...]
 
 
 class RateLimits:
@@ -93,7 +104,7 @@ class LuaEngine:
         self.timeout = timeout
         self.maxMemory = maxMemory
         self.limits = limits or RateLimits(reactor)
-        self.sources: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self.sources: dict[str, _Script] = {}
         self.pool = WorkerPool(
             reactor,
             {"data_path": dataPath, "max_memory": maxMemory, "address_space": addressSpace},
@@ -116,7 +127,7 @@ class LuaEngine:
             return []
         return [n[:-4] for n in names if n.endswith(".lua") and NAME.match(n[:-4])]
 
-    def _source(self, function: str) -> str:
+    def _source(self, function: str) -> _Script:
         if not isinstance(function, str) or not NAME.match(function):
             raise LuaError("invalid function name")
         path = os.path.join(self.luaDir, function + ".lua")
@@ -126,8 +137,8 @@ class LuaEngine:
             raise LuaError(f"no such function: {function}") from None
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = self.sources.get(function)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if cached is not None and cached.key == key:
+            return cached
         try:
             with open(path, encoding="utf-8") as f:
                 src = f.read(MAX_SOURCE + 1)
@@ -137,37 +148,34 @@ class LuaEngine:
             raise LuaError("script too large")
         if len(self.sources) >= 256:
             self.sources.clear()
-        self.sources[function] = (key, src)
-        return src
+        m = RATE.search(src)
+        w = WRITES.search(src)
+        writes = tuple(sorted({t.strip() for t in w.group(1).split(",") if t.strip()})) if w else ()
+        script = self.sources[function] = _Script(key, src, int(m.group(1)) if m else None, writes)
+        return script
 
     def call(self, caller: str, function: str, params: Any) -> Deferred[Any]:
         """Run C{function} for C{caller}; fires with the result or fails with L{LuaError}."""
         try:
-            src = self._source(function)
+            script = self._source(function)
         except LuaError as e:
             return fail(e)
-        m = RATE.search(src)
-        refused = self.limits.check(caller, function, int(m.group(1)) if m else None)
+        refused = self.limits.check(caller, function, script.rateLimit)
         if refused:
             return fail(LuaError(refused))
-        writes: list[str] = []
-        w = WRITES.search(src)
-        if w:
-            writes = sorted({t.strip() for t in w.group(1).split(",") if t.strip()})
         self.start()
         job = {
             "caller": caller,
             "function": function,
-            "source": src,
+            "source": script.source,
             "params": params,
-            "writes": writes,
+            "writes": script.writes,
             "timeout": self.timeout,
         }
-        d = self.pool.submit(job, self.timeout)
+        return self.pool.submit(job, self.timeout).addCallback(_answer)
 
-        def answer(message: dict[str, Any]) -> Any:
-            if message.get("ok"):
-                return message.get("result")
-            raise LuaError(str(message.get("error", "the call failed"))[:500])
 
-        return d.addCallback(answer)
+def _answer(message: dict[str, Any]) -> Any:
+    if message.get("ok"):
+        return message.get("result")
+    raise LuaError(str(message.get("error", "the call failed"))[:500])

@@ -28,18 +28,21 @@ from typing import Any, Protocol
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IWriteDescriptor
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from suite.goop.lua.sandbox import TIME_LIMIT
 
-__all__ = ["WorkerPool", "WorkerMachine", "WorkerCore", "Job", "MAX_ANSWER_BYTES"]
+__all__ = ["WorkerPool", "WorkerMachine", "WorkerCore", "Job", "JobPipe", "MAX_ANSWER_BYTES"]
 
 log = Logger()
 MAX_ANSWER_BYTES = 2 * 1024 * 1024
 MAX_STDERR_BYTES = 16 * 1024
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
 
 
 @dataclass
@@ -123,7 +126,7 @@ def _build() -> TypeMachine[WorkerInputs, WorkerCore]:
 
     @idle.upon(WorkerInputs.dispatched).to(busy)
     def send(inputs: WorkerInputs, core: WorkerCore, job: Job) -> None:
-        core.host.write(json.dumps(job.message, separators=(",", ":")).encode() + b"\n")
+        core.host.write(_encode(job.message).encode() + b"\n")
 
     @idle.upon(WorkerInputs.exited).to(gone)
     def diedIdle(inputs: WorkerInputs, core: WorkerCore, reason: str) -> None:
@@ -198,11 +201,72 @@ def _build() -> TypeMachine[WorkerInputs, WorkerCore]:
 WorkerMachine = _build()
 
 
+@implementer(IWriteDescriptor)
+class JobPipe:
+    """
+    The peer's end of a worker's stdin.  A job is written to the pipe at once,
+    in the turn that dispatches it: the worker has read every earlier job
+    before answering it, so the pipe has room for all of a job up to its
+    capacity (64 KiB), and nothing waits for a later turn of the reactor.  A
+    longer job's remainder is written as the pipe drains.
+    """
+
+    def __init__(self, reactor: Any, fd: int) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.pending = b""
+        os.set_blocking(fd, False)
+
+    def send(self, data: bytes) -> None:
+        if self.fd < 0:
+            return
+        if not self.pending:
+            try:
+                data = data[os.write(self.fd, data) :]
+            except BlockingIOError:
+                pass
+            except OSError:
+                # The worker is gone; its end is reported by the process.
+                self.close()
+                return
+            if data:
+                self.reactor.addWriter(self)
+        self.pending += data
+
+    def doWrite(self) -> None:
+        try:
+            self.pending = self.pending[os.write(self.fd, self.pending) :]
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        if not self.pending:
+            self.reactor.removeWriter(self)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.reactor.removeWriter(self)
+            os.close(self.fd)
+            self.fd = -1
+            self.pending = b""
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.close()
+
+    def logPrefix(self) -> str:
+        return "LuaWorkerStdin"
+
+
 class _WorkerProcess(ProcessProtocol):
-    """One worker process: the pipe, its framing, and its machine."""
+    """One worker process: the pipes, their framing, and its machine."""
 
     def __init__(self, pool: WorkerPool) -> None:
         self.pool = pool
+        self.jobs: JobPipe | None = None
         self.buffer = b""
         self.stderrSeen = 0
         self.killedBecause = ""
@@ -211,10 +275,12 @@ class _WorkerProcess(ProcessProtocol):
 
     # IWorkerHost
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        assert self.jobs is not None
+        self.jobs.send(data)
 
     def kill(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
         if self.transport is None:
             return
         try:
@@ -248,7 +314,7 @@ class _WorkerProcess(ProcessProtocol):
 
     def _line(self, line: bytes) -> None:
         try:
-            message = json.loads(line)
+            message = _decode(line.decode("utf-8"))
             assert isinstance(message, dict)
         except (ValueError, AssertionError):
             self.killedBecause = "unreadable answer"
@@ -268,6 +334,8 @@ class _WorkerProcess(ProcessProtocol):
             self.machine.answered(message)
 
     def processEnded(self, reason: Failure) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
         self.machine.exited(self.killedBecause or reason.getErrorMessage())
         self.ended.callback(None)
 
@@ -296,7 +364,6 @@ class WorkerPool:
         self.queue: collections.deque[Job] = collections.deque()
         self.running = False
         self.startFailures = 0
-        self._pump: IDelayedCall | None = None
         self._respawns: list[IDelayedCall] = []
         self.replaced = 0
 
@@ -311,9 +378,6 @@ class WorkerPool:
         """Kill the workers; fires when every worker process has ended."""
         self.running = False
         ended = [w.ended for w in self.workers + self.dying]
-        if self._pump is not None and self._pump.active():
-            self._pump.cancel()
-        self._pump = None
         for call in self._respawns:
             if call.active():
                 call.cancel()
@@ -331,7 +395,18 @@ class WorkerPool:
         w = _WorkerProcess(self)
         self.workers.append(w)
         env = dict(os.environ)
-        self.reactor.spawnProcess(w, self.argv[0], self.argv, env=env, childFDs={0: "w", 1: "r", 2: "r"})
+        # The worker's stdin is a pipe of ours (see JobPipe), not one the reactor writes.
+        readEnd, writeEnd = os.pipe()
+        w.jobs = JobPipe(self.reactor, writeEnd)
+        try:
+            self.reactor.spawnProcess(
+                w, self.argv[0], self.argv, env=env, childFDs={0: readEnd, 1: "r", 2: "r"}
+            )
+        except BaseException:
+            w.jobs.close()
+            raise
+        finally:
+            os.close(readEnd)
 
     def submit(self, message: dict[str, Any], limit: float) -> Deferred[dict[str, Any]]:
         """Queue one job; fires with the worker's answer (never fails)."""
@@ -342,25 +417,24 @@ class WorkerPool:
             _fail(job, "too many Lua calls waiting; try again later")
         else:
             self.queue.append(job)
-            self._schedule()
+            self._dispatch()
         return job.result
 
-    def _schedule(self) -> None:
-        if self._pump is None and self.running:
-            self._pump = self.reactor.callLater(0, self._dispatch)
-
     def _dispatch(self) -> None:
-        self._pump = None
+        # At once, not on a later turn of the reactor.  Called from a worker's
+        # own transition (it became idle), the dispatch to it runs when that
+        # transition is over (the machine postpones reentrant inputs).
         while self.queue and self.ready:
             self.ready.popleft().machine.dispatched(self.queue.popleft())
 
     def workerIdle(self, w: _WorkerProcess) -> None:
         self.startFailures = 0
         self.ready.append(w)
-        if self.queue:
-            self._schedule()
+        self._dispatch()
 
     def workerGone(self, w: _WorkerProcess, wasReady: bool) -> None:
+        if w.jobs is not None:
+            w.jobs.close()
         if w in self.workers:
             self.workers.remove(w)
             if not w.ended.called:

@@ -9,9 +9,9 @@ set aside, so nothing but these lines reaches the peer.
 
 Limits set here, before any job: address space (C{RLIMIT_AS}), no core
 files, no new files beyond a few descriptors, and before each job a CPU-time
-limit of the job's time plus a second (C{SIGXCPU} ends a worker the peer
-could not reach).  The peer kills the worker at the wall-clock limit in any
-case and starts another.
+limit of the job's time plus one to two seconds (C{SIGXCPU} ends a worker
+the peer could not reach; see L{CpuBudget}).  The peer kills the worker at
+the wall-clock limit in any case and starts another.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import json
 import os
 import resource
 import sys
-from typing import Any, BinaryIO
+from typing import Any
 
-__all__ = ["main", "MAX_JOB_BYTES"]
+__all__ = ["main", "CpuBudget", "MAX_JOB_BYTES"]
 
 MAX_JOB_BYTES = 1024 * 1024
 MAX_RESULT_BYTES = 1024 * 1024
@@ -49,28 +49,61 @@ def applyLimits(addressSpace: int) -> None:
     _limit(resource.RLIMIT_FSIZE, 1 << 30, 1 << 30)
 
 
-def cpuLimit(seconds: float) -> None:
-    """Let this process use at most C{seconds} more CPU time."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = usage.ru_utime + usage.ru_stime
-    soft = int(used + seconds) + 1
-    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
+class CpuBudget:
+    """
+    The CPU-time limit (C{RLIMIT_CPU}) of the worker, moved before each job so
+    that the job may use at least C{seconds} and at most C{seconds + 1} more
+    CPU seconds (a limit counts whole seconds).  The limit is set again only
+    when what is left of it falls below C{seconds}, so most jobs cost one
+    C{getrusage} and no C{setrlimit}.
+    """
+
+    def __init__(self) -> None:
+        self.hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+        self.soft: float = -1.0
+
+    def allow(self, seconds: float) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        used = usage.ru_utime + usage.ru_stime
+        if self.soft - used >= seconds:
+            return
+        soft = int(used + seconds) + 1
+        if self.hard != resource.RLIM_INFINITY:
+            soft = min(soft, self.hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, self.hard))
+        except (ValueError, OSError):
+            return
+        self.soft = soft
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
+
+
+def _write(out: int, message: dict[str, Any]) -> None:
+    _writeAll(out, _encode(message).encode() + b"\n")
+
+
+def _writeAll(out: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(out, data) :]
+
+
+def _prepare(sandbox: Any) -> None:
+    """
+    Build the next call's runtime while no job is waiting (a failure here is
+    met again, and answered, by the call itself).
+    """
     try:
-        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
-    except (ValueError, OSError):
+        sandbox.prepare()
+    except Exception:
         pass
-
-
-def _write(out: BinaryIO, message: dict[str, Any]) -> None:
-    out.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-    out.flush()
 
 
 def main(argv: list[str]) -> int:
     config = json.loads(argv[1]) if len(argv) > 1 else {}
-    out = os.fdopen(os.dup(1), "wb")
+    out = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
@@ -81,9 +114,11 @@ def main(argv: list[str]) -> int:
     from suite.goop.lua.sandbox import Sandbox
 
     sandbox = Sandbox(str(config.get("data_path", "")), int(config.get("max_memory", 10 * 1024 * 1024)))
+    budget = CpuBudget()
     _write(out, {"ready": True})
     stdin = sys.stdin.buffer
     while True:
+        _prepare(sandbox)
         line = stdin.readline(MAX_JOB_BYTES + 1)
         if not line:
             return 0
@@ -91,23 +126,22 @@ def main(argv: list[str]) -> int:
             _write(out, {"ok": False, "error": "job too large"})
             return 1
         try:
-            job = json.loads(line)
+            job = _decode(line.decode("utf-8"))
         except ValueError:
             _write(out, {"ok": False, "error": "job is not JSON"})
             continue
-        cpuLimit(float(job.get("timeout", 5.0)) + 1.0)
+        budget.allow(float(job.get("timeout", 5.0)) + 1.0)
 
         def emit(level: str, text: str) -> None:
             _write(out, {"log": [level, text]})
 
         try:
-            answer = json.dumps(sandbox.run(job, emit), separators=(",", ":")).encode()
+            answer = _encode(sandbox.run(job, emit)).encode()
         except (TypeError, ValueError) as e:
             answer = json.dumps({"ok": False, "error": f"result is not JSON: {e}"[:500]}).encode()
         if len(answer) > MAX_RESULT_BYTES:
             answer = b'{"ok":false,"error":"result larger than 1 MiB"}'
-        out.write(answer + b"\n")
-        out.flush()
+        _writeAll(out, answer + b"\n")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 C{goop2} with no arguments: a local web page (127.0.0.1) to create, delete,
 start and stop the peers in a peers directory.  Rendezvous peers carry a
 badge and their button opens their settings page.  Peers run as child
-processes (C{twistd goop peer|rendezvous DIR}) and are stopped with the
-manager.
+processes (C{goop2 peer|rendezvous DIR}, the console script: twistd with
+only the goop plugin and without HTTP/2, docs/performance.md) and are
+stopped with the manager.
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ class _Child(protocol.ProcessProtocol):
 class Manager:
     """The peers directory and the child processes running its peers."""
 
-    def __init__(self, reactor: Any, peersDir: str, twistd: str | None = None) -> None:
+    def __init__(self, reactor: Any, peersDir: str, goop2: str | None = None) -> None:
         self.reactor = reactor
         self.peersDir = os.path.abspath(peersDir)
-        self.twistd = twistd or os.path.join(os.path.dirname(sys.executable), "twistd")
+        self.goop2 = goop2 or os.path.join(os.path.dirname(sys.executable), "goop2")
         self.running: dict[str, Any] = {}
         os.makedirs(self.peersDir, exist_ok=True)
         self.secret = loadSecret(os.path.join(self.peersDir, ".manager.secret"))
@@ -131,7 +132,7 @@ class Manager:
             return {"name": name, "running": True}
         c = loadConfig(d, create=False)
         mode = "rendezvous" if c.rendezvousOnly else "peer"
-        args = [self.twistd, "--nodaemon", "--pidfile=", "--logger=suite.logging.observer", "goop", mode, d]
+        args = [self.goop2, mode, d]
         logf = open(os.path.join(d, "peer.log"), "ab")
         proc = self.reactor.spawnProcess(
             _Child(self, name),

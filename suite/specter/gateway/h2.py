@@ -20,7 +20,10 @@ what they queue.  What keeps it lean per request:
   - C{h2}'s header validation is replaced by the checks the HTTP/1.1 head
     needs (L{suite.specter.gateway.http1.buildRequestHead}: no CR, LF or
     NUL, lower-case token names, well-formed pseudo-headers, one authority:
-    a C{Host} must agree with C{:authority}, RFC 9113 section 8.3.1);
+    a C{Host} must agree with C{:authority}, RFC 9113 section 8.3.1),
+    and the check that the certificate presented on the connection covers
+    the authority (421 Misdirected Request otherwise, RFC 9113 section
+    9.1.2; L{suite.specter.gateway.certnames}), both cached with the head;
   - responses are queued and sent in one pass when the frames that carried
     them have all been read (end of a link read, end of a visitor read, or
     else once per reactor turn): a short response leaves as one HEADERS and
@@ -64,6 +67,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.specter.gateway.certnames import (
+    MISDIRECTED,
+    Coverage,
+    coverageOf,
+    misdirectedReason,
+    presentedNames,
+)
 from suite.specter.gateway.exchange import Exchange, ExchangePool, SiteExchange
 from suite.specter.gateway.h2conn import (
     CLOSED,
@@ -82,6 +92,7 @@ from suite.specter.gateway.h2internals import (
 )
 from suite.specter.gateway.h2stream import END, MAX_BODY, Response, StreamCore, forwardedStream, newStream
 from suite.specter.gateway.http1 import BadMessage, RequestHead, buildRequestHead
+from suite.specter.gateway.visitor import serverName
 
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
@@ -109,6 +120,20 @@ _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 _REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
 #: The opaque data of the PING sent with the first GOAWAY of a drain.
 DRAIN_PING = b"drain\x00\x00\x00"
+
+
+class Refusal:
+    """
+    A request head answered by the gateway itself, never routed: 400 (a
+    malformed request) or 421 (an authority the connection's certificate
+    does not cover); kept in a connection's cache of request heads.
+    """
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
 
 
 class TurnFlusher:
@@ -201,7 +226,10 @@ class H2Visitor(Protocol, ConnectionSide):
         self.requests: dict[int, StreamCore] = {}
         #: Responses with something to send at the next flush.
         self.sendable: dict[int, Response] = {}
-        self.heads: dict[tuple[Any, ...], RequestHead | str] = {}
+        self.heads: dict[tuple[Any, ...], RequestHead | Refusal] = {}
+        #: The names the certificate presented on this connection covers
+        #: (None: not TLS, nothing checked); set as the connection is made.
+        self.coverage: Coverage | None = None
         self.ip = "?"
         self.peer = "?:0"
         self.writePaused = False
@@ -215,6 +243,7 @@ class H2Visitor(Protocol, ConnectionSide):
         address = self.transport.getPeer()
         self.ip = str(getattr(address, "host", "?"))
         self.peer = f"{self.ip}:{getattr(address, 'port', 0)}"
+        self.coverage = coverageOf(presentedNames(self.transport))
         conn = self.conn
         conn.local_settings = Settings(
             client=False,
@@ -389,14 +418,22 @@ class H2Visitor(Protocol, ConnectionSide):
         self.flush()
 
     # -- requests --------------------------------------------------------------------------
-    def _requestHead(self, headers: list[tuple[bytes, bytes]]) -> RequestHead | str:
+    def _requestHead(self, headers: list[tuple[bytes, bytes]]) -> RequestHead | Refusal:
+        """
+        The request head of C{headers}, or why it is refused; built and
+        checked once per distinct header list of the connection.
+        """
         key = tuple(headers)
         found = self.heads.get(key)
         if found is None:
             try:
                 found = buildRequestHead(headers, self.ip)
             except BadMessage as e:
-                found = str(e)
+                found = Refusal(400, f"malformed request: {e}")
+            else:
+                coverage = self.coverage
+                if coverage is not None and found.host and not coverage.covers(found.host):
+                    found = self._misdirected(found.host)
             if len(self.heads) >= 64:
                 self.heads.clear()
             self.heads[key] = found
@@ -410,10 +447,10 @@ class H2Visitor(Protocol, ConnectionSide):
             self.resetStream(sid, _REFUSED)
             return
         head = self._requestHead(headers)
-        if isinstance(head, str):
+        if isinstance(head, Refusal):
             stream = newStream(self, sid, None, not ended)
             self.requests[sid] = stream
-            stream.inputs.rejected(400, f"malformed request: {head}")
+            stream.inputs.rejected(head.code, head.reason)
             return
         bodyFollows = not ended
         host = head.host
@@ -446,6 +483,19 @@ class H2Visitor(Protocol, ConnectionSide):
         inputs.forwarded(
             SiteExchange(gateway.apexSite, self.transport.getPeer(), front.pool.heads, front.clock)
         )
+
+    def _misdirected(self, host: str) -> Refusal:
+        """
+        The refusal of requests for C{host}, which the certificate of this
+        connection does not cover (RFC 9113 section 9.1.2).
+        """
+        log.debug(
+            "misdirected HTTP/2 request from {peer}: the certificate presented (SNI {sni}) does not cover {host}",
+            peer=self.peer,
+            sni=serverName(self.transport),
+            host=host,
+        )
+        return Refusal(MISDIRECTED, misdirectedReason(host))
 
     def _dataReceived(self, event: Any) -> None:
         stream = self.requests.get(event.stream_id)

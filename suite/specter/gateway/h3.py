@@ -7,6 +7,9 @@ with Twisted, and each HTTP/3 request is forwarded like an HTTP/2 one (a
 pooled HTTP/1.1 exchange on a tunnel stream, see
 L{suite.specter.gateway.exchange}).
 QUIC has no PROXY protocol: the gateway sees the UDP source address.
+A request whose authority the certificate presented on the connection
+does not cover is answered 421 Misdirected Request (RFC 9114 section
+4.3.1; L{suite.specter.gateway.certnames}) and routed nowhere.
 
 Each connection's lifecycle is a machine (L{suite.specter.gateway.h3conn}).
 When the gateway drains (L{suite.specter.gateway.lifecycle.DrainMachine}
@@ -46,6 +49,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from suite.specter.gateway.certnames import (
+    MISDIRECTED,
+    Coverage,
+    coverageOf,
+    misdirectedReason,
+    quicPresentedNames,
+)
 from suite.specter.gateway.h3conn import GoingAway, H3ConnectionInputs, H3ConnectionSide, newH3Connection
 from suite.specter.gateway.http1 import BadMessage, ResponseHead, buildRequestHead
 from suite.specter.gateway.interfaces import IResponseSink
@@ -251,6 +261,9 @@ class _H3Protocol(QuicConnectionProtocol, H3ConnectionSide):
         self.requests: dict[int, _Request] = {}
         self.onRequestEvent: Callable[[H3Event], None] = self.h3EventReceived
         self.goingAway: GoingAway | None = None
+        #: The names the certificate presented covers (read at the first
+        #: request, once the handshake chose it).
+        self.coverage: Coverage | None = None
         self.lifecycle = newH3Connection(self)
         #: What the gateway's drain holds and tells to leave.
         self.leaving = _Leaving(self.lifecycle)
@@ -425,6 +438,8 @@ class _H3Protocol(QuicConnectionProtocol, H3ConnectionSide):
         Answer with a small error page.
         """
         assert self.http is not None
+        errors = self.gateway.metrics.errors
+        errors[code] = errors.get(code, 0) + 1
         body = f"{code} {detail}\n".encode()
         self.http.send_headers(streamId, [(b":status", str(code).encode()), (b"content-type", b"text/plain")])
         self.http.send_data(streamId, body, True)
@@ -445,6 +460,18 @@ class _H3Protocol(QuicConnectionProtocol, H3ConnectionSide):
         host = head.host
         if not host:
             self.respondError(streamId, 400, "no :authority")
+            return
+        coverage = self.coverage
+        if coverage is None:
+            tls = self._quic.tls
+            coverage = self.coverage = coverageOf(quicPresentedNames(getattr(tls, "certificate", None)))
+        if coverage is not None and not coverage.covers(host):
+            log.debug(
+                "misdirected HTTP/3 request from {peer}: the certificate presented does not cover {host}",
+                peer=f"{peer[0]}:{peer[1]}",
+                host=host,
+            )
+            self.respondError(streamId, MISDIRECTED, misdirectedReason(host))
             return
         d = self.gateway.resolve(host)
 

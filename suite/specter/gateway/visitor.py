@@ -3,6 +3,8 @@ Visitor connections: HTTP/1.1 (routed once per connection by its first
 request's Host, then spliced) and raw TCP (routed by SNI).
 
 Only the first request head is parsed, with a size limit (431 beyond it);
+a Host the certificate presented on the connection does not cover is
+answered 421 and the connection closed (L{suite.specter.gateway.certnames});
 after routing the connection's bytes move to the tunnel stream (HTTP/1.1
 request heads rewritten with the forwarding headers).  Each connection's
 state is its L{suite.specter.gateway.visitormachine.VisitorMachine}.
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.specter.gateway.certnames import MISDIRECTED, misdirectedReason, presentedNames
 from suite.specter.gateway.forwarded import RequestError, RequestRewriter, hostConflict
 from suite.specter.gateway.visitormachine import (
     REPLAY_LIMIT,
@@ -35,6 +38,7 @@ log = Logger()
 _REASONS = {
     400: "Bad Request",
     404: "Not Found",
+    421: "Misdirected Request",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
     503: "Service Unavailable",
@@ -176,6 +180,18 @@ class HTTPVisitor(_Visitor):
         host = _hostOf(head[:end]) or serverName(self.transport)
         if not host:
             inputs.rejected(400, "no Host header")
+            return
+        names = presentedNames(self.transport)
+        if names is not None and not names.covers(host):
+            # the connection is bound to this first Host: 421, then closed
+            log.debug(
+                "misdirected HTTP/1.1 request from {peer}: the certificate presented (SNI {sni}) "
+                "does not cover {host}",
+                peer=self.peer(),
+                sni=serverName(self.transport),
+                host=host,
+            )
+            inputs.rejected(MISDIRECTED, misdirectedReason(host))
             return
         if host in self.gateway.config.apexes:
             # other heads meet this check in the rewriter (RFC 9112 3.2)

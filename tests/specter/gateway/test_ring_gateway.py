@@ -179,9 +179,11 @@ class RingGatewayTests(TestCase):
                 "4",
                 "-m",
                 "4",
-                "-H",
-                f":authority: {host}",
-                f"https://127.0.0.1:{a.port}/load",
+                # SNI and :authority the tunnel hostname (covered by the
+                # certificate presented), the connection to the gateway
+                "--connect-to",
+                f"127.0.0.1:{a.port}",
+                f"https://{host}:{a.port}/load",
             ],
             env=os.environ,
         )
