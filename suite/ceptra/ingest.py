@@ -136,7 +136,9 @@ def validateEvents(body: bytes, contentType: str = "application/json") -> list[d
         if type(key) is not str or not 0 < len(key) <= MAX_KEY:
             raise IngestError(f"event {i} ({eid}): key must be a string of 1-{MAX_KEY} characters")
         if type(ts) is not int or not -(2**53) < ts < 2**53:
-            raise IngestError(f"event {i} ({eid}): ts must be an integer (event time in ms)")
+            raise IngestError(
+                f"event {i} ({eid}): ts must be an integer (event time in ms) of at most 2^53-1 in magnitude"
+            )
         if fields is None:
             fields = ev["fields"] = {}
         elif type(fields) is not dict or len(fields) > MAX_FIELDS:

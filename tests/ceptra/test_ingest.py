@@ -58,6 +58,7 @@ class ValidationTests(SynchronousTestCase):
             (body([{**good, "key": 5}]), "key must be"),
             (body([{**good, "ts": 1.5}]), "ts must be an integer"),
             (body([{**good, "ts": True}]), "ts must be an integer"),
+            (body([{**good, "ts": 2**53}]), "at most 2^53-1 in magnitude"),
             (body([{**good, "fields": {"a": [1]}}]), "must be a scalar"),
             (body([{**good, "fields": {"ts": 1}}]), "reserved"),
             (body([{**good, "fields": {"a": "x" * 5000}}]), "longer than"),
