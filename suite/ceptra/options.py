@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions, EnvTable, envParameters
 from suite.netutil import isIPAddress
+from suite.pki.verify import parseSpiffeId
 from suite.web.endpoint import isLoopbackHost
 from suite.web.listen import hostPortEndpoint, parseHostPort
 
@@ -257,12 +258,18 @@ class Options(DaemonOptions):
                 f"{_label('raft-heartbeat-ms')}: {self['raft-heartbeat-ms']} must be at most half of "
                 f"{_label('raft-election-timeout-ms')} ({self['raft-election-timeout-ms']})"
             )
-        allowed = [a.strip() for a in (self["admin-allowed-spiffe"] or "").split(",") if a.strip()]
-        for entry in allowed:
-            if not entry.startswith("spiffe://") or any(c in entry for c in " \t"):
+        allowed = []
+        for entry in (a.strip() for a in (self["admin-allowed-spiffe"] or "").split(",")):
+            if not entry:
+                continue
+            try:
+                # (normalised: a trust domain as spiffe://DOMAIN, without a
+                # trailing slash, so it allows that domain and no other)
+                allowed.append(str(parseSpiffeId(entry)))
+            except ValueError as e:
                 raise ConfigError(
-                    f"{_label('admin-allowed-spiffe')}: {entry!r} is not a SPIFFE ID or trust domain"
-                )
+                    f"{_label('admin-allowed-spiffe')}: {entry!r} is not a SPIFFE ID or trust domain ({e})"
+                ) from None
         self["admin-allowed-spiffe"] = allowed
         if self["admin-tls"] not in ("mtls", "off"):
             raise ConfigError(f"{_label('admin-tls')}: {self['admin-tls']!r} must be mtls or off")

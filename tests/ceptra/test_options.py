@@ -212,11 +212,18 @@ class RaftAndAdminOptionsTests(SynchronousTestCase):
         self.assertEqual(
             o["admin-allowed-spiffe"], ["spiffe://ops.example/ingest", "spiffe://clients.example"]
         )
+        # a trust domain with a trailing slash is that trust domain
+        slash = parse(CEPTRA_ADMIN_ALLOWED_SPIFFE="spiffe://clients.example/")
+        self.assertEqual(slash["admin-allowed-spiffe"], ["spiffe://clients.example"])
         self.assertEqual(o["raft-election-timeout-ms"], 1000)
 
     def test_errors(self) -> None:
         for env, value, why in (
             ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "ops-admin", "not a SPIFFE ID"),
+            # an empty trust domain would match every SPIFFE ID of the bundle
+            ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "spiffe://", "the trust domain is empty"),
+            ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "spiffe://Ops.Example/a", "lowercase"),
+            ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "spiffe://ops.example/a/", "trailing"),
             ("CEPTRA_RAFT_ELECTION_TIMEOUT_MS", "5", "out of range"),
             ("CEPTRA_RAFT_HEARTBEAT_MS", "400", "at most half"),
             ("CEPTRA_SNAPSHOT_THRESHOLD", "0", "out of range"),

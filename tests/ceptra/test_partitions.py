@@ -188,6 +188,8 @@ class AllowListTests(SynchronousTestCase):
         self.assertFalse(allow.permits(spiffe("b")))
         self.assertFalse(allow.permits("spiffe://clients.org.evil/x"))
         self.assertFalse(allow.permits("spiffe://example.org/ops/admin2"))
+        # an empty trust domain allows nothing (not every ID)
+        self.assertFalse(SpiffeAllowList(["spiffe://"]).permits("spiffe://clients.org/x"))
 
 
 class UnloadableStorage(MemoryStorage):
