@@ -186,7 +186,6 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "retired-keep-s": (0, 31_536_000),
 }
 
-_SPIFFE = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -279,10 +278,13 @@ class Options(DaemonOptions):
         self["raft-host"], self["raft-port"] = raftHost, raftPort
         self["raft-endpoint"] = hostPortEndpoint(raftHost, raftPort)
         spiffe = self["node-spiffe"]
-        if not _SPIFFE.match(spiffe):
+        try:
+            parseSpiffeId(spiffe, allowTrustDomain=False)
+        except ValueError as e:
+            why = str(e).removeprefix(f"{spiffe!r} is not a SPIFFE ID: ").removeprefix(f"{spiffe!r} ")
             raise ConfigError(
-                f"{_label('node-spiffe')}: {spiffe!r} is not a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH)"
-            )
+                f"{_label('node-spiffe')}: {spiffe!r} is not a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH): {why}"
+            ) from None
         advertise = self["advertise-host"]
         if not advertise:
             if raftHost in ("0.0.0.0", "::"):

@@ -178,6 +178,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("CEPTRA_ADVERTISE_HOST", "not a hostname", CEPTRA_ADVERTISE_HOST="bad_host!")
         self.assertError("CEPTRA_NODE_SPIFFE", "not a SPIFFE ID", CEPTRA_NODE_SPIFFE="node-1")
         self.assertError("CEPTRA_NODE_SPIFFE", "not a SPIFFE ID", CEPTRA_NODE_SPIFFE="spiffe://example.org")
+        self.assertError("CEPTRA_NODE_SPIFFE", "'.' and '..'", CEPTRA_NODE_SPIFFE="spiffe://example.org/./a")
+        self.assertError("CEPTRA_NODE_SPIFFE", "lowercase", CEPTRA_NODE_SPIFFE="spiffe://Example.org/a")
         self.assertError(
             "CEPTRA_RAFT_CLIENT_TIMEOUT_MS", "whole number", CEPTRA_RAFT_CLIENT_TIMEOUT_MS="1.5s"
         )
