@@ -252,6 +252,14 @@ class Options(DaemonOptions):
             if not low <= value <= high:
                 raise ConfigError(f"{_label(flag)}: {value} is out of range {low}-{high}")
             self[flag] = value
+        if self["feed-stale-ms"] < 2 * self["feed-interval-ms"]:
+            # Fetched every interval, a feed is that old before each refresh:
+            # a smaller threshold would make it stale (and readiness fail)
+            # between every two polls.
+            raise ConfigError(
+                f"{_label('feed-stale-ms')}: {self['feed-stale-ms']} must be at least twice "
+                f"{_label('feed-interval-ms')} ({self['feed-interval-ms']})"
+            )
         if self["raft-heartbeat-ms"] * 2 > self["raft-election-timeout-ms"]:
             raise ConfigError(
                 f"{_label('raft-heartbeat-ms')}: {self['raft-heartbeat-ms']} must be at most half of "

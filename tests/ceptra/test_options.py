@@ -228,6 +228,11 @@ class RaftAndAdminOptionsTests(SynchronousTestCase):
             ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "spiffe://ops.example/a/", "trailing"),
             ("CEPTRA_RAFT_ELECTION_TIMEOUT_MS", "5", "out of range"),
             ("CEPTRA_RAFT_HEARTBEAT_MS", "400", "at most half"),
+            (
+                "CEPTRA_FEED_STALE_MS",
+                "1500",
+                "at least twice --feed-interval-ms (CEPTRA_FEED_INTERVAL_MS) (1000)",
+            ),
             ("CEPTRA_SNAPSHOT_THRESHOLD", "0", "out of range"),
             ("CEPTRA_MAX_BATCH_BYTES", "10", "out of range"),
         ):
