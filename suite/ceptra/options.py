@@ -121,7 +121,8 @@ ENV: EnvTable = {
     "feed-stale-ms": (
         "CEPTRA_FEED_STALE_MS",
         "30000",
-        "Feed age after which it is logged as stale and the placement feed fails /readyz, in ms.",
+        "Feed age after which it is logged as stale and the placement feed fails /readyz, in ms "
+        "(at least twice --feed-interval-ms).",
     ),
     "feed-timeout-ms": ("CEPTRA_FEED_TIMEOUT_MS", "5000", "Timeout of one feed fetch, in ms (1-600000)."),
     "admin-allowed-spiffe": (
