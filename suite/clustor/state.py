@@ -370,6 +370,24 @@ def checkTransition(old: ControlPlaneState, new: ControlPlaneState, source: str 
                 f"replicas of {p['id']} changed from {was['replicas']} to {p['replicas']} "
                 f"without raising the epoch (published {was['epoch']})",
             )
+    # A node's SPIFFE ID is its identity in every group it is a member of:
+    # changing it replaces those replicas, a change of placement like any.
+    for name, node in new.nodes.items():
+        spiffe, previous = node.get("spiffe"), old.nodes.get(name, {}).get("spiffe")
+        if previous is None or spiffe == previous:
+            continue
+        held = [
+            p["id"]
+            for p in new.partitions
+            if name in p["replicas"] and p["id"] in before and p["epoch"] <= before[p["id"]]["epoch"]
+        ]
+        if held:
+            raise _fail(
+                source,
+                f"nodes.{name}.spiffe",
+                f"changed from {previous!r} to {spiffe!r} while the node holds replicas of {held} "
+                "whose epoch is not raised (a new identity is a new replica)",
+            )
 
 
 def parseState(text: str | bytes, source: str = "<state>") -> ControlPlaneState:
