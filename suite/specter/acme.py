@@ -470,6 +470,25 @@ class ACMEInventory(JSONMethodsMixin):
         return json.dumps(body, indent=2).encode() + b"\n"
 
 
+class ACMEOff(JSONMethodsMixin):
+    """
+    C{/_internal/acme} of a gateway without C{--acme}: no ACME certificates,
+    every apex is served its self-signed certificate.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        from suite.web.errors import jsonResponse
+
+        body: dict[str, Any] = {
+            "directory": None,
+            "certificates": [],
+            "reason": "ACME is off (no --acme): every apex is served the self-signed certificate",
+        }
+        return jsonResponse(request, body)
+
+
 def makeACMEService(
     options: Any,
     node: Any,

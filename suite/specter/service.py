@@ -492,6 +492,9 @@ def _addACME(
     """
     views: dict[bytes, Any] = {}
     if not options["acme"]:
+        from suite.specter.acme import ACMEOff
+
+        views[b"acme"] = ACMEOff()
         return views
     from suite.specter.acme import ACMECollector, ACMEInventory, makeACMEService
     from suite.specter.customdomains import CustomDomainWatcher, makeCustomDomains
