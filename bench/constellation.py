@@ -227,7 +227,7 @@ class _Agent:
             "--bind-addr", "127.0.0.1", "--bind-port", str(self.gossip), "--raft-port", str(self.raft),
             "--gossip-profile", "local", "--dns-server", f"127.0.0.1:{dnsPort}", "--tsig-key-file", keyFile,
             "--raft-election-ms", "300", "--lease-seconds", "5", "--raft-bootstrap-wait", "2",
-            "--raft-remove-after", "600",
+            "--raft-remove-after", "600", "--discover", "none",
         ]  # fmt: skip
         self.argv += ["--bootstrap"] if join is None else ["--join", f"127.0.0.1:{join}"]
         self.env = dict(

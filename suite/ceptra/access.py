@@ -40,7 +40,7 @@ class SpiffeAllowList:
         for entry in self.allowed:
             if spiffe == entry:
                 return True
-            if entry.count("/") == 2 and spiffe.startswith(entry.rstrip("/") + "/"):
+            if entry.count("/") == 2 and len(entry) > len("spiffe://") and spiffe.startswith(entry + "/"):
                 return True
         return spiffe in set(self.dynamic())
 

@@ -17,8 +17,6 @@ from suite.web.interfaces import IHealth
 
 __all__ = [
     "PlacementFeedHealth",
-    "RaftLeaderHealth",
-    "RaftNotImplemented",
     "PartitionsHealth",
     "ActivationHealth",
 ]
@@ -59,37 +57,6 @@ class PlacementFeedHealth:
 
     def _latest(self, feed: str) -> Any:
         return self.feeds.latest(feed) if feed in self.feeds.feeds else None
-
-
-@implementer(IRaftStatus)
-class RaftNotImplemented:
-    """
-    The Raft layer until it is built: no leader is ever known, and readiness
-    says why instead of pretending.
-    """
-
-    def leaderKnown(self) -> bool:
-        return False
-
-    def notReadyReasons(self) -> tuple[str, ...]:
-        return ("no raft leader known: raft not implemented yet",)
-
-
-@implementer(IHealth)
-class RaftLeaderHealth:
-    """
-    Not ready while no Raft leader is known.
-    """
-
-    name = "raft"
-
-    def __init__(self, raft: IRaftStatus) -> None:
-        self.raft = IRaftStatus(raft)
-
-    def check(self) -> HealthReport:
-        if self.raft.leaderKnown():
-            return HealthReport(True)
-        return HealthReport(False, tuple(self.raft.notReadyReasons()) or ("no raft leader known",))
 
 
 @implementer(IHealth)

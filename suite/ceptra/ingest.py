@@ -136,7 +136,9 @@ def validateEvents(body: bytes, contentType: str = "application/json") -> list[d
         if type(key) is not str or not 0 < len(key) <= MAX_KEY:
             raise IngestError(f"event {i} ({eid}): key must be a string of 1-{MAX_KEY} characters")
         if type(ts) is not int or not -(2**53) < ts < 2**53:
-            raise IngestError(f"event {i} ({eid}): ts must be an integer (event time in ms)")
+            raise IngestError(
+                f"event {i} ({eid}): ts must be an integer (event time in ms) of at most 2^53-1 in magnitude"
+            )
         if fields is None:
             fields = ev["fields"] = {}
         elif type(fields) is not dict or len(fields) > MAX_FIELDS:
@@ -261,7 +263,9 @@ class ClientAPI:
             except Exception as e:  # next target; the last reason is reported
                 last = f"forwarding to {target}: {e}"
                 continue
-            if code == 200:
+            if code == 200 or (code == 409 and isinstance(answer.get("partitions", {}).get(pid), dict)):
+                # (409: committed there, its engine refused the rules; the
+                # partition's answer says why)
                 return dict(answer.get("partitions", {}).get(pid) or answer)
             last = f"{target} answered {code}: {answer.get('error', answer)}"
             if 400 <= code < 500:
@@ -318,13 +322,19 @@ class ClientAPI:
 
         async def one(pid: str, share: list[dict[str, Any]]) -> dict[str, Any]:
             # The forwarded body is encoded only if the share is forwarded.
-            return await self.submit(
+            answer = await self.submit(
                 pid,
                 lambda: self.combiner.submit(pid, share),
                 "/ingest",
                 lambda: json.dumps({"events": share}).encode(),
                 hops,
             )
+            if isinstance(answer.get("accepted"), int):
+                # Committed, neither accepted nor duplicates: older than the
+                # partition's watermark allows (the rules' late_events).
+                counted = answer["accepted"] + answer.get("duplicates", 0) + answer.get("rejected", 0)
+                answer["late"] = max(0, len(share) - counted)
+            return answer
 
         return await self._all({pid: one(pid, share) for pid, share in shares.items()}, len(events))
 
@@ -338,9 +348,16 @@ class ClientAPI:
         def propose(pid: str) -> Callable[[], Deferred[Any]]:
             return lambda: self.manager.propose(pid, entry)
 
-        return await self._all(
+        code, answer = await self._all(
             {pid: self.submit(pid, propose(pid), "/rules", body, hops) for pid in pids}, None
         )
+        refused = {pid: a["error"] for pid, a in answer["partitions"].items() if a.get("error")}
+        if code == 200 and refused:
+            # Committed, but the partitions' engines refused it (its version
+            # is not above theirs): nothing changed there.
+            answer["error"] = "; ".join(f"partition {pid}: {why}" for pid, why in sorted(refused.items()))
+            return 409, answer
+        return code, answer
 
     async def _all(self, work: dict[str, Any], total: int | None) -> tuple[int, Any]:
         pids = list(work)
@@ -358,6 +375,7 @@ class ClientAPI:
         if total is not None:
             body["accepted"] = sum(v.get("accepted", 0) for v in out.values())
             body["duplicates"] = sum(v.get("duplicates", 0) for v in out.values())
+            body["late"] = sum(v.get("late", 0) for v in out.values())
             body["events"] = total
         if errors:
             body["error"] = "not every partition committed; resending the whole batch is safe"
@@ -413,10 +431,19 @@ class _APIResource(JSONMethodsMixin, Resource):
     """
 
     isLeaf = True
+    #: whether paths below this one are this resource's (C{/results/RULE})
+    subpaths = False
 
     def __init__(self, api: ClientAPI) -> None:
         super().__init__()
         self.api = api
+
+    def render(self, request: Any) -> Any:
+        if not self.subpaths and [p for p in request.postpath if p]:
+            # /partitions/x is no resource: not /partitions (nor an ingest)
+            path = (request.path or b"").decode("utf-8", "replace")[:200]
+            return jsonError(request, 404, f"no admin resource {path}")
+        return super().render(request)
 
 
 class IngestResource(_APIResource):
@@ -472,6 +499,8 @@ class RoutingResource(_APIResource):
 
 
 class ResultsResource(_APIResource):
+    subpaths = True
+
     def render_GET(self, request: Any) -> bytes:
         from suite.ceptra.engine import EngineError
 
@@ -553,6 +582,9 @@ class FeatureRules:
         self.api = api
         self.features = features
         self.rejected: str | None = None
+        #: partition -> digest of the document its engine refused (its
+        #: version not above the partition's): not proposed again there
+        self.refusedIn: dict[str, str] = {}
         # One proposal in flight per partition; a check meanwhile proposes nothing more.
         self._proposals: dict[str, SerialJob] = {}
         self._rules: Any = None
@@ -582,7 +614,7 @@ class FeatureRules:
         for pid, part in sorted(self.api.manager.partitions.items()):
             if not part.serving() or part.node.leader is None:
                 continue
-            if part.machine.rulesDigest == digest:
+            if part.machine.rulesDigest == digest or self.refusedIn.get(pid) == digest:
                 continue
             self._rules = rules
             proposal = self._proposals.get(pid)
@@ -593,9 +625,26 @@ class FeatureRules:
             proposal.poll()
 
     def _propose(self, pid: str) -> Deferred[Any]:
-        d = self.api.manager.propose(pid, rulesEntry(self._rules))
-        d.addErrback(self._failed, pid)
+        rules = self._rules
+        d = self.api.manager.propose(pid, rulesEntry(rules))
+        d.addCallbacks(
+            self._answered, self._failed, callbackArgs=(pid, rulesDigest(rules)), errbackArgs=(pid,)
+        )
         return d
+
+    def _answered(self, answer: Any, pid: str, digest: str) -> None:
+        why = answer.get("error") if isinstance(answer, dict) else None
+        if why:
+            # Committed and refused by the engine: proposing it again would
+            # only be refused again (an entry in the log each time).
+            self.refusedIn[pid] = digest
+            log.warn(
+                "features feed {key}: not applied to partition {pid}: {why}; it is not proposed again "
+                "until the flag changes",
+                key=self.KEY,
+                pid=pid,
+                why=why,
+            )
 
     def _failed(self, f: Any, pid: str) -> None:
         log.info("rules for {pid} not applied yet: {why}", pid=pid, why=f.getErrorMessage())

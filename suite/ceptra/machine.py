@@ -153,7 +153,11 @@ class PartitionMachine:
                 self.rulesVersion += 1
                 answer["rulesVersion"] = self.rulesVersion
             else:
-                answer["error"] = "rules document rejected by the engine"
+                why = next(
+                    (r.get("error") for r in results if r.get("kind") == "rules" and not r.get("accepted")),
+                    None,
+                )
+                answer["error"] = f"rules document refused: {why or 'rejected by the engine'}"
         if results and onResults is not None:
             onResults(self.partition, index, results)
         return answer

@@ -15,6 +15,8 @@ from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions, EnvTable, envParameters
 from suite.netutil import isIPAddress
+from suite.pki.verify import parseSpiffeId
+from suite.web.endpoint import isLoopbackHost
 from suite.web.listen import hostPortEndpoint, parseHostPort
 
 __all__ = ["Options", "ENV"]
@@ -24,7 +26,7 @@ ENV: EnvTable = {
     "control-plane-url": (
         "CEPTRA_CONTROL_PLANE_URL",
         None,
-        "Control-plane base URL (http:// or https://; https uses the node's mTLS identity). Required.",
+        "Control-plane base URL: https:// (the node's mTLS identity), or http:// on loopback only. Required.",
     ),
     "cp-routing-path": (
         "CEPTRA_CP_ROUTING_PATH",
@@ -119,7 +121,8 @@ ENV: EnvTable = {
     "feed-stale-ms": (
         "CEPTRA_FEED_STALE_MS",
         "30000",
-        "Feed age after which it is logged as stale and the placement feed fails /readyz, in ms.",
+        "Feed age after which it is logged as stale and the placement feed fails /readyz, in ms "
+        "(at least twice --feed-interval-ms).",
     ),
     "feed-timeout-ms": ("CEPTRA_FEED_TIMEOUT_MS", "5000", "Timeout of one feed fetch, in ms (1-600000)."),
     "admin-allowed-spiffe": (
@@ -184,7 +187,6 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "retired-keep-s": (0, 31_536_000),
 }
 
-_SPIFFE = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -251,17 +253,31 @@ class Options(DaemonOptions):
             if not low <= value <= high:
                 raise ConfigError(f"{_label(flag)}: {value} is out of range {low}-{high}")
             self[flag] = value
+        if self["feed-stale-ms"] < 2 * self["feed-interval-ms"]:
+            # Fetched every interval, a feed is that old before each refresh:
+            # a smaller threshold would make it stale (and readiness fail)
+            # between every two polls.
+            raise ConfigError(
+                f"{_label('feed-stale-ms')}: {self['feed-stale-ms']} must be at least twice "
+                f"{_label('feed-interval-ms')} ({self['feed-interval-ms']})"
+            )
         if self["raft-heartbeat-ms"] * 2 > self["raft-election-timeout-ms"]:
             raise ConfigError(
                 f"{_label('raft-heartbeat-ms')}: {self['raft-heartbeat-ms']} must be at most half of "
                 f"{_label('raft-election-timeout-ms')} ({self['raft-election-timeout-ms']})"
             )
-        allowed = [a.strip() for a in (self["admin-allowed-spiffe"] or "").split(",") if a.strip()]
-        for entry in allowed:
-            if not entry.startswith("spiffe://") or any(c in entry for c in " \t"):
+        allowed = []
+        for entry in (a.strip() for a in (self["admin-allowed-spiffe"] or "").split(",")):
+            if not entry:
+                continue
+            try:
+                # (normalised: a trust domain as spiffe://DOMAIN, without a
+                # trailing slash, so it allows that domain and no other)
+                allowed.append(str(parseSpiffeId(entry)))
+            except ValueError as e:
                 raise ConfigError(
-                    f"{_label('admin-allowed-spiffe')}: {entry!r} is not a SPIFFE ID or trust domain"
-                )
+                    f"{_label('admin-allowed-spiffe')}: {entry!r} is not a SPIFFE ID or trust domain ({e})"
+                ) from None
         self["admin-allowed-spiffe"] = allowed
         if self["admin-tls"] not in ("mtls", "off"):
             raise ConfigError(f"{_label('admin-tls')}: {self['admin-tls']!r} must be mtls or off")
@@ -271,10 +287,13 @@ class Options(DaemonOptions):
         self["raft-host"], self["raft-port"] = raftHost, raftPort
         self["raft-endpoint"] = hostPortEndpoint(raftHost, raftPort)
         spiffe = self["node-spiffe"]
-        if not _SPIFFE.match(spiffe):
+        try:
+            parseSpiffeId(spiffe, allowTrustDomain=False)
+        except ValueError as e:
+            why = str(e).removeprefix(f"{spiffe!r} is not a SPIFFE ID: ").removeprefix(f"{spiffe!r} ")
             raise ConfigError(
-                f"{_label('node-spiffe')}: {spiffe!r} is not a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH)"
-            )
+                f"{_label('node-spiffe')}: {spiffe!r} is not a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH): {why}"
+            ) from None
         advertise = self["advertise-host"]
         if not advertise:
             if raftHost in ("0.0.0.0", "::"):
@@ -301,6 +320,13 @@ class Options(DaemonOptions):
             raise ConfigError(f"{label}: {url!r} has no host")
         if parts.query or parts.fragment:
             raise ConfigError(f"{label}: {url!r} must not have a query or fragment")
+        if parts.scheme == "http" and not isLoopbackHost(parts.hostname):
+            # The routing feed decides where partitions and their data go:
+            # off this host it comes over mTLS only.
+            raise ConfigError(
+                f"{label}: {url!r}: plain http:// is allowed only on loopback; "
+                "use https:// (the node's mTLS identity)"
+            )
         try:
             _ = parts.port
         except ValueError:

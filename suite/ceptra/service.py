@@ -263,6 +263,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         ledger=ledger,
         dataDir=storage.dataDir,
         retiredKeep=float(options["retired-keep-s"]),
+        advertise=(options["advertise-host"], options["raft-port"]),
     )
     manager.setName("partitions")
     manager.setServiceParent(root)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from suite.daemon import ConfigError
 
-__all__ = ["StorageLayout", "prepareStorage", "PROBE_NAME"]
+__all__ = ["StorageLayout", "checkLayout", "prepareStorage", "PROBE_NAME"]
 
 PROBE_NAME = ".write_probe"
 
@@ -52,12 +52,53 @@ def _prepare(path: str, label: str) -> str:
     return path
 
 
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def checkLayout(dataDir: str, walDir: str, snapshotDir: str) -> None:
+    """
+    Refuse overlapping directories: the WAL and snapshot directories each
+    hold one directory per partition (and the data directory C{retired/}
+    and C{placement.json}), so one inside another would mix a partition's
+    WAL with its snapshots, or take a directory for a partition's replica
+    (the WAL and snapshot directories inside the data directory, the
+    default, are fine).
+
+    @raise ConfigError: naming both variables and paths.
+    """
+    paths = {
+        "CEPTRA_DATA_DIR": os.path.realpath(dataDir),
+        "CEPTRA_WAL_DIR": os.path.realpath(walDir),
+        "CEPTRA_SNAPSHOT_DIR": os.path.realpath(snapshotDir),
+    }
+    for inner, outer in (
+        ("CEPTRA_WAL_DIR", "CEPTRA_DATA_DIR"),
+        ("CEPTRA_SNAPSHOT_DIR", "CEPTRA_DATA_DIR"),
+        ("CEPTRA_SNAPSHOT_DIR", "CEPTRA_WAL_DIR"),
+        ("CEPTRA_WAL_DIR", "CEPTRA_SNAPSHOT_DIR"),
+        ("CEPTRA_DATA_DIR", "CEPTRA_WAL_DIR"),
+        ("CEPTRA_DATA_DIR", "CEPTRA_SNAPSHOT_DIR"),
+    ):
+        if inner in ("CEPTRA_WAL_DIR", "CEPTRA_SNAPSHOT_DIR") and outer == "CEPTRA_DATA_DIR":
+            if paths[inner] != paths[outer]:
+                continue  # below the data directory: the default layout
+        if _within(paths[inner], paths[outer]):
+            where = "is" if paths[inner] == paths[outer] else "is inside"
+            raise ConfigError(
+                f"{inner}: {paths[inner]} {where} {outer} ({paths[outer]}); the data, WAL and snapshot "
+                "directories must be apart (the WAL and snapshot directories may be inside the data directory)"
+            )
+
+
 def prepareStorage(dataDir: str, walDir: str, snapshotDir: str) -> StorageLayout:
     """
-    Create the three directories and write a C{.write_probe} in each.
+    Check the layout (L{checkLayout}), create the three directories and
+    write a C{.write_probe} in each.
 
     @raise ConfigError: naming the variable and the path that failed.
     """
+    checkLayout(dataDir, walDir, snapshotDir)
     return StorageLayout(
         _prepare(dataDir, "CEPTRA_DATA_DIR"),
         _prepare(walDir, "CEPTRA_WAL_DIR"),

@@ -43,6 +43,8 @@ from typing import Any
 import yaml
 
 from suite.daemon import ConfigError
+from suite.pki.verify import parseSpiffeId
+from suite.web.listen import parseHostPort
 
 __all__ = [
     "FEEDS",
@@ -61,8 +63,40 @@ FEEDS = ("routing", "features", "warmup", "activation")
 #: A state file larger than this is refused (it is read on the reactor thread).
 MAX_STATE_BYTES = 8 * 1024 * 1024
 
-#: libyaml's safe loader when available (much faster on large files).
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    """
+    A mapping of the file gives one key twice.
+    """
+
+    def __init__(self, key: Any, mark: Any) -> None:
+        super().__init__()
+        self.problem = f"key {key!r} given twice in one mapping"
+        self.problem_mark = mark
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """
+    libyaml's safe loader when available (much faster on large files),
+    refusing a key given twice in one mapping (YAML and JSON parsers
+    otherwise keep the last one silently).
+    """
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for keyNode, _ in node.value:
+            key = self.construct_object(keyNode, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base loader says why
+                break
+            if duplicate:
+                raise _DuplicateKey(key, keyNode.start_mark)
+        return super().construct_mapping(node, deep)
+
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _TOP_KEYS = frozenset({"nodes", "partitions", "features", "warmup", "activation"})
@@ -163,6 +197,9 @@ def _scalar(source: str, where: str, value: Any) -> Any:
 
 def _parseNodes(source: str, raw: Any) -> dict[str, dict[str, Any]]:
     nodes: dict[str, dict[str, Any]] = {}
+    #: (key, value) -> node already using it: a SPIFFE ID or a Raft address
+    #: names one node (CEPtra nodes find themselves, and their peers, by them)
+    owners: dict[tuple[str, str], str] = {}
     for name, spec in _mapping(source, "nodes", raw).items():
         _checkId(source, "nodes", name)
         where = f"nodes.{name}"
@@ -173,8 +210,24 @@ def _parseNodes(source: str, raw: Any) -> dict[str, dict[str, Any]]:
                 raise _fail(source, f"{where}.{key}", "unknown key (use raft, admin, spiffe)")
             if not isinstance(value, str) or not value:
                 raise _fail(source, f"{where}.{key}", "must be a non-empty string")
-            if key == "spiffe" and not value.startswith("spiffe://"):
-                raise _fail(source, f"{where}.spiffe", "must be a spiffe:// URI")
+            if key == "spiffe":
+                try:
+                    parseSpiffeId(value, allowTrustDomain=False)
+                except ValueError as e:
+                    raise _fail(source, f"{where}.spiffe", f"must be a spiffe:// URI naming a workload: {e}")
+            else:
+                try:
+                    port = parseHostPort(value, "")[1]
+                except ConfigError as e:
+                    raise _fail(source, f"{where}.{key}", str(e).removeprefix(": ")) from None
+                if port == 0:
+                    raise _fail(
+                        source, f"{where}.{key}", f"{value!r} has port 0 (give the port it listens on)"
+                    )
+            if key in ("spiffe", "raft"):
+                other = owners.setdefault((key, value), name)
+                if other != name:
+                    raise _fail(source, f"{where}.{key}", f"{value!r} is already used by node {other!r}")
             entry[key] = value
         nodes[name] = entry
     return nodes
@@ -202,6 +255,16 @@ def _parsePartitions(source: str, raw: Any, nodes: Mapping[str, Any]) -> list[di
             _checkId(source, f"{where}.replicas", r)
             if nodes and r not in nodes:
                 raise _fail(source, f"{where}.replicas", f"unknown node {r!r} (not in nodes)")
+            lacking = [k for k in ("raft", "spiffe") if nodes and k not in nodes[r]]
+            if lacking:
+                # A replica is a Raft group member: reached at its Raft
+                # address, known by its SPIFFE ID.  Without them the nodes
+                # would run the group without it.
+                raise _fail(
+                    source,
+                    f"{where}.replicas",
+                    f"node {r!r} holds a replica but has no {' and no '.join(lacking)} (nodes.{r})",
+                )
         if len(set(replicas)) != len(replicas):
             raise _fail(source, f"{where}.replicas", "lists a replica twice")
         epoch = spec.get("epoch", 1)
@@ -265,6 +328,12 @@ def _parseActivation(source: str, raw: Any, partitionIds: set[str]) -> list[dict
             raise _fail(source, f"{where}.id", f"duplicate barrier {bid!r}")
         seen.add(bid)
         parts = _list(source, f"{where}.partitions", b.get("partitions"))
+        if not parts:
+            raise _fail(
+                source,
+                f"{where}.partitions",
+                "must name at least one partition (a barrier holds back the nodes hosting them)",
+            )
         for p in parts:
             if p not in partitionIds:
                 raise _fail(source, f"{where}.partitions", f"unknown partition {p!r}")
@@ -300,6 +369,24 @@ def checkTransition(old: ControlPlaneState, new: ControlPlaneState, source: str 
                 where,
                 f"replicas of {p['id']} changed from {was['replicas']} to {p['replicas']} "
                 f"without raising the epoch (published {was['epoch']})",
+            )
+    # A node's SPIFFE ID is its identity in every group it is a member of:
+    # changing it replaces those replicas, a change of placement like any.
+    for name, node in new.nodes.items():
+        spiffe, previous = node.get("spiffe"), old.nodes.get(name, {}).get("spiffe")
+        if previous is None or spiffe == previous:
+            continue
+        held = [
+            p["id"]
+            for p in new.partitions
+            if name in p["replicas"] and p["id"] in before and p["epoch"] <= before[p["id"]]["epoch"]
+        ]
+        if held:
+            raise _fail(
+                source,
+                f"nodes.{name}.spiffe",
+                f"changed from {previous!r} to {spiffe!r} while the node holds replicas of {held} "
+                "whose epoch is not raised (a new identity is a new replica)",
             )
 
 

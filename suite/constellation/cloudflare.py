@@ -42,7 +42,35 @@ TTL = 60
 class CloudflareError(Exception):
     """
     The API refused or failed; the message carries Cloudflare's errors.
+
+    @ivar retryAfter: seconds the API asked to wait (C{Retry-After} of a
+        rate-limited answer, HTTP 429), or None.
     """
+
+    def __init__(self, message: str, retryAfter: float | None = None) -> None:
+        super().__init__(message)
+        self.retryAfter = retryAfter
+
+
+#: Longest Retry-After honoured, in seconds.
+MAX_RETRY_AFTER = 3600.0
+
+
+def _retryAfter(response: Any) -> float | None:
+    """
+    The C{Retry-After} seconds of a rate-limited answer (a delay in seconds;
+    an HTTP date is not used), capped at L{MAX_RETRY_AFTER}.
+    """
+    if response.code != 429:
+        return None
+    values = response.headers.getRawHeaders(b"retry-after") or []
+    try:
+        seconds = float(values[0].decode("ascii").strip()) if values else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if seconds is None or not seconds >= 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 @implementer(IDNSProvider)
@@ -102,13 +130,17 @@ class CloudflareProvider:
         try:
             doc = json.loads(raw)
         except (ValueError, RecursionError):
-            raise CloudflareError(f"{method} dns_records{path}: HTTP {response.code}, not JSON") from None
+            raise CloudflareError(
+                f"{method} dns_records{path}: HTTP {response.code}, not JSON", _retryAfter(response)
+            ) from None
         if not isinstance(doc, dict) or not doc.get("success"):
             errors = doc.get("errors") if isinstance(doc, dict) else None
             what = "; ".join(
                 f"{e.get('code')}: {e.get('message')}" for e in errors or [] if isinstance(e, dict)
             )
-            raise CloudflareError(f"{method} dns_records{path}: HTTP {response.code}: {what or 'failed'}")
+            raise CloudflareError(
+                f"{method} dns_records{path}: HTTP {response.code}: {what or 'failed'}", _retryAfter(response)
+            )
         return doc.get("result")
 
     async def _list(self, name: str) -> list[dict[str, Any]]:
@@ -155,9 +187,8 @@ class CloudflareProvider:
         for name, addrs in changes:
             existing = [r for r in await self._list(name) if r.get("type") in ("A", "AAAA")]
             have = {r["content"]: r for r in existing}
-            for address, record in have.items():
-                if address not in addrs:
-                    await self._call("DELETE", f"/{record['id']}")
+            # Add before removing: a name never resolves to nothing mid-change,
+            # and a batch that fails half-way leaves the old address in place.
             for address in addrs:
                 if address not in have:
                     await self._call(
@@ -172,3 +203,6 @@ class CloudflareProvider:
                             "comment": comment,
                         },
                     )
+            for address, record in have.items():
+                if address not in addrs:
+                    await self._call("DELETE", f"/{record['id']}")

@@ -173,13 +173,16 @@ class DNSWriter(Service):
 
     def _retryIn(self, result: object) -> float | None:
         """
-        After a failed pass, the backoff's next delay; after any other,
-        none (and the backoff starts again).
+        After a failed pass, the backoff's next delay (or longer, when the
+        provider asked to wait: a rate limit's Retry-After); after any
+        other, none (and the backoff starts again).
         """
         if not isinstance(result, dict) or not str(result.get("outcome", "")).startswith("failed"):
             self._backoff.reset()
             return None
         delay = self._backoff.next()
+        if isinstance(result.get("retryAfter"), float):
+            delay = max(delay, result["retryAfter"])
         result["retryIn"] = delay
         log.info("DNS reconcile: retrying in {delay:.0f} s", delay=delay)
         return delay
@@ -232,10 +235,19 @@ class DNSWriter(Service):
         except Fenced as e:
             self.failures += 1
             result["outcome"] = f"fenced: {e}"
-            log.warn("DNS write refused by the fence: {why}", why=str(e))
+            log.warn(
+                "DNS write refused by the fence: {why}; if no other cluster writes this zone "
+                "(this cluster's Raft data was reset or restored from a backup, so its tokens "
+                "started again), delete the zone's {fence} TXT record and the writer takes over",
+                why=str(e),
+                fence=FENCE_LABEL,
+            )
         except Exception as e:  # the loop keeps running: counted, logged
             self.failures += 1
             result["outcome"] = f"failed: {e}"
+            retryAfter = getattr(e, "retryAfter", None)
+            if isinstance(retryAfter, int | float):
+                result["retryAfter"] = float(retryAfter)  # the provider's rate limit asks to wait
             log.warn("DNS reconcile failed: {why}", why=str(e))
         self.last = result
         return result

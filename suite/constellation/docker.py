@@ -34,6 +34,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -521,6 +522,32 @@ class DockerClient:
         await self._request(
             "DELETE", f"/containers/{quote(containerID, safe='')}", {"force": "1" if force else "0"}
         )
+
+    async def execute(self, containerID: str, command: Sequence[str], timeout: float = 15.0) -> int:
+        """
+        C{POST /containers/{id}/exec}, then C{POST /exec/{id}/start}
+        detached, then C{GET /exec/{id}/json} every 0.2 s until it ends;
+        its exit status.  Its output is not read.
+        """
+        doc = await self._request(
+            "POST",
+            f"/containers/{quote(containerID, safe='')}/exec",
+            body={"Cmd": list(command), "AttachStdout": False, "AttachStderr": False},
+        )
+        if not isinstance(doc, dict) or "Id" not in doc:
+            raise DockerError(f"{self._what('POST', '/containers/{id}/exec')}: answer has no Id")
+        execID = quote(str(doc["Id"]), safe="")
+        await self._request("POST", f"/exec/{execID}/start", body={"Detach": True, "Tty": False})
+        deadline = self.reactor.seconds() + timeout
+        while True:
+            state = await self._request("GET", f"/exec/{execID}/json")
+            if isinstance(state, dict) and not state.get("Running") and state.get("ExitCode") is not None:
+                return int(state["ExitCode"])
+            if self.reactor.seconds() >= deadline:
+                raise DockerError(
+                    f"{self._what('POST', '/exec/{id}/start')}: still running after {timeout:g} s"
+                )
+            await deferLater(self.reactor, 0.2, lambda: None)
 
     def events(self, onEvent: Callable[[dict[str, Any]], None], labels: Sequence[str] = ()) -> EventStream:
         """

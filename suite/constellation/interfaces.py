@@ -125,6 +125,11 @@ class IContainerEngine(Interface):
         Remove a container.
         """
 
+    def execute(containerID: str, command: Sequence[str], timeout: float = 15.0) -> Awaitable[int]:
+        """
+        Run C{command} inside a running container; its exit status.
+        """
+
 
 class IDNSProvider(Interface):
     """

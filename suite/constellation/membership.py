@@ -10,12 +10,14 @@ computing it from names it may spell differently.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -23,6 +25,7 @@ from zope.interface import implementer
 
 from suite.constellation.priority import nodePriority
 from suite.constellation.state import ClusterState, DepartureListener, admitFrom
+from suite.constellation.tailscale import DEFAULT_SOCKET, TailnetView, TailscaleError, discover
 from suite.daemon import ConfigError, watchListening
 from suite.gossip.__main__ import advertisable, parseAddress
 from suite.gossip.interfaces import IMembershipListener
@@ -32,9 +35,12 @@ from suite.gossip.settings import GossipSettings
 from suite.gossip.udp import NetworkTransport
 from suite.netutil import isIPAddress
 
-__all__ = ["GossipService", "readGossipKey", "resolvePeers"]
+__all__ = ["GossipService", "gossipSettings", "readGossipKey", "resolvePeers"]
 
 log = Logger(namespace="constellation.gossip")
+
+#: Seconds between readings of the tailnet while this node is alone.
+REDISCOVER_INTERVAL = 30.0
 
 
 def readGossipKey(path: str | None) -> Keyring | None:
@@ -51,6 +57,28 @@ def readGossipKey(path: str | None) -> Keyring | None:
         return readKeyFile(path)
     except ValueError as e:
         raise ConfigError(f"--gossip-key-file (CONSTELLATION_GOSSIP_KEY_FILE): {e}") from None
+
+
+def gossipSettings(profile: str) -> GossipSettings:
+    """
+    The timers of C{--gossip-profile}: C{lan} (memberlist's LAN defaults),
+    C{wan} (memberlist's WAN timers, for slow or relayed links: the guide's
+    "increase timeout for slow networks") or C{local} (loopback, tests).
+    """
+    if profile == "local":
+        return GossipSettings.local()
+    if profile == "wan":
+        return GossipSettings(
+            probeInterval=5.0,
+            probeTimeout=3.0,
+            gossipInterval=0.5,
+            gossipNodes=4,
+            gossipToTheDead=60.0,
+            suspicionMult=6,
+            pushPullInterval=60.0,
+            pushPullTimeout=30.0,
+        )
+    return GossipSettings()
 
 
 @implementer(IMembershipListener)
@@ -85,16 +113,51 @@ class GossipService(Service):
 
     name = "gossip"
 
-    def __init__(self, options: Mapping[str, Any], reactor: Any, state: ClusterState | None = None) -> None:
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        reactor: Any,
+        state: ClusterState | None = None,
+        discoverer: Callable[[str, int], TailnetView | None] = discover,
+    ) -> None:
         self.reactor = reactor
         self.state = state
-        settings = GossipSettings.local() if options.get("gossip-profile") == "local" else GossipSettings()
+        settings = gossipSettings(options.get("gossip-profile") or "lan")
         host, port = options["bind-addr"], int(options["bind-port"])
+        #: Seeds found by Tailscale discovery (used when --join is not given).
+        self.discovered: list[tuple[str, int]] = []
+        #: What discovery said, logged when the service starts: (level, format, fields).
+        self.discoveryNote: tuple[str, str, dict[str, Any]] | None = None
+        tailnet = self._discover(options, host, discoverer)
+        #: Read the tailnet again every L{REDISCOVER_INTERVAL} seconds while
+        #: alone (no --join; tailscaled came up late, or peers changed).
+        self.rediscover: Callable[[], Deferred[TailnetView | None]] | None = None
+        if options.get("discover") == "tailscale" and not options.get("join"):
+            path = options.get("tailscale-socket") or DEFAULT_SOCKET
+            version = ipaddress.ip_address(host).version
+            self.rediscover = lambda: deferToThreadPool(
+                reactor, reactor.getThreadPool(), discoverer, path, version
+            )
+        self._rediscovery: LoopingCall | None = None
         try:
             peers = [parseAddress(p) for p in options.get("join") or []]
             self.seeds = [p for p in peers if isIPAddress(p[0])]
             self.named = [p for p in peers if not isIPAddress(p[0])]
-            address = advertisable((host, port), self.seeds[0] if self.seeds else None)
+            if tailnet is not None and not peers:
+                self.discovered = [(ip, port) for _, ip in tailnet.peers]
+            candidates = self.seeds or self.discovered
+            toward = candidates[0] if candidates else None
+            if (
+                tailnet is not None
+                and tailnet.selfAddresses
+                and not self.seeds
+                and ipaddress.ip_address(host).is_unspecified
+            ):
+                # Peers reach this node over the tailnet (named --join peers
+                # are not resolved yet, so no route can be asked for).
+                address = (tailnet.selfAddresses[0], port)
+            else:
+                address = advertisable((host, port), toward)
         except usage.UsageError as e:
             raise ConfigError(f"--join / --bind-addr: {e}") from None
         self.key = readGossipKey(options.get("gossip-key-file"))
@@ -121,9 +184,64 @@ class GossipService(Service):
         self.bind = f"{host}:{port}"
         self.remoteWithoutKey = self.key is None and host not in ("127.0.0.1", "::1")
 
+    def _discover(
+        self,
+        options: Mapping[str, Any],
+        host: str,
+        discoverer: Callable[[str, int], TailnetView | None],
+    ) -> TailnetView | None:
+        """
+        Read the tailnet when C{--discover tailscale}; remember what to log.
+        """
+        if options.get("discover") != "tailscale":
+            return None
+        path = options.get("tailscale-socket") or DEFAULT_SOCKET
+        version = ipaddress.ip_address(host).version
+        try:
+            tailnet = discoverer(path, version)
+        except TailscaleError as e:
+            self.discoveryNote = (
+                "warn",
+                "Tailscale discovery: cannot read the status of tailscaled on {path}: {why}; "
+                "peers only from --join",
+                {"path": path, "why": str(e)},
+            )
+            return None
+        if tailnet is None:
+            self.discoveryNote = (
+                "info",
+                "Tailscale discovery: no tailscaled socket at {path}; peers only from --join",
+                {"path": path},
+            )
+            return None
+        if tailnet.backendState != "Running":
+            self.discoveryNote = (
+                "warn",
+                "Tailscale discovery: tailscaled on {path} is {backend}, not Running: "
+                "no peers discovered; peers only from --join",
+                {"path": path, "backend": tailnet.backendState},
+            )
+            return None
+        if options.get("join"):
+            self.discoveryNote = (
+                "info",
+                "Tailscale discovery: --join is given, so the tailnet's peers are not used as seeds",
+                {},
+            )
+        else:
+            self.discoveryNote = (
+                "info",
+                "Tailscale discovery: {count} online tailnet peer(s) ({names}); joining through them",
+                {"count": len(tailnet.peers), "names": ", ".join(n for n, _ in tailnet.peers) or "none"},
+            )
+        return tailnet
+
     def startService(self) -> None:
         super().startService()
         log.info("Initializing gossip cluster...")
+        if self.discoveryNote is not None:
+            level, text, fields = self.discoveryNote
+            (log.warn if level == "warn" else log.info)(text, **fields)
         if self.remoteWithoutKey:
             log.warn(
                 "gossip on {bind} has no shared key: anyone who can reach the port can join or "
@@ -131,7 +249,7 @@ class GossipService(Service):
                 bind=self.bind,
             )
         try:
-            joined = self.node.start(self.seeds)
+            joined = self.node.start(self.seeds + self.discovered)
         except Exception as e:  # reported to the start-up barrier
             watchListening(self, "--bind-port", f"{self.bind} (gossip)", fail(e), self.reactor)
             return
@@ -151,10 +269,50 @@ class GossipService(Service):
             d.addCallback(resolved).addCallback(report)
         elif self.seeds:
             joined.addCallback(self._joined, total)
+        elif self.discovered:
+            joined.addCallback(self._joined, len(self.discovered), discovered=True)
+        if self.rediscover is not None:
+            self._rediscovery = LoopingCall(self._rediscoverIfAlone)
+            self._rediscovery.clock = self.reactor
+            self._rediscovery.start(REDISCOVER_INTERVAL, now=False)
 
-    def _joined(self, count: int, total: int) -> None:
+    def _rediscoverIfAlone(self) -> Deferred[None] | None:
+        """
+        While no other member is alive, read the tailnet again and join
+        the online peers not tried yet (they also become seeds, retried
+        while alone).  A failed read is logged at debug level only.
+        """
+        if self.rediscover is None or self.node.summary()["members"].get("alive", 0) > 1:
+            return None
+
+        def found(tailnet: TailnetView | None) -> None:
+            if tailnet is None or tailnet.backendState != "Running":
+                return
+            port = self.node.address[1]
+            new = [(name, (ip, port)) for name, ip in tailnet.peers if (ip, port) not in self.node.seeds]
+            if not new:
+                return
+            log.info(
+                "Tailscale discovery: {count} new online tailnet peer(s) ({names}); joining through them",
+                count=len(new),
+                names=", ".join(n for n, _ in new),
+            )
+            addresses = [a for _, a in new]
+            self.node.seeds = list(self.node.seeds) + addresses
+            self.node.join(addresses)
+
+        done: Deferred[None] = self.rediscover().addCallback(found)
+        done.addErrback(lambda f: log.debug("Tailscale discovery: {why}", why=f.getErrorMessage()))
+        return done
+
+    def _joined(self, count: int, total: int, discovered: bool = False) -> None:
         if count:
             log.info("joined the cluster through {count} of {total} peers", count=count, total=total)
+        elif discovered:
+            log.info(
+                "none of the {total} Tailscale peers answered gossip: running alone until one does",
+                total=total,
+            )
         else:
             log.warn(
                 "no peer of --join answered ({total} tried); running alone until one does",
@@ -163,6 +321,9 @@ class GossipService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._rediscovery is not None and self._rediscovery.running:
+            self._rediscovery.stop()
+        self._rediscovery = None
         return self.node.leave()
 
     def summary(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from twisted.python import usage
 
 from suite.daemon import ConfigError, DaemonOptions, EnvTable, envParameters
 
-__all__ = ["Options", "ENV", "DEFAULT_HTTP_PROVIDER", "warnPlaceholderDomain"]
+__all__ = ["Options", "ENV", "DEFAULT_HTTP_PROVIDER", "warnPlaceholderDomain", "warnPrivatePublicIP"]
 
 DEFAULT_HTTP_PROVIDER = "tcp:8081:interface=127.0.0.1"
 
@@ -62,7 +62,19 @@ ENV: EnvTable = {
     "join": (
         "CONSTELLATION_JOIN",
         None,
-        "Comma-separated HOST[:PORT] gossip peers to join (port 7946 by default); none: bootstrap a new cluster.",
+        "Comma-separated HOST[:PORT] gossip peers to join (port 7946 by default); none: the peers "
+        "--discover finds, else bootstrap a new cluster.",
+    ),
+    "discover": (
+        "CONSTELLATION_DISCOVER",
+        "tailscale",
+        "Peer discovery when --join is not given: tailscale (the online peers of this node's tailnet, "
+        "read from tailscaled at start-up) or none.",
+    ),
+    "tailscale-socket": (
+        "CONSTELLATION_TAILSCALE_SOCKET",
+        "/var/run/tailscale/tailscaled.sock",
+        "Socket of the local tailscaled's API, read by --discover tailscale.",
     ),
     "gossip-key-file": (
         "CONSTELLATION_GOSSIP_KEY_FILE",
@@ -163,11 +175,18 @@ ENV: EnvTable = {
         "https://www.cloudflare.com/cdn-cgi/trace",
         "URL fetched to test WARP egress (2xx: healthy).",
     ),
+    "warp-probe-from": (
+        "CONSTELLATION_WARP_PROBE_FROM",
+        "container",
+        "Where the WARP egress probe runs: container (inside the WARP container, through the tunnel) "
+        "or host (from the agent: this host's egress only).",
+    ),
     "warp-interval": ("CONSTELLATION_WARP_INTERVAL", "30", "Seconds between WARP health checks."),
     "gossip-profile": (
         "CONSTELLATION_GOSSIP_PROFILE",
         "lan",
-        "Gossip timers: lan (memberlist's LAN defaults) or local (fast; loopback clusters and tests).",
+        "Gossip timers: lan (memberlist's LAN defaults), wan (memberlist's WAN timers, for slow or "
+        "relayed links) or local (fast; loopback clusters and tests).",
     ),
 }
 
@@ -365,6 +384,11 @@ class Options(DaemonOptions):
                 f"({self['raft-election-ms'] / 1000:g} s)"
             )
         provider = (self["dns-provider"] or "").strip().lower()
+        if not provider and self["cloudflare-zone-id"] and self["dns-server"]:
+            raise ConfigError(
+                f"{_label('dns-provider')}: both {_label('cloudflare-zone-id')} and {_label('dns-server')} "
+                "are set: name the provider to use (cloudflare or rfc2136)"
+            )
         if not provider:
             provider = (
                 "cloudflare" if self["cloudflare-zone-id"] else "rfc2136" if self["dns-server"] else "none"
@@ -374,6 +398,12 @@ class Options(DaemonOptions):
         self["dns-provider"] = provider
         if provider == "cloudflare" and not self["cloudflare-zone-id"]:
             raise ConfigError(f"{_label('cloudflare-zone-id')}: required by --dns-provider cloudflare")
+        if provider != "rfc2136":
+            for flag in ("dns-server", "tsig-key-file", "dns-zone"):
+                if self[flag]:
+                    raise ConfigError(
+                        f"{_label(flag)}: only used by --dns-provider rfc2136 (the provider is {provider})"
+                    )
         if provider == "rfc2136":
             if not self["dns-server"]:
                 raise ConfigError(f"{_label('dns-server')}: required by --dns-provider rfc2136")
@@ -401,8 +431,33 @@ class Options(DaemonOptions):
             self["warp-probe-url"] = None
         elif not probe.startswith(("http://", "https://")):
             raise ConfigError(f"{_label('warp-probe-url')}: {probe!r} is not an http(s) URL")
-        if self["gossip-profile"] not in ("lan", "local"):
-            raise ConfigError(f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan or local")
+        discover = (self["discover"] or "").strip().lower()
+        if discover not in ("tailscale", "none"):
+            raise ConfigError(f"{_label('discover')}: {self['discover']!r} is not tailscale or none")
+        self["discover"] = discover
+        if self["warp-probe-from"] not in ("container", "host"):
+            raise ConfigError(
+                f"{_label('warp-probe-from')}: {self['warp-probe-from']!r} is not container or host"
+            )
+        if self["gossip-profile"] not in ("lan", "wan", "local"):
+            raise ConfigError(
+                f"{_label('gossip-profile')}: {self['gossip-profile']!r} is not lan, wan or local"
+            )
+
+
+def warnPrivatePublicIP(options: Mapping[str, Any]) -> None:
+    """
+    Say so when C{PUBLIC_IP} is not a globally routable address (a
+    private, loopback or documentation address): the DNS records point at
+    it.  A warning, not an error: split-horizon zones use such addresses.
+    """
+    raw = options.get("public-ip")
+    if raw and not ipaddress.ip_address(raw).is_global:
+        Logger(namespace="constellation.options").warn(
+            "{flag}: {ip} is not a public address; the DNS records of this node will point at it",
+            flag=_label("public-ip"),
+            ip=raw,
+        )
 
 
 def warnPlaceholderDomain(options: Mapping[str, Any]) -> None:

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from suite.constellation.catalog import ClusterCatalog
 from suite.constellation.consensus import makeRaftAgent
-from suite.constellation.deploy.agent import DeclarationResource, DeployReconciler
+from suite.constellation.deploy.agent import DeclarationResource, DeclarationStore, DeployReconciler
 from suite.constellation.dns import DNSCollector, DNSWriter, plan
 from suite.constellation.docker import Container, DockerClient
 from suite.constellation.interfaces import IDNSProvider
@@ -34,7 +34,7 @@ from suite.constellation.labels import serviceRecord
 from suite.constellation.leases import DNS_WRITER, LB_LEADER
 from suite.constellation.membership import GossipService
 from suite.constellation.monitor import DockerMonitor
-from suite.constellation.options import warnPlaceholderDomain
+from suite.constellation.options import warnPlaceholderDomain, warnPrivatePublicIP
 from suite.constellation.priority import nodePriority
 from suite.constellation.publicip import detectPublicIP
 from suite.constellation.state import ClusterState
@@ -55,6 +55,16 @@ TOKEN_FILE = "cf-api-token.txt"
 _MAX_TOKEN_BYTES = 4096
 
 
+def _userName() -> str:
+    """The name of the user the agent runs as (its uid when it has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def readCloudflareToken(secretsPath: str) -> Secret:
     """
     Read C{SECRETS_PATH/cf-api-token.txt}.
@@ -67,8 +77,13 @@ def readCloudflareToken(secretsPath: str) -> Secret:
             mode = os.fstat(f.fileno()).st_mode & 0o777
             data = f.read(_MAX_TOKEN_BYTES + 1)
     except OSError as e:
+        hint = ""
+        if isinstance(e, PermissionError):
+            user = _userName()
+            hint = f" (the agent runs as user {user}: chown {user} {path}, or make it readable by that user)"
         raise ConfigError(
-            f"SECRETS_PATH: cannot read {path} (needed because CLOUDFLARE_ZONE_ID is set): {e.strerror or e}"
+            f"SECRETS_PATH: cannot read {path} (needed because CLOUDFLARE_ZONE_ID is set): "
+            f"{e.strerror or e}{hint}"
         ) from None
     if len(data) > _MAX_TOKEN_BYTES:
         raise ConfigError(f"SECRETS_PATH: {path} is larger than {_MAX_TOKEN_BYTES} bytes")
@@ -121,6 +136,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
 
         reactor = _reactor
     warnPlaceholderDomain(options)
+    warnPrivatePublicIP(options)
     node = options["ts-hostname"]
     dnsProvider = makeDNSProvider(options, reactor)
     priority = nodePriority(node)
@@ -199,6 +215,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
             options["config-path"],
             options["domain"],
             float(options.get("docker-interval") or 10.0),
+            store=_declarationStore(options["data-dir"], reactor),
         )
     warp: WarpMonitor | None = None
     if options.get("warp-container"):
@@ -208,6 +225,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
             options["warp-container"],
             options.get("warp-probe-url"),
             float(options.get("warp-interval") or 30.0),
+            probeFrom=options.get("warp-probe-from") or "container",
         )
 
     def warpStatus() -> dict[str, Any]:
@@ -319,7 +337,12 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         extra=lambda: {"raft": raftAgent.status(), "dns": dnsWriter.status()},
     )
     provider.getStaticEntity(b"api").putChild(
-        b"deploy", DeclarationResource(state, lambda: deployer.results if deployer else {})
+        b"deploy",
+        DeclarationResource(
+            state,
+            lambda: deployer.results if deployer else {},
+            stored=deployer.keep if deployer else None,
+        ),
     )
     site = LimitedSite(provider, reactor=reactor)
 
@@ -383,9 +406,32 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     return root
 
 
+def _declarationStore(dataDir: str, reactor: Any) -> DeclarationStore:
+    """
+    C{DATA_DIR/deploy}: deployment declarations kept across restarts.
+
+    @raise ConfigError: when the directory cannot be created or read.
+    """
+    from twisted.internet.threads import deferToThreadPool
+
+    store = DeclarationStore(
+        os.path.join(dataDir, "deploy"), lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)
+    )
+    try:
+        os.makedirs(store.directory, mode=0o700, exist_ok=True)
+        os.listdir(store.directory)
+    except OSError as e:
+        raise ConfigError(f"--data-dir (DATA_DIR): cannot use {store.directory}: {e.strerror or e}") from None
+    return store
+
+
 class _PublicIPDetection(Service):
     """
-    Detect the public IP at start-up (PUBLIC_IP unset) and publish it.
+    Detect the public IP (PUBLIC_IP unset) at start-up and publish it; ask
+    again every C{interval} seconds (the address of a home connection
+    changes), and every C{retry} seconds while no source answers (the
+    network may not be up yet at boot).  A change is published, so the DNS
+    plan follows; a failed check keeps the last address known.
     """
 
     name = "public-ip"
@@ -397,25 +443,62 @@ class _PublicIPDetection(Service):
         state: ClusterState,
         gossip: GossipService,
         meta: dict[str, Any],
+        detect: Callable[..., Any] = detectPublicIP,
+        interval: float = 300.0,
+        retry: float = 30.0,
     ) -> None:
         self.reactor, self.sources, self.state, self.gossip, self.meta = reactor, sources, state, gossip, meta
+        self.detect, self.interval, self.retry = detect, interval, retry
         self.found: str | None = None
+        self.failing = False
+        self._timer: Any = None
 
     def startService(self) -> None:
         super().startService()
-        d = Deferred.fromCoroutine(detectPublicIP(self.reactor, self.sources))
+        self._check()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        d = Deferred.fromCoroutine(self.detect(self.reactor, self.sources))
         d.addCallback(self._detected)
         d.addErrback(lambda f: log.failure("public IP detection failed", f))
+        d.addBoth(self._schedule)
+
+    def _schedule(self, result: object) -> None:
+        if self.running:
+            delay = self.retry if self.found is None or self.failing else self.interval
+            self._timer = self.reactor.callLater(delay, self._check)
 
     def _detected(self, result: tuple[str | None, list[str]]) -> None:
         ip, errors = result
-        for error in errors:
-            log.warn("public IP source failed: {error}", error=error)
         if ip is None:
-            log.warn("public IP not detected from {n} sources; set PUBLIC_IP", n=len(self.sources))
+            if not self.failing:
+                # once per run of failures: a retry every 30 s would flood the log
+                for error in errors:
+                    log.warn("public IP source failed: {error}", error=error)
+                log.warn(
+                    "public IP not detected from {n} sources; set PUBLIC_IP (retrying every {retry:g} s)",
+                    n=len(self.sources),
+                    retry=self.retry,
+                )
+            self.failing = True
             return
+        self.failing = False
+        if ip == self.found:
+            return
+        if self.found is None:
+            for error in errors:
+                log.warn("public IP source failed: {error}", error=error)
+            log.info("public IP {ip} detected", ip=ip)
+        else:
+            log.warn("public IP changed from {old} to {ip}", old=self.found, ip=ip)
         self.found = ip
-        log.info("public IP {ip} detected", ip=ip)
         self.meta["ip"] = ip
         self.state.update({"node": dict(self.meta)})
         if self.gossip.node.running:

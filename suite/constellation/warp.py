@@ -4,6 +4,15 @@ gateway container's state and Docker health through the engine API, and
 an egress probe (an HTTP GET of C{--warp-probe-url} that must answer 2xx
 within C{timeout}).  Healthy when the container runs, its healthcheck (if
 it has one) says healthy, and the probe succeeds.
+
+Where the probe runs (C{--warp-probe-from}): C{container} (the default)
+runs it inside the WARP container through the engine's exec API, so it
+takes the tunnel's way out (C{curl}, else busybox C{wget}; a Cloudflare
+trace URL must also say C{warp=on} or C{warp=plus}); C{host} fetches it
+from the agent, which checks this host's way to the URL only.  Then only
+the container's own healthcheck (as in C{conf/constellation/stack.yml})
+checks the tunnel: a container without one is said to be so, once, and
+C{tunnelChecked} is false in the status.
 """
 
 from __future__ import annotations
@@ -28,6 +37,15 @@ log = Logger(namespace="constellation.warp")
 #: Most of the egress probe's answer that is read (the trace page is ~300 bytes).
 MAX_PROBE_BYTES = 64 * 1024
 
+#: The probe run inside the WARP container, with the URL as C{$0} and the
+#: timeout as C{$1}: 1 when the fetch fails, 3 when a Cloudflare trace does
+#: not show WARP.  Shell built-ins besides the fetch (images may lack grep);
+#: busybox wget is run without C{-T}, which some static builds crash on.
+CONTAINER_PROBE = (
+    'out=$(curl -fsS -m "$1" "$0" 2>/dev/null || wget -q -O - "$0" 2>/dev/null) || exit 1; '
+    'case "$0" in */cdn-cgi/trace) case "$out" in *warp=on*|*warp=plus*) ;; *) exit 3;; esac;; esac'
+)
+
 
 class WarpMonitor(Service):
     name = "warp"
@@ -42,8 +60,10 @@ class WarpMonitor(Service):
         timeout: float = 10.0,
         wallClock: Callable[[], float] = time.time,
         onChange: Callable[[dict[str, Any]], None] | None = None,
+        probeFrom: str = "host",
     ) -> None:
         self.engine, self.reactor, self.container = engine, reactor, container
+        self.probeFrom = probeFrom
         self.probeURL, self.interval, self.timeout = probeURL, interval, timeout
         self.wallClock = wallClock
         self.onChange = onChange
@@ -54,6 +74,7 @@ class WarpMonitor(Service):
             "reason": "not checked yet",
         }
         self.checks = 0
+        self._toldNoHealthcheck = False
         self._timer: Any = None
         # One check at a time: a tick during a slow check is skipped.
         self._checks = SerialJob(lambda: Deferred.fromCoroutine(self.check()), "WARP check", log=log)
@@ -90,6 +111,17 @@ class WarpMonitor(Service):
                 status["containerState"] = state.get("Status")
                 health = (state.get("Health") or {}).get("Status")
                 status["containerHealth"] = health
+                status["tunnelChecked"] = health is not None or bool(
+                    self.probeURL and self.probeFrom == "container"
+                )
+                if not status["tunnelChecked"] and state.get("Running") and not self._toldNoHealthcheck:
+                    self._toldNoHealthcheck = True
+                    log.warn(
+                        "WARP container {container} has no healthcheck: traffic through the tunnel is "
+                        "not checked (the egress probe runs from the agent's host); give it one, e.g. "
+                        "curl -fsS https://www.cloudflare.com/cdn-cgi/trace | grep -q warp=on",
+                        container=self.container,
+                    )
                 if not state.get("Running"):
                     reasons.append(f"container {self.container} is {state.get('Status') or 'not running'}")
                 elif health not in (None, "healthy"):
@@ -97,7 +129,29 @@ class WarpMonitor(Service):
             except Exception as e:  # health boundary: the reason is reported
                 status["containerState"] = None
                 reasons.append(f"container {self.container}: {e}")
-        if self.probeURL:
+        if self.probeURL and self.probeFrom == "container":
+            if self.engine is not None and status.get("containerState") == "running":
+                started = self.reactor.seconds()
+                status["egressFrom"] = "container"
+                try:
+                    code = await self.engine.execute(
+                        self.container,
+                        ["sh", "-c", CONTAINER_PROBE, self.probeURL, f"{self.timeout:g}"],
+                        timeout=self.timeout + 5,
+                    )
+                    status["egressExit"] = code
+                    if code == 1:
+                        reasons.append(f"egress probe through the tunnel failed ({self.probeURL})")
+                    elif code == 3:
+                        reasons.append("the Cloudflare trace seen through the tunnel does not say warp=on")
+                    elif code != 0:
+                        reasons.append(f"egress probe in the container exited {code}")
+                except Exception as e:  # health boundary: the reason is reported
+                    status["egressExit"] = None
+                    reasons.append(f"egress probe in the container failed: {e}")
+                status["egressMs"] = round((self.reactor.seconds() - started) * 1000.0, 1)
+        elif self.probeURL:
+            status["egressFrom"] = "host"
             started = self.reactor.seconds()
             try:
                 probe = Deferred.fromCoroutine(self._probe(self.probeURL))

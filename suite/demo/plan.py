@@ -221,6 +221,9 @@ def plan(base: str, portBase: int = 0) -> list[DemoDaemon]:
                 str(port(7946)),
                 "--raft-port",
                 str(port(8300)),
+                # a one-node demo on loopback: never join this host's tailnet
+                "--discover",
+                "none",
             ],
             env={
                 "TS_HOSTNAME": "demo-node",

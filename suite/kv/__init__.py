@@ -25,13 +25,16 @@ def openStore(
     flushInterval: float = 3.0,
     origin: int = 0,
     horizon: float = TOMBSTONE_HORIZON,
+    sync: bool = False,
 ) -> Any:
     """
     Open vnode C{index}'s store under C{dataDir/index} with C{backend}.
     C{runner} runs a blocking callable off the reactor thread (one per store
     for SQLite, so it has a single writer) and returns a L{Deferred}.
     C{origin} is the writer id in the versions the store stamps (the
-    vnode's id); tombstones are kept C{horizon} seconds.
+    vnode's id); tombstones are kept C{horizon} seconds.  With C{sync}, the
+    append-only store acknowledges a change only once it is fsynced (SQLite
+    always acknowledges after its commit).
     """
     directory = os.path.join(dataDir, str(index))
     if backend == "memory":
@@ -41,7 +44,9 @@ def openStore(
     if backend == "aof":
         from suite.kv.aof import AOFStore
 
-        return AOFStore(directory, clock, runner, flushInterval=flushInterval, origin=origin, horizon=horizon)
+        return AOFStore(
+            directory, clock, runner, flushInterval=flushInterval, origin=origin, horizon=horizon, sync=sync
+        )
     if backend == "sqlite":
         from suite.kv.sqlite import SQLiteStore
 

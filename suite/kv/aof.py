@@ -25,19 +25,20 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import msgpack
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.daemon import ConfigError
 from suite.kv.interfaces import IKeyValueStore
 from suite.kv.memory import TableStore
-from suite.kv.records import Record
+from suite.kv.records import Incoming, Record
 from suite.kv.versions import TOMBSTONE_HORIZON
 
 __all__ = ["AOFStore", "MAGIC", "FORMAT_VERSION", "encodeRecord", "encodeRecordV1", "Runner"]
@@ -111,8 +112,12 @@ class AOFStore(TableStore):
         compactMinBytes: int = 4 * 1024 * 1024,
         origin: int = 0,
         horizon: float = TOMBSTONE_HORIZON,
+        sync: bool = False,
     ) -> None:
         super().__init__(clock, origin, horizon)
+        #: acknowledge a change only once it is written and fsynced (the
+        #: changes made meanwhile share one write: group commit)
+        self.sync = sync
         self.directory = directory
         self.path = os.path.join(directory, "kv.aof")
         self.runner = runner
@@ -126,7 +131,7 @@ class AOFStore(TableStore):
         self._flushing: Deferred[None] | None = None
         self._timer: IDelayedCall | None = None
         self._closed = False
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         self._replay()
         self._fh = open(self.path, "ab")
         self._schedule()
@@ -213,6 +218,36 @@ class AOFStore(TableStore):
 
     def _items(self) -> list[Record]:
         return self.table.records()
+
+    # -- durable acknowledgements (sync) --------------------------------
+    def _durable(self, d: Deferred[T]) -> Deferred[T]:
+        """
+        With C{sync}, C{d}'s result once what is buffered is on disk (a
+        failed write fails it: the change is not acknowledged).
+        """
+        if not self.sync or not self.pending:
+            return d
+        flushed: Deferred[None] = Deferred()
+
+        def relay(result: Any) -> None:
+            # the failure is the change's caller's to handle (and report)
+            if isinstance(result, Failure):
+                flushed.errback(result)
+            else:
+                flushed.callback(None)
+
+        self.flush().addBoth(relay)
+
+        def after(result: T) -> Deferred[T]:
+            return flushed.addCallback(lambda _: result)
+
+        return d.addCallback(after)
+
+    def _run(self, op: Callable[..., T], *args: Any) -> Deferred[T]:
+        return self._durable(super()._run(op, *args))
+
+    def importRecords(self, records: Iterable[Incoming]) -> Deferred[int]:
+        return self._durable(super().importRecords(records))
 
     # -- persistence ----------------------------------------------------
     def _persist(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:

@@ -200,8 +200,8 @@ class SQLiteStore:
         self.purged = 0
         self._purgeAt = 0.0
         self.path = os.path.join(directory, "kv.sqlite")
-        os.makedirs(directory, exist_ok=True)
-        os.makedirs(cacheDir, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.makedirs(cacheDir, mode=0o700, exist_ok=True)
         self.cacheDir = cacheDir
         self._queue: list[tuple[Callable[[_Tx], Any], Deferred[Any]]] = []
         self._busy = False

@@ -11,13 +11,30 @@ import re
 from collections.abc import Iterable
 from typing import Union
 
-__all__ = ["IPLike", "dnsName", "splitNames"]
+__all__ = ["IPLike", "CLIENT_NAME_RULE", "clientName", "dnsName", "splitNames"]
 
 IPLike = Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]
 """An IP address as text or as an C{ipaddress} object."""
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\.?$")
+
+
+_CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+#: What a client certificate's common name may be (it names the owner of
+#: tunnel hostnames and custom domains, and is a part of KV keys).
+CLIENT_NAME_RULE = "1-64 characters from A-Z a-z 0-9 . _ @ - (the first a letter or digit)"
+
+
+def clientName(name: str) -> str:
+    """
+    Check C{name} as a client certificate's common name (L{CLIENT_NAME_RULE}).
+
+    @raise ValueError: naming the rule.
+    """
+    if not _CLIENT_NAME.fullmatch(name):
+        raise ValueError(f"must be {CLIENT_NAME_RULE}")
+    return name
 
 
 def dnsName(name: str) -> str:
@@ -34,7 +51,7 @@ def dnsName(name: str) -> str:
             ascii = name.encode("idna").decode("ascii")
         except UnicodeError:
             raise ValueError(f"{name!r} is not a valid DNS name")
-    if len(ascii) > 253 or not _DNS_NAME.match(ascii):
+    if len(ascii) > 253 or not _DNS_NAME.fullmatch(ascii):
         raise ValueError(f"{name!r} is neither an IP address nor a valid DNS name")
     return ascii.rstrip(".").lower()
 

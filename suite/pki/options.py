@@ -199,6 +199,12 @@ class MintClientOptions(_PositionalFirst):
         _checkKeyType(self)
         if not self["name"]:
             raise usage.UsageError("--name: required (the client certificate's common name)")
+        from suite.pki.names import clientName
+
+        try:
+            clientName(self["name"])
+        except ValueError as e:
+            raise usage.UsageError(f"--name: {e}") from None
         if not self["out"]:
             raise usage.UsageError("--out: required (the directory for the client files)")
 

@@ -173,7 +173,7 @@ class AntiEntropy:
         accepted = self._kinds(peer, accepting=True)
         want: list[list[str]] = []
         for kind, key, origin, sequence, active in env.payload["entries"]:
-            if kind not in accepted or origin == node.nodeId:
+            if kind not in accepted or origin == node.nodeId or node.ledger.pastRetention(kind, sequence):
                 continue
             mine: Record | None = node.store.get(kind, key)
             if mine is None and not active:

@@ -90,6 +90,7 @@ def _peerView(node: SpaceNode, status: Callable[[str], str], pid: str) -> dict[s
 
 class Peers(Base):
     methods = ("GET", "POST")
+    queryParameters: dict[str, tuple[str, ...]] = {}
 
     def __init__(
         self,
@@ -117,6 +118,10 @@ class Peers(Base):
         doc = jsonBody(request)
         if not isinstance(doc, dict):
             raise APIError(400, "request body: must be a JSON object")
+        for key in ("peer_id", "id", "address", "auth_token"):
+            # (The file's YAML may spell a number for a string; JSON says what it means.)
+            if key in doc and not isinstance(doc[key], str):
+                raise APIError(400, f"body.{key}: must be a string", errors=[f"body.{key}: must be a string"])
         c = _Checker({})
         peer = parsePeer(c, doc, "body")
         if c.errors or peer is None:
@@ -125,13 +130,23 @@ class Peers(Base):
             raise APIError(400, "body.peer_id: must differ from this node's id")
         if peer.id in self.node.peerConfigs:
             raise APIError(409, f"peer {peer.id} already exists")
-        self.addPeer(peer)
+        try:
+            self.addPeer(peer)
+        except OSError as e:
+            raise APIError(503, f"cannot keep the peer ({e.strerror or e}): not added; retry later")
         log.info("peer {peer} added through the API", peer=peer.id)
+        if not peer.auth_token:
+            log.warn(
+                "peer {peer} was added without an auth_token: any node that claims to be {peer} "
+                "(with TLS: that holds a certificate naming it) is accepted as that peer",
+                peer=peer.id,
+            )
         return 201, _peerView(self.node, self.status, peer.id)
 
 
 class PeerItem(Base):
     methods = ("GET", "DELETE")
+    queryParameters: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, peers: Peers, pid: str) -> None:
         super().__init__(peers.node)
@@ -144,7 +159,13 @@ class PeerItem(Base):
         return 200, _peerView(self.node, self.peers.status, self.pid)
 
     def do_DELETE(self, request: IRequest) -> Any:
-        if not self.peers.removePeer(self.pid):
+        try:
+            removed = self.peers.removePeer(self.pid)
+        except OSError as e:
+            raise APIError(
+                503, f"cannot rewrite the kept peers ({e.strerror or e}): not removed; retry later"
+            )
+        if not removed:
             raise APIError(404, f"no peer {self.pid[:80]!r}")
         log.info("peer {peer} removed through the API", peer=self.pid)
         return 200, {"peer_id": self.pid, "status": "removed"}
@@ -157,17 +178,17 @@ def makeTokenChecker(tokens: Any) -> TokenChecker:
     return TokenChecker({t.id: (t.secret, t.permissions) for t in tokens})
 
 
-def _rule(writePermission: Permission) -> Callable[[IRequest], Permission | None]:
+def _rule(writePermission: Permission, override: bool = False) -> Callable[[IRequest], Permission | None]:
     """
     read for GET/HEAD, C{writePermission} for anything else, admin for an
-    C{?override=} (changing another operator's CDM).
+    C{?override=} where it exists (changing another operator's CDM).
     """
 
     def rule(request: IRequest) -> Permission | None:
         method = (request.method or b"").upper()
         if method in (b"GET", b"HEAD"):
             return READ
-        if b"override" in (request.args or {}):
+        if override and b"override" in (request.args or {}):
             return ADMIN
         return writePermission
 
@@ -200,13 +221,13 @@ def makeAPIResource(
     root.putChild(b"readyz", ReadinessResource([FunctionHealth("store", lambda: _storeHealth(node))]))
     root.putChild(b"metrics", Metrics(node))
     root.putChild(b"openapi.json", OpenAPI(node))
-    guarded: dict[bytes, tuple[IResource, Permission]] = {
-        b"peers": (Peers(node, peerStatus, addPeer, removePeer), ADMIN),
-        b"cdms": (CDMs(node), WRITE),
-        b"objects": (Objects(node), WRITE),
+    guarded: dict[bytes, tuple[IResource, Permission, bool]] = {
+        b"peers": (Peers(node, peerStatus, addPeer, removePeer), ADMIN, False),
+        b"cdms": (CDMs(node), WRITE, True),
+        b"objects": (Objects(node), WRITE, False),
     }
-    for name, (resource, writePermission) in guarded.items():
+    for name, (resource, writePermission, override) in guarded.items():
         if checker is not None:
-            resource = requireBearer(resource, checker, _rule(writePermission), realm="spacecomms")
+            resource = requireBearer(resource, checker, _rule(writePermission, override), realm="spacecomms")
         root.putChild(name, resource)
     return root

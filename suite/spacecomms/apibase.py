@@ -19,6 +19,7 @@ from suite.cred.web import principalOf
 from suite.spacecomms.cdm.sample import isoTime
 from suite.spacecomms.logsetup import debugEnabled
 from suite.spacecomms.node import SpaceNode
+from suite.spacecomms.store import StoreWriteError
 from suite.web.errors import jsonError, jsonResponse
 from suite.web.limits import LimitedSite
 
@@ -100,6 +101,10 @@ class Base(Resource):
     """
 
     methods: tuple[str, ...] = ()
+    #: The query parameters each method takes; with it set, any other (a
+    #: typo such as C{?limt=}) or one given twice is refused with 400 rather
+    #: than silently ignored.  None: not checked.
+    queryParameters: dict[str, tuple[str, ...]] | None = None
 
     def __init__(self, node: SpaceNode) -> None:
         super().__init__()
@@ -122,9 +127,16 @@ class Base(Resource):
             return jsonError(request, 405, f"method {method[:10]} not allowed")
         handler: Callable[[IRequest], Any] = getattr(self, "do_" + method)
         try:
+            self._checkQuery(method, request)
             result = handler(request)
         except APIError as e:
             return jsonError(request, e.code, e.reason, **e.extra)
+        except StoreWriteError as e:
+            # Not acknowledged: what the log does not hold was not kept (nor
+            # announced), and the client may retry.
+            log.error("{method} {path}: {reason}", method=method, path=request.path[:200], reason=str(e))
+            request.setHeader(b"Retry-After", b"10")
+            return jsonError(request, 503, f"{e}; not done, retry later")
         except Exception:  # per request: logged, HTTP 500
             log.failure("internal error serving {method} {path}", method=method, path=request.path[:200])
             return jsonError(request, 500, "internal error")
@@ -132,6 +144,18 @@ class Base(Resource):
             return result
         code, body = result
         return jsonResponse(request, body, code)
+
+    def _checkQuery(self, method: str, request: IRequest) -> None:
+        if self.queryParameters is None:
+            return
+        allowed = self.queryParameters.get(method, ())
+        for raw, values in sorted((request.args or {}).items()):
+            name = raw.decode("utf-8", "replace")[:40]
+            if name not in allowed:
+                expected = f"one of {', '.join(allowed)}" if allowed else "none"
+                raise APIError(400, f"query parameter {name}: unknown for {method} (expected {expected})")
+            if len(values) > 1:
+                raise APIError(400, f"query parameter {name}: given more than once")
 
 
 class APISite(LimitedSite):

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from suite.daemon import ConfigError
+from suite.spacecomms.envelope import MAX_PATH, MAX_TTL_SECONDS
 
 __all__ = [
     "Config",
@@ -230,6 +231,37 @@ class _Checker:
         return value
 
 
+#: Largest secret file read (a secret is at most 4096 characters).
+MAX_SECRET_FILE_BYTES = 16 * 1024
+
+
+def readSecretFile(c: _Checker, d: Mapping[str, Any], key: str, path: str) -> str | None:
+    """
+    The secret in the file named by C{d[key]} (a secrets manager's mount,
+    re-read at every reload so a rotated secret applies on SIGHUP), without
+    its trailing newline; None, with the problem noted, when it cannot be
+    read.
+    """
+    name = c.string(d, key, path)
+    if name is None:
+        return None
+    full = f"{path}.{key}"
+    try:
+        with open(name, "rb") as f:
+            data = f.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as e:
+        c.error(full, f"cannot read {name} ({e.strerror or e})")
+        return None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        c.error(full, f"{name} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+        return None
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        c.error(full, f"{name} is not UTF-8 text")
+        return None
+
+
 def parseAddress(address: str) -> tuple[str, int, str]:
     """
     Split a peer address (C{https://host:port}, C{tls://host:port},
@@ -250,17 +282,21 @@ def parseAddress(address: str) -> tuple[str, int, str]:
     return host, port, scheme
 
 
-def parsePeer(c: _Checker, raw: Any, path: str) -> PeerConfig | None:
+def parsePeer(c: _Checker, raw: Any, path: str, fromFile: bool = False) -> PeerConfig | None:
     """
-    Check one peer entry (from the file or from C{POST /peers}).
+    Check one peer entry (from the file or from C{POST /peers}; only the
+    file may name an C{auth_token_file}).
     """
     if not isinstance(raw, dict):
         c.error(path, "must be a mapping")
         return None
-    allowed = {"id", "peer_id", "address", "auth_token", "policies"}
+    allowed = {"id", "peer_id", "address", "auth_token", "policies"} | (
+        {"auth_token_file"} if fromFile else set()
+    )
     for k in raw:
         if k not in allowed:
-            c.error(f"{path}.{k}", "unknown key (expected id, address, auth_token, policies)")
+            expected = "id, address, auth_token" + (", auth_token_file" if fromFile else "") + ", policies"
+            c.error(f"{path}.{k}", f"unknown key (expected {expected})")
     key = "id" if "id" in raw or "peer_id" not in raw else "peer_id"
     pid = c.string(raw, key, path, required=True)
     if pid is not None and not _ID.match(pid):
@@ -275,6 +311,12 @@ def parsePeer(c: _Checker, raw: Any, path: str) -> PeerConfig | None:
             c.error(f"{path}.address", str(e))
             address = None
     token = c.string(raw, "auth_token", path, default="")
+    if fromFile and raw.get("auth_token_file") is not None:
+        if raw.get("auth_token") is not None:
+            c.error(f"{path}.auth_token_file", "set auth_token or auth_token_file, not both")
+        token = readSecretFile(c, raw, "auth_token_file", path)
+        if token is not None and len(token) > 4096:
+            c.error(f"{path}.auth_token_file", "the token must be at most 4096 characters")
     pol = c.section(raw, "policies", path, {f for f in Policies.__dataclass_fields__})
     pp = f"{path}.policies"
     policies = Policies(
@@ -370,14 +412,21 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
             c.error(tp, "must be a mapping")
             continue
         for k in t:
-            if k not in ("id", "secret", "permissions"):
-                c.error(f"{tp}.{k}", "unknown key (expected id, secret, permissions)")
+            if k not in ("id", "secret", "secret_file", "permissions"):
+                c.error(f"{tp}.{k}", "unknown key (expected id, secret or secret_file, permissions)")
         tid = c.string(t, "id", tp, required=True)
-        secret = c.string(t, "secret", tp, required=True)
+        secretKey = "secret"
+        if t.get("secret_file") is not None:
+            secretKey = "secret_file"
+            if t.get("secret") is not None:
+                c.error(f"{tp}.secret_file", "set secret or secret_file, not both")
+            secret = readSecretFile(c, t, "secret_file", tp)
+        else:
+            secret = c.string(t, "secret", tp, required=True)
         if secret is not None and len(secret) < 8 and not any(e.startswith(f"{tp}.secret") for e in c.errors):
-            c.error(f"{tp}.secret", "must be at least 8 characters")
+            c.error(f"{tp}.{secretKey}", "must be at least 8 characters")
         if secret is not None and len(secret) > 4096:
-            c.error(f"{tp}.secret", "must be at most 4096 characters")
+            c.error(f"{tp}.{secretKey}", "must be at most 4096 characters")
         perms = t.get("permissions", ["read"])
         if not isinstance(perms, list) or not perms or any(p not in PERMISSIONS for p in perms):
             c.error(f"{tp}.permissions", "must be a non-empty list of read, write, admin")
@@ -402,7 +451,8 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         if t.secret in bySecret and bySecret[t.secret] != t.id:
             c.error("api.auth.tokens", f"tokens {bySecret[t.secret]!r} and {t.id!r} share the same secret")
         bySecret.setdefault(t.secret, t.id)
-    if authEnabled and not tokens:
+    if authEnabled and not tokens and not rawTokens:
+        # (Listed tokens that were all refused have said why already.)
         c.error(
             "api.auth.tokens", "auth is enabled but no tokens are configured (set SPACECOMMS_ADMIN_TOKEN)"
         )
@@ -413,7 +463,7 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         c.error("peers", "must be a list")
         rawPeers = []
     for i, p in enumerate(rawPeers):
-        peer = parsePeer(c, p, f"peers[{i}]")
+        peer = parsePeer(c, p, f"peers[{i}]", fromFile=True)
         if peer is not None:
             if peer.id == nodeId:
                 c.error(f"peers[{i}].id", "must differ from node.id")
@@ -481,6 +531,10 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
     timeout = c.number(proto, "session_timeout_seconds", "protocol", 120.0, 0.1, 86400 * 7)
     if timeout <= hb:
         c.error("protocol.session_timeout_seconds", "must be greater than heartbeat_interval_seconds")
+    initial = c.number(proto, "reconnect_initial_seconds", "protocol", 1.0, 0.01, 3600)
+    ceiling = c.number(proto, "reconnect_max_seconds", "protocol", 30.0, 0.01, 86400)
+    if ceiling < initial:
+        c.error("protocol.reconnect_max_seconds", f"must be at least reconnect_initial_seconds ({initial:g})")
     cfg = Config(
         node_id=nodeId,
         node_name=nodeName,
@@ -513,14 +567,16 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         log_output=output,
         heartbeat_interval_seconds=hb,
         session_timeout_seconds=timeout,
-        max_hop_count=c.number(proto, "max_hop_count", "protocol", 10, 1, 255, integer=True),
-        message_ttl_seconds=c.number(proto, "message_ttl_seconds", "protocol", 300.0, 1, 86400 * 30),
+        # A message's path holds at most MAX_PATH nodes and its ttl at most
+        # MAX_TTL_SECONDS: every peer refuses anything beyond as invalid.
+        max_hop_count=c.number(proto, "max_hop_count", "protocol", 10, 1, MAX_PATH, integer=True),
+        message_ttl_seconds=c.number(proto, "message_ttl_seconds", "protocol", 300.0, 1, MAX_TTL_SECONDS),
         resync_grace_seconds=c.number(proto, "resync_grace_seconds", "protocol", 30.0, 0, 86400),
         max_frame_bytes=c.number(
             proto, "max_frame_bytes", "protocol", 1024 * 1024, 4096, 64 * 1024 * 1024, integer=True
         ),
-        reconnect_initial_seconds=c.number(proto, "reconnect_initial_seconds", "protocol", 1.0, 0.01, 3600),
-        reconnect_max_seconds=c.number(proto, "reconnect_max_seconds", "protocol", 30.0, 0.01, 86400),
+        reconnect_initial_seconds=initial,
+        reconnect_max_seconds=ceiling,
         max_clock_skew_seconds=c.number(proto, "max_clock_skew_seconds", "protocol", 300.0, 1, 86400),
         anti_entropy_interval_seconds=c.number(
             proto, "anti_entropy_interval_seconds", "protocol", 10.0, 0, 86400
@@ -528,9 +584,44 @@ def parseConfig(doc: Any, environ: Mapping[str, str] | None = None, source: str 
         override_nodes=tuple(overrideNodes),
         path=source,
     )
+    wildcard = ("0.0.0.0", "::", "")
+    if (
+        cfg.port == cfg.peer_port != 0
+        and (cfg.host == cfg.peer_host or cfg.host in wildcard or cfg.peer_host in wildcard)
+        and not any(e.startswith(("server.port", "server.peer_port")) for e in c.errors)
+    ):
+        c.error(
+            "server.peer_port",
+            f"must differ from server.port ({cfg.port}): the API and the peer listener cannot share a port",
+        )
     if c.errors:
         raise ConfigInvalid(c.errors, source)
     return cfg
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """
+    YAML's safe loader, refusing a key given twice in one mapping (which
+    plain YAML loading settles silently in favour of the last).
+    """
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for keyNode, _ in node.value:
+                if keyNode.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(keyNode, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the loader itself says so
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", keyNode.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def loadConfig(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -547,7 +638,7 @@ def loadConfig(path: str, environ: Mapping[str, str] | None = None) -> Config:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigInvalid([f"larger than {MAX_CONFIG_BYTES} bytes"], path)
     try:
-        doc = yaml.safe_load(data)
+        doc = yaml.load(data, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"

@@ -57,6 +57,8 @@ OBJECT_WITHDRAW_REASONS = ("DECAYED", "NO_LONGER_TRACKED", "ERROR", "OPERATOR_RE
 ERROR_CODES = ("INVALID_MESSAGE", "UNSUPPORTED_VERSION", "UNAUTHORIZED", "RATE_LIMITED", "INTERNAL_ERROR")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_PATH = 64
+#: Largest C{session_timeout_seconds} a HELLO may state (the configuration's limit).
+MAX_SESSION_TIMEOUT = 7 * 86400
 #: Largest envelope C{ttl} accepted (one day).
 MAX_TTL_SECONDS = 86400.0
 #: Envelope timestamps must lie in [0, 2100-01-01T00:00:00Z).
@@ -225,8 +227,31 @@ def checkPayload(mtype: str, p: dict[str, Any], mid: str | None) -> None:
         own = p.get("own_sequence", 0)
         if not isinstance(own, int) or isinstance(own, bool) or not 0 <= own < 2**63:
             raise EnvelopeError(w + "own_sequence", "must be an integer in [0, 2**63)", mid)
+        timeout = p.get("session_timeout_seconds", 1.0)
+        if (
+            not isinstance(timeout, (int, float))
+            or isinstance(timeout, bool)
+            or not 0 < timeout <= MAX_SESSION_TIMEOUT
+        ):
+            raise EnvelopeError(
+                w + "session_timeout_seconds",
+                f"must be a number of seconds in (0, {MAX_SESSION_TIMEOUT}]",
+                mid,
+            )
     elif mtype == "HEARTBEAT":
         _need(p, "sequence", int, w, mid)
+        echo = p.get("echo")
+        if echo is not None and not (
+            isinstance(echo, list)
+            and len(echo) == 2
+            and isinstance(echo[0], int)
+            and not isinstance(echo[0], bool)
+            and 0 <= echo[0] < 2**63
+            and isinstance(echo[1], (int, float))
+            and not isinstance(echo[1], bool)
+            and 0 <= echo[1] <= MAX_SESSION_TIMEOUT * 1000
+        ):
+            raise EnvelopeError(w + "echo", "must be [heartbeat sequence, milliseconds held]", mid)
     elif mtype == "ERROR":
         code = _need(p, "code", str, w, mid)
         if code not in ERROR_CODES:

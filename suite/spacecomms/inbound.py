@@ -107,6 +107,15 @@ class Inbound:
         restore = env.source_node == core.nodeId
         started = _time.perf_counter()
         seq = p["sequence"]
+        if self.ledger.pastRetention(kind, seq):
+            self._dropped(
+                env,
+                peer,
+                kind,
+                key,
+                "retention: last changed by its originator before this node's retention limit",
+            )
+            return False
         old: Record | None = core.store.get(kind, key)
         refusal = provenance(env, peer) or sequenceWindow(seq, core.now(), core.config.max_clock_skew_seconds)
         overriding = False

@@ -12,7 +12,7 @@ from typing import Any
 
 from suite.spacecomms.cdm.model import CDMError, epochSeconds
 from suite.spacecomms.core import NodeCore, log
-from suite.spacecomms.store import Record
+from suite.spacecomms.store import Record, StoreWriteError
 
 __all__ = ["Ledger", "CONJUNCTION_WINDOW_SECONDS", "CLEANUP_INTERVAL_SECONDS"]
 
@@ -175,6 +175,26 @@ class Ledger:
                 log.info("cdm {cdm_id} superseded by {newer}", cdm_id=record.key, newer=o.key)
                 return
 
+    def retentionLimit(self, kind: str) -> float | None:
+        """
+        With C{storage.cleanup.enabled}, the POSIX time before which an entry
+        of C{kind} last changed by its originator is past retention.
+        """
+        config = self.core.config
+        if not config.cleanup_enabled:
+            return None
+        hours = config.cdm_retention_hours if kind == "cdm" else config.object_retention_hours
+        return self.core.now() - hours * 3600
+
+    def pastRetention(self, kind: str, sequence: int) -> bool:
+        """
+        Whether an entry whose originator last changed it at C{sequence}
+        (microseconds of its clock) is past retention here: removed, and
+        not taken back from a peer that still holds it.
+        """
+        limit = self.retentionLimit(kind)
+        return limit is not None and sequence / 1e6 < limit
+
     def tick(self) -> None:
         """
         Withdraw CDMs whose TCA has passed (TCA_PASSED, on every node) and,
@@ -187,7 +207,15 @@ class Ledger:
             _, key = heapq.heappop(self._tcaHeap)
             r = store.get("cdm", key)
             if r is not None and r.active and r.tca is not None and r.tca < now:
-                self.tombstone(r, "TCA_PASSED", r.sequence, r.origin, r.learnedFrom)
+                try:
+                    self.tombstone(r, "TCA_PASSED", r.sequence, r.origin, r.learnedFrom)
+                except StoreWriteError as e:
+                    # Tried again next tick; the timer must not stop.
+                    heapq.heappush(self._tcaHeap, (r.tca, key))
+                    log.error(
+                        "cdm {cdm_id}: TCA_PASSED not recorded yet: {reason}", cdm_id=key, reason=str(e)
+                    )
+                    return
                 log.info("cdm {cdm_id} withdrawn: TCA_PASSED", cdm_id=key)
         config = core.config
         if config.cleanup_enabled and now - self._lastCleanup >= CLEANUP_INTERVAL_SECONDS:
@@ -198,8 +226,21 @@ class Ledger:
             ):
                 limit = now - hours * 3600
                 for r in store.records(kind):
-                    if r.updatedAt < limit:
-                        store.remove(kind, r.key)
+                    # Counted from the originator's last change (its
+                    # sequence), as every node counts it, so that peers do
+                    # not hand back, as new, what each other dropped.
+                    if min(r.updatedAt, r.sequence / 1e6) < limit:
+                        try:
+                            store.remove(kind, r.key)
+                        except StoreWriteError as e:
+                            self._lastCleanup = now - CLEANUP_INTERVAL_SECONDS  # again next tick
+                            log.error(
+                                "retention: {kind} {key} not removed yet: {reason}",
+                                kind=kind,
+                                key=r.key,
+                                reason=str(e),
+                            )
+                            return
                         log.info("retention: removed {kind} {key}", kind=kind, key=r.key)
 
 

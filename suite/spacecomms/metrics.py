@@ -53,7 +53,7 @@ class _Live:
             value=self.metrics.recentP99(),
         )
         lat = GaugeMetricFamily(
-            "heartbeat_latency_ms", "Age of the last heartbeat on arrival, per peer (ms).", labels=["peer"]
+            "heartbeat_latency_ms", "Half the round trip of heartbeats to each peer (ms).", labels=["peer"]
         )
         for peer, ms in sorted(self.metrics.latency.items()):
             if peer in node.links:

@@ -284,7 +284,14 @@ class SpaceNode:
             return
         mtype = env.message_type
         if mtype == "HEARTBEAT":
-            self.metrics.heartbeat(peer, max(0.0, self.now() - env.timestamp) * 1000.0)
+            measure = getattr(link, "heartbeatLatency", None)
+            ms = measure(env) if measure is not None else None
+            if ms is None and not self.peerCapable(peer, "heartbeat_echo"):
+                # A peer that does not echo: the age of its heartbeat, which
+                # includes the skew between the two clocks.
+                ms = max(0.0, self.now() - env.timestamp) * 1000.0
+            if ms is not None:
+                self.metrics.heartbeat(peer, ms)
             return
         if mtype == "SYNC_SUMMARY":
             send = self.sends.get(peer)

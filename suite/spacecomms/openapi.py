@@ -214,7 +214,7 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                 "get": {
                     "summary": "List peers",
                     "security": _SECURE,
-                    "responses": {**_ok("PeerList"), **_AUTH},
+                    "responses": {**_ok("PeerList"), "400": _ERR, **_AUTH},
                 },
                 "post": {
                     "summary": "Add a peer (admin)",
@@ -225,6 +225,7 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                         "400": _ERR,
                         "409": _ERR,
                         "413": _ERR,
+                        "503": _ERR,
                         **_AUTH,
                     },
                 },
@@ -234,12 +235,18 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                 "get": {
                     "summary": "One peer",
                     "security": _SECURE,
-                    "responses": {**_ok("Peer"), "404": _ERR, **_AUTH},
+                    "responses": {**_ok("Peer"), "400": _ERR, "404": _ERR, **_AUTH},
                 },
                 "delete": {
                     "summary": "Remove a peer (admin)",
                     "security": _SECURE,
-                    "responses": {"200": {"description": "removed"}, "404": _ERR, **_AUTH},
+                    "responses": {
+                        "200": {"description": "removed"},
+                        "400": _ERR,
+                        "404": _ERR,
+                        "503": _ERR,
+                        **_AUTH,
+                    },
                 },
             },
             "/cdms": {
@@ -305,6 +312,7 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                         "409": _ERR,
                         "413": _ERR,
                         "422": _ERR,
+                        "503": _ERR,
                         **_AUTH,
                     },
                 },
@@ -346,7 +354,14 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                         ),
                         _OVERRIDE,
                     ],
-                    "responses": {**_ok("CDMSummary"), "400": _ERR, "404": _ERR, "409": _ERR, **_AUTH},
+                    "responses": {
+                        **_ok("CDMSummary"),
+                        "400": _ERR,
+                        "404": _ERR,
+                        "409": _ERR,
+                        "503": _ERR,
+                        **_AUTH,
+                    },
                 },
             },
             "/objects": {
@@ -369,7 +384,13 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                     "summary": "Announce an object state",
                     "security": _SECURE,
                     "requestBody": {"required": True, "content": _json("ObjectState")},
-                    "responses": {**_ok("ObjectView", "201", "announced"), "400": _ERR, "413": _ERR, **_AUTH},
+                    "responses": {
+                        **_ok("ObjectView", "201", "announced"),
+                        "400": _ERR,
+                        "413": _ERR,
+                        "503": _ERR,
+                        **_AUTH,
+                    },
                 },
             },
             "/objects/{object_id}": {
@@ -377,7 +398,7 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                 "get": {
                     "summary": "One object state",
                     "security": _SECURE,
-                    "responses": {**_ok("ObjectView"), "404": _ERR, **_AUTH},
+                    "responses": {**_ok("ObjectView"), "400": _ERR, "404": _ERR, **_AUTH},
                 },
                 "delete": {
                     "summary": "Withdraw an object state",
@@ -392,7 +413,14 @@ def spec(nodeId: str = "") -> dict[str, Any]:
                             "default NO_LONGER_TRACKED",
                         )
                     ],
-                    "responses": {**_ok("ObjectView"), "400": _ERR, "404": _ERR, "409": _ERR, **_AUTH},
+                    "responses": {
+                        **_ok("ObjectView"),
+                        "400": _ERR,
+                        "404": _ERR,
+                        "409": _ERR,
+                        "503": _ERR,
+                        **_AUTH,
+                    },
                 },
             },
         },

@@ -19,7 +19,7 @@ from suite.spacecomms.router import TokenBucket
 
 __all__ = ["PeerTable", "CAPABILITIES"]
 
-CAPABILITIES = ["cdm", "object_state", "resync", "antientropy", "restore", "sync_summary"]
+CAPABILITIES = ["cdm", "object_state", "resync", "antientropy", "restore", "sync_summary", "heartbeat_echo"]
 
 
 class PeerTable:
@@ -101,6 +101,9 @@ class PeerTable:
             "capabilities": CAPABILITIES,
             "auth_token": token,
             "own_sequence": self.ownSequence(peerId),
+            # The peer heartbeats at least every third of it (see
+            # suite.spacecomms.session.heartbeatPeriod).
+            "session_timeout_seconds": self.core.config.session_timeout_seconds,
         }
 
     def attach(self, link: IPeerLink) -> None:

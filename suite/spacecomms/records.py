@@ -118,6 +118,10 @@ def _notOriginator(e: NotOriginator) -> APIError:
 
 class CDMs(Base):
     methods = ("GET", "POST")
+    queryParameters = {
+        "GET": ("limit", "sort", "status", "object", "origin", "tca_from", "tca_to"),
+        "POST": ("format", "override"),
+    }
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"":
@@ -163,7 +167,7 @@ class CDMs(Base):
     def do_GET(self, request: IRequest) -> Any:
         limit = _limit(request)
         sort = arg(request, "sort") or "created_at"
-        if sort.lstrip("-") not in ("created_at", "tca", "updated_at"):
+        if sort.removeprefix("-") not in ("created_at", "tca", "updated_at"):
             raise APIError(
                 400, "query parameter sort: must be created_at, updated_at or tca (prefix - for descending)"
             )
@@ -185,7 +189,7 @@ class CDMs(Base):
             if tcaTo is not None and (r.tca is None or r.tca > tcaTo):
                 continue
             rows.append(r)
-        field = sort.lstrip("-")
+        field = sort.removeprefix("-")
         attr = {"created_at": "createdAt", "updated_at": "updatedAt", "tca": "tca"}[field]
         rows.sort(key=lambda r: (getattr(r, attr) or 0.0, r.key), reverse=sort.startswith("-"))
         return 200, {
@@ -197,6 +201,7 @@ class CDMs(Base):
 
 class CDMItem(Base):
     methods = ("GET", "DELETE")
+    queryParameters = {"GET": ("format",), "DELETE": ("reason", "override")}
 
     def __init__(self, node: SpaceNode, key: str) -> None:
         super().__init__(node)
@@ -262,6 +267,7 @@ def _objectView(r: Record) -> dict[str, Any]:
 
 class Objects(Base):
     methods = ("GET", "POST")
+    queryParameters = {"GET": ("limit", "status")}
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"":
@@ -302,6 +308,7 @@ class Objects(Base):
 
 class ObjectItem(Base):
     methods = ("GET", "DELETE")
+    queryParameters = {"DELETE": ("reason",)}
 
     def __init__(self, node: SpaceNode, key: str) -> None:
         super().__init__(node)

@@ -89,6 +89,12 @@ log = Logger(namespace="spacecomms.node")
 
 #: Re-stated entries sent per reactor turn.
 SYNC_BATCH = 200
+#: A re-sync waits while more than this many bytes are queued to the peer
+#: and not yet sent (a slow link): it goes out at the pace the peer reads
+#: instead of buffering a copy of the store in memory.
+SYNC_QUEUE_BYTES = 4 * 1024 * 1024
+#: How long it waits before looking at the queue again.
+SYNC_QUEUE_WAIT = 0.05
 
 #: Entries of the store looked at per reactor turn of a re-sync (most may
 #: be left out when the peer's summary shows it holds them).
@@ -422,6 +428,10 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
     def batch(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
         node, link = core.node, core.link
         _cancel(data)
+        queued = getattr(link, "queueDepth", None)
+        if queued is not None and queued() > SYNC_QUEUE_BYTES:
+            data.timer = node.clock.callLater(SYNC_QUEUE_WAIT, inputs.batchDue)
+            return
         # At most SYNC_BATCH entries sent and SYNC_SCAN looked at per turn.
         end, stop, sentBefore = data.position, min(data.position + SYNC_SCAN, len(data.keys)), data.sent
         while end < stop and data.sent - sentBefore < SYNC_BATCH:

@@ -35,6 +35,7 @@ from suite.netutil import noDelay
 from suite.spacecomms.envelope import Envelope, EnvelopeError, decodeEnvelope
 from suite.spacecomms.interfaces import IMessageSink, IPeerLink
 from suite.spacecomms.logsetup import debugEnabled
+from suite.spacecomms.store import StoreWriteError
 
 __all__ = ["PeerProtocol", "SessionInputs", "SessionCore", "SessionMachine"]
 
@@ -52,8 +53,8 @@ class SessionInputs(Protocol):
     def helloReceived(self, hello: Envelope) -> None:
         "A HELLO arrived."
 
-    def helloAccepted(self, peerId: str) -> None:
-        "The peer's HELLO checked out."
+    def helloAccepted(self, peerId: str, peerTimeout: float | None = None) -> None:
+        "The peer's HELLO checked out (with the session timeout it stated, if any)."
 
     def helloRejected(self, code: str, reason: str) -> None:
         "The peer's HELLO was refused."
@@ -88,6 +89,31 @@ class SessionCore:
     timeoutSeconds: float
 
 
+#: Most bytes queued to a peer and not yet sent before the session is
+#: closed: a peer that reads slower than it is sent to (while its
+#: heartbeats keep the session up) would otherwise grow this node's memory
+#: without bound.  The dialer reconnects and the re-sync (which waits for
+#: the queue, see suite.spacecomms.resync.SYNC_QUEUE_BYTES) repairs.
+MAX_QUEUE_BYTES = 64 * 1024 * 1024
+#: Bytes written between two looks at the queue.
+QUEUE_CHECK_BYTES = 1024 * 1024
+
+#: The shortest heartbeat period a peer's stated timeout can ask for.
+MIN_HEARTBEAT_SECONDS = 0.05
+
+
+def heartbeatPeriod(ownSeconds: float, peerTimeout: float | None) -> float:
+    """
+    How often to send HEARTBEAT: every C{heartbeat_interval_seconds}, or a
+    third of the C{session_timeout_seconds} the peer stated in its HELLO
+    when that is shorter, so that two operators' differing timings never
+    make the peer time the session out (and both re-sync) over and over.
+    """
+    if peerTimeout is None:
+        return ownSeconds
+    return min(ownSeconds, max(peerTimeout / 3, MIN_HEARTBEAT_SECONDS))
+
+
 @dataclass
 class HelloData:
     timer: IDelayedCall
@@ -109,10 +135,12 @@ def _build() -> TypeMachine[SessionInputs, SessionCore]:
 
     hello = b.state("Hello", helloFactory)
 
-    def establishedFactory(inputs: SessionInputs, core: SessionCore, peerId: str) -> EstablishedData:
+    def establishedFactory(
+        inputs: SessionInputs, core: SessionCore, peerId: str, peerTimeout: float | None = None
+    ) -> EstablishedData:
         hb = LoopingCall(inputs.heartbeatDue)
         hb.clock = core.clock
-        hb.start(core.heartbeatSeconds, now=False)
+        hb.start(heartbeatPeriod(core.heartbeatSeconds, peerTimeout), now=False)
         return EstablishedData(peerId, hb, core.clock.callLater(core.timeoutSeconds, inputs.timedOut))
 
     established = b.state("Established", establishedFactory)
@@ -130,13 +158,19 @@ def _build() -> TypeMachine[SessionInputs, SessionCore]:
         if verdict is None:
             verdict = core.protocol.checkCertificate(hello.payload["node_id"])
         if verdict is None:
-            inputs.helloAccepted(hello.payload["node_id"])
+            inputs.helloAccepted(hello.payload["node_id"], hello.payload.get("session_timeout_seconds"))
         else:
             code, reason = verdict
             inputs.helloRejected(code, reason)
 
     @hello.upon(SessionInputs.helloAccepted).to(established)
-    def establish(inputs: SessionInputs, core: SessionCore, data: HelloData, peerId: str) -> None:
+    def establish(
+        inputs: SessionInputs,
+        core: SessionCore,
+        data: HelloData,
+        peerId: str,
+        peerTimeout: float | None = None,
+    ) -> None:
         data.timer.cancel()
         core.protocol.peerId = peerId
         if core.expectedPeer is None:
@@ -278,8 +312,14 @@ class PeerProtocol(Int32StringReceiver):
         self.MAX_LENGTH = maxFrameBytes
         self._hello = hello
         self._hbSequence = 0
+        #: When each of the last heartbeats this side sent went out.
+        self._hbSentAt: dict[int, float] = {}
+        #: The peer's last heartbeat: its sequence and when it arrived.
+        self._hbLast: tuple[int, float] | None = None
         self._sentBytes = 0
         self._frameEnds: deque[int] = deque()
+        self._nextQueueCheck = QUEUE_CHECK_BYTES
+        self._overflowing = False
         self.peerId = expectedPeer or ""
         self.machine = SessionMachine(
             SessionCore(self, sink, clock, expectedPeer, heartbeatSeconds, timeoutSeconds)
@@ -394,6 +434,17 @@ class PeerProtocol(Int32StringReceiver):
                 self.machine.helloReceived(env)
             else:
                 self.machine.messageReceived(env)
+        except StoreWriteError as e:
+            # Not stored, so not acknowledged: a later re-sync or
+            # anti-entropy round brings it again.
+            log.error(
+                "{message_type} {message_id} from {peer} not stored: {reason}",
+                message_type=env.message_type,
+                message_id=env.message_id,
+                peer=self.peerId,
+                reason=str(e),
+            )
+            self.sendError("INTERNAL_ERROR", "the receiver cannot store it now", env.message_id)
         except Exception:  # the session keeps serving: logged, peer told
             log.failure(
                 "internal error handling {message_type} from {peer}",
@@ -450,6 +501,20 @@ class PeerProtocol(Int32StringReceiver):
         self._frameEnds.append(self._sentBytes)
         if len(self._frameEnds) > 100_000:
             self._frameEnds.popleft()
+        if self._sentBytes >= self._nextQueueCheck:
+            self._nextQueueCheck = self._sentBytes + QUEUE_CHECK_BYTES
+            queued = self.queueDepth()
+            if queued > MAX_QUEUE_BYTES and not self._overflowing:
+                self._overflowing = True
+                log.warn(
+                    "peer session with {peer}: {queued} bytes queued and not read (over the {limit}-byte limit); "
+                    "closing it (the next re-sync repairs what it missed)",
+                    peer=self.peerId,
+                    queued=queued,
+                    limit=MAX_QUEUE_BYTES,
+                )
+                # Not from inside the caller's loop over the sessions.
+                self.clock.callLater(0, self.close, "send queue over its limit")
 
     def sendHello(self, peerId: str) -> None:
         self.sendEnvelope(
@@ -460,16 +525,30 @@ class PeerProtocol(Int32StringReceiver):
 
     def sendHeartbeat(self) -> None:
         self._hbSequence += 1
-        counts = self.sink.heartbeatCounts()
-        self.sendEnvelope(
-            Envelope(
-                "HEARTBEAT",
-                self.nodeId,
-                {"sequence": self._hbSequence, **counts},
-                timestamp=self.clock.seconds(),
-                path=(self.nodeId,),
-            )
-        )
+        now = self.clock.seconds()
+        payload: dict[str, Any] = {"sequence": self._hbSequence, **self.sink.heartbeatCounts()}
+        if self._hbLast is not None:
+            # The peer's last heartbeat and how long it was held here: the
+            # peer so measures a round trip on its own clock alone.
+            seq, arrived = self._hbLast
+            payload["echo"] = [seq, round(max(0.0, now - arrived) * 1000.0, 3)]
+        self._hbSentAt[self._hbSequence] = now
+        self._hbSentAt.pop(self._hbSequence - 8, None)
+        self.sendEnvelope(Envelope("HEARTBEAT", self.nodeId, payload, timestamp=now, path=(self.nodeId,)))
+
+    def heartbeatLatency(self, envelope: Envelope) -> float | None:
+        """
+        A HEARTBEAT arrived: remember it (the next one this side sends
+        echoes it), and return half the round trip, in milliseconds, of
+        the heartbeat of this side's it echoes, if any: a latency measured
+        on this node's clock alone, whatever the skew between the two.
+        """
+        now = self.clock.seconds()
+        self._hbLast = (int(envelope.payload["sequence"]), now)
+        echo = envelope.payload.get("echo")
+        if echo is None or echo[0] not in self._hbSentAt:
+            return None
+        return max(0.0, (now - self._hbSentAt[echo[0]]) * 1000.0 - float(echo[1])) / 2
 
     def sendError(self, code: str, reason: str, ref: str | None = None) -> None:
         self.sendEnvelope(

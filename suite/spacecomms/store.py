@@ -40,7 +40,16 @@ from suite.serial import SerialJob
 from suite.spacecomms.envelope import DIGEST_BUCKETS
 from suite.spacecomms.interfaces import IRecordStore
 
-__all__ = ["Record", "MemoryStore", "FileStore", "StoreLocked", "FORMAT_VERSION", "bucketOf", "entryHash"]
+__all__ = [
+    "Record",
+    "MemoryStore",
+    "FileStore",
+    "StoreLocked",
+    "StoreWriteError",
+    "FORMAT_VERSION",
+    "bucketOf",
+    "entryHash",
+]
 
 FORMAT_VERSION = 1
 _HEAD = struct.Struct(">II")
@@ -199,6 +208,13 @@ def readEntries(data: bytes) -> tuple[list[dict[str, Any]], int]:
     return out, pos
 
 
+class StoreWriteError(Exception):
+    """
+    An entry could not be appended to the store's log (a full disk, an I/O
+    error): the log was left as it was, and so was the store in memory.
+    """
+
+
 class StoreLocked(OSError):
     """
     Another process holds the store's lock (C{PATH.lock}).
@@ -231,6 +247,8 @@ class FileStore(MemoryStore):
         self._reactor = reactor
         self._threadpool = threadpool
         self._fd: int | None = None
+        #: Bytes in the log, where the next append starts (a failed one is cut back to it).
+        self._size = 0
         self._entries = 0
         #: appended to since the last fsync began
         self._dirty = False
@@ -269,8 +287,11 @@ class FileStore(MemoryStore):
     def load(self) -> None:
         """
         Replay the log (repairing a torn tail), compact it, open it for
-        appends and start the periodic fsync.  Runs before the node serves.
+        appends and start the periodic fsync.  Runs before the node serves;
+        once (again, it does nothing).
         """
+        if self._fd is not None:
+            return
         data = b""
         if os.path.exists(self.path):
             with open(self.path, "rb") as f:
@@ -287,6 +308,7 @@ class FileStore(MemoryStore):
             self._apply(e)
         self._writeSnapshot(self.path, self._snapshotEntries())
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
         self._entries = sum(len(v) for v in self._data.values())
         self.log.info("store {path}: replayed {entries} entries", path=self.path, entries=len(entries))
         self._fsyncCall.start(self._fsyncInterval, now=False)
@@ -322,23 +344,61 @@ class FileStore(MemoryStore):
         frame = encodeEntry(entry)
         if self._fd is None:
             raise RuntimeError("store is not open")
-        os.write(self._fd, frame)
+        self._writeWhole(self._fd, frame)
         self._dirty = True
         self._entries += 1
         if self._compacting is not None:
             self._compacting.append(frame)
-        elif self._entries > 1000 and self._entries > 2 * sum(len(v) for v in self._data.values()):
+
+    def _maybeCompact(self) -> None:
+        """
+        Compact once the log holds more than twice the live entries (after
+        the entry just appended is in memory, so the snapshot holds it).
+        """
+        if (
+            self._compacting is None
+            and self._entries > 1000
+            and self._entries > 2 * sum(len(v) for v in self._data.values())
+        ):
             self.compact()
 
+    def _writeWhole(self, fd: int, frame: bytes) -> None:
+        """
+        Append C{frame} whole, or leave the log as it was: a short or failed
+        write (a full disk) is cut off again, since a torn record in the
+        middle of the log would make the next start-up drop every record
+        after it as a corrupt tail.
+
+        @raise StoreWriteError: naming the file and the reason.
+        """
+        view = memoryview(frame)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as e:
+            try:
+                os.ftruncate(fd, self._size)
+            except OSError:
+                self._size = os.fstat(fd).st_size
+                self.log.error(
+                    "store {path}: cannot cut a failed append back off; the next start-up cuts it",
+                    path=self.path,
+                )
+            raise StoreWriteError(f"store {self.path}: cannot append ({e.strerror or e})") from None
+        self._size += len(frame)
+
     def put(self, record: Record) -> None:
-        super().put(record)
+        # The log first: what it does not hold is not kept in memory either.
         self._append({"op": "put", "r": record.toJSON()})
+        super().put(record)
+        self._maybeCompact()
 
     def remove(self, kind: str, key: str) -> None:
         if self.get(kind, key) is None:
             return
-        super().remove(kind, key)
         self._append({"op": "del", "kind": kind, "key": key})
+        super().remove(kind, key)
+        self._maybeCompact()
 
     def compact(self) -> Deferred[None]:
         """
@@ -363,6 +423,7 @@ class FileStore(MemoryStore):
                 os.close(self._fd)
             os.replace(self.path + ".next", self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._size = os.fstat(self._fd).st_size
             self._entries = live + len(extra)
             self.log.info(
                 "store {path}: compacted to {entries} entries", path=self.path, entries=self._entries

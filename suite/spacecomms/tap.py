@@ -67,8 +67,10 @@ class Options(DaemonOptions):
     def configPath(self) -> str:
         path = self.get("config")
         sub = getattr(self, "subOptions", None)
-        if not path and sub is not None:
-            path = sub.get("config")
+        subPath = sub.get("config") if sub is not None else None
+        if path and subPath and path != subPath:
+            raise ConfigError(f"--config: given twice, as {path} and {subPath}: name one file")
+        path = path or subPath
         if not path:
             path = self.environ.get("SPACECOMMS_CONFIG")
         if not path:

@@ -26,7 +26,6 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from suite.acme.errors import ACMEError
@@ -35,6 +34,7 @@ from suite.acme.store import StoredCertificate
 from suite.specter import acmekeys
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
+from suite.web.errors import JSONMethodsMixin
 
 __all__ = [
     "CERT_PREFIX",
@@ -438,7 +438,7 @@ class ACMECollector:
         yield expiry
 
 
-class ACMEInventory(Resource):
+class ACMEInventory(JSONMethodsMixin):
     """
     C{/_internal/acme}: each certificate's names, lifecycle state, expiry
     and whether the gateway serves it, as JSON.
@@ -468,6 +468,25 @@ class ACMEInventory(Resource):
         request.setHeader(b"content-type", b"application/json")
         body = {"directory": self.directory, "certificates": certificates}
         return json.dumps(body, indent=2).encode() + b"\n"
+
+
+class ACMEOff(JSONMethodsMixin):
+    """
+    C{/_internal/acme} of a gateway without C{--acme}: no ACME certificates,
+    every apex is served its self-signed certificate.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        from suite.web.errors import jsonResponse
+
+        body: dict[str, Any] = {
+            "directory": None,
+            "certificates": [],
+            "reason": "ACME is off (no --acme): every apex is served the self-signed certificate",
+        }
+        return jsonResponse(request, body)
 
 
 def makeACMEService(

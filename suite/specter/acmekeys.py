@@ -72,7 +72,7 @@ def validLabel(label: str) -> bool:
     Whether C{label} (lower-case) can name a challenge: one DNS label of
     letters, digits, C{-} and C{_}.
     """
-    return bool(_LABEL.match(label))
+    return bool(_LABEL.fullmatch(label))
 
 
 def challengeKey(label: str) -> bytes:
@@ -94,7 +94,7 @@ def validDomain(domain: str) -> bool:
     if not domain or len(domain) > 253:
         return False
     labels = domain.split(".")
-    if len(labels) < 2 or not all(_HOSTLABEL.match(label) for label in labels):
+    if len(labels) < 2 or not all(_HOSTLABEL.fullmatch(label) for label in labels):
         return False
     return not labels[-1].isdigit()
 

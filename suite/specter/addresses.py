@@ -98,7 +98,7 @@ def parsePeerAddress(flag: str, text: str) -> tuple[str, int]:
         return host, port
     name = host.rstrip(".")
     labels = name.split(".")
-    if name != "localhost" and (len(labels) < 2 or not all(_LABEL.match(x) for x in labels)):
+    if name != "localhost" and (len(labels) < 2 or not all(_LABEL.fullmatch(x) for x in labels)):
         raise ConfigError(
             f"{flag}: {text!r} is not HOST:PORT (HOST: an IP address or a DNS name such as node1.example.com)"
         )
@@ -237,10 +237,38 @@ class ListenMixin:
 
 
 def parseAcme(flag: str, value: str) -> tuple[str, str]:
-    m = re.match(r"^acme://(.+)@([^@/]+)$", value)
+    """
+    C{acme://EMAIL@ACME_ZONE}: the account's e-mail address (one C{@}, no
+    spaces, a domain with a dot) and the zone (a DNS name, returned
+    lower-case without a trailing dot).
+    """
+    from suite.pki.names import dnsName
+
+    m = re.fullmatch(r"acme://(.+)@([^@/]+)", value)
     if not m or "@" not in m.group(1):
         raise ConfigError(f"{flag}: {value!r} must look like acme://EMAIL@ACME_ZONE")
-    return m.group(1), m.group(2)
+    email, zone = m.group(1), m.group(2)
+    local, _, domain = email.rpartition("@")
+    problem = None
+    if not local or "@" in local or any(c.isspace() or ord(c) < 32 or c in '<>()[],;:\\"' for c in local):
+        problem = f"{email!r} is not an e-mail address"
+    else:
+        try:
+            if "." not in dnsName(domain).strip("."):
+                problem = f"{email!r} is not an e-mail address (its domain has no dot)"
+        except ValueError:
+            problem = f"{email!r} is not an e-mail address"
+    if problem is not None:
+        raise ConfigError(f"{flag}: EMAIL of acme://EMAIL@ACME_ZONE: {problem}")
+    try:
+        zone = dnsName(zone)
+    except ValueError:
+        raise ConfigError(
+            f"{flag}: ACME_ZONE of acme://EMAIL@ACME_ZONE: {zone!r} is not a DNS name"
+        ) from None
+    if zone.startswith("*"):
+        raise ConfigError(f"{flag}: ACME_ZONE of acme://EMAIL@ACME_ZONE: {zone!r} is not a DNS name")
+    return email, zone
 
 
 def parseAcmeNS(value: str) -> tuple[str, list[str]]:

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from suite.web.errors import JSONNoResource
+from suite.web.errors import JSONMethodsMixin, JSONNoResource
 
 __all__ = ["mountDebug", "migratorState", "varsSnapshot", "PROFILE_MAX_SECONDS"]
 
@@ -125,7 +125,7 @@ def varsSnapshot(registry: Any) -> dict[str, Any]:
     }
 
 
-class _Migrator(Resource):
+class _Migrator(JSONMethodsMixin):
     isLeaf = True
 
     def __init__(self, node: Any) -> None:
@@ -136,7 +136,7 @@ class _Migrator(Resource):
         return _json(request, 200, migratorState(self.node))
 
 
-class _Vars(Resource):
+class _Vars(JSONMethodsMixin):
     isLeaf = True
 
     def __init__(self, registry: Any) -> None:
@@ -147,7 +147,7 @@ class _Vars(Resource):
         return _json(request, 200, varsSnapshot(self.registry))
 
 
-class _Profile(Resource):
+class _Profile(JSONMethodsMixin):
     """
     C{GET ?seconds=N[&format=pstats]}: profile the reactor thread.
     """
@@ -226,7 +226,7 @@ DEBUG_ENDPOINTS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-class _Index(Resource):
+class _Index(JSONMethodsMixin):
     """
     A JSON index of the debug pages under a prefix (C{/_internal/debug},
     C{/_internal/debug/pprof}), so the directory itself answers.

@@ -28,6 +28,7 @@ from suite.specter.addresses import (
     rpcEndpoint,
     splitEnv,
 )
+from suite.specter.tunnel.frames import MAX_PAYLOAD
 
 __all__ = [
     "ServerOptions",
@@ -43,6 +44,11 @@ __all__ = [
 ]
 
 KV_BACKENDS = ("aof", "sqlite", "memory")
+#: Bounds of --transport-buffer (the size of each socket read and of the
+#: write buffer before back-pressure) and --proxy-buffer (the DATA frame
+#: size, at most a frame's largest payload).
+MIN_BUFFER = 1024
+MAX_TRANSPORT_BUFFER = 16 * 1024 * 1024
 DEFAULT_RPC = "tcp://127.0.0.1:11180"
 DEFAULT_INTERNAL = "tcp://127.0.0.1:9999"
 LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
@@ -60,6 +66,12 @@ class ServerOptions(ListenMixin, DaemonOptions):
             "Load the CA bundle from base64 env CERT_CA, CERT_NODE, CERT_NODE_KEY, CERT_CLIENT_CA, CERT_CLIENT_CA_KEY.",
         ],
         ["proxy-protocol", None, "Require a PROXY protocol header on the TCP listeners (gateway)."],
+        [
+            "aof-sync",
+            None,
+            "aof backend: acknowledge each write only once it is fsynced (group commit) instead of "
+            "fsyncing every --aof-flush-interval.",
+        ],
         [
             "rpc-allow-remote",
             None,
@@ -231,7 +243,8 @@ class ServerOptions(ListenMixin, DaemonOptions):
         try:
             value = kind(self[key])
         except (TypeError, ValueError):
-            raise ConfigError(f"--{key}: {self[key]!r} is not a {kind.__name__}") from None
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(f"--{key}: {self[key]!r} is not {what}") from None
         if not low <= value <= high:
             raise ConfigError(f"--{key}: must be between {low} and {high}")
         return value
@@ -240,11 +253,7 @@ class ServerOptions(ListenMixin, DaemonOptions):
         super().postOptions()
         self.envFallback("auth_user", "INTERNAL_USER")
         self.envFallback("auth_pass", "INTERNAL_PASS")
-        self.envFallback("sentry", "SENTRY_DSN")
-        if self["sentry"]:
-            from suite.sentry import checkDSN
-
-            checkDSN("--sentry", self["sentry"])
+        _sentryOption(self)
         if not self["data-dir"]:
             raise ConfigError("--data-dir: required (alias --data)")
         if not self["cert-env"] and not self["cert-dir"]:
@@ -259,8 +268,18 @@ class ServerOptions(ListenMixin, DaemonOptions):
         self["rpc-timeout"] = self._number("rpc-timeout", float, 0.1, 120)
         if self["kv"] not in KV_BACKENDS:
             raise ConfigError(f"--kv: {self['kv']!r} is not one of {', '.join(KV_BACKENDS)}")
-        for key in ("transport-buffer", "proxy-buffer"):
+        if self["aof-sync"] and self["kv"] != "aof":
+            raise ConfigError(
+                f"--aof-sync: only for --kv aof (--kv {self['kv']} "
+                + ("acknowledges after its commit)" if self["kv"] == "sqlite" else "keeps nothing on disk)")
+            )
+        for key, high in (("transport-buffer", MAX_TRANSPORT_BUFFER), ("proxy-buffer", MAX_PAYLOAD)):
             self[key] = parseSize(f"--{key}", str(self[key]))
+            if not MIN_BUFFER <= self[key] <= high:
+                raise ConfigError(
+                    f"--{key}: must be between {MIN_BUFFER // 1024}KiB and {high // (1024 * 1024)}MiB "
+                    f"(not {self[key]} bytes)"
+                )
         if self["acme"]:
             self["acme"] = parseAcme("--acme", self["acme"])
             if not self["apex"]:
@@ -354,6 +373,19 @@ class ServerOptions(ListenMixin, DaemonOptions):
         return wanted
 
 
+def _sentryOption(options: DaemonOptions) -> None:
+    """
+    C{--sentry}, else C{SENTRY_DSN}: a malformed DSN names where it came from
+    (never echoing the key).
+    """
+    given = bool(options["sentry"])
+    options.envFallback("sentry", "SENTRY_DSN")
+    if options["sentry"]:
+        from suite.sentry import checkDSN
+
+        checkDSN("--sentry" if given else "SENTRY_DSN (--sentry)", options["sentry"])
+
+
 def _checkDirectory(url: str) -> str:
     from urllib.parse import urlsplit
 
@@ -408,6 +440,7 @@ class DNSOptions(ListenMixin, DaemonOptions):
             None,
             "Loopback helper serving /healthz, /readyz and /metrics, e.g. tcp://127.0.0.1:9953 (off by default).",
         ],
+        ["sentry", None, None, "Sentry DSN: send errors, with info-level breadcrumbs (env SENTRY_DSN)."],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -429,6 +462,7 @@ class DNSOptions(ListenMixin, DaemonOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
+        _sentryOption(self)
         if not self["acme"]:
             raise ConfigError("--acme: required (acme://EMAIL@ACME_ZONE)")
         self["acme"] = parseAcme("--acme", self["acme"])
@@ -555,6 +589,8 @@ class KVOptions(usage.Options):
             self["timeout"] = float(self["timeout"])
         except ValueError:
             raise ConfigError(f"--timeout: {self['timeout']!r} is not a number") from None
+        if not 0 < self["timeout"] <= 3600:
+            raise ConfigError("--timeout: must be more than 0 and at most 3600 seconds")
 
 
 class ClientOptions(usage.Options):

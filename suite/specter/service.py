@@ -223,7 +223,7 @@ def makeServerService(options: Any, reactor: Any) -> SpecterService:
     pools: list[ThreadPool] = []
     node, transport = _ringNode(options, reactor, bundle, dataDir, addr, pools)
     root = _rootService(options, reactor, node, pools, transport, dataLock)
-    _addSentry(options, root)
+    addSentry(options, root, reactor)
     chordFactory = ChordServerFactory(node.dispatch, reactor)
     gatewayService = None
     if withGateway:
@@ -269,11 +269,20 @@ def _prepareDataDir(options: Any) -> str:
     """
     dataDir: str = options["data-dir"]
     try:
-        os.makedirs(dataDir, exist_ok=True)
+        # private: the KV files hold ACME private keys and every value
+        os.makedirs(dataDir, mode=0o700, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--data-dir: cannot create {dataDir}: {e.strerror}") from None
     if not os.access(dataDir, os.W_OK):
         raise ConfigError(f"--data-dir: {dataDir} is not writable")
+    mode = os.stat(dataDir).st_mode & 0o777
+    if mode & 0o007:
+        log.warn(
+            "--data-dir: {dir} is open to other users (mode {mode}); it holds the ring KV, "
+            "ACME private keys included: chmod 700 {dir}",
+            dir=dataDir,
+            mode=f"{mode:04o}",
+        )
     return dataDir
 
 
@@ -296,6 +305,10 @@ def _storeFactory(
     versions with the id of the vnode it belongs to (C{addr}'s vnode C{index}).
     """
     backend = options["kv"]
+    if backend == "memory":
+        log.warn(
+            "--kv memory: this node keeps its keys in memory only; they are lost when it stops (tests only)"
+        )
 
     def storeFactory(index: int) -> Any:
         pool = shared
@@ -313,6 +326,7 @@ def _storeFactory(
             reactor,
             runner,
             flushInterval=options["aof-flush-interval"],
+            sync=bool(options.get("aof-sync")),
             # the writer id in every version this vnode stamps
             origin=vnodeId(addr, index),
             horizon=options["tombstone-horizon"],
@@ -375,14 +389,14 @@ def _rootService(
     )
 
 
-def _addSentry(options: Any, root: SpecterService) -> None:
+def addSentry(options: Any, root: MultiService, reactor: Any) -> None:
     """
-    Report errors to Sentry, with C{--sentry}.
+    Report errors to Sentry, with C{--sentry} (C{specter server} and C{specter dns}).
     """
-    if options["sentry"]:
+    if options.get("sentry"):
         from suite.sentry import SentryService
 
-        SentryService(options["sentry"], root.reactor, release=f"specter@{_version()}").setServiceParent(root)
+        SentryService(options["sentry"], reactor, release=f"specter@{_version()}").setServiceParent(root)
         log.info("errors are reported to Sentry, with info-level breadcrumbs")
 
 
@@ -478,6 +492,9 @@ def _addACME(
     """
     views: dict[bytes, Any] = {}
     if not options["acme"]:
+        from suite.specter.acme import ACMEOff
+
+        views[b"acme"] = ACMEOff()
         return views
     from suite.specter.acme import ACMECollector, ACMEInventory, makeACMEService
     from suite.specter.customdomains import CustomDomainWatcher, makeCustomDomains

@@ -11,6 +11,7 @@ import html
 import json
 import math
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -21,6 +22,7 @@ from zope.interface import implementer
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import RING_SIZE
 from suite.specter.rpc import versionsOut
+from suite.web.errors import JSONMethodsMixin
 from suite.web.health import HealthReport
 from suite.web.interfaces import IHealth
 
@@ -119,7 +121,7 @@ class RingCollector:
                 yield c
 
 
-class _KeyStats(Resource):
+class _KeyStats(JSONMethodsMixin):
     isLeaf = True
 
     def __init__(self, node: Any) -> None:
@@ -172,7 +174,7 @@ class _KeyStats(Resource):
         return NOT_DONE_YET
 
 
-class _KVStats(Resource):
+class _KVStats(JSONMethodsMixin):
     isLeaf = True
 
     def __init__(self, node: Any) -> None:
@@ -212,7 +214,7 @@ code{font-size:11px}
 """
 
 
-class _Graph(Resource):
+class _Graph(JSONMethodsMixin):
     """
     C{/_internal/chord/graph}: the ring as this process sees it.  Every
     vnode is labelled with its address, index and id prefix; hovering one
@@ -332,4 +334,19 @@ def makeHelperResource(
 
             mountDebug(internal, node, registry, clock)
         admin.putChild(b"_internal", requireBasicAuth(internal, checkers, realm="specter"))
+        _internalRoots[admin] = internal
     return admin
+
+
+#: The C{/_internal} directory (behind its credentials) of each helper
+#: resource made by L{makeHelperResource}, so the gateway's pages join it
+#: (and its JSON index) rather than sit beside it.
+_internalRoots: WeakKeyDictionary[Resource, Resource] = WeakKeyDictionary()
+
+
+def internalRoot(admin: Resource) -> Resource | None:
+    """
+    The C{/_internal} directory of C{admin}, already behind the
+    C{/_internal} credentials, or L{None} when it has none.
+    """
+    return _internalRoots.get(admin)

@@ -104,6 +104,13 @@ class ClusterTests(TestCase):
         body = json.loads(await r.content())
         self.assertEqual(r.code, 200, body)
         self.assertEqual(sorted(body["partitions"]), ["p0", "p1", "p2"])
+        # The same version again (through c: some partitions forwarded) is
+        # committed and refused by every engine: 409 naming each partition.
+        r = await treq.post(cluster.admin("c") + "/rules", json=RULES, agent=agent, timeout=10)
+        body = json.loads(await r.content())
+        self.assertEqual(r.code, 409, body)
+        self.assertEqual(sorted(body["partitions"]), ["p0", "p1", "p2"])
+        self.assertTrue(all("version" in p["error"] for p in body["partitions"].values()), body)
 
         # Ingest a stream; kill -9 p0's leader after a third of it.
         rng = random.Random(7)

@@ -60,7 +60,12 @@ class NodeProcessTests(TestCase):
             twistdArgs(
                 "clustor-cp",
                 "--state",
-                writeState(base, STATE_YAML.replace("spiffe://example.org/ceptra/a", SPIFFE)),
+                writeState(
+                    base,
+                    STATE_YAML.replace("spiffe://example.org/ceptra/a", SPIFFE).replace(
+                        "replicas: [ceptra-a, ceptra-b]", "replicas: [ceptra-a]\n    epoch: 1"
+                    ),
+                ),
                 "--listen",
                 f"tcp:{cpPort}:interface=127.0.0.1",
                 "--tls-identity-cert",
@@ -99,9 +104,8 @@ class NodeProcessTests(TestCase):
             ok = body["checks"]["placement"]["ready"] and body["checks"]["raft"]["ready"]
             return (r.code, body) if ok else None
 
-        # p0's other replica has no SPIFFE ID in the table, so this node is
-        # its group's only voter and leads it; the activation barrier
-        # epoch-1 still holds readiness back.
+        # This node is p0's only replica and leads its group; the activation
+        # barrier epoch-1 still holds readiness back.
         code, body = await node.waitFor(placementReady, "a fresh placement feed and a leader", timeout=30)
         self.assertEqual(code, 503)
         self.assertFalse(body["ready"])
@@ -127,6 +131,9 @@ class NodeProcessTests(TestCase):
         self.assertIn("clustor_system_logs_total", text)
         self.assertIn('ceptra_partition_committed_index{partition="p0"}', text)
         self.assertIn('ceptra_partition_match_index{partition="p0"}', text)
+        # the readiness ratios: p0, hosted here, is ready
+        self.assertIn('ceptra_partition_ready{partition="p0"} 1.0', text)
+        self.assertIn("ceptra_ready_partitions_ratio 1.0", text)
         names = {
             line.split("{")[0].split(" ")[0]
             for line in text.splitlines()
@@ -166,3 +173,35 @@ class NodeProcessTests(TestCase):
         self.assertEqual(result.returncode, 2)
         self.assertIn("CEPTRA_CONTROL_PLANE_URL", result.stderr.splitlines()[0])
         self.assertNotIn("Traceback", result.stderr)
+
+    def test_plainControlPlaneOffLoopback(self) -> None:
+        """
+        A plain http:// control plane off loopback is refused before start:
+        one line naming the variable, exit 2, nothing created.
+        """
+        base = os.path.abspath(self.mktemp())
+        _, identity = makePKI(os.path.join(base, "pki"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CEPTRA_")}
+        env.update(nodeEnv(base, identity, url="http://192.0.2.10:26010"))
+        result = subprocess.run(scriptArgs("ceptra"), capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(result.returncode, 2)
+        first = result.stderr.splitlines()[0]
+        self.assertIn("CEPTRA_CONTROL_PLANE_URL", first)
+        self.assertIn("only on loopback", first)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(base, "data")))
+
+    def test_overlappingStorage(self) -> None:
+        """
+        A snapshot directory inside the WAL directory is refused at start:
+        one line naming both variables, exit 2, no traceback.
+        """
+        base = os.path.abspath(self.mktemp())
+        _, identity = makePKI(os.path.join(base, "pki"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CEPTRA_")}
+        env.update(nodeEnv(base, identity, CEPTRA_SNAPSHOT_DIR=os.path.join(base, "data", "wal", "snap")))
+        result = subprocess.run(scriptArgs("ceptra"), capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("CEPTRA_SNAPSHOT_DIR", result.stderr)
+        self.assertIn("is inside CEPTRA_WAL_DIR", result.stderr)

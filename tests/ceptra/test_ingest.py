@@ -10,6 +10,7 @@ import json
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
@@ -57,6 +58,7 @@ class ValidationTests(SynchronousTestCase):
             (body([{**good, "key": 5}]), "key must be"),
             (body([{**good, "ts": 1.5}]), "ts must be an integer"),
             (body([{**good, "ts": True}]), "ts must be an integer"),
+            (body([{**good, "ts": 2**53}]), "at most 2^53-1 in magnitude"),
             (body([{**good, "fields": {"a": [1]}}]), "must be a scalar"),
             (body([{**good, "fields": {"ts": 1}}]), "reserved"),
             (body([{**good, "fields": {"a": "x" * 5000}}]), "longer than"),
@@ -160,7 +162,16 @@ class APITests(APIFixture):
         self.assertTrue(all({"partition", "index", "results"} <= set(data) for _, data in self.published))
         self.assertEqual({data["partition"] for _, data in self.published}, {"p0", "p1"})
         code, out = self.render(IngestResource(self.api), request(b"POST", [], body(events(40))))
-        self.assertEqual((out["accepted"], out["duplicates"]), (0, 40))
+        self.assertEqual((out["accepted"], out["duplicates"], out["late"]), (0, 40, 0))
+        # Events older than the watermark are committed and dropped as late:
+        # counted as such, per partition and in all.
+        old = [{**e, "event_id": f"old-{i}", "ts": 0} for i, e in enumerate(events(10))]
+        code, out = self.render(
+            IngestResource(self.api), request(b"POST", [], body(old + events(1, start=100, prefix="new")))
+        )
+        self.assertEqual(code, 200, out)
+        self.assertEqual((out["events"], out["accepted"], out["duplicates"], out["late"]), (11, 1, 0, 10))
+        self.assertEqual(sum(p["late"] for p in out["partitions"].values()), 10)
         code, out = self.render(ResultsResource(self.api), request(b"GET", [b"per_key"]))
         self.assertEqual(code, 200)
         self.assertEqual(sorted(out["partitions"]), ["p0", "p1"])
@@ -186,7 +197,7 @@ class APITests(APIFixture):
         self.assertEqual([p["leader"] for p in out["partitions"]], ["a", "a"])
         code, out = self.render(PartitionsResource(self.api), request(b"GET", []))
         self.assertEqual(
-            out["partitions"]["p0"]["cep"]["events"] + out["partitions"]["p1"]["cep"]["events"], 40
+            out["partitions"]["p0"]["cep"]["events"] + out["partitions"]["p1"]["cep"]["events"], 41
         )
         code, out = self.render(RulesResource(self.api), request(b"GET", []))
         self.assertEqual(out["partitions"]["p0"]["rulesVersion"], 1)
@@ -200,6 +211,31 @@ class APITests(APIFixture):
         self.render(RulesResource(self.api), request(b"POST", [], body(RULES)))
         code, out = self.render(IngestResource(self.api), request(b"POST", [], body(events(40))))
         self.assertEqual(code, 200)
+
+    def test_noSubpaths(self) -> None:
+        """
+        A path below an API resource is a JSON 404, not that resource
+        (C{POST /ingest/x} ingests nothing); C{/results/RULE} is the one
+        resource with paths below it.
+        """
+        for resource, method, payload in (
+            (IngestResource(self.api), b"POST", body(events(3, prefix="sub"))),
+            (RulesResource(self.api), b"POST", body(RULES)),
+            (RulesResource(self.api), b"GET", b""),
+            (RoutingResource(self.api), b"GET", b""),
+            (PartitionsResource(self.api), b"GET", b""),
+        ):
+            req = request(method, [b"x"], payload)
+            req.path = b"/api/x"  # type: ignore[attr-defined]
+            req.write(resource.render(req))
+            self.cluster.run(0.5)
+            code, out = answer(req)
+            self.assertEqual((code, out["error"]), (404, "no admin resource /api/x"))
+        for part in self.cluster.managers["a"].partitions.values():
+            self.assertFalse(any(e.startswith("sub") for e in part.machine.engine._seen))
+        req = request(b"GET", [b""])
+        req.write(RoutingResource(self.api).render(req))
+        self.assertEqual(answer(req)[0], 200)
 
     def test_badRequests(self) -> None:
         code, out = self.render(IngestResource(self.api), request(b"POST", [], b"[]"))
@@ -232,6 +268,60 @@ class APITests(APIFixture):
         features["features"]["ceptra.rules"] = "{broken"
         rules.check()
         self.assertIsNotNone(rules.rejected)
+
+    def test_rulesRefusedInTheLog(self) -> None:
+        """
+        A valid document whose version is not above the partitions' current
+        one is committed but refused by every engine: C{409} with the
+        engine's reason per partition, and the rules are unchanged.
+        """
+        code, out = self.render(RulesResource(self.api), request(b"POST", [], body(RULES)))
+        self.assertEqual(code, 200, out)
+        changed = {**RULES, "rules": [{**RULES["rules"][0], "name": "renamed"}]}  # type: ignore[index]
+        code, out = self.render(RulesResource(self.api), request(b"POST", [], body(changed)))
+        self.assertEqual(code, 409, out)
+        for pid in ("p0", "p1"):
+            self.assertIn(f"partition {pid}: rules document refused: version: must be greater", out["error"])
+            self.assertIn("current version 1", out["partitions"][pid]["error"])
+        for part in self.cluster.managers["a"].partitions.values():
+            self.assertEqual(part.machine.rulesVersion, 1)
+            self.assertIn("per_key", part.machine.engine.status()["rules"])
+        code, out = self.render(
+            RulesResource(self.api), request(b"POST", [], body({**changed, "version": 2}))
+        )
+        self.assertEqual(code, 200, out)
+
+    def test_featureRulesRefusedOnce(self) -> None:
+        """
+        A document in the features feed that the engines refuse (its version
+        not above theirs) is proposed once per partition, with one warning
+        each, and not again until the flag changes: the log does not grow
+        with refused copies of it.
+        """
+        self.render(RulesResource(self.api), request(b"POST", [], body({**RULES, "version": 5})))
+        features: dict[str, Any] = {"features": {"ceptra.rules": json.dumps({**RULES, "version": 3})}}
+        rules = FeatureRules(self.api, lambda: features)
+        manager = self.cluster.managers["a"]
+        with capturedLogs() as logs:
+            for _ in range(6):
+                rules.check()
+                self.cluster.run(0.5)
+        warnings = [
+            e["log_format"].format(**e) for e in logs if "not applied to partition" in e.get("log_format", "")
+        ]
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn("must be greater than the current version 5", warnings[0])
+        indexes = {pid: part.node.commitIndex for pid, part in manager.partitions.items()}
+        for _ in range(4):
+            rules.check()
+            self.cluster.run(0.5)
+        self.assertEqual({pid: part.node.commitIndex for pid, part in manager.partitions.items()}, indexes)
+        # A new document in the flag is proposed (and applied).
+        features["features"]["ceptra.rules"] = json.dumps({**RULES, "version": 6})
+        rules.check()
+        self.cluster.run(0.5)
+        for part in manager.partitions.values():
+            self.assertEqual(part.machine.engine.status()["rules_version"], 6)
 
     def test_featureRulesOneProposalAtATime(self) -> None:
         """

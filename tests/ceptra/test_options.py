@@ -159,6 +159,14 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "no host", CEPTRA_CONTROL_PLANE_URL="https://")
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "query", CEPTRA_CONTROL_PLANE_URL="https://cp/?a=1")
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "port", CEPTRA_CONTROL_PLANE_URL="https://cp:99999")
+        self.assertError(
+            "CEPTRA_CONTROL_PLANE_URL",
+            "only on loopback",
+            CEPTRA_CONTROL_PLANE_URL="http://cp.example.org:26010",
+        )
+        self.assertError("CEPTRA_CONTROL_PLANE_URL", "https://", CEPTRA_CONTROL_PLANE_URL="http://10.0.0.5")
+        for loopback in ("http://127.0.0.1:26010", "http://[::1]:26010", "http://localhost:26010"):
+            self.assertEqual(parse(CEPTRA_CONTROL_PLANE_URL=loopback)["control-plane-url"], loopback)
         self.assertError("CEPTRA_CP_ROUTING_PATH", "absolute path", CEPTRA_CP_ROUTING_PATH="routing")
         self.assertError("CEPTRA_CP_FEATURE_PATH", "absolute path", CEPTRA_CP_FEATURE_PATH="/f?x")
         self.assertError("CEPTRA_CP_WARMUP_PATH", "absolute path", CEPTRA_CP_WARMUP_PATH="w")
@@ -170,6 +178,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("CEPTRA_ADVERTISE_HOST", "not a hostname", CEPTRA_ADVERTISE_HOST="bad_host!")
         self.assertError("CEPTRA_NODE_SPIFFE", "not a SPIFFE ID", CEPTRA_NODE_SPIFFE="node-1")
         self.assertError("CEPTRA_NODE_SPIFFE", "not a SPIFFE ID", CEPTRA_NODE_SPIFFE="spiffe://example.org")
+        self.assertError("CEPTRA_NODE_SPIFFE", "'.' and '..'", CEPTRA_NODE_SPIFFE="spiffe://example.org/./a")
+        self.assertError("CEPTRA_NODE_SPIFFE", "lowercase", CEPTRA_NODE_SPIFFE="spiffe://Example.org/a")
         self.assertError(
             "CEPTRA_RAFT_CLIENT_TIMEOUT_MS", "whole number", CEPTRA_RAFT_CLIENT_TIMEOUT_MS="1.5s"
         )
@@ -204,13 +214,25 @@ class RaftAndAdminOptionsTests(SynchronousTestCase):
         self.assertEqual(
             o["admin-allowed-spiffe"], ["spiffe://ops.example/ingest", "spiffe://clients.example"]
         )
+        # a trust domain with a trailing slash is that trust domain
+        slash = parse(CEPTRA_ADMIN_ALLOWED_SPIFFE="spiffe://clients.example/")
+        self.assertEqual(slash["admin-allowed-spiffe"], ["spiffe://clients.example"])
         self.assertEqual(o["raft-election-timeout-ms"], 1000)
 
     def test_errors(self) -> None:
         for env, value, why in (
             ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "ops-admin", "not a SPIFFE ID"),
+            # an empty trust domain would match every SPIFFE ID of the bundle
+            ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "spiffe://", "the trust domain is empty"),
+            ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "spiffe://Ops.Example/a", "lowercase"),
+            ("CEPTRA_ADMIN_ALLOWED_SPIFFE", "spiffe://ops.example/a/", "trailing"),
             ("CEPTRA_RAFT_ELECTION_TIMEOUT_MS", "5", "out of range"),
             ("CEPTRA_RAFT_HEARTBEAT_MS", "400", "at most half"),
+            (
+                "CEPTRA_FEED_STALE_MS",
+                "1500",
+                "at least twice --feed-interval-ms (CEPTRA_FEED_INTERVAL_MS) (1000)",
+            ),
             ("CEPTRA_SNAPSHOT_THRESHOLD", "0", "out of range"),
             ("CEPTRA_MAX_BATCH_BYTES", "10", "out of range"),
         ):

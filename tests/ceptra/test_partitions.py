@@ -165,8 +165,16 @@ class MachineTests(SynchronousTestCase):
         """
         m = PartitionMachine("p0")
         self.assertEqual(m.apply(1, b"\xc1")["rejected"], 1)  # type: ignore[index]
-        self.assertEqual(m.apply(2, b"R1{not json")["error"], "rules document rejected by the engine")  # type: ignore[index]
-        self.assertEqual(m.status()["rulesVersion"], 0)
+        self.assertEqual(
+            m.apply(2, b"R1{not json")["error"],  # type: ignore[index]
+            "rules document refused: rejected by the engine",
+        )
+        self.assertEqual(m.apply(3, rulesEntry(RULES))["rulesVersion"], 1)  # type: ignore[index]
+        self.assertEqual(
+            m.apply(4, rulesEntry(RULES))["error"],  # type: ignore[index]
+            "rules document refused: version: must be greater than the current version 1",
+        )
+        self.assertEqual(m.status()["rulesVersion"], 1)
         self.assertRaises(EngineError, rulesEntry, {"rules": "no"})
 
 
@@ -180,6 +188,8 @@ class AllowListTests(SynchronousTestCase):
         self.assertFalse(allow.permits(spiffe("b")))
         self.assertFalse(allow.permits("spiffe://clients.org.evil/x"))
         self.assertFalse(allow.permits("spiffe://example.org/ops/admin2"))
+        # an empty trust domain allows nothing (not every ID)
+        self.assertFalse(SpiffeAllowList(["spiffe://"]).permits("spiffe://clients.org/x"))
 
 
 class UnloadableStorage(MemoryStorage):
@@ -492,6 +502,146 @@ class ManagerTests(SynchronousTestCase):
         c.routing = Routing()
         c.run(0.2)
         self.assertIn("is not in the routing table", c.managers["a"].notReadyReasons()[0])
+
+    def test_replicaWithoutIdentity(self) -> None:
+        """
+        A placement naming a replica the routing table gives no SPIFFE ID
+        or Raft address is not acted on: its group is not started (a
+        readiness reason says why) and a running group is not shrunk to the
+        replicas that have one; one warning per partition.
+        """
+        c = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"]})
+        c.run(2.0)
+        leader = c.leader("p0")
+        assert leader is not None
+        doc: dict[str, Any] = {
+            "revision": 2,
+            "nodes": {n: {"raft": f"addr-{n}", "admin": f"admin-{n}", "spiffe": spiffe(n)} for n in c.names},
+            "partitions": [
+                {"id": "p0", "replicas": ["a", "b", "c"], "epoch": 2},
+                {"id": "p1", "replicas": ["a", "b", "ghost"], "epoch": 1},
+            ],
+        }
+        del doc["nodes"]["c"]["spiffe"]
+        c.routing = parseRouting(doc)
+        with capturedLogs() as logs:
+            c.run(3.0)
+        self.assertEqual(
+            set(leader.partitions["p0"].node.configs.latest().voters), {spiffe(n) for n in "abc"}
+        )
+        for m in c.managers.values():
+            self.assertNotIn("p1", m.partitions)
+        lines = [
+            e["log_format"].format(**e) for e in logs if "no SPIFFE ID or Raft" in e.get("log_format", "")
+        ]
+        self.assertIn(
+            "partition p0: the routing table gives replicas ['c'] no SPIFFE ID or Raft address: "
+            "no membership change until it does",
+            lines,
+        )
+        self.assertIn(
+            "partition p1: the routing table gives replicas ['ghost'] no SPIFFE ID or Raft address: "
+            "its group is not started here until it does",
+            lines,
+        )
+        # once per node: nothing more while the table stays as it is
+        with capturedLogs() as logs:
+            c.run(2.0)
+        self.assertFalse([e for e in logs if "no SPIFFE ID or Raft" in e.get("log_format", "")])
+        self.assertIn(
+            "partition p1: not started: the routing table gives replicas ['ghost'] no SPIFFE ID or Raft address",
+            c.managers["a"].notReadyReasons(),
+        )
+        # Completed, the placement is acted on.
+        doc["nodes"]["ghost"] = {"raft": "addr-ghost", "spiffe": spiffe("ghost")}
+        doc["nodes"]["c"]["spiffe"] = spiffe("c")
+        doc["revision"] = 3
+        c.routing = parseRouting(doc)
+        c.run(1.0)
+        self.assertIn("p1", c.managers["a"].partitions)
+
+    def test_advertisedAddress(self) -> None:
+        """
+        A routing table giving this node a Raft address other than its
+        advertised host and Raft port is warned about, once per address.
+        """
+        c = Cluster(["a"], {"p0": ["a"]})
+        m = c.managers["a"]
+        m.advertise = ("10.0.0.1", 26021)
+
+        def table(raft: str) -> list[str]:
+            c.routing = parseRouting(
+                {
+                    "nodes": {"a": {"raft": raft, "spiffe": spiffe("a")}},
+                    "partitions": [{"id": "p0", "replicas": ["a"], "epoch": 1}],
+                }
+            )
+            with capturedLogs() as logs:
+                c.run(0.5)
+            return [e["log_format"].format(**e) for e in logs if "advertises" in e.get("log_format", "")]
+
+        self.assertEqual(
+            table("10.0.0.2:26021"),
+            [
+                "the routing table gives this node (a) the Raft address 10.0.0.2:26021, but it advertises "
+                "10.0.0.1 and listens on port 26021 (CEPTRA_ADVERTISE_HOST, CEPTRA_RAFT_BIND): peers dial "
+                "10.0.0.2:26021; make it reach this node or correct the control plane's state file"
+            ],
+        )
+        self.assertEqual(len(table("10.0.0.1:26999")), 1)
+        self.assertEqual(table("10.0.0.1:26021"), [])
+        m.advertise = ("Node-A.example.", 26021)
+        self.assertEqual(table("node-a.example:26021"), [])
+        self.assertEqual(len(table("other.example:26021")), 1)
+
+    def readiness(self, manager: PartitionManager) -> tuple[dict[str, float], float]:
+        registry = CollectorRegistry()
+        registry.register(_PartitionCollector(manager))
+        text = generate_latest(registry).decode()
+        self.assertEqual(lintExposition(text, "ceptra"), [])
+        perPartition: dict[str, float] = {}
+        ratio = -1.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "ceptra_partition_ready":
+                    perPartition[sample.labels["partition"]] = sample.value
+                elif sample.name == "ceptra_ready_partitions_ratio":
+                    ratio = sample.value
+        return perPartition, ratio
+
+    def test_readinessRatio(self) -> None:
+        """
+        C{ceptra_partition_ready} is 1 for each hosted partition whose
+        replica passes the raft readiness check and
+        C{ceptra_ready_partitions_ratio} the share of them; a partition that
+        loses its leader drops out of both, and a node outside the routing
+        table is at 0.
+        """
+        c = Cluster(["a", "b", "c"], {"p0": ["a", "b", "c"], "p1": ["a", "b", "c"], "p2": ["b", "c"]})
+        a = c.managers["a"]
+        self.assertEqual(self.readiness(a), ({"p0": 0, "p1": 0}, 0.0))
+        c.run(3.0)
+        self.assertEqual(self.readiness(a), ({"p0": 1, "p1": 1}, 1.0))
+        # b and c gone: p0 and p1 lose their leader (or never hear of one again)
+        c.crash("b")
+        c.crash("c")
+        c.run(3.0)
+        self.assertEqual(self.readiness(a), ({"p0": 0, "p1": 0}, 0.0))
+        b = c.start("b")
+        c.start("c")
+        c.run(3.0)
+        self.assertEqual(self.readiness(a), ({"p0": 1, "p1": 1}, 1.0))
+        self.assertEqual(self.readiness(b), ({"p0": 1, "p1": 1, "p2": 1}, 1.0))
+        # Only p2 loses its quorum: a third of b's partitions are not ready.
+        c.crash("c")
+        c.run(3.0)
+        perPartition, ratio = self.readiness(b)
+        self.assertEqual(perPartition, {"p0": 1, "p1": 1, "p2": 0})
+        self.assertAlmostEqual(ratio, 2 / 3)
+        self.assertEqual(len(b.notReadyReasons()), 1)
+        c.routing = routingOf({"p0": ["b"]}, ["b"], revision=2)
+        c.run(0.5)
+        self.assertEqual(self.readiness(a), ({}, 0.0))
 
 
 class ReplicaMoveTests(SynchronousTestCase):

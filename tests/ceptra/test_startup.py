@@ -16,7 +16,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.ceptra import service, tap
-from suite.ceptra.health import PlacementFeedHealth, RaftLeaderHealth, RaftNotImplemented
+from suite.ceptra.health import PartitionsHealth, PlacementFeedHealth
 from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.logmetrics import LogCounterService
 from suite.ceptra.storage import PROBE_NAME, prepareStorage
@@ -26,6 +26,29 @@ from suite.web.interfaces import IHealth
 from tests.ceptra.support import SPIFFE, makePKI, nodeOptions
 from tests.clustor.certs import CertAuthority
 from tests.test_fileutil import lockedElsewhere
+
+
+@implementer(IRaftStatus)
+class _RaftStatus:
+    """
+    What L{PartitionsHealth} reads from the partition manager: one hosted
+    partition without a leader.
+    """
+
+    def leaderKnown(self) -> bool:
+        return False
+
+    def notReadyReasons(self) -> tuple[str, ...]:
+        return ("partition p0: no raft leader known (term 3)",)
+
+    def hostedIds(self) -> list[str]:
+        return ["p0"]
+
+    def partitionStatus(self, pid: str) -> dict[str, Any]:
+        return {"partition": pid, "state": "running", "role": "follower"}
+
+    def diskStatuses(self) -> dict[str, Any]:
+        return {"retired": {}, "stopped": {}, "orphaned": {}}
 
 
 class IdentityTests(SynchronousTestCase):
@@ -139,6 +162,37 @@ class StorageTests(SynchronousTestCase):
             prepareStorage(base, blocker, os.path.join(base, "snap"))
         self.assertIn("CEPTRA_WAL_DIR", str(cm.exception))
         self.assertIn(blocker, str(cm.exception))
+
+    def test_overlappingDirectories(self) -> None:
+        """
+        WAL and snapshot directories that are the same, one inside the
+        other, the data directory itself, or around it are refused before
+        anything is created, naming both variables; inside the data
+        directory (the default) they are fine.
+        """
+        base = os.path.abspath(self.mktemp())
+        data, wal, snap = (os.path.join(base, n) for n in ("data", "wal", "snap"))
+        for layout, inner, outer in (
+            ((data, wal, wal), "CEPTRA_SNAPSHOT_DIR", "CEPTRA_WAL_DIR"),
+            ((data, wal, os.path.join(wal, "snapshots")), "CEPTRA_SNAPSHOT_DIR", "CEPTRA_WAL_DIR"),
+            ((data, os.path.join(snap, "p0"), snap), "CEPTRA_WAL_DIR", "CEPTRA_SNAPSHOT_DIR"),
+            ((data, data, snap), "CEPTRA_WAL_DIR", "CEPTRA_DATA_DIR"),
+            ((data, wal, data), "CEPTRA_SNAPSHOT_DIR", "CEPTRA_DATA_DIR"),
+            ((os.path.join(wal, "data"), wal, snap), "CEPTRA_DATA_DIR", "CEPTRA_WAL_DIR"),
+        ):
+            with self.assertRaises(ConfigError, msg=repr(layout)) as cm:
+                prepareStorage(*layout)
+            message = str(cm.exception)
+            self.assertTrue(message.startswith(f"{inner}: "), message)
+            self.assertIn(f" {outer} (", message)
+            self.assertNotIn("\n", message)
+            self.assertFalse(os.path.exists(base))
+        # a symbolic link is followed
+        os.makedirs(wal)
+        os.symlink(wal, os.path.join(base, "alias"))
+        self.assertRaises(ConfigError, prepareStorage, data, wal, os.path.join(base, "alias", "s"))
+        made = prepareStorage(data, os.path.join(data, "wal"), os.path.join(data, "snapshots"))
+        self.assertEqual(made.walDir, os.path.join(data, "wal"))
 
     def test_probeFails(self) -> None:
         """
@@ -256,8 +310,7 @@ class HealthTests(SynchronousTestCase):
         feeds = FakeFeeds()
         self.assertTrue(verifyObject(IFeedClient, feeds))
         self.assertTrue(verifyObject(IHealth, PlacementFeedHealth(feeds)))
-        self.assertTrue(verifyObject(IHealth, RaftLeaderHealth(RaftNotImplemented())))
-        self.assertTrue(verifyObject(IRaftStatus, RaftNotImplemented()))
+        self.assertTrue(verifyObject(IHealth, PartitionsHealth(_RaftStatus())))
 
     def test_placement(self) -> None:
         """
@@ -277,13 +330,16 @@ class HealthTests(SynchronousTestCase):
         self.assertTrue(report.ready)
         self.assertEqual(report.details["revision"], 3)
 
-    def test_raftNotImplemented(self) -> None:
+    def test_partitions(self) -> None:
         """
-        Until Raft exists readiness says so instead of pretending.
+        The raft check: not ready with the partitions' reasons, details
+        per hosted partition and the replicas kept on disk.
         """
-        report = RaftLeaderHealth(RaftNotImplemented()).check()
+        report = PartitionsHealth(_RaftStatus()).check()
         self.assertFalse(report.ready)
-        self.assertIn("raft not implemented yet", report.reasons[0])
+        self.assertEqual(report.reasons, ("partition p0: no raft leader known (term 3)",))
+        self.assertEqual(report.details["partitions"]["p0"]["role"], "follower")
+        self.assertEqual(report.details["orphaned"], {})
 
 
 class LogMetricsTests(SynchronousTestCase):

@@ -15,7 +15,7 @@ __all__ = ["STATE_YAML", "writeState", "captureLogs"]
 STATE_YAML = """\
 nodes:
   ceptra-a: {raft: "127.0.0.1:26021", admin: "127.0.0.1:26020", spiffe: "spiffe://example.org/ceptra/a"}
-  ceptra-b: {raft: "127.0.0.1:26121"}
+  ceptra-b: {raft: "127.0.0.1:26121", spiffe: "spiffe://example.org/ceptra/b"}
 partitions:
   - id: p0
     replicas: [ceptra-a, ceptra-b]

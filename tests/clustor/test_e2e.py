@@ -80,3 +80,31 @@ class ControlPlaneProcessTests(TestCase):
         self.assertEqual(len(lines), 1, result.stderr)
         self.assertIn(f"{path}: partitions[0].replicas", lines[0])
         self.assertNotIn("Traceback", result.stderr)
+
+    def test_ambiguousStateFile(self) -> None:
+        """
+        A key given twice, or two nodes sharing a SPIFFE ID, ends the
+        console script with one line naming file and key, exit 2.
+        """
+        for text, where in (
+            (
+                "partitions:\n  - id: p0\n    replicas: [a]\n    replicas: [b]\n",
+                "line 4: key 'replicas' given twice in one mapping",
+            ),
+            (
+                "nodes:\n  a: {raft: 'h:1', spiffe: 'spiffe://x/n'}\n  b: {raft: 'h:2', spiffe: 'spiffe://x/n'}\n"
+                "partitions: [{id: p0, replicas: [a, b]}]\n",
+                "nodes.b.spiffe: 'spiffe://x/n' is already used by node 'a'",
+            ),
+        ):
+            path = writeState(self.mktemp(), text)
+            result = subprocess.run(
+                scriptArgs(
+                    "clustor-cp", "--state", path, "--listen", f"tcp:{freePort()}:interface=127.0.0.1"
+                ),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            self.assertEqual(result.returncode, 2, result.stderr)
+            self.assertEqual(result.stderr.splitlines(), [f"clustor-cp: error: {path}: {where}"])

@@ -94,6 +94,39 @@ class StoreTests(SynchronousTestCase):
         doc = json.loads(self.store.document("routing").body)
         self.assertEqual(doc["partitions"][1], {"id": "p1", "replicas": ["ceptra-a"], "epoch": 3})
 
+    def test_reloadNodeIdentity(self) -> None:
+        """
+        A node's SPIFFE ID changes only together with a higher epoch of
+        every partition it holds a replica of (a new identity is a new
+        replica); a node holding none may change it freely.
+        """
+        directory = os.path.dirname(self.path)
+        renamed = STATE_YAML.replace("spiffe://example.org/ceptra/b", "spiffe://example.org/ceptra/b2")
+        writeState(directory, renamed)
+        self.assertFalse(self.store.reload())
+        self.assertIn(
+            "nodes.ceptra-b.spiffe: changed from 'spiffe://example.org/ceptra/b' to "
+            "'spiffe://example.org/ceptra/b2' while the node holds replicas of ['p0', 'p1'] whose epoch "
+            "is not raised",
+            self.events[-1]["reason"],
+        )
+        raised = renamed.replace("leader: ceptra-a", "leader: ceptra-a\n    epoch: 2").replace(
+            "replicas: [ceptra-b]", "replicas: [ceptra-b]\n    epoch: 2"
+        )
+        writeState(directory, raised)
+        self.assertTrue(self.store.reload())
+        doc = json.loads(self.store.document("routing").body)
+        self.assertEqual(doc["nodes"]["ceptra-b"]["spiffe"], "spiffe://example.org/ceptra/b2")
+        # ceptra-b holds nothing any more: its identity may change
+        free = raised.replace("replicas: [ceptra-a, ceptra-b]", "replicas: [ceptra-a]").replace(
+            "replicas: [ceptra-b]\n    epoch: 2", "replicas: [ceptra-a]\n    epoch: 3"
+        )
+        free = free.replace("epoch: 2\n  - id: p1", "epoch: 3\n  - id: p1")
+        writeState(directory, free)
+        self.assertTrue(self.store.reload(), self.events[-1].get("reason"))
+        writeState(directory, free.replace("ceptra/b2", "ceptra/b3"))
+        self.assertTrue(self.store.reload(), self.events[-1].get("reason"))
+
     def test_reloadInvalidKeepsOld(self) -> None:
         """
         An invalid file on reload is logged with its reason; the previous

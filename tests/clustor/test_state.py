@@ -109,6 +109,87 @@ class ParseStateTests(SynchronousTestCase):
         )
         self.assertRejected("partitions: []\nactivation: {gates: []}", "activation.gates")
 
+    def test_nodeAddresses(self) -> None:
+        """
+        A node's C{raft} and C{admin} addresses are C{HOST:PORT} with a port
+        from 1 to 65535; its C{spiffe} names a workload.
+        """
+        for bad, why in (
+            ("x", "not HOST:PORT"),
+            ("10.0.0.1:99999", "out of range"),
+            ("10.0.0.1:0", "port 0"),
+            ("10.0.0.1:http", "not a number"),
+            (":26021", "no host"),
+        ):
+            self.assertRejected(f"nodes: {{a: {{raft: '{bad}'}}}}\npartitions: []", "nodes.a.raft", why)
+            self.assertRejected(f"nodes: {{a: {{admin: '{bad}'}}}}\npartitions: []", "nodes.a.admin", why)
+        self.assertRejected("nodes: {a: {spiffe: 'spiffe://example.org'}}\npartitions: []", "nodes.a.spiffe")
+        self.assertRejected("nodes: {a: {spiffe: 'spiffe://Ex/a'}}\npartitions: []", "nodes.a.spiffe")
+        nodes = parseState(
+            "nodes: {a: {raft: '[::1]:26021', admin: 'a.example:26020'}}\npartitions: []"
+        ).nodes
+        self.assertEqual(nodes["a"], {"raft": "[::1]:26021", "admin": "a.example:26020"})
+
+    def test_nodeIdentitiesUnique(self) -> None:
+        """
+        Two nodes may not share a SPIFFE ID or a Raft address: CEPtra nodes
+        find themselves and their peers by them.
+        """
+        self.assertRejected(
+            "nodes: {a: {spiffe: 'spiffe://x/n'}, b: {spiffe: 'spiffe://x/n'}}\npartitions: []",
+            "nodes.b.spiffe",
+            "already used by node 'a'",
+        )
+        self.assertRejected(
+            "nodes: {a: {raft: 'h:1'}, b: {raft: 'h:1'}}\npartitions: []", "nodes.b.raft", "node 'a'"
+        )
+        # one node's admin and Raft listeners may share a host
+        parseState("nodes: {a: {raft: 'h:1', admin: 'h:2'}, b: {raft: 'h:2'}}\npartitions: []")
+
+    def test_replicaNodesComplete(self) -> None:
+        """
+        With C{nodes}, a node holding a replica has a Raft address and a
+        SPIFFE ID: without them the nodes would run its groups without it.
+        """
+        self.assertRejected(
+            "nodes: {a: {raft: 'h:1'}}\npartitions: [{id: p0, replicas: [a]}]",
+            "partitions[0].replicas",
+            "node 'a' holds a replica but has no spiffe (nodes.a)",
+        )
+        self.assertRejected(
+            "nodes: {a: {admin: 'h:2'}}\npartitions: [{id: p0, replicas: [a]}]",
+            "has no raft and no spiffe",
+        )
+        # a node holding no replica may lack them
+        parseState(
+            "nodes: {a: {raft: 'h:1', spiffe: 'spiffe://x/a'}, b: {}}\npartitions: [{id: p, replicas: [a]}]"
+        )
+
+    def test_duplicateKeys(self) -> None:
+        """
+        A key given twice in one mapping (YAML or JSON) is refused rather
+        than the last one silently winning.
+        """
+        self.assertRejected(
+            "partitions:\n  - id: p0\n    replicas: [a]\n    replicas: [b]\n",
+            "line 4",
+            "'replicas' given twice",
+        )
+        self.assertRejected('{"partitions": [], "partitions": [{"id": "p"}]}', "'partitions' given twice")
+        self.assertRejected("partitions: []\nfeatures: {x: 1, x: 2}", "'x' given twice")
+
+    def test_barrierPartitions(self) -> None:
+        """
+        A barrier names at least one partition: one without any would hold
+        back nothing.
+        """
+        for barrier in ("{id: b}", "{id: b, partitions: []}"):
+            self.assertRejected(
+                f"partitions: [{{id: p0, replicas: [a]}}]\nactivation: {{barriers: [{barrier}]}}",
+                "activation.barriers[0].partitions",
+                "at least one partition",
+            )
+
 
 class LoadStateFileTests(SynchronousTestCase):
     """

@@ -99,13 +99,19 @@ def startAgent(
 ) -> Agent:
     """
     Start an agent for node C{name} (C{TS_HOSTNAME}) with its own
-    C{DATA_DIR}, no public-address lookup and C{env} on top; ports the OS
-    chose unless given.
+    C{DATA_DIR}, no public-address lookup, no tailscaled and C{env} on
+    top; ports the OS chose unless given.
     """
     http = freePort() if http is None else http
     gossip = freePort() if gossip is None else gossip
     raft = freePort() if raft is None else raft
-    environ = {"TS_HOSTNAME": name, "DATA_DIR": test.mktemp(), "CONSTELLATION_PUBLIC_IP_SOURCES": "none"}
+    environ = {
+        "TS_HOSTNAME": name,
+        "DATA_DIR": test.mktemp(),
+        "CONSTELLATION_PUBLIC_IP_SOURCES": "none",
+        # Tailscale discovery stays on, but never reads the host's own tailscaled.
+        "CONSTELLATION_TAILSCALE_SOCKET": test.mktemp(),
+    }
     environ.update(env or {})
     argv = scriptArgs(
         "constellation", *agentArgs(http, gossip, raft, profile=profile, extra=extra, join=join)

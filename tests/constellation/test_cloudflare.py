@@ -54,6 +54,38 @@ class CloudflareTests(TestCase):
             await self.provider(api).apply([(DOMAIN, ["192.0.2.1"])], 5)
         self.assertEqual(standIn.addresses(DOMAIN), ["192.0.2.7"])
 
+    async def test_addsBeforeRemoving(self) -> None:
+        """
+        A name moving to another address gets the new record before the old
+        one is deleted: when the write of the new one fails (here Cloudflare's
+        rate limit), the name still resolves to the old address.
+        """
+        standIn, api = await self._serve()
+        p = self.provider(api)
+        await p.apply([(DOMAIN, ["192.0.2.1"])], 5)
+        render = standIn.render
+
+        def limited(request: Any) -> bytes:
+            if request.method == b"POST" and b"192.0.2.9" in request.content.getvalue():
+                standIn.calls.append(("POST", request.path.decode()))
+                request.setHeader(b"retry-after", b"7")
+                return standIn._answer(request, 429, errors=[{"code": 10000, "message": "rate limited"}])
+            return render(request)
+
+        standIn.render = limited  # type: ignore[method-assign]
+        before = len(standIn.calls)
+        with self.assertRaises(CloudflareError) as cm:
+            await p.apply([(DOMAIN, ["192.0.2.9"])], 5)
+        self.assertIn("HTTP 429", str(cm.exception))
+        self.assertEqual(cm.exception.retryAfter, 7.0)
+        self.assertEqual(standIn.addresses(DOMAIN), ["192.0.2.1"])
+        self.assertNotIn("DELETE", [m for m, _ in standIn.calls[before:]])
+        standIn.render = render  # type: ignore[method-assign]
+        before = len(standIn.calls)
+        await p.apply([(DOMAIN, ["192.0.2.9"])], 5)
+        self.assertEqual([m for m, _ in standIn.calls[before:] if m != "GET"], ["POST", "DELETE"])
+        self.assertEqual(standIn.addresses(DOMAIN), ["192.0.2.9"])
+
     async def test_badTokenIsOneLine(self) -> None:
         _, api = await self._serve()
         try:

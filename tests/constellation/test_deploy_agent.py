@@ -7,18 +7,29 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 
 from suite.constellation.catalog import NodeEntry
-from suite.constellation.deploy.agent import PREFIX, DeclarationResource, DeployReconciler, newestDeclarations
+from suite.constellation.deploy.agent import (
+    PREFIX,
+    DeclarationResource,
+    DeclarationStore,
+    DeployReconciler,
+    newestDeclarations,
+)
 from suite.constellation.interfaces import IServiceCatalog
 from suite.constellation.state import ClusterState
+from tests.clustor.helpers import captureLogs
 from tests.constellation.test_deploy_plan import FakeEngine
 
 FILE = """\
@@ -97,6 +108,16 @@ class DeclarationTests(SynchronousTestCase):
         self.assertEqual(
             post(self.resource, json.dumps({"stack": "st", "file": FILE, "env": {"A": 1}}).encode())[0], 400
         )
+        self.assertEqual(self.state.entries("a"), {})
+
+    def test_badStackName(self) -> None:
+        """
+        A stack name that a deployment file could not carry is refused.
+        """
+        for name in ("../x", "", ".hidden", "a b"):
+            code, answer = post(self.resource, json.dumps({"stack": name, "file": FILE}).encode())
+            self.assertEqual(code, 400, name)
+            self.assertIn("is not a valid stack name", answer["error"])
         self.assertEqual(self.state.entries("a"), {})
 
     def test_nestedTooDeeply(self) -> None:
@@ -207,3 +228,111 @@ class ReconcilerTests(SynchronousTestCase):
         self.assertEqual(self.names(), ["here"])
         self.reconciler.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class StoreTests(SynchronousTestCase):
+    """
+    Declarations are kept in DATA_DIR/deploy and come back after a restart
+    of every agent (the cluster state lives in memory only).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.directory = os.path.join(self.mktemp(), "deploy")
+        self.writes: list[str] = []
+
+    def inThread(self, f: Any) -> Any:
+        self.writes.append("write")
+        f()
+        return succeed(None)
+
+    def reconciler(self, node: str = "a") -> tuple[ClusterState, FakeEngine, DeployReconciler]:
+        state = ClusterState(node, len(self.writes) + 1, self.clock)
+        engine = FakeEngine()
+        catalog = _Catalog()
+        catalog.nodeName = node
+        reconciler = DeployReconciler(
+            engine,
+            state,
+            catalog,
+            self.clock,
+            "/nonexistent",
+            "/v",
+            None,
+            interval=5,
+            store=DeclarationStore(self.directory, self.inThread),
+        )
+        reconciler.startService()
+        self.addCleanup(reconciler.stopService)
+        return state, engine, reconciler
+
+    def tick(self) -> None:
+        for _ in range(10):
+            self.clock.advance(1)
+
+    def test_keptAcrossRestart(self) -> None:
+        """
+        The newest declaration (received from another node here) is written
+        once, 0600, and a new agent on the same directory starts with it in
+        its own entries and applies it; a newer one replaces the file.
+        """
+        state, engine, reconciler = self.reconciler()
+        other = ClusterState("b", 1, self.clock, broadcast=state.notifyMsg)
+        other.update({PREFIX + "st": {"file": FILE, "env": {"ARG": "2"}, "prune": True, "issued": 5.0}})
+        self.tick()
+        self.tick()
+        self.assertEqual(self.writes, ["write"])
+        path = os.path.join(self.directory, "st.json")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.directory).st_mode), 0o700)
+        reconciler.stopService()
+
+        events = captureLogs(self)
+        state2, engine2, _ = self.reconciler()
+        self.assertEqual(
+            state2.entries("a")[PREFIX + "st"],
+            {"file": FILE, "env": {"ARG": "2"}, "prune": True, "issued": 5.0},
+        )
+        self.assertIn(
+            "deploy: 1 declaration(s) kept from the last run (st)", [formatEvent(e) for e in events]
+        )
+        self.tick()
+        self.assertEqual(sorted(c["Name"] for c in engine2.containers_.values()), ["here"])
+        self.assertEqual(self.writes, ["write"])  # what was read back is not written again
+        state2.update({PREFIX + "st": {"file": FILE, "env": {"ARG": "3"}, "issued": 9.0}})
+        self.tick()
+        self.assertEqual(len(self.writes), 2)
+        with open(path) as f:
+            self.assertEqual(json.load(f)["env"], {"ARG": "3"})
+
+    def test_keptWhenHanded(self) -> None:
+        """
+        A declaration handed over by POST is written at once, not at the
+        next round.
+        """
+        state, _, reconciler = self.reconciler()
+        resource = DeclarationResource(state, lambda: reconciler.results, lambda: 7.0, stored=reconciler.keep)
+        code, _ = post(resource, json.dumps({"stack": "st", "file": FILE, "env": {"ARG": "1"}}).encode())
+        self.assertEqual((code, self.writes), (202, ["write"]))
+        with open(os.path.join(self.directory, "st.json")) as f:
+            self.assertEqual(json.load(f), {"file": FILE, "env": {"ARG": "1"}, "prune": False, "issued": 7.0})
+        self.tick()
+        self.assertEqual(self.writes, ["write"])
+
+    def test_unreadableSkipped(self) -> None:
+        """
+        A kept file that is not a declaration is logged and left out; other
+        files are not read.
+        """
+        os.makedirs(self.directory)
+        for name, body in (("bad.json", "{"), ("odd.json", "[1]"), ("notes.txt", "x"), ("..json", "{}")):
+            with open(os.path.join(self.directory, name), "w") as f:
+                f.write(body)
+        events = captureLogs(self)
+        state, _, _ = self.reconciler()
+        self.assertEqual(state.entries("a"), {})
+        lines = [formatEvent(e) for e in events if e.get("log_level") is not None]
+        warned = [line for line in lines if line.startswith("deploy: ")]
+        self.assertEqual(len(warned), 2, warned)
+        self.assertIn("bad.json", warned[0])
+        self.assertIn("odd.json is not a declaration", warned[1])

@@ -134,6 +134,9 @@ class FakeEngine:
     async def removeContainer(self, containerID: str, force: bool = True) -> None:
         self.calls.append(("remove", self.containers_.pop(containerID)["Name"]))
 
+    async def execute(self, containerID: str, command: Any, timeout: float = 15.0) -> int:
+        raise NotImplementedError()
+
 
 def stack(services: dict[str, Any], networks: dict[str, Any] | None = None) -> Stack:
     return parseStack({"services": services, "networks": networks or {}}, "s", {}, "/", "/v", None)

@@ -139,6 +139,9 @@ class WriterTests(SynchronousTestCase):
         A fenced write is reported, not retried blindly; a dry run writes
         nothing but lists the changes.
         """
+        from tests.clustor.helpers import captureLogs
+
+        self.events = captureLogs(self)
         self.provider.fence = 9
         self.token = 4
         self.writer.startService()
@@ -235,10 +238,39 @@ class WriterTests(SynchronousTestCase):
         self.clock.advance(300)
         self.assertEqual((starts, self.clock.getDelayedCalls()), ([120, 121, 122], []))
 
+    def test_rateLimitWaits(self) -> None:
+        """
+        A provider that asks to wait (a rate limit's Retry-After) is retried
+        no sooner than asked, and the backoff goes on from there.
+        """
+
+        class RateLimited(Exception):
+            retryAfter = 20.0
+
+        starts: list[float] = []
+
+        def limited(names: Any) -> Any:
+            starts.append(self.clock.seconds())
+            raise RateLimited("HTTP 429: rate limited")
+
+        self.provider.records = limited  # type: ignore[method-assign]
+        self.token = 3
+        self.writer.startService()
+        self.addCleanup(self.writer.stopService)
+        self.clock.advance(0)
+        for _ in range(45):
+            self.clock.advance(1)
+        self.assertEqual(starts, [0, 20, 40])
+        assert self.writer.last is not None
+        self.assertEqual((self.writer.last["retryAfter"], self.writer.last["retryIn"]), (20.0, 20.0))
+
     def test_fencedIsNotRetried(self) -> None:
         """
         A write refused by the fence waits for the next interval.
         """
+        from tests.clustor.helpers import captureLogs
+
+        self.events = captureLogs(self)
         self.provider.fence = 9
         self.token = 4
         self.writer.startService()
@@ -248,3 +280,8 @@ class WriterTests(SynchronousTestCase):
         self.clock.advance(59)
         self.assertEqual(self.writer.lastStart, started)
         self.assertEqual(self.writer.failures, 1)
+        from twisted.logger import formatEvent
+
+        fenced = [formatEvent(e) for e in self.events if "refused by the fence" in e.get("log_format", "")]
+        self.assertEqual(len(fenced), 1)
+        self.assertIn("delete the zone's _constellation-fence TXT record", fenced[0])

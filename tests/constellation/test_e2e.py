@@ -37,6 +37,26 @@ class AgentProcessTests(TestCase):
         self.assertIn("Initializing gossip cluster...", proc.output())
         self.assertIn("Initializing Raft consensus...", proc.output())
 
+    async def test_declarationSurvivesRestart(self) -> None:
+        """
+        A declaration handed to the agent (POST /api/deploy, as
+        C{constellation deploy} does) is still there after the agent
+        restarts, although the cluster state lives in memory.
+        """
+        agent = startAgent(self, "cloudserver7", extra=["--docker", "unix:/nonexistent/docker.sock"])
+        await agent.proc.waitForHTTP(agent.url + "/healthz")
+        declaration = {"stack": "media", "file": "services:\n  a: {image: busybox}\n", "env": {}}
+        r = await treq.post(agent.url + "/api/deploy", json=declaration, persistent=False)
+        self.assertEqual(r.code, 202)
+        digest = json.loads(await r.content())["digest"]
+        await agent.proc.stop()
+        agent.restart(self)
+        await agent.proc.waitForHTTP(agent.url + "/healthz")
+        r = await treq.get(agent.url + "/api/deploy", persistent=False)
+        declarations = json.loads(await r.content())["declarations"]
+        self.assertEqual(declarations["media"]["digest"], digest)
+        self.assertIn("deploy: 1 declaration(s) kept from the last run (media)", agent.proc.output())
+
     def test_zoneWithoutToken(self) -> None:
         """
         CLOUDFLARE_ZONE_ID without a token file: one line naming the file, exit 2.

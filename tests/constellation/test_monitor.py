@@ -87,6 +87,9 @@ class _Client:
     def removeContainer(self, containerID: str, force: bool = True) -> Any:
         raise NotImplementedError()
 
+    def execute(self, containerID: str, command: Any, timeout: float = 15.0) -> Any:
+        raise NotImplementedError()
+
 
 def container(name: str, health: str = "healthy") -> Container:
     return Container(name, name, {}, True, health, "host")

@@ -44,6 +44,29 @@ class OptionsTests(SynchronousTestCase):
         warnPlaceholderDomain(parse(DOMAIN="example.com"))
         self.assertEqual(len([e for e in events if "placeholder domain" in e.get("log_format", "")]), 1)
 
+    def test_privatePublicIP(self) -> None:
+        """
+        A PUBLIC_IP that is not globally routable is warned about, naming it.
+        """
+        from twisted.logger import formatEvent
+
+        from suite.constellation.options import warnPrivatePublicIP
+        from tests.clustor.helpers import captureLogs
+
+        events = captureLogs(self)
+        for ip in ("10.0.0.3", "100.64.0.1", "8.8.8.8", "2001:4860::8888"):
+            warnPrivatePublicIP(parse(PUBLIC_IP=ip))
+        warnPrivatePublicIP(parse())
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "--public-ip (PUBLIC_IP): 10.0.0.3 is not a public address; the DNS records of this node "
+                "will point at it",
+                "--public-ip (PUBLIC_IP): 100.64.0.1 is not a public address; the DNS records of this node "
+                "will point at it",
+            ],
+        )
+
     def test_defaults(self) -> None:
         """
         The guide's defaults; the node name is the system host name.
@@ -83,6 +106,50 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(o["cloudflare-zone-id"], "0123456789abcdef0123456789abcdef")
         self.assertEqual(o["join"], ["a.ts.net:7946", "b.ts.net"])
         self.assertEqual(parse(["--domain", "other.net"], DOMAIN="example.org")["domain"], "other.net")
+
+    def test_shippedEnvironmentLeavesTheGuideVariablesToTheUnit(self) -> None:
+        """
+        The guide sets its variables as Environment= lines of the unit, and
+        systemd lets the unit's EnvironmentFile win over those: the shipped
+        environment file sets none of them (nor does the unit), so what the
+        operator writes in the unit takes effect.
+        """
+        import configparser
+        import os
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        guide = {"TS_HOSTNAME", "DOMAIN", "PUBLIC_IP", "CONFIG_PATH", "SECRETS_PATH", "DATA_DIR"}
+        guide.add("CLOUDFLARE_ZONE_ID")
+        with open(os.path.join(root, "conf", "constellation", "constellation.env")) as f:
+            assigned = {
+                line.partition("=")[0].strip() for line in f if line.strip() and not line.startswith("#")
+            }
+        self.assertEqual(assigned & guide, set())
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.read(os.path.join(root, "conf", "systemd", "constellation-agent.service"))
+        self.assertEqual(unit["Service"]["EnvironmentFile"], "/etc/suite/constellation.env")
+        self.assertNotIn("Environment", unit["Service"])
+
+    def test_gossipProfile(self) -> None:
+        """
+        --gossip-profile lan (default), wan (memberlist's WAN timers, for
+        the guide's slow networks) or local; anything else names the flag.
+        """
+        from suite.constellation.membership import gossipSettings
+        from suite.gossip.settings import GossipSettings
+
+        self.assertEqual(parse()["gossip-profile"], "lan")
+        self.assertEqual(parse(CONSTELLATION_GOSSIP_PROFILE="wan")["gossip-profile"], "wan")
+        self.assertEqual(gossipSettings("lan"), GossipSettings())
+        self.assertEqual(gossipSettings("local"), GossipSettings.local())
+        wan = gossipSettings("wan")
+        self.assertEqual((wan.probeInterval, wan.probeTimeout, wan.suspicionMult), (5.0, 3.0, 6))
+        self.assertEqual((wan.pushPullInterval, wan.pushPullTimeout), (60.0, 30.0))
+        self.assertGreater(wan.suspicionBounds(3)[0], GossipSettings().suspicionBounds(3)[0])
+        self.assertError(
+            "--gossip-profile (CONSTELLATION_GOSSIP_PROFILE): 'slow' is not lan, wan",
+            ["--gossip-profile", "slow"],
+        )
 
     def test_ports(self) -> None:
         """
@@ -186,6 +253,33 @@ class LeaseAndDNSOptionsTests(SynchronousTestCase):
         self.assertError("--dns-server", ["--dns-server", "ns1.example.org", "--tsig-key-file", "k"])
         self.assertError("CLOUDFLARE_ZONE_ID", ["--dns-provider", "cloudflare"])
         self.assertError("--dns-provider", ["--dns-provider", "route53"])
+        # settings that would be ignored are refused, naming them
+        zone = "0123456789abcdef0123456789abcdef"
+        self.assertError(
+            "both --cloudflare-zone-id (CLOUDFLARE_ZONE_ID) and --dns-server (CONSTELLATION_DNS_SERVER) are set",
+            ["--dns-server", "192.0.2.53", "--tsig-key-file", "k"],
+            CLOUDFLARE_ZONE_ID=zone,
+        )
+        self.assertEqual(
+            parse(
+                ["--dns-provider", "rfc2136", "--dns-server", "192.0.2.53", "--tsig-key-file", "k"],
+                CLOUDFLARE_ZONE_ID=zone,
+            )["dns-provider"],
+            "rfc2136",
+        )
+        self.assertError(
+            "--tsig-key-file (CONSTELLATION_TSIG_KEY_FILE): only used by --dns-provider rfc2136 "
+            "(the provider is none)",
+            ["--tsig-key-file", "k"],
+        )
+        self.assertError(
+            "CONSTELLATION_DNS_ZONE", CLOUDFLARE_ZONE_ID=zone, CONSTELLATION_DNS_ZONE="example.org"
+        )
+        self.assertError(
+            "--dns-server",
+            ["--dns-provider", "cloudflare", "--dns-server", "192.0.2.53"],
+            CLOUDFLARE_ZONE_ID=zone,
+        )
 
     def test_timings(self) -> None:
         """
@@ -207,3 +301,9 @@ class LeaseAndDNSOptionsTests(SynchronousTestCase):
         )
         self.assertIsNone(o["warp-probe-url"])
         self.assertError("--warp-probe-url", ["--warp-probe-url", "ftp://x"])
+        self.assertEqual(o["warp-probe-from"], "container")
+        self.assertEqual(parse(CONSTELLATION_WARP_PROBE_FROM="host")["warp-probe-from"], "host")
+        self.assertError(
+            "--warp-probe-from (CONSTELLATION_WARP_PROBE_FROM): 'tunnel' is not container or host",
+            ["--warp-probe-from", "tunnel"],
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -68,6 +68,8 @@ def options(argv: list[str] | None = None, **env: str) -> Options:
         env["DATA_DIR"] = tempfile.mkdtemp(prefix="constellation-test-")
         _DATA.append(env["DATA_DIR"])
     env.setdefault("CONSTELLATION_PUBLIC_IP_SOURCES", "none")
+    # no host's own tailscaled is read
+    env.setdefault("CONSTELLATION_TAILSCALE_SOCKET", "/nonexistent/tailscaled.sock")
     o = Options(environ=env)
     o.parseOptions(argv or [])
     return o
@@ -228,6 +230,37 @@ class MakeServiceTests(SynchronousTestCase):
             service.makeService(options(CLOUDFLARE_ZONE_ID=ZONE, SECRETS_PATH=secrets), MemoryReactorClock())
         self.assertIn("is empty", str(cm.exception))
 
+    def test_cloudflareTokenUnreadable(self) -> None:
+        """
+        A token file the agent's user may not read (the guide's root-owned
+        0600 file under a unit that runs as another user) says who must be
+        able to read it.
+        """
+        import builtins
+        import pwd
+
+        secrets = self.mktemp()
+        os.makedirs(secrets)
+        token = os.path.join(secrets, "cf-api-token.txt")
+        with open(token, "w") as f:
+            f.write("sekrit-token-value\n")
+        realOpen = builtins.open
+
+        def denyingOpen(path: Any, *args: Any, **kw: Any) -> Any:
+            if path == token:
+                raise PermissionError(13, "Permission denied", path)
+            return realOpen(path, *args, **kw)
+
+        self.patch(builtins, "open", denyingOpen)
+        with self.assertRaises(ConfigError) as cm:
+            service.readCloudflareToken(secrets)
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        self.assertEqual(
+            str(cm.exception),
+            f"SECRETS_PATH: cannot read {token} (needed because CLOUDFLARE_ZONE_ID is set): Permission denied "
+            f"(the agent runs as user {user}: chown {user} {token}, or make it readable by that user)",
+        )
+
     def test_cloudflareProvider(self) -> None:
         """
         With a token, the DNS writer uses the Cloudflare provider; the token
@@ -380,3 +413,83 @@ class ClusterCatalogTests(SynchronousTestCase):
         self.assertEqual([(s.name, s.node) for s in catalog.services()], [("web", "edge2")])
         members[1] = Member("edge2", ("10.0.0.2", 7946), "dead", 3, {})
         self.assertEqual(catalog.services(), [])
+
+
+class PublicIPDetectionTests(SynchronousTestCase):
+    """
+    The public IP is detected at start-up, retried until found and checked
+    again now and then; changes are published.
+    """
+
+    def test_retriesAndFollowsChanges(self) -> None:
+        from twisted.logger import formatEvent
+
+        events = captureLogs(self)
+        clock = Clock()
+        answers: list[tuple[str | None, list[str]]] = [
+            (None, ["http://a/: no answer within 5 s"]),
+            (None, ["http://a/: no answer within 5 s"]),
+            ("203.0.113.5", ["http://a/: no answer within 5 s"]),
+            ("203.0.113.5", []),
+            (None, ["http://a/: HTTP 502"]),
+            ("198.51.100.7", []),
+        ]
+        published: list[Any] = []
+
+        async def detect(reactor: Any, sources: list[str]) -> tuple[str | None, list[str]]:
+            return answers.pop(0)
+
+        class State:
+            def update(self, entries: dict[str, Any]) -> None:
+                published.append(entries["node"]["ip"])
+
+        class Node:
+            running = True
+            meta: dict[str, Any] = {"priority": 50}
+
+            def setMetadata(self, meta: dict[str, Any]) -> None:
+                Node.meta = meta
+
+        class Gossip:
+            node = Node()
+
+        meta: dict[str, Any] = {"priority": 50, "ip": None}
+        detection = service._PublicIPDetection(
+            clock,
+            ["http://a/"],
+            cast(Any, State()),
+            cast(Any, Gossip()),
+            meta,
+            detect=detect,
+        )
+        detection.startService()
+        self.assertEqual((published, detection.found), ([], None))
+        clock.advance(30)  # still failing: retried after 30 s, logged once
+        self.assertEqual(published, [])
+        clock.advance(30)
+        self.assertEqual(
+            (published, meta["ip"], Node.meta["ip"]), (["203.0.113.5"], "203.0.113.5", "203.0.113.5")
+        )
+        clock.advance(299)
+        self.assertEqual(len(answers), 3)
+        clock.advance(1)  # checked again after 5 minutes: unchanged, nothing published
+        self.assertEqual((published, len(answers)), (["203.0.113.5"], 2))
+        clock.advance(300)  # a failure keeps the last address and retries sooner
+        self.assertEqual(detection.found, "203.0.113.5")
+        clock.advance(30)
+        self.assertEqual(published, ["203.0.113.5", "198.51.100.7"])
+        lines = [formatEvent(e) for e in events if "public IP" in e.get("log_format", "")]
+        self.assertEqual(
+            lines,
+            [
+                "public IP source failed: http://a/: no answer within 5 s",
+                "public IP not detected from 1 sources; set PUBLIC_IP (retrying every 30 s)",
+                "public IP source failed: http://a/: no answer within 5 s",
+                "public IP 203.0.113.5 detected",
+                "public IP source failed: http://a/: HTTP 502",
+                "public IP not detected from 1 sources; set PUBLIC_IP (retrying every 30 s)",
+                "public IP changed from 203.0.113.5 to 198.51.100.7",
+            ],
+        )
+        detection.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -26,10 +26,13 @@ class _Probe(Resource):
     def __init__(self) -> None:
         super().__init__()
         self.code = 200
+        self.body = b"fl=1\nwarp=on\ngateway=off\n"
+        self.requests = 0
 
     def render_GET(self, request: Any) -> bytes:
+        self.requests += 1
         request.setResponseCode(self.code)
-        return b"warp=on\n"
+        return self.body
 
 
 class _Endless(Resource):
@@ -122,6 +125,7 @@ class WarpTests(TestCase):
         status = await monitor.check()
         self.assertTrue(status["healthy"], status)
         self.assertEqual((status["containerState"], status["containerHealth"]), ("running", "healthy"))
+        self.assertIs(status["tunnelChecked"], True)
         self.assertEqual(status["egressStatus"], 200)
         probe.code = 503
         status = await monitor.check()
@@ -138,6 +142,62 @@ class WarpTests(TestCase):
         self.assertIn("no-such-warp", status["reason"])
         self.assertEqual(len(changes), 3)
         self.assertEqual(monitor.status()["healthy"], False)
+
+    async def test_probeThroughTheContainer(self) -> None:
+        """
+        With the probe run from the container, the fetch is made inside it
+        (busybox wget here) and a Cloudflare trace must say warp=on: off,
+        an error status or an unreachable URL are each named; a container
+        without a healthcheck then counts as checked.
+        """
+        probe, url = await self.probe()
+        name = "warp-exec"
+        self.addCleanup(self.engine.remove, name)
+        self.engine.run(name)
+        monitor = WarpMonitor(
+            DockerClient(reactor, self.engine.endpoint), reactor, name, url, timeout=5, probeFrom="container"
+        )
+        status = await monitor.check()
+        self.assertTrue(status["healthy"], status)
+        self.assertEqual((status["egressFrom"], status["egressExit"], probe.requests), ("container", 0, 1))
+        self.assertIs(status["tunnelChecked"], True)
+        probe.body = b"fl=1\nwarp=off\n"
+        status = await monitor.check()
+        self.assertFalse(status["healthy"])
+        self.assertEqual(
+            status["reason"], "the Cloudflare trace seen through the tunnel does not say warp=on"
+        )
+        probe.body, probe.code = b"warp=on\n", 503
+        status = await monitor.check()
+        self.assertEqual(status["reason"], f"egress probe through the tunnel failed ({url})")
+        probe.code = 200
+        self.engine.docker("stop", "-t", "0", name)
+        status = await monitor.check()
+        self.assertEqual(status["reason"], f"container {name} is exited")
+        self.assertNotIn("egressExit", status)
+
+    async def test_withoutHealthcheck(self) -> None:
+        """
+        A WARP container without a healthcheck leaves the tunnel unchecked:
+        said once, and shown as C{tunnelChecked: false}.
+        """
+        from twisted.logger import formatEvent
+
+        from tests.clustor.helpers import captureLogs
+
+        events = captureLogs(self)
+        _, url = await self.probe()
+        name = "warp-nohealth"
+        self.addCleanup(self.engine.remove, name)
+        self.engine.run(name)
+        monitor = WarpMonitor(DockerClient(reactor, self.engine.endpoint), reactor, name, url)
+        status = await monitor.check()
+        self.assertTrue(status["healthy"], status)
+        self.assertIs(status["tunnelChecked"], False)
+        await monitor.check()
+        told = [formatEvent(e) for e in events if "has no healthcheck" in e.get("log_format", "")]
+        self.assertEqual(len(told), 1)
+        self.assertIn("WARP container warp-nohealth has no healthcheck", told[0])
 
     def test_schedule(self) -> None:
         """

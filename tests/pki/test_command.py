@@ -151,6 +151,22 @@ class RunTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, MintClientOptions().parseOptions, ["src", "--name", "n"])
         self.assertRaises(usage.UsageError, PKIOptions().parseOptions, [])
 
+    def test_clientNameRule(self) -> None:
+        """
+        C{client --name} follows the rule the servers' enrollment page
+        applies: 1-64 characters from A-Z a-z 0-9 . _ @ -, the first a
+        letter or digit; anything else is a usage error naming --name.
+        """
+        for good in ("alice", "a", "ops@example.com", "team-1.eu_west", "x" * 64):
+            o = MintClientOptions()
+            o.parseOptions(["src", "--name", good, "--out", "o"])
+            self.assertEqual(o["name"], good)
+        for bad in ("bad name!", "alice\n", "-lead", ".dot", "x" * 65, "caf\u00e9", "a/b", "a\nb"):
+            e = self.assertRaises(
+                usage.UsageError, MintClientOptions().parseOptions, ["src", "--name", bad, "--out", "o"]
+            )
+            self.assertTrue(str(e).startswith("--name: must be 1-64 characters"), str(e))
+
     def test_directRunners(self) -> None:
         """
         L{runInit}, L{runNode} and L{runMintClient} take their own options.

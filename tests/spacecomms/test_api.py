@@ -202,6 +202,44 @@ class APITests(_APIBase):
         ):
             self.assertEqual(self.call("GET", f"/cdms?{bad}")[0], 400, bad)
 
+    def test_unknownOrRepeatedQueryParameters(self) -> None:
+        """
+        A query parameter an endpoint does not take (a typo such as
+        C{?limt=}, C{?override=} on objects) or one given twice is 400
+        naming it, never silently ignored; nothing is changed.
+        """
+        self.call("POST", "/cdms", encode(sampleCDM("Q-1"), "json"))
+        self.call("POST", "/objects", '{"object_id": "SAT-1"}')
+        for method, path, name in (
+            ("GET", "/cdms?limt=1", "limt"),
+            ("GET", "/cdms?limit=1&limit=2", "limit"),
+            ("GET", "/cdms/Q-1?reason=ERROR", "reason"),
+            ("DELETE", "/cdms/Q-1?reasn=ERROR", "reasn"),
+            ("GET", "/objects?sort=tca", "sort"),
+            ("POST", "/objects?override=true", "override"),
+            ("DELETE", "/objects/SAT-1?reason=DECAYED&override=true", "override"),
+            ("GET", "/peers?status=connected", "status"),
+            ("DELETE", "/peers/B?force=1", "force"),
+        ):
+            body = '{"object_id": "SAT-2"}' if method == "POST" else None
+            code, answer = self.call(method, path, body)
+            self.assertEqual(code, 400, path)
+            self.assertIn(f"query parameter {name}:", answer["error"], path)
+        # What was refused changed nothing.
+        self.assertEqual(self.call("GET", "/cdms/Q-1")[1]["status"], "active")
+        self.assertEqual(self.call("GET", "/objects/SAT-1")[1]["status"], "active")
+        self.assertEqual(self.call("GET", "/objects/SAT-2")[0], 404)
+        self.assertEqual(self.call("GET", "/peers/B")[0], 200)
+        # ?override= is an admin matter only where it exists (CDMs): a
+        # writer's object request is refused for the parameter, not for
+        # lacking admin.
+        code, answer = self.call("POST", "/objects?override=true", '{"object_id": "SAT-3"}', token=WRITER)
+        self.assertEqual(code, 400)
+        self.assertEqual(self.call("POST", "/cdms?override=true", "{}", token=WRITER)[0], 403)
+        # The parameters each endpoint takes still work, and --tca is no sort.
+        self.assertEqual(self.call("GET", "/cdms?limit=1&sort=-tca&status=all&object=12345")[0], 200)
+        self.assertEqual(self.call("GET", "/cdms?sort=--tca")[0], 400)
+
     def test_getAndDeleteCDM(self) -> None:
         """
         GET /cdms/{id} returns JSON, KVN or XML; DELETE withdraws it once.
@@ -267,7 +305,7 @@ class APITests(_APIBase):
         self.assertIn(b" 200 ", request("/peers", ADMIN))
         self.assertEqual(perRequest(), [])
         logsetup.configure("json", "debug", "stderr")
-        request("/peers?token=" + WRITER, READER)
+        request("/cdms?origin=" + WRITER, READER)
         request("/cdms/NOPE", ADMIN)
         request("/cdms", None)
         lines = [
@@ -276,7 +314,7 @@ class APITests(_APIBase):
         self.assertEqual(
             lines,
             [
-                ("spacecomms.api", "GET", "/peers", 200, "readonly"),
+                ("spacecomms.api", "GET", "/cdms", 200, "readonly"),
                 ("spacecomms.api", "GET", "/cdms/NOPE", 404, "admin"),
                 ("spacecomms.api", "GET", "/cdms", 401, "-"),
             ],
@@ -344,6 +382,11 @@ class APITests(_APIBase):
         self.assertEqual(code, 400)
         self.assertIn("body.address", body["error"])
         self.assertIn("body.policies.accept_cdm", body["error"])
+        # A JSON number is no token (nor id, nor address).
+        for key, value in (("auth_token", 12345678), ("peer_id", 7), ("address", None)):
+            code, body = self.call("POST", "/peers", json.dumps({**new, "peer_id": "E", key: value}))
+            self.assertEqual((code, body["error"]), (400, f"body.{key}: must be a string"))
+        self.assertEqual(self.call("GET", "/peers/E")[0], 404)
         self.assertEqual(self.call("GET", "/peers/C")[1]["address"], "https://c.example.com:8443")
         self.assertEqual(self.call("DELETE", "/peers/C")[0], 200)
         self.assertEqual(self.call("GET", "/peers/C")[0], 404)
@@ -446,3 +489,83 @@ class AuthorityAPITests(_APIBase):
         self.assertEqual(body["field"], "TCA")
         self.assertIn("has passed", body["error"])
         self.assertIsNone(self.node.store.get("cdm", "OLD-1"))
+
+
+class FullDiskTests(SynchronousTestCase):
+    """
+    A file store that cannot append (a full disk): the API answers 503 and
+    keeps nothing it did not log; the TCA timer keeps running.
+    """
+
+    def test_postRefusedThenAccepted(self) -> None:
+        import errno
+        import os
+
+        from suite.spacecomms.store import FileStore
+
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        path = os.path.join(os.path.abspath(self.mktemp()), "data")
+        os.makedirs(os.path.dirname(path))
+        store = FileStore(path, clock)
+        cfg = Config(
+            node_id="A", node_name="A", tokens=(TokenConfig("admin", ADMIN, ("read", "write", "admin")),)
+        )
+        node = SpaceNode(cfg, store, clock)
+        node.start()
+        self.addCleanup(node.stop)
+        client: Any = StubTreq(
+            makeAPIResource(node, makeTokenChecker(cfg.tokens), lambda pid: "-", print, bool)
+        )
+        headers = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+
+        def post(body: str) -> tuple[int, Any, Any]:
+            r = self.successResultOf(client.request("POST", "http://node/cdms", data=body, headers=headers))
+            return r.code, json.loads(self.successResultOf(client.content(r))), r.headers
+
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        realWrite = os.write
+        self.patch(os, "write", full)
+        code, body, responseHeaders = post(encode(sampleCDM("FULL-1", tca=clock.seconds() + 5), "json"))
+        self.assertEqual(code, 503)
+        self.assertIn("cannot append (No space left on device); not done, retry later", body["error"])
+        self.assertEqual(responseHeaders.getRawHeaders("retry-after"), ["10"])
+        self.assertIsNone(store.get("cdm", "FULL-1"))
+
+        # A CDM stored before the disk filled passes its TCA: its
+        # withdrawal waits for the disk, and the timer keeps running.
+        self.patch(os, "write", realWrite)
+        self.assertEqual(post(encode(sampleCDM("TCA-1", tca=clock.seconds() + 2), "json"))[0], 201)
+        self.patch(os, "write", full)
+        clock.advance(3)
+        clock.advance(1)
+        self.assertTrue(stored(store, "cdm", "TCA-1").active)
+        self.patch(os, "write", realWrite)
+        clock.advance(1)
+        self.assertEqual(stored(store, "cdm", "TCA-1").reason, "TCA_PASSED")
+        self.assertEqual(post(encode(sampleCDM("FULL-1", tca=clock.seconds() + 86400), "json"))[0], 201)
+
+
+class KeptPeersFailTests(_APIBase):
+    """
+    A peer that cannot be kept (its file cannot be written) is neither added
+    nor removed: 503 with the reason.
+    """
+
+    def test_cannotKeep(self) -> None:
+        import errno
+
+        def fail(peer: object) -> Any:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        client: Any = StubTreq(makeAPIResource(self.node, None, lambda pid: "-", fail, fail))
+        body = json.dumps({"peer_id": "C", "address": "https://c:1", "auth_token": "peer-token-c"})
+        r = self.successResultOf(client.request("POST", "http://node/peers", data=body))
+        self.assertEqual(r.code, 503)
+        error = json.loads(self.successResultOf(client.content(r)))["error"]
+        self.assertEqual(error, "cannot keep the peer (No space left on device): not added; retry later")
+        r = self.successResultOf(client.request("DELETE", "http://node/peers/B"))
+        self.assertEqual(r.code, 503)
+        self.assertEqual(sorted(self.node.peerConfigs), ["B"])

@@ -444,8 +444,9 @@ class EnvelopeBoundsTests(SynchronousTestCase):
     def test_bounds(self) -> None:
         """
         ttl 1e12, timestamp 1e10, a sequence of 2**63 and a HELLO's
-        own_sequence outside [0, 2**63) are refused naming the field; the
-        bounds themselves are accepted.
+        own_sequence outside [0, 2**63) or session_timeout_seconds outside
+        (0, 7 days] are refused naming the field; the bounds themselves are
+        accepted.
         """
         from suite.spacecomms.envelope import EnvelopeError, decodeEnvelope
 
@@ -454,6 +455,19 @@ class EnvelopeBoundsTests(SynchronousTestCase):
         # A HELLO from an older node states no own_sequence.
         decodeEnvelope(self._frame(message_type="HELLO", payload=hello))
         decodeEnvelope(self._frame(message_type="HELLO", payload={**hello, "own_sequence": 2**63 - 1}))
+        decodeEnvelope(self._frame(message_type="HELLO", payload={**hello, "session_timeout_seconds": 0.1}))
+        decodeEnvelope(self._frame(message_type="HEARTBEAT", payload={"sequence": 1, "echo": [3, 12.5]}))
+        for badEcho in ([1], [-1, 0], [1, -0.5], [1, float("nan")], [True, 1], "1,2", [1, 1e12]):
+            with self.assertRaises(EnvelopeError) as e:
+                decodeEnvelope(
+                    self._frame(message_type="HEARTBEAT", payload={"sequence": 1, "echo": badEcho})
+                )
+            self.assertEqual(e.exception.field, "payload.echo", badEcho)
+        for bad in (0, -1, float("nan"), float("inf"), True, "120", 7 * 86400 + 1):
+            payload = {**hello, "session_timeout_seconds": bad}
+            with self.assertRaises(EnvelopeError) as e:
+                decodeEnvelope(self._frame(message_type="HELLO", payload=payload))
+            self.assertEqual(e.exception.field, "payload.session_timeout_seconds", bad)
         for kw, field in (
             ({"ttl": 1e12}, "ttl"),
             ({"timestamp": 1e10}, "timestamp"),

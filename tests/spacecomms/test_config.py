@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactorClock
@@ -213,6 +214,163 @@ class ConfigTests(SynchronousTestCase):
         ):
             self.assertIn(path, text)
 
+    def test_protocolLimitsPeersAccept(self) -> None:
+        """
+        A message_ttl_seconds over a day or a max_hop_count over 64 (the
+        ttl and path every peer accepts) would make every peer refuse this
+        node's messages as invalid: both are refused naming the key, as is
+        a reconnect_max_seconds below reconnect_initial_seconds; the
+        bounds themselves are accepted.
+        """
+        base = {"node": {"id": "n"}, "api": {"auth": {"enabled": False}}}
+        for proto, key in (
+            ({"message_ttl_seconds": 86401}, "protocol.message_ttl_seconds: must be between 1 and 86400"),
+            ({"max_hop_count": 65}, "protocol.max_hop_count: must be between 1 and 64"),
+            (
+                {"reconnect_initial_seconds": 60, "reconnect_max_seconds": 30},
+                "protocol.reconnect_max_seconds: must be at least reconnect_initial_seconds (60)",
+            ),
+        ):
+            e = self.assertRaises(ConfigInvalid, parseConfig, {**base, "protocol": proto}, {})
+            self.assertEqual(len(e.reasons), 1, e.reasons)
+            self.assertIn(key, e.reasons[0])
+        cfg = parseConfig(
+            {
+                **base,
+                "protocol": {
+                    "message_ttl_seconds": 86400,
+                    "max_hop_count": 64,
+                    "reconnect_initial_seconds": 5,
+                    "reconnect_max_seconds": 5,
+                },
+            },
+            {},
+        )
+        self.assertEqual((cfg.message_ttl_seconds, cfg.max_hop_count), (86400, 64))
+
+    def test_exposureWarnings(self) -> None:
+        """
+        A valid configuration that leaves the node open gets one warning
+        line per opening at start-up: no API tokens, tokens in clear text
+        beyond loopback, a peer without a shared token; the guide's
+        loopback API with tokens and peer tokens gets none.
+        """
+        from suite.spacecomms.service import exposureWarnings
+
+        def warnings(**doc: object) -> list[str]:
+            base: dict[str, object] = {
+                "node": {"id": "n"},
+                "api": {"auth": {"tokens": [{"id": "a", "secret": "token-12345"}]}},
+                "peers": [{"id": "p", "address": "p:1", "auth_token": "peer-token-1"}],
+            }
+            return exposureWarnings(parseConfig({**base, **doc}, {}))
+
+        self.assertEqual(warnings(), [])
+        self.assertEqual(warnings(server={"host": "::1"}), [])
+        [line] = warnings(api={"auth": {"enabled": False}})
+        self.assertTrue(
+            line.startswith("api.auth.enabled is false: anyone who reaches the API on 127.0.0.1:8080")
+        )
+        [line] = warnings(server={"host": "0.0.0.0"})
+        self.assertTrue(line.startswith("server.tls.api is false: API bearer tokens cross the network"))
+        # The guide's example: memory storage beside a file path.
+        [line] = warnings(storage={"type": "memory", "file_path": "/var/lib/spacecomms/data"})
+        self.assertTrue(line.startswith("storage.type is memory: everything this node holds is lost"))
+        self.assertEqual(warnings(storage={"type": "memory"}), [])
+        [line] = warnings(peers=[{"id": "p", "address": "p:1"}])
+        self.assertEqual(
+            line, "peers[0].auth_token is empty: any node that claims to be p is accepted as that peer"
+        )
+
+    def test_apiAndPeerPortsDiffer(self) -> None:
+        """
+        The API and the peer listener on one port of one address (or of the
+        wildcard) is refused naming server.peer_port; on two addresses it
+        is fine.
+        """
+        base = {"node": {"id": "n"}, "api": {"auth": {"enabled": False}}}
+        for server in ({"port": 8443}, {"port": 9000, "peer_port": 9000, "host": "127.0.0.1"}):
+            e = self.assertRaises(ConfigInvalid, parseConfig, {**base, "server": server}, {})
+            self.assertEqual(len(e.reasons), 1, e.reasons)
+            self.assertTrue(e.reasons[0].startswith("server.peer_port: must differ from server.port"))
+        parseConfig(
+            {
+                **base,
+                "server": {"port": 9000, "peer_port": 9000, "host": "127.0.0.1", "peer_host": "127.0.0.2"},
+            },
+            {},
+        )
+
+    def test_secretFiles(self) -> None:
+        """
+        An API token's secret_file and a peer's auth_token_file hold the
+        secret (a secrets manager's mount; the trailing newline is not
+        part of it); an unreadable or short file, or both forms at once,
+        is refused naming the key; POST /peers cannot name a file.
+        """
+        secret = os.path.join(self.dir, "admin.token")
+        peerToken = os.path.join(self.dir, "peer.token")
+        with open(secret, "w") as f:
+            f.write("admin-secret-from-file\n")
+        with open(peerToken, "w") as f:
+            f.write("peer-secret-from-file")
+        cfg = parseConfig(
+            {
+                "node": {"id": "n"},
+                "api": {
+                    "auth": {"tokens": [{"id": "admin", "secret_file": secret, "permissions": ["admin"]}]}
+                },
+                "peers": [{"id": "p", "address": "p:1", "auth_token_file": peerToken}],
+            },
+            {},
+        )
+        self.assertEqual(cfg.tokens[0].secret, "admin-secret-from-file")
+        self.assertEqual(cfg.peers[0].auth_token, "peer-secret-from-file")
+        with open(os.path.join(self.dir, "short"), "w") as f:
+            f.write("short\n")
+        for token, peer, reason in (
+            (
+                {"secret_file": os.path.join(self.dir, "missing")},
+                {},
+                "api.auth.tokens[0].secret_file: cannot read",
+            ),
+            (
+                {"secret_file": os.path.join(self.dir, "short")},
+                {},
+                "api.auth.tokens[0].secret_file: must be at least 8 characters",
+            ),
+            (
+                {"secret_file": secret, "secret": "admin-secret-1"},
+                {},
+                "api.auth.tokens[0].secret_file: set secret or secret_file, not both",
+            ),
+            (
+                {"secret_file": secret},
+                {"auth_token_file": self.dir},
+                "peers[0].auth_token_file: cannot read",
+            ),
+            (
+                {"secret_file": secret},
+                {"auth_token_file": peerToken, "auth_token": "x"},
+                "peers[0].auth_token_file: set auth_token or auth_token_file, not both",
+            ),
+        ):
+            doc = {
+                "node": {"id": "n"},
+                "api": {"auth": {"tokens": [{"id": "admin", **token}]}},
+                "peers": [{"id": "p", "address": "p:1", **peer}],
+            }
+            e = self.assertRaises(ConfigInvalid, parseConfig, doc, {})
+            self.assertEqual(len(e.reasons), 1, e.reasons)
+            self.assertIn(reason, e.reasons[0])
+        from suite.spacecomms.config import _Checker, parsePeer
+
+        c = _Checker({})
+        parsePeer(c, {"id": "p", "address": "p:1", "auth_token_file": peerToken}, "body")
+        self.assertEqual(
+            c.errors, ["body.auth_token_file: unknown key (expected id, address, auth_token, policies)"]
+        )
+
     def test_environmentOverrides(self) -> None:
         """
         SPACECOMMS_LOG_LEVEL overrides logging.level; SPACECOMMS_ADMIN_TOKEN
@@ -272,6 +430,28 @@ class ConfigTests(SynchronousTestCase):
         e = self.assertRaises(ConfigInvalid, loadConfig, os.path.join(self.dir, "missing.yaml"), {})
         self.assertIn("cannot read the file", str(e))
 
+    def test_duplicateKeys(self) -> None:
+        """
+        A key given twice in one mapping (two `server:` sections, `id` twice
+        in a peer) is refused naming its line, rather than the last one
+        silently winning; YAML merge keys still work.
+        """
+        e = self.assertRaises(
+            ConfigInvalid,
+            loadConfig,
+            self.write("node: {id: a}\nserver:\n  port: 1\nserver:\n  port: 2\n"),
+            {},
+        )
+        self.assertEqual(e.reasons, ["line 4: invalid YAML (duplicate key 'server')"])
+        text = (
+            "node: {id: a}\napi: {auth: {enabled: false}}\npeers:\n  - id: p\n    address: p:1\n    id: q\n"
+        )
+        e = self.assertRaises(ConfigInvalid, loadConfig, self.write(text), {})
+        self.assertEqual(e.reasons, ["line 6: invalid YAML (duplicate key 'id')"])
+        merged = "x-peer: &p {address: p:1}\nnode: {id: a}\napi: {auth: {enabled: false}}\npeers:\n  - <<: *p\n    id: p\n"
+        e = self.assertRaises(ConfigInvalid, loadConfig, self.write(merged), {})
+        self.assertEqual([r.split(":")[0] for r in e.reasons], ["x-peer"])
+
     def test_parseAddress(self) -> None:
         """
         Peer addresses take the guide's https://host:port form and others.
@@ -316,6 +496,16 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, Options(environ={}).parseOptions, [])
         self.assertIsInstance(e, ConfigError)
         self.assertIn("--config", str(e))
+        # Before and after the subcommand: one file, or a usage error.
+        o = Options(environ={})
+        o.parseOptions(["--config", "x.yaml", "start", "--config", "x.yaml"])
+        self.assertEqual(o["config"], "x.yaml")
+        e = self.assertRaises(
+            usage.UsageError,
+            Options(environ={}).parseOptions,
+            ["--config", "x.yaml", "start", "--config", "y.yaml"],
+        )
+        self.assertEqual(str(e), "--config: given twice, as x.yaml and y.yaml: name one file")
 
     def test_makeService(self) -> None:
         """
@@ -475,6 +665,44 @@ class StartupChecksTests(SynchronousTestCase):
     validate-config runs the checks start-up runs.
     """
 
+    def test_storeThatCannotLoad(self) -> None:
+        """
+        A file store that cannot be replayed and rewritten at start-up (a
+        full disk, a directory it cannot write) stops makeService with one
+        line naming storage.file_path and exit code 2, not a traceback from
+        startService; the lock is let go.
+        """
+        import errno
+
+        from suite.spacecomms.store import FileStore
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        path = os.path.join(base, "a.yaml")
+        with open(path, "w") as f:
+            f.write(
+                f"node: {{id: A}}\napi: {{auth: {{enabled: false}}}}\nstorage: {{type: file, file_path: {base}/data}}\n"
+            )
+
+        def full(target: str, frames: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", target + ".compact")
+
+        original = FileStore.__dict__["_writeSnapshot"]
+        self.addCleanup(setattr, FileStore, "_writeSnapshot", original)
+        FileStore._writeSnapshot = staticmethod(full)  # type: ignore[method-assign,assignment]
+        o = Options(environ={})
+        o.parseOptions(["--config", path])
+        e = self.assertRaises(SystemExit, makeService, o, reactor=MemoryReactorClock(), installSignals=False)
+        self.assertEqual(e.code, 2)
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        e2 = self.assertRaises(ConfigError, SpaceCommsService, loadConfig(path, {}), MemoryReactorClock())
+        self.assertEqual(
+            str(e2),
+            f"storage.file_path: cannot load {base}/data: No space left on device ({base}/data.compact)",
+        )
+
     def test_keyNotMatchingCertificate(self) -> None:
         """
         A TLS key that does not belong to the certificate makes
@@ -574,3 +802,239 @@ class LogObserverTests(SynchronousTestCase):
                 observer(dict(e))
             with open(out) as f:
                 self.assertEqual([json.loads(line)["msg"] for line in f], expected, level)
+
+
+class ReloadTests(SynchronousTestCase):
+    """
+    SIGHUP reload (L{SpaceCommsService.reload}) over a memory reactor.
+    """
+
+    def setUp(self) -> None:
+        from twisted.logger import ILogObserver, globalLogPublisher
+
+        from suite.spacecomms import logsetup
+
+        self.path = os.path.abspath(self.mktemp())
+        self.events: list[dict] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        before = dict(logsetup._settings)
+        self.addCleanup(logsetup._settings.update, before)
+        self.addCleanup(logsetup._live.clear)
+
+    def write(self, logging: str, server: str = "") -> None:
+        with open(self.path, "w") as f:
+            f.write(
+                "node: {id: n1}\n"
+                f"server: {{port: 0, peer_port: 0{server}}}\n"
+                'api: {auth: {tokens: [{id: a, secret: "token-12345", permissions: [read]}]}}\n'
+                f"logging: {{{logging}}}\n"
+            )
+
+    def lines(self, text: str) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.events if text in e.get("log_format", "")]
+
+    def test_levelAppliedOthersNamed(self) -> None:
+        """
+        A reload applies logging.level at once (the observer twistd built
+        and the debug-only lines follow it); logging.format, logging.output
+        and server.max_body_bytes are named, by their keys, as needing a
+        restart and keep their values; an invalid file is refused naming the
+        file and the reason, and changes nothing.
+        """
+        from io import StringIO
+
+        from twisted.logger import Logger
+
+        from suite import logging as suitelogging
+        from suite.spacecomms import logsetup
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        self.write("level: info")
+        logsetup.configure("json", "info", "stderr")
+        built = logsetup.observer()
+        out = StringIO()
+        cast(Any, built).base = suitelogging.jsonObserver(out)
+        cast(Any, built).setLevel("info")
+        probe = Logger(namespace="probe", observer=built)
+        service = SpaceCommsService(loadConfig(self.path, {}), MemoryReactorClock(), environ={})
+        probe.debug("probe line one")
+        self.assertFalse(logsetup.debugEnabled())
+
+        self.write("level: debug, format: pretty, output: stderr", ", max_body_bytes: 2048")
+        self.assertTrue(service.reload())
+        self.assertTrue(logsetup.debugEnabled())
+        probe.debug("probe line two")
+        self.assertNotIn("probe line one", out.getvalue())
+        self.assertIn("probe line two", out.getvalue())
+        [warning] = self.lines("need a restart")
+        self.assertIn("logging.format, logging.output, server.max_body_bytes", warning)
+        self.assertEqual((service.config.log_format, service.config.max_body_bytes), ("json", 1024 * 1024))
+        self.assertIn("logging level debug", self.lines("configuration reloaded")[-1])
+
+        with open(self.path, "a") as f:
+            f.write("bogus: 1\n")
+        self.assertFalse(service.reload())
+        [failed] = self.lines("config reload failed")
+        self.assertIn(f"keeping the old configuration: {self.path}: bogus: unknown section", failed)
+        self.assertTrue(logsetup.debugEnabled())
+
+    def test_rotatedSecretFile(self) -> None:
+        """
+        A token kept in a secret_file is rotated by rewriting the file and
+        sending SIGHUP: the new secret is accepted, the old one no longer.
+        """
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        secret = self.path + ".token"
+        with open(secret, "w") as f:
+            f.write("first-secret-123\n")
+        with open(self.path, "w") as f:
+            f.write(
+                "node: {id: n1}\nserver: {port: 0, peer_port: 0}\n"
+                f'api: {{auth: {{tokens: [{{id: a, secret_file: "{secret}", permissions: [read]}}]}}}}\n'
+            )
+        service = SpaceCommsService(loadConfig(self.path, {}), MemoryReactorClock(), environ={})
+        assert service.checker is not None
+        self.assertEqual(service.checker.check("first-secret-123"), "a")
+        with open(secret, "w") as f:
+            f.write("second-secret-456\n")
+        self.assertTrue(service.reload())
+        self.assertEqual(service.checker.check("second-secret-456"), "a")
+        self.assertIsNone(service.checker.check("first-secret-123"))
+
+    def test_logFileReopened(self) -> None:
+        """
+        SIGHUP reopens a logging.output file, so after logrotate moved it
+        away the node writes to a new file at the configured path; if the
+        path cannot be opened the node says so and keeps the old file.
+        """
+        from twisted.logger import Logger
+
+        from suite.spacecomms import logsetup
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        logPath = self.path + ".log"
+        self.write(f'level: info, output: "{logPath}"')
+        config = loadConfig(self.path, {})
+        logsetup.configure("json", "info", logPath)
+        built = logsetup.observer()
+        self.addCleanup(lambda: cast(Any, built).stream.close())
+        probe = Logger(namespace="probe", observer=built)
+        service = SpaceCommsService(config, MemoryReactorClock(), environ={})
+        probe.info("before rotation")
+        os.rename(logPath, logPath + ".1")
+        probe.info("still the old file")
+        self.assertTrue(service.reload())
+        probe.info("after rotation")
+        with open(logPath + ".1") as f:
+            old = f.read()
+        with open(logPath) as f:
+            new = f.read()
+        self.assertIn("before rotation", old)
+        self.assertIn("still the old file", old)
+        self.assertNotIn("after rotation", old)
+        self.assertIn("after rotation", new)
+
+        os.rename(logPath, logPath + ".2")
+        os.mkdir(logPath)  # the path cannot be opened as a file now
+        self.assertTrue(service.reload())
+        [line] = self.lines("cannot reopen the log file")
+        self.assertIn(
+            f"cannot reopen the log file {logPath}: Is a directory; still writing to the old one", line
+        )
+        probe.info("kept writing")
+        with open(logPath + ".2") as f:
+            self.assertIn("kept writing", f.read())
+
+
+class KeptPeersTests(SynchronousTestCase):
+    """
+    Peers added with POST /peers are kept beside a file store (PATH.peers)
+    and come back after a restart.
+    """
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.path = os.path.join(self.base, "a.yaml")
+        self.write([])
+
+    def write(self, peers: list[str]) -> None:
+        with open(self.path, "w") as f:
+            f.write(
+                "node: {id: A}\napi: {auth: {enabled: false}}\n"
+                f"storage: {{type: file, file_path: {self.base}/data}}\n"
+                f"peers: [{', '.join(peers)}]\n"
+            )
+
+    def service(self) -> Any:
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService
+
+        service = SpaceCommsService(loadConfig(self.path, {}), MemoryReactorClock(), environ={})
+        service.node.start()
+        return service
+
+    def test_keptAcrossRestarts(self) -> None:
+        """
+        A peer added through the API is written to PATH.peers (mode 0600:
+        it holds the token) and is back after a restart; one removed stays
+        removed; once the configuration file lists the same id, the file's
+        entry is the one used.
+        """
+        import stat
+
+        from suite.spacecomms.config import PeerConfig, Policies
+
+        first = self.service()
+        first.addPeer(PeerConfig("C", "https://c:1", "c", 1, "peer-token-c", Policies(forward_cdm=False)))
+        first.addPeer(PeerConfig("D", "https://d:1", "d", 1, "peer-token-d", Policies()))
+        kept = os.path.join(self.base, "data.peers")
+        self.assertEqual(stat.S_IMODE(os.stat(kept).st_mode), 0o600)
+        first.node.stop()
+
+        second = self.service()
+        self.assertEqual(sorted(second.node.peerConfigs), ["C", "D"])
+        self.assertFalse(second.node.peerConfigs["C"].policies.forward_cdm)
+        self.assertEqual(second.node.peerConfigs["D"].auth_token, "peer-token-d")
+        self.assertTrue(second.removePeer("D"))
+        second.node.stop()
+
+        self.write(['{id: C, address: "https://c.example:2", auth_token: file-token-c}'])
+        third = self.service()
+        self.assertEqual(sorted(third.node.peerConfigs), ["C"])
+        self.assertEqual(third.node.peerConfigs["C"].address, "https://c.example:2")
+        self.assertEqual(sorted(third.apiPeers), [])
+        third.node.stop()
+
+    def test_badFileStopsStartUp(self) -> None:
+        """
+        A PATH.peers that is not what the node wrote stops start-up naming
+        the file, rather than dropping peers silently.
+        """
+        from suite.spacecomms.config import loadConfig
+        from suite.spacecomms.service import SpaceCommsService, startupChecks
+
+        for text, reason in (
+            ("{", "not valid JSON"),
+            ('[{"peer_id": "x y", "address": "h:1"}]', "[0].peer_id"),
+        ):
+            with open(os.path.join(self.base, "data.peers"), "w") as f:
+                f.write(text)
+            e = self.assertRaises(
+                ConfigError, SpaceCommsService, loadConfig(self.path, {}), MemoryReactorClock()
+            )
+            self.assertIn(f"{self.base}/data.peers", str(e))
+            self.assertIn(reason, str(e))
+            self.assertIn("fix or remove it", str(e))
+            # validate-config runs the same check.
+            self.assertEqual(
+                str(self.assertRaises(ConfigError, startupChecks, loadConfig(self.path, {}))), str(e)
+            )

@@ -389,6 +389,26 @@ class SendMachineTests(SynchronousTestCase):
             self.assertEqual(len(marked), restored)
             self.assertTrue(all(e.source_node == "B" and e.path == ("B", "A") for e in marked))
 
+    def test_waitsForTheQueue(self) -> None:
+        """
+        While more than SYNC_QUEUE_BYTES wait in the session's queue (a
+        slow peer), no batch goes out: the re-sync looks again every
+        SYNC_QUEUE_WAIT seconds and goes on once the queue has drained.
+        """
+        machine, clock, link = self.reach("Idle")
+        queued = [resync.SYNC_QUEUE_BYTES + 1]
+        cast(Any, link).queueDepth = lambda: queued[0]
+        machine.begin(None)
+        self.assertEqual(link.sent, [])
+        clock.advance(resync.SYNC_QUEUE_WAIT)
+        self.assertEqual(link.sent, [])
+        self.assertEqual(stateOf(machine), "Sending")
+        queued[0] = 0
+        clock.advance(resync.SYNC_QUEUE_WAIT)
+        self.assertEqual(stateOf(machine), "Sent")
+        self.assertEqual(link.sent[-1].payload, {"count": len(link.sent) - 1})
+        self.assertGreater(len(link.sent), resync.SYNC_BATCH)
+
     def test_summaryLeavesOutWhatThePeerHolds(self) -> None:
         """
         With a summary (here in two frames) only the entries the peer lacks

@@ -28,13 +28,15 @@ from tests.spacecomms.sim import stored
 TOKEN = "session-token-1234"
 
 
-def _node(name: str, peer: str, clock: Clock, token: str = TOKEN) -> SpaceNode:
+def _node(
+    name: str, peer: str, clock: Clock, token: str = TOKEN, heartbeat: float = 1, timeout: float = 3
+) -> SpaceNode:
     cfg = Config(
         node_id=name,
         node_name=name,
         peers=(PeerConfig(peer, f"https://{peer}:1", peer, 1, token, Policies()),),
-        heartbeat_interval_seconds=1,
-        session_timeout_seconds=3,
+        heartbeat_interval_seconds=heartbeat,
+        session_timeout_seconds=timeout,
     )
     node = SpaceNode(cfg, MemoryStore(), clock)
     node.start()
@@ -153,6 +155,72 @@ class SinkSeamTests(SynchronousTestCase):
         self.assertTrue(fake(c).disconnected or fake(c).disconnecting)
 
 
+class HeartbeatLatencyTests(SynchronousTestCase):
+    """
+    heartbeat_latency_ms from the echo of this side's heartbeat: half the
+    round trip on this node's clock, whatever the peer's clock says.
+    """
+
+    def test_echoedRoundTrip(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        sink = RecordingSink("A", ("B",))
+        p = PeerProtocol(sink, "A", clock, "B", 30, 120, 64 * 1024, sink.helloPayload)
+        p.makeConnection(StringTransport())
+        p.sendHeartbeat()  # A's heartbeat 1
+        clock.advance(0.2)
+
+        def heartbeat(payload: dict[str, Any]) -> Envelope:
+            # B's clock is an hour ahead: its timestamps say nothing here.
+            return Envelope("HEARTBEAT", "B", payload, timestamp=clock.seconds() + 3600, path=("B",))
+
+        # B held A's heartbeat 150 ms before its own went out: 200 - 150 = 50 ms
+        # round trip, 25 ms each way.
+        self.assertAlmostEqual(
+            cast(float, p.heartbeatLatency(heartbeat({"sequence": 7, "echo": [1, 150.0]}))), 25.0, 3
+        )
+        # No echo (or of a heartbeat A does not remember): no figure.
+        self.assertIsNone(p.heartbeatLatency(heartbeat({"sequence": 8})))
+        self.assertIsNone(p.heartbeatLatency(heartbeat({"sequence": 9, "echo": [99, 1.0]})))
+        # A's next heartbeat echoes B's last one and how long A held it.
+        clock.advance(0.5)
+        p.sendHeartbeat()
+        frames = [f for f in _frames(cast(Any, p.transport).value()) if f.message_type == "HEARTBEAT"]
+        self.assertNotIn("echo", frames[0].payload)
+        self.assertEqual(frames[1].payload["echo"], [9, 500.0])
+
+    def test_metricBetweenNodes(self) -> None:
+        """
+        Between two nodes of this version the figure comes from the echo:
+        with no delay on the wire it is 0, however far apart their
+        heartbeats' timestamps are; from a peer that does not echo, the
+        age of its heartbeat is used.
+        """
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        a, b = _node("A", "B", clock), _node("B", "A", clock)
+        self.addCleanup(a.stop)
+        self.addCleanup(b.stop)
+        c, s, pump = iosim.connectedServerAndClient(
+            lambda: PeerProtocol(b, "B", clock, None, 1, 3, 64 * 1024, b.helloPayload),
+            lambda: PeerProtocol(a, "A", clock, "B", 1, 3, 64 * 1024, a.helloPayload),
+            clock=clock,
+        )
+        pump.flush()
+        for _ in range(4):
+            clock.advance(1)
+            pump.flush()
+        self.assertEqual((a.metrics.latency["B"], b.metrics.latency["A"]), (0.0, 0.0))
+        a.peers.caps["B"] = frozenset({"cdm"})  # as from an older node
+        old = Envelope("HEARTBEAT", "B", {"sequence": 99}, timestamp=clock.seconds() - 2.5, path=("B",))
+        a.envelopeReceived(c, old)
+        self.assertEqual(a.metrics.latency["B"], 2500.0)
+        fake(c).loseConnection()
+        pump.flush()
+
+
 class SessionTests(SynchronousTestCase):
     """
     Two nodes, A dialing B, over an iosim pump.
@@ -265,6 +333,88 @@ class SessionTests(SynchronousTestCase):
         self.assertIn("A", b.links)
         self.assertIn("A", b.metrics.latency)
         self.assertIn("B", a.metrics.latency)
+        fake(c).loseConnection()
+        pump.flush()
+
+    def test_differingTimingsKeepSessionUp(self) -> None:
+        """
+        Two operators configure different timings (A the guide's 30 s
+        heartbeat and 120 s timeout, B 1 s and 3 s): each states its
+        session timeout in HELLO and A heartbeats every third of B's, so
+        neither side times the session out; A's heartbeats go out every
+        second, never faster than the 50 ms floor however short a timeout a
+        peer states.
+        """
+        from suite.spacecomms.session import heartbeatPeriod
+
+        a = _node("A", "B", self.clock, heartbeat=30, timeout=120)
+        b = _node("B", "A", self.clock, heartbeat=1, timeout=3)
+        self.addCleanup(a.stop)
+        self.addCleanup(b.stop)
+        self.assertEqual(a.helloPayload("B")["session_timeout_seconds"], 120)
+        c, s, pump = iosim.connectedServerAndClient(
+            lambda: PeerProtocol(b, "B", self.clock, None, 1, 3, 64 * 1024, b.helloPayload),
+            lambda: PeerProtocol(a, "A", self.clock, "B", 30, 120, 64 * 1024, a.helloPayload),
+            clock=self.clock,
+        )
+        pump.flush()
+        self.assertEqual((sorted(a.links), sorted(b.links)), (["B"], ["A"]))
+        for _ in range(60):
+            self.clock.advance(0.5)
+            pump.flush()
+        self.assertEqual((sorted(a.links), sorted(b.links)), (["B"], ["A"]))
+        self.assertEqual(self._logged("no message for"), [])
+        self.assertEqual(heartbeatPeriod(30, 3), 1)
+        self.assertEqual(heartbeatPeriod(1, 120), 1)
+        self.assertEqual(heartbeatPeriod(30, None), 30)
+        self.assertEqual(heartbeatPeriod(30, 0.001), 0.05)
+        fake(c).loseConnection()
+        pump.flush()
+
+    def test_unreadQueueClosesTheSession(self) -> None:
+        """
+        A peer that does not read what is sent to it (its heartbeats keep
+        the session up) makes the queue grow: past MAX_QUEUE_BYTES the
+        session is closed with one warning, once, and not from inside the
+        send.
+        """
+        from suite.spacecomms.session import MAX_QUEUE_BYTES
+
+        a, b, c, s, pump = self._connect()
+        cast(Any, c).queueDepth = lambda: MAX_QUEUE_BYTES + 1
+        c._nextQueueCheck = 0
+        c.sendHeartbeat()
+        c._nextQueueCheck = 0
+        c.sendHeartbeat()
+        self.assertEqual(sorted(a.links), ["B"])
+        self.clock.advance(0)
+        pump.flush()
+        self.assertEqual((a.links, b.links), ({}, {}))
+        [line] = self._logged("bytes queued and not read")
+        self.assertEqual(line["peer"], "B")
+        self.assertTrue(self._logged("peer session lost"))
+
+    def test_storeFullKeepsSession(self) -> None:
+        """
+        A routed message the receiver cannot store (a full disk) is logged
+        in one line, answered INTERNAL_ERROR, not kept; the session stays
+        up, and the next re-sync brings it.
+        """
+        from suite.spacecomms.store import StoreWriteError
+
+        a, b, c, s, pump = self._connect()
+
+        def full(record: object) -> None:
+            raise StoreWriteError("store B.db: cannot append (No space left on device)")
+
+        self.patch(b.store, "put", full)
+        a.ingestCDM(sampleCDM("FULL-1"))
+        pump.flush()
+        [line] = self._logged("not stored")
+        self.assertEqual((line["peer"], line["message_type"]), ("A", "CDM_ANNOUNCE"))
+        self.assertIsNone(b.store.get("cdm", "FULL-1"))
+        self.assertEqual(self._logged("internal error handling"), [])
+        self.assertEqual((sorted(a.links), sorted(b.links)), (["B"], ["A"]))
         fake(c).loseConnection()
         pump.flush()
 

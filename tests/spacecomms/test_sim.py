@@ -442,6 +442,45 @@ class LifecycleSimulationTests(SynchronousTestCase):
         net.run(3700, step=50)
         self.assertNotIn("SAT-R", net.state("A", "object"))
 
+    def test_retentionAcrossPeers(self) -> None:
+        """
+        Retention counts from the originator's last change (the entry's
+        sequence), not from when a node last stored it. C (no retention)
+        originates a CDM and an object; A and B (one hour) learn them and,
+        an hour on, drop them for good: C, which still holds them, cannot
+        hand them back (anti-entropy does not pull them, its re-sync's
+        copies are dropped as `retention:`), nor can A and B to each
+        other, where each would otherwise take them back, fresh, again and
+        again.
+        """
+        net = SimNet(12)
+        self.addCleanup(net.stop)
+        retention = {"cleanup_enabled": True, "cdm_retention_hours": 1.0, "object_retention_hours": 1.0}
+        net.addNode("A", {"B": OPEN, "C": OPEN}, **retention)
+        net.addNode("B", {"A": OPEN}, **retention)
+        net.addNode("C", {"A": OPEN})
+        net.connect("A", "B")
+        net.connect("A", "C")
+        net.run(0.5)
+        now = net.clock.seconds()
+        net.nodes["C"].ingestCDM(sampleCDM("RET-2", tca=now + 86400 * 3, created=now))
+        net.nodes["C"].announceObject("SAT-2", {})
+        net.run(30, step=0.5)
+        for n in "AB":
+            self.assertIn("RET-2", net.state(n), n)
+        net.run(3600 + 600, step=1)
+        for n in "AB":
+            self.assertNotIn("RET-2", net.state(n), n)
+            self.assertNotIn("SAT-2", net.state(n, "object"), n)
+        self.assertIn("RET-2", net.state("C"))
+        # A re-sync from C does not bring them back either.
+        net.disconnect("A", "C")
+        net.connect("A", "C")
+        net.run(30, step=0.5)
+        self.assertNotIn("RET-2", net.state("A"))
+        self.assertNotIn("SAT-2", net.state("A", "object"))
+        self.assertTrue([e for e in net.logged("routing decision") if "retention:" in str(e.get("reason"))])
+
     def test_rateLimit(self) -> None:
         """
         Messages beyond a peer's token bucket are dropped; the first drop of

@@ -106,6 +106,39 @@ class StoreTests(SynchronousTestCase):
         u = self._open()
         self.assertEqual(len(u.records("cdm")), 1)
 
+    def test_fullDiskLeavesLogWhole(self) -> None:
+        """
+        An append that fails half-written (a full disk) is cut off again
+        and raises StoreWriteError, and the record is not kept in memory
+        either; the next append succeeds, and a restart finds every record
+        that was appended whole, none cut as a corrupt tail.
+        """
+        import errno
+
+        from suite.spacecomms.store import StoreWriteError
+
+        s = self._open()
+        s.put(_rec("BEFORE"))
+        size = os.path.getsize(self.path)
+        realWrite = os.write
+
+        def half(fd: int, data: bytes) -> int:
+            realWrite(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "write", half)
+        e = self.assertRaises(StoreWriteError, s.put, _rec("FULL"))
+        self.assertIn("cannot append (No space left on device)", str(e))
+        self.assertIsNone(s.get("cdm", "FULL"))
+        self.assertEqual(os.path.getsize(self.path), size)
+        self.assertRaises(StoreWriteError, s.remove, "cdm", "BEFORE")
+        self.assertIsNotNone(s.get("cdm", "BEFORE"))
+        self.patch(os, "write", realWrite)
+        s.put(_rec("AFTER"))
+        s.close()
+        again = self._open()
+        self.assertEqual(sorted(r.key for r in again.records("cdm")), ["AFTER", "BEFORE"])
+
     def test_compaction(self) -> None:
         """
         Rewriting many versions of one key leaves a log of live records that

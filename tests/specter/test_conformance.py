@@ -245,7 +245,7 @@ class EnvironmentErrorTests(SynchronousTestCase):
         ):
             for command in (["server", "--data", "d", "--cert", "c", "--apex", "example.com"], ["dns"]):
                 o = Options(environ={name: "127.0.0.1:1, 127.0.0.1:99999"})
-                args = command + ["--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone/192.0.2.1"]
+                args = command + ["--acme", "acme://a@b.example@zone", "--acme-ns", "ns1.zone/192.0.2.1"]
                 if command[0] == "server":
                     args = command
                 e = self.assertRaises(ConfigError, o.parseOptions, args)

@@ -244,7 +244,7 @@ class SolverProcessTests(TestCase):
 
         for argv in (
             scriptArgs("specter", "dns", "--acme", "nope", "--acme-ns", "ns1.zone/192.0.2.1"),
-            twistdArgs("specter", "dns", "--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone"),
+            twistdArgs("specter", "dns", "--acme", "acme://a@b.example@zone", "--acme-ns", "ns1.zone"),
         ):
             out, err, code = await getProcessOutputAndValue(
                 argv[0], argv[1:], env=dict(os.environ), reactor=reactor

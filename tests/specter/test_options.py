@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from typing import Any
 
 from twisted.application.service import IServiceCollection
 from twisted.internet.testing import MemoryReactorClock
@@ -334,6 +335,98 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertTrue(os.path.exists(os.path.join(base, "data", str(i), "kv.aof")))
         self.assertEqual(root.node.addr, "127.0.0.1:7443")
 
+    def test_privateDataDirectory(self) -> None:
+        """
+        The data directory and each vnode's store directory are created
+        0700 (the KV holds ACME private keys); an existing data directory
+        open to other users is kept but named in a warning.
+        """
+        import stat
+
+        from twisted.logger import globalLogPublisher
+
+        from suite.specter.service import makeServerService
+
+        base = os.path.abspath(self.mktemp())
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        warnings: list[str] = []
+
+        def warned(event: dict[str, object]) -> None:
+            if "open to other users" in str(event.get("log_format", "")):
+                warnings.append(str(event["dir"]))
+
+        observe: Any = warned
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        for kv in ("aof", "sqlite"):
+            data = os.path.join(base, kv)
+            argv = (
+                "server",
+                "--data",
+                data,
+                "--cert",
+                os.path.join(base, "cert"),
+                "--virtual",
+                "1",
+                "--kv",
+                kv,
+            )
+            root: Any = makeServerService(
+                parse(*argv, "--listen-tcp", "127.0.0.1:7443"), MemoryReactorClock()
+            )
+            for path in [data, os.path.join(data, "0")] + (
+                [os.path.join(data, "cache")] if kv == "sqlite" else []
+            ):
+                self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o700, path)
+            root.dataLock.release()
+        self.assertEqual(warnings, [])
+        shared = os.path.join(base, "shared")
+        os.makedirs(shared, mode=0o755)
+        makeServerService(
+            parse(
+                "server",
+                "--data",
+                shared,
+                "--cert",
+                os.path.join(base, "cert"),
+                "--listen-tcp",
+                "127.0.0.1:7443",
+            ),
+            MemoryReactorClock(),
+        )
+        self.assertEqual(warnings, [shared])
+
+    def test_memoryBackendWarns(self) -> None:
+        """
+        C{--kv memory} (tests only) says at start that the keys are lost on stop.
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        from suite.specter.service import makeServerService
+
+        base = os.path.abspath(self.mktemp())
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        warnings: list[str] = []
+
+        def warned(event: dict[str, object]) -> None:
+            if event.get("log_level") == LogLevel.warn:
+                warnings.append(str(event.get("log_format", "")))
+
+        observe: Any = warned
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        for kv, expected in (("aof", 0), ("memory", 1)):
+            data = os.path.join(base, kv)
+            argv = ("server", "--data", data, "--cert", os.path.join(base, "cert"), "--kv", kv)
+            del warnings[:]
+            root: Any = makeServerService(
+                parse(*argv, "--listen-tcp", "127.0.0.1:7443"), MemoryReactorClock()
+            )
+            root.dataLock.release()
+            self.assertEqual(len([w for w in warnings if w.startswith("--kv memory:")]), expected, warnings)
+
     def test_gatewayFlagsNeedApex(self) -> None:
         """
         Gateway flags without C{--apex} fail at parsing, naming the missing
@@ -462,12 +555,14 @@ class CommandLineTests(TestCase):
                 "cannot listen",
             ),
             (("server", "--data", "/tmp/x"), "--cert-dir"),
-            (("dns", "--acme", "acme://a@b@zone", "--acme-ns", "ns1.zone/nope"), "--acme-ns"),
+            (("dns", "--acme", "acme://a@b.example@zone", "--acme-ns", "ns1.zone/nope"), "--acme-ns"),
+            (("client", "connect", "--linger", "-1", "app.example.com"), "--linger"),
+            (("kv", "--timeout", "-1", "get", "k"), "--timeout"),
             (
                 (
                     "dns",
                     "--acme",
-                    "acme://a@b@zone",
+                    "acme://a@b.example@zone",
                     "--acme-ns",
                     "ns1.zone/192.0.2.1",
                     "--listen-addr",
@@ -480,6 +575,158 @@ class CommandLineTests(TestCase):
             self.assertEqual(r.returncode, 1 if needle == "cannot listen" else 2, r.stderr)
             self.assertIn(needle, r.stderr)
             self.assertNotIn("Traceback", r.stderr)
+
+
+class BoundsTests(SynchronousTestCase):
+    """
+    Values that parse but make no sense are refused naming the flag (or the
+    environment variable they came from).
+    """
+
+    def test_bufferBounds(self) -> None:
+        """
+        --transport-buffer is 1KiB to 16MiB (each socket read allocates that
+        much); --proxy-buffer 1KiB to 1MiB (a DATA frame's largest payload).
+        """
+        apex = (*BASE, "--apex", "example.com")
+        o = parse(*apex, "--transport-buffer", "16MiB", "--proxy-buffer", "1MiB")
+        self.assertEqual((o["transport-buffer"], o["proxy-buffer"]), (16 << 20, 1 << 20))
+        o = parse(*apex, "--transport-buffer", "1KiB", "--proxy-buffer", "1024")
+        self.assertEqual((o["transport-buffer"], o["proxy-buffer"]), (1024, 1024))
+        for flag, value in (
+            ("--transport-buffer", "4000MiB"),
+            ("--transport-buffer", "17MiB"),
+            ("--transport-buffer", "1023"),
+            ("--proxy-buffer", "2MiB"),
+            ("--proxy-buffer", "1"),
+        ):
+            e = self.assertRaises(ConfigError, parse, *apex, flag, value)
+            self.assertIn(f"{flag}: must be between", str(e))
+
+    def test_aofSync(self) -> None:
+        """
+        --aof-sync is off by default, on when given, and only for --kv aof.
+        """
+        self.assertFalse(parse(*BASE)["aof-sync"])
+        self.assertTrue(parse(*BASE, "--aof-sync")["aof-sync"])
+        for kv in ("sqlite", "memory"):
+            e = self.assertRaises(ConfigError, parse, *BASE, "--aof-sync", "--kv", kv)
+            self.assertTrue(str(e).startswith("--aof-sync: only for --kv aof"), str(e))
+
+    def test_acmeURI(self) -> None:
+        """
+        acme://EMAIL@ACME_ZONE: the zone is a DNS name (kept lower-case,
+        without a trailing dot); EMAIL is an address with one @, no spaces and
+        a dotted domain. A bad part is named.
+        """
+        ns = ("--acme-ns", "ns1.acme-hosted.net/192.0.2.1")
+        o = parse("dns", "--acme", "acme://ops@example.net@ACME-Hosted.net.", *ns)
+        self.assertEqual(o["acme"], ("ops@example.net", "acme-hosted.net"))
+        o = parse("dns", "--acme", "acme://first.last+tag@example.co.uk@acme-hosted.net", *ns)
+        self.assertEqual(o["acme"][0], "first.last+tag@example.co.uk")
+        for uri, part in (
+            ("acme://ops@exa mple.net@acme-hosted.net", "EMAIL"),
+            ("acme://o ps@example.net@acme-hosted.net", "EMAIL"),
+            ("acme://ops@localhost@acme-hosted.net", "EMAIL"),
+            ("acme://ops@example.net@bad_zone!", "ACME_ZONE"),
+            ("acme://ops@example.net@*.acme-hosted.net", "ACME_ZONE"),
+            ("acme://ops@example.net@acme-hosted.net\n", "ACME_ZONE"),
+        ):
+            for argv in (("dns", "--acme", uri, *ns), (*BASE, "--apex", "example.com", "--acme", uri)):
+                e = self.assertRaises(ConfigError, parse, *argv)
+                self.assertTrue(str(e).startswith(f"--acme: {part} of acme://EMAIL@ACME_ZONE"), (uri, str(e)))
+
+    def test_namesAreWholeStrings(self) -> None:
+        """
+        Name checks match the whole string: a trailing newline (which a
+        regular expression's C{$} lets through) is refused in DNS names,
+        KV challenge labels, custom domains and peer addresses.
+        """
+        from suite.pki.names import dnsName
+        from suite.specter.acmekeys import validDomain, validLabel
+        from suite.specter.addresses import parsePeerAddress
+
+        self.assertEqual(dnsName("Acme-Hosted.net."), "acme-hosted.net")
+        self.assertRaises(ValueError, dnsName, "acme-hosted.net\n")
+        self.assertTrue(validDomain("shop.example.com"))
+        self.assertFalse(validDomain("shop.example.com\n"))
+        self.assertTrue(validLabel("managed"))
+        self.assertFalse(validLabel("managed\n"))
+        self.assertEqual(parsePeerAddress("--join", "node1.example.com:443"), ("node1.example.com", 443))
+        self.assertRaises(ConfigError, parsePeerAddress, "--join", "node1.example.com\n:443")
+
+    def test_integerWording(self) -> None:
+        """
+        A flag taking an integer says so.
+        """
+        e = self.assertRaises(ConfigError, parse, *BASE, "--virtual", "abc")
+        self.assertEqual(str(e), "--virtual: 'abc' is not an integer")
+
+    def test_sentryFromEnvironment(self) -> None:
+        """
+        Both daemons take --sentry or SENTRY_DSN; a malformed DSN from the
+        environment names the variable, and the key is never echoed.
+        """
+        dns = (
+            "dns",
+            "--acme",
+            "acme://ops@example.net@acme-hosted.net",
+            "--acme-ns",
+            "ns1.acme-hosted.net/192.0.2.1",
+        )
+        for argv in (BASE, dns):
+            e = self.assertRaises(ConfigError, parse, *argv, env={"SENTRY_DSN": "secretkey-garbage"})
+            self.assertTrue(str(e).startswith("SENTRY_DSN (--sentry): not a Sentry DSN"), str(e))
+            self.assertNotIn("secretkey", str(e))
+            e = self.assertRaises(ConfigError, parse, *argv, "--sentry", "secretkey-garbage")
+            self.assertTrue(str(e).startswith("--sentry: "), str(e))
+            dsn = "https://key@sentry.example/1"
+            self.assertEqual(parse(*argv, env={"SENTRY_DSN": dsn})["sentry"], dsn)
+            self.assertEqual(parse(*argv, "--sentry", dsn)["sentry"], dsn)
+
+    def test_dnsSentryService(self) -> None:
+        """
+        specter dns with --sentry runs the Sentry service; without, none.
+        """
+        from suite.sentry import SentryService
+        from suite.specter.dns import makeDNSService
+
+        dns = (
+            "dns",
+            "--acme",
+            "acme://ops@example.net@acme-hosted.net",
+            "--acme-ns",
+            "ns1.acme-hosted.net/192.0.2.1",
+        )
+        for extra, expected in (((), 0), (("--sentry", "https://key@sentry.example/1"), 1)):
+            root = makeDNSService(parse(*dns, *extra), MemoryReactorClock())
+            found = [s for s in root if isinstance(s, SentryService)]
+            self.assertEqual(len(found), expected, extra)
+
+    def test_clientAndKVSeconds(self) -> None:
+        """
+        specter client --timeout and specter kv --timeout are more than 0
+        (and at most an hour); connect --linger is 0 or more: a bad value is
+        a usage error naming the flag, not a failure after connecting.
+        """
+        self.assertEqual(parse("client", "--timeout", "2.5", "ls", console=True)["timeout"], 2.5)
+        o = parse("client", "connect", "--linger", "0", "app.example.com", console=True)
+        self.assertEqual(o.subOptions["linger"], 0.0)
+        self.assertEqual(parse("kv", "--timeout", "0.5", "get", "k", console=True)["timeout"], 0.5)
+        for argv, flag in (
+            (("client", "--timeout", "0", "ls"), "--timeout"),
+            (("client", "--timeout", "-5", "ls"), "--timeout"),
+            (("client", "--timeout", "nan", "ls"), "--timeout"),
+            (("client", "--timeout", "1e9", "ls"), "--timeout"),
+            (("client", "connect", "--linger", "-1", "h.example.com"), "--linger"),
+            (("client", "connect", "--linger", "abc", "h.example.com"), "--linger"),
+            (("kv", "--timeout", "-1", "get", "k"), "--timeout"),
+            (("kv", "--timeout", "0", "get", "k"), "--timeout"),
+            (("kv", "--timeout", "inf", "get", "k"), "--timeout"),
+            (("client", "enroll", "--name", "bad name", "http://127.0.0.1:9999"), "--name"),
+        ):
+            e = self.assertRaises(usage.UsageError, parse, *argv, console=True)
+            self.assertTrue(str(e).startswith(f"{flag}: "), (argv, str(e)))
 
 
 class CertEnvTests(SynchronousTestCase):

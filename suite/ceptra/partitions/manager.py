@@ -32,7 +32,8 @@ from suite.ceptra.partitions.replica import NotHosted, Partition
 from suite.ceptra.partitions.retire import marker
 from suite.ceptra.partitions.status import PartitionCollector
 from suite.ceptra.placement import PlacementLedger
-from suite.ceptra.routing import Routing
+from suite.ceptra.routing import NodeInfo, Routing
+from suite.daemon import ConfigError
 from suite.netutil import isIPAddress
 from suite.raft.incarnation import FILENAME as INCARNATION_FILE
 from suite.raft.incarnation import Claim, fileClaim
@@ -42,6 +43,7 @@ from suite.raft.node import RaftNode
 from suite.raft.settings import RaftSettings
 from suite.raft.snapshotter import Runner, newSnapshotter
 from suite.raft.wal import SharedWAL
+from suite.web.listen import parseHostPort
 
 __all__ = ["SNAPSHOT_BACKSTOP", "PartitionManager"]
 
@@ -91,6 +93,8 @@ class PartitionManager(Service):
         seconds.
     @param fileRunner: runs blocking file work (default: the reactor's
         thread pool; a reactor without threads runs it at once).
+    @param advertise: C{(CEPTRA_ADVERTISE_HOST, Raft bind port)}: a routing
+        table giving this node another Raft address is warned about once.
     """
 
     def __init__(
@@ -120,8 +124,13 @@ class PartitionManager(Service):
         dataDir: str | None = None,
         retiredKeep: float = 86400.0,
         fileRunner: Callable[..., Deferred[Any]] | None = None,
+        advertise: tuple[str, int] | None = None,
     ) -> None:
         self.spiffe = spiffe
+        #: (CEPTRA_ADVERTISE_HOST, Raft bind port), checked against the
+        #: routing table's address of this node
+        self.advertise = advertise
+        self._advertiseChecked: str | None = None
         self.rng = rng or random.Random()
         self.reactor = reactor
         self.routingSource = routing
@@ -160,6 +169,8 @@ class PartitionManager(Service):
         self._peersFrom: Any = None
         #: (partition, epoch) pairs already logged as behind the group
         self._behind: set[tuple[str, int]] = set()
+        #: partition -> replicas last logged as lacking a SPIFFE ID or Raft address
+        self._unresolvedLogged: dict[str, tuple[str, ...]] = {}
         self.multi = MultiRaftTransport(
             spiffe,
             reactor,
@@ -330,6 +341,62 @@ class PartitionManager(Service):
 
     # -- reconciliation ---------------------------------------------------
 
+    def _checkAdvertised(self, me: NodeInfo) -> None:
+        """
+        Warn once per table address when the routing table's Raft address
+        for this node is not C{CEPTRA_ADVERTISE_HOST} and the Raft bind
+        port: peers dial the table's address.
+        """
+        if self.advertise is None or me.raft == self._advertiseChecked:
+            return
+        self._advertiseChecked = me.raft
+        host, port = self.advertise
+        try:
+            tableHost, tablePort = parseHostPort(me.raft, "raft")
+        except ConfigError:
+            tableHost, tablePort = me.raft, -1
+        if tableHost.lower().rstrip(".") != host.lower().rstrip(".") or (port and tablePort != port):
+            log.warn(
+                "the routing table gives this node ({name}) the Raft address {table}, but it advertises "
+                "{host} and listens on port {port} (CEPTRA_ADVERTISE_HOST, CEPTRA_RAFT_BIND): peers dial "
+                "{table}; make it reach this node or correct the control plane's state file",
+                name=me.name,
+                table=me.raft or "(none)",
+                host=host,
+                port=port,
+            )
+
+    def unresolved(self, routing: Routing, pid: str) -> list[str]:
+        """
+        The replicas of C{pid}'s placement to which the routing table gives
+        no SPIFFE ID or no Raft address: no group member can be made of
+        them, so the group is neither started nor changed toward that
+        placement (it would run without them, with fewer copies than
+        placed).
+        """
+        out = []
+        for name in routing.partitions.get(pid, ()):
+            info = routing.nodes.get(name)
+            if info is None or not info.spiffe or not info.raft:
+                out.append(name)
+        return out
+
+    def _placementUsable(self, routing: Routing, pid: str, what: str) -> bool:
+        missing = self.unresolved(routing, pid)
+        if not missing:
+            self._unresolvedLogged.pop(pid, None)
+            return True
+        if self._unresolvedLogged.get(pid) != tuple(missing):
+            self._unresolvedLogged[pid] = tuple(missing)
+            log.warn(
+                "partition {pid}: the routing table gives replicas {missing} no SPIFFE ID or Raft "
+                "address: {what} until it does",
+                pid=pid,
+                missing=missing,
+                what=what,
+            )
+        return False
+
     def voters(self, routing: Routing, pid: str) -> dict[str, str]:
         """
         SPIFFE ID -> Raft address of the placement's replicas of C{pid}.
@@ -364,10 +431,12 @@ class PartitionManager(Service):
         self.disk.purgeOld()
         if me is not None:
             self._lookForOrphans(routing)
+            self._checkAdvertised(routing.nodes[me])
         for pid in sorted(hosted - set(self.partitions) - set(self.reclaiming)):
             # (placed here again while its retired replica's data is being
             # moved: started afresh once that is done)
-            self._start(pid, routing)
+            if self._placementUsable(routing, pid, "its group is not started here"):
+                self._start(pid, routing)
         for pid in sorted(
             set(routing.partitions) - hosted - set(self.partitions) - self._looked - set(self.reclaiming)
         ):
@@ -386,7 +455,12 @@ class PartitionManager(Service):
                 part.lifecycle.dropped(now, self.retireGrace)
             else:
                 self._unplaced(part, now)
-            if part.serving() and part.node.leader is not None and pid in routing.partitions:
+            if (
+                part.serving()
+                and part.node.leader is not None
+                and pid in routing.partitions
+                and self._placementUsable(routing, pid, "no membership change")
+            ):
                 self._driveMembership(part, self.voters(routing, pid), routing.epochs.get(pid, 0))
 
     def _unplaced(self, part: Partition, now: float) -> None:
@@ -631,22 +705,39 @@ class PartitionManager(Service):
         if self.routing.nodeBySpiffe(self.spiffe) is None:
             reasons.append(f"this node ({self.spiffe}) is not in the routing table")
         for pid in self.hostedIds():
-            part = self.partitions.get(pid)
-            state = part.lifecycle.describe() if part is not None else {"state": "starting"}
-            if state["state"] == "failed":
-                reasons.append(f"partition {pid}: failed to start: {state['error']}")
-            elif part is None or not part.serving():
-                reasons.append(f"partition {pid}: raft group {state['state']}")
-            elif part.node.leaderId is None:
-                reasons.append(f"partition {pid}: no raft leader known (term {part.node.term})")
-            else:
-                lag = part.committedIndex() - part.matchIndex()
-                applyLag = part.node.commitIndex - part.node.lastApplied
-                if lag > self.maxLag:
-                    reasons.append(
-                        f"partition {pid}: match index {part.matchIndex()} is {lag} behind committed "
-                        f"{part.committedIndex()} (bound {self.maxLag})"
-                    )
-                elif applyLag > self.maxLag:
-                    reasons.append(f"partition {pid}: applying {applyLag} entries behind commit")
+            reason = self.partitionNotReady(pid)
+            if reason is not None:
+                reasons.append(reason)
         return tuple(reasons)
+
+    def partitionNotReady(self, pid: str) -> str | None:
+        """
+        Why this node's replica of the hosted partition C{pid} is not ready
+        (not started, failed, no leader known, or lagging by more than
+        C{maxLag}), or C{None} when it is.
+        """
+        part = self.partitions.get(pid)
+        if part is None:
+            missing = self.unresolved(self.routing, pid)
+            if missing:
+                return (
+                    f"partition {pid}: not started: the routing table gives replicas {missing} "
+                    "no SPIFFE ID or Raft address"
+                )
+        state = part.lifecycle.describe() if part is not None else {"state": "starting"}
+        if state["state"] == "failed":
+            return f"partition {pid}: failed to start: {state['error']}"
+        if part is None or not part.serving():
+            return f"partition {pid}: raft group {state['state']}"
+        if part.node.leaderId is None:
+            return f"partition {pid}: no raft leader known (term {part.node.term})"
+        lag = part.committedIndex() - part.matchIndex()
+        if lag > self.maxLag:
+            return (
+                f"partition {pid}: match index {part.matchIndex()} is {lag} behind committed "
+                f"{part.committedIndex()} (bound {self.maxLag})"
+            )
+        applyLag = part.node.commitIndex - part.node.lastApplied
+        if applyLag > self.maxLag:
+            return f"partition {pid}: applying {applyLag} entries behind commit"
+        return None

@@ -115,6 +115,25 @@ class PartitionCollector:
             rules.add_metric([pid], part.machine.rulesVersion)
             configEpoch.add_metric([pid], part.node.configs.latest().epoch)
             intact.add_metric([pid], 1 if part.node.votesIntact() else 0)
+        ready = GaugeMetricFamily(
+            "ceptra_partition_ready",
+            "1 when this node's replica of the hosted partition passes the raft readiness check "
+            "(started, leader known, match and applied index within the lag bound).",
+            labels=labels,
+        )
+        hosted = self.manager.hostedIds()
+        readyCount = 0
+        for pid in hosted:
+            ok = self.manager.partitionNotReady(pid) is None
+            readyCount += ok
+            ready.add_metric([pid], 1 if ok else 0)
+        ratio = GaugeMetricFamily(
+            "ceptra_ready_partitions_ratio",
+            "Hosted partitions whose replica here is ready, over the partitions hosted here "
+            "(1 when none is hosted; 0 while this node is not in the routing table).",
+        )
+        inTable = self.manager.routing.nodeBySpiffe(self.manager.spiffe) is not None
+        ratio.add_metric([], (readyCount / len(hosted) if hosted else 1.0) if inTable else 0.0)
         multi = self.manager.multi
         links = GaugeMetricFamily(
             "ceptra_raft_links", "Open Raft links to peer nodes (shared by all partitions)."
@@ -127,4 +146,4 @@ class PartitionCollector:
         )
         rejected.add_metric([], multi.rejectedLinks)
         yield from (committed, match, applied, leader, term, events, dups, rules, links, frames, rejected)
-        yield from (placementEpoch, configEpoch, intact, ignored, retired, lifecycle)
+        yield from (placementEpoch, configEpoch, intact, ignored, retired, lifecycle, ready, ratio)

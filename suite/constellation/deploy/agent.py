@@ -12,7 +12,9 @@ placement gives to its own node, with the same planner as the command.
 Secrets never travel: each node reads its own C{SECRETS_PATH}.
 
 Every agent keeps a copy of the newest declaration in its own entries,
-so it outlives the node it was handed to.  A reconciler re-plans when the
+so it outlives the node it was handed to, and on disk
+(C{DATA_DIR/deploy/STACK.json}, L{DeclarationStore}), so it outlives a
+restart of every agent at once: the cluster state itself lives in memory.  A reconciler re-plans when the
 declaration or the set of live nodes changes, and retries after a
 failure; otherwise it leaves the engine alone.  C{GET /api/deploy} shows the declarations it knows and its last
 result for each.
@@ -23,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,13 +48,15 @@ from suite.constellation.interfaces import IContainerEngine, IServiceCatalog
 from suite.constellation.state import ClusterState
 from suite.web.errors import JSONMethodsMixin, JSONNoResource, jsonError, jsonResponse
 
-__all__ = ["DeclarationResource", "DeployReconciler", "PREFIX", "newestDeclarations"]
+__all__ = ["DeclarationResource", "DeclarationStore", "DeployReconciler", "PREFIX", "newestDeclarations"]
 
 log = Logger(namespace="constellation.deploy")
 
 #: Cluster-state key prefix of deployment declarations.
 PREFIX = "deploy/"
 _MAX_DECLARATION = 1024 * 1024
+#: Stack names, as the deployment file's C{name} takes them.
+STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 def _valid(decl: Any) -> bool:
@@ -84,6 +90,84 @@ def _digest(decl: Mapping[str, Any]) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
+class DeclarationStore:
+    """
+    This node's copy of each stack's newest declaration on disk, one
+    C{STACK.json} (mode 0600) per stack in C{directory} (0700), written
+    whole (temporary file, fsync, rename) in a thread by C{run}.
+    """
+
+    def __init__(self, directory: str, run: Callable[[Callable[[], None]], Deferred[None]]) -> None:
+        self.directory, self.run = directory, run
+        self._saved: dict[str, str] = {}
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """
+        The declarations kept by an earlier run (read at start-up; a file
+        that cannot be read or is not a declaration is logged and skipped).
+
+        @raise OSError: when the directory cannot be created.
+        """
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        out: dict[str, dict[str, Any]] = {}
+        for entry in sorted(os.listdir(self.directory)):
+            stack, ext = os.path.splitext(entry)
+            if ext != ".json" or not STACK_NAME.match(stack):
+                continue
+            path = os.path.join(self.directory, entry)
+            try:
+                with open(path, "rb") as f:
+                    decl = json.loads(f.read(_MAX_DECLARATION * 2))
+            except (OSError, ValueError, RecursionError) as e:
+                log.warn("deploy: cannot read the kept declaration {path}: {why}", path=path, why=str(e))
+                continue
+            if not _valid(decl):
+                log.warn("deploy: {path} is not a declaration; ignored", path=path)
+                continue
+            out[stack] = {k: decl[k] for k in ("file", "env", "prune", "issued") if k in decl}
+            self._saved[stack] = _digest(decl) + repr(decl["issued"])
+        return out
+
+    def save(self, stack: str, decl: Mapping[str, Any]) -> Deferred[None] | None:
+        """
+        Keep C{decl} unless it is what was kept last; None when nothing is written.
+        """
+        key = _digest(decl) + repr(decl["issued"])
+        if self._saved.get(stack) == key or not STACK_NAME.match(stack):
+            return None
+        self._saved[stack] = key
+        data = json.dumps({k: decl[k] for k in ("file", "env", "prune", "issued") if k in decl}).encode()
+        path = os.path.join(self.directory, stack + ".json")
+
+        def write() -> None:
+            tmp = path + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dirfd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+
+        def failed(f: Any) -> None:
+            self._saved.pop(stack, None)  # tried again on the next round
+            log.warn(
+                "deploy: cannot keep the declaration of {stack} in {path}: {why}",
+                stack=stack,
+                path=path,
+                why=f.getErrorMessage(),
+            )
+
+        d = self.run(write)
+        d.addErrback(failed)
+        return d
+
+
 class DeployReconciler(Service):
     """
     Apply the cluster's newest declarations to this node, every C{interval}
@@ -103,10 +187,21 @@ class DeployReconciler(Service):
         configPath: str,
         domain: str | None,
         interval: float = 10.0,
+        store: DeclarationStore | None = None,
     ) -> None:
         self.engine, self.state, self.catalog, self.clock = engine, state, catalog, clock
         self.secretsPath, self.configPath, self.domain = secretsPath, configPath, domain
         self.interval = interval
+        self.store = store
+        if store is not None:
+            kept = store.load()
+            if kept:
+                self.state.update({PREFIX + stack: decl for stack, decl in kept.items()})
+                log.info(
+                    "deploy: {n} declaration(s) kept from the last run ({stacks})",
+                    n=len(kept),
+                    stacks=", ".join(sorted(kept)),
+                )
         #: stack -> {"digest", "ok", "lines", "failures", "at"} of the last attempt.
         self.results: dict[str, dict[str, Any]] = {}
         self._done: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -126,6 +221,14 @@ class DeployReconciler(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+
+    def keep(self, stack: str, decl: dict[str, Any]) -> None:
+        """
+        A declaration was handed to this agent: keep it on disk now (not at
+        the next round, which a restart could come before).
+        """
+        if self.store is not None:
+            self.store.save(stack, decl)
 
     def _nodes(self) -> list[dict[str, Any]]:
         return [n.toJSON() for n in self.catalog.nodes()]
@@ -150,10 +253,13 @@ class DeployReconciler(Service):
         alive = tuple(sorted(str(n["name"]) for n in nodes if n.get("status") == "alive"))
         for stackName, decl in newestDeclarations(self.state).items():
             digest = _digest(decl)
+            copy: dict[str, Any] = {k: decl[k] for k in ("file", "env", "prune", "issued") if k in decl}
             if decl["origin"] != self.state.node:
                 # Hold a copy, so the declaration outlives the node it was handed to.
-                copy = {k: decl[k] for k in ("file", "env", "prune", "issued") if k in decl}
                 self.state.update({PREFIX + stackName: copy})
+            if self.store is not None:
+                # ... and a copy on disk, so it outlives a restart of every agent.
+                self.store.save(stackName, copy)
             if self._done.get(stackName) == (digest, alive):
                 continue
             result: dict[str, Any] = {"digest": digest, "from": decl["origin"], "at": time.time()}
@@ -191,9 +297,10 @@ class DeclarationResource(JSONMethodsMixin, Resource):
         state: ClusterState,
         results: Callable[[], Mapping[str, Any]],
         clock: Callable[[], float] = time.time,
+        stored: Callable[[str, dict[str, Any]], object] | None = None,
     ) -> None:
         super().__init__()
-        self.state, self.results, self.clock = state, results, clock
+        self.state, self.results, self.clock, self.stored = state, results, clock, stored
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         if path == b"":
@@ -236,6 +343,8 @@ class DeclarationResource(JSONMethodsMixin, Resource):
             stack, text, env = decl["stack"], decl["file"], decl.get("env") or {}
             if not isinstance(stack, str) or not isinstance(text, str) or not isinstance(env, dict):
                 raise TypeError()
+            if not STACK_NAME.match(stack):
+                return jsonError(request, 400, f"stack: {stack[:80]!r} is not a valid stack name")
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
                 raise TypeError()
         except RecursionError:
@@ -249,5 +358,7 @@ class DeclarationResource(JSONMethodsMixin, Resource):
             return jsonError(request, 400, f"not a deployment file: {str(e).splitlines()[0]}")
         entry = {"file": text, "env": env, "prune": bool(decl.get("prune")), "issued": self.clock()}
         self.state.update({PREFIX + stack: entry})
+        if self.stored is not None:
+            self.stored(stack, entry)
         log.info("deployment declaration {stack} stored ({n} bytes)", stack=stack, n=len(text))
         return jsonResponse(request, {"stack": stack, "digest": _digest(entry)}, 202)

@@ -98,6 +98,9 @@ class ConnectOptions(_HostOptions):
         ["linger", None, "2", "Seconds to keep reading after stdin ends."],
     ]
 
+    def postOptions(self) -> None:
+        self["linger"] = _seconds("--linger", self["linger"], 0, 3600)
+
 
 class ReleaseOptions(_HostOptions):
     """
@@ -163,6 +166,12 @@ class EnrollOptions(usage.Options):
     def postOptions(self) -> None:
         if not self["name"]:
             raise ConfigError("--name: required")
+        from suite.pki.names import clientName
+
+        try:
+            clientName(self["name"])
+        except ValueError as e:
+            raise ConfigError(f"--name: {e}") from None
         self["user"] = self["user"] or os.environ.get("INTERNAL_USER")
         self["password"] = os.environ.get("SPECTER_INTERNAL_PASS") or os.environ.get("INTERNAL_PASS")
         if not self["user"] or not self["password"]:
@@ -235,10 +244,21 @@ class ClientOptions(usage.Options):
         self["cert-dir"] = (
             self["cert-dir"] or os.environ.get("SPECTER_CLIENT_CERT_DIR") or os.path.expanduser("~/.specter")
         )
-        try:
-            self["timeout"] = float(self["timeout"])
-        except ValueError:
-            raise ConfigError(f"--timeout: {self['timeout']!r} is not a number") from None
+        self["timeout"] = _seconds("--timeout", self["timeout"], 0, 3600, lowOpen=True)
+
+
+def _seconds(flag: str, text: Any, low: float, high: float, lowOpen: bool = False) -> float:
+    """
+    A number of seconds between C{low} (excluded with C{lowOpen}) and C{high}.
+    """
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag}: {text!r} is not a number") from None
+    if not (low < value if lowOpen else low <= value) or not value <= high:
+        above = "more than" if lowOpen else "at least"
+        raise ConfigError(f"{flag}: must be {above} {low:g} and at most {high:g} seconds")
+    return value
 
 
 def _identity(options: ClientOptions) -> Any:
@@ -431,11 +451,7 @@ async def _connect(reactor: Any, options: ClientOptions) -> int:
     remote = _Splice(done)
     endpoint = wrapClientTLS(creator, HostnameEndpoint(reactor, host, port, timeout=options["timeout"]))
     await endpoint.connect(Factory.forProtocol(lambda: remote))
-    try:
-        linger = float(sub["linger"])
-    except ValueError:
-        raise ConfigError(f"--linger: {sub['linger']!r} is not a number") from None
-    stdio.StandardIO(_Stdin(remote, linger, reactor), reactor=reactor)
+    stdio.StandardIO(_Stdin(remote, sub["linger"], reactor), reactor=reactor)
     return await done
 
 

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from suite.specter.dns.challenges import RingChallenges
 from suite.specter.dns.server import ACMEDNSFactory, DatagramProtocol
 from suite.specter.dns.zone import ACMEZone
-from suite.specter.service import listenOrExit
+from suite.specter.service import addSentry, listenOrExit
 
 __all__ = ["DNSService", "makeDNSService", "DEFAULT_PORT"]
 
@@ -66,6 +66,7 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
     zone = ACMEZone(zoneName, email, options["acme-ns"], challenges)
     factory = ACMEDNSFactory(zone, reactor, rateLimit=options.get("rate-limit") or 0.0)
     root = DNSService(zone, factory, challenges)
+    addSentry(options, root, reactor)
     challenges.setServiceParent(root)
     default = [("0.0.0.0", DEFAULT_PORT)]
     for host, port in options["udp-binds"] or default:

@@ -151,7 +151,16 @@ def makeGatewayService(
         service.h3 = H3Server(
             gateway, front.pool, udpBinds, cert, key, reactor, select=certificates.quicMaterialFor
         )
-        gateway.altSvc = f'h3=":{udpBinds[0][1]}"; ma=86400'.encode()
+        # the advertised port is the one visitors reach (a port mapping may
+        # put it in front of another bind), as for the HTTPS redirects
+        if all(port != httpsPort for _, port in udpBinds):
+            log.warn(
+                "HTTP/3 is advertised (Alt-Svc) on the advertised port {port}, where no UDP bind "
+                "listens ({binds}): visitors reach it only through a mapping of UDP {port} to a bind",
+                port=httpsPort,
+                binds=" ".join(f"{h}:{p}" for h, p in udpBinds),
+            )
+        gateway.altSvc = f'h3=":{httpsPort}"; ma=86400'.encode()
         # Alt-Svc only for names whose certificate HTTP/3 presents too
         gateway.servesH3 = lambda host: certificates.quicMaterialFor(host) is not None
     if httpEndpoints:

@@ -6,20 +6,20 @@ JSON, behind the same credentials as the rest of C{/_internal}.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 
 from suite.specter.gateway.core import Gateway
+from suite.web.errors import JSONMethodsMixin
 
 __all__ = ["TunnelViews", "ClientEnrollment", "mountTunnelViews", "GatewayCollector", "apexResource"]
 
 log = Logger()
 
 
-class TunnelViews(Resource):
+class TunnelViews(JSONMethodsMixin):
     """
     The tunnel view.
     """
@@ -52,10 +52,7 @@ class TunnelViews(Resource):
         return json.dumps(body, indent=2).encode() + b"\n"
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-
-
-class ClientEnrollment(Resource):
+class ClientEnrollment(JSONMethodsMixin):
     """
     C{POST /_internal/pki/client} with form field C{name}: mint a client
     certificate from the node's client CA and answer its PEMs as JSON
@@ -75,8 +72,12 @@ class ClientEnrollment(Resource):
 
         names = request.args.get(b"name") or []
         name = names[0].decode("utf-8", "replace") if names else ""
-        if not _NAME.match(name):
-            return jsonError(request, 400, "name: 1-64 characters from A-Z a-z 0-9 . _ @ - are required")
+        from suite.pki.names import clientName
+
+        try:
+            clientName(name)
+        except ValueError as e:
+            return jsonError(request, 400, f"name: {e}")
         if self.bundle is None or self.bundle.clientCAKey is None:
             return jsonError(
                 request, 503, "this node holds no client-ca.key; cannot mint client certificates"
@@ -134,11 +135,20 @@ def mountTunnelViews(
     if not checkers:
         return
     from suite.cred.web import requireBasicAuth
+    from suite.specter.web import internalRoot
     from suite.web.admin import AdminRoot
 
-    existing = admin.children.get(b"_internal")
     pki = AdminRoot()  # JSON index and JSON 404s
     pki.putChild(b"client", ClientEnrollment(gateway.bundle))
+    inner = internalRoot(admin)
+    if inner is not None:
+        # the ring's /_internal directory is already behind these
+        # credentials: the pages join it and are listed in its index
+        views: dict[bytes, Resource] = {b"tunnels": TunnelViews(gateway), b"pki": pki, **(more or {})}
+        for name, view in views.items():
+            inner.putChild(name, view)
+        return
+    existing = admin.children.get(b"_internal")
     extra = {
         b"tunnels": requireBasicAuth(TunnelViews(gateway), checkers, realm="specter"),
         b"pki": requireBasicAuth(pki, checkers, realm="specter"),

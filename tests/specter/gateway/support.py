@@ -8,14 +8,33 @@ import os
 import sys
 from typing import Any
 
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from suite.pki.ca import initBundle, writeClientCertificate
+from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink
+from suite.specter.gateway.routes import MemoryRouteStore
 from tests.support.process import DaemonProcess, freePort
 
 PY = sys.executable
 APEX = "example.test"
+
+
+def linkedGateway(host: str) -> tuple[Clock, Gateway, GatewayLink, StringTransport]:
+    """
+    A gateway for the apex C{example.test} on a fake clock, with one tunnel
+    link (owner C{owner}, its wire a L{StringTransport}) registered for
+    C{host}: the clock, the gateway, the link and the wire.
+    """
+    clock = Clock()
+    gateway = Gateway(GatewayConfig(apexes=[APEX], advertise="127.0.0.1:443"), MemoryRouteStore(clock), clock)
+    link = GatewayLink(gateway, "owner")
+    wire = StringTransport()
+    link.makeConnection(wire)
+    gateway.registry.add(host, link)
+    return clock, gateway, link, wire
 
 
 def listenLocal(factory: Any) -> tuple[Any, int]:

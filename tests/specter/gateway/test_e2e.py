@@ -274,6 +274,24 @@ class HTTP3Tests(TestCase):
         self.assertIn(f'Alt-Svc: h3=":{h.port}"', out)
         self.assertIn("hello from the backend /path?q=1", out)
 
+    async def test_altSvcNamesTheAdvertisedPort(self) -> None:
+        """
+        Alt-Svc names the advertised port (the one visitors reach, as the
+        HTTPS redirects do), not a UDP bind behind a port mapping; with no
+        UDP bind on that port, start-up says so in a warning.
+        """
+        port, backendPort = listenLocal(Site(_Hello()))
+        self.addCleanup(port.stopListening)
+        h = GatewayHarness(self)
+        udp = freePort()
+        await h.start("--listen-udp", f"127.0.0.1:{udp}", "--advertise", f"127.0.0.1:{h.port}")
+        _, host = await h.tunnel(f"http://127.0.0.1:{backendPort}")
+        await h.gateway.waitForLog("HTTP/3 \\(QUIC\\) listening")
+        await h.gateway.waitForLog(f"advertised port {h.port}, where no UDP bind listens")
+        out, err, code = await h.curl(host, "--http2", "-D", "-")
+        self.assertIn(f'alt-svc: h3=":{h.port}"', out)
+        self.assertNotIn(f":{udp}", out)
+
 
 class HTTP2LimitTests(TestCase):
     timeout = 60

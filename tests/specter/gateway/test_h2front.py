@@ -15,20 +15,18 @@ from h2.settings import SettingCodes
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
-from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink
+from suite.specter.gateway.core import GatewayLink
 from suite.specter.gateway.h2 import DRAIN_PING, MAX_BODY, H2Front
 from suite.specter.gateway.h2conn import MAX_STREAM_ID
 from suite.specter.gateway.h2stream import Response, newStream
 from suite.specter.gateway.interfaces import IResponseSink
 from suite.specter.gateway.lifecycle import newDrainMachine
-from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.tunnel.frames import (
     CLOSE,
     DATA,
@@ -39,6 +37,7 @@ from suite.specter.tunnel.frames import (
     decodeControl,
     encodeFrame,
 )
+from tests.specter.gateway.support import linkedGateway
 
 _Event = TypeVar("_Event", bound=h2.events.Event)
 
@@ -63,16 +62,7 @@ class _Harness:
     def __init__(
         self, clientSettings: dict[int, int] | None = None, validate: bool = True, handle: Any = None
     ) -> None:
-        self.clock = Clock()
-        self.gateway = Gateway(
-            GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"),
-            MemoryRouteStore(self.clock),
-            self.clock,
-        )
-        self.link = GatewayLink(self.gateway, "owner")
-        self.wire = StringTransport()
-        self.link.makeConnection(self.wire)
-        self.gateway.registry.add(HOST, self.link)
+        self.clock, self.gateway, self.link, self.wire = linkedGateway(HOST)
         self.front = H2Front(self.gateway, self.clock)
         self.visitor = self.front.buildProtocol(None)
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 5000))

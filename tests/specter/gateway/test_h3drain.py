@@ -20,17 +20,15 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, StreamDataReceived, StreamReset
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.pki.mint import mintSelfSigned
-from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink
 from suite.specter.gateway.exchange import ExchangePool
 from suite.specter.gateway.h3 import _H3Protocol, nextRequestStreamId, requestsLeft
-from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.tunnel.frames import DATA, OPEN, FrameDecoder, encodeFrame
 from tests.specter.gateway.h3client import GOAWAY, controlFrames
+from tests.specter.gateway.support import linkedGateway
 
 HOST = "app.example.test"
 CLIENT = ("10.0.0.1", 5000)
@@ -75,16 +73,7 @@ class _Harness:
     """
 
     def __init__(self, certificate: tuple[Any, Any] | None = None) -> None:
-        self.clock = Clock()
-        self.gateway = Gateway(
-            GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"),
-            MemoryRouteStore(self.clock),
-            self.clock,
-        )
-        self.link = GatewayLink(self.gateway, "owner")
-        self.wire = StringTransport()
-        self.link.makeConnection(self.wire)
-        self.gateway.registry.add(HOST, self.link)
+        self.clock, self.gateway, self.link, self.wire = linkedGateway(HOST)
         self.client = QuicConnection(
             configuration=QuicConfiguration(
                 is_client=True, alpn_protocols=H3_ALPN, server_name=HOST, verify_mode=ssl.CERT_NONE

@@ -18,7 +18,6 @@ from aioquic.h3.events import HeadersReceived
 from cryptography import x509
 from OpenSSL import SSL
 from twisted.internet.ssl import CertificateOptions
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -32,10 +31,10 @@ from suite.specter.gateway.certnames import (
     presentedNames,
     quicPresentedNames,
 )
-from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink
-from suite.specter.gateway.routes import MemoryRouteStore
+from suite.specter.gateway.core import GatewayLink
 from suite.specter.gateway.visitor import HTTPVisitor
 from suite.specter.tunnel.frames import OPEN, FrameDecoder, decodeControl
+from tests.specter.gateway.support import linkedGateway
 from tests.specter.gateway.test_h2front import HOST, OTHER
 from tests.specter.gateway.test_h2front import _Harness as _H2Harness
 from tests.specter.gateway.test_h3drain import _Harness as _H3Harness
@@ -325,16 +324,7 @@ class HTTP1MisdirectedTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.gateway = Gateway(
-            GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"),
-            MemoryRouteStore(self.clock),
-            self.clock,
-        )
-        self.link = GatewayLink(self.gateway, "owner")
-        self.wire = StringTransport()
-        self.link.makeConnection(self.wire)
-        self.gateway.registry.add(HOST, self.link)
+        self.clock, self.gateway, self.link, self.wire = linkedGateway(HOST)
 
     def visit(self, certificate: tuple[Any, Any], head: bytes) -> StringTransport:
         transport = StringTransport()

@@ -87,6 +87,74 @@ class CollectorTests(TestCase):
         self.assertIn('specter_gateway_errors_total{code="404"} 3.0', text)
 
 
+class IndexTests(TestCase):
+    async def test_gatewayPagesInTheIndex(self) -> None:
+        """
+        On the ring's helper resource, the gateway's pages join the one
+        C{/_internal} directory: its JSON index lists them beside the ring's
+        pages, and they answer behind the same credentials.
+        """
+        from suite.specter.web import makeHelperResource
+        from suite.web.admin import makeAdminResource
+
+        clock = Clock()
+        admin = makeHelperResource(object(), makeAdminResource([]), "ops", "pw")
+        gateway = Gateway(
+            GatewayConfig(apexes=["example.test"], advertise="127.0.0.1:443"), MemoryRouteStore(clock), clock
+        )
+        mountTunnelViews(admin, gateway, "ops", "pw", more={b"acme": Data(b"{}", "application/json")})
+        port, portNumber = listenLocal(Site(admin))
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{portNumber}/_internal"
+        r: Any = await treq.get(base, auth=("ops", "pw"), persistent=False)
+        self.assertEqual(r.code, 200)
+        self.assertEqual(
+            json.loads(await r.content())["endpoints"], ["/acme", "/chord", "/kv", "/pki", "/tunnels"]
+        )
+        r = await treq.get(f"{base}/tunnels", auth=("ops", "pw"), persistent=False)
+        self.assertEqual(r.code, 200)
+        self.assertEqual(json.loads(await r.content())["gateway"], "127.0.0.1:443")
+        r = await treq.get(f"{base}/pki", auth=("ops", "pw"), persistent=False)
+        self.assertEqual(json.loads(await r.content()), {"endpoints": ["/client"]})
+        for page in ("", "/tunnels", "/pki/client", "/acme"):
+            r = await treq.get(f"{base}{page}", auth=("ops", "wrong"), persistent=False)
+            self.assertEqual(r.code, 401, page)
+            await r.content()
+        # a method a page does not serve: a JSON 405 naming the allowed ones
+        for method, page, allowed in (
+            ("GET", "/pki/client", ["HEAD", "POST"]),
+            ("POST", "/tunnels", ["GET", "HEAD"]),
+            ("POST", "/chord/stats", ["GET", "HEAD"]),
+            ("DELETE", "/kv/stats", ["GET", "HEAD"]),
+        ):
+            r = await treq.request(method, f"{base}{page}", auth=("ops", "pw"), persistent=False)
+            self.assertEqual(r.code, 405, page)
+            body = json.loads(await r.content())
+            self.assertEqual(body["error"], f"method {method} not allowed", page)
+            self.assertEqual(sorted(body["allowed"]), allowed, page)
+
+
+class EnrollmentNameTests(TestCase):
+    def test_badNames(self) -> None:
+        """
+        The enrollment page refuses a name outside the client name rule (a
+        trailing newline included) with a 400 naming the rule, before
+        minting anything.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from suite.specter.gateway.views import ClientEnrollment
+
+        page = ClientEnrollment(None)
+        for bad in (b"alice\n", b"bad name", b"", b"x" * 65):
+            request = DummyRequest([])
+            request.method = b"POST"
+            request.args = {b"name": [bad]}
+            body = json.loads(page.render_POST(request))
+            self.assertEqual(request.responseCode, 400, bad)
+            self.assertTrue(body["error"].startswith("name: must be 1-64 characters"), body)
+
+
 class EnrollmentTests(TestCase):
     timeout = 60
 

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.daemon import ConfigError
 from suite.pki.ca import initBundle
@@ -118,3 +118,30 @@ class WiringTests(SynchronousTestCase):
         """
         root = _build(self, "--listen-tcp", "127.0.0.1:8443")
         self.assertEqual([s for s in root if isinstance(s, GatewayService)], [])
+
+
+class HelperPagesTests(TestCase):
+    async def test_acmeInventoryWithoutACME(self) -> None:
+        """
+        A gateway without --acme still answers /_internal/acme (listed in
+        the /_internal index): no certificates, and why.
+        """
+        import json
+
+        import treq
+
+        from suite.web.limits import LimitedSite
+        from tests.specter.gateway.support import listenLocal
+
+        root = _build(self, "--apex", "example.test", "--auth_user", "ops", "--auth_pass", "pw")
+        (site,) = [s.factory for s in root if isinstance(getattr(s, "factory", None), LimitedSite)]
+        port, portNumber = listenLocal(site)
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{portNumber}/_internal"
+        r: Any = await treq.get(base, auth=("ops", "pw"), persistent=False)
+        self.assertIn("/acme", json.loads(await r.content())["endpoints"])
+        r = await treq.get(f"{base}/acme", auth=("ops", "pw"), persistent=False)
+        self.assertEqual(r.code, 200)
+        body = json.loads(await r.content())
+        self.assertEqual((body["directory"], body["certificates"]), (None, []))
+        self.assertIn("no --acme", body["reason"])
