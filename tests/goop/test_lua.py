@@ -143,6 +143,22 @@ class SandboxTests(TestCase):
         msg = await self.refused("return goop.json.encode({a = -1/0})")
         self.assertIn("goop.json.encode: numbers must be finite", msg)
 
+    async def test_logLinesNameTheFunction(self) -> None:
+        """Each line a function logs leads with its name: C{lua <function>: <text>}."""
+        from twisted.logger import globalLogPublisher
+
+        seen: list[str] = []
+
+        def observe(event: dict) -> None:
+            if event.get("log_namespace") == "suite.goop.lua.pool" and "text" in event:
+                seen.append(str(event["text"]))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        name = self.script('goop.log.warn("disk", 3)\nprint("printed")')
+        await self.engine.call("peer", name, None)
+        self.assertEqual(seen, [f"{name}: disk 3", f"{name}: printed"])
+
     async def test_noEscapes(self) -> None:
         """os.execute, io.open, require, load, dofile, debug and package are absent."""
         for body in (

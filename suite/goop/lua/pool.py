@@ -324,7 +324,7 @@ class _WorkerProcess(ProcessProtocol):
             try:
                 level, text = message["log"]
                 getattr(log, level if level in ("debug", "info", "warn", "error") else "info")(
-                    "lua: {text}", text=str(text)[:2000]
+                    "lua {text}", text=str(text)[:2100]
                 )
             except (TypeError, ValueError):
                 pass

@@ -133,8 +133,11 @@ def main(argv: list[str]) -> int:
             continue
         budget.allow(float(job.get("timeout", 5.0)) + 1.0)
 
-        def emit(level: str, text: str) -> None:
-            _write(out, {"log": [level, text]})
+        function = str(job.get("function", ""))[:64]
+
+        def emit(level: str, text: str, function: str = function) -> None:
+            # the function's name leads each of its lines in the peer's log
+            _write(out, {"log": [level, f"{function}: {text}"]})
 
         try:
             answer = _encode(sandbox.run(job, emit)).encode()
