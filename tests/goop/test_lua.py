@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
@@ -149,10 +150,11 @@ class SandboxTests(TestCase):
 
         seen: list[str] = []
 
-        def observe(event: dict) -> None:
+        def collect(event: dict) -> None:
             if event.get("log_namespace") == "suite.goop.lua.pool" and "text" in event:
                 seen.append(str(event["text"]))
 
+        observe: Any = collect
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
         name = self.script('goop.log.warn("disk", 3)\nprint("printed")')
