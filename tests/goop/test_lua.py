@@ -143,6 +143,8 @@ class SandboxTests(TestCase):
         self.assertIn("result is not JSON", msg)
         msg = await self.refused("return goop.json.encode({a = -1/0})")
         self.assertIn("goop.json.encode: numbers must be finite", msg)
+        msg = await self.refused("return goop.json.encode({f = print})")
+        self.assertIn("goop.json.encode: cannot encode a function", msg)
 
     async def test_logLinesNameTheFunction(self) -> None:
         """Each line a function logs leads with its name: C{lua <function>: <text>}."""

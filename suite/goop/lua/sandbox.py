@@ -308,6 +308,7 @@ class _Api:
         if what == "db.exec":
             return self.toLua(self._exec(str(a[0]), self._args(a[1:])))
         if what == "json.encode":
+            self._dataOnly(what, a[0] if a else None, verb="encode")
             try:
                 return json.dumps(self.fromLua(a[0] if a else None), allow_nan=False)
             except ValueError:
@@ -434,7 +435,7 @@ class _Api:
             raise LuaError(f"goop.{what}: the key must be a string")
         return str(key)
 
-    def _dataOnly(self, what: str, value: Any, depth: int = 0) -> None:
+    def _dataOnly(self, what: str, value: Any, depth: int = 0, verb: str = "store") -> None:
         """
         Refuse a value holding a function, coroutine or userdata: stored, it
         would silently become nil (and a set a delete).
@@ -445,12 +446,12 @@ class _Api:
         if kind is None:
             return
         if kind != "table":
-            raise LuaError(f"goop.{what}: cannot store a {kind}")
+            raise LuaError(f"goop.{what}: cannot {verb} a {kind}")
         if depth > MAX_DEPTH:
             raise LuaError("value nested too deeply")
         for k, v in value.items():
-            self._dataOnly(what, k, depth + 1)
-            self._dataOnly(what, v, depth + 1)
+            self._dataOnly(what, k, depth + 1, verb)
+            self._dataOnly(what, v, depth + 1, verb)
 
     def _kvConn(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.dataPath, timeout=2.0, isolation_level=None)
