@@ -418,8 +418,15 @@ def loadConfig(directory: str, create: bool = True) -> GoopConfig:
     if not os.path.isdir(directory):
         if not create or os.path.lexists(directory):
             raise ConfigError(f"{directory}: not a directory (the peer directory)")
+        parent = os.path.dirname(os.path.abspath(directory))
+        if not os.path.isdir(parent):
+            # A mistyped path would otherwise start a new peer (new identity)
+            # in a tree created for it.
+            raise ConfigError(f"{directory}: cannot create the peer directory: {parent} does not exist")
         try:
-            os.makedirs(directory, exist_ok=True)
+            os.mkdir(directory)
+        except FileExistsError:
+            pass
         except OSError as e:
             raise ConfigError(f"{directory}: cannot create the peer directory: {e.strerror}") from None
     if not os.path.exists(os.path.join(directory, CONFIG_NAME)):

@@ -93,6 +93,15 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(str(e), f"{f}: not a directory (the peer directory)")
         e = self.assertRaises(ConfigError, loadConfig, os.path.join(f, "peer"))
         self.assertIn(f"{f}/peer: cannot create the peer directory: ", str(e))
+        # a mistyped path: only the peer directory itself is created, never its parents
+        missing = os.path.join(os.path.abspath(self.mktemp()), "typo", "peer")
+        e = self.assertRaises(ConfigError, loadConfig, missing)
+        self.assertEqual(
+            str(e), f"{missing}: cannot create the peer directory: {os.path.dirname(missing)} does not exist"
+        )
+        self.assertFalse(os.path.exists(os.path.dirname(missing)))
+        made = os.path.join(os.path.dirname(f), "new-peer")
+        self.assertEqual(loadConfig(made).directory, made)
 
     def test_notJSON(self) -> None:
         """A file that is not JSON is refused naming the file."""
