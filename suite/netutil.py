@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IListeningPort
 
-__all__ = ["isIPAddress", "noDelay", "boundPort"]
+__all__ = ["isIPAddress", "isLoopbackHost", "noDelay", "boundPort"]
 
 
 def isIPAddress(text: str) -> bool:
@@ -22,6 +22,18 @@ def isIPAddress(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def isLoopbackHost(host: str) -> bool:
+    """
+    True if C{host} is C{localhost} or a literal loopback address.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def noDelay(transport: Any) -> None:

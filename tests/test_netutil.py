@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from suite.netutil import boundPort, isIPAddress, noDelay
+from suite.netutil import boundPort, isIPAddress, isLoopbackHost, noDelay
 
 
 class _TCP(StringTransport):
@@ -117,3 +117,15 @@ class BoundPortTests(SynchronousTestCase):
         """
         e = self.assertRaises(TypeError, boundPort, _Port(UNIXAddress("/tmp/x.sock")))
         self.assertIn("not an IP listener", str(e))
+
+
+class LoopbackHostTests(SynchronousTestCase):
+    def test_loopback(self) -> None:
+        """
+        C{localhost} and literal loopback addresses of either family are
+        loopback; other addresses, names and bracketed forms are not.
+        """
+        for host in ["localhost", "127.0.0.1", "127.8.9.10", "::1"]:
+            self.assertTrue(isLoopbackHost(host), host)
+        for host in ["0.0.0.0", "10.0.0.1", "::", "[::1]", "example.org", "", "localhost.example"]:
+            self.assertFalse(isLoopbackHost(host), host)

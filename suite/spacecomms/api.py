@@ -7,6 +7,7 @@ GET, write for changes, admin for peer changes); every error is JSON.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -74,14 +75,7 @@ def _peerView(node: SpaceNode, status: Callable[[str], str], pid: str) -> dict[s
         "peer_id": p.id,
         "address": p.address,
         "status": status(pid),
-        "policies": {
-            "accept_cdm": pol.accept_cdm,
-            "accept_object_state": pol.accept_object_state,
-            "forward_cdm": pol.forward_cdm,
-            "forward_object_state": pol.forward_object_state,
-            "rate_limit_per_second": pol.rate_limit_per_second,
-            "rate_limit_burst": pol.rate_limit_burst,
-        },
+        "policies": asdict(pol),
     }
     if pid in node.metrics.latency and pid in node.links:
         view["heartbeat_latency_ms"] = round(node.metrics.latency[pid], 3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -33,14 +34,7 @@ def _entry(peer: PeerConfig) -> dict[str, Any]:
         "peer_id": peer.id,
         "address": peer.address,
         "auth_token": peer.auth_token,
-        "policies": {
-            "accept_cdm": pol.accept_cdm,
-            "accept_object_state": pol.accept_object_state,
-            "forward_cdm": pol.forward_cdm,
-            "forward_object_state": pol.forward_object_state,
-            "rate_limit_per_second": pol.rate_limit_per_second,
-            "rate_limit_burst": pol.rate_limit_burst,
-        },
+        "policies": asdict(pol),
     }
 
 

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from suite.daemon import ConfigError, watchListening
+from suite.netutil import isLoopbackHost
 from suite.spacecomms.api import makeAPIResource, makeTokenChecker
 from suite.spacecomms.apibase import APISite
 from suite.spacecomms.apipeers import PeerFile
@@ -125,17 +126,6 @@ def startupChecks(config: Config) -> TLSContexts | None:
     return TLSContexts(config) if config.tls_enabled else None
 
 
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def exposureWarnings(config: Config) -> list[str]:
     """
     What in a valid configuration leaves the node open or its data
@@ -150,7 +140,7 @@ def exposureWarnings(config: Config) -> list[str]:
             f"api.auth.enabled is false: anyone who reaches the API on {api} can add or remove peers "
             "and submit or withdraw CDMs and object states"
         )
-    elif not config.api_tls and not _loopback(config.host):
+    elif not config.api_tls and not isLoopbackHost(config.host):
         out.append(
             f"server.tls.api is false: API bearer tokens cross the network in clear text to {api}; "
             "set server.tls.api: true or bind server.host to loopback behind a TLS proxy"

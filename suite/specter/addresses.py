@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from suite.daemon import ConfigError
-from suite.netutil import isIPAddress
+from suite.netutil import isIPAddress, isLoopbackHost
 
 __all__ = [
     "parseSize",
@@ -176,13 +176,7 @@ def isLoopbackEndpoint(endpoint: str) -> bool:
     m = re.search(r"interface=([^:]+(?:\\:[^:]*)*)", endpoint)
     if not m:
         return False
-    host = m.group(1).replace("\\:", ":")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return isLoopbackHost(m.group(1).replace("\\:", ":"))
 
 
 def splitEnv(value: str) -> list[str]:
