@@ -71,13 +71,13 @@ def checkManifest(spec: str = SPEC_PATH, manifest: str = MANIFEST_PATH) -> str |
 
 def main(argv: list[str]) -> int:
     if "--write" in argv:
-        print(f"{MANIFEST_PATH}: spec_sha256 {writeManifest()}")
+        sys.stdout.write(f"{MANIFEST_PATH}: spec_sha256 {writeManifest()}\n")
         return 0
     problem = checkManifest()
     if problem:
-        print(problem, file=sys.stderr)
+        sys.stderr.write(problem + "\n")
         return 1
-    print("spec manifest in sync")
+    sys.stdout.write("spec manifest in sync\n")
     return 0
 
 

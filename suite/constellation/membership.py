@@ -68,16 +68,7 @@ def gossipSettings(profile: str) -> GossipSettings:
     if profile == "local":
         return GossipSettings.local()
     if profile == "wan":
-        return GossipSettings(
-            probeInterval=5.0,
-            probeTimeout=3.0,
-            gossipInterval=0.5,
-            gossipNodes=4,
-            gossipToTheDead=60.0,
-            suspicionMult=6,
-            pushPullInterval=60.0,
-            pushPullTimeout=30.0,
-        )
+        return GossipSettings.wan()
     return GossipSettings()
 
 

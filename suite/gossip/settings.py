@@ -93,6 +93,22 @@ class GossipSettings:
             leavePropagateDelay=0.3,
         )
 
+    @classmethod
+    def wan(cls) -> GossipSettings:
+        """
+        memberlist's WAN timers, for slow or relayed links.
+        """
+        return cls(
+            probeInterval=5.0,
+            probeTimeout=3.0,
+            gossipInterval=0.5,
+            gossipNodes=4,
+            gossipToTheDead=60.0,
+            suspicionMult=6,
+            pushPullInterval=60.0,
+            pushPullTimeout=30.0,
+        )
+
     def retransmitLimit(self, members: int) -> int:
         """
         How many times one update is sent (lambda * log N).

@@ -32,6 +32,20 @@ async def post(url: str, token: str, body: bytes, method: str = "POST") -> tuple
     return r.code, json.loads(await r.content())
 
 
+def loopbackPeer(test: TestCase, viewer: str) -> str:
+    """
+    A peer directory (via C{test.mktemp}) whose P2P port is chosen by the OS
+    on 127.0.0.1, mDNS off, its viewer on C{viewer} (C{HOST:PORT}).
+    """
+    return writeRaw(
+        os.path.abspath(test.mktemp()),
+        {
+            "p2p": {"listen_port": 0, "listen_addr": "127.0.0.1", "mdns_tag": ""},
+            "viewer": {"http_addr": viewer},
+        },
+    )
+
+
 class SettingsPageErrorsTests(TestCase):
     async def test_selfBadInput(self) -> None:
         """
@@ -167,13 +181,7 @@ class GroupNameTests(TestCase):
         with the reason and no group is created; a plain name is accepted.
         """
         vport = freePort()
-        d = writeRaw(
-            os.path.abspath(self.mktemp()),
-            {
-                "p2p": {"listen_port": 0, "listen_addr": "127.0.0.1", "mdns_tag": ""},
-                "viewer": {"http_addr": f"127.0.0.1:{vport}"},
-            },
-        )
+        d = loopbackPeer(self, f"127.0.0.1:{vport}")
         proc = DaemonProcess(self, twistdArgs("goop", "peer", d), name="groups").start()
         viewer = f"http://127.0.0.1:{vport}"
         await proc.waitForHTTP(viewer + "/healthz")
@@ -235,13 +243,7 @@ class RemoteSiteAnswerTests(SynchronousTestCase):
 
 class PeerDirectoryErrorsTests(TestCase):
     def peerDir(self) -> str:
-        return writeRaw(
-            os.path.abspath(self.mktemp()),
-            {
-                "p2p": {"listen_port": 0, "listen_addr": "127.0.0.1", "mdns_tag": ""},
-                "viewer": {"http_addr": f"127.0.0.1:{freePort()}"},
-            },
-        )
+        return loopbackPeer(self, f"127.0.0.1:{freePort()}")
 
     async def test_siteNotADirectory(self) -> None:
         """A file where site/ belongs stops start-up naming it (exit 2), not an errno."""
@@ -385,13 +387,7 @@ class IPv6ViewerTests(TestCase):
         except OSError:
             raise SkipTest("no IPv6 loopback here") from None
         vport = freePort()
-        d = writeRaw(
-            os.path.abspath(self.mktemp()),
-            {
-                "p2p": {"listen_port": 0, "listen_addr": "127.0.0.1", "mdns_tag": ""},
-                "viewer": {"http_addr": f"[::1]:{vport}"},
-            },
-        )
+        d = loopbackPeer(self, f"[::1]:{vport}")
         proc = DaemonProcess(self, twistdArgs("goop", "peer", d), name="v6").start()
         await proc.waitForLog(rf"viewer on http://\[::1\]:{vport}/")
 
