@@ -60,9 +60,11 @@ C{interval} seconds, and whenever the feed changes):
     removes it.
 
 The package: L{lifecycle} (a replica's lifecycle machine), L{replica} (a
-hosted partition), L{manager} (the service: reconciliation, membership
-changes, requests, status), L{disk} (retired copies and stopped replicas),
-L{retire} (the file steps of a retirement), L{status} (the metrics).
+hosted partition), L{manager} (the service: reconciliation, requests),
+L{membership} (the leader's membership changes), L{peers} (dialling and
+naming peers), L{reports} (status pages and readiness), L{disk} (retired
+copies and stopped replicas), L{retire} (the file steps of a retirement),
+L{status} (the metrics).
 """
 
 from __future__ import annotations
