@@ -50,6 +50,8 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_HEADER_COUNT",
+    "DEFAULT_HEADER_TIMEOUT",
+    "MIN_BODY_RATE",
 ]
 
 log = Logger()
@@ -66,9 +68,17 @@ HEADER_BLOCK_FACTOR = 4
 DRAIN_SECONDS = 2.0
 #: Idle connection timeout (seconds) unless the caller passes C{timeout}.
 DEFAULT_IDLE_TIMEOUT = 60
+#: Seconds from the first byte of a request to the end of its headers, and
+#: the grace period of its body (see L{MIN_BODY_RATE}); unless the caller
+#: passes C{headerTimeout}.  The idle timeout alone restarts on every byte,
+#: so a client trickling a byte a minute would hold the connection forever.
+DEFAULT_HEADER_TIMEOUT = 30
+#: After the grace period a request body must average at least this many
+#: bytes a second since its headers ended, or the request is answered 408.
+MIN_BODY_RATE = 1024
 DRAIN_BYTES = 1024 * 1024
 
-_REASONS = {413: b"Content Too Large", 431: b"Request Header Fields Too Large"}
+_REASONS = {408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large"}
 
 
 def _rawResponse(code: int, reason: str) -> bytes:
@@ -200,6 +210,11 @@ class LimitedChannel(http.HTTPChannel):
     _headerCount = 0
     _inHeaders = False
     _drainCall: Any = None
+    #: The header deadline of the request being read, if one is running.
+    _headCall: Any = None
+    #: When the body of the request being read started (its headers ended).
+    _bodyStarted: float | None = None
+    _bodyRead = 0
 
     def _limits(self) -> LimitedSite:
         return self.site
@@ -219,6 +234,8 @@ class LimitedChannel(http.HTTPChannel):
             reason=reason,
         )
         self.setTimeout(None)
+        self._cancelHead()
+        self._bodyStarted = None
         assert self.transport is not None
         self.transport.write(_rawResponse(code, reason))
         self.persistent = False
@@ -243,6 +260,33 @@ class LimitedChannel(http.HTTPChannel):
         """
         self.reject(413, f"request body larger than {self._limits().maxBodyBytes} bytes")
 
+    def _cancelHead(self) -> None:
+        if self._headCall is not None and self._headCall.active():
+            self._headCall.cancel()
+        self._headCall = None
+
+    def _headLate(self) -> None:
+        self._headCall = None
+        self.reject(408, f"request headers not received within {self._limits().headerTimeout:g} seconds")
+
+    def _bodyTooSlow(self, size: int) -> bool:
+        """
+        Count C{size} more body bytes; whether the body has fallen below
+        L{MIN_BODY_RATE} after the grace period (then it is answered 408).
+        """
+        if self._bodyStarted is None:
+            return False
+        self._bodyRead += size
+        limits = self._limits()
+        elapsed = limits.reactor.seconds() - self._bodyStarted - limits.headerTimeout
+        if elapsed <= 0 or self._bodyRead >= elapsed * MIN_BODY_RATE:
+            return False
+        self.reject(
+            408,
+            f"request body slower than {MIN_BODY_RATE} bytes a second after {limits.headerTimeout:g} seconds",
+        )
+        return True
+
     def dataReceived(self, data: bytes) -> None:
         if self._rejected:
             self._drained += len(data)
@@ -252,11 +296,17 @@ class LimitedChannel(http.HTTPChannel):
                 elif self.transport is not None:
                     self.transport.loseConnection()
             return
+        limits = self._limits()
+        if self.line_mode and self._headCall is None and limits.headerTimeout:
+            # The first bytes of a request's head: it must end in time.
+            self._headCall = self.callLater(limits.headerTimeout, self._headLate)
         super().dataReceived(data)
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._rejected:
             self._drained += len(data)
+            return
+        if self._bodyTooSlow(len(data)):
             return
         super().rawDataReceived(data)
 
@@ -264,6 +314,7 @@ class LimitedChannel(http.HTTPChannel):
         if self._drainCall is not None and self._drainCall.active():
             self._drainCall.cancel()
         self._drainCall = None
+        self._cancelHead()
         super().connectionLost(reason)
 
     def lineReceived(self, line: bytes) -> None:
@@ -292,14 +343,18 @@ class LimitedChannel(http.HTTPChannel):
         self.reject(431, f"request headers larger than {self._limits().maxHeaderBytes} bytes")
 
     def allHeadersReceived(self) -> None:
+        self._cancelHead()
         limits = self._limits()
         length = self.length
         if length is not None and length > limits.maxBodyBytes:
             self.reject(413, f"request body larger than {limits.maxBodyBytes} bytes")
             return
+        self._bodyStarted = limits.reactor.seconds() if limits.headerTimeout else None
+        self._bodyRead = 0
         super().allHeadersReceived()
 
     def allContentReceived(self) -> None:
+        self._bodyStarted = None
         if self._rejected:
             return
         super().allContentReceived()
@@ -319,6 +374,10 @@ class LimitedSite(Site):
     @param accessLogLevel: level of the one access-log event per request
         (method, path without the query string, code, bytes, peer); debug by
         default so health probes and scrapes stay quiet.
+    @param headerTimeout: seconds from a request's first byte to the end of
+        its headers, and the grace period after which its body must average
+        L{MIN_BODY_RATE} (default 30; 0 turns both off); a request that
+        misses either is answered C{408} and the connection closed.
     """
 
     requestFactory = LimitedRequest
@@ -331,6 +390,7 @@ class LimitedSite(Site):
         maxHeaderCount: int = DEFAULT_MAX_HEADER_COUNT,
         maxHeaderBlockBytes: int | None = None,
         accessLogLevel: LogLevel = LogLevel.debug,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         for name, value in (
@@ -341,6 +401,8 @@ class LimitedSite(Site):
         ):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+        if not isinstance(headerTimeout, (int, float)) or not headerTimeout >= 0:
+            raise ValueError(f"headerTimeout must be a non-negative number of seconds, not {headerTimeout!r}")
         kwargs.setdefault("timeout", DEFAULT_IDLE_TIMEOUT)
         super().__init__(resource, **kwargs)
         self.maxBodyBytes = maxBodyBytes
@@ -350,6 +412,7 @@ class LimitedSite(Site):
             HEADER_BLOCK_FACTOR * maxHeaderBytes if maxHeaderBlockBytes is None else maxHeaderBlockBytes
         )
         self.accessLogLevel = accessLogLevel
+        self.headerTimeout = headerTimeout
 
     def log(self, request: Any) -> None:
         """

@@ -202,6 +202,98 @@ class LimitedSiteUnitTests(SynchronousTestCase):
         self.assertEqual(LimitedSite(Echo(), timeout=5).timeOut, 5)
 
 
+class SlowClientTests(SynchronousTestCase):
+    """
+    A request must arrive in time: the idle timeout restarts on every byte,
+    so without a deadline a client trickling bytes would keep its
+    connection (and its memory) forever.
+    """
+
+    def connect(self, **options: Any) -> tuple[Clock, Connection, Echo]:
+        clock = Clock()
+        echo = Echo()
+        return clock, Connection(LimitedSite(echo, reactor=clock, **options)), echo
+
+    def test_headerTrickle(self) -> None:
+        """
+        Request headers trickled a byte every 20 s (never idle for the 60 s
+        timeout) are answered 408 once 30 s have passed since the first
+        byte, and the connection closes.
+        """
+        clock, conn, echo = self.connect()
+        head = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+        conn.send(head[:1])
+        for byte in head[1:4]:
+            clock.advance(20)
+            conn.send(bytes([byte]))
+        code, _, body = parseResponse(conn.take())
+        self.assertEqual(code, 408)
+        self.assertIn("within 30 seconds", json.loads(body)["error"])
+        clock.advance(5)
+        self.assertTrue(conn.transport.disconnecting)
+        self.assertEqual(echo.calls, 0)
+
+    def test_deadlinePerRequest(self) -> None:
+        """
+        The deadline counts from each request's first byte: a keep-alive
+        connection idle between requests, and a request sent slowly but
+        within 30 s, are served.
+        """
+        clock, conn, echo = self.connect()
+        conn.get(b"/")
+        self.assertEqual(parseResponse(conn.take())[0], 200)
+        clock.advance(50)
+        head = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+        for i in range(0, len(head), 4):
+            conn.send(head[i : i + 4])
+            clock.advance(3)
+        self.assertEqual(parseResponse(conn.take())[0], 200)
+        clock.advance(100)
+        self.assertEqual(echo.calls, 2)
+        self.assertEqual(conn.received(), b"")
+
+    def test_bodyTrickle(self) -> None:
+        """
+        A body sent a byte every 20 s is answered 408 once its average
+        falls under 1 KiB/s after the 30 s grace period.
+        """
+        clock, conn, echo = self.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(3):
+            clock.advance(20)
+            conn.send(b"x")
+        code, _, body = parseResponse(conn.take())
+        self.assertEqual(code, 408)
+        self.assertIn("1024 bytes a second", json.loads(body)["error"])
+        self.assertEqual(echo.calls, 0)
+
+    def test_steadyBody(self) -> None:
+        """
+        A large body arriving steadily above the rate is served, however
+        long it takes.
+        """
+        clock, conn, echo = self.connect()
+        size = 2048 * 90
+        conn.send(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % (size,))
+        for _ in range(90):
+            clock.advance(1)
+            conn.send(b"x" * 2048)
+        code, _, body = parseResponse(conn.take())
+        self.assertEqual((code, body), (200, b"%d" % (size,)))
+
+    def test_off(self) -> None:
+        """
+        C{headerTimeout=0} turns the deadline off; a negative one is refused.
+        """
+        clock, conn, _ = self.connect(headerTimeout=0)
+        conn.send(b"G")
+        clock.advance(59)
+        conn.send(b"E")
+        clock.advance(59)
+        self.assertEqual(conn.received(), b"")
+        self.assertRaises(ValueError, LimitedSite, Echo(), headerTimeout=-1)
+
+
 class AccessLogTests(SynchronousTestCase):
     """
     Requests are logged through twisted.logger, without query strings.
