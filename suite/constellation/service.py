@@ -344,7 +344,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
             stored=deployer.keep if deployer else None,
         ),
     )
-    site = LimitedSite(provider, reactor=reactor)
+    # /api/deploy runs containers: no web page may reach it (DNS rebinding, cross-site posts)
+    site = LimitedSite(provider, reactor=reactor, localHostsOnly=True)
 
     root = MultiService()
     dataLock.setServiceParent(root)  # first: released after everything else stopped

@@ -18,6 +18,16 @@ decoded them, are answered C{431}, with one log line); a header block more
 than four times C{maxHeaderBytes} (as sent or decoded) ends the HTTP/2
 connection with C{GOAWAY} (L{suite.web.http2}).
 
+A site made with C{localHostsOnly} (the admin sites, Constellation's
+provider, clustor-cp and CEPtra's admin listener without TLS) also defends
+its loopback connections against web pages: a request that arrived on a
+loopback address must name a loopback address or C{localhost} in C{Host}
+(C{421} otherwise: a DNS-rebinding page sends its own name there), and a
+request other than GET/HEAD/OPTIONS carrying an C{Origin} that is not
+loopback is answered C{403} (a page on another site posting to
+C{http://127.0.0.1:PORT/...}).  Clients that are not browsers send no
+C{Origin}, and C{Host} as they dialled.
+
 A process whose Twisted has no HTTP/2 (C{twisted.web.http.H2_ENABLED} is
 false: hyper-h2 missing, or C{twisted.web._http2} kept out of the process,
 as the C{goop2} console script does) serves HTTP/1.1 through Twisted's own
@@ -28,7 +38,9 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
@@ -36,6 +48,8 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+
+from suite.web.endpoint import isLoopbackHost
 
 if http.H2_ENABLED:
     from suite.web.http2 import LimitedHTTPChannelProtocol as _ChannelSwitch
@@ -78,7 +92,12 @@ DEFAULT_HEADER_TIMEOUT = 30
 MIN_BODY_RATE = 1024
 DRAIN_BYTES = 1024 * 1024
 
-_REASONS = {408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    408: b"Request Timeout",
+    421: b"Misdirected Request",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+}
 
 
 def _rawResponse(code: int, reason: str) -> bytes:
@@ -92,6 +111,27 @@ def _rawResponse(code: int, reason: str) -> bytes:
             body,
         ]
     )
+
+
+#: Methods a page on another site may send without a preflight it cannot pass.
+_SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+
+
+def _hostName(value: str) -> str:
+    """
+    The name or address of a C{Host} header value, without its port.
+    """
+    value = value.strip()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    if value.count(":") == 1:
+        return value.partition(":")[0]
+    return value
+
+
+def _isLocalName(name: str) -> bool:
+    name = name.rstrip(".").lower()
+    return isLoopbackHost(name) or name.endswith(".localhost")
 
 
 def _peerText(transport: Any) -> str:
@@ -171,7 +211,52 @@ class LimitedRequest(Request):
             return f"more than {maxCount} request headers"
         return None
 
+    def _foreignPage(self) -> tuple[int, str] | None:
+        """
+        On a C{localHostsOnly} site, why a request that arrived on a
+        loopback address is refused as coming from a web page: a C{Host}
+        that is not local (DNS rebinding), or an unsafe method with an
+        C{Origin} that is not local (a cross-site post).
+        """
+        site = getattr(self.channel, "site", None)
+        if not getattr(site, "localHostsOnly", False):
+            return None
+        local = self.getHost()
+        if not isinstance(local, (IPv4Address, IPv6Address)) or not isLoopbackHost(local.host):
+            return None
+        rawHost = self.getHeader(b"host")
+        host = None if rawHost is None else rawHost.decode("latin-1")
+        if host is not None and not _isLocalName(_hostName(host)):
+            return 421, (
+                f"Host {host[:100]!r} is not this loopback listener: "
+                f"use 127.0.0.1, [::1] or localhost (a page on another site cannot use it)"
+            )
+        rawOrigin = self.getHeader(b"origin")
+        origin = None if rawOrigin is None else rawOrigin.decode("latin-1")
+        if self.method not in _SAFE_METHODS and origin is not None:
+            try:
+                name = urlsplit(origin.strip()).hostname
+            except ValueError:
+                name = None
+            if name is None or not _isLocalName(name):
+                return (
+                    403,
+                    f"{self.method.decode('ascii', 'replace')} from a web page (Origin {origin[:100]!r}) refused",
+                )
+        return None
+
     def process(self) -> None:
+        foreign = self._foreignPage()
+        if foreign is not None:
+            if self.clientproto != b"HTTP/2":  # _refuse logs those
+                log.info(
+                    "rejected request from {peer}: {code} {reason}",
+                    peer=str(getattr(self.getClientAddress(), "host", None) or self.getClientAddress()),
+                    code=foreign[0],
+                    reason=foreign[1],
+                )
+            self._refuse(*foreign)
+            return
         if self.bodyTooLarge:
             self._refuse(413, f"request body larger than {self._limit()} bytes")
             return
@@ -374,6 +459,10 @@ class LimitedSite(Site):
     @param accessLogLevel: level of the one access-log event per request
         (method, path without the query string, code, bytes, peer); debug by
         default so health probes and scrapes stay quiet.
+    @param localHostsOnly: refuse, on connections that arrived on a
+        loopback address, requests from web pages (see the module
+        docstring: C{421} for a foreign C{Host}, C{403} for a foreign
+        C{Origin} on an unsafe method).
     @param headerTimeout: seconds from a request's first byte to the end of
         its headers, and the grace period after which its body must average
         L{MIN_BODY_RATE} (default 30; 0 turns both off); a request that
@@ -391,6 +480,7 @@ class LimitedSite(Site):
         maxHeaderBlockBytes: int | None = None,
         accessLogLevel: LogLevel = LogLevel.debug,
         headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+        localHostsOnly: bool = False,
         **kwargs: Any,
     ) -> None:
         for name, value in (
@@ -413,6 +503,7 @@ class LimitedSite(Site):
         )
         self.accessLogLevel = accessLogLevel
         self.headerTimeout = headerTimeout
+        self.localHostsOnly = localHostsOnly
 
     def log(self, request: Any) -> None:
         """

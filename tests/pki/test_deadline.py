@@ -70,6 +70,8 @@ class HandshakeDeadlineTests(SynchronousTestCase):
             True,
             Factory.forProtocol(Protocol),
         )
+        c: Any
+        s: Any
         c, s, pump = iosim.connectedServerAndClient(
             lambda: server.buildProtocol(ADDRESS), lambda: client.buildProtocol(ADDRESS), greet=False
         )

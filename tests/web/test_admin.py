@@ -93,6 +93,18 @@ class EndpointCheckTests(SynchronousTestCase):
         )
         self.assertEqual(service.name, "admin")
 
+    def test_refusesWebPages(self) -> None:
+        """
+        The admin site refuses web pages on loopback connections (DNS
+        rebinding, cross-site posts), unless told otherwise.
+        """
+        site: Any = makeAdminService("tcp:8080", makeAdminResource([]), MemoryReactorClock())
+        self.assertTrue(site.factory.localHostsOnly)
+        plain: Any = makeAdminService(
+            "tcp:8080", makeAdminResource([]), MemoryReactorClock(), localHostsOnly=False
+        )
+        self.assertFalse(plain.factory.localHostsOnly)
+
     def test_malformed(self) -> None:
         """
         A malformed description is a ConfigError, not a traceback.

@@ -294,6 +294,87 @@ class SlowClientTests(SynchronousTestCase):
         self.assertRaises(ValueError, LimitedSite, Echo(), headerTimeout=-1)
 
 
+class LocalHostsOnlyTests(SynchronousTestCase):
+    """
+    C{localHostsOnly}: on a loopback connection, requests from web pages
+    (DNS rebinding, cross-site posts) are refused; other clients are served.
+    """
+
+    def request(
+        self, method: bytes, headers: list[bytes], local: str = "127.0.0.1", **options: Any
+    ) -> tuple[int, str, Echo]:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        echo = Echo()
+        site = LimitedSite(echo, reactor=Clock(), **options)
+        peer = IPv4Address("TCP", local, 40000)
+        protocol: Any = site.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", local, 8080))
+        protocol.makeConnection(transport)
+        body = b"{}" if method == b"POST" else b""
+        lines = [method + b" / HTTP/1.1", *headers, b"Content-Length: %d" % (len(body),)]
+        protocol.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        code, _, answer = parseResponse(transport.value())
+        return code, answer.decode(), echo
+
+    def test_rebindingHostRefused(self) -> None:
+        """
+        A C{Host} naming another site (what a DNS-rebinding page sends) is
+        answered 421 with a reason, for every method; the resource never runs.
+        """
+        for method in (b"GET", b"POST"):
+            code, answer, echo = self.request(method, [b"Host: evil.example:8080"], localHostsOnly=True)
+            self.assertEqual(code, 421)
+            self.assertIn("not this loopback listener", json.loads(answer)["error"])
+            self.assertEqual(echo.calls, 0)
+
+    def test_crossSitePostRefused(self) -> None:
+        """
+        A POST with a foreign C{Origin} (or C{null}) is answered 403 even
+        with a local C{Host} (a page posting to http://127.0.0.1:PORT/).
+        """
+        for origin in (b"https://evil.example", b"null", b"http://127.0.0.1.evil.example:8080"):
+            code, answer, echo = self.request(
+                b"POST", [b"Host: 127.0.0.1:8080", b"Origin: " + origin], localHostsOnly=True
+            )
+            self.assertEqual(code, 403, origin)
+            self.assertIn("from a web page", json.loads(answer)["error"])
+            self.assertEqual(echo.calls, 0)
+
+    def test_localClientsServed(self) -> None:
+        """
+        Loopback and C{localhost} Hosts (with or without a port), no Host at
+        all, a local Origin, and GETs with any Origin are served.
+        """
+        for headers in (
+            [b"Host: 127.0.0.1:8080"],
+            [b"Host: localhost"],
+            [b"Host: LOCALHOST:8080"],
+            [b"Host: [::1]:8080"],
+            [b"Host: app.localhost:8080"],
+            [],
+            [b"Host: localhost:8080", b"Origin: http://localhost:8080"],
+        ):
+            self.assertEqual(self.request(b"POST", headers, localHostsOnly=True)[0], 200, headers)
+        self.assertEqual(
+            self.request(b"GET", [b"Host: 127.0.0.1", b"Origin: https://evil.example"], localHostsOnly=True)[
+                0
+            ],
+            200,
+        )
+
+    def test_onlyLoopbackConnectionsChecked(self) -> None:
+        """
+        A connection that arrived on another address (a remote listener,
+        reached by name) and a site without C{localHostsOnly} are not checked.
+        """
+        self.assertEqual(
+            self.request(b"GET", [b"Host: node.example"], local="192.0.2.7", localHostsOnly=True)[0], 200
+        )
+        self.assertEqual(self.request(b"POST", [b"Host: evil.example", b"Origin: null"])[0], 200)
+
+
 class AccessLogTests(SynchronousTestCase):
     """
     Requests are logged through twisted.logger, without query strings.
