@@ -54,8 +54,13 @@ class FakeNode:
         self.ledger = FakeLedger()
         self.capable = True
 
+        self.synced: list[str] = []
+
     def peerCapable(self, peer: str, capability: str) -> bool:
         return self.capable and capability == "restore"
+
+    def peerSynced(self, peer: str) -> None:
+        self.synced.append(peer)
 
 
 class FakeLink:
@@ -250,9 +255,11 @@ SEND_CALLS: dict[str, Callable[[SendInputs], object]] = {
     "summaryOverdue": lambda m: m.summaryOverdue(),
     "begin": lambda m: m.begin(None),
     "batchDue": lambda m: m.batchDue(),
-    "finished": lambda m: m.finished(),
+    "finished": lambda m: m.finished(None),
     "sending": lambda m: m.sending(),
     "sessionLost": lambda m: m.sessionLost(),
+    "forwarding": lambda m: m.forwarding("object", "O-0", (1, "A")),
+    "peerSynced": lambda m: m.peerSynced(),
 }
 
 #: How to reach each state from a new machine (250 entries: two batches).
@@ -303,6 +310,14 @@ SEND_TABLE: dict[tuple[str, str], tuple[str, object, int, int | None, int]] = {
     ("Abandoned", "summaryReceived"): ("Abandoned", None, 0, None, 0),
     ("Abandoned", "sending"): ("Abandoned", False, 0, None, 0),
     ("Abandoned", "sessionLost"): ("Abandoned", None, 0, None, 0),
+    ("Comparing", "forwarding"): ("Comparing", False, 0, None, 1),
+    ("Comparing", "peerSynced"): ("Comparing", None, 0, None, 1),
+    ("Sending", "forwarding"): ("Sending", True, 0, None, 1),
+    ("Sending", "peerSynced"): ("Sending", None, 0, None, 1),
+    ("Sent", "forwarding"): ("Sent", True, 0, None, 0),
+    ("Sent", "peerSynced"): ("Sent", None, 0, None, 0),
+    ("Abandoned", "forwarding"): ("Abandoned", True, 0, None, 0),
+    ("Abandoned", "peerSynced"): ("Abandoned", None, 0, None, 0),
 }
 
 
