@@ -551,6 +551,7 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
     # filter, and is then kept while the session lasts (what it lists
     # stays true: a peer's versions only grow).
     comparing.upon(SendInputs.peerSynced).loop().returns(None)
+
     @sendingState.upon(SendInputs.peerSynced).loop()
     def syncedDuring(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
         data.peerSynced = True

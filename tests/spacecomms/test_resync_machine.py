@@ -215,6 +215,20 @@ class ResyncMachineTests(SynchronousTestCase):
             machine.endOfSync()
             self.assertEqual(node.ledger.rejoins, rejoins, (capable, ending))
 
+    def test_overTellsTheSendingSide(self) -> None:
+        """
+        However the peer's re-sync ends (END_OF_SYNC or the grace time),
+        the node is told once, so its own re-sync to that peer drops the
+        peer's summary; a session lost meanwhile tells it nothing.
+        """
+        for ending, synced in (("endOfSync", ["B"]), ("graceExpired", ["B"]), ("sessionLost", [])):
+            node = FakeNode()
+            machine = ResyncMachine(ResyncCore(cast(SpaceNode, node), cast(IPeerLink, FakeLink()), 5.0))
+            machine.started()
+            CALLS[ending](machine)
+            machine.endOfSync()
+            self.assertEqual(node.synced, synced, ending)
+
     def test_restoredCounted(self) -> None:
         """
         The restores an open re-sync brought are counted, and said once
@@ -465,6 +479,47 @@ class SendMachineTests(SynchronousTestCase):
         restored = {e.payload["object_id"] for e in link.sent if e.payload.get("restore")}
         self.assertEqual(restored, {f"B-{i}" for i in range(10)} - {"B-1", "B-2"})
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_forwardingAfterTheSummary(self) -> None:
+        """
+        Whether an entry this node applies goes on to the peer: not while
+        its summary is awaited; then not if the summary lists that
+        version or newer.  What goes on during the re-sync is not
+        re-stated by it; once sent, the summary still answers until the
+        peer's own re-sync is over, and then everything goes.
+        """
+        machine, clock, link = self.reach("Comparing", 0)
+        node = cast(SpaceNode, machine.__automat_core__.node)  # type: ignore[attr-defined]
+        last = stored(node.store, "object", "O-239")
+        self.assertFalse(machine.forwarding("object", "O-239", last.version()))
+        machine.summaryReceived({"entries": [["object", "O-0", "A", 2**62, True]], "more": False})
+        self.assertEqual(stateOf(machine), "Sending")
+        self.assertFalse(machine.forwarding("object", "O-0", (2**62, "A")))
+        self.assertTrue(machine.forwarding("object", "O-0", (2**62 + 1, "A")))
+        # O-239 is not in the first batch: it goes on now, and not again.
+        self.assertNotIn("O-239", {e.payload.get("object_id") for e in link.sent})
+        self.assertTrue(machine.forwarding("object", "O-239", last.version()))
+        clock.advance(0)
+        self.assertEqual(stateOf(machine), "Sent")
+        self.assertNotIn("O-239", {e.payload.get("object_id") for e in link.sent})
+        self.assertEqual(link.sent[-1].payload, {"count": 248})
+        self.assertFalse(machine.forwarding("object", "O-0", (5, "A")))
+        self.assertTrue(machine.forwarding("object", "O-7", (5, "A")))
+        machine.peerSynced()
+        self.assertTrue(machine.forwarding("object", "O-0", (5, "A")))
+
+    def test_peerSyncedWhileSending(self) -> None:
+        """
+        The peer's re-sync over before this one is sent: the summary still
+        filters the batches, and is not kept once they are sent.
+        """
+        machine, clock, link = self.reach("Comparing", 0)
+        machine.summaryReceived({"entries": [["object", "O-220", "A", 2**62, True]], "more": False})
+        machine.peerSynced()
+        clock.advance(0)
+        self.assertEqual(stateOf(machine), "Sent")
+        self.assertNotIn("O-220", {e.payload.get("object_id") for e in link.sent})
+        self.assertTrue(machine.forwarding("object", "O-220", (5, "A")))
 
     def test_summaryOverdue(self) -> None:
         """
