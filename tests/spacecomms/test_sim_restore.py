@@ -84,6 +84,7 @@ class RestoredEntriesFlowOnTests(SynchronousTestCase):
         held when its session came up (its summary said so), nor one
         version twice.
         """
+        leftOut = 0
         for seed in range(8):
             net = SimNet(900 + seed)
             self.addCleanup(net.stop)
@@ -133,6 +134,13 @@ class RestoredEntriesFlowOnTests(SynchronousTestCase):
                 self.assertEqual([v for v, c in Counter(sent).items() if c > 1], [], (seed, peer))
                 self.assertEqual(set(sent) & held[peer], set(), (seed, peer))
                 self.assertEqual({(k, key) for k, key, _ in sent}, lost[peer], (seed, peer))
+            leftOut += sum(
+                "(held: " in e["forwarding"]
+                for e in net.logged("routing decision: applied")
+                if e["node"] == "A"
+            )
+        # Peers were left out because their session knew they held an entry.
+        self.assertGreater(leftOut, 0)
 
     def test_policiesAndHopLimit(self) -> None:
         """
