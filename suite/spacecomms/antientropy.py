@@ -16,10 +16,7 @@ L{MAX_PULL_ITEMS} per round, and the peer answers each with an announce or
 withdrawal marked C{repair}.  Those pass the usual routing, authority and
 ordering rules, are forwarded on when applied, and are not counted by the
 rate limit when they answer an outstanding pull.  Each side pulls only what
-it misses; the other side's own round repairs the other direction.  A node
-never pulls its own entries; one the peer lists above a version this node
-made since it started (an older copy numbered higher, from before this
-node lost its store) makes it announce its version again above that copy.
+it misses; the other side's own round repairs the other direction.
 
 The exchange is stateless request/response apart from the outstanding pull
 set per peer, which a new round replaces and a lost session clears.
@@ -32,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from suite.spacecomms.authority import sequenceWindow
 from suite.spacecomms.envelope import (
     DIGEST_BUCKETS,
     MAX_PULL_ITEMS,
@@ -177,10 +173,7 @@ class AntiEntropy:
         accepted = self._kinds(peer, accepting=True)
         want: list[list[str]] = []
         for kind, key, origin, sequence, active in env.payload["entries"]:
-            if origin == node.nodeId:
-                self._olderOwn(peer, kind, key, sequence)
-                continue
-            if kind not in accepted or node.ledger.pastRetention(kind, sequence):
+            if kind not in accepted or origin == node.nodeId or node.ledger.pastRetention(kind, sequence):
                 continue
             mine: Record | None = node.store.get(kind, key)
             if mine is None and not active:
@@ -197,32 +190,6 @@ class AntiEntropy:
                 count=len(want),
             )
             link.sendEnvelope(self._envelope("PULL", {"items": want}))
-
-    def _olderOwn(self, peer: str, kind: str, key: str, sequence: int) -> None:
-        """
-        C{peer} holds one of this node's own entries at C{sequence}: if
-        this node made a version of it since it started that is numbered
-        lower (its clock is behind the one it had before it lost its
-        store), the peer's copy is older all the same, and this node
-        announces its version again above it (a peer of an older version,
-        which gives nothing back, would otherwise keep its copy and hand
-        it on).  Not for a sequence beyond the sequence window.
-        """
-        node = self.node
-        mine: Record | None = node.store.get(kind, key)
-        if mine is None or sequence <= mine.sequence or not node.ledger.writtenHere(mine):
-            return
-        if sequenceWindow(sequence, node.now(), node.config.max_clock_skew_seconds) is not None:
-            return
-        again = node.local.reassert(mine, sequence)
-        log.info(
-            "anti-entropy with {peer}: it holds {kind} {key}, this node's own, in a version older than"
-            " the one made here since the start; that version announced again as sequence {sequence}",
-            peer=peer,
-            kind=kind,
-            key=key,
-            sequence=again.sequence,
-        )
 
     def _answerPull(self, link: IPeerLink, env: Envelope) -> None:
         forwarded = self._kinds(link.peerId, accepting=False)

@@ -13,8 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
-from suite.spacecomms.envelope import ROUTED_TYPES, Envelope
-from suite.spacecomms.node import SpaceNode
+from suite.spacecomms.envelope import ROUTED_TYPES
 from suite.spacecomms.store import MemoryStore
 from tests.spacecomms.sim import SimNet, SkewedClock, stored
 from tests.spacecomms.test_sim import OPEN, _mesh, _without
@@ -45,22 +44,6 @@ def _sentByA(net: SimNet, peer: str) -> list[Version]:
 
 def _versions(net: SimNet, name: str) -> dict[tuple[str, str], tuple[int, bool]]:
     return {(k, r.key): (r.sequence, r.active) for k in KINDS for r in net.stores[name].records(k)}
-
-
-def _olderThanRestore(node: SpaceNode) -> None:
-    """
-    Make C{node} behave as a version without the restore capability: it
-    does not announce it, and gives no peer its own entries back.
-    """
-    _without(node, "restore")
-    check = node.checkHello
-
-    def olderCheck(hello: Envelope, expectedPeer: str | None) -> tuple[str, str] | None:
-        verdict = check(hello, expectedPeer)
-        node.peers.restoreAfter[hello.payload["node_id"]] = None
-        return verdict
-
-    node.checkHello = olderCheck  # type: ignore[method-assign]
 
 
 class RestoredEntriesFlowOnTests(SynchronousTestCase):
@@ -289,42 +272,3 @@ class ClockBehindTests(SynchronousTestCase):
                 self.assertEqual(_versions(net, n), _versions(net, "A"), (seed, n))
             again = [e for e in net.logged("that version announced again") if e["node"] == "A"]
             self.assertEqual(sorted(e["key"] for e in again), ["K-1", "K-3", "KO"], seed)
-
-    def test_olderPeerCopyOutnumberedByAntiEntropy(self) -> None:
-        """
-        D, of an older version (no restore capability), holds A's K-1 in
-        a newer-numbered version from before A lost its store, and gives
-        nothing back.  A, its clock behind, updates K-1 through its API:
-        D ignores that version as not newer, but A's next anti-entropy
-        round with D sees D's copy and announces A's version again above
-        it: every node ends with A's version.
-        """
-        net = SimNet(63)
-        self.addCleanup(net.stop)
-        _mesh(net, [("A", "B"), ("A", "D")], anti_entropy_interval_seconds=2)
-        a = net.nodes["A"]
-        a.ingestCDM(sampleCDM("K-1", object2="55001"))
-        net.run(1)
-        net.disconnect("A", "B")
-        a.ingestCDM(sampleCDM("K-1", object2="55001", missDistance=150.0))
-        net.run(1)
-        old = stored(net.stores["D"], "cdm", "K-1").sequence
-        net.crash("A")
-        net.stores["A"] = MemoryStore()
-        a = net.restart("A", SkewedClock(net.clock, -200.0))
-        _olderThanRestore(net.nodes["D"])
-        net.connect("A", "B")
-        net.connect("A", "D")
-        net.run(1)
-        made, _ = a.ingestCDM(sampleCDM("K-1", object2="55001", missDistance=170.0))
-        self.assertLess(made.sequence, old)
-        net.run(1)
-        self.assertEqual(stored(net.stores["D"], "cdm", "K-1").sequence, old)
-        net.run(4)
-        for n in "ABD":
-            got = stored(net.stores[n], "cdm", "K-1")
-            assert got.body is not None
-            self.assertEqual(got.body["relative_metadata_data"]["MISS_DISTANCE"], 170.0, n)
-            self.assertGreater(got.sequence, old, n)
-        [line] = net.logged("that version announced again as sequence")
-        self.assertEqual((line["peer"], line["key"]), ("D", "K-1"))
