@@ -35,6 +35,15 @@ the session with the reason; one that is not complete within half the
 grace time is given up and everything is re-stated, as with a peer
 without the capability.
 
+Forwarding meanwhile: an entry this node applies from another peer goes
+on to this peer only if the sending machine says so (C{forwarding}): not
+while it waits for the summary (the re-sync, listed once the summary is
+in, carries the entry), nor when the summary lists that version or a
+newer one; the summary is kept after the re-sync is sent until the peer's
+own re-sync to this node is over (C{peerSynced}), after which this node
+holds everything it listed.  So a restore from one peer reaches the
+others that lack it once, and none that holds it.
+
 The receiving side of each session keeps its peer's re-sync in a
 L{ResyncMachine}: open from the session's start until END_OF_SYNC arrives
 or C{resync_grace_seconds} pass.  While it is open the peer's
