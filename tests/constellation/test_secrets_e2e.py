@@ -61,7 +61,7 @@ class SecretsNotLoggedTests(TestCase):
             lambda: "no DNS record written\n" + agent.proc.output()[-3000:],
             60,
         )
+        await agent.proc.waitForLog("DNS updated")
         output = agent.proc.output()
-        self.assertIn("DNS updated", output)
         for secret in (TOKEN, key, key[:16], base64.b64decode(key).hex()):
             self.assertNotIn(secret, output)
