@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 from twisted.internet.defer import Deferred
@@ -296,6 +297,12 @@ class GroupSimulation:
                 for m in sorted(self.members.values(), key=lambda m: m.id):
                     self.restart(m)
 
+    def hasLeader(self, side: str) -> bool:
+        return self.leaderOf(side) is not None
+
+    def progressed(self, side: str, count: int) -> bool:
+        return len(self.acked[side]) > count
+
     def scenario(self) -> GroupSimulation:
         a = {m for m in self.members if m.startswith("a")}
         b = set(self.members) - a
@@ -304,7 +311,7 @@ class GroupSimulation:
         self.found(self.members["a1"])
         self.found(self.members["b1"])
         for side in ("a", "b"):
-            if not self.runUntil(lambda s=side: self.leaderOf(s) is not None, 3.0):
+            if not self.runUntil(partial(self.hasLeader, side), 3.0):
                 self.fail(f"side {side} founded no group")
         self.chaos(self.plan.uniform(1.0, 2.0))
         for m in self.members.values():
@@ -320,7 +327,7 @@ class GroupSimulation:
         self.faults.drop = 0.0
         before = {side: len(self.acked[side]) for side in "ab"}
         for side in "ab":
-            if not self.runUntil(lambda s=side: len(self.acked[s]) > before[s] + 3, 6.0):
+            if not self.runUntil(partial(self.progressed, side, before[side] + 3), 6.0):
                 self.fail(f"group of side {side} makes no progress after the groups met")
         if not self.runUntil(
             lambda: any(m.node is not None and m.node.foreignPeers for m in self.members.values()), 3.0
