@@ -414,6 +414,13 @@ class ManagerTests(SynchronousTestCase):
         status = c.managers["a"].partitionStatus("p0", withHash=True)
         self.assertEqual(status["state"], "running")
         self.assertIn("stateHash", status)
+        # Each partition's group bound a Raft group id of its own, on every replica.
+        ids = {
+            pid: {m.partitions[pid].node.groupId for m in c.managers.values() if pid in m.partitions}
+            for pid in ("p0", "p1", "p2")
+        }
+        self.assertTrue(all(len(found) == 1 and 0 not in found for found in ids.values()), ids)
+        self.assertEqual(len(set.union(*ids.values())), 3)
 
     def test_replicaMoved(self) -> None:
         """
@@ -973,7 +980,7 @@ class RetiredReplicaTests(RetiredFixture):
         [name] = self.retired(root)
         self.assertRegex(name, r"^p2-2-\d+$")
         copy = os.path.join(root, "b", "retired", name)
-        self.assertEqual(sorted(os.listdir(os.path.join(copy, "wal"))), ["incarnation", "retired"])
+        self.assertEqual(sorted(os.listdir(os.path.join(copy, "wal"))), ["group", "incarnation", "retired"])
         self.assertEqual(os.listdir(os.path.join(copy, "snapshots")), ["snap-1"])
         lines = [e["log_format"].format(**e) for e in logs if "replica retired" in e.get("log_format", "")]
         self.assertEqual(lines, [f"partition p2 replica retired; data moved to {copy}"])

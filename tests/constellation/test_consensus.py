@@ -68,6 +68,8 @@ class _Node:
         self.leader: Any = None
         self.changes: list[tuple[str, str, str]] = []
         self.loading = False
+        self.groupId = 0
+        self.foreignPeers: dict[str, int] = {}
 
     def bootstrap(self, address: str) -> bool:
         if self.loading:
