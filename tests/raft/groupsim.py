@@ -200,7 +200,8 @@ class GroupSimulation:
     def fail(self, what: str) -> None:
         raise InvariantViolation(
             f"seed {self.seed}: {what} at t={self.clock.seconds():.3f}\n"
-            f"replay: GROUP_SEED={self.seed} .venv/bin/python -m pytest tests/raft/test_groups.py"
+            f"replay: RAFT_FAMILY=groupsMeet RAFT_SEED={self.seed}"
+            " .venv/bin/python -m pytest tests/raft/test_simulation.py"
         )
 
     def groupOf(self, nodeId: str) -> int:

@@ -1,8 +1,9 @@
 """
 Raft group ids (L{suite.raft.groupid}): the wire format, refusing another
 group's messages, adopting a leader's id, binding the id a log commits,
-storage from before group ids, the group file, and seeded simulations of
-two groups that formed apart and then meet (L{tests.raft.groupsim}).
+storage from before group ids and the group file.  The seeded simulations
+of two groups that formed apart and then meet (L{tests.raft.groupsim}) are
+the C{groupsMeet} family of tests/raft/test_simulation.py.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ from suite.raft.messages import (
 )
 from suite.raft.node import RaftNode
 from suite.raft.storage import MemoryStorage
-from tests.raft.groupsim import runGroups
 from tests.support.raftsim import Recorder, Simulation
 
 G1 = 0x1111_2222_3333_4444
@@ -480,52 +480,3 @@ class StoreTests(SynchronousTestCase):
         self.successResultOf(store.save(G1))
         self.assertEqual(self.successResultOf(store.load()), G1)
         self.assertEqual(ran, ["readGroupFile", "writeGroupFile", "readGroupFile"])
-
-
-BATCHES = 4
-SEEDS = int(os.environ.get("GROUP_SCENARIOS", "48"))
-
-
-def _seeds(batch: int) -> list[int]:
-    if "GROUP_SEED" in os.environ:
-        return [int(os.environ["GROUP_SEED"])] if batch == 0 else []
-    return list(range(SEEDS))[batch::BATCHES]
-
-
-class GroupsMeetSimulationTests(SynchronousTestCase):
-    """
-    Two groups formed apart under a partition at first start meet when it
-    heals (L{tests.raft.groupsim}): across seeds, nothing committed is
-    lost, nobody follows or votes across groups, one leader per term per
-    group, both groups keep committing, and the meeting is noticed.
-    """
-
-    def runBatch(self, batch: int) -> None:
-        seeds = _seeds(batch)
-        for seed in seeds:
-            runGroups(seed)
-        self.assertTrue(seeds or "GROUP_SEED" in os.environ)
-
-    def test_batch0(self) -> None:
-        """
-        Every fourth seed, from 0.
-        """
-        self.runBatch(0)
-
-    def test_batch1(self) -> None:
-        """
-        Every fourth seed, from 1.
-        """
-        self.runBatch(1)
-
-    def test_batch2(self) -> None:
-        """
-        Every fourth seed, from 2.
-        """
-        self.runBatch(2)
-
-    def test_batch3(self) -> None:
-        """
-        Every fourth seed, from 3.
-        """
-        self.runBatch(3)
