@@ -421,6 +421,8 @@ class ManagerTests(SynchronousTestCase):
         }
         self.assertTrue(all(len(found) == 1 and 0 not in found for found in ids.values()), ids)
         self.assertEqual(len(set.union(*ids.values())), 3)
+        (p0,) = ids["p0"]
+        self.assertEqual(c.managers["a"].partitionStatus("p0")["group"], f"{p0:016x}")
 
     def test_replicaMoved(self) -> None:
         """

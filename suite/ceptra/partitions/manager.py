@@ -35,7 +35,7 @@ from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.routing import NodeInfo, Routing
 from suite.daemon import ConfigError
 from suite.netutil import isIPAddress
-from suite.raft.groupid import FileGroupStore
+from suite.raft.groupid import FileGroupStore, formatGroup
 from suite.raft.incarnation import FILENAME as INCARNATION_FILE
 from suite.raft.incarnation import Claim, fileClaim
 from suite.raft.interfaces import IRaftGroupStore
@@ -702,6 +702,7 @@ class PartitionManager(Service):
             "configEpoch": config.epoch,
             "incarnation": node.incarnationNumber,
             "voteIntact": node.votesIntact(),
+            "group": formatGroup(node.groupId),
             "lastMembershipChange": part.change.last() or None,
             "cep": part.machine.status(),
             **({"stateHash": part.machine.stateHash()} if withHash else {}),
