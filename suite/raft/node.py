@@ -209,8 +209,14 @@ class RaftNode:
             return False
         addresses = ((self.id, address),) if address else ()
         self.configs.reset(0, Configuration(frozenset({self.id}), frozenset(), addresses))
-        if not self.groupId:
-            self.bindGroup(newGroupId(self.rng), "founded")
+        if self.groupId:
+            log.warn(
+                "node {node} leaves Raft group {group}, whose log it no longer holds, to found a new one",
+                node=self.id,
+                group=formatGroup(self.groupId),
+            )
+        # A new group always gets a new id, so it never passes for an old one.
+        self.bindGroup(newGroupId(self.rng), "founded")
         log.info(
             "node {node} bootstraps a new group {group} as its only voter",
             node=self.id,

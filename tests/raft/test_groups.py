@@ -361,6 +361,11 @@ class AdoptionTests(SynchronousTestCase):
         self.assertEqual(entryGroup(node.log.entry(1)), node.groupId)
         again, _, _, _ = startedNode(store=MemoryGroupStore(store.group))
         self.assertEqual(again.groupId, store.group)
+        # A node that kept an id but no log founds a new group under a new id.
+        emptied, _, kept, _ = startedNode(G1, Configuration(frozenset()))
+        self.assertTrue(emptied.bootstrap())
+        self.assertNotIn(emptied.groupId, (0, G1))
+        self.assertEqual(kept.group, emptied.groupId)
 
     def test_snapshotKeepsGroup(self) -> None:
         """
