@@ -39,6 +39,7 @@ from suite.ceptra.partitions.retire import (
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
+from suite.raft.groupid import MemoryGroupStore
 from suite.raft.incarnation import MemoryIncarnations
 from suite.raft.interfaces import IRaftStateMachine
 from suite.raft.messages import Entry
@@ -282,6 +283,8 @@ class Cluster:
         self.slowDisks = dict(slowDisks or {})
         self.disks: dict[str, MemoryStorage] = {}
         self.incarnations = MemoryIncarnations(self.rng)
+        #: the replicas' Raft group ids, without a data directory
+        self.groups: dict[str, MemoryGroupStore] = {}
         self.ledgers: dict[str, MemoryPlacementFile] = {}
         self.managers: dict[str, PartitionManager] = {}
         for n in names:
@@ -324,6 +327,9 @@ class Cluster:
             rng=random.Random(self.rng.random()),
             ledger=PlacementLedger(self.ledgers.setdefault(name, MemoryPlacementFile())),
             incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
+            groupStores=None
+            if dataDir is not None
+            else lambda walDir: self.groups.setdefault(f"{name}:{walDir}", MemoryGroupStore()),
             snapshotRunner=self.snapshotRunner,
             holdsReplica=None if dataDir is not None else lambda pid: f"{name}:wal/{pid}" in self.disks,
             heldReplicas=None
@@ -365,6 +371,7 @@ class Cluster:
             for key in [k for k in self.disks if k.startswith(f"{name}:")]:
                 del self.disks[key]
                 self.incarnations.forget(key)
+                self.groups.pop(key, None)
             self.ledgers.pop(name, None)
 
     def hashes(self, pid: str) -> set[str]:
