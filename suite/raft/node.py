@@ -63,6 +63,9 @@ __all__ = ["NotLeader", "RaftNode", "RaftSettings"]
 
 #: Seconds between two log lines about the same foreign group.
 FOREIGN_LOG_INTERVAL = 60.0
+#: Seconds a peer counts as foreign after its last message of another group
+#: (it may have moved its data aside and come back new, to join this group).
+FOREIGN_MEMORY = 60.0
 
 
 class RaftNode:
@@ -114,9 +117,8 @@ class RaftNode:
         #: The write recording the group id, until it is durable.
         self._groupSaving: Deferred[None] | None = None
         self._groupWaiters: list[Deferred[None]] = []
-        #: Peers known to belong to another group -> their group id (from
-        #: their refusals and their messages).
-        self.foreignPeers: dict[str, int] = {}
+        #: peer -> (the other group id it spoke for, when it last did)
+        self._foreignSeen: dict[str, tuple[int, float]] = {}
         self._foreignLogged: dict[int, float] = {}
         self.follower = FollowerHandlers(self)
         self._dispatch: dict[type, Callable[[Any], None]] = {
@@ -442,13 +444,26 @@ class RaftNode:
         if group and not self.groupId:
             self.bindGroup(group, f"adopted from leader {leader}")
 
+    @property
+    def foreignPeers(self) -> dict[str, int]:
+        """
+        Peers known to belong to another group -> their group id: those
+        whose refusal or message of another group came in the last
+        L{FOREIGN_MEMORY} seconds.
+        """
+        now = self.clock.seconds()
+        for peer, (_, seen) in list(self._foreignSeen.items()):
+            if now - seen > FOREIGN_MEMORY:
+                del self._foreignSeen[peer]
+        return {peer: group for peer, (group, _) in self._foreignSeen.items()}
+
     def _foreign(self, peer: str, group: int, what: str) -> None:
         """
         C{peer} belongs to Raft group C{group}, not ours: note it, and say
         so (once a minute per group).
         """
-        self.foreignPeers[peer] = group
         now = self.clock.seconds()
+        self._foreignSeen[peer] = (group, now)
         last = self._foreignLogged.get(group)
         if last is None or now - last >= FOREIGN_LOG_INTERVAL:
             self._foreignLogged[group] = now
@@ -561,6 +576,8 @@ class RaftNode:
             # Another group's node: never its term, vote or entries.
             self._refuseForeign(m)
             return
+        if m.group and m.src in self._foreignSeen:
+            del self._foreignSeen[m.src]  # (it speaks for this group now)
         if isinstance(m, RequestVote) and m.src not in self.configs.latest().voters:
             leading = self.leader
             if leading is not None and m.src not in self.configs.latest().members():

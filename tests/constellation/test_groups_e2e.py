@@ -4,11 +4,15 @@ other, founding two Raft groups; then one is restarted with --join of the
 other and gossip brings them together.  Each stays in its own group (no
 membership change, no term or leader taken across), and each reports the
 other group: one log line naming both groups and members, /api/state and
-the constellation_raft_foreign_members metric.
+the constellation_raft_foreign_members metric.  Then the operator's merge
+(docs/constellation.md): the second agent is stopped, its DATA_DIR/raft
+moved aside and the agent started again, and it joins the first group as a
+new member.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import treq
@@ -66,7 +70,8 @@ class GroupsMeetTests(TestCase):
         """
         Each agent leads its own group with its own id; once gossip joins
         them, each reports the other's members as foreign, logs the meeting
-        once, and neither group's membership, leader or id changes.
+        once, and neither group's membership, leader or id changes.  Moving
+        one node's Raft data aside merges it into the other group.
         """
         a = self.start("node-a")
         b = self.start("node-b")
@@ -100,3 +105,25 @@ class GroupsMeetTests(TestCase):
             self.assertIn(f"Raft group {own} (members {agent.name}) has met Raft group {other}", meetings[0])
             self.assertIn(f"(members {peer})", meetings[0])
             self.assertNotIn("adding it to the Raft group", output)
+
+        # The merge: node-b stopped, its Raft data moved aside, started again (without --bootstrap).
+        await b.proc.stop()
+        raftDir = os.path.join(b.env["DATA_DIR"], "raft")
+        os.rename(raftDir, raftDir + ".old")
+        argv = [arg for arg in argv if arg != "--bootstrap"]
+        b.proc = DaemonProcess(self, argv, env=b.env, name="node-b-merged").start()
+
+        async def merged() -> bool:
+            ra, rb = await raftState(a), await raftState(b)
+            return (
+                ra.get("voters") == ["node-a", "node-b"]
+                and rb.get("group") == groupA
+                and rb.get("leader") == "node-a"
+                and not ra.get("foreignMembers")
+                and not rb.get("foreignMembers")
+            )
+
+        await waitUntil(merged, "node-b joins node-a's group", 40, 0.3)
+        self.assertEqual(await metric(a, "constellation_raft_foreign_members"), 0.0)
+        self.assertIn("no member of another Raft group is alive in gossip any more", a.proc.output())
+        self.assertTrue(os.path.isdir(os.path.join(raftDir + ".old", "logs")))

@@ -308,6 +308,23 @@ class RefusalTests(SynchronousTestCase):
         again = self.failureResultOf(node.changeMembership("addLearner", "n4"), MembershipError)
         self.assertIn(formatGroup(G2), again.getErrorMessage())
 
+    def test_foreignForgotten(self) -> None:
+        """
+        A peer counts as foreign for a minute after its last word of
+        another group (it may come back new, its data moved aside, to be
+        added), and no longer once it speaks for this group.
+        """
+        node, _, _, clock = startedNode(G1)
+        node.receive(Heartbeat("n2", "n1", 5, 0, group=G2))
+        node.receive(Heartbeat("n3", "n1", 5, 0, group=G2))
+        clock.advance(30)
+        node.receive(HeartbeatResponse("n3", "n1", 5, group=G2))
+        self.assertEqual(node.foreignPeers, {"n2": G2, "n3": G2})
+        clock.advance(31)
+        self.assertEqual(node.foreignPeers, {"n3": G2})
+        node.receive(HeartbeatResponse("n3", "n1", 0, group=G1))
+        self.assertEqual(node.foreignPeers, {})
+
 
 class AdoptionTests(SynchronousTestCase):
     """
