@@ -30,8 +30,9 @@ L{suite.raft.memberchange}).
 Groups formed apart (L{suite.raft.groupid}): each node publishes its Raft
 group id in gossip (the C{raft} record's C{group}).  The leader adds only
 nodes that publish its group id, or no id and no membership (new nodes);
-nodes of another group are I{foreign members}: never added (a learner of
-ours found to be one is removed), reported in one log line naming both
+nodes of another group are I{foreign members}: never added (a member of
+ours found to be one, e.g. one that lost its data and was taken by the
+other group, is removed), reported in one log line naming both
 groups and their members whenever the set changes, in C{/api/state}
 (C{raft.foreignMembers}) and in C{constellation_raft_foreign_members}.
 The groups stay apart: merging them is the operator's step (stop the nodes
@@ -391,10 +392,11 @@ class RaftAgent(MultiService):
                         f"remove {name}", partial(self.node.changeMembership, "remove", name, "")
                     )
                     return
-        for name in sorted(config.learners):
+        for name in sorted(members - {self.node.id}):
             if name in self.foreign:
+                # (it refuses this group's messages: of no use to it)
                 log.info(
-                    "removing learner {node} from the Raft group: it belongs to Raft group {group}",
+                    "removing {node} from the Raft group: it belongs to Raft group {group}",
                     node=name,
                     group=self.foreign[name],
                 )

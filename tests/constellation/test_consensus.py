@@ -284,9 +284,9 @@ class AgentTests(SynchronousTestCase):
         self.assertEqual(agent.status()["foreignMembers"], {})
         self.assertIn("no member of another Raft group is alive in gossip any more", logged)
 
-    def test_foreignLearnerRemoved(self) -> None:
+    def test_foreignMemberRemoved(self) -> None:
         """
-        A learner of ours found to belong to another group (it refused our
+        A member of ours found to belong to another group (it refused our
         appends) is removed from the configuration.
         """
         members = [Member(n, ("h", 1), "alive", 1, {}) for n in ("a", "b")]
@@ -297,6 +297,10 @@ class AgentTests(SynchronousTestCase):
         self.node.leader = object()
         agent.step()
         self.assertEqual(self.node.changes, [("remove", "b", "")])
+        # A voter taken by the other group (it lost its data) goes too.
+        self.node.configs.config = Configuration(frozenset({"a", "b"}))
+        agent.step()
+        self.assertEqual(self.node.changes[-1], ("remove", "b", ""))
 
     def test_noGroupNoForeign(self) -> None:
         """

@@ -157,7 +157,7 @@ class GroupSimulation:
                     best = n
         return best
 
-    # -- the agent: add what the leader can see, drop foreign learners ---------
+    # -- the agent: add what the leader can see, drop foreign members ----------
 
     def manage(self) -> None:
         for side in ("a", "b"):
@@ -170,9 +170,9 @@ class GroupSimulation:
                 for m in self.members.values()
                 if m.id not in config.members() and (self.healed or m.side == side)
             )
-            foreignLearners = sorted(p for p in config.learners if p in leader.foreignPeers)
-            if foreignLearners:
-                action, target = "remove", foreignLearners[0]
+            foreign = sorted(p for p in config.members() - {leader.id} if p in leader.foreignPeers)
+            if foreign:
+                action, target = "remove", foreign[0]
             elif visible:
                 action, target = "addVoter", self.plan.choice(visible)
             else:
