@@ -30,7 +30,7 @@ def once(base: str, cert: str, name: str, n: int, *extra: str) -> tuple[float, f
         p.ready()
         keys = [b"sync-%d" % i for i in range(n)]
         before = cpuSeconds(p.p.pid)
-        rate = float(_inChild(runClients, [p.rpc], "put", keys))
+        rate = float(_inChild(runClients, [(p.rpc, p.data)], "put", keys))
         return rate, (cpuSeconds(p.p.pid) - before) / n
     finally:
         p.kill()

@@ -51,8 +51,16 @@ def runKV(options: usage.Options) -> int:
 
         try:
             client = await Deferred.fromCoroutine(
-                _withTimeout(reactor, connectRPC(reactor, kvOptions["rpc-client"]), kvOptions["timeout"])
+                _withTimeout(
+                    reactor,
+                    connectRPC(reactor, kvOptions["rpc-client"], _revealed(kvOptions["rpc-token"])),
+                    kvOptions["timeout"],
+                )
             )
+        except RemoteError as e:  # refused: the server's reason names the flag to give
+            sys.stderr.write(errorLine("specter kv", Exception(f"--rpc: {kvOptions['rpc']} refused: {e}")))
+            code[0] = 1
+            return
         except Exception as e:  # command line: one line, exit 1
             sys.stderr.write(
                 errorLine("specter kv", Exception(f"--rpc: cannot connect to {kvOptions['rpc']}: {e}"))
@@ -92,6 +100,10 @@ def runKV(options: usage.Options) -> int:
         if e.code not in (0, None):
             return int(e.code) if isinstance(e.code, int) else 1
     return code[0]
+
+
+def _revealed(token: Any) -> bytes | None:
+    return None if token is None else str(token.reveal()).encode()
 
 
 async def _withTimeout(reactor: Any, d: Any, timeout: float) -> Any:
