@@ -39,6 +39,7 @@ def runKV(options: usage.Options) -> int:
     """
     from twisted.internet.task import react
 
+    from suite.specter.chord import errors as E
     from suite.specter.chord.errors import RemoteError
     from suite.specter.rpc import connectRPC
 
@@ -85,6 +86,8 @@ def runKV(options: usage.Options) -> int:
             elif result is not None:
                 sys.stdout.write(_show(result) + "\n")
         except RemoteError as e:
+            if e.code == E.UNAUTHORIZED:
+                e = RemoteError(e.code, f"--rpc: {kvOptions['rpc']} refused the call: {e.message}")
             sys.stderr.write(errorLine("specter kv", e))
             code[0] = 1
         finally:
