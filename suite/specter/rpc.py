@@ -14,6 +14,7 @@ with the node's token, a unix one by its peer's uid (L{suite.specter.rpcauth}).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -110,9 +111,13 @@ def _describe(addr: Any) -> str:
 
 class RPCServerProtocol(FrameProtocol):
     """
-    One RPC connection: every request goes through the connection's gate
-    (L{suite.specter.rpcauth.GateMachine}); until it is open, frames are
-    limited to L{HANDSHAKE_MAX} bytes.
+    One RPC connection, judged by its gate
+    (L{suite.specter.rpcauth.GateMachine}): until the gate opens, frames
+    are limited to L{HANDSHAKE_MAX} bytes and every request goes through
+    the machine.  Opening (the gate's C{opened} output) lifts the limit and
+    routes calls straight to dispatch, so authenticated calls cost what
+    they did without authentication; only a repeated handshake and an
+    oversized frame still reach the machine.
     """
 
     MAX_LENGTH = HANDSHAKE_MAX
@@ -124,14 +129,16 @@ class RPCServerProtocol(FrameProtocol):
             answer=self._answer,
             serve=super()._serve,
             close=self._closeNow,
-            raiseLimit=self._raiseLimit,
+            opened=self._opened,
             refusals=factory.refusals,
             peer=peer,
         )
         self.gate = GateMachine(self.core)
+        self._route: Callable[[Any, Any, Any, Any], None] = self._gated
 
-    def _raiseLimit(self) -> None:
+    def _opened(self) -> None:
         self.MAX_LENGTH = RPC_MAX_FRAME
+        self._route = self._direct
 
     def connectionMade(self) -> None:
         uid = peerUid(self.transport)
@@ -147,14 +154,26 @@ class RPCServerProtocol(FrameProtocol):
         self.gate.oversized(length)
 
     def _serve(self, rid: Any, vid: Any, method: Any, args: Any) -> None:
+        self._route(rid, vid, method, args)
+
+    def _handshake(self, rid: Any, args: Any) -> None:
+        why = checkToken(self.factory.token, args)
+        if why is None:
+            self.gate.tokenAccepted(rid)
+        else:
+            self.gate.tokenRefused(rid, why)
+
+    def _gated(self, rid: Any, vid: Any, method: Any, args: Any) -> None:
         if method == AUTH_METHOD:
-            why = checkToken(self.factory.token, args)
-            if why is None:
-                self.gate.tokenAccepted(rid)
-            else:
-                self.gate.tokenRefused(rid, why)
+            self._handshake(rid, args)
         else:
             self.gate.call(rid, vid, method, args)
+
+    def _direct(self, rid: Any, vid: Any, method: Any, args: Any) -> None:
+        if method == AUTH_METHOD:
+            self._handshake(rid, args)
+        else:
+            FrameProtocol._serve(self, rid, vid, method, args)
 
     def _closeNow(self) -> None:
         # the refusal frame goes out before the connection closes

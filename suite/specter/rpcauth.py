@@ -257,14 +257,15 @@ class GateCore:
     """
     What the gate acts on: C{answer(rid, ok, result)} sends a response,
     C{serve(rid, vid, method, args)} runs a call, C{close()} drops the
-    connection, C{raiseLimit()} lifts the frame limit to the RPC's own,
-    C{refusals} logs, C{peer} names the connection.
+    connection, C{opened()} tells the connection it is authenticated (it
+    lifts the frame limit to the RPC's own and may then serve calls
+    without the machine), C{refusals} logs, C{peer} names the connection.
     """
 
     answer: Callable[[Any, bool, Any], None]
     serve: Callable[[Any, Any, Any, Any], None]
     close: Callable[[], None]
-    raiseLimit: Callable[[], None]
+    opened: Callable[[], None]
     refusals: RefusalLog
     peer: str
     #: why the connection was refused (empty while it was not)
@@ -285,7 +286,7 @@ def _build() -> TypeMachine[GateInputs, GateCore]:
 
     @awaiting.upon(GateInputs.peerTrusted).to(open_)
     def trusted(inputs: GateInputs, core: GateCore) -> None:
-        core.raiseLimit()
+        core.opened()
 
     @awaiting.upon(GateInputs.peerRefused).to(closed)
     def otherUser(inputs: GateInputs, core: GateCore, uid: int) -> None:
@@ -298,7 +299,7 @@ def _build() -> TypeMachine[GateInputs, GateCore]:
 
     @awaiting.upon(GateInputs.tokenAccepted).to(open_)
     def accepted(inputs: GateInputs, core: GateCore, rid: Any) -> None:
-        core.raiseLimit()
+        core.opened()
         core.answer(rid, True, True)
 
     @awaiting.upon(GateInputs.tokenRefused).to(closed)

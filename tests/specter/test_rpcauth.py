@@ -353,7 +353,7 @@ class Recorder:
             answer=lambda rid, ok, result: self.effects.append(("answer", rid, ok)),
             serve=lambda rid, vid, method, args: self.effects.append(("serve", rid, method)),
             close=lambda: self.effects.append(("close",)),
-            raiseLimit=lambda: self.effects.append(("raise",)),
+            opened=lambda: self.effects.append(("opened",)),
             refusals=RefusalLog(Clock()),
             peer="p",
         )
@@ -376,9 +376,9 @@ class GateMachineTests(SynchronousTestCase):
     #: the effects of each input in each state, and the state after it
     EXPECTED: dict[str, dict[str, tuple[list[Any], str]]] = {
         "Awaiting": {
-            "peerTrusted": ([("raise",)], "Open"),
+            "peerTrusted": ([("opened",)], "Open"),
             "peerRefused": ([("answer", 0, False), ("close",)], "Closed"),
-            "tokenAccepted": ([("raise",), ("answer", 1, True)], "Open"),
+            "tokenAccepted": ([("opened",), ("answer", 1, True)], "Open"),
             "tokenRefused": ([("answer", 1, False), ("close",)], "Closed"),
             "call": ([("answer", 1, False), ("close",)], "Closed"),
             "oversized": ([("answer", 0, False), ("close",)], "Closed"),
