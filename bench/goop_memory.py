@@ -29,8 +29,10 @@ Run: C{.venv/bin/python bench/goop_memory.py [--imports]}
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,6 +51,12 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
+#: Rounds of the standard workload (WORKLOAD_PER_ROUND viewer requests each).
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "200"))
+WORKLOAD_PER_ROUND = 6
+#: Lua data function calls in the workload (a peer allows 30 a minute).
+LUA_CALLS = 10
+ECHO_LUA = "function call(request) return {n = request.params.n + 1} end\n"
 
 FLOOR = """
 import sys
@@ -148,6 +156,15 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def threads(pid: int) -> float:
+    """How many threads C{pid} runs."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return float(line.split()[1])
+    return 0.0
+
+
 def get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -193,6 +210,61 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def workload(viewer: int) -> int:
+    """
+    The standard workload against a peer's viewer, on one keep-alive
+    HTTP/1.1 connection, one request at a time: the settings page (for the
+    install's token), a table created, then C{ROUNDS} rounds of C{/healthz},
+    the site's index page (read off the reactor thread), C{/api/peers},
+    C{/self} as JSON, one row inserted and a ten-row query through
+    C{/api/data}; then C{LUA_CALLS} Lua data function calls (the worker
+    processes start at the first).  Returns the number of requests made.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", viewer, timeout=30)
+    count = 0
+
+    def call(method: str, path: str, doc: Any = None, accept: str = "*/*") -> bytes:
+        nonlocal count
+        headers = {"accept": accept}
+        body = None
+        if doc is not None:
+            body = json.dumps(doc).encode()
+            headers.update({"content-type": "application/json", "x-goop-token": token})
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        count += 1
+        if response.status != 200:
+            raise SystemExit(f"workload: {method} {path}: HTTP {response.status} {data[:200]!r}")
+        return data
+
+    def data(request: dict[str, Any]) -> Any:
+        answer = json.loads(call("POST", "/api/data", {"request": request}))
+        if not answer.get("ok"):
+            raise SystemExit(f"workload: {request['op']}: {answer}")
+        return answer.get("data")
+
+    token = ""
+    found = re.search(rb"name=goop-token content='([^']*)'", call("GET", "/self"))
+    if found is None:
+        raise SystemExit("workload: no token on the settings page")
+    token = found.group(1).decode()
+    data({"op": "create-table", "table": "notes", "columns": ["text"]})
+    for i in range(ROUNDS):
+        call("GET", "/healthz")
+        call("GET", "/site/")
+        call("GET", "/api/peers")
+        call("GET", "/self", accept="application/json")
+        data({"op": "insert", "table": "notes", "data": {"text": f"note {i} " + "x" * 100}})
+        data({"op": "query", "table": "notes", "limit": 10, "offset": i})
+    for i in range(LUA_CALLS):
+        answer = data({"op": "lua-call", "function": "echo", "params": {"n": i}})
+        if answer != {"n": i + 1}:
+            raise SystemExit(f"workload: lua-call: {answer}")
+    conn.close()
+    return count
+
+
 def oneRun(root: str, mdns: bool) -> dict[str, float]:
     """One hub and one peer; their memory and start-up CPU."""
     hubPort, hubViewer, p2p, viewer = freePort(), freePort(), freePort(), freePort()
@@ -212,6 +284,9 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
             "viewer": {"http_addr": f"127.0.0.1:{viewer}"},
         },
     )
+    os.makedirs(os.path.join(peerDir, "lua"))
+    with open(os.path.join(peerDir, "lua", "echo.lua"), "w") as f:
+        f.write(ECHO_LUA)
     hub = start(["rendezvous", hubDir], os.path.join(root, "hub.log"))
     peer: subprocess.Popen[bytes] | None = None
     try:
@@ -222,7 +297,7 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
         waitFor(lambda: b'"label":"bench"' in get(f"http://127.0.0.1:{hubPort}/peers.json")[1], "publish", p)
         time.sleep(SETTLE)
         h, q = status(hub.pid), status(peer.pid)
-        return {
+        out = {
             "hub_rss": h["VmRSS"],
             "hub_anon": h["RssAnon"],
             "hub_file": h["RssFile"],
@@ -233,7 +308,26 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
             "peer_pss": q["Pss"],
             "peer_uss": q["Uss"],
             "peer_cpu": cpuSeconds(peer.pid),
+            "peer_threads": threads(peer.pid),
         }
+        if mdns:
+            began, cpu = time.monotonic(), cpuSeconds(peer.pid)
+            requests = workload(viewer)
+            wall, used = time.monotonic() - began, cpuSeconds(peer.pid) - cpu
+            time.sleep(SETTLE)
+            w = status(peer.pid)
+            out.update(
+                {
+                    "work_rss": w["VmRSS"],
+                    "work_anon": w["RssAnon"],
+                    "work_pss": w["Pss"],
+                    "work_uss": w["Uss"],
+                    "work_threads": threads(peer.pid),
+                    "req_per_s": requests / wall,
+                    "cpu_us_per_req": used / requests * 1e6,
+                }
+            )
+        return out
     finally:
         if peer is not None:
             stop(peer)
@@ -271,10 +365,11 @@ def main() -> None:
             print("resident memory after each import (fresh interpreter):")
             sys.stdout.flush()
             subprocess.run([sys.executable, "-c", STEPS, *IMPORT_STEPS], check=True, env=ENV)
-        floors = [floor() for _ in range(RUNS)]
-        bare = [floor("--no-http2") for _ in range(RUNS)]
+        quick = "--quick" in sys.argv[1:]
+        floors = [0.0] if quick else [floor() for _ in range(RUNS)]
+        bare = [0.0] if quick else [floor("--no-http2") for _ in range(RUNS)]
         runs = [oneRun(os.path.join(root, f"run{i}"), mdns=True) for i in range(RUNS)]
-        quiet = [oneRun(os.path.join(root, f"quiet{i}"), mdns=False) for i in range(RUNS)]
+        quiet = runs if quick else [oneRun(os.path.join(root, f"quiet{i}"), mdns=False) for i in range(RUNS)]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for label, rs in (("peer, mDNS on", runs), ("peer, mDNS off", quiet)):
@@ -291,6 +386,13 @@ def main() -> None:
         f"Twisted web server floor: {statistics.median(floors):.1f} MB RSS, "
         f"{statistics.median(bare):.1f} MB without HTTP/2 (as goop2 runs)"
     )
+    print(
+        f"peer after the workload ({ROUNDS * WORKLOAD_PER_ROUND + LUA_CALLS + 2} requests): "
+        f"RSS {median(runs, 'work_rss'):.1f} MB (anonymous {median(runs, 'work_anon'):.1f}; "
+        f"PSS {median(runs, 'work_pss'):.1f}, USS {median(runs, 'work_uss'):.1f}), "
+        f"threads {median(runs, 'peer_threads'):.0f} idle, {median(runs, 'work_threads'):.0f} after; "
+        f"{median(runs, 'req_per_s'):.0f} requests/s, {median(runs, 'cpu_us_per_req'):.0f} us CPU per request"
+    )
     print(f"elapsed {time.monotonic() - began:.0f} s, {RUNS} runs each, medians")
     print(
         f"peer_rss_mb={median(runs, 'peer_rss'):.1f} hub_rss_mb={median(runs + quiet, 'hub_rss'):.1f} "
@@ -299,6 +401,8 @@ def main() -> None:
         f"peer_pss_mb={median(runs, 'peer_pss'):.1f} peer_uss_mb={median(runs, 'peer_uss'):.1f} "
         f"twisted_floor_rss_mb={statistics.median(floors):.1f} "
         f"twisted_floor_noh2_rss_mb={statistics.median(bare):.1f} "
+        f"peer_work_rss_mb={median(runs, 'work_rss'):.1f} peer_work_uss_mb={median(runs, 'work_uss'):.1f} "
+        f"peer_req_per_s={median(runs, 'req_per_s'):.0f} peer_cpu_us_per_req={median(runs, 'cpu_us_per_req'):.0f} "
         f"peer_start_cpu_s={median(runs, 'peer_cpu'):.2f} hub_start_cpu_s={median(runs + quiet, 'hub_cpu'):.2f} "
         f"loadavg={os.getloadavg()[0]:.1f}"
     )
