@@ -19,6 +19,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from suite.goop.cli import M_ARENA_MAX, MALLOC_ARENAS, fewerMallocArenas
 from suite.goop.rendezvous.hub import RendezvousHub
 from suite.goop.rendezvous.templates import TemplateStore
 from tests.support.process import freePort
@@ -56,6 +57,17 @@ ON_DEMAND = ["prometheus_client", "tarfile", "suite.web.metrics", "suite.goop.re
 #: What the goop2 console script keeps out of its process (cleartext HTTP
 #: only, so HTTP/2 is never negotiated).
 HTTP2 = ["h2", "h2.connection", "hpack", "hyperframe", "priority", "twisted.web._http2", "suite.web.http2"]
+#: What a running peer imports only at first use, or never: the Lua
+#: sandbox, its SSRF-guarded HTTP client and lupa run in the worker
+#: processes alone; zeroconf only with mDNS on (off here).
+LAZY = [
+    "lupa",
+    "suite.goop.lua.sandbox",
+    "suite.goop.lua.ssrf",
+    "suite.goop.lua.worker",
+    "zeroconf",
+    *ON_DEMAND,
+]
 
 #: Run C{goop2 ARGS} (the console script's C{main}) in a fresh interpreter;
 #: once the viewer at C{sys.argv[1]} accepts connections (the last listener
@@ -160,10 +172,11 @@ class ConsoleScriptTests(SynchronousTestCase):
     def test_peerWithoutHTTP2(self) -> None:
         """
         C{goop2 peer DIR} with a rendezvous hub configured, running: its
-        hub client is loaded; neither
-        hyper-h2, hpack, hyperframe nor Twisted's or the suite's HTTP/2
-        module is imported, though C{twisted.web.http} is; the viewer
-        answers C{/healthz} over HTTP/1.1.
+        hub client and Lua pool are loaded; neither hyper-h2, hpack,
+        hyperframe nor Twisted's or the suite's HTTP/2 module is imported,
+        though C{twisted.web.http} is, nor any of L{LAZY} (the Lua sandbox,
+        lupa, zeroconf, the on-demand modules); the viewer answers
+        C{/healthz} over HTTP/1.1.
         """
         viewer = f"127.0.0.1:{freePort()}"
         d = writeConfig(
@@ -177,7 +190,16 @@ class ConsoleScriptTests(SynchronousTestCase):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
         result = subprocess.run(
             [sys.executable, "-c", CLI_PROBE, viewer, "peer", d],
-            input=json.dumps([*HTTP2, "twisted.web.client", "twisted.web.http", "suite.web.limits"]),
+            input=json.dumps(
+                [
+                    *HTTP2,
+                    *LAZY,
+                    "twisted.web.client",
+                    "twisted.web.http",
+                    "suite.web.limits",
+                    "suite.goop.lua.pool",
+                ]
+            ),
             capture_output=True,
             text=True,
             timeout=120,
@@ -188,10 +210,58 @@ class ConsoleScriptTests(SynchronousTestCase):
             raise AssertionError(result.stderr[-3000:])
         out = json.loads(lines[-1])
         self.assertEqual(
-            out.get("loaded"), ["suite.web.limits", "twisted.web.client", "twisted.web.http"], out
+            out.get("loaded"),
+            ["suite.goop.lua.pool", "suite.web.limits", "twisted.web.client", "twisted.web.http"],
+            out,
         )
         self.assertEqual(out.get("code"), 200, out)
         self.assertEqual(json.loads(out["body"]).get("status"), "ok", out)
+
+
+class _FakeLibc:
+    def __init__(self, result: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.result = result
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return self.result
+
+
+class MallocArenaTests(SynchronousTestCase):
+    def test_limitSet(self) -> None:
+        """
+        Without C{MALLOC_ARENA_MAX} in the environment, glibc's
+        C{mallopt(M_ARENA_MAX, 2)} is called and reported.
+        """
+        libc = _FakeLibc()
+        self.assertTrue(fewerMallocArenas({}, libc))
+        self.assertEqual(libc.calls, [(M_ARENA_MAX, MALLOC_ARENAS)])
+        self.assertEqual((M_ARENA_MAX, MALLOC_ARENAS), (-8, 2))
+
+    def test_operatorWins(self) -> None:
+        """An operator's C{MALLOC_ARENA_MAX} (even empty) is left alone."""
+        libc = _FakeLibc()
+        self.assertFalse(fewerMallocArenas({"MALLOC_ARENA_MAX": "4"}, libc))
+        self.assertFalse(fewerMallocArenas({"MALLOC_ARENA_MAX": ""}, libc))
+        self.assertEqual(libc.calls, [])
+
+    def test_noGlibc(self) -> None:
+        """
+        A C library without C{mallopt}, or one refusing the setting, leaves
+        the process as it is and says so.
+        """
+        self.assertFalse(fewerMallocArenas({}, object()))
+        refusing = _FakeLibc(result=0)
+        self.assertFalse(fewerMallocArenas({}, refusing))
+        self.assertEqual(refusing.calls, [(M_ARENA_MAX, MALLOC_ARENAS)])
+
+    def test_realLibc(self) -> None:
+        """
+        On this (glibc) host the real call succeeds; the limit only
+        applies to arenas made later, so setting it again is harmless.
+        """
+        self.assertTrue(fewerMallocArenas({}))
 
 
 class OnFirstUseTests(SynchronousTestCase):

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from suite.goop.lua.sandbox import TIME_LIMIT
+from suite.goop.lua.errors import TIME_LIMIT
 
 __all__ = ["WorkerPool", "WorkerMachine", "WorkerCore", "Job", "JobPipe", "MAX_ANSWER_BYTES"]
 

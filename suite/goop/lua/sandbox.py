@@ -31,6 +31,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from suite.goop.lua.errors import MEMORY_LIMIT, TIME_LIMIT, LuaError
 from suite.goop.lua.ssrf import SSRFError, guardedRequest, systemResolver
 
 __all__ = ["Sandbox", "LuaError", "TIME_LIMIT", "MEMORY_LIMIT", "MAX_LOG_LINES"]
@@ -38,8 +39,6 @@ __all__ = ["Sandbox", "LuaError", "TIME_LIMIT", "MEMORY_LIMIT", "MAX_LOG_LINES"]
 MAX_DEPTH = 32
 MAX_KV_KEYS = 10000
 MAX_LOG_LINES = 100
-TIME_LIMIT = "time limit exceeded"
-MEMORY_LIMIT = "memory limit exceeded"
 
 #: Emits one log line of the running function: C{emit(level, text)}.
 LogSink = Callable[[str, str], None]
@@ -99,10 +98,6 @@ def _denied(e: sqlite3.Error, rule: str) -> str:
     """SQLite's error, with the rule spelled out when the authorizer refused."""
     text = str(e)
     return f"{text} ({rule})" if text == "not authorized" else text
-
-
-class LuaError(Exception):
-    """A Lua call was refused or failed; the message says why."""
 
 
 def _denyAttributes(obj: Any, name: Any, setting: bool) -> Any:
