@@ -165,6 +165,20 @@ def threads(pid: int) -> float:
     return 0.0
 
 
+def children(pid: int) -> list[int]:
+    """The processes C{pid} started (a peer's Lua workers)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
 def get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -316,6 +330,9 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
             wall, used = time.monotonic() - began, cpuSeconds(peer.pid) - cpu
             time.sleep(SETTLE)
             w = status(peer.pid)
+            workers = [status(c) for c in children(peer.pid)]
+            if len(workers) != 2:
+                raise SystemExit(f"workload: {len(workers)} Lua workers, expected 2")
             out.update(
                 {
                     "work_rss": w["VmRSS"],
@@ -323,6 +340,8 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
                     "work_pss": w["Pss"],
                     "work_uss": w["Uss"],
                     "work_threads": threads(peer.pid),
+                    "worker_rss": statistics.mean(x["VmRSS"] for x in workers),
+                    "worker_uss": statistics.mean(x["Uss"] for x in workers),
                     "req_per_s": requests / wall,
                     "cpu_us_per_req": used / requests * 1e6,
                 }
@@ -391,6 +410,7 @@ def main() -> None:
         f"RSS {median(runs, 'work_rss'):.1f} MB (anonymous {median(runs, 'work_anon'):.1f}; "
         f"PSS {median(runs, 'work_pss'):.1f}, USS {median(runs, 'work_uss'):.1f}), "
         f"threads {median(runs, 'peer_threads'):.0f} idle, {median(runs, 'work_threads'):.0f} after; "
+        f"each of its 2 Lua workers RSS {median(runs, 'worker_rss'):.1f} MB (USS {median(runs, 'worker_uss'):.1f}); "
         f"{median(runs, 'req_per_s'):.0f} requests/s, {median(runs, 'cpu_us_per_req'):.0f} us CPU per request"
     )
     print(f"elapsed {time.monotonic() - began:.0f} s, {RUNS} runs each, medians")
@@ -402,6 +422,7 @@ def main() -> None:
         f"twisted_floor_rss_mb={statistics.median(floors):.1f} "
         f"twisted_floor_noh2_rss_mb={statistics.median(bare):.1f} "
         f"peer_work_rss_mb={median(runs, 'work_rss'):.1f} peer_work_uss_mb={median(runs, 'work_uss'):.1f} "
+        f"lua_worker_rss_mb={median(runs, 'worker_rss'):.1f} lua_worker_uss_mb={median(runs, 'worker_uss'):.1f} "
         f"peer_req_per_s={median(runs, 'req_per_s'):.0f} peer_cpu_us_per_req={median(runs, 'cpu_us_per_req'):.0f} "
         f"peer_start_cpu_s={median(runs, 'peer_cpu'):.2f} hub_start_cpu_s={median(runs + quiet, 'hub_cpu'):.2f} "
         f"loadavg={os.getloadavg()[0]:.1f}"
