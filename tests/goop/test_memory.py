@@ -117,6 +117,32 @@ main(sys.argv[2:])
 """
 
 
+#: Run the Lua worker's C{main} in a fresh interpreter with one job on
+#: stdin (the peer's pipe), then write to stderr which watched modules the
+#: worker loaded serving it.
+WORKER_PROBE = """
+import json, sys
+from suite.goop.lua import worker
+watched = json.loads(sys.argv[2])
+code = worker.main(["worker", sys.argv[1]])
+loaded = sorted(m for m in watched if sys.modules.get(m) is not None)
+sys.stderr.write(json.dumps({"code": code, "loaded": loaded}) + "\\n")
+"""
+#: What a Lua worker never loads (Twisted, TLS, the peer's modules) or
+#: loads only at a function's first C{goop.http} call (the SSRF guard with
+#: C{http.client} and C{ssl}).
+WORKER_NEVER = [
+    "twisted",
+    "twisted.internet",
+    "zope.interface",
+    "OpenSSL",
+    "cryptography",
+    "suite.goop.lua.pool",
+    "suite.goop.lua.engine",
+]
+WORKER_LAZY = ["suite.goop.lua.ssrf", "http.client", "ssl", "socket", "urllib.parse"]
+
+
 def writeConfig(d: str, doc: dict[str, Any]) -> str:
     os.makedirs(d)
     with open(os.path.join(d, "goop.json"), "w") as f:
@@ -216,6 +242,47 @@ class ConsoleScriptTests(SynchronousTestCase):
         )
         self.assertEqual(out.get("code"), 200, out)
         self.assertEqual(json.loads(out["body"]).get("status"), "ok", out)
+
+
+class WorkerImportTests(SynchronousTestCase):
+    def test_workerLoadsNoTwisted(self) -> None:
+        """
+        A Lua worker process (C{python -m suite.goop.lua.worker}) serving a
+        function that queries C{data.db}: it answers, has loaded lupa and
+        the sandbox, and neither Twisted, zope.interface, pyOpenSSL,
+        cryptography, the peer's pool, nor (no C{goop.http} call) the SSRF
+        guard, C{http.client}, C{ssl}, C{socket} or C{urllib.parse}.
+        """
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        path = os.path.join(d, "data.db")
+        import sqlite3
+
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (text TEXT)")
+            conn.execute("INSERT INTO notes VALUES ('a')")
+        conn.close()
+        job = {
+            "caller": "peer",
+            "function": "count",
+            "source": "function call(request) return goop.db.scalar('SELECT COUNT(*) FROM notes') end",
+            "params": None,
+            "timeout": 5.0,
+        }
+        watched = [*WORKER_NEVER, *WORKER_LAZY, "lupa", "suite.goop.lua.sandbox"]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+        result = subprocess.run(
+            [sys.executable, "-c", WORKER_PROBE, json.dumps({"data_path": path}), json.dumps(watched)],
+            input=json.dumps(job) + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        answers = [json.loads(line) for line in result.stdout.splitlines()]
+        self.assertEqual(answers, [{"ready": True}, {"ok": True, "result": 1}], result.stderr[-2000:])
+        report = json.loads(result.stderr.strip().splitlines()[-1])
+        self.assertEqual(report, {"code": 0, "loaded": ["lupa", "suite.goop.lua.sandbox"]})
 
 
 class _FakeLibc:
