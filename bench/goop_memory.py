@@ -12,6 +12,12 @@ serving one port), with and without Twisted's HTTP/2 module (which
 C{goop2} keeps out).  With C{--imports}, the resident memory after each step
 of importing what a peer imports, in a fresh interpreter.
 
+In the mDNS-on runs, after the idle reading, a standard workload (see
+L{workload}: 1,212 viewer requests including ten Lua calls) runs against the
+peer; then the peer's memory is read again with that of its two Lua worker
+processes, and its requests/s and CPU time per request are reported.
+C{--quick} skips the floors and the mDNS-off runs (for alternated A/B runs).
+
 Each figure is the median of C{BENCH_RUNS} (default 3) runs.  The
 processes load compiled bytecode as an installed suite does (pip compiles
 it at install): the bench compiles C{suite/} first and runs its children
@@ -20,11 +26,13 @@ start would add several MB of heap to each process.
 
 Last line: C{peer_rss_mb=... hub_rss_mb=... peer_nomdns_rss_mb=...
 peer_anon_mb=... hub_anon_mb=... peer_pss_mb=... peer_uss_mb=...
-twisted_floor_rss_mb=... twisted_floor_noh2_rss_mb=... peer_start_cpu_s=... hub_start_cpu_s=... loadavg=...}.
+twisted_floor_rss_mb=... twisted_floor_noh2_rss_mb=... peer_work_rss_mb=...
+peer_work_uss_mb=... lua_worker_rss_mb=... lua_worker_uss_mb=...
+peer_req_per_s=... peer_cpu_us_per_req=... peer_start_cpu_s=... hub_start_cpu_s=... loadavg=...}.
 RSS is the headline; PSS and USS (from C{/proc/PID/smaps_rollup}) show how
 much of it is library code shared with other processes.
 
-Run: C{.venv/bin/python bench/goop_memory.py [--imports]}
+Run: C{.venv/bin/python bench/goop_memory.py [--imports] [--quick]}
 """
 
 from __future__ import annotations
@@ -189,11 +197,17 @@ def get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
-def waitFor(check: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def waitFor(
+    check: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 60.0, log: str = ""
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{what}: the process exited with {proc.returncode}")
+            tail = ""
+            if log:
+                with open(log, "rb") as f:
+                    tail = f.read()[-2000:].decode("utf-8", "replace")
+            raise SystemExit(f"{what}: the process exited with {proc.returncode}\n{tail}")
         if check():
             return
         time.sleep(0.2)
@@ -305,9 +319,10 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
     peer: subprocess.Popen[bytes] | None = None
     try:
         waitFor(lambda: get(f"http://127.0.0.1:{hubPort}/healthz")[0] == 200, "hub", hub)
-        peer = start(["peer", peerDir], os.path.join(root, "peer.log"))
+        peerLog = os.path.join(root, "peer.log")
+        peer = start(["peer", peerDir], peerLog)
         p = peer
-        waitFor(lambda: get(f"http://127.0.0.1:{viewer}/healthz")[0] == 200, "peer viewer", p)
+        waitFor(lambda: get(f"http://127.0.0.1:{viewer}/healthz")[0] == 200, "peer viewer", p, log=peerLog)
         waitFor(lambda: b'"label":"bench"' in get(f"http://127.0.0.1:{hubPort}/peers.json")[1], "publish", p)
         time.sleep(SETTLE)
         h, q = status(hub.pid), status(peer.pid)
