@@ -14,7 +14,16 @@ from twisted.trial.unittest import TestCase
 
 from suite.spacecomms.cdm import encode
 from suite.spacecomms.cdm.sample import sampleCDM
-from tests.spacecomms.support import NodeSpec, getJSON, makeCertificates, send, startNode
+from tests.spacecomms.support import (
+    ADMIN,
+    PEER_TOKEN,
+    READONLY,
+    NodeSpec,
+    getJSON,
+    makeCertificates,
+    send,
+    startNode,
+)
 from tests.support.process import DaemonProcess, sleep
 
 
@@ -72,6 +81,7 @@ class LineTests(TestCase):
         b.addPeer(a)
         b.addPeer(c)
         c.addPeer(b)
+        b.logLevel = "debug"
         pa, pb, pc = startNode(self, a), startNode(self, b), startNode(self, c)
         await _connected(b, pb, 2)
         await _connected(a, pa, 1)
@@ -127,6 +137,14 @@ class LineTests(TestCase):
         await pb2.waitForLog(r"applied CDM_ANNOUNCE \w+ from A .*not forwarded")
         code, _ = await getJSON(c.url("/cdms/LINE-4"))
         self.assertEqual(code, 404)
+        # No token (API, peer, or a wrong guess) is logged, even at debug level.
+        code, _ = await getJSON(b.url("/cdms"), token="wrong-guess-0123456789")
+        self.assertEqual(code, 401)
+        code, _ = await getJSON(b.url("/cdms"), token=READONLY)
+        self.assertEqual(code, 200)
+        for proc in (pa, pb, pb2, pc):
+            for secret in (ADMIN, READONLY, PEER_TOKEN, "wrong-guess-0123456789"):
+                self.assertNotIn(secret, proc.output(), proc.name)
 
 
 class TriangleTests(TestCase):
@@ -223,8 +241,8 @@ class DisasterRecoveryTests(TestCase):
         both CDMs again (origin A, learned from B), though B held none of
         the older object state.  C comes back: its re-sync gives A the
         object state and nothing else (A's summary listed the CDMs B gave
-        back).  A can then update a CDM and withdraw the other, and B
-        takes both changes.
+        back), which A does not send on to B (its policy).  A can then
+        update a CDM and withdraw the other, and B takes both changes.
         """
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
@@ -273,6 +291,12 @@ class DisasterRecoveryTests(TestCase):
         await pc2.waitForLog(r"re-sync to A: sent 1 entries and END_OF_SYNC \(1 of them its own, restored\)")
         got = await pa2.waitFor(_objectAt(a, "SAT-DR"), "A to hold SAT-DR again", timeout=30)
         self.assertEqual((got["origin"], got["learned_from"]), ("A", "C"))
+        # What a peer gives back goes on like anything A learns: here A's
+        # policy keeps object states from B.
+        await pa2.waitForLog(
+            r"applied OBJECT_STATE_ANNOUNCE \S+ from C for object SAT-DR .*"
+            r"not forwarded \(policy: forwarding disabled towards the other peers\)"
+        )
 
         # A's next version and withdrawal follow the restored ones.
         code, body = await send(
