@@ -1,0 +1,373 @@
+"""
+When the append-only store acknowledges a change: after the end-of-turn
+write by default, after the fsync too with C{sync}; failed writes, fsyncs
+and compactions, with a fake thread runner and L{Clock}.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from suite.kv.aof import AOFStore
+from suite.kv.records import StoreWriteFailed
+
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _Fixture(TestCase):
+    """
+    An L{AOFStore} on a real directory whose thread jobs (fsyncs,
+    compactions) wait in C{self.jobs} until the test runs them.
+    """
+
+    def setUp(self) -> None:
+        self.jobs: list[tuple[Any, Deferred[Any]]] = []
+        self.clock = Clock()
+        self.dir = self.mktemp()
+        self.path = os.path.join(self.dir, "kv.aof")
+
+    def runner(self, f: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.jobs.append((f, d))
+        return d
+
+    def runJob(self, error: Exception | None = None) -> None:
+        """
+        Run the oldest thread job here (or fail it with C{error}).
+        """
+        f, d = self.jobs.pop(0)
+        if error is not None:
+            d.errback(error)
+        else:
+            d.callback(f())
+
+    def open(self, sync: bool = False, **kw: Any) -> AOFStore:
+        store = AOFStore(self.dir, self.clock, self.runner, flushInterval=3.0, sync=sync, **kw)
+        self.addCleanup(self.shut, store)
+        return store
+
+    def shut(self, store: AOFStore) -> None:
+        closed = store.close()
+        while self.jobs:
+            self.runJob()
+        self.successResultOf(closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def replayed(self) -> AOFStore:
+        """
+        A store opened on a copy of the file as it is now (what a restart
+        after kill -9 would find).
+        """
+        copy = self.mktemp()
+        os.makedirs(copy)
+        shutil.copyfile(self.path, os.path.join(copy, "kv.aof"))
+        store = AOFStore(copy, Clock(), maybeDeferred)
+        self.addCleanup(store.close)
+        return store
+
+    def values(self, store: AOFStore, *keys: bytes) -> list[bytes | None]:
+        return [self.successResultOf(store.get(k)) for k in keys]
+
+
+class DefaultAcknowledgementTests(_Fixture):
+    """
+    By default a change is acknowledged once written (no fsync waited for).
+    """
+
+    def test_acknowledgedAfterTheTurnsWrite(self) -> None:
+        """
+        The changes of a turn are written with one append at its end and
+        acknowledged then, in the order they were made, without a thread;
+        until then nothing is in the file, while reads see them at once.
+        """
+        store = self.open()
+        size = os.path.getsize(self.path)
+        answers: list[Any] = []
+        store.put(b"a", b"1").addCallback(lambda r: answers.append(("put", r)))
+        store.prefixAppend(b"p", b"c").addCallback(lambda r: answers.append(("append", r)))
+        store.delete(b"a").addCallback(lambda r: answers.append(("delete", r)))
+        store.importRecords([("v", b"x", b"9", 5, 1)]).addCallback(lambda r: answers.append(("import", r)))
+        self.assertEqual(self.successResultOf(store.prefixList(b"p")), [b"c"])
+        self.assertEqual(answers, [])
+        self.assertEqual(os.path.getsize(self.path), size)
+        self.clock.advance(0)
+        self.assertEqual(answers, [("put", None), ("append", True), ("delete", True), ("import", 1)])
+        self.assertEqual((store.appends, store.flushes, self.jobs), (1, 0, []))
+        again = self.replayed()
+        self.assertEqual(self.values(again, b"a", b"x"), [None, b"9"])
+        self.assertEqual(self.successResultOf(again.prefixList(b"p")), [b"c"])
+
+    def test_noChangeNoWait(self) -> None:
+        """
+        Operations that change nothing answer at once and write nothing.
+        """
+        store = self.open()
+        self.assertFalse(self.successResultOf(store.delete(b"missing")))
+        self.assertFalse(self.successResultOf(store.prefixContains(b"p", b"c")))
+        self.assertEqual(self.successResultOf(store.removeRange(0, 0)), 0)
+        self.assertEqual(self.clock.getDelayedCalls()[1:], [])  # the fsync ticker only
+        self.assertEqual(store.appends, 0)
+
+    def test_fsyncEveryInterval(self) -> None:
+        """
+        The file is fsynced in a thread every interval when it was appended
+        to, and not when it was not.
+        """
+        store = self.open()
+        self.successResultOf(self._put(store, b"a"))
+        self.assertEqual(self.jobs, [])
+        self.clock.advance(3.0)
+        self.assertEqual(len(self.jobs), 1)
+        self.runJob()
+        self.assertEqual(store.flushes, 1)
+        self.clock.advance(3.0)
+        self.assertEqual(self.jobs, [])
+
+    def _put(self, store: AOFStore, key: bytes) -> Deferred[None]:
+        d = store.put(key, b"v-" + key)
+        self.clock.advance(0)
+        return d
+
+    def test_failedWriteFailsItsChanges(self) -> None:
+        """
+        A write that fails part-way (a full disk) fails the changes it
+        carried with a clear error, cuts the file back to the last whole
+        record (earlier changes intact), and the next batch writes them
+        again together with its own.
+        """
+        store = self.open()
+        self.successResultOf(self._put(store, b"a"))
+        size = os.path.getsize(self.path)
+        patch = self.patch(os, "pwrite", _failingPwrite(os.pwrite))
+        b, c = store.put(b"b", b"2"), store.put(b"c", b"3")
+        self.clock.advance(0)
+        error = self.failureResultOf(b, StoreWriteFailed).getErrorMessage()
+        self.failureResultOf(c, StoreWriteFailed)
+        self.assertEqual(error, f"cannot write {self.path}: No space left on device; not acknowledged")
+        self.assertEqual(os.path.getsize(self.path), size)
+        self.assertEqual((store.writeErrors, store.stats()["pendingRecords"]), (1, 2))
+        again = self.replayed()
+        self.assertEqual((self.values(again, b"a", b"b"), again.repairedBytes), ([b"v-a", None], 0))
+        patch.restore()
+        self.successResultOf(self._put(store, b"d"))
+        self.assertEqual(self.values(self.replayed(), b"a", b"b", b"c", b"d"), [b"v-a", b"2", b"3", b"v-d"])
+
+    def test_failedWriteNotCutBack(self) -> None:
+        """
+        When the torn append cannot be cut off either, the next append is
+        written over it (at the end of the last whole record), so the
+        records after it are not lost behind a torn one.
+        """
+        store = self.open()
+        self.successResultOf(self._put(store, b"a"))
+        pwrite = self.patch(os, "pwrite", _failingPwrite(os.pwrite))
+        ftruncate = self.patch(os, "ftruncate", _raising(OSError(errno.EIO, "Input/output error")))
+        failed = store.put(b"b", b"x" * 1000)
+        self.clock.advance(0)
+        self.failureResultOf(failed, StoreWriteFailed)
+        self.assertGreater(os.path.getsize(self.path), store.fileBytes)  # the torn half is there
+        pwrite.restore()
+        ftruncate.restore()
+        self.successResultOf(self._put(store, b"c"))
+        self.assertEqual(self.values(self.replayed(), b"a", b"b", b"c"), [b"v-a", b"x" * 1000, b"v-c"])
+
+    def test_closeWritesWhatIsPending(self) -> None:
+        """
+        Closing writes and fsyncs the changes of the current turn
+        (acknowledging them) and stops the timers; a change after that fails.
+        """
+        store = self.open()
+        put = store.put(b"a", b"1")
+        closed = store.close()
+        self.successResultOf(put)
+        self.assertNoResult(closed)
+        self.runJob()
+        self.successResultOf(closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.failureResultOf(store.put(b"b", b"2"), StoreWriteFailed)
+        self.failureResultOf(store.flush(), StoreWriteFailed)
+        self.assertEqual(self.values(self.replayed(), b"a", b"b"), [b"1", None])
+
+
+class SyncAcknowledgementTests(_Fixture):
+    """
+    With C{sync}, a change is acknowledged once written and fsynced.
+    """
+
+    def test_acknowledgedWhenFsynced(self) -> None:
+        """
+        A put is written at the end of its turn and acknowledged after the
+        fsync; changes written while that fsync runs share the next one.
+        """
+        store = self.open(sync=True)
+        put = store.put(b"k", b"v")
+        self.clock.advance(0)
+        self.assertNoResult(put)
+        self.assertEqual(self.values(self.replayed(), b"k"), [b"v"])
+        self.assertEqual(len(self.jobs), 1)
+        appended = store.prefixAppend(b"p", b"c")
+        lease = store.acquireLease(b"L", b"h", 10.0)
+        self.clock.advance(0)
+        self.assertEqual(len(self.jobs), 1)  # waits for the fsync under way
+        self.runJob()
+        self.successResultOf(put)
+        self.assertNoResult(appended)
+        self.runJob()
+        self.assertTrue(self.successResultOf(appended))
+        self.assertEqual(self.successResultOf(lease).holder, b"h")
+        self.assertEqual((store.appends, store.flushes, self.jobs), (2, 2, []))
+
+    def test_failedFsyncNotAcknowledged(self) -> None:
+        """
+        An fsync that fails fails the changes waiting for it, naming the file.
+        """
+        store = self.open(sync=True)
+        put = store.put(b"k", b"v")
+        self.clock.advance(0)
+        self.runJob(OSError(errno.EIO, "Input/output error"))
+        message = self.failureResultOf(put, StoreWriteFailed).getErrorMessage()
+        self.assertEqual(message, f"cannot fsync {self.path}: [Errno 5] Input/output error")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_failedWrite(self) -> None:
+        """
+        A write that fails fails its changes without an fsync being tried.
+        """
+        store = self.open(sync=True)
+        self.patch(os, "pwrite", _raising(ENOSPC))
+        put = store.put(b"k", b"v")
+        self.clock.advance(0)
+        self.failureResultOf(put, StoreWriteFailed)
+        self.assertEqual(self.jobs, [])
+
+
+class CompactionTests(_Fixture):
+    """
+    A compaction keeps every change made while it runs, whatever step a
+    kill interrupts.
+    """
+
+    def grown(self, sync: bool = False) -> AOFStore:
+        """
+        A store whose file is due for compaction (one key rewritten).
+        """
+        store = self.open(sync=sync, compactMinBytes=1 << 30)
+        for i in range(20):
+            store.put(b"k", b"%d" % i)
+            self.clock.advance(0)
+            while self.jobs:
+                self.runJob()
+        store.compactMinBytes = 1
+        return store
+
+    def test_writesDuringCompaction(self) -> None:
+        """
+        Changes made while the snapshot is written go to the old file (a
+        kill then loses nothing) and are added to the snapshot before it
+        replaces the log; the new file is then fsynced with its directory.
+        """
+        store = self.grown()
+        before = os.path.getsize(self.path)
+        flushed = store.flush()
+        self.assertEqual(len(self.jobs), 1)  # the snapshot
+        self.successResultOf(self._put(store, b"during"))
+        self.assertEqual(self.values(self.replayed(), b"k", b"during"), [b"19", b"v-during"])
+        self.runJob()  # snapshot written; swapped in on the reactor thread
+        self.assertFalse(os.path.exists(self.path + ".compact"))
+        self.assertEqual(self.values(self.replayed(), b"k", b"during"), [b"19", b"v-during"])
+        self.successResultOf(self._put(store, b"after"))
+        self.assertNoResult(flushed)
+        self.runJob()  # fsync of the new file and the directory
+        self.successResultOf(flushed)
+        self.assertEqual(store.compactions, 1)
+        self.assertLess(os.path.getsize(self.path), before)
+        self.assertEqual(
+            self.values(self.replayed(), b"k", b"during", b"after"), [b"19", b"v-during", b"v-after"]
+        )
+
+    def _put(self, store: AOFStore, key: bytes) -> Deferred[None]:
+        d = store.put(key, b"v-" + key)
+        self.clock.advance(0)
+        return d
+
+    def test_syncWritesDuringCompaction(self) -> None:
+        """
+        With C{sync}, a change made during a compaction is acknowledged
+        after the fsync of the file that holds it from then on.
+        """
+        store = self.grown(sync=True)
+        store.flush()
+        during = self._put(store, b"during")
+        self.assertNoResult(during)
+        self.runJob()  # the snapshot
+        self.assertNoResult(during)
+        self.runJob()  # the new file's fsync
+        self.successResultOf(during)
+        self.assertEqual(store.compactions, 1)
+
+    def test_failedCompaction(self) -> None:
+        """
+        A snapshot that cannot be written leaves the log in place with every
+        change, removes the temporary file, is logged and not retried at
+        once; the flush waiting for it gets an fsync instead.
+        """
+        store = self.grown()
+        flushed = store.flush()
+        self.successResultOf(self._put(store, b"during"))
+        self.runJob(ENOSPC)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(len(self.jobs), 1)  # an fsync, not another compaction
+        self.runJob()
+        self.successResultOf(flushed)
+        self.assertEqual(store.compactions, 0)
+        self.successResultOf(self._put(store, b"after"))
+        self.assertFalse(os.path.exists(self.path + ".compact"))
+        self.assertEqual(
+            self.values(self.replayed(), b"k", b"during", b"after"), [b"19", b"v-during", b"v-after"]
+        )
+
+    def test_failedSwap(self) -> None:
+        """
+        When the changes made meanwhile cannot be added to the snapshot, the
+        snapshot is dropped and the old log, which holds them, stays.
+        """
+        store = self.grown()
+        store.flush()
+        self.successResultOf(self._put(store, b"during"))
+        f, d = self.jobs.pop(0)
+        fresh = f()
+        self.patch(os, "pwrite", _raising(ENOSPC))
+        d.callback(fresh)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertFalse(os.path.exists(self.path + ".compact"))
+        self.assertEqual(store.compactions, 0)
+        self.assertEqual(self.values(self.replayed(), b"k", b"during"), [b"19", b"v-during"])
+
+
+def _failingPwrite(real: Any) -> Any:
+    """
+    A C{pwrite} that writes half of the first buffer, then fails with ENOSPC.
+    """
+    calls: list[int] = []
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        calls.append(offset)
+        if len(calls) == 1:
+            return int(real(fd, bytes(data)[: len(data) // 2], offset))
+        raise ENOSPC
+
+    return pwrite
+
+
+def _raising(error: Exception) -> Any:
+    def fail(*args: Any) -> Any:
+        raise error
+
+    return fail
