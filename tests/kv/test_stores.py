@@ -5,10 +5,12 @@ Behaviour shared by every IKeyValueStore backend, with real files.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -51,10 +53,12 @@ class ReactorTurns(Clock):
     in a daemon, so tests can await a store's acknowledgements.
     """
 
-    def callLater(self, delay: float, f: Any, *args: Any, **kw: Any) -> Any:
-        call = super().callLater(delay, f, *args, **kw)
+    def callLater(
+        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
+    ) -> IDelayedCall:
+        call = super().callLater(delay, callable, *args, **kw)
         if delay == 0:
-            reactor.callLater(0, self.advance, 0)  # type: ignore[attr-defined]
+            reactor.callLater(0, self.advance, 0)
         return call
 
 
