@@ -61,6 +61,8 @@ _FRAME = struct.Struct(">BII")
 COMPACT_RETRY = 60.0
 MAX_RECORD = 64 * 1024 * 1024
 log = Logger()
+#: an operation's Deferred and the result it fires with once its changes are stored
+_Ack = tuple["Deferred[Any]", Any]
 
 
 def encodeRecord(kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> bytes:
@@ -141,10 +143,10 @@ class AOFStore(TableStore):
         self.compactions = 0
         self.repairedBytes = 0
         self._changes = 0
-        #: acknowledgements waiting for the next append
-        self._unwritten: list[Deferred[None]] = []
+        #: acknowledgements (and their results) waiting for the next append
+        self._unwritten: list[_Ack] = []
         #: acknowledgements (and flushes) waiting for the next fsync
-        self._unsynced: list[Deferred[None]] = []
+        self._unsynced: list[_Ack] = []
         #: appended since the last fsync began
         self._dirty = False
         #: what is appended while a compaction writes its snapshot
@@ -254,31 +256,32 @@ class AOFStore(TableStore):
     # -- acknowledgements -------------------------------------------------
     def _run(self, op: Callable[..., T], *args: Any) -> Deferred[T]:
         before = self._changes
-        return self._whenStored(super()._run(op, *args), before)
+        try:
+            result = op(self, *args)
+        except Exception:  # handed to the caller's Deferred
+            return fail()
+        return self._whenStored(result, before)
 
     def importRecords(self, records: Iterable[Incoming]) -> Deferred[int]:
         before = self._changes
-        return self._whenStored(super().importRecords(records), before)
+        return self._whenStored(self._install(records), before)
 
     def removeRange(self, low: int, high: int) -> Deferred[int]:
         before = self._changes
-        return self._whenStored(super().removeRange(low, high), before)
+        return self._whenStored(self._forgetRange(low, high), before)
 
-    def _whenStored(self, d: Deferred[T], before: int) -> Deferred[T]:
+    def _whenStored(self, result: T, before: int) -> Deferred[T]:
         """
-        C{d}, an operation's result, held back until the changes the
-        operation made (if any) are written (and, with C{sync}, fsynced).
+        An operation's C{result}, held back until the changes it made (if
+        any) are written (and, with C{sync}, fsynced).
         """
         if self._changes == before:
-            return d
-        return d.addCallback(self._afterAppend)
-
-    def _afterAppend(self, result: T) -> Deferred[T]:
+            return succeed(result)
         if self._closed:
             return fail(StoreWriteFailed(f"{self.path}: the store is closed"))
-        ack: Deferred[None] = Deferred()
-        self._unwritten.append(ack)
-        return ack.addCallback(lambda _: result)
+        ack: Deferred[T] = Deferred()
+        self._unwritten.append((ack, result))
+        return ack
 
     # -- appends ----------------------------------------------------------
     def _persist(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
@@ -315,7 +318,7 @@ class AOFStore(TableStore):
         else:
             _fire(acks)
 
-    def _appendFailed(self, error: OSError, acks: list[Deferred[None]]) -> None:
+    def _appendFailed(self, error: OSError, acks: list[_Ack]) -> None:
         self.writeErrors += 1
         reason = error.strerror or str(error)
         log.error(
@@ -344,7 +347,7 @@ class AOFStore(TableStore):
         if self.pending:
             return fail(StoreWriteFailed(f"cannot write {self.path}: the last append failed"))
         done: Deferred[None] = Deferred()
-        self._unsynced.append(done)
+        self._unsynced.append((done, None))
         self._disk.request()
         return done
 
@@ -461,8 +464,9 @@ class AOFStore(TableStore):
         """
         if self._closed:
             return succeed(None)
-        self._appendPending()
+        # closed first: a change made by a callback of the last acknowledgements fails
         self._closed = True
+        self._appendPending()
         if self._ticker.running:
             self._ticker.stop()
         if self.pending:
@@ -480,11 +484,11 @@ class AOFStore(TableStore):
         self._file.close()
 
 
-def _fire(acks: list[Deferred[None]]) -> None:
-    for ack in acks:
-        ack.callback(None)
+def _fire(acks: list[_Ack]) -> None:
+    for ack, result in acks:
+        ack.callback(result)
 
 
-def _fail(acks: list[Deferred[None]], error: Exception) -> None:
-    for ack in acks:
+def _fail(acks: list[_Ack], error: Exception) -> None:
+    for ack, _ in acks:
         ack.errback(error)
