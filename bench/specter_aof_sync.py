@@ -9,9 +9,11 @@ many of --kill-puts acknowledged puts a restart finds after kill -9 (with
 --aof-flush-interval 300, so no timed fsync runs first).
 
 With --old-tree DIR (a checkout of the code from before acknowledgements
-waited for the write, e.g. C{git archive faf45e1 | tar -x -C DIR}), the
-node of a third mode, "memory" (acknowledged from memory, written and
-fsynced every interval), runs that code (PYTHONPATH=DIR).
+waited for the write, e.g. C{git archive faf45e1 | tar -x -C DIR}), two
+more modes run that code (PYTHONPATH=DIR): "memory", its default
+(acknowledged from memory, written and fsynced every interval), and
+"oldsync", its --aof-sync (written and fsynced in a thread before the
+acknowledgement).
 
     .venv/bin/python bench/specter_aof_sync.py [--rounds 3] [--puts 20000]
         [--kill-puts 2000] [--old-tree DIR]
@@ -40,7 +42,8 @@ Mode = tuple[str, tuple[str, ...], "dict[str, str] | None"]
 def modes(oldTree: str | None) -> list[Mode]:
     out: list[Mode] = [("default", (), None), ("sync", ("--aof-sync",), None)]
     if oldTree:
-        out.append(("memory", (), dict(os.environ, PYTHONPATH=os.path.abspath(oldTree))))
+        old = dict(os.environ, PYTHONPATH=os.path.abspath(oldTree))
+        out += [("memory", (), old), ("oldsync", ("--aof-sync",), old)]
     return out
 
 
