@@ -13,8 +13,9 @@ N CDMs originated by A on the line A - B - C.
 - restore2: then C, also a peer of A (the A - C session comes up only
   now), has its first session with A: messages and bytes C sends A (the
   tenth B lacked, the rest left out by A's summary) and A sends C (its
-  summary lists the CDMs B gave back), and how many of A's own CDMs A
-  holds again afterwards.
+  summary lists the CDMs B gave back), what A sends on to B meanwhile
+  (the tenth C gave back, which B lacked; nothing B holds), and how many
+  of A's own CDMs A, and B, hold afterwards.
 
 The initial spread of the N CDMs to C is awaited (polled, up to
 SPREAD_TIMEOUT simulated seconds; the bench fails with a clear line if C
@@ -158,11 +159,15 @@ def main(n: int) -> str:
     waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "restore re-sync")
     baMsgs, baBytes = traffic(net, "B", "A")
     fromB = sum(1 for r in net.stores["A"].records("cdm") if r.origin == "A")
+    abBefore = traffic(net, "A", "B")
     net.connect("A", "C")
     net.run(2)
     waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "second restore re-sync")
     caMsgs, caBytes = traffic(net, "C", "A")
     acMsgs, acBytes = traffic(net, "A", "C")
+    abAfter = traffic(net, "A", "B")
+    abMsgs, abBytes = abAfter[0] - abBefore[0], abAfter[1] - abBefore[1]
+    atB = sum(1 for r in net.stores["B"].records("cdm") if r.origin == "A")
     restored = sum(1 for r in net.stores["A"].records("cdm") if r.origin == "A")
     cpu = time.process_time() - cpu
     net.stop()
@@ -173,6 +178,7 @@ def main(n: int) -> str:
         f"restore_b_to_a_msgs={baMsgs} restore_b_to_a_bytes={baBytes} restored_from_b={fromB} "
         f"restore2_c_to_a_msgs={caMsgs} restore2_c_to_a_bytes={caBytes} "
         f"restore2_a_to_c_msgs={acMsgs} restore2_a_to_c_bytes={acBytes} "
+        f"restore2_a_to_b_msgs={abMsgs} restore2_a_to_b_bytes={abBytes} b_holds={atB} "
         f"restored={restored} cpu_s={cpu:.2f} max_turn_ms={longest * 1000:.1f} load1={os.getloadavg()[0]:.2f}"
     )
 

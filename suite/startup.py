@@ -12,6 +12,7 @@ importable from L{suite.daemon}, the daemons' front door.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "watchListening",
     "GuardedEndpointService",
     "listenFailureReason",
+    "boundDescription",
 ]
 
 log = Logger(namespace="suite.daemon")
@@ -53,6 +55,29 @@ def listenFailureReason(failure: Failure | BaseException) -> str:
     if isinstance(socketError, OSError) and socketError.strerror:
         return socketError.strerror.lower()
     return " ".join(text.split()) or error.__class__.__name__
+
+
+#: The port 0 of a listener description (C{tcp:0:interface=...},
+#: C{port=0}, C{127.0.0.1:0}, C{[::1]:0}): the OS chooses the port.
+_ZERO_PORT = re.compile(r"^(?:tcp6?|ssl|udp):0(?=:|$)|(?<=port=)0(?=:|$)|(?<=:)0$")
+
+
+def boundDescription(description: str, port: Any) -> str:
+    """
+    C{description} of a listener that asked for port 0 with the port the
+    OS chose (read from the listening C{port}'s C{getHost()}) in its place;
+    any other description unchanged.
+    """
+    getHost = getattr(port, "getHost", None)
+    if getHost is None:
+        return description
+    try:
+        number = getattr(getHost(), "port", None)
+    except Exception:  # only makes the description more precise
+        return description
+    if not isinstance(number, int) or number <= 0:
+        return description
+    return _ZERO_PORT.sub(lambda m: m.group(0)[:-1] + str(number), description, count=1)
 
 
 def _hardExit(code: int, pidfile: str | None) -> None:
@@ -136,7 +161,8 @@ class StartupBarrier:
 
         def listened(port: Any) -> Any:
             self._pending -= 1
-            self.listening.append(f"{description} ({what})")
+            # a listener asked for port 0 is named with the port it got
+            self.listening.append(f"{boundDescription(description, port)} ({what})")
             self._check()
             return port
 

@@ -14,6 +14,7 @@ import subprocess
 from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
@@ -27,6 +28,7 @@ from suite.daemon import (
     listenFailureReason,
     watchListening,
 )
+from suite.startup import boundDescription
 from tests.clustor.helpers import captureLogs
 from tests.constellation.support import agentArgs
 from tests.support.process import freePort, scriptArgs, twistdArgs
@@ -45,6 +47,18 @@ class _Port:
 
     def stopListening(self) -> None:
         self.stopped = True
+
+
+class _BoundPort(_Port):
+    """
+    A listening port whose C{getHost()} has a port number.
+    """
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def getHost(self) -> Any:
+        return IPv4Address("TCP", "127.0.0.1", self.number)
 
 
 class _RecordingReactor:
@@ -95,6 +109,45 @@ class BarrierTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertIn("tcp:2 (--b)", lines[0]["listeners"])
         self.assertIsNone(self.barrier.failed)
+
+    def test_portZeroNamedWithTheBoundPort(self) -> None:
+        """
+        A listener that asked for port 0 is named in the C{started} line
+        (and by C{whenStarted}) with the port it got; other descriptions,
+        and ports that know no number, are unchanged.
+        """
+        events = captureLogs(self)
+        self.root.startService()
+        for what, description in (("--a", "tcp:0:interface=127.0.0.1"), ("--b", "[::1]:0")):
+            self.barrier.expect(what, description, succeed(_BoundPort(4242)))
+        self.barrier.expect("--c", "tcp:0", succeed(_Port()))
+        self.barrier.expect("--d", "unix:/run/x.sock:mode=600", succeed(_BoundPort(0)))
+        self.reactor.advance(0)
+        named = [
+            "tcp:4242:interface=127.0.0.1 (--a)",
+            "[::1]:4242 (--b)",
+            "tcp:0 (--c)",
+            "unix:/run/x.sock:mode=600 (--d)",
+        ]
+        self.assertEqual(self.successResultOf(self.barrier.whenStarted()), named)
+        (line,) = [e for e in events if "started" in e.get("log_format", "")]
+        self.assertEqual(line["listeners"], ", ".join(named))
+
+    def test_boundDescription(self) -> None:
+        """
+        Only a port 0 is replaced, in each shape a description takes.
+        """
+        port = _BoundPort(8000)
+        for given, named in (
+            ("tcp:0", "tcp:8000"),
+            ("tcp6:0:interface=\\:\\:1", "tcp6:8000:interface=\\:\\:1"),
+            ("tcp:port=0:interface=127.0.0.1", "tcp:port=8000:interface=127.0.0.1"),
+            ("127.0.0.1:0", "127.0.0.1:8000"),
+            ("tcp:10:interface=127.0.0.1", "tcp:10:interface=127.0.0.1"),
+            ("127.0.0.1:10", "127.0.0.1:10"),
+            ("unix:/tmp/a0", "unix:/tmp/a0"),
+        ):
+            self.assertEqual(boundDescription(given, port), named, given)
 
     def test_notStartedBeforeReactorRuns(self) -> None:
         """

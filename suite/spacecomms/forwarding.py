@@ -1,12 +1,19 @@
 """
 Outbound routing: sending a message this node originates, forwarding one
-it applied to the peers the routing rules allow, saying where a message
-went (or why nowhere) for the C{routing decision} log line, and answering
-a peer with an ERROR.
+it applied to the peers the routing rules allow (and that do not hold it
+already, as far as the session knows: see L{Forwarder.wants}), saying
+where a message went (or why nowhere) for the C{routing decision} log
+line, and answering a peer with an ERROR.
+
+One of this node's own entries a peer gave back (a restore) goes on as
+this node's own first-hand message: path this node alone, hop 0, with the
+originator's sequence and signature as given back, and without the
+C{restore}/C{sync}/C{repair} marks of the session it came on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from suite.spacecomms.core import NodeCore, log
@@ -14,7 +21,11 @@ from suite.spacecomms.envelope import Envelope
 from suite.spacecomms.interfaces import IPeerLink
 from suite.spacecomms.peering import PeerTable
 
-__all__ = ["Forwarder", "entryKind"]
+__all__ = ["Forwarder", "entryKind", "SESSION_MARKS"]
+
+#: Payload marks that belong to one session's exchange (re-sync,
+#: anti-entropy, restore), never sent on.
+SESSION_MARKS = ("restore", "sync", "repair")
 
 
 def entryKind(env: Envelope) -> tuple[str, str]:
@@ -33,6 +44,12 @@ class Forwarder:
     def __init__(self, core: NodeCore, peers: PeerTable) -> None:
         self.core = core
         self.peers = peers
+        #: Whether a message applied here should go on to a peer, given
+        #: the entry's kind, key and version: False when the session with
+        #: that peer knows the peer holds that version or newer, or that
+        #: its re-sync under way will carry it (set by the node; see
+        #: L{suite.spacecomms.resync.SendInputs.forwarding}).
+        self.wants: Callable[[str, str, str, tuple[int, str]], bool] = lambda peer, kind, key, version: True
 
     def originate(self, mtype: str, payload: dict[str, Any]) -> None:
         """
@@ -76,14 +93,58 @@ class Forwarder:
                 links[peer].sendEnvelope(out)
         return targets
 
-    def describe(self, env: Envelope, fromPeer: str | None, targets: list[str]) -> str:
+    def relay(self, env: Envelope, fromPeer: str) -> str:
         """
-        Where a message went, or why nowhere (hop limit, loop, policy).
+        Send on a routed message applied from C{fromPeer}, to the peers
+        the routing rules allow and that want it (L{wants}); return where
+        it went (or why nowhere), for the log line.  One of this node's own
+        entries (given back by C{fromPeer}) goes as this node's own
+        first-hand message, to every peer but C{fromPeer}.
         """
+        core = self.core
+        links = self.peers.links
+        policies = {k: p.policies for k, p in self.peers.configs.items()}
+        if env.source_node == core.nodeId:
+            out = Envelope(
+                env.message_type,
+                core.nodeId,
+                {k: v for k, v in env.payload.items() if k not in SESSION_MARKS},
+                timestamp=core.now(),
+                ttl=core.config.message_ttl_seconds,
+                path=(core.nodeId,),
+            )
+            core.router.seen.seen(out.message_id)
+            allowed = [p for p in core.router.targets(out, None, list(links), policies) if p != fromPeer]
+        else:
+            out = env.forwarded(core.nodeId)
+            allowed = core.router.targets(env, fromPeer, list(links), policies)
+        kind, key = entryKind(env)
+        version = (env.payload["sequence"], env.source_node)
+        targets = [p for p in allowed if self.wants(p, kind, key, version)]
+        for peer in targets:
+            links[peer].sendEnvelope(out)
+        return self.describe(env, fromPeer, targets, [p for p in allowed if p not in targets])
+
+    def describe(
+        self, env: Envelope, fromPeer: str | None, targets: list[str], covered: list[str] | None = None
+    ) -> str:
+        """
+        Where a message went, or why nowhere (hop limit, loop, policy, or
+        the peers routing allows, C{covered}, have it already or get it
+        from their re-sync under way).
+        """
+        held = ""
+        if covered:
+            verbs = ("has", "gets") if len(covered) == 1 else ("have", "get")
+            held = f"held: {', '.join(covered)} {verbs[0]} it already or {verbs[1]} it by re-sync"
         if targets:
-            return f"forwarded to {', '.join(targets)}"
+            return f"forwarded to {', '.join(targets)}" + (f" ({held})" if held else "")
+        if held:
+            return f"not forwarded ({held})"
         maxHops = self.core.router.maxHops
-        if fromPeer is not None and env.hop_count + 1 >= maxHops:
+        # One of this node's own entries, given back, goes on at hop 0.
+        relayed = fromPeer is not None and env.source_node != self.core.nodeId
+        if relayed and env.hop_count + 1 >= maxHops:
             return f"not forwarded (hop limit: max_hop_count {maxHops} reached)"
         others = [p for p in self.peers.links if p != fromPeer]
         if not others:

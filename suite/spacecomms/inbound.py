@@ -20,6 +20,7 @@ from suite.spacecomms.envelope import Envelope
 from suite.spacecomms.forwarding import Forwarder, entryKind
 from suite.spacecomms.interfaces import IPeerLink
 from suite.spacecomms.ledger import Ledger
+from suite.spacecomms.local import LocalUpdates
 from suite.spacecomms.peering import PeerTable
 from suite.spacecomms.store import Record
 
@@ -45,11 +46,14 @@ class Inbound:
     Applies the routed messages peers send.
     """
 
-    def __init__(self, core: NodeCore, peers: PeerTable, ledger: Ledger, forwarder: Forwarder) -> None:
+    def __init__(
+        self, core: NodeCore, peers: PeerTable, ledger: Ledger, forwarder: Forwarder, local: LocalUpdates
+    ) -> None:
         self.core = core
         self.peers = peers
         self.ledger = ledger
         self.forwarder = forwarder
+        self.local = local
         self._drops: dict[str, _Drops] = {}
 
     def stop(self) -> None:
@@ -94,7 +98,11 @@ class Inbound:
         and forward it on; return whether it was applied.  C{restoring}:
         the peer's re-sync is open, so it may give back this node's own
         entries (L{isRestore}); those are checked like any relayed message
-        (with TLS, this node's own signature must verify) and not forwarded.
+        (with TLS, this node's own signature must verify) and sent on, as
+        this node's own, to the other peers that lack them.  One that is
+        older than a version this node made since it started (numbered
+        higher, as a node whose clock is behind numbers its new versions
+        lower) is not taken: that version is announced again above it.
         """
         core = self.core
         peer = link.peerId
@@ -135,6 +143,22 @@ class Inbound:
             if refusal is not None:
                 self._dropped(env, peer, kind, key, refusal)
                 return False
+        if restore and old is not None and self.ledger.writtenHere(old):
+            # An older copy of a version this node made since it started,
+            # numbered higher (its clock was ahead before it lost its
+            # store): this node's version stays, announced again above it.
+            again = self.local.reassert(old, seq)
+            self._decision(
+                "ignored",
+                env,
+                peer,
+                kind,
+                key,
+                ": older than the version this node made since it started; that version announced"
+                " again as sequence {sequence}",
+                sequence=again.sequence,
+            )
+            return False
         signature, cert = p.get("signature"), p.get("cert")
         if overriding:
             log.warn(
@@ -210,12 +234,10 @@ class Inbound:
             base = old or Record(kind, key, env.source_node, seq, False, createdAt=now)
             self.ledger.tombstone(base, p.get("reason") or "ERROR", seq, env.source_node, peer, override, p)
         if restore:
-            # The peers that held it had it already; this node only takes
-            # it back, and numbers its next updates after it.
+            # Numbered after it, this node's next updates win over it.
             self.ledger.restored(seq)
-            forwarding = "not forwarded (restore of this node's own entry)"
-        else:
-            forwarding = self.forwarder.describe(env, peer, self.forwarder.forward(env, peer))
+        # Given back or relayed, it goes on to the peers that lack it.
+        forwarding = self.forwarder.relay(env, peer)
         self._decision(
             "applied",
             env,

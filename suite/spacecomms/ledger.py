@@ -12,6 +12,7 @@ from typing import Any
 
 from suite.spacecomms.cdm.model import CDMError, epochSeconds
 from suite.spacecomms.core import NodeCore, log
+from suite.spacecomms.resync import DERIVED
 from suite.spacecomms.store import Record, StoreWriteError
 
 __all__ = ["Ledger", "CONJUNCTION_WINDOW_SECONDS", "CLEANUP_INTERVAL_SECONDS"]
@@ -94,6 +95,23 @@ class Ledger:
         another peer may hold older ones this one lacked.)
         """
         self._lastSeq = max(self._lastSeq, sequence)
+
+    def writtenHere(self, record: Record) -> bool:
+        """
+        Whether C{record} is a version this node made itself (through its
+        API) since it started: its own, not given back by a peer, numbered
+        above everything it loaded, and not a tombstone it derived
+        (SUPERSEDED, TCA_PASSED).  Any copy of that entry a peer holds
+        with another sequence is older, whatever the sequences say: a node
+        that lost its store and runs with its clock behind numbers its new
+        versions below those it made before.
+        """
+        return (
+            record.origin == self.core.nodeId
+            and record.learnedFrom is None
+            and record.sequence > self._mark
+            and (record.active or record.reason not in DERIVED)
+        )
 
     def put(self, record: Record) -> None:
         """

@@ -7,6 +7,7 @@ is asked for).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from suite.spacecomms.authority import ownerRefusal
@@ -173,4 +174,34 @@ class LocalUpdates:
         )
         record = self.ledger.tombstone(old, reason, seq, self.core.nodeId, None, None, payload)
         self.forwarder.originate("OBJECT_STATE_WITHDRAW", payload)
+        return record
+
+    def reassert(self, mine: Record, above: int) -> Record:
+        """
+        Announce again C{mine}, a version this node made since it started
+        (L{Ledger.writtenHere}), numbered above C{above}: the sequence of
+        an older copy a peer gave back, numbered higher because this
+        node's clock was ahead before it lost its store.  Same content,
+        a new sequence (and signature), sent to every peer routing allows,
+        so that this version wins everywhere.
+        """
+        cdm = mine.kind == "cdm"
+        seq = self.ledger.nextSequence(above)
+        payload: dict[str, Any] = {"cdm_id" if cdm else "object_id": mine.key, "sequence": seq}
+        if mine.active:
+            mtype = "CDM_ANNOUNCE" if cdm else "OBJECT_STATE_ANNOUNCE"
+            payload["cdm" if cdm else "state"] = mine.body
+        else:
+            mtype = "CDM_WITHDRAW" if cdm else "OBJECT_STATE_WITHDRAW"
+            payload["reason"] = mine.reason or "ERROR"
+        payload = self._payload(mtype, payload, mine.override)
+        record = replace(
+            mine,
+            sequence=seq,
+            updatedAt=self.core.now(),
+            signature=payload.get("signature"),
+            cert=payload.get("cert"),
+        )
+        self.ledger.put(record)
+        self.forwarder.originate(mtype, payload)
         return record

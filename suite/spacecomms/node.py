@@ -68,8 +68,9 @@ class SpaceNode:
         self.ledger = Ledger(self.core)
         self.forwarder = Forwarder(self.core, self.peers)
         self.local = LocalUpdates(self.core, self.ledger, self.forwarder)
-        self.inbound = Inbound(self.core, self.peers, self.ledger, self.forwarder)
+        self.inbound = Inbound(self.core, self.peers, self.ledger, self.forwarder, self.local)
         self.peers.ownSequence = self.ledger.restoreMark
+        self.forwarder.wants = self._wants
         #: Each established peer's re-sync towards this node (open or done).
         self.syncs: dict[str, ResyncInputs] = {}
         #: This node's re-sync to each established peer (sending or sent).
@@ -321,6 +322,23 @@ class SpaceNode:
         restoring = sync is not None and sync.syncing()
         if self.inbound.apply(link, env, restoring) and env.source_node == self.nodeId and sync is not None:
             sync.restored()
+
+    def peerSynced(self, peer: str) -> None:
+        """
+        C{peer}'s re-sync towards this node is over (END_OF_SYNC or the
+        grace time): this node's re-sync to it no longer needs its summary.
+        """
+        send = self.sends.get(peer)
+        if send is not None:
+            send.peerSynced()
+
+    def _wants(self, peer: str, kind: str, key: str, version: tuple[int, str]) -> bool:
+        """
+        Whether an entry applied here goes on to C{peer} at C{version}
+        (see L{SendInputs.forwarding}).
+        """
+        send = self.sends.get(peer)
+        return send is None or send.forwarding(kind, key, version)
 
     def syncing(self, peer: str) -> bool:
         """

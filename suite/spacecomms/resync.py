@@ -35,6 +35,15 @@ the session with the reason; one that is not complete within half the
 grace time is given up and everything is re-stated, as with a peer
 without the capability.
 
+Forwarding meanwhile: an entry this node applies from another peer goes
+on to this peer only if the sending machine says so (C{forwarding}): not
+while it waits for the summary (the re-sync, listed once the summary is
+in, carries the entry), nor when the summary lists that version or a
+newer one; the summary is kept after the re-sync is sent until the peer's
+own re-sync to this node is over (C{peerSynced}), after which this node
+holds everything it listed.  So a restore from one peer reaches the
+others that lack it once, and none that holds it.
+
 The receiving side of each session keeps its peer's re-sync in a
 L{ResyncMachine}: open from the session's start until END_OF_SYNC arrives
 or C{resync_grace_seconds} pass.  While it is open the peer's
@@ -273,8 +282,22 @@ class SendInputs(Protocol):
     def batchDue(self) -> None:
         "Send the next batch (the first at once, each next one a reactor turn later)."
 
-    def finished(self) -> None:
-        "Every entry was sent: send END_OF_SYNC."
+    def finished(self, held: Held | None) -> None:
+        "Every entry was sent: send END_OF_SYNC (C{held}: the peer's summary, still needed)."
+
+    def forwarding(self, kind: str, key: str, version: tuple[int, str]) -> bool:
+        """
+        An entry this node applied (from another peer) may go on to the
+        peer at C{version}: whether it should.  Not while this node waits
+        for the peer's summary (the re-sync, whose snapshot of the store
+        is taken once the summary is in, carries it), nor when the peer's
+        summary lists it at that version or newer; during the re-sync the
+        peer counts as holding it from then on, so the re-sync does not
+        re-state it.
+        """
+
+    def peerSynced(self) -> None:
+        "The peer's re-sync to this node is over: its summary is no longer needed."
 
     def sending(self) -> bool:
         "Whether batches are still to go."
@@ -324,6 +347,32 @@ class SendingData:
     sent: int = 0
     restored: int = 0
     timer: IDelayedCall | None = None
+    #: The peer's re-sync to this node is over (its summary is then not
+    #: kept once this one is sent).
+    peerSynced: bool = False
+
+
+@dataclass
+class SentData:
+    """
+    The re-sync was sent: the peer's summary, kept until the peer's own
+    re-sync to this node is over, to tell which entries this node applies
+    meanwhile the peer holds already (None: no summary, or no longer
+    needed).
+    """
+
+    held: Held | None = None
+
+
+def _holds(held: Held | None, kind: str, key: str, version: tuple[int, str]) -> bool:
+    """
+    Whether the peer's summary C{held} lists C{kind}/C{key} at C{version}
+    or newer.
+    """
+    if held is None:
+        return False
+    theirs = held.get((kind, key))
+    return theirs is not None and theirs >= version
 
 
 def _cancel(data: SendingData) -> None:
@@ -345,10 +394,13 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
     def sendingFactory(inputs: SendInputs, core: SendCore, held: Held | None) -> SendingData:
         return SendingData(_candidates(core.node, core.link.peerId), held)
 
+    def sentFactory(inputs: SendInputs, core: SendCore, held: Held | None) -> SentData:
+        return SentData(held)
+
     idle = b.state("Idle")
     comparing = b.state("Comparing", comparingFactory)
     sendingState = b.state("Sending", sendingFactory)
-    sent = b.state("Sent")
+    sent = b.state("Sent", sentFactory)
     abandoned = b.state("Abandoned")
 
     @idle.upon(SendInputs.begin).to(sendingState)
@@ -452,10 +504,10 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
         if end < len(data.keys):
             data.timer = node.clock.callLater(0, inputs.batchDue)
         else:
-            inputs.finished()
+            inputs.finished(None if data.peerSynced else data.held)
 
     @sendingState.upon(SendInputs.finished).to(sent)
-    def finish(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
+    def finish(inputs: SendInputs, core: SendCore, data: SendingData, held: Held | None) -> None:
         _cancel(data)
         node, peer = core.node, core.link.peerId
         core.link.sendEnvelope(
@@ -479,6 +531,45 @@ def _buildSend() -> TypeMachine[SendInputs, SendCore]:
     sendingState.upon(SendInputs.sending).loop().returns(True)
     for final in (sent, abandoned):
         final.upon(SendInputs.sending).loop().returns(False)
+
+    # The re-sync's snapshot, taken once the summary is in, carries it.
+    comparing.upon(SendInputs.forwarding).loop().returns(False)
+
+    @sendingState.upon(SendInputs.forwarding).loop()
+    def forwardDuring(
+        inputs: SendInputs, core: SendCore, data: SendingData, kind: str, key: str, version: tuple[int, str]
+    ) -> bool:
+        if _holds(data.held, kind, key, version):
+            return False
+        if data.held is not None:
+            # Sent now: the batches leave it out when its turn comes.
+            data.held[(kind, key)] = version
+        return True
+
+    @sent.upon(SendInputs.forwarding).loop()
+    def forwardAfter(
+        inputs: SendInputs, core: SendCore, data: SentData, kind: str, key: str, version: tuple[int, str]
+    ) -> bool:
+        return not _holds(data.held, kind, key, version)
+
+    # The session is gone: nothing goes through it anyway.
+    abandoned.upon(SendInputs.forwarding).loop().returns(True)
+
+    # The peer ended its re-sync before its summary was complete (a large
+    # summary, a small store here): the summary is still this re-sync's
+    # filter, and is then kept while the session lasts (what it lists
+    # stays true: a peer's versions only grow).
+    comparing.upon(SendInputs.peerSynced).loop().returns(None)
+
+    @sendingState.upon(SendInputs.peerSynced).loop()
+    def syncedDuring(inputs: SendInputs, core: SendCore, data: SendingData) -> None:
+        data.peerSynced = True
+
+    @sent.upon(SendInputs.peerSynced).loop()
+    def syncedAfter(inputs: SendInputs, core: SendCore, data: SentData) -> None:
+        data.held = None
+
+    abandoned.upon(SendInputs.peerSynced).loop().returns(None)
     # A summary frame after the summary (or from a peer this node does not
     # wait for) changes nothing.
     for later in (sendingState, sent, abandoned):
@@ -611,6 +702,7 @@ def _build() -> TypeMachine[ResyncInputs, ResyncCore]:
     gone = b.state("Gone")
 
     def complete(core: ResyncCore, data: OpenData, why: str) -> None:
+        core.node.peerSynced(core.link.peerId)
         log.info(
             "re-sync from {peer} complete ({why})",
             peer=core.link.peerId,

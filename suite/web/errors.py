@@ -21,6 +21,7 @@ __all__ = [
     "JSONNoResource",
     "JSONErrorResource",
     "JSONMethodsMixin",
+    "ExactPathMixin",
     "notFound",
 ]
 
@@ -82,6 +83,20 @@ class JSONMethodsMixin(Resource):
             request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
             method = (getattr(request, "method", b"") or b"").decode("ascii", "replace")[:16]
             return jsonError(request, 405, f"method {method} not allowed", allowed=allowed)
+
+
+class ExactPathMixin(Resource):
+    """
+    A leaf L{Resource} base (listed before L{JSONMethodsMixin}) answering
+    only its own path: Twisted hands a leaf every path below it
+    (C{/healthz/x}), which here is a JSON C{404} naming the path.  A trailing
+    slash (C{/healthz/}) is the resource itself.
+    """
+
+    def render(self, request: IRequest) -> Any:
+        if any(getattr(request, "postpath", None) or ()):
+            return notFound(request, "no such resource")
+        return super().render(request)
 
 
 class JSONErrorResource(Resource):

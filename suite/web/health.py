@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from suite.web.errors import JSONMethodsMixin, jsonResponse
+from suite.web.errors import ExactPathMixin, JSONMethodsMixin, jsonResponse
 from suite.web.interfaces import IHealth
 
 __all__ = [
@@ -145,7 +145,7 @@ def collectReadiness(
     return gathered
 
 
-class LivenessResource(JSONMethodsMixin, Resource):
+class LivenessResource(ExactPathMixin, JSONMethodsMixin, Resource):
     """
     C{/healthz}: C{200 ok} for as long as the reactor answers.
     """
@@ -158,7 +158,7 @@ class LivenessResource(JSONMethodsMixin, Resource):
         return b"ok\n"
 
 
-class ReadinessResource(JSONMethodsMixin, Resource):
+class ReadinessResource(ExactPathMixin, JSONMethodsMixin, Resource):
     """
     C{/readyz}: JSON C{{"ready": bool, "reasons": ["name: reason", ...],
     "checks": {name: {"ready", "reasons", "details"}}}}; C{200} when every

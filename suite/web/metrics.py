@@ -24,7 +24,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from suite.daemon import ConfigError
-from suite.web.errors import JSONMethodsMixin, jsonError
+from suite.web.errors import ExactPathMixin, JSONMethodsMixin, jsonError
 
 __all__ = [
     "CONTENT_TYPE",
@@ -133,7 +133,7 @@ class _FilteredRegistry:
             yield family
 
 
-class MetricsResource(JSONMethodsMixin, Resource):
+class MetricsResource(ExactPathMixin, JSONMethodsMixin, Resource):
     """
     C{/metrics}: the text exposition of one registry.
 

@@ -18,6 +18,14 @@ class Replica:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        #: whether its log holds an entry or a snapshot
+        self.entries = True
+
+    def holdsEntries(self) -> bool:
+        return self.entries
+
+    def configEpoch(self) -> int:
+        return 7
 
     def abandon(self) -> None:
         self.calls.append("abandon")
@@ -61,6 +69,7 @@ INPUTS: dict[str, tuple[Any, ...]] = {
     "removed": (3,),
     "dropped": (20.0, 30.0),
     "stop": (),
+    "leftEmpty": (5,),
 }
 
 #: (state, input) -> (state described after it, replica calls); inputs at
@@ -74,6 +83,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Starting", "removed"): ("starting", []),
     ("Starting", "dropped"): ("starting", []),
     ("Starting", "stop"): ("stopped", ["shutdown"]),
+    ("Starting", "leftEmpty"): ("starting", []),
     ("Running", "loaded"): ("running", []),
     ("Running", "loadFailed"): ("running", []),
     ("Running", "placed"): ("running", []),
@@ -82,6 +92,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Running", "removed"): ("retired", ["retire 3"]),
     ("Running", "dropped"): ("dropped", []),
     ("Running", "stop"): ("stopped", ["shutdown"]),
+    ("Running", "leftEmpty"): ("running", []),
     ("Retiring", "loaded"): ("retiring", []),
     ("Retiring", "loadFailed"): ("retiring", []),
     ("Retiring", "placed"): ("running", []),
@@ -90,6 +101,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Retiring", "removed"): ("retired", ["retire 3"]),
     ("Retiring", "dropped"): ("dropped", []),
     ("Retiring", "stop"): ("stopped", ["shutdown"]),
+    ("Retiring", "leftEmpty"): ("retiring", []),
     ("Leaving", "loaded"): ("leaving", []),
     ("Leaving", "loadFailed"): ("leaving", []),
     ("Leaving", "placed"): ("running", []),
@@ -98,6 +110,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Leaving", "removed"): ("retired", ["retire 3"]),
     ("Leaving", "dropped"): ("leaving", []),
     ("Leaving", "stop"): ("stopped", ["shutdown"]),
+    ("Leaving", "leftEmpty"): ("retired", ["retire 5"]),
     ("Dropped", "loaded"): ("dropped", []),
     ("Dropped", "loadFailed"): ("dropped", []),
     ("Dropped", "placed"): ("running", []),
@@ -106,6 +119,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Dropped", "removed"): ("retired", ["retire 3"]),
     ("Dropped", "dropped"): ("dropped", []),
     ("Dropped", "stop"): ("stopped", ["shutdown"]),
+    ("Dropped", "leftEmpty"): ("retired", ["retire 5"]),
     ("Failed", "stop"): ("stopped", ["shutdown"]),
     ("Stopped", "stop"): ("stopped", []),
 }
@@ -193,3 +207,24 @@ class LifecycleTests(SynchronousTestCase):
         m, r = machine("Leaving")
         m.dropped(40.5, 30.0)
         self.assertEqual(r.calls, ["shutdown"])
+
+    def test_emptyLogRetiredAtGrace(self) -> None:
+        """
+        A replica whose log holds nothing (no entry, no snapshot) when the
+        grace period ends is retired, not stopped: nothing of its group's
+        is here to keep (under its configuration's placement epoch); one
+        that got an entry meanwhile is stopped as before.
+        """
+        for state, late in (("Leaving", "excluded"), ("Leaving", "dropped"), ("Dropped", "dropped")):
+            m, r = machine(state)
+            r.entries = False
+            getattr(m, late)(40.5, 30.0)
+            self.assertEqual((r.calls, m.describe()), (["retire 7"], {"state": "retired", "epoch": 7}), state)
+            self.assertFalse(m.serving())
+        m, r = machine("Leaving")
+        r.entries = False
+        m.excluded(39.0, 30.0)  # within the grace period: nothing yet
+        self.assertEqual((r.calls, m.describe()), ([], {"state": "leaving", "since": 10.0}))
+        r.entries = True  # the leader sent it entries meanwhile
+        m.excluded(40.5, 30.0)
+        self.assertEqual((r.calls, m.describe()), (["shutdown"], {"state": "stopped"}))

@@ -23,7 +23,13 @@ from suite.ceptra.health import PartitionsHealth
 from suite.ceptra.partitions import PartitionCollector, PartitionManager
 from suite.ceptra.partitions.disk import heldReplicas
 from suite.ceptra.partitions.retire import markRetired, moveRetired
-from tests.ceptra.test_partitions import Cluster, RetiredFixture, routingOf, spiffe, stateGauge
+from tests.ceptra.test_partitions import (
+    Cluster,
+    RetiredFixture,
+    routingOf,
+    spiffe,
+    stateGauge,
+)
 from tests.support.metriclint import promtool
 
 
@@ -252,6 +258,95 @@ class StoppedReplicaTests(RetiredFixture):
         page = self.partitionsPage(b)
         self.assertEqual((page["stopped"], page["orphaned"], len(page["retired"]["p2"])), ({}, {}, 1))
         self.assertFalse(os.path.exists(f"{root}/b/wal/p2"))
+
+
+class EmptyReplicaTests(RetiredFixture):
+    """
+    A replica whose log never held anything (no entry, no snapshot) when
+    the grace period stops it holds nothing that could be the last copy of
+    anything: it is retired (its data moved to C{retired/}, listed like any
+    retired copy), not kept as stopped or orphaned.
+    """
+
+    def emptyOnC(self, placement: dict[str, list[str]]) -> tuple[Cluster, str]:
+        """
+        p2 runs on a and b with data; it is placed on c too, cut off from
+        them: c's replica runs with an empty log; then C{placement}.
+        """
+        c, root = self.cluster()
+        c.net.partition(spiffe("a"), spiffe("c"))
+        c.net.partition(spiffe("b"), spiffe("c"))
+        c.routing = routingOf({"p2": ["a", "b", "c"]}, c.names, revision=2)
+        c.run(1.0)
+        part = c.managers["c"].partitions["p2"]
+        self.assertEqual((part.serving(), part.node.log.lastIndex()), (True, 0))
+        c.routing = routingOf(placement, c.names, revision=3)
+        return c, root
+
+    def copiesOfC(self, root: str) -> list[str]:
+        path = os.path.join(root, "c", "retired")
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+    def assertRetiredOnC(self, c: Cluster, root: str, logs: Sequence[dict[str, Any]]) -> None:
+        m = c.managers["c"]
+        [name] = self.copiesOfC(root)
+        # the placement epoch of the configuration it held: the bootstrap's
+        self.assertRegex(name, r"^p2-2-\d+$")
+        copy = os.path.join(root, "c", "retired", name)
+        self.assertEqual(sorted(os.listdir(os.path.join(copy, "wal"))), ["incarnation", "retired"])
+        for gone in (f"{root}/c/wal/p2", f"{root}/c/snap/p2"):
+            self.assertFalse(os.path.exists(gone), gone)
+        page = self.partitionsPage(m)
+        self.assertEqual((page["stopped"], page["orphaned"]), ({}, {}))
+        self.assertEqual([r["data"] for r in page["retired"]["p2"]], [copy])
+        self.assertEqual(m.partitionStatus("p2")["state"], "retired")
+        self.assertEqual(stateGauge(self, m), {"p2": "retired"})
+        promtoolClean(self, m)
+        self.assertEqual(
+            lines(logs, "never stored anything"),
+            [
+                "stopping partition p2: this node's replica never stored anything of its group's "
+                "(its log is empty); retiring it"
+            ],
+        )
+        kept = lines(logs, "without hearing that its group removed it")
+        self.assertEqual([line for line in kept if f"{root}/c/" in line], [])
+
+    def test_leavingEmptyReplicaRetired(self) -> None:
+        """
+        Placed elsewhere, c's empty replica stops after the grace period
+        and is retired, while a and b go on.
+        """
+        c, root = self.emptyOnC({"p2": ["a", "b"]})
+        m = c.managers["c"]
+        with capturedLogs() as logs:
+            took = c.run(8.0, step=0.01, until=lambda: "p2" not in m.partitions and not m.reclaiming)
+        self.assertGreater(took, 5.0)  # the grace period
+        self.assertLess(took, 7.0)
+        self.assertRetiredOnC(c, root, logs)
+        self.assertEqual(c.managers["a"].partitions["p2"].machine.events, 20)
+        # Placed on c again: it starts afresh.
+        c.net.heal()
+        c.routing = routingOf({"p2": ["a", "b", "c"]}, c.names, revision=4)
+        self.assertLess(
+            c.run(8.0, until=lambda: "p2" in m.partitions and m.partitions["p2"].machine.events == 20), 7.0
+        )
+
+    def test_droppedEmptyReplicaRetired(self) -> None:
+        """
+        Dropped from the routing table, the partition's replicas stop after
+        the grace period: a's and b's keep their data (orphaned), c's empty
+        one is retired.
+        """
+        c, root = self.emptyOnC({})
+        with capturedLogs() as logs:
+            c.run(8.0, step=0.01, until=lambda: all("p2" not in m.partitions for m in c.managers.values()))
+            c.run(0.5)
+        self.assertRetiredOnC(c, root, logs)
+        for name in ("a", "b"):
+            self.assertEqual(stateGauge(self, c.managers[name]), {"p2": "orphaned"})
+            self.assertTrue(os.path.exists(f"{root}/{name}/wal/p2/incarnation"))
+            self.assertFalse(os.path.exists(f"{root}/{name}/retired"))
 
 
 class RetiredCopiesTests(RetiredFixture):

@@ -10,18 +10,19 @@ import json
 import os
 import socket
 import subprocess
+from typing import cast
 
 from twisted.application.service import MultiService
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from suite.daemon import ConfigError, StartupBarrier
 from suite.goop.config import CONFIG_NAME, defaultDocument, loadConfig
 from suite.goop.logbuffer import LogBuffer
 from suite.goop.p2p.streams import streamsDescription, streamsEndpoint
-from suite.goop.peer.service import PeerService
+from suite.goop.peer.service import PeerService, makeRendezvousOnly
 from tests.support.process import twistdArgs
 
 
@@ -84,12 +85,51 @@ class ListenerTests(TestCase):
         barrier = StartupBarrier("goop", reactor).attach(root)
         root.startService()
         self.addCleanup(root.stopService)
-        self.assertEqual(await barrier.whenStarted(), ["127.0.0.1:0 (p2p.listen_port)"])
-        await deferLater(reactor, 0, lambda: None)  # the peer records its port after the barrier hears
+        started = await barrier.whenStarted()
+        # the started line names the port the OS chose, known to the peer by then
+        self.assertEqual(started, [f"127.0.0.1:{peer.p2pPort} (p2p.listen_port)"])
+        self.assertNotEqual(peer.p2pPort, 0)
         hosts = [p.getHost() for p in peer._listeners]
         self.assertEqual([(h.host, h.port) for h in hosts], [("127.0.0.1", peer.p2pPort)])
         with socket.create_connection(("127.0.0.1", peer.p2pPort), timeout=5):
             pass
+
+    async def test_rendezvousOnlyViewerPort(self) -> None:
+        """
+        A rendezvous-only process's settings viewer takes a free loopback
+        port: the C{started} line names that port (not 0), and comes after
+        the viewer's own line.
+        """
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        with open(os.path.join(d, CONFIG_NAME), "w") as f:
+            json.dump(
+                {
+                    "p2p": {"mdns_tag": ""},
+                    "presence": {"rendezvous_host": True, "rendezvous_only": True, "rendezvous_port": 0},
+                },
+                f,
+            )
+        events: list[dict[str, object]] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        root = MultiService()
+        peer = makeRendezvousOnly(loadConfig(d), reactor, LogBuffer())
+        peer.setServiceParent(root)
+        barrier = StartupBarrier("goop", reactor).attach(root)
+        root.startService()
+        self.addCleanup(root.stopService)
+        started = await barrier.whenStarted()
+        port = cast(PeerService, peer).viewerPort
+        self.assertNotEqual(port, 0)
+        self.assertIn(f"127.0.0.1:{port} (viewer.http_addr)", started)
+        self.assertFalse([s for s in started if ":0 (" in s], started)
+        texts = [formatEvent(e) for e in events]
+        (line,) = [t for t in texts if t.startswith("goop started")]
+        self.assertIn(f"127.0.0.1:{port} (viewer.http_addr)", line)
+        viewer = texts.index(f"viewer on http://127.0.0.1:{port}/")
+        self.assertLess(viewer, texts.index(line))
 
     async def test_addressNotOnThisHost(self) -> None:
         """An address this host does not have fails start-up naming the key and the address."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from suite.goop.rendezvous.hub import RendezvousHub
@@ -198,9 +199,8 @@ class OnFirstUseTests(SynchronousTestCase):
     def render(self, hub: RendezvousHub, method: bytes, *path: bytes) -> DummyRequest:
         request = DummyRequest(list(path))
         request.method = method
-        resource = hub.resource()
-        for segment in path:
-            resource = resource.getChildWithDefault(segment, request)
+        # (traversed as the site does: each segment moves from postpath to prepath)
+        resource = getChildForRequest(hub.resource(), request)
         body = resource.render(request)
         if isinstance(body, bytes):
             request.write(body)

@@ -422,6 +422,10 @@ class APITests(_APIBase):
             },
         )
         self.assertEqual(self.call("GET", "/nothing", token=None)[0], 404)
+        for path in ("/healthz/x", "/readyz/anything", "/metrics/x", "/health/x"):
+            code, body = self.call("GET", path, token=None)
+            self.assertEqual((code, "error" in body), (404, True), path)
+        self.assertEqual(self.call("GET", "/healthz", token=None), (200, b"ok\n"))
         code, body = self.call("PUT", "/cdms", "{}")
         self.assertEqual((code, "error" in body), (405, True))
 

@@ -357,6 +357,93 @@ class SignedRestoreTests(SynchronousTestCase):
             (original.sequence, original.body, original.signature, signers["A"].certDER),
         )
 
+    def _signedNet(self, seed: int) -> tuple[SimNet, dict[str, Signer]]:
+        """
+        B - A - C - D, every node signing; A originates SIG-1 and SIG-2,
+        which reach all; A then updates SIG-2 while B is cut off (B keeps
+        the older version) and loses its store.
+        """
+        signers = _signers(self.mktemp(), ["A", "B", "C", "D"])
+        net = SimNet(seed)
+        self.addCleanup(net.stop)
+        net.clock.advance(time.time() - net.clock.seconds())
+        settings = {"anti_entropy_interval_seconds": 0}
+        for name, peers in (("A", "BC"), ("B", "A"), ("C", "AD"), ("D", "C")):
+            net.addNode(name, {p: OPEN for p in peers}, **settings).signer = signers[name]
+        for x, y in (("A", "B"), ("A", "C"), ("C", "D")):
+            net.connect(x, y)
+        a = net.nodes["A"]
+        a.ingestCDM(sampleCDM("SIG-1", object2="45201"))
+        a.ingestCDM(sampleCDM("SIG-2", object2="45202"))
+        net.run(1)
+        net.disconnect("A", "B")
+        a.ingestCDM(sampleCDM("SIG-2", object2="45202", missDistance=150.0))
+        net.run(1)
+        self.assertEqual(len(net.state("D")), 2)
+        net.crash("A")
+        return net, signers
+
+    def test_restoredEntrySentOnKeepsItsSignature(self) -> None:
+        """
+        C and D lost A's CDMs; A restarts empty, its session to C comes
+        up first, then B gives back what it holds: A sends each on to C
+        as its own, with the signature B gave back, and C relays it to D,
+        which checks that signature: D ends holding what B held.
+        """
+        from suite.spacecomms.store import MemoryStore
+
+        net, signers = self._signedNet(33)
+        net.stores["A"] = MemoryStore()
+        net.restart("A").signer = signers["A"]
+        for n in "CD":
+            for key in ("SIG-1", "SIG-2"):
+                net.stores[n].remove("cdm", key)
+        del net.events[:]
+        net.connect("A", "C")
+        net.run(1)
+        net.connect("A", "B")
+        net.run(1)
+        for key in ("SIG-1", "SIG-2"):
+            atB = stored(net.stores["B"], "cdm", key)
+            for n in "ACD":
+                got = stored(net.stores[n], "cdm", key)
+                self.assertEqual(
+                    (got.sequence, got.body, got.signature), (atB.sequence, atB.body, atB.signature)
+                )
+        atD = [e for e in net.logged("routing decision: applied") if e["node"] == "D"]
+        self.assertEqual(sorted((e["peer"], e["key"]) for e in atD), [("C", "SIG-1"), ("C", "SIG-2")])
+        self.assertEqual([e for e in net.logged("routing decision: dropped") if e["node"] == "D"], [])
+
+    def test_versionAnnouncedAgainIsSigned(self) -> None:
+        """
+        A restarts empty with its clock behind; B gives back the older
+        SIG-2, and A withdraws it through its API, numbered below the
+        newer SIG-2 C holds.  C gives that back: A keeps its withdrawal
+        and announces it again above it, signed anew, and D, which gets
+        it relayed by C, checks the new signature and takes it.
+        """
+        from suite.spacecomms.store import MemoryStore
+        from tests.spacecomms.sim import SkewedClock
+
+        net, signers = self._signedNet(34)
+        newer = stored(net.stores["C"], "cdm", "SIG-2")
+        net.stores["A"] = MemoryStore()
+        a = net.restart("A", SkewedClock(net.clock, -100.0))
+        a.signer = signers["A"]
+        net.connect("A", "B")
+        net.run(1)
+        gone = a.withdrawCDM("SIG-2", "ERROR")
+        assert gone is not None
+        self.assertLess(gone.sequence, newer.sequence)
+        net.connect("A", "C")
+        net.run(1)
+        for n in "ABCD":
+            got = stored(net.stores[n], "cdm", "SIG-2")
+            self.assertEqual((got.active, got.reason), (False, "ERROR"), n)
+            self.assertGreater(got.sequence, newer.sequence, n)
+            self.assertIsNotNone(got.signature, n)
+        self.assertEqual([e for e in net.logged("routing decision: dropped") if e["node"] == "D"], [])
+
 
 class AntiEntropySimulationTests(SynchronousTestCase):
     """

@@ -223,8 +223,8 @@ class DisasterRecoveryTests(TestCase):
         both CDMs again (origin A, learned from B), though B held none of
         the older object state.  C comes back: its re-sync gives A the
         object state and nothing else (A's summary listed the CDMs B gave
-        back).  A can then update a CDM and withdraw the other, and B
-        takes both changes.
+        back), which A does not send on to B (its policy).  A can then
+        update a CDM and withdraw the other, and B takes both changes.
         """
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
@@ -273,6 +273,12 @@ class DisasterRecoveryTests(TestCase):
         await pc2.waitForLog(r"re-sync to A: sent 1 entries and END_OF_SYNC \(1 of them its own, restored\)")
         got = await pa2.waitFor(_objectAt(a, "SAT-DR"), "A to hold SAT-DR again", timeout=30)
         self.assertEqual((got["origin"], got["learned_from"]), ("A", "C"))
+        # What a peer gives back goes on like anything A learns: here A's
+        # policy keeps object states from B.
+        await pa2.waitForLog(
+            r"applied OBJECT_STATE_ANNOUNCE \S+ from C for object SAT-DR .*"
+            r"not forwarded \(policy: forwarding disabled towards the other peers\)"
+        )
 
         # A's next version and withdrawal follow the restored ones.
         code, body = await send(

@@ -54,8 +54,13 @@ class FakeNode:
         self.ledger = FakeLedger()
         self.capable = True
 
+        self.synced: list[str] = []
+
     def peerCapable(self, peer: str, capability: str) -> bool:
         return self.capable and capability == "restore"
+
+    def peerSynced(self, peer: str) -> None:
+        self.synced.append(peer)
 
 
 class FakeLink:
@@ -210,6 +215,20 @@ class ResyncMachineTests(SynchronousTestCase):
             machine.endOfSync()
             self.assertEqual(node.ledger.rejoins, rejoins, (capable, ending))
 
+    def test_overTellsTheSendingSide(self) -> None:
+        """
+        However the peer's re-sync ends (END_OF_SYNC or the grace time),
+        the node is told once, so its own re-sync to that peer drops the
+        peer's summary; a session lost meanwhile tells it nothing.
+        """
+        for ending, synced in (("endOfSync", ["B"]), ("graceExpired", ["B"]), ("sessionLost", [])):
+            node = FakeNode()
+            machine = ResyncMachine(ResyncCore(cast(SpaceNode, node), cast(IPeerLink, FakeLink()), 5.0))
+            machine.started()
+            CALLS[ending](machine)
+            machine.endOfSync()
+            self.assertEqual(node.synced, synced, ending)
+
     def test_restoredCounted(self) -> None:
         """
         The restores an open re-sync brought are counted, and said once
@@ -250,9 +269,11 @@ SEND_CALLS: dict[str, Callable[[SendInputs], object]] = {
     "summaryOverdue": lambda m: m.summaryOverdue(),
     "begin": lambda m: m.begin(None),
     "batchDue": lambda m: m.batchDue(),
-    "finished": lambda m: m.finished(),
+    "finished": lambda m: m.finished(None),
     "sending": lambda m: m.sending(),
     "sessionLost": lambda m: m.sessionLost(),
+    "forwarding": lambda m: m.forwarding("object", "O-0", (1, "A")),
+    "peerSynced": lambda m: m.peerSynced(),
 }
 
 #: How to reach each state from a new machine (250 entries: two batches).
@@ -303,6 +324,14 @@ SEND_TABLE: dict[tuple[str, str], tuple[str, object, int, int | None, int]] = {
     ("Abandoned", "summaryReceived"): ("Abandoned", None, 0, None, 0),
     ("Abandoned", "sending"): ("Abandoned", False, 0, None, 0),
     ("Abandoned", "sessionLost"): ("Abandoned", None, 0, None, 0),
+    ("Comparing", "forwarding"): ("Comparing", False, 0, None, 1),
+    ("Comparing", "peerSynced"): ("Comparing", None, 0, None, 1),
+    ("Sending", "forwarding"): ("Sending", True, 0, None, 1),
+    ("Sending", "peerSynced"): ("Sending", None, 0, None, 1),
+    ("Sent", "forwarding"): ("Sent", True, 0, None, 0),
+    ("Sent", "peerSynced"): ("Sent", None, 0, None, 0),
+    ("Abandoned", "forwarding"): ("Abandoned", True, 0, None, 0),
+    ("Abandoned", "peerSynced"): ("Abandoned", None, 0, None, 0),
 }
 
 
@@ -450,6 +479,47 @@ class SendMachineTests(SynchronousTestCase):
         restored = {e.payload["object_id"] for e in link.sent if e.payload.get("restore")}
         self.assertEqual(restored, {f"B-{i}" for i in range(10)} - {"B-1", "B-2"})
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_forwardingAfterTheSummary(self) -> None:
+        """
+        Whether an entry this node applies goes on to the peer: not while
+        its summary is awaited; then not if the summary lists that
+        version or newer.  What goes on during the re-sync is not
+        re-stated by it; once sent, the summary still answers until the
+        peer's own re-sync is over, and then everything goes.
+        """
+        machine, clock, link = self.reach("Comparing", 0)
+        node = cast(SpaceNode, machine.__automat_core__.node)  # type: ignore[attr-defined]
+        last = stored(node.store, "object", "O-239")
+        self.assertFalse(machine.forwarding("object", "O-239", last.version()))
+        machine.summaryReceived({"entries": [["object", "O-0", "A", 2**62, True]], "more": False})
+        self.assertEqual(stateOf(machine), "Sending")
+        self.assertFalse(machine.forwarding("object", "O-0", (2**62, "A")))
+        self.assertTrue(machine.forwarding("object", "O-0", (2**62 + 1, "A")))
+        # O-239 is not in the first batch: it goes on now, and not again.
+        self.assertNotIn("O-239", {e.payload.get("object_id") for e in link.sent})
+        self.assertTrue(machine.forwarding("object", "O-239", last.version()))
+        clock.advance(0)
+        self.assertEqual(stateOf(machine), "Sent")
+        self.assertNotIn("O-239", {e.payload.get("object_id") for e in link.sent})
+        self.assertEqual(link.sent[-1].payload, {"count": 248})
+        self.assertFalse(machine.forwarding("object", "O-0", (5, "A")))
+        self.assertTrue(machine.forwarding("object", "O-7", (5, "A")))
+        machine.peerSynced()
+        self.assertTrue(machine.forwarding("object", "O-0", (5, "A")))
+
+    def test_peerSyncedWhileSending(self) -> None:
+        """
+        The peer's re-sync over before this one is sent: the summary still
+        filters the batches, and is not kept once they are sent.
+        """
+        machine, clock, link = self.reach("Comparing", 0)
+        machine.summaryReceived({"entries": [["object", "O-220", "A", 2**62, True]], "more": False})
+        machine.peerSynced()
+        clock.advance(0)
+        self.assertEqual(stateOf(machine), "Sent")
+        self.assertNotIn("O-220", {e.payload.get("object_id") for e in link.sent})
+        self.assertTrue(machine.forwarding("object", "O-220", (5, "A")))
 
     def test_summaryOverdue(self) -> None:
         """

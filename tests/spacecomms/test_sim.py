@@ -569,7 +569,10 @@ class RestoreSimulationTests(SynchronousTestCase):
             e for e in net.logged("routing decision: applied") if e["node"] == "A" and e["peer"] == "B"
         ]
         self.assertEqual(len(restoredLines), 4)
-        self.assertTrue(all("restore of this node's own entry" in e["forwarding"] for e in restoredLines))
+        # B is A's only peer: nobody to pass them on to.
+        self.assertEqual(
+            {e["forwarding"] for e in restoredLines}, {"not forwarded (no other established peer)"}
+        )
 
         # A's clock is behind: without the restored sequences its update
         # would look older than the version B holds and be ignored.
@@ -824,9 +827,10 @@ class RestoreFromEveryPeerTests(SynchronousTestCase):
         B's re-sync completes first and gives back only what B holds (the
         newer seven); C's, later, gives back the four older entries B
         lacked, and only those: A's summary to C listed what B had given
-        back.  A ends with all eleven, each with its sequence, none sent
-        on; A's next update is numbered above all of them although A's
-        clock is now behind.
+        back.  A ends with all eleven, each with its sequence; the four C
+        gave back go on to B, which lacked them (no anti-entropy runs
+        here), and nothing else does; A's next update is numbered above
+        all of them although A's clock is now behind.
         """
         net, held = self._star(51, -120.0)
         net.connect("A", "B")
@@ -840,12 +844,13 @@ class RestoreFromEveryPeerTests(SynchronousTestCase):
         self.assertEqual(len(_ownListed(net, "A", "C")), 7)
         self._assertAllBack(net, held)
         applied = [e for e in net.logged("routing decision: applied") if e["node"] == "A"]
-        self.assertEqual(len(applied), 11)
-        self.assertTrue(all("restore of this node's own entry" in e["forwarding"] for e in applied))
-        # Not sent on: B still lacks what only C gave back.
         self.assertEqual(
-            sorted(set(held) - set(net.state("B")) - set(net.state("B", "object"))), self.lacking
+            sorted((e["peer"], e["forwarding"]) for e in applied),
+            [("B", "not forwarded (no other established peer)")] * 7 + [("C", "forwarded to B")] * 4,
         )
+        self.assertEqual(sorted(k for _, k in _entries(net, "A", "B")), self.lacking)
+        for kind in ("cdm", "object"):
+            self.assertEqual(net.state("B", kind), net.state("A", kind), kind)
         self.assertEqual(
             net.nodes["A"].helloPayload("C")["own_sequence"], max(r.sequence for r in held.values())
         )

@@ -85,6 +85,37 @@ class LivenessTests(SynchronousTestCase):
         self.assertTrue(headers[b"content-type"].startswith(b"text/plain"))
 
 
+class PathsBelowTests(SynchronousTestCase):
+    """
+    C{/healthz}, C{/readyz} and C{/metrics} are leaves that answer only
+    their own path.
+    """
+
+    def test_pathsBelowAre404(self) -> None:
+        """
+        A path below a probe or C{/metrics} is a JSON 404 naming the path,
+        not the probe's answer.
+        """
+        root = makeAdminResource([Fixed("db", HealthReport(True))])
+        for path in (b"/healthz/x", b"/readyz/anything", b"/metrics/x", b"/healthz/a/b", b"/readyz//x"):
+            code, headers, body = _get(root, path)
+            self.assertEqual(code, 404, path)
+            self.assertTrue(headers[b"content-type"].startswith(b"application/json"), path)
+            self.assertEqual(json.loads(body), {"error": "no such resource", "path": path.decode()}, path)
+
+    def test_ownPathAndTrailingSlash(self) -> None:
+        """
+        The probe's own path, with or without a trailing slash, answers as
+        before.
+        """
+        root = makeAdminResource([Fixed("db", HealthReport(True))])
+        for path in (b"/healthz", b"/healthz/"):
+            self.assertEqual(_get(root, path)[::2], (200, b"ok\n"), path)
+        for path in (b"/readyz", b"/readyz/"):
+            self.assertEqual(_get(root, path)[0], 200, path)
+        self.assertEqual(_get(root, b"/metrics")[0], 200)
+
+
 class ReadinessTests(SynchronousTestCase):
     """
     C{/readyz} aggregates every provider.

@@ -49,7 +49,10 @@ C{interval} seconds, and whenever the feed changes):
     again (its marker; a retirement cut short is finished at start-up).
     Until a copy is deleted it is reported as retired (every copy: status
     pages, C{ceptra_partition_retired}), never as a replica not started;
-  - a replica stopped by the grace period alone keeps its data in place,
+  - a replica stopped by the grace period whose log holds nothing (no
+    entry, no snapshot: it never stored anything of its group's) is
+    retired the same way: nothing of it can be the last copy of anything;
+  - any other replica stopped by the grace period alone keeps its data in place,
     never deleted by the node (it may hold the only copy of acknowledged
     writes: L{suite.ceptra.partitions.disk} tells why), and is reported as
     C{stopped}, or C{orphaned} once its partition is not in the routing
@@ -57,9 +60,11 @@ C{interval} seconds, and whenever the feed changes):
     removes it.
 
 The package: L{lifecycle} (a replica's lifecycle machine), L{replica} (a
-hosted partition), L{manager} (the service: reconciliation, membership
-changes, requests, status), L{disk} (retired copies and stopped replicas),
-L{retire} (the file steps of a retirement), L{status} (the metrics).
+hosted partition), L{manager} (the service: reconciliation, requests),
+L{membership} (the leader's membership changes), L{peers} (dialling and
+naming peers), L{reports} (status pages and readiness), L{disk} (retired
+copies and stopped replicas), L{retire} (the file steps of a retirement),
+L{status} (the metrics).
 """
 
 from __future__ import annotations

@@ -33,7 +33,12 @@ it may hold the only copy of acknowledged writes:
     file, a feed undone), every replica would start empty, and its
     acknowledged writes would be gone for good once the copies expire.
 
-So such a replica is reported: C{stopped} while its partition is still in
+The one exception is a replica whose log holds nothing (no entry, no
+snapshot) when the grace period stops it: it never stored anything of its
+group's, so nothing of it can be the last copy of anything, and it is
+retired like a removed one (L{suite.ceptra.partitions.lifecycle}).
+
+So any other such replica is reported: C{stopped} while its partition is still in
 the routing table (placed elsewhere: it is started again at the node's
 next start, and retires through its group like any replica moved away),
 C{orphaned} once the partition is not in the routing table (found so at

@@ -19,7 +19,9 @@ The lifecycle of one hosted partition's replica, as an automat machine.
            C{epoch}, is committed),
            dropped(now, grace) (the partition left the routing table: no
            leader moves its group, every replica retires); stop();
-           queries serving() -> bool, describe() -> dict.
+           leftEmpty(epoch) (private: the grace period ended for a replica
+           whose log holds nothing, no entry and no snapshot); queries
+           serving() -> bool, describe() -> dict.
   outputs: stop the node when its load failed (it never serves: Raft's
            Stopped, not Loading, then drops its peers' messages); log
            placement changes; stop the replica (node, transport group,
@@ -35,7 +37,12 @@ committed (L{suite.raft.leader}); the grace
 period only ends a replica that the group cannot need any more (Leaving:
 the configuration in its own log excludes it) or whose partition was
 dropped altogether (Dropped), never one its group still counts as a
-member.
+member.  The replica it ends keeps its data in place (Stopped: it may hold
+the only copy of acknowledged writes), unless its log holds nothing at
+that moment (no entry, no snapshot): such a replica never stored anything
+of its group's, so nothing of it can be the last copy of anything, and it
+is retired (C{leftEmpty}, the loop's private input) like one its group
+removed, under the placement epoch of the configuration it holds.
 
 Until the node has loaded, its own role machine (Loading) drops every
 message the group's transport delivers; nothing here gates the transport.
@@ -99,6 +106,13 @@ class PartitionInputs(Protocol):
         Stop the replica (retired, or the node shuts down).
         """
 
+    def leftEmpty(self, epoch: int) -> None:
+        """
+        The grace period ended for a replica whose log holds nothing (no
+        entry, no snapshot); C{epoch}: the placement epoch of the
+        configuration it holds (private: fed by the grace period's checks).
+        """
+
     def serving(self) -> bool:
         """
         Whether the replica takes part in its group (requests may use it).
@@ -127,7 +141,18 @@ class ReplicaActions(Protocol):
     def retire(self, epoch: int) -> None:
         """
         Shut the replica down and reclaim its data: it left its group for
-        good (a configuration of placement C{epoch} without it committed).
+        good (a configuration of placement C{epoch} without it committed),
+        or holds nothing of it.
+        """
+
+    def holdsEntries(self) -> bool:
+        """
+        Whether the replica's log holds anything: an entry or a snapshot.
+        """
+
+    def configEpoch(self) -> int:
+        """
+        The placement epoch of the latest configuration the replica holds.
         """
 
 
@@ -161,7 +186,7 @@ class Failed:
     why: str
 
 
-UNPLACED = ("unplaced", "excluded", "removed", "dropped")
+UNPLACED = ("unplaced", "excluded", "removed", "dropped", "leftEmpty")
 
 #: The C{state} each of the machine's states describes itself as (its
 #: C{describe()["state"]}), in the machine's order: the label values of
@@ -202,6 +227,21 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
 
     def leftGroup(core: LifecycleCore, epoch: int) -> None:
         log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
+        core.replica.retire(epoch)
+
+    def graceEnded(inputs: PartitionInputs, core: LifecycleCore) -> None:
+        # Stopped with its data in place, unless there is none to keep.
+        if core.replica.holdsEntries():
+            inputs.stop()
+        else:
+            inputs.leftEmpty(core.replica.configEpoch())
+
+    def retireEmpty(core: LifecycleCore, epoch: int) -> None:
+        log.info(
+            "stopping partition {pid}: this node's replica never stored anything of its group's "
+            "(its log is empty); retiring it",
+            pid=core.replica.pid,
+        )
         core.replica.retire(epoch)
 
     # Starting: until loaded, the replica's configuration is not known.
@@ -259,6 +299,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def stopRunning(inputs: PartitionInputs, core: LifecycleCore) -> None:
         core.replica.shutdown()
 
+    running.upon(PartitionInputs.leftEmpty).loop().returns(None)
     running.upon(PartitionInputs.serving).loop().returns(True)
     running.upon(PartitionInputs.describe).loop().returns({"state": "running"})
 
@@ -300,6 +341,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def stopRetired(inputs: PartitionInputs, core: LifecycleCore, data: Retiring) -> None:
         core.replica.shutdown()
 
+    retiring.upon(PartitionInputs.leftEmpty).loop().returns(None)
     retiring.upon(PartitionInputs.serving).loop().returns(True)
 
     @retiring.upon(PartitionInputs.describe).loop()
@@ -332,14 +374,14 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
                 pid=core.replica.pid,
                 grace=grace,
             )
-            inputs.stop()
+            graceEnded(inputs, core)
 
     @leaving.upon(PartitionInputs.dropped).loop()
     def checkLeftDropped(
         inputs: PartitionInputs, core: LifecycleCore, data: Leaving, now: float, grace: float
     ) -> None:
         if now - data.since > grace:
-            inputs.stop()
+            graceEnded(inputs, core)
 
     @leaving.upon(PartitionInputs.removed).to(retired)
     def stopLeaving(inputs: PartitionInputs, core: LifecycleCore, data: Leaving, epoch: int) -> None:
@@ -348,6 +390,10 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     @leaving.upon(PartitionInputs.stop).to(stopped)
     def stopLeft(inputs: PartitionInputs, core: LifecycleCore, data: Leaving) -> None:
         core.replica.shutdown()
+
+    @leaving.upon(PartitionInputs.leftEmpty).to(retired)
+    def retireLeft(inputs: PartitionInputs, core: LifecycleCore, data: Leaving, epoch: int) -> None:
+        retireEmpty(core, epoch)
 
     leaving.upon(PartitionInputs.serving).loop().returns(True)
 
@@ -379,7 +425,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
         inputs: PartitionInputs, core: LifecycleCore, data: Dropped, now: float, grace: float
     ) -> None:
         if now - data.since > grace:
-            inputs.stop()
+            graceEnded(inputs, core)
 
     @dropped.upon(PartitionInputs.removed).to(retired)
     def stopDropped(inputs: PartitionInputs, core: LifecycleCore, data: Dropped, epoch: int) -> None:
@@ -389,6 +435,10 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def stopDroppedNow(inputs: PartitionInputs, core: LifecycleCore, data: Dropped) -> None:
         log.info("stopping partition {pid}: no longer in the routing table", pid=core.replica.pid)
         core.replica.shutdown()
+
+    @dropped.upon(PartitionInputs.leftEmpty).to(retired)
+    def retireDropped(inputs: PartitionInputs, core: LifecycleCore, data: Dropped, epoch: int) -> None:
+        retireEmpty(core, epoch)
 
     dropped.upon(PartitionInputs.serving).loop().returns(True)
 

@@ -16,7 +16,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import clientFromString, wrapClientTLS
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
@@ -28,13 +27,15 @@ from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.partitions.disk import ReplicaDisk
 from suite.ceptra.partitions.disk import heldReplicas as listHeldReplicas
+from suite.ceptra.partitions.membership import MembershipDriver
+from suite.ceptra.partitions.peers import PeerDialer, identifyPeer
 from suite.ceptra.partitions.replica import NotHosted, Partition
+from suite.ceptra.partitions.reports import PartitionReports
 from suite.ceptra.partitions.retire import marker
 from suite.ceptra.partitions.status import PartitionCollector
 from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.routing import NodeInfo, Routing
 from suite.daemon import ConfigError
-from suite.netutil import isIPAddress
 from suite.raft.incarnation import FILENAME as INCARNATION_FILE
 from suite.raft.incarnation import Claim, fileClaim
 from suite.raft.messages import Configuration
@@ -54,18 +55,8 @@ log = Logger(namespace="ceptra.partitions")
 SNAPSHOT_BACKSTOP = 4
 
 
-def spiffeIdentity(transport: Any) -> list[str]:
-    from suite.pki.peer import peerIdentity
-    from suite.pki.verify import VerificationError
-
-    try:
-        return list(peerIdentity(transport).spiffeIds)
-    except VerificationError:  # no certificate, or unparsable names
-        return []
-
-
 @implementer(IRaftStatus)
-class PartitionManager(Service):
+class PartitionManager(PartitionReports, Service):
     """
     Start, stop and reconfigure this node's partitions from the routing feed.
 
@@ -167,14 +158,14 @@ class PartitionManager(Service):
         self.ledger = ledger or PlacementLedger()
         self._feedRouting: Routing | None = None
         self._peersFrom: Any = None
-        #: (partition, epoch) pairs already logged as behind the group
-        self._behind: set[tuple[str, int]] = set()
+        #: the membership changes of the groups this node leads
+        self.membership = MembershipDriver(spiffe)
         #: partition -> replicas last logged as lacking a SPIFFE ID or Raft address
         self._unresolvedLogged: dict[str, tuple[str, ...]] = {}
         self.multi = MultiRaftTransport(
             spiffe,
             reactor,
-            connect or self._connect,
+            connect or PeerDialer(reactor, bundle, lambda: self.routing).connect,
             {},
             identify=self._identify,
             secure=bundle is not None,
@@ -273,31 +264,7 @@ class PartitionManager(Service):
     # -- transport --------------------------------------------------------
 
     def _identify(self, transport: Any) -> str | None:
-        known = self.multi.knownNodes()
-        ids = spiffeIdentity(transport)
-        for spiffe in ids:
-            if spiffe in known:
-                return spiffe
-        return ids[0] if ids else None
-
-    def _connect(self, address: str, factory: Factory, timeout: float) -> Deferred[Any]:
-        host, port = address.rsplit(":", 1)
-        host = host.strip("[]")
-        endpoint: Any = clientFromString(
-            self.reactor, f"tcp:host={host}:port={port}:timeout={max(1, round(timeout))}"
-        )
-        if self.bundle is not None:
-            from suite.pki.tls import clientContextFactory
-
-            expected = self.routing.nodeByRaftAddress(address)
-            if expected is None or not expected.spiffe:
-                return fail(ConnectionError(f"no node with a SPIFFE ID listed at {address}"))
-            if isIPAddress(host):
-                creator = clientContextFactory(self.bundle, ipAddress=host, spiffeId=expected.spiffe)
-            else:
-                creator = clientContextFactory(self.bundle, hostname=host, spiffeId=expected.spiffe)
-            endpoint = wrapClientTLS(creator, endpoint)
-        return endpoint.connect(factory)  # type: ignore[no-any-return]
+        return identifyPeer(self.multi.knownNodes(), transport)
 
     def serverFactory(self) -> Factory:
         """
@@ -461,7 +428,7 @@ class PartitionManager(Service):
                 and pid in routing.partitions
                 and self._placementUsable(routing, pid, "no membership change")
             ):
-                self._driveMembership(part, self.voters(routing, pid), routing.epochs.get(pid, 0))
+                self.membership.drive(part, self.voters(routing, pid), routing.epochs.get(pid, 0))
 
     def _unplaced(self, part: Partition, now: float) -> None:
         """
@@ -545,55 +512,6 @@ class PartitionManager(Service):
         if self.onResults is not None:
             self.onResults(pid, index, results)
 
-    def _driveMembership(self, part: Partition, want: dict[str, str], epoch: int) -> None:
-        node = part.node
-        if part.change.busy() or not want or node.configs.latestIndex() > node.commitIndex:
-            return
-        config = node.configs.latest()
-        if config.epoch > epoch:
-            if (part.pid, epoch) not in self._behind:
-                self._behind.add((part.pid, epoch))
-                log.warn(
-                    "partition {pid}: the group's configuration is at placement epoch {group}, this node's "
-                    "placement at {epoch}: no membership change until this node's placement catches up",
-                    pid=part.pid,
-                    group=config.epoch,
-                    epoch=epoch,
-                )
-            return
-        change = self._nextChange(node, config, want, epoch)
-        if change is not None:
-            part.change.begin(*change)
-
-    def _nextChange(
-        self, node: RaftNode, config: Configuration, want: dict[str, str], epoch: int
-    ) -> tuple[str, Callable[[], Deferred[Any]]] | None:
-        """
-        The next single-server step from C{config} toward the replicas
-        C{want} at placement C{epoch}: its description and how to start it;
-        C{None} when there is none.
-        """
-        missing = sorted(set(want) - config.voters)
-        if missing:
-            peer = missing[0]
-            return f"add {peer} (epoch {epoch})", partial(
-                node.changeMembership, "addVoter", peer, want[peer], epoch
-            )
-        extra = sorted((config.voters | config.learners) - set(want))
-        if extra and extra[0] == self.spiffe:
-            targets = sorted((set(want) & config.voters) - {self.spiffe})
-            if not targets:
-                return None
-            return f"hand leadership to {targets[0]} before leaving", partial(
-                node.transferLeadership, targets[0]
-            )
-        if extra:
-            peer = extra[0]
-            return f"remove {peer} (epoch {epoch})", partial(node.changeMembership, "remove", peer, "", epoch)
-        if config.epoch < epoch:
-            return f"record placement epoch {epoch}", partial(node.changeMembership, "epoch", "", "", epoch)
-        return None
-
     # -- requests ---------------------------------------------------------
 
     def get(self, pid: str) -> Partition:
@@ -619,125 +537,3 @@ class PartitionManager(Service):
         """
         part = self.partitions.get(pid)
         return part.node.leaderId if part is not None else None
-
-    # -- status -----------------------------------------------------------
-
-    def hostedIds(self) -> list[str]:
-        me = self.routing.nodeBySpiffe(self.spiffe)
-        return self.routing.hosted(me) if me is not None else []
-
-    def retiredStatuses(self) -> dict[str, list[dict[str, Any]]]:
-        """
-        Every retired copy kept here, by partition, until deleted.
-        """
-        return self.disk.retiredStatuses()
-
-    def diskStatuses(self) -> dict[str, Any]:
-        """
-        The replicas whose data this node keeps though they do not run
-        here (status pages): C{retired} (every retired copy, by
-        partition), C{stopped} and C{orphaned} (stopped without their
-        removal known committed; orphaned: their partition is not in the
-        routing table).
-        """
-        return {
-            "retired": self.disk.retiredStatuses(),
-            "stopped": self.disk.stoppedStatuses(orphaned=False),
-            "orphaned": self.disk.stoppedStatuses(orphaned=True),
-        }
-
-    def replicaStates(self) -> dict[str, str]:
-        """
-        The lifecycle state of each replica here, by partition: as its
-        lifecycle machine describes it; a replica stopped with its data in
-        place as C{stopped} or C{orphaned}; a retired copy kept here whose
-        partition has no replica here as C{retired}.
-        """
-        states = {pid: str(part.lifecycle.describe()["state"]) for pid, part in self.partitions.items()}
-        for pid in self.disk.stopped:
-            states.setdefault(pid, str(self.disk.stoppedStatus(pid)["state"]))
-        hosted = set(self.hostedIds())
-        for pid in self.disk.copies:
-            if pid not in states and pid not in hosted:
-                states[pid] = "retired"
-        return states
-
-    def partitionStatus(self, pid: str, withHash: bool = False) -> dict[str, Any]:
-        part = self.partitions.get(pid)
-        if part is None:
-            if pid in self.disk.stopped:
-                return self.disk.stoppedStatus(pid)
-            if pid in self.disk.copies and pid not in self.hostedIds():
-                # Left its group for good: not a replica that failed to start
-                # (its latest copy; every copy is under retired).
-                return self.disk.retiredList(pid)[-1]
-            return {"partition": pid, "state": "not started"}
-        state = dict(part.lifecycle.describe())
-        if not part.serving():
-            return {"partition": pid, **state}
-        node = part.node
-        config = node.configs.latest()
-        return {
-            "partition": pid,
-            **state,
-            "role": node.roleName,
-            "term": node.term,
-            "leader": node.leaderId,
-            "committedIndex": part.committedIndex(),
-            "matchIndex": part.matchIndex(),
-            "appliedIndex": node.lastApplied,
-            "voters": sorted(config.voters),
-            "learners": sorted(config.learners),
-            "placementEpoch": self.ledger.epoch(pid),
-            "configEpoch": config.epoch,
-            "incarnation": node.incarnationNumber,
-            "voteIntact": node.votesIntact(),
-            "lastMembershipChange": part.change.last() or None,
-            "cep": part.machine.status(),
-            **({"stateHash": part.machine.stateHash()} if withHash else {}),
-        }
-
-    def leaderKnown(self) -> bool:
-        return not self.notReadyReasons()
-
-    def notReadyReasons(self) -> tuple[str, ...]:
-        reasons = []
-        if self.routing.nodeBySpiffe(self.spiffe) is None:
-            reasons.append(f"this node ({self.spiffe}) is not in the routing table")
-        for pid in self.hostedIds():
-            reason = self.partitionNotReady(pid)
-            if reason is not None:
-                reasons.append(reason)
-        return tuple(reasons)
-
-    def partitionNotReady(self, pid: str) -> str | None:
-        """
-        Why this node's replica of the hosted partition C{pid} is not ready
-        (not started, failed, no leader known, or lagging by more than
-        C{maxLag}), or C{None} when it is.
-        """
-        part = self.partitions.get(pid)
-        if part is None:
-            missing = self.unresolved(self.routing, pid)
-            if missing:
-                return (
-                    f"partition {pid}: not started: the routing table gives replicas {missing} "
-                    "no SPIFFE ID or Raft address"
-                )
-        state = part.lifecycle.describe() if part is not None else {"state": "starting"}
-        if state["state"] == "failed":
-            return f"partition {pid}: failed to start: {state['error']}"
-        if part is None or not part.serving():
-            return f"partition {pid}: raft group {state['state']}"
-        if part.node.leaderId is None:
-            return f"partition {pid}: no raft leader known (term {part.node.term})"
-        lag = part.committedIndex() - part.matchIndex()
-        if lag > self.maxLag:
-            return (
-                f"partition {pid}: match index {part.matchIndex()} is {lag} behind committed "
-                f"{part.committedIndex()} (bound {self.maxLag})"
-            )
-        applyLag = part.node.commitIndex - part.node.lastApplied
-        if applyLag > self.maxLag:
-            return f"partition {pid}: applying {applyLag} entries behind commit"
-        return None

@@ -84,6 +84,13 @@ class Partition:
         self._close()
         self.manager.replicaStopped(self)
 
+    def holdsEntries(self) -> bool:
+        # an entry, or a snapshot (its index is where the log starts)
+        return self.node.log.lastIndex() > 0
+
+    def configEpoch(self) -> int:
+        return self.node.configs.latest().epoch
+
     def _close(self) -> None:
         self.node.stop()
         self.manager.multi.dropGroup(self.pid)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
@@ -180,10 +181,12 @@ class PeerService(MultiService):
         self._bound[key] = d
         watchListening(self, key, description, d, self.reactor)
 
-    async def _bind(self, key: str, listen: Deferred[Any]) -> Any:
+    async def _bind(self, key: str, listen: Deferred[Any], announce: Callable[[Any], None]) -> Any:
         """
-        Await the bind C{listen} of the listener C{key}, reporting it to the
-        barrier; a failure reported there is not reported again.
+        Await the bind C{listen} of the listener C{key}; C{announce} the
+        listening port (record and log it), then report it to the barrier,
+        whose C{started} line so comes last, naming the port bound; a
+        failure reported there is not reported again.
         """
         bound = self._bound.pop(key, None)
         try:
@@ -193,6 +196,8 @@ class PeerService(MultiService):
                 raise
             bound.errback(Failure())
             raise _Reported() from None
+        self._listeners.append(port)
+        announce(port)
         if bound is not None:
             bound.callback(port)
         return port
@@ -224,19 +229,12 @@ class PeerService(MultiService):
                 await self.store.start()
             except sqlite3.Error as e:
                 raise RuntimeError(f"{self.config.path('data.db')}: cannot open: {e}") from None
-            port = await self._bind(
+            await self._bind(
                 "p2p.listen_port",
                 listenStreams(
                     self.reactor, self.tls, self.config.listenPort, self.streams, self.config.listenAddr
                 ),
-            )
-            self._listeners.append(port)
-            self.p2pPort = port.getHost().port
-            log.info(
-                "peer {peer} P2P streams on {host} port {port}",
-                peer=self.identity.peerId[:16],
-                host=port.getHost().host,
-                port=self.p2pPort,
+                self._streamsListening,
             )
             if self.hubURL:
                 self.hubClient = HubClient(
@@ -275,14 +273,28 @@ class PeerService(MultiService):
             site = JSONErrorsSite(resource, maxBodyBytes=256 * 1024)
             site.displayTracebacks = False
             site.noisy = False
-            listening = await self._bind(
+
+            def viewerListening(listening: Any) -> None:
+                self.viewerPort = listening.getHost().port
+                resource.port = self.viewerPort
+                log.info(
+                    "viewer on {url}/", url=httpURL(host, self.viewerPort), host=host, port=self.viewerPort
+                )
+
+            await self._bind(
                 "viewer.http_addr",
                 tcpServerEndpoint(self.reactor, host, port).listen(site),
+                viewerListening,
             )
-            self._listeners.append(listening)
-            self.viewerPort = listening.getHost().port
-            resource.port = self.viewerPort
-            log.info("viewer on {url}/", url=httpURL(host, self.viewerPort), host=host, port=self.viewerPort)
+
+    def _streamsListening(self, port: Any) -> None:
+        self.p2pPort = port.getHost().port
+        log.info(
+            "peer {peer} P2P streams on {host} port {port}",
+            peer=self.identity.peerId[:16],
+            host=port.getHost().host,
+            port=self.p2pPort,
+        )
 
     async def _stop(self) -> None:
         if self.hubClient is not None:

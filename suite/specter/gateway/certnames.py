@@ -52,10 +52,21 @@ __all__ = [
     "presentedNames",
     "quicPresentedNames",
     "MISDIRECTED",
+    "MISDIRECTED_HEADERS",
 ]
 
 #: RFC 9110 section 15.5.20.
 MISDIRECTED = 421
+#: The headers every 421 carries besides its content type and length.  A
+#: 421 answers a request as it came on one connection, while a cache keys
+#: its entries on the URI alone: a stored 421 would be served to a client
+#: that asks on a connection where the request is answered.  RFC 9110 does
+#: not make a 421 heuristically cacheable (it is not among the codes of
+#: its section 15.1; RFC 7540's "cacheable by default" was dropped, erratum
+#: 4666), but a cache may still store one it is given freshness for, and
+#: caches written to RFC 7540 may store it by default: C{no-store} rules
+#: out both (the answer is cheap to give again).
+MISDIRECTED_HEADERS: tuple[tuple[bytes, bytes], ...] = ((b"cache-control", b"no-store"),)
 #: Distinct hosts a connection remembers its verdict for (then it starts over).
 VERDICTS = 64
 

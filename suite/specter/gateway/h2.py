@@ -24,6 +24,10 @@ what they queue.  What keeps it lean per request:
     and the check that the certificate presented on the connection covers
     the authority (421 Misdirected Request otherwise, RFC 9113 section
     9.1.2; L{suite.specter.gateway.certnames}), both cached with the head;
+  - request headers over the gateway's limit are answered 431 on their
+    stream while the block decodes within L{HEADER_LIST_FACTOR} times the
+    limit (so the HPACK state stays right); a larger block is not decoded
+    and ends the connection (C{COMPRESSION_ERROR});
   - responses are queued and sent in one pass when the frames that carried
     them have all been read (end of a link read, end of a visitor read, or
     else once per reactor turn): a short response leaves as one HEADERS and
@@ -97,7 +101,16 @@ from suite.specter.gateway.visitor import serverName
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
 
-__all__ = ["H2Front", "H2Visitor", "TurnFlusher", "MAX_BODY", "STREAM_WINDOW", "CONNECTION_WINDOW"]
+__all__ = [
+    "H2Front",
+    "H2Visitor",
+    "TurnFlusher",
+    "MAX_BODY",
+    "STREAM_WINDOW",
+    "CONNECTION_WINDOW",
+    "HEADER_LIST_FACTOR",
+    "headerListSize",
+]
 
 log = Logger()
 #: Initial window of each visitor stream (request bodies).
@@ -118,15 +131,29 @@ _CONFIG = H2Configuration(
 )
 _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 _REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
+#: A request's header list up to this many times the gateway's
+#: C{maxHeaderBytes} is decoded and answered 431 when over the limit (as
+#: L{suite.web.limits.HEADER_BLOCK_FACTOR} does for the suite's sites); a
+#: larger one ends the connection.
+HEADER_LIST_FACTOR = 4
 #: The opaque data of the PING sent with the first GOAWAY of a drain.
 DRAIN_PING = b"drain\x00\x00\x00"
+
+
+def headerListSize(headers: list[tuple[bytes, bytes]]) -> int:
+    """
+    The size of a header list as C{SETTINGS_MAX_HEADER_LIST_SIZE} counts it
+    (RFC 9113 section 6.5.2: name, value and 32 bytes per field).
+    """
+    return sum(len(name) + len(value) + 32 for name, value in headers)
 
 
 class Refusal:
     """
     A request head answered by the gateway itself, never routed: 400 (a
-    malformed request) or 421 (an authority the connection's certificate
-    does not cover); kept in a connection's cache of request heads.
+    malformed request), 421 (an authority the connection's certificate
+    does not cover) or 431 (headers over the limit); kept in a
+    connection's cache of request heads (but for 431).
     """
 
     __slots__ = ("code", "reason")
@@ -254,7 +281,11 @@ class H2Visitor(Protocol, ConnectionSide):
             },
         )
         installCachingCodecs(conn)
-        conn.decoder.max_header_list_size = self.gateway.config.maxHeaderBytes
+        # The setting above is advisory (RFC 9113 section 6.5.2): a header
+        # list up to HEADER_LIST_FACTOR times it is decoded whole (the HPACK
+        # state stays right) and answered 431; a larger one is not decoded
+        # and ends the connection (COMPRESSION_ERROR, h2internals).
+        conn.decoder.max_header_list_size = HEADER_LIST_FACTOR * self.gateway.config.maxHeaderBytes
         conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.transport.registerProducer(self, True)
@@ -426,6 +457,10 @@ class H2Visitor(Protocol, ConnectionSide):
         key = tuple(headers)
         found = self.heads.get(key)
         if found is None:
+            limit = self.gateway.config.maxHeaderBytes
+            if headerListSize(headers) > limit:
+                # not kept: the cache holds heads up to the limit only
+                return Refusal(431, f"request headers larger than {limit} bytes")
             try:
                 found = buildRequestHead(headers, self.ip)
             except BadMessage as e:

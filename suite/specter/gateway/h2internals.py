@@ -23,6 +23,14 @@ input gives the same output, so it is looked up instead.
     table (the table changes, nothing is cached); the next time every
     field is indexed, the table does not change and the block is kept.
 
+A block the decoder gives up on (malformed, or decoding past the
+decoder's C{max_header_list_size}: C{hpack} stops part way, its dynamic
+table possibly out of step with the peer's encoder) raises
+L{UndecodedHeaderBlock}, which ends the connection with GOAWAY
+C{COMPRESSION_ERROR}: RFC 9113 section 4.3 requires it of a receiver that
+does not decompress a field block (C{h2} itself would answer
+C{ENHANCE_YOUR_CALM} or C{PROTOCOL_ERROR}).
+
 L{sendGoAway} queues a GOAWAY frame without moving C{h2}'s connection
 state machine to CLOSED: C{close_connection} does, and C{h2} then refuses
 to send (or receive) anything more on the streams in flight, which a
@@ -62,14 +70,16 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from h2.connection import ConnectionInputs, ConnectionState, H2Connection, _decode_headers
+from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError, TooManyStreamsError
 from h2.stream import H2Stream, StreamInputs, StreamState
-from hpack import Decoder, Encoder
+from hpack import Decoder, Encoder, HPACKError
 from hpack.table import HeaderTable
 
 __all__ = [
     "CachingDecoder",
     "CachingEncoder",
+    "UndecodedHeaderBlock",
     "installCachingCodecs",
     "sendResponse",
     "sendGoAway",
@@ -108,9 +118,19 @@ class _CountingTable(HeaderTable):
         HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
 
 
+class UndecodedHeaderBlock(ProtocolError):
+    """
+    A header block was not decoded whole: the connection's HPACK state is
+    lost, the connection ends with C{COMPRESSION_ERROR}.
+    """
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
 class CachingDecoder(Decoder):
     """
-    An HPACK decoder answering repeated blocks from a cache.
+    An HPACK decoder answering repeated blocks from a cache; a block it
+    cannot decode whole raises L{UndecodedHeaderBlock}.
     """
 
     def __init__(self, maxHeaderListSize: int) -> None:
@@ -128,7 +148,12 @@ class CachingDecoder(Decoder):
             found = self._cache.get(data)
             if found is not None and found[0] == raw:
                 return found[1]
-        headers = super().decode(data, raw)
+        try:
+            headers = super().decode(data, raw)
+        except HPACKError as e:
+            # (h2's own handler of hpack's errors is bypassed: a
+            # ProtocolError goes through it as it is)
+            raise UndecodedHeaderBlock(f"header block not decoded: {e}") from e
         if table.generation == state[0] and len(data) <= CACHE_BLOCK_BYTES:
             cache = self._cache
             if self._state != state:

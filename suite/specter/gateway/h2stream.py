@@ -67,7 +67,7 @@ from suite.fsm import indexed
 from suite.specter.gateway.exchange import Exchange, SiteExchange
 from suite.specter.gateway.http1 import RequestHead, ResponseHead
 from suite.specter.gateway.interfaces import IResponseSink
-from suite.specter.gateway.visitor import errorPage
+from suite.specter.gateway.visitor import errorHeaders, errorPage
 
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
@@ -395,6 +395,7 @@ def _errorResponse(core: StreamCore, code: int, detail: str) -> Response:
         (b":status", b"%d" % code),
         (b"content-type", b"text/html; charset=utf-8"),
         (b"content-length", b"%d" % len(body)),
+        *errorHeaders(code),
     ]
     return Response(core, None, headers, deque([body, END]), len(body))
 

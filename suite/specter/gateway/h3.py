@@ -59,6 +59,7 @@ from suite.specter.gateway.certnames import (
 from suite.specter.gateway.h3conn import GoingAway, H3ConnectionInputs, H3ConnectionSide, newH3Connection
 from suite.specter.gateway.http1 import BadMessage, ResponseHead, buildRequestHead
 from suite.specter.gateway.interfaces import IResponseSink
+from suite.specter.gateway.visitor import errorHeaders
 
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
@@ -441,7 +442,10 @@ class _H3Protocol(QuicConnectionProtocol, H3ConnectionSide):
         errors = self.gateway.metrics.errors
         errors[code] = errors.get(code, 0) + 1
         body = f"{code} {detail}\n".encode()
-        self.http.send_headers(streamId, [(b":status", str(code).encode()), (b"content-type", b"text/plain")])
+        self.http.send_headers(
+            streamId,
+            [(b":status", str(code).encode()), (b"content-type", b"text/plain"), *errorHeaders(code)],
+        )
         self.http.send_data(streamId, body, True)
         self.transmit()
 

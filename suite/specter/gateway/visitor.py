@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from suite.specter.gateway.certnames import MISDIRECTED, misdirectedReason, presentedNames
+from suite.specter.gateway.certnames import (
+    MISDIRECTED,
+    MISDIRECTED_HEADERS,
+    misdirectedReason,
+    presentedNames,
+)
 from suite.specter.gateway.forwarded import RequestError, RequestRewriter, hostConflict
 from suite.specter.gateway.visitormachine import (
     REPLAY_LIMIT,
@@ -31,7 +36,7 @@ from suite.specter.tunnel.mux import LocalSide, closeTransport
 if TYPE_CHECKING:
     from suite.specter.gateway.core import Gateway
 
-__all__ = ["HTTPVisitor", "TCPVisitor", "errorPage", "serverName", "REPLAY_LIMIT"]
+__all__ = ["HTTPVisitor", "TCPVisitor", "errorHeaders", "errorPage", "serverName", "REPLAY_LIMIT"]
 
 log = Logger()
 
@@ -45,6 +50,15 @@ _REASONS = {
 }
 
 
+def errorHeaders(code: int) -> tuple[tuple[bytes, bytes], ...]:
+    """
+    The headers a gateway error answer with C{code} carries besides its
+    content type and length, over every HTTP version (C{Cache-Control:
+    no-store} on a 421: L{MISDIRECTED_HEADERS}).
+    """
+    return MISDIRECTED_HEADERS if code == MISDIRECTED else ()
+
+
 def errorPage(code: int, detail: str) -> bytes:
     """
     A complete HTTP/1.1 error response that closes the connection.
@@ -55,11 +69,12 @@ def errorPage(code: int, detail: str) -> bytes:
         f"<!doctype html><html><head><title>{code} {reason}</title></head>"
         f"<body><h1>{code} {reason}</h1><p>{safe}</p><hr><p>specter gateway</p></body></html>\n"
     ).encode()
+    extra = b"".join(b"%s: %s\r\n" % (name.title(), value) for name, value in errorHeaders(code))
     head = (
         f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n"
     ).encode()
-    return head + body
+    return head + extra + b"Connection: close\r\n\r\n" + body
 
 
 def serverName(transport: Any) -> str | None:

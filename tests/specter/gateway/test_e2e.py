@@ -39,7 +39,7 @@ class GatewayEndToEndTests(TestCase):
     async def test_httpThroughTunnel(self) -> None:
         """
         curl over HTTP/1.1 and HTTP/2 reaches the backend through gateway and
-        tunnel; an unknown host gets 404, oversized headers 431.
+        tunnel; an unknown host gets 404, oversized headers 431 (over both).
         """
         port, backendPort = listenLocal(Site(_Hello()))
         self.addCleanup(port.stopListening)
@@ -62,6 +62,11 @@ class GatewayEndToEndTests(TestCase):
         self.assertTrue(out.endswith("404 2"), out)
         out, _, _ = await h.curl(host, "--http1.1", "-H", "X-Big: " + "a" * 20000)
         self.assertTrue(out.endswith("431 1.1"), out)
+        # over HTTP/2 the refused stream is answered 431 too (not reset)
+        out, err, code = await h.curl(host, "--http2", "-H", "X-Big: " + "a" * 20000)
+        self.assertEqual(code, 0, err)
+        self.assertIn("request headers larger than 16384 bytes", out)
+        self.assertTrue(out.endswith("431 2"), out)
 
     async def test_rawTCPConnect(self) -> None:
         """

@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
 from suite.specter.gateway.core import GatewayLink
-from suite.specter.gateway.h2 import DRAIN_PING, MAX_BODY, H2Front
+from suite.specter.gateway.h2 import DRAIN_PING, MAX_BODY, H2Front, headerListSize
 from suite.specter.gateway.h2conn import MAX_STREAM_ID
 from suite.specter.gateway.h2stream import Response, newStream
 from suite.specter.gateway.interfaces import IResponseSink
@@ -503,6 +503,63 @@ class H2FrontTests(SynchronousTestCase):
         self.assertEqual(self.h.linkFrames(), [(CLOSE, sid, b"")])
         self.h.clock.advance(0)
         self.assertEqual(self.h.clock.getDelayedCalls(), [])
+
+
+class H2HeaderLimitTests(SynchronousTestCase):
+    """
+    Request headers over the gateway's limit (16 KiB, advertised as
+    C{SETTINGS_MAX_HEADER_LIST_SIZE}): 431 on their stream while the block
+    can be decoded whole, the end of the connection (C{COMPRESSION_ERROR})
+    beyond.
+    """
+
+    def setUp(self) -> None:
+        self.h = _Harness()
+
+    def test_431OnTheStream(self) -> None:
+        """
+        A header list just over the limit, and one near four times it (in
+        CONTINUATION frames), are answered 431 with the reason on their own
+        streams; nothing goes down the tunnel, the connection stays open and
+        its HPACK state right: the next request, whose fields the client
+        indexed while sending the refused ones, is forwarded whole.
+        """
+        h = self.h
+        h.request(1, extra=[("x-kept", "indexed"), ("x-big", "a" * 17_000)])
+        h.request(3, end=False, extra=[("x-kept", "indexed"), ("x-big", "b" * 65_000)])
+        h.pump()
+        codes = {e.stream_id: dict(e.headers)[b":status"] for e in h.of(h2.events.ResponseReceived)}
+        self.assertEqual(codes, {1: b"431", 3: b"431"})
+        bodies = {e.stream_id: e.data for e in h.of(h2.events.DataReceived)}
+        self.assertIn(b"request headers larger than 16384 bytes", bodies[1])
+        self.assertEqual(h.linkFrames(), [])
+        self.assertEqual(h.gateway.metrics.errors, {431: 2})
+        self.assertFalse(h.transport.disconnecting)
+        self.assertEqual(h.of(h2.events.ConnectionTerminated), [])
+        # the header list's size counts 32 bytes per field (RFC 9113 6.5.2)
+        self.assertEqual(headerListSize([(b"ab", b"cde")]), 37)
+        h.request(5, extra=[("x-kept", "indexed")])
+        h.pump()
+        (kind, _, _), (_, _, head) = h.linkFrames()
+        self.assertEqual(kind, OPEN)
+        self.assertIn(b"x-kept: indexed\r\n", head)
+        # refused heads that large are not kept in the connection's cache
+        self.assertEqual([headerListSize(list(k)) <= 16384 for k in h.visitor.heads], [True])
+
+    def test_tooLargeToDecode(self) -> None:
+        """
+        A header list over four times the limit is not decoded: GOAWAY with
+        C{COMPRESSION_ERROR} (RFC 9113 section 4.3) and the connection
+        closes; nothing goes down the tunnel.
+        """
+        h = self.h
+        h.request(1, extra=[("x-big", "a" * 70_000)])
+        h.pump()
+        (terminated,) = h.of(h2.events.ConnectionTerminated)
+        self.assertEqual(terminated.error_code, ErrorCodes.COMPRESSION_ERROR)
+        self.assertEqual(h.of(h2.events.ResponseReceived), [])
+        self.assertTrue(h.transport.disconnecting)
+        self.assertEqual(h.linkFrames(), [])
 
 
 class H2AuthorityTests(SynchronousTestCase):

@@ -9,6 +9,7 @@ import inspect
 import re
 
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.stream
@@ -22,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from suite.specter.gateway.h2internals import (
     CachingDecoder,
     CachingEncoder,
+    UndecodedHeaderBlock,
     installCachingCodecs,
     receive,
     remoteOpen,
@@ -91,6 +93,20 @@ class CodecEquivalenceTests(SynchronousTestCase):
         self.assertEqual(encoder.encode(headers), second)
         self.assertIs(decoder.decode(second, raw=True), decoded)
         self.assertEqual(calls, [])
+
+    def test_undecodedBlock(self) -> None:
+        """
+        A block decoding past the decoder's header list limit, or a
+        malformed one, raises L{UndecodedHeaderBlock}: an h2 protocol error
+        of type C{COMPRESSION_ERROR} (RFC 9113 section 4.3), which h2's own
+        handler of hpack's errors lets through as it is.
+        """
+        decoder = CachingDecoder(1000)
+        for block in (Encoder().encode([(b"x-big", b"a" * 2000)]), b"\xff\xff\xff\x7f"):
+            with self.assertRaises(UndecodedHeaderBlock) as caught:
+                h2.connection._decode_headers(decoder, block)
+            self.assertIsInstance(caught.exception, h2.exceptions.ProtocolError)
+            self.assertEqual(caught.exception.error_code, h2.errors.ErrorCodes.COMPRESSION_ERROR)
 
     def test_installed(self) -> None:
         """

@@ -1,5 +1,6 @@
 """
-421 Misdirected Request (RFC 9110 15.5.20, RFC 9113 9.1.2, RFC 9114 4.3.1):
+421 Misdirected Request (RFC 9110 15.5.20, RFC 9113 9.1.2, RFC 9114 4.3.1),
+never stored by a cache (C{Cache-Control: no-store}):
 a request whose authority the certificate presented on its connection does
 not cover is answered by the gateway, never routed.  The names a
 certificate covers (L{suite.specter.gateway.certnames}), then HTTP/2 (an
@@ -298,6 +299,11 @@ class H2MisdirectedTests(SynchronousTestCase):
         h = self.harness(_NODE)
         self.send(h, [HOST, "example.test", "127.0.0.1:8443"])
         self.assertEqual(self.statuses(h), {1: b"421", 3: b"421", 5: b"404"})
+        # no cache may keep a 421 (RFC 9110 15.5.20); the 404 is not marked
+        cacheControl = {
+            e.stream_id: dict(e.headers).get(b"cache-control") for e in h.of(h2.events.ResponseReceived)
+        }
+        self.assertEqual(cacheControl, {1: b"no-store", 3: b"no-store", 5: None})
         self.assertEqual(self.opened(h), [])
 
     def test_withoutTLS(self) -> None:
@@ -346,6 +352,8 @@ class HTTP1MisdirectedTests(SynchronousTestCase):
             out = transport.value()
             self.assertTrue(out.startswith(b"HTTP/1.1 421 Misdirected Request\r\n"), out)
             self.assertIn(b"Connection: close", out)
+            head = out[: out.index(b"\r\n\r\n")].split(b"\r\n")
+            self.assertIn(b"Cache-Control: no-store", head)
             self.assertIn(b"does not cover app.example.test", out)
             self.assertTrue(transport.disconnecting)
         self.assertEqual(self.wire.value(), b"")
@@ -403,6 +411,12 @@ class H3MisdirectedTests(SynchronousTestCase):
         h = self.harness(_SHOP)
         first, shop, again = self.send(h, [HOST, SHOP, HOST])
         self.assertEqual(self.statuses(h), {first: b"421", again: b"421"})
+        cacheControl = {
+            e.stream_id: dict(e.headers).get(b"cache-control")
+            for e in h.events
+            if isinstance(e, HeadersReceived)
+        }
+        self.assertEqual(cacheControl, {first: b"no-store", again: b"no-store"})
         self.assertIn(f"does not cover {HOST}".encode(), h.bodies()[first])
         self.assertEqual(len(h.tunnelStreams()), 1)
         self.assertIsNone(h.terminated)
