@@ -2,8 +2,8 @@
 Cost and crash safety of Specter's AOF durability levels: put ops/s through
 --listen-rpc on one node (aof, R=1, 5 vnodes), clients keeping 64 requests
 in flight on each of two connections, and the node's CPU time per put, for
-the default (each turn's writes appended before they are acknowledged,
-fsync every --aof-flush-interval) and --aof-sync (fsynced before the
+the default (each put's record written before the put returns, fsync
+every --aof-flush-interval) and --aof-sync (fsynced before the
 acknowledgement), alternated, best of N rounds each; then, per mode, how
 many of --kill-puts acknowledged puts a restart finds after kill -9 (with
 --aof-flush-interval 300, so no timed fsync runs first).
@@ -13,10 +13,13 @@ waited for the write, e.g. C{git archive faf45e1 | tar -x -C DIR}), two
 more modes run that code (PYTHONPATH=DIR): "memory", its default
 (acknowledged from memory, written and fsynced every interval), and
 "oldsync", its --aof-sync (written and fsynced in a thread before the
-acknowledgement).
+acknowledgement).  With --batched-tree DIR (the code of commit d6d5a4b,
+whose default wrote each reactor turn's records with one write at the end
+of the turn and acknowledged them after it), "batched" and "batchedsync"
+run that code's default and --aof-sync.
 
     .venv/bin/python bench/specter_aof_sync.py [--rounds 3] [--puts 20000]
-        [--kill-puts 2000] [--old-tree DIR]
+        [--kill-puts 2000] [--old-tree DIR] [--batched-tree DIR]
 
 The last line holds the figures as key=value pairs.
 """
@@ -39,11 +42,14 @@ from specter_kv import Proc, _inChild, cpuSeconds, runClients  # noqa: E402
 Mode = tuple[str, tuple[str, ...], "dict[str, str] | None"]
 
 
-def modes(oldTree: str | None) -> list[Mode]:
+def modes(oldTree: str | None, batchedTree: str | None = None) -> list[Mode]:
     out: list[Mode] = [("default", (), None), ("sync", ("--aof-sync",), None)]
     if oldTree:
         old = dict(os.environ, PYTHONPATH=os.path.abspath(oldTree))
         out += [("memory", (), old), ("oldsync", ("--aof-sync",), old)]
+    if batchedTree:
+        batched = dict(os.environ, PYTHONPATH=os.path.abspath(batchedTree))
+        out += [("batched", (), batched), ("batchedsync", ("--aof-sync",), batched)]
     return out
 
 
@@ -109,6 +115,7 @@ def main() -> None:
     parser.add_argument("--puts", type=int, default=20000)
     parser.add_argument("--kill-puts", type=int, default=2000)
     parser.add_argument("--old-tree", help="code from before acknowledgements waited for the write")
+    parser.add_argument("--batched-tree", help="code whose acknowledgements waited for an end-of-turn write")
     args = parser.parse_args()
     from suite.pki.ca import initBundle
 
@@ -116,7 +123,7 @@ def main() -> None:
     try:
         cert = os.path.join(base, "cert")
         initBundle(cert, ["127.0.0.1"])
-        todo = modes(args.old_tree)
+        todo = modes(args.old_tree, args.batched_tree)
         best = {m[0]: (0.0, 1.0) for m in todo}
         for r in range(args.rounds):
             for mode in todo:

@@ -12,13 +12,13 @@ origin 0) forgets the record.  Format 1 files (body C{[kind, key,
 payload-or-nil]}, nil deleting) are still read: their records get version
 0, and the file is rewritten in format 2 at once.
 
-Durability: the changes made in a reactor turn are appended with one
-C{write(2)} at the end of the turn, before they are acknowledged, so a
-process crash (kill -9) loses no acknowledged change; the file is fsynced
-in a thread every C{flushInterval} seconds, which bounds what a power loss
-or OS crash can take (Redis's C{appendfsync everysec}).  With C{sync} a
-change is acknowledged only once fsynced too.  At start-up the log is
-replayed; a torn or corrupt tail is cut off (and logged) instead of
+Durability: the records of each operation are appended with one
+C{write(2)} inside the operation, before it returns its (already fired)
+result, so a process crash (kill -9) loses no acknowledged change; the
+file is fsynced in a thread every C{flushInterval} seconds, which bounds
+what a power loss or OS crash can take (Redis's C{appendfsync everysec}).
+With C{sync} a change is acknowledged only once fsynced too.  At start-up
+the log is replayed; a torn or corrupt tail is cut off (and logged) instead of
 refusing to start.  When the file grows past twice the live data it is
 compacted into a fresh snapshot written to a temporary file and renamed.
 """
@@ -100,15 +100,16 @@ class AOFStore(TableStore):
     """
     In-memory records persisted in an append-only file.
 
-    The changes made during a reactor turn are appended to the file with
-    one write at the end of the turn (C{callLater(0)}), and only then
-    acknowledged: the Deferreds of the operations that made them fire in
-    the order the operations ran.  The file is fsynced in a thread every
-    C{flushInterval} seconds, or, with C{sync}, before the changes are
-    acknowledged (the changes written while one fsync runs share the next:
-    group commit).  A failed write fails the changes it carried with
-    L{StoreWriteFailed}; they stay in memory and are written again with the
-    next batch.
+    The records an operation makes are appended to the file with one
+    write (C{pwrite} at the known end, on the reactor thread) before the
+    operation returns: its Deferred has fired by then, so callers go on in
+    the same call (no turn is waited for).  The file is fsynced in a thread
+    every C{flushInterval} seconds, or, with C{sync}, before the changes
+    are acknowledged (one fsync, asked for at the end of the turn, covers
+    the changes of the turn, and the changes written while one fsync runs
+    share the next: group commit).  A failed write fails the operation with
+    L{StoreWriteFailed}; its records stay in memory and are written again
+    with the next change (or the next interval, or L{flush}).
 
     @param runner: runs a blocking callable off the reactor thread and
         returns a Deferred (e.g. C{deferToThreadPool} bound to a pool).
@@ -135,16 +136,13 @@ class AOFStore(TableStore):
         self.runner = runner
         self.flushInterval = flushInterval
         self.compactMinBytes = compactMinBytes
-        #: encoded changes not in the file yet (this turn's, or a failed write's)
+        #: encoded changes not in the file yet (the running operation's, or a failed write's)
         self.pending: list[bytes] = []
         self.appends = 0
         self.writeErrors = 0
         self.flushes = 0
         self.compactions = 0
         self.repairedBytes = 0
-        self._changes = 0
-        #: acknowledgements (and their results) waiting for the next append
-        self._unwritten: list[_Ack] = []
         #: acknowledgements (and flushes) waiting for the next fsync
         self._unsynced: list[_Ack] = []
         #: appended since the last fsync began
@@ -152,7 +150,8 @@ class AOFStore(TableStore):
         #: what is appended while a compaction writes its snapshot
         self._sinceSnapshot: list[bytes] | None = None
         self._compactAfter = 0.0
-        self._endOfTurn: IDelayedCall | None = None
+        #: with C{sync}, the end-of-turn call that asks for the fsync of the turn's changes
+        self._fsyncDue: IDelayedCall | None = None
         self._closed = False
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self._file = AppendFile.open(self.path, self._replay())
@@ -255,81 +254,86 @@ class AOFStore(TableStore):
 
     # -- acknowledgements -------------------------------------------------
     def _run(self, op: Callable[..., T], *args: Any) -> Deferred[T]:
-        before = self._changes
+        before = len(self.pending)
         try:
             result = op(self, *args)
         except Exception:  # handed to the caller's Deferred
-            return fail()
+            failed: Deferred[T] = fail()
+            if len(self.pending) > before:
+                # what the operation changed before it raised is in memory: keep the file in step
+                self._appendPending()
+            return failed
         return self._whenStored(result, before)
 
     def importRecords(self, records: Iterable[Incoming]) -> Deferred[int]:
-        before = self._changes
+        before = len(self.pending)
         return self._whenStored(self._install(records), before)
 
     def removeRange(self, low: int, high: int) -> Deferred[int]:
-        before = self._changes
+        before = len(self.pending)
         return self._whenStored(self._forgetRange(low, high), before)
 
     def _whenStored(self, result: T, before: int) -> Deferred[T]:
         """
-        An operation's C{result}, held back until the changes it made (if
-        any) are written (and, with C{sync}, fsynced).
+        An operation's C{result} once the records it made (C{pending} past
+        C{before}; none: at once) are written: fired already, or failed with
+        L{StoreWriteFailed}; with C{sync}, firing once they are fsynced too.
         """
-        if self._changes == before:
+        if len(self.pending) == before:
             return succeed(result)
-        if self._closed:
-            return fail(StoreWriteFailed(f"{self.path}: the store is closed"))
+        error = self._appendPending()
+        if error is not None:
+            return fail(error)
+        if not self.sync:
+            return succeed(result)
         ack: Deferred[T] = Deferred()
-        self._unwritten.append((ack, result))
+        self._unsynced.append((ack, result))
+        if self._fsyncDue is None:
+            # at the end of the turn: one fsync covers every change of the turn
+            self._fsyncDue = self.clock.callLater(0, self._requestFsync)
         return ack
+
+    def _requestFsync(self) -> None:
+        self._fsyncDue = None
+        self._disk.request()
 
     # -- appends ----------------------------------------------------------
     def _persist(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
         self.pending.append(encodeRecord(kind, key, payload, hlc, origin))
-        self._changes += 1
-        if self._endOfTurn is None and not self._closed:
-            self._endOfTurn = self.clock.callLater(0, self._appendPending)
 
-    def _appendPending(self) -> None:
+    def _appendPending(self) -> StoreWriteFailed | None:
         """
-        Append what is pending with one write, then acknowledge the changes
-        waiting for it (or fail them).  Runs at the end of a turn.
+        Append what is pending with one write; return the error that fails
+        the changes it carried, if it failed (they stay pending).
         """
-        if self._endOfTurn is not None:
-            if self._endOfTurn.active():
-                self._endOfTurn.cancel()
-            self._endOfTurn = None
-        acks, self._unwritten = self._unwritten, []
-        if self.pending:
-            chunk = b"".join(self.pending)
-            try:
-                self._file.append(chunk)
-            except OSError as e:
-                self._appendFailed(e, acks)
-                return
-            self.pending = []
-            self.appends += 1
-            self._dirty = True
-            if self._sinceSnapshot is not None:
-                self._sinceSnapshot.append(chunk)
-        if self.sync and acks:
-            self._unsynced.extend(acks)
-            self._disk.request()
-        else:
-            _fire(acks)
+        pending = self.pending
+        if not pending:
+            return None
+        if self._closed:
+            return StoreWriteFailed(f"{self.path}: the store is closed")
+        chunk = pending[0] if len(pending) == 1 else b"".join(pending)
+        try:
+            self._file.append(chunk)
+        except OSError as e:
+            return self._appendFailed(e)
+        self.pending = []
+        self.appends += 1
+        self._dirty = True
+        if self._sinceSnapshot is not None:
+            self._sinceSnapshot.append(chunk)
+        return None
 
-    def _appendFailed(self, error: OSError, acks: list[_Ack]) -> None:
+    def _appendFailed(self, error: OSError) -> StoreWriteFailed:
         self.writeErrors += 1
         reason = error.strerror or str(error)
         log.error(
             "AOF {path}: cannot append {records} records ({reason}); "
-            "{writes} writes fail, the records are tried again with the next batch",
+            "not acknowledged, tried again with the next change",
             path=self.path,
             records=len(self.pending),
             reason=reason,
-            writes=len(acks),
         )
-        _fail(acks, StoreWriteFailed(f"cannot write {self.path}: {reason}; not acknowledged"))
+        return StoreWriteFailed(f"cannot write {self.path}: {reason}; not acknowledged")
 
     def _tick(self) -> None:
         self._appendPending()
@@ -343,9 +347,9 @@ class AOFStore(TableStore):
         """
         if self._closed:
             return fail(StoreWriteFailed(f"{self.path}: the store is closed"))
-        self._appendPending()
-        if self.pending:
-            return fail(StoreWriteFailed(f"cannot write {self.path}: the last append failed"))
+        error = self._appendPending()
+        if error is not None:
+            return fail(error)
         done: Deferred[None] = Deferred()
         self._unsynced.append((done, None))
         self._disk.request()
@@ -464,11 +468,14 @@ class AOFStore(TableStore):
         """
         if self._closed:
             return succeed(None)
-        # closed first: a change made by a callback of the last acknowledgements fails
-        self._closed = True
         self._appendPending()
+        self._closed = True
         if self._ticker.running:
             self._ticker.stop()
+        if self._fsyncDue is not None:
+            # the fsync of the close covers the changes waiting for it
+            self._fsyncDue.cancel()
+            self._fsyncDue = None
         if self.pending:
             log.error(
                 "AOF {path}: closed with {records} records it could not write",

@@ -1,7 +1,8 @@
 """
-When the append-only store acknowledges a change: after the end-of-turn
-write by default, after the fsync too with C{sync}; failed writes, fsyncs
-and compactions, with a fake thread runner and L{Clock}.
+When the append-only store acknowledges a change: once its records are
+written, within the operation, by default; after the fsync too with
+C{sync}; failed writes, fsyncs and compactions, with a fake thread runner
+and L{Clock}.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from suite.kv.aof import AOFStore
-from suite.kv.records import StoreWriteFailed
+from suite.kv.records import LeaseHeld, StoreWriteFailed
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -81,30 +82,43 @@ class DefaultAcknowledgementTests(_Fixture):
     By default a change is acknowledged once written (no fsync waited for).
     """
 
-    def test_acknowledgedAfterTheTurnsWrite(self) -> None:
+    def test_writtenBeforeAcknowledged(self) -> None:
         """
-        The changes of a turn are written with one append at its end and
-        acknowledged then, in the order they were made, without a thread;
-        until then nothing is in the file, while reads see them at once.
+        Each operation's records are written with one append of their own
+        before it returns, and its Deferred has fired by then (no turn, no
+        thread, no timer waited for): a restart from the file as it is at
+        that moment finds the change.
         """
         store = self.open()
-        size = os.path.getsize(self.path)
-        answers: list[Any] = []
-        store.put(b"a", b"1").addCallback(lambda r: answers.append(("put", r)))
-        store.prefixAppend(b"p", b"c").addCallback(lambda r: answers.append(("append", r)))
-        store.delete(b"a").addCallback(lambda r: answers.append(("delete", r)))
-        store.importRecords([("v", b"x", b"9", 5, 1)]).addCallback(lambda r: answers.append(("import", r)))
-        self.assertEqual(self.successResultOf(store.prefixList(b"p")), [b"c"])
-        self.assertEqual(answers, [])
-        self.assertEqual(os.path.getsize(self.path), size)
-        self.clock.advance(0)
-        self.assertEqual(answers, [("put", None), ("append", True), ("delete", True), ("import", 1)])
-        self.assertEqual((store.appends, store.flushes, self.jobs), (1, 0, []))
+        calls = self.clock.getDelayedCalls()
+        self.assertIsNone(self.successResultOf(store.put(b"a", b"1")))
+        self.assertEqual(self.values(self.replayed(), b"a"), [b"1"])
+        self.assertTrue(self.successResultOf(store.prefixAppend(b"p", b"c")))
+        self.assertTrue(self.successResultOf(store.delete(b"a")))
+        self.assertEqual(self.successResultOf(store.importRecords([("v", b"x", b"9", 5, 1)])), 1)
+        lease = self.successResultOf(store.acquireLease(b"L", b"h", 10.0))
+        self.assertEqual((store.appends, store.flushes, self.jobs), (5, 0, []))
+        self.assertEqual(self.clock.getDelayedCalls(), calls)  # the fsync ticker only
         again = self.replayed()
         self.assertEqual(self.values(again, b"a", b"x"), [None, b"9"])
         self.assertEqual(self.successResultOf(again.prefixList(b"p")), [b"c"])
+        self.assertEqual(self.successResultOf(again.renewLease(b"L", lease.token, 10.0)).holder, b"h")
+        # the whole ring handed on: every record forgotten, in the file too
+        self.assertEqual(self.successResultOf(store.removeRange(0, 0)), 4)
+        self.assertEqual(self.replayed().table.records(), [])
 
-    def test_noChangeNoWait(self) -> None:
+    def test_oneAppendPerOperation(self) -> None:
+        """
+        An operation that makes several records (an import) writes them
+        with one append.
+        """
+        store = self.open()
+        records = [("v", b"k%d" % i, b"%d" % i, 5 + i, 1) for i in range(10)]
+        self.assertEqual(self.successResultOf(store.importRecords(records)), 10)
+        self.assertEqual(store.appends, 1)
+        self.assertEqual(self.values(self.replayed(), b"k0", b"k9"), [b"0", b"9"])
+
+    def test_noChangeNoWrite(self) -> None:
         """
         Operations that change nothing answer at once and write nothing.
         """
@@ -112,8 +126,25 @@ class DefaultAcknowledgementTests(_Fixture):
         self.assertFalse(self.successResultOf(store.delete(b"missing")))
         self.assertFalse(self.successResultOf(store.prefixContains(b"p", b"c")))
         self.assertEqual(self.successResultOf(store.removeRange(0, 0)), 0)
-        self.assertEqual(self.clock.getDelayedCalls()[1:], [])  # the fsync ticker only
         self.assertEqual(store.appends, 0)
+
+    def test_operationThatRaises(self) -> None:
+        """
+        An operation that fails (a lease held by another) fails its
+        Deferred and writes nothing; what an operation changed before it
+        raised is written all the same (memory and file stay in step).
+        """
+        store = self.open()
+        self.successResultOf(store.acquireLease(b"L", b"h", 10.0))
+        self.failureResultOf(store.acquireLease(b"L", b"other", 10.0), LeaseHeld)
+        self.assertEqual(store.appends, 1)
+
+        def halfDone(tx: Any) -> None:
+            tx.write("v", b"half", b"1")
+            raise ValueError("part-way")
+
+        self.failureResultOf(store._run(halfDone), ValueError)
+        self.assertEqual(self.values(self.replayed(), b"half"), [b"1"])
 
     def test_fsyncEveryInterval(self) -> None:
         """
@@ -121,7 +152,7 @@ class DefaultAcknowledgementTests(_Fixture):
         to, and not when it was not.
         """
         store = self.open()
-        self.successResultOf(self._put(store, b"a"))
+        self.successResultOf(store.put(b"a", b"1"))
         self.assertEqual(self.jobs, [])
         self.clock.advance(3.0)
         self.assertEqual(len(self.jobs), 1)
@@ -130,34 +161,46 @@ class DefaultAcknowledgementTests(_Fixture):
         self.clock.advance(3.0)
         self.assertEqual(self.jobs, [])
 
-    def _put(self, store: AOFStore, key: bytes) -> Deferred[None]:
-        d = store.put(key, b"v-" + key)
-        self.clock.advance(0)
-        return d
-
-    def test_failedWriteFailsItsChanges(self) -> None:
+    def test_failedWriteFailsItsChange(self) -> None:
         """
-        A write that fails part-way (a full disk) fails the changes it
-        carried with a clear error, cuts the file back to the last whole
-        record (earlier changes intact), and the next batch writes them
-        again together with its own.
+        A write that fails part-way (a full disk) fails the change it
+        carried at once with a clear error, cuts the file back to the last
+        whole record (earlier changes intact), and is logged; a read does
+        not try again, the next change writes the failed records again
+        together with its own.
         """
         store = self.open()
-        self.successResultOf(self._put(store, b"a"))
+        self.successResultOf(store.put(b"a", b"v-a"))
         size = os.path.getsize(self.path)
         patch = self.patch(os, "pwrite", _failingPwrite(os.pwrite))
-        b, c = store.put(b"b", b"2"), store.put(b"c", b"3")
-        self.clock.advance(0)
-        error = self.failureResultOf(b, StoreWriteFailed).getErrorMessage()
-        self.failureResultOf(c, StoreWriteFailed)
+        error = self.failureResultOf(store.put(b"b", b"2"), StoreWriteFailed).getErrorMessage()
+        self.failureResultOf(store.put(b"c", b"3"), StoreWriteFailed)
         self.assertEqual(error, f"cannot write {self.path}: No space left on device; not acknowledged")
         self.assertEqual(os.path.getsize(self.path), size)
-        self.assertEqual((store.writeErrors, store.stats()["pendingRecords"]), (1, 2))
+        self.assertEqual((store.writeErrors, store.stats()["pendingRecords"]), (2, 2))
+        self.assertEqual(self.successResultOf(store.get(b"b")), b"2")  # in memory, not acknowledged
+        self.assertEqual(store.writeErrors, 2)
         again = self.replayed()
         self.assertEqual((self.values(again, b"a", b"b"), again.repairedBytes), ([b"v-a", None], 0))
         patch.restore()
-        self.successResultOf(self._put(store, b"d"))
+        self.successResultOf(store.put(b"d", b"v-d"))
+        self.assertEqual(store.stats()["pendingRecords"], 0)
         self.assertEqual(self.values(self.replayed(), b"a", b"b", b"c", b"d"), [b"v-a", b"2", b"3", b"v-d"])
+
+    def test_failedWriteTriedAgainEachInterval(self) -> None:
+        """
+        Records a failed write left pending are written again at the next
+        interval, with no change to carry them.
+        """
+        store = self.open()
+        patch = self.patch(os, "pwrite", _raising(ENOSPC))
+        self.failureResultOf(store.put(b"a", b"1"), StoreWriteFailed)
+        self.clock.advance(3.0)
+        self.assertEqual((store.writeErrors, store.stats()["pendingRecords"]), (2, 1))
+        patch.restore()
+        self.clock.advance(3.0)
+        self.assertEqual(store.stats()["pendingRecords"], 0)
+        self.assertEqual(self.values(self.replayed(), b"a"), [b"1"])
 
     def test_failedWriteNotCutBack(self) -> None:
         """
@@ -166,32 +209,42 @@ class DefaultAcknowledgementTests(_Fixture):
         records after it are not lost behind a torn one.
         """
         store = self.open()
-        self.successResultOf(self._put(store, b"a"))
+        self.successResultOf(store.put(b"a", b"v-a"))
         pwrite = self.patch(os, "pwrite", _failingPwrite(os.pwrite))
         ftruncate = self.patch(os, "ftruncate", _raising(OSError(errno.EIO, "Input/output error")))
-        failed = store.put(b"b", b"x" * 1000)
-        self.clock.advance(0)
-        self.failureResultOf(failed, StoreWriteFailed)
+        self.failureResultOf(store.put(b"b", b"x" * 1000), StoreWriteFailed)
         self.assertGreater(os.path.getsize(self.path), store.fileBytes)  # the torn half is there
         pwrite.restore()
         ftruncate.restore()
-        self.successResultOf(self._put(store, b"c"))
+        self.successResultOf(store.put(b"c", b"v-c"))
         self.assertEqual(self.values(self.replayed(), b"a", b"b", b"c"), [b"v-a", b"x" * 1000, b"v-c"])
+
+    def test_shortWrite(self) -> None:
+        """
+        A short write is continued where it stopped: the record is whole.
+        """
+        store = self.open()
+        self.patch(os, "pwrite", _shortPwrite(os.pwrite))
+        self.successResultOf(store.put(b"a", b"y" * 500))
+        self.assertEqual(store.fileBytes, os.path.getsize(self.path))
+        self.assertEqual(self.values(self.replayed(), b"a"), [b"y" * 500])
 
     def test_closeWritesWhatIsPending(self) -> None:
         """
-        Closing writes and fsyncs the changes of the current turn
-        (acknowledging them) and stops the timers; a change after that fails.
+        Closing writes what a failed write left pending, fsyncs and stops
+        the timers; a change after that fails and is not written.
         """
         store = self.open()
-        put = store.put(b"a", b"1")
+        patch = self.patch(os, "pwrite", _raising(ENOSPC))
+        self.failureResultOf(store.put(b"a", b"1"), StoreWriteFailed)
+        patch.restore()
         closed = store.close()
-        self.successResultOf(put)
         self.assertNoResult(closed)
         self.runJob()
         self.successResultOf(closed)
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.failureResultOf(store.put(b"b", b"2"), StoreWriteFailed)
+        message = self.failureResultOf(store.put(b"b", b"2"), StoreWriteFailed).getErrorMessage()
+        self.assertEqual(message, f"{self.path}: the store is closed")
         self.failureResultOf(store.flush(), StoreWriteFailed)
         self.assertEqual(self.values(self.replayed(), b"a", b"b"), [b"1", None])
 
@@ -203,26 +256,44 @@ class SyncAcknowledgementTests(_Fixture):
 
     def test_acknowledgedWhenFsynced(self) -> None:
         """
-        A put is written at the end of its turn and acknowledged after the
-        fsync; changes written while that fsync runs share the next one.
+        A put is written at once and acknowledged after an fsync, asked for
+        at the end of the turn: one fsync covers the changes of the turn,
+        and those written while it runs share the next one.
         """
         store = self.open(sync=True)
         put = store.put(b"k", b"v")
+        other = store.put(b"j", b"w")
+        self.assertEqual(self.values(self.replayed(), b"k", b"j"), [b"v", b"w"])
+        self.assertEqual(self.jobs, [])
         self.clock.advance(0)
-        self.assertNoResult(put)
-        self.assertEqual(self.values(self.replayed(), b"k"), [b"v"])
         self.assertEqual(len(self.jobs), 1)
+        self.assertNoResult(put)
         appended = store.prefixAppend(b"p", b"c")
         lease = store.acquireLease(b"L", b"h", 10.0)
         self.clock.advance(0)
-        self.assertEqual(len(self.jobs), 1)  # waits for the fsync under way
+        self.assertEqual(len(self.jobs), 1)  # wait for the fsync under way
         self.runJob()
         self.successResultOf(put)
+        self.successResultOf(other)
         self.assertNoResult(appended)
         self.runJob()
         self.assertTrue(self.successResultOf(appended))
         self.assertEqual(self.successResultOf(lease).holder, b"h")
-        self.assertEqual((store.appends, store.flushes, self.jobs), (2, 2, []))
+        self.assertEqual((store.appends, store.flushes, self.jobs), (4, 2, []))
+
+    def test_closeFsyncsWhatWaits(self) -> None:
+        """
+        Closing before the end of the turn: the close's fsync acknowledges
+        the changes waiting for one.
+        """
+        store = self.open(sync=True)
+        put = store.put(b"k", b"v")
+        closed = store.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNoResult(put)
+        self.runJob()
+        self.successResultOf(put)
+        self.successResultOf(closed)
 
     def test_failedFsyncNotAcknowledged(self) -> None:
         """
@@ -238,13 +309,13 @@ class SyncAcknowledgementTests(_Fixture):
 
     def test_failedWrite(self) -> None:
         """
-        A write that fails fails its changes without an fsync being tried.
+        A write that fails fails its change at once, without an fsync being
+        tried.
         """
         store = self.open(sync=True)
         self.patch(os, "pwrite", _raising(ENOSPC))
-        put = store.put(b"k", b"v")
+        self.failureResultOf(store.put(b"k", b"v"), StoreWriteFailed)
         self.clock.advance(0)
-        self.failureResultOf(put, StoreWriteFailed)
         self.assertEqual(self.jobs, [])
 
 
@@ -261,7 +332,6 @@ class CompactionTests(_Fixture):
         store = self.open(sync=sync, compactMinBytes=1 << 30)
         for i in range(20):
             store.put(b"k", b"%d" % i)
-            self.clock.advance(0)
             while self.jobs:
                 self.runJob()
         store.compactMinBytes = 1
@@ -293,9 +363,33 @@ class CompactionTests(_Fixture):
         )
 
     def _put(self, store: AOFStore, key: bytes) -> Deferred[None]:
-        d = store.put(key, b"v-" + key)
-        self.clock.advance(0)
-        return d
+        return store.put(key, b"v-" + key)
+
+    def test_interleavedWritesDuringCompaction(self) -> None:
+        """
+        Puts, deletes, an import and a failed write made between the
+        snapshot's start and its swap are all in the compacted log (the
+        failed one once written again), in their order; the snapshot holds
+        the records as they were when it started.
+        """
+        store = self.grown()
+        store.flush()
+        self.successResultOf(self._put(store, b"one"))
+        self.successResultOf(store.put(b"k", b"during"))
+        patch = self.patch(os, "pwrite", _raising(ENOSPC))
+        self.failureResultOf(self._put(store, b"failed"), StoreWriteFailed)
+        patch.restore()
+        self.assertTrue(self.successResultOf(store.delete(b"one")))
+        self.successResultOf(store.importRecords([("v", b"x", b"9", 5, 1)]))
+        self.runJob()  # the snapshot; swapped in with what was written meanwhile
+        self.runJob()  # fsync of the new file and the directory
+        self.assertEqual(store.compactions, 1)
+        self.successResultOf(self._put(store, b"after"))
+        self.assertEqual(
+            self.values(self.replayed(), b"k", b"one", b"failed", b"x", b"after"),
+            [b"during", None, b"v-failed", b"9", b"v-after"],
+        )
+        self.assertEqual(store.stats()["fileBytes"], os.path.getsize(self.path))
 
     def test_syncWritesDuringCompaction(self) -> None:
         """
@@ -362,6 +456,21 @@ def _failingPwrite(real: Any) -> Any:
         if len(calls) == 1:
             return int(real(fd, bytes(data)[: len(data) // 2], offset))
         raise ENOSPC
+
+    return pwrite
+
+
+def _shortPwrite(real: Any) -> Any:
+    """
+    A C{pwrite} whose first call writes 10 bytes only.
+    """
+    calls: list[int] = []
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        calls.append(offset)
+        if len(calls) == 1:
+            return int(real(fd, bytes(data)[:10], offset))
+        return int(real(fd, data, offset))
 
     return pwrite
 
