@@ -20,6 +20,7 @@ run that code's default and --aof-sync.
 
     .venv/bin/python bench/specter_aof_sync.py [--rounds 3] [--puts 20000]
         [--kill-puts 2000] [--old-tree DIR] [--batched-tree DIR]
+        [--only default,batched,...]
 
 The last line holds the figures as key=value pairs.
 """
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--kill-puts", type=int, default=2000)
     parser.add_argument("--old-tree", help="code from before acknowledgements waited for the write")
     parser.add_argument("--batched-tree", help="code whose acknowledgements waited for an end-of-turn write")
+    parser.add_argument("--only", help="the modes to run, comma-separated (default: every mode there is)")
     args = parser.parse_args()
     from suite.pki.ca import initBundle
 
@@ -124,6 +126,12 @@ def main() -> None:
         cert = os.path.join(base, "cert")
         initBundle(cert, ["127.0.0.1"])
         todo = modes(args.old_tree, args.batched_tree)
+        if args.only:
+            wanted = args.only.split(",")
+            unknown = set(wanted) - {m[0] for m in todo}
+            if unknown:
+                parser.error(f"--only: no mode {', '.join(sorted(unknown))} (a tree option missing?)")
+            todo = [m for m in todo if m[0] in wanted]
         best = {m[0]: (0.0, 1.0) for m in todo}
         for r in range(args.rounds):
             for mode in todo:

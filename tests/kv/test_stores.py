@@ -5,12 +5,10 @@ Behaviour shared by every IKeyValueStore backend, with real files.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -46,27 +44,11 @@ else:
     _Base = object
 
 
-class ReactorTurns(Clock):
-    """
-    A L{Clock} for the time, whose zero-delay calls (the append-only store's
-    end-of-turn write) run in the real reactor's next turn, as they would
-    in a daemon, so tests can await a store's acknowledgements.
-    """
-
-    def callLater(
-        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
-    ) -> IDelayedCall:
-        call = super().callLater(delay, callable, *args, **kw)
-        if delay == 0:
-            reactor.callLater(0, self.advance, 0)
-        return call
-
-
 class _Backend(_Base):
     backend = "memory"
 
     def setUp(self) -> None:
-        self.clock = ReactorTurns()
+        self.clock = Clock()
         self.clock.advance(1000)
         self.dataDir = self.mktemp()
         os.makedirs(self.dataDir)

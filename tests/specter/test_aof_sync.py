@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from tests.specter.ring import RingProcess, makeBundles
 
 SEQUENTIAL = [b"k%d" % i for i in range(20)]
-#: put at once: they share the end-of-turn writes
+#: put at once: many arrive in one read, each written before its answer
 CONCURRENT = [b"c%d" % i for i in range(200)]
 
 

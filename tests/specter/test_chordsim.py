@@ -369,7 +369,9 @@ class RestartSimulationTests(SynchronousTestCase):
         # a join whose lookup ends at a restarted vnode whose own lookup is
         # still under way (it knows no successor to name yet) is retried
         # after a pause, like a write below: over these seeds once (seed 1,
-        # a vnode still in its first join when another process restarts)
+        # a vnode still in its first join when another process restarts;
+        # none while a process's vnodes all left at once, before they left
+        # in chain order: LeaveOrderTests)
         self.assertLessEqual(counts["join refused by a joiner, no way on"], 1)
         # (a joiner whose own lookup is still under way knows no successor
         # to name: a write reaching it then is retried after a pause; 203
@@ -648,9 +650,9 @@ class RouteAroundTests(SynchronousTestCase):
 class LeaveOrderTests(SynchronousTestCase):
     """
     A process's vnodes hand their keys on in an order that works when the
-    stores answer imports later (as the append-only store does, after the
-    end-of-turn write): a vnode whose successor is on the same process
-    leaves before that successor starts to.
+    stores answer imports later (as the SQLite store does, from its
+    thread): a vnode whose successor is on the same process leaves before
+    that successor starts to.
     """
 
     def ring(self, processes: int) -> tuple[Cluster, Writer]:
