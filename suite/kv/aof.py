@@ -143,6 +143,8 @@ class AOFStore(TableStore):
         self.flushes = 0
         self.compactions = 0
         self.repairedBytes = 0
+        #: writes failed since the last one that did not (the first is logged)
+        self._failedInARow = 0
         #: acknowledgements (and flushes) waiting for the next fsync
         self._unsynced: list[_Ack] = []
         #: appended since the last fsync began
@@ -319,20 +321,30 @@ class AOFStore(TableStore):
         self.pending = []
         self.appends += 1
         self._dirty = True
+        if self._failedInARow:
+            log.info(
+                "AOF {path}: appending again after {count} failed writes",
+                path=self.path,
+                count=self._failedInARow,
+            )
+            self._failedInARow = 0
         if self._sinceSnapshot is not None:
             self._sinceSnapshot.append(chunk)
         return None
 
     def _appendFailed(self, error: OSError) -> StoreWriteFailed:
         self.writeErrors += 1
+        self._failedInARow += 1
         reason = error.strerror or str(error)
-        log.error(
-            "AOF {path}: cannot append {records} records ({reason}); "
-            "not acknowledged, tried again with the next change",
-            path=self.path,
-            records=len(self.pending),
-            reason=reason,
-        )
+        if self._failedInARow == 1:
+            # once per run of failures (a full disk fails every change until it is not)
+            log.error(
+                "AOF {path}: cannot append {records} records ({reason}); "
+                "not acknowledged, tried again with the next change",
+                path=self.path,
+                records=len(self.pending),
+                reason=reason,
+            )
         return StoreWriteFailed(f"cannot write {self.path}: {reason}; not acknowledged")
 
     def _tick(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
 from suite.kv.aof import AOFStore
@@ -165,7 +166,8 @@ class DefaultAcknowledgementTests(_Fixture):
         """
         A write that fails part-way (a full disk) fails the change it
         carried at once with a clear error, cuts the file back to the last
-        whole record (earlier changes intact), and is logged; a read does
+        whole record (earlier changes intact), and is logged (once for a
+        run of failures, and the recovery once); a read does
         not try again, the next change writes the failed records again
         together with its own.
         """
@@ -173,8 +175,17 @@ class DefaultAcknowledgementTests(_Fixture):
         self.successResultOf(store.put(b"a", b"v-a"))
         size = os.path.getsize(self.path)
         patch = self.patch(os, "pwrite", _failingPwrite(os.pwrite))
-        error = self.failureResultOf(store.put(b"b", b"2"), StoreWriteFailed).getErrorMessage()
-        self.failureResultOf(store.put(b"c", b"3"), StoreWriteFailed)
+        with capturedLogs() as events:
+            error = self.failureResultOf(store.put(b"b", b"2"), StoreWriteFailed).getErrorMessage()
+            self.failureResultOf(store.put(b"c", b"3"), StoreWriteFailed)
+        # one line for the run of failures, not one per change
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                f"AOF {self.path}: cannot append 1 records (No space left on device); "
+                "not acknowledged, tried again with the next change"
+            ],
+        )
         self.assertEqual(error, f"cannot write {self.path}: No space left on device; not acknowledged")
         self.assertEqual(os.path.getsize(self.path), size)
         self.assertEqual((store.writeErrors, store.stats()["pendingRecords"]), (2, 2))
@@ -183,7 +194,11 @@ class DefaultAcknowledgementTests(_Fixture):
         again = self.replayed()
         self.assertEqual((self.values(again, b"a", b"b"), again.repairedBytes), ([b"v-a", None], 0))
         patch.restore()
-        self.successResultOf(store.put(b"d", b"v-d"))
+        with capturedLogs() as events:
+            self.successResultOf(store.put(b"d", b"v-d"))
+        self.assertEqual(
+            [formatEvent(e) for e in events], [f"AOF {self.path}: appending again after 2 failed writes"]
+        )
         self.assertEqual(store.stats()["pendingRecords"], 0)
         self.assertEqual(self.values(self.replayed(), b"a", b"b", b"c", b"d"), [b"v-a", b"2", b"3", b"v-d"])
 
