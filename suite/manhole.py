@@ -41,7 +41,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from suite.daemon import ConfigError, GuardedEndpointService
-from suite.web.endpoint import EndpointError, isLoopbackHost, splitEndpoint
+from suite.web.endpoint import EndpointError, checkSocketDirectory, isLoopbackHost, splitEndpoint
 
 __all__ = [
     "ManholeError",
@@ -129,6 +129,10 @@ def validateManholeEndpoint(description: str, authorizedKeys: str | None) -> str
         parent = os.path.dirname(os.path.abspath(path)) or "."
         if not os.path.isdir(parent):
             raise ManholeError(f"{description!r}: directory {parent} does not exist")
+        try:
+            checkSocketDirectory(path, "--manhole")
+        except EndpointError as e:
+            raise ManholeError(str(e)) from None
         if os.path.exists(path) and not stat.S_ISSOCK(os.stat(path).st_mode):
             raise ManholeError(f"{description!r}: {path} exists and is not a socket")
         return description if mode is not None else description + ":mode=600"

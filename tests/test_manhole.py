@@ -396,6 +396,11 @@ class ValidationTests(SynchronousTestCase):
         path = os.path.join(self.directory, "m.sock")
         self.assertRaises(ValueError, validateManholeEndpoint, f"unix:{path}:mode=666", None)
         self.assertRaises(ValueError, validateManholeEndpoint, f"unix:{self.directory}/no/m.sock", None)
+        shared = os.path.join(self.directory, "shared")
+        os.makedirs(shared)
+        os.chmod(shared, 0o1777)
+        e = self.assertRaises(ValueError, validateManholeEndpoint, f"unix:{shared}/m.sock", None)
+        self.assertIn("writable by everyone", str(e))
         self.assertRaises(ValueError, validateManholeEndpoint, f"unix:{self.keysFile}", None)
 
     def test_otherTypesRefused(self) -> None:

@@ -318,6 +318,13 @@ class Options(DaemonOptions):
             raise ConfigError(f"{label}: {url!r} must start with http:// or https://")
         if not parts.hostname:
             raise ConfigError(f"{label}: {url!r} has no host")
+        if parts.username is not None or parts.password is not None:
+            # never used (the node authenticates with its mTLS identity), and
+            # the URL is logged: a password in it would be too
+            raise ConfigError(
+                f"{label}: credentials in the URL are not used and would be logged; "
+                "give https://HOST[:PORT] (the node authenticates with its mTLS identity)"
+            )
         if parts.query or parts.fragment:
             raise ConfigError(f"{label}: {url!r} must not have a query or fragment")
         if parts.scheme == "http" and not isLoopbackHost(parts.hostname):

@@ -317,7 +317,10 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         )
     admin = listenService(
         options["admin-endpoint"],
-        LimitedSite(resource, reactor=reactor, maxBodyBytes=options["max-batch-bytes"]),
+        # plain HTTP (loopback only): no web page may drive it (DNS rebinding, cross-site posts)
+        LimitedSite(
+            resource, reactor=reactor, maxBodyBytes=options["max-batch-bytes"], localHostsOnly=not mtls
+        ),
         reactor,
         context,
         flag="--admin-bind (CEPTRA_ADMIN_BIND)",

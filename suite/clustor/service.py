@@ -132,7 +132,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
 
     resource = makeAdminResource([StateHealth(store)], registry=_metrics(store), clock=reactor)
     addFeedResources(resource, store)
-    site = LimitedSite(resource, reactor=reactor)
+    # plain HTTP on loopback: no web page may read it (DNS rebinding)
+    site = LimitedSite(resource, reactor=reactor, localHostsOnly=not options["tls"])
     tls = _tlsContext(options)
     listener = listenService(options["listen"], site, reactor, tls, flag="--listen (CLUSTOR_CP_LISTEN)")
     listener.setName("http")

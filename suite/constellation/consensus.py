@@ -26,6 +26,20 @@ that publishes a Raft address (learner first, then voter: a real
 membership change) and removes members that gossip has seen dead or gone
 for C{--raft-remove-after} seconds, one change at a time (the machine in
 L{suite.raft.memberchange}).
+
+Groups formed apart (L{suite.raft.groupid}): each node publishes its Raft
+group id in gossip (the C{raft} record's C{group}).  The leader adds only
+nodes that publish its group id, or no id and no membership (new nodes);
+nodes of another group are I{foreign members}: never added (a member of
+ours found to be one, e.g. one that lost its data and was taken by the
+other group, is removed), reported in one log line naming both
+groups and their members whenever the set changes, in C{/api/state}
+(C{raft.foreignMembers}) and in C{constellation_raft_foreign_members}.
+The groups stay apart: merging them is the operator's step (stop the nodes
+of one group, move C{DATA_DIR/raft} aside, start them: they join as new
+members).  No automatic merge: one group's leases and their fencing tokens
+would have to be discarded, and which group may lose its state is not a
+choice the nodes can make safely on their own.
 """
 
 from __future__ import annotations
@@ -50,6 +64,7 @@ from suite.constellation.leases import LeaseKeeper, LeaseSettings, LeaseStateMac
 from suite.daemon import ConfigError
 from suite.fileutil import DirectoryLock, DirectoryLocked
 from suite.raft.embed import RaftNodeService, makeRaftNodeService
+from suite.raft.groupid import formatGroup
 from suite.raft.memberchange import ChangeInputs, newMembershipChange
 from suite.raft.settings import RaftSettings
 
@@ -136,12 +151,18 @@ class RaftAgent(MultiService):
         interval: float = 1.0,
         leaseSettings: LeaseSettings | None = None,
         now: Callable[[], float] = time.monotonic,
+        raftGroups: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.raftService = raftService
         self.node = raftService.node
         self.reactor = reactor
         self.members = members
         self.raftAddresses = raftAddresses
+        #: node name -> the Raft group id it publishes ("" for none)
+        self.raftGroups = raftGroups
+        #: members of other Raft groups -> their group id (last step)
+        self.foreign: dict[str, str] = {}
+        self._foreignReported: dict[str, tuple[str, ...]] = {}
         self.publish = publish
         self.address = address
         self.bootstrapFlag = bootstrap
@@ -222,6 +243,8 @@ class RaftAgent(MultiService):
             "learners": s["learners"],
             "member": self.isMember(),
             "address": self.address,
+            "group": formatGroup(self.node.groupId),
+            "foreignMembers": dict(sorted(self.foreign.items())),
             "leases": self.keeper.status(),
         }
 
@@ -233,6 +256,7 @@ class RaftAgent(MultiService):
         known = {n: a for n, (a, _) in self.raftAddresses().items() if n != self.node.id and a}
         if known:
             self.raftService.transport.updatePeers(known)
+        self._findForeign()
         if not self.isMember():
             self._maybeBootstrap(now)
             return
@@ -240,10 +264,61 @@ class RaftAgent(MultiService):
             self._manageMembership(now)
 
     def _publish(self) -> None:
-        record = {"addr": self.address, "member": self.isMember()}
+        record: dict[str, Any] = {"addr": self.address, "member": self.isMember()}
+        if self.node.groupId:
+            record["group"] = formatGroup(self.node.groupId)
         if record != self.lastPublished:
             self.lastPublished = record
             self.publish(record)
+
+    def _findForeign(self) -> None:
+        """
+        Note the members of other Raft groups (their gossip record, or their
+        refusal of our messages) and log the meeting once per change.
+        """
+        mine = formatGroup(self.node.groupId)
+        if not mine:
+            self.foreign = {}
+            return
+        alive = self._alive()
+        foreign = {
+            name: group
+            for name, group in self.raftGroups().items()
+            if group and group != mine and name in alive and name != self.node.id
+        }
+        for name, number in self.node.foreignPeers.items():
+            if name in alive and name not in foreign:
+                foreign[name] = formatGroup(number)
+        self.foreign = foreign
+        groups: dict[str, tuple[str, ...]] = {}
+        for name, group in sorted(foreign.items()):
+            groups[group] = (*groups.get(group, ()), name)
+        if groups != self._foreignReported:
+            self._foreignReported = groups
+            if groups:
+                ours = sorted(self.node.configs.latest().members()) or [self.node.id]
+                log.warn(
+                    "Raft group {mine} (members {ours}) has met {theirs}: the groups stay apart and "
+                    "each keeps its own leases; to merge, stop the nodes of one group, move their "
+                    "DATA_DIR/raft aside and start them again (they join as new members)",
+                    mine=mine,
+                    ours=", ".join(ours),
+                    theirs="; ".join(
+                        f"Raft group {g} (members {', '.join(names)})" for g, names in sorted(groups.items())
+                    ),
+                )
+            else:
+                log.info("no member of another Raft group is alive in gossip any more")
+
+    def _addable(self, name: str, member: bool) -> bool:
+        """
+        Whether the leader may add C{name}: it publishes our group id, or no
+        id and no membership (a new node); never a member of another group.
+        """
+        if name in self.foreign:
+            return False
+        group = self.raftGroups().get(name, "")
+        return group == formatGroup(self.node.groupId) if group else not member
 
     def _alive(self) -> dict[str, Any]:
         return {m.name: m for m in self.members() if m.status == "alive"}
@@ -317,11 +392,21 @@ class RaftAgent(MultiService):
                         f"remove {name}", partial(self.node.changeMembership, "remove", name, "")
                     )
                     return
+        for name in sorted(members - {self.node.id}):
+            if name in self.foreign:
+                # (it refuses this group's messages: of no use to it)
+                log.info(
+                    "removing {node} from the Raft group: it belongs to Raft group {group}",
+                    node=name,
+                    group=self.foreign[name],
+                )
+                self.change.begin(f"remove {name}", partial(self.node.changeMembership, "remove", name, ""))
+                return
         for name in sorted(alive, key=candidateOrder):
             if name in members or name == self.node.id:
                 continue
             entry = published.get(name)
-            if entry is None or not entry[0]:
+            if entry is None or not entry[0] or not self._addable(name, entry[1]):
                 continue
             log.info("peer {node} discovered via gossip: adding it to the Raft group", node=name)
             self.change.begin(
@@ -368,6 +453,7 @@ def makeRaftAgent(
     members: Callable[[], list[Any]],
     raftAddresses: Callable[[], Mapping[str, tuple[str, bool]]],
     publish: Callable[[dict[str, Any]], None],
+    raftGroups: Callable[[], Mapping[str, str]] = dict,
 ) -> tuple[RaftNodeService, RaftAgent, LeaseStateMachine, DirectoryLock]:
     """
     Build the Raft service and the agent that follows gossip.
@@ -427,6 +513,7 @@ def makeRaftAgent(
         listenFlag="--raft-port",
         join=not bootstrapped,
         address=address,
+        groupDir=dirs["stable"],
     )
     service.setName("raft")
     duration = float(options.get("lease-seconds") or 5.0)
@@ -446,5 +533,6 @@ def makeRaftAgent(
         bootstrapWait=float(options.get("raft-bootstrap-wait") or 5.0),
         removeAfter=float(options.get("raft-remove-after") or 60.0),
         leaseSettings=leaseSettings,
+        raftGroups=raftGroups,
     )
     return service, agent, machine, lock

@@ -161,6 +161,14 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
                 out[origin] = (record["addr"], bool(record.get("member")))
         return out
 
+    def raftGroups() -> dict[str, str]:
+        out: dict[str, str] = {}
+        for origin in state.origins():
+            record = state.entries(origin).get("raft")
+            if isinstance(record, dict) and isinstance(record.get("group"), str):
+                out[origin] = record["group"]
+        return out
+
     raftService, raftAgent, leases, dataLock = makeRaftAgent(
         options,
         reactor,
@@ -169,6 +177,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         members=gossip.node.members,
         raftAddresses=raftAddresses,
         publish=lambda record: None if state.update({"raft": record}) else None,
+        raftGroups=raftGroups,
     )
     keeper = raftAgent.keeper
 
@@ -269,6 +278,11 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
     Gauge(
         "constellation_raft_leader", "1 while this node is the Raft leader.", registry=registry
     ).set_function(lambda: float(raftService.node.leader is not None))
+    Gauge(
+        "constellation_raft_foreign_members",
+        "Alive gossip members that belong to another Raft group (groups formed apart).",
+        registry=registry,
+    ).set_function(lambda: float(len(raftAgent.foreign)))
     holding = Gauge(
         "constellation_lease_held", "1 while this node may act under the lease.", ["lease"], registry=registry
     )
@@ -344,7 +358,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
             stored=deployer.keep if deployer else None,
         ),
     )
-    site = LimitedSite(provider, reactor=reactor)
+    # /api/deploy runs containers: no web page may reach it (DNS rebinding, cross-site posts)
+    site = LimitedSite(provider, reactor=reactor, localHostsOnly=True)
 
     root = MultiService()
     dataLock.setServiceParent(root)  # first: released after everything else stopped

@@ -2,6 +2,12 @@
 TLS stream endpoints: wrap a server endpoint (TCP, unix) in TLS with a
 connection creator from L{suite.pki.tls}, or build server and client
 endpoints from endpoint strings.
+
+Every TLS listener built here (and every one built with
+L{HandshakeDeadlineFactory}) closes a connection whose handshake has not
+completed L{HANDSHAKE_TIMEOUT} seconds after it was accepted: a client that
+connects and sends nothing, or a byte now and then, holds no descriptor
+beyond that.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IListeningPort,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
@@ -18,11 +25,95 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
+    ITCPTransport,
+    ITransport,
 )
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["TLSServerEndpoint", "tlsServerEndpoint", "tlsClientEndpoint"]
+__all__ = [
+    "TLSServerEndpoint",
+    "tlsServerEndpoint",
+    "tlsClientEndpoint",
+    "HandshakeDeadlineFactory",
+    "HANDSHAKE_TIMEOUT",
+]
+
+log = Logger()
+
+#: Seconds an accepted connection has to complete its TLS handshake.
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class _DeadlineTLSProtocol(TLSMemoryBIOProtocol):
+    """
+    The server side of one TLS connection, closed if its handshake is not
+    complete (the peer's Finished message received) in time.
+    """
+
+    factory: HandshakeDeadlineFactory
+    _deadline: IDelayedCall | None = None
+
+    def makeConnection(self, transport: ITransport) -> None:
+        factory = self.factory
+        self._deadline = factory.deadlineClock.callLater(factory.handshakeTimeout, self._handshakeLate)
+        super().makeConnection(transport)
+
+    def _handshakeLate(self) -> None:
+        self._deadline = None
+        if self.getHandle().get_peer_finished() is not None:
+            return
+        transport = self.transport
+        if transport is None:
+            return
+        peer = transport.getPeer()
+        log.info(
+            "closing connection from {peer}: no TLS handshake within {seconds:g} s",
+            peer=str(getattr(peer, "host", peer)),
+            seconds=self.factory.handshakeTimeout,
+        )
+        if ITCPTransport.providedBy(transport):
+            transport.abortConnection()
+        else:
+            transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        super().connectionLost(reason)
+
+
+class HandshakeDeadlineFactory(TLSMemoryBIOFactory):
+    """
+    A server-side L{TLSMemoryBIOFactory} whose connections must complete
+    the TLS handshake within C{handshakeTimeout} seconds, or are closed
+    (one info line naming the peer).
+
+    @param clock: times the deadline (and Twisted's write aggregation);
+        the global reactor when L{None}.
+    """
+
+    protocol = _DeadlineTLSProtocol
+
+    def __init__(
+        self,
+        contextFactory: IOpenSSLServerConnectionCreator,
+        wrappedFactory: IProtocolFactory,
+        clock: IReactorTime | None = None,
+        handshakeTimeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
+        super().__init__(contextFactory, False, wrappedFactory, clock)
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        assert clock is not None
+        self.deadlineClock: IReactorTime = clock
+        self.handshakeTimeout = handshakeTimeout
 
 
 @implementer(IStreamServerEndpoint)
@@ -44,9 +135,10 @@ class TLSServerEndpoint:
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """
-        Listen with C{protocolFactory} wrapped in TLS.
+        Listen with C{protocolFactory} wrapped in TLS (with the handshake
+        deadline of L{HandshakeDeadlineFactory}).
         """
-        return self.wrapped.listen(TLSMemoryBIOFactory(self.creator, False, protocolFactory, self.clock))
+        return self.wrapped.listen(HandshakeDeadlineFactory(self.creator, protocolFactory, self.clock))
 
 
 def tlsServerEndpoint(

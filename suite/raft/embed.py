@@ -26,6 +26,7 @@ from twisted.internet.endpoints import clientFromString, serverFromString, wrapC
 from twisted.logger import Logger
 
 from suite.daemon import ConfigError, GuardedEndpointService
+from suite.raft.groupid import threadedGroupStore
 from suite.raft.interfaces import IRaftStateMachine
 from suite.raft.messages import Configuration
 from suite.raft.node import RaftNode
@@ -110,6 +111,7 @@ def makeRaftNodeService(
     join: bool = False,
     address: str = "",
     coalesce: bool = False,
+    groupDir: str | None = None,
 ) -> RaftNodeService:
     """
     Build a node of a static group of C{nodeId} and C{peers} (id ->
@@ -123,6 +125,8 @@ def makeRaftNodeService(
     With C{coalesce} the frames sent to a peer in one reactor turn leave in
     one write (Twisted's TLS layer already sends a turn's writes as one
     record batch, so this saves work on plain TCP only).
+    The node's Raft group id (L{suite.raft.groupid}) is kept in the file
+    C{group} in C{groupDir} (default: C{walDir}).
 
     @raise ConfigError: an unwritable WAL/snapshot directory or a bad
         endpoint, naming it.
@@ -145,7 +149,8 @@ def makeRaftNodeService(
     if address and not join:
         known[nodeId] = address
     bootstrap = Configuration(voters, frozenset(), tuple(sorted(known.items())))
-    node = RaftNode(nodeId, reactor, storage, transport, stateMachine, bootstrap, settings)
+    groups = threadedGroupStore(groupDir or walDir, reactor)
+    node = RaftNode(nodeId, reactor, storage, transport, stateMachine, bootstrap, settings, groupStore=groups)
     service = RaftNodeService(node, storage, transport, reactor, bundle)
     service.listen(raftListen, transport.serverFactory(), listenFlag)
     return service

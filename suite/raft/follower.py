@@ -38,8 +38,9 @@ class FollowerHandlers:
         self.node = node
         self._incoming: tuple[SnapshotMeta, bytearray] | None = None
 
-    def heardFromLeader(self, src: str) -> None:
+    def heardFromLeader(self, src: str, group: int = 0) -> None:
         node = self.node
+        node.adoptGroup(group, src)
         node.leaderId = src
         node.lastLeaderContact = node.clock.seconds()
         node.role.leaderDiscovered()
@@ -49,7 +50,7 @@ class FollowerHandlers:
         if node.leader is not None:
             log.warn("node {node}: second leader {src} in term {term}", node=node.id, src=m.src, term=m.term)
             return
-        self.heardFromLeader(m.src)
+        self.heardFromLeader(m.src, m.group)
         if m.prevLogIndex < node.commitIndex:
             committed = node.commitIndex
             node.whenDurable(
@@ -138,12 +139,12 @@ class FollowerHandlers:
         node = self.node
         if node.leader is not None:
             return
-        self.heardFromLeader(m.src)
+        self.heardFromLeader(m.src, m.group)
         node._commitTo(min(m.commit, node.log.lastIndex()))
         reply = HeartbeatResponse(
             node.id, m.src, m.term, m.context, node.log.lastIndex(), node.incarnationNumber
         )
-        if node.durableTerm == node.term:
+        if node.durableTerm == node.term and node.groupDurable:
             node.send(reply)
         else:
             node.whenDurable(lambda: node.send(reply))
@@ -152,7 +153,7 @@ class FollowerHandlers:
         node = self.node
         if node.leader is not None:
             return
-        self.heardFromLeader(m.src)
+        self.heardFromLeader(m.src, m.group)
         meta = m.meta
         if meta.index <= node.commitIndex:
             self._incoming = None
@@ -191,6 +192,7 @@ class FollowerHandlers:
         Replace log prefix and state with a snapshot received from the leader.
         """
         node = self.node
+        node.adoptGroup(meta.configuration.group, node.leaderId or "")
         node.storage.saveSnapshot(meta, data).addErrback(node._storageFailed)
         node.log.compact(meta.index, meta.term)
         node.configs.compact(meta.index, meta.configuration)

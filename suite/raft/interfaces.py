@@ -179,3 +179,20 @@ class IRaftTransport(Interface):
         """
         Learn node id -> address mappings from a configuration change.
         """
+
+
+class IRaftGroupStore(Interface):
+    """
+    Where a node keeps the id of the Raft group it belongs to
+    (L{suite.raft.groupid}), durably, apart from its log.
+    """
+
+    def load() -> Deferred[int]:
+        """
+        The recorded group id, or 0 when none is recorded yet.
+        """
+
+    def save(group: int) -> Deferred[None]:
+        """
+        Record C{group}; fires once it is durable.
+        """

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from suite.raft.groupid import noopData
 from suite.raft.membership import MembershipChanges
 from suite.raft.messages import (
     CONFIG,
@@ -112,7 +113,8 @@ class LeaderState:
             self.progress[peer] = self.newProgress(peer, node.log.lastIndex() + 1)
         self.selfMatch = node.log.lastIndex()
         self.noopIndex = self.unwritten = node.log.lastIndex() + 1
-        self.appendLocal([Entry(self.term, self.noopIndex, NOOP)])
+        # The no-op opening the term carries the group id (L{suite.raft.groupid}).
+        self.appendLocal([Entry(self.term, self.noopIndex, NOOP, noopData(node.proposedGroup()))])
         for interval, fn in (
             (self.settings.heartbeatInterval, self.broadcastHeartbeat),
             (self.settings.electionTimeoutMax, self.checkQuorum),

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
+from suite.raft.groupid import formatGroup
 from suite.raft.messages import CONFIG, Configuration, Entry
 
 if TYPE_CHECKING:
@@ -263,11 +264,29 @@ class MembershipChanges:
             )
             self.proposeConfig(stamped).addErrback(lambda f: None)
 
+    # -- group ids ------------------------------------------------------------
+
+    def foreign(self, peer: str, group: int) -> None:
+        """
+        C{peer} refused our messages: it belongs to Raft group C{group}.  A
+        catch-up waiting for it fails (it will never catch up).
+        """
+        d = self.catchups.pop(peer, None)
+        self.catchupEpochs.pop(peer, None)
+        if d is not None:
+            d.errback(MembershipError(f"{peer} belongs to another Raft group ({formatGroup(group)})"))
+
     # -- changes --------------------------------------------------------------
 
     def change(self, action: str, nodeId: str, address: str, epoch: int | None = None) -> Deferred[Any]:
         leader = self.leader
         node = leader.node
+        if action in ("addVoter", "addLearner") and nodeId in node.foreignPeers:
+            return fail(
+                MembershipError(
+                    f"{nodeId} belongs to another Raft group ({formatGroup(node.foreignPeers[nodeId])})"
+                )
+            )
         if not leader.committedInTerm:
             return fail(MembershipError("the leader has not committed an entry of its term yet"))
         if node.configs.latestIndex() > node.commitIndex:
@@ -324,7 +343,8 @@ class MembershipChanges:
 
         leader = self.leader
         node = leader.node
-        config = self.stamp(config)
+        # (a group id is recorded in snapshots only)
+        config = replace(self.stamp(config), group=0)
         index = node.log.lastIndex() + 1
         node.configs.append(index, config)
         node.transport.updatePeers(config.addressMap())

@@ -8,7 +8,7 @@ of an untrusted array before building the message (L{MalformedMessage}).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, NamedTuple
 
 import msgpack
@@ -71,6 +71,9 @@ class Configuration:
     #: Member -> the incarnation of its storage the group counts on
     #: (L{suite.raft.incarnation}); members without one are unrecorded.
     incarnations: tuple[tuple[str, int], ...] = ()
+    #: The Raft group id (L{suite.raft.groupid}), recorded only in the
+    #: configuration of a snapshot taken by a node that had one.
+    group: int = 0
 
     def members(self) -> frozenset[str]:
         return self.voters | self.learners
@@ -92,8 +95,10 @@ class Configuration:
 
     def encode(self) -> bytes:
         body: list[Any] = [sorted(self.voters), sorted(self.learners), [list(a) for a in self.addresses]]
-        if self.epoch or self.incarnations:
+        if self.epoch or self.incarnations or self.group:
             body += [self.epoch, [list(i) for i in self.incarnations]]
+        if self.group:
+            body.append(self.group)
         packed: bytes = msgpack.packb(body)
         return packed
 
@@ -101,10 +106,13 @@ class Configuration:
     def decode(cls, data: bytes) -> Configuration:
         try:
             raw = msgpack.unpackb(data)
-            if len(raw) not in (3, 5):
+            if len(raw) not in (3, 5, 6):
                 raise ValueError(f"{len(raw)} fields")
             voters, learners, addresses = raw[:3]
-            epoch, incarnations = raw[3:] if len(raw) == 5 else (0, [])
+            epoch, incarnations = raw[3:5] if len(raw) >= 5 else (0, [])
+            group = raw[5] if len(raw) == 6 else 0
+            if type(group) is not int or not 0 <= group < 1 << 64:
+                raise ValueError("group is not a group id")
             if type(epoch) is not int or epoch < 0:
                 raise ValueError("epoch is not a non-negative integer")
             recorded = tuple((str(n), i) for n, i in incarnations)
@@ -116,6 +124,7 @@ class Configuration:
                 tuple((str(a), str(b)) for a, b in addresses),
                 epoch,
                 tuple(sorted(recorded)),
+                group,
             )
         except (ValueError, TypeError) as e:
             raise MalformedMessage(f"bad configuration: {e}")
@@ -136,13 +145,17 @@ class SnapshotMeta:
 @dataclass(frozen=True)
 class Message:
     """
-    Base of every Raft RPC: sender, receiver and the sender's term.
+    Base of every Raft RPC: sender, receiver and the sender's term, and the
+    sender's Raft group id (L{suite.raft.groupid}; 0: the sender has none).
+    The group id is encoded last, after every other field, and left out
+    while it is 0 (the format of nodes without group ids).
     """
 
     code: ClassVar[int] = -1
     src: str
     dst: str
     term: int
+    group: int = field(default=0, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -226,6 +239,18 @@ class TimeoutNow(Message):
     code: ClassVar[int] = 9
 
 
+@dataclass(frozen=True)
+class GroupMismatch(Message):
+    """
+    The answer to a request from a node of another Raft group: the request
+    was refused, and C{reason} says why (C{group} is the refusing node's).
+    Never answered, and its term is not taken by anyone.
+    """
+
+    code: ClassVar[int] = 10
+    reason: str
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     t.code: t
     for t in (
@@ -238,14 +263,18 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         InstallSnapshot,
         InstallSnapshotResponse,
         TimeoutNow,
+        GroupMismatch,
     )
 }
 _FIELDS: dict[int, list[tuple[str, Any]]] = {
-    code: [(f.name, f.type) for f in fields(t)] for code, t in MESSAGE_TYPES.items()
+    code: [(f.name, f.type) for f in fields(t) if f.name != "group"] for code, t in MESSAGE_TYPES.items()
 }
+#: Longest accepted group-mismatch reason.
+MAX_REASON = 512
 #: Trailing fields added later (the responder's incarnation, a vote's
 #: intactness): left out when they hold their default, so a node without
-#: incarnations speaks the earlier format, and accepted when missing.
+#: incarnations speaks the earlier format, and accepted when missing.  The
+#: group id follows them when it is set (then they are always present).
 _OPTIONAL_TAIL: dict[int, tuple[str, Any]] = {
     RequestVoteResponse.code: ("intact", True),
     AppendEntriesResponse.code: ("incarnation", 0),
@@ -267,15 +296,18 @@ def encodeMessage(message: Message) -> bytes:
     if type(message) is AppendEntries:
         # The hot path: entries are tuples msgpack packs as arrays directly.
         m = message
-        packed: bytes = msgpack.packb(
-            [3, m.src, m.dst, m.term, m.prevLogIndex, m.prevLogTerm, m.entries, m.commit, m.epoch],
-            use_bin_type=True,
-        )
+        body = [3, m.src, m.dst, m.term, m.prevLogIndex, m.prevLogTerm, m.entries, m.commit, m.epoch]
+        if m.group:
+            body.append(m.group)
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
         return packed
     values = [_encodeValue(getattr(message, name)) for name, _ in _FIELDS[message.code]]
-    tail = _OPTIONAL_TAIL.get(message.code)
-    if tail is not None and values[-1] == tail[1] and type(values[-1]) is type(tail[1]):
-        values.pop()
+    if message.group:
+        values.append(message.group)
+    else:
+        tail = _OPTIONAL_TAIL.get(message.code)
+        if tail is not None and values[-1] == tail[1] and type(values[-1]) is type(tail[1]):
+            values.pop()
     packed = msgpack.packb([message.code, *values], use_bin_type=True)
     return packed
 
@@ -317,16 +349,23 @@ def _entries(value: Any) -> tuple[Entry, ...]:
     return tuple(out)
 
 
+def _groupId(value: Any) -> int:
+    if type(value) is not int or not 0 < value < 1 << 64:
+        raise MalformedMessage("field group is not a group id")
+    return value
+
+
 def _decodeAppendEntries(raw: tuple[Any, ...]) -> AppendEntries:
-    if len(raw) != 9:
-        raise MalformedMessage(f"message type 3 has {len(raw) - 1} fields, wanted 8")
-    _, src, dst, term, prevIndex, prevTerm, entries, commit, epoch = raw
+    if len(raw) not in (9, 10):
+        raise MalformedMessage(f"message type 3 has {len(raw) - 1} fields, wanted 8 or 9")
+    _, src, dst, term, prevIndex, prevTerm, entries, commit, epoch = raw[:9]
+    group = _groupId(raw[9]) if len(raw) == 10 else 0
     if not (type(src) is str and type(dst) is str):
         raise MalformedMessage("field src or dst has the wrong type")
     for value in (term, prevIndex, prevTerm, commit, epoch):
         if type(value) is not int:
             raise MalformedMessage("an integer field has the wrong type")
-    return AppendEntries(src, dst, term, prevIndex, prevTerm, _entries(entries), commit, epoch)
+    return AppendEntries(src, dst, term, prevIndex, prevTerm, _entries(entries), commit, epoch, group=group)
 
 
 def decodeMessage(frame: bytes) -> Message:
@@ -344,11 +383,14 @@ def decodeMessage(frame: bytes) -> Message:
     if code == 3:
         return _decodeAppendEntries(raw)
     spec = _FIELDS[code]
-    if code in _OPTIONAL_TAIL and len(raw) == len(spec):
+    kwargs: dict[str, Any] = {}
+    if len(raw) == len(spec) + 2:
+        kwargs["group"] = _groupId(raw[-1])
+        raw = raw[:-1]
+    elif code in _OPTIONAL_TAIL and len(raw) == len(spec):
         spec = spec[:-1]
     if len(raw) != len(spec) + 1:
         raise MalformedMessage(f"message type {code} has {len(raw) - 1} fields, wanted {len(spec)}")
-    kwargs: dict[str, Any] = {}
     for (name, typ), value in zip(spec, raw[1:], strict=True):
         typ = str(typ)
         if typ == "SnapshotMeta":
@@ -364,5 +406,7 @@ def decodeMessage(frame: bytes) -> Message:
                 raise MalformedMessage(f"field {name} has the wrong type")
             if not isinstance(value, _SCALARS[typ]):
                 raise MalformedMessage(f"field {name} has the wrong type")
+            if name == "reason" and isinstance(value, str) and len(value) > MAX_REASON:
+                raise MalformedMessage(f"field {name} is too long")
         kwargs[name] = value
     return MESSAGE_TYPES[code](**kwargs)

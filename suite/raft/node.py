@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -28,16 +29,19 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from suite.raft.follower import FollowerHandlers
+from suite.raft.groupid import MemoryGroupStore, entryGroup, formatGroup, newGroupId
 from suite.raft.incarnation import Claim, Incarnation, votesIntact
-from suite.raft.interfaces import IRaftStateMachine, IRaftStorage, IRaftTransport
+from suite.raft.interfaces import IRaftGroupStore, IRaftStateMachine, IRaftStorage, IRaftTransport
 from suite.raft.leader import LeaderState, firing
 from suite.raft.log import RaftLog
 from suite.raft.membership import ConfigurationHistory
 from suite.raft.messages import (
     CONFIG,
+    NOOP,
     AppendEntries,
     AppendEntriesResponse,
     Configuration,
+    GroupMismatch,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
@@ -57,6 +61,12 @@ log = Logger()
 
 __all__ = ["NotLeader", "RaftNode", "RaftSettings"]
 
+#: Seconds between two log lines about the same foreign group.
+FOREIGN_LOG_INTERVAL = 60.0
+#: Seconds a peer counts as foreign after its last message of another group
+#: (it may have moved its data aside and come back new, to join this group).
+FOREIGN_MEMORY = 60.0
+
 
 class RaftNode:
     """
@@ -74,6 +84,7 @@ class RaftNode:
         settings: RaftSettings | None = None,
         rng: random.Random | None = None,
         incarnation: Claim | None = None,
+        groupStore: IRaftGroupStore | None = None,
     ) -> None:
         self.id = nodeId
         self.clock = clock
@@ -100,6 +111,15 @@ class RaftNode:
         self._claim = incarnation
         #: This node's storage incarnation (None: incarnations not in use).
         self.incarnation: Incarnation | None = None
+        self.groupStore = IRaftGroupStore(groupStore) if groupStore is not None else MemoryGroupStore()
+        #: The id of the Raft group this node belongs to (L{suite.raft.groupid}); 0: none yet.
+        self.groupId = 0
+        #: The write recording the group id, until it is durable.
+        self._groupSaving: Deferred[None] | None = None
+        self._groupWaiters: list[Deferred[None]] = []
+        #: peer -> (the other group id it spoke for, when it last did)
+        self._foreignSeen: dict[str, tuple[int, float]] = {}
+        self._foreignLogged: dict[int, float] = {}
         self.follower = FollowerHandlers(self)
         self._dispatch: dict[type, Callable[[Any], None]] = {
             RequestVote: self._onRequestVote,
@@ -127,12 +147,16 @@ class RaftNode:
         if self._claim is not None and not self.stopped:
             hasState = bool(recovered.term or recovered.votedFor or recovered.entries or recovered.snapshot)
             self.incarnation = await self._claim(hasState)
+        if not self.stopped:
+            self.groupId = await self.groupStore.load()
         if self.stopped:
             return
         self.term, self.votedFor = recovered.term, recovered.votedFor
         self.durableTerm = self.term
         if recovered.snapshot is not None:
             meta, data = recovered.snapshot
+            if not self.groupId and meta.configuration.group:
+                self.bindGroup(meta.configuration.group, "recorded in its snapshot")
             self.log = RaftLog(meta.index, meta.term, recovered.entries)
             self.configs.reset(meta.index, meta.configuration)
             self.applier.restore(data)
@@ -144,11 +168,12 @@ class RaftNode:
                 self.configs.append(e.index, Configuration.decode(e.data))
         self.transport.updatePeers(self.configs.latest().addressMap())
         log.info(
-            "raft node {node} starting at term {term}, log {first}..{last}",
+            "raft node {node} starting at term {term}, log {first}..{last}, group {group}",
             node=self.id,
             term=self.term,
             first=self.log.snapshotIndex,
             last=self.log.lastIndex(),
+            group=formatGroup(self.groupId) or "none yet",
         )
         if self.droppedWhileLoading:
             log.info(
@@ -186,7 +211,19 @@ class RaftNode:
             return False
         addresses = ((self.id, address),) if address else ()
         self.configs.reset(0, Configuration(frozenset({self.id}), frozenset(), addresses))
-        log.info("node {node} bootstraps a new group as its only voter", node=self.id)
+        if self.groupId:
+            log.warn(
+                "node {node} leaves Raft group {group}, whose log it no longer holds, to found a new one",
+                node=self.id,
+                group=formatGroup(self.groupId),
+            )
+        # A new group always gets a new id, so it never passes for an old one.
+        self.bindGroup(newGroupId(self.rng), "founded")
+        log.info(
+            "node {node} bootstraps a new group {group} as its only voter",
+            node=self.id,
+            group=formatGroup(self.groupId),
+        )
         self._checkMembership()
         return True
 
@@ -315,18 +352,142 @@ class RaftNode:
 
     def send(self, message: Message) -> None:
         if not self.stopped:
+            if self.groupId:
+                # Stamped here, once, before the message leaves (it is not
+                # shared before): every message carries the group id.
+                object.__setattr__(message, "group", self.groupId)
             self.transport.send(message)
 
     def whenDurable(self, action: Callable[[], None]) -> None:
         """
-        Run C{action} once every write requested so far is durable.
+        Run C{action} once every write requested so far is durable (the
+        group id included).
         """
 
         def run(_: object) -> None:
             if not self.stopped:
                 action()
 
-        self.storage.sync().addCallback(run).addErrback(self._storageFailed)
+        d = self.storage.sync()
+        if self._groupSaving is not None:
+            waiting: Deferred[None] = Deferred()
+            self._groupWaiters.append(waiting)
+            d.addCallback(lambda _: waiting)
+        d.addCallback(run).addErrback(self._storageFailed)
+
+    @property
+    def groupDurable(self) -> bool:
+        """
+        Whether the group id (if any) is durable.
+        """
+        return self._groupSaving is None
+
+    # -- group ids ----------------------------------------------------------
+
+    def bindGroup(self, group: int, how: str) -> None:
+        """
+        Make C{group} this node's group id, for good, and record it.
+        """
+        self.groupId = group
+        log.info(
+            "node {node} belongs to Raft group {group} ({how})",
+            node=self.id,
+            group=formatGroup(group),
+            how=how,
+        )
+        saving = self.groupStore.save(group)
+        self._groupSaving = saving
+
+        def saved(_: object) -> None:
+            if self._groupSaving is saving:
+                self._groupSaving = None
+                waiters, self._groupWaiters = self._groupWaiters, []
+                for waiting in waiters:
+                    waiting.callback(None)
+
+        saving.addCallback(saved).addErrback(self._storageFailed)
+
+    def proposedGroup(self) -> int:
+        """
+        The group id a new leader writes in its opening no-op: its own, or
+        the first one its log carries, or a new one (L{suite.raft.groupid}).
+        """
+        if self.groupId:
+            return self.groupId
+        if self.configs.base.group:
+            return self.configs.base.group
+        for index in range(self.log.snapshotIndex + 1, self.log.lastIndex() + 1):
+            entry = self.log.entry(index)
+            if entry.kind == NOOP:
+                found = entryGroup(entry)
+                if found:
+                    return found
+        return newGroupId(self.rng)
+
+    def _bindCommitted(self, start: int, end: int) -> None:
+        """
+        Entries C{start}..C{end} were just committed: bind the first group id
+        they carry (this node has none yet).
+        """
+        for index in range(max(start, self.log.snapshotIndex + 1), end + 1):
+            entry = self.log.entry(index)
+            if entry.kind == NOOP:
+                found = entryGroup(entry)
+                if found:
+                    self.bindGroup(found, f"committed at {index}")
+                    return
+
+    def adoptGroup(self, group: int, leader: str) -> None:
+        """
+        A message of C{leader}, which this node follows, carried C{group}.
+        """
+        if group and not self.groupId:
+            self.bindGroup(group, f"adopted from leader {leader}")
+
+    @property
+    def foreignPeers(self) -> dict[str, int]:
+        """
+        Peers known to belong to another group -> their group id: those
+        whose refusal or message of another group came in the last
+        L{FOREIGN_MEMORY} seconds.
+        """
+        now = self.clock.seconds()
+        for peer, (_, seen) in list(self._foreignSeen.items()):
+            if now - seen > FOREIGN_MEMORY:
+                del self._foreignSeen[peer]
+        return {peer: group for peer, (group, _) in self._foreignSeen.items()}
+
+    def _foreign(self, peer: str, group: int, what: str) -> None:
+        """
+        C{peer} belongs to Raft group C{group}, not ours: note it, and say
+        so (once a minute per group).
+        """
+        now = self.clock.seconds()
+        self._foreignSeen[peer] = (group, now)
+        last = self._foreignLogged.get(group)
+        if last is None or now - last >= FOREIGN_LOG_INTERVAL:
+            self._foreignLogged[group] = now
+            log.warn(
+                "node {node} (Raft group {mine}): {what} from {peer} of another Raft group {other}; the groups "
+                "stay apart (merging them is an operator's decision)",
+                node=self.id,
+                mine=formatGroup(self.groupId),
+                what=what,
+                peer=peer,
+                other=formatGroup(group),
+            )
+        leader = self.leader
+        if leader is not None:
+            leader.membership.foreign(peer, group)
+
+    def _refuseForeign(self, m: Message) -> None:
+        self._foreign(m.src, m.group, f"refusing {type(m).__name__}")
+        if isinstance(m, (RequestVote, AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)):
+            reason = (
+                f"node {self.id} belongs to Raft group {formatGroup(self.groupId)}, not to the sender's "
+                f"group {formatGroup(m.group)}: {type(m).__name__} refused"
+            )
+            self.send(GroupMismatch(self.id, m.src, self.term, reason))
 
     def _saveHardState(self) -> Deferred[None]:
         term = self.term
@@ -406,6 +567,17 @@ class RaftNode:
         """
         if m.dst != self.id or not self.role.received(m):
             return
+        if isinstance(m, GroupMismatch):
+            # (never answered; its term is not ours to take)
+            if m.group and m.group != self.groupId:
+                self._foreign(m.src, m.group, f"refused by {m.src}: {m.reason}")
+            return
+        if m.group != self.groupId and m.group and self.groupId:
+            # Another group's node: never its term, vote or entries.
+            self._refuseForeign(m)
+            return
+        if m.group and m.src in self._foreignSeen:
+            del self._foreignSeen[m.src]  # (it speaks for this group now)
         if isinstance(m, RequestVote) and m.src not in self.configs.latest().voters:
             leading = self.leader
             if leading is not None and m.src not in self.configs.latest().members():
@@ -474,6 +646,8 @@ class RaftNode:
 
     def _commitTo(self, index: int) -> None:
         if index > self.commitIndex:
+            if not self.groupId:
+                self._bindCommitted(self.commitIndex + 1, index)
             self.commitIndex = index
             self._applyCommitted()
 
@@ -509,6 +683,9 @@ class RaftNode:
         store C{data}, the state machine's snapshot at that index; a failed
         write stops the node as any storage failure does.
         """
+        if self.groupId and meta.configuration.group != self.groupId:
+            # The snapshot keeps the group id its compacted entries carried.
+            meta = replace(meta, configuration=replace(meta.configuration, group=self.groupId))
         self.log.compact(meta.index, meta.term)
         self.configs.compact(meta.index, meta.configuration)
         self.storage.saveSnapshot(meta, data).addErrback(self._storageFailed)
@@ -601,5 +778,7 @@ class RaftNode:
             "configEpoch": config.epoch,
             "incarnation": self.incarnationNumber,
             "voteIntact": self.votesIntact(),
+            "group": formatGroup(self.groupId),
+            "foreignPeers": {peer: formatGroup(g) for peer, g in sorted(self.foreignPeers.items())},
             "matchIndex": leader.matchIndexes() if leader is not None else {},
         }

@@ -58,6 +58,11 @@ class RaftCollector:
             ("raft_snapshot_index", "Index of the latest snapshot.", s["snapshotIndex"]),
             ("raft_is_leader", "1 on the leader.", 1 if s["role"] == "leader" else 0),
             ("raft_leader_known", "1 when a leader is known.", 0 if s["leader"] is None else 1),
+            (
+                "raft_foreign_peers",
+                "Peers heard from in the last minute that belong to another Raft group.",
+                len(s["foreignPeers"]),
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
         match = GaugeMetricFamily("raft_match_index", "Leader's view of each member's log.", labels=["node"])

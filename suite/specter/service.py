@@ -23,7 +23,6 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from suite import kv
@@ -407,6 +406,7 @@ def _addRingListeners(
     The ring's own mTLS listeners (C{--listen-tcp}), when no gateway owns
     the port.
     """
+    from suite.pki.endpoints import HandshakeDeadlineFactory
     from suite.pki.tls import serverContextFactory
 
     tlsFactory = serverContextFactory(bundle, requireClientCert=True, acceptableProtocols=[ALPN])
@@ -414,7 +414,8 @@ def _addRingListeners(
     flag = "--listen-addr" if options["listen-addr"] and not options["listen-tcp"] else "--listen-tcp"
     for h, p in options["tcp-binds"]:
         endpoint = serverFromString(reactor, f"tcp:{p}:interface={h.replace(':', chr(92) + ':')}")
-        wrapped = TLSMemoryBIOFactory(tlsFactory, False, chordFactory)
+        # a connection that does not finish its handshake is closed in 10 s
+        wrapped = HandshakeDeadlineFactory(tlsFactory, chordFactory, reactor)
         svc = GuardedEndpointService(endpoint, wrapped, flag, f"{h}:{p}")
         svc.setServiceParent(root)
 

@@ -85,7 +85,9 @@ def makeAdminService(
     Serve C{resource} through a L{LimitedSite} on the endpoint string
     C{description}.
 
-    A TCP endpoint without an interface listens on 127.0.0.1.
+    A TCP endpoint without an interface listens on 127.0.0.1.  Requests
+    from web pages are refused on loopback connections (the site's
+    C{localHostsOnly}, unless C{siteOptions} turn it off).
 
     @param allowRemote: permit a non-loopback interface.
     @param flag: the option or key that gave C{description}, for errors.
@@ -101,6 +103,8 @@ def makeAdminService(
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"{flag} {description!r}: {e}") from None
     siteOptions.setdefault("reactor", reactor)
+    # on loopback, no web page may drive it (DNS rebinding, cross-site posts)
+    siteOptions.setdefault("localHostsOnly", True)
     site = LimitedSite(resource, **siteOptions)
     service = GuardedEndpointService(endpoint, site, flag, checked)
     service.setName("admin")

@@ -7,9 +7,11 @@ explicitly allows more.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import stat
 
-__all__ = ["splitEndpoint", "isLoopbackHost", "loopbackEndpoint", "EndpointError"]
+__all__ = ["splitEndpoint", "isLoopbackHost", "loopbackEndpoint", "checkSocketDirectory", "EndpointError"]
 
 
 #: A backslash escape (the escaped character captured), or a bare NUL.
@@ -100,6 +102,26 @@ def isLoopbackHost(host: str) -> bool:
         return False
 
 
+def checkSocketDirectory(path: str, what: str = "endpoint") -> None:
+    """
+    Refuse a unix socket path whose directory anyone may write to: another
+    user could replace the socket there (and receive what clients send it).
+    A directory that does not exist is left to the listen to report.
+
+    @raise EndpointError: naming C{what} and the directory.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(parent).st_mode
+    except OSError:
+        return
+    if mode & stat.S_IWOTH:
+        raise EndpointError(
+            f"{what} unix:{path}: the socket directory {parent} is writable by everyone; "
+            f"use a directory only this user (or its group) can write"
+        )
+
+
 _TCP_KINDS = {"tcp": 1, "tcp6": 1, "ssl": 5}
 _DEFAULT_LOOPBACK = {"tcp": "127.0.0.1", "tcp6": "\\:\\:1", "ssl": "127.0.0.1"}
 
@@ -109,7 +131,9 @@ def loopbackEndpoint(description: str, allowRemote: bool = False, what: str = "e
     Check that C{description} listens on loopback or a unix socket and return
     it, with C{interface=127.0.0.1} (or C{::1}) added to a TCP endpoint that
     names no interface (so the default is loopback, never all interfaces),
-    and C{mode=600} to a unix endpoint that names no mode (owner only).
+    and C{mode=600} to a unix endpoint that names no mode (owner only); a
+    unix socket's directory must not be writable by everyone
+    (L{checkSocketDirectory}).
 
     @param allowRemote: allow any interface and any endpoint type.
     @param what: the flag or setting, for the message (C{"--admin"}).
@@ -119,6 +143,7 @@ def loopbackEndpoint(description: str, allowRemote: bool = False, what: str = "e
     if kind == "unix":
         if not args and "address" not in kwargs:
             raise EndpointError(f"{what} {description!r}: a unix endpoint needs a path")
+        checkSocketDirectory(kwargs.get("address") or args[0], what)
         # Twisted makes the socket 0666 unless told otherwise: owner only.
         return description if "mode" in kwargs else f"{description}:mode=600"
     if kind in _TCP_KINDS:

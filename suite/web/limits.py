@@ -18,6 +18,16 @@ decoded them, are answered C{431}, with one log line); a header block more
 than four times C{maxHeaderBytes} (as sent or decoded) ends the HTTP/2
 connection with C{GOAWAY} (L{suite.web.http2}).
 
+A site made with C{localHostsOnly} (the admin sites, Constellation's
+provider, clustor-cp and CEPtra's admin listener without TLS) also defends
+its loopback connections against web pages: a request that arrived on a
+loopback address must name a loopback address or C{localhost} in C{Host}
+(C{421} otherwise: a DNS-rebinding page sends its own name there), and a
+request other than GET/HEAD/OPTIONS carrying an C{Origin} that is not
+loopback is answered C{403} (a page on another site posting to
+C{http://127.0.0.1:PORT/...}).  Clients that are not browsers send no
+C{Origin}, and C{Host} as they dialled.
+
 A process whose Twisted has no HTTP/2 (C{twisted.web.http.H2_ENABLED} is
 false: hyper-h2 missing, or C{twisted.web._http2} kept out of the process,
 as the C{goop2} console script does) serves HTTP/1.1 through Twisted's own
@@ -28,7 +38,9 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
@@ -36,6 +48,8 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+
+from suite.web.endpoint import isLoopbackHost
 
 if http.H2_ENABLED:
     from suite.web.http2 import LimitedHTTPChannelProtocol as _ChannelSwitch
@@ -50,6 +64,8 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_HEADER_COUNT",
+    "DEFAULT_HEADER_TIMEOUT",
+    "MIN_BODY_RATE",
 ]
 
 log = Logger()
@@ -66,9 +82,22 @@ HEADER_BLOCK_FACTOR = 4
 DRAIN_SECONDS = 2.0
 #: Idle connection timeout (seconds) unless the caller passes C{timeout}.
 DEFAULT_IDLE_TIMEOUT = 60
+#: Seconds from the first byte of a request to the end of its headers, and
+#: the grace period of its body (see L{MIN_BODY_RATE}); unless the caller
+#: passes C{headerTimeout}.  The idle timeout alone restarts on every byte,
+#: so a client trickling a byte a minute would hold the connection forever.
+DEFAULT_HEADER_TIMEOUT = 30
+#: After the grace period a request body must average at least this many
+#: bytes a second since its headers ended, or the request is answered 408.
+MIN_BODY_RATE = 1024
 DRAIN_BYTES = 1024 * 1024
 
-_REASONS = {413: b"Content Too Large", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    408: b"Request Timeout",
+    421: b"Misdirected Request",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+}
 
 
 def _rawResponse(code: int, reason: str) -> bytes:
@@ -82,6 +111,27 @@ def _rawResponse(code: int, reason: str) -> bytes:
             body,
         ]
     )
+
+
+#: Methods a page on another site may send without a preflight it cannot pass.
+_SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+
+
+def _hostName(value: str) -> str:
+    """
+    The name or address of a C{Host} header value, without its port.
+    """
+    value = value.strip()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    if value.count(":") == 1:
+        return value.partition(":")[0]
+    return value
+
+
+def _isLocalName(name: str) -> bool:
+    name = name.rstrip(".").lower()
+    return isLoopbackHost(name) or name.endswith(".localhost")
 
 
 def _peerText(transport: Any) -> str:
@@ -161,7 +211,52 @@ class LimitedRequest(Request):
             return f"more than {maxCount} request headers"
         return None
 
+    def _foreignPage(self) -> tuple[int, str] | None:
+        """
+        On a C{localHostsOnly} site, why a request that arrived on a
+        loopback address is refused as coming from a web page: a C{Host}
+        that is not local (DNS rebinding), or an unsafe method with an
+        C{Origin} that is not local (a cross-site post).
+        """
+        site = getattr(self.channel, "site", None)
+        if not getattr(site, "localHostsOnly", False):
+            return None
+        local = self.getHost()
+        if not isinstance(local, (IPv4Address, IPv6Address)) or not isLoopbackHost(local.host):
+            return None
+        rawHost = self.getHeader(b"host")
+        host = None if rawHost is None else rawHost.decode("latin-1")
+        if host is not None and not _isLocalName(_hostName(host)):
+            return 421, (
+                f"Host {host[:100]!r} is not this loopback listener: "
+                f"use 127.0.0.1, [::1] or localhost (a page on another site cannot use it)"
+            )
+        rawOrigin = self.getHeader(b"origin")
+        origin = None if rawOrigin is None else rawOrigin.decode("latin-1")
+        if self.method not in _SAFE_METHODS and origin is not None:
+            try:
+                name = urlsplit(origin.strip()).hostname
+            except ValueError:
+                name = None
+            if name is None or not _isLocalName(name):
+                return (
+                    403,
+                    f"{self.method.decode('ascii', 'replace')} from a web page (Origin {origin[:100]!r}) refused",
+                )
+        return None
+
     def process(self) -> None:
+        foreign = self._foreignPage()
+        if foreign is not None:
+            if self.clientproto != b"HTTP/2":  # _refuse logs those
+                log.info(
+                    "rejected request from {peer}: {code} {reason}",
+                    peer=str(getattr(self.getClientAddress(), "host", None) or self.getClientAddress()),
+                    code=foreign[0],
+                    reason=foreign[1],
+                )
+            self._refuse(*foreign)
+            return
         if self.bodyTooLarge:
             self._refuse(413, f"request body larger than {self._limit()} bytes")
             return
@@ -200,6 +295,11 @@ class LimitedChannel(http.HTTPChannel):
     _headerCount = 0
     _inHeaders = False
     _drainCall: Any = None
+    #: The header deadline of the request being read, if one is running.
+    _headCall: Any = None
+    #: When the body of the request being read started (its headers ended).
+    _bodyStarted: float | None = None
+    _bodyRead = 0
 
     def _limits(self) -> LimitedSite:
         return self.site
@@ -219,6 +319,8 @@ class LimitedChannel(http.HTTPChannel):
             reason=reason,
         )
         self.setTimeout(None)
+        self._cancelHead()
+        self._bodyStarted = None
         assert self.transport is not None
         self.transport.write(_rawResponse(code, reason))
         self.persistent = False
@@ -243,6 +345,33 @@ class LimitedChannel(http.HTTPChannel):
         """
         self.reject(413, f"request body larger than {self._limits().maxBodyBytes} bytes")
 
+    def _cancelHead(self) -> None:
+        if self._headCall is not None and self._headCall.active():
+            self._headCall.cancel()
+        self._headCall = None
+
+    def _headLate(self) -> None:
+        self._headCall = None
+        self.reject(408, f"request headers not received within {self._limits().headerTimeout:g} seconds")
+
+    def _bodyTooSlow(self, size: int) -> bool:
+        """
+        Count C{size} more body bytes; whether the body has fallen below
+        L{MIN_BODY_RATE} after the grace period (then it is answered 408).
+        """
+        if self._bodyStarted is None:
+            return False
+        self._bodyRead += size
+        limits = self._limits()
+        elapsed = limits.reactor.seconds() - self._bodyStarted - limits.headerTimeout
+        if elapsed <= 0 or self._bodyRead >= elapsed * MIN_BODY_RATE:
+            return False
+        self.reject(
+            408,
+            f"request body slower than {MIN_BODY_RATE} bytes a second after {limits.headerTimeout:g} seconds",
+        )
+        return True
+
     def dataReceived(self, data: bytes) -> None:
         if self._rejected:
             self._drained += len(data)
@@ -252,11 +381,17 @@ class LimitedChannel(http.HTTPChannel):
                 elif self.transport is not None:
                     self.transport.loseConnection()
             return
+        limits = self._limits()
+        if self.line_mode and self._headCall is None and limits.headerTimeout:
+            # The first bytes of a request's head: it must end in time.
+            self._headCall = self.callLater(limits.headerTimeout, self._headLate)
         super().dataReceived(data)
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._rejected:
             self._drained += len(data)
+            return
+        if self._bodyTooSlow(len(data)):
             return
         super().rawDataReceived(data)
 
@@ -264,6 +399,7 @@ class LimitedChannel(http.HTTPChannel):
         if self._drainCall is not None and self._drainCall.active():
             self._drainCall.cancel()
         self._drainCall = None
+        self._cancelHead()
         super().connectionLost(reason)
 
     def lineReceived(self, line: bytes) -> None:
@@ -292,14 +428,18 @@ class LimitedChannel(http.HTTPChannel):
         self.reject(431, f"request headers larger than {self._limits().maxHeaderBytes} bytes")
 
     def allHeadersReceived(self) -> None:
+        self._cancelHead()
         limits = self._limits()
         length = self.length
         if length is not None and length > limits.maxBodyBytes:
             self.reject(413, f"request body larger than {limits.maxBodyBytes} bytes")
             return
+        self._bodyStarted = limits.reactor.seconds() if limits.headerTimeout else None
+        self._bodyRead = 0
         super().allHeadersReceived()
 
     def allContentReceived(self) -> None:
+        self._bodyStarted = None
         if self._rejected:
             return
         super().allContentReceived()
@@ -319,6 +459,14 @@ class LimitedSite(Site):
     @param accessLogLevel: level of the one access-log event per request
         (method, path without the query string, code, bytes, peer); debug by
         default so health probes and scrapes stay quiet.
+    @param localHostsOnly: refuse, on connections that arrived on a
+        loopback address, requests from web pages (see the module
+        docstring: C{421} for a foreign C{Host}, C{403} for a foreign
+        C{Origin} on an unsafe method).
+    @param headerTimeout: seconds from a request's first byte to the end of
+        its headers, and the grace period after which its body must average
+        L{MIN_BODY_RATE} (default 30; 0 turns both off); a request that
+        misses either is answered C{408} and the connection closed.
     """
 
     requestFactory = LimitedRequest
@@ -331,6 +479,8 @@ class LimitedSite(Site):
         maxHeaderCount: int = DEFAULT_MAX_HEADER_COUNT,
         maxHeaderBlockBytes: int | None = None,
         accessLogLevel: LogLevel = LogLevel.debug,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+        localHostsOnly: bool = False,
         **kwargs: Any,
     ) -> None:
         for name, value in (
@@ -341,6 +491,8 @@ class LimitedSite(Site):
         ):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+        if not isinstance(headerTimeout, (int, float)) or not headerTimeout >= 0:
+            raise ValueError(f"headerTimeout must be a non-negative number of seconds, not {headerTimeout!r}")
         kwargs.setdefault("timeout", DEFAULT_IDLE_TIMEOUT)
         super().__init__(resource, **kwargs)
         self.maxBodyBytes = maxBodyBytes
@@ -350,6 +502,8 @@ class LimitedSite(Site):
             HEADER_BLOCK_FACTOR * maxHeaderBytes if maxHeaderBlockBytes is None else maxHeaderBlockBytes
         )
         self.accessLogLevel = accessLogLevel
+        self.headerTimeout = headerTimeout
+        self.localHostsOnly = localHostsOnly
 
     def log(self, request: Any) -> None:
         """

@@ -16,10 +16,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from suite.daemon import ConfigError, barrierFor
+from suite.pki.endpoints import HandshakeDeadlineFactory
 from suite.web.endpoint import EndpointError, loopbackEndpoint
 
 __all__ = ["parseHostPort", "hostPortEndpoint", "listenService", "ListenerService"]
@@ -99,7 +99,8 @@ def listenService(
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"{flag} {description!r}: {e}") from None
     if tlsContextFactory is not None:
-        factory = TLSMemoryBIOFactory(tlsContextFactory, False, factory)
+        # a connection that does not finish its handshake is closed in 10 s
+        factory = HandshakeDeadlineFactory(tlsContextFactory, factory, reactor)
     return ListenerService(endpoint, factory, reactor, checked, flag, onListening)
 
 

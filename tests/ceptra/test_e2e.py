@@ -11,6 +11,10 @@ from typing import Any
 
 import treq
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.iweb import IPolicyForHTTPS
@@ -38,6 +42,29 @@ class _NoClientCertificate:
         return clientContextFactory(self.bundle, ipAddress=hostname.decode(), useClientCert=False)
 
 
+class _Silent(Protocol):
+    """
+    A client that connects and never says anything.
+    """
+
+    def __init__(self) -> None:
+        self.lost: Deferred[float] = Deferred()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost.callback(reactor.seconds())
+
+
+async def _closedAfter(port: int) -> float:
+    """
+    Seconds until the server closes a connection on which nothing is sent.
+    """
+    silent = _Silent()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), silent)
+    start = reactor.seconds()
+    silent.lost.addTimeout(30, reactor)
+    return await silent.lost - start
+
+
 class NodeProcessTests(TestCase):
     """
     The node's admin surface as an operator sees it.
@@ -54,7 +81,7 @@ class NodeProcessTests(TestCase):
         cp = ca.identity("control-plane")
         probe = ca.identity("probe", "spiffe://ops.example/probe")
         stranger = ca.identity("stranger", "spiffe://ops.example/stranger")
-        cpPort, adminPort = freePort(), freePort()
+        cpPort, adminPort, raftPort = freePort(), freePort(), freePort()
         DaemonProcess(
             self,
             twistdArgs(
@@ -84,11 +111,11 @@ class NodeProcessTests(TestCase):
             identity,
             url=f"https://127.0.0.1:{cpPort}",
             CEPTRA_ADMIN_BIND=f"127.0.0.1:{adminPort}",
-            CEPTRA_RAFT_BIND=f"127.0.0.1:{freePort()}",
+            CEPTRA_RAFT_BIND=f"127.0.0.1:{raftPort}",
             CEPTRA_FEED_INTERVAL_MS="200",
             CEPTRA_ADMIN_ALLOWED_SPIFFE="spiffe://ops.example/probe",
         )
-        node = DaemonProcess(self, scriptArgs("ceptra"), env=env, name="ceptra", cwd=base)
+        node = DaemonProcess(self, scriptArgs("ceptra", "--verbose"), env=env, name="ceptra", cwd=base)
         node.start()
 
         pool = HTTPConnectionPool(reactor, persistent=False)
@@ -163,6 +190,22 @@ class NodeProcessTests(TestCase):
         # the probe's certificate lacks.
         with self.assertRaises(ResponseNeverReceived):
             await treq.get(f"https://127.0.0.1:{cpPort}/routing", agent=agent)
+
+        # A client that connects and never starts its TLS handshake is
+        # closed after 10 s on the admin, Raft and control-plane listeners.
+        waited = await gatherResults(
+            [Deferred.fromCoroutine(_closedAfter(p)) for p in (adminPort, raftPort, cpPort)]
+        )
+        for seconds in waited:
+            self.assertGreater(seconds, 9)
+            self.assertLess(seconds, 20)
+        # Nothing of the node's private key reaches its (verbose) log.
+        with open(identity.key) as f:
+            keyLines = [line for line in f.read().splitlines() if line and not line.startswith("-----")]
+        output = node.output()
+        self.assertIn("ceptra node", output)
+        for line in keyLines:
+            self.assertNotIn(line, output)
 
     def test_missingControlPlane(self) -> None:
         """

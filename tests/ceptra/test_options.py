@@ -158,6 +158,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "http://", CEPTRA_CONTROL_PLANE_URL="ftp://cp")
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "no host", CEPTRA_CONTROL_PLANE_URL="https://")
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "query", CEPTRA_CONTROL_PLANE_URL="https://cp/?a=1")
+        # credentials in the URL: refused without repeating them (the URL is logged)
+        with self.assertRaises(ConfigError) as cm:
+            parse(CEPTRA_CONTROL_PLANE_URL="https://ops:pw-Secret9@cp.example.org")
+        self.assertIn("credentials in the URL", str(cm.exception))
+        self.assertNotIn("pw-Secret9", str(cm.exception))
         self.assertError("CEPTRA_CONTROL_PLANE_URL", "port", CEPTRA_CONTROL_PLANE_URL="https://cp:99999")
         self.assertError(
             "CEPTRA_CONTROL_PLANE_URL",

@@ -39,6 +39,7 @@ from suite.ceptra.partitions.retire import (
 from suite.ceptra.placement import MemoryPlacementFile, PlacementLedger
 from suite.ceptra.routing import NodeInfo, Routing, keyHash, parseRouting
 from suite.clustor.interfaces import IFeedClient
+from suite.raft.groupid import MemoryGroupStore
 from suite.raft.incarnation import MemoryIncarnations
 from suite.raft.interfaces import IRaftStateMachine
 from suite.raft.messages import Entry
@@ -282,6 +283,8 @@ class Cluster:
         self.slowDisks = dict(slowDisks or {})
         self.disks: dict[str, MemoryStorage] = {}
         self.incarnations = MemoryIncarnations(self.rng)
+        #: the replicas' Raft group ids, without a data directory
+        self.groups: dict[str, MemoryGroupStore] = {}
         self.ledgers: dict[str, MemoryPlacementFile] = {}
         self.managers: dict[str, PartitionManager] = {}
         for n in names:
@@ -324,6 +327,9 @@ class Cluster:
             rng=random.Random(self.rng.random()),
             ledger=PlacementLedger(self.ledgers.setdefault(name, MemoryPlacementFile())),
             incarnations=lambda walDir: self.incarnations.claim(f"{name}:{walDir}"),
+            groupStores=None
+            if dataDir is not None
+            else lambda walDir: self.groups.setdefault(f"{name}:{walDir}", MemoryGroupStore()),
             snapshotRunner=self.snapshotRunner,
             holdsReplica=None if dataDir is not None else lambda pid: f"{name}:wal/{pid}" in self.disks,
             heldReplicas=None
@@ -365,6 +371,7 @@ class Cluster:
             for key in [k for k in self.disks if k.startswith(f"{name}:")]:
                 del self.disks[key]
                 self.incarnations.forget(key)
+                self.groups.pop(key, None)
             self.ledgers.pop(name, None)
 
     def hashes(self, pid: str) -> set[str]:
@@ -414,6 +421,15 @@ class ManagerTests(SynchronousTestCase):
         status = c.managers["a"].partitionStatus("p0", withHash=True)
         self.assertEqual(status["state"], "running")
         self.assertIn("stateHash", status)
+        # Each partition's group bound a Raft group id of its own, on every replica.
+        ids = {
+            pid: {m.partitions[pid].node.groupId for m in c.managers.values() if pid in m.partitions}
+            for pid in ("p0", "p1", "p2")
+        }
+        self.assertTrue(all(len(found) == 1 and 0 not in found for found in ids.values()), ids)
+        self.assertEqual(len(set.union(*ids.values())), 3)
+        (p0,) = ids["p0"]
+        self.assertEqual(c.managers["a"].partitionStatus("p0")["group"], f"{p0:016x}")
 
     def test_replicaMoved(self) -> None:
         """
@@ -973,7 +989,7 @@ class RetiredReplicaTests(RetiredFixture):
         [name] = self.retired(root)
         self.assertRegex(name, r"^p2-2-\d+$")
         copy = os.path.join(root, "b", "retired", name)
-        self.assertEqual(sorted(os.listdir(os.path.join(copy, "wal"))), ["incarnation", "retired"])
+        self.assertEqual(sorted(os.listdir(os.path.join(copy, "wal"))), ["group", "incarnation", "retired"])
         self.assertEqual(os.listdir(os.path.join(copy, "snapshots")), ["snap-1"])
         lines = [e["log_format"].format(**e) for e in logs if "replica retired" in e.get("log_format", "")]
         self.assertEqual(lines, [f"partition p2 replica retired; data moved to {copy}"])

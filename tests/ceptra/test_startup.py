@@ -256,6 +256,44 @@ class MakeServiceTests(SynchronousTestCase):
             "is another ceptra node running on this storage?",
         )
 
+    def test_plainAdminRefusesWebPages(self) -> None:
+        """
+        The plain-HTTP admin listener (loopback only) serves no web page:
+        a DNS-rebinding page's own name in C{Host} gets 421, and a page on
+        another site posting rules to the loopback port gets 403; local
+        clients are served.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        base = self.mktemp()
+        _, identity = makePKI(os.path.join(base, "pki"))
+        options = nodeOptions(base, identity, CEPTRA_ADMIN_BIND="127.0.0.1:26999", CEPTRA_ADMIN_TLS="off")
+        reactor = MemoryReactorClock()
+        root = service.makeService(options, reactor)
+        root.startService()
+        self.addCleanup(root.stopService)
+        [site] = [p[1] for p in reactor.tcpServers if p[0] == 26999]
+
+        def status(request: bytes) -> int:
+            address = IPv4Address("TCP", "127.0.0.1", 26999)
+            protocol: Any = site.buildProtocol(address)
+            transport = StringTransport(peerAddress=address, hostAddress=address)
+            protocol.makeConnection(transport)
+            protocol.dataReceived(request)
+            return int(transport.value().split(b" ", 2)[1])
+
+        self.assertEqual(status(b"GET /healthz HTTP/1.1\r\nHost: evil.example:26999\r\n\r\n"), 421)
+        rules = b'{"rules": []}'
+        self.assertEqual(
+            status(
+                b"POST /rules HTTP/1.1\r\nHost: 127.0.0.1:26999\r\nOrigin: https://evil.example\r\n"
+                b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(rules), rules)
+            ),
+            403,
+        )
+        self.assertEqual(status(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:26999\r\n\r\n"), 200)
+
     def test_plainAdminOffLoopbackRefused(self) -> None:
         """
         Plain-HTTP admin on a non-loopback address is refused, naming the variable.

@@ -4,6 +4,8 @@ C{makeService} of the control plane under a memory reactor.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -43,6 +45,26 @@ class MakeServiceTests(SynchronousTestCase):
         self.addCleanup(root.stopService)
         self.assertEqual([(p[0], p[3]) for p in reactor.tcpServers], [(26999, "127.0.0.1")])
         self.assertEqual(len(reactor.getDelayedCalls()), 1)  # the file watch
+
+    def test_plainRefusesRebinding(self) -> None:
+        """
+        Plain HTTP on loopback answers a DNS-rebinding page (its own name
+        in C{Host}) 421 and reads the feeds to local clients.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        reactor, root = self.build("--listen", "tcp:26999:interface=127.0.0.1")
+        root.startService()
+        self.addCleanup(root.stopService)
+        site = reactor.tcpServers[0][1]
+        for host, code in ((b"evil.example:26999", b"421"), (b"localhost:26999", b"200")):
+            address = IPv4Address("TCP", "127.0.0.1", 26999)
+            protocol: Any = site.buildProtocol(address)
+            transport = StringTransport(peerAddress=address, hostAddress=address)
+            protocol.makeConnection(transport)
+            protocol.dataReceived(b"GET /routing HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            self.assertEqual(transport.value().split(b" ", 2)[1], code, host)
 
     def test_plainRemoteRefused(self) -> None:
         """

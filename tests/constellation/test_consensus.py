@@ -68,6 +68,8 @@ class _Node:
         self.leader: Any = None
         self.changes: list[tuple[str, str, str]] = []
         self.loading = False
+        self.groupId = 0
+        self.foreignPeers: dict[str, int] = {}
 
     def bootstrap(self, address: str) -> bool:
         if self.loading:
@@ -240,6 +242,76 @@ class AgentTests(SynchronousTestCase):
         self.clock.advance(31)
         agent.step()
         self.assertEqual(self.node.changes[-1], ("remove", "gone", ""))
+
+    def test_foreignMembersNeverAdded(self) -> None:
+        """
+        The leader adds nodes that publish its group id, or no id and no
+        membership; members of another group (by their gossip record, or by
+        their refusal of our messages) and members of some configuration
+        without an id are never added.  The meeting is logged once, naming
+        both groups and their members, and shown in the status.
+        """
+        logged = self.captureLog()
+        names = ["a", "b", "c", "d", "e", "f"]
+        members = [Member(n, ("h", i), "alive", 1, {}) for i, n in enumerate(names)]
+        published = {n: (f"h:{i}", n in ("b", "e", "f")) for i, n in enumerate(names)}
+        groups = {"b": "00000000000000b2", "d": "00000000000000a1"}
+        agent = self.make("a", members, published, raftGroups=lambda: groups)
+        self.node.groupId = 0xA1
+        self.node.foreignPeers = {"f": 0xC3}
+        self.node.configs.config = Configuration(frozenset({"a"}))
+        self.node.leader = object()
+        for _ in range(3):
+            agent.step()
+        self.assertLessEqual({name for _, name, _ in self.node.changes}, {"c", "d"})
+        self.assertTrue(self.node.changes)
+        self.assertEqual([n for n in names[1:] if agent._addable(n, published[n][1])], ["c", "d"])
+        self.assertEqual(agent.status()["group"], "00000000000000a1")
+        self.assertEqual(agent.status()["foreignMembers"], {"b": "00000000000000b2", "f": "00000000000000c3"})
+        self.assertEqual(self.published[-1]["group"], "00000000000000a1")
+        meetings = [line for line in logged if "has met" in line]
+        self.assertEqual(
+            meetings,
+            [
+                "Raft group 00000000000000a1 (members a) has met Raft group 00000000000000b2 (members b); "
+                "Raft group 00000000000000c3 (members f): the groups stay apart and each keeps its own "
+                "leases; to merge, stop the nodes of one group, move their DATA_DIR/raft aside and start "
+                "them again (they join as new members)"
+            ],
+        )
+        members[:] = [m for m in members if m.name not in ("b", "f")]
+        agent.step()
+        self.assertEqual(agent.status()["foreignMembers"], {})
+        self.assertIn("no member of another Raft group is alive in gossip any more", logged)
+
+    def test_foreignMemberRemoved(self) -> None:
+        """
+        A member of ours found to belong to another group (it refused our
+        appends) is removed from the configuration.
+        """
+        members = [Member(n, ("h", 1), "alive", 1, {}) for n in ("a", "b")]
+        agent = self.make("a", members, {"b": ("h:1", True)})
+        self.node.groupId = 0xA1
+        self.node.foreignPeers = {"b": 0xB2}
+        self.node.configs.config = Configuration(frozenset({"a"}), frozenset({"b"}))
+        self.node.leader = object()
+        agent.step()
+        self.assertEqual(self.node.changes, [("remove", "b", "")])
+        # A voter taken by the other group (it lost its data) goes too.
+        self.node.configs.config = Configuration(frozenset({"a", "b"}))
+        agent.step()
+        self.assertEqual(self.node.changes[-1], ("remove", "b", ""))
+
+    def test_noGroupNoForeign(self) -> None:
+        """
+        A node without a group id yet (new, or storage from before group
+        ids) reports no foreign members and publishes no group.
+        """
+        members = [Member(n, ("h", 1), "alive", 1, {}) for n in ("a", "b")]
+        agent = self.make("a", members, {"b": ("h:1", True)}, raftGroups=lambda: {"b": "00000000000000b2"})
+        agent.step()
+        self.assertEqual(agent.status()["foreignMembers"], {})
+        self.assertNotIn("group", self.published[-1])
 
     def captureLog(self) -> list[str]:
         logged: list[str] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from typing import Any
 
 import treq
 from twisted.trial.unittest import TestCase
@@ -45,6 +46,24 @@ class AgentProcessTests(TestCase):
         """
         agent = startAgent(self, "cloudserver7", extra=["--docker", "unix:/nonexistent/docker.sock"])
         await agent.proc.waitForHTTP(agent.url + "/healthz")
+        # No web page may hand over a declaration (it runs containers): not
+        # a page on another site posting to the loopback port, nor one whose
+        # name was rebound to 127.0.0.1 (its own name in Host).
+        port = agent.url.rpartition(":")[2]
+        evil = json.dumps({"stack": "evil", "file": "services:\n  a: {image: busybox}\n", "env": {}})
+        headers: Any
+        for headers, code in (
+            ({"Content-Type": ["text/plain"], "Origin": ["https://evil.example"]}, 403),
+            ({"Host": [f"evil.example:{port}"], "Origin": [f"http://evil.example:{port}"]}, 421),
+            ({"Host": [f"evil.example:{port}"]}, 421),
+        ):
+            r = await treq.post(agent.url + "/api/deploy", evil.encode(), headers=headers, persistent=False)
+            self.assertEqual(r.code, code, headers)
+            self.assertIn("error", json.loads(await r.content()))
+        rebound: Any = {"Host": ["evil.example"]}
+        r = await treq.get(agent.url + "/api/state", headers=rebound, persistent=False)
+        self.assertEqual(r.code, 421)
+        await r.content()
         declaration = {"stack": "media", "file": "services:\n  a: {image: busybox}\n", "env": {}}
         r = await treq.post(agent.url + "/api/deploy", json=declaration, persistent=False)
         self.assertEqual(r.code, 202)
@@ -55,6 +74,7 @@ class AgentProcessTests(TestCase):
         r = await treq.get(agent.url + "/api/deploy", persistent=False)
         declarations = json.loads(await r.content())["declarations"]
         self.assertEqual(declarations["media"]["digest"], digest)
+        self.assertNotIn("evil", declarations)
         self.assertIn("deploy: 1 declaration(s) kept from the last run (media)", agent.proc.output())
 
     def test_zoneWithoutToken(self) -> None:

@@ -34,6 +34,8 @@ divergent replicas or a non-linearizable history.
     after they voted, and members still loading are crashed and restarted.
     A loading member must not act on anything (no vote, term, leader,
     write or reply) before its own term, vote and log are loaded.
+  - C{groupsMeet}: two Raft groups founded on the two sides of a partition
+    at first start meet when it heals (L{tests.raft.groupsim}).
 """
 
 from __future__ import annotations
@@ -46,13 +48,14 @@ from dataclasses import dataclass
 from suite.raft.kv import encodeCommand
 from suite.raft.messages import AppendEntries, Message
 from suite.raft.node import RaftSettings
+from tests.raft.groupsim import runGroups
 from tests.support.lincheck import checkHistory
 from tests.support.raftsim import Faults, SimClient, Simulation
 
 
 @dataclass(frozen=True)
 class Family:
-    run: Callable[[int], Simulation]
+    run: Callable[[int], object]
     ci: int  # scenarios (seeds 0..ci-1) CI runs
 
 
@@ -558,4 +561,5 @@ FAMILIES: dict[str, Family] = {
     "membershipSplit": Family(membershipSplit, 8),
     "diskLoss": Family(diskLoss, 24),
     "slowLoad": Family(slowLoad, 24),
+    "groupsMeet": Family(runGroups, 48),
 }

@@ -5,6 +5,7 @@ End to end: three real node processes on loopback over mTLS.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
+from suite.raft.groupid import readGroupFile
 from tests.raft.cluster import makeClient, makeCluster
 from tests.support.process import DaemonProcess, freePort, sleep
 
@@ -185,6 +187,11 @@ class MembershipTests(TestCase):
         await sleep(1.0)
         status = await client.call("status")
         self.assertEqual(status["voters"], ["n1", "n2", "n3", "n4", "n5"])
+        # One Raft group id, recorded by every member (the static three
+        # bound it from the first leader's no-op, the joiners from their leader).
+        groups = {readGroupFile(os.path.join(s.dataDir, "wal")) for s in first + extra}
+        self.assertEqual(len(groups), 1)
+        self.assertNotIn(0, groups)
         for s in extra:
             config = await self.member(clientDir, servers, "remove", s.id)
             self.assertNotIn(s.id, config["voters"] + config["learners"])

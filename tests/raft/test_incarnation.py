@@ -98,7 +98,8 @@ class EncodingTests(SynchronousTestCase):
             )
         raw = list(msgpack.unpackb(encodeMessage(HeartbeatResponse("b", "a", 3, 1, 2, 5))))
         self.assertRaises(MalformedMessage, decodeMessage, msgpack.packb(raw[:-2]))
-        self.assertRaises(MalformedMessage, decodeMessage, msgpack.packb([*raw, 1]))
+        self.assertRaises(MalformedMessage, decodeMessage, msgpack.packb([*raw, 0]))
+        self.assertRaises(MalformedMessage, decodeMessage, msgpack.packb([*raw, 1, 1]))
 
 
 class RuleTests(SynchronousTestCase):

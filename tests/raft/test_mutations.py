@@ -125,3 +125,9 @@ class MutationTests(SynchronousTestCase):
         A node that answers peers before it has loaded its log is caught.
         """
         self.caught("serve-while-loading")
+
+    def test_foreignGroupAccepted(self) -> None:
+        """
+        A node that takes another group's messages as its own is caught.
+        """
+        self.caught("foreign-group-accepted")

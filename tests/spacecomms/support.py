@@ -50,6 +50,7 @@ class NodeSpec:
         self.configPath = os.path.join(base, f"{name}.yaml")
         self.storePath = os.path.join(base, f"{name}.db")
         self.peers: list[dict[str, Any]] = []
+        self.logLevel = "info"
         self.protocol: dict[str, Any] = {
             "heartbeat_interval_seconds": 0.5,
             "session_timeout_seconds": 3,
@@ -101,7 +102,7 @@ class NodeSpec:
             },
             "peers": self.peers,
             "storage": {"type": "file", "file_path": self.storePath},
-            "logging": {"level": "info", "format": "json", "output": "stdout"},
+            "logging": {"level": self.logLevel, "format": "json", "output": "stdout"},
             "protocol": dict(self.protocol, max_hop_count=10),
         }
 

@@ -14,7 +14,16 @@ from twisted.trial.unittest import TestCase
 
 from suite.spacecomms.cdm import encode
 from suite.spacecomms.cdm.sample import sampleCDM
-from tests.spacecomms.support import NodeSpec, getJSON, makeCertificates, send, startNode
+from tests.spacecomms.support import (
+    ADMIN,
+    PEER_TOKEN,
+    READONLY,
+    NodeSpec,
+    getJSON,
+    makeCertificates,
+    send,
+    startNode,
+)
 from tests.support.process import DaemonProcess, sleep
 
 
@@ -72,6 +81,7 @@ class LineTests(TestCase):
         b.addPeer(a)
         b.addPeer(c)
         c.addPeer(b)
+        b.logLevel = "debug"
         pa, pb, pc = startNode(self, a), startNode(self, b), startNode(self, c)
         await _connected(b, pb, 2)
         await _connected(a, pa, 1)
@@ -127,6 +137,14 @@ class LineTests(TestCase):
         await pb2.waitForLog(r"applied CDM_ANNOUNCE \w+ from A .*not forwarded")
         code, _ = await getJSON(c.url("/cdms/LINE-4"))
         self.assertEqual(code, 404)
+        # No token (API, peer, or a wrong guess) is logged, even at debug level.
+        code, _ = await getJSON(b.url("/cdms"), token="wrong-guess-0123456789")
+        self.assertEqual(code, 401)
+        code, _ = await getJSON(b.url("/cdms"), token=READONLY)
+        self.assertEqual(code, 200)
+        for proc in (pa, pb, pb2, pc):
+            for secret in (ADMIN, READONLY, PEER_TOKEN, "wrong-guess-0123456789"):
+                self.assertNotIn(secret, proc.output(), proc.name)
 
 
 class TriangleTests(TestCase):

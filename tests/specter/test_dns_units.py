@@ -451,6 +451,42 @@ class FactoryTests(ZoneTestsMixin, SynchronousTestCase):
         self.assertEqual(answered.count(True), 5)
 
 
+class SlowReaderTests(ZoneTestsMixin, SynchronousTestCase):
+    """
+    A TCP client that sends queries but never reads the answers cannot make
+    the server buffer them without bound.
+    """
+
+    def test_unreadAnswersStopReading(self) -> None:
+        """
+        When the transport's write buffer fills (it pauses its producer),
+        the connection stops reading queries until the client reads again;
+        a client that stays stuck is closed by the idle timeout.
+        """
+        from twisted.internet.testing import StringTransport
+
+        from suite.specter.dns.server import StreamProtocol
+
+        self.setUpZone()
+        factory = ACMEDNSFactory(self.zone, self.clock)
+        proto = StreamProtocol(factory, self.clock)
+        proto.factory = factory
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        self.assertIs(transport.producer, proto)
+        self.assertTrue(transport.streaming)
+        data = rawQuery("acme.test", dns.SOA, dns.IN, id=1, edns=False)
+        proto.dataReceived(len(data).to_bytes(2, "big") + data)
+        self.assertGreater(len(transport.value()), 0)
+        proto.pauseProducing()  # as the transport does when its buffer is full
+        self.assertEqual(transport.producerState, "paused")
+        proto.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        proto.pauseProducing()  # as the transport does when its buffer is full
+        self.clock.advance(factory.idleTimeout)
+        self.assertTrue(transport.disconnecting)
+
+
 class WiringTests(SynchronousTestCase):
     """
     Options, keys and the service tree.
@@ -578,6 +614,9 @@ class StringTCP:
 
     def loseConnection(self) -> None:
         self.disconnected = True
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
 
 
 class AnswerCacheTests(ZoneTestsMixin, SynchronousTestCase):

@@ -335,6 +335,39 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertTrue(os.path.exists(os.path.join(base, "data", str(i), "kv.aof")))
         self.assertEqual(root.node.addr, "127.0.0.1:7443")
 
+    def test_ringHandshakeDeadline(self) -> None:
+        """
+        The ring's own mTLS listener closes a connection that has not
+        completed its TLS handshake 10 s after it was accepted.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from suite.specter.service import makeServerService
+
+        base = self.mktemp()
+        initBundle(os.path.join(base, "cert"), ["127.0.0.1"])
+        o = parse(
+            "server",
+            "--data",
+            os.path.join(base, "data"),
+            "--cert",
+            os.path.join(base, "cert"),
+            "--listen-tcp",
+            "127.0.0.1:7443",
+        )
+        reactor = MemoryReactorClock()
+        root = makeServerService(o, reactor)
+        [ring] = [s for s in root if getattr(s, "flag", None) == "--listen-tcp"]
+        peer = IPv4Address("TCP", "192.0.2.1", 40000)
+        protocol = ring.factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        reactor.advance(9)
+        self.assertFalse(transport.disconnecting)
+        reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+
     def test_privateDataDirectory(self) -> None:
         """
         The data directory and each vnode's store directory are created

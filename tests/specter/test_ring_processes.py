@@ -6,6 +6,7 @@ bad RPC and HTTP input gets errors while the node keeps serving.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -257,12 +258,15 @@ class SingleProcessTests(TestCase):
         base = os.path.dirname(p.dataDir)
         os.makedirs(base, exist_ok=True)
         cert = makeBundles(base, 1)[0]
-        p = RingProcess(self, base, "auth", cert)
+        p = RingProcess(self, base, "auth", cert, "--verbose")
         p.proc.env.update(INTERNAL_USER="ops", INTERNAL_PASS="s3cret")
         p.start()
         await p.ready()
         url = f"http://127.0.0.1:{p.httpPort}/_internal/chord/stats?key=hello"
         r = await treq.get(url, persistent=False)
+        self.assertEqual(r.code, 401)
+        await r.content()
+        r = await treq.get(url, auth=("ops", "wr0ng-guess"), persistent=False)
         self.assertEqual(r.code, 401)
         await r.content()
         r = await treq.get(url, auth=("ops", "s3cret"), persistent=False)
@@ -303,7 +307,10 @@ class SingleProcessTests(TestCase):
             r = await treq.get(f"http://127.0.0.1:{p.httpPort}/_internal/{path}", persistent=False)
             self.assertEqual(r.code, 401, path)
             await r.content()
+        # neither the password nor a wrong guess is logged, even with --verbose
         self.assertNotIn("s3cret", p.proc.output())
+        self.assertNotIn("wr0ng-guess", p.proc.output())
+        self.assertNotIn(base64.b64encode(b"ops:s3cret").decode(), p.proc.output())
 
 
 class ForeignCATests(TestCase):

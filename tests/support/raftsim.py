@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from suite.raft.groupid import MemoryGroupStore, formatGroup
 from suite.raft.incarnation import MemoryIncarnations
 from suite.raft.interfaces import IRaftStateMachine, IRaftStorage, IRaftTransport
 from suite.raft.kv import KeyValueStateMachine, encodeCommand
@@ -257,6 +258,8 @@ class Disk:
         #: vote in the same term goes to C{doubleVotes}.
         self.votes: dict[int, str] = {}
         self.doubleVotes: list[str] = []
+        #: The node's recorded Raft group id (lost with the disk).
+        self.groups = MemoryGroupStore()
 
     def recordHardState(self, term: int, votedFor: str | None) -> None:
         self.state.term, self.state.votedFor = term, votedFor
@@ -482,6 +485,8 @@ class Simulation:
         self.history: list[Operation] = []
         self.knownLeaderTerms: set[tuple[str, int]] = set()
         self.clients: list[SimClient] = []
+        #: The group id the nodes bound (one group: at most one id).
+        self.groupId = 0
         for i in ids:
             self.nodes[i] = SimNode(i, Disk())
             self.boot(i)
@@ -506,6 +511,7 @@ class Simulation:
             self.settings,
             random.Random(self.rng.random()),
             self.incarnationStore.claim(nodeId) if self.incarnationStore is not None else None,
+            s.disk.groups,
         )
         s.checkedIndex = s.checkedTerm = 0
         d = Deferred.fromCoroutine(s.node.start())
@@ -595,6 +601,13 @@ class Simulation:
             if n is None:
                 continue
             self.checkLoading(s, n)
+            if n.groupId:
+                if not self.groupId:
+                    self.groupId = n.groupId
+                elif n.groupId != self.groupId:
+                    self.fail(
+                        f"{s.id} bound group {formatGroup(n.groupId)}, others {formatGroup(self.groupId)}"
+                    )
             if s.id in self.unrecorded and n.incarnation is not None and n.votesIntact():
                 self.unrecorded.discard(s.id)
             if n.leader is not None:

@@ -56,8 +56,29 @@ class EndpointCheckTests(SynchronousTestCase):
         """
         self.assertEqual(loopbackEndpoint("tcp:9000"), "tcp:9000:interface=127.0.0.1")
         self.assertEqual(loopbackEndpoint("tcp6:9000"), "tcp6:9000:interface=\\:\\:1")
-        self.assertEqual(loopbackEndpoint("unix:/tmp/x"), "unix:/tmp/x:mode=600")
-        self.assertEqual(loopbackEndpoint("unix:/tmp/x:mode=660"), "unix:/tmp/x:mode=660")
+        private = os.path.abspath(self.mktemp())
+        os.makedirs(private, mode=0o700)
+        self.assertEqual(loopbackEndpoint(f"unix:{private}/x"), f"unix:{private}/x:mode=600")
+        self.assertEqual(loopbackEndpoint(f"unix:{private}/x:mode=660"), f"unix:{private}/x:mode=660")
+
+    def test_socketDirectoryNotWorldWritable(self) -> None:
+        """
+        A unix socket in a directory anyone may write to (where another user
+        could replace it) is refused, naming the setting and the directory.
+        """
+        shared = os.path.abspath(self.mktemp())
+        os.makedirs(shared)
+        os.chmod(shared, 0o1777)
+        e = self.assertRaises(EndpointError, loopbackEndpoint, f"unix:{shared}/a.sock", what="--admin")
+        self.assertIn("--admin", str(e))
+        self.assertIn(f"{shared} is writable by everyone", str(e))
+        self.assertRaises(
+            ConfigError,
+            makeAdminService,
+            f"unix:{shared}/a.sock",
+            makeAdminResource([]),
+            MemoryReactorClock(),
+        )
 
     def test_refusesRemote(self) -> None:
         """
@@ -92,6 +113,18 @@ class EndpointCheckTests(SynchronousTestCase):
             "tcp:8080:interface=0.0.0.0", resource, MemoryReactorClock(), allowRemote=True
         )
         self.assertEqual(service.name, "admin")
+
+    def test_refusesWebPages(self) -> None:
+        """
+        The admin site refuses web pages on loopback connections (DNS
+        rebinding, cross-site posts), unless told otherwise.
+        """
+        site: Any = makeAdminService("tcp:8080", makeAdminResource([]), MemoryReactorClock())
+        self.assertTrue(site.factory.localHostsOnly)
+        plain: Any = makeAdminService(
+            "tcp:8080", makeAdminResource([]), MemoryReactorClock(), localHostsOnly=False
+        )
+        self.assertFalse(plain.factory.localHostsOnly)
 
     def test_malformed(self) -> None:
         """

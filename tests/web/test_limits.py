@@ -202,6 +202,179 @@ class LimitedSiteUnitTests(SynchronousTestCase):
         self.assertEqual(LimitedSite(Echo(), timeout=5).timeOut, 5)
 
 
+class SlowClientTests(SynchronousTestCase):
+    """
+    A request must arrive in time: the idle timeout restarts on every byte,
+    so without a deadline a client trickling bytes would keep its
+    connection (and its memory) forever.
+    """
+
+    def connect(self, **options: Any) -> tuple[Clock, Connection, Echo]:
+        clock = Clock()
+        echo = Echo()
+        return clock, Connection(LimitedSite(echo, reactor=clock, **options)), echo
+
+    def test_headerTrickle(self) -> None:
+        """
+        Request headers trickled a byte every 20 s (never idle for the 60 s
+        timeout) are answered 408 once 30 s have passed since the first
+        byte, and the connection closes.
+        """
+        clock, conn, echo = self.connect()
+        head = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+        conn.send(head[:1])
+        for byte in head[1:4]:
+            clock.advance(20)
+            conn.send(bytes([byte]))
+        code, _, body = parseResponse(conn.take())
+        self.assertEqual(code, 408)
+        self.assertIn("within 30 seconds", json.loads(body)["error"])
+        clock.advance(5)
+        self.assertTrue(conn.transport.disconnecting)
+        self.assertEqual(echo.calls, 0)
+
+    def test_deadlinePerRequest(self) -> None:
+        """
+        The deadline counts from each request's first byte: a keep-alive
+        connection idle between requests, and a request sent slowly but
+        within 30 s, are served.
+        """
+        clock, conn, echo = self.connect()
+        conn.get(b"/")
+        self.assertEqual(parseResponse(conn.take())[0], 200)
+        clock.advance(50)
+        head = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+        for i in range(0, len(head), 4):
+            conn.send(head[i : i + 4])
+            clock.advance(3)
+        self.assertEqual(parseResponse(conn.take())[0], 200)
+        clock.advance(100)
+        self.assertEqual(echo.calls, 2)
+        self.assertEqual(conn.received(), b"")
+
+    def test_bodyTrickle(self) -> None:
+        """
+        A body sent a byte every 20 s is answered 408 once its average
+        falls under 1 KiB/s after the 30 s grace period.
+        """
+        clock, conn, echo = self.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(3):
+            clock.advance(20)
+            conn.send(b"x")
+        code, _, body = parseResponse(conn.take())
+        self.assertEqual(code, 408)
+        self.assertIn("1024 bytes a second", json.loads(body)["error"])
+        self.assertEqual(echo.calls, 0)
+
+    def test_steadyBody(self) -> None:
+        """
+        A large body arriving steadily above the rate is served, however
+        long it takes.
+        """
+        clock, conn, echo = self.connect()
+        size = 2048 * 90
+        conn.send(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % (size,))
+        for _ in range(90):
+            clock.advance(1)
+            conn.send(b"x" * 2048)
+        code, _, body = parseResponse(conn.take())
+        self.assertEqual((code, body), (200, b"%d" % (size,)))
+
+    def test_off(self) -> None:
+        """
+        C{headerTimeout=0} turns the deadline off; a negative one is refused.
+        """
+        clock, conn, _ = self.connect(headerTimeout=0)
+        conn.send(b"G")
+        clock.advance(59)
+        conn.send(b"E")
+        clock.advance(59)
+        self.assertEqual(conn.received(), b"")
+        self.assertRaises(ValueError, LimitedSite, Echo(), headerTimeout=-1)
+
+
+class LocalHostsOnlyTests(SynchronousTestCase):
+    """
+    C{localHostsOnly}: on a loopback connection, requests from web pages
+    (DNS rebinding, cross-site posts) are refused; other clients are served.
+    """
+
+    def request(
+        self, method: bytes, headers: list[bytes], local: str = "127.0.0.1", **options: Any
+    ) -> tuple[int, str, Echo]:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        echo = Echo()
+        site = LimitedSite(echo, reactor=Clock(), **options)
+        peer = IPv4Address("TCP", local, 40000)
+        protocol: Any = site.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", local, 8080))
+        protocol.makeConnection(transport)
+        body = b"{}" if method == b"POST" else b""
+        lines = [method + b" / HTTP/1.1", *headers, b"Content-Length: %d" % (len(body),)]
+        protocol.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        code, _, answer = parseResponse(transport.value())
+        return code, answer.decode(), echo
+
+    def test_rebindingHostRefused(self) -> None:
+        """
+        A C{Host} naming another site (what a DNS-rebinding page sends) is
+        answered 421 with a reason, for every method; the resource never runs.
+        """
+        for method in (b"GET", b"POST"):
+            code, answer, echo = self.request(method, [b"Host: evil.example:8080"], localHostsOnly=True)
+            self.assertEqual(code, 421)
+            self.assertIn("not this loopback listener", json.loads(answer)["error"])
+            self.assertEqual(echo.calls, 0)
+
+    def test_crossSitePostRefused(self) -> None:
+        """
+        A POST with a foreign C{Origin} (or C{null}) is answered 403 even
+        with a local C{Host} (a page posting to http://127.0.0.1:PORT/).
+        """
+        for origin in (b"https://evil.example", b"null", b"http://127.0.0.1.evil.example:8080"):
+            code, answer, echo = self.request(
+                b"POST", [b"Host: 127.0.0.1:8080", b"Origin: " + origin], localHostsOnly=True
+            )
+            self.assertEqual(code, 403, origin)
+            self.assertIn("from a web page", json.loads(answer)["error"])
+            self.assertEqual(echo.calls, 0)
+
+    def test_localClientsServed(self) -> None:
+        """
+        Loopback and C{localhost} Hosts (with or without a port), no Host at
+        all, a local Origin, and GETs with any Origin are served.
+        """
+        for headers in (
+            [b"Host: 127.0.0.1:8080"],
+            [b"Host: localhost"],
+            [b"Host: LOCALHOST:8080"],
+            [b"Host: [::1]:8080"],
+            [b"Host: app.localhost:8080"],
+            [],
+            [b"Host: localhost:8080", b"Origin: http://localhost:8080"],
+        ):
+            self.assertEqual(self.request(b"POST", headers, localHostsOnly=True)[0], 200, headers)
+        self.assertEqual(
+            self.request(b"GET", [b"Host: 127.0.0.1", b"Origin: https://evil.example"], localHostsOnly=True)[
+                0
+            ],
+            200,
+        )
+
+    def test_onlyLoopbackConnectionsChecked(self) -> None:
+        """
+        A connection that arrived on another address (a remote listener,
+        reached by name) and a site without C{localHostsOnly} are not checked.
+        """
+        self.assertEqual(
+            self.request(b"GET", [b"Host: node.example"], local="192.0.2.7", localHostsOnly=True)[0], 200
+        )
+        self.assertEqual(self.request(b"POST", [b"Host: evil.example", b"Origin: null"])[0], 200)
+
+
 class AccessLogTests(SynchronousTestCase):
     """
     Requests are logged through twisted.logger, without query strings.

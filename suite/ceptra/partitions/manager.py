@@ -36,8 +36,10 @@ from suite.ceptra.partitions.status import PartitionCollector
 from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.routing import NodeInfo, Routing
 from suite.daemon import ConfigError
+from suite.raft.groupid import FileGroupStore
 from suite.raft.incarnation import FILENAME as INCARNATION_FILE
 from suite.raft.incarnation import Claim, fileClaim
+from suite.raft.interfaces import IRaftGroupStore
 from suite.raft.messages import Configuration
 from suite.raft.multi import DialPolicy, MultiRaftTransport
 from suite.raft.node import RaftNode
@@ -70,6 +72,9 @@ class PartitionManager(PartitionReports, Service):
     @param ledger: the applied placements (default: in memory only).
     @param incarnations: override the storage incarnations (tests):
         C{incarnations(walDir) -> Claim}.
+    @param groupStores: override where each replica keeps its Raft group
+        id (tests): C{groupStores(walDir) -> IRaftGroupStore}; by default
+        the file C{group} in C{walDir}.
     @param snapshotRunner: runs a snapshot's encoding off the reactor
         thread (default: the reactor's thread pool; a reactor without
         threads, as in tests, encodes at once).
@@ -109,6 +114,7 @@ class PartitionManager(PartitionReports, Service):
         rng: random.Random | None = None,
         ledger: PlacementLedger | None = None,
         incarnations: Callable[[str], Claim] | None = None,
+        groupStores: Callable[[str], IRaftGroupStore] | None = None,
         snapshotRunner: Runner | None = None,
         holdsReplica: Callable[[str], bool] | None = None,
         heldReplicas: Callable[[], list[str]] | None = None,
@@ -137,6 +143,9 @@ class PartitionManager(PartitionReports, Service):
         self.wal: SharedWAL | None = None
         self.storageFactory = storageFactory or self._groupStorage
         self.incarnations = incarnations or (lambda w: fileClaim(w, reactor))
+        #: walDir -> where the replica's Raft group id is kept (its file
+        #: beside the incarnation file)
+        self.groupStores = groupStores or (lambda w: FileGroupStore(w, self._inThread))
         self.snapshotRunner = snapshotRunner or self._encodeInThread
         self.holdsReplica = holdsReplica or self._holdsReplica
         self.heldReplicas = heldReplicas or partial(listHeldReplicas, walDir)
@@ -488,6 +497,7 @@ class PartitionManager(PartitionReports, Service):
             settings,
             rng,
             self.incarnations(walDir),
+            self.groupStores(walDir),
         )
         part = Partition(pid, node, storage, machine, transport, self)
         part.snapshots = newSnapshotter(node, threshold, self.snapshotRunner)

@@ -13,6 +13,7 @@ from suite.ceptra.partitions.disk import ReplicaDisk
 from suite.ceptra.partitions.replica import Partition
 from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.routing import Routing
+from suite.raft.groupid import formatGroup
 
 __all__ = ["PartitionReports"]
 
@@ -104,6 +105,7 @@ class PartitionReports:
             "configEpoch": config.epoch,
             "incarnation": node.incarnationNumber,
             "voteIntact": node.votesIntact(),
+            "group": formatGroup(node.groupId),
             "lastMembershipChange": part.change.last() or None,
             "cep": part.machine.status(),
             **({"stateHash": part.machine.stateHash()} if withHash else {}),

@@ -8,7 +8,10 @@ replies are proper responses; undecodable packets are counted, not logged
 one by one; UDP answers larger than 512 bytes are truncated with TC set
 (the client retries over TCP); TCP messages are bounded by their 16-bit
 length prefix, idle TCP connections are closed after C{idleTimeout}
-seconds and at most C{maxConnections} are open at once.  Optionally each
+seconds and at most C{maxConnections} are open at once; a TCP client that
+stops reading its answers is no longer read from until it does (its
+queries cannot pile answers up in memory), and closed when that lasts the
+idle timeout.  Optionally each
 source address gets C{rateLimit} UDP queries per second (excess dropped).
 
 The hot path: every response to a plain query (one question, no answer or
@@ -29,12 +32,13 @@ import socket
 from collections import Counter
 from typing import Any
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names.server import DNSServerFactory
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from suite.specter.dns.zone import ACMEZone, Answer
 
@@ -213,14 +217,30 @@ class DatagramProtocol(dns.DNSDatagramProtocol):
         factory.messageReceived(message, self, addr, key)
 
 
+@implementer(IPushProducer)
 class StreamProtocol(dns.DNSProtocol, TimeoutMixin):
     """
-    TCP: length-prefixed messages, closed when idle.
+    TCP: length-prefixed messages, closed when idle.  The producer of its
+    own answers: while the client leaves them unread (the transport's
+    buffer is full), its queries are not read either.
     """
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.setTimeout(self.controller.idleTimeout)
+        assert self.transport is not None
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+
+    def pauseProducing(self) -> None:
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        if self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def stopProducing(self) -> None:
+        pass
 
     def stringReceived(self, data: bytes) -> None:
         self.resetTimeout()

@@ -212,6 +212,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         ("slowLoad",),
     ),
+    Mutation(
+        "foreign-group-accepted",
+        "messages of another Raft group handled like the node's own (no group-id check)",
+        (
+            (
+                "node.py",
+                "        if m.group != self.groupId and m.group and self.groupId:\n",
+                "        if False:\n",
+            ),
+        ),
+        ("groupsMeet",),
+    ),
 )
 
 
