@@ -106,13 +106,16 @@ class Proc:
             self.p.wait()
 
 
-def rpcToken(dataDir: str) -> bytes:
+def rpcToken(dataDir: str) -> bytes | None:
     """
-    A node's RPC token (its data directory's rpc.token).
+    A node's RPC token (its data directory's rpc.token); None for a node of
+    an older tree (``--old-tree``), which has no token and takes calls
+    without one.
     """
     from suite.specter.rpcauth import TOKEN_FILE, readTokenFile
 
-    return readTokenFile("--data", os.path.join(dataDir, TOKEN_FILE))
+    path = os.path.join(dataDir, TOKEN_FILE)
+    return readTokenFile("--data", path) if os.path.exists(path) else None
 
 
 def runClients(nodes: list[tuple[int, str]], op: str, keys: list[bytes], window: int = 64) -> float:
