@@ -631,7 +631,10 @@ class KVOptions(usage.Options):
 
     def postOptions(self) -> None:
         self["rpc-client"] = clientEndpoint("--rpc", self["rpc"])
-        self["rpc-token"] = _rpcToken(self, self["data-dir"], None)
+        # the console's environment (tests pass their own)
+        self["rpc-token"] = _rpcToken(
+            self, self["data-dir"], getattr(getattr(self, "parent", None), "environ", None)
+        )
         try:
             self["timeout"] = float(self["timeout"])
         except ValueError:

@@ -540,3 +540,37 @@ class TokenFileTests(SynchronousTestCase):
             ConfigError, ConsoleOptions({}).parseOptions, ["kv", "--rpc-token-file", "/nonexistent", "stats"]
         )
         self.assertIn("--rpc-token-file", str(e))
+        o = ConsoleOptions({ENV_TOKEN_FILE: os.path.join(self.dir, TOKEN_FILE)})
+        o.parseOptions(["kv", "stats"])
+        self.assertEqual(o.subOptions["rpc-token"].reveal().encode(), token)
+        o = ConsoleOptions({})
+        o.parseOptions(["kv", "stats"])
+        self.assertIsNone(o.subOptions["rpc-token"])
+
+    def test_dnsOptions(self) -> None:
+        """
+        C{specter dns} takes --rpc-token-file (or the environment) for a
+        tcp:// --rpc; the guide's unix socket command needs nothing.
+        """
+        token = loadOrCreateToken(self.dir)
+        path = os.path.join(self.dir, TOKEN_FILE)
+        dns = (
+            "dns",
+            "--acme",
+            "acme://ops@example.net@acme-hosted.net",
+            "--acme-ns",
+            "ns1.acme-hosted.net/203.0.113.10",
+        )
+        o = ConsoleOptions({})
+        o.parseOptions([*dns, "--rpc", "unix:///var/run/specter-rpc.sock"])
+        self.assertIsNone(o.subOptions["rpc-token"])
+        o = ConsoleOptions({})
+        o.parseOptions([*dns, "--rpc-token-file", path])
+        self.assertEqual(o.subOptions["rpc-token"].reveal().encode(), token)
+        o = ConsoleOptions({ENV_TOKEN_FILE: path})
+        o.parseOptions(list(dns))
+        self.assertEqual(o.subOptions["rpc-token"].reveal().encode(), token)
+        e = self.assertRaises(
+            ConfigError, ConsoleOptions({}).parseOptions, [*dns, "--rpc-token-file", "/nonexistent"]
+        )
+        self.assertIn("--rpc-token-file: cannot read /nonexistent", str(e))
