@@ -3,7 +3,8 @@ The local RPC's authentication with real processes: a TCP C{--listen-rpc}
 refuses C{specter kv} without the node's token and serves it with
 C{--data}, C{--rpc-token-file} or C{SPECTER_RPC_TOKEN_FILE}; C{specter dns}
 reads the ring with C{--rpc-token-file}; a unix socket C{--listen-rpc}
-serves its own user without a token (C{SO_PEERCRED}).
+serves its own user without a token (C{SO_PEERCRED}) and refuses another
+user (a child process dropped to C{nobody}).
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from suite.specter.chord.wire import unpack
+from suite.specter.rpc import RPCFactory, connectRPC
 from suite.specter.rpcauth import ENV_TOKEN_FILE, TOKEN_FILE
 from tests.specter.ring import RingProcess, makeBundles
+from tests.specter.test_rpcauth import TOKEN, FakeRing
 from tests.support.process import DaemonProcess, freePort, scriptArgs
 
 
@@ -110,3 +115,62 @@ class RPCAuthProcessTests(TestCase):
         for p in (tcp, unix):
             self.assertNotIn(token, p.proc.output())
         self.assertNotIn(token, solver.output())
+
+
+#: a client in a child process: optionally becomes user ARGV[2], connects
+#: to the unix socket ARGV[1] and prints (hex) what the server sends until
+#: it closes (a refused peer is told at once, before it sends anything)
+PEER = """
+import os, socket, struct, sys
+if len(sys.argv) > 2:
+    os.setgid(int(sys.argv[2]))
+    os.setuid(int(sys.argv[2]))
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(10)
+out = b""
+while chunk := s.recv(4096):
+    out += chunk
+sys.stdout.write(out.hex())
+"""
+
+
+class PeerCredTests(TestCase):
+    """
+    C{SO_PEERCRED} on a real unix socket: this process's user is served
+    without a token, another user is refused naming its uid.
+    """
+
+    timeout = 60
+
+    async def test_peerUid(self) -> None:
+        d = tempfile.mkdtemp(prefix="spc", dir="/tmp")
+        self.addCleanup(shutil.rmtree, d, True)
+        # open to everyone, so another user's connection reaches the uid check
+        os.chmod(d, 0o711)
+        path = os.path.join(d, "rpc.sock")
+        if os.getuid() == 0:
+            # root is trusted: the other user is a child that drops to nobody
+            ownUid, other = 0, ["65534"]
+        else:
+            # not root: the server claims another uid, so this user is the stranger
+            ownUid, other = os.getuid() + 12345, []
+        factory = RPCFactory(FakeRing(), reactor, token=TOKEN, uid=os.getuid())
+        port = reactor.listenUNIX(path, factory, mode=0o666)
+        self.addCleanup(port.stopListening)
+
+        client = await connectRPC(reactor, f"unix:{path}")
+        self.assertEqual(await client.call("stats"), {"values": 0})
+        client.close()
+
+        factory.uid = ownUid
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-c", PEER, path, *other], env=dict(os.environ), reactor=reactor
+        )
+        self.assertEqual(code, 0, err)
+        data = bytes.fromhex(out.decode())
+        answer = unpack(data[4:])
+        self.assertEqual(answer[:3], [1, 0, False])
+        self.assertEqual(answer[3][0], "unauthorized")
+        self.assertIn(f"unix peer uid {other[0] if other else os.getuid()}", answer[3][1])
+        self.assertEqual(factory.refusals.refused, 1)
