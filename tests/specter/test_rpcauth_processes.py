@@ -14,6 +14,7 @@ import shutil
 import stat
 import sys
 import tempfile
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
@@ -156,7 +157,8 @@ class PeerCredTests(TestCase):
             # not root: the server claims another uid, so this user is the stranger
             ownUid, other = os.getuid() + 12345, []
         factory = RPCFactory(FakeRing(), reactor, token=TOKEN, uid=os.getuid())
-        port = reactor.listenUNIX(path, factory, mode=0o666)
+        unix: Any = reactor
+        port = unix.listenUNIX(path, factory, mode=0o666)
         self.addCleanup(port.stopListening)
 
         client = await connectRPC(reactor, f"unix:{path}")
