@@ -164,15 +164,15 @@ def bindNote(
     address = f"[{choice.address}]" if ":" in choice.address else choice.address
     if choice.reach in (ALL, NETWORK):
         whom = "every network of this host" if choice.reach == ALL else f"the network of {choice.address}"
-        if raftTLS:
-            what, harm = f"gossip (UDP and TCP {address}:{gossipPort}) is", "join the cluster and forge members"
+        if raftTLS:  # --raft-cert-dir: Raft is mTLS, gossip is not
+            what = f"gossip (UDP and TCP {address}:{gossipPort}) is"
+            harm = "it can join the cluster and forge members"
         else:
             what = f"gossip (UDP and TCP {address}:{gossipPort}) and Raft (TCP port {raftPort}) are"
-            harm = "join the cluster, forge members and disrupt Raft leadership"
+            harm = "them can join the cluster, forge members and disrupt Raft leadership"
         return (
             "warn",
-            "{what} unauthenticated and open to {whom}: anyone who reaches them can {harm}; "
-            "set {key} on every node",
+            "{what} unauthenticated and open to {whom}: anyone who reaches {harm}; set {key} on every node",
             {"what": what, "whom": whom, "harm": harm, "key": _KEY},
         )
     if choice.reach == TAILNET:
