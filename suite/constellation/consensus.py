@@ -489,11 +489,15 @@ def makeRaftAgent(
     bundle = None
     if options.get("raft-cert-dir"):
         bundle = loadRaftBundle(options["raft-cert-dir"], nodeId, host)
+        identity = "mTLS with the --raft-cert-dir bundle"
     elif gossipKey is not None:
         bundle = derivedBundle(gossipKey, nodeId, host)
-    # Without either, Raft is plain TCP: the gossip service's bind line says
-    # who can reach it (suite.constellation.bind).
+        identity = "mTLS with an identity derived from the gossip key"
+    else:
+        # Who can reach it is the gossip service's bind line (suite.constellation.bind).
+        identity = "plain TCP (no gossip key, no --raft-cert-dir)"
     bind = bind or options.get("bind-addr") or "0.0.0.0"
+    log.info("Raft on {bind}:{port}: {identity}", bind=bind, port=port, identity=identity)
     iface = bind if ipaddress.ip_address(bind).version == 4 else bind.replace(":", r"\:")
     settings = RaftSettings(
         electionTimeoutMin=float(options.get("raft-election-ms") or 1000) / 1000.0,

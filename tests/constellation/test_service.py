@@ -11,6 +11,7 @@ from typing import Any, cast
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -95,8 +96,6 @@ class MakeServiceTests(SynchronousTestCase):
 
     def bindLines(self) -> list[str]:
         """The lines logged about the gossip and Raft bind address."""
-        from twisted.logger import formatEvent
-
         return [
             formatEvent(e)
             for e in self.events
@@ -175,6 +174,10 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual([(p[0], p[3]) for p in reactor.udpPorts.values()], [(7946, "0.0.0.0")])
         self.assertEqual(self.bindLines(), [])
+        self.assertIn(
+            "Raft on 0.0.0.0:8300: mTLS with an identity derived from the gossip key",
+            [formatEvent(e) for e in self.events],
+        )
 
     def test_raftCertDir(self) -> None:
         """
@@ -207,6 +210,10 @@ class MakeServiceTests(SynchronousTestCase):
         root = service.makeService(options([*argv, good]), _Reactor())
         self.assertEqual(root.getServiceNamed("raft-agent").name, "raft-agent")
         self.assertFalse([m for m in self.messages() if "Raft" in m and "unauthenticated" in m])
+        self.assertIn(
+            "Raft on 127.0.0.1:8300: mTLS with the --raft-cert-dir bundle",
+            [formatEvent(e) for e in self.events],
+        )
 
     def test_dataDirInUse(self) -> None:
         """
