@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ADDRESS_WAIT",
     "ALL",
     "BindChoice",
     "LOOPBACK",
@@ -36,6 +38,7 @@ __all__ = [
     "TAILSCALE_NETWORKS",
     "bindNote",
     "canBind",
+    "canBindSoon",
     "chooseBind",
     "reachOf",
     "routeTowards",
@@ -76,6 +79,30 @@ def canBind(address: str) -> bool:
             s.bind((address, 0))
     except OSError:
         return False
+    return True
+
+
+#: How long start-up waits for a Tailscale address to appear on an interface.
+ADDRESS_WAIT = 3.0
+
+
+def canBindSoon(
+    address: str,
+    wait: float = ADDRESS_WAIT,
+    probe: Callable[[str], bool] = canBind,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """
+    Whether C{address} can be bound within C{wait} seconds, asked every
+    quarter second (blocking; before the reactor runs): a tailscaled that
+    has just come up may report its address before it is on the interface.
+    """
+    deadline = clock() + wait
+    while not probe(address):
+        if clock() >= deadline:
+            return False
+        sleep(0.25)
     return True
 
 

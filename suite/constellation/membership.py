@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
-from suite.constellation.bind import bindNote, canBind, chooseBind
+from suite.constellation.bind import bindNote, canBindSoon, chooseBind
 from suite.constellation.priority import nodePriority
 from suite.constellation.state import ClusterState, DepartureListener, admitFrom
 from suite.constellation.tailscale import DEFAULT_SOCKET, TailnetView, TailscaleError, discover
@@ -112,7 +112,7 @@ class GossipService(Service):
         reactor: Any,
         state: ClusterState | None = None,
         discoverer: Callable[[str, int], TailnetView | None] = discover,
-        bindable: Callable[[str], bool] = canBind,
+        bindable: Callable[[str], bool] = canBindSoon,
     ) -> None:
         self.reactor = reactor
         self.state = state

@@ -17,6 +17,7 @@ from suite.constellation.bind import (
     BindChoice,
     bindNote,
     canBind,
+    canBindSoon,
     chooseBind,
     reachOf,
     routeTowards,
@@ -139,6 +140,26 @@ class ChooseBindTests(SynchronousTestCase):
         self.assertTrue(canBind("127.0.0.1"))
         self.assertFalse(canBind("192.0.2.1"))  # TEST-NET-1: on no interface
         self.assertEqual(routeTowards("127.0.0.1"), "127.0.0.1")
+
+    def test_addressAppearing(self) -> None:
+        """
+        An address not on an interface yet is asked for again every quarter
+        second for up to the wait; then it is not bindable.
+        """
+        now = [0.0]
+        answers = [False, False, True]
+        slept: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            now[0] += seconds
+
+        found = canBindSoon(TS, 3.0, lambda a: answers.pop(0), sleep, lambda: now[0])
+        self.assertEqual((found, slept), (True, [0.25, 0.25]))
+        del slept[:]
+        now[0] = 0.0
+        self.assertFalse(canBindSoon(TS, 1.0, lambda a: False, sleep, lambda: now[0]))
+        self.assertEqual(slept, [0.25] * 4)
 
 
 class BindNoteTests(SynchronousTestCase):
