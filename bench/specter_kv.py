@@ -49,12 +49,19 @@ def freePort() -> int:
 
 
 class Proc:
-    def __init__(self, base: str, name: str, cert: str, *extra: str) -> None:
+    """
+    One C{specter server}; C{env}, if given, replaces the environment.
+    """
+
+    def __init__(
+        self, base: str, name: str, cert: str, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.port, self.rpc, self.http = freePort(), freePort(), freePort()
         self.addr = f"127.0.0.1:{self.port}"
         self.data = os.path.join(base, name)
-        self.log = open(os.path.join(base, name + ".log"), "wb")
-        argv = [
+        self.log = open(os.path.join(base, name + ".log"), "ab")
+        self.env = env
+        self.argv = [
             os.path.join(BIN, "specter"),
             "server",
             "--data",
@@ -69,7 +76,15 @@ class Proc:
             f"tcp://127.0.0.1:{self.http}",
             *extra,
         ]
-        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.start()
+
+    def start(self) -> None:
+        """
+        Start the process (again, after L{kill}: same ports, same data).
+        """
+        self.p = subprocess.Popen(
+            self.argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
+        )
 
     def ready(self, timeout: float = 60) -> None:
         import urllib.request

@@ -12,10 +12,13 @@ origin 0) forgets the record.  Format 1 files (body C{[kind, key,
 payload-or-nil]}, nil deleting) are still read: their records get version
 0, and the file is rewritten in format 2 at once.
 
-Writes are acknowledged at once and buffered; a timer flushes the buffer
-and fsyncs it off the reactor thread about every C{flushInterval} seconds
-(replication to other processes covers the window).  At start-up the log is
-replayed; a torn or corrupt tail is cut off (and logged) instead of
+Durability: the records of each operation are appended with one
+C{write(2)} inside the operation, before it returns its (already fired)
+result, so a process crash (kill -9) loses no acknowledged change; the
+file is fsynced in a thread every C{flushInterval} seconds, which bounds
+what a power loss or OS crash can take (Redis's C{appendfsync everysec}).
+With C{sync} a change is acknowledged only once fsynced too.  At start-up
+the log is replayed; a torn or corrupt tail is cut off (and logged) instead of
 refusing to start.  When the file grows past twice the live data it is
 compacted into a fresh snapshot written to a temporary file and renamed.
 """
@@ -29,17 +32,20 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import msgpack
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from suite.daemon import ConfigError
+from suite.kv.aoffile import AppendFile, discard, syncDirectory, writeSnapshot
 from suite.kv.interfaces import IKeyValueStore
 from suite.kv.memory import TableStore
-from suite.kv.records import Incoming, Record
+from suite.kv.records import Incoming, Record, StoreWriteFailed
 from suite.kv.versions import TOMBSTONE_HORIZON
+from suite.serial import SerialJob
 
 __all__ = ["AOFStore", "MAGIC", "FORMAT_VERSION", "encodeRecord", "encodeRecordV1", "Runner"]
 
@@ -49,9 +55,14 @@ MAGIC = b"SPKVAOF"
 FORMAT_VERSION = 2
 #: the format before versions, still read
 FORMAT_V1 = 1
+HEADER = MAGIC + bytes([FORMAT_VERSION])
 _FRAME = struct.Struct(">BII")
+#: seconds before a failed compaction is tried again
+COMPACT_RETRY = 60.0
 MAX_RECORD = 64 * 1024 * 1024
 log = Logger()
+#: an operation's Deferred and the result it fires with once its changes are stored
+_Ack = tuple["Deferred[Any]", Any]
 
 
 def encodeRecord(kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> bytes:
@@ -70,32 +81,35 @@ def encodeRecordV1(kind: str, key: bytes, payload: bytes | None) -> bytes:
     return _FRAME.pack(FORMAT_V1, len(body), zlib.crc32(body)) + body
 
 
-def _writeSnapshot(path: str, directory: str, items: list[Record]) -> int:
+def _rewrite(path: str, directory: str, items: list[Record]) -> int:
     """
-    Write a fresh log holding C{items} next to C{path}, fsync it and rename
-    it over C{path}; return its size.  Blocking.
+    Replace the log at C{path} by a fresh one holding C{items} (fsynced,
+    renamed over it); return its size.  Blocking (used at start-up).
     """
-    tmp = path + ".compact"
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + bytes([FORMAT_VERSION]))
-        for kind, key, payload, hlc, origin in items:
-            f.write(encodeRecord(kind, key, payload, hlc, origin))
-        f.flush()
-        os.fsync(f.fileno())
-        size = f.tell()
-    os.replace(tmp, path)
-    dirfd = os.open(directory, os.O_RDONLY)
+    fresh = writeSnapshot(path + ".compact", HEADER, (encodeRecord(*item) for item in items))
     try:
-        os.fsync(dirfd)
+        os.replace(fresh.path, path)
+        syncDirectory(directory)
+        return fresh.size
     finally:
-        os.close(dirfd)
-    return size
+        fresh.close()
 
 
 @implementer(IKeyValueStore)
 class AOFStore(TableStore):
     """
     In-memory records persisted in an append-only file.
+
+    The records an operation makes are appended to the file with one
+    write (C{pwrite} at the known end, on the reactor thread) before the
+    operation returns: its Deferred has fired by then, so callers go on in
+    the same call (no turn is waited for).  The file is fsynced in a thread
+    every C{flushInterval} seconds, or, with C{sync}, before the changes
+    are acknowledged (one fsync, asked for at the end of the turn, covers
+    the changes of the turn, and the changes written while one fsync runs
+    share the next: group commit).  A failed write fails the operation with
+    L{StoreWriteFailed}; its records stay in memory and are written again
+    with the next change (or the next interval, or L{flush}).
 
     @param runner: runs a blocking callable off the reactor thread and
         returns a Deferred (e.g. C{deferToThreadPool} bound to a pool).
@@ -115,39 +129,60 @@ class AOFStore(TableStore):
         sync: bool = False,
     ) -> None:
         super().__init__(clock, origin, horizon)
-        #: acknowledge a change only once it is written and fsynced (the
-        #: changes made meanwhile share one write: group commit)
+        #: acknowledge a change only once it is fsynced too
         self.sync = sync
         self.directory = directory
         self.path = os.path.join(directory, "kv.aof")
         self.runner = runner
         self.flushInterval = flushInterval
         self.compactMinBytes = compactMinBytes
+        #: encoded changes not in the file yet (the running operation's, or a failed write's)
         self.pending: list[bytes] = []
-        self.fileBytes = 0
+        self.appends = 0
+        self.writeErrors = 0
         self.flushes = 0
         self.compactions = 0
         self.repairedBytes = 0
-        self._flushing: Deferred[None] | None = None
-        self._timer: IDelayedCall | None = None
+        #: writes failed since the last one that did not (the first is logged)
+        self._failedInARow = 0
+        #: acknowledgements (and flushes) waiting for the next fsync
+        self._unsynced: list[_Ack] = []
+        #: appended since the last fsync began
+        self._dirty = False
+        #: what is appended while a compaction writes its snapshot
+        self._sinceSnapshot: list[bytes] | None = None
+        self._compactAfter = 0.0
+        #: with C{sync}, the end-of-turn call that asks for the fsync of the turn's changes
+        self._fsyncDue: IDelayedCall | None = None
         self._closed = False
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        self._replay()
-        self._fh = open(self.path, "ab")
-        self._schedule()
+        self._file = AppendFile.open(self.path, self._replay())
+        #: fsyncs and compactions, one at a time
+        self._disk = SerialJob(self._diskWork, f"AOF {self.path}: fsync", log=log)
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = clock
+        self._ticker.start(flushInterval, now=False)
+
+    @property
+    def fileBytes(self) -> int:
+        """
+        Bytes of whole records in the file.
+        """
+        return self._file.size
 
     # -- start-up -------------------------------------------------------
-    def _replay(self) -> None:
+    def _replay(self) -> int:
         """
         Load the log into memory, cutting off a torn or corrupt tail.
-        Runs once at start-up, before the reactor serves anything.
+        Runs once at start-up, before the reactor serves anything; returns
+        the size of the file's whole records.
         """
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             data = b""
-        header = MAGIC + bytes([FORMAT_VERSION])
+        header = HEADER
         if len(data) < len(header):
             if data and not header.startswith(data):
                 raise ConfigError(f"{self.path}: not a Specter AOF file")
@@ -155,8 +190,7 @@ class AOFStore(TableStore):
                 f.write(header)
                 f.flush()
                 os.fsync(f.fileno())
-            self.fileBytes = len(header)
-            return
+            return len(header)
         if data[: len(MAGIC)] != MAGIC:
             raise ConfigError(f"{self.path}: not a Specter AOF file")
         fileVersion = data[len(MAGIC)]
@@ -206,127 +240,233 @@ class AOFStore(TableStore):
                 f.truncate(pos)
                 f.flush()
                 os.fsync(f.fileno())
-        self.fileBytes = pos
-        if fileVersion == FORMAT_V1:
-            self.fileBytes = _writeSnapshot(self.path, self.directory, self._items())
-            log.info(
-                "AOF {path}: rewrote {records} records of format 1 in format {newFormat} (version 0 each)",
-                path=self.path,
-                records=len(table.versions),
-                newFormat=FORMAT_VERSION,
-            )
+        if fileVersion != FORMAT_V1:
+            return pos
+        size = _rewrite(self.path, self.directory, self._items())
+        log.info(
+            "AOF {path}: rewrote {records} records of format 1 in format {newFormat} (version 0 each)",
+            path=self.path,
+            records=len(table.versions),
+            newFormat=FORMAT_VERSION,
+        )
+        return size
 
     def _items(self) -> list[Record]:
         return self.table.records()
 
-    # -- durable acknowledgements (sync) --------------------------------
-    def _durable(self, d: Deferred[T]) -> Deferred[T]:
-        """
-        With C{sync}, C{d}'s result once what is buffered is on disk (a
-        failed write fails it: the change is not acknowledged).
-        """
-        if not self.sync or not self.pending:
-            return d
-        flushed: Deferred[None] = Deferred()
-
-        def relay(result: Any) -> None:
-            # the failure is the change's caller's to handle (and report)
-            if isinstance(result, Failure):
-                flushed.errback(result)
-            else:
-                flushed.callback(None)
-
-        self.flush().addBoth(relay)
-
-        def after(result: T) -> Deferred[T]:
-            return flushed.addCallback(lambda _: result)
-
-        return d.addCallback(after)
-
+    # -- acknowledgements -------------------------------------------------
     def _run(self, op: Callable[..., T], *args: Any) -> Deferred[T]:
-        return self._durable(super()._run(op, *args))
+        before = len(self.pending)
+        try:
+            result = op(self, *args)
+        except Exception:  # handed to the caller's Deferred
+            failed: Deferred[T] = fail()
+            if len(self.pending) > before:
+                # what the operation changed before it raised is in memory: keep the file in step
+                self._appendPending()
+            return failed
+        return self._whenStored(result, before)
 
     def importRecords(self, records: Iterable[Incoming]) -> Deferred[int]:
-        return self._durable(super().importRecords(records))
+        before = len(self.pending)
+        return self._whenStored(self._install(records), before)
 
-    # -- persistence ----------------------------------------------------
+    def removeRange(self, low: int, high: int) -> Deferred[int]:
+        before = len(self.pending)
+        return self._whenStored(self._forgetRange(low, high), before)
+
+    def _whenStored(self, result: T, before: int) -> Deferred[T]:
+        """
+        An operation's C{result} once the records it made (C{pending} past
+        C{before}; none: at once) are written: fired already, or failed with
+        L{StoreWriteFailed}; with C{sync}, firing once they are fsynced too.
+        """
+        if len(self.pending) == before:
+            return succeed(result)
+        error = self._appendPending()
+        if error is not None:
+            return fail(error)
+        if not self.sync:
+            return succeed(result)
+        ack: Deferred[T] = Deferred()
+        self._unsynced.append((ack, result))
+        if self._fsyncDue is None:
+            # at the end of the turn: one fsync covers every change of the turn
+            self._fsyncDue = self.clock.callLater(0, self._requestFsync)
+        return ack
+
+    def _requestFsync(self) -> None:
+        self._fsyncDue = None
+        self._disk.request()
+
+    # -- appends ----------------------------------------------------------
     def _persist(self, kind: str, key: bytes, payload: bytes | None, hlc: int, origin: int) -> None:
         self.pending.append(encodeRecord(kind, key, payload, hlc, origin))
 
-    def _schedule(self) -> None:
-        if not self._closed:
-            self._timer = self.clock.callLater(self.flushInterval, self._tick)
+    def _appendPending(self) -> StoreWriteFailed | None:
+        """
+        Append what is pending with one write; return the error that fails
+        the changes it carried, if it failed (they stay pending).
+        """
+        pending = self.pending
+        if not pending:
+            return None
+        if self._closed:
+            return StoreWriteFailed(f"{self.path}: the store is closed")
+        chunk = pending[0] if len(pending) == 1 else b"".join(pending)
+        try:
+            self._file.append(chunk)
+        except OSError as e:
+            return self._appendFailed(e)
+        self.pending = []
+        self.appends += 1
+        self._dirty = True
+        if self._failedInARow:
+            log.info(
+                "AOF {path}: appending again after {count} failed writes",
+                path=self.path,
+                count=self._failedInARow,
+            )
+            self._failedInARow = 0
+        if self._sinceSnapshot is not None:
+            self._sinceSnapshot.append(chunk)
+        return None
+
+    def _appendFailed(self, error: OSError) -> StoreWriteFailed:
+        self.writeErrors += 1
+        self._failedInARow += 1
+        reason = error.strerror or str(error)
+        if self._failedInARow == 1:
+            # once per run of failures (a full disk fails every change until it is not)
+            log.error(
+                "AOF {path}: cannot append {records} records ({reason}); "
+                "not acknowledged, tried again with the next change",
+                path=self.path,
+                records=len(self.pending),
+                reason=reason,
+            )
+        return StoreWriteFailed(f"cannot write {self.path}: {reason}; not acknowledged")
 
     def _tick(self) -> None:
-        self._timer = None
-        d = self.flush()
-        d.addErrback(lambda f: log.failure("AOF flush of {path} failed", f, path=self.path))
-        d.addBoth(lambda _: self._schedule())
+        self._appendPending()
+        self._disk.request()
 
     def flush(self) -> Deferred[None]:
         """
-        Write and fsync what is buffered (or compact); fire when durable.
+        Append what is pending, then make everything appended durable (an
+        fsync, or a compaction when one is due); fire when it is, or fail
+        with L{StoreWriteFailed}.
         """
-        if self._flushing is not None:
-            waiting: Deferred[None] = Deferred()
-            self._flushing.addBoth(lambda _: self.flush().chainDeferred(waiting))
-            return waiting
-        if self._needsCompaction():
-            d = self._compact()
-        elif self.pending:
-            chunk = b"".join(self.pending)
-            self.pending = []
-            fh = self._fh
+        if self._closed:
+            return fail(StoreWriteFailed(f"{self.path}: the store is closed"))
+        error = self._appendPending()
+        if error is not None:
+            return fail(error)
+        done: Deferred[None] = Deferred()
+        self._unsynced.append((done, None))
+        self._disk.request()
+        return done
 
-            def write() -> None:
-                fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
+    # -- fsync and compaction (one at a time, in a thread) ----------------
+    def _diskWork(self) -> Deferred[None] | None:
+        if self._compactionDue():
+            return self._compact()
+        if self._dirty:
+            return self._fsync()
+        # everything appended is covered by an fsync that ended
+        waiting, self._unsynced = self._unsynced, []
+        _fire(waiting)
+        return None
 
-            self.fileBytes += len(chunk)
-            d = self.runner(write)
-        else:
-            return succeed(None)
-        self._flushing = d
+    def _fsync(self) -> Deferred[None]:
+        return self._syncCovering(self.runner(self._file.fsync))
 
-        def done(result: Any) -> Any:
-            self._flushing = None
+    def _syncCovering(self, d: Deferred[Any]) -> Deferred[None]:
+        """
+        Hand the waiters and the dirty mark to the fsync C{d} just started
+        (it covers everything appended so far).
+        """
+        waiting, self._unsynced = self._unsynced, []
+        self._dirty = False
+
+        def synced(_: object) -> None:
             self.flushes += 1
-            return result
+            _fire(waiting)
 
-        d.addBoth(done)
-        return d
+        def failed(f: Failure) -> None:
+            self._dirty = True
+            log.failure("AOF {path}: fsync failed", f, path=self.path)
+            _fail(waiting, StoreWriteFailed(f"cannot fsync {self.path}: {f.getErrorMessage()}"))
 
-    def _needsCompaction(self) -> bool:
-        return self.fileBytes > self.compactMinBytes and self.fileBytes > 2 * (
-            self.table.bytes + 40 * len(self.table.versions)
+        return d.addCallbacks(synced, failed)
+
+    def _compactionDue(self) -> bool:
+        return (
+            self.clock.seconds() >= self._compactAfter
+            and self.fileBytes > self.compactMinBytes
+            and self.fileBytes > 2 * (self.table.bytes + 40 * len(self.table.versions))
         )
 
     def _compact(self) -> Deferred[None]:
+        """
+        Write a snapshot to C{kv.aof.compact} in a thread (the appends meanwhile
+        still go to the old file, and are kept), then on the reactor thread
+        append those to the snapshot and rename it over the log, then fsync
+        it and the directory in a thread.  A kill at any point leaves one
+        file holding every append made.
+        """
+        self._appendPending()
         items = self._items()
-        self.pending = []
-        old = self._fh
+        self._sinceSnapshot = []
+        tmp = self.path + ".compact"
 
-        def write() -> Any:
-            size = _writeSnapshot(self.path, self.directory, items)
-            old.close()
-            return size, open(self.path, "ab")
+        def write() -> AppendFile:
+            return writeSnapshot(tmp, HEADER, (encodeRecord(*item) for item in items))
 
-        def swap(result: Any) -> None:
-            size, fh = result
-            self._fh = fh
-            self.compactions += 1
-            # writes made while compacting are in self.pending and go to the new file
-            self.fileBytes = size
-            log.info("AOF {path} compacted to {size} bytes", path=self.path, size=size)
+        d = self.runner(write)
+        d.addCallback(self._swapIn)
+        d.addErrback(self._compactFailed)
+        return d
 
-        return self.runner(write).addCallback(swap)
+    def _swapIn(self, fresh: AppendFile) -> Deferred[None]:
+        since, self._sinceSnapshot = self._sinceSnapshot or [], None
+        try:
+            fresh.append(b"".join(since))
+            os.replace(fresh.path, self.path)
+        except OSError:
+            fresh.close()
+            discard(fresh.path)
+            raise
+        fresh.path = self.path
+        old, self._file = self._file, fresh
+        old.close()
+        self.compactions += 1
+        log.info("AOF {path} compacted to {size} bytes", path=self.path, size=fresh.size)
 
+        def sync() -> None:
+            fresh.fsync()
+            syncDirectory(self.directory)
+
+        return self._syncCovering(self.runner(sync))
+
+    def _compactFailed(self, f: Failure) -> None:
+        self._sinceSnapshot = None
+        self._compactAfter = self.clock.seconds() + COMPACT_RETRY
+        log.failure(
+            "AOF {path}: compaction failed; retried in {retry} s", f, path=self.path, retry=COMPACT_RETRY
+        )
+        # the waiters of this run get the fsync they wanted from the next one
+        if self._unsynced:
+            self._disk.request()
+
+    # -- the rest -----------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         s = super().stats()
         s.update(
             fileBytes=self.fileBytes + sum(map(len, self.pending)),
             pendingRecords=len(self.pending),
+            appends=self.appends,
+            writeErrors=self.writeErrors,
             flushes=self.flushes,
             compactions=self.compactions,
             repairedBytes=self.repairedBytes,
@@ -334,13 +474,40 @@ class AOFStore(TableStore):
         return s
 
     def close(self) -> Deferred[None]:
+        """
+        Append what is pending, wait for the fsync or compaction under way,
+        fsync and close the file.
+        """
+        if self._closed:
+            return succeed(None)
+        self._appendPending()
         self._closed = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        if self._ticker.running:
+            self._ticker.stop()
+        if self._fsyncDue is not None:
+            # the fsync of the close covers the changes waiting for it
+            self._fsyncDue.cancel()
+            self._fsyncDue = None
+        if self.pending:
+            log.error(
+                "AOF {path}: closed with {records} records it could not write",
+                path=self.path,
+                records=len(self.pending),
+            )
+        d = self._disk.stop()
+        d.addCallback(lambda _: self._syncCovering(self.runner(self._file.fsync)))
+        d.addBoth(self._closeFile)
+        return d
 
-        def shut(_: Any) -> Deferred[None]:
-            fh = self._fh
-            return self.runner(fh.close)
+    def _closeFile(self, _: object) -> None:
+        self._file.close()
 
-        return self.flush().addCallback(shut)
+
+def _fire(acks: list[_Ack]) -> None:
+    for ack, result in acks:
+        ack.callback(result)
+
+
+def _fail(acks: list[_Ack], error: Exception) -> None:
+    for ack, _ in acks:
+        ack.errback(error)

@@ -117,6 +117,12 @@ class TableStore:
         return succeed(self.table.inRange(low, high))
 
     def importRecords(self, records: Iterable[r.Incoming]) -> Deferred[int]:
+        return succeed(self._install(records))
+
+    def _install(self, records: Iterable[r.Incoming]) -> int:
+        """
+        L{importRecords}, at once: how many were installed.
+        """
         table = self.table
         count = 0
         now = self.clock.seconds()
@@ -142,14 +148,20 @@ class TableStore:
         self.installed += count
         if versionAt(now).hlc >= self._purgeAt:
             self._purgeExpired()
-        return succeed(count)
+        return count
 
     def removeRange(self, low: int, high: int) -> Deferred[int]:
+        return succeed(self._forgetRange(low, high))
+
+    def _forgetRange(self, low: int, high: int) -> int:
+        """
+        L{removeRange}, at once: how many were forgotten.
+        """
         doomed = self.table.inRange(low, high)
         for kind, key, _, _, _ in doomed:
             self.table.forget(kind, key)
             self._persist(kind, key, None, 0, 0)
-        return succeed(len(doomed))
+        return len(doomed)
 
     def purge(self) -> Deferred[int]:
         return succeed(self._purgeExpired())

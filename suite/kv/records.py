@@ -30,6 +30,7 @@ __all__ = [
     "Lease",
     "LeaseHeld",
     "LeaseLost",
+    "StoreWriteFailed",
     "KINDS",
     "Tx",
     "opPut",
@@ -99,6 +100,13 @@ class LeaseHeld(Exception):
 class LeaseLost(Exception):
     """
     The lease named was not (or no longer) held with that token.
+    """
+
+
+class StoreWriteFailed(Exception):
+    """
+    The store could not write (or fsync) the change: it was not
+    acknowledged.  The message names the file and the reason.
     """
 
 

@@ -69,8 +69,8 @@ class ServerOptions(ListenMixin, DaemonOptions):
         [
             "aof-sync",
             None,
-            "aof backend: acknowledge each write only once it is fsynced (group commit) instead of "
-            "fsyncing every --aof-flush-interval.",
+            "aof backend: acknowledge each write only once it is also fsynced (group commit), not "
+            "just written: a power loss then loses no acknowledged write either.",
         ],
         [
             "rpc-allow-remote",
@@ -177,7 +177,12 @@ class ServerOptions(ListenMixin, DaemonOptions):
         ],
         ["kv", None, "aof", "KV backend: aof (default), sqlite or memory (tests only)."],
         ["replicas", None, "3", "Copies of each key (owner + R-1 successors on distinct processes)."],
-        ["aof-flush-interval", None, "3", "Seconds between AOF flush+fsync."],
+        [
+            "aof-flush-interval",
+            None,
+            "3",
+            "Seconds between fsyncs of the AOF files (a write is in the file before it is acknowledged).",
+        ],
         [
             "tombstone-horizon",
             None,

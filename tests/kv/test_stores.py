@@ -358,17 +358,24 @@ class AOFTests(_Backend, TestCase):
         self.assertEqual(await again.get(b"a"), b"1")
         self.assertIsNone(await again.get(b"b"))
 
-    async def test_flushTimer(self) -> None:
+    async def test_writtenBeforeAcknowledged(self) -> None:
         """
-        The flush timer writes buffered records to disk on the injected clock.
+        An acknowledged put is in the file already (written, before any
+        fsync), and a second store opened on a copy of the file finds it.
         """
         s = self.store
-        await s.put(b"a", b"1")
         path = os.path.join(self.dataDir, "0", "kv.aof")
         before = os.path.getsize(path)
-        self.clock.advance(3.0)
-        await s._flushing if s._flushing is not None else None
+        await s.put(b"a", b"1")
         self.assertGreater(os.path.getsize(path), before)
+        self.assertEqual(s.flushes, 0)
+        copy = self.mktemp()
+        os.makedirs(copy)
+        with open(path, "rb") as src, open(os.path.join(copy, "kv.aof"), "wb") as dst:
+            dst.write(src.read())
+        other = AOFStore(copy, self.clock, self.runner)
+        self.addCleanup(other.close)
+        self.assertEqual(await other.get(b"a"), b"1")
 
     async def test_compaction(self) -> None:
         """
@@ -570,75 +577,3 @@ class SQLiteCloseTests(TestCase):
         store = SQLiteStore(d, os.path.join(d, "cache"), Clock(), runner)
         self.successResultOf(store.close())
         self.assertIsNone(store._db)
-
-
-class AOFSyncTests(TestCase):
-    """
-    With C{sync}, an append-only store acknowledges a change only once it is
-    written and fsynced; changes made meanwhile share the next write.
-    """
-
-    def setUp(self) -> None:
-        self.pending: list[tuple[Any, Deferred[Any]]] = []
-        self.clock = Clock()
-        self.dir = self.mktemp()
-
-    def runner(self, f: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.pending.append((f, d))
-        return d
-
-    def runOne(self, fail: bool = False) -> None:
-        f, d = self.pending.pop(0)
-        if fail:
-            d.errback(OSError(28, "No space left on device"))
-        else:
-            d.callback(f())
-
-    def open(self, sync: bool) -> AOFStore:
-        store = AOFStore(self.dir, self.clock, self.runner, flushInterval=3.0, sync=sync)
-        self.addCleanup(lambda: store._timer.cancel() if store._timer and store._timer.active() else None)
-        return store
-
-    def test_acknowledgedWhenDurable(self) -> None:
-        """
-        A put, a prefix append, a lease and an import fire only after their
-        write ran; reads answer at once; without C{sync} a put fires at once.
-        """
-        store = self.open(sync=True)
-        put = store.put(b"k", b"v")
-        self.assertNoResult(put)
-        appended = store.prefixAppend(b"p", b"c")  # joins the next write
-        self.assertNoResult(appended)
-        self.assertEqual(self.successResultOf(store.get(b"k")), b"v")
-        self.assertEqual(len(self.pending), 1)
-        self.runOne()
-        self.successResultOf(put)
-        self.assertNoResult(appended)
-        self.runOne()  # the second write: the append
-        self.assertTrue(self.successResultOf(appended))
-        self.assertEqual(self.pending, [])
-        self.assertEqual(self.successResultOf(store.prefixList(b"p")), [b"c"])
-        lease = store.acquireLease(b"L", b"h", 10.0)
-        self.assertNoResult(lease)
-        self.runOne()
-        self.assertEqual(self.successResultOf(lease).holder, b"h")
-        imported = store.importRecords([("v", b"x", b"1", 5, 1)])
-        self.assertNoResult(imported)
-        self.runOne()
-        self.assertEqual(self.successResultOf(imported), 1)
-        with open(os.path.join(self.dir, "kv.aof"), "rb") as f:
-            self.assertIn(b"x", f.read())
-        lazy = AOFStore(self.mktemp(), self.clock, self.runner, flushInterval=3.0)
-        self.addCleanup(lambda: lazy._timer.cancel() if lazy._timer and lazy._timer.active() else None)
-        self.successResultOf(lazy.put(b"k", b"v"))
-        self.assertEqual(self.pending, [])
-
-    def test_failedWriteNotAcknowledged(self) -> None:
-        """
-        A write that fails fails the change it carried.
-        """
-        store = self.open(sync=True)
-        put = store.put(b"k", b"v")
-        self.runOne(fail=True)
-        self.failureResultOf(put, OSError)

@@ -9,7 +9,7 @@ import random
 import struct
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test import iosim
@@ -18,7 +18,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
 from suite.kv.memory import MemoryStore
-from suite.kv.records import ringId
+from suite.kv.records import StoreWriteFailed, ringId
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef, between, inRange, vnodeId
@@ -523,6 +523,18 @@ class RPCTests(SynchronousTestCase):
             f = self.failureResultOf(self.call(*args), RemoteError)
             self.assertEqual(f.value.code, E.BAD_REQUEST, args)
         self.assertEqual(self.rpc.errors, 9)
+
+    def test_storeWriteFailed(self) -> None:
+        """
+        A change the owner's store could not write fails with store-failed
+        and the store's reason, not as an internal error.
+        """
+        reason = "cannot write /d/0/kv.aof: No space left on device; not acknowledged"
+        for vnode in self.node.vnodes:
+            vnode.store.put = lambda key, value: fail(StoreWriteFailed(reason))
+        f = self.failureResultOf(self.call("kv", "put", b"k", [b"v"]), RemoteError)
+        self.assertEqual((f.value.code, f.value.message), (E.STORE_FAILED, reason))
+        self.assertFalse(f.value.retryable)
 
 
 class HelperSiteTests(SynchronousTestCase):

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.kv.records import StoreWriteFailed
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.ids import VnodeRef
@@ -170,6 +171,9 @@ def dispatch(node: ChordNode, vid: int | None, method: str, args: list[Any]) -> 
     def wrap(f: Failure) -> Any:
         if f.check(RemoteError):
             return f
+        if f.check(StoreWriteFailed):
+            # logged by the store; the caller learns its change was not kept
+            raise RemoteError(E.STORE_FAILED, f.getErrorMessage())
         if f.check(TypeError, ValueError, KeyError, IndexError, AttributeError):
             raise RemoteError(E.BAD_REQUEST, f"{method}: bad arguments")
         log.failure("vnode call {method} failed", f, method=method)

@@ -17,6 +17,7 @@ __all__ = [
     "LEASE_HELD",
     "LEASE_LOST",
     "INTERNAL",
+    "STORE_FAILED",
     "TIMEOUT",
     "LEAVING",
     "NOT_IN_RING",
@@ -32,6 +33,8 @@ BAD_REQUEST = "bad-request"
 LEASE_HELD = "lease-held"
 LEASE_LOST = "lease-lost"
 INTERNAL = "internal"
+#: the vnode's store could not write (or fsync) the change: not acknowledged
+STORE_FAILED = "store-failed"
 TIMEOUT = "timeout"
 LEAVING = "leaving"
 #: this process has ring history but cannot reach its ring (not retried)

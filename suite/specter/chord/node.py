@@ -172,13 +172,32 @@ class ChordNode:
             v.start(seed)
         self.healing.start()
 
-    def leave(self) -> Deferred[Any]:
+    def leave(self) -> Deferred[None]:
         """
         Every vnode hands its keys on and leaves; fires when all have.  The
         ring state is saved first, so a restart finds the ring again.
         """
         self.saveRingState(force=True)
-        return DeferredList([v.leave() for v in self.vnodes], consumeErrors=True)
+        return Deferred.fromCoroutine(self._leaveAll())
+
+    async def _leaveAll(self) -> None:
+        """
+        A vnode whose successor is a vnode of this process that is not
+        leaving yet leaves before the next one starts to (a leaving vnode
+        refuses handoffs: its successor must take its keys first, to hand
+        them on with its own); the others leave together.
+        """
+        leaving: set[VnodeRef] = set()
+        others: list[Deferred[None]] = []
+        for v in self.vnodes:
+            succ = v.succ
+            leaving.add(v.ref)
+            left = v.leave()
+            if succ.addr == self.addr and succ not in leaving:
+                await DeferredList([left], consumeErrors=True)
+            else:
+                others.append(left)
+        await DeferredList(others, consumeErrors=True)
 
     def stop(self) -> None:
         for v in self.vnodes:
