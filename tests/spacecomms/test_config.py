@@ -586,7 +586,9 @@ class WebPageTests(SynchronousTestCase):
         C{Origin}) is served; so is C{127.0.0.1} and C{[::1]}.
         """
         for host in ("localhost:8080", "127.0.0.1:8080", "[::1]:8080"):
-            out = self.request(f"GET /peers HTTP/1.1\r\nHost: {host}\r\nUser-Agent: curl/8.5.0\r\nAccept: */*")
+            out = self.request(
+                f"GET /peers HTTP/1.1\r\nHost: {host}\r\nUser-Agent: curl/8.5.0\r\nAccept: */*"
+            )
             self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:200])
         out = self.request(
             "POST /objects HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: curl/8.5.0", b'{"object_id": "X1"}'

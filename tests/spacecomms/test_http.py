@@ -130,7 +130,18 @@ def _curl(url: str, *args: str) -> str:
     The status code curl gets for C{url} (with an admin token).
     """
     out = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {ADMIN}", *args, url],
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            f"Authorization: Bearer {ADMIN}",
+            *args,
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
