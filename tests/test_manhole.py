@@ -540,8 +540,9 @@ class LoginDeadlineTests(SynchronousTestCase):
         from twisted.logger import globalLogPublisher
 
         events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        observer: Any = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         proto, transport = self.accept()
         proto.dataReceived(b"SSH-2.0-OpenSSH_9.6\r\n")
         self.clock.advance(29.9)

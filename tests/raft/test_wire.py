@@ -4,6 +4,8 @@ Message encoding, the frame protocol and the transport's rejections.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -316,8 +318,9 @@ class PlainDeadlineTests(SynchronousTestCase):
         self.received: list[Message] = []
         self.owner.setReceiver(self.received.append)
         self.events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        observer: Any = self.events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def accept(self) -> tuple[InboundRaftProtocol, StringTransport]:
         proto = InboundRaftProtocol(self.owner)
@@ -414,7 +417,7 @@ class PlainDeadlineTests(SynchronousTestCase):
             written.append(data)
             original(data)
 
-        client.write = write  # type: ignore[method-assign]
+        client.write = write
         for _ in range(720):
             self.clock.advance(5)
             pump.flush()
