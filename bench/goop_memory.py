@@ -12,6 +12,13 @@ serving one port), with and without Twisted's HTTP/2 module (which
 C{goop2} keeps out).  With C{--imports}, the resident memory after each step
 of importing what a peer imports, in a fresh interpreter.
 
+In the mDNS-on runs, after the idle reading, a standard workload (see
+L{workload}: 1,212 viewer requests including ten Lua calls) runs against the
+peer; then the peer's memory is read again with that of its Lua worker
+processes (how many, each, together), and its requests/s and CPU time per
+request are reported.
+C{--quick} skips the floors and the mDNS-off runs (for alternated A/B runs).
+
 Each figure is the median of C{BENCH_RUNS} (default 3) runs.  The
 processes load compiled bytecode as an installed suite does (pip compiles
 it at install): the bench compiles C{suite/} first and runs its children
@@ -20,17 +27,21 @@ start would add several MB of heap to each process.
 
 Last line: C{peer_rss_mb=... hub_rss_mb=... peer_nomdns_rss_mb=...
 peer_anon_mb=... hub_anon_mb=... peer_pss_mb=... peer_uss_mb=...
-twisted_floor_rss_mb=... twisted_floor_noh2_rss_mb=... peer_start_cpu_s=... hub_start_cpu_s=... loadavg=...}.
+twisted_floor_rss_mb=... twisted_floor_noh2_rss_mb=... peer_work_rss_mb=...
+peer_work_uss_mb=... lua_workers=... lua_worker_rss_mb=... lua_worker_uss_mb=...
+lua_workers_rss_mb=... peer_req_per_s=... peer_cpu_us_per_req=... peer_start_cpu_s=... hub_start_cpu_s=... loadavg=...}.
 RSS is the headline; PSS and USS (from C{/proc/PID/smaps_rollup}) show how
 much of it is library code shared with other processes.
 
-Run: C{.venv/bin/python bench/goop_memory.py [--imports]}
+Run: C{.venv/bin/python bench/goop_memory.py [--imports] [--quick]}
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,6 +60,12 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
+#: Rounds of the standard workload (WORKLOAD_PER_ROUND viewer requests each).
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "200"))
+WORKLOAD_PER_ROUND = 6
+#: Lua data function calls in the workload (a peer allows 30 a minute).
+LUA_CALLS = 10
+ECHO_LUA = "function call(request) return {n = request.params.n + 1} end\n"
 
 FLOOR = """
 import sys
@@ -148,6 +165,29 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def threads(pid: int) -> float:
+    """How many threads C{pid} runs."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return float(line.split()[1])
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    """The processes C{pid} started (a peer's Lua workers)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
 def get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -158,11 +198,17 @@ def get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
-def waitFor(check: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def waitFor(
+    check: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 60.0, log: str = ""
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{what}: the process exited with {proc.returncode}")
+            tail = ""
+            if log:
+                with open(log, "rb") as f:
+                    tail = f.read()[-2000:].decode("utf-8", "replace")
+            raise SystemExit(f"{what}: the process exited with {proc.returncode}\n{tail}")
         if check():
             return
         time.sleep(0.2)
@@ -193,6 +239,61 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def workload(viewer: int) -> int:
+    """
+    The standard workload against a peer's viewer, on one keep-alive
+    HTTP/1.1 connection, one request at a time: the settings page (for the
+    install's token), a table created, then C{ROUNDS} rounds of C{/healthz},
+    the site's index page (read off the reactor thread), C{/api/peers},
+    C{/self} as JSON, one row inserted and a ten-row query through
+    C{/api/data}; then C{LUA_CALLS} Lua data function calls, one at a
+    time (a worker process starts at the first).  Returns the number of requests made.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", viewer, timeout=30)
+    count = 0
+
+    def call(method: str, path: str, doc: Any = None, accept: str = "*/*") -> bytes:
+        nonlocal count
+        headers = {"accept": accept}
+        body = None
+        if doc is not None:
+            body = json.dumps(doc).encode()
+            headers.update({"content-type": "application/json", "x-goop-token": token})
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        count += 1
+        if response.status != 200:
+            raise SystemExit(f"workload: {method} {path}: HTTP {response.status} {data[:200]!r}")
+        return data
+
+    def data(request: dict[str, Any]) -> Any:
+        answer = json.loads(call("POST", "/api/data", {"request": request}))
+        if not answer.get("ok"):
+            raise SystemExit(f"workload: {request['op']}: {answer}")
+        return answer.get("data")
+
+    token = ""
+    found = re.search(rb"name=goop-token content='([^']*)'", call("GET", "/self"))
+    if found is None:
+        raise SystemExit("workload: no token on the settings page")
+    token = found.group(1).decode()
+    data({"op": "create-table", "table": "notes", "columns": ["text"]})
+    for i in range(ROUNDS):
+        call("GET", "/healthz")
+        call("GET", "/site/")
+        call("GET", "/api/peers")
+        call("GET", "/self", accept="application/json")
+        data({"op": "insert", "table": "notes", "data": {"text": f"note {i} " + "x" * 100}})
+        data({"op": "query", "table": "notes", "limit": 10, "offset": i})
+    for i in range(LUA_CALLS):
+        answer = data({"op": "lua-call", "function": "echo", "params": {"n": i}})
+        if answer != {"n": i + 1}:
+            raise SystemExit(f"workload: lua-call: {answer}")
+    conn.close()
+    return count
+
+
 def oneRun(root: str, mdns: bool) -> dict[str, float]:
     """One hub and one peer; their memory and start-up CPU."""
     hubPort, hubViewer, p2p, viewer = freePort(), freePort(), freePort(), freePort()
@@ -212,17 +313,21 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
             "viewer": {"http_addr": f"127.0.0.1:{viewer}"},
         },
     )
+    os.makedirs(os.path.join(peerDir, "lua"))
+    with open(os.path.join(peerDir, "lua", "echo.lua"), "w") as f:
+        f.write(ECHO_LUA)
     hub = start(["rendezvous", hubDir], os.path.join(root, "hub.log"))
     peer: subprocess.Popen[bytes] | None = None
     try:
         waitFor(lambda: get(f"http://127.0.0.1:{hubPort}/healthz")[0] == 200, "hub", hub)
-        peer = start(["peer", peerDir], os.path.join(root, "peer.log"))
+        peerLog = os.path.join(root, "peer.log")
+        peer = start(["peer", peerDir], peerLog)
         p = peer
-        waitFor(lambda: get(f"http://127.0.0.1:{viewer}/healthz")[0] == 200, "peer viewer", p)
+        waitFor(lambda: get(f"http://127.0.0.1:{viewer}/healthz")[0] == 200, "peer viewer", p, log=peerLog)
         waitFor(lambda: b'"label":"bench"' in get(f"http://127.0.0.1:{hubPort}/peers.json")[1], "publish", p)
         time.sleep(SETTLE)
         h, q = status(hub.pid), status(peer.pid)
-        return {
+        out = {
             "hub_rss": h["VmRSS"],
             "hub_anon": h["RssAnon"],
             "hub_file": h["RssFile"],
@@ -233,7 +338,33 @@ def oneRun(root: str, mdns: bool) -> dict[str, float]:
             "peer_pss": q["Pss"],
             "peer_uss": q["Uss"],
             "peer_cpu": cpuSeconds(peer.pid),
+            "peer_threads": threads(peer.pid),
         }
+        if mdns:
+            began, cpu = time.monotonic(), cpuSeconds(peer.pid)
+            requests = workload(viewer)
+            wall, used = time.monotonic() - began, cpuSeconds(peer.pid) - cpu
+            time.sleep(SETTLE)
+            w = status(peer.pid)
+            workers = [status(c) for c in children(peer.pid)]
+            if not workers:
+                raise SystemExit("workload: no Lua worker process")
+            out.update(
+                {
+                    "work_rss": w["VmRSS"],
+                    "work_anon": w["RssAnon"],
+                    "work_pss": w["Pss"],
+                    "work_uss": w["Uss"],
+                    "work_threads": threads(peer.pid),
+                    "worker_rss": statistics.mean(x["VmRSS"] for x in workers),
+                    "worker_uss": statistics.mean(x["Uss"] for x in workers),
+                    "workers": float(len(workers)),
+                    "workers_rss": sum(x["VmRSS"] for x in workers),
+                    "req_per_s": requests / wall,
+                    "cpu_us_per_req": used / requests * 1e6,
+                }
+            )
+        return out
     finally:
         if peer is not None:
             stop(peer)
@@ -271,10 +402,11 @@ def main() -> None:
             print("resident memory after each import (fresh interpreter):")
             sys.stdout.flush()
             subprocess.run([sys.executable, "-c", STEPS, *IMPORT_STEPS], check=True, env=ENV)
-        floors = [floor() for _ in range(RUNS)]
-        bare = [floor("--no-http2") for _ in range(RUNS)]
+        quick = "--quick" in sys.argv[1:]
+        floors = [0.0] if quick else [floor() for _ in range(RUNS)]
+        bare = [0.0] if quick else [floor("--no-http2") for _ in range(RUNS)]
         runs = [oneRun(os.path.join(root, f"run{i}"), mdns=True) for i in range(RUNS)]
-        quiet = [oneRun(os.path.join(root, f"quiet{i}"), mdns=False) for i in range(RUNS)]
+        quiet = runs if quick else [oneRun(os.path.join(root, f"quiet{i}"), mdns=False) for i in range(RUNS)]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for label, rs in (("peer, mDNS on", runs), ("peer, mDNS off", quiet)):
@@ -291,6 +423,15 @@ def main() -> None:
         f"Twisted web server floor: {statistics.median(floors):.1f} MB RSS, "
         f"{statistics.median(bare):.1f} MB without HTTP/2 (as goop2 runs)"
     )
+    print(
+        f"peer after the workload ({ROUNDS * WORKLOAD_PER_ROUND + LUA_CALLS + 2} requests): "
+        f"RSS {median(runs, 'work_rss'):.1f} MB (anonymous {median(runs, 'work_anon'):.1f}; "
+        f"PSS {median(runs, 'work_pss'):.1f}, USS {median(runs, 'work_uss'):.1f}), "
+        f"threads {median(runs, 'peer_threads'):.0f} idle, {median(runs, 'work_threads'):.0f} after; "
+        f"{median(runs, 'workers'):.0f} Lua worker(s), each RSS {median(runs, 'worker_rss'):.1f} MB "
+        f"(USS {median(runs, 'worker_uss'):.1f}), {median(runs, 'workers_rss'):.1f} MB together; "
+        f"{median(runs, 'req_per_s'):.0f} requests/s, {median(runs, 'cpu_us_per_req'):.0f} us CPU per request"
+    )
     print(f"elapsed {time.monotonic() - began:.0f} s, {RUNS} runs each, medians")
     print(
         f"peer_rss_mb={median(runs, 'peer_rss'):.1f} hub_rss_mb={median(runs + quiet, 'hub_rss'):.1f} "
@@ -299,6 +440,10 @@ def main() -> None:
         f"peer_pss_mb={median(runs, 'peer_pss'):.1f} peer_uss_mb={median(runs, 'peer_uss'):.1f} "
         f"twisted_floor_rss_mb={statistics.median(floors):.1f} "
         f"twisted_floor_noh2_rss_mb={statistics.median(bare):.1f} "
+        f"peer_work_rss_mb={median(runs, 'work_rss'):.1f} peer_work_uss_mb={median(runs, 'work_uss'):.1f} "
+        f"lua_workers={median(runs, 'workers'):.0f} lua_worker_rss_mb={median(runs, 'worker_rss'):.1f} "
+        f"lua_worker_uss_mb={median(runs, 'worker_uss'):.1f} lua_workers_rss_mb={median(runs, 'workers_rss'):.1f} "
+        f"peer_req_per_s={median(runs, 'req_per_s'):.0f} peer_cpu_us_per_req={median(runs, 'cpu_us_per_req'):.0f} "
         f"peer_start_cpu_s={median(runs, 'peer_cpu'):.2f} hub_start_cpu_s={median(runs + quiet, 'hub_cpu'):.2f} "
         f"loadavg={os.getloadavg()[0]:.1f}"
     )

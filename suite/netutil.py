@@ -5,10 +5,13 @@ Small network helpers shared by several packages.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IListeningPort
+# Twisted is imported where it is used: the Lua worker processes use
+# isIPAddress (through suite.goop.lua.ssrf) and load no Twisted at all
+# (docs/performance.md, Goop resident memory).
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IListeningPort
 
 __all__ = ["isIPAddress", "isLoopbackHost", "noDelay", "boundPort"]
 
@@ -65,6 +68,8 @@ def boundPort(port: IListeningPort) -> int:
 
     @raise TypeError: when C{port} does not listen on an IP address.
     """
+    from twisted.internet.address import IPv4Address, IPv6Address
+
     address = port.getHost()
     if not isinstance(address, (IPv4Address, IPv6Address)):
         raise TypeError(f"not an IP listener: {address!r}")

@@ -89,9 +89,9 @@ class SandboxTests(TestCase):
     async def test_httpArgumentsChecked(self) -> None:
         """
         goop.http: a body that is not a string, opts that are not a table,
-        header values that are not strings, a port out of range: an error
-        naming the call, before any connection (a table body was sent as
-        its Python text).
+        header values that are not strings, a port out of range, a
+        loopback address: an error naming the call, before any connection
+        (a table body was sent as its Python text).
         """
         for body, reason in (
             ('goop.http.post("http://192.0.2.1/", {a = 1})', "goop.http.post: the body must be a string"),
@@ -103,6 +103,8 @@ class SandboxTests(TestCase):
                 "goop.http.get: opts.headers must be",
             ),
             ('goop.http.get("http://example.com:99999/")', "goop.http: Port out of range"),
+            # The SSRF guard, which a worker loads at its first goop.http call.
+            ('goop.http.get("http://127.0.0.1:1/")', "goop.http: refused: 127.0.0.1 is not a public address"),
         ):
             msg = await self.refused(body)
             self.assertIn(reason, msg, body)

@@ -189,6 +189,59 @@ class PoolTests(SynchronousTestCase):
         p.stop()
         self.assertEqual(reactor.getDelayedCalls(), [])
 
+    def test_growsWhenAJobWaits(self) -> None:
+        """
+        C{start} starts one worker; a job waiting while it starts does not
+        start another, a job waiting while every worker is busy does, up to
+        C{size}; once started, workers are kept.
+        """
+        p, reactor = self.pool(size=2)
+        spawned = p.spawned  # type: ignore[attr-defined]
+        p.start()
+        self.assertEqual(len(spawned), 1)
+        first = p.submit({"n": 1}, 1.0)
+        self.assertEqual(len(spawned), 1)
+        spawned[0].jobs.close()
+        spawned[0].jobs = FakeJobs()
+        spawned[0].machine.started()
+        self.assertEqual(spawned[0].jobs.data, [b'{"n":1}\n'])
+        second = p.submit({"n": 2}, 1.0)
+        self.assertEqual(len(spawned), 2)
+        third = p.submit({"n": 3}, 1.0)
+        self.assertEqual(len(spawned), 2)
+        spawned[1].jobs.close()
+        spawned[1].jobs = FakeJobs()
+        spawned[1].machine.started()
+        self.assertEqual(spawned[1].jobs.data, [b'{"n":2}\n'])
+        spawned[0].childDataReceived(1, b'{"ok":true,"result":1}\n')
+        self.assertEqual(answerOf(first), {"ok": True, "result": 1})
+        self.assertEqual(spawned[0].jobs.data[-1], b'{"n":3}\n')
+        spawned[1].childDataReceived(1, b'{"ok":true,"result":2}\n')
+        spawned[0].childDataReceived(1, b'{"ok":true,"result":3}\n')
+        self.assertEqual(
+            (answerOf(second), answerOf(third)), ({"ok": True, "result": 2}, {"ok": True, "result": 3})
+        )
+        self.assertEqual((len(spawned), len(p.workers), len(p.ready)), (2, 2, 2))
+        p.stop()
+
+    def test_noGrowthWhileStartsFail(self) -> None:
+        """
+        While workers fail to start, a waiting job starts no extra worker:
+        the one start retried after its backoff is all.
+        """
+        p, reactor = self.pool(size=2)
+        spawned = p.spawned  # type: ignore[attr-defined]
+        p.start()
+        spawned[0].machine.exited("cannot start")
+        self.assertEqual(len(spawned), 1)
+        p.submit({"n": 1}, 1.0)
+        p.submit({"n": 2}, 1.0)
+        self.assertEqual(len(spawned), 1)
+        reactor.advance(0.5)
+        self.assertEqual(len(spawned), 2)
+        p.stop()
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
     def test_dispatchedWithoutReactorTurn(self) -> None:
         """A queued job is written to a worker as it becomes ready, and a job for a ready worker at once."""
         p, reactor = self.pool(size=1)

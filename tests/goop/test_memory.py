@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
+from suite.goop.cli import M_ARENA_MAX, MALLOC_ARENAS, fewerMallocArenas
 from suite.goop.rendezvous.hub import RendezvousHub
 from suite.goop.rendezvous.templates import TemplateStore
 from tests.support.process import freePort
@@ -57,6 +58,17 @@ ON_DEMAND = ["prometheus_client", "tarfile", "suite.web.metrics", "suite.goop.re
 #: What the goop2 console script keeps out of its process (cleartext HTTP
 #: only, so HTTP/2 is never negotiated).
 HTTP2 = ["h2", "h2.connection", "hpack", "hyperframe", "priority", "twisted.web._http2", "suite.web.http2"]
+#: What a running peer imports only at first use, or never: the Lua
+#: sandbox, its SSRF-guarded HTTP client and lupa run in the worker
+#: processes alone; zeroconf only with mDNS on (off here).
+LAZY = [
+    "lupa",
+    "suite.goop.lua.sandbox",
+    "suite.goop.lua.ssrf",
+    "suite.goop.lua.worker",
+    "zeroconf",
+    *ON_DEMAND,
+]
 
 #: Run C{goop2 ARGS} (the console script's C{main}) in a fresh interpreter;
 #: once the viewer at C{sys.argv[1]} accepts connections (the last listener
@@ -104,6 +116,32 @@ reactor.callWhenRunning(poll)
 from suite.goop.cli import main
 main(sys.argv[2:])
 """
+
+
+#: Run the Lua worker's C{main} in a fresh interpreter with one job on
+#: stdin (the peer's pipe), then write to stderr which watched modules the
+#: worker loaded serving it.
+WORKER_PROBE = """
+import json, sys
+from suite.goop.lua import worker
+watched = json.loads(sys.argv[2])
+code = worker.main(["worker", sys.argv[1]])
+loaded = sorted(m for m in watched if sys.modules.get(m) is not None)
+sys.stderr.write(json.dumps({"code": code, "loaded": loaded}) + "\\n")
+"""
+#: What a Lua worker never loads (Twisted, TLS, the peer's modules) or
+#: loads only at a function's first C{goop.http} call (the SSRF guard with
+#: C{http.client} and C{ssl}).
+WORKER_NEVER = [
+    "twisted",
+    "twisted.internet",
+    "zope.interface",
+    "OpenSSL",
+    "cryptography",
+    "suite.goop.lua.pool",
+    "suite.goop.lua.engine",
+]
+WORKER_LAZY = ["suite.goop.lua.ssrf", "http.client", "ssl", "socket", "urllib.parse"]
 
 
 def writeConfig(d: str, doc: dict[str, Any]) -> str:
@@ -161,10 +199,11 @@ class ConsoleScriptTests(SynchronousTestCase):
     def test_peerWithoutHTTP2(self) -> None:
         """
         C{goop2 peer DIR} with a rendezvous hub configured, running: its
-        hub client is loaded; neither
-        hyper-h2, hpack, hyperframe nor Twisted's or the suite's HTTP/2
-        module is imported, though C{twisted.web.http} is; the viewer
-        answers C{/healthz} over HTTP/1.1.
+        hub client and Lua pool are loaded; neither hyper-h2, hpack,
+        hyperframe nor Twisted's or the suite's HTTP/2 module is imported,
+        though C{twisted.web.http} is, nor any of L{LAZY} (the Lua sandbox,
+        lupa, zeroconf, the on-demand modules); the viewer answers
+        C{/healthz} over HTTP/1.1.
         """
         viewer = f"127.0.0.1:{freePort()}"
         d = writeConfig(
@@ -178,7 +217,16 @@ class ConsoleScriptTests(SynchronousTestCase):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
         result = subprocess.run(
             [sys.executable, "-c", CLI_PROBE, viewer, "peer", d],
-            input=json.dumps([*HTTP2, "twisted.web.client", "twisted.web.http", "suite.web.limits"]),
+            input=json.dumps(
+                [
+                    *HTTP2,
+                    *LAZY,
+                    "twisted.web.client",
+                    "twisted.web.http",
+                    "suite.web.limits",
+                    "suite.goop.lua.pool",
+                ]
+            ),
             capture_output=True,
             text=True,
             timeout=120,
@@ -189,10 +237,99 @@ class ConsoleScriptTests(SynchronousTestCase):
             raise AssertionError(result.stderr[-3000:])
         out = json.loads(lines[-1])
         self.assertEqual(
-            out.get("loaded"), ["suite.web.limits", "twisted.web.client", "twisted.web.http"], out
+            out.get("loaded"),
+            ["suite.goop.lua.pool", "suite.web.limits", "twisted.web.client", "twisted.web.http"],
+            out,
         )
         self.assertEqual(out.get("code"), 200, out)
         self.assertEqual(json.loads(out["body"]).get("status"), "ok", out)
+
+
+class WorkerImportTests(SynchronousTestCase):
+    def test_workerLoadsNoTwisted(self) -> None:
+        """
+        A Lua worker process (C{python -m suite.goop.lua.worker}) serving a
+        function that queries C{data.db}: it answers, has loaded lupa and
+        the sandbox, and neither Twisted, zope.interface, pyOpenSSL,
+        cryptography, the peer's pool, nor (no C{goop.http} call) the SSRF
+        guard, C{http.client}, C{ssl}, C{socket} or C{urllib.parse}.
+        """
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        path = os.path.join(d, "data.db")
+        import sqlite3
+
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (text TEXT)")
+            conn.execute("INSERT INTO notes VALUES ('a')")
+        conn.close()
+        job = {
+            "caller": "peer",
+            "function": "count",
+            "source": "function call(request) return goop.db.scalar('SELECT COUNT(*) FROM notes') end",
+            "params": None,
+            "timeout": 5.0,
+        }
+        watched = [*WORKER_NEVER, *WORKER_LAZY, "lupa", "suite.goop.lua.sandbox"]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+        result = subprocess.run(
+            [sys.executable, "-c", WORKER_PROBE, json.dumps({"data_path": path}), json.dumps(watched)],
+            input=json.dumps(job) + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        answers = [json.loads(line) for line in result.stdout.splitlines()]
+        self.assertEqual(answers, [{"ready": True}, {"ok": True, "result": 1}], result.stderr[-2000:])
+        report = json.loads(result.stderr.strip().splitlines()[-1])
+        self.assertEqual(report, {"code": 0, "loaded": ["lupa", "suite.goop.lua.sandbox"]})
+
+
+class _FakeLibc:
+    def __init__(self, result: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.result = result
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return self.result
+
+
+class MallocArenaTests(SynchronousTestCase):
+    def test_limitSet(self) -> None:
+        """
+        Without C{MALLOC_ARENA_MAX} in the environment, glibc's
+        C{mallopt(M_ARENA_MAX, 2)} is called and reported.
+        """
+        libc = _FakeLibc()
+        self.assertTrue(fewerMallocArenas({}, libc))
+        self.assertEqual(libc.calls, [(M_ARENA_MAX, MALLOC_ARENAS)])
+        self.assertEqual((M_ARENA_MAX, MALLOC_ARENAS), (-8, 2))
+
+    def test_operatorWins(self) -> None:
+        """An operator's C{MALLOC_ARENA_MAX} (even empty) is left alone."""
+        libc = _FakeLibc()
+        self.assertFalse(fewerMallocArenas({"MALLOC_ARENA_MAX": "4"}, libc))
+        self.assertFalse(fewerMallocArenas({"MALLOC_ARENA_MAX": ""}, libc))
+        self.assertEqual(libc.calls, [])
+
+    def test_noGlibc(self) -> None:
+        """
+        A C library without C{mallopt}, or one refusing the setting, leaves
+        the process as it is and says so.
+        """
+        self.assertFalse(fewerMallocArenas({}, object()))
+        refusing = _FakeLibc(result=0)
+        self.assertFalse(fewerMallocArenas({}, refusing))
+        self.assertEqual(refusing.calls, [(M_ARENA_MAX, MALLOC_ARENAS)])
+
+    def test_realLibc(self) -> None:
+        """
+        On this (glibc) host the real call succeeds; the limit only
+        applies to arenas made later, so setting it again is harmless.
+        """
+        self.assertTrue(fewerMallocArenas({}))
 
 
 class OnFirstUseTests(SynchronousTestCase):

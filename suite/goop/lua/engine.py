@@ -23,8 +23,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
+from suite.goop.lua.errors import LuaError
 from suite.goop.lua.pool import WorkerPool
-from suite.goop.lua.sandbox import LuaError
 
 __all__ = ["LuaEngine", "LuaError", "RateLimits"]
 

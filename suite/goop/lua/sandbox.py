@@ -27,19 +27,16 @@ import math
 import sqlite3
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
-from suite.goop.lua.ssrf import SSRFError, guardedRequest, systemResolver
+from suite.goop.lua.errors import MEMORY_LIMIT, TIME_LIMIT, LuaError
 
 __all__ = ["Sandbox", "LuaError", "TIME_LIMIT", "MEMORY_LIMIT", "MAX_LOG_LINES"]
 
 MAX_DEPTH = 32
 MAX_KV_KEYS = 10000
 MAX_LOG_LINES = 100
-TIME_LIMIT = "time limit exceeded"
-MEMORY_LIMIT = "memory limit exceeded"
 
 #: Emits one log line of the running function: C{emit(level, text)}.
 LogSink = Callable[[str, str], None]
@@ -99,10 +96,6 @@ def _denied(e: sqlite3.Error, rule: str) -> str:
     """SQLite's error, with the rule spelled out when the authorizer refused."""
     text = str(e)
     return f"{text} ({rule})" if text == "not authorized" else text
-
-
-class LuaError(Exception):
-    """A Lua call was refused or failed; the message says why."""
 
 
 def _denyAttributes(obj: Any, name: Any, setting: bool) -> Any:
@@ -207,6 +200,8 @@ class Sandbox:
             # answers and serves the next call.  An error that is no Lua
             # error is ours (or a value we cannot convert): its traceback goes
             # to stderr, which the parent logs, as well as to the caller.
+            import traceback
+
             sys.stderr.write(
                 f"Lua call {str(job['function'])[:100]!r} failed in Python:\n{traceback.format_exc()}"
             )
@@ -519,6 +514,11 @@ class _Api:
         if body is not None and (isinstance(body, bool) or not isinstance(body, (str, int, float))):
             raise LuaError(f"{name}: the body must be a string (goop.json.encode a table)")
         data = None if body is None else str(body).encode()
+        # At the first goop.http call of this worker: most functions never
+        # call out, and a worker then loads no socket, address or URL code
+        # (docs/performance.md, Goop resident memory).
+        from suite.goop.lua.ssrf import SSRFError, guardedRequest, systemResolver
+
         try:
             status, hdrs, content = guardedRequest(
                 method,

@@ -11,10 +11,8 @@ followed; responses are size-limited.
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import socket
-import ssl
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -84,6 +82,12 @@ def guardedRequest(
     for a in addresses:
         checkAddress(a)
     target = addresses[0]
+    # Loaded at a worker's first goop.http call, not at its start: the
+    # client and TLS modules are about 6 MB resident in each worker, and
+    # most functions never call out (docs/performance.md).
+    import http.client
+    import ssl
+
     sock = connect((target, port), timeout)
     try:
         if parts.scheme == "https":
