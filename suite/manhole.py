@@ -6,7 +6,9 @@ Two forms, both local only:
 
   - C{tcp:PORT[:interface=127.0.0.1]}: an SSH server on loopback; a client
     logs in (any user name) with a key listed in the authorized_keys file
-    given by C{--manhole-keys}.  The host key is generated at start-up and
+    given by C{--manhole-keys}, within L{LOGIN_GRACE_SECONDS} of connecting
+    (then the connection is closed), and at most L{MAX_UNAUTHENTICATED}
+    connections wait for their login at a time.  The host key is generated at start-up and
     kept in memory, or loaded from (and first written to) C{hostKeyPath}.
   - C{unix:PATH}: a telnet-speaking prompt on a unix socket created mode
     0600 (no password: the file mode is the access control).
@@ -30,10 +32,17 @@ from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readA
 from twisted.conch.insults import insults
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import keys
+from twisted.conch.ssh.transport import SSHServerTransport
 from twisted.cred import portal
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -222,7 +231,131 @@ class _ManholeRealm(manhole_ssh.TerminalRealm):
         return super().requestAvatar(avatarId, mind, *interfaces)
 
 
-def _sshFactory(namespace: dict[str, Any], authorizedKeys: str, hostKey: keys.Key) -> Factory:
+#: Seconds from an SSH connection's accept to a successful login; then it
+#: is closed.  The manhole takes keys only, from a client on this host: key
+#: exchange and a key login take well under a second, and the margin is for
+#: an operator typing a key's passphrase (OpenSSH's LoginGraceTime of 120 s
+#: also covers typing passwords, which the manhole has none of).
+LOGIN_GRACE_SECONDS = 30.0
+#: SSH connections that have not logged in yet, at most; further ones are
+#: closed on accept until one logs in or goes (OpenSSH's MaxStartups starts
+#: dropping at 10 as well).
+MAX_UNAUTHENTICATED = 10
+
+
+class _ManholeSSHTransport(SSHServerTransport):
+    """
+    The server side of an SSH connection that must log in within the
+    factory's C{loginGraceTime} of its accept, and counts as
+    unauthenticated (against C{maxUnauthenticated}) until it does.
+    """
+
+    factory: _ManholeSSHFactory
+    _loginCall: Any = None
+    _pending = False
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        factory.unauthenticated += 1
+        self._pending = True
+        self._loginCall = factory.clock.callLater(factory.loginGraceTime, self._loginLate)
+        super().connectionMade()
+
+    def _loggedIn(self) -> None:
+        if self._loginCall is not None and self._loginCall.active():
+            self._loginCall.cancel()
+        self._loginCall = None
+        if self._pending:
+            self._pending = False
+            self.factory.released()
+
+    def _loginLate(self) -> None:
+        self._loginCall = None
+        log.warn(
+            "manhole: closing SSH connection from {peer}: no login within {seconds:g} seconds",
+            peer=_peerText(self.transport),
+            seconds=self.factory.loginGraceTime,
+        )
+        transport: Any = self.transport
+        if transport is None:
+            return
+        # A client that reads nothing would hold a graceful close open.
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
+
+    def setService(self, service: Any) -> None:
+        # The user-auth service sets the avatar just before it starts the
+        # connection service: the login succeeded.
+        if hasattr(self, "avatar"):
+            self._loggedIn()
+        super().setService(service)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._loggedIn()
+        super().connectionLost(reason)
+
+
+def _peerText(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:  # only names the peer in a log line
+        return "-"
+    return str(getattr(peer, "host", None) or peer)
+
+
+class _ManholeSSHFactory(manhole_ssh.ConchFactory):
+    """
+    The SSH manhole's factory: connections past C{maxUnauthenticated} not
+    yet logged in are closed on accept (one log line per run of them).
+    """
+
+    protocol = _ManholeSSHTransport
+
+    def __init__(
+        self,
+        portal: portal.Portal,
+        clock: IReactorTime,
+        loginGraceTime: float = LOGIN_GRACE_SECONDS,
+        maxUnauthenticated: int = MAX_UNAUTHENTICATED,
+    ) -> None:
+        super().__init__(portal)
+        self.clock = clock
+        self.loginGraceTime = loginGraceTime
+        self.maxUnauthenticated = maxUnauthenticated
+        self.unauthenticated = 0
+        self._refusing = False
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        if self.unauthenticated >= self.maxUnauthenticated:
+            if not self._refusing:
+                self._refusing = True
+                log.warn(
+                    "manhole: {count} SSH connections have not logged in yet; "
+                    "closing new ones until one does or goes",
+                    count=self.unauthenticated,
+                )
+            return None
+        return super().buildProtocol(addr)
+
+    def released(self) -> None:
+        """
+        A connection logged in or went: one slot more.
+        """
+        self.unauthenticated -= 1
+        self._refusing = False
+
+
+def _sshFactory(
+    namespace: dict[str, Any],
+    authorizedKeys: str,
+    hostKey: keys.Key,
+    clock: IReactorTime,
+    loginGraceTime: float = LOGIN_GRACE_SECONDS,
+    maxUnauthenticated: int = MAX_UNAUTHENTICATED,
+) -> _ManholeSSHFactory:
     realm = _ManholeRealm()
 
     def chainedProtocolFactory() -> insults.ServerProtocol:
@@ -231,7 +364,7 @@ def _sshFactory(namespace: dict[str, Any], authorizedKeys: str, hostKey: keys.Ke
     # Twisted types this as the ServerProtocol class; any callable making one will do.
     realm.chainedProtocolFactory = chainedProtocolFactory  # type: ignore[assignment]
     checker = SSHPublicKeyChecker(AuthorizedKeysFile(authorizedKeys))
-    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))
+    factory = _ManholeSSHFactory(portal.Portal(realm, [checker]), clock, loginGraceTime, maxUnauthenticated)
     # Instance attributes: on ConchFactory these are shared class attributes.
     factory.publicKeys = {hostKey.sshType(): hostKey.public()}
     # Twisted annotates the values as bytes, but its SSH transport uses keys.Key objects.
@@ -345,9 +478,10 @@ def makeManholeService(
         raise ManholeError(f"--manhole: {e}") from None
     kind, _, _ = splitEndpoint(checked)
     endpoint: IStreamServerEndpoint
+    factory: Factory
     if kind == "tcp":
         assert authorizedKeys is not None
-        factory = _sshFactory(namespace, authorizedKeys, loadOrCreateHostKey(hostKeyPath))
+        factory = _sshFactory(namespace, authorizedKeys, loadOrCreateHostKey(hostKeyPath), reactor)
         endpoint = serverFromString(reactor, checked)
     else:
         factory = _telnetFactory(namespace)

@@ -496,3 +496,96 @@ class InterfaceTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IAuthorizedKeysDB, AuthorizedKeysFile("/nonexistent")))
         inner = serverFromString(MemoryReactor(), "unix:/tmp/x.sock:mode=600")
         self.assertTrue(verifyObject(IStreamServerEndpoint, _PrivateUnixEndpoint(inner, "/tmp/x.sock")))
+
+
+class LoginDeadlineTests(SynchronousTestCase):
+    """
+    An SSH connection must log in within the grace time; at most
+    C{maxUnauthenticated} wait for their login at a time.  Driven by a
+    L{Clock} over in-memory transports.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from suite.manhole import _sshFactory
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.clientKey = newKey()
+        keysFile = os.path.join(directory, "authorized_keys")
+        with open(keysFile, "wb") as f:
+            f.write(self.clientKey.public().toString("OPENSSH") + b"\n")
+        self.clock = Clock()
+        self.factory = _sshFactory({"thing": Thing()}, keysFile, newKey(), self.clock, 30.0, 3)
+        self.factory.doStart()
+        self.addCleanup(self.factory.doStop)
+
+    def accept(self) -> tuple[Any, Any]:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        if proto is None:
+            return None, None
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5000))
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_silentClientClosed(self) -> None:
+        """
+        A client that sends nothing (or never finishes logging in) is cut
+        30 s after the accept, with one line naming it.
+        """
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        observer: Any = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        proto, transport = self.accept()
+        proto.dataReceived(b"SSH-2.0-OpenSSH_9.6\r\n")
+        self.clock.advance(29.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        lines = [e for e in events if "no login within" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(lines[0]["seconds"], 30.0)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.factory.unauthenticated, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_unauthenticatedBounded(self) -> None:
+        """
+        Past three connections waiting for their login, new ones are closed
+        on accept until one of them goes.
+        """
+        accepted = [self.accept() for _ in range(3)]
+        self.assertEqual(self.factory.unauthenticated, 3)
+        self.assertEqual(self.accept(), (None, None))
+        self.assertEqual(self.accept(), (None, None))
+        proto, _ = accepted[0]
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.factory.unauthenticated, 2)
+        self.assertIsNotNone(self.accept()[0])
+        self.assertEqual(self.factory.unauthenticated, 3)
+
+    def test_loggedInKept(self) -> None:
+        """
+        A client that logs in with its key no longer counts against the
+        limit, and its session outlives the grace time.
+        """
+        from twisted.test.iosim import connect, makeFakeClient, makeFakeServer
+
+        server = self.factory.buildProtocol(None)
+        clientFactory = _ClientFactory(self.clientKey)
+        client = clientFactory.buildProtocol(None)
+        pump = connect(server, makeFakeServer(server), client, makeFakeClient(client), greet=False)
+        pump.flush()
+        self.assertTrue(clientFactory.authenticated.called)
+        self.assertEqual(self.factory.unauthenticated, 0)
+        self.clock.advance(3600)
+        pump.flush()
+        self.assertFalse(server.transport.disconnecting)
+        self.assertIn(ANSWER, self.successResultOf(clientFactory.answer))

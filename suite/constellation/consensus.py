@@ -15,7 +15,9 @@ own certificate under it at start-up: whoever holds the gossip key can
 already join and speak for any member, so this adds no new trust, and it
 needs no distribution step.  Rotating the primary gossip key changes that
 CA: restart every agent after a rotation.  Without either, Raft runs on
-plain TCP (a warning says so; loopback clusters and tests only).
+plain TCP, bound where gossip is (L{suite.constellation.bind}: without a
+key, the Tailscale address or loopback unless told otherwise; a warning
+names an exposure beyond them).
 
 Membership: a node with an empty data directory starts with no
 configuration.  It founds a new group (L{RaftNode.bootstrap}) with
@@ -454,11 +456,15 @@ def makeRaftAgent(
     raftAddresses: Callable[[], Mapping[str, tuple[str, bool]]],
     publish: Callable[[dict[str, Any]], None],
     raftGroups: Callable[[], Mapping[str, str]] = dict,
+    bind: str | None = None,
 ) -> tuple[RaftNodeService, RaftAgent, LeaseStateMachine, DirectoryLock]:
     """
     Build the Raft service and the agent that follows gossip.
 
     @param advertise: the IP address peers dial for Raft.
+    @param bind: the address Raft listens on (gossip's, chosen by
+        L{suite.constellation.bind}); default C{--bind-addr}, else all
+        interfaces.
     @raise ConfigError: naming the setting.
     """
     nodeId = options["ts-hostname"]
@@ -483,15 +489,15 @@ def makeRaftAgent(
     bundle = None
     if options.get("raft-cert-dir"):
         bundle = loadRaftBundle(options["raft-cert-dir"], nodeId, host)
+        identity = "mTLS with the --raft-cert-dir bundle"
     elif gossipKey is not None:
         bundle = derivedBundle(gossipKey, nodeId, host)
+        identity = "mTLS with an identity derived from the gossip key"
     else:
-        log.warn(
-            "raft on port {port} runs without TLS (no gossip key and no --raft-cert-dir): "
-            "use it on loopback or a private network only",
-            port=port,
-        )
-    bind = options.get("bind-addr") or "0.0.0.0"
+        # Who can reach it is the gossip service's bind line (suite.constellation.bind).
+        identity = "plain TCP (no gossip key, no --raft-cert-dir)"
+    bind = bind or options.get("bind-addr") or "0.0.0.0"
+    log.info("Raft on {bind}:{port}: {identity}", bind=bind, port=port, identity=identity)
     iface = bind if ipaddress.ip_address(bind).version == 4 else bind.replace(":", r"\:")
     settings = RaftSettings(
         electionTimeoutMin=float(options.get("raft-election-ms") or 1000) / 1000.0,

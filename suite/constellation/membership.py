@@ -1,7 +1,8 @@
 """
 The agent's cluster membership: a L{suite.gossip} node on C{--bind-addr}:
 C{--bind-port} (7946), joined through C{--join}, whose members become the
-catalog's nodes.
+catalog's nodes.  An unset C{--bind-addr} is chosen here, once discovery
+has run (L{suite.constellation.bind}); Raft binds the same address.
 
 Each agent announces its priority (and public IP when known) as gossip
 metadata; every agent therefore sees every node's priority without
@@ -23,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
+from suite.constellation.bind import bindNote, canBindSoon, chooseBind
 from suite.constellation.priority import nodePriority
 from suite.constellation.state import ClusterState, DepartureListener, admitFrom
 from suite.constellation.tailscale import DEFAULT_SOCKET, TailnetView, TailscaleError, discover
@@ -110,30 +112,57 @@ class GossipService(Service):
         reactor: Any,
         state: ClusterState | None = None,
         discoverer: Callable[[str, int], TailnetView | None] = discover,
+        bindable: Callable[[str], bool] = canBindSoon,
     ) -> None:
         self.reactor = reactor
         self.state = state
         settings = gossipSettings(options.get("gossip-profile") or "lan")
-        host, port = options["bind-addr"], int(options["bind-port"])
+        explicit = options.get("bind-addr") or None
+        port = int(options["bind-port"])
+        version = ipaddress.ip_address(explicit).version if explicit else 4
         #: Seeds found by Tailscale discovery (used when --join is not given).
         self.discovered: list[tuple[str, int]] = []
         #: What discovery said, logged when the service starts: (level, format, fields).
         self.discoveryNote: tuple[str, str, dict[str, Any]] | None = None
-        tailnet = self._discover(options, host, discoverer)
+        #: Why discovery gave no Tailscale address (for the loopback fallback's line).
+        self.noTailnet = ""
+        tailnet = self._discover(options, version, discoverer)
         #: Read the tailnet again every L{REDISCOVER_INTERVAL} seconds while
         #: alone (no --join; tailscaled came up late, or peers changed).
         self.rediscover: Callable[[], Deferred[TailnetView | None]] | None = None
         if options.get("discover") == "tailscale" and not options.get("join"):
             path = options.get("tailscale-socket") or DEFAULT_SOCKET
-            version = ipaddress.ip_address(host).version
             self.rediscover = lambda: deferToThreadPool(
                 reactor, reactor.getThreadPool(), discoverer, path, version
             )
         self._rediscovery: LoopingCall | None = None
+        self.key = readGossipKey(options.get("gossip-key-file"))
         try:
             peers = [parseAddress(p) for p in options.get("join") or []]
-            self.seeds = [p for p in peers if isIPAddress(p[0])]
-            self.named = [p for p in peers if not isIPAddress(p[0])]
+        except usage.UsageError as e:
+            raise ConfigError(f"--join / --bind-addr: {e}") from None
+        self.seeds = [p for p in peers if isIPAddress(p[0])]
+        self.named = [p for p in peers if not isIPAddress(p[0])]
+        #: Where gossip and Raft listen (L{suite.constellation.bind}).
+        self.choice = chooseBind(
+            explicit,
+            self.key is not None,
+            tailnet.selfAddresses if tailnet is not None else [],
+            [h for h, _ in self.seeds],
+            version=version,
+            discovery=self.noTailnet,
+            bindable=bindable,
+        )
+        host = self.choice.address
+        #: The line logged about the bind address at start-up (level, format, fields).
+        self.bindNote = bindNote(
+            self.choice,
+            self.key is not None,
+            bool(options.get("raft-cert-dir")),
+            port,
+            int(options["raft-port"]),
+        )
+        try:
             if tailnet is not None and not peers:
                 self.discovered = [(ip, port) for _, ip in tailnet.peers]
             candidates = self.seeds or self.discovered
@@ -151,7 +180,6 @@ class GossipService(Service):
                 address = advertisable((host, port), toward)
         except usage.UsageError as e:
             raise ConfigError(f"--join / --bind-addr: {e}") from None
-        self.key = readGossipKey(options.get("gossip-key-file"))
         meta: dict[str, Any] = {"priority": nodePriority(options["ts-hostname"])}
         if options.get("public-ip"):
             meta["ip"] = options["public-ip"]
@@ -172,25 +200,28 @@ class GossipService(Service):
         if state is not None:
             state.attach(self.node.queueBroadcast)
             state.admit = admitFrom(self.node)
-        self.bind = f"{host}:{port}"
-        self.remoteWithoutKey = self.key is None and host not in ("127.0.0.1", "::1")
+        #: The address gossip and Raft bind.
+        self.bindAddress = host
+        self.bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _discover(
         self,
         options: Mapping[str, Any],
-        host: str,
+        version: int,
         discoverer: Callable[[str, int], TailnetView | None],
     ) -> TailnetView | None:
         """
-        Read the tailnet when C{--discover tailscale}; remember what to log.
+        Read the tailnet when C{--discover tailscale}; remember what to log,
+        and why no Tailscale address was found.
         """
         if options.get("discover") != "tailscale":
+            self.noTailnet = "--discover none"
             return None
         path = options.get("tailscale-socket") or DEFAULT_SOCKET
-        version = ipaddress.ip_address(host).version
         try:
             tailnet = discoverer(path, version)
         except TailscaleError as e:
+            self.noTailnet = f"tailscaled on {path} cannot be read"
             self.discoveryNote = (
                 "warn",
                 "Tailscale discovery: cannot read the status of tailscaled on {path}: {why}; "
@@ -199,6 +230,7 @@ class GossipService(Service):
             )
             return None
         if tailnet is None:
+            self.noTailnet = f"no tailscaled socket at {path}"
             self.discoveryNote = (
                 "info",
                 "Tailscale discovery: no tailscaled socket at {path}; peers only from --join",
@@ -206,6 +238,7 @@ class GossipService(Service):
             )
             return None
         if tailnet.backendState != "Running":
+            self.noTailnet = f"tailscaled is {tailnet.backendState}"
             self.discoveryNote = (
                 "warn",
                 "Tailscale discovery: tailscaled on {path} is {backend}, not Running: "
@@ -233,12 +266,9 @@ class GossipService(Service):
         if self.discoveryNote is not None:
             level, text, fields = self.discoveryNote
             (log.warn if level == "warn" else log.info)(text, **fields)
-        if self.remoteWithoutKey:
-            log.warn(
-                "gossip on {bind} has no shared key: anyone who can reach the port can join or "
-                "impersonate members; set --gossip-key-file or keep the port on a private network",
-                bind=self.bind,
-            )
+        if self.bindNote is not None:
+            level, text, fields = self.bindNote
+            (log.warn if level == "warn" else log.info)(text, **fields)
         try:
             joined = self.node.start(self.seeds + self.discovered)
         except Exception as e:  # reported to the start-up barrier

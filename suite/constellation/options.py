@@ -3,6 +3,7 @@ Options for C{twistd constellation} / C{constellation}: the guide's
 environment (C{TS_HOSTNAME}, C{DOMAIN}, C{PUBLIC_IP}, C{CONFIG_PATH},
 C{SECRETS_PATH}, C{DATA_DIR}, C{CLOUDFLARE_ZONE_ID}) and tuning flags
 (C{--bind-addr}, C{--bind-port}, C{--raft-port}), each variable also a flag.
+An unset C{--bind-addr} is None here: L{suite.constellation.bind} chooses it.
 The variables are read here, in L{Options.postOptions}, and nowhere else.
 """
 
@@ -75,6 +76,13 @@ ENV: EnvTable = {
         "CONSTELLATION_TAILSCALE_SOCKET",
         "/var/run/tailscale/tailscaled.sock",
         "Socket of the local tailscaled's API, read by --discover tailscale.",
+    ),
+    "bind-addr": (
+        "CONSTELLATION_BIND_ADDR",
+        None,
+        "Gossip and Raft bind address (an IP; 0.0.0.0: all interfaces). Unset: all interfaces with a "
+        "gossip key; without one the address routing towards the first IP --join peer, else this node's "
+        "Tailscale address, else loopback only.",
     ),
     "gossip-key-file": (
         "CONSTELLATION_GOSSIP_KEY_FILE",
@@ -259,7 +267,6 @@ class Options(DaemonOptions):
     optParameters: list[list[Any]] = (
         envParameters(ENV)
         + [
-            ["bind-addr", None, "0.0.0.0", "Gossip bind address."],
             ["bind-port", None, "7946", "Gossip port (TCP and UDP)."],
             ["raft-port", None, "8300", "Raft port."],
             [
@@ -310,10 +317,15 @@ class Options(DaemonOptions):
                     f"{_label('cloudflare-zone-id')}: {zone!r} is not a zone ID (32 hex digits)"
                 )
             self["cloudflare-zone-id"] = zone
-        try:
-            self["bind-addr"] = ipaddress.ip_address(self["bind-addr"].strip()).compressed
-        except ValueError:
-            raise ConfigError(f"--bind-addr: {self['bind-addr']!r} is not an IP address") from None
+        if self["bind-addr"]:
+            try:
+                self["bind-addr"] = ipaddress.ip_address(self["bind-addr"].strip()).compressed
+            except ValueError:
+                raise ConfigError(
+                    f"{_label('bind-addr')}: {self['bind-addr']!r} is not an IP address"
+                ) from None
+        else:
+            self["bind-addr"] = None  # chosen by suite.constellation.bind
         self["bind-port"] = _port(self["bind-port"], "bind-port")
         self["raft-port"] = _port(self["raft-port"], "raft-port")
         if self["bind-port"] == self["raft-port"]:

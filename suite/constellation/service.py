@@ -178,6 +178,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> MultiService
         raftAddresses=raftAddresses,
         publish=lambda record: None if state.update({"raft": record}) else None,
         raftGroups=raftGroups,
+        bind=gossip.bindAddress,
     )
     keeper = raftAgent.keeper
 

@@ -60,6 +60,10 @@ _FRAME = struct.Struct(">BII")
 #: seconds before a failed compaction is tried again
 COMPACT_RETRY = 60.0
 MAX_RECORD = 64 * 1024 * 1024
+#: While appends fail (a full disk), changes are kept in memory and tried
+#: again; above this many bytes waiting, a new change is refused before it
+#: is applied (memory stays bounded through a long outage).
+MAX_PENDING_BYTES = 64 * 1024 * 1024
 log = Logger()
 #: an operation's Deferred and the result it fires with once its changes are stored
 _Ack = tuple["Deferred[Any]", Any]
@@ -255,7 +259,24 @@ class AOFStore(TableStore):
         return self.table.records()
 
     # -- acknowledgements -------------------------------------------------
+    def _backlog(self) -> StoreWriteFailed | None:
+        """
+        While appends fail, why a new change is refused before it is
+        applied: more than L{MAX_PENDING_BYTES} already wait for the disk.
+        """
+        if not self._failedInARow:
+            return None
+        waiting = sum(map(len, self.pending))
+        if waiting <= MAX_PENDING_BYTES:
+            return None
+        return StoreWriteFailed(
+            f"cannot write {self.path}: {waiting} bytes of earlier changes wait for the disk; not applied"
+        )
+
     def _run(self, op: Callable[..., T], *args: Any) -> Deferred[T]:
+        refused = self._backlog()
+        if refused is not None:
+            return fail(refused)
         before = len(self.pending)
         try:
             result = op(self, *args)
@@ -268,10 +289,16 @@ class AOFStore(TableStore):
         return self._whenStored(result, before)
 
     def importRecords(self, records: Iterable[Incoming]) -> Deferred[int]:
+        refused = self._backlog()
+        if refused is not None:
+            return fail(refused)
         before = len(self.pending)
         return self._whenStored(self._install(records), before)
 
     def removeRange(self, low: int, high: int) -> Deferred[int]:
+        refused = self._backlog()
+        if refused is not None:
+            return fail(refused)
         before = len(self.pending)
         return self._whenStored(self._forgetRange(low, high), before)
 

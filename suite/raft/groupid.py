@@ -44,6 +44,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
+from suite.fileutil import writeAtomically
 from suite.raft.interfaces import IRaftGroupStore
 from suite.raft.messages import NOOP, Entry
 
@@ -148,18 +149,8 @@ def writeGroupFile(directory: str, group: int) -> None:
     Record C{group} in C{directory}, fsynced.  Blocking.
     """
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, FILENAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"group": formatGroup(group)}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    data = json.dumps({"group": formatGroup(group)}).encode()
+    writeAtomically(os.path.join(directory, FILENAME), data)
 
 
 @implementer(IRaftGroupStore)

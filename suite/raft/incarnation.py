@@ -44,6 +44,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from suite.fileutil import writeAtomically
 from suite.raft.messages import Configuration
 
 __all__ = [
@@ -127,17 +128,7 @@ def claimFile(directory: str, hasState: bool, rng: random.Random | None = None) 
         )
         number, adopted = _newNumber(rng or random.SystemRandom()), False
     os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"incarnation": number, "adopted": adopted}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    writeAtomically(path, json.dumps({"incarnation": number, "adopted": adopted}).encode())
     return Incarnation(number, adopted)
 
 

@@ -8,6 +8,18 @@ the connection.  Each node dials one outbound connection per peer for what
 it sends and accepts inbound connections for what it receives.  A peer's
 node id is the common name of its certificate: frames whose C{src} differs,
 or from a certificate naming no known node, are logged and rejected.
+
+Without TLS (C{secure=False}: development, tests, Constellation without a
+gossip key) nothing authenticates a connection, so time bounds it instead:
+an accepted connection must deliver a complete frame within
+C{firstFrameTimeout} (10 s, as the TLS listeners' handshake deadline) and
+then one at least every C{idleTimeout} (60 s), or it is closed.  Bytes of a
+frame that never completes do not count.  Healthy links never go that
+quiet: the leader's heartbeats reach each follower several times a second
+with the suite's settings, and a link with nothing to say (a follower's
+link to another follower between elections) sends an empty keepalive frame
+after C{keepaliveInterval} (5 s) without a frame, twelve times within the
+idle timeout.  Inbound connections ignore empty frames.
 """
 
 from __future__ import annotations
@@ -28,6 +40,15 @@ from suite.raft.messages import MalformedMessage, Message, decodeMessage, encode
 log = Logger()
 LENGTH = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024
+#: Without TLS: seconds from accepting a connection to its first complete frame.
+FIRST_FRAME_SECONDS = 10.0
+#: Without TLS: seconds without a complete frame before an inbound
+#: connection is closed.
+IDLE_SECONDS = 60.0
+#: Without TLS: seconds without a frame sent before an outbound link sends
+#: an empty keepalive frame.
+KEEPALIVE_SECONDS = 5.0
+_KEEPALIVE = b""
 
 
 class WriteCoalescer:
@@ -171,6 +192,10 @@ class InboundRaftProtocol(FrameProtocol):
         self.owner = owner
         self.peerId: str | None = None
         self.maxFrameBytes = owner.maxFrameBytes
+        #: Without TLS: the deadline of the next complete frame, and when
+        #: the last one arrived (None before the first).
+        self._deadline: Any = None
+        self._lastFrame: float | None = None
 
     def handshakeCompleted(self) -> None:
         name = certificateName(self.transport) if self.owner.secure else None
@@ -187,8 +212,45 @@ class InboundRaftProtocol(FrameProtocol):
     def connectionMade(self) -> None:
         if not self.owner.secure:
             self.peerId = ""
+            self._deadline = self.owner.clock.callLater(self.owner.firstFrameTimeout, self._frameLate)
+
+    def _frameLate(self) -> None:
+        """
+        No complete frame in time: close, unless one arrived since the
+        deadline was set (then it moves to the idle timeout after that one).
+        """
+        self._deadline = None
+        owner = self.owner
+        if self._lastFrame is not None:
+            remaining = self._lastFrame + owner.idleTimeout - owner.clock.seconds()
+            if remaining > 0:
+                self._deadline = owner.clock.callLater(remaining, self._frameLate)
+                return
+            why = f"no complete frame for {owner.idleTimeout:g} seconds"
+        else:
+            why = f"no complete frame within {owner.firstFrameTimeout:g} seconds of connecting"
+        log.warn("closing Raft connection from {peer}: {why}", peer=self.describePeer(), why=why)
+        transport: Any = self.transport
+        if transport is None:
+            return
+        # A peer that reads nothing would hold a graceful close open.
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        super().connectionLost(reason)
 
     def frameReceived(self, frame: bytes) -> None:
+        if self._deadline is not None:
+            self._lastFrame = self.owner.clock.seconds()
+        if frame == _KEEPALIVE:
+            return
         if self.peerId is None:
             log.warn("dropping Raft frame from {peer} before authentication", peer=self.describePeer())
             return
@@ -222,6 +284,10 @@ class OutboundRaftProtocol(FrameProtocol):
     def __init__(self, owner: RaftTransport, peer: str) -> None:
         super().__init__()
         self.owner, self.peer = owner, peer
+        #: Without TLS: the keepalive timer, and whether a frame was sent
+        #: since it last ran.
+        self._keepalive: Any = None
+        self._sent = False
 
     def handshakeCompleted(self) -> None:
         name = certificateName(self.transport)
@@ -238,12 +304,31 @@ class OutboundRaftProtocol(FrameProtocol):
 
     def connectionMade(self) -> None:
         if not self.owner.secure:
+            self._keepalive = self.owner.clock.callLater(self.owner.keepaliveInterval, self._idle)
             self.owner.connected(self.peer, self)
+
+    def sendFrame(self, frame: bytes) -> None:
+        self._sent = True
+        super().sendFrame(frame)
+
+    def _idle(self) -> None:
+        """
+        Without TLS: send an empty frame if nothing was sent since the last
+        run, so the peer's idle timeout never closes a link that is only
+        quiet.
+        """
+        if not self._sent:
+            self.sendFrame(_KEEPALIVE)
+        self._sent = False
+        self._keepalive = self.owner.clock.callLater(self.owner.keepaliveInterval, self._idle)
 
     def frameReceived(self, frame: bytes) -> None:
         pass
 
     def connectionLost(self, reason: Any = None) -> None:
+        if self._keepalive is not None and self._keepalive.active():
+            self._keepalive.cancel()
+        self._keepalive = None
         super().connectionLost(reason)
         self.owner.disconnected(self.peer, self)
 
@@ -255,6 +340,13 @@ class RaftTransport:
 
     @param connect: C{connect(address, protocolFactory) -> Deferred}; how to
         dial a peer's address (an mTLS client endpoint in production).
+    @param firstFrameTimeout: without TLS, seconds from accepting a
+        connection to its first complete frame.
+    @param idleTimeout: without TLS, seconds without a complete frame
+        before an inbound connection is closed.
+    @param keepaliveInterval: without TLS, seconds without a frame sent
+        before an outbound link sends an empty frame; below C{idleTimeout}
+        and C{firstFrameTimeout}.
     """
 
     def __init__(
@@ -267,7 +359,18 @@ class RaftTransport:
         maxFrameBytes: int = DEFAULT_MAX_FRAME,
         maxQueuedBytes: int = 32 * 1024 * 1024,
         coalesce: bool = False,
+        firstFrameTimeout: float = FIRST_FRAME_SECONDS,
+        idleTimeout: float = IDLE_SECONDS,
+        keepaliveInterval: float = KEEPALIVE_SECONDS,
     ) -> None:
+        if not 0 < keepaliveInterval < min(idleTimeout, firstFrameTimeout):
+            raise ValueError(
+                f"keepaliveInterval ({keepaliveInterval}) must be positive and below idleTimeout "
+                f"({idleTimeout}) and firstFrameTimeout ({firstFrameTimeout})"
+            )
+        self.firstFrameTimeout = firstFrameTimeout
+        self.idleTimeout = idleTimeout
+        self.keepaliveInterval = keepaliveInterval
         self.nodeId = nodeId
         self.clock = clock
         self.connect = connect

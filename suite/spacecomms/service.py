@@ -236,7 +236,11 @@ class SpaceCommsService(MultiService):
         self.peers.setServiceParent(self)
         self.checker = makeTokenChecker(config.tokens) if config.auth_enabled else None
         resource = makeAPIResource(self.node, self.checker, self.peers.status, self.addPeer, self.removePeer)
-        self.site = APISite(resource, maxBodyBytes=config.max_body_bytes)
+        # localHostsOnly: on a loopback connection, a page in a browser on
+        # this host is refused (421 for a rebound Host, 403 for a cross-site
+        # POST/DELETE); with api.auth.enabled false nothing else would stop
+        # it.  Connections to other addresses are not affected.
+        self.site = APISite(resource, maxBodyBytes=config.max_body_bytes, localHostsOnly=True)
         self.site.requestFactory = _APIRequest
         self.site.displayTracebacks = False
         factory: Any = self.site

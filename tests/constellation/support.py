@@ -24,17 +24,18 @@ def agentArgs(
     profile: str | None = "local",
     extra: Sequence[str] = (),
     join: Sequence[str] = (),
+    bind: str | None = "127.0.0.1",
 ) -> list[str]:
     """
     The agent's arguments for a Traefik provider on C{127.0.0.1:http},
-    gossip on C{127.0.0.1:gossip} and Raft on C{raft}; then C{extra}, then
-    C{--join} of C{join} (C{host:port} each) when there are any.
+    gossip on C{bind:gossip} (no C{--bind-addr} when C{bind} is None) and
+    Raft on C{raft}; then C{extra}, then C{--join} of C{join} (C{host:port}
+    each) when there are any.
     """
-    args = [
-        "--http-provider",
-        f"tcp:{http}:interface=127.0.0.1",
-        "--bind-addr",
-        "127.0.0.1",
+    args = ["--http-provider", f"tcp:{http}:interface=127.0.0.1"]
+    if bind is not None:
+        args += ["--bind-addr", bind]
+    args += [
         "--bind-port",
         str(gossip),
         "--raft-port",
@@ -96,6 +97,7 @@ def startAgent(
     join: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     procName: str | None = None,
+    bind: str | None = "127.0.0.1",
 ) -> Agent:
     """
     Start an agent for node C{name} (C{TS_HOSTNAME}) with its own
@@ -114,7 +116,7 @@ def startAgent(
     }
     environ.update(env or {})
     argv = scriptArgs(
-        "constellation", *agentArgs(http, gossip, raft, profile=profile, extra=extra, join=join)
+        "constellation", *agentArgs(http, gossip, raft, profile=profile, extra=extra, join=join, bind=bind)
     )
     proc = DaemonProcess(test, argv, env=environ, name=procName or name).start()
     return Agent(proc, f"http://127.0.0.1:{http}", gossip, name, argv, environ)

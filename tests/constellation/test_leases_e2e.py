@@ -134,7 +134,10 @@ class LeaseClusterTests(TestCase):
         self.assertIn("acquired DNS writer lease", agents["cloudserver1"].proc.output())
         self.assertIn("acquired LB leader lease", agents["cloudserver1"].proc.output())
         self.assertIn("Initializing Raft consensus...", agents["edge2"].proc.output())
-        self.assertNotIn("runs without TLS", agents["edge2"].proc.output())
+        self.assertRegex(
+            agents["edge2"].proc.output(),
+            r"Raft on 127\.0\.0\.1:\d+: mTLS with an identity derived from the gossip key",
+        )
         self.assertNotIn("acquired DNS writer lease", agents["edge2"].proc.output())
         state = await agents["edge3"].state()
         self.assertEqual(state["raft"]["leases"]["dns_writer"]["holder"], "cloudserver1")

@@ -79,7 +79,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(o["secrets-path"], "/opt/constellation/secrets")
         self.assertEqual(o["data-dir"], "/opt/constellation/data")
         self.assertIsNone(o["cloudflare-zone-id"])
-        self.assertEqual((o["bind-addr"], o["bind-port"], o["raft-port"]), ("0.0.0.0", 7946, 8300))
+        # unset: chosen when the service is built (suite.constellation.bind)
+        self.assertEqual((o["bind-addr"], o["bind-port"], o["raft-port"]), (None, 7946, 8300))
         self.assertEqual(o["http-provider"], DEFAULT_HTTP_PROVIDER)
         self.assertEqual(o["join"], [])
 
@@ -153,10 +154,16 @@ class OptionsTests(SynchronousTestCase):
 
     def test_ports(self) -> None:
         """
-        --bind-addr, --bind-port and --raft-port are parsed.
+        --bind-addr (CONSTELLATION_BIND_ADDR), --bind-port and --raft-port
+        are parsed; an empty variable leaves the address unset.
         """
         o = parse(["--bind-addr", "100.64.0.1", "--bind-port", "17946", "--raft-port", "18300"])
         self.assertEqual((o["bind-addr"], o["bind-port"], o["raft-port"]), ("100.64.0.1", 17946, 18300))
+        self.assertEqual(parse(CONSTELLATION_BIND_ADDR=" 0:0::0 ")["bind-addr"], "::")
+        self.assertIsNone(parse(CONSTELLATION_BIND_ADDR="")["bind-addr"])
+        self.assertEqual(
+            parse(["--bind-addr", "127.0.0.1"], CONSTELLATION_BIND_ADDR="10.0.0.1")["bind-addr"], "127.0.0.1"
+        )
 
     def assertError(self, name: str, argv: list[str] | None = None, **env: str) -> None:
         with self.assertRaises(ConfigError) as cm:
@@ -177,6 +184,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertError("--raft-port", ["--raft-port", "x"])
         self.assertError("--raft-port", ["--raft-port", "7946"])
         self.assertError("--bind-addr", ["--bind-addr", "eth0"])
+        self.assertError("--bind-addr (CONSTELLATION_BIND_ADDR)", CONSTELLATION_BIND_ADDR="eth0")
         self.assertError("CONSTELLATION_JOIN", CONSTELLATION_JOIN="a.ts.net:99999")
         self.assertError("CONSTELLATION_JOIN", CONSTELLATION_JOIN=":7946")
         self.assertError("CONSTELLATION_JOIN", CONSTELLATION_JOIN="[::1]x")

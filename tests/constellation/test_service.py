@@ -11,6 +11,7 @@ from typing import Any, cast
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -93,12 +94,21 @@ class MakeServiceTests(SynchronousTestCase):
     def messages(self) -> list[str]:
         return [e.get("log_format", "") for e in self.events]
 
+    def bindLines(self) -> list[str]:
+        """The lines logged about the gossip and Raft bind address."""
+        return [
+            formatEvent(e)
+            for e in self.events
+            if "gossip-key-file" in formatEvent(e) and e.get("log_namespace") == "constellation.gossip"
+        ]
+
     def test_provider(self) -> None:
         """
         Gossip binds UDP and TCP 7946, Raft 8300 and the HTTP provider
-        loopback 8081; the guide's gossip, Raft and success lines are logged,
-        Raft without TLS and a gossip port without a key are warned about;
-        the Raft directories exist under DATA_DIR/raft.
+        8081, all on loopback here (no gossip key, no tailscaled, no
+        --bind-addr), which one line says, with how to open them; the
+        guide's gossip, Raft and success lines are logged; the Raft
+        directories exist under DATA_DIR/raft.
         """
         reactor = _Reactor()
         opts = options()
@@ -110,15 +120,22 @@ class MakeServiceTests(SynchronousTestCase):
         self.addCleanup(root.stopService)
         self.assertEqual(
             sorted((p[0], p[3]) for p in reactor.tcpServers),
-            [(7946, "0.0.0.0"), (8081, "127.0.0.1"), (8300, "0.0.0.0")],
+            [(7946, "127.0.0.1"), (8081, "127.0.0.1"), (8300, "127.0.0.1")],
         )
-        self.assertEqual([(p[0], p[3]) for p in reactor.udpPorts.values()], [(7946, "0.0.0.0")])
+        self.assertEqual([(p[0], p[3]) for p in reactor.udpPorts.values()], [(7946, "127.0.0.1")])
         messages = self.messages()
         self.assertIn("Initializing gossip cluster...", messages)
         self.assertIn("Initializing Raft consensus...", messages)
         self.assertIn("Constellation Agent started successfully", messages)
-        self.assertTrue([m for m in messages if "has no shared key" in m])
-        self.assertTrue([m for m in messages if "runs without TLS" in m])
+        self.assertEqual(
+            self.bindLines(),
+            [
+                "gossip and Raft bind 127.0.0.1 only (no tailscaled socket at "
+                "/nonexistent/tailscaled.sock, no gossip key, no --bind-addr): other nodes cannot reach "
+                "this one; set --gossip-key-file (CONSTELLATION_GOSSIP_KEY_FILE) on every node, or "
+                "--bind-addr (CONSTELLATION_BIND_ADDR) to open them"
+            ],
+        )
         for sub in ("logs", "stable", "snapshots"):
             self.assertTrue(os.path.isdir(os.path.join(opts["data-dir"], "raft", sub)))
         # Lease notifications (every renewal) reach the DNS writer only
@@ -129,7 +146,8 @@ class MakeServiceTests(SynchronousTestCase):
     def test_gossipKey(self) -> None:
         """
         --gossip-key-file: a key that is not base64 of 16/24/32 bytes, or a
-        missing file, is one error naming the flag; with a key, no warning.
+        missing file, is one error naming the flag; with a key, gossip and
+        Raft bind every interface and no warning is logged.
         """
         path = self.mktemp()
         with open(path, "wb") as f:
@@ -143,13 +161,23 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIn("cannot read", str(cm.exception))
         with open(path, "wb") as f:
             f.write(base64.b64encode(b"0123456789abcdef0123456789abcdef") + b"\n")
-        root = service.makeService(options(["--gossip-key-file", path]), _Reactor())
+        reactor = _Reactor()
+        root = service.makeService(options(["--gossip-key-file", path]), reactor)
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual(
             root.getServiceNamed("gossip").node.keyring.keys, [b"0123456789abcdef0123456789abcdef"]
         )
-        self.assertFalse([m for m in self.messages() if "has no shared key" in m])
+        self.assertEqual(
+            sorted((p[0], p[3]) for p in reactor.tcpServers),
+            [(7946, "0.0.0.0"), (8081, "127.0.0.1"), (8300, "0.0.0.0")],
+        )
+        self.assertEqual([(p[0], p[3]) for p in reactor.udpPorts.values()], [(7946, "0.0.0.0")])
+        self.assertEqual(self.bindLines(), [])
+        self.assertIn(
+            "Raft on 0.0.0.0:8300: mTLS with an identity derived from the gossip key",
+            [formatEvent(e) for e in self.events],
+        )
 
     def test_raftCertDir(self) -> None:
         """
@@ -181,7 +209,11 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertIn(why, str(cm.exception))
         root = service.makeService(options([*argv, good]), _Reactor())
         self.assertEqual(root.getServiceNamed("raft-agent").name, "raft-agent")
-        self.assertFalse([m for m in self.messages() if "runs without TLS" in m])
+        self.assertFalse([m for m in self.messages() if "Raft" in m and "unauthenticated" in m])
+        self.assertIn(
+            "Raft on 127.0.0.1:8300: mTLS with the --raft-cert-dir bundle",
+            [formatEvent(e) for e in self.events],
+        )
 
     def test_dataDirInUse(self) -> None:
         """

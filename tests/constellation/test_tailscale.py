@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import socketserver
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from suite.constellation.membership import GossipService
+from suite.constellation.service import makeService
 from suite.constellation.tailscale import (
     MAX_STATUS_BYTES,
     NoTailscale,
@@ -150,28 +152,36 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     release: threading.Event
 
 
+def serveLocalAPI(test: SynchronousTestCase, answer: bytes | None) -> tuple[str, _Server]:
+    """
+    A tailscaled LocalAPI stand-in on a unix socket answering C{answer}
+    (None: no answer until the test ends), in a thread; removed on cleanup.
+    """
+    directory = tempfile.mkdtemp(prefix="ts-")  # short: unix socket paths are limited
+    path = os.path.join(directory, "tailscaled.sock")
+    server = _Server(path, _Handler)
+    server.answer, server.requests, server.release = answer, [], threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+        os.unlink(path)
+        os.rmdir(directory)
+
+    test.addCleanup(stop)
+    return path, server
+
+
 class ReadStatusTests(SynchronousTestCase):
     """
     The LocalAPI read over a real unix socket.
     """
 
     def serve(self, answer: bytes | None) -> tuple[str, _Server]:
-        directory = tempfile.mkdtemp(prefix="ts-")
-        path = os.path.join(directory, "tailscaled.sock")
-        server = _Server(path, _Handler)
-        server.answer, server.requests, server.release = answer, [], threading.Event()
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-
-        def stop() -> None:
-            server.release.set()
-            server.shutdown()
-            server.server_close()
-            os.unlink(path)
-            os.rmdir(directory)
-
-        self.addCleanup(stop)
-        return path, server
+        return serveLocalAPI(self, answer)
 
     def http(self, code: str, body: bytes) -> bytes:
         return f"HTTP/1.1 {code}\r\nContent-Type: application/json\r\n\r\n".encode() + body
@@ -238,7 +248,8 @@ class GossipDiscoveryTests(SynchronousTestCase):
             return view
 
         o = options(["--bind-port", "17946", "--raft-port", "18300", *argv])
-        service = GossipService(o, _Reactor(), discoverer=discoverer)
+        # the Tailscale addresses of these views are this host's
+        service = GossipService(o, _Reactor(), discoverer=discoverer, bindable=lambda address: True)
         if start:
             service.startService()
             self.addCleanup(service.stopService)
@@ -252,15 +263,23 @@ class GossipDiscoveryTests(SynchronousTestCase):
     def test_seedsAndAddress(self) -> None:
         """
         Without --join, the online peers are the seeds on --bind-port and an
-        unspecified --bind-addr advertises this node's Tailscale address.
+        unspecified --bind-addr advertises this node's Tailscale address;
+        without a gossip key it is also the only address bound.
         """
         view = TailnetView("Running", ["100.64.0.1"], [("a", "100.64.0.2"), ("b", "100.64.0.3")])
         g = self.gossip(view, [])
         self.assertEqual(self.asked, [("/nonexistent/tailscaled.sock", 4)])
         self.assertEqual(g.node.address, ("100.64.0.1", 17946))
+        self.assertEqual(g.bindAddress, "100.64.0.1")
         self.assertEqual(g.node.seeds, [("100.64.0.2", 17946), ("100.64.0.3", 17946)])
         self.assertEqual(
-            self.logged(), ["Tailscale discovery: 2 online tailnet peer(s) (a, b); joining through them"]
+            self.logged(),
+            [
+                "Tailscale discovery: 2 online tailnet peer(s) (a, b); joining through them",
+                "gossip and Raft bind the Tailscale address 100.64.0.1 only (no gossip key): only tailnet "
+                "peers reach them; set --gossip-key-file (CONSTELLATION_GOSSIP_KEY_FILE) on every node to "
+                "authenticate them as well",
+            ],
         )
 
     def test_joinWins(self) -> None:
@@ -355,6 +374,64 @@ class GossipDiscoveryTests(SynchronousTestCase):
         )
 
 
+class ServiceBindTests(SynchronousTestCase):
+    """
+    Where the agent's listeners bind with a tailscaled (stand-in) that
+    gives this node a Tailscale address.
+    """
+
+    def setUp(self) -> None:
+        self.events = captureLogs(self)
+        body = json.dumps(status(["127.0.0.2"], {"cloudserver1": (["127.0.0.1"], True)})).encode()
+        self.path, _ = serveLocalAPI(
+            self, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + body
+        )
+
+    def listeners(self, argv: list[str]) -> tuple[list[tuple[int, str]], list[tuple[int, str]], Any]:
+        reactor = _Reactor()
+        opts = options(argv, CONSTELLATION_TAILSCALE_SOCKET=self.path, DATA_DIR=self.mktemp())
+        root = makeService(opts, reactor)
+        root.startService()
+        self.addCleanup(root.stopService)
+        tcp = sorted((p[0], p[3]) for p in reactor.tcpServers)
+        udp = [(p[0], p[3]) for p in reactor.udpPorts.values()]
+        return tcp, udp, root.getServiceNamed("gossip")
+
+    def test_noKeyBindsTheTailnetAddress(self) -> None:
+        """
+        No gossip key, no --bind-addr: gossip (UDP and TCP) and Raft bind
+        the Tailscale address only, which is advertised; one line says so.
+        """
+        tcp, udp, gossip = self.listeners([])
+        self.assertEqual(tcp, [(7946, "127.0.0.2"), (8081, "127.0.0.1"), (8300, "127.0.0.2")])
+        self.assertEqual(udp, [(7946, "127.0.0.2")])
+        self.assertEqual(gossip.node.address, ("127.0.0.2", 7946))
+        from twisted.logger import formatEvent
+
+        lines = [formatEvent(e) for e in self.events if "gossip and Raft bind" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].startswith("gossip and Raft bind the Tailscale address 127.0.0.2 only"))
+
+    def test_keyOrExplicitAddress(self) -> None:
+        """
+        With a gossip key every interface is bound (the tailnet address is
+        still advertised); an explicit --bind-addr is bound as given.
+        """
+        import base64
+
+        key = self.mktemp()
+        with open(key, "wb") as f:
+            f.write(base64.b64encode(b"k" * 32) + b"\n")
+        tcp, udp, gossip = self.listeners(["--gossip-key-file", key])
+        self.assertEqual(tcp, [(7946, "0.0.0.0"), (8081, "127.0.0.1"), (8300, "0.0.0.0")])
+        self.assertEqual(udp, [(7946, "0.0.0.0")])
+        self.assertEqual(gossip.node.address, ("127.0.0.2", 7946))
+        tcp, udp, gossip = self.listeners(
+            ["--bind-addr", "127.0.0.3", "--bind-port", "17946", "--raft-port", "18300"]
+        )
+        self.assertEqual(tcp, [(8081, "127.0.0.1"), (17946, "127.0.0.3"), (18300, "127.0.0.3")])
+
+
 class _Status(Resource):
     isLeaf = True
 
@@ -379,7 +456,10 @@ class DiscoveryE2ETests(TestCase):
         --join, whose tailscaled lists the first as an online peer (and an
         offline device), joins its gossip and its Raft group instead of
         founding a group of its own.  Both agents use the same ports on
-        their own loopback addresses, as nodes of a tailnet do.
+        their own loopback addresses, as nodes of a tailnet do: the second
+        is given no --bind-addr and no gossip key, so it binds gossip and
+        Raft to its Tailscale address (127.0.0.2 here) alone; bound to every
+        interface it could not share the ports with the first.
         """
         directory = tempfile.mkdtemp(prefix="ts-")  # short: unix socket paths are limited
         self.addCleanup(shutil.rmtree, directory, True)
@@ -398,10 +478,11 @@ class DiscoveryE2ETests(TestCase):
             "node2",
             gossip=gossip,
             raft=raft,
-            extra=["--bind-addr", "127.0.0.2"],
+            bind=None,
             env={"CONSTELLATION_TAILSCALE_SOCKET": path},
         )
         await second.proc.waitForLog(r"Tailscale discovery: 1 online tailnet peer\(s\) \(cloudserver1\)")
+        await second.proc.waitForLog(r"gossip and Raft bind the Tailscale address 127\.0\.0\.2 only")
 
         async def joined() -> bool:
             state = await second.state()
@@ -416,3 +497,7 @@ class DiscoveryE2ETests(TestCase):
         await second.proc.waitFor(joined, "node2 in cloudserver1's gossip and Raft group", 60, 0.3)
         self.assertNotIn("founds a new Raft group", second.proc.output())
         self.assertIn("joined the cluster through 1 of 1 peers", second.proc.output())
+        for port in (gossip, raft):
+            # the second agent's own listeners, on its Tailscale address
+            with socket.create_connection(("127.0.0.2", port), timeout=5):
+                pass

@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
+from suite.kv import aof
 from suite.kv.aof import AOFStore
 from suite.kv.records import LeaseHeld, StoreWriteFailed
 
@@ -216,6 +217,37 @@ class DefaultAcknowledgementTests(_Fixture):
         self.clock.advance(3.0)
         self.assertEqual(store.stats()["pendingRecords"], 0)
         self.assertEqual(self.values(self.replayed(), b"a"), [b"1"])
+
+    def test_backlogBounded(self) -> None:
+        """
+        While appends fail, changes wait in memory up to
+        C{MAX_PENDING_BYTES}; past it a change is refused before it is
+        applied (a get still answers the value before it), imports and
+        range removals too; the next interval after the disk takes writes
+        again writes every change it kept, and changes are taken again.
+        """
+        self.patch(aof, "MAX_PENDING_BYTES", 3000)
+        store = self.open()
+        self.successResultOf(store.put(b"k", b"old"))
+        patch = self.patch(os, "pwrite", _raising(ENOSPC))
+        for i in range(3):
+            self.failureResultOf(store.put(b"big%d" % i, b"x" * 1200), StoreWriteFailed)
+        self.assertEqual(store.stats()["pendingRecords"], 3)
+        message = self.failureResultOf(store.put(b"k", b"new"), StoreWriteFailed).getErrorMessage()
+        self.assertIn("wait for the disk; not applied", message)
+        self.assertEqual(store.stats()["pendingRecords"], 3)
+        self.assertEqual(self.values(store, b"k"), [b"old"])
+        self.failureResultOf(store.removeRange(0, 2**64 - 1), StoreWriteFailed)
+        self.failureResultOf(store.importRecords([]), StoreWriteFailed)
+        self.assertEqual(self.values(store, b"k"), [b"old"])
+        patch.restore()
+        # the next interval writes what waits; changes are taken again
+        self.clock.advance(3.0)
+        self.assertEqual(store.stats()["pendingRecords"], 0)
+        self.successResultOf(store.put(b"k", b"new"))
+        self.assertEqual(
+            self.values(self.replayed(), b"k", b"big0", b"big2"), [b"new", b"x" * 1200, b"x" * 1200]
+        )
 
     def test_failedWriteNotCutBack(self) -> None:
         """

@@ -4,6 +4,8 @@ Message encoding, the frame protocol and the transport's rejections.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -299,3 +301,159 @@ class CoalescingTests(SynchronousTestCase):
             proto.dataReceived(transport.value())
             self.assertEqual([m.context for m in received], [5, 6])  # type: ignore[attr-defined]
             owner.close()
+
+
+class PlainDeadlineTests(SynchronousTestCase):
+    """
+    Without TLS an accepted connection must deliver a complete frame within
+    10 s and then one at least every 60 s; quiet outbound links send empty
+    keepalive frames every 5 s, so a healthy link is never cut.
+    """
+
+    def setUp(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        self.clock = Clock()
+        self.owner = RaftTransport("b", self.clock, lambda a, f: None, {"a": "127.0.0.1:1"}, secure=False)
+        self.received: list[Message] = []
+        self.owner.setReceiver(self.received.append)
+        self.events: list[dict[str, object]] = []
+        observer: Any = self.events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def accept(self) -> tuple[InboundRaftProtocol, StringTransport]:
+        proto = InboundRaftProtocol(self.owner)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def closedLines(self) -> list[str]:
+        return [str(e["why"]) for e in self.events if "closing Raft connection" in str(e.get("log_format"))]
+
+    def frame(self, message: Message) -> bytes:
+        payload = encodeMessage(message)
+        return LENGTH.pack(len(payload)) + payload
+
+    def test_silentConnectionClosed(self) -> None:
+        """
+        A connection that sends nothing is closed 10 s after the accept,
+        with one line saying why.
+        """
+        proto, transport = self.accept()
+        self.clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.closedLines(), ["no complete frame within 10 seconds of connecting"])
+        proto.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_partialFrameStallClosed(self) -> None:
+        """
+        The bytes of a frame that never completes do not count: a first
+        frame trickled but never finished is closed at 10 s; after a good
+        frame, a partial one and silence are closed 60 s after the good one.
+        """
+        proto, transport = self.accept()
+        data = self.frame(SAMPLES[4])
+        for i in range(9):
+            proto.dataReceived(data[i : i + 1])
+            self.clock.advance(1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.received, [])
+
+        proto, transport = self.accept()
+        proto.dataReceived(data)
+        self.assertEqual(self.received, [SAMPLES[4]])
+        proto.dataReceived(data[:-1])
+        for _ in range(59):
+            self.clock.advance(1)
+            self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.closedLines()[-1], "no complete frame for 60 seconds")
+
+    def test_heartbeatsKeepConnection(self) -> None:
+        """
+        Frames at the heartbeat interval (here Constellation's default of
+        200 ms) and keepalive frames every 5 s keep a connection for as long
+        as they come; keepalives are not delivered and not counted as
+        malformed.
+        """
+        proto, transport = self.accept()
+        for _ in range(3000):  # ten minutes of heartbeats
+            proto.dataReceived(self.frame(SAMPLES[4]))
+            self.clock.advance(0.2)
+        for _ in range(120):  # ten minutes of keepalives
+            proto.dataReceived(LENGTH.pack(0))
+            self.clock.advance(5)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual((len(self.received), self.owner.rejected), (3000, 0))
+        self.clock.advance(55)
+        self.assertTrue(transport.disconnecting)
+
+    def test_quietLinkKeptAlive(self) -> None:
+        """
+        An outbound link with nothing to send (a follower's link to another
+        follower between elections) sends an empty frame after 5 s without
+        one, and none while it sends messages; the receiving side keeps it
+        for an hour of silence and delivers the next message.
+        """
+        from twisted.test.iosim import connect, makeFakeClient, makeFakeServer
+
+        sender = RaftTransport("a", self.clock, lambda a, f: None, {"b": "127.0.0.1:1"}, secure=False)
+        inbound = InboundRaftProtocol(self.owner)
+        outbound = OutboundRaftProtocol(sender, "b")
+        server, client = makeFakeServer(inbound), makeFakeClient(outbound)
+        pump = connect(inbound, server, outbound, client, greet=False)
+        self.assertIs(sender.outbound["b"], outbound)
+        written: list[bytes] = []
+        original = client.write
+
+        def write(data: bytes) -> None:
+            written.append(data)
+            original(data)
+
+        client.write = write
+        for _ in range(720):
+            self.clock.advance(5)
+            pump.flush()
+        self.assertFalse(server.disconnecting)
+        self.assertEqual(written, [LENGTH.pack(0)] * 720)
+        del written[:]
+        for _ in range(100):
+            sender.send(Heartbeat("a", "b", 3, 8, 5))
+            self.clock.advance(1)
+            pump.flush()
+        self.assertEqual(len(written), 100)
+        self.assertEqual(len(self.received), 100)
+        self.assertEqual(self.closedLines(), [])
+        outbound.transport.loseConnection()  # type: ignore[union-attr]
+        pump.flush()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_tlsConnectionsNotTimed(self) -> None:
+        """
+        With TLS the handshake deadline and certificates guard a
+        connection (L{suite.pki.endpoints}); no frame deadline or keepalive
+        runs.
+        """
+        owner = RaftTransport("b", self.clock, lambda a, f: None, {"a": "127.0.0.1:1"}, secure=True)
+        proto = InboundRaftProtocol(owner)
+        proto.makeConnection(StringTransport())
+        link = OutboundRaftProtocol(owner, "a")
+        link.makeConnection(StringTransport())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_keepaliveBelowTimeouts(self) -> None:
+        """
+        A keepalive interval that would let the peer's deadlines pass is
+        refused.
+        """
+        for kw in ({"keepaliveInterval": 60.0}, {"keepaliveInterval": 0.0}, {"firstFrameTimeout": 5.0}):
+            self.assertRaises(
+                ValueError, RaftTransport, "b", self.clock, lambda a, f: None, {}, secure=False, **kw
+            )

@@ -548,6 +548,88 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(e.code, 2)
 
 
+class WebPageTests(SynchronousTestCase):
+    """
+    The API refuses, on loopback connections, what only a web page in a
+    browser on the host sends (with auth off nothing else would stop it).
+    """
+
+    def setUp(self) -> None:
+        from suite.spacecomms.service import SpaceCommsService
+
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        path = os.path.join(d, "c.yaml")
+        with open(path, "w") as f:
+            f.write("node: {id: n1}\nserver: {port: 8080, peer_port: 0}\napi: {auth: {enabled: false}}\n")
+        self.service = SpaceCommsService(loadConfig(path, {}), MemoryReactorClock(), environ={})
+
+    def request(self, head: str, body: bytes = b"", local: str = "127.0.0.1") -> bytes:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        site = self.service.site
+        proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert proto is not None
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", local, 8080), peerAddress=IPv4Address("TCP", "127.0.0.1", 40000)
+        )
+        proto.makeConnection(transport)
+        length = f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n" if body else ""
+        proto.dataReceived(f"{head}\r\n{length}\r\n".encode() + body)
+        proto.connectionLost(None)
+        return transport.value()
+
+    def test_guideCurlAnswered(self) -> None:
+        """
+        What the guide's curl commands send (C{Host: localhost:8080}, no
+        C{Origin}) is served; so is C{127.0.0.1} and C{[::1]}.
+        """
+        for host in ("localhost:8080", "127.0.0.1:8080", "[::1]:8080"):
+            out = self.request(
+                f"GET /peers HTTP/1.1\r\nHost: {host}\r\nUser-Agent: curl/8.5.0\r\nAccept: */*"
+            )
+            self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:200])
+        out = self.request(
+            "POST /objects HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: curl/8.5.0", b'{"object_id": "X1"}'
+        )
+        self.assertTrue(out.startswith(b"HTTP/1.1 201 "), out[:200])
+
+    def test_reboundHostRefused(self) -> None:
+        """
+        A foreign C{Host} on a loopback connection (a DNS-rebinding page) is
+        421 with a reason, for reads as well as writes.
+        """
+        out = self.request("GET /cdms HTTP/1.1\r\nHost: evil.example:8080")
+        self.assertTrue(out.startswith(b"HTTP/1.1 421 "), out[:200])
+        self.assertIn(b"not this loopback listener", out)
+        self.assertNotIn(b"cdms", out.partition(b"\r\n\r\n")[2])
+
+    def test_crossSitePostRefused(self) -> None:
+        """
+        A POST with a foreign C{Origin} (a page on another site posting to
+        C{http://127.0.0.1:8080}) is 403 and changes nothing; a GET with the
+        same C{Origin} is answered (the browser keeps its reply from the page).
+        """
+        out = self.request(
+            "POST /objects HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nOrigin: https://evil.example",
+            b'{"object_id": "X1"}',
+        )
+        self.assertTrue(out.startswith(b"HTTP/1.1 403 "), out[:200])
+        self.assertIn(b"refused", out)
+        out = self.request("GET /objects HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nOrigin: https://evil.example")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:200])
+        self.assertNotIn(b"X1", out)
+
+    def test_remoteConnectionsUnaffected(self) -> None:
+        """
+        A connection that arrived on another address (the API exposed with
+        C{server.host}) is not checked: clients send the name they dialled.
+        """
+        out = self.request("GET /peers HTTP/1.1\r\nHost: node.example:8080", local="10.0.0.1")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:200])
+
+
 class CommandLineTests(SynchronousTestCase):
     """
     The console script and twistd, as real processes.

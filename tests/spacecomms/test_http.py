@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 
 import yaml
 from twisted.internet.threads import deferToThread
@@ -69,6 +70,27 @@ class RealNodeAPITests(TestCase):
         # (sent by hand: a client still writing the body when the server
         # answers and closes may see the connection reset instead).
         self.assertEqual(await deferToThread(_declaredTooLarge, spec.apiPort), b"HTTP/1.1 413")
+        # The guide's curl commands (http://localhost:PORT/...) are served;
+        # a rebound Host and a cross-site POST on this loopback listener are
+        # refused.
+        self.assertEqual(await deferToThread(_curl, f"http://localhost:{spec.apiPort}/peers"), "200")
+        self.assertEqual(
+            await deferToThread(_curl, f"http://localhost:{spec.apiPort}/peers", "-H", "Host: evil.example"),
+            "421",
+        )
+        self.assertEqual(
+            await deferToThread(
+                _curl,
+                f"http://127.0.0.1:{spec.apiPort}/objects",
+                "-H",
+                "Origin: http://evil.example",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                '{"object_id": "X2"}',
+            ),
+            "403",
+        )
 
         fuzz = DaemonProcess(
             self,
@@ -101,6 +123,31 @@ class RealNodeAPITests(TestCase):
             self.assertNotIn("Traceback", f.read())
         code, health = await getJSON(spec.url("/health"))
         self.assertEqual(code, 200)
+
+
+def _curl(url: str, *args: str) -> str:
+    """
+    The status code curl gets for C{url} (with an admin token).
+    """
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            f"Authorization: Bearer {ADMIN}",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return out.stdout.strip() or out.stderr.strip()
 
 
 def _declaredTooLarge(port: int) -> bytes:
