@@ -11,6 +11,23 @@ A connection carries many calls at once (pipelined, matched by id); one
 connection per peer process is kept and re-opened on demand.  Every peer
 presents a certificate from the ring's CA (see L{suite.pki.tls}).  The
 listener's ALPN name is L{ALPN}, so a gateway may later share the port.
+
+Backpressure: the end that answers calls stops reading the connection
+(C{transport.pauseProducing}) while a peer does not read its answers or
+has too many calls in flight, so its memory stays bounded.  The protocol
+is its transport's streaming producer: the transport reports when its
+write buffer fills (Twisted's 64 KiB mark) and when it has drained.
+Reading stops when
+
+  - the answers written since the buffer filled exceed L{MAX_UNSENT}
+    (reading resumes once the buffer has drained), or
+  - the calls dispatched but not yet answered reach L{MAX_IN_FLIGHT}, or
+    their request frames L{MAX_IN_FLIGHT_BYTES} (reading resumes at half).
+
+Only answers and served calls count: an end awaiting responses to its own
+calls never stops reading, so two ends that each wait for the other
+cannot both stop (a ring connection carries calls one way only: the
+dialling process calls, the accepting one answers).
 """
 
 from __future__ import annotations
@@ -22,7 +39,7 @@ from typing import Any
 import msgpack
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -34,11 +51,28 @@ from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
 from suite.specter.interfaces import IChordTransport
 
-__all__ = ["ALPN", "MAX_FRAME", "FrameProtocol", "ChordServerFactory", "WireTransport", "pack", "unpack"]
+__all__ = [
+    "ALPN",
+    "MAX_FRAME",
+    "MAX_IN_FLIGHT",
+    "MAX_IN_FLIGHT_BYTES",
+    "MAX_UNSENT",
+    "FrameProtocol",
+    "ChordServerFactory",
+    "WireTransport",
+    "pack",
+    "unpack",
+]
 
 log = Logger()
 ALPN = b"specter-chord/1"
 MAX_FRAME = 64 * 1024 * 1024
+#: answer bytes written after the transport's buffer filled before reading stops
+MAX_UNSENT = 4 * 1024 * 1024
+#: calls served at once on one connection before reading stops
+MAX_IN_FLIGHT = 1024
+#: request bytes of the calls served at once before reading stops
+MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
 REQUEST, RESPONSE = 0, 1
 
 
@@ -51,13 +85,19 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+@implementer(IPushProducer)
 class FrameProtocol(Int32StringReceiver):
     """
     Both ends of a connection: answers requests with C{dispatch} and
-    matches responses to pending calls.
+    matches responses to pending calls.  Registered as its transport's
+    producer, it stops reading while the peer does not take its answers or
+    too many calls are in flight (see the module's docstring).
     """
 
     MAX_LENGTH = MAX_FRAME
+    MAX_UNSENT = MAX_UNSENT
+    MAX_IN_FLIGHT = MAX_IN_FLIGHT
+    MAX_IN_FLIGHT_BYTES = MAX_IN_FLIGHT_BYTES
 
     def __init__(
         self, dispatch: Callable[[Any, str, list[Any]], Deferred[Any]] | None = None, clock: Any = None
@@ -70,6 +110,73 @@ class FrameProtocol(Int32StringReceiver):
         self.nextId = 1
         self.closed = False
         self.onLost: list[Callable[[], None]] = []
+        #: calls dispatched and not yet answered, and their request bytes
+        self.inFlight = 0
+        self.inFlightBytes = 0
+        #: answer bytes queued here or written since the transport reported
+        #: its buffer full (0 while the transport keeps up)
+        self.unsent = 0
+        self._full = False
+        #: whether this end has stopped reading the connection
+        self.readingPaused = False
+        self._frameLength = 0
+        self._receiving = False
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+
+    # IPushProducer: the transport's write buffer filled / drained
+
+    def pauseProducing(self) -> None:
+        self._full = True
+
+    def resumeProducing(self) -> None:
+        self._full = False
+        if not self._out:
+            self.unsent = 0
+            if self.readingPaused:
+                self._pace()
+
+    def stopProducing(self) -> None:
+        """
+        The transport is gone; L{connectionLost} follows.
+        """
+
+    def _congested(self) -> bool:
+        if self.pending:
+            return False
+        if self.unsent >= self.MAX_UNSENT:
+            return True
+        if self.readingPaused:
+            return (
+                self.inFlight > self.MAX_IN_FLIGHT // 2 or self.inFlightBytes > self.MAX_IN_FLIGHT_BYTES // 2
+            )
+        return self.inFlight >= self.MAX_IN_FLIGHT or self.inFlightBytes >= self.MAX_IN_FLIGHT_BYTES
+
+    def _pace(self) -> None:
+        """
+        Stop or resume reading the connection as L{_congested} says.
+        """
+        congested = self._congested()
+        if congested == self.readingPaused or self.closed or self.transport is None:
+            return
+        self.readingPaused = congested
+        # the receiver's own flag stops it at the next buffered frame
+        self.paused = congested
+        if congested:
+            self.transport.pauseProducing()
+            return
+        self.transport.resumeProducing()
+        if not self._receiving:
+            self.dataReceived(b"")
+
+    def dataReceived(self, data: bytes) -> None:
+        # reading resumed from within a frame goes on in the running loop
+        self._receiving = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving = False
 
     def sendString(self, string: bytes) -> None:
         """
@@ -78,6 +185,7 @@ class FrameProtocol(Int32StringReceiver):
         """
         if self.clock is None:
             super().sendString(string)
+            self._written()
             return
         self._out.append(struct.pack(">I", len(string)))
         self._out.append(string)
@@ -89,6 +197,14 @@ class FrameProtocol(Int32StringReceiver):
         out, self._out = self._out, []
         if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
+            self._written()
+
+    def _written(self) -> None:
+        if not self._full and self.unsent:
+            # the transport took it all below its mark
+            self.unsent = 0
+            if self.readingPaused:
+                self._pace()
 
     def _close(self) -> None:
         if self.transport is not None:
@@ -108,6 +224,7 @@ class FrameProtocol(Int32StringReceiver):
             return
         if kind == REQUEST and self.dispatch is not None and len(msg) == 5:
             _, rid, vid, method, args = msg
+            self._frameLength = len(data)
             self._serve(rid, vid, method, args)
         elif kind == RESPONSE and len(msg) == 4:
             _, rid, ok, result = msg
@@ -126,16 +243,29 @@ class FrameProtocol(Int32StringReceiver):
         if not isinstance(method, str) or not isinstance(args, list):
             self._answer(rid, False, RemoteError(E.BAD_REQUEST, "malformed call").toWire())
             return
+        size = self._frameLength
+        self.inFlight += 1
+        self.inFlightBytes += size
+        if self.inFlight >= self.MAX_IN_FLIGHT or self.inFlightBytes >= self.MAX_IN_FLIGHT_BYTES:
+            self._pace()
         d = self.dispatch(vid, method, args)
 
         def ok(result: Any) -> None:
             self._answer(rid, True, result)
+            self._served(size)
 
         def bad(f: Failure) -> None:
             err = f.value if isinstance(f.value, RemoteError) else RemoteError(E.INTERNAL, "call failed")
             self._answer(rid, False, err.toWire())
+            self._served(size)
 
         d.addCallbacks(ok, bad)
+
+    def _served(self, size: int) -> None:
+        self.inFlight -= 1
+        self.inFlightBytes -= size
+        if self.readingPaused:
+            self._pace()
 
     def _answer(self, rid: Any, ok: bool, result: Any) -> None:
         if self.closed:
@@ -144,7 +274,10 @@ class FrameProtocol(Int32StringReceiver):
             frame = pack([RESPONSE, rid, ok, result])
         except (TypeError, ValueError):
             frame = pack([RESPONSE, rid, False, RemoteError(E.INTERNAL, "unencodable result").toWire()])
+        self.unsent += len(frame) + 4
         self.sendString(frame)
+        if self.unsent >= self.MAX_UNSENT and not self.readingPaused:
+            self._pace()
 
     def request(self, vid: Any, method: str, args: list[Any]) -> Deferred[Any]:
         rid = self.nextId
@@ -155,6 +288,9 @@ class FrameProtocol(Int32StringReceiver):
 
         d: Deferred[Any] = Deferred(cancel)
         self.pending[rid] = d
+        if self.readingPaused:
+            # its response must be read
+            self._pace()
         self.sendString(pack([REQUEST, rid, vid, method, args]))
         return d
 
