@@ -123,7 +123,8 @@ class FrameProtocol(Int32StringReceiver):
         self._receiving = False
 
     def connectionMade(self) -> None:
-        self.transport.registerProducer(self, True)
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
 
     # IPushProducer: the transport's write buffer filled / drained
 
@@ -158,15 +159,16 @@ class FrameProtocol(Int32StringReceiver):
         Stop or resume reading the connection as L{_congested} says.
         """
         congested = self._congested()
-        if congested == self.readingPaused or self.closed or self.transport is None:
+        transport: Any = self.transport
+        if congested == self.readingPaused or self.closed or transport is None:
             return
         self.readingPaused = congested
         # the receiver's own flag stops it at the next buffered frame
         self.paused = congested
         if congested:
-            self.transport.pauseProducing()
+            transport.pauseProducing()
             return
-        self.transport.resumeProducing()
+        transport.resumeProducing()
         if not self._receiving:
             self.dataReceived(b"")
 
