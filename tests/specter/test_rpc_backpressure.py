@@ -19,9 +19,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from suite.specter.chord import wire
 from suite.specter.chord.wire import (
+    CALL_WEIGHT,
+    IN_FLIGHT_BUDGET,
     MAX_IN_FLIGHT,
-    MAX_IN_FLIGHT_BYTES,
     MAX_UNSENT,
     ChordServerFactory,
     FrameProtocol,
@@ -176,45 +178,50 @@ class RPCBackpressureTests(SynchronousTestCase):
 
     def test_inFlight(self) -> None:
         """
-        Past MAX_IN_FLIGHT unanswered calls the server stops reading (the
-        rest of the pipelined frames wait unparsed); it resumes at half of
-        it and then serves the rest; answers keep the order they are given.
+        At MAX_IN_FLIGHT unanswered small calls the server stops reading
+        (the rest of the pipelined frames wait unparsed); it resumes once
+        the calls in flight weigh half the budget, and then serves the rest;
+        answers keep the order they are given.
         """
+        self.assertEqual(MAX_IN_FLIGHT, 1024)
         extra = 100
         total = MAX_IN_FLIGHT + extra
-        self.proto.dataReceived(
-            b"".join(frame([0, 2 + i, None, "kv", ["put", b"k", [b"x"]]]) for i in range(total))
-        )
-        self.assertEqual(self.proto.inFlight, MAX_IN_FLIGHT)
+        call = [frame([0, 2 + i, None, "kv", ["put", b"k", [b"x"]]]) for i in range(total)]
+        self.proto.dataReceived(b"".join(call))
         self.assertEqual(len(self.ring.held), MAX_IN_FLIGHT)
+        self.assertEqual(self.proto.inFlight, sum(len(c) - 4 + CALL_WEIGHT for c in call[:MAX_IN_FLIGHT]))
         self.assertEqual(self.transport.producerState, "paused")
-        waiting = len(self.proto._unprocessed)
-        rest = range(2 + MAX_IN_FLIGHT, 2 + total)
-        self.assertEqual(waiting, sum(len(frame([0, i, None, "kv", ["put", b"k", [b"x"]]])) for i in rest))
+        self.assertEqual(self.proto._unprocessed, b"".join(call[MAX_IN_FLIGHT:]))
 
-        for i in range(MAX_IN_FLIGHT // 2 - 1):
+        resumedAt = None
+        for i in range(MAX_IN_FLIGHT):
+            self.assertEqual(self.transport.producerState, "paused")
             self.ring.held[i].callback(None)
-        self.assertEqual(self.transport.producerState, "paused")
-        self.assertEqual(len(self.ring.held), MAX_IN_FLIGHT)
-        self.ring.held[MAX_IN_FLIGHT // 2 - 1].callback(None)
-        self.assertEqual(self.transport.producerState, "producing")
+            if self.transport.producerState == "producing":
+                resumedAt = i + 1
+                break
+        assert resumedAt is not None
+        # resumed at the first answer that left at most half the budget
+        weights = [len(c) - 4 + CALL_WEIGHT for c in call[:MAX_IN_FLIGHT]]
+        expected = next(k for k in range(MAX_IN_FLIGHT) if sum(weights[k:]) <= IN_FLIGHT_BUDGET // 2)
+        self.assertEqual(resumedAt, expected)
+        self.assertIn(MAX_IN_FLIGHT - resumedAt, range(MAX_IN_FLIGHT // 2 - 16, MAX_IN_FLIGHT // 2 + 1))
         self.assertEqual(len(self.ring.held), total)
         self.assertEqual(self.proto._unprocessed, b"")
-        for d in self.ring.held[MAX_IN_FLIGHT // 2 :]:
+        for d in self.ring.held[resumedAt:]:
             d.callback(None)
         self.clock.advance(0)
         answers = frames(self.transport.peerReads())
         self.assertEqual([a[1] for a in answers], list(range(2, 2 + total)))
-        self.assertEqual((self.proto.inFlight, self.proto.inFlightBytes), (0, 0))
+        self.assertEqual(self.proto.inFlight, 0)
 
     def test_inFlightBytes(self) -> None:
         """
-        Calls whose request frames together reach the byte limit stop
-        reading too, however few they are (here a limit of 4 MiB, 1 MiB
-        puts; the default is MAX_IN_FLIGHT_BYTES); reading resumes at half.
+        Calls whose request frames are large stop reading sooner: here a
+        budget of 4 MiB and 1 MiB puts (the default budget is 64 MiB);
+        reading resumes at half.
         """
-        self.assertEqual(self.proto.MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_BYTES)
-        self.proto.MAX_IN_FLIGHT_BYTES = 4 * 2**20
+        self.patch(wire, "IN_FLIGHT_BUDGET", 4 * 2**20)
         value = b"x" * 2**20
         self.proto.dataReceived(
             b"".join(frame([0, 2 + i, None, "kv", ["put", b"k", [value]]]) for i in range(5))

@@ -19,10 +19,16 @@ is its transport's streaming producer: the transport reports when its
 write buffer fills (Twisted's 64 KiB mark) and when it has drained.
 Reading stops when
 
-  - the answers written since the buffer filled exceed L{MAX_UNSENT}
-    (reading resumes once the buffer has drained), or
-  - the calls dispatched but not yet answered reach L{MAX_IN_FLIGHT}, or
-    their request frames L{MAX_IN_FLIGHT_BYTES} (reading resumes at half).
+  - the answers queued here or written since the buffer filled reach
+    L{MAX_UNSENT} (reading resumes once the buffer has drained), or
+  - the calls dispatched but not yet answered reach L{IN_FLIGHT_BUDGET},
+    each counting its request frame's size plus L{CALL_WEIGHT}: at most
+    L{MAX_IN_FLIGHT} calls, fewer large ones (reading resumes at half).
+
+Frames already read when reading stops stay unparsed until it resumes, so
+what a connection holds is bounded: one read (64 KiB) and one partial
+frame, the transport's 64 KiB mark plus L{MAX_UNSENT} plus one answer, and
+the calls in flight and their answers.
 
 Only answers and served calls count: an end awaiting responses to its own
 calls never stops reading, so two ends that each wait for the other
@@ -54,8 +60,9 @@ from suite.specter.interfaces import IChordTransport
 __all__ = [
     "ALPN",
     "MAX_FRAME",
+    "CALL_WEIGHT",
+    "IN_FLIGHT_BUDGET",
     "MAX_IN_FLIGHT",
-    "MAX_IN_FLIGHT_BYTES",
     "MAX_UNSENT",
     "FrameProtocol",
     "ChordServerFactory",
@@ -67,12 +74,15 @@ __all__ = [
 log = Logger()
 ALPN = b"specter-chord/1"
 MAX_FRAME = 64 * 1024 * 1024
-#: answer bytes written after the transport's buffer filled before reading stops
+#: answer bytes queued, or written after the transport's buffer filled,
+#: before reading stops
 MAX_UNSENT = 4 * 1024 * 1024
-#: calls served at once on one connection before reading stops
-MAX_IN_FLIGHT = 1024
-#: request bytes of the calls served at once before reading stops
-MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+#: the budget of calls served at once on one connection: each counts its
+#: request frame's bytes plus L{CALL_WEIGHT}, and reading stops when they
+#: reach it (at most MAX_IN_FLIGHT calls, fewer when they are large)
+IN_FLIGHT_BUDGET = 64 * 1024 * 1024
+CALL_WEIGHT = 64 * 1024
+MAX_IN_FLIGHT = IN_FLIGHT_BUDGET // CALL_WEIGHT
 REQUEST, RESPONSE = 0, 1
 
 
@@ -95,9 +105,6 @@ class FrameProtocol(Int32StringReceiver):
     """
 
     MAX_LENGTH = MAX_FRAME
-    MAX_UNSENT = MAX_UNSENT
-    MAX_IN_FLIGHT = MAX_IN_FLIGHT
-    MAX_IN_FLIGHT_BYTES = MAX_IN_FLIGHT_BYTES
 
     def __init__(
         self, dispatch: Callable[[Any, str, list[Any]], Deferred[Any]] | None = None, clock: Any = None
@@ -110,9 +117,9 @@ class FrameProtocol(Int32StringReceiver):
         self.nextId = 1
         self.closed = False
         self.onLost: list[Callable[[], None]] = []
-        #: calls dispatched and not yet answered, and their request bytes
+        #: the weight of the calls dispatched and not yet answered (see
+        #: L{IN_FLIGHT_BUDGET})
         self.inFlight = 0
-        self.inFlightBytes = 0
         #: answer bytes queued here or written since the transport reported
         #: its buffer full (0 while the transport keeps up)
         self.unsent = 0
@@ -146,13 +153,11 @@ class FrameProtocol(Int32StringReceiver):
     def _congested(self) -> bool:
         if self.pending:
             return False
-        if self.unsent >= self.MAX_UNSENT:
+        if self.unsent >= MAX_UNSENT:
             return True
         if self.readingPaused:
-            return (
-                self.inFlight > self.MAX_IN_FLIGHT // 2 or self.inFlightBytes > self.MAX_IN_FLIGHT_BYTES // 2
-            )
-        return self.inFlight >= self.MAX_IN_FLIGHT or self.inFlightBytes >= self.MAX_IN_FLIGHT_BYTES
+            return self.inFlight > IN_FLIGHT_BUDGET // 2
+        return self.inFlight >= IN_FLIGHT_BUDGET
 
     def _pace(self) -> None:
         """
@@ -226,7 +231,7 @@ class FrameProtocol(Int32StringReceiver):
             return
         if kind == REQUEST and self.dispatch is not None and len(msg) == 5:
             _, rid, vid, method, args = msg
-            self._frameLength = len(data)
+            self._frameLength = len(data) + CALL_WEIGHT
             self._serve(rid, vid, method, args)
         elif kind == RESPONSE and len(msg) == 4:
             _, rid, ok, result = msg
@@ -246,28 +251,25 @@ class FrameProtocol(Int32StringReceiver):
             self._answer(rid, False, RemoteError(E.BAD_REQUEST, "malformed call").toWire())
             return
         size = self._frameLength
-        self.inFlight += 1
-        self.inFlightBytes += size
-        if self.inFlight >= self.MAX_IN_FLIGHT or self.inFlightBytes >= self.MAX_IN_FLIGHT_BYTES:
+        self.inFlight += size
+        if self.inFlight >= IN_FLIGHT_BUDGET:
             self._pace()
         d = self.dispatch(vid, method, args)
 
         def ok(result: Any) -> None:
+            self.inFlight -= size
             self._answer(rid, True, result)
-            self._served(size)
+            if self.readingPaused:
+                self._pace()
 
         def bad(f: Failure) -> None:
+            self.inFlight -= size
             err = f.value if isinstance(f.value, RemoteError) else RemoteError(E.INTERNAL, "call failed")
             self._answer(rid, False, err.toWire())
-            self._served(size)
+            if self.readingPaused:
+                self._pace()
 
         d.addCallbacks(ok, bad)
-
-    def _served(self, size: int) -> None:
-        self.inFlight -= 1
-        self.inFlightBytes -= size
-        if self.readingPaused:
-            self._pace()
 
     def _answer(self, rid: Any, ok: bool, result: Any) -> None:
         if self.closed:
@@ -278,7 +280,7 @@ class FrameProtocol(Int32StringReceiver):
             frame = pack([RESPONSE, rid, False, RemoteError(E.INTERNAL, "unencodable result").toWire()])
         self.unsent += len(frame) + 4
         self.sendString(frame)
-        if self.unsent >= self.MAX_UNSENT and not self.readingPaused:
+        if self.unsent >= MAX_UNSENT and not self.readingPaused:
             self._pace()
 
     def request(self, vid: Any, method: str, args: list[Any]) -> Deferred[Any]:
