@@ -20,6 +20,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from suite.specter.chord import wire
+from suite.specter.chord.pacing import ReadingCore, ReadingInputs, ReadingMachine
 from suite.specter.chord.wire import (
     CALL_WEIGHT,
     IN_FLIGHT_BUDGET,
@@ -152,7 +153,7 @@ class RPCBackpressureTests(SynchronousTestCase):
             b"".join(frame([0, 2 + i, None, "kv", ["get", b"k", []]]) for i in range(count))
         )
         self.clock.advance(0)
-        self.assertTrue(self.proto.readingPaused)
+        self.assertEqual(self.transport.producerState, "paused")
         self.assertEqual(self.transport.producerState, "paused")
         answered = self.factory.requests
         self.assertLess(answered, count)
@@ -172,7 +173,7 @@ class RPCBackpressureTests(SynchronousTestCase):
         self.assertTrue(all(a[2] is True and a[3] == VALUE for a in answers))
         oneAnswer = len(frame([1, 2, True, VALUE]))
         self.assertLessEqual(self.transport.peak, SendBuffer.MARK + MAX_UNSENT + oneAnswer)
-        self.assertFalse(self.proto.readingPaused)
+        self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(self.proto.unsent, 0)
 
@@ -243,7 +244,7 @@ class RPCBackpressureTests(SynchronousTestCase):
         self.proto.dataReceived(
             b"".join(frame([0, 2 + i, None, "kv", ["put", b"k", [b"x"]]]) for i in range(MAX_IN_FLIGHT))
         )
-        self.assertTrue(self.proto.readingPaused)
+        self.assertEqual(self.transport.producerState, "paused")
         self.proto.stopProducing()
         self.proto.connectionLost()
         for d in self.ring.held:
@@ -324,3 +325,63 @@ class RingBackpressureTests(SynchronousTestCase):
         self.assertTrue(transport.full)
         self.assertEqual(proto.unsent, 0)
         self.assertEqual(transport.producerState, "producing")
+
+
+class ReadingMachineTests(SynchronousTestCase):
+    """
+    Every input of the reading machine in every state.
+    """
+
+    def machine(self, state: str) -> tuple[ReadingInputs, list[str]]:
+        done: list[str] = []
+        m = ReadingMachine(
+            ReadingCore(pause=lambda: done.append("pause"), resume=lambda: done.append("resume"))
+        )
+        if state in ("Paused", "Closed"):
+            m.congested()
+        if state == "Closed":
+            m.lost()
+        del done[:]
+        return m, done
+
+    def test_reading(self) -> None:
+        """
+        Reading: congestion pauses, relief changes nothing, loss closes.
+        """
+        m, done = self.machine("Reading")
+        m.relieved()
+        self.assertEqual(done, [])
+        m.congested()
+        self.assertEqual(done, ["pause"])
+        m, done = self.machine("Reading")
+        m.lost()
+        m.congested()
+        self.assertEqual(done, [])
+
+    def test_paused(self) -> None:
+        """
+        Paused: more congestion changes nothing, relief resumes, loss
+        closes.
+        """
+        m, done = self.machine("Paused")
+        m.congested()
+        self.assertEqual(done, [])
+        m.relieved()
+        self.assertEqual(done, ["resume"])
+        m.congested()
+        self.assertEqual(done, ["resume", "pause"])
+        m, done = self.machine("Paused")
+        m.lost()
+        m.relieved()
+        self.assertEqual(done, [])
+
+    def test_closed(self) -> None:
+        """
+        Closed: nothing acts on the transport any more.
+        """
+        m, done = self.machine("Closed")
+        m.congested()
+        m.relieved()
+        m.lost()
+        m.relieved()
+        self.assertEqual(done, [])

@@ -55,6 +55,7 @@ from zope.interface import implementer
 from suite.pki.peer import peerCertificate
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
+from suite.specter.chord.pacing import ReadingCore, ReadingMachine
 from suite.specter.interfaces import IChordTransport
 
 __all__ = [
@@ -123,11 +124,11 @@ class FrameProtocol(Int32StringReceiver):
         #: answer bytes queued here or written since the transport reported
         #: its buffer full (0 while the transport keeps up)
         self.unsent = 0
+        #: the transport's last report: its write buffer is past its mark
         self._full = False
-        #: whether this end has stopped reading the connection
-        self.readingPaused = False
         self._frameLength = 0
         self._receiving = False
+        self.reading = ReadingMachine(ReadingCore(pause=self._stopReading, resume=self._readOn))
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
@@ -141,41 +142,44 @@ class FrameProtocol(Int32StringReceiver):
     def resumeProducing(self) -> None:
         self._full = False
         if not self._out:
-            self.unsent = 0
-            if self.readingPaused:
-                self._pace()
+            self._drained()
 
     def stopProducing(self) -> None:
         """
         The transport is gone; L{connectionLost} follows.
         """
 
-    def _congested(self) -> bool:
-        if self.pending:
-            return False
-        if self.unsent >= MAX_UNSENT:
-            return True
-        if self.readingPaused:
-            return self.inFlight > IN_FLIGHT_BUDGET // 2
-        return self.inFlight >= IN_FLIGHT_BUDGET
+    # reading (L{suite.specter.chord.pacing}), fed where a counter crosses a limit
 
-    def _pace(self) -> None:
-        """
-        Stop or resume reading the connection as L{_congested} says.
-        """
-        congested = self._congested()
-        transport: Any = self.transport
-        if congested == self.readingPaused or self.closed or transport is None:
-            return
-        self.readingPaused = congested
+    def _checkLoad(self) -> None:
+        if not self.pending and (self.unsent >= MAX_UNSENT or self.inFlight >= IN_FLIGHT_BUDGET):
+            self.reading.congested()
+
+    def _checkRelief(self) -> None:
+        if self.pending or (self.unsent < MAX_UNSENT and self.inFlight <= IN_FLIGHT_BUDGET // 2):
+            self.reading.relieved()
+            if not self.paused and self._unprocessed and not self._receiving:
+                # frames received before reading stopped
+                self.dataReceived(b"")
+
+    def _stopReading(self) -> None:
         # the receiver's own flag stops it at the next buffered frame
-        self.paused = congested
-        if congested:
-            transport.pauseProducing()
-            return
+        self.paused = True
+        transport: Any = self.transport
+        transport.pauseProducing()
+
+    def _readOn(self) -> None:
+        self.paused = False
+        transport: Any = self.transport
         transport.resumeProducing()
-        if not self._receiving:
-            self.dataReceived(b"")
+
+    def _drained(self) -> None:
+        """
+        The transport took every answer written (below its mark).
+        """
+        unsent, self.unsent = self.unsent, 0
+        if unsent >= MAX_UNSENT:
+            self._checkRelief()
 
     def dataReceived(self, data: bytes) -> None:
         # reading resumed from within a frame goes on in the running loop
@@ -192,7 +196,8 @@ class FrameProtocol(Int32StringReceiver):
         """
         if self.clock is None:
             super().sendString(string)
-            self._written()
+            if not self._full and self.unsent:
+                self._drained()
             return
         self._out.append(struct.pack(">I", len(string)))
         self._out.append(string)
@@ -204,14 +209,8 @@ class FrameProtocol(Int32StringReceiver):
         out, self._out = self._out, []
         if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
-            self._written()
-
-    def _written(self) -> None:
-        if not self._full and self.unsent:
-            # the transport took it all below its mark
-            self.unsent = 0
-            if self.readingPaused:
-                self._pace()
+            if not self._full and self.unsent:
+                self._drained()
 
     def _close(self) -> None:
         if self.transport is not None:
@@ -236,6 +235,8 @@ class FrameProtocol(Int32StringReceiver):
         elif kind == RESPONSE and len(msg) == 4:
             _, rid, ok, result = msg
             d = self.pending.pop(rid, None)
+            if not self.pending and (self.inFlight or self.unsent):
+                self._checkLoad()
             if d is not None:
                 if ok:
                     d.callback(result)
@@ -253,21 +254,21 @@ class FrameProtocol(Int32StringReceiver):
         size = self._frameLength
         self.inFlight += size
         if self.inFlight >= IN_FLIGHT_BUDGET:
-            self._pace()
+            self._checkLoad()
         d = self.dispatch(vid, method, args)
 
         def ok(result: Any) -> None:
-            self.inFlight -= size
+            held = self.inFlight = self.inFlight - size
             self._answer(rid, True, result)
-            if self.readingPaused:
-                self._pace()
+            if held <= IN_FLIGHT_BUDGET // 2 < held + size:
+                self._checkRelief()
 
         def bad(f: Failure) -> None:
-            self.inFlight -= size
+            held = self.inFlight = self.inFlight - size
             err = f.value if isinstance(f.value, RemoteError) else RemoteError(E.INTERNAL, "call failed")
             self._answer(rid, False, err.toWire())
-            if self.readingPaused:
-                self._pace()
+            if held <= IN_FLIGHT_BUDGET // 2 < held + size:
+                self._checkRelief()
 
         d.addCallbacks(ok, bad)
 
@@ -280,8 +281,8 @@ class FrameProtocol(Int32StringReceiver):
             frame = pack([RESPONSE, rid, False, RemoteError(E.INTERNAL, "unencodable result").toWire()])
         self.unsent += len(frame) + 4
         self.sendString(frame)
-        if self.unsent >= MAX_UNSENT and not self.readingPaused:
-            self._pace()
+        if self.unsent >= MAX_UNSENT:
+            self._checkLoad()
 
     def request(self, vid: Any, method: str, args: list[Any]) -> Deferred[Any]:
         rid = self.nextId
@@ -292,14 +293,15 @@ class FrameProtocol(Int32StringReceiver):
 
         d: Deferred[Any] = Deferred(cancel)
         self.pending[rid] = d
-        if self.readingPaused:
+        if len(self.pending) == 1 and (self.inFlight or self.unsent):
             # its response must be read
-            self._pace()
+            self._checkRelief()
         self.sendString(pack([REQUEST, rid, vid, method, args]))
         return d
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self.closed = True
+        self.reading.lost()
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
