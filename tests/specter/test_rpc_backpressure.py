@@ -12,10 +12,12 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import clientFromString, connectProtocol, serverFromString
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -88,16 +90,17 @@ class SendBuffer(StringTransport):
 @implementer(IRing)
 class HeldRing:
     """
-    A ring whose C{get} answers a 64 KiB value at once, and whose C{put}
-    answers when the test says so.
+    A ring whose C{get} answers a value (64 KiB by default) at once, and
+    whose C{put} answers when the test says so.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = len(VALUE)) -> None:
         self.held: list[Deferred[Any]] = []
+        self.value = b"v" * size
 
     def kv(self, op: str, key: bytes, args: list[Any]) -> Deferred[Any]:
         if op == "get":
-            return succeed(VALUE)
+            return succeed(self.value)
         d: Deferred[Any] = Deferred()
         self.held.append(d)
         return d
@@ -385,3 +388,93 @@ class ReadingMachineTests(SynchronousTestCase):
         m.lost()
         m.relieved()
         self.assertEqual(done, [])
+
+
+class _Collector(Int32StringReceiver):
+    """
+    A client that writes calls and collects the answers.
+    """
+
+    MAX_LENGTH = 16 * 2**20
+
+    def __init__(self, count: int) -> None:
+        self.answers: list[Any] = []
+        self.count = count
+        self.done: Deferred[list[Any]] = Deferred()
+
+    def stringReceived(self, data: bytes) -> None:
+        self.answers.append(unpack(data))
+        if len(self.answers) == self.count:
+            self.done.callback(self.answers)
+
+
+def _buffered(transport: Any) -> int:
+    # a TCP transport's write buffer (twisted.internet.abstract.FileDescriptor)
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+class RealSocketTests(TestCase):
+    """
+    Over a real loopback TCP connection, with the reactor's own write
+    buffer telling the protocol when it fills.
+    """
+
+    timeout = 60
+
+    async def test_clientNotReading(self) -> None:
+        """
+        A client writes 64 gets of 1 MiB values and reads nothing: the server
+        stops reading, its write buffer never holds more than its mark plus
+        MAX_UNSENT plus one answer; once the client reads, all the answers
+        arrive, in order.
+        """
+        from twisted.internet import reactor
+
+        ring = HeldRing(2**20)
+        factory = RPCFactory(ring, reactor, token=TOKEN)
+        peaks: list[int] = []
+        stopped: Deferred[None] = Deferred()
+        build = factory.buildProtocol
+
+        def watched(addr: Any) -> Any:
+            proto = build(addr)
+            connect = proto.makeConnection
+
+            def makeConnection(transport: Any) -> None:
+                write, pause = transport.write, transport.pauseProducing
+
+                def recordingWrite(data: bytes) -> None:
+                    write(data)
+                    peaks.append(_buffered(transport))
+
+                def recordingPause() -> None:
+                    pause()
+                    if not stopped.called:
+                        stopped.callback(None)
+
+                transport.write, transport.pauseProducing = recordingWrite, recordingPause
+                connect(transport)
+
+            proto.makeConnection = makeConnection
+            return proto
+
+        factory.buildProtocol = watched  # type: ignore[method-assign]
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        count = 64
+        client = _Collector(count + 1)
+        await connectProtocol(clientFromString(reactor, f"tcp:127.0.0.1:{port.getHost().port}"), client)
+        self.addCleanup(client.transport.loseConnection)
+        client.transport.pauseProducing()
+        client.transport.write(
+            frame([0, 1, None, "auth", [TOKEN]])
+            + b"".join(frame([0, 2 + i, None, "kv", ["get", b"k", []]]) for i in range(count))
+        )
+        await stopped
+        self.assertLess(factory.requests, count)
+        client.transport.resumeProducing()
+        answers = await client.done
+        self.assertEqual([a[1] for a in answers], list(range(1, 2 + count)))
+        self.assertTrue(all(a[3] == ring.value for a in answers[1:]))
+        oneAnswer = len(frame([1, 2, True, ring.value]))
+        self.assertLessEqual(max(peaks), 65536 + MAX_UNSENT + oneAnswer)
