@@ -455,7 +455,7 @@ class RealSocketTests(TestCase):
                 transport.write, transport.pauseProducing = recordingWrite, recordingPause
                 connect(transport)
 
-            proto.makeConnection = makeConnection
+            proto.makeConnection = makeConnection  # type: ignore[method-assign]
             return proto
 
         factory.buildProtocol = watched  # type: ignore[method-assign]
@@ -464,15 +464,16 @@ class RealSocketTests(TestCase):
         count = 64
         client = _Collector(count + 1)
         await connectProtocol(clientFromString(reactor, f"tcp:127.0.0.1:{port.getHost().port}"), client)
-        self.addCleanup(client.transport.loseConnection)
-        client.transport.pauseProducing()
-        client.transport.write(
+        transport: Any = client.transport
+        self.addCleanup(transport.loseConnection)
+        transport.pauseProducing()
+        transport.write(
             frame([0, 1, None, "auth", [TOKEN]])
             + b"".join(frame([0, 2 + i, None, "kv", ["get", b"k", []]]) for i in range(count))
         )
         await stopped
         self.assertLess(factory.requests, count)
-        client.transport.resumeProducing()
+        transport.resumeProducing()
         answers = await client.done
         self.assertEqual([a[1] for a in answers], list(range(1, 2 + count)))
         self.assertTrue(all(a[3] == ring.value for a in answers[1:]))
