@@ -105,11 +105,11 @@ def setPhase(name: str) -> None:
     _state.phase = name
 
 
-def tempdir(prefix: str) -> str:
+def tempdir(prefix: str, dir: str | None = None) -> str:
     """
     A temporary directory removed when the script ends, however it ends.
     """
-    path = tempfile.mkdtemp(prefix=prefix)
+    path = tempfile.mkdtemp(prefix=prefix, dir=dir)
     _state.tempdirs.append(path)
     return path
 
@@ -309,4 +309,6 @@ def _oneLine(text: str) -> str:
         return ""
     if len(lines) == 1:
         return lines[0]
-    return lines[-1] + f" (and {len(lines) - 1} more lines)"
+    # The first line says what failed, the last one (a log's tail, a
+    # traceback's exception) usually why.
+    return f"{lines[0]} ... {lines[-1]}"
