@@ -52,6 +52,8 @@ class Interrupted(BaseException):
 class _State:
     phase = "start-up"
     signum = 0
+    #: What the script was doing when the signal came.
+    signalled = ""
     cancel: Callable[[int], None] | None = None
     tempdirs: list[str] = []
 
@@ -131,6 +133,7 @@ def _onSignal(signum: int, frame: Any) -> None:
         _say(f"interrupted again by {signal.Signals(signum).name} during {_state.phase}; stopped")
         os._exit(128 + signum)
     _state.signum = signum
+    _state.signalled = _state.phase
     if _state.cancel is not None:
         # The reactor is running: cancel the benchmark's Deferred from the
         # reactor's thread so that its finally blocks run.
@@ -281,7 +284,7 @@ def run(main: Callable[[], object]) -> NoReturn:
         main()
     except Interrupted as e:
         code = 128 + e.signum
-        _say(f"interrupted by {signal.Signals(e.signum).name} during {_state.phase}; stopped, cleaned up")
+        _say(f"interrupted by {signal.Signals(e.signum).name} during {_state.signalled}; stopped, cleaned up")
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT
         _say(f"interrupted by SIGINT during {_state.phase}; stopped, cleaned up")

@@ -139,7 +139,6 @@ async def bench(reactor: Any) -> None:
             print(f"db: {dbRate:.0f} calls/s, p99 {dbP99:.2f} ms", flush=True)
             calls = trivialCalls + dbCalls
         finally:
-            _benchcli.setPhase("stopping the Lua workers")
             await engine.stop()
         # the workers' CPU time is counted once they have been reaped
         cpu1 = _cpu()
