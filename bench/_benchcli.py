@@ -18,7 +18,8 @@ L{run}.  Then:
     when the child leads one) gets SIGTERM, then SIGKILL; temporary
     directories made with L{tempdir} are removed.
 
-A second signal while cleaning up kills the children at once and exits.
+A second signal (2 s or more after the first) while cleaning up kills the
+children at once and exits.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class _State:
     signum = 0
     #: What the script was doing when the signal came.
     signalled = ""
+    signalledAt = 0.0
     cancel: Callable[[int], None] | None = None
     tempdirs: list[str] = []
 
@@ -126,7 +128,11 @@ def keep(path: str) -> None:
 
 def _onSignal(signum: int, frame: Any) -> None:
     if _state.signum:
-        # Second signal: no more waiting for the clean-up.
+        if time.monotonic() - _state.signalledAt < 2.0:
+            # The same request twice (timeout(1) signals the process, then
+            # its process group; a terminal's ^C reaches the whole group).
+            return
+        # A second request: no more waiting for the clean-up.
         _reapChildren(grace=0.0)
         for path in _state.tempdirs:
             shutil.rmtree(path, ignore_errors=True)
@@ -134,6 +140,7 @@ def _onSignal(signum: int, frame: Any) -> None:
         os._exit(128 + signum)
     _state.signum = signum
     _state.signalled = _state.phase
+    _state.signalledAt = time.monotonic()
     if _state.cancel is not None:
         # The reactor is running: cancel the benchmark's Deferred from the
         # reactor's thread so that its finally blocks run.
