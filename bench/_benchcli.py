@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -38,6 +39,9 @@ from typing import Any, NoReturn, TypeVar
 T = TypeVar("T")
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+#: Epytext markup (C{code}, L{link} ...) in a docstring, shown bare in --help.
+_EPYTEXT = re.compile(r"\b[CILBUM]\{([^{}]*)\}")
 
 
 class Interrupted(BaseException):
@@ -81,7 +85,7 @@ def parser(doc: str | None, headline: list[str], note: str = "") -> argparse.Arg
     An argument parser whose usage says what the script measures (C{doc},
     the script's docstring) and names the keys of its last line.
     """
-    description = (doc or "").strip()
+    description = _EPYTEXT.sub(r"\1", (doc or "").strip())
     epilog = "The last line holds the headline figures as key=value pairs:\n  " + " ".join(headline)
     if note:
         epilog += "\n" + note
@@ -166,6 +170,11 @@ def react(main: Callable[[Any], Awaitable[T]]) -> T:
     running: list[Deferred[T]] = []
 
     def start() -> None:
+        # The reactor has installed its signal handlers by now: keep its
+        # SIGCHLD handling (child processes are reaped through it), take
+        # the stop signals back.
+        for signum in SIGNALS:
+            signal.signal(signum, _onSignal)
         d = ensureDeferred(main(r))
         running.append(d)
 
@@ -185,13 +194,15 @@ def react(main: Callable[[Any], Awaitable[T]]) -> T:
     _state.cancel = cancel
     try:
         r.callWhenRunning(start)
-        r.run(installSignalHandlers=False)
+        r.run()
     finally:
         _state.cancel = None
+        for signum in SIGNALS:
+            signal.signal(signum, _onSignal)
     if _state.signum:
         raise Interrupted(_state.signum)
     if not outcome:
-        raise RuntimeError("the reactor stopped before the benchmark finished")
+        raise RuntimeError("the reactor stopped (by a signal?) before the benchmark finished")
     result = outcome[0]
     if isinstance(result, Failure):
         if result.check(CancelledError) and _state.signum:
