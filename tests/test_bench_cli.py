@@ -198,7 +198,7 @@ class EndingTests(SynchronousTestCase):
     """
 
     def start(self, mode: str) -> tuple[subprocess.Popen[str], list[int], str]:
-        path = os.path.join(self.mktemp() + ".py")
+        path = self.script = self.mktemp() + ".py"
         with open(path, "w") as f:
             f.write(DRIVER.format(bench=BENCH))
         proc = subprocess.Popen(
@@ -256,7 +256,7 @@ class EndingTests(SynchronousTestCase):
         self.assertEqual(out, "")
         self.assertEqual(
             err.splitlines(),
-            [f"bench/{os.path.basename(proc.args[1])}: the phase failed: RuntimeError: it broke ... badly"],
+            [f"bench/{os.path.basename(self.script)}: the phase failed: RuntimeError: it broke ... badly"],
         )
         self.assertCleanedUp(pids, work)
 
