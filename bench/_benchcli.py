@@ -32,6 +32,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -290,6 +291,18 @@ def cleanUp() -> None:
     _state.tempdirs = []
 
 
+def _threadFailed(args: threading.ExceptHookArgs) -> None:
+    """
+    An exception in a thread of the benchmark: one line, no traceback;
+    none at all once a signal has asked the benchmark to stop (its
+    clean-up stops the servers such threads talk to).
+    """
+    if _state.signum or args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    _say(f"{name} failed during {_state.phase}: {args.exc_type.__name__}: {_oneLine(str(args.exc_value))}")
+
+
 def run(main: Callable[[], object]) -> NoReturn:
     """
     Run a benchmark's C{main} and exit: 0 on success, 1 with one line on
@@ -297,6 +310,7 @@ def run(main: Callable[[], object]) -> NoReturn:
     """
     for signum in SIGNALS:
         signal.signal(signum, _onSignal)
+    threading.excepthook = _threadFailed
     code = 0
     try:
         main()

@@ -243,6 +243,10 @@ def _inChild(fn: Any, *args: Any) -> Any:
         # A signal stops the child where it is; the parent reports it.
         for signum in _benchcli.SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        # The child says nothing itself (Twisted would log a failure's
+        # traceback there): why it failed goes to the parent below.
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 2)
         os.close(r)
         code = 1
         try:
