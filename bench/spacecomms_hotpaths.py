@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -203,10 +202,10 @@ def main() -> None:
         "guard_general": (guard(True), 20000),
         "guard_sync": (guard(False), 20000),
     }
-    scratch = tempfile.TemporaryDirectory()
+    scratch = _benchcli.tempdir("hotpaths-")
     if args.baseline:
         _benchcli.setPhase(f"loading the CDM package of {args.baseline}")
-        cases.update(decodeCases(baselineCDM(args.baseline, scratch.name), "old"))
+        cases.update(decodeCases(baselineCDM(args.baseline, scratch), "old"))
     cases.update(decodeCases(currentCDM, "new"))
     if args.only:
         cases = {k: v for k, v in cases.items() if k.startswith(tuple(args.only.split(",")))}
@@ -222,7 +221,6 @@ def main() -> None:
         for name, us in figures.items():
             best[name] = min(best.get(name, us), us)
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.1f} us" for k, v in figures.items()))
-    scratch.cleanup()
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     print(" ".join(f"{k}_us={v:.1f}" for k, v in best.items()))
 
