@@ -57,6 +57,8 @@ from suite.backoff import Backoff
 from suite.raft.interfaces import IRaftTransport
 from suite.raft.messages import (
     AppendEntries,
+    CommitAnswer,
+    CommitQuery,
     Heartbeat,
     MalformedMessage,
     Message,
@@ -638,6 +640,11 @@ class MultiRaftTransport:
         self.framesReceived = 0
         self.dials = 0
         self.closed = False
+        #: Where commit queries and their answers go
+        #: (L{suite.raft.commitproof}), C{onQuery(group, message)}, once
+        #: the link's peer is checked to be their C{src}: for any group
+        #: id, hosted here or not.  C{None}: dropped.
+        self.onQuery: Callable[[str, CommitQuery | CommitAnswer], None] | None = None
 
     # -- groups and peers -------------------------------------------------
 
@@ -732,7 +739,7 @@ class MultiRaftTransport:
     def deliver(self, group: str, peer: str, body: bytes) -> None:
         self.framesReceived += 1
         target = self.groups.get(group)
-        if target is None:
+        if target is None and self.onQuery is None:
             self.unknownGroup += 1
             return
         try:
@@ -748,6 +755,15 @@ class MultiRaftTransport:
                 peer=peer,
             )
             self.rejected += 1
+            return
+        if isinstance(message, (CommitQuery, CommitAnswer)):
+            # (a stopped replica's group is gone here, but it still hears
+            # the answers to its queries)
+            if self.onQuery is not None and message.dst == self.nodeId:
+                self.onQuery(group, message)
+            return
+        if target is None:
+            self.unknownGroup += 1
             return
         if isinstance(message, (AppendEntries, Heartbeat)) and message.commit > target.leaderCommit:
             target.leaderCommit = message.commit
