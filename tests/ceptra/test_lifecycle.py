@@ -56,13 +56,18 @@ class Replica:
         self.query: ExclusionQuery | None = QUERY
         #: the partition's current members (by the routing table)
         self.members = {"a", "c"}
+        #: how many of them have no link (their question only dials)
+        self.unlinked = 0
 
     def exclusion(self) -> ExclusionQuery | None:
         return self.query
 
-    def ask(self, query: ExclusionQuery) -> int:
+    def ask(self, query: ExclusionQuery) -> tuple[int, int]:
         self.calls.append("ask")
-        return len(self.members)
+        return len(self.members), self.unlinked
+
+    def linkWait(self) -> float:
+        return 4.0
 
     def askBackoff(self) -> Backoff:
         return Backoff(30.0, 300.0, jitter=False)
@@ -115,6 +120,7 @@ def machine(state: str) -> tuple[Any, Replica]:
         m.loaded()
         m.excluded(10.0, 30.0)
         m.excluded(40.5, 30.0)
+        replica.clock.advance(0)  # (the first round)
     if state == "Stopped":
         m.stop()
     replica.calls.clear()
@@ -186,7 +192,7 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Dropped", "dropped"): ("dropped", []),
     ("Dropped", "stop"): ("stopped", ["shutdown"]),
     ("Dropped", "leftEmpty"): ("retired", ["retire 5"]),
-    ("Leaving", "askMembers"): ("stopped, asking", ["shutdown", "ask"]),
+    ("Leaving", "askMembers"): ("stopped, asking", ["shutdown"]),
     ("Failed", "stop"): ("stopped", ["shutdown"]),
     ("Confirming", "placed"): ("stopped", ["stop asking"]),
     ("Confirming", "dropped"): ("stopped", ["stop asking"]),
@@ -270,6 +276,7 @@ class LifecycleTests(SynchronousTestCase):
         m.excluded(65.0, 30.0)
         self.assertEqual(r.calls, [])
         m.excluded(65.5, 30.0)
+        r.clock.advance(0)
         self.assertEqual((r.calls, m.describe()["state"]), (["shutdown", "ask"], "stopped"))
         m, r = machine("Leaving")
         m.unplaced(12.0)  # the excluding configuration was truncated
@@ -311,6 +318,7 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual((r.calls, m.describe()), ([], {"state": "leaving", "since": 10.0}))
         r.entries = True  # the leader sent it entries meanwhile
         m.excluded(40.5, 30.0)
+        r.clock.advance(0)
         self.assertEqual((r.calls, m.describe()["state"]), (["shutdown", "ask"], "stopped"))
 
 
@@ -325,6 +333,8 @@ class AskingTests(SynchronousTestCase):
     def asking(self) -> tuple[Any, Replica]:
         m, r = machine("Leaving")
         m.excluded(40.5, 30.0)
+        self.assertEqual(r.calls, ["shutdown"])
+        r.clock.advance(0)
         self.assertEqual(r.calls, ["shutdown", "ask"])
         r.calls.clear()
         return m, r
@@ -357,6 +367,27 @@ class AskingTests(SynchronousTestCase):
         self.assertEqual(len(times), 14)
         self.assertEqual(m.describe(), {"state": "stopped", "asking": {"index": 40, "term": 3, "rounds": 15}})
         self.assertFalse(m.serving())
+
+    def test_quickRoundAfterDial(self) -> None:
+        """
+        A round that found members without a link (its questions to them
+        only dialled) is followed by one more once a dial has had time to
+        succeed, then the backoff goes on: at most two rounds per delay.
+        """
+        m, r = machine("Leaving")
+        r.unlinked = 2
+        m.excluded(40.5, 30.0)
+        times = []
+        for _ in range(400):
+            r.clock.advance(1.0)
+            if "ask" in r.calls:
+                times.append(r.clock.seconds())
+                r.calls.clear()
+        self.assertEqual(times, [1.0, 5.0, 35.0, 39.0, 99.0, 103.0, 223.0, 227.0])
+        r.unlinked = 0  # linked now: the backoff alone
+        for _ in range(480):
+            r.clock.advance(1.0)
+        self.assertEqual(m.describe()["asking"]["rounds"], 10)  # (at 467 s and 767 s)
 
     def test_notProof(self) -> None:
         """

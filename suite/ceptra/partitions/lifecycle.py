@@ -193,15 +193,23 @@ class ReplicaActions(Protocol):
         replica has a group id; C{None} otherwise.
         """
 
-    def ask(self, query: ExclusionQuery) -> int:
+    def ask(self, query: ExclusionQuery) -> tuple[int, int]:
         """
         Ask the partition's current members (placed by the routing table)
-        whether C{query}'s entry is committed; return how many were asked.
+        whether C{query}'s entry is committed; return how many were asked,
+        and how many of them had no link yet (their question only started
+        a dial, and is lost).
         """
 
     def askBackoff(self) -> Backoff:
         """
         The delays between two rounds of questions.
+        """
+
+    def linkWait(self) -> float:
+        """
+        How long a dial takes at most: a round that found members without
+        a link is followed by one more after this long.
         """
 
     def later(self, delay: float, call: Callable[[], None]) -> IDelayedCall:
@@ -283,11 +291,14 @@ class Confirming:
 
     query: ExclusionQuery
     backoff: Backoff
-    timer: IDelayedCall
-    rounds: int = 1
+    timer: IDelayedCall | None = None
+    rounds: int = 0
+    #: whether the round scheduled is the quick one after a round that
+    #: found members without a link
+    quick: bool = False
 
     def cancel(self) -> None:
-        if self.timer.active():
+        if self.timer is not None and self.timer.active():
             self.timer.cancel()
 
 
@@ -332,8 +343,29 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     retired = b.state("Retired", retiredData)
 
     def confirmingData(inputs: PartitionInputs, core: LifecycleCore, query: ExclusionQuery) -> Confirming:
-        backoff = core.replica.askBackoff()
-        return Confirming(query, backoff, core.replica.later(backoff.next(), inputs.retry))
+        # (the first round at the next turn of the reactor, once stopped)
+        return Confirming(query, core.replica.askBackoff(), core.replica.later(0.0, inputs.retry))
+
+    def askRound(inputs: PartitionInputs, core: LifecycleCore, data: Confirming) -> None:
+        # One round of questions, then the timer of the next: the backoff's
+        # next delay, or once after a round that found members without a
+        # link (the question only dialled them) a quick one.
+        data.rounds += 1
+        asked, unlinked = core.replica.ask(data.query)
+        if unlinked and not data.quick:
+            data.quick = True
+            delay = core.replica.linkWait()
+        else:
+            data.quick = False
+            delay = data.backoff.next()
+        data.timer = core.replica.later(delay, inputs.retry)
+        if not asked:
+            log.info(
+                "partition {pid}: no current member of its group to ask (the routing table names none "
+                "with a SPIFFE ID); asking again in {delay} s",
+                pid=core.replica.pid,
+                delay=delay,
+            )
 
     confirming = b.state("Confirming", confirmingData)
     stopped = b.state("Stopped")
@@ -527,13 +559,10 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     @leaving.upon(PartitionInputs.askMembers).to(confirming)
     def askLeft(inputs: PartitionInputs, core: LifecycleCore, data: Leaving, query: ExclusionQuery) -> None:
         core.replica.shutdown()
-        asked = core.replica.ask(query)
         log.info(
             "partition {pid}: its replica stopped, data in place; asking the group's current members "
-            "({asked}) whether the configuration excluding this node (entry {index}, term {term}) is "
-            "committed",
+            "whether the configuration excluding this node (entry {index}, term {term}) is committed",
             pid=core.replica.pid,
-            asked=asked,
             index=query.index,
             term=query.term,
         )
@@ -623,9 +652,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
 
     @confirming.upon(PartitionInputs.retry).loop()
     def askAgain(inputs: PartitionInputs, core: LifecycleCore, data: Confirming) -> None:
-        data.rounds += 1
-        core.replica.ask(data.query)
-        data.timer = core.replica.later(data.backoff.next(), inputs.retry)
+        askRound(inputs, core, data)
 
     @confirming.upon(PartitionInputs.answered).loop()
     def check(inputs: PartitionInputs, core: LifecycleCore, data: Confirming, answer: CommitAnswer) -> None:

@@ -286,20 +286,24 @@ class PartitionManager(PartitionReports, Service):
 
     # -- commit queries (L{suite.raft.commitproof}) -----------------------
 
-    def askCommitted(self, part: Partition, query: ExclusionQuery) -> int:
+    def askCommitted(self, part: Partition, query: ExclusionQuery) -> tuple[int, int]:
         """
         C{part}, stopped, asks its partition's current members whether
         C{query}'s entry is committed (their answers go to its lifecycle);
-        return how many were asked.
+        return how many were asked, and how many had no link (the question
+        only dialled them).
         """
         self.confirming[part.pid] = part
         members = sorted(m for m in self.voters(self.routing, part.pid) if m != self.spiffe)
+        unlinked = 0
         for member in members:
+            if member not in self.multi.links:
+                unlinked += 1
             self.multi.send(
                 part.pid,
                 CommitQuery(self.spiffe, member, 0, query.index, query.term, group=query.group),
             )
-        return len(members)
+        return len(members), unlinked
 
     def _commitQuery(self, pid: str, message: CommitQuery | CommitAnswer) -> None:
         """

@@ -103,11 +103,14 @@ class Partition:
             return None
         return ExclusionQuery(index, term, node.groupId, config.epoch)
 
-    def ask(self, query: ExclusionQuery) -> int:
+    def ask(self, query: ExclusionQuery) -> tuple[int, int]:
         return self.manager.askCommitted(self, query)
 
     def askBackoff(self) -> Backoff:
         return Backoff(self.manager.askInterval, self.manager.askMaxInterval, jitter=False)
+
+    def linkWait(self) -> float:
+        return 2 * self.manager.multi.dial.timeout
 
     def later(self, delay: float, call: Callable[[], None]) -> IDelayedCall:
         delayed: IDelayedCall = self.manager.reactor.callLater(delay, call)
