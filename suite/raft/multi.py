@@ -15,6 +15,9 @@ C{identify(transport)} once the TLS handshake is done (by default the
 certificate's common name; a daemon may map SPIFFE IDs to node ids); an
 outbound link whose peer is not the node that was dialled is closed, and a
 message whose C{src} differs from the link's authenticated peer is rejected.
+Commit queries and their answers (L{suite.raft.commitproof}) are not
+delivered to a group's node: they go to the transport's C{onQuery}
+handler, whatever their group id (the asker no longer hosts the group).
 
 Outbound dials are driven by L{DialPolicy}: a connect timeout, and after a
 failure an exponential backoff from C{backoff} seconds; after C{attempts}

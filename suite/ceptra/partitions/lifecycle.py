@@ -10,7 +10,11 @@ The lifecycle of one hosted partition's replica, as an automat machine.
            when), Failed (the WAL or snapshot could not be loaded; data:
            why), Retired (a configuration without this node is committed:
            the replica stopped and its data is reclaimed; data: the
-           placement epoch of that configuration), Stopped.
+           placement epoch of that configuration), Confirming (stopped by
+           the grace period while Leaving, data in place, asking its
+           partition's current members whether the configuration entry
+           excluding it is committed; data: the question, its backoff and
+           timer), Stopped.
   inputs:  loaded(), loadFailed(why), placed(); when placement does not
            list this node: unplaced(now) (the group's latest configuration
            still names it), excluded(now, grace) (it does not, or this
@@ -20,7 +24,12 @@ The lifecycle of one hosted partition's replica, as an automat machine.
            dropped(now, grace) (the partition left the routing table: no
            leader moves its group, every replica retires); stop();
            leftEmpty(epoch) (private: the grace period ended for a replica
-           whose log holds nothing, no entry and no snapshot); queries
+           whose log holds nothing, no entry and no snapshot);
+           askMembers(query) (private: the grace period ended for a
+           Leaving replica that holds the entry excluding it), retry()
+           (private: the timer of the next round of questions),
+           answered(answer) (a member's L{CommitAnswer}), confirmed(epoch)
+           (private: an answer proved the entry committed); queries
            serving() -> bool, describe() -> dict.
   outputs: stop the node when its load failed (it never serves: Raft's
            Stopped, not Loading, then drops its peers' messages); log
@@ -43,6 +52,18 @@ that moment (no entry, no snapshot): such a replica never stored anything
 of its group's, so nothing of it can be the last copy of anything, and it
 is retired (C{leftEmpty}, the loop's private input) like one its group
 removed, under the placement epoch of the configuration it holds.
+
+A Leaving replica the grace period ends while its partition is still
+routed, whose latest configuration (excluding it) is an entry of its log
+and which has a group id, is Confirming rather than Stopped: shut down,
+data in place, it asks the partition's current members (placed by the
+routing table) whether that entry (index, term) is committed
+(L{suite.raft.commitproof}), at once and then after its backoff's delays
+(30 s doubling to 300 s; one more round a short while after a round that
+could only dial a member).  One answer proving it (a current member, the
+same group id, the same index and term, committed) retires it like a
+replica its leader told; nothing else does.  Placed here again, dropped
+from the routing table or stopped, it asks no more (Stopped).
 
 Until the node has loaded, its own role machine (Loading) drops every
 message the group's transport delivers; nothing here gates the transport.
