@@ -38,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from specter_kv import Proc, _inChild, cpuSeconds, runClients  # noqa: E402
+from specter_kv import Proc, _inChild, cpuSeconds, rpcToken, runClients  # noqa: E402
 
 Mode = tuple[str, tuple[str, ...], "dict[str, str] | None"]
 
@@ -61,13 +61,13 @@ def once(base: str, cert: str, name: str, n: int, mode: Mode) -> tuple[float, fl
         p.ready()
         keys = [b"sync-%d" % i for i in range(n)]
         before = cpuSeconds(p.p.pid)
-        rate = float(_inChild(runClients, [p.rpc], "put", keys))
+        rate = float(_inChild(runClients, [(p.rpc, p.data)], "put", keys))
         return rate, (cpuSeconds(p.p.pid) - before) / n
     finally:
         p.kill()
 
 
-def countPresent(port: int, keys: list[bytes]) -> int:
+def countPresent(port: int, dataDir: str, keys: list[bytes]) -> int:
     """
     How many of C{keys} the node on RPC C{port} holds (with the value put).
     """
@@ -78,7 +78,7 @@ def countPresent(port: int, keys: list[bytes]) -> int:
     found: list[int] = []
 
     async def main(reactor: Any) -> None:
-        client = await connectRPC(reactor, f"tcp:host=127.0.0.1:port={port}")
+        client = await connectRPC(reactor, f"tcp:host=127.0.0.1:port={port}", rpcToken(dataDir))
         values = await defer.gatherResults([client.kv("get", k) for k in keys])
         found.append(sum(v == b"v" * 64 for v in values))
         client.close()
@@ -101,11 +101,11 @@ def survivors(base: str, cert: str, n: int, mode: Mode) -> int:
     try:
         p.ready()
         keys = [b"kill-%d" % i for i in range(n)]
-        _inChild(runClients, [p.rpc], "put", keys)
+        _inChild(runClients, [(p.rpc, p.data)], "put", keys)
         p.kill()
         p.start()
         p.ready()
-        return int(_inChild(countPresent, p.rpc, keys))
+        return int(_inChild(countPresent, p.rpc, p.data, keys))
     finally:
         p.kill()
 

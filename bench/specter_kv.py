@@ -106,10 +106,23 @@ class Proc:
             self.p.wait()
 
 
-def runClients(ports: list[int], op: str, keys: list[bytes], window: int = 64) -> float:
+def rpcToken(dataDir: str) -> bytes | None:
     """
-    Issue one op per key through the RPC ports with C{window} requests in
-    flight per connection; returns ops/s.
+    A node's RPC token (its data directory's rpc.token); None for a node of
+    an older tree (``--old-tree``), which has no token and takes calls
+    without one.
+    """
+    from suite.specter.rpcauth import TOKEN_FILE, readTokenFile
+
+    path = os.path.join(dataDir, TOKEN_FILE)
+    return readTokenFile("--data", path) if os.path.exists(path) else None
+
+
+def runClients(nodes: list[tuple[int, str]], op: str, keys: list[bytes], window: int = 64) -> float:
+    """
+    Issue one op per key through the nodes' RPC ports (each given with its
+    data directory, for the token) with C{window} requests in flight per
+    connection; returns ops/s.
     """
     from twisted.internet import defer, task
     from twisted.python.failure import Failure
@@ -119,7 +132,11 @@ def runClients(ports: list[int], op: str, keys: list[bytes], window: int = 64) -
     result: list[float] = []
 
     async def main(reactor: Any) -> None:
-        clients = [await connectRPC(reactor, f"tcp:host=127.0.0.1:port={p}") for p in ports for _ in range(2)]
+        clients = [
+            await connectRPC(reactor, f"tcp:host=127.0.0.1:port={p}", rpcToken(d))
+            for p, d in nodes
+            for _ in range(2)
+        ]
         chunks = [keys[i :: len(clients)] for i in range(len(clients))]
         start = time.perf_counter()
 
@@ -182,15 +199,15 @@ def benchRing(base: str, cert: str, n: int) -> tuple[float, float, float]:
         for p in procs:
             p.ready()
         time.sleep(3)
-        ports = [p.rpc for p in procs]
+        nodes = [(p.rpc, p.data) for p in procs]
         puts = gets = 0.0
         cpu = float("inf")
         for attempt in range(2):  # best of two: other work on the machine adds noise
             keys = [b"bench-%d-%d" % (attempt, i) for i in range(n)]
             before = sum(cpuSeconds(p.p.pid) for p in procs)
-            puts = max(puts, _inChild(runClients, ports, "put", keys))
+            puts = max(puts, _inChild(runClients, nodes, "put", keys))
             cpu = min(cpu, (sum(cpuSeconds(p.p.pid) for p in procs) - before) / n)
-            gets = max(gets, _inChild(runClients, ports, "get", keys))
+            gets = max(gets, _inChild(runClients, nodes, "get", keys))
         return puts, gets, cpu
     finally:
         for p in procs:
@@ -337,8 +354,8 @@ def benchHandover(base: str, cert: str, n: int) -> tuple[float, int, float]:
         b.ready()
         time.sleep(2)
         keys = [b"handover-%d" % i for i in range(n)]
-        _inChild(runClients, [a.rpc, b.rpc], "put", keys)
-        held = _inChild(_records, a.rpc)
+        _inChild(runClients, [(a.rpc, a.data), (b.rpc, b.data)], "put", keys)
+        held = _inChild(_records, a.rpc, a.data)
         cpuBefore = cpuSeconds(a.p.pid) + cpuSeconds(b.p.pid)
         start = time.perf_counter()
         a.p.send_signal(signal.SIGTERM)
@@ -347,7 +364,7 @@ def benchHandover(base: str, cert: str, n: int) -> tuple[float, int, float]:
         a.p.returncode = status
         elapsed = time.perf_counter() - start
         cpu = usage.ru_utime + usage.ru_stime + cpuSeconds(b.p.pid) - cpuBefore
-        kept = _inChild(_records, b.rpc)
+        kept = _inChild(_records, b.rpc, b.data)
         if kept < n:
             raise SystemExit(f"handover lost keys: the remaining process holds {kept} of {n}")
         return elapsed, held, cpu
@@ -356,7 +373,7 @@ def benchHandover(base: str, cert: str, n: int) -> tuple[float, int, float]:
             p.kill()
 
 
-def _records(port: int) -> int:
+def _records(port: int, dataDir: str) -> int:
     from twisted.internet import defer, task
 
     from suite.specter.rpc import connectRPC
@@ -364,7 +381,7 @@ def _records(port: int) -> int:
     out: list[int] = []
 
     async def main(reactor: Any) -> None:
-        c = await connectRPC(reactor, f"tcp:host=127.0.0.1:port={port}")
+        c = await connectRPC(reactor, f"tcp:host=127.0.0.1:port={port}", rpcToken(dataDir))
         stats = await c.call("stats")
         out.append(sum(v["store"]["records"] for v in stats["vnodes"]))
         c.close()

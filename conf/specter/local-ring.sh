@@ -1,6 +1,7 @@
 #!/bin/sh
 # A three-process ring on loopback (15 vnodes, R=3, mTLS), for trying the
-# KV by hand:  sh conf/specter/local-ring.sh  then  specter kv --rpc tcp://127.0.0.1:11181 put a b
+# KV by hand:  sh conf/specter/local-ring.sh  then
+#   specter kv --rpc tcp://127.0.0.1:11181 --data ./specter-demo/n1 put a b
 # Stop with Ctrl-C: every process hands its keys on and exits.
 set -e
 BIN=${BIN:-.venv/bin}

@@ -39,6 +39,7 @@ def runKV(options: usage.Options) -> int:
     """
     from twisted.internet.task import react
 
+    from suite.specter.chord import errors as E
     from suite.specter.chord.errors import RemoteError
     from suite.specter.rpc import connectRPC
 
@@ -51,8 +52,16 @@ def runKV(options: usage.Options) -> int:
 
         try:
             client = await Deferred.fromCoroutine(
-                _withTimeout(reactor, connectRPC(reactor, kvOptions["rpc-client"]), kvOptions["timeout"])
+                _withTimeout(
+                    reactor,
+                    connectRPC(reactor, kvOptions["rpc-client"], _revealed(kvOptions["rpc-token"])),
+                    kvOptions["timeout"],
+                )
             )
+        except RemoteError as e:  # refused: the server's reason names the flag to give
+            sys.stderr.write(errorLine("specter kv", Exception(f"--rpc: {kvOptions['rpc']} refused: {e}")))
+            code[0] = 1
+            return
         except Exception as e:  # command line: one line, exit 1
             sys.stderr.write(
                 errorLine("specter kv", Exception(f"--rpc: cannot connect to {kvOptions['rpc']}: {e}"))
@@ -77,6 +86,8 @@ def runKV(options: usage.Options) -> int:
             elif result is not None:
                 sys.stdout.write(_show(result) + "\n")
         except RemoteError as e:
+            if e.code == E.UNAUTHORIZED:
+                e = RemoteError(e.code, f"--rpc: {kvOptions['rpc']} refused the call: {e.message}")
             sys.stderr.write(errorLine("specter kv", e))
             code[0] = 1
         finally:
@@ -92,6 +103,10 @@ def runKV(options: usage.Options) -> int:
         if e.code not in (0, None):
             return int(e.code) if isinstance(e.code, int) else 1
     return code[0]
+
+
+def _revealed(token: Any) -> bytes | None:
+    return None if token is None else str(token.reveal()).encode()
 
 
 async def _withTimeout(reactor: Any, d: Any, timeout: float) -> Any:

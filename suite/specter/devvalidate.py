@@ -192,11 +192,18 @@ def validate(base: str, binDir: str) -> None:
         for i in range(3):
             port, rpc, helper = _freePort(), _freePort(), _freePort()
             addr = f"127.0.0.1:{port}"
-            node: dict[str, Any] = {"name": f"n{i}", "port": port, "addr": addr, "rpc": rpc, "helper": helper}
+            node: dict[str, Any] = {
+                "name": f"n{i}",
+                "port": port,
+                "addr": addr,
+                "rpc": rpc,
+                "helper": helper,
+                "data": os.path.join(base, f"n{i}"),
+            }
             argv = [
                 "server",
                 "--data",
-                os.path.join(base, f"n{i}"),
+                node["data"],
                 "--cert",
                 certs,
                 "--apex",
@@ -241,9 +248,20 @@ def validate(base: str, binDir: str) -> None:
 
         _until("one ring: every node names the same owner of a key", oneRing, 30)
         first = ring.nodes[0]
-        ring.tool("kv", "--rpc", f"tcp://127.0.0.1:{first['rpc']}", "put", "dev-validate", "ok")
+        ring.tool(
+            "kv",
+            "--rpc",
+            f"tcp://127.0.0.1:{first['rpc']}",
+            "--data",
+            first["data"],
+            "put",
+            "dev-validate",
+            "ok",
+        )
         for node in ring.nodes[1:]:
-            value = ring.tool("kv", "--rpc", f"tcp://127.0.0.1:{node['rpc']}", "get", "dev-validate").strip()
+            value = ring.tool(
+                "kv", "--rpc", f"tcp://127.0.0.1:{node['rpc']}", "--data", node["data"], "get", "dev-validate"
+            ).strip()
             if value != "ok":
                 raise CheckFailed(f"KV: {node['name']} read {value!r} instead of 'ok'")
         _say("one ring of 15 vnodes; a KV write on n0 is read on n1 and n2")

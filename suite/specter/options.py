@@ -75,7 +75,8 @@ class ServerOptions(ListenMixin, DaemonOptions):
         [
             "rpc-allow-remote",
             None,
-            "Allow --listen-rpc on a non-loopback TCP address (the RPC has no authentication).",
+            "Allow --listen-rpc on a non-loopback TCP address (TCP clients authenticate with DATA/rpc.token, "
+            "but the RPC has no TLS).",
         ],
         [
             "bootstrap",
@@ -339,7 +340,7 @@ class ServerOptions(ListenMixin, DaemonOptions):
         self["rpc-endpoint"] = rpcEndpoint("--listen-rpc", self["listen-rpc"])
         if not self["rpc-allow-remote"] and not isLoopbackEndpoint(self["rpc-endpoint"]):
             raise ConfigError(
-                "--listen-rpc: refusing a non-loopback TCP bind for the unauthenticated RPC (use --rpc-allow-remote to accept the risk)"
+                "--listen-rpc: refusing a non-loopback TCP bind for the RPC, which has no TLS (use --rpc-allow-remote to accept the risk)"
             )
         self["internal-endpoint"] = rpcEndpoint("--listen-internal", self["listen-internal"])
         if not isLoopbackEndpoint(self["internal-endpoint"]):
@@ -434,6 +435,12 @@ class DNSOptions(ListenMixin, DaemonOptions):
         ["acme", None, None, "ACME URI acme://EMAIL@ACME_ZONE (same as the servers')."],
         ["rpc", None, DEFAULT_RPC, "A server's --listen-rpc: tcp://HOST:PORT or unix:///path.sock."],
         [
+            "rpc-token-file",
+            None,
+            None,
+            "The server's RPC token (its DATA/rpc.token) for a tcp:// --rpc (env SPECTER_RPC_TOKEN_FILE).",
+        ],
+        [
             "rate-limit",
             None,
             "0",
@@ -474,6 +481,7 @@ class DNSOptions(ListenMixin, DaemonOptions):
         if not self["acme-ns"]:
             raise ConfigError("--acme-ns: at least one ns1.zone/IPv4[,IPv6] is required")
         self["rpc-client"] = clientEndpoint("--rpc", self["rpc"])
+        self["rpc-token"] = _rpcToken(self, None, self.environ)
         try:
             self["rate-limit"] = float(self["rate-limit"])
         except ValueError:
@@ -490,6 +498,20 @@ class DNSOptions(ListenMixin, DaemonOptions):
         from suite.specter.dns.zone import checkZone
 
         checkZone(self["acme"][1], [name for name, _ in self["acme-ns"]])
+
+
+def _rpcToken(options: Any, dataDir: str | None, environ: Mapping[str, str] | None) -> Secret | None:
+    """
+    The RPC token a client sends over a tcp:// --rpc (see
+    L{suite.specter.rpcauth.clientToken}); None for a unix socket, whose
+    peer is authenticated by its user.
+    """
+    from suite.specter.rpcauth import clientToken
+
+    if options["rpc-client"].startswith("unix:") and not options["rpc-token-file"]:
+        return None
+    token = clientToken(options["rpc-token-file"], dataDir, environ)
+    return None if token is None else Secret(token.decode())
 
 
 def _bindEnviron(cls: type[DaemonOptions], environ: Mapping[str, str]) -> Any:
@@ -539,8 +561,27 @@ class KVOptions(usage.Options):
 
     optParameters = [
         ["rpc", None, DEFAULT_RPC, "The server's --listen-rpc: tcp://HOST:PORT or unix:///path.sock."],
+        [
+            "rpc-token-file",
+            None,
+            None,
+            "The server's RPC token (its DATA/rpc.token) for a tcp:// --rpc (env SPECTER_RPC_TOKEN_FILE).",
+        ],
+        [
+            "data-dir",
+            None,
+            None,
+            "The server's data directory (alias --data): read its rpc.token when no token file is given.",
+        ],
         ["timeout", None, "10", "Seconds to wait for an answer."],
     ]
+
+    def opt_data(self, value: str) -> None:
+        """
+        Alias of --data-dir.
+        """
+        self["data-dir"] = value
+
     ACTIONS = {
         "put": 2,
         "get": 1,
@@ -590,6 +631,10 @@ class KVOptions(usage.Options):
 
     def postOptions(self) -> None:
         self["rpc-client"] = clientEndpoint("--rpc", self["rpc"])
+        # the console's environment (tests pass their own)
+        self["rpc-token"] = _rpcToken(
+            self, self["data-dir"], getattr(getattr(self, "parent", None), "environ", None)
+        )
         try:
             self["timeout"] = float(self["timeout"])
         except ValueError:

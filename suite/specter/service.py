@@ -424,7 +424,9 @@ def _addRPC(options: Any, reactor: Any, node: ChordNode, root: SpecterService) -
     """
     The RPC listener (C{--listen-rpc}) for C{specter kv} and friends.
     """
-    rpcFactory = RPCFactory(node, reactor)
+    from suite.specter.rpcauth import loadOrCreateToken
+
+    rpcFactory = RPCFactory(node, reactor, token=loadOrCreateToken(options["data-dir"]))
     rpc = GuardedEndpointService(
         serverFromString(reactor, privateSocket("--listen-rpc", options["rpc-endpoint"])),
         rpcFactory,

@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 from suite.pki.ca import initBundle, writeNodeCertificate
 from suite.specter.addresses import clientEndpoint
 from suite.specter.rpc import RPCClient, connectRPC
+from suite.specter.rpcauth import TOKEN_FILE, readTokenFile
 from tests.support.process import DaemonProcess, freePort, scriptArgs
 
 #: The C{/_internal} credentials of L{RingProcess.withInternalAuth}.
@@ -100,9 +101,15 @@ class RingProcess:
 
     async def rpc(self) -> RPCClient:
         if self.client is None or self.client.proto.closed:
-            self.client = await connectRPC(reactor, self.rpcEndpoint)
+            self.client = await connectRPC(reactor, self.rpcEndpoint, self.rpcToken())
             self.test.addCleanup(self._closeClient)
         return self.client
+
+    def rpcToken(self) -> bytes:
+        """
+        The node's RPC token (its data directory's C{rpc.token}).
+        """
+        return readTokenFile("--data", os.path.join(self.dataDir, TOKEN_FILE))
 
     def _closeClient(self) -> None:
         if self.client is not None and not self.client.proto.closed:

@@ -473,7 +473,7 @@ class RPCTests(SynchronousTestCase):
         self.node = _node(self.clock, self.net)
         self.node.start(None)
         self.clock.advance(1)
-        self.rpc = RPCFactory(self.node)
+        self.rpc = RPCFactory(self.node, token=b"t" * 32)
         self.addCleanup(self.node.stop)
 
     def call(self, method: str, *args: Any) -> Deferred[Any]:

@@ -19,10 +19,18 @@ import treq
 from twisted.trial.unittest import TestCase
 
 from suite.specter.chord.errors import RemoteError
+from suite.specter.chord.wire import pack, unpack
 from tests.specter.ring import RingProcess, makeBundles, waitOneRing
 from tests.support.process import scriptArgs, sleep
 
 KEYS = 200
+
+
+def _readAll(s: socket.socket) -> bytes:
+    out = b""
+    while chunk := s.recv(4096):
+        out += chunk
+    return out
 
 
 class ThreeProcessRingTests(TestCase):
@@ -232,9 +240,20 @@ class SingleProcessTests(TestCase):
             s.sendall(struct.pack(">I", 5) + b"\xc1\xc1\xc1\xc1\xc1")
             s.settimeout(5)
             self.assertEqual(s.recv(10), b"")
+        # an oversized first frame: refused (a reason, then closed) unread
         with socket.create_connection(("127.0.0.1", p.rpcPort)) as s:
             s.sendall(struct.pack(">I", 1 << 30))
             s.settimeout(5)
+            refusal = _readAll(s)
+            self.assertEqual(unpack(refusal[4:])[:3], [1, 0, False])
+            self.assertEqual(unpack(refusal[4:])[3][0], "unauthorized")
+        # once authenticated, an oversized frame closes the connection
+        with socket.create_connection(("127.0.0.1", p.rpcPort)) as s:
+            auth = pack([0, 1, None, "auth", [p.rpcToken()]])
+            s.sendall(struct.pack(">I", len(auth)) + auth)
+            s.settimeout(5)
+            self.assertEqual(unpack(s.recv(100)[4:]), [1, 1, True, True])
+            s.sendall(struct.pack(">I", 1 << 30))
             self.assertEqual(s.recv(10), b"")
         with socket.create_connection(("127.0.0.1", p.port)) as s:
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")

@@ -23,6 +23,7 @@ __all__ = [
     "NOT_IN_RING",
     "FORBIDDEN",
     "NOT_SERVING",
+    "UNAUTHORIZED",
     "notServing",
 ]
 
@@ -41,6 +42,8 @@ LEAVING = "leaving"
 NOT_IN_RING = "not-in-ring"
 #: the caller's certificate does not name the address it claims
 FORBIDDEN = "forbidden"
+#: a local RPC connection that did not authenticate (see L{suite.specter.rpcauth})
+UNAUTHORIZED = "unauthorized"
 RETRYABLE = frozenset({NOT_OWNER, BUSY, GONE, TIMEOUT, LEAVING})
 #: the message of L{notServing}
 NOT_SERVING = "not serving yet"

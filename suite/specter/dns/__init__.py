@@ -17,7 +17,7 @@ from twisted.application.internet import TCPServer, UDPServer
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
-from suite.specter.dns.challenges import RingChallenges
+from suite.specter.dns.challenges import RingChallenges, connectQuietly
 from suite.specter.dns.server import ACMEDNSFactory, DatagramProtocol
 from suite.specter.dns.zone import ACMEZone
 from suite.specter.service import addSentry, listenOrExit
@@ -62,7 +62,11 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
     Build C{specter dns} from parsed L{suite.specter.options.DNSOptions}.
     """
     email, zoneName = options["acme"]
-    challenges = RingChallenges(reactor, options["rpc-client"])
+    token = options.get("rpc-token")
+    secret = None if token is None else str(token.reveal()).encode()
+    challenges = RingChallenges(
+        reactor, options["rpc-client"], connect=lambda r, d: connectQuietly(r, d, secret)
+    )
     zone = ACMEZone(zoneName, email, options["acme-ns"], challenges)
     factory = ACMEDNSFactory(zone, reactor, rateLimit=options.get("rate-limit") or 0.0)
     root = DNSService(zone, factory, challenges)

@@ -19,15 +19,12 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.endpoints import clientFromString
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.specter.acmekeys import MAX_VALUE, challengeKey
-from suite.specter.chord.wire import FrameProtocol
 from suite.specter.dns.zone import Unavailable
-from suite.specter.rpc import RPCClient
+from suite.specter.rpc import RPCClient, connectRPC
 
 __all__ = ["RingChallenges", "CACHE_SECONDS", "MAX_VALUES"]
 
@@ -39,18 +36,12 @@ CACHE_SECONDS = 1.0
 MAX_VALUES = 16
 
 
-class _QuietFactory(Factory):
-    noisy = False
-    protocol = FrameProtocol
-
-
-def connectQuietly(reactor: Any, description: str) -> Deferred[RPCClient]:
+def connectQuietly(reactor: Any, description: str, token: bytes | None = None) -> Deferred[RPCClient]:
     """
-    L{suite.specter.rpc.connectRPC} without a log line per connection attempt.
+    L{suite.specter.rpc.connectRPC} (whose connections log no line per
+    attempt), authenticated with C{token} over TCP.
     """
-    endpoint = clientFromString(reactor, description)
-    connected: Deferred[FrameProtocol] = endpoint.connect(_QuietFactory())
-    return connected.addCallback(RPCClient)
+    return connectRPC(reactor, description, token)
 
 
 class RingChallenges(Service):
