@@ -203,11 +203,24 @@ class StoppedReplicaTests(RetiredFixture):
         self.assertNotIn("p2", b.partitions)
         wal, snap = f"{root}/b/wal", f"{root}/b/snap"
         since = b.disk.stopped["p2"].since
+        # It holds the configuration entry excluding it: it asks its
+        # group's members whether that entry is committed (AskMembersTests).
+        asking = b.confirming["p2"].lifecycle.describe()["asking"]
+        node = b.confirming["p2"].node
+        self.assertEqual(
+            asking,
+            {
+                "index": node.configs.latestIndex(),
+                "term": node.log.term(node.configs.latestIndex()),
+                "rounds": 1,
+            },
+        )
         stopped = {
             "partition": "p2",
             "state": "stopped",
             "since": since,
             "data": [f"{wal}/p2", f"{snap}/p2"],
+            "asking": asking,
         }
         self.assertGreater(since, cut + 5.0)
         self.assertEqual(b.partitionStatus("p2"), stopped)
