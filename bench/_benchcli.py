@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -154,7 +154,7 @@ def _onSignal(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
-def react(main: Callable[[Any], Awaitable[T]]) -> T:
+def react(main: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     """
     Run C{main(reactor)} to completion and return its result, or raise its
     exception (L{Interrupted} after a signal).  Unlike L{task.react} this
@@ -206,7 +206,7 @@ def react(main: Callable[[Any], Awaitable[T]]) -> T:
         raise RuntimeError("the reactor stopped (by a signal?) before the benchmark finished")
     result = outcome[0]
     if isinstance(result, Failure):
-        if result.check(CancelledError) and _state.signum:
+        if isinstance(result.value, CancelledError) and _state.signum:
             raise Interrupted(_state.signum)
         result.raiseException()
     return result  # type: ignore[return-value]
@@ -335,7 +335,10 @@ def run(main: Callable[[], object]) -> NoReturn:
             signal.signal(signum, signal.SIG_IGN)
         cleanUp()
     sys.stdout.flush()
-    os._exit(code) if _state.signum else sys.exit(code)
+    if _state.signum:
+        # Threads a signal left running must not hold the exit up.
+        os._exit(code)
+    sys.exit(code)
 
 
 def _oneLine(text: str) -> str:
