@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from suite.specter.dns.challenges import RingChallenges, connectQuietly
 from suite.specter.dns.server import ACMEDNSFactory, DatagramProtocol
 from suite.specter.dns.zone import ACMEZone
+from suite.specter.rpcauth import listenerToken
 from suite.specter.service import addSentry, listenOrExit
 
 __all__ = ["DNSService", "makeDNSService", "DEFAULT_PORT"]
@@ -64,9 +65,15 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
     email, zoneName = options["acme"]
     token = options.get("rpc-token")
     secret = None if token is None else str(token.reveal()).encode()
-    challenges = RingChallenges(
-        reactor, options["rpc-client"], connect=lambda r, d: connectQuietly(r, d, secret)
-    )
+
+    def connect(r: Any, d: Any) -> Any:
+        # without a token file: the loopback node's own token, looked up at
+        # every connection (the node may start after the solver)
+        if secret is None and not options["rpc-client"].startswith("unix:"):
+            return connectQuietly(r, d, listenerToken(options.get("rpc") or ""))
+        return connectQuietly(r, d, secret)
+
+    challenges = RingChallenges(reactor, options["rpc-client"], connect=connect)
     zone = ACMEZone(zoneName, email, options["acme-ns"], challenges)
     factory = ACMEDNSFactory(zone, reactor, rateLimit=options.get("rate-limit") or 0.0)
     root = DNSService(zone, factory, challenges)
