@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.application.internet import TCPServer, UDPServer
 from twisted.application.service import MultiService
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from suite.specter.dns.challenges import RingChallenges, connectQuietly
@@ -67,10 +68,16 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
     secret = None if token is None else str(token.reveal()).encode()
 
     def connect(r: Any, d: Any) -> Any:
-        # without a token file: the loopback node's own token, looked up at
-        # every connection (the node may start after the solver)
+        # without a token file: the loopback node's own token, looked up (in
+        # a thread: it reads /proc) at every connection, since the node may
+        # start after the solver
         if secret is None and not options["rpc-client"].startswith("unix:"):
-            return connectQuietly(r, d, listenerToken(options.get("rpc") or ""))
+            uri = options.get("rpc") or ""
+            pool = getattr(r, "getThreadPool", None)
+            if pool is None:  # a reactor without threads
+                return connectQuietly(r, d, listenerToken(uri))
+            found = deferToThreadPool(r, pool(), listenerToken, uri)
+            return found.addCallback(lambda token: connectQuietly(r, d, token))
         return connectQuietly(r, d, secret)
 
     challenges = RingChallenges(reactor, options["rpc-client"], connect=connect)
