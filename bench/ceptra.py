@@ -29,25 +29,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _benchcli  # noqa: E402
 import treq  # noqa: E402
 from twisted.internet import defer, reactor, task  # noqa: E402
 
 from tests.ceptra.cluster import clientAgent, makeCluster  # noqa: E402
 from tests.support.process import freePort  # noqa: E402
 
-QUICK = "--quick" in sys.argv
-THROUGHPUT_SECONDS = 4.0 if QUICK else 10.0
-LATENCY_SECONDS = 3.0 if QUICK else 8.0
+HEADLINE = ["events_per_s_partition", "p99_ms", "lost_events", "late_dropped_events", "cpu_us_per_event"]
+QUICK = False
+PROFILE = False
+PY_SPY: str | None = None
+THROUGHPUT_SECONDS = 10.0
+LATENCY_SECONDS = 8.0
 BATCH = 1000
 INFLIGHT = 4
 NAMES = ["a", "b", "c"]
@@ -111,7 +113,7 @@ class Bench:
 
     def startNode(self, name: str) -> None:
         profile = []
-        if "--profile" in sys.argv:
+        if PROFILE:
             profile = [f"--profile={self.base}/{name}.prof", "--profiler=cprofile", "--savestats"]
         self.spawn(
             name,
@@ -218,9 +220,9 @@ class Bench:
         """
         With C{--py-spy DIR}: start py-spy on every node for C{seconds}.
         """
-        if "--py-spy" not in sys.argv:
+        if PY_SPY is None:
             return []
-        out = sys.argv[sys.argv.index("--py-spy") + 1]
+        out = PY_SPY
         os.makedirs(out, exist_ok=True)
         spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
         return [
@@ -398,6 +400,7 @@ class Bench:
         return acked, min(events), unaccepted, detail
 
     async def run(self) -> None:
+        _benchcli.setPhase("cluster start")
         self.spawn("cp", self.cluster.cpArgs())
         for n in NAMES:
             self.startNode(n)
@@ -409,6 +412,7 @@ class Bench:
         leader = await self.leader()
         for _ in range(5):
             await self.post(leader, self.batch(BATCH))
+        _benchcli.setPhase("throughput")
         rate = await self.throughput()
         say(f"throughput: {rate:.0f} events/s acknowledged (batches of {BATCH}, {INFLIGHT} in flight)")
         say(
@@ -420,10 +424,12 @@ class Bench:
             )
         )
         await task.deferLater(reactor, 2.0, lambda: None)
+        _benchcli.setPhase("latency at 1,000 events/s")
         low, _ = await self.latency(rate=1_000, per=10)
         say(
             f"latency at 1,000 events/s (10-event batches): p50={pct(low, 50):.1f} ms p99={pct(low, 99):.1f} ms"
         )
+        _benchcli.setPhase("latency at 10,000 events/s")
         lat, late = await self.latency()
         p50, p99 = pct(lat, 50), pct(lat, 99)
         say(
@@ -431,6 +437,7 @@ class Bench:
         )
         _, before = await self.getJSON(await self.leader(), "/partitions")
         baseEvents = before["partitions"]["p0"]["cep"]["events"]
+        _benchcli.setPhase("kill -9 of the leader")
         acked, counted, unaccepted, detail = await self.killLeader()
         phase = counted - baseEvents
         # Acknowledged events the engine took but dropped as late (older
@@ -448,7 +455,24 @@ class Bench:
 
 
 def main() -> None:
-    base = tempfile.mkdtemp(prefix="ceptra-bench-")
+    global QUICK, PROFILE, PY_SPY, THROUGHPUT_SECONDS, LATENCY_SECONDS
+    parser = _benchcli.parser(__doc__, HEADLINE)
+    parser.add_argument(
+        "--quick", action="store_true", help="shorter phases (4 s and 3 s instead of 10 s and 8 s)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="run the nodes under cProfile (stats in the work dir)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, profiles)")
+    parser.add_argument("--py-spy", metavar="DIR", help="sample the nodes with py-spy into DIR")
+    args = parser.parse_args()
+    QUICK, PROFILE, PY_SPY = args.quick, args.profile, args.py_spy
+    THROUGHPUT_SECONDS = 4.0 if QUICK else 10.0
+    LATENCY_SECONDS = 3.0 if QUICK else 8.0
+    base = _benchcli.tempdir("ceptra-bench-")
+    if args.keep:
+        _benchcli.keep(base)
+        say(f"work directory (kept): {base}")
     bench = Bench(base)
 
     async def go(_: Any) -> None:
@@ -458,12 +482,8 @@ def main() -> None:
             bench.stopAll()
             await bench.agent._pool.closeCachedConnections()
 
-    try:
-        task.react(lambda r: defer.Deferred.fromCoroutine(go(r)))
-    finally:
-        if "--keep" not in sys.argv:
-            shutil.rmtree(base, ignore_errors=True)
+    _benchcli.react(go)
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

@@ -17,7 +17,6 @@ clock; C{engine_events_per_cpu_s} is the same per CPU second of this process
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
@@ -26,7 +25,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _benchcli  # noqa: E402
+
 from suite.ceptra.engine import PartitionEngine, encodeEvents, encodeRules  # noqa: E402
+
+HEADLINE = ["engine_events_per_s", "engine_events_per_cpu_s"]
 
 SETTINGS = {"watermark_delay_ms": 50, "allowed_lateness_ms": 1000, "late_events": "retract"}
 
@@ -102,13 +105,16 @@ def measure(rules: list[dict[str, Any]], entries: list[bytes], events: int) -> t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=500)
+    others = [f"{name}_events_per_s" for name in SCENARIOS if name != "sliding_sum"]
+    parser = _benchcli.parser(__doc__, HEADLINE + others)
+    parser.add_argument("--events", type=int, default=200_000, help="events per scenario")
+    parser.add_argument("--batch", type=int, default=500, help="events per committed entry")
     args = parser.parse_args()
+    _benchcli.setPhase("encoding the events")
     entries = payloads(args.events, args.batch, 1)
     figures = {}
     for name, rules in SCENARIOS.items():
+        _benchcli.setPhase(f"scenario {name}")
         rate, cpuRate, results = measure(rules, entries, args.events)
         figures[name] = rate
         print(f"{name}: {rate:,.0f} events/s ({cpuRate:,.0f} per CPU second), {results} results")
@@ -122,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

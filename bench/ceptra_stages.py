@@ -27,7 +27,6 @@ snapshot_reactor_ms=... snapshot_sync_ms=...
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -39,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _benchcli  # noqa: E402
 import msgpack  # noqa: E402
 
 from suite.ceptra.engine import engine  # noqa: E402
@@ -47,6 +47,15 @@ from suite.ceptra.ingest import validateEvents  # noqa: E402
 from suite.ceptra.machine import PartitionMachine, eventsEntry, rulesEntry  # noqa: E402
 from suite.ceptra.routing import Routing  # noqa: E402
 from suite.raft.messages import AppendEntries, Entry, decodeMessage, encodeMessage  # noqa: E402
+
+HEADLINE = [
+    "leader_us_per_event",
+    "follower_us_per_event",
+    "replicas3_us_per_event",
+    "ceiling_events_per_s_one_core",
+    "snapshot_reactor_ms",
+    "snapshot_sync_ms",
+]
 
 RULES = {
     "version": 1,
@@ -168,14 +177,15 @@ def syscalls(target: Callable[[], object]) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--warm", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = _benchcli.parser(__doc__, HEADLINE)
+    parser.add_argument("--batch", type=int, default=1000, help="events per request")
+    parser.add_argument("--warm", type=int, default=200_000, help="events the engine holds before timing")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per stage (best is kept)")
     parser.add_argument("--requests", type=int, default=50, help="requests per timed round")
     args = parser.parse_args()
     gc.freeze()
     gc.set_threshold(20000, 50, 50)
+    _benchcli.setPhase("warming the engine")
     src = Source()
     routing = Routing(1, {}, {"p0": ("a", "b", "c")})
     machine = PartitionMachine("p0")
@@ -188,7 +198,9 @@ def main() -> None:
         machine.apply(index, eventsEntry(events))
         before.apply(index, jsonEntry(events))
         index += 1
+    _benchcli.setPhase("snapshot")
     snap = snapshotFigures(machine, args.rounds)
+    _benchcli.setPhase("stages")
     n = args.requests * args.batch
     bodies = [json.dumps(src.events(args.batch)).encode() for _ in range(args.requests)]
     parsed = [validateEvents(b) for b in bodies]
@@ -272,4 +284,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

@@ -25,7 +25,6 @@ The last line holds the headline figures as key=value pairs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import signal
@@ -39,7 +38,20 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import _benchcli  # noqa: E402
+
 from tests.support.gossipsim import Simulation  # noqa: E402
+
+HEADLINE = [
+    "detect_ms_median",
+    "detect_all_ms_median",
+    "sim50_detect_ms_median",
+    "sim50_detect_all_ms_median",
+    "converge_ms_p50",
+    "converge_ms_p99",
+    "failover_dns_ms_median",
+    "failover_dns_ms_p99",
+]
 
 
 def freePort() -> int:
@@ -167,7 +179,7 @@ def startNamed(workdir: str) -> tuple[subprocess.Popen[bytes], int, str]:
     import base64
     import pwd
 
-    d = tempfile.mkdtemp(prefix="named-", dir="/tmp")
+    d = _benchcli.tempdir("named-", dir="/tmp")
     os.chmod(d, 0o755)
     port = freePort()
     secret = base64.b64encode(os.urandom(32)).decode()
@@ -290,28 +302,32 @@ def failovers(rounds: int) -> list[float]:
             for a in agents:
                 a.kill()
             named.send_signal(signal.SIGTERM)
-            named.wait()
+            named.wait(20)
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--updates", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--failovers", type=int, default=5)
+    parser = _benchcli.parser(
+        __doc__, HEADLINE, "failover_dns_ms_* only when named (bind9) is installed and --failovers > 0."
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="failure detection rounds with real processes")
+    parser.add_argument("--updates", type=int, default=20, help="simulated writes for the convergence figure")
+    parser.add_argument("--seed", type=int, default=1, help="simulator seed")
+    parser.add_argument("--failovers", type=int, default=5, help="DNS failover kills (0 skips the phase)")
     args = parser.parse_args()
     began = time.monotonic()
 
     firsts, alls = [], []
     with tempfile.TemporaryDirectory() as workdir:
         for r in range(args.rounds):
+            _benchcli.setPhase(f"n=3 processes round {r + 1}")
             first, everyone = processRound(workdir)
             firsts.append(first)
             alls.append(everyone)
             print(
                 f"n=3 processes round {r + 1}: first dead verdict {first * 1000:.0f} ms, both {everyone * 1000:.0f} ms"
             )
+    _benchcli.setPhase("n=50 simulated detection")
     simFirst, simAll = simulatedDetection(args.seed)
     print(
         "n=50 simulated detection (s): first "
@@ -319,12 +335,14 @@ def main() -> None:
         + "; everyone "
         + ", ".join(f"{x:.2f}" for x in simAll)
     )
+    _benchcli.setPhase("n=50 simulated convergence")
     converge = simulatedConvergence(args.seed, args.updates)
     print(
         f"n=50 simulated convergence of {args.updates} writes to 49 receivers: "
         f"p50 {percentile(converge, 50) * 1000:.0f} ms, p99 {percentile(converge, 99) * 1000:.0f} ms, "
         f"max {max(converge) * 1000:.0f} ms"
     )
+    _benchcli.setPhase("DNS failover")
     fail = failovers(args.failovers) if args.failovers else []
     if fail:
         print(
@@ -349,4 +367,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

@@ -48,11 +48,35 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from typing import Any
+
+import _benchcli
+
+HEADLINE = [
+    "peer_rss_mb",
+    "hub_rss_mb",
+    "peer_nomdns_rss_mb",
+    "peer_anon_mb",
+    "hub_anon_mb",
+    "peer_pss_mb",
+    "peer_uss_mb",
+    "twisted_floor_rss_mb",
+    "twisted_floor_noh2_rss_mb",
+    "peer_work_rss_mb",
+    "peer_work_uss_mb",
+    "lua_workers",
+    "lua_worker_rss_mb",
+    "lua_worker_uss_mb",
+    "lua_workers_rss_mb",
+    "peer_req_per_s",
+    "peer_cpu_us_per_req",
+    "peer_start_cpu_s",
+    "hub_start_cpu_s",
+    "loadavg",
+]
 
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -386,8 +410,20 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 
 
 def main() -> None:
-    root = tempfile.mkdtemp(prefix="goop-memory-")
+    parser = _benchcli.parser(
+        __doc__,
+        HEADLINE,
+        "Environment: BENCH_RUNS (runs per figure, 3), BENCH_SETTLE (seconds before reading, 3),"
+        " BENCH_ROUNDS (workload rounds, 200).",
+    )
+    parser.add_argument(
+        "--imports", action="store_true", help="first print the resident memory after each import step"
+    )
+    parser.add_argument("--quick", action="store_true", help="skip the floors and the mDNS-off runs")
+    args = parser.parse_args()
+    root = _benchcli.tempdir("goop-memory-")
     began = time.monotonic()
+    _benchcli.setPhase("compiling suite/ to bytecode")
     compileall = [
         sys.executable,
         "-m",
@@ -398,15 +434,20 @@ def main() -> None:
     ]
     subprocess.run(compileall, check=True, env=ENV)
     try:
-        if "--imports" in sys.argv[1:]:
+        if args.imports:
+            _benchcli.setPhase("import steps")
             print("resident memory after each import (fresh interpreter):")
             sys.stdout.flush()
             subprocess.run([sys.executable, "-c", STEPS, *IMPORT_STEPS], check=True, env=ENV)
-        quick = "--quick" in sys.argv[1:]
+        quick = args.quick
+        _benchcli.setPhase("Twisted web server floor")
         floors = [0.0] if quick else [floor() for _ in range(RUNS)]
         bare = [0.0] if quick else [floor("--no-http2") for _ in range(RUNS)]
+        _benchcli.setPhase("peer and hub, mDNS on, with the workload")
         runs = [oneRun(os.path.join(root, f"run{i}"), mdns=True) for i in range(RUNS)]
+        _benchcli.setPhase("peer and hub, mDNS off")
         quiet = runs if quick else [oneRun(os.path.join(root, f"quiet{i}"), mdns=False) for i in range(RUNS)]
+        _benchcli.setPhase("report")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for label, rs in (("peer, mDNS on", runs), ("peer, mDNS off", quiet)):
@@ -450,4 +491,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

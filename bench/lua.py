@@ -29,16 +29,17 @@ import resource
 import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet import task  # noqa: E402
+import _benchcli  # noqa: E402
 from twisted.internet.defer import Deferred, gatherResults  # noqa: E402
 
 from suite.goop.lua.engine import LuaEngine, RateLimits  # noqa: E402
+
+HEADLINE = "lua_calls_per_s lua_p99_ms lua_db_calls_per_s lua_db_p99_ms cpu_us_per_call peer_cpu_us_per_call worker_cpu_us_per_call trivial_peer_cpu_us trivial_worker_cpu_us workers loadavg".split()
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 IN_FLIGHT = int(os.environ.get("BENCH_IN_FLIGHT", "32"))
@@ -97,8 +98,8 @@ async def run(reactor: Any, engine: LuaEngine, function: str) -> tuple[int, floa
     return len(latencies), len(latencies) / elapsed, percentile(latencies, 0.99) * 1000
 
 
-async def main(reactor: Any) -> None:
-    work = tempfile.mkdtemp(prefix="bench-lua-")
+async def bench(reactor: Any) -> None:
+    work = _benchcli.tempdir("bench-lua-")
     try:
         os.makedirs(os.path.join(work, "lua"))
         for name, src in (("trivial", TRIVIAL), ("db", DB)):
@@ -117,12 +118,14 @@ async def main(reactor: Any) -> None:
         engine = LuaEngine(
             reactor, os.path.join(work, "lua"), os.path.join(work, "data.db"), limits=limits, workers=WORKERS
         )
+        _benchcli.setPhase("starting the Lua workers")
         engine.start()
         try:
             assert await engine.call("bench", "trivial", {"n": 1}) == 2
             assert (await engine.call("bench", "db", {"n": 1}))["count"] == 1000
             cpu0 = _cpu()
             workers0 = _workerCpu(engine)
+            _benchcli.setPhase("trivial calls")
             trivialCalls, trivialRate, trivialP99 = await run(reactor, engine, "trivial")
             trivialPeer = (_cpu()[0] - cpu0[0]) / trivialCalls * 1e6
             trivialWorker = (_workerCpu(engine) - workers0) / trivialCalls * 1e6
@@ -131,6 +134,7 @@ async def main(reactor: Any) -> None:
                 f"peer {trivialPeer:.0f} us, workers {trivialWorker:.0f} us",
                 flush=True,
             )
+            _benchcli.setPhase("DB calls")
             dbCalls, dbRate, dbP99 = await run(reactor, engine, "db")
             print(f"db: {dbRate:.0f} calls/s, p99 {dbP99:.2f} ms", flush=True)
             calls = trivialCalls + dbCalls
@@ -151,5 +155,10 @@ async def main(reactor: Any) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def main() -> None:
+    _benchcli.parser(__doc__, HEADLINE).parse_args()
+    _benchcli.react(bench)
+
+
 if __name__ == "__main__":
-    task.react(lambda r: Deferred.fromCoroutine(main(r)))
+    _benchcli.run(main)

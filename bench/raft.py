@@ -37,12 +37,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _benchcli  # noqa: E402
 from twisted.internet import reactor, task  # noqa: E402
 from twisted.internet.defer import ensureDeferred, gatherResults  # noqa: E402
 from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
@@ -50,23 +50,57 @@ from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
 from tests.raft.cluster import makeClient, makeCluster  # noqa: E402
 from tests.support.process import freePort  # noqa: E402
 
-QUICK = "--quick" in sys.argv
-TWISTED_CLIENT = "--twisted-client" in sys.argv
-PHASE = 3.0 if QUICK else 8.0
-NO_ETCD = "--no-etcd" in sys.argv
+HEADLINE = [
+    "raft_writes_per_s_64",
+    "raft_writes_per_s_1",
+    "raft_p50_ms_at_1000",
+    "raft_p99_ms_at_1000",
+    "raft_failover_ms_median",
+    "etcd_writes_per_s_64",
+    "etcd_writes_per_s_1",
+    "raft_cpu_us_per_write_64",
+    "etcd_cpu_us_per_write_64",
+    "raft_writes_per_s_8x8",
+    "raft_cpu_us_per_write_8x8",
+]
 
 
-def flagValue(name: str, default: str) -> str:
-    for i, arg in enumerate(sys.argv):
-        if arg == name and i + 1 < len(sys.argv):
-            return sys.argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return default
+def parseArgs() -> Any:
+    parser = _benchcli.parser(
+        __doc__,
+        HEADLINE + ["raft_vs_etcd_64"],
+        "With --inflight K > 1 also etcd_writes_per_s_same_outstanding"
+        " etcd_cpu_us_per_write_same_outstanding raft_vs_etcd_same_outstanding.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="3 s phases and 3 failovers (8 s and 5 otherwise)"
+    )
+    parser.add_argument(
+        "--twisted-client",
+        action="store_true",
+        help="drive the closed-loop phases with suite.raft.client.RaftClient in this process",
+    )
+    parser.add_argument(
+        "--inflight", type=int, default=1, metavar="K", help="sessions per connection in the 64-client phase"
+    )
+    parser.add_argument(
+        "--coalesce-writes",
+        default="none",
+        choices=["all", "client", "peers", "none"],
+        help="passed to the nodes (default none)",
+    )
+    parser.add_argument(
+        "--no-etcd", action="store_true", help="skip the etcd comparison (its figures print 0.0)"
+    )
+    return parser.parse_args()
 
 
-INFLIGHT = int(flagValue("--inflight", "1"))
-COALESCE = flagValue("--coalesce-writes", "none")
+QUICK = False
+TWISTED_CLIENT = False
+PHASE = 8.0
+NO_ETCD = False
+INFLIGHT = 1
+COALESCE = "none"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -266,25 +300,31 @@ async def failovers(cluster: Cluster, rounds: int) -> list[float]:
 
 
 async def raftPhases() -> dict[str, float]:
-    base = tempfile.mkdtemp(prefix="raft-bench-")
-    cluster = Cluster(base)
-    cluster.startAll()
+    base = _benchcli.tempdir("raft-bench-")
     out: dict[str, float] = {}
+    cluster = Cluster(base)
     try:
+        _benchcli.setPhase("raft cluster start")
+        cluster.startAll()
+        _benchcli.setPhase("raft 1 client")
         out["raft_writes_per_s_1"], _ = await closedLoop(cluster, 1, PHASE)
         say(f"raft: {out['raft_writes_per_s_1']:.0f} writes/s with 1 client")
+        _benchcli.setPhase("raft 64 clients")
         rate, cpu = await closedLoop(cluster, 64, PHASE, INFLIGHT)
         out["raft_writes_per_s_64"], out["raft_cpu_us_per_write_64"] = rate, cpu
         say(
             f"raft: {rate:.0f} writes/s with 64 connections x {INFLIGHT} in flight,"
             f" {cpu:.0f} us CPU per write (nodes + load generator)"
         )
+        _benchcli.setPhase("raft 8x8 clients")
         rate, cpu = await closedLoop(cluster, 8, PHASE, 8)
         out["raft_writes_per_s_8x8"], out["raft_cpu_us_per_write_8x8"] = rate, cpu
         say(f"raft: {rate:.0f} writes/s with 8 connections x 8 in flight, {cpu:.0f} us CPU per write")
+        _benchcli.setPhase("raft fixed rate 1000 writes/s")
         p50, p99, achieved = await fixedRate(cluster, 1000.0, PHASE)
         out["raft_p50_ms_at_1000"], out["raft_p99_ms_at_1000"] = p50, p99
         say(f"raft: at 1000 writes/s (achieved {achieved:.0f}/s) p50={p50:.2f} ms p99={p99:.2f} ms")
+        _benchcli.setPhase("raft failovers")
         times = await failovers(cluster, 3 if QUICK else 5)
         times.sort()
         out["raft_failover_ms_median"] = times[len(times) // 2]
@@ -325,7 +365,8 @@ def etcdPhase() -> dict[str, float]:
     if not shutil.which("etcd") or not shutil.which("wrk"):
         say("etcd or wrk missing: skipping the etcd comparison")
         return {"etcd_writes_per_s_64": 0.0}
-    base = tempfile.mkdtemp(prefix="etcd-bench-")
+    _benchcli.setPhase("etcd start")
+    base = _benchcli.tempdir("etcd-bench-")
     names = ["e1", "e2", "e3"]
     ports = {n: (freePort(), freePort()) for n in names}
     initial = ",".join(f"{n}=http://127.0.0.1:{ports[n][1]}" for n in names)
@@ -383,6 +424,7 @@ def etcdPhase() -> dict[str, float]:
             # one at a time).
             phases.append((64 * INFLIGHT, "etcd_writes_per_s_same_outstanding"))
         for conns, key in phases:
+            _benchcli.setPhase(f"etcd {conns} client(s)")
             cpu = cpuSeconds([p.pid for p in procs])
             wrk = subprocess.Popen(
                 [
@@ -429,7 +471,13 @@ def etcdPhase() -> dict[str, float]:
 
 
 def main() -> None:
+    global QUICK, TWISTED_CLIENT, PHASE, NO_ETCD, INFLIGHT, COALESCE
     import gc
+
+    args = parseArgs()
+    QUICK, TWISTED_CLIENT, NO_ETCD = args.quick, args.twisted_client, args.no_etcd
+    PHASE = 3.0 if QUICK else 8.0
+    INFLIGHT, COALESCE = args.inflight, args.coalesce_writes
 
     # The load generator is Python too: keep its collector out of the way,
     # as the node processes do (see suite/raft/__main__.py).
@@ -441,12 +489,9 @@ def main() -> None:
     async def run(_: Any) -> None:
         results.update(await raftPhases())
 
-    try:
-        task.react(lambda r: ensureDeferred(run(r)))
-    except SystemExit as e:
-        if e.code:
-            raise
+    _benchcli.react(run)
     results.update(etcdPhase())
+    _benchcli.setPhase("report")
     ratio = (
         results["raft_writes_per_s_64"] / results["etcd_writes_per_s_64"]
         if results.get("etcd_writes_per_s_64")
@@ -458,20 +503,7 @@ def main() -> None:
         f" --coalesce-writes {COALESCE} ({time.monotonic() - started:.0f} s,"
         f" load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})"
     )
-    keys = [
-        "raft_writes_per_s_64",
-        "raft_writes_per_s_1",
-        "raft_p50_ms_at_1000",
-        "raft_p99_ms_at_1000",
-        "raft_failover_ms_median",
-        "etcd_writes_per_s_64",
-        "etcd_writes_per_s_1",
-        "raft_cpu_us_per_write_64",
-        "etcd_cpu_us_per_write_64",
-        "raft_writes_per_s_8x8",
-        "raft_cpu_us_per_write_8x8",
-    ]
-    line = " ".join(f"{k}={results.get(k, 0.0):.1f}" for k in keys)
+    line = " ".join(f"{k}={results.get(k, 0.0):.1f}" for k in HEADLINE)
     if INFLIGHT > 1:
         # raft_vs_etcd_64 then compares 64 connections each way, with
         # INFLIGHT times as many writes outstanding on the Raft side; this
@@ -487,4 +519,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

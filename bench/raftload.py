@@ -23,7 +23,6 @@ process's CPU time over the run).
 
 from __future__ import annotations
 
-import argparse
 import os
 import selectors
 import socket
@@ -33,7 +32,10 @@ import sys
 import time
 import uuid
 
+import _benchcli
 import msgpack
+
+HEADLINE = ["writes", "seconds", "retries", "leader", "cpu"]
 
 LENGTH = struct.Struct(">I")
 
@@ -219,17 +221,18 @@ def main() -> None:
     # As in the node processes and bench/raft.py: keep the collector out of the way.
     gc.freeze()
     gc.set_threshold(20000, 50, 50)
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cert-dir", required=True)
+    parser = _benchcli.parser(__doc__, HEADLINE)
+    parser.add_argument("--cert-dir", required=True, help="the client's certificate directory")
     parser.add_argument("--server", action="append", required=True, help="ID=HOST:PORT (repeat)")
-    parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=64, help="connections")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of the run")
     parser.add_argument(
         "--inflight", type=int, default=1, help="sessions (outstanding writes) per connection"
     )
     args = parser.parse_args()
     servers = dict(s.split("=", 1) for s in args.server)
     cpu = time.process_time()
+    _benchcli.setPhase("closed-loop writes")
     writes, elapsed, retries, leader = run(args.cert_dir, servers, args.clients, args.seconds, args.inflight)
     cpu = time.process_time() - cpu
     sys.stdout.write(
@@ -238,4 +241,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

@@ -29,14 +29,26 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _benchcli  # noqa: E402
+
 from suite.goop.identity import Identity  # noqa: E402
 from suite.goop.p2p.discovery import signedPublication  # noqa: E402
+
+HEADLINE = [
+    "peers",
+    "publish_p50_ms",
+    "publish_p99_ms",
+    "peers_json_ms",
+    "mb_per_1k_peers",
+    "sse_clients_ok",
+    "sse_clients",
+    "loadavg",
+]
 
 PEERS = int(os.environ.get("BENCH_PEERS", "10000"))
 SSE_CLIENTS = int(os.environ.get("BENCH_SSE", "1000"))
@@ -156,7 +168,14 @@ def sseTest(port: int, n: int) -> int:
 
 
 def main() -> None:
-    tmp = tempfile.mkdtemp(prefix="goop-bench-")
+    _benchcli.parser(
+        __doc__,
+        HEADLINE,
+        "Environment: BENCH_PEERS (10000), BENCH_SSE (1000 /events clients), BENCH_THREADS (1 publishing"
+        " thread), BENCH_PROFILE (write the hub's cProfile stats to this file).",
+    ).parse_args()
+    _benchcli.setPhase("hub start")
+    tmp = _benchcli.tempdir("goop-bench-")
     port = freePort()
     with open(os.path.join(tmp, "goop.json"), "w") as f:
         # this script plays the loopback reverse proxy: the hub believes its X-Forwarded-For
@@ -192,6 +211,9 @@ def main() -> None:
                     break
             except OSError:
                 time.sleep(0.05)
+        else:
+            raise SystemExit("the hub did not answer /healthz within 10 s (see its log, hub.log)")
+        _benchcli.setPhase(f"{PEERS} peers publishing")
         base = rssMB(proc.pid)
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -202,6 +224,7 @@ def main() -> None:
         elapsed = time.time() - t0
         lat = first + heart
         after = rssMB(proc.pid)
+        _benchcli.setPhase("/peers.json")
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         times = []
         count = 0
@@ -211,6 +234,7 @@ def main() -> None:
             raw = c.getresponse().read()
             times.append((time.perf_counter() - t1) * 1000)
             count = len(json.loads(raw))
+        _benchcli.setPhase(f"{SSE_CLIENTS} /events clients")
         sseOK = sseTest(port, SSE_CLIENTS)
         mb = (after - base) / (PEERS / 1000.0)
         print(
@@ -233,4 +257,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

@@ -22,7 +22,6 @@ The last line holds the headline figures:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -30,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from typing import Any
@@ -39,9 +37,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 BIN = os.path.dirname(sys.executable)
 
+import _benchcli  # noqa: E402
+
 from suite.spacecomms.cdm import encode  # noqa: E402
 from suite.spacecomms.cdm.sample import sampleCDM  # noqa: E402
 from tests.spacecomms.support import ADMIN, NodeSpec, env, makeCertificates  # noqa: E402
+
+HEADLINE = [
+    "ingest_cdms_per_s",
+    "ingest_kvn_cdms_per_s",
+    "hop3_p50_ms",
+    "hop3_p99_ms",
+    "hop3_delivered",
+    "converge_after_burst_s",
+]
 
 LUA = r"""
 local counter = 0
@@ -219,7 +228,6 @@ def _drive(
     connections) and notes when each was sent.  Both use the wall clock.
     """
     from twisted.internet import reactor, task
-    from twisted.internet.defer import Deferred, ensureDeferred
 
     from suite.spacecomms.config import parseConfig
     from suite.spacecomms.service import SpaceCommsService
@@ -299,18 +307,8 @@ def _drive(
         )
         await probe.stopService()
 
-    def finish(_: Any) -> None:
-        reactor.stop()
-
-    def failed(f: Any) -> None:
-        print(f.getTraceback(), file=sys.stderr)
-        reactor.stop()
-
-    def begin() -> Deferred[None]:
-        return ensureDeferred(run()).addCallbacks(finish, failed)
-
-    reactor.callWhenRunning(begin)
-    reactor.run()
+    # The reactor runs once per process: this is the only phase that uses it.
+    _benchcli.react(lambda _: run())
     return result
 
 
@@ -391,16 +389,14 @@ def _connected(a: NodeSpec) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _benchcli.parser(__doc__, HEADLINE)
     parser.add_argument(
         "--rate", type=int, default=200, help="CDMs per second posted for the propagation run"
     )
     parser.add_argument("--seconds", type=int, default=15, help="length of the propagation run")
     parser.add_argument("--warmup", type=int, default=3, help="seconds posted at the rate before measuring")
-    parser.add_argument("--ingest-seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--ingest-seconds", type=int, default=10, help="length of each ingest run")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections for the ingest runs")
     parser.add_argument("--burst", type=int, default=2500, help="CDMs posted at once for the repair run")
     parser.add_argument("--burst-limit", type=int, default=50, help="B's rate limit on A (messages/s)")
     parser.add_argument("--anti-entropy", type=float, default=2.0, help="anti-entropy interval (s)")
@@ -419,7 +415,9 @@ def main() -> None:
     phases = set(args.phases.split(","))
     global TREE
     TREE = os.path.abspath(args.tree) if args.tree else None
-    base = tempfile.mkdtemp(prefix="spacecomms-bench-")
+    base = _benchcli.tempdir("spacecomms-bench-")
+    if args.keep:
+        _benchcli.keep(base)
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if TREE:
         print(f"daemons run from {TREE}")
@@ -427,6 +425,7 @@ def main() -> None:
     try:
         rates = {"json": nan, "kvn": nan}
         for fmt in ("json", "kvn") if "ingest" in phases else ():
+            _benchcli.setPhase(f"ingest {fmt}")
             rate, accepted, out = ingest(base, fmt, args.ingest_seconds, args.connections)
             rates[fmt] = rate
             print(
@@ -442,6 +441,7 @@ def main() -> None:
             )
         prop: dict[str, Any] = {"p50": nan, "p99": nan, "arrived": 0, "sent": 0}
         if "propagation" in phases:
+            _benchcli.setPhase("propagation A->B->C->D")
             prop = propagation(base, args.rate, args.seconds, args.warmup)
             print(
                 f"propagation A->B->C->D at {args.rate}/s for {args.seconds}s (after {args.warmup}s warm-up) over mTLS: "
@@ -451,6 +451,7 @@ def main() -> None:
             )
         rep: dict[str, Any] = {"seconds": nan}
         if "burst" in phases:
+            _benchcli.setPhase("burst repair")
             rep = burst(base, args.burst, args.burst_limit, args.anti_entropy)
             print(
                 f"burst repair A->B->C: {rep['accepted']} CDMs posted to A at once, B limits A to {args.burst_limit}/s; "
@@ -475,4 +476,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

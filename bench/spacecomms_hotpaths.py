@@ -20,19 +20,18 @@ Usage: bench/spacecomms_hotpaths.py [--baseline REV] [--only PREFIX] [ROUNDS]
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import io
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import _benchcli
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet.defer import Deferred
 from twisted.logger import FileLogObserver, Logger, LogPublisher
@@ -45,6 +44,16 @@ from suite.cred.interfaces import IBearerToken, IPrincipal, IPrincipalSource
 from suite.cred.tokens import READ, WRITE, TokenChecker
 from suite.cred.web import requireBearer
 from suite.spacecomms.api import _rule
+
+HEADLINE = [
+    "log_general_us",
+    "log_onepass_us",
+    "guard_general_us",
+    "guard_sync_us",
+    "decode_json_new_us",
+    "decode_kvn_new_us",
+    "fromdict_new_us",
+]
 
 TOKEN = "s3cret-token-value-0123456789"
 
@@ -171,8 +180,13 @@ def perCall(run: Callable[[int], None], n: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("rounds", nargs="?", type=int, default=3)
+    parser = _benchcli.parser(
+        __doc__,
+        HEADLINE,
+        "With --baseline also decode_json_old_us decode_kvn_old_us fromdict_old_us (before the new ones);"
+        " --only keeps the matching keys.",
+    )
+    parser.add_argument("rounds", nargs="?", type=int, default=3, help="rounds (the best is kept; 3)")
     parser.add_argument("--baseline", help="git revision whose CDM package to time beside this tree's")
     parser.add_argument(
         "--only", help="run only the cases whose names start with one of these (comma-separated)"
@@ -188,9 +202,10 @@ def main() -> None:
         "guard_general": (guard(True), 20000),
         "guard_sync": (guard(False), 20000),
     }
-    scratch = tempfile.TemporaryDirectory()
+    scratch = _benchcli.tempdir("hotpaths-")
     if args.baseline:
-        cases.update(decodeCases(baselineCDM(args.baseline, scratch.name), "old"))
+        _benchcli.setPhase(f"loading the CDM package of {args.baseline}")
+        cases.update(decodeCases(baselineCDM(args.baseline, scratch), "old"))
     cases.update(decodeCases(currentCDM, "new"))
     if args.only:
         cases = {k: v for k, v in cases.items() if k.startswith(tuple(args.only.split(",")))}
@@ -201,14 +216,14 @@ def main() -> None:
     print(f"sample CDM: {sizes['json']} bytes as JSON, {sizes['kvn']} bytes as KVN")
     best: dict[str, float] = {}
     for r in range(rounds):
+        _benchcli.setPhase(f"round {r + 1}")
         figures = {name: perCall(run, n) for name, (run, n) in cases.items()}
         for name, us in figures.items():
             best[name] = min(best.get(name, us), us)
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.1f} us" for k, v in figures.items()))
-    scratch.cleanup()
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     print(" ".join(f"{k}_us={v:.1f}" for k, v in best.items()))
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

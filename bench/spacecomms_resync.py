@@ -33,15 +33,23 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+import _benchcli
 
 from suite.spacecomms.cdm.sample import sampleCDM
 from suite.spacecomms.config import Policies
 from suite.spacecomms.store import MemoryStore
 from tests.spacecomms.sim import SimNet
+
+HEADLINE = (
+    "n relay_b_to_c_msgs relay_b_to_c_bytes relay_c_to_b_msgs relay_c_to_b_bytes steady_b_to_a_msgs"
+    " steady_b_to_a_bytes steady_a_to_b_msgs steady_a_to_b_bytes restore_b_to_a_msgs restore_b_to_a_bytes"
+    " restored_from_b restore2_c_to_a_msgs restore2_c_to_a_bytes restore2_a_to_c_msgs restore2_a_to_c_bytes"
+    " restore2_a_to_b_msgs restore2_a_to_b_bytes b_holds restored cpu_s max_turn_ms load1"
+).split()
 
 #: Simulated seconds the initial spread, and each re-sync, may take.
 SPREAD_TIMEOUT = 600.0
@@ -101,6 +109,7 @@ def traffic(net: SimNet, src: str, dst: str) -> tuple[int, int]:
 
 
 def main(n: int) -> str:
+    _benchcli.setPhase(f"initial spread of {n} CDMs")
     net = SimNet(1)
     turns = TurnTimer(net)
     # A burst as large as the store: the initial spread is plain forwarding,
@@ -134,6 +143,7 @@ def main(n: int) -> str:
     gc.collect()
     gc.freeze()
     cpu = time.process_time()
+    _benchcli.setPhase("relay re-sync")
     net.disconnect("B", "C")
     turns.longest = 0.0
     net.connect("B", "C")
@@ -142,12 +152,14 @@ def main(n: int) -> str:
     longest = turns.longest
     bcMsgs, bcBytes = traffic(net, "B", "C")
     cbMsgs, cbBytes = traffic(net, "C", "B")
+    _benchcli.setPhase("steady re-sync")
     net.disconnect("A", "B")
     net.connect("A", "B")
     net.run(2)
     waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "steady re-sync")
     steadyMsgs, steadyBytes = traffic(net, "B", "A")
     steadyAbMsgs, steadyAbBytes = traffic(net, "A", "B")
+    _benchcli.setPhase("restore re-sync")
     net.crash("A")
     net.stores["A"] = MemoryStore()
     net.restart("A")
@@ -160,6 +172,7 @@ def main(n: int) -> str:
     baMsgs, baBytes = traffic(net, "B", "A")
     fromB = sum(1 for r in net.stores["A"].records("cdm") if r.origin == "A")
     abBefore = traffic(net, "A", "B")
+    _benchcli.setPhase("second restore re-sync")
     net.connect("A", "C")
     net.run(2)
     waitFor(net, lambda: settled(net), SETTLE_TIMEOUT, "second restore re-sync")
@@ -183,5 +196,11 @@ def main(n: int) -> str:
     )
 
 
+def cli() -> None:
+    parser = _benchcli.parser(__doc__, HEADLINE)
+    parser.add_argument("n", nargs="?", type=int, default=1000, help="CDMs originated by A (1000)")
+    print(main(parser.parse_args().n))
+
+
 if __name__ == "__main__":
-    print(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000))
+    _benchcli.run(cli)

@@ -27,18 +27,27 @@ The last line holds the figures as key=value pairs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
-import tempfile
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import _benchcli  # noqa: E402
 from specter_kv import Proc, _inChild, cpuSeconds, rpcToken, runClients  # noqa: E402
+
+HEADLINE = [
+    "puts_default",
+    "puts_sync",
+    "cpu_us_default",
+    "cpu_us_sync",
+    "kill9_kept_default",
+    "kill9_kept_sync",
+    "load1",
+]
 
 Mode = tuple[str, tuple[str, ...], "dict[str, str] | None"]
 
@@ -111,18 +120,24 @@ def survivors(base: str, cert: str, n: int, mode: Mode) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--puts", type=int, default=20000)
-    parser.add_argument("--kill-puts", type=int, default=2000)
+    parser = _benchcli.parser(
+        __doc__,
+        HEADLINE,
+        "Each mode run adds its puts_MODE, cpu_us_MODE and kill9_kept_MODE (--old-tree: memory, oldsync;"
+        " --batched-tree: batched, batchedsync; --only keeps the modes named).",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per mode (best kept)")
+    parser.add_argument("--puts", type=int, default=20000, help="puts per round")
+    parser.add_argument("--kill-puts", type=int, default=2000, help="acknowledged puts before each kill -9")
     parser.add_argument("--old-tree", help="code from before acknowledgements waited for the write")
     parser.add_argument("--batched-tree", help="code whose acknowledgements waited for an end-of-turn write")
     parser.add_argument("--only", help="the modes to run, comma-separated (default: every mode there is)")
     args = parser.parse_args()
     from suite.pki.ca import initBundle
 
-    base = tempfile.mkdtemp(prefix="specter-aof-sync-")
+    base = _benchcli.tempdir("specter-aof-sync-")
     try:
+        _benchcli.setPhase("certificates")
         cert = os.path.join(base, "cert")
         initBundle(cert, ["127.0.0.1"])
         todo = modes(args.old_tree, args.batched_tree)
@@ -136,11 +151,13 @@ def main() -> None:
         for r in range(args.rounds):
             for mode in todo:
                 name = mode[0]
+                _benchcli.setPhase(f"round {r} {name}")
                 rate, cpu = once(base, cert, f"{name}{r}", args.puts, mode)
                 print(f"round {r} {name}: {rate:.0f} puts/s, {cpu * 1e6:.0f} us CPU/put", flush=True)
                 best[name] = (max(best[name][0], rate), min(best[name][1], cpu))
         kept = {}
         for mode in todo:
+            _benchcli.setPhase(f"kill -9 {mode[0]}")
             kept[mode[0]] = survivors(base, cert, args.kill_puts, mode)
             print(f"kill -9 {mode[0]}: {kept[mode[0]]}/{args.kill_puts} acknowledged puts kept", flush=True)
         load = os.getloadavg()[0]
@@ -153,4 +170,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

@@ -30,7 +30,6 @@ pairs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -38,6 +37,8 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import _benchcli  # noqa: E402
 
 from suite.specter.gateway.certnames import CertificateNames, Coverage, presentedNames  # noqa: E402
 from suite.specter.gateway.http1 import buildRequestHead, checkAuthority  # noqa: E402
@@ -137,11 +138,22 @@ def measureCoverage(calls: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=200_000)
+    coverage = [
+        "covers_cached",
+        "covers_exact",
+        "covers_wildcard",
+        "covers_uncovered",
+        "names_per_connection",
+    ]
+    headline = [*CASES, *("check_" + name for name in CASES), *coverage]
+    parser = _benchcli.parser(__doc__, [f"{name}_ns" for name in headline] + ["load"])
+    parser.add_argument("--calls", type=int, default=200_000, help="calls per figure")
     args = parser.parse_args()
+    _benchcli.setPhase("request head build")
     figures = {name: measure(headers, args.calls) for name, headers in CASES.items()}
+    _benchcli.setPhase("authority check")
     figures.update({"check_" + name: measureCheck(headers, args.calls) for name, headers in CASES.items()})
+    _benchcli.setPhase("certificate coverage")
     figures.update(measureCoverage(args.calls))
     for name, ns in figures.items():
         print(f"{name}: {ns:.0f} ns CPU per call")
@@ -149,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

@@ -22,7 +22,6 @@ The last line holds the headline figures as key=value pairs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -30,10 +29,21 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
+import _benchcli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEADLINE = [
+    "dns_qps",
+    "knot_qps",
+    "dns_vs_knot",
+    "dns_lost",
+    "knot_lost",
+    "dns_latency_ms",
+    "knot_latency_ms",
+    "loadavg",
+]
 BIN = os.path.dirname(sys.executable)
 ZONE = "acme.test"
 TOKENS = [f"tok{i}" for i in range(8)]
@@ -151,24 +161,26 @@ def loadAverage() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _benchcli.parser(__doc__, HEADLINE)
     parser.add_argument("--duration", type=int, default=10, help="seconds per dnsperf run")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="dnsperf runs per server, alternated")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf client sockets")
     parser.add_argument("--solver-path", default="", help="PYTHONPATH head for the solver")
     args = parser.parse_args()
     knotd = shutil.which("knotd") or "/usr/sbin/knotd"
+    _benchcli.setPhase("checking the tools")
     for tool in ("dnsperf", knotd):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is required (make bench-deps)")
     sys.path.insert(0, ROOT)
     from suite.pki.ca import initBundle
 
-    base = tempfile.mkdtemp(prefix="sdns-")
+    base = _benchcli.tempdir("sdns-")
     procs: list[subprocess.Popen[bytes]] = []
     started = time.monotonic()
     load0 = loadAverage()
     try:
+        _benchcli.setPhase("starting specter server and writing the TXT values")
         certs = os.path.join(base, "certs")
         initBundle(certs, ["127.0.0.1"])
         rpc = f"unix://{base}/rpc.sock"
@@ -223,6 +235,7 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise SystemExit(f"the ring did not take writes: {done.stderr.decode()}")
                     time.sleep(0.2)
+        _benchcli.setPhase("starting specter dns and knotd")
         dnsPort = freePort()
         env = dict(os.environ)
         if args.solver_path:
@@ -268,11 +281,13 @@ def main() -> None:
         queries = os.path.join(base, "queries.txt")
         with open(queries, "w") as f:
             f.write(queryFile())
+        _benchcli.setPhase("warm-up")
         # warm up: fills the solver's caches
         dnsperf(dnsPort, queries, 2, args.clients)
         results: dict[str, list[dict[str, float]]] = {"knot": [], "dns": []}
         for _ in range(args.rounds):
             for name, port in (("knot", knotPort), ("dns", dnsPort)):
+                _benchcli.setPhase(f"dnsperf against {name}")
                 r = dnsperf(port, queries, args.duration, args.clients)
                 results[name].append(r)
                 print(
@@ -311,4 +326,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

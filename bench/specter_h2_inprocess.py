@@ -26,7 +26,6 @@ The last line holds the figures as key=value pairs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import _benchcli  # noqa: E402
 from h2.config import H2Configuration  # noqa: E402
 from h2.connection import H2Connection  # noqa: E402
 from h2.events import DataReceived, ResponseReceived, StreamEnded  # noqa: E402
@@ -49,6 +49,8 @@ from suite.specter.gateway.core import Gateway, GatewayConfig, GatewayLink  # no
 from suite.specter.gateway.h2 import H2Front  # noqa: E402
 from suite.specter.gateway.routes import MemoryRouteStore  # noqa: E402
 from suite.specter.tunnel.frames import DATA, OPEN, FrameDecoder, encodeFrame  # noqa: E402
+
+HEADLINE = ["h2_inprocess_cpu_us_per_request", "h2_inprocess_cpu_us_median", "distinct_paths", "loadavg"]
 
 HOST = "bench.example.test"
 RESPONSE = (
@@ -209,16 +211,17 @@ def run(requests: int, connections: int, streams: int, profile: Any = None, dist
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=40000)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--streams", type=int, default=10)
+    parser = _benchcli.parser(__doc__, HEADLINE)
+    parser.add_argument("--requests", type=int, default=40000, help="requests per run (best of 3 runs)")
+    parser.add_argument("--connections", type=int, default=16, help="visitor connections")
+    parser.add_argument("--streams", type=int, default=10, help="streams in flight per connection")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
     parser.add_argument(
         "--distinct-paths", action="store_true", help="a header list of its own for every request"
     )
     args = parser.parse_args()
     distinct = args.distinct_paths
+    _benchcli.setPhase("warm-up")
     run(2000, args.connections, args.streams, distinct=distinct)  # warm up
     if args.profile:
         import cProfile
@@ -227,6 +230,7 @@ def main() -> None:
         profile = cProfile.Profile()
         run(args.requests, args.connections, args.streams, profile, distinct)
         pstats.Stats(profile).sort_stats("tottime").print_stats(40)
+    _benchcli.setPhase("timed runs")
     figures = sorted(run(args.requests, args.connections, args.streams, distinct=distinct) for _ in range(3))
     print(
         f"h2_inprocess_cpu_us_per_request={figures[0]:.1f} h2_inprocess_cpu_us_median={figures[1]:.1f} "
@@ -235,4 +239,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

@@ -22,7 +22,6 @@ C{--twisted-tls} uses Twisted's own TLS transport instead of the gateway's
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import _benchcli  # noqa: E402
 from OpenSSL import SSL  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
@@ -45,6 +45,8 @@ from suite.specter.gateway.routes import MemoryRouteStore  # noqa: E402
 from suite.specter.gateway.visitor import HTTPVisitor  # noqa: E402
 from suite.specter.tunnel.frames import DATA, FrameDecoder, encodeFrame  # noqa: E402
 from suite.specter.tunnel.twistedio import LeanTLSTransport, TurnWrites  # noqa: E402
+
+HEADLINE = ["http1_inprocess_cpu_us_per_request", "http1_inprocess_cpu_us_median", "tls", "loadavg"]
 
 HOST = "bench.example.test"
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench.example.test\r\n\r\n"
@@ -218,13 +220,14 @@ def run(requests: int, connections: int, lean: bool, profile: Any = None) -> flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=40000)
-    parser.add_argument("--connections", type=int, default=64)
+    parser = _benchcli.parser(__doc__, HEADLINE)
+    parser.add_argument("--requests", type=int, default=40000, help="requests per run (best of 3 runs)")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive visitors")
     parser.add_argument("--twisted-tls", action="store_true", help="Twisted's TLS transport, for comparison")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
     args = parser.parse_args()
     lean = not args.twisted_tls
+    _benchcli.setPhase("warm-up")
     run(2000, args.connections, lean)  # warm up
     if args.profile:
         import cProfile
@@ -233,6 +236,7 @@ def main() -> None:
         profile = cProfile.Profile()
         run(args.requests, args.connections, lean, profile)
         pstats.Stats(profile).sort_stats("tottime").print_stats(40)
+    _benchcli.setPhase("timed runs")
     figures = sorted(run(args.requests, args.connections, lean) for _ in range(3))
     print(
         f"http1_inprocess_cpu_us_per_request={figures[0]:.1f} http1_inprocess_cpu_us_median={figures[1]:.1f} "
@@ -241,4 +245,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

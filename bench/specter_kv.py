@@ -21,7 +21,6 @@ The last line holds the figures as key=value pairs.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
@@ -30,12 +29,32 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import _benchcli  # noqa: E402
+
+HEADLINE = [
+    "ring_puts_per_s",
+    "ring_gets_per_s",
+    "aof_puts_per_s",
+    "sqlite_puts_per_s",
+    "handover_100k_s",
+    "handover_keys",
+    "hops_16",
+    "hops_64",
+    "hops_256",
+    "hops_1024",
+    "ring_cpu_us_per_put",
+    "aof_cpu_us_per_put",
+    "sqlite_cpu_us_per_put",
+    "handover_100k_cpu_s",
+    "load1",
+]
 
 BIN = os.path.dirname(sys.executable)
 
@@ -221,6 +240,13 @@ def _inChild(fn: Any, *args: Any) -> Any:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        # A signal stops the child where it is; the parent reports it.
+        for signum in _benchcli.SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        # The child says nothing itself (Twisted would log a failure's
+        # traceback there): why it failed goes to the parent below.
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 2)
         os.close(r)
         code = 1
         try:
@@ -228,16 +254,22 @@ def _inChild(fn: Any, *args: Any) -> Any:
             os.write(w, repr(value).encode())
             code = 0
         except BaseException as e:
-            sys.stderr.write(f"benchmark step failed: {e!r}\n")
+            # Why, for the parent's one line (the child writes nothing itself).
+            reason = str(e.code if isinstance(e, SystemExit) else e) or type(e).__name__
+            os.write(w, b"!" + reason.encode(errors="replace")[-500:])
         finally:
             os._exit(code)
     os.close(w)
     data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
+    try:
+        while chunk := os.read(r, 65536):
+            data += chunk
+    finally:
+        os.close(r)
     _, status = os.waitpid(pid, 0)
-    if status != 0 or not data:
-        raise SystemExit(f"benchmark step {getattr(fn, '__name__', fn)} failed")
+    if status != 0 or not data or data.startswith(b"!"):
+        why = data[1:].decode(errors="replace") if data.startswith(b"!") else f"wait status {status}"
+        raise SystemExit(f"benchmark step {getattr(fn, '__name__', fn)} failed: {why}")
     return eval(data.decode())
 
 
@@ -395,33 +427,37 @@ def _records(port: int, dataDir: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _benchcli.parser(__doc__, HEADLINE, "With --quick: hops_16 and hops_64 only.")
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
-    base = tempfile.mkdtemp(prefix="specter-bench-")
+    base = _benchcli.tempdir("specter-bench-")
     try:
         from suite.pki.ca import initBundle
 
+        _benchcli.setPhase("certificates")
         cert = os.path.join(base, "cert")
         initBundle(cert, ["127.0.0.1"])
+        _benchcli.setPhase("aof backend")
         runs = [_inChild(benchBackend, base, f"aof{i}", int(200_000 * scale)) for i in range(3)]
         aof, aofCpu = max(r[0] for r in runs), min(r[1] for r in runs)
         print(f"aof backend: {aof:,.0f} puts/s, {aofCpu * 1e6:.1f} us CPU per put", flush=True)
+        _benchcli.setPhase("sqlite backend")
         runs = [_inChild(benchBackend, base, f"sqlite{i}", int(50_000 * scale)) for i in range(3)]
         sqlite, sqliteCpu = max(r[0] for r in runs), min(r[1] for r in runs)
         print(f"sqlite backend: {sqlite:,.0f} puts/s, {sqliteCpu * 1e6:.1f} us CPU per put", flush=True)
+        _benchcli.setPhase("lookup hops")
         hops = benchHops([16, 64, 256, 1024] if not args.quick else [16, 64])
         for size, h in hops.items():
             print(f"lookup hops, ring of {size} vnodes: {h:.2f} (log2 N = {math.log2(size):.0f})", flush=True)
+        _benchcli.setPhase("3-process ring")
         puts, gets, ringCpu = benchRing(base, cert, int(60_000 * scale))
         print(
             f"ring (3 processes, 15 vnodes, R=3, aof): {puts:,.0f} puts/s, {gets:,.0f} gets/s, "
             f"{ringCpu * 1e6:.0f} us server CPU per put",
             flush=True,
         )
+        _benchcli.setPhase("handover")
         elapsed, held, handoverCpu = benchHandover(base, cert, int(200_000 * scale))
         per100k = elapsed * 100_000 / max(held, 1)
         cpu100k = handoverCpu * 100_000 / max(held, 1)
@@ -443,4 +479,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

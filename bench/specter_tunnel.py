@@ -53,7 +53,6 @@ load average (1/5/15 min) at the end of the run.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import resource
@@ -66,7 +65,47 @@ import tempfile
 import time
 from typing import Any
 
+import _benchcli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The default run's last line (then the per-process CPU figures, see NOTE).
+HEADLINE = [
+    "direct_rps",
+    "nginx_rps",
+    "tunnel_rps",
+    "tunnel_added_p50_ms",
+    "h2_tunnel_rps",
+    "h2_direct_rps",
+    "direct_p50_ms",
+    "direct_p99_ms",
+    "nginx_p50_ms",
+    "nginx_p99_ms",
+    "tunnel_p50_ms",
+    "tunnel_p99_ms",
+    "tunnel_bulk_MBps",
+    "nginx_tls_rps",
+    "gateway_cpu_us",
+    "client_cpu_us",
+    "tunnel_path_cpu_us",
+    "nginx_path_cpu_us",
+    "cpu_ratio",
+    "c_over_a",
+    "c_over_b",
+    "nginx_h2_rps",
+    "h2_tunnel_over_nginx_h2",
+    "busy",
+    "loadavg",
+]
+NOTE = (
+    "CPU figures (also with the h2_ prefix): gateway_cpu_us gateway_sys_us client_cpu_us client_sys_us"
+    " tunnel_path_cpu_us nginx_path_cpu_us cpu_ratio gateway_waits_per_kreq gateway_preempted_per_kreq"
+    " client_waits_per_kreq client_preempted_per_kreq nginx_proxy_cpu_us backend_cpu_us"
+    " loadgen_nginx_cpu_us loadgen_tunnel_cpu_us.\n"
+    "--h2-only: nginx_h2_rps h2_tunnel_rps h2_tunnel_over_nginx_h2, the h2_ CPU figures, busy loadavg.\n"
+    "--http1-only: nginx_rps tunnel_rps c_over_b [c_over_b_rounds] tunnel_non2xx nginx_requests"
+    " tunnel_requests, the CPU figures, busy loadavg.\n"
+    "--bulk-only: tunnel_bulk_MBps bulk_gateway_cpu_ms_per_MiB bulk_client_cpu_ms_per_MiB busy loadavg."
+)
 BIN = os.path.dirname(sys.executable)
 APEX = "bench.test"
 
@@ -298,10 +337,15 @@ class Profiler:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--gateway", choices=("ring", "standalone"), default="ring")
+    parser = _benchcli.parser(__doc__, HEADLINE, NOTE)
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument(
+        "--gateway",
+        choices=("ring", "standalone"),
+        default="ring",
+        help="specter server, or the gateway alone",
+    )
     parser.add_argument("--h2-only", action="store_true", help="HTTP/2 figures and CPU per request only")
     parser.add_argument(
         "--http1-only", action="store_true", help="HTTP/1.1 nginx and tunnel figures and CPU per request only"
@@ -309,7 +353,7 @@ def main() -> None:
     parser.add_argument(
         "--bulk-only", action="store_true", help="the 64 MiB download through the tunnel only"
     )
-    parser.add_argument("--h2-requests", type=int, default=20000)
+    parser.add_argument("--h2-requests", type=int, default=20000, help="h2load requests through the tunnel")
     parser.add_argument(
         "--profile",
         metavar="DIR",
@@ -354,17 +398,19 @@ def main() -> None:
         raise SystemExit("--busy must be 0 or more")
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
+    _benchcli.setPhase("checking the tools")
     for tool in ("nginx", "wrk", "h2load"):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
             raise SystemExit(f"{tool} is required")
     sys.path.insert(0, ROOT)
     from suite.pki.ca import initBundle, writeClientCertificate
 
-    base = tempfile.mkdtemp(prefix="specter-bench-")
+    base = _benchcli.tempdir("specter-bench-")
     os.chmod(base, 0o755)  # nginx workers may run as another user
     procs: list[subprocess.Popen[bytes]] = []
     hogs: list[subprocess.Popen[bytes]] = []
     try:
+        _benchcli.setPhase("starting nginx, the gateway and the tunnel client")
         certs = os.path.join(base, "certs")
         bundle = initBundle(certs, ["127.0.0.1"])
         writeClientCertificate(bundle, "bench", os.path.join(base, "client"))
@@ -448,6 +494,7 @@ def main() -> None:
         if not host:
             raise SystemExit(f"the tunnel client did not register; see {clientLog}")
         tunnelURL = f"https://127.0.0.1:{gw}/"
+        _benchcli.setPhase("warm-up")
         # warm up
         wrk(tunnelURL, 2, 8, 1, host)
         for _ in range(args.busy):
@@ -492,6 +539,7 @@ def main() -> None:
             return the CPU time per completed request (µs) of the gateway,
             the client, nginx's worker and the load generator.
             """
+            _benchcli.setPhase(phase)
             profiler.start(phase)
             before = snapshot()
             result: dict[str, float] = run()
@@ -537,6 +585,7 @@ def main() -> None:
             )
 
         if args.h2_only:
+            _benchcli.setPhase("h2 warm-up")
             h2load(tunnelURL, 2000, 16, 10, host)
             h2nginx, h2nginxCpu = cpuPerRequest("h2nginx", h2nginxRun)
             h2tunnel, h2cpu = cpuPerRequest("h2", h2tunnelRun)
@@ -614,15 +663,20 @@ def main() -> None:
                 f"{figures('', cpu, nginxCpu)} {load()}"
             )
             return
+        _benchcli.setPhase("direct")
         direct = wrk(f"http://127.0.0.1:{backend}/", d, c, 2)
         viaNginx, nginxCpu = cpuPerRequest("nginx", lambda: wrk(f"http://127.0.0.1:{proxy}/", d, c, 2))
+        _benchcli.setPhase("nginx TLS")
         viaNginxTLS = wrk(f"https://127.0.0.1:{proxyTLS}/", d, c, 2)
         tunnel, cpu = cpuPerRequest("http1", lambda: wrk(tunnelURL, d, c, 2, host))
+        _benchcli.setPhase("one connection")
         direct1 = wrk(f"http://127.0.0.1:{backend}/", 4, 1, 1)
         tunnel1 = wrk(tunnelURL, 4, 1, 1, host)
+        _benchcli.setPhase("h2 direct")
         h2direct = h2load(f"http://127.0.0.1:{backendH2}/", 100000, 16, 10)
         h2nginx, h2nginxCpu = cpuPerRequest("h2nginx", h2nginxRun)
         h2tunnel, h2cpu = cpuPerRequest("h2", h2tunnelRun)
+        _benchcli.setPhase("bulk download")
         bulk = bulkMBps(host, gw, os.path.join(base, "data", "gateway", "selfsigned.crt"))
         rows = [
             ("direct", direct),
@@ -672,4 +726,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)

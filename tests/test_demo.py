@@ -13,11 +13,13 @@ import socket
 import sys
 
 import treq
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from suite.demo.plan import plan
 from tests.support.metriclint import GUIDE_NAMES, MILLISECOND_DAEMONS, lintExposition, promtool
-from tests.support.process import DaemonProcess
+from tests.support.process import DaemonProcess, scriptArgs
 
 PORTS = (4001, 7440, 7946, 8080, 8081, 8088, 8300, 8443, 8787, 9090, 9990, 11180, 26010, 26020, 26021)
 
@@ -98,11 +100,29 @@ class DemoTests(TestCase):
         for url, code in checks:
             await proc.waitForHTTP(url, timeout=60, code=code)
         await self.adminSurface(proc, base)
+        await self.kvHint(proc)
         self.assertNotIn("exited with code", proc.output())
         code = await proc.stop(signal.SIGINT, timeout=40)
         self.assertEqual(code, 0, proc.output()[-3000:])
         self.assertIn("all daemons stopped", proc.output())
         self.assertNotIn("exited with code", proc.output())
+
+    async def kvHint(self, proc: DaemonProcess) -> None:
+        """
+        The KV RPC line's command works as printed: C{specter kv --rpc URI
+        put k v}, with no token flag (the user's own node's token).
+        """
+        found = re.search(r"(tcp://127\.0\.0\.1:\d+)\s+\(specter kv --rpc \.\.\. put k v\)", proc.output())
+        assert found is not None, proc.output()[-3000:]
+        environ = {k: v for k, v in os.environ.items() if k != "SPECTER_RPC_TOKEN_FILE"}
+        argv = scriptArgs("specter", "kv", "--rpc", found.group(1), "put", "k", "v")
+        self.assertEqual(
+            await getProcessOutputAndValue(argv[0], argv[1:], env=environ, reactor=reactor), (b"", b"", 0)
+        )
+        argv = scriptArgs("specter", "kv", "--rpc", found.group(1), "get", "k")
+        self.assertEqual(
+            await getProcessOutputAndValue(argv[0], argv[1:], env=environ, reactor=reactor), (b"v\n", b"", 0)
+        )
 
     async def adminSurface(self, proc: DaemonProcess, base: int) -> None:
         """

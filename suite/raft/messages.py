@@ -251,6 +251,37 @@ class GroupMismatch(Message):
     reason: str
 
 
+@dataclass(frozen=True)
+class CommitQuery(Message):
+    """
+    A replica stopped without hearing that a configuration excluding it
+    committed asks a member of its group whether the entry at C{index}, of
+    term C{entryTerm}, is committed in the member's log
+    (L{suite.raft.commitproof}).  C{group}: the asker's group id.  Not a
+    Raft RPC: its C{term} is 0 and nobody takes it; a node never handles it
+    as one (L{suite.raft.node.RaftNode.receive} drops it).
+    """
+
+    code: ClassVar[int] = 11
+    index: int
+    entryTerm: int
+
+
+@dataclass(frozen=True)
+class CommitAnswer(Message):
+    """
+    The answer to a L{CommitQuery}: C{committed} when the answering
+    member's log holds an entry at C{index} of term C{entryTerm} and its
+    commit index is at least C{index}.  C{group}: the answerer's group id.
+    Its C{term} is 0, as the query's.
+    """
+
+    code: ClassVar[int] = 12
+    index: int
+    entryTerm: int
+    committed: bool
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     t.code: t
     for t in (
@@ -264,6 +295,8 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         InstallSnapshotResponse,
         TimeoutNow,
         GroupMismatch,
+        CommitQuery,
+        CommitAnswer,
     )
 }
 _FIELDS: dict[int, list[tuple[str, Any]]] = {

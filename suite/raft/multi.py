@@ -15,6 +15,9 @@ C{identify(transport)} once the TLS handshake is done (by default the
 certificate's common name; a daemon may map SPIFFE IDs to node ids); an
 outbound link whose peer is not the node that was dialled is closed, and a
 message whose C{src} differs from the link's authenticated peer is rejected.
+Commit queries and their answers (L{suite.raft.commitproof}) are not
+delivered to a group's node: they go to the transport's C{onQuery}
+handler, whatever their group id (the asker no longer hosts the group).
 
 Outbound dials are driven by L{DialPolicy}: a connect timeout, and after a
 failure an exponential backoff from C{backoff} seconds; after C{attempts}
@@ -57,6 +60,8 @@ from suite.backoff import Backoff
 from suite.raft.interfaces import IRaftTransport
 from suite.raft.messages import (
     AppendEntries,
+    CommitAnswer,
+    CommitQuery,
     Heartbeat,
     MalformedMessage,
     Message,
@@ -638,6 +643,11 @@ class MultiRaftTransport:
         self.framesReceived = 0
         self.dials = 0
         self.closed = False
+        #: Where commit queries and their answers go
+        #: (L{suite.raft.commitproof}), C{onQuery(group, message)}, once
+        #: the link's peer is checked to be their C{src}: for any group
+        #: id, hosted here or not.  C{None}: dropped.
+        self.onQuery: Callable[[str, CommitQuery | CommitAnswer], None] | None = None
 
     # -- groups and peers -------------------------------------------------
 
@@ -732,7 +742,7 @@ class MultiRaftTransport:
     def deliver(self, group: str, peer: str, body: bytes) -> None:
         self.framesReceived += 1
         target = self.groups.get(group)
-        if target is None:
+        if target is None and self.onQuery is None:
             self.unknownGroup += 1
             return
         try:
@@ -748,6 +758,15 @@ class MultiRaftTransport:
                 peer=peer,
             )
             self.rejected += 1
+            return
+        if isinstance(message, (CommitQuery, CommitAnswer)):
+            # (a stopped replica's group is gone here, but it still hears
+            # the answers to its queries)
+            if self.onQuery is not None and message.dst == self.nodeId:
+                self.onQuery(group, message)
+            return
+        if target is None:
+            self.unknownGroup += 1
             return
         if isinstance(message, (AppendEntries, Heartbeat)) and message.commit > target.leaderCommit:
             target.leaderCommit = message.commit

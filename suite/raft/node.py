@@ -40,6 +40,8 @@ from suite.raft.messages import (
     NOOP,
     AppendEntries,
     AppendEntriesResponse,
+    CommitAnswer,
+    CommitQuery,
     Configuration,
     GroupMismatch,
     Heartbeat,
@@ -565,7 +567,11 @@ class RaftNode:
         """
         Handle one inbound message (from the transport).
         """
-        if m.dst != self.id or not self.role.received(m):
+        if m.dst != self.id or isinstance(m, (CommitQuery, CommitAnswer)):
+            # (commit queries are answered beside the node, never by it:
+            # L{suite.raft.commitproof})
+            return
+        if not self.role.received(m):
             return
         if isinstance(m, GroupMismatch):
             # (never answered; its term is not ours to take)

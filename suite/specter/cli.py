@@ -42,10 +42,16 @@ def runKV(options: usage.Options) -> int:
     from suite.specter.chord import errors as E
     from suite.specter.chord.errors import RemoteError
     from suite.specter.rpc import connectRPC
+    from suite.specter.rpcauth import listenerToken
 
     kvOptions = options.subOptions
     action, args = kvOptions["action"], kvOptions["args"]
     code = [0]
+
+    token = _revealed(kvOptions["rpc-token"])
+    if token is None and not kvOptions["rpc-client"].startswith("unix:"):
+        # no --data or token file: the loopback node's own, when this user may read it
+        token = listenerToken(kvOptions["rpc"])
 
     async def run(reactor: Any) -> None:
         from twisted.internet.defer import Deferred
@@ -54,7 +60,7 @@ def runKV(options: usage.Options) -> int:
             client = await Deferred.fromCoroutine(
                 _withTimeout(
                     reactor,
-                    connectRPC(reactor, kvOptions["rpc-client"], _revealed(kvOptions["rpc-token"])),
+                    connectRPC(reactor, kvOptions["rpc-client"], token),
                     kvOptions["timeout"],
                 )
             )

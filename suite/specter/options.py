@@ -438,7 +438,8 @@ class DNSOptions(ListenMixin, DaemonOptions):
             "rpc-token-file",
             None,
             None,
-            "The server's RPC token (its DATA/rpc.token) for a tcp:// --rpc (env SPECTER_RPC_TOKEN_FILE).",
+            "The server's RPC token (its DATA/rpc.token) for a tcp:// --rpc (env SPECTER_RPC_TOKEN_FILE); "
+            "unset: the loopback node's own, when this user can read it.",
         ],
         [
             "rate-limit",
@@ -565,7 +566,8 @@ class KVOptions(usage.Options):
             "rpc-token-file",
             None,
             None,
-            "The server's RPC token (its DATA/rpc.token) for a tcp:// --rpc (env SPECTER_RPC_TOKEN_FILE).",
+            "The server's RPC token (its DATA/rpc.token) for a tcp:// --rpc (env SPECTER_RPC_TOKEN_FILE); "
+            "unset: the loopback node's own, when this user can read it.",
         ],
         [
             "data-dir",

@@ -55,6 +55,8 @@ __all__ = [
     "RefusalLog",
     "TOKEN_FILE",
     "clientToken",
+    "listenerToken",
+    "listenerTokenFile",
     "loadOrCreateToken",
     "peerUid",
     "readTokenFile",
@@ -168,6 +170,104 @@ def clientToken(
     if dataDir:
         return readTokenFile(dataFlag, os.path.join(dataDir, TOKEN_FILE))
     return None
+
+
+def _listeningInodes(proc: str, port: int) -> set[str]:
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(os.path.join(proc, "net", table)) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st ... inode (field 9); 0A: LISTEN
+            if len(fields) < 10 or fields[3] != "0A":
+                continue
+            try:
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+            except ValueError:
+                continue
+    return inodes
+
+
+def _links(proc: str, pid: str) -> list[str]:
+    fds = os.path.join(proc, pid, "fd")
+    try:
+        names = os.listdir(fds)
+    except OSError:  # another user's process, or gone
+        return []
+    links = []
+    for name in names:
+        try:
+            links.append(os.readlink(os.path.join(fds, name)))
+        except OSError:
+            continue
+    return links
+
+
+def listenerTokenFile(port: int, proc: str = "/proc") -> str | None:
+    """
+    The C{DATA/rpc.token} of the ring node listening on TCP C{port} of this
+    host, found the way only its own user (or root) can: the process
+    holding the listening socket (C{/proc/net/tcp}, C{/proc/PID/fd}) also
+    holds its data directory's C{lock} open, and the token sits beside it.
+    None when no such process is visible (another user's node, no
+    C{/proc}, nothing listening).  The token found is the listener's own,
+    so sending it there reveals nothing.
+    """
+    from suite.specter.datadir import LOCK_FILE
+
+    inodes = {f"socket:[{inode}]" for inode in _listeningInodes(proc, port)}
+    if not inodes:
+        return None
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        links = _links(proc, pid)
+        if inodes.isdisjoint(links):
+            continue
+        for link in links:
+            if os.path.basename(link) == LOCK_FILE:
+                path = os.path.join(os.path.dirname(link), TOKEN_FILE)
+                if os.path.isfile(path):
+                    return path
+    return None
+
+
+def listenerToken(uri: str, proc: str = "/proc") -> bytes | None:
+    """
+    The token for a C{tcp://HOST:PORT} RPC on a loopback address when the
+    client was given none: the listening node's own (L{listenerTokenFile}),
+    readable when the client runs as the node's user.  None otherwise.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(uri)
+        host, port = url.hostname, url.port
+    except ValueError:
+        return None
+    if url.scheme != "tcp" or host is None or port is None:
+        return None
+    if host != "localhost":
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            return None
+    path = listenerTokenFile(port, proc)
+    if path is None:
+        return None
+    try:
+        return readTokenFile("--rpc", path)
+    except ConfigError:
+        return None
 
 
 def peerUid(transport: Any) -> int | None:

@@ -4,13 +4,44 @@ The partition lifecycle machine: every input in every state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from suite.ceptra.partitions.lifecycle import DESCRIBED_STATES, LifecycleCore, PartitionLifecycle
+from suite.backoff import Backoff
+from suite.ceptra.partitions.lifecycle import (
+    DESCRIBED_STATES,
+    ExclusionQuery,
+    LifecycleCore,
+    PartitionLifecycle,
+)
+from suite.raft.messages import CommitAnswer
 
-STATES = ("Starting", "Running", "Retiring", "Leaving", "Dropped", "Failed", "Retired", "Stopped")
+STATES = (
+    "Starting",
+    "Running",
+    "Retiring",
+    "Leaving",
+    "Dropped",
+    "Failed",
+    "Retired",
+    "Confirming",
+    "Stopped",
+)
+
+G1, G2 = 0x1111, 0x2222
+#: the configuration entry excluding the replica: index 40, term 3, group
+#: G1, placement epoch 6
+QUERY = ExclusionQuery(40, 3, G1, 6)
+
+
+def answer(
+    src: str = "c", index: int = 40, term: int = 3, committed: bool = True, group: int = G1
+) -> CommitAnswer:
+    return CommitAnswer(src, "b", 0, index, term, committed, group=group)
 
 
 class Replica:
@@ -20,6 +51,38 @@ class Replica:
         self.calls: list[str] = []
         #: whether its log holds an entry or a snapshot
         self.entries = True
+        self.clock = Clock()
+        #: the entry excluding it, if its members could prove it committed
+        self.query: ExclusionQuery | None = QUERY
+        #: the partition's current members (by the routing table)
+        self.members = {"a", "c"}
+        #: how many of them have no link (their question only dials)
+        self.unlinked = 0
+
+    def exclusion(self) -> ExclusionQuery | None:
+        return self.query
+
+    def ask(self, query: ExclusionQuery) -> tuple[int, int]:
+        self.calls.append("ask")
+        return len(self.members), self.unlinked
+
+    def linkWait(self) -> float:
+        return 4.0
+
+    def askBackoff(self) -> Backoff:
+        return Backoff(30.0, 300.0, jitter=False)
+
+    def later(self, delay: float, call: Callable[[], None]) -> IDelayedCall:
+        return self.clock.callLater(delay, call)
+
+    def currentMember(self, peer: str) -> bool:
+        return peer in self.members
+
+    def retireStopped(self, epoch: int) -> None:
+        self.calls.append(f"retire stopped {epoch}")
+
+    def stopAsking(self) -> None:
+        self.calls.append("stop asking")
 
     def holdsEntries(self) -> bool:
         return self.entries
@@ -53,6 +116,11 @@ def machine(state: str) -> tuple[Any, Replica]:
     if state == "Retired":
         m.loaded()
         m.removed(2)
+    if state == "Confirming":
+        m.loaded()
+        m.excluded(10.0, 30.0)
+        m.excluded(40.5, 30.0)
+        replica.clock.advance(0)  # (the first round)
     if state == "Stopped":
         m.stop()
     replica.calls.clear()
@@ -70,6 +138,10 @@ INPUTS: dict[str, tuple[Any, ...]] = {
     "dropped": (20.0, 30.0),
     "stop": (),
     "leftEmpty": (5,),
+    "askMembers": (QUERY,),
+    "retry": (),
+    "answered": (answer(),),
+    "confirmed": (4,),
 }
 
 #: (state, input) -> (state described after it, replica calls); inputs at
@@ -120,9 +192,21 @@ TABLE: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("Dropped", "dropped"): ("dropped", []),
     ("Dropped", "stop"): ("stopped", ["shutdown"]),
     ("Dropped", "leftEmpty"): ("retired", ["retire 5"]),
+    ("Leaving", "askMembers"): ("stopped, asking", ["shutdown"]),
     ("Failed", "stop"): ("stopped", ["shutdown"]),
+    ("Confirming", "placed"): ("stopped", ["stop asking"]),
+    ("Confirming", "dropped"): ("stopped", ["stop asking"]),
+    ("Confirming", "stop"): ("stopped", ["stop asking"]),
+    ("Confirming", "retry"): ("stopped, asking", ["ask"]),
+    ("Confirming", "answered"): ("retired", ["stop asking", "retire stopped 6"]),
+    ("Confirming", "confirmed"): ("retired", ["stop asking", "retire stopped 4"]),
     ("Stopped", "stop"): ("stopped", []),
 }
+for _state in ("Starting", "Running", "Retiring", "Leaving", "Dropped"):
+    for _name in ("askMembers", "retry", "answered", "confirmed"):
+        TABLE.setdefault((_state, _name), (_state.lower(), []))
+for _name in INPUTS:
+    TABLE.setdefault(("Confirming", _name), ("stopped, asking", []))
 for _name in INPUTS:
     TABLE.setdefault(("Failed", _name), ("failed", []))
     TABLE.setdefault(("Retired", _name), ("retired", []))
@@ -141,7 +225,8 @@ class LifecycleTests(SynchronousTestCase):
             m, r = machine(state)
             getattr(m, name)(*INPUTS[name])
             described = m.describe()
-            self.assertEqual((described["state"], r.calls), (after, calls), (state, name))
+            label = described["state"] + (", asking" if "asking" in described else "")
+            self.assertEqual((label, r.calls), (after, calls), (state, name))
             self.assertEqual(m.serving(), serving.get(after, False), (state, name))
 
     def test_describedStates(self) -> None:
@@ -149,7 +234,8 @@ class LifecycleTests(SynchronousTestCase):
         C{DESCRIBED_STATES} lists the state each of the machine's states
         describes itself as, in order (the metric's label values).
         """
-        self.assertEqual(tuple(machine(s)[0].describe()["state"] for s in STATES), DESCRIBED_STATES)
+        described = [machine(s)[0].describe()["state"] for s in STATES]
+        self.assertEqual(tuple(dict.fromkeys(described)), DESCRIBED_STATES)
 
     def test_describe(self) -> None:
         self.assertEqual(machine("Starting")[0].describe(), {"state": "starting"})
@@ -160,6 +246,10 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(machine("Failed")[0].describe(), {"state": "failed", "error": "bad snapshot"})
         self.assertEqual(machine("Retired")[0].describe(), {"state": "retired", "epoch": 2})
         self.assertEqual(machine("Stopped")[0].describe(), {"state": "stopped"})
+        self.assertEqual(
+            machine("Confirming")[0].describe(),
+            {"state": "stopped", "asking": {"index": 40, "term": 3, "rounds": 1}},
+        )
 
     def test_retiringMemberIgnoresGrace(self) -> None:
         """
@@ -186,7 +276,8 @@ class LifecycleTests(SynchronousTestCase):
         m.excluded(65.0, 30.0)
         self.assertEqual(r.calls, [])
         m.excluded(65.5, 30.0)
-        self.assertEqual((r.calls, m.describe()), (["shutdown"], {"state": "stopped"}))
+        r.clock.advance(0)
+        self.assertEqual((r.calls, m.describe()["state"]), (["shutdown", "ask"], "stopped"))
         m, r = machine("Leaving")
         m.unplaced(12.0)  # the excluding configuration was truncated
         m.excluded(50.0, 30.0)
@@ -227,4 +318,123 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual((r.calls, m.describe()), ([], {"state": "leaving", "since": 10.0}))
         r.entries = True  # the leader sent it entries meanwhile
         m.excluded(40.5, 30.0)
+        r.clock.advance(0)
+        self.assertEqual((r.calls, m.describe()["state"]), (["shutdown", "ask"], "stopped"))
+
+
+class AskingTests(SynchronousTestCase):
+    """
+    A replica stopped by the grace period while it holds the configuration
+    entry excluding it asks its partition's current members whether that
+    entry is committed, again and again at a bounded rate, and retires only
+    on a proof from one of them.
+    """
+
+    def asking(self) -> tuple[Any, Replica]:
+        m, r = machine("Leaving")
+        m.excluded(40.5, 30.0)
+        self.assertEqual(r.calls, ["shutdown"])
+        r.clock.advance(0)
+        self.assertEqual(r.calls, ["shutdown", "ask"])
+        r.calls.clear()
+        return m, r
+
+    def test_noQuestionWithoutEntry(self) -> None:
+        """
+        A replica whose excluding configuration is not an entry of its log
+        (or that has no group id) has nothing to ask: it stops, data in
+        place, as before.
+        """
+        m, r = machine("Leaving")
+        r.query = None
+        m.excluded(40.5, 30.0)
         self.assertEqual((r.calls, m.describe()), (["shutdown"], {"state": "stopped"}))
+        self.assertEqual(r.clock.getDelayedCalls(), [])
+
+    def test_asksAgainWithBackoff(self) -> None:
+        """
+        Without a proof it stays stopped and asks again: after 30 s, then
+        doubling up to every 300 s (bounded rate).
+        """
+        m, r = self.asking()
+        times = []
+        for _ in range(3600):
+            r.clock.advance(1.0)
+            if r.calls:
+                times.append(r.clock.seconds())
+                r.calls.clear()
+        self.assertEqual(times[:6], [30.0, 90.0, 210.0, 450.0, 750.0, 1050.0])
+        self.assertEqual(len(times), 14)
+        self.assertEqual(m.describe(), {"state": "stopped", "asking": {"index": 40, "term": 3, "rounds": 15}})
+        self.assertFalse(m.serving())
+
+    def test_quickRoundAfterDial(self) -> None:
+        """
+        A round that found members without a link (its questions to them
+        only dialled) is followed by one more once a dial has had time to
+        succeed, then the backoff goes on: at most two rounds per delay.
+        """
+        m, r = machine("Leaving")
+        r.unlinked = 2
+        m.excluded(40.5, 30.0)
+        times = []
+        for _ in range(400):
+            r.clock.advance(1.0)
+            if "ask" in r.calls:
+                times.append(r.clock.seconds())
+                r.calls.clear()
+        self.assertEqual(times, [1.0, 5.0, 35.0, 39.0, 99.0, 103.0, 223.0, 227.0])
+        r.unlinked = 0  # linked now: the backoff alone
+        for _ in range(480):
+            r.clock.advance(1.0)
+        self.assertEqual(m.describe()["asking"]["rounds"], 10)  # (at 467 s and 767 s)
+
+    def test_notProof(self) -> None:
+        """
+        Negative answers, answers about another entry (a stale term at that
+        index, another index), answers from another group or without one,
+        and answers from a node that is not a current member prove nothing.
+        """
+        m, r = self.asking()
+        for wrong in (
+            answer(committed=False),
+            answer(term=2),
+            answer(index=39),
+            answer(group=G2),
+            answer(group=0),
+            answer(src="b"),
+            answer(src="d"),
+        ):
+            m.answered(wrong)
+            self.assertEqual((r.calls, m.describe()["state"]), ([], "stopped"), wrong)
+            self.assertIn("asking", m.describe())
+        self.assertEqual(len(r.clock.getDelayedCalls()), 1)
+
+    def test_proofRetires(self) -> None:
+        """
+        One positive answer of a current member of the same group retires
+        the replica under the excluding configuration's placement epoch; it
+        asks no more.
+        """
+        m, r = self.asking()
+        r.clock.advance(30.0)
+        m.answered(answer(committed=False, src="a"))
+        m.answered(answer(src="c"))
+        self.assertEqual(r.calls, ["ask", "stop asking", "retire stopped 6"])
+        self.assertEqual(m.describe(), {"state": "retired", "epoch": 6})
+        self.assertEqual(r.clock.getDelayedCalls(), [])
+        m.answered(answer(src="a"))
+        self.assertEqual(r.calls, ["ask", "stop asking", "retire stopped 6"])
+
+    def test_leavesOffAsking(self) -> None:
+        """
+        Placed here again, its partition gone from the routing table, or the
+        node stopping: it asks no more, stopped (its timer cancelled).
+        """
+        for name in ("placed", "dropped", "stop"):
+            m, r = self.asking()
+            getattr(m, name)(*INPUTS[name])
+            self.assertEqual((r.calls, m.describe()), (["stop asking"], {"state": "stopped"}), name)
+            self.assertEqual(r.clock.getDelayedCalls(), [])
+            m.answered(answer())
+            self.assertEqual(m.describe(), {"state": "stopped"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,6 +24,7 @@ from suite.ceptra.health import PartitionsHealth
 from suite.ceptra.partitions import PartitionCollector, PartitionManager
 from suite.ceptra.partitions.disk import heldReplicas
 from suite.ceptra.partitions.retire import markRetired, moveRetired
+from suite.raft.messages import CommitAnswer
 from tests.ceptra.test_partitions import (
     Cluster,
     RetiredFixture,
@@ -201,11 +203,24 @@ class StoppedReplicaTests(RetiredFixture):
         self.assertNotIn("p2", b.partitions)
         wal, snap = f"{root}/b/wal", f"{root}/b/snap"
         since = b.disk.stopped["p2"].since
+        # It holds the configuration entry excluding it: it asks its
+        # group's members whether that entry is committed (AskMembersTests).
+        asking = b.confirming["p2"].lifecycle.describe()["asking"]
+        node = b.confirming["p2"].node
+        self.assertEqual(
+            asking,
+            {
+                "index": node.configs.latestIndex(),
+                "term": node.log.term(node.configs.latestIndex()),
+                "rounds": 1,
+            },
+        )
         stopped = {
             "partition": "p2",
             "state": "stopped",
             "since": since,
             "data": [f"{wal}/p2", f"{snap}/p2"],
+            "asking": asking,
         }
         self.assertGreater(since, cut + 5.0)
         self.assertEqual(b.partitionStatus("p2"), stopped)
@@ -224,8 +239,8 @@ class StoppedReplicaTests(RetiredFixture):
                 f"(its group may still count on it)"
             ],
         )
-        # Not started again in this run (it would only stop again).
-        c.net.heal()
+        # Not started again in this run (it would only stop again); cut off
+        # from its group's members, it gets no proof (AskMembersTests).
         c.run(2.0)
         self.assertEqual(stateGauge(self, b), {"p2": "stopped"})
         # The partition leaves the routing table: orphaned, said once.
@@ -258,6 +273,124 @@ class StoppedReplicaTests(RetiredFixture):
         page = self.partitionsPage(b)
         self.assertEqual((page["stopped"], page["orphaned"], len(page["retired"]["p2"])), ({}, {}, 1))
         self.assertFalse(os.path.exists(f"{root}/b/wal/p2"))
+
+
+class AskMembersTests(RetiredFixture):
+    """
+    A replica stopped by the grace period while it holds the configuration
+    entry excluding it asks its partition's current members (placed by the
+    routing table) whether that entry is committed: one proof from a
+    member of its group retires it; no answer, or answers proving nothing,
+    leave it stopped, asking again later.
+    """
+
+    def stopped(self) -> tuple[Cluster, str]:
+        c, root, _ = StoppedReplicaTests.cutOff(self)  # type: ignore[arg-type]
+        b = c.managers["b"]
+        c.run(6.0, step=0.01, until=lambda: "p2" not in b.partitions)
+        self.assertEqual(stateGauge(self, b), {"p2": "stopped"})
+        self.assertEqual(sorted(b.confirming), ["p2"])
+        return c, root
+
+    def rounds(self, c: Cluster) -> int:
+        asking = c.managers["b"].confirming["p2"].lifecycle.describe()["asking"]
+        return int(asking["rounds"])
+
+    def rewrite(self, c: Cluster, change: Callable[[CommitAnswer], CommitAnswer]) -> list[CommitAnswer]:
+        """
+        Make a's and c's answers to b's queries C{change(answer)}; return
+        the answers they send, changed.
+        """
+        sent: list[CommitAnswer] = []
+        for name in ("a", "c"):
+            multi = c.managers[name].multi
+            send = multi.send
+
+            def changed(group: str, message: Any, send: Callable[[str, Any], None] = send) -> None:
+                if isinstance(message, CommitAnswer):
+                    message = change(message)
+                    sent.append(message)
+                send(group, message)
+
+            multi.send = changed  # type: ignore[method-assign]
+        return sent
+
+    def test_unreachableThenProven(self) -> None:
+        """
+        Cut off from its group's members, the stopped replica gets no
+        answer and stays stopped, asking again 30 s later (then 60 s ...;
+        a round whose questions only dialled, for want of a link, is
+        followed by one more 2 dial timeouts later); once they are
+        reachable, the next round's answers prove the configuration
+        excluding it committed: it is retired like a replica its leader
+        told (its data moved, listed under the excluding configuration's
+        placement epoch).
+        """
+        c, root = self.stopped()
+        b = c.managers["b"]
+        self.assertEqual(self.rounds(c), 1)
+        c.run(29.0, step=0.05)
+        self.assertEqual((self.rounds(c), stateGauge(self, b)), (2, {"p2": "stopped"}))
+        c.run(3.5, step=0.05)
+        self.assertEqual((self.rounds(c), stateGauge(self, b)), (4, {"p2": "stopped"}))
+        self.assertTrue(os.path.exists(f"{root}/b/wal/p2/incarnation"))
+        c.net.heal()
+        with capturedLogs() as logs:
+            taken = c.run(70.0, step=0.05, until=lambda: bool(self.retired(root)) and not b.reclaiming)
+        # the next rounds: 60 s after the last one (dialling), then 1 s later
+        self.assertGreater(taken, 58.0)
+        self.assertLess(taken, 63.0)
+        [name] = self.retired(root)
+        self.assertRegex(name, r"^p2-2-\d+$")
+        self.assertEqual(stateGauge(self, b), {"p2": "retired"})
+        self.assertEqual(b.confirming, {})
+        page = self.partitionsPage(b)
+        self.assertEqual((page["stopped"], page["orphaned"], len(page["retired"]["p2"])), ({}, {}, 1))
+        self.assertFalse(os.path.exists(f"{root}/b/wal/p2"))
+        self.assertEqual(
+            len(lines(logs, "a current member of its group, holds the configuration excluding this node")), 1
+        )
+
+    def test_answersProvingNothing(self) -> None:
+        """
+        Answers that the entry is not committed, about another term at that
+        index, or from another Raft group leave the replica stopped, its
+        data in place; it keeps asking, at most every 300 s.
+        """
+        for change in (
+            lambda a: replace(a, committed=False),
+            lambda a: replace(a, entryTerm=a.entryTerm + 1),
+            lambda a: replace(a, group=a.group ^ 1),
+        ):
+            c, root = self.stopped()
+            b = c.managers["b"]
+            sent = self.rewrite(c, change)
+            c.net.heal()
+            c.run(100.0, step=0.1, until=lambda sent=sent: len(sent) >= 2)  # type: ignore[misc]
+            self.assertEqual({a.src for a in sent}, {spiffe("a"), spiffe("c")})  # both members answered
+            rounds, answers = self.rounds(c), len(sent)
+            c.run(1200.0, step=0.5)
+            # At most every 300 s once the delays have grown (after 30, 60,
+            # 120, 240 s), each round answered by both members.
+            self.assertIn(self.rounds(c) - rounds, range(4, 7))
+            self.assertEqual(len(sent) - answers, 2 * (self.rounds(c) - rounds))
+            self.assertEqual(stateGauge(self, b), {"p2": "stopped"})
+            self.assertEqual(self.retired(root), [])
+            self.assertTrue(os.path.exists(f"{root}/b/wal/p2/incarnation"))
+
+    def test_leavesOffAsking(self) -> None:
+        """
+        The partition leaving the routing table ends the questions (no group
+        is left to ask): the replica is orphaned, its data in place.
+        """
+        c, root = self.stopped()
+        b = c.managers["b"]
+        c.net.heal()
+        c.routing = routingOf({}, c.names, revision=3)
+        c.run(1.0)
+        self.assertEqual((b.confirming, stateGauge(self, b)), ({}, {"p2": "orphaned"}))
+        c.run(100.0, step=0.5)
+        self.assertEqual((self.retired(root), stateGauge(self, b)), ([], {"p2": "orphaned"}))
 
 
 class EmptyReplicaTests(RetiredFixture):

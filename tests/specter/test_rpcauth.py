@@ -38,6 +38,8 @@ from suite.specter.rpcauth import (
     RefusalLog,
     checkToken,
     clientToken,
+    listenerToken,
+    listenerTokenFile,
     loadOrCreateToken,
     peerUid,
     readTokenFile,
@@ -574,3 +576,65 @@ class TokenFileTests(SynchronousTestCase):
             ConfigError, ConsoleOptions({}).parseOptions, [*dns, "--rpc-token-file", "/nonexistent"]
         )
         self.assertIn("--rpc-token-file: cannot read /nonexistent", str(e))
+
+
+class ListenerTokenTests(SynchronousTestCase):
+    """
+    L{listenerTokenFile} and L{listenerToken} on a made-up C{/proc}: the
+    token of the data directory whose C{lock} the listening process holds.
+    """
+
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.dir, True))
+        self.proc = os.path.join(self.dir, "proc")
+        os.makedirs(os.path.join(self.proc, "net"))
+        header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        rows = [
+            # 127.0.0.1:11180 (0x2BAC) LISTEN, inode 555
+            "   0: 0100007F:2BAC 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 555",
+            # a connection from port 11180 (state 01): not the listener
+            "   1: 0100007F:2BAC 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 777",
+        ]
+        with open(os.path.join(self.proc, "net", "tcp"), "w") as f:
+            f.write(header + "\n".join(rows) + "\n")
+        self.node = os.path.join(self.dir, "node")
+        other = os.path.join(self.dir, "other")
+        os.makedirs(self.node)
+        os.makedirs(other)
+        self.token = loadOrCreateToken(self.node)
+        loadOrCreateToken(other)
+        self.process("42", ["socket:[555]", "/dev/null", os.path.join(self.node, "lock")])
+        self.process("43", ["socket:[777]", os.path.join(other, "lock")])
+        os.makedirs(os.path.join(self.proc, "44"))  # no fd directory (another user's)
+
+    def process(self, pid: str, links: list[str]) -> None:
+        fds = os.path.join(self.proc, pid, "fd")
+        os.makedirs(fds)
+        for n, target in enumerate(links):
+            os.symlink(target, os.path.join(fds, str(n)))
+
+    def test_listenerTokenFile(self) -> None:
+        self.assertEqual(listenerTokenFile(11180, self.proc), os.path.join(self.node, TOKEN_FILE))
+        self.assertIsNone(listenerTokenFile(11181, self.proc))
+        self.assertIsNone(listenerTokenFile(11180, os.path.join(self.dir, "none")))
+
+    def test_noLockNoToken(self) -> None:
+        """
+        A listener holding no data directory's lock (not a ring node, or
+        one whose token is gone) gives no token.
+        """
+        os.remove(os.path.join(self.node, TOKEN_FILE))
+        self.assertIsNone(listenerTokenFile(11180, self.proc))
+
+    def test_listenerToken(self) -> None:
+        for uri in ("tcp://127.0.0.1:11180", "tcp://localhost:11180", "tcp://127.0.0.2:11180"):
+            self.assertEqual(listenerToken(uri, self.proc), self.token, uri)
+        for uri in (
+            "tcp://10.0.0.1:11180",
+            "tcp://example.com:11180",
+            "unix:///run/specter/rpc.sock",
+            "tcp://127.0.0.1",
+            "tcp://127.0.0.1:x",
+        ):
+            self.assertIsNone(listenerToken(uri, self.proc), uri)

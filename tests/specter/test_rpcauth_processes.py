@@ -1,8 +1,10 @@
 """
 The local RPC's authentication with real processes: a TCP C{--listen-rpc}
-refuses C{specter kv} without the node's token and serves it with
-C{--data}, C{--rpc-token-file} or C{SPECTER_RPC_TOKEN_FILE}; C{specter dns}
-reads the ring with C{--rpc-token-file}; a unix socket C{--listen-rpc}
+refuses a client without the node's token and serves C{specter kv} with
+C{--data}, C{--rpc-token-file} or C{SPECTER_RPC_TOKEN_FILE}, or with
+nothing when it runs as the node's user (the listener's own token);
+C{specter dns} reads the ring with C{--rpc-token-file} or, likewise,
+nothing; a unix socket C{--listen-rpc}
 serves its own user without a token (C{SO_PEERCRED}) and refuses another
 user (a child process dropped to C{nobody}).
 """
@@ -20,6 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from suite.specter.chord.errors import RemoteError
 from suite.specter.chord.wire import unpack
 from suite.specter.rpc import RPCFactory, connectRPC
 from suite.specter.rpcauth import ENV_TOKEN_FILE, TOKEN_FILE
@@ -56,8 +59,16 @@ class RPCAuthProcessTests(TestCase):
             token = f.read().strip()
         rpc = f"tcp://127.0.0.1:{tcp.rpcPort}"
 
-        # without the token: refused, the error naming the flag to give
-        code, out, err = await self.kv("--rpc", rpc, "put", "colour", "blue")
+        # a client without the token (as another user's would be, who cannot
+        # see the node's files): refused, the error naming the flag to give
+        refused = await connectRPC(reactor, tcp.rpcEndpoint, None)
+        e = await self.assertFailure(refused.kv("put", b"colour", b"blue"), RemoteError)
+        self.assertIn("--rpc-token-file", e.message)
+        refused.close()
+        wrong = os.path.join(base, "wrong.token")
+        with open(wrong, "w") as f:
+            f.write("0" * 64 + "\n")
+        code, out, err = await self.kv("--rpc", rpc, "--rpc-token-file", wrong, "put", "colour", "blue")
         self.assertEqual(code, 1, out + err)
         self.assertIn("refused", err)
         self.assertIn("--rpc-token-file", err)
@@ -69,6 +80,13 @@ class RPCAuthProcessTests(TestCase):
         self.assertEqual(code, 2, err)
         self.assertIn(f"{ENV_TOKEN_FILE}: cannot read", err)
         await tcp.proc.waitForLog(r"--listen-rpc: refused 127\.0\.0\.1:\d+: call 'kv' before authenticating")
+
+        # as the node's user with nothing else given, as in the demo's
+        # `specter kv --rpc tcp://... put k v`: the listening node's own token
+        self.assertEqual(await self.kv("--rpc", rpc, "put", "found", "itself"), (0, "", ""))
+        self.assertEqual(
+            await self.kv("--rpc", f"tcp://localhost:{tcp.rpcPort}", "get", "found"), (0, "itself\n", "")
+        )
 
         # with it: --data, --rpc-token-file, the environment
         self.assertEqual(
@@ -108,6 +126,29 @@ class RPCAuthProcessTests(TestCase):
         ).start()
         await solver.waitForHTTP(f"http://127.0.0.1:{internal}/readyz")
         await solver.stop()
+        # and, run as the node's user, with no token file at all
+        internal, dnsPort = freePort(), freePort()
+        finder = DaemonProcess(
+            self,
+            scriptArgs(
+                "specter",
+                "dns",
+                "--acme",
+                "acme://ops@example.net@acme.test",
+                "--acme-ns",
+                "ns1.acme.test/127.0.0.1",
+                "--rpc",
+                rpc,
+                "--listen-addr",
+                f"127.0.0.1:{dnsPort}",
+                "--listen-internal",
+                f"tcp://127.0.0.1:{internal}",
+            ),
+            name="dns-found",
+        ).start()
+        await finder.waitForHTTP(f"http://127.0.0.1:{internal}/readyz")
+        self.assertNotIn("unauthorized", finder.output())
+        await finder.stop()
 
         # the unix socket: the same user needs no token
         self.assertEqual(await self.kv("--rpc", f"unix://{sock}", "put", "shape", "round"), (0, "", ""))
@@ -116,6 +157,7 @@ class RPCAuthProcessTests(TestCase):
         for p in (tcp, unix):
             self.assertNotIn(token, p.proc.output())
         self.assertNotIn(token, solver.output())
+        self.assertNotIn(token, finder.output())
 
 
 #: a client in a child process: optionally becomes user ARGV[2], connects

@@ -38,6 +38,11 @@ snapshot) when the grace period stops it: it never stored anything of its
 group's, so nothing of it can be the last copy of anything, and it is
 retired like a removed one (L{suite.ceptra.partitions.lifecycle}).
 
+A replica stopped while it holds the configuration entry excluding it
+(its partition still routed) asks its group's current members for proof
+that this entry is committed (L{suite.raft.commitproof}): one member's
+proof retires it; until then it is reported as stopped.
+
 So any other such replica is reported: C{stopped} while its partition is still in
 the routing table (placed elsewhere: it is started again at the node's
 next start, and retires through its group like any replica moved away),

@@ -10,7 +10,11 @@ The lifecycle of one hosted partition's replica, as an automat machine.
            when), Failed (the WAL or snapshot could not be loaded; data:
            why), Retired (a configuration without this node is committed:
            the replica stopped and its data is reclaimed; data: the
-           placement epoch of that configuration), Stopped.
+           placement epoch of that configuration), Confirming (stopped by
+           the grace period while Leaving, data in place, asking its
+           partition's current members whether the configuration entry
+           excluding it is committed; data: the question, its backoff and
+           timer), Stopped.
   inputs:  loaded(), loadFailed(why), placed(); when placement does not
            list this node: unplaced(now) (the group's latest configuration
            still names it), excluded(now, grace) (it does not, or this
@@ -20,7 +24,12 @@ The lifecycle of one hosted partition's replica, as an automat machine.
            dropped(now, grace) (the partition left the routing table: no
            leader moves its group, every replica retires); stop();
            leftEmpty(epoch) (private: the grace period ended for a replica
-           whose log holds nothing, no entry and no snapshot); queries
+           whose log holds nothing, no entry and no snapshot);
+           askMembers(query) (private: the grace period ended for a
+           Leaving replica that holds the entry excluding it), retry()
+           (private: the timer of the next round of questions),
+           answered(answer) (a member's L{CommitAnswer}), confirmed(epoch)
+           (private: an answer proved the entry committed); queries
            serving() -> bool, describe() -> dict.
   outputs: stop the node when its load failed (it never serves: Raft's
            Stopped, not Loading, then drops its peers' messages); log
@@ -44,19 +53,37 @@ of its group's, so nothing of it can be the last copy of anything, and it
 is retired (C{leftEmpty}, the loop's private input) like one its group
 removed, under the placement epoch of the configuration it holds.
 
+A Leaving replica the grace period ends while its partition is still
+routed, whose latest configuration (excluding it) is an entry of its log
+and which has a group id, is Confirming rather than Stopped: shut down,
+data in place, it asks the partition's current members (placed by the
+routing table) whether that entry (index, term) is committed
+(L{suite.raft.commitproof}), at once and then after its backoff's delays
+(30 s doubling to 300 s; one more round a short while after a round that
+could only dial a member).  One answer proving it (a current member, the
+same group id, the same index and term, committed) retires it like a
+replica its leader told; nothing else does.  Placed here again, dropped
+from the routing table or stopped, it asks no more (Stopped).
+
 Until the node has loaded, its own role machine (Loading) drops every
 message the group's transport delivers; nothing here gates the transport.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from automat import TypeMachine, TypeMachineBuilder
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-__all__ = ["PartitionInputs", "LifecycleCore", "PartitionLifecycle", "DESCRIBED_STATES"]
+from suite.backoff import Backoff
+from suite.raft.commitproof import proves
+from suite.raft.messages import CommitAnswer
+
+__all__ = ["DESCRIBED_STATES", "ExclusionQuery", "LifecycleCore", "PartitionInputs", "PartitionLifecycle"]
 
 log = Logger(namespace="ceptra.partitions")
 
@@ -113,6 +140,30 @@ class PartitionInputs(Protocol):
         configuration it holds (private: fed by the grace period's checks).
         """
 
+    def askMembers(self, query: ExclusionQuery) -> None:
+        """
+        The grace period ended for a replica that holds the configuration
+        entry excluding it (C{query}) but did not hear it commit (private:
+        fed by the grace period's checks): it stops, data in place, and
+        asks its group's current members whether that entry is committed.
+        """
+
+    def retry(self) -> None:
+        """
+        Time to ask the members again (private: the machine's timer).
+        """
+
+    def answered(self, answer: CommitAnswer) -> None:
+        """
+        A member answered this replica's commit query.
+        """
+
+    def confirmed(self, epoch: int) -> None:
+        """
+        A current member of the group proved the excluding configuration
+        (of placement C{epoch}) committed (private: fed by C{answered}).
+        """
+
     def serving(self) -> bool:
         """
         Whether the replica takes part in its group (requests may use it).
@@ -155,6 +206,56 @@ class ReplicaActions(Protocol):
         The placement epoch of the latest configuration the replica holds.
         """
 
+    def exclusion(self) -> ExclusionQuery | None:
+        """
+        The configuration entry excluding this replica that its members
+        could prove committed: the latest configuration it holds, when that
+        excludes it, is an entry of its log (index and term known), and the
+        replica has a group id; C{None} otherwise.
+        """
+
+    def ask(self, query: ExclusionQuery) -> tuple[int, int]:
+        """
+        Ask the partition's current members (placed by the routing table)
+        whether C{query}'s entry is committed; return how many were asked,
+        and how many of them had no link yet (their question only started
+        a dial, and is lost).
+        """
+
+    def askBackoff(self) -> Backoff:
+        """
+        The delays between two rounds of questions.
+        """
+
+    def linkWait(self) -> float:
+        """
+        How long a dial takes at most: a round that found members without
+        a link is followed by one more after this long.
+        """
+
+    def later(self, delay: float, call: Callable[[], None]) -> IDelayedCall:
+        """
+        Call C{call} in C{delay} seconds.
+        """
+
+    def currentMember(self, peer: str) -> bool:
+        """
+        Whether C{peer} is one of the partition's current members (placed
+        by the routing table), other than this node.
+        """
+
+    def retireStopped(self, epoch: int) -> None:
+        """
+        Reclaim the data of this replica, already shut down: a
+        configuration of placement C{epoch} without it is proven committed.
+        """
+
+    def stopAsking(self) -> None:
+        """
+        This stopped replica asks no more (placed here again, its partition
+        left the routing table, or the node shuts down).
+        """
+
 
 @dataclass
 class LifecycleCore:
@@ -186,7 +287,45 @@ class Failed:
     why: str
 
 
+@dataclass(frozen=True)
+class ExclusionQuery:
+    """
+    The configuration entry that excluded a replica, to be proven
+    committed by a current member of its group.
+    """
+
+    #: the entry's log index and term
+    index: int
+    term: int
+    #: the replica's Raft group id (an answer from another group is no proof)
+    group: int
+    #: the placement epoch of that configuration (names the retired copy)
+    epoch: int
+
+
+@dataclass
+class Confirming:
+    """
+    Stopped, data in place, asking its group's members (the question, its
+    delays, the timer of the next round, the rounds so far).
+    """
+
+    query: ExclusionQuery
+    backoff: Backoff
+    timer: IDelayedCall | None = None
+    rounds: int = 0
+    #: whether the round scheduled is the quick one after a round that
+    #: found members without a link
+    quick: bool = False
+
+    def cancel(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+
+
 UNPLACED = ("unplaced", "excluded", "removed", "dropped", "leftEmpty")
+#: The inputs of a stopped replica asking its members (Confirming).
+ASKING = ("askMembers", "retry", "answered", "confirmed")
 
 #: The C{state} each of the machine's states describes itself as (its
 #: C{describe()["state"]}), in the machine's order: the label values of
@@ -223,6 +362,33 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
         return Retired(epoch)
 
     retired = b.state("Retired", retiredData)
+
+    def confirmingData(inputs: PartitionInputs, core: LifecycleCore, query: ExclusionQuery) -> Confirming:
+        # (the first round at the next turn of the reactor, once stopped)
+        return Confirming(query, core.replica.askBackoff(), core.replica.later(0.0, inputs.retry))
+
+    def askRound(inputs: PartitionInputs, core: LifecycleCore, data: Confirming) -> None:
+        # One round of questions, then the timer of the next: the backoff's
+        # next delay, or once after a round that found members without a
+        # link (the question only dialled them) a quick one.
+        data.rounds += 1
+        asked, unlinked = core.replica.ask(data.query)
+        if unlinked and not data.quick:
+            data.quick = True
+            delay = core.replica.linkWait()
+        else:
+            data.quick = False
+            delay = data.backoff.next()
+        data.timer = core.replica.later(delay, inputs.retry)
+        if not asked:
+            log.info(
+                "partition {pid}: no current member of its group to ask (the routing table names none "
+                "with a SPIFFE ID); asking again in {delay} s",
+                pid=core.replica.pid,
+                delay=delay,
+            )
+
+    confirming = b.state("Confirming", confirmingData)
     stopped = b.state("Stopped")
 
     def leftGroup(core: LifecycleCore, epoch: int) -> None:
@@ -235,6 +401,18 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
             inputs.stop()
         else:
             inputs.leftEmpty(core.replica.configEpoch())
+
+    def exclusionGraceEnded(inputs: PartitionInputs, core: LifecycleCore) -> None:
+        # Its partition still routed elsewhere: the group's current members
+        # may prove the configuration excluding it committed.
+        if not core.replica.holdsEntries():
+            inputs.leftEmpty(core.replica.configEpoch())
+            return
+        query = core.replica.exclusion()
+        if query is None:
+            inputs.stop()
+        else:
+            inputs.askMembers(query)
 
     def retireEmpty(core: LifecycleCore, epoch: int) -> None:
         log.info(
@@ -259,6 +437,8 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def stopStarting(inputs: PartitionInputs, core: LifecycleCore) -> None:
         core.replica.shutdown()
 
+    for name in ASKING:
+        starting.upon(getattr(PartitionInputs, name)).loop().returns(None)
     starting.upon(PartitionInputs.serving).loop().returns(False)
     starting.upon(PartitionInputs.describe).loop().returns({"state": "starting"})
 
@@ -299,7 +479,8 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def stopRunning(inputs: PartitionInputs, core: LifecycleCore) -> None:
         core.replica.shutdown()
 
-    running.upon(PartitionInputs.leftEmpty).loop().returns(None)
+    for name in ("leftEmpty",) + ASKING:
+        running.upon(getattr(PartitionInputs, name)).loop().returns(None)
     running.upon(PartitionInputs.serving).loop().returns(True)
     running.upon(PartitionInputs.describe).loop().returns({"state": "running"})
 
@@ -341,7 +522,8 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def stopRetired(inputs: PartitionInputs, core: LifecycleCore, data: Retiring) -> None:
         core.replica.shutdown()
 
-    retiring.upon(PartitionInputs.leftEmpty).loop().returns(None)
+    for name in ("leftEmpty",) + ASKING:
+        retiring.upon(getattr(PartitionInputs, name)).loop().returns(None)
     retiring.upon(PartitionInputs.serving).loop().returns(True)
 
     @retiring.upon(PartitionInputs.describe).loop()
@@ -374,7 +556,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
                 pid=core.replica.pid,
                 grace=grace,
             )
-            graceEnded(inputs, core)
+            exclusionGraceEnded(inputs, core)
 
     @leaving.upon(PartitionInputs.dropped).loop()
     def checkLeftDropped(
@@ -395,6 +577,19 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def retireLeft(inputs: PartitionInputs, core: LifecycleCore, data: Leaving, epoch: int) -> None:
         retireEmpty(core, epoch)
 
+    @leaving.upon(PartitionInputs.askMembers).to(confirming)
+    def askLeft(inputs: PartitionInputs, core: LifecycleCore, data: Leaving, query: ExclusionQuery) -> None:
+        core.replica.shutdown()
+        log.info(
+            "partition {pid}: its replica stopped, data in place; asking the group's current members "
+            "whether the configuration excluding this node (entry {index}, term {term}) is committed",
+            pid=core.replica.pid,
+            index=query.index,
+            term=query.term,
+        )
+
+    for name in ("retry", "answered", "confirmed"):
+        leaving.upon(getattr(PartitionInputs, name)).loop().returns(None)
     leaving.upon(PartitionInputs.serving).loop().returns(True)
 
     @leaving.upon(PartitionInputs.describe).loop()
@@ -440,6 +635,8 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def retireDropped(inputs: PartitionInputs, core: LifecycleCore, data: Dropped, epoch: int) -> None:
         retireEmpty(core, epoch)
 
+    for name in ASKING:
+        dropped.upon(getattr(PartitionInputs, name)).loop().returns(None)
     dropped.upon(PartitionInputs.serving).loop().returns(True)
 
     @dropped.upon(PartitionInputs.describe).loop()
@@ -447,7 +644,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
         return {"state": "dropped", "since": data.since}
 
     # Failed
-    for name in ("loaded", "loadFailed", "placed") + UNPLACED:
+    for name in ("loaded", "loadFailed", "placed") + UNPLACED + ASKING:
         failed.upon(getattr(PartitionInputs, name)).loop().returns(None)
 
     @failed.upon(PartitionInputs.stop).to(stopped)
@@ -461,7 +658,7 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
         return {"state": "failed", "error": data.why}
 
     # Retired: stopped for good, its data reclaimed.
-    for name in ("loaded", "loadFailed", "placed", "stop") + UNPLACED:
+    for name in ("loaded", "loadFailed", "placed", "stop") + UNPLACED + ASKING:
         retired.upon(getattr(PartitionInputs, name)).loop().returns(None)
     retired.upon(PartitionInputs.serving).loop().returns(False)
 
@@ -469,8 +666,71 @@ def _build() -> TypeMachine[PartitionInputs, LifecycleCore]:
     def describeRetired(inputs: PartitionInputs, core: LifecycleCore, data: Retired) -> dict[str, Any]:
         return {"state": "retired", "epoch": data.epoch}
 
+    # Confirming: stopped, data in place; asking the partition's current
+    # members whether the configuration excluding it is committed.
+    for name in ("loaded", "loadFailed", "unplaced", "excluded", "removed", "leftEmpty", "askMembers"):
+        confirming.upon(getattr(PartitionInputs, name)).loop().returns(None)
+
+    @confirming.upon(PartitionInputs.retry).loop()
+    def askAgain(inputs: PartitionInputs, core: LifecycleCore, data: Confirming) -> None:
+        askRound(inputs, core, data)
+
+    @confirming.upon(PartitionInputs.answered).loop()
+    def check(inputs: PartitionInputs, core: LifecycleCore, data: Confirming, answer: CommitAnswer) -> None:
+        query = data.query
+        if not core.replica.currentMember(answer.src):
+            return
+        if not proves(answer, query.index, query.term, query.group):
+            return
+        log.info(
+            "partition {pid}: {member}, a current member of its group, holds the configuration excluding "
+            "this node (entry {index}, term {term}) committed",
+            pid=core.replica.pid,
+            member=answer.src,
+            index=query.index,
+            term=query.term,
+        )
+        inputs.confirmed(query.epoch)
+
+    @confirming.upon(PartitionInputs.confirmed).to(retired)
+    def retireConfirmed(inputs: PartitionInputs, core: LifecycleCore, data: Confirming, epoch: int) -> None:
+        data.cancel()
+        core.replica.stopAsking()
+        log.info("stopping partition {pid}: this node left its group", pid=core.replica.pid)
+        core.replica.retireStopped(epoch)
+
+    def quit(core: LifecycleCore, data: Confirming) -> None:
+        data.cancel()
+        core.replica.stopAsking()
+
+    @confirming.upon(PartitionInputs.placed).to(stopped)
+    def placedStopped(inputs: PartitionInputs, core: LifecycleCore, data: Confirming) -> None:
+        # (the manager starts it again, with its data)
+        quit(core, data)
+
+    @confirming.upon(PartitionInputs.dropped).to(stopped)
+    def droppedStopped(
+        inputs: PartitionInputs, core: LifecycleCore, data: Confirming, now: float, grace: float
+    ) -> None:
+        # (no group is left to ask: orphaned)
+        quit(core, data)
+
+    @confirming.upon(PartitionInputs.stop).to(stopped)
+    def stopConfirming(inputs: PartitionInputs, core: LifecycleCore, data: Confirming) -> None:
+        quit(core, data)
+
+    confirming.upon(PartitionInputs.serving).loop().returns(False)
+
+    @confirming.upon(PartitionInputs.describe).loop()
+    def describeConfirming(inputs: PartitionInputs, core: LifecycleCore, data: Confirming) -> dict[str, Any]:
+        query = data.query
+        return {
+            "state": "stopped",
+            "asking": {"index": query.index, "term": query.term, "rounds": data.rounds},
+        }
+
     # Stopped
-    for name in ("loaded", "loadFailed", "placed", "stop") + UNPLACED:
+    for name in ("loaded", "loadFailed", "placed", "stop") + UNPLACED + ASKING:
         stopped.upon(getattr(PartitionInputs, name)).loop().returns(None)
     stopped.upon(PartitionInputs.serving).loop().returns(False)
     stopped.upon(PartitionInputs.describe).loop().returns({"state": "stopped"})

@@ -27,6 +27,7 @@ from suite.ceptra.interfaces import IRaftStatus
 from suite.ceptra.machine import PartitionMachine
 from suite.ceptra.partitions.disk import ReplicaDisk
 from suite.ceptra.partitions.disk import heldReplicas as listHeldReplicas
+from suite.ceptra.partitions.lifecycle import ExclusionQuery
 from suite.ceptra.partitions.membership import MembershipDriver
 from suite.ceptra.partitions.peers import PeerDialer, identifyPeer
 from suite.ceptra.partitions.replica import NotHosted, Partition
@@ -36,11 +37,12 @@ from suite.ceptra.partitions.status import PartitionCollector
 from suite.ceptra.placement import PlacementLedger
 from suite.ceptra.routing import NodeInfo, Routing
 from suite.daemon import ConfigError
+from suite.raft.commitproof import answerCommitQuery
 from suite.raft.groupid import FileGroupStore
 from suite.raft.incarnation import FILENAME as INCARNATION_FILE
 from suite.raft.incarnation import Claim, fileClaim
 from suite.raft.interfaces import IRaftGroupStore
-from suite.raft.messages import Configuration
+from suite.raft.messages import CommitAnswer, CommitQuery, Configuration
 from suite.raft.multi import DialPolicy, MultiRaftTransport
 from suite.raft.node import RaftNode
 from suite.raft.settings import RaftSettings
@@ -91,6 +93,10 @@ class PartitionManager(PartitionReports, Service):
         thread pool; a reactor without threads runs it at once).
     @param advertise: C{(CEPTRA_ADVERTISE_HOST, Raft bind port)}: a routing
         table giving this node another Raft address is warned about once.
+    @param askInterval: seconds between the first two rounds of a stopped
+        replica's questions to its group's members (whether the
+        configuration excluding it is committed); doubled each round up to
+        C{askMaxInterval}.
     """
 
     def __init__(
@@ -122,7 +128,14 @@ class PartitionManager(PartitionReports, Service):
         retiredKeep: float = 86400.0,
         fileRunner: Callable[..., Deferred[Any]] | None = None,
         advertise: tuple[str, int] | None = None,
+        askInterval: float = 30.0,
+        askMaxInterval: float = 300.0,
     ) -> None:
+        self.askInterval, self.askMaxInterval = askInterval, askMaxInterval
+        #: partition -> its replica stopped here that asks its group's
+        #: members whether the configuration excluding it is committed
+        #: (its lifecycle is Confirming)
+        self.confirming: dict[str, Partition] = {}
         self.spiffe = spiffe
         #: (CEPTRA_ADVERTISE_HOST, Raft bind port), checked against the
         #: routing table's address of this node
@@ -180,6 +193,7 @@ class PartitionManager(PartitionReports, Service):
             secure=bundle is not None,
             dial=dial,
         )
+        self.multi.onQuery = self._commitQuery
         self.partitions: dict[str, Partition] = {}
         self.routing = Routing()
         self._loop: LoopingCall | None = None
@@ -270,6 +284,45 @@ class PartitionManager(PartitionReports, Service):
             self.wal = SharedWAL(self.walDir, self.reactor)
         return self.wal.group(os.path.basename(walDir), snapshotDir, importFrom=walDir)
 
+    # -- commit queries (L{suite.raft.commitproof}) -----------------------
+
+    def askCommitted(self, part: Partition, query: ExclusionQuery) -> tuple[int, int]:
+        """
+        C{part}, stopped, asks its partition's current members whether
+        C{query}'s entry is committed (their answers go to its lifecycle);
+        return how many were asked, and how many had no link (the question
+        only dialled them).
+        """
+        self.confirming[part.pid] = part
+        members = sorted(m for m in self.voters(self.routing, part.pid) if m != self.spiffe)
+        unlinked = 0
+        for member in members:
+            if member not in self.multi.links:
+                unlinked += 1
+            self.multi.send(
+                part.pid,
+                CommitQuery(self.spiffe, member, 0, query.index, query.term, group=query.group),
+            )
+        return len(members), unlinked
+
+    def _commitQuery(self, pid: str, message: CommitQuery | CommitAnswer) -> None:
+        """
+        A commit query of another node's stopped replica (answered from
+        this node's replica of C{pid}, read-only), or an answer to one of
+        this node's.
+        """
+        if isinstance(message, CommitAnswer):
+            asking = self.confirming.get(pid)
+            if asking is not None:
+                asking.lifecycle.answered(message)
+            return
+        part = self.partitions.get(pid)
+        if part is None:
+            return
+        answer = answerCommitQuery(part.node, message)
+        if answer is not None:
+            self.multi.send(pid, answer)
+
     # -- transport --------------------------------------------------------
 
     def _identify(self, transport: Any) -> str | None:
@@ -296,6 +349,8 @@ class PartitionManager(PartitionReports, Service):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        for asking in list(self.confirming.values()):
+            asking.lifecycle.stop()
         parts = list(self.partitions.values())
         for part in parts:
             part.lifecycle.stop()
@@ -405,6 +460,13 @@ class PartitionManager(PartitionReports, Service):
         me = routing.nodeBySpiffe(self.spiffe)
         hosted = set(routing.hosted(me)) if me is not None else set()
         self.disk.purgeOld()
+        now = self.reactor.seconds()
+        for pid, asking in sorted(self.confirming.items()):
+            # A stopped replica asks while its partition is placed elsewhere.
+            if pid in hosted:
+                asking.lifecycle.placed()
+            elif pid not in routing.partitions:
+                asking.lifecycle.dropped(now, self.retireGrace)
         if me is not None:
             self._lookForOrphans(routing)
             self._checkAdvertised(routing.nodes[me])
@@ -423,7 +485,6 @@ class PartitionManager(PartitionReports, Service):
             self._looked.add(pid)
             if self.holdsReplica(pid):
                 self._start(pid, routing, placed=False)
-        now = self.reactor.seconds()
         for pid, part in sorted(self.partitions.items()):
             if pid in hosted:
                 part.lifecycle.placed()

@@ -6,15 +6,18 @@ membership change its leader has in flight (L{suite.raft.memberchange}).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from suite.backoff import Backoff
 from suite.ceptra.machine import PartitionMachine
-from suite.ceptra.partitions.lifecycle import LifecycleCore, PartitionLifecycle
+from suite.ceptra.partitions.lifecycle import ExclusionQuery, LifecycleCore, PartitionLifecycle
 from suite.raft.memberchange import ChangeInputs, newMembershipChange
 from suite.raft.multi import GroupTransport
 from suite.raft.node import RaftNode
@@ -39,7 +42,7 @@ class Partition:
     """
     One hosted partition: its Raft node, storage and engine; its lifecycle
     (Starting, Running, Retiring, Leaving, Dropped, Failed, Retired,
-    Stopped) is an automat machine (L{suite.ceptra.partitions.lifecycle}),
+    Confirming, Stopped) is an automat machine (L{suite.ceptra.partitions.lifecycle}),
     and so is the membership change its leader has in flight
     (L{suite.raft.memberchange}).
     """
@@ -90,6 +93,38 @@ class Partition:
 
     def configEpoch(self) -> int:
         return self.node.configs.latest().epoch
+
+    def exclusion(self) -> ExclusionQuery | None:
+        node = self.node
+        config = node.configs.latest()
+        index = node.configs.latestIndex()
+        term = node.log.term(index)
+        if self.manager.spiffe in config.members() or not index or term is None or not node.groupId:
+            return None
+        return ExclusionQuery(index, term, node.groupId, config.epoch)
+
+    def ask(self, query: ExclusionQuery) -> tuple[int, int]:
+        return self.manager.askCommitted(self, query)
+
+    def askBackoff(self) -> Backoff:
+        return Backoff(self.manager.askInterval, self.manager.askMaxInterval, jitter=False)
+
+    def linkWait(self) -> float:
+        return 2 * self.manager.multi.dial.timeout
+
+    def later(self, delay: float, call: Callable[[], None]) -> IDelayedCall:
+        delayed: IDelayedCall = self.manager.reactor.callLater(delay, call)
+        return delayed
+
+    def currentMember(self, peer: str) -> bool:
+        return peer != self.manager.spiffe and peer in self.manager.voters(self.manager.routing, self.pid)
+
+    def retireStopped(self, epoch: int) -> None:
+        self.manager.reclaim(self, epoch)
+
+    def stopAsking(self) -> None:
+        if self.manager.confirming.get(self.pid) is self:
+            del self.manager.confirming[self.pid]
 
     def _close(self) -> None:
         self.node.stop()

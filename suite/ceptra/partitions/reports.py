@@ -28,6 +28,7 @@ class PartitionReports:
     spiffe: str
     routing: Routing
     partitions: dict[str, Partition]
+    confirming: dict[str, Partition]
     disk: ReplicaDisk
     ledger: PlacementLedger
     maxLag: int
@@ -53,11 +54,24 @@ class PartitionReports:
         removal known committed; orphaned: their partition is not in the
         routing table).
         """
+        stopped = self.disk.stoppedStatuses(orphaned=False)
+        for pid, status in stopped.items():
+            self._asking(pid, status)
         return {
             "retired": self.disk.retiredStatuses(),
-            "stopped": self.disk.stoppedStatuses(orphaned=False),
+            "stopped": stopped,
             "orphaned": self.disk.stoppedStatuses(orphaned=True),
         }
+
+    def _asking(self, pid: str, status: dict[str, Any]) -> dict[str, Any]:
+        # A stopped replica asking its group's members for proof of its
+        # removal: the entry asked about, and the rounds so far.
+        part = self.confirming.get(pid)
+        if part is not None:
+            described = part.lifecycle.describe()
+            if "asking" in described:
+                status["asking"] = described["asking"]
+        return status
 
     def replicaStates(self) -> dict[str, str]:
         """
@@ -79,7 +93,7 @@ class PartitionReports:
         part = self.partitions.get(pid)
         if part is None:
             if pid in self.disk.stopped:
-                return self.disk.stoppedStatus(pid)
+                return self._asking(pid, self.disk.stoppedStatus(pid))
             if pid in self.disk.copies and pid not in self.hostedIds():
                 # Left its group for good: not a replica that failed to start
                 # (its latest copy; every copy is under retired).

@@ -15,11 +15,13 @@ from typing import Any
 
 from twisted.application.internet import TCPServer, UDPServer
 from twisted.application.service import MultiService
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from suite.specter.dns.challenges import RingChallenges, connectQuietly
 from suite.specter.dns.server import ACMEDNSFactory, DatagramProtocol
 from suite.specter.dns.zone import ACMEZone
+from suite.specter.rpcauth import listenerToken
 from suite.specter.service import addSentry, listenOrExit
 
 __all__ = ["DNSService", "makeDNSService", "DEFAULT_PORT"]
@@ -64,9 +66,21 @@ def makeDNSService(options: Any, reactor: Any) -> DNSService:
     email, zoneName = options["acme"]
     token = options.get("rpc-token")
     secret = None if token is None else str(token.reveal()).encode()
-    challenges = RingChallenges(
-        reactor, options["rpc-client"], connect=lambda r, d: connectQuietly(r, d, secret)
-    )
+
+    def connect(r: Any, d: Any) -> Any:
+        # without a token file: the loopback node's own token, looked up (in
+        # a thread: it reads /proc) at every connection, since the node may
+        # start after the solver
+        if secret is None and not options["rpc-client"].startswith("unix:"):
+            uri = options.get("rpc") or ""
+            pool = getattr(r, "getThreadPool", None)
+            if pool is None:  # a reactor without threads
+                return connectQuietly(r, d, listenerToken(uri))
+            found = deferToThreadPool(r, pool(), listenerToken, uri)
+            return found.addCallback(lambda token: connectQuietly(r, d, token))
+        return connectQuietly(r, d, secret)
+
+    challenges = RingChallenges(reactor, options["rpc-client"], connect=connect)
     zone = ACMEZone(zoneName, email, options["acme-ns"], challenges)
     factory = ACMEDNSFactory(zone, reactor, rateLimit=options.get("rate-limit") or 0.0)
     root = DNSService(zone, factory, challenges)
