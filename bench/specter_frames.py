@@ -13,21 +13,25 @@ The last line holds the figure as a key=value pair.
 
 from __future__ import annotations
 
-import argparse
 import os
 import struct
 import sys
 import time
 from typing import Any
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 if not os.environ.get("PYTHONPATH"):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(HERE))
+
+import _benchcli  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--reads", type=int, default=3000)
+    parser = _benchcli.parser(__doc__, ["frame_cpu_us_per_call", "load1"])
+    parser.add_argument("--reads", type=int, default=3000, help="reads of 64 calls per run")
     args = parser.parse_args()
+    _benchcli.setPhase("calls")
     from twisted.internet.defer import Deferred, succeed
     from twisted.internet.task import Clock
     from twisted.internet.testing import StringTransport
@@ -61,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _benchcli.run(main)
