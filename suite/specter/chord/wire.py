@@ -158,7 +158,7 @@ class FrameProtocol(Int32StringReceiver):
     def _checkRelief(self) -> None:
         if self.pending or (self.unsent < MAX_UNSENT and self.inFlight <= IN_FLIGHT_BUDGET // 2):
             self.reading.relieved()
-            if not self.paused and self._unprocessed and not self._receiving:
+            if not self.paused and self._unprocessed and not self._receiving and not self.closed:
                 # frames received before reading stopped
                 self.dataReceived(b"")
 
