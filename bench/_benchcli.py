@@ -260,9 +260,11 @@ def _reapChildren(grace: float = 5.0) -> None:
     deadline = time.monotonic() + grace
     while grace and time.monotonic() < deadline:
         for pid in list(pids):
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
-            if not os.path.exists(f"/proc/{pid}") or _zombie(pid):
+            if _zombie(pid):
+                # dead: reap it if it is a child of this process (a zombie
+                # does not block), else its own parent does
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(pid, 0)
                 pids.remove(pid)
         if not pids:
             break
