@@ -214,12 +214,14 @@ def _rewriteHead(
         if conflict is not None:
             raise RequestError(conflict)
         host = _headerValue(lower, head, _HOST) or b""
-        if not host and bound is not None:
-            host = _targetAuthority(lower) or b""
-    if bound is not None and host:
-        named = normalHost(host)
-        if named != bound:
-            raise HostChanged(named, bound)
+    if bound is not None:
+        # the host this head is for: its Host, else its absolute-form
+        # target's; a Host seen before (a key of cache) was found bound
+        authority = host or _targetAuthority(lower) or b""
+        if authority and authority not in cache:
+            named = normalHost(authority)
+            if named != bound:
+                raise HostChanged(named, bound)
     length = 0
     chunked = False
     encoding = _headerValue(lower, lower, b"\r\ntransfer-encoding:")

@@ -106,6 +106,7 @@ class HostBindingTests(SynchronousTestCase):
         for later in (
             _get("/x", "evil.example"),
             b"GET http://shop.example.test/x HTTP/1.1\r\n\r\n",
+            b"GET /ok HTTP/1.0\r\n\r\nGET http://shop.example.test/x HTTP/1.1\r\n\r\n",
             b"POST /x HTTP/1.1\r\nHost: shop.example.test:443\r\nContent-Length: 3\r\n\r\nabc",
         ):
             self.setUp()
