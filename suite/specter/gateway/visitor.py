@@ -10,8 +10,8 @@ request heads rewritten with the forwarding headers).  The connection is
 bound to the first request's host: a later request naming another host
 is never forwarded (L{suite.specter.gateway.forwarded.HostChanged}; 421
 before anything was spliced, else the stream reset and the connection
-aborted).  Each connection's
-state is its L{suite.specter.gateway.visitormachine.VisitorMachine}.
+aborted).  Each connection's state is its
+L{suite.specter.gateway.visitormachine.VisitorMachine}.
 """
 
 from __future__ import annotations
