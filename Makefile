@@ -48,7 +48,7 @@ MACHINE_MODULES := suite.gossip.member suite.gossip.prober suite.gossip.lifecycl
 	suite.acme.renewal suite.ceptra.partitions.lifecycle suite.goop.groups.hostlink suite.goop.groups.member suite.goop.lua.pool suite.goop.p2p.hubfollow \
 	suite.specter.tunnel.machine suite.specter.tunnel.stream suite.specter.gateway.lifecycle suite.specter.gateway.visitormachine suite.specter.gateway.h2stream suite.specter.gateway.h2conn suite.specter.gateway.h3conn \
 	suite.constellation.leases.hold suite.constellation.leases.keeper suite.raft.memberchange suite.raft.walbatch suite.ceptra.combine suite.serial \
-	suite.raft.snapshotter suite.specter.rpcauth
+	suite.raft.snapshotter suite.specter.rpcauth suite.specter.chord.pacing
 diagrams: setup
 	@command -v dot >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \

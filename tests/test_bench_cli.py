@@ -62,6 +62,7 @@ HEADLINES: dict[str, list[str]] = {
     "specter_aof_sync": ["puts_default", "puts_sync", "cpu_us_sync", "kill9_kept_sync"],
     "specter_authority": ["authority_only_ns", "check_authority_only_ns", "covers_cached_ns"],
     "specter_dns": ["dns_qps", "knot_qps", "dns_vs_knot", "dns_latency_ms"],
+    "specter_frames": ["frame_cpu_us_per_call"],
     "specter_h2_inprocess": ["h2_inprocess_cpu_us_per_request", "h2_inprocess_cpu_us_median"],
     "specter_http1_inprocess": ["http1_inprocess_cpu_us_per_request", "http1_inprocess_cpu_us_median"],
     "specter_kv": [

@@ -141,6 +141,7 @@ class RPCServerProtocol(FrameProtocol):
         self._route = self._direct
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         uid = peerUid(self.transport)
         if uid is None:
             return
@@ -271,6 +272,7 @@ class RPCClientProtocol(FrameProtocol):
         self.refusal: RemoteError | None = None
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         refusal: Deferred[Any] = Deferred()
         refusal.addErrback(self._refused)
         self.pending[0] = refusal

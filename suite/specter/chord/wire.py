@@ -11,6 +11,29 @@ A connection carries many calls at once (pipelined, matched by id); one
 connection per peer process is kept and re-opened on demand.  Every peer
 presents a certificate from the ring's CA (see L{suite.pki.tls}).  The
 listener's ALPN name is L{ALPN}, so a gateway may later share the port.
+
+Backpressure: the end that answers calls stops reading the connection
+(C{transport.pauseProducing}) while a peer does not read its answers or
+has too many calls in flight, so its memory stays bounded.  The protocol
+is its transport's streaming producer: the transport reports when its
+write buffer fills (Twisted's 64 KiB mark) and when it has drained.
+Reading stops when
+
+  - the answers queued here or written since the buffer filled reach
+    L{MAX_UNSENT} (reading resumes once the buffer has drained), or
+  - the calls dispatched but not yet answered reach L{IN_FLIGHT_BUDGET},
+    each counting its request frame's size plus L{CALL_WEIGHT}: at most
+    L{MAX_IN_FLIGHT} calls, fewer large ones (reading resumes at half).
+
+Frames already read when reading stops stay unparsed until it resumes, so
+what a connection holds is bounded: one read (64 KiB) and one partial
+frame, the transport's 64 KiB mark plus L{MAX_UNSENT} plus one answer, and
+the calls in flight and their answers.
+
+Only answers and served calls count: an end awaiting responses to its own
+calls never stops reading, so two ends that each wait for the other
+cannot both stop (a ring connection carries calls one way only: the
+dialling process calls, the accepting one answers).
 """
 
 from __future__ import annotations
@@ -22,7 +45,7 @@ from typing import Any
 import msgpack
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -32,13 +55,35 @@ from zope.interface import implementer
 from suite.pki.peer import peerCertificate
 from suite.specter.chord import errors as E
 from suite.specter.chord.errors import RemoteError
+from suite.specter.chord.pacing import ReadingCore, ReadingMachine
 from suite.specter.interfaces import IChordTransport
 
-__all__ = ["ALPN", "MAX_FRAME", "FrameProtocol", "ChordServerFactory", "WireTransport", "pack", "unpack"]
+__all__ = [
+    "ALPN",
+    "MAX_FRAME",
+    "CALL_WEIGHT",
+    "IN_FLIGHT_BUDGET",
+    "MAX_IN_FLIGHT",
+    "MAX_UNSENT",
+    "FrameProtocol",
+    "ChordServerFactory",
+    "WireTransport",
+    "pack",
+    "unpack",
+]
 
 log = Logger()
 ALPN = b"specter-chord/1"
 MAX_FRAME = 64 * 1024 * 1024
+#: answer bytes queued, or written after the transport's buffer filled,
+#: before reading stops
+MAX_UNSENT = 4 * 1024 * 1024
+#: the budget of calls served at once on one connection: each counts its
+#: request frame's bytes plus L{CALL_WEIGHT}, and reading stops when they
+#: reach it (at most MAX_IN_FLIGHT calls, fewer when they are large)
+IN_FLIGHT_BUDGET = 64 * 1024 * 1024
+CALL_WEIGHT = 64 * 1024
+MAX_IN_FLIGHT = IN_FLIGHT_BUDGET // CALL_WEIGHT
 REQUEST, RESPONSE = 0, 1
 
 
@@ -51,10 +96,13 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+@implementer(IPushProducer)
 class FrameProtocol(Int32StringReceiver):
     """
     Both ends of a connection: answers requests with C{dispatch} and
-    matches responses to pending calls.
+    matches responses to pending calls.  Registered as its transport's
+    producer, it stops reading while the peer does not take its answers or
+    too many calls are in flight (see the module's docstring).
     """
 
     MAX_LENGTH = MAX_FRAME
@@ -70,6 +118,76 @@ class FrameProtocol(Int32StringReceiver):
         self.nextId = 1
         self.closed = False
         self.onLost: list[Callable[[], None]] = []
+        #: the weight of the calls dispatched and not yet answered (see
+        #: L{IN_FLIGHT_BUDGET})
+        self.inFlight = 0
+        #: answer bytes queued here or written since the transport reported
+        #: its buffer full (0 while the transport keeps up)
+        self.unsent = 0
+        #: the transport's last report: its write buffer is past its mark
+        self._full = False
+        self._frameLength = 0
+        self._receiving = False
+        self.reading = ReadingMachine(ReadingCore(pause=self._stopReading, resume=self._readOn))
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
+
+    # IPushProducer: the transport's write buffer filled / drained
+
+    def pauseProducing(self) -> None:
+        self._full = True
+
+    def resumeProducing(self) -> None:
+        self._full = False
+        if not self._out:
+            self._drained()
+
+    def stopProducing(self) -> None:
+        """
+        The transport is gone; L{connectionLost} follows.
+        """
+
+    # reading (L{suite.specter.chord.pacing}), fed where a counter crosses a limit
+
+    def _checkLoad(self) -> None:
+        if not self.pending and (self.unsent >= MAX_UNSENT or self.inFlight >= IN_FLIGHT_BUDGET):
+            self.reading.congested()
+
+    def _checkRelief(self) -> None:
+        if self.pending or (self.unsent < MAX_UNSENT and self.inFlight <= IN_FLIGHT_BUDGET // 2):
+            self.reading.relieved()
+            if not self.paused and self._unprocessed and not self._receiving and not self.closed:
+                # frames received before reading stopped
+                self.dataReceived(b"")
+
+    def _stopReading(self) -> None:
+        # the receiver's own flag stops it at the next buffered frame
+        self.paused = True
+        transport: Any = self.transport
+        transport.pauseProducing()
+
+    def _readOn(self) -> None:
+        self.paused = False
+        transport: Any = self.transport
+        transport.resumeProducing()
+
+    def _drained(self) -> None:
+        """
+        The transport took every answer written (below its mark).
+        """
+        unsent, self.unsent = self.unsent, 0
+        if unsent >= MAX_UNSENT:
+            self._checkRelief()
+
+    def dataReceived(self, data: bytes) -> None:
+        # reading resumed from within a frame goes on in the running loop
+        self._receiving = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving = False
 
     def sendString(self, string: bytes) -> None:
         """
@@ -78,6 +196,8 @@ class FrameProtocol(Int32StringReceiver):
         """
         if self.clock is None:
             super().sendString(string)
+            if not self._full and self.unsent:
+                self._drained()
             return
         self._out.append(struct.pack(">I", len(string)))
         self._out.append(string)
@@ -89,6 +209,8 @@ class FrameProtocol(Int32StringReceiver):
         out, self._out = self._out, []
         if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
+            if not self._full and self.unsent:
+                self._drained()
 
     def _close(self) -> None:
         if self.transport is not None:
@@ -108,10 +230,13 @@ class FrameProtocol(Int32StringReceiver):
             return
         if kind == REQUEST and self.dispatch is not None and len(msg) == 5:
             _, rid, vid, method, args = msg
+            self._frameLength = len(data) + CALL_WEIGHT
             self._serve(rid, vid, method, args)
         elif kind == RESPONSE and len(msg) == 4:
             _, rid, ok, result = msg
             d = self.pending.pop(rid, None)
+            if not self.pending and (self.inFlight or self.unsent):
+                self._checkLoad()
             if d is not None:
                 if ok:
                     d.callback(result)
@@ -126,14 +251,24 @@ class FrameProtocol(Int32StringReceiver):
         if not isinstance(method, str) or not isinstance(args, list):
             self._answer(rid, False, RemoteError(E.BAD_REQUEST, "malformed call").toWire())
             return
+        size = self._frameLength
+        self.inFlight += size
+        if self.inFlight >= IN_FLIGHT_BUDGET:
+            self._checkLoad()
         d = self.dispatch(vid, method, args)
 
         def ok(result: Any) -> None:
+            held = self.inFlight = self.inFlight - size
             self._answer(rid, True, result)
+            if held <= IN_FLIGHT_BUDGET // 2 < held + size:
+                self._checkRelief()
 
         def bad(f: Failure) -> None:
+            held = self.inFlight = self.inFlight - size
             err = f.value if isinstance(f.value, RemoteError) else RemoteError(E.INTERNAL, "call failed")
             self._answer(rid, False, err.toWire())
+            if held <= IN_FLIGHT_BUDGET // 2 < held + size:
+                self._checkRelief()
 
         d.addCallbacks(ok, bad)
 
@@ -144,7 +279,10 @@ class FrameProtocol(Int32StringReceiver):
             frame = pack([RESPONSE, rid, ok, result])
         except (TypeError, ValueError):
             frame = pack([RESPONSE, rid, False, RemoteError(E.INTERNAL, "unencodable result").toWire()])
+        self.unsent += len(frame) + 4
         self.sendString(frame)
+        if self.unsent >= MAX_UNSENT:
+            self._checkLoad()
 
     def request(self, vid: Any, method: str, args: list[Any]) -> Deferred[Any]:
         rid = self.nextId
@@ -155,11 +293,15 @@ class FrameProtocol(Int32StringReceiver):
 
         d: Deferred[Any] = Deferred(cancel)
         self.pending[rid] = d
+        if len(self.pending) == 1 and (self.inFlight or self.unsent):
+            # its response must be read
+            self._checkRelief()
         self.sendString(pack([REQUEST, rid, vid, method, args]))
         return d
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self.closed = True
+        self.reading.lost()
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
