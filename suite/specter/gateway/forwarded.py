@@ -7,7 +7,9 @@ asked for, port included.
 
 HTTP/1.1 connections are spliced, so L{RequestRewriter} follows the
 request framing of the visitor-to-target byte stream (heads, bodies by
-C{Content-Length} or chunks) and rewrites each request head on the way.
+C{Content-Length} or chunks) and rewrites each request head on the way;
+a connection is bound to its first request's host, and a later head that
+names another host is refused (L{HostChanged}), never forwarded.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ __all__ = [
     "hostConflict",
     "RequestRewriter",
     "RequestError",
+    "HostChanged",
+    "normalHost",
 ]
 
 #: Request headers the gateway owns (lower case).
@@ -34,6 +38,25 @@ class RequestError(Exception):
     A later request on a spliced HTTP/1.1 connection broke the framing or
     the size limit; the connection is closed.
     """
+
+
+class HostChanged(RequestError):
+    """
+    A later request on an HTTP/1.1 connection names another host than the
+    one the connection is bound to (its first request's): it must not
+    reach the first host's tunnel.
+
+    @ivar host: the host the request names (normalised, L{normalHost}).
+    @ivar bound: the host the connection is bound to.
+    """
+
+    def __init__(self, host: bytes, bound: bytes) -> None:
+        self.host = host.decode("ascii", "replace")
+        self.bound = bound.decode("ascii", "replace")
+        super().__init__(
+            f"a later request names {self.host}, this connection is bound to {self.bound}: "
+            "send the request on a new connection"
+        )
 
 
 def forwardingLines(ip: str, host: str) -> bytes:
@@ -85,6 +108,36 @@ def _bareHost(authority: bytes) -> bytes:
     return authority.rpartition(b":")[0] if b":" in authority else authority
 
 
+def normalHost(authority: bytes) -> bytes:
+    """
+    The host of an authority (a C{Host} value) as the gateway compares it:
+    lower case, without port, user information or a trailing dot (the
+    rules of L{suite.specter.gateway.certnames}).
+    """
+    host = _bareHost(authority.strip().lower())
+    return host[:-1] if host.endswith(b".") else host
+
+
+def _targetAuthority(lower: bytes) -> bytes | None:
+    """
+    The authority of an absolute-form request target (C{http://AUTHORITY/...}),
+    None for any other form.
+
+    @param lower: the head, lower-cased.
+    """
+    space = lower.find(b" ")
+    if lower[space + 1 : space + 5] != b"http":
+        return None  # the usual origin-form target
+    line = lower[: lower.find(b"\r\n")] if b"\r\n" in lower else lower
+    target = line[space + 1 :].partition(b" ")[0]
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme not in (b"http", b"https"):
+        return None
+    for stop in b"/?#":
+        rest = rest.split(bytes((stop,)), 1)[0]
+    return rest
+
+
 def hostConflict(lower: bytes) -> str | None:
     """
     Why a request head must be refused for its C{Host} (RFC 9112 3.2 and
@@ -101,16 +154,9 @@ def hostConflict(lower: bytes) -> str | None:
         return "whitespace between the Host header name and its colon"
     if first < 0:
         return None
-    space = lower.find(b" ")
-    if lower[space + 1 : space + 5] != b"http":
-        return None  # the usual origin-form target
-    line = lower[: lower.find(b"\r\n")]
-    target = line[space + 1 :].partition(b" ")[0]
-    scheme, sep, rest = target.partition(b"://")
-    if not sep or scheme not in (b"http", b"https"):
+    rest = _targetAuthority(lower)
+    if rest is None:
         return None
-    for stop in b"/?#":
-        rest = rest.split(bytes((stop,)), 1)[0]
     end = lower.find(b"\r\n", first + 7)
     named = lower[first + 7 : end if end >= 0 else len(lower)].strip()
     if _bareHost(rest) != _bareHost(named):
@@ -135,13 +181,19 @@ def _withoutForwarding(head: bytes) -> bytes:
     return b"\r\n".join(kept)
 
 
-def _rewriteHead(head: bytes, ip: str, cache: dict[bytes, bytes]) -> tuple[bytes, int, bool]:
+def _rewriteHead(
+    head: bytes, ip: str, cache: dict[bytes, bytes], bound: bytes | None
+) -> tuple[bytes, int, bool]:
     """
     Rewrite one request head (without its final blank line): the
     forwarding headers replaced.  Return the new head (with the blank
     line), the body length (-1: chunked) and whether the rest of the
     connection is opaque (CONNECT or an upgrade).  C{cache} keeps the
     forwarding lines by Host (a connection's requests share one).
+
+    @param bound: the host (L{normalHost}) the connection is bound to, or
+        None; a head naming another one (by its C{Host}, else its
+        absolute-form target) is a L{HostChanged}.
     """
     lower = head.lower()
     if b"\r\nx-forwarded-" in lower or b"\r\nforwarded" in lower:
@@ -162,6 +214,14 @@ def _rewriteHead(head: bytes, ip: str, cache: dict[bytes, bytes]) -> tuple[bytes
         if conflict is not None:
             raise RequestError(conflict)
         host = _headerValue(lower, head, _HOST) or b""
+    if bound is not None:
+        # the host this head is for: its Host, else its absolute-form
+        # target's; a Host seen before (a key of cache) was found bound
+        authority = host or _targetAuthority(lower) or b""
+        if authority and authority not in cache:
+            named = normalHost(authority)
+            if named != bound:
+                raise HostChanged(named, bound)
     length = 0
     chunked = False
     encoding = _headerValue(lower, lower, b"\r\ntransfer-encoding:")
@@ -190,16 +250,21 @@ class RequestRewriter:
     Follows the requests a visitor sends on one HTTP/1.1 connection and
     rewrites each head (see L{_rewriteHead}); bodies pass unchanged.
     A head with two C{Host} lines, or a C{Host} other than its
-    absolute-form target's host, is a L{RequestError} (checked once per
-    distinct head: repeated heads come from L{heads}).
+    absolute-form target's host, is a L{RequestError}, and one naming
+    another host than C{bound} a L{HostChanged} (checked once per distinct
+    head: repeated heads come from L{heads}, which keeps only heads that
+    passed, and C{bound} is set before the first head and never changes).
     After a CONNECT or an C{Upgrade} request the rest is passed through.
 
     @ivar limit: the longest request head accepted.
     """
 
-    def __init__(self, ip: str, limit: int) -> None:
+    def __init__(self, ip: str, limit: int, bound: bytes | None = None) -> None:
         self.ip = ip
         self.limit = limit
+        #: The host (L{normalHost}) the connection is bound to: a head
+        #: naming another is a L{HostChanged}; None: not checked.
+        self.bound = bound
         self.state = _HEAD
         self.buffer = b""
         self.remaining = 0
@@ -252,7 +317,7 @@ class RequestRewriter:
                 head, data = data[:end], data[end + 4 :]
                 known = self.heads.get(head)
                 if known is None:
-                    known = _rewriteHead(head, self.ip, self.cache)
+                    known = _rewriteHead(head, self.ip, self.cache, self.bound)
                     if len(self.heads) >= 32:
                         self.heads.clear()
                     if len(head) <= 2048:

@@ -6,8 +6,12 @@ Only the first request head is parsed, with a size limit (431 beyond it);
 a Host the certificate presented on the connection does not cover is
 answered 421 and the connection closed (L{suite.specter.gateway.certnames});
 after routing the connection's bytes move to the tunnel stream (HTTP/1.1
-request heads rewritten with the forwarding headers).  Each connection's
-state is its L{suite.specter.gateway.visitormachine.VisitorMachine}.
+request heads rewritten with the forwarding headers).  The connection is
+bound to the first request's host: a later request naming another host
+is never forwarded (L{suite.specter.gateway.forwarded.HostChanged}; 421
+before anything was spliced, else the stream reset and the connection
+aborted).  Each connection's state is its
+L{suite.specter.gateway.visitormachine.VisitorMachine}.
 """
 
 from __future__ import annotations
@@ -24,11 +28,18 @@ from suite.specter.gateway.certnames import (
     misdirectedReason,
     presentedNames,
 )
-from suite.specter.gateway.forwarded import RequestError, RequestRewriter, hostConflict
+from suite.specter.gateway.forwarded import (
+    HostChanged,
+    RequestError,
+    RequestRewriter,
+    hostConflict,
+    normalHost,
+)
 from suite.specter.gateway.visitormachine import (
     REPLAY_LIMIT,
     Request,
     VisitorInputs,
+    logHostChanged,
     newVisitorMachine,
 )
 from suite.specter.tunnel.mux import LocalSide, closeTransport
@@ -216,8 +227,17 @@ class HTTPVisitor(_Visitor):
                 return
             inputs.apexRequested([head])
             return
+        assert self.rewriter is not None
+        # later heads on this connection must name the same host
+        self.rewriter.bound = normalHost(host.encode("ascii", "replace"))
         try:
             rewritten = self.rewrite(head)
+        except HostChanged as e:
+            # a pipelined request for another host came with the first:
+            # nothing is forwarded yet, so the 421 can answer the first
+            logHostChanged(self.peer(), str(e))
+            inputs.rejected(MISDIRECTED, str(e))
+            return
         except RequestError as e:
             inputs.framingBroken(str(e))
             return

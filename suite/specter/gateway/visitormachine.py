@@ -5,7 +5,7 @@ an error answer, or the apex site.
 
 Inputs (L{VisitorInputs}): C{opened}, C{bytesReceived}, C{headTimedOut},
 C{routeRequested}, C{apexRequested}, C{answered}, C{rejected},
-C{framingBroken}, C{resolved}, C{resolveFailed}, C{spliced},
+C{framingBroken}, C{hostChanged}, C{resolved}, C{resolveFailed}, C{spliced},
 C{streamReset}, C{retryChosen}, C{streamFailed}, C{connectionLost}.
 
 Outputs (on the L{VisitorSide} and the gateway): parse the head, route
@@ -45,7 +45,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from suite.fsm import indexed
-from suite.specter.gateway.forwarded import RequestError
+from suite.specter.gateway.certnames import MISDIRECTED
+from suite.specter.gateway.forwarded import HostChanged, RequestError
 from suite.specter.tunnel.mux import Stream, abortTransport, closeTransport
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ __all__ = [
     "Replay",
     "REPLAY_LIMIT",
     "newVisitorMachine",
+    "logHostChanged",
 ]
 
 log = Logger()
@@ -117,6 +119,12 @@ class VisitorInputs(Protocol):
     def framingBroken(self, error: str) -> None:
         """
         The visitor broke HTTP/1.1 framing.
+        """
+
+    def hostChanged(self, error: str) -> None:
+        """
+        A later request names another host than the connection is bound
+        to (its first request's): it is not forwarded.
         """
 
     def resolved(self, result: Any) -> None:
@@ -388,10 +396,14 @@ def _splice(
 def _rewritten(inputs: VisitorInputs, core: VisitorCore, data: bytes) -> bytes | None:
     """
     C{data} rewritten for the target, or None when the visitor broke
-    HTTP/1.1 framing (then C{framingBroken} is fed).
+    HTTP/1.1 framing (then C{framingBroken} is fed) or named another host
+    (C{hostChanged}).
     """
     try:
         return core.visitor.rewrite(data)
+    except HostChanged as e:
+        inputs.hostChanged(str(e))
+        return None
     except RequestError as e:
         inputs.framingBroken(str(e))
         return None
@@ -399,6 +411,13 @@ def _rewritten(inputs: VisitorInputs, core: VisitorCore, data: bytes) -> bytes |
 
 def _logFraming(core: VisitorCore, error: str) -> None:
     log.info("HTTP/1.1 visitor {peer}: {error}", peer=core.visitor.peer(), error=error)
+
+
+def logHostChanged(peer: str, error: str) -> None:
+    """
+    Log a later request refused for naming another host (L{HostChanged}).
+    """
+    log.info("HTTP/1.1 visitor {peer} closed: {error}", peer=peer, error=error)
 
 
 def _serveApex(core: VisitorCore, early: list[bytes]) -> None:
@@ -560,6 +579,12 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
         _logFraming(core, error)
         core.visitor.fail(400, error)
 
+    @routing.upon(V.hostChanged).to(done)
+    def _otherHostEarly(inputs: VisitorInputs, core: VisitorCore, data: RouteData, error: str) -> None:
+        # nothing was forwarded yet: the 421 answers the first request
+        logHostChanged(core.visitor.peer(), error)
+        core.visitor.fail(MISDIRECTED, error)
+
     @routing.upon(V.spliced).to(streaming)
     def _spliced(
         inputs: VisitorInputs,
@@ -579,6 +604,7 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
     replaying.upon(V.resolveFailed).to(done)(_lookupFailed)
     replaying.upon(V.rejected).to(done)(_unroutable)
     replaying.upon(V.framingBroken).to(done)(_badLaterHead)
+    replaying.upon(V.hostChanged).to(done)(_otherHostEarly)
     replaying.upon(V.spliced).to(streaming)(_spliced)
     replaying.upon(V.connectionLost).to(done)(_goneRouting)
 
@@ -628,6 +654,18 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
         data.stream.reset(f"the visitor broke HTTP/1.1 framing: {error}")
         core.visitor.transport.abortConnection()
 
+    @streaming.upon(V.hostChanged).to(done)
+    def _otherHost(inputs: VisitorInputs, core: VisitorCore, data: StreamData, error: str) -> None:
+        # the target's answers are spliced unparsed: no 421 can be slipped
+        # among them, nor can the connection wait for the earlier answers
+        # to end (a half-closed stream drops what the target still sends)
+        _leaveStreaming(core)
+        logHostChanged(core.visitor.peer(), error)
+        errors = core.gateway.metrics.errors
+        errors[MISDIRECTED] = errors.get(MISDIRECTED, 0) + 1
+        data.stream.reset(f"the visitor asked for another host: {error}")
+        core.visitor.transport.abortConnection()
+
     @streaming.upon(V.connectionLost).to(done)
     def _gone(inputs: VisitorInputs, core: VisitorCore, data: StreamData) -> None:
         _leaveStreaming(core)
@@ -639,7 +677,7 @@ def _build() -> TypeMachine[VisitorInputs, VisitorCore]:
 
     # Deliberately impossible (a NoTransition would be a bug): each private
     # input (spliced, rejected, answered, apexRequested, routeRequested,
-    # framingBroken, retryChosen, streamFailed) is fed by a behaviour of the
+    # framingBroken, hostChanged, retryChosen, streamFailed) is fed by a behaviour of the
     # states that take it; headTimedOut is AwaitingHead's own timer,
     # cancelled as it is left; a connection is opened once, before any byte
     # (Connecting takes no bytes); lookups run only in Routing and

@@ -64,9 +64,11 @@ class RewriterTests(SynchronousTestCase):
         calls: list[bytes] = []
         original = forwarded._rewriteHead
 
-        def rewriteHead(h: bytes, ip: str, cache: dict[bytes, bytes]) -> tuple[bytes, int, bool]:
+        def rewriteHead(
+            h: bytes, ip: str, cache: dict[bytes, bytes], bound: bytes | None
+        ) -> tuple[bytes, int, bool]:
             calls.append(h)
-            return original(h, ip, cache)
+            return original(h, ip, cache, bound)
 
         self.patch(forwarded, "_rewriteHead", rewriteHead)
         self.assertEqual(rewriter.feed(head), first)

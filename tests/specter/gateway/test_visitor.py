@@ -51,8 +51,9 @@ class VisitorTests(SynchronousTestCase):
     def test_routedOnceThenSpliced(self) -> None:
         """
         The first request head picks the tunnel by Host; it and every later
-        request go down one stream, each head with the forwarding headers
-        (a visitor's own ones dropped), Host untouched.
+        request for that host (in any case, port or trailing-dot form) go
+        down one stream, each head with the forwarding headers (a visitor's
+        own ones dropped), Host untouched.
         """
         visitor = HTTPVisitor(self.gateway)
         self.visit(visitor)
@@ -61,7 +62,7 @@ class VisitorTests(SynchronousTestCase):
         self.assertEqual(self.wire.value(), b"")
         visitor.dataReceived(head[10:])
         visitor.dataReceived(
-            b"GET /next HTTP/1.1\r\nHost: other.example.test\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: APP.example.test.:443\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
         )
         frames = _frames(self.wire.value())
         self.assertEqual(frames[0][0], OPEN)
@@ -73,9 +74,9 @@ class VisitorTests(SynchronousTestCase):
             b"GET / HTTP/1.1\r\nHost: app.example.test:8443\r\n"
             + fwd
             + b'host="app.example.test:8443"\r\n\r\n'
-            + b"GET /next HTTP/1.1\r\nHost: other.example.test\r\n"
+            + b"GET /next HTTP/1.1\r\nHost: APP.example.test.:443\r\n"
             + fwd
-            + b'host="other.example.test"\r\n\r\n',
+            + b'host="APP.example.test.:443"\r\n\r\n',
         )
 
     def test_laterFramingError(self) -> None:

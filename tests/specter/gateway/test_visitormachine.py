@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from suite.specter.gateway.core import Gateway, GatewayConfig
-from suite.specter.gateway.forwarded import RequestError
+from suite.specter.gateway.forwarded import HostChanged, RequestError
 from suite.specter.gateway.routes import MemoryRouteStore
 from suite.specter.gateway.visitor import HTTPVisitor
 from suite.specter.gateway.visitormachine import (
@@ -104,6 +104,7 @@ class _Gateway:
 
         class metrics:
             streamsOpened = 0
+            errors: dict[int, int] = {}
 
         self.metrics = metrics
 
@@ -175,6 +176,7 @@ _INPUTS: list[tuple[str, tuple[Any, ...]]] = [
     ("answered", (b"resp",)),
     ("rejected", (404, "nobody")),
     ("framingBroken", ("bad",)),
+    ("hostChanged", ("other",)),
     ("resolved", (None,)),  # a link (see _Machine.feed)
     ("resolveFailed", (Failure(ValueError("kv down")),)),
     ("spliced", (_REQ, None, None)),
@@ -203,6 +205,7 @@ _ROUTING: dict[str, tuple[list[str], str]] = {
     "resolveFailed": (["resume", f"fail 502 route lookup for {_HOST} failed, try again"], "Done"),
     "rejected": (["fail 404 nobody"], "Done"),
     "framingBroken": (["fail 400 bad"], "Done"),
+    "hostChanged": (["fail 421 other"], "Done"),
     "spliced": ([], "Streaming"),
     "connectionLost": ([], "Done"),
 }
@@ -212,6 +215,7 @@ _STREAMING: dict[str, tuple[list[str], str]] = {
     "retryChosen": (_LOOKUP, "Replaying"),
     "streamFailed": (["fail 502 the tunnel could not reach its target: boom"], "Done"),
     "framingBroken": (["reset the visitor broke HTTP/1.1 framing: bad", "abort"], "Done"),
+    "hostChanged": (["reset the visitor asked for another host: other", "abort"], "Done"),
     "connectionLost": (["localLost"], "Done"),
 }
 
@@ -383,6 +387,26 @@ class EveryInputTests(SynchronousTestCase):
         self.assertIsNone(m.side.forward)
         m.feed("bytesReceived", (b"y",))  # Done drops late bytes
         self.assertEqual(len(m.events), 2)
+
+    def test_forwardOtherHost(self) -> None:
+        """
+        A later head naming another host on Streaming's data path: nothing
+        of it is sent, the stream is reset, the connection aborted and the
+        refusal counted as a 421.
+        """
+        m = self.machineIn("Streaming")
+
+        def other(data: bytes) -> bytes:
+            raise HostChanged(b"b.example.test", b"a.example.test")
+
+        m.side.rewrite = other  # type: ignore[method-assign]
+        m.side.forward(b"x")
+        self.assertEqual(len(m.events), 2)
+        self.assertTrue(m.events[0].startswith("reset the visitor asked for another host: "), m.events)
+        self.assertIn("names b.example.test, this connection is bound to a.example.test", m.events[0])
+        self.assertEqual(m.events[1], "abort")
+        self.assertIsNone(m.side.forward)
+        self.assertEqual(m.gateway.metrics.errors, {421: 1})
 
     def test_headTimer(self) -> None:
         """
