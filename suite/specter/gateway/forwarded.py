@@ -19,6 +19,8 @@ __all__ = [
     "forwardingLines",
     "forwardedValue",
     "hostConflict",
+    "missingHost",
+    "targetAuthority",
     "RequestRewriter",
     "RequestError",
     "HostChanged",
@@ -118,13 +120,17 @@ def normalHost(authority: bytes) -> bytes:
     return host[:-1] if host.endswith(b".") else host
 
 
-def _targetAuthority(lower: bytes) -> bytes | None:
+def targetAuthority(lower: bytes) -> bytes | None:
     """
-    The authority of an absolute-form request target (C{http://AUTHORITY/...}),
-    None for any other form.
+    The authority of an absolute-form request target (C{http://AUTHORITY/...})
+    or of a C{CONNECT} request's authority-form target (C{HOST:PORT}), None
+    for any other form.
 
     @param lower: the head, lower-cased.
     """
+    if lower.startswith(b"connect "):
+        line = lower[: lower.find(b"\r\n")] if b"\r\n" in lower else lower
+        return line[8:].partition(b" ")[0] or None
     space = lower.find(b" ")
     if lower[space + 1 : space + 5] != b"http":
         return None  # the usual origin-form target
@@ -142,8 +148,8 @@ def hostConflict(lower: bytes) -> str | None:
     """
     Why a request head must be refused for its C{Host} (RFC 9112 3.2 and
     5.1): a second C{Host} line, whitespace before a C{Host} colon, or a
-    C{Host} naming another host than an absolute-form target; None when
-    nothing is wrong.
+    C{Host} naming another host than an absolute-form target or a
+    C{CONNECT} target; None when nothing is wrong.
 
     @param lower: the head, lower-cased, without its blank line.
     """
@@ -154,7 +160,7 @@ def hostConflict(lower: bytes) -> str | None:
         return "whitespace between the Host header name and its colon"
     if first < 0:
         return None
-    rest = _targetAuthority(lower)
+    rest = targetAuthority(lower)
     if rest is None:
         return None
     end = lower.find(b"\r\n", first + 7)
@@ -162,6 +168,24 @@ def hostConflict(lower: bytes) -> str | None:
     if _bareHost(rest) != _bareHost(named):
         return "the Host header disagrees with the request target's host (RFC 9112 3.2.2)"
     return None
+
+
+def missingHost(lower: bytes) -> str | None:
+    """
+    Why a request head without a C{Host} line must be refused: every
+    request of a version other than HTTP/1.0 needs one (RFC 9112 3.2);
+    None when the head has one or is HTTP/1.0 (routed by its absolute-form
+    target's authority, else by the connection's SNI).
+
+    @param lower: the head, lower-cased, without its blank line.
+    """
+    if lower.find(_HOST) >= 0:
+        return None
+    end = lower.find(b"\r\n")
+    line = lower[:end] if end >= 0 else lower
+    if line.endswith(b" http/1.0"):
+        return None
+    return "no Host header in an HTTP/1.1 request (RFC 9112 3.2)"
 
 
 def _withoutForwarding(head: bytes) -> bytes:
@@ -205,23 +229,28 @@ def _rewriteHead(
         and lower[first + 6 : first + 7] == b":"
         and lower.find(b"\r\nhost", first + 6) < 0
         and not lower.startswith(b"http", lower.find(b" ") + 1)
+        and not lower.startswith(b"connect ")
     ):
         # the usual head: one Host line and an origin-form target
         end = lower.find(b"\r\n", first + 7)
         host = head[first + 7 : end if end >= 0 else len(head)].strip()
     else:
-        conflict = hostConflict(lower)
+        target = targetAuthority(lower)
+        if bound is not None and target and target not in cache and normalHost(target) != bound:
+            # an absolute-form or CONNECT target naming another host: a
+            # host change whatever its Host line says
+            raise HostChanged(normalHost(target), bound)
+        conflict = hostConflict(lower) or missingHost(lower)
         if conflict is not None:
             raise RequestError(conflict)
-        host = _headerValue(lower, head, _HOST) or b""
-    if bound is not None:
-        # the host this head is for: its Host, else its absolute-form
-        # target's; a Host seen before (a key of cache) was found bound
-        authority = host or _targetAuthority(lower) or b""
-        if authority and authority not in cache:
-            named = normalHost(authority)
-            if named != bound:
-                raise HostChanged(named, bound)
+        # without a Host line (HTTP/1.0), the target's authority is the host
+        host = _headerValue(lower, head, _HOST) or target or b""
+    if bound is not None and host and host not in cache:
+        # the host this head is for; a value seen before (a key of cache)
+        # was found bound
+        named = normalHost(host)
+        if named != bound:
+            raise HostChanged(named, bound)
     length = 0
     chunked = False
     encoding = _headerValue(lower, lower, b"\r\ntransfer-encoding:")

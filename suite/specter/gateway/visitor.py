@@ -33,7 +33,9 @@ from suite.specter.gateway.forwarded import (
     RequestError,
     RequestRewriter,
     hostConflict,
+    missingHost,
     normalHost,
+    targetAuthority,
 )
 from suite.specter.gateway.visitormachine import (
     REPLAY_LIMIT,
@@ -203,7 +205,20 @@ class HTTPVisitor(_Visitor):
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             inputs.rejected(400, "malformed request line")
             return
-        host = _hostOf(head[:end]) or serverName(self.transport)
+        lower = head[:end].lower()
+        # RFC 9112 3.2: HTTP/1.1 needs a Host line, which must agree with an
+        # absolute-form or CONNECT target (later heads meet these checks in
+        # the rewriter)
+        conflict = hostConflict(lower) or missingHost(lower)
+        if conflict is not None:
+            inputs.rejected(400, conflict)
+            return
+        host = _hostOf(head[:end])
+        if not host:
+            # HTTP/1.0 without Host: its absolute-form target's authority,
+            # else the SNI
+            target = targetAuthority(lower)
+            host = normalHost(target).decode("ascii", "replace") if target else serverName(self.transport)
         if not host:
             inputs.rejected(400, "no Host header")
             return
@@ -220,11 +235,6 @@ class HTTPVisitor(_Visitor):
             inputs.rejected(MISDIRECTED, misdirectedReason(host))
             return
         if host in self.gateway.config.apexes:
-            # other heads meet this check in the rewriter (RFC 9112 3.2)
-            conflict = hostConflict(head[:end].lower())
-            if conflict is not None:
-                inputs.rejected(400, conflict)
-                return
             inputs.apexRequested([head])
             return
         assert self.rewriter is not None

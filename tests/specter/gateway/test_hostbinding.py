@@ -64,12 +64,12 @@ class HostBindingTests(SynchronousTestCase):
         forms = ["APP.Example.Test", "app.example.test:8443", "app.example.test.", "App.example.test.:443"]
         for i, form in enumerate(forms):
             visitor.dataReceived(_get(f"/{i + 2}", form))
-        visitor.dataReceived(b"GET https://app.example.test:443/abs HTTP/1.1\r\n\r\n")
+        visitor.dataReceived(b"GET https://app.example.test:443/abs HTTP/1.0\r\n\r\n")
         self.assertFalse(transport.disconnecting)
         sent = _data(self.wire)
         for i, form in enumerate(forms):
             self.assertIn(f"GET /{i + 2} HTTP/1.1\r\nHost: {form}\r\n".encode(), sent)
-        self.assertIn(b"GET https://app.example.test:443/abs HTTP/1.1\r\n", sent)
+        self.assertIn(b"GET https://app.example.test:443/abs HTTP/1.0\r\n", sent)
         self.assertEqual([k for k, _, _ in _frames(self.wire)].count(RESET), 0)
         self.assertEqual(self.gateway.metrics.errors, {})
 
@@ -105,8 +105,8 @@ class HostBindingTests(SynchronousTestCase):
         """
         for later in (
             _get("/x", "evil.example"),
-            b"GET http://shop.example.test/x HTTP/1.1\r\n\r\n",
-            b"GET /ok HTTP/1.0\r\n\r\nGET http://shop.example.test/x HTTP/1.1\r\n\r\n",
+            b"GET http://shop.example.test/x HTTP/1.0\r\n\r\n",
+            b"GET /ok HTTP/1.0\r\n\r\nGET http://shop.example.test/x HTTP/1.0\r\n\r\n",
             b"POST /x HTTP/1.1\r\nHost: shop.example.test:443\r\nContent-Length: 3\r\n\r\nabc",
         ):
             self.setUp()
