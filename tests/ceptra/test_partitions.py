@@ -42,7 +42,7 @@ from suite.clustor.interfaces import IFeedClient
 from suite.raft.groupid import MemoryGroupStore
 from suite.raft.incarnation import MemoryIncarnations
 from suite.raft.interfaces import IRaftStateMachine
-from suite.raft.messages import Entry
+from suite.raft.messages import Entry, RequestVote
 from suite.raft.multi import DialPolicy
 from suite.raft.sessions import SessionApplier
 from suite.raft.settings import RaftSettings
@@ -512,6 +512,40 @@ class ManagerTests(SynchronousTestCase):
         m.reconcile()
         c.run(0.5)
         self.assertEqual(m.partitions, {})
+
+    def test_foreignPeersMetric(self) -> None:
+        """
+        C{ceptra_partition_foreign_peers{partition}} counts the peers whose
+        messages the partition's group refused for another Raft group id in
+        the last minute: 0, then 1 for a vote request of another group, 0
+        again once that peer has been silent for a minute.
+        """
+        c = Cluster(["a"], {"p0": ["a"]})
+        c.run(1.0)
+        m = c.managers["a"]
+        node = m.partitions["p0"].node
+        self.assertNotEqual(node.groupId, 0)
+
+        def scrape() -> dict[str, float]:
+            registry = CollectorRegistry()
+            registry.register(_PartitionCollector(m))
+            text = generate_latest(registry).decode()
+            self.assertEqual(lintExposition(text, "ceptra"), [])
+            return {
+                sample.labels["partition"]: sample.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "ceptra_partition_foreign_peers"
+                for sample in family.samples
+            }
+
+        self.assertEqual(scrape(), {"p0": 0})
+        other = node.groupId ^ 1 or 2
+        term = node.term
+        node.receive(RequestVote("intruder", node.id, term + 5, 100, term + 5, group=other))
+        self.assertEqual(scrape(), {"p0": 1})
+        self.assertEqual(node.term, term)  # nothing taken from the other group
+        c.clock.advance(61)
+        self.assertEqual(scrape(), {"p0": 0})
 
     def test_notInRouting(self) -> None:
         c = Cluster(["a"], {"p0": ["a"]})

@@ -73,6 +73,12 @@ class PartitionCollector:
             "1 when the group has recorded this replica's storage incarnation (its vote counts).",
             labels=labels,
         )
+        foreign = GaugeMetricFamily(
+            "ceptra_partition_foreign_peers",
+            "Peers of the partition's group heard from in the last minute that belong to another "
+            "Raft group (their messages refused for its group id).",
+            labels=labels,
+        )
         ignored = CounterMetricFamily(
             "ceptra_placement_ignored_updates",
             "Routing feed placements ignored: an older epoch (stale) or another placement "
@@ -115,6 +121,7 @@ class PartitionCollector:
             rules.add_metric([pid], part.machine.rulesVersion)
             configEpoch.add_metric([pid], part.node.configs.latest().epoch)
             intact.add_metric([pid], 1 if part.node.votesIntact() else 0)
+            foreign.add_metric([pid], len(part.node.foreignPeers))
         ready = GaugeMetricFamily(
             "ceptra_partition_ready",
             "1 when this node's replica of the hosted partition passes the raft readiness check "
@@ -146,4 +153,4 @@ class PartitionCollector:
         )
         rejected.add_metric([], multi.rejectedLinks)
         yield from (committed, match, applied, leader, term, events, dups, rules, links, frames, rejected)
-        yield from (placementEpoch, configEpoch, intact, ignored, retired, lifecycle, ready, ratio)
+        yield from (placementEpoch, configEpoch, intact, foreign, ignored, retired, lifecycle, ready, ratio)
