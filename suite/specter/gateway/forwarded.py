@@ -278,9 +278,11 @@ class RequestRewriter:
     """
     Follows the requests a visitor sends on one HTTP/1.1 connection and
     rewrites each head (see L{_rewriteHead}); bodies pass unchanged.
-    A head with two C{Host} lines, or a C{Host} other than its
-    absolute-form target's host, is a L{RequestError}, and one naming
-    another host than C{bound} a L{HostChanged} (checked once per distinct
+    A head with two C{Host} lines, a C{Host} other than its
+    absolute-form or C{CONNECT} target's host, or no C{Host} in a request
+    other than HTTP/1.0, is a L{RequestError}, and one naming (by its
+    C{Host}, else its target, and a C{CONNECT} by its target too) another
+    host than C{bound} a L{HostChanged} (checked once per distinct
     head: repeated heads come from L{heads}, which keeps only heads that
     passed, and C{bound} is set before the first head and never changes).
     After a CONNECT or an C{Upgrade} request the rest is passed through.

@@ -47,8 +47,9 @@ class _SNIHandle:
     def get_context(self) -> SSL.Context:
         return self.connection.get_context()
 
-    def get_certificate(self, as_cryptography: bool = False) -> Any:
-        return self.connection.get_certificate(as_cryptography=as_cryptography)
+    def get_certificate(self, as_cryptography: bool = True) -> Any:
+        assert as_cryptography
+        return self.connection.get_certificate(as_cryptography=True)
 
 
 def _frames(wire: StringTransport) -> list[tuple[int, int, bytes]]:

@@ -155,7 +155,7 @@ class VisitorTests(SynchronousTestCase):
         """
         The plain listener refuses, with 400 and the reason, a request with
         two Host headers, a Host with whitespace before its colon, or a
-        Host naming another host than an absolute-form target; it neither
+        Host naming another host than an absolute-form or CONNECT target; it neither
         redirects by the first Host nor opens a CONNECT tunnel.
         """
         cases = [
@@ -166,6 +166,7 @@ class VisitorTests(SynchronousTestCase):
             (b"GET / HTTP/1.1\r\nHost : app.example.test\r\n\r\n", b"whitespace"),
             (b"GET http://app.example.test/ HTTP/1.1\r\nHost: evil.example\r\n\r\n", b"disagrees"),
             (b"GET http://evil.example/ HTTP/1.1\r\nHost: app.example.test\r\n\r\n", b"disagrees"),
+            (b"CONNECT app.example.test:443 HTTP/1.1\r\nHost: evil.example\r\n\r\n", b"disagrees"),
             (
                 b"CONNECT app.example.test:443 HTTP/1.1\r\nHost: app.example.test\r\nHost: x\r\n\r\n",
                 b"more than one Host",
