@@ -54,7 +54,13 @@ class RingKill9Tests(TestCase):
         await p.ready()
 
     async def writer(
-        self, p: RingProcess, keys: list[bytes], acked: dict[bytes, bytes], failed: list[bytes], *, stopOnError: bool
+        self,
+        p: RingProcess,
+        keys: list[bytes],
+        acked: dict[bytes, bytes],
+        failed: list[bytes],
+        *,
+        stopOnError: bool,
     ) -> None:
         """
         Put each of C{keys} through C{p}, one at a time; record the
@@ -90,8 +96,12 @@ class RingKill9Tests(TestCase):
         ds = []
         for p in procs:
             for w in range(WRITERS):
-                keys = [b"%s-%s-%d" % (tag.encode(), p.name.encode(), i) for i in range(w, perProcess, WRITERS)]
-                ds.append(Deferred.fromCoroutine(self.writer(p, keys, acked, failed, stopOnError=stopOnError)))
+                keys = [
+                    b"%s-%s-%d" % (tag.encode(), p.name.encode(), i) for i in range(w, perProcess, WRITERS)
+                ]
+                ds.append(
+                    Deferred.fromCoroutine(self.writer(p, keys, acked, failed, stopOnError=stopOnError))
+                )
         return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
 
     async def allHeld(self, ring: list[RingProcess], acked: dict[bytes, bytes], timeout: float = 60) -> None:
