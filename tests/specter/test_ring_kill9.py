@@ -8,7 +8,9 @@ a put that failed or was cut off by the kill may or may not be there.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -17,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from tests.specter.ring import RingProcess, makeBundles, waitOneRing
 from tests.support.process import sleep
 
-#: distinct keys the writers try in the whole-ring test
+#: acknowledged puts (distinct keys) before the whole ring is killed
 KEYS = 300
 #: concurrent writers per process
 WRITERS = 2
@@ -56,7 +58,7 @@ class RingKill9Tests(TestCase):
     async def writer(
         self,
         p: RingProcess,
-        keys: list[bytes],
+        keys: Iterable[bytes],
         acked: dict[bytes, bytes],
         failed: list[bytes],
         *,
@@ -83,22 +85,22 @@ class RingKill9Tests(TestCase):
         self,
         procs: list[RingProcess],
         tag: str,
-        perProcess: int,
+        perProcess: int | None,
         acked: dict[bytes, bytes],
         failed: list[bytes],
         *,
         stopOnError: bool,
     ) -> Deferred[Any]:
         """
-        L{WRITERS} writers per process of C{procs}, C{perProcess} distinct
-        keys per process in all.
+        L{WRITERS} writers per process of C{procs}, each putting its own
+        distinct keys: C{perProcess} per process in all, or without end
+        (until a put fails) for C{None}.
         """
         ds = []
         for p in procs:
             for w in range(WRITERS):
-                keys = [
-                    b"%s-%s-%d" % (tag.encode(), p.name.encode(), i) for i in range(w, perProcess, WRITERS)
-                ]
+                numbers = itertools.count(w, WRITERS) if perProcess is None else range(w, perProcess, WRITERS)
+                keys = map((b"%s-%s-%%d" % (tag.encode(), p.name.encode())).__mod__, numbers)
                 ds.append(
                     Deferred.fromCoroutine(self.writer(p, keys, acked, failed, stopOnError=stopOnError))
                 )
@@ -130,32 +132,33 @@ class RingKill9Tests(TestCase):
 
     async def test_wholeRingKill9(self) -> None:
         """
-        Writers put L{KEYS} distinct keys through the three processes; while
-        puts are in flight all three processes are killed with SIGKILL at
-        once.  Started again with their unchanged commands, they form one
+        Writers put distinct keys through the three processes; after
+        L{KEYS} acknowledged puts, with puts in flight through each process,
+        all three processes are killed with SIGKILL at once.  Started again with their unchanged commands, they form one
         ring again and every acknowledged put reads back its value through
         every process and is held by all three.
         """
         ring = await self.startRing()
         acked: dict[bytes, bytes] = {}
         failed: list[bytes] = []
-        writing = self.writers(ring, "all", KEYS // len(ring), acked, failed, stopOnError=True)
-        await ring[0].proc.waitFor(lambda: len(acked) >= KEYS // 2, f"{KEYS // 2} acknowledged puts", 60)
+        # the writers never stop by themselves: the kill cuts each of them
+        # off with a put in flight, through every process
+        writing = self.writers(ring, "all", None, acked, failed, stopOnError=True)
+        await ring[0].proc.waitFor(lambda: len(acked) >= KEYS, f"{KEYS} acknowledged puts", 90)
         for p in ring:
             p.proc.kill9()
         for p in ring:
             await p.proc.waitExit(10)
         await writing
-        # the kill cut puts off: not every key was acknowledged
-        self.assertGreaterEqual(len(acked), KEYS // 2)
-        self.assertLess(len(acked), KEYS)
-        self.assertTrue(failed)
+        self.assertEqual(len(failed), WRITERS * len(ring), failed)
+        self.assertGreaterEqual(len(acked), KEYS)
         for p in ring:
             p.client = None
             p.start()
         for p in ring:
             await p.ready()
         await waitOneRing(ring)
+        print("STATS", len(acked), failed)
         await self.allHeld(ring, acked)
 
     async def test_rollingKill9(self) -> None:
@@ -180,4 +183,5 @@ class RingKill9Tests(TestCase):
             self.assertGreater(len(acked), before + 20)
             await self.restart(victim)
             await waitOneRing(ring)
+        print("STATS", len(acked), failed)
         await self.allHeld(ring, acked)
