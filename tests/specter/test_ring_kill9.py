@@ -134,9 +134,10 @@ class RingKill9Tests(TestCase):
         """
         Writers put distinct keys through the three processes; after
         L{KEYS} acknowledged puts, with puts in flight through each process,
-        all three processes are killed with SIGKILL at once.  Started again with their unchanged commands, they form one
-        ring again and every acknowledged put reads back its value through
-        every process and is held by all three.
+        all three processes are killed with SIGKILL at once.  Started again
+        with their unchanged commands, they form one ring again and every
+        acknowledged put reads back its value through every process and is
+        held by all three.
         """
         ring = await self.startRing()
         acked: dict[bytes, bytes] = {}
@@ -158,7 +159,6 @@ class RingKill9Tests(TestCase):
         for p in ring:
             await p.ready()
         await waitOneRing(ring)
-        print("STATS", len(acked), failed)
         await self.allHeld(ring, acked)
 
     async def test_rollingKill9(self) -> None:
@@ -183,5 +183,4 @@ class RingKill9Tests(TestCase):
             self.assertGreater(len(acked), before + 20)
             await self.restart(victim)
             await waitOneRing(ring)
-        print("STATS", len(acked), failed)
         await self.allHeld(ring, acked)
