@@ -50,6 +50,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from suite.daemon import ConfigError, GuardedEndpointService
+from suite.netutil import dropConnection, peerText
 from suite.web.endpoint import EndpointError, checkSocketDirectory, isLoopbackHost, splitEndpoint
 
 __all__ = [
@@ -273,18 +274,10 @@ class _ManholeSSHTransport(SSHServerTransport):
         self._loginCall = None
         log.warn(
             "manhole: closing SSH connection from {peer}: no login within {seconds:g} seconds",
-            peer=_peerText(self.transport),
+            peer=peerText(self.transport),
             seconds=self.factory.loginGraceTime,
         )
-        transport: Any = self.transport
-        if transport is None:
-            return
-        # A client that reads nothing would hold a graceful close open.
-        abort = getattr(transport, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            transport.loseConnection()
+        dropConnection(self.transport)
 
     def setService(self, service: Any) -> None:
         # The user-auth service sets the avatar just before it starts the
@@ -296,14 +289,6 @@ class _ManholeSSHTransport(SSHServerTransport):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._loggedIn()
         super().connectionLost(reason)
-
-
-def _peerText(transport: Any) -> str:
-    try:
-        peer = transport.getPeer()
-    except Exception:  # only names the peer in a log line
-        return "-"
-    return str(getattr(peer, "host", None) or peer)
 
 
 class _ManholeSSHFactory(manhole_ssh.ConchFactory):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IListeningPort
 
-__all__ = ["isIPAddress", "isLoopbackHost", "noDelay", "boundPort"]
+__all__ = ["isIPAddress", "isLoopbackHost", "noDelay", "boundPort", "dropConnection", "peerText"]
 
 
 def isIPAddress(text: str) -> bool:
@@ -74,3 +74,29 @@ def boundPort(port: IListeningPort) -> int:
     if not isinstance(address, (IPv4Address, IPv6Address)):
         raise TypeError(f"not an IP listener: {address!r}")
     return address.port
+
+
+def dropConnection(transport: Any) -> None:
+    """
+    Close C{transport} at once, without waiting for buffered output to be
+    sent: a peer that reads nothing would hold a graceful close open.
+    Transports without C{abortConnection} are closed gracefully.
+    """
+    if transport is None:
+        return
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()
+
+
+def peerText(transport: Any) -> str:
+    """
+    The peer of C{transport} for a log line: its host, or C{-}.
+    """
+    try:
+        peer = transport.getPeer()
+    except Exception:  # only names the peer in a log line
+        return "-"
+    return str(getattr(peer, "host", None) or peer)

@@ -33,7 +33,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from suite.netutil import noDelay
+from suite.netutil import dropConnection, noDelay
 from suite.raft.interfaces import IRaftTransport
 from suite.raft.messages import MalformedMessage, Message, decodeMessage, encodeMessage
 
@@ -230,15 +230,7 @@ class InboundRaftProtocol(FrameProtocol):
         else:
             why = f"no complete frame within {owner.firstFrameTimeout:g} seconds of connecting"
         log.warn("closing Raft connection from {peer}: {why}", peer=self.describePeer(), why=why)
-        transport: Any = self.transport
-        if transport is None:
-            return
-        # A peer that reads nothing would hold a graceful close open.
-        abort = getattr(transport, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            transport.loseConnection()
+        dropConnection(self.transport)
 
     def connectionLost(self, reason: Any = None) -> None:
         if self._deadline is not None and self._deadline.active():

@@ -49,6 +49,7 @@ from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from suite.netutil import peerText
 from suite.web.endpoint import isLoopbackHost
 
 if http.H2_ENABLED:
@@ -132,14 +133,6 @@ def _hostName(value: str) -> str:
 def _isLocalName(name: str) -> bool:
     name = name.rstrip(".").lower()
     return isLoopbackHost(name) or name.endswith(".localhost")
-
-
-def _peerText(transport: Any) -> str:
-    try:
-        peer = transport.getPeer()
-    except Exception:  # only names the peer in a log line
-        return "-"
-    return str(getattr(peer, "host", None) or peer)
 
 
 class LimitedRequest(Request):
@@ -314,7 +307,7 @@ class LimitedChannel(http.HTTPChannel):
         self._rejected = True
         log.info(
             "rejected request from {peer}: {code} {reason}",
-            peer=_peerText(self.transport),
+            peer=peerText(self.transport),
             code=code,
             reason=reason,
         )
@@ -513,9 +506,9 @@ class LimitedSite(Site):
         """
         try:
             peer = request.getClientAddress()
-            peerText = getattr(peer, "host", None) or str(peer)
+            who = getattr(peer, "host", None) or str(peer)
         except Exception:  # only names the peer in the access log
-            peerText = "-"
+            who = "-"
         path = (getattr(request, "path", b"") or b"").decode("utf-8", "replace")
         method = (getattr(request, "method", b"") or b"").decode("ascii", "replace")
         accessLog.emit(
@@ -525,7 +518,7 @@ class LimitedSite(Site):
             path=path,
             code=getattr(request, "code", 0),
             bytes=getattr(request, "sentLength", 0),
-            peer=peerText,
+            peer=who,
         )
 
     def protocol(self) -> Any:
