@@ -34,6 +34,33 @@ from tests.support.process import DaemonProcess, freePort, scriptArgs
 class RPCAuthProcessTests(TestCase):
     timeout = 120
 
+    async def startSolver(self, rpc: str, name: str, *extra: str) -> DaemonProcess:
+        """
+        A C{specter dns} reading the ring through C{rpc}, once it is ready.
+        """
+        internal, dnsPort = freePort(), freePort()
+        solver = DaemonProcess(
+            self,
+            scriptArgs(
+                "specter",
+                "dns",
+                "--acme",
+                "acme://ops@example.net@acme.test",
+                "--acme-ns",
+                "ns1.acme.test/127.0.0.1",
+                "--rpc",
+                rpc,
+                *extra,
+                "--listen-addr",
+                f"127.0.0.1:{dnsPort}",
+                "--listen-internal",
+                f"tcp://127.0.0.1:{internal}",
+            ),
+            name=name,
+        ).start()
+        await solver.waitForHTTP(f"http://127.0.0.1:{internal}/readyz")
+        return solver
+
     async def kv(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         argv = scriptArgs("specter", "kv", *args)
         environ = {k: v for k, v in os.environ.items() if k != ENV_TOKEN_FILE}
@@ -102,51 +129,11 @@ class RPCAuthProcessTests(TestCase):
         client = await tcp.rpc()
         self.assertEqual(await client.kv("get", b"colour"), b"blue")
 
-        # specter dns reads the ring through the TCP RPC with the token file
-        internal, dnsPort = freePort(), freePort()
-        solver = DaemonProcess(
-            self,
-            scriptArgs(
-                "specter",
-                "dns",
-                "--acme",
-                "acme://ops@example.net@acme.test",
-                "--acme-ns",
-                "ns1.acme.test/127.0.0.1",
-                "--rpc",
-                rpc,
-                "--rpc-token-file",
-                tokenPath,
-                "--listen-addr",
-                f"127.0.0.1:{dnsPort}",
-                "--listen-internal",
-                f"tcp://127.0.0.1:{internal}",
-            ),
-            name="dns",
-        ).start()
-        await solver.waitForHTTP(f"http://127.0.0.1:{internal}/readyz")
+        # specter dns reads the ring through the TCP RPC with the token
+        # file, and, run as the node's user, with no token file at all
+        solver = await self.startSolver(rpc, "dns", "--rpc-token-file", tokenPath)
         await solver.stop()
-        # and, run as the node's user, with no token file at all
-        internal, dnsPort = freePort(), freePort()
-        finder = DaemonProcess(
-            self,
-            scriptArgs(
-                "specter",
-                "dns",
-                "--acme",
-                "acme://ops@example.net@acme.test",
-                "--acme-ns",
-                "ns1.acme.test/127.0.0.1",
-                "--rpc",
-                rpc,
-                "--listen-addr",
-                f"127.0.0.1:{dnsPort}",
-                "--listen-internal",
-                f"tcp://127.0.0.1:{internal}",
-            ),
-            name="dns-found",
-        ).start()
-        await finder.waitForHTTP(f"http://127.0.0.1:{internal}/readyz")
+        finder = await self.startSolver(rpc, "dns-found")
         self.assertNotIn("unauthorized", finder.output())
         await finder.stop()
 
